@@ -194,6 +194,13 @@ class Unavailable(GatewayError):
         self.retry_after = retry_after
 
 
+class KeyRefused(Unavailable):
+    """This process's GATEWAY_SECRET_KEY was found not to open what the database holds: a
+    secret it sealed could not be opened by the others."""
+
+    title, slug = "Secret key refused", "key-refused"
+
+
 class PartnerUnavailable(Unavailable):
     title, slug = "Partner unavailable", "partner-unavailable"
 

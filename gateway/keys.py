@@ -8,7 +8,7 @@ from __future__ import annotations
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.config import ConfigError
 from gateway.store import Store
-from gateway.store.sealed import Resealed, reseal
+from gateway.store.sealed import Resealed, reseal, sample
 
 
 async def reseal_secrets(store: Store, box: SecretBox, *, dry_run: bool = False) -> Resealed:
@@ -29,14 +29,24 @@ _KEY_CHECK_CONTEXT = "gateway:secret-key-check"
 
 
 async def check_secret_key(store: Store, box: SecretBox) -> None:
-    """GATEWAY_SECRET_KEY opens what the database holds: the key check the gateway's first
-    process sealed (stored here when there is none yet), opened by any of its keys, and sealed
-    again under the first when an older one opened it (a rotation, as `reseal` does). A
-    ConfigError naming GATEWAY_SECRET_KEY when none of its keys does: such a process would
-    fail every stored secret, and seal new ones that the other processes cannot open."""
+    """GATEWAY_SECRET_KEY opens what the database holds: the key check, opened by any of its
+    keys, and sealed again under the first when an older one opened it (a rotation, as
+    `reseal` does). When there is none yet (a new gateway, or one upgraded from a version
+    without it) the key must open one of the secrets already stored, if any, before it seals
+    the check: the first process to start is not trusted for its key. A ConfigError naming
+    GATEWAY_SECRET_KEY when none of its keys does: such a process would fail every stored
+    secret, and seal new ones that the other processes cannot open."""
     for _ in range(2):  # a check stored by another process meanwhile is read again
         sealed = await store.key_check.sealed()
         if sealed is None:
+            stored = await sample(store.db)
+            if stored and not any(box.opens(value) for value in stored):
+                raise ConfigError(
+                    "GATEWAY_SECRET_KEY: none of its keys opens the secrets stored in the "
+                    "database (partner credentials, signing secrets); every process of a "
+                    "gateway needs the key they were sealed with (while rotating it, "
+                    "`<new>,<old>`) (docs/security.md)"
+                )
             if await store.key_check.store_first(
                 box.seal(KEY_CHECK_TEXT, context=_KEY_CHECK_CONTEXT)
             ):

@@ -9,7 +9,10 @@ port with SO_REUSEPORT, so the kernel spreads connections over them. Each child 
 gateway process: web, its cached trigger gates, and its share of the background jobs
 (relay shards and delivery claims are leased in MongoDB). The parent restarts a child that
 dies (and marks it dead in the metrics), forwards SIGTERM/SIGINT to all of them, and stops
-the database last.
+the database last. A child that exits 2 refused its configuration (a GATEWAY_SECRET_KEY the
+database's key check refuses, a setting it cannot use): its successor, started with the same
+environment, would be refused again, so the parent stops the others and exits 2 as well, as a
+single process does, for the service manager to report it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class _Child:
     # checks it, so the wait holds neither the database's supervision, nor the other
     # processes', nor SIGTERM.
     restart_at: float | None = None
+    refused: bool = False  # exited 2: a configuration error, never restarted
 
 
 def serve_processes(settings: Settings, count: int) -> int:
@@ -79,6 +83,8 @@ def serve_processes(settings: Settings, count: int) -> int:
                 if database is not None:
                     database.check()
                 children = [_supervised(child, settings, env) for child in children]
+                if any(child.refused for child in children):
+                    return 2
         finally:
             _stop(children, Path(env[MULTIPROCESS_DIR]))
     return 0
@@ -143,7 +149,7 @@ def _supervised(child: _Child, settings: Settings, env: dict[str, str]) -> _Chil
             return child
         _died(child, env)
     assert child.restart_at is not None
-    if time.monotonic() < child.restart_at:
+    if child.refused or time.monotonic() < child.restart_at:
         return child
     restarted = _start(child.number, settings, env)
     restarted.delay = child.delay
@@ -156,6 +162,14 @@ def _died(child: _Child, env: dict[str, str]) -> None:
     code = child.proc.returncode
     mark_process_dead(child.proc.pid, Path(env[MULTIPROCESS_DIR]))
     os.close(child.lifeline)
+    if code == 2:
+        log.critical(
+            "gateway process %s refused its configuration (exit 2, said above): stopping",
+            child.number,
+        )
+        child.refused = True
+        child.restart_at = float("inf")  # gone: `_stop` leaves it alone
+        return
     quick = time.monotonic() - child.started < 60
     delay = child.delay if quick else 0.0
     log.error("gateway process %s exited with %s; restarting in %.0fs", child.number, code, delay)

@@ -4,9 +4,11 @@ Leases and due times are compared across processes, on hosts whose clocks may di
 host 60 s ahead took over the deliveries and schedules the others still held. So every
 process measures its host's offset to the database server's clock (`hello`'s `localTime`,
 the best of a few round trips, taken as read halfway through) at start, before its background
-jobs, and again every `CHECK_SECONDS`; `utcnow` adds it. The offset is exported
-(`gateway_clock_offset_seconds`) and logged past `WARN_SECONDS`: the hosts should still run
-NTP. A server that gives no time leaves the host's clock in use, said once in the log.
+jobs (which wait for a first measurement when the database does not answer then: `known`,
+`Background.start_once_checked`), and again every `CHECK_SECONDS`; `utcnow` adds it. The
+offset is exported (`gateway_clock_offset_seconds`) and logged past `WARN_SECONDS`: the
+hosts should still run NTP. A server that gives no time leaves the host's clock in use,
+said once in the log.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class ServerClock:
         self._measured = False
         self._untimed = False  # the server gave no time (said once)
         self._warned: timedelta | None = None  # the offset last warned about
+
+    @property
+    def known(self) -> bool:
+        """Whether leases may be taken: a measurement passed, or the server gives no time
+        (the host's clock is then all there is)."""
+        return self._measured or self._untimed
 
     async def measure(self) -> None:
         """One measurement, applied. StoreUnavailable when the database does not answer."""

@@ -91,6 +91,7 @@ class Services:
     settings: Settings
     metrics: Metrics
     keyring: KeyRing
+    box: SecretBox  # seals and opens every stored secret (refuses to seal: `start_once_checked`)
     schemas: SchemaRegistry
     store: Store
     kinds: KindService
@@ -159,24 +160,22 @@ async def open_services(
         # `--workers N` the scrape shows the lowest of the processes' values).
         store.health.watch(lambda up: metrics.database_up.set(1 if up else 0))
         services = _assemble(settings, metrics, ring, schemas, store, sender, policy)
-        # The clock every lease and due time is compared on, before any job takes one.
-        # A database known down at start (open_store) is not waited for again: both are
-        # done once it answers.
+        # The clock every lease and due time is compared on, and the key, before any job
+        # takes a lease or opens a secret. A database known down at start (open_store) is
+        # not waited for again: the jobs start once both are done.
         server_clock = ServerClock(store, metrics)
-        with contextlib.suppress(StoreUnavailable):  # measured again until it passes
-            store.health.check()
-            await server_clock.measure()
         try:
             store.health.check()
-            await check_secret_key(store, SecretBox(ring))
+            await server_clock.measure()
+            await check_secret_key(store, services.box)
         except StoreUnavailable as exc:
             log.error(
-                "GATEWAY_SECRET_KEY cannot be checked against the database (%s): the "
-                "background jobs start once it is, checked again every %g s",
+                "the database's clock and GATEWAY_SECRET_KEY cannot be checked against the "
+                "database (%s): the background jobs start once they are, tried again every %g s",
                 exc.detail,
                 INDEX_RETRY_SECONDS,
             )
-            services.background.start_once_key_checked(services, SecretBox(ring))
+            services.background.start_once_checked(services, server_clock)
         else:
             services.background.start(services)
         following = asyncio.create_task(server_clock.follow(), name="following the clock")
@@ -276,6 +275,7 @@ def _assemble(
         settings=settings,
         metrics=metrics,
         keyring=ring,
+        box=box,
         schemas=schemas,
         store=store,
         kinds=kinds,
@@ -448,20 +448,27 @@ class Background:
         # database holds, found once the database answered (/readyz answers 503 with it).
         self.key_refused: str | None = None
 
-    def start_once_key_checked(self, services: Services, box: SecretBox) -> None:
-        """The database did not answer at start: GATEWAY_SECRET_KEY is checked against it
-        once it does (`check_secret_key`), and the jobs started then; never when the check
-        fails (no job of a process with another key may fail deliveries for good)."""
+    def start_once_checked(self, services: Services, server_clock: ServerClock) -> None:
+        """The database did not answer at start: once it does, the offset to its clock is
+        measured (unless a measurement passed already, or the server gives no time) and
+        GATEWAY_SECRET_KEY checked against it (`check_secret_key`), and the jobs started
+        then: never on this host's clock (its leases would take over the others'), never
+        when the key check fails (no job of a process with another key may fail deliveries
+        for good: its box then seals nothing either, the admin API's writes of secrets are
+        refused with a 503)."""
 
         async def check_then_start() -> None:
             while True:
                 await asyncio.sleep(INDEX_RETRY_SECONDS)
                 try:
-                    await check_secret_key(services.store, box)
+                    if not server_clock.known:
+                        await server_clock.measure()
+                    await check_secret_key(services.store, services.box)
                 except StoreUnavailable:
                     continue
                 except ConfigError as exc:
                     self.key_refused = str(exc)
+                    services.box.refuse(str(exc))
                     log.critical("running no background job: %s", exc)
                     return
                 log.info("GATEWAY_SECRET_KEY checked against the database")

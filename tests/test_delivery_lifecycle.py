@@ -17,14 +17,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from bson import ObjectId
 
+from gateway import clock as host_clock
 from gateway.auth.keyring import KeyRing
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import verify
 from gateway.config import ConfigError, Secret, Settings
 from gateway.delivery import recording
 from gateway.delivery.worker import DeliveryWorker
+from gateway.errors import StoreUnavailable
 from gateway.formats.json_tree import ANSWER_DEPTH
-from gateway.services import open_services
+from gateway.keys import check_secret_key
+from gateway.server_clock import ServerClock
+from gateway.services import Background, Services, open_services
 from gateway.web.state import services_key
 from tests.partner_double import (
     FakeClock,
@@ -781,6 +785,31 @@ async def test_a_process_whose_key_opens_nothing_the_database_holds_does_not_sta
         await start(SECRET_KEY)
 
 
+async def test_a_wrong_key_first_to_start_after_the_upgrade_is_refused_not_trusted(
+    client: Client, settings: Settings, mongodb_uri: str
+) -> None:
+    """A gateway upgraded from a version without the key check holds secrets but no check:
+    the first process to start seals it only with a key that opens a stored secret. One with
+    another key is refused and seals nothing, and the correctly keyed processes start."""
+    store = client.app[services_key].store
+    sealed = SecretBox(KeyRing.from_secret(SECRET_KEY)).seal({"token": "x"})
+    await store.db["partners"].insert_one({"_id": "p1", "tenant": "t1", "auth_sealed": sealed})
+    await store.db["meta"].delete_one({"_id": "secret_key"})
+
+    async def start(key: str) -> None:
+        async with open_services(
+            replace(settings, secret_key=Secret(key)), mongodb_uri=mongodb_uri
+        ):
+            pass
+
+    with pytest.raises(ConfigError, match="GATEWAY_SECRET_KEY: none of its keys opens the sec"):
+        await start(OTHER_KEY)
+    assert await store.db["meta"].find_one({"_id": "secret_key"}) is None
+    await start(SECRET_KEY)  # seals the check under the key of the stored secrets
+    with pytest.raises(ConfigError, match="GATEWAY_SECRET_KEY: none of its keys opens the key"):
+        await start(OTHER_KEY)
+
+
 async def test_a_secret_that_does_not_open_hands_the_delivery_back_instead_of_parking_it(
     client: Client,
     partner: Partner,
@@ -824,14 +853,19 @@ async def test_a_secret_that_does_not_open_hands_the_delivery_back_instead_of_pa
     assert len(partner.requests) == 1
 
 
-async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_is_not_ready(
-    client: Client, monkeypatch: pytest.MonkeyPatch
+async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_seals_nothing(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A process whose database did not answer at start checks its key once it does, and
-    starts its background jobs only then: never with a key that opens nothing there."""
+    starts its background jobs only then: never with a key that opens nothing there. Nor
+    does it seal new secrets under that key (the others could not open them): the admin
+    API's writes of secrets answer 503 naming GATEWAY_SECRET_KEY, and store nothing."""
     monkeypatch.setattr("gateway.services.INDEX_RETRY_SECONDS", 0.05)
     services = client.app[services_key]
-    services.background.start_once_key_checked(services, SecretBox(KeyRing([OTHER_KEY])))
+    # the gateway's other processes sealed the key check under another key
+    await services.store.db["meta"].delete_one({"_id": "secret_key"})
+    await check_secret_key(services.store, SecretBox(KeyRing([OTHER_KEY])))
+    services.background.start_once_checked(services, ServerClock(services.store, services.metrics))
     for _ in range(100):
         if services.background.key_refused is not None:
             break
@@ -840,6 +874,49 @@ async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_is_no
     ready = await client.get("/readyz")
     assert ready.status == 503
     assert "GATEWAY_SECRET_KEY: none of its keys opens" in (await ready.json())["detail"]
+    body = {"name": "ERP", "base_url": partner.url, "auth": {"type": "bearer", "token": "x"}}
+    refused = await client.post("/api/v1/partners", json=body, headers=auth())
+    assert refused.status == 503
+    assert refused.content_type == "application/problem+json"
+    assert "GATEWAY_SECRET_KEY" in (await refused.json())["detail"]
+    assert await services.store.db["partners"].count_documents({}) == 0
+
+
+async def test_jobs_of_a_process_whose_database_blinked_at_start_wait_for_its_clock(
+    settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first measurement of the database's clock failed (the database down, or a blip
+    and the key check right after passed): the background jobs start once the offset is
+    measured, never on this host's clock (60 s ahead here: its leases took over the
+    others')."""
+    monkeypatch.setattr("gateway.services.INDEX_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(host_clock, "host_now", lambda: datetime.now(UTC) + timedelta(seconds=60))
+    measure = ServerClock.measure
+    failures = [StoreUnavailable("the database does not answer")]
+
+    async def blinking(self: ServerClock) -> None:
+        if failures:
+            raise failures.pop()
+        await measure(self)
+
+    monkeypatch.setattr(ServerClock, "measure", blinking)
+    offsets: list[timedelta] = []
+    start = Background.start
+
+    def started(self: Background, services: Services) -> None:
+        offsets.append(host_clock.offset())
+        start(self, services)
+
+    monkeypatch.setattr(Background, "start", started)
+    try:
+        async with open_services(replace(settings, run_workers=True), mongodb_uri=mongodb_uri):
+            for _ in range(100):
+                if offsets:
+                    break
+                await asyncio.sleep(0.05)
+        assert len(offsets) == 1 and offsets[0] < timedelta(seconds=-59), offsets
+    finally:
+        host_clock.set_offset(timedelta())
 
 
 def _oauth_to(url: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.processes import Gateway, alive, free_port, wait_until
-from tests.support import auth
+from tests.support import SECRET_KEY, auth
 
 
 def _children(pid: int) -> list[int]:
@@ -102,6 +102,39 @@ def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "--workers needs a fixed --port" in done.stderr
+
+
+def test_workers_with_a_key_the_database_refuses_exit_2_instead_of_restarting(
+    tmp_path: Path, mongodb_uri: str
+) -> None:
+    """Each process refuses to start (exit 2, GATEWAY_SECRET_KEY): so does the parent, for
+    the service manager to report it, instead of restarting the processes for ever."""
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": f"keycheck_workers_{os.getpid()}",
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "GATEWAY_LOG_JSON": "false",
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+    }
+    sealed = subprocess.run(  # the first process: seals the key check
+        [sys.executable, "-m", "gateway", "reseal"], capture_output=True, env=env, timeout=60
+    )
+    assert sealed.returncode == 0, sealed.stderr
+    other = {**env, "GATEWAY_SECRET_KEY": "another-secret-key-of-another-host-0000000"}
+    port = str(free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--workers", "2", "--port", port],
+        capture_output=True,
+        text=True,
+        env=other,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "none of its keys opens the key check" in done.stderr
+    assert "restarting in" not in done.stderr
+    assert "refused its configuration" in done.stderr
 
 
 def test_a_crashed_database_is_restarted_and_every_process_serves_again(tmp_path: Path) -> None:

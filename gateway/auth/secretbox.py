@@ -16,7 +16,7 @@ import orjson
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from gateway.auth.keyring import KeyRing, Purpose
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, KeyRefused
 
 
 class SecretBoxError(GatewayError):
@@ -31,11 +31,19 @@ class SecretBox:
         ]
         self._current = fernets[0]
         self._all = MultiFernet(fernets)
+        self._refused: str | None = None  # why this key may seal nothing (`refuse`)
 
     def __repr__(self) -> str:
         return "SecretBox()"
 
+    def refuse(self, reason: str) -> None:
+        """Seal nothing from now on (KeyRefused, a 503 naming `reason`): the key was found
+        not to open what the database holds, so nothing sealed under it would open elsewhere."""
+        self._refused = reason
+
     def seal(self, plaintext: str | Mapping[str, Any], *, context: str = "") -> str:
+        if self._refused is not None:
+            raise KeyRefused(f"this process seals no secret: {self._refused}", retry_after=60)
         if isinstance(plaintext, str):
             envelope: dict[str, Any] = {"c": context, "s": plaintext}
         else:
@@ -78,6 +86,14 @@ class SecretBox:
             self._decrypt(token)  # raises when no key opens it at all
             return True
         return False
+
+    def opens(self, token: str) -> bool:
+        """Whether one of the keys opens `token` (whatever its context)."""
+        try:
+            self._decrypt(token)
+        except SecretBoxError:
+            return False
+        return True
 
     def _decrypt(self, token: str) -> Any:
         try:

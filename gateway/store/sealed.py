@@ -61,6 +61,32 @@ async def reseal(db: Database, renew: Renew, *, dry_run: bool = False) -> Reseal
     return outcome
 
 
+async def sample(db: Database, per_collection: int = 3) -> list[str]:
+    """A few of the sealed values stored (up to `per_collection` documents of each
+    collection): the key that opens one of them is the key the gateway sealed them with."""
+    values: list[str] = []
+    for name in (*FIELDS, *LISTS):
+        paths = FIELDS.get(name, (LISTS.get(name, ""),))
+        query = {"$or": [{path: {"$exists": True}} for path in paths]}
+        with translate_errors():
+            docs = (
+                await db[name]
+                .find(query, dict.fromkeys(paths, 1))
+                .limit(per_collection)
+                .to_list(None)
+            )
+        for doc in docs:
+            for path in paths:
+                value = at_path(doc, path)
+                entries = value if isinstance(value, list) else [{"sealed": value}]
+                values += [
+                    entry["sealed"]
+                    for entry in entries
+                    if isinstance(entry, dict) and isinstance(entry.get("sealed"), str)
+                ]
+    return values
+
+
 def _renewed(value: Any, renew: Renew, where: str, outcome: Resealed) -> Any:
     """A sealed string, or a list of `{"sealed": ...}` entries, with each value renewed."""
     if isinstance(value, list):
