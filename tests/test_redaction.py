@@ -49,7 +49,8 @@ class Echo:
     def __init__(self) -> None:
         self.server: TestServer | None = None
         # What its token endpoint was sent (an OAuth2 client's secret), quoted back by every
-        # answer after: a partner's configuration page.
+        # answer after to the client holding the token it gave: a partner's configuration
+        # page (another partner's client, sharing this server in a test, is not told it).
         self.token_request: dict[str, str] = {}
 
     @property
@@ -82,20 +83,25 @@ class Echo:
             return _cut_in_a_character(request)
         if request.path == "/whole":  # a short answer, whole, ending as the key begins
             return web.Response(status=500, text="key expected: s3cr", content_type="text/plain")
+        told = self.token_request if _bearer(request) == TOKEN else {}
         echoed = {
-            **self.token_request,
+            **told,
             "url": str(request.url),
             "headers": {str(k): v for k, v in request.headers.items()},
             "body": (await request.read()).decode(errors="replace"),
         }
         if request.path == "/ok/text":  # not JSON-looking: returned as it came
             heads = "\n".join(f"{k}: {v}" for k, v in request.headers.items())
-            told = "\n".join(self.token_request.values())
-            return web.Response(text=f"{told}\n{request.url}\n{heads}", content_type="text/plain")
+            said = "\n".join(told.values())
+            return web.Response(text=f"{said}\n{request.url}\n{heads}", content_type="text/plain")
         status = 200 if request.path.startswith("/ok") else 500
         return web.Response(
             status=status, body=orjson.dumps(echoed), content_type="application/json"
         )
+
+
+def _bearer(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").removeprefix("Bearer ")
 
 
 @pytest.fixture

@@ -31,8 +31,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-import bson
-
 from gateway.clock import utcnow
 from gateway.delivery.retry import next_attempt_at
 from gateway.errors import NotFound, StoreUnavailable
@@ -45,6 +43,7 @@ from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner, rene
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
+from gateway.store.client import stored_size
 from gateway.store.flow_runs import SHARDS
 
 log = logging.getLogger(__name__)
@@ -238,7 +237,7 @@ class FlowRunner:
             doc["event"], flow=flow.name, version=doc["version"], now=doc["created_at"]
         )
         context["steps"] = dict(doc.get("answers") or {})
-        progress.kept = _size(context["steps"])
+        progress.kept = stored_size(context["steps"])
         run = RunRef(
             doc["_id"], tenant, flow.name, doc.get("depth", 0), doc["created_at"], doc["event"]
         )
@@ -281,7 +280,7 @@ class FlowRunner:
         step fails (the run's document would outgrow what the database holds)."""
         if outcome.answer is None:
             return outcome
-        size = _size(outcome.answer)
+        size = stored_size(outcome.answer)
         if progress.kept + size <= MAX_ANSWER_BYTES:
             progress.kept += size
             return outcome
@@ -424,8 +423,3 @@ class FlowRunner:
                 "flow run %s: lease lost before recording; another runner owns it", doc["_id"]
             )
         return stored
-
-
-def _size(value: Any) -> int:
-    """Bytes `value` takes in a database document (BSON, as a field of one)."""
-    return len(bson.encode({"": value}))

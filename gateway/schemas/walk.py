@@ -105,8 +105,11 @@ class Normaliser:
 
     def _identifier(self, value: str) -> str:
         for ident in self.idents:
-            if ident.is_valid(value):
-                return ident.normalize(value)
+            # Checked as normalised, as the validator then checks it: blanks at either end
+            # (a no-break space too) are formatting, not part of the identifier.
+            normalized = ident.normalize(value)
+            if ident.is_valid(normalized):
+                return normalized
         return value
 
     def _members(self, value: dict[str, Any]) -> dict[str, Any]:

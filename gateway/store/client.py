@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+import bson
 import pymongo.asynchronous.pool
 import pymongo.lock
 from bson import ObjectId
@@ -267,6 +268,11 @@ async def insert_new(collection: Collection, docs: Sequence[Doc]) -> int:
         bulk_failure(exc)
         return int(exc.details.get("nInserted", 0))
     return len(result.inserted_ids)
+
+
+def stored_size(value: Any) -> int:
+    """Bytes `value` takes in a database document (BSON, as a field of one)."""
+    return len(bson.encode({"": value}))
 
 
 def new_id() -> ObjectId:
