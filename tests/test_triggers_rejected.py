@@ -291,10 +291,12 @@ async def test_concurrent_repeats_of_one_payload_leave_one_record_once_the_next_
     assert {status for status, _ in answers} == {422}
     kept = await _rejected(client)  # each repeat supersedes what it finds
     assert 1 <= len(kept) <= 2, kept  # (two at the same moment may both stay)
-    assert sum(k["times_received"] for k in kept) <= 8  # (and count fewer, never more)
+    # Each counts at most the refusals there were: two that stayed may each count a copy
+    # both found (so their sum is no bound), but no record counts one that never came.
+    assert all(1 <= k["times_received"] <= 8 for k in kept), kept
     await hook(client, trigger, {"make": "VW"})  # the next one finds them all
     [last] = await _rejected(client)
-    assert last["times_received"] >= 2
+    assert 2 <= last["times_received"] <= 9
 
 
 async def test_a_repeat_keeps_the_latest_problems(client: Client) -> None:

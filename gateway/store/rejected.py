@@ -13,8 +13,10 @@ pending copies of the trigger (same scope, same `payload_sha256`) go. So one pay
 every minute does not push every other record past the bound, and a replay of all (oldest
 first) still writes the payloads in the order they were last sent. Nothing is lost on a race
 or a crash: the new record is written before any copy goes, and a copy goes only while
-pending (claimed for a replay, it stays); repeats at the same moment may leave two copies,
-or count fewer refusals, never more. Only payloads whose mapping does not read when they
+pending (claimed for a replay, it stays); repeats at the same moment may leave two copies
+(each counting the copies both found, so their counts together may pass what was sent) or
+count fewer refusals; no record counts more than were sent, and the next repeat, counting on
+from the newest, leaves one. Only payloads whose mapping does not read when they
 came (`RejectedKeeper.record` `repeatable`) carry a hash.
 """
 
