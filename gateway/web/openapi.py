@@ -378,32 +378,32 @@ _STILL_PROCESSING = (
 )
 
 
-_IF_MATCH: dict[str, Any] = {
-    "name": "If-Match",
-    "in": "header",
-    "required": False,
-    "description": "the document's `ETag` as its GET gave it (or `*`): the change applies only "
-    "if the document is still that version, else a 412 and nothing changes",
-    "schema": {"type": "string"},
-}
+def _precondition(name: str, description: str) -> dict[str, Any]:
+    """A conditional request header (RFC 9110 §13.1) as an OpenAPI parameter."""
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
 
 
-_IF_NONE_MATCH_READ: dict[str, Any] = {
-    "name": "If-None-Match",
-    "in": "header",
-    "required": False,
-    "description": "`ETag`s the client holds (or `*`): a 304 without a body when one of them "
-    "is the document's current version",
-    "schema": {"type": "string"},
-}
-_IF_NONE_MATCH_CHANGE: dict[str, Any] = {
-    "name": "If-None-Match",
-    "in": "header",
-    "required": False,
-    "description": "`ETag`s (or `*`: any version): the change applies only if the document is "
-    "none of them, else a 412 and nothing changes",
-    "schema": {"type": "string"},
-}
+_IF_MATCH = _precondition(
+    "If-Match",
+    "the document's `ETag` as its GET gave it (or `*`): the change applies only if the "
+    "document is still that version, else a 412 and nothing changes",
+)
+_IF_NONE_MATCH_READ = _precondition(
+    "If-None-Match",
+    "`ETag`s the client holds (or `*`): a 304 without a body when one of them is the "
+    "document's current version",
+)
+_IF_NONE_MATCH_CHANGE = _precondition(
+    "If-None-Match",
+    "`ETag`s (or `*`: any version): the change applies only if the document is none of "
+    "them, else a 412 and nothing changes",
+)
 _ETAG = {
     "description": "the version of this document, for `If-Match` and `If-None-Match`",
     "schema": {"type": "string"},
