@@ -77,6 +77,19 @@ def alive(pid: int) -> bool:
         return False
 
 
+def beside(data_dir: Path, mongodb_uri: str, database: str) -> dict[str, str]:
+    """The environment of a gateway process beside a test's app: its database, its key."""
+    return {
+        **os.environ,
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_LOG_JSON": "false",
+    }
+
+
 class Gateway:
     """`gateway serve` in a real process; its log goes to `data_dir/gateway.log`."""
 

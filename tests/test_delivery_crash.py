@@ -26,7 +26,7 @@ from tests.partner_double import (
     partner,
     post,
 )
-from tests.processes import free_port, skewed_gateway
+from tests.processes import beside, free_port, skewed_gateway
 from tests.support import SECRET_KEY
 
 __all__ = ["partner"]  # the fixture
@@ -142,15 +142,7 @@ async def test_a_worker_whose_host_clock_is_ahead_takes_over_no_delivery_in_flig
     here = asyncio.create_task(client.app[services_key].delivery_worker.run_until_idle())
     await partner.wait_for(1, timeout=10)  # in flight here, leased for 90 s
     port = free_port()
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongodb_uri,
-        "GATEWAY_DATABASE": client.app[services_key].settings.database,
-        "GATEWAY_SECRET_KEY": SECRET_KEY,
-        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
-        "GATEWAY_DATA_DIR": str(tmp_path),
-        "GATEWAY_LOG_JSON": "false",
-    }
+    env = beside(tmp_path, mongodb_uri, client.app[services_key].settings.database)
     with (tmp_path / "ahead.log").open("wb") as log:
         ahead = await asyncio.create_subprocess_exec(
             *skewed_gateway(SKEW_SECONDS), "worker", "--jobs", "delivery", "--port", str(port),

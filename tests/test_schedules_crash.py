@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, geotab
-from tests.processes import skewed_gateway
+from tests.processes import beside, skewed_gateway
 from tests.schedule_support import geotab_schedule, get, runs
 from tests.support import SECRET_KEY
 
@@ -101,15 +101,7 @@ async def test_a_runner_whose_host_clock_is_ahead_does_not_run_a_schedule_beside
     final = f"{RECORDS:016x}"
     here = asyncio.create_task(client.app[services_key].schedule_runner.run_until_idle())
     await geotab.wait_until(lambda: len(geotab.calls) >= 1)
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongodb_uri,
-        "GATEWAY_DATABASE": client.app[services_key].settings.database,
-        "GATEWAY_SECRET_KEY": SECRET_KEY,
-        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
-        "GATEWAY_DATA_DIR": str(tmp_path),
-        "GATEWAY_LOG_JSON": "false",
-    }
+    env = beside(tmp_path, mongodb_uri, client.app[services_key].settings.database)
     with (tmp_path / "ahead.log").open("wb") as log:
         ahead = await asyncio.create_subprocess_exec(
             *skewed_gateway(SKEW_SECONDS), "worker", "--jobs", "schedules",
