@@ -30,8 +30,10 @@ of the database process is read; CPU per request = its change / requests served.
   subscription of a `deliver` action to `vehicle.position` (the event every request emits:
   the mapping says `announce: every`, since the payload repeats, so a plate seen before has
   no changed field, no entity.updated, and by default would announce nothing)
-  makes every request store one delivery too; its first attempt is a day away (the action's
-  retry_schedule), so deliveries are stored and not sent (sending is bench_fanout.py's);
+  makes every request store one delivery too; the process runs every background job but the
+  delivery worker (GATEWAY_WORKERS), so deliveries are stored and not sent (sending is
+  bench_fanout.py's: since the first attempt is made at once, SPEC §5, a retry schedule can no
+  longer hold them back);
 - gateway-web: the same with GATEWAY_RUN_WORKERS=false (request path only);
 - gateway-probe: the same as gateway, posting a partner's probe (probe_mapping.yaml,
   probe_payload.json) that the mapping answers without a write: the request path without the
@@ -241,6 +243,7 @@ def gateway_server(
             "GATEWAY_LOG_JSON": "true",
             "GATEWAY_LOG_LEVEL": "WARNING",
             "GATEWAY_RUN_WORKERS": "true" if workers else "false",
+            "GATEWAY_WORKERS": "relay,flows,schedules,fold",  # deliveries stored, not sent
             "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
             **source,
             **server.env,
@@ -380,9 +383,9 @@ def create_trigger(base: str, env: dict[str, str], mapping_file: str) -> tuple[s
 
 
 def store_deliveries(base: str, auth: dict[str, str]) -> None:
-    """A `deliver` action subscribed to vehicle.position whose first attempt is a day away:
-    every request stores one delivery, and none is due during the measurement. (A disabled
-    partner would do the same, but every claim then scans its backlog.)"""
+    """A `deliver` action subscribed to vehicle.position: every request stores one delivery,
+    which no delivery worker sends (the server runs without that job). (A disabled partner
+    would hold them too, but every claim then scans its backlog.)"""
 
     def post(path: str, spec: dict) -> dict:
         headers = {**auth, "Content-Type": "application/json"}
@@ -398,7 +401,7 @@ def store_deliveries(base: str, auth: dict[str, str]) -> None:
     action = post(
         "/api/v1/actions",
         {"name": "bench erp update", "partner_id": partner["id"], "method": "POST",
-         "path": "/vehicles", "mode": "deliver", "retry_schedule": [86400]},
+         "path": "/vehicles", "mode": "deliver"},
     )  # fmt: skip
     post("/api/v1/subscriptions", {"action_id": action["id"], "event_types": ["vehicle.position"]})
 
