@@ -154,7 +154,7 @@ async def open_services(
     policy = OutboundPolicy.from_entries(settings.outbound_allow)
     async with (
         open_store(settings, mongodb_uri or settings.mongodb_uri, attach=attach) as store,
-        Sender(policy) as sender,
+        Sender(policy, connections=settings.outbound_connections) as sender,
     ):
         # 1 while the process knows its database up, whether or not /readyz is asked (under
         # `--workers N` the scrape shows the lowest of the processes' values).
@@ -203,7 +203,7 @@ def _assemble(
     entities = EntityService(store, schemas, kinds, relay_doorbell)
     mappings = MappingService(store, schemas, entities, kinds)
     catalog = Catalog(store, box, metrics)
-    guards = partner_guards(metrics)
+    guards = partner_guards(metrics, share=settings.outbound_connections // 2)
     notify = assemble_notify(
         store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds, metrics
     )

@@ -396,10 +396,11 @@ def _schedule(stored: list[float] | None) -> tuple[float, ...]:
     return DEFAULT_SCHEDULE if stored is None else tuple(stored)
 
 
-def partner_guards(metrics: Metrics) -> PartnerGuards:
+def partner_guards(metrics: Metrics, *, share: int | None = None) -> PartnerGuards:
     """The process's partner guards, reporting every breaker transition as a gauge: an open
     breaker is read at the end of its cooldown and at each scrape, so that its turn to
-    half_open is reported though no call came (`PartnerGuards.states`)."""
+    half_open is reported though no call came (`PartnerGuards.states`). `share`: the most
+    requests one partner may have in flight, whatever its `max_concurrency`."""
 
     def report(partner_id: str, state: BreakerState) -> None:
         for each in BreakerState:
@@ -408,6 +409,6 @@ def partner_guards(metrics: Metrics) -> PartnerGuards:
     def drop(partner_id: str) -> None:
         metrics.forget_partner_circuit(partner_id, [each.value for each in BreakerState])
 
-    guards = PartnerGuards(on_breaker_change=report, on_discard=drop)
+    guards = PartnerGuards(on_breaker_change=report, on_discard=drop, share=share)
     metrics.before_scrape(guards.states)
     return guards
