@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from gateway import __version__
@@ -51,7 +52,7 @@ from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
 from gateway.flows.service import FlowService
 from gateway.flows.starter import FlowStarter
-from gateway.keys import check_secret_key
+from gateway.keys import check_secret_key, key_still_opens
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
@@ -214,6 +215,7 @@ def _assemble(
         guards,
         mappings,
         metrics,
+        key_proven=partial(key_still_opens, store, box),
         settings=_worker_settings(settings),
         senders={DeliveryKind.NOTIFICATION: notify.notification_sender},
     )
