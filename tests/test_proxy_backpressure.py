@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +16,13 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.web.state import services_key
 from tests.partner_double import (
     Partner,
     create_action,
     create_partner,
+    create_subscription,
+    create_vehicle,
     partner,
     post,
     running_partner,
@@ -150,13 +154,19 @@ async def test_a_full_outbound_capacity_is_a_503_of_the_gateway_blaming_no_partn
     """GATEWAY_OUTBOUND_CONNECTIONS=4: one partner holds at most 2 (half), however many
     calls and whatever its `max_concurrency`, and B's calls still go; two slow partners fill
     it, and B's call waits at most its `max_wait` for our capacity, outside its timeout, then
-    is answered 503 `unavailable` with a Retry-After: not a timeout of B's, nor a failure."""
+    is answered 503 `unavailable` with a Retry-After: not a timeout of B's, nor a failure. A
+    delivery to another healthy partner meanwhile waits 5 s, no attempt spent, nothing noted
+    against its partner."""
     client = await aiohttp_client(make_app(outbound_connections=4))
+    services = client.app[services_key]
     partner.respond_with(200, {}, delay=30)
     _, first_slow = await _proxy(client, partner, timeout_seconds=30, max_concurrency=1000)
     _, second_slow = await _proxy(client, partner, timeout_seconds=30, max_concurrency=1000)
     async with running_partner() as fast:
         b_id, b_action = await _other_tenants_proxy(client, fast.url)
+        hooked = await create_partner(client, fast.url, name="Hooks")
+        hooks = await create_action(client, hooked["id"])
+        await create_subscription(client, hooks["id"])
 
         async def call_b() -> tuple[aiohttp.ClientResponse, float]:
             started = time.monotonic()
@@ -183,6 +193,24 @@ async def test_a_full_outbound_capacity_is_a_503_of_the_gateway_blaming_no_partn
             assert "GATEWAY_OUTBOUND_CONNECTIONS" in problem["detail"]
             assert answer.headers["Retry-After"] == "5"
             assert 1.5 < took < 3  # B's max_wait (its 2 s timeout): then refused, not queued
+
+            vehicle = await create_vehicle(client)
+            patched = await client.patch(
+                f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth(), json={"odometer_km": 5}
+            )
+            assert patched.status == 200
+            await services.relay.run_until_idle()
+            assert await services.delivery_worker.run_until_idle() == Counter(deferred=1)
+            [delivery] = (await (await client.get("/api/v1/deliveries", headers=auth())).json())[
+                "items"
+            ]
+            assert (delivery["status"], delivery["attempt_count"]) == ("pending", 0)
+            assert delivery["last_error"].startswith("not sent: this gateway process has 4 ")
+            assert delivery["last_error"].endswith(", retry in 5 s")
+            hooks_doc = await (
+                await client.get(f"/api/v1/partners/{hooked['id']}", headers=auth())
+            ).json()
+            assert hooks_doc.get("failing_since") is None
             assert len(fast.requests) == 1
             partner.release.set()
             for each in await asyncio.gather(*hogs):
