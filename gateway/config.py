@@ -85,6 +85,9 @@ class Settings:
     secret_key: Secret | None = None
     public_url: str | None = None
     outbound_allow: tuple[str, ...] = ()
+    # Requests to partners in flight at once in a process (`Sender(connections=...)`); one
+    # partner may hold half of it (`PartnerGuards.share`).
+    outbound_connections: int = 2000
     database: str = "gateway"
     db_timeout_ms: int = 5000
     # The write concern's `w` (journaling is always on): "majority" on a replica set, or a
@@ -186,6 +189,9 @@ class Settings:
             secret_key=env.secret_keys("GATEWAY_SECRET_KEY"),
             public_url=env.url("GATEWAY_PUBLIC_URL", base=True),
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
+            outbound_connections=env.integer(
+                "GATEWAY_OUTBOUND_CONNECTIONS", 2000, low=2, high=100_000
+            ),
             database=env.database("GATEWAY_DATABASE"),
             db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100),
             db_write_concern=env.write_concern("GATEWAY_WRITE_CONCERN"),

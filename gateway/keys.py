@@ -28,6 +28,22 @@ KEY_CHECK_TEXT = "rabbot-gateway: every process opens this with GATEWAY_SECRET_K
 _KEY_CHECK_CONTEXT = "gateway:secret-key-check"
 
 
+async def key_still_opens(store: Store, box: SecretBox) -> bool:
+    """Whether GATEWAY_SECRET_KEY opens the key check the database holds now. Proven, a
+    stored secret that does not open here is damaged (every process that starts re-seals the
+    check under its current key, `check_secret_key`, and exits when none of its keys opens
+    it). Not proven (another process re-sealed the check under a key this one lacks, a
+    rotation it was not given; or there is none), this process's key is the wrong one."""
+    sealed = await store.key_check.sealed()
+    if sealed is None:
+        return False
+    try:
+        box.open_text(sealed, context=_KEY_CHECK_CONTEXT)
+    except SecretBoxError:
+        return False
+    return True
+
+
 async def check_secret_key(store: Store, box: SecretBox) -> None:
     """GATEWAY_SECRET_KEY opens what the database holds: the key check, opened by any of its
     keys, and sealed again under the first when an older one opened it (a rotation, as

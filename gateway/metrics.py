@@ -299,6 +299,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.damaged_secrets = Counter(
+            "gateway_damaged_secrets_total",
+            "Deliveries failed because a stored secret they need does not open though "
+            "GATEWAY_SECRET_KEY opens the key check (`secret`: its record, partner:<id>:auth)",
+            ["secret"],
+            registry=r,
+        )
         self.partner_requests = Counter(
             "gateway_partner_requests_total",
             "Requests to partners by verdict or unsent reason",

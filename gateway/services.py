@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from gateway import __version__
@@ -51,7 +52,7 @@ from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
 from gateway.flows.service import FlowService
 from gateway.flows.starter import FlowStarter
-from gateway.keys import check_secret_key
+from gateway.keys import check_secret_key, key_still_opens
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
@@ -154,7 +155,7 @@ async def open_services(
     policy = OutboundPolicy.from_entries(settings.outbound_allow)
     async with (
         open_store(settings, mongodb_uri or settings.mongodb_uri, attach=attach) as store,
-        Sender(policy) as sender,
+        Sender(policy, connections=settings.outbound_connections) as sender,
     ):
         # 1 while the process knows its database up, whether or not /readyz is asked (under
         # `--workers N` the scrape shows the lowest of the processes' values).
@@ -203,7 +204,7 @@ def _assemble(
     entities = EntityService(store, schemas, kinds, relay_doorbell)
     mappings = MappingService(store, schemas, entities, kinds)
     catalog = Catalog(store, box, metrics)
-    guards = partner_guards(metrics)
+    guards = partner_guards(metrics, share=settings.outbound_connections // 2)
     notify = assemble_notify(
         store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds, metrics
     )
@@ -214,6 +215,7 @@ def _assemble(
         guards,
         mappings,
         metrics,
+        key_proven=partial(key_still_opens, store, box),
         settings=_worker_settings(settings),
         senders={DeliveryKind.NOTIFICATION: notify.notification_sender},
     )

@@ -40,6 +40,7 @@ from tests.partner_double import (
     partner,
     post,
     raw_partner,
+    running_partner,
 )
 from tests.support import SECRET_KEY, auth
 
@@ -819,15 +820,22 @@ async def test_a_secret_that_does_not_open_hands_the_delivery_back_instead_of_pa
     make_app: Callable[..., web.Application],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The subscription's secret sealed under a key this process lacks: a configuration
-    error of the process, not the delivery's. Handed back pending (counted, logged once),
-    it goes out from a process with the key."""
+    """The gateway's other processes were given `OTHER_KEY,SECRET_KEY` (a rotation), this
+    one only SECRET_KEY: starting, they sealed the key check under OTHER_KEY, and a
+    subscription's secret too. Its key no longer opening the check, the secret that does not
+    open is a configuration error of this process, not the delivery's: handed back pending
+    (counted, logged once), it goes out from a process with the key."""
     setup = await _subscribed(client, partner)
-    subscriptions = client.app[services_key].store.db["subscriptions"]
+    services = client.app[services_key]
+    rotated = SecretBox(KeyRing([OTHER_KEY, SECRET_KEY]))
+    check = await services.store.key_check.sealed()
+    assert check is not None
+    await services.store.key_check.replace(check, rotated.rotate(check))
+    subscriptions = services.store.db["subscriptions"]
     [stored] = (await subscriptions.find_one({"_id": ObjectId(setup["subscription"]["id"])}))[
         "secrets"
     ]
-    other = SecretBox(KeyRing([OTHER_KEY, SECRET_KEY])).rotate(stored["sealed"])
+    other = rotated.rotate(stored["sealed"])
     await subscriptions.update_one(
         {"_id": ObjectId(setup["subscription"]["id"])}, {"$set": {"secrets.0.sealed": other}}
     )
@@ -851,6 +859,52 @@ async def test_a_secret_that_does_not_open_hands_the_delivery_back_instead_of_pa
     keyed_worker.clock = lambda: clock() + timedelta(seconds=600)
     assert await keyed_worker.run_until_idle() == Counter(succeeded=1)
     assert len(partner.requests) == 1
+
+
+async def test_a_damaged_partner_secret_fails_its_delivery_naming_it_and_the_queue_goes_on(
+    client: Client,
+    partner: Partner,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """This process's key opens the key check, and a partner's stored credentials open under
+    no key (their sealed bytes altered): no process can send its deliveries, and no wait
+    mends it. Such a delivery is failed at once naming the partner and which secret (never
+    its value), logged at ERROR once, counted; another partner's delivery goes out. Until
+    2026-12-06 it was handed back as `key_refused` for ever, and nobody was told."""
+    damaged = await _subscribed(client, partner)
+    async with running_partner() as healthy:
+        await _subscribed(client, healthy, partner_fields={"name": "CRM"})
+        partners = client.app[services_key].store.db["partners"]
+        pid = damaged["partner"]["id"]
+        sealed = (await partners.find_one({"_id": ObjectId(pid)}))["auth_sealed"]
+        altered = sealed[:60] + ("B" if sealed[60] == "A" else "A") + sealed[61:]
+        await partners.update_one({"_id": ObjectId(pid)}, {"$set": {"auth_sealed": altered}})
+        vehicle = await create_vehicle(client)
+        await _odometer(client, vehicle, 5)
+
+        with caplog.at_level(logging.ERROR, logger="gateway.delivery.worker"):
+            assert await _deliver(client, worker) == Counter(failed=1, succeeded=1)
+            await _odometer(client, vehicle, 6)
+            assert await _deliver(client, worker) == Counter(failed=1, succeeded=1)
+            clock.advance(3600)
+            assert await worker.run_until_idle() == Counter()  # nothing handed back
+
+        assert partner.requests == [] and len(healthy.requests) == 2
+    failed = await _deliveries(client, status="failed")
+    assert len(failed) == 2
+    for each in failed:
+        error = each["last_error"]
+        assert error.startswith(f"stored secret damaged: partner 'ERP' ({pid}): its stored ")
+        assert "credentials (`auth`)" in error and "save the secret again" in error
+        assert "s3cr3t" not in error
+    logged = [r for r in caplog.records if "stored secret damaged" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == logging.ERROR
+    assert pid in logged[0].getMessage() and "s3cr3t" not in logged[0].getMessage()
+    metrics = await (await client.get("/metrics")).text()
+    assert f'gateway_damaged_secrets_total{{secret="partner:{pid}:auth"}} 2.0' in metrics
+    assert 'outcome="key_refused"' not in metrics
 
 
 async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_seals_nothing(

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import resource
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -784,6 +785,27 @@ async def test_concurrency_gate_limits_requests_in_flight(
     assert (await slow).status == 200
     assert (await sender.send(post(receiver.url()), partner_id="erp", guard=guard)).status == 200
     assert len(receiver.requests) == 2
+
+
+async def test_no_file_descriptor_left_is_the_gateways_own_hold_not_a_partner_failure(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """A connection this process cannot open for want of a file descriptor (its open-file
+    limit reached) reached no partner: held as `overloaded`, like a full outbound capacity,
+    never a `connect` failure counted against the partner (a breaker opening at 1 failure)."""
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (0, hard))
+    try:
+        outcome = await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (outcome.error, outcome.sent) == ("overloaded", False), outcome.message
+    assert outcome.hold is not None and outcome.hold.seconds == 5
+    assert "open-file limit" in (outcome.message or "")
+    assert guard.breaker.state is BreakerState.CLOSED
+    assert receiver.requests == []
+    assert (await sender.send(post(receiver.url()), partner_id="erp", guard=guard)).status == 200
 
 
 # URLs.

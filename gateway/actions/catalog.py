@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from gateway.actions.xml_body import XmlBody, compile_xml_body
-from gateway.auth.secretbox import SecretBox
+from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.clock import utcnow
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
@@ -247,11 +247,16 @@ class Catalog:
     def compile_partner(self, doc: Doc) -> Partner:
         pid = str(doc["_id"])
         cached = self._auth.get(pid)
+        whose = f"partner {doc['name']!r} ({pid})"
         if cached is not None and cached[0] == doc["rev"]:
             auth = cached[1]
         else:
+            try:
+                opened_auth = self._box.open_json(doc["auth_sealed"], context=auth_context(pid))
+            except SecretBoxError as exc:
+                raise exc.naming(f"{whose}: its stored credentials (`auth`)") from None
             auth = build_auth(
-                self._box.open_json(doc["auth_sealed"], context=auth_context(pid)),
+                opened_auth,
                 on_refresh=self._metrics.oauth_refreshes.labels(pid).inc,
                 on_refused=self._metrics.oauth_refusals.labels(pid).inc,
                 clock=self._now,
@@ -259,7 +264,10 @@ class Catalog:
             self._auth[pid] = (doc["rev"], auth)
         secrets: dict[str, str] = {}
         if doc.get("secrets_sealed"):
-            opened = self._box.open_json(doc["secrets_sealed"], context=secrets_context(pid))
+            try:
+                opened = self._box.open_json(doc["secrets_sealed"], context=secrets_context(pid))
+            except SecretBoxError as exc:
+                raise exc.naming(f"{whose}: its stored `secrets`") from None
             secrets = {str(k): str(v) for k, v in opened.items()}
         rate = doc.get("rate_limit") or {}
         timeout = float(doc["timeout_seconds"])
@@ -330,11 +338,14 @@ class Catalog:
         # A rotated-out secret past its grace stays stored until the next rotation; it signs
         # nothing, so it is not opened (its key may be gone: docs/security.md, key rotation).
         now = utcnow()
-        secrets = tuple(
-            (self._box.open_text(s["sealed"], context=context), s.get("expires_at"))
-            for s in doc["secrets"]
-            if s.get("expires_at") is None or s["expires_at"] > now
-        )
+        try:
+            secrets = tuple(
+                (self._box.open_text(s["sealed"], context=context), s.get("expires_at"))
+                for s in doc["secrets"]
+                if s.get("expires_at") is None or s["expires_at"] > now
+            )
+        except SecretBoxError as exc:
+            raise exc.naming(f"subscription {subscription_id}: its stored signing secret") from None
         return Subscription(
             id=subscription_id,
             tenant=tenant,
@@ -396,10 +407,11 @@ def _schedule(stored: list[float] | None) -> tuple[float, ...]:
     return DEFAULT_SCHEDULE if stored is None else tuple(stored)
 
 
-def partner_guards(metrics: Metrics) -> PartnerGuards:
+def partner_guards(metrics: Metrics, *, share: int | None = None) -> PartnerGuards:
     """The process's partner guards, reporting every breaker transition as a gauge: an open
     breaker is read at the end of its cooldown and at each scrape, so that its turn to
-    half_open is reported though no call came (`PartnerGuards.states`)."""
+    half_open is reported though no call came (`PartnerGuards.states`). `share`: the most
+    requests one partner may have in flight, whatever its `max_concurrency`."""
 
     def report(partner_id: str, state: BreakerState) -> None:
         for each in BreakerState:
@@ -408,6 +420,6 @@ def partner_guards(metrics: Metrics) -> PartnerGuards:
     def drop(partner_id: str) -> None:
         metrics.forget_partner_circuit(partner_id, [each.value for each in BreakerState])
 
-    guards = PartnerGuards(on_breaker_change=report, on_discard=drop)
+    guards = PartnerGuards(on_breaker_change=report, on_discard=drop, share=share)
     metrics.before_scrape(guards.states)
     return guards

@@ -20,7 +20,17 @@ from gateway.errors import GatewayError, KeyRefused
 
 
 class SecretBoxError(GatewayError):
-    """A stored secret cannot be opened. The message never includes the value."""
+    """A stored secret cannot be opened. The message never includes the value. `record`: the
+    context it was opened for (`partner:<id>:auth`), when known; a reader that knows whose
+    secret it is names it in the message (`naming`)."""
+
+    def __init__(self, detail: str = "", *, record: str = "") -> None:
+        super().__init__(detail)
+        self.record = record
+
+    def naming(self, whose: str) -> SecretBoxError:
+        """The same error, its message starting with whose secret it is (never its value)."""
+        return SecretBoxError(f"{whose}: {self.detail}", record=self.record)
 
 
 class SecretBox:
@@ -51,24 +61,27 @@ class SecretBox:
         return self._current.encrypt(orjson.dumps(envelope)).decode()
 
     def open(self, token: str, *, context: str = "") -> str | dict[str, Any]:
-        envelope = self._decrypt(token)
+        try:
+            envelope = self._decrypt(token)
+        except SecretBoxError as exc:
+            raise SecretBoxError(exc.detail, record=context) from None
         if not isinstance(envelope, dict) or envelope.get("c") != context:
-            raise SecretBoxError("a stored secret was sealed for another record")
+            raise SecretBoxError("a stored secret was sealed for another record", record=context)
         value = envelope.get("s", envelope.get("j"))
         if not isinstance(value, str | dict):
-            raise SecretBoxError("a stored secret is malformed")
+            raise SecretBoxError("a stored secret is malformed", record=context)
         return value
 
     def open_text(self, token: str, *, context: str = "") -> str:
         value = self.open(token, context=context)
         if not isinstance(value, str):
-            raise SecretBoxError("a stored secret is not text")
+            raise SecretBoxError("a stored secret is not text", record=context)
         return value
 
     def open_json(self, token: str, *, context: str = "") -> dict[str, Any]:
         value = self.open(token, context=context)
         if not isinstance(value, dict):
-            raise SecretBoxError("a stored secret is not an object")
+            raise SecretBoxError("a stored secret is not an object", record=context)
         return value
 
     def rotate(self, token: str) -> str:

@@ -30,7 +30,7 @@ import itertools
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -82,6 +82,7 @@ class DeliveryWorker:
         mappings: MappingSource,
         metrics: Metrics,
         *,
+        key_proven: Callable[[], Awaitable[bool]],
         settings: WorkerSettings = WorkerSettings(),
         senders: Mapping[str, KindSender] | None = None,
         owner: str | None = None,
@@ -108,6 +109,9 @@ class DeliveryWorker:
         )
         self._hand_backs = HandBacks("delivery")
         self._key_refused = False  # a secret did not open with GATEWAY_SECRET_KEY (logged)
+        # Whether GATEWAY_SECRET_KEY opens the key check now (`keys.key_still_opens`).
+        self._key_proven = key_proven
+        self._damaged: set[str] = set()  # the damaged secrets logged, by record
         self._claims = Claims(
             self.owner,
             self._loop,
@@ -271,7 +275,7 @@ class DeliveryWorker:
     async def _deliver(self, doc: Doc, *, probe: bool = False) -> str:
         token = self._held[doc["_id"]]
         try:
-            result = await self._prepare_and_send(doc, token, probe)
+            result = await self._prepare_unless_damaged(doc, token, probe)
         except StoreUnavailable as exc:
             # Nothing more can be written: handed back, due again after a pause (the
             # database decides when), not once the lease expires. A send that happened is
@@ -281,9 +285,10 @@ class DeliveryWorker:
             await self._hand_back(doc, token)
         except SecretBoxError as exc:
             # A secret it needs (its subscription's signing secret, its partner's credentials)
-            # does not open with this process's GATEWAY_SECRET_KEY: a configuration error of
-            # this process, not the delivery's; handed back for a process with the right key,
-            # or this one once its key is fixed, never parked (at least once).
+            # does not open with this process's GATEWAY_SECRET_KEY, which no longer opens the
+            # key check either: a configuration error of this process, not the delivery's;
+            # handed back for a process with the right key, or this one once its key is
+            # fixed, never parked (at least once).
             if not self._key_refused:
                 log.error(
                     "configuration error: delivery %s handed back unsent, and every other one "
@@ -302,6 +307,35 @@ class DeliveryWorker:
             self._hand_backs.forget(str(doc["_id"]))
         self._held.pop(doc["_id"], None)
         return result
+
+    async def _prepare_unless_damaged(self, doc: Doc, token: str, probe: bool) -> str:
+        """`_prepare_and_send`, unless a secret the delivery needs does not open: with this
+        process's key proven on the key check now (`keys.key_still_opens`), the secret is
+        damaged (its sealed value altered, or sealed under a key no process has): no wait
+        mends it, so the delivery fails at once naming whose secret it is (never its value),
+        logged at ERROR once per secret and counted in `gateway_damaged_secrets_total`; the
+        rest of the queue goes on. Not proven, the key is this process's error: the
+        SecretBoxError goes on to `_deliver`, which hands the delivery back."""
+        try:
+            return await self._prepare_and_send(doc, token, probe)
+        except SecretBoxError as exc:
+            if not await self._key_proven():
+                raise
+            damaged = exc
+        record = damaged.record or "unknown"
+        if record not in self._damaged:
+            self._damaged.add(record)
+            log.error(
+                "stored secret damaged: %s; GATEWAY_SECRET_KEY opens the key check, so the "
+                "secret is at fault: its deliveries fail until it is saved again (logged once)",
+                damaged.detail,
+            )
+        self._metrics.damaged_secrets.labels(record).inc()
+        reason = (
+            f"stored secret damaged: {damaged.detail}; this process's GATEWAY_SECRET_KEY opens "
+            "the gateway's key check: save the secret again, then replay the delivery"
+        )
+        return await self._recorder.fail(doc, token, reason)
 
     async def _hand_back(self, doc: Doc, token: str) -> None:
         """The delivery pending again, due after a pause that grows each time it comes back

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from gateway.actions.body_check import BodyCheck
-from gateway.auth.secretbox import SecretBox
+from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.notify.channel_needs import push_partner_problem, sms_action_problem
 from gateway.notify.messages import Channel, EmailSettings, PushSettings, SmsSettings
@@ -128,7 +128,11 @@ class ChannelService:
             smtp = doc["smtp"]
             password = None
             if doc.get("smtp_sealed"):
-                password = self._box.open_text(doc["smtp_sealed"], context=smtp_context(cid))
+                try:
+                    password = self._box.open_text(doc["smtp_sealed"], context=smtp_context(cid))
+                except SecretBoxError as exc:
+                    whose = f"channel {doc['name']!r} ({cid}): its stored SMTP password"
+                    raise exc.naming(whose) from None
             settings = EmailSettings(
                 host=smtp["host"],
                 port=int(smtp["port"]),

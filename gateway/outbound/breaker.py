@@ -223,12 +223,15 @@ class GuardSettings:
 
 @dataclass(slots=True)
 class PartnerGuard:
-    """Everything that stands between a partner and our senders."""
+    """Everything that stands between a partner and our senders. `concurrency` is the size
+    of its gate: its `max_concurrency`, within the share of the process's outbound capacity
+    one partner may hold (`PartnerGuards.share`)."""
 
     settings: GuardSettings
     breaker: CircuitBreaker
     limiter: TokenBucket | None
     gate: asyncio.Semaphore
+    concurrency: int
 
     @classmethod
     def build(
@@ -237,6 +240,7 @@ class PartnerGuard:
         *,
         clock: Clock = time.monotonic,
         on_breaker_change: Callable[[BreakerState], None] | None = None,
+        share: int | None = None,
     ) -> PartnerGuard:
         breaker = CircuitBreaker(
             threshold=settings.breaker_threshold,
@@ -247,7 +251,8 @@ class PartnerGuard:
         limiter = None
         if settings.rate_per_second is not None:
             limiter = TokenBucket(settings.rate_per_second, settings.burst, clock=clock)
-        return cls(settings, breaker, limiter, asyncio.Semaphore(settings.max_concurrency))
+        concurrency = min(settings.max_concurrency, share or settings.max_concurrency)
+        return cls(settings, breaker, limiter, asyncio.Semaphore(concurrency), concurrency)
 
 
 @dataclass(slots=True)
@@ -255,9 +260,14 @@ class PartnerGuards:
     """The registry of guards by partner id; a guard is rebuilt when its settings change.
 
     Requests already in flight keep the old guard's slots; only new sends see the new limits.
+
+    `share`: the most requests one partner may have in flight in this process, whatever its
+    `max_concurrency` (half the sender's outbound capacity, `Sender(connections=...)`): no
+    partner, however slow, takes the capacity the others' calls need (docs/outbound.md).
     """
 
     clock: Clock = time.monotonic
+    share: int | None = None
     on_breaker_change: Callable[[str, BreakerState], None] | None = None
     # Called when a partner's guard is dropped (the partner deleted): its state is no more.
     on_discard: Callable[[str], None] | None = None
@@ -271,7 +281,10 @@ class PartnerGuards:
             replaced = guard is not None
             built: list[PartnerGuard] = []
             guard = PartnerGuard.build(
-                settings, clock=self._now, on_breaker_change=self._callback(partner_id, built)
+                settings,
+                clock=self._now,
+                on_breaker_change=self._callback(partner_id, built),
+                share=self.share,
             )
             built.append(guard)
             self._guards[partner_id] = guard

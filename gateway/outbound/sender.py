@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import errno
 import logging
 import math
 import re
@@ -26,7 +27,7 @@ from aiohttp.abc import AbstractResolver
 
 # Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
 from gateway.auth.webhook_signature import signed_headers as signed_headers
-from gateway.errors import GatewayError, PartnerUnavailable, RateLimited
+from gateway.errors import GatewayError, PartnerUnavailable, RateLimited, Unavailable
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.formats import is_xml as is_xml_type
 from gateway.formats.charsets import storable, utf8_json
@@ -80,8 +81,8 @@ class OutboundRequest:
 class Hold:
     """A send our own guard refused before anything left, for a while: an open circuit, our
     rate or concurrency limit, a token endpoint that asked us to wait, a disabled partner
-    (`verdict.HELD`; `catalog.Partner.refusal`). The same request goes again in `seconds`,
-    and was no attempt: no retry spent, no failure.
+    (`verdict.HELD`; `catalog.Partner.refusal`), this process's full outbound capacity. The
+    same request goes again in `seconds`, and was no attempt: no retry spent, no failure.
 
     Every sender acts on it the same way: a delivery (an action's or a notification's) is
     pending again at that time, an interactive call (a proxy call, a channel's test send)
@@ -97,9 +98,13 @@ class Hold:
 
     def problem(self, detail: str, **extra: Any) -> GatewayError:
         """The RFC 9457 answer for a call that was held: 429 for our own rate or concurrency
-        limit, 503 (`partner-unavailable`) otherwise, with `Retry-After: seconds`."""
+        limit for the partner, 503 `unavailable` for this process's full outbound capacity
+        (the gateway's, not the partner's), 503 `partner-unavailable` otherwise, with
+        `Retry-After: seconds`."""
         if self.error == "rate_limited":
             return RateLimited(detail, retry_after=self.seconds, **extra)
+        if self.error == "overloaded":
+            return Unavailable(detail, retry_after=self.seconds, **extra)
         return PartnerUnavailable(detail, retry_after=self.seconds, **extra)
 
 
@@ -183,6 +188,12 @@ class Sender:
     Use `async with Sender(policy) as sender:` or pair `start()` with `close()` in a
     cleanup_ctx. The session keeps no cookies (partners share it) and ignores proxy
     environment variables (a proxy would resolve names where our guard cannot see).
+
+    `connections`: the process's outbound capacity, the most requests in flight to partners
+    at once (each holds one connection at a time). A request takes its place in it after its
+    partner's own gate and before its timeout starts (`send`); the connection pool itself
+    has no limit, so that no request ever waits in it, on a connection another partner's
+    requests hold, with its partner's clock running.
     """
 
     def __init__(
@@ -192,14 +203,15 @@ class Sender:
         connect_timeout: float = 5.0,
         max_body: int = 1024 * KIB,
         excerpt_bytes: int = 4 * KIB,
-        pool_limit: int = 200,
+        connections: int = 2000,
         resolver: AbstractResolver | None = None,
     ) -> None:
         self._policy = policy
         self._connect_timeout = connect_timeout
         self._max_body = max_body
         self._excerpt_bytes = excerpt_bytes
-        self._pool_limit = pool_limit
+        self._connections = connections
+        self._capacity = asyncio.Semaphore(connections)
         self._inner_resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
@@ -208,7 +220,7 @@ class Sender:
             return
         connector = Connector(
             resolver=GuardedResolver(self._policy, self._inner_resolver),
-            limit=self._pool_limit,
+            limit=0,  # bounded by the capacity a request takes first (`_admitted`)
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -237,9 +249,10 @@ class Sender:
         guard: PartnerGuard | None = None,
         auth: PartnerAuth = NO_AUTH,
     ) -> Outcome:
-        """Send through the partner's guard: circuit breaker, rate limit, concurrency gate."""
+        """Send through the partner's guard (circuit breaker, rate limit, concurrency gate),
+        then the process's outbound capacity."""
         if guard is None:
-            return await self._send_with_auth(request, auth)
+            return await self._admitted(request, auth, None, min(request.timeout, _MAX_WAIT))
         if guard.breaker.state is BreakerState.OPEN:
             return _circuit_open(guard)
         max_wait = guard.settings.max_wait
@@ -252,14 +265,38 @@ class Sender:
             # A slot frees when a request in flight ends: within the partner's timeout.
             return _not_sent(
                 "rate_limited",
-                f"{guard.settings.max_concurrency} requests already in flight "
-                f"to partner {partner_id}",
+                f"{guard.concurrency} requests already in flight to partner {partner_id}",
                 request.timeout,
             )
         try:
-            return await self._send_through_breaker(request, guard, auth)
+            return await self._admitted(request, auth, guard, max_wait)
         finally:
             guard.gate.release()
+
+    async def _admitted(
+        self,
+        request: OutboundRequest,
+        auth: PartnerAuth,
+        guard: PartnerGuard | None,
+        max_wait: float,
+    ) -> Outcome:
+        """The request sent once it has a place in the process's outbound capacity, waited
+        for at most max_wait seconds: a wait for our own resources, which the partner's
+        timeout (starting after it) does not count. Still full then, it is not sent, held as
+        `overloaded`: ours, not the partner's (no failure of it, nor an attempt)."""
+        if not await _enter(self._capacity, max_wait):
+            return _not_sent(
+                "overloaded",
+                f"this gateway process has {self._connections} requests to partners in "
+                "flight, its limit (GATEWAY_OUTBOUND_CONNECTIONS)",
+                _BUSY_RETRY,
+            )
+        try:
+            if guard is None:
+                return await self._send_with_auth(request, auth)
+            return await self._send_through_breaker(request, guard, auth)
+        finally:
+            self._capacity.release()
 
     async def _send_through_breaker(
         self, request: OutboundRequest, guard: PartnerGuard, auth: PartnerAuth
@@ -377,6 +414,7 @@ class Sender:
                 error=kind,
                 message=redactor.redact(message),
                 latency_ms=_since(started),
+                retry_in=_BUSY_RETRY if kind == "overloaded" else None,
                 redactor=redactor,
             )
 
@@ -476,6 +514,10 @@ class Sender:
         return body, None, None
 
 
+_MAX_WAIT = 5.0
+"""Seconds a request without a partner guard (a JWKS) waits for the outbound capacity."""
+_BUSY_RETRY = 5.0
+"""Seconds after which a request the full outbound capacity held goes again."""
 _TOKEN_SAID = 600
 """Characters of a token endpoint's refusal kept, once redacted."""
 _LEAST_TIMEOUT = 0.001
@@ -593,6 +635,12 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
         return "blocked", "invalid URL"
     if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError & co. included
         return "timeout", f"no answer in time ({type(exc).__name__})"
+    if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno in _NO_DESCRIPTOR:
+        # Nothing reached the partner: this process is out of file descriptors, ours to mend.
+        return "overloaded", (
+            "this gateway process has no file descriptor left for a connection "
+            "(its open-file limit, `ulimit -n`)"
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
         said = _without_urls(str(exc.os_error.strerror or exc.os_error))
         return "connect", f"cannot connect to {exc.host}:{exc.port}: {said}"
@@ -605,6 +653,7 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
     return "connect", f"{type(exc).__name__}: {_without_urls(str(exc))}"
 
 
+_NO_DESCRIPTOR: Final = frozenset({errno.EMFILE, errno.ENFILE})
 _URL: Final = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://\S*")
 
 

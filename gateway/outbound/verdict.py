@@ -22,12 +22,13 @@ ErrorKind = Literal[
     "rate_limited",  # our own per-partner rate/concurrency limit: never sent
     "circuit_open",  # the partner's circuit breaker is open: never sent
     "partner_disabled",  # the partner is disabled (by an admin, or after failing): never sent
+    "overloaded",  # this process's own outbound capacity is taken (by any partner): never sent
 ]
 
 # Error kinds of a request our own guard held back for a while (it names how long): nothing
 # went out, and the same request is to be made again then, without counting as an attempt.
 HELD: frozenset[ErrorKind] = frozenset(
-    {"rate_limited", "circuit_open", "auth_waiting", "partner_disabled"}
+    {"rate_limited", "circuit_open", "auth_waiting", "partner_disabled", "overloaded"}
 )
 # Error kinds for which no request reached the partner: the held ones, and `blocked`, which
 # never will (a permanent failure).
