@@ -10,15 +10,24 @@ import time
 from datetime import datetime
 from typing import Any
 
+import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
-from tests.feed_doubles import GeotabDouble, geotab
+from tests.feed_doubles import GeotabDouble, ScriptedFeed, geotab, scripted
 from tests.partner_double import FakeClock, post
-from tests.schedule_support import geotab_schedule, get, run_now, runner, runs
+from tests.schedule_support import (
+    geotab_schedule,
+    get,
+    run_now,
+    runner,
+    runs,
+    scripted_schedule,
+)
 from tests.support import auth
 
-__all__ = ["geotab"]  # the fixture
+__all__ = ["geotab", "scripted"]  # the fixtures
 Client = TestClient[Any, Any]
 
 
@@ -298,3 +307,54 @@ async def test_a_feed_read_again_without_a_cursor_keeps_one_record_of_a_refused_
         clock.advance(61)
     kept = (await get(client, f"/api/v1/rejected?trigger_id={schedule_id}"))["items"]
     assert [(r["reason"], r["times_received"]) for r in kept] == [("entity", 4)]
+
+
+async def test_an_error_member_saying_no_in_text_or_as_zero_is_no_error(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """`<erro>false</erro>` (all text in XML) or `"codigo": 0` is a partner saying all is
+    well; a message is its error."""
+    said: dict[str, Any] = {"erro": None}
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": str(n)}],
+        "next": f"c{n}",
+        "more": False,
+        **said,
+    }
+    schedule = await scripted_schedule(client, scripted, error="erro")
+    for fine in (None, "false", "0", 0, "", " False "):
+        said["erro"] = fine
+        await run_now(client, schedule["id"])
+        assert await runner(client).run_until_idle() == {"ok": 1}, fine
+    said["erro"] = "Token inválido"
+    await run_now(client, schedule["id"])
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    error = (await _state(client, schedule["id"]))["last_error"]
+    assert (error["kind"], error["message"]) == (
+        "partner_error",
+        "the partner reported an error: Token inválido",
+    )
+
+
+@pytest.mark.parametrize("status", [204, 200])
+async def test_a_quiet_partner_answering_no_body_is_an_empty_page_not_a_failure(
+    client: Client, scripted: ScriptedFeed, status: int
+) -> None:
+    """A 204 No Content, or a 200 with `Content-Length: 0`, has nothing new: the cursor
+    stays, the run is `ok` and the next one comes at the regular time, not after a back-off."""
+    first = {"items": [{"placa": "ABC1D23", "codigo": "1"}], "next": "c1", "more": True}
+    scripted.answer = lambda after, n: first if after is None else web.Response(status=status)
+    clock = FakeClock()
+    runner(client).clock = clock
+    schedule = await scripted_schedule(client, scripted)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    for _ in range(3):
+        clock.advance(3601)
+        started = clock.now
+        assert await runner(client).run_until_idle() == {"ok": 1}
+        state = await _state(client, schedule["id"])
+        assert (state["cursor"], state["failures"], state["last_error"]) == ("c1", 0, None)
+        waited = datetime.fromisoformat(state["next_run_at"]) - started
+        assert 3599 <= waited.total_seconds() <= 3601
+    assert [c["after"] for c in scripted.calls] == [None, "c1", "c1", "c1", "c1"]
+    assert await _metric(client, "gateway_schedule_errors_total", kind="not_json") == 0

@@ -15,7 +15,8 @@ import orjson
 
 from gateway.actions.catalog import Action, Partner, build_request
 from gateway.mapping import CompiledMapping, DecodedTexts
-from gateway.mapping.expressions import Run, compile_expression, is_truthy
+from gateway.mapping.casts import partner_flag
+from gateway.mapping.expressions import Run, compile_expression
 from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.store import Doc
@@ -64,6 +65,7 @@ class Page:
     answer: Any
     cursor: str | int | float | None  # what the answer says the next call starts from
     more: bool | None  # the partner says it has more (None: the schedule does not ask)
+    empty: bool = False  # a 2xx without a body: no records, the cursor stays, no more
 
 
 def request_for(
@@ -139,16 +141,18 @@ def read_page(
         message = outcome.message or ""
         raise PollFailure("invalid_response", f"unusable answer: {message}", status=status)
     if not outcome.readable:  # JSON, or XML with an XML content type
+        if outcome.other_body is None:  # no body at all (a 204, a Content-Length: 0)
+            return Page(None, None, False, empty=True)
         excerpt = outcome.redacted_excerpt(_EXCERPT)
         raise PollFailure("not_json", f"the answer is not JSON or XML: {excerpt!r}", status=status)
     answer = outcome.json_body
-    if doc.get("error") and is_truthy(error := _search(doc["error"], answer, "error")):
+    if doc.get("error") and partner_flag(error := _search(doc["error"], answer, "error")):
         said = _short(error)
         raise PollFailure("partner_error", f"the partner reported an error: {said}")
     spec = doc.get("cursor")
     if spec is None:
         return Page(answer, None, None)
-    more = is_truthy(_search(spec["more"], answer, "cursor.more")) if spec.get("more") else None
+    more = partner_flag(_search(spec["more"], answer, "cursor.more")) if spec.get("more") else None
     if spec.get("step"):  # page numbers or offsets: the next is the one sent plus the step
         start = sent if isinstance(sent, int) and not isinstance(sent, bool) else spec["initial"]
         return Page(answer, start + spec["step"], more)

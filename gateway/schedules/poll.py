@@ -277,6 +277,8 @@ class Poll:
         self, page: Page, mapping: CompiledMapping, target: CompiledTrigger, texts: DecodedTexts
     ) -> tuple[list[Any], list[Any], list[int]]:
         """The partner's records, the page's items and their indexes in the partner's list."""
+        if page.empty:
+            return [], [], []
         try:
             records, items, numbers = page_items(mapping, page.answer, texts)
         except InvalidPayload as exc:
