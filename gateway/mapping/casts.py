@@ -197,7 +197,7 @@ def partner_flag(value: Any) -> bool:
     non-empty object or list such as a JSON-RPC `error`)."""
     kind = type(value)
     if kind is int or kind is float:
-        return value != 0
+        return bool(value != 0)
     if kind is str:
         return value.strip().lower() not in _PARTNER_NO
     return not (value is None or value is False or value == [] or value == {})

@@ -225,6 +225,7 @@ class Poll:
             if spec is not None:
                 self._revisited(page, records, more)
         if fresh:
+            await self._fence()
             landed = await sink.land(target, fresh, self._origin(), texts, fresh_numbers)
             tally.written += landed.written
             tally.rejected += landed.rejected
@@ -241,6 +242,13 @@ class Poll:
         if not moved or (spec is not None and spec.get("step") and page.cursor == spec["initial"]):
             return False
         return more
+
+    async def _fence(self) -> None:
+        """LeaseLost unless this run still holds the schedule (renewed): a schedule deleted,
+        reset or changed to another cursor during the call lands nothing of its answer."""
+        until = self._clock() + self._lease
+        if not await self._c.store.schedules.renew(self._doc["_id"], self._owner, until):
+            raise LeaseLost()
 
     async def _commit(self, cursor: Any, page_digest: str | None, ids: list[str]) -> None:
         """Move past a landed page: the cursor (None: it stays), the ids, the digest."""
