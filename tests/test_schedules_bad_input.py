@@ -358,3 +358,43 @@ async def test_a_quiet_partner_answering_no_body_is_an_empty_page_not_a_failure(
         assert 3599 <= waited.total_seconds() <= 3601
     assert [c["after"] for c in scripted.calls] == [None, "c1", "c1", "c1", "c1"]
     assert await _metric(client, "gateway_schedule_errors_total", kind="not_json") == 0
+
+
+async def test_a_partner_throttling_after_pages_paces_the_run_without_a_failure(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A 429 with `Retry-After` after pages of the run (Geotab's one call a second): the run
+    ends `more` with what it read, no failure, and the next reads on when the partner said,
+    not after a back-off that grows to an hour."""
+
+    def answer(after: str | None, n: int) -> Any:
+        if n in (2, 4):
+            throttled = {"error": "OverLimitException"}
+            return web.json_response(throttled, status=429, headers={"Retry-After": "7"})
+        page = int((after or "c0")[1:])
+        more = page < 2
+        return {
+            "items": [{"placa": "ABC1D23", "codigo": str(page)}],
+            "next": f"c{page + 1}",
+            "more": more,
+        }
+
+    scripted.answer = answer
+    clock = FakeClock()
+    runner(client).clock = clock
+    schedule = await scripted_schedule(client, scripted)
+    for _ in range(2):
+        started = clock.now
+        assert await runner(client).run_until_idle() == {"more": 1}
+        state = await _state(client, schedule["id"])
+        assert (state["failures"], state["last_error"]) == (0, None)
+        waited = datetime.fromisoformat(state["next_run_at"]) - started
+        assert 7 <= waited.total_seconds() <= 8
+        assert await runner(client).run_until_idle() == {}  # not before the partner said
+        clock.advance(7.5)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == [None, "c1", "c1", "c2", "c2"]
+    assert (await _state(client, schedule["id"]))["cursor"] == "c3"
+    newest = (await runs(client, schedule["id"]))[1]
+    assert newest["outcome"] == "more" and "429" in newest["note"]
+    assert await _metric(client, "gateway_schedule_errors_total", kind="rate_limited") == 0

@@ -60,6 +60,7 @@ from gateway.schedules.calls import (
     request_for,
 )
 from gateway.schedules.sinks import PageSink, compile_target
+from gateway.schedules.timing import BACKOFF_SECONDS
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger
 from gateway.triggers.rejected import RejectedKeeper, repeatable
@@ -83,6 +84,10 @@ class Tally:
     skipped: int = 0  # items already seen (dedupe)
     listed: int = 0  # the partner's records, before the mapping's `when` and dedupe
     more: bool = False  # stopped at max_pages while the partner had more
+    # The partner throttled the run after it committed pages (a 429): the seconds it asked
+    # to wait (its Retry-After, else the first back-off step). The run ends `more`, no
+    # failure: the next one is due then (`runner._timing`).
+    throttled: float | None = None
     cursor_before: Any = None
     cursor_after: Any = None
     cursor_refused: Any = None  # a time cursor the partner answered that went back
@@ -175,7 +180,18 @@ class Poll:
             )
             # A page is read from a 2xx only (calls.read_page): the status's own verdict.
             self._c.metrics.observe_partner_call(partner.id, "schedule", outcome, outcome.verdict)
-            page = read_page(doc, outcome, self._clock(), self._cursor)
+            try:
+                page = read_page(doc, outcome, self._clock(), self._cursor)
+            except PollFailure as failure:
+                if failure.status != 429 or not self.tally.pages:
+                    raise
+                # Throttled after pages this run committed (Geotab's GetFeed allows one call
+                # a second): the partner paces a backlog, it does not fail. The run ends
+                # here, the next reads on when the partner asks.
+                wait = failure.retry_after
+                self.tally.throttled = BACKOFF_SECONDS[0] if wait is None else wait
+                self.tally.more = True
+                return
             if not await self._page(page, mapping, target, sink):
                 return
         self.tally.more = True

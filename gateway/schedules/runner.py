@@ -45,7 +45,7 @@ from gateway.errors import StoreUnavailable
 from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import LeaseLost, Poll, PollContext, Tally
-from gateway.schedules.timing import backoff_seconds, every_from_doc
+from gateway.schedules.timing import MAX_RETRY_AFTER_SECONDS, backoff_seconds, every_from_doc
 from gateway.store import Doc
 
 log = logging.getLogger(__name__)
@@ -237,12 +237,20 @@ class ScheduleRunner:
             "item_errors": tally.problems,
             "error": error,
         }
+        notes = []
+        if tally.throttled is not None:
+            notes.append(
+                f"the partner answered 429 after {tally.pages} page(s): the next run reads on "
+                f"after {_throttle_seconds(tally):g} s, as it asked"
+            )
         if _paced(doc, outcome, failure, tally):
-            run["note"] = (
+            notes.append(
                 f"the partner still had more after {MAX_RUNS_IN_ROW} runs in a row without a "
                 f"pause: the schedule waits for its regular time"
             )
             self._c.metrics.schedule_paced.labels(str(doc["_id"])).inc()
+        if notes:
+            run["note"] = "; ".join(notes)
         self._count(str(doc["_id"]), outcome, failure, tally, duration)
 
         async def writes() -> None:
@@ -333,6 +341,8 @@ class ScheduleRunner:
         else:  # done, empty pages, or the bound: the regular time
             due = every_from_doc(doc["every"]).next_after(started_at)
             in_row = 0
+        if tally.throttled is not None:  # not before the partner said (a 429 after pages)
+            due = max(due, now + timedelta(seconds=_throttle_seconds(tally)))
         return {
             "failures": 0,
             "last_run_at": started_at,
@@ -375,6 +385,12 @@ class ScheduleRunner:
                 metrics.schedule_items.labels(schedule, result).inc(count)
         if failure is not None and not failure.held:
             metrics.schedule_errors.labels(schedule, failure.kind).inc()
+
+
+def _throttle_seconds(tally: Tally) -> float:
+    """The wait a partner that throttled the run asked for, up to the hour a Retry-After is
+    honoured for (`timing.backoff_seconds`)."""
+    return min(tally.throttled or 0.0, MAX_RETRY_AFTER_SECONDS)
 
 
 def _paced(doc: Doc, outcome: str, failure: PollFailure | None, tally: Tally) -> bool:
