@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, ScriptedFeed, geotab, scripted
-from tests.partner_double import FakeClock, post
+from tests.partner_double import FakeClock, create_action, create_partner, post, upload_mapping
 from tests.schedule_support import (
     geotab_schedule,
     get,
@@ -398,3 +398,78 @@ async def test_a_partner_throttling_after_pages_paces_the_run_without_a_failure(
     newest = (await runs(client, schedule["id"]))[1]
     assert newest["outcome"] == "more" and "429" in newest["note"]
     assert await _metric(client, "gateway_schedule_errors_total", kind="rate_limited") == 0
+
+
+async def _refused_once(client: Client, scripted: ScriptedFeed, schedule_id: str) -> None:
+    """The page with the odd record and the page after it are written, the cursor moves, the
+    odd record is kept as a rejected item at its index, and its replay writes it."""
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    state = await _state(client, schedule_id)
+    assert (state["cursor"], state["failures"], state["last_error"]) == ("c2", 0, None)
+    for plate in ("ABC1D23", "RIO3F45"):
+        await get(client, f"/api/v1/entities/vehicle/{plate}")
+    response = await client.get("/api/v1/entities/vehicle/BRA2E19", headers=auth())
+    assert response.status == 404
+    first = (await runs(client, schedule_id))[0]
+    assert (first["written"], first["rejected"], first["skipped"]) == (2, 1, 0)
+    assert [e["index"] for e in first["item_errors"]] == [1]
+    (kept,) = (await get(client, f"/api/v1/rejected?trigger_id={schedule_id}"))["items"]
+    assert (kept["scope"], kept["index"]) == ("item", 1)
+    replayed = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    assert replayed.status in (200, 201), await replayed.text()
+    await get(client, "/api/v1/entities/vehicle/BRA2E19")
+
+
+async def test_an_item_dedupe_cannot_read_is_kept_and_the_feed_goes_on(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """`join` of a number (an ERP's `codigo` as 2, not "2") fails for that record only."""
+    pages = {
+        None: {
+            "items": [{"placa": "ABC1D23", "codigo": "1"}, {"placa": "BRA2E19", "codigo": 2}],
+            "next": "c1",
+            "more": True,
+        },
+        "c1": {"items": [{"placa": "RIO3F45", "codigo": "3"}], "next": "c2", "more": False},
+    }
+    scripted.answer = lambda after, n: pages.get(after, {"items": [], "next": after})
+    dedupe = {"by": "join('-', [placa, codigo])"}
+    schedule = await scripted_schedule(client, scripted, dedupe=dedupe)
+    await _refused_once(client, scripted, schedule["id"])
+    (kept,) = (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"]
+    assert kept["reason"] == "dedupe" and "join" in kept["detail"]
+
+
+async def test_a_record_the_mappings_when_cannot_read_is_kept_and_the_feed_goes_on(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    mixed = (
+        "name: erp-mixed\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "items: {from: items, when: \"starts_with(tipo, 'veic')\"}\n"
+        "fields:\n  plate: {from: placa, transforms: [plate]}\n"
+    )
+    pages = {
+        None: {
+            "items": [{"tipo": "veiculo", "placa": "ABC1D23"}, {"tipo": None, "placa": "BRA2E19"}],
+            "next": "c1",
+            "more": True,
+        },
+        "c1": {"items": [{"tipo": "veiculo", "placa": "RIO3F45"}], "next": "c2", "more": False},
+    }
+    scripted.answer = lambda after, n: pages.get(after, {"items": [], "next": after})
+    await upload_mapping(client, mixed)
+    erp = await create_partner(client, scripted.url, name="ERP", auth={"type": "none"})
+    action = await create_action(
+        client, erp["id"], name="feed", method="GET", path="/feed", mode="proxy"
+    )
+    body = {
+        "name": "mixed",
+        "action_id": action["id"],
+        "every": "1h",
+        "cursor": {"from": "next", "param": "query.after", "more": "more"},
+        "target": {"entity_type": "vehicle", "mapping": "erp-mixed"},
+    }
+    schedule = await post(client, "/api/v1/schedules", body)
+    await _refused_once(client, scripted, schedule["id"])
+    (kept,) = (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"]
+    assert kept["reason"] == "mapping"

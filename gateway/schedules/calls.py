@@ -14,6 +14,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.actions.catalog import Action, Partner, build_request
+from gateway.errors import FieldProblem, InvalidPayload
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping.casts import partner_flag
 from gateway.mapping.expressions import Run, compile_expression
@@ -165,22 +166,46 @@ def read_page(
     return Page(answer, cursor, more)
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """One record of a page refused on its own (an expression it cannot be read by): kept as
+    a rejected item at its index in the partner's list, the page's others go on."""
+
+    number: int
+    record: Any
+    error: InvalidPayload
+
+
 def page_items(
     mapping: CompiledMapping, answer: Any, texts: DecodedTexts
-) -> tuple[list[Any], list[Any], list[int]]:
+) -> tuple[list[Any], list[Any], list[int], list[Refused]]:
     """The partner's records on the page (before `items: {..., when}` leaves some out), the
-    page's items as the target's mapping finds them (InvalidPayload if it cannot), and each
-    one's index in the partner's list; `texts` keeps what from_json()/from_xml() read, for
-    the items' own mapping."""
+    page's items as the target's mapping finds them (InvalidPayload if it cannot), each
+    one's index in the partner's list, and the records `when` cannot be evaluated on;
+    `texts` keeps what from_json()/from_xml() read, for the items' own mapping."""
     if isinstance(answer, list) and mapping.source.get("items") is None:
-        return answer, answer, list(range(len(answer)))
-    records, items, numbers = mapping.listed_items(answer, texts=texts)
-    return records, items, list(range(len(items))) if numbers is None else numbers
+        return answer, answer, list(range(len(answer))), []
+    refused: list[tuple[int, InvalidPayload]] = []
+    records, items, numbers = mapping.listed_items(answer, texts=texts, refused=refused)
+    return (
+        records,
+        items,
+        list(range(len(items))) if numbers is None else numbers,
+        [
+            Refused(n, records[n], InvalidPayload(e.detail, e.problems, reason="mapping"))
+            for n, e in refused
+        ],
+    )
 
 
 def item_id(expression: str, item: Any) -> str | None:
-    """An item's id for deduplication, as text (long or structured ids are hashed)."""
-    value = _search(expression, item, "dedupe.by")
+    """An item's id for deduplication, as text (long or structured ids are hashed);
+    InvalidPayload (reason `dedupe`) when it cannot be evaluated on this item."""
+    try:
+        value = _search(expression, item, "dedupe.by")
+    except PollFailure as failure:
+        problem = FieldProblem("", failure.message, "expression")
+        raise InvalidPayload(failure.message, [problem], reason="dedupe") from None
     if value is None:
         return None
     text = value if isinstance(value, str) else _canonical(value)

@@ -51,6 +51,7 @@ from gateway.outbound.sender import Sender
 from gateway.schedules.calls import (
     Page,
     PollFailure,
+    Refused,
     cursor_key,
     digest,
     item_id,
@@ -202,12 +203,13 @@ class Poll:
         """Land one page and move past it; whether to read the next one now."""
         doc, tally = self._doc, self.tally
         texts = DecodedTexts()  # what the items read with from_json()/from_xml(): once a page
-        records, items, numbers = await self._items(page, mapping, target, texts)
+        records, items, numbers, refused = await self._items(page, mapping, target, texts)
         tally.pages += 1
-        tally.read += len(items)
+        tally.read += len(items) + len(refused)
         tally.listed += len(records)
-        fresh, ids, fresh_numbers = self._unseen(items, numbers)
-        tally.skipped += len(items) - len(fresh)
+        unread = len(refused)  # records `when` could not read; then those `dedupe.by` could not
+        fresh, ids, fresh_numbers = self._unseen(items, numbers, refused)
+        tally.skipped += len(items) - len(fresh) - (len(refused) - unread)
         spec = doc.get("cursor")
         more = page.more if page.more is not None else bool(records)
         if spec is not None and spec.get("step"):
@@ -240,8 +242,11 @@ class Poll:
                 )
             if spec is not None:
                 self._revisited(page, records, more)
-        if fresh:
+        if fresh or refused:
             await self._fence()
+        if refused:
+            await self._keep(target, mapping, refused)
+        if fresh:
             landed = await sink.land(target, fresh, self._origin(), texts, fresh_numbers)
             tally.written += landed.written
             tally.rejected += landed.rejected
@@ -297,19 +302,42 @@ class Poll:
         if cursor is not None:
             self._cursor = tally.cursor_after = cursor
 
+    async def _keep(
+        self, target: CompiledTrigger, mapping: CompiledMapping, refused: list[Refused]
+    ) -> None:
+        """Records refused on their own (`calls.Refused`), kept as rejected items of the
+        schedule, counted and named in the run like the items its target refused."""
+        tally = self.tally
+        records = [
+            self._c.rejected.record(
+                target,
+                each.error,
+                each.record,
+                scope="item",
+                index=each.number,
+                repeatable=repeatable(mapping),
+            )
+            for each in sorted(refused, key=lambda each: each.number)
+        ]
+        await self._c.rejected.keep(target, records)
+        tally.rejected += len(refused)
+        problems = [{"index": each.number, **each.error.problem()} for each in refused]
+        tally.problems = sorted(tally.problems + problems, key=lambda p: p["index"])[:5]
+
     async def _items(
         self, page: Page, mapping: CompiledMapping, target: CompiledTrigger, texts: DecodedTexts
-    ) -> tuple[list[Any], list[Any], list[int]]:
-        """The partner's records, the page's items and their indexes in the partner's list."""
+    ) -> tuple[list[Any], list[Any], list[int], list[Refused]]:
+        """The partner's records, the page's items, their indexes in the partner's list, and
+        the records `items: {..., when}` cannot be evaluated on."""
         if page.empty:
-            return [], [], []
+            return [], [], [], []
         try:
-            records, items, numbers = page_items(mapping, page.answer, texts)
+            records, items, numbers, refused = page_items(mapping, page.answer, texts)
         except InvalidPayload as exc:
             if not self._doc.get("failures"):  # kept once per failure streak, not per retry
-                refused = InvalidPayload(exc.detail, exc.problems, reason="mapping")
+                whole = InvalidPayload(exc.detail, exc.problems, reason="mapping")
                 record = self._c.rejected.record(
-                    target, refused, page.answer, scope="body", repeatable=repeatable(mapping)
+                    target, whole, page.answer, scope="body", repeatable=repeatable(mapping)
                 )
                 await self._c.rejected.keep(target, [record])
             raise PollFailure(
@@ -322,13 +350,14 @@ class Poll:
                 "page",
                 f"a page of {len(items)} items is over the limit of {target.max_batch_items}",
             )
-        return records, items, numbers
+        return records, items, numbers, refused
 
     def _unseen(
-        self, items: list[Any], numbers: list[int]
+        self, items: list[Any], numbers: list[int], refused: list[Refused]
     ) -> tuple[list[Any], list[str], list[int]]:
         """The items not seen before, their ids and their indexes in the partner's list (all
-        items, no ids, without dedupe)."""
+        items, no ids, without dedupe). An item `dedupe.by` cannot be evaluated on is added
+        to `refused`."""
         dedupe = self._doc.get("dedupe")
         if dedupe is None:
             return items, [], numbers
@@ -336,7 +365,11 @@ class Poll:
         ids: list[str] = []
         fresh_numbers: list[int] = []
         for item, number in zip(items, numbers, strict=True):
-            key = item_id(dedupe["by"], item)
+            try:
+                key = item_id(dedupe["by"], item)
+            except InvalidPayload as exc:
+                refused.append(Refused(number, item, exc))
+                continue
             if key is not None and (key in self._seen or key in ids):
                 continue
             fresh.append(item)
