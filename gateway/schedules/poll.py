@@ -4,9 +4,12 @@
             request (guard, credentials, SSRF check)
     read    the answer as a page, or a PollFailure (`calls.read_page`): no answer, an error
             status (429 with its Retry-After), not JSON, the partner's own error member, a
-            cursor that is not a string or a number
-    land    the page's items (deduplicated by id when the schedule says so) through the
-            target's sink: the trigger ingest path
+            cursor that is not a string or a number; a 2xx without a body is an empty page.
+            A 429 after pages of this run ends it `more`, throttled (`Tally.throttled`)
+    land    once the lease is checked (a schedule deleted or reset during the call lands
+            nothing), the page's items (deduplicated by id when the schedule says so)
+            through the target's sink: the trigger ingest path; a record `dedupe.by` or the
+            mapping's `when` cannot be evaluated on is kept as a rejected item alone
     commit  only then the cursor, the remembered ids and the page's digest move, in one
             write fenced by the lease: a runner that lost its lease moves nothing; a commit
             the database failed for a moment is handed back (`uncommitted`), not the page

@@ -8,17 +8,19 @@ process takes the schedule over from the last committed cursor.
 
 After a failure the schedule waits (5 s, 30 s, 2 min, 10 min, 30 min, then hourly, ±20%; a
 partner's Retry-After is honoured up to an hour) and its `last_error` says why; pages read
-before the failure keep their progress. A run that stopped at `max_pages` while the partner
-had more is due again at once (after the other due schedules) when its pages held records
-(the partner's, whether the mapping kept them and dedupe had seen them or not); one that
-read only empty pages waits for its regular time, so a partner answering empty pages under
-new cursors with "more" forever is not called without a pause. Neither is any other partner
-that always has more: at most `MAX_RUNS_IN_ROW` runs follow one another at once
-(`runs_in_row` on the schedule), then the schedule waits for its regular time and the run
-says so (`note`, `gateway_schedule_paced_total`). That bounds what a cycle longer than a run,
-pages that change on every lap or records the mapping leaves out can cost the partner:
-`MAX_RUNS_IN_ROW` × `max_pages` calls per regular period. Nothing else is kept across runs: a
-cursor that comes back within a run with the page it gave before is a `loop` (`poll.py`).
+before the failure keep their progress. A 429 after pages of the run is no failure: the run
+ends `more`, due again when the partner's Retry-After says (`Tally.throttled`). A run that
+stopped at `max_pages` while the partner had more is due again at once (after the other due
+schedules) when its pages held records (the partner's, whether the mapping kept them and
+dedupe had seen them or not); one that read only empty pages waits for its regular time, so
+a partner answering empty pages under new cursors with "more" forever is not called without
+a pause. Neither is any other partner that always has more: at most `MAX_RUNS_IN_ROW` runs
+follow one another at once (`runs_in_row` on the schedule), then the schedule waits for its
+regular time and the run says so (`note`, `gateway_schedule_paced_total`). That bounds what
+a cycle longer than a run, pages that change on every lap or records the mapping leaves out
+can cost the partner: `MAX_RUNS_IN_ROW` × `max_pages` calls per regular period. Nothing else
+is kept across runs: a cursor that comes back within a run with the page it gave before is a
+`loop` (`poll.py`).
 
 The next run time is computed on the schedule as the run read it, and given back only while
 it is unchanged (`rev`, `next_run_at`): what an admin asked during the run ("run now", pause
