@@ -201,9 +201,9 @@ class SamsaraDouble(FeedDouble):
 
 class ScriptedFeed(FeedDouble):
     """GET /feed?after=...: whatever `answer(after, n)` gives for the n-th call (a JSON value,
-    or raw bytes sent as JSON); `gate`, when set, holds the calls it names (by n) until
-    released. For partners that misbehave in ways the other doubles do not: cursors that
-    cycle, endless empty pages, integers past 64 bits."""
+    raw bytes sent as JSON, or a `web.Response` as it is); `gate`, when set, holds the calls
+    it names (by n) until released. For partners that misbehave in ways the other doubles do
+    not: cursors that cycle, endless empty pages, integers past 64 bits."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -218,6 +218,8 @@ class ScriptedFeed(FeedDouble):
         if n in self.gated:
             await asyncio.wait_for(self.gate.wait(), 30)
         answer = self.answer(after, n)
+        if isinstance(answer, web.Response):
+            return answer
         body = answer if isinstance(answer, bytes) else orjson.dumps(answer)
         return web.Response(body=body, content_type="application/json")
 

@@ -1,19 +1,30 @@
 """/api/v1/schedules as admins use it: a body is checked whole (every problem with its
 pointer), only reading actions can be scheduled, the definition can change while its cursor
-stays, pause and resume, a viewer only reads, and a mapping a schedule uses is not deleted."""
+stays (unless the change is to the cursor or the action: then it starts again, as after a
+reset), pause and resume, a viewer only reads, a mapping a schedule uses is not deleted, and
+deleting a schedule leaves nothing of it behind, a run in flight included."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.feed_doubles import GeotabDouble, geotab
+from gateway.web.state import services_key
+from tests.feed_doubles import GeotabDouble, ScriptedFeed, geotab, scripted
 from tests.partner_double import create_action, create_partner, partner, post
-from tests.schedule_support import geotab_schedule, get, runner, runs
+from tests.schedule_support import (
+    geotab_schedule,
+    get,
+    run_now,
+    runner,
+    runs,
+    scripted_schedule,
+)
 from tests.support import auth
 
-__all__ = ["geotab", "partner"]  # fixtures
+__all__ = ["geotab", "partner", "scripted"]  # fixtures
 Client = TestClient[Any, Any]
 
 
@@ -122,3 +133,103 @@ async def test_another_tenant_sees_no_schedule(client: Client, geotab: GeotabDou
     other = await client.get(f"/api/v1/schedules/{schedule['id']}", headers=auth("globex"))
     assert other.status == 404
     assert len(await runs(client, schedule["id"])) == 0
+
+
+async def test_a_change_of_the_cursor_starts_again_from_its_initial_as_a_reset_does(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A partner's page token means nothing as a page number: a PATCH of `cursor` (or of
+    the action) starts from `cursor.initial`; `POST .../reset` starts again without one;
+    any other change keeps the cursor."""
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": str(n)}],
+        "next": "tok-xyz",
+        "more": False,
+    }
+    schedule = await scripted_schedule(client, scripted)
+    path = f"/api/v1/schedules/{schedule['id']}"
+
+    async def run() -> None:
+        await run_now(client, schedule["id"])
+        assert await runner(client).run_until_idle() == {"ok": 1}
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    kept = await client.patch(path, json={"every": "30m"}, headers=auth())
+    assert (await kept.json())["state"]["cursor"] == "tok-xyz"
+    reset = await client.post(f"{path}/reset", headers=auth())
+    assert reset.status == 200, await reset.text()
+    assert (await reset.json())["state"]["cursor"] is None
+    await run()
+    pages = {"step": 1, "initial": 1, "param": "query.after", "more": "more"}
+    changed = await client.patch(path, json={"cursor": pages}, headers=auth())
+    assert (await changed.json())["state"]["cursor"] is None
+    await run()
+    assert [c["after"] for c in scripted.calls] == [None, None, "1"]
+
+
+async def test_deleting_a_schedule_mid_run_writes_nothing_after_and_leaves_no_run(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """The DELETE answers 204 while the partner's answer is on its way: that page is not
+    written, and no run record of the schedule is left."""
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": "1"}],
+        "next": "c1",
+        "more": False,
+    }
+    scripted.gated = {1}
+    schedule = await scripted_schedule(client, scripted)
+    running = asyncio.create_task(runner(client).run_until_idle())
+    await scripted.wait_until(lambda: len(scripted.calls) >= 1)
+    response = await client.delete(f"/api/v1/schedules/{schedule['id']}", headers=auth())
+    assert response.status == 204
+    scripted.gate.set()
+    assert await asyncio.wait_for(running, 20) == {"lost_lease": 1}
+    runs_left = client.app[services_key].store.db["schedule_runs"]
+    assert await runs_left.count_documents({"schedule_id": schedule["id"]}) == 0
+    response = await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())
+    assert response.status == 404
+
+
+async def test_deleting_a_schedule_removes_the_items_its_pages_could_not_write(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": "1"}, {"placa": "not a plate", "codigo": "2"}],
+        "next": "c1",
+        "more": False,
+    }
+    schedule = await scripted_schedule(client, scripted)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    kept = f"/api/v1/rejected?trigger_id={schedule['id']}"
+    assert len((await get(client, kept))["items"]) == 1
+    response = await client.delete(f"/api/v1/schedules/{schedule['id']}", headers=auth())
+    assert response.status == 204
+    assert (await get(client, kept))["items"] == []
+
+
+async def test_a_reset_during_a_run_is_not_undone_by_the_run(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """The run in flight read under the old cursor: it lands nothing more and cannot put
+    its cursor back; the schedule starts again from the beginning."""
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": str(n)}],
+        "next": f"c{n}",
+        "more": False,
+    }
+    schedule = await scripted_schedule(client, scripted)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    scripted.gated = {2}
+    await run_now(client, schedule["id"])
+    running = asyncio.create_task(runner(client).run_until_idle())
+    await scripted.wait_until(lambda: len(scripted.calls) >= 2)
+    path = f"/api/v1/schedules/{schedule['id']}"
+    assert (await client.post(f"{path}/reset", headers=auth())).status == 200
+    scripted.gate.set()
+    outcomes = await asyncio.wait_for(running, 20)
+    assert outcomes["lost_lease"] == 1
+    assert [c["after"] for c in scripted.calls][:2] == [None, "c1"]
+    assert scripted.calls[2:] == [{"after": None}] * len(scripted.calls[2:])
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"]["erp_id"] != "2"

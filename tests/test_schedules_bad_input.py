@@ -10,15 +10,24 @@ import time
 from datetime import datetime
 from typing import Any
 
+import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
-from tests.feed_doubles import GeotabDouble, geotab
-from tests.partner_double import FakeClock, post
-from tests.schedule_support import geotab_schedule, get, run_now, runner, runs
+from tests.feed_doubles import GeotabDouble, ScriptedFeed, geotab, scripted
+from tests.partner_double import FakeClock, create_action, create_partner, post, upload_mapping
+from tests.schedule_support import (
+    geotab_schedule,
+    get,
+    run_now,
+    runner,
+    runs,
+    scripted_schedule,
+)
 from tests.support import auth
 
-__all__ = ["geotab"]  # the fixture
+__all__ = ["geotab", "scripted"]  # the fixtures
 Client = TestClient[Any, Any]
 
 
@@ -298,3 +307,169 @@ async def test_a_feed_read_again_without_a_cursor_keeps_one_record_of_a_refused_
         clock.advance(61)
     kept = (await get(client, f"/api/v1/rejected?trigger_id={schedule_id}"))["items"]
     assert [(r["reason"], r["times_received"]) for r in kept] == [("entity", 4)]
+
+
+async def test_an_error_member_saying_no_in_text_or_as_zero_is_no_error(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """`<erro>false</erro>` (all text in XML) or `"codigo": 0` is a partner saying all is
+    well; a message is its error."""
+    said: dict[str, Any] = {"erro": None}
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": str(n)}],
+        "next": f"c{n}",
+        "more": False,
+        **said,
+    }
+    schedule = await scripted_schedule(client, scripted, error="erro")
+    for fine in (None, "false", "0", 0, "", " False "):
+        said["erro"] = fine
+        await run_now(client, schedule["id"])
+        assert await runner(client).run_until_idle() == {"ok": 1}, fine
+    said["erro"] = "Token inválido"
+    await run_now(client, schedule["id"])
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    error = (await _state(client, schedule["id"]))["last_error"]
+    assert (error["kind"], error["message"]) == (
+        "partner_error",
+        "the partner reported an error: Token inválido",
+    )
+
+
+@pytest.mark.parametrize("status", [204, 200])
+async def test_a_quiet_partner_answering_no_body_is_an_empty_page_not_a_failure(
+    client: Client, scripted: ScriptedFeed, status: int
+) -> None:
+    """A 204 No Content, or a 200 with `Content-Length: 0`, has nothing new: the cursor
+    stays, the run is `ok` and the next one comes at the regular time, not after a back-off."""
+    first = {"items": [{"placa": "ABC1D23", "codigo": "1"}], "next": "c1", "more": True}
+    scripted.answer = lambda after, n: first if after is None else web.Response(status=status)
+    clock = FakeClock()
+    runner(client).clock = clock
+    schedule = await scripted_schedule(client, scripted)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    for _ in range(3):
+        clock.advance(3601)
+        started = clock.now
+        assert await runner(client).run_until_idle() == {"ok": 1}
+        state = await _state(client, schedule["id"])
+        assert (state["cursor"], state["failures"], state["last_error"]) == ("c1", 0, None)
+        waited = datetime.fromisoformat(state["next_run_at"]) - started
+        assert 3599 <= waited.total_seconds() <= 3601
+    assert [c["after"] for c in scripted.calls] == [None, "c1", "c1", "c1", "c1"]
+    assert await _metric(client, "gateway_schedule_errors_total", kind="not_json") == 0
+
+
+async def test_a_partner_throttling_after_pages_paces_the_run_without_a_failure(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A 429 with `Retry-After` after pages of the run (Geotab's one call a second): the run
+    ends `more` with what it read, no failure, and the next reads on when the partner said,
+    not after a back-off that grows to an hour."""
+
+    def answer(after: str | None, n: int) -> Any:
+        if n in (2, 4):
+            throttled = {"error": "OverLimitException"}
+            return web.json_response(throttled, status=429, headers={"Retry-After": "7"})
+        page = int((after or "c0")[1:])
+        more = page < 2
+        return {
+            "items": [{"placa": "ABC1D23", "codigo": str(page)}],
+            "next": f"c{page + 1}",
+            "more": more,
+        }
+
+    scripted.answer = answer
+    clock = FakeClock()
+    runner(client).clock = clock
+    schedule = await scripted_schedule(client, scripted)
+    for _ in range(2):
+        started = clock.now
+        assert await runner(client).run_until_idle() == {"more": 1}
+        state = await _state(client, schedule["id"])
+        assert (state["failures"], state["last_error"]) == (0, None)
+        waited = datetime.fromisoformat(state["next_run_at"]) - started
+        assert 7 <= waited.total_seconds() <= 8
+        assert await runner(client).run_until_idle() == {}  # not before the partner said
+        clock.advance(7.5)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == [None, "c1", "c1", "c2", "c2"]
+    assert (await _state(client, schedule["id"]))["cursor"] == "c3"
+    newest = (await runs(client, schedule["id"]))[1]
+    assert newest["outcome"] == "more" and "429" in newest["note"]
+    assert await _metric(client, "gateway_schedule_errors_total", kind="rate_limited") == 0
+
+
+async def _refused_once(client: Client, scripted: ScriptedFeed, schedule_id: str) -> None:
+    """The page with the odd record and the page after it are written, the cursor moves, the
+    odd record is kept as a rejected item at its index, and its replay writes it."""
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    state = await _state(client, schedule_id)
+    assert (state["cursor"], state["failures"], state["last_error"]) == ("c2", 0, None)
+    for plate in ("ABC1D23", "RIO3F45"):
+        await get(client, f"/api/v1/entities/vehicle/{plate}")
+    response = await client.get("/api/v1/entities/vehicle/BRA2E19", headers=auth())
+    assert response.status == 404
+    first = (await runs(client, schedule_id))[0]
+    assert (first["written"], first["rejected"], first["skipped"]) == (2, 1, 0)
+    assert [e["index"] for e in first["item_errors"]] == [1]
+    (kept,) = (await get(client, f"/api/v1/rejected?trigger_id={schedule_id}"))["items"]
+    assert (kept["scope"], kept["index"]) == ("item", 1)
+    replayed = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    assert replayed.status in (200, 201), await replayed.text()
+    await get(client, "/api/v1/entities/vehicle/BRA2E19")
+
+
+async def test_an_item_dedupe_cannot_read_is_kept_and_the_feed_goes_on(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """`join` of a number (an ERP's `codigo` as 2, not "2") fails for that record only."""
+    pages = {
+        None: {
+            "items": [{"placa": "ABC1D23", "codigo": "1"}, {"placa": "BRA2E19", "codigo": 2}],
+            "next": "c1",
+            "more": True,
+        },
+        "c1": {"items": [{"placa": "RIO3F45", "codigo": "3"}], "next": "c2", "more": False},
+    }
+    scripted.answer = lambda after, n: pages.get(after, {"items": [], "next": after})
+    dedupe = {"by": "join('-', [placa, codigo])"}
+    schedule = await scripted_schedule(client, scripted, dedupe=dedupe)
+    await _refused_once(client, scripted, schedule["id"])
+    (kept,) = (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"]
+    assert kept["reason"] == "dedupe" and "join" in kept["detail"]
+
+
+async def test_a_record_the_mappings_when_cannot_read_is_kept_and_the_feed_goes_on(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    mixed = (
+        "name: erp-mixed\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "items: {from: items, when: \"starts_with(tipo, 'veic')\"}\n"
+        "fields:\n  plate: {from: placa, transforms: [plate]}\n"
+    )
+    pages = {
+        None: {
+            "items": [{"tipo": "veiculo", "placa": "ABC1D23"}, {"tipo": None, "placa": "BRA2E19"}],
+            "next": "c1",
+            "more": True,
+        },
+        "c1": {"items": [{"tipo": "veiculo", "placa": "RIO3F45"}], "next": "c2", "more": False},
+    }
+    scripted.answer = lambda after, n: pages.get(after, {"items": [], "next": after})
+    await upload_mapping(client, mixed)
+    erp = await create_partner(client, scripted.url, name="ERP", auth={"type": "none"})
+    action = await create_action(
+        client, erp["id"], name="feed", method="GET", path="/feed", mode="proxy"
+    )
+    body = {
+        "name": "mixed",
+        "action_id": action["id"],
+        "every": "1h",
+        "cursor": {"from": "next", "param": "query.after", "more": "more"},
+        "target": {"entity_type": "vehicle", "mapping": "erp-mixed"},
+    }
+    schedule = await post(client, "/api/v1/schedules", body)
+    await _refused_once(client, scripted, schedule["id"])
+    (kept,) = (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"]
+    assert kept["reason"] == "mapping"

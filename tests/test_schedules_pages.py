@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.partner_double import (
@@ -165,3 +166,21 @@ async def test_a_time_cursor_the_partner_answers_older_is_kept_and_recorded(
     metrics = await (await client.get("/metrics")).text()
     refused = f'gateway_schedule_cursor_refused_total{{schedule="{schedule["id"]}"}}'
     assert f"{refused} 1.0" in metrics
+
+
+@pytest.mark.parametrize(("yes", "no"), [("true", "false"), (1, 0), ("1", " FALSE ")])
+async def test_a_partner_saying_no_more_in_text_or_as_zero_ends_the_list(
+    client: Client, partner: Partner, yes: Any, no: Any
+) -> None:
+    """`more` as an XML answer (all text) or a PHP-style ERP (0/1) says it: its no ends
+    the list, and the next run reads it from page one."""
+    schedule = await _schedule(client, partner, step=1, initial=1)
+    partner.respond_with(body={"hasNext": no, "items": []})  # past the end
+    partner.respond_with(body={**_page(True, "ABC1D23", "BRA2E19"), "hasNext": yes}, times=1)
+    partner.respond_with(body={**_page(False, "RIO3F45"), "hasNext": no}, times=1)
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    assert [r.query["page"] for r in partner.requests] == ["1", "2"]
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["cursor"] == 1

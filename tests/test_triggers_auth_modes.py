@@ -539,3 +539,87 @@ async def test_an_auth_mode_that_is_not_text_is_a_422_beside_get_not_a_500(clien
         problem = await response.json()
         assert response.status == 422, problem
         assert [e["pointer"] for e in problem["errors"]] == ["/auth/mode"]
+
+
+async def test_a_partners_webhook_secret_is_checked_alike_on_create_patch_and_rotate(
+    client: Client,
+) -> None:
+    """A Standard Webhooks secret is `whsec_` + base64: one the partner gives is taken on
+    create, PATCH and rotate alike, and anything else is a 422 at the member."""
+    body = {"name": "partner", "entity_type": "vehicle", "methods": ["POST"]}
+    bad = {"mode": "webhook_signature", "secret": "my partner's secret!"}
+    refused = await client.post("/api/v1/triggers", json={**body, "auth": bad}, headers=auth())
+    assert refused.status == 422, await refused.text()
+    assert [e["pointer"] for e in (await refused.json())["errors"]] == ["/auth/secret"]
+    assert "secret!" not in await refused.text()
+
+    given = "whsec_" + base64.b64encode(b"p" * 24).decode()
+    auth_spec = {"mode": "webhook_signature", "secret": given}
+    created = await client.post(
+        "/api/v1/triggers", json={**body, "auth": auth_spec}, headers=auth()
+    )
+    assert created.status == 201, await created.text()
+    trigger = await created.json()
+    assert "secret" not in trigger and trigger["credentials"][0]["source"] == "partner"
+    data = orjson.dumps(VEHICLE)
+
+    async def send(secret: str, msg_id: str) -> int:
+        headers = signed_headers([secret], msg_id, int(time.time()), data)
+        response = await client.post(
+            f"/hooks/{trigger['id']}",
+            data=data,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        return response.status
+
+    assert await send(given, "msg_1") == 201
+    merge = {**auth(), "Content-Type": "application/merge-patch+json"}
+    patched = await client.patch(
+        f"/api/v1/triggers/{trigger['id']}", json={"auth": bad}, headers=merge
+    )
+    assert patched.status == 422, await patched.text()
+    assert [e["pointer"] for e in (await patched.json())["errors"]] == ["/auth/secret"]
+    rotate = f"/api/v1/triggers/{trigger['id']}/rotate"
+    refused = await client.post(rotate, json={"secret": "my partner's secret!"}, headers=auth())
+    assert refused.status == 422
+    assert [e["pointer"] for e in (await refused.json())["errors"]] == ["/secret"]
+    new = "whsec_" + base64.b64encode(b"q" * 24).decode()
+    rotated = await client.post(rotate, json={"secret": new, "grace_seconds": 60}, headers=auth())
+    assert rotated.status == 200, await rotated.text()
+    assert await send(given, "msg_2") == 200 and await send(new, "msg_3") == 200
+
+
+async def test_a_stored_secret_that_cannot_key_the_scheme_is_a_logged_401_not_a_500(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trigger stored before secrets were checked on save (a text secret under Standard
+    Webhooks): its partner's signed requests are refused like any bad credential, counted
+    as `unusable_secret` and logged for the operator, never a 500."""
+    trigger = await create_trigger(
+        client, auth={"mode": "hmac", "preset": "motive", "secret": "my partner's secret!"}
+    )
+    triggers = client.app[services_key].store.db["triggers"]
+    await triggers.update_one(
+        {"_id": trigger["id"]},
+        {"$set": {"auth.mode": "webhook_signature"}, "$unset": {"auth.preset": ""}},
+    )
+    data = orjson.dumps(VEHICLE)
+    secret = "whsec_" + base64.b64encode(b"x" * 24).decode()
+    headers = signed_headers([secret], "msg_1", int(time.time()), data)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=data,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert response.status == 401, await response.text()
+    metrics = await (await client.get("/metrics")).text()
+    assert any(
+        line.startswith("gateway_trigger_signature_rejections_total")
+        and trigger["id"] in line
+        and 'reason="unusable_secret"' in line
+        and line.endswith(" 1.0")
+        for line in metrics.splitlines()
+    ), metrics
+    assert any(
+        trigger["id"] in r.getMessage() and "rotate" in r.getMessage() for r in caplog.records
+    )

@@ -300,3 +300,33 @@ async def test_timestamped_schemes_and_position_triggers_keep_no_signature_memor
     stored = await _post(client, positions, _motive(positions["secret"], fix), fix)
     assert stored.status == 201, await stored.text()
     assert await db["signature_memory"].count_documents({}) == 0
+
+
+async def test_a_scheme_change_the_kept_secret_cannot_key_is_refused_at_the_changed_member(
+    client: Client,
+) -> None:
+    """Creating fleetio with a text secret read as base64 is refused; so is a PATCH that
+    makes the stored text secret be read as base64 (every message would be a `mismatch`)."""
+    fleetio = {"mode": "hmac", "preset": "fleetio", "secret": "fleetio-doc-example-key"}
+    trigger = await create_trigger(client, auth=fleetio)
+    merge = {**auth(), "Content-Type": "application/merge-patch+json"}
+    path = f"/api/v1/triggers/{trigger['id']}"
+    for change, pointer in (
+        (
+            {"mode": "hmac", "preset": "fleetio", "secret_encoding": "base64"},
+            "/auth/secret_encoding",
+        ),
+        ({"mode": "webhook_signature"}, "/auth/mode"),
+    ):
+        response = await client.patch(path, json={"auth": change}, headers=merge)
+        assert response.status == 422, await response.text()
+        errors = (await response.json())["errors"]
+        assert [e["pointer"] for e in errors] == [pointer]
+        assert "fleetio-doc-example-key" not in await response.text()
+    # The change with a secret that fits it is saved, and the partner's messages verify.
+    given = {"mode": "hmac", "preset": "fleetio", "secret_encoding": "base64"}
+    key = base64.b64encode(b"fleetio key").decode()
+    response = await client.patch(path, json={"auth": {**given, "secret": key}}, headers=merge)
+    assert response.status == 200, await response.text()
+    signature = hmac.new(b"fleetio key", BODY, hashlib.sha256).hexdigest()
+    assert (await _post(client, trigger, {"X-Fleetio-Webhook-Signature": signature})).status == 201

@@ -209,7 +209,7 @@ def verify(
     hex in upper case or signing with another secret of a rotation all give the same key.
 
     Raises SignatureRejected: a header is missing, a value malformed, the timestamp outside
-    the tolerance, or no secret's signature matches.
+    the tolerance, no secret's signature matches, or no secret fits the scheme.
     """
     header_text = _required(headers, scheme.header).strip()
     msg_id = ""
@@ -226,16 +226,20 @@ def verify(
     offered = [_decoded(scheme, text) for text in offered_texts]
     content = scheme.content(body, timestamp, msg_id)
     matched: list[bytes] = []
+    usable = False
     for secret in secrets:
         try:
             key = scheme.key(secret)
         except ValueError:
-            continue  # a secret kept from before the scheme changed: it cannot match
+            continue  # stored before secrets were checked on save: it cannot match
+        usable = True
         expected = hmac.digest(key, content, scheme.algorithm)
         # Every secret and every offered signature is tried, in constant time, whatever
         # matched before.
         if sum(hmac.compare_digest(expected, each) for each in offered):
             matched.append(expected)
+    if secrets and not usable:
+        raise SignatureRejected("unusable_secret", "no secret of the trigger fits its scheme")
     if not matched:
         raise SignatureRejected("mismatch", "no matching signature")
     until = _seconds(timestamp) + scheme.tolerance_seconds if timestamp else None

@@ -8,15 +8,23 @@ from typing import Final, Literal
 
 from gateway.errors import Unauthorized
 
-Reason = Literal["missing", "malformed", "stale", "mismatch"]
-REASONS: Final[tuple[Reason, ...]] = ("missing", "malformed", "stale", "mismatch")
+Reason = Literal["missing", "malformed", "stale", "mismatch", "unusable_secret"]
+REASONS: Final[tuple[Reason, ...]] = (
+    "missing",
+    "malformed",
+    "stale",
+    "mismatch",
+    "unusable_secret",
+)
 
 
 class SignatureRejected(Unauthorized):
     """A signed request that does not verify. `reason` is a metrics label: a header is
     `missing`, a value is `malformed` (not the encoding, length or prefix of the scheme), the
-    timestamp is `stale` (outside the tolerance: a replay), or no signature is a `mismatch`.
-    The partner sees the same 401 as for any bad credential."""
+    timestamp is `stale` (outside the tolerance: a replay), or no signature is a `mismatch`;
+    `unusable_secret`: none of the trigger's live secrets can key its scheme (stored before
+    the check on save, 2026-12-06): the operator's to fix, logged by the receiver. The
+    partner sees the same 401 as for any bad credential."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)

@@ -76,7 +76,8 @@ def verify(
     it: any id is taken as sent (bytes that are not UTF-8 too, as the server read them).
 
     Raises `SignatureRejected` (a 401) when a header is missing, the timestamp is more than
-    `tolerance` seconds away from `now` (replays), or no signature matches any of `secrets`.
+    `tolerance` seconds away from `now` (replays), no signature matches any of `secrets`, or
+    none of them is a webhook secret (`unusable_secret`).
     """
     msg_id = header_value(headers, ID_HEADER)
     stamp = header_value(headers, TIMESTAMP_HEADER)
@@ -93,11 +94,19 @@ def verify(
         for version, _, value in (s.partition(",") for s in offered.split())
         if version == "v1"
     ]
+    usable = False
     for secret in secrets:
-        expected = _digest(secret_key(secret), msg_id, timestamp, body).encode()
+        try:
+            key = secret_key(secret)
+        except ValueError:
+            continue  # stored before secrets were checked on save: it cannot match
+        usable = True
+        expected = _digest(key, msg_id, timestamp, body).encode()
         # Every candidate is compared, in constant time, whatever matched before.
         if sum(hmac.compare_digest(expected, candidate) for candidate in candidates):
             return msg_id
+    if secrets and not usable:
+        raise SignatureRejected("unusable_secret", "no secret of the trigger is a webhook secret")
     raise SignatureRejected("mismatch", "no matching webhook signature")
 
 

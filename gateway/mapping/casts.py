@@ -188,6 +188,24 @@ _TRUE = frozenset({"true", "1", "yes", "on", "sim", "s", "y"})
 _FALSE = frozenset({"false", "0", "no", "off", "nao", "não", "n"})
 
 
+def partner_flag(value: Any) -> bool:
+    """A partner's yes or no where any value may stand (a schedule's `cursor.more` and
+    `error`): JMESPath truth, except that a zero and the texts "false" and "0" (any case,
+    blanks around) say no, as an XML answer (all text) or a PHP-style ERP (`0`) says it. So
+    null, false, 0, "", "false", "0", [] and {} are false; anything else is true (true,
+    another number, another text such as a next page's token or an error's message, a
+    non-empty object or list such as a JSON-RPC `error`)."""
+    kind = type(value)
+    if kind is int or kind is float:
+        return bool(value != 0)
+    if kind is str:
+        return value.strip().lower() not in _PARTNER_NO
+    return not (value is None or value is False or value == [] or value == {})
+
+
+_PARTNER_NO: Final = frozenset({"", "false", "0"})
+
+
 def to_boolean(value: Any) -> bool:
     kind = type(value)
     if kind is bool:

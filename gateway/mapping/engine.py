@@ -204,11 +204,20 @@ class CompiledMapping:
         return items, numbers
 
     def listed_items(
-        self, payload: Any, *, texts: DecodedTexts | None = None
+        self,
+        payload: Any,
+        *,
+        texts: DecodedTexts | None = None,
+        refused: list[tuple[int, InvalidPayload]] | None = None,
     ) -> tuple[list[Any], list[Any], list[int] | None]:
         """The partner's records (its list before `items: {..., when}` kept some), and the
         items with their numbers as `numbered_items` gives them: a polled page of records
-        the mapping leaves out is not an empty page (`schedules/poll.py`)."""
+        the mapping leaves out is not an empty page (`schedules/poll.py`).
+
+        `refused`: a record `when` cannot be evaluated on (a function given a value of the
+        wrong type) is left out and named there (its index, its problem) instead of refusing
+        the whole payload: a polled page's other records go on (`schedules/poll.py`). A spent
+        work budget still refuses the whole payload."""
         self._need("inbound")
         getter = self._plan.items
         if getter is None:
@@ -227,22 +236,31 @@ class CompiledMapping:
         numbers = None
         listed = found
         if self._plan.keep is not None:
-            found, numbers = self._kept_items(found, self._plan.keep, texts)
+            found, numbers = self._kept_items(found, self._plan.keep, texts, refused)
         if len(found) > MAX_LIST_ITEMS:
             message = f"{len(found):,} items, more than the limit of {MAX_LIST_ITEMS:,}"
             raise self._items_problem(message, "limit")
         return listed, found, numbers
 
     def _kept_items(
-        self, found: list[Any], keep: Condition, texts: DecodedTexts | None
+        self,
+        found: list[Any],
+        keep: Condition,
+        texts: DecodedTexts | None,
+        refused: list[tuple[int, InvalidPayload]] | None,
     ) -> tuple[list[Any], list[int]]:
         """`items: {..., when}`: the items the condition holds for (one work budget), and
-        their indexes in the list they were kept from."""
+        their indexes in the list they were kept from (`listed_items` for `refused`)."""
         run = Run(texts=texts)
-        try:
-            numbers = [index for index, item in enumerate(found) if keep(item, run)]
-        except EvalError as error:
-            raise self._error(error, "items") from None
+        numbers: list[int] = []
+        for index, item in enumerate(found):
+            try:
+                if keep(item, run):
+                    numbers.append(index)
+            except EvalError as error:
+                if refused is None or isinstance(error, LimitExceeded):
+                    raise self._error(error, "items") from None
+                refused.append((index, self._error(error, "items")))
         return [found[index] for index in numbers], numbers
 
     def _inner_items(

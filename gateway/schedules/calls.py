@@ -14,8 +14,10 @@ from typing import Any, Final
 import orjson
 
 from gateway.actions.catalog import Action, Partner, build_request
+from gateway.errors import FieldProblem, InvalidPayload
 from gateway.mapping import CompiledMapping, DecodedTexts
-from gateway.mapping.expressions import Run, compile_expression, is_truthy
+from gateway.mapping.casts import partner_flag
+from gateway.mapping.expressions import Run, compile_expression
 from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.store import Doc
@@ -64,6 +66,7 @@ class Page:
     answer: Any
     cursor: str | int | float | None  # what the answer says the next call starts from
     more: bool | None  # the partner says it has more (None: the schedule does not ask)
+    empty: bool = False  # a 2xx without a body: no records, the cursor stays, no more
 
 
 def request_for(
@@ -139,16 +142,18 @@ def read_page(
         message = outcome.message or ""
         raise PollFailure("invalid_response", f"unusable answer: {message}", status=status)
     if not outcome.readable:  # JSON, or XML with an XML content type
+        if outcome.other_body is None:  # no body at all (a 204, a Content-Length: 0)
+            return Page(None, None, False, empty=True)
         excerpt = outcome.redacted_excerpt(_EXCERPT)
         raise PollFailure("not_json", f"the answer is not JSON or XML: {excerpt!r}", status=status)
     answer = outcome.json_body
-    if doc.get("error") and is_truthy(error := _search(doc["error"], answer, "error")):
+    if doc.get("error") and partner_flag(error := _search(doc["error"], answer, "error")):
         said = _short(error)
         raise PollFailure("partner_error", f"the partner reported an error: {said}")
     spec = doc.get("cursor")
     if spec is None:
         return Page(answer, None, None)
-    more = is_truthy(_search(spec["more"], answer, "cursor.more")) if spec.get("more") else None
+    more = partner_flag(_search(spec["more"], answer, "cursor.more")) if spec.get("more") else None
     if spec.get("step"):  # page numbers or offsets: the next is the one sent plus the step
         start = sent if isinstance(sent, int) and not isinstance(sent, bool) else spec["initial"]
         return Page(answer, start + spec["step"], more)
@@ -161,22 +166,46 @@ def read_page(
     return Page(answer, cursor, more)
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """One record of a page refused on its own (an expression it cannot be read by): kept as
+    a rejected item at its index in the partner's list, the page's others go on."""
+
+    number: int
+    record: Any
+    error: InvalidPayload
+
+
 def page_items(
     mapping: CompiledMapping, answer: Any, texts: DecodedTexts
-) -> tuple[list[Any], list[Any], list[int]]:
+) -> tuple[list[Any], list[Any], list[int], list[Refused]]:
     """The partner's records on the page (before `items: {..., when}` leaves some out), the
-    page's items as the target's mapping finds them (InvalidPayload if it cannot), and each
-    one's index in the partner's list; `texts` keeps what from_json()/from_xml() read, for
-    the items' own mapping."""
+    page's items as the target's mapping finds them (InvalidPayload if it cannot), each
+    one's index in the partner's list, and the records `when` cannot be evaluated on;
+    `texts` keeps what from_json()/from_xml() read, for the items' own mapping."""
     if isinstance(answer, list) and mapping.source.get("items") is None:
-        return answer, answer, list(range(len(answer)))
-    records, items, numbers = mapping.listed_items(answer, texts=texts)
-    return records, items, list(range(len(items))) if numbers is None else numbers
+        return answer, answer, list(range(len(answer))), []
+    refused: list[tuple[int, InvalidPayload]] = []
+    records, items, numbers = mapping.listed_items(answer, texts=texts, refused=refused)
+    return (
+        records,
+        items,
+        list(range(len(items))) if numbers is None else numbers,
+        [
+            Refused(n, records[n], InvalidPayload(e.detail, e.problems, reason="mapping"))
+            for n, e in refused
+        ],
+    )
 
 
 def item_id(expression: str, item: Any) -> str | None:
-    """An item's id for deduplication, as text (long or structured ids are hashed)."""
-    value = _search(expression, item, "dedupe.by")
+    """An item's id for deduplication, as text (long or structured ids are hashed);
+    InvalidPayload (reason `dedupe`) when it cannot be evaluated on this item."""
+    try:
+        value = _search(expression, item, "dedupe.by")
+    except PollFailure as failure:
+        problem = FieldProblem("", failure.message, "expression")
+        raise InvalidPayload(failure.message, [problem], reason="dedupe") from None
     if value is None:
         return None
     text = value if isinstance(value, str) else _canonical(value)

@@ -4,9 +4,12 @@
             request (guard, credentials, SSRF check)
     read    the answer as a page, or a PollFailure (`calls.read_page`): no answer, an error
             status (429 with its Retry-After), not JSON, the partner's own error member, a
-            cursor that is not a string or a number
-    land    the page's items (deduplicated by id when the schedule says so) through the
-            target's sink: the trigger ingest path
+            cursor that is not a string or a number; a 2xx without a body is an empty page.
+            A 429 after pages of this run ends it `more`, throttled (`Tally.throttled`)
+    land    once the lease is checked (a schedule deleted or reset during the call lands
+            nothing), the page's items (deduplicated by id when the schedule says so)
+            through the target's sink: the trigger ingest path; a record `dedupe.by` or the
+            mapping's `when` cannot be evaluated on is kept as a rejected item alone
     commit  only then the cursor, the remembered ids and the page's digest move, in one
             write fenced by the lease: a runner that lost its lease moves nothing; a commit
             the database failed for a moment is handed back (`uncommitted`), not the page
@@ -51,6 +54,7 @@ from gateway.outbound.sender import Sender
 from gateway.schedules.calls import (
     Page,
     PollFailure,
+    Refused,
     cursor_key,
     digest,
     item_id,
@@ -60,6 +64,7 @@ from gateway.schedules.calls import (
     request_for,
 )
 from gateway.schedules.sinks import PageSink, compile_target
+from gateway.schedules.timing import BACKOFF_SECONDS
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger
 from gateway.triggers.rejected import RejectedKeeper, repeatable
@@ -83,6 +88,10 @@ class Tally:
     skipped: int = 0  # items already seen (dedupe)
     listed: int = 0  # the partner's records, before the mapping's `when` and dedupe
     more: bool = False  # stopped at max_pages while the partner had more
+    # The partner throttled the run after it committed pages (a 429): the seconds it asked
+    # to wait (its Retry-After, else the first back-off step). The run ends `more`, no
+    # failure: the next one is due then (`runner._timing`).
+    throttled: float | None = None
     cursor_before: Any = None
     cursor_after: Any = None
     cursor_refused: Any = None  # a time cursor the partner answered that went back
@@ -175,7 +184,18 @@ class Poll:
             )
             # A page is read from a 2xx only (calls.read_page): the status's own verdict.
             self._c.metrics.observe_partner_call(partner.id, "schedule", outcome, outcome.verdict)
-            page = read_page(doc, outcome, self._clock(), self._cursor)
+            try:
+                page = read_page(doc, outcome, self._clock(), self._cursor)
+            except PollFailure as failure:
+                if failure.status != 429 or not self.tally.pages:
+                    raise
+                # Throttled after pages this run committed (Geotab's GetFeed allows one call
+                # a second): the partner paces a backlog, it does not fail. The run ends
+                # here, the next reads on when the partner asks.
+                wait = failure.retry_after
+                self.tally.throttled = BACKOFF_SECONDS[0] if wait is None else wait
+                self.tally.more = True
+                return
             if not await self._page(page, mapping, target, sink):
                 return
         self.tally.more = True
@@ -186,12 +206,13 @@ class Poll:
         """Land one page and move past it; whether to read the next one now."""
         doc, tally = self._doc, self.tally
         texts = DecodedTexts()  # what the items read with from_json()/from_xml(): once a page
-        records, items, numbers = await self._items(page, mapping, target, texts)
+        records, items, numbers, refused = await self._items(page, mapping, target, texts)
         tally.pages += 1
-        tally.read += len(items)
+        tally.read += len(items) + len(refused)
         tally.listed += len(records)
-        fresh, ids, fresh_numbers = self._unseen(items, numbers)
-        tally.skipped += len(items) - len(fresh)
+        unread = len(refused)  # records `when` could not read; then those `dedupe.by` could not
+        fresh, ids, fresh_numbers = self._unseen(items, numbers, refused)
+        tally.skipped += len(items) - len(fresh) - (len(refused) - unread)
         spec = doc.get("cursor")
         more = page.more if page.more is not None else bool(records)
         if spec is not None and spec.get("step"):
@@ -224,6 +245,10 @@ class Poll:
                 )
             if spec is not None:
                 self._revisited(page, records, more)
+        if fresh or refused:
+            await self._fence()
+        if refused:
+            await self._keep(target, mapping, refused)
         if fresh:
             landed = await sink.land(target, fresh, self._origin(), texts, fresh_numbers)
             tally.written += landed.written
@@ -241,6 +266,13 @@ class Poll:
         if not moved or (spec is not None and spec.get("step") and page.cursor == spec["initial"]):
             return False
         return more
+
+    async def _fence(self) -> None:
+        """LeaseLost unless this run still holds the schedule (renewed): a schedule deleted,
+        reset or changed to another cursor during the call lands nothing of its answer."""
+        until = self._clock() + self._lease
+        if not await self._c.store.schedules.renew(self._doc["_id"], self._owner, until):
+            raise LeaseLost()
 
     async def _commit(self, cursor: Any, page_digest: str | None, ids: list[str]) -> None:
         """Move past a landed page: the cursor (None: it stays), the ids, the digest."""
@@ -273,17 +305,42 @@ class Poll:
         if cursor is not None:
             self._cursor = tally.cursor_after = cursor
 
+    async def _keep(
+        self, target: CompiledTrigger, mapping: CompiledMapping, refused: list[Refused]
+    ) -> None:
+        """Records refused on their own (`calls.Refused`), kept as rejected items of the
+        schedule, counted and named in the run like the items its target refused."""
+        tally = self.tally
+        records = [
+            self._c.rejected.record(
+                target,
+                each.error,
+                each.record,
+                scope="item",
+                index=each.number,
+                repeatable=repeatable(mapping),
+            )
+            for each in sorted(refused, key=lambda each: each.number)
+        ]
+        await self._c.rejected.keep(target, records)
+        tally.rejected += len(refused)
+        problems = [{"index": each.number, **each.error.problem()} for each in refused]
+        tally.problems = sorted(tally.problems + problems, key=lambda p: p["index"])[:5]
+
     async def _items(
         self, page: Page, mapping: CompiledMapping, target: CompiledTrigger, texts: DecodedTexts
-    ) -> tuple[list[Any], list[Any], list[int]]:
-        """The partner's records, the page's items and their indexes in the partner's list."""
+    ) -> tuple[list[Any], list[Any], list[int], list[Refused]]:
+        """The partner's records, the page's items, their indexes in the partner's list, and
+        the records `items: {..., when}` cannot be evaluated on."""
+        if page.empty:
+            return [], [], [], []
         try:
-            records, items, numbers = page_items(mapping, page.answer, texts)
+            records, items, numbers, refused = page_items(mapping, page.answer, texts)
         except InvalidPayload as exc:
             if not self._doc.get("failures"):  # kept once per failure streak, not per retry
-                refused = InvalidPayload(exc.detail, exc.problems, reason="mapping")
+                whole = InvalidPayload(exc.detail, exc.problems, reason="mapping")
                 record = self._c.rejected.record(
-                    target, refused, page.answer, scope="body", repeatable=repeatable(mapping)
+                    target, whole, page.answer, scope="body", repeatable=repeatable(mapping)
                 )
                 await self._c.rejected.keep(target, [record])
             raise PollFailure(
@@ -296,13 +353,14 @@ class Poll:
                 "page",
                 f"a page of {len(items)} items is over the limit of {target.max_batch_items}",
             )
-        return records, items, numbers
+        return records, items, numbers, refused
 
     def _unseen(
-        self, items: list[Any], numbers: list[int]
+        self, items: list[Any], numbers: list[int], refused: list[Refused]
     ) -> tuple[list[Any], list[str], list[int]]:
         """The items not seen before, their ids and their indexes in the partner's list (all
-        items, no ids, without dedupe)."""
+        items, no ids, without dedupe). An item `dedupe.by` cannot be evaluated on is added
+        to `refused`."""
         dedupe = self._doc.get("dedupe")
         if dedupe is None:
             return items, [], numbers
@@ -310,7 +368,11 @@ class Poll:
         ids: list[str] = []
         fresh_numbers: list[int] = []
         for item, number in zip(items, numbers, strict=True):
-            key = item_id(dedupe["by"], item)
+            try:
+                key = item_id(dedupe["by"], item)
+            except InvalidPayload as exc:
+                refused.append(Refused(number, item, exc))
+                continue
             if key is not None and (key in self._seen or key in ids):
                 continue
             fresh.append(item)

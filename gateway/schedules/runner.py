@@ -8,17 +8,19 @@ process takes the schedule over from the last committed cursor.
 
 After a failure the schedule waits (5 s, 30 s, 2 min, 10 min, 30 min, then hourly, ±20%; a
 partner's Retry-After is honoured up to an hour) and its `last_error` says why; pages read
-before the failure keep their progress. A run that stopped at `max_pages` while the partner
-had more is due again at once (after the other due schedules) when its pages held records
-(the partner's, whether the mapping kept them and dedupe had seen them or not); one that
-read only empty pages waits for its regular time, so a partner answering empty pages under
-new cursors with "more" forever is not called without a pause. Neither is any other partner
-that always has more: at most `MAX_RUNS_IN_ROW` runs follow one another at once
-(`runs_in_row` on the schedule), then the schedule waits for its regular time and the run
-says so (`note`, `gateway_schedule_paced_total`). That bounds what a cycle longer than a run,
-pages that change on every lap or records the mapping leaves out can cost the partner:
-`MAX_RUNS_IN_ROW` × `max_pages` calls per regular period. Nothing else is kept across runs: a
-cursor that comes back within a run with the page it gave before is a `loop` (`poll.py`).
+before the failure keep their progress. A 429 after pages of the run is no failure: the run
+ends `more`, due again when the partner's Retry-After says (`Tally.throttled`). A run that
+stopped at `max_pages` while the partner had more is due again at once (after the other due
+schedules) when its pages held records (the partner's, whether the mapping kept them and
+dedupe had seen them or not); one that read only empty pages waits for its regular time, so
+a partner answering empty pages under new cursors with "more" forever is not called without
+a pause. Neither is any other partner that always has more: at most `MAX_RUNS_IN_ROW` runs
+follow one another at once (`runs_in_row` on the schedule), then the schedule waits for its
+regular time and the run says so (`note`, `gateway_schedule_paced_total`). That bounds what
+a cycle longer than a run, pages that change on every lap or records the mapping leaves out
+can cost the partner: `MAX_RUNS_IN_ROW` × `max_pages` calls per regular period. Nothing else
+is kept across runs: a cursor that comes back within a run with the page it gave before is a
+`loop` (`poll.py`).
 
 The next run time is computed on the schedule as the run read it, and given back only while
 it is unchanged (`rev`, `next_run_at`): what an admin asked during the run ("run now", pause
@@ -45,7 +47,7 @@ from gateway.errors import StoreUnavailable
 from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import LeaseLost, Poll, PollContext, Tally
-from gateway.schedules.timing import backoff_seconds, every_from_doc
+from gateway.schedules.timing import MAX_RETRY_AFTER_SECONDS, backoff_seconds, every_from_doc
 from gateway.store import Doc
 
 log = logging.getLogger(__name__)
@@ -237,12 +239,20 @@ class ScheduleRunner:
             "item_errors": tally.problems,
             "error": error,
         }
+        notes = []
+        if tally.throttled is not None:
+            notes.append(
+                f"the partner answered 429 after {tally.pages} page(s): the next run reads on "
+                f"after {_throttle_seconds(tally):g} s, as it asked"
+            )
         if _paced(doc, outcome, failure, tally):
-            run["note"] = (
+            notes.append(
                 f"the partner still had more after {MAX_RUNS_IN_ROW} runs in a row without a "
                 f"pause: the schedule waits for its regular time"
             )
             self._c.metrics.schedule_paced.labels(str(doc["_id"])).inc()
+        if notes:
+            run["note"] = "; ".join(notes)
         self._count(str(doc["_id"]), outcome, failure, tally, duration)
 
         async def writes() -> None:
@@ -333,6 +343,8 @@ class ScheduleRunner:
         else:  # done, empty pages, or the bound: the regular time
             due = every_from_doc(doc["every"]).next_after(started_at)
             in_row = 0
+        if tally.throttled is not None:  # not before the partner said (a 429 after pages)
+            due = max(due, now + timedelta(seconds=_throttle_seconds(tally)))
         return {
             "failures": 0,
             "last_run_at": started_at,
@@ -375,6 +387,12 @@ class ScheduleRunner:
                 metrics.schedule_items.labels(schedule, result).inc(count)
         if failure is not None and not failure.held:
             metrics.schedule_errors.labels(schedule, failure.kind).inc()
+
+
+def _throttle_seconds(tally: Tally) -> float:
+    """The wait a partner that throttled the run asked for, up to the hour a Retry-After is
+    honoured for (`timing.backoff_seconds`)."""
+    return min(tally.throttled or 0.0, MAX_RETRY_AFTER_SECONDS)
 
 
 def _paced(doc: Doc, outcome: str, failure: PollFailure | None, tally: Tally) -> bool:

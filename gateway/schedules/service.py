@@ -7,7 +7,7 @@ import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from gateway.actions.xml_body import compile_xml_body
 from gateway.clock import utcnow
@@ -44,6 +44,19 @@ _RUN_FIELDS = (
     "item_errors",
     "owner",
 )
+
+
+# What a reset writes: no cursor (the next call carries `cursor.initial`), no page digest,
+# no runs in a row, and the lease taken from a run in flight: its next page is not landed
+# (`Poll._page` checks the lease first) nor its cursor committed (fenced by the lease), so
+# it cannot put back a cursor of the old definition. The schedule is then free to claim.
+_RESET: Final[Doc] = {
+    "cursor_value": None,
+    "last_digest": None,
+    "runs_in_row": 0,
+    "lease_until": FREE,
+}
+_RESET_UNSET: Final = ("lease_owner",)
 
 
 class ScheduleService:
@@ -100,21 +113,43 @@ class ScheduleService:
     async def update(
         self, tenant: str, schedule_id: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """Merge `body` into the definition (objects are replaced whole); the state (cursor,
-        remembered ids, failures) is kept."""
+        """Merge `body` into the definition (objects are replaced whole). The state
+        (remembered ids, failures) is kept, and so is the cursor, unless the change is to what
+        it is read by (`cursor`, `action_id`): a cursor of one partner call or kind means
+        nothing to another, so the schedule then starts again from `cursor.initial`
+        (`_RESET`)."""
         current = await self._doc(tenant, schedule_id)
         fields = await self._checked(tenant, {**_definition(current), **body})
         fields["updated_at"] = self._clock()
-        doc = await self._store.schedules.update(tenant, schedule_id, current["rev"], fields)
+        unset: tuple[str, ...] = ()
+        if any(fields[name] != current.get(name) for name in ("cursor", "action_id")):
+            fields, unset = {**fields, **_RESET}, _RESET_UNSET
+        doc = await self._store.schedules.update(tenant, schedule_id, current["rev"], fields, unset)
+        if doc is None:
+            raise Conflict("the schedule was changed concurrently; retry")
+        return self._public(doc)
+
+    async def reset(self, tenant: str, schedule_id: str) -> dict[str, Any]:
+        """Start again from `cursor.initial` (`_RESET`); the remembered ids are kept."""
+        current = await self._doc(tenant, schedule_id)
+        fields = {**_RESET, "updated_at": self._clock()}
+        doc = await self._store.schedules.update(
+            tenant, schedule_id, current["rev"], fields, _RESET_UNSET
+        )
         if doc is None:
             raise Conflict("the schedule was changed concurrently; retry")
         return self._public(doc)
 
     async def delete(self, tenant: str, schedule_id: str) -> None:
-        # Runs name their schedule by the stored `str(_id)`, not the URL's spelling of it.
+        """The schedule, its runs and the items its pages could not write. A run in flight
+        writes nothing more: its page is fenced by the lease before it lands and its commit
+        by the lease, and its run record is taken back (`ScheduleStore.add_run`)."""
+        # Runs and kept items name their schedule by the stored `str(_id)`, not the URL's
+        # spelling of it.
         stored = str((await self._doc(tenant, schedule_id))["_id"])
         await self._store.schedules.delete(tenant, stored)
         await self._store.schedules.delete_runs(tenant, stored)
+        await self._store.rejected.delete_for_trigger(tenant, stored)
 
     async def pause(self, tenant: str, schedule_id: str) -> dict[str, Any]:
         return await self._status(tenant, schedule_id, "paused")

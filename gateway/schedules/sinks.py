@@ -21,7 +21,9 @@ from gateway.triggers.compiled import POLLED, CompiledTrigger
 from gateway.triggers.ingest import Ingestor
 
 MAX_PAGE_ITEMS: Final = 10_000
-"""Items one page may hold (a Geotab `resultsLimit` is at most 5,000)."""
+"""Items one page may hold when the answer is itself the list; a list a mapping's `items`
+finds is bounded first, at `mapping.limits.MAX_LIST_ITEMS` (docs/schedules.md, page sizes:
+Geotab answers 50,000 records unless `resultsLimit` says fewer)."""
 
 
 @dataclass(frozen=True, slots=True)

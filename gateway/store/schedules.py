@@ -179,12 +179,18 @@ class ScheduleStore(TenantResources):
 
     async def add_run(self, run: Doc) -> None:
         """Idempotent: a run written again (a retry after the database failed the first
-        write, which may have been applied) is stored once, by its `_id`."""
+        write, which may have been applied) is stored once, by its `_id`. The run of a
+        schedule deleted meanwhile is taken back: the delete removes the schedule, then its
+        runs, so either it finds this run or this finds the schedule gone."""
         run.setdefault("_id", ObjectId())
         with translate_errors():
             with contextlib.suppress(DuplicateKeyError):
                 await self._runs.insert_one(run)
             query = scoped(run["tenant"], {"schedule_id": run["schedule_id"]})
+            schedule = scoped(run["tenant"], {"_id": parse_id(run["schedule_id"])})
+            if await self._c.count_documents(schedule, limit=1) == 0:
+                await self._runs.delete_many(query)
+                return
             cursor = self._runs.find(query, {"_id": 1}).sort("_id", DESCENDING)
             past = await cursor.skip(MAX_RUNS_PER_SCHEDULE).limit(1).to_list(1)
             if past:

@@ -99,11 +99,11 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         token_param=auth.get("token_in_query"),
         partner_jwt=_stored_verifier(auth, fetch) if auth["mode"] == "partner_jwt" else None,
         hmac=scheme_from(auth) if auth["mode"] == "hmac" else None,
-        webhook_secrets=_open_secrets(doc, box),
+        webhook_secrets=open_secrets(doc, box),
     )
 
 
-def _open_secrets(doc: Doc, box: SecretBox) -> tuple[tuple[str, float | None], ...]:
+def open_secrets(doc: Doc, box: SecretBox) -> tuple[tuple[str, float | None], ...]:
     """The signing secrets still valid. One rotated out and past its grace stays stored until
     the next rotation; it verifies nothing, so it is not opened (its key may be gone:
     docs/security.md, key rotation)."""

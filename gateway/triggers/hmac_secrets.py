@@ -1,44 +1,87 @@
-"""hmac triggers, when an admin saves one: the scheme must work, and a partner's secret fit it."""
+"""Signed triggers (`hmac`, `webhook_signature`), when an admin saves one: the scheme must
+work, and every secret it signs with fit it. One check (`secret_problems`) for a secret
+given on create, PATCH or rotate and for the secrets a PATCH keeps under a changed scheme,
+so a stored secret can never fail a partner's request later."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from gateway.auth import partner_hmac
+from gateway.auth import partner_hmac, webhook_signature
 from gateway.errors import FieldProblem
 from gateway.schemas.compiled import invalid
 
 MAX_SECRET: Final = 1024
+SIGNED_MODES: Final = ("hmac", "webhook_signature")
+# The members of `auth` a stored secret is keyed by: a change of one is what a kept secret
+# may no longer fit (`kept_secret_problems` points at it).
+_KEYED_BY: Final = ("mode", "preset", "secret_encoding")
 
 
-def hmac_problems(auth: Mapping[str, Any], at: str = "/auth/secret") -> list[FieldProblem]:
-    """A scheme that cannot work (pointing at its member), or a secret that does not fit it."""
+def scheme_problems(auth: Mapping[str, Any]) -> list[FieldProblem]:
+    """An hmac scheme that cannot work, pointing at its member."""
+    if auth.get("mode") != "hmac":
+        return []
     try:
-        scheme = partner_hmac.scheme_from(auth)
+        partner_hmac.scheme_from(auth)
     except partner_hmac.SchemeError as exc:
         where = f"/auth/{exc.field}"
         return [FieldProblem(where, f"{where}: {exc.message}", "scheme")]
-    secret = auth.get("secret")
-    if secret is None:
-        return []
+    return []
+
+
+def secret_problems(auth: Mapping[str, Any], secret: str, at: str) -> list[FieldProblem]:
+    """Why `secret` cannot sign this trigger's messages (none: it can). `auth` is the
+    trigger's, its scheme already checked (`scheme_problems`)."""
+    mode = auth.get("mode")
     try:
-        scheme.key(secret)
+        if mode == "hmac":
+            partner_hmac.scheme_from(auth).key(secret)
+        elif mode == "webhook_signature":
+            webhook_signature.secret_key(secret)
+        else:
+            message = f"{at}: only hmac and webhook_signature triggers take a partner's secret"
+            return [FieldProblem(at, message, "mode")]
     except ValueError as exc:
         return [FieldProblem(at, f"{at}: {exc}", "secret")]
     return []
 
 
+def given_secret_problems(auth: Mapping[str, Any]) -> list[FieldProblem]:
+    """The scheme, and the secret `auth` carries (create, PATCH)."""
+    problems = scheme_problems(auth)
+    if problems or "secret" not in auth:
+        return problems
+    return secret_problems(auth, auth["secret"], "/auth/secret")
+
+
+def kept_secret_problems(
+    before: Mapping[str, Any], after: Mapping[str, Any], secrets: Sequence[str]
+) -> list[FieldProblem]:
+    """A PATCH that keeps the trigger's live `secrets` under `after`: each must still key
+    it, or the change is refused at the member that changed (with no secret given, the
+    partner's requests would all be refused)."""
+    if after.get("mode") not in SIGNED_MODES or scheme_problems(after):
+        return []
+    changed = [name for name in _KEYED_BY if before.get(name) != after.get(name)]
+    at = f"/auth/{changed[0]}" if changed else "/auth"
+    for secret in secrets:
+        if problems := secret_problems(after, secret, at):
+            message = (
+                f"{problems[0].message}: the trigger's secret does not fit this scheme; give "
+                "the partner's secret for it in auth.secret, or rotate"
+            )
+            return [FieldProblem(at, message, "secret")]
+    return []
+
+
 def check_rotated_secret(auth: Mapping[str, Any], secret: Any) -> None:
     """InvalidPayload unless `secret` (a rotation's body) can sign this trigger's messages."""
-    if auth["mode"] != "hmac":
-        message = "/secret: only hmac triggers take a partner's secret"
-        problem = FieldProblem("/secret", message, "mode")
-    elif not isinstance(secret, str) or not 1 <= len(secret) <= MAX_SECRET:
+    if not isinstance(secret, str) or not 1 <= len(secret) <= MAX_SECRET:
         message = f"/secret: a secret is text of 1 to {MAX_SECRET} characters"
-        problem = FieldProblem("/secret", message, "type")
-    elif problems := hmac_problems({**auth, "secret": secret}, at="/secret"):
-        problem = problems[0]
+        problems = [FieldProblem("/secret", message, "type")]
     else:
-        return
-    raise invalid("rotation", [problem])
+        problems = secret_problems(auth, secret, "/secret")
+    if problems:
+        raise invalid("rotation", problems[:1])

@@ -284,6 +284,14 @@ class HookReceiver:
             return ReplayKey(msg_id, webhook_signature.ID_HEADER)
         except SignatureRejected as exc:
             self._metrics.trigger_signature_rejections.labels(trigger.id, exc.reason).inc()
+            if exc.reason == "unusable_secret":
+                log.error(
+                    "trigger %s: %s; rotate it (or PATCH the partner's secret) to accept "
+                    "its signed requests",
+                    trigger.id,
+                    exc.detail,
+                    extra={"trigger": trigger.id},
+                )
             raise denied() from None
 
     async def _refusal(self, token: str | None, trigger_id: str) -> GatewayError:

@@ -26,8 +26,12 @@ from gateway.errors import Conflict, FieldProblem, NotFound
 from gateway.mapping_files.source import MappingSource
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc, Store
-from gateway.triggers.compiled import partner_verifier, secret_context
-from gateway.triggers.hmac_secrets import check_rotated_secret, hmac_problems
+from gateway.triggers.compiled import open_secrets, partner_verifier, secret_context
+from gateway.triggers.hmac_secrets import (
+    check_rotated_secret,
+    given_secret_problems,
+    kept_secret_problems,
+)
 from gateway.triggers.reading import hidden_requirements
 from gateway.triggers.spec import (
     changes_access,
@@ -144,6 +148,10 @@ class TriggerService:
                 fresh = {**new, "auth": {**new["auth"], "secrets": []}}
                 self._issue(fresh, now, given=given)
                 secrets = fresh["auth"]["secrets"]
+            else:  # the secrets kept must still key the scheme, as a given one must
+                kept = [secret for secret, _ in open_secrets(doc, self._box)]
+                if problems := kept_secret_problems(doc["auth"], spec.get("auth") or {}, kept):
+                    raise invalid("trigger", problems)
             changes["auth"] = {**new["auth"], "secrets": secrets}
             return changes, True
 
@@ -262,10 +270,8 @@ class TriggerService:
 
     def _auth_problems(self, spec: Mapping[str, Any]) -> builtins.list[FieldProblem]:
         auth = spec.get("auth") or {}
-        if auth.get("mode") == "hmac":
-            return hmac_problems(auth)
         if auth.get("mode") != "partner_jwt":
-            return []
+            return given_secret_problems(auth)
         try:
             partner_verifier(auth, self._fetch)
         except ValueError as exc:

@@ -139,6 +139,7 @@ def add_routes(app: web.Application) -> None:
             web.post("/api/v1/schedules/{id}/pause", schedules.pause_schedule),
             web.post("/api/v1/schedules/{id}/resume", schedules.resume_schedule),
             web.post("/api/v1/schedules/{id}/run", schedules.run_schedule),
+            web.post("/api/v1/schedules/{id}/reset", schedules.reset_schedule),
             web.get("/api/v1/schedules/{id}/runs", schedules.list_schedule_runs),
             *fleet_rules.rule_routes(),
             web.get("/api/v1/deliveries", deliveries.list_deliveries),

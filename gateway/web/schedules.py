@@ -151,6 +151,17 @@ async def resume_schedule(request: web.Request) -> web.Response:
     return json_response(await services_of(request).schedules.resume(claims.tenant, _id(request)))
 
 
+@operation(
+    "Reset a schedule's cursor: the next run starts from cursor.initial (remembered ids kept)",
+    tag="schedules",
+    response=SCHEDULE,
+    errors=(409,),
+)
+async def reset_schedule(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    return json_response(await services_of(request).schedules.reset(claims.tenant, _id(request)))
+
+
 @operation("Run a schedule now", tag="schedules", response=SCHEDULE, status=202, errors=(409,))
 async def run_schedule(request: web.Request) -> web.Response:
     claims = await authenticate(request)
