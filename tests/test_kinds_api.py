@@ -440,3 +440,34 @@ async def test_a_schema_replacement_checks_a_bounded_number_of_stored_entities(
     refused = await client.put("/api/v1/kinds/tyre", json={"schema": stricter}, headers=auth())
     problem = await refused.json()
     assert refused.status == 409 and "1 of the first 2 stored" in problem["detail"], problem
+
+
+async def test_a_kind_declaring_or_requiring_the_envelopes_kind_or_key_is_refused(
+    client: Client,
+) -> None:
+    """An `other`'s `kind` and `key` are its envelope's: a write checks the document without
+    them against the kind's schema, so a kind requiring one could never be written. It is
+    refused up front, 422 `reserved` at the name, in `properties`, `required` or a subschema."""
+    cases = [
+        (
+            {"required": ["key"], "properties": {"key": {"type": "string"}}},
+            "/schema/properties/key",
+        ),
+        ({"required": ["kind"]}, "/schema/required/0"),
+        ({"allOf": [{"required": ["key"]}]}, "/schema/allOf/0/required/0"),
+    ]
+    for extra, pointer in cases:
+        body = {"name": "pneu", "schema": {"type": "object", **extra}}
+        response = await client.post("/api/v1/kinds", json=body, headers=auth())
+        problem = await response.json()
+        assert response.status == 422, problem
+        assert response.content_type == "application/problem+json"
+        found = {(e["pointer"], e["keyword"]) for e in problem["errors"]}
+        assert (pointer, "reserved") in found, problem
+    assert (await (await client.get("/api/v1/kinds", headers=auth())).json())["items"] == []
+    allowed = {"name": "pneu", "schema": {"type": "object", "properties": {"pressao": {}}}}
+    assert (await client.post("/api/v1/kinds", json=allowed, headers=auth())).status == 201
+    written = await client.post(
+        "/api/v1/entities/other", json={"kind": "pneu", "key": "P-1", "pressao": 32}, headers=auth()
+    )
+    assert written.status == 201, await written.text()

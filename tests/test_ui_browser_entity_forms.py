@@ -90,3 +90,34 @@ async def test_a_viewer_sees_no_entity_forms(ui: Ui) -> None:
     await ui.page.get_by_role("link", name="ABC1D23").click()
     assert await ui.page.get_by_role("link", name="Alterar", exact=True).count() == 0
     assert await ui.page.get_by_role("button", name="Excluir").count() == 0
+
+
+async def test_saving_an_entity_unchanged_in_a_browser_keeps_its_spaces_and_line_breaks(
+    ui: Ui,
+) -> None:
+    """A value with spaces around it or a line break in it (a partner wrote it so) is shown as
+    stored, a multi-line one in a textarea (a one-line input drops the break), and a save
+    that does not touch it keeps it: no new version. A line break typed in it is kept too."""
+    created = await ui.services.entities.create(
+        "acme", "vehicle", {"plate": "ABC1D23", "model": " Axor 2544 ", "make": "Merce\ndes"}, API
+    )
+    vehicle = created.entity
+    await make_user(ui.services)
+    await ui.log_in()
+    await ui.goto(f"/admin/entities/vehicle/{vehicle['_id']}/edit")
+    make = ui.page.locator("#f-make")
+    assert await make.evaluate("e => e.tagName") == "TEXTAREA"
+    assert await make.input_value() == "Merce\ndes"
+    assert await ui.page.input_value("#f-model") == " Axor 2544 "
+    await ui.page.get_by_test_id("entity-edit").get_by_role("button", name="Salvar").click()
+    await ui.page.locator(".flash").wait_for()
+    stored = await ui.services.entities.get("acme", "vehicle", "ABC1D23")
+    assert stored["rev"] == vehicle["rev"]
+    assert (stored["data"]["model"], stored["data"]["make"]) == (" Axor 2544 ", "Merce\ndes")
+    await ui.page.get_by_role("link", name="Alterar", exact=True).click()
+    await ui.page.fill("#f-make", "Mercedes\nBenz")
+    await ui.page.get_by_test_id("entity-edit").get_by_role("button", name="Salvar").click()
+    await ui.page.locator(".flash").wait_for()
+    stored = await ui.services.entities.get("acme", "vehicle", "ABC1D23")
+    assert stored["data"]["make"] == "Mercedes\nBenz"  # as typed, its line break as LF
+    assert stored["data"]["model"] == " Axor 2544 "

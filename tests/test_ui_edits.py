@@ -5,6 +5,8 @@ nothing, another tenant's ids are a 404, markup stays text."""
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 from gateway.services import Services
@@ -254,3 +256,151 @@ async def test_a_partner_with_named_secrets_moved_to_another_origin_says_to_use_
     assert (await _get(client, f"/api/v1/partners/{erp['id']}"))["base_url"] == (
         "https://erp.example.com"
     )
+
+
+def _inbound(name: str) -> str:
+    return MAPPING.replace("name: fleet-feed", f"name: {name}")
+
+
+ANSWER = """\
+name: z-answer
+direction: outbound
+entity_type: vehicle
+body:
+  placa: {from: entity.plate}
+"""
+
+
+def _offered(page: str, name: str) -> list[str]:
+    """The values of a page's select `name`, in order."""
+    select = page.split(f'name="{name}"', 1)[1].split("</select>", 1)[0]
+    return [html.unescape(v) for v in re.findall(r'<option value="([^"]*)"', select)]
+
+
+async def test_forms_offer_every_choice_past_a_page_and_keep_the_stored_one(
+    client: Client, services: Services
+) -> None:
+    """More mappings, partners and actions than a list page holds (200): every form that
+    chooses one offers each (a stored one selected), so saving an edit to change something
+    else keeps the trigger's mapping, the action's partner and request mapping; the
+    deliveries filter keeps the partner and action it filters by, named."""
+    for i in range(201):
+        await upload_mapping(client, _inbound(f"m{i:03d}"))
+    await upload_mapping(client, ANSWER)  # the 202nd mapping, by name
+    partners = [
+        await create_partner(client, "https://erp.example.com", name=f"p{i:03d}")
+        for i in range(201)
+    ]
+    last = partners[-1]
+    actions = [
+        await create_action(client, last["id"], name=f"a{i:03d}", method="GET", path="/odo")
+        for i in range(200)
+    ]
+    action = await create_action(
+        client, last["id"], name="z-last", method="GET", path="/odo", request_mapping="z-answer"
+    )
+    trigger = await post(
+        client,
+        "/api/v1/triggers",
+        {"name": "gps", "entity_type": "vehicle", "methods": ["POST"], "mapping": "m200"},
+    )
+    await make_user(services)
+    await log_in(client)
+
+    assert "m200" in _offered(await (await client.get("/admin/triggers/new")).text(), "mapping")
+    edit = f"/admin/triggers/{trigger['id']}/edit"
+    page = await (await client.get(edit)).text()
+    assert '<option value="m200" selected>' in page
+    typed = replaced(form_fields(page, edit), rate_limit__per_second="5")
+    assert (await client.post(edit, data=typed, allow_redirects=False)).status == 303
+    stored = await _get(client, f"/api/v1/triggers/{trigger['id']}")
+    assert stored["mapping"] == "m200" and stored["rate_limit"]["per_second"] == 5
+
+    edit = f"/admin/actions/{action['id']}/edit"
+    page = await (await client.get(edit)).text()
+    assert _offered(page, "partner_id")[-1] == last["id"] and "z-answer" in page
+    typed = replaced(form_fields(page, edit), path="/odometer")
+    assert (await client.post(edit, data=typed, allow_redirects=False)).status == 303
+    stored = await _get(client, f"/api/v1/actions/{action['id']}")
+    assert (stored["partner_id"], stored["request_mapping"], stored["path"]) == (
+        last["id"],
+        "z-answer",
+        "/odometer",
+    )
+
+    assert action["id"] in _offered(
+        await (await client.get("/admin/schedules/new")).text(), "action_id"
+    )
+    assert action["id"] in _offered(
+        await (await client.get("/admin/subscriptions")).text(), "action_id"
+    )
+    query = f"/admin/deliveries?action_id={action['id']}&partner_id={last['id']}"
+    page = await (await client.get(query)).text()
+    refilter = dict(form_fields(page, "/admin/deliveries"))
+    assert (refilter["action_id"], refilter["partner_id"]) == (action["id"], last["id"])
+    assert f'<option value="{action["id"]}" selected>z-last</option>' in page
+    assert len(actions) + 1 == len(_offered(page, "action_id")) - 1  # every one, and "—"
+
+
+async def test_saving_edit_forms_unchanged_rewrites_nothing(
+    client: Client, services: Services
+) -> None:
+    """Stored text with spaces around it or a line break in it (a partner's or the API's) is
+    sent back by an untouched form as it was shown, and saved as it is: no trimmed name, no
+    changed partner path, no new entity version nor `entity.updated`. Text the admin types is
+    trimmed."""
+    driver = await post(
+        client, "/api/v1/entities/driver", {"cpf": ANA["cpf"], "name": " João  Silva "}
+    )
+    trigger = await post(
+        client,
+        "/api/v1/triggers",
+        {"name": " gps ", "entity_type": "vehicle", "methods": ["POST"]},
+    )
+    erp = await create_partner(client, "https://erp.example.com", name=" erp ")
+    action = await create_action(client, erp["id"], name=" push ", path="/api/v1/odometer ")
+    fence = await post(
+        client,
+        "/api/v1/geofences",
+        {
+            "name": " pátio ",
+            "description": "portão 1\nportão 2",
+            "kind": "authorized",
+            "circle": {"lat": -23.5, "lon": -46.6, "radius_m": 300},
+        },
+    )
+    plan = await post(
+        client,
+        "/api/v1/maintenance-plans",
+        {"name": " óleo ", "description": " troca ", "every_km": 10000},
+    )
+    await make_user(services)
+    await log_in(client)
+    forms = {
+        f"/admin/entities/driver/{driver['id']}/edit": f"/api/v1/entities/driver/{driver['id']}",
+        f"/admin/triggers/{trigger['id']}/edit": f"/api/v1/triggers/{trigger['id']}",
+        f"/admin/partners/{erp['id']}": f"/api/v1/partners/{erp['id']}",
+        f"/admin/actions/{action['id']}/edit": f"/api/v1/actions/{action['id']}",
+        f"/admin/geofences/{fence['id']}": f"/api/v1/geofences/{fence['id']}",
+        f"/admin/maintenance-plans/{plan['id']}": f"/api/v1/maintenance-plans/{plan['id']}",
+    }
+    for page_path, api_path in forms.items():
+        before = await _get(client, api_path)
+        page = await (await client.get(page_path)).text()
+        target = page_path if page_path.endswith("/edit") else f"{page_path}/edit"
+        saved = await client.post(target, data=form_fields(page, target), allow_redirects=False)
+        assert saved.status == 303, (page_path, await saved.text())
+        after = await _get(client, api_path)
+        assert after == before, page_path
+    # A multi-line text is shown in a textarea (an input would drop its line break).
+    page = await (await client.get(f"/admin/geofences/{fence['id']}")).text()
+    assert re.search(
+        r'<textarea id="f-description" name="description"[^>]*>\nportão 1\nportão 2</', page
+    )
+    events = await _get(client, f"/api/v1/events?type=entity.updated&entity_id={driver['id']}")
+    assert events["items"] == []
+    # What the admin types is trimmed.
+    edit = f"/admin/triggers/{trigger['id']}/edit"
+    typed = replaced(form_fields(await (await client.get(edit)).text(), edit), name="  GPS 2 ")
+    assert (await client.post(edit, data=typed, allow_redirects=False)).status == 303
+    assert (await _get(client, f"/api/v1/triggers/{trigger['id']}"))["name"] == "GPS 2"

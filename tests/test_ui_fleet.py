@@ -348,3 +348,32 @@ async def test_a_fences_page_draws_the_vehicle_its_rule_names_by_its_old_plate_t
     page = await (await client.get(f"/admin/geofences/{fence['id']}")).text()
     assert '<polyline class="track"' in page
     assert 'data-track="OVL3C33"' in page and 'data-track="XYZ9K88"' not in page
+
+
+async def test_a_plan_lists_a_due_vehicle_of_a_fleet_past_a_page_and_the_map_says_what_it_omits(
+    client: Client, services: Services
+) -> None:
+    """A fleet of more vehicles than a page holds (200): the plan's page and the plans list
+    look at every vehicle, so the overdue one registered last is listed; the geofences' map,
+    which draws the tracks of the first 30, says how many of how many it drew."""
+    for i in range(200):
+        await post(client, "/api/v1/entities/vehicle", {"plate": f"AAA{i:04d}", "odometer_km": 10})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ZZZ9Z99", "odometer_km": 95000})
+    plan = await post(client, "/api/v1/maintenance-plans", {"name": "óleo", "every_km": 10000})
+    await post(
+        client,
+        "/api/v1/geofences",
+        {
+            "name": "pátio",
+            "kind": "authorized",
+            "circle": {"lat": -23.5, "lon": -46.6, "radius_m": 300},
+        },
+    )
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/maintenance-plans/{plan['id']}")).text()
+    assert "ZZZ9Z99" in page
+    assert "ZZZ9Z99" in await (await client.get("/admin/maintenance-plans")).text()
+    fences = await (await client.get("/admin/geofences")).text()
+    assert 'data-testid="map-partial"' in fences
+    assert "de 30 dos 201 veículos" in html.unescape(fences)

@@ -55,3 +55,20 @@ async def test_markup_in_a_kinds_schema_is_shown_as_text(
         assert "<script>alert(1)" not in html and "<b>api</b>" not in html, path
     html = await (await client.get("/admin/kinds/pneu")).text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+async def test_a_kind_requiring_the_envelopes_key_is_refused_at_its_field_keeping_the_schema(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    schema = '{"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}}'
+    token = await csrf(client, "/admin/kinds")
+    refused = await client.post(
+        "/admin/kinds", data={"csrf": token, "name": "pneu", "schema": schema}
+    )
+    page = await refused.text()
+    assert refused.status == 422, page
+    assert "/schema/properties/key" in page and "envelope" in page
+    assert dict(form_fields(page, "/admin/kinds"))["schema"] == schema  # kept as typed
+    assert await services.kinds.find("acme") == []

@@ -184,3 +184,47 @@ async def test_a_form_reads_numbers_in_the_language_it_was_shown_in(
     saved = await client.post(f"{plan_path}/edit", data=typed, allow_redirects=False)
     assert saved.status == 303, await saved.text()
     assert (await _api(client, f"/api/v1/maintenance-plans/{plan['id']}"))["every_km"] == 20_000
+
+
+async def test_a_triggers_partners_and_schedules_figures_are_printed_in_the_page_language(
+    client: Client, services: Services
+) -> None:
+    """A trigger's rate limit and limits, a partner's timeout: a Portuguese page prints
+    `2,125/s` (its own edit form's `2,125`), never `2.125` (two thousand one hundred and
+    twenty-five there), and groups `262.144 B`."""
+    trigger = await post(
+        client,
+        "/api/v1/triggers",
+        {
+            "name": "rl",
+            "entity_type": "vehicle",
+            "methods": ["POST"],
+            "rate_limit": {"per_second": 2.125, "burst": 1500},
+            "max_body_bytes": 262144,
+        },
+    )
+    partner = await post(
+        client,
+        "/api/v1/partners",
+        {
+            "name": "erp",
+            "base_url": "http://127.0.0.1:9",
+            "auth": {"type": "none"},
+            "timeout_seconds": 2.5,
+        },
+    )
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/triggers/{trigger['id']}")).text()
+    assert "2,125/s" in page and "rajada 1.500" in page and "262.144 B" in page
+    assert "2.125/s" not in page
+    edit = await (await client.get(f"/admin/triggers/{trigger['id']}/edit")).text()
+    assert (
+        dict(form_fields(edit, f"/admin/triggers/{trigger['id']}/edit"))["rate_limit.per_second"]
+        == "2,125"
+    )
+    partner_page = await (await client.get(f"/admin/partners/{partner['id']}")).text()
+    assert "<dd>2,5</dd>" in partner_page
+    await client.get("/admin/lang/en")
+    page = await (await client.get(f"/admin/triggers/{trigger['id']}")).text()
+    assert "2.125/s" in page and "262,144 B" in page

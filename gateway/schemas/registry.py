@@ -44,8 +44,21 @@ def reserved_field_message(name: str, what: str = "the field") -> str:
     )
 
 
+KIND_RESERVED = (*RESERVED_FIELDS, *ENVELOPE_FIELDS)
+"""Names a kind's schema may not declare nor require: the entity's envelope, and an `other`
+document's `kind` and `key` (its envelope's too: a write checks the document without them
+against the kind's schema, so a kind requiring `key` could never be written)."""
+
+
 def _reserved(at: str, name: str) -> FieldProblem:
-    return FieldProblem(at, f"{at}: {reserved_field_message(name)}", "reserved")
+    if name in ENVELOPE_FIELDS:
+        message = (
+            f"the field {name!r} is reserved: an `other` entity's {name} is its envelope's, "
+            f"not its kind's (reserved: {', '.join(KIND_RESERVED)}); name it otherwise"
+        )
+    else:
+        message = reserved_field_message(name)
+    return FieldProblem(at, f"{at}: {message}", "reserved")
 
 
 _KIND_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
@@ -249,8 +262,8 @@ class SchemaRegistry:
 
         The schema describes the kind's fields only (kind and key are the envelope's); built-in
         kind names cannot be redefined, and a field cannot be named as the envelope's are
-        (`RESERVED_FIELDS`), unless the kind is `stored` (one stored before that rule keeps
-        compiling; writes refuse the reserved field itself).
+        (`KIND_RESERVED`: `RESERVED_FIELDS`, `kind` and `key`), unless the kind is `stored`
+        (one stored before that rule keeps compiling; writes refuse the reserved field itself).
         """
         if not isinstance(name, str) or not _KIND_NAME.fullmatch(name):
             message = "/name: must be lower case letters, digits and _, starting with a letter"
@@ -343,14 +356,14 @@ def _reserved_names(node: Mapping[str, Any], at: str) -> list[FieldProblem]:
     properties = node.get("properties")
     declared = properties if isinstance(properties, Mapping) else {}
     found += [
-        _reserved(f"{at}/properties/{name}", name) for name in declared if name in RESERVED_FIELDS
+        _reserved(f"{at}/properties/{name}", name) for name in declared if name in KIND_RESERVED
     ]
     required = node.get("required")
     if isinstance(required, list):
         found += [
             _reserved(f"{at}/required/{index}", name)
             for index, name in enumerate(required)
-            if name in RESERVED_FIELDS and name not in declared
+            if name in KIND_RESERVED and name not in declared
         ]
     if isinstance(dependent := node.get("dependentRequired"), Mapping):
         for key, names in dependent.items():
@@ -359,7 +372,7 @@ def _reserved_names(node: Mapping[str, Any], at: str) -> list[FieldProblem]:
                 found += [
                     _reserved(f"{where}/{index}", name)
                     for index, name in enumerate(names)
-                    if name in RESERVED_FIELDS
+                    if name in KIND_RESERVED
                 ]
     return found
 

@@ -12,7 +12,17 @@ from gateway import paging
 from gateway.actions.definitions import METHODS, public_action
 from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.schemas import ENTITY_TYPES
-from gateway.ui.forms import Form, editing, json_field, nest, number_text, read_values, stale_edit
+from gateway.ui import choices
+from gateway.ui.forms import (
+    Form,
+    changes,
+    editing,
+    json_field,
+    nest,
+    number_text,
+    read_values,
+    stale_edit,
+)
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
@@ -48,7 +58,8 @@ def _id(request: web.Request) -> str:
 
 def action_body(values: dict[str, Any]) -> dict[str, Any]:
     """The edit form as a whole action: emptied members are null (gone), unticked flags
-    false. Lists are typed comma-separated: `2xx, 404`; `5, 30, 120`."""
+    false (update_action sends the members the admin changed). Lists are typed
+    comma-separated: `2xx, 404`; `5, 30, 120`."""
     body: dict[str, Any] = {name: values.get(name) or None for name in ACTION_FIELDS}
     body["path"] = values.get("path", "")
     body["success"] = [_code(c) for c in _items(values, "success")] or None
@@ -198,11 +209,14 @@ async def edit_action(request: web.Request) -> web.Response:
 async def update_action(request: web.Request) -> web.Response:
     tenant, actions = tenant_of(request), services_of(request).actions
     action = public_action(await actions.get_action(tenant, _id(request)))
-    values = read_values(form_of(request))
-    if (stale := stale_edit(values, edit_values(action))) is not None:
+    shown = edit_values(action)
+    values = read_values(form_of(request), shown=shown)
+    if (stale := stale_edit(values, shown)) is not None:
         return await _edit_form(request, action, stale, 409)
     try:
-        await actions.update_action(tenant, action["id"], action_body(values))
+        body = changes(action_body(values), action_body(shown))
+        if body:
+            await actions.update_action(tenant, action["id"], body)
     except InvalidPayload as exc:
         return await _edit_form(request, action, Form(values).refuse(exc, EDIT_FIELDS), 422)
     except Conflict as exc:  # an SMS channel needs it so, a concurrent change: on the form
@@ -223,12 +237,9 @@ async def _edit_form(
 
 
 async def _choices(request: web.Request) -> dict[str, Any]:
-    tenant, services = tenant_of(request), services_of(request)
-    partners = await services.actions.list_partners(tenant, after=None, limit=200)
-    mappings = await services.mappings.find(tenant, after=None, limit=200)
     return {
-        "partners": [(str(p["_id"]), p["name"]) for p in partners],
-        "outbound": [(m.name, m.name) for m in mappings if m.direction == "outbound"],
+        "partners": choices.named(await choices.partners(request)),
+        "outbound": await choices.mappings(request, "outbound"),
         "methods": [(m, m) for m in METHODS],
         "soap_versions": SOAP_CHOICES,
     }

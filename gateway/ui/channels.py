@@ -217,9 +217,10 @@ async def settings_page(request: web.Request, form: Form | None = None) -> web.R
 
 
 async def save_settings(request: web.Request) -> web.Response:
-    values = read_values(form_of(request), lists=("quiet_hours.channels",))
     settings = await services_of(request).notify.settings.get(tenant_of(request))
-    if (stale := stale_edit(values, settings_values(settings.as_dict()))) is not None:
+    shown = settings_values(settings.as_dict())
+    values = read_values(form_of(request), lists=("quiet_hours.channels",), shown=shown)
+    if (stale := stale_edit(values, shown)) is not None:
         return await settings_page(request, stale)
     try:
         await services_of(request).notify.settings.put(

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.delivery.deliveries import STATUSES, parse_filters, public_delivery
+from gateway.ui import choices
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
 from gateway.web.state import services_of
@@ -21,16 +22,15 @@ async def list_deliveries(request: web.Request) -> web.Response:
     limit, cursor = paging.page_params(request.query)
     filters = parse_filters({k: v for k, v in request.query.items() if k in _FILTERS})
     docs = await services.deliveries.list(tenant, filters, before=cursor, limit=limit)
-    partners = await services.actions.list_partners(tenant, after=None, limit=200)
-    actions = await services.actions.list_actions(tenant, {}, after=None, limit=200)
+    actions = choices.named(await choices.actions(request))
     context = {
         "items": [public_delivery(d) for d in docs],
         "next_cursor": docs[-1]["_id"] if len(docs) == limit else None,
         "filters": filters,
         "statuses": STATUSES,
-        "partners": [(str(p["_id"]), p["name"]) for p in partners],
-        "actions": [(str(a["_id"]), a["name"]) for a in actions],
-        "actions_by_id": {str(a["_id"]): a["name"] for a in actions},
+        "partners": choices.named(await choices.partners(request)),
+        "actions": actions,
+        "actions_by_id": dict(actions),
     }
     return render(request, "deliveries/list.html", context)
 

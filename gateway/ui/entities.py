@@ -18,6 +18,7 @@ from gateway.events import public_event
 from gateway.schemas import ENTITY_TYPES
 from gateway.schemas.registry import reference_field
 from gateway.store.entities import FILTERABLE
+from gateway.ui import choices
 from gateway.ui.entity_forms import label_of, labels_for
 from gateway.ui.fleet import vehicle_fleet
 from gateway.ui.forms import Form, number_field, read_values
@@ -111,7 +112,7 @@ async def _entity(
         context["driver"] = None if current is None else current.as_dict()
         history = await assignments.history(tenant, entity["id"], before=None, limit=10)
         context["history"] = [a.as_dict() for a in history]
-        drivers = await services.entities.find(tenant, "driver", {}, after=None, limit=200)
+        drivers = await choices.entities(request, "driver")
         context["drivers"] = [(d["data"].get("cpf"), d["data"].get("name")) for d in drivers]
         context["fleet"] = await vehicle_fleet(request, doc)
     failed = form or service_form

@@ -8,9 +8,10 @@ a JSON textarea. A property's control is named by the property's JSON Pointer in
 (`/cnh/number`, `/a~1b` for a property named `a/b`): the use case's problem at that pointer
 finds it, any property name round-trips, and none can collide with the form's own fields
 (`csrf`, `once`, `revision`, `kind`, `loaded.*`), which never start with `/`.
-An edit sends the fields the form shows as a merge patch: an emptied field removes the value,
-and what the form does not show (a vehicle's position and current driver, which telemetry and
-the driver assignment keep) is left as it is. The natural key (plate, CPF, CNPJ, an `other`'s
+An edit sends the properties the admin changed (from what the form showed) as a merge patch:
+an emptied field removes the value, an untouched one (or one not posted) is not sent, and what
+the form does not show (a vehicle's position and current driver, which telemetry and the
+driver assignment keep) is left as it is. The natural key (plate, CPF, CNPJ, an `other`'s
 kind and key) is given at creation and never changes.
 """
 
@@ -415,25 +416,31 @@ def _editing(etype: str, values: dict[str, str]) -> Form:
 
 
 async def update_entity(request: web.Request) -> web.Response:
-    """The form's fields as a merge patch; refused (409, what was typed kept) when the
-    entity changed since the form was loaded."""
+    """The properties the admin changed, as a merge patch; refused (409, what was typed kept)
+    when the entity changed since the form was loaded."""
     etype, ref = request.match_info["type"], request.match_info["ref"]
     tenant, entities = tenant_of(request), services_of(request).entities
-    values = read_values(form_of(request))
     current = await entities.get(tenant, etype, ref)
     fields = await _edit_fields(request, etype, current["data"])
     lang = form_lang(request)
-    now = _stable(etype, values_of(fields, current["data"], lang))
-    if (stale := stale_edit(values, now)) is not None:
+    now = values_of(fields, current["data"], lang)
+    posted = form_of(request)
+    # What the form showed: the stored values, a live one's as the form was loaded with it
+    # (`loaded.<name>`: the telemetry may have moved it since, which is no change of the
+    # admin's, and an unchanged field never sets it back).
+    shown = {**now, **{name: posted.get(LOADED + n, "") for name, n in _live(etype).items()}}
+    values = read_values(posted, shown=shown)
+    if (stale := stale_edit(values, _stable(etype, now))) is not None:
         return await edit_entity(request, stale, status=409)
     try:
         doc = document_of(fields, values, lang)
-        shown = {f.path[0] for f in fields}
-        live = _live(etype).items()
-        untouched = {n for name, n in live if values.get(name) == values.get(LOADED + n)}
-        patch = {name: doc.get(name) for name in shown - untouched}
-        origin = Origin("admin", session_of(request).subject)
-        await entities.patch(tenant, etype, str(current["_id"]), patch, origin)
+        changed = {
+            f.path[0] for f in fields if f.name in values and values[f.name] != shown.get(f.name)
+        }
+        patch = {name: doc.get(name) for name in changed}
+        if patch:
+            origin = Origin("admin", session_of(request).subject)
+            await entities.patch(tenant, etype, str(current["_id"]), patch, origin)
     except GatewayError as exc:
         refused = Form(values).refuse(exc, [f.name for f in fields])
         return await edit_entity(request, refused, status=exc.status)

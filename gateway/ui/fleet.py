@@ -7,21 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import web
 
 from gateway import paging
 from gateway.errors import InvalidPayload
 from gateway.fleet.geofences import reaches
-from gateway.fleet.overview import vehicle_groups
+from gateway.fleet.overview import TRACKED_VEHICLES, vehicle_groups
 from gateway.fleet.rule_service import RuleService, public_rule
 from gateway.formats import at_path
 from gateway.schemas.ids import plate_match_key
 from gateway.services import Services
 from gateway.store import Doc
+from gateway.ui import choices
 from gateway.ui.forms import (
     Form,
+    changes,
     editing,
     json_field,
     number_field,
@@ -34,10 +36,6 @@ from gateway.ui.rendering import redirect, render
 from gateway.ui.state import PREFIX, form_lang, form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
-
-# How many vehicles a plan's page looks at for its due list.
-PLAN_VEHICLES: Final = 200
-
 
 # --- the pages every kind of rule has ---------------------------------------------------
 
@@ -113,8 +111,8 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
 
     async def update(request: web.Request) -> web.Response:
         rule = public_rule(await rules(request).get(tenant_of(request), _ref(request)))
-        values = read_values(form_of(request))
         lang = form_lang(request)
+        values = read_values(form_of(request), shown=_form_values(rule, kind.fields, lang))
         form = _refused(values, rule, kind, lang) or await _saved(
             request, rules(request), rule, values, kind, lang
         )
@@ -153,8 +151,11 @@ async def _saved(
     lang: str,
 ) -> Form | None:
     """The rule changed as the form says; or the form with the use case's problems."""
+    shown = _form_values(rule, kind.fields, lang)
     try:
-        await rules.update(tenant_of(request), rule["id"], kind.body(values, True, lang))
+        body = changes(kind.body(values, True, lang), kind.body(shown, True, lang))
+        if body:
+            await rules.update(tenant_of(request), rule["id"], body)
     except InvalidPayload as exc:
         return Form(values).refuse(exc, kind.fields)
     return None
@@ -187,18 +188,27 @@ def fence_body(values: Mapping[str, Any], editing: bool, lang: str) -> dict[str,
 
 
 async def _fences_drawn(request: web.Request, fences: list[dict[str, Any]]) -> dict[str, Any]:
-    tenant, services = tenant_of(request), services_of(request)
-    vehicles = await services.entities.find(tenant, "vehicle", {}, after=None, limit=200)
-    tracks = await services.fleet_overview.recent_tracks(tenant, vehicles)
-    return {"map": draw([TrackInput(plate, fixes) for plate, fixes in tracks], fences)}
+    return await _drawn(request, fences, await choices.entities(request, "vehicle"))
 
 
 async def _fence_drawn(request: web.Request, fence: dict[str, Any]) -> dict[str, Any]:
-    tenant, services = tenant_of(request), services_of(request)
-    vehicles = await services.entities.find(tenant, "vehicle", {}, after=None, limit=200)
+    vehicles = await choices.entities(request, "vehicle")
     applying = [v for v in vehicles if _applies(fence, v["data"])]
-    tracks = await services.fleet_overview.recent_tracks(tenant, applying)
-    return {"map": draw([TrackInput(plate, fixes) for plate, fixes in tracks], [fence])}
+    return await _drawn(request, [fence], applying)
+
+
+async def _drawn(
+    request: web.Request, fences: list[dict[str, Any]], vehicles: list[Doc]
+) -> dict[str, Any]:
+    """`map`: the fences under the recent tracks of the first TRACKED_VEHICLES `vehicles`;
+    `map_partial`: (drawn, of) when there are more vehicles than that (the page says so)."""
+    looked = vehicles[:TRACKED_VEHICLES]
+    tracks = await services_of(request).fleet_overview.recent_tracks(tenant_of(request), looked)
+    partial = (len(looked), len(vehicles)) if len(vehicles) > len(looked) else None
+    return {
+        "map": draw([TrackInput(plate, fixes) for plate, fixes in tracks], fences),
+        "map_partial": partial,
+    }
 
 
 def _applies(rule: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
@@ -223,11 +233,11 @@ def plan_body(values: Mapping[str, Any], editing: bool, lang: str) -> dict[str, 
 
 async def _standing(request: web.Request, plans: list[dict[str, Any]]) -> dict[str, Any]:
     """`standing`: plan id → the vehicles due or due soon on it (plate, condition, odometer,
-    next km)."""
+    next km), of every vehicle of the fleet."""
     tenant, services = tenant_of(request), services_of(request)
     ids = {p["id"] for p in plans}
     standing: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-    vehicles = await services.entities.find(tenant, "vehicle", {}, after=None, limit=PLAN_VEHICLES)
+    vehicles = await choices.entities(request, "vehicle")  # the whole fleet: none left out
     outlooks = await services.fleet_overview.plan_outlooks(tenant, vehicles)
     for vehicle, odometer, views in outlooks:
         for plan in views:

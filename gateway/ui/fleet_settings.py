@@ -62,11 +62,12 @@ async def settings_page(request: web.Request, form: Form | None = None) -> web.R
 
 
 async def save_settings(request: web.Request) -> web.Response:
-    values = read_values(form_of(request))
     service = services_of(request).fleet_settings
     current = await service.get(tenant_of(request))
     lang = form_lang(request)
-    if (stale := stale_edit(values, _values(current.to_doc(), lang))) is not None:
+    shown = _values(current.to_doc(), lang)
+    values = read_values(form_of(request), shown=shown)
+    if (stale := stale_edit(values, shown)) is not None:
         return await settings_page(request, stale)
     try:
         await service.put(tenant_of(request), _body(values, lang))

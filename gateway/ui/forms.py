@@ -219,24 +219,34 @@ AS_TYPED_FIELDS: Final = SECRET_FIELDS | {
 }
 
 
-def input_type(name: str, requested: str = "text") -> str:
-    """The type of a form's `<input>` for the field `name` (the `field` macro): `password` for
+def input_type(name: str, requested: str = "text", value: Any = "") -> str:
+    """The type of a form's control for the field `name` (the `field` macro): `password` for
     a secret field whatever was asked, and a password input only for one listed in
     SECRET_FIELDS, so that the secrets the server protects and those the page hides are the
-    same fields."""
+    same fields; `textarea` for a text field whose value has a line break (a one-line input
+    drops it from what it shows and sends back: HTML's value sanitisation)."""
     if name in SECRET_FIELDS:
         return "password"
     if requested == "password":
         raise ValueError(f"{name!r} is a password field: list it in forms.SECRET_FIELDS")
+    if requested == "text" and isinstance(value, str) and ("\n" in value or "\r" in value):
+        return "textarea"
     return requested
 
 
-def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str, Any]:
+def read_values(
+    data: MultiMapping[Any], lists: Iterable[str] = (), shown: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A posted form as plain values: text fields as text, the `lists` as lists (checkboxes,
     multi-selects); the CSRF token, the form's language (state.form_lang reads it) and
-    uploaded files are left out. Text is trimmed (names, ids, numbers, addresses: a space
-    copied around them is no part of them) except a secret's and a credential's
-    (AS_TYPED_FIELDS, RETYPED_MEMBERS), taken as typed."""
+    uploaded files are left out.
+
+    An edit form's text sent back as it was `shown` (the stored document's values as the form
+    loaded them) is that text exactly, spaces and line breaks included (a browser sends a
+    textarea's line breaks as CRLF): what the admin did not touch is not rewritten. Text the
+    admin typed is trimmed (names, ids, numbers, addresses: a space copied around them is no
+    part of them), its line breaks LF (a textarea sends CRLF), except a secret's and a
+    credential's (AS_TYPED_FIELDS, RETYPED_MEMBERS), taken as typed."""
     many = set(lists)
     values: dict[str, Any] = {}
     for name in data:
@@ -245,11 +255,33 @@ def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str,
         if name in many:
             values[name] = [v for v in data.getall(name) if isinstance(v, str)]
         elif isinstance(raw := data[name], str):
-            as_typed = name in AS_TYPED_FIELDS or name in RETYPED_MEMBERS
-            values[name] = raw if as_typed else raw.strip()
+            loaded = shown.get(name) if shown is not None else None
+            if isinstance(loaded, str) and _lines(raw) == _lines(loaded):
+                values[name] = loaded
+            elif name in AS_TYPED_FIELDS or name in RETYPED_MEMBERS:
+                values[name] = raw
+            else:
+                values[name] = _lines(raw).strip()
     for name in many:
         values.setdefault(name, [])
     return values
+
+
+def _lines(text: str) -> str:
+    """Text with its line breaks as LF (a browser sends CRLF, HTML parsing reads CR as LF)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def changes(body: Mapping[str, Any], unchanged: Mapping[str, Any]) -> dict[str, Any]:
+    """The members of an edit form's `body` that differ from those of the body the form makes
+    unchanged (`unchanged`: the same function applied to the values it was loaded with): what
+    the admin changed, and nothing else (an edit form sends only that)."""
+    return {
+        name: value
+        for name, value in body.items()
+        # repr tells 1 from True and 1.0, as the stored document does
+        if name not in unchanged or repr(value) != repr(unchanged[name])
+    }
 
 
 def nest(values: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:

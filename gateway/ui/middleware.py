@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
+from multidict import MultiDictProxy
 from yarl import URL
 
 from gateway.auth.sessions import check_csrf, csrf_token, new_session_id, unsign_session
-from gateway.errors import GatewayError, RateLimited
+from gateway.errors import GatewayError, PayloadTooLarge, RateLimited
 from gateway.logs import request_id_var
-from gateway.ui.forms import NOT_KEPT, Form, error_key, hide_secrets
+from gateway.ui.forms import NOT_KEPT, Form, error_key, hide_secrets, number_shown
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
@@ -95,11 +97,9 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     if visitor.session is not None:
         admit(request, f"ui:{visitor.session.tenant}", "for this tenant")
     if request.method == "POST":
-        try:
-            form = await read_form(request)  # a 408 (GatewayError) when it trickles in
-        except (ValueError, AssertionError, web.RequestPayloadError) as exc:
-            # a multipart body aiohttp cannot read; a gzip one that does not decode (a 500 before)
-            return _error_page(request, 400, f"malformed form: {exc}")
+        form = await _posted(request)
+        if isinstance(form, web.Response):  # unreadable, or too large
+            return form
         request[form_key] = form
         token = form.get("csrf")
         if not isinstance(token, str) or not _csrf_ok(request, visitor, token):
@@ -123,6 +123,18 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     if response.status >= 500:
         await _release_once(request, claimed)
     return _pre_session(response, request, visitor)
+
+
+async def _posted(request: web.Request) -> MultiDictProxy[Any] | web.Response:
+    """A POST's form; or the error page of one that cannot be read, or is too large."""
+    try:
+        return await read_form(request)  # a 408 (GatewayError) when it trickles in
+    except (web.HTTPRequestEntityTooLarge, PayloadTooLarge):
+        return _too_large(request)
+    except (ValueError, AssertionError, web.RequestPayloadError, HttpProcessingError) as exc:
+        # a multipart body aiohttp cannot read (a part's header line past its limit too); a
+        # gzip one that does not decode (a 500 before)
+        return _error_page(request, 400, f"malformed form: {exc}")
 
 
 async def _asset(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -311,20 +323,44 @@ def _https(request: web.Request) -> bool:
     return services_of(request).settings.base_url.startswith("https://")
 
 
-def _error_page(request: web.Request, status: int, detail: str) -> web.Response:
+def _too_large(request: web.Request) -> web.Response:
+    """A form over the body limit (GATEWAY_MAX_BODY_BYTES; aiohttp stops reading it there):
+    the UI's page, in the visitor's language, naming the limit and leading back to the page
+    the form was on (the browser's Back keeps what was typed there)."""
+    limit = request.client_max_size
+    referer = URL(request.headers.get("Referer", ""))
+    same_site = referer.host == request.url.host and referer.port == request.url.port
+    back = referer.path_qs if same_site and referer.path.startswith("/admin/") else "/admin/"
+    words = {"limit": _size(limit, visitor_of(request).lang), "back": back}
+    return _error_page(request, 413, "too_large", words)
+
+
+def _size(size: int, lang: str) -> str:
+    """A size in bytes as people read it: `1 MiB`, `256 KiB`, else bytes (grouped)."""
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale and size % scale == 0:
+            return f"{number_shown(size // scale, lang)} {unit}"
+    return f"{number_shown(size, lang)} B"
+
+
+def _error_page(
+    request: web.Request, status: int, detail: str, words: dict[str, str] | None = None
+) -> web.Response:
     if visitor_key not in request:
         lang = choose_language(
             request.cookies.get(LANG_COOKIE), request.headers.get("Accept-Language")
         )
         request[visitor_key] = Visitor(lang, None, "")
-    # csrf and viewer refusals have words of their own; other errors show the use case's.
-    reason = detail if detail in ("csrf", "viewer", "resubmitted") else None
-    return render(
-        request,
-        "error.html",
-        {"title": error_key(status), "reason": reason, "detail": None if reason else detail},
-        status=status,
-    )
+    # csrf, viewer, resubmitted and too-large refusals have words of their own (filled from
+    # `words`); other errors show the use case's.
+    reason = detail if detail in ("csrf", "viewer", "resubmitted", "too_large") else None
+    context = {
+        "title": error_key(status),
+        "reason": reason,
+        "detail": None if reason else detail,
+        "words": words or {},
+    }
+    return render(request, "error.html", context, status=status)
 
 
 def _secure(response: web.StreamResponse, request: web.Request) -> None:

@@ -15,8 +15,10 @@ from gateway.actions.definitions import public_action
 from gateway.actions.partners import public_partner
 from gateway.actions.subscriptions import public_subscription
 from gateway.errors import Conflict, InvalidPayload
+from gateway.ui import choices
 from gateway.ui.forms import (
     Form,
+    changes,
     editing,
     json_field,
     nest,
@@ -116,9 +118,7 @@ async def partner_page(
     tenant = tenant_of(request)
     services = services_of(request)
     partner = public_partner(await services.actions.get_partner(tenant, _id(request)))
-    actions = await services.actions.list_actions(
-        tenant, {"partner_id": partner["id"]}, after=None, limit=200
-    )
+    actions = await choices.actions(request, {"partner_id": partner["id"]})
     context = {
         "partner": partner,
         "actions": [public_action(a) for a in actions],
@@ -178,13 +178,14 @@ def _settings_body(values: dict[str, Any], current: dict[str, Any], lang: str) -
 async def edit_partner(request: web.Request) -> web.Response:
     tenant, actions = tenant_of(request), services_of(request).actions
     partner = public_partner(await actions.get_partner(tenant, _id(request)))
-    values = read_values(form_of(request))
     lang = form_lang(request)
     current = _settings_values(partner, lang)
+    values = read_values(form_of(request), shown=current)
     if (stale := stale_edit(values, current)) is not None:
         return await partner_page(request, settings=stale, status=409)
     try:
-        await actions.update_partner(tenant, partner["id"], _settings_body(values, current, lang))
+        if body := _settings_body(values, current, lang):
+            await actions.update_partner(tenant, partner["id"], body)
     except InvalidPayload as exc:
         settings = Form(values).refuse(_at_the_url(exc), SETTINGS_FIELDS)
         return await partner_page(request, settings=settings)
@@ -255,12 +256,11 @@ async def list_subscriptions(request: web.Request, form: Form | None = None) -> 
     services = services_of(request)
     limit, cursor = paging.page_params(request.query)
     docs = await services.actions.list_subscriptions(tenant, {}, after=cursor, limit=limit)
-    actions = await services.actions.list_actions(tenant, {}, after=None, limit=200)
     context = {
         "items": [public_subscription(d) for d in docs],
         "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,
         "form": form or Form(),
-        "actions": [(str(a["_id"]), a["name"]) for a in actions],
+        "actions": choices.named(await choices.actions(request)),
     }
     return render(request, "partners/subscriptions.html", context, status=422 if form else 200)
 
@@ -305,21 +305,28 @@ def _event_types(values: dict[str, Any]) -> list[str]:
     return [e.strip() for e in str(values.get("event_types", "")).split(",") if e.strip()]
 
 
+def _subscription_body(values: dict[str, Any], lang: str) -> dict[str, Any]:
+    return {
+        "event_types": _event_types(values),
+        "filter": json_field(values, "filter") or {},
+        "sample_seconds": number_field(values, "sample_seconds", lang=lang),
+    }
+
+
 async def edit_subscription(request: web.Request) -> web.Response:
     """Its event types, filter and position sampling; an emptied filter matches every event
     of those types, an emptied sampling sends every position."""
     tenant, actions = tenant_of(request), services_of(request).actions
-    values = read_values(form_of(request))
     current = public_subscription(await actions.get_subscription(tenant, _id(request)))
-    if (stale := stale_edit(values, _subscription_values(current))) is not None:
+    shown = _subscription_values(current)
+    values = read_values(form_of(request), shown=shown)
+    if (stale := stale_edit(values, shown)) is not None:
         return await subscription_page(request, stale)
+    lang = form_lang(request)
     try:
-        body = {
-            "event_types": _event_types(values),
-            "filter": json_field(values, "filter") or {},
-            "sample_seconds": number_field(values, "sample_seconds", lang=form_lang(request)),
-        }
-        await actions.update_subscription(tenant, _id(request), body)
+        body = changes(_subscription_body(values, lang), _subscription_body(shown, lang))
+        if body:
+            await actions.update_subscription(tenant, _id(request), body)
     except InvalidPayload as exc:
         return await subscription_page(request, Form(values).refuse(exc, SUBSCRIPTION_EDIT_FIELDS))
     return redirect(f"/admin/subscriptions/{_id(request)}", flash="subscriptions.saved")

@@ -13,7 +13,17 @@ from gateway import paging
 from gateway.actions.definitions import public_action
 from gateway.errors import InvalidPayload, NotFound
 from gateway.schemas import ENTITY_TYPES
-from gateway.ui.forms import Form, editing, json_field, nest, number_field, read_values, stale_edit
+from gateway.ui import choices
+from gateway.ui.forms import (
+    Form,
+    changes,
+    editing,
+    json_field,
+    nest,
+    number_field,
+    read_values,
+    stale_edit,
+)
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_lang, form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
@@ -146,14 +156,19 @@ async def edit_schedule(request: web.Request) -> web.Response:
 async def update_schedule(request: web.Request) -> web.Response:
     tenant, schedules = tenant_of(request), services_of(request).schedules
     current = await schedules.get(tenant, _id(request))
-    values = read_values(form_of(request))
-    if (stale := stale_edit(values, form_values(current))) is not None:
+    shown = form_values(current)
+    values = read_values(form_of(request), shown=shown)
+    if (stale := stale_edit(values, shown)) is not None:
         return await _form(request, stale, current, status=409)
     initial = (current.get("cursor") or {}).get("initial")
+    lang = form_lang(request)
     try:
-        await schedules.update(
-            tenant, current["id"], schedule_body(values, lang=form_lang(request), initial=initial)
+        body = changes(
+            schedule_body(values, lang=lang, initial=initial),
+            schedule_body(shown, lang=lang, initial=initial),
         )
+        if body:
+            await schedules.update(tenant, current["id"], body)
     except InvalidPayload as exc:
         return await _form(request, Form(values).refuse(exc, FIELDS), current, status=422)
     return redirect(f"/admin/schedules/{current['id']}", flash="schedules.saved")
@@ -182,20 +197,20 @@ async def delete_schedule(request: web.Request) -> web.Response:
 async def _form(
     request: web.Request, form: Form, schedule: Mapping[str, Any] | None, *, status: int = 200
 ) -> web.Response:
-    tenant, services = tenant_of(request), services_of(request)
-    actions = await services.actions.list_actions(tenant, {}, after=None, limit=200)
-    mappings = await services.mappings.find(tenant, after=None, limit=200)
+    services = services_of(request)
+    actions = await choices.actions(request)
+    chosen = form.value("action_id")
     context = {
         "form": form,
         "schedule": schedule,
         # A schedule reads: GET actions and those marked read_only (the use case says so
-        # too, next to the field, should another one be posted).
+        # too, next to the field, should another one be posted), and the one it names.
         "actions": [
             (str(a["_id"]), f"{a['name']} ({a['method']} {a.get('path') or '/'})")
             for a in actions
-            if a["method"] == "GET" or a.get("read_only")
+            if a["method"] == "GET" or a.get("read_only") or str(a["_id"]) == chosen
         ],
-        "mappings": [(m.name, m.name) for m in mappings if m.direction == "inbound"],
+        "mappings": await choices.mappings(request, "inbound"),
         "target_types": services.schedules.target_types,
         "entity_types": ENTITY_TYPES,
     }

@@ -13,8 +13,10 @@ from gateway.errors import InvalidPayload
 from gateway.schemas import ENTITY_TYPES
 from gateway.triggers.service import IssuedTrigger
 from gateway.triggers.spec import AUTH_MODES, TARGETS
+from gateway.ui import choices
 from gateway.ui.forms import (
     Form,
+    changes,
     editing,
     json_field,
     nest,
@@ -125,12 +127,15 @@ async def edit_trigger(request: web.Request) -> web.Response:
 async def update_trigger(request: web.Request) -> web.Response:
     tenant, triggers = tenant_of(request), services_of(request).triggers
     trigger = await triggers.get(tenant, _id(request))
-    values = read_values(form_of(request), lists=("methods",))
     lang = form_lang(request)
-    if (stale := stale_edit(values, edit_values(trigger, lang))) is not None:
+    shown = edit_values(trigger, lang)
+    values = read_values(form_of(request), lists=("methods",), shown=shown)
+    if (stale := stale_edit(values, shown)) is not None:
         return await _edit_form(request, trigger, stale, status=409)
     try:
-        await triggers.update(tenant, trigger["id"], trigger_patch(values, trigger, lang))
+        patch = changes(trigger_patch(values, trigger, lang), trigger_patch(shown, trigger, lang))
+        if patch:
+            await triggers.update(tenant, trigger["id"], patch)
     except InvalidPayload as exc:
         form = Form(values).refuse(exc, EDIT_FIELDS)
         return await _edit_form(request, trigger, form, status=422)
@@ -162,8 +167,9 @@ def edit_values(trigger: dict[str, Any], lang: str) -> dict[str, Any]:
 
 def trigger_patch(values: dict[str, Any], trigger: dict[str, Any], lang: str) -> dict[str, Any]:
     """The edit form as a PATCH: every member it shows, null for the ones emptied (the
-    default again); `auth` only when the token's query parameter or the partner's secret
-    changed (it is replaced whole, secrets aside)."""
+    default again; update_trigger sends those the admin changed); `auth` only when the
+    token's query parameter or the partner's secret changed (it is replaced whole, secrets
+    aside)."""
     rate = {
         "per_second": number_field(values, "rate_limit.per_second", lang=lang, integer=False),
         "burst": number_field(values, "rate_limit.burst", lang=lang),
@@ -281,9 +287,8 @@ async def _form(request: web.Request, form: Form, *, status: int = 200) -> web.R
 
 
 async def _mapping_choices(request: web.Request) -> dict[str, list[tuple[str, str]]]:
-    """The tenant's mappings a trigger may name, as (value, text) options."""
-    mappings = await services_of(request).mappings.find(tenant_of(request), after=None, limit=200)
+    """The tenant's mappings a trigger may name, as (value, text) options: every one."""
     return {
-        direction: [(m.name, m.name) for m in mappings if m.direction == direction]
+        direction: await choices.mappings(request, direction)
         for direction in ("inbound", "outbound")
     }
