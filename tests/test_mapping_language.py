@@ -237,6 +237,12 @@ def test_items_extracts_batches() -> None:
         ("[lower]", "A@B.COM", "a@b.com"),
         ("[digits]", "529.982.247-25", "52998224725"),
         ("[digits, {pad: 11}]", 8676959730, "08676959730"),
+        # a whole number sent as a float is its integer's digits, not "...0" with a digit more
+        ("[digits]", 52998224725.0, "52998224725"),
+        ("[digits]", -12.0, "12"),
+        ("[digits]", 1e20, "100000000000000000000"),
+        ("[phone]", 11987654321.0, "+5511987654321"),
+        ("[cpf]", 52998224725.0, "52998224725"),
         ("[plate]", " abc-1d23 ", "ABC1D23"),
         ("[plate]", "ABC 1234", "ABC1234"),
         ("[plate]", "Truck 12", None),
