@@ -565,3 +565,103 @@ async def test_a_coded_mapping_upload_is_inflated_only_to_the_mappings_own_limit
         "/api/v1/mappings", data=gzip.compress(OSMAND.encode()), headers=headers
     )
     assert response.status == 201, await response.text()
+
+
+LIVE_VEHICLE = """name: live
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [plate]}
+"""
+LIVE_CHANGES = {
+    "entity_type vehicle → driver": """name: live
+direction: inbound
+entity_type: driver
+key: [cpf]
+fields:
+  cpf: {from: cpf, transforms: [cpf]}
+""",
+    "target entities → positions": """name: live
+direction: inbound
+target: positions
+fields:
+  plate: {from: placa, transforms: [plate]}
+  time: {received: time}
+  lat: {value: -23.5}
+  lon: {value: -46.6}
+""",
+    "direction inbound → outbound": """name: live
+direction: outbound
+entity_type: vehicle
+path: {plate: entity.plate}
+""",
+}
+
+
+async def test_a_new_active_version_cannot_change_what_a_live_trigger_writes(
+    client: Client,
+) -> None:
+    """A trigger on a driver mapping is refused when saved; a new version of its vehicle
+    mapping that maps drivers (or positions, or answers) must not become active under it,
+    by an upload or an activation: every payload of the trigger would be refused."""
+    await _upload(client, LIVE_VEHICLE)
+    trigger = {"name": "live", "entity_type": "vehicle", "mapping": "live"}
+    await _json(client, "POST", "/api/v1/triggers", 201, json=trigger)
+    for changed, text in LIVE_CHANGES.items():
+        problem = await _upload(client, text, status=409)
+        assert "trigger live" in problem["detail"] and changed in problem["detail"], problem
+        assert [u["name"] for u in problem["used_by"]] == ["live"]
+        staged = await _upload(client, text, query="?activate=false")
+        problem = await _json(
+            client,
+            "POST",
+            "/api/v1/mappings/live/activate",
+            409,
+            json={"version": staged["version"]},
+        )
+        assert changed in problem["detail"], problem
+    assert (await _json(client, "GET", "/api/v1/mappings/live"))["version"] == 1
+    same_shape = LIVE_VEHICLE + "  attributes.note: {value: v2}\n"
+    assert (await _upload(client, same_shape))["active"]
+
+
+PLACES = """name: places
+direction: inbound
+entity_type: vehicle
+key: [plate]
+params:
+  places: {default: 1}
+  p: {enum: [1, 2, 30], default: 1}
+fields:
+  plate: plate
+  odometer_km: {from: km, transforms: [{round: {param: places}}]}
+  attributes.rounded: {from: r, transforms: [{round: {param: p}}]}
+"""
+
+
+async def test_trigger_params_the_mapping_does_not_compile_with_are_refused_on_save(
+    client: Client,
+) -> None:
+    """Every payload of such a trigger would be refused for a fault of its settings: the
+    mapping is compiled with the trigger's params when it is saved (or changed)."""
+    await _upload(client, PLACES)
+    for params, where in (
+        ({"places": 20}, "/params/places"),
+        ({"places": "x"}, "/params/places"),
+        ({"p": 30}, "/params/p"),  # listed by the declaration, yet no round takes it
+    ):
+        trigger = {"name": "p", "entity_type": "vehicle", "mapping": "places", "params": params}
+        problem = await _json(client, "POST", "/api/v1/triggers", 422, json=trigger)
+        assert [p["pointer"] for p in problem["errors"]] == [where], problem
+    trigger = {"name": "p", "entity_type": "vehicle", "mapping": "places", "params": {"p": 2}}
+    saved = await _json(client, "POST", "/api/v1/triggers", 201, json=trigger)
+    problem = await _json(
+        client,
+        "PATCH",
+        f"/api/v1/triggers/{saved['id']}",
+        422,
+        json={"params": {"places": 20}},
+        headers={**auth(), "If-Match": "*"},
+    )
+    assert problem["errors"][0]["pointer"] == "/params/places", problem
