@@ -665,3 +665,28 @@ async def test_trigger_params_the_mapping_does_not_compile_with_are_refused_on_s
         headers={**auth(), "If-Match": "*"},
     )
     assert problem["errors"][0]["pointer"] == "/params/places", problem
+
+
+async def test_uploads_at_once_answer_each_and_store_one_text_once(client: Client) -> None:
+    """Ten copies of one text at once (a retried upload, a deploy job run twice) are one
+    version; ten different texts of a new name at once are ten versions; none is a 500."""
+
+    async def upload(text: str) -> tuple[int, Any]:
+        response = await client.post(
+            "/api/v1/mappings", data=text.encode(), headers={**auth(), **YAML}
+        )
+        return response.status, await response.json()
+
+    for round_ in range(3):
+        text = LIVE_VEHICLE.replace("name: live", f"name: same{round_}")
+        answers = await asyncio.gather(*(upload(text) for _ in range(10)))
+        assert sorted(status for status, _ in answers) == [200] * 9 + [201], answers
+        assert {body["version"] for _, body in answers} == {1}
+        listed = await _json(client, "GET", f"/api/v1/mappings/same{round_}/versions")
+        assert [v["version"] for v in listed["items"]] == [1]
+    texts = [LIVE_VEHICLE.replace("name: live", "name: many") + f"# {i}\n" for i in range(10)]
+    answers = await asyncio.gather(*(upload(text) for text in texts))
+    assert [status for status, _ in answers] == [201] * 10, answers
+    assert sorted(body["version"] for _, body in answers) == list(range(1, 11))
+    again = await upload(texts[0])  # not the latest text: a new version of it
+    assert again[0] == 201 and again[1]["version"] == 11
