@@ -792,6 +792,32 @@ def test_a_yaml_11_number_form_must_be_quoted_or_written_plainly(form: str) -> N
     assert quoted.apply({"plate": "ABC1D23"}).document["attributes"]["t"] == form
 
 
+@pytest.mark.parametrize(
+    "etype",
+    [
+        "entity.created",
+        "entity.updated",
+        "entity.deleted",
+        "entity.anything",
+        "vehicle.position.rejected",
+        "vehicle.odometer.rebaselined",
+    ],
+)
+def test_a_mapping_cannot_emit_an_event_type_the_gateway_records_itself(etype: str) -> None:
+    """A mapping's `entity.deleted` would tell subscribers, flows and the fleet fold of a
+    deletion that never happened: the gateway's own types are refused at upload."""
+    for emit, at in (
+        (f"[{etype}]", 0),
+        (f"[vehicle.moved, {{type: {etype}, announce: every}}]", 1),
+    ):
+        (problem,) = problems_of(HEAD + f"emit: {emit}\nfields:\n  plate: plate\n")
+        assert (problem.pointer, problem.keyword) == (f"/emit/{at}", "emit")
+        assert problem.extra["line"] == 5
+        assert "the gateway records itself" in problem.message
+    partner = inbound("", head=HEAD + "emit: [vehicle.geofence.exited, vehicle.position]\n")
+    assert partner.name == "t"
+
+
 def test_binary_and_empty_files() -> None:
     assert problems_of(b"\xff\xfe\x00garbage")[0].keyword == "encoding"
     assert problems_of("")[0].message == "file is empty"
