@@ -243,6 +243,17 @@ def test_items_extracts_batches() -> None:
         ("[digits]", 1e20, "100000000000000000000"),
         ("[phone]", 11987654321.0, "+5511987654321"),
         ("[cpf]", 52998224725.0, "52998224725"),
+        # no digits, no value: a blank CPF is not padded into "00000000000"
+        ("[digits, {pad: 11}]", "", None),
+        ("[digits]", "N/A", None),
+        # a compact date reads each field at its full width: a digit lost is no date
+        ("[{datetime: {parse: '%Y%m%d', format: date}}]", "20261218", "2026-12-18"),
+        ("[{datetime: {parse: ['%Y%m%d', '%d%m%Y'], format: date}}]", "18122026", "2026-12-18"),
+        (
+            "[{datetime: {parse: '%d%m%Y %H%M', format: iso8601}}]",
+            "18122026 0930",
+            "2026-12-18T09:30:00Z",
+        ),
         ("[plate]", " abc-1d23 ", "ABC1D23"),
         ("[plate]", "ABC 1234", "ABC1234"),
         ("[plate]", "Truck 12", None),
@@ -1549,3 +1560,13 @@ def test_coordinate_takes_latitude_or_longitude() -> None:
     (problem,) = problems_of(text)
     assert (problem.pointer, problem.keyword) == ("/fields/x/transforms/0/coordinate", "transform")
     assert problem.message == "coordinate takes latitude or longitude"
+
+
+@pytest.mark.parametrize(("how", "text"), [("%Y%m%d", "2026128"), ("%d%m%Y", "1812026")])
+def test_a_compact_date_with_a_digit_missing_is_a_datetime_problem(how: str, text: str) -> None:
+    """strptime takes a one-digit day or month anywhere: "2026128" would be 2026-12-08."""
+    mapping = inbound(
+        f"  attributes.d: {{from: d, transforms: [{{datetime: {{parse: '{how}'}}}}]}}\n"
+    )
+    (problem,) = payload_problems(mapping, {"plate": "A", "d": text})
+    assert problem.keyword == "datetime" and problem.pointer == "/d"

@@ -55,9 +55,13 @@ def _number_text(value: Any) -> str:
     return value if type(value) is str else to_string(value)
 
 
-def _digits(value: Any) -> str:
+def _digits(value: Any) -> str | None:
+    """The digits 0-9 of a value; null when it has none ("", "N/A", "-"): a blank CPF or
+    RENAVAM is no value, not one of no digits that a `pad` would fill with zeros."""
     text = _number_text(value)
-    return text if text.isdigit() and text.isascii() else _NOT_DIGIT.sub("", text)
+    if text.isdigit() and text.isascii():
+        return text
+    return _NOT_DIGIT.sub("", text) or None
 
 
 def _plate(value: Any) -> str | None:
@@ -98,7 +102,7 @@ def _cpf(value: Any) -> str | None:
     text = value.strip()
     if not text.isascii() or not _CPF_TEXT.fullmatch(text):
         return None
-    digits = _digits(text)
+    digits = _NOT_DIGIT.sub("", text)  # some: the text matched _CPF_TEXT
     if len(digits) == 11:
         return digits
     if text.isdigit() and 9 <= len(digits) < 11:  # leading zeros lost
