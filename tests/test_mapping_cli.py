@@ -211,3 +211,27 @@ def test_test_on_one_fix_the_append_refuses_names_its_source_as_the_trigger_does
     assert result.stderr.splitlines() == [
         f"{sample}: /sp: speed_kmh (from sp): a number (target speed_kmh)"
     ], result.stderr
+
+
+FLAGS = """name: flags
+direction: inbound
+entity_type: vehicle
+key: [plate]
+params:
+  authoritative: {enum: [true, false], default: false}
+fields:
+  plate: plate
+"""
+
+
+def test_a_param_problem_names_json_values_and_a_param_without_value_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    mapping, sample = tmp_path / "flags.yaml", tmp_path / "s.json"
+    mapping.write_text(FLAGS)
+    sample.write_text('{"plate": "ABC1D23"}')
+    done = _gateway("test", mapping, sample, "--param", "authoritative=True")
+    assert done.returncode == 1
+    assert "is one of true, false" in done.stderr and "True" not in done.stderr.split(":", 1)[1]
+    done = _gateway("test", mapping, sample, "--param", "authoritative")
+    assert done.returncode == 2 and "expected NAME=VALUE" in done.stderr, done.stderr

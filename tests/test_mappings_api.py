@@ -690,3 +690,25 @@ async def test_uploads_at_once_answer_each_and_store_one_text_once(client: Clien
     assert sorted(body["version"] for _, body in answers) == list(range(1, 11))
     again = await upload(texts[0])  # not the latest text: a new version of it
     assert again[0] == 201 and again[1]["version"] == 11
+
+
+async def test_problem_messages_name_json_values_not_python_ones(client: Client) -> None:
+    """A JSON client sends true and null: a message naming True or None names values it
+    cannot type."""
+    await _upload(
+        client,
+        "name: flags\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "params:\n  authoritative: {enum: [true, false], default: false}\n"
+        "fields:\n  plate: plate\n",
+    )
+    trigger = {
+        "name": "f",
+        "entity_type": "vehicle",
+        "mapping": "flags",
+        "params": {"authoritative": "yes"},
+    }
+    problem = await _json(client, "POST", "/api/v1/triggers", 422, json=trigger)
+    assert problem["errors"][0]["message"].endswith("is one of true, false"), problem
+    for body, shown in (({}, "null"), ({"version": True}, "true")):
+        problem = await _json(client, "POST", "/api/v1/mappings/flags/activate", 422, json=body)
+        assert problem["detail"].endswith(f"got {shown}"), problem
