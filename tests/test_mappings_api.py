@@ -712,3 +712,17 @@ async def test_problem_messages_name_json_values_not_python_ones(client: Client)
     for body, shown in (({}, "null"), ({"version": True}, "true")):
         problem = await _json(client, "POST", "/api/v1/mappings/flags/activate", 422, json=body)
         assert problem["detail"].endswith(f"got {shown}"), problem
+
+
+async def test_a_dry_run_refuses_unknown_members_and_a_name_with_a_draft(client: Client) -> None:
+    """`name` and `mapping` together ran the draft, silently: the stored mapping the admin
+    named was not tested. One or the other; a member the route does not know is a 422."""
+    await _upload(client, LIVE_VEHICLE)
+    payload = {"placa": "ABC1D23"}
+    for body, where in (
+        ({"mapping": LIVE_VEHICLE, "payload": payload, "extra": 1}, "/extra"),
+        ({"name": "live", "mapping": LIVE_VEHICLE, "payload": payload}, "/mapping"),
+    ):
+        problem = await _json(client, "POST", "/api/v1/mappings/test", 422, json=body)
+        assert [e["pointer"] for e in problem["errors"]] == [where], problem
+    await _json(client, "POST", "/api/v1/mappings/test", json={"name": "live", "payload": payload})
