@@ -230,7 +230,10 @@ class MappingService:
         head = await self._store.mappings.head(tenant, name)
         if head is None or head.get("active_version") is None:
             return
-        current = await self.compiled(tenant, name, int(head["active_version"]))
+        try:
+            current = await self.compiled(tenant, name, int(head["active_version"]))
+        except InvalidPayload:  # stored before today's rules: its users fail already
+            return
         changed = [
             f"{what} {getattr(current, what)} → {getattr(mapping, what)}"
             for what in _WHAT_USERS_RELY_ON

@@ -88,7 +88,9 @@ class MappingStore:
             )
         return None if doc is None else int(doc["version"])
 
-    async def allocate_version(self, tenant: str, name: str, checksum: str | None) -> int | None:
+    async def allocate_version(
+        self, tenant: str, name: str, checksum: str | None = None
+    ) -> int | None:
         """The next version number of `name`, never handed out twice, for a text of
         `checksum`; None when the latest number was handed out for that same text (an
         identical upload at the same time: the caller waits for that version instead of
