@@ -629,6 +629,19 @@ def test_json_files_get_lines_too() -> None:
     assert problem.extra["line"] == text.splitlines().index('        "nope"') + 1
 
 
+def test_a_target_indexing_into_an_array_field_is_refused_at_upload(tmp_path: Path) -> None:
+    """`groups.0` builds {"groups": {"0": ...}}, which no vehicle is: every payload would be
+    refused. It names no field, and `gateway mapping validate` says so as the upload does."""
+    from gateway.mapping_files.service import TenantCatalog
+    from gateway.schemas.registry import SchemaRegistry, default_schema_dir
+
+    catalog = TenantCatalog(SchemaRegistry.load(default_schema_dir()), {})
+    path = tmp_path / "m.yaml"
+    path.write_text(HEAD + "fields:\n  plate: plate\n  groups.0: g\n")
+    (problem,) = validate_file(path, catalog=catalog)
+    assert (problem.pointer, problem.keyword) == ("/fields/groups.0", "unknown_field")
+
+
 def test_json_and_yaml_of_the_same_mapping_have_the_same_checksum() -> None:
     as_yaml = HEAD + "fields:\n  plate: p\n  year: {from: y, transforms: [integer]}\n"
     as_json = json.dumps(yaml.safe_load(as_yaml))
