@@ -1450,6 +1450,8 @@ def test_a_mapped_value_that_is_not_a_finite_number_is_a_cast_problem(
     assert problem.keyword == "cast"
     assert problem.message == f"{shown} is not a finite number"
     assert problem.extra["target"] == "attributes.total"
+    # named with its source, a function's too (docs: "naming its source")
+    assert problem.extra["source"] and problem.extra["source"] in spec
 
 
 @pytest.mark.parametrize(
@@ -1467,6 +1469,12 @@ def test_a_value_not_finite_inside_a_list_or_an_object_is_a_cast_problem(spec: s
     (problem,) = payload_problems(mapping, payload)
     assert problem.keyword == "cast"
     assert problem.message.endswith("inf is not a finite number")
+
+
+def test_an_integer_past_64_bits_from_a_function_names_its_source() -> None:
+    mapping = inbound("  attributes.w: abs(b)\n")
+    (problem,) = payload_problems(mapping, {"plate": "A", "b": -(2**63)})
+    assert (problem.keyword, problem.extra["source"]) == ("cast", "abs(b)")
 
 
 def test_a_large_finite_number_is_mapped() -> None:
