@@ -726,3 +726,26 @@ async def test_a_dry_run_refuses_unknown_members_and_a_name_with_a_draft(client:
         problem = await _json(client, "POST", "/api/v1/mappings/test", 422, json=body)
         assert [e["pointer"] for e in problem["errors"]] == [where], problem
     await _json(client, "POST", "/api/v1/mappings/test", json={"name": "live", "payload": payload})
+
+
+async def test_an_entity_the_schema_refuses_names_the_mapping_target_and_its_payload_source(
+    client: Client,
+) -> None:
+    """As for position mappings: the partner sent `ano`, the mapping wrote it to `year`; the
+    problem (answered and kept) says both and points at `/ano`, not into the mapped entity."""
+    text = LIVE_VEHICLE.replace("name: live", "name: years") + "  year: ano\n"
+    await _upload(client, text)
+    body = {"name": "years", "entity_type": "vehicle", "mapping": "years"}
+    trigger = await _json(client, "POST", "/api/v1/triggers", 201, json=body)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"placa": "ABC1D23", "ano": "2022"},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    answer = await response.json()
+    assert response.status == 422 and answer["reason"] == "entity", answer
+    (problem,) = answer["errors"]
+    assert (problem["pointer"], problem["target"], problem["source"]) == ("/ano", "year", "ano")
+    assert problem["message"].startswith("year (from ano): "), problem
+    kept = await _json(client, "GET", f"/api/v1/rejected?trigger_id={trigger['id']}")
+    assert kept["items"][0]["errors"] == answer["errors"], kept
