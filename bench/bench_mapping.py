@@ -60,12 +60,12 @@ CONTEXTS: dict[str, Any] = {
         "event": {
             "type": "vehicle.geofence.exited",
             "occurred_at": "2026-11-20T13:45:13Z",
-            "data": {"geofence": {"name": "Garagem SP"}},
+            "detail": {"geofence": {"id": 3, "name": "Garagem SP"}},
         },
     },
     "sms-maintenance-due": {
         "entity": VEHICLE,
-        "event": {"type": "vehicle.maintenance.due", "data": {"due_at_km": 10000}},
+        "event": {"type": "vehicle.maintenance.due", "detail": {"due_km": 10000}},
         "driver": {"phone": "+5511987654321"},
     },
 }

@@ -105,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
+        type=_name_value,
         help="a trigger param the mapping declares, e.g. distance_unit=mi (repeatable)",
     )
 
@@ -199,6 +200,15 @@ def _positive(text: str) -> int:
 MAX_DAYS = 10_000
 """`cleanup --days`: about 27 years. Further back is before any event (and ids hold no time
 before 1970)."""
+
+
+def _name_value(text: str) -> str:
+    name, equals, _ = text.partition("=")
+    if not name or not equals:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE (a JSON value or text), got {text!r}"
+        )
+    return text
 
 
 def _days(text: str) -> int:

@@ -7,6 +7,7 @@ stale stay each service's own (`make`, `recheck`, `on_change`).
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,9 @@ from gateway.store import Doc
 from gateway.store.mappings import MappingStore
 
 V = TypeVar("V")
+# How long an identical upload waits for the one that took the number to store it.
+_WAIT_STEPS = 100
+_WAIT_STEP_SECONDS = 0.05
 
 
 class VersionedDocuments(Generic[V]):
@@ -57,12 +61,18 @@ class VersionedDocuments(Generic[V]):
         source = text if isinstance(text, str) else text.decode("utf-8-sig")
         checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
         latest = await self._store.latest(tenant, name)
-        if latest is not None and latest["checksum"] == checksum:
-            if activate:
-                await self._store.set_active(tenant, name, latest["version"], _shown(latest))
-                self._on_change(tenant, name)
-            return latest["version"], False
-        version = await self._store.allocate_version(tenant, name)
+        version = None
+        if latest is None or latest["checksum"] != checksum:
+            version = await self._store.allocate_version(tenant, name, checksum)
+        if version is None:  # the latest version's text, or being stored as it by another upload
+            latest = await self._stored_by_another(tenant, name, checksum)
+            if latest is not None:
+                if activate:
+                    await self._store.set_active(tenant, name, latest["version"], _shown(latest))
+                    self._on_change(tenant, name)
+                return latest["version"], False
+            version = await self._store.allocate_version(tenant, name, None)
+        assert version is not None  # allocated without a checksum: always a number
         doc: Doc = {
             "name": name,
             "version": version,
@@ -82,6 +92,18 @@ class VersionedDocuments(Generic[V]):
         )
         self._on_change(tenant, name)
         return version, True
+
+    async def _stored_by_another(self, tenant: str, name: str, checksum: str) -> Doc | None:
+        """The latest version, of this text, once the upload that took its number has stored
+        and published it (at once when it has); None if that upload never does (it failed
+        or its process stopped), and then this one stores the text itself."""
+        for _ in range(_WAIT_STEPS):
+            latest = await self._store.latest(tenant, name)
+            if latest is not None and latest["checksum"] == checksum:
+                if await self._store.head(tenant, name) is not None:
+                    return latest
+            await asyncio.sleep(_WAIT_STEP_SECONDS)
+        return None
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> V:
         """One version; the active one by default."""

@@ -138,3 +138,29 @@ async def test_a_checklist_before_the_vehicles_first_fold_reports_no_odometer_go
     moves = sorted((e["detail"]["from_km"], e["detail"]["to_km"]) for e in rebased)
     assert moves == [(151000.0, 151000.0), (151000.0, 152500.0)]  # the registration, C1
     assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 152500
+
+
+async def test_a_driver_cpf_missing_a_digit_or_blank_is_refused_never_padded(
+    client: Client,
+) -> None:
+    """ "317.669.079-7" (317.066.907-97 with a digit dropped) was padded into 03176690797,
+    someone else's valid CPF, and stored; a blank CPF became "00000000000", a value the app
+    never sent. Now the first is refused as the digits it has, a blank one as missing."""
+    checklists = await trigger_for(client, "checklist", kind="checklist")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    payload = {**_checklist("K1", "ABC1D23", 1000, "2026-11-25T10:58:00-03:00")}
+    for cpf, message in (
+        ("317.669.079-7", '"3176690797"'),
+        ("", "required field is missing"),
+        ("N/A", "required field is missing"),
+    ):
+        response = await client.post(
+            f"/hooks/{checklists['id']}",
+            json={**payload, "condutorCpf": cpf},
+            headers={"Authorization": f"Bearer {checklists['token']}"},
+        )
+        problem = await response.json()
+        assert response.status == 422, problem
+        (error,) = problem["errors"]
+        assert error["pointer"] == "/driver_cpf" and message in error["message"], problem
+        assert "00000000000" not in error["message"] and "03176690797" not in str(problem)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.errors import InvalidPayload
 from gateway.fleet.odometer import TrackPoint
+from gateway.mapping import load_mapping
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
@@ -29,6 +32,7 @@ from tests.flow_support import (
     sample,
     send_to,
     sms_channel,
+    trigger_for,
     upload_flow,
 )
 from tests.partner_double import Partner, partner, post
@@ -217,3 +221,73 @@ async def test_scenario_1_entering_a_restricted_area_alerts_and_leaving_it_does_
     assert message["data"] == {"event": "vehicle.geofence.entered", "plate": "ABC1D23"}
     runs = (await get(client, "/api/v1/flows/geofence-exit-push/runs"))["items"]
     assert len(runs) == 1 and runs[0]["event"]["type"] == "vehicle.geofence.entered"
+
+
+# -- the shipped outbound mappings on the events the gateway stores -------------------------------
+
+SHIPPED = Path(__file__).resolve().parents[1] / "mappings"
+
+
+def _shipped_request(name: str, context: dict[str, Any], **secrets: str) -> Any:
+    mapping = load_mapping((SHIPPED / f"{name}.yaml").read_text())
+    return mapping.build_request(context, secrets=secrets).body
+
+
+async def test_the_shipped_geofence_push_names_the_place_and_time_of_the_stored_exits(
+    client: Client,
+) -> None:
+    """fcm-geofence-exit on the vehicle.geofence.exited events as stored (GET
+    /api/v1/events): the fold's, from positions, and Traccar's, through traccar-event. Both
+    carry the geofence and the crossing time in `detail`; `occurred_at` of Traccar's is when
+    it was stored, not the exit."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    lat, lon = PAULISTA
+    circle = {"lat": lat, "lon": lon, "radius_m": 1000}
+    await post(
+        client,
+        "/api/v1/geofences",
+        {"name": "Garagem SP", "kind": "authorized", "circle": circle},
+    )
+    positions = await _traccar_trigger(client)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    outside = TrackPoint(t0 + timedelta(seconds=60), lat, lon + 0.0196)
+    for point in (TrackPoint(t0, lat, lon), outside):
+        await send_to(client, positions, _forward(point))
+    await _fold_and_drain(client)
+    traccar = await trigger_for(client, "traccar-event", entity_type="vehicle")
+    await send_to(client, traccar, sample("traccar_event_forward_geofence_exit.json"))
+    await _fold_and_drain(client)
+
+    events = (await get(client, "/api/v1/events?type=vehicle.geofence.exited"))["items"]
+    by_origin = {event["origin"]["kind"]: event for event in events}
+    assert set(by_origin) == {"fold", "trigger"}, events
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    fold_time = outside.t.astimezone(ZoneInfo("America/Sao_Paulo")).strftime("%H:%M")
+    for origin, time in (("fold", fold_time), ("trigger", "10:45")):
+        context = {"entity": vehicle, "event": by_origin[origin], "driver": {"push_tokens": ["t"]}}
+        body = _shipped_request("fcm-geofence-exit", context, fcm_access_token="a")
+        assert body["message"]["notification"]["body"] == f"ABC1D23 saiu de Garagem SP as {time}"
+
+
+async def test_the_shipped_maintenance_sms_says_the_km_of_the_folds_due(client: Client) -> None:
+    """sms-maintenance-due on the fold's vehicle.maintenance.due (its `detail.due_km`): the
+    SMS the shared sample shows, never one without text."""
+    await post(client, "/api/v1/maintenance-plans", {"name": "Revisão", "every_km": 10_000})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 9_995})
+    await _fold_and_drain(client)
+    traccar = await _traccar_trigger(client)
+    route = route_points()[:200]  # 6.8 km of the shared track
+    shift = datetime.now(UTC) - timedelta(hours=1) - route[0].t
+    for point in route:
+        await send_to(client, traccar, _forward(TrackPoint(point.t + shift, point.lat, point.lon)))
+    await _fold_and_drain(client)
+
+    (due,) = (await get(client, "/api/v1/events?type=vehicle.maintenance.due"))["items"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    context = {"entity": vehicle, "event": due, "driver": {"phone": "+55 11 98765-4321"}}
+    assert _shipped_request("sms-maintenance-due", context, sms_api_key="k") == sample(
+        "sms_request.json"
+    )
+    del due["detail"]["due_km"]
+    with pytest.raises(InvalidPayload):  # no text: no SMS
+        _shipped_request("sms-maintenance-due", context, sms_api_key="k")

@@ -222,3 +222,21 @@ async def test_flows_belong_to_their_tenant_and_viewers_only_read(
         "/api/v1/flows", data=b"name: x", headers={**auth(), "Content-Type": "text/csv"}
     )
     assert wrong_type.status == 415
+
+
+async def test_copies_of_one_flow_uploaded_at_once_are_one_version(client: Client) -> None:
+    """Flows share the mappings' versioning: a deploy job run twice at once stores its text
+    once (201 once, 200 for the others), and no upload answers a 500 or a 404."""
+    import asyncio
+
+    text = (BASE + "  - {id: a, when: 'entity.plate'}\n").encode()
+
+    async def upload() -> tuple[int, Any]:
+        response = await client.post(
+            "/api/v1/flows", data=text, headers={**auth(), "Content-Type": "application/yaml"}
+        )
+        return response.status, await response.json()
+
+    answers = await asyncio.gather(*(upload() for _ in range(10)))
+    assert sorted(status for status, _ in answers) == [200] * 9 + [201], answers
+    assert {body["version"] for _, body in answers} == {1}

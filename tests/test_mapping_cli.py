@@ -211,3 +211,45 @@ def test_test_on_one_fix_the_append_refuses_names_its_source_as_the_trigger_does
     assert result.stderr.splitlines() == [
         f"{sample}: /sp: speed_kmh (from sp): a number (target speed_kmh)"
     ], result.stderr
+
+
+FLAGS = """name: flags
+direction: inbound
+entity_type: vehicle
+key: [plate]
+params:
+  authoritative: {enum: [true, false], default: false}
+fields:
+  plate: plate
+"""
+
+
+def test_a_param_problem_names_json_values_and_a_param_without_value_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    mapping, sample = tmp_path / "flags.yaml", tmp_path / "s.json"
+    mapping.write_text(FLAGS)
+    sample.write_text('{"plate": "ABC1D23"}')
+    done = _gateway("test", mapping, sample, "--param", "authoritative=True")
+    assert done.returncode == 1
+    assert "is one of true, false" in done.stderr and "True" not in done.stderr.split(":", 1)[1]
+    done = _gateway("test", mapping, sample, "--param", "authoritative")
+    assert done.returncode == 2 and "expected NAME=VALUE" in done.stderr, done.stderr
+
+
+def test_test_reads_an_xml_sample_in_the_encoding_its_declaration_names(tmp_path: Path) -> None:
+    """Brazilian SOAP partners (Sascar, ERPs) answer in ISO-8859-1: the sample is read as the
+    XML trigger and the dry run read it, not refused as "not UTF-8"."""
+    shared = (
+        ROOT / "tests" / "data" / "partner_payloads" / "sascar_pacote_posicoes.xml"
+    ).read_text()
+    latin1 = tmp_path / "sascar_latin1.xml"
+    latin1.write_bytes(
+        shared.replace('encoding="UTF-8"', 'encoding="ISO-8859-1"').encode("latin-1")
+    )
+    done = _gateway("test", MAPPINGS / "sascar-pacote-posicoes.yaml", latin1)
+    assert done.returncode == 0, done.stderr
+    assert "São Paulo" in done.stdout
+    utf8 = tmp_path / "sascar.xml"
+    utf8.write_text(shared)
+    assert _gateway("test", MAPPINGS / "sascar-pacote-posicoes.yaml", utf8).stdout == done.stdout

@@ -237,6 +237,23 @@ def test_items_extracts_batches() -> None:
         ("[lower]", "A@B.COM", "a@b.com"),
         ("[digits]", "529.982.247-25", "52998224725"),
         ("[digits, {pad: 11}]", 8676959730, "08676959730"),
+        # a whole number sent as a float is its integer's digits, not "...0" with a digit more
+        ("[digits]", 52998224725.0, "52998224725"),
+        ("[digits]", -12.0, "12"),
+        ("[digits]", 1e20, "100000000000000000000"),
+        ("[phone]", 11987654321.0, "+5511987654321"),
+        ("[cpf]", 52998224725.0, "52998224725"),
+        # no digits, no value: a blank CPF is not padded into "00000000000"
+        ("[digits, {pad: 11}]", "", None),
+        ("[digits]", "N/A", None),
+        # a compact date reads each field at its full width: a digit lost is no date
+        ("[{datetime: {parse: '%Y%m%d', format: date}}]", "20261218", "2026-12-18"),
+        ("[{datetime: {parse: ['%Y%m%d', '%d%m%Y'], format: date}}]", "18122026", "2026-12-18"),
+        (
+            "[{datetime: {parse: '%d%m%Y %H%M', format: iso8601}}]",
+            "18122026 0930",
+            "2026-12-18T09:30:00Z",
+        ),
         ("[plate]", " abc-1d23 ", "ABC1D23"),
         ("[plate]", "ABC 1234", "ABC1234"),
         ("[plate]", "Truck 12", None),
@@ -612,6 +629,19 @@ def test_json_files_get_lines_too() -> None:
     assert problem.extra["line"] == text.splitlines().index('        "nope"') + 1
 
 
+def test_a_target_indexing_into_an_array_field_is_refused_at_upload(tmp_path: Path) -> None:
+    """`groups.0` builds {"groups": {"0": ...}}, which no vehicle is: every payload would be
+    refused. It names no field, and `gateway mapping validate` says so as the upload does."""
+    from gateway.mapping_files.service import TenantCatalog
+    from gateway.schemas.registry import SchemaRegistry, default_schema_dir
+
+    catalog = TenantCatalog(SchemaRegistry.load(default_schema_dir()), {})
+    path = tmp_path / "m.yaml"
+    path.write_text(HEAD + "fields:\n  plate: plate\n  groups.0: g\n")
+    (problem,) = validate_file(path, catalog=catalog)
+    assert (problem.pointer, problem.keyword) == ("/fields/groups.0", "unknown_field")
+
+
 def test_json_and_yaml_of_the_same_mapping_have_the_same_checksum() -> None:
     as_yaml = HEAD + "fields:\n  plate: p\n  year: {from: y, transforms: [integer]}\n"
     as_json = json.dumps(yaml.safe_load(as_yaml))
@@ -717,6 +747,99 @@ def test_malformed_files_are_rejected_with_a_line(text: str) -> None:
     (problem,) = problems_of(text)
     assert problem.keyword == "yaml"
     assert isinstance(problem.extra.get("line"), int)
+
+
+@pytest.mark.parametrize(
+    ("fields", "where", "message"),
+    [
+        ("  attributes.t: {value: .inf}\n", "/fields/attributes.t/value", "inf is not"),
+        ("  attributes.t: {value: -.inf}\n", "/fields/attributes.t/value", "-inf is not"),
+        ("  attributes.t: {value: .nan}\n", "/fields/attributes.t/value", "nan is not"),
+        ("  attributes.t: {value: 1.0e+400}\n", "/fields/attributes.t/value", "inf is not"),
+        ("  attributes.t: {from: x, default: .inf}\n", "/fields/attributes.t/default", "inf"),
+        (
+            "  attributes.t: {from: x, transforms: [{map: {values: {a: .inf}}}]}\n",
+            "/fields/attributes.t/transforms/0/map/values/a",
+            "inf is not",
+        ),
+        (
+            "  attributes.t: {from: x, when: {from: x, gt: .nan}}\n",
+            "/fields/attributes.t/when/gt",
+            "nan is not",
+        ),
+        (
+            "  attributes.t: {value: 123456789012345678901234567890}\n",
+            "/fields/attributes.t/value",
+            "beyond 64 bits",
+        ),
+    ],
+)
+def test_a_number_the_database_cannot_store_is_refused_at_its_line(
+    fields: str, where: str, message: str
+) -> None:
+    """A constant that is not finite, or an integer past 64 bits, would refuse every payload
+    (or the stored document): it is a problem of the file, at its pointer and line."""
+    (problem,) = problems_of(HEAD + "fields:\n  plate: plate\n" + fields)
+    assert (problem.pointer, problem.extra["line"]) == (where, 7)
+    assert message in problem.message, problem.message
+
+
+def test_a_json_file_with_nan_or_an_overflowing_number_is_refused_at_their_pointers() -> None:
+    text = (
+        '{"name": "t", "direction": "inbound", "entity_type": "vehicle", "key": ["plate"],\n'
+        ' "fields": {"plate": "plate",\n  "attributes.t": {"value": NaN},\n'
+        '  "attributes.u": {"value": 1e400}}}\n'
+    )
+    assert located(problems_of(text)) == {
+        ("/fields/attributes.t/value", 3, "type"),
+        ("/fields/attributes.u/value", 4, "type"),
+    }
+
+
+def test_validate_refuses_an_integer_past_64_bits_as_the_upload_does(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(HEAD + "fields:\n  plate: plate\n  attributes.t: {value: 1" + "0" * 19 + "}\n")
+    (problem,) = validate_file(path)
+    assert (problem.pointer, problem.extra["line"]) == ("/fields/attributes.t/value", 7)
+
+
+@pytest.mark.parametrize("form", ["010", "-010", "01", "0x1F", "0b101", "12:30", "1:30", "1_000"])
+def test_a_yaml_11_number_form_must_be_quoted_or_written_plainly(form: str) -> None:
+    """YAML 1.1 reads 010 as 8, 12:30 as 750, 0x1F as 31: a status code or a time would
+    silently become another number, so the file says which it means."""
+    for spec in (f"{{value: {form}}}", f"{{from: s, when: {{from: s, equals: {form}}}}}"):
+        (problem,) = problems_of(HEAD + f"fields:\n  plate: plate\n  attributes.t: {spec}\n")
+        assert problem.pointer.startswith("/fields/attributes.t/")
+        assert problem.extra["line"] == 7
+        assert f"quote it ('{form}')" in problem.message
+    quoted = inbound(f"  attributes.t: {{value: '{form}'}}\n")
+    assert quoted.apply({"plate": "ABC1D23"}).document["attributes"]["t"] == form
+
+
+@pytest.mark.parametrize(
+    "etype",
+    [
+        "entity.created",
+        "entity.updated",
+        "entity.deleted",
+        "entity.anything",
+        "vehicle.position.rejected",
+        "vehicle.odometer.rebaselined",
+    ],
+)
+def test_a_mapping_cannot_emit_an_event_type_the_gateway_records_itself(etype: str) -> None:
+    """A mapping's `entity.deleted` would tell subscribers, flows and the fleet fold of a
+    deletion that never happened: the gateway's own types are refused at upload."""
+    for emit, at in (
+        (f"[{etype}]", 0),
+        (f"[vehicle.moved, {{type: {etype}, announce: every}}]", 1),
+    ):
+        (problem,) = problems_of(HEAD + f"emit: {emit}\nfields:\n  plate: plate\n")
+        assert (problem.pointer, problem.keyword) == (f"/emit/{at}", "emit")
+        assert problem.extra["line"] == 5
+        assert "the gateway records itself" in problem.message
+    partner = inbound("", head=HEAD + "emit: [vehicle.geofence.exited, vehicle.position]\n")
+    assert partner.name == "t"
 
 
 def test_binary_and_empty_files() -> None:
@@ -1315,8 +1438,6 @@ def test_milliseconds_read_as_seconds_are_a_problem_that_names_unix_ms(parse: st
         ('"avg(xs)"', {"xs": [1.5e308, 1.5e308]}, "inf"),
         ("{from: x, transforms: [{scale: 1.0e+300}]}", {"x": 1e300}, "inf"),
         ("{from: x, transforms: [{convert: {from: mi, to: ft}}, {round: 1}]}", {"x": 1e306}, "inf"),
-        ("{value: .inf}", {}, "inf"),
-        ("{value: .nan}", {}, "nan"),
     ],
 )
 def test_a_mapped_value_that_is_not_a_finite_number_is_a_cast_problem(
@@ -1329,6 +1450,8 @@ def test_a_mapped_value_that_is_not_a_finite_number_is_a_cast_problem(
     assert problem.keyword == "cast"
     assert problem.message == f"{shown} is not a finite number"
     assert problem.extra["target"] == "attributes.total"
+    # named with its source, a function's too (docs: "naming its source")
+    assert problem.extra["source"] and problem.extra["source"] in spec
 
 
 @pytest.mark.parametrize(
@@ -1346,6 +1469,12 @@ def test_a_value_not_finite_inside_a_list_or_an_object_is_a_cast_problem(spec: s
     (problem,) = payload_problems(mapping, payload)
     assert problem.keyword == "cast"
     assert problem.message.endswith("inf is not a finite number")
+
+
+def test_an_integer_past_64_bits_from_a_function_names_its_source() -> None:
+    mapping = inbound("  attributes.w: abs(b)\n")
+    (problem,) = payload_problems(mapping, {"plate": "A", "b": -(2**63)})
+    assert (problem.keyword, problem.extra["source"]) == ("cast", "abs(b)")
 
 
 def test_a_large_finite_number_is_mapped() -> None:
@@ -1452,3 +1581,13 @@ def test_coordinate_takes_latitude_or_longitude() -> None:
     (problem,) = problems_of(text)
     assert (problem.pointer, problem.keyword) == ("/fields/x/transforms/0/coordinate", "transform")
     assert problem.message == "coordinate takes latitude or longitude"
+
+
+@pytest.mark.parametrize(("how", "text"), [("%Y%m%d", "2026128"), ("%d%m%Y", "1812026")])
+def test_a_compact_date_with_a_digit_missing_is_a_datetime_problem(how: str, text: str) -> None:
+    """strptime takes a one-digit day or month anywhere: "2026128" would be 2026-12-08."""
+    mapping = inbound(
+        f"  attributes.d: {{from: d, transforms: [{{datetime: {{parse: '{how}'}}}}]}}\n"
+    )
+    (problem,) = payload_problems(mapping, {"plate": "A", "d": text})
+    assert problem.keyword == "datetime" and problem.pointer == "/d"

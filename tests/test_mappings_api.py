@@ -565,3 +565,187 @@ async def test_a_coded_mapping_upload_is_inflated_only_to_the_mappings_own_limit
         "/api/v1/mappings", data=gzip.compress(OSMAND.encode()), headers=headers
     )
     assert response.status == 201, await response.text()
+
+
+LIVE_VEHICLE = """name: live
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [plate]}
+"""
+LIVE_CHANGES = {
+    "entity_type vehicle → driver": """name: live
+direction: inbound
+entity_type: driver
+key: [cpf]
+fields:
+  cpf: {from: cpf, transforms: [cpf]}
+""",
+    "target entities → positions": """name: live
+direction: inbound
+target: positions
+fields:
+  plate: {from: placa, transforms: [plate]}
+  time: {received: time}
+  lat: {value: -23.5}
+  lon: {value: -46.6}
+""",
+    "direction inbound → outbound": """name: live
+direction: outbound
+entity_type: vehicle
+path: {plate: entity.plate}
+""",
+}
+
+
+async def test_a_new_active_version_cannot_change_what_a_live_trigger_writes(
+    client: Client,
+) -> None:
+    """A trigger on a driver mapping is refused when saved; a new version of its vehicle
+    mapping that maps drivers (or positions, or answers) must not become active under it,
+    by an upload or an activation: every payload of the trigger would be refused."""
+    await _upload(client, LIVE_VEHICLE)
+    trigger = {"name": "live", "entity_type": "vehicle", "mapping": "live"}
+    await _json(client, "POST", "/api/v1/triggers", 201, json=trigger)
+    for changed, text in LIVE_CHANGES.items():
+        problem = await _upload(client, text, status=409)
+        assert "trigger live" in problem["detail"] and changed in problem["detail"], problem
+        assert [u["name"] for u in problem["used_by"]] == ["live"]
+        staged = await _upload(client, text, query="?activate=false")
+        problem = await _json(
+            client,
+            "POST",
+            "/api/v1/mappings/live/activate",
+            409,
+            json={"version": staged["version"]},
+        )
+        assert changed in problem["detail"], problem
+    assert (await _json(client, "GET", "/api/v1/mappings/live"))["version"] == 1
+    same_shape = LIVE_VEHICLE + "  attributes.note: {value: v2}\n"
+    assert (await _upload(client, same_shape))["active"]
+
+
+PLACES = """name: places
+direction: inbound
+entity_type: vehicle
+key: [plate]
+params:
+  places: {default: 1}
+  p: {enum: [1, 2, 30], default: 1}
+fields:
+  plate: plate
+  odometer_km: {from: km, transforms: [{round: {param: places}}]}
+  attributes.rounded: {from: r, transforms: [{round: {param: p}}]}
+"""
+
+
+async def test_trigger_params_the_mapping_does_not_compile_with_are_refused_on_save(
+    client: Client,
+) -> None:
+    """Every payload of such a trigger would be refused for a fault of its settings: the
+    mapping is compiled with the trigger's params when it is saved (or changed)."""
+    await _upload(client, PLACES)
+    for params, where in (
+        ({"places": 20}, "/params/places"),
+        ({"places": "x"}, "/params/places"),
+        ({"p": 30}, "/params/p"),  # listed by the declaration, yet no round takes it
+    ):
+        trigger = {"name": "p", "entity_type": "vehicle", "mapping": "places", "params": params}
+        problem = await _json(client, "POST", "/api/v1/triggers", 422, json=trigger)
+        assert [p["pointer"] for p in problem["errors"]] == [where], problem
+    trigger = {"name": "p", "entity_type": "vehicle", "mapping": "places", "params": {"p": 2}}
+    saved = await _json(client, "POST", "/api/v1/triggers", 201, json=trigger)
+    problem = await _json(
+        client,
+        "PATCH",
+        f"/api/v1/triggers/{saved['id']}",
+        422,
+        json={"params": {"places": 20}},
+        headers={**auth(), "If-Match": "*"},
+    )
+    assert problem["errors"][0]["pointer"] == "/params/places", problem
+
+
+async def test_uploads_at_once_answer_each_and_store_one_text_once(client: Client) -> None:
+    """Ten copies of one text at once (a retried upload, a deploy job run twice) are one
+    version; ten different texts of a new name at once are ten versions; none is a 500."""
+
+    async def upload(text: str) -> tuple[int, Any]:
+        response = await client.post(
+            "/api/v1/mappings", data=text.encode(), headers={**auth(), **YAML}
+        )
+        return response.status, await response.json()
+
+    for round_ in range(3):
+        text = LIVE_VEHICLE.replace("name: live", f"name: same{round_}")
+        answers = await asyncio.gather(*(upload(text) for _ in range(10)))
+        assert sorted(status for status, _ in answers) == [200] * 9 + [201], answers
+        assert {body["version"] for _, body in answers} == {1}
+        listed = await _json(client, "GET", f"/api/v1/mappings/same{round_}/versions")
+        assert [v["version"] for v in listed["items"]] == [1]
+    texts = [LIVE_VEHICLE.replace("name: live", "name: many") + f"# {i}\n" for i in range(10)]
+    answers = await asyncio.gather(*(upload(text) for text in texts))
+    assert [status for status, _ in answers] == [201] * 10, answers
+    assert sorted(body["version"] for _, body in answers) == list(range(1, 11))
+    again = await upload(texts[0])  # not the latest text: a new version of it
+    assert again[0] == 201 and again[1]["version"] == 11
+
+
+async def test_problem_messages_name_json_values_not_python_ones(client: Client) -> None:
+    """A JSON client sends true and null: a message naming True or None names values it
+    cannot type."""
+    await _upload(
+        client,
+        "name: flags\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "params:\n  authoritative: {enum: [true, false], default: false}\n"
+        "fields:\n  plate: plate\n",
+    )
+    trigger = {
+        "name": "f",
+        "entity_type": "vehicle",
+        "mapping": "flags",
+        "params": {"authoritative": "yes"},
+    }
+    problem = await _json(client, "POST", "/api/v1/triggers", 422, json=trigger)
+    assert problem["errors"][0]["message"].endswith("is one of true, false"), problem
+    for body, shown in (({}, "null"), ({"version": True}, "true")):
+        problem = await _json(client, "POST", "/api/v1/mappings/flags/activate", 422, json=body)
+        assert problem["detail"].endswith(f"got {shown}"), problem
+
+
+async def test_a_dry_run_refuses_unknown_members_and_a_name_with_a_draft(client: Client) -> None:
+    """`name` and `mapping` together ran the draft, silently: the stored mapping the admin
+    named was not tested. One or the other; a member the route does not know is a 422."""
+    await _upload(client, LIVE_VEHICLE)
+    payload = {"placa": "ABC1D23"}
+    for body, where in (
+        ({"mapping": LIVE_VEHICLE, "payload": payload, "extra": 1}, "/extra"),
+        ({"name": "live", "mapping": LIVE_VEHICLE, "payload": payload}, "/mapping"),
+    ):
+        problem = await _json(client, "POST", "/api/v1/mappings/test", 422, json=body)
+        assert [e["pointer"] for e in problem["errors"]] == [where], problem
+    await _json(client, "POST", "/api/v1/mappings/test", json={"name": "live", "payload": payload})
+
+
+async def test_an_entity_the_schema_refuses_names_the_mapping_target_and_its_payload_source(
+    client: Client,
+) -> None:
+    """As for position mappings: the partner sent `ano`, the mapping wrote it to `year`; the
+    problem (answered and kept) says both and points at `/ano`, not into the mapped entity."""
+    text = LIVE_VEHICLE.replace("name: live", "name: years") + "  year: ano\n"
+    await _upload(client, text)
+    body = {"name": "years", "entity_type": "vehicle", "mapping": "years"}
+    trigger = await _json(client, "POST", "/api/v1/triggers", 201, json=body)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"placa": "ABC1D23", "ano": "2022"},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    answer = await response.json()
+    assert response.status == 422 and answer["reason"] == "entity", answer
+    (problem,) = answer["errors"]
+    assert (problem["pointer"], problem["target"], problem["source"]) == ("/ano", "year", "ano")
+    assert problem["message"].startswith("year (from ano): "), problem
+    kept = await _json(client, "GET", f"/api/v1/rejected?trigger_id={trigger['id']}")
+    assert kept["items"][0]["errors"] == answer["errors"], kept

@@ -141,3 +141,42 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         [error] = problem["errors"]
         assert error["pointer"] == "/dataPagamento", error
         assert error["target"] == "event_data.paid_on", error
+
+
+async def test_compact_dates_are_read_as_detran_and_cnab_files_write_them(client: Client) -> None:
+    """AAAAMMDD (DETRAN files) and DDMMAAAA (CNAB 240) are the day they name, never Unix
+    seconds of 1970; a compact date with a digit missing is a 422 at its field."""
+    fines, payments = await _triggers(client)
+    for key, text in (("C1", "20261218"), ("C2", "18122026")):
+        status, answer = await hook(
+            client, fines, {**FINE, "ait": key, "dataLimiteIndicacao": text}
+        )
+        assert status == 201, (text, answer)
+        assert (await _fine(client, fines, key))["indication_deadline"] == "2026-12-18", text
+    for i, text in enumerate(("20261125", "25112026")):
+        status, answer = await hook(client, fines, {**FINE, "ait": f"Q{i}"})
+        assert status == 201, answer
+        status, answer = await hook(
+            client, payments, {**PAYMENT, "ait": f"Q{i}", "dataPagamento": text}
+        )
+        assert status == 200, (text, answer)
+    assert [d["paid_on"] for d in await _paid(client)] == ["2026-11-25"] * 2
+    for text in ("2026128", "1812026", "20261340"):
+        status, problem = await hook(
+            client, fines, {**FINE, "ait": "C9", "dataLimiteIndicacao": text}
+        )
+        assert status == 422, (text, problem)
+        assert [e["pointer"] for e in problem["errors"]] == ["/dataLimiteIndicacao"], problem
+
+
+async def test_a_renavam_is_never_padded_into_another_and_a_blank_one_is_left_out(
+    client: Client,
+) -> None:
+    fines, _ = await _triggers(client)
+    status, problem = await hook(client, fines, {**FINE, "ait": "R1", "renavam": "8676959738"})
+    assert status == 422, problem  # a digit missing: "08676959738" would be checked, not it
+    assert [e["pointer"] for e in problem["errors"]] == ["/renavam"], problem
+    for key, blank in (("R2", ""), ("R3", "N/A")):
+        status, answer = await hook(client, fines, {**FINE, "ait": key, "renavam": blank})
+        assert status == 201, answer
+        assert "renavam" not in await _fine(client, fines, key)

@@ -117,12 +117,17 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "event": {
             "type": "vehicle.geofence.exited",
             "occurred_at": "2026-11-20T13:45:13Z",
-            "data": {"geofence": {"name": "Garagem SP"}},
+            "data": VEHICLE,
+            "detail": {"geofence": {"id": 3, "name": "Garagem SP"}},
         },
     },
     "sms-maintenance-due.yaml": {
         "entity": VEHICLE,
-        "event": {"type": "vehicle.maintenance.due", "data": {"due_at_km": 10000}},
+        "event": {
+            "type": "vehicle.maintenance.due",
+            "data": VEHICLE,
+            "detail": {"plan": {"id": "p1", "name": "Revisão"}, "due_km": 10000},
+        },
         "driver": DRIVER,
     },
     # An SMS channel's message (gateway/notify/sms.py), as Zenvia and Twilio want it.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from gateway.fleet.fix import FIELDS as FIX_FIELDS
 from gateway.formats.headers import is_reserved_header, reserved_message
@@ -48,6 +48,17 @@ ALL_KEYS = (*COMMON_KEYS, *INBOUND_KEYS, *OUTBOUND_KEYS)
 MAPPING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 EVENT_RE = re.compile(r"^[a-z][a-z0-9_]*(?:[.-][a-z0-9_]+)*$")
+# Event types only the gateway records, never a mapping's `emit`: the entity writes' own
+# (gateway/entities.py: a mapping's `entity.deleted` would tell subscribers, flows and the
+# fleet fold of a deletion that never happened, a second `entity.created` double what the
+# write records) and the fleet fold's judgements of the positions it reads
+# (gateway/fleet/fold.py: a fix refused, an odometer re-based). What a partner can say
+# too stays open to mappings: a tracker's geofence, speeding or driver events
+# (`vehicle.geofence.exited`), a maintenance system's `vehicle.maintenance.due`.
+RESERVED_EVENT_PREFIXES: Final = ("entity.",)
+RESERVED_EVENT_TYPES: Final = frozenset(
+    {"vehicle.position.rejected", "vehicle.odometer.rebaselined"}
+)
 HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 QUERY_RE = re.compile(r"^[^\s&=#]{1,100}$")
 SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key"})
@@ -505,6 +516,13 @@ def _emit(
                 "an event is a type like vehicle.position, or {type, when?, announce?}",
                 "emit",
             )
+            continue
+        if item in RESERVED_EVENT_TYPES or item.startswith(RESERVED_EVENT_PREFIXES):
+            message = (
+                f"{item} is an event type the gateway records itself (entity.*,"
+                f" {', '.join(sorted(RESERVED_EVENT_TYPES))}): emit a type of your own"
+            )
+            problems.add(at, message, "emit")
             continue
         emit = _announce(item, announce, targets, problems, f"{at}/announce")
         if emit is not None:

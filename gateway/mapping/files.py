@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from ..errors import FieldProblem, InvalidPayload
@@ -21,6 +22,26 @@ _MAX_SAMPLE_BYTES = 16 * 1024 * 1024
 def _read(path: str | Path, limit: int) -> bytes:
     with open(path, "rb") as file:
         return file.read(limit + 1)  # one byte over the limit is enough to refuse it
+
+
+def _xml_sample(document: bytes | str) -> Any:
+    try:
+        return parse_xml(document)
+    except DocumentRefused as exc:
+        problem = FieldProblem("", f"malformed XML: {exc.located()}", "xml")
+        raise InvalidPayload("the sample is not valid XML", [problem]) from None
+
+
+_XML_START: Final = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*<|\xff\xfe|\xfe\xff")
+
+
+def _sample(raw: bytes) -> Any:
+    """A sample file: XML read from its bytes as an XML trigger reads them (a byte order mark,
+    else the XML declaration's encoding: ISO-8859-1, windows-1252, UTF-16, ...); anything else
+    as UTF-8 text (`read_sample`)."""
+    if _XML_START.match(raw):
+        return _xml_sample(raw)
+    return read_sample(_sample_text(raw))
 
 
 def _sample_text(raw: bytes) -> str:
@@ -57,11 +78,7 @@ def read_sample(text: str) -> Any:
     last value wins, and values stay strings (mappings cast them).
     """
     if text.lstrip().startswith("<"):
-        try:
-            return parse_xml(text.lstrip())
-        except DocumentRefused as exc:
-            problem = FieldProblem("", f"malformed XML: {exc.located()}", "xml")
-            raise InvalidPayload("the sample is not valid XML", [problem]) from None
+        return _xml_sample(text.lstrip())
     try:
         return load_json_text(text)
     except DocumentRefused as exc:
@@ -105,7 +122,7 @@ def test_file(
     """
     mapping = load_mapping(_read(path, MAX_FILE_BYTES), catalog=catalog, filename=str(path))
     mapping = mapping.bind(params or {}, strict=True)
-    sample = read_sample(_sample_text(_read(sample_path, _MAX_SAMPLE_BYTES)))
+    sample = _sample(_read(sample_path, _MAX_SAMPLE_BYTES))
     known = {name: f"<secret:{name}>" for name in mapping.secrets} | (secrets or {})
     if mapping.direction == "inbound":
         if (answer := mapping.probe(sample)) is not None:

@@ -27,22 +27,31 @@ def mapped_fix_problem(mapping: CompiledMapping, exc: InvalidPayload) -> Invalid
     """A fix a mapping made that is not a valid fix (a latitude sent as text the mapping does
     not cast), as a mapping problem: each names the target and the source it came from, and
     points into the payload where the source is a plain path."""
-    problems: list[FieldProblem] = []
-    for problem in exc.problems:
+    problems = named_by_mapping(mapping, exc.problems)
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    detail = f"the fix mapping {mapping.name!r} made is invalid: {problems[0].message}{more}"
+    return InvalidPayload(detail, problems, reason="mapping")
+
+
+def named_by_mapping(mapping: CompiledMapping, problems: list[FieldProblem]) -> list[FieldProblem]:
+    """Problems of a document `mapping` made (a fix, an entity the schema refuses), each
+    pointing at a field the mapping wrote named with its target and the source it came
+    from (`year (from ano): ...`), and pointing into the payload where the source is a plain
+    path (`/ano`), not into the mapped document (`/year`). Others stay as they are."""
+    named: list[FieldProblem] = []
+    for problem in problems:
         target = problem.pointer.removeprefix("/").replace("/", ".")
         source = mapping.source_of(target) if target else None
-        if source is None:
-            problems.append(problem)
+        if not source:
+            named.append(problem)
             continue
         why = problem.message.removeprefix(f"{problem.pointer}:").strip()
-        problems.append(
+        named.append(
             FieldProblem(
                 source_pointer(source),
                 f"{target} (from {source}): {why}",
                 problem.keyword,
-                {"target": target, "source": source},
+                {**problem.extra, "target": target, "source": source},
             )
         )
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    detail = f"the fix mapping {mapping.name!r} made is invalid: {problems[0].message}{more}"
-    return InvalidPayload(detail, problems, reason="mapping")
+    return named

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +35,11 @@ _SCALARS = {
 }
 _AS_TEXT = {f"{_TAG}timestamp"}  # dates stay text: 2026-12-18 means the string
 _CONSTRUCTOR = SafeConstructor()
+# YAML 1.1 number forms that read as another number than the text shows: a leading zero
+# (010 is octal 8), 0x/0o/0b, sexagesimal (12:30 is 750) and underscores (1_000). ERP status
+# codes and shift times look exactly like these: such a file must say which it means.
+_AMBIGUOUS_NUMBER = re.compile(r"[-+]?(?:0[0-9_]+|0[xXoObB].*|.*:.*|.*_.*)")
+_INT64 = range(-(2**63), 2**63)
 
 
 class _TooBig(Exception):
@@ -75,6 +81,18 @@ class _Converter:
         method = _SCALARS.get(node.tag)
         if method is None:
             self._add(at, f"YAML tag {node.tag!r} is not allowed", "yaml")
+            return None
+        if (
+            node.tag in (f"{_TAG}int", f"{_TAG}float")
+            and not node.style  # plain: None, or '' from libyaml
+            and _AMBIGUOUS_NUMBER.fullmatch(node.value)
+        ):
+            self._add(
+                at,
+                f"{node.value} is a YAML 1.1 number form read as another number than it shows:"
+                f" quote it ('{node.value}') for the text, or write the number plainly",
+                "yaml",
+            )
             return None
         try:
             return getattr(_CONSTRUCTOR, method)(node)
@@ -176,6 +194,23 @@ def _compose(text: str, problems: Problems, quiet: bool) -> yaml.Node | None:
     return None
 
 
+def _check_numbers(value: Any, at: str, problems: Problems) -> None:
+    """Every number of the document is one the database stores and JSON writes: finite (not
+    `.inf`, `.nan`, JSON's `NaN` or `1e400`) and an integer within 64 bits. A constant that
+    is not would be refused with every payload, or when the document is stored."""
+    kind = type(value)
+    if kind is float and not math.isfinite(value):
+        problems.add(at, f"{value!r} is not a finite number", "type")
+    elif kind is int and value not in _INT64:
+        problems.add(at, "an integer beyond 64 bits, which the database cannot store", "type")
+    elif kind is dict:
+        for key, item in value.items():
+            _check_numbers(item, f"{at}{pointer(key)}", problems)
+    elif kind is list:
+        for index, item in enumerate(value):
+            _check_numbers(item, f"{at}/{index}", problems)
+
+
 def _yaml_reason(exc: yaml.MarkedYAMLError) -> str:
     return " ".join(filter(None, (exc.context, exc.problem)))
 
@@ -198,9 +233,10 @@ def parse_document(text: str | bytes, problems: Problems) -> Any:
             return None
         problems.lines = converter.lines
     if json_value is not None:
-        return json_value
-    if node is None and not problems:
+        data = json_value
+    elif node is None and not problems:
         problems.add("", "file is empty", "required")
+    _check_numbers(data, "", problems)
     return data
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..errors import FieldProblem
+from ..formats.json_tree import shown
 from .conditions import json_equal
 from .model import EvalError
 from .paths import NAME_RE, pointer
@@ -55,7 +56,7 @@ class Param:
         if self.unit is not None and UNITS[value].kind != self.unit:
             return f"param {self.name!r} is a {self.unit} unit, not a {UNITS[value].kind} unit"
         if self.enum is not None and not any(json_equal(value, choice) for choice in self.enum):
-            return f"param {self.name!r} is one of {', '.join(map(repr, self.enum))}"
+            return f"param {self.name!r} is one of {', '.join(map(shown, self.enum))}"
         return None
 
     def placeholder(self) -> Any:

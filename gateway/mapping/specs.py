@@ -34,7 +34,7 @@ from .limits import MAX_FIELDS, MAX_SPEC_DEPTH
 from .params import MISSING, NO_PARAMS, ParamScope
 from .paths import MAX_TARGET_LENGTH, NAME_RE, TARGET_RE, pointer
 from .problems import Problems, suggest
-from .tables import Table, build
+from .tables import Leaf, Table, build
 from .templates import compile_template
 from .transforms import compile_pipeline
 
@@ -93,7 +93,7 @@ class SpecCompiler:
         if not isinstance(raw, dict) or not raw:
             self.problems.add(at, "must be an object of target: spec", "type")
             return None
-        leaves: list[tuple[str, Getter, bool]] = []
+        leaves: list[Leaf] = []
         ok = True
         for target, spec in raw.items():
             here = f"{at}{pointer(target)}"
@@ -103,7 +103,7 @@ class SpecCompiler:
             if getter is None:
                 ok = False
                 continue
-            leaves.append((target, getter, mentions(spec, _TABLE_KEYS)))
+            leaves.append((target, getter, mentions(spec, _TABLE_KEYS), describe(spec)))
         return build(leaves, flat=flat) if ok else None
 
     def _valid_target(self, target: str, at: str, siblings: dict[str, Any]) -> bool:

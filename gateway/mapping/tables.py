@@ -22,34 +22,40 @@ class Entry(NamedTuple):
     """True when the spec holds tables of its own (each, object): they need `run.target`."""
     target: str
     """The dotted target, for problems."""
+    source: str
+    """The source expression(s) of its spec, for a problem with its final value."""
 
 
 Table = tuple[Entry, ...]
 
 
-def build(leaves: list[tuple[str, Getter, bool]], *, flat: bool = False) -> Table:
-    """A table from (dotted target, getter, nested): targets sharing a parent share a group,
-    so `evaluate` makes each intermediate object once instead of walking to it per field."""
+Leaf = tuple[str, Getter, bool, str]
+"""(dotted target, getter, nested, source)"""
+
+
+def build(leaves: list[Leaf], *, flat: bool = False) -> Table:
+    """A table from (dotted target, getter, nested, source): targets sharing a parent share a
+    group, so `evaluate` makes each intermediate object once instead of walking to it per
+    field."""
     if flat:
-        return tuple(Entry(target, get, (), nested, target) for target, get, nested in leaves)
-    return _group(
-        [(tuple(target.split(".")), target, get, nested) for target, get, nested in leaves]
-    )
+        return tuple(Entry(t, get, (), nested, t, source) for t, get, nested, source in leaves)
+    return _group([(tuple(leaf[0].split(".")), leaf) for leaf in leaves])
 
 
-def _group(leaves: list[tuple[tuple[str, ...], str, Getter, bool]]) -> Table:
-    children: dict[str, list[tuple[tuple[str, ...], str, Getter, bool]]] = {}
+def _group(leaves: list[tuple[tuple[str, ...], Leaf]]) -> Table:
+    children: dict[str, list[tuple[tuple[str, ...], Leaf]]] = {}
     order: list[tuple[str, Entry | None]] = []
-    for parts, target, get, nested in leaves:
+    for parts, leaf in leaves:
         if len(parts) == 1:
-            order.append((parts[0], Entry(parts[0], get, (), nested, target)))
+            target, get, nested, source = leaf
+            order.append((parts[0], Entry(parts[0], get, (), nested, target, source)))
             continue
         if parts[0] not in children:
             children[parts[0]] = []
             order.append((parts[0], None))
-        children[parts[0]].append((parts[1:], target, get, nested))
+        children[parts[0]].append((parts[1:], leaf))
     return tuple(
-        entry if entry is not None else Entry(key, None, _group(children[key]), False, key)
+        entry if entry is not None else Entry(key, None, _group(children[key]), False, key, "")
         for key, entry in order
     )
 
@@ -71,7 +77,7 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
     to NFC would not be the one stored or sent before): only comparisons normalise."""
     document: dict[str, Any] = {}
     room = run.output
-    for key, get, group, nested, target in table:
+    for key, get, group, nested, target, source in table:
         if get is None:
             value = evaluate(group, root, run, prefix)
             if value:  # an object all of whose fields are missing is left out too
@@ -89,6 +95,7 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
             elif kind is dict or kind is list:
                 charge_output(run, value)
             elif (kind is float or kind is int) and (error := unstorable(value)) is not None:
+                error.source = source  # `to_number('1e999')`, with no transform to name it
                 raise error
         except EvalError as error:
             _failed(run, error, prefix + target)

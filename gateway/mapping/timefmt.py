@@ -166,8 +166,16 @@ def _parser(how: str, naive: tzinfo) -> Parser:
     return _strptime(how, naive)
 
 
+# A compact format (`%Y%m%d`, `%d%m%Y`, `%H%M`: digits with no separator between fields)
+# reads each field at its full width: strptime takes a one-digit day or month anywhere, so
+# "2026128" (a digit lost) would be 2026-12-08 and "1812026" 1812-02-06.
+_COMPACT_FORMAT = re.compile(r"(?:%[YmdHMS]|[^%])*%[YmdHMS]%[YmdHMS](?:%[YmdHMS]|[^%])*")
+
+
 def _strptime(how: str, naive: tzinfo) -> Parser:
-    """A parser of the strptime format `how` (a time without an offset in `naive`)."""
+    """A parser of the strptime format `how` (a time without an offset in `naive`); a compact
+    one reads only text written at its full width (the text it would write)."""
+    compact = _COMPACT_FORMAT.fullmatch(how) is not None
 
     def strptime(value: Any) -> datetime:
         if not isinstance(value, str) or len(value) > _MAX_TEXT:
@@ -179,13 +187,18 @@ def _strptime(how: str, naive: tzinfo) -> Parser:
         except ValueError:
             parsed = _leap_second(value.strip(), how)
             leap = parsed is not None
-        if parsed is None:
+        if parsed is None or (compact and not leap and _written(parsed, how) != value.strip()):
             raise _fail(value, f"does not match {how!r}")
         if parsed.tzinfo:
             return _leap_checked(value, parsed, leap)
         return _leap_checked(value, _local(parsed, naive), leap)
 
     return strptime
+
+
+def _written(moment: datetime, how: str) -> str:
+    """`moment` as the compact format `how` writes it, the year at its four digits."""
+    return moment.strftime(how.replace("%Y", f"{moment.year:04d}"))
 
 
 def _leap_second(text: str, how: str) -> datetime | None:

@@ -45,9 +45,23 @@ def _int_arg(value: Any, low: int, high: int) -> bool:
 _NOT_DIGIT = re.compile(r"[^0-9]+")
 
 
-def _digits(value: Any) -> str:
-    text = value if type(value) is str else to_string(value)
-    return text if text.isdigit() and text.isascii() else _NOT_DIGIT.sub("", text)
+def _number_text(value: Any) -> str:
+    """A value as the text its digits are read from: a whole number is its integer's digits
+    (11987654321.0, as a spreadsheet or a JavaScript client sends a phone or a CPF, is
+    "11987654321", not "11987654321.0" with a trailing digit); anything else as `string`
+    writes it."""
+    if type(value) is float and value.is_integer():
+        return str(int(value))
+    return value if type(value) is str else to_string(value)
+
+
+def _digits(value: Any) -> str | None:
+    """The digits 0-9 of a value; null when it has none ("", "N/A", "-"): a blank CPF or
+    RENAVAM is no value, not one of no digits that a `pad` would fill with zeros."""
+    text = _number_text(value)
+    if text.isdigit() and text.isascii():
+        return text
+    return _NOT_DIGIT.sub("", text) or None
 
 
 def _plate(value: Any) -> str | None:
@@ -80,16 +94,15 @@ def _cpf(value: Any) -> str | None:
     when the zeros make its check digits right; null for anything else ("N/A", "",
     "529.982.247-2": a digit short), never padded into a made-up CPF. Eleven digits' check
     digits are the schema's to judge."""
-    if type(value) is float and value.is_integer():
-        value = int(value)
-    if type(value) is int:
-        return f"{value:011d}" if 0 < value < 10**11 else None
+    if type(value) in (int, float):
+        text = _number_text(value)
+        return text.zfill(11) if text.isdigit() and 0 < int(text) < 10**11 else None
     if type(value) is not str:
         return None
     text = value.strip()
     if not text.isascii() or not _CPF_TEXT.fullmatch(text):
         return None
-    digits = _digits(text)
+    digits = _NOT_DIGIT.sub("", text)  # some: the text matched _CPF_TEXT
     if len(digits) == 11:
         return digits
     if text.isdigit() and 9 <= len(digits) < 11:  # leading zeros lost
@@ -103,7 +116,7 @@ def _phone(value: Any) -> str | None:
     "+5511987654321"); null for text that cannot be one (no area code), so `required` or a
     coalesce decides."""
     try:
-        return e164(value if type(value) is str else to_string(value))
+        return e164(_number_text(value))
     except ValueError:
         return None
 
@@ -422,7 +435,7 @@ def map_key(value: Any) -> str | None:
     if kind is int:
         return str(value)
     if kind is float:
-        return str(int(value)) if value.is_integer() else repr(value)
+        return _number_text(value) if math.isfinite(value) else repr(value)
     return None
 
 

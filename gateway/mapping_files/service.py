@@ -218,7 +218,37 @@ class MappingService:
             detail = f"version {doc['version']} of mapping {doc['name']!r} cannot be activated"
             detail += f" under today's rules: {'; '.join(named) or exc.detail}"
             raise InvalidPayload(detail, exc.problems) from None
+        await self._keeps_its_users(tenant, doc["name"], mapping)
         self._keep((tenant, doc["name"], doc["version"]), mapping)
+
+    async def _keeps_its_users(self, tenant: str, name: str, mapping: CompiledMapping) -> None:
+        """A version about to become active writes what the active one writes (its direction,
+        entity type, target and kind) while a trigger, an action or a schedule names the
+        mapping: they were checked against those when saved (a trigger on a driver mapping is
+        refused), and a new version must not change them under them. Conflict naming the
+        users and what would change; a version stored without activating it is not checked."""
+        head = await self._store.mappings.head(tenant, name)
+        if head is None or head.get("active_version") is None:
+            return
+        try:
+            current = await self.compiled(tenant, name, int(head["active_version"]))
+        except InvalidPayload:  # stored before today's rules: its users fail already
+            return
+        changed = [
+            f"{what} {getattr(current, what)} → {getattr(mapping, what)}"
+            for what in _WHAT_USERS_RELY_ON
+            if getattr(current, what) != getattr(mapping, what)
+        ]
+        if not changed:
+            return
+        users = await self._store.mappings.users(tenant, name)
+        if users:
+            named = ", ".join(f"{u['kind']} {u['name'] or u['id']}" for u in users)
+            raise Conflict(
+                f"mapping {name!r} is used by {named}: a new active version cannot change its "
+                f"{', '.join(changed)} (store it with activate=false, or use another name)",
+                used_by=users,
+            )
 
     def _keep(self, key: tuple[str, str, int], mapping: CompiledMapping) -> None:
         """A compiled version into the cache, the oldest going past `_MAX_COMPILED`."""
@@ -253,6 +283,8 @@ class MappingService:
         when asked)."""
         mapping = await self.compile(tenant, text, filename=filename)
         name = mapping.name
+        if activate:
+            await self._keeps_its_users(tenant, name, mapping)
         source = text if isinstance(text, str) else text.decode("utf-8-sig")
         fields = {
             "format": _format(source),
@@ -318,6 +350,11 @@ class MappingService:
 
     async def used_by(self, tenant: str, name: str) -> list[dict[str, Any]]:
         return await self._store.mappings.users(tenant, name)
+
+
+# What the users of a mapping were checked against when saved (triggers.md: a trigger's
+# target, entity type and kind cannot change).
+_WHAT_USERS_RELY_ON = ("direction", "entity_type", "target", "kind")
 
 
 def _format(source: str) -> str:

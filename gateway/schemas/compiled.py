@@ -75,9 +75,11 @@ class CompiledSchema:
         return problems_from_errors(errors, self.schema, original)
 
     def has_field(self, path: str) -> bool:
-        """Whether the dotted `path` ("cnh.number", "answers.0.question") can exist in a valid
-        document. Anything below a free-form object (like `attributes`) counts as existing."""
-        return has_path(self.schema, path.split("."))
+        """Whether the dotted `path` ("cnh.number") can be written as a field of a valid
+        document: each part an object's key, as a mapping's target builds it (`answers.0`
+        would be `{"answers": {"0": ...}}`, never an array's item). Anything below a
+        free-form object (like `attributes`) counts as existing."""
+        return has_path(self.schema, path.split("."), indexes=False)
 
 
 def invalid(what: str, problems: list[FieldProblem]) -> InvalidPayload:

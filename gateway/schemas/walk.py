@@ -57,6 +57,9 @@ class _Budget:
     barren: set[tuple[int, int]] = field(default_factory=set)
     # `build_normaliser`'s plain-name fragments ("#node": `$anchor`, `$dynamicAnchor`).
     anchors: dict[str, Any] = field(default_factory=dict)
+    # `has_path`: whether a digit part may index an array (reading a document), or is only
+    # ever an object's key (a mapping target, which builds objects).
+    indexes: bool = True
 
     def spend(self) -> None:
         self.left -= 1
@@ -275,11 +278,13 @@ def _escape(name: str) -> str:
     return name.replace("~", "~0").replace("/", "~1")
 
 
-def has_path(root: Mapping[str, Any], parts: Sequence[str]) -> bool:
+def has_path(root: Mapping[str, Any], parts: Sequence[str], *, indexes: bool = True) -> bool:
     """Whether a document valid against `root` may hold a value at `parts` (False when the
-    walk would visit more than MAX_VISITS subschemas)."""
+    walk would visit more than MAX_VISITS subschemas). `indexes=False`: a digit part is an
+    object's key, never an array's index (a path that builds objects, as a mapping's targets
+    do: `groups.0` is `{"groups": {"0": ...}}`)."""
     try:
-        return _has(root, root, parts, 0, _Budget())
+        return _has(root, root, parts, 0, _Budget(indexes=indexes))
     except SchemaTooComplex:
         return False
 
@@ -338,7 +343,7 @@ def _has_own(
             return _has(root, sub, rest, depth + 1, budget)
     types = node.get("type")
     types = [types] if isinstance(types, str) else types
-    if head.isdigit() and (types is None or "array" in types):
+    if budget.indexes and head.isdigit() and (types is None or "array" in types):
         return _has(root, node.get("items", True), rest, depth + 1, budget)
     if types is not None and "object" not in types:
         return False

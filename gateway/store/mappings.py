@@ -3,12 +3,13 @@ which version is active.
 
 A version is `{tenant, name, version, source, format, document, checksum, author,
 created_at, direction, entity_type}` and never changes once written. A head is
-`{tenant, name, latest_version, active_version?, direction, entity_type, created_at,
-updated_at, deleted?}`: it allocates version numbers (`$inc`, so two concurrent uploads
-never get the same number) and says which version is active. Deleting a mapping removes its
-versions and leaves the head as a tombstone, so a later upload of the same name continues the
-numbering: a (tenant, name, version) triple is never reused, which lets every process cache
-compiled versions by it forever.
+`{tenant, name, latest_version, latest_checksum, active_version?, direction, entity_type,
+created_at, updated_at, deleted?}`: it allocates version numbers (`$inc`, so two concurrent
+uploads never get the same number, with the checksum of the text each is for, so two
+identical uploads at once store it once) and says which version is active. Deleting a
+mapping removes its versions and leaves the head as a tombstone, so a later upload of the
+same name continues the numbering: a (tenant, name, version) triple is never reused, which
+lets every process cache compiled versions by it forever.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
+from gateway.errors import Conflict, StoreUnavailable
 from gateway.store.client import (
     NAME_CURSOR,
     Database,
@@ -45,6 +47,7 @@ USERS = {
 }
 _LISTED = {"deleted": {"$ne": True}, "direction": {"$exists": True}}
 _NO_SOURCE = {"source": 0, "document": 0}
+_ALLOCATE_TRIES = 20
 
 
 class MappingStore:
@@ -85,18 +88,45 @@ class MappingStore:
             )
         return None if doc is None else int(doc["version"])
 
-    async def allocate_version(self, tenant: str, name: str) -> int:
-        """The next version number of `name`, never handed out twice."""
+    async def allocate_version(
+        self, tenant: str, name: str, checksum: str | None = None
+    ) -> int | None:
+        """The next version number of `name`, never handed out twice, for a text of
+        `checksum`; None when the latest number was handed out for that same text (an
+        identical upload at the same time: the caller waits for that version instead of
+        storing the text twice). `checksum=None` allocates whatever the latest text.
+
+        The head's `latest_checksum` is set with the number in one update, so of two
+        identical uploads one allocates and the other finds it. Two first uploads of a name
+        at once both upsert the head: the one that loses the insert (a duplicate key, or no
+        document from the embedded database) tries again and finds the head."""
         now = datetime.now(UTC)
-        with translate_errors():
-            head = await self._heads.find_one_and_update(
-                scoped(tenant, {"name": name}),
-                {"$inc": {"latest_version": 1}, "$setOnInsert": {"created_at": now}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        assert head is not None  # upsert=True with AFTER always returns the document
-        return int(head["latest_version"])
+        query: Doc = {"name": name}
+        if checksum is not None:
+            query["latest_checksum"] = {"$ne": checksum}
+        for _ in range(_ALLOCATE_TRIES):
+            try:
+                with translate_errors():
+                    head = await self._heads.find_one_and_update(
+                        scoped(tenant, query),
+                        {
+                            "$inc": {"latest_version": 1},
+                            "$set": {"latest_checksum": checksum},
+                            "$setOnInsert": {"created_at": now},
+                        },
+                        upsert=True,
+                        return_document=ReturnDocument.AFTER,
+                    )
+            except Conflict:  # the head was inserted meanwhile, or holds this text's number
+                head = None
+            if head is not None:
+                return int(head["latest_version"])
+            with translate_errors():
+                existing = await self._heads.find_one(scoped(tenant, {"name": name}))
+            if existing is not None and checksum is not None:
+                if existing.get("latest_checksum") == checksum:
+                    return None
+        raise StoreUnavailable(f"no version number for {name!r}: the head kept changing")
 
     async def insert_version(self, tenant: str, doc: Doc) -> None:
         with translate_errors(f"mapping {doc['name']!r} version {doc['version']} exists"):
@@ -167,7 +197,7 @@ class MappingStore:
                 scoped(tenant, {"name": name, **_LISTED}),
                 {
                     "$set": {"deleted": True, "updated_at": datetime.now(UTC)},
-                    "$unset": {"active_version": ""},
+                    "$unset": {"active_version": "", "latest_checksum": ""},
                 },
             )
             await self._versions.delete_many(scoped(tenant, {"name": name}))

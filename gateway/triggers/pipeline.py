@@ -18,7 +18,7 @@ from typing import Any
 from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping, DecodedTexts, Emit, MappedDocument
-from gateway.mapping.fixes import parse_mapped_fix
+from gateway.mapping.fixes import named_by_mapping, parse_mapped_fix
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.schemas import SchemaRegistry, is_natural_key, lookup_key, reference_field
@@ -53,6 +53,8 @@ class Prepared:
     # reading back too (docs/fleet.md "Odometer").
     lifted: tuple[str, ...] = ()
     create: bool = True  # the mapping's `create`: false, the entity must exist
+    # The mapping that made `fields`: an entity the schema refuses names its targets' sources.
+    mapping: CompiledMapping | None = None
 
 
 ALSO_LANE = "also"
@@ -150,7 +152,7 @@ class Pipeline:
         if mapping is not None:  # an item refused above announces nothing: not counted
             self._count_missing_occurrence(trigger, mapping, mapped)
         create = mapping is None or mapping.create
-        return Prepared(fields, events, lane, detail, forward, tuple(also), lifted, create)
+        return Prepared(fields, events, lane, detail, forward, tuple(also), lifted, create, mapping)
 
     def _count_missing_occurrence(
         self, trigger: CompiledTrigger, mapping: CompiledMapping, mapped: MappedDocument
@@ -208,16 +210,21 @@ class Pipeline:
                 )
                 result = replace(results[0], also=tuple(results[1:]))
             else:
-                result = await self._entities.upsert(
-                    trigger.tenant,
-                    trigger.entity_type,
-                    prepared.fields,
-                    origin,
-                    extra_events=prepared.events,
-                    event_detail=prepared.event_detail,
-                    forward=prepared.forward,
-                    create=prepared.create,
-                )
+                try:
+                    result = await self._entities.upsert(
+                        trigger.tenant,
+                        trigger.entity_type,
+                        prepared.fields,
+                        origin,
+                        extra_events=prepared.events,
+                        event_detail=prepared.event_detail,
+                        forward=prepared.forward,
+                        create=prepared.create,
+                    )
+                except InvalidPayload as exc:
+                    if prepared.mapping is not None:
+                        exc.problems = named_by_mapping(prepared.mapping, exc.problems)
+                    raise
         if self._metrics is not None:
             for one in (result, *result.also):
                 for name in one.skipped:

@@ -3,6 +3,8 @@ diff, delete, dry run)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import BodyPartReader, web
 
 from gateway.errors import (
@@ -63,9 +65,10 @@ _UPLOAD = {
     "description": "The mapping document. Also accepted as YAML (application/yaml, text/yaml, "
     "application/x-yaml) or as multipart/form-data with a `file` field.",
 }
-_TEST = {
+_TEST: dict[str, Any] = {
     "type": "object",
-    "anyOf": [{"required": ["name"]}, {"required": ["mapping"]}],
+    "oneOf": [{"required": ["name"]}, {"required": ["mapping"]}],
+    "additionalProperties": False,
     "properties": {
         "name": {
             "type": "string",
@@ -279,7 +282,18 @@ async def delete_mapping(request: web.Request) -> web.Response:
 async def dry_run_mapping(request: web.Request) -> web.Response:
     claims = await authenticate(request, writes=False)
     body = await read_object(request)
+    unknown = sorted(set(body) - set(_TEST["properties"]))
+    if unknown:
+        problems = [
+            FieldProblem(f"/{k}", f"{k} is not a member of this body", "additionalProperties")
+            for k in unknown
+        ]
+        raise InvalidPayload("the body does not fit this route", problems)
     draft = body.get("mapping")
+    if draft is not None and body.get("name") is not None:
+        raise _invalid(
+            "/mapping", "a dry run tests a stored mapping (name) or a draft (mapping), not both"
+        )
     if draft is not None and not isinstance(draft, str | dict):
         raise _invalid("/mapping", "mapping must be the text of a mapping file or its document")
     name = body.get("name")

@@ -28,7 +28,7 @@ from gateway.errors import (
     UnsupportedContentCoding,
     UnsupportedMediaType,
 )
-from gateway.formats.json_tree import loads_exact, whole_number
+from gateway.formats.json_tree import loads_exact, shown, whole_number
 from gateway.triggers.payloads import check_depth, malformed, utf8_body
 
 # A client gets this long to send its whole body; a slow one must not hold a connection
@@ -344,6 +344,6 @@ def version_number(value: Any, pointer: str) -> int:
         value = int(value)  # (int() refuses text past 4,300 digits: longer stays text, refused)
     value = value if (number := whole_number(value)) is None else number
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
-        message = f"{pointer.lstrip('/')} must be a version number (1, 2, ...), got {value!r}"
+        message = f"{pointer.lstrip('/')} must be a version number (1, 2, ...), got {shown(value)}"
         raise InvalidPayload(message, [FieldProblem(pointer, message, "type")])
     return value
