@@ -473,3 +473,60 @@ async def test_a_record_the_mappings_when_cannot_read_is_kept_and_the_feed_goes_
     await _refused_once(client, scripted, schedule["id"])
     (kept,) = (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"]
     assert kept["reason"] == "mapping"
+
+
+_SOAP_ENCODED = (
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+    'xmlns:xsd="http://www.w3.org/2001/XMLSchema"'
+)
+
+
+async def test_a_soap_encoded_answer_is_read_by_its_elements_text(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """SOAP rpc/encoded services (NuSOAP, Axis 1) put `xsi:type` on every element: the tree
+    holds `{"@type": "xsd:boolean", "#text": "false"}`. `error`, `cursor.more` and
+    `cursor.from` read such an element by its text: `false` is no error and ends the feed,
+    and the next page's token is the element's text."""
+
+    def answer(after: str | None, n: int) -> web.Response:
+        more = "true" if n == 1 else "false"
+        plate = {1: "ABC1D23", 2: "BRA2E19"}[n]
+        body = (
+            f"<resposta {_SOAP_ENCODED}>"
+            f'<erro xsi:type="xsd:boolean">false</erro>'
+            f'<temMais xsi:type="xsd:boolean">{more}</temMais>'
+            f'<proximo xsi:type="xsd:string">c{n + 1}</proximo>'
+            f'<itens><item><placa xsi:type="xsd:string">{plate}</placa></item></itens>'
+            "</resposta>"
+        )
+        return web.Response(body=body.encode(), content_type="text/xml")
+
+    scripted.answer = answer
+    await upload_mapping(
+        client,
+        """
+name: erp-soap
+direction: inbound
+entity_type: vehicle
+key: [plate]
+items: resposta.itens.item
+fields:
+  plate: {from: 'placa."#text"', transforms: [plate]}
+""",
+    )
+    schedule = await scripted_schedule(
+        client,
+        scripted,
+        error="resposta.erro",
+        cursor={"from": "resposta.proximo", "param": "query.after", "more": "resposta.temMais"},
+        target={"entity_type": "vehicle", "mapping": "erp-soap"},
+    )
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    assert [c["after"] for c in scripted.calls] == [None, "c2"]
+    assert (await _state(client, schedule["id"]))["cursor"] == "c3"
+    for plate in ("ABC1D23", "BRA2E19"):
+        response = await client.get(f"/api/v1/entities/vehicle/{plate}", headers=auth())
+        assert response.status == 200, plate

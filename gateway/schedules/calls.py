@@ -15,6 +15,7 @@ import orjson
 
 from gateway.actions.catalog import Action, Partner, build_request
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats import element_text
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping.casts import partner_flag
 from gateway.mapping.expressions import Run, compile_expression
@@ -157,7 +158,7 @@ def read_page(
     if spec.get("step"):  # page numbers or offsets: the next is the one sent plus the step
         start = sent if isinstance(sent, int) and not isinstance(sent, bool) else spec["initial"]
         return Page(answer, start + spec["step"], more)
-    cursor = _search(spec["from"], answer, "cursor.from")
+    cursor = element_text(_search(spec["from"], answer, "cursor.from"))
     if isinstance(cursor, bool) or not isinstance(cursor, str | int | float | None):
         raise PollFailure(
             "bad_cursor",
