@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -233,3 +234,53 @@ async def test_a_reset_during_a_run_is_not_undone_by_the_run(
     assert scripted.calls[2:] == [{"after": None}] * len(scripted.calls[2:])
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert vehicle["attributes"]["erp_id"] != "2"
+
+
+async def test_a_change_of_the_request_that_names_the_feed_starts_again_from_its_initial(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """Geotab's GetFeed names its feed in the request (`typeName`), its versions are per
+    feed: a PATCH of `request` starts the new feed from `cursor.initial` instead of the old
+    feed's version."""
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": str(n)}],
+        "next": "v-9000",
+        "more": False,
+    }
+    schedule = await scripted_schedule(
+        client, scripted, request={"query": {"typeName": "LogRecord"}}
+    )
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    path = f"/api/v1/schedules/{schedule['id']}"
+    feed = {"request": {"query": {"typeName": "StatusData"}}}
+    changed = await client.patch(path, json=feed, headers=auth())
+    assert changed.status == 200, await changed.text()
+    assert (await changed.json())["state"]["cursor"] is None
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == [None, None]
+
+
+async def test_a_reset_forgets_the_failure_streak_and_is_due_at_once(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A schedule stuck on an expired token backs off; its reset drops the token, and the
+    failures it caused with it: the schedule runs at once from its start."""
+
+    def answer(after: str | None, n: int) -> Any:
+        if after == "tok-expired":
+            return web.json_response({"error": "cursor expired"}, status=400)
+        return {"items": [{"placa": "ABC1D23", "codigo": str(n)}], "next": "tok-expired"}
+
+    scripted.answer = answer
+    schedule = await scripted_schedule(client, scripted)
+    path = f"/api/v1/schedules/{schedule['id']}"
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    for _ in range(2):
+        await run_now(client, schedule["id"])
+        assert await runner(client).run_until_idle() == {"failed": 1}
+    assert (await get(client, path))["state"]["failures"] == 2
+    reset = await client.post(f"{path}/reset", headers=auth())
+    assert reset.status == 200, await reset.text()
+    assert (await reset.json())["state"]["failures"] == 0
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == [None, "tok-expired", "tok-expired", None]
