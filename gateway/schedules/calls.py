@@ -215,6 +215,17 @@ def item_id(expression: str, item: Any) -> str | None:
     return text
 
 
+def refused_key(expression: str, record: Any) -> str:
+    """How a record refused alone (`Refused`) is remembered by a schedule's dedupe: its id
+    (`item_id`) when `dedupe.by` gives one, else its content, so that the same record is
+    known again and a changed one (the partner fixed it) is new."""
+    try:
+        key = item_id(expression, record)
+    except InvalidPayload:
+        key = None
+    return "record:" + digest([record]) if key is None else key
+
+
 def cursor_key(cursor: Any) -> str:
     """A cursor as a short key (a partner's token may be long): a run names the cursors it
     sent so (`poll.py`)."""

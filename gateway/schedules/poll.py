@@ -9,7 +9,8 @@
     land    once the lease is checked (a schedule deleted or reset during the call lands
             nothing), the page's items (deduplicated by id when the schedule says so)
             through the target's sink: the trigger ingest path; a record `dedupe.by` or the
-            mapping's `when` cannot be evaluated on is kept as a rejected item alone
+            mapping's `when` cannot be evaluated on is kept as a rejected item alone, and
+            remembered by dedupe as the items are (`Poll._unseen`)
     commit  only then the cursor, the remembered ids and the page's digest move, in one
             write fenced by the lease: a runner that lost its lease moves nothing; a commit
             the database failed for a moment is handed back (`uncommitted`), not the page
@@ -61,6 +62,7 @@ from gateway.schedules.calls import (
     page_items,
     page_mark,
     read_page,
+    refused_key,
     request_for,
 )
 from gateway.schedules.sinks import PageSink, compile_target
@@ -210,9 +212,8 @@ class Poll:
         tally.pages += 1
         tally.read += len(items) + len(refused)
         tally.listed += len(records)
-        unread = len(refused)  # records `when` could not read; then those `dedupe.by` could not
-        fresh, ids, fresh_numbers = self._unseen(items, numbers, refused)
-        tally.skipped += len(items) - len(fresh) - (len(refused) - unread)
+        fresh, ids, fresh_numbers, refused, skipped = self._unseen(items, numbers, refused)
+        tally.skipped += skipped
         spec = doc.get("cursor")
         more = page.more if page.more is not None else bool(records)
         if spec is not None and spec.get("step"):
@@ -357,29 +358,40 @@ class Poll:
 
     def _unseen(
         self, items: list[Any], numbers: list[int], refused: list[Refused]
-    ) -> tuple[list[Any], list[str], list[int]]:
-        """The items not seen before, their ids and their indexes in the partner's list (all
-        items, no ids, without dedupe). An item `dedupe.by` cannot be evaluated on is added
-        to `refused`."""
+    ) -> tuple[list[Any], list[str], list[int], list[Refused], int]:
+        """The items not seen before, their ids, their indexes in the partner's list, the
+        records refused alone not seen before (those `when` could not read, then the items
+        `dedupe.by` cannot be evaluated on), and how many were seen before (all of them, no
+        ids, without dedupe). A refused record is remembered as an item is, by its id, or
+        by its content when it has none (`calls.refused_key`), so it is refused once, not on
+        every run, and once replayed it is not refused again."""
         dedupe = self._doc.get("dedupe")
         if dedupe is None:
-            return items, [], numbers
-        fresh: list[Any] = []
+            return items, [], numbers, refused, 0
         ids: list[str] = []
+
+        def new(key: str | None) -> bool:
+            if key is not None and (key in self._seen or key in ids):
+                return False
+            if key is not None:
+                ids.append(key)
+            return True
+
+        unseen = [each for each in refused if new(refused_key(dedupe["by"], each.record))]
+        fresh: list[Any] = []
         fresh_numbers: list[int] = []
         for item, number in zip(items, numbers, strict=True):
             try:
                 key = item_id(dedupe["by"], item)
             except InvalidPayload as exc:
-                refused.append(Refused(number, item, exc))
+                if new(refused_key(dedupe["by"], item)):
+                    unseen.append(Refused(number, item, exc))
                 continue
-            if key is not None and (key in self._seen or key in ids):
-                continue
-            fresh.append(item)
-            fresh_numbers.append(number)
-            if key is not None:
-                ids.append(key)
-        return fresh, ids, fresh_numbers
+            if new(key):
+                fresh.append(item)
+                fresh_numbers.append(number)
+        skipped = len(items) + len(refused) - len(fresh) - len(unseen)
+        return fresh, ids, fresh_numbers, unseen, skipped
 
     def _revisited(self, page: Page, records: list[Any], more: bool) -> None:
         """PollFailure `loop` (nothing written, the cursor stays) when this run sent the
