@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -190,6 +191,83 @@ async def test_deleting_a_schedule_mid_run_writes_nothing_after_and_leaves_no_ru
     assert await runs_left.count_documents({"schedule_id": schedule["id"]}) == 0
     response = await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())
     assert response.status == 404
+
+
+@pytest.mark.parametrize("how", ["DELETE", "reset"])
+async def test_a_delete_or_reset_during_a_pages_landing_stops_its_writes_there(
+    client: Client, scripted: ScriptedFeed, how: str
+) -> None:
+    """The page is being landed (a large page takes a while): the DELETE's 204 (or the
+    reset's 200) comes after its first write. Nothing is written after it: not the
+    vehicle's next item, not the item the target refused, not a run record."""
+    scripted.answer = lambda after, n: {
+        "items": [
+            {"placa": "ABC1D23", "codigo": "1"},
+            {"placa": "ABC1D23", "codigo": "2"},  # the same vehicle: written after the first
+            {"placa": "not a plate", "codigo": "3"},
+        ],
+        "next": "c1",
+        "more": False,
+    }
+    schedule = await scripted_schedule(client, scripted)
+    path = f"/api/v1/schedules/{schedule['id']}"
+    pipeline = runner(client)._c.sinks["entities"]._ingestor._pipeline  # type: ignore[attr-defined]
+    write, written, answered = pipeline.write, asyncio.Event(), asyncio.Event()
+
+    async def slow_write(*args: Any, **kwargs: Any) -> Any:
+        result = await write(*args, **kwargs)
+        written.set()
+        await answered.wait()  # the rest of a large page still to land
+        return result
+
+    pipeline.write = slow_write
+    running = asyncio.create_task(runner(client).run_until_idle())
+    await asyncio.wait_for(written.wait(), 10)
+    if how == "DELETE":
+        assert (await client.delete(path, headers=auth())).status == 204
+        outcomes = {"lost_lease": 1}
+    else:
+        assert (await client.post(f"{path}/reset", headers=auth())).status == 200
+        scripted.answer = lambda after, n: {"items": [], "next": None}  # its run, at once
+        outcomes = {"lost_lease": 1, "ok": 1}
+    answered.set()
+    assert await asyncio.wait_for(running, 20) == outcomes
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"]["erp_id"] == "1"
+    assert (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"] == []
+    if how == "DELETE":
+        runs_left = client.app[services_key].store.db["schedule_runs"]
+        assert await runs_left.count_documents({"schedule_id": schedule["id"]}) == 0
+
+
+async def test_items_a_page_keeps_as_the_schedule_is_deleted_go_with_it(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """The DELETE comes between the lease check before the page's refused item is kept and
+    its keeping (the delete's own sweep runs before the item is there): the run, whose
+    commit then finds no lease, takes the item back."""
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": "1"}, {"placa": "not a plate", "codigo": "2"}],
+        "next": "c1",
+        "more": False,
+    }
+    schedule = await scripted_schedule(client, scripted)
+    keeper = runner(client)._c.sinks["entities"]._ingestor._rejected  # type: ignore[attr-defined]
+    keep, keeping, deleted = keeper.keep, asyncio.Event(), asyncio.Event()
+
+    async def wait_then_keep(*args: Any, **kwargs: Any) -> None:
+        keeping.set()
+        await deleted.wait()
+        await keep(*args, **kwargs)
+
+    keeper.keep = wait_then_keep
+    running = asyncio.create_task(runner(client).run_until_idle())
+    await asyncio.wait_for(keeping.wait(), 10)
+    path = f"/api/v1/schedules/{schedule['id']}"
+    assert (await client.delete(path, headers=auth())).status == 204
+    deleted.set()
+    assert await asyncio.wait_for(running, 20) == {"lost_lease": 1}
+    assert (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"] == []
 
 
 async def test_deleting_a_schedule_removes_the_items_its_pages_could_not_write(

@@ -8,7 +8,9 @@
             A 429 after pages of this run ends it `more`, throttled (`Tally.throttled`)
     land    once the lease is checked (a schedule deleted or reset during the call lands
             nothing), the page's items (deduplicated by id when the schedule says so)
-            through the target's sink: the trigger ingest path; a record `dedupe.by` or the
+            through the target's sink: the trigger ingest path, the lease checked again
+            before each write (`Poll._held`; a run that lost it takes back the items it kept
+            for a deleted schedule, `Poll._take_back`); a record `dedupe.by` or the
             mapping's `when` cannot be evaluated on is kept as a rejected item alone, and
             remembered by dedupe as the items are (`Poll._unseen`)
     commit  only then the cursor, the remembered ids and the page's digest move, in one
@@ -248,13 +250,27 @@ class Poll:
                 self._revisited(page, records, more)
         if fresh or refused:
             await self._fence()
-        if refused:
-            await self._keep(target, mapping, refused)
-        if fresh:
-            landed = await sink.land(target, fresh, self._origin(), texts, fresh_numbers)
-            tally.written += landed.written
-            tally.rejected += landed.rejected
-            tally.problems += list(landed.problems)[: 5 - len(tally.problems)]
+        try:
+            if refused:
+                await self._keep(target, mapping, refused)
+            if fresh:
+                origin = self._origin()
+                landed = await sink.land(
+                    target, fresh, origin, texts, fresh_numbers, fence=self._held
+                )
+                tally.written += landed.written
+                tally.rejected += landed.rejected
+                tally.problems += list(landed.problems)[: 5 - len(tally.problems)]
+            return await self._move_past(page, page_digest, ids, more)
+        except LeaseLost:
+            await self._take_back()
+            raise
+
+    async def _move_past(
+        self, page: Page, page_digest: str | None, ids: list[str], more: bool
+    ) -> bool:
+        """Commit a landed page (`_commit`); whether to read the next one now."""
+        spec = self._doc.get("cursor")
         if spec is not None and spec.get("step") and not more:
             # Page numbers index a list, not a feed: once it ends, the next run reads it
             # again from its first page (whose items this page's digest must not refuse).
@@ -274,6 +290,22 @@ class Poll:
         until = self._clock() + self._lease
         if not await self._c.store.schedules.renew(self._doc["_id"], self._owner, until):
             raise LeaseLost()
+
+    async def _held(self) -> None:
+        """LeaseLost unless this run still holds the schedule: asked before each write of a
+        page's landing (an item's entity, the fixes, the kept items), so a DELETE or reset
+        answered during the landing stops it there (the writes already in flight end)."""
+        if not await self._c.store.schedules.holds(self._doc["_id"], self._owner):
+            raise LeaseLost()
+
+    async def _take_back(self) -> None:
+        """The run lost its lease during a page's landing or at its commit: if the schedule
+        was deleted, the items this page kept go too. The delete removes the schedule, then
+        its kept items; this keeps them, then looks for the schedule: either finds what the
+        other did."""
+        doc = self._doc
+        if not await self._c.store.schedules.exists(doc["_id"]):
+            await self._c.store.rejected.delete_for_trigger(doc["tenant"], str(doc["_id"]))
 
     async def _commit(self, cursor: Any, page_digest: str | None, ids: list[str]) -> None:
         """Move past a landed page: the cursor (None: it stays), the ids, the digest."""
@@ -343,7 +375,13 @@ class Poll:
                 record = self._c.rejected.record(
                     target, whole, page.answer, scope="body", repeatable=repeatable(mapping)
                 )
-                await self._c.rejected.keep(target, [record])
+                try:  # while the run holds the schedule, and not left behind by its delete
+                    await self._held()
+                    await self._c.rejected.keep(target, [record])
+                    await self._held()
+                except LeaseLost:
+                    await self._take_back()
+                    raise
             raise PollFailure(
                 "mapping",
                 f"the answer does not fit mapping {mapping.name!r}: {exc.detail}",
