@@ -64,7 +64,7 @@ _RESET_UNSET: Final = ("lease_owner",)
 # (`action_id`), the fixed parts of the request that name the feed (`request`: Geotab's
 # `typeName`, Samsara's `types`, a SOAP body's operation) and the cursor itself. A cursor of
 # one of them means nothing to another: a PATCH of one resets.
-_READ_BY: Final = ("cursor", "action_id", "request")
+READ_BY: Final = frozenset({"cursor", "action_id", "request"})
 
 
 class ScheduleService:
@@ -123,13 +123,13 @@ class ScheduleService:
     ) -> dict[str, Any]:
         """Merge `body` into the definition (objects are replaced whole). The state
         (remembered ids, failures) is kept, and so is the cursor, unless the change is to what
-        it is read by (`_READ_BY`: `cursor`, `action_id`, `request`): a cursor of one partner
+        it is read by (`READ_BY`: `cursor`, `action_id`, `request`): a cursor of one partner
         call, feed or kind means nothing to another, so the schedule then starts again from
         `cursor.initial`, due at once (`_reset`)."""
         current = await self._doc(tenant, schedule_id)
         fields = await self._checked(tenant, {**_definition(current), **body})
         now = fields["updated_at"] = self._clock()
-        if any(fields[name] != current.get(name) for name in _READ_BY):
+        if any(fields[name] != current.get(name) for name in READ_BY):
             return await self._reset(tenant, schedule_id, current, {**fields, **_RESET}, now)
         doc = await self._store.schedules.update(tenant, schedule_id, current["rev"], fields, ())
         if doc is None:
