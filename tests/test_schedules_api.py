@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -191,6 +193,83 @@ async def test_deleting_a_schedule_mid_run_writes_nothing_after_and_leaves_no_ru
     assert response.status == 404
 
 
+@pytest.mark.parametrize("how", ["DELETE", "reset"])
+async def test_a_delete_or_reset_during_a_pages_landing_stops_its_writes_there(
+    client: Client, scripted: ScriptedFeed, how: str
+) -> None:
+    """The page is being landed (a large page takes a while): the DELETE's 204 (or the
+    reset's 200) comes after its first write. Nothing is written after it: not the
+    vehicle's next item, not the item the target refused, not a run record."""
+    scripted.answer = lambda after, n: {
+        "items": [
+            {"placa": "ABC1D23", "codigo": "1"},
+            {"placa": "ABC1D23", "codigo": "2"},  # the same vehicle: written after the first
+            {"placa": "not a plate", "codigo": "3"},
+        ],
+        "next": "c1",
+        "more": False,
+    }
+    schedule = await scripted_schedule(client, scripted)
+    path = f"/api/v1/schedules/{schedule['id']}"
+    pipeline = runner(client)._c.sinks["entities"]._ingestor._pipeline  # type: ignore[attr-defined]
+    write, written, answered = pipeline.write, asyncio.Event(), asyncio.Event()
+
+    async def slow_write(*args: Any, **kwargs: Any) -> Any:
+        result = await write(*args, **kwargs)
+        written.set()
+        await answered.wait()  # the rest of a large page still to land
+        return result
+
+    pipeline.write = slow_write
+    running = asyncio.create_task(runner(client).run_until_idle())
+    await asyncio.wait_for(written.wait(), 10)
+    if how == "DELETE":
+        assert (await client.delete(path, headers=auth())).status == 204
+        outcomes = {"lost_lease": 1}
+    else:
+        assert (await client.post(f"{path}/reset", headers=auth())).status == 200
+        scripted.answer = lambda after, n: {"items": [], "next": None}  # its run, at once
+        outcomes = {"lost_lease": 1, "ok": 1}
+    answered.set()
+    assert await asyncio.wait_for(running, 20) == outcomes
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"]["erp_id"] == "1"
+    assert (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"] == []
+    if how == "DELETE":
+        runs_left = client.app[services_key].store.db["schedule_runs"]
+        assert await runs_left.count_documents({"schedule_id": schedule["id"]}) == 0
+
+
+async def test_items_a_page_keeps_as_the_schedule_is_deleted_go_with_it(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """The DELETE comes between the lease check before the page's refused item is kept and
+    its keeping (the delete's own sweep runs before the item is there): the run, whose
+    commit then finds no lease, takes the item back."""
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": "1"}, {"placa": "not a plate", "codigo": "2"}],
+        "next": "c1",
+        "more": False,
+    }
+    schedule = await scripted_schedule(client, scripted)
+    keeper = runner(client)._c.sinks["entities"]._ingestor._rejected  # type: ignore[attr-defined]
+    keep, keeping, deleted = keeper.keep, asyncio.Event(), asyncio.Event()
+
+    async def wait_then_keep(*args: Any, **kwargs: Any) -> None:
+        keeping.set()
+        await deleted.wait()
+        await keep(*args, **kwargs)
+
+    keeper.keep = wait_then_keep
+    running = asyncio.create_task(runner(client).run_until_idle())
+    await asyncio.wait_for(keeping.wait(), 10)
+    path = f"/api/v1/schedules/{schedule['id']}"
+    assert (await client.delete(path, headers=auth())).status == 204
+    deleted.set()
+    assert await asyncio.wait_for(running, 20) == {"lost_lease": 1}
+    assert (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"] == []
+
+
 async def test_deleting_a_schedule_removes_the_items_its_pages_could_not_write(
     client: Client, scripted: ScriptedFeed
 ) -> None:
@@ -233,3 +312,53 @@ async def test_a_reset_during_a_run_is_not_undone_by_the_run(
     assert scripted.calls[2:] == [{"after": None}] * len(scripted.calls[2:])
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert vehicle["attributes"]["erp_id"] != "2"
+
+
+async def test_a_change_of_the_request_that_names_the_feed_starts_again_from_its_initial(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """Geotab's GetFeed names its feed in the request (`typeName`), its versions are per
+    feed: a PATCH of `request` starts the new feed from `cursor.initial` instead of the old
+    feed's version."""
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": str(n)}],
+        "next": "v-9000",
+        "more": False,
+    }
+    schedule = await scripted_schedule(
+        client, scripted, request={"query": {"typeName": "LogRecord"}}
+    )
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    path = f"/api/v1/schedules/{schedule['id']}"
+    feed = {"request": {"query": {"typeName": "StatusData"}}}
+    changed = await client.patch(path, json=feed, headers=auth())
+    assert changed.status == 200, await changed.text()
+    assert (await changed.json())["state"]["cursor"] is None
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == [None, None]
+
+
+async def test_a_reset_forgets_the_failure_streak_and_is_due_at_once(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A schedule stuck on an expired token backs off; its reset drops the token, and the
+    failures it caused with it: the schedule runs at once from its start."""
+
+    def answer(after: str | None, n: int) -> Any:
+        if after == "tok-expired":
+            return web.json_response({"error": "cursor expired"}, status=400)
+        return {"items": [{"placa": "ABC1D23", "codigo": str(n)}], "next": "tok-expired"}
+
+    scripted.answer = answer
+    schedule = await scripted_schedule(client, scripted)
+    path = f"/api/v1/schedules/{schedule['id']}"
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    for _ in range(2):
+        await run_now(client, schedule["id"])
+        assert await runner(client).run_until_idle() == {"failed": 1}
+    assert (await get(client, path))["state"]["failures"] == 2
+    reset = await client.post(f"{path}/reset", headers=auth())
+    assert reset.status == 200, await reset.text()
+    assert (await reset.json())["state"]["failures"] == 0
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == [None, "tok-expired", "tok-expired", None]

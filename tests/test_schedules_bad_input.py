@@ -473,3 +473,123 @@ async def test_a_record_the_mappings_when_cannot_read_is_kept_and_the_feed_goes_
     await _refused_once(client, scripted, schedule["id"])
     (kept,) = (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"]
     assert kept["reason"] == "mapping"
+
+
+async def test_records_refused_alone_are_remembered_and_refused_once(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A partner read "newest N" with dedupe and no cursor answers the same page every run.
+    A record `when` cannot read and one `dedupe.by` cannot read are remembered like an item
+    the target refuses (by its id, else by its content): each is refused once, not on every
+    run, and once replayed it does not come back as a new pending rejection."""
+    mixed = (
+        "name: erp-mixed\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "items: {from: items, when: \"starts_with(tipo, 'veic')\"}\n"
+        "fields:\n  plate: {from: placa, transforms: [plate]}\n"
+    )
+    page = {
+        "items": [
+            {"tipo": "veiculo", "placa": "ABC1D23", "codigo": "1"},
+            {"tipo": "veiculo", "placa": "not a plate", "codigo": "2"},  # the target refuses
+            {"tipo": None, "placa": "BRA2E19", "codigo": "3"},  # `when` cannot read
+            {"tipo": "veiculo", "placa": "RIO3F45", "codigo": 4},  # `dedupe.by` cannot read
+        ]
+    }
+    scripted.answer = lambda after, n: page
+    await upload_mapping(client, mixed)
+    erp = await create_partner(client, scripted.url, name="ERP", auth={"type": "none"})
+    action = await create_action(
+        client, erp["id"], name="feed", method="GET", path="/feed", mode="proxy"
+    )
+    body = {
+        "name": "newest",
+        "action_id": action["id"],
+        "every": "1m",
+        "dedupe": {"by": "join('-', [placa, codigo])"},
+        "target": {"entity_type": "vehicle", "mapping": "erp-mixed"},
+    }
+    schedule = await post(client, "/api/v1/schedules", body)
+    kept_path = f"/api/v1/rejected?trigger_id={schedule['id']}"
+
+    async def run() -> dict[str, Any]:
+        await run_now(client, schedule["id"])
+        assert await runner(client).run_until_idle() == {"ok": 1}
+        newest: dict[str, Any] = (await runs(client, schedule["id"]))[0]
+        return newest
+
+    first = await run()
+    assert (first["written"], first["rejected"], first["skipped"]) == (1, 3, 0)
+    for _ in range(2):
+        again = await run()
+        assert (again["written"], again["rejected"], again["skipped"]) == (0, 0, 4)
+        assert again["item_errors"] == []
+    kept = (await get(client, kept_path))["items"]
+    assert sorted((k["index"], k["reason"], k["times_received"]) for k in kept) == [
+        (1, "mapping", 1),
+        (2, "mapping", 1),
+        (3, "dedupe", 1),
+    ]
+    (unread,) = [k for k in kept if k["index"] == 2]
+    replayed = await client.post(f"/api/v1/rejected/{unread['id']}/replay", headers=auth())
+    assert replayed.status in (200, 201), await replayed.text()
+    await get(client, "/api/v1/entities/vehicle/BRA2E19")
+    assert (await run())["rejected"] == 0
+    pending = (await get(client, f"{kept_path}&status=pending"))["items"]
+    assert sorted(k["index"] for k in pending) == [1, 3]
+
+
+_SOAP_ENCODED = (
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+    'xmlns:xsd="http://www.w3.org/2001/XMLSchema"'
+)
+
+
+async def test_a_soap_encoded_answer_is_read_by_its_elements_text(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """SOAP rpc/encoded services (NuSOAP, Axis 1) put `xsi:type` on every element: the tree
+    holds `{"@type": "xsd:boolean", "#text": "false"}`. `error`, `cursor.more` and
+    `cursor.from` read such an element by its text: `false` is no error and ends the feed,
+    and the next page's token is the element's text."""
+
+    def answer(after: str | None, n: int) -> web.Response:
+        more = "true" if n == 1 else "false"
+        plate = {1: "ABC1D23", 2: "BRA2E19"}[n]
+        body = (
+            f"<resposta {_SOAP_ENCODED}>"
+            f'<erro xsi:type="xsd:boolean">false</erro>'
+            f'<temMais xsi:type="xsd:boolean">{more}</temMais>'
+            f'<proximo xsi:type="xsd:string">c{n + 1}</proximo>'
+            f'<itens><item><placa xsi:type="xsd:string">{plate}</placa></item></itens>'
+            "</resposta>"
+        )
+        return web.Response(body=body.encode(), content_type="text/xml")
+
+    scripted.answer = answer
+    await upload_mapping(
+        client,
+        """
+name: erp-soap
+direction: inbound
+entity_type: vehicle
+key: [plate]
+items: resposta.itens.item
+fields:
+  plate: {from: 'placa."#text"', transforms: [plate]}
+""",
+    )
+    schedule = await scripted_schedule(
+        client,
+        scripted,
+        error="resposta.erro",
+        cursor={"from": "resposta.proximo", "param": "query.after", "more": "resposta.temMais"},
+        target={"entity_type": "vehicle", "mapping": "erp-soap"},
+    )
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    assert [c["after"] for c in scripted.calls] == [None, "c2"]
+    assert (await _state(client, schedule["id"]))["cursor"] == "c3"
+    for plate in ("ABC1D23", "BRA2E19"):
+        response = await client.get(f"/api/v1/entities/vehicle/{plate}", headers=auth())
+        assert response.status == 200, plate

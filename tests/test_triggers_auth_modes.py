@@ -623,3 +623,33 @@ async def test_a_stored_secret_that_cannot_key_the_scheme_is_a_logged_401_not_a_
     assert any(
         trigger["id"] in r.getMessage() and "rotate" in r.getMessage() for r in caplog.records
     )
+
+
+async def test_a_patch_that_keeps_the_scheme_opens_no_stored_secret(client: Client) -> None:
+    """A PATCH of a name or the methods touches no member of the signing scheme: it is saved
+    even for a trigger stored before secrets were checked on save (a text secret under
+    Standard Webhooks) and for one whose sealed secret cannot be opened (damaged, or sealed
+    under a key no longer in GATEWAY_SECRET_KEY); the stored secret stays as it was."""
+    legacy = await create_trigger(
+        client, auth={"mode": "hmac", "preset": "motive", "secret": "my partner's secret!"}
+    )
+    damaged = await create_trigger(client, name="damaged", auth={"mode": "webhook_signature"})
+    triggers = client.app[services_key].store.db["triggers"]
+    await triggers.update_one(
+        {"_id": legacy["id"]},
+        {"$set": {"auth.mode": "webhook_signature"}, "$unset": {"auth.preset": ""}},
+    )
+    await triggers.update_one(
+        {"_id": damaged["id"]}, {"$set": {"auth.secrets.0.sealed": "gAAAAA-damaged"}}
+    )
+    merge = {**auth(), "Content-Type": "application/merge-patch+json"}
+    for trigger in (legacy, damaged):
+        before = await triggers.find_one({"_id": trigger["id"]})
+        path = f"/api/v1/triggers/{trigger['id']}"
+        name = f"{trigger['name']}: waiting for the partner's secret"
+        for patch in ({"name": name}, {"methods": ["POST"]}):
+            response = await client.patch(path, json=patch, headers=merge)
+            assert response.status == 200, await response.text()
+        after = await triggers.find_one({"_id": trigger["id"]})
+        assert after["name"] == name
+        assert after["auth"]["secrets"] == before["auth"]["secrets"]

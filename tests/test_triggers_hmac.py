@@ -330,3 +330,32 @@ async def test_a_scheme_change_the_kept_secret_cannot_key_is_refused_at_the_chan
     assert response.status == 200, await response.text()
     signature = hmac.new(b"fleetio key", BODY, hashlib.sha256).hexdigest()
     assert (await _post(client, trigger, {"X-Fleetio-Webhook-Signature": signature})).status == 201
+
+
+async def test_a_scheme_change_whose_kept_secret_cannot_be_opened_is_a_422_naming_it(
+    client: Client,
+) -> None:
+    """A change of the scheme checks the kept secret; one that cannot be opened (here
+    damaged) cannot be checked: the change is refused at the member that changed, naming the
+    trigger's stored secret, never a 500. A legacy text secret under base64 still takes a
+    rename (nothing of the scheme changes)."""
+    fleetio = {"mode": "hmac", "preset": "fleetio", "secret": "fleetio-doc-example-key"}
+    trigger = await create_trigger(client, auth=fleetio)
+    triggers = client.app[services_key].store.db["triggers"]
+    await triggers.update_one(
+        {"_id": trigger["id"]}, {"$set": {"auth.secrets.0.sealed": "gAAAAA-damaged"}}
+    )
+    merge = {**auth(), "Content-Type": "application/merge-patch+json"}
+    path = f"/api/v1/triggers/{trigger['id']}"
+    change = {"mode": "hmac", "preset": "fleetio", "secret_encoding": "base64"}
+    response = await client.patch(path, json={"auth": change}, headers=merge)
+    assert response.status == 422, await response.text()
+    errors = (await response.json())["errors"]
+    assert [e["pointer"] for e in errors] == ["/auth/secret_encoding"]
+    assert "stored secret cannot be opened" in errors[0]["message"]
+    legacy = await create_trigger(client, name="legacy", auth=fleetio)
+    await triggers.update_one({"_id": legacy["id"]}, {"$set": {"auth.secret_encoding": "base64"}})
+    response = await client.patch(
+        f"/api/v1/triggers/{legacy['id']}", json={"name": "renamed"}, headers=merge
+    )
+    assert response.status == 200, await response.text()

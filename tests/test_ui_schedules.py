@@ -143,7 +143,7 @@ async def test_an_edit_changes_the_definition_and_keeps_the_cursor(
         action_id,
         every="0 6 * * 1-5",
         timezone="America/Manaus",
-        **{"cursor.initial": "7", "dedupe.by": "placa", "request.query": '{"tipo": "leve"}'},
+        **{"cursor.initial": "7", "dedupe.by": "placa"},
     )
     saved = await client.post(
         f"/admin/schedules/{schedule['id']}/edit", data={"csrf": token, **changed}
@@ -153,8 +153,16 @@ async def test_an_edit_changes_the_definition_and_keeps_the_cursor(
     assert (stored["every"], stored["timezone"]) == ("0 6 * * 1-5", "America/Manaus")
     assert stored["cursor"]["initial"] == 7  # shown unchanged: still a number
     assert stored["dedupe"] == {"by": "placa", "keep": 1000}
-    assert stored["request"] == {"query": {"tipo": "leve"}, "body": None}
     assert stored["state"]["cursor"] == "c2"
+    # A change of the request names another feed: the schedule starts it again, and says so.
+    changed["request.query"] = '{"tipo": "leve"}'
+    saved = await client.post(
+        f"/admin/schedules/{schedule['id']}/edit", data={"csrf": token, **changed}
+    )
+    assert saved.status == 200 and "recomeça do cursor inicial" in await saved.text()
+    (stored,) = await _schedules(client)
+    assert stored["request"] == {"query": {"tipo": "leve"}, "body": None}
+    assert stored["state"]["cursor"] is None
     # Emptying the cursor and the request removes them.
     cleared = {**changed, "cursor.from": "", "cursor.param": "", "cursor.initial": ""}
     cleared["request.query"] = ""

@@ -12,13 +12,14 @@ parser knows them) out. Triggers, the mapping language and the outbound sender s
 
 from .json_tree import MAX_DEPTH, at_path, json_depth_exceeds, load_json_text
 from .refusal import DocumentRefused
-from .xml_tree import XML_CONTENT_TYPES, is_xml, parse_xml, root_name
+from .xml_tree import XML_CONTENT_TYPES, element_text, is_xml, parse_xml, root_name
 
 __all__ = [
     "MAX_DEPTH",
     "XML_CONTENT_TYPES",
     "DocumentRefused",
     "at_path",
+    "element_text",
     "is_xml",
     "json_depth_exceeds",
     "load_json_text",

@@ -70,6 +70,18 @@ def parse_xml(document: bytes | str, *, charset: str | None = None) -> dict[str,
     return builder.root
 
 
+def element_text(value: Any) -> Any:
+    """A scalar as an XML answer gives it: an element with attributes and text, such as a
+    SOAP rpc/encoded `<temMais xsi:type="xsd:boolean">false</temMais>` (NuSOAP, Axis 1 type
+    every element), is the object `{"@type": "xsd:boolean", "#text": "false"}` here; read as
+    a value, it is its `#text`. Anything else (an element with child elements, one with
+    attributes and no text, any other value) is itself."""
+    if isinstance(value, dict) and "#text" in value:
+        if all(name == "#text" or name.startswith("@") for name in value):
+            return value["#text"]
+    return value
+
+
 def root_name(document: bytes | str, *, charset: str | None = None) -> tuple[str, str] | None:
     """The root element's namespace URI (`""` for none) and local name, read without reading
     further, with the same refusals as parse_xml; None when the document is refused before its

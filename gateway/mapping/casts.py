@@ -10,6 +10,7 @@ from unicodedata import combining, decomposition, is_normalized, normalize
 
 from ..formats.json_tree import INT64_MAX, INT64_MIN, json_type
 from ..formats.json_tree import shown as _show
+from ..formats.xml_tree import element_text
 from .model import EvalError
 
 
@@ -194,7 +195,9 @@ def partner_flag(value: Any) -> bool:
     blanks around) say no, as an XML answer (all text) or a PHP-style ERP (`0`) says it. So
     null, false, 0, "", "false", "0", [] and {} are false; anything else is true (true,
     another number, another text such as a next page's token or an error's message, a
-    non-empty object or list such as a JSON-RPC `error`)."""
+    non-empty object or list such as a JSON-RPC `error`). An XML element with attributes
+    and text (`<temMais xsi:type="xsd:boolean">false</temMais>`) is read by its text."""
+    value = element_text(value)
     kind = type(value)
     if kind is int or kind is float:
         return bool(value != 0)

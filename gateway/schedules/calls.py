@@ -15,6 +15,7 @@ import orjson
 
 from gateway.actions.catalog import Action, Partner, build_request
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats import element_text
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping.casts import partner_flag
 from gateway.mapping.expressions import Run, compile_expression
@@ -157,7 +158,7 @@ def read_page(
     if spec.get("step"):  # page numbers or offsets: the next is the one sent plus the step
         start = sent if isinstance(sent, int) and not isinstance(sent, bool) else spec["initial"]
         return Page(answer, start + spec["step"], more)
-    cursor = _search(spec["from"], answer, "cursor.from")
+    cursor = element_text(_search(spec["from"], answer, "cursor.from"))
     if isinstance(cursor, bool) or not isinstance(cursor, str | int | float | None):
         raise PollFailure(
             "bad_cursor",
@@ -212,6 +213,17 @@ def item_id(expression: str, item: Any) -> str | None:
     if len(text) > _MAX_ID:
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     return text
+
+
+def refused_key(expression: str, record: Any) -> str:
+    """How a record refused alone (`Refused`) is remembered by a schedule's dedupe: its id
+    (`item_id`) when `dedupe.by` gives one, else its content, so that the same record is
+    known again and a changed one (the partner fixed it) is new."""
+    try:
+        key = item_id(expression, record)
+    except InvalidPayload:
+        key = None
+    return "record:" + digest([record]) if key is None else key
 
 
 def cursor_key(cursor: Any) -> str:

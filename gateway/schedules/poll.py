@@ -8,8 +8,11 @@
             A 429 after pages of this run ends it `more`, throttled (`Tally.throttled`)
     land    once the lease is checked (a schedule deleted or reset during the call lands
             nothing), the page's items (deduplicated by id when the schedule says so)
-            through the target's sink: the trigger ingest path; a record `dedupe.by` or the
-            mapping's `when` cannot be evaluated on is kept as a rejected item alone
+            through the target's sink: the trigger ingest path, the lease checked again
+            before each write (`Poll._held`; a run that lost it takes back the items it kept
+            for a deleted schedule, `Poll._take_back`); a record `dedupe.by` or the
+            mapping's `when` cannot be evaluated on is kept as a rejected item alone, and
+            remembered by dedupe as the items are (`Poll._unseen`)
     commit  only then the cursor, the remembered ids and the page's digest move, in one
             write fenced by the lease: a runner that lost its lease moves nothing; a commit
             the database failed for a moment is handed back (`uncommitted`), not the page
@@ -61,6 +64,7 @@ from gateway.schedules.calls import (
     page_items,
     page_mark,
     read_page,
+    refused_key,
     request_for,
 )
 from gateway.schedules.sinks import PageSink, compile_target
@@ -210,9 +214,8 @@ class Poll:
         tally.pages += 1
         tally.read += len(items) + len(refused)
         tally.listed += len(records)
-        unread = len(refused)  # records `when` could not read; then those `dedupe.by` could not
-        fresh, ids, fresh_numbers = self._unseen(items, numbers, refused)
-        tally.skipped += len(items) - len(fresh) - (len(refused) - unread)
+        fresh, ids, fresh_numbers, refused, skipped = self._unseen(items, numbers, refused)
+        tally.skipped += skipped
         spec = doc.get("cursor")
         more = page.more if page.more is not None else bool(records)
         if spec is not None and spec.get("step"):
@@ -247,13 +250,27 @@ class Poll:
                 self._revisited(page, records, more)
         if fresh or refused:
             await self._fence()
-        if refused:
-            await self._keep(target, mapping, refused)
-        if fresh:
-            landed = await sink.land(target, fresh, self._origin(), texts, fresh_numbers)
-            tally.written += landed.written
-            tally.rejected += landed.rejected
-            tally.problems += list(landed.problems)[: 5 - len(tally.problems)]
+        try:
+            if refused:
+                await self._keep(target, mapping, refused)
+            if fresh:
+                origin = self._origin()
+                landed = await sink.land(
+                    target, fresh, origin, texts, fresh_numbers, fence=self._held
+                )
+                tally.written += landed.written
+                tally.rejected += landed.rejected
+                tally.problems += list(landed.problems)[: 5 - len(tally.problems)]
+            return await self._move_past(page, page_digest, ids, more)
+        except LeaseLost:
+            await self._take_back()
+            raise
+
+    async def _move_past(
+        self, page: Page, page_digest: str | None, ids: list[str], more: bool
+    ) -> bool:
+        """Commit a landed page (`_commit`); whether to read the next one now."""
+        spec = self._doc.get("cursor")
         if spec is not None and spec.get("step") and not more:
             # Page numbers index a list, not a feed: once it ends, the next run reads it
             # again from its first page (whose items this page's digest must not refuse).
@@ -273,6 +290,22 @@ class Poll:
         until = self._clock() + self._lease
         if not await self._c.store.schedules.renew(self._doc["_id"], self._owner, until):
             raise LeaseLost()
+
+    async def _held(self) -> None:
+        """LeaseLost unless this run still holds the schedule: asked before each write of a
+        page's landing (an item's entity, the fixes, the kept items), so a DELETE or reset
+        answered during the landing stops it there (the writes already in flight end)."""
+        if not await self._c.store.schedules.holds(self._doc["_id"], self._owner):
+            raise LeaseLost()
+
+    async def _take_back(self) -> None:
+        """The run lost its lease during a page's landing or at its commit: if the schedule
+        was deleted, the items this page kept go too. The delete removes the schedule, then
+        its kept items; this keeps them, then looks for the schedule: either finds what the
+        other did."""
+        doc = self._doc
+        if not await self._c.store.schedules.exists(doc["_id"]):
+            await self._c.store.rejected.delete_for_trigger(doc["tenant"], str(doc["_id"]))
 
     async def _commit(self, cursor: Any, page_digest: str | None, ids: list[str]) -> None:
         """Move past a landed page: the cursor (None: it stays), the ids, the digest."""
@@ -342,7 +375,13 @@ class Poll:
                 record = self._c.rejected.record(
                     target, whole, page.answer, scope="body", repeatable=repeatable(mapping)
                 )
-                await self._c.rejected.keep(target, [record])
+                try:  # while the run holds the schedule, and not left behind by its delete
+                    await self._held()
+                    await self._c.rejected.keep(target, [record])
+                    await self._held()
+                except LeaseLost:
+                    await self._take_back()
+                    raise
             raise PollFailure(
                 "mapping",
                 f"the answer does not fit mapping {mapping.name!r}: {exc.detail}",
@@ -357,29 +396,40 @@ class Poll:
 
     def _unseen(
         self, items: list[Any], numbers: list[int], refused: list[Refused]
-    ) -> tuple[list[Any], list[str], list[int]]:
-        """The items not seen before, their ids and their indexes in the partner's list (all
-        items, no ids, without dedupe). An item `dedupe.by` cannot be evaluated on is added
-        to `refused`."""
+    ) -> tuple[list[Any], list[str], list[int], list[Refused], int]:
+        """The items not seen before, their ids, their indexes in the partner's list, the
+        records refused alone not seen before (those `when` could not read, then the items
+        `dedupe.by` cannot be evaluated on), and how many were seen before (all of them, no
+        ids, without dedupe). A refused record is remembered as an item is, by its id, or
+        by its content when it has none (`calls.refused_key`), so it is refused once, not on
+        every run, and once replayed it is not refused again."""
         dedupe = self._doc.get("dedupe")
         if dedupe is None:
-            return items, [], numbers
-        fresh: list[Any] = []
+            return items, [], numbers, refused, 0
         ids: list[str] = []
+
+        def new(key: str | None) -> bool:
+            if key is not None and (key in self._seen or key in ids):
+                return False
+            if key is not None:
+                ids.append(key)
+            return True
+
+        unseen = [each for each in refused if new(refused_key(dedupe["by"], each.record))]
+        fresh: list[Any] = []
         fresh_numbers: list[int] = []
         for item, number in zip(items, numbers, strict=True):
             try:
                 key = item_id(dedupe["by"], item)
             except InvalidPayload as exc:
-                refused.append(Refused(number, item, exc))
+                if new(refused_key(dedupe["by"], item)):
+                    unseen.append(Refused(number, item, exc))
                 continue
-            if key is not None and (key in self._seen or key in ids):
-                continue
-            fresh.append(item)
-            fresh_numbers.append(number)
-            if key is not None:
-                ids.append(key)
-        return fresh, ids, fresh_numbers
+            if new(key):
+                fresh.append(item)
+                fresh_numbers.append(number)
+        skipped = len(items) + len(refused) - len(fresh) - len(unseen)
+        return fresh, ids, fresh_numbers, unseen, skipped
 
     def _revisited(self, page: Page, records: list[Any], more: bool) -> None:
         """PollFailure `loop` (nothing written, the cursor stays) when this run sent the

@@ -47,16 +47,24 @@ _RUN_FIELDS = (
 
 
 # What a reset writes: no cursor (the next call carries `cursor.initial`), no page digest,
-# no runs in a row, and the lease taken from a run in flight: its next page is not landed
-# (`Poll._page` checks the lease first) nor its cursor committed (fenced by the lease), so
-# it cannot put back a cursor of the old definition. The schedule is then free to claim.
+# no runs in a row, no failure streak (its failures came from the cursor it drops, so none
+# of its back-off is kept: the schedule is due at once, `_reset`), and the lease taken from
+# a run in flight: its next page is not landed (`Poll._page` lands it only while the run
+# holds the lease) nor its cursor committed (fenced by the lease), so it cannot put back a
+# cursor of the old definition. The schedule is then free to claim.
 _RESET: Final[Doc] = {
     "cursor_value": None,
     "last_digest": None,
     "runs_in_row": 0,
+    "failures": 0,
     "lease_until": FREE,
 }
 _RESET_UNSET: Final = ("lease_owner",)
+# The members that say which feed the cursor is a position in: the partner's call
+# (`action_id`), the fixed parts of the request that name the feed (`request`: Geotab's
+# `typeName`, Samsara's `types`, a SOAP body's operation) and the cursor itself. A cursor of
+# one of them means nothing to another: a PATCH of one resets.
+READ_BY: Final = frozenset({"cursor", "action_id", "request"})
 
 
 class ScheduleService:
@@ -115,29 +123,37 @@ class ScheduleService:
     ) -> dict[str, Any]:
         """Merge `body` into the definition (objects are replaced whole). The state
         (remembered ids, failures) is kept, and so is the cursor, unless the change is to what
-        it is read by (`cursor`, `action_id`): a cursor of one partner call or kind means
-        nothing to another, so the schedule then starts again from `cursor.initial`
-        (`_RESET`)."""
+        it is read by (`READ_BY`: `cursor`, `action_id`, `request`): a cursor of one partner
+        call, feed or kind means nothing to another, so the schedule then starts again from
+        `cursor.initial`, due at once (`_reset`)."""
         current = await self._doc(tenant, schedule_id)
         fields = await self._checked(tenant, {**_definition(current), **body})
-        fields["updated_at"] = self._clock()
-        unset: tuple[str, ...] = ()
-        if any(fields[name] != current.get(name) for name in ("cursor", "action_id")):
-            fields, unset = {**fields, **_RESET}, _RESET_UNSET
-        doc = await self._store.schedules.update(tenant, schedule_id, current["rev"], fields, unset)
+        now = fields["updated_at"] = self._clock()
+        if any(fields[name] != current.get(name) for name in READ_BY):
+            return await self._reset(tenant, schedule_id, current, {**fields, **_RESET}, now)
+        doc = await self._store.schedules.update(tenant, schedule_id, current["rev"], fields, ())
         if doc is None:
             raise Conflict("the schedule was changed concurrently; retry")
         return self._public(doc)
 
     async def reset(self, tenant: str, schedule_id: str) -> dict[str, Any]:
-        """Start again from `cursor.initial` (`_RESET`); the remembered ids are kept."""
+        """Start again from `cursor.initial`, due at once (`_RESET`); the remembered ids are
+        kept."""
         current = await self._doc(tenant, schedule_id)
-        fields = {**_RESET, "updated_at": self._clock()}
+        now = self._clock()
+        return await self._reset(tenant, schedule_id, current, {**_RESET, "updated_at": now}, now)
+
+    async def _reset(
+        self, tenant: str, schedule_id: str, current: Doc, fields: Doc, now: datetime
+    ) -> dict[str, Any]:
+        """Write `fields` (a reset's among them) and make the schedule due at once."""
+        fields = {**fields, "next_run_at": now}
         doc = await self._store.schedules.update(
             tenant, schedule_id, current["rev"], fields, _RESET_UNSET
         )
         if doc is None:
             raise Conflict("the schedule was changed concurrently; retry")
+        self._on_due()
         return self._public(doc)
 
     async def delete(self, tenant: str, schedule_id: str) -> None:

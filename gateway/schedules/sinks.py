@@ -18,7 +18,7 @@ from gateway.entities import Origin
 from gateway.mapping import DecodedTexts
 from gateway.store import Doc
 from gateway.triggers.compiled import POLLED, CompiledTrigger
-from gateway.triggers.ingest import Ingestor
+from gateway.triggers.ingest import Fence, Ingestor
 
 MAX_PAGE_ITEMS: Final = 10_000
 """Items one page may hold when the answer is itself the list; a list a mapping's `items`
@@ -38,7 +38,8 @@ class PageSink(Protocol):
     the documents the page's texts decoded to while its items were found, read again by the
     items' mapping instead of parsed per item; `numbers`: each item's index in the partner's
     list, which its result and refusal name, as a trigger's would, whatever the mapping's
-    `items: {when}` and the schedule's dedupe left out).
+    `items: {when}` and the schedule's dedupe left out; `fence`: awaited before each write,
+    it raises to stop the landing there, once the run lost its lease).
 
     Raises InvalidPayload when the page as a whole is refused (kept by the sink like a
     refused POST body), and StoreUnavailable when nothing could be written."""
@@ -50,6 +51,7 @@ class PageSink(Protocol):
         origin: Origin,
         texts: DecodedTexts,
         numbers: Sequence[int],
+        fence: Fence,
     ) -> Landed: ...
 
 
@@ -66,9 +68,16 @@ class EntitySink:
         origin: Origin,
         texts: DecodedTexts,
         numbers: Sequence[int],
+        fence: Fence,
     ) -> Landed:
         ingested = await self._ingestor.ingest(
-            target, list(items), origin=origin, picked=True, numbers=numbers, texts=texts
+            target,
+            list(items),
+            origin=origin,
+            picked=True,
+            numbers=numbers,
+            texts=texts,
+            fence=fence,
         )
         return landed_from(ingested.body)
 

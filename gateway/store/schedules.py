@@ -124,6 +124,20 @@ class ScheduleStore(TenantResources):
             )
         return result.matched_count == 1
 
+    async def holds(self, schedule_id: ObjectId, owner: str) -> bool:
+        """Whether `owner` still holds the schedule's lease (a read: asked before each write
+        of a page's landing); False once the schedule is deleted, reset or claimed by
+        another runner."""
+        with translate_errors():
+            found = await self._c.count_documents(
+                {"_id": schedule_id, "lease_owner": owner}, limit=1
+            )
+        return found == 1
+
+    async def exists(self, schedule_id: ObjectId) -> bool:
+        with translate_errors():
+            return await self._c.count_documents({"_id": schedule_id}, limit=1) == 1
+
     async def commit_page(
         self,
         schedule_id: ObjectId,

@@ -15,7 +15,7 @@ from gateway.schemas.compiled import invalid
 MAX_SECRET: Final = 1024
 SIGNED_MODES: Final = ("hmac", "webhook_signature")
 # The members of `auth` a stored secret is keyed by: a change of one is what a kept secret
-# may no longer fit (`kept_secret_problems` points at it).
+# may no longer fit (`rekeyed`; `kept_secret_problems` points at it).
 _KEYED_BY: Final = ("mode", "preset", "secret_encoding")
 
 
@@ -56,16 +56,22 @@ def given_secret_problems(auth: Mapping[str, Any]) -> list[FieldProblem]:
     return secret_problems(auth, auth["secret"], "/auth/secret")
 
 
-def kept_secret_problems(
-    before: Mapping[str, Any], after: Mapping[str, Any], secrets: Sequence[str]
-) -> list[FieldProblem]:
-    """A PATCH that keeps the trigger's live `secrets` under `after`: each must still key
-    it, or the change is refused at the member that changed (with no secret given, the
-    partner's requests would all be refused)."""
+def rekeyed(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The members of `auth` a PATCH changes that a signed trigger's stored secrets are keyed
+    by (`mode`, `preset`, `secret_encoding`). Only such a change has its kept secrets opened
+    and checked (`kept_secret_problems`): a PATCH of anything else (a name, a mapping, the
+    methods) keeps the scheme, and its secrets, as they are."""
     if after.get("mode") not in SIGNED_MODES or scheme_problems(after):
         return []
-    changed = [name for name in _KEYED_BY if before.get(name) != after.get(name)]
-    at = f"/auth/{changed[0]}" if changed else "/auth"
+    return [name for name in _KEYED_BY if before.get(name) != after.get(name)]
+
+
+def kept_secret_problems(
+    after: Mapping[str, Any], at: str, secrets: Sequence[str]
+) -> list[FieldProblem]:
+    """A PATCH that changes the scheme at `at` (`rekeyed`) and keeps the trigger's live
+    `secrets` under `after`: each must still key it, or the change is refused at that member
+    (with no secret given, the partner's requests would all be refused)."""
     for secret in secrets:
         if problems := secret_problems(after, secret, at):
             message = (
@@ -74,6 +80,16 @@ def kept_secret_problems(
             )
             return [FieldProblem(at, message, "secret")]
     return []
+
+
+def unopened_secret_problem(at: str, reason: str) -> FieldProblem:
+    """A scheme change whose kept secret cannot be opened (`reason`: the SecretBoxError's,
+    never the value): whether it fits cannot be known, so the change is refused at `at`."""
+    message = (
+        f"{at}: the trigger's stored secret cannot be opened ({reason}), so it cannot be "
+        "checked against this scheme; give the partner's secret for it in auth.secret, or rotate"
+    )
+    return FieldProblem(at, message, "secret")
 
 
 def check_rotated_secret(auth: Mapping[str, Any], secret: Any) -> None:

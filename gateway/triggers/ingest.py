@@ -18,7 +18,7 @@ the same way (per item in a batch, 207 when one was refused).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
@@ -36,6 +36,15 @@ from gateway.triggers.rejected import RejectedKeeper, repeatable
 
 BATCH_CONCURRENCY: Final = 16
 """Writes of one batch in flight at once (different entities only)."""
+
+Fence = Callable[[], Awaitable[None]]
+"""Awaited before each write of a batch (an entity's, the fixes', the rejected items'): it
+raises to stop the batch there, nothing more written (a schedule's page whose run lost its
+lease: the schedule was deleted or reset, `schedules/poll.py`)."""
+
+
+async def _no_fence() -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,7 @@ class Ingestor:
         numbers: Sequence[int] | None = None,
         texts: DecodedTexts | None = None,
         received: datetime | None = None,
+        fence: Fence = _no_fence,
     ) -> Ingested:
         """Write a parsed payload. A body-level failure raises (kept unless `keep_body` is
         false: a replay updates its own record instead); item failures of a batch are kept
@@ -96,14 +106,14 @@ class Ingestor:
         expression already gave (a schedule's page), `numbers` their indexes in the partner's
         list (None: the payload is that list); `texts`, the documents its texts
         decoded to then, which its items read again; `received`, when the payload first came
-        (a replay's), else now."""
+        (a replay's), else now; `fence`, awaited before each write of a batch."""
         try:
             plan = await self._plan(trigger, payload, picked, texts)
             if numbers is not None:  # a schedule's page, numbered in the partner's list
                 plan = replace(plan, numbers=numbers)
             plan = replace(plan, received=received)
             if trigger.target == "positions" and plan.probe is None:
-                return await self._positions(trigger, plan)
+                return await self._positions(trigger, plan, fence)
             result = None
             if not plan.batch and plan.probe is None:
                 result = await self._pipeline.item(
@@ -120,7 +130,7 @@ class Ingestor:
         if plan.probe is not None:
             return Ingested(200, plan.probe, "probe")
         if result is None:  # a batch: its items' failures are kept and answered one by one
-            return await self._batch(trigger, plan, origin)
+            return await self._batch(trigger, plan, origin, fence)
         return Ingested(
             201 if result.created else 200,
             written(trigger, result),
@@ -157,7 +167,7 @@ class Ingestor:
         )
         return {"status": 201 if result.created else 200, **written(trigger, result)}
 
-    async def _positions(self, trigger: CompiledTrigger, plan: _Plan) -> Ingested:
+    async def _positions(self, trigger: CompiledTrigger, plan: _Plan, fence: Fence) -> Ingested:
         """A position trigger's items: each mapped to a canonical fix, then all appended
         together (gateway/fleet/append.py). One fix answers 201 (200 for a duplicate) or
         raises its 422; a batch answers per item, 207 when any was refused."""
@@ -177,6 +187,7 @@ class Ingestor:
             except InvalidPayload as exc:
                 fix = exc
             items.append(fix)
+        await fence()
         outcomes = await self._appender.append(trigger.tenant, items, trigger.id)
         if not plan.batch:
             (outcome,) = outcomes
@@ -205,6 +216,8 @@ class Ingestor:
             else:
                 status = 200 if outcome.duplicate else 201
                 results.append({"index": plan.index(index), "status": status, **outcome.answer()})
+        if kept:
+            await fence()
         await self._rejected.keep(trigger, kept)
         failed = len(kept)
         duplicates = sum(r.get("duplicate") is True for r in results)
@@ -266,9 +279,11 @@ class Ingestor:
             self._metrics.trigger_batch_items.labels(trigger.id).observe(count)
         return plan
 
-    async def _batch(self, trigger: CompiledTrigger, plan: _Plan, origin: Origin) -> Ingested:
+    async def _batch(
+        self, trigger: CompiledTrigger, plan: _Plan, origin: Origin, fence: Fence
+    ) -> Ingested:
         """Prepare every item, then write: items of one entity in order, different entities
-        concurrently (at most BATCH_CONCURRENCY writes in flight)."""
+        concurrently (at most BATCH_CONCURRENCY writes in flight), each once `fence` let it."""
         results: list[dict[str, Any] | None] = [None] * len(plan.items)
         kept: list[Doc] = []  # rejected items, stored together once the batch is done
 
@@ -310,6 +325,7 @@ class Ingestor:
         async def write_lane(lane: list[tuple[int, Prepared]]) -> None:
             for index, prepared in lane:
                 async with gate:
+                    await fence()
                     try:
                         result = await self._pipeline.write(trigger, prepared, origin)
                     except (InvalidPayload, Conflict) as exc:
@@ -329,6 +345,8 @@ class Ingestor:
                     group.create_task(write_lane(lane))
         except ExceptionGroup as group:
             raise group.exceptions[0] from None
+        if kept:
+            await fence()
         await self._rejected.keep(trigger, kept)
         return _answer([r for r in results if r is not None])
 

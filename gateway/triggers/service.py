@@ -19,7 +19,7 @@ from typing import Any, Final
 from gateway.auth import partner_hmac
 from gateway.auth.keyring import KeyRing
 from gateway.auth.partner_jwt import Fetch
-from gateway.auth.secretbox import SecretBox
+from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.auth.tokens import issue_trigger_token
 from gateway.auth.webhook_signature import generate_secret
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
@@ -32,6 +32,8 @@ from gateway.triggers.hmac_secrets import (
     check_rotated_secret,
     given_secret_problems,
     kept_secret_problems,
+    rekeyed,
+    unopened_secret_problem,
 )
 from gateway.triggers.reading import hidden_requirements
 from gateway.triggers.spec import (
@@ -149,9 +151,14 @@ class TriggerService:
                 fresh = {**new, "auth": {**new["auth"], "secrets": []}}
                 self._issue(fresh, now, given=given)
                 secrets = fresh["auth"]["secrets"]
-            else:  # the secrets kept must still key the scheme, as a given one must
-                kept = [secret for secret, _ in open_secrets(doc, self._box)]
-                if problems := kept_secret_problems(doc["auth"], spec.get("auth") or {}, kept):
+            elif changed := rekeyed(doc["auth"], after := spec.get("auth") or {}):
+                # the secrets kept must still key the changed scheme, as a given one must
+                at = f"/auth/{changed[0]}"
+                try:
+                    kept = [secret for secret, _ in open_secrets(doc, self._box)]
+                except SecretBoxError as exc:
+                    raise invalid("trigger", [unopened_secret_problem(at, exc.detail)]) from None
+                if problems := kept_secret_problems(after, at, kept):
                     raise invalid("trigger", problems)
             changes["auth"] = {**new["auth"], "secrets": secrets}
             return changes, True

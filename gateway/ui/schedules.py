@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway import paging
 from gateway.actions.definitions import public_action
 from gateway.errors import InvalidPayload, NotFound
+from gateway.schedules.service import READ_BY
 from gateway.schemas import ENTITY_TYPES
 from gateway.ui import choices
 from gateway.ui.forms import (
@@ -171,7 +172,9 @@ async def update_schedule(request: web.Request) -> web.Response:
             await schedules.update(tenant, current["id"], body)
     except InvalidPayload as exc:
         return await _form(request, Form(values).refuse(exc, FIELDS), current, status=422)
-    return redirect(f"/admin/schedules/{current['id']}", flash="schedules.saved")
+    # A change of what names the feed starts it again (ScheduleService.update).
+    saved = "schedules.saved_reset" if READ_BY & set(body) else "schedules.saved"
+    return redirect(f"/admin/schedules/{current['id']}", flash=saved)
 
 
 async def pause_schedule(request: web.Request) -> web.Response:

@@ -119,7 +119,8 @@ async def get_schedule(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Change a schedule (members replaced whole; the cursor is kept)",
+    "Change a schedule (members replaced whole; a change of cursor, action_id or request "
+    "resets it, else the cursor is kept)",
     tag="schedules",
     request={"type": "object"},
     response=SCHEDULE,
@@ -152,7 +153,8 @@ async def resume_schedule(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Reset a schedule's cursor: the next run starts from cursor.initial (remembered ids kept)",
+    "Reset a schedule: due at once from cursor.initial, its failure streak forgotten "
+    "(remembered ids kept)",
     tag="schedules",
     response=SCHEDULE,
     errors=(409,),
