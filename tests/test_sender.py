@@ -808,6 +808,30 @@ async def test_no_file_descriptor_left_is_the_gateways_own_hold_not_a_partner_fa
     assert (await sender.send(post(receiver.url()), partner_id="erp", guard=guard)).status == 200
 
 
+async def test_no_file_descriptor_at_the_token_fetch_is_the_same_five_second_hold(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """An OAuth2 partner's call opens its first connection to fetch the token: out of file
+    descriptors there, the call is held `overloaded` 5 s, as any other (not 1 s), and the
+    token endpoint is not taken to have asked for a wait (the next call asks it)."""
+    tokens, partner = await make_receiver(), await make_receiver()
+    tokens.respond_with(json_body=token("t1"))
+    auth = build_auth(oauth(tokens.url("/token")))
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (0, hard))
+    try:
+        held = await sender.send(post(partner.url()), partner_id="erp", guard=guard, auth=auth)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (held.error, held.sent) == ("overloaded", False), held.message
+    assert held.hold is not None and held.hold.seconds == 5
+    assert guard.breaker.state is BreakerState.CLOSED
+    sent = await sender.send(post(partner.url()), partner_id="erp", guard=guard, auth=auth)
+    assert sent.status == 200
+    assert len(tokens.requests) == 1
+
+
 # URLs.
 
 

@@ -366,8 +366,11 @@ class Sender:
         # As an Applied, the client's Basic credentials are also redacted from messages.
         outcome = await self._exchange(token_request, Applied(headers=headers))
         if outcome.status is None:
+            # Held by our own capacity (`overloaded`), its hold's length goes with it.
             kind = outcome.error or "auth_failed"
-            raise TokenFetchFailed(f"token endpoint: {outcome.message}", kind=kind)
+            raise TokenFetchFailed(
+                f"token endpoint: {outcome.message}", kind=kind, retry_after=outcome.retry_in
+            )
         return TokenResponse(
             outcome.status,
             outcome.json_body if outcome.is_json else None,
