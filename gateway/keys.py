@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.config import ConfigError
+from gateway.errors import StoreUnavailable
 from gateway.store import Store
 from gateway.store.sealed import Resealed, reseal, sample
 
@@ -52,7 +53,11 @@ async def check_secret_key(store: Store, box: SecretBox) -> None:
     the check: the first process to start is not trusted for its key. A ConfigError naming
     GATEWAY_SECRET_KEY when none of its keys does: such a process would fail every stored
     secret, and seal new ones that the other processes cannot open."""
-    for _ in range(2):  # a check stored by another process meanwhile is read again
+    # A check stored or sealed again by another process meanwhile is read again: the store
+    # and the re-seal are compare-and-sets, so of two processes starting at once with
+    # different new keys only one seals the check; the other reads it again, under a key it
+    # lacks, and stops here.
+    for _ in range(_KEY_CHECK_READS):
         sealed = await store.key_check.sealed()
         if sealed is None:
             stored = await sample(store.db)
@@ -78,6 +83,15 @@ async def check_secret_key(store: Store, box: SecretBox) -> None:
                 "(while rotating it, `<new>,<old>`), or what the others sealed (partner "
                 "credentials, signing secrets) cannot be opened here (docs/security.md)"
             ) from None
-        if older:
-            await store.key_check.replace(sealed, box.rotate(sealed))
+        if older and not await store.key_check.replace(sealed, box.rotate(sealed)):
+            continue
         return
+    raise StoreUnavailable(
+        f"the key check changed {_KEY_CHECK_READS} times while this process read it; "
+        "checked again later"
+    )
+
+
+_KEY_CHECK_READS = 5
+"""Reads of the key check at a start before giving up for now (each a race lost to another
+process starting at the same time)."""

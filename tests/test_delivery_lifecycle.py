@@ -26,7 +26,7 @@ from gateway.delivery import recording
 from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import StoreUnavailable
 from gateway.formats.json_tree import ANSWER_DEPTH
-from gateway.keys import check_secret_key
+from gateway.keys import check_secret_key, key_still_opens
 from gateway.server_clock import ServerClock
 from gateway.services import Background, Services, open_services
 from gateway.web.state import services_key
@@ -809,6 +809,39 @@ async def test_a_wrong_key_first_to_start_after_the_upgrade_is_refused_not_trust
     await start(SECRET_KEY)  # seals the check under the key of the stored secrets
     with pytest.raises(ConfigError, match="GATEWAY_SECRET_KEY: none of its keys opens the key"):
         await start(OTHER_KEY)
+
+
+async def test_two_processes_starting_at_once_with_different_new_keys_do_not_both_start(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling restart starts two processes at once, each given `<new>,<old>` with a new
+    key of its own (generated per host): both read the check under the old key before
+    either seals it again. Only one re-seal lands (a compare-and-set); the other process
+    reads the check again, finds it under a key it lacks, and does not start: a started
+    process always holds a key that opens the check."""
+    store = client.app[services_key].store
+    read = store.key_check.sealed
+    reads: list[str | None] = []
+    both_read = asyncio.Event()
+
+    async def read_in_step() -> str | None:
+        value = await read()
+        reads.append(value)
+        if len(reads) == 2:
+            both_read.set()
+        await asyncio.wait_for(both_read.wait(), 5)
+        return value
+
+    monkeypatch.setattr(store.key_check, "sealed", read_in_step)
+    boxes = [SecretBox(KeyRing([new, SECRET_KEY])) for new in (NEW_KEY, OTHER_KEY)]
+    results = await asyncio.gather(
+        *(check_secret_key(store, box) for box in boxes), return_exceptions=True
+    )
+    [started] = [box for box, result in zip(boxes, results, strict=True) if result is None]
+    [refused] = [result for result in results if result is not None]
+    assert isinstance(refused, ConfigError), refused
+    monkeypatch.setattr(store.key_check, "sealed", read)
+    assert await key_still_opens(store, started)
 
 
 async def test_a_secret_that_does_not_open_hands_the_delivery_back_instead_of_parking_it(
