@@ -22,7 +22,7 @@ from pytest_aiohttp import AiohttpServer
 from gateway.errors import InvalidPayload
 from gateway.formats.json_tree import ANSWER_DEPTH
 from gateway.outbound import sender as sender_module
-from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard
+from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard, PartnerGuards
 from gateway.outbound.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
 from gateway.outbound.sender import OutboundRequest, Sender, signed_headers
 from gateway.outbound.ssrf import OutboundBlocked, OutboundPolicy
@@ -785,6 +785,82 @@ async def test_concurrency_gate_limits_requests_in_flight(
     assert (await slow).status == 200
     assert (await sender.send(post(receiver.url()), partner_id="erp", guard=guard)).status == 200
     assert len(receiver.requests) == 2
+
+
+@pytest.fixture
+async def small_sender() -> AsyncIterator[Sender]:
+    """A process whose outbound capacity is 4 requests in flight (one partner: 2 of them)."""
+    async with Sender(LOCAL, connect_timeout=1, connections=4) as s:
+        yield s
+
+
+async def _filled(
+    sender: Sender, receiver: Receiver, guard: PartnerGuard, partner_id: str, n: int
+) -> list[asyncio.Task[Any]]:
+    """`n` calls of `partner_id` stalled at the receiver, holding their places."""
+    before = len(receiver.requests)
+    calls = [
+        asyncio.create_task(
+            sender.send(post(receiver.url("/slow"), timeout=30), partner_id=partner_id, guard=guard)
+        )
+        for _ in range(n)
+    ]
+    while len(receiver.requests) < before + n:
+        await asyncio.sleep(0.01)
+    return calls
+
+
+async def test_a_partner_re_saved_while_its_calls_are_in_flight_keeps_to_its_share(
+    small_sender: Sender, receiver: Receiver
+) -> None:
+    """New settings give a partner a new guard, but the same gate, resized: the calls in
+    flight under the old settings still count, so re-saving a slow partner does not give it
+    another share of the process's capacity (half of it), and another partner's call goes."""
+    guards = PartnerGuards(share=2)
+    receiver.respond_with(stall=True, times=2)
+    first = guards.get("slow", GuardSettings(max_concurrency=1000, max_wait=0.3))
+    calls = await _filled(small_sender, receiver, first, "slow", 2)
+    second = guards.get("slow", GuardSettings(max_concurrency=999, max_wait=0.3))
+    assert second is not first and second.concurrency == 2
+    more = await small_sender.send(post(receiver.url("/slow")), partner_id="slow", guard=second)
+    assert (more.error, more.sent) == ("rate_limited", False), more.message
+    other = guards.get("other", GuardSettings(max_wait=0.3))
+    answered = await small_sender.send(post(receiver.url()), partner_id="other", guard=other)
+    receiver.release.set()
+    await asyncio.gather(*calls)
+    assert answered.status == 200, answered.message
+    assert len(receiver.requests) == 3
+
+
+async def test_calls_waiting_at_a_partners_gate_behind_our_full_capacity_are_held_as_ours(
+    small_sender: Sender, receiver: Receiver
+) -> None:
+    """The capacity full (two slow partners), calls to partner P (`max_concurrency: 1`,
+    nothing in flight to it) queue at P's gate behind one waiting for our capacity: each is
+    the gateway's `overloaded`, never `rate_limited` "requests already in flight to P"."""
+    guards = PartnerGuards(share=2)
+    receiver.respond_with(stall=True, times=4)
+    calls: list[asyncio.Task[Any]] = []
+    for pid in ("s1", "s2"):
+        guard = guards.get(pid, GuardSettings(max_concurrency=1000, max_wait=0.3))
+        calls += await _filled(small_sender, receiver, guard, pid, 2)
+    p = guards.get("p", GuardSettings(max_concurrency=1, max_wait=0.3))
+    queued = []
+    for _ in range(3):
+        queued.append(
+            asyncio.create_task(
+                small_sender.send(post(receiver.url("/p")), partner_id="p", guard=p)
+            )
+        )
+        await asyncio.sleep(0.02)
+    outcomes = await asyncio.gather(*queued)
+    receiver.release.set()
+    await asyncio.gather(*calls)
+    assert [(o.error, o.sent) for o in outcomes] == [("overloaded", False)] * 3, [
+        o.message for o in outcomes
+    ]
+    assert all(o.hold is not None and o.hold.seconds == 5 for o in outcomes)
+    assert len(receiver.requests) == 4
 
 
 async def test_no_file_descriptor_left_is_the_gateways_own_hold_not_a_partner_failure(

@@ -33,7 +33,7 @@ from gateway.formats import is_xml as is_xml_type
 from gateway.formats.charsets import storable, utf8_json
 from gateway.formats.headers import reserved_in, reserved_message
 from gateway.formats.json_tree import ANSWER_DEPTH, json_depth_exceeds, loads_exact
-from gateway.outbound.breaker import BreakerState, PartnerGuard
+from gateway.outbound.breaker import BreakerState, Gate, PartnerGuard
 from gateway.outbound.connection import Connector, declared_body
 from gateway.outbound.partner_auth import (
     NO_AUTH,
@@ -262,6 +262,8 @@ class Sender:
                 "rate_limited", f"over the rate limit for partner {partner_id}", limiter.delay()
             )
         if not await _enter(guard.gate, max_wait):
+            if guard.gate.awaiting_capacity:  # its places wait for ours, not for the partner
+                return self._overloaded()
             # A slot frees when a request in flight ends: within the partner's timeout.
             return _not_sent(
                 "rate_limited",
@@ -284,19 +286,30 @@ class Sender:
         for at most max_wait seconds: a wait for our own resources, which the partner's
         timeout (starting after it) does not count. Still full then, it is not sent, held as
         `overloaded`: ours, not the partner's (no failure of it, nor an attempt)."""
-        if not await _enter(self._capacity, max_wait):
-            return _not_sent(
-                "overloaded",
-                f"this gateway process has {self._connections} requests to partners in "
-                "flight, its limit (GATEWAY_OUTBOUND_CONNECTIONS)",
-                _BUSY_RETRY,
-            )
+        gate = None if guard is None else guard.gate
+        if gate is not None:
+            gate.awaiting_capacity += 1
+        try:
+            admitted = await _enter(self._capacity, max_wait)
+        finally:
+            if gate is not None:
+                gate.awaiting_capacity -= 1
+        if not admitted:
+            return self._overloaded()
         try:
             if guard is None:
                 return await self._send_with_auth(request, auth)
             return await self._send_through_breaker(request, guard, auth)
         finally:
             self._capacity.release()
+
+    def _overloaded(self) -> Outcome:
+        return _not_sent(
+            "overloaded",
+            f"this gateway process has {self._connections} requests to partners in "
+            "flight, its limit (GATEWAY_OUTBOUND_CONNECTIONS)",
+            _BUSY_RETRY,
+        )
 
     async def _send_through_breaker(
         self, request: OutboundRequest, guard: PartnerGuard, auth: PartnerAuth
@@ -569,9 +582,9 @@ def _with_members(body: bytes | None, members: Sequence[tuple[Sequence[str], Any
     return orjson.dumps(document)
 
 
-async def _enter(gate: asyncio.Semaphore, max_wait: float) -> bool:
-    """Take a place in the partner's concurrency gate within max_wait seconds (a free gate
-    is taken at once, without arming a timer)."""
+async def _enter(gate: Gate | asyncio.Semaphore, max_wait: float) -> bool:
+    """Take a place in a partner's gate, or the process's capacity, within max_wait seconds
+    (a free one is taken at once, without arming a timer)."""
     if not gate.locked():
         return await gate.acquire()
     try:
