@@ -262,7 +262,9 @@ class Sender:
                 "rate_limited", f"over the rate limit for partner {partner_id}", limiter.delay()
             )
         if not await _enter(guard.gate, max_wait):
-            if guard.gate.awaiting_capacity:  # its places wait for ours, not for the partner
+            if guard.gate.awaiting_capacity or self._capacity.locked():
+                # Its places wait for our capacity, or would: the wait is ours, not the
+                # partner's.
                 return self._overloaded()
             # A slot frees when a request in flight ends: within the partner's timeout.
             return _not_sent(
