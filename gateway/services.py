@@ -14,7 +14,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 
 from gateway import __version__
@@ -52,7 +51,7 @@ from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
 from gateway.flows.service import FlowService
 from gateway.flows.starter import FlowStarter
-from gateway.keys import check_secret_key, key_still_opens
+from gateway.keys import StoredSecrets, check_secret_key
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
@@ -93,6 +92,8 @@ class Services:
     metrics: Metrics
     keyring: KeyRing
     box: SecretBox  # seals and opens every stored secret (refuses to seal: `start_once_checked`)
+    # What a stored secret that does not open for a send is: this process's key, or damage.
+    secrets: StoredSecrets
     schemas: SchemaRegistry
     store: Store
     kinds: KindService
@@ -204,6 +205,7 @@ def _assemble(
     entities = EntityService(store, schemas, kinds, relay_doorbell)
     mappings = MappingService(store, schemas, entities, kinds)
     catalog = Catalog(store, box, metrics)
+    secrets = StoredSecrets(store, box, metrics)
     guards = partner_guards(metrics, share=settings.outbound_connections // 2)
     notify = assemble_notify(
         store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds, metrics
@@ -215,7 +217,7 @@ def _assemble(
         guards,
         mappings,
         metrics,
-        key_proven=partial(key_still_opens, store, box),
+        secrets=secrets,
         settings=_worker_settings(settings),
         senders={DeliveryKind.NOTIFICATION: notify.notification_sender},
     )
@@ -229,6 +231,7 @@ def _assemble(
         guards,
         entities,
         metrics,
+        secrets,
         settings=_runner_settings(settings),
         on_deliveries=worker.notify,
     )
@@ -256,6 +259,7 @@ def _assemble(
             keeper,
             metrics,
             settings.max_body_bytes,
+            secrets,
         ),
         settings=RunnerSettings(
             lease_seconds=settings.schedule_lease_seconds,
@@ -278,6 +282,7 @@ def _assemble(
         metrics=metrics,
         keyring=ring,
         box=box,
+        secrets=secrets,
         schemas=schemas,
         store=store,
         kinds=kinds,

@@ -917,10 +917,10 @@ async def test_a_damaged_partner_secret_fails_its_delivery_naming_it_and_the_que
         vehicle = await create_vehicle(client)
         await _odometer(client, vehicle, 5)
 
-        with caplog.at_level(logging.ERROR, logger="gateway.delivery.worker"):
-            assert await _deliver(client, worker) == Counter(failed=1, succeeded=1)
+        with caplog.at_level(logging.ERROR, logger="gateway.keys"):
+            assert await _deliver(client, worker) == Counter(secret_damaged=1, succeeded=1)
             await _odometer(client, vehicle, 6)
-            assert await _deliver(client, worker) == Counter(failed=1, succeeded=1)
+            assert await _deliver(client, worker) == Counter(secret_damaged=1, succeeded=1)
             clock.advance(3600)
             assert await worker.run_until_idle() == Counter()  # nothing handed back
 
@@ -938,6 +938,51 @@ async def test_a_damaged_partner_secret_fails_its_delivery_naming_it_and_the_que
     metrics = await (await client.get("/metrics")).text()
     assert f'gateway_damaged_secrets_total{{secret="partner:{pid}:auth"}} 2.0' in metrics
     assert 'outcome="key_refused"' not in metrics
+
+
+async def test_a_disabled_partners_damaged_secret_fails_its_backlog_at_its_probe(
+    client: Client, partner: Partner, worker: DeliveryWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A partner disabled after failing, whose deliveries only its probe reaches, and whose
+    stored credentials are then found damaged: the probe fails its backlog, named, logged
+    and counted, and housekeeping goes on (its probe raised, every round, and the
+    deliveries stayed pending for ever)."""
+    setup = await _subscribed(client, partner)
+    services = client.app[services_key]
+    partners = services.store.db["partners"]
+    pid = setup["partner"]["id"]
+    vehicle = await create_vehicle(client)
+    await _odometer(client, vehicle, 5)
+    await _odometer(client, vehicle, 6)
+    await services.relay.run_until_idle()
+    now = worker.clock()
+    sealed = (await partners.find_one({"_id": ObjectId(pid)}))["auth_sealed"]
+    altered = sealed[:60] + ("B" if sealed[60] == "A" else "A") + sealed[61:]
+    await partners.update_one(
+        {"_id": ObjectId(pid)},
+        {
+            "$set": {
+                "auth_sealed": altered,
+                "status": "disabled",
+                "disabled_at": now - timedelta(hours=1),
+                "failing_since": now - timedelta(hours=80),
+                "probe_at": now - timedelta(seconds=1),
+            },
+            "$inc": {"rev": 1},
+        },
+    )
+    with caplog.at_level(logging.ERROR):
+        await worker.housekeeping()
+    assert [r for r in caplog.records if "housekeeping failed" in r.getMessage()] == []
+    failed = await _deliveries(client, status="failed")
+    assert len(failed) == 2 and await _deliveries(client, status="pending") == []
+    for each in failed:
+        assert each["last_error"].startswith(f"stored secret damaged: partner 'ERP' ({pid})")
+    metrics = await (await client.get("/metrics")).text()
+    assert f'gateway_damaged_secrets_total{{secret="partner:{pid}:auth"}} 2.0' in metrics, [
+        m for m in metrics.splitlines() if "damaged_secrets_total{" in m
+    ]
+    assert partner.requests == []
 
 
 async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_seals_nothing(
