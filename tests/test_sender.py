@@ -5,6 +5,8 @@ import hashlib
 import hmac
 import json
 import resource
+import socket
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -906,6 +908,110 @@ async def test_no_file_descriptor_at_the_token_fetch_is_the_same_five_second_hol
     sent = await sender.send(post(partner.url()), partner_id="erp", guard=guard, auth=auth)
     assert sent.status == 200
     assert len(tokens.requests) == 1
+
+
+async def test_no_file_descriptor_to_resolve_a_host_name_is_the_gateways_own_hold(
+    make_receiver: MakeReceiver,
+) -> None:
+    """Every real partner has a host name: out of file descriptors, its lookup fails first
+    (glibc answers "Name or service not known": it cannot open /etc/hosts nor a socket).
+    That is the gateway's `overloaded` hold too, not a `connect` failure of the partner."""
+    receiver = await make_receiver()
+    port = receiver.server.port  # type: ignore[union-attr]
+    policy = OutboundPolicy.from_entries(["127.0.0.1", "localhost"])
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    async with Sender(policy, connect_timeout=1) as sender:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (0, hard))
+        try:
+            held = await sender.send(
+                post(f"http://localhost:{port}/hook"), partner_id="erp", guard=guard
+            )
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert (held.error, held.sent) == ("overloaded", False), held.message
+        assert held.hold is not None and held.hold.seconds == 5
+        assert guard.breaker.state is BreakerState.CLOSED and receiver.requests == []
+        sent = await sender.send(
+            post(f"http://localhost:{port}/hook"), partner_id="erp", guard=guard
+        )
+        assert sent.status == 200, sent.message
+
+
+def _name_server(monkeypatch: pytest.MonkeyPatch, slow: float = 3.0) -> None:
+    """Names `slow*` take `slow` seconds and do not resolve (a name server that does not
+    answer); `fast.test` resolves at once to 127.0.0.1."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.startswith("slow"):
+            time.sleep(slow)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if host == "fast.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port)))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+SLOW_NAMES = [f"slow{i}.tenant-a.test" for i in range(6)]
+NAMES = OutboundPolicy.from_entries(["127.0.0.1", "fast.test", *SLOW_NAMES])
+
+
+def _slow_calls(sender: Sender, port: int, names: list[str]) -> list[asyncio.Task[Any]]:
+    return [
+        asyncio.create_task(
+            sender.send(
+                OutboundRequest("GET", f"http://{name}:{port}/", timeout=10),
+                partner_id=name,
+                guard=PartnerGuard.build(GuardSettings()),
+            )
+        )
+        for name in names
+    ]
+
+
+async def test_another_tenants_slow_names_do_not_make_a_healthy_partner_time_out(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tenant A's partners' names resolve slowly (as many as the loop's default executor
+    has threads): tenant B's partner, whose name resolves at once, answers within its 2 s
+    (its lookup waited behind theirs, inside its timeout, and it was blamed: `timeout`)."""
+    _name_server(monkeypatch)
+    port = receiver.server.port  # type: ignore[union-attr]
+    async with Sender(NAMES) as sender:
+        slow = _slow_calls(sender, port, SLOW_NAMES)
+        await asyncio.sleep(0.2)
+        guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+        fast = OutboundRequest("GET", f"http://fast.test:{port}/", timeout=2)
+        outcome = await sender.send(fast, partner_id="b", guard=guard)
+        failed = await asyncio.gather(*slow)
+    assert outcome.status == 200, outcome.message
+    # A slow name is its own partner's failure, within its timeout: `connect`, sent.
+    assert {(o.error, o.sent) for o in failed} == {("connect", True)}, [o.message for o in failed]
+
+
+async def test_every_resolver_thread_taken_is_the_gateways_overloaded_not_a_partner_timeout(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process's resolver threads all taken by slow names, a healthy partner's lookup
+    waits for one no longer than its wait for our resources (`max_wait`), before its timeout
+    starts: held `overloaded`, its breaker untouched, never `timeout`."""
+    _name_server(monkeypatch)
+    port = receiver.server.port  # type: ignore[union-attr]
+    async with Sender(NAMES, resolver_threads=2) as sender:
+        slow = _slow_calls(sender, port, SLOW_NAMES[:2])
+        await asyncio.sleep(0.2)
+        guard = PartnerGuard.build(GuardSettings(breaker_threshold=1, max_wait=0.5))
+        fast = OutboundRequest("GET", f"http://fast.test:{port}/", timeout=2)
+        started = time.monotonic()
+        held = await sender.send(fast, partner_id="b", guard=guard)
+        took = time.monotonic() - started
+        await asyncio.gather(*slow)
+        assert (held.error, held.sent) == ("overloaded", False), held.message
+        assert "name lookups" in (held.message or "") and took < 1.5
+        assert guard.breaker.state is BreakerState.CLOSED and receiver.requests == []
+        assert (await sender.send(fast, partner_id="b", guard=guard)).status == 200
 
 
 # URLs.
