@@ -57,6 +57,7 @@ from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind
 from gateway.notify.wiring import NotifyServices, assemble_flow_runtime, assemble_notify
+from gateway.outbound import open_files
 from gateway.outbound.breaker import PartnerGuards, RateLimits
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
@@ -154,6 +155,7 @@ async def open_services(
     ring = KeyRing.from_secret(load_secret_key(settings, generate=not attach))
     schemas = SchemaRegistry.load(settings.schema_dir or default_schema_dir())
     policy = OutboundPolicy.from_entries(settings.outbound_allow)
+    open_files.raise_for(settings.outbound_connections)
     async with (
         open_store(settings, mongodb_uri or settings.mongodb_uri, attach=attach) as store,
         Sender(policy, connections=settings.outbound_connections) as sender,
