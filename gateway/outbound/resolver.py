@@ -12,8 +12,8 @@ out, blamed for it. Here:
   never the partner's;
 - one lookup per name at a time: concurrent calls to a partner share it;
 - the sender resolves a partner's host before the partner's timeout starts (`Sender`), the
-  lookup itself bounded by that timeout; its answer (or failure) is kept `_FRESH` seconds for
-  the connection that follows;
+  lookup itself bounded by that timeout; its answer (or the name's failure) is kept `_FRESH`
+  seconds, for the connection that follows and the calls after it;
 - a lookup that fails while this process has no file descriptor left (glibc then answers
   "Name or service not known": it cannot open /etc/hosts nor a socket) is `EMFILE`, the
   sender's `overloaded`, not the partner's `connect` failure.
@@ -22,6 +22,7 @@ out, blamed for it. Here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import errno
 import os
@@ -105,7 +106,7 @@ class PartnerResolver(AbstractResolver):
             socket.getaddrinfo, host, port, family, socket.SOCK_STREAM, 0, _AI_ADDRCONFIG
         )
         # The place is the thread's until getaddrinfo returns, whoever stopped waiting for it.
-        work.add_done_callback(lambda _: loop.call_soon_threadsafe(self._places.release))
+        work.add_done_callback(lambda _: _call_soon(loop, self._places.release))
         try:
             infos = await asyncio.wrap_future(work)
         except OSError as exc:  # socket.gaierror included
@@ -137,6 +138,12 @@ _KEPT: Final = 1000
 """Names kept before the stale ones are dropped."""
 _AI_ADDRCONFIG: Final = socket.AI_ADDRCONFIG & getattr(socket, "AI_MASK", socket.AI_ADDRCONFIG)
 _NUMERIC: Final = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """`callback` run on `loop` from a resolver thread, unless the loop closed meanwhile."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
 
 
 def _ours(exc: OSError) -> bool:
