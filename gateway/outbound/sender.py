@@ -26,7 +26,6 @@ import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver
 from aiohttp.helpers import is_ip_address
-from yarl import URL
 
 # Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
 from gateway.auth.webhook_signature import signed_headers as signed_headers
@@ -334,9 +333,9 @@ class Sender:
         if self._resolver is None:
             return None
         try:
-            url = URL(request.url)
-        except ValueError:
-            return None  # refused as it is sent (`_exchange`)
+            url = self._policy.check_url(request.url)
+        except (OutboundBlocked, ValueError):
+            return None  # refused as it is sent (`_exchange`), no name looked up
         host, port = url.raw_host, url.port
         if host is None or port is None or is_ip_address(host):
             return None  # no lookup: aiohttp connects to an address as it is
