@@ -692,20 +692,28 @@ async def test_a_push_whose_partner_secret_is_damaged_fails_named_logged_and_cou
     client: Client, fcm: Fcm, caplog: pytest.LogCaptureFixture
 ) -> None:
     """This process's key opens the key check, the FCM partner's credentials open under no
-    key: the push fails naming the partner and its secret, logged at ERROR, counted."""
-    await _push_setup(client, fcm, ["tok-1"])
+    key: the push fails naming the partner and its secret, logged at ERROR, counted; its
+    cooldown is given back (nothing was sent), so the next alert is not suppressed."""
+    await push_channel(client, fcm)
+    await _templates(client)
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["tok-1"]})
+    driver = [{"driver": {"from": '`{"cpf": "52998224725"}`'}}]
+    await _flow(client, "push", driver, cooldown={"key": "'new-vehicles'", "seconds": 600})
     pid = await _damage(client, "partners", "FCM", "auth_sealed")
-    await _vehicle(client)
     with caplog.at_level(logging.ERROR, logger="gateway.keys"):
-        await drain(client.app[services_key])
-    (failed,) = await _deliveries(client, "?status=failed")
-    assert failed["last_error"].startswith(f"stored secret damaged: partner 'FCM' ({pid})")
-    assert "save the secret again, then replay the delivery" in failed["last_error"]
+        for plate in ("ABC1D23", "BRA2E19"):
+            await _vehicle(client, plate)
+            await drain(client.app[services_key])
+    failed = await _deliveries(client, "?status=failed")
+    assert len(failed) == 2 and await _deliveries(client, "?status=suppressed") == []
+    for each in failed:
+        assert each["last_error"].startswith(f"stored secret damaged: partner 'FCM' ({pid})")
+        assert "save the secret again, then replay the delivery" in each["last_error"]
     assert [r.levelno for r in caplog.records if "stored secret damaged" in r.getMessage()] == [
         logging.ERROR
     ]
     assert await _damaged_metric(client) == [
-        f'gateway_damaged_secrets_total{{secret="partner:{pid}:auth"}} 1.0'
+        f'gateway_damaged_secrets_total{{secret="partner:{pid}:auth"}} 2.0'
     ]
     assert fcm.messages == []
 
