@@ -14,6 +14,7 @@
     │   └── UnsupportedContentCoding  415  a Content-Encoding we cannot decode (names those we can)
     ├── InvalidPayload                422  schema, identifier or mapping failure (carries problems)
     ├── RateLimited                   429  (carries retry_after)
+    ├── SecretDamaged                 500  a stored secret a send needs is damaged (keys.py)
     ├── PartnerError                  502  a partner answered badly or not at all
     ├── PartnerTimeout                504
     └── Unavailable                   503  not ready to serve (carries retry_after)
@@ -176,6 +177,14 @@ class RateLimited(GatewayError):
     def __init__(self, detail: str = "", *, retry_after: int = 1, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.retry_after = retry_after
+
+
+class SecretDamaged(GatewayError):
+    """A stored secret a send needs does not open, though this process's GATEWAY_SECRET_KEY
+    opens the gateway's key check: the secret is at fault, not the key (`keys.StoredSecrets`);
+    saved again, it works."""
+
+    status, title, slug = 500, "Stored secret damaged", "secret-damaged"
 
 
 class PartnerError(GatewayError):

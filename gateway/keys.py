@@ -5,10 +5,16 @@ process's start, that its keys open what the others sealed (`check_secret_key`).
 
 from __future__ import annotations
 
+import logging
+
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.config import ConfigError
+from gateway.errors import KeyRefused, SecretDamaged, StoreUnavailable
+from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.store.sealed import Resealed, reseal, sample
+
+log = logging.getLogger(__name__)
 
 
 async def reseal_secrets(store: Store, box: SecretBox, *, dry_run: bool = False) -> Resealed:
@@ -52,7 +58,11 @@ async def check_secret_key(store: Store, box: SecretBox) -> None:
     the check: the first process to start is not trusted for its key. A ConfigError naming
     GATEWAY_SECRET_KEY when none of its keys does: such a process would fail every stored
     secret, and seal new ones that the other processes cannot open."""
-    for _ in range(2):  # a check stored by another process meanwhile is read again
+    # A check stored or sealed again by another process meanwhile is read again: the store
+    # and the re-seal are compare-and-sets, so of two processes starting at once with
+    # different new keys only one seals the check; the other reads it again, under a key it
+    # lacks, and stops here.
+    for _ in range(_KEY_CHECK_READS):
         sealed = await store.key_check.sealed()
         if sealed is None:
             stored = await sample(store.db)
@@ -78,6 +88,63 @@ async def check_secret_key(store: Store, box: SecretBox) -> None:
                 "(while rotating it, `<new>,<old>`), or what the others sealed (partner "
                 "credentials, signing secrets) cannot be opened here (docs/security.md)"
             ) from None
-        if older:
-            await store.key_check.replace(sealed, box.rotate(sealed))
+        if older and not await store.key_check.replace(sealed, box.rotate(sealed)):
+            continue
         return
+    raise StoreUnavailable(
+        f"the key check changed {_KEY_CHECK_READS} times while this process read it; "
+        "checked again later"
+    )
+
+
+_KEY_CHECK_READS = 5
+"""Reads of the key check at a start before giving up for now (each a race lost to another
+process starting at the same time)."""
+
+
+class StoredSecrets:
+    """The two rules for a stored secret that does not open when a send needs it, the same
+    for every path that opens one (a delivery, a notification, a flow's step, a disabled
+    partner's probe, a proxy call, a test send, a schedule's run): `judge`.
+
+    - This process's key no longer opens the key check (another process re-sealed it under
+      a key this one lacks: a rotation it was not given): the key is this process's error,
+      `KeyRefused` (503 `key-refused`); what needs the secret is handed back or answered as
+      a wait, never failed for good, for a process with the right key.
+    - It does (`key_still_opens`): the secret is damaged, its sealed value altered or sealed
+      under a key no process has; no wait mends it: `SecretDamaged` (500 `secret-damaged`),
+      naming whose secret it is, never its value, logged at ERROR once per secret and
+      counted in `gateway_damaged_secrets_total{secret}` at each send it stops."""
+
+    def __init__(self, store: Store, box: SecretBox, metrics: Metrics) -> None:
+        self._store = store
+        self._box = box
+        self._metrics = metrics
+        self._logged: set[str] = set()  # the damaged secrets logged, by record
+
+    async def judge(self, exc: SecretBoxError) -> KeyRefused | SecretDamaged:
+        """What `exc` is (StoreUnavailable when the key check cannot be read: neither)."""
+        if not await key_still_opens(self._store, self._box):
+            return KeyRefused(
+                f"{exc.detail}; this process's GATEWAY_SECRET_KEY does not open the gateway's "
+                "key check: the other processes run with a key it lacks (docs/security.md)",
+                retry_after=_KEY_REFUSED_RETRY,
+            )
+        record = exc.record or "unknown"
+        if record not in self._logged:
+            self._logged.add(record)
+            log.error(
+                "stored secret damaged: %s; GATEWAY_SECRET_KEY opens the key check, so the "
+                "secret is at fault: what needs it fails until it is saved again (logged once)",
+                exc.detail,
+            )
+        self._metrics.damaged_secrets.labels(record).inc()
+        return SecretDamaged(
+            f"stored secret damaged: {exc.detail}; this process's GATEWAY_SECRET_KEY opens "
+            "the gateway's key check: save the secret again"
+        )
+
+
+_KEY_REFUSED_RETRY = 5
+"""Retry-After of a call refused for this process's key: another process (with the key)
+may take the call again at once; this one will not until it is restarted."""

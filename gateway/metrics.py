@@ -301,7 +301,8 @@ class Metrics:
         )
         self.damaged_secrets = Counter(
             "gateway_damaged_secrets_total",
-            "Deliveries failed because a stored secret they need does not open though "
+            "Sends stopped (deliveries, notifications, flow steps, schedule runs, proxy "
+            "calls, test sends) because a stored secret they need does not open though "
             "GATEWAY_SECRET_KEY opens the key check (`secret`: its record, partner:<id>:auth)",
             ["secret"],
             registry=r,

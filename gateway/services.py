@@ -14,7 +14,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 
 from gateway import __version__
@@ -52,12 +51,13 @@ from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
 from gateway.flows.service import FlowService
 from gateway.flows.starter import FlowStarter
-from gateway.keys import check_secret_key, key_still_opens
+from gateway.keys import StoredSecrets, check_secret_key
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind
 from gateway.notify.wiring import NotifyServices, assemble_flow_runtime, assemble_notify
+from gateway.outbound import open_files
 from gateway.outbound.breaker import PartnerGuards, RateLimits
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
@@ -93,6 +93,8 @@ class Services:
     metrics: Metrics
     keyring: KeyRing
     box: SecretBox  # seals and opens every stored secret (refuses to seal: `start_once_checked`)
+    # What a stored secret that does not open for a send is: this process's key, or damage.
+    secrets: StoredSecrets
     schemas: SchemaRegistry
     store: Store
     kinds: KindService
@@ -153,6 +155,7 @@ async def open_services(
     ring = KeyRing.from_secret(load_secret_key(settings, generate=not attach))
     schemas = SchemaRegistry.load(settings.schema_dir or default_schema_dir())
     policy = OutboundPolicy.from_entries(settings.outbound_allow)
+    open_files.raise_for(settings.outbound_connections)
     async with (
         open_store(settings, mongodb_uri or settings.mongodb_uri, attach=attach) as store,
         Sender(policy, connections=settings.outbound_connections) as sender,
@@ -204,6 +207,7 @@ def _assemble(
     entities = EntityService(store, schemas, kinds, relay_doorbell)
     mappings = MappingService(store, schemas, entities, kinds)
     catalog = Catalog(store, box, metrics)
+    secrets = StoredSecrets(store, box, metrics)
     guards = partner_guards(metrics, share=settings.outbound_connections // 2)
     notify = assemble_notify(
         store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds, metrics
@@ -215,7 +219,7 @@ def _assemble(
         guards,
         mappings,
         metrics,
-        key_proven=partial(key_still_opens, store, box),
+        secrets=secrets,
         settings=_worker_settings(settings),
         senders={DeliveryKind.NOTIFICATION: notify.notification_sender},
     )
@@ -229,6 +233,7 @@ def _assemble(
         guards,
         entities,
         metrics,
+        secrets,
         settings=_runner_settings(settings),
         on_deliveries=worker.notify,
     )
@@ -256,6 +261,7 @@ def _assemble(
             keeper,
             metrics,
             settings.max_body_bytes,
+            secrets,
         ),
         settings=RunnerSettings(
             lease_seconds=settings.schedule_lease_seconds,
@@ -278,6 +284,7 @@ def _assemble(
         metrics=metrics,
         keyring=ring,
         box=box,
+        secrets=secrets,
         schemas=schemas,
         store=store,
         kinds=kinds,

@@ -48,3 +48,13 @@ async def test_the_delivery_queue_gauge_is_there_only_where_the_delivery_job_run
     assert pending not in await (await client.get("/metrics")).text()
     await client.app[services_key].delivery_worker.housekeeping()
     assert f"{pending} 0.0" in await (await client.get("/metrics")).text()
+
+
+def test_a_damaged_secret_and_the_gateways_own_overload_each_have_an_alert_rule() -> None:
+    """Both need a person (a damaged secret: save it again, then replay; an overload: the
+    capacity or the open-file limit), and docs/actions.md says to alert on any."""
+    exprs = {r["alert"]: r["expr"] for r in _rules()}
+    damaged = [a for a, e in exprs.items() if "gateway_damaged_secrets_total" in e]
+    overloaded = [a for a, e in exprs.items() if 'result="overloaded"' in e]
+    assert damaged == ["GatewayStoredSecretDamaged"] and "> 0" in exprs[damaged[0]]
+    assert overloaded == ["GatewayOutboundOverloaded"]

@@ -82,6 +82,34 @@ async def test_the_smtp_password_is_write_only_sealed_and_kept_on_change(
     assert double.received[0].login == "frota" and double.received[0].tls
 
 
+async def test_a_test_send_whose_smtp_password_is_damaged_is_a_named_secret_damaged_problem(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """The channel's stored SMTP password opens under no key, this process's key opens the
+    key check: the test send answers `500 secret-damaged` naming the channel and its secret
+    (never the password), and nothing is sent (it was a `500 internal`)."""
+    double = await smtp_server("plain", logins={"alertas": "s3nha-de-teste"})
+    body = _email_channel(double, username="alertas", password="s3nha-de-teste")
+    created = await post(client, "/api/v1/channels", body)
+    channels = client.app[services_key].store.db["channels"]
+    stored = await channels.find_one({"name": "email"})
+    sealed = stored["smtp_sealed"]
+    altered = sealed[:60] + ("B" if sealed[60] == "A" else "A") + sealed[61:]
+    await channels.update_one(
+        {"_id": stored["_id"]}, {"$set": {"smtp_sealed": altered}, "$inc": {"rev": 1}}
+    )
+    response = await client.post(
+        "/api/v1/channels/email/test", json={"to": "a@b.com.br"}, headers=auth()
+    )
+    problem = await response.json()
+    assert (response.status, problem["type"]) == (
+        500,
+        "https://rabbot.dev/problems/secret-damaged",
+    ), problem
+    assert problem["detail"].startswith(f"stored secret damaged: channel 'email' ({created['id']})")
+    assert "s3nha-de-teste" not in str(problem) and double.received == []
+
+
 async def test_an_smtp_server_quoting_the_auth_it_refused_never_returns_the_password(
     client: Client, smtp_server: SmtpFactory
 ) -> None:

@@ -26,7 +26,7 @@ from gateway.delivery import recording
 from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import StoreUnavailable
 from gateway.formats.json_tree import ANSWER_DEPTH
-from gateway.keys import check_secret_key
+from gateway.keys import check_secret_key, key_still_opens
 from gateway.server_clock import ServerClock
 from gateway.services import Background, Services, open_services
 from gateway.web.state import services_key
@@ -811,6 +811,39 @@ async def test_a_wrong_key_first_to_start_after_the_upgrade_is_refused_not_trust
         await start(OTHER_KEY)
 
 
+async def test_two_processes_starting_at_once_with_different_new_keys_do_not_both_start(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling restart starts two processes at once, each given `<new>,<old>` with a new
+    key of its own (generated per host): both read the check under the old key before
+    either seals it again. Only one re-seal lands (a compare-and-set); the other process
+    reads the check again, finds it under a key it lacks, and does not start: a started
+    process always holds a key that opens the check."""
+    store = client.app[services_key].store
+    read = store.key_check.sealed
+    reads: list[str | None] = []
+    both_read = asyncio.Event()
+
+    async def read_in_step() -> str | None:
+        value = await read()
+        reads.append(value)
+        if len(reads) == 2:
+            both_read.set()
+        await asyncio.wait_for(both_read.wait(), 5)
+        return value
+
+    monkeypatch.setattr(store.key_check, "sealed", read_in_step)
+    boxes = [SecretBox(KeyRing([new, SECRET_KEY])) for new in (NEW_KEY, OTHER_KEY)]
+    results = await asyncio.gather(
+        *(check_secret_key(store, box) for box in boxes), return_exceptions=True
+    )
+    [started] = [box for box, result in zip(boxes, results, strict=True) if result is None]
+    [refused] = [result for result in results if result is not None]
+    assert isinstance(refused, ConfigError), refused
+    monkeypatch.setattr(store.key_check, "sealed", read)
+    assert await key_still_opens(store, started)
+
+
 async def test_a_secret_that_does_not_open_hands_the_delivery_back_instead_of_parking_it(
     client: Client,
     partner: Partner,
@@ -884,10 +917,10 @@ async def test_a_damaged_partner_secret_fails_its_delivery_naming_it_and_the_que
         vehicle = await create_vehicle(client)
         await _odometer(client, vehicle, 5)
 
-        with caplog.at_level(logging.ERROR, logger="gateway.delivery.worker"):
-            assert await _deliver(client, worker) == Counter(failed=1, succeeded=1)
+        with caplog.at_level(logging.ERROR, logger="gateway.keys"):
+            assert await _deliver(client, worker) == Counter(secret_damaged=1, succeeded=1)
             await _odometer(client, vehicle, 6)
-            assert await _deliver(client, worker) == Counter(failed=1, succeeded=1)
+            assert await _deliver(client, worker) == Counter(secret_damaged=1, succeeded=1)
             clock.advance(3600)
             assert await worker.run_until_idle() == Counter()  # nothing handed back
 
@@ -905,6 +938,51 @@ async def test_a_damaged_partner_secret_fails_its_delivery_naming_it_and_the_que
     metrics = await (await client.get("/metrics")).text()
     assert f'gateway_damaged_secrets_total{{secret="partner:{pid}:auth"}} 2.0' in metrics
     assert 'outcome="key_refused"' not in metrics
+
+
+async def test_a_disabled_partners_damaged_secret_fails_its_backlog_at_its_probe(
+    client: Client, partner: Partner, worker: DeliveryWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A partner disabled after failing, whose deliveries only its probe reaches, and whose
+    stored credentials are then found damaged: the probe fails its backlog, named, logged
+    and counted, and housekeeping goes on (its probe raised, every round, and the
+    deliveries stayed pending for ever)."""
+    setup = await _subscribed(client, partner)
+    services = client.app[services_key]
+    partners = services.store.db["partners"]
+    pid = setup["partner"]["id"]
+    vehicle = await create_vehicle(client)
+    await _odometer(client, vehicle, 5)
+    await _odometer(client, vehicle, 6)
+    await services.relay.run_until_idle()
+    now = worker.clock()
+    sealed = (await partners.find_one({"_id": ObjectId(pid)}))["auth_sealed"]
+    altered = sealed[:60] + ("B" if sealed[60] == "A" else "A") + sealed[61:]
+    await partners.update_one(
+        {"_id": ObjectId(pid)},
+        {
+            "$set": {
+                "auth_sealed": altered,
+                "status": "disabled",
+                "disabled_at": now - timedelta(hours=1),
+                "failing_since": now - timedelta(hours=80),
+                "probe_at": now - timedelta(seconds=1),
+            },
+            "$inc": {"rev": 1},
+        },
+    )
+    with caplog.at_level(logging.ERROR):
+        await worker.housekeeping()
+    assert [r for r in caplog.records if "housekeeping failed" in r.getMessage()] == []
+    failed = await _deliveries(client, status="failed")
+    assert len(failed) == 2 and await _deliveries(client, status="pending") == []
+    for each in failed:
+        assert each["last_error"].startswith(f"stored secret damaged: partner 'ERP' ({pid})")
+    metrics = await (await client.get("/metrics")).text()
+    assert f'gateway_damaged_secrets_total{{secret="partner:{pid}:auth"}} 2.0' in metrics, [
+        m for m in metrics.splitlines() if "damaged_secrets_total{" in m
+    ]
+    assert partner.requests == []
 
 
 async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_seals_nothing(

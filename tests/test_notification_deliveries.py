@@ -4,20 +4,24 @@ replayable with the same Message-ID; what goes wrong is an outcome, never a lost
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.auth.keyring import KeyRing
+from gateway.auth.secretbox import SecretBox
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import drain, email_channel, get, push_channel
 from tests.partner_double import FakeClock, create_partner, post
 from tests.smtp_double import SmtpFactory, smtp_server
-from tests.support import auth
+from tests.support import SECRET_KEY, auth
 
 __all__ = ["fcm", "smtp_server"]  # the fixtures
 
@@ -621,3 +625,132 @@ async def test_a_notify_step_repeated_after_a_crash_reaches_each_recipient_once(
         "ana@example.com",
         "marta@example.com",
     ]
+
+
+# Stored secrets a notification needs that do not open (`keys.StoredSecrets`).
+
+OTHER_KEY = "another-secret-key-of-another-host-0000000"
+
+
+async def _damage(client: Client, collection: str, name: str, field: str) -> str:
+    """The sealed `field` of the `name`d record altered (its bytes, not its key): its id."""
+    records = client.app[services_key].store.db[collection]
+    doc = await records.find_one({"name": name})
+    sealed = doc[field]
+    altered = sealed[:60] + ("B" if sealed[60] == "A" else "A") + sealed[61:]
+    await records.update_one({"_id": doc["_id"]}, {"$set": {field: altered}, "$inc": {"rev": 1}})
+    return str(doc["_id"])
+
+
+async def _sealed_elsewhere(client: Client, collection: str, name: str, field: str) -> None:
+    """A rotation under way that this process was not given: the others run
+    `OTHER_KEY,SECRET_KEY`, sealed the key check under OTHER_KEY, and the record's secret was
+    saved again through one of them."""
+    services = client.app[services_key]
+    rotated = SecretBox(KeyRing([OTHER_KEY, SECRET_KEY]))
+    check = await services.store.key_check.sealed()
+    assert await services.store.key_check.replace(check, rotated.rotate(check))
+    records = services.store.db[collection]
+    doc = await records.find_one({"name": name})
+    await records.update_one(
+        {"_id": doc["_id"]}, {"$set": {field: rotated.rotate(doc[field])}, "$inc": {"rev": 1}}
+    )
+
+
+async def _email_with_password(client: Client, port: int, password: str) -> None:
+    """Channel `email` with an SMTP password, a flow mailing ops@acme.com.br."""
+    smtp = {"host": "127.0.0.1", "port": port, "security": "none"}
+    channel = {"name": "email", "type": "email", "from": "Frota Acme <alertas@acme.com.br>"}
+    smtp |= {"username": "alerts", "password": password}
+    await post(client, "/api/v1/channels", {**channel, "smtp": smtp})
+    await _templates(client)
+    await _flow(client, "email", [{"address": "ops@acme.com.br"}])
+
+
+async def _damaged_metric(client: Client) -> list[str]:
+    metrics = await (await client.get("/metrics")).text()
+    return [m for m in metrics.splitlines() if m.startswith("gateway_damaged_secrets_total{")]
+
+
+async def test_a_push_whose_partner_secret_this_processs_key_lacks_is_handed_back_pending(
+    client: Client, fcm: Fcm
+) -> None:
+    """A rolling restart mid-rotation: the FCM partner's credentials were saved again by a
+    process with the new key, which this one lacks. The push is this process's problem, not
+    the message's: pending, no attempt spent (it was failed for good)."""
+    await _push_setup(client, fcm, ["tok-1"])
+    await _sealed_elsewhere(client, "partners", "FCM", "auth_sealed")
+    await _vehicle(client)
+    done = await drain(client.app[services_key])
+    (pending,) = await _deliveries(client)
+    assert (pending["status"], pending["attempt_count"]) == ("pending", 0), pending
+    assert done["key_refused"] >= 1 and fcm.messages == []
+    assert await _damaged_metric(client) == []
+
+
+async def test_a_push_whose_partner_secret_is_damaged_fails_named_logged_and_counted(
+    client: Client, fcm: Fcm, caplog: pytest.LogCaptureFixture
+) -> None:
+    """This process's key opens the key check, the FCM partner's credentials open under no
+    key: the push fails naming the partner and its secret, logged at ERROR, counted; its
+    cooldown is given back (nothing was sent), so the next alert is not suppressed."""
+    await push_channel(client, fcm)
+    await _templates(client)
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["tok-1"]})
+    driver = [{"driver": {"from": '`{"cpf": "52998224725"}`'}}]
+    await _flow(client, "push", driver, cooldown={"key": "'new-vehicles'", "seconds": 600})
+    pid = await _damage(client, "partners", "FCM", "auth_sealed")
+    with caplog.at_level(logging.ERROR, logger="gateway.keys"):
+        for plate in ("ABC1D23", "BRA2E19"):
+            await _vehicle(client, plate)
+            await drain(client.app[services_key])
+    failed = await _deliveries(client, "?status=failed")
+    assert len(failed) == 2 and await _deliveries(client, "?status=suppressed") == []
+    for each in failed:
+        assert each["last_error"].startswith(f"stored secret damaged: partner 'FCM' ({pid})")
+        assert "save the secret again, then replay the delivery" in each["last_error"]
+    assert [r.levelno for r in caplog.records if "stored secret damaged" in r.getMessage()] == [
+        logging.ERROR
+    ]
+    assert await _damaged_metric(client) == [
+        f'gateway_damaged_secrets_total{{secret="partner:{pid}:auth"}} 2.0'
+    ]
+    assert fcm.messages == []
+
+
+async def test_a_flow_step_whose_channel_password_is_damaged_fails_the_run_naming_it(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """The notify step opens its channel (the SMTP password) before any message is stored:
+    damaged, the run fails at that step naming the channel's secret, counted, at once (it
+    was a fault, retried after a lease three times, "failed unexpectedly")."""
+    smtp = await smtp_server()
+    await _email_with_password(client, smtp.port, "smtp-pass-123")
+    cid = await _damage(client, "channels", "email", "smtp_sealed")
+    await _vehicle(client)
+    done = await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert (run["status"], done["failed"]) == ("failed", 1), run
+    assert run["last_error"].startswith("step 'say' stored secret damaged: channel 'email'")
+    assert "save the secret again" in run["last_error"] and "smtp-pass-123" not in str(run)
+    assert await _damaged_metric(client) == [
+        f'gateway_damaged_secrets_total{{secret="channel:{cid}:smtp"}} 1.0'
+    ]
+    assert await _deliveries(client) == [] and smtp.received == []
+
+
+async def test_a_flow_step_whose_channel_password_this_processs_key_lacks_is_handed_back(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """The channel's password saved again by a process with a key this one lacks: the run
+    is handed back pending, no fault counted, never failed; a process with the key runs it."""
+    smtp = await smtp_server()
+    await _email_with_password(client, smtp.port, "smtp-pass-123")
+    await _sealed_elsewhere(client, "channels", "email", "smtp_sealed")
+    await _vehicle(client)
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    assert await services.flow_runner.run_until_idle() == Counter(key_refused=1)
+    doc = await services.store.db["flow_runs"].find_one({})
+    assert doc["status"] == "pending" and not doc.get("faults"), doc
+    assert await _damaged_metric(client) == []

@@ -14,6 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.actions.proxy import Proxy
+from gateway.auth.keyring import KeyRing
+from gateway.auth.secretbox import SecretBox
 from gateway.errors import BadRequest
 from gateway.formats.json_tree import ANSWER_DEPTH
 from gateway.web.state import services_key
@@ -26,7 +28,7 @@ from tests.partner_double import (
     raw_partner,
     upload_mapping,
 )
-from tests.support import auth
+from tests.support import SECRET_KEY, auth
 
 __all__ = ["partner"]  # the fixture
 
@@ -610,3 +612,65 @@ async def test_a_problem_whose_own_text_cannot_be_written_is_still_a_problem_doc
     problem = await response.json()
     assert problem["type"] == "https://rabbot.dev/problems/internal"
     assert problem["request_id"] == response.headers["X-Request-ID"]
+
+
+OTHER_KEY = "another-secret-key-of-another-host-0000000"
+
+
+async def _seal_partner_auth(client: Client, seal: Callable[[str], str]) -> str:
+    """The only partner's stored credentials replaced by `seal(sealed)`: its id."""
+    partners = client.app[services_key].store.db["partners"]
+    doc = await partners.find_one({})
+    await partners.update_one(
+        {"_id": doc["_id"]}, {"$set": {"auth_sealed": seal(doc["auth_sealed"])}, "$inc": {"rev": 1}}
+    )
+    return str(doc["_id"])
+
+
+async def test_a_proxy_call_whose_partner_secret_is_damaged_is_a_named_secret_damaged_problem(
+    client: Client, partner: Partner
+) -> None:
+    """The partner's stored credentials open under no key, this process's key opens the key
+    check: a `500 secret-damaged` naming the partner and its secret (not `internal`), counted
+    in gateway_damaged_secrets_total; the partner is not called."""
+    action_id = await _proxy_action(client, partner.url, method="POST", path="/fines")
+    pid = await _seal_partner_auth(
+        client, lambda s: s[:60] + ("B" if s[60] == "A" else "A") + s[61:]
+    )
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+    problem = await response.json()
+    assert (response.status, problem["type"]) == (
+        500,
+        "https://rabbot.dev/problems/secret-damaged",
+    ), problem
+    assert problem["detail"].startswith(f"stored secret damaged: partner 'ERP' ({pid})")
+    assert "save the secret again" in problem["detail"] and "s3cr3t" not in problem["detail"]
+    metrics = await (await client.get("/metrics")).text()
+    assert f'gateway_damaged_secrets_total{{secret="partner:{pid}:auth"}} 1.0' in metrics
+    assert partner.requests == []
+
+
+async def test_a_proxy_call_whose_partner_secret_this_processs_key_lacks_is_a_503_to_retry(
+    client: Client, partner: Partner
+) -> None:
+    """The others run with a key this process lacks (they re-sealed the key check, and the
+    partner's credentials, under it): the call is this process's `503 key-refused` with a
+    Retry-After (another process takes it), never a 500, nothing counted as damaged."""
+    action_id = await _proxy_action(client, partner.url, method="POST", path="/fines")
+    store = client.app[services_key].store
+    rotated = SecretBox(KeyRing([OTHER_KEY, SECRET_KEY]))
+    check = await store.key_check.sealed()
+    assert await store.key_check.replace(check, rotated.rotate(check))
+    await _seal_partner_auth(client, rotated.rotate)
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+    problem = await response.json()
+    assert (response.status, problem["type"]) == (503, "https://rabbot.dev/problems/key-refused")
+    assert response.headers["Retry-After"] == "5"
+    assert "GATEWAY_SECRET_KEY" in problem["detail"]
+    metrics = await (await client.get("/metrics")).text()
+    assert "gateway_damaged_secrets_total{" not in metrics
+    assert partner.requests == []

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.web.state import services_key
 from tests.partner_double import (
     Partner,
     create_action,
@@ -184,3 +185,38 @@ async def test_a_partner_saying_no_more_in_text_or_as_zero_ends_the_list(
     assert [r.query["page"] for r in partner.requests] == ["1", "2"]
     state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
     assert state["cursor"] == 1
+
+
+async def test_a_run_whose_partner_secret_is_damaged_fails_naming_it(
+    client: Client, partner: Partner
+) -> None:
+    """The partner's stored credentials open under no key, this process's key opens the key
+    check: the run fails naming the secret (`secret_damaged`), counted in
+    gateway_damaged_secrets_total, and the partner is not called (an `internal` failure)."""
+    await upload_mapping(client, ERP_VEHICLES)
+    erp = await create_partner(client, partner.url, name="TOTVS")
+    action = await create_action(
+        client, erp["id"], name="veiculos", mode="proxy", method="GET", path="/api/veiculos"
+    )
+    body = {
+        "name": "erp-veiculos",
+        "action_id": action["id"],
+        "every": "1h",
+        "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
+    }
+    schedule = await post(client, "/api/v1/schedules", body)
+    partners = client.app[services_key].store.db["partners"]
+    doc = await partners.find_one({"name": "TOTVS"})
+    sealed = doc["auth_sealed"]
+    altered = sealed[:60] + ("B" if sealed[60] == "A" else "A") + sealed[61:]
+    await partners.update_one({"_id": doc["_id"]}, {"$set": {"auth_sealed": altered}})
+
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    [run] = await runs(client, schedule["id"])
+    assert run["error"]["kind"] == "secret_damaged", run
+    assert run["error"]["message"].startswith(
+        f"stored secret damaged: partner 'TOTVS' ({erp['id']})"
+    )
+    metrics = await (await client.get("/metrics")).text()
+    assert f'gateway_damaged_secrets_total{{secret="partner:{erp["id"]}:auth"}} 1.0' in metrics
+    assert partner.requests == []

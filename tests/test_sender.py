@@ -5,6 +5,8 @@ import hashlib
 import hmac
 import json
 import resource
+import socket
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from pytest_aiohttp import AiohttpServer
 from gateway.errors import InvalidPayload
 from gateway.formats.json_tree import ANSWER_DEPTH
 from gateway.outbound import sender as sender_module
-from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard
+from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard, PartnerGuards
 from gateway.outbound.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
 from gateway.outbound.sender import OutboundRequest, Sender, signed_headers
 from gateway.outbound.ssrf import OutboundBlocked, OutboundPolicy
@@ -787,6 +789,82 @@ async def test_concurrency_gate_limits_requests_in_flight(
     assert len(receiver.requests) == 2
 
 
+@pytest.fixture
+async def small_sender() -> AsyncIterator[Sender]:
+    """A process whose outbound capacity is 4 requests in flight (one partner: 2 of them)."""
+    async with Sender(LOCAL, connect_timeout=1, connections=4) as s:
+        yield s
+
+
+async def _filled(
+    sender: Sender, receiver: Receiver, guard: PartnerGuard, partner_id: str, n: int
+) -> list[asyncio.Task[Any]]:
+    """`n` calls of `partner_id` stalled at the receiver, holding their places."""
+    before = len(receiver.requests)
+    calls = [
+        asyncio.create_task(
+            sender.send(post(receiver.url("/slow"), timeout=30), partner_id=partner_id, guard=guard)
+        )
+        for _ in range(n)
+    ]
+    while len(receiver.requests) < before + n:
+        await asyncio.sleep(0.01)
+    return calls
+
+
+async def test_a_partner_re_saved_while_its_calls_are_in_flight_keeps_to_its_share(
+    small_sender: Sender, receiver: Receiver
+) -> None:
+    """New settings give a partner a new guard, but the same gate, resized: the calls in
+    flight under the old settings still count, so re-saving a slow partner does not give it
+    another share of the process's capacity (half of it), and another partner's call goes."""
+    guards = PartnerGuards(share=2)
+    receiver.respond_with(stall=True, times=2)
+    first = guards.get("slow", GuardSettings(max_concurrency=1000, max_wait=0.3))
+    calls = await _filled(small_sender, receiver, first, "slow", 2)
+    second = guards.get("slow", GuardSettings(max_concurrency=999, max_wait=0.3))
+    assert second is not first and second.concurrency == 2
+    more = await small_sender.send(post(receiver.url("/slow")), partner_id="slow", guard=second)
+    assert (more.error, more.sent) == ("rate_limited", False), more.message
+    other = guards.get("other", GuardSettings(max_wait=0.3))
+    answered = await small_sender.send(post(receiver.url()), partner_id="other", guard=other)
+    receiver.release.set()
+    await asyncio.gather(*calls)
+    assert answered.status == 200, answered.message
+    assert len(receiver.requests) == 3
+
+
+async def test_calls_waiting_at_a_partners_gate_behind_our_full_capacity_are_held_as_ours(
+    small_sender: Sender, receiver: Receiver
+) -> None:
+    """The capacity full (two slow partners), calls to partner P (`max_concurrency: 1`,
+    nothing in flight to it) queue at P's gate behind one waiting for our capacity: each is
+    the gateway's `overloaded`, never `rate_limited` "requests already in flight to P"."""
+    guards = PartnerGuards(share=2)
+    receiver.respond_with(stall=True, times=4)
+    calls: list[asyncio.Task[Any]] = []
+    for pid in ("s1", "s2"):
+        guard = guards.get(pid, GuardSettings(max_concurrency=1000, max_wait=0.3))
+        calls += await _filled(small_sender, receiver, guard, pid, 2)
+    p = guards.get("p", GuardSettings(max_concurrency=1, max_wait=0.3))
+    queued = []
+    for _ in range(3):
+        queued.append(
+            asyncio.create_task(
+                small_sender.send(post(receiver.url("/p")), partner_id="p", guard=p)
+            )
+        )
+        await asyncio.sleep(0.02)
+    outcomes = await asyncio.gather(*queued)
+    receiver.release.set()
+    await asyncio.gather(*calls)
+    assert [(o.error, o.sent) for o in outcomes] == [("overloaded", False)] * 3, [
+        o.message for o in outcomes
+    ]
+    assert all(o.hold is not None and o.hold.seconds == 5 for o in outcomes)
+    assert len(receiver.requests) == 4
+
+
 async def test_no_file_descriptor_left_is_the_gateways_own_hold_not_a_partner_failure(
     sender: Sender, receiver: Receiver
 ) -> None:
@@ -806,6 +884,134 @@ async def test_no_file_descriptor_left_is_the_gateways_own_hold_not_a_partner_fa
     assert guard.breaker.state is BreakerState.CLOSED
     assert receiver.requests == []
     assert (await sender.send(post(receiver.url()), partner_id="erp", guard=guard)).status == 200
+
+
+async def test_no_file_descriptor_at_the_token_fetch_is_the_same_five_second_hold(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """An OAuth2 partner's call opens its first connection to fetch the token: out of file
+    descriptors there, the call is held `overloaded` 5 s, as any other (not 1 s), and the
+    token endpoint is not taken to have asked for a wait (the next call asks it)."""
+    tokens, partner = await make_receiver(), await make_receiver()
+    tokens.respond_with(json_body=token("t1"))
+    auth = build_auth(oauth(tokens.url("/token")))
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (0, hard))
+    try:
+        held = await sender.send(post(partner.url()), partner_id="erp", guard=guard, auth=auth)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (held.error, held.sent) == ("overloaded", False), held.message
+    assert held.hold is not None and held.hold.seconds == 5
+    assert guard.breaker.state is BreakerState.CLOSED
+    sent = await sender.send(post(partner.url()), partner_id="erp", guard=guard, auth=auth)
+    assert sent.status == 200
+    assert len(tokens.requests) == 1
+
+
+async def test_no_file_descriptor_to_resolve_a_host_name_is_the_gateways_own_hold(
+    make_receiver: MakeReceiver,
+) -> None:
+    """Every real partner has a host name: out of file descriptors, its lookup fails first
+    (glibc answers "Name or service not known": it cannot open /etc/hosts nor a socket).
+    That is the gateway's `overloaded` hold too, not a `connect` failure of the partner."""
+    receiver = await make_receiver()
+    port = receiver.server.port  # type: ignore[union-attr]
+    policy = OutboundPolicy.from_entries(["127.0.0.1", "localhost"])
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    async with Sender(policy, connect_timeout=1) as sender:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (0, hard))
+        try:
+            held = await sender.send(
+                post(f"http://localhost:{port}/hook"), partner_id="erp", guard=guard
+            )
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert (held.error, held.sent) == ("overloaded", False), held.message
+        assert held.hold is not None and held.hold.seconds == 5
+        assert guard.breaker.state is BreakerState.CLOSED and receiver.requests == []
+        sent = await sender.send(
+            post(f"http://localhost:{port}/hook"), partner_id="erp", guard=guard
+        )
+        assert sent.status == 200, sent.message
+
+
+def _name_server(monkeypatch: pytest.MonkeyPatch, slow: float = 3.0) -> None:
+    """Names `slow*` take `slow` seconds and do not resolve (a name server that does not
+    answer); `fast.test` resolves at once to 127.0.0.1."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.startswith("slow"):
+            time.sleep(slow)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if host == "fast.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port)))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+SLOW_NAMES = [f"slow{i}.tenant-a.test" for i in range(6)]
+NAMES = OutboundPolicy.from_entries(["127.0.0.1", "fast.test", *SLOW_NAMES])
+
+
+def _slow_calls(sender: Sender, port: int, names: list[str]) -> list[asyncio.Task[Any]]:
+    return [
+        asyncio.create_task(
+            sender.send(
+                OutboundRequest("GET", f"http://{name}:{port}/", timeout=10),
+                partner_id=name,
+                guard=PartnerGuard.build(GuardSettings()),
+            )
+        )
+        for name in names
+    ]
+
+
+async def test_another_tenants_slow_names_do_not_make_a_healthy_partner_time_out(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tenant A's partners' names resolve slowly (as many as the loop's default executor
+    has threads): tenant B's partner, whose name resolves at once, answers within its 2 s
+    (its lookup waited behind theirs, inside its timeout, and it was blamed: `timeout`)."""
+    _name_server(monkeypatch)
+    port = receiver.server.port  # type: ignore[union-attr]
+    async with Sender(NAMES) as sender:
+        slow = _slow_calls(sender, port, SLOW_NAMES)
+        await asyncio.sleep(0.2)
+        guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+        fast = OutboundRequest("GET", f"http://fast.test:{port}/", timeout=2)
+        outcome = await sender.send(fast, partner_id="b", guard=guard)
+        failed = await asyncio.gather(*slow)
+    assert outcome.status == 200, outcome.message
+    # A slow name is its own partner's failure, within its timeout: `connect`, sent.
+    assert {(o.error, o.sent) for o in failed} == {("connect", True)}, [o.message for o in failed]
+
+
+async def test_every_resolver_thread_taken_is_the_gateways_overloaded_not_a_partner_timeout(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process's resolver threads all taken by slow names, a healthy partner's lookup
+    waits for one no longer than its wait for our resources (`max_wait`), before its timeout
+    starts: held `overloaded`, its breaker untouched, never `timeout`."""
+    _name_server(monkeypatch)
+    port = receiver.server.port  # type: ignore[union-attr]
+    async with Sender(NAMES, resolver_threads=2) as sender:
+        slow = _slow_calls(sender, port, SLOW_NAMES[:2])
+        await asyncio.sleep(0.2)
+        guard = PartnerGuard.build(GuardSettings(breaker_threshold=1, max_wait=0.5))
+        fast = OutboundRequest("GET", f"http://fast.test:{port}/", timeout=2)
+        started = time.monotonic()
+        held = await sender.send(fast, partner_id="b", guard=guard)
+        took = time.monotonic() - started
+        await asyncio.gather(*slow)
+        assert (held.error, held.sent) == ("overloaded", False), held.message
+        assert "name lookups" in (held.message or "") and took < 1.5
+        assert guard.breaker.state is BreakerState.CLOSED and receiver.requests == []
+        assert (await sender.send(fast, partner_id="b", guard=guard)).status == 200
 
 
 # URLs.

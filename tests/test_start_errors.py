@@ -5,9 +5,11 @@ that is well formed but taken (a port, a data dir another process holds); never 
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,44 @@ def test_a_process_with_another_secret_key_than_the_database_s_is_refused(
     other = "another-secret-key-of-another-host-0000000"
     result = _gateway(*command, "--port", str(free_port()), **env, GATEWAY_SECRET_KEY=other)
     _refused(result, 2, "configuration error", "GATEWAY_SECRET_KEY", "none of its keys opens")
+
+
+def _with_open_files(soft: int, hard: int) -> Callable[[], None]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return limit
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "said"),
+    [
+        (512, 8192, "open-file limit raised from 512 to 3024 (hard 8192)"),
+        (512, 1536, "GATEWAY_OUTBOUND_CONNECTIONS=2000 needs an open-file limit of about 3024"),
+    ],
+)
+def test_a_process_raises_its_open_file_limit_to_its_outbound_capacity_or_says_it_cannot(
+    tmp_path: Path, mongodb_uri: str, soft: int, hard: int, said: str
+) -> None:
+    """A plain host or systemd service starts with a soft limit of 1,024, below the default
+    outbound capacity (2000): the process raises it towards the hard limit, and warns
+    naming both settings when the hard limit is too low (it ran out of descriptors first)."""
+    env = {
+        **os.environ,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_LOG_JSON": "false",
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": f"openfiles_{os.getpid()}_{soft}_{hard}",
+        "GATEWAY_DATA_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "reseal", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        preexec_fn=_with_open_files(soft, hard),
+    )
+    assert result.returncode == 0, result.stderr
+    assert said in result.stderr, result.stderr

@@ -30,7 +30,7 @@ import itertools
 import logging
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -43,7 +43,8 @@ from gateway.delivery.kinds import Held, KindSender
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
 from gateway.delivery.recording import DeliveryRecorder, recording_failed
-from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
+from gateway.errors import InvalidPayload, NotFound, SecretDamaged, StoreUnavailable
+from gateway.keys import StoredSecrets
 from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner, renew_leases
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 _EXCERPT = 1024
 KEY_REFUSED = "key_refused"  # handed back: a secret it needs does not open with this key
+SECRET_DAMAGED = "secret_damaged"  # failed: a secret it needs is damaged (`StoredSecrets`)
 _QUEUE_STATS_EVERY = 15  # housekeeping rounds between two queue measurements (O(backlog))
 _SECOND = timedelta(seconds=1)
 
@@ -82,7 +84,7 @@ class DeliveryWorker:
         mappings: MappingSource,
         metrics: Metrics,
         *,
-        key_proven: Callable[[], Awaitable[bool]],
+        secrets: StoredSecrets,
         settings: WorkerSettings = WorkerSettings(),
         senders: Mapping[str, KindSender] | None = None,
         owner: str | None = None,
@@ -109,9 +111,7 @@ class DeliveryWorker:
         )
         self._hand_backs = HandBacks("delivery")
         self._key_refused = False  # a secret did not open with GATEWAY_SECRET_KEY (logged)
-        # Whether GATEWAY_SECRET_KEY opens the key check now (`keys.key_still_opens`).
-        self._key_proven = key_proven
-        self._damaged: set[str] = set()  # the damaged secrets logged, by record
+        self._secrets = secrets  # what a secret that does not open is (`keys.StoredSecrets`)
         self._claims = Claims(
             self.owner,
             self._loop,
@@ -243,21 +243,24 @@ class DeliveryWorker:
             self._metrics.delivery_oldest_due.set(max(age, 0.0))
 
     async def _probe(self, doc: Doc) -> None:
-        """Probe a disabled partner with its oldest pending delivery, or a HEAD request."""
-        partner = self._catalog.compile_partner(doc)
-        token = f"{self.owner}:probe:{next(self._probes)}"
-        now = self.clock()
+        """Probe a disabled partner with its oldest pending delivery, or a HEAD request.
+
+        A delivery that fails for the partner's damaged secret (`_deliver`) tells nothing of
+        the partner: the next one is taken, so that its whole backlog fails, named, rather
+        than one delivery a probe (and no HEAD follows). Without any delivery, the HEAD
+        needs the secret too: judged (`StoredSecrets`: damage logged and counted), nothing
+        is sent."""
+        damaged = False
+        while (delivery := await self._claim_for_probe(doc)) is not None:
+            if await self._deliver(delivery, probe=True) != SECRET_DAMAGED:
+                return
+            damaged = True
+        if damaged:  # the HEAD would need the same secret
+            return
         try:
-            delivery = await self._store.deliveries.claim_for_partner(
-                partner.id, token, now, now + self._lease, failing_since=doc.get("failing_since")
-            )
-        except StoreUnavailable:  # it may have been applied: what it took, pending again
-            release = partial(self._store.deliveries.release_lease, token, now)
-            await self._hand_backs.give_back(token, release, loud=False)
-            raise
-        if delivery is not None:
-            self._held[delivery["_id"]] = token
-            await self._deliver(delivery, probe=True)
+            partner = self._catalog.compile_partner(doc)
+        except SecretBoxError as exc:
+            await self._secrets.judge(exc)
             return
         outcome = await self._sender.send(
             OutboundRequest("HEAD", partner.base_url, timeout=partner.timeout),
@@ -269,6 +272,26 @@ class DeliveryWorker:
         # one (408, 425, 429, 5xx) says the partner is still not taking requests.
         if outcome.status is not None and outcome.verdict is not Verdict.RETRY:
             await self._health.enable(partner, self.clock())
+
+    async def _claim_for_probe(self, doc: Doc) -> Doc | None:
+        """The disabled partner's oldest pending delivery, held for its probe."""
+        token = f"{self.owner}:probe:{next(self._probes)}"
+        now = self.clock()
+        try:
+            delivery = await self._store.deliveries.claim_for_partner(
+                str(doc["_id"]),
+                token,
+                now,
+                now + self._lease,
+                failing_since=doc.get("failing_since"),
+            )
+        except StoreUnavailable:  # it may have been applied: what it took, pending again
+            release = partial(self._store.deliveries.release_lease, token, now)
+            await self._hand_backs.give_back(token, release, loud=False)
+            raise
+        if delivery is not None:
+            self._held[delivery["_id"]] = token
+        return delivery
 
     # -- one delivery ------------------------------------------------------------------------
 
@@ -309,33 +332,19 @@ class DeliveryWorker:
         return result
 
     async def _prepare_unless_damaged(self, doc: Doc, token: str, probe: bool) -> str:
-        """`_prepare_and_send`, unless a secret the delivery needs does not open: with this
-        process's key proven on the key check now (`keys.key_still_opens`), the secret is
-        damaged (its sealed value altered, or sealed under a key no process has): no wait
-        mends it, so the delivery fails at once naming whose secret it is (never its value),
-        logged at ERROR once per secret and counted in `gateway_damaged_secrets_total`; the
-        rest of the queue goes on. Not proven, the key is this process's error: the
-        SecretBoxError goes on to `_deliver`, which hands the delivery back."""
+        """`_prepare_and_send`, unless a secret the delivery needs (its partner's, its
+        subscription's, its channel's: an action call's or a notification's) does not open:
+        judged by `StoredSecrets`. Damaged, no wait mends it: the delivery fails at once,
+        naming whose secret it is, and the rest of the queue goes on. This process's key
+        refused, the SecretBoxError goes on to `_deliver`, which hands the delivery back."""
         try:
             return await self._prepare_and_send(doc, token, probe)
         except SecretBoxError as exc:
-            if not await self._key_proven():
+            fault = await self._secrets.judge(exc)
+            if not isinstance(fault, SecretDamaged):
                 raise
-            damaged = exc
-        record = damaged.record or "unknown"
-        if record not in self._damaged:
-            self._damaged.add(record)
-            log.error(
-                "stored secret damaged: %s; GATEWAY_SECRET_KEY opens the key check, so the "
-                "secret is at fault: its deliveries fail until it is saved again (logged once)",
-                damaged.detail,
-            )
-        self._metrics.damaged_secrets.labels(record).inc()
-        reason = (
-            f"stored secret damaged: {damaged.detail}; this process's GATEWAY_SECRET_KEY opens "
-            "the gateway's key check: save the secret again, then replay the delivery"
-        )
-        return await self._recorder.fail(doc, token, reason)
+        result = await self._recorder.fail(doc, token, f"{fault.detail}, then replay the delivery")
+        return SECRET_DAMAGED if result == DeliveryStatus.FAILED.value else result
 
     async def _hand_back(self, doc: Doc, token: str) -> None:
         """The delivery pending again, due after a pause that grows each time it comes back

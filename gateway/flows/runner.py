@@ -31,14 +31,16 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from gateway.auth.secretbox import SecretBoxError
 from gateway.clock import utcnow
 from gateway.delivery.retry import next_attempt_at
-from gateway.errors import NotFound, StoreUnavailable
+from gateway.errors import NotFound, SecretDamaged, StoreUnavailable
 from gateway.flows.context import run_context
 from gateway.flows.deliveries import RunRef
 from gateway.flows.model import Step
 from gateway.flows.service import FlowService
 from gateway.flows.steps import StepOutcome, StepRunner, Wait, failed
+from gateway.keys import StoredSecrets
 from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner, renew_leases
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
@@ -87,6 +89,7 @@ class FlowRunner:
         flows: FlowService,
         steps: StepRunner,
         metrics: Metrics,
+        secrets: StoredSecrets,
         *,
         settings: RunnerSettings = RunnerSettings(),
         owner: str | None = None,
@@ -99,6 +102,7 @@ class FlowRunner:
         self._flows = flows
         self._steps = steps
         self._metrics = metrics
+        self._secrets = secrets  # what a secret that does not open is (`keys.StoredSecrets`)
         self._settings = settings
         self.owner = owner or lease_owner()
         self.clock = clock  # public so tests can move time; read at each call
@@ -210,14 +214,9 @@ class FlowRunner:
             # once its lease expires.
             log.warning("flow run %s not recorded: %s", doc["_id"], exc.detail)
             result = "unrecorded"
-            now = self.clock()
-            pause = self._hand_backs.pause(
-                doc["_id"], self._settings.poll_seconds, self._settings.lease_seconds
-            )
-            due = now + timedelta(seconds=pause)
-            await self._hand_backs.give_back(
-                doc["_id"], partial(self._runs.release, doc["_id"], token, now, due)
-            )
+            await self._hand_back(doc, token)
+        except SecretBoxError as exc:
+            result = await self._secret_fault(doc, token, progress, exc)
         except Exception as exc:
             log.exception("flow run %s failed unexpectedly", doc["_id"])
             result = await self._fault(doc, token, progress, exc)
@@ -226,6 +225,38 @@ class FlowRunner:
         self._held.pop(doc["_id"], None)
         self._metrics.flow_runs.labels(result).inc()
         return result
+
+    async def _hand_back(self, doc: Doc, token: str) -> None:
+        """Pending again from its last record, due after a pause that grows each time it
+        comes back (`HandBacks.pause`)."""
+        now = self.clock()
+        pause = self._hand_backs.pause(
+            doc["_id"], self._settings.poll_seconds, self._settings.lease_seconds
+        )
+        due = now + timedelta(seconds=pause)
+        await self._hand_backs.give_back(
+            doc["_id"], partial(self._runs.release, doc["_id"], token, now, due)
+        )
+
+    async def _secret_fault(
+        self, doc: Doc, token: str, progress: _Progress, exc: SecretBoxError
+    ) -> str:
+        """A step needed a stored secret that does not open (a channel's SMTP password, a
+        partner's credentials), judged by `StoredSecrets`: damaged, the run fails at that
+        step naming it (no retry mends it); this process's key refused (or the key check
+        unreadable), the run is handed back for a process with the right key, never failed."""
+        try:
+            fault = await self._secrets.judge(exc)
+        except StoreUnavailable as unread:
+            log.warning("flow run %s not judged: %s", doc["_id"], unread.detail)
+            fault = None
+        if isinstance(fault, SecretDamaged):
+            index, step = progress.step or (progress.base, None)
+            return await self._fail_at(doc, token, progress, index, step, fault.detail)
+        if fault is not None:
+            log.warning("flow run %s handed back: %s", doc["_id"], fault.detail)
+        await self._hand_back(doc, token)
+        return "key_refused" if fault is not None else "unrecorded"
 
     async def _steps_of(self, doc: Doc, token: str, progress: _Progress) -> str:
         tenant = doc["tenant"]

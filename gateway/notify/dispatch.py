@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.actions.catalog import DEFAULT_SCHEDULE
+from gateway.auth.secretbox import SecretBoxError
 from gateway.delivery.kinds import Attempted, Dropped, Held, SendResult
 from gateway.notify.notifier import Notification, Notifier, Recipient
 from gateway.notify.policy import decide
@@ -64,8 +65,14 @@ class NotificationSender:
         held = await self._policy(tenant, message, now)
         if held is not None:
             return held
-        outcome = await self._notifier.send(tenant, _notification(message, str(doc["_id"])))
-        if (cooldown := message.get("cooldown")) is not None:
+        cooldown = message.get("cooldown")
+        try:
+            outcome = await self._notifier.send(tenant, _notification(message, str(doc["_id"])))
+        except SecretBoxError:  # judged by the worker (`keys.StoredSecrets`): nothing sent
+            if cooldown is not None:
+                await self._settle(tenant, cooldown, message["claim"], now, Verdict.FAIL)
+            raise
+        if cooldown is not None:
             await self._settle(tenant, cooldown, message["claim"], now, outcome.verdict)
         if outcome.waits_for is not None:  # a disabled partner: waits as its deliveries do
             reason = f"not sent: {outcome.hold.message}" if outcome.hold else outcome.detail

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from gateway.actions.catalog import Catalog, Partner
+from gateway.auth.secretbox import SecretBoxError
 from gateway.entities import EntityService, Origin
 from gateway.errors import GatewayError, NotFound, StoreUnavailable
 from gateway.mapping import CompiledMapping
@@ -84,9 +85,13 @@ class Notifier:
             outcome = await self._dispatch(tenant, channel, notification)
         except NotFound as exc:
             return SendOutcome(Verdict.FAIL, f"{exc.detail}: it was deleted")
-        except StoreUnavailable:
-            raise  # the database's failure, not the notification's: the worker hands it back
-        except GatewayError as exc:  # e.g. a sealed secret that no longer opens
+        except (StoreUnavailable, SecretBoxError):
+            # The database's failure, or a stored secret that does not open (the channel's
+            # SMTP password, its partner's credentials): not the notification's. The caller
+            # judges it as every sender does (`keys.StoredSecrets`): the worker hands it back
+            # or fails it as damaged, a test send answers the problem.
+            raise
+        except GatewayError as exc:
             return SendOutcome(Verdict.FAIL, exc.detail)
         if outcome.unregistered and notification.recipient.driver_id:
             removed = await self._forget_token(tenant, channel, notification.recipient)

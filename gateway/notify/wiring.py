@@ -21,6 +21,7 @@ from gateway.flows.runs import FlowRunService
 from gateway.flows.service import FlowService
 from gateway.flows.starter import FlowStarter
 from gateway.flows.steps import StepParts, StepRunner
+from gateway.keys import StoredSecrets
 from gateway.kinds import KindService
 from gateway.metrics import Metrics
 from gateway.notify.channels import ChannelService
@@ -120,6 +121,7 @@ def assemble_flow_runtime(
     guards: PartnerGuards,
     entities: EntityService,
     metrics: Metrics,
+    secrets: StoredSecrets,
     *,
     settings: RunnerSettings,
     on_deliveries: Callable[[], None],
@@ -145,6 +147,7 @@ def assemble_flow_runtime(
         notify.flows,
         steps,
         metrics,
+        secrets,
         settings=settings,
         on_deliveries=on_deliveries,
         on_time=notify.assignments.follow_scheduled,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import enum
 import math
 import time
@@ -205,6 +207,58 @@ class RateLimits:
         return entry[1].try_acquire()
 
 
+class Gate:
+    """A partner's concurrency gate: at most `size` holders at once, waiters served first
+    come, first served. One gate per partner for as long as the process knows it: new
+    settings change its size (`resize`), and the requests in flight under the old size
+    still count against the new one (a partner re-saved while its calls are in flight does
+    not get a second share of the process's capacity).
+
+    `awaiting_capacity`: how many holders wait for the process's outbound capacity, not the
+    partner (`Sender`): a wait at this gate behind them is the gateway's, not the partner's."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.held = 0
+        self.awaiting_capacity = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def locked(self) -> bool:
+        return self.held >= self.size or any(not w.done() for w in self._waiters)
+
+    async def acquire(self) -> bool:
+        if not self.locked():
+            self.held += 1
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # given a place, then cancelled
+                self.release()
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+        return True
+
+    def release(self) -> None:
+        self.held -= 1
+        self._wake()
+
+    def resize(self, size: int) -> None:
+        self.size = size
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.held < self.size and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.held += 1
+                waiter.set_result(None)
+
+
 @dataclass(frozen=True, slots=True)
 class GuardSettings:
     """A partner's limits, as stored with the partner endpoint. Equal settings share a guard."""
@@ -230,8 +284,11 @@ class PartnerGuard:
     settings: GuardSettings
     breaker: CircuitBreaker
     limiter: TokenBucket | None
-    gate: asyncio.Semaphore
-    concurrency: int
+    gate: Gate
+
+    @property
+    def concurrency(self) -> int:
+        return self.gate.size
 
     @classmethod
     def build(
@@ -241,7 +298,10 @@ class PartnerGuard:
         clock: Clock = time.monotonic,
         on_breaker_change: Callable[[BreakerState], None] | None = None,
         share: int | None = None,
+        gate: Gate | None = None,
     ) -> PartnerGuard:
+        """A guard for `settings`; `gate`: the partner's gate so far, resized to them (its
+        requests in flight keep their places and count)."""
         breaker = CircuitBreaker(
             threshold=settings.breaker_threshold,
             cooldown=settings.breaker_cooldown,
@@ -252,14 +312,18 @@ class PartnerGuard:
         if settings.rate_per_second is not None:
             limiter = TokenBucket(settings.rate_per_second, settings.burst, clock=clock)
         concurrency = min(settings.max_concurrency, share or settings.max_concurrency)
-        return cls(settings, breaker, limiter, asyncio.Semaphore(concurrency), concurrency)
+        if gate is None:
+            gate = Gate(concurrency)
+        else:
+            gate.resize(concurrency)
+        return cls(settings, breaker, limiter, gate)
 
 
 @dataclass(slots=True)
 class PartnerGuards:
-    """The registry of guards by partner id; a guard is rebuilt when its settings change.
-
-    Requests already in flight keep the old guard's slots; only new sends see the new limits.
+    """The registry of guards by partner id; a guard is rebuilt when its settings change,
+    with a new breaker and rate limit, around the partner's same gate resized: the requests
+    already in flight keep their places in it and count against the new size.
 
     `share`: the most requests one partner may have in flight in this process, whatever its
     `max_concurrency` (half the sender's outbound capacity, `Sender(connections=...)`): no
@@ -285,6 +349,7 @@ class PartnerGuards:
                 clock=self._now,
                 on_breaker_change=self._callback(partner_id, built),
                 share=self.share,
+                gate=None if guard is None else guard.gate,
             )
             built.append(guard)
             self._guards[partner_id] = guard

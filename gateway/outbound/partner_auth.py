@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from gateway.errors import FieldProblem, InvalidPayload, PartnerError
 from gateway.formats.headers import is_reserved_header, reserved_message
-from gateway.outbound.verdict import ErrorKind
+from gateway.outbound.verdict import NOT_SENT, ErrorKind
 
 
 class TokenFetchFailed(PartnerError):
@@ -161,7 +161,9 @@ class RefusalMemory:
                 self._refusal, self._until = exc, self._clock() + _REFUSAL_MEMORY
                 if self._on_refused is not None:
                     self._on_refused()
-            elif exc.retry_after:
+            elif exc.retry_after and exc.kind not in NOT_SENT:
+                # The token endpoint's own Retry-After; a wait of ours (`overloaded`: this
+                # process's capacity) is not the endpoint's, and not remembered for it.
                 self._busy, self._busy_until = exc, self._clock() + exc.retry_after
             raise
 

@@ -13,6 +13,7 @@ import errno
 import logging
 import math
 import re
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver
+from aiohttp.helpers import is_ip_address
 
 # Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
 from gateway.auth.webhook_signature import signed_headers as signed_headers
@@ -33,7 +35,7 @@ from gateway.formats import is_xml as is_xml_type
 from gateway.formats.charsets import storable, utf8_json
 from gateway.formats.headers import reserved_in, reserved_message
 from gateway.formats.json_tree import ANSWER_DEPTH, json_depth_exceeds, loads_exact
-from gateway.outbound.breaker import BreakerState, PartnerGuard
+from gateway.outbound.breaker import BreakerState, Gate, PartnerGuard
 from gateway.outbound.connection import Connector, declared_body
 from gateway.outbound.partner_auth import (
     NO_AUTH,
@@ -43,6 +45,8 @@ from gateway.outbound.partner_auth import (
     TokenResponse,
 )
 from gateway.outbound.redaction import NO_REDACTION, Redactor
+from gateway.outbound.resolver import PartnerResolver, ResolverBusy
+from gateway.outbound.resolver import waiting as resolver_wait
 from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
 from gateway.outbound.verdict import (
     HELD,
@@ -205,6 +209,7 @@ class Sender:
         excerpt_bytes: int = 4 * KIB,
         connections: int = 2000,
         resolver: AbstractResolver | None = None,
+        resolver_threads: int = 64,
     ) -> None:
         self._policy = policy
         self._connect_timeout = connect_timeout
@@ -213,13 +218,20 @@ class Sender:
         self._connections = connections
         self._capacity = asyncio.Semaphore(connections)
         self._inner_resolver = resolver
+        self._resolver_threads = resolver_threads
+        # Ours unless a test gives another (`resolver`): names resolved before the partner's
+        # timeout starts, on threads of their own (resolver.py).
+        self._resolver: PartnerResolver | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         if self._session is not None:
             return
+        inner = self._inner_resolver
+        if inner is None:
+            inner = self._resolver = PartnerResolver(self._resolver_threads)
         connector = Connector(
-            resolver=GuardedResolver(self._policy, self._inner_resolver),
+            resolver=GuardedResolver(self._policy, inner),
             limit=0,  # bounded by the capacity a request takes first (`_admitted`)
         )
         self._session = aiohttp.ClientSession(
@@ -233,6 +245,9 @@ class Sender:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+        if self._resolver is not None:
+            resolver, self._resolver = self._resolver, None
+            await resolver.close()
 
     async def __aenter__(self) -> Sender:
         await self.start()
@@ -262,6 +277,10 @@ class Sender:
                 "rate_limited", f"over the rate limit for partner {partner_id}", limiter.delay()
             )
         if not await _enter(guard.gate, max_wait):
+            if guard.gate.awaiting_capacity or self._capacity.locked():
+                # Its places wait for our capacity, or would: the wait is ours, not the
+                # partner's.
+                return self._overloaded()
             # A slot frees when a request in flight ends: within the partner's timeout.
             return _not_sent(
                 "rate_limited",
@@ -284,19 +303,55 @@ class Sender:
         for at most max_wait seconds: a wait for our own resources, which the partner's
         timeout (starting after it) does not count. Still full then, it is not sent, held as
         `overloaded`: ours, not the partner's (no failure of it, nor an attempt)."""
-        if not await _enter(self._capacity, max_wait):
-            return _not_sent(
-                "overloaded",
-                f"this gateway process has {self._connections} requests to partners in "
-                "flight, its limit (GATEWAY_OUTBOUND_CONNECTIONS)",
-                _BUSY_RETRY,
-            )
+        gate = None if guard is None else guard.gate
+        if gate is not None:
+            gate.awaiting_capacity += 1
         try:
+            admitted = await _enter(self._capacity, max_wait)
+        finally:
+            if gate is not None:
+                gate.awaiting_capacity -= 1
+        if not admitted:
+            return self._overloaded()
+        # A lookup waits for a resolver thread no longer than for the capacity.
+        wait = resolver_wait.set(max_wait)
+        try:
+            if (held := await self._resolve_ahead(request)) is not None:
+                return held
             if guard is None:
                 return await self._send_with_auth(request, auth)
             return await self._send_through_breaker(request, guard, auth)
         finally:
+            resolver_wait.reset(wait)
             self._capacity.release()
+
+    async def _resolve_ahead(self, request: OutboundRequest) -> Outcome | None:
+        """The partner's host name resolved before its timeout starts (`resolver.py`): a
+        wait for a resolver thread, or no file descriptor to resolve with, is our own
+        `overloaded`; what the name server answers (or not, within the partner's timeout)
+        is kept for the connection, which meets it as the partner's."""
+        if self._resolver is None:
+            return None
+        try:
+            url = self._policy.check_url(request.url)
+        except (OutboundBlocked, ValueError):
+            return None  # refused as it is sent (`_exchange`), no name looked up
+        host, port = url.raw_host, url.port
+        if host is None or port is None or is_ip_address(host):
+            return None  # no lookup: aiohttp connects to an address as it is
+        try:
+            await self._resolver.ahead(host, port, socket.AF_UNSPEC, request.timeout)
+        except OSError as exc:
+            return _not_sent("overloaded", _shortage(exc) or str(exc), _BUSY_RETRY)
+        return None
+
+    def _overloaded(self) -> Outcome:
+        return _not_sent(
+            "overloaded",
+            f"this gateway process has {self._connections} requests to partners in "
+            "flight, its limit (GATEWAY_OUTBOUND_CONNECTIONS)",
+            _BUSY_RETRY,
+        )
 
     async def _send_through_breaker(
         self, request: OutboundRequest, guard: PartnerGuard, auth: PartnerAuth
@@ -366,8 +421,11 @@ class Sender:
         # As an Applied, the client's Basic credentials are also redacted from messages.
         outcome = await self._exchange(token_request, Applied(headers=headers))
         if outcome.status is None:
+            # Held by our own capacity (`overloaded`), its hold's length goes with it.
             kind = outcome.error or "auth_failed"
-            raise TokenFetchFailed(f"token endpoint: {outcome.message}", kind=kind)
+            raise TokenFetchFailed(
+                f"token endpoint: {outcome.message}", kind=kind, retry_after=outcome.retry_in
+            )
         return TokenResponse(
             outcome.status,
             outcome.json_body if outcome.is_json else None,
@@ -566,9 +624,9 @@ def _with_members(body: bytes | None, members: Sequence[tuple[Sequence[str], Any
     return orjson.dumps(document)
 
 
-async def _enter(gate: asyncio.Semaphore, max_wait: float) -> bool:
-    """Take a place in the partner's concurrency gate within max_wait seconds (a free gate
-    is taken at once, without arming a timer)."""
+async def _enter(gate: Gate | asyncio.Semaphore, max_wait: float) -> bool:
+    """Take a place in a partner's gate, or the process's capacity, within max_wait seconds
+    (a free one is taken at once, without arming a timer)."""
     if not gate.locked():
         return await gate.acquire()
     try:
@@ -635,12 +693,10 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
         return "blocked", "invalid URL"
     if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError & co. included
         return "timeout", f"no answer in time ({type(exc).__name__})"
-    if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno in _NO_DESCRIPTOR:
-        # Nothing reached the partner: this process is out of file descriptors, ours to mend.
-        return "overloaded", (
-            "this gateway process has no file descriptor left for a connection "
-            "(its open-file limit, `ulimit -n`)"
-        )
+    if isinstance(exc, aiohttp.ClientConnectorError) and (shortage := _shortage(exc.os_error)):
+        # Nothing reached the partner: this process is out of file descriptors or resolver
+        # threads, ours to mend.
+        return "overloaded", shortage
     if isinstance(exc, aiohttp.ClientConnectorError):
         said = _without_urls(str(exc.os_error.strerror or exc.os_error))
         return "connect", f"cannot connect to {exc.host}:{exc.port}: {said}"
@@ -651,6 +707,19 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
     if isinstance(exc, ValueError):
         return "blocked", f"request not sendable: {_without_urls(str(exc))}"
     return "connect", f"{type(exc).__name__}: {_without_urls(str(exc))}"
+
+
+def _shortage(error: OSError) -> str | None:
+    """What this process lacks, when `error` is its own shortage and not the partner's:
+    a file descriptor (a connection or a name lookup), a resolver thread."""
+    if isinstance(error, ResolverBusy):
+        return f"{error.strerror} (name resolution; its threads are the gateway's)"
+    if error.errno in _NO_DESCRIPTOR:
+        return (
+            "this gateway process has no file descriptor left for a connection "
+            "(its open-file limit, `ulimit -n`)"
+        )
+    return None
 
 
 _NO_DESCRIPTOR: Final = frozenset({errno.EMFILE, errno.ENFILE})

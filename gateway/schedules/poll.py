@@ -49,6 +49,7 @@ from gateway.actions.catalog import Catalog
 from gateway.clock import from_iso
 from gateway.entities import Origin
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
+from gateway.keys import StoredSecrets
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
@@ -115,6 +116,7 @@ class PollContext:
     rejected: RejectedKeeper
     metrics: Metrics
     max_body_bytes: int
+    secrets: StoredSecrets  # what a stored secret that does not open is
 
 
 class Poll:

@@ -41,9 +41,10 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
-from gateway.errors import StoreUnavailable
+from gateway.errors import KeyRefused, StoreUnavailable
 from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import LeaseLost, Poll, PollContext, Tally
@@ -178,6 +179,8 @@ class ScheduleRunner:
             outcome = "lost_lease"
         except StoreUnavailable as exc:
             failure = PollFailure("store", exc.detail, transient=not exc.refused)
+        except SecretBoxError as exc:
+            failure = await self._secret_failure(exc)
         except asyncio.CancelledError:
             await self._give_back(doc, owner)
             raise
@@ -198,6 +201,20 @@ class ScheduleRunner:
             self._finished += 1
             self._progress.notify_all()
         return outcome
+
+    async def _secret_failure(self, exc: SecretBoxError) -> PollFailure:
+        """A stored secret the run needs (its partner's credentials) does not open, judged by
+        `StoredSecrets`: this process's key refused, the run is held as a wait (another
+        process with the key may run it); the secret damaged, the run fails naming it."""
+        try:
+            fault = await self._c.secrets.judge(exc)
+        except StoreUnavailable as unread:
+            return PollFailure("store", unread.detail, transient=True)
+        if isinstance(fault, KeyRefused):
+            return PollFailure(
+                "key_refused", fault.detail, retry_after=fault.retry_after, held=True
+            )
+        return PollFailure("secret_damaged", fault.detail)
 
     async def _finish(
         self,

@@ -31,7 +31,11 @@ class KeyCheckStore:
             return False
         return True
 
-    async def replace(self, old: str, new: str) -> None:
-        """The key check sealed again (under the newest key), unless it changed meanwhile."""
+    async def replace(self, old: str, new: str) -> bool:
+        """The key check sealed again (under the newest key), unless it changed meanwhile:
+        whether it was (a compare-and-set on the value read)."""
         with translate_errors():
-            await self._c.update_one({"_id": _ID, "sealed": old}, {"$set": {"sealed": new}})
+            result = await self._c.update_one(
+                {"_id": _ID, "sealed": old}, {"$set": {"sealed": new}}
+            )
+        return result.matched_count == 1

@@ -14,6 +14,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 
+from gateway.auth.secretbox import SecretBoxError
 from gateway.errors import BadRequest, GatewayError, StoreUnavailable
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
@@ -130,6 +131,14 @@ async def _call(
         if exc.status < 400:
             raise
         error: Exception = exc
+    except SecretBoxError as exc:
+        # A stored secret the request needs (a proxy call's partner credentials, a test
+        # send's channel) does not open: this process's key refused (503 `key-refused`), or
+        # the secret damaged (500 `secret-damaged`), as for every sender.
+        try:
+            error = await services.secrets.judge(exc)
+        except StoreUnavailable as unread:
+            error = unread
     except Exception as exc:
         error = exc
     # Apart from the handler's: an error raised while its problem is written (a text no JSON
