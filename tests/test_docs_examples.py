@@ -225,4 +225,4 @@ async def test_the_trigger_admin_examples_run_in_order(client: Client) -> None:
             assert written.status == 200, await written.text()
             read = await client.get(f"/hooks/{trigger['id']}/ABC1D23", headers=bearer)
             answer = await read.json()
-            assert answer["placa"] == "ABC1D23" and answer["posicao"]["latitude"] == -23.5611
+            assert answer["placa"] == "ABC1D23" and answer["posicao"]["lat"] == -23.5611
