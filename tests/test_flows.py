@@ -222,3 +222,20 @@ async def test_flows_belong_to_their_tenant_and_viewers_only_read(
         "/api/v1/flows", data=b"name: x", headers={**auth(), "Content-Type": "text/csv"}
     )
     assert wrong_type.status == 415
+
+
+async def test_activating_a_flow_with_a_member_it_does_not_know_is_a_422_and_changes_nothing(
+    client: Client, partner: Partner
+) -> None:
+    await _scenario3(client, partner)
+    await upload_flow(client, "fine-email-driver")
+    text = (FLOWS / "fine-email-driver.yaml").read_text().replace("has_email", "reachable")
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    await client.post("/api/v1/flows?activate=false", data=text.encode(), headers=headers)
+    problem = await post(
+        client, "/api/v1/flows/fine-email-driver/activate", {"version": 2, "bogus": 1}, status=422
+    )
+    assert [e["pointer"] for e in problem["errors"]] == ["/bogus"]
+    current = await (await client.get("/api/v1/flows/fine-email-driver", headers=auth())).json()
+    assert current["version"] == 1
+

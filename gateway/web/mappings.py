@@ -21,6 +21,7 @@ from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
+    ACTIVATE,
     VERSION_NUMBER,
     body_deadline,
     content_coding,
@@ -30,6 +31,7 @@ from gateway.web.requests import (
     query_flag,
     read_body,
     read_object,
+    read_version_to_activate,
     version_number,
 )
 from gateway.web.state import services_of
@@ -250,17 +252,12 @@ async def diff_versions(request: web.Request) -> web.Response:
 @operation(
     "Activate a version of a mapping",
     tag="mappings",
-    request={
-        "type": "object",
-        "required": ["version"],
-        "properties": {"version": VERSION_NUMBER},
-    },
+    request=ACTIVATE,
     response=_VERSION,
 )
 async def activate_version(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    body = await read_object(request)
-    number = version_number(body.get("version"), "/version")
+    number = await read_version_to_activate(request)
     version = await services_of(request).mappings.activate(claims.tenant, _name(request), number)
     return json_response(version.as_dict(source=False))
 

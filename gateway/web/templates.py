@@ -11,7 +11,7 @@ from gateway.notify.templates import public_template
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
-from gateway.web.requests import page, page_params, read_object
+from gateway.web.requests import page, page_params, read_object, unknown_members
 from gateway.web.state import services_of
 
 _PARTS = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -42,6 +42,8 @@ TEMPLATE: dict[str, Any] = {
 }
 _PREVIEW: dict[str, Any] = {
     "type": "object",
+    "required": ["template"],
+    "additionalProperties": False,
     "properties": {
         "template": {"type": ["string", "object"], "description": "a name, or a draft"},
         "context": {"type": "object", "description": "default: the template's sample"},
@@ -126,7 +128,7 @@ async def preview_template(request: web.Request) -> web.Response:
     claims = await authenticate(request, writes=False)
     body = await read_object(request)
     template, context, locale = body.get("template"), body.get("context"), body.get("locale")
-    problems = []
+    problems = unknown_members(body, _PREVIEW)
     if not isinstance(template, str | dict):
         problems.append(FieldProblem("/template", "a template name, or a draft", "type"))
     if context is not None and not isinstance(context, dict):
