@@ -96,11 +96,14 @@ class VersionedDocuments(Generic[V]):
         return self._make(await self.version_doc(tenant, name, version), active)
 
     async def versions(self, tenant: str, name: str) -> list[V]:
-        """Every version, without its source and document."""
+        """Every version, without its source and with what its store lists of its document
+        (`version_listing`: of a flow, the events it starts on; of a mapping, nothing)."""
         head = await self.head(tenant, name)
         docs = await self._store.versions(tenant, name)
         active = head.get("active_version")
-        return [self._make({**d, "source": "", "document": {}}, active) for d in docs]
+        return [
+            self._make({**d, "source": "", "document": d.get("document", {})}, active) for d in docs
+        ]
 
     async def activate(self, tenant: str, name: str, version: int) -> V:
         doc = await self.version_doc(tenant, name, version)

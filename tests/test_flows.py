@@ -239,3 +239,13 @@ async def test_activating_a_flow_with_a_member_it_does_not_know_is_a_422_and_cha
     current = await (await client.get("/api/v1/flows/fine-email-driver", headers=auth())).json()
     assert current["version"] == 1
 
+
+async def test_the_version_list_says_which_events_each_version_starts_on(
+    client: Client, partner: Partner
+) -> None:
+    await _scenario3(client, partner)
+    await upload_flow(client, "fine-email-driver")
+    versions = await (
+        await client.get("/api/v1/flows/fine-email-driver/versions", headers=auth())
+    ).json()
+    assert [v["events"] for v in versions["items"]] == [["fine.received"]]
