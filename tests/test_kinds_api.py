@@ -440,3 +440,22 @@ async def test_a_schema_replacement_checks_a_bounded_number_of_stored_entities(
     refused = await client.put("/api/v1/kinds/tyre", json={"schema": stricter}, headers=auth())
     problem = await refused.json()
     assert refused.status == 409 and "1 of the first 2 stored" in problem["detail"], problem
+
+
+async def test_the_kinds_list_is_paged_by_a_cursor_like_every_list(client: Client) -> None:
+    for name in ("axle", "tyre", "belt"):
+        assert (
+            await client.post("/api/v1/kinds", json={**TYRE, "name": name}, headers=auth())
+        ).status == 201
+    first = await client.get("/api/v1/kinds?limit=2", headers=auth())
+    page = await first.json()
+    assert first.status == 200, page
+    assert [k["name"] for k in page["items"]] == ["axle", "belt"]
+    assert page["next_cursor"] == "belt"
+    second = await (await client.get("/api/v1/kinds?limit=2&cursor=belt", headers=auth())).json()
+    assert [k["name"] for k in second["items"]] == ["tyre"] and second["next_cursor"] is None
+    everything = await (await client.get("/api/v1/kinds", headers=auth())).json()
+    assert len(everything["items"]) == 3 and everything["next_cursor"] is None
+    document = await (await client.get("/openapi.json")).json()
+    params = document["paths"]["/api/v1/kinds"]["get"]["parameters"]
+    assert {p["name"] for p in params} >= {"limit", "cursor"}

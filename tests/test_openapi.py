@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
 from gateway.config import Secret
-from gateway.store.client import EVENT_CHILD_CURSOR, NAME_CURSOR, TRIGGER_CURSOR
+from gateway.store.client import EVENT_CHILD_CURSOR, KIND_CURSOR, NAME_CURSOR, TRIGGER_CURSOR
 from gateway.web.openapi import ID_CURSOR, text_cursor
 from tests.support import auth
 from tests.triggers_support import bearer, create_position_trigger, create_trigger
@@ -130,6 +130,7 @@ _CURSOR_OF_SHAPE = {
     text_cursor(NAME_CURSOR)["pattern"]: "zz",
     text_cursor(TRIGGER_CURSOR)["pattern"]: "trg_zz",
     text_cursor(EVENT_CHILD_CURSOR)["pattern"]: "0" * 24 + ":zz",
+    text_cursor(KIND_CURSOR)["pattern"]: "zz",
 }
 
 
