@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from gateway.clock import as_stored
 from gateway.errors import Conflict, NoActiveVersion, NotFound
 from gateway.store import Doc
 from gateway.store.mappings import MappingStore
@@ -70,7 +71,7 @@ class VersionedDocuments(Generic[V]):
             **fields,
             "checksum": checksum,
             "author": author,
-            "created_at": datetime.now(UTC),
+            "created_at": as_stored(datetime.now(UTC)),
         }
         await self._store.insert_version(tenant, doc)
         await self._store.publish(

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
-from gateway.clock import utcnow
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict
 from gateway.store.client import (
     KIND_CURSOR,
@@ -69,7 +69,7 @@ class KindStore:
             return await cursor.to_list(limit)
 
     async def create(self, tenant: str, name: str, schema: dict[str, Any], author: str) -> Doc:
-        now = datetime.now(UTC)
+        now = as_stored(datetime.now(UTC))
         doc = scoped(
             tenant,
             {
