@@ -10,7 +10,7 @@ from gateway.actions.definitions import public_action
 from gateway.actions.subscriptions import public_subscription
 from gateway.errors import BadRequest, FieldProblem, InvalidPayload
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, operation
+from gateway.web.openapi import ID_CURSOR, TEXT_NAME, operation, strict
 from gateway.web.partners import PAGE
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object, unknown_members
@@ -20,7 +20,7 @@ ACTION: dict[str, Any] = {
     "type": "object",
     "required": ["name", "partner_id", "method", "mode"],
     "properties": {
-        "name": {"type": "string"},
+        "name": TEXT_NAME,
         "partner_id": {"type": "string"},
         "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
         "path": {"type": "string", "description": 'a template such as "/fines/{ait}"'},
@@ -46,6 +46,7 @@ ACTION: dict[str, Any] = {
             "description": "send an XML (SOAP) body: a Jinja2 template autoescaped for XML, "
             "rendered on the mapping context plus body and secrets (docs/actions.md)",
             "required": ["template"],
+            "additionalProperties": False,
             "properties": {
                 "template": {"type": "string"},
                 "soap": {"enum": ["1.1", "1.2", None]},
@@ -142,7 +143,7 @@ def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
 # -- actions ---------------------------------------------------------------------------------
 
 
-@operation("Create an action", tag="actions", request=ACTION, response=ACTION, status=201)
+@operation("Create an action", tag="actions", request=strict(ACTION), response=ACTION, status=201)
 async def create_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
@@ -241,7 +242,7 @@ def _invoked(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any
 @operation(
     "Subscribe an action to events; the signing secret is shown once",
     tag="subscriptions",
-    request=SUBSCRIPTION,
+    request=strict(SUBSCRIPTION),
     response=WITH_SECRET,
     status=201,
 )

@@ -53,6 +53,7 @@ _UPLOAD: dict[str, Any] = {
 _TEST: dict[str, Any] = {
     "type": "object",
     "required": ["flow", "event"],
+    "additionalProperties": False,
     "properties": {
         "flow": {"type": ["string", "object"], "description": "a stored flow's name, or a draft"},
         "version": {"type": "integer", "description": "a stored version instead of the active"},

@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.notify.templates import public_template
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, operation
+from gateway.web.openapi import FILE_NAME, ID_CURSOR, operation, strict
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object, unknown_members
 from gateway.web.state import services_of
@@ -19,7 +19,7 @@ TEMPLATE_BODY: dict[str, Any] = {
     "type": "object",
     "required": ["name", "channel_type", "locales"],
     "properties": {
-        "name": {"type": "string"},
+        "name": FILE_NAME,
         "channel_type": {"enum": ["email", "push", "sms"]},
         "description": {"type": "string"},
         "locales": {
@@ -61,7 +61,11 @@ _RENDERED: dict[str, Any] = {
 
 
 @operation(
-    "Create a template", tag="templates", request=TEMPLATE_BODY, response=TEMPLATE, status=201
+    "Create a template",
+    tag="templates",
+    request=strict(TEMPLATE_BODY),
+    response=TEMPLATE,
+    status=201,
 )
 async def create_template(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -96,7 +100,7 @@ async def get_template(request: web.Request) -> web.Response:
 @operation(
     "Replace a template (its name stays; its channel_type too while an active flow uses it: 409)",
     tag="templates",
-    request=TEMPLATE_BODY,
+    request=strict(TEMPLATE_BODY),
     response=TEMPLATE,
     errors=(409,),
 )
