@@ -31,12 +31,12 @@ def position_doc(rng: random.Random, tenant: str = "bench") -> tuple[dict[str, A
         "plate": nk,
         "attributes": {"tracker_id": f"tracker-{rng.randrange(10_000):04d}", "ignition": True},
         "last_position": {
-            "latitude": -23.55 + rng.uniform(-0.2, 0.2),
-            "longitude": -46.63 + rng.uniform(-0.2, 0.2),
+            "time": fix,
+            "lat": -23.55 + rng.uniform(-0.2, 0.2),
+            "lon": -46.63 + rng.uniform(-0.2, 0.2),
             "speed_kmh": round(rng.uniform(0, 110), 1),
-            "course": round(rng.uniform(0, 359.9), 1),
+            "heading": round(rng.uniform(0, 359.9), 1),
             "altitude_m": round(rng.uniform(700, 800), 1),
-            "fix_time": fix,
         },
         "odometer_km": round(rng.uniform(1_000, 300_000), 1),
     }

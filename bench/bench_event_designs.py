@@ -85,7 +85,7 @@ def outbox_entry(data: Doc) -> Doc:
         "occurred_at": datetime.now(UTC),
         "entity_type": "vehicle",
         "data": data,
-        "changes": [{"field": "last_position.latitude", "old": -23.5, "new": -23.6}],
+        "changes": [{"field": "last_position.lat", "old": -23.5, "new": -23.6}],
         "origin": {"kind": "trigger", "id": "trg_bench"},
     }
 

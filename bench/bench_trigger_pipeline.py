@@ -42,14 +42,14 @@ emit: [vehicle.position]
 fields:
   plate: {from: device.plate, transforms: [trim, upper]}
   attributes.tracker_id: device.id
-  last_position.latitude: {from: position.latitude, required: true}
-  last_position.longitude: {from: position.longitude, required: true}
+  last_position.lat: {from: position.latitude, required: true}
+  last_position.lon: {from: position.longitude, required: true}
   last_position.speed_kmh:
     from: position.speed
     transforms: [{convert: {from: knots, to: km/h}}, {round: 1}]
-  last_position.course: position.course
+  last_position.heading: position.course
   last_position.altitude_m: position.altitude
-  last_position.fix_time:
+  last_position.time:
     from: position.fixTime
     required: true
     transforms: [{datetime: {parse: iso8601}}]

@@ -77,9 +77,9 @@ def serve(
         app,
         host=settings.host,
         port=settings.port,
-        on_listening=(lambda: None)
+        on_listening=(lambda url: None)
         if reuse_port
-        else lambda: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
+        else lambda url: print(f"gateway listening on {url}", file=sys.stderr),
         reuse_port=reuse_port,
         event_loop=settings.event_loop,
         access_log=None,
@@ -114,6 +114,8 @@ def demo(settings: Settings, tenant: str) -> int:
         return 1
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     geotab_url = f"http://{host}:{settings.port}{demo_partner.PATH.removesuffix('/apiv1')}"
+    # Demo only: every tenant of this process may call these addresses, on any port (the SSRF
+    # guard allows addresses, not ports); the summary and docs/operations.md say so.
     allow = {host, "127.0.0.1"} - set(settings.outbound_allow)
     settings = replace(settings, outbound_allow=(*settings.outbound_allow, *sorted(allow)))
 
@@ -137,7 +139,7 @@ def demo(settings: Settings, tenant: str) -> int:
             f"{created} entities, {rules} geofences and plans created, {mappings} mappings, "
             f"{flows.flows} flows loaded"
         )
-        summary = _demo_summary(settings.base_url, tenant, counts, hooks, token)
+        summary = _demo_summary(settings.base_url, tenant, counts, hooks, token, sorted(allow))
         return summary + _schedule_summary(settings.base_url, schedule)
 
     print(_run(seed), flush=True)
@@ -192,9 +194,19 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
         raise KeyboardInterrupt from None
 
 
-def _demo_summary(base: str, tenant: str, counts: str, hooks: list[DemoTrigger], token: str) -> str:
+def _demo_summary(
+    base: str,
+    tenant: str,
+    counts: str,
+    hooks: list[DemoTrigger],
+    token: str,
+    loopback: list[str],
+) -> str:
     lines = [
         f"\nRabbot gateway demo: tenant {tenant!r} ({counts})",
+        f"  DEMO ONLY: the SSRF guard lets every tenant here call {', '.join(loopback)} on any",
+        "  port (the demo's partners are local): never give this process real tenants or",
+        "  expose it to others (--host 0.0.0.0); run `gateway serve` for that.",
         f"  API reference   {base}/docs",
         f"  OpenAPI         {base}/openapi.json",
         f"  health/metrics  {base}/readyz  {base}/metrics",

@@ -170,8 +170,15 @@ class Settings:
 
     @property
     def base_url(self) -> str:
+        """The base of the trigger URLs handed to partners: GATEWAY_PUBLIC_URL, else
+        `listen_url`."""
+        return (self.public_url or self.listen_url).rstrip("/")
+
+    @property
+    def listen_url(self) -> str:
+        """The address this process listens on (never GATEWAY_PUBLIC_URL: a proxy's)."""
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
-        return (self.public_url or f"http://{host}:{self.port}").rstrip("/")
+        return f"http://{host}:{self.port}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

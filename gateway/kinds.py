@@ -64,8 +64,10 @@ class KindService:
             raise NotFound(f"no kind {name!r}")
         return doc
 
-    async def find(self, tenant: str) -> list[Doc]:
-        return await self._store.kinds.find(tenant)
+    async def find(
+        self, tenant: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[Doc]:
+        return await self._store.kinds.find(tenant, after=after, limit=limit)
 
     async def delete(self, tenant: str, name: str) -> None:
         if not await self._store.kinds.delete(tenant, name):

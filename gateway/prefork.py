@@ -77,7 +77,7 @@ def serve_processes(settings: Settings, count: int) -> int:
             restarting.append(database.server)
         env = _child_env(settings, database.server.uri if database else None)
         children = [_start(n, settings, env) for n in range(count)]
-        print(f"gateway listening on {settings.base_url} ({count} processes)", file=sys.stderr)
+        print(f"gateway listening on {settings.listen_url} ({count} processes)", file=sys.stderr)
         try:
             while not stop.wait(0.5):
                 if database is not None:

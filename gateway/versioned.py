@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from gateway.clock import as_stored
 from gateway.errors import Conflict, NoActiveVersion, NotFound
 from gateway.store import Doc
 from gateway.store.mappings import MappingStore
@@ -80,7 +81,7 @@ class VersionedDocuments(Generic[V]):
             **fields,
             "checksum": checksum,
             "author": author,
-            "created_at": datetime.now(UTC),
+            "created_at": as_stored(datetime.now(UTC)),
         }
         await self._store.insert_version(tenant, doc)
         await self._store.publish(
@@ -118,11 +119,14 @@ class VersionedDocuments(Generic[V]):
         return self._make(await self.version_doc(tenant, name, version), active)
 
     async def versions(self, tenant: str, name: str) -> list[V]:
-        """Every version, without its source and document."""
+        """Every version, without its source and with what its store lists of its document
+        (`version_listing`: of a flow, the events it starts on; of a mapping, nothing)."""
         head = await self.head(tenant, name)
         docs = await self._store.versions(tenant, name)
         active = head.get("active_version")
-        return [self._make({**d, "source": "", "document": {}}, active) for d in docs]
+        return [
+            self._make({**d, "source": "", "document": d.get("document", {})}, active) for d in docs
+        ]
 
     async def activate(self, tenant: str, name: str, version: int) -> V:
         doc = await self.version_doc(tenant, name, version)

@@ -499,3 +499,58 @@ async def test_a_weak_if_match_tag_never_matches_and_head_has_the_gets_etag(
         path, json={"model": "Strada"}, headers={**auth(), "If-Match": f'"x", {etag}'}
     )
     assert strong.status == 200, await strong.text()
+
+
+FENCE = {"lat": -23.5505, "lon": -46.6333, "radius_m": 800}
+
+
+async def test_every_create_answer_carries_the_timestamps_a_read_gives(client: Client) -> None:
+    """The database keeps a time to the millisecond: the create answers of the admin
+    resources (entities aside, fixed before) had the clock's microseconds, which no read
+    gives back, so a client keeping `updated_at` saw every resource change at its first read."""
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    action = await _posted(
+        client,
+        "/api/v1/actions",
+        {
+            "name": "a",
+            "partner_id": partner["id"],
+            "method": "POST",
+            "path": "/x",
+            "mode": "deliver",
+        },
+    )
+    email = {"host": "127.0.0.1", "port": 2525, "security": "none"}
+    kind = {"name": "tyre", "schema": {"type": "object"}}
+    created = {
+        f"/api/v1/partners/{partner['id']}": partner,
+        f"/api/v1/actions/{action['id']}": action,
+        **{
+            f"{path}/{answer.get('id', answer.get('name'))}": answer
+            for path, answer in [
+                (path, await _posted(client, path, body))
+                for path, body in (
+                    ("/api/v1/subscriptions", {"action_id": action["id"], "event_types": ["*"]}),
+                    ("/api/v1/triggers", {"name": "t", "entity_type": "vehicle"}),
+                    ("/api/v1/geofences", {"name": "g", "kind": "authorized", "circle": FENCE}),
+                    ("/api/v1/maintenance-plans", {"name": "oil", "every_km": 5_000}),
+                    (
+                        "/api/v1/channels",
+                        {"name": "e", "type": "email", "smtp": email, "from": "a@b.co"},
+                    ),
+                    ("/api/v1/kinds", kind),
+                )
+            ]
+        },
+    }
+    for url, answer in created.items():
+        read = await (await client.get(url, headers=auth())).json()
+        stamps = [(k, answer[k], read[k]) for k in ("created_at", "updated_at") if k in answer]
+        assert stamps and all(a == r for _, a, r in stamps), (url, stamps)
+
+
+async def _posted(client: Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(path, json=body, headers=auth())
+    answer: dict[str, Any] = await response.json()
+    assert response.status == 201, (path, answer, body)
+    return answer

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -207,12 +208,42 @@ async def test_worker_relays_events_and_stops_on_sigterm(
                 proc.kill()
 
 
-def _wait_for_line(proc: subprocess.Popen[str], text: str) -> None:
+def _wait_for_line(proc: subprocess.Popen[str], text: str) -> str:
     assert proc.stderr is not None
     for line in proc.stderr:
         if text in line:
-            return
+            return line
     raise AssertionError(f"the process ended without printing {text!r}")
+
+
+async def test_the_start_line_names_the_socket_bound_not_the_public_url(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """`gateway listening on URL` is where this process listens (the port the system chose
+    for port 0), not GATEWAY_PUBLIC_URL, a proxy's address in front of it."""
+    env = {
+        **cli_env(settings, mongodb_uri),
+        "GATEWAY_PORT": "0",
+        "GATEWAY_PUBLIC_URL": "https://gw.example.com",
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            line = await asyncio.to_thread(_wait_for_line, proc, "gateway listening on")
+            url = line.split("gateway listening on ", 1)[1].strip()
+            assert re.fullmatch(r"http://127\.0\.0\.1:[1-9][0-9]*", url), line
+            with await asyncio.to_thread(urllib.request.urlopen, f"{url}/healthz", timeout=5) as r:
+                assert r.status == 200
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 async def test_demo_for_a_tenant_no_token_can_name_exits_2_before_seeding(
@@ -242,6 +273,10 @@ async def test_demo_seeds_then_serves_and_stops_on_sigterm(
             await asyncio.to_thread(_wait_for_line, proc, "gateway listening on")
             assert proc.stdout is not None
             summary = await asyncio.to_thread(_read_until, proc.stdout, "Try the curl examples")
+            # The demo's loopback allowance is said where its operator reads the token.
+            assert "DEMO ONLY: the SSRF guard lets every tenant here call 127.0.0.1 on any" in (
+                summary
+            )
             token = summary.split("export ADMIN_TOKEN=", 1)[1].split()[0]
             request = urllib.request.Request(
                 f"http://127.0.0.1:{port}/api/v1/entities/vehicle/ABC1D23",

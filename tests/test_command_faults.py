@@ -300,7 +300,7 @@ async def test_a_position_post_the_database_fails_is_a_503_and_its_retry_stores_
         while "last_position" not in (data := await vehicle_data(services)):
             await fold.run_until_idle()
             await asyncio.sleep(0.1)
-    assert data["last_position"]["fix_time"] == "2026-12-01T12:00:00.000Z"
+    assert data["last_position"]["time"] == "2026-12-01T12:00:00.000Z"
 
 
 async def test_an_inbox_number_taken_as_the_database_stalled_does_not_hold_the_fold(
@@ -332,7 +332,7 @@ async def test_an_inbox_number_taken_as_the_database_stalled_does_not_hold_the_f
             await fold.run_until_idle()
             await asyncio.sleep(0.1)
     data = await vehicle_data(services)
-    assert data["last_position"]["fix_time"] == "2026-12-01T12:05:00.000Z"
+    assert data["last_position"]["time"] == "2026-12-01T12:05:00.000Z"
 
 
 async def vehicle_data(services: Services, plate: str = VEHICLE["plate"]) -> dict[str, Any]:
@@ -487,7 +487,7 @@ async def test_the_fold_writes_nothing_half_on_a_database_fault_and_folds_once_i
         assert vehicle is not None
         folded[plate] = vehicle["data"]
     one, other = folded["ABC1D23"], folded["BRA2E19"]
-    assert one["last_position"]["fix_time"] == other["last_position"]["fix_time"]
+    assert one["last_position"]["time"] == other["last_position"]["time"]
     assert one["odometer_km"] == pytest.approx(other["odometer_km"])
     # the same fixes, the same events: the faulted pass emitted none twice
     by_vehicle: dict[str, list[str]] = {}

@@ -204,7 +204,7 @@ async def test_the_folds_vehicle_writes_survive_a_crash_right_after_them(
             await services.entities.upsert("acme", "vehicle", {"plate": p}, ORIGIN)
             for p in ("FLD1A11", "FLD2A22", "FLD3A33")
         ]
-        where = {"latitude": -23.5, "longitude": -46.6}
+        where = {"lat": -23.5, "lon": -46.6}
         folds = [Folded("acme", str(u.entity["_id"]), {"last_position": where}, 1) for u in upserts]
         assert await services.store.entities.set_folded(folds) == [True] * 3
         await _crash(own_database)

@@ -164,7 +164,7 @@ async def test_the_demo_schedule_polls_the_stand_in_geotab_server(
     truck = await (
         await client.get("/api/v1/entities/vehicle/BRA2E19", headers=auth("demo"))
     ).json()
-    assert truck["last_position"]["fix_time"] and truck["attributes"]["geotab_log_id"] == "bB"
+    assert truck["last_position"]["time"] and truck["attributes"]["geotab_log_id"] == "bB"
 
 
 async def test_the_readme_seed_scenarios_reach_the_demo_partners(

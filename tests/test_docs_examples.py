@@ -225,4 +225,33 @@ async def test_the_trigger_admin_examples_run_in_order(client: Client) -> None:
             assert written.status == 200, await written.text()
             read = await client.get(f"/hooks/{trigger['id']}/ABC1D23", headers=bearer)
             answer = await read.json()
-            assert answer["placa"] == "ABC1D23" and answer["posicao"]["latitude"] == -23.5611
+            assert answer["placa"] == "ABC1D23" and answer["posicao"]["lat"] == -23.5611
+
+
+async def test_the_xml_trigger_example_answers_soap_without_the_accept(client: Client) -> None:
+    """docs/triggers.md's XML example: the trigger its create call makes answers the SOAP
+    call in a SOAP 1.1 envelope when the caller does not ask for JSON, as the example says (the
+    default `answers: json` answered JSON: the example's body lacked `as_called`)."""
+    text = TRIGGERS.read_text()
+    block = re.search(r"```sh\n(curl [^`]*?sascar-pacote-posicoes.*?)```", text, re.S)
+    assert block is not None and "without the Accept: the same answer in a SOAP" in block[1]
+    create, hook = _curls(block[1])
+    mapping = (ROOT / "mappings" / "sascar-pacote-posicoes.yaml").read_text()
+    yaml = {**auth(), "Content-Type": "application/yaml"}
+    assert (await client.post("/api/v1/mappings", data=mapping, headers=yaml)).status == 201
+    for vehicle in (
+        {"plate": "ABC1D23", "attributes": {"tracker_id": "1231226"}},
+        {"plate": "XYZ9A87"},
+    ):
+        made = await client.post("/api/v1/entities/vehicle", json=vehicle, headers=auth())
+        assert made.status == 201, await made.text()
+    made = await client.post(create["path"], headers=create["headers"], data=create["body"])
+    trigger = await made.json()
+    assert made.status == 201, trigger
+    headers = {k: v for k, v in hook["headers"].items() if k != "Accept"}
+    headers["Authorization"] = f"Bearer {trigger['token']}"
+    path = hook["path"].replace("trg_…", trigger["id"])
+    answer = await client.post(path, headers=headers, data=hook["body"])
+    body = await answer.text()
+    assert answer.status == 200 and answer.content_type == "text/xml", body
+    assert "Envelope" in body and "schemas.xmlsoap.org/soap/envelope" in body

@@ -39,14 +39,14 @@ def vehicle(**overrides: Any) -> dict[str, Any]:
         "status": "active",
         "odometer_km": 48210.5,
         "last_position": {
-            "latitude": -23.5505,
-            "longitude": -46.6333,
+            "time": "2026-03-01T10:15:00-03:00",
+            "lat": -23.5505,
+            "lon": -46.6333,
             "speed_kmh": 62.0,
-            "course": 270,
+            "heading": 270,
             "altitude_m": 760,
             "accuracy_m": 4.5,
             "ignition": True,
-            "fix_time": "2026-03-01T10:15:00-03:00",
         },
         "current_driver": {"cpf": "529.982.247-25", "name": "Maria Souza"},
         "group": "Distribuição SP",
@@ -294,13 +294,15 @@ def test_bad_identifier_is_rejected_with_pointer_and_reason(
 
 def test_typo_in_a_field_name_is_caught_with_a_suggestion(registry: SchemaRegistry) -> None:
     doc = vehicle(odometer=10)
-    doc["last_position"] = {**doc["last_position"], "lat": 1}
+    doc["last_position"] = {**doc["last_position"], "latitude": 1}
     doc["stauts"] = "active"
     problems = {p.pointer: p for p in registry.validate("vehicle", doc)}
-    assert set(problems) == {"/odometer", "/last_position/lat", "/stauts"}
+    assert set(problems) == {"/odometer", "/last_position/latitude", "/stauts"}
     assert problems["/stauts"].message == "/stauts: unknown field (did you mean 'status'?)"
     assert problems["/stauts"].keyword == "additionalProperties"
-    assert problems["/last_position/lat"].message.startswith("/last_position/lat: unknown field")
+    assert problems["/last_position/latitude"].message.startswith(
+        "/last_position/latitude: unknown field"
+    )
 
 
 def test_nested_typo_in_a_driver_licence_points_into_the_licence(
@@ -322,12 +324,12 @@ def test_missing_required_field_points_at_the_field(registry: SchemaRegistry) ->
 
 def test_invalid_payload_lists_every_failing_field(registry: SchemaRegistry) -> None:
     doc = vehicle(year=1800, status="broken", odometer_km=-1, vin="9BWZZZ377VT00425I")
-    doc["last_position"] = {"latitude": 91, "longitude": 0, "fix_time": "yesterday"}
+    doc["last_position"] = {"lat": 91, "lon": 0, "time": "yesterday"}
     with pytest.raises(InvalidPayload) as caught:
         registry.check("vehicle", doc)
     assert sorted(pointers(caught.value.problems)) == [
-        "/last_position/fix_time",
-        "/last_position/latitude",
+        "/last_position/lat",
+        "/last_position/time",
         "/odometer_km",
         "/status",
         "/vin",
@@ -354,7 +356,7 @@ def test_non_object_document_is_rejected(registry: SchemaRegistry) -> None:
 
 def test_value_json_cannot_carry_is_a_problem_not_a_crash(registry: SchemaRegistry) -> None:
     doc = vehicle()
-    doc["last_position"] = {**doc["last_position"], "fix_time": datetime.now(UTC)}
+    doc["last_position"] = {**doc["last_position"], "time": datetime.now(UTC)}
     [problem] = registry.validate("vehicle", doc)
     assert problem.pointer == "" and "not a JSON document" in problem.message
 
@@ -532,8 +534,8 @@ def test_compiling_the_same_schema_twice_reuses_the_compiled_validator() -> None
     ("entity_type", "path", "expected"),
     [
         ("vehicle", "plate", True),
-        ("vehicle", "last_position.latitude", True),
-        ("vehicle", "last_position.lat", False),
+        ("vehicle", "last_position.lat", True),
+        ("vehicle", "last_position.latitude", False),
         ("vehicle", "current_driver.cpf", True),
         ("vehicle", "attributes.anything", True),
         ("vehicle", "attributes.deep.down", True),

@@ -6,11 +6,14 @@ future freezes nothing (docs/partners.md "Which vehicle an event is", docs/fleet
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gateway.store.position_names import STEP as rename_step
+from gateway.store.position_names import rename_position_members
 from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import (
@@ -78,7 +81,7 @@ async def test_an_event_named_after_another_vehicles_plate_writes_its_trackers_v
     assert other["attributes"] == {"tracker_id": "862220"}, other
     assert "last_position" not in other and "odometer_km" not in other, other
     assert mine["attributes"]["tracker_id"] == "861110"
-    assert mine["last_position"]["latitude"] == -23.5611
+    assert mine["last_position"]["lat"] == -23.5611
     status, answer = await hook(client, trigger, _event("861110", "Caminhao 12", 2))
     assert status == 200 and answer["key"] == "ABC1D23", answer  # not ambiguous
 
@@ -123,7 +126,7 @@ async def test_a_traccar_event_odometer_of_zero_leaves_the_odometer(client: Clie
     later = _event("861110", "ABC1D23", 2, fixTime="2026-11-20T13:50:00.000+00:00")
     later["position"]["attributes"]["odometer"] = 0
     status, answer = await hook(client, trigger, later)
-    assert status == 200 and "last_position.fix_time" in answer["changed"], answer
+    assert status == 200 and "last_position.time" in answer["changed"], answer
     assert (await _get(client, "ABC1D23"))["odometer_km"] == 98765.0
 
 
@@ -203,7 +206,7 @@ async def test_a_geotab_record_at_null_island_is_no_last_position(client: Client
     [result] = answer["results"]
     assert status == 200 and result["changed"] == [] and result["events"] == [], answer
     vehicle = await _get(client, "XYZ9A87")
-    assert vehicle["last_position"]["latitude"] == -23.1, vehicle
+    assert vehicle["last_position"]["lat"] == -23.1, vehicle
     assert vehicle["attributes"]["geotab_log_id"] == "a1"
     await client.app[services_key].relay.run_until_idle()
     response = await client.get("/api/v1/events?type=vehicle.position", headers=auth())
@@ -226,7 +229,7 @@ async def test_a_samsara_stats_point_at_null_island_is_no_last_position(client: 
     [result] = answer["results"]
     assert status == 200 and result["changed"] == ["odometer_km"], answer
     vehicle = await _get(client, "ABC1D23")
-    assert vehicle["last_position"]["latitude"] == -23.56118, vehicle
+    assert vehicle["last_position"]["lat"] == -23.56118, vehicle
     await client.app[services_key].relay.run_until_idle()
     response = await client.get("/api/v1/events?type=vehicle.position", headers=auth())
     assert len((await response.json())["items"]) == 1
@@ -241,7 +244,7 @@ async def test_an_event_dated_in_the_future_freezes_nothing(client: Client) -> N
     ahead = _event("861110", "ABC1D23", 1, fixTime=_at(365 * 86400), latitude=-23.0)
     status, answer = await hook(client, trigger, ahead)
     assert status == 200 and "vehicle.geofence.exited" in answer["events"], answer
-    assert "last_position.fix_time" in answer["skipped"], answer
+    assert "last_position.time" in answer["skipped"], answer
     assert "last_position" not in await _get(client, "ABC1D23")
 
     now = _event("861110", "ABC1D23", 2, fixTime=_at(-60), latitude=-23.1)
@@ -249,24 +252,24 @@ async def test_an_event_dated_in_the_future_freezes_nothing(client: Client) -> N
     status, answer = await hook(client, trigger, now)
     assert status == 200 and "skipped" not in answer, answer
     vehicle = await _get(client, "ABC1D23")
-    assert vehicle["last_position"]["latitude"] == -23.1
+    assert vehicle["last_position"]["lat"] == -23.1
     assert vehicle["odometer_km"] == 98766.0 and vehicle["attributes"]["ignition"] is False
 
     close = _event("861110", "ABC1D23", 3, fixTime=_at(120), latitude=-23.2)
     status, answer = await hook(client, trigger, close)
     assert status == 200 and "skipped" not in answer, answer
-    assert (await _get(client, "ABC1D23"))["last_position"]["latitude"] == -23.2
+    assert (await _get(client, "ABC1D23"))["last_position"]["lat"] == -23.2
 
 
 async def test_a_vehicle_frozen_by_a_future_fix_time_before_moves_again(client: Client) -> None:
     """A stored fix time a year ahead (written before the rule) holds no later event back."""
     trigger = await _traccar(client)
     frozen_at = (datetime.now(UTC) + timedelta(days=365)).isoformat().replace("+00:00", "Z")
-    frozen = {"latitude": -10.0, "longitude": -40.0, "fix_time": frozen_at}
+    frozen = {"lat": -10.0, "lon": -40.0, "time": frozen_at}
     await _vehicle(client, "XYZ9A87", attributes={"tracker_id": "862220"}, last_position=frozen)
     status, answer = await hook(client, trigger, _event("862220", "XYZ9A87", 4, fixTime=_at(-5)))
     assert status == 200 and "skipped" not in answer, answer
-    assert (await _get(client, "XYZ9A87"))["last_position"]["latitude"] == -23.5611
+    assert (await _get(client, "XYZ9A87"))["last_position"]["lat"] == -23.5611
 
 
 LICENCE = """
@@ -333,3 +336,76 @@ async def test_a_retried_older_identification_without_a_gps_lock_keeps_the_newer
         assert status == 200, answer
     attributes = (await _get(client, "ABC1D23"))["attributes"]
     assert attributes["traccar_driver_unique_id"] == "DRIVER-B", attributes
+
+
+OLD_NAMES = """
+name: old-position-names
+direction: inbound
+entity_type: vehicle
+key: [plate]
+emit: [{type: vehicle.position, announce: {changed: [last_position.latitude]}}]
+fields:
+  plate: placa
+  last_position.latitude: {from: lat, only_forward: {by: last_position.fix_time}}
+  last_position.longitude: {from: lon, only_forward: {by: last_position.fix_time}}
+  last_position.course: {from: rumo, only_forward: {by: last_position.fix_time}}
+  last_position.fix_time: {from: em, only_forward: true}
+"""
+
+
+async def test_a_mapping_with_the_old_position_names_writes_the_spec_names(
+    client: Client,
+) -> None:
+    """A mapping uploaded before `last_position` took SPEC §3.5's names (`latitude`,
+    `longitude`, `fix_time`, `course`) writes `lat`, `lon`, `time`, `heading`; its ordering by
+    the old `fix_time` still holds an older fix back and its `changed` still announces; its
+    upload is taken with a warning per old name."""
+    uploaded = await upload_mapping(client, OLD_NAMES)
+    assert len(uploaded["warnings"]) == 8, uploaded["warnings"]
+    assert "'last_position.fix_time' is a deprecated name, write 'last_position.time'" in (
+        " ".join(uploaded["warnings"])
+    )
+    trigger = await create_trigger(client, mapping="old-position-names")
+    fix = {"placa": "ABC1D23", "lat": -23.5, "lon": -46.6, "rumo": 90, "em": _at(-60)}
+    earlier = {"time": _at(-600), "lat": -23.0, "lon": -46.0}
+    await _vehicle(client, "ABC1D23", last_position=earlier)
+    status, answer = await hook(client, trigger, fix)
+    assert status == 200 and "vehicle.position" in answer["events"], answer
+    position = (await _get(client, "ABC1D23"))["last_position"]
+    assert position == {"time": position["time"], "lat": -23.5, "lon": -46.6, "heading": 90}
+    older = {**fix, "lat": -20.0, "em": _at(-120)}
+    status, answer = await hook(client, trigger, older)
+    assert status == 200 and "last_position.lat" in answer["skipped"], answer
+    assert "vehicle.position" not in answer["events"], answer
+    assert (await _get(client, "ABC1D23"))["last_position"] == position
+
+
+async def test_vehicles_stored_with_the_old_position_names_read_with_the_spec_names(
+    client: Client,
+) -> None:
+    """The upgrade step renames every stored vehicle's old `last_position` members once,
+    recorded in `meta`; two processes running it at once rename each vehicle once."""
+    store = client.app[services_key].store
+    entities, meta = store.db["entities"], store.db["meta"]
+    await _vehicle(client, "ABC1D23", last_position={"lat": -23.5, "lon": -46.6, "time": _at(-9)})
+    await _vehicle(client, "XYZ9A87")
+    old = {
+        "latitude": -23.5,
+        "longitude": -46.6,
+        "course": 12.5,
+        "fix_time": "2026-12-01T10:00:00Z",
+    }
+    await entities.update_one({"nk": "ABC1D23"}, {"$set": {"data.last_position": old}})
+    await meta.delete_one({"_id": rename_step})
+    before = await _get(client, "ABC1D23")
+    renamed = await asyncio.gather(
+        rename_position_members(entities, meta), rename_position_members(entities, meta)
+    )
+    assert sum(renamed) == 1 and await meta.find_one({"_id": rename_step}) is not None
+    after = await _get(client, "ABC1D23")
+    assert after["last_position"] == {
+        "time": "2026-12-01T10:00:00Z", "lat": -23.5, "lon": -46.6, "heading": 12.5
+    }  # fmt: skip
+    assert after["version"] == before["version"] + 1
+    await entities.update_one({"nk": "XYZ9A87"}, {"$set": {"data.last_position": old}})
+    assert await rename_position_members(entities, meta) == 0  # once per database

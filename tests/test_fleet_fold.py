@@ -125,7 +125,7 @@ async def test_a_pass_that_wrote_the_vehicle_but_never_committed_is_replaced(
     data = await vehicle_data(services, vehicle)
     assert data["odometer_km"] == pytest.approx(await folded_km(services, vehicle))
     driven_km = data["odometer_km"] - 18_250
-    assert 1 < driven_km < 50 and data["last_position"]["latitude"] == points[-1].lat
+    assert 1 < driven_km < 50 and data["last_position"]["lat"] == points[-1].lat
 
 
 async def test_the_route_appended_in_order_folds_to_its_length(services: Services) -> None:
@@ -135,8 +135,8 @@ async def test_the_route_appended_in_order_folds_to_its_length(services: Service
     await services.fold.run_until_idle()
     data = await vehicle_data(services, vehicle)
     assert data["odometer_km"] * 1000 == _approx(ROUTE_M, 0.005)
-    assert data["last_position"]["latitude"] == points[-1].lat
-    assert data["last_position"]["fix_time"].startswith(points[-1].t.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert data["last_position"]["lat"] == points[-1].lat
+    assert data["last_position"]["time"].startswith(points[-1].t.strftime("%Y-%m-%dT%H:%M:%S"))
     fleet = await services.store.fleet.state(TENANT, vehicle)
     assert fleet is not None and fleet["state"]["last"]["lat"] == points[-1].lat
     # A position is not an entity change: no entity.updated per fix.
@@ -162,7 +162,7 @@ async def test_fixes_shuffled_within_a_minute_and_folded_as_they_come_give_the_s
         await services.fold.run_until_idle()
     data = await vehicle_data(services, vehicle)
     assert data["odometer_km"] * 1000 == _approx(length, 0.005)
-    assert data["last_position"]["latitude"] == points[-1].lat  # never went backwards
+    assert data["last_position"]["lat"] == points[-1].lat  # never went backwards
     metrics = services.metrics.render().decode()
     assert 'gateway_fleet_fixes_folded_total{outcome="late"}' in metrics
 
@@ -183,7 +183,7 @@ async def test_refused_fixes_stay_in_the_track_flagged_and_counted(services: Ser
         "future",
     ]
     data = await vehicle_data(services, vehicle)
-    assert (data["last_position"]["latitude"], data["odometer_km"]) == (rio.lat, 0)
+    assert (data["last_position"]["lat"], data["odometer_km"]) == (rio.lat, 0)
     metrics = services.metrics.render().decode()
     for reason in ("impossible_speed", "null_island", "future"):
         assert f'gateway_fleet_fixes_rejected_total{{reason="{reason}"}} 1.0' in metrics
@@ -348,7 +348,7 @@ async def test_a_fix_later_than_the_state_remembers_finds_its_neighbours_in_the_
     after = (await vehicle_data(services, vehicle))["odometer_km"]
     assert detour > 20
     assert (after - before) * 1000 == pytest.approx(detour, abs=1.0)  # written to the metre
-    assert (await vehicle_data(services, vehicle))["last_position"]["latitude"] == points[-1].lat
+    assert (await vehicle_data(services, vehicle))["last_position"]["lat"] == points[-1].lat
 
 
 async def test_a_missing_inbox_number_holds_the_fold_until_it_is_given_up(
@@ -364,11 +364,11 @@ async def test_a_missing_inbox_number_holds_the_fold_until_it_is_given_up(
 
     waiting = own_fold(services, FoldSettings(missing_seconds=3600))
     assert await waiting.run_until_idle() == 1  # the round before, then the gap holds it
-    assert (await vehicle_data(services, vehicle))["last_position"]["latitude"] == points[0].lat
+    assert (await vehicle_data(services, vehicle))["last_position"]["lat"] == points[0].lat
     fold = own_fold(services, FoldSettings(missing_seconds=0))  # the wait is over
     assert await fold.run_until_idle() == 2  # the number given up, then the round
     data = await vehicle_data(services, vehicle)
-    assert data["last_position"]["latitude"] == points[-1].lat
+    assert data["last_position"]["lat"] == points[-1].lat
     assert await services.store.fleet.checkpoints([0]) == {0: 3}
 
 
@@ -392,7 +392,7 @@ async def test_an_operators_shorter_gap_gives_a_lost_rounds_number_up_sooner(
         await asyncio.sleep(1.1)
         assert await services.fold.run_until_idle() == 2  # given up, then the round
         data = await vehicle_data(services, vehicle)
-        assert data["last_position"]["latitude"] == points[-1].lat
+        assert data["last_position"]["lat"] == points[-1].lat
     with pytest.raises(ConfigError, match="GATEWAY_FOLD_GAP_SECONDS must be between 2"):
         Settings.from_env({"GATEWAY_FOLD_GAP_SECONDS": "1"})
     with pytest.raises(ConfigError, match="must be longer than GATEWAY_DB_TIMEOUT_MS"):
@@ -445,7 +445,7 @@ async def test_several_missing_inbox_numbers_in_sight_are_given_up_after_one_wai
     await asyncio.sleep(0.6)
     assert await fold.run_until_idle() == 4
     data = await vehicle_data(services, vehicle)
-    assert data["last_position"]["latitude"] == points[-1].lat
+    assert data["last_position"]["lat"] == points[-1].lat
 
 
 async def test_under_steady_input_a_checkpoint_is_written_a_few_vehicles_a_pass(
@@ -470,7 +470,7 @@ async def test_under_steady_input_a_checkpoint_is_written_a_few_vehicles_a_pass(
     assert set((await services.store.fleet.checkpoints(range(16))).values()) == {last}
     assert all([await services.store.fleet.state(TENANT, v) is not None for v in vehicles])
     data = await vehicle_data(services, vehicles[0])
-    assert data["last_position"]["latitude"] == route_points()[19].lat
+    assert data["last_position"]["lat"] == route_points()[19].lat
 
 
 async def test_a_deleted_geofence_or_plan_leaves_the_vehicles_fold_state(client: Any) -> None:
@@ -639,14 +639,14 @@ async def test_a_round_killed_before_its_inbox_write_with_no_round_after_it_is_f
     waiting = own_fold(services, FoldSettings(missing_seconds=3600))
     assert await waiting.run_until_idle() == 1  # round 1; number 2 may still be being written
     assert await services.store.fleet.document(2) is None
-    assert (await vehicle_data(services, vehicle))["last_position"]["latitude"] == points[9].lat
+    assert (await vehicle_data(services, vehicle))["last_position"]["lat"] == points[9].lat
     fold = own_fold(services, FoldSettings(missing_seconds=0.5))
     assert await fold.fold_once() == 0  # number 2 waits from now
     await _waited_out(fold, 2)
     assert await fold.run_until_idle() == 1  # given up with round 2's fixes, and folded
     given_up = await services.store.fleet.document(2)
     assert given_up is not None and len(inbox_items(given_up)) == 10
-    assert (await vehicle_data(services, vehicle))["last_position"]["latitude"] == points[-1].lat
+    assert (await vehicle_data(services, vehicle))["last_position"]["lat"] == points[-1].lat
     assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)
     assert await own_fold(services, FoldSettings(missing_seconds=0)).run_until_idle() == 0
     assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)

@@ -328,7 +328,7 @@ async def test_a_track_across_the_antimeridian_is_measured_and_fenced_across_it(
     assert names == ["meridiano", "oeste"], entered
     assert sorted(e["detail"]["geofence"]["name"] for e in exited) == names
     last = (await vehicle_doc(client, "FIJ1A01"))["last_position"]
-    assert last["longitude"] < -179
+    assert last["lon"] < -179
 
 
 async def test_scrambled_and_duplicated_sends_fold_like_the_same_fixes_in_order(
@@ -382,7 +382,7 @@ async def test_scrambled_and_duplicated_sends_fold_like_the_same_fixes_in_order(
         ]  # fmt: skip
         results[plate] = (
             round(car["odometer_km"] * 1000),
-            car["last_position"]["fix_time"],
+            car["last_position"]["time"],
             [(f["time"], f["rejected"]) for f in track],
             exits,
         )

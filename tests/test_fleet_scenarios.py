@@ -119,7 +119,7 @@ async def test_scenario_1_a_traccar_position_outside_the_authorized_area_pushes_
     }
     assert message["data"] == {"event": "vehicle.geofence.exited", "plate": "ABC1D23"}
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
-    assert vehicle["last_position"]["longitude"] == outside[-1].lon
+    assert vehicle["last_position"]["lon"] == outside[-1].lon
 
 
 async def test_scenario_2_mileage_from_positions_reaches_the_plan_and_alerts_by_push_email_and_sms(

@@ -409,7 +409,7 @@ async def test_clock_offsets_epoch_milliseconds_a_clock_3_h_ahead_and_a_resent_b
         await fold(client)
     car = await vehicle(client, "CLK1A01")
     assert car["odometer_km"] == 11.9
-    newest = datetime.fromisoformat(car["last_position"]["fix_time"])
+    newest = datetime.fromisoformat(car["last_position"]["time"])
     assert newest == start + timedelta(seconds=1190)
     epoch = {**live[-1], "time": int((newest + timedelta(seconds=10)).timestamp() * 1000)}
     status, answer = await hook(client, trigger, epoch)
@@ -427,7 +427,7 @@ async def test_clock_offsets_epoch_milliseconds_a_clock_3_h_ahead_and_a_resent_b
     await fold(client)
     car = await vehicle(client, "CLK1A01")
     assert car["odometer_km"] == 11.9
-    assert datetime.fromisoformat(car["last_position"]["fix_time"]) == newest
+    assert datetime.fromisoformat(car["last_position"]["time"]) == newest
     verdicts = {i["time"]: i["rejected"] for i in await whole_track(client, "CLK1A01")}
     assert len(verdicts) == 181
     assert [v for v in verdicts.values() if v] == ["future"]

@@ -107,8 +107,8 @@ async def check_fold(client: Client, track: Track, plate: str) -> float:
     assert track.within(metres), (track.name, round(metres), round(track.expected_m), track.note)
     newest = track.newest_accepted
     last = car["last_position"]
-    assert (last["latitude"], last["longitude"]) == (newest.lat, newest.lon), track.name
-    assert stamp(last["fix_time"]) == newest.t, track.name
+    assert (last["lat"], last["lon"]) == (newest.lat, newest.lon), track.name
+    assert stamp(last["time"]) == newest.t, track.name
     read = {stamp(item["time"]): item["rejected"] for item in await whole_track(client, plate)}
     assert read == {f.t: f.expect for f in track.fixes}, track.name
     return error
@@ -228,7 +228,7 @@ async def test_tracks_in_traccar_and_flespi_formats_fold_like_canonical_ones(
     for plate, track in (("TRC1A01", tunnel), ("FLS1A01", city)):
         car = await vehicle(client, plate)
         assert track.within(car["odometer_km"] * 1000), (plate, car["odometer_km"])
-        assert stamp(car["last_position"]["fix_time"]) == track.newest_accepted.t
+        assert stamp(car["last_position"]["time"]) == track.newest_accepted.t
 
 
 async def test_a_vehicle_wandering_along_a_fence_border_exits_once(client: Client) -> None:

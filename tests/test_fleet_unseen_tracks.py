@@ -237,7 +237,7 @@ async def test_two_devices_on_one_vehicle_count_the_road_once(client: Client) ->
     await fold(client)
     car = await vehicle(client, "DUO1A01")
     assert 0.99 * track.truth_m < car["odometer_km"] * 1000 < 1.10 * track.truth_m
-    assert stamp(car["last_position"]["fix_time"]) == track.fixes[-1].t
+    assert stamp(car["last_position"]["time"]) == track.fixes[-1].t
 
 
 async def test_two_named_devices_on_one_vehicle_are_followed_one_at_a_time(
@@ -344,7 +344,7 @@ async def test_odd_fields_accuracy_500_null_island_no_speed_and_heading_360(
     await fold(client)
     await check_fold(client, track, "ODD1A01")
     car = await vehicle(client, "ODD1A01")
-    assert car["last_position"]["course"] == 0
+    assert car["last_position"]["heading"] == 0
 
 
 # -- geofences ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ __all__ = ["fcm", "partner"]  # the fixtures
 Client = TestClient[Any, Any]
 # She drives ABC1D23 since before the samples' events (the shipped flows ask who drove then).
 SINCE = "2026-11-01T00:00:00Z"
+DRIVER = "driver_lookup_response.json"
 
 
 async def _test(client: Client, body: dict[str, Any], status: int = 200) -> Any:
@@ -39,6 +40,36 @@ async def _scenario3(client: Client, partner: Partner) -> None:
     await email_channel(client)
     await add_template(client, "fine-received")
     await upload_flow(client, "fine-email-driver")
+
+
+async def test_the_docs_example_completes_the_events_entity_from_the_stored_fine(
+    client: Client, partner: Partner
+) -> None:
+    """docs/flows.md's dry run names the stored fine by its key, as an admin reads it, and
+    gives the event's data without `kind`/`key`: the dry run completes the event as a real one
+    about that fine carries it (its id, its key, its data), so the set validates and the
+    e-mail's idempotency key (`entity.key`) renders."""
+    await _scenario3(client, partner)
+    fine = {k: v for k, v in FINE_EVENT["data"].items()}
+    stored = await post(client, "/api/v1/entities/other", fine, status=201)
+    data = {k: fine[k] for k in ("ait_number", "plate", "occurred_at", "amount_brl", "points")}
+    event = {
+        "type": "fine.received",
+        "entity": {"type": "other", "key": "fine:A123456789"},
+        "data": {**data, "place": "Av. Paulista, 1000"},
+    }
+    body = {"flow": "fine-email-driver", "event": event, "samples": {"hr": sample(DRIVER)}}
+    result = await _test(client, body)
+    assert result["event"]["entity"] == {
+        "type": "other", "key": "fine:A123456789", "id": stored["id"]
+    }  # fmt: skip
+    hr, driver, gate, email = result["steps"]
+    assert hr["outcome"] == "answered" and gate["outcome"] == "passed", result
+    assert driver["outcome"] == "rendered" and "note" not in driver, driver
+    assert driver["changes"] == [{"field": "driver_cpf", "old": None, "new": "52998224725"}]
+    assert email["outcome"] == "rendered", email
+    (message,) = email["messages"]
+    assert message["parts"]["subject"] == "Multa A123456789 - ABC1D23"
 
 
 async def test_scenario_3_renders_the_hr_request_and_the_drivers_email(

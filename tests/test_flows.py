@@ -240,3 +240,30 @@ async def test_copies_of_one_flow_uploaded_at_once_are_one_version(client: Clien
     answers = await asyncio.gather(*(upload() for _ in range(10)))
     assert sorted(status for status, _ in answers) == [200] * 9 + [201], answers
     assert {body["version"] for _, body in answers} == {1}
+
+
+async def test_activating_a_flow_with_a_member_it_does_not_know_is_a_422_and_changes_nothing(
+    client: Client, partner: Partner
+) -> None:
+    await _scenario3(client, partner)
+    await upload_flow(client, "fine-email-driver")
+    text = (FLOWS / "fine-email-driver.yaml").read_text().replace("has_email", "reachable")
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    await client.post("/api/v1/flows?activate=false", data=text.encode(), headers=headers)
+    problem = await post(
+        client, "/api/v1/flows/fine-email-driver/activate", {"version": 2, "bogus": 1}, status=422
+    )
+    assert [e["pointer"] for e in problem["errors"]] == ["/bogus"]
+    current = await (await client.get("/api/v1/flows/fine-email-driver", headers=auth())).json()
+    assert current["version"] == 1
+
+
+async def test_the_version_list_says_which_events_each_version_starts_on(
+    client: Client, partner: Partner
+) -> None:
+    await _scenario3(client, partner)
+    await upload_flow(client, "fine-email-driver")
+    versions = await (
+        await client.get("/api/v1/flows/fine-email-driver/versions", headers=auth())
+    ).json()
+    assert [v["events"] for v in versions["items"]] == [["fine.received"]]

@@ -166,7 +166,7 @@ async def test_a_killed_fold_loses_no_fold_and_doubles_no_event(
         doc = await services.store.entities.get("acme", "vehicle", id=vehicle)
         assert doc is not None
         assert doc["data"]["odometer_km"] == pytest.approx(expected.odometer_km, abs=1e-3)
-        assert doc["data"]["last_position"]["latitude"] == points[-1].lat
+        assert doc["data"]["last_position"]["lat"] == points[-1].lat
     print(f"\nvictim killed with folds not checkpointed: {caught_mid_pass}")
     events = await services.store.db["events"].find({"type": "vehicle.position"}).to_list(None)
     per_fix = Counter((e["entity"]["id"], e["detail"]["t"]) for e in events)

@@ -92,7 +92,7 @@ async def test_a_trackers_buffer_uploaded_after_its_live_fixes_adds_the_trip_onc
     await services.fold.run_until_idle()
     data = await _get_vehicle(client)
     assert data["odometer_km"] * 1000 == pytest.approx(_length_m(points), rel=0.005)
-    assert data["last_position"]["latitude"] == points[-1].lat
+    assert data["last_position"]["lat"] == points[-1].lat
 
 
 async def test_a_fold_taking_over_mid_stream_repeats_the_same_events_not_new_ones(
@@ -269,14 +269,14 @@ async def test_a_round_frozen_after_its_insert_past_the_give_up_of_its_number_is
     assert await own_fold(services, FoldSettings(missing_seconds=3600)).run_until_idle() == 3
     # The fold gave the number up with the fixes its round had stored (they carry it).
     data = await _get_vehicle(client)
-    assert data["last_position"]["latitude"] == points[-1].lat
+    assert data["last_position"]["lat"] == points[-1].lat
     odometer = data["odometer_km"]
     thawed.set()
     status, body = await request
     assert status == 200 and body["summary"]["stored"] == 20, body
     await services.fold.run_until_idle()
     data = await _get_vehicle(client)  # the round, thawed, handed on nothing twice
-    assert data["last_position"]["latitude"] == points[-1].lat
+    assert data["last_position"]["lat"] == points[-1].lat
     assert data["odometer_km"] == odometer
     assert await services.store.fleet.last_number() == 3
 
@@ -386,5 +386,5 @@ async def test_rounds_folded_out_of_order_in_one_pass_find_their_neighbours_with
     await services.fold.run_until_idle()
     data = await _get_vehicle(client)
     assert data["odometer_km"] * 1000 == pytest.approx(_length_m(points), rel=0.005)
-    assert data["last_position"]["latitude"] == points[-1].lat
+    assert data["last_position"]["lat"] == points[-1].lat
     assert reads == []

@@ -107,7 +107,7 @@ async def test_a_vehicle_whose_fold_raises_is_set_aside_and_every_other_is_folde
 
     for plate in ("AAA1A11", "CCC1C33"):  # folded: position, odometer, events
         vehicle = await _get_vehicle(client, plate)
-        assert vehicle["last_position"]["longitude"] == route[-1].lon
+        assert vehicle["last_position"]["lon"] == route[-1].lon
         assert vehicle["odometer_km"] == pytest.approx(
             REGISTERED_KM + _length_m(route) / 1000, abs=0.01
         )
@@ -137,7 +137,7 @@ async def test_a_vehicle_whose_fold_raises_is_set_aside_and_every_other_is_folde
     await _post(client, trigger, PLATES, later)
     await services.fold.run_until_idle()
     bad = await _get_vehicle(client, POISONED)
-    assert bad["last_position"]["longitude"] == later[-1].lon
+    assert bad["last_position"]["lon"] == later[-1].lon
     assert bad["odometer_km"] == pytest.approx(REGISTERED_KM + _length_m(later) / 1000, abs=0.01)
     good = await _get_vehicle(client, "AAA1A11")
     assert good["odometer_km"] == pytest.approx(
@@ -204,7 +204,7 @@ async def test_an_error_of_the_database_or_the_network_is_no_poison_the_batch_is
     await services.fold.run_until_idle()
     for plate in PLATES:
         vehicle = await _get_vehicle(client, plate)
-        assert vehicle["last_position"]["longitude"] == route[-1].lon
+        assert vehicle["last_position"]["lon"] == route[-1].lon
     assert await _maintenance_events(client, ids[POISONED])
     assert await _failures_counted(client, type(error).__name__) == 0
 
@@ -235,7 +235,7 @@ async def test_a_batch_whose_writes_fail_after_a_vehicle_was_set_aside_leaves_no
     await services.fold.run_until_idle()
     assert await services.store.fleet.failures() == []
     bad = await _get_vehicle(client, POISONED)
-    assert bad["last_position"]["longitude"] == route[-1].lon
+    assert bad["last_position"]["lon"] == route[-1].lon
 
 
 @pytest.mark.timeout(120)  # a child process opening the services

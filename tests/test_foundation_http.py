@@ -59,6 +59,27 @@ async def test_metrics_count_requests_by_route_template(client: Client) -> None:
     assert 'gateway_build_info{event_loop="asyncio",version="0.1.0"} 1.0' in text
 
 
+async def test_a_method_a_route_does_not_take_is_counted_under_that_route(
+    client: Client,
+) -> None:
+    """A 405 reached a route (its path has one): its count names the route's template, not
+    `unmatched`, which is for paths no route has."""
+    assert (await client.put("/api/v1/triggers", headers=auth())).status == 405
+    assert (await client.delete("/healthz")).status == 405
+    assert (await client.delete("/api/v1/entities/vehicle/ABC1D23/drivers")).status == 405
+    assert (await client.get("/no/such/route")).status == 404
+    text = await (await client.get("/metrics")).text()
+    for method, route in (
+        ("PUT", "/api/v1/triggers"),
+        ("DELETE", "/healthz"),
+        ("DELETE", "/api/v1/entities/vehicle/{ref}/drivers"),
+        ("GET", "unmatched"),
+    ):
+        labels = f'method="{method}",route="{route}",status_class="4xx"'
+        line = f"gateway_http_requests_total{{{labels}}} 1.0"
+        assert line in text, (line, [t for t in text.splitlines() if "requests_total{" in t])
+
+
 async def test_body_over_the_limit_is_413(client: Client) -> None:
     big = b'{"plate": "' + b"A" * (300 * 1024) + b'"}'
     response = await client.post(

@@ -78,7 +78,7 @@ async def test_an_odometer_of_millions_of_km_on_a_plan_by_days_folds_and_announc
         await services.fold.run_until_idle()
     car = await _get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert car["odometer_km"] == 3_000_002.5
-    assert car["last_position"]["fix_time"].startswith(_recent(60)[:19])
+    assert car["last_position"]["time"].startswith(_recent(60)[:19])
     await services.relay.run_until_idle()
     events = await _get(client, "/api/v1/events?type=vehicle.maintenance.due")
     # Each multiple crossed is announced (SPEC §6): 3,000,001 and 3,000,002 km.
@@ -89,7 +89,7 @@ async def test_an_odometer_of_millions_of_km_on_a_plan_by_days_folds_and_announc
     next_day = datetime.fromisoformat(due["detail"]["due_at"])
     assert timedelta(0) < next_day - datetime.fromisoformat(_recent(0)) <= timedelta(days=1)
     theirs = await _get(client, "/api/v1/entities/vehicle/ABC1D23", "other")
-    assert theirs["last_position"]["fix_time"].startswith(_recent(60)[:19])
+    assert theirs["last_position"]["time"].startswith(_recent(60)[:19])
 
 
 async def test_a_device_odometer_past_any_odometers_range_is_refused_not_taken(

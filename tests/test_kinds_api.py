@@ -471,3 +471,22 @@ async def test_a_kind_declaring_or_requiring_the_envelopes_kind_or_key_is_refuse
         "/api/v1/entities/other", json={"kind": "pneu", "key": "P-1", "pressao": 32}, headers=auth()
     )
     assert written.status == 201, await written.text()
+
+
+async def test_the_kinds_list_is_paged_by_a_cursor_like_every_list(client: Client) -> None:
+    for name in ("axle", "tyre", "belt"):
+        assert (
+            await client.post("/api/v1/kinds", json={**TYRE, "name": name}, headers=auth())
+        ).status == 201
+    first = await client.get("/api/v1/kinds?limit=2", headers=auth())
+    page = await first.json()
+    assert first.status == 200, page
+    assert [k["name"] for k in page["items"]] == ["axle", "belt"]
+    assert page["next_cursor"] == "belt"
+    second = await (await client.get("/api/v1/kinds?limit=2&cursor=belt", headers=auth())).json()
+    assert [k["name"] for k in second["items"]] == ["tyre"] and second["next_cursor"] is None
+    everything = await (await client.get("/api/v1/kinds", headers=auth())).json()
+    assert len(everything["items"]) == 3 and everything["next_cursor"] is None
+    document = await (await client.get("/openapi.json")).json()
+    params = document["paths"]["/api/v1/kinds"]["get"]["parameters"]
+    assert {p["name"] for p in params} >= {"limit", "cursor"}

@@ -30,9 +30,9 @@ LISTS = [
     "/api/v1/geofences",
     "/api/v1/maintenance-plans",
 ]
-# Lists paged by a name (mappings, flows): any name is a place in the list, but a cursor no
+# Lists paged by a name (mappings, flows, kinds): any name is a place in the list, but a cursor no
 # name can be is refused like the ids above.
-NAMED = ["/api/v1/mappings", "/api/v1/flows"]
+NAMED = ["/api/v1/mappings", "/api/v1/flows", "/api/v1/kinds"]
 
 
 @pytest.mark.parametrize("path", LISTS)

@@ -139,7 +139,7 @@ async def test_a_vehicles_position_time_is_backfilled_at_start_for_the_folds_gua
 ) -> None:
     """A vehicle written before its `position_at` was kept (the device time of its
     `last_position`, which guards the fold's writes) gets it at start, from its data."""
-    position = {"latitude": -23.5, "longitude": -46.6, "fix_time": "2026-12-04T09:00:00-03:00"}
+    position = {"lat": -23.5, "lon": -46.6, "time": "2026-12-04T09:00:00-03:00"}
     response = await client.post(
         "/api/v1/entities/vehicle",
         headers=auth(),
@@ -240,7 +240,7 @@ async def test_a_vehicles_position_time_is_kept_only_where_it_can_guard_the_fold
 ) -> None:
     """`position_at` guards the fold's writes of the last position: one far ahead would stop
     them for good, one outside the database's range failed the write."""
-    position = {"latitude": -23.5, "longitude": -46.6, "fix_time": fix_time}
+    position = {"lat": -23.5, "lon": -46.6, "time": fix_time}
     response = await client.post(
         "/api/v1/entities/vehicle",
         headers=auth(),

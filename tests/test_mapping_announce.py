@@ -24,9 +24,9 @@ emit:
 fields:
   plate: plate
   odometer_km: {from: km, only_forward: true}
-  last_position.latitude: {from: lat, only_forward: {by: last_position.fix_time}}
-  last_position.longitude: {from: lon, only_forward: {by: last_position.fix_time}}
-  last_position.fix_time: {from: at, transforms: [{datetime: {parse: iso8601}}]}
+  last_position.lat: {from: lat, only_forward: {by: last_position.time}}
+  last_position.lon: {from: lon, only_forward: {by: last_position.time}}
+  last_position.time: {from: at, transforms: [{datetime: {parse: iso8601}}]}
 """
 
 

@@ -103,16 +103,16 @@ def test_full_jmespath_expressions_evaluate(expression: str, expected: Any) -> N
 
 
 def test_quoted_identifiers_reach_dotted_keys() -> None:
-    mapping = inbound("  last_position.latitude: '\"position.latitude\"'\n")
+    mapping = inbound("  last_position.lat: '\"position.latitude\"'\n")
     mapped = mapping.apply({"plate": "X", "position.latitude": -23.5})
-    assert mapped.document["last_position"] == {"latitude": -23.5}
+    assert mapped.document["last_position"] == {"lat": -23.5}
 
 
 # -- specs -----------------------------------------------------------------------------------------
 
 
 def test_missing_source_leaves_field_out_and_empty_objects_disappear() -> None:
-    mapping = inbound("  last_position.latitude: position.lat\n  group: group\n")
+    mapping = inbound("  last_position.lat: position.lat\n  group: group\n")
     assert mapping.apply({"plate": "ABC1D23"}).document == {"plate": "ABC1D23"}
 
 
@@ -439,13 +439,13 @@ def test_a_time_read_by_none_of_several_formats_names_them_all() -> None:
 
 
 def test_cast_failure_matches_the_documented_problem() -> None:
-    mapping = inbound("  last_position.latitude: {from: position.latitude, transforms: [number]}\n")
+    mapping = inbound("  last_position.lat: {from: position.latitude, transforms: [number]}\n")
     (problem,) = payload_problems(mapping, {"plate": "A", "position": {"latitude": "abc"}})
     assert problem.as_dict() == {
         "pointer": "/position/latitude",
         "message": 'cannot cast string "abc" to number',
         "keyword": "cast",
-        "target": "last_position.latitude",
+        "target": "last_position.lat",
         "source": "position.latitude",
     }
 
@@ -570,7 +570,7 @@ key: [plate, vin]
 colour: red
 fields:
   plate: {from: device.name, transforms: [upcase]}
-  last_position.latitude: position.latitude[
+  last_position.lat: position.latitude[
   last_position.speed_kmh: {from: s, transforms: [{convert: {from: knots, to: km}}]}
   attributes.label: {template: "{name.__class__} {x[0]} {y:>10} {z!r}", vars: {name: a}}
   status: {form: s}
@@ -585,7 +585,7 @@ fields:
         ("/colour", 5, "unknown"),
         ("/key/1", 4, "key"),
         ("/fields/plate/transforms/0", 7, "transform"),
-        ("/fields/last_position.latitude", 8, "expression"),
+        ("/fields/last_position.lat", 8, "expression"),
         ("/fields/last_position.speed_kmh/transforms/0/convert", 9, "transform"),
         ("/fields/attributes.label/template", 10, "template"),
         ("/fields/status/form", 11, "unknown"),
@@ -652,12 +652,12 @@ def test_json_and_yaml_of_the_same_mapping_have_the_same_checksum() -> None:
 def test_catalog_rejects_targets_outside_the_entity_schema() -> None:
     class Catalog:
         def has_field(self, entity_type: str, path: str, *, kind: str | None = None) -> bool:
-            return path in {"plate", "last_position.latitude"} or path.startswith("attributes.")
+            return path in {"plate", "last_position.lat"} or path.startswith("attributes.")
 
-    text = HEAD + "fields:\n  plate: p\n  last_position.lat: x\n  attributes.any: y\n"
+    text = HEAD + "fields:\n  plate: p\n  last_position.altitude: x\n  attributes.any: y\n"
     (problem,) = problems_of(text, catalog=Catalog())
     assert (problem.pointer, problem.keyword, problem.extra["line"]) == (
-        "/fields/last_position.lat",
+        "/fields/last_position.altitude",
         "unknown_field",
         7,
     )
@@ -973,14 +973,14 @@ def test_problem_lists_are_bounded() -> None:
 def test_flatten_and_unflatten() -> None:
     document = {
         "plate": "A",
-        "last_position": {"latitude": 1, "speed_kmh": 2},
+        "last_position": {"lat": 1, "speed_kmh": 2},
         "tags": [1],
         "e": {},
     }
     flat = flatten(document)
     assert flat == {
         "plate": "A",
-        "last_position.latitude": 1,
+        "last_position.lat": 1,
         "last_position.speed_kmh": 2,
         "tags": [1],
         "e": {},
@@ -994,7 +994,7 @@ def test_validate_file_and_test_file(tmp_path: Path) -> None:
     good = tmp_path / "m.yaml"
     good.write_text(
         HEAD + "fields:\n  plate: {from: id, transforms: [upper]}\n  "
-        "last_position.latitude: {from: lat, transforms: [number]}\n"
+        "last_position.lat: {from: lat, transforms: [number]}\n"
     )
     sample = tmp_path / "s.txt"
     sample.write_text("id=abc1d23&lat=-23.5")
@@ -1002,7 +1002,7 @@ def test_validate_file_and_test_file(tmp_path: Path) -> None:
     assert test_file(good, sample)["results"] == [
         {
             "index": 0,
-            "document": {"plate": "ABC1D23", "last_position": {"latitude": -23.5}},
+            "document": {"plate": "ABC1D23", "last_position": {"lat": -23.5}},
             "key": {"plate": "ABC1D23"},
             "events": [],
             "event_data": {},
@@ -1052,7 +1052,7 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
         problems = problems_of(text)
         assert {p.pointer for p in problems} == {
             "/fields/plates/transforms/0",
-            "/fields/last_position.latitude",
+            "/fields/last_position.lat",
             "/fields/attributes.label/template",
             "/key/0",
         }
@@ -1420,7 +1420,7 @@ def test_milliseconds_read_as_seconds_are_a_problem_that_names_unix_ms(parse: st
     """Teltonika, AWS IoT and Samsara 1.0 count epoch milliseconds: read as seconds, they are
     a year past 9999, and the problem says which parser reads them."""
     mapping = inbound(
-        "  last_position.fix_time:\n"
+        "  last_position.time:\n"
         f"    {{from: position.t, transforms: [{{datetime: {{parse: {parse}}}}}]}}\n"
     )
     (problem,) = payload_problems(mapping, {"plate": "A", "position": {"t": 1795685112000}})

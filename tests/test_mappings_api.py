@@ -171,6 +171,17 @@ async def test_activate_and_rollback_change_what_triggers_run(client: Client) ->
     assert bad["errors"][0]["pointer"] == "/version"
 
 
+async def test_activating_a_mapping_with_a_member_it_does_not_know_is_a_422_and_changes_nothing(
+    client: Client,
+) -> None:
+    await _upload(client, OSMAND)
+    await _upload(client, OSMAND + "# staged\n", query="?activate=false")
+    body = {"version": 2, "bogus": 1}
+    problem = await _json(client, "POST", "/api/v1/mappings/osmand/activate", 422, json=body)
+    assert [e["pointer"] for e in problem["errors"]] == ["/bogus"]
+    assert (await _json(client, "GET", "/api/v1/mappings/osmand"))["version"] == 1
+
+
 async def test_diff_lists_changed_paths_and_a_unified_diff_of_the_sources(
     client: Client,
 ) -> None:
@@ -285,7 +296,7 @@ async def test_dry_run_shows_documents_keys_events_and_diff_and_writes_nothing(
     assert len(result["results"]) == len(stream)
     first = result["results"][0]
     assert first["key"] == {"plate": "ABC1D23"}
-    assert first["document"]["last_position"]["latitude"] == -23.56118
+    assert first["document"]["last_position"]["lat"] == -23.56118
     assert first["events"] == ["entity.updated", "vehicle.position"]
     assert first["entity"]["write"] == "update"
     assert {"field": "odometer_km", "old": 150000, "new": 152340.4} in first["entity"]["changes"]

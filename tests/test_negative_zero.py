@@ -42,8 +42,8 @@ async def test_an_entity_sent_with_negative_zeros_is_stored_and_answered_with_ze
 ) -> None:
     body = (
         b'{"plate": "ABC1D23", "attributes": {"tilt": -0.0, "list": [-0.0, 1.5]},'
-        b' "last_position": {"latitude": 51.4779, "longitude": -0.000000,'
-        b' "speed_kmh": -0e0, "fix_time": "2026-11-20T13:45:22Z"}}'
+        b' "last_position": {"lat": 51.4779, "lon": -0.000000,'
+        b' "speed_kmh": -0e0, "time": "2026-11-20T13:45:22Z"}}'
     )
     response = await client.post(
         "/api/v1/entities/vehicle",
@@ -54,7 +54,7 @@ async def test_an_entity_sent_with_negative_zeros_is_stored_and_answered_with_ze
     answered = await raw_json(client, "/api/v1/entities/vehicle/ABC1D23")
     assert b"-0.0" not in answered
     vehicle = orjson.loads(answered)
-    assert vehicle["last_position"]["longitude"] == 0.0
+    assert vehicle["last_position"]["lon"] == 0.0
     assert vehicle["attributes"] == {"tilt": 0.0, "list": [0.0, 1.5]}
     stored = await client.app[services_key].store.entities.get("acme", "vehicle", nk="ABC1D23")
     assert stored is not None

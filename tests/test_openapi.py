@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
 from gateway.config import Secret
-from gateway.store.client import EVENT_CHILD_CURSOR, NAME_CURSOR, TRIGGER_CURSOR
+from gateway.store.client import EVENT_CHILD_CURSOR, KIND_CURSOR, NAME_CURSOR, TRIGGER_CURSOR
 from gateway.web.openapi import ID_CURSOR, text_cursor
 from tests.support import auth
 from tests.triggers_support import bearer, create_position_trigger, create_trigger
@@ -130,6 +130,7 @@ _CURSOR_OF_SHAPE = {
     text_cursor(NAME_CURSOR)["pattern"]: "zz",
     text_cursor(TRIGGER_CURSOR)["pattern"]: "trg_zz",
     text_cursor(EVENT_CHILD_CURSOR)["pattern"]: "0" * 24 + ":zz",
+    text_cursor(KIND_CURSOR)["pattern"]: "zz",
 }
 
 
@@ -202,3 +203,94 @@ async def test_metrics_401_behind_its_token_is_declared(
     assert "401" in await _declared(client, "/metrics", "get")
     scraped = await client.get("/metrics", headers={"Authorization": "Bearer scrape-me-please"})
     assert scraped.status == 200
+
+
+async def test_write_bodies_the_document_allows_are_those_the_server_takes(
+    client: Client,
+) -> None:
+    """Each write's request schema says what the server takes: a body it allows is taken, and
+    one the server refuses with a `422` (a member the route does not know, an empty name, a
+    member of another channel type) is refused by the schema too, so a client or a validator
+    built from the document sends no body the server refuses."""
+    doc = await (await client.get("/openapi.json")).json()
+
+    def schema(method: str, path: str) -> Any:
+        body = doc["paths"][path][method]["requestBody"]["content"]["application/json"]
+        return jsonschema_rs.validator_for(body["schema"])
+
+    partner = await _created(
+        client,
+        "/api/v1/partners",
+        {"name": "p", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+    )
+    action = {
+        "name": "a",
+        "partner_id": partner["id"],
+        "method": "POST",
+        "path": "/x",
+        "mode": "deliver",
+    }
+    email = {
+        "name": "mail",
+        "type": "email",
+        "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none"},
+        "from": "alertas@acme.com.br",
+    }
+    template = {
+        "name": "t1",
+        "channel_type": "email",
+        "locales": {"en": {"subject": "s", "text": "t"}},
+    }
+    settings = {"cooldown_seconds": 60}
+    taken = [
+        ("post", "/api/v1/actions", action),
+        ("post", "/api/v1/channels", email),
+        ("post", "/api/v1/templates", template),
+        ("put", "/api/v1/notification-settings", settings),
+    ]
+    for method, path, body in taken:
+        assert schema(method, path).is_valid(body), (path, body)
+        response = await client.request(method, path, json=body, headers=auth())
+        assert response.status in (200, 201), (path, await response.text())
+    refused = [
+        ("post", "/api/v1/actions", {**action, "name": "b", "bogus": 1}),
+        ("post", "/api/v1/actions", {**action, "name": ""}),
+        (
+            "post",
+            "/api/v1/partners",
+            {"name": "", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+        ),
+        (
+            "post",
+            "/api/v1/partners",
+            {"name": "q", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}, "x": 1},
+        ),
+        ("post", "/api/v1/channels", {**email, "name": "m2", "partner_id": partner["id"]}),
+        ("post", "/api/v1/channels", {**email, "name": "m3", "smtp": {"host": "h", "bogus": 1}}),
+        ("post", "/api/v1/subscriptions", {"action_id": "x", "event_types": ["*"], "bogus": 1}),
+        (
+            "post",
+            "/api/v1/schedules",
+            {"name": "", "action_id": "x", "every": "5m", "target": {"mapping": "m"}},
+        ),
+        ("post", "/api/v1/templates", {**template, "name": "t2", "bogus": 1}),
+        ("put", "/api/v1/templates/{ref}", {**template, "bogus": 1}),
+        ("post", "/api/v1/templates/preview", {"template": "t1", "locle": "en"}),
+        ("post", "/api/v1/flows/test", {"flow": "f", "event": {"type": "x"}, "bogus": 1}),
+        ("post", "/api/v1/flows/{name}/activate", {"version": 1, "bogus": 1}),
+        ("post", "/api/v1/mappings/{name}/activate", {"version": 1, "bogus": 1}),
+        ("put", "/api/v1/notification-settings", {"cooldown_seconds": 60, "bogus": 1}),
+        ("post", "/api/v1/actions/{id}/invoke", {"payload": {}, "dry_run": True}),
+    ]
+    for method, path, body in refused:
+        assert not schema(method, path).is_valid(body), (path, body)
+        url = path.replace("{ref}", "t1").replace("{name}", "n").replace("{id}", "0" * 24)
+        response = await client.request(method, url, json=body, headers=auth())
+        assert response.status == 422, (path, body, await response.text())
+
+
+async def _created(client: Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(path, json=body, headers=auth())
+    answer: dict[str, Any] = await response.json()
+    assert response.status == 201, answer
+    return answer

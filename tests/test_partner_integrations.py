@@ -305,7 +305,7 @@ async def test_samsara_feed_page_updates_each_vehicle(client: Client) -> None:
     assert status == 200, answer
     assert answer["summary"] == {"items": 2, "created": 0, "updated": 2, "failed": 0}
     assert (await _get(client, "ABC1D23"))["odometer_km"] == 151476.9
-    assert (await _get(client, "XYZ9A87"))["last_position"]["latitude"] == -22.90685
+    assert (await _get(client, "XYZ9A87"))["last_position"]["lat"] == -22.90685
 
 
 async def test_samsara_feed_page_gives_every_gps_point_of_each_vehicle_to_its_track(
@@ -371,7 +371,7 @@ async def test_geotab_logrecord_page_updates_each_device_in_order(client: Client
     status, answer = await hook(client, trigger, page)
     assert status == 200 and answer["summary"]["updated"] == 3, answer
     position = (await _get(client, "ABC1D23"))["last_position"]
-    assert position["fix_time"] == "2026-11-20T13:45:35Z"  # the later of its two records
+    assert position["time"] == "2026-11-20T13:45:35Z"  # the later of its two records
 
 
 async def test_geotab_records_out_of_order_leave_the_log_id_of_the_last_position(
@@ -392,7 +392,7 @@ async def test_geotab_records_out_of_order_leave_the_log_id_of_the_last_position
     status, answer = await hook(client, trigger, {"result": {"data": records, "toVersion": "1"}})
     assert status == 200, answer
     vehicle = await _get(client, "ABC1D23")
-    assert vehicle["last_position"]["latitude"] == -23.1
+    assert vehicle["last_position"]["lat"] == -23.1
     assert vehicle["attributes"]["geotab_log_id"] == "a1"
 
 
@@ -454,10 +454,10 @@ async def test_a_late_traccar_event_moves_no_position_or_odometer_back(client: C
     traccar = await _trigger(client, "traccar-event")
     await _send(client, traccar, newer)
     answer = await _send(client, traccar, late)
-    assert "odometer_km" in answer["skipped"] and "last_position.latitude" in answer["skipped"]
+    assert "odometer_km" in answer["skipped"] and "last_position.lat" in answer["skipped"]
     vehicle = await _get(client, "ABC1D23")
-    assert vehicle["last_position"]["fix_time"] == "2026-11-20T13:45:12Z"
-    assert vehicle["last_position"]["latitude"] == newer["position"]["latitude"]
+    assert vehicle["last_position"]["time"] == "2026-11-20T13:45:12Z"
+    assert vehicle["last_position"]["lat"] == newer["position"]["latitude"]
     assert vehicle["odometer_km"] == 98765.0
 
 
@@ -498,7 +498,7 @@ async def test_a_polled_page_read_again_moves_no_position_or_odometer_back(
     geotab["result"]["data"] = records[:1]  # the device's older record alone
     await _send(client, trigger, geotab)
     position = (await _get(client, "ABC1D23"))["last_position"]
-    assert position["fix_time"] == "2026-11-20T13:45:35Z"
+    assert position["time"] == "2026-11-20T13:45:35Z"
     samsara = json.loads((PAYLOADS / "samsara_vehicle_stats_feed.json").read_text())
     trigger = await _trigger(client, "samsara-vehicle-stats-feed")
     await _send(client, trigger, samsara)

@@ -68,7 +68,7 @@ async def test_a_traccar_event_of_a_device_not_named_by_its_plate_updates_its_ve
     assert answer["key"] == "ABC1D23" and "vehicle.geofence.exited" in answer["events"]
     vehicle = await _get(client, "ABC1D23")
     assert vehicle["odometer_km"] == 98765.0
-    assert vehicle["last_position"]["fix_time"] == "2026-11-20T13:45:12Z"
+    assert vehicle["last_position"]["time"] == "2026-11-20T13:45:12Z"
     assert await _count(client) == 1
 
 
@@ -123,8 +123,8 @@ async def test_the_fold_does_not_move_back_a_position_an_event_forward_stored_ne
     assert status == 200, answer
     await client.app[services_key].fold.run_until_idle()
     vehicle = await _get(client, "ABC1D23")
-    assert vehicle["last_position"]["fix_time"] == "2026-12-04T12:00:00Z", vehicle
-    assert vehicle["last_position"]["latitude"] == forward["position"]["latitude"]
+    assert vehicle["last_position"]["time"] == "2026-12-04T12:00:00Z", vehicle
+    assert vehicle["last_position"]["lat"] == forward["position"]["latitude"]
     start_km = forward["position"]["attributes"]["odometer"] / 1000
     assert vehicle["odometer_km"] == pytest.approx(start_km + 2.224, abs=0.002)  # 2 x 0.01°
     newer = [{**older[0], "time": "2026-12-04T12:00:30Z", "lat": -23.5}]
@@ -132,8 +132,8 @@ async def test_the_fold_does_not_move_back_a_position_an_event_forward_stored_ne
     assert status == 200, answer
     await client.app[services_key].fold.run_until_idle()
     vehicle = await _get(client, "ABC1D23")
-    assert vehicle["last_position"]["fix_time"] == "2026-12-04T12:00:30.000Z", vehicle
-    assert vehicle["last_position"]["latitude"] == -23.5
+    assert vehicle["last_position"]["time"] == "2026-12-04T12:00:30.000Z", vehicle
+    assert vehicle["last_position"]["lat"] == -23.5
 
 
 async def test_a_samsara_geofence_webhook_for_a_vehicle_without_a_licence_plate_finds_it_by_id(
@@ -486,10 +486,10 @@ async def test_a_samsara_stats_snapshot_writes_each_vehicles_position_and_odomet
     assert status == 200 and answer["summary"]["updated"] == 1, answer
     stored = await _get(client, "ABC1D23")
     assert stored["last_position"] == {
-        "latitude": -23.56118,
-        "longitude": -46.65578,
-        "course": 88,
+        "time": "2026-11-20T13:45:32Z",
+        "lat": -23.56118,
+        "lon": -46.65578,
+        "heading": 88,
         "speed_kmh": 24.5,
-        "fix_time": "2026-11-20T13:45:32Z",
     }
     assert stored["odometer_km"] == 151476.9

@@ -110,8 +110,8 @@ def _folded(gateway: Gateway, plate: str, track: list[dict[str, Any]]) -> dict[s
         "odometer_km": data.get("odometer_km"),
         "newest": (accepted[-1]["lat"], accepted[-1]["lon"]),
         "last_position": (
-            data.get("last_position", {}).get("latitude"),
-            data.get("last_position", {}).get("longitude"),
+            data.get("last_position", {}).get("lat"),
+            data.get("last_position", {}).get("lon"),
         ),
     }
 

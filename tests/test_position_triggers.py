@@ -392,4 +392,4 @@ async def test_a_polled_traccar_positions_page_appends_a_fix_per_device_and_agai
     await client.app[services_key].fold.run_until_idle()
     response = await client.get("/api/v1/entities/vehicle/RIO2B34", headers=auth())
     rio = await response.json()
-    assert rio["odometer_km"] == 152340.4 and rio["last_position"]["latitude"] == -22.90685
+    assert rio["odometer_km"] == 152340.4 and rio["last_position"]["lat"] == -22.90685

@@ -32,7 +32,7 @@ async def stubborn(app):
 app = web.Application()
 app.on_startup.append(stubborn)
 server.run(app, host="127.0.0.1", port=int(sys.argv[1]), shutdown_timeout=1,
-           on_listening=lambda: print("listening", file=sys.stderr, flush=True))
+           on_listening=lambda url: print("listening", file=sys.stderr, flush=True))
 """
 
 

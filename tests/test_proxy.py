@@ -393,7 +393,7 @@ async def test_invoke_needs_an_entity_or_a_payload(client: Client, partner: Part
         json={"entity": {"type": "vehicle", "key": "ZZZ9Z99"}},
     )
 
-    assert both.status == 400
+    assert both.status == 422  # the body does not fit the route
     assert missing_entity.status == 404
     assert partner.requests == []
 
@@ -673,4 +673,27 @@ async def test_a_proxy_call_whose_partner_secret_this_processs_key_lacks_is_a_50
     assert "GATEWAY_SECRET_KEY" in problem["detail"]
     metrics = await (await client.get("/metrics")).text()
     assert "gateway_damaged_secrets_total{" not in metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "pointers"),
+    [
+        ({"payload": {"a": 1}, "dry_run": True}, ["/dry_run"]),
+        ({"entity": {"type": "vehicle", "key": "ABC1D23", "bogus": 1}}, ["/entity/bogus"]),
+        ({"": {}, "payload": {"": {}}}, ["/"]),
+        ({"paylod": {"a": 1}}, ["", "/paylod"]),
+        ({}, [""]),
+    ],
+)
+async def test_an_invoke_body_with_a_member_it_does_not_know_is_a_422_and_calls_no_partner(
+    client: Client, partner: Partner, body: dict[str, Any], pointers: list[str]
+) -> None:
+    """`dry_run` is no option of invoke: a body naming it (or any member invoke does not know,
+    or neither entity nor payload) is refused before the partner is called."""
+    await create_vehicle(client, "ABC1D23")
+    action = await _proxy_action(client, partner.url)
+    response = await client.post(f"/api/v1/actions/{action}/invoke", headers=auth(), json=body)
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert sorted(e["pointer"] for e in problem["errors"]) == pointers
     assert partner.requests == []

@@ -116,7 +116,7 @@ async def test_the_folds_vehicle_writes_are_journaled_rounds(journaled: Services
         str((await services.entities.upsert("acme", "vehicle", {"plate": p}, ORIGIN)).entity["_id"])
         for p in plates
     ]
-    position = {"last_position": {"latitude": -23.5, "longitude": -46.6}}
+    position = {"last_position": {"lat": -23.5, "lon": -46.6}}
     alone = await services.store.entities.set_folded([Folded("acme", ids[0], position, 1)])
     assert alone == [True]  # a plain update
     together = [Folded("acme", i, position, 1) for i in ids[1:]]

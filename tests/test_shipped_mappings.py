@@ -257,7 +257,7 @@ def test_traccar_event_geofence_exit() -> None:
     assert result["events"] == ("vehicle.geofence.exited",)
     assert document["odometer_km"] == 98765.0  # 98,765,000 m
     assert document["last_position"]["speed_kmh"] == 12.4  # 6.7 knots
-    assert document["last_position"]["fix_time"] == "2026-11-20T13:45:12Z"
+    assert document["last_position"]["time"] == "2026-11-20T13:45:12Z"
     assert document["attributes"]["traccar_total_distance_km"] == 1523.401  # 1,523,400.5 m
     assert result["event_data"] == {
         "traccar_event": "geofenceExit",
@@ -560,10 +560,10 @@ def test_geotab_logrecord_page() -> None:
     assert results[2]["document"] == {
         "attributes": {"tracker_id": "b3A", "geotab_log_id": "b2F9C3"},
         "last_position": {
-            "latitude": -23.56118,
-            "longitude": -46.65578,
+            "time": "2026-11-20T13:45:35Z",
+            "lat": -23.56118,
+            "lon": -46.65578,
             "speed_kmh": 24,
-            "fix_time": "2026-11-20T13:45:35Z",
         },
     }
     assert all(r["events"] == ("vehicle.position",) for r in results)
@@ -591,11 +591,11 @@ def test_samsara_vehicle_stats_feed_page() -> None:
     first, second = mapped("samsara-vehicle-stats-feed.yaml")
     assert first["key"] == {"attributes.samsara_vehicle_id": "281474982859091"}
     assert first["document"]["last_position"] == {  # the newest of the two points
-        "latitude": -23.56118,
-        "longitude": -46.65578,
-        "course": 88,
+        "time": "2026-11-20T13:45:32Z",
+        "lat": -23.56118,
+        "lon": -46.65578,
+        "heading": 88,
         "speed_kmh": 24.5,  # 15.2 mph
-        "fix_time": "2026-11-20T13:45:32Z",
     }
     assert first["document"]["odometer_km"] == 151476.9  # 151,476,930 m
     assert second["document"]["last_position"]["speed_kmh"] == 0
@@ -796,7 +796,7 @@ def test_motive_and_geotab_leave_out_what_the_vehicle_did_not_report() -> None:
     record = {"id": "b1", "device": {"id": "b3A"}, "dateTime": "2026-11-20T13:45:05Z",
               "latitude": -23.5, "longitude": -46.6}  # fmt: skip
     position = geotab.apply(record).document["last_position"]
-    assert position == {"latitude": -23.5, "longitude": -46.6, "fix_time": "2026-11-20T13:45:05Z"}
+    assert position == {"lat": -23.5, "lon": -46.6, "time": "2026-11-20T13:45:05Z"}
 
 
 def test_motive_webhook_check_is_answered_without_a_write() -> None:
@@ -955,7 +955,7 @@ def test_samsara_vehicle_stats_feed_announces_a_position_only_when_the_position_
     located = mapping.apply({"id": "281474982859091", "gps": [point]})
     [emit] = located.events
     assert emit.announced(True, [], located.document)
-    assert emit.announced(False, ["last_position.latitude"], located.document)
+    assert emit.announced(False, ["last_position.lat"], located.document)
 
 
 def test_mapping_test_shows_a_partners_test_call_as_the_probe_answer(tmp_path: Path) -> None:

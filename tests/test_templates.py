@@ -174,6 +174,15 @@ def test_locale_follows_the_recipient_language_with_fallbacks() -> None:
     assert portuguese.parts["text"] == "Olá Ana Souza, multa de R$ 130,16 em 18/11/2026 13:45."
 
 
+async def test_a_preview_with_a_member_it_does_not_know_is_a_422_not_the_default_language(
+    client: Client,
+) -> None:
+    await post(client, "/api/v1/templates", FINE_EMAIL)
+    body = {"template": "fine-received", "locle": "en"}
+    problem = await post(client, "/api/v1/templates/preview", body, status=422)
+    assert [e["pointer"] for e in problem["errors"]] == ["/locle"]
+
+
 async def test_admins_upload_preview_and_replace_templates(client: Client) -> None:
     created = await post(client, "/api/v1/templates", FINE_EMAIL)
     assert created["version"] == 1 and created["default_locale"] == "pt-BR"

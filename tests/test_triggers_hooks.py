@@ -31,10 +31,10 @@ emit: [vehicle.position]
 fields:
   plate: {from: device.plate, required: true, transforms: [trim, upper]}
   attributes.tracker_id: device.id
-  last_position.latitude: {from: position.latitude, required: true}
-  last_position.longitude: {from: position.longitude, required: true}
+  last_position.lat: {from: position.latitude, required: true}
+  last_position.lon: {from: position.longitude, required: true}
   last_position.speed_kmh: position.speed
-  last_position.fix_time:
+  last_position.time:
     from: position.fixTime
     required: true
     transforms: [{datetime: {parse: iso8601}}]
@@ -150,7 +150,7 @@ async def test_mapped_position_updates_the_vehicle_and_emits_the_mapping_events(
     status, answer = await hook(client, trigger, POSITION)
     assert status == 201 and answer["events"] == ["entity.created", "vehicle.position"]
     [vehicle] = await entities(client)
-    assert vehicle["last_position"]["latitude"] == -23.55052
+    assert vehicle["last_position"]["lat"] == -23.55052
     assert vehicle["odometer_km"] == 1234.567
     await client.app[services_key].relay.run_until_idle()
     events = await (await client.get("/api/v1/events?type=vehicle.position", headers=auth())).json()
@@ -186,8 +186,8 @@ async def test_mapping_failure_is_422_naming_target_and_source(client: Client) -
     )
     assert status == 422 and problem["reason"] == "mapping"
     by_target = {e["target"]: e for e in problem["errors"]}
-    assert by_target["last_position.latitude"]["source"] == "position.latitude"
-    assert "last_position.fix_time" in by_target
+    assert by_target["last_position.lat"]["source"] == "position.latitude"
+    assert "last_position.time" in by_target
     assert await entities(client) == []
 
 

@@ -73,9 +73,7 @@ async def test_a_vehicle_edit_changes_what_was_typed_and_removes_what_was_emptie
     client: Client, services: Services
 ) -> None:
     data = {"plate": "ABC1D23", "model": "Actros", "group": "Sul", "year": 2020}
-    data |= {
-        "last_position": {"latitude": -23.5, "longitude": -46.6, "fix_time": "2026-12-01T10:00:00Z"}
-    }
+    data |= {"last_position": {"lat": -23.5, "lon": -46.6, "time": "2026-12-01T10:00:00Z"}}
     created = await services.entities.create("acme", "vehicle", data, API)
     ref = str(created.entity["_id"])
     await make_user(services)

@@ -10,7 +10,7 @@ from typing import Any
 from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog
 from gateway.actions.xml_body import compile_xml_body
-from gateway.clock import utcnow
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, NotFound
 from gateway.formats.json_tree import whole_number
 from gateway.mapping.expressions import compile_expression
@@ -69,7 +69,7 @@ class ActionUseCases:
 
     async def create_action(self, tenant: str, body: Mapping[str, Any]) -> Doc:
         fields = await self._action_fields(tenant, body, None)
-        now = utcnow()
+        now = as_stored(utcnow())
         doc: Doc = {
             "_id": new_id(),
             "tenant": tenant,

@@ -16,7 +16,7 @@ from yarl import URL
 from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog, auth_context, secrets_context
 from gateway.auth.secretbox import SecretBox
-from gateway.clock import utcnow
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.notify.channel_needs import push_partner_problem, refuse_if_channels_need
 from gateway.outbound.breaker import PartnerGuards
@@ -55,7 +55,7 @@ class PartnerUseCases:
     _guards: PartnerGuards
 
     async def create_partner(self, tenant: str, body: Mapping[str, Any]) -> Doc:
-        oid, now = new_id(), utcnow()
+        oid, now = new_id(), as_stored(utcnow())
         doc = self._partner_fields(str(oid), body, creating=True)
         doc.update(_id=oid, tenant=tenant, status="active", rev=1, created_at=now, updated_at=now)
         await self._store.partners.insert(doc)

@@ -15,7 +15,7 @@ from gateway.actions.catalog import Catalog, subscription_context
 from gateway.actions.filters import compile_filter, event_type_problem
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import generate_secret
-from gateway.clock import utcnow
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.store import Doc, Store, new_id
 
@@ -48,7 +48,7 @@ class SubscriptionUseCases:
     async def create_subscription(self, tenant: str, body: Mapping[str, Any]) -> tuple[Doc, str]:
         """The stored subscription and its signing secret (shown this once)."""
         fields = await self._subscription_fields(tenant, body, creating=True)
-        oid, now, secret = new_id(), utcnow(), generate_secret()
+        oid, now, secret = new_id(), as_stored(utcnow()), generate_secret()
         sealed = self._box.seal(secret, context=subscription_context(str(oid)))
         doc: Doc = {
             "_id": oid,

@@ -1318,18 +1318,14 @@ def _point(doc: Doc) -> TrackPoint:
 
 
 def _last_position(point: TrackPoint, detail: Mapping[str, Any]) -> Doc:
-    """The vehicle schema's `last_position`."""
-    position: Doc = {
-        "latitude": point.lat,
-        "longitude": point.lon,
-        "fix_time": _iso(point.t),
-    }
+    """The vehicle schema's `last_position`, under the canonical fix's names."""
+    position: Doc = {"time": _iso(point.t), "lat": point.lat, "lon": point.lon}
     if point.accuracy_m is not None:
         position["accuracy_m"] = point.accuracy_m
     if detail.get("speed_kmh") is not None:
         position["speed_kmh"] = detail["speed_kmh"]
     if detail.get("heading") is not None:
-        position["course"] = float(detail["heading"]) % 360
+        position["heading"] = float(detail["heading"]) % 360
     if isinstance(detail.get("ignition"), bool):
         position["ignition"] = detail["ignition"]
     return position

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from gateway.actions.body_check import BodyCheck
+from gateway.clock import as_stored
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.fleet.geofences import DEFAULT_MARGIN_M
 from gateway.fleet.geometry import circle_from, polygon_from
@@ -74,7 +75,7 @@ class RuleService(ABC):
 
     async def create(self, tenant: str, body: Mapping[str, Any]) -> Doc:
         fields = await self._checked(body)
-        now = datetime.now(UTC)
+        now = as_stored(datetime.now(UTC))
         doc = {"_id": new_id(), "tenant": tenant, **fields, "rev": 1}
         doc.update(created_at=now, updated_at=now)
         await self._resources.insert(doc)

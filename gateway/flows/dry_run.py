@@ -92,7 +92,7 @@ class FlowDryRun:
         else:
             message = "give a stored flow's name or a draft"
             raise InvalidPayload(message, [FieldProblem("/flow", message, "required")])
-        sample = sample_event(event, now)
+        sample = await self._stored_entity(tenant, sample_event(event, now))
         context = run_context(sample, flow=flow.name, version=version, now=now)
         result: dict[str, Any] = {"flow": flow.name, "version": version, "event": sample}
         why = starts(flow, sample, context)
@@ -100,6 +100,23 @@ class FlowDryRun:
             return {**result, "starts": False, "reason": why, "steps": [], "unresolved": []}
         steps, unresolved = await self._steps(tenant, flow, context, samples)
         return {**result, "starts": True, "reason": None, "steps": steps, "unresolved": unresolved}
+
+    async def _stored_entity(self, tenant: str, sample: dict[str, Any]) -> dict[str, Any]:
+        """A sample event about a stored entity (named by its id or its key) completed as a
+        real event about it is: `entity` with its `id` and `key`, `data` the entity's data
+        under the sample's own. A sample naming no stored entity as it is."""
+        ref = sample["entity"]
+        etype = ref.get("type") if isinstance(ref, Mapping) else None
+        name = (ref.get("id") or ref.get("key")) if isinstance(ref, Mapping) else None
+        if not isinstance(etype, str) or not isinstance(name, str) or not name:
+            return sample
+        try:
+            stored = await self._p.entities.get(tenant, etype, name)
+        except (NotFound, InvalidPayload):
+            return sample
+        entity = {**ref, "id": str(stored["_id"]), "key": stored["nk"]}
+        data = sample["data"] if isinstance(sample["data"], Mapping) else {}
+        return {**sample, "entity": entity, "data": {**stored["data"], **data}}
 
     async def _steps(
         self, tenant: str, flow: CompiledFlow, context: dict[str, Any], samples: Mapping[str, Any]

@@ -227,7 +227,7 @@ def _brackets(text: str) -> int:
 
 
 def at_path(tree: Any, dotted: str) -> Any:
-    """The value at a dotted path of objects (`last_position.fix_time`), None where a part is
+    """The value at a dotted path of objects (`last_position.time`), None where a part is
     missing or not an object."""
     value = tree
     for part in dotted.split("."):

@@ -10,6 +10,7 @@ from typing import Any, Final
 from gateway.fleet.fix import FIELDS as FIX_FIELDS
 from gateway.formats.headers import is_reserved_header, reserved_message
 from gateway.schemas.registry import RESERVED_FIELDS, reserved_field_message
+from gateway.schemas.renamed import current_mapping
 
 from .conditions import Condition
 from .expressions import Getter, Run
@@ -165,6 +166,8 @@ def compile_plan(
     if not isinstance(data, dict):
         problems.add("", "a mapping file is an object with name, direction, ...", "type")
         return None
+    # Targets of renamed members (`last_position.latitude`) compile under their new names.
+    data = dict(current_mapping(data)[0])
     direction = _header(data, problems)
     declared = compile_params(data["params"], problems) if "params" in data else {}
     specs = SpecCompiler(problems, ParamScope(declared, values or {}))

@@ -11,6 +11,7 @@ from typing import Any, Final
 from ..errors import FieldProblem, InvalidPayload
 from ..formats import at_path
 from ..formats.json_tree import a_json_type
+from ..schemas.renamed import current_data
 from .casts import to_string
 from .compiler import OCCURRENCE, AlsoPlan, Guard, Inner, Key, Plan, compile_plan
 from .conditions import Condition
@@ -323,7 +324,7 @@ class CompiledMapping:
         also: tuple[MappedTarget, ...] = ()
         occurrence: str | None = None
         try:
-            document = evaluate(plan.fields, payload, run)
+            document = current_data(plan.entity_type, evaluate(plan.fields, payload, run))
             key = _key(plan.key, document, run)
             if self._events is not None:
                 events = self._events
@@ -501,7 +502,7 @@ def _also(plans: tuple[AlsoPlan, ...], payload: Any, run: Run) -> Iterator[Mappe
         if plan.when is not None and not plan.when(payload, run):
             continue
         prefix = f"also.{index}."
-        document = evaluate(plan.fields, payload, run, prefix)
+        document = current_data(plan.entity_type, evaluate(plan.fields, payload, run, prefix))
         key = _key(plan.key, document, run, prefix)
         events = tuple(e for e, when in plan.emit if when is None or when(payload, run))
         if plan.kind is not None and "kind" not in document:

@@ -110,7 +110,7 @@ class SpecCompiler:
         if len(target) > MAX_TARGET_LENGTH or not TARGET_RE.match(target):
             self.problems.add(
                 at,
-                f"target {target!r} is not a dotted field path like last_position.latitude",
+                f"target {target!r} is not a dotted field path like last_position.lat",
                 "target",
             )
             return False

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from gateway.actions.body_check import BodyCheck
 from gateway.auth.secretbox import SecretBox, SecretBoxError
+from gateway.clock import as_stored
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.notify.channel_needs import push_partner_problem, sms_action_problem
 from gateway.notify.messages import Channel, EmailSettings, PushSettings, SmsSettings
@@ -74,7 +75,7 @@ class ChannelService:
         self.users: Users = _no_users
 
     async def create(self, tenant: str, body: Mapping[str, Any]) -> Doc:
-        oid, now = new_id(), datetime.now(UTC)
+        oid, now = new_id(), as_stored(datetime.now(UTC))
         doc = await self._fields(tenant, str(oid), body, None)
         doc.update(_id=oid, tenant=tenant, rev=1, created_at=now, updated_at=now)
         await self._channels.insert(doc)

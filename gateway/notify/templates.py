@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.clock import as_stored
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.notify.sandbox import off_loop
 from gateway.notify.templating import (
@@ -66,7 +67,7 @@ class TemplateService:
     async def create(self, tenant: str, body: Mapping[str, Any], author: str) -> Doc:
         fields = checked_template(body)
         await off_loop(compile_template, fields)
-        now = datetime.now(UTC)
+        now = as_stored(datetime.now(UTC))
         doc = {
             "_id": new_id(),
             "tenant": tenant,

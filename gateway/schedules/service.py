@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from gateway.actions.xml_body import compile_xml_body
-from gateway.clock import utcnow
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, NotFound
 from gateway.mapping_files.source import MappingSource
 from gateway.schedules.spec import check_fields, public_schedule
@@ -90,7 +90,7 @@ class ScheduleService:
 
     async def create(self, tenant: str, body: Mapping[str, Any]) -> dict[str, Any]:
         fields = await self._checked(tenant, body)
-        now = self._clock()
+        now = as_stored(self._clock())
         doc: Doc = {
             "_id": new_id(),
             "tenant": tenant,

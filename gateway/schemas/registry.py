@@ -286,7 +286,7 @@ class SchemaRegistry:
         kind: str | None = None,
         kind_schema: CompiledSchema | None = None,
     ) -> bool:
-        """Whether the dotted `path` is a field of the entity ("last_position.latitude",
+        """Whether the dotted `path` is a field of the entity ("last_position.lat",
         "attributes.anything"). For `other`, pass the kind (built-in name or compiled custom
         schema); without one only the envelope is known and any other field is allowed."""
         compiled = self._entity(entity_type)

@@ -39,6 +39,7 @@ from gateway.store.occurrences import DEFAULT_RETENTION_SECONDS as OCCURRENCE_RE
 from gateway.store.occurrences import OccurrenceStore
 from gateway.store.occurrences import indexes as occurrence_indexes
 from gateway.store.partners import PartnerStore
+from gateway.store.position_names import rename_position_members
 from gateway.store.positions import PositionStore
 from gateway.store.rejected import RejectedStore
 from gateway.store.schedules import ScheduleStore
@@ -140,6 +141,8 @@ class Store:
         await self.expiry.create_indexes(
             self.db["occurrences"], occurrence_indexes(self.occurrences.retention_seconds)
         )
+        # Upgrade step, once per database: before `position_at` is derived from the new names.
+        await rename_position_members(self.db["entities"], self.db["meta"])
         await self.entities.backfill_derived()
         await self.mappings.ensure_indexes()
         await self.positions.ensure_indexes(scans_id_ranges=scans)

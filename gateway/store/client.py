@@ -334,6 +334,7 @@ def _canonical_value(value: Any) -> Any:
 CURSOR_PROBLEM = "cursor must be the next_cursor of the previous page"
 # The text ids and names lists page by (the previous page's last one):
 NAME_CURSOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # mapping and flow names
+KIND_CURSOR = re.compile(r"[a-z][a-z0-9_]{0,62}")  # custom kinds' names
 TRIGGER_CURSOR = re.compile(r"trg_[A-Za-z0-9_-]{1,64}")  # triggers/spec.py
 # Deliveries and flow runs: `<event id>:<subscription id | flow[:step...]>`.
 EVENT_ID = re.compile(r"[0-9a-f]{24}")  # an event's ObjectId as text

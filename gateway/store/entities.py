@@ -100,7 +100,7 @@ def is_lookup_field(field: str) -> bool:
 def derived(etype: str, data: Mapping[str, Any]) -> Doc:
     """What an entity's document keeps beside its data, worked out from it at every write:
     its filter keys (`fk`) and, for a vehicle, `position_at`, the device time of its
-    `last_position` (`fix_time`, any ISO 8601 form, as a date-time the database compares):
+    `last_position` (`time`, any ISO 8601 form, as a date-time the database compares):
     the fold writes a position only over an older one (`set_folded`). A time further ahead
     than any fix the fold takes (a device's clock gone wrong, written by a mapping without
     quality gates) guards nothing: the fold's next position replaces it."""
@@ -127,9 +127,9 @@ def _same(stored: Any, fresh: Any) -> bool:
 
 
 def position_time(data: Mapping[str, Any]) -> datetime | None:
-    """The device time of a vehicle's `last_position` (its `fix_time`), None without one."""
+    """The device time of a vehicle's `last_position` (its `time`), None without one."""
     position = data.get("last_position")
-    at = position.get("fix_time") if isinstance(position, Mapping) else None
+    at = position.get("time") if isinstance(position, Mapping) else None
     try:
         moment = from_iso(at) if isinstance(at, str) else at
         if not isinstance(moment, datetime):

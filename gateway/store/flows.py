@@ -7,6 +7,7 @@ reason}` (`set_paused`); deleting the flow drops it."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from pymongo import ReturnDocument
 
@@ -17,6 +18,12 @@ DIRECTION = "flow"
 
 
 class FlowStore(MappingStore):
+    # A version in a list says the events it starts on (`on.events`), not its whole document.
+    version_listing: ClassVar[Doc] = {
+        **dict.fromkeys(("name", "version", "format", "checksum", "author", "created_at"), 1),
+        "document.on.events": 1,
+    }
+
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self._versions = db["flows"]

@@ -18,9 +18,16 @@ from typing import Any, Final
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
-from gateway.clock import utcnow
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict
-from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.client import (
+    KIND_CURSOR,
+    Collection,
+    Doc,
+    cursor_text,
+    scoped,
+    translate_errors,
+)
 
 INDEXES = [IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="by_name")]
 # How long a write of an entity marks its kind as being written, and how much of that mark
@@ -47,12 +54,22 @@ class KindStore:
         with translate_errors():
             return await self._c.find_one(scoped(tenant, {"name": name}))
 
-    async def find(self, tenant: str) -> list[Doc]:
+    async def find(
+        self, tenant: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[Doc]:
+        """A tenant's kinds by name: after the name `after` (a list's cursor, KIND_CURSOR),
+        at most `limit` (none: every one, for the admin UI's forms)."""
+        query: Doc = {}
+        if cursor_text(after, KIND_CURSOR) is not None:
+            query["name"] = {"$gt": after}
         with translate_errors():
-            return await self._c.find(scoped(tenant)).sort("name", ASCENDING).to_list(None)
+            cursor = self._c.find(scoped(tenant, query)).sort("name", ASCENDING)
+            if limit is not None:
+                cursor = cursor.limit(limit)
+            return await cursor.to_list(limit)
 
     async def create(self, tenant: str, name: str, schema: dict[str, Any], author: str) -> Doc:
-        now = datetime.now(UTC)
+        now = as_stored(datetime.now(UTC))
         doc = scoped(
             tenant,
             {

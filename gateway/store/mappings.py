@@ -15,7 +15,7 @@ lets every process cache compiled versions by it forever.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
@@ -51,6 +51,9 @@ _ALLOCATE_TRIES = 20
 
 
 class MappingStore:
+    # What a list of versions reads of each: no source nor document.
+    version_listing: ClassVar[Doc] = _NO_SOURCE
+
     def __init__(self, db: Database) -> None:
         self._db = db
         self._versions = db["mappings"]
@@ -76,7 +79,7 @@ class MappingStore:
     async def versions(self, tenant: str, name: str) -> list[Doc]:
         """Every version's metadata, oldest first (no source: ask for one version for that)."""
         with translate_errors():
-            cursor = self._versions.find(scoped(tenant, {"name": name}), _NO_SOURCE)
+            cursor = self._versions.find(scoped(tenant, {"name": name}), self.version_listing)
             return await cursor.sort("version", ASCENDING).to_list(None)
 
     async def previous_version(self, tenant: str, name: str, before: int) -> int | None:

@@ -22,6 +22,7 @@ from gateway.auth.partner_jwt import Fetch
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.auth.tokens import issue_trigger_token
 from gateway.auth.webhook_signature import generate_secret
+from gateway.clock import as_stored
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.mapping_files.source import MappingSource
@@ -118,7 +119,7 @@ class TriggerService:
         specification mapping as the admin API receives it."""
         spec = whole_numbers({**(spec or {}), **fields})
         await self._check(tenant, spec)
-        now = self._clock()
+        now = as_stored(self._clock())
         doc = document(
             spec, trigger_id=new_trigger_id(), tenant=tenant, defaults=self._defaults, now=now
         )

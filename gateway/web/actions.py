@@ -8,19 +8,19 @@ from aiohttp import web
 
 from gateway.actions.definitions import public_action
 from gateway.actions.subscriptions import public_subscription
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, FieldProblem, InvalidPayload
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, operation
+from gateway.web.openapi import ID_CURSOR, TEXT_NAME, operation, strict
 from gateway.web.partners import PAGE
 from gateway.web.problems import json_response
-from gateway.web.requests import page, page_params, read_object
+from gateway.web.requests import page, page_params, read_object, unknown_members
 from gateway.web.state import services_of
 
 ACTION: dict[str, Any] = {
     "type": "object",
     "required": ["name", "partner_id", "method", "mode"],
     "properties": {
-        "name": {"type": "string"},
+        "name": TEXT_NAME,
         "partner_id": {"type": "string"},
         "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
         "path": {"type": "string", "description": 'a template such as "/fines/{ait}"'},
@@ -46,6 +46,7 @@ ACTION: dict[str, Any] = {
             "description": "send an XML (SOAP) body: a Jinja2 template autoescaped for XML, "
             "rendered on the mapping context plus body and secrets (docs/actions.md)",
             "required": ["template"],
+            "additionalProperties": False,
             "properties": {
                 "template": {"type": "string"},
                 "soap": {"enum": ["1.1", "1.2", None]},
@@ -55,31 +56,25 @@ ACTION: dict[str, Any] = {
         },
     },
 }
+_INVOKE_ENTITY: dict[str, Any] = {
+    "type": "object",
+    "required": ["type"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"type": "string"},
+        "id": {"type": "string", "minLength": 1},
+        "key": {"type": "string", "minLength": 1},
+    },
+    "anyOf": [{"required": ["id"]}, {"required": ["key"]}],
+}
 INVOKE: dict[str, Any] = {
     "type": "object",
     "description": '{"entity": {"type", "id"|"key"}} or {"payload": {...}} (the mapping context)',
+    "additionalProperties": False,
+    "properties": {"entity": _INVOKE_ENTITY, "payload": {"type": "object"}},
     "oneOf": [
-        {
-            "required": ["entity"],
-            "not": {"required": ["payload"]},
-            "properties": {
-                "entity": {
-                    "type": "object",
-                    "required": ["type"],
-                    "properties": {
-                        "type": {"type": "string"},
-                        "id": {"type": "string", "minLength": 1},
-                        "key": {"type": "string", "minLength": 1},
-                    },
-                    "anyOf": [{"required": ["id"]}, {"required": ["key"]}],
-                }
-            },
-        },
-        {
-            "required": ["payload"],
-            "not": {"required": ["entity"]},
-            "properties": {"payload": {"type": "object"}},
-        },
+        {"required": ["entity"], "not": {"required": ["payload"]}},
+        {"required": ["payload"], "not": {"required": ["entity"]}},
     ],
 }
 INVOKED: dict[str, Any] = {
@@ -148,7 +143,7 @@ def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
 # -- actions ---------------------------------------------------------------------------------
 
 
-@operation("Create an action", tag="actions", request=ACTION, response=ACTION, status=201)
+@operation("Create an action", tag="actions", request=strict(ACTION), response=ACTION, status=201)
 async def create_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
@@ -212,10 +207,7 @@ async def delete_action(request: web.Request) -> web.Response:
 )
 async def invoke_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    body = await read_object(request)
-    entity, payload = body.get("entity"), body.get("payload")
-    if (entity is None) == (payload is None) or not isinstance(entity or payload, dict):
-        raise BadRequest('give either "entity": {"type", "id"|"key"} or "payload": {...}')
+    entity, payload = _invoked(await read_object(request))
     result = await services_of(request).proxy.invoke(
         claims.tenant, request.match_info["id"], entity=entity, payload=payload
     )
@@ -229,13 +221,28 @@ async def invoke_action(request: web.Request) -> web.Response:
     return json_response(answer)
 
 
+def _invoked(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The entity or the payload an INVOKE body names; 422 naming every member it does not
+    know (a misspelt option calls no partner) and a body with neither or both."""
+    problems = unknown_members(body, INVOKE)
+    entity, payload = body.get("entity"), body.get("payload")
+    if isinstance(entity, dict):
+        problems += unknown_members(entity, _INVOKE_ENTITY, "/entity")
+    if (entity is None) == (payload is None) or not isinstance(entity or payload, dict):
+        message = 'give either "entity": {"type", "id"|"key"} or "payload": {...}'
+        problems.append(FieldProblem("", message, "oneOf"))
+    if problems:
+        raise InvalidPayload("the body does not fit this route", problems)
+    return entity, payload
+
+
 # -- subscriptions ---------------------------------------------------------------------------
 
 
 @operation(
     "Subscribe an action to events; the signing secret is shown once",
     tag="subscriptions",
-    request=SUBSCRIPTION,
+    request=strict(SUBSCRIPTION),
     response=WITH_SECRET,
     status=201,
 )

@@ -14,7 +14,7 @@ from gateway.store.assignments import HISTORY_CURSOR
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation, text_cursor
 from gateway.web.problems import json_response
-from gateway.web.requests import page_params, read_object
+from gateway.web.requests import page_params, read_object, unknown_members
 from gateway.web.state import services_of
 
 _ASSIGNMENT: dict[str, Any] = {
@@ -123,11 +123,7 @@ async def list_vehicle_drivers(request: web.Request) -> web.Response:
 async def assign_vehicle_driver(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    problems = [
-        FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
-        for k in body
-        if k not in _ASSIGN["properties"]
-    ]
+    problems = unknown_members(body, _ASSIGN)
     if "driver" not in body:
         problems.append(FieldProblem("/driver", "driver is required (null: nobody)", "required"))
     driver = body.get("driver")

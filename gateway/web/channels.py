@@ -10,33 +10,68 @@ from aiohttp import web
 from gateway.notify.channels import public_channel
 from gateway.notify.testing import check_test_body, send_test
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, operation
+from gateway.web.openapi import FILE_NAME, ID_CURSOR, operation, strict
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
 
+_CHANNEL_COMMON: dict[str, Any] = {
+    "name": FILE_NAME,
+    "description": {"type": "string", "minLength": 1, "maxLength": 2000},
+}
+_SMTP: dict[str, Any] = {
+    "type": "object",
+    "required": ["host"],
+    "additionalProperties": False,
+    "properties": {
+        "host": {"type": "string", "minLength": 1, "maxLength": 253},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "security": {"enum": ["none", "starttls", "tls"]},
+        "username": {"type": "string", "minLength": 1, "maxLength": 320},
+        "password": {"type": "string", "minLength": 1, "writeOnly": True},
+        "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 60},
+        "ca_certificate": {"type": "string", "description": "PEM"},
+    },
+}
+# Each type's members (gateway/notify/channels.py `_BY_TYPE`): one of them, by `type`.
+_BY_TYPE: dict[str, tuple[list[str], dict[str, Any]]] = {
+    "email": (
+        ["smtp", "from"],
+        {"smtp": _SMTP, "from": {"type": "string"}, "reply_to": {"type": "string"}},
+    ),
+    "push": (
+        ["partner_id", "project_id"],
+        {
+            "partner_id": {"type": "string", "description": "auth google_service_account"},
+            "project_id": {"type": "string"},
+            "priority": {"enum": ["high", "normal"]},
+        },
+    ),
+    "sms": (["action_id", "from"], {"action_id": {"type": "string"}, "from": {"type": "string"}}),
+}
 CHANNEL_BODY: dict[str, Any] = {
     "type": "object",
-    "required": ["name", "type"],
-    "description": "email: smtp {host, port?, security: none|starttls|tls, username?, "
-    "password? (write-only), timeout_seconds?, ca_certificate?}, from, reply_to?; push: "
-    "partner_id (auth google_service_account), project_id, priority?; sms: action_id, from",
-    "properties": {
-        "name": {"type": "string"},
-        "type": {"enum": ["email", "push", "sms"]},
-        "description": {"type": "string"},
-        "smtp": {"type": "object"},
-        "from": {"type": "string"},
-        "reply_to": {"type": "string"},
-        "partner_id": {"type": "string"},
-        "project_id": {"type": "string"},
-        "priority": {"enum": ["high", "normal"]},
-        "action_id": {"type": "string"},
-    },
+    "description": "A channel of one type: email (smtp, from, reply_to?), push (partner_id, "
+    "project_id, priority?) or sms (action_id, from); another type's member is refused.",
+    "oneOf": [
+        strict(
+            {
+                "title": kind,
+                "required": ["name", "type", *required],
+                "properties": {**_CHANNEL_COMMON, "type": {"const": kind}, **members},
+            }
+        )
+        for kind, (required, members) in _BY_TYPE.items()
+    ],
 }
 CHANNEL: dict[str, Any] = {
     "type": "object",
-    "properties": {**CHANNEL_BODY["properties"], "id": {"type": "string"}},
+    "properties": {
+        **_CHANNEL_COMMON,
+        "type": {"enum": list(_BY_TYPE)},
+        **{k: v for _, members in _BY_TYPE.values() for k, v in members.items()},
+        "id": {"type": "string"},
+    },
 }
 _TEST: dict[str, Any] = {
     "type": "object",
@@ -59,10 +94,12 @@ _TEST: dict[str, Any] = {
 }
 SETTINGS: dict[str, Any] = {
     "type": "object",
+    "additionalProperties": False,
     "properties": {
         "cooldown_seconds": {"type": "integer", "minimum": 0, "default": 3600},
         "quiet_hours": {
             "type": ["object", "null"],
+            "additionalProperties": False,
             "properties": {
                 "start": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"},
                 "end": {"type": "string"},

@@ -16,6 +16,7 @@ from gateway.web.mappings import YAML_TYPES
 from gateway.web.openapi import operation, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
+    ACTIVATE,
     VERSION_NUMBER,
     check_members,
     is_json,
@@ -24,6 +25,8 @@ from gateway.web.requests import (
     read_body,
     read_object,
     read_optional_object,
+    read_version_to_activate,
+    unknown_members,
     version_number,
 )
 from gateway.web.state import services_of
@@ -50,6 +53,7 @@ _UPLOAD: dict[str, Any] = {
 _TEST: dict[str, Any] = {
     "type": "object",
     "required": ["flow", "event"],
+    "additionalProperties": False,
     "properties": {
         "flow": {"type": ["string", "object"], "description": "a stored flow's name, or a draft"},
         "version": {"type": "integer", "description": "a stored version instead of the active"},
@@ -159,12 +163,12 @@ async def diff_flow_versions(request: web.Request) -> web.Response:
 @operation(
     "Activate a version of a flow",
     tag="flows",
-    request={"type": "object", "required": ["version"], "properties": {"version": VERSION_NUMBER}},
+    request=ACTIVATE,
     response=_VERSION,
 )
 async def activate_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    number = version_number((await read_object(request)).get("version"), "/version")
+    number = await read_version_to_activate(request)
     version = await services_of(request).notify.flows.activate(
         claims.tenant, _name(request), number
     )
@@ -278,11 +282,7 @@ async def dry_run_flow(request: web.Request) -> web.Response:
     body = await read_object(request)
     flow: Any = body.get("flow")
     samples = body.get("samples", {})
-    problems = [
-        FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
-        for k in body
-        if k not in _TEST["properties"]
-    ]
+    problems = unknown_members(body, _TEST)
     if not isinstance(flow, str | dict) or not flow:
         problems.append(FieldProblem("/flow", "flow is a stored flow's name or a draft", "type"))
     if not isinstance(samples, dict):

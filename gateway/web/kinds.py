@@ -5,10 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.kinds import public_kind
+from gateway.store.client import KIND_CURSOR
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import operation, text_cursor
 from gateway.web.problems import json_response
-from gateway.web.requests import check_members, query_flag, read_object
+from gateway.web.requests import check_members, page_params, query_flag, read_object
 from gateway.web.state import services_of
 
 _NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"}
@@ -33,11 +34,25 @@ _REPLACEMENT = {
 }
 
 
-@operation("List custom kinds", tag="kinds", response={"type": "object"})
+@operation(
+    "List custom kinds",
+    tag="kinds",
+    response={
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": _KIND},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+    query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+    schemas={"cursor": text_cursor(KIND_CURSOR)},
+)
 async def list_kinds(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    docs = await services_of(request).kinds.find(claims.tenant)
-    return json_response({"items": [public_kind(d) for d in docs]})
+    limit, cursor = page_params(request)
+    docs = await services_of(request).kinds.find(claims.tenant, after=cursor, limit=limit)
+    next_cursor = docs[-1]["name"] if len(docs) == limit else None
+    return json_response({"items": [public_kind(d) for d in docs], "next_cursor": next_cursor})
 
 
 @operation(

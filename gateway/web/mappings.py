@@ -15,11 +15,13 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from gateway.mapping.limits import MAX_FILE_BYTES
+from gateway.schemas.renamed import deprecated_uses
 from gateway.store.client import NAME_CURSOR
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
+    ACTIVATE,
     VERSION_NUMBER,
     body_deadline,
     content_coding,
@@ -29,6 +31,7 @@ from gateway.web.requests import (
     query_flag,
     read_body,
     read_object,
+    read_version_to_activate,
     version_number,
 )
 from gateway.web.state import services_of
@@ -40,20 +43,30 @@ _CHUNK = 64 * 1024
 # What a multipart form adds around its file (boundaries, part headers, other small fields).
 _FORM_FRAME = 16 * 1024
 
-_VERSION = {
+_VERSION_MEMBERS: dict[str, Any] = {
+    "name": {"type": "string"},
+    "version": {"type": "integer"},
+    "active": {"type": "boolean"},
+    "format": {"enum": ["yaml", "json"]},
+    "checksum": {"type": "string", "description": "sha256 of the source text"},
+    "author": {"type": "string"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "direction": {"enum": ["inbound", "outbound"]},
+    "entity_type": {"type": ["string", "null"]},
+    "source": {"type": "string"},
+    "document": {"type": "object"},
+}
+_VERSION = {"type": "object", "properties": _VERSION_MEMBERS}
+_UPLOADED = {
     "type": "object",
     "properties": {
-        "name": {"type": "string"},
-        "version": {"type": "integer"},
-        "active": {"type": "boolean"},
-        "format": {"enum": ["yaml", "json"]},
-        "checksum": {"type": "string", "description": "sha256 of the source text"},
-        "author": {"type": "string"},
-        "created_at": {"type": "string", "format": "date-time"},
-        "direction": {"enum": ["inbound", "outbound"]},
-        "entity_type": {"type": ["string", "null"]},
-        "source": {"type": "string"},
-        "document": {"type": "object"},
+        **_VERSION_MEMBERS,
+        "created": {"type": "boolean", "description": "false: an identical re-upload"},
+        "warnings": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "deprecated names the mapping uses (docs/entities.md)",
+        },
     },
 }
 _LIST = {
@@ -145,7 +158,7 @@ async def _read_file_field(request: web.Request) -> tuple[bytes, str | None]:
     "Upload a mapping (a new version)",
     tag="mappings",
     request=_UPLOAD,
-    response=_VERSION,
+    response=_UPLOADED,
     status=201,
     also=(200,),  # an identical re-upload: the version that exists
     query=[("activate", "false to store the version without activating it (default true)")],
@@ -160,8 +173,9 @@ async def upload_mapping(request: web.Request) -> web.Response:
         claims.tenant, text, author=claims.subject, activate=activate, filename=filename
     )
     location = f"/api/v1/mappings/{version.name}/versions/{version.version}"
+    warnings = deprecated_uses(version.document)
     return json_response(
-        {**version.as_dict(source=False), "created": version.created},
+        {**version.as_dict(source=False), "created": version.created, "warnings": warnings},
         status=201 if version.created else 200,
         headers={"Location": location},
     )
@@ -239,17 +253,12 @@ async def diff_versions(request: web.Request) -> web.Response:
 @operation(
     "Activate a version of a mapping",
     tag="mappings",
-    request={
-        "type": "object",
-        "required": ["version"],
-        "properties": {"version": VERSION_NUMBER},
-    },
+    request=ACTIVATE,
     response=_VERSION,
 )
 async def activate_version(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    body = await read_object(request)
-    number = version_number(body.get("version"), "/version")
+    number = await read_version_to_activate(request)
     version = await services_of(request).mappings.activate(claims.tenant, _name(request), number)
     return json_response(version.as_dict(source=False))
 

@@ -39,9 +39,24 @@ PROBES = frozenset({"/readyz"})
 _ONCE = ("Authorization", "Idempotency-Key")
 
 
-def _route_label(request: web.Request) -> str:
+def _matched_route(request: web.Request) -> str | None:
+    """The template of the route the request reached, None when it reached none."""
     resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
+    return resource.canonical if resource is not None else None
+
+
+async def _route_label(request: web.Request) -> str:
+    """The template of the route the request reached; for a method the route does not take (a
+    405) the route whose path it is, `unmatched` only for a path no route has."""
+    if (route := _matched_route(request)) is not None:
+        return route
+    refused = request.match_info.http_exception
+    if refused is not None and refused.status == 405:
+        for candidate in request.app.router.resources():
+            _, allowed = await candidate.resolve(request)
+            if allowed:
+                return candidate.canonical
+    return "unmatched"
 
 
 @web.middleware
@@ -62,7 +77,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     # browser may read a JSON or XML answer as a page.
     response.headers["X-Content-Type-Options"] = "nosniff"
     elapsed = time.perf_counter() - started
-    route = _route_label(request)
+    route = await _route_label(request)
     if isinstance(response, web.FileResponse):
         # A file's status is known only once aiohttp looks at it, as it sends it: a 404 (no
         # such file), 304 (not modified), 416 (a range past its end) or 206 starts as a 200.
@@ -170,7 +185,7 @@ def _problem_for(
 
 
 def _failed(request: web.Request, exc: GatewayError) -> None:
-    quiet = _route_label(request) in PROBES
+    quiet = _matched_route(request) in PROBES
     level = logging.DEBUG if quiet else logging.WARNING
     log.log(level, "request failed: %s", exc.detail, extra={"status": exc.status})
 

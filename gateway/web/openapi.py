@@ -283,6 +283,18 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
 ID_CURSOR: dict[str, Any] = {"type": "string", "pattern": "^([0-9a-fA-F]{24})?$"}
 
 
+TEXT_NAME: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"}
+"""A resource's name as the server takes it: 1-200 characters, not only spaces."""
+FILE_NAME: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"}
+"""A template's or a channel's name: 1-100 letters, digits, `_ . -`."""
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """A request body's schema that refuses the members it does not declare, as the server
+    does (a `422` naming each): `additionalProperties: false`."""
+    return {**schema, "additionalProperties": False}
+
+
 def text_cursor(shape: re.Pattern[str]) -> dict[str, Any]:
     """The `cursor` of lists paged by a text id or name: one of the `shape` the store checks
     (gateway/store/client.py, cursor_text), or empty for the first page; any other is a 400."""

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.actions.partners import public_partner
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, operation
+from gateway.web.openapi import ID_CURSOR, TEXT_NAME, operation, strict
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
@@ -39,7 +39,7 @@ PARTNER_BODY: dict[str, Any] = {
     "type": "object",
     "required": ["name", "base_url", "auth"],
     "properties": {
-        "name": {"type": "string"},
+        "name": TEXT_NAME,
         "base_url": {"type": "string", "format": "uri"},
         "auth": _AUTH,
         "timeout_seconds": {"type": "number", "minimum": 0.1, "maximum": 60, "default": 10},
@@ -79,7 +79,7 @@ PAGE: dict[str, Any] = {
 @operation(
     "Register a partner endpoint",
     tag="partners",
-    request=PARTNER_BODY,
+    request=strict(PARTNER_BODY),
     response=PARTNER,
     status=201,
 )

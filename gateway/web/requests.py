@@ -281,6 +281,25 @@ async def read_optional_object(request: web.Request) -> dict[str, Any]:
     return await read_object(request) if request.body_exists else {}
 
 
+def unknown_members(
+    body: dict[str, Any], schema: dict[str, Any], at: str = ""
+) -> list[FieldProblem]:
+    """A problem for each member of `body` (at the pointer `at`) that `schema`, the request
+    schema the route's OpenAPI operation publishes (`additionalProperties: false`), does not
+    declare: the document and the server refuse the same members."""
+    known = schema.get("properties", {})
+    return [
+        FieldProblem(f"{at}/{k}", f"unknown field {k!r}", "additionalProperties")
+        for k in sorted(set(body) - set(known))
+    ]
+
+
+def refuse_unknown_members(body: dict[str, Any], schema: dict[str, Any]) -> None:
+    """422 naming every member `schema` does not declare (`unknown_members`)."""
+    if problems := unknown_members(body, schema):
+        raise InvalidPayload("the body does not fit this route", problems)
+
+
 def check_members(
     body: dict[str, Any],
     types: dict[str, type | tuple[type, ...]],
@@ -335,6 +354,20 @@ def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
 
 
 VERSION_NUMBER: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+ACTIVATE: dict[str, Any] = {
+    "type": "object",
+    "required": ["version"],
+    "additionalProperties": False,
+    "properties": {"version": VERSION_NUMBER},
+}
+"""The body of activating a version (a mapping's, a flow's)."""
+
+
+async def read_version_to_activate(request: web.Request) -> int:
+    """The version number of an ACTIVATE body; 422 for another member."""
+    body = await read_object(request)
+    refuse_unknown_members(body, ACTIVATE)
+    return version_number(body.get("version"), "/version")
 
 
 def version_number(value: Any, pointer: str) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, operation
+from gateway.web.openapi import ID_CURSOR, TEXT_NAME, operation, strict
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
@@ -16,7 +16,7 @@ SCHEDULE_BODY: dict[str, Any] = {
     "type": "object",
     "required": ["name", "action_id", "every", "target"],
     "properties": {
-        "name": {"type": "string"},
+        "name": TEXT_NAME,
         "action_id": {"type": "string", "description": "a GET action, or one marked read_only"},
         "every": {"type": "string", "description": '"30s", "5m", "1h", "1d" or 5-field cron'},
         "timezone": {"type": "string", "default": "America/Sao_Paulo"},
@@ -92,7 +92,11 @@ def _id(request: web.Request) -> str:
 
 
 @operation(
-    "Create a schedule", tag="schedules", request=SCHEDULE_BODY, response=SCHEDULE, status=201
+    "Create a schedule",
+    tag="schedules",
+    request=strict(SCHEDULE_BODY),
+    response=SCHEDULE,
+    status=201,
 )
 async def create_schedule(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -149,7 +149,7 @@ def run(
     *,
     host: str,
     port: int,
-    on_listening: Callable[[], None] = lambda: None,
+    on_listening: Callable[[str], None] = lambda url: None,
     reuse_port: bool = False,
     event_loop: str | None = None,
     **runner_options: Any,
@@ -157,15 +157,22 @@ def run(
     """Serve until SIGTERM or SIGINT, then shut down gracefully (stop accepting, finish the
     requests in flight, run every cleanup context). `reuse_port`: bind with SO_REUSEPORT,
     beside the other processes of `serve --workers N` (`gateway/prefork.py`). `event_loop`:
-    `gateway/eventloop.py`."""
+    `gateway/eventloop.py`. `on_listening(url)` once it listens, with the address it bound
+    (`http://127.0.0.1:8080`: the port the system chose for port 0)."""
     eventloop.run(_serve(app, host, port, on_listening, reuse_port, runner_options), event_loop)
+
+
+def listening_url(address: Any) -> str:
+    """The URL of a bound socket's address (`(host, port, ...)`, as `getsockname` gives it)."""
+    host, port = address[0], address[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def _serve(
     app: web.Application,
     host: str,
     port: int,
-    on_listening: Callable[[], None],
+    on_listening: Callable[[str], None],
     reuse_port: bool,
     runner_options: dict[str, Any],
 ) -> None:
@@ -183,7 +190,7 @@ async def _serve(
     try:
         if not stop.is_set():
             await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
-            on_listening()
+            on_listening(listening_url(runner.addresses[0]))
             await stop.wait()
             _log.info(
                 "shutting down: no new connections; the requests in flight get %g s",

@@ -9,9 +9,9 @@ from aiohttp import web
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.notify.templates import public_template
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, operation
+from gateway.web.openapi import FILE_NAME, ID_CURSOR, operation, strict
 from gateway.web.problems import json_response
-from gateway.web.requests import page, page_params, read_object
+from gateway.web.requests import page, page_params, read_object, unknown_members
 from gateway.web.state import services_of
 
 _PARTS = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -19,7 +19,7 @@ TEMPLATE_BODY: dict[str, Any] = {
     "type": "object",
     "required": ["name", "channel_type", "locales"],
     "properties": {
-        "name": {"type": "string"},
+        "name": FILE_NAME,
         "channel_type": {"enum": ["email", "push", "sms"]},
         "description": {"type": "string"},
         "locales": {
@@ -42,6 +42,8 @@ TEMPLATE: dict[str, Any] = {
 }
 _PREVIEW: dict[str, Any] = {
     "type": "object",
+    "required": ["template"],
+    "additionalProperties": False,
     "properties": {
         "template": {"type": ["string", "object"], "description": "a name, or a draft"},
         "context": {"type": "object", "description": "default: the template's sample"},
@@ -59,7 +61,11 @@ _RENDERED: dict[str, Any] = {
 
 
 @operation(
-    "Create a template", tag="templates", request=TEMPLATE_BODY, response=TEMPLATE, status=201
+    "Create a template",
+    tag="templates",
+    request=strict(TEMPLATE_BODY),
+    response=TEMPLATE,
+    status=201,
 )
 async def create_template(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -94,7 +100,7 @@ async def get_template(request: web.Request) -> web.Response:
 @operation(
     "Replace a template (its name stays; its channel_type too while an active flow uses it: 409)",
     tag="templates",
-    request=TEMPLATE_BODY,
+    request=strict(TEMPLATE_BODY),
     response=TEMPLATE,
     errors=(409,),
 )
@@ -126,7 +132,7 @@ async def preview_template(request: web.Request) -> web.Response:
     claims = await authenticate(request, writes=False)
     body = await read_object(request)
     template, context, locale = body.get("template"), body.get("context"), body.get("locale")
-    problems = []
+    problems = unknown_members(body, _PREVIEW)
     if not isinstance(template, str | dict):
         problems.append(FieldProblem("/template", "a template name, or a draft", "type"))
     if context is not None and not isinstance(context, dict):
