@@ -8,7 +8,7 @@ import re
 from typing import Any, Final
 from unicodedata import combining, decomposition, is_normalized, normalize
 
-from ..formats.json_tree import INT64_MAX, INT64_MIN, json_type
+from ..formats.json_tree import INT64_MAX, INT64_MIN, WideInt, json_type
 from ..formats.json_tree import shown as _show
 from .model import EvalError
 
@@ -82,7 +82,7 @@ def to_integer(value: Any) -> int:
         return int(value)
     if kind is float and value.is_integer():
         return int(value)
-    if kind is str:
+    if kind is str or kind is WideInt:  # a wide integer: read from its digits, exactly
         number = _parse_number(value, "integer")
         if number is not None and float(number).is_integer():
             return int(number)
@@ -93,7 +93,7 @@ def to_number(value: Any) -> int | float:
     kind = type(value)
     if kind is int or (kind is float and math.isfinite(value)):
         return value  # type: ignore[no-any-return]
-    if kind is str:
+    if kind is str or kind is WideInt:
         number = _parse_number(value, "number")
         if number is not None:
             return number
@@ -104,6 +104,8 @@ def to_string(value: Any) -> str:
     kind = type(value)
     if kind is str:
         return value  # type: ignore[no-any-return]
+    if kind is WideInt:  # its digits, as text
+        return str(value)
     if kind is bool:
         return "true" if value else "false"
     if kind is float and math.isfinite(value):
