@@ -289,9 +289,9 @@ async def test_a_wide_integer_where_text_is_wanted_is_a_422_as_a_narrow_number_i
 ) -> None:
     """An integer past 64 bits was read as its text before any type was checked, so where
     the admin API wants text it passed where a narrow number was refused: a replay's
-    `trigger_id`, a driver's name (stored as "1234..."), a partner's name, and a kind's
-    `const` or `enum` (registered as text, which then matched the text). It is a number to
-    every type check; a free-form field still keeps its digits."""
+    `trigger_id`, an assignment's `driver`, a driver's name (stored as "1234..."), a
+    partner's name, and a kind's `const` or `enum` (registered as text, which then matched
+    the text). It is a number to every type check; a free-form field keeps its digits."""
     wide = b"123456789012345678901234567890"
 
     async def sent(path: str, body: bytes) -> tuple[int, Any]:
@@ -303,9 +303,13 @@ async def test_a_wide_integer_where_text_is_wanted_is_a_422_as_a_narrow_number_i
     def pointers(answer: Any) -> list[str]:
         return [e["pointer"] for e in answer["errors"]]
 
+    await post(client, "/api/v1/entities/vehicle", {"plate": "AAB3341"})
     for number in (b"5", wide):
         status, answer = await sent("/api/v1/rejected/replay", b'{"trigger_id": %s}' % number)
         assert (status, pointers(answer)) == (422, ["/trigger_id"]), (number, answer)
+        drivers = "/api/v1/entities/vehicle/AAB3341/drivers"
+        status, answer = await sent(drivers, b'{"driver": %s}' % number)
+        assert (status, pointers(answer)) == (422, ["/driver"]), (number, answer)
         status, answer = await sent(
             "/api/v1/entities/driver", b'{"name": %s, "cpf": "52998224725"}' % number
         )

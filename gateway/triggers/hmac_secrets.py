@@ -7,6 +7,7 @@ from typing import Any, Final
 
 from gateway.auth import partner_hmac
 from gateway.errors import FieldProblem
+from gateway.formats.json_tree import is_text
 from gateway.schemas.compiled import invalid
 
 MAX_SECRET: Final = 1024
@@ -34,7 +35,7 @@ def check_rotated_secret(auth: Mapping[str, Any], secret: Any) -> None:
     if auth["mode"] != "hmac":
         message = "/secret: only hmac triggers take a partner's secret"
         problem = FieldProblem("/secret", message, "mode")
-    elif not isinstance(secret, str) or not 1 <= len(secret) <= MAX_SECRET:
+    elif not is_text(secret) or not 1 <= len(secret) <= MAX_SECRET:
         message = f"/secret: a secret is text of 1 to {MAX_SECRET} characters"
         problem = FieldProblem("/secret", message, "type")
     elif problems := hmac_problems({**auth, "secret": secret}, at="/secret"):
