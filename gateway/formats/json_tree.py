@@ -27,6 +27,8 @@ _LONG_RUN: Final = b"0" * 19
 _FLOAT: Final = (b".", b"e", b"E")  # what follows the digits of a number that is no integer
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
+MAX_INT_DIGITS: Final = 4300
+"""Python reads and writes no longer integer text (`sys.get_int_max_str_digits`)."""
 
 
 class WideInt(str):
@@ -225,10 +227,6 @@ def _as_number(wide: WideInt) -> int:
         return int(wide)
     far: int = 10 ** (MAX_INT_DIGITS - 1)
     return -far if wide.startswith("-") else far
-
-
-MAX_INT_DIGITS: Final = 4300
-"""Python reads and writes no longer integer text (`sys.get_int_max_str_digits`)."""
 
 
 def as_texts(value: Any) -> Any:

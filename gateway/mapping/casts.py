@@ -8,7 +8,7 @@ import re
 from typing import Any, Final
 from unicodedata import combining, decomposition, is_normalized, normalize
 
-from ..formats.json_tree import INT64_MAX, INT64_MIN, WideInt, json_type
+from ..formats.json_tree import INT64_MAX, INT64_MIN, MAX_INT_DIGITS, WideInt, json_type
 from ..formats.json_tree import shown as _show
 from .model import EvalError
 
@@ -49,10 +49,6 @@ def unstorable(value: Any) -> EvalError | None:
     return None
 
 
-MAX_DIGITS: Final = 4300
-"""Python reads and writes no longer integer text (`sys.get_int_max_str_digits`)."""
-
-
 def _parse_number(text: str, to: str) -> int | float | None:
     """A decimal number in text ("87", "-13.1", "1e3"), or None. No exception on the happy
     path: OsmAnd sends every value as text. An integer is read exactly ("-5", " 7 ", a uint64
@@ -68,9 +64,10 @@ def _parse_number(text: str, to: str) -> int | float | None:
     if not math.isfinite(number):  # "nan", "inf", "1e999"
         return None
     if number.is_integer() and "." not in text and "e" not in text and "E" not in text:
-        if len(text) > MAX_DIGITS:  # zeros before its digits: Python would refuse to read it
+        if len(text) > MAX_INT_DIGITS:  # zeros before its digits: Python would refuse to read it
             raise EvalError(
-                "cast", f"cannot cast string {_show(text)} to {to}: over {MAX_DIGITS:,} characters"
+                "cast",
+                f"cannot cast string {_show(text)} to {to}: over {MAX_INT_DIGITS:,} characters",
             )
         return int(text)  # exactly: the float has only 53 bits of it
     return number
@@ -113,9 +110,9 @@ def to_string(value: Any) -> str:
     if kind is int:
         try:
             return repr(value)
-        except ValueError:  # past MAX_DIGITS digits, which Python does not write
+        except ValueError:  # past MAX_INT_DIGITS digits, which Python does not write
             raise EvalError(
-                "cast", f"cannot cast an integer of over {MAX_DIGITS:,} digits to string"
+                "cast", f"cannot cast an integer of over {MAX_INT_DIGITS:,} digits to string"
             ) from None
     raise _cast_error(value, "string")  # Infinity or NaN too: a transform before overflowed
 
