@@ -10,16 +10,23 @@ JSON string (read twice), indented (line breaks) and in MIME base64 (lines of 76
 of JSON, which no excerpt reaches. Best of 3 repeats per round, the two trees alternated over
 3 rounds. Then `redact_tree` on parsed answers of about 1 MiB (the sender's read cap), with
 nothing to mask or the token once: rows without escapes, rows whose texts hold `&` and
-`%2F`, 262k one-character texts, 110k keys.
+`%2F`, 262k one-character texts, 110k keys, texts dense with escapes (`a&amp;b%20c\\/`).
+Last, how long the event loop stands still while the sender reads such an answer of 1 MiB
+from a partner on 127.0.0.1 (the longest gap between ticks of 1 ms), each tree in a process
+of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import importlib.util
 import json
+import os
+import subprocess
 import sys
+import time
 import timeit
 from pathlib import Path
 from types import ModuleType
@@ -71,7 +78,11 @@ def cost(module: ModuleType, text: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, help="a tree to compare with (A/B)")
+    parser.add_argument("--stall", action="store_true", help=argparse.SUPPRESS)  # one tree's
     args = parser.parse_args()
+    if args.stall:
+        print(json.dumps(asyncio.run(stalls())))
+        return
     trees = {"this": load(ROOT, "redaction_this")}
     if args.base is not None:
         trees = {"base": load(args.base, "redaction_base"), **trees}
@@ -85,6 +96,7 @@ def main() -> None:
         ratio = f"   {best['this'] / best['base']:.2f}" if "base" in best else ""
         print(f"{name:18}{figures}{ratio}")
     parsed(trees)
+    on_the_loop({"base": args.base, "this": ROOT} if args.base is not None else {"this": ROOT})
 
 
 PLAIN_ROW = {"plate": "ABC1D23", "lat": -23.55, "lon": -46.63, "note": "Sao Paulo centro"}
@@ -99,6 +111,7 @@ def parsed_answers() -> dict[str, tuple[bytes, bool]]:
     quoting = [dict(ROW) for _ in range(9_000)]
     quoting[4_000]["note"] = f"called with Bearer {TOKEN}"
     tiny = ["a"] * 262_000
+    dense = dense_texts(False)
     return {
         "rows, none": (json.dumps([PLAIN_ROW] * 11_000).encode(), False),
         "rows, one": (json.dumps(one).encode(), True),
@@ -110,7 +123,20 @@ def parsed_answers() -> dict[str, tuple[bytes, bool]]:
             json.dumps({f"{i:x}": TOKEN if i == 9 else 0 for i in range(110_000)}).encode(),
             True,
         ),
+        "escapes, none": (json.dumps(dense).encode(), False),
+        "escapes, one": (json.dumps(dense_texts(True)).encode(), True),
     }
+
+
+DENSE = "a&amp;b%20c\\/"  # an entity, a percent escape and a JSON escape every 13 characters
+
+
+def dense_texts(quotes: bool) -> list[str]:
+    """About 1 MiB written out of texts dense with escapes; the token once in one of them."""
+    texts = [DENSE * 100 for _ in range(780)]
+    if quotes:
+        texts[400] = f"{DENSE} called with Bearer {TOKEN} {DENSE}"
+    return texts
 
 
 def tree_cost(module: ModuleType, raw: bytes) -> float:
@@ -140,6 +166,75 @@ def parsed(trees: dict[str, ModuleType]) -> None:
 
 
 MASK_TEXT = "[redacted]"
+
+
+async def stalls() -> dict[str, list[float]]:
+    """In this process (the tree on `sys.path`): the sender reading a 1 MiB answer dense with
+    escapes from a partner on 127.0.0.1, 5 times each way; per answer the longest the event
+    loop stood still (ms), the best and worst of 5, and the whole call (ms), the best."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from gateway.outbound.sender import OutboundRequest, Sender
+    from gateway.outbound.ssrf import OutboundPolicy
+
+    found: dict[str, list[float]] = {}
+    for name, quotes in (("escapes, none", False), ("escapes, one", True)):
+        answer = json.dumps(dense_texts(quotes)).encode()
+
+        async def handle(_: web.Request, answer: bytes = answer) -> web.Response:
+            return web.Response(body=answer, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_get("/", handle)
+        gaps: list[float] = []
+        calls: list[float] = []
+        async with (
+            TestServer(app, host="127.0.0.1") as server,
+            Sender(
+                OutboundPolicy.from_entries(["127.0.0.1"]), max_body=2 << 20, excerpt_bytes=4096
+            ) as sender,
+        ):
+            url = str(server.make_url("/"))
+            for _ in range(5):
+                ticks: list[float] = []
+                stop = asyncio.Event()
+
+                async def ticking(stop: asyncio.Event = stop, ticks: list[float] = ticks) -> None:
+                    last = time.perf_counter()
+                    while not stop.is_set():
+                        await asyncio.sleep(0.001)
+                        ticks.append(time.perf_counter() - last)
+                        last = time.perf_counter()
+
+                ticker = asyncio.create_task(ticking())
+                started = time.perf_counter()
+                request = OutboundRequest("GET", url, timeout=30, secrets=VALUES)
+                await sender.send(request, partner_id="bench")
+                calls.append(time.perf_counter() - started)
+                stop.set()
+                await ticker
+                gaps.append(max(ticks))
+        found[name] = [min(gaps) * 1e3, max(gaps) * 1e3, min(calls) * 1e3]
+    return found
+
+
+def on_the_loop(trees: dict[str, Path]) -> None:
+    heads = "".join(f"{name + ' gap':>24}{name + ' call':>12}" for name in trees)
+    print(f"\n{'on the event loop':18}{heads}")
+    figures: dict[str, dict[str, list[float]]] = {}
+    for label, tree in trees.items():
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        done = subprocess.run(
+            [sys.executable, __file__, "--stall"], env=env, capture_output=True, text=True
+        )
+        figures[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in next(iter(figures.values())):
+        row = "".join(
+            f"{figures[t][name][0]:9.1f}–{figures[t][name][1]:6.1f} ms{figures[t][name][2]:9.1f} ms"
+            for t in trees
+        )
+        print(f"{name:18}{row}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
   `due` (its start); every flow runner's housekeeping (each second, in every process that
   runs flows) calls `follow_scheduled`, which brings the vehicles of the due changes up to
   date, then clears `due`. It survives restarts (the database holds what is due), and two
-  processes doing it at once write the field once (the second finds it up to date).
+  processes doing it at once write the field once (the second finds it up to date). The
+  changes a version before `due` scheduled get it once, at the first start after the upgrade
+  (`AssignmentStore.mark_scheduled`).
 """
 
 from __future__ import annotations
@@ -237,7 +239,6 @@ class AssignmentService:
         total = 0
         while changes := await self._store.due(self._clock(), _DUE_BATCH):
             for change in changes:
-                origin = Origin(change["source"], change.get("ref") or change["author"])
                 try:
                     vehicle = await self._entities.get(
                         change["tenant"], "vehicle", change["vehicle_id"]
@@ -245,7 +246,10 @@ class AssignmentService:
                 except NotFound:  # deleted since: nothing to follow
                     pass
                 else:
-                    await self._sync_current_driver(change["tenant"], vehicle, origin)
+                    origin = _origin(change)
+                    await self._sync_current_driver(
+                        change["tenant"], vehicle, origin, by_in_force=True
+                    )
                 await self._store.done(change)
             total += len(changes)
             if len(changes) < _DUE_BATCH:
@@ -288,9 +292,14 @@ class AssignmentService:
         following = await self._store.next_after(doc)
         return _to_assignment(doc, None if following is None else following["start"])
 
-    async def _sync_current_driver(self, tenant: str, vehicle: Doc, origin: Origin) -> None:
+    async def _sync_current_driver(
+        self, tenant: str, vehicle: Doc, origin: Origin, *, by_in_force: bool = False
+    ) -> None:
         """The vehicle's `current_driver` follows the history. Re-checked after writing: a
-        concurrent assignment may have changed the history between our read and our write."""
+        concurrent assignment may have changed the history between our read and our write.
+        The `entity.updated` names `origin`, or, `by_in_force`, the change in force (of
+        several scheduled ones that came due together, the newest, whichever is followed
+        first; `origin` if none is)."""
         vid = str(vehicle["_id"])
         for _ in range(_SYNC_ROUNDS):
             in_force = await self._store.at(tenant, vid, self._clock())
@@ -298,7 +307,13 @@ class AssignmentService:
             latest = await self._entities.get(tenant, "vehicle", vid)
             if latest["data"].get("current_driver") == wanted:
                 return
-            await self._entities.patch(tenant, "vehicle", vid, {"current_driver": wanted}, origin)
+            by = _origin(in_force) if by_in_force and in_force is not None else origin
+            await self._entities.patch(tenant, "vehicle", vid, {"current_driver": wanted}, by)
+
+
+def _origin(change: Doc) -> Origin:
+    """A change's origin on the `entity.updated` of `current_driver`: its source and ref."""
+    return Origin(change["source"], change.get("ref") or change["author"])
 
 
 def _current_field(driver: dict[str, str] | None) -> dict[str, str] | None:

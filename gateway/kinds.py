@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.formats.json_tree import is_text
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
@@ -118,7 +119,7 @@ class KindService:
             self._schemas.compile_kind(name, schema)  # every problem, or InvalidPayload
             return name, schema
         problems = []
-        if not isinstance(name, str):
+        if not is_text(name):
             problems.append(FieldProblem("/name", "name must be a string", "type"))
         if not isinstance(schema, dict):
             message = "schema must be a JSON Schema object"

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from gateway.assignments import AssignmentService
+from gateway.clock import as_stored
+from gateway.store import Store
+from gateway.store.assignments import DUE_MIGRATION, change_id
 from gateway.web.state import services_key
 from tests.partner_double import create_vehicle, post
+from tests.processes import beside
+from tests.read_plans import Reads
 from tests.support import auth
 
 Client = TestClient[Any, Any]
@@ -156,28 +164,177 @@ async def test_the_vehicle_current_driver_follows_a_scheduled_change_once_it_sta
     assert drivers == [(ANA, BRUNO)]  # one event for the handover
 
 
-async def test_a_change_scheduled_by_the_previous_version_is_followed_after_the_upgrade(
-    client: Client,
+CARLA = "39053344705"
+OTHER_DRIVERS = "/api/v1/entities/vehicle/XYZ9Z99/drivers"
+
+
+async def _as_the_previous_version_scheduled(
+    client: Client, plate: str, cpf: str, start: datetime, recorded_at: datetime
 ) -> None:
-    """The version before stored scheduled changes without `due`, and nothing gave them one:
-    `current_driver` never followed them. Every start marks the changes still ahead that lack
-    it (again: nothing new), so they are followed when they start."""
+    """A change stored as the version before `due` stored a scheduled one: recorded before
+    its start, with no `due`, and `current_driver` left as it was."""
+    services = client.app[services_key]
+    vehicle = await services.entities.get("acme", "vehicle", plate)
+    driver = await services.entities.get("acme", "driver", cpf)
+    vid, start = str(vehicle["_id"]), as_stored(start)
+    await services.store.db["driver_assignments"].insert_one(
+        {
+            "_id": change_id("acme", vid, start),
+            "tenant": "acme",
+            "vehicle_id": vid,
+            "plate": plate,
+            "start": start,
+            "driver": {"id": str(driver["_id"]), "cpf": cpf, "name": driver["data"]["name"]},
+            "source": "erp",
+            "ref": f"schedule:{cpf}",
+            "author": "erp",
+            "recorded_at": as_stored(recorded_at),
+        }
+    )
+
+
+async def _driver_changes(client: Client, plate: str) -> list[tuple[Any, Any, str]]:
+    """The vehicle's `entity.updated` events of `current_driver`: (old cpf, new cpf, origin id)."""
+    await client.app[services_key].relay.run_until_idle()
+    events = await (
+        await client.get("/api/v1/events?type=entity.updated&limit=100", headers=auth())
+    ).json()
+    return [
+        (_cpf(c["old"]), _cpf(c["new"]), e["origin"]["id"])
+        for e in reversed(events["items"])
+        if e["data"]["plate"] == plate
+        for c in e["changes"]
+        if c["field"] in ("current_driver", "current_driver.cpf")
+    ]
+
+
+def _cpf(value: Any) -> Any:
+    """A driver's CPF from a change of `current_driver` (whole when it was or becomes null)."""
+    return value["cpf"] if isinstance(value, dict) else value
+
+
+async def _current_cpf(client: Client, plate: str) -> Any:
+    vehicle = await (await client.get(f"/api/v1/entities/vehicle/{plate}", headers=auth())).json()
+    return (vehicle.get("current_driver") or {}).get("cpf")
+
+
+async def test_changes_scheduled_before_the_upgrade_that_started_are_followed_once_by_two_processes(
+    client: Client, mongodb_uri: str, tmp_path: Path
+) -> None:
+    """The version before `due` stored scheduled changes without it, and only the changes
+    still ahead got one at each start: a change whose start had passed before the upgrade was
+    never followed (the vehicle kept the old driver, with no `entity.updated`). The first
+    start after the upgrade marks, once per database, each vehicle's newest started one (and
+    those ahead): two processes starting together follow it, once, with its origin, and never
+    an older change a later one superseded."""
+    await _drivers(client)
+    await post(client, "/api/v1/entities/driver", {"name": "Carla Dias", "cpf": CARLA})
+    await create_vehicle(client, "XYZ9Z99")
+    services = client.app[services_key]
+    now = datetime.now(UTC)
+    # ABC1D23: Ana at once, then Bruno and Carla scheduled; both have started since.
+    await post(client, DRIVERS, {"driver": ANA, "start": (now - timedelta(hours=3)).isoformat()})
+    for cpf, hours in ((BRUNO, 2), (CARLA, 1)):
+        await _as_the_previous_version_scheduled(
+            client, "ABC1D23", cpf, now - timedelta(hours=hours), now - timedelta(hours=3)
+        )
+    # XYZ9Z99: Bruno scheduled, superseded by Ana recorded at once after his start.
+    await _as_the_previous_version_scheduled(
+        client, "XYZ9Z99", BRUNO, now - timedelta(hours=2), now - timedelta(hours=3)
+    )
+    start = (now - timedelta(hours=1)).isoformat()
+    await post(client, OTHER_DRIVERS, {"driver": ANA, "start": start})
+    changes = services.store.db["driver_assignments"]
+    migrations = services.store.db["migrations"]
+    await migrations.delete_one({"_id": DUE_MIGRATION})  # a database from before the upgrade
+    assert (await _current_cpf(client, "ABC1D23"), await _current_cpf(client, "XYZ9Z99")) == (
+        ANA,
+        ANA,
+    )
+
+    env = beside(tmp_path, mongodb_uri, services.settings.database)
+    logs = [(tmp_path / f"worker{n}.log").open("wb") for n in range(2)]
+    command = [sys.executable, "-m", "gateway", "worker", "--jobs", "flows", "--port", "0"]
+    workers = [
+        await asyncio.create_subprocess_exec(*command, env=env, stdout=log, stderr=log)
+        for log in logs
+    ]
+    try:
+        for _ in range(300):
+            if await _current_cpf(client, "ABC1D23") == CARLA:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2)  # a few more housekeeping rounds of each
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            await asyncio.wait_for(worker.wait(), 30)
+        for log in logs:
+            log.close()
+    log_text = "".join((tmp_path / f"worker{n}.log").read_text() for n in range(2))
+    assert log_text.count("gateway worker running") == 2, log_text
+    assert await _current_cpf(client, "ABC1D23") == CARLA
+    assert await _driver_changes(client, "ABC1D23") == [
+        (None, ANA, "tester"),
+        (ANA, CARLA, f"schedule:{CARLA}"),  # once, Carla's (not Bruno's, whom she followed)
+    ]
+    assert await _current_cpf(client, "XYZ9Z99") == ANA
+    assert await _driver_changes(client, "XYZ9Z99") == [(None, ANA, "tester")]
+    assert await changes.count_documents({"due": {"$exists": True}}) == 0
+    assert await migrations.find_one({"_id": DUE_MIGRATION}) is not None
+
+
+async def test_a_change_scheduled_before_the_upgrade_still_ahead_is_followed_when_it_starts(
+    client: Client, watched: tuple[Any, Reads]
+) -> None:
+    """A change ahead at the upgrade gets `due` at the first start; later starts find the step
+    done and read no change (the backfill reads them all, by no index)."""
     await _drivers(client)
     services = client.app[services_key]
     now = datetime.now(UTC)
     await post(client, DRIVERS, {"driver": ANA, "start": (now - timedelta(hours=1)).isoformat()})
     start = now + timedelta(seconds=1.5)
-    await post(client, DRIVERS, {"driver": BRUNO, "start": start.isoformat()})
+    await _as_the_previous_version_scheduled(client, "ABC1D23", BRUNO, start, now)
     changes = services.store.db["driver_assignments"]
-    await changes.update_many({}, {"$unset": {"due": ""}})  # as the previous version stored it
+    await services.store.db["migrations"].delete_one({"_id": DUE_MIGRATION})
     await services.store.ensure_indexes()  # the upgraded process starts
-    assert await services.store.notify.assignments.mark_scheduled(now) == 0  # marked once
     assert await changes.count_documents({"due": {"$exists": True}}) == 1  # Ana's had begun
+
+    db, reads = watched
+    await Store(db).ensure_indexes()  # a later start
+    assert [c for c in reads.sent if c.get("find") == "driver_assignments"] == []
 
     await asyncio.sleep((start - datetime.now(UTC)).total_seconds() + 0.1)
     await services.flow_runner.housekeeping()
-    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
-    assert vehicle["current_driver"]["cpf"] == BRUNO
+    assert await _current_cpf(client, "ABC1D23") == BRUNO
+    assert await _driver_changes(client, "ABC1D23") == [
+        (None, ANA, "tester"),
+        (ANA, BRUNO, f"schedule:{BRUNO}"),
+    ]
+
+
+async def test_scheduled_changes_that_came_due_together_are_followed_as_the_newest(
+    client: Client,
+) -> None:
+    """Two scheduled changes of a vehicle that started while no runner looked (a restart):
+    the earliest was followed first, and the one `entity.updated` named its origin, while the
+    field took the newest's driver. It names the change in force."""
+    await _drivers(client)
+    await post(client, "/api/v1/entities/driver", {"name": "Carla Dias", "cpf": CARLA})
+    services = client.app[services_key]
+    now = datetime.now(UTC)
+    await post(client, DRIVERS, {"driver": ANA, "start": (now - timedelta(hours=1)).isoformat()})
+    for cpf, seconds in ((BRUNO, 1.0), (CARLA, 1.5)):
+        start = (now + timedelta(seconds=seconds)).isoformat()
+        await post(client, DRIVERS, {"driver": cpf, "start": start, "ref": f"schedule:{cpf}"})
+    await asyncio.sleep((now - datetime.now(UTC)).total_seconds() + 1.6)
+    await services.flow_runner.housekeeping()
+    assert await _current_cpf(client, "ABC1D23") == CARLA
+    assert await _driver_changes(client, "ABC1D23") == [
+        (None, ANA, "tester"),
+        (ANA, CARLA, f"schedule:{CARLA}"),
+    ]
 
 
 async def test_history_pages_with_a_cursor_and_keeps_each_end(client: Client) -> None:

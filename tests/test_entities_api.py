@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
+from tests.partner_double import post
 from tests.support import admin_token, auth
 
 Client = TestClient[Any, Any]
@@ -281,6 +282,71 @@ async def test_an_integer_wider_than_64_bits_keeps_every_digit_as_a_trigger_keep
     assert patched.status == 200, await patched.text()
     got = await (await client.get("/api/v1/entities/vehicle/AAB3338", headers=auth())).json()
     assert got["attributes"] == {**wide, "more": "100000000000000000000"}
+
+
+async def test_a_wide_integer_where_text_is_wanted_is_a_422_as_a_narrow_number_is(
+    client: Client,
+) -> None:
+    """An integer past 64 bits was read as its text before any type was checked, so where
+    the admin API wants text it passed where a narrow number was refused: a replay's
+    `trigger_id`, an assignment's `driver`, a driver's name (stored as "1234..."), a
+    partner's name, and a kind's `const` or `enum` (registered as text, which then matched
+    the text). It is a number to every type check; a free-form field keeps its digits."""
+    wide = b"123456789012345678901234567890"
+
+    async def sent(path: str, body: bytes) -> tuple[int, Any]:
+        response = await client.post(
+            path, data=body, headers={**auth(), "Content-Type": "application/json"}
+        )
+        return response.status, await response.json()
+
+    def pointers(answer: Any) -> list[str]:
+        return [e["pointer"] for e in answer["errors"]]
+
+    await post(client, "/api/v1/entities/vehicle", {"plate": "AAB3341"})
+    for number in (b"5", wide):
+        status, answer = await sent("/api/v1/rejected/replay", b'{"trigger_id": %s}' % number)
+        assert (status, pointers(answer)) == (422, ["/trigger_id"]), (number, answer)
+        drivers = "/api/v1/entities/vehicle/AAB3341/drivers"
+        status, answer = await sent(drivers, b'{"driver": %s}' % number)
+        assert (status, pointers(answer)) == (422, ["/driver"]), (number, answer)
+        status, answer = await sent(
+            "/api/v1/entities/driver", b'{"name": %s, "cpf": "52998224725"}' % number
+        )
+        assert (status, pointers(answer)) == (422, ["/name"]), (number, answer)
+        status, answer = await sent(
+            "/api/v1/partners", b'{"name": %s, "base_url": "https://erp.example.com"}' % number
+        )
+        assert status == 422 and "/name" in pointers(answer), (number, answer)
+    status, answer = await sent("/api/v1/entities/driver", b'{"name": %s, "cpf": "5"}' % wide)
+    assert f"/name: {wide.decode()} is not of type" in answer["detail"], answer  # a number
+    for keyword, value, at in (
+        ("const", wide, "/const"),
+        ("enum", b"[1, %s]" % wide, "/enum/1"),
+        ("default", wide, "/default"),
+    ):
+        schema = b'{"type": "object", "properties": {"a": {"%s": %s}}}' % (keyword.encode(), value)
+        status, answer = await sent(
+            "/api/v1/kinds", b'{"name": "k_%s", "schema": %s}' % (keyword.encode(), schema)
+        )
+        where = f"/schema/properties/a{at}"
+        assert (status, pointers(answer)) == (422, [where]), (keyword, answer)
+        assert "integer beyond 64 bits" in answer["errors"][0]["message"], answer
+    # A number field with no bound: the database holds no number that wide.
+    await post(
+        client,
+        "/api/v1/kinds",
+        {"name": "tyre", "schema": {"type": "object", "properties": {"km": {"type": "integer"}}}},
+    )
+    status, answer = await sent(
+        "/api/v1/entities/other", b'{"kind": "tyre", "key": "t1", "km": %s}' % wide
+    )
+    assert (status, pointers(answer)) == (422, ["/km"]), answer
+    assert "integer beyond 64 bits" in answer["errors"][0]["message"], answer
+    status, answer = await sent(
+        "/api/v1/entities/vehicle", b'{"plate": "AAB3340", "attributes": {"erp": %s}}' % wide
+    )
+    assert status == 201 and answer["attributes"] == {"erp": wide.decode()}, answer
 
 
 async def test_a_wide_integer_where_a_number_is_wanted_is_a_422_naming_it(

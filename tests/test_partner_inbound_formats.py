@@ -135,6 +135,43 @@ async def test_an_integer_wider_than_64_bits_keeps_every_digit_as_text(client: C
     }
 
 
+ERP_MODEL = """
+name: erp-model
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [plate]}
+  model: {from: id}
+"""
+
+
+async def test_a_wide_integer_in_a_trigger_s_body_is_a_number_to_its_type_checks(
+    client: Client,
+) -> None:
+    """A trigger reads its body as the admin API does: an integer past 64 bits was its text
+    to the input schema and the entity's schema, so a field that wants text took it where
+    a narrow number was refused. It is a number to them (the `string` transform gives its
+    digits, and a free-form field keeps them: the test above)."""
+    await upload_mapping(client, ERP_VEHICLE)
+    await upload_mapping(client, ERP_MODEL)
+    schema = {"type": "object", "properties": {"id": {"type": "string"}}}
+    checked = await create_trigger(
+        client, name="checked", mapping="erp-vehicle", input_schema=schema
+    )
+    direct = await create_trigger(client, name="direct", mapping="erp-model")
+    for number in (b"5", b"123456789012345678901234567"):
+        body = b'{"placa": "ABC-1D23", "id": %s}' % number
+        status, answer = await _post(client, checked, body, "application/json")
+        assert (status, [e["pointer"] for e in answer["errors"]]) == (422, ["/id"]), answer
+        status, answer = await _post(client, direct, body, "application/json")
+        assert (status, [e["pointer"] for e in answer["errors"]]) == (422, ["/model"]), answer
+    status, answer = await _post(
+        client, direct, b'{"placa": "ABC-1D23", "id": "123456789012345678901234567"}', None
+    )
+    assert status == 201, answer  # the same digits as text are text
+
+
 async def test_from_json_keeps_every_digit_of_an_integer_wider_than_64_bits(
     client: Client,
 ) -> None:

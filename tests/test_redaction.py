@@ -10,6 +10,7 @@ import html
 import json
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator, Callable
 from html.entities import html5
 from typing import Any
@@ -22,6 +23,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.outbound import redaction
 from gateway.outbound.redaction import MASK, Redactor
+from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.outbound.ssrf import OutboundPolicy
 from gateway.web.state import services_key
 from tests.flow_support import drain
 from tests.partner_double import (
@@ -817,3 +820,53 @@ body:
     assert MASK in problem["detail"] and MASK in delivery["last_error"], (problem, delivery)
     for text in (str(problem), stored, str(delivery), _gateway_log(caplog)):
         assert not _leaks(secret, text), text
+
+
+LOCAL = OutboundPolicy.from_entries(["127.0.0.1"])
+DENSE = "a&amp;b%20c\\/"  # an entity, a percent escape and a JSON escape in every 13 characters
+
+
+@pytest.mark.parametrize("quoted", [False, True], ids=["nothing", "once"])
+async def test_an_answer_dense_with_escapes_is_redacted_off_the_event_loop(
+    quoted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1 MiB of texts dense with escapes is read escape by escape (0.07 to 0.85 s): the event
+    loop stood still meanwhile, every other request and lease with it. A large answer is now
+    redacted in a thread, with the same result; a small one where it is read."""
+    secret = "s3cr3t-token-value"
+    texts = [DENSE * 100 for _ in range(780)]  # ~1 MiB written out
+    if quoted:
+        texts[400] = f"{DENSE} called with Bearer {secret} {DENSE}"
+    answers = {"/large": orjson.dumps(texts), "/small": orjson.dumps(texts[399:402])}
+    readers: list[int] = []
+    real = redaction.Reading
+
+    def watched(text: str) -> redaction.Reading:
+        if len(text) > len(secret):  # not the credential's own forms (read once, cached)
+            readers.append(threading.get_ident())
+        return real(text)
+
+    monkeypatch.setattr(redaction, "Reading", watched)
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=answers[request.path], content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{size}", handle)
+    loop_thread = threading.get_ident()
+    redacted = [*texts]
+    if quoted:
+        redacted[400] = f"{DENSE} called with Bearer {MASK} {DENSE}"
+    async with (
+        TestServer(app, host="127.0.0.1") as server,
+        Sender(LOCAL, max_body=2 * 1024 * 1024, excerpt_bytes=4096, connect_timeout=1) as sender,
+    ):
+        for path, expected in (("/large", redacted), ("/small", redacted[399:402])):
+            readers.clear()
+            url = str(server.make_url(path))
+            request = OutboundRequest("GET", url, timeout=30, secrets=(secret,))
+            outcome = await sender.send(request, partner_id="erp")
+            assert outcome.json_body == expected
+            assert readers, "the answer was not read for credentials"
+            on_loop = [reader == loop_thread for reader in readers]
+            assert on_loop == [path == "/small"] * len(readers), path

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from gateway.errors import FieldProblem, InvalidPayload
-from gateway.formats.json_tree import whole_number
+from gateway.formats.json_tree import is_text, whole_number
 from gateway.store import Doc
 
 
@@ -31,7 +31,7 @@ class BodyCheck:
             if required:
                 self.add(f"/{name}", f"{name} is required", "required")
             return None
-        if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+        if not is_text(value) or not value.strip() or len(value) > max_len:
             self.add(
                 f"/{name}",
                 f"{name} must be a non-empty string of at most {max_len} characters",

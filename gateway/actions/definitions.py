@@ -12,7 +12,7 @@ from gateway.actions.catalog import Catalog
 from gateway.actions.xml_body import compile_xml_body
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, NotFound
-from gateway.formats.json_tree import whole_number
+from gateway.formats.json_tree import is_text, whole_number
 from gateway.mapping.expressions import compile_expression
 from gateway.mapping_files.source import MappingSource
 from gateway.notify.channel_needs import refuse_if_channels_need, sms_action_problem
@@ -225,7 +225,7 @@ def _error(check: BodyCheck) -> str | None:
     value = check.body.get("error")
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip():
+    if not is_text(value) or not value.strip():
         check.add("/error", "error is a JMESPath expression (text)", "type")
         return None
     if compile_expression(value)[0] is None:
@@ -250,7 +250,7 @@ def _xml_body(check: BodyCheck) -> dict[str, Any] | None:
 
 def _path(check: BodyCheck) -> str | None:
     path = check.body.get("path", "")
-    if not isinstance(path, str) or len(path) > 2000 or (path and not path.startswith("/")):
+    if not is_text(path) or len(path) > 2000 or (path and not path.startswith("/")):
         check.add("/path", "path must be a string starting with /", "pattern")
         return None
     if malformed_template(path):

@@ -19,6 +19,7 @@ from typing import Any
 
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import at_path
+from gateway.formats.json_tree import is_text
 
 _EVENT_TYPE = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
 _MAX_VALUES = 100
@@ -28,7 +29,7 @@ Values = tuple[tuple[str, tuple[Any, ...]], ...]
 
 
 def event_type_problem(value: Any) -> str | None:
-    if not isinstance(value, str) or len(value) > 100 or not _EVENT_TYPE.match(value):
+    if not is_text(value) or len(value) > 100 or not _EVENT_TYPE.match(value):
         return 'an event type is like "entity.updated", "vehicle.*" (a family) or "*" (everything)'
     return None
 
@@ -53,7 +54,7 @@ class EventFilter:
         entity = _object(event.get("entity"))
         if self.entity_types is not None:
             kind = entity.get("type")
-            if not isinstance(kind, str) or kind not in self.entity_types:
+            if not is_text(kind) or kind not in self.entity_types:
                 return False
         if self.changed:
             changes = event.get("changes")
@@ -113,7 +114,7 @@ def _entity_types(value: Any, problems: list[FieldProblem]) -> frozenset[str] | 
     if value is None:
         return None
     types = [value] if isinstance(value, str) else value
-    if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+    if not isinstance(types, list) or not types or not all(is_text(t) for t in types):
         problems.append(
             FieldProblem("/filter/entity_type", "entity_type is a type or a list of types", "type")
         )
@@ -128,7 +129,7 @@ def _fields(value: Any, problems: list[FieldProblem]) -> tuple[str, ...]:
         not isinstance(value, list)
         or not value
         or len(value) > _MAX_VALUES
-        or not all(isinstance(f, str) and f for f in value)
+        or not all(is_text(f) and f for f in value)
     ):
         problems.append(
             FieldProblem(

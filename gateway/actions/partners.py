@@ -18,6 +18,7 @@ from gateway.actions.catalog import Catalog, auth_context, secrets_context
 from gateway.auth.secretbox import SecretBox
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.formats.json_tree import is_text
 from gateway.notify.channel_needs import push_partner_problem, refuse_if_channels_need
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.partner_auth import build_auth, unsavable
@@ -240,7 +241,7 @@ def _sealed_secrets(check: BodyCheck, box: SecretBox, partner_id: str) -> Doc:
         check.add("/secrets", "secrets must be an object of at most 50 name: value", "type")
         return {}
     for name, value in secrets.items():
-        if not _SECRET_NAME.match(name) or not isinstance(value, str) or not value:
+        if not _SECRET_NAME.match(name) or not is_text(value) or not value:
             check.add(
                 f"/secrets/{name}",
                 "a secret is a name (letters, digits, _) with a non-empty string value",

@@ -29,6 +29,7 @@ from gateway.errors import (
     PartnerTimeout,
 )
 from gateway.formats.charsets import storable
+from gateway.formats.json_tree import is_text
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
@@ -141,7 +142,7 @@ class Proxy:
 
     async def _entity(self, tenant: str, ref: Mapping[str, Any]) -> Doc:
         etype, key = ref.get("type"), ref.get("id", ref.get("key"))
-        if not isinstance(etype, str) or not isinstance(key, str) or not key:
+        if not is_text(etype) or not is_text(key) or not key:
             raise BadRequest('entity is {"type": ..., "id": ...} or {"type": ..., "key": ...}')
         return await self._entities.get(tenant, etype, key)
 

@@ -26,6 +26,7 @@ from jinja2.exceptions import SecurityError
 
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import DocumentRefused, parse_xml
+from gateway.formats.json_tree import is_text
 from gateway.notify.sandbox import (
     COMPILE_LIMITS,
     RENDER_ERRORS,
@@ -105,9 +106,7 @@ def compile_xml_body(value: Any, problems: list[FieldProblem]) -> XmlBody | None
         problems.append(FieldProblem(f"{AT}/soap", 'soap is "1.1", "1.2" or null', "enum"))
     action = value.get("soap_action")
     if action is not None and (
-        not isinstance(action, str)
-        or len(action) > MAX_SOAP_ACTION
-        or not _ACTION_TEXT.fullmatch(action)
+        not is_text(action) or len(action) > MAX_SOAP_ACTION or not _ACTION_TEXT.fullmatch(action)
     ):
         problems.append(
             FieldProblem(
@@ -130,7 +129,7 @@ def compile_xml_body(value: Any, problems: list[FieldProblem]) -> XmlBody | None
 
 def _compile(source: Any, problems: list[FieldProblem]) -> jinja2.Template | None:
     at = f"{AT}/template"
-    if not isinstance(source, str) or not source.strip():
+    if not is_text(source) or not source.strip():
         problems.append(FieldProblem(at, "template is the XML body's text", "type"))
         return None
     if len(source) > MAX_TEMPLATE_CHARS:

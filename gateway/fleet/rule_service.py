@@ -31,6 +31,7 @@ from gateway.clock import as_stored
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.fleet.geofences import DEFAULT_MARGIN_M
 from gateway.fleet.geometry import circle_from, polygon_from
+from gateway.formats.json_tree import is_text
 from gateway.schemas.ids import canonical_plate_key, check_plate, normalize_plate
 from gateway.store import Doc, new_id
 from gateway.store.fleet_rules import RuleResources
@@ -193,7 +194,7 @@ def _plates(check: BodyCheck, what: str) -> list[str] | None:
     plates: list[str] = []
     keys: set[str] = set()
     for i, plate in enumerate(vehicles):
-        if not isinstance(plate, str) or not 1 <= len(plate) <= 64:
+        if not is_text(plate) or not 1 <= len(plate) <= 64:
             check.add(f"/vehicles/{i}", "a plate is a string of 1-64 characters", "type")
         elif (problem := check_plate(plate)) is not None:
             check.add(f"/vehicles/{i}", f"{plate!r} {problem}", "format")

@@ -41,6 +41,7 @@ from gateway.flows.model import CompiledFlow, Step
 from gateway.flows.recipients import answer_after_asked
 from gateway.flows.references import StepFailed, resolve_action
 from gateway.flows.service import FlowService
+from gateway.formats.json_tree import is_text
 from gateway.kinds import KindService
 from gateway.mapping import unflatten
 from gateway.mapping.model import EvalError
@@ -318,7 +319,7 @@ class FlowDryRun:
         event_ref = context["event"].get("entity") or {}
         etype = spec.entity_type or event_ref.get("type")
         ref = spec.ref.value(context) if spec.ref is not None else event_ref.get("id")
-        if not isinstance(etype, str) or not isinstance(ref, str) or not ref:
+        if not is_text(etype) or not is_text(ref) or not ref:
             raise StepFailed("set: no entity to write (the event names none; give set.entity)")
         note = None
         try:

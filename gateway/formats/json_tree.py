@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import orjson
 
@@ -27,6 +27,24 @@ _LONG_RUN: Final = b"0" * 19
 _FLOAT: Final = (b".", b"e", b"E")  # what follows the digits of a number that is no integer
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
+MAX_INT_DIGITS: Final = 4300
+"""Python reads and writes no longer integer text (`sys.get_int_max_str_digits`)."""
+
+
+class WideInt(str):
+    """A JSON integer outside the 64-bit signed range, as `loads_exact` reads one: its exact
+    decimal text, which is what is stored (BSON has no wider integer), written out (as a JSON
+    string) and shown, but a number to every type check (`json_type`, `is_text`, the JSON
+    Schema validation of `schemas/compiled.py`): where text is wanted it is refused as a
+    narrow number is, and where any value is allowed (a free-form field) its digits are kept.
+    A mapping's casts read it as the integer it is (`string` gives its digits)."""
+
+    __slots__ = ()
+
+
+def is_text(value: Any) -> TypeGuard[str]:
+    """Whether `value` is a JSON string: a wide integer (`WideInt`) is a number."""
+    return isinstance(value, str) and type(value) is not WideInt
 
 
 def json_type(value: Any) -> str:
@@ -36,7 +54,7 @@ def json_type(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | WideInt):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -102,6 +120,8 @@ def _scalar(value: Any, limit: int) -> str:
         return repr(value) if math.isfinite(value) else _NOT_FINITE[str(value)]
     if isinstance(value, datetime | date):
         return json.dumps(value.isoformat())
+    if type(value) is WideInt:
+        return str(value[: limit + 1])  # a number: its digits, unquoted
     text = value if isinstance(value, str) else str(value)
     return json.dumps(text[: limit + 1], ensure_ascii=False)  # past the limit: cut anyway
 
@@ -111,10 +131,12 @@ _NOT_FINITE: Final = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 def loads_exact(raw: bytes | str) -> Any:
     """Parsed JSON (orjson.JSONDecodeError when malformed) whose integers outside the 64-bit
-    signed range are their exact decimal text: an ERP's 25-digit id keeps every digit, and
-    the tree can be stored (BSON has no wider integer). So for a document that is one bare
-    number, and at any depth orjson reads (it refuses past 1,024 levels). Whatever orjson
-    refuses stays refused: only what it accepted is read again."""
+    signed range are their exact decimal text, as `WideInt` (a number to type checks): an
+    ERP's 25-digit id keeps every digit, and the tree can be stored (BSON has no wider
+    integer). So for a document that is one bare number, and at any depth orjson reads (it
+    refuses past 1,024 levels; past the standard library's depth, which every reader refuses
+    as nested too deep, they are plain text). Whatever orjson refuses stays refused: only
+    what it accepted is read again."""
     data = orjson.loads(raw)
     text = raw if isinstance(raw, bytes) else raw.encode()  # valid UTF-8: orjson read it
     digits = text.translate(_DIGIT_MAP)
@@ -145,9 +167,78 @@ def _long_runs(digits: bytes) -> Iterator[tuple[int, int]]:
 
 def _int_or_text(text: str) -> int | str:
     if len(text.lstrip("-")) > 19:  # past int64 anyway (and past int()'s digit limit)
-        return text
+        return WideInt(text)
     number = int(text)
-    return number if INT64_MIN <= number <= INT64_MAX else text
+    return number if INT64_MIN <= number <= INT64_MAX else WideInt(text)
+
+
+TOO_WIDE: Final = "is an integer beyond 64 bits (the database holds none)"
+
+
+def holds_wide_integers(value: Any) -> bool:
+    """Whether a parsed document holds a `WideInt`: orjson refuses it (a subclass of str)
+    with OPT_PASSTHROUGH_SUBCLASS, at C speed; only a document it refuses is walked."""
+    try:
+        orjson.dumps(value, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+    except TypeError:
+        return next(wide_integers(value), None) is not None
+    return False
+
+
+def wide_integers(value: Any) -> Iterator[tuple[str, WideInt]]:
+    """(JSON Pointer, value) of each `WideInt` in a parsed document, walked without
+    recursion."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, at = stack.pop()
+        kind = type(node)
+        if kind is WideInt:
+            yield at, node
+        elif kind is dict:
+            stack.extend((item, f"{at}/{_escaped(str(key))}") for key, item in node.items())
+        elif kind is list:
+            stack.extend((item, f"{at}/{index}") for index, item in enumerate(node))
+
+
+def _escaped(key: str) -> str:
+    """A member name in a JSON Pointer (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def as_numbers(value: Any) -> Any:
+    """`value` with each `WideInt` the integer it is (for a validator that compares numbers);
+    the same object when it holds none."""
+    kind = type(value)
+    if kind is WideInt:
+        return _as_number(value)
+    if kind is dict:
+        items = {key: as_numbers(item) for key, item in value.items()}
+        return value if all(items[k] is v for k, v in value.items()) else items
+    if kind is list:
+        listed = [as_numbers(item) for item in value]
+        return value if all(a is b for a, b in zip(listed, value, strict=True)) else listed
+    return value
+
+
+def _as_number(wide: WideInt) -> int:
+    """The integer a `WideInt` is; one of over 4,300 digits (which Python reads from no text,
+    nor a validator from Python) as ±10**4299, as far from every bound a schema writes."""
+    if len(wide.lstrip("-")) <= MAX_INT_DIGITS:
+        return int(wide)
+    far: int = 10 ** (MAX_INT_DIGITS - 1)
+    return -far if wide.startswith("-") else far
+
+
+def as_texts(value: Any) -> Any:
+    """`value` with each `WideInt` plain text, as the database stores it."""
+    kind = type(value)
+    if kind is WideInt:
+        return str(value)
+    if kind is dict:
+        return {key: as_texts(item) for key, item in value.items()}
+    if kind is list:
+        return [as_texts(item) for item in value]
+    return value
 
 
 def _quoted(text: bytes, digits: bytes) -> bytes:

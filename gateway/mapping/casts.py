@@ -8,7 +8,7 @@ import re
 from typing import Any, Final
 from unicodedata import combining, decomposition, is_normalized, normalize
 
-from ..formats.json_tree import INT64_MAX, INT64_MIN, json_type
+from ..formats.json_tree import INT64_MAX, INT64_MIN, MAX_INT_DIGITS, WideInt, json_type
 from ..formats.json_tree import shown as _show
 from ..formats.xml_tree import element_text
 from .model import EvalError
@@ -50,10 +50,6 @@ def unstorable(value: Any) -> EvalError | None:
     return None
 
 
-MAX_DIGITS: Final = 4300
-"""Python reads and writes no longer integer text (`sys.get_int_max_str_digits`)."""
-
-
 def _parse_number(text: str, to: str) -> int | float | None:
     """A decimal number in text ("87", "-13.1", "1e3"), or None. No exception on the happy
     path: OsmAnd sends every value as text. An integer is read exactly ("-5", " 7 ", a uint64
@@ -69,9 +65,10 @@ def _parse_number(text: str, to: str) -> int | float | None:
     if not math.isfinite(number):  # "nan", "inf", "1e999"
         return None
     if number.is_integer() and "." not in text and "e" not in text and "E" not in text:
-        if len(text) > MAX_DIGITS:  # zeros before its digits: Python would refuse to read it
+        if len(text) > MAX_INT_DIGITS:  # zeros before its digits: Python would refuse to read it
             raise EvalError(
-                "cast", f"cannot cast string {_show(text)} to {to}: over {MAX_DIGITS:,} characters"
+                "cast",
+                f"cannot cast string {_show(text)} to {to}: over {MAX_INT_DIGITS:,} characters",
             )
         return int(text)  # exactly: the float has only 53 bits of it
     return number
@@ -83,7 +80,7 @@ def to_integer(value: Any) -> int:
         return int(value)
     if kind is float and value.is_integer():
         return int(value)
-    if kind is str:
+    if kind is str or kind is WideInt:  # a wide integer: read from its digits, exactly
         number = _parse_number(value, "integer")
         if number is not None and float(number).is_integer():
             return int(number)
@@ -94,7 +91,7 @@ def to_number(value: Any) -> int | float:
     kind = type(value)
     if kind is int or (kind is float and math.isfinite(value)):
         return value  # type: ignore[no-any-return]
-    if kind is str:
+    if kind is str or kind is WideInt:
         number = _parse_number(value, "number")
         if number is not None:
             return number
@@ -105,6 +102,8 @@ def to_string(value: Any) -> str:
     kind = type(value)
     if kind is str:
         return value  # type: ignore[no-any-return]
+    if kind is WideInt:  # its digits, as text
+        return str(value)
     if kind is bool:
         return "true" if value else "false"
     if kind is float and math.isfinite(value):
@@ -112,9 +111,9 @@ def to_string(value: Any) -> str:
     if kind is int:
         try:
             return repr(value)
-        except ValueError:  # past MAX_DIGITS digits, which Python does not write
+        except ValueError:  # past MAX_INT_DIGITS digits, which Python does not write
             raise EvalError(
-                "cast", f"cannot cast an integer of over {MAX_DIGITS:,} digits to string"
+                "cast", f"cannot cast an integer of over {MAX_INT_DIGITS:,} digits to string"
             ) from None
     raise _cast_error(value, "string")  # Infinity or NaN too: a transform before overflowed
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..formats.json_tree import WideInt
 from .casts import nfc
 from .expressions import Getter, Run, is_truthy
 from .problems import Problems
@@ -158,6 +159,8 @@ def json_equal(left: Any, right: Any) -> bool:
     if left is right:
         return True
     kind = type(left)
+    if kind is WideInt or type(right) is WideInt:
+        return _wide_equal(left, right)
     if kind is str:
         return type(right) is str and (left == right or nfc(left) == nfc(right))
     if kind is bool or type(right) is bool:
@@ -180,6 +183,13 @@ def json_equal(left: Any, right: Any) -> bool:
             and all(json_equal(value, theirs[key]) for key, value in mine.items())
         )
     return bool(left == right)
+
+
+def _wide_equal(left: Any, right: Any) -> bool:
+    """A wide integer (`WideInt`, its digits) is the number it is: equal to the same number
+    (JSON writes an integer's digits one way), never to text."""
+    texts = [str(v) if type(v) is WideInt or type(v) is int else None for v in (left, right)]
+    return texts[0] is not None and texts[0] == texts[1]
 
 
 def _numbers(left: Any, right: Any) -> bool:

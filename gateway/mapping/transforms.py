@@ -13,7 +13,7 @@ from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Final, NamedTuple
 
-from gateway.formats.json_tree import shown
+from gateway.formats.json_tree import WideInt, shown
 from gateway.schemas.ids import check_cpf, check_plate, e164, normalize_plate
 
 from .casts import nfc, to_boolean, to_integer, to_number, to_string
@@ -432,7 +432,7 @@ def map_key(value: Any) -> str | None:
         return nfc(value)
     if kind is bool:
         return "true" if value else "false"
-    if kind is int:
+    if kind is int or kind is WideInt:
         return str(value)
     if kind is float:
         return _number_text(value) if math.isfinite(value) else repr(value)

@@ -24,6 +24,7 @@ from gateway.actions.body_check import BodyCheck
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.clock import as_stored
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.formats.json_tree import is_text
 from gateway.notify.channel_needs import push_partner_problem, sms_action_problem
 from gateway.notify.messages import Channel, EmailSettings, PushSettings, SmsSettings
 from gateway.notify.templates import NAME, Users, _no_users, refuse_if_used
@@ -200,7 +201,7 @@ class ChannelService:
         password = smtp.get("password")
         if (username is None) != (password is None and kept_password is None):
             check.add("/smtp/password", "username and password go together", "dependentRequired")
-        if password is not None and (not isinstance(password, str) or not password):
+        if password is not None and (not is_text(password) or not password):
             check.add("/smtp/password", "password is a non-empty string", "type")
             password = None
         ca = _ca_certificate(check, smtp.get("ca_certificate"))

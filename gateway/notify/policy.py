@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.clock import zone_named
 from gateway.errors import FieldProblem, InvalidPayload
-from gateway.formats.json_tree import whole_number
+from gateway.formats.json_tree import is_text, whole_number
 
 DEFAULT_COOLDOWN = timedelta(hours=1)
 MAX_COOLDOWN = timedelta(days=30)
@@ -154,7 +154,7 @@ def _quiet_hours(raw: Any, problems: list[FieldProblem]) -> QuietHours | None:
     if (
         not isinstance(channels, list)
         or not channels
-        or not all(isinstance(c, str) for c in channels)
+        or not all(is_text(c) for c in channels)
         or set(channels) - set(CHANNEL_TYPES)
     ):
         problems.append(

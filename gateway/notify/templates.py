@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.clock import as_stored
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.formats.json_tree import is_text
 from gateway.notify.sandbox import off_loop
 from gateway.notify.templating import (
     CHANNEL_TYPES,
@@ -169,22 +170,22 @@ def checked_template(body: Mapping[str, Any]) -> dict[str, Any]:
         if k not in TEMPLATE_FIELDS
     ]
     name = body.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not is_text(name) or not NAME.match(name):
         problems.append(FieldProblem("/name", "name is 1-100 letters, digits, _ . -", "pattern"))
     channel_type = body.get("channel_type")
-    if not isinstance(channel_type, str):
+    if not is_text(channel_type):
         channel_type = repr(channel_type)  # refused below; a str keeps the lookups hashable
     if channel_type not in CHANNEL_TYPES:
         message = f"channel_type is one of {', '.join(CHANNEL_TYPES)}"
         problems.append(FieldProblem("/channel_type", message, "enum"))
     description = body.get("description", "")
-    if not isinstance(description, str) or len(description) > 2000:
+    if not is_text(description) or len(description) > 2000:
         problems.append(FieldProblem("/description", "text of at most 2000", "type"))
     locales = _locales(body.get("locales"), channel_type, problems)
     default = body.get(
         "default_locale", "pt-BR" if "pt-BR" in locales else next(iter(locales), None)
     )
-    if locales and (not isinstance(default, str) or default not in locales):
+    if locales and (not is_text(default) or default not in locales):
         message = f"default_locale must be one of the template's locales ({', '.join(locales)})"
         problems.append(FieldProblem("/default_locale", message, "enum"))
     sample = body.get("sample")
@@ -226,7 +227,7 @@ def _locales(
             if part not in parts:
                 message = f"a {channel_type} template has {', '.join(parts)}, not {part!r}"
                 problems.append(FieldProblem(f"{at}/{part}", message, "additionalProperties"))
-            elif not isinstance(text, str):
+            elif not is_text(text):
                 problems.append(FieldProblem(f"{at}/{part}", "a template is text", "type"))
         for part in REQUIRED.get(channel_type, ()):
             if part not in texts:

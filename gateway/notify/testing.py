@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats.json_tree import is_text
 from gateway.notify.messages import SendOutcome
 from gateway.notify.notifier import Notification, Recipient
 from gateway.notify.sandbox import off_loop
@@ -42,7 +43,7 @@ def check_test_body(body: Mapping[str, Any]) -> None:
     ]
     for name in ("to", "template", "locale"):
         value = body.get(name)
-        if (name == "to" or value is not None) and (not isinstance(value, str) or not value):
+        if (name == "to" or value is not None) and (not is_text(value) or not value):
             problems.append(FieldProblem(f"/{name}", f"{name} must be a non-empty string", "type"))
     if body.get("context") is not None and not isinstance(body["context"], dict):
         problems.append(FieldProblem("/context", "context is an object", "type"))

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from gateway.errors import FieldProblem
 from gateway.formats.headers import is_reserved_header, reserved_message
-from gateway.formats.json_tree import whole_number
+from gateway.formats.json_tree import is_text, whole_number
 from gateway.mapping.expressions import compile_expression
 from gateway.schedules.timing import parse_every
 from gateway.store import Doc
@@ -112,7 +112,7 @@ def check_fields(
 
 
 def _text(check: _Check, value: Any, pointer: str, *, max_len: int = 200) -> str | None:
-    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+    if not is_text(value) or not value.strip() or len(value) > max_len:
         name = pointer.lstrip("/")
         check.add(
             pointer, f"{name} must be a non-empty string of at most {max_len} characters", "type"
@@ -122,7 +122,7 @@ def _text(check: _Check, value: Any, pointer: str, *, max_len: int = 200) -> str
 
 
 def _every(check: _Check, value: Any, timezone: Any) -> dict[str, object] | None:
-    if timezone is not None and not isinstance(timezone, str):
+    if timezone is not None and not is_text(timezone):
         check.add("/timezone", "timezone is an IANA name such as America/Sao_Paulo", "type")
         return None
     if not isinstance(value, str):

@@ -15,7 +15,15 @@ import jsonschema_rs
 import orjson
 
 from gateway.errors import FieldProblem, InvalidPayload
-from gateway.formats.json_tree import plain_zeros
+from gateway.formats.json_tree import (
+    TOO_WIDE,
+    as_numbers,
+    as_texts,
+    holds_wide_integers,
+    plain_zeros,
+    shown,
+    wide_integers,
+)
 from gateway.schemas.ids import IDENTIFIERS
 from gateway.schemas.problems import pointer, problems_from_errors, root_problem
 from gateway.schemas.walk import (
@@ -65,7 +73,11 @@ class CompiledSchema:
         return normalised
 
     def problems(self, normalised: Any, original: Any) -> list[FieldProblem]:
-        """Validate an already normalised document; messages quote values from `original`."""
+        """Validate an already normalised document; messages quote values from `original`.
+        A wide integer (`WideInt`) is a number to the schema, which the database stores as
+        its text: it must be valid both ways (`_wide_problems`)."""
+        if holds_wide_integers(normalised):
+            return self._wide_problems(normalised, original)
         try:
             if self._validator.is_valid(normalised):
                 return []
@@ -73,6 +85,23 @@ class CompiledSchema:
         except ValueError as exc:  # a value JSON cannot carry, e.g. a datetime
             return [root_problem(f"not a JSON document: {exc}", "type")]
         return problems_from_errors(errors, self.schema, original)
+
+    def _wide_problems(self, normalised: Any, original: Any) -> list[FieldProblem]:
+        """The problems of a document holding integers past 64 bits: validated with them as
+        the numbers they are (where text is wanted, or a `const` is text, one is refused as
+        a narrow number is), and as the text it would be stored as, where only the problems
+        at such an integer count: a number is wanted there (the database holds none that
+        wide). Where any value is allowed (a free-form field) its digits are kept."""
+        problems = self.problems(as_numbers(normalised), original)
+        wide = dict(wide_integers(normalised))
+        seen = {problem.pointer for problem in problems}
+        for problem in self.problems(as_texts(normalised), original):
+            where = problem.pointer
+            if where in wide and where not in seen:
+                message = f"{where or 'document'}: {shown(wide[where])} {TOO_WIDE}"
+                problems.append(FieldProblem(where, message, problem.keyword))
+                seen.add(where)
+        return problems
 
     def has_field(self, path: str) -> bool:
         """Whether the dotted `path` ("cnh.number") can be written as a field of a valid
@@ -100,6 +129,13 @@ def compile_schema(
     if not isinstance(schema, Mapping):
         problem = FieldProblem(at, f"{at or 'schema'}: must be a JSON object", "type")
         raise invalid("schema", [problem])
+    if holds_wide_integers(schema):
+        # Stored, the schema would hold its text: a `const` of it would match that text.
+        problems = [
+            FieldProblem(at + where, f"{at + where}: {shown(value)} {TOO_WIDE}", "type")
+            for where, value in wide_integers(schema)
+        ]
+        raise invalid("schema", problems)
     try:
         key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:

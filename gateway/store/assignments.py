@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from gateway.errors import Conflict
 from gateway.store.client import Collection, Doc, cursor_text, scoped, translate_errors
 from gateway.store.newest import newest_in_range
 
@@ -34,6 +35,9 @@ ASSIGNMENT_RANGES = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name
 """Where the server scans for a range of `_id` (SecantusDB): every read here is one."""
 DUE_INDEX = IndexModel([("due", ASCENDING)], name="due", sparse=True)
 """Scheduled changes not yet followed by `current_driver` (most changes have no `due`)."""
+DUE_MIGRATION = "driver_assignments.due"
+"""The `migrations` marker: changes scheduled before `due` existed have it (`mark_scheduled`)."""
+_MARK_BATCH = 500
 
 
 def change_id(tenant: str, vehicle_id: str, start: datetime) -> str:
@@ -168,18 +172,52 @@ class AssignmentStore:
             return await found.to_list(limit)
 
     async def mark_scheduled(self, now: datetime) -> int:
-        """Give `due` to the changes ahead of `now` that lack it (recorded by a version that did
-        not mark them): `current_driver` then follows them when they start. Idempotent, and
-        cheap at every start: only changes still ahead are looked at. How many were marked."""
-        marked = 0
+        """Once per database (a marker in `migrations`), at start: give `due` to the changes
+        the version before `due` existed scheduled (recorded before their start, `start` >
+        `recorded_at`, and `current_driver` never followed them when they started), so that
+        `follow_scheduled` brings their vehicles up to date: each one still ahead of `now`,
+        and of each vehicle the newest one that started (the one in force, unless a change
+        recorded at once came later, which `current_driver` followed when it was written;
+        an older one is superseded, and following it would change nothing). It reads every
+        change once (the old version's carry nothing an index holds); later starts find the
+        marker. Two processes starting at once both mark (each write guarded by `due`
+        missing) and both set the marker: a change one of them marks again after the other's
+        runner followed it is followed again, which writes nothing (the field is up to date).
+        How many changes it marked."""
+        marker = {"_id": DUE_MIGRATION}
+        migrations = self._c.database["migrations"]
         with translate_errors():
-            ahead = self._c.find({"start": {"$gt": now}, "due": {"$exists": False}}, {"start": 1})
-            async for change in ahead:
-                result = await self._c.update_one(
+            if await migrations.find_one(marker) is not None:
+                return 0
+            ahead: list[Doc] = []
+            started: dict[tuple[str, str], Doc] = {}  # a vehicle's newest started one
+            projection = {"tenant": 1, "vehicle_id": 1, "start": 1, "recorded_at": 1}
+            unmarked = self._c.find({"due": {"$exists": False}}, projection)
+            async for change in unmarked:
+                if not change["start"] > change["recorded_at"]:
+                    continue  # in force when recorded: followed then
+                if change["start"] > now:
+                    ahead.append(change)
+                    continue
+                vehicle = (change["tenant"], change["vehicle_id"])
+                if vehicle not in started or started[vehicle]["start"] < change["start"]:
+                    started[vehicle] = change
+            marks = [
+                UpdateOne(
                     {"_id": change["_id"], "due": {"$exists": False}},
                     {"$set": {"due": change["start"]}},
                 )
-                marked += result.modified_count
+                for change in [*started.values(), *ahead]
+            ]
+            marked = 0
+            for first in range(0, len(marks), _MARK_BATCH):
+                batch = marks[first : first + _MARK_BATCH]
+                marked += (await self._c.bulk_write(batch, ordered=False)).modified_count
+        try:
+            with translate_errors():
+                await migrations.update_one(marker, {"$set": {"done_at": now}}, upsert=True)
+        except Conflict:
+            pass  # another process starting at once set it first
         return marked
 
     async def done(self, change: Doc) -> None:

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from gateway.auth import partner_hmac, webhook_signature
 from gateway.errors import FieldProblem
+from gateway.formats.json_tree import is_text
 from gateway.schemas.compiled import invalid
 
 MAX_SECRET: Final = 1024
@@ -94,7 +95,7 @@ def unopened_secret_problem(at: str, reason: str) -> FieldProblem:
 
 def check_rotated_secret(auth: Mapping[str, Any], secret: Any) -> None:
     """InvalidPayload unless `secret` (a rotation's body) can sign this trigger's messages."""
-    if not isinstance(secret, str) or not 1 <= len(secret) <= MAX_SECRET:
+    if not is_text(secret) or not 1 <= len(secret) <= MAX_SECRET:
         message = f"/secret: a secret is text of 1 to {MAX_SECRET} characters"
         problems = [FieldProblem("/secret", message, "type")]
     else:

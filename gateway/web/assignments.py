@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway.assignments import SOURCES
 from gateway.clock import from_iso, query_time
 from gateway.errors import BadRequest, FieldProblem, InvalidPayload
+from gateway.formats.json_tree import is_text
 from gateway.store.assignments import HISTORY_CURSOR
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation, text_cursor
@@ -127,10 +128,10 @@ async def assign_vehicle_driver(request: web.Request) -> web.Response:
     if "driver" not in body:
         problems.append(FieldProblem("/driver", "driver is required (null: nobody)", "required"))
     driver = body.get("driver")
-    if driver is not None and (not isinstance(driver, str) or not driver.strip()):
+    if driver is not None and (not is_text(driver) or not driver.strip()):
         problems.append(FieldProblem("/driver", "driver is a driver id or CPF, or null", "type"))
     for name in ("source", "ref"):
-        if name in body and not isinstance(body[name], str):
+        if name in body and not is_text(body[name]):
             problems.append(FieldProblem(f"/{name}", f"{name} must be a string", "type"))
     start = None
     try:

@@ -14,6 +14,7 @@ from gateway.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from gateway.formats.json_tree import is_text
 from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.schemas.renamed import deprecated_uses
 from gateway.store.client import NAME_CURSOR
@@ -306,7 +307,7 @@ async def dry_run_mapping(request: web.Request) -> web.Response:
     if draft is not None and not isinstance(draft, str | dict):
         raise _invalid("/mapping", "mapping must be the text of a mapping file or its document")
     name = body.get("name")
-    if name is not None and not isinstance(name, str):
+    if name is not None and not is_text(name):
         raise _invalid("/name", "name must be a string")
     version = None if body.get("version") is None else version_number(body["version"], "/version")
     params = body.get("params") or {}

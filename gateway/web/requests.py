@@ -28,7 +28,7 @@ from gateway.errors import (
     UnsupportedContentCoding,
     UnsupportedMediaType,
 )
-from gateway.formats.json_tree import loads_exact, shown, whole_number
+from gateway.formats.json_tree import WideInt, loads_exact, shown, whole_number
 from gateway.triggers.payloads import check_depth, malformed, utf8_body
 
 # A client gets this long to send its whole body; a slow one must not hold a connection
@@ -254,10 +254,11 @@ async def body_deadline() -> AsyncIterator[None]:
 def parse_json(body: bytes, charset: str | None = None) -> Any:
     """The body's JSON, read as a trigger's is (gateway/triggers/payloads.py): UTF-8, a byte
     order mark ignored, or else the charset its media type names; an integer past the 64-bit
-    range as its exact decimal text (orjson makes one past 2**64 a float that lost digits,
-    and BSON stores none past 2**63 - 1): a route that wants a number refuses the text at its
-    pointer, a free-form field keeps every digit. Nested at most 32 deep (the size is capped
-    while it is read: `client_max_size`, GATEWAY_MAX_BODY_BYTES)."""
+    range as its exact decimal text, a `WideInt` (orjson makes one past 2**64 a float that
+    lost digits, and BSON stores none past 2**63 - 1): a number to every type check, so a
+    route that wants text or a number refuses it at its pointer, and a free-form field keeps
+    every digit. Nested at most 32 deep (the size is capped while it is read:
+    `client_max_size`, GATEWAY_MAX_BODY_BYTES)."""
     if not body:
         raise BadRequest("the request body is empty")
     body = utf8_body(body, charset)
@@ -325,8 +326,10 @@ def check_members(
 
 
 def _of_type(value: Any, kind: type | tuple[type, ...]) -> bool:
-    """`value` is of JSON type `kind`; an integer as JSON Schema counts them (3.0 too)."""
-    if isinstance(value, bool):
+    """`value` is of JSON type `kind`; an integer as JSON Schema counts them (3.0 too). An
+    integer past 64 bits (`WideInt`, its text) is of none: no member is text or such a
+    number."""
+    if isinstance(value, bool | WideInt):
         return False
     if kind is int:
         return whole_number(value) is not None

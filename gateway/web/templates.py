@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats.json_tree import is_text
 from gateway.notify.templates import public_template
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import FILE_NAME, ID_CURSOR, operation, strict
@@ -137,7 +138,7 @@ async def preview_template(request: web.Request) -> web.Response:
         problems.append(FieldProblem("/template", "a template name, or a draft", "type"))
     if context is not None and not isinstance(context, dict):
         problems.append(FieldProblem("/context", "context is an object", "type"))
-    if locale is not None and not isinstance(locale, str):
+    if locale is not None and not is_text(locale):
         problems.append(FieldProblem("/locale", "locale is a language tag", "type"))
     if problems:
         raise InvalidPayload("invalid preview", problems)
