@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from gateway.prefork import HUNG_SECONDS
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
 
@@ -275,3 +276,26 @@ def _sigterm_pending(pid: int) -> bool:
         line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
     return bool(int(status["ShdPnd"], 16) & 1 << (signal.SIGTERM - 1))
+
+
+def test_a_hung_process_is_killed_and_replaced(tmp_path: Path) -> None:
+    """A process whose event loop no longer turns (a deadlock, a blocking call; SIGSTOP here)
+    kept its share of the port's connections, none answered, and the parent, which watched
+    exits only, never noticed: its heartbeat now stops, and the parent kills it (SIGKILL) and
+    starts another once it was silent for HUNG_SECONDS."""
+    gateway = Gateway(tmp_path, "--workers", "2").start()
+    servers = _servers(gateway)
+    assert len(servers) == 2 and all(servers)
+    hung = servers[0]
+    try:
+        os.kill(hung, signal.SIGSTOP)
+        wait_until(lambda: not alive(hung), HUNG_SECONDS + 15, "the hung process to be killed")
+        wait_until(lambda: len(_servers(gateway)) == 2, 30, "the hung process to be replaced")
+        assert hung not in _servers(gateway)
+        for _ in range(20):
+            assert gateway.get("/healthz")[0] == 200
+    finally:
+        if alive(hung):
+            os.kill(hung, signal.SIGKILL)
+        gateway.stop()
+    assert f"(pid {hung}) gave no heartbeat for" in gateway.log()
