@@ -3,9 +3,10 @@
 The parent does no request work. It starts the embedded database once (when MONGODB_URI is
 unset: N processes cannot each start one on the same files) and restarts it on the same port
 when it dies (`store/supervisor.py` `RestartPlan`, as a one-process gateway's supervisor
-does; the children reconnect), empties the directory the
-processes write their metrics to, then starts N `gateway serve` children that bind the same
-port with SO_REUSEPORT, so the kernel spreads connections over them. Each child is a whole
+does; the children reconnect), makes an empty directory of its own (named by its pid, in
+PROMETHEUS_MULTIPROC_DIR) for the processes' metric files, then starts N `gateway serve`
+children that bind the same port with SO_REUSEPORT, so the kernel spreads connections over
+them. Each child is a whole
 gateway process: web, its cached trigger gates, and its share of the background jobs
 (relay shards and delivery claims are leased in MongoDB). The parent restarts a child that
 dies (and marks it dead in the metrics), forwards SIGTERM/SIGINT to all of them, and stops
@@ -25,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +100,7 @@ def serve_processes(settings: Settings, count: int) -> int:
                     return 2
         finally:
             _stop(children, Path(env[MULTIPROCESS_DIR]))
+            shutil.rmtree(env[MULTIPROCESS_DIR], ignore_errors=True)
     return 0
 
 
@@ -117,9 +120,8 @@ def _database(settings: Settings) -> Iterator[RestartPlan | None]:
 
 def _child_env(settings: Settings, uri: str | None) -> dict[str, str]:
     env = dict(os.environ)
-    metrics = Path(env.get(MULTIPROCESS_DIR) or Path(settings.data_dir) / "metrics")
-    prepare_multiprocess_dir(metrics)
-    env[MULTIPROCESS_DIR] = str(metrics.resolve())
+    base = Path(env.get(MULTIPROCESS_DIR) or Path(settings.data_dir) / "metrics")
+    env[MULTIPROCESS_DIR] = str(prepare_multiprocess_dir(base, os.getpid()).resolve())
     if uri is not None:
         env["MONGODB_URI"] = uri
     return env

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from gateway.config import Settings
 from gateway.prefork import HUNG_SECONDS
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
@@ -299,3 +300,31 @@ def test_a_hung_process_is_killed_and_replaced(tmp_path: Path) -> None:
             os.kill(hung, signal.SIGKILL)
         gateway.stop()
     assert f"(pid {hung}) gave no heartbeat for" in gateway.log()
+
+
+def test_two_instances_on_one_data_dir_keep_their_own_metrics(
+    tmp_path: Path, mongodb_uri: str, settings: Settings
+) -> None:
+    """Two `serve --workers 2` on one GATEWAY_DATA_DIR with MONGODB_URI (a blue/green, a
+    restart overlapping the old instance's drain): the second emptied the metrics directory
+    the first's processes wrote to, whose /metrics then showed the second's counts and never
+    its own again. Each instance now writes to a directory of its own."""
+    env = {"MONGODB_URI": mongodb_uri, "GATEWAY_DATABASE": settings.database}
+    first = Gateway(tmp_path, "--workers", "2", GATEWAY_WORKERS="none", **env).start()
+    second = None
+    try:
+        for _ in range(20):
+            assert first.get("/healthz")[0] == 200
+        wait_until(lambda: _served(first) >= 20, 5, "the 20 requests to be counted")
+        before = _settled(first)
+        second = Gateway(tmp_path, "--workers", "2", GATEWAY_WORKERS="none", **env).start()
+        for _ in range(5):
+            assert second.get("/healthz")[0] == 200
+        wait_until(lambda: _served(second) >= 5, 5, "the second's 5 requests to be counted")
+        assert _settled(first) == before
+        assert _settled(second) < before
+    finally:
+        for gateway in (second, first):
+            if gateway is not None:
+                gateway.stop()
+    assert list((tmp_path / "metrics").iterdir()) == []  # each removed its own at its end
