@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--parent-pipe", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--heartbeat-pipe", type=int, help=argparse.SUPPRESS)
 
     worker = commands.add_parser(
         "worker", help="run the workers only (no web app; /healthz, /readyz, /metrics)"
@@ -260,7 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {
         "serve": lambda: cli.serve(
-            settings, workers=args.workers, reuse_port=args.reuse_port, parent=args.parent_pipe
+            settings,
+            workers=args.workers,
+            reuse_port=args.reuse_port,
+            parent=args.parent_pipe,
+            heartbeat=args.heartbeat_pipe,
         ),
         "demo": lambda: cli.demo(settings, args.tenant),
         "worker": lambda: cli.worker(settings),

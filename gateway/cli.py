@@ -52,10 +52,12 @@ def serve(
     workers: int = 1,
     reuse_port: bool = False,
     parent: int | None = None,
+    heartbeat: int | None = None,
 ) -> int:
     """One process, or with `workers` > 1 that many on one port (`prefork.py`). A child of
     `--workers` is started with `reuse_port` and quietly (the parent says where it listens),
-    and stops once its `parent` pipe closes (the parent died)."""
+    and stops once its `parent` pipe closes (the parent died); it beats on its `heartbeat`
+    pipe, which the parent watches to replace a child that hangs."""
     if not reuse_port and not _can_listen(settings.host, settings.port):
         return 1
     if not reuse_port and (warning := unreachable_url_warning(settings)) is not None:
@@ -69,6 +71,10 @@ def serve(
 
         watch_parent(parent)
     app = create_app(settings)
+    if heartbeat is not None:
+        from gateway.prefork import beat_to_parent
+
+        beat_to_parent(app, heartbeat)
     if extend is not None:
         extend(app)
     # SIGTERM/SIGINT shut down gracefully: stop accepting, finish requests, then run every

@@ -10,6 +10,7 @@ every process's files. Each gauge says how its values combine across processes
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,12 +33,33 @@ if TYPE_CHECKING:
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def prepare_multiprocess_dir(path: Path) -> None:
-    """An empty directory for N processes' metric files: files of earlier runs would be
-    counted again (counters would not start at zero)."""
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):
+def prepare_multiprocess_dir(base: Path, instance: int) -> Path:
+    """An empty directory for the metric files of one instance's N processes: `base/<pid of
+    the instance's parent>`. Another instance running on the same `base` (two `serve
+    --workers N` on one GATEWAY_DATA_DIR with MONGODB_URI: a blue/green, a restart that
+    overlaps the old one's drain) keeps its own; those of instances no longer running are
+    removed (their files would be counted again: counters would not start at zero), and so
+    are files an older release left in `base` itself."""
+    base.mkdir(parents=True, exist_ok=True)
+    for stale in base.glob("*.db"):
         stale.unlink()
+    for entry in base.iterdir():
+        if entry.is_dir() and entry.name.isdigit() and not _running(int(entry.name)):
+            shutil.rmtree(entry, ignore_errors=True)
+    path = base / str(instance)
+    shutil.rmtree(path, ignore_errors=True)  # a dead instance's whose pid is ours now
+    path.mkdir()
+    return path
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def mark_process_dead(pid: int, path: Path) -> None:

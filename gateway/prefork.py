@@ -3,23 +3,30 @@
 The parent does no request work. It starts the embedded database once (when MONGODB_URI is
 unset: N processes cannot each start one on the same files) and restarts it on the same port
 when it dies (`store/supervisor.py` `RestartPlan`, as a one-process gateway's supervisor
-does; the children reconnect), empties the directory the
-processes write their metrics to, then starts N `gateway serve` children that bind the same
-port with SO_REUSEPORT, so the kernel spreads connections over them. Each child is a whole
+does; the children reconnect), makes an empty directory of its own (named by its pid, in
+PROMETHEUS_MULTIPROC_DIR) for the processes' metric files, then starts N `gateway serve`
+children that bind the same port with SO_REUSEPORT, so the kernel spreads connections over
+them. Each child is a whole
 gateway process: web, its cached trigger gates, and its share of the background jobs
 (relay shards and delivery claims are leased in MongoDB). The parent restarts a child that
 dies (and marks it dead in the metrics), forwards SIGTERM/SIGINT to all of them, and stops
-the database last. A child that exits 2 refused its configuration (a GATEWAY_SECRET_KEY the
-database's key check refuses, a setting it cannot use): its successor, started with the same
-environment, would be refused again, so the parent stops the others and exits 2 as well, as a
-single process does, for the service manager to report it.
+the database last. Each child's event loop writes a heartbeat to a pipe every second
+(`beat_to_parent`); a child silent for `HUNG_SECONDS` (a deadlocked event loop, a blocking
+call, a stopped process: it still takes its share of the port's connections and answers none)
+is killed with SIGKILL, logged, and replaced like a child that died. A child that exits 2
+refused its configuration (a GATEWAY_SECRET_KEY the database's key check refuses, a setting
+it cannot use): its successor, started with the same environment, would be refused again, so
+the parent stops the others and exits 2 as well, as a single process does, for the service
+manager to report it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from aiohttp import web
+
 from gateway.config import Settings
 from gateway.metrics import MULTIPROCESS_DIR, mark_process_dead, prepare_multiprocess_dir
 from gateway.store.embedded import EmbeddedServer
@@ -39,6 +48,8 @@ log = logging.getLogger(__name__)
 
 _RESTART_DELAY = (1.0, 30.0)  # after a crash, doubling while a child keeps crashing
 _STOP_SECONDS = 30.0  # a child gets this long to finish in-flight work after SIGTERM
+BEAT_SECONDS = 1.0  # a child's heartbeat interval
+HUNG_SECONDS = 30.0  # a child silent for this long (from its start too) is killed, replaced
 
 
 @dataclass
@@ -46,6 +57,7 @@ class _Child:
     number: int
     proc: subprocess.Popen[bytes]
     lifeline: int  # the write end of the pipe the child watches; never written, see below
+    heartbeat: int  # the read end of the pipe the child's event loop beats on (non-blocking)
     started: float = field(default_factory=time.monotonic)
     delay: float = _RESTART_DELAY[0]  # before the next restart, should this process die soon
     # Once it died: when its successor starts (`time.monotonic()`). The supervising loop
@@ -53,6 +65,7 @@ class _Child:
     # processes', nor SIGTERM.
     restart_at: float | None = None
     refused: bool = False  # exited 2: a configuration error, never restarted
+    beat_at: float = field(default_factory=time.monotonic)  # its last heartbeat (or start)
 
 
 def serve_processes(settings: Settings, count: int) -> int:
@@ -87,6 +100,7 @@ def serve_processes(settings: Settings, count: int) -> int:
                     return 2
         finally:
             _stop(children, Path(env[MULTIPROCESS_DIR]))
+            shutil.rmtree(env[MULTIPROCESS_DIR], ignore_errors=True)
     return 0
 
 
@@ -106,9 +120,8 @@ def _database(settings: Settings) -> Iterator[RestartPlan | None]:
 
 def _child_env(settings: Settings, uri: str | None) -> dict[str, str]:
     env = dict(os.environ)
-    metrics = Path(env.get(MULTIPROCESS_DIR) or Path(settings.data_dir) / "metrics")
-    prepare_multiprocess_dir(metrics)
-    env[MULTIPROCESS_DIR] = str(metrics.resolve())
+    base = Path(env.get(MULTIPROCESS_DIR) or Path(settings.data_dir) / "metrics")
+    env[MULTIPROCESS_DIR] = str(prepare_multiprocess_dir(base, os.getpid()).resolve())
     if uri is not None:
         env["MONGODB_URI"] = uri
     return env
@@ -119,14 +132,18 @@ def _start(number: int, settings: Settings, env: dict[str, str]) -> _Child:
     # closes the lifeline's write end, and the child reads EOF (`watch_parent`). Without it a
     # killed parent left its children serving on the port, against a database gone with it.
     read_fd, lifeline = os.pipe()
+    heartbeat, beat_fd = os.pipe()
+    os.set_blocking(heartbeat, False)
     cmd = [sys.executable, "-m", "gateway", "serve", "--host", settings.host]
     cmd += ["--port", str(settings.port), "--reuse-port", "--parent-pipe", str(read_fd)]
+    cmd += ["--heartbeat-pipe", str(beat_fd)]
     try:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, pass_fds=(read_fd,))
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, pass_fds=(read_fd, beat_fd))
     finally:
         os.close(read_fd)
+        os.close(beat_fd)
     log.info("gateway process %s started (pid %s)", number, proc.pid)
-    return _Child(number, proc, lifeline)
+    return _Child(number, proc, lifeline, heartbeat)
 
 
 def watch_parent(fd: int) -> None:
@@ -141,11 +158,50 @@ def watch_parent(fd: int) -> None:
     threading.Thread(target=wait_for_eof, name="parent-watch", daemon=True).start()
 
 
+def beat_to_parent(app: web.Application, fd: int) -> None:
+    """In a child: its event loop writes a byte to `fd` every `BEAT_SECONDS`, from the start
+    of the app's start-up (which may wait for the database) to the process's end. A loop that
+    stops turning stops the beat, and the parent replaces the process (`_listened`)."""
+
+    async def start(app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        os.set_blocking(fd, False)
+
+        def beat() -> None:
+            with contextlib.suppress(OSError):  # a full pipe (a busy parent), or none left
+                os.write(fd, b".")
+            loop.call_later(BEAT_SECONDS, beat)
+
+        beat()
+
+    app.on_startup.insert(0, start)
+
+
+def _listened(child: _Child) -> None:
+    """The child's heartbeats read; one silent for `HUNG_SECONDS` killed (SIGKILL), which the
+    supervision then sees die and replaces."""
+    now = time.monotonic()
+    with contextlib.suppress(BlockingIOError):
+        while os.read(child.heartbeat, 4096):
+            child.beat_at = now
+    if now - child.beat_at > HUNG_SECONDS:
+        log.error(
+            "gateway process %s (pid %s) gave no heartbeat for %.0f s (its event loop is stuck, "
+            "or the process stopped): killed with SIGKILL, to be replaced",
+            child.number,
+            child.proc.pid,
+            now - child.beat_at,
+        )
+        child.proc.kill()
+        child.beat_at = float("inf")  # killed once; it is reaped at the next look
+
+
 def _supervised(child: _Child, settings: Settings, env: dict[str, str]) -> _Child:
-    """`child` as it is, or, once it died, its restart due (`restart_at`), then its
-    successor when that time comes."""
+    """`child` as it is (its heartbeat read: `_listened`), or, once it died, its restart due
+    (`restart_at`), then its successor when that time comes."""
     if child.restart_at is None:
         if child.proc.poll() is None:
+            _listened(child)
             return child
         _died(child, env)
     assert child.restart_at is not None
@@ -162,6 +218,7 @@ def _died(child: _Child, env: dict[str, str]) -> None:
     code = child.proc.returncode
     mark_process_dead(child.proc.pid, Path(env[MULTIPROCESS_DIR]))
     os.close(child.lifeline)
+    os.close(child.heartbeat)
     if code == 2:
         log.critical(
             "gateway process %s refused its configuration (exit 2, said above): stopping",
@@ -191,4 +248,5 @@ def _stop(children: list[_Child], metrics: Path) -> None:
             child.proc.kill()
             child.proc.wait()
         os.close(child.lifeline)
+        os.close(child.heartbeat)
         mark_process_dead(child.proc.pid, metrics)

@@ -27,7 +27,7 @@ from tests.partner_double import (
     post,
 )
 from tests.processes import beside, free_port, skewed_gateway
-from tests.support import SECRET_KEY
+from tests.support import SECRET_KEY, auth
 
 __all__ = ["partner"]  # the fixture
 
@@ -181,3 +181,56 @@ async def _metrics_when_ready(url: str, timeout: float) -> str:
                 pass
             assert asyncio.get_running_loop().time() < deadline, "the worker was never ready"
             await asyncio.sleep(0.2)
+
+
+async def test_a_worker_paused_past_its_lease_sends_none_of_what_was_taken_over(
+    client: Client, partner: Partner, mongodb_uri: str, tmp_path: Path
+) -> None:
+    """Ordered action, partner limited to a request every 2 s: a worker process claims three
+    vehicles' first deliveries, sends one, and is paused (SIGSTOP: a stopped container, a VM
+    pause) with the other two waiting for their rate tokens, past its lease. The test's
+    worker takes them over and sends them, then the vehicles' next deliveries. Continued, the
+    paused worker's sends must not go out: its leases are another's, and the ERP would see
+    mileage go back."""
+    partner_doc = await create_partner(
+        client, partner.url, rate_limit={"per_second": 0.5, "burst": 1}
+    )
+    action = await create_action(client, partner_doc["id"], ordered=True)
+    await create_subscription(client, action["id"], ("entity.created", "entity.updated"))
+    partner.respond_with(200, {})
+    plates = [f"RBT2B{n:02d}" for n in range(3)]
+    ids = [
+        (await post(client, "/api/v1/entities/vehicle", {"plate": p, "odometer_km": 1}))["id"]
+        for p in plates
+    ]
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    paused = await _start_worker(client, mongodb_uri, tmp_path, "paused")
+    try:
+        await partner.wait_for(1, timeout=40)
+        while (await _statuses(client))["succeeded"] < 1:  # its first one recorded
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # the other two wait for their tokens (2 s, 4 s)
+        paused.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(LEASE_SECONDS + 1)  # its leases have expired
+        here = services.delivery_worker
+        assert await here.run_until_idle() == Counter(succeeded=2)  # the two taken over
+        for vehicle in ids:
+            response = await client.patch(
+                f"/api/v1/entities/vehicle/{vehicle}", headers=auth(), json={"odometer_km": 2}
+            )
+            assert response.status == 200
+        await services.relay.run_until_idle()
+        assert await here.run_until_idle() == Counter(succeeded=3)
+        paused.send_signal(signal.SIGCONT)
+        await asyncio.sleep(3)  # its rate tokens are due at once; a few of its rounds
+    finally:
+        paused.send_signal(signal.SIGCONT)
+        paused.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(paused.wait(), 30)
+
+    received: dict[str, list[float]] = {}
+    for request in partner.requests:
+        data = request.json()["data"]
+        received.setdefault(data["plate"], []).append(data["odometer_km"])
+    assert received == {plate: [1, 2] for plate in plates}

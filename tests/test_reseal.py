@@ -1,4 +1,4 @@
-"""`gateway reseal` (step 2 of rotating GATEWAY_SECRET_KEY): every stored secret (partner
+"""`gateway reseal` (step 3 of rotating GATEWAY_SECRET_KEY): every stored secret (partner
 credentials and named secrets, subscription and signed-trigger secrets, SMTP passwords) sealed
 again under the new key with the same plaintext and record, so the old key can go; what no
 key opens is named and left; a record an admin changed meanwhile is not overwritten."""
@@ -6,23 +6,30 @@ key opens is named and left; a record an admin changed meanwhile is not overwrit
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
+from bson import ObjectId
 from pymongo import MongoClient
 
 from gateway.actions.catalog import auth_context, secrets_context, subscription_context
 from gateway.auth.keyring import KeyRing
 from gateway.auth.secretbox import SecretBox, SecretBoxError
-from gateway.config import Settings
+from gateway.config import Secret, Settings
 from gateway.keys import reseal_secrets
 from gateway.notify.channels import smtp_context
 from gateway.services import Services
 from gateway.store import sealed
 from gateway.triggers.compiled import secret_context
+from gateway.web.state import services_key
 from tests.partner_double import Client, create_action, create_partner, create_subscription, post
-from tests.support import SECRET_KEY, cli_env
+from tests.support import SECRET_KEY, admin_token, cli_env
 from tests.triggers_support import create_trigger
 
 NEW_KEY = "the-new-secret-key-0123456789abcdef0123456789"
@@ -155,3 +162,91 @@ async def test_the_cli_counts_then_reseals_and_the_old_key_can_go(
     assert done.returncode == 0 and done.stdout.startswith("sealed 5 secrets again")
     for where, context, value in await _sealed(services, ids):
         assert NEW_ONLY.open(value, context=context), where
+
+
+SECURITY = Path(__file__).resolve().parents[1] / "docs" / "security.md"
+KEYS = {"<old>": SECRET_KEY, "<new>": NEW_KEY}
+
+
+def _rotation_steps() -> list[tuple[str, str]]:
+    """The documented rotation, step by step: ("deploy", key list) or ("reseal", key list
+    deployed then), read from docs/security.md "Rotating GATEWAY_SECRET_KEY"."""
+    section = SECURITY.read_text().split("### Rotating `GATEWAY_SECRET_KEY`", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    steps, deployed = [], "<old>"
+    for item in re.split(r"\n(?=\d+\. )", section)[1:]:
+        if listed := re.search(r"`GATEWAY_SECRET_KEY=([^`]+)`", item):
+            deployed = listed.group(1)
+            steps.append(("deploy", deployed))
+        elif "`gateway reseal`" in item:
+            steps.append(("reseal", deployed))
+    return steps
+
+
+async def test_every_step_of_the_documented_rotation_works_beside_the_step_before(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """A rolling update runs each step's key list beside the previous step's: a token one
+    process issues (a trigger's, an admin's) is taken by the other, a secret one seals opens
+    in the other, and both start (the key check). Deploying `<new>,<old>` beside `<old>` (the
+    procedure before) refused the new trigger tokens with 401: the partner's calls were lost."""
+    steps = _rotation_steps()
+    assert [list_ for what, list_ in steps if what == "deploy"][-1] == "<new>"
+    processes: dict[str, Client] = {}
+
+    async def process(key_list: str) -> Client:
+        if key_list not in processes:
+            app = make_app(secret_key=Secret(_key(key_list)))
+            processes[key_list] = await aiohttp_client(app)
+        return processes[key_list]
+
+    before = "<old>"
+    for n, (what, key_list) in enumerate(steps):
+        if what == "reseal":
+            resealed = await reseal_secrets(
+                (await process(key_list)).app[services_key].store, _box(key_list)
+            )
+            assert resealed.unreadable == [], resealed
+            continue
+        for issuer, taker in ((before, key_list), (key_list, before)):
+            by, to = await process(issuer), await process(taker)
+            admin = {"Authorization": f"Bearer {admin_token(secret=_key(issuer))}"}
+            listed = await to.get("/api/v1/triggers", headers=admin)
+            assert listed.status == 200, (issuer, taker, await listed.text())
+            made = await by.post(
+                "/api/v1/triggers",
+                headers=admin,
+                json={"name": f"rot-{n}-{issuer}", "entity_type": "vehicle", "methods": ["POST"]},
+            )
+            trigger = await made.json()
+            assert made.status == 201, trigger
+            hook = await to.post(
+                f"/hooks/{trigger['id']}",
+                headers={"Authorization": f"Bearer {trigger['token']}"},
+                json={"plate": f"ROT{n}{'AB'[issuer == before]}23"},  # one per call
+            )
+            assert hook.status == 201, (issuer, taker, await hook.text())
+            partner = await by.post(
+                "/api/v1/partners",
+                headers=admin,
+                json={
+                    "name": f"erp-{n}-{issuer}",
+                    "base_url": "http://127.0.0.1:9/",
+                    "auth": {"type": "bearer", "token": "s3cr3t"},
+                },
+            )
+            assert partner.status == 201, await partner.text()
+            pid = (await partner.json())["id"]
+            doc = await to.app[services_key].store.db["partners"].find_one({"_id": ObjectId(pid)})
+            assert doc is not None
+            opened = to.app[services_key].box.open(doc["auth_sealed"], context=auth_context(pid))
+            assert opened, (issuer, taker)
+        before = key_list
+
+
+def _key(key_list: str) -> str:
+    return ",".join(KEYS[name] for name in key_list.split(","))
+
+
+def _box(key_list: str) -> SecretBox:
+    return SecretBox(KeyRing.from_secret(_key(key_list)))

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from gateway.config import Settings
+from gateway.prefork import HUNG_SECONDS
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
 
@@ -275,3 +277,54 @@ def _sigterm_pending(pid: int) -> bool:
         line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
     return bool(int(status["ShdPnd"], 16) & 1 << (signal.SIGTERM - 1))
+
+
+def test_a_hung_process_is_killed_and_replaced(tmp_path: Path) -> None:
+    """A process whose event loop no longer turns (a deadlock, a blocking call; SIGSTOP here)
+    kept its share of the port's connections, none answered, and the parent, which watched
+    exits only, never noticed: its heartbeat now stops, and the parent kills it (SIGKILL) and
+    starts another once it was silent for HUNG_SECONDS."""
+    gateway = Gateway(tmp_path, "--workers", "2").start()
+    servers = _servers(gateway)
+    assert len(servers) == 2 and all(servers)
+    hung = servers[0]
+    try:
+        os.kill(hung, signal.SIGSTOP)
+        wait_until(lambda: not alive(hung), HUNG_SECONDS + 15, "the hung process to be killed")
+        wait_until(lambda: len(_servers(gateway)) == 2, 30, "the hung process to be replaced")
+        assert hung not in _servers(gateway)
+        for _ in range(20):
+            assert gateway.get("/healthz")[0] == 200
+    finally:
+        if alive(hung):
+            os.kill(hung, signal.SIGKILL)
+        gateway.stop()
+    assert f"(pid {hung}) gave no heartbeat for" in gateway.log()
+
+
+def test_two_instances_on_one_data_dir_keep_their_own_metrics(
+    tmp_path: Path, mongodb_uri: str, settings: Settings
+) -> None:
+    """Two `serve --workers 2` on one GATEWAY_DATA_DIR with MONGODB_URI (a blue/green, a
+    restart overlapping the old instance's drain): the second emptied the metrics directory
+    the first's processes wrote to, whose /metrics then showed the second's counts and never
+    its own again. Each instance now writes to a directory of its own."""
+    env = {"MONGODB_URI": mongodb_uri, "GATEWAY_DATABASE": settings.database}
+    first = Gateway(tmp_path, "--workers", "2", GATEWAY_WORKERS="none", **env).start()
+    second = None
+    try:
+        for _ in range(20):
+            assert first.get("/healthz")[0] == 200
+        wait_until(lambda: _served(first) >= 20, 5, "the 20 requests to be counted")
+        before = _settled(first)
+        second = Gateway(tmp_path, "--workers", "2", GATEWAY_WORKERS="none", **env).start()
+        for _ in range(5):
+            assert second.get("/healthz")[0] == 200
+        wait_until(lambda: _served(second) >= 5, 5, "the second's 5 requests to be counted")
+        assert _settled(first) == before
+        assert _settled(second) < before
+    finally:
+        for gateway in (second, first):
+            if gateway is not None:
+                gateway.stop()
+    assert list((tmp_path / "metrics").iterdir()) == []  # each removed its own at its end

@@ -16,7 +16,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -84,6 +84,11 @@ class OutboundRequest:
     # What the request carries besides the credentials that must never come back: the
     # partner's named secrets, which a mapping or an XML body may put anywhere in it.
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    # Awaited right before the request goes out, after every wait (the partner's guard, the
+    # process's capacity, a token fetch), again before a retry with renewed credentials:
+    # what it raises reaches the caller, and nothing goes out (a delivery whose lease was
+    # lost meanwhile: `delivery/worker.py`).
+    before_sending: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,10 +399,12 @@ class Sender:
 
         try:
             applied = await auth.apply(fetch)
+            await _before_sending(request)
             outcome = await self._exchange(replace(request, timeout=left()), applied)
             if auth.refreshable and auth.refused(outcome.status, outcome.json_body):
                 auth.invalidate(applied)
                 applied = await auth.apply(fetch)
+                await _before_sending(request)
                 outcome = await self._exchange(replace(request, timeout=left()), applied)
                 if auth.refused(outcome.status, outcome.json_body):
                     return _refused_again(outcome)
@@ -590,6 +597,11 @@ _TOKEN_SAID = 600
 _LEAST_TIMEOUT = 0.001
 """Seconds an exchange is given when its call's deadline has passed (aiohttp reads a timeout
 of 0 as none): it times out at once."""
+
+
+async def _before_sending(request: OutboundRequest) -> None:
+    if request.before_sending is not None:
+        await request.before_sending()
 
 
 def _not_followed(location: str | None) -> str:

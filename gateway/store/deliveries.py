@@ -489,6 +489,16 @@ class DeliveryStore:
             )
         return result.modified_count
 
+    async def renew_lease(self, delivery_id: Any, token: str, lease_until: datetime) -> bool:
+        """Extend one lease, if the claim under `token` still holds it (nobody took it over,
+        even past its `lease_until`); False when another worker has it."""
+        with translate_errors():
+            result = await self._c.update_one(
+                {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT},
+                {"$set": {"lease_until": lease_until}},
+            )
+        return result.matched_count == 1
+
     async def expire_leases(self, now: datetime) -> int:
         """In-flight deliveries whose worker died (or overran its lease) become pending again,
         due at once. A claim took them due (their next_attempt_at is past already); a probe

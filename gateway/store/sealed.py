@@ -1,5 +1,5 @@
 """Where the secrets `SecretBox` sealed are stored, and their sealing again under the current
-key (`gateway reseal`, step 2 of rotating GATEWAY_SECRET_KEY: docs/security.md).
+key (`gateway reseal`, step 3 of rotating GATEWAY_SECRET_KEY: docs/security.md).
 
 - `partners`: `auth_sealed`, `secrets_sealed` (a partner's credentials and named secrets);
 - `channels`: `smtp_sealed` (an e-mail channel's SMTP password);
