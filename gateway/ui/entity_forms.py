@@ -29,7 +29,15 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.formats.json_tree import loads_exact
 from gateway.kinds import public_kind
 from gateway.schemas.registry import ENVELOPE_FIELDS, NATURAL_KEYS, reference_field
-from gateway.ui.forms import Form, editing, number_field, number_text, read_values, stale_edit
+from gateway.ui.forms import (
+    Form,
+    changes,
+    editing,
+    number_field,
+    number_text,
+    read_values,
+    stale_edit,
+)
 from gateway.ui.i18n import DEFAULT, Catalog
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import catalog_of, form_lang, form_of, session_of, tenant_of, visitor_of
@@ -433,11 +441,13 @@ async def update_entity(request: web.Request) -> web.Response:
     if (stale := stale_edit(values, _stable(etype, now))) is not None:
         return await edit_entity(request, stale, status=409)
     try:
-        doc = document_of(fields, values, lang)
-        changed = {
-            f.path[0] for f in fields if f.name in values and values[f.name] != shown.get(f.name)
-        }
-        patch = {name: doc.get(name) for name in changed}
+        # The document the form makes of what it showed, and of what was posted (a field
+        # not posted as it showed it): their difference, removals at any depth included (an
+        # emptied `cnh.category`, a member deleted from `attributes`' JSON), is the patch.
+        posted_values = {f.name: values.get(f.name, shown.get(f.name, "")) for f in fields}
+        patch = changes(
+            document_of(fields, posted_values, lang), document_of(fields, shown, lang), deep=True
+        )
         if patch:
             origin = Origin("admin", session_of(request).subject)
             await entities.patch(tenant, etype, str(current["_id"]), patch, origin)

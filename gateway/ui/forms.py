@@ -272,16 +272,28 @@ def _lines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def changes(body: Mapping[str, Any], unchanged: Mapping[str, Any]) -> dict[str, Any]:
-    """The members of an edit form's `body` that differ from those of the body the form makes
-    unchanged (`unchanged`: the same function applied to the values it was loaded with): what
-    the admin changed, and nothing else (an edit form sends only that)."""
-    return {
-        name: value
-        for name, value in body.items()
+def changes(
+    body: Mapping[str, Any], unchanged: Mapping[str, Any], *, deep: bool = False
+) -> dict[str, Any]:
+    """What the admin changed: the merge patch that makes the body the form makes unchanged
+    (`unchanged`: the same function applied to the values the form was loaded with) into the
+    edit form's `body`, and nothing else (an edit form sends only that). A member the body
+    no longer has (an emptied field its body leaves out) is sent as `null`, the patch's
+    removal, like one emptied to None; a required one is then the use case's problem at its
+    field, never the stored value kept with a "saved". Absent and None are the same (a merge
+    patch stores no null). `deep`, for an API that merges objects member by member (RFC 7396:
+    the entities), patches an object's changed members, its removed ones `null`, at any
+    depth; otherwise a changed object is sent whole, as the API replaces it."""
+    patch: dict[str, Any] = {}
+    for name in [*body, *(n for n in unchanged if n not in body)]:
+        new, old = body.get(name), unchanged.get(name)
+        if deep and isinstance(new, Mapping) and isinstance(old, Mapping):
+            if inner := changes(new, old, deep=True):
+                patch[name] = inner
         # repr tells 1 from True and 1.0, as the stored document does
-        if name not in unchanged or repr(value) != repr(unchanged[name])
-    }
+        elif repr(new) != repr(old):
+            patch[name] = new
+    return patch
 
 
 def nest(values: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
