@@ -16,7 +16,7 @@ from gateway.web.state import services_key
 from tests.partner_double import post
 from tests.support import auth
 from tests.triggers_support import hook
-from tests.ui_support import Client, csrf, form_fields, log_in, make_user
+from tests.ui_support import Client, csrf, form_fields, log_in, make_user, queries
 
 SQUARE = {
     "type": "Polygon",
@@ -374,7 +374,8 @@ async def test_a_plan_lists_a_due_vehicle_of_a_fleet_past_a_page_and_the_map_say
     )
     await make_user(services)
     await log_in(client)
-    reads = _reads(client.app[services_key], monkeypatch)
+    store = client.app[services_key].store
+    reads = queries(monkeypatch, store.entities._c, store.fleet._states)
     page = await (await client.get(f"/admin/maintenance-plans/{plan['id']}")).text()
     assert "ZZZ9Z99" in page
     assert "ZZZ9Z99" in await (await client.get("/admin/maintenance-plans")).text()
@@ -384,25 +385,6 @@ async def test_a_plan_lists_a_due_vehicle_of_a_fleet_past_a_page_and_the_map_say
     # each page reads the fleet's vehicles and their fold states in a query each, not a
     # read per vehicle (nor a page of 200 at a time)
     assert reads == {"entities": 3, "fleet": 2}
-
-
-def _reads(services: Services, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """How many queries (find, find_one) the app's `services` send to the entities and the vehicles'
-    fold states from now on, by collection."""
-    counts = {"entities": 0, "fleet": 0}
-
-    def counting(name: str, call: Any) -> Any:
-        def counted(*args: Any, **kw: Any) -> Any:
-            counts[name] += 1
-            return call(*args, **kw)
-
-        return counted
-
-    for collection in (services.store.entities._c, services.store.fleet._states):
-        for method in ("find", "find_one"):
-            call = getattr(collection, method)
-            monkeypatch.setattr(collection, method, counting(collection.name, call))
-    return counts
 
 
 async def test_a_fences_emptied_margin_and_dwell_are_cleared_back_to_their_defaults(
