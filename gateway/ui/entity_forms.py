@@ -8,8 +8,10 @@ a JSON textarea. A property's control is named by the property's JSON Pointer in
 (`/cnh/number`, `/a~1b` for a property named `a/b`): the use case's problem at that pointer
 finds it, any property name round-trips, and none can collide with the form's own fields
 (`csrf`, `once`, `revision`, `kind`, `loaded.*`), which never start with `/`.
-An edit sends the properties the admin changed (from what the form showed) as a merge patch:
-an emptied field removes the value, an untouched one (or one not posted) is not sent, and what
+An edit sends the properties the admin changed (from what the form showed) as a merge patch,
+the difference between the document the form showed and the one it posts, at any depth: an
+emptied field removes the value (an object's property alone, a member deleted from a JSON
+field's object too), an untouched one (or one not posted) is not sent, and what
 the form does not show (a vehicle's position and current driver, which telemetry and the
 driver assignment keep) is left as it is. The natural key (plate, CPF, CNPJ, an `other`'s
 kind and key) is given at creation and never changes.
