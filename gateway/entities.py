@@ -332,6 +332,11 @@ class EntityService:
             raise NotFound(f"no {etype} {ref!r}")
         return doc
 
+    async def every(self, tenant: str, etype: str, fields: Sequence[str]) -> list[Doc]:
+        """Every entity of a type, by id, only the `data` members `fields`, in one query."""
+        self._schemas.require_type(etype)
+        return await self._store.entities.every(tenant, etype, fields)
+
     async def find(
         self,
         tenant: str,

@@ -447,7 +447,8 @@ async def test_a_kind_declaring_or_requiring_the_envelopes_kind_or_key_is_refuse
 ) -> None:
     """An `other`'s `kind` and `key` are its envelope's: a write checks the document without
     them against the kind's schema, so a kind requiring one could never be written. It is
-    refused up front, 422 `reserved` at the name, in `properties`, `required` or a subschema."""
+    refused up front, 422 `reserved` at the name, in `properties`, `required` or a subschema
+    (one a `$ref` names by pointer or by anchor)."""
     cases = [
         (
             {"required": ["key"], "properties": {"key": {"type": "string"}}},
@@ -455,6 +456,14 @@ async def test_a_kind_declaring_or_requiring_the_envelopes_kind_or_key_is_refuse
         ),
         ({"required": ["kind"]}, "/schema/required/0"),
         ({"allOf": [{"required": ["key"]}]}, "/schema/allOf/0/required/0"),
+        (  # a local $ref by anchor (JSON Schema 2020-12), as the validator resolves it
+            {"$ref": "#chave", "$defs": {"k": {"$anchor": "chave", "required": ["key"]}}},
+            "/schema/$defs/k/required/0",
+        ),
+        (
+            {"$ref": "#kd", "$defs": {"k": {"$dynamicAnchor": "kd", "required": ["kind"]}}},
+            "/schema/$defs/k/required/0",
+        ),
     ]
     for extra, pointer in cases:
         body = {"name": "pneu", "schema": {"type": "object", **extra}}

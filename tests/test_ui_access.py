@@ -530,3 +530,62 @@ async def test_a_multipart_form_with_an_endless_header_line_is_a_400_not_a_500(
         headers={"Content-Type": "multipart/form-data; boundary=x"},
     )
     assert response.status == 400, await response.text()
+
+
+async def test_a_form_posted_after_the_session_ended_gets_the_same_413_and_400_pages(
+    client: Client,
+) -> None:
+    """The admin's session expired while they pasted a big mapping (the browser says the post
+    is same-origin): over the limit, the UI's 413 page in their language with the way back;
+    a multipart form that cannot be read (a part header line past aiohttp's limit, a part in
+    an unknown transfer encoding) a 400, signed in or out, on the login form too, not a 500."""
+    origin = f"http://{client.server.host}:{client.server.port}"
+    same = {"Sec-Fetch-Site": "same-origin", "Accept-Language": "pt-BR"}
+    response = await client.post(
+        "/admin/mappings",
+        data={"csrf": "x", "source": "x" * (300 * 1024)},
+        headers={**same, "Referer": f"{origin}/admin/mappings"},
+        allow_redirects=False,
+    )
+    page = await response.text()
+    assert response.status == 413
+    assert "limite de 256 KiB" in page and "Entity Too Large" not in page
+    assert '<a href="/admin/mappings">Voltar ao formulário</a>' in page
+    overlong = b"--x\r\n" + b"y" * (16 * 1024) + b"\r\n\r\n--x--\r\n"
+    unknown = (
+        b'--x\r\nContent-Disposition: form-data; name="csrf"\r\n'
+        b"Content-Transfer-Encoding: x-nonsense\r\n\r\nabc\r\n--x--\r\n"
+    )
+    for path in ("/admin/mappings", "/admin/login"):
+        for body in (overlong, unknown):
+            response = await client.post(
+                path,
+                data=io.BytesIO(body),
+                headers={**same, "Content-Type": "multipart/form-data; boundary=x"},
+                allow_redirects=False,
+            )
+            assert response.status == 400, (path, body[:60], await response.text())
+
+
+async def test_the_413_pages_way_back_is_the_form_behind_a_tls_proxy(
+    client: Client, services: Services
+) -> None:
+    """Behind the TLS proxy an https deployment has, the page was on https://host/ and the
+    gateway sees http://host/: the Referer is this site's all the same (its host), and the
+    way back leads to the form, not the dashboard."""
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/mappings")
+    host = "gw.example.com"
+    response = await client.post(
+        "/admin/mappings",
+        data={"csrf": token, "source": "x" * (300 * 1024)},
+        headers={
+            "Host": host,
+            "Referer": f"https://{host}/admin/mappings",
+            "Accept-Language": "pt-BR",
+        },
+    )
+    page = await response.text()
+    assert response.status == 413
+    assert '<a href="/admin/mappings">Voltar ao formulário</a>' in page

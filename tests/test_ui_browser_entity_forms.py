@@ -121,3 +121,45 @@ async def test_saving_an_entity_unchanged_in_a_browser_keeps_its_spaces_and_line
     stored = await ui.services.entities.get("acme", "vehicle", "ABC1D23")
     assert stored["data"]["make"] == "Mercedes\nBenz"  # as typed, its line break as LF
     assert stored["data"]["model"] == " Axor 2544 "
+
+
+async def _save_unchanged(ui: Ui, etype: str, ref: str) -> None:
+    await ui.goto(f"/admin/entities/{etype}/{ref}/edit")
+    await ui.page.get_by_test_id("entity-edit").get_by_role("button", name="Salvar").click()
+    await ui.page.locator(".flash").wait_for()
+
+
+async def test_a_date_a_date_input_cannot_hold_survives_an_untouched_save(ui: Ui) -> None:
+    """`0000-01-01` passes the schema's `format: date` but is no value of an `<input
+    type=date>` (year 0): the browser would show it empty and post "". It is shown in a
+    text input instead, and an untouched save keeps it: no new version."""
+    fine = {
+        "kind": "fine",
+        "key": "AIT-1",
+        "ait_number": "AIT-1",
+        "plate": "ABC1D23",
+        "amount_brl": 130.16,
+        "status": "open",
+        "indication_deadline": "0000-01-01",
+    }
+    created = await ui.services.entities.create("acme", "other", fine, API)
+    await make_user(ui.services)
+    await ui.log_in()
+    await _save_unchanged(ui, "other", str(created.entity["_id"]))
+    stored = await ui.services.entities.get("acme", "other", str(created.entity["_id"]))
+    assert stored["data"]["indication_deadline"] == "0000-01-01"
+    assert stored["rev"] == created.entity["rev"]
+
+
+async def test_a_nul_in_a_stored_text_survives_an_untouched_save(ui: Ui) -> None:
+    """A NUL in a stored text (as a legacy fixed-width ERP field sends): the HTML parser
+    shows it as U+FFFD, and the browser posts that back; an untouched save keeps the NUL."""
+    created = await ui.services.entities.create(
+        "acme", "vehicle", {"plate": "ABC1D23", "model": "Axor\u00002544"}, API
+    )
+    await make_user(ui.services)
+    await ui.log_in()
+    await _save_unchanged(ui, "vehicle", str(created.entity["_id"]))
+    stored = await ui.services.entities.get("acme", "vehicle", "ABC1D23")
+    assert stored["data"]["model"] == "Axor\u00002544"
+    assert stored["rev"] == created.entity["rev"]

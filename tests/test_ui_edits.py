@@ -9,10 +9,13 @@ import html
 import re
 from typing import Any
 
+import pytest
+
 from gateway.services import Services
+from gateway.web.state import services_key
 from tests.partner_double import create_action, create_partner, post, upload_mapping
 from tests.support import auth
-from tests.ui_support import Client, csrf, form_fields, log_in, make_user, replaced
+from tests.ui_support import Client, csrf, form_fields, log_in, make_user, queries, replaced
 
 ANA = {"name": "Ana <b>Souza</b>", "cpf": "52998224725"}
 MAPPING = """\
@@ -278,7 +281,7 @@ def _offered(page: str, name: str) -> list[str]:
 
 
 async def test_forms_offer_every_choice_past_a_page_and_keep_the_stored_one(
-    client: Client, services: Services
+    client: Client, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More mappings, partners and actions than a list page holds (200): every form that
     chooses one offers each (a stored one selected), so saving an edit to change something
@@ -335,7 +338,11 @@ async def test_forms_offer_every_choice_past_a_page_and_keep_the_stored_one(
         await (await client.get("/admin/subscriptions")).text(), "action_id"
     )
     query = f"/admin/deliveries?action_id={action['id']}&partner_id={last['id']}"
+    store = client.app[services_key].store
+    reads = queries(monkeypatch, store.partners._c, store.actions._c)
     page = await (await client.get(query)).text()
+    # the 201 partners and 201 actions in one query each, not a page of 200 at a time
+    assert reads == {"partners": 1, "actions": 1}
     refilter = dict(form_fields(page, "/admin/deliveries"))
     assert (refilter["action_id"], refilter["partner_id"]) == (action["id"], last["id"])
     assert f'<option value="{action["id"]}" selected>z-last</option>' in page
@@ -347,15 +354,16 @@ async def test_saving_edit_forms_unchanged_rewrites_nothing(
 ) -> None:
     """Stored text with spaces around it or a line break in it (a partner's or the API's) is
     sent back by an untouched form as it was shown, and saved as it is: no trimmed name, no
-    changed partner path, no new entity version nor `entity.updated`. Text the admin types is
-    trimmed."""
+    changed partner path, no new entity version nor `entity.updated`, no trigger of two
+    methods rewritten. Text the admin types is trimmed."""
     driver = await post(
         client, "/api/v1/entities/driver", {"cpf": ANA["cpf"], "name": " João  Silva "}
     )
     trigger = await post(
         client,
         "/api/v1/triggers",
-        {"name": " gps ", "entity_type": "vehicle", "methods": ["POST"]},
+        # its methods stored sorted, the boxes posting them in the form's order
+        {"name": " gps ", "entity_type": "vehicle", "methods": ["POST", "GET"]},
     )
     erp = await create_partner(client, "https://erp.example.com", name=" erp ")
     action = await create_action(client, erp["id"], name=" push ", path="/api/v1/odometer ")

@@ -8,6 +8,7 @@ import html as markup
 import re
 
 from gateway.services import Services
+from tests.support import auth
 from tests.ui_support import Client, form_fields, log_in, make_user
 
 ENUM = [1, "1", True, "true", None, 2.5]
@@ -50,3 +51,41 @@ async def test_an_enumeration_of_mixed_types_stores_each_option_as_its_value(
         edit = await (await client.get(f"/admin/entities/other/{doc['_id']}/edit")).text()
         chosen = [v for v, _, selected in _options(edit) if selected]
         assert chosen == [value], (expected, chosen)
+
+
+async def test_a_stored_choice_the_kind_no_longer_lists_is_offered_and_kept(
+    client: Client, services: Services
+) -> None:
+    """A kind replaced with `?force=true` without one of its enumeration's values: an entity
+    storing it shows it as the select's chosen option, so an untouched save keeps it (no new
+    version); a save of another field is refused at it (the whole must then be valid)."""
+    kind = {
+        "type": "object",
+        "properties": {
+            "estado": {"enum": ["novo", "usado", "perdido"]},
+            "nota": {"type": "string"},
+        },
+    }
+    r = await client.post("/api/v1/kinds", json={"name": "pneu", "schema": kind}, headers=auth())
+    assert r.status == 201, await r.text()
+    body = {"kind": "pneu", "key": "P-1", "estado": "perdido", "nota": "x"}
+    r = await client.post("/api/v1/entities/other", json=body, headers=auth())
+    ref = (await r.json())["id"]
+    narrower = {**kind, "properties": {**kind["properties"], "estado": {"enum": ["novo", "usado"]}}}
+    r = await client.put("/api/v1/kinds/pneu?force=true", json={"schema": narrower}, headers=auth())
+    assert r.status == 200, await r.text()
+    before = await services.entities.get("acme", "other", ref)
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/other/{ref}/edit"
+    page = await (await client.get(action)).text()
+    assert '<option value="perdido" selected>perdido</option>' in page
+    saved = await client.post(action, data=form_fields(page, action), allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    after = await services.entities.get("acme", "other", ref)
+    assert after["data"]["estado"] == "perdido" and after["rev"] == before["rev"]
+    fields = form_fields(await (await client.get(action)).text(), action)
+    other = [(n, "y" if n == "/nota" else v) for n, v in fields]
+    refused = await client.post(action, data=other, allow_redirects=False)
+    assert refused.status == 422
+    assert (await services.entities.get("acme", "other", ref))["data"]["estado"] == "perdido"

@@ -323,3 +323,65 @@ async def test_shipped_fields_are_labelled_in_the_pages_language_uploaded_ones_b
     assert english["f-plate"] == "Plate (required)"
     again = _labels(await (await client.get("/admin/entities/other/new?kind=pneu_titulado")).text())
     assert again["f-psi"] == "Pressão (required)" and again["f-key"] == "Key (required)"
+
+
+async def test_an_emptied_property_of_a_nested_object_is_removed_and_the_others_kept(
+    client: Client, services: Services
+) -> None:
+    data = {
+        "name": "Ana",
+        "cpf": "52998224725",
+        "cnh": {"number": "02650306461", "category": "B", "expires_on": "2030-01-31"},
+    }
+    ref = str((await services.entities.create("acme", "driver", data, API)).entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/driver/{ref}/edit"
+    fields = form_fields(await (await client.get(action)).text(), action)
+    emptied = ("/cnh/expires_on", "/cnh/category")  # the date emptied, "—" chosen
+    posted = [(n, "" if n in emptied else v) for n, v in fields]
+    saved = await client.post(action, data=posted, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    stored = (await services.entities.get("acme", "driver", ref))["data"]
+    assert stored["cnh"] == {"number": "02650306461"}
+    assert stored["name"] == "Ana"
+
+
+async def test_a_member_deleted_from_a_json_textarea_is_removed_from_the_stored_object(
+    client: Client, services: Services
+) -> None:
+    data = {
+        "plate": "ABC1D23",
+        "attributes": {"tracker_id": "b3A", "old_erp_id": "77", "erp": {"a": 1, "b": 2}},
+    }
+    ref = str((await services.entities.create("acme", "vehicle", data, API)).entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/vehicle/{ref}/edit"
+    fields = form_fields(await (await client.get(action)).text(), action)
+    typed = '{"tracker_id": "b3A", "erp": {"a": 1}}'  # a member and a nested one deleted
+    posted = [(n, typed if n == "/attributes" else v) for n, v in fields]
+    saved = await client.post(action, data=posted, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    stored = (await services.entities.get("acme", "vehicle", ref))["data"]
+    assert stored["attributes"] == {"tracker_id": "b3A", "erp": {"a": 1}}
+    assert stored["plate"] == "ABC1D23"
+
+
+async def test_an_emptied_required_property_is_refused_at_its_field_and_nothing_changes(
+    client: Client, services: Services
+) -> None:
+    data = {"name": "Ana", "cpf": "52998224725"}
+    created = await services.entities.create("acme", "driver", data, API)
+    ref = str(created.entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/driver/{ref}/edit"
+    fields = form_fields(await (await client.get(action)).text(), action)
+    posted = [(n, "" if n == "/name" else v) for n, v in fields]
+    refused = await client.post(action, data=posted, allow_redirects=False)
+    assert refused.status == 422
+    page = await refused.text()
+    assert 'aria-invalid="true"' in page and 'name="/name"' in page
+    stored = await services.entities.get("acme", "driver", ref)
+    assert stored["data"]["name"] == "Ana" and stored["rev"] == created.entity["rev"]

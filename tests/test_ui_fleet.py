@@ -9,11 +9,14 @@ import html
 import json
 from typing import Any
 
+import pytest
+
 from gateway.services import Services
+from gateway.web.state import services_key
 from tests.partner_double import post
 from tests.support import auth
 from tests.triggers_support import hook
-from tests.ui_support import Client, csrf, log_in, make_user
+from tests.ui_support import Client, csrf, form_fields, log_in, make_user, queries
 
 SQUARE = {
     "type": "Polygon",
@@ -351,7 +354,7 @@ async def test_a_fences_page_draws_the_vehicle_its_rule_names_by_its_old_plate_t
 
 
 async def test_a_plan_lists_a_due_vehicle_of_a_fleet_past_a_page_and_the_map_says_what_it_omits(
-    client: Client, services: Services
+    client: Client, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fleet of more vehicles than a page holds (200): the plan's page and the plans list
     look at every vehicle, so the overdue one registered last is listed; the geofences' map,
@@ -371,9 +374,38 @@ async def test_a_plan_lists_a_due_vehicle_of_a_fleet_past_a_page_and_the_map_say
     )
     await make_user(services)
     await log_in(client)
+    store = client.app[services_key].store
+    reads = queries(monkeypatch, store.entities._c, store.fleet._states)
     page = await (await client.get(f"/admin/maintenance-plans/{plan['id']}")).text()
     assert "ZZZ9Z99" in page
     assert "ZZZ9Z99" in await (await client.get("/admin/maintenance-plans")).text()
     fences = await (await client.get("/admin/geofences")).text()
     assert 'data-testid="map-partial"' in fences
     assert "de 30 dos 201 veículos" in html.unescape(fences)
+    # each page reads the fleet's vehicles and their fold states in a query each, not a
+    # read per vehicle (nor a page of 200 at a time)
+    assert reads == {"entities": 3, "fleet": 2}
+
+
+async def test_a_fences_emptied_margin_and_dwell_are_cleared_back_to_their_defaults(
+    client: Client, services: Services
+) -> None:
+    body = {
+        "name": "Garagem",
+        "kind": "authorized",
+        "circle": {"lat": -23.55, "lon": -46.63, "radius_m": 500},
+        "margin_m": 50,
+        "dwell_seconds": 120,
+    }
+    fence = await post(client, "/api/v1/geofences", body)
+    await make_user(services)
+    await log_in(client)
+    page = f"/admin/geofences/{fence['id']}"
+    fields = form_fields(await (await client.get(page)).text(), page + "/edit")
+    assert dict(fields)["margin_m"] == "50" and dict(fields)["dwell_seconds"] == "120"
+    posted = [(n, "" if n in ("margin_m", "dwell_seconds") else v) for n, v in fields]
+    saved = await client.post(page + "/edit", data=posted, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    stored = await (await client.get(f"/api/v1/geofences/{fence['id']}", headers=auth())).json()
+    assert (stored["margin_m"], stored["dwell_seconds"]) == (25, 0)
+    assert stored["name"] == "Garagem"

@@ -228,3 +228,31 @@ async def test_a_triggers_partners_and_schedules_figures_are_printed_in_the_page
     await client.get("/admin/lang/en")
     page = await (await client.get(f"/admin/triggers/{trigger['id']}")).text()
     assert "2.125/s" in page and "262,144 B" in page
+
+
+async def test_a_figure_as_a_page_prints_it_can_be_typed_in_every_number_field(
+    client: Client, services: Services
+) -> None:
+    """A trigger's page prints `131.072 B`: its edit form takes it as typed or pasted so (a
+    text field read in the page's language; an `<input type=number>` would hold `131.072`
+    as 131.072, and `1.048.576` as `1.048576`), and no form has a number input a grouped
+    figure cannot be typed in."""
+    trigger = await post(
+        client, "/api/v1/triggers", {"name": "t", "entity_type": "vehicle", "methods": ["POST"]}
+    )
+    await make_user(services)
+    await log_in(client)
+    edit = f"/admin/triggers/{trigger['id']}/edit"
+    page = await (await client.get(edit)).text()
+    for name in ("rate_limit.burst", "max_body_bytes", "max_batch_items"):
+        assert re.search(rf'name="{re.escape(name)}" type="text"', page), name
+    figures = {"max_body_bytes": "131.072", "rate_limit.per_second": "2,5"}
+    typed = [
+        (n, {**figures, "rate_limit.burst": "1.000"}.get(n, v)) for n, v in form_fields(page, edit)
+    ]
+    saved = await client.post(edit, data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    stored = await (await client.get(f"/api/v1/triggers/{trigger['id']}", headers=auth())).json()
+    assert (stored["max_body_bytes"], stored["rate_limit"]["burst"]) == (131072, 1000)
+    for path in ("/admin/schedules/new", "/admin/notification-settings", "/admin/partners"):
+        assert 'type="number"' not in await (await client.get(path)).text(), path

@@ -12,7 +12,7 @@ from gateway.web.state import services_key
 from tests.partner_double import Partner, create_action, create_partner, partner, post
 from tests.partner_double import upload_mapping as api_upload_mapping
 from tests.support import auth
-from tests.ui_support import POLLED_MAPPING, Client, csrf, log_in, make_user
+from tests.ui_support import POLLED_MAPPING, Client, csrf, form_fields, log_in, make_user
 
 __all__ = ["partner"]  # the fixture
 
@@ -281,3 +281,30 @@ async def test_a_page_numbered_schedule_is_created_from_the_form_and_edited_as_o
     assert 'name="cursor.step"' in form_page and 'value="1"' in form_page
     shown = await (await client.get(f"/admin/schedules/{schedule['id']}")).text()
     assert "<code>+1</code> → <code>query.page</code>" in shown
+
+
+async def test_emptying_a_schedules_required_fields_is_refused_there_and_keeps_the_input(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    action_id = await _reader(client, partner)
+    body = {
+        "name": "poll",
+        "action_id": action_id,
+        "every": "5m",
+        "max_pages": 7,
+        "target": {"entity_type": "vehicle", "mapping": "frota-api"},
+    }
+    schedule = await post(client, "/api/v1/schedules", body)
+    api = f"/api/v1/schedules/{schedule['id']}"
+    before = await (await client.get(api, headers=auth())).json()
+    await make_user(services)
+    await log_in(client)
+    edit = f"/admin/schedules/{schedule['id']}/edit"
+    fields = form_fields(await (await client.get(edit)).text(), edit)
+    emptied = ("name", "every", "max_pages")
+    posted = [(n, "" if n in emptied else v) for n, v in fields]
+    refused = await client.post(edit, data=posted, allow_redirects=False)
+    assert refused.status == 422
+    page = await refused.text()
+    assert page.count('aria-invalid="true"') >= 3
+    assert await (await client.get(api, headers=auth())).json() == before

@@ -7,6 +7,7 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.services import Services
@@ -161,3 +162,22 @@ def replaced(fields: list[tuple[str, str]], **changes: str) -> list[tuple[str, s
     """A form's fields with some typed over (dots in names written as `__`)."""
     typed = {k.replace("__", "."): v for k, v in changes.items()}
     return [(name, typed.get(name, value)) for name, value in fields]
+
+
+def queries(monkeypatch: pytest.MonkeyPatch, *collections: Any) -> dict[str, int]:
+    """How many queries (find, find_one) the app sends to each of its `collections` (the
+    services' own collection objects) from now on, by collection name: what a page costs."""
+    counts = dict.fromkeys((c.name for c in collections), 0)
+
+    def counting(name: str, call: Any) -> Any:
+        def counted(*args: Any, **kw: Any) -> Any:
+            counts[name] += 1
+            return call(*args, **kw)
+
+        return counted
+
+    for collection in collections:
+        for method in ("find", "find_one"):
+            call = getattr(collection, method)
+            monkeypatch.setattr(collection, method, counting(collection.name, call))
+    return counts

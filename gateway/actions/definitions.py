@@ -92,6 +92,12 @@ class ActionUseCases:
     ) -> list[Doc]:
         return await self._store.actions.list(tenant, filters, after=after, limit=limit)
 
+    async def action_names(self, tenant: str, filters: Mapping[str, str]) -> list[Doc]:
+        """Every action matching `filters` (a partner's): its id, name, partner, method, path
+        and read_only, in one query (a page's select, a partner's list of actions)."""
+        fields = ("name", "partner_id", "method", "path", "read_only")
+        return await self._store.actions.every(tenant, filters, fields)
+
     async def update_action(self, tenant: str, action_id: str, body: Mapping[str, Any]) -> Doc:
         current = await self.get_action(tenant, action_id)
         action_id = str(current["_id"])  # as channels and schedules name it (any URL spelling)

@@ -71,6 +71,10 @@ class PartnerUseCases:
     async def list_partners(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
         return await self._store.partners.list(tenant, after=after, limit=limit)
 
+    async def partner_names(self, tenant: str) -> list[Doc]:
+        """Every partner's id and name, in one query (a page's select, its "To" column)."""
+        return await self._store.partners.every(tenant, {}, ("name",))
+
     async def update_partner(self, tenant: str, partner_id: str, body: Mapping[str, Any]) -> Doc:
         """Merge `body` into the partner; `auth` and `secrets` are replaced whole."""
         current = await self.get_partner(tenant, partner_id)

@@ -7,6 +7,7 @@ it decides nothing the fold does not.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,26 +78,41 @@ class FleetOverview:
             plans=plans,
         )
 
-    async def plan_outlooks(
-        self, tenant: str, vehicles: Sequence[Doc]
-    ) -> list[tuple[Doc, float | None, list[PlanView]]]:
-        """(vehicle, odometer, its plans' outlook) of each vehicle: the tenant's rules read
-        once, then each vehicle's fold document alone."""
+    async def plan_outlooks(self, tenant: str) -> list[tuple[Doc, float | None, list[PlanView]]]:
+        """(vehicle, odometer, its plans' outlook) of every vehicle of the fleet, in three
+        reads whatever its size: the tenant's rules, its vehicles (id, plate, groups,
+        odometer) and their fold states (odometer and plans); vehicles by id."""
         rules = await self._rules.for_tenant(tenant)
+        vehicles = sorted(
+            await self._store.entities.vehicle_refs(tenant), key=lambda v: str(v["_id"])
+        )
+        states = await self._store.fleet.states_of(tenant, [str(v["_id"]) for v in vehicles])
         found = []
         for vehicle in vehicles:
-            odometer, _, plans = await self._standing(tenant, vehicle, rules)
+            fleet = states.get(str(vehicle["_id"])) or {}
+            odometer, _, plans = self._outlook(vehicle, fleet, rules)
             found.append((vehicle, odometer, plans))
         return found
+
+    async def vehicles(self, tenant: str) -> list[Doc]:
+        """Every vehicle of the fleet (id, plate, groups, odometer), by id, in one read."""
+        refs = await self._store.entities.vehicle_refs(tenant)
+        return sorted(refs, key=lambda v: str(v["_id"]))
 
     async def _standing(
         self, tenant: str, vehicle: Doc, rules: TenantRules
     ) -> tuple[float | None, Doc, list[PlanView]]:
-        """The vehicle's odometer (its own, else the fold's), its fold state and the outlook
-        of the plans that apply to it."""
-        data = vehicle["data"]
-        plate, groups = str(data.get("plate") or ""), vehicle_groups(data)
+        """The vehicle's odometer, its fold state and the outlook of its plans."""
         fleet = await self._store.fleet.state(tenant, str(vehicle["_id"])) or {}
+        return self._outlook(vehicle, fleet, rules)
+
+    def _outlook(
+        self, vehicle: Doc, fleet: Doc, rules: TenantRules
+    ) -> tuple[float | None, Doc, list[PlanView]]:
+        """The vehicle's odometer (its own, else the fold's), its fold state (from its
+        `fleet` document) and the outlook of the plans that apply to it."""
+        data = vehicle.get("data") or {}
+        plate, groups = str(data.get("plate") or ""), vehicle_groups(data)
         state = fleet.get("state") or {}
         found = data.get("odometer_km")
         if found is None and "odometer_km" in state:  # the fold's, as it shows it (`shown_km`)
@@ -116,9 +132,12 @@ class FleetOverview:
         self, tenant: str, vehicles: Sequence[Doc]
     ) -> list[tuple[str, list[Doc]]]:
         """(plate, recent fixes oldest first) of up to TRACKED_VEHICLES vehicles that have any."""
-        tracks = []
-        for vehicle in vehicles[:TRACKED_VEHICLES]:
-            fixes = await self._store.positions.latest(tenant, str(vehicle["_id"]), RECENT_FIXES)
-            if fixes:
-                tracks.append((str(vehicle["data"].get("plate") or ""), list(reversed(fixes))))
-        return tracks
+        looked = vehicles[:TRACKED_VEHICLES]
+        found = await asyncio.gather(
+            *(self._store.positions.latest(tenant, str(v["_id"]), RECENT_FIXES) for v in looked)
+        )
+        return [
+            (str((vehicle.get("data") or {}).get("plate") or ""), list(reversed(fixes)))
+            for vehicle, fixes in zip(looked, found, strict=True)
+            if fixes
+        ]

@@ -368,6 +368,28 @@ def _has_subschemas(node: Mapping[str, Any]) -> bool:
     return "$ref" in node or any(c in node for c in COMBINATORS)
 
 
+def anchored(root: Mapping[str, Any], ref: str) -> tuple[Any, str] | None:
+    """The subschema a local `$ref` by anchor ("#chave": the one whose `$anchor` or
+    `$dynamicAnchor` is `chave`) names in `root`, and its JSON Pointer; else None."""
+    if not ref.startswith("#") or ref[1:2] in ("", "/"):
+        return None
+    name = ref[1:]
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, Mapping):
+            if name in (node.get("$anchor"), node.get("$dynamicAnchor")):
+                return node, at
+            stack += [(v, f"{at}/{_token(str(k))}") for k, v in reversed(list(node.items()))]
+        elif isinstance(node, list):
+            stack += [(v, f"{at}/{i}") for i, v in reversed(list(enumerate(node)))]
+    return None
+
+
+def _token(part: str) -> str:
+    return part.replace("~", "~0").replace("/", "~1")
+
+
 def resolve_local(root: Mapping[str, Any], ref: str) -> Any:
     """The subschema a local `$ref` ("#/$defs/base") names in `root`, else None."""
     if not ref.startswith("#") or ref[1:2] not in ("", "/"):  # "#node" is an anchor

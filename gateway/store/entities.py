@@ -557,11 +557,26 @@ class EntityStore:
         found = await asyncio.gather(*(one(oid) for oid in oids))
         return {str(doc["_id"]): doc for doc in found if doc is not None}
 
+    async def every(self, tenant: str, etype: str, fields: Sequence[str]) -> list[Doc]:
+        """Every entity of a type, by id, only the `data` members `fields` (and `_id`), in
+        one query: what a page's select offers (a vehicle's page, its fleet's drivers)."""
+        projection = {f"data.{name}": 1 for name in fields}
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, {"type": etype}), projection).sort("_id", 1)
+            return await cursor.to_list(None)
+
     async def vehicle_refs(self, tenant: str) -> list[Doc]:
-        """A tenant's vehicles: their id, plate and groups (the fold's clock, once an hour:
-        which vehicles a time-based plan counts, tracker or not). A range of the `by_type`
-        index."""
-        projection = {"_id": 1, "nk": 1, "data.plate": 1, "data.group": 1, "data.groups": 1}
+        """A tenant's vehicles: their id, plate, groups and odometer (the fold's clock, once
+        an hour: which vehicles a time-based plan counts, tracker or not; the admin pages that
+        look at the whole fleet), in one query. A range of the `by_type` index."""
+        projection = {
+            "_id": 1,
+            "nk": 1,
+            "data.plate": 1,
+            "data.group": 1,
+            "data.groups": 1,
+            "data.odometer_km": 1,
+        }
         with translate_errors():
             return await self._c.find(scoped(tenant, {"type": "vehicle"}), projection).to_list(None)
 

@@ -1,15 +1,15 @@
-"""What a form's selects offer: every one of a tenant's mappings, partners or actions, read
-page by page (a list page holds at most paging.MAX_PAGE), so whatever is stored can be chosen
-and a stored choice is always an option (the `select` macro offers the form's value even when
-nothing holds it, say a mapping deleted since): a save never turns a choice the select could
-not show into another, or into none. The same lists name the partners and actions a page
-refers to by id (the deliveries' "To" column), and give the pages that look at a whole fleet
-(a maintenance plan's vehicles due) every vehicle."""
+"""What a form's selects offer: every one of a tenant's partners, actions, drivers (each in
+one query, only the members a select shows) or mappings (read page by page: a list page holds
+at most paging.MAX_PAGE), so whatever is stored can be chosen and a stored choice is always an
+option (the `select` macro offers the form's value even when nothing holds it, say a mapping
+deleted since): a save never turns a choice the select could not show into another, or into
+none. The same lists name the partners and actions a page refers to by id (the deliveries'
+"To" column). (The pages that look at a whole fleet read it in one query: FleetOverview.)"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -49,39 +49,22 @@ async def mappings(request: web.Request, direction: str) -> list[tuple[str, str]
 
 
 async def partners(request: web.Request) -> list[Doc]:
-    """The tenant's partners."""
-    tenant, actions = tenant_of(request), services_of(request).actions
-
-    async def page(after: str | None) -> list[Doc]:
-        return await actions.list_partners(tenant, after=after, limit=MAX_PAGE)
-
-    return await every(page, _doc_id)
+    """The tenant's partners (id and name), in one query."""
+    return await services_of(request).actions.partner_names(tenant_of(request))
 
 
 async def actions(request: web.Request, filters: Mapping[str, str] | None = None) -> list[Doc]:
-    """The tenant's actions (those matching `filters`: a partner's)."""
-    tenant, service = tenant_of(request), services_of(request).actions
-
-    async def page(after: str | None) -> list[Doc]:
-        return await service.list_actions(tenant, filters or {}, after=after, limit=MAX_PAGE)
-
-    return await every(page, _doc_id)
+    """The tenant's actions (those matching `filters`: a partner's): id, name, partner,
+    method, path and read_only, in one query."""
+    return await services_of(request).actions.action_names(tenant_of(request), filters or {})
 
 
-async def entities(request: web.Request, etype: str) -> list[Doc]:
-    """The tenant's entities of a type (its drivers, its vehicles)."""
-    tenant, service = tenant_of(request), services_of(request).entities
-
-    async def page(after: str | None) -> list[Doc]:
-        return await service.find(tenant, etype, {}, after=after, limit=MAX_PAGE)
-
-    return await every(page, _doc_id)
+async def entities(request: web.Request, etype: str, fields: tuple[str, ...]) -> list[Doc]:
+    """The tenant's entities of a type (its drivers), only the `data` members `fields`, in
+    one query."""
+    return await services_of(request).entities.every(tenant_of(request), etype, fields)
 
 
 def named(docs: list[Doc]) -> list[tuple[str, str]]:
     """Partners or actions as (id, name) options."""
     return [(str(d["_id"]), str(d["name"])) for d in docs]
-
-
-def _doc_id(doc: dict[str, Any]) -> str:
-    return str(doc["_id"])

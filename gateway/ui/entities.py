@@ -112,7 +112,7 @@ async def _entity(
         context["driver"] = None if current is None else current.as_dict()
         history = await assignments.history(tenant, entity["id"], before=None, limit=10)
         context["history"] = [a.as_dict() for a in history]
-        drivers = await choices.entities(request, "driver")
+        drivers = await choices.entities(request, "driver", ("cpf", "name"))
         context["drivers"] = [(d["data"].get("cpf"), d["data"].get("name")) for d in drivers]
         context["fleet"] = await vehicle_fleet(request, doc)
     failed = form or service_form

@@ -8,8 +8,10 @@ a JSON textarea. A property's control is named by the property's JSON Pointer in
 (`/cnh/number`, `/a~1b` for a property named `a/b`): the use case's problem at that pointer
 finds it, any property name round-trips, and none can collide with the form's own fields
 (`csrf`, `once`, `revision`, `kind`, `loaded.*`), which never start with `/`.
-An edit sends the properties the admin changed (from what the form showed) as a merge patch:
-an emptied field removes the value, an untouched one (or one not posted) is not sent, and what
+An edit sends the properties the admin changed (from what the form showed) as a merge patch,
+the difference between the document the form showed and the one it posts, at any depth: an
+emptied field removes the value (an object's property alone, a member deleted from a JSON
+field's object too), an untouched one (or one not posted) is not sent, and what
 the form does not show (a vehicle's position and current driver, which telemetry and the
 driver assignment keep) is left as it is. The natural key (plate, CPF, CNPJ, an `other`'s
 kind and key) is given at creation and never changes.
@@ -29,7 +31,15 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.formats.json_tree import loads_exact
 from gateway.kinds import public_kind
 from gateway.schemas.registry import ENVELOPE_FIELDS, NATURAL_KEYS, reference_field
-from gateway.ui.forms import Form, editing, number_field, number_text, read_values, stale_edit
+from gateway.ui.forms import (
+    Form,
+    changes,
+    editing,
+    number_field,
+    number_text,
+    read_values,
+    stale_edit,
+)
 from gateway.ui.i18n import DEFAULT, Catalog
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import catalog_of, form_lang, form_of, session_of, tenant_of, visitor_of
@@ -433,11 +443,13 @@ async def update_entity(request: web.Request) -> web.Response:
     if (stale := stale_edit(values, _stable(etype, now))) is not None:
         return await edit_entity(request, stale, status=409)
     try:
-        doc = document_of(fields, values, lang)
-        changed = {
-            f.path[0] for f in fields if f.name in values and values[f.name] != shown.get(f.name)
-        }
-        patch = {name: doc.get(name) for name in changed}
+        # The document the form makes of what it showed, and of what was posted (a field
+        # not posted as it showed it): their difference, removals at any depth included (an
+        # emptied `cnh.category`, a member deleted from `attributes`' JSON), is the patch.
+        posted_values = {f.name: values.get(f.name, shown.get(f.name, "")) for f in fields}
+        patch = changes(
+            document_of(fields, posted_values, lang), document_of(fields, shown, lang), deep=True
+        )
         if patch:
             origin = Origin("admin", session_of(request).subject)
             await entities.patch(tenant, etype, str(current["_id"]), patch, origin)

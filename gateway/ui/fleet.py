@@ -20,7 +20,6 @@ from gateway.formats import at_path
 from gateway.schemas.ids import plate_match_key
 from gateway.services import Services
 from gateway.store import Doc
-from gateway.ui import choices
 from gateway.ui.forms import (
     Form,
     changes,
@@ -188,12 +187,13 @@ def fence_body(values: Mapping[str, Any], editing: bool, lang: str) -> dict[str,
 
 
 async def _fences_drawn(request: web.Request, fences: list[dict[str, Any]]) -> dict[str, Any]:
-    return await _drawn(request, fences, await choices.entities(request, "vehicle"))
+    vehicles = await services_of(request).fleet_overview.vehicles(tenant_of(request))
+    return await _drawn(request, fences, vehicles)
 
 
 async def _fence_drawn(request: web.Request, fence: dict[str, Any]) -> dict[str, Any]:
-    vehicles = await choices.entities(request, "vehicle")
-    applying = [v for v in vehicles if _applies(fence, v["data"])]
+    vehicles = await services_of(request).fleet_overview.vehicles(tenant_of(request))
+    applying = [v for v in vehicles if _applies(fence, v.get("data") or {})]
     return await _drawn(request, [fence], applying)
 
 
@@ -226,7 +226,7 @@ def plan_body(values: Mapping[str, Any], editing: bool, lang: str) -> dict[str, 
     body = _rule_body(values)
     for name in ("every_km", "due_soon_km", "every_days", "due_soon_days", "start_km"):
         value = number_field(values, name, lang=lang, integer=False)
-        if value is not None or editing:  # an emptied field is cleared on an edit
+        if value is not None:  # (an emptied one is cleared on an edit: forms.changes)
             body[name] = value
     return body
 
@@ -237,14 +237,13 @@ async def _standing(request: web.Request, plans: list[dict[str, Any]]) -> dict[s
     tenant, services = tenant_of(request), services_of(request)
     ids = {p["id"] for p in plans}
     standing: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-    vehicles = await choices.entities(request, "vehicle")  # the whole fleet: none left out
-    outlooks = await services.fleet_overview.plan_outlooks(tenant, vehicles)
+    outlooks = await services.fleet_overview.plan_outlooks(tenant)  # the whole fleet
     for vehicle, odometer, views in outlooks:
         for plan in views:
             if plan.id in ids and plan.outlook.condition != "ok":
                 standing[plan.id].append(
                     {
-                        "plate": vehicle["data"].get("plate"),
+                        "plate": (vehicle.get("data") or {}).get("plate"),
                         "condition": plan.outlook.condition,
                         "odometer_km": odometer,
                         "next_km": plan.outlook.next_km,

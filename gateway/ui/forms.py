@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Final
 
 import orjson
@@ -224,14 +225,28 @@ def input_type(name: str, requested: str = "text", value: Any = "") -> str:
     a secret field whatever was asked, and a password input only for one listed in
     SECRET_FIELDS, so that the secrets the server protects and those the page hides are the
     same fields; `textarea` for a text field whose value has a line break (a one-line input
-    drops it from what it shows and sends back: HTML's value sanitisation)."""
+    drops it from what it shows and sends back: HTML's value sanitisation); `text` for a
+    date the browser's date input cannot hold (it would send it back emptied)."""
     if name in SECRET_FIELDS:
         return "password"
     if requested == "password":
         raise ValueError(f"{name!r} is a password field: list it in forms.SECRET_FIELDS")
+    if requested == "date" and value and not _html_date(value):
+        requested = "text"  # a date input would hold it as "" (year 0, `2030-02-30`)
     if requested == "text" and isinstance(value, str) and ("\n" in value or "\r" in value):
         return "textarea"
     return requested
+
+
+def _html_date(value: Any) -> bool:
+    """A value an `<input type=date>` holds as it is (HTML's valid date string, year 0001 or
+    later): the browser sanitises any other to "", and an untouched form would post that."""
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return False
+    try:
+        return date.fromisoformat(value).year >= 1
+    except ValueError:
+        return False
 
 
 def read_values(
@@ -243,7 +258,8 @@ def read_values(
 
     An edit form's text sent back as it was `shown` (the stored document's values as the form
     loaded them) is that text exactly, spaces and line breaks included (a browser sends a
-    textarea's line breaks as CRLF): what the admin did not touch is not rewritten. Text the
+    textarea's line breaks as CRLF, and a NUL as U+FFFD): what the admin did not touch is not
+    rewritten. Text the
     admin typed is trimmed (names, ids, numbers, addresses: a space copied around them is no
     part of them), its line breaks LF (a textarea sends CRLF), except a secret's and a
     credential's (AS_TYPED_FIELDS, RETYPED_MEMBERS), taken as typed."""
@@ -256,7 +272,7 @@ def read_values(
             values[name] = [v for v in data.getall(name) if isinstance(v, str)]
         elif isinstance(raw := data[name], str):
             loaded = shown.get(name) if shown is not None else None
-            if isinstance(loaded, str) and _lines(raw) == _lines(loaded):
+            if isinstance(loaded, str) and _lines(raw) == _lines(_parsed(loaded)):
                 values[name] = loaded
             elif name in AS_TYPED_FIELDS or name in RETYPED_MEMBERS:
                 values[name] = raw
@@ -267,21 +283,39 @@ def read_values(
     return values
 
 
+def _parsed(text: str) -> str:
+    """Text as a browser holds it once the page is parsed, and sends it back: HTML's parser
+    turns a NUL (U+0000, as a legacy fixed-width field may hold) into U+FFFD."""
+    return text.replace("\0", "\ufffd")
+
+
 def _lines(text: str) -> str:
     """Text with its line breaks as LF (a browser sends CRLF, HTML parsing reads CR as LF)."""
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def changes(body: Mapping[str, Any], unchanged: Mapping[str, Any]) -> dict[str, Any]:
-    """The members of an edit form's `body` that differ from those of the body the form makes
-    unchanged (`unchanged`: the same function applied to the values it was loaded with): what
-    the admin changed, and nothing else (an edit form sends only that)."""
-    return {
-        name: value
-        for name, value in body.items()
+def changes(
+    body: Mapping[str, Any], unchanged: Mapping[str, Any], *, deep: bool = False
+) -> dict[str, Any]:
+    """What the admin changed: the merge patch that makes the body the form makes unchanged
+    (`unchanged`: the same function applied to the values the form was loaded with) into the
+    edit form's `body`, and nothing else (an edit form sends only that). A member the body
+    no longer has (an emptied field its body leaves out) is sent as `null`, the patch's
+    removal, like one emptied to None; a required one is then the use case's problem at its
+    field, never the stored value kept with a "saved". Absent and None are the same (a merge
+    patch stores no null). `deep`, for an API that merges objects member by member (RFC 7396:
+    the entities), patches an object's changed members, its removed ones `null`, at any
+    depth; otherwise a changed object is sent whole, as the API replaces it."""
+    patch: dict[str, Any] = {}
+    for name in [*body, *(n for n in unchanged if n not in body)]:
+        new, old = body.get(name), unchanged.get(name)
+        if deep and isinstance(new, Mapping) and isinstance(old, Mapping):
+            if inner := changes(new, old, deep=True):
+                patch[name] = inner
         # repr tells 1 from True and 1.0, as the stored document does
-        if name not in unchanged or repr(value) != repr(unchanged[name])
-    }
+        elif repr(new) != repr(old):
+            patch[name] = new
+    return patch
 
 
 def nest(values: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:

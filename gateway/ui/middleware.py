@@ -126,7 +126,8 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _posted(request: web.Request) -> MultiDictProxy[Any] | web.Response:
-    """A POST's form; or the error page of one that cannot be read, or is too large."""
+    """A POST's form; or the error page of one that cannot be read (400), or is too large
+    (the UI's 413 page): every form the UI reads, with a session or after it ended."""
     try:
         return await read_form(request)  # a 408 (GatewayError) when it trickles in
     except (web.HTTPRequestEntityTooLarge, PayloadTooLarge):
@@ -165,6 +166,8 @@ async def _signed_out(
     posted from a page of a session that has since ended keeps what was typed: the login page
     carries it, and once logged in the visitor saves it with one click."""
     kept = await _kept_form(request) if route != "logout" else None
+    if isinstance(kept, web.Response):  # unreadable, or too large: its page
+        return _pre_session(kept, request, visitor)
     if kept and (kept.fields or kept.retype):
         context = {
             "form": Form(),
@@ -228,7 +231,7 @@ def _pre_session(
     return response
 
 
-async def _kept_form(request: web.Request) -> Kept | None:
+async def _kept_form(request: web.Request) -> Kept | web.Response | None:
     """The text fields of a form posted after its session ended, when it came from a page of
     ours: its CSRF token is the ended session's while the browser still sends that session's
     cookie, else (the cookie expired with the session) the browser says the post is
@@ -236,7 +239,8 @@ async def _kept_form(request: web.Request) -> Kept | None:
     nor is a secret typed (forms.SECRET_FIELDS: a password, a partner's credentials): the
     login page would carry it and the page after the login show it; only its name is kept,
     for the visitor to type it again. A secret inside a JSON document (a channel's SMTP
-    password: forms.DOCUMENT_SECRETS) is blanked in it, and asked for again the same way."""
+    password: forms.DOCUMENT_SECRETS) is blanked in it, and asked for again the same way.
+    A form that cannot be read or is too large gets the page any other does (`_posted`)."""
     if request.method != "POST":
         return None
     ring = services_of(request).keyring
@@ -244,10 +248,9 @@ async def _kept_form(request: web.Request) -> Kept | None:
     ended = unsign_session(ring, cookie) if cookie else None
     if ended is None and not _same_origin(request):
         return None
-    try:
-        form = await read_form(request)
-    except (ValueError, AssertionError):
-        return None
+    form = await _posted(request)
+    if isinstance(form, web.Response):
+        return form
     token = form.get("csrf")
     if not isinstance(token, str) or (ended is not None and not check_csrf(ring, ended, token)):
         return None
@@ -328,9 +331,14 @@ def _too_large(request: web.Request) -> web.Response:
     the UI's page, in the visitor's language, naming the limit and leading back to the page
     the form was on (the browser's Back keeps what was typed there)."""
     limit = request.client_max_size
+    # The Referer's host is this site's (the one the request reached, or the public URL's),
+    # whatever its scheme and port: behind the TLS proxy an https deployment has, the page
+    # was on https://host/ while the gateway sees http://host:80/. (The way back is a path,
+    # on this site anyway: never another site's page.)
     referer = URL(request.headers.get("Referer", ""))
-    same_site = referer.host == request.url.host and referer.port == request.url.port
-    back = referer.path_qs if same_site and referer.path.startswith("/admin/") else "/admin/"
+    public = URL(services_of(request).settings.base_url).host
+    ours = referer.host is not None and referer.host in (request.url.host, public)
+    back = referer.path_qs if ours and referer.path.startswith("/admin/") else "/admin/"
     words = {"limit": _size(limit, visitor_of(request).lang), "back": back}
     return _error_page(request, 413, "too_large", words)
 

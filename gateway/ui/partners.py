@@ -11,7 +11,6 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway import paging
-from gateway.actions.definitions import public_action
 from gateway.actions.partners import public_partner
 from gateway.actions.subscriptions import public_subscription
 from gateway.errors import Conflict, InvalidPayload
@@ -121,7 +120,7 @@ async def partner_page(
     actions = await choices.actions(request, {"partner_id": partner["id"]})
     context = {
         "partner": partner,
-        "actions": [public_action(a) for a in actions],
+        "actions": [{**a, "id": str(a["_id"])} for a in actions],
         "form": form or Form({"base_url": partner["base_url"]}),
         "settings": settings or editing(_settings_values(partner, form_lang(request))),
         "auth_types": AUTH_TYPES,

@@ -49,8 +49,6 @@ TEXT_FIELDS: Final = (
 JSON_FIELDS: Final = ("target.params", "request.query", "request.body")
 INTEGER_FIELDS: Final = ("cursor.step", "dedupe.keep", "max_pages")
 FIELDS: Final = (*TEXT_FIELDS, *JSON_FIELDS, *INTEGER_FIELDS)
-# Optional members a cleared form removes (a PATCH keeps what the body leaves out).
-_CLEARABLE: Final = ("timezone", "cursor", "dedupe", "request", "error")
 
 
 def _id(request: web.Request) -> str:
@@ -67,10 +65,7 @@ def schedule_body(values: Mapping[str, Any], *, lang: str, initial: Any = None) 
         flat[name] = json_field(values, name)
     if initial is not None and values.get("cursor.initial") == str(initial):
         flat["cursor.initial"] = initial
-    body = nest(flat, FIELDS)
-    for name in _CLEARABLE:
-        body.setdefault(name, None)
-    return body
+    return nest(flat, FIELDS)
 
 
 def form_values(schedule: Mapping[str, Any]) -> dict[str, Any]:

@@ -177,7 +177,8 @@ def trigger_patch(values: dict[str, Any], trigger: dict[str, Any], lang: str) ->
     expose = [f.strip() for f in str(values.get("expose") or "").replace("\n", ",").split(",")]
     patch: dict[str, Any] = {
         "name": values.get("name", ""),
-        "methods": values.get("methods") or [],
+        # a set: the boxes post in the form's order, the stored list is sorted
+        "methods": sorted(values.get("methods") or []),
         "format": values.get("format") or None,
         "answers": values.get("answers") or None,
         "mapping": values.get("mapping") or None,

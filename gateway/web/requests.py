@@ -203,6 +203,10 @@ async def multipart_reader(request: web.Request, limit: int | None = None) -> Mu
     return MultipartReader(request.headers, stream)
 
 
+# A form part's Content-Transfer-Encoding aiohttp decodes (none given: as it is).
+TRANSFER_ENCODINGS: Final = frozenset({"", "base64", "quoted-printable", "binary", "8bit", "7bit"})
+
+
 async def _read_multipart(request: web.Request) -> MultiDictProxy[FormValue]:
     """A multipart form as aiohttp's `post()` reads it, but each file in memory (a BytesIO;
     the body is within `client_max_size` anyway): `post()` spools a file part into a
@@ -223,6 +227,9 @@ async def _read_multipart(request: web.Request) -> MultiDictProxy[FormValue]:
                     max_size=request.client_max_size, actual_size=request.content.total_bytes
                 )
             raw.extend(chunk)
+        coding = part.headers.get(hdrs.CONTENT_TRANSFER_ENCODING, "").lower()
+        if coding not in TRANSFER_ENCODINGS:  # aiohttp raises RuntimeError (a 500) for one
+            raise ValueError(f"a form part in an unknown transfer encoding: {coding[:40]!r}")
         value = bytearray()
         async for decoded in part.decode_iter(raw):
             value.extend(decoded)
