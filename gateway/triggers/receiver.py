@@ -72,6 +72,12 @@ UNSIGNED_READ: Final = (
     "a signed trigger takes writes only: a signature covers the body, not the URL, so it "
     "cannot authorise a read (read through a token trigger)"
 )
+# Its GET is a device's write, and its token sits in every device's URL (one for the fleet).
+FORM_READ: Final = (
+    "a form trigger takes writes only: its GET writes the fields of its query string "
+    "(OsmAnd), and its token, in every device's URL, reads nothing (read through a json "
+    "trigger whose token goes in the Authorization header)"
+)
 
 
 @dataclass(slots=True)
@@ -100,9 +106,13 @@ def _options(trigger: CompiledTrigger, call: HookCall) -> dict[str, str]:
     Web Hooks §4) when it asks (`WebHook-Request-Origin`) at a URL that takes POST: consent
     for that origin and the rate the trigger's limit allows (requests per minute, `*` with no
     limit). A callback (`WebHook-Request-Callback`) is never called: consent is answered."""
-    reads = "GET" in trigger.methods and trigger.auth_mode not in SIGNED_MODES
-    posts = "POST" in trigger.methods and call.ref is None
-    allowed = [*(["GET", "HEAD"] if reads else []), *(["POST"] if posts else []), "OPTIONS"]
+    at_root = call.ref is None  # /hooks/{id}, where writes go
+    gets = ["GET", "HEAD"] if trigger.reads else []
+    if trigger.format == "form" and "GET" in trigger.methods and at_root:
+        # A device's write (a HEAD never writes); a signed trigger's has nothing signed.
+        gets = [] if trigger.auth_mode in SIGNED_MODES else ["GET"]
+    posts = "POST" in trigger.methods and at_root
+    allowed = [*gets, *(["POST"] if posts else []), "OPTIONS"]
     headers = {"Allow": ", ".join(allowed)}
     origin = call.headers.get("WebHook-Request-Origin")
     if origin is None or not posts:
@@ -180,8 +190,8 @@ class HookReceiver:
         writes = call.method == "POST" or (trigger.format == "form" and call.method == "GET")
         if call.ref is None and writes:
             return await self._write(admitted, call, tally)
-        if trigger.auth_mode in SIGNED_MODES:
-            raise Forbidden(UNSIGNED_READ)
+        if not trigger.reads:
+            raise Forbidden(UNSIGNED_READ if trigger.auth_mode in SIGNED_MODES else FORM_READ)
         if (key := call.headers.get("Idempotency-Key")) is not None:
             _check_key(key)  # a read has no use for one, but one it cannot be is the same 400
         if trigger.target == "positions":
