@@ -19,7 +19,7 @@ from gateway.auth.secretbox import SecretBox
 from gateway.clock import utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.notify.channel_needs import push_partner_problem, refuse_if_channels_need
-from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.breaker import SLOWEST_RATE, PartnerGuards
 from gateway.outbound.partner_auth import build_auth, unsavable
 from gateway.store import Doc, Store, new_id
 
@@ -269,12 +269,13 @@ def _rate_limit(check: BodyCheck) -> Doc | None:
     valid = (
         isinstance(per_second, int | float)
         and not isinstance(per_second, bool)
-        and 0 < per_second <= 100_000
+        and SLOWEST_RATE <= per_second <= 100_000
         and isinstance(burst, int | float)
         and not isinstance(burst, bool)
         and 1 <= burst <= 100_000
     )
     if not isinstance(rate, dict) or set(rate) - {"per_second", "burst"} or not valid:
-        check.add("/rate_limit", "rate_limit is {per_second > 0, burst >= 1}", "type")
+        message = f"rate_limit is {{per_second: {SLOWEST_RATE:g} to 100000, burst >= 1}}"
+        check.add("/rate_limit", message, "type")
         return None
     return {"per_second": per_second, "burst": burst}

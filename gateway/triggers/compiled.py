@@ -21,7 +21,7 @@ from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier, Unusa
 from gateway.auth.secretbox import SecretBox
 from gateway.schemas import CompiledSchema, compile_schema
 from gateway.store import Doc, Store
-from gateway.triggers.spec import SIGNED_MODES
+from gateway.triggers.spec import SIGNED_MODES, rate_of
 
 POLLED: Final = "schedule"
 """The `auth_mode` of a schedule's target compiled as a trigger (gateway/schedules/sinks.py):
@@ -100,7 +100,7 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         expose=tuple(doc["expose"]) if doc.get("expose") is not None else None,
         max_body_bytes=doc["max_body_bytes"],
         max_batch_items=doc["max_batch_items"],
-        rate=(float(rate["per_second"]), int(rate.get("burst") or 1)) if rate else None,
+        rate=rate_of(rate) if rate else None,
         auth_mode=auth["mode"],
         token_param=auth.get("token_in_query"),
         partner_jwt=_stored_verifier(auth, fetch) if auth["mode"] == "partner_jwt" else None,
