@@ -148,6 +148,8 @@ class HookReceiver:
         metrics: Metrics,
         tracks: Tracks,
         *,
+        clients: RateLimits | None = None,
+        client_rate: float = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -161,6 +163,10 @@ class HookReceiver:
         self._metrics = metrics
         self._clock = clock
         self._limits = RateLimits()
+        # Calls refused for their credentials, per client address (shared with the admin
+        # API's: web/admin_auth.py), `client_rate` a second, bursts of twice that.
+        self._clients = RateLimits() if clients is None else clients
+        self._client_rate = client_rate
 
     async def close(self) -> None:
         """At shutdown, while the store is open: the Idempotency-Key releases left."""
@@ -181,7 +187,13 @@ class HookReceiver:
             )
 
     async def _handle(self, call: HookCall, tally: _Tally) -> HookAnswer:
-        admitted = await self._admit(call, tally)
+        counted = self._count_unknown(call)
+        try:
+            admitted = await self._admit(call, tally)
+        except Unauthorized:
+            if not counted:
+                self._count(call)
+            raise
         trigger = admitted.trigger
         if call.method == "OPTIONS":
             tally.outcome = "options"
@@ -220,6 +232,29 @@ class HookReceiver:
         raise BadRequest("name a vehicle: /hooks/{id}/{plate}, ?plate= or ?tracker_id=")
 
     # -- admission -----------------------------------------------------------------------------
+
+    def _count_unknown(self, call: HookCall) -> bool:
+        """Whether the call was counted against its address's budget of refused calls before
+        its trigger is read: when it names an id this process has not read as a trigger's
+        (made up, most likely), so that a flood of such calls, however many at once, costs
+        at most that budget in database reads. A call to a trigger this process knows costs
+        no read, and is counted only if refused: devices behind one address (a NAT) keep
+        writing beside a misconfigured one."""
+        if self._gates.known(call.trigger_id):
+            return False
+        self._count(call)
+        return True
+
+    def _count(self, call: HookCall) -> None:
+        """One more refused (or possibly refused) call from the caller's address: past the
+        limit a 429 (SPEC §7: guessing trigger ids or tokens is limited, as on the admin API:
+        the same budget)."""
+        rate = self._client_rate
+        if wait := self._clients.wait(f"client:{call.client}", rate, 2 * rate):
+            raise RateLimited(
+                f"over the limit of {rate:g} refused calls/s from this address",
+                retry_after=max(1, math.ceil(wait)),
+            )
 
     async def _admit(self, call: HookCall, tally: _Tally) -> _Admitted:
         gate = await self._gates.gate(call.trigger_id)
