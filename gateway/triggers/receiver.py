@@ -215,7 +215,16 @@ class HookReceiver:
 
     async def _recent_track(self, trigger: CompiledTrigger, call: HookCall) -> Any:
         """A position trigger's GET: a vehicle's recent track, by id or plate in the path, or
-        by `?plate=` / `?tracker_id=`: one of them, once."""
+        by `?plate=` / `?tracker_id=`: one of them, once. Any other parameter (but the token
+        parameter) is a 400: `?limit=1` or `?from=` silently answered with the 50 newest
+        fixes would let the partner believe its filter applied."""
+        taken = {*POSITION_READ_PARAMS, trigger.token_param}
+        if unknown := sorted(set(call.query) - taken):
+            raise BadRequest(
+                f"a position trigger's read takes no {', '.join(unknown)}; it takes "
+                f"{' or '.join(POSITION_READ_PARAMS)} (or the plate in the path), and answers "
+                "the vehicle's newest fixes (the admin API pages a whole track)"
+            )
         getall = getattr(call.query, "getall", None)
         named = [k for k in POSITION_READ_PARAMS if getall and len(getall(k, ())) > 1]
         ways = [call.ref is not None, *(k in call.query for k in POSITION_READ_PARAMS)]
