@@ -306,6 +306,38 @@ async def test_a_form_triggers_token_reads_no_vehicle_its_track_nor_any_entity(
     assert [(f["lat"], f["lon"]) for f in track] == [(-23.55, -46.63)]  # the write stands
 
 
+async def test_a_whole_float_where_the_schema_says_integer_is_stored_as_the_integer(
+    client: Client,
+) -> None:
+    """Delphi and JS serialisers write `2000.0`: JSON Schema counts it an integer, so it was
+    stored and answered as 2000.0 for ever (typed consumers refuse it for an int), and the
+    partner's later `2000` was "no change". Where the schema says `integer`, a whole float is
+    the int it is; a `number` or a free attribute keeps what was sent."""
+    trigger = await create_trigger(client)
+    status, answer = await hook(
+        client, trigger, {"plate": "INT1A11", "year": 2000.0, "attributes": {"ratio": 2.0}}
+    )
+    assert status == 201, answer
+    for read in (
+        await client.get(f"/hooks/{trigger['id']}/INT1A11", headers=bearer(trigger)),
+        await client.get("/api/v1/entities/vehicle/INT1A11", headers=auth()),
+    ):
+        text = await read.text()
+        assert '"year":2000,' in text or '"year":2000}' in text, text
+        assert '"ratio":2.0' in text, text
+    for year, status in ((b"2.001e3", 200), (b"2001.5", 422)):
+        body = b'{"plate": "INT1A11", "year": ' + year + b"}"
+        response = await client.post(
+            f"/hooks/{trigger['id']}",
+            data=body,
+            headers={**bearer(trigger), "Content-Type": "application/json"},
+        )
+        assert response.status == status, await response.text()
+    stored = await client.app[services_key].store.entities.get("acme", "vehicle", nk="INT1A11")
+    assert stored is not None and stored["data"]["year"] == 2001
+    assert type(stored["data"]["year"]) is int
+
+
 async def test_form_body_is_accepted_and_unknown_tracker_is_422(client: Client) -> None:
     await upload_shipped(client, "osmand")
     trigger = await create_position_trigger(client, mapping="osmand", format="form")
