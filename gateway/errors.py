@@ -16,6 +16,7 @@
     ├── RateLimited                   429  (carries retry_after)
     ├── PartnerError                  502  a partner answered badly or not at all
     ├── PartnerTimeout                504
+    ├── NotImplementedCoding          501  a Transfer-Encoding other than chunked
     └── Unavailable                   503  not ready to serve (carries retry_after)
         ├── StoreUnavailable          503  the database cannot be reached
         └── PartnerUnavailable        503  our guard holds calls to a partner (open circuit,
@@ -176,6 +177,12 @@ class RateLimited(GatewayError):
     def __init__(self, detail: str = "", *, retry_after: int = 1, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.retry_after = retry_after
+
+
+class NotImplementedCoding(GatewayError):
+    """RFC 9112 §6.1: a transfer coding the server does not understand is a 501."""
+
+    status, title, slug = 501, "Not implemented", "not-implemented"
 
 
 class PartnerError(GatewayError):

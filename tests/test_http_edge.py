@@ -129,6 +129,35 @@ async def test_a_body_whose_content_coding_does_not_decode_is_a_400_problem_with
     assert not await _vehicle_exists(served)
 
 
+async def test_a_transfer_coding_other_than_chunked_is_a_501_problem_and_writes_nothing(
+    served: int,
+) -> None:
+    """aiohttp checks only that `chunked` comes last and drops the other codings: a `gzip,
+    chunked` body was read still gzipped (a misleading charset 400), `x-foo, chunked` as if
+    plain. RFC 9112 §6.1: a transfer coding the server does not understand is a 501."""
+    body = gzip.compress(b'{"plate": "ABC1D23"}')
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    for coding in ("gzip, chunked", "x-foo, chunked", "gzip;q=1, chunked"):
+        status, headers, problem = await _raw(
+            served,
+            _post_vehicle(f"Transfer-Encoding: {coding}\r\nConnection: close\r\n", chunked),
+        )
+        assert status == 501, (coding, problem)
+        assert headers["Content-Type"].startswith("application/problem+json")
+        assert "X-Request-ID" in headers and problem["title"] == "Not implemented"
+        assert "Transfer-Encoding" in problem["detail"] and "charset" not in problem["detail"]
+    assert not await _vehicle_exists(served)
+    plain = b'{"plate": "ABC1D23"}'
+    status, _, _ = await _raw(
+        served,
+        _post_vehicle(
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n",
+            b"%x\r\n%s\r\n0\r\n\r\n" % (len(plain), plain),
+        ),
+    )
+    assert status == 201 and await _vehicle_exists(served)
+
+
 async def test_a_client_gone_before_its_body_arrived_is_no_server_error_and_writes_nothing(
     served: int, caplog: pytest.LogCaptureFixture
 ) -> None:

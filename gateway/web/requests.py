@@ -23,6 +23,7 @@ from gateway.errors import (
     BadRequest,
     FieldProblem,
     InvalidPayload,
+    NotImplementedCoding,
     PayloadTooLarge,
     RequestTimeout,
     UnsupportedContentCoding,
@@ -80,8 +81,22 @@ def content_coding(request: web.Request) -> str | None:
 
 
 def check_refused_early(request: web.Request) -> None:
-    """415 before anything else (authentication included) for a lone `br` or `zstd` body, as
-    aiohttp's parser answered when it decoded bodies itself (without their library)."""
+    """Before anything else (authentication included): 501 for a transfer coding other than
+    `chunked` (aiohttp's parser checks only that `chunked` comes last and drops the others,
+    so a `gzip, chunked` body would be read still gzipped: RFC 9112 §6.1); 415 for a lone
+    `br` or `zstd` body, as aiohttp's parser answered when it decoded bodies itself (without
+    their library)."""
+    codings = [
+        coding.split(";", 1)[0].strip().lower()
+        for value in request.headers.getall(hdrs.TRANSFER_ENCODING, ())
+        for coding in value.split(",")
+    ]
+    if others := [coding for coding in codings if coding and coding != "chunked"]:
+        raise NotImplementedCoding(
+            f"Transfer-Encoding {', '.join(others)} is not implemented: send the body as "
+            "it is, chunked or with a Content-Length, and a gzip or deflate body with "
+            "Content-Encoding (which is decoded)"
+        )
     if hdrs.CONTENT_ENCODING not in request.headers:
         return
     given = request.headers.getall(hdrs.CONTENT_ENCODING)
