@@ -12,6 +12,7 @@
     ├── PayloadTooLarge               413
     ├── UnsupportedMediaType          415
     │   └── UnsupportedContentCoding  415  a Content-Encoding we cannot decode (names those we can)
+    ├── ExpectationFailed             417  an Expect other than 100-continue
     ├── InvalidPayload                422  schema, identifier or mapping failure (carries problems)
     ├── RateLimited                   429  (carries retry_after)
     ├── PartnerError                  502  a partner answered badly or not at all
@@ -156,6 +157,10 @@ class UnsupportedContentCoding(UnsupportedMediaType):
     def __init__(self, detail: str, *, supported: Sequence[str], **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.supported = tuple(supported)
+
+
+class ExpectationFailed(GatewayError):
+    status, title, slug = 417, "Expectation failed", "expectation-failed"
 
 
 class InvalidPayload(GatewayError):

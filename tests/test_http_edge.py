@@ -158,6 +158,63 @@ async def test_a_transfer_coding_other_than_chunked_is_a_501_problem_and_writes_
     assert status == 201 and await _vehicle_exists(served)
 
 
+async def _head_of_first_answer(
+    port: int, request: bytes, body: bytes | None = None
+) -> tuple[bytes, bytes]:
+    """(the first answer's head, the second's after `body` is sent, if any) on one
+    connection: a client that asked `Expect: 100-continue` sends its body on a 100."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        second = b""
+        if body is not None:
+            writer.write(body)
+            second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        return first, second
+    finally:
+        writer.close()
+
+
+async def test_expect_is_answered_by_the_gateway_a_continue_only_once_the_call_may_go_on(
+    served: int,
+) -> None:
+    """aiohttp answered `Expect` before any route or middleware: `100 Continue` to a call it
+    would refuse (a bad token, a declared 50 MB over a 4 KiB limit: the client was invited to
+    upload it), and an unknown expectation with a bare text/plain 417 without X-Request-ID."""
+    async with ClientSession() as session:
+        created = await session.post(
+            f"http://127.0.0.1:{served}/api/v1/triggers",
+            json={"name": "erp", "entity_type": "vehicle", "max_body_bytes": 4096},
+            headers=auth(),
+        )
+        trigger = await created.json()
+    body = b'{"plate": "ABC1D23"}'
+
+    def post(token: str, length: int, expect: str) -> bytes:
+        return (
+            f"POST /hooks/{trigger['id']} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}"
+            f"\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n"
+            f"Expect: {expect}\r\n\r\n"
+        ).encode()
+
+    head, _ = await _head_of_first_answer(served, post(trigger["token"], len(body), "200-ok"))
+    assert head.startswith(b"HTTP/1.1 417 "), head
+    assert b"application/problem+json" in head and b"X-Request-ID" in head
+    for token, status in (("junk", b"401"), (trigger["token"], b"413")):
+        head, _ = await _head_of_first_answer(served, post(token, 50_000_000, "100-continue"))
+        assert head.startswith(b"HTTP/1.1 " + status), head
+    head, answer = await _head_of_first_answer(
+        served, post(trigger["token"], len(body), "100-continue"), body
+    )
+    assert head == b"HTTP/1.1 100 Continue\r\n\r\n" and answer.startswith(b"HTTP/1.1 201 ")
+    other = b'{"plate": "XYZ9K88"}'
+    admin = _post_vehicle(f"Content-Length: {len(other)}\r\nExpect: 100-continue\r\n", b"")
+    head, answer = await _head_of_first_answer(served, admin, other)
+    assert head == b"HTTP/1.1 100 Continue\r\n\r\n", head  # an admin body: invited at once
+    assert answer.startswith(b"HTTP/1.1 201 "), answer
+
+
 async def test_a_client_gone_before_its_body_arrived_is_no_server_error_and_writes_nothing(
     served: int, caplog: pytest.LogCaptureFixture
 ) -> None:
