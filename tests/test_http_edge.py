@@ -23,7 +23,7 @@ from aiohttp import ClientSession, web
 
 from gateway.auth.keyring import KeyRing, Purpose
 from gateway.services import Services
-from gateway.web.server import GatewayRunner
+from gateway.web.server import GatewayRunner, ProblemRequestHandler
 from tests.processes import free_port
 from tests.support import SECRET_KEY, auth
 from tests.triggers_support import (
@@ -213,6 +213,45 @@ async def test_expect_is_answered_by_the_gateway_a_continue_only_once_the_call_m
     head, answer = await _head_of_first_answer(served, admin, other)
     assert head == b"HTTP/1.1 100 Continue\r\n\r\n", head  # an admin body: invited at once
     assert answer.startswith(b"HTTP/1.1 201 "), answer
+
+
+async def test_a_client_trickling_its_headers_gets_a_408_problem_at_the_head_deadline(
+    served: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slowloris: a header line every so often held a connection 75 s (aiohttp's keep-alive
+    timeout), then closed it without an answer; the documented bound is that of a slow body
+    (30 s, here shortened), answered with a 408 problem."""
+    monkeypatch.setattr(ProblemRequestHandler, "header_timeout", 0.6)
+    reader, writer = await asyncio.open_connection("127.0.0.1", served)
+    started = time.monotonic()
+    writer.write(b"POST /hooks/trg_x HTTP/1.1\r\nHost: x\r\n")
+    answer = b""
+    try:
+        for n in range(30):
+            with contextlib.suppress(TimeoutError):
+                answer = await asyncio.wait_for(reader.read(), 0.2)
+            if answer or reader.at_eof():
+                break
+            writer.write(b"X-Slow-%d: 1\r\n" % n)
+    finally:
+        writer.close()
+    elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"application/problem+json" in head and b"X-Request-ID" in head
+    assert json.loads(body)["status"] == 408 and 0.6 <= elapsed < 3, elapsed
+    # A request whose head comes whole in time is answered as ever, on a kept-alive connection.
+    reader, writer = await asyncio.open_connection("127.0.0.1", served)
+    try:
+        for _ in range(2):
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            await asyncio.sleep(0.8)  # idle between requests: the keep-alive's, not a head's
+    finally:
+        writer.close()
 
 
 async def test_a_client_gone_before_its_body_arrived_is_no_server_error_and_writes_nothing(
