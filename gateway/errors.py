@@ -12,11 +12,13 @@
     ├── PayloadTooLarge               413
     ├── UnsupportedMediaType          415
     │   └── UnsupportedContentCoding  415  a Content-Encoding we cannot decode (names those we can)
+    ├── ExpectationFailed             417  an Expect other than 100-continue
     ├── InvalidPayload                422  schema, identifier or mapping failure (carries problems)
     ├── RateLimited                   429  (carries retry_after)
     ├── SecretDamaged                 500  a stored secret a send needs is damaged (keys.py)
     ├── PartnerError                  502  a partner answered badly or not at all
     ├── PartnerTimeout                504
+    ├── NotImplementedCoding          501  a Transfer-Encoding other than chunked
     └── Unavailable                   503  not ready to serve (carries retry_after)
         ├── StoreUnavailable          503  the database cannot be reached
         └── PartnerUnavailable        503  our guard holds calls to a partner (open circuit,
@@ -158,6 +160,10 @@ class UnsupportedContentCoding(UnsupportedMediaType):
         self.supported = tuple(supported)
 
 
+class ExpectationFailed(GatewayError):
+    status, title, slug = 417, "Expectation failed", "expectation-failed"
+
+
 class InvalidPayload(GatewayError):
     status, title, slug = 422, "Invalid payload", "invalid-payload"
 
@@ -185,6 +191,12 @@ class SecretDamaged(GatewayError):
     saved again, it works."""
 
     status, title, slug = 500, "Stored secret damaged", "secret-damaged"
+
+
+class NotImplementedCoding(GatewayError):
+    """RFC 9112 §6.1: a transfer coding the server does not understand is a 501."""
+
+    status, title, slug = 501, "Not implemented", "not-implemented"
 
 
 class PartnerError(GatewayError):

@@ -103,7 +103,8 @@ class Services:
     tracks: Tracks
     mappings: MappingService
     admin_verifier: AdminTokenVerifier
-    # Admin API and UI requests counted per tenant (or client address), in this process.
+    # Admin API and UI requests counted per tenant (or client address), in this process; the
+    # client addresses' counts are those of /hooks calls without valid credentials too.
     admin_limits: RateLimits
     triggers: TriggerService
     gates: TriggerGates
@@ -279,6 +280,9 @@ def _assemble(
         ServiceFeed(services_done),
         OdometerReadings(store),
     )
+    # Per tenant and, for calls without valid credentials (admin and /hooks alike), per
+    # client address: SPEC §7, request rate limited on every route.
+    client_limits = RateLimits()
     return Services(
         settings=settings,
         metrics=metrics,
@@ -293,7 +297,7 @@ def _assemble(
         tracks=tracks,
         mappings=mappings,
         admin_verifier=admin_verifier,
-        admin_limits=RateLimits(),
+        admin_limits=client_limits,
         triggers=TriggerService(
             store,
             mappings,
@@ -307,7 +311,17 @@ def _assemble(
         ),
         gates=gates,
         hooks=HookReceiver(
-            store, gates, configs, entities, ingestor, mappings, ring, metrics, tracks
+            store,
+            gates,
+            configs,
+            entities,
+            ingestor,
+            mappings,
+            ring,
+            metrics,
+            tracks,
+            clients=client_limits,
+            client_rate=settings.admin_rate_limit,
         ),
         rejected=RejectedPayloads(
             store, configs, ingestor, other_targets=_schedule_targets(store, settings)

@@ -23,7 +23,7 @@ from aiohttp import ClientSession, web
 
 from gateway.auth.keyring import KeyRing, Purpose
 from gateway.services import Services
-from gateway.web.server import GatewayRunner
+from gateway.web.server import GatewayRunner, ProblemRequestHandler
 from tests.processes import free_port
 from tests.support import SECRET_KEY, auth
 from tests.triggers_support import (
@@ -127,6 +127,131 @@ async def test_a_body_whose_content_coding_does_not_decode_is_a_400_problem_with
     assert [r.levelno for r in logged] == [logging.DEBUG] and logged[0].exc_info is None
     assert not [r for r in caplog.records if r.levelno > logging.DEBUG], caplog.text
     assert not await _vehicle_exists(served)
+
+
+async def test_a_transfer_coding_other_than_chunked_is_a_501_problem_and_writes_nothing(
+    served: int,
+) -> None:
+    """aiohttp checks only that `chunked` comes last and drops the other codings: a `gzip,
+    chunked` body was read still gzipped (a misleading charset 400), `x-foo, chunked` as if
+    plain. RFC 9112 §6.1: a transfer coding the server does not understand is a 501."""
+    body = gzip.compress(b'{"plate": "ABC1D23"}')
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    for coding in ("gzip, chunked", "x-foo, chunked", "gzip;q=1, chunked"):
+        status, headers, problem = await _raw(
+            served,
+            _post_vehicle(f"Transfer-Encoding: {coding}\r\nConnection: close\r\n", chunked),
+        )
+        assert status == 501, (coding, problem)
+        assert headers["Content-Type"].startswith("application/problem+json")
+        assert "X-Request-ID" in headers and problem["title"] == "Not implemented"
+        assert "Transfer-Encoding" in problem["detail"] and "charset" not in problem["detail"]
+    assert not await _vehicle_exists(served)
+    plain = b'{"plate": "ABC1D23"}'
+    status, _, _ = await _raw(
+        served,
+        _post_vehicle(
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n",
+            b"%x\r\n%s\r\n0\r\n\r\n" % (len(plain), plain),
+        ),
+    )
+    assert status == 201 and await _vehicle_exists(served)
+
+
+async def _head_of_first_answer(
+    port: int, request: bytes, body: bytes | None = None
+) -> tuple[bytes, bytes]:
+    """(the first answer's head, the second's after `body` is sent, if any) on one
+    connection: a client that asked `Expect: 100-continue` sends its body on a 100."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        second = b""
+        if body is not None:
+            writer.write(body)
+            second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        return first, second
+    finally:
+        writer.close()
+
+
+async def test_expect_is_answered_by_the_gateway_a_continue_only_once_the_call_may_go_on(
+    served: int,
+) -> None:
+    """aiohttp answered `Expect` before any route or middleware: `100 Continue` to a call it
+    would refuse (a bad token, a declared 50 MB over a 4 KiB limit: the client was invited to
+    upload it), and an unknown expectation with a bare text/plain 417 without X-Request-ID."""
+    async with ClientSession() as session:
+        created = await session.post(
+            f"http://127.0.0.1:{served}/api/v1/triggers",
+            json={"name": "erp", "entity_type": "vehicle", "max_body_bytes": 4096},
+            headers=auth(),
+        )
+        trigger = await created.json()
+    body = b'{"plate": "ABC1D23"}'
+
+    def post(token: str, length: int, expect: str) -> bytes:
+        return (
+            f"POST /hooks/{trigger['id']} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}"
+            f"\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n"
+            f"Expect: {expect}\r\n\r\n"
+        ).encode()
+
+    head, _ = await _head_of_first_answer(served, post(trigger["token"], len(body), "200-ok"))
+    assert head.startswith(b"HTTP/1.1 417 "), head
+    assert b"application/problem+json" in head and b"X-Request-ID" in head
+    for token, status in (("junk", b"401"), (trigger["token"], b"413")):
+        head, _ = await _head_of_first_answer(served, post(token, 50_000_000, "100-continue"))
+        assert head.startswith(b"HTTP/1.1 " + status), head
+    head, answer = await _head_of_first_answer(
+        served, post(trigger["token"], len(body), "100-continue"), body
+    )
+    assert head == b"HTTP/1.1 100 Continue\r\n\r\n" and answer.startswith(b"HTTP/1.1 201 ")
+    other = b'{"plate": "XYZ9K88"}'
+    admin = _post_vehicle(f"Content-Length: {len(other)}\r\nExpect: 100-continue\r\n", b"")
+    head, answer = await _head_of_first_answer(served, admin, other)
+    assert head == b"HTTP/1.1 100 Continue\r\n\r\n", head  # an admin body: invited at once
+    assert answer.startswith(b"HTTP/1.1 201 "), answer
+
+
+async def test_a_client_trickling_its_headers_gets_a_408_problem_at_the_head_deadline(
+    served: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slowloris: a header line every so often held a connection 75 s (aiohttp's keep-alive
+    timeout), then closed it without an answer; the documented bound is that of a slow body
+    (30 s, here shortened), answered with a 408 problem."""
+    monkeypatch.setattr(ProblemRequestHandler, "header_timeout", 0.6)
+    reader, writer = await asyncio.open_connection("127.0.0.1", served)
+    started = time.monotonic()
+    writer.write(b"POST /hooks/trg_x HTTP/1.1\r\nHost: x\r\n")
+    answer = b""
+    try:
+        for n in range(30):
+            with contextlib.suppress(TimeoutError):
+                answer = await asyncio.wait_for(reader.read(), 0.2)
+            if answer or reader.at_eof():
+                break
+            writer.write(b"X-Slow-%d: 1\r\n" % n)
+    finally:
+        writer.close()
+    elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"application/problem+json" in head and b"X-Request-ID" in head
+    assert json.loads(body)["status"] == 408 and 0.6 <= elapsed < 3, elapsed
+    # A request whose head comes whole in time is answered as ever, on a kept-alive connection.
+    reader, writer = await asyncio.open_connection("127.0.0.1", served)
+    try:
+        for _ in range(2):
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            await asyncio.sleep(0.8)  # idle between requests: the keep-alive's, not a head's
+    finally:
+        writer.close()
 
 
 async def test_a_client_gone_before_its_body_arrived_is_no_server_error_and_writes_nothing(

@@ -235,6 +235,35 @@ async def test_utf_16_json_from_a_dotnet_client_is_read_by_its_mark_or_its_chars
         assert (await _attributes(client))["operator"] == operator
 
 
+async def test_utf_16_or_32_json_with_its_mark_is_read_whatever_its_label_or_none(
+    client: Client,
+) -> None:
+    """A body that starts as JSON after a byte order mark is JSON whatever its Content-Type
+    (docs/triggers.md): the mark was read only as UTF-8's, so UTF-16/32 under text/plain,
+    octet-stream or no type was a 415 (on a form trigger too)."""
+    trigger = await _erp_trigger(client)
+    form = await create_trigger(client, name="form", mapping="erp-vehicle", format="form")
+    text = json.dumps(PAYLOAD, ensure_ascii=False)
+    for n, codec in enumerate(("utf-16", "utf-16-be", "utf-32", "utf-32-be")):
+        mark = "" if codec in ("utf-16", "utf-32") else "\ufeff\r\n"  # (those write one)
+        body = (mark + text.replace("Conceição", f"Conceição {n}")).encode(codec)
+        for target, content_type in (
+            (trigger, None),
+            (trigger, "text/plain"),
+            (trigger, "application/octet-stream"),
+            (form, None),
+        ):
+            headers = {} if content_type is None else {"Content-Type": content_type}
+            response = await client.post(
+                f"/hooks/{target['id']}",
+                data=body,
+                headers={**bearer(target), **headers},
+                skip_auto_headers=() if content_type else ("Content-Type",),
+            )
+            assert response.status in (200, 201), (codec, content_type, await response.text())
+            assert (await _attributes(client))["operator"] == f"Conceição {n}"
+
+
 WINDOWS_1252 = {"placa": "ABC-1D23", "cidade": "Av. São João – “Centro”", "operador": "R$ 5… €"}
 
 

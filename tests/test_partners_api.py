@@ -111,6 +111,21 @@ async def test_partner_body_problems_are_all_listed(client: Client) -> None:
     }
 
 
+async def test_a_partner_rate_slower_than_one_call_in_10000_s_is_a_422(client: Client) -> None:
+    """A rate of 1e-320 made the bucket's wait infinite: every held send would fail to count
+    its seconds. The slowest rate taken is the triggers' (0.0001/s)."""
+    body = {"name": "slow", "base_url": BASE, "auth": {"type": "none"}}
+    for rate in (1e-320, 0.00009):
+        response = await client.post(
+            "/api/v1/partners", headers=auth(), json={**body, "rate_limit": {"per_second": rate}}
+        )
+        problem = await _problem(response, 422)
+        assert [e["pointer"] for e in problem["errors"]] == ["/rate_limit"]
+        assert "0.0001" in problem["errors"][0]["message"]
+    slowest = {**body, "rate_limit": {"per_second": 0.0001}}
+    assert (await client.post("/api/v1/partners", headers=auth(), json=slowest)).status == 201
+
+
 @pytest.mark.parametrize(
     ("kind", "field", "value"),
     [

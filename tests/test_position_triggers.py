@@ -281,6 +281,26 @@ async def test_a_position_trigger_get_shows_the_recent_track(client: Client) -> 
         assert "one vehicle" in (await twice.json())["detail"]
 
 
+async def test_a_position_trigger_get_refuses_a_parameter_it_does_not_take(
+    client: Client,
+) -> None:
+    """`?limit=1`, `?from=`, `?cursor=` or a typo were ignored: the 50 newest fixes answered
+    as if the filter applied. They are a 400, as an entity trigger's unknown filter is; the
+    token parameter of a `token_in_query` trigger is no such parameter."""
+    await vehicle(client)
+    trigger = await position_trigger(client, auth={"token_in_query": "key"})
+    await hook(client, trigger, [fix(0), fix(10)])
+    url = f"/hooks/{trigger['id']}"
+    for query in ("&limit=1", f"&from={at(5)}", "&cursor=junk", "&platee=ABC1D23", "&to="):
+        response = await client.get(f"{url}?plate=ABC1D23{query}", headers=bearer(trigger))
+        assert response.status == 400, (query, await response.text())
+        assert "takes plate or tracker_id" in (await response.json())["detail"]
+    by_path = await client.get(f"{url}/ABC1D23?limit=1", headers=bearer(trigger))
+    assert by_path.status == 400
+    in_query = await client.get(f"{url}?plate=ABC1D23&key={trigger['token']}")
+    assert in_query.status == 200 and len((await in_query.json())["items"]) == 2
+
+
 async def test_a_position_trigger_is_for_vehicles_and_keeps_its_target(client: Client) -> None:
     body = {"name": "x", "target": "positions", "entity_type": "driver"}
     response = await client.post("/api/v1/triggers", json=body, headers=auth())

@@ -15,6 +15,7 @@ import pytest
 
 from gateway.services import Services
 from gateway.triggers.gates import TriggerGates
+from gateway.web.state import services_key
 from tests.processes import Gateway
 from tests.support import auth
 from tests.triggers_support import VEHICLE, Client, bearer, create_trigger
@@ -147,3 +148,74 @@ async def test_a_change_stream_makes_every_process_forget_a_changed_trigger(
             await asyncio.sleep(0.005)  # a cached answer never yields to the stream's task
     finally:
         await gates.close()
+
+
+def _reads(services: Services) -> float:
+    value = services.metrics.registry.get_sample_value("gateway_trigger_gate_reads_total")
+    return value or 0.0
+
+
+@pytest.mark.parametrize("follow_changes", [True, False], ids=["change stream", "re-read"])
+async def test_an_unknown_trigger_id_is_read_once_and_found_within_a_second_once_created(
+    client: Client, services: Services, follow_changes: bool
+) -> None:
+    """An id that names no trigger was read from the database at every call (a flood of them,
+    one read each). It is remembered now, by the rules of a known gate: a trigger created
+    with that id by another process (here: written straight to the database) is found within
+    a second."""
+    trigger = await create_trigger(client)
+    doc = await services.store.db["triggers"].find_one({"_id": trigger["id"]})
+    assert doc is not None
+    gates = TriggerGates(services.store, services.metrics, follow_changes=follow_changes)
+    unknown = "trg_" + "x" * 20
+    try:
+        assert await gates.gate(trigger["id"]) is not None  # (the stream opens on a first call)
+        started = time.monotonic()
+        while follow_changes and not gates.following:
+            assert time.monotonic() - started < 5
+            await asyncio.sleep(0.01)
+        before = _reads(services)
+        assert [await gates.gate(unknown) for _ in range(20)] == [None] * 20
+        assert _reads(services) - before == 1
+        await services.store.db["triggers"].insert_one({**doc, "_id": unknown, "name": "new"})
+        created = time.monotonic()
+        while await gates.gate(unknown) is None:
+            assert time.monotonic() - created < 1.0
+            await asyncio.sleep(0.005)
+    finally:
+        await gates.close()
+
+
+async def test_refused_hook_calls_are_limited_per_client_address_before_the_database(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """SPEC §7, a request rate limit on every route: calls with made-up trigger ids or junk
+    tokens were all answered 401, each a database read, never a 429. They count per client
+    address as the admin API's do (GATEWAY_ADMIN_RATE_LIMIT a second, bursts of twice that);
+    a call naming a trigger this process has not read counts up front, so past the limit it
+    is a 429 before any read, while a trigger it knows keeps taking its devices' calls."""
+    client: Client = await aiohttp_client(make_app(admin_rate_limit=5))
+    services = client.app[services_key]
+    trigger = await create_trigger(client)
+    assert (await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
+            ).status == 201  # fmt: skip
+    before = _reads(services)
+    junk = {"Authorization": "Bearer x.y.z"}
+    statuses = []
+    for n in range(30):
+        response = await client.post(f"/hooks/trg_{n:020d}", json=VEHICLE, headers=junk)
+        statuses.append(response.status)
+        if response.status == 429:
+            assert int(response.headers["Retry-After"]) >= 1
+            problem = await response.json()
+            assert "refused calls/s from this address" in problem["detail"]
+    # A burst of 10 (the trigger's first call took one: this process had not read it yet),
+    # then 5 a second: a slow machine may see a 401 again between 429s.
+    assert statuses[:9] == [401] * 9 and statuses.count(429) >= 10, statuses
+    assert _reads(services) - before == statuses.count(401)  # none for a 429
+    bad_token = await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=junk)
+    assert bad_token.status == 429  # refused credentials on a known trigger count alike
+    good = await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
+    assert good.status == 200, await good.text()
+    admin = await client.get("/api/v1/partners", headers=junk)
+    assert admin.status == 429  # one budget per address, admin API and /hooks

@@ -190,6 +190,60 @@ async def test_over_the_rate_limit_is_429_with_retry_after(client: Client) -> No
     assert (await hook(client, other, VEHICLE))[0] == 200  # limits are per trigger
 
 
+async def test_a_rate_limit_without_burst_takes_a_seconds_worth_of_calls_at_once(
+    client: Client,
+) -> None:
+    """The default burst was 1: ten calls at once under a limit of 100/s were mostly 429;
+    it is now `per_second` rounded up (at least 1)."""
+    trigger = await create_trigger(client, rate_limit={"per_second": 4})
+    assert trigger["rate_limit"] == {"per_second": 4}  # stored as given
+
+    async def ask() -> int:  # an OPTIONS counts like any call, and costs the least
+        return (await client.options(f"/hooks/{trigger['id']}", headers=bearer(trigger))).status
+
+    statuses = await asyncio.gather(*(ask() for _ in range(5)))
+    assert sorted(statuses) == [204] * 4 + [429]  # (one more token comes each 250 ms)
+    slow = await create_trigger(client, name="slow", rate_limit={"per_second": 0.01})
+    assert [(await hook(client, slow, VEHICLE))[0] for _ in range(2)] == [201, 429]  # at least 1
+
+
+async def test_a_rate_slower_than_one_call_in_10000_s_is_a_422_at_save(client: Client) -> None:
+    """per_second 1e-320 was accepted (exclusiveMinimum 0), and every call over it was a 500
+    (the wait overflowed to infinity) or a 429 with a 300-digit Retry-After."""
+    for rate in (1e-320, 1e-300, 0.00009):
+        response = await client.post(
+            "/api/v1/triggers",
+            headers=auth(),
+            json={"name": "slow", "entity_type": "vehicle", "rate_limit": {"per_second": rate}},
+        )
+        assert response.status == 422, (rate, await response.text())
+        [error] = (await response.json())["errors"]
+        assert error["pointer"] == "/rate_limit/per_second" and "0.0001" in error["message"]
+    slowest = await create_trigger(client, rate_limit={"per_second": 0.0001, "burst": 1})
+    assert slowest["rate_limit"]["per_second"] == 0.0001
+
+
+async def test_a_tiny_rate_stored_before_the_rule_answers_a_429_with_a_bounded_retry_after(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client)
+    await (
+        client.app[services_key]
+        .store.db["triggers"]
+        .update_one(
+            {"_id": trigger["id"]},
+            {"$set": {"rate_limit": {"per_second": 1e-320, "burst": 1}}, "$inc": {"version": 1}},
+        )
+    )
+    assert (await hook(client, trigger, VEHICLE))[0] == 201
+    for _ in range(2):
+        response = await client.post(
+            f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger)
+        )
+        assert response.status == 429, await response.text()
+        assert 1 <= int(response.headers["Retry-After"]) <= 10_000
+
+
 async def test_items_of_one_entity_are_written_in_order_within_a_concurrent_batch(
     client: Client,
 ) -> None:

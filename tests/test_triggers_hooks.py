@@ -256,9 +256,86 @@ async def test_osmand_query_string_with_token_in_query_finds_the_vehicle_by_trac
     assert (await get.json())["duplicate"] is True  # the same fix again: stored once
     later = query.replace("timestamp=1795685112", "timestamp=1795685999")
     head = await client.head(f"/hooks/{trigger['id']}?{later}&token={trigger['token']}")
-    assert head.status < 500  # read as a GET would be (it names no vehicle: 400)
+    assert head.status == 403  # a HEAD never writes, and a form trigger reads nothing
     track = (await vehicle_track(client))["items"]
     assert [f["time"] for f in track] == ["2026-11-26T09:25:12Z"]  # a HEAD never writes
+
+
+async def test_a_form_triggers_token_reads_no_vehicle_its_track_nor_any_entity(
+    client: Client,
+) -> None:
+    """docs/triggers.md: a form trigger offers no reads. Its GET is in `methods` for OsmAnd
+    devices to write, and its token sits in every device's URL: one tracker's URL must not
+    follow the fleet (another vehicle's track) nor read its entities. It did (200)."""
+    await upload_shipped(client, "osmand")
+    for plate, tracker in (("ABC1D23", "111"), ("OTH1A11", "222")):
+        created = await client.post(
+            "/api/v1/entities/vehicle",
+            headers=auth(),
+            json={**VEHICLE, "plate": plate, "attributes": {"tracker_id": tracker}},
+        )
+        assert created.status == 201, await created.text()
+    gps = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    entity_form = await create_trigger(client, format="form", auth={"token_in_query": "token"})
+    token = f"token={gps['token']}"
+    fix = f"/hooks/{gps['id']}?id=222&lat=-23.55&lon=-46.63&timestamp=1795685112&{token}"
+    assert (await client.get(fix)).status == 201  # another vehicle's phone writes
+    for trigger in (gps, entity_form):
+        url, token = f"/hooks/{trigger['id']}", f"token={trigger['token']}"
+        for method, path in (
+            ("GET", f"{url}/OTH1A11?{token}"),
+            ("GET", f"{url}/ABC1D23?{token}"),
+            ("HEAD", f"{url}/OTH1A11?{token}"),
+            ("HEAD", f"{url}?plate=OTH1A11&{token}"),
+            ("HEAD", f"{url}?tracker_id=222&{token}"),
+        ):
+            response = await client.request(method, path)
+            assert response.status == 403, (method, path)
+            assert response.content_type == "application/problem+json"
+            if method == "GET":
+                text = await response.text()
+                assert "form trigger takes writes only" in text, text
+                assert "-23.55" not in text and "Strada" not in text
+        root = await client.options(f"{url}?{token}")
+        assert root.status == 204 and root.headers["Allow"] == "GET, POST, OPTIONS"
+        entity_url = await client.options(f"{url}/OTH1A11?{token}")
+        assert entity_url.status == 204 and entity_url.headers["Allow"] == "OPTIONS"
+    track = (await vehicle_track(client, "OTH1A11"))["items"]
+    assert [(f["lat"], f["lon"]) for f in track] == [(-23.55, -46.63)]  # the write stands
+
+
+async def test_a_whole_float_where_the_schema_says_integer_is_stored_as_the_integer(
+    client: Client,
+) -> None:
+    """Delphi and JS serialisers write `2000.0`: JSON Schema counts it an integer, so it was
+    stored and answered as 2000.0 for ever (typed consumers refuse it for an int), and the
+    partner's later `2000` was "no change". Where the schema says `integer`, a whole float is
+    the int it is; a `number` or a free attribute keeps what was sent."""
+    trigger = await create_trigger(client)
+    status, answer = await hook(
+        client, trigger, {"plate": "INT1A11", "year": 2000.0, "attributes": {"ratio": 2.0}}
+    )
+    assert status == 201, answer
+    for read in (
+        await client.get(f"/hooks/{trigger['id']}/INT1A11", headers=bearer(trigger)),
+        await client.get("/api/v1/entities/vehicle/INT1A11", headers=auth()),
+    ):
+        text = await read.text()
+        assert '"year":2000,' in text or '"year":2000}' in text, text
+        assert '"ratio":2.0' in text, text
+    for year, status in ((b"2.001e3", 200), (b"2001.5", 422)):
+        body = b'{"plate": "INT1A11", "year": ' + year + b"}"
+        response = await client.post(
+            f"/hooks/{trigger['id']}",
+            data=body,
+            headers={**bearer(trigger), "Content-Type": "application/json"},
+        )
+        assert response.status == status, await response.text()
+    stored = await client.app[services_key].store.entities.get("acme", "vehicle", nk="INT1A11")
+    assert stored is not None and stored["data"]["year"] == 2001
+    assert type(stored["data"]["year"]) is int
 
 
 async def test_form_body_is_accepted_and_unknown_tracker_is_422(client: Client) -> None:

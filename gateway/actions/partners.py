@@ -20,7 +20,7 @@ from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.formats.json_tree import is_text
 from gateway.notify.channel_needs import push_partner_problem, refuse_if_channels_need
-from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.breaker import SLOWEST_RATE, PartnerGuards
 from gateway.outbound.partner_auth import build_auth, unsavable
 from gateway.store import Doc, Store, new_id
 
@@ -274,12 +274,13 @@ def _rate_limit(check: BodyCheck) -> Doc | None:
     valid = (
         isinstance(per_second, int | float)
         and not isinstance(per_second, bool)
-        and 0 < per_second <= 100_000
+        and SLOWEST_RATE <= per_second <= 100_000
         and isinstance(burst, int | float)
         and not isinstance(burst, bool)
         and 1 <= burst <= 100_000
     )
     if not isinstance(rate, dict) or set(rate) - {"per_second", "burst"} or not valid:
-        check.add("/rate_limit", "rate_limit is {per_second > 0, burst >= 1}", "type")
+        message = f"rate_limit is {{per_second: {SLOWEST_RATE:g} to 100000, burst >= 1}}"
+        check.add("/rate_limit", message, "type")
         return None
     return {"per_second": per_second, "burst": burst}

@@ -128,6 +128,16 @@ def decode_marked(document: bytes) -> str | None:
     return None
 
 
+def unmarked(document: bytes) -> bytes:
+    """A document without its byte order mark, as UTF-8 when the mark says UTF-16 or UTF-32
+    (bytes that are not of it replaced: the parser refuses them later): to see what it starts
+    with (`{`, `<`) whatever its label says, as its mark is its own word."""
+    for mark, codec in _WIDE_MARKS:
+        if document.startswith(mark):
+            return document.decode(codec, errors="replace").encode()
+    return document.removeprefix(UTF8_BOM)
+
+
 def is_utf8(charset: str | None) -> bool:
     """Whether a media type's charset (None: none given) is UTF-8, which needs no decoding.
     An unknown name is not: decode_charset refuses it."""

@@ -11,9 +11,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+SLOWEST_RATE: Final = 0.0001
+"""The slowest rate limit taken, in requests per second (one every 10,000 s, 2 h 47 min): the
+APIs refuse a slower one, and a bucket given one (stored before they did) counts at this one,
+so a wait it tells is a finite number of seconds (at most 10,000 for a caller arriving now)."""
 
 
 class BreakerState(enum.StrEnum):
@@ -142,7 +148,7 @@ class TokenBucket:
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
-        self.rate = rate
+        self.rate = max(rate, SLOWEST_RATE)
         self.burst = burst
         self._clock = clock
         self._sleep = sleep

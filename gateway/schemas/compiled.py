@@ -51,8 +51,9 @@ class CompiledSchema:
     _normaliser: Normaliser | None
 
     def normalise(self, doc: Any) -> Any:
-        """`doc` with identifiers normalised and negative zeros made 0.0 (`plain_zeros`), as
-        a new top-level dict (the store may add `_id` to it); `doc` itself is never mutated."""
+        """`doc` with identifiers normalised, whole floats where the schema says `integer`
+        made ints (`2000.0` is 2000) and negative zeros made 0.0 (`plain_zeros`), as a new
+        top-level dict (the store may add `_id` to it); `doc` itself is never mutated."""
         out = doc if self._normaliser is None else self._normaliser.apply(doc)
         out = plain_zeros(out)
         return dict(out) if out is doc and isinstance(doc, dict) else out

@@ -1,4 +1,5 @@
-"""Static walks over a raw JSON Schema: where identifiers live, and which field paths exist.
+"""Static walks over a raw JSON Schema: where identifiers (and integers) live, and which
+field paths exist.
 
 `build_normaliser` follows every keyword under which the validator checks formats: those
 that apply to the instance itself (`$ref`, `$dynamicRef` and `#anchor`s within the schema,
@@ -52,9 +53,10 @@ class _Budget:
     # subschema again with the same rest of the path (its anyOf arms $ref the same recursive
     # definition) answers from here instead of walking it again, exponentially.
     answers: dict[tuple[int, int, int], bool] = field(default_factory=dict)
-    # `build_normaliser`'s (subschema, depth) pairs that hold no identifier format: met again
-    # (a recursive definition $ref'd from many places), they are not walked again.
-    barren: set[tuple[int, int]] = field(default_factory=set)
+    # `build_normaliser`'s normaliser by (subschema, depth) (None: nothing to normalise
+    # there): met again (a recursive definition $ref'd from many places), a subschema is not
+    # walked again.
+    built: dict[tuple[int, int], Normaliser | None] = field(default_factory=dict)
     # `build_normaliser`'s plain-name fragments ("#node": `$anchor`, `$dynamicAnchor`).
     anchors: dict[str, Any] = field(default_factory=dict)
     # `has_path`: whether a digit part may index an array (reading a document), or is only
@@ -82,6 +84,10 @@ class Normaliser:
     alike: only plates and CNPJs have letters, only a 9-digit RENAVAM is padded.)"""
 
     idents: tuple[Identifier, ...] = ()
+    # The schema says `integer` here (and not `number`): a whole float (`2000.0`, `2.0e3`,
+    # which JSON Schema counts as an integer) is made the int it is, so it is stored, read and
+    # sent as one (typed consumers refuse `2000.0` for an int).
+    integer: bool = False
     branches: list[Normaliser] = field(default_factory=list)  # the same instance
     props: dict[str, Normaliser] = field(default_factory=dict)
     patterns: list[tuple[str, Normaliser]] = field(default_factory=list)
@@ -96,6 +102,9 @@ class Normaliser:
             value = branch.apply(value)
         if isinstance(value, str):
             return self._identifier(value)
+        if type(value) is float:
+            whole = self.integer and value.is_integer() and -(2**63) <= value < 2**63
+            return int(value) if whole else value  # (past 64 bits no integer can be stored)
         if isinstance(value, dict):
             value = self._members(value)
             for name, sub in self.dependent.items():
@@ -154,7 +163,8 @@ _Below = Callable[[Any, str], Normaliser | None]
 
 
 def build_normaliser(schema: Mapping[str, Any]) -> Normaliser | None:
-    """The normaliser for `schema`, or None when it declares no identifier format.
+    """The normaliser for `schema`, or None when it declares no identifier format and no
+    `integer` type.
     SchemaTooComplex when the walk would visit more than MAX_VISITS subschemas;
     IdentifierInName for an identifier format under `propertyNames`."""
     return _normaliser(schema, schema, "", 0, _Budget(anchors=_anchors(schema)))
@@ -166,8 +176,8 @@ def _normaliser(
     if not isinstance(node, Mapping) or depth > _MAX_DEPTH:
         return None
     state = (id(node), depth)
-    if state in budget.barren:
-        return None
+    if state in budget.built:
+        return budget.built[state]
     budget.spend()
 
     def below(sub: Any, where: str) -> Normaliser | None:
@@ -177,8 +187,11 @@ def _normaliser(
         raise IdentifierInName(f"{at}/propertyNames")
     ident = IDENTIFIERS.get(node.get("format", ""))
     same = _in_place(root, node, at, budget.anchors)
+    types = node.get("type")
+    types = [types] if isinstance(types, str) else types if isinstance(types, list) else []
     found = Normaliser(
         idents=() if ident is None else (ident,),
+        integer="integer" in types and "number" not in types,
         branches=_present(below(sub, where) for sub, where in same),
         props=_named(below, _mapping(node.get("properties")), f"{at}/properties"),
         patterns=list(
@@ -197,10 +210,9 @@ def _normaliser(
     )
     if not any(found.prefix) and found.rest is None:
         found.prefix = []  # (with `rest`, the prefix's length says where `rest` starts)
-    if found == Normaliser():
-        budget.barren.add(state)
-        return None
-    return found
+    built = None if found == Normaliser() else found
+    budget.built[state] = built
+    return built
 
 
 def _in_place(

@@ -21,6 +21,7 @@ from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier, Unusa
 from gateway.auth.secretbox import SecretBox
 from gateway.schemas import CompiledSchema, compile_schema
 from gateway.store import Doc, Store
+from gateway.triggers.spec import SIGNED_MODES, rate_of
 
 POLLED: Final = "schedule"
 """The `auth_mode` of a schedule's target compiled as a trigger (gateway/schedules/sinks.py):
@@ -64,9 +65,14 @@ class CompiledTrigger:
         return self.auth_mode == POLLED
 
     @property
-    def allow(self) -> tuple[str, ...]:
-        """The Allow header of a 405 (HEAD comes with GET)."""
-        return tuple(sorted(self.methods | ({"HEAD"} if "GET" in self.methods else set())))
+    def reads(self) -> bool:
+        """Whether its GET (and HEAD) reads. A `form` trigger's GET is a write (OsmAnd
+        devices write with GET): it is in `methods` for the devices, whose URL, token in the
+        query, is shared by the whole fleet, so it reads nothing. A trigger authenticated by
+        a body signature reads nothing either: a GET's signature is the empty body's, which
+        covers neither the URL nor its query (docs/triggers.md#reading-get)."""
+        signed = self.auth_mode in SIGNED_MODES
+        return "GET" in self.methods and self.format != "form" and not signed
 
     def secrets_at(self, now: float) -> list[str]:
         return [s for s, until in self.webhook_secrets if until is None or until > now]
@@ -94,7 +100,7 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         expose=tuple(doc["expose"]) if doc.get("expose") is not None else None,
         max_body_bytes=doc["max_body_bytes"],
         max_batch_items=doc["max_batch_items"],
-        rate=(float(rate["per_second"]), int(rate.get("burst") or 1)) if rate else None,
+        rate=rate_of(rate) if rate else None,
         auth_mode=auth["mode"],
         token_param=auth.get("token_in_query"),
         partner_jwt=_stored_verifier(auth, fetch) if auth["mode"] == "partner_jwt" else None,

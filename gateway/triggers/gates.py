@@ -14,6 +14,10 @@ process within 1 s):
 
 A read that raced with a change is not kept (`_generation`), and everything read before a
 stream (re)opened is forgotten when it opens: a change the stream did not see cannot linger.
+
+An id that names no trigger is remembered too, by the same rules, apart (a flood of made-up
+ids must not push real triggers out): a caller repeating an unknown id costs no database
+read, and a trigger created with that id is found once the stream reports it (or 0.5 s on).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -37,7 +42,7 @@ _RETRY_SECONDS: Final = (0.5, 30.0)  # first and longest wait before reopening a
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    gate: Doc
+    gate: Doc | None  # None: no such trigger
     read_at: float  # the clock when its read began
 
 
@@ -63,6 +68,10 @@ class TriggerGates:
         self._max = max_cached
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._unknown: dict[str, _Entry] = {}  # ids that named no trigger, kept apart
+        # Ids last read as a trigger, kept through every forget (the least recently read go
+        # past `max_cached`): only to tell a made-up id from a trigger (`known`).
+        self._seen: OrderedDict[str, None] = OrderedDict()
         self._generation = 0  # bumped by every forget: a read that raced one is not kept
         self._trusted_until = 0.0  # the change stream vouches for every entry until then
         self._watcher: asyncio.Task[None] | None = None
@@ -85,27 +94,47 @@ class TriggerGates:
         if self._follow and self._watcher is None:
             self._watcher = asyncio.create_task(self._watch())
         now = self._clock()
-        entry = self._entries.get(trigger_id)
+        entry = self._entries.get(trigger_id) or self._unknown.get(trigger_id)
         if entry is not None and (now < self._trusted_until or now - entry.read_at < self._poll):
             return entry.gate
         generation = self._generation
         gate = await self._store.triggers.gate(trigger_id)
         self._metrics.trigger_gate_reads.inc()
-        if gate is not None and generation == self._generation:
-            self._entries.pop(trigger_id, None)
-            if len(self._entries) >= self._max:
-                self._entries.pop(next(iter(self._entries)))  # the least recently read
-            self._entries[trigger_id] = _Entry(gate, now)
+        self._saw(trigger_id, gate is not None)
+        if generation == self._generation:
+            entries = self._unknown if gate is None else self._entries
+            entries.pop(trigger_id, None)
+            if len(entries) >= self._max:
+                entries.pop(next(iter(entries)))  # the least recently read
+            entries[trigger_id] = _Entry(gate, now)
         return gate
 
+    def known(self, trigger_id: str) -> bool:
+        """Whether this process last read this id as a trigger's (however long ago: the
+        answer may be stale, a deleted trigger's). Admits nothing: it tells a caller's
+        trigger from a made-up id (`receiver.py` holds back an address over its limit of
+        refused calls, except for triggers it knows)."""
+        return trigger_id in self._seen
+
+    def _saw(self, trigger_id: str, exists: bool) -> None:
+        if not exists:
+            self._seen.pop(trigger_id, None)
+            return
+        self._seen[trigger_id] = None
+        self._seen.move_to_end(trigger_id)
+        if len(self._seen) > self._max:
+            self._seen.popitem(last=False)
+
     def forget(self, trigger_id: str) -> None:
-        """This trigger changed: the next call reads it again."""
+        """This trigger changed (or was created): the next call reads it again."""
         self._generation += 1
         self._entries.pop(trigger_id, None)
+        self._unknown.pop(trigger_id, None)
 
     def forget_all(self) -> None:
         self._generation += 1
         self._entries.clear()
+        self._unknown.clear()
 
     async def close(self) -> None:
         await cancel_and_wait(self._watcher)

@@ -21,6 +21,7 @@ from gateway.formats.charsets import (
     is_utf8,
     is_windows_1252,
     latin_1_to_windows_1252,
+    unmarked,
     utf8_json,
 )
 from gateway.formats.json_tree import loads_exact
@@ -101,9 +102,9 @@ def malformed(body: bytes, exc: orjson.JSONDecodeError) -> BadRequest:
 
 
 def _starts_as(body: bytes, *first: bytes) -> bool:
-    """Whether the body's first character, after blanks and a UTF-8 byte order mark, is one
-    of `first`."""
-    return body.removeprefix(UTF8_BOM).lstrip()[:1] in first
+    """Whether the body's first character, after a byte order mark (UTF-8, UTF-16 or UTF-32,
+    read in the encoding it says) and blanks, is one of `first`."""
+    return unmarked(body).lstrip()[:1] in first
 
 
 def _json_lines(body: bytes) -> list[Any]:

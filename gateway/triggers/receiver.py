@@ -72,6 +72,12 @@ UNSIGNED_READ: Final = (
     "a signed trigger takes writes only: a signature covers the body, not the URL, so it "
     "cannot authorise a read (read through a token trigger)"
 )
+# Its GET is a device's write, and its token sits in every device's URL (one for the fleet).
+FORM_READ: Final = (
+    "a form trigger takes writes only: its GET writes the fields of its query string "
+    "(OsmAnd), and its token, in every device's URL, reads nothing (read through a json "
+    "trigger whose token goes in the Authorization header)"
+)
 
 
 @dataclass(slots=True)
@@ -100,9 +106,13 @@ def _options(trigger: CompiledTrigger, call: HookCall) -> dict[str, str]:
     Web Hooks §4) when it asks (`WebHook-Request-Origin`) at a URL that takes POST: consent
     for that origin and the rate the trigger's limit allows (requests per minute, `*` with no
     limit). A callback (`WebHook-Request-Callback`) is never called: consent is answered."""
-    reads = "GET" in trigger.methods and trigger.auth_mode not in SIGNED_MODES
-    posts = "POST" in trigger.methods and call.ref is None
-    allowed = [*(["GET", "HEAD"] if reads else []), *(["POST"] if posts else []), "OPTIONS"]
+    at_root = call.ref is None  # /hooks/{id}, where writes go
+    gets = ["GET", "HEAD"] if trigger.reads else []
+    if trigger.format == "form" and "GET" in trigger.methods and at_root:
+        # A device's write (a HEAD never writes); a signed trigger's has nothing signed.
+        gets = [] if trigger.auth_mode in SIGNED_MODES else ["GET"]
+    posts = "POST" in trigger.methods and at_root
+    allowed = [*gets, *(["POST"] if posts else []), "OPTIONS"]
     headers = {"Allow": ", ".join(allowed)}
     origin = call.headers.get("WebHook-Request-Origin")
     if origin is None or not posts:
@@ -138,6 +148,8 @@ class HookReceiver:
         metrics: Metrics,
         tracks: Tracks,
         *,
+        clients: RateLimits | None = None,
+        client_rate: float = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -151,6 +163,10 @@ class HookReceiver:
         self._metrics = metrics
         self._clock = clock
         self._limits = RateLimits()
+        # Calls refused for their credentials, per client address (shared with the admin
+        # API's: web/admin_auth.py), `client_rate` a second, bursts of twice that.
+        self._clients = RateLimits() if clients is None else clients
+        self._client_rate = client_rate
 
     async def close(self) -> None:
         """At shutdown, while the store is open: the Idempotency-Key releases left."""
@@ -171,7 +187,13 @@ class HookReceiver:
             )
 
     async def _handle(self, call: HookCall, tally: _Tally) -> HookAnswer:
-        admitted = await self._admit(call, tally)
+        counted = self._count_unknown(call)
+        try:
+            admitted = await self._admit(call, tally)
+        except Unauthorized:
+            if not counted:
+                self._count(call)
+            raise
         trigger = admitted.trigger
         if call.method == "OPTIONS":
             tally.outcome = "options"
@@ -180,8 +202,8 @@ class HookReceiver:
         writes = call.method == "POST" or (trigger.format == "form" and call.method == "GET")
         if call.ref is None and writes:
             return await self._write(admitted, call, tally)
-        if trigger.auth_mode in SIGNED_MODES:
-            raise Forbidden(UNSIGNED_READ)
+        if not trigger.reads:
+            raise Forbidden(UNSIGNED_READ if trigger.auth_mode in SIGNED_MODES else FORM_READ)
         if (key := call.headers.get("Idempotency-Key")) is not None:
             _check_key(key)  # a read has no use for one, but one it cannot be is the same 400
         if trigger.target == "positions":
@@ -193,7 +215,16 @@ class HookReceiver:
 
     async def _recent_track(self, trigger: CompiledTrigger, call: HookCall) -> Any:
         """A position trigger's GET: a vehicle's recent track, by id or plate in the path, or
-        by `?plate=` / `?tracker_id=`: one of them, once."""
+        by `?plate=` / `?tracker_id=`: one of them, once. Any other parameter (but the token
+        parameter) is a 400: `?limit=1` or `?from=` silently answered with the 50 newest
+        fixes would let the partner believe its filter applied."""
+        taken = {*POSITION_READ_PARAMS, trigger.token_param}
+        if unknown := sorted(set(call.query) - taken):
+            raise BadRequest(
+                f"a position trigger's read takes no {', '.join(unknown)}; it takes "
+                f"{' or '.join(POSITION_READ_PARAMS)} (or the plate in the path), and answers "
+                "the vehicle's newest fixes (the admin API pages a whole track)"
+            )
         getall = getattr(call.query, "getall", None)
         named = [k for k in POSITION_READ_PARAMS if getall and len(getall(k, ())) > 1]
         ways = [call.ref is not None, *(k in call.query for k in POSITION_READ_PARAMS)]
@@ -210,6 +241,29 @@ class HookReceiver:
         raise BadRequest("name a vehicle: /hooks/{id}/{plate}, ?plate= or ?tracker_id=")
 
     # -- admission -----------------------------------------------------------------------------
+
+    def _count_unknown(self, call: HookCall) -> bool:
+        """Whether the call was counted against its address's budget of refused calls before
+        its trigger is read: when it names an id this process has not read as a trigger's
+        (made up, most likely), so that a flood of such calls, however many at once, costs
+        at most that budget in database reads. A call to a trigger this process knows costs
+        no read, and is counted only if refused: devices behind one address (a NAT) keep
+        writing beside a misconfigured one."""
+        if self._gates.known(call.trigger_id):
+            return False
+        self._count(call)
+        return True
+
+    def _count(self, call: HookCall) -> None:
+        """One more refused (or possibly refused) call from the caller's address: past the
+        limit a 429 (SPEC §7: guessing trigger ids or tokens is limited, as on the admin API:
+        the same budget)."""
+        rate = self._client_rate
+        if wait := self._clients.wait(f"client:{call.client}", rate, 2 * rate):
+            raise RateLimited(
+                f"over the limit of {rate:g} refused calls/s from this address",
+                retry_after=max(1, math.ceil(wait)),
+            )
 
     async def _admit(self, call: HookCall, tally: _Tally) -> _Admitted:
         gate = await self._gates.gate(call.trigger_id)

@@ -125,6 +125,7 @@ class TriggerService:
         )
         token, secret = self._issue(doc, now, given=(spec.get("auth") or {}).get("secret"))
         await self._store.triggers.insert(doc)
+        self._on_change(doc["_id"])  # (an id called before it existed is known as none)
         return IssuedTrigger(self._public(doc), token, secret)
 
     async def list(self, tenant: str, *, after: str | None, limit: int) -> list[dict[str, Any]]:

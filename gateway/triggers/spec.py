@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Mapping
 from datetime import datetime
@@ -18,6 +19,7 @@ from gateway.auth.partner_hmac import (
 )
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats.json_tree import whole_number
+from gateway.outbound.breaker import SLOWEST_RATE
 from gateway.paging import PAGE_PARAMS
 from gateway.schemas import ENTITY_TYPES, compile_schema
 from gateway.schemas.compiled import invalid
@@ -90,8 +92,19 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
             "additionalProperties": False,
             "required": ["per_second"],
             "properties": {
-                "per_second": {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000},
-                "burst": {"type": "integer", "minimum": 1, "maximum": 100_000},
+                "per_second": {
+                    "description": "requests per second, per process; at least one every 10,000 s",
+                    "type": "number",
+                    "minimum": SLOWEST_RATE,
+                    "maximum": 100_000,
+                },
+                "burst": {
+                    "description": "calls taken at once; by default a second's worth, "
+                    "`per_second` rounded up (at least 1)",
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 100_000,
+                },
             },
         },
         "max_body_bytes": {"type": "integer", "minimum": 64},
@@ -254,6 +267,14 @@ def _signed_get_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
         "a GET has no body to sign, and is refused at the door; leave GET out"
     )
     return [FieldProblem("/methods", message, "signed")]
+
+
+def rate_of(rate_limit: Mapping[str, Any]) -> tuple[float, int]:
+    """(per second, burst) of a stored `rate_limit`: without a burst, a second's worth of
+    calls, so a partner's pool sending a few at once well under the rate is not refused."""
+    per_second = float(rate_limit["per_second"])
+    burst = rate_limit.get("burst")
+    return per_second, int(burst) if burst else max(1, math.ceil(per_second))
 
 
 POSITION_READ_PARAMS: Final = ("plate", "tracker_id")

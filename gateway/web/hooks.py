@@ -96,6 +96,7 @@ def _hook_call(request: web.Request, ref: str | None) -> HookCall:
         ref=ref,
         charset=request.charset,
         as_called=None if reply is None else reply.as_called,
+        client=request.remote or "",
     )
 
 

@@ -21,7 +21,7 @@ from gateway.metrics import Metrics
 from gateway.services import Services
 from gateway.web import conditional, problems, replies
 from gateway.web.openapi import Operation, operation_of
-from gateway.web.requests import check_refused_early
+from gateway.web.requests import check_refused_early, send_continue
 from gateway.web.state import services_of
 
 log = logging.getLogger("gateway.access")
@@ -140,6 +140,10 @@ async def _call(
             health.check()  # known down: 503 at once, nothing attempted
         except StoreUnavailable as exc:
             return problems.problem_response(exc, request)
+    if op is None or op.auth != "trigger":
+        # An admin or UI request's body is invited now; a partner's once its trigger took the
+        # token and the declared size (web/hooks.py reads it through `read_body`).
+        await send_continue(request)
     try:
         return await _handled(handler, request)
     except web.HTTPException as exc:

@@ -69,10 +69,12 @@ _STATUS_TEXT = {
     409: "Conflict",
     413: "Body too large",
     415: "Unsupported media type",
+    417: "An Expect other than 100-continue",
     422: "Validation failed",
     429: "Rate limited (see Retry-After)",
     500: "A SOAP 1.1 Fault (every refusal but 401, 408, 413, 415, 429 and 503), or an "
     "internal error",
+    501: "A Transfer-Encoding other than chunked",
     502: "Partner error",
     503: "Database unavailable (see Retry-After)",
     504: "Partner timeout",
@@ -454,7 +456,9 @@ def _errors(op: Operation) -> set[int]:
     if op.xml_answers:
         errors.add(500)  # a SOAP 1.1 Fault
     if op.request is not None:
-        errors |= {400, 408, 413, 415}  # malformed, too slow, too large, not JSON
+        # malformed, too slow, too large, not JSON; an Expect or a transfer coding the edge
+        # does not take (web/requests.py check_refused_early)
+        errors |= {400, 408, 413, 415, 417, 501}
     if op.database and op.auth != "none":
         errors.add(503)
     return errors

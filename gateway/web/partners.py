@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.actions.partners import public_partner
+from gateway.outbound.breaker import SLOWEST_RATE
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import ID_CURSOR, TEXT_NAME, operation, strict
 from gateway.web.problems import json_response
@@ -46,7 +47,10 @@ PARTNER_BODY: dict[str, Any] = {
         "max_concurrency": {"type": "integer", "minimum": 1, "default": 10},
         "rate_limit": {
             "type": ["object", "null"],
-            "properties": {"per_second": {"type": "number"}, "burst": {"type": "number"}},
+            "properties": {
+                "per_second": {"type": "number", "minimum": SLOWEST_RATE, "maximum": 100_000},
+                "burst": {"type": "number", "minimum": 1, "maximum": 100_000},
+            },
         },
         "disable_after_hours": {"type": "number", "default": 72},
         "secrets": {

@@ -38,6 +38,7 @@ from gateway import eventloop
 from gateway.errors import clipped
 from gateway.logs import request_id_var
 from gateway.web.problems import PROBLEM_JSON, dumps
+from gateway.web.requests import BODY_TIMEOUT_SECONDS
 from gateway.web.state import services_key
 
 log = logging.getLogger("gateway.access")
@@ -66,6 +67,61 @@ def _refusal(exc: BadHttpMessage, status: int) -> tuple[int, str]:
 
 
 class ProblemRequestHandler(RequestHandler):
+    # How long a request's head (request line and headers) may take to arrive once its first
+    # byte did: a client trickling its headers (slowloris) holds the connection no longer than
+    # a slow body does (web/requests.py BODY_TIMEOUT_SECONDS), then gets a 408 problem. aiohttp
+    # bounds that phase only by its keep-alive timeout (75 s), closing without an answer.
+    header_timeout: float = BODY_TIMEOUT_SECONDS
+    _header_deadline: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._request_in_progress or self._messages:  # a whole head arrived
+            self._cancel_header_deadline()
+        elif self._header_deadline is None and self.transport is not None:
+            self._header_deadline = self._loop.call_later(
+                self.header_timeout, self._head_too_slow, self._request_count
+            )
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_header_deadline()
+        super().connection_lost(exc)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _head_too_slow(self, count: int) -> None:
+        self._header_deadline = None
+        if (
+            self.transport is None
+            or self._request_in_progress
+            or self._messages
+            or self._request_count != count
+        ):
+            return
+        request_id = os.urandom(16).hex()
+        log.debug("request head too slow: answered 408", extra={"status": 408})
+        self._count(408)
+        body = dumps(
+            {
+                "type": "https://rabbot.dev/problems/request-timeout",
+                "title": "Request timeout",
+                "status": 408,
+                "detail": f"the request's headers took over {self.header_timeout:g} s to "
+                "arrive; retry",
+            }
+        )
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\n"
+            f"Content-Type: {PROBLEM_JSON}\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\nX-Request-ID: {request_id}\r\n"
+            "X-Content-Type-Options: nosniff\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        self.force_close()
+
     def handle_error(
         self,
         request: BaseRequest,
