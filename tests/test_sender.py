@@ -1014,6 +1014,21 @@ async def test_every_resolver_thread_taken_is_the_gateways_overloaded_not_a_part
         assert (await sender.send(fast, partner_id="b", guard=guard)).status == 200
 
 
+@pytest.mark.parametrize("host", ["a" * 64 + ".example.com", "api..example.com"])
+async def test_a_host_name_no_lookup_can_encode_is_the_partners_connect_failure(
+    host: str,
+) -> None:
+    """A label over 63 characters or an empty one (a typo): Python's getaddrinfo raises
+    UnicodeError encoding it. That is the partner's `connect` failure naming the host, an
+    outcome like any other, never an exception out of `send`."""
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    async with Sender(OutboundPolicy(), connect_timeout=1) as sender:
+        out = await sender.send(post(f"https://{host}/h", timeout=2), partner_id="p", guard=guard)
+    assert (out.status, out.error) == (None, "connect"), out
+    assert "not a valid host name" in (out.message or ""), out.message
+    assert guard.breaker.state is BreakerState.OPEN
+
+
 # URLs.
 
 

@@ -109,6 +109,11 @@ class PartnerResolver(AbstractResolver):
         work.add_done_callback(lambda _: _call_soon(loop, self._places.release))
         try:
             infos = await asyncio.wrap_future(work)
+        except UnicodeError as exc:  # the idna codec: a label empty or over 63 characters
+            raise OSError(
+                errno.EINVAL,
+                f"{host} is not a valid host name (a label empty or over 63 characters)",
+            ) from exc
         except OSError as exc:  # socket.gaierror included
             if _out_of_descriptors():
                 raise OSError(errno.EMFILE, "no file descriptor left to resolve a name") from exc
