@@ -1014,6 +1014,28 @@ async def test_every_resolver_thread_taken_is_the_gateways_overloaded_not_a_part
         assert (await sender.send(fast, partner_id="b", guard=guard)).status == 200
 
 
+def _answers(monkeypatch: pytest.MonkeyPatch, table: dict[str, Any]) -> list[str]:
+    """getaddrinfo answers from `table`: name -> (delay, address | exception | callable
+    giving one); the names asked are listed in the order asked."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host in table:
+            asked.append(host)
+            delay, answer = table[host]
+            if callable(answer):
+                answer = answer()
+            time.sleep(delay)
+            if isinstance(answer, BaseException):
+                raise answer
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answer, int(port)))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
 @pytest.mark.parametrize("host", ["a" * 64 + ".example.com", "api..example.com"])
 async def test_a_host_name_no_lookup_can_encode_is_the_partners_connect_failure(
     host: str,
@@ -1027,6 +1049,75 @@ async def test_a_host_name_no_lookup_can_encode_is_the_partners_connect_failure(
     assert (out.status, out.error) == (None, "connect"), out
     assert "not a valid host name" in (out.message or ""), out.message
     assert guard.breaker.state is BreakerState.OPEN
+
+
+async def test_a_short_timeout_partner_leaves_the_lookup_to_others_on_the_same_host(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two partners (two tenants) on one host name, its name server slow (2 s). Partner A
+    (timeout 0.5 s) gives up on the lookup: its own `connect` failure. Partner B (timeout
+    10 s), calling meanwhile, waits for that same lookup, which answers within its timeout."""
+    asked = _answers(monkeypatch, {"shared.test": (2.0, "127.0.0.1")})
+    port = receiver.server.port  # type: ignore[union-attr]
+    policy = OutboundPolicy.from_entries(["shared.test"])
+    guard_b = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    async with Sender(policy, connect_timeout=1) as sender:
+        a = asyncio.create_task(
+            sender.send(
+                post(f"http://shared.test:{port}/a", timeout=0.5),
+                partner_id="a",
+                guard=PartnerGuard.build(GuardSettings()),
+            )
+        )
+        await asyncio.sleep(0.8)  # A gave up; the lookup is still under way
+        b = await sender.send(
+            post(f"http://shared.test:{port}/b", timeout=10), partner_id="b", guard=guard_b
+        )
+        gave_up = await a
+    assert b.status == 200, (b.error, b.message, guard_b.breaker.state)
+    assert (gave_up.error, gave_up.sent) == ("connect", True), gave_up.message
+    assert "0.5 s" in (gave_up.message or "") and asked == ["shared.test"]
+
+
+async def test_a_transient_lookup_failure_is_not_replayed_to_the_next_calls(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One EAI_AGAIN ("Temporary failure in name resolution") fails that call only: the next
+    call asks the name server again and is sent."""
+    failures = iter([socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")])
+    asked = _answers(monkeypatch, {"flaky.test": (0, lambda: next(failures, "127.0.0.1"))})
+    port = receiver.server.port  # type: ignore[union-attr]
+    guard = PartnerGuard.build(GuardSettings())
+    async with Sender(OutboundPolicy.from_entries(["flaky.test"]), connect_timeout=1) as sender:
+        outs = [
+            await sender.send(
+                post(f"http://flaky.test:{port}/h", timeout=5), partner_id="p", guard=guard
+            )
+            for _ in range(3)
+        ]
+    assert [o.error for o in outs] == ["connect", None, None], [o.message for o in outs]
+    assert asked == ["flaky.test", "flaky.test"]  # the answer is kept, the failure not
+
+
+@pytest.mark.parametrize("timeout", [0.5, 2.0])
+async def test_resolver_threads_taken_hold_a_partner_overloaded_whatever_its_timeout(
+    timeout: float, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every resolver thread taken, a partner whose timeout is its max_wait (any timeout of
+    5 s or less) is held `overloaded` too, never blamed; once threads are free its calls go."""
+    _name_server(monkeypatch)
+    port = receiver.server.port  # type: ignore[union-attr]
+    async with Sender(NAMES, resolver_threads=2) as sender:
+        slow = _slow_calls(sender, port, SLOW_NAMES[:2])
+        await asyncio.sleep(0.2)
+        guard = PartnerGuard.build(GuardSettings(breaker_threshold=1, max_wait=timeout))
+        fast = OutboundRequest("GET", f"http://fast.test:{port}/", timeout=timeout)
+        held = await sender.send(fast, partner_id="b", guard=guard)
+        await asyncio.gather(*slow)
+        after = await sender.send(fast, partner_id="b", guard=guard)
+    assert (held.error, held.sent) == ("overloaded", False), held.message
+    assert guard.breaker.state is BreakerState.CLOSED
+    assert after.status == 200, after.message
 
 
 # URLs.

@@ -45,8 +45,8 @@ from gateway.outbound.partner_auth import (
     TokenResponse,
 )
 from gateway.outbound.redaction import NO_REDACTION, Redactor
-from gateway.outbound.resolver import PartnerResolver, ResolverBusy
-from gateway.outbound.resolver import waiting as resolver_wait
+from gateway.outbound.resolver import Call, PartnerResolver, ResolverBusy
+from gateway.outbound.resolver import call as resolver_call
 from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
 from gateway.outbound.verdict import (
     HELD,
@@ -238,6 +238,7 @@ class Sender:
         connector = Connector(
             resolver=GuardedResolver(self._policy, inner),
             limit=0,  # bounded by the capacity a request takes first (`_admitted`)
+            use_dns_cache=False,  # the resolver keeps answers itself (resolver.py)
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -319,7 +320,7 @@ class Sender:
         if not admitted:
             return self._overloaded()
         # A lookup waits for a resolver thread no longer than for the capacity.
-        wait = resolver_wait.set(max_wait)
+        terms = resolver_call.set(Call(wait=max_wait))
         try:
             if (held := await self._resolve_ahead(request)) is not None:
                 return held
@@ -327,7 +328,7 @@ class Sender:
                 return await self._send_with_auth(request, auth)
             return await self._send_through_breaker(request, guard, auth)
         finally:
-            resolver_wait.reset(wait)
+            resolver_call.reset(terms)
             self._capacity.release()
 
     async def _resolve_ahead(self, request: OutboundRequest) -> Outcome | None:
