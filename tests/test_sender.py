@@ -1120,6 +1120,29 @@ async def test_resolver_threads_taken_hold_a_partner_overloaded_whatever_its_tim
     assert after.status == 200, after.message
 
 
+async def test_calls_queued_behind_a_lookup_waiting_for_a_resolver_thread_are_held_overloaded(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every resolver thread taken, a partner's gate place is held by a call waiting for a
+    thread: a call queued at that gate and giving up is held `overloaded` too (the wait is
+    ours), never `rate_limited` "1 requests already in flight" (none is)."""
+    _name_server(monkeypatch)
+    port = receiver.server.port  # type: ignore[union-attr]
+    async with Sender(NAMES, resolver_threads=2) as sender:
+        slow = _slow_calls(sender, port, SLOW_NAMES[:2])
+        await asyncio.sleep(0.2)
+        guard = PartnerGuard.build(GuardSettings(max_concurrency=1, max_wait=0.5))
+        fast = OutboundRequest("GET", f"http://fast.test:{port}/", timeout=2)
+        first = [asyncio.create_task(sender.send(fast, partner_id="b", guard=guard)) for _ in "12"]
+        await asyncio.sleep(0.3)
+        third = await sender.send(fast, partner_id="b", guard=guard)  # gives up at 0.8 s
+        outs = [*await asyncio.gather(*first), third]
+        await asyncio.gather(*slow)
+    assert [(o.error, o.sent) for o in outs] == [("overloaded", False)] * 3, [
+        o.message for o in outs
+    ]
+
+
 # URLs.
 
 

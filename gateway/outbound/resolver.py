@@ -92,6 +92,10 @@ class PartnerResolver(AbstractResolver):
         # Answers kept for the connection that follows a lookup ahead, and the calls after.
         self._kept: dict[_Key, tuple[float, list[ResolveResult]]] = {}
 
+    def saturated(self) -> bool:
+        """Whether every resolver thread is taken (a lookup started now waits for one)."""
+        return self._places.locked()
+
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:

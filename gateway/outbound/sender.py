@@ -287,6 +287,13 @@ class Sender:
                 # Its places wait for our capacity, or would: the wait is ours, not the
                 # partner's.
                 return self._overloaded()
+            if self._resolver is not None and self._resolver.saturated():
+                # Its places may wait for a resolver thread: ours too.
+                return _not_sent(
+                    "overloaded",
+                    _shortage(ResolverBusy(self._resolver_threads)) or "",
+                    _BUSY_RETRY,
+                )
             # A slot frees when a request in flight ends: within the partner's timeout.
             return _not_sent(
                 "rate_limited",
