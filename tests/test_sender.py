@@ -23,6 +23,7 @@ from pytest_aiohttp import AiohttpServer
 
 from gateway.errors import InvalidPayload
 from gateway.formats.json_tree import ANSWER_DEPTH
+from gateway.outbound import resolver as resolver_module
 from gateway.outbound import sender as sender_module
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard, PartnerGuards
 from gateway.outbound.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
@@ -1141,6 +1142,28 @@ async def test_calls_queued_behind_a_lookup_waiting_for_a_resolver_thread_are_he
     assert [(o.error, o.sent) for o in outs] == [("overloaded", False)] * 3, [
         o.message for o in outs
     ]
+
+
+async def test_a_new_connection_follows_a_host_names_new_address_once_its_answer_expires(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resolver keeps an answer `_FRESH` seconds, and the connector none of its own: a
+    partner's name moving to another address is followed by its next new connection once
+    the kept answer expired (not up to twice as long)."""
+    monkeypatch.setattr(resolver_module, "_FRESH", 0.3)
+    addresses = iter(["127.0.0.1"])
+    asked = _answers(monkeypatch, {"moving.test": (0, lambda: next(addresses, "127.0.0.2"))})
+    port = receiver.server.port  # type: ignore[union-attr]
+    policy = OutboundPolicy.from_entries(["moving.test", "127.0.0.0/8"])
+    receiver.respond_with(200, headers={"Connection": "close"})  # each call a new connection
+    async with Sender(policy, connect_timeout=1) as sender:
+        first = await sender.send(post(f"http://moving.test:{port}/h"), partner_id="p")
+        await asyncio.sleep(0.5)
+        moved = await sender.send(post(f"http://moving.test:{port}/h"), partner_id="p")
+    assert first.status == 200, first.message
+    assert asked == ["moving.test", "moving.test"]
+    # Nothing listens on 127.0.0.2 at that port: the new address was the one tried.
+    assert (moved.status, moved.error) == (None, "connect"), (moved.status, moved.message)
 
 
 # URLs.
