@@ -341,8 +341,8 @@ class Sender:
     async def _resolve_ahead(self, request: OutboundRequest) -> Outcome | None:
         """The partner's host name resolved before its timeout starts (`resolver.py`): a
         wait for a resolver thread, or no file descriptor to resolve with, is our own
-        `overloaded`; what the name server answers (or not, within the partner's timeout)
-        is kept for the connection, which meets it as the partner's."""
+        `overloaded`; the name server's failure (or no answer within the partner's timeout)
+        is this call's, met by its connection as the partner's `connect` failure."""
         if self._resolver is None:
             return None
         try:
