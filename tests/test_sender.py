@@ -1166,6 +1166,33 @@ async def test_a_new_connection_follows_a_host_names_new_address_once_its_answer
     assert (moved.status, moved.error) == (None, "connect"), (moved.status, moved.message)
 
 
+async def test_a_lookup_started_without_a_file_descriptor_is_the_gateways_hold(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process at its open-file limit when a lookup starts, one descriptor freed by the
+    time the lookup failed ("Name or service not known"): still the gateway's `overloaded`
+    hold, not the partner's `connect` failure."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))  # freed meanwhile
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    port = receiver.server.port  # type: ignore[union-attr]
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    async with Sender(OutboundPolicy.from_entries(["crowded.test"]), connect_timeout=1) as sender:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (0, hard))
+        try:
+            held = await sender.send(
+                post(f"http://crowded.test:{port}/hook"), partner_id="erp", guard=guard
+            )
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (held.error, held.sent) == ("overloaded", False), held.message
+    assert guard.breaker.state is BreakerState.CLOSED
+
+
 # URLs.
 
 

@@ -19,9 +19,10 @@ out, blamed for it. Here:
   connection as the partner's `connect` failure; only a lookup's answer is kept for every
   call (`_FRESH` seconds), never a failure: a name server failing once (EAI_AGAIN) is asked
   again by the next call;
-- a lookup that fails while this process has no file descriptor left (glibc then answers
-  "Name or service not known": it cannot open /etc/hosts nor a socket) is `EMFILE`, the
-  sender's `overloaded`, not the partner's `connect` failure;
+- a lookup started, or failing, while this process has no file descriptor left (glibc then
+  answers "Name or service not known": it cannot open /etc/hosts nor a socket) is `EMFILE`,
+  the sender's `overloaded`, not the partner's `connect` failure (judged before asking too:
+  a descriptor freed by the time the lookup failed would hide the cause);
 - a host name getaddrinfo cannot encode (an empty label, one over 63 characters) is a failure
   of the name (`EINVAL`), the partner's, not an exception out of the sender.
 """
@@ -168,6 +169,9 @@ class PartnerResolver(AbstractResolver):
         host, port, family = key
         await self._places.acquire()
         lookup.placed.set_result(None)
+        if _out_of_descriptors():  # judged before asking too: one freed meanwhile hides it
+            self._places.release()
+            raise _no_descriptor()
         loop = asyncio.get_running_loop()
         work = self._executor.submit(
             socket.getaddrinfo, host, port, family, socket.SOCK_STREAM, 0, _AI_ADDRCONFIG
@@ -183,7 +187,7 @@ class PartnerResolver(AbstractResolver):
             ) from exc
         except OSError as exc:  # socket.gaierror included
             if _out_of_descriptors():
-                raise OSError(errno.EMFILE, "no file descriptor left to resolve a name") from exc
+                raise _no_descriptor() from exc
             raise
         return [_result(host, info) for info in infos if _usable(info)]
 
@@ -224,6 +228,10 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) ->
 def _ours(exc: OSError) -> bool:
     """A failure of this process's resources, not of the name."""
     return isinstance(exc, ResolverBusy) or exc.errno in (errno.EMFILE, errno.ENFILE)
+
+
+def _no_descriptor() -> OSError:
+    return OSError(errno.EMFILE, "no file descriptor left to resolve a name")
 
 
 def _out_of_descriptors() -> bool:
