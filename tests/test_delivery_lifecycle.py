@@ -1219,3 +1219,36 @@ async def test_an_answer_that_cannot_be_recorded_as_it_came_is_recorded_bare_not
     assert (attempt["status"], attempt["error"]) == (503, "invalid_response")
     assert attempt["message"].startswith("the answer could not be recorded: UnicodeEncodeError")
     assert pending["last_status"] == 503
+
+
+async def test_a_stored_partner_host_no_lookup_can_take_fails_its_delivery_not_parks_it(
+    client: Client, worker: DeliveryWorker
+) -> None:
+    """A partner saved before its `base_url` was checked for a host name a lookup can take
+    (`api..example.com`, a typo): its delivery fails as the partner's `connect` attempt,
+    pending for a retry, never parked; its proxy call answers a 502, not a 500."""
+    created = await create_partner(client, "https://api.example.com")
+    partners = client.app[services_key].store.db["partners"]
+    await partners.update_one(
+        {"_id": ObjectId(created["id"])}, {"$set": {"base_url": "https://api..example.com"}}
+    )
+    action = await create_action(client, created["id"])
+    await create_subscription(client, action["id"])
+    vehicle = await create_vehicle(client)
+    await _odometer(client, vehicle, 5)
+    counts = await _deliver(client, worker)
+    [delivery] = await _deliveries(client)
+    assert "parked" not in counts and delivery["status"] == "pending", (counts, delivery)
+    attempts = (await _delivery(client, delivery["id"]))["attempts"]
+    assert attempts and all(
+        a["error"] == "connect" and "not a valid host name" in a["message"] for a in attempts
+    ), attempts
+    proxy = await create_action(
+        client, created["id"], name="lookup", mode="proxy", method="GET", path="/x"
+    )
+    invoked = await client.post(
+        f"/api/v1/actions/{proxy['id']}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    )
+    assert invoked.status == 502, await invoked.text()

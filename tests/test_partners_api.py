@@ -226,7 +226,13 @@ async def test_a_tab_in_a_credential_is_kept_as_a_header_allows_it(client: Clien
 
 @pytest.mark.parametrize(
     "url",
-    ["https://user:pw@erp.example.com", "erp.example.com", "https://erp.example.com/?token=x"],
+    [
+        "https://user:pw@erp.example.com",
+        "erp.example.com",
+        "https://erp.example.com/?token=x",
+        "https://api..example.com",
+        "https://" + "a" * 64 + ".example.com",
+    ],
 )
 async def test_base_url_must_be_a_plain_http_url(client: Client, url: str) -> None:
     response = await client.post(

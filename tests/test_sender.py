@@ -23,6 +23,7 @@ from pytest_aiohttp import AiohttpServer
 
 from gateway.errors import InvalidPayload
 from gateway.formats.json_tree import ANSWER_DEPTH
+from gateway.outbound import resolver as resolver_module
 from gateway.outbound import sender as sender_module
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard, PartnerGuards
 from gateway.outbound.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
@@ -1012,6 +1013,184 @@ async def test_every_resolver_thread_taken_is_the_gateways_overloaded_not_a_part
         assert "name lookups" in (held.message or "") and took < 1.5
         assert guard.breaker.state is BreakerState.CLOSED and receiver.requests == []
         assert (await sender.send(fast, partner_id="b", guard=guard)).status == 200
+
+
+def _answers(monkeypatch: pytest.MonkeyPatch, table: dict[str, Any]) -> list[str]:
+    """getaddrinfo answers from `table`: name -> (delay, address | exception | callable
+    giving one); the names asked are listed in the order asked."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host in table:
+            asked.append(host)
+            delay, answer = table[host]
+            if callable(answer):
+                answer = answer()
+            time.sleep(delay)
+            if isinstance(answer, BaseException):
+                raise answer
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answer, int(port)))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example.com", "api..example.com"])
+async def test_a_host_name_no_lookup_can_encode_is_the_partners_connect_failure(
+    host: str,
+) -> None:
+    """A label over 63 characters or an empty one (a typo): Python's getaddrinfo raises
+    UnicodeError encoding it. That is the partner's `connect` failure naming the host, an
+    outcome like any other, never an exception out of `send`."""
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    async with Sender(OutboundPolicy(), connect_timeout=1) as sender:
+        out = await sender.send(post(f"https://{host}/h", timeout=2), partner_id="p", guard=guard)
+    assert (out.status, out.error) == (None, "connect"), out
+    assert "not a valid host name" in (out.message or ""), out.message
+    assert guard.breaker.state is BreakerState.OPEN
+
+
+async def test_a_short_timeout_partner_leaves_the_lookup_to_others_on_the_same_host(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two partners (two tenants) on one host name, its name server slow (2 s). Partner A
+    (timeout 0.5 s) gives up on the lookup: its own `connect` failure. Partner B (timeout
+    10 s), calling meanwhile, waits for that same lookup, which answers within its timeout."""
+    asked = _answers(monkeypatch, {"shared.test": (2.0, "127.0.0.1")})
+    port = receiver.server.port  # type: ignore[union-attr]
+    policy = OutboundPolicy.from_entries(["shared.test"])
+    guard_b = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    async with Sender(policy, connect_timeout=1) as sender:
+        a = asyncio.create_task(
+            sender.send(
+                post(f"http://shared.test:{port}/a", timeout=0.5),
+                partner_id="a",
+                guard=PartnerGuard.build(GuardSettings()),
+            )
+        )
+        await asyncio.sleep(0.8)  # A gave up; the lookup is still under way
+        b = await sender.send(
+            post(f"http://shared.test:{port}/b", timeout=10), partner_id="b", guard=guard_b
+        )
+        gave_up = await a
+    assert b.status == 200, (b.error, b.message, guard_b.breaker.state)
+    assert (gave_up.error, gave_up.sent) == ("connect", True), gave_up.message
+    assert "0.5 s" in (gave_up.message or "") and asked == ["shared.test"]
+
+
+async def test_a_transient_lookup_failure_is_not_replayed_to_the_next_calls(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One EAI_AGAIN ("Temporary failure in name resolution") fails that call only: the next
+    call asks the name server again and is sent."""
+    failures = iter([socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")])
+    asked = _answers(monkeypatch, {"flaky.test": (0, lambda: next(failures, "127.0.0.1"))})
+    port = receiver.server.port  # type: ignore[union-attr]
+    guard = PartnerGuard.build(GuardSettings())
+    async with Sender(OutboundPolicy.from_entries(["flaky.test"]), connect_timeout=1) as sender:
+        outs = [
+            await sender.send(
+                post(f"http://flaky.test:{port}/h", timeout=5), partner_id="p", guard=guard
+            )
+            for _ in range(3)
+        ]
+    assert [o.error for o in outs] == ["connect", None, None], [o.message for o in outs]
+    assert asked == ["flaky.test", "flaky.test"]  # the answer is kept, the failure not
+
+
+@pytest.mark.parametrize("timeout", [0.5, 2.0])
+async def test_resolver_threads_taken_hold_a_partner_overloaded_whatever_its_timeout(
+    timeout: float, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every resolver thread taken, a partner whose timeout is its max_wait (any timeout of
+    5 s or less) is held `overloaded` too, never blamed; once threads are free its calls go."""
+    _name_server(monkeypatch)
+    port = receiver.server.port  # type: ignore[union-attr]
+    async with Sender(NAMES, resolver_threads=2) as sender:
+        slow = _slow_calls(sender, port, SLOW_NAMES[:2])
+        await asyncio.sleep(0.2)
+        guard = PartnerGuard.build(GuardSettings(breaker_threshold=1, max_wait=timeout))
+        fast = OutboundRequest("GET", f"http://fast.test:{port}/", timeout=timeout)
+        held = await sender.send(fast, partner_id="b", guard=guard)
+        await asyncio.gather(*slow)
+        after = await sender.send(fast, partner_id="b", guard=guard)
+    assert (held.error, held.sent) == ("overloaded", False), held.message
+    assert guard.breaker.state is BreakerState.CLOSED
+    assert after.status == 200, after.message
+
+
+async def test_calls_queued_behind_a_lookup_waiting_for_a_resolver_thread_are_held_overloaded(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every resolver thread taken, a partner's gate place is held by a call waiting for a
+    thread: a call queued at that gate and giving up is held `overloaded` too (the wait is
+    ours), never `rate_limited` "1 requests already in flight" (none is)."""
+    _name_server(monkeypatch)
+    port = receiver.server.port  # type: ignore[union-attr]
+    async with Sender(NAMES, resolver_threads=2) as sender:
+        slow = _slow_calls(sender, port, SLOW_NAMES[:2])
+        await asyncio.sleep(0.2)
+        guard = PartnerGuard.build(GuardSettings(max_concurrency=1, max_wait=0.5))
+        fast = OutboundRequest("GET", f"http://fast.test:{port}/", timeout=2)
+        first = [asyncio.create_task(sender.send(fast, partner_id="b", guard=guard)) for _ in "12"]
+        await asyncio.sleep(0.3)
+        third = await sender.send(fast, partner_id="b", guard=guard)  # gives up at 0.8 s
+        outs = [*await asyncio.gather(*first), third]
+        await asyncio.gather(*slow)
+    assert [(o.error, o.sent) for o in outs] == [("overloaded", False)] * 3, [
+        o.message for o in outs
+    ]
+
+
+async def test_a_new_connection_follows_a_host_names_new_address_once_its_answer_expires(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resolver keeps an answer `_FRESH` seconds, and the connector none of its own: a
+    partner's name moving to another address is followed by its next new connection once
+    the kept answer expired (not up to twice as long)."""
+    monkeypatch.setattr(resolver_module, "_FRESH", 0.3)
+    addresses = iter(["127.0.0.1"])
+    asked = _answers(monkeypatch, {"moving.test": (0, lambda: next(addresses, "127.0.0.2"))})
+    port = receiver.server.port  # type: ignore[union-attr]
+    policy = OutboundPolicy.from_entries(["moving.test", "127.0.0.0/8"])
+    receiver.respond_with(200, headers={"Connection": "close"})  # each call a new connection
+    async with Sender(policy, connect_timeout=1) as sender:
+        first = await sender.send(post(f"http://moving.test:{port}/h"), partner_id="p")
+        await asyncio.sleep(0.5)
+        moved = await sender.send(post(f"http://moving.test:{port}/h"), partner_id="p")
+    assert first.status == 200, first.message
+    assert asked == ["moving.test", "moving.test"]
+    # Nothing listens on 127.0.0.2 at that port: the new address was the one tried.
+    assert (moved.status, moved.error) == (None, "connect"), (moved.status, moved.message)
+
+
+async def test_a_lookup_started_without_a_file_descriptor_is_the_gateways_hold(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process at its open-file limit when a lookup starts, one descriptor freed by the
+    time the lookup failed ("Name or service not known"): still the gateway's `overloaded`
+    hold, not the partner's `connect` failure."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))  # freed meanwhile
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    port = receiver.server.port  # type: ignore[union-attr]
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    async with Sender(OutboundPolicy.from_entries(["crowded.test"]), connect_timeout=1) as sender:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (0, hard))
+        try:
+            held = await sender.send(
+                post(f"http://crowded.test:{port}/hook"), partner_id="erp", guard=guard
+            )
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (held.error, held.sent) == ("overloaded", False), held.message
+    assert guard.breaker.state is BreakerState.CLOSED
 
 
 # URLs.

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp.helpers import is_ip_address
 from yarl import URL
 
 from gateway.actions.body_check import BodyCheck, doc_id
@@ -211,6 +212,13 @@ def _base_url(check: BodyCheck) -> str | None:
     if url.user or url.password:
         check.add("/base_url", "put credentials in `auth`, not in the URL", "format")
         return None
+    if not _host_name_ok(url.raw_host or ""):
+        check.add(
+            "/base_url",
+            "base_url's host name has an empty label or one over 63 characters",
+            "format",
+        )
+        return None
     if url.fragment or url.query_string:
         check.add(
             "/base_url",
@@ -219,6 +227,15 @@ def _base_url(check: BodyCheck) -> str | None:
         )
         return None
     return raw.rstrip("/")
+
+
+def _host_name_ok(host: str) -> bool:
+    """Whether a name lookup can take `host` (an address, or a DNS name whose labels have 1
+    to 63 characters once IDNA-encoded, as yarl gives them)."""
+    if is_ip_address(host):
+        return True
+    labels = host.removesuffix(".").split(".")
+    return len(host) <= 253 and all(0 < len(label) <= 63 for label in labels)
 
 
 def _sealed_auth(check: BodyCheck, box: SecretBox, partner_id: str) -> Doc:

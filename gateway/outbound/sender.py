@@ -45,8 +45,8 @@ from gateway.outbound.partner_auth import (
     TokenResponse,
 )
 from gateway.outbound.redaction import NO_REDACTION, Redactor
-from gateway.outbound.resolver import PartnerResolver, ResolverBusy
-from gateway.outbound.resolver import waiting as resolver_wait
+from gateway.outbound.resolver import Call, PartnerResolver, ResolverBusy
+from gateway.outbound.resolver import call as resolver_call
 from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
 from gateway.outbound.verdict import (
     HELD,
@@ -243,6 +243,7 @@ class Sender:
         connector = Connector(
             resolver=GuardedResolver(self._policy, inner),
             limit=0,  # bounded by the capacity a request takes first (`_admitted`)
+            use_dns_cache=False,  # the resolver keeps answers itself (resolver.py)
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -291,6 +292,13 @@ class Sender:
                 # Its places wait for our capacity, or would: the wait is ours, not the
                 # partner's.
                 return self._overloaded()
+            if self._resolver is not None and self._resolver.saturated():
+                # Its places may wait for a resolver thread: ours too.
+                return _not_sent(
+                    "overloaded",
+                    _shortage(ResolverBusy(self._resolver_threads)) or "",
+                    _BUSY_RETRY,
+                )
             # A slot frees when a request in flight ends: within the partner's timeout.
             return _not_sent(
                 "rate_limited",
@@ -324,7 +332,7 @@ class Sender:
         if not admitted:
             return self._overloaded()
         # A lookup waits for a resolver thread no longer than for the capacity.
-        wait = resolver_wait.set(max_wait)
+        terms = resolver_call.set(Call(wait=max_wait))
         try:
             if (held := await self._resolve_ahead(request)) is not None:
                 return held
@@ -332,14 +340,14 @@ class Sender:
                 return await self._send_with_auth(request, auth)
             return await self._send_through_breaker(request, guard, auth)
         finally:
-            resolver_wait.reset(wait)
+            resolver_call.reset(terms)
             self._capacity.release()
 
     async def _resolve_ahead(self, request: OutboundRequest) -> Outcome | None:
         """The partner's host name resolved before its timeout starts (`resolver.py`): a
         wait for a resolver thread, or no file descriptor to resolve with, is our own
-        `overloaded`; what the name server answers (or not, within the partner's timeout)
-        is kept for the connection, which meets it as the partner's."""
+        `overloaded`; the name server's failure (or no answer within the partner's timeout)
+        is this call's, met by its connection as the partner's `connect` failure."""
         if self._resolver is None:
             return None
         try:
