@@ -74,7 +74,10 @@ def serve(
     if heartbeat is not None:
         from gateway.prefork import beat_to_parent
 
-        beat_to_parent(app, heartbeat)
+        async def beat(app: web.Application, fd: int = heartbeat) -> None:
+            await beat_to_parent(fd)
+
+        app.on_startup.insert(0, beat)
     if extend is not None:
         extend(app)
     # SIGTERM/SIGINT shut down gracefully: stop accepting, finish requests, then run every

@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from aiohttp import web
-
 from gateway.config import Settings
 from gateway.metrics import MULTIPROCESS_DIR, mark_process_dead, prepare_multiprocess_dir
 from gateway.store.embedded import EmbeddedServer
@@ -158,23 +156,20 @@ def watch_parent(fd: int) -> None:
     threading.Thread(target=wait_for_eof, name="parent-watch", daemon=True).start()
 
 
-def beat_to_parent(app: web.Application, fd: int) -> None:
-    """In a child: its event loop writes a byte to `fd` every `BEAT_SECONDS`, from the start
-    of the app's start-up (which may wait for the database) to the process's end. A loop that
-    stops turning stops the beat, and the parent replaces the process (`_listened`)."""
+async def beat_to_parent(fd: int) -> None:
+    """In a child, awaited first in its app's start-up (which may wait for the database):
+    from then to the process's end its event loop writes a byte to `fd` every `BEAT_SECONDS`.
+    A loop that stops turning stops the beat, and the parent replaces the process
+    (`_listened`)."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
 
-    async def start(app: web.Application) -> None:
-        loop = asyncio.get_running_loop()
-        os.set_blocking(fd, False)
+    def beat() -> None:
+        with contextlib.suppress(OSError):  # a full pipe (a busy parent), or none left
+            os.write(fd, b".")
+        loop.call_later(BEAT_SECONDS, beat)
 
-        def beat() -> None:
-            with contextlib.suppress(OSError):  # a full pipe (a busy parent), or none left
-                os.write(fd, b".")
-            loop.call_later(BEAT_SECONDS, beat)
-
-        beat()
-
-    app.on_startup.insert(0, start)
+    beat()
 
 
 def _listened(child: _Child) -> None:
