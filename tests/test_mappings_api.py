@@ -760,3 +760,48 @@ async def test_an_entity_the_schema_refuses_names_the_mapping_target_and_its_pay
     assert problem["message"].startswith("year (from ano): "), problem
     kept = await _json(client, "GET", f"/api/v1/rejected?trigger_id={trigger['id']}")
     assert kept["items"][0]["errors"] == answer["errors"], kept
+
+
+# A version as the gateway stored it before the rules for new texts (YAML 1.1 number forms,
+# reserved `emit` types): `2_000_000` was read as 2000000, `entity.touched` was emitted.
+_STORED_BEFORE_THE_RULES = """name: meter
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [plate]}
+  odometer_km: {from: km, transforms: [number, {range: {min: 0, max: 2_000_000}}]}
+emit: [entity.touched]
+"""
+
+
+async def test_a_version_stored_before_the_rules_for_new_texts_keeps_running_after_a_restart(
+    client: Client, aiohttp_client: Any, make_app: Any
+) -> None:
+    from tests.triggers_support import create_trigger, hook
+
+    await _upload(
+        client,
+        _STORED_BEFORE_THE_RULES.replace("2_000_000", "2000000").replace(
+            "entity.touched", "meter.read"
+        ),
+    )
+    trigger = await create_trigger(client, mapping="meter")
+    store = client.app[services_key].mappings._store.mappings
+    await store._versions.update_one(  # the text exactly as the older gateway stored it
+        {"name": "meter", "version": 1}, {"$set": {"source": _STORED_BEFORE_THE_RULES}}
+    )
+    restarted = await aiohttp_client(make_app())  # a process started after the upgrade
+    status, answer = await hook(restarted, trigger, {"placa": "ABC1D23", "km": 1200})
+    assert status in (200, 201), answer
+    entity = await _json(restarted, "GET", "/api/v1/entities/vehicle/ABC1D23")
+    assert entity["odometer_km"] == 1200
+    # It still means what it meant: the maximum is 2000000.
+    status, answer = await hook(restarted, trigger, {"placa": "ABC1D23", "km": 2_000_001})
+    assert status == 422, answer
+    # A new text with the same forms is refused at upload, naming each.
+    refused = await _upload(restarted, _STORED_BEFORE_THE_RULES, status=422)
+    assert refused["errors"][0]["pointer"] == "/fields/odometer_km/transforms/1/range/max"
+    text = _STORED_BEFORE_THE_RULES.replace("2_000_000", "2000000")
+    refused = await _upload(restarted, text, status=422)
+    assert refused["errors"][0]["pointer"] == "/emit/0"

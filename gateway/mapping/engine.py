@@ -166,7 +166,7 @@ class CompiledMapping:
         if problems:
             raise InvalidPayload(f"params do not fit mapping {self.name!r}", problems)
         found = Problems()
-        plan = compile_plan(self.source, found, None, values)
+        plan = compile_plan(self.source, found, None, values, strict=self._plan.strict)
         found.raise_if_any(f"mapping {self.name!r} does not compile with these params")
         assert plan is not None
         return CompiledMapping(plan, self.source, self.checksum)

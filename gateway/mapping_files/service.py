@@ -181,8 +181,9 @@ class MappingService:
             return mapping
         doc = await self._versions.version_doc(tenant, name, version)
         # Checked against the entity schemas when uploaded; running it needs no catalog (and
-        # a stored version keeps running even if a custom kind's schema changed since).
-        mapping = load_mapping(doc["source"])
+        # a stored version keeps running even if a custom kind's schema changed since, or a
+        # rule for new texts came after it was stored: not strict).
+        mapping = load_mapping(doc["source"], strict=False)
         self._keep(key, mapping)
         return mapping
 
