@@ -169,6 +169,17 @@ async def test_compact_dates_are_read_as_detran_and_cnab_files_write_them(client
         assert [e["pointer"] for e in problem["errors"]] == ["/dataLimiteIndicacao"], problem
 
 
+async def test_a_renavam_whose_leading_zero_was_lost_is_kept_when_its_check_digit_says_so(
+    client: Client,
+) -> None:
+    fines, _ = await _triggers(client)
+    # 01234567897 (a RENAVAM issued since 2013) sent as a number or a spreadsheet's text.
+    for key, renavam in (("Z1", 1234567897), ("Z2", "1234567897")):
+        status, answer = await hook(client, fines, {**FINE, "ait": key, "renavam": renavam})
+        assert status == 201, (renavam, answer)
+        assert (await _fine(client, fines, key))["renavam"] == "01234567897"
+
+
 async def test_a_renavam_is_never_padded_into_another_and_a_blank_one_is_left_out(
     client: Client,
 ) -> None:
