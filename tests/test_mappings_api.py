@@ -762,6 +762,29 @@ async def test_an_entity_the_schema_refuses_names_the_mapping_target_and_its_pay
     assert kept["items"][0]["errors"] == answer["errors"], kept
 
 
+async def test_an_entity_refusal_from_a_source_of_several_points_at_the_mapped_field(
+    client: Client,
+) -> None:
+    """A coalesce (a template, a function) reads no one place of the payload: the problem
+    keeps the mapped entity's pointer (`/year`), with its target and sources, never none."""
+    text = LIVE_VEHICLE.replace("name: live", "name: years") + (
+        "  year: {coalesce: [ano, anoModelo]}\n"
+    )
+    await _upload(client, text)
+    body = {"name": "years", "entity_type": "vehicle", "mapping": "years"}
+    trigger = await _json(client, "POST", "/api/v1/triggers", 201, json=body)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"placa": "ABC1D23", "ano": "2022"},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    answer = await response.json()
+    assert response.status == 422 and answer["reason"] == "entity", answer
+    (problem,) = answer["errors"]
+    assert (problem["pointer"], problem["target"]) == ("/year", "year"), problem
+    assert problem["message"].startswith("year (from ano, anoModelo): "), problem
+
+
 # A version as the gateway stored it before the rules for new texts (YAML 1.1 number forms,
 # reserved `emit` types): `2_000_000` was read as 2000000, `entity.touched` was emitted.
 _STORED_BEFORE_THE_RULES = """name: meter
