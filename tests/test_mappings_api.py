@@ -586,14 +586,14 @@ fields:
   plate: {from: placa, transforms: [plate]}
 """
 LIVE_CHANGES = {
-    "entity_type vehicle → driver": """name: live
+    'entity_type "vehicle" → "driver"': """name: live
 direction: inbound
 entity_type: driver
 key: [cpf]
 fields:
   cpf: {from: cpf, transforms: [cpf]}
 """,
-    "target entities → positions": """name: live
+    'target "entities" → "positions"': """name: live
 direction: inbound
 target: positions
 fields:
@@ -602,7 +602,7 @@ fields:
   lat: {value: -23.5}
   lon: {value: -46.6}
 """,
-    "direction inbound → outbound": """name: live
+    'direction "inbound" → "outbound"': """name: live
 direction: outbound
 entity_type: vehicle
 path: {plate: entity.plate}
@@ -635,6 +635,21 @@ async def test_a_new_active_version_cannot_change_what_a_live_trigger_writes(
     assert (await _json(client, "GET", "/api/v1/mappings/live"))["version"] == 1
     same_shape = LIVE_VEHICLE + "  attributes.note: {value: v2}\n"
     assert (await _upload(client, same_shape))["active"]
+
+
+async def test_a_refused_change_of_a_response_mappings_entity_type_is_written_as_json(
+    client: Client,
+) -> None:
+    """A vehicle trigger's answer mapping declares no entity type: a version for drivers is a
+    409 whose message writes the values as JSON (`null`), never Python's `None`."""
+    answer = "name: answer\ndirection: outbound\nbody:\n  placa: {from: entity.plate}\n"
+    await _upload(client, answer)
+    trigger = {"name": "t", "entity_type": "vehicle", "response_mapping": "answer"}
+    await _json(client, "POST", "/api/v1/triggers", 201, json=trigger)
+    driver = answer.replace("direction: outbound", "direction: outbound\nentity_type: driver")
+    problem = await _upload(client, driver, status=409)
+    assert 'entity_type null → "driver"' in problem["detail"], problem
+    assert "None" not in problem["detail"], problem
 
 
 PLACES = """name: places
