@@ -777,6 +777,34 @@ async def test_an_entity_the_schema_refuses_names_the_mapping_target_and_its_pay
     assert kept["items"][0]["errors"] == answer["errors"], kept
 
 
+async def test_an_entity_refusal_of_a_mapping_with_also_names_the_target_and_source(
+    client: Client,
+) -> None:
+    """The main entity of a mapping that writes a driver with it (`also`) is named as a
+    single entity is: `/ano`, `year (from ano): ...`, with target and source."""
+    text = LIVE_VEHICLE.replace("name: live", "name: years") + (
+        "  year: ano\n"
+        "also:\n"
+        "  - entity_type: driver\n"
+        "    key: [cpf]\n"
+        "    fields:\n"
+        "      cpf: {from: cpf, transforms: [cpf]}\n"
+        "      name: nome\n"
+    )
+    await _upload(client, text)
+    body = {"name": "years", "entity_type": "vehicle", "mapping": "years"}
+    trigger = await _json(client, "POST", "/api/v1/triggers", 201, json=body)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"placa": "ABC1D23", "ano": "2022", "cpf": "52998224725", "nome": "Ana"},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    answer = await response.json()
+    assert response.status == 422 and answer["reason"] == "entity", answer
+    (problem,) = answer["errors"]
+    assert (problem["pointer"], problem["target"], problem["source"]) == ("/ano", "year", "ano")
+
+
 async def test_an_entity_refusal_from_a_source_of_several_points_at_the_mapped_field(
     client: Client,
 ) -> None:
