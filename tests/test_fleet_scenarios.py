@@ -291,3 +291,27 @@ async def test_the_shipped_maintenance_sms_says_the_km_of_the_folds_due(client: 
     del due["detail"]["due_km"]
     with pytest.raises(InvalidPayload):  # no text: no SMS
         _shipped_request("sms-maintenance-due", context, sms_api_key="k")
+
+
+def test_the_shipped_maintenance_sms_says_the_due_day_of_a_plan_by_time_alone() -> None:
+    """A plan by time alone (an annual inspection) is due with `due_km` null and its `due_at`
+    (docs/fleet.md Events): the SMS says the day it is due, in Brasília."""
+    due = {
+        "type": "vehicle.maintenance.due",
+        "data": {"plate": "ABC1D23"},
+        "detail": {
+            "plan": {"id": "p1", "name": "Vistoria anual"},
+            "due_km": None,
+            "odometer_km": 15234.2,
+            "due_at": "2026-12-05T12:00:00Z",
+            "reason": "time",
+        },
+    }
+    context = {"entity": {"plate": "ABC1D23"}, "event": due, "driver": {"phone": "11987654321"}}
+    body = _shipped_request("sms-maintenance-due", context, sms_api_key="k")
+    assert body["contents"] == [
+        {
+            "type": "text",
+            "text": "Rabbot: a revisao de ABC1D23 vence em 05/12/2026. Agende a revisao.",
+        }
+    ]

@@ -253,3 +253,25 @@ def test_test_reads_an_xml_sample_in_the_encoding_its_declaration_names(tmp_path
     utf8 = tmp_path / "sascar.xml"
     utf8.write_text(shared)
     assert _gateway("test", MAPPINGS / "sascar-pacote-posicoes.yaml", utf8).stdout == done.stdout
+
+
+def test_a_utf16_json_sample_is_told_to_be_utf8_and_a_utf16_xml_one_is_read(
+    tmp_path: Path,
+) -> None:
+    """Notepad's "Unicode" and PowerShell's `>` write UTF-16 with a byte order mark: a JSON
+    sample so saved is told to be saved as UTF-8 (never "malformed XML"); XML is read."""
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "name: m1\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "fields:\n  plate: {from: placa, transforms: [plate]}\n"
+    )
+    sample = tmp_path / "s.json"
+    sample.write_bytes(json.dumps({"placa": "ABC1D23"}).encode("utf-16"))
+    done = _gateway("test", mapping, sample)
+    assert done.returncode == 1
+    assert "save it as UTF-8" in done.stderr and "XML" not in done.stderr, done.stderr
+    for encoding in ("utf-16-le", "utf-16-be"):
+        xml = tmp_path / f"s-{encoding}.xml"
+        xml.write_bytes("\ufeff\n <placa>ABC1D23</placa>".encode(encoding))
+        done = _gateway("test", mapping, xml)
+        assert done.returncode == 0 and "ABC1D23" in done.stdout, (encoding, done.stderr)

@@ -586,14 +586,14 @@ fields:
   plate: {from: placa, transforms: [plate]}
 """
 LIVE_CHANGES = {
-    "entity_type vehicle → driver": """name: live
+    'entity_type "vehicle" → "driver"': """name: live
 direction: inbound
 entity_type: driver
 key: [cpf]
 fields:
   cpf: {from: cpf, transforms: [cpf]}
 """,
-    "target entities → positions": """name: live
+    'target "entities" → "positions"': """name: live
 direction: inbound
 target: positions
 fields:
@@ -602,7 +602,7 @@ fields:
   lat: {value: -23.5}
   lon: {value: -46.6}
 """,
-    "direction inbound → outbound": """name: live
+    'direction "inbound" → "outbound"': """name: live
 direction: outbound
 entity_type: vehicle
 path: {plate: entity.plate}
@@ -635,6 +635,21 @@ async def test_a_new_active_version_cannot_change_what_a_live_trigger_writes(
     assert (await _json(client, "GET", "/api/v1/mappings/live"))["version"] == 1
     same_shape = LIVE_VEHICLE + "  attributes.note: {value: v2}\n"
     assert (await _upload(client, same_shape))["active"]
+
+
+async def test_a_refused_change_of_a_response_mappings_entity_type_is_written_as_json(
+    client: Client,
+) -> None:
+    """A vehicle trigger's answer mapping declares no entity type: a version for drivers is a
+    409 whose message writes the values as JSON (`null`), never Python's `None`."""
+    answer = "name: answer\ndirection: outbound\nbody:\n  placa: {from: entity.plate}\n"
+    await _upload(client, answer)
+    trigger = {"name": "t", "entity_type": "vehicle", "response_mapping": "answer"}
+    await _json(client, "POST", "/api/v1/triggers", 201, json=trigger)
+    driver = answer.replace("direction: outbound", "direction: outbound\nentity_type: driver")
+    problem = await _upload(client, driver, status=409)
+    assert 'entity_type null → "driver"' in problem["detail"], problem
+    assert "None" not in problem["detail"], problem
 
 
 PLACES = """name: places
@@ -760,3 +775,99 @@ async def test_an_entity_the_schema_refuses_names_the_mapping_target_and_its_pay
     assert problem["message"].startswith("year (from ano): "), problem
     kept = await _json(client, "GET", f"/api/v1/rejected?trigger_id={trigger['id']}")
     assert kept["items"][0]["errors"] == answer["errors"], kept
+
+
+async def test_an_entity_refusal_of_a_mapping_with_also_names_the_target_and_source(
+    client: Client,
+) -> None:
+    """The main entity of a mapping that writes a driver with it (`also`) is named as a
+    single entity is: `/ano`, `year (from ano): ...`, with target and source."""
+    text = LIVE_VEHICLE.replace("name: live", "name: years") + (
+        "  year: ano\n"
+        "also:\n"
+        "  - entity_type: driver\n"
+        "    key: [cpf]\n"
+        "    fields:\n"
+        "      cpf: {from: cpf, transforms: [cpf]}\n"
+        "      name: nome\n"
+    )
+    await _upload(client, text)
+    body = {"name": "years", "entity_type": "vehicle", "mapping": "years"}
+    trigger = await _json(client, "POST", "/api/v1/triggers", 201, json=body)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"placa": "ABC1D23", "ano": "2022", "cpf": "52998224725", "nome": "Ana"},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    answer = await response.json()
+    assert response.status == 422 and answer["reason"] == "entity", answer
+    (problem,) = answer["errors"]
+    assert (problem["pointer"], problem["target"], problem["source"]) == ("/ano", "year", "ano")
+
+
+async def test_an_entity_refusal_from_a_source_of_several_points_at_the_mapped_field(
+    client: Client,
+) -> None:
+    """A coalesce (a template, a function) reads no one place of the payload: the problem
+    keeps the mapped entity's pointer (`/year`), with its target and sources, never none."""
+    text = LIVE_VEHICLE.replace("name: live", "name: years") + (
+        "  year: {coalesce: [ano, anoModelo]}\n"
+    )
+    await _upload(client, text)
+    body = {"name": "years", "entity_type": "vehicle", "mapping": "years"}
+    trigger = await _json(client, "POST", "/api/v1/triggers", 201, json=body)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"placa": "ABC1D23", "ano": "2022"},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    answer = await response.json()
+    assert response.status == 422 and answer["reason"] == "entity", answer
+    (problem,) = answer["errors"]
+    assert (problem["pointer"], problem["target"]) == ("/year", "year"), problem
+    assert problem["message"].startswith("year (from ano, anoModelo): "), problem
+
+
+# A version as the gateway stored it before the rules for new texts (YAML 1.1 number forms,
+# reserved `emit` types): `2_000_000` was read as 2000000, `entity.touched` was emitted.
+_STORED_BEFORE_THE_RULES = """name: meter
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [plate]}
+  odometer_km: {from: km, transforms: [number, {range: {min: 0, max: 2_000_000}}]}
+emit: [entity.touched]
+"""
+
+
+async def test_a_version_stored_before_the_rules_for_new_texts_keeps_running_after_a_restart(
+    client: Client, aiohttp_client: Any, make_app: Any
+) -> None:
+    from tests.triggers_support import create_trigger, hook
+
+    await _upload(
+        client,
+        _STORED_BEFORE_THE_RULES.replace("2_000_000", "2000000").replace(
+            "entity.touched", "meter.read"
+        ),
+    )
+    trigger = await create_trigger(client, mapping="meter")
+    store = client.app[services_key].mappings._store.mappings
+    await store._versions.update_one(  # the text exactly as the older gateway stored it
+        {"name": "meter", "version": 1}, {"$set": {"source": _STORED_BEFORE_THE_RULES}}
+    )
+    restarted = await aiohttp_client(make_app())  # a process started after the upgrade
+    status, answer = await hook(restarted, trigger, {"placa": "ABC1D23", "km": 1200})
+    assert status in (200, 201), answer
+    entity = await _json(restarted, "GET", "/api/v1/entities/vehicle/ABC1D23")
+    assert entity["odometer_km"] == 1200
+    # It still means what it meant: the maximum is 2000000.
+    status, answer = await hook(restarted, trigger, {"placa": "ABC1D23", "km": 2_000_001})
+    assert status == 422, answer
+    # A new text with the same forms is refused at upload, naming each.
+    refused = await _upload(restarted, _STORED_BEFORE_THE_RULES, status=422)
+    assert refused["errors"][0]["pointer"] == "/fields/odometer_km/transforms/1/range/max"
+    text = _STORED_BEFORE_THE_RULES.replace("2_000_000", "2000000")
+    refused = await _upload(restarted, text, status=422)
+    assert refused["errors"][0]["pointer"] == "/emit/0"

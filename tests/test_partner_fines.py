@@ -143,6 +143,31 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         assert error["target"] == "event_data.paid_on", error
 
 
+async def test_unix_seconds_are_read_as_the_partners_page_says_and_8_digits_stay_a_date(
+    client: Client,
+) -> None:
+    fines, payments = await _triggers(client)
+    # 2025-12-18 03:00 UTC (00:00 in Brasília); 20261218 as a number is still a date.
+    for key, sent, day in (
+        ("U1", 1766026800, "2025-12-18"),
+        ("U2", "1766026800", "2025-12-18"),
+        ("U3", 20261218, "2026-12-18"),
+    ):
+        status, answer = await hook(
+            client, fines, {**FINE, "ait": key, "dataLimiteIndicacao": sent}
+        )
+        assert status == 201, (sent, answer)
+        assert (await _fine(client, fines, key))["indication_deadline"] == day, sent
+    # 2025-11-26 03:00 UTC, the 26th in Brasília; paid at 23:00 on the 25th in Brasília.
+    for key, sent in (("U1", 1764126000), ("U2", "1764126000"), ("U3", 1764122400)):
+        status, answer = await hook(
+            client, payments, {**PAYMENT, "ait": key, "dataPagamento": sent}
+        )
+        assert status == 200, (sent, answer)
+    paid = sorted(d["paid_on"] for d in await _paid(client))
+    assert paid == ["2025-11-25", "2025-11-26", "2025-11-26"]
+
+
 async def test_compact_dates_are_read_as_detran_and_cnab_files_write_them(client: Client) -> None:
     """AAAAMMDD (DETRAN files) and DDMMAAAA (CNAB 240) are the day they name, never Unix
     seconds of 1970; a compact date with a digit missing is a 422 at its field."""
@@ -167,6 +192,17 @@ async def test_compact_dates_are_read_as_detran_and_cnab_files_write_them(client
         )
         assert status == 422, (text, problem)
         assert [e["pointer"] for e in problem["errors"]] == ["/dataLimiteIndicacao"], problem
+
+
+async def test_a_renavam_whose_leading_zero_was_lost_is_kept_when_its_check_digit_says_so(
+    client: Client,
+) -> None:
+    fines, _ = await _triggers(client)
+    # 01234567897 (a RENAVAM issued since 2013) sent as a number or a spreadsheet's text.
+    for key, renavam in (("Z1", 1234567897), ("Z2", "1234567897")):
+        status, answer = await hook(client, fines, {**FINE, "ait": key, "renavam": renavam})
+        assert status == 201, (renavam, answer)
+        assert (await _fine(client, fines, key))["renavam"] == "01234567897"
 
 
 async def test_a_renavam_is_never_padded_into_another_and_a_blank_one_is_left_out(

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, ScriptedFeed, geotab, scripted
-from tests.partner_double import create_action, create_partner, partner, post
+from tests.partner_double import create_action, create_partner, partner, post, upload_mapping
 from tests.schedule_support import (
     geotab_schedule,
     get,
@@ -68,6 +68,42 @@ async def test_a_bad_schedule_lists_every_problem_and_stores_nothing(
     (action_problem,) = [e for e in problems["errors"] if e["pointer"] == "/action_id"]
     assert "mark a POST that only reads (JSON-RPC) read_only" in action_problem["message"]
     assert (await get(client, "/api/v1/schedules"))["items"] == []
+
+
+_PLACES = """name: meter
+direction: inbound
+entity_type: vehicle
+key: [plate]
+params: {places: {default: 1}}
+items: items
+fields:
+  plate: {from: placa, transforms: [plate]}
+  odometer_km: {from: km, transforms: [number, {round: {param: places}}]}
+"""
+
+
+async def test_params_the_mapping_cannot_compile_with_are_refused_at_save_and_change(
+    client: Client, partner: Any
+) -> None:
+    await upload_mapping(client, _PLACES)
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(client, partner_doc["id"], name="feed", method="GET", path="/f")
+    target = {"entity_type": "vehicle", "mapping": "meter", "params": {"places": 20}}
+    body = {"name": "meter-feed", "action_id": action["id"], "every": "1h", "target": target}
+    problems = await post(client, "/api/v1/schedules", body, status=422)
+    [problem] = problems["errors"]
+    assert problem["pointer"] == "/target/params/places", problem
+    assert "does not compile with these params" in problem["message"], problem
+    assert (await get(client, "/api/v1/schedules"))["items"] == []
+    schedule = await post(
+        client, "/api/v1/schedules", {**body, "target": {**target, "params": {"places": 2}}}
+    )
+    response = await client.patch(
+        f"/api/v1/schedules/{schedule['id']}", json={"target": target}, headers=auth()
+    )
+    refused = await response.json()
+    assert response.status == 422, refused
+    assert [e["pointer"] for e in refused["errors"]] == ["/target/params/places"], refused
 
 
 async def test_a_schedule_changes_its_definition_and_keeps_its_cursor(

@@ -280,3 +280,29 @@ async def test_a_templates_content_is_replaced_on_its_page_and_its_name_stays(
     assert saved.status == 200 and "Modelo salvo" in await saved.text()
     stored = await services.notify.templates.get("acme", template["id"])
     assert stored["rev"] == 2 and stored["locales"]["pt-BR"]["subject"] == subject
+
+
+async def test_an_upload_its_users_cannot_take_keeps_the_text_and_says_why(
+    client: Client, services: Services
+) -> None:
+    """A new active version that would change what a trigger writes is a 409: the upload
+    form comes back with the reason above it and the pasted text in its box."""
+    from tests.partner_double import upload_mapping
+    from tests.triggers_support import create_trigger
+
+    vehicle = "name: live\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields:\n"
+    await upload_mapping(client, vehicle + "  plate: {from: placa, transforms: [plate]}\n")
+    await create_trigger(client, name="live", mapping="live")
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/mappings")
+    driver = (
+        "name: live\ndirection: inbound\nentity_type: driver\nkey: [cpf]\nfields:\n  cpf: cpf\n"
+    )
+    response = await client.post(
+        "/admin/mappings", data={"csrf": token, "source": driver, "activate": "on"}
+    )
+    page = html.unescape(await response.text())
+    assert response.status == 409
+    assert "entity_type: driver" in page and "cannot change its entity_type" in page
+    assert 'name="source"' in page  # the upload form, not an error page

@@ -73,11 +73,14 @@ class Checked:
     references: tuple[Reference, ...]
 
 
-def check_flow(text: str | bytes | Mapping[str, Any], *, filename: str | None = None) -> Checked:
+def check_flow(
+    text: str | bytes | Mapping[str, Any], *, filename: str | None = None, strict: bool = True
+) -> Checked:
+    """`strict=False` for a stored version: read as when it was stored (see parse_document)."""
     if isinstance(text, Mapping):
         text = json.dumps(text, ensure_ascii=False)
     problems = Problems(filename=filename)
-    data = parse_document(text, problems)
+    data = parse_document(text, problems, strict=strict)
     if problems:  # nothing to read
         return Checked(None, problems, ())
     found = flow_schema().validate(data)
@@ -112,9 +115,9 @@ def _without(data: Any, pointers: list[str]) -> Any:
 
 
 def load_flow(
-    text: str | bytes | Mapping[str, Any], *, filename: str | None = None
+    text: str | bytes | Mapping[str, Any], *, filename: str | None = None, strict: bool = True
 ) -> CompiledFlow:
-    checked = check_flow(text, filename=filename)
+    checked = check_flow(text, filename=filename, strict=strict)
     checked.problems.raise_if_any(what_failed(filename))
     assert checked.flow is not None
     return checked.flow

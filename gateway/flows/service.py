@@ -267,7 +267,7 @@ class FlowService:
         flow = self._compiled.get(key)
         if flow is None:
             doc = await self._versions.version_doc(tenant, name, version)
-            flow = self._cache(key, load_flow(doc["source"]))
+            flow = self._cache(key, load_flow(doc["source"], strict=False))
         return flow
 
     def _cache(self, key: tuple[str, str, int], flow: CompiledFlow) -> CompiledFlow:
@@ -285,7 +285,7 @@ class FlowService:
         key = (tenant, name, version)
         if (flow := self._compiled.get(key)) is not None:
             return flow
-        return self._cache(key, load_flow(doc["source"]))
+        return self._cache(key, load_flow(doc["source"], strict=False))
 
     async def active(self, tenant: str) -> list[tuple[int, CompiledFlow]]:
         """The tenant's active flows with their versions (read from the database)."""

@@ -11,7 +11,7 @@ by `schemas/mapping.schema.json` and documented in `docs/mappings.md`.
     CompiledMapping
         .name .direction .entity_type .kind .key_fields .emit .secrets .source .checksum
         .params                                      declared params (`params:`), by name
-        .param_problems(values) -> [FieldProblem]    a trigger's params, checked (/params/x)
+        .param_problems(values) -> [FieldProblem]    params, checked and compiled (/params/x)
         .bind(values, *, strict=False) -> CompiledMapping   compiled once per set of values
         inbound:  .probe(payload) -> dict | None     the answer to a partner's ping, if it is one
                   .items(payload, *, texts=None) -> list   batch items; one object -> [payload]

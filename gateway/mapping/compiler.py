@@ -153,6 +153,7 @@ class Plan:
     forward: tuple[Guard, ...] = ()
     also: tuple[AlsoPlan, ...] = ()
     create: bool = True  # inbound, entities: whether an item may create its entity
+    strict: bool = True  # compiled under the rules for new texts (False: a stored version)
 
 
 def compile_plan(
@@ -160,9 +161,12 @@ def compile_plan(
     problems: Problems,
     catalog: FieldCatalog | None,
     values: Mapping[str, Any] | None = None,
+    *,
+    strict: bool = True,
 ) -> Plan | None:
     """The plan for a mapping document, or None when `problems` got at least one problem.
-    `values` are a trigger's params (unset ones take their defaults)."""
+    `values` are a trigger's params (unset ones take their defaults). Not `strict`: a stored
+    version, compiled without the rules only new texts meet (see load_mapping)."""
     if not isinstance(data, dict):
         problems.add("", "a mapping file is an object with name, direction, ...", "type")
         return None
@@ -170,8 +174,8 @@ def compile_plan(
     data = dict(current_mapping(data)[0])
     direction = _header(data, problems)
     declared = compile_params(data["params"], problems) if "params" in data else {}
-    specs = SpecCompiler(problems, ParamScope(declared, values or {}))
-    plan = Plan(name=str(data.get("name", "")), direction=direction or "inbound")
+    specs = SpecCompiler(problems, ParamScope(declared, values or {}), strict=strict)
+    plan = Plan(name=str(data.get("name", "")), direction=direction or "inbound", strict=strict)
     plan.params = declared
     plan.entity_type = data.get("entity_type") if data.get("entity_type") in ENTITY_TYPES else None
     plan.kind = data.get("kind") if isinstance(data.get("kind"), str) else None
@@ -520,7 +524,8 @@ def _emit(
                 "emit",
             )
             continue
-        if item in RESERVED_EVENT_TYPES or item.startswith(RESERVED_EVENT_PREFIXES):
+        reserved = item in RESERVED_EVENT_TYPES or item.startswith(RESERVED_EVENT_PREFIXES)
+        if reserved and specs.strict:  # a version stored before the rule keeps emitting it
             message = (
                 f"{item} is an event type the gateway records itself (entity.*,"
                 f" {', '.join(sorted(RESERVED_EVENT_TYPES))}): emit a type of your own"

@@ -135,8 +135,30 @@ class CompiledMapping:
     def param_problems(
         self, values: Mapping[str, Any], *, complete: bool = True
     ) -> list[FieldProblem]:
-        """What is wrong with a trigger's params for this mapping (pointers /params/...)."""
-        return value_problems(self._plan.params, values, complete=complete)
+        """What is wrong with a trigger's or a schedule's params for this mapping (pointers
+        /params/...): each against its declaration, then the mapping compiled with them all,
+        as every payload will be (a `{round: {param: p}}` of a `p` of 20 compiles with none).
+        A compile problem names the param its spot reads."""
+        problems = value_problems(self._plan.params, values, complete=complete)
+        if problems:
+            return problems
+        try:
+            self.bind(values)
+        except InvalidPayload as exc:
+            return [self._param_compile_problem(values, p) for p in exc.problems]
+        return []
+
+    def _param_compile_problem(
+        self, values: Mapping[str, Any], problem: FieldProblem
+    ) -> FieldProblem:
+        spot = _at_pointer(self.source, problem.pointer)
+        read = [name for name in _params_read(spot) if name in values] or sorted(values)
+        where = f"/params/{read[0]}" if len(read) == 1 else "/params"
+        message = (
+            f"mapping {self.name!r} does not compile with these params: "
+            f"{problem.pointer}: {problem.message}"
+        )
+        return FieldProblem(where, message, "param", {"mapping_pointer": problem.pointer})
 
     def bind(self, values: Mapping[str, Any], *, strict: bool = False) -> CompiledMapping:
         """This mapping with a trigger's params bound (compiled once per set of values).
@@ -166,7 +188,7 @@ class CompiledMapping:
         if problems:
             raise InvalidPayload(f"params do not fit mapping {self.name!r}", problems)
         found = Problems()
-        plan = compile_plan(self.source, found, None, values)
+        plan = compile_plan(self.source, found, None, values, strict=self._plan.strict)
         found.raise_if_any(f"mapping {self.name!r} does not compile with these params")
         assert plan is not None
         return CompiledMapping(plan, self.source, self.checksum)
@@ -541,3 +563,25 @@ def _strings(
             continue
         result[entry.key] = text
     return result
+
+
+def _at_pointer(document: Any, at: str) -> Any:
+    for token in at.split("/")[1:]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(document, dict):
+            document = document.get(token)
+        elif isinstance(document, list) and token.isdigit() and int(token) < len(document):
+            document = document[int(token)]
+        else:
+            return None
+    return document
+
+
+def _params_read(spec: Any) -> list[str]:
+    """The params a part of a mapping file reads (`{param: name}`), in order."""
+    if isinstance(spec, dict):
+        own = [spec["param"]] if isinstance(spec.get("param"), str) else []
+        return [*own, *(name for value in spec.values() for name in _params_read(value))]
+    if isinstance(spec, list):
+        return [name for value in spec for name in _params_read(value)]
+    return []

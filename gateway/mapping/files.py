@@ -32,7 +32,12 @@ def _xml_sample(document: bytes | str) -> Any:
         raise InvalidPayload("the sample is not valid XML", [problem]) from None
 
 
-_XML_START: Final = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*<|\xff\xfe|\xfe\xff")
+# XML: `<` first after blanks, in UTF-8 (a byte order mark or none) or in UTF-16 with its
+# byte order mark; a UTF-16 sample that is not XML (JSON saved by Notepad or PowerShell) is
+# told to be saved as UTF-8, not called malformed XML.
+_XML_START: Final = re.compile(
+    rb"(?:\xef\xbb\xbf)?[ \t\r\n]*<|\xff\xfe(?:[ \t\r\n]\x00)*<\x00|\xfe\xff(?:\x00[ \t\r\n])*\x00<"
+)
 
 
 def _sample(raw: bytes) -> Any:

@@ -37,7 +37,8 @@ def named_by_mapping(mapping: CompiledMapping, problems: list[FieldProblem]) -> 
     """Problems of a document `mapping` made (a fix, an entity the schema refuses), each
     pointing at a field the mapping wrote named with its target and the source it came
     from (`year (from ano): ...`), and pointing into the payload where the source is a plain
-    path (`/ano`), not into the mapped document (`/year`). Others stay as they are."""
+    path (`/ano`); a source of several (a coalesce, a template) keeps the mapped document's
+    pointer (`/year`). Others stay as they are."""
     named: list[FieldProblem] = []
     for problem in problems:
         target = problem.pointer.removeprefix("/").replace("/", ".")
@@ -48,7 +49,7 @@ def named_by_mapping(mapping: CompiledMapping, problems: list[FieldProblem]) -> 
         why = problem.message.removeprefix(f"{problem.pointer}:").strip()
         named.append(
             FieldProblem(
-                source_pointer(source),
+                source_pointer(source) or problem.pointer,
                 f"{target} (from {source}): {why}",
                 problem.keyword,
                 {**problem.extra, "target": target, "source": source},

@@ -49,8 +49,9 @@ class _TooBig(Exception):
 class _Converter:
     """YAML node tree → plain data, recording the line of every pointer."""
 
-    def __init__(self, problems: Problems) -> None:
+    def __init__(self, problems: Problems, strict: bool) -> None:
         self.problems = problems
+        self.strict = strict
         self.lines: dict[str, int] = {}
         self.nodes = 0
         self.seen: set[int] = set()
@@ -83,7 +84,8 @@ class _Converter:
             self._add(at, f"YAML tag {node.tag!r} is not allowed", "yaml")
             return None
         if (
-            node.tag in (f"{_TAG}int", f"{_TAG}float")
+            self.strict
+            and node.tag in (f"{_TAG}int", f"{_TAG}float")
             and not node.style  # plain: None, or '' from libyaml
             and _AMBIGUOUS_NUMBER.fullmatch(node.value)
         ):
@@ -215,8 +217,12 @@ def _yaml_reason(exc: yaml.MarkedYAMLError) -> str:
     return " ".join(filter(None, (exc.context, exc.problem)))
 
 
-def parse_document(text: str | bytes, problems: Problems) -> Any:
-    """The mapping document in `text` (JSON or YAML), with `problems.lines` filled in."""
+def parse_document(text: str | bytes, problems: Problems, *, strict: bool = True) -> Any:
+    """The mapping document in `text` (JSON or YAML), with `problems.lines` filled in.
+
+    `strict` (a new text, uploaded or validated) refuses YAML 1.1 number forms and numbers
+    the database cannot store; a stored version (not `strict`) is read as it was when it was
+    stored (`2_000_000` is 2000000, `010` is 8), so an upgrade never stops it."""
     decoded = _decode(text, problems)
     if decoded is None:
         return None
@@ -224,7 +230,7 @@ def parse_document(text: str | bytes, problems: Problems) -> Any:
     node = _compose(decoded, problems, quiet=json_value is not None)
     data = None
     if node is not None:
-        converter = _Converter(problems)
+        converter = _Converter(problems, strict)
         try:
             data = converter.convert(node, "", 0)
         except (_TooBig, RecursionError) as exc:
@@ -236,7 +242,8 @@ def parse_document(text: str | bytes, problems: Problems) -> Any:
         data = json_value
     elif node is None and not problems:
         problems.add("", "file is empty", "required")
-    _check_numbers(data, "", problems)
+    if strict:
+        _check_numbers(data, "", problems)
     return data
 
 
@@ -247,14 +254,22 @@ def canonical_checksum(data: Any) -> str:
 
 
 def load_mapping(
-    text: str | bytes, *, catalog: FieldCatalog | None = None, filename: str | None = None
+    text: str | bytes,
+    *,
+    catalog: FieldCatalog | None = None,
+    filename: str | None = None,
+    strict: bool = True,
 ) -> CompiledMapping:
-    """Parse, validate and compile a mapping file; raise InvalidPayload listing every problem."""
+    """Parse, validate and compile a mapping file; raise InvalidPayload listing every problem.
+
+    `strict=False` compiles a stored version: the rules only new texts meet (number forms,
+    finite 64-bit numbers, reserved `emit` types) are not applied, so it keeps meaning what
+    it meant when it was stored."""
     problems = Problems(filename=filename)
-    data = parse_document(text, problems)
+    data = parse_document(text, problems, strict=strict)
     what = f"mapping {filename or ''}".rstrip()
     problems.raise_if_any(f"{what} is not valid")
-    plan = compile_plan(data, problems, catalog)
+    plan = compile_plan(data, problems, catalog, strict=strict)
     problems.raise_if_any(f"{what} is not valid")
     assert plan is not None and isinstance(data, Mapping)
     return CompiledMapping(plan, dict(data), canonical_checksum(data))

@@ -14,7 +14,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Final, NamedTuple
 
 from gateway.formats.json_tree import WideInt, shown
-from gateway.schemas.ids import check_cpf, check_plate, e164, normalize_plate
+from gateway.schemas.ids import check_cpf, check_plate, check_renavam, e164, normalize_plate
 
 from .casts import nfc, to_boolean, to_integer, to_number, to_string
 from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS, PARSE_FORMAT_STEPS, TRANSFORM_STEPS
@@ -109,6 +109,17 @@ def _cpf(value: Any) -> str | None:
         padded = digits.zfill(11)
         return padded if check_cpf(padded) is None else None
     return None
+
+
+def _renavam(value: Any) -> str | None:
+    """A RENAVAM's digits (as `digits`), with the leading zero a number or a spreadsheet lost
+    put back: 10 digits become 11 when the zero makes the check digit right (1234567897 →
+    01234567897). Any other count stays as it came, for the schema to read (9 digits: an old
+    RENAVAM) or refuse: a digit missing is never padded into another RENAVAM."""
+    digits = _digits(value)
+    if digits is not None and len(digits) == 10 and check_renavam("0" + digits) is None:
+        return "0" + digits
+    return digits
 
 
 def _phone(value: Any) -> str | None:
@@ -477,6 +488,7 @@ _SIMPLE: dict[str, Transform] = {
     "plate": _plate,
     "vin": _vin,
     "cpf": _cpf,
+    "renavam": _renavam,
     "phone": _phone,
     "duration": duration,
 }

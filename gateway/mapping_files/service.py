@@ -27,6 +27,7 @@ from typing import Any
 
 from gateway.entities import EntityService
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.formats.json_tree import shown
 from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, load_mapping
 from gateway.mapping_files.dry_run import MappingDryRun
@@ -181,8 +182,9 @@ class MappingService:
             return mapping
         doc = await self._versions.version_doc(tenant, name, version)
         # Checked against the entity schemas when uploaded; running it needs no catalog (and
-        # a stored version keeps running even if a custom kind's schema changed since).
-        mapping = load_mapping(doc["source"])
+        # a stored version keeps running even if a custom kind's schema changed since, or a
+        # rule for new texts came after it was stored: not strict).
+        mapping = load_mapping(doc["source"], strict=False)
         self._keep(key, mapping)
         return mapping
 
@@ -235,7 +237,7 @@ class MappingService:
         except InvalidPayload:  # stored before today's rules: its users fail already
             return
         changed = [
-            f"{what} {getattr(current, what)} → {getattr(mapping, what)}"
+            f"{what} {shown(getattr(current, what))} → {shown(getattr(mapping, what))}"
             for what in _WHAT_USERS_RELY_ON
             if getattr(current, what) != getattr(mapping, what)
         ]

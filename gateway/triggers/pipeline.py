@@ -205,9 +205,21 @@ class Pipeline:
                     prepared.forward,
                     create=prepared.create,
                 )
-                results = await self._entities.upsert_together(
-                    trigger.tenant, [main, *prepared.also], origin
-                )
+                try:
+                    results = await self._entities.upsert_together(
+                        trigger.tenant, [main, *prepared.also], origin
+                    )
+                except InvalidPayload as exc:
+                    # The main entity's problems name the mapping's target and source; an
+                    # `also` entity's keep its own pointer (one of the main's type too: which
+                    # entity a problem is of is then not known).
+                    also_types = {upsert.etype for upsert in prepared.also}
+                    own = all(
+                        p.extra.get("entity_type") == trigger.entity_type for p in exc.problems
+                    )
+                    if prepared.mapping is not None and own and main.etype not in also_types:
+                        exc.problems = named_by_mapping(prepared.mapping, exc.problems)
+                    raise
                 result = replace(results[0], also=tuple(results[1:]))
             else:
                 try:

@@ -23,7 +23,7 @@ from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.auth.tokens import issue_trigger_token
 from gateway.auth.webhook_signature import generate_secret
 from gateway.clock import as_stored
-from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.errors import Conflict, FieldProblem, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.mapping_files.source import MappingSource
 from gateway.schemas.compiled import invalid
@@ -353,51 +353,9 @@ class TriggerService:
 def _param_problems(
     mapping: CompiledMapping, values: Mapping[str, Any]
 ) -> builtins.list[FieldProblem]:
-    """What is wrong with a trigger's params: each against its declaration, then the mapping
-    compiled with them all, as every payload of the trigger will be (a `{round: {param: p}}`
-    of a `p` of 20 compiles with none). A compile problem names the param its spot reads."""
-    problems = mapping.param_problems(values)
-    if not problems:
-        try:
-            mapping.bind(values)
-        except InvalidPayload as exc:
-            problems = [_param_compile_problem(mapping, values, p) for p in exc.problems]
-    return [replace(p, message=f"{p.pointer}: {p.message}") for p in problems]
-
-
-def _param_compile_problem(
-    mapping: CompiledMapping, values: Mapping[str, Any], problem: FieldProblem
-) -> FieldProblem:
-    spot = _at_pointer(mapping.source, problem.pointer)
-    read = [name for name in _params_read(spot) if name in values] or sorted(values)
-    where = f"/params/{read[0]}" if len(read) == 1 else "/params"
-    message = (
-        f"mapping {mapping.name!r} does not compile with these params: "
-        f"{problem.pointer}: {problem.message}"
-    )
-    return FieldProblem(where, message, "param", {"mapping_pointer": problem.pointer})
-
-
-def _at_pointer(document: Any, at: str) -> Any:
-    for token in at.split("/")[1:]:
-        token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(document, dict):
-            document = document.get(token)
-        elif isinstance(document, list) and token.isdigit() and int(token) < len(document):
-            document = document[int(token)]
-        else:
-            return None
-    return document
-
-
-def _params_read(spec: Any) -> builtins.list[str]:
-    """The params a part of a mapping file reads (`{param: name}`), in order."""
-    if isinstance(spec, dict):
-        own = [spec["param"]] if isinstance(spec.get("param"), str) else []
-        return [*own, *(name for value in spec.values() for name in _params_read(value))]
-    if isinstance(spec, list):
-        return [name for value in spec for name in _params_read(value)]
-    return []
+    """What is wrong with a trigger's params (CompiledMapping.param_problems), each message
+    led by its pointer."""
+    return [replace(p, message=f"{p.pointer}: {p.message}") for p in mapping.param_problems(values)]
 
 
 def _hidden_by_expose(name: str, body: Any, expose: Any) -> builtins.list[FieldProblem]:

@@ -14,7 +14,14 @@ from multidict import MultiMapping
 
 from gateway import paging
 from gateway.entities import public
-from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound, PayloadTooLarge
+from gateway.errors import (
+    Conflict,
+    FieldProblem,
+    GatewayError,
+    InvalidPayload,
+    NotFound,
+    PayloadTooLarge,
+)
 from gateway.formats.json_tree import loads_exact
 from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.ui.forms import Form, read_values, version_field
@@ -53,6 +60,8 @@ async def upload_mapping(request: web.Request) -> web.Response:
         )
     except (InvalidPayload, PayloadTooLarge) as exc:
         return await _list(request, form.refuse(exc, UPLOAD_FIELDS), status=422)
+    except Conflict as exc:  # a change its users cannot take: said above the form, text kept
+        return await _list(request, form.refuse(exc, UPLOAD_FIELDS), status=409)
     flash = "mappings.uploaded" if version.created else "mappings.unchanged"
     return redirect(f"/admin/mappings/{version.name}", flash=flash)
 
