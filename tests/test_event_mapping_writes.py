@@ -384,9 +384,9 @@ async def test_vehicles_stored_with_the_old_position_names_read_with_the_spec_na
     client: Client,
 ) -> None:
     """The upgrade step renames every stored vehicle's old `last_position` members once,
-    recorded in `meta`; two processes running it at once rename each vehicle once."""
+    recorded in `migrations`; two processes running it at once rename each vehicle once."""
     store = client.app[services_key].store
-    entities, meta = store.db["entities"], store.db["meta"]
+    entities, meta = store.db["entities"], store.db["migrations"]
     await _vehicle(client, "ABC1D23", last_position={"lat": -23.5, "lon": -46.6, "time": _at(-9)})
     await _vehicle(client, "XYZ9A87")
     old = {

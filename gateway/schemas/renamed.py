@@ -3,7 +3,7 @@
 
 A vehicle's `last_position` took the canonical fix's names (SPEC §3.5: `time`, `lat`, `lon`,
 `heading`); it had `fix_time`, `latitude`, `longitude` and `course`. Entities stored under the
-old names are renamed once at start (`store/entities.py` `rename_position_members`); mapping
+old names are renamed once at start (`store/position_names.py` `rename_position_members`); mapping
 versions uploaded before still target the old names, and keep working: `current_mapping`
 rewrites a mapping document's targets, `only_forward` orderings and `announce: {changed}`
 paths to the new names before it compiles, and `current_data` renames what a mapping's

@@ -142,7 +142,7 @@ class Store:
             self.db["occurrences"], occurrence_indexes(self.occurrences.retention_seconds)
         )
         # Upgrade step, once per database: before `position_at` is derived from the new names.
-        await rename_position_members(self.db["entities"], self.db["meta"])
+        await rename_position_members(self.db["entities"], self.db["migrations"])
         await self.entities.backfill_derived()
         await self.mappings.ensure_indexes()
         await self.positions.ensure_indexes(scans_id_ranges=scans)

@@ -22,8 +22,8 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from gateway.errors import Conflict
 from gateway.store.client import Collection, Doc, cursor_text, scoped, translate_errors
+from gateway.store.migrations import record_step, step_done
 from gateway.store.newest import newest_in_range
 
 # What change_id writes (ASCII digits: `\d` would take any script's).
@@ -184,11 +184,10 @@ class AssignmentStore:
         missing) and both set the marker: a change one of them marks again after the other's
         runner followed it is followed again, which writes nothing (the field is up to date).
         How many changes it marked."""
-        marker = {"_id": DUE_MIGRATION}
         migrations = self._c.database["migrations"]
+        if await step_done(migrations, DUE_MIGRATION):
+            return 0
         with translate_errors():
-            if await migrations.find_one(marker) is not None:
-                return 0
             ahead: list[Doc] = []
             started: dict[tuple[str, str], Doc] = {}  # a vehicle's newest started one
             projection = {"tenant": 1, "vehicle_id": 1, "start": 1, "recorded_at": 1}
@@ -213,11 +212,7 @@ class AssignmentStore:
             for first in range(0, len(marks), _MARK_BATCH):
                 batch = marks[first : first + _MARK_BATCH]
                 marked += (await self._c.bulk_write(batch, ordered=False)).modified_count
-        try:
-            with translate_errors():
-                await migrations.update_one(marker, {"$set": {"done_at": now}}, upsert=True)
-        except Conflict:
-            pass  # another process starting at once set it first
+        await record_step(migrations, DUE_MIGRATION, now)
         return marked
 
     async def done(self, change: Doc) -> None:

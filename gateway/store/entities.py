@@ -37,6 +37,7 @@ from gateway.errors import Conflict, EventsBacklogged, FieldProblem, InvalidPayl
 from gateway.formats.json_tree import a_json_type
 from gateway.store.client import Collection, Doc, cursor_id, parse_id, scoped, translate_errors
 from gateway.store.group_commit import SEALS, GroupCommit, Marks, seal
+from gateway.store.migrations import record_step, step_done
 
 INDEXES = [
     IndexModel(
@@ -521,12 +522,11 @@ class EntityStore:
         marker in `migrations`), at start. Each update is guarded by the entity's revision: a
         write meanwhile has set its own. Returns how many entities it updated. The updates go
         in unordered batches (one journaled round each), not one by one."""
-        marker = {"_id": DERIVED_MIGRATION}
         migrations = self._c.database["migrations"]
+        if await step_done(migrations, DERIVED_MIGRATION):
+            return 0
         updated = 0
         with translate_errors():
-            if await migrations.find_one(marker) is not None:
-                return 0
             projection = {"type": 1, "data": 1, "fk": 1, "position_at": 1, "rev": 1}
             batch: list[UpdateOne] = []
             async for doc in self._c.find({"deleted": {"$exists": False}}, projection):
@@ -540,9 +540,7 @@ class EntityStore:
                     batch = []
             if batch:
                 updated += (await self._c.bulk_write(batch, ordered=False)).modified_count
-            await migrations.update_one(
-                marker, {"$set": {"done_at": datetime.now(UTC)}}, upsert=True
-            )
+        await record_step(migrations, DERIVED_MIGRATION, datetime.now(UTC))
         return updated
 
     async def vehicles(self, ids: Sequence[str]) -> dict[str, Doc]:

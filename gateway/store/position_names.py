@@ -2,12 +2,11 @@
 the canonical fix's names (`fix_time` → `time`, `latitude` → `lat`, `longitude` → `lon`,
 `course` → `heading`: SPEC §3.5, `gateway/schemas/renamed.py`).
 
-Done once per database, recorded in the `meta` collection beside the key check
+Done once per database, recorded in the `migrations` collection as every one-time step is
 (`{_id: "vehicle.last_position.names", done_at}`), at start, before the process serves. Two
 processes starting at once may both run it: each vehicle's update is guarded by its revision
 (and raises it, so a cached copy or an ETag of the old shape is stale), so a vehicle renamed
-by one is read again by the other as done; the record is inserted once, a second insert is a
-conflict that says the same.
+by one is read again by the other as done; both record the step (`store/migrations.py`).
 """
 
 from __future__ import annotations
@@ -17,20 +16,19 @@ from typing import Final
 
 from pymongo import UpdateOne
 
-from gateway.errors import Conflict
 from gateway.schemas.renamed import RENAMED, current_data
 from gateway.store.client import Collection, Doc, translate_errors
+from gateway.store.migrations import record_step, step_done
 
 STEP: Final = "vehicle.last_position.names"
 _BATCH: Final = 500
 
 
-async def rename_position_members(entities: Collection, meta: Collection) -> int:
+async def rename_position_members(entities: Collection, migrations: Collection) -> int:
     """Rename the old `last_position` members of every stored vehicle, once per database;
     how many vehicles it renamed (0 when the step is recorded as done)."""
-    with translate_errors():
-        if await meta.find_one({"_id": STEP}) is not None:
-            return 0
+    if await step_done(migrations, STEP):
+        return 0
     old = [f"data.last_position.{name}" for name in RENAMED["vehicle"]["last_position"]]
     query: Doc = {"type": "vehicle", "$or": [{name: {"$exists": True}} for name in old]}
     renamed = 0
@@ -47,9 +45,5 @@ async def rename_position_members(entities: Collection, meta: Collection) -> int
                 batch = []
         if batch:
             renamed += (await entities.bulk_write(batch, ordered=False)).modified_count
-    try:
-        with translate_errors():
-            await meta.insert_one({"_id": STEP, "done_at": datetime.now(UTC)})
-    except Conflict:
-        pass  # another process recorded it meanwhile
+    await record_step(migrations, STEP, datetime.now(UTC))
     return renamed

@@ -1,0 +1,26 @@
+"""One-time upgrade steps' markers: a step that stored data needs once per database (a
+backfill, a rename) is recorded as `{_id: <step>, done_at}` in the `migrations` collection, and
+a later start that finds its marker skips it. Processes starting together may both run a step
+(each step's writes are idempotent and guarded); both record it, the second as a no-op."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from gateway.errors import Conflict
+from gateway.store.client import Collection, translate_errors
+
+
+async def step_done(migrations: Collection, step: str) -> bool:
+    """Whether `step` is recorded as done in this database."""
+    with translate_errors():
+        return await migrations.find_one({"_id": step}) is not None
+
+
+async def record_step(migrations: Collection, step: str, at: datetime) -> None:
+    """`step` recorded as done (at `at`); one recorded meanwhile by another process stands."""
+    try:
+        with translate_errors():
+            await migrations.update_one({"_id": step}, {"$set": {"done_at": at}}, upsert=True)
+    except Conflict:
+        pass  # another process starting at once recorded it first
