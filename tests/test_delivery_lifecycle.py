@@ -23,7 +23,7 @@ from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import verify
 from gateway.config import ConfigError, Secret, Settings
 from gateway.delivery import recording
-from gateway.delivery.worker import DeliveryWorker
+from gateway.delivery.worker import DAMAGED_PER_ROUND, DeliveryWorker
 from gateway.errors import StoreUnavailable
 from gateway.formats.json_tree import ANSWER_DEPTH
 from gateway.keys import check_secret_key, key_still_opens
@@ -983,6 +983,68 @@ async def test_a_disabled_partners_damaged_secret_fails_its_backlog_at_its_probe
         m for m in metrics.splitlines() if "damaged_secrets_total{" in m
     ]
     assert partner.requests == []
+
+
+async def test_a_damaged_secrets_large_backlog_fails_over_rounds_and_housekeeping_goes_on(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    """A disabled partner with a damaged secret and a backlog longer than one round's share:
+    its probe fails DAMAGED_PER_ROUND of them, named, and the round goes on at once with the
+    rest of housekeeping (another disabled partner's probe re-enables it, the queue gauges
+    are measured); the next round fails the rest. Until 2026-12-06 one round failed the
+    whole backlog, however long, and lease take-back, the other probes and the gauges
+    waited for it."""
+    backlog = DAMAGED_PER_ROUND + 7
+    setup = await _subscribed(client, partner)
+    services = client.app[services_key]
+    partners = services.store.db["partners"]
+    deliveries = services.store.db["deliveries"]
+    pid = setup["partner"]["id"]
+    vehicle = await create_vehicle(client)
+    for km in range(backlog):
+        await _odometer(client, vehicle, km + 1)
+    await services.relay.run_until_idle()
+    assert await deliveries.count_documents({"status": "pending"}) == backlog
+    now = clock()
+    sealed = (await partners.find_one({"_id": ObjectId(pid)}))["auth_sealed"]
+    altered = sealed[:60] + ("B" if sealed[60] == "A" else "A") + sealed[61:]
+    disabled = {
+        "status": "disabled",
+        "disabled_at": now - timedelta(hours=1),
+        "failing_since": now - timedelta(hours=80),
+    }
+    await partners.update_one(
+        {"_id": ObjectId(pid)},
+        {
+            "$set": {**disabled, "auth_sealed": altered, "probe_at": now - timedelta(seconds=2)},
+            "$inc": {"rev": 1},
+        },
+    )
+    async with running_partner() as other:
+        other.respond_with(200, {})
+        crm = (await _subscribed(client, other, partner_fields={"name": "CRM"}))["partner"]
+        await partners.update_one(  # probed after the damaged one
+            {"_id": ObjectId(crm["id"])},
+            {"$set": {**disabled, "probe_at": now - timedelta(seconds=1)}, "$inc": {"rev": 1}},
+        )
+
+        await worker.housekeeping()
+
+        assert await deliveries.count_documents({"status": "failed"}) == DAMAGED_PER_ROUND
+        assert (await partners.find_one({"_id": ObjectId(crm["id"])}))["status"] == "active"
+        assert [r.method for r in other.requests] == ["HEAD"]
+    metrics = await (await client.get("/metrics")).text()
+    left = float(backlog - DAMAGED_PER_ROUND)
+    assert f'gateway_delivery_queue_depth{{status="pending"}} {left}' in metrics
+
+    clock.advance(1)  # the next round
+    await worker.housekeeping()
+    assert await deliveries.count_documents({"status": "failed"}) == backlog
+    async for each in deliveries.find({}):
+        assert each["last_error"].startswith(f"stored secret damaged: partner 'ERP' ({pid})")
+    assert partner.requests == []
+    health = await partners.find_one({"_id": ObjectId(pid)})
+    assert health["status"] == "disabled" and health["probe_at"] > clock() + timedelta(seconds=60)
 
 
 async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_seals_nothing(

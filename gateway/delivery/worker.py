@@ -62,6 +62,10 @@ _EXCERPT = 1024
 KEY_REFUSED = "key_refused"  # handed back: a secret it needs does not open with this key
 SECRET_DAMAGED = "secret_damaged"  # failed: a secret it needs is damaged (`StoredSecrets`)
 _QUEUE_STATS_EVERY = 15  # housekeeping rounds between two queue measurements (O(backlog))
+# Deliveries a disabled partner's probe fails for its damaged secret in one housekeeping round
+# (each a claim, a judgement and a write): the rest of its backlog at the next rounds, so that
+# lease take-back, other partners' probes and the queue gauges never wait for a whole backlog.
+DAMAGED_PER_ROUND = 50
 _SECOND = timedelta(seconds=1)
 
 
@@ -272,14 +276,23 @@ class DeliveryWorker:
 
         A delivery that fails for the partner's damaged secret (`_deliver`) tells nothing of
         the partner: the next one is taken, so that its whole backlog fails, named, rather
-        than one delivery a probe (and no HEAD follows). Without any delivery, the HEAD
-        needs the secret too: judged (`StoredSecrets`: damage logged and counted), nothing
-        is sent."""
-        damaged = False
+        than one delivery a probe (and no HEAD follows); `DAMAGED_PER_ROUND` of them in one
+        round, then the partner's probe is due again at the next round, which goes on with
+        the rest. Without any delivery, the HEAD needs the secret too: judged
+        (`StoredSecrets`: damage logged and counted), nothing is sent."""
+        damaged = 0
         while (delivery := await self._claim_for_probe(doc)) is not None:
             if await self._deliver(delivery, probe=True) != SECRET_DAMAGED:
                 return
-            damaged = True
+            damaged += 1
+            if damaged == DAMAGED_PER_ROUND:  # more, maybe: at the next round
+                now = self.clock()
+                await self._store.partners.probe_soon(
+                    doc["_id"],
+                    doc["probe_at"],
+                    now + timedelta(seconds=self._settings.poll_seconds),
+                )
+                return
         if damaged:  # the HEAD would need the same secret
             return
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 from datetime import datetime
+from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
@@ -76,6 +77,15 @@ class PartnerStore(TenantResources):
         with translate_errors():
             docs = await self._c.find({"status": "disabled"}, {"_id": 1}).to_list(None)
         return [str(d["_id"]) for d in docs]
+
+    async def probe_soon(self, partner_id: Any, claimed: datetime, probe_at: datetime) -> None:
+        """A disabled partner's probe (`claim_probe`, which set its probe time to `claimed`)
+        is due again at `probe_at`, sooner: unless it was enabled, or probed since."""
+        with translate_errors():
+            await self._c.update_one(
+                {"_id": partner_id, "status": "disabled", "probe_at": claimed},
+                {"$set": {"probe_at": probe_at}},
+            )
 
     async def claim_probe(self, now: datetime, next_probe: datetime) -> Doc | None:
         """A disabled partner due for a probe, pushed to its next probe time so that one
