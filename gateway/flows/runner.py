@@ -114,6 +114,7 @@ class FlowRunner:
             poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
         )
         self._hand_backs = HandBacks("flow run")
+        self._key_refused = False  # a secret did not open with GATEWAY_SECRET_KEY (logged)
         self._claims = Claims(
             self.owner,
             self._loop,
@@ -244,7 +245,9 @@ class FlowRunner:
         """A step needed a stored secret that does not open (a channel's SMTP password, a
         partner's credentials), judged by `StoredSecrets`: damaged, the run fails at that
         step naming it (no retry mends it); this process's key refused (or the key check
-        unreadable), the run is handed back for a process with the right key, never failed."""
+        unreadable), the run is handed back for a process with the right key, never failed;
+        the refusal is logged once per process, as a delivery's (`DeliveryWorker._deliver`):
+        a configuration error of the process, not of each run."""
         try:
             fault = await self._secrets.judge(exc)
         except StoreUnavailable as unread:
@@ -253,8 +256,14 @@ class FlowRunner:
         if isinstance(fault, SecretDamaged):
             index, step = progress.step or (progress.base, None)
             return await self._fail_at(doc, token, progress, index, step, fault.detail)
-        if fault is not None:
-            log.warning("flow run %s handed back: %s", doc["_id"], fault.detail)
+        if fault is not None and not self._key_refused:
+            log.error(
+                "configuration error: flow run %s handed back, and every other one whose "
+                "step needs a secret that does not open here (logged once): %s",
+                doc["_id"],
+                fault.detail,
+            )
+        self._key_refused = self._key_refused or fault is not None
         await self._hand_back(doc, token)
         return "key_refused" if fault is not None else "unrecorded"
 
