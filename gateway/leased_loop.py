@@ -19,6 +19,11 @@ write too, tries it again before each claim until the database takes it
 (`docs/reliability.md` "Command faults"). A write whose lease another runner has taken
 meanwhile matches nothing.
 
+`LeaseCheck`: whether a unit's lease is still this runner's, awaited right before a request
+of the unit goes out (`OutboundRequest.before_sending`): what a runner paused past its lease
+(a stopped container, a VM pause) was taken over meanwhile, and its request must not go out
+too (`LeaseLost`).
+
 `Claims`: how each runner claims, the same for all three: the hand-backs still kept are tried
 first; the shards of its collection are read in turn from a random start (so runners spread
 out) until one has work due, each claim under a token of its own (`owner:batch`); a claim the
@@ -36,7 +41,9 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from gateway.background import cancel_and_wait
@@ -139,6 +146,65 @@ async def renew_leases(
             await renew()
         except Exception as exc:  # the next round tries again; expiry is the fallback
             log.warning("renewing %s leases failed: %s", what, exc)
+
+
+class LeaseLost(Exception):
+    """A unit's lease is another runner's now: what this runner was about to do with it (send
+    its request: `LeaseCheck.still_ours`; record a schedule's page) is left to that one."""
+
+
+RenewOne = Callable[[Any, str, datetime], Awaitable[bool]]
+"""(unit, claim token, until) → whether the claim under the token still held the unit's
+lease (nobody took it over, even past its end), now extended to `until`."""
+
+
+class LeaseCheck:
+    """When each unit a runner works on has its lease end, as last written (the claim, the
+    renewals), and `still_ours`, the check every leased runner awaits before a unit's request
+    goes out: the delivery worker (an action's call, a notification's push, SMS or e-mail),
+    the flow runner (a fetch step). `clock` is the one all runners share (the database
+    server's), read at each call."""
+
+    def __init__(self, length: timedelta, clock: Callable[[], datetime], renew: RenewOne) -> None:
+        self._length = length
+        self._clock = clock
+        self._renew = renew
+        self._until: dict[Any, datetime] = {}
+
+    def claimed(self, unit: Any, until: Any) -> None:
+        """The unit's lease, as its claim wrote it (nothing known: asked at the check)."""
+        if isinstance(until, datetime):
+            self._until[unit] = until
+
+    def renewed(self, units: Iterable[Any], until: datetime) -> None:
+        """Every one of `units` had its lease renewed to `until` (a renewal that changed
+        fewer than it was given says nothing of which: those stay as they were)."""
+        for unit in units:
+            if unit in self._until:
+                self._until[unit] = until
+
+    def forget(self, unit: Any) -> None:
+        self._until.pop(unit, None)
+
+    def before_sending(self, unit: Any, token: str) -> Callable[[], Awaitable[None]]:
+        """`still_ours` for the unit held under `token`, for `OutboundRequest.before_sending`."""
+        return partial(self.still_ours, unit, token)
+
+    async def still_ours(self, unit: Any, token: str) -> None:
+        """LeaseLost unless the unit's lease is still ours. Sent after another runner took it
+        over (this process paused past its lease between claim and send), the request would
+        go out twice, and an ordered action's older delivery would arrive after the newer
+        ones that runner sent meanwhile. A lease with more than half its length left, as the
+        renewals every third of it keep it, is ours without asking; else it is renewed now,
+        if the claim's token still holds it."""
+        now = self._clock()
+        until = self._until.get(unit)
+        if until is not None and until - now > self._length / 2:
+            return
+        until = now + self._length
+        if not await self._renew(unit, token, until):
+            raise LeaseLost(unit)
+        self._until[unit] = until
 
 
 Write = Callable[[], Awaitable[object]]

@@ -118,14 +118,18 @@ async def push_channel(client: Client, fcm: Fcm) -> None:
     )
 
 
-async def sms_channel(client: Client, provider_url: str, token: str = "z") -> None:
-    """Channel `sms`: a Zenvia-shaped provider at `provider_url`."""
+async def sms_channel(
+    client: Client, provider_url: str, token: str = "z", **partner_fields: Any
+) -> None:
+    """Channel `sms`: a Zenvia-shaped provider at `provider_url` (its partner with
+    `partner_fields` too: a rate limit, say)."""
     await add_mapping(client, "sms-zenvia")
     zenvia = await create_partner(
         client,
         provider_url,
         name="Zenvia",
         auth={"type": "header", "name": "X-API-TOKEN", "value": token},
+        **partner_fields,
     )
     action = await create_action(
         client,

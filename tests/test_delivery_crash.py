@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
+from tests.flow_support import sms_channel
 from tests.partner_double import (
     FakeClock,
     Partner,
@@ -234,3 +235,58 @@ async def test_a_worker_paused_past_its_lease_sends_none_of_what_was_taken_over(
         data = request.json()["data"]
         received.setdefault(data["plate"], []).append(data["odometer_km"])
     assert received == {plate: [1, 2] for plate in plates}
+
+
+async def test_a_worker_paused_past_its_lease_sends_no_notification_that_was_taken_over(
+    client: Client, partner: Partner, mongodb_uri: str, tmp_path: Path
+) -> None:
+    """The same pause for notifications: a flow's notify step queues three SMS through a
+    provider limited to a request every 2 s; a worker process claims them, sends one, and is
+    paused with the other two waiting for their rate tokens, past its lease. The test's
+    worker takes them over and sends them. Continued, the paused worker must send none of
+    them: every recipient gets its SMS once (a notification checked no lease before its send
+    until 2026-12-06, and each of the two went out twice)."""
+    await sms_channel(client, partner.url, rate_limit={"per_second": 0.5, "burst": 1})
+    template = {"en": {"text": "New vehicle {{ entity.plate }}"}}
+    await post(
+        client,
+        "/api/v1/templates",
+        {"name": "hello-sms", "channel_type": "sms", "default_locale": "en", "locales": template},
+    )
+    phones = [f"+55119876543{n:02d}" for n in range(3)]
+    notify = {
+        "channel": "sms",
+        "template": "hello-sms",
+        "recipients": [{"address": phone} for phone in phones],
+    }
+    flow = {
+        "name": "hello",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+        "steps": [{"id": "say", "notify": notify}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    partner.respond_with(200, {"id": "sms-1"})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "RBT2C01"})
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    assert await services.flow_runner.run_until_idle() == Counter(succeeded=1)
+    assert await _statuses(client) == Counter(pending=3)
+    paused = await _start_worker(client, mongodb_uri, tmp_path, "paused")
+    try:
+        await partner.wait_for(1, timeout=40)
+        while (await _statuses(client))["succeeded"] < 1:  # its first one recorded
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # the other two wait for their tokens (2 s, 4 s)
+        paused.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(LEASE_SECONDS + 1)  # its leases have expired
+        assert await services.delivery_worker.run_until_idle() == Counter(succeeded=2)
+        paused.send_signal(signal.SIGCONT)
+        await asyncio.sleep(3)  # its rate tokens are due at once; a few of its rounds
+    finally:
+        paused.send_signal(signal.SIGCONT)
+        paused.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(paused.wait(), 30)
+
+    sent = Counter(request.json()["to"] for request in partner.requests)
+    assert sent == Counter({phone.lstrip("+"): 1 for phone in phones})
+    assert await _statuses(client) == Counter(succeeded=3)

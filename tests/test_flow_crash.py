@@ -157,3 +157,52 @@ async def test_a_killed_worker_leaves_runs_that_resume_elsewhere_without_repeati
     assert len({m.message["Message-ID"] for m in smtp.received}) == RUNS
     subjects = sorted(m.message["Subject"] for m in smtp.received)
     assert subjects == [f"Multa A00000000{n} - ABC1D23" for n in range(RUNS)]
+
+
+async def test_a_worker_paused_past_its_lease_sends_no_fetch_of_a_run_taken_over(
+    client: Client, partner: Partner, mongodb_uri: str, tmp_path: Path
+) -> None:
+    """Three runs whose one step fetches from a partner limited to a request every 2 s: a
+    worker process claims them, fetches for one, and is paused (SIGSTOP) with the other two
+    waiting for their rate tokens, past its lease. The test's runner takes them over and
+    fetches. Continued, the paused worker must send neither fetch: its leases are another's
+    (a fetch step checked no lease before its request until 2026-12-06, and each of the two
+    went out twice)."""
+    audit = await create_partner(
+        client, partner.url, name="Audit", rate_limit={"per_second": 0.5, "burst": 1}
+    )
+    await create_action(
+        client, audit["id"], name="audit", method="GET", path="/audit", mode="proxy"
+    )
+    flow = {
+        "name": "audit",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+        "steps": [{"id": "audit", "fetch": "audit"}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    partner.respond_with(200, {"ok": True})
+    for n in range(3):
+        await post(client, "/api/v1/entities/vehicle", {"plate": f"RBT3F{n:02d}"})
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    runs = services.store.db["flow_runs"]
+    assert await runs.count_documents({"status": "pending"}) == 3
+
+    paused = await _worker(client, mongodb_uri, tmp_path, "paused")
+    try:
+        await partner.wait_for(1, timeout=40)
+        while await runs.count_documents({"status": "succeeded"}) < 1:  # its first recorded
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # the other two wait for their tokens (2 s, 4 s)
+        paused.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(LEASE_SECONDS + 1)  # its leases have expired
+        assert await services.flow_runner.run_until_idle() == Counter(succeeded=2)
+        paused.send_signal(signal.SIGCONT)
+        await asyncio.sleep(3)  # its rate tokens are due at once; a few of its rounds
+    finally:
+        paused.send_signal(signal.SIGCONT)
+        paused.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(paused.wait(), 30)
+
+    assert len(partner.requests) == 3
+    assert await runs.count_documents({"status": "succeeded"}) == 3

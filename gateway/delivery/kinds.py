@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from gateway.outbound.sender import BeforeSending
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 
@@ -50,6 +51,9 @@ SendResult = Attempted | Held | Dropped
 
 class KindSender(Protocol):
     """Sends one claimed delivery of its kind; every failure is a result, never an error
-    (a StoreUnavailable may escape: the lease then expires and the delivery is retried)."""
+    (a StoreUnavailable may escape: the lease then expires and the delivery is retried).
+    `before_sending` is awaited right before anything goes out (an HTTP request, an SMTP
+    session), after every wait of the send: it raises `leased_loop.LeaseLost` when the
+    delivery's lease is another worker's, and that passes to the worker, nothing sent."""
 
-    async def send(self, doc: Doc, now: datetime) -> SendResult: ...
+    async def send(self, doc: Doc, now: datetime, before_sending: BeforeSending) -> SendResult: ...

@@ -45,7 +45,15 @@ from gateway.delivery.preparation import Unsendable, delivery_request, resolve_t
 from gateway.delivery.recording import DeliveryRecorder, recording_failed
 from gateway.errors import InvalidPayload, NotFound, SecretDamaged, StoreUnavailable
 from gateway.keys import StoredSecrets
-from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner, renew_leases
+from gateway.leased_loop import (
+    Claims,
+    HandBacks,
+    LeaseCheck,
+    LeasedLoop,
+    LeaseLost,
+    lease_owner,
+    renew_leases,
+)
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, DeliveryStatus
@@ -127,8 +135,8 @@ class DeliveryWorker:
             units="deliveries",
         )
         self._held = self._claims.held  # delivery id → claim token, until recorded
-        # delivery id → its lease's end as last written (claim, renewal), for `_still_ours`
-        self._lease_until: dict[Any, datetime] = {}
+        # Asked right before a delivery's request goes out, after every wait of the send
+        self._leases = LeaseCheck(self._lease, self._now, store.deliveries.renew_lease)
         self.progress = self._claims.progress  # of claiming, for readiness
         self._health = PartnerHealth(
             store, catalog, metrics, probe_seconds=settings.probe_seconds, on_enabled=self.notify
@@ -229,29 +237,8 @@ class DeliveryWorker:
 
     async def _renew(self) -> None:
         held, until = dict(self._held), self.clock() + self._lease
-        renewed = await self._store.deliveries.renew_leases(held, until)
-        if renewed == len(held):  # else which were renewed is not known: those stay as were
-            for delivery_id in held:
-                if delivery_id in self._lease_until:
-                    self._lease_until[delivery_id] = until
-
-    async def _still_ours(self, delivery_id: Any, token: str) -> None:
-        """Awaited right before a delivery's request goes out, after every wait of the send
-        (`OutboundRequest.before_sending`): LeaseLost unless its lease is still ours. Sent
-        after another worker took it over (this process paused past its lease between claim
-        and send: a stopped container, a VM pause, a stall), an ordered action's older
-        delivery would arrive after the newer ones that worker sent meanwhile. A lease with
-        more than half its length left, as the renewals every third of it keep it, is ours
-        without asking (the clock is the one all workers share: the database server's); else
-        it is renewed now, if the claim's token still holds it."""
-        now = self.clock()
-        until = self._lease_until.get(delivery_id)
-        if until is not None and until - now > self._lease / 2:
-            return
-        until = now + self._lease
-        if not await self._store.deliveries.renew_lease(delivery_id, token, until):
-            raise LeaseLost(delivery_id)
-        self._lease_until[delivery_id] = until
+        if await self._store.deliveries.renew_leases(held, until) == len(held):
+            self._leases.renewed(held, until)
 
     async def housekeeping(self, *, measure: bool = True) -> None:
         """Take back expired leases, learn which partners are disabled, probe the ones due,
@@ -335,10 +322,16 @@ class DeliveryWorker:
 
     async def _deliver(self, doc: Doc, *, probe: bool = False) -> str:
         token = self._held[doc["_id"]]
-        if isinstance(lease_until := doc.get("lease_until"), datetime):
-            self._lease_until[doc["_id"]] = lease_until
+        self._leases.claimed(doc["_id"], doc.get("lease_until"))
         try:
             result = await self._prepare_unless_damaged(doc, token, probe)
+        except LeaseLost:  # nothing went out; the lease's holder sends it
+            log.warning(
+                "delivery %s not sent: its lease was lost before it went out (this process "
+                "was paused past it); another worker has it",
+                doc["_id"],
+            )
+            result = "lease_lost"
         except StoreUnavailable as exc:
             # Nothing more can be written: handed back, due again after a pause (the
             # database decides when), not once the lease expires. A send that happened is
@@ -369,7 +362,7 @@ class DeliveryWorker:
         else:
             self._hand_backs.forget(str(doc["_id"]))
         self._held.pop(doc["_id"], None)
-        self._lease_until.pop(doc["_id"], None)
+        self._leases.forget(doc["_id"])
         return result
 
     async def _prepare_unless_damaged(self, doc: Doc, token: str, probe: bool) -> str:
@@ -420,9 +413,10 @@ class DeliveryWorker:
         return DeliveryStatus.PARKED.value
 
     async def _prepare_and_send(self, doc: Doc, token: str, probe: bool) -> str:
+        before_sending = self._leases.before_sending(doc["_id"], token)
         own = self._senders.get(doc.get("kind", DeliveryKind.WEBHOOK))
         if own is not None:
-            result = await own.send(doc, self.clock())
+            result = await own.send(doc, self.clock(), before_sending)
             if isinstance(result, Held) and result.partner_id is not None:
                 self._health.disabled.add(result.partner_id)  # its action calls are passed over
             return await self._recorder.settle(doc, token, result)
@@ -452,18 +446,12 @@ class DeliveryWorker:
                 f"cannot build the request: {exc.detail}",
                 errors=[p.as_dict() for p in problems],
             )
-        request = replace(request, before_sending=partial(self._still_ours, doc["_id"], token))
-        try:
-            outcome = await self._sender.send(
-                request, partner_id=partner.id, guard=self._guard(partner), auth=partner.auth
-            )
-        except LeaseLost:  # nothing went out; the lease's holder sends it
-            log.warning(
-                "delivery %s not sent: its lease was lost before it went out (this process "
-                "was paused past it); another worker has it",
-                doc["_id"],
-            )
-            return "lease_lost"
+        outcome = await self._sender.send(
+            replace(request, before_sending=before_sending),
+            partner_id=partner.id,
+            guard=self._guard(partner),
+            auth=partner.auth,
+        )
         try:
             return await self._recorder.record(doc, token, target.action, partner, outcome, probe)
         except StoreUnavailable:
@@ -504,10 +492,6 @@ class DeliveryWorker:
 
     def _guard(self, partner: Partner) -> Any:
         return self._guards.get(partner.id, partner.guard)
-
-
-class LeaseLost(Exception):
-    """A delivery's lease is another worker's now (`DeliveryWorker._still_ours`)."""
 
 
 def _groups(batch: list[Doc]) -> list[list[Doc]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
@@ -27,6 +27,7 @@ from gateway.flows.messages import Composed
 from gateway.flows.model import Step
 from gateway.flows.recipients import same_address
 from gateway.models import DeliveryKind, DeliveryStatus
+from gateway.outbound.sender import BeforeSending
 from gateway.store import Doc
 from gateway.store.deliveries import shard_of
 
@@ -41,6 +42,9 @@ class RunRef:
     depth: int
     started: datetime
     event: Mapping[str, Any]  # the public event
+    # Awaited right before a step's request goes out (a fetch): the runner's lease check
+    # (`leased_loop.LeaseCheck`), whose LeaseLost passes to the runner, nothing sent.
+    before_sending: BeforeSending | None = field(default=None, repr=False, compare=False)
 
 
 def notification_deliveries(

@@ -41,7 +41,15 @@ from gateway.flows.model import Step
 from gateway.flows.service import FlowService
 from gateway.flows.steps import StepOutcome, StepRunner, Wait, failed
 from gateway.keys import StoredSecrets
-from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner, renew_leases
+from gateway.leased_loop import (
+    Claims,
+    HandBacks,
+    LeaseCheck,
+    LeasedLoop,
+    LeaseLost,
+    lease_owner,
+    renew_leases,
+)
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
@@ -126,6 +134,8 @@ class FlowRunner:
             units="flow runs",
         )
         self._held = self._claims.held  # run id → claim token
+        # Asked right before a step's request goes out (a fetch), after every wait of the send
+        self._leases = LeaseCheck(self._lease, lambda: self.clock(), self._runs.renew_lease)
 
     @property
     def running(self) -> bool:
@@ -191,7 +201,9 @@ class FlowRunner:
 
     async def _renew(self) -> None:
         """A long step (a slow partner) must not lose its run to another runner."""
-        await self._runs.renew_leases(dict(self._held), self.clock() + self._lease)
+        held, until = dict(self._held), self.clock() + self._lease
+        if await self._runs.renew_leases(held, until) == len(held):
+            self._leases.renewed(held, until)
 
     async def housekeeping(self) -> None:
         """Take back the runs of runners that died; then `on_time`, the work the clock makes
@@ -208,8 +220,16 @@ class FlowRunner:
     async def _drive(self, doc: Doc) -> str:
         token = self._held[doc["_id"]]
         progress = _Progress(doc["next_step"])
+        self._leases.claimed(doc["_id"], doc.get("lease_until"))
         try:
             result = await self._steps_of(doc, token, progress)
+        except LeaseLost:  # nothing went out; the lease's holder runs the step
+            log.warning(
+                "flow run %s: step not sent: its lease was lost before the request went out "
+                "(this process was paused past it); another runner has it",
+                doc["_id"],
+            )
+            result = "lease_lost"
         except StoreUnavailable as exc:
             # Resumed from its last record as soon as the database takes the hand-back, not
             # once its lease expires.
@@ -224,6 +244,7 @@ class FlowRunner:
         else:
             self._hand_backs.forget(doc["_id"])
         self._held.pop(doc["_id"], None)
+        self._leases.forget(doc["_id"])
         self._metrics.flow_runs.labels(result).inc()
         return result
 
@@ -279,7 +300,13 @@ class FlowRunner:
         context["steps"] = dict(doc.get("answers") or {})
         progress.kept = stored_size(context["steps"])
         run = RunRef(
-            doc["_id"], tenant, flow.name, doc.get("depth", 0), doc["created_at"], doc["event"]
+            doc["_id"],
+            tenant,
+            flow.name,
+            doc.get("depth", 0),
+            doc["created_at"],
+            doc["event"],
+            self._leases.before_sending(doc["_id"], token),
         )
         first = progress.base
         for index in range(first, len(flow.steps)):

@@ -24,7 +24,7 @@ deterministic and inserted only when new; a `set` already done changes nothing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -139,6 +139,7 @@ class StepRunner:
         action, partner, mapping = await self._action(run.tenant, step.action)
         local = plain({**context, **evaluate(step.values, context)})
         request, _ = _build(action, partner, mapping, local)
+        request = replace(request, before_sending=run.before_sending)
         guard = self._p.guards.get(partner.id, partner.guard)
         # A disabled partner is not called: the step waits (held), as `invoke` answers 503.
         outcome = partner.refusal() or await self._p.sender.send(

@@ -34,6 +34,7 @@ from gateway.delivery.kinds import Attempted, Dropped, Held, SendResult
 from gateway.notify.notifier import Notification, Notifier, Recipient
 from gateway.notify.policy import decide
 from gateway.notify.settings import SettingsService
+from gateway.outbound.sender import BeforeSending
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 from gateway.store.notify import CooldownStore
@@ -60,14 +61,18 @@ class NotificationSender:
         self._cooldowns = cooldowns
         self._schedule = tuple(schedule)
 
-    async def send(self, doc: Doc, now: datetime) -> SendResult:
+    async def send(self, doc: Doc, now: datetime, before_sending: BeforeSending) -> SendResult:
+        """A lease lost before anything went out (`before_sending` raises LeaseLost) leaves
+        the cooldown as noted: its claim is the step's, which the worker that took the
+        delivery over notes and settles the same."""
         tenant, message = doc["tenant"], doc["notification"]
         held = await self._policy(tenant, message, now)
         if held is not None:
             return held
         cooldown = message.get("cooldown")
+        notification = _notification(message, str(doc["_id"]), before_sending)
         try:
-            outcome = await self._notifier.send(tenant, _notification(message, str(doc["_id"])))
+            outcome = await self._notifier.send(tenant, notification)
         except SecretBoxError:  # judged by the worker (`keys.StoredSecrets`): nothing sent
             if cooldown is not None:
                 await self._settle(tenant, cooldown, message["claim"], now, Verdict.FAIL)
@@ -142,7 +147,7 @@ def _wait(default: timedelta, cooldown: Doc | None) -> timedelta:
     return timedelta(seconds=cooldown["seconds"])
 
 
-def _notification(message: Doc, key: str) -> Notification:
+def _notification(message: Doc, key: str, before_sending: BeforeSending) -> Notification:
     recipient: dict[str, Any] = message["recipient"]
     return Notification(
         channel=message["channel_id"],
@@ -156,4 +161,5 @@ def _notification(message: Doc, key: str) -> Notification:
         data=message.get("data") or {},
         message_id=message.get("message_id"),
         key=key,
+        before_sending=before_sending,
     )

@@ -26,6 +26,7 @@ import idna
 from gateway.errors import GatewayError
 from gateway.notify.messages import EmailMessage, EmailSettings, SendOutcome
 from gateway.outbound.redaction import Redactor
+from gateway.outbound.sender import BeforeSending
 from gateway.outbound.ssrf import OutboundPolicy
 from gateway.outbound.verdict import Verdict
 
@@ -43,17 +44,27 @@ class EmailSender:
         self._policy = policy
         self._resolve = resolve
 
-    async def send(self, settings: EmailSettings, message: EmailMessage) -> SendOutcome:
+    async def send(
+        self,
+        settings: EmailSettings,
+        message: EmailMessage,
+        *,
+        before_sending: BeforeSending | None = None,
+    ) -> SendOutcome:
         """What one send did, in words that never hold the password: a server may quote the
-        AUTH it refused (a chatty relay, a debug server) in any reply."""
-        outcome = await self._send(settings, message)
+        AUTH it refused (a chatty relay, a debug server) in any reply. `before_sending` is
+        awaited once the server is connected, before the SMTP session: what it raises (a
+        delivery's lease lost: `leased_loop.LeaseCheck`) passes, nothing sent."""
+        outcome = await self._send(settings, message, before_sending)
         detail = outcome.detail
         if settings.password is not None:
             detail = _redactor(settings).redact(detail, cut=False)
         # Redacted whole, then cut: a password across the cut would keep its start.
         return replace(outcome, detail=detail[:_DETAIL])
 
-    async def _send(self, settings: EmailSettings, message: EmailMessage) -> SendOutcome:
+    async def _send(
+        self, settings: EmailSettings, message: EmailMessage, before_sending: BeforeSending | None
+    ) -> SendOutcome:
         started = time.perf_counter()
         summary = {"to": list(message.to), "subject": message.subject, "server": settings.host}
         try:
@@ -68,6 +79,12 @@ class EmailSender:
         except (OSError, TimeoutError, aiosmtplib.SMTPException) as exc:
             verdict, code, detail = describe_failure(exc)
             return _outcome(verdict, detail, started, summary, code=code)
+        if before_sending is not None:
+            try:
+                await before_sending()
+            except BaseException:
+                sock.close()
+                raise
         try:
             # From here the socket belongs to aiosmtplib's transport, which closes it (closing
             # it here too would pull it from under a TLS shutdown still in progress).

@@ -29,6 +29,7 @@ from gateway.notify.messages import Channel, EmailMessage, PushMessage, SendOutc
 from gateway.notify.push import FcmSender
 from gateway.notify.sms import SmsSender
 from gateway.notify.templating import REQUIRED
+from gateway.outbound.sender import BeforeSending
 from gateway.outbound.verdict import Verdict
 
 
@@ -57,6 +58,9 @@ class Notification:
     # Stable per delivery (its id): an SMS provider's idempotency key, so a send retried after
     # a timeout whose request did arrive is one the provider can drop (sms.py).
     key: str | None = None
+    # Awaited right before it goes out (a delivery worker's lease check: its LeaseLost passes
+    # to the worker, nothing sent); none for a channel's test send.
+    before_sending: BeforeSending | None = field(default=None, repr=False)
 
 
 class Notifier:
@@ -115,13 +119,17 @@ class Notifier:
             message = EmailMessage(
                 (to,), parts["subject"], parts["text"], parts.get("html"), notification.message_id
             )
-            return await self._email.send(channel.email, message)
+            return await self._email.send(
+                channel.email, message, before_sending=notification.before_sending
+            )
         if channel.push is not None:
             partner = await self._catalog.partner(tenant, channel.push.partner_id)
             if (refused := _refused(partner)) is not None:
                 return refused
             push = PushMessage(to, parts["title"], parts["body"], notification.data)
-            return await self._push.send(channel.push, partner, push)
+            return await self._push.send(
+                channel.push, partner, push, before_sending=notification.before_sending
+            )
         assert channel.sms is not None
         action = await self._catalog.action(tenant, channel.sms.action_id)
         partner = await self._catalog.partner(tenant, action.partner_id)
@@ -132,7 +140,13 @@ class Notifier:
         mapping = await self._mappings.active(tenant, action.request_mapping)
         sms = SmsMessage(to, parts["text"])
         return await self._sms.send(
-            action, partner, mapping, sms, channel.sms.sender, key=notification.key
+            action,
+            partner,
+            mapping,
+            sms,
+            channel.sms.sender,
+            key=notification.key,
+            before_sending=notification.before_sending,
         )
 
     async def _forget_token(self, tenant: str, channel: Channel, recipient: Recipient) -> bool:

@@ -20,7 +20,7 @@ from gateway.actions.catalog import Partner
 from gateway.metrics import Metrics
 from gateway.notify.messages import PushMessage, PushSettings, SendOutcome
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import OutboundRequest, Outcome, Sender
+from gateway.outbound.sender import BeforeSending, OutboundRequest, Outcome, Sender
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 
@@ -47,7 +47,12 @@ class FcmSender:
         self._metrics = metrics
 
     async def send(
-        self, settings: PushSettings, partner: Partner, message: PushMessage
+        self,
+        settings: PushSettings,
+        partner: Partner,
+        message: PushMessage,
+        *,
+        before_sending: BeforeSending | None = None,
     ) -> SendOutcome:
         url = build_url(partner.base_url, SEND_PATH, {"project": settings.project_id})
         request = OutboundRequest(
@@ -56,6 +61,7 @@ class FcmSender:
             headers={"Content-Type": "application/json", "Accept": "application/json"},
             body=orjson.dumps(fcm_body(message, settings.priority)),
             timeout=partner.timeout,
+            before_sending=before_sending,
         )
         outcome = await self._sender.send(
             request,

@@ -17,6 +17,7 @@ country code); a number without its area code cannot be sent (the delivery fails
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ from gateway.metrics import Metrics
 from gateway.notify.messages import SendOutcome, SmsMessage
 from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import OutboundRequest, Outcome, Sender
+from gateway.outbound.sender import BeforeSending, OutboundRequest, Outcome, Sender
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 from gateway.schemas.ids import e164
@@ -119,6 +120,7 @@ class SmsSender:
         sender_id: str,
         *,
         key: str | None = None,
+        before_sending: BeforeSending | None = None,
     ) -> SendOutcome:
         try:
             request = sms_request(action, partner, mapping, message, sender_id, key)
@@ -129,7 +131,7 @@ class SmsSender:
             )
             return SendOutcome(Verdict.FAIL, detail)
         outcome = await self._sender.send(
-            request,
+            replace(request, before_sending=before_sending),
             partner_id=partner.id,
             guard=self._guards.get(partner.id, partner.guard),
             auth=partner.auth,

@@ -70,6 +70,10 @@ KEPT_HEADERS = ("Retry-After", "Content-Type", "Location")
 USER_AGENT = "rabbot-gateway (+https://rabbot.dev)"
 
 
+BeforeSending = Callable[[], Awaitable[None]]
+"""Awaited right before a request goes out (`OutboundRequest.before_sending`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundRequest:
     method: str
@@ -87,8 +91,8 @@ class OutboundRequest:
     # Awaited right before the request goes out, after every wait (the partner's guard, the
     # process's capacity, a token fetch), again before a retry with renewed credentials:
     # what it raises reaches the caller, and nothing goes out (a delivery whose lease was
-    # lost meanwhile: `delivery/worker.py`).
-    before_sending: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+    # lost meanwhile: `leased_loop.LeaseCheck`).
+    before_sending: BeforeSending | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ from gateway.clock import from_iso
 from gateway.entities import Origin
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.keys import StoredSecrets
+from gateway.leased_loop import LeaseLost
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
@@ -76,10 +77,6 @@ from gateway.triggers.rejected import RejectedKeeper, repeatable
 
 log = logging.getLogger(__name__)
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}.*)?")
-
-
-class LeaseLost(Exception):
-    """Another runner holds the schedule now: this run stops and records nothing more."""
 
 
 @dataclass(slots=True)

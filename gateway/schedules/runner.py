@@ -45,9 +45,9 @@ from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
 from gateway.errors import KeyRefused, StoreUnavailable
-from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner
+from gateway.leased_loop import Claims, HandBacks, LeasedLoop, LeaseLost, lease_owner
 from gateway.schedules.calls import PollFailure
-from gateway.schedules.poll import LeaseLost, Poll, PollContext, Tally
+from gateway.schedules.poll import Poll, PollContext, Tally
 from gateway.schedules.timing import MAX_RETRY_AFTER_SECONDS, backoff_seconds, every_from_doc
 from gateway.store import Doc
 

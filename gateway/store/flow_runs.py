@@ -246,6 +246,16 @@ class FlowRunStore:
             )
         return result.modified_count
 
+    async def renew_lease(self, run_id: str, token: str, lease_until: datetime) -> bool:
+        """Extend one lease, if the claim under `token` still holds it (nobody took it over,
+        even past its `lease_until`); False when another runner has it."""
+        with translate_errors():
+            result = await self._c.update_one(
+                {"_id": run_id, "lease_owner": token, "status": RUNNING},
+                {"$set": {"lease_until": lease_until}},
+            )
+        return result.matched_count == 1
+
     async def expire_leases(self, now: datetime) -> int:
         """Runs whose runner died become pending again, due at once: they resume at their
         first step without an outcome."""
