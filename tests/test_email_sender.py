@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 
+from gateway.leased_loop import LeaseLost
 from gateway.notify.email import EmailSender
 from gateway.notify.messages import EmailMessage, EmailSettings
 from gateway.outbound.ssrf import OutboundPolicy
@@ -55,6 +56,30 @@ async def test_a_message_arrives_with_text_html_from_and_reply_to(smtp_server: S
     assert got.part("plain").strip() == "Olá Ana, multa de R$ 130,16."
     assert got.part("html").strip() == "<p>Olá <b>Ana</b></p>"
     assert outcome.provider_id == "<n-1@rabbot.test>"
+
+
+async def test_a_lease_lost_before_the_smtp_session_sends_nothing(
+    smtp_server: SmtpFactory,
+) -> None:
+    """`before_sending` (a delivery worker's lease check) is awaited once the server is
+    connected, before the SMTP session: what it raises passes, and no message goes out."""
+    double = await smtp_server("plain")
+    asked: list[str] = []
+
+    async def lost() -> None:
+        asked.append("lost")
+        raise LeaseLost("n-1")
+
+    with pytest.raises(LeaseLost):
+        await EmailSender(ALLOW).send(_settings(double), MESSAGE, before_sending=lost)
+    assert asked == ["lost"] and double.received == []
+
+    async def ours() -> None:
+        asked.append("ours")
+
+    outcome = await EmailSender(ALLOW).send(_settings(double), MESSAGE, before_sending=ours)
+    assert outcome.verdict is Verdict.SUCCESS, outcome.detail
+    assert asked == ["lost", "ours"] and len(double.received) == 1
 
 
 async def test_starttls_with_auth(smtp_server: SmtpFactory) -> None:
