@@ -102,20 +102,25 @@ async def test_disabled_partner_is_503_with_retry_after_and_not_called(
     assert partner.requests == []
 
 
-async def _other_tenants_proxy(client: Client, url: str) -> tuple[str, str]:
-    """Tenant `other`'s partner B (answering at once, `timeout_seconds: 2`) and its action."""
+async def _other_tenants_proxy(
+    client: Client, url: str, tenant: str = "other", **fields: Any
+) -> tuple[str, str]:
+    """Tenant `other`'s partner B (answering at once, `timeout_seconds: 2`) and its action
+    (or `tenant`'s, with `fields`)."""
     body = {"name": "B", "base_url": url, "auth": {"type": "none"}, "timeout_seconds": 2}
-    partner_doc = await post(client, "/api/v1/partners", body, tenant="other")
+    partner_doc = await post(client, "/api/v1/partners", {**body, **fields}, tenant=tenant)
     action = {"name": "b", "partner_id": partner_doc["id"], "method": "GET", "mode": "proxy"}
-    action_doc = await post(client, "/api/v1/actions", action, tenant="other")
+    action_doc = await post(client, "/api/v1/actions", action, tenant=tenant)
     return str(partner_doc["id"]), str(action_doc["id"])
 
 
-def _calls(session: aiohttp.ClientSession, client: Client, action_id: str, n: int) -> list[Any]:
+def _calls(
+    session: aiohttp.ClientSession, client: Client, action_id: str, n: int, tenant: str = "acme"
+) -> list[Any]:
     """`n` proxy calls under way at once, from a session with no connection limit of its own."""
     url = str(client.make_url(f"/api/v1/actions/{action_id}/invoke"))
     return [
-        asyncio.create_task(session.post(url, headers=auth(), json={"payload": {}}))
+        asyncio.create_task(session.post(url, headers=auth(tenant), json={"payload": {}}))
         for _ in range(n)
     ]
 
@@ -152,16 +157,17 @@ async def test_a_full_outbound_capacity_is_a_503_of_the_gateway_blaming_no_partn
     aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
 ) -> None:
     """GATEWAY_OUTBOUND_CONNECTIONS=4: one partner holds at most 2 (half), however many
-    calls and whatever its `max_concurrency`, and B's calls still go; two slow partners fill
-    it, and B's call waits at most its `max_wait` for our capacity, outside its timeout, then
-    is answered 503 `unavailable` with a Retry-After: not a timeout of B's, nor a failure. A
-    delivery to another healthy partner meanwhile waits 5 s, no attempt spent, nothing noted
-    against its partner."""
+    calls and whatever its `max_concurrency`, and B's calls still go; two tenants' slow
+    partners fill it, and B's call waits at most its `max_wait` for our capacity, outside its
+    timeout, then is answered 503 `unavailable` with a Retry-After: not a timeout of B's, nor
+    a failure. A delivery to another healthy partner meanwhile waits 5 s, no attempt spent,
+    nothing noted against its partner."""
     client = await aiohttp_client(make_app(outbound_connections=4))
     services = client.app[services_key]
     partner.respond_with(200, {}, delay=30)
     _, first_slow = await _proxy(client, partner, timeout_seconds=30, max_concurrency=1000)
-    _, second_slow = await _proxy(client, partner, timeout_seconds=30, max_concurrency=1000)
+    slow = {"timeout_seconds": 30, "max_concurrency": 1000}
+    _, second_slow = await _other_tenants_proxy(client, partner.url, "third", **slow)
     async with running_partner() as fast:
         b_id, b_action = await _other_tenants_proxy(client, fast.url)
         hooked = await create_partner(client, fast.url, name="Hooks")
@@ -183,7 +189,7 @@ async def test_a_full_outbound_capacity_is_a_503_of_the_gateway_blaming_no_partn
             answer, took = await call_b()
             assert answer.status == 200 and took < 1
 
-            hogs += _calls(session, client, second_slow, 2)
+            hogs += _calls(session, client, second_slow, 2, "third")
             await partner.wait_for(4)
             answer, took = await call_b()
             problem = await answer.json()
@@ -219,3 +225,43 @@ async def test_a_full_outbound_capacity_is_a_503_of_the_gateway_blaming_no_partn
     b_results = [line for line in metrics.splitlines() if f'partner="{b_id}"' in line]
     assert any('result="overloaded"} 1.0' in line for line in b_results), b_results
     assert not any('result="timeout"' in line for line in b_results), b_results
+
+
+async def test_one_tenants_many_slow_partners_leave_the_other_tenants_half_the_capacity(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """GATEWAY_OUTBOUND_CONNECTIONS=4: tenant acme's two slow partners, each within its own
+    share (2), would have filled it, and tenant other's call to its healthy partner B was a
+    503 `overloaded` after its `max_wait`. A tenant's partners together hold at most half the
+    capacity too: acme's calls past its share wait for it and are acme's own 503 (naming its
+    share; no partner blamed, nothing sent), B's call goes at once."""
+    client = await aiohttp_client(make_app(outbound_connections=4))
+    partner.respond_with(200, {}, delay=30)
+    _, first_slow = await _proxy(client, partner, timeout_seconds=30, max_concurrency=1000)
+    _, second_slow = await _proxy(client, partner, timeout_seconds=2, max_concurrency=1000)
+    async with running_partner() as fast:
+        _, b_action = await _other_tenants_proxy(client, fast.url)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            hogs = _calls(session, client, first_slow, 2)
+            await partner.wait_for(2)
+            held = _calls(session, client, second_slow, 2)
+            await asyncio.sleep(0.3)
+            assert len(partner.requests) == 2  # acme's share: half the process's capacity
+            started = time.monotonic()
+            answer = await client.post(
+                f"/api/v1/actions/{b_action}/invoke", headers=auth("other"), json={"payload": {}}
+            )
+            took = time.monotonic() - started
+            assert (answer.status, (await answer.json())["data"]) == (200, {"ok": True}), took
+            assert took < 1
+            for refused in await asyncio.gather(*held):
+                problem = await refused.json()
+                assert refused.status == 503, problem
+                assert problem["type"].endswith("/unavailable")
+                assert "tenant acme has 2 requests to partners in flight" in problem["detail"]
+                assert "GATEWAY_OUTBOUND_CONNECTIONS" in problem["detail"]
+                assert refused.headers["Retry-After"] == "5"
+            assert len(partner.requests) == 2
+            partner.release.set()
+            for each in await asyncio.gather(*hogs):
+                each.release()

@@ -284,6 +284,7 @@ class Catalog:
                 rate_per_second=rate.get("per_second"),
                 burst=float(rate.get("burst", 1)),
                 max_wait=min(5.0, timeout),
+                tenant=doc["tenant"],
             ),
             auth=auth,
             secrets=secrets,

@@ -275,6 +275,9 @@ class GuardSettings:
     max_wait: float = 5.0  # longest a send waits for a rate token or a concurrency slot
     breaker_threshold: int = 5
     breaker_cooldown: float = 30.0
+    # Whose share of the process's outbound capacity the partner's calls take, with every
+    # other partner of the tenant (`PartnerGuards.share`); None: no tenant's (a test's guard).
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1 or self.max_wait < 0:
@@ -285,12 +288,14 @@ class GuardSettings:
 class PartnerGuard:
     """Everything that stands between a partner and our senders. `concurrency` is the size
     of its gate: its `max_concurrency`, within the share of the process's outbound capacity
-    one partner may hold (`PartnerGuards.share`)."""
+    one partner may hold (`PartnerGuards.share`). `tenant_gate`: its tenant's, shared by all
+    the tenant's partners, of the same size: what one tenant may hold of the capacity."""
 
     settings: GuardSettings
     breaker: CircuitBreaker
     limiter: TokenBucket | None
     gate: Gate
+    tenant_gate: Gate | None = None
 
     @property
     def concurrency(self) -> int:
@@ -305,9 +310,10 @@ class PartnerGuard:
         on_breaker_change: Callable[[BreakerState], None] | None = None,
         share: int | None = None,
         gate: Gate | None = None,
+        tenant_gate: Gate | None = None,
     ) -> PartnerGuard:
         """A guard for `settings`; `gate`: the partner's gate so far, resized to them (its
-        requests in flight keep their places and count)."""
+        requests in flight keep their places and count); `tenant_gate`: its tenant's."""
         breaker = CircuitBreaker(
             threshold=settings.breaker_threshold,
             cooldown=settings.breaker_cooldown,
@@ -322,7 +328,7 @@ class PartnerGuard:
             gate = Gate(concurrency)
         else:
             gate.resize(concurrency)
-        return cls(settings, breaker, limiter, gate)
+        return cls(settings, breaker, limiter, gate, tenant_gate)
 
 
 @dataclass(slots=True)
@@ -333,7 +339,10 @@ class PartnerGuards:
 
     `share`: the most requests one partner may have in flight in this process, whatever its
     `max_concurrency` (half the sender's outbound capacity, `Sender(connections=...)`): no
-    partner, however slow, takes the capacity the others' calls need (docs/outbound.md).
+    partner, however slow, takes the capacity the others' calls need (docs/outbound.md). The
+    same bound holds for all the partners of one tenant together (a gate per tenant, kept for
+    as long as the process runs: one per tenant that called a partner): a tenant with many
+    slow partners, each within its own share, does not take the capacity from the others.
     """
 
     clock: Clock = time.monotonic
@@ -342,6 +351,7 @@ class PartnerGuards:
     # Called when a partner's guard is dropped (the partner deleted): its state is no more.
     on_discard: Callable[[str], None] | None = None
     _guards: dict[str, PartnerGuard] = field(default_factory=dict, init=False, repr=False)
+    _tenants: dict[str, Gate] = field(default_factory=dict, init=False, repr=False)
     # An open breaker's read at the end of its cooldown, by partner (see `_read_when_due`).
     _due: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False, repr=False)
 
@@ -356,6 +366,7 @@ class PartnerGuards:
                 on_breaker_change=self._callback(partner_id, built),
                 share=self.share,
                 gate=None if guard is None else guard.gate,
+                tenant_gate=self._tenant_gate(settings.tenant),
             )
             built.append(guard)
             self._guards[partner_id] = guard
@@ -364,6 +375,13 @@ class PartnerGuards:
                 if self.on_breaker_change is not None:
                     self.on_breaker_change(partner_id, BreakerState.CLOSED)
         return guard
+
+    def _tenant_gate(self, tenant: str | None) -> Gate | None:
+        if tenant is None or not self.share:
+            return None
+        if (gate := self._tenants.get(tenant)) is None:
+            gate = self._tenants[tenant] = Gate(self.share)
+        return gate
 
     def _now(self) -> float:
         return self.clock()  # read at each call: tests move time by replacing `clock`

@@ -280,7 +280,7 @@ class Sender:
         auth: PartnerAuth = NO_AUTH,
     ) -> Outcome:
         """Send through the partner's guard (circuit breaker, rate limit, concurrency gate),
-        then the process's outbound capacity."""
+        then its tenant's share of the process's outbound capacity, then the capacity."""
         if guard is None:
             return await self._admitted(request, auth, None, min(request.timeout, _MAX_WAIT))
         if guard.breaker.state is BreakerState.OPEN:
@@ -292,10 +292,11 @@ class Sender:
                 "rate_limited", f"over the rate limit for partner {partner_id}", limiter.delay()
             )
         if not await _enter(guard.gate, max_wait):
-            if guard.gate.awaiting_capacity or self._capacity.locked():
-                # Its places wait for our capacity, or would: the wait is ours, not the
-                # partner's.
-                return self._overloaded()
+            tenant_full = guard.tenant_gate is not None and guard.tenant_gate.locked()
+            if guard.gate.awaiting_capacity or self._capacity.locked() or tenant_full:
+                # Its places wait for our capacity (or the tenant's share of it), or would:
+                # the wait is ours, not the partner's.
+                return self._overloaded(guard)
             if self._resolver is not None and self._resolver.saturated():
                 # Its places may wait for a resolver thread: ours too.
                 return _not_sent(
@@ -321,20 +322,21 @@ class Sender:
         guard: PartnerGuard | None,
         max_wait: float,
     ) -> Outcome:
-        """The request sent once it has a place in the process's outbound capacity, waited
-        for at most max_wait seconds: a wait for our own resources, which the partner's
-        timeout (starting after it) does not count. Still full then, it is not sent, held as
+        """The request sent once it has a place in its tenant's share of the process's
+        outbound capacity (`PartnerGuards.share`), then in the capacity, both waited for
+        within max_wait seconds: a wait for our own resources, which the partner's timeout
+        (starting after it) does not count. Still full then, it is not sent, held as
         `overloaded`: ours, not the partner's (no failure of it, nor an attempt)."""
-        gate = None if guard is None else guard.gate
-        if gate is not None:
-            gate.awaiting_capacity += 1
+        share = None if guard is None else guard.tenant_gate
+        if guard is not None:
+            guard.gate.awaiting_capacity += 1
         try:
-            admitted = await _enter(self._capacity, max_wait)
+            admitted = await self._capacity_place(guard, max_wait)
         finally:
-            if gate is not None:
-                gate.awaiting_capacity -= 1
-        if not admitted:
-            return self._overloaded()
+            if guard is not None:
+                guard.gate.awaiting_capacity -= 1
+        if admitted is not None:
+            return admitted
         # A lookup waits for a resolver thread no longer than for the capacity.
         terms = resolver_call.set(Call(wait=max_wait))
         try:
@@ -346,6 +348,29 @@ class Sender:
         finally:
             resolver_call.reset(terms)
             self._capacity.release()
+            if share is not None:
+                share.release()
+
+    async def _capacity_place(self, guard: PartnerGuard | None, max_wait: float) -> Outcome | None:
+        """None once the request holds a place in its tenant's share (when its guard has
+        one) and in the process's capacity, both within max_wait seconds; else the hold of
+        the one still full, and no place held."""
+        share = None if guard is None else guard.tenant_gate
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        if share is not None and not await _enter(share, max_wait):
+            return self._overloaded(guard)
+        try:
+            admitted = await _enter(self._capacity, max(deadline - loop.time(), 0.0))
+        except BaseException:
+            if share is not None:
+                share.release()
+            raise
+        if admitted:
+            return None
+        if share is not None:
+            share.release()
+        return self._overloaded()
 
     async def _resolve_ahead(self, request: OutboundRequest) -> Outcome | None:
         """The partner's host name resolved before its timeout starts (`resolver.py`): a
@@ -367,7 +392,20 @@ class Sender:
             return _not_sent("overloaded", _shortage(exc) or str(exc), _BUSY_RETRY)
         return None
 
-    def _overloaded(self) -> Outcome:
+    def _overloaded(self, guard: PartnerGuard | None = None) -> Outcome:
+        """The hold for our own capacity: the tenant's share of it when that is what is full
+        (the partner's tenant has `share` requests in flight, `PartnerGuards`), else the
+        process's."""
+        share = None if guard is None else guard.tenant_gate
+        if share is not None and share.locked() and not self._capacity.locked():
+            assert guard is not None
+            return _not_sent(
+                "overloaded",
+                f"tenant {guard.settings.tenant} has {share.size} requests to partners in "
+                "flight in this gateway process, its share (half of "
+                "GATEWAY_OUTBOUND_CONNECTIONS)",
+                _BUSY_RETRY,
+            )
         return _not_sent(
             "overloaded",
             f"this gateway process has {self._connections} requests to partners in "
