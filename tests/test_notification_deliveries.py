@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.auth.keyring import KeyRing
 from gateway.auth.secretbox import SecretBox
+from gateway.leased_loop import LeaseLost
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import drain, email_channel, get, push_channel
@@ -289,6 +290,48 @@ async def test_a_cooldown_is_free_while_an_alert_waits_for_its_retry(
     assert [m.message["Subject"] for m in smtp.received] == ["New BRA2E19"]
     (dropped,) = await _deliveries(client, "?status=suppressed")
     assert dropped["attempt_count"] == 2 and "cooldown" in dropped["last_error"]
+
+
+@pytest.mark.parametrize("lost", ["before_the_note", "while_the_send_waited"])
+async def test_a_worker_that_lost_its_lease_leaves_no_cooldown_behind(
+    client: Client, smtp_server: SmtpFactory, lost: str
+) -> None:
+    """Worker A claims an alert and pauses past its lease; worker B takes it over, its send
+    fails and gives the cooldown back. A then wakes: it sends nothing, and must not leave a
+    cooldown noted either (neither the one its pause let it write, nor one written before its
+    lease was lost while the send waited), or the next alert is suppressed though none went out."""
+    smtp = await smtp_server()
+    smtp.refuse["ops@acme.com.br"] = "550 5.2.2 mailbox full"
+    await _email_setup(
+        client,
+        smtp.port,
+        [{"address": "ops@acme.com.br"}],
+        cooldown={"key": "'new-vehicles'", "seconds": 600},
+    )
+    await _vehicle(client, "ABC1D23")
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    await services.flow_runner.run_until_idle()
+    (doc,) = await services.store.db["deliveries"].find({}).to_list(None)
+    await services.delivery_worker.run_until_idle()  # B: sent, refused, the note given back
+    assert len(await _deliveries(client, "?status=failed")) == 1
+    cooldowns = services.store.db["notify_cooldowns"]
+    assert await cooldowns.count_documents({}) == 0
+    checks = 0
+
+    async def before_sending() -> None:  # A's lease check: lost at once, or at the request
+        nonlocal checks
+        checks += 1
+        if lost == "before_the_note" or checks > 1:
+            raise LeaseLost("delivery taken over")
+
+    with pytest.raises(LeaseLost):
+        await services.notify.notification_sender.send(doc, datetime.now(UTC), before_sending)
+    assert await cooldowns.count_documents({}) == 0
+    del smtp.refuse["ops@acme.com.br"]
+    await _vehicle(client, "BRA2E19")
+    await drain(services)
+    assert [m.message["Subject"] for m in smtp.received] == ["New BRA2E19"]
 
 
 async def test_a_cooldown_key_missing_on_the_event_does_not_silence_other_vehicles(

@@ -31,6 +31,7 @@ from typing import Any
 from gateway.actions.catalog import DEFAULT_SCHEDULE
 from gateway.auth.secretbox import SecretBoxError
 from gateway.delivery.kinds import Attempted, Dropped, Held, SendResult
+from gateway.leased_loop import LeaseLost
 from gateway.notify.notifier import Notification, Notifier, Recipient
 from gateway.notify.policy import decide
 from gateway.notify.settings import SettingsService
@@ -62,10 +63,13 @@ class NotificationSender:
         self._schedule = tuple(schedule)
 
     async def send(self, doc: Doc, now: datetime, before_sending: BeforeSending) -> SendResult:
-        """A lease lost before anything went out (`before_sending` raises LeaseLost) leaves
-        the cooldown as noted: its claim is the step's, which the worker that took the
-        delivery over notes and settles the same."""
+        """A lease lost before anything went out (`before_sending` raises LeaseLost) touches
+        no cooldown note another worker may hold: the lease is checked before the note is
+        written, and a lease lost later (while the send waited for its partner's rate or
+        capacity) gives back the note this send wrote, as a failed send does. The worker that
+        took the delivery over notes and settles its own send."""
         tenant, message = doc["tenant"], doc["notification"]
+        await before_sending()
         held = await self._policy(tenant, message, now)
         if held is not None:
             return held
@@ -73,7 +77,7 @@ class NotificationSender:
         notification = _notification(message, str(doc["_id"]), before_sending)
         try:
             outcome = await self._notifier.send(tenant, notification)
-        except SecretBoxError:  # judged by the worker (`keys.StoredSecrets`): nothing sent
+        except (SecretBoxError, LeaseLost):  # nothing sent (a secret is judged by the worker)
             if cooldown is not None:
                 await self._settle(tenant, cooldown, message["claim"], now, Verdict.FAIL)
             raise
