@@ -586,14 +586,14 @@ fields:
   plate: {from: placa, transforms: [plate]}
 """
 LIVE_CHANGES = {
-    'entity_type "vehicle" → "driver"': """name: live
+    "/mapping: 'live' is for driver entities": """name: live
 direction: inbound
 entity_type: driver
 key: [cpf]
 fields:
   cpf: {from: cpf, transforms: [cpf]}
 """,
-    'target "entities" → "positions"': """name: live
+    "/mapping: 'live' maps to positions; this trigger's target is entities": """name: live
 direction: inbound
 target: positions
 fields:
@@ -602,7 +602,7 @@ fields:
   lat: {value: -23.5}
   lon: {value: -46.6}
 """,
-    'direction "inbound" → "outbound"': """name: live
+    "/mapping: 'live' is outbound; mapping must be inbound": """name: live
 direction: outbound
 entity_type: vehicle
 path: {plate: entity.plate}
@@ -637,18 +637,54 @@ async def test_a_new_active_version_cannot_change_what_a_live_trigger_writes(
     assert (await _upload(client, same_shape))["active"]
 
 
-async def test_a_refused_change_of_a_response_mappings_entity_type_is_written_as_json(
+async def test_a_new_version_is_refused_only_for_what_its_users_own_save_checks_refuse(
     client: Client,
 ) -> None:
-    """A vehicle trigger's answer mapping declares no entity type: a version for drivers is a
-    409 whose message writes the values as JSON (`null`), never Python's `None`."""
+    """Each user is asked its own save rule: a vehicle trigger's answer mapping may declare
+    `vehicle` (or none) but not `driver`; an action's request mapping only has to stay
+    outbound; a schedule's mapping must compile with the schedule's params."""
+    from tests.partner_double import create_action, create_partner
+
     answer = "name: answer\ndirection: outbound\nbody:\n  placa: {from: entity.plate}\n"
     await _upload(client, answer)
     trigger = {"name": "t", "entity_type": "vehicle", "response_mapping": "answer"}
     await _json(client, "POST", "/api/v1/triggers", 201, json=trigger)
+    declared = answer.replace("direction: outbound", "direction: outbound\nentity_type: vehicle")
+    assert (await _upload(client, declared))["version"] == 2
     driver = answer.replace("direction: outbound", "direction: outbound\nentity_type: driver")
     problem = await _upload(client, driver, status=409)
-    assert 'entity_type null → "driver"' in problem["detail"], problem
+    assert problem["detail"].startswith(
+        "mapping 'answer' is used by trigger t, which would refuse this version as active: "
+        "trigger t /response_mapping: 'answer' is for driver entities"
+    ), problem
+    assert [u["name"] for u in problem["used_by"]] == ["t"]
+    assert (await _json(client, "GET", "/api/v1/mappings/answer"))["version"] == 2
+
+    body = "name: push-body\ndirection: outbound\nbody:\n  plate: entity.plate\n"
+    await _upload(client, body)
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    await create_action(client, partner["id"], request_mapping="push-body")
+    for_drivers = body.replace("direction: outbound", "direction: outbound\nentity_type: driver")
+    assert (await _upload(client, for_drivers))["active"]
+    inbound = "name: push-body\ndirection: inbound\nentity_type: driver\nkey: [cpf]\nfields:\n"
+    problem = await _upload(client, inbound + "  cpf: cpf\n", status=409)
+    assert (
+        "action push /request_mapping: mapping 'push-body' is inbound; an action needs an "
+        "outbound mapping" in problem["detail"]
+    ), problem
+
+    await _upload(client, PLACES.replace("name: places", "name: meter"))
+    action = await create_action(
+        client, partner["id"], name="feed", method="GET", path="/feed", mode="proxy"
+    )
+    target = {"entity_type": "vehicle", "mapping": "meter", "params": {"places": 3}}
+    schedule = {"name": "meter-feed", "action_id": action["id"], "every": "1h", "target": target}
+    await _json(client, "POST", "/api/v1/schedules", 201, json=schedule)
+    two_places = PLACES.replace("name: places", "name: meter").replace(
+        "places: {default: 1}", "places: {default: 1, enum: [1, 2]}"
+    )
+    problem = await _upload(client, two_places, status=409)
+    assert "schedule meter-feed /target/params/places: " in problem["detail"], problem
     assert "None" not in problem["detail"], problem
 
 

@@ -304,5 +304,5 @@ async def test_an_upload_its_users_cannot_take_keeps_the_text_and_says_why(
     )
     page = html.unescape(await response.text())
     assert response.status == 409
-    assert "entity_type: driver" in page and "cannot change its entity_type" in page
+    assert "'live' is for driver entities" in page and "which would refuse this version" in page
     assert 'name="source"' in page  # the upload form, not an error page

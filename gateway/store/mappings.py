@@ -209,20 +209,25 @@ class MappingStore:
     # -- who uses a mapping ------------------------------------------------------------------
 
     async def users(self, tenant: str, name: str) -> list[dict[str, Any]]:
-        """The triggers and actions of this tenant that name the mapping."""
-        found: list[dict[str, Any]] = []
+        """The triggers, actions and schedules of this tenant that name the mapping (at most
+        50 of each kind): kind, id, name and the fields that name it."""
+        return [user for user, _ in await self.users_with_documents(tenant, name)]
+
+    async def users_with_documents(
+        self, tenant: str, name: str
+    ) -> list[tuple[dict[str, Any], Doc]]:
+        """Each user as `users` lists it, with its stored document."""
+        found: list[tuple[dict[str, Any], Doc]] = []
         for collection, fields in USERS.items():
             query = scoped(tenant, {"$or": [{f: name} for f in fields]})
             with translate_errors():
-                cursor = self._db[collection].find(query, {"name": 1, **dict.fromkeys(fields, 1)})
-                docs = await cursor.limit(50).to_list(50)
+                docs = await self._db[collection].find(query).limit(50).to_list(50)
             for doc in docs:
-                found.append(
-                    {
-                        "kind": collection.removesuffix("s"),
-                        "id": str(doc["_id"]),
-                        "name": doc.get("name"),
-                        "fields": [f for f in fields if doc.get(f) == name],
-                    }
-                )
+                user = {
+                    "kind": collection.removesuffix("s"),
+                    "id": str(doc["_id"]),
+                    "name": doc.get("name"),
+                    "fields": [f for f in fields if doc.get(f) == name],
+                }
+                found.append((user, doc))
         return found
