@@ -254,6 +254,21 @@ def test_items_extracts_batches() -> None:
             "18122026 0930",
             "2026-12-18T09:30:00Z",
         ),
+        # CNAB 400's DDMMAA, ISO 8601's basic form with an offset, milliseconds run on
+        ("[{datetime: {parse: '%d%m%y', format: date}}]", "181226", "2026-12-18"),
+        (
+            "[{datetime: {parse: '%Y%m%dT%H%M%S%z'}}]",
+            "20261218T093000-0300",
+            "2026-12-18T12:30:00Z",
+        ),
+        (
+            "[{datetime: {parse: '%Y%m%d%H%M%S%f'}}]",
+            "20261218093000123",
+            "2026-12-18T09:30:00.123Z",
+        ),
+        # the separated parts of a format with a compact run are read as strptime reads them
+        ("[{datetime: {parse: '%Y%m%d %H:%M'}}]", "20261218  9:05", "2026-12-18T09:05:00Z"),
+        ("[{datetime: {parse: '%Y%m%dT%H%M%S'}}]", "20261218t093000", "2026-12-18T09:30:00Z"),
         ("[plate]", " abc-1d23 ", "ABC1D23"),
         ("[plate]", "ABC 1234", "ABC1234"),
         ("[plate]", "Truck 12", None),
@@ -1583,9 +1598,21 @@ def test_coordinate_takes_latitude_or_longitude() -> None:
     assert problem.message == "coordinate takes latitude or longitude"
 
 
-@pytest.mark.parametrize(("how", "text"), [("%Y%m%d", "2026128"), ("%d%m%Y", "1812026")])
+@pytest.mark.parametrize(
+    ("how", "text"),
+    [
+        ("%Y%m%d", "2026128"),
+        ("%d%m%Y", "1812026"),
+        ("%d%m%y", "11226"),  # would be 2026-02-11
+        ("%Y%m%dT%H%M%S%z", "20261218T93000-0300"),  # would be 12:30 read as 09:30
+        ("%Y%m%d%H%M%S%z", "2026121893000+0000"),
+        ("%Y%m%d%H%M%S%f", "2026121809300012"),
+        ("%Y%j", "202632"),
+    ],
+)
 def test_a_compact_date_with_a_digit_missing_is_a_datetime_problem(how: str, text: str) -> None:
-    """strptime takes a one-digit day or month anywhere: "2026128" would be 2026-12-08."""
+    """strptime takes a one-digit day or month anywhere: "2026128" would be 2026-12-08; a
+    compact run reads each digit field at its full width, whatever else the format has."""
     mapping = inbound(
         f"  attributes.d: {{from: d, transforms: [{{datetime: {{parse: '{how}'}}}}]}}\n"
     )
