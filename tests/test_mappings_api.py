@@ -764,6 +764,39 @@ async def test_uploads_at_once_answer_each_and_store_one_text_once(client: Clien
     assert again[0] == 201 and again[1]["version"] > versions[-1]
 
 
+async def test_copies_of_several_texts_at_once_store_each_text_once_without_a_wait(
+    client: Client,
+) -> None:
+    """Two deploy jobs (the old text and the new one, each retried) at once: each text is one
+    version, whichever copy of which text comes first, and no upload waits for a version of
+    another text."""
+
+    async def upload(text: str) -> tuple[int, Any]:
+        response = await client.post(
+            "/api/v1/mappings", data=text.encode(), headers={**auth(), **YAML}
+        )
+        return response.status, await response.json()
+
+    loop = asyncio.get_running_loop()
+    for round_, copies in enumerate((6, 12)):
+        name = f"deploy{round_}"
+        base = LIVE_VEHICLE.replace("name: live", f"name: {name}")
+        assert (await upload(base))[0] == 201
+        texts = [base + f"# {i}\n" for i in range(round_ + 2)]
+        started = loop.time()
+        answers = await asyncio.gather(*(upload(texts[i % len(texts)]) for i in range(copies)))
+        assert loop.time() - started < 3
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [200] * (copies - len(texts)) + [201] * len(texts), answers
+        by_text: dict[str, set[int]] = {}
+        for i, (_, body) in enumerate(answers):
+            by_text.setdefault(texts[i % len(texts)], set()).add(body["version"])
+        assert all(len(versions) == 1 for versions in by_text.values()), by_text
+        listed = await _json(client, "GET", f"/api/v1/mappings/{name}/versions")
+        checksums = [v["checksum"] for v in listed["items"]]
+        assert len(checksums) == len(set(checksums)) == len(texts) + 1, listed
+
+
 async def test_problem_messages_name_json_values_not_python_ones(client: Client) -> None:
     """A JSON client sends true and null: a message naming True or None names values it
     cannot type."""
