@@ -653,7 +653,7 @@ def test_a_target_indexing_into_an_array_field_is_refused_at_upload(tmp_path: Pa
     catalog = TenantCatalog(SchemaRegistry.load(default_schema_dir()), {})
     path = tmp_path / "m.yaml"
     path.write_text(HEAD + "fields:\n  plate: plate\n  groups.0: g\n")
-    (problem,) = validate_file(path, catalog=catalog)
+    (problem,), _ = validate_file(path, catalog=catalog)
     assert (problem.pointer, problem.keyword) == ("/fields/groups.0", "unknown_field")
 
 
@@ -814,7 +814,7 @@ def test_a_json_file_with_nan_or_an_overflowing_number_is_refused_at_their_point
 def test_validate_refuses_an_integer_past_64_bits_as_the_upload_does(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text(HEAD + "fields:\n  plate: plate\n  attributes.t: {value: 1" + "0" * 19 + "}\n")
-    (problem,) = validate_file(path)
+    (problem,), _ = validate_file(path)
     assert (problem.pointer, problem.extra["line"]) == ("/fields/attributes.t/value", 7)
 
 
@@ -1013,7 +1013,7 @@ def test_validate_file_and_test_file(tmp_path: Path) -> None:
     )
     sample = tmp_path / "s.txt"
     sample.write_text("id=abc1d23&lat=-23.5")
-    assert validate_file(good) == []
+    assert validate_file(good) == ([], ())
     assert test_file(good, sample)["results"] == [
         {
             "index": 0,
@@ -1025,9 +1025,9 @@ def test_validate_file_and_test_file(tmp_path: Path) -> None:
     ]
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [")
-    (problem,) = validate_file(bad)
+    (problem,), _ = validate_file(bad)
     assert problem.extra["file"] == str(bad)
-    assert validate_file(tmp_path / "missing.yaml")[0].keyword == "file"
+    assert validate_file(tmp_path / "missing.yaml")[0][0].keyword == "file"
 
 
 def test_read_sample_reads_json_and_query_strings() -> None:

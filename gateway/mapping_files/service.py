@@ -56,6 +56,7 @@ class MappingVersion:
     direction: str
     entity_type: str | None
     created: bool = False  # set by upload(): False when the same text was already the latest
+    warnings: tuple[str, ...] = ()  # set by upload(): the old names it uses (renamed.py)
 
     def as_dict(self, *, source: bool = True) -> dict[str, Any]:
         data = {
@@ -310,7 +311,8 @@ class MappingService:
         )
         if created:
             self._compiled[(tenant, name, version)] = mapping
-        return replace(await self.get(tenant, name, version), created=created)
+        stored = await self.get(tenant, name, version)
+        return replace(stored, created=created, warnings=mapping.deprecated)
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> MappingVersion:
         """One version; the active one by default."""
