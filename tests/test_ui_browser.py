@@ -337,7 +337,7 @@ async def test_an_admin_resets_a_schedule_and_its_next_call_starts_from_the_begi
     call carries no cursor, as `POST /api/v1/schedules/{id}/reset` does."""
     await make_user(ui.services)
     await upload_mapping(ui.api, POLLED_MAPPING)
-    erp = await create_partner(ui.api, partner.url)
+    erp = await create_partner(ui.api, partner.url, timeout_seconds=10)  # a loaded machine
     action = await create_action(ui.api, erp["id"], name="frota", method="GET", path="/veiculos")
     partner.respond_with(200, {"veiculos": [], "next": "c2"})
     schedule = await post(
@@ -351,7 +351,8 @@ async def test_an_admin_resets_a_schedule_and_its_next_call_starts_from_the_begi
             "cursor": {"from": "next", "param": "query.after"},
         },
     )
-    assert await ui.services.schedule_runner.run_until_idle() == {"ok": 1}
+    ran = await ui.services.schedule_runner.run_until_idle()
+    assert ran == {"ok": 1}, await ui.services.schedules.get("acme", schedule["id"])
     await ui.log_in()
     await ui.goto(f"/admin/schedules/{schedule['id']}")
     state = ui.page.get_by_test_id("schedule-state")
@@ -363,7 +364,8 @@ async def test_an_admin_resets_a_schedule_and_its_next_call_starts_from_the_begi
     assert "cursor inicial" in await ui.page.inner_text(".flash")
     assert "c2" not in await state.inner_text()
     await ui.shot("schedule-reset")
-    assert await ui.services.schedule_runner.run_until_idle() == {"ok": 1}
+    ran = await ui.services.schedule_runner.run_until_idle()
+    assert ran == {"ok": 1}, await ui.services.schedules.get("acme", schedule["id"])
     assert [r.query.get("after") for r in partner.requests] == [None, None]
 
 
