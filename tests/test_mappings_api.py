@@ -688,6 +688,25 @@ async def test_a_new_version_is_refused_only_for_what_its_users_own_save_checks_
     assert "None" not in problem["detail"], problem
 
 
+async def test_a_user_the_active_version_does_not_fit_either_does_not_block_a_version(
+    client: Client,
+) -> None:
+    """A trigger saved before a rule (its params no longer fit the mapping) fails with the
+    active version already: that problem does not hold back a version, which may be the fix;
+    a new problem does."""
+    await _upload(client, LIVE_VEHICLE)
+    trigger = {"name": "live", "entity_type": "vehicle", "mapping": "live"}
+    saved = await _json(client, "POST", "/api/v1/triggers", 201, json=trigger)
+    triggers = client.app[services_key].store.db["triggers"]
+    await triggers.update_one({"_id": saved["id"]}, {"$set": {"params": {"places": 20}}})
+    fixed = LIVE_VEHICLE.replace("fields:", "params:\n  places: {default: 1}\nfields:")
+    assert (await _upload(client, LIVE_VEHICLE + "  attributes.note: {value: v2}\n"))["active"]
+    driver = LIVE_CHANGES["/mapping: 'live' is for driver entities"]
+    problem = await _upload(client, driver, status=409)  # a new problem: it does block
+    assert "trigger live /mapping: 'live' is for driver entities" in problem["detail"], problem
+    assert (await _upload(client, fixed))["active"]
+
+
 PLACES = """name: places
 direction: inbound
 entity_type: vehicle

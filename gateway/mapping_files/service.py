@@ -228,8 +228,8 @@ class MappingService:
         """A version about to become active must still fit each trigger, action and schedule
         that names the mapping as that user's own save check has it (`needs.py`: a trigger on
         a driver mapping is refused): Conflict naming the users it would not fit and why. A
-        user the active version does not fit either (saved before a rule) does not block it;
-        a version stored without activating it is not checked."""
+        problem a user has with the active version already (saved before a rule, at the same
+        pointer) does not block it; a version stored without activating it is not checked."""
         head = await self._store.mappings.head(tenant, name)
         current: CompiledMapping | None = None
         if head is not None and head.get("active_version") is not None:
@@ -242,7 +242,10 @@ class MappingService:
             needs = NEEDS[user["kind"]]
             for field in user["fields"]:
                 problems = needs(mapping, field, doc)
-                if not problems or (current is not None and needs(current, field, doc)):
+                if current is not None:  # what fails with the active version fails already
+                    before = {p.pointer for p in needs(current, field, doc)}
+                    problems = [p for p in problems if p.pointer not in before]
+                if not problems:
                     continue
                 refused.append(user)
                 who = f"{user['kind']} {user['name'] or user['id']}"
