@@ -55,13 +55,13 @@ async def test_the_docs_example_completes_the_events_entity_from_the_stored_fine
     data = {k: fine[k] for k in ("ait_number", "plate", "occurred_at", "amount_brl", "points")}
     event = {
         "type": "fine.received",
-        "entity": {"type": "other", "key": "fine:A123456789"},
+        "entity": {"type": "other", "key": "fine:261810:A123456789"},
         "data": {**data, "place": "Av. Paulista, 1000"},
     }
     body = {"flow": "fine-email-driver", "event": event, "samples": {"hr": sample(DRIVER)}}
     result = await _test(client, body)
     assert result["event"]["entity"] == {
-        "type": "other", "key": "fine:A123456789", "id": stored["id"]
+        "type": "other", "key": "fine:261810:A123456789", "id": stored["id"]
     }  # fmt: skip
     hr, driver, gate, email = result["steps"]
     assert hr["outcome"] == "answered" and gate["outcome"] == "passed", result

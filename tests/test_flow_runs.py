@@ -260,7 +260,7 @@ async def test_a_flow_deleted_while_its_run_waits_does_not_go_on(
     run = await get(client, f"/api/v1/flow-runs/{waiting['id']}")
     assert run["status"] == "failed" and "lookup" in run["last_error"], run
     assert len(partner.requests) == 2  # the first try and its immediate retry, no more
-    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert "driver_cpf" not in fine
 
 

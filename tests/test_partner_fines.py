@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gateway.store.fine_keys import rekey_fines
 from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import PAYLOADS, Client, bearer, create_trigger, hook, upload_shipped
@@ -26,7 +27,9 @@ async def _triggers(client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
     return fines, payments
 
 
-async def _fine(client: Client, trigger: dict[str, Any], key: str) -> dict[str, Any]:
+async def _fine(client: Client, trigger: dict[str, Any], ait: str) -> dict[str, Any]:
+    """The sample's authority's fine of this AIT number (its key: authority and AIT)."""
+    key = f"{FINE['orgaoAutuador']}:{ait}"
     response = await client.get(f"/hooks/{trigger['id']}/{key}", headers=bearer(trigger))
     assert response.status == 200, await response.text()
     return dict(await response.json())
@@ -74,7 +77,7 @@ async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherw
         [error] = problem["errors"]
         assert (error["pointer"], error["target"]) == ("/valor", "amount_brl"), error
         assert json.dumps(text) in error["message"], error  # quoted as JSON
-        missing = await client.get(f"/hooks/{fines['id']}/X{i}", headers=bearer(fines))
+        missing = await client.get(f"/hooks/{fines['id']}/261810:X{i}", headers=bearer(fines))
         assert missing.status == 404, text
     status, answer = await hook(client, fines, FINE)
     assert status == 201, answer
@@ -216,3 +219,38 @@ async def test_a_renavam_is_never_padded_into_another_and_a_blank_one_is_left_ou
         status, answer = await hook(client, fines, {**FINE, "ait": key, "renavam": blank})
         assert status == 201, answer
         assert "renavam" not in await _fine(client, fines, key)
+
+
+async def test_fines_stored_under_their_ait_alone_are_keyed_by_authority_at_the_upgrade(
+    client: Client,
+) -> None:
+    """A fine an older gateway stored keyed by its AIT alone is keyed `<authority>:<AIT>` at
+    the first start after the upgrade: its payment notice finds it, and the provider's notice
+    sent again updates it rather than storing a second fine. One without an authority keeps its
+    key (whose it is, nothing says)."""
+    fines, payments = await _triggers(client)
+    old = {"kind": "fine", "plate": "ABC1D23", "amount_brl": 130.16, "status": "open"}
+    created = []
+    for fine in (
+        {**old, "key": "A123456789", "ait_number": "A123456789", "authority": "261810"},
+        {**old, "key": "B2", "ait_number": "B2"},
+    ):
+        response = await client.post("/api/v1/entities/other", json=fine, headers=auth())
+        assert response.status == 201, await response.text()
+        created.append((await response.json())["id"])
+    store = client.app[services_key].store
+    await store.db["migrations"].delete_many({"_id": "other.fine.authority_key"})
+    await store.ensure_indexes()  # what every process runs at start
+
+    rekeyed = await _fine(client, fines, "A123456789")
+    assert rekeyed["id"] == created[0] and rekeyed["key"] == "261810:A123456789"
+    kept = await client.get("/api/v1/entities/other/fine:B2", headers=auth())
+    assert (await kept.json())["id"] == created[1]
+    status, answer = await hook(client, fines, FINE)
+    assert status == 200, answer  # updated, not created
+    status, answer = await hook(client, payments, PAYMENT)
+    assert status == 200, answer
+    assert (await _fine(client, fines, "A123456789"))["status"] == "paid"
+    listed = await client.get("/api/v1/entities/other?kind=fine", headers=auth())
+    assert sorted(f["id"] for f in (await listed.json())["items"]) == sorted(created)
+    assert await rekey_fines(store.db["entities"], store.db["migrations"]) == (0, 0)  # once
