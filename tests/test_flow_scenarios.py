@@ -595,6 +595,36 @@ async def test_scenario_3_a_fine_whose_notice_came_first_is_e_mailed_once_when_k
     assert len(partner.requests) == 1 and len(smtp.received) == 1
 
 
+async def test_scenario_3_a_fine_e_mailed_before_the_upgrade_is_not_e_mailed_again_after_it(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """A fine stored under its AIT alone, its driver e-mailed (its once-per-fine note under that
+    key), is keyed by authority and AIT at the upgrade with its note: the provider's notice
+    correcting its time announces it again and asks HR again, but e-mails nobody twice."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    old = {**KEYED_IN, "key": "A123456789", "occurred_at": "2026-11-18T16:45:00Z"}
+    await post(client, "/api/v1/entities/other", old)
+    await drain(services)
+    assert len(smtp.received) == 1  # noted as `fine-received:A123456789`
+    store = services.store
+    await store.db["migrations"].delete_many({"_id": "other.fine.authority_key"})
+    await store.ensure_indexes()  # the upgrade's first start
+
+    await send_to(client, fines, {**sample("fine_feed.json"), "dataHora": "18/11/2026 13:50"})
+    await drain(services)
+    assert [r.query["em"] for r in partner.requests] == [
+        "2026-11-18T16:45:00Z",
+        "2026-11-18T16:50:00Z",
+    ]
+    assert len(smtp.received) == 1
+    listed = await get(client, "/api/v1/entities/other?kind=fine")
+    assert [f["key"] for f in listed["items"]] == ["261810:A123456789"]
+
+
 async def test_a_payment_notice_for_a_fine_the_gateway_lacks_is_refused(client: Client) -> None:
     payments = await trigger_for(client, "fine-payment", kind="fine")
     response = await client.post(

@@ -145,7 +145,7 @@ class Store:
         # Upgrade step, once per database: before `position_at` is derived from the new names.
         await rename_position_members(self.db["entities"], self.db["migrations"])
         await self.entities.backfill_derived()
-        await rekey_fines(self.db["entities"], self.db["migrations"])
+        await rekey_fines(self.db["entities"], self.db["notify_cooldowns"], self.db["migrations"])
         await self.mappings.ensure_indexes()
         await self.positions.ensure_indexes(scans_id_ranges=scans)
         await self.fleet.ensure_counter()

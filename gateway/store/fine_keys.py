@@ -6,13 +6,16 @@ fine an older gateway stored under its AIT alone (`A123456789`) would not be fou
 the provider's next notice would store it again, and its payment notice be refused. So every
 stored fine whose key is its `ait_number` and that has an `authority` is keyed
 `<AUTHORITY>:<AIT>` (the authority trimmed and upper-cased, as the mappings write it); its id,
-data and history stay. A fine without an authority keeps its key: nothing says which
-authority's it is (docs/entities.md says what to do with one).
+data and history stay, and so does its e-mail's once-per-fine note (the shipped
+fine-email-driver's cooldown, `fine-received:<fine key>`, copied under the new key). A fine
+without an authority keeps its key: nothing says which authority's it is (docs/entities.md says
+what to do with one).
 
 Done once per database at start, before the process serves, recorded in `migrations` as every
 one-time step is. Each update is guarded by the fine's revision (and raises it); a fine whose
-new key is taken already (another process of the new version stored that fine first) keeps
-its old one and is counted apart, never merged or lost.
+new key is taken already (in a rolling upgrade, a new process stored the fine's notice under
+the new key while an older one still wrote the old) keeps its old one and is counted apart
+(logged), never merged or lost.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from gateway.store.migrations import record_step, step_done
 log = logging.getLogger(__name__)
 
 STEP: Final = "other.fine.authority_key"
+NOTE: Final = "fine-received:"  # the prefix of the shipped fine-email-driver's cooldown key
 _BATCH: Final = 500
 
 
@@ -38,15 +42,18 @@ def fine_key(authority: str, ait_number: str) -> str:
     return f"{authority.strip().upper()}:{ait_number.strip().upper()}"
 
 
-async def rekey_fines(entities: Collection, migrations: Collection) -> tuple[int, int]:
+async def rekey_fines(
+    entities: Collection, cooldowns: Collection, migrations: Collection
+) -> tuple[int, int]:
     """Key every stored fine keyed by its AIT alone by authority and AIT, once per database:
     (fines rekeyed, fines whose new key was taken), (0, 0) when the step is recorded done."""
     if await step_done(migrations, STEP):
         return 0, 0
     query: Doc = {"type": "other", "data.kind": "fine", "data.authority": {"$type": "string"}}
-    projection = {"data.key": 1, "data.ait_number": 1, "data.authority": 1, "rev": 1}
+    projection = {"tenant": 1, "data.key": 1, "data.ait_number": 1, "data.authority": 1, "rev": 1}
     rekeyed = taken = 0
     batch: list[UpdateOne] = []
+    moved: dict[str, str] = {}  # the batch's cooldown note ids: old key's → new key's
 
     async def write() -> None:
         nonlocal rekeyed, taken
@@ -55,7 +62,9 @@ async def rekey_fines(entities: Collection, migrations: Collection) -> tuple[int
         except BulkWriteError as exc:
             rekeyed += exc.details.get("nModified", 0)
             taken += len(exc.details.get("writeErrors", []))
+        await _carry_notes(cooldowns, moved)
         batch.clear()
+        moved.clear()
 
     with translate_errors():
         async for doc in entities.find(query, projection):
@@ -67,6 +76,7 @@ async def rekey_fines(entities: Collection, migrations: Collection) -> tuple[int
             guard = {"_id": doc["_id"], "rev": doc["rev"]}
             change = {"$set": {"data.key": key, "nk": f"fine:{key}"}, "$inc": {"rev": 1}}
             batch.append(UpdateOne(guard, change))
+            moved[f"{doc['tenant']}:{NOTE}{ait}"] = f"{doc['tenant']}:{NOTE}{key}"
             if len(batch) == _BATCH:
                 await write()
         if batch:
@@ -79,3 +89,29 @@ async def rekey_fines(entities: Collection, migrations: Collection) -> tuple[int
         )
     await record_step(migrations, STEP, datetime.now(UTC))
     return rekeyed, taken
+
+
+async def _carry_notes(cooldowns: Collection, moved: dict[str, str]) -> None:
+    """The shipped fine-email-driver's once-per-fine notes (`fine-received:<fine key>`) of the
+    rekeyed fines, copied under their new keys: a fine e-mailed before the upgrade is not
+    e-mailed again when it is announced again (its time corrected). The old note stays until
+    it expires; a note under the new key already (another process) is left alone."""
+    notes = await cooldowns.find({"_id": {"$in": list(moved)}}).to_list(None)
+    copies = [
+        UpdateOne(
+            {"_id": moved[note["_id"]]},
+            {
+                "$setOnInsert": {
+                    **{k: v for k, v in note.items() if k != "_id"},
+                    "key": moved[note["_id"]].removeprefix(f"{note['tenant']}:"),
+                }
+            },
+            upsert=True,
+        )
+        for note in notes
+    ]
+    if copies:
+        try:
+            await cooldowns.bulk_write(copies, ordered=False)
+        except BulkWriteError:
+            pass  # a note another process copied first (a duplicate key): it stands
