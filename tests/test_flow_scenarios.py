@@ -607,10 +607,15 @@ async def test_scenario_3_a_fine_e_mailed_before_the_upgrade_is_not_e_mailed_aga
     await post(client, "/api/v1/entities/driver", ANA)
     services = client.app[services_key]
     old = {**KEYED_IN, "key": "A123456789", "occurred_at": "2026-11-18T16:45:00Z"}
+    del old["authority"]
     await post(client, "/api/v1/entities/other", old)
     await drain(services)
     assert len(smtp.received) == 1  # noted as `fine-received:A123456789`
     store = services.store
+    # As an older gateway's fine-feed stored it: with its authority, keyed by the AIT alone.
+    await store.db["entities"].update_one(
+        {"nk": "fine:A123456789"}, {"$set": {"data.authority": "261810"}}
+    )
     await store.db["migrations"].delete_many({"_id": "other.fine.authority_key"})
     await store.ensure_indexes()  # the upgrade's first start
 

@@ -27,6 +27,7 @@ from typing import Final
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
+from gateway.schemas.kind_keys import composed_key
 from gateway.store.client import Collection, Doc, translate_errors
 from gateway.store.migrations import record_step, step_done
 
@@ -35,11 +36,6 @@ log = logging.getLogger(__name__)
 STEP: Final = "other.fine.authority_key"
 NOTE: Final = "fine-received:"  # the prefix of the shipped fine-email-driver's cooldown key
 _BATCH: Final = 500
-
-
-def fine_key(authority: str, ait_number: str) -> str:
-    """A fine's key as the shipped mappings write it."""
-    return f"{authority.strip().upper()}:{ait_number.strip().upper()}"
 
 
 async def rekey_fines(
@@ -72,7 +68,7 @@ async def rekey_fines(
             ait, authority = data.get("ait_number"), data["authority"]
             if not isinstance(ait, str) or data.get("key") != ait or not authority.strip():
                 continue
-            key = fine_key(authority, ait)
+            key = composed_key([authority, ait])
             guard = {"_id": doc["_id"], "rev": doc["rev"]}
             change = {"$set": {"data.key": key, "nk": f"fine:{key}"}, "$inc": {"rev": 1}}
             batch.append(UpdateOne(guard, change))
