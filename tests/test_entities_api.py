@@ -201,6 +201,32 @@ async def test_fine_is_an_other_entity_reachable_by_kind_and_key(client: Client)
     assert (await response.json())["id"] == created["id"]
 
 
+async def test_a_fine_with_its_authority_is_keyed_by_authority_and_ait_or_refused(
+    client: Client,
+) -> None:
+    """Keyed in under its AIT alone, a fine of authority 261810 would be a second fine beside
+    the one the provider's notice stores (`261810:A123`): refused, naming the key, writing
+    nothing; so is a change of its authority that its key no longer says."""
+    fine = {"kind": "fine", "ait_number": "a123", "authority": "261810", "plate": "ABC1D23"}
+    fine |= {"amount_brl": 130.16, "status": "open"}
+    response = await client.post(
+        "/api/v1/entities/other", json={**fine, "key": "A123"}, headers=auth()
+    )
+    problem = await response.json()
+    assert response.status == 422
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    [error] = problem["errors"]
+    assert (error["pointer"], error["keyword"]) == ("/key", "key")
+    assert "'261810:A123', not 'A123'" in error["message"]
+    listed = await client.get("/api/v1/entities/other?kind=fine", headers=auth())
+    assert (await listed.json())["items"] == []
+    await _create(client, "other", {**fine, "key": "261810:A123"})
+    response = await client.patch(
+        "/api/v1/entities/other/fine:261810:A123", json={"authority": "125100"}, headers=auth()
+    )
+    assert response.status == 422, await response.text()
+
+
 async def test_admin_token_problems_are_401_and_viewer_writes_are_403(client: Client) -> None:
     url = "/api/v1/entities/vehicle"
     assert (await client.get(url)).status == 401
