@@ -135,6 +135,41 @@ async def test_writes_wait_with_503_while_an_entity_outbox_is_full(
     assert (await client.patch(url, json={"year": 2021}, headers=auth())).status == 200
 
 
+async def test_writes_to_a_large_entity_wait_with_503_while_its_outbox_holds_its_bytes(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Each waiting event carries a copy of the entity: an entity of 1 MB filled MongoDB's
+    16 MiB document after 15 events, and a small write (a DELETE too) was the database's
+    refusal, a 422 blaming the payload. The outbox is bounded by its bytes as by its count:
+    a 503 with Retry-After until the relay catches up, and every write answered is kept."""
+    client = await aiohttp_client(make_app(max_body_bytes=1024 * 1024))
+    url = "/api/v1/entities/vehicle/BIG1234"
+    big = {"plate": "BIG1234", "attributes": {"notes": "y" * 1_000_000}}
+    assert (await client.post("/api/v1/entities/vehicle", json=big, headers=auth())).status == 201
+    statuses = []
+    for km in range(1, 20):  # the relay is not running: its events wait in the outbox
+        response = await client.patch(url, json={"odometer_km": km}, headers=auth())
+        statuses.append(response.status)
+        if response.status == 503:
+            assert response.headers["Retry-After"]
+            assert (await response.json())["detail"].startswith("events of this entity")
+    assert set(statuses) == {200, 503} and statuses.index(503) > 5, statuses
+    answered = statuses.count(200)
+    full = await client.delete(url, headers=auth())
+    assert full.status == 503 and full.headers["Retry-After"]
+    relay = client.app[services_key].relay
+    await relay.run_until_idle()
+    assert (await client.patch(url, json={"odometer_km": 100}, headers=auth())).status == 200
+    assert (await client.delete(url, headers=auth())).status == 204
+    await relay.run_until_idle()
+    events = await client.app[services_key].store.events.find(
+        "acme", {"entity.key": "BIG1C34"}, before=None, limit=100
+    )
+    kms = sorted(e["data"].get("odometer_km", 0) for e in events if e["type"] == "entity.updated")
+    assert kms == [*range(1, answered + 1), 100]
+    assert [e["type"] for e in events].count("entity.deleted") == 1
+
+
 async def test_an_entity_write_wakes_the_relay_before_its_poll(services: Services) -> None:
     """No caller tells the relay about a write: the entity service rings it."""
     doorbell = Doorbell()
