@@ -53,6 +53,67 @@ async def test_upsert_after_another_process_deleted_the_entity_creates_it_again(
     assert result.created
 
 
+async def test_concurrent_writes_to_one_entity_from_two_processes_are_all_written(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """`serve --workers 2`: each process writes from the copy it remembers, and one that lost
+    a round kept losing to the other's queue (8 rounds, then a 409 for some writes in a
+    hundred). A write that keeps losing takes its turn (the revision moved on as it reads):
+    every write is stored."""
+    from tests.triggers_support import create_trigger, hook
+
+    one = await aiohttp_client(make_app())
+    two = await aiohttp_client(make_app())  # same database: a second gateway process
+    trigger = await create_trigger(one)
+    assert (await hook(one, trigger, {"plate": "RAC1234"}))[0] == 201
+
+    async def write(i: int) -> int:
+        body = {"plate": "RAC1234", "attributes": {f"h{i}": i}}
+        status, _ = await hook(one if i % 2 else two, trigger, body)
+        return status
+
+    statuses = await asyncio.gather(*(write(i) for i in range(160)))
+    assert set(statuses) == {200}, sorted(statuses)
+    stored = await (await one.get("/api/v1/entities/vehicle/RAC1234", headers=auth())).json()
+    assert stored["attributes"] == {f"h{i}": i for i in range(160)}
+
+
+async def test_a_write_that_keeps_losing_to_another_process_is_a_503_with_retry_after(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], monkeypatch: Any
+) -> None:
+    """Past its rounds a write lost to other writers is a 503 with Retry-After (SPEC's
+    triggers have no 409 for it), counted as `contended`; in a batch the call is the 503, to
+    be sent again whole (docs/triggers.md, Batches)."""
+    from gateway import entities
+    from tests.triggers_support import create_trigger, hook
+
+    monkeypatch.setattr(entities, "WRITE_ATTEMPTS", 1)  # the first round lost is the last
+    one = await aiohttp_client(make_app())
+    two = await aiohttp_client(make_app())
+    trigger = await create_trigger(one)
+    for plate in ("RAC1234", "RAD1234"):
+        assert (await hook(one, trigger, {"plate": plate}))[0] == 201
+        # Changed by the other process: `one`'s remembered copy loses its round.
+        url = f"/api/v1/entities/vehicle/{plate}"
+        assert (await two.patch(url, json={"year": 2020}, headers=auth())).status == 200
+    response = await one.post(
+        f"/hooks/{trigger['id']}",
+        json={"plate": "RAC1234", "year": 2021},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+    problem = await response.json()
+    assert problem["detail"].startswith("the entity is being changed concurrently")
+    batch = [{"plate": "RAE1234"}, {"plate": "RAD1234", "year": 2022}]
+    status, problem = await hook(one, trigger, batch)
+    assert status == 503, problem
+    status, answer = await hook(one, trigger, batch)  # the partner's to send again, whole
+    assert (status, answer["summary"]["failed"]) == (200, 0), answer
+    assert (await hook(one, trigger, {"plate": "RAC1234", "year": 2021}))[0] == 200
+    metrics = await (await one.get("/metrics")).text()
+    assert f'outcome="contended",trigger="{trigger["id"]}"}} 2.0' in metrics
+
+
 async def test_domain_events_carry_the_mapping_detail(services: Services) -> None:
     await services.entities.upsert(
         "acme",

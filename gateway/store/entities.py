@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
@@ -47,6 +47,7 @@ from gateway.store.client import (
     scoped,
     stored_size,
     translate_errors,
+    unjournaled,
 )
 from gateway.store.group_commit import SEALS, GroupCommit, Marks, seal
 from gateway.store.migrations import record_step, step_done
@@ -336,6 +337,23 @@ class EntityStore:
             query["nk"] = nk
         with translate_errors():
             return await self._c.find_one(scoped(tenant, query), {"outbox": 0})
+
+    async def take_turn(self, tenant: str, etype: str, nk: str) -> Doc | None:
+        """The entity, read for a write that lost a round to another writer: its revision is
+        moved on as it is read (no data changes, no event), so a write another process makes
+        from the copy it remembers, without a read, loses this round and reads too, instead
+        of getting in ahead every time (`gateway/entities.py` `_Rounds`). None when there is
+        no such entity."""
+        query = scoped(tenant, {"type": etype, "nk": nk})
+        # Not journaled: it changes nothing a write stands on; lost in a crash, the write
+        # guarded by the revision it read loses its round, and reads again.
+        with translate_errors():
+            return await unjournaled(self._c).find_one_and_update(
+                query,
+                {"$inc": {"rev": 1}},
+                projection={"outbox": 0},
+                return_document=ReturnDocument.AFTER,
+            )
 
     async def find(
         self,
