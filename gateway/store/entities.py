@@ -82,7 +82,12 @@ LOOKUP_SUFFIX = "_id"
 (`attributes.tracker_id`, `attributes.erp_id`, `attributes.motive_id`, ...) of any entity type
 is indexed, so a mapping keyed by it finds the entity through the index."""
 MAX_LOOKUP_IDS = 20
-"""Partner ids indexed per entity (the first ones, in the attributes' order)."""
+"""Partner ids indexed per entity (the first ones, in the attributes' order). An entity with
+more has `MORE_IDS` among its filter keys: a lookup by a partner id reads those entities too,
+matching the id on their data (`_filter_query`), so an id past the twentieth is found."""
+MORE_IDS = "attributes=*"
+"""The filter key of an entity with partner ids past `MAX_LOOKUP_IDS` (no field is named
+`attributes` in `FILTERABLE`: no other key has this text)."""
 MAX_LOOKUP_TEXT = 200
 """Longer values are not indexed (nor looked up through the index: matched on the data)."""
 INDEXES.append(
@@ -128,7 +133,7 @@ def derived(etype: str, data: Mapping[str, Any]) -> Doc:
 AHEAD = timedelta(days=1)  # beyond the fold's future tolerance (at most 24 h, docs/fleet.md)
 
 
-DERIVED_MIGRATION = "entities.derived.position_at"
+DERIVED_MIGRATION = "entities.derived.more_ids"
 _BACKFILL_BATCH = 500
 
 
@@ -165,12 +170,13 @@ def filter_keys(etype: str, data: Mapping[str, Any]) -> list[str]:
     if isinstance(attributes, Mapping):
         ids = 0
         for name, value in attributes.items():
-            if ids == MAX_LOOKUP_IDS:
-                break
             if not name.endswith(LOOKUP_SUFFIX) or "." in name:
                 continue
             text = lookup_text(value)
             if text is not None and len(text) <= MAX_LOOKUP_TEXT:
+                if ids == MAX_LOOKUP_IDS:
+                    keys.append(MORE_IDS)
+                    break
                 keys.append(f"attributes.{name}={text}")
                 ids += 1
     return keys
@@ -209,12 +215,17 @@ def _same_values(value: str | int | float) -> Any:
 
 def _filter_query(
     etype: str, filters: Mapping[str, Any], one_of: Mapping[str, Sequence[str]]
-) -> Doc:
+) -> tuple[Doc, Doc | None]:
     """The first indexed filter goes through the `fk` index (an equality, which SecantusDB
     serves from the index); the others are matched on the data. Text and numbers compare by
     value both ways (see `lookup_text`). A field of `one_of` matches any of its texts (a
-    plate's spellings)."""
+    plate's spellings).
+
+    When a partner id (`is_lookup_field`) is the indexed one, the second query finds the
+    entities that may hold it unindexed: those with `MORE_IDS` (through the same index), the
+    id matched on their data. None otherwise."""
     query: Doc = {}
+    more: tuple[str, Any] | None = None
     filterable = FILTERABLE.get(etype, ())
     for field, texts in one_of.items():
         if "fk" not in query and field in filterable:
@@ -232,9 +243,14 @@ def _filter_query(
         indexed = field in filterable or is_lookup_field(field)
         if "fk" not in query and indexed and len(text) <= MAX_LOOKUP_TEXT:
             query["fk"] = f"{field}={text}"
+            if is_lookup_field(field):
+                more = (field, value)
         else:
             query[f"data.{field}"] = _same_values(value)
-    return query
+    if more is None:
+        return query, None
+    field, value = more
+    return query, {**query, "fk": MORE_IDS, f"data.{field}": _same_values(value)}
 
 
 MAX_OUTBOX = 1_000
@@ -367,16 +383,30 @@ class EntityStore:
         one_of: Mapping[str, Sequence[str]] | None = None,
         excluding: Mapping[str, str] | None = None,
     ) -> list[Doc]:
-        query: Doc = {"type": etype, **_filter_query(etype, filters, one_of or {})}
+        matched, more = _filter_query(etype, filters, one_of or {})
+        common: Doc = {"type": etype}
         if excluding:  # plain text: never an operator
-            query["$nor"] = [{f"data.{k}": str(v)} for k, v in excluding.items()]
+            common["$nor"] = [{f"data.{k}": str(v)} for k, v in excluding.items()]
         if nk is not None:
-            query["nk"] = nk
+            common["nk"] = nk
         if after is not None:
-            query["_id"] = {"$gt": cursor_id(after)}
+            common["_id"] = {"$gt": cursor_id(after)}
+        queries = [matched] if more is None else [matched, more]
         with translate_errors():
-            cursor = self._c.find(scoped(tenant, query), {"outbox": 0})
-            return await cursor.sort("_id", ASCENDING).limit(limit).to_list(limit)
+            found = await asyncio.gather(
+                *(
+                    self._c.find(scoped(tenant, {**common, **query}), {"outbox": 0})
+                    .sort("_id", ASCENDING)
+                    .limit(limit)
+                    .to_list(limit)
+                    for query in queries
+                )
+            )
+        if more is None:
+            return found[0]
+        # An entity in both (its id indexed, and ids past the limit) is one.
+        merged = {doc["_id"]: doc for docs in found for doc in docs}
+        return [merged[key] for key in sorted(merged)][:limit]
 
     async def insert(
         self, tenant: str, etype: str, nk: str, data: Doc, events: Sequence[Doc]
