@@ -231,6 +231,27 @@ async def test_writes_to_a_large_entity_wait_with_503_while_its_outbox_holds_its
     assert [e["type"] for e in events].count("entity.deleted") == 1
 
 
+async def test_an_outbox_drained_in_part_counts_the_bytes_still_waiting(
+    services: Services,
+) -> None:
+    """The outbox's byte count (its bound, above) follows its entries: a relay pass that
+    drains the events it read while a write added one leaves the count of that one alone,
+    and a drained outbox has none."""
+    from gateway.store.client import stored_size
+
+    store = services.store
+    await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+    [read] = await store.entities.pending_outboxes(10)  # what a relay pass read
+    await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23", "year": 2020}, ORIGIN)
+    await store.entities.drain_outboxes([(read, [e["id"] for e in read["outbox"]])])
+    raw = await store.db["entities"].find_one({"_id": read["_id"]})
+    assert raw is not None and [e["type"] for e in raw["outbox"]] == ["entity.updated"]
+    assert raw["outbox_bytes"] == sum(stored_size(e) for e in raw["outbox"])
+    await services.relay.run_until_idle()
+    raw = await store.db["entities"].find_one({"_id": read["_id"]})
+    assert raw is not None and "outbox" not in raw and "outbox_bytes" not in raw
+
+
 async def test_an_entity_write_wakes_the_relay_before_its_poll(services: Services) -> None:
     """No caller tells the relay about a write: the entity service rings it."""
     doorbell = Doorbell()
