@@ -100,6 +100,29 @@ async def test_patch_reports_changes_and_emits_entity_updated_with_old_and_new(
     assert {"field": "odometer_km", "old": 1200.5, "new": 1300} in event["changes"]
 
 
+# A JSON Reference / JSON-LD style link: PyMongo reads any object with `$ref` and `$id` members
+# back as a bson DBRef unless told otherwise (gateway/store/client.py `_PlainReference`).
+LINK = {"$ref": "vehicles", "$id": "abc", "$db": "erp", "note": {"$ref": "x", "$id": 1}}
+
+
+async def test_an_object_with_ref_and_id_members_reads_back_as_written(client: Client) -> None:
+    created = await _create(client, "vehicle", {"plate": "DBR1234", "attributes": {"r": LINK}})
+    got = await (await client.get("/api/v1/entities/vehicle/DBR1234", headers=auth())).json()
+    assert got["attributes"]["r"] == LINK
+    response = await client.patch(
+        f"/api/v1/entities/vehicle/{created['id']}",
+        json={"attributes": {"r": LINK}, "year": 2020},
+        headers=auth(),
+    )
+    assert (await response.json())["changed"] == ["year"]  # the same link is no change
+    await client.app[services_key].relay.run_until_idle()
+    events = await (await client.get("/api/v1/events", headers=auth())).json()
+    updated, created_event = events["items"]  # newest first
+    assert created_event["data"]["attributes"]["r"] == LINK
+    assert updated["changes"] == [{"field": "year", "old": None, "new": 2020}]
+    assert updated["data"]["attributes"]["r"] == LINK
+
+
 async def test_create_and_delete_emit_events_and_free_the_key(client: Client) -> None:
     created = await _create(client, "driver", DRIVER)
     response = await client.delete(f"/api/v1/entities/driver/{created['id']}", headers=auth())
