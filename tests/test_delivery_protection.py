@@ -26,6 +26,8 @@ from tests.partner_double import (
     create_subscription,
     create_vehicle,
     partner,
+    post,
+    running_partner,
 )
 from tests.support import auth
 
@@ -621,7 +623,10 @@ async def test_the_reads_for_disabled_partners_go_through_an_index_not_the_whole
     await deliveries.insert_many(docs)
     await collection.database.command("profile", 2)
     lease = now + timedelta(seconds=60)
-    claimed = await deliveries.claim("t1", now, lease, 8, shard_of(docs[2]["_id"]), ["down"])
+    shard = shard_of(docs[2]["_id"])
+    claimed = await deliveries.claim(
+        "t1", now, lease, 8, shard, lambda d: d.get("partner_id") != "down"
+    )
     probe = await deliveries.claim_for_partner("down", "t2", now, lease)
     replayed = await deliveries.replay_outage("down", now - timedelta(hours=1), now)
     await deliveries.recovered("down", now)
@@ -963,3 +968,45 @@ async def test_a_probes_delivery_handed_back_at_shutdown_after_the_recovery_is_d
     assert handed_back["status"] == "pending"
     due = datetime.fromisoformat(handed_back["next_attempt_at"].replace("Z", "+00:00"))
     assert due <= clock.now + timedelta(seconds=1), due
+
+
+async def _tenant_subscribed(client: Client, url: str, tenant: str, **fields: Any) -> None:
+    """A partner of `tenant` (no auth), an action on it and a subscription to vehicles."""
+    body = {"name": "ERP", "base_url": url, "auth": {"type": "none"}, **fields}
+    partner_doc = await post(client, "/api/v1/partners", body, tenant=tenant)
+    action = {"name": "push", "partner_id": partner_doc["id"], "method": "POST", "path": "/hooks"}
+    action_doc = await post(client, "/api/v1/actions", {**action, "mode": "deliver"}, tenant)
+    subscription = {"action_id": action_doc["id"], "event_types": ["entity.created"]}
+    await post(client, "/api/v1/subscriptions", subscription, tenant=tenant)
+
+
+async def test_another_tenants_delivery_goes_out_at_once_while_a_slow_partners_backlog_is_sent(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Tenant acme's backlog of 60 deliveries to a partner answering in 5 s (2 at a time, its
+    `max_concurrency`) is being sent when tenant globex's delivery comes: the worker's slots
+    do not fill with acme's deliveries waiting at their partner's gate (oldest first, across
+    tenants), so globex's goes out at once, not once acme's older ones are through."""
+    client = await aiohttp_client(make_app(delivery_concurrency=8, delivery_shutdown_seconds=0))
+    worker = _driven(client)
+    async with running_partner() as slow, running_partner() as fast:
+        slow.respond_with(200, {}, delay=5)
+        await _tenant_subscribed(client, slow.url, "acme", timeout_seconds=10, max_concurrency=2)
+        await _tenant_subscribed(client, fast.url, "globex")
+        for n in range(60):
+            await post(client, "/api/v1/entities/vehicle", {"plate": f"ABC{n % 10}D{n:02d}"})
+        await client.app[services_key].relay.run_until_idle()
+        running = asyncio.create_task(worker.run())
+        try:
+            await slow.wait_for(2)  # acme's backlog is under way
+            await asyncio.sleep(1)
+            await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9A88"}, "globex")
+            await client.app[services_key].relay.run_until_idle()
+            worker.notify()
+            started = time.monotonic()
+            await fast.wait_for(1, timeout=20)
+            assert time.monotonic() - started < 2.5
+            assert len(slow.requests) <= 4  # acme's backlog still under way
+        finally:
+            await worker.stop()
+            await running

@@ -46,7 +46,9 @@ from gateway.delivery.recording import DeliveryRecorder, recording_failed
 from gateway.errors import InvalidPayload, NotFound, SecretDamaged, StoreUnavailable
 from gateway.keys import StoredSecrets
 from gateway.leased_loop import (
+    Admit,
     Claims,
+    FairShares,
     HandBacks,
     LeaseCheck,
     LeasedLoop,
@@ -131,6 +133,7 @@ class DeliveryWorker:
             claim=self._claim_shard,
             release_claims=self._release_claims,
             shards=SHARDS,
+            fair=FairShares(settings.concurrency, _whose, self._partner_room),
             runner="delivery worker",
             units="deliveries",
         )
@@ -212,13 +215,20 @@ class DeliveryWorker:
             counts[await self._deliver(doc)] += 1
         return counts
 
-    async def _claim_shard(self, token: str, limit: int, shard: int) -> list[Doc]:
-        """Due deliveries of `shard` (`leased_loop.Claims` reads the shards in turn), but
-        those of disabled partners."""
+    async def _claim_shard(self, token: str, limit: int, shard: int, admit: Admit) -> list[Doc]:
+        """Due deliveries of `shard` (`leased_loop.Claims` reads the shards in turn) this
+        worker can start now (`admit`: its tenant's share, its partner's room)."""
         now = self.clock()
         return await self._store.deliveries.claim(
-            token, now, now + self._lease, limit, shard, sorted(self._health.disabled)
+            token, now, now + self._lease, limit, shard, admit
         )
+
+    def _partner_room(self, partner_id: str) -> tuple[int, int] | None:
+        """A disabled partner has none (its probe takes its deliveries); another, what its
+        concurrency gate in this process has (`PartnerGuards.room`)."""
+        if partner_id in self._health.disabled:
+            return (0, 0)
+        return self._guards.room(partner_id)
 
     async def _release_claims(self, held: list[str]) -> None:
         await self._store.deliveries.release_claims(self.owner, held, self.clock())
@@ -492,6 +502,15 @@ class DeliveryWorker:
 
     def _guard(self, partner: Partner) -> Any:
         return self._guards.get(partner.id, partner.guard)
+
+
+def _whose(doc: Doc) -> tuple[str | None, str | None]:
+    """A delivery's tenant, and the partner it is sent to: none for a notification, which
+    asks its channel which partner it goes through now (`notify/dispatch.py`)."""
+    tenant, partner = doc.get("tenant"), doc.get("partner_id")
+    if doc.get("kind") == DeliveryKind.NOTIFICATION.value or not isinstance(partner, str):
+        partner = None
+    return (tenant if isinstance(tenant, str) else None, partner)
 
 
 def _groups(batch: list[Doc]) -> list[list[Doc]]:
