@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import logging
 import random
+from asyncio import FIRST_COMPLETED
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
@@ -38,6 +39,7 @@ from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
 from gateway.auth.secretbox import SecretBoxError
+from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
 from gateway.delivery.kinds import Held, KindSender
 from gateway.delivery.partner_health import PartnerHealth
@@ -55,6 +57,7 @@ from gateway.leased_loop import (
     LeaseLost,
     lease_owner,
     renew_leases,
+    tenant_alone,
 )
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
@@ -76,6 +79,7 @@ _QUEUE_STATS_EVERY = 15  # housekeeping rounds between two queue measurements (O
 # (each a claim, a judgement and a write): the rest of its backlog at the next rounds, so that
 # lease take-back, other partners' probes and the queue gauges never wait for a whole backlog.
 DAMAGED_PER_ROUND = 50
+PROBES_AT_ONCE = 8  # disabled partners a worker probes side by side (housekeeping)
 _SECOND = timedelta(seconds=1)
 
 
@@ -119,6 +123,8 @@ class DeliveryWorker:
         self.rng = rng
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._probes = itertools.count(1)
+        self._probing: dict[Any, asyncio.Task[None]] = {}  # partner id → its probe under way
+        self._probe_shares = FairShares(PROBES_AT_ONCE, tenant_alone)
         self._refill_at = max(1, settings.concurrency // 4)
         self._loop: LeasedLoop[Counter[str]] = LeasedLoop(
             poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
@@ -236,14 +242,26 @@ class DeliveryWorker:
     # -- housekeeping: leases, disabled partners, probes, queue metrics -----------------------
 
     async def _housekeeping_loop(self) -> None:
-        for rounds in itertools.count():
-            try:
-                await self.housekeeping(measure=rounds % _QUEUE_STATS_EVERY == 0)
-            except StoreUnavailable as exc:
-                log.warning("delivery housekeeping paused: %s", exc.detail)
-            except Exception:
-                log.exception("delivery housekeeping failed; retrying")
-            await asyncio.sleep(self._settings.poll_seconds)
+        """Each poll interval: lease take-back and the disabled partners (`_keep`), probes of
+        the disabled partners due started in the background (`_start_probes`), and every
+        `_QUEUE_STATS_EVERY` rounds the queue gauges: a probe waiting on its partner's answer
+        holds back neither the next rounds nor another partner's probe.
+        Probes still under way when the worker stops are cancelled (their deliveries given
+        back)."""
+        try:
+            for rounds in itertools.count():
+                try:
+                    await self._keep()
+                    await self._start_probes()
+                    if rounds % _QUEUE_STATS_EVERY == 0:
+                        await self._measure()
+                except StoreUnavailable as exc:
+                    log.warning("delivery housekeeping paused: %s", exc.detail)
+                except Exception:
+                    log.exception("delivery housekeeping failed; retrying")
+                await asyncio.sleep(self._settings.poll_seconds)
+        finally:
+            await cancel_and_wait(*self._probing.values())
 
     async def _renew(self) -> None:
         held, until = dict(self._held), self.clock() + self._lease
@@ -251,52 +269,88 @@ class DeliveryWorker:
             self._leases.renewed(held, until)
 
     async def housekeeping(self, *, measure: bool = True) -> None:
-        """Take back expired leases, learn which partners are disabled, probe the ones due,
-        and (when `measure`) update the queue gauges."""
-        now = self.clock()
-        if expired := await self._store.deliveries.expire_leases(now):
+        """Take back expired leases, learn which partners are disabled, probe the disabled
+        partners due and wait for the probes (those of the background's rounds too), and
+        (when `measure`) update the queue gauges."""
+        await self._keep()
+        await self._start_probes()
+        while self._probing:
+            await asyncio.wait(set(self._probing.values()), return_when=FIRST_COMPLETED)
+            await self._start_probes()
+        if measure:
+            await self._measure()
+
+    async def _keep(self) -> None:
+        if expired := await self._store.deliveries.expire_leases(self.clock()):
             log.info("took back %d deliveries whose lease expired", expired)
             self.notify()
         await self._health.refresh()
-        probe_next = now + timedelta(seconds=self._settings.probe_seconds)
-        while (doc := await self._store.partners.claim_probe(now, probe_next)) is not None:
-            await self._probe(doc)
-        if measure:
-            pending, in_flight, oldest = await self._store.deliveries.queue_stats(now)
-            self._metrics.delivery_queue.labels("pending").set(pending)
-            self._metrics.delivery_queue.labels("in_flight").set(in_flight)
-            age = (now - oldest).total_seconds() if oldest else 0.0
-            self._metrics.delivery_oldest_due.set(max(age, 0.0))
 
-    async def _probe(self, doc: Doc) -> None:
-        """Probe a disabled partner with its oldest pending delivery, or a HEAD request.
+    async def _measure(self) -> None:
+        now = self.clock()
+        pending, in_flight, oldest = await self._store.deliveries.queue_stats(now)
+        self._metrics.delivery_queue.labels("pending").set(pending)
+        self._metrics.delivery_queue.labels("in_flight").set(in_flight)
+        age = (now - oldest).total_seconds() if oldest else 0.0
+        self._metrics.delivery_oldest_due.set(max(age, 0.0))
+
+    async def _start_probes(self) -> None:
+        """Claim the disabled partners due for a probe while probe slots are free, each
+        probed in a task of its own: `PROBES_AT_ONCE` at once, at most half of them one
+        tenant's (`leased_loop.FairShares`, as for the claims of deliveries), so that one
+        tenant's partners whose probes hang (each up to its own timeout) hold back no other
+        tenant's recovery."""
+        while len(self._probing) < PROBES_AT_ONCE:
+            now = self.clock()
+            admit = self._probe_shares.admission(self._probing)
+            next_probe = now + timedelta(seconds=self._settings.probe_seconds)
+            doc = await self._store.partners.claim_probe(now, next_probe, admit)
+            if doc is None:
+                return
+            self._probe_shares.took(doc["_id"], doc)
+            task = asyncio.create_task(self._probe_then_reschedule(doc))
+            self._probing[doc["_id"]] = task
+            task.add_done_callback(partial(self._probe_ended, doc["_id"]))
+
+    def _probe_ended(self, partner_id: Any, _task: asyncio.Task[None]) -> None:
+        self._probing.pop(partner_id, None)
+
+    async def _probe_then_reschedule(self, doc: Doc) -> None:
+        """Probe the partner; its next probe is due `probe_seconds` after this one ended (not
+        after a round began), or sooner when `_probe` says so."""
+        try:
+            sooner = await self._probe(doc)
+            later = self.clock() + timedelta(seconds=self._settings.probe_seconds)
+            await self._store.partners.probe_again_at(doc["_id"], doc["probe_at"], sooner or later)
+        except StoreUnavailable as exc:  # due again at the time its claim set
+            log.warning("probing partner %s paused: %s", doc["_id"], exc.detail)
+        except Exception:
+            log.exception("probing partner %s failed; it is probed again later", doc["_id"])
+
+    async def _probe(self, doc: Doc) -> datetime | None:
+        """Probe a disabled partner with its oldest pending delivery, or a HEAD request;
+        when its next probe is due sooner than `probe_seconds` after this one, when.
 
         A delivery that fails for the partner's damaged secret (`_deliver`) tells nothing of
         the partner: the next one is taken, so that its whole backlog fails, named, rather
         than one delivery a probe (and no HEAD follows); `DAMAGED_PER_ROUND` of them in one
-        round, then the partner's probe is due again at the next round, which goes on with
-        the rest. Without any delivery, the HEAD needs the secret too: judged
+        round, then the partner's probe is due again at the next round (the time returned),
+        which goes on with the rest. Without any delivery, the HEAD needs the secret too: judged
         (`StoredSecrets`: damage logged and counted), nothing is sent."""
         damaged = 0
         while (delivery := await self._claim_for_probe(doc)) is not None:
             if await self._deliver(delivery, probe=True) != SECRET_DAMAGED:
-                return
+                return None
             damaged += 1
             if damaged == DAMAGED_PER_ROUND:  # more, maybe: at the next round
-                now = self.clock()
-                await self._store.partners.probe_soon(
-                    doc["_id"],
-                    doc["probe_at"],
-                    now + timedelta(seconds=self._settings.poll_seconds),
-                )
-                return
+                return self.clock() + timedelta(seconds=self._settings.poll_seconds)
         if damaged:  # the HEAD would need the same secret
-            return
+            return None
         try:
             partner = self._catalog.compile_partner(doc)
         except SecretBoxError as exc:
             await self._secrets.judge(exc)
-            return
+            return None
         outcome = await self._sender.send(
             OutboundRequest("HEAD", partner.base_url, timeout=partner.timeout),
             partner_id=partner.id,
@@ -307,6 +361,7 @@ class DeliveryWorker:
         # one (408, 425, 429, 5xx) says the partner is still not taking requests.
         if outcome.status is not None and outcome.verdict is not Verdict.RETRY:
             await self._health.enable(partner, self.clock())
+        return None
 
     async def _claim_for_probe(self, doc: Doc) -> Doc | None:
         """The disabled partner's oldest pending delivery, held for its probe."""
