@@ -34,10 +34,12 @@ failure is raised; what a claim took is `held` (unit → token) until its unit i
 slow partner stays that tenant's problem). A runner's slots are few (32 deliveries, 32 flow
 runs, 4 schedule runs per process) and a unit holds its slot as long as its partner takes; so
 a claim takes only work this process can start now: none of a tenant already holding its
-share of the runner's slots (half of them, at least one: a lone tenant too, so that another
-tenant's work, when it comes, finds a slot free), none for a partner this process cannot call
-now (disabled, or its concurrency gate as full as its `max_concurrency`). What a claim passes
-over stays due, in its order, for a later claim.
+share of the runner's slots, none for a partner this process cannot call now (disabled, or
+its concurrency gate as full as its `max_concurrency`). A tenant's share is half the slots
+while another tenant has work under way in the runner, three quarters while it is alone: a
+quarter always stays free for another tenant's work when it comes (the delivery worker
+claims again once a quarter of its slots is free). What a claim passes over stays due, in
+its order, for a later claim.
 """
 
 from __future__ import annotations
@@ -310,13 +312,16 @@ def _no_partner_room(_partner: str) -> tuple[int, int] | None:
 
 class FairShares:
     """Which due units a runner's claim may take (module docstring): a tenant holds at most
-    `share` of the runner's `slots` (half, at least one), a partner at most its limit
-    (`room`) minus what is under way to it already, counted as the larger of the calls at
-    its gate (any runner's of this process, the proxy's) and this runner's units of it. A
-    unit passed over waits for a later claim: one whose tenant or partner has a slot free."""
+    `share` of the runner's `slots` (half, at least one) while another tenant holds some,
+    `alone` (all but a quarter, at least `share`) while it is the only one; a partner at most
+    its limit (`room`) minus what is under way to it already, counted as the larger of the
+    calls at its gate (any runner's of this process, the proxy's) and this runner's units of
+    it. A unit passed over waits for a later claim: one whose tenant or partner has a slot
+    free."""
 
     def __init__(self, slots: int, whose: Whose, room: PartnerRoom = _no_partner_room) -> None:
         self.share = max(1, slots // 2)
+        self.alone = max(self.share, slots - max(1, slots // 4))
         self._whose = whose
         self._room = room
         self._taken: dict[Any, tuple[str | None, str | None]] = {}  # unit → whose
@@ -333,8 +338,10 @@ class FairShares:
 
         def admit(doc: dict[str, Any]) -> bool:
             tenant, partner = self._whose(doc)
-            if tenant is not None and tenants[tenant] >= self.share:
-                return False
+            if tenant is not None:
+                others = any(n for t, n in tenants.items() if t != tenant)
+                if tenants[tenant] >= (self.share if others else self.alone):
+                    return False
             if partner is not None and (room := self._room(partner)) is not None:
                 limit, busy = room
                 if max(busy, partners[partner]) >= limit:

@@ -1086,3 +1086,27 @@ async def test_a_tenants_partners_whose_probes_hang_hold_back_no_other_tenants_r
         finally:
             await worker.stop()
             await running
+
+
+async def test_a_lone_tenant_uses_three_quarters_of_the_slots_leaving_a_quarter_for_others(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """One tenant's backlog to a slow partner that would take all eight of the worker's
+    slots (its `max_concurrency` 10): the tenant alone takes six (three quarters), the other
+    two stay free for another tenant's work when it comes (`FairShares`)."""
+    client = await aiohttp_client(make_app(delivery_concurrency=8, delivery_shutdown_seconds=0))
+    worker = _driven(client)
+    async with running_partner() as slow:
+        slow.respond_with(200, {}, delay=5)
+        await _tenant_subscribed(client, slow.url, "acme", timeout_seconds=10)
+        for n in range(12):
+            await post(client, "/api/v1/entities/vehicle", {"plate": f"ABC{n % 10}D{n:02d}"})
+        await client.app[services_key].relay.run_until_idle()
+        running = asyncio.create_task(worker.run())
+        try:
+            await slow.wait_for(6)
+            await asyncio.sleep(1.5)
+            assert len(slow.requests) == 6
+        finally:
+            await worker.stop()
+            await running

@@ -296,10 +296,10 @@ class DeliveryWorker:
 
     async def _start_probes(self) -> None:
         """Claim the disabled partners due for a probe while probe slots are free, each
-        probed in a task of its own: `PROBES_AT_ONCE` at once, at most half of them one
-        tenant's (`leased_loop.FairShares`, as for the claims of deliveries), so that one
-        tenant's partners whose probes hang (each up to its own timeout) hold back no other
-        tenant's recovery."""
+        probed in a task of its own: `PROBES_AT_ONCE` at once, a tenant's share of them at
+        most (`leased_loop.FairShares`, as for the claims of deliveries: a quarter always
+        left for another tenant's), so that one tenant's partners whose probes hang (each up
+        to its own timeout) hold back no other tenant's recovery."""
         while len(self._probing) < PROBES_AT_ONCE:
             now = self.clock()
             admit = self._probe_shares.admission(self._probing)
