@@ -1,6 +1,8 @@
 """Use case: the delivery worker. Named stages over the persisted status:
 
-    claim    due pending deliveries → in_flight under a lease (store/deliveries.py)
+    claim    due pending deliveries → in_flight under a lease (store/deliveries.py), those it
+             can start now: a tenant's share of the slots, a partner's room at its gate
+             (`leased_loop.FairShares`)
     prepare  action, partner (and a webhook's subscription), request mapping → the request
              (preparation.py)
     send     through the partner's guard (breaker, rate limit, concurrency) and the SSRF guard
@@ -16,7 +18,8 @@ time, and every write after the claim is fenced by the claim's token. A worker t
 leaves leases that expire; their deliveries are due again at once (at-least-once).
 
 Partners: a partner failing for longer than its `disable_after_hours` is disabled
-(partner_health.py): its deliveries wait. Every `probe_seconds` one worker probes it with its
+(partner_health.py): its deliveries wait. Every `probe_seconds` after its last probe ended,
+one worker probes it (side by side with other partners' probes, outside housekeeping) with its
 oldest pending delivery (one whose probe just failed waits two probes; a HEAD of its base URL
 when none is left); the first answer re-enables it, its backlog flows and what went `dead`
 during its outage is replayed.
