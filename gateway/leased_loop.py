@@ -300,7 +300,7 @@ PartnerRoom = Callable[[str], tuple[int, int] | None]
 a disabled partner's limit is 0; None: no limit known here (not called yet)."""
 
 
-def tenant_alone(doc: dict[str, Any]) -> tuple[str | None, str | None]:
+def tenant_only(doc: dict[str, Any]) -> tuple[str | None, str | None]:
     """`Whose` for units whose partner is not known at the claim: their tenant alone."""
     tenant = doc.get("tenant")
     return (tenant if isinstance(tenant, str) else None, None)

@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from gateway.errors import StoreUnavailable
-from gateway.leased_loop import Admit, Claims, FairShares, HandBacks, LeasedLoop, Unit, tenant_alone
+from gateway.leased_loop import Admit, Claims, FairShares, HandBacks, LeasedLoop, Unit, tenant_only
 
 
 class _Runner:
@@ -26,7 +26,7 @@ class _Runner:
             claim=self._claim,
             release_claims=self._release_claims,
             shards=shards,
-            fair=FairShares(10, tenant_alone),
+            fair=FairShares(10, tenant_only),
             runner="test runner",
             units="units",
         )

@@ -60,7 +60,7 @@ from gateway.leased_loop import (
     LeaseLost,
     lease_owner,
     renew_leases,
-    tenant_alone,
+    tenant_only,
 )
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
@@ -127,7 +127,7 @@ class DeliveryWorker:
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._probes = itertools.count(1)
         self._probing: dict[Any, asyncio.Task[None]] = {}  # partner id → its probe under way
-        self._probe_shares = FairShares(PROBES_AT_ONCE, tenant_alone)
+        self._probe_shares = FairShares(PROBES_AT_ONCE, tenant_only)
         self._refill_at = max(1, settings.concurrency // 4)
         self._loop: LeasedLoop[Counter[str]] = LeasedLoop(
             poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds

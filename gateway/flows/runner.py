@@ -51,7 +51,7 @@ from gateway.leased_loop import (
     LeaseLost,
     lease_owner,
     renew_leases,
-    tenant_alone,
+    tenant_only,
 )
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
@@ -133,7 +133,7 @@ class FlowRunner:
             claim=self._claim_shard,
             release_claims=self._release_claims,
             shards=SHARDS,
-            fair=FairShares(settings.concurrency, tenant_alone),
+            fair=FairShares(settings.concurrency, tenant_only),
             runner="flow runner",
             units="flow runs",
         )

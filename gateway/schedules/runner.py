@@ -53,7 +53,7 @@ from gateway.leased_loop import (
     LeasedLoop,
     LeaseLost,
     lease_owner,
-    tenant_alone,
+    tenant_only,
 )
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import Poll, PollContext, Tally
@@ -106,7 +106,7 @@ class ScheduleRunner:
             self._hand_backs,
             claim=self._claim_due,
             release_claims=self._release_claims,
-            fair=FairShares(settings.concurrency, tenant_alone),
+            fair=FairShares(settings.concurrency, tenant_only),
             runner="schedule runner",
             units="schedules",
         )
