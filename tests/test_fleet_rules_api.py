@@ -398,3 +398,24 @@ async def test_a_rules_plates_are_accepted_exactly_when_the_documented_pattern_s
         response = await client.post("/api/v1/geofences", json=fence, headers=auth())
         documented = pattern.search(plate) is not None
         assert response.status == (201 if documented else 422), (plate, await response.text())
+
+
+async def test_a_polygon_fence_becomes_a_circle_when_the_patch_clears_the_polygon(
+    client: Client,
+) -> None:
+    fence = await post(
+        client, "/api/v1/geofences", {"name": "patio", "kind": "authorized", "polygon": SQUARE}
+    )
+    path = f"/api/v1/geofences/{fence['id']}"
+    changed = await client.patch(path, json={"circle": DEPOT, "polygon": None}, headers=auth())
+    body = await changed.json()
+    assert changed.status == 200, body
+    assert body["circle"] == DEPOT and "polygon" not in body
+    # clearing a circle fence's absent polygon keeps the circle; clearing its only shape is
+    # refused, the fence unchanged
+    kept = await client.patch(path, json={"polygon": None, "margin_m": 40}, headers=auth())
+    assert kept.status == 200 and (await kept.json())["circle"] == DEPOT
+    refused = await problem(client, "PATCH", path, {"circle": None})
+    assert pointers(refused) == ["/circle"]
+    stored = await (await client.get(path, headers=auth())).json()
+    assert (stored["circle"], stored["margin_m"]) == (DEPOT, 40)
