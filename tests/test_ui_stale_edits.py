@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from gateway.services import Services
+from tests.flow_support import email_channel
 from tests.partner_double import create_action, create_partner, post, upload_mapping
 from tests.support import auth
 from tests.ui_support import (
@@ -265,3 +266,88 @@ async def test_a_stale_template_replace_is_refused(client: Client, services: Ser
     )
     assert "deles" in html.split('data-testid="stale-edit"')[1].split("</dl>")[0]
     assert stored["description"] == "minha" and stored["version"] == 3
+
+
+MAPPING_TEXT = """\
+name: erp-km
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [upper]}
+  odometer_km: {from: km%s, transforms: [number]}
+"""
+
+
+def _form_with(page: str, action: str, **values: str) -> list[tuple[str, str]]:
+    """The form posting to `action` (the first one: the newest version's button) with
+    `values` over it."""
+    return [(n, values.get(n, v)) for n, v in form_fields(page, action)]
+
+
+async def test_two_roll_backs_from_pages_showing_the_same_version_roll_back_once(
+    client: Client, services: Services
+) -> None:
+    for n in ("", "2", "3"):
+        await upload_mapping(client, MAPPING_TEXT % n)
+    await make_user(services)
+    await log_in(client)
+    page, action = "/admin/mappings/erp-km", "/admin/mappings/erp-km/rollback"
+    tab_a = await (await client.get(page)).text()  # two admins' tabs, both showing v3 active
+    tab_b = await (await client.get(page)).text()
+    assert dict(form_fields(tab_a, action))["active"] == "3"
+    first = await client.post(action, data=form_fields(tab_a, action), allow_redirects=False)
+    assert first.status == 303, await first.text()
+    second = await client.post(action, data=form_fields(tab_b, action))
+    html = await second.text()
+    assert second.status == 409, html
+    assert "version 2 is active, not version 3; nothing was changed" in html
+    assert (await _api(client, "/api/v1/mappings/erp-km"))["version"] == 2
+    # activating from the stale page is refused too; from a page showing v2, applied
+    activate = "/admin/mappings/erp-km/activate"
+    stale = await client.post(activate, data=_form_with(tab_b, activate, version="1"))
+    assert stale.status == 409
+    fresh = await (await client.get(page)).text()
+    chosen = _form_with(fresh, activate, version="1")
+    applied = await client.post(activate, data=chosen, allow_redirects=False)
+    assert applied.status == 303
+    # a post without the shown version (a script of its own, nor its one-time id) is not
+    # checked
+    chosen = _form_with(tab_b, activate, version="3")
+    unchecked = [(n, v) for n, v in chosen if n not in ("active", "once")]
+    script = await client.post(activate, data=unchecked, allow_redirects=False)
+    assert script.status == 303
+    assert (await _api(client, "/api/v1/mappings/erp-km"))["version"] == 3
+
+
+async def test_a_stale_flow_roll_back_is_refused(client: Client, services: Services) -> None:
+    await email_channel(client)
+    await post(client, "/api/v1/templates", ALERT_TEMPLATE)
+    flow = {
+        "name": "avisa",
+        "on": {"events": ["entity.created"]},
+        "steps": [
+            {
+                "id": "n",
+                "notify": {
+                    "channel": "email",
+                    "template": "alerta",
+                    "recipients": [{"address": "frota@acme.com.br"}],
+                },
+            }
+        ],
+    }
+    for subject in ("um", "dois"):
+        flow["steps"][0]["notify"]["recipients"][0]["address"] = f"{subject}@acme.com.br"
+        await post(client, "/api/v1/flows", flow)
+    await make_user(services)
+    await log_in(client)
+    page, action = "/admin/flows/avisa", "/admin/flows/avisa/rollback"
+    tab_a = await (await client.get(page)).text()
+    tab_b = await (await client.get(page)).text()
+    first = await client.post(action, data=form_fields(tab_a, action), allow_redirects=False)
+    assert first.status == 303, await first.text()
+    second = await client.post(action, data=form_fields(tab_b, action))
+    assert second.status == 409
+    assert "version 1 is active, not version 2" in await second.text()
+    assert (await _api(client, "/api/v1/flows/avisa"))["version"] == 1

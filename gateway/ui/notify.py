@@ -17,6 +17,7 @@ from gateway.ui.forms import (
     editing,
     json_field,
     read_values,
+    shown_active,
     stale_edit,
     version_field,
 )
@@ -72,10 +73,12 @@ async def flow_page(
     tenant, name = tenant_of(request), _name(request)
     flows = services_of(request).notify.flows
     versions = await flows.versions(tenant, name)
-    active = next((v for v in versions if v.active), versions[-1])
+    active = next((v for v in versions if v.active), None)
     context = {
-        "flow": await flows.get(tenant, name, active.version),
+        "flow": await flows.get(tenant, name, (active or versions[-1]).version),
         "versions": versions,
+        # posted by the activate and roll back buttons (forms.shown_active)
+        "shown_active": "" if active is None else active.version,
         "pause": await flows.pause_state(tenant, name),
         "form": form or Form(),
         "pause_form": pause_form or Form(),
@@ -104,13 +107,18 @@ async def dry_run_flow(request: web.Request) -> web.Response:
 
 
 async def activate_flow(request: web.Request) -> web.Response:
-    number = version_field(form_of(request).get("version"), form_lang(request))
-    await services_of(request).notify.flows.activate(tenant_of(request), _name(request), number)
+    form, lang = form_of(request), form_lang(request)
+    number = version_field(form.get("version"), lang)
+    await services_of(request).notify.flows.activate(
+        tenant_of(request), _name(request), number, shown=shown_active(form, lang)
+    )
     return redirect(f"/admin/flows/{_name(request)}", flash="mappings.activated")
 
 
 async def rollback_flow(request: web.Request) -> web.Response:
-    await services_of(request).notify.flows.rollback(tenant_of(request), _name(request))
+    shown = shown_active(form_of(request), form_lang(request))
+    flows = services_of(request).notify.flows
+    await flows.rollback(tenant_of(request), _name(request), shown=shown)
     return redirect(f"/admin/flows/{_name(request)}", flash="mappings.rolled_back")
 
 
