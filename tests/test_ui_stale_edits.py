@@ -7,6 +7,7 @@ of its own) is not checked."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from gateway.services import Services
@@ -351,3 +352,60 @@ async def test_a_stale_flow_roll_back_is_refused(client: Client, services: Servi
     assert second.status == 409
     assert "version 1 is active, not version 2" in await second.text()
     assert (await _api(client, "/api/v1/flows/avisa"))["version"] == 1
+
+
+async def test_a_rotation_from_a_page_loaded_before_another_rotation_is_refused(
+    client: Client, services: Services
+) -> None:
+    trigger = await post(client, "/api/v1/triggers", {"name": "erp", "entity_type": "vehicle"})
+    await make_user(services)
+    await log_in(client)
+    page, action = f"/admin/triggers/{trigger['id']}", f"/admin/triggers/{trigger['id']}/rotate"
+    tab_a = await (await client.get(page)).text()  # two admins' tabs, grace 0 in both
+    tab_b = await (await client.get(page)).text()
+    first = await client.post(action, data=form_fields(tab_a, action))
+    shown = await first.text()
+    assert first.status == 200, shown
+    token = re.search(r'id="trigger-token"[^>]*>\s*([^<\s]+)', shown)
+    assert token is not None
+    second = await client.post(action, data=form_fields(tab_b, action))
+    html = await second.text()
+    assert second.status == 409, html
+    assert "credentials changed since this page was loaded" in html
+    # the token the first admin was shown still works: no credential was issued or ended
+    hook = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"plate": "ABC1D23"},
+        headers={"Authorization": f"Bearer {token.group(1)}"},
+    )
+    assert hook.status == 201, await hook.text()
+    assert len((await _api(client, f"/api/v1/triggers/{trigger['id']}"))["credentials"]) == 1
+    # the refused page shows the credentials as they are now: rotating from it is knowing
+    again = await client.post(action, data=form_fields(html, action))
+    assert again.status == 200 and 'id="trigger-token"' in await again.text()
+
+
+async def test_a_secret_rotation_from_a_page_loaded_before_another_is_refused(
+    client: Client, services: Services
+) -> None:
+    erp = await create_partner(client, "http://127.0.0.1:19302")
+    action = await create_action(client, erp["id"])
+    body = {"action_id": action["id"], "event_types": ["entity.updated"]}
+    subscription = await post(client, "/api/v1/subscriptions", body)
+    await make_user(services)
+    await log_in(client)
+    page = f"/admin/subscriptions/{subscription['id']}"
+    rotate = f"{page}/rotate-secret"
+    tab_a = await (await client.get(page)).text()
+    tab_b = await (await client.get(page)).text()
+    first = await client.post(rotate, data=form_fields(tab_a, rotate))
+    assert first.status == 200 and 'id="subscription-secret"' in await first.text()
+    rotated = await _api(client, f"/api/v1/subscriptions/{subscription['id']}")
+    second = await client.post(rotate, data=form_fields(tab_b, rotate))
+    html = await second.text()
+    assert second.status == 409, html
+    assert "secret was rotated since this page was loaded" in html
+    assert await _api(client, f"/api/v1/subscriptions/{subscription['id']}") == rotated
+    fresh = await (await client.get(page)).text()
+    again = await client.post(rotate, data=form_fields(fresh, rotate))
+    assert again.status == 200
