@@ -30,10 +30,9 @@ from gateway.ui.state import form_lang, form_of, session_of, tenant_of, visitor_
 from gateway.web.state import services_of
 
 UPLOAD_FIELDS: Final = ("source", "file")
-# A dry run's version has no field of its own (the page runs the active one): its problem
-# is shown above the form.
-TEST_FIELDS: Final = ("payload", "context", "response", "params")
-PREVIEW_FIELDS: Final = (*UPLOAD_FIELDS, *TEST_FIELDS)
+DRAFT_TEST_FIELDS: Final = ("payload", "context", "response", "params")
+TEST_FIELDS: Final = ("version", *DRAFT_TEST_FIELDS)  # a stored version: any, chosen
+PREVIEW_FIELDS: Final = (*UPLOAD_FIELDS, *DRAFT_TEST_FIELDS)
 
 
 def _name(request: web.Request) -> str:
@@ -218,6 +217,7 @@ async def _detail(
     versions = await service.versions(tenant, name)
     active = next((v for v in versions if v.active), None)
     shown = await service.get(tenant, name, (active or versions[-1]).version)
+    form.values.setdefault("version", str(shown.version))  # the dry run's, at first
     context = {
         "mapping": shown,
         "versions": versions,
