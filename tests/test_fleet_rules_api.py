@@ -357,6 +357,27 @@ async def test_a_bad_service_is_refused_and_nothing_is_queued(client: Client) ->
     assert await inbox_items(store, "acme", vehicle["id"], "service") == []
 
 
+async def test_a_service_dated_out_of_bounds_is_refused_with_its_real_reason(
+    client: Client,
+) -> None:
+    """A service before 2000 (a two-digit year read as year 26) would make every plan due at
+    once; year 9999 at a negative offset is past the calendar in UTC, yet it is the future."""
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    path = "/api/v1/entities/vehicle/ABC1D23/services"
+    for at, keyword, words in [
+        ("0026-12-01T10:00:00-03:00", "minimum", "at is before 2000 (0026-12-01)"),
+        ("1999-12-31T12:00:00Z", "minimum", "at is before 2000"),
+        ("9999-12-31T23:59:00-03:00", "maximum", "at is in the future"),
+    ]:
+        refused = await problem(client, "POST", path, {"at": at})
+        [error] = refused["errors"]
+        assert (error["pointer"], error["keyword"]) == ("/at", keyword), refused
+        assert error["message"].startswith(words), refused
+    await post(client, path, {"at": "2000-01-01T00:00:00Z"}, status=202)
+    store = client.app[services_key].store
+    assert len(await inbox_items(store, "acme", vehicle["id"], "service")) == 1
+
+
 async def test_another_processs_change_is_seen_once_the_cache_expires(services: Services) -> None:
     now = [100.0]
     elsewhere = FleetRules(services.store, clock=lambda: now[0])  # another process's view
