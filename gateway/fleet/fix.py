@@ -185,8 +185,19 @@ def _tracker_id(item: Mapping[str, Any], problems: list[FieldProblem]) -> str | 
 
 def rfc3339(value: str) -> datetime | None:
     """An RFC 3339 time with an offset, in UTC, or None: not such a time (none without an
-    offset), or one past the calendar once in UTC. RFC 3339 §5.6 lets "T" and "Z" be lower
-    case, and the "T" be a space; Python's ISO 8601 reader takes a little more."""
+    offset), or one past the calendar once in UTC."""
+    written = rfc3339_as_written(value)
+    try:
+        return None if written is None else written.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 past the calendar
+        return None
+
+
+def rfc3339_as_written(value: str) -> datetime | None:
+    """An RFC 3339 time with an offset, at its own offset (year 9999 at -03:00 too: compared
+    with other times, never moved to UTC), or None: not such a time (none without an offset).
+    RFC 3339 §5.6 lets "T" and "Z" be lower case, and the "T" be a space; Python's ISO 8601
+    reader takes a little more."""
     text = value.strip().upper()
     if not 10 < len(text) <= 40:
         return None
@@ -194,9 +205,9 @@ def rfc3339(value: str) -> datetime | None:
         text = f"{text[:10]}T{text[11:]}"
     try:
         parsed = from_iso(text) if "T" in text else None
-        return None if parsed is None or parsed.tzinfo is None else parsed.astimezone(UTC)
-    except (ValueError, OverflowError):  # not a time; or year 1 or 9999 past the calendar
+    except ValueError:  # not a time
         return None
+    return None if parsed is None or parsed.tzinfo is None else parsed
 
 
 def _time(value: Any, problems: list[FieldProblem]) -> datetime | None:
