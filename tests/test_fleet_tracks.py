@@ -231,6 +231,69 @@ async def test_tracks_in_traccar_and_flespi_formats_fold_like_canonical_ones(
         assert stamp(car["last_position"]["time"]) == track.newest_accepted.t
 
 
+async def test_fixes_without_gps_lock_through_a_tunnel_move_nothing_and_the_road_counts(
+    client: Client,
+) -> None:
+    """Two vehicles drive the same road at 90 km/h through the shipped `traccar-position`
+    forward, a fix every 30 s: 10 min, a 10-min tunnel (15 km), 10 min. One tracker sends
+    nothing in the tunnel; the other sends what trackers without a lock send and Traccar
+    forwards: `valid: false`, the tunnel entrance's coordinates, the current time. Those are
+    stored, refused `no_fix` and move neither the last position nor the odometer: the first
+    real fix after the tunnel counts the 15 km, both vehicles fold to the same 59.25 km. A
+    flespi message with `position.valid: false` is refused the same way. Before, the invalid
+    fixes were folded as positions: the fix after the tunnel was a 15 km jump in 30 s,
+    refused and then taken without the jump (42.0 km)."""
+    await upload_shipped(client, "traccar-position")
+    await upload_shipped(client, "flespi")
+    traccar = await create_position_trigger(client, name="traccar", mapping="traccar-position")
+    flespi = await create_position_trigger(client, name="flespi", mapping="flespi")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=45)
+    road: list[tuple[datetime, tuple[float, float], bool]] = []
+    for i in range(61):  # 750 m every 30 s; the tunnel from 10 to 20 min
+        place = tracks.destination(-23.0, -46.0, 0, 750 * i)
+        road.append((start + timedelta(seconds=30 * i), place, not 20 < i < 40))
+    entrance = road[20][1]
+    for plate, in_tunnel in (("TNL1A01", False), ("TNL2A01", True)):
+        await new_vehicle(client, plate)
+        for t, (lat, lon), lock in road:
+            if not lock and not in_tunnel:
+                continue
+            body = copy.deepcopy(sample("traccar_position_forward.json"))
+            when = t.isoformat(timespec="milliseconds")
+            body["position"].update(fixTime=when, deviceTime=when, speed=90 / 1.852, valid=lock)
+            body["position"].update(latitude=lat, longitude=lon)
+            if not lock:
+                body["position"].update(latitude=entrance[0], longitude=entrance[1], speed=0.0)
+            body["device"].update(name=plate, uniqueId=f"imei-{plate}")
+            status, answer = await hook(client, traccar, body)
+            assert status == 201, answer
+        if in_tunnel:  # and one flespi message without a lock, at the entrance too
+            message = {
+                "device.name": plate, "ident": f"imei-{plate}",
+                "timestamp": (road[30][0] + timedelta(seconds=1)).timestamp(),
+                "position.latitude": entrance[0], "position.longitude": entrance[1],
+                "position.valid": False,
+            }  # fmt: skip
+            status, answer = await hook(client, flespi, [message])
+            assert status == 200 and answer["summary"]["stored"] == 1, answer
+        await fold(client)
+    for plate in ("TNL1A01", "TNL2A01"):
+        car = await vehicle(client, plate)
+        assert car["odometer_km"] == pytest.approx(45.0, abs=0.01), (plate, car["odometer_km"])
+        assert stamp(car["last_position"]["time"]) == road[-1][0]
+    read = await whole_track(client, "TNL2A01")
+    refused = [i for i in read if i["rejected"] is not None]
+    assert len(refused) == 20 and {i["rejected"] for i in refused} == {"no_fix"}
+    assert all(i["valid"] is False for i in refused)
+    assert all("valid" not in i for i in read if i["rejected"] is None)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_fleet_fixes_rejected_total{reason="no_fix"} 20.0' in metrics
+    found = await client.app[services_key].events.find(
+        TENANT, event_type="vehicle.position.rejected"
+    )
+    assert [(e["detail"]["reason"], e["detail"]["count"]) for e in found] == [("no_fix", 1)]
+
+
 async def test_a_vehicle_wandering_along_a_fence_border_exits_once(client: Client) -> None:
     """Fixes a second along a circle's border, the road itself weaving ±15 m across it and
     the receiver's error on top, for five minutes; then the vehicle leaves: one exit, no

@@ -43,6 +43,8 @@ class TrackPoint:
     # Which device sent it (the fix's `tracker_id`; None: it named none, or was stored before
     # fixes carried it: any device's): `state.device_reason`.
     device: str | None = None
+    # False: the device had no position fix (the fix's `valid`): refused (`quality`).
+    valid: bool = True
 
     def distance_m(self, other: TrackPoint) -> float:
         return haversine_m(self.lat, self.lon, other.lat, other.lon)
@@ -55,6 +57,8 @@ class TrackPoint:
             doc["speed_kmh"] = self.speed_kmh
         if self.device is not None:
             doc["device"] = self.device
+        if not self.valid:
+            doc["valid"] = False
         return doc
 
     @classmethod
@@ -67,6 +71,7 @@ class TrackPoint:
             None if accuracy is None else float(accuracy),
             None if speed is None else float(speed),
             None if device is None else str(device),
+            doc.get("valid") is not False,
         )
 
 
