@@ -12,10 +12,11 @@ import pytest
 
 from gateway.web.state import services_key
 from tests import tracks
+from tests.flow_support import sample
 from tests.support import auth
 from tests.test_fleet_third_look import drive, events
 from tests.test_fleet_tracks import fold, new_vehicle, vehicle, whole_track
-from tests.triggers_support import Client, create_position_trigger, hook
+from tests.triggers_support import Client, create_position_trigger, hook, upload_shipped
 
 TENANT = "acme"
 ALL_ONES_KM = 4_294_967.295
@@ -329,3 +330,48 @@ async def test_a_round_trip_uploaded_after_the_fix_back_home_counts_as_in_order(
     assert in_order == pytest.approx(1.8, abs=0.01)
     assert not [p["rejected"] for p in await whole_track(client, "ORD2A11") if p["rejected"]]
     assert float((await vehicle(client, "LAT2A11"))["odometer_km"]) == in_order
+
+
+# -- device odometers that say nothing, or too much --------------------------------------------
+
+
+@pytest.mark.parametrize("register", ["none", "zero", "traccar-zero", "frozen"])
+async def test_a_device_odometer_of_0_or_stuck_at_one_value_leaves_the_gps_count(
+    client: Client, register: str
+) -> None:
+    """Vehicles registered without an odometer drive 11.9 km (120 fixes 100 m apart); their
+    trackers send no odometer, `odometer_km` 0 on every fix (the canonical fix, or Traccar's
+    `attributes.odometer` 0 through the shipped `traccar-position`: a device without one), or
+    a register stuck at 500 km. A 0 is no value (as for readings) and a value equal to the
+    last one taken says nothing new (`device_unchanged`): the GPS count goes on, 11.9 km
+    (511.9 from the stuck register). Before, each such value took the count back to itself
+    and the vehicle stayed at 0.1 km (500.1) for good."""
+    await upload_shipped(client, "traccar-position")
+    canonical = await create_position_trigger(client)
+    traccar = await create_position_trigger(client, name="traccar", mapping="traccar-position")
+    await new_vehicle(client, "ZOD1A11")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    fixes = drive("ZOD1A11", start, (-19.92, -43.94), 120)
+    if register == "traccar-zero":
+        for fix in fixes:
+            body = sample("traccar_position_forward.json")
+            body["position"].update(fixTime=fix["time"], latitude=fix["lat"], speed=36 / 1.852)
+            body["position"].update(longitude=fix["lon"])
+            body["position"]["attributes"]["odometer"] = 0
+            body["device"]["name"] = "ZOD1A11"
+            status, answer = await hook(client, traccar, body)
+            assert status == 201, answer
+        await fold(client)
+    else:
+        for fix in fixes:
+            fix.update(
+                {"zero": {"odometer_km": 0}, "frozen": {"odometer_km": 500.0}}.get(register, {})
+            )
+        await post_folding(client, canonical, fixes, 30)
+    car = await vehicle(client, "ZOD1A11")
+    expected = 511.9 if register == "frozen" else 11.9
+    assert car["odometer_km"] == pytest.approx(expected, abs=0.01)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'outcome="device_held"' not in metrics
+    if register == "frozen":
+        assert 'gateway_fleet_readings_total{outcome="device_unchanged"} 119.0' in metrics

@@ -450,10 +450,11 @@ def rebaseline(
     vehicle's odometer stays where it was (`held_km`) until GPS distance from the device's
     value passes it, so the count follows the device without going back, and without
     drifting ahead of it fix after fix. An admin's (or an authoritative) reading corrects it
-    down, and drops the hold."""
+    down, and drops the hold. A device value equal to the last one taken says nothing new
+    (`is_unchanged`): the count goes on by GPS distance from it."""
     if not may_rebaseline(state.baseline, source, at, odometer):
         return state, None
-    if is_glitch(km, source) or is_behind(state, km, source):
+    if is_glitch(km, source) or is_unchanged(state, km, source) or is_behind(state, km, source):
         return state, None
     current = state.baseline
     if max_speed_kmh is not None and source == "device" and current is not None:
@@ -489,6 +490,21 @@ def is_glitch(km: float, source: str) -> bool:
     the count, repeated or not, the vehicle's first device value or not. (Other wrong values
     are held as suspects by `rebaseline`, and taken when the next one agrees: a new unit.)"""
     return source == "device" and any(abs(km - glitch) < 1.0 for glitch in GLITCH_KM)
+
+
+def is_unchanged(state: VehicleState, km: float, source: str) -> bool:
+    """Whether a device odometer is the value the count last re-baselined to from the device:
+    the register has not moved since. It re-baselines nothing (the GPS distance since stays
+    on the count): a register stuck at one value while the vehicle drives, or a coarse one
+    between two steps, would otherwise take the count back to that value at every fix, and
+    the vehicle's odometer would never pass its first step again."""
+    baseline = state.baseline
+    return (
+        source == "device"
+        and baseline is not None
+        and baseline.source == "device"
+        and km == baseline.km
+    )
 
 
 def is_behind(state: VehicleState, km: float, source: str) -> bool:
