@@ -375,3 +375,43 @@ async def test_a_device_odometer_of_0_or_stuck_at_one_value_leaves_the_gps_count
     assert 'outcome="device_held"' not in metrics
     if register == "frozen":
         assert 'gateway_fleet_readings_total{outcome="device_unchanged"} 119.0' in metrics
+
+
+@pytest.mark.parametrize("after_stop", ["glitch", "ahead"])
+async def test_a_device_odometer_jump_after_a_stop_is_taken_only_once_a_later_value_agrees(
+    client: Client, after_stop: str
+) -> None:
+    """A register counts 100.0 … 102.9 km over 3 km; the vehicle stands 4 h; the first fix
+    after the stop, 100 m on, carries 1,103.0 (a CAN frame misread at ignition-on), the later
+    ones the register again (103.1 … 108.7). A device value must agree with the GPS distance
+    counted since the last one (1 km plus 25% of it): the glitch is held as a suspect and
+    dropped when the next value disagrees with it; the vehicle ends at 108.7, no re-baseline
+    to 1,103 km, no plan due. A register really 50 km ahead after the stop (driven while the
+    tracker had no GPS) is taken at the second value that agrees (158.7 at the end). Before,
+    the glitch was "drivable in 4 h at 300 km/h": taken at once, and the vehicle stayed 1,000
+    km ahead for good (every right value after it `device_behind`)."""
+    await create_plan(client, name="Oleo", every_km=500)
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "JMP1A11")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5)
+    before = drive("JMP1A11", start, (-23.5, -46.6), 30)
+    for i, fix in enumerate(before):
+        fix["odometer_km"] = round(100 + 0.1 * i, 1)
+    origin = tracks.destination(before[-1]["lat"], before[-1]["lon"], 90, 100)
+    after = drive("JMP1A11", start + timedelta(hours=4), origin, 58)
+    ahead = 50.0 if after_stop == "ahead" else 0.0
+    for i, fix in enumerate(after):
+        fix["odometer_km"] = round(103.0 + ahead + 0.1 * i, 1)
+    if after_stop == "glitch":
+        after[0]["odometer_km"] = 1103.0
+    await post_folding(client, trigger, before, 30)
+    await post_folding(client, trigger, after[:1], 1)  # the first after the stop on its own
+    await post_folding(client, trigger, after[1:], 10)
+    car = await vehicle(client, "JMP1A11")
+    assert car["odometer_km"] == pytest.approx(108.7 + ahead, abs=0.05)
+    rebased = await events(client, "vehicle.odometer.rebaselined")
+    expected = [100.0] if after_stop == "glitch" else [100.0, 153.1]
+    assert [e["detail"]["to_km"] for e in rebased] == expected
+    assert await events(client, "vehicle.maintenance.due") == []
+    metrics = await (await client.get("/metrics")).text()
+    assert 'outcome="device_behind"' not in metrics

@@ -28,9 +28,17 @@ DETAIL_FIELDS = ("speed_kmh", "heading", "ignition")
 # The newest accepted fixes kept in the state: a late fix newer than the oldest of them finds
 # its neighbours there, without a query (fixes arrive out of order by seconds, not hours).
 RECENT = 32
-# How far a device odometer may stray from the count beyond what the vehicle could drive
-# since the last one (the GPS count between two device values is a little off).
+# How far a device odometer may stray from the count beyond what the GPS count explains (the
+# GPS count between two device values is a little off), and two device values from each other
+# beyond what the vehicle could drive between them.
 DEVICE_SLACK_KM = 1.0
+# How far ahead of the count a device odometer may be, as a share of the GPS distance the count
+# has grown since the last device value (beyond `DEVICE_SLACK_KM`): the GPS count is short of
+# the road by its chords (4-17% on winding roads sampled every 60-120 s, docs/fleet.md) and
+# across a gap. Farther ahead, the value is a suspect until the next one agrees with it
+# (`rebaseline`): a register misread once (a CAN frame at ignition-on, a bit flip) after a
+# long stop is not taken at once as "drivable in the hours parked".
+DEVICE_AHEAD_SHARE = 0.25
 # How far below the count a device odometer may re-baseline it (held: `rebaseline`), as a share
 # of the distance the count has grown since its last re-baseline (beyond `DEVICE_SLACK_KM`):
 # the GPS count's error over that distance (at most +3.1% on the tracks measured,
@@ -68,8 +76,8 @@ class VehicleState:
     # The step before it, likewise (two reflections in a row: `_double_spike`).
     prior_from: TrackPoint | None = None
     prior_km: tuple[float, float] | None = None
-    # A device odometer too far from the count to be driven since the last one (a glitch,
-    # or a change the next value confirms): `rebaseline`.
+    # A device odometer farther ahead of the count than the GPS distance since the last one
+    # explains (a glitch, or a change the next value confirms): `rebaseline`.
     device_suspect: Baseline | None = None
     # The count a device odometer a little behind it re-baselined from (`rebaseline`): the
     # vehicle's odometer does not go below it (`shown_km`) while GPS distance catches up.
@@ -435,11 +443,13 @@ def rebaseline(
     re-baseline it now; the event to emit (a reading always, a device odometer when it moves
     the count by `event_km` or more, or takes over from another source).
 
-    With `max_speed_kmh`, a device odometer after a device odometer must be within what the
-    vehicle could drive since (at that speed, plus `DEVICE_SLACK_KM`) of the count: one that
-    is not (a 0 for one fix) is held as a suspect and changes nothing, unless the next one
-    agrees with it (the device's count really changed: another unit, ahead). A register's
-    all-ones (`is_glitch`) changes nothing, ever.
+    With `max_speed_kmh`, a device odometer after a device odometer must agree with the GPS
+    distance counted since (`is_ahead`: no more than `DEVICE_SLACK_KM` plus
+    `DEVICE_AHEAD_SHARE` of it ahead of the count): one that does not (a register misread
+    once) is held as a suspect and changes nothing, unless the next one agrees with it
+    (within what the vehicle could drive between the two, at that speed, plus
+    `DEVICE_SLACK_KM`: the device's count really is ahead, another unit, or distance GPS did
+    not see). A register's all-ones (`is_glitch`) changes nothing, ever.
 
     A device is a partner, whose odometer only moves the vehicle's forward (SPEC §6). One far
     below the count never re-baselines it (`is_behind`): a tracker replaced by one counting
@@ -456,14 +466,10 @@ def rebaseline(
         return state, None
     if is_glitch(km, source) or is_unchanged(state, km, source) or is_behind(state, km, source):
         return state, None
-    current = state.baseline
-    if max_speed_kmh is not None and source == "device" and current is not None:
-        if current.source == "device" and not _drivable(
-            state.odometer_km, current.at, km, at, max_speed_kmh
-        ):
-            suspect = state.device_suspect
-            if suspect is None or not _drivable(suspect.km, suspect.at, km, at, max_speed_kmh):
-                return replace(state, device_suspect=Baseline(km, source, at)), None
+    if max_speed_kmh is not None and is_ahead(state, km, source):
+        suspect = state.device_suspect
+        if suspect is None or not _drivable(suspect.km, suspect.at, km, at, max_speed_kmh):
+            return replace(state, device_suspect=Baseline(km, source, at)), None
     before = state.shown_km
     held = source == "device" and km < before
     moved = replace(
@@ -505,6 +511,17 @@ def is_unchanged(state: VehicleState, km: float, source: str) -> bool:
         and baseline.source == "device"
         and km == baseline.km
     )
+
+
+def is_ahead(state: VehicleState, km: float, source: str) -> bool:
+    """Whether a device odometer after a device odometer is farther ahead of the count than
+    the GPS distance counted since explains: more than `DEVICE_SLACK_KM` plus
+    `DEVICE_AHEAD_SHARE` of what the count has grown since that value (`rebaseline`)."""
+    baseline = state.baseline
+    if source != "device" or baseline is None or baseline.source != "device":
+        return False
+    grown = max(0.0, state.odometer_km - baseline.km)
+    return km > state.odometer_km + DEVICE_SLACK_KM + DEVICE_AHEAD_SHARE * grown
 
 
 def is_behind(state: VehicleState, km: float, source: str) -> bool:
