@@ -415,3 +415,38 @@ async def test_a_device_odometer_jump_after_a_stop_is_taken_only_once_a_later_va
     assert await events(client, "vehicle.maintenance.due") == []
     metrics = await (await client.get("/metrics")).text()
     assert 'outcome="device_behind"' not in metrics
+
+
+async def test_a_reflection_taken_back_leaves_the_vehicles_odometer_where_it_was_written(
+    client: Client,
+) -> None:
+    """A vehicle registered at 152,340 km is parked (ten fixes 2 min apart, speed 0, drifting
+    under 5 m); one fix lands 250 m off (a multipath reflection, speed 0) and is folded, and
+    the vehicle written with it; the next fix is back at the spot. The reflection is refused
+    after all (`spike`) and its distance taken off the count, but the vehicle's odometer, as
+    an ERP has read it, does not go back: 152,340.25 before and after, and the count passes
+    it again once the vehicle has driven the 250 m. Before, it went 152,340.25 → 152,340.0."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "REF1A11", odometer_km=152_340)
+    await client.app[services_key].relay.run_until_idle()  # the registered odometer
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=40)
+    spot = (-23.56, -46.65)
+
+    def at(minutes: float, bearing: float, metres: float, speed: float = 0.0) -> dict[str, Any]:
+        lat, lon = tracks.destination(*spot, bearing, metres)
+        when = (start + timedelta(minutes=minutes)).isoformat()
+        return {"plate": "REF1A11", "time": when, "lat": lat, "lon": lon, "speed_kmh": speed}
+
+    parked = [at(2 * i, 37 * i, i % 5) for i in range(10)]
+    shown = []
+    for batch in (parked, [at(20, 45, 250)], [at(22, 0, 3)]):
+        await post_folding(client, trigger, batch, 10)
+        shown.append((await vehicle(client, "REF1A11"))["odometer_km"])
+    assert shown[0] == 152_340.0
+    assert shown[1] == shown[2] and 152_340.24 < shown[1] < 152_340.26
+    read = {item["time"]: item["rejected"] for item in await whole_track(client, "REF1A11")}
+    assert list(read.values()).count("spike") == 1
+    # the count goes on from the spot: the vehicle shows it again once it is past the hold
+    road = [at(23 + i / 6, 90, 100 * i, speed=36.0) for i in range(1, 5)]
+    await post_folding(client, trigger, road, 10)
+    assert (await vehicle(client, "REF1A11"))["odometer_km"] == pytest.approx(152_340.4, abs=0.01)

@@ -463,8 +463,12 @@ async def test_a_lone_30_km_jump_after_a_long_stop_is_refused_once_the_road_goes
     client: Client,
 ) -> None:
     """Parked three hours, the tracker's first fix is 30 km off (reachable in three hours,
-    so accepted at first); the fixes after it are back on the road where the vehicle parked.
-    The jump is then refused after all (flagged in the track), and the odometer is the road."""
+    so accepted at first, and the vehicle's odometer written with it); the fixes after it are
+    back on the road where the vehicle parked. The jump is then refused after all (flagged in
+    the track) and taken off the count, while the vehicle's odometer, which only moves
+    forward, holds what it showed until the count passes it: a fix 40 km on, 40 minutes
+    later, shows the road without the jump. Before, the vehicle's odometer went back by the
+    jump (an ERP that refuses decreasing meters refused the update)."""
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "JMP1A01")
     east = 0.0004893  # about 50 m of longitude at this latitude
@@ -473,19 +477,24 @@ async def test_a_lone_30_km_jump_after_a_long_stop_is_refused_once_the_road_goes
     jump_t = drive[-1][0] + timedelta(hours=3)
     jump = (jump_t, -23.5 + 0.27, drive[-1][2])
     on = [(jump_t + timedelta(seconds=5 * i), -23.5, drive[-1][2] + i * east) for i in range(1, 20)]
+    far_t = on[-1][0] + timedelta(minutes=40)
+    far = (far_t, *tracks.destination(-23.5, on[-1][2], 90, 40_000))
     body = [
         {"plate": "JMP1A01", "time": t.isoformat(), "lat": lat, "lon": lon, "speed_kmh": 36}
-        for t, lat, lon in [*drive, jump, *on]
+        for t, lat, lon in [*drive, jump, *on, far]
     ]
     # the drive and the jump in one upload, then the road fix by fix, each folded as it comes
+    shown = []
     for batch in [body[: len(drive) + 1], *([fix] for fix in body[len(drive) + 1 :])]:
         status, answer = await hook(client, trigger, batch)
         assert status == 200 and answer["summary"]["stored"] == len(batch), answer
         await fold(client)
-    road = [*drive, *on]
+        shown.append((await vehicle(client, "JMP1A01"))["odometer_km"])
+    road = [*drive, *on, far]
     truth = sum(haversine_m(a[1], a[2], b[1], b[2]) for a, b in itertools.pairwise(road))
-    car = await vehicle(client, "JMP1A01")
-    assert car["odometer_km"] * 1000 == pytest.approx(truth, rel=0.05)
+    assert shown[0] > 32  # the drive and the jump
+    assert shown[:-1] == [shown[0]] * (len(shown) - 1)  # held through the take-back
+    assert shown[-1] * 1000 == pytest.approx(truth, rel=0.005)  # the road, no jump
     read = {stamp(item["time"]): item["rejected"] for item in await whole_track(client, "JMP1A01")}
     assert read[jump_t] == "impossible_speed"
 

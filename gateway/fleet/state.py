@@ -79,8 +79,10 @@ class VehicleState:
     # A device odometer farther ahead of the count than the GPS distance since the last one
     # explains (a glitch, or a change the next value confirms): `rebaseline`.
     device_suspect: Baseline | None = None
-    # The count a device odometer a little behind it re-baselined from (`rebaseline`): the
-    # vehicle's odometer does not go below it (`shown_km`) while GPS distance catches up.
+    # The vehicle's odometer when the count went back below it: a device odometer a little
+    # behind the count re-baselined it (`rebaseline`), or an outlier's distance was taken back
+    # (`_take_back`, `_suspect`). The vehicle's odometer does not go below it (`shown_km`)
+    # while GPS distance catches up: it only moves forward.
     held_km: float = 0.0
     # Per reason the quality gates refused a fix for: when the last such fix was received
     # (the fold's `vehicle.position.rejected`, once per run of them).
@@ -89,7 +91,8 @@ class VehicleState:
     @property
     def shown_km(self) -> float:
         """The vehicle's odometer: the count, never below what a device value a little
-        behind it took it down from (SPEC §6: a partner's odometer only increases)."""
+        behind it, or an outlier taken back, took it down from (SPEC §6: a partner's odometer
+        only increases; what an ERP has read of it never goes back)."""
         return self.odometer_km if self.odometer_km >= self.held_km else self.held_km
 
     def to_doc(self) -> dict[str, Any]:
@@ -319,8 +322,9 @@ def _take_back(
     reflections: int,
 ) -> tuple[VehicleState, Verdict]:
     """The last `reflections` positions (1: `_spike`, 2: `_double_spike`) taken back: their
-    distance off the odometer, they out of the recent fixes, and `fix` counted from the
-    anchor before them, as if they had never come."""
+    distance off the count, they out of the recent fixes, and `fix` counted from the anchor
+    before them, as if they had never come. The vehicle's odometer is held where it was
+    (`held_km`) until the count passes it again."""
     if reflections == 1:
         assert state.step_from is not None and state.step_km is not None  # `_spike`
         anchor, km, earlier = state.step_from, state.step_km[0], None
@@ -336,6 +340,7 @@ def _take_back(
         last_detail=_detail(detail),
         anchor=anchor if added_m is None else fix,
         odometer_km=odometer_km,
+        held_km=state.shown_km,
         suspects=(),
         recent=recent,
         step_from=anchor,
@@ -392,8 +397,9 @@ def _suspect(
 
     When the last position was a lone outlier (one fix far off, accepted because it came
     after a long silence: a 30 km jump after a night parked), the fixes agree with the
-    accepted fix before it and are nearer to it: the outlier's distance is taken back and
-    the vehicle counts on from the anchor before it to this fix."""
+    accepted fix before it and are nearer to it: the outlier's distance is taken back (off
+    the count; the vehicle's odometer held where it was until the count passes it) and the
+    vehicle counts on from the anchor before it to this fix."""
     agree = state.suspects and neighbour_reason(fix, state.suspects[-1], quality) is None
     suspects = (*state.suspects, fix) if agree else (fix,)
     if len(suspects) < quality.relocate_after:
@@ -424,7 +430,9 @@ def _suspect(
         added_m = step_m(anchor, fix, odometer, recent[:-1])
         if added_m is not None:
             km, anchor = km + added_m / 1000, fix
-        moved = replace(moved, recent=recent[:-1], anchor=anchor, odometer_km=km)
+        moved = replace(
+            moved, recent=recent[:-1], anchor=anchor, odometer_km=km, held_km=state.shown_km
+        )
         added = km - state.odometer_km
         return moved.remember(fix), Verdict(relocated=True, added_km=added, outlier=outlier)
     return moved.remember(fix), Verdict(relocated=True)
