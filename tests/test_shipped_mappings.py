@@ -239,9 +239,9 @@ def test_traccar_api_positions_page_gives_a_fix_per_position() -> None:
         "heading": 0.0,
         "odometer_km": 152340.4,  # 152,340,400 m
         "ignition": False,
+        "valid": False,  # no GPS lock: the fold refuses it (no_fix)
         "attributes": {
             "altitude_m": 12.0,
-            "position_valid": False,
             "traccar_protocol": "teltonika",
             "traccar_total_distance_km": 987.654,
         },
@@ -345,7 +345,7 @@ def test_flespi_dotted_keys_and_batches() -> None:
         "heading": 88,
         "odometer_km": 152340.4,
         "ignition": True,
-        "attributes": {"altitude_m": 761, "satellites": 11, "position_valid": True},
+        "attributes": {"altitude_m": 761, "satellites": 11},
     }
     assert second["document"]["time"] == "2026-11-26T09:25:22Z"
     assert second["document"]["odometer_km"] == 152340.6  # 152340.55, halves up
@@ -702,9 +702,9 @@ def test_traccar_position_leaves_out_an_unknown_accuracy_and_flags_a_fix_without
     mapping = load("traccar-position.yaml").bind({})
     document = mapping.apply(traccar_forward(accuracy=0.0, valid=False)).document
     assert "accuracy_m" not in document  # 0: the protocol reports none, not an exact fix
-    assert document["attributes"]["position_valid"] is False
-    parse_fix(document)  # stored (and judged by the fold), not refused
-    assert "position_valid" not in mapping.apply(traccar_forward()).document["attributes"]
+    assert document["valid"] is False  # the canonical member: the fold refuses it (no_fix)
+    assert parse_fix(document).extra["valid"] is False  # stored (and judged by the fold)
+    assert "valid" not in mapping.apply(traccar_forward()).document
     # outdated with no earlier fix: Traccar sends fixTime 1970 at (0, 0); stored for the
     # fold's gates to refuse (too_old, null_island), not refused at the door.
     outdated = traccar_forward(
@@ -753,7 +753,8 @@ def test_flespi_finds_a_device_by_ident_and_leaves_a_message_without_position_ou
         document = mapping.apply(item).document
         assert "plate" not in document and document["tracker_id"] == "353861053849681"
         parse_fix(document)
-    assert mapping.apply(free_name).document["attributes"]["position_valid"] is False
+    assert mapping.apply(free_name).document["valid"] is False
+    assert "valid" not in mapping.apply(message).document
     telemetry = {"ident": "353861053849681", "timestamp": 1795685130.5, "battery.voltage": 4.1}
     assert mapping.items([message, telemetry, free_name]) == [message, free_name]
     with pytest.raises(InvalidPayload) as refused:  # were it an item, it would be refused
