@@ -1,5 +1,7 @@
-"""A kind's key made of its own fields: a kind schema's `x-key` names them, in order, and a
-document that has them all is keyed by them, upper case and trimmed, joined by `:`.
+"""A kind's key made of its own fields: a shipped kind schema's `x-key` names them, in order,
+and a document that has them all is keyed by them, upper case and trimmed, joined by `:`. A
+tenant's kind schema's `x-key` is an annotation like any other `x-` keyword (docs/entities.md):
+this rule is the shipped kinds' (`SchemaRegistry`), whose schemas give it as a list of names.
 
 The built-in `fine` says `"x-key": ["authority", "ait_number"]`: an AIT number is unique only
 within its issuing authority, so a fine of DETRAN-SP numbered SP123 is `DETRAN-SP:SP123`,

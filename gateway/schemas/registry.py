@@ -191,10 +191,11 @@ class SchemaRegistry:
         body = {k: v for k, v in doc.items() if k not in ENVELOPE_FIELDS}
         normalised_body = schema.normalise(body)
         problems.extend(schema.problems(normalised_body, body))
-        if kind not in self._kinds:  # a built-in kind's schema refuses any such field itself
+        if kind in self._kinds:  # only a shipped kind's `x-key` keys it (a tenant's: a note)
+            key = normalised.get("key")
+            problems.extend(key_problems(kind, schema.schema, key, normalised_body, stored))
+        else:  # a built-in kind's schema refuses any such field itself
             problems.extend(_reserved(f"/{k}", k) for k in body if k in RESERVED_FIELDS)
-        key = normalised.get("key")
-        problems.extend(key_problems(kind, schema.schema, key, normalised_body, stored))
         envelope = {k: normalised[k] for k in ENVELOPE_FIELDS if k in normalised}
         return {**envelope, **normalised_body}, problems
 
