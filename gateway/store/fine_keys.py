@@ -29,7 +29,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from gateway.schemas.kind_keys import composed_key
-from gateway.store.client import Collection, Doc, translate_errors
+from gateway.store.client import Collection, Doc, bulk_failure, translate_errors
 from gateway.store.migrations import record_step, step_done
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,15 @@ async def rekey_fines(
 
     async def write() -> None:
         nonlocal rekeyed, taken
+        # The notes first: a start that dies after the fines' update would find them keyed
+        # by authority and AIT already, and never copy their notes (a second e-mail).
+        await _carry_notes(cooldowns, moved)
         try:
             rekeyed += (await entities.bulk_write(batch, ordered=False)).modified_count
         except BulkWriteError as exc:
+            bulk_failure(exc)  # anything but a new key taken: the step is not done
             rekeyed += exc.details.get("nModified", 0)
             taken += len(exc.details.get("writeErrors", []))
-        await _carry_notes(cooldowns, moved)
         batch.clear()
         moved.clear()
 
@@ -97,9 +100,12 @@ async def rekey_fines(
 
 async def _carry_notes(cooldowns: Collection, moved: dict[str, str]) -> None:
     """The shipped fine-email-driver's once-per-fine notes (`fine-received:<fine key>`) of the
-    rekeyed fines, copied under their new keys: a fine e-mailed before the upgrade is not
-    e-mailed again when it is announced again (its time corrected). The old note stays until
-    it expires; a note under the new key already (another process) is left alone."""
+    fines about to be rekeyed, copied under their new keys: a fine e-mailed before the upgrade
+    is not e-mailed again when it is announced again (its time corrected). Copied before the
+    fines are rekeyed, so a start that dies between the two leaves nothing a rerun would not
+    find; a fine whose new key is taken is the same fine there, e-mailed as well. The old note
+    stays until it expires; a note under the new key already (another process) is left alone,
+    and any other failure fails the step (not recorded done: the next start runs it again)."""
     notes = await cooldowns.find({"_id": {"$in": list(moved)}}).to_list(None)
     copies = [
         UpdateOne(
@@ -117,5 +123,5 @@ async def _carry_notes(cooldowns: Collection, moved: dict[str, str]) -> None:
     if copies:
         try:
             await cooldowns.bulk_write(copies, ordered=False)
-        except BulkWriteError:
-            pass  # a note another process copied first (a duplicate key): it stands
+        except BulkWriteError as exc:
+            bulk_failure(exc)  # only a note another process copied first (a duplicate) stands
