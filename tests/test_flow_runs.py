@@ -575,6 +575,32 @@ async def test_vehicle_position_starts_only_the_flows_that_name_it(client: Clien
     assert [d["event_type"] for d in page["items"]] == ["vehicle.position"] * 4
 
 
+async def test_a_partners_position_webhook_names_neither_the_tenants_flows_nor_other_partners(
+    client: Client, partner: Partner
+) -> None:
+    """`audience` is the fold's routing bookkeeping (docs/fleet.md): the event a partner is
+    sent is `{type, entity, data, changes, origin}` and the rest of the event document, never
+    the tenant's flow names (`flow:<name>`) nor the other partners' subscription ids."""
+    services = client.app[services_key]
+    await _upload(client, _listening("secret-fraud-watch", "vehicle.position"))
+    action = await create_action(client, (await create_partner(client, partner.url))["id"])
+    subscription = await create_subscription(client, action["id"], ("vehicle.position",))
+    other = await create_partner(client, "http://127.0.0.1:9")
+    other_action = await create_action(client, other["id"])
+    elsewhere = await create_subscription(client, other_action["id"], ("vehicle.position",))
+    vehicle = await make_vehicle(services)
+    await append(services, vehicle, [TrackPoint(START, -23.55, -46.63, 5.0)])
+    await services.fold.run_until_idle()
+    await drain(services)
+    assert await _types_run(client, "secret-fraud-watch") == ["vehicle.position"]
+    (sent,) = partner.requests
+    event = sent.json()
+    assert event["type"] == "vehicle.position" and "audience" not in event, event
+    for internal in (b"secret-fraud-watch", elsewhere["id"].encode()):
+        assert internal not in sent.body, sent.body
+    assert subscription["id"].encode() not in sent.body
+
+
 async def test_a_flow_naming_vehicle_position_runs_per_fix_without_any_subscription(
     client: Client,
 ) -> None:

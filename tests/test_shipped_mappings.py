@@ -83,8 +83,9 @@ DRIVER = {
 }
 FINE = {
     "kind": "fine",
-    "key": "A123456789",
+    "key": "261810:A123456789",
     "ait_number": "A123456789",
+    "authority": "261810",
     "plate": "ABC1D23",
     "amount_brl": 130.16,
     "driver_cpf": "52998224725",
@@ -465,6 +466,19 @@ def test_fine_paid_falls_back_to_the_fine_amount_and_event_day() -> None:
     body = load("erp-fine-paid.yaml").build_request(context, secrets=SECRETS).body
     assert body["valorPago"] == 130.16
     assert body["dataPagamento"] == "2026-11-25"  # still the 25th in São Paulo
+
+
+def test_fine_paid_names_the_fine_by_its_authority_and_ait_or_its_ait_alone_without_one() -> None:
+    """An AIT number is unique only within its authority: the ERP is told both, the AIT where
+    it always was (path and `ait`); a fine keyed in without its authority has none to tell."""
+    mapping = load("erp-fine-paid.yaml")
+    request = mapping.build_request(CONTEXTS["erp-fine-paid.yaml"], secrets=SECRETS)
+    assert request.path_params == {"ait": "A123456789"}
+    assert (request.body["ait"], request.body["orgaoAutuador"]) == ("A123456789", "261810")
+    keyed_in = {k: v for k, v in FINE.items() if k != "authority"} | {"key": "A123456789"}
+    context = {**CONTEXTS["erp-fine-paid.yaml"], "entity": keyed_in}
+    body = mapping.build_request(context, secrets=SECRETS).body
+    assert body["ait"] == "A123456789" and "orgaoAutuador" not in body
 
 
 # -- against the real entity schemas ---------------------------------------------------------------
