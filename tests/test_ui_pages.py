@@ -10,7 +10,13 @@ import orjson
 
 from gateway.services import Services
 from gateway.ui.navigation import NAV
-from tests.partner_double import create_action, create_partner, create_subscription, post
+from tests.partner_double import (
+    create_action,
+    create_partner,
+    create_subscription,
+    create_vehicle,
+    post,
+)
 from tests.support import auth
 from tests.ui_support import ALERT_TEMPLATE, Client, csrf, form_fields, log_in, make_user
 
@@ -410,3 +416,29 @@ async def test_an_older_flow_version_is_dry_run_from_its_page(
     result = result[: result.index("</section>")]  # the page's source below is v2's
     assert "um@acme.com.br" in result and "dois@acme.com.br" not in result
     assert '<option value="1" selected>' in text
+
+
+async def test_deliveries_are_filtered_by_the_entity_key_the_list_shows(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    erp = await create_partner(client, "https://erp.example.com")
+    action = await create_action(client, erp["id"])
+    await create_subscription(client, action["id"], ("entity.created",))
+    vehicle = await create_vehicle(client, "ABC1D23")
+    await create_vehicle(client, "BRA2E19")
+    await services.relay.run_until_idle()  # one delivery per vehicle
+    await log_in(client)
+
+    async def listed(entity: str) -> list[str]:
+        page = await (await client.get("/admin/deliveries", params={"entity_id": entity})).text()
+        return re.findall(r"<td>vehicle (\w+)</td>", page)
+
+    assert sorted(await listed("")) == ["ABC1D23", "BRA2E19"]
+    for typed in ("vehicle ABC1D23", "ABC1D23", " abc-1d23 ", "ABC1D23".lower(), vehicle["id"]):
+        assert await listed(typed) == ["ABC1D23"], typed
+    assert await listed("XYZ9Z99") == [] and await listed("vehicle XYZ9Z99") == []
+    page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}")).text()
+    link = re.search(r'<a href="(/admin/deliveries\?entity_id=[^"]+)"', page)
+    assert link is not None
+    assert await listed(link.group(1).rpartition("=")[2]) == ["ABC1D23"]
