@@ -18,7 +18,7 @@ from tests.partner_double import (
     post,
 )
 from tests.support import auth
-from tests.ui_support import ALERT_TEMPLATE, Client, csrf, form_fields, log_in, make_user
+from tests.ui_support import ALERT_TEMPLATE, Client, csrf, form_fields, log_in, make_user, replaced
 
 
 async def test_every_page_of_the_menu_renders(client: Client, services: Services) -> None:
@@ -442,3 +442,44 @@ async def test_deliveries_are_filtered_by_the_entity_key_the_list_shows(
     link = re.search(r'<a href="(/admin/deliveries\?entity_id=[^"]+)"', page)
     assert link is not None
     assert await listed(link.group(1).rpartition("=")[2]) == ["ABC1D23"]
+
+
+GEOTAB = {
+    "name": "Geotab",
+    "base_url": "https://my.geotab.com",
+    "auth": {
+        "type": "geotab",
+        "url": "https://my.geotab.com/apiv1",
+        "database": "frota",
+        "username": "api@acme.com.br",
+        "password": "s3cret-pass",
+    },
+}
+
+
+async def test_a_geotab_partner_is_named_in_both_languages_and_its_login_replaced(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    geotab = await post(client, "/api/v1/partners", GEOTAB)
+    await log_in(client)
+    path = f"/admin/partners/{geotab['id']}"
+    for lang, label in (("en", "Geotab session"), ("pt-BR", "Sessão Geotab")):
+        await client.get(f"/admin/lang/{lang}?next=/admin/partners")
+        for shown in ("/admin/partners", path):
+            page = await (await client.get(shown)).text()
+            assert "auth_type.geotab" not in page and label in page, lang
+    page = await (await client.get(path)).text()
+    typed = replaced(
+        form_fields(page, f"{path}/credentials"),
+        auth__type="geotab",
+        auth__url="https://my3.geotab.com/apiv1",
+        auth__database="frota",
+        auth__username="api@acme.com.br",
+        auth__password="n3w-pass",
+        auth__token="never sent",  # another type's field: left out
+    )
+    saved = await client.post(f"{path}/credentials", data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    auth = (await services.catalog.partner("acme", geotab["id"])).auth
+    assert "my3.geotab.com" in repr(auth) and auth.credential_values()[0] == "n3w-pass"
