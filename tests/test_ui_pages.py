@@ -483,3 +483,50 @@ async def test_a_geotab_partner_is_named_in_both_languages_and_its_login_replace
     assert saved.status == 303, await saved.text()
     auth = (await services.catalog.partner("acme", geotab["id"])).auth
     assert "my3.geotab.com" in repr(auth) and auth.credential_values()[0] == "n3w-pass"
+
+
+def _autocomplete(page: str, only: tuple[str, ...] = ()) -> dict[str, str | None]:
+    """Each input of a page that a browser could fill: text ones whose names begin with one
+    of `only` (and each password input), by name: its autocomplete hint."""
+    hints: dict[str, str | None] = {}
+    for tag in re.findall(r"<input[^>]*>", page):
+        name = re.search(r'name="([^"]+)"', tag)
+        kind = re.search(r'type="([^"]+)"', tag)
+        if name is None or kind is None or kind.group(1) not in ("text", "password"):
+            continue
+        if kind.group(1) == "password" or any(name.group(1).startswith(p) for p in only):
+            hint = re.search(r'autocomplete="([^"]+)"', tag)
+            hints[name.group(1)] = hint.group(1) if hint else None
+    return hints
+
+
+async def test_no_browser_fills_the_admins_own_login_into_a_credential_field(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    erp = await create_partner(client, "https://erp.example.com")
+    await log_in(client)
+    for path in ("/admin/partners", f"/admin/partners/{erp['id']}"):
+        hints = _autocomplete(await (await client.get(path)).text(), ("auth.",))
+        secrets = {"auth.token", "auth.value", "auth.password", "auth.client_secret"}
+        assert {n: h for n, h in hints.items() if n in secrets} == dict.fromkeys(
+            secrets, "new-password"
+        ), path
+        assert {n: h for n, h in hints.items() if n not in secrets} == dict.fromkeys(
+            (
+                "auth.name",
+                "auth.username",
+                "auth.token_url",
+                "auth.client_id",
+                "auth.scope",
+                "auth.url",
+                "auth.database",
+            ),
+            "off",
+        ), path
+    for path in ("/admin/triggers/new", "/admin/users"):
+        hints = _autocomplete(await (await client.get(path)).text())
+        assert hints and set(hints.values()) == {"new-password"}, (path, hints)
+    await client.post("/admin/logout", data={"csrf": await csrf(client, "/admin/")})
+    login = _autocomplete(await (await client.get("/admin/login")).text())
+    assert login == {"password": "current-password"}  # the admin's own, and only there
