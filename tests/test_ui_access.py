@@ -21,7 +21,7 @@ from gateway.config import Settings
 from gateway.errors import InvalidPayload, NotFound
 from gateway.services import Services
 from tests.support import admin_token, auth, cli_env
-from tests.ui_support import PASSWORD, Client, csrf, log_in, make_user
+from tests.ui_support import PASSWORD, Client, csrf, form_fields, log_in, make_user, replaced
 
 
 async def _trigger(client: Client, tenant: str = "acme", name: str = "gps") -> dict[str, Any]:
@@ -589,3 +589,31 @@ async def test_the_413_pages_way_back_is_the_form_behind_a_tls_proxy(
     page = await response.text()
     assert response.status == 413
     assert '<a href="/admin/mappings">Voltar ao formulário</a>' in page
+
+
+async def test_a_form_of_a_session_replaced_meanwhile_keeps_what_was_typed_for_save_it(
+    client: Client, services: Services
+) -> None:
+    """The form's session ended and the admin logged in again in another tab: the browser
+    sends the new session's cookie with the old session's token. Nothing is changed; from a
+    page of ours (the browser's word) the typed text is shown for **Save it**; another site's
+    post with the same cookie gets the bare 403."""
+    await make_user(services)
+    trigger = await _trigger(client)
+    await log_in(client)
+    path = f"/admin/triggers/{trigger['id']}/edit"
+    page = await (await client.get(path)).text()  # tab 1: session A
+    typed = replaced(form_fields(page, path), name="gps-frota <b>2</b>")
+    await client.post("/admin/logout", data={"csrf": await csrf(client)})  # tab 2
+    assert (await log_in(client)).status == 303  # session B
+    forged = await client.post(path, data=typed, headers={"Sec-Fetch-Site": "cross-site"})
+    assert forged.status == 403 and "gps-frota" not in await forged.text()
+    kept = await client.post(path, data=typed, headers={"Sec-Fetch-Site": "same-origin"})
+    shown = await kept.text()
+    assert kept.status == 403, shown
+    assert "sessão que terminou" in shown and "Nada foi alterado" in shown
+    assert "gps-frota &lt;b&gt;2&lt;/b&gt;" in shown
+    assert (await services.triggers.get("acme", trigger["id"]))["name"] == "gps"
+    saved = await client.post(path, data=form_fields(shown, path), allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    assert (await services.triggers.get("acme", trigger["id"]))["name"] == "gps-frota <b>2</b>"

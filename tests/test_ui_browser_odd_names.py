@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.flow_support import drain
-from tests.partner_double import create_action, create_partner, post
+from tests.partner_double import create_action, create_partner, post, upload_mapping
 from tests.test_ui_browser import Ui, ui
 from tests.ui_support import make_user
 
@@ -109,14 +109,15 @@ async def test_a_long_name_without_spaces_breaks_and_keeps_every_column_on_scree
 
 
 # The ordinary words of a page (headings, badges, dates, numbers, event types: any text but a
-# name's cell or a facts list's value, which may break anywhere) that a line break cuts in two.
+# name's cell, a long value's cell or a facts list's value, which may break anywhere) that a
+# line break cuts in two.
 _CUT_WORDS = """() => {
   const cut = [];
-  for (const el of document.querySelectorAll('th, td:not(.name), .badge')) {
+  for (const el of document.querySelectorAll('th, td:not(.name):not(.long), .badge')) {
     const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
     let node;
     while ((node = walker.nextNode())) {
-      if (node.parentElement.closest('td.name')) continue;
+      if (node.parentElement.closest('td.name, td.long')) continue;
       for (const m of node.data.matchAll(/\\S+/g)) {
         const r = document.createRange();
         r.setStart(node, m.index);
@@ -160,3 +161,41 @@ async def test_ordinary_words_of_tables_are_never_cut_mid_letter_at_1280_px(ui: 
         await _whole_words(ui, path)
     # The long name still breaks, in its own cell, with every column on screen.
     await _fits(ui, "/admin/triggers")
+
+
+LONG_MAPPING = "m" + "a" * 99  # the longest mapping name
+
+
+async def test_long_values_of_a_list_break_and_keep_every_column_on_a_1280_px_screen(
+    ui: Ui,
+) -> None:
+    """A list's other cells of tenants' writing (a trigger's mapping, a partner's base URL, an
+    action's path, a user's e-mail, a vehicle's make and model, each at its limit and without
+    a space) break in their cells: the page stays on screen, and the name column keeps its
+    short names whole (a plate is not wrapped)."""
+    await make_user(ui.services)
+    await make_user(ui.services, email="u" * 64 + "@" + "d" * 60 + ".com.br", role="viewer")
+    mapping = f"name: {LONG_MAPPING}\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+    await upload_mapping(ui.api, mapping + "fields:\n  plate: {from: placa}\n")
+    await post(ui.api, "/api/v1/triggers", {"name": "gps", "entity_type": "vehicle"})
+    await post(
+        ui.api,
+        "/api/v1/triggers",
+        {"name": "erp", "entity_type": "vehicle", "mapping": LONG_MAPPING},
+    )
+    erp = await create_partner(ui.api, "https://erp.example.com/" + "p" * 200, name="erp")
+    await create_action(ui.api, erp["id"], name="push", method="POST", path="/" + "a" * 150)
+    vehicle = {"plate": "ABC1D23", "make": "F" * 80, "model": "M" * 120}
+    await post(ui.api, "/api/v1/entities/vehicle", vehicle)
+    await ui.log_in()
+    for path in (
+        "/admin/triggers",
+        "/admin/partners",
+        "/admin/actions",
+        "/admin/users",
+        "/admin/entities/vehicle",
+    ):
+        await _fits(ui, path)
+        assert await ui.page.evaluate(_CUT_WORDS) == [], path
+    plate = ui.page.locator("td.name a", has_text="ABC1D23")
+    assert await plate.evaluate("a => a.getClientRects().length") == 1  # one line

@@ -6,13 +6,15 @@ tenant's channel is a 404, markup stays text."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from gateway.services import Services
+from tests.flow_support import email_channel
 from tests.partner_double import post
 from tests.smtp_double import HOST, SmtpDouble, SmtpFactory, self_signed, smtp_server
 from tests.support import auth
-from tests.ui_support import Client, csrf, log_in, make_user
+from tests.ui_support import ALERT_TEMPLATE, Client, csrf, log_in, make_user
 
 __all__ = ["smtp_server"]  # the fixture
 
@@ -206,3 +208,22 @@ async def test_markup_in_a_channel_is_shown_as_text(
     page = await (await client.get(f"/admin/channels/{channel['id']}")).text()
     assert "<script>window.pwned" not in page and "<b>Alertas" not in page
     assert "&lt;b&gt;Alertas&lt;/b&gt;&lt;script&gt;" in page
+
+
+async def test_a_test_send_offers_every_template_of_the_channels_type(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    channel = await email_channel(client)
+    sms = {"name": "sms-aviso", "channel_type": "sms", "default_locale": "pt-BR"}
+    sms["locales"] = {"pt-BR": {"text": "Aviso {{ entity.plate }}"}}
+    await post(client, "/api/v1/templates", sms)
+    for n in range(201):  # more than a list page holds
+        await post(client, "/api/v1/templates", {**ALERT_TEMPLATE, "name": f"alerta-{n:03d}"})
+    await log_in(client)
+    page = await (await client.get(f"/admin/channels/{channel['id']}")).text()
+    offered = re.findall(r'<option value="([^"]+)"', page)
+    assert [name for name in offered if name.startswith("alerta-")] == [
+        f"alerta-{n:03d}" for n in range(201)
+    ]
+    assert "sms-aviso" not in offered

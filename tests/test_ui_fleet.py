@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any
 
 import pytest
@@ -427,3 +428,22 @@ async def test_a_polygon_fence_becomes_a_circle_from_its_edit_form(
     stored = await _api(client, f"/api/v1/geofences/{fence['id']}")
     assert stored["circle"] == {"lat": -23.555, "lon": -46.645, "radius_m": 300}
     assert "polygon" not in stored
+
+
+async def test_the_fences_map_draws_every_fence_on_each_list_page(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    ids = []
+    for n in range(55):  # more than a list page's 50
+        circle = {"lat": -23.5 - n * 0.01, "lon": -46.6, "radius_m": 300}
+        body = {"name": f"cerca-{n:02d}", "kind": "restricted", "circle": circle}
+        ids.append((await post(client, "/api/v1/geofences", body))["id"])
+    await log_in(client)
+    first = await (await client.get("/admin/geofences")).text()
+    assert sorted(re.findall(r'data-fence="([^"]+)"', first)) == sorted(ids)
+    after = re.search(r'<p class="pager"><a href="\?([^"]*cursor=[^"]+)"', first)
+    assert after is not None
+    second = await (await client.get("/admin/geofences?" + html.unescape(after.group(1)))).text()
+    assert second.count('<td class="name"><a href="/admin/geofences/') == 5  # page 2
+    assert sorted(re.findall(r'data-fence="([^"]+)"', second)) == sorted(ids)

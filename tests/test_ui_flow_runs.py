@@ -22,9 +22,12 @@ __all__ = ["partner", "smtp_server"]  # the fixtures
 MODEL = "<b>Volvo</b> <script>window.pwned=1</script>"
 
 
-async def _two_runs(client: Client, partner: Partner, smtp_port: int) -> list[dict[str, Any]]:
-    """The flow, its action, channel and template; two vehicles created, everything sent."""
-    erp = await create_partner(client, partner.url)
+async def _two_runs(
+    client: Client, partner: Partner, smtp_port: int, erp: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The flow, its action (of partner `erp`, created unless given), channel and template;
+    two vehicles created, everything sent."""
+    erp = erp or await create_partner(client, partner.url)
     await create_action(client, erp["id"])
     await email_channel(client, smtp_port)
     await post(client, "/api/v1/templates", ALERT_TEMPLATE)
@@ -129,3 +132,17 @@ async def test_another_tenants_runs_are_not_found(
         assert response.status == 404 and "ABC1D23" not in page and "frota@acme" not in page
     listed = await (await client.get(f"/admin/deliveries?run_id={runs[0]['id']}")).text()
     assert _links(listed, "/admin/deliveries/") == []
+
+
+async def test_a_runs_page_names_an_action_beyond_the_first_two_hundred(
+    client: Client, services: Services, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    erp = await create_partner(client, partner.url)
+    for n in range(200):  # a list page's worth of actions created before the flow's
+        await create_action(client, erp["id"], name=f"outra-{n:03d}")
+    runs = await _two_runs(client, partner, (await smtp_server()).port, erp)
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/flow-runs/{runs[0]['id']}")).text()
+    deliveries = page[page.index('id="run-deliveries"') :]
+    assert re.search(r'<a href="/admin/actions/[0-9a-f]{24}">push</a>', deliveries)

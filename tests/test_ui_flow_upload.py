@@ -6,6 +6,8 @@ stops at the schema."""
 from __future__ import annotations
 
 import copy
+import json
+import re
 from typing import Any
 
 from gateway.services import Services
@@ -142,3 +144,37 @@ async def test_activating_a_version_naming_a_deleted_template_shows_what_it_lack
         assert "<li><code>/steps/0/notify/template</code>: no template &#39;alerta&#39;" in listed
     stored = await (await client.get("/api/v1/flows/avisa", headers=auth())).json()
     assert stored["version"] == 2
+
+
+async def test_uploading_a_flows_latest_text_again_says_no_version_was_stored(
+    client: Client, services: Services
+) -> None:
+    await email_channel(client)
+    await post(client, "/api/v1/templates", ALERT_TEMPLATE)
+    await make_user(services)
+    await log_in(client)
+    flow = {
+        "name": "so-aviso",
+        "on": {"events": ["entity.created"]},
+        "steps": [
+            {
+                "id": "n",
+                "notify": {
+                    "channel": "email",
+                    "template": "alerta",
+                    "recipients": [{"address": "frota@acme.com.br"}],
+                },
+            }
+        ],
+    }
+    said = []
+    for _ in range(2):
+        token = await csrf(client, "/admin/flows")
+        data = {"csrf": token, "source": json.dumps(flow), "activate": "on"}
+        answer = await client.post("/admin/flows", data=data)
+        said.append(re.findall(r'<p class="flash" role="status">([^<]*)<', await answer.text()))
+    assert said == [
+        ["Nova versão do fluxo guardada."],
+        ["Mesmo texto da última versão: nenhuma versão nova."],
+    ]
+    assert len(await services.notify.flows.versions("acme", "so-aviso")) == 1

@@ -10,9 +10,15 @@ import orjson
 
 from gateway.services import Services
 from gateway.ui.navigation import NAV
-from tests.partner_double import create_action, create_partner, create_subscription, post
+from tests.partner_double import (
+    create_action,
+    create_partner,
+    create_subscription,
+    create_vehicle,
+    post,
+)
 from tests.support import auth
-from tests.ui_support import ALERT_TEMPLATE, Client, csrf, form_fields, log_in, make_user
+from tests.ui_support import ALERT_TEMPLATE, Client, csrf, form_fields, log_in, make_user, replaced
 
 
 async def test_every_page_of_the_menu_renders(client: Client, services: Services) -> None:
@@ -410,3 +416,117 @@ async def test_an_older_flow_version_is_dry_run_from_its_page(
     result = result[: result.index("</section>")]  # the page's source below is v2's
     assert "um@acme.com.br" in result and "dois@acme.com.br" not in result
     assert '<option value="1" selected>' in text
+
+
+async def test_deliveries_are_filtered_by_the_entity_key_the_list_shows(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    erp = await create_partner(client, "https://erp.example.com")
+    action = await create_action(client, erp["id"])
+    await create_subscription(client, action["id"], ("entity.created",))
+    vehicle = await create_vehicle(client, "ABC1D23")
+    await create_vehicle(client, "BRA2E19")
+    await services.relay.run_until_idle()  # one delivery per vehicle
+    await log_in(client)
+
+    async def listed(entity: str) -> list[str]:
+        page = await (await client.get("/admin/deliveries", params={"entity_id": entity})).text()
+        return re.findall(r"<td>vehicle (\w+)</td>", page)
+
+    assert sorted(await listed("")) == ["ABC1D23", "BRA2E19"]
+    for typed in ("vehicle ABC1D23", "ABC1D23", " abc-1d23 ", "ABC1D23".lower(), vehicle["id"]):
+        assert await listed(typed) == ["ABC1D23"], typed
+    assert await listed("XYZ9Z99") == [] and await listed("vehicle XYZ9Z99") == []
+    page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}")).text()
+    link = re.search(r'<a href="(/admin/deliveries\?entity_id=[^"]+)"', page)
+    assert link is not None
+    assert await listed(link.group(1).rpartition("=")[2]) == ["ABC1D23"]
+
+
+GEOTAB = {
+    "name": "Geotab",
+    "base_url": "https://my.geotab.com",
+    "auth": {
+        "type": "geotab",
+        "url": "https://my.geotab.com/apiv1",
+        "database": "frota",
+        "username": "api@acme.com.br",
+        "password": "s3cret-pass",
+    },
+}
+
+
+async def test_a_geotab_partner_is_named_in_both_languages_and_its_login_replaced(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    geotab = await post(client, "/api/v1/partners", GEOTAB)
+    await log_in(client)
+    path = f"/admin/partners/{geotab['id']}"
+    for lang, label in (("en", "Geotab session"), ("pt-BR", "Sessão Geotab")):
+        await client.get(f"/admin/lang/{lang}?next=/admin/partners")
+        for shown in ("/admin/partners", path):
+            page = await (await client.get(shown)).text()
+            assert "auth_type.geotab" not in page and label in page, lang
+    page = await (await client.get(path)).text()
+    typed = replaced(
+        form_fields(page, f"{path}/credentials"),
+        auth__type="geotab",
+        auth__url="https://my3.geotab.com/apiv1",
+        auth__database="frota",
+        auth__username="api@acme.com.br",
+        auth__password="n3w-pass",
+        auth__token="never sent",  # another type's field: left out
+    )
+    saved = await client.post(f"{path}/credentials", data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    auth = (await services.catalog.partner("acme", geotab["id"])).auth
+    assert "my3.geotab.com" in repr(auth) and auth.credential_values()[0] == "n3w-pass"
+
+
+def _autocomplete(page: str, only: tuple[str, ...] = ()) -> dict[str, str | None]:
+    """Each input of a page that a browser could fill: text ones whose names begin with one
+    of `only` (and each password input), by name: its autocomplete hint."""
+    hints: dict[str, str | None] = {}
+    for tag in re.findall(r"<input[^>]*>", page):
+        name = re.search(r'name="([^"]+)"', tag)
+        kind = re.search(r'type="([^"]+)"', tag)
+        if name is None or kind is None or kind.group(1) not in ("text", "password"):
+            continue
+        if kind.group(1) == "password" or any(name.group(1).startswith(p) for p in only):
+            hint = re.search(r'autocomplete="([^"]+)"', tag)
+            hints[name.group(1)] = hint.group(1) if hint else None
+    return hints
+
+
+async def test_no_browser_fills_the_admins_own_login_into_a_credential_field(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    erp = await create_partner(client, "https://erp.example.com")
+    await log_in(client)
+    for path in ("/admin/partners", f"/admin/partners/{erp['id']}"):
+        hints = _autocomplete(await (await client.get(path)).text(), ("auth.",))
+        secrets = {"auth.token", "auth.value", "auth.password", "auth.client_secret"}
+        assert {n: h for n, h in hints.items() if n in secrets} == dict.fromkeys(
+            secrets, "new-password"
+        ), path
+        assert {n: h for n, h in hints.items() if n not in secrets} == dict.fromkeys(
+            (
+                "auth.name",
+                "auth.username",
+                "auth.token_url",
+                "auth.client_id",
+                "auth.scope",
+                "auth.url",
+                "auth.database",
+            ),
+            "off",
+        ), path
+    for path in ("/admin/triggers/new", "/admin/users"):
+        hints = _autocomplete(await (await client.get(path)).text())
+        assert hints and set(hints.values()) == {"new-password"}, (path, hints)
+    await client.post("/admin/logout", data={"csrf": await csrf(client, "/admin/")})
+    login = _autocomplete(await (await client.get("/admin/login")).text())
+    assert login == {"password": "current-password"}  # the admin's own, and only there

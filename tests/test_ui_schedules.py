@@ -5,6 +5,8 @@ stay text."""
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 from gateway.services import Services
@@ -335,3 +337,37 @@ async def test_an_interval_schedules_time_zone_is_kept_and_an_unknown_one_refuse
     assert "30s</code> · America/Manaus" in page
     (stored,) = await _schedules(client)
     assert (stored["every"], stored["timezone"]) == ("30s", "America/Manaus")
+
+
+def _listed(page: str) -> list[str]:
+    """The names a list page shows, in order."""
+    return re.findall(r'<td class="name"><a href="[^"]+">([^<]+)</a>', page)
+
+
+async def test_triggers_and_schedules_are_found_by_name_beyond_the_page_shown(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    await make_user(services)
+    for n in range(60):  # more than the list's page of 50
+        await post(
+            client, "/api/v1/triggers", {"name": f"gatilho-{n:02d}", "entity_type": "vehicle"}
+        )
+    action_id = await _reader(client, partner)
+    for name in ("frota-norte", "Frota-Sul", "estoque"):
+        await post(client, "/api/v1/schedules", {**_schedule_body(action_id), "name": name})
+    await log_in(client)
+    first = await (await client.get("/admin/triggers")).text()
+    assert "Filtrar as linhas desta página" in first  # what the live filter covers
+    later = sorted({f"gatilho-{n:02d}" for n in range(60)} - set(_listed(first)))
+    assert len(later) == 10  # on the next page (by id)
+    found = await (await client.get("/admin/triggers", params={"name": later[0].upper()})).text()
+    assert _listed(found) == [later[0]] and f'value="{later[0].upper()}"' in found
+    fives = await (await client.get("/admin/triggers?name=lho-5&limit=5")).text()
+    after = re.search(r'<p class="pager"><a href="\?([^"]+)"', fives)
+    assert after is not None and "name=lho-5" in after.group(1)
+    rest = await (await client.get("/admin/triggers?" + html.unescape(after.group(1)))).text()
+    assert sorted(_listed(fives) + _listed(rest)) == [f"gatilho-5{n}" for n in range(10)]
+    literal = await (await client.get("/admin/triggers", params={"name": "gatilho.*"})).text()
+    assert _listed(literal) == [] and "Nenhum nome contém esse texto" in literal
+    schedules = await (await client.get("/admin/schedules?name=frota")).text()
+    assert _listed(schedules) == ["frota-norte", "Frota-Sul"]

@@ -94,6 +94,10 @@ class FleetOverview:
             found.append((vehicle, odometer, plans))
         return found
 
+    async def fences(self, tenant: str) -> list[Doc]:
+        """Every geofence of the tenant, as the fold reads them (at most MAX_RULES)."""
+        return await self._store.fleet_rules.geofences.all(tenant)
+
     async def vehicles(self, tenant: str) -> list[Doc]:
         """Every vehicle of the fleet (id, plate, groups, odometer), by id, in one read."""
         refs = await self._store.entities.vehicle_refs(tenant)

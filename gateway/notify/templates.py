@@ -3,6 +3,7 @@ on upload, cached compiled per process, previewed on a sample (`templating.py` r
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -89,6 +90,11 @@ class TemplateService:
 
     async def list(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
         return await self._store.list(tenant, after=after, limit=limit)
+
+    async def names(self, tenant: str, channel_type: str) -> builtins.list[Doc]:
+        """Every template of a channel type (its id and name), in one query: what a
+        channel's test send offers, however many."""
+        return await self._store.every(tenant, {"channel_type": channel_type}, ("name",))
 
     async def replace(self, tenant: str, ref: str, body: Mapping[str, Any], author: str) -> Doc:
         current = await self.get(tenant, ref)

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 from gateway.errors import FieldProblem, InvalidPayload, PartnerError
@@ -417,9 +417,7 @@ def build_auth(
         return build_geotab_auth(credentials, on_refresh, on_refused, clock)
     builder = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
-        known = ", ".join(
-            [*_STATIC_BUILDERS, "oauth2_client_credentials", "google_service_account", "geotab"]
-        )
+        known = ", ".join(AUTH_TYPES)
         raise _invalid("/auth/type", f"unknown auth type {kind!r}; expected one of {known}")
     return StaticAuth(builder(_Fields(credentials, saving)))
 
@@ -509,6 +507,13 @@ _STATIC_BUILDERS: dict[str, Callable[[_Fields], Applied]] = {
     "query": _query,
     "none": _none,
 }
+# Every credential type `build_auth` builds (what the UI must name, and the API accepts).
+AUTH_TYPES: Final = (
+    *_STATIC_BUILDERS,
+    "oauth2_client_credentials",
+    "google_service_account",
+    "geotab",
+)
 
 
 def _build_oauth2(

@@ -16,6 +16,7 @@ from gateway.mapping_files.source import MappingSource
 from gateway.schedules.spec import check_fields, public_schedule
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc, Store, new_id
+from gateway.store.client import name_containing
 from gateway.store.schedules import FREE
 
 
@@ -110,9 +111,12 @@ class ScheduleService:
         return self._public(doc)
 
     async def list(
-        self, tenant: str, *, after: str | None, limit: int
+        self, tenant: str, *, after: str | None, limit: int, name: str | None = None
     ) -> builtins.list[dict[str, Any]]:
-        docs = await self._store.schedules.list(tenant, after=after, limit=limit)
+        """A page of schedules, by id; with `name`, those whose name holds it (any case)."""
+        docs = await self._store.schedules.list(
+            tenant, name_containing(name), after=after, limit=limit
+        )
         return [self._public(d) for d in docs]
 
     async def get(self, tenant: str, schedule_id: str) -> dict[str, Any]:

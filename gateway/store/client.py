@@ -410,6 +410,14 @@ async def find_by_id(collection: Collection, tenant: str, doc_id: str) -> Doc | 
         return await collection.find_one(scoped(tenant, {"_id": oid}))
 
 
+def name_containing(text: str | None) -> Doc:
+    """A list's name search: the names holding `text` in any case (its characters taken
+    literally); no condition for none. It reads the tenant's (tenant, name) index."""
+    if not text:
+        return {}
+    return {"name": {"$regex": re.escape(text), "$options": "i"}}
+
+
 def scoped(tenant: str, query: Mapping[str, Any] | None = None) -> Doc:
     """Every query names its tenant; the data layer refuses one that does not."""
     if not isinstance(tenant, str) or not tenant:

@@ -26,6 +26,7 @@ from gateway.store.client import (
     Collection,
     Doc,
     cursor_text,
+    name_containing,
     scoped,
     translate_errors,
 )
@@ -64,9 +65,14 @@ class TriggerStore:
         with translate_errors():
             return await self._c.find_one(scoped(tenant, {"_id": trigger_id}))
 
-    async def list(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
+    async def list(
+        self, tenant: str, *, after: str | None, limit: int, name: str | None = None
+    ) -> list[Doc]:
+        """A page of the tenant's triggers, by id; only those whose name holds `name`."""
         after = cursor_text(after, TRIGGER_CURSOR)
-        query: Doc = {} if after is None else {"_id": {"$gt": after}}
+        query = name_containing(name)
+        if after is not None:
+            query["_id"] = {"$gt": after}
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query))
             return await cursor.sort("_id", ASCENDING).limit(limit).to_list(limit)

@@ -129,8 +129,11 @@ class TriggerService:
         self._on_change(doc["_id"])  # (an id called before it existed is known as none)
         return IssuedTrigger(self._public(doc), token, secret)
 
-    async def list(self, tenant: str, *, after: str | None, limit: int) -> list[dict[str, Any]]:
-        docs = await self._store.triggers.list(tenant, after=after, limit=limit)
+    async def list(
+        self, tenant: str, *, after: str | None, limit: int, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A page of triggers, by id; with `name`, those whose name holds it (any case)."""
+        docs = await self._store.triggers.list(tenant, after=after, limit=limit, name=name)
         return [self._public(doc) for doc in docs]
 
     async def get(self, tenant: str, trigger_id: str) -> dict[str, Any]:

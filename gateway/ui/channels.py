@@ -14,6 +14,7 @@ from gateway.errors import GatewayError, InvalidPayload
 from gateway.notify.channels import public_channel
 from gateway.notify.policy import CHANNEL_TYPES
 from gateway.notify.testing import TEST_FIELDS, check_test_body, send_test
+from gateway.ui import choices
 from gateway.ui.forms import (
     Form,
     Problem,
@@ -98,12 +99,9 @@ async def channel_page(
 ) -> web.Response:
     tenant, notify = tenant_of(request), services_of(request).notify
     channel = public_channel(await notify.channels.get(tenant, _ref(request)))
-    templates = await notify.templates.list(tenant, after=None, limit=paging.MAX_PAGE)
     context = {
         "channel": channel,
-        "templates": [
-            (t["name"], t["name"]) for t in templates if t["channel_type"] == channel["type"]
-        ],
+        "templates": await choices.templates(request, channel["type"]),
         "edit": edit or editing(_edit_values(channel)),
         "test": test or Form(),
         "outcome": outcome,

@@ -1,10 +1,11 @@
-"""What a form's selects offer: every one of a tenant's partners, actions, drivers (each in
-one query, only the members a select shows) or mappings (read page by page: a list page holds
-at most paging.MAX_PAGE), so whatever is stored can be chosen and a stored choice is always an
-option (the `select` macro offers the form's value even when nothing holds it, say a mapping
-deleted since): a save never turns a choice the select could not show into another, or into
-none. The same lists name the partners and actions a page refers to by id (the deliveries'
-"To" column). (The pages that look at a whole fleet read it in one query: FleetOverview.)"""
+"""What a form's selects offer: every one of a tenant's partners, actions, drivers, a channel
+type's templates (each in one query, only the members a select shows) or mappings (read page
+by page: a list page holds at most paging.MAX_PAGE), so whatever is stored can be chosen and
+a stored choice is always an option (the `select` macro offers the form's value even when
+nothing holds it, say a mapping deleted since): a save never turns a choice the select could
+not show into another, or into none. The same lists name the partners and actions a page
+refers to by id (the deliveries' "To" column). (The pages that look at a whole fleet read it
+in one query: FleetOverview.)"""
 
 from __future__ import annotations
 
@@ -63,6 +64,12 @@ async def entities(request: web.Request, etype: str, fields: tuple[str, ...]) ->
     """The tenant's entities of a type (its drivers), only the `data` members `fields`, in
     one query."""
     return await services_of(request).entities.every(tenant_of(request), etype, fields)
+
+
+async def templates(request: web.Request, channel_type: str) -> list[tuple[str, str]]:
+    """The tenant's templates of a channel type, as (name, name) options, in one query."""
+    found = await services_of(request).notify.templates.names(tenant_of(request), channel_type)
+    return [(str(t["name"]), str(t["name"])) for t in found]
 
 
 def named(docs: list[Doc]) -> list[tuple[str, str]]:

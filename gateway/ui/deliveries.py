@@ -8,6 +8,8 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.delivery.deliveries import STATUSES, parse_filters, public_delivery
+from gateway.errors import NotFound
+from gateway.schemas.registry import ENTITY_TYPES
 from gateway.ui import choices
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
@@ -16,12 +18,34 @@ from gateway.web.state import services_of
 _FILTERS = ("status", "partner_id", "action_id", "entity_id", "run_id")
 
 
+async def _matching(request: web.Request, filters: dict[str, str]) -> dict[str, str]:
+    """The filters as the store reads them: the entity one, typed as the list shows an entity
+    ("vehicle ABC1D23"), as its key alone in any written form (`abc-1d23`, a CPF with its
+    punctuation) or as its id, is the entity's id (an entity deleted since is found only by
+    the id its deliveries keep). A key alone is looked for in each entity type in turn."""
+    typed = filters.get("entity_id", "").strip()
+    if not typed:
+        return filters
+    etype, _, key = typed.partition(" ")
+    candidates = [(etype, key.strip())] if etype in ENTITY_TYPES and key.strip() else []
+    candidates += [(t, typed) for t in ENTITY_TYPES]
+    tenant, entities = tenant_of(request), services_of(request).entities
+    for etype, ref in candidates:
+        try:
+            doc = await entities.get(tenant, etype, ref)
+        except NotFound:
+            continue
+        return {**filters, "entity_id": str(doc["_id"])}
+    return {**filters, "entity_id": typed}
+
+
 async def list_deliveries(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
     services = services_of(request)
     limit, cursor = paging.page_params(request.query)
     filters = parse_filters({k: v for k, v in request.query.items() if k in _FILTERS})
-    docs = await services.deliveries.list(tenant, filters, before=cursor, limit=limit)
+    matching = await _matching(request, filters)
+    docs = await services.deliveries.list(tenant, matching, before=cursor, limit=limit)
     actions = choices.named(await choices.actions(request))
     context = {
         "items": [public_delivery(d) for d in docs],
@@ -49,6 +73,7 @@ async def replay_delivery(request: web.Request) -> web.Response:
 async def replay_deliveries(request: web.Request) -> web.Response:
     data = form_of(request)
     filters = parse_filters({k: v for k in _FILTERS if isinstance(v := data.get(k), str) and v})
-    count = await services_of(request).deliveries.replay_matching(tenant_of(request), filters)
+    matching = await _matching(request, filters)
+    count = await services_of(request).deliveries.replay_matching(tenant_of(request), matching)
     flash = "deliveries.replayed_many" if count else "deliveries.replayed_none"
     return redirect("/admin/deliveries?status=pending", flash=flash)

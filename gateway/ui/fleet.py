@@ -186,9 +186,12 @@ def fence_body(values: Mapping[str, Any], editing: bool, lang: str) -> dict[str,
     return body
 
 
-async def _fences_drawn(request: web.Request, fences: list[dict[str, Any]]) -> dict[str, Any]:
-    vehicles = await services_of(request).fleet_overview.vehicles(tenant_of(request))
-    return await _drawn(request, fences, vehicles)
+async def _fences_drawn(request: web.Request, _page: list[dict[str, Any]]) -> dict[str, Any]:
+    """The list's map: every fence of the tenant (not only the list page's), as the fold
+    checks them, over the fleet's recent tracks."""
+    overview, tenant = services_of(request).fleet_overview, tenant_of(request)
+    fences = [public_rule(d) for d in await overview.fences(tenant)]
+    return await _drawn(request, fences, await overview.vehicles(tenant))
 
 
 async def _fence_drawn(request: web.Request, fence: dict[str, Any]) -> dict[str, Any]:

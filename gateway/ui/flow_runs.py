@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway import paging
 from gateway.delivery.deliveries import public_delivery
 from gateway.flows.runs import STATUSES, public_run
+from gateway.ui import choices
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import tenant_of
 from gateway.web.state import services_of
@@ -44,7 +45,7 @@ async def flow_run_page(request: web.Request) -> web.Response:
         tenant, {"run_id": run["id"]}, before=None, limit=paging.MAX_PAGE
     )
     deliveries = [public_delivery(d) for d in docs]
-    actions = await services.actions.list_actions(tenant, {}, after=None, limit=paging.MAX_PAGE)
+    actions = await choices.actions(request)
     context = {
         "run": run,
         "deliveries": deliveries,

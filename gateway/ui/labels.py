@@ -9,12 +9,12 @@ from typing import Final
 from gateway.auth.tokens import ADMIN_ROLES
 from gateway.mapping_files.dry_run import WRITES
 from gateway.models import DeliveryKind, DeliveryStatus, RunStatus
+from gateway.outbound.partner_auth import AUTH_TYPES
 from gateway.outbound.verdict import Verdict
 from gateway.schemas import ENTITY_TYPES
 from gateway.ui.actions import FLAGS
 from gateway.ui.forms import ERROR_STATUSES, KEYWORDS
 from gateway.ui.i18n import LANGUAGES
-from gateway.ui.partners import AUTH_TYPES
 
 # What a flow run's step (or one of its messages) ended with (docs/flows.md, "Runs").
 STEP_OUTCOMES: Final = (
@@ -49,7 +49,7 @@ ENUMS: Final[dict[str, tuple[str, ...]]] = {
     "direction": ("inbound", "outbound"),
     "write": WRITES,
     "diff": ("added", "removed", "changed"),
-    "auth_type": (*AUTH_TYPES, "google_service_account"),
+    "auth_type": AUTH_TYPES,  # every type a partner's credentials can have
     "mode": ("deliver", "proxy"),
     "kind": tuple(k.value for k in DeliveryKind),
     "run_status": tuple(s.value for s in RunStatus),

@@ -113,7 +113,7 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         request[form_key] = form
         token = form.get("csrf")
         if not isinstance(token, str) or not _csrf_ok(request, visitor, token):
-            return _error_page(request, 403, "csrf")
+            return _foreign_form(request, visitor, route, form)
         session = visitor.session
         if session is not None and route not in ANY_ROLE_POSTS and not session.can_change:
             return _error_page(request, 403, "viewer")
@@ -264,6 +264,36 @@ async def _kept_form(request: web.Request) -> Kept | web.Response | None:
     token = form.get("csrf")
     if not isinstance(token, str) or (ended is not None and not check_csrf(ring, ended, token)):
         return None
+    return _keep(form)
+
+
+def _foreign_form(
+    request: web.Request, visitor: Visitor, route: str | None, form: Any
+) -> web.Response:
+    """A POST whose CSRF token is not the session's: a 403, nothing done. When the browser
+    says it comes from a page of ours (`_same_origin`) and a session is live, it is a form of
+    a session that ended meanwhile (the admin logged in again in another tab, so the cookie
+    names the new session): what was typed is shown, kept as after a login, for **Save it**
+    with this session's token (every check of the form applies then); secrets are asked for
+    again. Anything else (another site's form, a logout) gets the bare 403 page."""
+    session = visitor.session
+    kept = _keep(form)
+    if session is None or route == "logout" or not _same_origin(request):
+        return _error_page(request, 403, "csrf")
+    if not (kept.fields or kept.retype):
+        return _error_page(request, 403, "csrf")
+    context = {
+        "kept": kept.fields,
+        "retype": kept.retype,
+        "action": request.path,
+        "resume_csrf": visitor.csrf,
+        "intro": "login.resume_replaced",
+    }
+    return render(request, "resume.html", context, status=403)
+
+
+def _keep(form: Any) -> Kept:
+    """A posted form's text fields as typed but its secrets (named, to be typed again)."""
     typed = [(k, v) for k, v in form.items() if isinstance(v, str) and k != "csrf"]
     fields: list[tuple[str, str]] = []
     retype: set[str] = set()

@@ -60,7 +60,8 @@ async def upload_flow(request: web.Request) -> web.Response:
         )
     except InvalidPayload as exc:
         return await list_flows(request, Form(values).refuse(exc, ("source",)))
-    return redirect(f"/admin/flows/{version.name}", flash="flows.uploaded")
+    flash = "flows.uploaded" if version.created else "flows.unchanged"
+    return redirect(f"/admin/flows/{version.name}", flash=flash)
 
 
 async def flow_page(

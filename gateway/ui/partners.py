@@ -31,9 +31,21 @@ from gateway.ui.state import form_lang, form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
-AUTH_TYPES: Final = ("bearer", "header", "basic", "oauth2_client_credentials", "query", "none")
+# What the credentials form offers: every type but a Google service account (its JSON key is
+# given through the API).
+AUTH_TYPES: Final = (
+    "bearer",
+    "header",
+    "basic",
+    "oauth2_client_credentials",
+    "query",
+    "geotab",
+    "none",
+)
 AUTH_FIELDS: Final = (
     "auth.type",
+    "auth.url",
+    "auth.database",
     "auth.token",
     "auth.name",
     "auth.value",
@@ -70,6 +82,7 @@ _AUTH_PARTS: Final = {
     "basic": ("username", "password"),
     "oauth2_client_credentials": ("token_url", "client_id", "client_secret", "scope"),
     "query": ("name", "value"),
+    "geotab": ("url", "database", "username", "password"),
     "none": (),
 }
 

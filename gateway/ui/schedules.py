@@ -105,9 +105,13 @@ def _json_text(value: Any) -> str:
 
 async def list_schedules(request: web.Request) -> web.Response:
     limit, cursor = paging.page_params(request.query)
-    items = await services_of(request).schedules.list(tenant_of(request), after=cursor, limit=limit)
+    name = request.query.get("name", "").strip()
+    items = await services_of(request).schedules.list(
+        tenant_of(request), after=cursor, limit=limit, name=name or None
+    )
     next_cursor = items[-1]["id"] if len(items) == limit else None
-    return render(request, "schedules/list.html", {"items": items, "next_cursor": next_cursor})
+    context = {"items": items, "next_cursor": next_cursor, "name": name}
+    return render(request, "schedules/list.html", context)
 
 
 async def new_schedule(request: web.Request) -> web.Response:

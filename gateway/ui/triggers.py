@@ -85,9 +85,13 @@ def _id(request: web.Request) -> str:
 
 async def list_triggers(request: web.Request) -> web.Response:
     limit, cursor = paging.page_params(request.query)
-    items = await services_of(request).triggers.list(tenant_of(request), after=cursor, limit=limit)
+    name = request.query.get("name", "").strip()
+    items = await services_of(request).triggers.list(
+        tenant_of(request), after=cursor, limit=limit, name=name or None
+    )
     next_cursor = items[-1]["id"] if len(items) == limit else None
-    return render(request, "triggers/list.html", {"items": items, "next_cursor": next_cursor})
+    context = {"items": items, "next_cursor": next_cursor, "name": name}
+    return render(request, "triggers/list.html", context)
 
 
 async def new_trigger(request: web.Request) -> web.Response:
