@@ -650,8 +650,7 @@ def _events(
     detail: Mapping[str, Any] | None,
 ) -> list[Doc]:
     """A write's events: `entity.created`, or `entity.updated` when it changed something,
-    then the mapping's events (`extra`) this write announces (`Emit.announced`: by default
-    only a write that changed the entity; a stale or repeated value changes nothing)."""
+    then the further events it announces (`announced_events`)."""
     if created:
         events = [_event("entity.created", etype, data, [], origin)]
     else:
@@ -659,10 +658,34 @@ def _events(
     fields = [c.field for c in changes]
     events += [
         _event(e.type, etype, data, changes, origin, detail, e.occurrence)
-        for e in extra
-        if e.announced(created, fields, data)
+        for e in announced_events(etype, data, created, fields, extra)
     ]
     return events
+
+
+KIND_EVENTS: Mapping[str, str] = {"checklist": "checklist.completed"}
+"""Built-in kinds whose creation is itself an event, whoever writes it (an admin, a trigger
+with or without a mapping): a checklist is completed once, when it is first stored, and the
+fleet's feeds (a `service` resets the vehicle's plans, `driver_cpf` drives the vehicle from
+`completed_at`) and flows act on `checklist.completed`."""
+
+
+def announced_events(
+    etype: str,
+    data: Mapping[str, Any],
+    created: bool,
+    fields: Sequence[str],
+    extra: Sequence[Emit],
+) -> list[Emit]:
+    """The events beside `entity.*` a write announces: the mapping's (`extra`) that this write
+    announces (`Emit.announced`: by default only a write that changed the entity; a stale or
+    repeated value changes nothing), and a created built-in kind's own (`KIND_EVENTS`) unless
+    the mapping announces that one itself (the shipped `checklist` mapping does: one event)."""
+    found = [e for e in extra if e.announced(created, fields, data)]
+    own = KIND_EVENTS.get(str(data.get("kind"))) if created and etype == "other" else None
+    if own is not None and all(e.type != own for e in found):
+        found.insert(0, Emit(own, "create"))
+    return found
 
 
 def _event(
