@@ -442,3 +442,52 @@ async def test_write_answers_carry_the_timestamps_a_read_gives(client: Client) -
         patched = await (await client.patch(url, json={"make": "Fiat"}, headers=auth())).json()
         got = await (await client.get(url, headers=auth())).json()
         assert patched["updated_at"] == got["updated_at"]
+
+
+async def test_phone_fields_are_read_as_the_sms_path_reads_them_and_stored_in_e164(
+    client: Client,
+) -> None:
+    """A driver's, an operator's and a supplier contact's `phone` follow one rule, the SMS
+    path's (`ids.e164`): a number as people write it is stored in E.164; text that is no
+    number, and a mobile written before its ninth digit (a number that no longer exists), are
+    refused naming the field and why."""
+    cpfs = iter(["52998224725", "11144477735", "01234567890", "39053344705", "71428793860"])
+    stored = {}
+    for phone in ("11.98765.4321", "(11) 3456-7890", "+44 7911 123456"):
+        driver = {"name": "X", "cpf": next(cpfs), "phone": phone}
+        stored[phone] = (await post(client, "/api/v1/entities/driver", driver))["phone"]
+    assert stored == {
+        "11.98765.4321": "+5511987654321",
+        "(11) 3456-7890": "+551134567890",
+        "+44 7911 123456": "+447911123456",
+    }
+    refused = {}
+    for phone in ("((((((((", "--------", "+55 11 8765-4321", "(11) 98765-4321 r. 5"):
+        body = {"name": "X", "cpf": next(cpfs, "71428793860"), "phone": phone}
+        answer = await client.post("/api/v1/entities/driver", json=body, headers=auth())
+        problem = await answer.json()
+        assert answer.status == 422, problem
+        [error] = problem["errors"]
+        assert error["pointer"] == "/phone" and error["keyword"] == "format", problem
+        refused[phone] = error["message"].partition(": ")[2]
+    assert refused == {
+        "((((((((": '"((((((((" is not a valid phone number: only digits, spaces,'
+        " - . ( ) and a leading + make one",
+        "--------": '"--------" is not a valid phone number: only digits, spaces,'
+        " - . ( ) and a leading + make one",
+        "+55 11 8765-4321": '"+55 11 8765-4321" is not a valid phone number: an 8-digit mobile'
+        " number; mobiles have 9 digits, a 9 before these 8",
+        "(11) 98765-4321 r. 5": '"(11) 98765-4321 r. 5" is not a valid phone number: only'
+        " digits, spaces, - . ( ) and a leading + make one",
+    }
+    supplier = {
+        "name": "Oficina",
+        "cnpj": "11.222.333/0001-81",
+        "contact": {"phone": "011 3333-4444"},
+    }
+    created = await post(client, "/api/v1/entities/supplier", supplier)
+    assert created["contact"]["phone"] == "+551133334444"
+    operator = {"name": "Op", "email": "op@example.com", "cpf": "52998224725", "phone": "x"}
+    answer = await client.post("/api/v1/entities/operator", json=operator, headers=auth())
+    assert answer.status == 422
+    assert [e["pointer"] for e in (await answer.json())["errors"]] == ["/phone"]
