@@ -491,3 +491,31 @@ async def test_phone_fields_are_read_as_the_sms_path_reads_them_and_stored_in_e1
     answer = await client.post("/api/v1/entities/operator", json=operator, headers=auth())
     assert answer.status == 422
     assert [e["pointer"] for e in (await answer.json())["errors"]] == ["/phone"]
+
+
+async def test_a_key_written_with_its_slash_names_the_entity_in_a_path(client: Client) -> None:
+    """A CNPJ, a plate or an `other`'s key is written with slashes (`11.222.333/0001-81`,
+    `ABC/1234`): the rest of the path is the key, as `%2F` is; a vehicle's own parts
+    (`…/drivers`) keep their routes."""
+    supplier = {"name": "Acme", "cnpj": "11.222.333/0001-81"}
+    created = await post(client, "/api/v1/entities/supplier", supplier)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC/1234"})
+    fine = {"kind": "fine", "ait_number": "SP1", "plate": "ABC1234", "amount_brl": 9.5}
+    await post(client, "/api/v1/entities/other", {**fine, "key": "SP/2026/1", "status": "open"})
+    path = "/api/v1/entities/supplier/11.222.333/0001-81"
+    assert (await (await client.get(path, headers=auth())).json())["id"] == created["id"]
+    patched = await client.patch(path, json={"trade_name": "ACME"}, headers=auth())
+    assert patched.status == 200, await patched.text()
+    for read in ("/api/v1/entities/vehicle/ABC/1234", "/api/v1/entities/other/fine:SP/2026/1"):
+        assert (await client.get(read, headers=auth())).status == 200, read
+    drivers = await client.get("/api/v1/entities/vehicle/ABC/1234/drivers", headers=auth())
+    assert drivers.status == 200 and (await drivers.json())["items"] == []
+    assert (await client.delete("/api/v1/entities/vehicle/ABC/1234/drivers")).status == 405
+    spec = {"name": "erp", "entity_type": "supplier", "methods": ["GET"]}
+    trigger = await post(client, "/api/v1/triggers", spec)
+    bearer = {"Authorization": f"Bearer {trigger['token']}"}
+    read = await client.get(f"/hooks/{trigger['id']}/11.222.333/0001-81", headers=bearer)
+    assert read.status == 200 and (await read.json())["cnpj"] == "11222333000181"
+    assert (await client.delete(path, headers=auth())).status == 204
+    gone = await client.get(path, headers=auth())
+    assert gone.status == 404 and gone.content_type == "application/problem+json"
