@@ -26,7 +26,7 @@ from gateway.formats import at_path
 from gateway.kinds import KindService
 from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
-from gateway.schemas.ids import normalize_identifier, plate_equivalents
+from gateway.schemas.ids import normalize_identifier, normalize_plate, plate_equivalents
 from gateway.schemas.registry import SchemaRegistry, reference_field
 from gateway.store import Doc, Store, new_id
 from gateway.store.entities import FILTERABLE, TogetherWrite
@@ -307,8 +307,9 @@ class EntityService:
         self, etype: str, query: Mapping[str, str], *, ignore: Collection[str] = ()
     ) -> dict[str, str]:
         """Query parameters as filters on the type's indexed fields and its natural key,
-        normalised as stored; BadRequest names the unknown ones. Paging parameters and
-        `ignore` (a token parameter, say) are not filters."""
+        normalised as stored, but a `plate` as sent (`find` matches its spellings, and the
+        text as sent where a kind keeps it so); BadRequest names the unknown ones. Paging
+        parameters and `ignore` (a token parameter, say) are not filters."""
         self._schemas.require_type(etype)
         allowed = {*FILTERABLE.get(etype, ()), reference_field(etype)}
         filters = {k: v for k, v in query.items() if k not in PAGE_PARAMS and k not in ignore}
@@ -320,7 +321,7 @@ class EntityService:
                 f"cannot filter {etype} by {', '.join(unknown)}; "
                 f"filters: {', '.join(sorted(allowed))}"
             )
-        return {k: normalize_identifier(k, v) for k, v in filters.items()}
+        return {k: v if k == "plate" else normalize_identifier(k, v) for k, v in filters.items()}
 
     async def get(self, tenant: str, etype: str, ref: str) -> Doc:
         """By id, or else by natural key."""
@@ -350,7 +351,9 @@ class EntityService:
         """Entities matching `filters` and none of `excluding` (a field unset is not excluded).
         A `plate` filter finds by either spelling (old or Mercosul): a vehicle, as `get` does,
         on the natural key; a fine (or any entity with a plate) by every `plate_equivalents`
-        spelling, so the fines of FIN1C34 include those issued to it as FIN1234."""
+        spelling, so the fines of FIN1C34 include those issued to it as FIN1234, and by the
+        text as given and normalised (a kind whose `plate` is free text keeps it as sent:
+        `abc-1234`, `MOTO 77`)."""
         self._schemas.require_type(etype)
         nk = None
         one_of: dict[str, tuple[str, ...]] = {}
@@ -361,9 +364,10 @@ class EntityService:
                 return []
         elif isinstance(plate, str):
             try:
-                one_of["plate"] = plate_equivalents(plate)
-            except ValueError:  # not a plate: a kind's free text, matched as it is
-                one_of["plate"] = (plate,)
+                spellings: tuple[str, ...] = plate_equivalents(plate)
+            except ValueError:  # not a plate: a kind's free text
+                spellings = (normalize_plate(plate),)
+            one_of["plate"] = tuple(dict.fromkeys((*spellings, plate)))
         if nk is not None or one_of:
             filters = {k: v for k, v in filters.items() if k != "plate"}
         return await self._store.entities.find(

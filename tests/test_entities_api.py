@@ -177,6 +177,32 @@ async def test_plate_filter_finds_fines_issued_to_either_spelling_of_the_plate(
         assert answer.status == 200 and (await answer.json())["items"] == [], query
 
 
+async def test_plate_filter_finds_a_kinds_free_text_plate_by_the_value_it_stored(
+    client: Client,
+) -> None:
+    """A kind whose `plate` is free text (no `format: plate`) keeps it as sent: `?plate=`
+    finds it by that very text, as well as by its normalised spellings; a vehicle's filter
+    takes any spelling."""
+    schema = {"type": "object", "properties": {"plate": {"type": "string"}}}
+    kind = await client.post(
+        "/api/v1/kinds", json={"name": "pedagio", "schema": schema}, headers=auth()
+    )
+    assert kind.status == 201
+    for key, plate in (("P1", "abc-1234"), ("P2", "MOTO 77"), ("P3", "ABC1C34")):
+        created = await _create(client, "other", {"kind": "pedagio", "key": key, "plate": plate})
+        assert created["plate"] == plate  # stored as sent
+    found = {}
+    for plate in ("abc-1234", "MOTO 77", "moto-77", "ABC1234"):
+        query = {"kind": "pedagio", "plate": plate}
+        answer = await client.get("/api/v1/entities/other", params=query, headers=auth())
+        found[plate] = sorted(i["key"] for i in (await answer.json())["items"])
+    assert found == {"abc-1234": ["P1", "P3"], "MOTO 77": ["P2"], "moto-77": [], "ABC1234": ["P3"]}
+    await _create(client, "vehicle", VEHICLE)
+    query = {"plate": "abc.1c34"}
+    answer = await client.get("/api/v1/entities/vehicle", params=query, headers=auth())
+    assert [v["plate"] for v in (await answer.json())["items"]] == ["ABC1234"]
+
+
 async def test_other_tenant_sees_404_never_the_data(client: Client) -> None:
     created = await _create(client, "vehicle", VEHICLE, tenant="acme")
     response = await client.get(f"/api/v1/entities/vehicle/{created['id']}", headers=auth("globex"))
