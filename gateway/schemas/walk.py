@@ -368,16 +368,18 @@ class Resolver:
         Pointer in the root, or None when it names nothing in this schema."""
         self._index()
         uri, _, fragment = _join(self._base.get(id(node), _DEFAULT_BASE), ref).partition("#")
-        target = self._resources.get(uri)
-        if target is None:
+        resource = self._resources.get(uri)
+        if resource is None:
             return None
-        if fragment.startswith("/"):
-            target = _follow(target, unquote(fragment))
+        if fragment.startswith("/"):  # (a boolean subschema too: `false` allows nothing)
+            pointer = unquote(fragment)
+            target, at = _follow(resource, pointer), self._pointer[id(resource)] + pointer
         elif fragment:
             target = self._anchors.get((uri, unquote(fragment)))
-        if target is None or id(target) not in self._pointer:
-            return None
-        return target, self._pointer[id(target)]
+            at = self._pointer.get(id(target), "")
+        else:
+            target, at = resource, self._pointer[id(resource)]
+        return None if target is None else (target, at)
 
     def _index(self) -> None:
         if self._indexed:
