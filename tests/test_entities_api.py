@@ -526,13 +526,13 @@ async def test_a_key_written_with_its_slash_names_the_entity_in_a_path(client: C
     supplier = {"name": "Acme", "cnpj": "11.222.333/0001-81"}
     created = await post(client, "/api/v1/entities/supplier", supplier)
     await post(client, "/api/v1/entities/vehicle", {"plate": "ABC/1234"})
-    fine = {"kind": "fine", "ait_number": "SP1", "plate": "ABC1234", "amount_brl": 9.5}
-    await post(client, "/api/v1/entities/other", {**fine, "key": "SP/2026/1", "status": "open"})
+    await post(client, "/api/v1/kinds", {"name": "nota", "schema": {"type": "object"}})
+    await post(client, "/api/v1/entities/other", {"kind": "nota", "key": "NF/2026/1"})
     path = "/api/v1/entities/supplier/11.222.333/0001-81"
     assert (await (await client.get(path, headers=auth())).json())["id"] == created["id"]
     patched = await client.patch(path, json={"trade_name": "ACME"}, headers=auth())
     assert patched.status == 200, await patched.text()
-    for read in ("/api/v1/entities/vehicle/ABC/1234", "/api/v1/entities/other/fine:SP/2026/1"):
+    for read in ("/api/v1/entities/vehicle/ABC/1234", "/api/v1/entities/other/nota:NF/2026/1"):
         assert (await client.get(read, headers=auth())).status == 200, read
     drivers = await client.get("/api/v1/entities/vehicle/ABC/1234/drivers", headers=auth())
     assert drivers.status == 200 and (await drivers.json())["items"] == []
