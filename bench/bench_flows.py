@@ -82,8 +82,9 @@ def _settings(tmp: Path, database: str) -> Settings:
 def _fine(n: int) -> dict[str, object]:
     return {
         "kind": "fine",
-        "key": f"B{n:09d}",
+        "key": f"261810:B{n:09d}",
         "ait_number": f"B{n:09d}",
+        "authority": "261810",
         "plate": "ABC1D23",
         "occurred_at": f"2026-11-18T{10 + n % 10:02d}:{n % 60:02d}:00Z",
         "place": "Av. Paulista, 1000",

@@ -27,8 +27,9 @@ VEHICLE = {
 }
 FINE = {
     "kind": "fine",
-    "key": "A123456789",
+    "key": "261810:A123456789",
     "ait_number": "A123456789",
+    "authority": "261810",
     "plate": "ABC1D23",
     "amount_brl": 130.16,
     "driver_cpf": "52998224725",

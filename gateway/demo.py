@@ -109,7 +109,7 @@ OPERATORS: list[dict[str, Any]] = [
 OTHERS: list[dict[str, Any]] = [
     {
         "kind": "fine",
-        "key": "SP123456789",
+        "key": "DETRAN-SP:SP123456789",
         "ait_number": "SP123456789",
         "plate": "ABC1D23",
         "authority": "DETRAN-SP",

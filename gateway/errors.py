@@ -234,6 +234,16 @@ class EventsBacklogged(Unavailable):
     """An entity's events wait to be relayed: writes that add more wait (backpressure)."""
 
 
+class EntityContended(Unavailable):
+    """A write lost every round to other processes' writes of the same entity: nothing of it
+    was stored; the same write succeeds once they are done."""
+
+    title, slug = "Entity busy", "entity-contended"
+
+    def __init__(self, detail: str = "", *, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
+
+
 class StoreUnavailable(Unavailable):
     title, slug = "Database unavailable", "store-unavailable"
 

@@ -371,6 +371,7 @@ def _assemble(
                 ),
                 missing_seconds=settings.fold_gap_seconds,
             ),
+            flows=flow_runtime.starter.naming,
         ),
         fleet_rules=fleet_rules,
         geofences=GeofenceService(store.fleet_rules.geofences, on_change=fleet_rules.forget),

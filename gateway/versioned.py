@@ -20,7 +20,7 @@ from gateway.store import Doc
 from gateway.store.mappings import MappingStore
 
 V = TypeVar("V")
-# How long an identical upload waits for the one that took the number to store it.
+# How long an identical upload waits for the one that claimed the number to store it.
 _WAIT_STEPS = 100
 _WAIT_STEP_SECONDS = 0.05
 
@@ -57,23 +57,55 @@ class VersionedDocuments(Generic[V]):
         entity_type: str | None = None,
     ) -> tuple[int, bool]:
         """A new version of `text` (active unless `activate=False`) with `fields`; the same
-        text as the latest version is that version (activated when asked). The version and
-        whether it is new."""
+        text as the latest version, or as another upload under way at the same time, is that
+        version (activated when asked). The version and whether it is new."""
         source = text if isinstance(text, str) else text.decode("utf-8-sig")
         checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
         latest = await self._store.latest(tenant, name)
-        version = None
-        if latest is None or latest["checksum"] != checksum:
-            version = await self._store.allocate_version(tenant, name, checksum)
-        if version is None:  # the latest version's text, or being stored as it by another upload
-            latest = await self._stored_by_another(tenant, name, checksum)
-            if latest is not None:
-                if activate:
-                    await self._store.set_active(tenant, name, latest["version"], _shown(latest))
-                    self._on_change(tenant, name)
-                return latest["version"], False
-            version = await self._store.allocate_version(tenant, name, None)
-        assert version is not None  # allocated without a checksum: always a number
+        since = 0 if latest is None else int(latest["version"])
+        if latest is not None and latest["checksum"] == checksum:
+            stored = await self._stored_by_another(tenant, name, since)
+            if stored is not None:
+                return await self._answered(tenant, name, stored, activate=activate), False
+        upload, since = await self._store.begin_upload(tenant, name, since)
+        try:
+            return await self._add(
+                tenant,
+                name,
+                source,
+                checksum,
+                fields,
+                since,
+                activate=activate,
+                author=author,
+                direction=direction,
+                entity_type=entity_type,
+            )
+        finally:
+            await self._store.end_upload(tenant, name, upload)
+
+    async def _add(
+        self,
+        tenant: str,
+        name: str,
+        source: str,
+        checksum: str,
+        fields: Doc,
+        since: int,
+        *,
+        author: str,
+        activate: bool,
+        direction: str,
+        entity_type: str | None,
+    ) -> tuple[int, bool]:
+        version, new = await self._store.claim_version(tenant, name, checksum, since=since)
+        while not new:  # the same text, numbered by an upload at the same time
+            stored = await self._stored_by_another(tenant, name, version)
+            if stored is not None:
+                return await self._answered(tenant, name, stored, activate=activate), False
+            version, new = await self._store.claim_version(
+                tenant, name, checksum, since=since, abandoned=version
+            )
         doc: Doc = {
             "name": name,
             "version": version,
@@ -94,17 +126,22 @@ class VersionedDocuments(Generic[V]):
         self._on_change(tenant, name)
         return version, True
 
-    async def _stored_by_another(self, tenant: str, name: str, checksum: str) -> Doc | None:
-        """The latest version, of this text, once the upload that took its number has stored
-        and published it (at once when it has); None if that upload never does (it failed
-        or its process stopped), and then this one stores the text itself."""
+    async def _stored_by_another(self, tenant: str, name: str, version: int) -> Doc | None:
+        """`version`, once the upload that claimed it has stored it (at once when it has);
+        None if that upload never does (it failed, or its process stopped)."""
         for _ in range(_WAIT_STEPS):
-            latest = await self._store.latest(tenant, name)
-            if latest is not None and latest["checksum"] == checksum:
-                if await self._store.head(tenant, name) is not None:
-                    return latest
+            doc = await self._store.version(tenant, name, version)
+            if doc is not None and await self._store.head(tenant, name) is not None:
+                return doc
             await asyncio.sleep(_WAIT_STEP_SECONDS)
         return None
+
+    async def _answered(self, tenant: str, name: str, doc: Doc, *, activate: bool) -> int:
+        """A stored version as the answer to an upload of its text (made active if asked)."""
+        if activate:
+            await self._store.set_active(tenant, name, doc["version"], _shown(doc))
+            self._on_change(tenant, name)
+        return int(doc["version"])
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> V:
         """One version; the active one by default."""

@@ -148,11 +148,12 @@ async def sms_channel(
 FINE_EVENT: dict[str, Any] = {
     "type": "fine.received",
     "occurred_at": "2026-11-19T09:00:00Z",
-    "entity": {"type": "other", "id": "65f000000000000000000001", "key": "fine:A123456789"},
+    "entity": {"type": "other", "id": "65f000000000000000000001", "key": "fine:261810:A123456789"},
     "data": {
         "kind": "fine",
-        "key": "A123456789",
+        "key": "261810:A123456789",
         "ait_number": "A123456789",
+        "authority": "261810",
         "plate": "ABC1D23",
         "occurred_at": "2026-11-18T16:45:00Z",
         "place": "Av. Paulista, 1000",

@@ -107,6 +107,17 @@ async def _odometer(client: Client, vehicle: dict[str, Any], km: float) -> None:
     assert response.status == 200
 
 
+async def test_an_object_with_ref_and_id_members_is_delivered_as_written(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    await _subscribed(client, partner, event_types=["entity.created"])
+    link = {"$ref": "vehicles", "$id": "abc", "extra": [1]}
+    await create_vehicle(client, attributes={"r": link})
+
+    assert await _deliver(client, worker) == Counter(succeeded=1)
+    assert partner.requests[0].json()["data"]["attributes"]["r"] == link
+
+
 async def test_matching_event_is_delivered_once_signed_with_the_event_as_body(
     client: Client, partner: Partner, worker: DeliveryWorker
 ) -> None:

@@ -100,6 +100,29 @@ async def test_patch_reports_changes_and_emits_entity_updated_with_old_and_new(
     assert {"field": "odometer_km", "old": 1200.5, "new": 1300} in event["changes"]
 
 
+# A JSON Reference / JSON-LD style link: PyMongo reads any object with `$ref` and `$id` members
+# back as a bson DBRef unless told otherwise (gateway/store/client.py `_PlainReference`).
+LINK = {"$ref": "vehicles", "$id": "abc", "$db": "erp", "note": {"$ref": "x", "$id": 1}}
+
+
+async def test_an_object_with_ref_and_id_members_reads_back_as_written(client: Client) -> None:
+    created = await _create(client, "vehicle", {"plate": "DBR1234", "attributes": {"r": LINK}})
+    got = await (await client.get("/api/v1/entities/vehicle/DBR1234", headers=auth())).json()
+    assert got["attributes"]["r"] == LINK
+    response = await client.patch(
+        f"/api/v1/entities/vehicle/{created['id']}",
+        json={"attributes": {"r": LINK}, "year": 2020},
+        headers=auth(),
+    )
+    assert (await response.json())["changed"] == ["year"]  # the same link is no change
+    await client.app[services_key].relay.run_until_idle()
+    events = await (await client.get("/api/v1/events", headers=auth())).json()
+    updated, created_event = events["items"]  # newest first
+    assert created_event["data"]["attributes"]["r"] == LINK
+    assert updated["changes"] == [{"field": "year", "old": None, "new": 2020}]
+    assert updated["data"]["attributes"]["r"] == LINK
+
+
 async def test_create_and_delete_emit_events_and_free_the_key(client: Client) -> None:
     created = await _create(client, "driver", DRIVER)
     response = await client.delete(f"/api/v1/entities/driver/{created['id']}", headers=auth())
@@ -225,6 +248,32 @@ async def test_fine_is_an_other_entity_reachable_by_kind_and_key(client: Client)
     response = await client.get("/api/v1/entities/other/fine:AIT123", headers=auth())
     assert response.status == 200
     assert (await response.json())["id"] == created["id"]
+
+
+async def test_a_fine_with_its_authority_is_keyed_by_authority_and_ait_or_refused(
+    client: Client,
+) -> None:
+    """Keyed in under its AIT alone, a fine of authority 261810 would be a second fine beside
+    the one the provider's notice stores (`261810:A123`): refused, naming the key, writing
+    nothing; so is a change of its authority that its key no longer says."""
+    fine = {"kind": "fine", "ait_number": "a123", "authority": "261810", "plate": "ABC1D23"}
+    fine |= {"amount_brl": 130.16, "status": "open"}
+    response = await client.post(
+        "/api/v1/entities/other", json={**fine, "key": "A123"}, headers=auth()
+    )
+    problem = await response.json()
+    assert response.status == 422
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    [error] = problem["errors"]
+    assert (error["pointer"], error["keyword"]) == ("/key", "key")
+    assert "'261810:A123', not 'A123'" in error["message"]
+    listed = await client.get("/api/v1/entities/other?kind=fine", headers=auth())
+    assert (await listed.json())["items"] == []
+    await _create(client, "other", {**fine, "key": "261810:A123"})
+    response = await client.patch(
+        "/api/v1/entities/other/fine:261810:A123", json={"authority": "125100"}, headers=auth()
+    )
+    assert response.status == 422, await response.text()
 
 
 async def test_admin_token_problems_are_401_and_viewer_writes_are_403(client: Client) -> None:

@@ -92,7 +92,7 @@ def operator(**overrides: Any) -> dict[str, Any]:
 def fine(**overrides: Any) -> dict[str, Any]:
     return {
         "kind": "fine",
-        "key": "SP-1A2B3C4D",
+        "key": "DETRAN-SP:1A2B3C4D",
         "ait_number": "1A2B3C4D",
         "authority": "DETRAN-SP",
         "plate": "abc1c34",
@@ -392,6 +392,18 @@ def test_minimal_fine_keyed_in_by_hand_is_accepted(registry: SchemaRegistry) -> 
     assert registry.validate("other", doc) == []
 
 
+def test_a_fine_with_its_authority_is_keyed_by_authority_and_ait_number(
+    registry: SchemaRegistry,
+) -> None:
+    """An AIT number is unique only within its authority: under its AIT alone, a fine would be
+    another than the one the provider's notice finds (`261810:A123`)."""
+    [problem] = registry.validate("other", fine(key="1A2B3C4D"))
+    assert (problem.pointer, problem.keyword) == ("/key", "key")
+    assert problem.extra == {"expected": "DETRAN-SP:1A2B3C4D"}
+    assert "keyed by its authority and ait_number" in problem.message
+    assert registry.validate("other", fine(authority=" detran-sp ", ait_number="1a2b3c4d")) == []
+
+
 def test_other_of_an_unknown_kind_is_rejected_at_kind(registry: SchemaRegistry) -> None:
     [problem] = registry.validate("other", {"kind": "tyre", "key": "T1"})
     assert (problem.pointer, problem.message) == ("/kind", "/kind: unknown kind 'tyre'")
@@ -628,7 +640,7 @@ def test_natural_keys_are_normalised(registry: SchemaRegistry) -> None:
     assert registry.natural_key("driver", driver()) == {"cpf": "52998224725"}
     assert registry.natural_key("operator", operator()) == {"cpf": "11144477735"}
     assert registry.natural_key("supplier", supplier()) == {"cnpj": "11222333000181"}
-    assert registry.natural_key("other", fine()) == {"kind": "fine", "key": "SP-1A2B3C4D"}
+    assert registry.natural_key("other", fine()) == {"kind": "fine", "key": "DETRAN-SP:1A2B3C4D"}
 
 
 def test_old_plate_and_its_mercosul_twin_share_the_plate_key(registry: SchemaRegistry) -> None:

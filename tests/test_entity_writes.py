@@ -53,6 +53,67 @@ async def test_upsert_after_another_process_deleted_the_entity_creates_it_again(
     assert result.created
 
 
+async def test_concurrent_writes_to_one_entity_from_two_processes_are_all_written(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """`serve --workers 2`: each process writes from the copy it remembers, and one that lost
+    a round kept losing to the other's queue (8 rounds, then a 409 for some writes in a
+    hundred). A write that keeps losing takes its turn (the revision moved on as it reads):
+    every write is stored."""
+    from tests.triggers_support import create_trigger, hook
+
+    one = await aiohttp_client(make_app())
+    two = await aiohttp_client(make_app())  # same database: a second gateway process
+    trigger = await create_trigger(one)
+    assert (await hook(one, trigger, {"plate": "RAC1234"}))[0] == 201
+
+    async def write(i: int) -> int:
+        body = {"plate": "RAC1234", "attributes": {f"h{i}": i}}
+        status, _ = await hook(one if i % 2 else two, trigger, body)
+        return status
+
+    statuses = await asyncio.gather(*(write(i) for i in range(160)))
+    assert set(statuses) == {200}, sorted(statuses)
+    stored = await (await one.get("/api/v1/entities/vehicle/RAC1234", headers=auth())).json()
+    assert stored["attributes"] == {f"h{i}": i for i in range(160)}
+
+
+async def test_a_write_that_keeps_losing_to_another_process_is_a_503_with_retry_after(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], monkeypatch: Any
+) -> None:
+    """Past its rounds a write lost to other writers is a 503 with Retry-After (SPEC's
+    triggers have no 409 for it), counted as `contended`; in a batch the call is the 503, to
+    be sent again whole (docs/triggers.md, Batches)."""
+    from gateway import entities
+    from tests.triggers_support import create_trigger, hook
+
+    monkeypatch.setattr(entities, "WRITE_ATTEMPTS", 1)  # the first round lost is the last
+    one = await aiohttp_client(make_app())
+    two = await aiohttp_client(make_app())
+    trigger = await create_trigger(one)
+    for plate in ("RAC1234", "RAD1234"):
+        assert (await hook(one, trigger, {"plate": plate}))[0] == 201
+        # Changed by the other process: `one`'s remembered copy loses its round.
+        url = f"/api/v1/entities/vehicle/{plate}"
+        assert (await two.patch(url, json={"year": 2020}, headers=auth())).status == 200
+    response = await one.post(
+        f"/hooks/{trigger['id']}",
+        json={"plate": "RAC1234", "year": 2021},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+    problem = await response.json()
+    assert problem["detail"].startswith("the entity is being changed concurrently")
+    batch = [{"plate": "RAE1234"}, {"plate": "RAD1234", "year": 2022}]
+    status, problem = await hook(one, trigger, batch)
+    assert status == 503, problem
+    status, answer = await hook(one, trigger, batch)  # the partner's to send again, whole
+    assert (status, answer["summary"]["failed"]) == (200, 0), answer
+    assert (await hook(one, trigger, {"plate": "RAC1234", "year": 2021}))[0] == 200
+    metrics = await (await one.get("/metrics")).text()
+    assert f'outcome="contended",trigger="{trigger["id"]}"}} 2.0' in metrics
+
+
 async def test_domain_events_carry_the_mapping_detail(services: Services) -> None:
     await services.entities.upsert(
         "acme",
@@ -133,6 +194,62 @@ async def test_writes_wait_with_503_while_an_entity_outbox_is_full(
     assert full.status == 503 and full.headers["Retry-After"]
     await client.app[services_key].relay.run_until_idle()
     assert (await client.patch(url, json={"year": 2021}, headers=auth())).status == 200
+
+
+async def test_writes_to_a_large_entity_wait_with_503_while_its_outbox_holds_its_bytes(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Each waiting event carries a copy of the entity: an entity of 1 MB filled MongoDB's
+    16 MiB document after 15 events, and a small write (a DELETE too) was the database's
+    refusal, a 422 blaming the payload. The outbox is bounded by its bytes as by its count:
+    a 503 with Retry-After until the relay catches up, and every write answered is kept."""
+    client = await aiohttp_client(make_app(max_body_bytes=1024 * 1024))
+    url = "/api/v1/entities/vehicle/BIG1234"
+    big = {"plate": "BIG1234", "attributes": {"notes": "y" * 1_000_000}}
+    assert (await client.post("/api/v1/entities/vehicle", json=big, headers=auth())).status == 201
+    statuses = []
+    for km in range(1, 20):  # the relay is not running: its events wait in the outbox
+        response = await client.patch(url, json={"odometer_km": km}, headers=auth())
+        statuses.append(response.status)
+        if response.status == 503:
+            assert response.headers["Retry-After"]
+            assert (await response.json())["detail"].startswith("events of this entity")
+    assert set(statuses) == {200, 503} and statuses.index(503) > 5, statuses
+    answered = statuses.count(200)
+    full = await client.delete(url, headers=auth())
+    assert full.status == 503 and full.headers["Retry-After"]
+    relay = client.app[services_key].relay
+    await relay.run_until_idle()
+    assert (await client.patch(url, json={"odometer_km": 100}, headers=auth())).status == 200
+    assert (await client.delete(url, headers=auth())).status == 204
+    await relay.run_until_idle()
+    events = await client.app[services_key].store.events.find(
+        "acme", {"entity.key": "BIG1C34"}, before=None, limit=100
+    )
+    kms = sorted(e["data"].get("odometer_km", 0) for e in events if e["type"] == "entity.updated")
+    assert kms == [*range(1, answered + 1), 100]
+    assert [e["type"] for e in events].count("entity.deleted") == 1
+
+
+async def test_an_outbox_drained_in_part_counts_the_bytes_still_waiting(
+    services: Services,
+) -> None:
+    """The outbox's byte count (its bound, above) follows its entries: a relay pass that
+    drains the events it read while a write added one leaves the count of that one alone,
+    and a drained outbox has none."""
+    from gateway.store.client import stored_size
+
+    store = services.store
+    await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+    [read] = await store.entities.pending_outboxes(10)  # what a relay pass read
+    await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23", "year": 2020}, ORIGIN)
+    await store.entities.drain_outboxes([(read, [e["id"] for e in read["outbox"]])])
+    raw = await store.db["entities"].find_one({"_id": read["_id"]})
+    assert raw is not None and [e["type"] for e in raw["outbox"]] == ["entity.updated"]
+    assert raw["outbox_bytes"] == sum(stored_size(e) for e in raw["outbox"])
+    await services.relay.run_until_idle()
+    raw = await store.db["entities"].find_one({"_id": read["_id"]})
+    assert raw is not None and "outbox" not in raw and "outbox_bytes" not in raw
 
 
 async def test_an_entity_write_wakes_the_relay_before_its_poll(services: Services) -> None:

@@ -380,6 +380,48 @@ async def test_a_mapping_with_the_old_position_names_writes_the_spec_names(
     assert (await _get(client, "ABC1D23"))["last_position"] == position
 
 
+OLD_NAMES_READ = """
+name: old-position-answer
+direction: outbound
+body:
+  placa: entity.plate
+  latitude: {from: entity.last_position.latitude, required: true}
+  longitude: entity.last_position.longitude
+  quando: entity.last_position.fix_time
+  onde: "join(',', [to_string(entity.last_position.latitude), to_string(entity.last_position.lon)])"
+"""
+
+
+async def test_an_outbound_mapping_reading_the_old_position_names_reads_the_spec_names(
+    client: Client,
+) -> None:
+    """A customer's answer mapping written before the rename reads `last_position.latitude`:
+    it reads `lat` (it read null, and a required one refused every read), in a plain path and
+    inside an expression alike; its upload is taken with a warning per old name read."""
+    uploaded = await upload_mapping(client, OLD_NAMES_READ)
+    assert uploaded["warnings"] == [
+        "/body/latitude/from: 'last_position.latitude' is a deprecated name, read "
+        "'last_position.lat'",
+        "/body/longitude: 'last_position.longitude' is a deprecated name, read 'last_position.lon'",
+        "/body/quando: 'last_position.fix_time' is a deprecated name, read 'last_position.time'",
+        "/body/onde: 'last_position.latitude' is a deprecated name, read 'last_position.lat'",
+    ], uploaded["warnings"]
+    trigger = await create_trigger(client, response_mapping="old-position-answer")
+    at = "2026-12-01T10:00:00Z"
+    await _vehicle(client, "ABC1D23", last_position={"time": at, "lat": -23.5, "lon": -46.6})
+    response = await client.get(
+        f"/hooks/{trigger['id']}/ABC1D23", headers={"Authorization": f"Bearer {trigger['token']}"}
+    )
+    assert response.status == 200, await response.text()
+    assert await response.json() == {
+        "placa": "ABC1D23",
+        "latitude": -23.5,
+        "longitude": -46.6,
+        "quando": at,
+        "onde": "-23.5,-46.6",
+    }
+
+
 async def test_vehicles_stored_with_the_old_position_names_read_with_the_spec_names(
     client: Client,
 ) -> None:

@@ -55,13 +55,13 @@ async def test_the_docs_example_completes_the_events_entity_from_the_stored_fine
     data = {k: fine[k] for k in ("ait_number", "plate", "occurred_at", "amount_brl", "points")}
     event = {
         "type": "fine.received",
-        "entity": {"type": "other", "key": "fine:A123456789"},
+        "entity": {"type": "other", "key": "fine:261810:A123456789"},
         "data": {**data, "place": "Av. Paulista, 1000"},
     }
     body = {"flow": "fine-email-driver", "event": event, "samples": {"hr": sample(DRIVER)}}
     result = await _test(client, body)
     assert result["event"]["entity"] == {
-        "type": "other", "key": "fine:A123456789", "id": stored["id"]
+        "type": "other", "key": "fine:261810:A123456789", "id": stored["id"]
     }  # fmt: skip
     hr, driver, gate, email = result["steps"]
     assert hr["outcome"] == "answered" and gate["outcome"] == "passed", result
@@ -139,6 +139,19 @@ async def test_an_event_the_flow_does_not_start_on(client: Client, partner: Part
     vehicle = {**FINE_EVENT, "entity": {"type": "vehicle", "id": "x"}}
     filtered = await _test(client, {"flow": "fine-email-driver", "event": vehicle})
     assert filtered["starts"] is False and "filter" in filtered["reason"]
+
+
+async def test_a_position_starts_only_a_flow_that_names_it_as_in_a_real_run(
+    client: Client,
+) -> None:
+    for name, events in (("family", ["vehicle.*"]), ("track", ["vehicle.position"])):
+        flow = {"name": name, "on": {"events": events}, "steps": [{"id": "seen", "when": "true"}]}
+        await post(client, "/api/v1/flows", flow)
+    fix = {"t": "2026-11-20T13:45:12Z", "lat": -23.5, "lon": -46.6}
+    position = {"type": "vehicle.position", "entity": {"type": "vehicle", "id": "x"}, "detail": fix}
+    family = await _test(client, {"flow": "family", "event": position})
+    assert family["starts"] is False and "opt-in" in family["reason"]
+    assert (await _test(client, {"flow": "track", "event": position}))["starts"] is True
 
 
 async def test_scenario_4_renders_the_erp_requests_without_writing(

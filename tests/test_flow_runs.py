@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.fleet.odometer import TrackPoint
 from gateway.web.state import services_key
 from tests.flow_support import (
     drain,
@@ -23,8 +24,18 @@ from tests.flow_support import (
     trigger_for,
     upload_flow,
 )
-from tests.partner_double import FakeClock, Partner, create_action, create_partner, partner, post
+from tests.partner_double import (
+    FakeClock,
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    partner,
+    post,
+)
 from tests.support import auth
+from tests.test_fleet_fold import append, make_vehicle
+from tests.test_fleet_odometer import START
 
 __all__ = ["partner"]  # the fixture
 
@@ -249,7 +260,7 @@ async def test_a_flow_deleted_while_its_run_waits_does_not_go_on(
     run = await get(client, f"/api/v1/flow-runs/{waiting['id']}")
     assert run["status"] == "failed" and "lookup" in run["last_error"], run
     assert len(partner.requests) == 2  # the first try and its immediate retry, no more
-    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert "driver_cpf" not in fine
 
 
@@ -526,3 +537,73 @@ async def test_answers_are_counted_as_the_database_stores_them(
     stored = await services.store.db["flow_runs"].find_one({"_id": run["id"]})
     assert "faults" not in stored
     assert len(partner.requests) == 2
+
+
+def _listening(name: str, *events: str) -> dict[str, Any]:
+    return {"name": name, "on": {"events": list(events)}, "steps": [{"id": "seen", "when": "true"}]}
+
+
+async def _types_run(client: Client, flow: str) -> list[str]:
+    return [r["event"]["type"] for r in await _runs(client, flow, "?limit=200")]
+
+
+async def test_vehicle_position_starts_only_the_flows_that_name_it(client: Client) -> None:
+    """Opt-in, as for subscriptions (docs/fleet.md): a flow on `vehicle.*` or `*` is not run
+    per fix, not even when a subscription asks for the fixes; one that names
+    `vehicle.position` gets every accepted fix, whatever the subscription's sampling."""
+    services = client.app[services_key]
+    await _upload(client, _listening("family", "vehicle.*"))
+    await _upload(client, _listening("everything", "*"))
+    await _upload(client, _listening("track", "vehicle.position"))
+    p = await create_partner(client, "http://127.0.0.1:9")
+    action_id = (await create_action(client, p["id"]))["id"]
+    sampled = await create_subscription(client, action_id, ("vehicle.position",), sample_seconds=60)
+    vehicle = await make_vehicle(services)
+    points = [
+        TrackPoint(START + timedelta(seconds=10 * i), -23.55 + i * 1e-4, -46.63, 5.0)
+        for i in range(20)
+    ]
+    await append(services, vehicle, points)
+    await services.fold.run_until_idle()
+    await drain(services)
+    assert "vehicle.position" not in await _types_run(client, "family")
+    assert "vehicle.position" not in await _types_run(client, "everything")
+    assert (await _types_run(client, "track")).count("vehicle.position") == 20
+    # The subscription still gets its sample only: one a minute of 190 s of fixes.
+    page = await get(client, f"/api/v1/deliveries?subscription_id={sampled['id']}&limit=200")
+    assert [d["event_type"] for d in page["items"]] == ["vehicle.position"] * 4
+
+
+async def test_a_flow_naming_vehicle_position_runs_per_fix_without_any_subscription(
+    client: Client,
+) -> None:
+    services = client.app[services_key]
+    await _upload(client, _listening("family", "vehicle.*"))
+    await _upload(client, _listening("track", "vehicle.position"))
+    vehicle = await make_vehicle(services)
+    points = [TrackPoint(START + timedelta(seconds=10 * i), -23.55, -46.63, 5.0) for i in range(3)]
+    await append(services, vehicle, points)
+    await services.fold.run_until_idle()
+    await drain(services)
+    assert await _types_run(client, "track") == ["vehicle.position"] * 3
+    assert await _types_run(client, "family") == []
+
+
+async def test_positions_a_mapping_emits_start_only_the_flows_that_name_them(
+    client: Client,
+) -> None:
+    """The shipped geotab-logrecord emits a `vehicle.position` per record (no audience): a
+    `vehicle.*` flow is not run for them, as a `vehicle.*` subscription gets none."""
+    await _upload(client, _listening("family", "vehicle.*"))
+    await _upload(client, _listening("track", "vehicle.position"))
+    for plate, device in (("ABC1D23", "b3A"), ("XYZ9A87", "b7")):
+        await post(
+            client,
+            "/api/v1/entities/vehicle",
+            {"plate": plate, "attributes": {"tracker_id": device}},
+        )
+    geotab = await trigger_for(client, "geotab-logrecord", entity_type="vehicle")
+    await send_to(client, geotab, sample("geotab_getfeed_logrecord.json"))
+    await drain(client.app[services_key])
+    assert "vehicle.position" not in await _types_run(client, "family")
+    assert (await _types_run(client, "track")).count("vehicle.position") == 3

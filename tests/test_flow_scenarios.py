@@ -97,7 +97,7 @@ async def test_scenario_3_a_fine_reaches_the_driver_hr_names_by_email(
     history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers?at=2026-11-18T16:45:00Z")
     assert history["driver"]["driver"]["cpf"] == ANA["cpf"]
     assert history["driver"]["source"] == "hr" and history["driver"]["ref"] == run["id"]
-    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert fine["driver_cpf"] == "52998224725"
     detail = await get(client, f"/api/v1/flow-runs/{run['id']}")
     assert detail["answers"]["hr"]["email"] == "ana.souza@example.com"
@@ -116,8 +116,8 @@ async def test_scenario_3_a_fine_sent_again_months_later_is_not_e_mailed_again(
     """A fine's life is years (the driver's indication, the penalty notice, an appeal): the
     provider's feed sends it again months later, and the driver already has its e-mail. Before,
     a cooldown lasted at most 30 days, and the fine came a second time 31 days on; now the feed's
-    mapping announces fine.received only when it creates the fine (`announce: create`), so a
-    resent fine starts no run at all."""
+    mapping announces fine.received only with the write that gives the fine its infraction time
+    (`announce: {changed: [occurred_at]}`), so a resent fine starts no run at all."""
     smtp = await smtp_server()
     fines = await _scenario3(client, partner, smtp.port)
     await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
@@ -231,7 +231,7 @@ async def test_scenario_3_an_hr_system_answering_todays_driver_fines_nobody(
     assert "since 2026-11-25T08:00:00-03:00, after the time asked" in hr["detail"]
     history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
     assert history["items"] == []
-    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert fine.get("driver_cpf") is None
 
 
@@ -442,6 +442,192 @@ event_data:
     assert response.status == 201, await response.text()
     body = {"name": "maintenance", "entity_type": "vehicle", "methods": ["POST"]}
     return dict(await post(client, "/api/v1/triggers", {**body, "mapping": "maintenance-report"}))
+
+
+async def test_scenario_3_two_authorities_fines_of_one_ait_number_are_two_fines_each_e_mailed(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """An AIT number is unique only within its issuing authority: the state DETRAN's fine
+    numbered as the city's is another fine, with its own plate, amount and driver's e-mail, and
+    its payment marks it paid, not the city's."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    for plate in ("ABC1D23", "XYZ9A87"):
+        await post(client, "/api/v1/entities/vehicle", {"plate": plate})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    city = sample("fine_feed.json")  # orgaoAutuador 261810, ABC1D23, R$ 130,16
+    state = {**city, "orgaoAutuador": "125100", "placa": "XYZ9A87", "valor": 293.47}
+    for fine in (city, state):
+        await send_to(client, fines, fine)
+        await drain(services)
+    first = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    second = await get(client, "/api/v1/entities/other/fine:125100:A123456789")
+    assert (first["plate"], first["amount_brl"]) == ("ABC1D23", 130.16)
+    assert (second["plate"], second["amount_brl"]) == ("XYZ9A87", 293.47)
+    subjects = sorted(m.message["Subject"] for m in smtp.received)
+    assert subjects == ["Multa A123456789 - ABC1D23", "Multa A123456789 - XYZ9A87"]
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    await send_to(client, payments, {**sample("fine_payment.json"), "orgaoAutuador": "125100"})
+    assert (await get(client, "/api/v1/entities/other/fine:125100:A123456789"))["status"] == "paid"
+    assert (await get(client, "/api/v1/entities/other/fine:261810:A123456789"))["status"] == "open"
+
+
+KEYED_IN = {
+    "kind": "fine",
+    "key": "261810:A123456789",
+    "ait_number": "A123456789",
+    "authority": "261810",
+    "plate": "ABC1D23",
+    "amount_brl": 130.16,
+    "status": "open",
+}
+
+
+async def test_scenario_3_a_fine_keyed_in_before_its_notice_reaches_the_driver_with_the_notice(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """docs/entities.md: a fine is often keyed in from the paper notice before the provider's
+    comes. Without its infraction time nobody can say who drove; the provider's notice brings
+    it, and that write announces fine.received: the driver is e-mailed then, once."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    await post(client, "/api/v1/entities/other", KEYED_IN)
+    await drain(services)
+    assert partner.requests == [] and smtp.received == []
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    (lookup,) = partner.requests
+    assert lookup.query == {"em": "2026-11-18T16:45:00Z"}
+    (mail,) = smtp.received
+    assert mail.message["Subject"] == "Multa A123456789 - ABC1D23"
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert (fine["occurred_at"], fine["driver_cpf"]) == ("2026-11-18T16:45:00Z", ANA["cpf"])
+    # The notice sent again, its time corrected: HR is asked about the new time, no 2nd e-mail.
+    await send_to(client, fines, {**sample("fine_feed.json"), "dataHora": "18/11/2026 13:50"})
+    await drain(services)
+    assert [r.query["em"] for r in partner.requests] == [
+        "2026-11-18T16:45:00Z",
+        "2026-11-18T16:50:00Z",
+    ]
+    assert len(smtp.received) == 1
+
+
+async def test_scenario_3_a_fine_keyed_in_with_its_time_reaches_the_driver_then_once(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """Whichever write brings the infraction time starts the scenario: the paper notice typed in
+    with it, and then the provider's notice with the same time, e-mail the driver once."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    await post(
+        client, "/api/v1/entities/other", {**KEYED_IN, "occurred_at": "2026-11-18T16:45:00Z"}
+    )
+    await drain(services)
+    (lookup,) = partner.requests
+    assert lookup.query == {"em": "2026-11-18T16:45:00Z"}
+    assert [m.message["Subject"] for m in smtp.received] == ["Multa A123456789 - ABC1D23"]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    assert len(partner.requests) == 1 and len(smtp.received) == 1
+
+
+async def test_scenario_3_a_fine_whose_time_is_keyed_in_later_reaches_the_driver(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    await post(client, "/api/v1/entities/other", KEYED_IN)
+    await drain(services)
+    response = await client.patch(
+        "/api/v1/entities/other/fine:261810:A123456789",
+        json={"place": "Av. Paulista, 1000"},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    await drain(services)
+    assert partner.requests == [] and smtp.received == []  # no time yet: who drove?
+    response = await client.patch(
+        "/api/v1/entities/other/fine:261810:A123456789",
+        json={"occurred_at": "2026-11-18T16:45:00Z"},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    await drain(services)
+    assert len(partner.requests) == 1 and len(smtp.received) == 1
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert fine["driver_cpf"] == ANA["cpf"]  # the flow's own write started nothing more
+    runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    assert [r["event"]["type"] for r in runs] == ["entity.updated"]
+
+
+async def test_scenario_3_a_fine_whose_notice_came_first_is_e_mailed_once_when_keyed_in_later(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    assert len(smtp.received) == 1
+    # The back office types in the paper notice later: the fine is there, under the same key.
+    response = await client.post("/api/v1/entities/other", json=KEYED_IN, headers=auth())
+    assert response.status == 409, await response.text()
+    response = await client.patch(
+        "/api/v1/entities/other/fine:261810:A123456789",
+        json={"description": "excesso de velocidade"},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    assert len(partner.requests) == 1 and len(smtp.received) == 1
+
+
+async def test_scenario_3_a_fine_e_mailed_before_the_upgrade_is_not_e_mailed_again_after_it(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """A fine stored under its AIT alone, its driver e-mailed (its once-per-fine note under that
+    key), is keyed by authority and AIT at the upgrade with its note: the provider's notice
+    correcting its time announces it again and asks HR again, but e-mails nobody twice."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    old = {**KEYED_IN, "key": "A123456789", "occurred_at": "2026-11-18T16:45:00Z"}
+    del old["authority"]
+    await post(client, "/api/v1/entities/other", old)
+    await drain(services)
+    assert len(smtp.received) == 1  # noted as `fine-received:A123456789`
+    store = services.store
+    # As an older gateway's fine-feed stored it: with its authority, keyed by the AIT alone.
+    await store.db["entities"].update_one(
+        {"nk": "fine:A123456789"}, {"$set": {"data.authority": "261810"}}
+    )
+    await store.db["migrations"].delete_many({"_id": "other.fine.authority_key"})
+    await store.ensure_indexes()  # the upgrade's first start
+
+    await send_to(client, fines, {**sample("fine_feed.json"), "dataHora": "18/11/2026 13:50"})
+    await drain(services)
+    assert [r.query["em"] for r in partner.requests] == [
+        "2026-11-18T16:45:00Z",
+        "2026-11-18T16:50:00Z",
+    ]
+    assert len(smtp.received) == 1
+    listed = await get(client, "/api/v1/entities/other?kind=fine")
+    assert [f["key"] for f in listed["items"]] == ["261810:A123456789"]
 
 
 async def test_a_payment_notice_for_a_fine_the_gateway_lacks_is_refused(client: Client) -> None:

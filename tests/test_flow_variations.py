@@ -63,7 +63,7 @@ async def test_a_fines_local_time_without_offset_asks_hr_about_sao_paulos_time(
 
     (lookup,) = partner.requests
     assert lookup.query == {"em": "2026-11-18T16:45:00Z"}
-    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert fine["occurred_at"] == "2026-11-18T16:45:00Z"
     (mail,) = smtp.received
     assert "que você dirigia em\n18/11/2026 13:45." in mail.part("plain").replace("\r\n", "\n")
@@ -383,7 +383,7 @@ async def test_a_paid_fine_sent_again_by_the_feed_stays_paid(client: Client) -> 
     again = await send_to(client, fines, {**sample("fine_feed.json"), "valor": 131.0})
 
     assert again["changed"] == ["amount_brl"] and "skipped" not in again
-    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert fine["status"] == "paid" and fine["amount_brl"] == 131.0
 
 

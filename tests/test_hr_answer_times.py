@@ -84,7 +84,7 @@ async def test_an_hr_answer_since_a_later_day_written_as_a_date_or_brazilian_fin
     assert hr["outcome"] == "failed"
     assert f"since {read_as}, after the time asked" in hr["detail"]
     assert (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"] == []
-    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert fine.get("driver_cpf") is None
 
 
@@ -127,7 +127,7 @@ async def test_an_hr_answer_since_the_infractions_own_day_fines_nobody(
     (hr,) = run["steps"]
     assert "since the day of the time asked" in hr["detail"], hr
     assert (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"] == []
-    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert fine.get("driver_cpf") is None
 
 
@@ -146,7 +146,7 @@ async def test_an_hr_answer_whose_since_is_no_time_fails_rather_than_fine_someon
     assert hr["detail"].startswith("HR: the answer's start steps.hr.since || entity.occurred_at")
     assert '= "ontem" is not a time' in hr["detail"]
     assert "cannot be told" in hr["detail"]
-    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert fine.get("driver_cpf") is None
 
 

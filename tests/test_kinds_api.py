@@ -229,6 +229,34 @@ async def test_an_identifier_format_for_member_names_is_refused_at_upload(client
     assert [e["pointer"] for e in problem["errors"]] == ["/schema/properties/km/propertyNames"]
 
 
+async def test_a_kind_schema_with_its_id_beside_a_ref_reads_back_and_validates(
+    client: Client,
+) -> None:
+    """Draft 2020-12: a root `$id` naming the schema beside a `$ref` to its base. Stored, it
+    came back as a bson DBRef: the kind read as text and every entity of it was a 422."""
+    schema = {
+        "type": "object",
+        "$id": "https://rabbot.example/kinds/tyre",
+        "$ref": "#/$defs/base",
+        "$defs": {"base": {"properties": {"serial": {"type": "string", "format": "cpf"}}}},
+    }
+    response = await client.post(
+        "/api/v1/kinds", json={"name": "tyre", "schema": schema}, headers=auth()
+    )
+    assert response.status == 201, await response.text()
+    got = await (await client.get("/api/v1/kinds/tyre", headers=auth())).json()
+    assert got["schema"] == schema
+    response = await client.post(
+        "/api/v1/entities/other",
+        json={"kind": "tyre", "key": "T-1", "serial": "529.982.247-25"},
+        headers=auth(),
+    )
+    assert response.status == 201, await response.text()
+    assert (await response.json())["serial"] == "52998224725"
+    response = await client.put("/api/v1/kinds/tyre", json={"schema": schema}, headers=auth())
+    assert response.status == 200, await response.text()
+
+
 async def test_kinds_are_per_tenant(client: Client) -> None:
     await _register(client, "acme")
     doc = {"kind": "tyre", "key": "T-1", "serial": "T-1", "position": "FL"}

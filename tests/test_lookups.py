@@ -134,6 +134,27 @@ async def test_partner_ids_are_found_through_the_index_and_backfilled_for_older_
     assert await store.entities.backfill_derived() == 0
 
 
+async def test_a_partner_id_past_the_twentieth_is_found_on_the_data(client: Client) -> None:
+    """Twenty partner ids are indexed; an entity with more is marked, and a lookup by a
+    partner id reads the marked entities too, matching it on their data: a tracker id added
+    after an ERP's twenty ids is found (it was `not_found`), once (never as two entities),
+    and an id no vehicle has is still `not_found`."""
+    ids: dict[str, Any] = {f"erp{i:02d}_id": f"e{i}" for i in range(1, 21)}
+    await _vehicle(client, {**ids, "tracker_id": 4711})
+    await _vehicle(client, {**ids, "tracker_id": "4712"}, plate="ABC1D24")
+    await upload_mapping(client, _by("attributes.tracker_id"))
+    trigger = await create_trigger(client, mapping="by-attributes-tracker_id")
+    status, answer = await hook(client, trigger, {"device": "4711", "km": 10})
+    assert status == 200, answer
+    assert await _odometer(client) == 10
+    status, problem = await hook(client, trigger, {"device": "4713", "km": 10})
+    assert status == 422 and problem["errors"][0]["keyword"] == "not_found"
+    await upload_mapping(client, _by("attributes.erp05_id"))  # indexed, and on both
+    trigger = await create_trigger(client, name="erp", mapping="by-attributes-erp05_id")
+    status, problem = await hook(client, trigger, {"device": "e5", "km": 20})
+    assert status == 422 and problem["errors"][0]["keyword"] == "ambiguous", problem
+
+
 async def test_a_vehicles_position_time_is_backfilled_at_start_for_the_folds_guard(
     client: Client,
 ) -> None:

@@ -275,3 +275,30 @@ def test_a_utf16_json_sample_is_told_to_be_utf8_and_a_utf16_xml_one_is_read(
         xml.write_bytes("\ufeff\n <placa>ABC1D23</placa>".encode(encoding))
         done = _gateway("test", mapping, xml)
         assert done.returncode == 0 and "ABC1D23" in done.stdout, (encoding, done.stderr)
+
+
+def test_validate_and_test_warn_of_the_old_names_a_mapping_uses(tmp_path: Path) -> None:
+    """As an upload answers them: a mapping writing (inbound) or reading (outbound) a renamed
+    member under its old name passes, and each use is named with its new name."""
+    written = tmp_path / "written.yaml"
+    written.write_text(
+        "name: w\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields:\n"
+        "  plate: placa\n  last_position.latitude: lat\n"
+    )
+    read = tmp_path / "read.yaml"
+    read.write_text("name: r\ndirection: outbound\nbody:\n  y: entity.last_position.latitude\n")
+    result = _gateway("validate", written)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"{written}: warning: /fields/last_position.latitude: 'last_position.latitude' is a "
+        "deprecated name, write 'last_position.lat'"
+    ]
+    context = tmp_path / "context.json"
+    context.write_text('{"entity": {"last_position": {"lat": -23.5, "lon": -46.6}}}')
+    result = _gateway("test", read, context)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["request"]["body"] == {"y": -23.5}
+    assert result.stderr.splitlines() == [
+        f"{read}: warning: /body/y: 'last_position.latitude' is a deprecated name, read "
+        "'last_position.lat'"
+    ]

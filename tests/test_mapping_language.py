@@ -254,6 +254,21 @@ def test_items_extracts_batches() -> None:
             "18122026 0930",
             "2026-12-18T09:30:00Z",
         ),
+        # CNAB 400's DDMMAA, ISO 8601's basic form with an offset, milliseconds run on
+        ("[{datetime: {parse: '%d%m%y', format: date}}]", "181226", "2026-12-18"),
+        (
+            "[{datetime: {parse: '%Y%m%dT%H%M%S%z'}}]",
+            "20261218T093000-0300",
+            "2026-12-18T12:30:00Z",
+        ),
+        (
+            "[{datetime: {parse: '%Y%m%d%H%M%S%f'}}]",
+            "20261218093000123",
+            "2026-12-18T09:30:00.123Z",
+        ),
+        # the separated parts of a format with a compact run are read as strptime reads them
+        ("[{datetime: {parse: '%Y%m%d %H:%M'}}]", "20261218  9:05", "2026-12-18T09:05:00Z"),
+        ("[{datetime: {parse: '%Y%m%dT%H%M%S'}}]", "20261218t093000", "2026-12-18T09:30:00Z"),
         ("[plate]", " abc-1d23 ", "ABC1D23"),
         ("[plate]", "ABC 1234", "ABC1234"),
         ("[plate]", "Truck 12", None),
@@ -638,7 +653,7 @@ def test_a_target_indexing_into_an_array_field_is_refused_at_upload(tmp_path: Pa
     catalog = TenantCatalog(SchemaRegistry.load(default_schema_dir()), {})
     path = tmp_path / "m.yaml"
     path.write_text(HEAD + "fields:\n  plate: plate\n  groups.0: g\n")
-    (problem,) = validate_file(path, catalog=catalog)
+    (problem,), _ = validate_file(path, catalog=catalog)
     assert (problem.pointer, problem.keyword) == ("/fields/groups.0", "unknown_field")
 
 
@@ -799,7 +814,7 @@ def test_a_json_file_with_nan_or_an_overflowing_number_is_refused_at_their_point
 def test_validate_refuses_an_integer_past_64_bits_as_the_upload_does(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text(HEAD + "fields:\n  plate: plate\n  attributes.t: {value: 1" + "0" * 19 + "}\n")
-    (problem,) = validate_file(path)
+    (problem,), _ = validate_file(path)
     assert (problem.pointer, problem.extra["line"]) == ("/fields/attributes.t/value", 7)
 
 
@@ -998,7 +1013,7 @@ def test_validate_file_and_test_file(tmp_path: Path) -> None:
     )
     sample = tmp_path / "s.txt"
     sample.write_text("id=abc1d23&lat=-23.5")
-    assert validate_file(good) == []
+    assert validate_file(good) == ([], ())
     assert test_file(good, sample)["results"] == [
         {
             "index": 0,
@@ -1010,9 +1025,9 @@ def test_validate_file_and_test_file(tmp_path: Path) -> None:
     ]
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [")
-    (problem,) = validate_file(bad)
+    (problem,), _ = validate_file(bad)
     assert problem.extra["file"] == str(bad)
-    assert validate_file(tmp_path / "missing.yaml")[0].keyword == "file"
+    assert validate_file(tmp_path / "missing.yaml")[0][0].keyword == "file"
 
 
 def test_read_sample_reads_json_and_query_strings() -> None:
@@ -1583,9 +1598,21 @@ def test_coordinate_takes_latitude_or_longitude() -> None:
     assert problem.message == "coordinate takes latitude or longitude"
 
 
-@pytest.mark.parametrize(("how", "text"), [("%Y%m%d", "2026128"), ("%d%m%Y", "1812026")])
+@pytest.mark.parametrize(
+    ("how", "text"),
+    [
+        ("%Y%m%d", "2026128"),
+        ("%d%m%Y", "1812026"),
+        ("%d%m%y", "11226"),  # would be 2026-02-11
+        ("%Y%m%dT%H%M%S%z", "20261218T93000-0300"),  # would be 12:30 read as 09:30
+        ("%Y%m%d%H%M%S%z", "2026121893000+0000"),
+        ("%Y%m%d%H%M%S%f", "2026121809300012"),
+        ("%Y%j", "202632"),
+    ],
+)
 def test_a_compact_date_with_a_digit_missing_is_a_datetime_problem(how: str, text: str) -> None:
-    """strptime takes a one-digit day or month anywhere: "2026128" would be 2026-12-08."""
+    """strptime takes a one-digit day or month anywhere: "2026128" would be 2026-12-08; a
+    compact run reads each digit field at its full width, whatever else the format has."""
     mapping = inbound(
         f"  attributes.d: {{from: d, transforms: [{{datetime: {{parse: '{how}'}}}}]}}\n"
     )

@@ -586,14 +586,14 @@ fields:
   plate: {from: placa, transforms: [plate]}
 """
 LIVE_CHANGES = {
-    'entity_type "vehicle" → "driver"': """name: live
+    "/mapping: 'live' is for driver entities": """name: live
 direction: inbound
 entity_type: driver
 key: [cpf]
 fields:
   cpf: {from: cpf, transforms: [cpf]}
 """,
-    'target "entities" → "positions"': """name: live
+    "/mapping: 'live' maps to positions; this trigger's target is entities": """name: live
 direction: inbound
 target: positions
 fields:
@@ -602,7 +602,7 @@ fields:
   lat: {value: -23.5}
   lon: {value: -46.6}
 """,
-    'direction "inbound" → "outbound"': """name: live
+    "/mapping: 'live' is outbound; mapping must be inbound": """name: live
 direction: outbound
 entity_type: vehicle
 path: {plate: entity.plate}
@@ -637,19 +637,74 @@ async def test_a_new_active_version_cannot_change_what_a_live_trigger_writes(
     assert (await _upload(client, same_shape))["active"]
 
 
-async def test_a_refused_change_of_a_response_mappings_entity_type_is_written_as_json(
+async def test_a_new_version_is_refused_only_for_what_its_users_own_save_checks_refuse(
     client: Client,
 ) -> None:
-    """A vehicle trigger's answer mapping declares no entity type: a version for drivers is a
-    409 whose message writes the values as JSON (`null`), never Python's `None`."""
+    """Each user is asked its own save rule: a vehicle trigger's answer mapping may declare
+    `vehicle` (or none) but not `driver`; an action's request mapping only has to stay
+    outbound; a schedule's mapping must compile with the schedule's params."""
+    from tests.partner_double import create_action, create_partner
+
     answer = "name: answer\ndirection: outbound\nbody:\n  placa: {from: entity.plate}\n"
     await _upload(client, answer)
     trigger = {"name": "t", "entity_type": "vehicle", "response_mapping": "answer"}
     await _json(client, "POST", "/api/v1/triggers", 201, json=trigger)
+    declared = answer.replace("direction: outbound", "direction: outbound\nentity_type: vehicle")
+    assert (await _upload(client, declared))["version"] == 2
     driver = answer.replace("direction: outbound", "direction: outbound\nentity_type: driver")
     problem = await _upload(client, driver, status=409)
-    assert 'entity_type null → "driver"' in problem["detail"], problem
+    assert problem["detail"].startswith(
+        "mapping 'answer' is used by trigger t, which would refuse this version as active: "
+        "trigger t /response_mapping: 'answer' is for driver entities"
+    ), problem
+    assert [u["name"] for u in problem["used_by"]] == ["t"]
+    assert (await _json(client, "GET", "/api/v1/mappings/answer"))["version"] == 2
+
+    body = "name: push-body\ndirection: outbound\nbody:\n  plate: entity.plate\n"
+    await _upload(client, body)
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    await create_action(client, partner["id"], request_mapping="push-body")
+    for_drivers = body.replace("direction: outbound", "direction: outbound\nentity_type: driver")
+    assert (await _upload(client, for_drivers))["active"]
+    inbound = "name: push-body\ndirection: inbound\nentity_type: driver\nkey: [cpf]\nfields:\n"
+    problem = await _upload(client, inbound + "  cpf: cpf\n", status=409)
+    assert (
+        "action push /request_mapping: mapping 'push-body' is inbound; an action needs an "
+        "outbound mapping" in problem["detail"]
+    ), problem
+
+    await _upload(client, PLACES.replace("name: places", "name: meter"))
+    action = await create_action(
+        client, partner["id"], name="feed", method="GET", path="/feed", mode="proxy"
+    )
+    target = {"entity_type": "vehicle", "mapping": "meter", "params": {"places": 3}}
+    schedule = {"name": "meter-feed", "action_id": action["id"], "every": "1h", "target": target}
+    await _json(client, "POST", "/api/v1/schedules", 201, json=schedule)
+    two_places = PLACES.replace("name: places", "name: meter").replace(
+        "places: {default: 1}", "places: {default: 1, enum: [1, 2]}"
+    )
+    problem = await _upload(client, two_places, status=409)
+    assert "schedule meter-feed /target/params/places: " in problem["detail"], problem
     assert "None" not in problem["detail"], problem
+
+
+async def test_a_user_the_active_version_does_not_fit_either_does_not_block_a_version(
+    client: Client,
+) -> None:
+    """A trigger saved before a rule (its params no longer fit the mapping) fails with the
+    active version already: that problem does not hold back a version, which may be the fix;
+    a new problem does."""
+    await _upload(client, LIVE_VEHICLE)
+    trigger = {"name": "live", "entity_type": "vehicle", "mapping": "live"}
+    saved = await _json(client, "POST", "/api/v1/triggers", 201, json=trigger)
+    triggers = client.app[services_key].store.db["triggers"]
+    await triggers.update_one({"_id": saved["id"]}, {"$set": {"params": {"places": 20}}})
+    fixed = LIVE_VEHICLE.replace("fields:", "params:\n  places: {default: 1}\nfields:")
+    assert (await _upload(client, LIVE_VEHICLE + "  attributes.note: {value: v2}\n"))["active"]
+    driver = LIVE_CHANGES["/mapping: 'live' is for driver entities"]
+    problem = await _upload(client, driver, status=409)  # a new problem: it does block
+    assert "trigger live /mapping: 'live' is for driver entities" in problem["detail"], problem
+    assert (await _upload(client, fixed))["active"]
 
 
 PLACES = """name: places
@@ -726,6 +781,39 @@ async def test_uploads_at_once_answer_each_and_store_one_text_once(client: Clien
     )
     again = await upload(earlier)
     assert again[0] == 201 and again[1]["version"] > versions[-1]
+
+
+async def test_copies_of_several_texts_at_once_store_each_text_once_without_a_wait(
+    client: Client,
+) -> None:
+    """Two deploy jobs (the old text and the new one, each retried) at once: each text is one
+    version, whichever copy of which text comes first, and no upload waits for a version of
+    another text."""
+
+    async def upload(text: str) -> tuple[int, Any]:
+        response = await client.post(
+            "/api/v1/mappings", data=text.encode(), headers={**auth(), **YAML}
+        )
+        return response.status, await response.json()
+
+    loop = asyncio.get_running_loop()
+    for round_, copies in enumerate((6, 12)):
+        name = f"deploy{round_}"
+        base = LIVE_VEHICLE.replace("name: live", f"name: {name}")
+        assert (await upload(base))[0] == 201
+        texts = [base + f"# {i}\n" for i in range(round_ + 2)]
+        started = loop.time()
+        answers = await asyncio.gather(*(upload(texts[i % len(texts)]) for i in range(copies)))
+        assert loop.time() - started < 3
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [200] * (copies - len(texts)) + [201] * len(texts), answers
+        by_text: dict[str, set[int]] = {}
+        for i, (_, body) in enumerate(answers):
+            by_text.setdefault(texts[i % len(texts)], set()).add(body["version"])
+        assert all(len(versions) == 1 for versions in by_text.values()), by_text
+        listed = await _json(client, "GET", f"/api/v1/mappings/{name}/versions")
+        checksums = [v["checksum"] for v in listed["items"]]
+        assert len(checksums) == len(set(checksums)) == len(texts) + 1, listed
 
 
 async def test_problem_messages_name_json_values_not_python_ones(client: Client) -> None:

@@ -8,9 +8,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gateway.store.fine_keys import rekey_fines
 from gateway.web.state import services_key
 from tests.support import auth
-from tests.triggers_support import PAYLOADS, Client, bearer, create_trigger, hook, upload_shipped
+from tests.triggers_support import (
+    MAPPINGS,
+    PAYLOADS,
+    Client,
+    bearer,
+    create_trigger,
+    hook,
+    upload_mapping,
+    upload_shipped,
+)
 
 FINE = json.loads((PAYLOADS / "fine_feed.json").read_text())
 PAYMENT = json.loads((PAYLOADS / "fine_payment.json").read_text())
@@ -26,7 +36,9 @@ async def _triggers(client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
     return fines, payments
 
 
-async def _fine(client: Client, trigger: dict[str, Any], key: str) -> dict[str, Any]:
+async def _fine(client: Client, trigger: dict[str, Any], ait: str) -> dict[str, Any]:
+    """The sample's authority's fine of this AIT number (its key: authority and AIT)."""
+    key = f"{FINE['orgaoAutuador']}:{ait}"
     response = await client.get(f"/hooks/{trigger['id']}/{key}", headers=bearer(trigger))
     assert response.status == 200, await response.text()
     return dict(await response.json())
@@ -74,7 +86,7 @@ async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherw
         [error] = problem["errors"]
         assert (error["pointer"], error["target"]) == ("/valor", "amount_brl"), error
         assert json.dumps(text) in error["message"], error  # quoted as JSON
-        missing = await client.get(f"/hooks/{fines['id']}/X{i}", headers=bearer(fines))
+        missing = await client.get(f"/hooks/{fines['id']}/261810:X{i}", headers=bearer(fines))
         assert missing.status == 404, text
     status, answer = await hook(client, fines, FINE)
     assert status == 201, answer
@@ -216,3 +228,60 @@ async def test_a_renavam_is_never_padded_into_another_and_a_blank_one_is_left_ou
         status, answer = await hook(client, fines, {**FINE, "ait": key, "renavam": blank})
         assert status == 201, answer
         assert "renavam" not in await _fine(client, fines, key)
+
+
+def _before_the_upgrade() -> str:
+    """The shipped fine-feed as an older gateway shipped it (a tenant's stored version runs as
+    it was stored): the key its AIT alone."""
+    text = (MAPPINGS / "fine-feed.yaml").read_text()
+    start, end = text.index("  key:\n    template:"), text.index("  ait_number:")
+    old_key = "  key: {from: ait, required: true, transforms: [trim, upper]}\n"
+    return text[:start].replace("name: fine-feed", "name: fine-feed-v1") + old_key + text[end:]
+
+
+async def test_fines_stored_under_their_ait_alone_are_keyed_by_authority_at_the_upgrade(
+    client: Client,
+) -> None:
+    """A fine an older gateway stored keyed by its AIT alone is keyed `<authority>:<AIT>` at
+    the first start after the upgrade: its payment notice finds it, and the provider's notice
+    sent again updates it rather than storing a second fine. One without an authority keeps its
+    key (whose it is, nothing says). Until the tenant uploads the new mappings, its stored
+    AIT-keyed one is refused (a 422 at /key, kept for replay), never a second fine."""
+    fines, payments = await _triggers(client)
+    await upload_mapping(client, _before_the_upgrade())
+    stale = await create_trigger(
+        client, name="stale", entity_type="other", kind="fine", mapping="fine-feed-v1"
+    )
+    old = {"kind": "fine", "plate": "ABC1D23", "amount_brl": 130.16, "status": "open"}
+    created = []
+    for ait in ("A123456789", "B2"):
+        fine = {**old, "key": ait, "ait_number": ait}
+        response = await client.post("/api/v1/entities/other", json=fine, headers=auth())
+        assert response.status == 201, await response.text()
+        created.append((await response.json())["id"])
+    store = client.app[services_key].store
+    entities = store.db["entities"]
+    # As the older fine-feed stored it: with its authority, keyed by the AIT alone.
+    await entities.update_one({"nk": "fine:A123456789"}, {"$set": {"data.authority": "261810"}})
+    await store.db["migrations"].delete_many({"_id": "other.fine.authority_key"})
+    await store.ensure_indexes()  # what every process runs at start
+
+    rekeyed = await _fine(client, fines, "A123456789")
+    assert rekeyed["id"] == created[0] and rekeyed["key"] == "261810:A123456789"
+    kept = await client.get("/api/v1/entities/other/fine:B2", headers=auth())
+    assert (await kept.json())["id"] == created[1]
+    status, problem = await hook(client, stale, FINE)
+    [error] = problem["errors"]  # at the field the key is read from
+    assert (status, error["pointer"], error["keyword"]) == (422, "/ait", "key"), problem
+    assert "keyed by its authority and ait_number: '261810:A123456789'" in error["message"]
+    kept = await client.get(f"/api/v1/rejected?trigger_id={stale['id']}", headers=auth())
+    assert len((await kept.json())["items"]) == 1  # for replay once the new one is uploaded
+    status, answer = await hook(client, fines, FINE)
+    assert status == 200, answer  # updated, not created
+    status, answer = await hook(client, payments, PAYMENT)
+    assert status == 200, answer
+    assert (await _fine(client, fines, "A123456789"))["status"] == "paid"
+    listed = await client.get("/api/v1/entities/other?kind=fine", headers=auth())
+    assert sorted(f["id"] for f in (await listed.json())["items"]) == sorted(created)
+    again = rekey_fines(entities, store.db["notify_cooldowns"], store.db["migrations"])
+    assert await again == (0, 0)  # once per database

@@ -225,7 +225,7 @@ async def test_the_fine_flow_stops_when_hr_names_nobody(
         ("has_email", "stopped"),
     ]
     assert run["steps"][0]["assignment"]["recorded"] is False
-    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert "driver_cpf" not in fine
 
 
@@ -332,7 +332,7 @@ async def test_a_negative_or_absurd_payment_is_refused_and_never_announced(
     assert refused.status == 422, await refused.text()
     await client.app[services_key].relay.run_until_idle()
     assert (await get(client, "/api/v1/events?type=fine.paid"))["items"] == []
-    assert (await get(client, "/api/v1/entities/other/fine:A123456789"))["status"] == "open"
+    assert (await get(client, "/api/v1/entities/other/fine:261810:A123456789"))["status"] == "open"
 
     await send_to(client, payments, notice)  # the real notice still pays it
     await client.app[services_key].relay.run_until_idle()

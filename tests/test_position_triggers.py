@@ -182,6 +182,24 @@ async def test_a_fix_finds_its_vehicle_by_tracker_id(client: Client) -> None:
     assert body["vehicle"]["id"] == car["id"]
 
 
+async def test_a_fix_finds_its_vehicle_by_a_tracker_id_past_twenty_partner_ids(
+    client: Client,
+) -> None:
+    """A tracker installed on a vehicle that already had twenty partner ids: its id is not
+    indexed, and was never found (every fix `unknown_vehicle`); it is matched on the data."""
+    ids = {f"erp{i:02d}_id": f"e{i}" for i in range(1, 21)}
+    car = await vehicle(client, attributes={**ids, "tracker_id": "dev-78"})
+    trigger = await position_trigger(client)
+    sent = {"tracker_id": "dev-78", "time": at(0), "lat": 1.5, "lon": 2.5}
+    status, body = await hook(client, trigger, sent)
+    assert status == 201, body
+    assert body["vehicle"]["id"] == car["id"]
+    response = await client.get(
+        f"/hooks/{trigger['id']}?tracker_id=dev-78", headers=bearer(trigger)
+    )
+    assert response.status == 200, await response.text()
+
+
 async def test_an_unknown_vehicle_is_refused_kept_and_replays_once_it_exists(
     client: Client,
 ) -> None:

@@ -355,7 +355,7 @@ def test_fine_feed() -> None:
     (result,) = mapped("fine-feed.yaml")
     assert result["document"] == {
         "kind": "fine",
-        "key": "A123456789",
+        "key": "261810:A123456789",
         "ait_number": "A123456789",
         "authority": "261810",
         "plate": "ABC1D23",
@@ -368,14 +368,14 @@ def test_fine_feed() -> None:
         "indication_deadline": "2026-12-18",
         "status": "open",
     }
-    assert result["key"] == {"key": "A123456789"}
+    assert result["key"] == {"key": "261810:A123456789"}  # its authority's AIT
     assert result["events"] == ("fine.received",)
 
 
 def test_fine_payment_marks_the_fine_paid_and_says_what_was_paid() -> None:
     (result,) = mapped("fine-payment.yaml")
-    assert result["document"] == {"kind": "fine", "key": "A123456789", "status": "paid"}
-    assert result["key"] == {"key": "A123456789"}
+    assert result["document"] == {"kind": "fine", "key": "261810:A123456789", "status": "paid"}
+    assert result["key"] == {"key": "261810:A123456789"}
     assert result["events"] == ("fine.paid",)
     assert result["event_data"] == {
         "amount_paid_brl": 104.13,  # 20% off for paying through the SNE

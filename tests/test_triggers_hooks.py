@@ -446,8 +446,10 @@ async def test_fine_trigger_writes_and_reads_its_kind_only(client: Client) -> No
     fine = json.loads((PAYLOADS / "fine_feed.json").read_text())
     status, answer = await hook(client, trigger, fine)
     assert status == 201, answer
-    assert answer["key"] == "A123456789" and "fine.received" in answer["events"]
-    response = await client.get(f"/hooks/{trigger['id']}/A123456789", headers=bearer(trigger))
+    assert answer["key"] == "261810:A123456789" and "fine.received" in answer["events"]
+    response = await client.get(
+        f"/hooks/{trigger['id']}/261810:A123456789", headers=bearer(trigger)
+    )
     assert (await response.json())["amount_brl"] == 130.16
     plain = await create_trigger(client, name="raw-fines", entity_type="other", kind="fine")
     status, problem = await hook(client, plain, {"kind": "checklist", "key": "x"})
@@ -568,7 +570,7 @@ async def test_a_brazilian_fine_provider_local_times_dates_and_decimal_commas_ar
     for body in sent:
         status, answer = await hook(client, fines, body)
         assert status == 201, answer
-    for key, amount in (("A123456789", 130.16), ("B2", 1130.16)):
+    for key, amount in (("261810:A123456789", 130.16), ("261810:B2", 1130.16)):
         response = await client.get(f"/hooks/{fines['id']}/{key}", headers=bearer(fines))
         stored = await response.json()
         assert (stored["occurred_at"], stored["indication_deadline"], stored["amount_brl"]) == (

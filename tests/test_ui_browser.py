@@ -329,6 +329,46 @@ async def test_an_admin_schedules_a_partner_feed_runs_it_now_and_sees_the_run(
     assert stored["data"]["odometer_km"] == 815
 
 
+async def test_an_admin_resets_a_schedule_and_its_next_call_starts_from_the_beginning(
+    ui: Ui, partner: Partner
+) -> None:
+    """A partner that reset its feed: the schedule's Reiniciar leitura (confirmed, sent with
+    the page's CSRF token) forgets the cursor and makes the schedule due at once; the next
+    call carries no cursor, as `POST /api/v1/schedules/{id}/reset` does."""
+    await make_user(ui.services)
+    await upload_mapping(ui.api, POLLED_MAPPING)
+    erp = await create_partner(ui.api, partner.url, timeout_seconds=10)  # a loaded machine
+    action = await create_action(ui.api, erp["id"], name="frota", method="GET", path="/veiculos")
+    partner.respond_with(200, {"veiculos": [], "next": "c2"})
+    schedule = await post(
+        ui.api,
+        "/api/v1/schedules",
+        {
+            "name": "Frota do ERP",
+            "action_id": action["id"],
+            "every": "1h",
+            "target": {"entity_type": "vehicle", "mapping": "frota-api"},
+            "cursor": {"from": "next", "param": "query.after"},
+        },
+    )
+    ran = await ui.services.schedule_runner.run_until_idle()
+    assert ran == {"ok": 1}, await ui.services.schedules.get("acme", schedule["id"])
+    await ui.log_in()
+    await ui.goto(f"/admin/schedules/{schedule['id']}")
+    state = ui.page.get_by_test_id("schedule-state")
+    assert "c2" in await state.inner_text()
+    reset = ui.page.locator(f"form[action='/admin/schedules/{schedule['id']}/reset']")
+    assert await reset.locator("input[name=csrf]").get_attribute("value")
+    await reset.get_by_role("button", name="Reiniciar leitura").click()  # the dialog accepted
+    await ui.page.locator(".flash").wait_for()
+    assert "cursor inicial" in await ui.page.inner_text(".flash")
+    assert "c2" not in await state.inner_text()
+    await ui.shot("schedule-reset")
+    ran = await ui.services.schedule_runner.run_until_idle()
+    assert ran == {"ok": 1}, await ui.services.schedules.get("acme", schedule["id"])
+    assert [r.query.get("after") for r in partner.requests] == [None, None]
+
+
 async def test_a_flow_runs_steps_lead_to_the_message_it_sent_and_the_channel_tests(
     ui: Ui, partner: Partner, smtp_server: SmtpFactory
 ) -> None:

@@ -304,5 +304,25 @@ async def test_an_upload_its_users_cannot_take_keeps_the_text_and_says_why(
     )
     page = html.unescape(await response.text())
     assert response.status == 409
-    assert "entity_type: driver" in page and "cannot change its entity_type" in page
+    assert "'live' is for driver entities" in page and "which would refuse this version" in page
     assert 'name="source"' in page  # the upload form, not an error page
+
+
+async def test_an_upload_using_old_names_shows_each_with_its_new_name(
+    client: Client, services: Services
+) -> None:
+    """The upload is taken, as through the API, and the mapping's page lists the warnings the
+    API answers: write the new names."""
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/mappings")
+    text = "name: old-read\ndirection: outbound\nbody:\n  y: entity.last_position.longitude\n"
+    response = await client.post(
+        "/admin/mappings", data={"csrf": token, "source": text, "activate": "on"}
+    )
+    page = html.unescape(await response.text())
+    assert response.status == 200 and str(response.url).endswith("/admin/mappings/old-read")
+    assert "Esta versão usa nomes obsoletos" in page
+    assert (
+        "/body/y: 'last_position.longitude' is a deprecated name, read 'last_position.lon'" in page
+    )

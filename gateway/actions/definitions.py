@@ -14,6 +14,7 @@ from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, NotFound
 from gateway.formats.json_tree import is_text, whole_number
 from gateway.mapping.expressions import compile_expression
+from gateway.mapping_files.needs import action_needs
 from gateway.mapping_files.source import MappingSource
 from gateway.notify.channel_needs import refuse_if_channels_need, sms_action_problem
 from gateway.outbound.urls import malformed_template
@@ -214,12 +215,7 @@ class ActionUseCases:
         except NotFound as exc:
             check.add(f"/{field_name}", exc.detail, "reference")
             return
-        if mapping.direction != "outbound":
-            check.add(
-                f"/{field_name}",
-                f"mapping {name!r} is {mapping.direction}; an action needs an outbound mapping",
-                "reference",
-            )
+        check.problems += action_needs(mapping, field_name, check.body)
 
 
 # -- field checks ----------------------------------------------------------------------------

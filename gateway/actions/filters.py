@@ -13,7 +13,7 @@ Filters (a subscription's `filter`, every member optional, all must match):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,35 @@ def event_type_keys(event_type: str) -> list[str]:
     parts = event_type.split(".")
     families = [".".join(parts[:i]) + ".*" for i in range(len(parts) - 1, 0, -1)]
     return [event_type, *families, "*"]
+
+
+# Event types a listener (a subscription, a flow) gets only by naming them, not through
+# "vehicle.*" or "*": one per fix would swamp every catch-all (SPEC §6).
+OPT_IN_TYPES = frozenset({"vehicle.position"})
+
+
+def flow_listener(name: str) -> str:
+    """A flow's name in an event's `audience` (a subscription's is its id)."""
+    return f"flow:{name}"
+
+
+def wanted_by(event: Mapping[str, Any], names: Sequence[str], listener: str) -> str | None:
+    """None when the listener whose event types are `names` (a subscription's `event_types`,
+    a flow's `on.events`) and whose id is `listener` wants `event`, else why not ("asks for
+    ..."): the one rule of the fan-out, the flow starter and the dry run. An opt-in type
+    is wanted only by its own name; an event with an `audience` (the fold's sampled
+    `vehicle.position`) only by the listeners it names."""
+    event_type = str(event.get("type", ""))
+    asked = ", ".join(names) or "nothing"
+    if event_type in OPT_IN_TYPES:
+        if event_type not in names:
+            return f"asks for {asked}, not {event_type} (opt-in: asked for only by its name)"
+    elif set(event_type_keys(event_type)).isdisjoint(names):
+        return f"asks for {asked}, not {event_type}"
+    audience = event.get("audience")
+    if audience is not None and (not isinstance(audience, list) or listener not in audience):
+        return "is not in the event's audience"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

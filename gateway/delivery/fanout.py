@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from gateway.actions.catalog import Action, Catalog
-from gateway.actions.filters import EventFilter, compile_filter, event_type_keys
+from gateway.actions.filters import EventFilter, compile_filter, wanted_by
 from gateway.clock import utcnow
 from gateway.errors import InvalidPayload, NotFound
 from gateway.events import public_event
@@ -58,19 +58,6 @@ def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime) -> Do
     return doc
 
 
-# Event types a subscription gets only by naming them (not through "vehicle.*" or "*"):
-# one per fix would swamp every catch-all subscription (SPEC §6).
-OPT_IN_TYPES = frozenset({"vehicle.position"})
-
-
-def _asked_by(event: Doc) -> set[str]:
-    """The subscription event_types that want `event`. An event with an `audience` (the
-    fold's sampled `vehicle.position`) goes only to the subscriptions it names."""
-    if event["type"] in OPT_IN_TYPES:
-        return {event["type"]}
-    return set(event_type_keys(event["type"]))
-
-
 class FanOut:
     """`await fanout(events) -> created`; the relay (`gateway/events.py`) is built with it."""
 
@@ -101,12 +88,10 @@ class FanOut:
         for tenant, tenant_events in by_tenant.items():
             subs = await self._store.subscriptions.active(tenant)
             for event in tenant_events:
-                keys = _asked_by(event)
-                audience = event.get("audience")
                 for sub in subs:
-                    if keys.isdisjoint(sub["event_types"]) or not self._filter(sub).matches(event):
+                    if wanted_by(event, sub["event_types"], str(sub["_id"])) is not None:
                         continue
-                    if audience is not None and str(sub["_id"]) not in audience:
+                    if not self._filter(sub).matches(event):
                         continue
                     try:
                         action = await self._catalog.action(tenant, sub["action_id"])

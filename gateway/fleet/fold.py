@@ -59,7 +59,7 @@ import time
 import traceback
 import zlib
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -143,9 +143,14 @@ class FoldSettings:
     vehicle_seconds: float = 30.0
 
 
+# (tenant, event type) → the audience names of its active flows that name that type.
+FlowsNaming = Callable[[str, str], Awaitable[list[str]]]
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """A subscription that asked for `vehicle.position`, at most one per `sample_s`."""
+    """A subscription that asked for `vehicle.position`, at most one per `sample_s`, or a
+    flow that names it (`flow:<name>`, `sample_s` 0: every accepted fix)."""
 
     id: str
     sample_s: float
@@ -210,8 +215,10 @@ class Fold(ShardedJob):
         doorbell: Doorbell,
         shares: Shares | None = None,
         config: FoldSettings = FoldSettings(),
+        flows: FlowsNaming | None = None,
     ) -> None:
         self._store = store
+        self._flows = flows
         self._metrics = metrics
         self._settings = settings
         self._rules = rules
@@ -650,14 +657,16 @@ class Fold(ShardedJob):
 
     async def _tenant(self, tenant: str) -> _Tenant:
         """What a batch's vehicles of one tenant share, read once per batch: the tenant's
-        settings and rules (cached by their services), and its active subscriptions that name
-        `vehicle.position` (opt-in: a family or "*" does not ask for them), as the fan-out
-        reads them."""
+        settings and rules (cached by their services), and its active subscriptions and flows
+        that name `vehicle.position` (opt-in: a family or "*" does not ask for it), as the
+        fan-out and the flow starter read them (`actions/filters.py` `wanted_by`)."""
         listeners = [
             Listener(str(sub["_id"]), float(sub.get("sample_seconds") or 0))
             for sub in await self._store.subscriptions.active(tenant)
             if POSITION_EVENT in sub.get("event_types", ())
         ]
+        if self._flows is not None:
+            listeners += [Listener(name, 0.0) for name in await self._flows(tenant, POSITION_EVENT)]
         return _Tenant(
             await self._settings.for_fold(tenant), await self._rules.for_tenant(tenant), listeners
         )

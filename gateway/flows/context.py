@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from gateway.actions.filters import event_type_keys
+from gateway.actions.filters import flow_listener, wanted_by
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.flows.model import CompiledFlow, Expr
 from gateway.mapping.expressions import Run, charge_output
@@ -89,8 +89,9 @@ def run_context(
 
 def starts(flow: CompiledFlow, event: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
     """None when the event starts the flow, else why not. `on.when` errors count as false."""
-    if set(event_type_keys(str(event.get("type", "")))).isdisjoint(flow.events):
-        return f"the flow starts on {', '.join(flow.events)}, not {event.get('type')}"
+    why_not = wanted_by(event, flow.events, flow_listener(flow.name))
+    if why_not is not None:
+        return f"the flow {why_not}"
     if flow.filter is not None and not flow.filter.matches(event):
         return "the event does not pass on.filter"
     if flow.when is not None and not holds(flow.when, context):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.actions.filters import event_type_keys
+from gateway.actions.filters import flow_listener, wanted_by
 from gateway.clock import utcnow
 from gateway.events import public_event
 from gateway.flows.context import plain, run_context, starts
@@ -81,8 +81,11 @@ class FlowStarter:
     def _runs_of(self, tenant: str, events: list[Doc], active: Active, now: datetime) -> list[Doc]:
         docs = []
         for event in events:
-            keys = set(event_type_keys(event["type"]))
-            wanted = [(v, f) for v, f in active if not keys.isdisjoint(f.events)]
+            wanted = [
+                (v, f)
+                for v, f in active
+                if wanted_by(event, f.events, flow_listener(f.name)) is None
+            ]
             if not wanted:
                 continue
             depth = origin_depth(event)
@@ -96,6 +99,15 @@ class FlowStarter:
                 if starts(flow, public, context) is None:
                     docs.append(run_document(tenant, public, flow, version, now, depth))
         return docs
+
+    async def naming(self, tenant: str, event_type: str) -> list[str]:
+        """The audience names of the tenant's active flows whose `on.events` name `event_type`
+        itself: the fold's listeners for the opt-in `vehicle.position`, besides subscriptions."""
+        return [
+            flow_listener(f.name)
+            for _, f in await self._active_flows(tenant)
+            if event_type in f.events
+        ]
 
     async def _active_flows(self, tenant: str) -> Active:
         cached = self._active.get(tenant)

@@ -31,7 +31,13 @@ from typing import Any
 from gateway.actions.catalog import Catalog, build_request
 from gateway.assignments import AssignmentService
 from gateway.entities import EntityService, Origin
-from gateway.errors import Conflict, InvalidPayload, NotFound
+from gateway.errors import (
+    Conflict,
+    EntityContended,
+    EventsBacklogged,
+    InvalidPayload,
+    NotFound,
+)
 from gateway.flows.context import cooldown_key, evaluate, holds, plain
 from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
 from gateway.flows.messages import MessageComposer
@@ -330,7 +336,8 @@ class StepRunner:
         except (NotFound, InvalidPayload) as exc:
             problems = [p.as_dict() for p in getattr(exc, "problems", [])]
             raise StepFailed(exc.detail, problems) from None
-        except Conflict as exc:
+        except (Conflict, EntityContended, EventsBacklogged) as exc:
+            # Other writers of the entity, or its events waiting for the relay: it passes.
             return StepOutcome(wait=Wait(_CONFLICT_RETRY, exc.detail))
         written = result.entity
         entry = {

@@ -32,7 +32,7 @@ by `schemas/mapping.schema.json` and documented in `docs/mappings.md`.
 
     FieldCatalog    protocol: has_field(entity_type, dotted_path, *, kind=None) -> bool
     flatten(doc) / unflatten(flat)                   nested <-> dotted keys
-    validate_file(path) -> list[FieldProblem]        for `gateway mapping validate`
+    validate_file(path) -> (problems, warnings)      for `gateway mapping validate`
     test_file(path, sample_path, *, response=False, params=None) -> dict
                                                      for `gateway mapping test`
 

@@ -10,7 +10,7 @@ from typing import Any, Final
 from gateway.fleet.fix import FIELDS as FIX_FIELDS
 from gateway.formats.headers import is_reserved_header, reserved_message
 from gateway.schemas.registry import RESERVED_FIELDS, reserved_field_message
-from gateway.schemas.renamed import current_mapping
+from gateway.schemas.renamed import current_mapping, read_aliases
 
 from .conditions import Condition
 from .expressions import Getter, Run
@@ -154,6 +154,7 @@ class Plan:
     also: tuple[AlsoPlan, ...] = ()
     create: bool = True  # inbound, entities: whether an item may create its entity
     strict: bool = True  # compiled under the rules for new texts (False: a stored version)
+    deprecated: tuple[str, ...] = ()  # each use of a renamed member's old name, a line each
 
 
 def compile_plan(
@@ -171,7 +172,8 @@ def compile_plan(
         problems.add("", "a mapping file is an object with name, direction, ...", "type")
         return None
     # Targets of renamed members (`last_position.latitude`) compile under their new names.
-    data = dict(current_mapping(data)[0])
+    current, deprecated = current_mapping(data)
+    data = dict(current)
     direction = _header(data, problems)
     declared = compile_params(data["params"], problems) if "params" in data else {}
     specs = SpecCompiler(problems, ParamScope(declared, values or {}), strict=strict)
@@ -182,6 +184,7 @@ def compile_plan(
     if direction == "inbound":
         _inbound(data, plan, specs, catalog)
     elif direction == "outbound":
+        specs.aliases = read_aliases(plan.entity_type, data.get("entity_type"))
         _outbound(data, plan, specs, catalog)
     if specs.steps > MAX_STEPS:  # every item would be refused: say so now, and why
         message = (
@@ -192,6 +195,7 @@ def compile_plan(
         problems.add("", message, "limit")
     plan.secrets = frozenset(specs.secrets)
     plan.reads_received = specs.reads_received
+    plan.deprecated = (*deprecated, *specs.deprecated)
     return None if problems else plan
 
 

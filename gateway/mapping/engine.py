@@ -123,6 +123,13 @@ class CompiledMapping:
         return self._plan.secrets
 
     @property
+    def deprecated(self) -> tuple[str, ...]:
+        """Each use of a renamed member's old name (`/fields/last_position.latitude:
+        'last_position.latitude' is a deprecated name, write 'last_position.lat'`): the
+        upload's warnings (schemas/renamed.py)."""
+        return self._plan.deprecated
+
+    @property
     def reads_received(self) -> bool:
         """Whether what it writes depends on when the payload came (`{received: time}`)."""
         return self._plan.reads_received

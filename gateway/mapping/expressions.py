@@ -388,8 +388,16 @@ def is_truthy(value: Any) -> bool:
     return not (value is None or value is False or value == "" or value == [] or value == {})
 
 
-def compile_expression(expression: str) -> tuple[Getter | None, str]:
-    """A getter for `expression`, or (None, why it is refused)."""
+def compile_expression(
+    expression: str,
+    *,
+    aliases: Mapping[str, Mapping[str, str]] | None = None,
+    aliased: list[tuple[str, str]] | None = None,
+) -> tuple[Getter | None, str]:
+    """A getter for `expression`, or (None, why it is refused). `aliases`: object member →
+    old member name → new (`schemas/renamed.py`): a read of `<member>.<old>` reads the new
+    name, or the old one when the new is null; each such read goes to `aliased` as
+    (`member.old`, `member.new`)."""
     if len(expression) > MAX_EXPRESSION_LENGTH:
         return None, (
             f"expression is {len(expression):,} characters long, more than the limit of "
@@ -406,12 +414,41 @@ def compile_expression(expression: str) -> tuple[Getter | None, str]:
     why = _check_tree(parsed.parsed)
     if why:
         return None, why
+    if aliases:
+        found: list[tuple[str, str]] = []
+        tree = _aliased(parsed.parsed, aliases, found)
+        if found:
+            if aliased is not None:
+                aliased += found
+            return _interpreted(tree, expression), ""
     keys = plain_path(expression)
     if keys is not None:
         return _path_getter(keys), ""
     if expression.strip() == "@":
         return _identity, ""
     return _interpreted(parsed.parsed, expression), ""
+
+
+def _aliased(
+    node: Any, aliases: Mapping[str, Mapping[str, str]], found: list[tuple[str, str]]
+) -> Any:
+    """The tree with each `<member>.<old>` field of a chain read as `<new> || <old>`."""
+    if not _is_node(node):
+        return node
+    children = [_aliased(child, aliases, found) for child in node.get("children", ())]
+    if node["type"] == "subexpression":
+        for i in range(1, len(children)):
+            before, field = children[i - 1], children[i]
+            if before.get("type") != "field" or field.get("type") != "field":
+                continue
+            new = aliases.get(before["value"], {}).get(field["value"])
+            if new is not None:
+                found.append((f"{before['value']}.{field['value']}", f"{before['value']}.{new}"))
+                children[i] = {
+                    "type": "or_expression",
+                    "children": [{**field, "value": new}, field],
+                }
+    return {**node, "children": children}
 
 
 def _one_line(exc: Exception) -> str:

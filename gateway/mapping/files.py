@@ -62,17 +62,20 @@ def _sample_text(raw: bytes) -> str:
         raise InvalidPayload(message, [FieldProblem("", message, "encoding")]) from None
 
 
-def validate_file(path: str | Path, *, catalog: FieldCatalog | None = None) -> list[FieldProblem]:
-    """Every problem in a mapping file ([] when it is valid)."""
+def validate_file(
+    path: str | Path, *, catalog: FieldCatalog | None = None
+) -> tuple[list[FieldProblem], tuple[str, ...]]:
+    """Every problem in a mapping file ([] when it is valid), and the warnings an upload of
+    it would answer (old names it uses, `CompiledMapping.deprecated`)."""
     try:
         text = _read(path, MAX_FILE_BYTES)
     except OSError as exc:
-        return [FieldProblem("", f"cannot read {path}: {exc.strerror}", "file")]
+        return [FieldProblem("", f"cannot read {path}: {exc.strerror}", "file")], ()
     try:
-        load_mapping(text, catalog=catalog, filename=str(path))
+        mapping = load_mapping(text, catalog=catalog, filename=str(path))
     except InvalidPayload as exc:
-        return exc.problems
-    return []
+        return exc.problems, ()
+    return [], mapping.deprecated
 
 
 def read_sample(text: str) -> Any:

@@ -10,7 +10,7 @@ transforms compile in their own modules; what runs per payload is in `getters`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .conditions import Condition, compile_condition
@@ -89,6 +89,11 @@ class SpecCompiler:
         # The main `fields` targets while an `also` table compiles (its `main` source reads
         # them); None elsewhere.
         self.main_targets: frozenset[str] | None = None
+        # Renamed members read under their old names too (an outbound mapping's reads of
+        # `entity.last_position.latitude`, schemas/renamed.py), and each such read, for the
+        # upload's warnings.
+        self.aliases: Mapping[str, Mapping[str, str]] = {}
+        self.deprecated: list[str] = []
 
     # -- tables ------------------------------------------------------------------------------
 
@@ -239,7 +244,11 @@ class SpecCompiler:
         return self.spec(value, here, depth + 1)  # then
 
     def expression(self, text: str, at: str) -> Getter | None:
-        getter, why = compile_expression(text)
+        aliased: list[tuple[str, str]] = []
+        getter, why = compile_expression(text, aliases=self.aliases, aliased=aliased)
+        self.deprecated += [
+            f"{at}: {old!r} is a deprecated name, read {new!r}" for old, new in aliased
+        ]
         if getter is None:
             keyword = "limit" if "limit" in why or "nested" in why else "expression"
             self.problems.add(at, why, keyword, expression=text[:200])

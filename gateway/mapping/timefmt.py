@@ -166,28 +166,23 @@ def _parser(how: str, naive: tzinfo) -> Parser:
     return _strptime(how, naive)
 
 
-# A compact format (`%Y%m%d`, `%d%m%Y`, `%H%M`: digits with no separator between fields)
-# reads each field at its full width: strptime takes a one-digit day or month anywhere, so
-# "2026128" (a digit lost) would be 2026-12-08 and "1812026" 1812-02-06.
-_COMPACT_FORMAT = re.compile(r"(?:%[YmdHMS]|[^%])*%[YmdHMS]%[YmdHMS](?:%[YmdHMS]|[^%])*")
-
-
 def _strptime(how: str, naive: tzinfo) -> Parser:
-    """A parser of the strptime format `how` (a time without an offset in `naive`); a compact
-    one reads only text written at its full width (the text it would write)."""
-    compact = _COMPACT_FORMAT.fullmatch(how) is not None
+    """A parser of the strptime format `how` (a time without an offset in `naive`); the digit
+    fields of a compact run are read only at their full width (`_compact_runs`)."""
+    runs = _compact_runs(how)
 
     def strptime(value: Any) -> datetime:
         if not isinstance(value, str) or len(value) > _MAX_TEXT:
             raise _fail(value, f"expected a string in the format {how!r}")
+        text = value.strip()
         parsed: datetime | None
         leap = False
         try:
-            parsed = datetime.strptime(value.strip(), how)
+            parsed = datetime.strptime(text, how)
         except ValueError:
-            parsed = _leap_second(value.strip(), how)
+            parsed = _leap_second(text, how)
             leap = parsed is not None
-        if parsed is None or (compact and not leap and _written(parsed, how) != value.strip()):
+        if parsed is None or (runs is not None and not _full_width(runs, text, parsed, leap)):
             raise _fail(value, f"does not match {how!r}")
         if parsed.tzinfo:
             return _leap_checked(value, parsed, leap)
@@ -196,9 +191,84 @@ def _strptime(how: str, naive: tzinfo) -> Parser:
     return strptime
 
 
-def _written(moment: datetime, how: str) -> str:
-    """`moment` as the compact format `how` writes it, the year at its four digits."""
-    return moment.strftime(how.replace("%Y", f"{moment.year:04d}"))
+# Digit fields, at the width they are written: in a compact run (two or more with nothing
+# between them: `%Y%m%d`, `%d%m%y`, the `%H%M%S` of `%Y%m%dT%H%M%S%z`) each is read only at
+# that width. strptime takes a one-digit day, month or hour anywhere, so "2026128" (a digit
+# lost) would be 2026-12-08, "11226" by `%d%m%y` 2026-02-11, and "T93000-0300" 12:30Z. A
+# fraction is written with 3 digits (milliseconds) or 6.
+_DIGIT_FIELDS = {
+    "Y": r"\d{4}",
+    "y": r"\d{2}",
+    "m": r"\d{2}",
+    "d": r"\d{2}",
+    "H": r"\d{2}",
+    "I": r"\d{2}",
+    "M": r"\d{2}",
+    "S": r"\d{2}",
+    "j": r"\d{3}",
+    "f": r"\d{6}|\d{3}",
+}
+_FORMAT_PART = re.compile(r"%(.)|(\s+)|(.)", re.DOTALL)
+
+
+def _compact_runs(how: str) -> tuple[re.Pattern[str], list[str]] | None:
+    """A pattern that reads the digit fields of the format's compact runs at their full width
+    (groups, in order, of the fields listed), and lets anything stand for its other fields,
+    which strptime reads as it does; None when the format has no compact run."""
+    parts = [
+        ("field", m[1]) if m[1] not in (None, "%") else ("space" if m[2] else "text", m[0])
+        for m in _FORMAT_PART.finditer(how)
+    ]
+
+    def digits(i: int) -> bool:
+        return 0 <= i < len(parts) and parts[i][0] == "field" and parts[i][1] in _DIGIT_FIELDS
+
+    pattern, fields = [], []
+    for i, (kind, part) in enumerate(parts):
+        if digits(i) and (digits(i - 1) or digits(i + 1)):
+            pattern.append(f"({_DIGIT_FIELDS[part]})")
+            fields.append(part)
+        elif kind == "field":
+            pattern.append(".*?")
+        elif kind == "space":
+            pattern.append(r"\s+")  # as strptime reads a blank of the format
+        else:
+            pattern.append(re.escape(part[-1]))  # `%%` is a "%"
+    if not fields:
+        return None
+    return re.compile("".join(pattern), re.IGNORECASE | re.DOTALL), fields
+
+
+def _full_width(
+    runs: tuple[re.Pattern[str], list[str]], text: str, parsed: datetime, leap: bool
+) -> bool:
+    """Whether `text` has the compact runs' fields at their full width, and strptime read
+    them so (not a shorter field and a digit of the next one)."""
+    pattern, fields = runs
+    found = pattern.fullmatch(text)
+    if found is None:
+        return False
+    for field, digits in zip(fields, found.groups(), strict=True):
+        if leap and field in "Sf":
+            continue  # second 60, read as the last instant of its minute
+        read = int(digits.ljust(6, "0")) if field == "f" else int(digits)
+        if read != _FIELD_VALUE[field](parsed):
+            return False
+    return True
+
+
+_FIELD_VALUE: dict[str, Callable[[datetime], int]] = {
+    "Y": lambda t: t.year,
+    "y": lambda t: t.year % 100,
+    "m": lambda t: t.month,
+    "d": lambda t: t.day,
+    "H": lambda t: t.hour,
+    "I": lambda t: t.hour % 12 or 12,
+    "M": lambda t: t.minute,
+    "S": lambda t: t.second,
+    "j": lambda t: t.timetuple().tm_yday,
+    "f": lambda t: t.microsecond,
+}
 
 
 def _leap_second(text: str, how: str) -> datetime | None:

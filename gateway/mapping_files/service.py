@@ -27,10 +27,10 @@ from typing import Any
 
 from gateway.entities import EntityService
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
-from gateway.formats.json_tree import shown
 from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, load_mapping
 from gateway.mapping_files.dry_run import MappingDryRun
+from gateway.mapping_files.needs import NEEDS
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
@@ -56,6 +56,7 @@ class MappingVersion:
     direction: str
     entity_type: str | None
     created: bool = False  # set by upload(): False when the same text was already the latest
+    warnings: tuple[str, ...] = ()  # set by upload(): the old names it uses (renamed.py)
 
     def as_dict(self, *, source: bool = True) -> dict[str, Any]:
         data = {
@@ -224,32 +225,39 @@ class MappingService:
         self._keep((tenant, doc["name"], doc["version"]), mapping)
 
     async def _keeps_its_users(self, tenant: str, name: str, mapping: CompiledMapping) -> None:
-        """A version about to become active writes what the active one writes (its direction,
-        entity type, target and kind) while a trigger, an action or a schedule names the
-        mapping: they were checked against those when saved (a trigger on a driver mapping is
-        refused), and a new version must not change them under them. Conflict naming the
-        users and what would change; a version stored without activating it is not checked."""
+        """A version about to become active must still fit each trigger, action and schedule
+        that names the mapping as that user's own save check has it (`needs.py`: a trigger on
+        a driver mapping is refused): Conflict naming the users it would not fit and why. A
+        problem a user has with the active version already (saved before a rule, at the same
+        pointer) does not block it; a version stored without activating it is not checked."""
         head = await self._store.mappings.head(tenant, name)
-        if head is None or head.get("active_version") is None:
-            return
-        try:
-            current = await self.compiled(tenant, name, int(head["active_version"]))
-        except InvalidPayload:  # stored before today's rules: its users fail already
-            return
-        changed = [
-            f"{what} {shown(getattr(current, what))} → {shown(getattr(mapping, what))}"
-            for what in _WHAT_USERS_RELY_ON
-            if getattr(current, what) != getattr(mapping, what)
-        ]
-        if not changed:
-            return
-        users = await self._store.mappings.users(tenant, name)
-        if users:
-            named = ", ".join(f"{u['kind']} {u['name'] or u['id']}" for u in users)
+        current: CompiledMapping | None = None
+        if head is not None and head.get("active_version") is not None:
+            try:
+                current = await self.compiled(tenant, name, int(head["active_version"]))
+            except InvalidPayload:  # stored before today's rules: its users fail already
+                return
+        refused, why = [], []
+        for user, doc in await self._store.mappings.users_with_documents(tenant, name):
+            needs = NEEDS[user["kind"]]
+            for field in user["fields"]:
+                problems = needs(mapping, field, doc)
+                if current is not None:  # what fails with the active version fails already
+                    before = {p.pointer for p in needs(current, field, doc)}
+                    problems = [p for p in problems if p.pointer not in before]
+                if not problems:
+                    continue
+                refused.append(user)
+                who = f"{user['kind']} {user['name'] or user['id']}"
+                why += [f"{who} {p.pointer}: {p.message}" for p in problems]
+                break
+        if refused:
+            named = ", ".join(f"{u['kind']} {u['name'] or u['id']}" for u in refused)
             raise Conflict(
-                f"mapping {name!r} is used by {named}: a new active version cannot change its "
-                f"{', '.join(changed)} (store it with activate=false, or use another name)",
-                used_by=users,
+                f"mapping {name!r} is used by {named}, which would refuse this version as "
+                f"active: {'; '.join(why)} (change them first, or use another name; a version "
+                "stored with activate=false waits for that)",
+                used_by=refused,
             )
 
     def _keep(self, key: tuple[str, str, int], mapping: CompiledMapping) -> None:
@@ -306,7 +314,8 @@ class MappingService:
         )
         if created:
             self._compiled[(tenant, name, version)] = mapping
-        return replace(await self.get(tenant, name, version), created=created)
+        stored = await self.get(tenant, name, version)
+        return replace(stored, created=created, warnings=mapping.deprecated)
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> MappingVersion:
         """One version; the active one by default."""
@@ -352,11 +361,6 @@ class MappingService:
 
     async def used_by(self, tenant: str, name: str) -> list[dict[str, Any]]:
         return await self._store.mappings.users(tenant, name)
-
-
-# What the users of a mapping were checked against when saved (triggers.md: a trigger's
-# target, entity type and kind cannot change).
-_WHAT_USERS_RELY_ON = ("direction", "entity_type", "target", "kind")
 
 
 def _format(source: str) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
 from gateway.actions.xml_body import compile_xml_body
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, NotFound
+from gateway.mapping_files.needs import schedule_needs
 from gateway.mapping_files.source import MappingSource
 from gateway.schedules.spec import check_fields, public_schedule
 from gateway.schemas.compiled import invalid
@@ -248,24 +248,7 @@ class ScheduleService:
             mapping = await self._mappings.active(tenant, name)
         except NotFound as exc:
             return [FieldProblem("/target/mapping", exc.detail, "reference")]
-        if mapping.direction != "inbound":
-            message = f"{name!r} is {mapping.direction}; a schedule's mapping must be inbound"
-            return [FieldProblem("/target/mapping", message, "mapping")]
-        if mapping.target != target["type"]:
-            message = (
-                f"{name!r} maps to {mapping.target}; this schedule's target is {target['type']}"
-            )
-            return [FieldProblem("/target/mapping", message, "mapping")]
-        if target["type"] == "entities" and mapping.entity_type not in (
-            None,
-            target["entity_type"],
-        ):
-            message = f"{name!r} is for {mapping.entity_type} entities"
-            return [FieldProblem("/target/mapping", message, "mapping")]
-        return [
-            replace(p, pointer=f"/target{p.pointer}")
-            for p in mapping.param_problems(target.get("params") or {})
-        ]
+        return schedule_needs(mapping, "mapping", {"target": target})
 
 
 def _definition(doc: Doc) -> dict[str, Any]:

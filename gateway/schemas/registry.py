@@ -21,6 +21,7 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.formats.json_tree import shown
 from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
 from gateway.schemas.ids import canonical_plate_key, normalize_identifier
+from gateway.schemas.kind_keys import key_problems
 from gateway.schemas.problems import nul_key_problems, pointer, root_problem
 from gateway.schemas.walk import COMBINATORS, Resolver
 
@@ -181,6 +182,7 @@ class SchemaRegistry:
         problems.extend(schema.problems(normalised_body, body))
         if kind not in self._kinds:  # a built-in kind's schema refuses any such field itself
             problems.extend(_reserved(f"/{k}", k) for k in body if k in RESERVED_FIELDS)
+        problems.extend(key_problems(kind, schema.schema, normalised.get("key"), normalised_body))
         envelope = {k: normalised[k] for k in ENVELOPE_FIELDS if k in normalised}
         return {**envelope, **normalised_body}, problems
 

@@ -7,8 +7,10 @@ old names are renamed once at start (`store/position_names.py` `rename_position_
 versions uploaded before still target the old names, and keep working: `current_mapping`
 rewrites a mapping document's targets, `only_forward` orderings and `announce: {changed}`
 paths to the new names before it compiles, and `current_data` renames what a mapping's
-expression built whole (`last_position: <an object>`). An upload that still uses them is taken,
-with a warning (`deprecated_uses`).
+expression built whole (`last_position: <an object>`). An outbound mapping that reads them
+(`entity.last_position.latitude`) reads the new name, or the old one when it is null
+(`read_aliases`, compiled by `mapping/expressions.py`). An upload that still uses them is taken,
+with a warning (CompiledMapping.deprecated).
 """
 
 from __future__ import annotations
@@ -77,9 +79,15 @@ def current_mapping(document: Mapping[str, Any]) -> tuple[Mapping[str, Any], lis
     return result, uses
 
 
-def deprecated_uses(document: Mapping[str, Any]) -> list[str]:
-    """What `current_mapping` would rename in a mapping document, a line each."""
-    return current_mapping(document)[1]
+def read_aliases(etype: str | None, declared: Any) -> Mapping[str, Mapping[str, str]]:
+    """The members an outbound mapping reads under their old names too (object member → old
+    name → new): a vehicle's, for a mapping of vehicles or of no declared entity type (the
+    entity or event it is given may be a vehicle); none for another type."""
+    if declared is not None and etype is None:
+        return {}  # a type the mapping got wrong: refused by the compiler
+    if etype is None:
+        return {k: v for members in RENAMED.values() for k, v in members.items()}
+    return RENAMED.get(etype, {})
 
 
 def _current_target(target: Mapping[str, Any], at: str, uses: list[str]) -> Mapping[str, Any]:

@@ -23,6 +23,7 @@ from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
 from gateway.store.expiry import Expiry
+from gateway.store.fine_keys import rekey_fines
 from gateway.store.fleet import FleetStore
 from gateway.store.fleet_rules import FleetRuleStores
 from gateway.store.fleet_settings import FleetSettingsStore
@@ -144,6 +145,7 @@ class Store:
         # Upgrade step, once per database: before `position_at` is derived from the new names.
         await rename_position_members(self.db["entities"], self.db["migrations"])
         await self.entities.backfill_derived()
+        await rekey_fines(self.db["entities"], self.db["notify_cooldowns"], self.db["migrations"])
         await self.mappings.ensure_indexes()
         await self.positions.ensure_indexes(scans_id_ranges=scans)
         await self.fleet.ensure_counter()

@@ -15,6 +15,8 @@ import bson
 import pymongo.asynchronous.pool
 import pymongo.lock
 from bson import ObjectId
+from bson.codec_options import TypeDecoder, TypeRegistry
+from bson.dbref import DBRef
 from bson.errors import InvalidDocument, InvalidId
 from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
@@ -108,6 +110,26 @@ if hasattr(pymongo.asynchronous.pool, "_configured_protocol_interface"):
     )
 
 
+class _PlainReference(TypeDecoder):
+    """An object with `$ref` and `$id` members read back as the object it is. PyMongo decodes
+    every such embedded document as a `bson.DBRef` (the DBRef convention), with no option to
+    turn that off; the gateway stores JSON, where the pair is ordinary (a JSON Reference, a
+    JSON-LD or serialiser's link, a JSON Schema with its `$id` beside a `$ref`). An entity, an
+    event, a kind's schema or a flow came back as a DBRef, which the JSON answer wrote as its
+    Python text and a re-send compared as a change (tests/test_entity_writes.py). The mapping
+    is rebuilt member for member; what a DBRef keeps no trace of is lost: the members' order
+    (`$ref`, `$id`, `$db` come first) and a `"$db": null` beside the pair."""
+
+    bson_type = DBRef
+
+    def transform_bson(self, value: Any) -> Doc:
+        return dict(value.as_doc())
+
+
+PLAIN_DOCUMENTS = TypeRegistry([_PlainReference()])
+"""The client's decoders: every read of a stored document goes through them."""
+
+
 def open_client(
     uri: str,
     *,
@@ -123,6 +145,8 @@ def open_client(
     - `w`: GATEWAY_WRITE_CONCERN (e.g. "majority" on a replica set); unset keeps the URI's.
     - `timeoutMS`: every operation (server selection, connection checkout, the round trip)
       has this deadline; past it the driver gives up and the caller answers 503.
+    - `type_registry`: documents read back as JSON objects, never as DBRefs
+      (`_PlainReference`).
     - `serverMonitoringMode=poll`: after an error that marks the server unknown (a
       NotWritablePrimary, a ShutdownInProgress) the driver checks it again at once. With the
       streaming protocol its monitor was waiting in an awaitable `hello` that a server whose
@@ -140,6 +164,7 @@ def open_client(
         connectTimeoutMS=min(timeout_ms, 2000),
         appname="rabbot-gateway",
         serverMonitoringMode="poll",
+        type_registry=PLAIN_DOCUMENTS,
         event_listeners=list(listeners),
         **options,
     )

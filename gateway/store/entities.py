@@ -10,6 +10,10 @@ events are durable together on any MongoDB deployment without a transaction; the
 Writes go through the process's group commit (`group_commit.py`): concurrent requests'
 entity writes reach the database in one command.
 
+An outbox is bounded by its events (`MAX_OUTBOX`) and by its bytes (`outbox_bytes`, kept
+beside it, against MongoDB's 16 MiB document limit: each event carries a copy of the entity):
+a write that would pass either bound waits (`EventsBacklogged`, a 503) for the relay.
+
 While its outbox holds events, a document has `pending` (when its oldest waiting event was
 written: the relay takes the oldest first) and `pending_shard` (which relay shard it belongs
 to, see `gateway/shares.py`); the relay removes both once it has moved the events.
@@ -28,14 +32,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from gateway.clock import as_stored, from_iso
 from gateway.errors import Conflict, EventsBacklogged, FieldProblem, InvalidPayload
 from gateway.formats.json_tree import a_json_type
-from gateway.store.client import Collection, Doc, cursor_id, parse_id, scoped, translate_errors
+from gateway.store.client import (
+    Collection,
+    Doc,
+    cursor_id,
+    parse_id,
+    scoped,
+    stored_size,
+    translate_errors,
+    unjournaled,
+)
 from gateway.store.group_commit import SEALS, GroupCommit, Marks, seal
 from gateway.store.migrations import record_step, step_done
 
@@ -72,7 +85,12 @@ LOOKUP_SUFFIX = "_id"
 (`attributes.tracker_id`, `attributes.erp_id`, `attributes.motive_id`, ...) of any entity type
 is indexed, so a mapping keyed by it finds the entity through the index."""
 MAX_LOOKUP_IDS = 20
-"""Partner ids indexed per entity (the first ones, in the attributes' order)."""
+"""Partner ids indexed per entity (the first ones, in the attributes' order). An entity with
+more has `MORE_IDS` among its filter keys: a lookup by a partner id reads those entities too,
+matching the id on their data (`_filter_query`), so an id past the twentieth is found."""
+MORE_IDS = "attributes=*"
+"""The filter key of an entity with partner ids past `MAX_LOOKUP_IDS` (no field is named
+`attributes` in `FILTERABLE`: no other key has this text)."""
 MAX_LOOKUP_TEXT = 200
 """Longer values are not indexed (nor looked up through the index: matched on the data)."""
 INDEXES.append(
@@ -120,7 +138,8 @@ AHEAD = timedelta(days=1)  # beyond the fold's future tolerance (at most 24 h, d
 
 DERIVED_MIGRATION = "entities.derived.group_members"
 """Named after the last change to `derived` (a vehicle's `groups` among its `group` keys;
-before, `position_at`): a database whose marker names an earlier one is backfilled again."""
+before, `more_ids`, and `position_at`): a database whose marker names an earlier one is
+backfilled again."""
 _BACKFILL_BATCH = 500
 
 
@@ -161,12 +180,13 @@ def filter_keys(etype: str, data: Mapping[str, Any]) -> list[str]:
     if isinstance(attributes, Mapping):
         ids = 0
         for name, value in attributes.items():
-            if ids == MAX_LOOKUP_IDS:
-                break
             if not name.endswith(LOOKUP_SUFFIX) or "." in name:
                 continue
             text = lookup_text(value)
             if text is not None and len(text) <= MAX_LOOKUP_TEXT:
+                if ids == MAX_LOOKUP_IDS:
+                    keys.append(MORE_IDS)
+                    break
                 keys.append(f"attributes.{name}={text}")
                 ids += 1
     return keys
@@ -205,12 +225,17 @@ def _same_values(value: str | int | float) -> Any:
 
 def _filter_query(
     etype: str, filters: Mapping[str, Any], one_of: Mapping[str, Sequence[str]]
-) -> Doc:
+) -> tuple[Doc, Doc | None]:
     """The first indexed filter goes through the `fk` index (an equality, which SecantusDB
     serves from the index); the others are matched on the data. Text and numbers compare by
     value both ways (see `lookup_text`). A field of `one_of` matches any of its texts (a
-    plate's spellings)."""
+    plate's spellings).
+
+    When a partner id (`is_lookup_field`) is the indexed one, the second query finds the
+    entities that may hold it unindexed: those with `MORE_IDS` (through the same index), the
+    id matched on their data. None otherwise."""
     query: Doc = {}
+    more: tuple[str, Any] | None = None
     filterable = FILTERABLE.get(etype, ())
     for field, texts in one_of.items():
         if "fk" not in query and field in filterable:
@@ -228,17 +253,47 @@ def _filter_query(
         indexed = field in filterable or is_lookup_field(field)
         if "fk" not in query and indexed and len(text) <= MAX_LOOKUP_TEXT:
             query["fk"] = f"{field}={text}"
+            if is_lookup_field(field):
+                more = (field, value)
         elif (listed := MEMBERS.get(etype, {}).get(field)) is not None:
             either = [{f"data.{name}": _same_values(value)} for name in (field, listed)]
             query.setdefault("$and", []).append({"$or": either})
         else:
             query[f"data.{field}"] = _same_values(value)
-    return query
+    if more is None:
+        return query, None
+    field, value = more
+    return query, {**query, "fk": MORE_IDS, f"data.{field}": _same_values(value)}
 
 
 MAX_OUTBOX = 1_000
-"""Events an entity may hold before the relay has moved them (each carries a copy of the
-entity's data: 1,000 small vehicles stay far below MongoDB's 16 MiB document limit)."""
+"""Events an entity may hold before the relay has moved them."""
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+"""MongoDB's limit on one document: an entity's data and its waiting events together."""
+DOCUMENT_SLACK = 64 * 1024
+"""What an entity's document holds beside its data and outbox (ids, keys, times, `fk`)."""
+BACKLOGGED = "events of this entity are waiting to be relayed; retry shortly"
+
+
+def _outbox_bytes(entries: Sequence[Doc]) -> int:
+    """The bytes outbox entries take, counted the same way where they are pushed and pulled."""
+    return sum(stored_size(entry) for entry in entries)
+
+
+def _outbox_guard(query: Doc, update: Doc, data: Doc, entries: Sequence[Doc]) -> None:
+    """Backpressure on a write that adds `entries` to an entity's outbox: the write matches
+    only while the outbox holds fewer than `MAX_OUTBOX` events and so few bytes that the
+    document with `data` and the new entries stays within `MAX_DOCUMENT_BYTES`; the update
+    counts the entries' bytes in. Without the byte bound an entity of 1 MB filled its 16 MiB
+    after 15 events waiting, and the write was the database's refusal, a 422 telling the
+    caller its payload was wrong. A write too large for even an empty outbox is not guarded:
+    the database refuses it for what it carries (`translate_errors`: a 422)."""
+    added = _outbox_bytes(entries)
+    query[f"outbox.{MAX_OUTBOX - 1}"] = {"$exists": False}
+    room = MAX_DOCUMENT_BYTES - DOCUMENT_SLACK - stored_size(data) - added
+    if room >= 0:  # `$not` matches an outbox written before its bytes were counted
+        query["outbox_bytes"] = {"$not": {"$gt": room}}
+    update.setdefault("$inc", {})["outbox_bytes"] = added
 
 
 def _stamped(events: Sequence[Doc], rev: int) -> list[Doc]:
@@ -312,6 +367,23 @@ class EntityStore:
         with translate_errors():
             return await self._c.find_one(scoped(tenant, query), {"outbox": 0})
 
+    async def take_turn(self, tenant: str, etype: str, nk: str) -> Doc | None:
+        """The entity, read for a write that lost a round to another writer: its revision is
+        moved on as it is read (no data changes, no event), so a write another process makes
+        from the copy it remembers, without a read, loses this round and reads too, instead
+        of getting in ahead every time (`gateway/entities.py` `_Rounds`). None when there is
+        no such entity."""
+        query = scoped(tenant, {"type": etype, "nk": nk})
+        # Not journaled: it changes nothing a write stands on; lost in a crash, the write
+        # guarded by the revision it read loses its round, and reads again.
+        with translate_errors():
+            return await unjournaled(self._c).find_one_and_update(
+                query,
+                {"$inc": {"rev": 1}},
+                projection={"outbox": 0},
+                return_document=ReturnDocument.AFTER,
+            )
+
     async def find(
         self,
         tenant: str,
@@ -324,16 +396,30 @@ class EntityStore:
         one_of: Mapping[str, Sequence[str]] | None = None,
         excluding: Mapping[str, str] | None = None,
     ) -> list[Doc]:
-        query: Doc = {"type": etype, **_filter_query(etype, filters, one_of or {})}
+        matched, more = _filter_query(etype, filters, one_of or {})
+        common: Doc = {"type": etype}
         if excluding:  # plain text: never an operator
-            query["$nor"] = [{f"data.{k}": str(v)} for k, v in excluding.items()]
+            common["$nor"] = [{f"data.{k}": str(v)} for k, v in excluding.items()]
         if nk is not None:
-            query["nk"] = nk
+            common["nk"] = nk
         if after is not None:
-            query["_id"] = {"$gt": cursor_id(after)}
+            common["_id"] = {"$gt": cursor_id(after)}
+        queries = [matched] if more is None else [matched, more]
         with translate_errors():
-            cursor = self._c.find(scoped(tenant, query), {"outbox": 0})
-            return await cursor.sort("_id", ASCENDING).limit(limit).to_list(limit)
+            found = await asyncio.gather(
+                *(
+                    self._c.find(scoped(tenant, {**common, **query}), {"outbox": 0})
+                    .sort("_id", ASCENDING)
+                    .limit(limit)
+                    .to_list(limit)
+                    for query in queries
+                )
+            )
+        if more is None:
+            return found[0]
+        # An entity in both (its id indexed, and ids past the limit) is one.
+        merged = {doc["_id"]: doc for docs in found for doc in docs}
+        return [merged[key] for key in sorted(merged)][:limit]
 
     async def insert(
         self, tenant: str, etype: str, nk: str, data: Doc, events: Sequence[Doc]
@@ -354,8 +440,12 @@ class EntityStore:
             },
         )
         if events:
+            outbox = _stamped(events, 1)
             doc.update(
-                outbox=_stamped(events, 1), pending=now, pending_shard=relay_shard(doc["_id"])
+                outbox=outbox,
+                outbox_bytes=_outbox_bytes(outbox),
+                pending=now,
+                pending_shard=relay_shard(doc["_id"]),
             )
         try:
             await self._commits.insert(self._c, doc)
@@ -373,28 +463,34 @@ class EntityStore:
             "$set": {"data": data, **derived(current["type"], data), "updated_at": now},
             "$inc": {"rev": 1},
         }
+        query: Doc = {"_id": current["_id"], "rev": current["rev"]}
         if events:
-            update["$push"] = {"outbox": {"$each": _stamped(events, current["rev"] + 1)}}
+            entries = _stamped(events, current["rev"] + 1)
+            update["$push"] = {"outbox": {"$each": entries}}
             update["$set"]["pending_shard"] = relay_shard(current["_id"])
             update["$min"] = {"pending": now}  # the oldest waiting event's time stays
-        query = {"_id": current["_id"], "rev": current["rev"]}
-        if events:
-            # Backpressure: while the relay is behind by this much for one entity, writes
-            # that add events wait (503) rather than grow the document towards its limit.
-            query[f"outbox.{MAX_OUTBOX - 1}"] = {"$exists": False}
+            _outbox_guard(query, update, data, entries)
         matched = await self._commits.update(self._c, scoped(tenant, query), update)
         if matched == 0 and events:
-            with translate_errors():
-                full = await self._c.count_documents(
-                    scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}), limit=1
-                )
-            if full:
-                raise EventsBacklogged(
-                    "events of this entity are waiting to be relayed; retry shortly"
-                )
+            await self._refuse_if_backlogged(tenant, current)
         if matched == 0:
             return None
         return {**current, **update["$set"], "rev": current["rev"] + 1}
+
+    async def _refuse_if_backlogged(
+        self, tenant: str, current: Doc, session: AsyncClientSession | None = None
+    ) -> None:
+        """After a guarded write matched nothing: EventsBacklogged when the entity is still
+        at the revision read (so the outbox's bound refused it), else nothing (it changed: the
+        caller reads it again)."""
+        with translate_errors():
+            unchanged = await self._c.count_documents(
+                scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}),
+                limit=1,
+                session=session,
+            )
+        if unchanged:
+            raise EventsBacklogged(BACKLOGGED)
 
     async def write_together(
         self, tenant: str, writes: Sequence[TogetherWrite]
@@ -462,8 +558,10 @@ class EntityStore:
                 },
             )
             if write.events:
+                outbox = _stamped(write.events, 1)
                 doc.update(
-                    outbox=_stamped(write.events, 1),
+                    outbox=outbox,
+                    outbox_bytes=_outbox_bytes(outbox),
                     pending=now,
                     pending_shard=relay_shard(doc["_id"]),
                 )
@@ -477,44 +575,42 @@ class EntityStore:
         update["$set"]["updated_at"] = now
         query: Doc = {"_id": current["_id"], "rev": current["rev"]}
         if write.events:
-            update["$push"] = {"outbox": {"$each": _stamped(write.events, current["rev"] + 1)}}
+            entries = _stamped(write.events, current["rev"] + 1)
+            update["$push"] = {"outbox": {"$each": entries}}
             update["$set"]["pending_shard"] = relay_shard(current["_id"])
             update["$min"] = {"pending": now}
-            query[f"outbox.{MAX_OUTBOX - 1}"] = {"$exists": False}
+            _outbox_guard(query, update, write.data, entries)
         result = await self._c.update_one(scoped(tenant, query), update, session=session)
         if result.matched_count == 0:
-            if write.events and await self._c.count_documents(
-                scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}),
-                limit=1,
-                session=session,
-            ):
-                raise EventsBacklogged(
-                    "events of this entity are waiting to be relayed; retry shortly"
-                )
+            if write.events:
+                await self._refuse_if_backlogged(tenant, current, session)
             return None
         return {**current, **update["$set"], "rev": current["rev"] + 1}
 
     async def mark_deleted(self, tenant: str, current: Doc, event: Doc) -> bool:
         """Soft-delete: the type and natural key change at once (so no query finds the entity
         and its key is free); the relay removes the document once its outbox, which holds
-        `entity.deleted`, has been drained."""
+        `entity.deleted`, has been drained. False when the entity changed since `current` was
+        read; EventsBacklogged when its outbox is full (`_outbox_guard`)."""
         now = as_stored(datetime.now(UTC))
-        matched = await self._commits.update(
-            self._c,
-            scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}),
-            {
-                "$set": {
-                    "deleted": True,
-                    "type": f"{current['type']}#deleted",
-                    "nk": f"{current['nk']}#deleted#{current['_id']}",
-                    "updated_at": now,
-                    "pending_shard": relay_shard(current["_id"]),
-                },
-                "$min": {"pending": now},
-                "$inc": {"rev": 1},
-                "$push": {"outbox": _stamped([event], current["rev"] + 1)[0]},
+        entries = _stamped([event], current["rev"] + 1)
+        query: Doc = {"_id": current["_id"], "rev": current["rev"]}
+        update: Doc = {
+            "$set": {
+                "deleted": True,
+                "type": f"{current['type']}#deleted",
+                "nk": f"{current['nk']}#deleted#{current['_id']}",
+                "updated_at": now,
+                "pending_shard": relay_shard(current["_id"]),
             },
-        )
+            "$min": {"pending": now},
+            "$inc": {"rev": 1},
+            "$push": {"outbox": {"$each": entries}},
+        }
+        _outbox_guard(query, update, current["data"], entries)
+        matched = await self._commits.update(self._c, scoped(tenant, query), update)
+        if matched == 0:
+            await self._refuse_if_backlogged(tenant, current)
         return matched == 1
 
     async def deleted_outbox(self, tenant: str, etype: str, id: str) -> Doc | None:
@@ -702,10 +798,17 @@ class EntityStore:
             if doc.get("deleted"):
                 matched = await commits.delete(self._c, unchanged)
             else:
-                done = {"$unset": {"outbox": "", "pending": "", "pending_shard": ""}}
+                done = {
+                    "$unset": {"outbox": "", "outbox_bytes": "", "pending": "", "pending_shard": ""}
+                }
                 matched = await commits.update(self._c, unchanged, done)
             if not matched:
-                pull = {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}}
+                relayed = set(event_ids)
+                pulled = [e for e in doc.get("outbox", ()) if e.get("id") in relayed]
+                pull = {
+                    "$pull": {"outbox": {"id": {"$in": list(event_ids)}}},
+                    "$inc": {"outbox_bytes": -_outbox_bytes(pulled)},
+                }
                 await commits.update(self._c, {"_id": doc["_id"]}, pull)
 
         await asyncio.gather(*(drain(doc, ids) for doc, ids in drained))

@@ -3,10 +3,10 @@ which version is active.
 
 A version is `{tenant, name, version, source, format, document, checksum, author,
 created_at, direction, entity_type}` and never changes once written. A head is
-`{tenant, name, latest_version, latest_checksum, active_version?, direction, entity_type,
-created_at, updated_at, deleted?}`: it allocates version numbers (`$inc`, so two concurrent
-uploads never get the same number, with the checksum of the text each is for, so two
-identical uploads at once store it once) and says which version is active. Deleting a
+`{tenant, name, latest_version, claims, under_way, active_version?, direction, entity_type,
+created_at, updated_at, deleted?}`: it hands out version numbers (`claim_version`: never the
+same twice, and with the checksum of the text each is for, so copies of one text uploaded at
+once store it once) and says which version is active. Deleting a
 mapping removes its versions and leaves the head as a tombstone, so a later upload of the
 same name continues the numbering: a (tenant, name, version) triple is never reused, which
 lets every process cache compiled versions by it forever.
@@ -14,17 +14,19 @@ lets every process cache compiled versions by it forever.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
+from gateway.clock import as_stored
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.store.client import (
     NAME_CURSOR,
     Database,
     Doc,
     cursor_text,
+    new_id,
     scoped,
     translate_errors,
 )
@@ -47,7 +49,9 @@ USERS = {
 }
 _LISTED = {"deleted": {"$ne": True}, "direction": {"$exists": True}}
 _NO_SOURCE = {"source": 0, "document": 0}
-_ALLOCATE_TRIES = 20
+_ALLOCATE_TRIES = 100  # one upload at the same time takes a number per try
+_CLAIMS_KEPT = 50
+_UNDER_WAY_SECONDS = 60
 
 
 class MappingStore:
@@ -91,44 +95,117 @@ class MappingStore:
             )
         return None if doc is None else int(doc["version"])
 
-    async def allocate_version(
-        self, tenant: str, name: str, checksum: str | None = None
-    ) -> int | None:
-        """The next version number of `name`, never handed out twice, for a text of
-        `checksum`; None when the latest number was handed out for that same text (an
-        identical upload at the same time: the caller waits for that version instead of
-        storing the text twice). `checksum=None` allocates whatever the latest text.
-
-        The head's `latest_checksum` is set with the number in one update, so of two
-        identical uploads one allocates and the other finds it. Two first uploads of a name
-        at once both upsert the head: the one that loses the insert (a duplicate key, or no
-        document from the embedded database) tries again and finds the head."""
-        now = datetime.now(UTC)
-        query: Doc = {"name": name}
-        if checksum is not None:
-            query["latest_checksum"] = {"$ne": checksum}
+    async def begin_upload(self, tenant: str, name: str, since: int) -> tuple[str, int]:
+        """Note an upload of `name` under way, that began when version `since` was the latest
+        stored: its id (for `end_upload`) and the version from which texts claimed count as
+        uploaded at once with it, the earliest `since` of the uploads under way. So a copy
+        that comes in while any upload of its batch is still answering finds its text's
+        version, though that one was stored and answered before it began; an upload after
+        the whole batch is answered counts from its own start. A mark older than
+        `_UNDER_WAY_SECONDS` (its process stopped) is not counted."""
+        at = as_stored(datetime.now(UTC))
+        mark: Doc = {"id": str(new_id()), "since": since, "at": at}
         for _ in range(_ALLOCATE_TRIES):
             try:
                 with translate_errors():
                     head = await self._heads.find_one_and_update(
-                        scoped(tenant, query),
-                        {
-                            "$inc": {"latest_version": 1},
-                            "$set": {"latest_checksum": checksum},
-                            "$setOnInsert": {"created_at": now},
-                        },
+                        scoped(tenant, {"name": name}),
+                        {"$push": {"under_way": mark}, "$setOnInsert": {"created_at": mark["at"]}},
                         upsert=True,
                         return_document=ReturnDocument.AFTER,
                     )
-            except Conflict:  # the head was inserted meanwhile, or holds this text's number
-                head = None
+            except Conflict:  # two first uploads of the name: the other created the head
+                continue
             if head is not None:
-                return int(head["latest_version"])
+                break
+        else:
+            raise StoreUnavailable(f"no head for {name!r}: it kept changing")
+        cutoff = at - timedelta(seconds=_UNDER_WAY_SECONDS)
+        counted = [m["since"] for m in head.get("under_way") or [] if m["at"] >= cutoff]
+        return str(mark["id"]), min([since, *counted])
+
+    async def end_upload(self, tenant: str, name: str, upload_id: str) -> None:
+        """The upload is answered (stored, found, or refused); marks gone stale go too."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=_UNDER_WAY_SECONDS)
+        with translate_errors():
+            await self._heads.update_one(
+                scoped(tenant, {"name": name}), {"$pull": {"under_way": {"id": upload_id}}}
+            )
+            await self._heads.update_one(
+                scoped(tenant, {"name": name, "under_way.at": {"$lt": cutoff}}),
+                {"$pull": {"under_way": {"at": {"$lt": cutoff}}}},
+            )
+
+    async def allocate_version(self, tenant: str, name: str) -> int:
+        """The next version number of `name`, for no text in particular."""
+        version, _ = await self.claim_version(tenant, name, None, since=0)
+        return version
+
+    async def claim_version(
+        self,
+        tenant: str,
+        name: str,
+        checksum: str | None,
+        *,
+        since: int,
+        abandoned: int | None = None,
+    ) -> tuple[int, bool]:
+        """A version number for the text of `checksum`, and whether it is new: not when the
+        same text has the number of another upload at the same time (one claimed after
+        version `since`, from which `begin_upload` counts uploads at once, or one not stored
+        yet),
+        whose version the caller waits for instead of storing the text twice. `abandoned`: a
+        number claimed for this text never stored (its upload failed), not waited for again.
+
+        The head lists the texts of its `_CLAIMS_KEPT` latest numbers (`claims`); a number is
+        taken by replacing the head only as it was read (compare and swap), so of uploads at
+        the same time each text gets one number, whatever the order they come in."""
+        for _ in range(_ALLOCATE_TRIES):
             with translate_errors():
-                existing = await self._heads.find_one(scoped(tenant, {"name": name}))
-            if existing is not None and checksum is not None:
-                if existing.get("latest_checksum") == checksum:
-                    return None
+                head = await self._heads.find_one(scoped(tenant, {"name": name}))
+            if head is None:
+                try:
+                    with translate_errors():
+                        await self._heads.insert_one(
+                            scoped(
+                                tenant,
+                                {
+                                    "name": name,
+                                    "latest_version": 1,
+                                    "claims": [{"version": 1, "checksum": checksum}],
+                                    "created_at": datetime.now(UTC),
+                                },
+                            )
+                        )
+                except Conflict:  # another upload created the head meanwhile
+                    continue
+                return 1, True
+            claims = head.get("claims") or []
+            if checksum is not None:
+                for claim in claims:
+                    if claim["checksum"] != checksum or claim["version"] == abandoned:
+                        continue
+                    if claim["version"] > since or not await self.version(
+                        tenant, name, claim["version"]
+                    ):
+                        return claim["version"], False
+            latest = head.get("latest_version")  # none yet: a head `begin_upload` made
+            kept = [c for c in claims if c["checksum"] != checksum or checksum is None]
+            claim = {"version": (latest or 0) + 1, "checksum": checksum}
+            as_read = latest if latest is not None else {"$exists": False}
+            with translate_errors():
+                taken = await self._heads.update_one(
+                    scoped(tenant, {"name": name, "latest_version": as_read}),
+                    {
+                        "$set": {
+                            "latest_version": claim["version"],
+                            "claims": [*kept[-(_CLAIMS_KEPT - 1) :], claim],
+                        },
+                        "$unset": {"latest_checksum": ""},  # what heads held before claims
+                    },
+                )
+            if taken.matched_count == 1:
+                return claim["version"], True
         raise StoreUnavailable(f"no version number for {name!r}: the head kept changing")
 
     async def insert_version(self, tenant: str, doc: Doc) -> None:
@@ -200,7 +277,7 @@ class MappingStore:
                 scoped(tenant, {"name": name, **_LISTED}),
                 {
                     "$set": {"deleted": True, "updated_at": datetime.now(UTC)},
-                    "$unset": {"active_version": "", "latest_checksum": ""},
+                    "$unset": {"active_version": "", "claims": ""},
                 },
             )
             await self._versions.delete_many(scoped(tenant, {"name": name}))
@@ -209,20 +286,25 @@ class MappingStore:
     # -- who uses a mapping ------------------------------------------------------------------
 
     async def users(self, tenant: str, name: str) -> list[dict[str, Any]]:
-        """The triggers and actions of this tenant that name the mapping."""
-        found: list[dict[str, Any]] = []
+        """The triggers, actions and schedules of this tenant that name the mapping (at most
+        50 of each kind): kind, id, name and the fields that name it."""
+        return [user for user, _ in await self.users_with_documents(tenant, name)]
+
+    async def users_with_documents(
+        self, tenant: str, name: str
+    ) -> list[tuple[dict[str, Any], Doc]]:
+        """Each user as `users` lists it, with its stored document."""
+        found: list[tuple[dict[str, Any], Doc]] = []
         for collection, fields in USERS.items():
             query = scoped(tenant, {"$or": [{f: name} for f in fields]})
             with translate_errors():
-                cursor = self._db[collection].find(query, {"name": 1, **dict.fromkeys(fields, 1)})
-                docs = await cursor.limit(50).to_list(50)
+                docs = await self._db[collection].find(query).limit(50).to_list(50)
             for doc in docs:
-                found.append(
-                    {
-                        "kind": collection.removesuffix("s"),
-                        "id": str(doc["_id"]),
-                        "name": doc.get("name"),
-                        "fields": [f for f in fields if doc.get(f) == name],
-                    }
-                )
+                user = {
+                    "kind": collection.removesuffix("s"),
+                    "id": str(doc["_id"]),
+                    "name": doc.get("name"),
+                    "fields": [f for f in fields if doc.get(f) == name],
+                }
+                found.append((user, doc))
         return found

@@ -7,6 +7,7 @@ from typing import Final
 from gateway.errors import (
     BadRequest,
     Conflict,
+    EntityContended,
     EventsBacklogged,
     Forbidden,
     GatewayError,
@@ -33,6 +34,7 @@ _BY_CLASS: Final = (
     (StoreUnavailable, "unavailable"),
     (KeysUnavailable, "keys_unavailable"),  # the partner's JWKS cannot be fetched now
     (EventsBacklogged, "backlogged"),  # the entity's events wait to be relayed
+    (EntityContended, "contended"),  # other processes kept writing the entity
     (RequestTimeout, "timeout"),  # the body took too long to arrive
     (NotFound, "not_found"),
     (Conflict, "conflict"),

@@ -10,7 +10,6 @@ its place on a page: one such entity does not cost the partner the others.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -140,36 +139,3 @@ def pick(document: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
             target = target.setdefault(part, {})
         target[leaf] = source[leaf]
     return out
-
-
-_ENTITY_PATH = re.compile(r"^entity\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)$")
-
-
-def hidden_requirements(body: Any, expose: Sequence[str]) -> list[tuple[str, str]]:
-    """(target, entity field) of the response mapping's `body` specs that require a field
-    `expose` hides: every read of such a trigger would fail to shape. Only what can be seen
-    statically: a `required: true` spec (no `when`, no `default`) whose `from` is a plain
-    `entity.<field>` path, at the top of `body` or inside an `object`."""
-    found: list[tuple[str, str]] = []
-    if not isinstance(body, Mapping):
-        return found
-    for target, spec in body.items():
-        if not isinstance(spec, Mapping):
-            continue
-        if isinstance(spec.get("object"), Mapping) and "when" not in spec:
-            inner = hidden_requirements(spec["object"], expose)
-            found += [(f"{target}.{t}", path) for t, path in inner]
-            continue
-        source = spec.get("from")
-        match = _ENTITY_PATH.match(source) if isinstance(source, str) else None
-        if match is None or spec.get("required") is not True or {"when", "default"} & set(spec):
-            continue
-        path = match.group(1)
-        if path != "id" and not any(_overlaps(path, shown) for shown in expose):
-            found.append((str(target), path))
-    return found
-
-
-def _overlaps(path: str, shown: str) -> bool:
-    """Whether exposing `shown` leaves something at `path` (it, inside it, or part of it)."""
-    return path == shown or path.startswith(shown + ".") or shown.startswith(path + ".")

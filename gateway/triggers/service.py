@@ -24,7 +24,7 @@ from gateway.auth.tokens import issue_trigger_token
 from gateway.auth.webhook_signature import generate_secret
 from gateway.clock import as_stored
 from gateway.errors import Conflict, FieldProblem, NotFound
-from gateway.mapping import CompiledMapping
+from gateway.mapping_files.needs import trigger_needs
 from gateway.mapping_files.source import MappingSource
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc, Store
@@ -36,7 +36,6 @@ from gateway.triggers.hmac_secrets import (
     rekeyed,
     unopened_secret_problem,
 )
-from gateway.triggers.reading import hidden_requirements
 from gateway.triggers.spec import (
     changes_access,
     check_spec,
@@ -243,7 +242,7 @@ class TriggerService:
         self, tenant: str, spec: Mapping[str, Any]
     ) -> builtins.list[FieldProblem]:
         problems = []
-        for name, direction in (("mapping", "inbound"), ("response_mapping", "outbound")):
+        for name in ("mapping", "response_mapping"):
             mapping_name = spec.get(name)
             if mapping_name is None:
                 continue
@@ -252,24 +251,10 @@ class TriggerService:
             except NotFound as exc:
                 problems.append(FieldProblem(f"/{name}", f"/{name}: {exc.detail}", "exists"))
                 continue
-            message = None
-            if mapping.direction != direction:
-                message = f"{mapping_name!r} is {mapping.direction}; {name} must be {direction}"
-            elif direction == "inbound" and mapping.target != spec.get("target", "entities"):
-                message = (
-                    f"{mapping_name!r} maps to {mapping.target}; this trigger's target is "
-                    f"{spec.get('target', 'entities')}"
-                )
-            elif mapping.entity_type not in (None, spec.get("entity_type", "vehicle")):
-                message = f"{mapping_name!r} is for {mapping.entity_type} entities"
-            elif direction == "outbound" and mapping.source.get("body") is None:
-                message = f"{mapping_name!r} has no body section to shape answers with"
-            if message is None and direction == "outbound" and spec.get("expose") is not None:
-                problems += _hidden_by_expose(mapping_name, mapping.source["body"], spec["expose"])
-            if message:
-                problems.append(FieldProblem(f"/{name}", f"/{name}: {message}", "mapping"))
-            elif direction == "inbound":
-                problems += _param_problems(mapping, spec.get("params") or {})
+            problems += [
+                replace(p, message=f"{p.pointer}: {p.message}")
+                for p in trigger_needs(mapping, name, spec)
+            ]
         if spec.get("params") and spec.get("mapping") is None:
             message = "/params: params are read by the inbound mapping, and there is none"
             problems.append(FieldProblem("/params", message, "mapping"))
@@ -348,30 +333,6 @@ class TriggerService:
 
     def _public(self, doc: Doc) -> dict[str, Any]:
         return public_trigger(doc, self._base_url)
-
-
-def _param_problems(
-    mapping: CompiledMapping, values: Mapping[str, Any]
-) -> builtins.list[FieldProblem]:
-    """What is wrong with a trigger's params (CompiledMapping.param_problems), each message
-    led by its pointer."""
-    return [replace(p, message=f"{p.pointer}: {p.message}") for p in mapping.param_problems(values)]
-
-
-def _hidden_by_expose(name: str, body: Any, expose: Any) -> builtins.list[FieldProblem]:
-    """The response mapping requires entity fields `expose` hides: no read could be shaped."""
-    if not isinstance(expose, list):
-        return []  # the schema refused it already
-    hidden = hidden_requirements(body, [e for e in expose if isinstance(e, str)])
-    return [
-        FieldProblem(
-            "/expose",
-            f"/expose: the response mapping {name!r} requires entity.{path} (body {target}), "
-            "which expose hides: expose it, or make the mapping's field optional",
-            "mapping",
-        )
-        for target, path in hidden
-    ]
 
 
 def _credentialed(doc: Doc) -> str:

@@ -214,8 +214,13 @@ async def _detail(
     versions = await service.versions(tenant, name)
     active = next((v for v in versions if v.active), None)
     shown = await service.get(tenant, name, (active or versions[-1]).version)
+    try:  # the old names it uses, as its upload's warnings named them
+        deprecated = (await service.compiled(tenant, name, shown.version)).deprecated
+    except InvalidPayload:  # stored before today's rules: it says so where it runs
+        deprecated = ()
     context = {
         "mapping": shown,
+        "deprecated": deprecated,
         "versions": versions,
         "used_by": await service.used_by(tenant, name),
         "form": form,

@@ -88,6 +88,7 @@ def add_ui_routes(ui: web.Application) -> None:
                 web.post("/schedules/{id}/pause", schedules.pause_schedule),
                 web.post("/schedules/{id}/resume", schedules.resume_schedule),
                 web.post("/schedules/{id}/run", schedules.run_schedule),
+                web.post("/schedules/{id}/reset", schedules.reset_schedule),
                 web.post("/schedules/{id}/delete", schedules.delete_schedule),
                 web.get("/partners", partners.list_partners),
                 web.post("/partners", partners.create_partner),

@@ -1,6 +1,6 @@
 """Schedule pages: list (status, last run, last error, next run), create and edit (action,
-interval or cron, time zone, cursor, target, dedupe), pause, resume, run now, delete, and a
-schedule's runs (items read, written, rejected, cursor, duration, error)."""
+interval or cron, time zone, cursor, target, dedupe), pause, resume, run now, reset, delete,
+and a schedule's runs (items read, written, rejected, cursor, duration, error)."""
 
 from __future__ import annotations
 
@@ -185,6 +185,12 @@ async def resume_schedule(request: web.Request) -> web.Response:
 async def run_schedule(request: web.Request) -> web.Response:
     await services_of(request).schedules.run_now(tenant_of(request), _id(request))
     return redirect(f"/admin/schedules/{_id(request)}", flash="schedules.run_requested")
+
+
+async def reset_schedule(request: web.Request) -> web.Response:
+    """Start the feed again from `cursor.initial`, at once (`POST .../reset` of the API)."""
+    await services_of(request).schedules.reset(tenant_of(request), _id(request))
+    return redirect(f"/admin/schedules/{_id(request)}", flash="schedules.reset_done")
 
 
 async def delete_schedule(request: web.Request) -> web.Response:

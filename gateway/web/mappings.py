@@ -16,7 +16,6 @@ from gateway.errors import (
 )
 from gateway.formats.json_tree import is_text
 from gateway.mapping.limits import MAX_FILE_BYTES
-from gateway.schemas.renamed import deprecated_uses
 from gateway.store.client import NAME_CURSOR
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation, text_cursor
@@ -174,9 +173,12 @@ async def upload_mapping(request: web.Request) -> web.Response:
         claims.tenant, text, author=claims.subject, activate=activate, filename=filename
     )
     location = f"/api/v1/mappings/{version.name}/versions/{version.version}"
-    warnings = deprecated_uses(version.document)
     return json_response(
-        {**version.as_dict(source=False), "created": version.created, "warnings": warnings},
+        {
+            **version.as_dict(source=False),
+            "created": version.created,
+            "warnings": list(version.warnings),
+        },
         status=201 if version.created else 200,
         headers={"Location": location},
     )
