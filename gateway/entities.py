@@ -315,12 +315,19 @@ class EntityService:
         # cached about it (the position appender's plates and tracker ids) goes at once.
         self.on_deleted: list[Callable[[str, str, str], None]] = []
 
-    async def _check(self, tenant: str, etype: str, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The validated, normalised document; tenants' custom kinds use their own schema."""
+    async def _check(
+        self,
+        tenant: str,
+        etype: str,
+        data: Mapping[str, Any],
+        stored: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The validated, normalised document; tenants' custom kinds use their own schema.
+        `stored`: the entity's data `data` is merged into (None: a new entity)."""
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for_write(tenant, data.get("kind"))
-        return self._schemas.check(etype, data, kind_schema=kind_schema)
+        return self._schemas.check(etype, data, kind_schema=kind_schema, stored=stored)
 
     def natural_key(self, etype: str, data: Mapping[str, Any]) -> str:
         """The stored natural key. Vehicles use the Mercosul form of the plate, so ABC1234
@@ -606,7 +613,7 @@ class EntityService:
                 types = tuple(e["type"] for e in events)
                 return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
-            clean = await self._check(tenant, etype, merge(current["data"], kept))
+            clean = await self._check(tenant, etype, merge(current["data"], kept), current["data"])
         except InvalidPayload as exc:
             problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
             raise InvalidPayload(f"{etype} {nk!r}: {exc.detail}", problems, **exc.extra) from None
@@ -659,7 +666,7 @@ class EntityService:
         event_detail: Mapping[str, Any] | None = None,
     ) -> WriteResult | None:
         etype = current["type"]
-        clean = await self._check(tenant, etype, data)
+        clean = await self._check(tenant, etype, data, current["data"])
         if self.natural_key(etype, clean) != current["nk"]:
             raise Conflict("the natural key of an entity cannot change; create a new one")
         changes = diff(current["data"], clean)

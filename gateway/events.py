@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Collection as Items
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from gateway.doorbell import Doorbell
 from gateway.errors import NotFound, StoreUnavailable
@@ -83,8 +83,15 @@ def entity_key(entity_type: str, nk: str, data: Any) -> str:
     return nk.split("#deleted#")[0]
 
 
+# Stored members that are not the event document: whose it is, and whom the fold made it for
+# (`audience`: the subscription ids and `flow:<name>`s the fan-out and the flow starter route it
+# to, `actions/filters.py` `wanted_by`), never shown to a partner, the events API or a flow.
+_INTERNAL: Final = frozenset({"_id", "tenant", "audience"})
+
+
 def public_event(doc: Doc) -> dict[str, Any]:
-    return {"id": str(doc["_id"]), **{k: v for k, v in doc.items() if k not in ("_id", "tenant")}}
+    """The event document: what a webhook carries, the events API lists and a flow reads."""
+    return {"id": str(doc["_id"]), **{k: v for k, v in doc.items() if k not in _INTERNAL}}
 
 
 class EventLog:

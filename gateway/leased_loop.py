@@ -29,6 +29,17 @@ first; the shards of its collection are read in turn from a random start (so run
 out) until one has work due, each claim under a token of its own (`owner:batch`); a claim the
 database failed may have been applied, so what it took is handed back (`CLAIMS`) before the
 failure is raised; what a claim took is `held` (unit → token) until its unit is done.
+
+`FairShares`: what each claim may take, the same for all three (SPEC §1/§5/§7: one tenant's
+slow partner stays that tenant's problem). A runner's slots are few (32 deliveries, 32 flow
+runs, 4 schedule runs per process) and a unit holds its slot as long as its partner takes; so
+a claim takes only work this process can start now: none of a tenant already holding its
+share of the runner's slots, none for a partner this process cannot call now (disabled, or
+its concurrency gate as full as its `max_concurrency`). A tenant's share is half the slots
+while another tenant has work under way in the runner, three quarters while it is alone: a
+quarter always stays free for another tenant's work when it comes (the delivery worker
+claims again once a quarter of its slots is free). What a claim passes over stays due, in
+its order, for a later claim.
 """
 
 from __future__ import annotations
@@ -41,7 +52,8 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -275,8 +287,73 @@ class HandBacks:
         return True
 
 
-ClaimShard = Callable[[str, int, int], Awaitable[list[dict[str, Any]]]]
-"""(token, limit, shard) → at most `limit` units due in `shard`, now leased under `token`."""
+Admit = Callable[[dict[str, Any]], bool]
+"""(a due unit, as the claim read it) → whether the claim takes it (and counts it taken)."""
+ClaimShard = Callable[[str, int, int, Admit], Awaitable[list[dict[str, Any]]]]
+"""(token, limit, shard, admit) → at most `limit` units due in `shard`, oldest first, those
+`admit` passes over left due, now leased under `token`."""
+Whose = Callable[[dict[str, Any]], tuple[str | None, str | None]]
+"""(a unit) → its tenant, and the partner whose concurrency gate it waits at (None: none
+known at the claim, as for a flow run, whose steps call their partners one after another)."""
+PartnerRoom = Callable[[str], tuple[int, int] | None]
+"""(partner id) → (its limit, how many calls take or wait for its gate now) in this process:
+a disabled partner's limit is 0; None: no limit known here (not called yet)."""
+
+
+def tenant_only(doc: dict[str, Any]) -> tuple[str | None, str | None]:
+    """`Whose` for units whose partner is not known at the claim: their tenant alone."""
+    tenant = doc.get("tenant")
+    return (tenant if isinstance(tenant, str) else None, None)
+
+
+def _no_partner_room(_partner: str) -> tuple[int, int] | None:
+    return None
+
+
+class FairShares:
+    """Which due units a runner's claim may take (module docstring): a tenant holds at most
+    `share` of the runner's `slots` (half, at least one) while another tenant holds some,
+    `alone` (all but a quarter, at least `share`) while it is the only one; a partner at most
+    its limit (`room`) minus what is under way to it already, counted as the larger of the
+    calls at its gate (any runner's of this process, the proxy's) and this runner's units of
+    it. A unit passed over waits for a later claim: one whose tenant or partner has a slot
+    free."""
+
+    def __init__(self, slots: int, whose: Whose, room: PartnerRoom = _no_partner_room) -> None:
+        self.share = max(1, slots // 2)
+        self.alone = max(self.share, slots - max(1, slots // 4))
+        self._whose = whose
+        self._room = room
+        self._taken: dict[Any, tuple[str | None, str | None]] = {}  # unit → whose
+
+    def took(self, unit: Any, doc: dict[str, Any]) -> None:
+        self._taken[unit] = self._whose(doc)
+
+    def admission(self, held: Collection[Any]) -> Admit:
+        """The `admit` of one claim, the runner holding `held` (units done are forgotten)."""
+        for unit in [u for u in self._taken if u not in held]:
+            del self._taken[unit]
+        tenants = Counter(t for t, _ in self._taken.values() if t is not None)
+        partners = Counter(p for _, p in self._taken.values() if p is not None)
+
+        def admit(doc: dict[str, Any]) -> bool:
+            tenant, partner = self._whose(doc)
+            if tenant is not None:
+                others = any(n for t, n in tenants.items() if t != tenant)
+                if tenants[tenant] >= (self.share if others else self.alone):
+                    return False
+            if partner is not None and (room := self._room(partner)) is not None:
+                limit, busy = room
+                if max(busy, partners[partner]) >= limit:
+                    return False
+                partners[partner] += 1
+            if tenant is not None:
+                tenants[tenant] += 1
+            return True
+
+        return admit
+
+
 ReleaseClaims = Callable[[list[Any]], Awaitable[object]]
 """(held) → every unit the owner's claims took but `held`, due again."""
 
@@ -295,6 +372,7 @@ class Claims:
         claim: ClaimShard,
         release_claims: ReleaseClaims,
         shards: int = 1,
+        fair: FairShares,
         runner: str,
         units: str,
     ) -> None:
@@ -304,6 +382,7 @@ class Claims:
         self._claim = claim
         self._release_claims = release_claims
         self._shards = shards
+        self._fair = fair
         self._runner = runner
         self._units = units
         self._batches = itertools.count(1)
@@ -320,12 +399,13 @@ class Claims:
             shard, self.shard = self.shard, (self.shard + 1) % self._shards
             token = f"{self._owner}:{next(self._batches)}"
             try:
-                docs = await self._claim(token, limit, shard)
+                docs = await self._claim(token, limit, shard, self._fair.admission(self.held))
             except StoreUnavailable:  # it may have been applied: what it took, due again
                 await self._hand_backs.give_back(CLAIMS, self._release_failed, loud=False)
                 raise
             for doc in docs:
                 self.held[doc["_id"]] = token
+                self._fair.took(doc["_id"], doc)
             if docs:
                 return docs
         return []

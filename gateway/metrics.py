@@ -186,7 +186,9 @@ class Metrics:
             " device_held (one a little below: the count follows it, the vehicle's odometer"
             " held where it was until GPS distance passes it),"
             " device_glitch (a register's all-ones, 4,294,967.295 km, or a signed register's"
-            " largest value, 2,147,483.647 km: never taken)",
+            " largest value, 2,147,483.647 km: never taken),"
+            " device_unchanged (the value the count last took from the device: nothing new,"
+            " the count goes on by GPS distance)",
             ["outcome"],
             registry=r,
         )

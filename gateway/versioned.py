@@ -11,6 +11,7 @@ import asyncio
 import difflib
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +24,15 @@ V = TypeVar("V")
 # How long an identical upload waits for the one that claimed the number to store it.
 _WAIT_STEPS = 100
 _WAIT_STEP_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ShownActive:
+    """The active version a change was decided on (None: none was active), as the page that
+    asked for it showed it: an activation or a roll back from a page that no longer shows what
+    is active (another admin's change since) is refused, not applied on top."""
+
+    version: int | None
 
 
 class VersionedDocuments(Generic[V]):
@@ -165,18 +175,33 @@ class VersionedDocuments(Generic[V]):
             self._make({**d, "source": "", "document": d.get("document", {})}, active) for d in docs
         ]
 
-    async def activate(self, tenant: str, name: str, version: int) -> V:
+    async def activate(
+        self, tenant: str, name: str, version: int, *, shown: ShownActive | None = None
+    ) -> V:
+        """Make `version` the active one; with `shown`, only while the active version is
+        still the one shown (a `Conflict` otherwise, nothing changed)."""
+        if shown is not None:
+            _check_shown(self._noun, name, await self.head(tenant, name), shown)
         doc = await self.version_doc(tenant, name, version)
         if self._recheck is not None:
             await self._recheck(tenant, doc)
-        if not await self._store.set_active(tenant, name, version, _shown(doc)):
-            raise NotFound(f"no {self._noun} {name!r}")
+        expected = None if shown is None else shown.version
+        if not await self._store.set_active(
+            tenant, name, version, _shown(doc), checked=shown is not None, expected=expected
+        ):
+            head = await self.head(tenant, name)  # a NotFound: deleted meanwhile
+            _check_shown(self._noun, name, head, ShownActive(expected))
+            raise Conflict(f"{self._noun} {name!r} changed meanwhile; nothing was changed")
         self._on_change(tenant, name)
         return await self.get(tenant, name, version)
 
-    async def rollback(self, tenant: str, name: str) -> V:
-        """Activate the version before the active one."""
+    async def rollback(self, tenant: str, name: str, *, shown: ShownActive | None = None) -> V:
+        """Activate the version before the active one (with `shown`: the one shown active,
+        if it still is). Two roll backs at once move back one version, not two: the second
+        finds the active version changed since it read it (a `Conflict`)."""
         head = await self.head(tenant, name)
+        if shown is not None:
+            _check_shown(self._noun, name, head, shown)
         active = head.get("active_version")
         if active is None:
             raise Conflict(f"{self._noun} {name!r} has no active version to roll back from")
@@ -185,7 +210,7 @@ class VersionedDocuments(Generic[V]):
             raise Conflict(
                 f"version {active} is the first version of {name!r}; nothing to roll back to"
             )
-        return await self.activate(tenant, name, previous)
+        return await self.activate(tenant, name, previous, shown=ShownActive(int(active)))
 
     async def diff(self, tenant: str, name: str, v1: int, v2: int) -> dict[str, Any]:
         """What changed from v1 to v2: the parsed documents path by path, and the sources as
@@ -214,6 +239,17 @@ class VersionedDocuments(Generic[V]):
         if doc is None:
             raise NotFound(f"{self._noun} {name!r} has no version {version}")
         return doc
+
+
+def _check_shown(noun: str, name: str, head: Doc, shown: ShownActive) -> None:
+    active = head.get("active_version")
+    if active != shown.version:
+        now = "none" if active is None else f"version {active}"
+        was = "none" if shown.version is None else f"version {shown.version}"
+        raise Conflict(
+            f"the active version of {noun} {name!r} changed meanwhile: {now} is active, not "
+            f"{was}; nothing was changed (look at its versions again, then choose)"
+        )
 
 
 def _shown(doc: Doc) -> Doc:

@@ -7,12 +7,13 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from bson import ObjectId
 
 from gateway.clock import utcnow
 from gateway.delivery.worker import DeliveryWorker
@@ -26,6 +27,8 @@ from tests.partner_double import (
     create_subscription,
     create_vehicle,
     partner,
+    post,
+    running_partner,
 )
 from tests.support import auth
 
@@ -621,7 +624,10 @@ async def test_the_reads_for_disabled_partners_go_through_an_index_not_the_whole
     await deliveries.insert_many(docs)
     await collection.database.command("profile", 2)
     lease = now + timedelta(seconds=60)
-    claimed = await deliveries.claim("t1", now, lease, 8, shard_of(docs[2]["_id"]), ["down"])
+    shard = shard_of(docs[2]["_id"])
+    claimed = await deliveries.claim(
+        "t1", now, lease, 8, shard, lambda d: d.get("partner_id") != "down"
+    )
     probe = await deliveries.claim_for_partner("down", "t2", now, lease)
     replayed = await deliveries.replay_outage("down", now - timedelta(hours=1), now)
     await deliveries.recovered("down", now)
@@ -963,3 +969,144 @@ async def test_a_probes_delivery_handed_back_at_shutdown_after_the_recovery_is_d
     assert handed_back["status"] == "pending"
     due = datetime.fromisoformat(handed_back["next_attempt_at"].replace("Z", "+00:00"))
     assert due <= clock.now + timedelta(seconds=1), due
+
+
+async def _tenant_subscribed(
+    client: Client, url: str, tenant: str, name: str = "ERP", **fields: Any
+) -> dict[str, Any]:
+    """A partner of `tenant` (no auth), an action on it (retried after an hour) and a
+    subscription to new vehicles."""
+    body = {"name": name, "base_url": url, "auth": {"type": "none"}, **fields}
+    partner_doc: dict[str, Any] = await post(client, "/api/v1/partners", body, tenant=tenant)
+    action = {
+        "name": f"push-{name}",
+        "partner_id": partner_doc["id"],
+        "method": "POST",
+        "path": "/hooks",
+        "mode": "deliver",
+        "retry_schedule": [3600, 3600],
+    }
+    action_doc = await post(client, "/api/v1/actions", action, tenant=tenant)
+    subscription = {"action_id": action_doc["id"], "event_types": ["entity.created"]}
+    await post(client, "/api/v1/subscriptions", subscription, tenant=tenant)
+    return partner_doc
+
+
+async def test_another_tenants_delivery_goes_out_at_once_while_a_slow_partners_backlog_is_sent(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Tenant acme's backlog of 60 deliveries to a partner answering in 5 s (2 at a time, its
+    `max_concurrency`) is being sent when tenant globex's delivery comes: the worker's slots
+    do not fill with acme's deliveries waiting at their partner's gate (oldest first, across
+    tenants), so globex's goes out at once, not once acme's older ones are through."""
+    client = await aiohttp_client(make_app(delivery_concurrency=8, delivery_shutdown_seconds=0))
+    worker = _driven(client)
+    async with running_partner() as slow, running_partner() as fast:
+        slow.respond_with(200, {}, delay=5)
+        await _tenant_subscribed(client, slow.url, "acme", timeout_seconds=10, max_concurrency=2)
+        await _tenant_subscribed(client, fast.url, "globex")
+        for n in range(60):
+            await post(client, "/api/v1/entities/vehicle", {"plate": f"ABC{n % 10}D{n:02d}"})
+        await client.app[services_key].relay.run_until_idle()
+        running = asyncio.create_task(worker.run())
+        try:
+            await slow.wait_for(2)  # acme's backlog is under way
+            await asyncio.sleep(1)
+            await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9A88"}, "globex")
+            await client.app[services_key].relay.run_until_idle()
+            worker.notify()
+            started = time.monotonic()
+            await fast.wait_for(1, timeout=20)
+            assert time.monotonic() - started < 2.5
+            assert len(slow.requests) <= 4  # acme's backlog still under way
+        finally:
+            await worker.stop()
+            await running
+
+
+async def _disabled(
+    client: Client, worker: DeliveryWorker, clock: FakeClock, tenant: str, plates: list[str]
+) -> None:
+    """`tenant`'s partners (answering 503) fail for 5 s: past their `disable_after_hours`
+    (0.001), disabled, their first probe due `partner_probe_seconds` after that."""
+    for plate in plates:
+        await post(client, "/api/v1/entities/vehicle", {"plate": plate}, tenant=tenant)
+        await client.app[services_key].relay.run_until_idle()
+        await worker.run_until_idle()
+        clock.advance(5.1)
+
+
+async def test_a_tenants_partners_whose_probes_hang_hold_back_no_other_tenants_recovery(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Tenant acme's three disabled partners stop answering (their probes wait out their
+    6 s timeout); tenant globex's disabled partner, due for its probe after them, answers
+    again. The probes run side by side, outside the worker's housekeeping rounds: globex's
+    partner is probed and active again at once, not after acme's three probes one after
+    another; each partner's next probe is counted from its own probe's end."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60, delivery_shutdown_seconds=0))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    async with running_partner() as hanging, running_partner() as back:
+        hanging.respond_with(503, {})
+        back.respond_with(503, {})
+        fields = {"disable_after_hours": 0.001, "timeout_seconds": 6}
+        acme = [
+            await _tenant_subscribed(client, hanging.url, "acme", f"ERP{n}", **fields)
+            for n in range(3)
+        ]
+        await _disabled(client, worker, clock, "acme", ["ABC1D23", "BRA2E19"])
+        globex = await _tenant_subscribed(client, back.url, "globex", **fields)
+        await _disabled(client, worker, clock, "globex", ["XYZ9A88", "DEF4G56"])
+        for partner_doc, tenant in [*((p, "acme") for p in acme), (globex, "globex")]:
+            where = f"/api/v1/partners/{partner_doc['id']}"
+            status = (await (await client.get(where, headers=auth(tenant))).json())["status"]
+            assert status == "disabled"
+        hanging.respond_with(200, {}, delay=60)
+        back.respond_with(200, {})
+        clock.advance(61)  # every probe due, acme's first
+        running = asyncio.create_task(worker.run())
+        try:
+            await hanging.wait_for(len(hanging.requests) + 1)  # acme's probes hang
+            where = f"/api/v1/partners/{globex['id']}"
+            started = time.monotonic()
+            while (await (await client.get(where, headers=auth("globex"))).json())[
+                "status"
+            ] != "active":
+                assert time.monotonic() - started < 4, "globex's partner is still disabled"
+                await asyncio.sleep(0.1)
+            partners = client.app[services_key].store.db["partners"]
+            probed = clock.now
+            await asyncio.sleep(7)  # acme's probes time out
+            for partner_doc in acme:
+                doc = await partners.find_one({"_id": ObjectId(partner_doc["id"])})
+                assert doc["status"] == "disabled"
+                next_probe = doc["probe_at"].replace(tzinfo=UTC)
+                assert next_probe >= probed + timedelta(seconds=60 + 5), next_probe
+        finally:
+            await worker.stop()
+            await running
+
+
+async def test_a_lone_tenant_uses_three_quarters_of_the_slots_leaving_a_quarter_for_others(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """One tenant's backlog to a slow partner that would take all eight of the worker's
+    slots (its `max_concurrency` 10): the tenant alone takes six (three quarters), the other
+    two stay free for another tenant's work when it comes (`FairShares`)."""
+    client = await aiohttp_client(make_app(delivery_concurrency=8, delivery_shutdown_seconds=0))
+    worker = _driven(client)
+    async with running_partner() as slow:
+        slow.respond_with(200, {}, delay=5)
+        await _tenant_subscribed(client, slow.url, "acme", timeout_seconds=10)
+        for n in range(12):
+            await post(client, "/api/v1/entities/vehicle", {"plate": f"ABC{n % 10}D{n:02d}"})
+        await client.app[services_key].relay.run_until_idle()
+        running = asyncio.create_task(worker.run())
+        try:
+            await slow.wait_for(6)
+            await asyncio.sleep(1.5)
+            assert len(slow.requests) == 6
+        finally:
+            await worker.stop()
+            await running

@@ -12,10 +12,11 @@ import pytest
 
 from gateway.web.state import services_key
 from tests import tracks
+from tests.flow_support import sample
 from tests.support import auth
 from tests.test_fleet_third_look import drive, events
 from tests.test_fleet_tracks import fold, new_vehicle, vehicle, whole_track
-from tests.triggers_support import Client, create_position_trigger, hook
+from tests.triggers_support import Client, create_position_trigger, hook, upload_shipped
 
 TENANT = "acme"
 ALL_ONES_KM = 4_294_967.295
@@ -329,3 +330,123 @@ async def test_a_round_trip_uploaded_after_the_fix_back_home_counts_as_in_order(
     assert in_order == pytest.approx(1.8, abs=0.01)
     assert not [p["rejected"] for p in await whole_track(client, "ORD2A11") if p["rejected"]]
     assert float((await vehicle(client, "LAT2A11"))["odometer_km"]) == in_order
+
+
+# -- device odometers that say nothing, or too much --------------------------------------------
+
+
+@pytest.mark.parametrize("register", ["none", "zero", "traccar-zero", "frozen"])
+async def test_a_device_odometer_of_0_or_stuck_at_one_value_leaves_the_gps_count(
+    client: Client, register: str
+) -> None:
+    """Vehicles registered without an odometer drive 11.9 km (120 fixes 100 m apart); their
+    trackers send no odometer, `odometer_km` 0 on every fix (the canonical fix, or Traccar's
+    `attributes.odometer` 0 through the shipped `traccar-position`: a device without one), or
+    a register stuck at 500 km. A 0 is no value (as for readings) and a value equal to the
+    last one taken says nothing new (`device_unchanged`): the GPS count goes on, 11.9 km
+    (511.9 from the stuck register). Before, each such value took the count back to itself
+    and the vehicle stayed at 0.1 km (500.1) for good."""
+    await upload_shipped(client, "traccar-position")
+    canonical = await create_position_trigger(client)
+    traccar = await create_position_trigger(client, name="traccar", mapping="traccar-position")
+    await new_vehicle(client, "ZOD1A11")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    fixes = drive("ZOD1A11", start, (-19.92, -43.94), 120)
+    if register == "traccar-zero":
+        for fix in fixes:
+            body = sample("traccar_position_forward.json")
+            body["position"].update(fixTime=fix["time"], latitude=fix["lat"], speed=36 / 1.852)
+            body["position"].update(longitude=fix["lon"])
+            body["position"]["attributes"]["odometer"] = 0
+            body["device"]["name"] = "ZOD1A11"
+            status, answer = await hook(client, traccar, body)
+            assert status == 201, answer
+        await fold(client)
+    else:
+        for fix in fixes:
+            fix.update(
+                {"zero": {"odometer_km": 0}, "frozen": {"odometer_km": 500.0}}.get(register, {})
+            )
+        await post_folding(client, canonical, fixes, 30)
+    car = await vehicle(client, "ZOD1A11")
+    expected = 511.9 if register == "frozen" else 11.9
+    assert car["odometer_km"] == pytest.approx(expected, abs=0.01)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'outcome="device_held"' not in metrics
+    if register == "frozen":
+        assert 'gateway_fleet_readings_total{outcome="device_unchanged"} 119.0' in metrics
+
+
+@pytest.mark.parametrize("after_stop", ["glitch", "ahead"])
+async def test_a_device_odometer_jump_after_a_stop_is_taken_only_once_a_later_value_agrees(
+    client: Client, after_stop: str
+) -> None:
+    """A register counts 100.0 … 102.9 km over 3 km; the vehicle stands 4 h; the first fix
+    after the stop, 100 m on, carries 1,103.0 (a CAN frame misread at ignition-on), the later
+    ones the register again (103.1 … 108.7). A device value must agree with the GPS distance
+    counted since the last one (1 km plus 25% of it): the glitch is held as a suspect and
+    dropped when the next value disagrees with it; the vehicle ends at 108.7, no re-baseline
+    to 1,103 km, no plan due. A register really 50 km ahead after the stop (driven while the
+    tracker had no GPS) is taken at the second value that agrees (158.7 at the end). Before,
+    the glitch was "drivable in 4 h at 300 km/h": taken at once, and the vehicle stayed 1,000
+    km ahead for good (every right value after it `device_behind`)."""
+    await create_plan(client, name="Oleo", every_km=500)
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "JMP1A11")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5)
+    before = drive("JMP1A11", start, (-23.5, -46.6), 30)
+    for i, fix in enumerate(before):
+        fix["odometer_km"] = round(100 + 0.1 * i, 1)
+    origin = tracks.destination(before[-1]["lat"], before[-1]["lon"], 90, 100)
+    after = drive("JMP1A11", start + timedelta(hours=4), origin, 58)
+    ahead = 50.0 if after_stop == "ahead" else 0.0
+    for i, fix in enumerate(after):
+        fix["odometer_km"] = round(103.0 + ahead + 0.1 * i, 1)
+    if after_stop == "glitch":
+        after[0]["odometer_km"] = 1103.0
+    await post_folding(client, trigger, before, 30)
+    await post_folding(client, trigger, after[:1], 1)  # the first after the stop on its own
+    await post_folding(client, trigger, after[1:], 10)
+    car = await vehicle(client, "JMP1A11")
+    assert car["odometer_km"] == pytest.approx(108.7 + ahead, abs=0.05)
+    rebased = await events(client, "vehicle.odometer.rebaselined")
+    expected = [100.0] if after_stop == "glitch" else [100.0, 153.1]
+    assert [e["detail"]["to_km"] for e in rebased] == expected
+    assert await events(client, "vehicle.maintenance.due") == []
+    metrics = await (await client.get("/metrics")).text()
+    assert 'outcome="device_behind"' not in metrics
+
+
+async def test_a_reflection_taken_back_leaves_the_vehicles_odometer_where_it_was_written(
+    client: Client,
+) -> None:
+    """A vehicle registered at 152,340 km is parked (ten fixes 2 min apart, speed 0, drifting
+    under 5 m); one fix lands 250 m off (a multipath reflection, speed 0) and is folded, and
+    the vehicle written with it; the next fix is back at the spot. The reflection is refused
+    after all (`spike`) and its distance taken off the count, but the vehicle's odometer, as
+    an ERP has read it, does not go back: 152,340.25 before and after, and the count passes
+    it again once the vehicle has driven the 250 m. Before, it went 152,340.25 → 152,340.0."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "REF1A11", odometer_km=152_340)
+    await client.app[services_key].relay.run_until_idle()  # the registered odometer
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=40)
+    spot = (-23.56, -46.65)
+
+    def at(minutes: float, bearing: float, metres: float, speed: float = 0.0) -> dict[str, Any]:
+        lat, lon = tracks.destination(*spot, bearing, metres)
+        when = (start + timedelta(minutes=minutes)).isoformat()
+        return {"plate": "REF1A11", "time": when, "lat": lat, "lon": lon, "speed_kmh": speed}
+
+    parked = [at(2 * i, 37 * i, i % 5) for i in range(10)]
+    shown = []
+    for batch in (parked, [at(20, 45, 250)], [at(22, 0, 3)]):
+        await post_folding(client, trigger, batch, 10)
+        shown.append((await vehicle(client, "REF1A11"))["odometer_km"])
+    assert shown[0] == 152_340.0
+    assert shown[1] == shown[2] and 152_340.24 < shown[1] < 152_340.26
+    read = {item["time"]: item["rejected"] for item in await whole_track(client, "REF1A11")}
+    assert list(read.values()).count("spike") == 1
+    # the count goes on from the spot: the vehicle shows it again once it is past the hold
+    road = [at(23 + i / 6, 90, 100 * i, speed=36.0) for i in range(1, 5)]
+    await post_folding(client, trigger, road, 10)
+    assert (await vehicle(client, "REF1A11"))["odometer_km"] == pytest.approx(152_340.4, abs=0.01)

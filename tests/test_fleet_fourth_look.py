@@ -429,3 +429,28 @@ async def test_fixes_with_accuracy_0_or_none_parked_an_hour_gain_almost_nothing(
     assert measured <= chords_m(clean) + 50, (measured, chords_m(clean))
     assert await events(client, "vehicle.geofence.entered") == []
     assert await events(client, "vehicle.geofence.exited") == []
+
+
+@pytest.mark.parametrize("accuracy_m", [25.0, 40.0, 65.0])
+async def test_a_phone_parked_a_night_with_errors_as_large_as_its_accuracy_gains_nothing(
+    client: Client, accuracy_m: float
+) -> None:
+    """A phone in a covered car park: a fix every 2 min for 8 h, speed 0, each fix's error
+    drawn honestly for the accuracy it reports (Gaussian, 68% of fixes within `accuracy_m`).
+    A fix that says it stands still counts only beyond 2.5 times the two fixes' radii (and
+    `still_m`), so the night adds nothing. Before, two fixes' radii (or `still_m`) were the
+    bar, passed by one pair in ten: +1.2, +1.8 and +2.6 km a night."""
+    rnd = random.Random(int(accuracy_m))
+    sigma = accuracy_m / 1.5096  # Rayleigh: P(r <= 1.5096 sigma) = 0.68
+    start = ending_now(8 * 3600)
+    fixes = []
+    for i in range(240):
+        lat, lon = tracks.offset(-23.56, -46.65, rnd.gauss(0, sigma), rnd.gauss(0, sigma))
+        when = (start + timedelta(minutes=2 * i)).isoformat()
+        fix = {"plate": "NGT1A01", "time": when, "lat": lat, "lon": lon}
+        fixes.append({**fix, "accuracy_m": accuracy_m, "speed_kmh": 0.0})
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "NGT1A01")
+    await post(client, trigger, fixes)
+    await fold(client)
+    assert await odometer_m(client, "NGT1A01") == 0.0

@@ -357,6 +357,27 @@ async def test_a_bad_service_is_refused_and_nothing_is_queued(client: Client) ->
     assert await inbox_items(store, "acme", vehicle["id"], "service") == []
 
 
+async def test_a_service_dated_out_of_bounds_is_refused_with_its_real_reason(
+    client: Client,
+) -> None:
+    """A service before 2000 (a two-digit year read as year 26) would make every plan due at
+    once; year 9999 at a negative offset is past the calendar in UTC, yet it is the future."""
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    path = "/api/v1/entities/vehicle/ABC1D23/services"
+    for at, keyword, words in [
+        ("0026-12-01T10:00:00-03:00", "minimum", "at is before 2000 (0026-12-01)"),
+        ("1999-12-31T12:00:00Z", "minimum", "at is before 2000"),
+        ("9999-12-31T23:59:00-03:00", "maximum", "at is in the future"),
+    ]:
+        refused = await problem(client, "POST", path, {"at": at})
+        [error] = refused["errors"]
+        assert (error["pointer"], error["keyword"]) == ("/at", keyword), refused
+        assert error["message"].startswith(words), refused
+    await post(client, path, {"at": "2000-01-01T00:00:00Z"}, status=202)
+    store = client.app[services_key].store
+    assert len(await inbox_items(store, "acme", vehicle["id"], "service")) == 1
+
+
 async def test_another_processs_change_is_seen_once_the_cache_expires(services: Services) -> None:
     now = [100.0]
     elsewhere = FleetRules(services.store, clock=lambda: now[0])  # another process's view
@@ -398,3 +419,24 @@ async def test_a_rules_plates_are_accepted_exactly_when_the_documented_pattern_s
         response = await client.post("/api/v1/geofences", json=fence, headers=auth())
         documented = pattern.search(plate) is not None
         assert response.status == (201 if documented else 422), (plate, await response.text())
+
+
+async def test_a_polygon_fence_becomes_a_circle_when_the_patch_clears_the_polygon(
+    client: Client,
+) -> None:
+    fence = await post(
+        client, "/api/v1/geofences", {"name": "patio", "kind": "authorized", "polygon": SQUARE}
+    )
+    path = f"/api/v1/geofences/{fence['id']}"
+    changed = await client.patch(path, json={"circle": DEPOT, "polygon": None}, headers=auth())
+    body = await changed.json()
+    assert changed.status == 200, body
+    assert body["circle"] == DEPOT and "polygon" not in body
+    # clearing a circle fence's absent polygon keeps the circle; clearing its only shape is
+    # refused, the fence unchanged
+    kept = await client.patch(path, json={"polygon": None, "margin_m": 40}, headers=auth())
+    assert kept.status == 200 and (await kept.json())["circle"] == DEPOT
+    refused = await problem(client, "PATCH", path, {"circle": None})
+    assert pointers(refused) == ["/circle"]
+    stored = await (await client.get(path, headers=auth())).json()
+    assert (stored["circle"], stored["margin_m"]) == (DEPOT, 40)

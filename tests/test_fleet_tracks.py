@@ -231,6 +231,69 @@ async def test_tracks_in_traccar_and_flespi_formats_fold_like_canonical_ones(
         assert stamp(car["last_position"]["time"]) == track.newest_accepted.t
 
 
+async def test_fixes_without_gps_lock_through_a_tunnel_move_nothing_and_the_road_counts(
+    client: Client,
+) -> None:
+    """Two vehicles drive the same road at 90 km/h through the shipped `traccar-position`
+    forward, a fix every 30 s: 10 min, a 10-min tunnel (15 km), 10 min. One tracker sends
+    nothing in the tunnel; the other sends what trackers without a lock send and Traccar
+    forwards: `valid: false`, the tunnel entrance's coordinates, the current time. Those are
+    stored, refused `no_fix` and move neither the last position nor the odometer: the first
+    real fix after the tunnel counts the 15 km, both vehicles fold to the same 59.25 km. A
+    flespi message with `position.valid: false` is refused the same way. Before, the invalid
+    fixes were folded as positions: the fix after the tunnel was a 15 km jump in 30 s,
+    refused and then taken without the jump (42.0 km)."""
+    await upload_shipped(client, "traccar-position")
+    await upload_shipped(client, "flespi")
+    traccar = await create_position_trigger(client, name="traccar", mapping="traccar-position")
+    flespi = await create_position_trigger(client, name="flespi", mapping="flespi")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=45)
+    road: list[tuple[datetime, tuple[float, float], bool]] = []
+    for i in range(61):  # 750 m every 30 s; the tunnel from 10 to 20 min
+        place = tracks.destination(-23.0, -46.0, 0, 750 * i)
+        road.append((start + timedelta(seconds=30 * i), place, not 20 < i < 40))
+    entrance = road[20][1]
+    for plate, in_tunnel in (("TNL1A01", False), ("TNL2A01", True)):
+        await new_vehicle(client, plate)
+        for t, (lat, lon), lock in road:
+            if not lock and not in_tunnel:
+                continue
+            body = copy.deepcopy(sample("traccar_position_forward.json"))
+            when = t.isoformat(timespec="milliseconds")
+            body["position"].update(fixTime=when, deviceTime=when, speed=90 / 1.852, valid=lock)
+            body["position"].update(latitude=lat, longitude=lon)
+            if not lock:
+                body["position"].update(latitude=entrance[0], longitude=entrance[1], speed=0.0)
+            body["device"].update(name=plate, uniqueId=f"imei-{plate}")
+            status, answer = await hook(client, traccar, body)
+            assert status == 201, answer
+        if in_tunnel:  # and one flespi message without a lock, at the entrance too
+            message = {
+                "device.name": plate, "ident": f"imei-{plate}",
+                "timestamp": (road[30][0] + timedelta(seconds=1)).timestamp(),
+                "position.latitude": entrance[0], "position.longitude": entrance[1],
+                "position.valid": False,
+            }  # fmt: skip
+            status, answer = await hook(client, flespi, [message])
+            assert status == 200 and answer["summary"]["stored"] == 1, answer
+        await fold(client)
+    for plate in ("TNL1A01", "TNL2A01"):
+        car = await vehicle(client, plate)
+        assert car["odometer_km"] == pytest.approx(45.0, abs=0.01), (plate, car["odometer_km"])
+        assert stamp(car["last_position"]["time"]) == road[-1][0]
+    read = await whole_track(client, "TNL2A01")
+    refused = [i for i in read if i["rejected"] is not None]
+    assert len(refused) == 20 and {i["rejected"] for i in refused} == {"no_fix"}
+    assert all(i["valid"] is False for i in refused)
+    assert all("valid" not in i for i in read if i["rejected"] is None)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_fleet_fixes_rejected_total{reason="no_fix"} 20.0' in metrics
+    found = await client.app[services_key].events.find(
+        TENANT, event_type="vehicle.position.rejected"
+    )
+    assert [(e["detail"]["reason"], e["detail"]["count"]) for e in found] == [("no_fix", 1)]
+
+
 async def test_a_vehicle_wandering_along_a_fence_border_exits_once(client: Client) -> None:
     """Fixes a second along a circle's border, the road itself weaving ±15 m across it and
     the receiver's error on top, for five minutes; then the vehicle leaves: one exit, no
@@ -400,8 +463,12 @@ async def test_a_lone_30_km_jump_after_a_long_stop_is_refused_once_the_road_goes
     client: Client,
 ) -> None:
     """Parked three hours, the tracker's first fix is 30 km off (reachable in three hours,
-    so accepted at first); the fixes after it are back on the road where the vehicle parked.
-    The jump is then refused after all (flagged in the track), and the odometer is the road."""
+    so accepted at first, and the vehicle's odometer written with it); the fixes after it are
+    back on the road where the vehicle parked. The jump is then refused after all (flagged in
+    the track) and taken off the count, while the vehicle's odometer, which only moves
+    forward, holds what it showed until the count passes it: a fix 40 km on, 40 minutes
+    later, shows the road without the jump. Before, the vehicle's odometer went back by the
+    jump (an ERP that refuses decreasing meters refused the update)."""
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "JMP1A01")
     east = 0.0004893  # about 50 m of longitude at this latitude
@@ -410,19 +477,24 @@ async def test_a_lone_30_km_jump_after_a_long_stop_is_refused_once_the_road_goes
     jump_t = drive[-1][0] + timedelta(hours=3)
     jump = (jump_t, -23.5 + 0.27, drive[-1][2])
     on = [(jump_t + timedelta(seconds=5 * i), -23.5, drive[-1][2] + i * east) for i in range(1, 20)]
+    far_t = on[-1][0] + timedelta(minutes=40)
+    far = (far_t, *tracks.destination(-23.5, on[-1][2], 90, 40_000))
     body = [
         {"plate": "JMP1A01", "time": t.isoformat(), "lat": lat, "lon": lon, "speed_kmh": 36}
-        for t, lat, lon in [*drive, jump, *on]
+        for t, lat, lon in [*drive, jump, *on, far]
     ]
     # the drive and the jump in one upload, then the road fix by fix, each folded as it comes
+    shown = []
     for batch in [body[: len(drive) + 1], *([fix] for fix in body[len(drive) + 1 :])]:
         status, answer = await hook(client, trigger, batch)
         assert status == 200 and answer["summary"]["stored"] == len(batch), answer
         await fold(client)
-    road = [*drive, *on]
+        shown.append((await vehicle(client, "JMP1A01"))["odometer_km"])
+    road = [*drive, *on, far]
     truth = sum(haversine_m(a[1], a[2], b[1], b[2]) for a, b in itertools.pairwise(road))
-    car = await vehicle(client, "JMP1A01")
-    assert car["odometer_km"] * 1000 == pytest.approx(truth, rel=0.05)
+    assert shown[0] > 32  # the drive and the jump
+    assert shown[:-1] == [shown[0]] * (len(shown) - 1)  # held through the take-back
+    assert shown[-1] * 1000 == pytest.approx(truth, rel=0.005)  # the road, no jump
     read = {stamp(item["time"]): item["rejected"] for item in await whole_track(client, "JMP1A01")}
     assert read[jump_t] == "impossible_speed"
 

@@ -32,6 +32,7 @@ from tests.partner_double import (
     create_subscription,
     partner,
     post,
+    running_partner,
 )
 from tests.support import auth
 from tests.test_fleet_fold import append, make_vehicle
@@ -574,6 +575,32 @@ async def test_vehicle_position_starts_only_the_flows_that_name_it(client: Clien
     assert [d["event_type"] for d in page["items"]] == ["vehicle.position"] * 4
 
 
+async def test_a_partners_position_webhook_names_neither_the_tenants_flows_nor_other_partners(
+    client: Client, partner: Partner
+) -> None:
+    """`audience` is the fold's routing bookkeeping (docs/fleet.md): the event a partner is
+    sent is `{type, entity, data, changes, origin}` and the rest of the event document, never
+    the tenant's flow names (`flow:<name>`) nor the other partners' subscription ids."""
+    services = client.app[services_key]
+    await _upload(client, _listening("secret-fraud-watch", "vehicle.position"))
+    action = await create_action(client, (await create_partner(client, partner.url))["id"])
+    subscription = await create_subscription(client, action["id"], ("vehicle.position",))
+    other = await create_partner(client, "http://127.0.0.1:9")
+    other_action = await create_action(client, other["id"])
+    elsewhere = await create_subscription(client, other_action["id"], ("vehicle.position",))
+    vehicle = await make_vehicle(services)
+    await append(services, vehicle, [TrackPoint(START, -23.55, -46.63, 5.0)])
+    await services.fold.run_until_idle()
+    await drain(services)
+    assert await _types_run(client, "secret-fraud-watch") == ["vehicle.position"]
+    (sent,) = partner.requests
+    event = sent.json()
+    assert event["type"] == "vehicle.position" and "audience" not in event, event
+    for internal in (b"secret-fraud-watch", elsewhere["id"].encode()):
+        assert internal not in sent.body, sent.body
+    assert subscription["id"].encode() not in sent.body
+
+
 async def test_a_flow_naming_vehicle_position_runs_per_fix_without_any_subscription(
     client: Client,
 ) -> None:
@@ -607,3 +634,48 @@ async def test_positions_a_mapping_emits_start_only_the_flows_that_name_them(
     await drain(client.app[services_key])
     assert "vehicle.position" not in await _types_run(client, "family")
     assert (await _types_run(client, "track")).count("vehicle.position") == 3
+
+
+async def _fetching_flow(client: Client, url: str, tenant: str, **fields: Any) -> None:
+    """`tenant`'s flow: on each new vehicle, a fetch from its partner at `url`."""
+    body = {"name": "ERP", "base_url": url, "auth": {"type": "none"}, **fields}
+    partner_doc = await post(client, "/api/v1/partners", body, tenant=tenant)
+    action = {"name": "lookup", "partner_id": partner_doc["id"], "method": "GET", "path": "/a"}
+    await post(client, "/api/v1/actions", {**action, "mode": "proxy"}, tenant=tenant)
+    flow = {
+        "name": "on-vehicle",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+        "steps": [{"id": "lookup", "fetch": "lookup"}],
+    }
+    await post(client, "/api/v1/flows", flow, tenant=tenant)
+
+
+async def test_another_tenants_run_fetches_at_once_while_a_slow_partners_runs_are_under_way(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """Tenant acme's 40 runs fetch from a partner answering in 5 s (2 at a time, its
+    `max_concurrency`) when tenant globex's run comes: acme's runs hold at most half the
+    runner's slots, so globex's is claimed and fetches at once, not behind acme's older ones."""
+    client = await aiohttp_client(make_app(delivery_concurrency=8, delivery_shutdown_seconds=0))
+    services = client.app[services_key]
+    async with running_partner() as slow, running_partner() as fast:
+        slow.respond_with(200, {}, delay=5)
+        await _fetching_flow(client, slow.url, "acme", timeout_seconds=10, max_concurrency=2)
+        await _fetching_flow(client, fast.url, "globex")
+        for n in range(40):
+            await post(client, "/api/v1/entities/vehicle", {"plate": f"ABC{n % 10}D{n:02d}"})
+        await services.relay.run_until_idle()
+        running = asyncio.create_task(services.flow_runner.run())
+        try:
+            await slow.wait_for(2)  # acme's runs are under way
+            await asyncio.sleep(1)
+            await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9A88"}, "globex")
+            await services.relay.run_until_idle()
+            services.flow_runner.notify()
+            started = time.monotonic()
+            await fast.wait_for(1, timeout=20)
+            assert time.monotonic() - started < 2.5
+            assert len(slow.requests) <= 4  # acme's runs still under way
+        finally:
+            await services.flow_runner.stop()
+            await running

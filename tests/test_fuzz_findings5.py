@@ -68,9 +68,9 @@ async def test_an_odometer_of_millions_of_km_on_a_plan_by_days_folds_and_announc
     trigger = await create_position_trigger(client)
     others = await create_position_trigger(client, "other")
     here = {"plate": "ABC1D23", "lat": -23.55, "lon": -46.63}
-    fixes = [
+    fixes = [  # 2.49 km north in a minute, the device counting 2.5
         {**here, "time": _recent(0), "odometer_km": 3_000_000.0},
-        {**here, "time": _recent(60), "odometer_km": 3_000_002.5},
+        {**here, "lat": -23.5276, "time": _recent(60), "odometer_km": 3_000_002.5},
     ]
     for sent in fixes:
         assert (await hook(client, trigger, sent))[0] == 201

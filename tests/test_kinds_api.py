@@ -57,6 +57,27 @@ async def test_custom_kind_validates_its_entities(client: Client) -> None:
     assert pointers == {"/position", "/tread_mm"}
 
 
+@pytest.mark.parametrize("x_key", [[{"field": "serial"}], ["serial", "position"], "serial"])
+async def test_an_x_key_in_a_tenants_kind_is_an_annotation_that_refuses_no_write(
+    client: Client, x_key: Any
+) -> None:
+    """`x-key` keys the shipped fine; in a tenant's kind it is a vendor annotation as any
+    `x-` keyword: whatever its shape (a list of objects was a 500 on every write), the kind
+    is stored with it and its entities are keyed as their writers key them."""
+    kind = {"name": "tyre", "schema": {**TYRE["schema"], "x-key": x_key}}
+    response = await client.post("/api/v1/kinds", json=kind, headers=auth())
+    assert response.status == 201, await response.text()
+    tyre = {"kind": "tyre", "key": "stock-7", "serial": "t-1", "position": "FL"}
+    created = await client.post("/api/v1/entities/other", json=tyre, headers=auth())
+    assert created.status == 201, await created.text()
+    response = await client.patch(
+        "/api/v1/entities/other/tyre:stock-7", json={"position": "RR"}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    stored = await (await client.get("/api/v1/kinds/tyre", headers=auth())).json()
+    assert stored["schema"]["x-key"] == x_key
+
+
 # Where a kind's schema may check an identifier format, and the document that puts one there:
 # (schema, document, path to the identifier, its stored form).
 _IDENTIFIER_PLACES: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[str | int, ...], str]] = {

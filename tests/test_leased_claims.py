@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from gateway.errors import StoreUnavailable
-from gateway.leased_loop import Claims, HandBacks, LeasedLoop, Unit
+from gateway.leased_loop import Admit, Claims, FairShares, HandBacks, LeasedLoop, Unit, tenant_only
 
 
 class _Runner:
@@ -26,12 +26,15 @@ class _Runner:
             claim=self._claim,
             release_claims=self._release_claims,
             shards=shards,
+            fair=FairShares(10, tenant_only),
             runner="test runner",
             units="units",
         )
         self.on_claim: Any = None
 
-    async def _claim(self, token: str, limit: int, shard: int) -> list[dict[str, Any]]:
+    async def _claim(
+        self, token: str, limit: int, shard: int, admit: Admit
+    ) -> list[dict[str, Any]]:
         self.claimed.append(shard)
         if self.on_claim is not None:
             await self.on_claim()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 from pymongo import AsyncMongoClient
 
@@ -147,6 +148,27 @@ async def test_staged_upload_leaves_the_active_version_alone(client: Client) -> 
         data=OSMAND,
         headers={**auth(), **YAML},
     )
+
+
+async def test_a_roll_back_whose_active_version_changed_before_its_write_is_a_conflict(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A roll back from v3 writes v2 only while v3 is still active: another admin's
+    activation of v1, made between its read and its write, stays."""
+    for n in (1, 2, 3):
+        await _upload(client, OSMAND.replace("[vehicle.position]", f"[vehicle.position, v.n{n}]"))
+    store = client.app[services_key].mappings._versions._store
+    read_version = store.version
+
+    async def another_admin_activates_v1_meanwhile(tenant: str, name: str, version: int) -> Any:
+        await store.set_active(tenant, name, 1, {"direction": "inbound"})
+        return await read_version(tenant, name, version)
+
+    monkeypatch.setattr(store, "version", another_admin_activates_v1_meanwhile)
+    problem = await _json(client, "POST", "/api/v1/mappings/osmand/rollback", 409)
+    assert "version 1 is active, not version 3; nothing was changed" in problem["detail"]
+    monkeypatch.undo()
+    assert (await _json(client, "GET", "/api/v1/mappings/osmand"))["version"] == 1
 
 
 async def test_activate_and_rollback_change_what_triggers_run(client: Client) -> None:

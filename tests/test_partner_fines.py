@@ -6,8 +6,15 @@ field, never a number 1000 times off."""
 from __future__ import annotations
 
 import json
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from pymongo.errors import BulkWriteError
+
+from gateway.errors import InvalidPayload
+from gateway.services import Services
 from gateway.store.fine_keys import rekey_fines
 from gateway.web.state import services_key
 from tests.support import auth
@@ -284,4 +291,128 @@ async def test_fines_stored_under_their_ait_alone_are_keyed_by_authority_at_the_
     listed = await client.get("/api/v1/entities/other?kind=fine", headers=auth())
     assert sorted(f["id"] for f in (await listed.json())["items"]) == sorted(created)
     again = rekey_fines(entities, store.db["notify_cooldowns"], store.db["migrations"])
-    assert await again == (0, 0)  # once per database
+    assert await again == (0, 0, 0)  # once per database
+
+
+async def _upgrade(client: Client) -> tuple[int, int, int]:
+    """The first start after the upgrade, once more: the step run as every start runs it."""
+    store = client.app[services_key].store
+    await store.db["migrations"].delete_many({"_id": "other.fine.authority_key"})
+    return await rekey_fines(
+        store.db["entities"], store.db["notify_cooldowns"], store.db["migrations"]
+    )
+
+
+async def test_a_fine_keyed_by_hand_with_its_authority_keeps_its_key_and_stays_writable(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fine an older gateway stored keyed by hand (`SP-1A2B3C4D`, not its AIT) with its
+    authority keeps its key at the upgrade (counted and logged), and every write that leaves
+    its authority and AIT as they are is stored under it: marked paid, given its driver. A
+    write changing its authority is refused: that would choose its key again."""
+    old = {"kind": "fine", "plate": "ABC1D23", "amount_brl": 130.16, "status": "open"}
+    fine = {**old, "key": "SP-1A2B3C4D", "ait_number": "A7"}
+    response = await client.post("/api/v1/entities/other", json=fine, headers=auth())
+    assert response.status == 201, await response.text()
+    entities = client.app[services_key].store.db["entities"]
+    await entities.update_one({"nk": "fine:SP-1A2B3C4D"}, {"$set": {"data.authority": "261810"}})
+    with caplog.at_level(logging.WARNING, logger="gateway.store.fine_keys"):
+        assert await _upgrade(client) == (0, 0, 1)
+    assert "1 keyed otherwise kept their key" in caplog.text
+    url = "/api/v1/entities/other/fine:SP-1A2B3C4D"
+    for patch in ({"status": "paid"}, {"driver_cpf": "52998224725"}):
+        response = await client.patch(url, json=patch, headers=auth())
+        assert response.status == 200, await response.text()
+    stored = await (await client.get(url, headers=auth())).json()
+    assert (stored["status"], stored["driver_cpf"]) == ("paid", "52998224725")
+    response = await client.patch(url, json={"authority": "125100"}, headers=auth())
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert [e["pointer"] for e in problem["errors"]] == ["/key"], problem
+
+
+async def test_a_fine_the_upgrade_left_under_its_ait_because_its_key_was_taken_stays_writable(
+    client: Client,
+) -> None:
+    """A rolling upgrade: a new process stored the provider's notice as `261810:A9` while the
+    older one's fine `A9` (authority 261810) was still there. The upgrade leaves `A9` under
+    its key (never merged), and the back office can still mark it paid."""
+    old = {"kind": "fine", "plate": "ABC1D23", "amount_brl": 130.16, "status": "open"}
+    for key, more in (("A9", {}), ("261810:A9", {"authority": "261810"})):
+        body = {**old, "key": key, "ait_number": "A9", **more}
+        response = await client.post("/api/v1/entities/other", json=body, headers=auth())
+        assert response.status == 201, await response.text()
+    entities = client.app[services_key].store.db["entities"]
+    await entities.update_one({"nk": "fine:A9"}, {"$set": {"data.authority": "261810"}})
+    assert await _upgrade(client) == (0, 1, 0)
+    url = "/api/v1/entities/other/fine:A9"
+    response = await client.patch(url, json={"status": "paid"}, headers=auth())
+    assert response.status == 200, await response.text()
+    assert (await response.json())["status"] == "paid"
+
+
+class _DiesReading:
+    """The notes' collection of a start that dies (a kill, a step-down) as it reads them."""
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the process died here")
+
+
+class _RefusesWriting:
+    """The notes' collection as a server that refuses the copies for another reason than a
+    note copied already (here: a document too large)."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        return self._collection.find(*args, **kwargs)
+
+    async def bulk_write(self, *args: Any, **kwargs: Any) -> Any:
+        error = {"index": 0, "code": 10334, "errmsg": "BSONObj size is invalid"}
+        raise BulkWriteError({"writeErrors": [error], "writeConcernErrors": [], "nInserted": 0})
+
+
+async def _stored_before_the_upgrade(services: Services, ait: str) -> None:
+    """A fine an older gateway stored under its AIT with its authority, and the note of the
+    driver's e-mail about it."""
+    now = datetime.now(UTC)
+    fine = {"kind": "fine", "key": ait, "ait_number": ait, "authority": "261810"}
+    fine |= {"plate": "ABC1D23", "amount_brl": 1, "status": "open"}
+    db = services.store.db
+    await db["entities"].insert_one(
+        {"tenant": "acme", "type": "other", "nk": f"fine:{ait}", "rev": 1, "data": fine}
+        | {"created_at": now, "updated_at": now}
+    )
+    note = {"tenant": "acme", "key": f"fine-received:{ait}", "sent_at": now, "by": "f"}
+    note |= {"delivered_by": "f", "expires_at": now + timedelta(days=3000)}
+    await db["notify_cooldowns"].insert_one({"_id": f"acme:fine-received:{ait}", **note})
+    await db["migrations"].delete_many({"_id": "other.fine.authority_key"})
+
+
+async def test_a_start_that_died_during_the_rekey_still_carries_the_e_mail_notes(
+    services: Services,
+) -> None:
+    """The first start dies as it copies the e-mail notes; the next one rekeys the fine and
+    copies its note, so the provider's corrected notice does not e-mail the driver again."""
+    db = services.store.db
+    await _stored_before_the_upgrade(services, "A555")
+    with pytest.raises(RuntimeError):
+        await rekey_fines(db["entities"], _DiesReading(), db["migrations"])
+    await rekey_fines(db["entities"], db["notify_cooldowns"], db["migrations"])
+    assert await db["entities"].count_documents({"nk": "fine:261810:A555"}) == 1
+    assert await db["notify_cooldowns"].find_one({"_id": "acme:fine-received:261810:A555"})
+
+
+async def test_a_note_copy_the_server_refuses_fails_the_step_which_runs_again(
+    services: Services,
+) -> None:
+    """Only a note copied already is passed over: any other refusal fails the step, which is
+    then not recorded done and runs again at the next start, the fine still under its AIT."""
+    db = services.store.db
+    await _stored_before_the_upgrade(services, "A556")
+    with pytest.raises(InvalidPayload):
+        await rekey_fines(db["entities"], _RefusesWriting(db["notify_cooldowns"]), db["migrations"])
+    assert await db["entities"].count_documents({"nk": "fine:A556"}) == 1
+    assert await rekey_fines(db["entities"], db["notify_cooldowns"], db["migrations"]) == (1, 0, 0)
+    assert await db["notify_cooldowns"].find_one({"_id": "acme:fine-received:261810:A556"})

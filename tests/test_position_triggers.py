@@ -422,6 +422,8 @@ async def test_a_polled_traccar_positions_page_appends_a_fix_per_device_and_agai
     page[1]["fixTime"] = (
         (now - timedelta(minutes=1)).astimezone(BRT).strftime("%Y-%m-%dT%H:%M:%S.000%z")
     )  # Traccar 4's `-0300`
+    # (the sample's second Position has no GPS lock: the fold would refuse it, `no_fix`)
+    page[1]["valid"] = True
     status, answer = await hook(client, trigger, page)
     assert status == 200 and answer["summary"]["stored"] == 2, answer
     assert [r["vehicle"]["plate"] for r in answer["results"]] == ["ABC1D23", "RIO2B34"]

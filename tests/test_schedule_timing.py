@@ -59,6 +59,7 @@ def test_cron_follows_daylight_saving_in_zones_that_have_it() -> None:
         ("every minute", None, "5 fields"),
         ("61 * * * *", None, "cron expression"),
         ("* * * * *", "Mars/Olympus", "unknown time zone"),
+        ("30s", "Mars/Olympus", "unknown time zone"),  # an interval keeps its zone: checked
         ("0 0 30 2 *", None, "cron expression"),
     ],
 )

@@ -106,6 +106,26 @@ async def test_params_the_mapping_cannot_compile_with_are_refused_at_save_and_ch
     assert [e["pointer"] for e in refused["errors"]] == ["/target/params/places"], refused
 
 
+async def test_an_interval_schedule_keeps_its_time_zone_and_refuses_an_unknown_one(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    schedule = await geotab_schedule(client, geotab, limit=10)
+    path = f"/api/v1/schedules/{schedule['id']}"
+    assert (schedule["every"], schedule["timezone"]) == ("1m", None)
+    response = await client.patch(path, json={"timezone": "Mars/Olympus"}, headers=auth())
+    refused = await response.json()
+    assert response.status == 422, refused
+    assert [e["pointer"] for e in refused["errors"]] == ["/timezone"]
+    assert "unknown time zone 'Mars/Olympus'" in refused["errors"][0]["message"]
+    response = await client.patch(path, json={"timezone": "America/Manaus"}, headers=auth())
+    kept = await response.json()
+    assert response.status == 200, kept
+    assert (kept["every"], kept["timezone"]) == ("1m", "America/Manaus")
+    # a later change to a cron expression reads it in that zone
+    cron = await (await client.patch(path, json={"every": "0 6 * * *"}, headers=auth())).json()
+    assert (cron["every"], cron["timezone"]) == ("0 6 * * *", "America/Manaus")
+
+
 async def test_a_schedule_changes_its_definition_and_keeps_its_cursor(
     client: Client, geotab: GeotabDouble
 ) -> None:

@@ -6,14 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, SamsaraDouble, geotab, samsara
-from tests.partner_double import create_action, create_partner, partner, post, upload_mapping
+from tests.partner_double import (
+    create_action,
+    create_partner,
+    partner,
+    post,
+    running_partner,
+    upload_mapping,
+)
 from tests.schedule_support import (
+    ERP_MAPPING,
     MAPPINGS,
     geotab_schedule,
     get,
@@ -190,3 +199,46 @@ async def test_schedule_runs_in_the_background_of_a_process_with_workers(
     await asyncio.wait_for(background.wait_runs(1), 20)
     (found,) = await runs(client, schedule["id"])
     assert (found["outcome"], found["written"]) == ("ok", 3)
+
+
+async def _feed_schedules(client: Client, url: str, tenant: str, count: int) -> None:
+    """`count` hourly schedules of `tenant` reading its partner's feed at `url` (first due now)."""
+    await upload_mapping(client, ERP_MAPPING, tenant)
+    body = {"name": "ERP", "base_url": url, "auth": {"type": "none"}, "timeout_seconds": 20}
+    partner_doc = await post(client, "/api/v1/partners", body, tenant=tenant)
+    action = {"name": "feed", "partner_id": partner_doc["id"], "method": "GET", "path": "/feed"}
+    action_doc = await post(client, "/api/v1/actions", {**action, "mode": "proxy"}, tenant)
+    for n in range(count):
+        schedule = {
+            "name": f"feed-{n}",
+            "action_id": action_doc["id"],
+            "every": "1h",
+            "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
+        }
+        await post(client, "/api/v1/schedules", schedule, tenant=tenant)
+
+
+async def test_another_tenants_schedule_runs_at_once_while_a_tenants_slow_feeds_are_read(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """Tenant acme's four schedules read a feed answering in 8 s when tenant globex's
+    schedule comes due: acme's runs hold at most half the runner's four slots, so globex's
+    runs at once, not once one of acme's runs has ended."""
+    client = await aiohttp_client(make_app(schedule_concurrency=4))
+    schedules = client.app[services_key].schedule_runner
+    async with running_partner() as slow, running_partner() as fast:
+        slow.respond_with(200, {"items": []}, delay=8)
+        fast.respond_with(200, {"items": []})
+        await _feed_schedules(client, slow.url, "acme", 4)
+        running = asyncio.create_task(schedules.run())
+        try:
+            await slow.wait_for(2)  # acme's runs are under way
+            await asyncio.sleep(1)
+            await _feed_schedules(client, fast.url, "globex", 1)
+            schedules.notify()
+            started = time.monotonic()
+            await fast.wait_for(1, timeout=20)
+            assert time.monotonic() - started < 2.5
+        finally:
+            await schedules.stop()
+            await running

@@ -83,8 +83,9 @@ DRIVER = {
 }
 FINE = {
     "kind": "fine",
-    "key": "A123456789",
+    "key": "261810:A123456789",
     "ait_number": "A123456789",
+    "authority": "261810",
     "plate": "ABC1D23",
     "amount_brl": 130.16,
     "driver_cpf": "52998224725",
@@ -239,9 +240,9 @@ def test_traccar_api_positions_page_gives_a_fix_per_position() -> None:
         "heading": 0.0,
         "odometer_km": 152340.4,  # 152,340,400 m
         "ignition": False,
+        "valid": False,  # no GPS lock: the fold refuses it (no_fix)
         "attributes": {
             "altitude_m": 12.0,
-            "position_valid": False,
             "traccar_protocol": "teltonika",
             "traccar_total_distance_km": 987.654,
         },
@@ -345,7 +346,7 @@ def test_flespi_dotted_keys_and_batches() -> None:
         "heading": 88,
         "odometer_km": 152340.4,
         "ignition": True,
-        "attributes": {"altitude_m": 761, "satellites": 11, "position_valid": True},
+        "attributes": {"altitude_m": 761, "satellites": 11},
     }
     assert second["document"]["time"] == "2026-11-26T09:25:22Z"
     assert second["document"]["odometer_km"] == 152340.6  # 152340.55, halves up
@@ -465,6 +466,19 @@ def test_fine_paid_falls_back_to_the_fine_amount_and_event_day() -> None:
     body = load("erp-fine-paid.yaml").build_request(context, secrets=SECRETS).body
     assert body["valorPago"] == 130.16
     assert body["dataPagamento"] == "2026-11-25"  # still the 25th in São Paulo
+
+
+def test_fine_paid_names_the_fine_by_its_authority_and_ait_or_its_ait_alone_without_one() -> None:
+    """An AIT number is unique only within its authority: the ERP is told both, the AIT where
+    it always was (path and `ait`); a fine keyed in without its authority has none to tell."""
+    mapping = load("erp-fine-paid.yaml")
+    request = mapping.build_request(CONTEXTS["erp-fine-paid.yaml"], secrets=SECRETS)
+    assert request.path_params == {"ait": "A123456789"}
+    assert (request.body["ait"], request.body["orgaoAutuador"]) == ("A123456789", "261810")
+    keyed_in = {k: v for k, v in FINE.items() if k != "authority"} | {"key": "A123456789"}
+    context = {**CONTEXTS["erp-fine-paid.yaml"], "entity": keyed_in}
+    body = mapping.build_request(context, secrets=SECRETS).body
+    assert body["ait"] == "A123456789" and "orgaoAutuador" not in body
 
 
 # -- against the real entity schemas ---------------------------------------------------------------
@@ -702,9 +716,9 @@ def test_traccar_position_leaves_out_an_unknown_accuracy_and_flags_a_fix_without
     mapping = load("traccar-position.yaml").bind({})
     document = mapping.apply(traccar_forward(accuracy=0.0, valid=False)).document
     assert "accuracy_m" not in document  # 0: the protocol reports none, not an exact fix
-    assert document["attributes"]["position_valid"] is False
-    parse_fix(document)  # stored (and judged by the fold), not refused
-    assert "position_valid" not in mapping.apply(traccar_forward()).document["attributes"]
+    assert document["valid"] is False  # the canonical member: the fold refuses it (no_fix)
+    assert parse_fix(document).extra["valid"] is False  # stored (and judged by the fold)
+    assert "valid" not in mapping.apply(traccar_forward()).document
     # outdated with no earlier fix: Traccar sends fixTime 1970 at (0, 0); stored for the
     # fold's gates to refuse (too_old, null_island), not refused at the door.
     outdated = traccar_forward(
@@ -753,7 +767,8 @@ def test_flespi_finds_a_device_by_ident_and_leaves_a_message_without_position_ou
         document = mapping.apply(item).document
         assert "plate" not in document and document["tracker_id"] == "353861053849681"
         parse_fix(document)
-    assert mapping.apply(free_name).document["attributes"]["position_valid"] is False
+    assert mapping.apply(free_name).document["valid"] is False
+    assert "valid" not in mapping.apply(message).document
     telemetry = {"ident": "353861053849681", "timestamp": 1795685130.5, "battery.voltage": 4.1}
     assert mapping.items([message, telemetry, free_name]) == [message, free_name]
     with pytest.raises(InvalidPayload) as refused:  # were it an item, it would be refused

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -183,6 +184,33 @@ async def test_a_vehicles_driver_is_assigned_from_its_page(
     assert "Troca de condutor registrada" in await nobody.text()
     history = await _get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
     assert history["driver"]["driver"] is None and len(history["items"]) == 2
+
+
+async def test_a_vehicles_driver_history_pages_back_to_its_first_driver(
+    client: Client, services: Services
+) -> None:
+    cpfs = ["10145678903", "10245678930", "10345678966", "10445678992", "10545678919"]
+    cpfs += ["10645678945", "10745678971", "10845678906", "10945678924", "11045678902"]
+    cpfs += ["11145678920", "11245678957"]
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    start = datetime.now(UTC) - timedelta(days=20)
+    for n, cpf in enumerate(cpfs):
+        await post(client, "/api/v1/entities/driver", {"name": f"Condutor {n:02d}", "cpf": cpf})
+        change = {"driver": cpf, "start": (start + timedelta(days=n)).isoformat()}
+        await post(client, f"/api/v1/entities/vehicle/{vehicle['id']}/drivers", change)
+    await make_user(services)
+    await log_in(client)
+
+    def names(page: str) -> list[str]:
+        table = page[page.index('data-testid="driver-history"') :]
+        return re.findall(r"Condutor (\d\d)", table[: table.index("</table>")])
+
+    page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}")).text()
+    assert names(page) == [f"{n:02d}" for n in range(11, 1, -1)]
+    older = html.unescape(re.findall(r'<a href="(\?drivers=[^"]+)">', page)[0])
+    page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}{older}")).text()
+    assert names(page) == ["01", "00"]
+    assert "drivers=" not in page and 'href="?#drivers"' in page  # back to the newest
 
 
 async def test_a_viewer_edits_and_assigns_nothing(client: Client, services: Services) -> None:

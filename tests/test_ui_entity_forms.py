@@ -244,6 +244,28 @@ async def test_a_service_recorded_on_a_vehicles_page_is_queued_for_its_fold(
     assert queued["source"] == "admin:ana@acme.com.br"
 
 
+async def test_a_service_typed_in_year_26_or_9999_is_refused_at_its_field_with_why(
+    client: Client, services: Services
+) -> None:
+    created = await services.entities.create("acme", "vehicle", {"plate": "ABC1D23"}, API)
+    vid = str(created.entity["_id"])
+    await post(client, "/api/v1/maintenance-plans", {"name": "oleo", "every_days": 180})
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/vehicle/{vid}/services"
+    fields = form_fields(await (await client.get(f"/admin/entities/vehicle/{vid}")).text(), action)
+    # a two-digit year in the browser's date-time field is year 26; year 9999 in Brasília
+    # time is past the calendar in UTC, and in the future
+    for at, words in (("0026-12-01T10:00", "before 2000"), ("9999-12-31T23:59", "in the future")):
+        refused = await client.post(action, data=replaced(fields, at=at))
+        html = await refused.text()
+        assert refused.status == 422, html
+        shown = re.search(r'data-field="at">(.*?)</div>', html, re.S)
+        assert shown is not None and words in shown.group(1), html
+        fields = form_fields(html, action)
+    assert await inbox_items(services.store, "acme", vid, "service") == []
+
+
 async def test_an_odometer_moved_by_telemetry_during_an_edit_is_neither_stale_nor_set_back(
     client: Client, services: Services
 ) -> None:

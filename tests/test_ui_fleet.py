@@ -409,3 +409,21 @@ async def test_a_fences_emptied_margin_and_dwell_are_cleared_back_to_their_defau
     stored = await (await client.get(f"/api/v1/geofences/{fence['id']}", headers=auth())).json()
     assert (stored["margin_m"], stored["dwell_seconds"]) == (25, 0)
     assert stored["name"] == "Garagem"
+
+
+async def test_a_polygon_fence_becomes_a_circle_from_its_edit_form(
+    client: Client, services: Services
+) -> None:
+    body = {"name": "patio", "kind": "authorized", "polygon": SQUARE}
+    fence = await post(client, "/api/v1/geofences", body)
+    await make_user(services)
+    await log_in(client)
+    page = f"/admin/geofences/{fence['id']}"
+    fields = dict(form_fields(await (await client.get(page)).text(), page + "/edit"))
+    typed = {"polygon": "", "circle.lat": "-23,555", "circle.lon": "-46,645"}
+    fields.update({**typed, "circle.radius_m": "300"})
+    saved = await client.post(page + "/edit", data=fields, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    stored = await _api(client, f"/api/v1/geofences/{fence['id']}")
+    assert stored["circle"] == {"lat": -23.555, "lon": -46.645, "radius_m": 300}
+    assert "polygon" not in stored

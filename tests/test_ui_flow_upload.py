@@ -5,11 +5,14 @@ stops at the schema."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from gateway.services import Services
+from tests.flow_support import email_channel
+from tests.partner_double import post
 from tests.support import auth
-from tests.ui_support import Client, csrf, log_in, make_user
+from tests.ui_support import ALERT_TEMPLATE, Client, csrf, form_fields, log_in, make_user
 
 BAD = """\
 name: fluxo-ruim
@@ -108,3 +111,34 @@ async def test_an_origin_filter_that_is_not_an_object_is_refused_naming_it(
     status, body = await _upload(client, text)
     assert status == 422, body
     assert [e["pointer"] for e in body["errors"]] == ["/on/filter/origin"]
+
+
+async def test_activating_a_version_naming_a_deleted_template_shows_what_it_lacks(
+    client: Client, services: Services
+) -> None:
+    await email_channel(client)
+    first = await post(client, "/api/v1/templates", ALERT_TEMPLATE)
+    await post(client, "/api/v1/templates", {**ALERT_TEMPLATE, "name": "alerta2"})
+    notify = {"channel": "email", "template": "alerta", "recipients": [{"address": "a@b.com"}]}
+    flow: dict[str, Any] = {
+        "name": "avisa",
+        "on": {"events": ["entity.created"]},
+        "steps": [{"id": "n", "notify": notify}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    newer = copy.deepcopy(flow)
+    newer["steps"][0]["notify"]["template"] = "alerta2"
+    await post(client, "/api/v1/flows", newer)
+    gone = await client.delete(f"/api/v1/templates/{first['id']}", headers=auth())
+    assert gone.status == 204
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get("/admin/flows/avisa")).text()
+    for action in ("/admin/flows/avisa/activate", "/admin/flows/avisa/rollback"):
+        refused = await client.post(action, data=form_fields(page, action))
+        html = await refused.text()
+        assert refused.status == 422, html
+        listed = html[html.index('data-testid="error-problems"') :]
+        assert "<li><code>/steps/0/notify/template</code>: no template &#39;alerta&#39;" in listed
+    stored = await (await client.get("/api/v1/flows/avisa", headers=auth())).json()
+    assert stored["version"] == 2

@@ -326,3 +326,87 @@ async def test_an_upload_using_old_names_shows_each_with_its_new_name(
     assert (
         "/body/y: 'last_position.longitude' is a deprecated name, read 'last_position.lon'" in page
     )
+
+
+STAGED = """\
+name: staged
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [upper]}
+  odometer_km: {from: %s, transforms: [number]}
+"""
+
+
+async def test_a_staged_mapping_version_is_dry_run_from_its_page(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/mappings")
+    for source in ("km", "hodometro"):  # "activate" unticked: both staged, none active
+        typed = {"csrf": token, "source": STAGED % source}
+        staged = await client.post("/admin/mappings", data=typed, allow_redirects=False)
+        assert staged.status == 303, await staged.text()
+    action = "/admin/mappings/staged/test"
+    sample = '{"placa": "abc1d23", "km": 5, "hodometro": 7}'
+
+    async def dry_run(**typed: str) -> str:
+        page = await (await client.get("/admin/mappings/staged")).text()
+        fields = dict(form_fields(page, action))
+        answer = await client.post(action, data={**fields, "payload": sample, **typed})
+        text = await answer.text()
+        assert answer.status == 200, text
+        return text
+
+    # the page's version (the latest, none being active) is the one chosen at first
+    latest = await dry_run()
+    assert '<option value="2" selected>' in latest and _odometer(latest) == 7
+    first = await dry_run(version="1")
+    assert '<option value="1" selected>' in first and _odometer(first) == 5
+
+
+def _odometer(page: str) -> int:
+    """The odometer of the dry run's mapped document, as the page shows it."""
+    result = page[page.index('data-testid="dry-run-result"') :]
+    found = re.search(r"&#34;odometer_km&#34;: (\d+)|&quot;odometer_km&quot;: (\d+)", result)
+    assert found is not None, result[:2000]
+    return int(found.group(1) or found.group(2))
+
+
+ON_CREATED = {"events": ["entity.created"]}
+
+
+async def test_an_older_flow_version_is_dry_run_from_its_page(
+    client: Client, services: Services
+) -> None:
+    await post(
+        client,
+        "/api/v1/channels",
+        {
+            "name": "email",
+            "type": "email",
+            "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none"},
+            "from": "Frota Acme <alertas@acme.com.br>",
+        },
+    )
+    await post(client, "/api/v1/templates", ALERT_TEMPLATE)
+    for address in ("um@acme.com.br", "dois@acme.com.br"):
+        notify = {"channel": "email", "template": "alerta", "recipients": [{"address": address}]}
+        steps = [{"id": "n", "notify": notify}]
+        await post(client, "/api/v1/flows", {"name": "avisa", "on": ON_CREATED, "steps": steps})
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get("/admin/flows/avisa")).text()
+    action = "/admin/flows/avisa/test"
+    event = '{"type": "entity.created", "entity": {"type": "vehicle", "key": "ABC1D23"}}'
+    assert dict(form_fields(page, action))["version"] == "2"  # the active one, at first
+    fields = {**dict(form_fields(page, action)), "event": event, "version": "1"}
+    answer = await client.post(action, data=fields)
+    text = await answer.text()
+    assert answer.status == 200, text
+    result = text[text.index('data-testid="flow-result"') :]
+    result = result[: result.index("</section>")]  # the page's source below is v2's
+    assert "um@acme.com.br" in result and "dois@acme.com.br" not in result
+    assert '<option value="1" selected>' in text

@@ -308,3 +308,30 @@ async def test_emptying_a_schedules_required_fields_is_refused_there_and_keeps_t
     page = await refused.text()
     assert page.count('aria-invalid="true"') >= 3
     assert await (await client.get(api, headers=auth())).json() == before
+
+
+async def test_an_interval_schedules_time_zone_is_kept_and_an_unknown_one_refused_there(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    await make_user(services)
+    action_id = await _reader(client, partner)
+    schedule = await post(
+        client, "/api/v1/schedules", {**_schedule_body(action_id), "every": "30s"}
+    )
+    await log_in(client)
+    edit = f"/admin/schedules/{schedule['id']}/edit"
+    fields = form_fields(await (await client.get(edit)).text(), edit)
+    typed = [(n, "Mars/Olympus" if n == "timezone" else v) for n, v in fields]
+    refused = await client.post(edit, data=typed)
+    page = await refused.text()
+    assert refused.status == 422 and 'data-field="timezone"' in page, page
+    assert "unknown time zone" in page and 'value="Mars/Olympus"' in page
+    # typed again on the refused page (what was typed kept)
+    again = form_fields(page, edit)
+    typed = [(n, "America/Manaus" if n == "timezone" else v) for n, v in again]
+    saved = await client.post(edit, data=typed)
+    page = await saved.text()
+    assert saved.status == 200, page
+    assert "30s</code> · America/Manaus" in page
+    (stored,) = await _schedules(client)
+    assert (stored["every"], stored["timezone"]) == ("30s", "America/Manaus")

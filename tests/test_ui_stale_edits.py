@@ -7,9 +7,11 @@ of its own) is not checked."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from gateway.services import Services
+from tests.flow_support import email_channel
 from tests.partner_double import create_action, create_partner, post, upload_mapping
 from tests.support import auth
 from tests.ui_support import (
@@ -265,3 +267,145 @@ async def test_a_stale_template_replace_is_refused(client: Client, services: Ser
     )
     assert "deles" in html.split('data-testid="stale-edit"')[1].split("</dl>")[0]
     assert stored["description"] == "minha" and stored["version"] == 3
+
+
+MAPPING_TEXT = """\
+name: erp-km
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [upper]}
+  odometer_km: {from: km%s, transforms: [number]}
+"""
+
+
+def _form_with(page: str, action: str, **values: str) -> list[tuple[str, str]]:
+    """The form posting to `action` (the first one: the newest version's button) with
+    `values` over it."""
+    return [(n, values.get(n, v)) for n, v in form_fields(page, action)]
+
+
+async def test_two_roll_backs_from_pages_showing_the_same_version_roll_back_once(
+    client: Client, services: Services
+) -> None:
+    for n in ("", "2", "3"):
+        await upload_mapping(client, MAPPING_TEXT % n)
+    await make_user(services)
+    await log_in(client)
+    page, action = "/admin/mappings/erp-km", "/admin/mappings/erp-km/rollback"
+    tab_a = await (await client.get(page)).text()  # two admins' tabs, both showing v3 active
+    tab_b = await (await client.get(page)).text()
+    assert dict(form_fields(tab_a, action))["active"] == "3"
+    first = await client.post(action, data=form_fields(tab_a, action), allow_redirects=False)
+    assert first.status == 303, await first.text()
+    second = await client.post(action, data=form_fields(tab_b, action))
+    html = await second.text()
+    assert second.status == 409, html
+    assert "version 2 is active, not version 3; nothing was changed" in html
+    assert (await _api(client, "/api/v1/mappings/erp-km"))["version"] == 2
+    # activating from the stale page is refused too; from a page showing v2, applied
+    activate = "/admin/mappings/erp-km/activate"
+    stale = await client.post(activate, data=_form_with(tab_b, activate, version="1"))
+    assert stale.status == 409
+    fresh = await (await client.get(page)).text()
+    chosen = _form_with(fresh, activate, version="1")
+    applied = await client.post(activate, data=chosen, allow_redirects=False)
+    assert applied.status == 303
+    # a post without the shown version (a script of its own, nor its one-time id) is not
+    # checked
+    chosen = _form_with(tab_b, activate, version="3")
+    unchecked = [(n, v) for n, v in chosen if n not in ("active", "once")]
+    script = await client.post(activate, data=unchecked, allow_redirects=False)
+    assert script.status == 303
+    assert (await _api(client, "/api/v1/mappings/erp-km"))["version"] == 3
+
+
+async def test_a_stale_flow_roll_back_is_refused(client: Client, services: Services) -> None:
+    await email_channel(client)
+    await post(client, "/api/v1/templates", ALERT_TEMPLATE)
+    flow = {
+        "name": "avisa",
+        "on": {"events": ["entity.created"]},
+        "steps": [
+            {
+                "id": "n",
+                "notify": {
+                    "channel": "email",
+                    "template": "alerta",
+                    "recipients": [{"address": "frota@acme.com.br"}],
+                },
+            }
+        ],
+    }
+    for subject in ("um", "dois"):
+        flow["steps"][0]["notify"]["recipients"][0]["address"] = f"{subject}@acme.com.br"
+        await post(client, "/api/v1/flows", flow)
+    await make_user(services)
+    await log_in(client)
+    page, action = "/admin/flows/avisa", "/admin/flows/avisa/rollback"
+    tab_a = await (await client.get(page)).text()
+    tab_b = await (await client.get(page)).text()
+    first = await client.post(action, data=form_fields(tab_a, action), allow_redirects=False)
+    assert first.status == 303, await first.text()
+    second = await client.post(action, data=form_fields(tab_b, action))
+    assert second.status == 409
+    assert "version 1 is active, not version 2" in await second.text()
+    assert (await _api(client, "/api/v1/flows/avisa"))["version"] == 1
+
+
+async def test_a_rotation_from_a_page_loaded_before_another_rotation_is_refused(
+    client: Client, services: Services
+) -> None:
+    trigger = await post(client, "/api/v1/triggers", {"name": "erp", "entity_type": "vehicle"})
+    await make_user(services)
+    await log_in(client)
+    page, action = f"/admin/triggers/{trigger['id']}", f"/admin/triggers/{trigger['id']}/rotate"
+    tab_a = await (await client.get(page)).text()  # two admins' tabs, grace 0 in both
+    tab_b = await (await client.get(page)).text()
+    first = await client.post(action, data=form_fields(tab_a, action))
+    shown = await first.text()
+    assert first.status == 200, shown
+    token = re.search(r'id="trigger-token"[^>]*>\s*([^<\s]+)', shown)
+    assert token is not None
+    second = await client.post(action, data=form_fields(tab_b, action))
+    html = await second.text()
+    assert second.status == 409, html
+    assert "credentials changed since this page was loaded" in html
+    # the token the first admin was shown still works: no credential was issued or ended
+    hook = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"plate": "ABC1D23"},
+        headers={"Authorization": f"Bearer {token.group(1)}"},
+    )
+    assert hook.status == 201, await hook.text()
+    assert len((await _api(client, f"/api/v1/triggers/{trigger['id']}"))["credentials"]) == 1
+    # the refused page shows the credentials as they are now: rotating from it is knowing
+    again = await client.post(action, data=form_fields(html, action))
+    assert again.status == 200 and 'id="trigger-token"' in await again.text()
+
+
+async def test_a_secret_rotation_from_a_page_loaded_before_another_is_refused(
+    client: Client, services: Services
+) -> None:
+    erp = await create_partner(client, "http://127.0.0.1:19302")
+    action = await create_action(client, erp["id"])
+    body = {"action_id": action["id"], "event_types": ["entity.updated"]}
+    subscription = await post(client, "/api/v1/subscriptions", body)
+    await make_user(services)
+    await log_in(client)
+    page = f"/admin/subscriptions/{subscription['id']}"
+    rotate = f"{page}/rotate-secret"
+    tab_a = await (await client.get(page)).text()
+    tab_b = await (await client.get(page)).text()
+    first = await client.post(rotate, data=form_fields(tab_a, rotate))
+    assert first.status == 200 and 'id="subscription-secret"' in await first.text()
+    rotated = await _api(client, f"/api/v1/subscriptions/{subscription['id']}")
+    second = await client.post(rotate, data=form_fields(tab_b, rotate))
+    html = await second.text()
+    assert second.status == 409, html
+    assert "secret was rotated since this page was loaded" in html
+    assert await _api(client, f"/api/v1/subscriptions/{subscription['id']}") == rotated
+    fresh = await (await client.get(page)).text()
+    again = await client.post(rotate, data=form_fields(fresh, rotate))
+    assert again.status == 200

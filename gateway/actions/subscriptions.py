@@ -38,6 +38,14 @@ def public_subscription(doc: Doc) -> dict[str, Any]:
     }
 
 
+def secret_revision(subscription: Mapping[str, Any]) -> str:
+    """When the signing secret was last rotated, as text ("": never), of a stored or public
+    subscription: a rotation asked from a page that showed another is refused
+    (`rotate_secret`), as it would replace, unseen, the secret another admin was just shown."""
+    rotated = subscription.get("secret_rotated_at")
+    return "" if rotated is None else str(rotated.isoformat())
+
+
 class SubscriptionUseCases:
     """Create, read, update, rotate and delete subscriptions (part of `ActionService`)."""
 
@@ -94,10 +102,18 @@ class SubscriptionUseCases:
         self._catalog.forget(subscription_id)
         return doc
 
-    async def rotate_secret(self, tenant: str, subscription_id: str) -> tuple[Doc, str]:
+    async def rotate_secret(
+        self, tenant: str, subscription_id: str, *, shown: str | None = None
+    ) -> tuple[Doc, str]:
         """A new signing secret; the previous one keeps signing for ROTATION_GRACE (both
-        signatures are sent), older ones are dropped."""
+        signatures are sent), older ones are dropped. `shown`: the `secret_revision` of the
+        page asking; a `Conflict`, nothing changed, when the secret was rotated since."""
         current = await self.get_subscription(tenant, subscription_id)
+        if shown is not None and secret_revision(current) != shown:
+            raise Conflict(
+                "the subscription's secret was rotated since this page was loaded (by another "
+                "admin): no new secret was made; look at the subscription again before rotating"
+            )
         subscription_id = str(current["_id"])  # the secret is sealed to the id as stored
         now, secret = utcnow(), generate_secret()
         sealed = self._box.seal(secret, context=subscription_context(subscription_id))

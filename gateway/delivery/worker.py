@@ -1,6 +1,8 @@
 """Use case: the delivery worker. Named stages over the persisted status:
 
-    claim    due pending deliveries → in_flight under a lease (store/deliveries.py)
+    claim    due pending deliveries → in_flight under a lease (store/deliveries.py), those it
+             can start now: a tenant's share of the slots, a partner's room at its gate
+             (`leased_loop.FairShares`)
     prepare  action, partner (and a webhook's subscription), request mapping → the request
              (preparation.py)
     send     through the partner's guard (breaker, rate limit, concurrency) and the SSRF guard
@@ -16,7 +18,8 @@ time, and every write after the claim is fenced by the claim's token. A worker t
 leaves leases that expire; their deliveries are due again at once (at-least-once).
 
 Partners: a partner failing for longer than its `disable_after_hours` is disabled
-(partner_health.py): its deliveries wait. Every `probe_seconds` one worker probes it with its
+(partner_health.py): its deliveries wait. Every `probe_seconds` after its last probe ended,
+one worker probes it (side by side with other partners' probes, outside housekeeping) with its
 oldest pending delivery (one whose probe just failed waits two probes; a HEAD of its base URL
 when none is left); the first answer re-enables it, its backlog flows and what went `dead`
 during its outage is replayed.
@@ -29,6 +32,7 @@ import contextlib
 import itertools
 import logging
 import random
+from asyncio import FIRST_COMPLETED
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
@@ -38,6 +42,7 @@ from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
 from gateway.auth.secretbox import SecretBoxError
+from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
 from gateway.delivery.kinds import Held, KindSender
 from gateway.delivery.partner_health import PartnerHealth
@@ -46,13 +51,16 @@ from gateway.delivery.recording import DeliveryRecorder, recording_failed
 from gateway.errors import InvalidPayload, NotFound, SecretDamaged, StoreUnavailable
 from gateway.keys import StoredSecrets
 from gateway.leased_loop import (
+    Admit,
     Claims,
+    FairShares,
     HandBacks,
     LeaseCheck,
     LeasedLoop,
     LeaseLost,
     lease_owner,
     renew_leases,
+    tenant_only,
 )
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
@@ -74,6 +82,7 @@ _QUEUE_STATS_EVERY = 15  # housekeeping rounds between two queue measurements (O
 # (each a claim, a judgement and a write): the rest of its backlog at the next rounds, so that
 # lease take-back, other partners' probes and the queue gauges never wait for a whole backlog.
 DAMAGED_PER_ROUND = 50
+PROBES_AT_ONCE = 8  # disabled partners a worker probes side by side (housekeeping)
 _SECOND = timedelta(seconds=1)
 
 
@@ -117,6 +126,8 @@ class DeliveryWorker:
         self.rng = rng
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._probes = itertools.count(1)
+        self._probing: dict[Any, asyncio.Task[None]] = {}  # partner id → its probe under way
+        self._probe_shares = FairShares(PROBES_AT_ONCE, tenant_only)
         self._refill_at = max(1, settings.concurrency // 4)
         self._loop: LeasedLoop[Counter[str]] = LeasedLoop(
             poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
@@ -131,6 +142,7 @@ class DeliveryWorker:
             claim=self._claim_shard,
             release_claims=self._release_claims,
             shards=SHARDS,
+            fair=FairShares(settings.concurrency, _whose, self._partner_room),
             runner="delivery worker",
             units="deliveries",
         )
@@ -212,13 +224,20 @@ class DeliveryWorker:
             counts[await self._deliver(doc)] += 1
         return counts
 
-    async def _claim_shard(self, token: str, limit: int, shard: int) -> list[Doc]:
-        """Due deliveries of `shard` (`leased_loop.Claims` reads the shards in turn), but
-        those of disabled partners."""
+    async def _claim_shard(self, token: str, limit: int, shard: int, admit: Admit) -> list[Doc]:
+        """Due deliveries of `shard` (`leased_loop.Claims` reads the shards in turn) this
+        worker can start now (`admit`: its tenant's share, its partner's room)."""
         now = self.clock()
         return await self._store.deliveries.claim(
-            token, now, now + self._lease, limit, shard, sorted(self._health.disabled)
+            token, now, now + self._lease, limit, shard, admit
         )
+
+    def _partner_room(self, partner_id: str) -> tuple[int, int] | None:
+        """A disabled partner has none (its probe takes its deliveries); another, what its
+        concurrency gate in this process has (`PartnerGuards.room`)."""
+        if partner_id in self._health.disabled:
+            return (0, 0)
+        return self._guards.room(partner_id)
 
     async def _release_claims(self, held: list[str]) -> None:
         await self._store.deliveries.release_claims(self.owner, held, self.clock())
@@ -226,14 +245,26 @@ class DeliveryWorker:
     # -- housekeeping: leases, disabled partners, probes, queue metrics -----------------------
 
     async def _housekeeping_loop(self) -> None:
-        for rounds in itertools.count():
-            try:
-                await self.housekeeping(measure=rounds % _QUEUE_STATS_EVERY == 0)
-            except StoreUnavailable as exc:
-                log.warning("delivery housekeeping paused: %s", exc.detail)
-            except Exception:
-                log.exception("delivery housekeeping failed; retrying")
-            await asyncio.sleep(self._settings.poll_seconds)
+        """Each poll interval: lease take-back and the disabled partners (`_keep`), probes of
+        the disabled partners due started in the background (`_start_probes`), and every
+        `_QUEUE_STATS_EVERY` rounds the queue gauges: a probe waiting on its partner's answer
+        holds back neither the next rounds nor another partner's probe.
+        Probes still under way when the worker stops are cancelled (their deliveries given
+        back)."""
+        try:
+            for rounds in itertools.count():
+                try:
+                    await self._keep()
+                    await self._start_probes()
+                    if rounds % _QUEUE_STATS_EVERY == 0:
+                        await self._measure()
+                except StoreUnavailable as exc:
+                    log.warning("delivery housekeeping paused: %s", exc.detail)
+                except Exception:
+                    log.exception("delivery housekeeping failed; retrying")
+                await asyncio.sleep(self._settings.poll_seconds)
+        finally:
+            await cancel_and_wait(*self._probing.values())
 
     async def _renew(self) -> None:
         held, until = dict(self._held), self.clock() + self._lease
@@ -241,52 +272,88 @@ class DeliveryWorker:
             self._leases.renewed(held, until)
 
     async def housekeeping(self, *, measure: bool = True) -> None:
-        """Take back expired leases, learn which partners are disabled, probe the ones due,
-        and (when `measure`) update the queue gauges."""
-        now = self.clock()
-        if expired := await self._store.deliveries.expire_leases(now):
+        """Take back expired leases, learn which partners are disabled, probe the disabled
+        partners due and wait for the probes (those of the background's rounds too), and
+        (when `measure`) update the queue gauges."""
+        await self._keep()
+        await self._start_probes()
+        while self._probing:
+            await asyncio.wait(set(self._probing.values()), return_when=FIRST_COMPLETED)
+            await self._start_probes()
+        if measure:
+            await self._measure()
+
+    async def _keep(self) -> None:
+        if expired := await self._store.deliveries.expire_leases(self.clock()):
             log.info("took back %d deliveries whose lease expired", expired)
             self.notify()
         await self._health.refresh()
-        probe_next = now + timedelta(seconds=self._settings.probe_seconds)
-        while (doc := await self._store.partners.claim_probe(now, probe_next)) is not None:
-            await self._probe(doc)
-        if measure:
-            pending, in_flight, oldest = await self._store.deliveries.queue_stats(now)
-            self._metrics.delivery_queue.labels("pending").set(pending)
-            self._metrics.delivery_queue.labels("in_flight").set(in_flight)
-            age = (now - oldest).total_seconds() if oldest else 0.0
-            self._metrics.delivery_oldest_due.set(max(age, 0.0))
 
-    async def _probe(self, doc: Doc) -> None:
-        """Probe a disabled partner with its oldest pending delivery, or a HEAD request.
+    async def _measure(self) -> None:
+        now = self.clock()
+        pending, in_flight, oldest = await self._store.deliveries.queue_stats(now)
+        self._metrics.delivery_queue.labels("pending").set(pending)
+        self._metrics.delivery_queue.labels("in_flight").set(in_flight)
+        age = (now - oldest).total_seconds() if oldest else 0.0
+        self._metrics.delivery_oldest_due.set(max(age, 0.0))
+
+    async def _start_probes(self) -> None:
+        """Claim the disabled partners due for a probe while probe slots are free, each
+        probed in a task of its own: `PROBES_AT_ONCE` at once, a tenant's share of them at
+        most (`leased_loop.FairShares`, as for the claims of deliveries: a quarter always
+        left for another tenant's), so that one tenant's partners whose probes hang (each up
+        to its own timeout) hold back no other tenant's recovery."""
+        while len(self._probing) < PROBES_AT_ONCE:
+            now = self.clock()
+            admit = self._probe_shares.admission(self._probing)
+            next_probe = now + timedelta(seconds=self._settings.probe_seconds)
+            doc = await self._store.partners.claim_probe(now, next_probe, admit)
+            if doc is None:
+                return
+            self._probe_shares.took(doc["_id"], doc)
+            task = asyncio.create_task(self._probe_then_reschedule(doc))
+            self._probing[doc["_id"]] = task
+            task.add_done_callback(partial(self._probe_ended, doc["_id"]))
+
+    def _probe_ended(self, partner_id: Any, _task: asyncio.Task[None]) -> None:
+        self._probing.pop(partner_id, None)
+
+    async def _probe_then_reschedule(self, doc: Doc) -> None:
+        """Probe the partner; its next probe is due `probe_seconds` after this one ended (not
+        after a round began), or sooner when `_probe` says so."""
+        try:
+            sooner = await self._probe(doc)
+            later = self.clock() + timedelta(seconds=self._settings.probe_seconds)
+            await self._store.partners.probe_again_at(doc["_id"], doc["probe_at"], sooner or later)
+        except StoreUnavailable as exc:  # due again at the time its claim set
+            log.warning("probing partner %s paused: %s", doc["_id"], exc.detail)
+        except Exception:
+            log.exception("probing partner %s failed; it is probed again later", doc["_id"])
+
+    async def _probe(self, doc: Doc) -> datetime | None:
+        """Probe a disabled partner with its oldest pending delivery, or a HEAD request;
+        when its next probe is due sooner than `probe_seconds` after this one, when.
 
         A delivery that fails for the partner's damaged secret (`_deliver`) tells nothing of
         the partner: the next one is taken, so that its whole backlog fails, named, rather
         than one delivery a probe (and no HEAD follows); `DAMAGED_PER_ROUND` of them in one
-        round, then the partner's probe is due again at the next round, which goes on with
-        the rest. Without any delivery, the HEAD needs the secret too: judged
+        round, then the partner's probe is due again at the next round (the time returned),
+        which goes on with the rest. Without any delivery, the HEAD needs the secret too: judged
         (`StoredSecrets`: damage logged and counted), nothing is sent."""
         damaged = 0
         while (delivery := await self._claim_for_probe(doc)) is not None:
             if await self._deliver(delivery, probe=True) != SECRET_DAMAGED:
-                return
+                return None
             damaged += 1
             if damaged == DAMAGED_PER_ROUND:  # more, maybe: at the next round
-                now = self.clock()
-                await self._store.partners.probe_soon(
-                    doc["_id"],
-                    doc["probe_at"],
-                    now + timedelta(seconds=self._settings.poll_seconds),
-                )
-                return
+                return self.clock() + timedelta(seconds=self._settings.poll_seconds)
         if damaged:  # the HEAD would need the same secret
-            return
+            return None
         try:
             partner = self._catalog.compile_partner(doc)
         except SecretBoxError as exc:
             await self._secrets.judge(exc)
-            return
+            return None
         outcome = await self._sender.send(
             OutboundRequest("HEAD", partner.base_url, timeout=partner.timeout),
             partner_id=partner.id,
@@ -297,6 +364,7 @@ class DeliveryWorker:
         # one (408, 425, 429, 5xx) says the partner is still not taking requests.
         if outcome.status is not None and outcome.verdict is not Verdict.RETRY:
             await self._health.enable(partner, self.clock())
+        return None
 
     async def _claim_for_probe(self, doc: Doc) -> Doc | None:
         """The disabled partner's oldest pending delivery, held for its probe."""
@@ -492,6 +560,15 @@ class DeliveryWorker:
 
     def _guard(self, partner: Partner) -> Any:
         return self._guards.get(partner.id, partner.guard)
+
+
+def _whose(doc: Doc) -> tuple[str | None, str | None]:
+    """A delivery's tenant, and the partner it is sent to: none for a notification, which
+    asks its channel which partner it goes through now (`notify/dispatch.py`)."""
+    tenant, partner = doc.get("tenant"), doc.get("partner_id")
+    if doc.get("kind") == DeliveryKind.NOTIFICATION.value or not isinstance(partner, str):
+        partner = None
+    return (tenant if isinstance(tenant, str) else None, partner)
 
 
 def _groups(batch: list[Doc]) -> list[list[Doc]]:

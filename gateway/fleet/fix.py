@@ -2,16 +2,18 @@
 mapping produces (SPEC §3.5, §6).
 
     {"plate" | "tracker_id", "time", "lat", "lon", "speed_kmh"?, "heading"?, "accuracy_m"?,
-     "odometer_km"?, "ignition"?, "attributes"?}
+     "odometer_km"?, "ignition"?, "valid"?, "attributes"?}
 
 `parse_fix` checks one item and lists every problem (a 422 names each failing field): the
 vehicle named by a plate or a tracker id, `time` an RFC 3339 timestamp with an offset (or
 "Z"), coordinates finite and in range, speed, accuracy and odometer finite and not negative
-(the odometer at most 10,000,000 km), heading within [0, 360], ignition a boolean,
+(the odometer at most 10,000,000 km), heading within [0, 360], ignition and valid booleans,
 attributes an object whose member names and numbers the database can store (no leading "$",
 no "." or NUL; integers within 64 bits). A fix that passes may still be refused by the
-quality gates of the fold ((0,0), far future, impossible speed, ...): those are stored and
-flagged, not refused here.
+quality gates of the fold ((0,0), far future, impossible speed, `valid: false` ...): those
+are stored and flagged, not refused here. `valid` false says the device had no position fix
+(no GPS lock: Traccar's and flespi's `valid`): its coordinates are the last ones the device
+held, or none it measured, and the fold refuses it (`no_fix`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ FIELDS: Final = (
     "accuracy_m",
     "odometer_km",
     "ignition",
+    "valid",
     "attributes",
 )
 _KNOWN: Final = frozenset(FIELDS)
@@ -101,11 +104,12 @@ def _optional(item: Mapping[str, Any], problems: list[FieldProblem]) -> dict[str
         value = _number(item, name, low, high, problems, required=False)
         if value is not None:
             extra[name] = value
-    if "ignition" in item and item["ignition"] is not None:
-        if isinstance(item["ignition"], bool):
-            extra["ignition"] = item["ignition"]
-        else:
-            problems.append(FieldProblem("/ignition", "/ignition: a boolean", "type"))
+    for name in ("ignition", "valid"):
+        if name in item and item[name] is not None:
+            if isinstance(item[name], bool):
+                extra[name] = item[name]
+            else:
+                problems.append(FieldProblem(f"/{name}", f"/{name}: a boolean", "type"))
     if "attributes" in item and item["attributes"] is not None:
         if not isinstance(item["attributes"], Mapping):
             problems.append(FieldProblem("/attributes", "/attributes: an object", "type"))
@@ -185,8 +189,19 @@ def _tracker_id(item: Mapping[str, Any], problems: list[FieldProblem]) -> str | 
 
 def rfc3339(value: str) -> datetime | None:
     """An RFC 3339 time with an offset, in UTC, or None: not such a time (none without an
-    offset), or one past the calendar once in UTC. RFC 3339 §5.6 lets "T" and "Z" be lower
-    case, and the "T" be a space; Python's ISO 8601 reader takes a little more."""
+    offset), or one past the calendar once in UTC."""
+    written = rfc3339_as_written(value)
+    try:
+        return None if written is None else written.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 past the calendar
+        return None
+
+
+def rfc3339_as_written(value: str) -> datetime | None:
+    """An RFC 3339 time with an offset, at its own offset (year 9999 at -03:00 too: compared
+    with other times, never moved to UTC), or None: not such a time (none without an offset).
+    RFC 3339 §5.6 lets "T" and "Z" be lower case, and the "T" be a space; Python's ISO 8601
+    reader takes a little more."""
     text = value.strip().upper()
     if not 10 < len(text) <= 40:
         return None
@@ -194,9 +209,9 @@ def rfc3339(value: str) -> datetime | None:
         text = f"{text[:10]}T{text[11:]}"
     try:
         parsed = from_iso(text) if "T" in text else None
-        return None if parsed is None or parsed.tzinfo is None else parsed.astimezone(UTC)
-    except (ValueError, OverflowError):  # not a time; or year 1 or 9999 past the calendar
+    except ValueError:  # not a time
         return None
+    return None if parsed is None or parsed.tzinfo is None else parsed
 
 
 def _time(value: Any, problems: list[FieldProblem]) -> datetime | None:

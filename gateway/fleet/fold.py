@@ -71,7 +71,14 @@ from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
 from gateway.fleet.odometer import TrackPoint, may_rebaseline
 from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
-from gateway.fleet.state import VehicleState, fold_fix, is_behind, is_glitch, rebaseline
+from gateway.fleet.state import (
+    VehicleState,
+    fold_fix,
+    is_behind,
+    is_glitch,
+    is_unchanged,
+    rebaseline,
+)
 from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
@@ -1094,7 +1101,7 @@ class _VehicleRun:
             self._position_event(point, doc)  # for the subscriptions that sample nothing
             return
         self._moved = True
-        if doc.get("odometer_km") is not None:
+        if doc.get("odometer_km"):  # (a device odometer of 0 is no value: "unknown")
             self._rebaseline(float(doc["odometer_km"]), "device", point.t, "device")
         self._cross_fences(point)
         self._check_plans(point.t)
@@ -1122,6 +1129,9 @@ class _VehicleRun:
         speed = settings.quality.max_speed_kmh if kind == "device" else None
         if is_glitch(km, kind):
             self._pass.counts["readings", "device_glitch"] += 1
+            return
+        if is_unchanged(self.state, km, kind):
+            self._pass.counts["readings", "device_unchanged"] += 1
             return
         if is_behind(self.state, km, kind) and may_rebaseline(
             self.state.baseline, kind, at, settings.odometer

@@ -6,8 +6,9 @@ farther from the last counted fix (the anchor) than the two fixes' accuracy radi
 (at least `jitter_min_m`), that is when the move cannot be noise; the anchor stays put
 until then, so slow real movement still counts once it adds up. A fix that may be standing
 still (a reported speed under `still_kmh`, or no speed at all) must be farther than
-`still_m` too: a stopped receiver's drift is often larger than the accuracy it reports, and
-a parked night, or an hour idling at a dock, must not add up. A late fix L that falls
+`still_m` and than `STILL_RADII` (2.5) times the two radii: a stopped receiver's drift is
+often larger than the accuracy it reports, and a parked night, or an hour idling at a dock,
+must not add up. A late fix L that falls
 between two folded fixes A and B adds d(A,L) + d(L,B) − d(A,B), the detour the vehicle
 really took. A device odometer or an odometer reading (checklist, ERP, admin) re-baselines
 the count; `precedence` says which source wins when both speak within `hold_hours`.
@@ -23,6 +24,11 @@ from typing import Any
 from gateway.fleet.geometry import haversine_m
 
 SOURCES = ("reading", "device")
+# A fix that may be standing still counts only beyond this many times the two fixes'
+# accuracy radii (and `still_m`): a parked receiver's fixes, honest 68% radii or not, are two
+# radii apart in one pair of ten, and an anchor moved by each such pair walked 1-3 km a night
+# at 25-65 m; 2.5 radii is passed about once in 10,000 pairs.
+STILL_RADII = 2.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,8 @@ class TrackPoint:
     # Which device sent it (the fix's `tracker_id`; None: it named none, or was stored before
     # fixes carried it: any device's): `state.device_reason`.
     device: str | None = None
+    # False: the device had no position fix (the fix's `valid`): refused (`quality`).
+    valid: bool = True
 
     def distance_m(self, other: TrackPoint) -> float:
         return haversine_m(self.lat, self.lon, other.lat, other.lon)
@@ -49,6 +57,8 @@ class TrackPoint:
             doc["speed_kmh"] = self.speed_kmh
         if self.device is not None:
             doc["device"] = self.device
+        if not self.valid:
+            doc["valid"] = False
         return doc
 
     @classmethod
@@ -61,6 +71,7 @@ class TrackPoint:
             None if accuracy is None else float(accuracy),
             None if speed is None else float(speed),
             None if device is None else str(device),
+            doc.get("valid") is not False,
         )
 
 
@@ -130,7 +141,9 @@ def jitter_m(
     """How far apart two fixes may be from noise alone (`still`: `b` stands still)."""
     default = settings.default_accuracy_m
     radii = (a.accuracy_m or default) + (b.accuracy_m or default)
-    return max(settings.jitter_min_m, radii, settings.still_m if still else 0.0)
+    if still:
+        return max(settings.jitter_min_m, STILL_RADII * radii, settings.still_m)
+    return max(settings.jitter_min_m, radii)
 
 
 def step_m(

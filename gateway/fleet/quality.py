@@ -6,6 +6,8 @@ last position or the odometer. The gates, in the order they are tried:
 - `invalid_coordinates`: latitude outside [-90, 90], longitude outside [-180, 180], not a
   finite number (the append refuses these already; kept for documents written otherwise);
 - `null_island`: exactly (0, 0), what a tracker without a fix sends;
+- `no_fix`: the fix says the device had no position fix (`valid: false`: no GPS lock, the
+  coordinates the last ones the device held);
 - `future`: device time later than its arrival by more than `future_tolerance_s`;
 - `too_old`: device time earlier than its arrival by more than `horizon_hours`;
 - `inaccurate`: reported accuracy worse than `max_accuracy_m`;
@@ -39,6 +41,7 @@ from gateway.fleet.odometer import TrackPoint
 class Reason(StrEnum):
     INVALID_COORDINATES = "invalid_coordinates"
     NULL_ISLAND = "null_island"
+    NO_FIX = "no_fix"
     FUTURE = "future"
     TOO_OLD = "too_old"
     INACCURATE = "inaccurate"
@@ -77,6 +80,8 @@ def static_reason(
         return Reason.INVALID_COORDINATES
     if lat == 0 and lon == 0:
         return Reason.NULL_ISLAND
+    if not fix.valid:
+        return Reason.NO_FIX
     ahead = (fix.t - received_at).total_seconds()
     if ahead > settings.future_tolerance_s:
         return Reason.FUTURE

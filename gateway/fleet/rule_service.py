@@ -59,7 +59,7 @@ class RuleService(ABC):
 
     what: ClassVar[str]
     fields: ClassVar[frozenset[str]]
-    # At most one of these is stored; a change that gives one drops the others.
+    # At most one of these is stored; a change that gives one (not null) drops the others.
     alternatives: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, resources: RuleResources, on_change: Callable[[str], None]) -> None:
@@ -96,7 +96,7 @@ class RuleService(ABC):
         """Merge `body` into the rule (null clears an optional field) and check the whole."""
         current = await self.get(tenant, ref)
         merged = {k: v for k, v in public_rule(current).items() if k in self.fields}
-        if any(k in body for k in self.alternatives):
+        if any(body.get(k) is not None for k in self.alternatives):
             for k in self.alternatives:
                 merged.pop(k, None)
         fields = await self._checked({**merged, **body})
@@ -125,7 +125,9 @@ class GeofenceService(RuleService):
         check = BodyCheck(body, self.fields)
         fields = _common(check, self.what)
         fields["kind"] = check.choice("kind", KINDS)
-        shapes = [k for k in ("circle", "polygon") if k in body]
+        # A shape given as null is no shape (an edit clearing it, RFC 7396): a polygon
+        # fence becomes a circle with `{"circle": {...}, "polygon": null}`.
+        shapes = [k for k in ("circle", "polygon") if body.get(k) is not None]
         if len(shapes) != 1:
             check.add("/circle", "give exactly one of circle or polygon", "oneOf")
         else:

@@ -27,7 +27,7 @@ from typing import Any
 from gateway.actions.body_check import BodyCheck
 from gateway.entities import EntityService
 from gateway.fleet.append import utc_text
-from gateway.fleet.fix import rfc3339
+from gateway.fleet.fix import rfc3339_as_written
 from gateway.fleet.overview import vehicle_groups
 from gateway.fleet.rules import plan_from_doc
 from gateway.store import Doc, Store
@@ -36,6 +36,10 @@ from gateway.store.fleet_rules import RuleResources
 MAX_KM = 10_000_000.0
 # A service dated later than this is a typo or a wrong clock, not a plan.
 FUTURE_TOLERANCE = timedelta(minutes=5)
+# A service dated before this is a typo (a two-digit year, 26, read as year 26): counted
+# from, it would make every plan of the vehicle due at once. Driver assignments start from
+# it too (`assignments.EARLIEST`).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class ServiceRecorder:
@@ -114,12 +118,19 @@ def _time(check: BodyCheck, now: datetime) -> datetime:
     value = check.body.get("at")
     if value is None:
         return now
-    at = rfc3339(value) if isinstance(value, str) else None
-    if at is None:
+    # compared as written: year 9999 in Brasília is in the future, not past the calendar
+    written = rfc3339_as_written(value) if isinstance(value, str) else None
+    if written is None:
         check.add(
             "/at", "at is an RFC 3339 time with an offset, e.g. 2026-12-01T12:00:00Z", "format"
         )
         return now
-    if at > now + FUTURE_TOLERANCE:
+    if written > now + FUTURE_TOLERANCE:
         check.add("/at", "at is in the future: a service is recorded once done", "maximum")
+        return now
+    if written < EARLIEST:
+        message = f"at is before 2000 ({written.date().isoformat()}): give the year in full"
+        check.add("/at", message, "minimum")
+        return now
+    at = written.astimezone(UTC)
     return at.replace(microsecond=at.microsecond // 1000 * 1000)

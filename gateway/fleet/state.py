@@ -28,9 +28,17 @@ DETAIL_FIELDS = ("speed_kmh", "heading", "ignition")
 # The newest accepted fixes kept in the state: a late fix newer than the oldest of them finds
 # its neighbours there, without a query (fixes arrive out of order by seconds, not hours).
 RECENT = 32
-# How far a device odometer may stray from the count beyond what the vehicle could drive
-# since the last one (the GPS count between two device values is a little off).
+# How far a device odometer may stray from the count beyond what the GPS count explains (the
+# GPS count between two device values is a little off), and two device values from each other
+# beyond what the vehicle could drive between them.
 DEVICE_SLACK_KM = 1.0
+# How far ahead of the count a device odometer may be, as a share of the GPS distance the count
+# has grown since the last device value (beyond `DEVICE_SLACK_KM`): the GPS count is short of
+# the road by its chords (4-17% on winding roads sampled every 60-120 s, docs/fleet.md) and
+# across a gap. Farther ahead, the value is a suspect until the next one agrees with it
+# (`rebaseline`): a register misread once (a CAN frame at ignition-on, a bit flip) after a
+# long stop is not taken at once as "drivable in the hours parked".
+DEVICE_AHEAD_SHARE = 0.25
 # How far below the count a device odometer may re-baseline it (held: `rebaseline`), as a share
 # of the distance the count has grown since its last re-baseline (beyond `DEVICE_SLACK_KM`):
 # the GPS count's error over that distance (at most +3.1% on the tracks measured,
@@ -68,11 +76,13 @@ class VehicleState:
     # The step before it, likewise (two reflections in a row: `_double_spike`).
     prior_from: TrackPoint | None = None
     prior_km: tuple[float, float] | None = None
-    # A device odometer too far from the count to be driven since the last one (a glitch,
-    # or a change the next value confirms): `rebaseline`.
+    # A device odometer farther ahead of the count than the GPS distance since the last one
+    # explains (a glitch, or a change the next value confirms): `rebaseline`.
     device_suspect: Baseline | None = None
-    # The count a device odometer a little behind it re-baselined from (`rebaseline`): the
-    # vehicle's odometer does not go below it (`shown_km`) while GPS distance catches up.
+    # The vehicle's odometer when the count went back below it: a device odometer a little
+    # behind the count re-baselined it (`rebaseline`), or an outlier's distance was taken back
+    # (`_take_back`, `_suspect`). The vehicle's odometer does not go below it (`shown_km`)
+    # while GPS distance catches up: it only moves forward.
     held_km: float = 0.0
     # Per reason the quality gates refused a fix for: when the last such fix was received
     # (the fold's `vehicle.position.rejected`, once per run of them).
@@ -81,7 +91,8 @@ class VehicleState:
     @property
     def shown_km(self) -> float:
         """The vehicle's odometer: the count, never below what a device value a little
-        behind it took it down from (SPEC §6: a partner's odometer only increases)."""
+        behind it, or an outlier taken back, took it down from (SPEC §6: a partner's odometer
+        only increases; what an ERP has read of it never goes back)."""
         return self.odometer_km if self.odometer_km >= self.held_km else self.held_km
 
     def to_doc(self) -> dict[str, Any]:
@@ -311,8 +322,9 @@ def _take_back(
     reflections: int,
 ) -> tuple[VehicleState, Verdict]:
     """The last `reflections` positions (1: `_spike`, 2: `_double_spike`) taken back: their
-    distance off the odometer, they out of the recent fixes, and `fix` counted from the
-    anchor before them, as if they had never come."""
+    distance off the count, they out of the recent fixes, and `fix` counted from the anchor
+    before them, as if they had never come. The vehicle's odometer is held where it was
+    (`held_km`) until the count passes it again."""
     if reflections == 1:
         assert state.step_from is not None and state.step_km is not None  # `_spike`
         anchor, km, earlier = state.step_from, state.step_km[0], None
@@ -328,6 +340,7 @@ def _take_back(
         last_detail=_detail(detail),
         anchor=anchor if added_m is None else fix,
         odometer_km=odometer_km,
+        held_km=state.shown_km,
         suspects=(),
         recent=recent,
         step_from=anchor,
@@ -384,8 +397,9 @@ def _suspect(
 
     When the last position was a lone outlier (one fix far off, accepted because it came
     after a long silence: a 30 km jump after a night parked), the fixes agree with the
-    accepted fix before it and are nearer to it: the outlier's distance is taken back and
-    the vehicle counts on from the anchor before it to this fix."""
+    accepted fix before it and are nearer to it: the outlier's distance is taken back (off
+    the count; the vehicle's odometer held where it was until the count passes it) and the
+    vehicle counts on from the anchor before it to this fix."""
     agree = state.suspects and neighbour_reason(fix, state.suspects[-1], quality) is None
     suspects = (*state.suspects, fix) if agree else (fix,)
     if len(suspects) < quality.relocate_after:
@@ -416,7 +430,9 @@ def _suspect(
         added_m = step_m(anchor, fix, odometer, recent[:-1])
         if added_m is not None:
             km, anchor = km + added_m / 1000, fix
-        moved = replace(moved, recent=recent[:-1], anchor=anchor, odometer_km=km)
+        moved = replace(
+            moved, recent=recent[:-1], anchor=anchor, odometer_km=km, held_km=state.shown_km
+        )
         added = km - state.odometer_km
         return moved.remember(fix), Verdict(relocated=True, added_km=added, outlier=outlier)
     return moved.remember(fix), Verdict(relocated=True)
@@ -435,11 +451,13 @@ def rebaseline(
     re-baseline it now; the event to emit (a reading always, a device odometer when it moves
     the count by `event_km` or more, or takes over from another source).
 
-    With `max_speed_kmh`, a device odometer after a device odometer must be within what the
-    vehicle could drive since (at that speed, plus `DEVICE_SLACK_KM`) of the count: one that
-    is not (a 0 for one fix) is held as a suspect and changes nothing, unless the next one
-    agrees with it (the device's count really changed: another unit, ahead). A register's
-    all-ones (`is_glitch`) changes nothing, ever.
+    With `max_speed_kmh`, a device odometer after a device odometer must agree with the GPS
+    distance counted since (`is_ahead`: no more than `DEVICE_SLACK_KM` plus
+    `DEVICE_AHEAD_SHARE` of it ahead of the count): one that does not (a register misread
+    once) is held as a suspect and changes nothing, unless the next one agrees with it
+    (within what the vehicle could drive between the two, at that speed, plus
+    `DEVICE_SLACK_KM`: the device's count really is ahead, another unit, or distance GPS did
+    not see). A register's all-ones (`is_glitch`) changes nothing, ever.
 
     A device is a partner, whose odometer only moves the vehicle's forward (SPEC §6). One far
     below the count never re-baselines it (`is_behind`): a tracker replaced by one counting
@@ -450,19 +468,16 @@ def rebaseline(
     vehicle's odometer stays where it was (`held_km`) until GPS distance from the device's
     value passes it, so the count follows the device without going back, and without
     drifting ahead of it fix after fix. An admin's (or an authoritative) reading corrects it
-    down, and drops the hold."""
+    down, and drops the hold. A device value equal to the last one taken says nothing new
+    (`is_unchanged`): the count goes on by GPS distance from it."""
     if not may_rebaseline(state.baseline, source, at, odometer):
         return state, None
-    if is_glitch(km, source) or is_behind(state, km, source):
+    if is_glitch(km, source) or is_unchanged(state, km, source) or is_behind(state, km, source):
         return state, None
-    current = state.baseline
-    if max_speed_kmh is not None and source == "device" and current is not None:
-        if current.source == "device" and not _drivable(
-            state.odometer_km, current.at, km, at, max_speed_kmh
-        ):
-            suspect = state.device_suspect
-            if suspect is None or not _drivable(suspect.km, suspect.at, km, at, max_speed_kmh):
-                return replace(state, device_suspect=Baseline(km, source, at)), None
+    if max_speed_kmh is not None and is_ahead(state, km, source):
+        suspect = state.device_suspect
+        if suspect is None or not _drivable(suspect.km, suspect.at, km, at, max_speed_kmh):
+            return replace(state, device_suspect=Baseline(km, source, at)), None
     before = state.shown_km
     held = source == "device" and km < before
     moved = replace(
@@ -489,6 +504,32 @@ def is_glitch(km: float, source: str) -> bool:
     the count, repeated or not, the vehicle's first device value or not. (Other wrong values
     are held as suspects by `rebaseline`, and taken when the next one agrees: a new unit.)"""
     return source == "device" and any(abs(km - glitch) < 1.0 for glitch in GLITCH_KM)
+
+
+def is_unchanged(state: VehicleState, km: float, source: str) -> bool:
+    """Whether a device odometer is the value the count last re-baselined to from the device:
+    the register has not moved since. It re-baselines nothing (the GPS distance since stays
+    on the count): a register stuck at one value while the vehicle drives, or a coarse one
+    between two steps, would otherwise take the count back to that value at every fix, and
+    the vehicle's odometer would never pass its first step again."""
+    baseline = state.baseline
+    return (
+        source == "device"
+        and baseline is not None
+        and baseline.source == "device"
+        and km == baseline.km
+    )
+
+
+def is_ahead(state: VehicleState, km: float, source: str) -> bool:
+    """Whether a device odometer after a device odometer is farther ahead of the count than
+    the GPS distance counted since explains: more than `DEVICE_SLACK_KM` plus
+    `DEVICE_AHEAD_SHARE` of what the count has grown since that value (`rebaseline`)."""
+    baseline = state.baseline
+    if source != "device" or baseline is None or baseline.source != "device":
+        return False
+    grown = max(0.0, state.odometer_km - baseline.km)
+    return km > state.odometer_km + DEVICE_SLACK_KM + DEVICE_AHEAD_SHARE * grown
 
 
 def is_behind(state: VehicleState, km: float, source: str) -> bool:

@@ -21,7 +21,9 @@ from gateway.paging import page_params
 from gateway.store import Doc, Store
 
 RECENT_FIXES: Final = 50
-_OPTIONAL: Final = ("speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition", "attributes")
+_OPTIONAL: Final = (
+    "speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition", "valid", "attributes",
+)  # fmt: skip
 TRACK_PARAMS: Final = frozenset({"from", "to", "limit", "cursor"})
 
 

@@ -341,7 +341,9 @@ class FlowDryRun:
         if etype == "other":
             kind_schema = await self._p.kinds.schema_for(tenant, document.get("kind"))
         try:
-            document = self._p.schemas.check(etype, document, kind_schema=kind_schema)
+            document = self._p.schemas.check(
+                etype, document, kind_schema=kind_schema, stored=current["data"]
+            )
         except InvalidPayload as exc:
             raise StepFailed(exc.detail, [p.as_dict() for p in exc.problems]) from None
         changes = [

@@ -42,13 +42,16 @@ from gateway.flows.service import FlowService
 from gateway.flows.steps import StepOutcome, StepRunner, Wait, failed
 from gateway.keys import StoredSecrets
 from gateway.leased_loop import (
+    Admit,
     Claims,
+    FairShares,
     HandBacks,
     LeaseCheck,
     LeasedLoop,
     LeaseLost,
     lease_owner,
     renew_leases,
+    tenant_only,
 )
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
@@ -130,6 +133,7 @@ class FlowRunner:
             claim=self._claim_shard,
             release_claims=self._release_claims,
             shards=SHARDS,
+            fair=FairShares(settings.concurrency, tenant_only),
             runner="flow runner",
             units="flow runs",
         )
@@ -182,9 +186,10 @@ class FlowRunner:
     async def _give_back(self, run_id: str, token: str) -> None:
         await self._runs.release(run_id, token, self.clock())
 
-    async def _claim_shard(self, token: str, limit: int, shard: int) -> list[Doc]:
+    async def _claim_shard(self, token: str, limit: int, shard: int, admit: Admit) -> list[Doc]:
+        """Due runs of `shard` this runner can start now (`admit`: its tenant's share)."""
         now = self.clock()
-        return await self._runs.claim(token, now, now + self._lease, limit, shard)
+        return await self._runs.claim(token, now, now + self._lease, limit, shard, admit)
 
     async def _release_claims(self, held: list[str]) -> None:
         await self._runs.release_claims(self.owner, held, self.clock())

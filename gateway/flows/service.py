@@ -32,7 +32,7 @@ from gateway.models import RunStatus
 from gateway.store import Doc, Store
 from gateway.store.client import canonical_ref
 from gateway.store.flows import DIRECTION
-from gateway.versioned import VersionedDocuments
+from gateway.versioned import ShownActive, VersionedDocuments
 
 _MAX_COMPILED = 2048
 # The longest reason a pause may give (the API and the admin UI refuse a longer one).
@@ -172,11 +172,15 @@ class FlowService:
             for h in heads
         ]
 
-    async def activate(self, tenant: str, name: str, version: int) -> FlowVersion:
-        return await self._versions.activate(tenant, name, version)
+    async def activate(
+        self, tenant: str, name: str, version: int, *, shown: ShownActive | None = None
+    ) -> FlowVersion:
+        return await self._versions.activate(tenant, name, version, shown=shown)
 
-    async def rollback(self, tenant: str, name: str) -> FlowVersion:
-        return await self._versions.rollback(tenant, name)
+    async def rollback(
+        self, tenant: str, name: str, *, shown: ShownActive | None = None
+    ) -> FlowVersion:
+        return await self._versions.rollback(tenant, name, shown=shown)
 
     async def diff(self, tenant: str, name: str, v1: int, v2: int) -> dict[str, Any]:
         return await self._versions.diff(tenant, name, v1, v2)

@@ -275,7 +275,8 @@ class MappingDryRun:
             entity["skipped"] = list(skipped)
         try:
             if refused is None:  # a refused write is refused before the entity is checked
-                self._schemas.check(etype, merged, kind_schema=kind_schema)
+                stored = None if current is None else current["data"]
+                self._schemas.check(etype, merged, kind_schema=kind_schema, stored=stored)
         except InvalidPayload as exc:
             entity["errors"] = [p.as_dict() for p in exc.problems]
         result: dict[str, Any] = {"events": events}

@@ -34,7 +34,7 @@ from gateway.mapping_files.needs import NEEDS
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
-from gateway.versioned import VersionedDocuments
+from gateway.versioned import ShownActive, VersionedDocuments
 
 ACTIVE_TTL_SECONDS = 2.0
 """How long a process trusts its memory of which version is active (see the docstring)."""
@@ -338,12 +338,16 @@ class MappingService:
             for h in heads
         ]
 
-    async def activate(self, tenant: str, name: str, version: int) -> MappingVersion:
-        return await self._versions.activate(tenant, name, version)
+    async def activate(
+        self, tenant: str, name: str, version: int, *, shown: ShownActive | None = None
+    ) -> MappingVersion:
+        return await self._versions.activate(tenant, name, version, shown=shown)
 
-    async def rollback(self, tenant: str, name: str) -> MappingVersion:
+    async def rollback(
+        self, tenant: str, name: str, *, shown: ShownActive | None = None
+    ) -> MappingVersion:
         """Activate the version before the active one."""
-        return await self._versions.rollback(tenant, name)
+        return await self._versions.rollback(tenant, name, shown=shown)
 
     async def diff(self, tenant: str, name: str, v1: int, v2: int) -> dict[str, Any]:
         return await self._versions.diff(tenant, name, v1, v2)

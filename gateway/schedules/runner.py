@@ -45,7 +45,16 @@ from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
 from gateway.errors import KeyRefused, StoreUnavailable
-from gateway.leased_loop import Claims, HandBacks, LeasedLoop, LeaseLost, lease_owner
+from gateway.leased_loop import (
+    Admit,
+    Claims,
+    FairShares,
+    HandBacks,
+    LeasedLoop,
+    LeaseLost,
+    lease_owner,
+    tenant_only,
+)
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import Poll, PollContext, Tally
 from gateway.schedules.timing import MAX_RETRY_AFTER_SECONDS, backoff_seconds, every_from_doc
@@ -97,6 +106,7 @@ class ScheduleRunner:
             self._hand_backs,
             claim=self._claim_due,
             release_claims=self._release_claims,
+            fair=FairShares(settings.concurrency, tenant_only),
             runner="schedule runner",
             units="schedules",
         )
@@ -146,10 +156,12 @@ class ScheduleRunner:
         await self._loop.stop()
         await self._hand_backs.retry()  # a last try; then those leases expire
 
-    async def _claim_due(self, token: str, limit: int, _shard: int) -> list[Doc]:
-        """Schedules are not sharded: one claim reads every due schedule."""
+    async def _claim_due(self, token: str, limit: int, _shard: int, admit: Admit) -> list[Doc]:
+        """Schedules are not sharded: one claim reads every due schedule; it takes those of
+        tenants below their share of the run slots (`admit`): a run keeps its slot for all
+        its pages, and one tenant's slow feeds must not hold every other tenant's polling."""
         now = self.clock()
-        return await self._c.store.schedules.claim_due(token, now, now + self._lease, limit)
+        return await self._c.store.schedules.claim_due(token, now, now + self._lease, limit, admit)
 
     async def _release_claims(self, held: list[Any]) -> None:
         """`held`: the ids of the schedules being run, and those of the hand-backs still kept

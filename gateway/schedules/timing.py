@@ -31,39 +31,44 @@ MAX_RETRY_AFTER_SECONDS: Final = 3600.0
 
 @dataclass(frozen=True, slots=True)
 class Every:
-    """A parsed `every`: `seconds` for an interval, else `cron` in `timezone`."""
+    """A parsed `every`: `seconds` for an interval, else `cron` in `timezone`. An interval
+    keeps the zone it was given (None: none), which changes none of its runs: a later change
+    to a cron expression reads that in it."""
 
     text: str
     seconds: int | None = None
     cron: str | None = None
-    timezone: str = DEFAULT_TIMEZONE
+    timezone: str | None = DEFAULT_TIMEZONE
 
     def next_after(self, now: datetime) -> datetime:
         """The first run time strictly after `now` (an aware datetime)."""
         if self.seconds is not None:
             return now + timedelta(seconds=self.seconds)
         assert self.cron is not None
-        local = now.astimezone(ZoneInfo(self.timezone)).replace(microsecond=0)
+        zone = ZoneInfo(self.timezone or DEFAULT_TIMEZONE)
+        local = now.astimezone(zone).replace(microsecond=0)
         return next(CronSim(self.cron, local)).astimezone(now.tzinfo)
 
     def as_doc(self) -> dict[str, object]:
         if self.seconds is not None:
-            return {"text": self.text, "seconds": self.seconds}
+            zone = {} if self.timezone is None else {"timezone": self.timezone}
+            return {"text": self.text, "seconds": self.seconds, **zone}
         return {"text": self.text, "cron": self.cron, "timezone": self.timezone}
 
 
 def parse_every(text: str, timezone: str | None = None) -> Every:
-    """`30s`, `5m`, `1h`, `1d`, or a 5-field cron expression; ValueError says what is wrong."""
+    """`30s`, `5m`, `1h`, `1d`, or a 5-field cron expression, and the zone (an interval's
+    kept as given, checked like a cron expression's); ValueError says what is wrong."""
     text = text.strip()
-    if match := _INTERVAL.match(text):
-        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        if not MIN_INTERVAL_SECONDS <= seconds <= MAX_INTERVAL_SECONDS:
-            raise ValueError(f"an interval is from {MIN_INTERVAL_SECONDS}s to 7d, got {text!r}")
-        return Every(text, seconds=seconds)
     zone = timezone or DEFAULT_TIMEZONE
     tz = zone_named(zone)
     if tz is None:
         raise ValueError(f"unknown time zone {zone[:64]!r}")
+    if match := _INTERVAL.match(text):
+        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if not MIN_INTERVAL_SECONDS <= seconds <= MAX_INTERVAL_SECONDS:
+            raise ValueError(f"an interval is from {MIN_INTERVAL_SECONDS}s to 7d, got {text!r}")
+        return Every(text, seconds=seconds, timezone=timezone or None)
     if len(text.split()) != 5:
         raise ValueError(
             f"every is an interval (30s, 5m, 1h, 1d) or a cron expression of 5 fields, got {text!r}"
@@ -78,7 +83,10 @@ def parse_every(text: str, timezone: str | None = None) -> Every:
 def every_from_doc(doc: dict[str, object]) -> Every:
     seconds = doc.get("seconds")
     if isinstance(seconds, int):
-        return Every(str(doc["text"]), seconds=seconds)
+        zone = doc.get("timezone")
+        return Every(
+            str(doc["text"]), seconds=seconds, timezone=None if zone is None else str(zone)
+        )
     return Every(str(doc["text"]), cron=str(doc["cron"]), timezone=str(doc["timezone"]))
 
 

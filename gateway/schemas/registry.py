@@ -143,17 +143,24 @@ class SchemaRegistry:
         self, entity_type: str, doc: Any, *, kind_schema: CompiledSchema | None = None
     ) -> list[FieldProblem]:
         """Every problem in `doc`; formatted identifiers ("529.982.247-25") are accepted."""
-        return self._run(entity_type, doc, kind_schema)[1]
+        return self._run(entity_type, doc, kind_schema, None)[1]
 
     def check(
-        self, entity_type: str, doc: Any, *, kind_schema: CompiledSchema | None = None
+        self,
+        entity_type: str,
+        doc: Any,
+        *,
+        kind_schema: CompiledSchema | None = None,
+        stored: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The normalised document (a new dict; identifiers stripped of formatting, plates
-        upper case without dash), or InvalidPayload listing every problem.
+        upper case without dash), or InvalidPayload listing every problem. `stored` is the
+        entity's stored data when `doc` is a write merged into it: its key was chosen then
+        (`kind_keys`).
 
         Identifiers are normalised before validation, so what is validated is what is stored.
         """
-        normalised, problems = self._run(entity_type, doc, kind_schema)
+        normalised, problems = self._run(entity_type, doc, kind_schema, stored)
         if problems:
             raise invalid(entity_type, problems)
         if not isinstance(normalised, dict):  # unreachable while every schema says object
@@ -161,7 +168,11 @@ class SchemaRegistry:
         return normalised
 
     def _run(
-        self, entity_type: str, doc: Any, kind_schema: CompiledSchema | None
+        self,
+        entity_type: str,
+        doc: Any,
+        kind_schema: CompiledSchema | None,
+        stored: Mapping[str, Any] | None,
     ) -> tuple[Any, list[FieldProblem]]:
         compiled = self._entity(entity_type)
         normalised = compiled.normalise(doc)
@@ -180,9 +191,11 @@ class SchemaRegistry:
         body = {k: v for k, v in doc.items() if k not in ENVELOPE_FIELDS}
         normalised_body = schema.normalise(body)
         problems.extend(schema.problems(normalised_body, body))
-        if kind not in self._kinds:  # a built-in kind's schema refuses any such field itself
+        if kind in self._kinds:  # only a shipped kind's `x-key` keys it (a tenant's: a note)
+            key = normalised.get("key")
+            problems.extend(key_problems(kind, schema.schema, key, normalised_body, stored))
+        else:  # a built-in kind's schema refuses any such field itself
             problems.extend(_reserved(f"/{k}", k) for k in body if k in RESERVED_FIELDS)
-        problems.extend(key_problems(kind, schema.schema, normalised.get("key"), normalised_body))
         envelope = {k: normalised[k] for k in ENVELOPE_FIELDS if k in normalised}
         return {**envelope, **normalised_body}, problems
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import builtins
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,6 +93,7 @@ _LEASE_FIELDS = {"lease_owner": "", "lease_until": ""}
 _LIST_PROJECTION = {"attempts": 0, "event.data": 0}
 _ABSENT = object()
 _NOTICE = DeliveryKind.NOTIFICATION.value
+_CLAIM_PROJECTION = {"tenant": 1, "partner_id": 1, "kind": 1, "next_attempt_at": 1}
 _PROBE_PICKS = 5  # deliveries a probe looks at (claims or passes over) before it settles for a HEAD
 _DEAD = DeliveryStatus.DEAD.value
 
@@ -265,24 +266,24 @@ class DeliveryStore:
         lease_until: datetime,
         limit: int,
         shard: int,
-        exclude_partners: Sequence[str] = (),
+        admit: Callable[[Doc], bool] | None = None,
     ) -> builtins.list[Doc]:
         """Up to `limit` due deliveries of one shard, oldest first, now in flight for us;
-        none of `exclude_partners` (disabled) but a notification (it asks its channel which
-        partner it goes through now: `notify/dispatch.py`).
+        `admit` (given `_id`, `tenant`, `partner_id`, `kind` and `next_attempt_at`) says
+        which the worker can start now (`leased_loop.FairShares`, disabled partners): those
+        it passes over stay due, for a later claim.
 
         The query is the `due` index's alone: with one more predicate (the partner) SecantusDB
         scans the whole collection. It reads every due delivery of the shard before the limit
-        anyway; with partners to pass over, their ids and partners are read, the first `limit`
-        others claimed, and those won read whole."""
+        anyway; with `admit`, their ids, tenants and partners are read, the first `limit` it
+        takes claimed, and those won read whole."""
         query: Doc = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
-        excluded = set(exclude_partners)
         with translate_errors():
-            if excluded:
-                cursor = self._c.find(query, {"partner_id": 1, "kind": 1, "next_attempt_at": 1})
+            if admit is not None:
+                cursor = self._c.find(query, _CLAIM_PROJECTION)
                 found = []
                 async for d in cursor.sort("next_attempt_at", ASCENDING):
-                    if d.get("partner_id") not in excluded or d.get("kind") == _NOTICE:
+                    if admit(d):
                         found.append(d)
                         if len(found) == limit:
                             break
@@ -298,7 +299,7 @@ class DeliveryStore:
                 {"_id": {"$in": ids}, "status": PENDING, "next_attempt_at": {"$lte": now}},
                 {"$set": claimed},
             )
-            if not excluded and result.modified_count == len(ids):  # all ours, read whole
+            if admit is None and result.modified_count == len(ids):  # all ours, read whole
                 return [{**d, **claimed} for d in found]
             # By id alone (`_id_`): with the token too, SecantusDB scans the collection.
             read = await self._c.find({"_id": {"$in": ids}}).to_list(None)

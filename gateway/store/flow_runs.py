@@ -16,7 +16,7 @@ from __future__ import annotations
 import builtins
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -178,13 +178,32 @@ class FlowRunStore:
     # -- the runners' side: system work across tenants, never reached from a request ---------
 
     async def claim(
-        self, token: str, now: datetime, lease_until: datetime, limit: int, shard: int
+        self,
+        token: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        shard: int,
+        admit: Callable[[Doc], bool] | None = None,
     ) -> builtins.list[Doc]:
-        """Up to `limit` due runs of one shard, oldest first, now running for us."""
+        """Up to `limit` due runs of one shard, oldest first, now running for us; `admit`
+        (given `_id`, `tenant` and `next_attempt_at`) says which the runner can start now
+        (`leased_loop.FairShares`): those it passes over stay due, for a later claim."""
         query: Doc = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
         claimed = {"status": RUNNING, "lease_owner": token, "lease_until": lease_until}
         with translate_errors():
-            found = await self._c.find(query).sort("next_attempt_at", ASCENDING).to_list(limit)
+            if admit is None:
+                cursor = self._c.find(query).sort("next_attempt_at", ASCENDING)
+                found = await cursor.to_list(limit)
+            else:
+                cursor = self._c.find(query, {"tenant": 1, "next_attempt_at": 1})
+                found = []
+                async for d in cursor.sort("next_attempt_at", ASCENDING):
+                    if admit(d):
+                        found.append(d)
+                        if len(found) == limit:
+                            break
+                await cursor.close()
             if not found:
                 return []
             ids = [d["_id"] for d in found]
@@ -192,9 +211,11 @@ class FlowRunStore:
                 {"_id": {"$in": ids}, "status": PENDING, "next_attempt_at": {"$lte": now}},
                 {"$set": claimed, "$inc": {"claims": 1}},
             )
-            if result.modified_count == len(ids):  # no other runner took any: all ours
+            if admit is None and result.modified_count == len(ids):  # all ours, read whole
                 return [{**d, **claimed} for d in found]
-            return await self._c.find({"_id": {"$in": ids}, "lease_owner": token}).to_list(None)
+            read = await self._c.find({"_id": {"$in": ids}, "lease_owner": token}).to_list(None)
+        read.sort(key=lambda d: d["next_attempt_at"])
+        return read
 
     async def record(
         self,

@@ -252,12 +252,25 @@ class MappingStore:
                     {"$set": {"active_version": active_version, **shown}},
                 )
 
-    async def set_active(self, tenant: str, name: str, version: int, shown: Doc) -> bool:
+    async def set_active(
+        self,
+        tenant: str,
+        name: str,
+        version: int,
+        shown: Doc,
+        *,
+        checked: bool = False,
+        expected: int | None = None,
+    ) -> bool:
         """Make `version` active; `shown`: its `direction` and `entity_type` (the head
-        describes its active version)."""
+        describes its active version). `checked`: only while `expected` is the active
+        version (None: none is). False when no head matched."""
+        query: Doc = {"name": name, **_LISTED}
+        if checked:
+            query["active_version"] = expected
         with translate_errors():
             result = await self._heads.update_one(
-                scoped(tenant, {"name": name, **_LISTED}),
+                scoped(tenant, query),
                 {"$set": {"active_version": version, **shown, "updated_at": datetime.now(UTC)}},
             )
         return result.matched_count == 1

@@ -10,6 +10,7 @@ clear. `status` is `active` or `disabled` (failing for longer than `disable_afte
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -78,22 +79,30 @@ class PartnerStore(TenantResources):
             docs = await self._c.find({"status": "disabled"}, {"_id": 1}).to_list(None)
         return [str(d["_id"]) for d in docs]
 
-    async def probe_soon(self, partner_id: Any, claimed: datetime, probe_at: datetime) -> None:
+    async def probe_again_at(self, partner_id: Any, claimed: datetime, probe_at: datetime) -> None:
         """A disabled partner's probe (`claim_probe`, which set its probe time to `claimed`)
-        is due again at `probe_at`, sooner: unless it was enabled, or probed since."""
+        ended: its next one is due at `probe_at`, unless it was enabled, or probed since."""
         with translate_errors():
             await self._c.update_one(
                 {"_id": partner_id, "status": "disabled", "probe_at": claimed},
                 {"$set": {"probe_at": probe_at}},
             )
 
-    async def claim_probe(self, now: datetime, next_probe: datetime) -> Doc | None:
-        """A disabled partner due for a probe, pushed to its next probe time so that one
-        process probes it at a time."""
+    async def claim_probe(
+        self, now: datetime, next_probe: datetime, admit: Callable[[Doc], bool]
+    ) -> Doc | None:
+        """A disabled partner due for a probe, first due first, that `admit` (given `_id` and
+        `tenant`) takes, pushed to `next_probe` so that one process probes it at a time."""
+        due: Doc = {"status": "disabled", "probe_at": {"$lte": now}}
         with translate_errors():
-            return await self._c.find_one_and_update(
-                {"status": "disabled", "probe_at": {"$lte": now}},
-                {"$set": {"probe_at": next_probe}},
-                sort=[("probe_at", ASCENDING)],
-                return_document=ReturnDocument.AFTER,
-            )
+            cursor = self._c.find(due, {"tenant": 1}).sort("probe_at", ASCENDING)
+            candidates = [doc async for doc in cursor if admit(doc)]
+            for candidate in candidates:
+                claimed = await self._c.find_one_and_update(
+                    {**due, "_id": candidate["_id"]},
+                    {"$set": {"probe_at": next_probe}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if claimed is not None:  # else another process took it between the two reads
+                    return claimed
+        return None

@@ -1,11 +1,11 @@
 """The `positions` collection: every vehicle's track (SPEC §6 "append, then fold").
 
 Insert-only: one document per fix, `{_id, tenant, vehicle, t, at, seq, lat, lon, speed_kmh?,
-heading?, accuracy_m?, odometer_km?, ignition?, attributes?, source, device}`. `vehicle` is the
-vehicle entity's id (as text), `t` the device time, `at` when the gateway received it, `seq`
-the number of the insert round that stored it (its inbox number: below), `device` which
-device sent it (the fix's tracker id, absent when it named none: the fold follows one device
-at a time).
+heading?, accuracy_m?, odometer_km?, ignition?, valid?, attributes?, source, device}`.
+`vehicle` is the vehicle entity's id (as text), `t` the device time, `at` when the gateway
+received it, `seq` the number of the insert round that stored it (its inbox number: below),
+`device` which device sent it (the fix's tracker id, absent when it named none: the fold
+follows one device at a time).
 A position is never updated: the fold's verdict on a fix it refused goes to
 `positions_refused` (`{_id: the fix's _id, tenant, reason, at}`, insert-only), and the reads
 flag those fixes with their reason (`rejected`). Retention is a TTL index on `at` in both
@@ -97,7 +97,7 @@ _RETIRED_INDEXES: Final = ("fix",)  # (tenant, vehicle, t) unique: the `_id` is 
 # The fix's fields the fold reads, copied into its inbox item.
 _FOLD_FIELDS: Final = (
     "t", "lat", "lon", "accuracy_m", "speed_kmh", "heading", "odometer_km", "ignition",
-    "device",
+    "valid", "device",
 )  # fmt: skip
 
 

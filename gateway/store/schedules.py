@@ -26,7 +26,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -85,15 +85,27 @@ class ScheduleStore(TenantResources):
     # -- the runners' side: system work across tenants, never reached from a request --------
 
     async def claim_due(
-        self, owner: str, now: datetime, lease_until: datetime, limit: int
+        self,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        admit: Callable[[Doc], bool] | None = None,
     ) -> builtins.list[Doc]:
-        """Up to `limit` due, active schedules that nobody holds, now leased to `owner`."""
+        """Up to `limit` due, active schedules that nobody holds, now leased to `owner`,
+        first due first; `admit` (given `_id` and `tenant`) says which the runner can start
+        now (`leased_loop.FairShares`): those it passes over stay due, for a later claim."""
         due: Doc = {"status": "active", "next_run_at": {"$lte": now}, "lease_until": {"$lte": now}}
         claimed: list[Doc] = []
         with translate_errors():
-            found = (
-                await self._c.find(due, {"_id": 1}).sort("next_run_at", ASCENDING).to_list(limit)
-            )
+            cursor = self._c.find(due, {"_id": 1, "tenant": 1}).sort("next_run_at", ASCENDING)
+            found = []
+            async for candidate in cursor:
+                if admit is None or admit(candidate):
+                    found.append(candidate)
+                    if len(found) == limit:
+                        break
+            await cursor.close()
             for candidate in found:
                 doc = await self._c.find_one_and_update(
                     {**due, "_id": candidate["_id"]},

@@ -39,10 +39,12 @@ from gateway.triggers.hmac_secrets import (
 from gateway.triggers.spec import (
     changes_access,
     check_spec,
+    credentials_revision,
     document,
     merge_patch,
     new_token_id,
     new_trigger_id,
+    public_credentials,
     public_trigger,
     whole_numbers,
 )
@@ -184,10 +186,18 @@ class TriggerService:
         await self._store.signature_memory.delete_for_trigger(tenant, trigger_id)
 
     async def rotate(
-        self, tenant: str, trigger_id: str, *, grace_seconds: int = 0, secret: Any = None
+        self,
+        tenant: str,
+        trigger_id: str,
+        *,
+        grace_seconds: int = 0,
+        secret: Any = None,
+        shown: str | None = None,
     ) -> IssuedTrigger:
         """A new credential; the old ones stay valid for `grace_seconds` (0: end now). An
-        hmac trigger may take the partner's new `secret` instead of one issued here."""
+        hmac trigger may take the partner's new `secret` instead of one issued here. `shown`:
+        the `credentials_revision` of the page asking; a `Conflict`, nothing changed, when
+        the credentials changed since (another admin rotated or revoked them)."""
         if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
             message = f"/grace_seconds: must be between 0 and {MAX_GRACE_SECONDS}"
             keyword = "minimum" if grace_seconds < 0 else "maximum"
@@ -196,6 +206,12 @@ class TriggerService:
 
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
             mode = _credentialed(doc)
+            if shown is not None and credentials_revision(public_credentials(doc)) != shown:
+                raise Conflict(
+                    "the trigger's credentials changed since this page was loaded (another "
+                    "admin rotated or revoked them): no credential was issued or ended; look "
+                    "at the trigger again before rotating"
+                )
             if secret is not None:
                 check_rotated_secret(doc["auth"], secret)
             grace = now + timedelta(seconds=grace_seconds) if grace_seconds else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 from collections.abc import Mapping
@@ -444,11 +445,7 @@ def merge_patch(doc: Doc, patch: Mapping[str, Any]) -> dict[str, Any]:
 def public_trigger(doc: Doc, base_url: str) -> dict[str, Any]:
     """The admin's view of a trigger: never a token, a secret or a token id."""
     auth = {k: v for k, v in doc["auth"].items() if k != "secrets" and v is not None}
-    credentials = [
-        {"issued_at": c["issued_at"], "valid_until": c.get("until")}
-        | ({"source": c["source"]} if "source" in c else {})  # a secret's: gateway | partner
-        for c in [*doc.get("tokens", ()), *doc["auth"].get("secrets", ())]
-    ]
+    credentials = public_credentials(doc)
     schema = doc.get("input_schema_json")
     return {
         "id": doc["_id"],
@@ -475,6 +472,24 @@ def public_trigger(doc: Doc, base_url: str) -> dict[str, Any]:
         "created_at": doc["created_at"],
         "updated_at": doc["updated_at"],
     }
+
+
+def public_credentials(doc: Doc) -> list[dict[str, Any]]:
+    """A trigger's credentials as its admin view lists them: when each was issued, until when
+    it is valid (and a secret's source), never the credential."""
+    return [
+        {"issued_at": c["issued_at"], "valid_until": c.get("until")}
+        | ({"source": c["source"]} if "source" in c else {})  # a secret's: gateway | partner
+        for c in [*doc.get("tokens", ()), *doc["auth"].get("secrets", ())]
+    ]
+
+
+def credentials_revision(credentials: list[dict[str, Any]]) -> str:
+    """A digest of `public_credentials`: every rotation and revocation moves it. A rotation
+    asked from a page that showed another one is refused (`TriggerService.rotate`): it would
+    revoke, unseen, the token another admin was just shown."""
+    shown = orjson.dumps(credentials, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(shown).hexdigest()[:32]
 
 
 def hook_url(base_url: str, trigger_id: str) -> str:

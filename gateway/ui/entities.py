@@ -32,6 +32,9 @@ SERVICE_FIELDS: Final = ("km", "at", "plan")
 # An entity's newest events, where its page looks for its deletion: the last of them, unless
 # the relay announced events of its last writes after it (a handful at most).
 _LAST_EVENTS: Final = 5
+# A vehicle's driver history, newest first, a page at a time (`?drivers=` the cursor: the
+# assignment the previous page ended with, as `GET .../drivers` pages it).
+_DRIVER_HISTORY: Final = 10
 
 
 def search_fields(etype: str) -> list[str]:
@@ -102,6 +105,8 @@ async def _entity(
         "events": [public_event(e) for e in events],
         "driver": None,
         "history": [],
+        "history_first": False,
+        "history_next": None,
         "form": form or Form(),
         "service_form": service_form or Form(),
         "drivers": [],
@@ -110,8 +115,12 @@ async def _entity(
         assignments = services.notify.assignments
         current = await assignments.current(tenant, entity["id"])
         context["driver"] = None if current is None else current.as_dict()
-        history = await assignments.history(tenant, entity["id"], before=None, limit=10)
+        limit, _ = paging.page_params(request.query, default=_DRIVER_HISTORY)
+        before = request.query.get("drivers") or None
+        history = await assignments.history(tenant, entity["id"], before=before, limit=limit)
         context["history"] = [a.as_dict() for a in history]
+        context["history_first"] = before is not None
+        context["history_next"] = history[-1].id if len(history) == limit else None
         drivers = await choices.entities(request, "driver", ("cpf", "name"))
         context["drivers"] = [(d["data"].get("cpf"), d["data"].get("name")) for d in drivers]
         context["fleet"] = await vehicle_fleet(request, doc)

@@ -25,6 +25,7 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.formats.json_tree import loads_exact
 from gateway.notify.channels import SECRET_MEMBERS as CHANNEL_SECRETS
 from gateway.ui.state import FORM_LANG
+from gateway.versioned import ShownActive
 
 ERROR_STATUSES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 502, 503, 504)
 
@@ -438,6 +439,16 @@ def version_field(raw: Any, lang: str) -> int:
         "maximum": f"no version is that high (at most {MAX_VERSION}): {raw!r}",
     }[keyword]
     raise InvalidPayload(message, [FieldProblem("/version", message, keyword)])
+
+
+def shown_active(form: Mapping[str, Any], lang: str) -> ShownActive | None:
+    """The active version a mapping's or flow's page showed (its activate and roll back
+    buttons post it as `active`, empty when none was): the change is refused if another is
+    active now. A post without the field (a script of its own) is not checked."""
+    if "active" not in form:
+        return None
+    raw = form.get("active")
+    return ShownActive(version_field(raw, lang) if raw else None)
 
 
 # A number grouped by thousands (a first group of 1-3 digits, not 0), with decimals or not:

@@ -24,16 +24,15 @@ from gateway.errors import (
 )
 from gateway.formats.json_tree import loads_exact
 from gateway.mapping.limits import MAX_FILE_BYTES
-from gateway.ui.forms import Form, read_values, version_field
+from gateway.ui.forms import Form, read_values, shown_active, version_field
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_lang, form_of, session_of, tenant_of, visitor_of
 from gateway.web.state import services_of
 
 UPLOAD_FIELDS: Final = ("source", "file")
-# A dry run's version has no field of its own (the page runs the active one): its problem
-# is shown above the form.
-TEST_FIELDS: Final = ("payload", "context", "response", "params")
-PREVIEW_FIELDS: Final = (*UPLOAD_FIELDS, *TEST_FIELDS)
+DRAFT_TEST_FIELDS: Final = ("payload", "context", "response", "params")
+TEST_FIELDS: Final = ("version", *DRAFT_TEST_FIELDS)  # a stored version: any, chosen
+PREVIEW_FIELDS: Final = (*UPLOAD_FIELDS, *DRAFT_TEST_FIELDS)
 
 
 def _name(request: web.Request) -> str:
@@ -122,13 +121,17 @@ async def diff_page(request: web.Request) -> web.Response:
 
 
 async def activate_mapping(request: web.Request) -> web.Response:
-    number = version_field(form_of(request).get("version"), form_lang(request))
-    await services_of(request).mappings.activate(tenant_of(request), _name(request), number)
+    form, lang = form_of(request), form_lang(request)
+    number = version_field(form.get("version"), lang)
+    await services_of(request).mappings.activate(
+        tenant_of(request), _name(request), number, shown=shown_active(form, lang)
+    )
     return redirect(f"/admin/mappings/{_name(request)}", flash="mappings.activated")
 
 
 async def rollback_mapping(request: web.Request) -> web.Response:
-    await services_of(request).mappings.rollback(tenant_of(request), _name(request))
+    shown = shown_active(form_of(request), form_lang(request))
+    await services_of(request).mappings.rollback(tenant_of(request), _name(request), shown=shown)
     return redirect(f"/admin/mappings/{_name(request)}", flash="mappings.rolled_back")
 
 
@@ -218,10 +221,13 @@ async def _detail(
         deprecated = (await service.compiled(tenant, name, shown.version)).deprecated
     except InvalidPayload:  # stored before today's rules: it says so where it runs
         deprecated = ()
+    form.values.setdefault("version", str(shown.version))  # the dry run's, at first
     context = {
         "mapping": shown,
         "deprecated": deprecated,
         "versions": versions,
+        # posted by the activate and roll back buttons (forms.shown_active)
+        "shown_active": "" if active is None else active.version,
         "used_by": await service.used_by(tenant, name),
         "form": form,
         "result": result,

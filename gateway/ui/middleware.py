@@ -8,6 +8,7 @@ sees a UI error: every failure here becomes an HTML page in the visitor's langua
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -19,7 +20,13 @@ from multidict import MultiDictProxy
 from yarl import URL
 
 from gateway.auth.sessions import check_csrf, csrf_token, new_session_id, unsign_session
-from gateway.errors import GatewayError, PayloadTooLarge, RateLimited
+from gateway.errors import (
+    FieldProblem,
+    GatewayError,
+    InvalidPayload,
+    PayloadTooLarge,
+    RateLimited,
+)
 from gateway.logs import request_id_var
 from gateway.ui.forms import NOT_KEPT, Form, error_key, hide_secrets, number_shown
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
@@ -78,7 +85,10 @@ async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse
             raise
         response = _error_page(request, exc.status, exc.reason)
     except GatewayError as exc:
-        response = _error_page(request, exc.status, exc.detail)
+        # An invalid payload's problems say what is wrong (a version naming a template
+        # deleted since, refused at its activation): each with where, as the API lists them.
+        problems = exc.problems if isinstance(exc, InvalidPayload) else []
+        response = _error_page(request, exc.status, exc.detail, problems=problems)
         if isinstance(exc, RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after)
     except Exception:
@@ -352,7 +362,12 @@ def _size(size: int, lang: str) -> str:
 
 
 def _error_page(
-    request: web.Request, status: int, detail: str, words: dict[str, str] | None = None
+    request: web.Request,
+    status: int,
+    detail: str,
+    words: dict[str, str] | None = None,
+    *,
+    problems: Sequence[FieldProblem] = (),
 ) -> web.Response:
     if visitor_key not in request:
         lang = choose_language(
@@ -367,6 +382,7 @@ def _error_page(
         "reason": reason,
         "detail": None if reason else detail,
         "words": words or {},
+        "problems": problems,
     }
     return render(request, "error.html", context, status=status)
 

@@ -17,6 +17,7 @@ from gateway.ui.forms import (
     editing,
     json_field,
     read_values,
+    shown_active,
     stale_edit,
     version_field,
 )
@@ -72,16 +73,21 @@ async def flow_page(
     tenant, name = tenant_of(request), _name(request)
     flows = services_of(request).notify.flows
     versions = await flows.versions(tenant, name)
-    active = next((v for v in versions if v.active), versions[-1])
+    active = next((v for v in versions if v.active), None)
+    flow = await flows.get(tenant, name, (active or versions[-1]).version)
+    form = form or Form()
+    form.values.setdefault("version", str(flow.version))  # the dry run's, at first
     context = {
-        "flow": await flows.get(tenant, name, active.version),
+        "flow": flow,
         "versions": versions,
+        # posted by the activate and roll back buttons (forms.shown_active)
+        "shown_active": "" if active is None else active.version,
         "pause": await flows.pause_state(tenant, name),
-        "form": form or Form(),
+        "form": form,
         "pause_form": pause_form or Form(),
         "result": result,
     }
-    failed = (form is not None and form.failed) or (pause_form is not None and pause_form.failed)
+    failed = form.failed or (pause_form is not None and pause_form.failed)
     status = 422 if failed else 200
     return render(request, "notify/flow.html", context, status=status)
 
@@ -90,10 +96,11 @@ async def dry_run_flow(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     form = Form(values)
     try:
+        version = values.get("version") or None  # any stored version; none: the active one
         result = await services_of(request).notify.flow_dry_run.run(
             tenant_of(request),
             name=_name(request),
-            version=None,
+            version=None if version is None else version_field(version, form_lang(request)),
             draft=None,
             event=json_field(values, "event"),
             samples=json_field(values, "samples") or {},
@@ -104,13 +111,18 @@ async def dry_run_flow(request: web.Request) -> web.Response:
 
 
 async def activate_flow(request: web.Request) -> web.Response:
-    number = version_field(form_of(request).get("version"), form_lang(request))
-    await services_of(request).notify.flows.activate(tenant_of(request), _name(request), number)
+    form, lang = form_of(request), form_lang(request)
+    number = version_field(form.get("version"), lang)
+    await services_of(request).notify.flows.activate(
+        tenant_of(request), _name(request), number, shown=shown_active(form, lang)
+    )
     return redirect(f"/admin/flows/{_name(request)}", flash="mappings.activated")
 
 
 async def rollback_flow(request: web.Request) -> web.Response:
-    await services_of(request).notify.flows.rollback(tenant_of(request), _name(request))
+    shown = shown_active(form_of(request), form_lang(request))
+    flows = services_of(request).notify.flows
+    await flows.rollback(tenant_of(request), _name(request), shown=shown)
     return redirect(f"/admin/flows/{_name(request)}", flash="mappings.rolled_back")
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.actions.partners import public_partner
-from gateway.actions.subscriptions import public_subscription
+from gateway.actions.subscriptions import public_subscription, secret_revision
 from gateway.errors import Conflict, InvalidPayload
 from gateway.ui import choices
 from gateway.ui.forms import (
@@ -285,7 +285,11 @@ async def subscription_page(request: web.Request, form: Form | None = None) -> w
     doc = public_subscription(
         await services_of(request).actions.get_subscription(tenant_of(request), _id(request))
     )
-    context = {"s": doc, "form": form or editing(_subscription_values(doc))}
+    context = {
+        "s": doc,
+        "form": form or editing(_subscription_values(doc)),
+        "rotated": secret_revision(doc),  # posted by Rotate secret
+    }
     status = 200 if form is None else 409 if form.stale is not None else 422
     return render(request, "partners/subscription.html", context, status=status)
 
@@ -332,7 +336,11 @@ async def edit_subscription(request: web.Request) -> web.Response:
 
 
 async def rotate_subscription_secret(request: web.Request) -> web.Response:
-    doc, secret = await services_of(request).actions.rotate_secret(tenant_of(request), _id(request))
+    # the rotation the page showed (a post without it, a script of its own, is not checked)
+    shown = form_of(request).get("rotated")
+    doc, secret = await services_of(request).actions.rotate_secret(
+        tenant_of(request), _id(request), shown=shown if isinstance(shown, str) else None
+    )
     context = {"subscription": public_subscription(doc), "secret": secret}
     return render(request, "partners/subscription_secret.html", context)
 

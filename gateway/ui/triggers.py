@@ -9,10 +9,10 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.auth.partner_hmac import PRESETS
-from gateway.errors import InvalidPayload
+from gateway.errors import Conflict, InvalidPayload
 from gateway.schemas import ENTITY_TYPES
 from gateway.triggers.service import IssuedTrigger
-from gateway.triggers.spec import AUTH_MODES, TARGETS
+from gateway.triggers.spec import AUTH_MODES, TARGETS, credentials_revision
 from gateway.ui import choices
 from gateway.ui.forms import (
     Form,
@@ -110,13 +110,22 @@ async def create_trigger(request: web.Request) -> web.Response:
 
 
 async def trigger_page(request: web.Request) -> web.Response:
+    return await _detail(request, Form())
+
+
+async def _detail(request: web.Request, form: Form, *, status: int = 200) -> web.Response:
     tenant = tenant_of(request)
     services = services_of(request)
     trigger = await services.triggers.get(tenant, _id(request))
     rejected = await services.rejected.list(tenant, trigger_id=trigger["id"], limit=20)
-    return render(
-        request, "triggers/detail.html", {"trigger": trigger, "rejected": rejected, "form": Form()}
-    )
+    context = {
+        "trigger": trigger,
+        "rejected": rejected,
+        "form": form,
+        # posted by the rotate form: a rotation is refused once another changed them
+        "credentials": credentials_revision(trigger["credentials"]),
+    }
+    return render(request, "triggers/detail.html", context, status=status)
 
 
 async def edit_trigger(request: web.Request) -> web.Response:
@@ -212,14 +221,15 @@ async def rotate_trigger(request: web.Request) -> web.Response:
         # in the page's language (1.800 or 1,800), the range the use case's (minimum, maximum)
         grace = whole_field(values, "grace_seconds", lang=form_lang(request))
         issued = await services_of(request).triggers.rotate(
-            tenant, _id(request), grace_seconds=grace or 0
+            tenant,
+            _id(request),
+            grace_seconds=grace or 0,
+            shown=values.get("credentials") or None,  # a post without it is not checked
         )
-    except InvalidPayload as exc:
-        trigger = await services_of(request).triggers.get(tenant, _id(request))
-        rejected = await services_of(request).rejected.list(tenant, trigger_id=trigger["id"])
+    except (InvalidPayload, Conflict) as exc:
+        # said above the form of the page as it is now (a conflict: the current credentials)
         form = Form(values).refuse(exc, ("grace_seconds",))
-        context = {"trigger": trigger, "rejected": rejected, "form": form}
-        return render(request, "triggers/detail.html", context, status=422)
+        return await _detail(request, form, status=exc.status)
     return _issued(request, issued, created=False)
 
 

@@ -111,8 +111,10 @@ _FENCE_PROPERTIES: dict[str, Any] = {
         "enum": ["authorized", "restricted"],
         "description": "authorized: alert on leaving; restricted: alert on entering",
     },
-    "circle": _CIRCLE,
-    "polygon": _POLYGON,
+    # null is no shape: a PATCH giving one shape clears the other (a polygon fence becomes
+    # a circle with {"circle": {...}, "polygon": null}, as the UI's edit form sends it)
+    "circle": {**_CIRCLE, "type": ["object", "null"]},
+    "polygon": {**_POLYGON, "type": ["object", "null"]},
     "margin_m": {
         "type": ["number", "null"],
         "minimum": 0,
@@ -127,17 +129,24 @@ _FENCE_PROPERTIES: dict[str, Any] = {
         "description": "how long a vehicle must stay on the other side (default 0)",
     },
 }
+# A shape given: present and not null.
+_GIVEN: dict[str, Any] = {
+    k: {"required": [k], "properties": {k: {"type": "object"}}} for k in ("circle", "polygon")
+}
 GEOFENCE_BODY: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["name", "kind"],
-    "oneOf": [{"required": ["circle"]}, {"required": ["polygon"]}],
+    "oneOf": [_GIVEN["circle"], _GIVEN["polygon"]],
     "properties": _FENCE_PROPERTIES,
 }
 GEOFENCE_PATCH: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "not": {"required": ["circle", "polygon"]},
+    "not": {
+        "required": ["circle", "polygon"],
+        "properties": {k: {"type": "object"} for k in _GIVEN},
+    },
     "description": "fields to change (null clears an optional one); a circle or a polygon "
     "replaces the shape",
     "properties": _FENCE_PROPERTIES,
@@ -334,7 +343,8 @@ SERVICE_BODY: dict[str, Any] = {
         },
         "at": {
             "type": ["string", "null"],
-            "description": "RFC 3339 with an offset, not in the future (default: now)",
+            "description": "RFC 3339 with an offset, from 2000 on and not in the future "
+            "(default: now)",
         },
         "plan": {
             "type": ["string", "null"],

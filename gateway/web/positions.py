@@ -26,6 +26,10 @@ FIX_SCHEMA: Final[dict[str, Any]] = {
         "accuracy_m": _NUMBER,
         "odometer_km": _NUMBER,
         "ignition": {"type": "boolean"},
+        "valid": {
+            "type": "boolean",
+            "description": "false: the device had no position fix (refused `no_fix`)",
+        },
         "attributes": {"type": "object"},
         "received_at": {"type": "string", "format": "date-time"},
         "source": {"type": ["string", "null"], "description": "the trigger or schedule id"},
