@@ -34,7 +34,7 @@ from gateway.formats import at_path
 from gateway.kinds import KindService
 from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
-from gateway.schemas.ids import normalize_identifier, plate_equivalents
+from gateway.schemas.ids import normalize_identifier, normalize_plate, plate_equivalents
 from gateway.schemas.registry import SchemaRegistry, reference_field
 from gateway.store import Doc, Store, new_id
 from gateway.store.entities import FILTERABLE, TogetherWrite
@@ -354,8 +354,9 @@ class EntityService:
         self, etype: str, query: Mapping[str, str], *, ignore: Collection[str] = ()
     ) -> dict[str, str]:
         """Query parameters as filters on the type's indexed fields and its natural key,
-        normalised as stored; BadRequest names the unknown ones. Paging parameters and
-        `ignore` (a token parameter, say) are not filters."""
+        normalised as stored, but a `plate` as sent (`find` matches its spellings, and the
+        text as sent where a kind keeps it so); BadRequest names the unknown ones. Paging
+        parameters and `ignore` (a token parameter, say) are not filters."""
         self._schemas.require_type(etype)
         allowed = {*FILTERABLE.get(etype, ()), reference_field(etype)}
         filters = {k: v for k, v in query.items() if k not in PAGE_PARAMS and k not in ignore}
@@ -367,7 +368,7 @@ class EntityService:
                 f"cannot filter {etype} by {', '.join(unknown)}; "
                 f"filters: {', '.join(sorted(allowed))}"
             )
-        return {k: normalize_identifier(k, v) for k, v in filters.items()}
+        return {k: v if k == "plate" else normalize_identifier(k, v) for k, v in filters.items()}
 
     async def get(self, tenant: str, etype: str, ref: str) -> Doc:
         """By id, or else by natural key."""
@@ -397,7 +398,9 @@ class EntityService:
         """Entities matching `filters` and none of `excluding` (a field unset is not excluded).
         A `plate` filter finds by either spelling (old or Mercosul): a vehicle, as `get` does,
         on the natural key; a fine (or any entity with a plate) by every `plate_equivalents`
-        spelling, so the fines of FIN1C34 include those issued to it as FIN1234."""
+        spelling, so the fines of FIN1C34 include those issued to it as FIN1234, and by the
+        text as given and normalised (a kind whose `plate` is free text keeps it as sent:
+        `abc-1234`, `MOTO 77`)."""
         self._schemas.require_type(etype)
         nk = None
         one_of: dict[str, tuple[str, ...]] = {}
@@ -408,9 +411,10 @@ class EntityService:
                 return []
         elif isinstance(plate, str):
             try:
-                one_of["plate"] = plate_equivalents(plate)
-            except ValueError:  # not a plate: a kind's free text, matched as it is
-                one_of["plate"] = (plate,)
+                spellings: tuple[str, ...] = plate_equivalents(plate)
+            except ValueError:  # not a plate: a kind's free text
+                spellings = (normalize_plate(plate),)
+            one_of["plate"] = tuple(dict.fromkeys((*spellings, plate)))
         if nk is not None or one_of:
             filters = {k: v for k, v in filters.items() if k != "plate"}
         return await self._store.entities.find(
@@ -718,8 +722,7 @@ def _events(
     detail: Mapping[str, Any] | None,
 ) -> list[Doc]:
     """A write's events: `entity.created`, or `entity.updated` when it changed something,
-    then the mapping's events (`extra`) this write announces (`Emit.announced`: by default
-    only a write that changed the entity; a stale or repeated value changes nothing)."""
+    then the further events it announces (`announced_events`)."""
     if created:
         events = [_event("entity.created", etype, data, [], origin)]
     else:
@@ -727,10 +730,34 @@ def _events(
     fields = [c.field for c in changes]
     events += [
         _event(e.type, etype, data, changes, origin, detail, e.occurrence)
-        for e in extra
-        if e.announced(created, fields, data)
+        for e in announced_events(etype, data, created, fields, extra)
     ]
     return events
+
+
+KIND_EVENTS: Mapping[str, str] = {"checklist": "checklist.completed"}
+"""Built-in kinds whose creation is itself an event, whoever writes it (an admin, a trigger
+with or without a mapping): a checklist is completed once, when it is first stored, and the
+fleet's feeds (a `service` resets the vehicle's plans, `driver_cpf` drives the vehicle from
+`completed_at`) and flows act on `checklist.completed`."""
+
+
+def announced_events(
+    etype: str,
+    data: Mapping[str, Any],
+    created: bool,
+    fields: Sequence[str],
+    extra: Sequence[Emit],
+) -> list[Emit]:
+    """The events beside `entity.*` a write announces: the mapping's (`extra`) that this write
+    announces (`Emit.announced`: by default only a write that changed the entity; a stale or
+    repeated value changes nothing), and a created built-in kind's own (`KIND_EVENTS`) unless
+    the mapping announces that one itself (the shipped `checklist` mapping does: one event)."""
+    found = [e for e in extra if e.announced(created, fields, data)]
+    own = KIND_EVENTS.get(str(data.get("kind"))) if created and etype == "other" else None
+    if own is not None and all(e.type != own for e in found):
+        found.insert(0, Emit(own, "create"))
+    return found
 
 
 def _event(

@@ -48,6 +48,7 @@ OnRelayed = Callable[[Sequence[Doc]], Awaitable[int]]
 def event_document(tenant: str, entity: Doc, entry: Doc, relayed_at: datetime | None) -> Doc:
     """The stored event of an outbox entry; `relayed_at` - `occurred_at` is the relay's lag
     (None: an entry not relayed yet, read from its outbox)."""
+    data = entry["data"]
     event: Doc = {
         "_id": entry["id"],
         "tenant": tenant,
@@ -57,11 +58,11 @@ def event_document(tenant: str, entity: Doc, entry: Doc, relayed_at: datetime | 
         "entity": {
             "type": entry["entity_type"],
             "id": str(entity["_id"]),
-            "key": entity["nk"].split("#deleted#")[0],
+            "key": entity_key(entry["entity_type"], entity["nk"], data),
             "rev": entry.get("entity_rev", 0),
         },
         "position": entry.get("position", 0),
-        "data": entry["data"],
+        "data": data,
         "changes": entry["changes"],
         "origin": entry["origin"],
     }
@@ -70,6 +71,16 @@ def event_document(tenant: str, entity: Doc, entry: Doc, relayed_at: datetime | 
     if "occurrence_id" in entry:
         event["occurrence_id"] = entry["occurrence_id"]
     return event
+
+
+def entity_key(entity_type: str, nk: str, data: Any) -> str:
+    """The key an event names its entity by, the one its writers answer and read it by: a
+    vehicle's plate as its document holds it (the plate on the vehicle, as last sent; the
+    stored natural key `nk` is the plate's Mercosul form, a twin no one may have written),
+    any other entity's natural key (`kind:key` for an `other`, its admin reference)."""
+    if entity_type == "vehicle" and isinstance(data, dict) and isinstance(data.get("plate"), str):
+        return str(data["plate"])
+    return nk.split("#deleted#")[0]
 
 
 # Stored members that are not the event document: whose it is, and whom the fold made it for

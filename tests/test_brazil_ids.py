@@ -220,8 +220,13 @@ def test_every_old_plate_round_trips_through_its_mercosul_twin() -> None:
 
 
 def test_identifier_table_covers_every_schema_format() -> None:
-    assert set(ids.IDENTIFIERS) == {"plate", "renavam", "cpf", "cnpj", "cnh"}
+    assert set(ids.IDENTIFIERS) == {"plate", "renavam", "cpf", "cnpj", "cnh", "phone"}
     assert ids.IDENTIFIERS["cpf"].is_valid("529.982.247-25")
+    phone = ids.IDENTIFIERS["phone"]
+    assert phone.normalize("(11) 98765-4321") == "+5511987654321" and phone.is_valid(
+        "+5511987654321"
+    )
+    assert phone.normalize("--------") == "--------" and not phone.is_valid("--------")
 
 
 def test_letters_that_upper_case_into_latin_ones_are_no_plate_or_cnpj_letters() -> None:

@@ -546,20 +546,36 @@ def _routes() -> dict[str, set[str]]:
             if "prefix" in info:  # static files
                 template = info["prefix"] + "/{file}"
             else:
-                template = info.get("path") or info["formatter"]
+                template = info.get("path") or _tails(info["formatter"], info["pattern"].pattern)
             found.setdefault(template, set()).update(r.method for r in resource)
         return found
 
     return routes(create_app(Settings()))
 
 
+def _tails(formatter: str, pattern: str) -> str:
+    """A route template with `{name*}` for each placeholder whose pattern takes slashes too
+    (a key written with its slash, `{ref:.+}`), `{name}` for those that take one segment."""
+    for name in re.findall(r"\(\?P<(\w+)>", pattern):
+        if f"(?P<{name}>[^{{}}/]+)" not in pattern:
+            formatter = formatter.replace(f"{{{name}}}", f"{{{name}*}}")
+    return formatter
+
+
 def _matches(path: str, template: str) -> bool:
     """A path as the docs write it (`/api/v1/entities/vehicle/ABC1D23`, `{id}`, `<n>`, `…`)
-    against a route template: a placeholder of the template takes any one segment."""
-    given, wanted = path.rstrip("/").split("/"), template.rstrip("/").split("/")
-    if len(given) != len(wanted):
-        return False
-    return all(w.startswith("{") or g == w for g, w in zip(given, wanted, strict=True))
+    against a route template: a placeholder of the template takes any one segment, a
+    `{name*}` one or more."""
+    return _segments(path.rstrip("/").split("/"), template.rstrip("/").split("/"))
+
+
+def _segments(given: list[str], wanted: list[str]) -> bool:
+    if not wanted or not given:
+        return not wanted and not given
+    head = wanted[0]
+    if head.startswith("{") and head.endswith("*}"):
+        return any(_segments(given[n:], wanted[1:]) for n in range(1, len(given) + 1))
+    return (head.startswith("{") or given[0] == head) and _segments(given[1:], wanted[1:])
 
 
 def test_every_route_the_pages_name_exists_with_the_method_named() -> None:

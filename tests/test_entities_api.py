@@ -200,6 +200,32 @@ async def test_plate_filter_finds_fines_issued_to_either_spelling_of_the_plate(
         assert answer.status == 200 and (await answer.json())["items"] == [], query
 
 
+async def test_plate_filter_finds_a_kinds_free_text_plate_by_the_value_it_stored(
+    client: Client,
+) -> None:
+    """A kind whose `plate` is free text (no `format: plate`) keeps it as sent: `?plate=`
+    finds it by that very text, as well as by its normalised spellings; a vehicle's filter
+    takes any spelling."""
+    schema = {"type": "object", "properties": {"plate": {"type": "string"}}}
+    kind = await client.post(
+        "/api/v1/kinds", json={"name": "pedagio", "schema": schema}, headers=auth()
+    )
+    assert kind.status == 201
+    for key, plate in (("P1", "abc-1234"), ("P2", "MOTO 77"), ("P3", "ABC1C34")):
+        created = await _create(client, "other", {"kind": "pedagio", "key": key, "plate": plate})
+        assert created["plate"] == plate  # stored as sent
+    found = {}
+    for plate in ("abc-1234", "MOTO 77", "moto-77", "ABC1234"):
+        query = {"kind": "pedagio", "plate": plate}
+        answer = await client.get("/api/v1/entities/other", params=query, headers=auth())
+        found[plate] = sorted(i["key"] for i in (await answer.json())["items"])
+    assert found == {"abc-1234": ["P1", "P3"], "MOTO 77": ["P2"], "moto-77": [], "ABC1234": ["P3"]}
+    await _create(client, "vehicle", VEHICLE)
+    query = {"plate": "abc.1c34"}
+    answer = await client.get("/api/v1/entities/vehicle", params=query, headers=auth())
+    assert [v["plate"] for v in (await answer.json())["items"]] == ["ABC1234"]
+
+
 async def test_other_tenant_sees_404_never_the_data(client: Client) -> None:
     created = await _create(client, "vehicle", VEHICLE, tenant="acme")
     response = await client.get(f"/api/v1/entities/vehicle/{created['id']}", headers=auth("globex"))
@@ -491,3 +517,80 @@ async def test_write_answers_carry_the_timestamps_a_read_gives(client: Client) -
         patched = await (await client.patch(url, json={"make": "Fiat"}, headers=auth())).json()
         got = await (await client.get(url, headers=auth())).json()
         assert patched["updated_at"] == got["updated_at"]
+
+
+async def test_phone_fields_are_read_as_the_sms_path_reads_them_and_stored_in_e164(
+    client: Client,
+) -> None:
+    """A driver's, an operator's and a supplier contact's `phone` follow one rule, the SMS
+    path's (`ids.e164`): a number as people write it is stored in E.164; text that is no
+    number, and a mobile written before its ninth digit (a number that no longer exists), are
+    refused naming the field and why."""
+    cpfs = iter(["52998224725", "11144477735", "01234567890", "39053344705", "71428793860"])
+    stored = {}
+    for phone in ("11.98765.4321", "(11) 3456-7890", "+44 7911 123456"):
+        driver = {"name": "X", "cpf": next(cpfs), "phone": phone}
+        stored[phone] = (await post(client, "/api/v1/entities/driver", driver))["phone"]
+    assert stored == {
+        "11.98765.4321": "+5511987654321",
+        "(11) 3456-7890": "+551134567890",
+        "+44 7911 123456": "+447911123456",
+    }
+    refused = {}
+    for phone in ("((((((((", "--------", "+55 11 8765-4321", "(11) 98765-4321 r. 5"):
+        body = {"name": "X", "cpf": next(cpfs, "71428793860"), "phone": phone}
+        answer = await client.post("/api/v1/entities/driver", json=body, headers=auth())
+        problem = await answer.json()
+        assert answer.status == 422, problem
+        [error] = problem["errors"]
+        assert error["pointer"] == "/phone" and error["keyword"] == "format", problem
+        refused[phone] = error["message"].partition(": ")[2]
+    assert refused == {
+        "((((((((": '"((((((((" is not a valid phone number: only digits, spaces,'
+        " - . ( ) and a leading + make one",
+        "--------": '"--------" is not a valid phone number: only digits, spaces,'
+        " - . ( ) and a leading + make one",
+        "+55 11 8765-4321": '"+55 11 8765-4321" is not a valid phone number: an 8-digit mobile'
+        " number; mobiles have 9 digits, a 9 before these 8",
+        "(11) 98765-4321 r. 5": '"(11) 98765-4321 r. 5" is not a valid phone number: only'
+        " digits, spaces, - . ( ) and a leading + make one",
+    }
+    supplier = {
+        "name": "Oficina",
+        "cnpj": "11.222.333/0001-81",
+        "contact": {"phone": "011 3333-4444"},
+    }
+    created = await post(client, "/api/v1/entities/supplier", supplier)
+    assert created["contact"]["phone"] == "+551133334444"
+    operator = {"name": "Op", "email": "op@example.com", "cpf": "52998224725", "phone": "x"}
+    answer = await client.post("/api/v1/entities/operator", json=operator, headers=auth())
+    assert answer.status == 422
+    assert [e["pointer"] for e in (await answer.json())["errors"]] == ["/phone"]
+
+
+async def test_a_key_written_with_its_slash_names_the_entity_in_a_path(client: Client) -> None:
+    """A CNPJ, a plate or an `other`'s key is written with slashes (`11.222.333/0001-81`,
+    `ABC/1234`): the rest of the path is the key, as `%2F` is; a vehicle's own parts
+    (`…/drivers`) keep their routes."""
+    supplier = {"name": "Acme", "cnpj": "11.222.333/0001-81"}
+    created = await post(client, "/api/v1/entities/supplier", supplier)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC/1234"})
+    await post(client, "/api/v1/kinds", {"name": "nota", "schema": {"type": "object"}})
+    await post(client, "/api/v1/entities/other", {"kind": "nota", "key": "NF/2026/1"})
+    path = "/api/v1/entities/supplier/11.222.333/0001-81"
+    assert (await (await client.get(path, headers=auth())).json())["id"] == created["id"]
+    patched = await client.patch(path, json={"trade_name": "ACME"}, headers=auth())
+    assert patched.status == 200, await patched.text()
+    for read in ("/api/v1/entities/vehicle/ABC/1234", "/api/v1/entities/other/nota:NF/2026/1"):
+        assert (await client.get(read, headers=auth())).status == 200, read
+    drivers = await client.get("/api/v1/entities/vehicle/ABC/1234/drivers", headers=auth())
+    assert drivers.status == 200 and (await drivers.json())["items"] == []
+    assert (await client.delete("/api/v1/entities/vehicle/ABC/1234/drivers")).status == 405
+    spec = {"name": "erp", "entity_type": "supplier", "methods": ["GET"]}
+    trigger = await post(client, "/api/v1/triggers", spec)
+    bearer = {"Authorization": f"Bearer {trigger['token']}"}
+    read = await client.get(f"/hooks/{trigger['id']}/11.222.333/0001-81", headers=bearer)
+    assert read.status == 200 and (await read.json())["cnpj"] == "11222333000181"
+    assert (await client.delete(path, headers=auth())).status == 204
+    gone = await client.get(path, headers=auth())
+    assert gone.status == 404 and gone.content_type == "application/problem+json"

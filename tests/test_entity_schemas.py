@@ -609,6 +609,29 @@ def test_has_field_follows_refs_and_combinators() -> None:
     assert not compiled.has_field("either.c")
 
 
+def test_has_field_follows_refs_as_the_validator_resolves_them() -> None:
+    """A percent-encoded pointer (`posição`), a ref by the schema's own `$id`, relative or
+    absolute, and a ref to the `false` schema (nothing is allowed there)."""
+    closed = {"type": "object", "properties": {"lat": {}}, "additionalProperties": False}
+    compiled = compile_schema(
+        {
+            "$id": "https://rabbot.example/kinds/rota",
+            "$defs": {"posição": closed, "nada": False},
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "here": {"$ref": "#/$defs/posi%C3%A7%C3%A3o"},
+                "there": {"$ref": "rota#/$defs/posi%C3%A7%C3%A3o"},
+                "far": {"$ref": "https://rabbot.example/kinds/rota#/$defs/posi%C3%A7%C3%A3o"},
+                "none": {"$ref": "#/$defs/nada"},
+            },
+        }
+    )
+    for field in ("here", "there", "far"):
+        assert compiled.has_field(f"{field}.lat") and not compiled.has_field(f"{field}.lon")
+    assert compiled.has_field("none") and not compiled.has_field("none.x")
+
+
 # --- keys -------------------------------------------------------------------------------------
 
 

@@ -224,7 +224,7 @@ async def test_writes_to_a_large_entity_wait_with_503_while_its_outbox_holds_its
     assert (await client.delete(url, headers=auth())).status == 204
     await relay.run_until_idle()
     events = await client.app[services_key].store.events.find(
-        "acme", {"entity.key": "BIG1C34"}, before=None, limit=100
+        "acme", {"entity.key": "BIG1234"}, before=None, limit=100
     )
     kms = sorted(e["data"].get("odometer_km", 0) for e in events if e["type"] == "entity.updated")
     assert kms == [*range(1, answered + 1), 100]

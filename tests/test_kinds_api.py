@@ -152,6 +152,51 @@ _IDENTIFIER_PLACES: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[str | 
         ("placa",),
         "ABC1234",
     ),
+    # A pointer percent-encoded (RFC 6901 §6: the validator takes a `$defs` name with an
+    # accent or a space only so) names the decoded member.
+    "percent_encoded_ref": (
+        {
+            "type": "object",
+            "$defs": {"cpf responsável": {"type": "string", "format": "cpf"}},
+            "properties": {"cpf": {"$ref": "#/$defs/cpf%20respons%C3%A1vel"}},
+        },
+        {"cpf": "529.982.247-25"},
+        ("cpf",),
+        "52998224725",
+    ),
+    # A `$ref` by the schema's own `$id`, absolute or relative to it.
+    "ref_by_own_id": (
+        {
+            "$id": "https://rabbot.example/kinds/laudo",
+            "type": "object",
+            "$defs": {"p": {"type": "string", "format": "plate"}},
+            "properties": {
+                "a": {"$ref": "https://rabbot.example/kinds/laudo#/$defs/p"},
+                "b": {"$ref": "laudo#/$defs/p"},
+            },
+        },
+        {"a": "abc-1234", "b": "abd-1234"},
+        ("b",),
+        "ABD1234",
+    ),
+    # An embedded resource's `$id`; the `$ref`s inside it resolve against it.
+    "ref_by_embedded_id": (
+        {
+            "$id": "https://rabbot.example/kinds/obra",
+            "type": "object",
+            "$defs": {
+                "veiculo": {
+                    "$id": "veiculo",
+                    "allOf": [{"$ref": "#/$defs/placa"}],
+                    "$defs": {"placa": {"type": "string", "format": "plate"}},
+                }
+            },
+            "properties": {"placa": {"$ref": "veiculo"}},
+        },
+        {"placa": "abc.1d23"},
+        ("placa",),
+        "ABC1D23",
+    ),
 }
 
 
@@ -509,7 +554,7 @@ async def test_a_kind_declaring_or_requiring_the_envelopes_kind_or_key_is_refuse
     """An `other`'s `kind` and `key` are its envelope's: a write checks the document without
     them against the kind's schema, so a kind requiring one could never be written. It is
     refused up front, 422 `reserved` at the name, in `properties`, `required` or a subschema
-    (one a `$ref` names by pointer or by anchor)."""
+    (one a `$ref` names by pointer, percent-encoded or not, by anchor or by `$id`)."""
     cases = [
         (
             {"required": ["key"], "properties": {"key": {"type": "string"}}},
@@ -524,6 +569,18 @@ async def test_a_kind_declaring_or_requiring_the_envelopes_kind_or_key_is_refuse
         (
             {"$ref": "#kd", "$defs": {"k": {"$dynamicAnchor": "kd", "required": ["kind"]}}},
             "/schema/$defs/k/required/0",
+        ),
+        (  # a pointer percent-encoded, as the validator reads it
+            {"allOf": [{"$ref": "#/$defs/b%C3%A1se"}], "$defs": {"báse": {"required": ["key"]}}},
+            "/schema/$defs/báse/required/0",
+        ),
+        (  # by the schema's own `$id`
+            {
+                "$id": "https://rabbot.example/kinds/pneu",
+                "$ref": "pneu#/$defs/b",
+                "$defs": {"b": {"required": ["key"]}},
+            },
+            "/schema/$defs/b/required/0",
         ),
     ]
     for extra, pointer in cases:

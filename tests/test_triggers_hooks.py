@@ -158,6 +158,24 @@ async def test_mapped_position_updates_the_vehicle_and_emits_the_mapping_events(
     assert event["origin"] == {"kind": "trigger", "id": trigger["id"]}
 
 
+async def test_events_name_a_vehicle_by_the_plate_its_writer_was_answered(
+    client: Client,
+) -> None:
+    """The stored natural key is the plate's Mercosul form (KEY1C34 for KEY1234): events name
+    the vehicle by the plate its document holds, the key the trigger answered, not that twin."""
+    trigger = await create_trigger(client)
+    status, answer = await hook(client, trigger, {"plate": "KEY1234"})
+    assert status == 201 and answer["key"] == "KEY1234"
+    assert (await client.delete("/api/v1/entities/vehicle/KEY1234", headers=auth())).status == 204
+    await client.app[services_key].relay.run_until_idle()
+    listed = await client.get("/api/v1/events", params={"entity_id": answer["id"]}, headers=auth())
+    events = (await listed.json())["items"]
+    assert [(e["type"], e["entity"]["key"]) for e in events] == [
+        ("entity.deleted", "KEY1234"),
+        ("entity.created", "KEY1234"),
+    ]
+
+
 async def test_schema_failure_is_422_listing_every_failing_field_and_writes_nothing(
     client: Client,
 ) -> None:

@@ -25,6 +25,7 @@ import orjson
 from gateway.actions.catalog import Catalog, build_request
 from gateway.entities import EntityService, diff, merge
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
+from gateway.events import entity_key
 from gateway.flows.compiler import step_references
 from gateway.flows.context import (
     cooldown_key,
@@ -115,7 +116,8 @@ class FlowDryRun:
             stored = await self._p.entities.get(tenant, etype, name)
         except (NotFound, InvalidPayload):
             return sample
-        entity = {**ref, "id": str(stored["_id"]), "key": stored["nk"]}
+        key = entity_key(etype, stored["nk"], stored["data"])
+        entity = {**ref, "id": str(stored["_id"]), "key": key}
         data = sample["data"] if isinstance(sample["data"], Mapping) else {}
         return {**sample, "entity": entity, "data": {**stored["data"], **data}}
 

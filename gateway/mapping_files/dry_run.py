@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.entities import (
     EntityService,
+    announced_events,
     diff,
     forward_only,
     merge,
@@ -254,7 +255,9 @@ class MappingDryRun:
         changes = diff(old, merged) if current is not None else []
         created = current is None
         fields_changed = [c.field for c in changes]
-        announced = [e.type for e in mapped.events if e.announced(created, fields_changed, merged)]
+        announced = [
+            e.type for e in announced_events(etype, merged, created, fields_changed, mapped.events)
+        ]
         if refused is not None:
             write, events = refused, []
         elif created:

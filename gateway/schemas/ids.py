@@ -1,5 +1,6 @@
 """Brazilian identifiers: plate, RENAVAM, CPF, CNPJ and CNH — normalisation and check digits;
-and phone numbers in E.164, Brazilian unless they say otherwise.
+and phone numbers in E.164, Brazilian unless they say otherwise (the `phone` format, the one
+rule of entities' phone fields and of the SMS path).
 
 Pure functions, no I/O. Every `check_*` accepts raw user input (formatting allowed) and returns
 `None` when the value is valid or a short human reason when it is not; every `normalize_*` only
@@ -216,43 +217,7 @@ def check_cnh(value: str) -> str | None:
     return None if cnh_check_digits(cnh[:9]) == cnh[9:] else BAD_CHECK_DIGIT
 
 
-# --- table ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Identifier:
-    """One identifier as the schema layer sees it: the JSON Schema `format` name, a label for
-    messages, and its normalise/check pair."""
-
-    format: str
-    label: str
-    normalize: Callable[[str], str]
-    check: Callable[[str], str | None]
-
-    def is_valid(self, value: str) -> bool:
-        return self.check(value) is None
-
-
-IDENTIFIERS: Mapping[str, Identifier] = MappingProxyType(
-    {
-        i.format: i
-        for i in (
-            Identifier("plate", "plate", normalize_plate, check_plate),
-            Identifier("renavam", "RENAVAM", normalize_renavam, check_renavam),
-            Identifier("cpf", "CPF", normalize_cpf, check_cpf),
-            Identifier("cnpj", "CNPJ", normalize_cnpj, check_cnpj),
-            Identifier("cnh", "CNH number", normalize_cnh, check_cnh),
-        )
-    }
-)
-
-
-def normalize_identifier(name: str, value: str) -> str:
-    """`value` normalised when `name` is an identifier field (plate, cpf, ...), else as is: how
-    natural keys and filter values are compared with what is stored."""
-    ident = IDENTIFIERS.get(name)
-    return value if ident is None else ident.normalize(value)
-
+# --- phone ------------------------------------------------------------------------------------
 
 COUNTRY_CODE = "55"  # a number written without one is Brazilian
 _NON_DIGITS = re.compile(r"[^0-9]")
@@ -279,8 +244,20 @@ _INVISIBLE = dict.fromkeys(
 _NATIONAL = re.compile(r"\(\s*0?[0-9]{2}\s*\)|(?<![0-9])[0-9]{4,5}-[0-9]{4}(?![0-9])")
 # The local number with its hyphen ends the number: digits after it are another one.
 _DIGITS_AFTER_LOCAL = re.compile(r"(?<![0-9])[0-9]{4,5}-[0-9]{4}(?![0-9]).*[0-9]")
-# +55, an area code (no digit 0), and a number of 8 digits, or of 9 beginning with 9 (mobile).
-_BRAZILIAN = re.compile(r"55[1-9]{2}(?:9[0-9]{8}|[0-9]{8})")
+# +55, an area code (no digit 0), and a landline's 8 digits (beginning 2 to 5) or a mobile's 9
+# (beginning with 9).
+_BRAZILIAN = re.compile(r"55[1-9]{2}(?:9[0-9]{8}|[2-5][0-9]{7})")
+# 8 digits beginning 6 to 9 after the area code: a mobile as written before its ninth digit
+# (added nationwide by 2016), a number that no longer exists.
+_OLD_MOBILE = re.compile(r"55[1-9]{2}[6-9][0-9]{7}")
+
+
+class NotAPhone(ValueError):
+    """`phone` cannot be a number in E.164; `reason` says why, without the number."""
+
+    def __init__(self, phone: str, reason: str) -> None:
+        super().__init__(f"{phone!r} is not a phone number: {reason}")
+        self.reason = reason
 
 
 def _written(phone: str) -> str:
@@ -292,12 +269,10 @@ def _written(phone: str) -> str:
     text = _ANY_CARRIER.sub(r"\g<1>0", text)
     if text.startswith("(") and text[1:].lstrip().startswith("+"):  # "(+55) 11 …"
         text = text[1:].lstrip()
-    if not _PHONE_TEXT.fullmatch(text):
-        raise ValueError(
-            f"{phone!r} is not a phone number (only digits, spaces, - . ( ) and a leading +)"
-        )
+    if not _PHONE_TEXT.fullmatch(text) or not any(c.isdigit() for c in text):
+        raise NotAPhone(phone, "only digits, spaces, - . ( ) and a leading + make one")
     if _DIGITS_AFTER_LOCAL.search(text):  # "(11) 3456-7890 5", "3456-7890 12"
-        raise ValueError(f"{phone!r} is not one phone number (an extension, or two?)")
+        raise NotAPhone(phone, "more than one number (an extension, or two?)")
     return text
 
 
@@ -309,8 +284,10 @@ def e164(phone: str) -> str:
     unless written the national way ("(11) …", "…98765-4321") and not starting with 55: then
     the digits beyond the number are an extension or a second number, refused, as are
     digits after a hyphenated local number ("3456-7890 12"); so is a number without its area
-    code, a Brazilian one (+55) outside the numbering plan, and text with anything but
-    digits, spaces, - . ( ) and a leading "+" ("ramal 22", "r. 5")."""
+    code, a Brazilian one (+55) outside the numbering plan (a landline's 8 digits begin 2 to
+    5, a mobile's 9 with 9: an 8-digit mobile written before its ninth digit no longer
+    exists, and is refused rather than completed), and text with anything but digits,
+    spaces, - . ( ) and a leading "+" ("ramal 22", "r. 5"). NotAPhone says why."""
     text = _written(phone)
     # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
     digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
@@ -324,19 +301,84 @@ def e164(phone: str) -> str:
             if len(digits) in (12, 13):
                 digits = digits[2:]
             if len(digits) not in (10, 11):
-                raise ValueError(f"{phone!r} is not a phone number with its area code (DDD)")
+                raise NotAPhone(phone, "its area code (DDD) is missing")
         if len(digits) in (10, 11):  # area code and number
             digits = COUNTRY_CODE + digits
         elif len(digits) < 12:  # (a Brazilian number has at most 11 without its country code)
-            raise ValueError(
-                f"{phone!r} is not a phone number with its area code (DDD), or in E.164"
-            )
+            raise NotAPhone(phone, "its area code (DDD) is missing, or its country code")
         elif _NATIONAL.search(text) and not digits.startswith(COUNTRY_CODE):
-            raise ValueError(f"{phone!r} is not one phone number (an extension, or two?)")
+            raise NotAPhone(phone, "more than one number (an extension, or two?)")
         # 12 digits or more: E.164 without its "+" ("5511987654321", "447911123456"), as
         # providers write it, the country code already there.
-    if digits.startswith(COUNTRY_CODE) and not _BRAZILIAN.fullmatch(digits):
-        raise ValueError(f"{phone!r} is not a Brazilian phone number (+55, area code, number)")
+    if digits.startswith(COUNTRY_CODE) and (problem := _brazilian_problem(digits)):
+        raise NotAPhone(phone, problem)
     if not 8 <= len(digits) <= 15:
-        raise ValueError(f"{phone!r} is not a phone number in E.164")
+        raise NotAPhone(phone, "E.164 has 8 to 15 digits")
     return "+" + digits
+
+
+def _brazilian_problem(digits: str) -> str | None:
+    """Why `digits` (+55 and the rest) is no number of Brazil's numbering plan, or None."""
+    if _BRAZILIAN.fullmatch(digits):
+        return None
+    if _OLD_MOBILE.fullmatch(digits):
+        return "an 8-digit mobile number; mobiles have 9 digits, a 9 before these 8"
+    return (
+        "no Brazilian number (+55, an area code, then 8 digits beginning 2 to 5 or 9"
+        " beginning with 9)"
+    )
+
+
+def normalize_phone(value: str) -> str:
+    """`value` in E.164 when it is a phone number (`e164`), else as is."""
+    try:
+        return e164(value)
+    except NotAPhone:
+        return value
+
+
+def check_phone(value: str) -> str | None:
+    try:
+        e164(value)
+    except NotAPhone as exc:
+        return exc.reason
+    return None
+
+
+# --- table ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Identifier:
+    """One identifier as the schema layer sees it: the JSON Schema `format` name, a label for
+    messages, and its normalise/check pair."""
+
+    format: str
+    label: str
+    normalize: Callable[[str], str]
+    check: Callable[[str], str | None]
+
+    def is_valid(self, value: str) -> bool:
+        return self.check(value) is None
+
+
+IDENTIFIERS: Mapping[str, Identifier] = MappingProxyType(
+    {
+        i.format: i
+        for i in (
+            Identifier("plate", "plate", normalize_plate, check_plate),
+            Identifier("renavam", "RENAVAM", normalize_renavam, check_renavam),
+            Identifier("cpf", "CPF", normalize_cpf, check_cpf),
+            Identifier("cnpj", "CNPJ", normalize_cnpj, check_cnpj),
+            Identifier("cnh", "CNH number", normalize_cnh, check_cnh),
+            Identifier("phone", "phone number", normalize_phone, check_phone),
+        )
+    }
+)
+
+
+def normalize_identifier(name: str, value: str) -> str:
+    """`value` normalised when `name` is an identifier field (plate, cpf, ...), else as is: how
+    natural keys and filter values are compared with what is stored."""
+    ident = IDENTIFIERS.get(name)
+    return value if ident is None else ident.normalize(value)

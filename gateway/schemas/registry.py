@@ -23,7 +23,7 @@ from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
 from gateway.schemas.ids import canonical_plate_key, normalize_identifier
 from gateway.schemas.kind_keys import key_problems
 from gateway.schemas.problems import nul_key_problems, pointer, root_problem
-from gateway.schemas.walk import COMBINATORS, anchored, resolve_local
+from gateway.schemas.walk import COMBINATORS, Resolver
 
 ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
 
@@ -335,12 +335,13 @@ def _reserved_in_kind(schema: Mapping[str, Any]) -> list[FieldProblem]:
     """Every place the kind's schema names a member of the document as the envelope's are:
     `properties` and `required`, in the schema and in every subschema that applies to the
     document itself (`allOf`, `anyOf`, `oneOf`, `if`, `then`, `else`, the schemas of
-    `dependentSchemas`, a local `$ref` by pointer or by `$anchor`), and the names
-    `dependentRequired` requires. A schema requiring `id` under `allOf` could never be
+    `dependentSchemas`, a `$ref` within the schema, resolved as the validator resolves it),
+    and the names `dependentRequired` requires. A schema requiring `id` under `allOf` could never be
     written (the write refuses `id` itself).
     Not `not` (it can only forbid a name) nor `patternProperties` (a pattern matching `id`
     applies to no document, which never has one)."""
     found: list[FieldProblem] = []
+    refs = Resolver(schema)
     seen: set[int] = set()
     stack: list[tuple[Any, str]] = [(schema, "/schema")]
     while stack:
@@ -359,11 +360,8 @@ def _reserved_in_kind(schema: Mapping[str, Any]) -> list[FieldProblem]:
                 (item, at + pointer(("dependentSchemas", str(name))))
                 for name, item in dependent.items()
             ]
-        if isinstance(ref := node.get("$ref"), str) and ref.startswith("#"):
-            if (by_anchor := anchored(schema, ref)) is not None:
-                below.append((by_anchor[0], "/schema" + by_anchor[1]))
-            else:
-                below.append((resolve_local(schema, ref), "/schema" + ref[1:]))
+        if isinstance(ref := node.get("$ref"), str) and (target := refs.resolve(node, ref)):
+            below.append((target[0], "/schema" + target[1]))
         stack += reversed(below)  # problems in the order the schema writes them
     return found
 

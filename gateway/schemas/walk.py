@@ -2,13 +2,14 @@
 field paths exist.
 
 `build_normaliser` follows every keyword under which the validator checks formats: those
-that apply to the instance itself (`$ref`, `$dynamicRef` and `#anchor`s within the schema,
-`allOf`/`anyOf`/`oneOf`, `not`, `if`/`then`/`else`, `dependentSchemas`), to members
+that apply to the instance itself (`$ref` and `$dynamicRef` to any subschema of the schema,
+resolved as the validator resolves them: `Resolver`; `allOf`/`anyOf`/`oneOf`, `not`,
+`if`/`then`/`else`, `dependentSchemas`), to members
 (`properties`, `patternProperties`, `additionalProperties`, `unevaluatedProperties`) and to
 items (`prefixItems`, `items`, `contains`, `unevaluatedItems`); an identifier format under
 `propertyNames` is refused (a member name is not rewritten). `has_path` follows `properties`,
-`patternProperties`, `additionalProperties`, `items`, local `$ref`s and `allOf`/`anyOf`/
-`oneOf` (a path that exists in any branch exists). Remote `$ref`s are never followed —
+`patternProperties`, `additionalProperties`, `items`, `$ref`s within the schema and `allOf`/
+`anyOf`/`oneOf` (a path that exists in any branch exists). Remote `$ref`s are never followed —
 compiled schemas refuse them anyway.
 """
 
@@ -18,6 +19,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
 
 import jsonschema_rs
 
@@ -48,6 +50,7 @@ class IdentifierInName(ValueError):
 
 @dataclass(slots=True)
 class _Budget:
+    refs: Resolver  # where the walked schema's `$ref`s lead
     left: int = MAX_VISITS
     # `has_path`'s answers by (subschema, the path's parts left, depth): a walk that meets a
     # subschema again with the same rest of the path (its anyOf arms $ref the same recursive
@@ -57,8 +60,6 @@ class _Budget:
     # there): met again (a recursive definition $ref'd from many places), a subschema is not
     # walked again.
     built: dict[tuple[int, int], Normaliser | None] = field(default_factory=dict)
-    # `build_normaliser`'s plain-name fragments ("#node": `$anchor`, `$dynamicAnchor`).
-    anchors: dict[str, Any] = field(default_factory=dict)
     # `has_path`: whether a digit part may index an array (reading a document), or is only
     # ever an object's key (a mapping target, which builds objects).
     indexes: bool = True
@@ -167,12 +168,10 @@ def build_normaliser(schema: Mapping[str, Any]) -> Normaliser | None:
     `integer` type.
     SchemaTooComplex when the walk would visit more than MAX_VISITS subschemas;
     IdentifierInName for an identifier format under `propertyNames`."""
-    return _normaliser(schema, schema, "", 0, _Budget(anchors=_anchors(schema)))
+    return _normaliser(schema, "", 0, _Budget(Resolver(schema)))
 
 
-def _normaliser(
-    root: Mapping[str, Any], node: Any, at: str, depth: int, budget: _Budget
-) -> Normaliser | None:
+def _normaliser(node: Any, at: str, depth: int, budget: _Budget) -> Normaliser | None:
     if not isinstance(node, Mapping) or depth > _MAX_DEPTH:
         return None
     state = (id(node), depth)
@@ -181,12 +180,12 @@ def _normaliser(
     budget.spend()
 
     def below(sub: Any, where: str) -> Normaliser | None:
-        return _normaliser(root, sub, where, depth + 1, budget)
+        return _normaliser(sub, where, depth + 1, budget)
 
     if below(node.get("propertyNames"), f"{at}/propertyNames") is not None:
         raise IdentifierInName(f"{at}/propertyNames")
     ident = IDENTIFIERS.get(node.get("format", ""))
-    same = _in_place(root, node, at, budget.anchors)
+    same = _in_place(node, at, budget.refs)
     types = node.get("type")
     types = [types] if isinstance(types, str) else types if isinstance(types, list) else []
     found = Normaliser(
@@ -215,20 +214,13 @@ def _normaliser(
     return built
 
 
-def _in_place(
-    root: Mapping[str, Any], node: Mapping[str, Any], at: str, anchors: Mapping[str, Any]
-) -> list[tuple[Any, str]]:
+def _in_place(node: Mapping[str, Any], at: str, refs: Resolver) -> list[tuple[Any, str]]:
     """Subschemas that apply to the same instance, with their pointers."""
     out: list[tuple[Any, str]] = []
     for key in ("$ref", "$dynamicRef"):
         ref = node.get(key)
-        if not isinstance(ref, str):
-            continue
-        target = anchors.get(ref[1:]) if ref.startswith("#") else None
-        if target is None:
-            target = resolve_local(root, ref)
-        if target is not None:
-            out.append((target, ref[1:] if ref.startswith("#/") else f"{at}/{key}"))
+        if isinstance(ref, str) and (target := refs.resolve(node, ref)) is not None:
+            out.append(target)
     for combinator in COMBINATORS:
         arms = node.get(combinator)
         if isinstance(arms, list):
@@ -270,22 +262,6 @@ def _union(found: Iterable[Normaliser | None]) -> Normaliser | None:
     return Normaliser(branches=present)
 
 
-def _anchors(root: Mapping[str, Any]) -> dict[str, Any]:
-    """The subschemas `root` names with `$anchor` or `$dynamicAnchor`, by name."""
-    found: dict[str, Any] = {}
-    stack: list[Any] = [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Mapping):
-            for key in ("$anchor", "$dynamicAnchor"):
-                if isinstance(name := node.get(key), str):
-                    found.setdefault(name, node)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
-
-
 def _escape(name: str) -> str:
     return name.replace("~", "~0").replace("/", "~1")
 
@@ -296,14 +272,12 @@ def has_path(root: Mapping[str, Any], parts: Sequence[str], *, indexes: bool = T
     object's key, never an array's index (a path that builds objects, as a mapping's targets
     do: `groups.0` is `{"groups": {"0": ...}}`)."""
     try:
-        return _has(root, root, parts, 0, _Budget(indexes=indexes))
+        return _has(root, parts, 0, _Budget(Resolver(root), indexes=indexes))
     except SchemaTooComplex:
         return False
 
 
-def _has(
-    root: Mapping[str, Any], node: Any, parts: Sequence[str], depth: int, budget: _Budget
-) -> bool:
+def _has(node: Any, parts: Sequence[str], depth: int, budget: _Budget) -> bool:
     if node is False or depth > _MAX_DEPTH:
         return False
     if not parts or node is True:
@@ -314,62 +288,48 @@ def _has(
     known = budget.answers.get(state)
     if known is None:
         budget.spend()
-        known = budget.answers[state] = _has_here(root, node, parts, depth, budget)
+        known = budget.answers[state] = _has_here(node, parts, depth, budget)
     return known
 
 
-def _has_here(
-    root: Mapping[str, Any],
-    node: Mapping[str, Any],
-    parts: Sequence[str],
-    depth: int,
-    budget: _Budget,
-) -> bool:
+def _has_here(node: Mapping[str, Any], parts: Sequence[str], depth: int, budget: _Budget) -> bool:
     # A $ref and allOf arms constrain the same instance (all must allow the path); anyOf and
     # oneOf need one arm that allows it.
-    if not all(_has(root, sub, parts, depth + 1, budget) for sub in _conjuncts(root, node)):
+    if not all(_has(sub, parts, depth + 1, budget) for sub in _conjuncts(node, budget.refs)):
         return False
     for combinator in ("anyOf", "oneOf"):
         arms = node.get(combinator)
-        if isinstance(arms, list) and not any(
-            _has(root, a, parts, depth + 1, budget) for a in arms
-        ):
+        if isinstance(arms, list) and not any(_has(a, parts, depth + 1, budget) for a in arms):
             return False
-    return _has_own(root, node, parts, depth, budget)
+    return _has_own(node, parts, depth, budget)
 
 
-def _has_own(
-    root: Mapping[str, Any],
-    node: Mapping[str, Any],
-    parts: Sequence[str],
-    depth: int,
-    budget: _Budget,
-) -> bool:
+def _has_own(node: Mapping[str, Any], parts: Sequence[str], depth: int, budget: _Budget) -> bool:
     """The path under the node's own keywords, ignoring $ref and combinators."""
     head, rest = parts[0], parts[1:]
     properties = _mapping(node.get("properties"))
     if head in properties:
-        return _has(root, properties[head], rest, depth + 1, budget)
+        return _has(properties[head], rest, depth + 1, budget)
     for pattern, sub in _mapping(node.get("patternProperties")).items():
         if _pattern_matches(pattern, head):
-            return _has(root, sub, rest, depth + 1, budget)
+            return _has(sub, rest, depth + 1, budget)
     types = node.get("type")
     types = [types] if isinstance(types, str) else types
     if budget.indexes and head.isdigit() and (types is None or "array" in types):
-        return _has(root, node.get("items", True), rest, depth + 1, budget)
+        return _has(node.get("items", True), rest, depth + 1, budget)
     if types is not None and "object" not in types:
         return False
     # unevaluatedProperties also sees properties declared in subschemas, checked above.
     if node.get("unevaluatedProperties") is False and not _has_subschemas(node):
         return False
-    return _has(root, node.get("additionalProperties", True), rest, depth + 1, budget)
+    return _has(node.get("additionalProperties", True), rest, depth + 1, budget)
 
 
-def _conjuncts(root: Mapping[str, Any], node: Mapping[str, Any]) -> list[Any]:
+def _conjuncts(node: Mapping[str, Any], refs: Resolver) -> list[Any]:
     out: list[Any] = []
     ref = node.get("$ref")
-    if isinstance(ref, str) and (target := resolve_local(root, ref)) is not None:
-        out.append(target)
+    if isinstance(ref, str) and (target := refs.resolve(node, ref)) is not None:
+        out.append(target[0])
     arms = node.get("allOf")
     if isinstance(arms, list):
         out.extend(arms)
@@ -380,34 +340,90 @@ def _has_subschemas(node: Mapping[str, Any]) -> bool:
     return "$ref" in node or any(c in node for c in COMBINATORS)
 
 
-def anchored(root: Mapping[str, Any], ref: str) -> tuple[Any, str] | None:
-    """The subschema a local `$ref` by anchor ("#chave": the one whose `$anchor` or
-    `$dynamicAnchor` is `chave`) names in `root`, and its JSON Pointer; else None."""
-    if not ref.startswith("#") or ref[1:2] in ("", "/"):
-        return None
-    name = ref[1:]
-    stack: list[tuple[Any, str]] = [(root, "")]
-    while stack:
-        node, at = stack.pop()
-        if isinstance(node, Mapping):
-            if name in (node.get("$anchor"), node.get("$dynamicAnchor")):
-                return node, at
-            stack += [(v, f"{at}/{_token(str(k))}") for k, v in reversed(list(node.items()))]
-        elif isinstance(node, list):
-            stack += [(v, f"{at}/{i}") for i, v in reversed(list(enumerate(node)))]
-    return None
+_DEFAULT_BASE = "json-schema:///"
+"""The base URI of a schema without a root `$id`, as the validator names it."""
 
 
-def _token(part: str) -> str:
-    return part.replace("~", "~0").replace("/", "~1")
+class Resolver:
+    """Where each `$ref` of one schema leads, resolved as the validator resolves it (Draft
+    2020-12): against the base URI in force where the `$ref` stands (the nearest enclosing
+    `$id`, the `$id` beside it included), to a resource the schema embeds (its root or any
+    subschema with an `$id`), then within it by the fragment: empty (the resource),
+    a JSON Pointer (percent-decoded first, RFC 6901 §6: `#/$defs/ve%C3%ADculo` names
+    `veículo`; then `~1`/`~0`) or an anchor (`$anchor`, `$dynamicAnchor`, a draft-7 `$id`
+    of `#name`). Remote resources are never fetched (compiled schemas refuse them).
+
+    The schema is indexed on the first `resolve`: a walk that meets no `$ref` pays nothing."""
+
+    def __init__(self, root: Mapping[str, Any]) -> None:
+        self._root = root
+        self._base: dict[int, str] = {}  # id(subschema) -> its base URI
+        self._pointer: dict[int, str] = {}  # id(subschema) -> its JSON Pointer in root
+        self._resources: dict[str, Any] = {}
+        self._anchors: dict[tuple[str, str], Any] = {}
+        self._indexed = False
+
+    def resolve(self, node: Mapping[str, Any], ref: str) -> tuple[Any, str] | None:
+        """The subschema `ref` (a `$ref` or `$dynamicRef` of `node`) names and its JSON
+        Pointer in the root, or None when it names nothing in this schema."""
+        self._index()
+        uri, _, fragment = _join(self._base.get(id(node), _DEFAULT_BASE), ref).partition("#")
+        resource = self._resources.get(uri)
+        if resource is None:
+            return None
+        if fragment.startswith("/"):  # (a boolean subschema too: `false` allows nothing)
+            pointer = unquote(fragment)
+            target, at = _follow(resource, pointer), self._pointer[id(resource)] + pointer
+        elif fragment:
+            target = self._anchors.get((uri, unquote(fragment)))
+            at = self._pointer.get(id(target), "")
+        else:
+            target, at = resource, self._pointer[id(resource)]
+        return None if target is None else (target, at)
+
+    def _index(self) -> None:
+        if self._indexed:
+            return
+        self._indexed = True
+        stack: list[tuple[Any, str, str]] = [(self._root, _DEFAULT_BASE, "")]
+        while stack:
+            node, base, at = stack.pop()
+            if isinstance(node, list):
+                stack += [(item, base, f"{at}/{i}") for i, item in enumerate(node)]
+                continue
+            if not isinstance(node, Mapping):
+                continue
+            own = node.get("$id")
+            if isinstance(own, str) and own.startswith("#"):  # draft 7: an anchor
+                self._anchors.setdefault((base, own[1:]), node)
+            elif isinstance(own, str):
+                base = _join(base, own).partition("#")[0]
+                self._resources.setdefault(base, node)
+            if not at:  # the root is a resource, with an `$id` or not
+                self._resources.setdefault(base, node)
+            for key in ("$anchor", "$dynamicAnchor"):
+                if isinstance(name := node.get(key), str):
+                    self._anchors.setdefault((base, name), node)
+            self._base[id(node)] = base
+            self._pointer[id(node)] = at
+            stack += [(sub, base, f"{at}/{_escape(str(k))}") for k, sub in node.items()]
 
 
-def resolve_local(root: Mapping[str, Any], ref: str) -> Any:
-    """The subschema a local `$ref` ("#/$defs/base") names in `root`, else None."""
-    if not ref.startswith("#") or ref[1:2] not in ("", "/"):  # "#node" is an anchor
-        return None
-    node: Any = root
-    for raw in ref[1:].split("/")[1:]:
+def _join(base: str, ref: str) -> str:
+    """`ref` resolved against `base` (RFC 3986), also for the validator's default base
+    `json-schema:///`, whose scheme `urljoin` does not know as hierarchical."""
+    if ref.startswith("#"):
+        return base.partition("#")[0] + ref
+    if urlsplit(ref).scheme:
+        return ref
+    if base.startswith(_DEFAULT_BASE):
+        return "json-schema:" + urljoin("http:" + base[len("json-schema:") :], ref)[5:]
+    return urljoin(base, ref)
+
+
+def _follow(node: Any, pointer: str) -> Any:
+    """What the JSON Pointer `pointer` ("/$defs/base") names from `node`, else None."""
+    for raw in pointer.split("/")[1:]:
         part = raw.replace("~1", "/").replace("~0", "~")
         if isinstance(node, Mapping) and part in node:
             node = node[part]

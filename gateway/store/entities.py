@@ -77,6 +77,9 @@ FILTERABLE = {
     "operator": ("cpf", "role"),
     "other": ("kind", "status", "plate"),
 }
+MEMBERS = {"vehicle": {"group": "groups"}}
+"""Filters a list field answers too: a vehicle is in a group by its `group` or by one of its
+`groups`, as a geofence's or a maintenance plan's `group` applies to it (`?group=north`)."""
 LOOKUP_SUFFIX = "_id"
 """Partner ids are lookup fields by their name: an attribute named `<something>_id`
 (`attributes.tracker_id`, `attributes.erp_id`, `attributes.motive_id`, ...) of any entity type
@@ -133,7 +136,10 @@ def derived(etype: str, data: Mapping[str, Any]) -> Doc:
 AHEAD = timedelta(days=1)  # beyond the fold's future tolerance (at most 24 h, docs/fleet.md)
 
 
-DERIVED_MIGRATION = "entities.derived.more_ids"
+DERIVED_MIGRATION = "entities.derived.group_members"
+"""Named after the last change to `derived` (a vehicle's `groups` among its `group` keys;
+before, `more_ids`, and `position_at`): a database whose marker names an earlier one is
+backfilled again."""
 _BACKFILL_BATCH = 500
 
 
@@ -162,10 +168,14 @@ def position_time(data: Mapping[str, Any]) -> datetime | None:
 
 def filter_keys(etype: str, data: Mapping[str, Any]) -> list[str]:
     keys = []
+    members = MEMBERS.get(etype, {})
     for field in FILTERABLE.get(etype, ()):
-        text = lookup_text(data.get(field))
-        if text is not None and len(text) <= MAX_LOOKUP_TEXT:
-            keys.append(f"{field}={text}")
+        values = [data.get(field)]
+        if field in members and isinstance(listed := data.get(members[field]), list):
+            values += listed
+        for text in dict.fromkeys(lookup_text(value) for value in values):
+            if text is not None and len(text) <= MAX_LOOKUP_TEXT:
+                keys.append(f"{field}={text}")
     attributes = data.get("attributes")
     if isinstance(attributes, Mapping):
         ids = 0
@@ -245,6 +255,9 @@ def _filter_query(
             query["fk"] = f"{field}={text}"
             if is_lookup_field(field):
                 more = (field, value)
+        elif (listed := MEMBERS.get(etype, {}).get(field)) is not None:
+            either = [{f"data.{name}": _same_values(value)} for name in (field, listed)]
+            query.setdefault("$and", []).append({"$or": either})
         else:
             query[f"data.{field}"] = _same_values(value)
     if more is None:

@@ -39,6 +39,16 @@ def answering_expect(routes: Iterable[web.RouteDef]) -> list[web.RouteDef]:
     ]
 
 
+_VEHICLE_PARTS = ("drivers", "positions", "services")
+# A key as it is written, its slashes too (a CNPJ `11.222.333/0001-81`, a plate `ABC/1234`, an
+# `other`'s `notas:NF/2026/1`): the rest of the path; `%2F` works as well. An entity's rest of
+# the path is not one ending in a vehicle's part (`…/drivers`): those are their own routes,
+# which answer 405 to another method.
+_KEY = "{key:.+}"
+_REF = "{ref:.+}"
+_ENTITY_REF = "{ref:(?!.*/(?:" + "|".join(_VEHICLE_PARTS) + ")$).+}"
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_routes(
         answering_expect(
@@ -50,9 +60,9 @@ def add_routes(app: web.Application) -> None:
                 web.get("/docs", openapi.api_docs),
                 web.post("/hooks/{trigger_id}", hooks.post_hook),
                 web.get("/hooks/{trigger_id}", hooks.get_hooks),
-                web.get("/hooks/{trigger_id}/{key}", hooks.get_hook_entity),
+                web.get(f"/hooks/{{trigger_id}}/{_KEY}", hooks.get_hook_entity),
                 web.route("OPTIONS", "/hooks/{trigger_id}", hooks.options_hook),
-                web.route("OPTIONS", "/hooks/{trigger_id}/{key}", hooks.options_hook_entity),
+                web.route("OPTIONS", f"/hooks/{{trigger_id}}/{_KEY}", hooks.options_hook_entity),
                 web.post("/api/v1/triggers", triggers.create_trigger),
                 web.get("/api/v1/triggers", triggers.list_triggers),
                 web.get("/api/v1/triggers/{id}", triggers.get_trigger),
@@ -68,17 +78,19 @@ def add_routes(app: web.Application) -> None:
                 web.post("/api/v1/rejected/{id}/replay", triggers.replay_rejected),
                 web.get("/api/v1/entities/{type}", entities.list_entities),
                 web.post("/api/v1/entities/{type}", entities.create_entity),
-                web.get("/api/v1/entities/{type}/{ref}", entities.get_entity),
-                web.get("/api/v1/entities/vehicle/{ref}/drivers", assignments.list_vehicle_drivers),
+                web.get(f"/api/v1/entities/{{type}}/{_ENTITY_REF}", entities.get_entity),
+                web.get(
+                    f"/api/v1/entities/vehicle/{_REF}/drivers", assignments.list_vehicle_drivers
+                ),
                 web.post(
-                    "/api/v1/entities/vehicle/{ref}/drivers", assignments.assign_vehicle_driver
+                    f"/api/v1/entities/vehicle/{_REF}/drivers", assignments.assign_vehicle_driver
                 ),
                 web.get(
-                    "/api/v1/entities/vehicle/{ref}/positions", positions.list_vehicle_positions
+                    f"/api/v1/entities/vehicle/{_REF}/positions", positions.list_vehicle_positions
                 ),
-                web.post("/api/v1/entities/vehicle/{ref}/services", fleet_rules.record_service),
-                web.patch("/api/v1/entities/{type}/{ref}", entities.patch_entity),
-                web.delete("/api/v1/entities/{type}/{ref}", entities.delete_entity),
+                web.post(f"/api/v1/entities/vehicle/{_REF}/services", fleet_rules.record_service),
+                web.patch(f"/api/v1/entities/{{type}}/{_ENTITY_REF}", entities.patch_entity),
+                web.delete(f"/api/v1/entities/{{type}}/{_ENTITY_REF}", entities.delete_entity),
                 web.get("/api/v1/kinds", kinds.list_kinds),
                 web.post("/api/v1/kinds", kinds.create_kind),
                 web.get("/api/v1/kinds/{name}", kinds.get_kind),
