@@ -38,6 +38,7 @@ from tests.partner_double import (
 )
 from tests.support import auth
 from tests.test_fleet_odometer import ROUTE_M, START, route_points
+from tests.triggers_support import create_position_trigger, hook
 
 TENANT = "acme"
 
@@ -116,10 +117,12 @@ async def test_a_pass_that_wrote_the_vehicle_but_never_committed_is_replaced(
     commits next has the same version and more fixes; its view wins, counted from where the
     dead one started (the registered odometer), not from the dead one's odometer."""
     vehicle = await make_vehicle(services, odometer_km=18_250)
+    await services.relay.run_until_idle()  # the registration's reading, queued for the fold
     points = route_points()[:200]
     await append(services, vehicle, points, batch=200)
     partial = {"odometer_km": 18_250.4}  # what a dead pass over the first fixes wrote
-    dead = Folded(TENANT, vehicle, partial, 1, start_km=18_250)
+    # (its count started from the registered odometer, which has that reading in it)
+    dead = Folded(TENANT, vehicle, partial, 2, start_km=18_250, reading_rev=1)
     assert await services.store.entities.set_folded([dead]) == [True]
     await services.fold.run_until_idle()
     data = await vehicle_data(services, vehicle)
@@ -312,6 +315,53 @@ async def test_an_odometer_written_to_the_vehicle_rebaselines_the_fold(client: A
     await services.fold.run_until_idle()
     data = await vehicle_data(services, created["id"])
     assert 88_000 < data["odometer_km"] < 88_010
+
+
+async def test_an_admins_odometer_is_not_overwritten_by_a_count_that_has_not_taken_it(
+    client: Any,
+) -> None:
+    """The fold writes its count to a moving vehicle after an admin's PATCH of `odometer_km`
+    and before the relay has brought it the reading (the race a live gateway loses now and
+    then: 160,000 went back to 152,340.24 until the reading came): the PATCH stays, the
+    position still goes, and once the fold has taken the reading, distance adds to it."""
+    services = client.app[services_key]
+    plate, points = "RBT3C45", route_points()[:60]
+    await create_vehicle(client, plate, odometer_km=152_340)
+    trigger = await create_position_trigger(client)
+
+    async def send(part: Sequence[TrackPoint]) -> None:
+        body = [{"plate": plate, "time": p.t.isoformat(), "lat": p.lat, "lon": p.lon} for p in part]
+        status, answer = await hook(client, trigger, body)
+        assert status == 200 and answer["summary"]["failed"] == 0, answer
+
+    async def shown() -> Doc:
+        response = await client.get(f"/api/v1/entities/vehicle/{plate}", headers=auth())
+        assert response.status == 200, await response.text()
+        return dict(await response.json())
+
+    await services.relay.run_until_idle()  # the registration's reading, for the fold
+    await send(points[:20])
+    await services.fold.run_until_idle()
+    assert 152_340 < (await shown())["odometer_km"] < 152_341
+    await send(points[20:40])
+    patched = await client.patch(
+        f"/api/v1/entities/vehicle/{plate}", json={"odometer_km": 160_000}, headers=auth()
+    )
+    assert patched.status == 200, await patched.text()
+    await services.fold.run_until_idle()  # the fixes folded and written; no reading yet
+    vehicle = await shown()
+    assert vehicle["odometer_km"] == 160_000
+    assert vehicle["last_position"]["lat"] == points[39].lat
+    for _ in range(2):  # the relay queues the reading, the fold takes it
+        await services.relay.run_until_idle()
+        await services.fold.run_until_idle()
+    assert (await shown())["odometer_km"] == 160_000
+    await send(points[40:])
+    await services.fold.run_until_idle()
+    driven_km = _length(points[39:]) / 1000
+    assert (await shown())["odometer_km"] == pytest.approx(160_000 + driven_km, abs=0.002)
+    events = await services.events.find(TENANT, event_type="vehicle.odometer.rebaselined", limit=9)
+    assert 160_000.0 in [e["detail"]["to_km"] for e in events]
 
 
 async def test_a_partners_late_meter_reading_never_moves_the_odometer_back(

@@ -25,10 +25,12 @@ plans (the `geo` evaluators). Then, in this order:
 
 What is in memory is written in batches (SPEC §6 "state is persisted in batches with a
 checkpoint"): a vehicle's `last_position` and `odometer_km` to its entity at least every
-`entity_seconds` while it moves (only forward: guarded by the inbox number, without an
-`entity.updated` event per fix), and every `checkpoint_seconds` all of it: the entities, then
-the vehicles' states (`fleet`), then the shards' checkpoints. A pass that finds nothing new
-writes everything at once, so a quiet fleet is always written.
+`entity_seconds` while it moves (only forward: guarded by the inbox number, and the odometer
+by the newest reading folded, so a count that has not taken an admin's or a partner's reading
+yet never replaces it; without an `entity.updated` event per fix), and every
+`checkpoint_seconds` all of it: the entities, then the vehicles' states (`fleet`), then the
+shards' checkpoints. A pass that finds nothing new writes everything at once, so a quiet fleet
+is always written.
 
 A process killed anywhere loses only memory: whoever takes its shards over reads the inbox
 from their checkpoints and folds the same input again to the same states and the same
@@ -180,6 +182,7 @@ class _Memory:
     saved: int
     entity: Doc = field(default_factory=dict)
     entity_through: int = 0
+    entity_reading_rev: int = 0  # the newest reading the entity's odometer has in it
     start_km: float | None = None  # a first fold's starting odometer (see _VehicleRun)
     written_at: float = 0.0  # when its entity was last written (monotonic)
     touched: float = 0.0
@@ -594,7 +597,10 @@ class Fold(ShardedJob):
         if not numbers:  # nothing of this batch was folded: not the input's fault
             raise exc
         error = "".join(traceback.format_exception_only(exc)).strip()
-        folding = _Pass(key, memory.state, numbers[-1])
+        # Its readings skipped too, the vehicle's odometer is the count's again.
+        readings = [item for _, item in new if item.get("k") == "reading"]
+        state = _with(memory.state, reading_rev=_newest_reading(memory.state, readings))
+        folding = _Pass(key, state, numbers[-1])
         folding.failure = {
             "through": numbers[-1],
             "inbox": numbers,
@@ -750,6 +756,7 @@ class Fold(ShardedJob):
             if folding.entity_fields:
                 memory.entity.update(folding.entity_fields)
                 memory.entity_through = folding.through
+                memory.entity_reading_rev = folding.state.reading_rev
             if folding.start_km is not None:
                 memory.start_km = folding.start_km
             for lag in folding.lags:
@@ -883,7 +890,15 @@ class Fold(ShardedJob):
         keeps its fields for the next try (unless newer ones came meanwhile)."""
         taken = [(m, m.entity) for _, m in saving]
         folds = [
-            Folded(k[0], k[1], m.entity, m.entity_through, start_km=m.start_km) for k, m in saving
+            Folded(
+                k[0],
+                k[1],
+                m.entity,
+                m.entity_through,
+                start_km=m.start_km,
+                reading_rev=m.entity_reading_rev,
+            )
+            for k, m in saving
         ]
         for memory, _ in taken:
             memory.entity, memory.written_at = {}, now
@@ -968,9 +983,15 @@ class _VehicleRun:
             # had before the fold existed), not from zero. If a fold already wrote the vehicle
             # without committing (killed), its odometer is that fold's: start again from what
             # that fold started from.
-            start = vehicle.get("fold_start_km") if "folded" in vehicle else data.get("odometer_km")
+            again = "folded" in vehicle
+            start = vehicle.get("fold_start_km") if again else data.get("odometer_km")
             km = float(start) if isinstance(start, int | float) and start > 0 else 0.0
-            self.state = _with(self.state, odometer_km=km)
+            # The vehicle's odometer has the readings written to it so far in it, and so has
+            # a count that starts from it (one that starts again: those after the first
+            # start are still in the inbox).
+            rev = 0 if again else vehicle.get("odometer_rev")
+            rev = rev if isinstance(rev, int) else 0
+            self.state = _with(self.state, odometer_km=km, reading_rev=rev)
             self._pass.start_km = km
             self._opening = True
 
@@ -988,6 +1009,7 @@ class _VehicleRun:
         so may a partner's whose mapping lifted `only_forward` for it (an authoritative ERP)."""
         at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
         source = str(reading.get("source") or "reading")
+        self.state = _with(self.state, reading_rev=_newest_reading(self.state, [reading]))
         unknown = not self.state.odometer_km  # (a first pass may start from the reading)
         if self._opening and "before" in reading:
             # A vehicle's first pass starts from the odometer the vehicle holds now, which
@@ -1364,3 +1386,10 @@ def _iso(at: datetime) -> str:
 
 def _with(state: VehicleState, **changes: Any) -> VehicleState:
     return replace(state, **changes)
+
+
+def _newest_reading(state: VehicleState, readings: Sequence[Doc]) -> int:
+    """The state's newest reading with `readings` folded (a reading queued before readings
+    carried their write's revision has none)."""
+    revs: list[int] = [r["rev"] for r in readings if isinstance(r.get("rev"), int)]
+    return max([state.reading_rev, *revs])

@@ -87,6 +87,10 @@ class VehicleState:
     # Per reason the quality gates refused a fix for: when the last such fix was received
     # (the fold's `vehicle.position.rejected`, once per run of them).
     rejecting: dict[str, datetime] = field(default_factory=dict)
+    # The newest reading folded (its write's revision of the vehicle, `readings.py`): the
+    # vehicle's odometer gets the count only once the count has the last reading written to
+    # it (`store/entities.py` `set_folded`).
+    reading_rev: int = 0
 
     @property
     def shown_km(self) -> float:
@@ -114,6 +118,7 @@ class VehicleState:
             "device_suspect": None if self.device_suspect is None else self.device_suspect.to_doc(),
             "held_km": self.held_km,
             "rejecting": self.rejecting,
+            "reading_rev": self.reading_rev,
         }
 
     @classmethod
@@ -141,6 +146,7 @@ class VehicleState:
             ),
             held_km=float(doc.get("held_km") or 0.0),  # (none in a state kept before)
             rejecting=dict(doc.get("rejecting") or {}),
+            reading_rev=int(doc.get("reading_rev") or 0),  # (none in a state kept before)
         )
 
     def is_late(self, fix: TrackPoint) -> bool:
@@ -254,6 +260,7 @@ def fold_fix(
         device_suspect=state.device_suspect,
         held_km=state.held_km,
         rejecting=state.rejecting,
+        reading_rev=state.reading_rev,
     )
     return moved, Verdict(added_km=added)
 

@@ -136,6 +136,39 @@ def derived(etype: str, data: Mapping[str, Any]) -> Doc:
 AHEAD = timedelta(days=1)  # beyond the fold's future tolerance (at most 24 h, docs/fleet.md)
 
 
+def odometer_reading(
+    etype: str | None, event: Mapping[str, Any]
+) -> tuple[float, float | None] | None:
+    """The odometer a vehicle event sets (an outbox entry, or the event relayed from it), if
+    it sets one, and the one it replaced on the vehicle (None: a new vehicle, or one without
+    an odometer): what the fold takes as a reading (`fleet/readings.py`). The fold's own
+    events set none (it writes `odometer_km` itself, `set_folded`)."""
+    if etype != "vehicle" or (event.get("origin") or {}).get("kind") == "fold":
+        return None
+    value: Any = None
+    old: Any = None
+    if event.get("type") == "entity.created":
+        value = (event.get("data") or {}).get("odometer_km")
+    elif event.get("type") == "entity.updated":
+        for change in event.get("changes") or ():
+            if change.get("field") == "odometer_km":
+                value, old = change.get("new"), change.get("old")
+    if not _km(value):
+        return None
+    return float(value), float(old) if _km(old) else None
+
+
+def _km(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _reading_stamp(etype: str, events: Sequence[Doc], rev: int) -> Doc:
+    """`odometer_rev`, the revision of the vehicle's last write whose events carry an odometer
+    reading (`odometer_reading`; the reading carries it too): the fold writes its count only
+    over the readings it has folded (`set_folded`)."""
+    return {"odometer_rev": rev} if any(odometer_reading(etype, e) for e in events) else {}
+
+
 DERIVED_MIGRATION = "entities.derived.group_members"
 """Named after the last change to `derived` (a vehicle's `groups` among its `group` keys;
 before, `more_ids`, and `position_at`): a database whose marker names an earlier one is
@@ -335,6 +368,7 @@ class Folded:
     fields: Doc
     version: int
     start_km: float | None = None
+    reading_rev: int = 0  # the newest reading the fold had folded: see `set_folded`
 
 
 class EntityStore:
@@ -434,6 +468,7 @@ class EntityStore:
                 "nk": nk,
                 "data": data,
                 **derived(etype, data),
+                **_reading_stamp(etype, events, 1),
                 "rev": 1,
                 "created_at": now,
                 "updated_at": now,
@@ -460,7 +495,12 @@ class EntityStore:
         """Write new data if nobody changed the entity since `current` was read, else None."""
         now = as_stored(datetime.now(UTC))
         update: Doc = {
-            "$set": {"data": data, **derived(current["type"], data), "updated_at": now},
+            "$set": {
+                "data": data,
+                **derived(current["type"], data),
+                **_reading_stamp(current["type"], events, current["rev"] + 1),
+                "updated_at": now,
+            },
             "$inc": {"rev": 1},
         }
         query: Doc = {"_id": current["_id"], "rev": current["rev"]}
@@ -552,6 +592,7 @@ class EntityStore:
                     "nk": write.nk,
                     "data": write.data,
                     **derived(write.etype, write.data),
+                    **_reading_stamp(write.etype, write.events, 1),
                     "rev": 1,
                     "created_at": now,
                     "updated_at": now,
@@ -569,7 +610,11 @@ class EntityStore:
             doc.pop("outbox", None)
             return doc
         update: Doc = {
-            "$set": {"data": write.data, **derived(write.etype, write.data)},
+            "$set": {
+                "data": write.data,
+                **derived(write.etype, write.data),
+                **_reading_stamp(write.etype, write.events, current["rev"] + 1),
+            },
             "$inc": {"rev": 1},
         }
         update["$set"]["updated_at"] = now
@@ -691,47 +736,54 @@ class EntityStore:
         forward: written unless a later fold wrote it (`folded`, the fold's inbox number; an
         equal one is the same fold of the same input, written again after a crash). The
         position only over an older one (`position_at`: another writer, a partner's event
-        mapping, may have stored a newer fix than the track's): where the vehicle has a newer
-        one, the rest is written without it, in a second round. The revision goes up, so a
-        request that read the entity before re-reads it instead of writing the old position
-        back; no event (a position is not an `entity.updated`). Whether each was written, or
-        what its write failed with.
+        mapping, may have stored a newer fix than the track's). The odometer only over the
+        readings the fold has folded (`odometer_rev`, `reading_rev`): a write to the vehicle's
+        `odometer_km` (an admin's correction, a checklist, an ERP) reaches the fold as a
+        reading, through the relay, a moment later; until the fold has taken it, its count
+        does not have it and must not replace it. Where either is refused, the other is
+        written alone, in a second round. The revision goes up, so a request that read the
+        entity before re-reads it instead of writing the old position back; no event (a
+        position is not an `entity.updated`). Whether each was written (in part), or what its
+        write failed with.
 
-        Journaled rounds (`group_commit.py` `seal`; the second only for positions refused):
-        the fold's state, written after them, says they are done, and a restarted database
-        must not hold the one without the other (`client.py` `unjournaled`)."""
+        Journaled rounds (`group_commit.py` `seal`; the second only for writes refused): the
+        fold's state, written after them, says they are done, and a restarted database must
+        not hold the one without the other (`client.py` `unjournaled`)."""
         outcomes: list[bool | BaseException] = [False] * len(folds)
         targets = [i for i, fold in enumerate(folds) if parse_id(fold.entity_id) is not None]
-        first = await self._write_folded([folds[i] for i in targets], with_position=True)
-        again: list[int] = []
+        first = await self._write_folded([(folds[i], folds[i].fields) for i in targets])
+        again: list[tuple[int, Doc]] = []
         for index, outcome in zip(targets, first, strict=True):
             outcomes[index] = outcome
-            if outcome is False and position_time(folds[index].fields) is not None:
-                again.append(index)
-        if again:  # not written: a later fold, or a newer position (then the rest goes)
-            second = await self._write_folded([folds[i] for i in again], with_position=False)
-            for index, outcome in zip(again, second, strict=True):
-                outcomes[index] = outcome
+            fields = folds[index].fields
+            if outcome is False and len(fields) > 1:  # not written: each guarded field alone
+                again += [(index, {name: value}) for name, value in fields.items()]
+        if again:
+            second = await self._write_folded([(folds[i], part) for i, part in again])
+            for (index, _), outcome in zip(again, second, strict=True):
+                if outcomes[index] is False or isinstance(outcome, BaseException):
+                    outcomes[index] = outcome
         return outcomes
 
     async def _write_folded(
-        self, folds: Sequence[Folded], *, with_position: bool
+        self, parts: Sequence[tuple[Folded, Doc]]
     ) -> list[bool | BaseException]:
+        """Each fold's `fields` (all of its fields, or a part), guarded as `set_folded` says."""
         writes: list[tuple[Doc, Doc]] = []
-        for fold in folds:
+        for fold, fields in parts:
             oid = parse_id(fold.entity_id)
             assert oid is not None
-            # `$not` matches a vehicle the fold never wrote too; an `$or` would cost
-            # SecantusDB a scan (measured: 9.7 ms of database CPU per update instead of 1.7).
+            # `$not` matches a vehicle the fold never wrote too (and one no reading was
+            # written to); an `$or` would cost SecantusDB a scan (measured: 9.7 ms of database
+            # CPU per update instead of 1.7).
             guard: Doc = {"folded": {"$not": {"$gt": fold.version}}}
-            fields = dict(fold.fields)
-            at = position_time(fields) if with_position else None
-            if not with_position:
-                fields.pop("last_position", None)
-            elif at is not None:
-                guard["position_at"] = {"$not": {"$gt": at}}  # none, or not newer
+            if "odometer_km" in fields:
+                guard["odometer_rev"] = {"$not": {"$gt": fold.reading_rev}}
             changes: Doc = {f"data.{name}": value for name, value in fields.items()}
             if "last_position" in fields:  # the time of the position written (none: none)
+                at = position_time(fields)
+                if at is not None:
+                    guard["position_at"] = {"$not": {"$gt": at}}  # none, or not newer
                 changes["position_at"] = at
             if fold.start_km is not None:
                 changes["fold_start_km"] = fold.start_km
