@@ -16,6 +16,7 @@ from gateway.mapping import Emit
 from gateway.services import Services
 from gateway.web.state import services_key
 from tests.support import auth
+from tests.triggers_support import create_trigger, hook
 
 ORIGIN = Origin("trigger", "t1")
 
@@ -250,6 +251,48 @@ async def test_an_outbox_drained_in_part_counts_the_bytes_still_waiting(
     await services.relay.run_until_idle()
     raw = await store.db["entities"].find_one({"_id": read["_id"]})
     assert raw is not None and "outbox" not in raw and "outbox_bytes" not in raw
+
+
+async def test_a_batch_past_a_large_entitys_byte_bound_answers_its_later_items_503_in_a_207(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """More changes of a 1 MB entity in one batch than its outbox holds: the whole call was a
+    503 whose retry (the whole batch) wrote its first items again (new events, the mileage
+    going back) and stopped at the same item, forever. Now the items past the bound are
+    refused one by one (503, kept to replay), the others written and answered, in a 207: a
+    retry of the refused items once the relay caught up lands them, in order."""
+    client = await aiohttp_client(make_app(max_body_bytes=1024 * 1024))
+    big = {"plate": "BIG1234", "attributes": {"notes": "y" * 1_000_000}}
+    assert (await client.post("/api/v1/entities/vehicle", json=big, headers=auth())).status == 201
+    trigger = await create_trigger(client)
+    batch = [{"plate": "BIG1234", "odometer_km": km} for km in range(1, 31)]
+    status, answer = await hook(client, trigger, batch)
+    assert status == 207, answer
+    statuses = [r["status"] for r in answer["results"]]
+    written = statuses.count(200)
+    assert written > 5 and statuses == [200] * written + [503] * (30 - written), statuses
+    refused = answer["results"][written]
+    assert refused["index"] == written and refused["problem"]["status"] == 503
+    assert refused["problem"]["detail"].startswith("events of this entity are waiting")
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    kept = (await listed.json())["items"]
+    assert sorted(k["index"] for k in kept) == list(range(written, 30))
+    assert {k["reason"] for k in kept} == {"backlogged"}
+    relay = client.app[services_key].relay
+    await relay.run_until_idle()
+    status, answer = await hook(client, trigger, batch[written : written + 5])
+    assert status == 200, answer
+    await relay.run_until_idle()
+    vehicle = await client.get("/api/v1/entities/vehicle/BIG1234", headers=auth())
+    assert (await vehicle.json())["odometer_km"] == written + 5
+    events = await client.app[services_key].store.events.find(
+        "acme",
+        {"entity.key": "BIG1C34"},
+        before=None,
+        limit=100,  # the plate as Mercosul
+    )
+    kms = [e["data"]["odometer_km"] for e in events if e["type"] == "entity.updated"]
+    assert sorted(kms) == list(range(1, written + 6))  # each change once, none written again
 
 
 async def test_an_entity_write_wakes_the_relay_before_its_poll(services: Services) -> None:
