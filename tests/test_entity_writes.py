@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import bson
 from aiohttp import web
 
 from gateway.background import cancel_and_wait
@@ -17,6 +18,8 @@ from gateway.services import Services
 from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import create_trigger, hook
+
+BIG = "/api/v1/entities/vehicle/BIG1234"
 
 ORIGIN = Origin("trigger", "t1")
 
@@ -238,8 +241,6 @@ async def test_an_outbox_drained_in_part_counts_the_bytes_still_waiting(
     """The outbox's byte count (its bound, above) follows its entries: a relay pass that
     drains the events it read while a write added one leaves the count of that one alone,
     and a drained outbox has none."""
-    from gateway.store.client import stored_size
-
     store = services.store
     await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
     [read] = await store.entities.pending_outboxes(10)  # what a relay pass read
@@ -247,10 +248,71 @@ async def test_an_outbox_drained_in_part_counts_the_bytes_still_waiting(
     await store.entities.drain_outboxes([(read, [e["id"] for e in read["outbox"]])])
     raw = await store.db["entities"].find_one({"_id": read["_id"]})
     assert raw is not None and [e["type"] for e in raw["outbox"]] == ["entity.updated"]
-    assert raw["outbox_bytes"] == sum(stored_size(e) for e in raw["outbox"])
+    assert raw["outbox_bytes"] == _outbox_size(raw)
     await services.relay.run_until_idle()
     raw = await store.db["entities"].find_one({"_id": read["_id"]})
     assert raw is not None and "outbox" not in raw and "outbox_bytes" not in raw
+
+
+def _outbox_size(raw: dict[str, Any]) -> int:
+    return sum(len(bson.encode(entry)) for entry in raw.get("outbox", ()))
+
+
+async def _large_vehicle_patched(client: Any, times: int) -> None:
+    big = {"plate": "BIG1234", "attributes": {"notes": "y" * 1_000_000}}
+    assert (await client.post("/api/v1/entities/vehicle", json=big, headers=auth())).status == 201
+    for km in range(1, times + 1):  # the relay is not running: its events wait in the outbox
+        response = await client.patch(BIG, json={"odometer_km": km}, headers=auth())
+        assert response.status == 200
+
+
+async def _patched_until_refused(client: Any) -> int:
+    """The status of the first small write to the large vehicle that is not stored."""
+    for km in range(100, 140):
+        response = await client.patch(BIG, json={"odometer_km": km}, headers=auth())
+        if response.status != 200:
+            return response.status
+    raise AssertionError("40 events of 1 MB waiting in one document")
+
+
+async def test_two_relays_draining_the_same_read_count_the_bytes_left_once(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """In a lease hand-over two relay passes may drain what they both read, while a write
+    added an event: the second pull removed nothing but took the bytes off the count again,
+    which went negative, and the byte bound was gone: the database's 422 was back."""
+    client = await aiohttp_client(make_app(max_body_bytes=1024 * 1024))
+    store = client.app[services_key].store
+    await _large_vehicle_patched(client, 7)
+    [read] = await store.entities.pending_outboxes(10)  # relay A's and relay B's pass
+    assert (await client.patch(BIG, json={"odometer_km": 50}, headers=auth())).status == 200
+    ids = [e["id"] for e in read["outbox"]]
+    await store.entities.drain_outboxes([(read, ids)])  # relay A
+    await store.entities.drain_outboxes([(read, ids)])  # relay B, the same read
+    raw = await store.db["entities"].find_one({"_id": read["_id"]})
+    assert raw is not None and [e["data"]["odometer_km"] for e in raw["outbox"]] == [50]
+    assert raw["outbox_bytes"] == _outbox_size(raw)
+    assert await _patched_until_refused(client) == 503
+
+
+async def test_an_outbox_stored_before_its_byte_count_is_counted_at_its_first_partial_drain(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """An outbox stored by the version before the byte bound has no count: the writes after
+    the upgrade count their own events only, and a partial drain took the old entries' bytes
+    off too, a negative count loosening the bound by the whole old outbox."""
+    client = await aiohttp_client(make_app(max_body_bytes=1024 * 1024))
+    store = client.app[services_key].store
+    await _large_vehicle_patched(client, 5)
+    await store.db["entities"].update_one({"type": "vehicle"}, {"$unset": {"outbox_bytes": ""}})
+    assert (await client.patch(BIG, json={"odometer_km": 6}, headers=auth())).status == 200
+    [read] = await store.entities.pending_outboxes(10)
+    assert (await client.patch(BIG, json={"odometer_km": 7}, headers=auth())).status == 200
+    await store.entities.drain_outboxes([(read, [e["id"] for e in read["outbox"]])])
+    raw = await store.db["entities"].find_one({"_id": read["_id"]})
+    assert raw is not None and [e["data"]["odometer_km"] for e in raw["outbox"]] == [7]
+    assert raw["outbox_bytes"] == _outbox_size(raw)
+    assert await _patched_until_refused(client) == 503
 
 
 async def test_a_batch_past_a_large_entitys_byte_bound_answers_its_later_items_503_in_a_207(
