@@ -82,6 +82,47 @@ async def test_concurrent_writes_to_one_entity_from_two_processes_are_all_writte
     assert stored["attributes"] == {f"h{i}": i for i in range(160)}
 
 
+async def test_also_writes_contending_with_another_process_take_their_turn_and_are_stored(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], monkeypatch: Any
+) -> None:
+    """A mapping's `also` (a checklist writing its vehicle's odometer) read the vehicle by a
+    plain read every round: against another process writing the vehicle from its remembered
+    copy it kept losing, and some checklists were a 503 entity-contended where single writes
+    take their turn. They take it the same way now: every write of both is stored (within
+    fewer rounds than the default, which the single writes of the same load need too)."""
+    from gateway import entities
+    from tests.flow_support import sample
+    from tests.triggers_support import upload_shipped
+
+    monkeypatch.setattr(entities, "WRITE_ATTEMPTS", 12)
+    one = await aiohttp_client(make_app())
+    two = await aiohttp_client(make_app())  # same database: a second gateway process
+    body = {"plate": "ABC1D23", "odometer_km": 100}
+    assert (await one.post("/api/v1/entities/vehicle", json=body, headers=auth())).status == 201
+    await upload_shipped(one, "checklist")
+    checklist = await create_trigger(
+        one, entity_type="other", kind="checklist", mapping="checklist", name="chk"
+    )
+    plain = await create_trigger(one, name="plain")
+    n = 100
+
+    async def from_one(i: int) -> int:  # process one: the vehicle's own writes
+        status, _ = await hook(one, plain, {"plate": "ABC1D23", "attributes": {f"h{i}": i}})
+        return status
+
+    async def from_two(i: int) -> int:  # process two: checklists writing the vehicle too
+        doc = {**sample("checklist_completed.json"), "checklistId": f"chk-{i}"}
+        doc |= {"odometroKm": 200 + i, "concluidoEm": f"2026-11-25T10:{i % 60:02d}:{i // 60:02d}Z"}
+        status, _ = await hook(two, checklist, doc)
+        return status
+
+    statuses = await asyncio.gather(*(f(i) for i in range(n) for f in (from_one, from_two)))
+    assert sorted(statuses[1::2]) == [201] * n and sorted(statuses[0::2]) == [200] * n, statuses
+    stored = await (await one.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    written = {k: v for k, v in stored["attributes"].items() if k.startswith("h")}
+    assert written == {f"h{i}": i for i in range(n)} and stored["odometer_km"] >= 200
+
+
 async def test_a_write_that_keeps_losing_to_another_process_is_a_503_with_retry_after(
     aiohttp_client: Any, make_app: Callable[..., web.Application], monkeypatch: Any
 ) -> None:
