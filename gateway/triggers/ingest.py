@@ -8,7 +8,10 @@ Batches: a JSON array body is a batch of items, each validated against the input
 mapped on its own. A JSON object whose mapping has an `items` expression is a batch too: the
 schema validates the whole body, the mapping's items are mapped one by one. A batch answers
 200 when every item was written and 207 when at least one failed (all of them included),
-with one result per item; a failing item does not stop the others.
+with one result per item; a failing item does not stop the others. An item whose entity's
+events wait for the relay (`EventsBacklogged`) is refused so too, a 503 of its own, with the
+entity's later items: a 503 for the whole call would have its retry write the items before
+it again and stop at the same item.
 
 A position trigger (`target: positions`) takes the same path up to the mapping; each item is
 then a canonical fix, and the fixes are appended together (gateway/fleet/append.py), answered
