@@ -574,7 +574,7 @@ class EntityService:
             while True:
                 planned = await asyncio.gather(  # read and check them side by side
                     *(
-                        self._plan(tenant, u, nk, origin)
+                        self._plan(rounds, tenant, u, nk, origin)
                         for u, (_, _, nk) in zip(upserts, keys, strict=True)
                     )
                 )
@@ -596,12 +596,13 @@ class EntityService:
                 return results
 
     async def _plan(
-        self, tenant: str, upsert: Upsert, nk: str, origin: Origin
+        self, rounds: _Rounds, tenant: str, upsert: Upsert, nk: str, origin: Origin
     ) -> tuple[TogetherWrite | None, WriteResult]:
         """One entity of `upsert_together`, checked: its write (None when nothing changes)
-        and its result, whose entity the write will replace."""
+        and its result, whose entity the write will replace. Read as a single write's round
+        reads it (`_read`: taking its turn once the write kept losing)."""
         etype, extra, detail = upsert.etype, upsert.extra_events, upsert.event_detail
-        current = await self._store.entities.get(tenant, etype, nk=nk)
+        current = await self._read(rounds, tenant, etype, nk)
         try:
             if current is None:
                 if not upsert.create:

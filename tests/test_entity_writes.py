@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import bson
 from aiohttp import web
 
 from gateway.background import cancel_and_wait
@@ -16,6 +17,9 @@ from gateway.mapping import Emit
 from gateway.services import Services
 from gateway.web.state import services_key
 from tests.support import auth
+from tests.triggers_support import create_trigger, hook
+
+BIG = "/api/v1/entities/vehicle/BIG1234"
 
 ORIGIN = Origin("trigger", "t1")
 
@@ -76,6 +80,47 @@ async def test_concurrent_writes_to_one_entity_from_two_processes_are_all_writte
     assert set(statuses) == {200}, sorted(statuses)
     stored = await (await one.get("/api/v1/entities/vehicle/RAC1234", headers=auth())).json()
     assert stored["attributes"] == {f"h{i}": i for i in range(160)}
+
+
+async def test_also_writes_contending_with_another_process_take_their_turn_and_are_stored(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], monkeypatch: Any
+) -> None:
+    """A mapping's `also` (a checklist writing its vehicle's odometer) read the vehicle by a
+    plain read every round: against another process writing the vehicle from its remembered
+    copy it kept losing, and some checklists were a 503 entity-contended where single writes
+    take their turn. They take it the same way now: every write of both is stored (within
+    fewer rounds than the default, which the single writes of the same load need too)."""
+    from gateway import entities
+    from tests.flow_support import sample
+    from tests.triggers_support import upload_shipped
+
+    monkeypatch.setattr(entities, "WRITE_ATTEMPTS", 12)
+    one = await aiohttp_client(make_app())
+    two = await aiohttp_client(make_app())  # same database: a second gateway process
+    body = {"plate": "ABC1D23", "odometer_km": 100}
+    assert (await one.post("/api/v1/entities/vehicle", json=body, headers=auth())).status == 201
+    await upload_shipped(one, "checklist")
+    checklist = await create_trigger(
+        one, entity_type="other", kind="checklist", mapping="checklist", name="chk"
+    )
+    plain = await create_trigger(one, name="plain")
+    n = 100
+
+    async def from_one(i: int) -> int:  # process one: the vehicle's own writes
+        status, _ = await hook(one, plain, {"plate": "ABC1D23", "attributes": {f"h{i}": i}})
+        return status
+
+    async def from_two(i: int) -> int:  # process two: checklists writing the vehicle too
+        doc = {**sample("checklist_completed.json"), "checklistId": f"chk-{i}"}
+        doc |= {"odometroKm": 200 + i, "concluidoEm": f"2026-11-25T10:{i % 60:02d}:{i // 60:02d}Z"}
+        status, _ = await hook(two, checklist, doc)
+        return status
+
+    statuses = await asyncio.gather(*(f(i) for i in range(n) for f in (from_one, from_two)))
+    assert sorted(statuses[1::2]) == [201] * n and sorted(statuses[0::2]) == [200] * n, statuses
+    stored = await (await one.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    written = {k: v for k, v in stored["attributes"].items() if k.startswith("h")}
+    assert written == {f"h{i}": i for i in range(n)} and stored["odometer_km"] >= 200
 
 
 async def test_a_write_that_keeps_losing_to_another_process_is_a_503_with_retry_after(
@@ -237,8 +282,6 @@ async def test_an_outbox_drained_in_part_counts_the_bytes_still_waiting(
     """The outbox's byte count (its bound, above) follows its entries: a relay pass that
     drains the events it read while a write added one leaves the count of that one alone,
     and a drained outbox has none."""
-    from gateway.store.client import stored_size
-
     store = services.store
     await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
     [read] = await store.entities.pending_outboxes(10)  # what a relay pass read
@@ -246,10 +289,113 @@ async def test_an_outbox_drained_in_part_counts_the_bytes_still_waiting(
     await store.entities.drain_outboxes([(read, [e["id"] for e in read["outbox"]])])
     raw = await store.db["entities"].find_one({"_id": read["_id"]})
     assert raw is not None and [e["type"] for e in raw["outbox"]] == ["entity.updated"]
-    assert raw["outbox_bytes"] == sum(stored_size(e) for e in raw["outbox"])
+    assert raw["outbox_bytes"] == _outbox_size(raw)
     await services.relay.run_until_idle()
     raw = await store.db["entities"].find_one({"_id": read["_id"]})
     assert raw is not None and "outbox" not in raw and "outbox_bytes" not in raw
+
+
+def _outbox_size(raw: dict[str, Any]) -> int:
+    return sum(len(bson.encode(entry)) for entry in raw.get("outbox", ()))
+
+
+async def _large_vehicle_patched(client: Any, times: int) -> None:
+    big = {"plate": "BIG1234", "attributes": {"notes": "y" * 1_000_000}}
+    assert (await client.post("/api/v1/entities/vehicle", json=big, headers=auth())).status == 201
+    for km in range(1, times + 1):  # the relay is not running: its events wait in the outbox
+        response = await client.patch(BIG, json={"odometer_km": km}, headers=auth())
+        assert response.status == 200
+
+
+async def _patched_until_refused(client: Any) -> int:
+    """The status of the first small write to the large vehicle that is not stored."""
+    for km in range(100, 140):
+        response = await client.patch(BIG, json={"odometer_km": km}, headers=auth())
+        if response.status != 200:
+            return response.status
+    raise AssertionError("40 events of 1 MB waiting in one document")
+
+
+async def test_two_relays_draining_the_same_read_count_the_bytes_left_once(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """In a lease hand-over two relay passes may drain what they both read, while a write
+    added an event: the second pull removed nothing but took the bytes off the count again,
+    which went negative, and the byte bound was gone: the database's 422 was back."""
+    client = await aiohttp_client(make_app(max_body_bytes=1024 * 1024))
+    store = client.app[services_key].store
+    await _large_vehicle_patched(client, 7)
+    [read] = await store.entities.pending_outboxes(10)  # relay A's and relay B's pass
+    assert (await client.patch(BIG, json={"odometer_km": 50}, headers=auth())).status == 200
+    ids = [e["id"] for e in read["outbox"]]
+    await store.entities.drain_outboxes([(read, ids)])  # relay A
+    await store.entities.drain_outboxes([(read, ids)])  # relay B, the same read
+    raw = await store.db["entities"].find_one({"_id": read["_id"]})
+    assert raw is not None and [e["data"]["odometer_km"] for e in raw["outbox"]] == [50]
+    assert raw["outbox_bytes"] == _outbox_size(raw)
+    assert await _patched_until_refused(client) == 503
+
+
+async def test_an_outbox_stored_before_its_byte_count_is_counted_at_its_first_partial_drain(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """An outbox stored by the version before the byte bound has no count: the writes after
+    the upgrade count their own events only, and a partial drain took the old entries' bytes
+    off too, a negative count loosening the bound by the whole old outbox."""
+    client = await aiohttp_client(make_app(max_body_bytes=1024 * 1024))
+    store = client.app[services_key].store
+    await _large_vehicle_patched(client, 5)
+    await store.db["entities"].update_one({"type": "vehicle"}, {"$unset": {"outbox_bytes": ""}})
+    assert (await client.patch(BIG, json={"odometer_km": 6}, headers=auth())).status == 200
+    [read] = await store.entities.pending_outboxes(10)
+    assert (await client.patch(BIG, json={"odometer_km": 7}, headers=auth())).status == 200
+    await store.entities.drain_outboxes([(read, [e["id"] for e in read["outbox"]])])
+    raw = await store.db["entities"].find_one({"_id": read["_id"]})
+    assert raw is not None and [e["data"]["odometer_km"] for e in raw["outbox"]] == [7]
+    assert raw["outbox_bytes"] == _outbox_size(raw)
+    assert await _patched_until_refused(client) == 503
+
+
+async def test_a_batch_past_a_large_entitys_byte_bound_answers_its_later_items_503_in_a_207(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """More changes of a 1 MB entity in one batch than its outbox holds: the whole call was a
+    503 whose retry (the whole batch) wrote its first items again (new events, the mileage
+    going back) and stopped at the same item, forever. Now the items past the bound are
+    refused one by one (503, kept to replay), the others written and answered, in a 207: a
+    retry of the refused items once the relay caught up lands them, in order."""
+    client = await aiohttp_client(make_app(max_body_bytes=1024 * 1024))
+    big = {"plate": "BIG1234", "attributes": {"notes": "y" * 1_000_000}}
+    assert (await client.post("/api/v1/entities/vehicle", json=big, headers=auth())).status == 201
+    trigger = await create_trigger(client)
+    batch = [{"plate": "BIG1234", "odometer_km": km} for km in range(1, 31)]
+    status, answer = await hook(client, trigger, batch)
+    assert status == 207, answer
+    statuses = [r["status"] for r in answer["results"]]
+    written = statuses.count(200)
+    assert written > 5 and statuses == [200] * written + [503] * (30 - written), statuses
+    refused = answer["results"][written]
+    assert refused["index"] == written and refused["problem"]["status"] == 503
+    assert refused["problem"]["detail"].startswith("events of this entity are waiting")
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    kept = (await listed.json())["items"]
+    assert sorted(k["index"] for k in kept) == list(range(written, 30))
+    assert {k["reason"] for k in kept} == {"backlogged"}
+    relay = client.app[services_key].relay
+    await relay.run_until_idle()
+    status, answer = await hook(client, trigger, batch[written : written + 5])
+    assert status == 200, answer
+    await relay.run_until_idle()
+    vehicle = await client.get("/api/v1/entities/vehicle/BIG1234", headers=auth())
+    assert (await vehicle.json())["odometer_km"] == written + 5
+    events = await client.app[services_key].store.events.find(
+        "acme",
+        {"entity.key": "BIG1C34"},
+        before=None,
+        limit=100,  # the plate as Mercosul
+    )
+    kms = [e["data"]["odometer_km"] for e in events if e["type"] == "entity.updated"]
+    assert sorted(kms) == list(range(1, written + 6))  # each change once, none written again
 
 
 async def test_an_entity_write_wakes_the_relay_before_its_poll(services: Services) -> None:

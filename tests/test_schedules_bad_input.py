@@ -7,6 +7,7 @@ pushed batch's, and replayable."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -258,6 +259,35 @@ async def test_an_item_whose_lookup_value_is_an_object_is_kept_and_the_rest_writ
     assert response.status == 200, await response.text()
     vehicle = await get(client, "/api/v1/entities/vehicle/XYZ9876")
     assert vehicle["attributes"]["geotab_log_id"] == "b00FF"
+
+
+async def test_a_page_past_a_large_entitys_byte_bound_lands_its_items_before_and_keeps_the_rest(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], scripted: ScriptedFeed
+) -> None:
+    """A page changing a 1 MB vehicle more often than its outbox holds: the run failed as
+    `internal` at the item past the bound, and every next run read the page again from its
+    first item (writing those again) to fail there, backing off for ever. Now the run is ok:
+    the items before the bound written once, those past it kept to replay once the relay
+    caught up, the cursor past the page."""
+    client = await aiohttp_client(make_app(max_body_bytes=1024 * 1024))
+    big = {"plate": "ABC1D23", "attributes": {"notes": "y" * 1_000_000}}
+    await post(client, "/api/v1/entities/vehicle", big)
+    items = [{"placa": "ABC1D23", "codigo": i, "raw": i} for i in range(30)]
+    scripted.answer = lambda after, n: {"items": items, "more": False}
+    schedule = await scripted_schedule(client, scripted)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    (run,) = await runs(client, schedule["id"])
+    written = run["written"]
+    assert written > 5 and (run["items_read"], run["rejected"]) == (30, 30 - written), run
+    kept = (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"]
+    assert sorted(r["index"] for r in kept) == list(range(written, 30))
+    assert {r["reason"] for r in kept} == {"backlogged"}
+    await client.app[services_key].relay.run_until_idle()
+    first = min(kept, key=lambda r: r["index"])
+    response = await client.post(f"/api/v1/rejected/{first['id']}/replay", headers=auth())
+    assert response.status == 200, await response.text()
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"]["raw"] == written
 
 
 async def test_the_partner_error_member_of_a_json_rpc_answer_fails_the_run(

@@ -44,7 +44,7 @@ from typing import Any
 from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
-from gateway.errors import KeyRefused, StoreUnavailable
+from gateway.errors import EntityContended, EventsBacklogged, KeyRefused, StoreUnavailable
 from gateway.leased_loop import (
     Admit,
     Claims,
@@ -191,6 +191,9 @@ class ScheduleRunner:
             outcome = "lost_lease"
         except StoreUnavailable as exc:
             failure = PollFailure("store", exc.detail, transient=not exc.refused)
+        except (EventsBacklogged, EntityContended) as exc:  # the relay, another process: a wait
+            kind = "backlogged" if isinstance(exc, EventsBacklogged) else "contended"
+            failure = PollFailure(kind, exc.detail, retry_after=exc.retry_after, transient=True)
         except SecretBoxError as exc:
             failure = await self._secret_failure(exc)
         except asyncio.CancelledError:

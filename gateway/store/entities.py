@@ -12,7 +12,8 @@ entity writes reach the database in one command.
 
 An outbox is bounded by its events (`MAX_OUTBOX`) and by its bytes (`outbox_bytes`, kept
 beside it, against MongoDB's 16 MiB document limit: each event carries a copy of the entity):
-a write that would pass either bound waits (`EventsBacklogged`, a 503) for the relay.
+a write that would pass either bound waits (`EventsBacklogged`, a 503) for the relay. Writes
+count their entries' bytes in; a partial drain counts those left from the outbox itself.
 
 While its outbox holds events, a document has `pending` (when its oldest waiting event was
 written: the relay takes the oldest first) and `pending_shard` (which relay shard it belongs
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import bson
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -309,8 +311,20 @@ BACKLOGGED = "events of this entity are waiting to be relayed; retry shortly"
 
 
 def _outbox_bytes(entries: Sequence[Doc]) -> int:
-    """The bytes outbox entries take, counted the same way where they are pushed and pulled."""
-    return sum(stored_size(entry) for entry in entries)
+    """The bytes outbox entries take, as the database's `$bsonSize` counts them (`_pulled`);
+    InvalidPayload when BSON cannot hold them (an integer past 8 bytes), as the write would be."""
+    with translate_errors():
+        return sum(len(bson.encode(entry)) for entry in entries)
+
+
+def _pulled(ids: list[Any]) -> list[Doc]:
+    """The update (a pipeline) that pulls the relayed entries `ids` from an outbox and counts
+    the bytes of those left again, from the outbox itself: whatever pulled them before (two
+    relays draining the same read in a lease hand-over) or counted them (an outbox stored
+    before the counter, whose entries it never held), the count is of the outbox as it is."""
+    left = {"$filter": {"input": "$outbox", "cond": {"$not": [{"$in": ["$$this.id", ids]}]}}}
+    sizes = {"$map": {"input": "$outbox", "in": {"$bsonSize": "$$this"}}}
+    return [{"$set": {"outbox": left}}, {"$set": {"outbox_bytes": {"$sum": sizes}}}]
 
 
 def _outbox_guard(query: Doc, update: Doc, data: Doc, entries: Sequence[Doc]) -> None:
@@ -838,7 +852,8 @@ class EntityStore:
         """Remove relayed entries from their outboxes, one write per entity, all in one round
         trip (a group commit): if no request wrote the entity since the relay read it (same
         `rev`), the outbox goes (and a deleted entity with it); otherwise, in a second round,
-        only the relayed entries are pulled and the entity stays pending for the newer ones.
+        only the relayed entries still there are pulled, the outbox's bytes counted again from
+        what is left (`_pulled`), and the entity stays pending for the newer ones.
         Not journaled: the events and deliveries were written before, journaled (`client.py`
         `unjournaled`), and a drain lost in a crash is done again."""
         commits = self._relay_commits
@@ -855,13 +870,9 @@ class EntityStore:
                 }
                 matched = await commits.update(self._c, unchanged, done)
             if not matched:
-                relayed = set(event_ids)
-                pulled = [e for e in doc.get("outbox", ()) if e.get("id") in relayed]
-                pull = {
-                    "$pull": {"outbox": {"id": {"$in": list(event_ids)}}},
-                    "$inc": {"outbox_bytes": -_outbox_bytes(pulled)},
-                }
-                await commits.update(self._c, {"_id": doc["_id"]}, pull)
+                ids = list(event_ids)
+                present = {"_id": doc["_id"], "outbox.id": {"$in": ids}}
+                await commits.update(self._c, present, _pulled(ids))
 
         await asyncio.gather(*(drain(doc, ids) for doc, ids in drained))
 

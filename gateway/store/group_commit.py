@@ -94,7 +94,7 @@ class _Write:
     collection: Collection
     kind: Literal["insert", "update", "delete"]
     query: Doc  # {} for an insert
-    doc: Doc  # the inserted document, or the update's operators; {} for a delete
+    doc: Doc | list[Doc]  # the inserted document, the update's operators or pipeline; {}
     upsert: bool = False  # an update that inserts the document when `query` matches none
 
     def model(self) -> Any:
@@ -109,6 +109,7 @@ class _Write:
     async def run_alone(self) -> int:
         with translate_errors():
             if self.kind == "insert":
+                assert isinstance(self.doc, dict)  # an update's pipeline is a list
                 await self.collection.insert_one(self.doc)
                 return 1
             if self.kind == "update":
@@ -166,10 +167,11 @@ class GroupCommit:
         await self._write(_Write(collection, "insert", {}, doc))
 
     async def update(
-        self, collection: Collection, query: Doc, update: Doc, *, upsert: bool = False
+        self, collection: Collection, query: Doc, update: Doc | list[Doc], *, upsert: bool = False
     ) -> int:
-        """Update the one document `query` matches; how many matched (0 or 1). With
-        `upsert`, a query that matches none inserts the document, and that counts as 1."""
+        """Update the one document `query` matches (`update`: operators, or a pipeline); how
+        many matched (0 or 1). With `upsert`, a query that matches none inserts the document,
+        and that counts as 1."""
         return await self._write(_Write(collection, "update", query, update, upsert))
 
     async def delete(self, collection: Collection, query: Doc) -> int:

@@ -8,7 +8,10 @@ Batches: a JSON array body is a batch of items, each validated against the input
 mapped on its own. A JSON object whose mapping has an `items` expression is a batch too: the
 schema validates the whole body, the mapping's items are mapped one by one. A batch answers
 200 when every item was written and 207 when at least one failed (all of them included),
-with one result per item; a failing item does not stop the others.
+with one result per item; a failing item does not stop the others. An item whose entity's
+events wait for the relay (`EventsBacklogged`) is refused so too, a 503 of its own, with the
+entity's later items: a 503 for the whole call would have its retry write the items before
+it again and stop at the same item.
 
 A position trigger (`target: positions`) takes the same path up to the mapping; each item is
 then a canonical fix, and the fixes are appended together (gateway/fleet/append.py), answered
@@ -23,8 +26,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.entities import Origin
-from gateway.errors import Conflict, GatewayError, InvalidPayload, PayloadTooLarge
+from gateway.entities import Origin, WriteResult
+from gateway.errors import (
+    Conflict,
+    EventsBacklogged,
+    GatewayError,
+    InvalidPayload,
+    PayloadTooLarge,
+)
 from gateway.eventloop import Turns
 from gateway.fleet.append import PositionAppender
 from gateway.mapping import CompiledMapping, DecodedTexts
@@ -287,8 +296,8 @@ class Ingestor:
         results: list[dict[str, Any] | None] = [None] * len(plan.items)
         kept: list[Doc] = []  # rejected items, stored together once the batch is done
 
-        def refuse(index: int, error: InvalidPayload | Conflict) -> None:
-            if isinstance(error, InvalidPayload):
+        def refuse(index: int, error: InvalidPayload | Conflict | EventsBacklogged) -> None:
+            if not isinstance(error, Conflict):
                 kept.append(
                     self._rejected.record(
                         trigger,
@@ -323,14 +332,18 @@ class Ingestor:
         gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
         async def write_lane(lane: list[tuple[int, Prepared]]) -> None:
+            backlogged: EventsBacklogged | None = None
             for index, prepared in lane:
-                async with gate:
-                    await fence()
-                    try:
-                        result = await self._pipeline.write(trigger, prepared, origin)
-                    except (InvalidPayload, Conflict) as exc:
-                        refuse(index, exc)
-                        continue
+                if backlogged is None:
+                    async with gate:
+                        await fence()
+                        result = await self._write(trigger, prepared, origin)
+                else:  # the entity's later items wait with it, in order
+                    result = backlogged
+                if isinstance(result, GatewayError):
+                    backlogged = result if isinstance(result, EventsBacklogged) else None
+                    refuse(index, result)
+                    continue
                 results[index] = {
                     "index": plan.index(index),
                     "status": 201 if result.created else 200,
@@ -349,6 +362,17 @@ class Ingestor:
             await fence()
         await self._rejected.keep(trigger, kept)
         return _answer([r for r in results if r is not None])
+
+    async def _write(
+        self, trigger: CompiledTrigger, prepared: Prepared, origin: Origin
+    ) -> WriteResult | InvalidPayload | Conflict | EventsBacklogged:
+        """One item of a batch written, or what refuses it alone: its payload, a conflict, or
+        its entity's events waiting for the relay (a 503 of the item's, not of the call's: a
+        retry of the whole batch would write its items before this one again, and stop here)."""
+        try:
+            return await self._pipeline.write(trigger, prepared, origin)
+        except (InvalidPayload, Conflict, EventsBacklogged) as exc:
+            return exc
 
 
 def _answer(done: list[dict[str, Any]]) -> Ingested:

@@ -1,5 +1,6 @@
-"""Rejected payloads: a 422'd payload (or batch item) is kept, bounded, with its reason and
-problems, so an admin can fix the trigger and replay it (`replay.py`).
+"""Rejected payloads: a 422'd payload (or batch item, or a batch item whose entity's events
+wait for the relay: `backlogged`, its 503 answered in the batch's 207) is kept, bounded, with
+its reason and problems, so an admin can fix the trigger and replay it (`replay.py`).
 
 The record is written here and read here (`public_rejected`); `store/rejected.py` keeps the
 documents. Losing a record (database down, or a record it refuses) is logged, not raised: the
@@ -17,7 +18,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.errors import InvalidPayload, StoreUnavailable, clipped
+from gateway.errors import EventsBacklogged, InvalidPayload, StoreUnavailable, clipped
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 
 MAX_KEPT_BYTES: Final = 64 * 1024
 """A rejected payload larger than this is kept truncated (for reading) and cannot be replayed."""
-REASONS: Final = frozenset({"schema", "mapping", "entity"})
-"""The pipeline stages that refuse a payload (`pipeline.py`); other reasons count as "payload"."""
+REASONS: Final = frozenset({"schema", "mapping", "entity", "backlogged"})
+"""The pipeline stages that refuse a payload (`pipeline.py`), and a batch item refused while
+its entity's events wait (`ingest.py`); other reasons count as "payload"."""
 
 
 class RejectedKeeper:
@@ -46,7 +48,7 @@ class RejectedKeeper:
     def record(
         self,
         trigger: CompiledTrigger,
-        error: InvalidPayload,
+        error: InvalidPayload | EventsBacklogged,
         payload: Any,
         *,
         scope: str,
@@ -66,9 +68,15 @@ class RejectedKeeper:
         return {
             "trigger_id": trigger.id,
             "received_at": self._clock(),
-            "reason": str(error.extra.get("reason", "payload")),
+            "reason": (
+                "backlogged"
+                if isinstance(error, EventsBacklogged)
+                else str(error.extra.get("reason", "payload"))
+            ),
             "detail": clipped(error.detail),
-            "problems": [p.as_dict() for p in error.problems],
+            "problems": (
+                [p.as_dict() for p in error.problems] if isinstance(error, InvalidPayload) else []
+            ),
             "scope": scope,
             "index": index,
             "schema_applies": schema_applies,
