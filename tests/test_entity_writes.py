@@ -390,9 +390,9 @@ async def test_a_batch_past_a_large_entitys_byte_bound_answers_its_later_items_5
     assert (await vehicle.json())["odometer_km"] == written + 5
     events = await client.app[services_key].store.events.find(
         "acme",
-        {"entity.key": "BIG1C34"},
+        {"entity.key": "BIG1234"},  # the plate the vehicle holds
         before=None,
-        limit=100,  # the plate as Mercosul
+        limit=100,
     )
     kms = [e["data"]["odometer_km"] for e in events if e["type"] == "entity.updated"]
     assert sorted(kms) == list(range(1, written + 6))  # each change once, none written again
