@@ -688,6 +688,67 @@ async def test_a_new_version_is_refused_only_for_what_its_users_own_save_checks_
     assert "None" not in problem["detail"], problem
 
 
+FINES = """name: other-in
+direction: inbound
+entity_type: other
+kind: fine
+key: [key]
+fields:
+  key: ait
+  plate: {from: placa, transforms: [plate]}
+  ait_number: ait
+  amount_brl: valor
+  status: situacao
+"""
+FINE = {"ait": "A1", "placa": "ABC1D23", "valor": 10, "situacao": "open"}
+
+
+async def test_a_mapping_of_another_kind_is_refused_under_a_kinds_trigger_and_schedule(
+    client: Client,
+) -> None:
+    """A `fine` trigger writes through its mapping only `fine` documents: a mapping that writes
+    checklists is refused when the trigger is saved, and a new version that would make it write
+    checklists is a 409 naming it; a schedule of the kind is held the same way."""
+    from tests.partner_double import create_action, create_partner
+
+    checklists = FINES.replace("kind: fine", "kind: checklist").split("  plate:")[0]
+    await _upload(client, checklists.replace("name: other-in", "name: lists"))
+    spec = {"name": "fines", "entity_type": "other", "kind": "fine", "mapping": "lists"}
+    problem = await _json(client, "POST", "/api/v1/triggers", 422, json=spec)
+    assert problem["errors"][0]["pointer"] == "/mapping", problem
+    assert "writes checklist documents; this trigger's kind is fine" in str(problem), problem
+
+    await _upload(client, FINES)
+    trigger = await _json(
+        client, "POST", "/api/v1/triggers", 201, json={**spec, "mapping": "other-in"}
+    )
+    hook = {"Authorization": f"Bearer {trigger['token']}"}
+    written = await client.post(f"/hooks/{trigger['id']}", json=FINE, headers=hook)
+    assert written.status in (200, 201), await written.text()
+    problem = await _upload(client, checklists, status=409)
+    assert "trigger fines /mapping: 'other-in' writes checklist documents" in problem["detail"]
+    assert (await _json(client, "GET", "/api/v1/mappings/other-in"))["version"] == 1
+    again = await client.post(f"/hooks/{trigger['id']}", json={**FINE, "ait": "A2"}, headers=hook)
+    assert again.status in (200, 201), await again.text()
+
+    await _upload(client, FINES.replace("name: other-in", "name: feed-in"))
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    action = await create_action(
+        client, partner["id"], name="feed", method="GET", path="/feed", mode="proxy"
+    )
+    target = {"entity_type": "other", "kind": "fine", "mapping": "feed-in"}
+    schedule = {"name": "fines-feed", "action_id": action["id"], "every": "1h", "target": target}
+    await _json(client, "POST", "/api/v1/schedules", 201, json=schedule)
+    problem = await _upload(
+        client, checklists.replace("name: other-in", "name: feed-in"), status=409
+    )
+    assert "schedule fines-feed /target/mapping: 'feed-in' writes checklist" in problem["detail"]
+    target = {**target, "mapping": "lists"}
+    schedule = {**schedule, "name": "lists-feed", "target": target}
+    problem = await _json(client, "POST", "/api/v1/schedules", 422, json=schedule)
+    assert problem["errors"][0]["pointer"] == "/target/mapping", problem
+
+
 async def test_a_user_the_active_version_does_not_fit_either_does_not_block_a_version(
     client: Client,
 ) -> None:

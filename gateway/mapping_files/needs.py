@@ -5,11 +5,12 @@ user names it (`service.py`, a 409 naming the users): a version the user's own s
 would refuse is refused, any other is taken.
 
     trigger   `mapping`: inbound, mapping to the trigger's target, for its entity type (or
-              none), compiling with its params; `response_mapping`: outbound, for its entity
-              type (or none), with a body that requires nothing `expose` hides
+              none) and kind (or none), compiling with its params; `response_mapping`:
+              outbound, for its entity type (or none), with a body that requires nothing
+              `expose` hides
     action    `request_mapping`, `response_mapping`: outbound
     schedule  `mapping`: inbound, mapping to the schedule's target, for its entity type (or
-              none), compiling with its params
+              none) and kind (or none), compiling with its params
 
 Each takes the mapping, the user's field that names it and the user's fields as stored (or as
 about to be stored), and answers the problems with their pointers in the user's document.
@@ -41,6 +42,10 @@ def trigger_needs(
         message = f"{name!r} maps to {mapping.target}; this trigger's target is {target}"
     elif mapping.entity_type not in (None, trigger.get("entity_type") or "vehicle"):
         message = f"{name!r} is for {mapping.entity_type} entities"
+    elif direction == "inbound" and _other_kind(mapping, trigger.get("kind")):
+        message = (
+            f"{name!r} writes {mapping.kind} documents; this trigger's kind is {trigger['kind']}"
+        )
     elif direction == "outbound" and mapping.source.get("body") is None:
         message = f"{name!r} has no body section to shape answers with"
     if message is not None:
@@ -86,6 +91,10 @@ def schedule_needs(
         target["entity_type"],
     ):
         message = f"{name!r} is for {mapping.entity_type} entities"
+    elif _other_kind(mapping, target.get("kind")):
+        message = (
+            f"{name!r} writes {mapping.kind} documents; this schedule's kind is {target['kind']}"
+        )
     if message is not None:
         return [FieldProblem("/target/mapping", message, "mapping")]
     return [
@@ -100,6 +109,12 @@ NEEDS: dict[str, Needs] = {
     "schedule": schedule_needs,
 }
 """By kind of user (`store/mappings.py` USERS)."""
+
+
+def _other_kind(mapping: CompiledMapping, kind: Any) -> bool:
+    """Whether the mapping writes documents of a kind other than the user's: every item the
+    user writes through it would be refused (`triggers/pipeline.py` `_with_kind`)."""
+    return mapping.kind is not None and kind is not None and mapping.kind != kind
 
 
 def hidden_requirements(body: Any, expose: Sequence[str]) -> list[tuple[str, str]]:
