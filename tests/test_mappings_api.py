@@ -782,6 +782,26 @@ fields:
 """
 
 
+async def test_a_new_version_is_refused_for_any_of_many_users_not_only_the_first_50(
+    client: Client,
+) -> None:
+    """Every user is asked, however many name the mapping: of 60 triggers rounding to 1 place
+    and one rounding to 3, a version allowing 1 or 2 places is refused for that one."""
+    await _upload(client, PLACES)
+    for i in range(60):
+        spec = {"name": f"v{i}", "entity_type": "vehicle", "mapping": "places"}
+        await _json(client, "POST", "/api/v1/triggers", 201, json={**spec, "params": {"places": 1}})
+    spec = {"name": "three", "entity_type": "vehicle", "mapping": "places"}
+    await _json(client, "POST", "/api/v1/triggers", 201, json={**spec, "params": {"places": 3}})
+    two = PLACES.replace("places: {default: 1}", "places: {default: 1, enum: [1, 2]}")
+    problem = await _upload(client, two, status=409)
+    assert [u["name"] for u in problem["used_by"]] == ["three"], problem
+    assert "trigger three /params/places" in problem["detail"], problem
+    assert (await _json(client, "GET", "/api/v1/mappings/places"))["version"] == 1
+    three = PLACES.replace("places: {default: 1}", "places: {default: 1, enum: [1, 3]}")
+    assert (await _upload(client, three))["active"]
+
+
 async def test_trigger_params_the_mapping_does_not_compile_with_are_refused_on_save(
     client: Client,
 ) -> None:

@@ -14,6 +14,7 @@ lets every process cache compiled versions by it forever.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -288,23 +289,21 @@ class MappingStore:
     async def users(self, tenant: str, name: str) -> list[dict[str, Any]]:
         """The triggers, actions and schedules of this tenant that name the mapping (at most
         50 of each kind): kind, id, name and the fields that name it."""
-        return [user for user, _ in await self.users_with_documents(tenant, name)]
+        return [user async for user, _ in self.users_with_documents(tenant, name, limit=50)]
 
     async def users_with_documents(
-        self, tenant: str, name: str
-    ) -> list[tuple[dict[str, Any], Doc]]:
-        """Each user as `users` lists it, with its stored document."""
-        found: list[tuple[dict[str, Any], Doc]] = []
+        self, tenant: str, name: str, *, limit: int = 0
+    ) -> AsyncIterator[tuple[dict[str, Any], Doc]]:
+        """Each user as `users` lists it, with its stored document: every one of them (read
+        as the cursor goes), or at most `limit` of each kind."""
         for collection, fields in USERS.items():
             query = scoped(tenant, {"$or": [{f: name} for f in fields]})
             with translate_errors():
-                docs = await self._db[collection].find(query).limit(50).to_list(50)
-            for doc in docs:
-                user = {
-                    "kind": collection.removesuffix("s"),
-                    "id": str(doc["_id"]),
-                    "name": doc.get("name"),
-                    "fields": [f for f in fields if doc.get(f) == name],
-                }
-                found.append((user, doc))
-        return found
+                async for doc in self._db[collection].find(query).sort("_id", 1).limit(limit):
+                    user = {
+                        "kind": collection.removesuffix("s"),
+                        "id": str(doc["_id"]),
+                        "name": doc.get("name"),
+                        "fields": [f for f in fields if doc.get(f) == name],
+                    }
+                    yield user, doc
