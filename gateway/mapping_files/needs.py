@@ -25,6 +25,7 @@ from typing import Any
 
 from gateway.errors import FieldProblem
 from gateway.mapping import CompiledMapping
+from gateway.schemas.renamed import current_path
 
 Needs = Callable[[CompiledMapping, str, Mapping[str, Any]], list[FieldProblem]]
 
@@ -55,7 +56,9 @@ def trigger_needs(
     expose = trigger.get("expose")
     if not isinstance(expose, list):
         return []  # no expose (or one the trigger's schema refuses)
-    hidden = hidden_requirements(mapping.source["body"], [e for e in expose if isinstance(e, str)])
+    etype = trigger.get("entity_type") or "vehicle"
+    shown = [current_path(etype, e) for e in expose if isinstance(e, str)]
+    hidden = hidden_requirements(mapping.source["body"], shown, etype)
     return [
         FieldProblem(
             "/expose",
@@ -117,11 +120,15 @@ def _other_kind(mapping: CompiledMapping, kind: Any) -> bool:
     return mapping.kind is not None and kind is not None and mapping.kind != kind
 
 
-def hidden_requirements(body: Any, expose: Sequence[str]) -> list[tuple[str, str]]:
+def hidden_requirements(
+    body: Any, expose: Sequence[str], etype: str | None
+) -> list[tuple[str, str]]:
     """(target, entity field) of the response mapping's `body` specs that require a field
-    `expose` hides: every read of such a trigger would fail to shape. Only what can be seen
-    statically: a `required: true` spec (no `when`, no `default`) whose `from` is a plain
-    `entity.<field>` path, at the top of `body` or inside an `object`."""
+    `expose` (with new names) hides: every read of such a trigger would fail to shape. Only
+    what can be seen statically: a `required: true` spec (no `when`, no `default`) whose
+    `from` is a plain `entity.<field>` path, at the top of `body` or inside an `object`; a
+    renamed member's old name is read as its new one (`schemas/renamed.py`), as the mapping
+    reads it."""
     found: list[tuple[str, str]] = []
     if not isinstance(body, Mapping):
         return found
@@ -129,7 +136,7 @@ def hidden_requirements(body: Any, expose: Sequence[str]) -> list[tuple[str, str
         if not isinstance(spec, Mapping):
             continue
         if isinstance(spec.get("object"), Mapping) and "when" not in spec:
-            inner = hidden_requirements(spec["object"], expose)
+            inner = hidden_requirements(spec["object"], expose, etype)
             found += [(f"{target}.{t}", path) for t, path in inner]
             continue
         source = spec.get("from")
@@ -137,7 +144,8 @@ def hidden_requirements(body: Any, expose: Sequence[str]) -> list[tuple[str, str
         if match is None or spec.get("required") is not True or {"when", "default"} & set(spec):
             continue
         path = match.group(1)
-        if path != "id" and not any(_overlaps(path, shown) for shown in expose):
+        read = current_path(etype, path)
+        if path != "id" and not any(_overlaps(read, shown) for shown in expose):
             found.append((str(target), path))
     return found
 
