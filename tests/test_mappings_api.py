@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -895,6 +897,86 @@ async def test_copies_of_several_texts_at_once_store_each_text_once_without_a_wa
         listed = await _json(client, "GET", f"/api/v1/mappings/{name}/versions")
         checksums = [v["checksum"] for v in listed["items"]]
         assert len(checksums) == len(set(checksums)) == len(texts) + 1, listed
+
+
+async def _retried(client: Client, text: str) -> tuple[int, Any, float]:
+    """An upload retried while the store's health still answers 503 after a failure: status,
+    body and how long the answered try took."""
+    loop = asyncio.get_running_loop()
+    for _ in range(60):
+        started = loop.time()
+        response = await client.post(
+            "/api/v1/mappings", data=text.encode(), headers={**auth(), **YAML}
+        )
+        took = loop.time() - started
+        if response.status != 503:
+            return response.status, await response.json(), took
+        await asyncio.sleep(0.5)
+    raise AssertionError("the store stayed unavailable")
+
+
+async def test_a_retry_after_a_failed_insert_or_head_update_stores_its_text_once_at_once(
+    client: Client,
+) -> None:
+    """The database fails an upload's insert (a 503, outcome unknown): the retry stores the
+    text under the number it claimed, without waiting. A first upload whose version landed but
+    whose head update failed: the retry answers that version (stored once) and shows it,
+    active."""
+    from gateway.errors import StoreUnavailable
+
+    store = client.app[services_key].store.mappings
+    insert, publish = store.insert_version, store.publish
+    b = LIVE_VEHICLE + "# b\n"
+
+    async def insert_fails_once(tenant: str, doc: Any) -> None:
+        store.insert_version = insert  # type: ignore[method-assign]
+        raise StoreUnavailable("the database went away")
+
+    async def publish_fails_once(*args: Any, **kwargs: Any) -> None:
+        store.publish = publish  # type: ignore[method-assign]
+        raise StoreUnavailable("the database went away")
+
+    assert (await _upload(client, LIVE_VEHICLE))["version"] == 1
+    store.insert_version = insert_fails_once  # type: ignore[method-assign]
+    await _upload(client, b, status=503)
+    status, body, took = await _retried(client, b)
+    assert (status, body["version"], body["active"]) == (201, 2, True) and took < 2, body
+    assert (await _upload(client, LIVE_VEHICLE + "# c\n"))["version"] == 3
+
+    first = LIVE_VEHICLE.replace("name: live", "name: first")
+    store.publish = publish_fails_once  # type: ignore[method-assign]
+    await _upload(client, first, status=503)
+    status, body, took = await _retried(client, first)
+    assert (status, body["version"], body["active"]) == (200, 1, True) and took < 2, body
+    listed = await _json(client, "GET", "/api/v1/mappings/first/versions")
+    assert [v["version"] for v in listed["items"]] == [1]
+    assert (await _json(client, "GET", "/api/v1/mappings/first"))["version"] == 1
+
+
+async def test_an_upload_that_died_counts_as_under_way_only_for_its_lease(
+    client: Client,
+) -> None:
+    """An upload whose process stopped leaves its number and its note. The next copy of its
+    text stores the number at once. For the note's lease (10 s) uploads count as at once with
+    it: an older text is answered with its version; past the lease it is a new version."""
+    from gateway.store import mappings as mapping_store
+
+    store = client.app[services_key].store.mappings
+    heads = client.app[services_key].store.db["mapping_heads"]
+    b, c = LIVE_VEHICLE + "# b\n", LIVE_VEHICLE + "# c\n"
+    assert (await _upload(client, LIVE_VEHICLE))["version"] == 1
+    _, since = await store.begin_upload("acme", "live", 1)  # a process that then stopped
+    checksum = hashlib.sha256(b.encode()).hexdigest()
+    assert await store.claim_version("acme", "live", checksum, since=since) == 2
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert (await _upload(client, b))["version"] == 2 and loop.time() - started < 2
+    assert (await _upload(client, c))["version"] == 3
+    assert (await _upload(client, b, status=200))["version"] == 2  # within the lease
+    past = datetime.now(UTC) - timedelta(seconds=mapping_store._UNDER_WAY_SECONDS + 1)
+    await heads.update_one({"name": "live"}, {"$set": {"under_way.$[].at": past}})
+    again = await _upload(client, b)
+    assert again["version"] == 4 and again["active"], again
 
 
 async def test_problem_messages_name_json_values_not_python_ones(client: Client) -> None:
