@@ -98,13 +98,13 @@ class MappingStore:
 
     async def begin_upload(self, tenant: str, name: str, since: int) -> tuple[str, int]:
         """Note an upload of `name` under way, that began when version `since` was the latest
-        stored: its id (for `end_upload`) and the version from which texts
-        claimed count as uploaded at once with it, the earliest `since` of the uploads under
-        way. So a copy that comes in while any upload of its batch is still answering finds
-        its text's version, though that one was stored and answered before it began; an
-        upload after the whole batch is answered counts from its own start. A note is a lease
-        of `_UNDER_WAY_SECONDS`: one its upload never removed (its process stopped, or the
-        store failed its `end_upload`) counts no longer than that."""
+        stored: its id (for `end_upload`) and the version from which texts claimed count as
+        uploaded at once with it, the earliest `since` of the uploads under way. So a copy
+        that comes in while any upload of its batch is still answering finds its text's
+        version, though that one was stored and answered before it began; an upload after the
+        whole batch is answered counts from its own start. A note is a lease of
+        `_UNDER_WAY_SECONDS`: one its upload never removed (its process stopped, or the store
+        failed its `end_upload`) counts no longer than that."""
         at = as_stored(datetime.now(UTC))
         mark: Doc = {"id": str(new_id()), "since": since, "at": at}
         for _ in range(_ALLOCATE_TRIES):
