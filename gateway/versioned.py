@@ -7,7 +7,6 @@ stale stay each service's own (`make`, `recheck`, `on_change`).
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -21,9 +20,6 @@ from gateway.store import Doc
 from gateway.store.mappings import MappingStore
 
 V = TypeVar("V")
-# How long an identical upload waits for the one that claimed the number to store it.
-_WAIT_STEPS = 100
-_WAIT_STEP_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,87 +67,59 @@ class VersionedDocuments(Generic[V]):
         version (activated when asked). The version and whether it is new."""
         source = text if isinstance(text, str) else text.decode("utf-8-sig")
         checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        shown: tuple[str, str | None] = (direction, entity_type)
         latest = await self._store.latest(tenant, name)
-        since = 0 if latest is None else int(latest["version"])
         if latest is not None and latest["checksum"] == checksum:
-            stored = await self._stored_by_another(tenant, name, since)
-            if stored is not None:
-                return await self._answered(tenant, name, stored, activate=activate), False
+            return await self._answered(tenant, name, latest, shown, activate=activate), False
+        since = 0 if latest is None else int(latest["version"])
         upload, since = await self._store.begin_upload(tenant, name, since)
         try:
-            return await self._add(
-                tenant,
-                name,
-                source,
-                checksum,
-                fields,
-                since,
-                activate=activate,
-                author=author,
-                direction=direction,
-                entity_type=entity_type,
-            )
+            version = await self._store.claim_version(tenant, name, checksum, since=since)
+            doc: Doc = {
+                "name": name,
+                "version": version,
+                "source": source,
+                **fields,
+                "checksum": checksum,
+                "author": author,
+                "created_at": as_stored(datetime.now(UTC)),
+            }
+            try:
+                await self._store.insert_version(tenant, doc)
+            except Conflict:  # a copy of the text uploaded at the same time stored it first
+                stored = await self._store.version(tenant, name, version)
+                if stored is None or stored["checksum"] != checksum:
+                    raise
+                return await self._answered(tenant, name, stored, shown, activate=activate), False
+            await self._publish(tenant, name, shown, version if activate else None)
         finally:
             await self._store.end_upload(tenant, name, upload)
-
-    async def _add(
-        self,
-        tenant: str,
-        name: str,
-        source: str,
-        checksum: str,
-        fields: Doc,
-        since: int,
-        *,
-        author: str,
-        activate: bool,
-        direction: str,
-        entity_type: str | None,
-    ) -> tuple[int, bool]:
-        version, new = await self._store.claim_version(tenant, name, checksum, since=since)
-        while not new:  # the same text, numbered by an upload at the same time
-            stored = await self._stored_by_another(tenant, name, version)
-            if stored is not None:
-                return await self._answered(tenant, name, stored, activate=activate), False
-            version, new = await self._store.claim_version(
-                tenant, name, checksum, since=since, abandoned=version
-            )
-        doc: Doc = {
-            "name": name,
-            "version": version,
-            "source": source,
-            **fields,
-            "checksum": checksum,
-            "author": author,
-            "created_at": as_stored(datetime.now(UTC)),
-        }
-        await self._store.insert_version(tenant, doc)
-        await self._store.publish(
-            tenant,
-            name,
-            direction=direction,
-            entity_type=entity_type,
-            active_version=version if activate else None,
-        )
         self._on_change(tenant, name)
         return version, True
 
-    async def _stored_by_another(self, tenant: str, name: str, version: int) -> Doc | None:
-        """`version`, once the upload that claimed it has stored it (at once when it has);
-        None if that upload never does (it failed, or its process stopped)."""
-        for _ in range(_WAIT_STEPS):
-            doc = await self._store.version(tenant, name, version)
-            if doc is not None and await self._store.head(tenant, name) is not None:
-                return doc
-            await asyncio.sleep(_WAIT_STEP_SECONDS)
-        return None
+    async def _answered(
+        self, tenant: str, name: str, doc: Doc, shown: tuple[str, str | None], *, activate: bool
+    ) -> int:
+        """A stored version as the answer to an upload of its text (made active if asked).
+        A head that does not show it yet (the upload that stored it failed to update the head,
+        or is about to) is updated as that upload would have."""
+        version = int(doc["version"])
+        if await self._store.head(tenant, name) is None:
+            await self._publish(tenant, name, shown, version if activate else None)
+        elif activate:
+            await self._store.set_active(tenant, name, version, _shown(doc))
+        else:
+            return version
+        self._on_change(tenant, name)
+        return version
 
-    async def _answered(self, tenant: str, name: str, doc: Doc, *, activate: bool) -> int:
-        """A stored version as the answer to an upload of its text (made active if asked)."""
-        if activate:
-            await self._store.set_active(tenant, name, doc["version"], _shown(doc))
-            self._on_change(tenant, name)
-        return int(doc["version"])
+    async def _publish(
+        self, tenant: str, name: str, shown: tuple[str, str | None], active: int | None
+    ) -> None:
+        direction, entity_type = shown
+        await self._store.publish(
+            tenant, name, direction=direction, entity_type=entity_type, active_version=active
+        )
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> V:
         """One version; the active one by default."""

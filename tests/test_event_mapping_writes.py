@@ -422,6 +422,37 @@ async def test_an_outbound_mapping_reading_the_old_position_names_reads_the_spec
     }
 
 
+async def test_expose_and_an_answer_mapping_reading_old_position_names_agree(
+    client: Client,
+) -> None:
+    """An answer mapping requiring `entity.last_position.latitude` reads `lat`: a trigger
+    exposing `last_position.lat` is taken, as one exposing the old name (which exposes the
+    new one), and both answer the position; one exposing neither is a 422 on `/expose`. A new
+    version reading the old names under a trigger exposing the new ones is taken."""
+    await upload_mapping(client, OLD_NAMES_READ.replace("old-position-answer", "answer"))
+    at = "2026-12-01T10:00:00Z"
+    await _vehicle(client, "ABC1D23", last_position={"time": at, "lat": -23.5, "lon": -46.6})
+    for i, shown in enumerate(("last_position.lat", "last_position.latitude", "last_position")):
+        expose = ["plate", shown, "last_position.lon"]
+        trigger = await create_trigger(
+            client, name=f"t{i}", response_mapping="answer", expose=expose
+        )
+        response = await client.get(
+            f"/hooks/{trigger['id']}/ABC1D23",
+            headers={"Authorization": f"Bearer {trigger['token']}"},
+        )
+        assert response.status == 200, await response.text()
+        assert (await response.json())["latitude"] == -23.5, shown
+    spec = {"name": "hidden", "entity_type": "vehicle", "methods": ["GET"]}
+    spec |= {"response_mapping": "answer", "expose": ["plate"]}
+    response = await client.post("/api/v1/triggers", json=spec, headers=auth())
+    problem = await response.json()
+    assert response.status == 422 and problem["errors"][0]["pointer"] == "/expose", problem
+    assert "requires entity.last_position.latitude" in problem["errors"][0]["message"], problem
+    again = OLD_NAMES_READ.replace("old-position-answer", "answer") + "  extra: entity.plate\n"
+    assert (await upload_mapping(client, again))["active"]
+
+
 async def test_vehicles_stored_with_the_old_position_names_read_with_the_spec_names(
     client: Client,
 ) -> None:

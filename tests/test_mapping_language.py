@@ -1618,3 +1618,53 @@ def test_a_compact_date_with_a_digit_missing_is_a_datetime_problem(how: str, tex
     )
     (problem,) = payload_problems(mapping, {"plate": "A", "d": text})
     assert problem.keyword == "datetime" and problem.pointer == "/d"
+
+
+_POSITION = {"plate": "ABC1D23", "last_position": {"lat": -23.5, "lon": -46.6, "heading": 0}}
+
+
+@pytest.mark.parametrize(
+    ("expression", "value", "warned"),
+    [
+        ("entity.last_position.latitude", -23.5, ["latitude"]),
+        (
+            "entity.last_position.{lat: latitude, lng: longitude}",
+            {"lat": -23.5, "lng": -46.6},
+            ["latitude", "longitude"],
+        ),
+        ("entity.last_position.[latitude, longitude]", [-23.5, -46.6], ["latitude", "longitude"]),
+        ("entity.last_position | latitude", -23.5, ["latitude"]),
+        ("entity.last_position | @.course", 0, ["course"]),
+        ("entity | last_position | to_string(longitude)", "-46.6", ["longitude"]),
+        ("entity.last_position.[latitude][0]", -23.5, ["latitude"]),
+        ("entity.last_position.lat", -23.5, []),
+        ("[entity][*].last_position.latitude", [-23.5], ["latitude"]),
+        ("entity.latitude", None, []),  # not the member's: no old name (a null is left out)
+    ],
+)
+def test_an_outbound_mapping_reads_old_position_names_in_every_form(
+    expression: str, value: Any, warned: list[str]
+) -> None:
+    """A chain, a pipe, a multiselect, a function's argument: each read of an old name of
+    `last_position` reads the new member, and warns once."""
+    source = f'name: x\ndirection: outbound\nentity_type: vehicle\nbody:\n  pos: "{expression}"\n'
+    mapping = load_mapping(source)
+    assert mapping.build_request({"entity": _POSITION}).body.get("pos") == value
+    assert [w.split("'")[1] for w in mapping.deprecated] == [
+        f"last_position.{old}" for old in warned
+    ], mapping.deprecated
+
+
+def test_an_outbound_mappings_response_reads_the_partners_answer_as_sent() -> None:
+    """The `response` section reads the partner's answer: its `last_position.latitude` is the
+    partner's own field, neither read as `lat` nor warned about; the request still is."""
+    source = (
+        "name: x\ndirection: outbound\nentity_type: vehicle\n"
+        "body:\n  lat: entity.last_position.latitude\n"
+        "response:\n  attributes.partner_lat: {from: body.last_position.latitude}\n"
+    )
+    mapping = load_mapping(source)
+    answer = {"body": {"last_position": {"latitude": -10.0, "lat": "S"}}}
+    assert mapping.map_response(answer) == {"attributes": {"partner_lat": -10.0}}
+    assert mapping.build_request({"entity": _POSITION}).body == {"lat": -23.5}
+    assert [w.split(":")[0] for w in mapping.deprecated] == ["/body/lat"], mapping.deprecated

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -710,6 +712,67 @@ async def test_a_new_version_is_refused_only_for_what_its_users_own_save_checks_
     assert "None" not in problem["detail"], problem
 
 
+FINES = """name: other-in
+direction: inbound
+entity_type: other
+kind: fine
+key: [key]
+fields:
+  key: ait
+  plate: {from: placa, transforms: [plate]}
+  ait_number: ait
+  amount_brl: valor
+  status: situacao
+"""
+FINE = {"ait": "A1", "placa": "ABC1D23", "valor": 10, "situacao": "open"}
+
+
+async def test_a_mapping_of_another_kind_is_refused_under_a_kinds_trigger_and_schedule(
+    client: Client,
+) -> None:
+    """A `fine` trigger writes through its mapping only `fine` documents: a mapping that writes
+    checklists is refused when the trigger is saved, and a new version that would make it write
+    checklists is a 409 naming it; a schedule of the kind is held the same way."""
+    from tests.partner_double import create_action, create_partner
+
+    checklists = FINES.replace("kind: fine", "kind: checklist").split("  plate:")[0]
+    await _upload(client, checklists.replace("name: other-in", "name: lists"))
+    spec = {"name": "fines", "entity_type": "other", "kind": "fine", "mapping": "lists"}
+    problem = await _json(client, "POST", "/api/v1/triggers", 422, json=spec)
+    assert problem["errors"][0]["pointer"] == "/mapping", problem
+    assert "writes checklist documents; this trigger's kind is fine" in str(problem), problem
+
+    await _upload(client, FINES)
+    trigger = await _json(
+        client, "POST", "/api/v1/triggers", 201, json={**spec, "mapping": "other-in"}
+    )
+    hook = {"Authorization": f"Bearer {trigger['token']}"}
+    written = await client.post(f"/hooks/{trigger['id']}", json=FINE, headers=hook)
+    assert written.status in (200, 201), await written.text()
+    problem = await _upload(client, checklists, status=409)
+    assert "trigger fines /mapping: 'other-in' writes checklist documents" in problem["detail"]
+    assert (await _json(client, "GET", "/api/v1/mappings/other-in"))["version"] == 1
+    again = await client.post(f"/hooks/{trigger['id']}", json={**FINE, "ait": "A2"}, headers=hook)
+    assert again.status in (200, 201), await again.text()
+
+    await _upload(client, FINES.replace("name: other-in", "name: feed-in"))
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    action = await create_action(
+        client, partner["id"], name="feed", method="GET", path="/feed", mode="proxy"
+    )
+    target = {"entity_type": "other", "kind": "fine", "mapping": "feed-in"}
+    schedule = {"name": "fines-feed", "action_id": action["id"], "every": "1h", "target": target}
+    await _json(client, "POST", "/api/v1/schedules", 201, json=schedule)
+    problem = await _upload(
+        client, checklists.replace("name: other-in", "name: feed-in"), status=409
+    )
+    assert "schedule fines-feed /target/mapping: 'feed-in' writes checklist" in problem["detail"]
+    target = {**target, "mapping": "lists"}
+    schedule = {**schedule, "name": "lists-feed", "target": target}
+    problem = await _json(client, "POST", "/api/v1/schedules", 422, json=schedule)
+    assert problem["errors"][0]["pointer"] == "/target/mapping", problem
+
+
 async def test_a_user_the_active_version_does_not_fit_either_does_not_block_a_version(
     client: Client,
 ) -> None:
@@ -741,6 +804,26 @@ fields:
   odometer_km: {from: km, transforms: [{round: {param: places}}]}
   attributes.rounded: {from: r, transforms: [{round: {param: p}}]}
 """
+
+
+async def test_a_new_version_is_refused_for_any_of_many_users_not_only_the_first_50(
+    client: Client,
+) -> None:
+    """Every user is asked, however many name the mapping: of 60 triggers rounding to 1 place
+    and one rounding to 3, a version allowing 1 or 2 places is refused for that one."""
+    await _upload(client, PLACES)
+    for i in range(60):
+        spec = {"name": f"v{i}", "entity_type": "vehicle", "mapping": "places"}
+        await _json(client, "POST", "/api/v1/triggers", 201, json={**spec, "params": {"places": 1}})
+    spec = {"name": "three", "entity_type": "vehicle", "mapping": "places"}
+    await _json(client, "POST", "/api/v1/triggers", 201, json={**spec, "params": {"places": 3}})
+    two = PLACES.replace("places: {default: 1}", "places: {default: 1, enum: [1, 2]}")
+    problem = await _upload(client, two, status=409)
+    assert [u["name"] for u in problem["used_by"]] == ["three"], problem
+    assert "trigger three /params/places" in problem["detail"], problem
+    assert (await _json(client, "GET", "/api/v1/mappings/places"))["version"] == 1
+    three = PLACES.replace("places: {default: 1}", "places: {default: 1, enum: [1, 3]}")
+    assert (await _upload(client, three))["active"]
 
 
 async def test_trigger_params_the_mapping_does_not_compile_with_are_refused_on_save(
@@ -836,6 +919,86 @@ async def test_copies_of_several_texts_at_once_store_each_text_once_without_a_wa
         listed = await _json(client, "GET", f"/api/v1/mappings/{name}/versions")
         checksums = [v["checksum"] for v in listed["items"]]
         assert len(checksums) == len(set(checksums)) == len(texts) + 1, listed
+
+
+async def _retried(client: Client, text: str) -> tuple[int, Any, float]:
+    """An upload retried while the store's health still answers 503 after a failure: status,
+    body and how long the answered try took."""
+    loop = asyncio.get_running_loop()
+    for _ in range(60):
+        started = loop.time()
+        response = await client.post(
+            "/api/v1/mappings", data=text.encode(), headers={**auth(), **YAML}
+        )
+        took = loop.time() - started
+        if response.status != 503:
+            return response.status, await response.json(), took
+        await asyncio.sleep(0.5)
+    raise AssertionError("the store stayed unavailable")
+
+
+async def test_a_retry_after_a_failed_insert_or_head_update_stores_its_text_once_at_once(
+    client: Client,
+) -> None:
+    """The database fails an upload's insert (a 503, outcome unknown): the retry stores the
+    text under the number it claimed, without waiting. A first upload whose version landed but
+    whose head update failed: the retry answers that version (stored once) and shows it,
+    active."""
+    from gateway.errors import StoreUnavailable
+
+    store = client.app[services_key].store.mappings
+    insert, publish = store.insert_version, store.publish
+    b = LIVE_VEHICLE + "# b\n"
+
+    async def insert_fails_once(tenant: str, doc: Any) -> None:
+        store.insert_version = insert  # type: ignore[method-assign]
+        raise StoreUnavailable("the database went away")
+
+    async def publish_fails_once(*args: Any, **kwargs: Any) -> None:
+        store.publish = publish  # type: ignore[method-assign]
+        raise StoreUnavailable("the database went away")
+
+    assert (await _upload(client, LIVE_VEHICLE))["version"] == 1
+    store.insert_version = insert_fails_once  # type: ignore[method-assign]
+    await _upload(client, b, status=503)
+    status, body, took = await _retried(client, b)
+    assert (status, body["version"], body["active"]) == (201, 2, True) and took < 2, body
+    assert (await _upload(client, LIVE_VEHICLE + "# c\n"))["version"] == 3
+
+    first = LIVE_VEHICLE.replace("name: live", "name: first")
+    store.publish = publish_fails_once  # type: ignore[method-assign]
+    await _upload(client, first, status=503)
+    status, body, took = await _retried(client, first)
+    assert (status, body["version"], body["active"]) == (200, 1, True) and took < 2, body
+    listed = await _json(client, "GET", "/api/v1/mappings/first/versions")
+    assert [v["version"] for v in listed["items"]] == [1]
+    assert (await _json(client, "GET", "/api/v1/mappings/first"))["version"] == 1
+
+
+async def test_an_upload_that_died_counts_as_under_way_only_for_its_lease(
+    client: Client,
+) -> None:
+    """An upload whose process stopped leaves its number and its note. The next copy of its
+    text stores the number at once. For the note's lease (10 s) uploads count as at once with
+    it: an older text is answered with its version; past the lease it is a new version."""
+    from gateway.store import mappings as mapping_store
+
+    store = client.app[services_key].store.mappings
+    heads = client.app[services_key].store.db["mapping_heads"]
+    b, c = LIVE_VEHICLE + "# b\n", LIVE_VEHICLE + "# c\n"
+    assert (await _upload(client, LIVE_VEHICLE))["version"] == 1
+    _, since = await store.begin_upload("acme", "live", 1)  # a process that then stopped
+    checksum = hashlib.sha256(b.encode()).hexdigest()
+    assert await store.claim_version("acme", "live", checksum, since=since) == 2
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert (await _upload(client, b))["version"] == 2 and loop.time() - started < 2
+    assert (await _upload(client, c))["version"] == 3
+    assert (await _upload(client, b, status=200))["version"] == 2  # within the lease
+    past = datetime.now(UTC) - timedelta(seconds=mapping_store._UNDER_WAY_SECONDS + 1)
+    await heads.update_one({"name": "live"}, {"$set": {"under_way.$[].at": past}})
+    again = await _upload(client, b)
+    assert again["version"] == 4 and again["active"], again
 
 
 async def test_problem_messages_name_json_values_not_python_ones(client: Client) -> None:

@@ -184,7 +184,6 @@ def compile_plan(
     if direction == "inbound":
         _inbound(data, plan, specs, catalog)
     elif direction == "outbound":
-        specs.aliases = read_aliases(plan.entity_type, data.get("entity_type"))
         _outbound(data, plan, specs, catalog)
     if specs.steps > MAX_STEPS:  # every item would be refused: say so now, and why
         message = (
@@ -596,6 +595,8 @@ def _outbound(
     problems = specs.problems
     if not any(key in data for key in OUTBOUND_KEYS):
         problems.add("", f"an outbound mapping has one of {', '.join(OUTBOUND_KEYS)}", "required")
+    # What the request reads (the entity, the event) may use a renamed member's old names.
+    specs.aliases = read_aliases(plan.entity_type, data.get("entity_type"))
     plan.path = _named(data, "path", NAME_RE, specs)
     plan.query = _named(data, "query", QUERY_RE, specs)
     plan.headers = _named(data, "headers", HEADER_RE, specs)
@@ -604,6 +605,7 @@ def _outbound(
     if "body" in data:
         plan.body = specs.table(data["body"], "/body", 1) or ()
     if "response" in data:
+        specs.aliases = {}  # the partner's answer: its names are its own, never renamed
         plan.response = specs.table(data["response"], "/response", 1) or ()
         _check_catalog(
             data["response"], "/response", plan.entity_type, plan.kind, problems, catalog

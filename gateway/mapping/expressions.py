@@ -416,7 +416,7 @@ def compile_expression(
         return None, why
     if aliases:
         found: list[tuple[str, str]] = []
-        tree = _aliased(parsed.parsed, aliases, found)
+        tree, _ = _aliased(parsed.parsed, aliases, found)
         if found:
             if aliased is not None:
                 aliased += found
@@ -430,25 +430,46 @@ def compile_expression(
 
 
 def _aliased(
-    node: Any, aliases: Mapping[str, Mapping[str, str]], found: list[tuple[str, str]]
-) -> Any:
-    """The tree with each `<member>.<old>` field of a chain read as `<new> || <old>`."""
+    node: Any,
+    aliases: Mapping[str, Mapping[str, str]],
+    found: list[tuple[str, str]],
+    member: str | None = None,
+) -> tuple[Any, str | None]:
+    """The tree with each read of an old name of `<member>` read as `<new> || <old>`, and the
+    member the node gives, if it gives one of `aliases` (`last_position`). `member`: the
+    member the node reads from. A chain (`a.b`, `a | b`) reads each step from the one before;
+    a multiselect, a function's arguments, a condition read from what their node reads from;
+    the right side of a projection or filter reads elements, never a member itself."""
     if not _is_node(node):
-        return node
-    children = [_aliased(child, aliases, found) for child in node.get("children", ())]
-    if node["type"] == "subexpression":
-        for i in range(1, len(children)):
-            before, field = children[i - 1], children[i]
-            if before.get("type") != "field" or field.get("type") != "field":
-                continue
-            new = aliases.get(before["value"], {}).get(field["value"])
-            if new is not None:
-                found.append((f"{before['value']}.{field['value']}", f"{before['value']}.{new}"))
-                children[i] = {
-                    "type": "or_expression",
-                    "children": [{**field, "value": new}, field],
-                }
-    return {**node, "children": children}
+        return node, None
+    kind, children = node["type"], node.get("children", ())
+    if kind == "field":
+        new = aliases.get(member, {}).get(node["value"]) if member else None
+        if new is None:
+            return node, node["value"] if node["value"] in aliases else None
+        found.append((f"{member}.{node['value']}", f"{member}.{new}"))
+        return {"type": "or_expression", "children": [{**node, "value": new}, node]}, None
+    if kind == "current":
+        return node, member
+    if kind in ("subexpression", "pipe"):
+        steps = []
+        for child in children:
+            child, member = _aliased(child, aliases, found, member)
+            steps.append(child)
+        return {**node, "children": steps}, member
+    if kind in (
+        "projection",
+        "value_projection",
+        "filter_projection",
+        "flatten",
+        "index_expression",
+    ):
+        first, _ = _aliased(children[0], aliases, found, member) if children else (None, None)
+        rest = [_aliased(child, aliases, found)[0] for child in children[1:]]
+        return {**node, "children": [first, *rest][: len(children)]}, None
+    if kind == "expref":  # evaluated on each element by the function
+        return {**node, "children": [_aliased(c, aliases, found)[0] for c in children]}, None
+    return {**node, "children": [_aliased(c, aliases, found, member)[0] for c in children]}, None
 
 
 def _one_line(exc: Exception) -> str:

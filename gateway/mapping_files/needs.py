@@ -5,11 +5,12 @@ user names it (`service.py`, a 409 naming the users): a version the user's own s
 would refuse is refused, any other is taken.
 
     trigger   `mapping`: inbound, mapping to the trigger's target, for its entity type (or
-              none), compiling with its params; `response_mapping`: outbound, for its entity
-              type (or none), with a body that requires nothing `expose` hides
+              none) and kind (or none), compiling with its params; `response_mapping`:
+              outbound, for its entity type (or none), with a body that requires nothing
+              `expose` hides
     action    `request_mapping`, `response_mapping`: outbound
     schedule  `mapping`: inbound, mapping to the schedule's target, for its entity type (or
-              none), compiling with its params
+              none) and kind (or none), compiling with its params
 
 Each takes the mapping, the user's field that names it and the user's fields as stored (or as
 about to be stored), and answers the problems with their pointers in the user's document.
@@ -24,6 +25,7 @@ from typing import Any
 
 from gateway.errors import FieldProblem
 from gateway.mapping import CompiledMapping
+from gateway.schemas.renamed import current_path
 
 Needs = Callable[[CompiledMapping, str, Mapping[str, Any]], list[FieldProblem]]
 
@@ -41,6 +43,10 @@ def trigger_needs(
         message = f"{name!r} maps to {mapping.target}; this trigger's target is {target}"
     elif mapping.entity_type not in (None, trigger.get("entity_type") or "vehicle"):
         message = f"{name!r} is for {mapping.entity_type} entities"
+    elif direction == "inbound" and _other_kind(mapping, trigger.get("kind")):
+        message = (
+            f"{name!r} writes {mapping.kind} documents; this trigger's kind is {trigger['kind']}"
+        )
     elif direction == "outbound" and mapping.source.get("body") is None:
         message = f"{name!r} has no body section to shape answers with"
     if message is not None:
@@ -50,7 +56,9 @@ def trigger_needs(
     expose = trigger.get("expose")
     if not isinstance(expose, list):
         return []  # no expose (or one the trigger's schema refuses)
-    hidden = hidden_requirements(mapping.source["body"], [e for e in expose if isinstance(e, str)])
+    etype = trigger.get("entity_type") or "vehicle"
+    shown = [current_path(etype, e) for e in expose if isinstance(e, str)]
+    hidden = hidden_requirements(mapping.source["body"], shown, etype)
     return [
         FieldProblem(
             "/expose",
@@ -86,6 +94,10 @@ def schedule_needs(
         target["entity_type"],
     ):
         message = f"{name!r} is for {mapping.entity_type} entities"
+    elif _other_kind(mapping, target.get("kind")):
+        message = (
+            f"{name!r} writes {mapping.kind} documents; this schedule's kind is {target['kind']}"
+        )
     if message is not None:
         return [FieldProblem("/target/mapping", message, "mapping")]
     return [
@@ -102,11 +114,21 @@ NEEDS: dict[str, Needs] = {
 """By kind of user (`store/mappings.py` USERS)."""
 
 
-def hidden_requirements(body: Any, expose: Sequence[str]) -> list[tuple[str, str]]:
+def _other_kind(mapping: CompiledMapping, kind: Any) -> bool:
+    """Whether the mapping writes documents of a kind other than the user's: every item the
+    user writes through it would be refused (`triggers/pipeline.py` `_with_kind`)."""
+    return mapping.kind is not None and kind is not None and mapping.kind != kind
+
+
+def hidden_requirements(
+    body: Any, expose: Sequence[str], etype: str | None
+) -> list[tuple[str, str]]:
     """(target, entity field) of the response mapping's `body` specs that require a field
-    `expose` hides: every read of such a trigger would fail to shape. Only what can be seen
-    statically: a `required: true` spec (no `when`, no `default`) whose `from` is a plain
-    `entity.<field>` path, at the top of `body` or inside an `object`."""
+    `expose` (with new names) hides: every read of such a trigger would fail to shape. Only
+    what can be seen statically: a `required: true` spec (no `when`, no `default`) whose
+    `from` is a plain `entity.<field>` path, at the top of `body` or inside an `object`; a
+    renamed member's old name is read as its new one (`schemas/renamed.py`), as the mapping
+    reads it."""
     found: list[tuple[str, str]] = []
     if not isinstance(body, Mapping):
         return found
@@ -114,7 +136,7 @@ def hidden_requirements(body: Any, expose: Sequence[str]) -> list[tuple[str, str
         if not isinstance(spec, Mapping):
             continue
         if isinstance(spec.get("object"), Mapping) and "when" not in spec:
-            inner = hidden_requirements(spec["object"], expose)
+            inner = hidden_requirements(spec["object"], expose, etype)
             found += [(f"{target}.{t}", path) for t, path in inner]
             continue
         source = spec.get("from")
@@ -122,7 +144,8 @@ def hidden_requirements(body: Any, expose: Sequence[str]) -> list[tuple[str, str
         if match is None or spec.get("required") is not True or {"when", "default"} & set(spec):
             continue
         path = match.group(1)
-        if path != "id" and not any(_overlaps(path, shown) for shown in expose):
+        read = current_path(etype, path)
+        if path != "id" and not any(_overlaps(read, shown) for shown in expose):
             found.append((str(target), path))
     return found
 

@@ -39,6 +39,7 @@ from gateway.versioned import ShownActive, VersionedDocuments
 ACTIVE_TTL_SECONDS = 2.0
 """How long a process trusts its memory of which version is active (see the docstring)."""
 _MAX_COMPILED = 2048
+_USERS_NAMED = 50  # a 409 names at most this many of the users a version would not fit
 _MAX_ACTIVE = 10_000
 
 
@@ -238,7 +239,7 @@ class MappingService:
             except InvalidPayload:  # stored before today's rules: its users fail already
                 return
         refused, why = [], []
-        for user, doc in await self._store.mappings.users_with_documents(tenant, name):
+        async for user, doc in self._store.mappings.users_with_documents(tenant, name):
             needs = NEEDS[user["kind"]]
             for field in user["fields"]:
                 problems = needs(mapping, field, doc)
@@ -252,12 +253,15 @@ class MappingService:
                 why += [f"{who} {p.pointer}: {p.message}" for p in problems]
                 break
         if refused:
-            named = ", ".join(f"{u['kind']} {u['name'] or u['id']}" for u in refused)
+            shown = refused[:_USERS_NAMED]
+            named = ", ".join(f"{u['kind']} {u['name'] or u['id']}" for u in shown)
+            if len(refused) > len(shown):
+                named += f" and {len(refused) - len(shown)} more"
             raise Conflict(
                 f"mapping {name!r} is used by {named}, which would refuse this version as "
-                f"active: {'; '.join(why)} (change them first, or use another name; a version "
-                "stored with activate=false waits for that)",
-                used_by=refused,
+                f"active: {'; '.join(why[:_USERS_NAMED])} (change them first, or use another "
+                "name; a version stored with activate=false waits for that)",
+                used_by=shown,
             )
 
     def _keep(self, key: tuple[str, str, int], mapping: CompiledMapping) -> None:

@@ -1,8 +1,8 @@
 """The `flows` and `flow_heads` collections: immutable flow versions and, per name, the active
-one. The same layout and rules as mapping versions (see `store/mappings.py`: numbering by
-`$inc` on the head, never reused; a deleted flow's head stays as a tombstone), in collections of
-their own; a head's `direction` is "flow". A paused flow's head holds `paused: {at, by,
-reason}` (`set_paused`); deleting the flow drops it."""
+one. The same layout and rules as mapping versions (see `store/mappings.py`: numbers claimed
+on the head by compare and swap, never reused; a deleted flow's head stays as a tombstone), in
+collections of their own; a head's `direction` is "flow". A paused flow's head holds
+`paused: {at, by, reason}` (`set_paused`); deleting the flow drops it."""
 
 from __future__ import annotations
 

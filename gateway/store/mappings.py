@@ -14,6 +14,7 @@ lets every process cache compiled versions by it forever.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -51,7 +52,7 @@ _LISTED = {"deleted": {"$ne": True}, "direction": {"$exists": True}}
 _NO_SOURCE = {"source": 0, "document": 0}
 _ALLOCATE_TRIES = 100  # one upload at the same time takes a number per try
 _CLAIMS_KEPT = 50
-_UNDER_WAY_SECONDS = 60
+_UNDER_WAY_SECONDS = 10  # an upload's lease: how long its note counts if never removed
 
 
 class MappingStore:
@@ -100,9 +101,10 @@ class MappingStore:
         stored: its id (for `end_upload`) and the version from which texts claimed count as
         uploaded at once with it, the earliest `since` of the uploads under way. So a copy
         that comes in while any upload of its batch is still answering finds its text's
-        version, though that one was stored and answered before it began; an upload after
-        the whole batch is answered counts from its own start. A mark older than
-        `_UNDER_WAY_SECONDS` (its process stopped) is not counted."""
+        version, though that one was stored and answered before it began; an upload after the
+        whole batch is answered counts from its own start. A note is a lease of
+        `_UNDER_WAY_SECONDS`: one its upload never removed (its process stopped, or the store
+        failed its `end_upload`) counts no longer than that."""
         at = as_stored(datetime.now(UTC))
         mark: Doc = {"id": str(new_id()), "since": since, "at": at}
         for _ in range(_ALLOCATE_TRIES):
@@ -125,7 +127,7 @@ class MappingStore:
         return str(mark["id"]), min([since, *counted])
 
     async def end_upload(self, tenant: str, name: str, upload_id: str) -> None:
-        """The upload is answered (stored, found, or refused); marks gone stale go too."""
+        """The upload is answered (stored, found, or refused); notes past their lease go too."""
         cutoff = datetime.now(UTC) - timedelta(seconds=_UNDER_WAY_SECONDS)
         with translate_errors():
             await self._heads.update_one(
@@ -138,24 +140,18 @@ class MappingStore:
 
     async def allocate_version(self, tenant: str, name: str) -> int:
         """The next version number of `name`, for no text in particular."""
-        version, _ = await self.claim_version(tenant, name, None, since=0)
-        return version
+        return await self.claim_version(tenant, name, None, since=0)
 
     async def claim_version(
-        self,
-        tenant: str,
-        name: str,
-        checksum: str | None,
-        *,
-        since: int,
-        abandoned: int | None = None,
-    ) -> tuple[int, bool]:
-        """A version number for the text of `checksum`, and whether it is new: not when the
-        same text has the number of another upload at the same time (one claimed after
-        version `since`, from which `begin_upload` counts uploads at once, or one not stored
-        yet),
-        whose version the caller waits for instead of storing the text twice. `abandoned`: a
-        number claimed for this text never stored (its upload failed), not waited for again.
+        self, tenant: str, name: str, checksum: str | None, *, since: int
+    ) -> int:
+        """A version number for the text of `checksum`: the number the same text was claimed
+        under by an upload at the same time (after version `since`, from which `begin_upload`
+        counts uploads at once), stored or not, so that uploads at once store each text
+        once; otherwise a new number. Whichever upload of the text stores it first holds it
+        (`insert_version`: a number is stored once), so a number whose upload never stored it
+        (the insert failed, the process stopped) is stored by the next copy at once; one
+        claimed before `since` is not reused (versions after it were stored).
 
         The head lists the texts of its `_CLAIMS_KEPT` latest numbers (`claims`); a number is
         taken by replacing the head only as it was read (compare and swap), so of uploads at
@@ -163,49 +159,38 @@ class MappingStore:
         for _ in range(_ALLOCATE_TRIES):
             with translate_errors():
                 head = await self._heads.find_one(scoped(tenant, {"name": name}))
-            if head is None:
-                try:
-                    with translate_errors():
-                        await self._heads.insert_one(
-                            scoped(
-                                tenant,
-                                {
-                                    "name": name,
-                                    "latest_version": 1,
-                                    "claims": [{"version": 1, "checksum": checksum}],
-                                    "created_at": datetime.now(UTC),
-                                },
-                            )
-                        )
-                except Conflict:  # another upload created the head meanwhile
-                    continue
-                return 1, True
-            claims = head.get("claims") or []
+            claims = (head or {}).get("claims") or []
             if checksum is not None:
-                for claim in claims:
-                    if claim["checksum"] != checksum or claim["version"] == abandoned:
-                        continue
-                    if claim["version"] > since or not await self.version(
-                        tenant, name, claim["version"]
-                    ):
-                        return claim["version"], False
-            latest = head.get("latest_version")  # none yet: a head `begin_upload` made
+                at_once = [c for c in claims if c["checksum"] == checksum and c["version"] > since]
+                if at_once:
+                    return int(at_once[0]["version"])
+            latest = (head or {}).get("latest_version")  # none yet: a head `begin_upload` made
             kept = [c for c in claims if c["checksum"] != checksum or checksum is None]
-            claim = {"version": (latest or 0) + 1, "checksum": checksum}
-            as_read = latest if latest is not None else {"$exists": False}
-            with translate_errors():
-                taken = await self._heads.update_one(
-                    scoped(tenant, {"name": name, "latest_version": as_read}),
-                    {
-                        "$set": {
-                            "latest_version": claim["version"],
-                            "claims": [*kept[-(_CLAIMS_KEPT - 1) :], claim],
-                        },
-                        "$unset": {"latest_checksum": ""},  # what heads held before claims
-                    },
-                )
+            number = (latest or 0) + 1
+            update: Doc = {
+                "$set": {
+                    "latest_version": number,
+                    "claims": [
+                        *kept[-(_CLAIMS_KEPT - 1) :],
+                        {"version": number, "checksum": checksum},
+                    ],
+                },
+                "$unset": {"latest_checksum": ""},  # what heads held before claims
+            }
+            try:
+                with translate_errors():
+                    if head is None:  # no upload noted it (`allocate_version`): the first claim
+                        first = {"name": name, **update["$set"], "created_at": datetime.now(UTC)}
+                        await self._heads.insert_one(scoped(tenant, first))
+                        return number
+                    as_read = latest if latest is not None else {"$exists": False}
+                    taken = await self._heads.update_one(
+                        scoped(tenant, {"name": name, "latest_version": as_read}), update
+                    )
+            except Conflict:  # another upload created the head meanwhile
+                continue
             if taken.matched_count == 1:
-                return claim["version"], True
+                return number
         raise StoreUnavailable(f"no version number for {name!r}: the head kept changing")
 
     async def insert_version(self, tenant: str, doc: Doc) -> None:
@@ -301,23 +286,21 @@ class MappingStore:
     async def users(self, tenant: str, name: str) -> list[dict[str, Any]]:
         """The triggers, actions and schedules of this tenant that name the mapping (at most
         50 of each kind): kind, id, name and the fields that name it."""
-        return [user for user, _ in await self.users_with_documents(tenant, name)]
+        return [user async for user, _ in self.users_with_documents(tenant, name, limit=50)]
 
     async def users_with_documents(
-        self, tenant: str, name: str
-    ) -> list[tuple[dict[str, Any], Doc]]:
-        """Each user as `users` lists it, with its stored document."""
-        found: list[tuple[dict[str, Any], Doc]] = []
+        self, tenant: str, name: str, *, limit: int = 0
+    ) -> AsyncIterator[tuple[dict[str, Any], Doc]]:
+        """Each user as `users` lists it, with its stored document: every one of them (read
+        as the cursor goes), or at most `limit` of each kind."""
         for collection, fields in USERS.items():
             query = scoped(tenant, {"$or": [{f: name} for f in fields]})
             with translate_errors():
-                docs = await self._db[collection].find(query).limit(50).to_list(50)
-            for doc in docs:
-                user = {
-                    "kind": collection.removesuffix("s"),
-                    "id": str(doc["_id"]),
-                    "name": doc.get("name"),
-                    "fields": [f for f in fields if doc.get(f) == name],
-                }
-                found.append((user, doc))
-        return found
+                async for doc in self._db[collection].find(query).sort("_id", 1).limit(limit):
+                    user = {
+                        "kind": collection.removesuffix("s"),
+                        "id": str(doc["_id"]),
+                        "name": doc.get("name"),
+                        "fields": [f for f in fields if doc.get(f) == name],
+                    }
+                    yield user, doc

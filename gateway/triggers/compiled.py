@@ -20,6 +20,7 @@ from gateway.auth.partner_hmac import HmacScheme, scheme_from
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier, UnusableKeys
 from gateway.auth.secretbox import SecretBox
 from gateway.schemas import CompiledSchema, compile_schema
+from gateway.schemas.renamed import current_path
 from gateway.store import Doc, Store
 from gateway.triggers.spec import SIGNED_MODES, rate_of
 
@@ -96,8 +97,13 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         response_mapping=doc.get("response_mapping"),
         params=doc.get("params") or {},
         schema=compile_schema(orjson.loads(schema_text)) if schema_text else None,
-        # `[]` exposes the id alone; only a missing or null `expose` exposes every field.
-        expose=tuple(doc["expose"]) if doc.get("expose") is not None else None,
+        # `[]` exposes the id alone; only a missing or null `expose` exposes every field. A
+        # renamed member's old name exposes it under its new name, the one entities hold.
+        expose=(
+            tuple(current_path(doc["entity_type"], path) for path in doc["expose"])
+            if doc.get("expose") is not None
+            else None
+        ),
         max_body_bytes=doc["max_body_bytes"],
         max_batch_items=doc["max_batch_items"],
         rate=rate_of(rate) if rate else None,
