@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from gateway import eventloop
+from gateway import eventloop, shipped
 from gateway.app import create_app
 from gateway.auth.keyring import KeyRing
 from gateway.auth.secretbox import SecretBox
@@ -36,7 +36,6 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.fleet.failures import SetAside, set_aside
 from gateway.keys import reseal_secrets
 from gateway.retention import Cleaned, clean_up
-from gateway.schemas.registry import default_schema_dir
 from gateway.services import Services, load_secret_key, open_services
 from gateway.store.sealed import Resealed
 from gateway.web import demo_partner, server
@@ -132,11 +131,8 @@ def demo(settings: Settings, tenant: str) -> int:
         async with open_services(settings, run_workers=False) as services:
             created = await seed_entities(services.entities, tenant)
             rules = await seed_fleet_rules(services.geofences, services.maintenance_plans, tenant)
-            root = (settings.schema_dir or default_schema_dir()).parent
-            mappings = await seed_mappings(services.mappings, tenant, root / "mappings")
-            flows = await seed_automations(
-                services.actions, services.notify, tenant, root / "flows"
-            )
+            mappings = await seed_mappings(services.mappings, tenant, shipped.MAPPINGS)
+            flows = await seed_automations(services.actions, services.notify, tenant, shipped.FLOWS)
             hooks = await seed_triggers(services.triggers, tenant)
             schedule = await seed_geotab(
                 services.actions, services.schedules, tenant, geotab_url, _DEMO_GEOTAB
