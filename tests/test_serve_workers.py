@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from gateway.config import Settings
-from gateway.prefork import HUNG_SECONDS
+from gateway.prefork import HUNG_SECONDS, stop_seconds
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
 
@@ -300,6 +300,34 @@ def test_a_hung_process_is_killed_and_replaced(tmp_path: Path) -> None:
             os.kill(hung, signal.SIGKILL)
         gateway.stop()
     assert f"(pid {hung}) gave no heartbeat for" in gateway.log()
+
+
+def test_the_parent_waits_its_processes_shutdown_deadlines_then_kills_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """The parent killed its processes 30 s after SIGTERM whatever their shutdown deadlines
+    granted (a request promised 50 s was cut with no answer), and logged nothing. It now
+    waits what their deadlines add up to, and a margin, and logs the kill."""
+    env = {"GATEWAY_REQUEST_SHUTDOWN_SECONDS": "1", "GATEWAY_DELIVERY_SHUTDOWN_SECONDS": "0"}
+    wait = stop_seconds(Settings.from_env(env))
+    assert wait == 15.0  # 1 + 1 (aiohttp's rounding) + 0 + 3 + 2 + 3, and 5 s of margin
+    assert stop_seconds(Settings.from_env({"GATEWAY_REQUEST_SHUTDOWN_SECONDS": "50"})) > 60
+    gateway = Gateway(tmp_path, "--workers", "2", **env).start()
+    assert gateway.proc is not None
+    stuck, other = _servers(gateway)
+    os.kill(stuck, signal.SIGSTOP)  # it cannot act on the SIGTERM the parent forwards
+    try:
+        started = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+        gateway.proc.wait(wait + 15)
+        took = time.monotonic() - started
+    finally:
+        if alive(stuck):
+            os.kill(stuck, signal.SIGKILL)
+        gateway.stop()
+    assert wait <= took < wait + 10
+    assert f"(pid {stuck}) still running 15 s after SIGTERM" in gateway.log()
+    assert f"(pid {other}) still running" not in gateway.log()  # it stopped by itself
 
 
 def test_two_instances_on_one_data_dir_keep_their_own_metrics(
