@@ -89,6 +89,33 @@ def test_a_token_for_a_tenant_no_user_could_belong_to_is_refused(tmp_path: Path)
         assert "a tenant is 1-100 letters, digits, _.-" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["trigger", "create", "--name", "sp", "--entity-type", "driver"],
+        ["trigger", "list"],
+        ["ui-user", "create", "--email", "ops@example.com"],
+        ["ui-user", "list"],
+        ["fold-failures"],
+        ["demo"],
+        ["admin-token"],
+    ],
+    ids=lambda command: " ".join(command[:2]),
+)
+def test_every_command_refuses_a_tenant_no_token_could_name(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`trigger create --tenant 'acme '` (a CRLF env file's value) stored a trigger whose
+    printed token was refused on every call, under a tenant no admin token can name: every
+    command checks `--tenant` as `admin-token` does, before it touches anything."""
+    env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
+    for tenant in ("acme ", "acme\r", "b a d", "x" * 300):
+        result = _run(*command, "--tenant", tenant, env=env)
+        assert result.returncode == 2 and result.stdout == ""
+        assert f"a tenant is 1-100 letters, digits, _.-, not {tenant!r}" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no database started, no key written
+
+
 def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = {
