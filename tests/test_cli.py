@@ -400,6 +400,47 @@ def test_a_group_of_commands_without_its_command_names_what_is_missing(
         assert "the following arguments are required: COMMAND" in err, err
 
 
+def test_a_mongodb_uri_the_driver_cannot_parse_is_one_line_naming_it(tmp_path: Path) -> None:
+    """Past its scheme, a URI the driver's parser refused (no host, a port out of range, an
+    unescaped `@`) was a logged traceback, exit 1, the variable unnamed."""
+    env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
+    for uri, said in (
+        ("mongodb://", "Must provide at least one hostname or IP"),
+        ("mongodb://127.0.0.1:99999", "Port must be an integer between 0 and 65535"),
+        ("mongodb://u:s3cret@@x", "Username and password must be escaped"),
+        ("mongodb+srv://db.example.com:27017", None),
+    ):
+        result = _run("cleanup", "--dry-run", env={**env, "MONGODB_URI": uri})
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith("configuration error: MONGODB_URI is not a valid connection")
+        assert said is None or said in line
+        assert "s3cret" not in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_mongodb_uri_and_no_embedded_database_is_one_line_exit_2(tmp_path: Path) -> None:
+    """The image (no `embedded` extra) started without MONGODB_URI logged a traceback and
+    exited 1: a known configuration problem, said in one line."""
+    shim = (
+        "import sys, gateway.store.embedded as e; e.EXECUTABLE = 'no-such-secantusd'; "
+        "from gateway.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    env = {**os.environ, "GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
+    env.pop("MONGODB_URI", None)
+    for command in (["cleanup", "--dry-run"], ["serve", "--port", str(free_port())]):
+        result = subprocess.run(
+            [sys.executable, "-c", shim, *command], capture_output=True, text=True, env=env
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            "configuration error: MONGODB_URI is unset and the embedded database "
+            "(no-such-secantusd) is not installed: set MONGODB_URI, or install the 'embedded' "
+            "extra (pip install '.[embedded]')"
+        )
+        assert "Traceback" not in result.stderr and "command failed" not in result.stderr
+
+
 def test_a_mongodb_uri_that_is_not_a_connection_string_is_a_configuration_error() -> None:
     """The driver took `db.example.com:27017` or `mongodb:/db` as a host name: the gateway
     started, waited 5 s on it and served 503s, never saying that the setting was wrong."""
