@@ -274,6 +274,9 @@ def worker(settings: Settings) -> int:
 
 
 def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: str) -> int:
+    """An admin token, printed once the key that signed it opened the database's key check
+    (`open_services`), as every one-shot command does: a token signed with a key the gateway
+    does not have would be refused on every call."""
     try:
         lifetime = parse_ttl(ttl)
     except ValueError as exc:
@@ -291,6 +294,12 @@ def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: s
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+    async def checked(services: Services) -> str:
+        return token
+
+    if _on_services(settings, checked) is None:
+        return 1
     print(token)
     return 0
 

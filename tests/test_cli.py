@@ -25,7 +25,7 @@ from gateway.config import ConfigError, Settings
 from gateway.entities import Origin
 from gateway.services import Services
 from tests.processes import Gateway, free_port
-from tests.support import SECRET_KEY, cli_env
+from tests.support import SECRET_KEY, cli_env, run_cli
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,17 +45,11 @@ def test_help_lists_every_command() -> None:
         assert command in result.stdout
 
 
-def test_admin_token_prints_the_token_alone(tmp_path: Path) -> None:
-    result = _run(
-        "admin-token",
-        "--tenant",
-        "acme",
-        "--role",
-        "viewer",
-        "--ttl",
-        "2h",
-        env={"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)},
-    )
+async def test_admin_token_prints_the_token_alone(
+    settings: Settings, mongodb_uri: str, services: Services
+) -> None:
+    args = ("admin-token", "--tenant", "acme", "--role", "viewer", "--ttl", "2h")
+    result = await run_cli(cli_env(settings, mongodb_uri), *args)
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     assert result.stdout == token + "\n"
@@ -114,6 +108,56 @@ def test_every_command_refuses_a_tenant_no_token_could_name(
         assert result.returncode == 2 and result.stdout == ""
         assert f"a tenant is 1-100 letters, digits, _.-, not {tenant!r}" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no database started, no key written
+
+
+async def test_admin_token_with_a_key_the_database_refuses_prints_no_token(
+    settings: Settings, mongodb_uri: str, services: Services
+) -> None:
+    """`admin-token` never looked at the database: a typo'd GATEWAY_SECRET_KEY printed a
+    token (exit 0) that the gateway refused on every call. It refuses as the other one-shot
+    commands do."""
+    env = {**cli_env(settings, mongodb_uri), "GATEWAY_SECRET_KEY": "C" * 32}
+    result = await run_cli(env, "admin-token", "--tenant", "acme")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "GATEWAY_SECRET_KEY: none of its keys opens the key check" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "stdin"),
+    [
+        (["ui-user", "create", "--tenant", "acme", "--email", "ops@example.com"], "a long pass 1"),
+        (["trigger", "create", "--tenant", "acme", "--name", "sp", "--entity-type", "driver"], ""),
+        (["cleanup"], ""),
+        (["reseal"], ""),
+        (["fold-failures"], ""),
+        (["admin-token", "--tenant", "acme"], ""),
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) else "",
+)
+def test_a_one_shot_command_on_a_data_dir_without_a_database_refuses_to_make_one(
+    tmp_path: Path, command: list[str], stdin: str
+) -> None:
+    """On a data dir holding no database (a typo, a cron job's relative `./var` from another
+    directory) a one-shot command started a new, empty one and reported success: a user, a
+    trigger, a cleanup "of 0" against a database no gateway serves."""
+    (tmp_path / "secret_key").write_text(SECRET_KEY)
+    env = {**os.environ, "GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_SECRET_KEY": ""}
+    env.pop("MONGODB_URI", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", *command],
+        input=stdin + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr.splitlines() == [
+        f"configuration error: GATEWAY_DATA_DIR {tmp_path} holds no database ({tmp_path}/db "
+        "does not exist): set GATEWAY_DATA_DIR to the gateway's data directory (or "
+        "MONGODB_URI to its database); `gateway serve` creates it at its first start"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret_key"]
 
 
 def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
@@ -328,6 +372,7 @@ def test_a_command_interrupted_while_the_embedded_database_starts_leaves_no_proc
         "GATEWAY_LOG_JSON": "false",
     }
     env.pop("MONGODB_URI", None)
+    (tmp_path / "db").mkdir()  # a stopped gateway's (a one-shot command never makes one)
     with subprocess.Popen(
         [sys.executable, "-m", "gateway", "trigger", "list", "--tenant", "acme"],
         env=env,
@@ -428,6 +473,7 @@ def test_no_mongodb_uri_and_no_embedded_database_is_one_line_exit_2(tmp_path: Pa
     )
     env = {**os.environ, "GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
     env.pop("MONGODB_URI", None)
+    (tmp_path / "db").mkdir()  # a gateway's data dir: `cleanup` would use its database
     for command in (["cleanup", "--dry-run"], ["serve", "--port", str(free_port())]):
         result = subprocess.run(
             [sys.executable, "-c", shim, *command], capture_output=True, text=True, env=env
@@ -489,7 +535,8 @@ def test_a_one_shot_command_without_the_secret_key_uses_the_data_dirs_key(tmp_pa
     """`serve` generated the data dir's key; a later `admin-token` without
     GATEWAY_SECRET_KEY signs with that key, so the running gateway verifies its token."""
     (tmp_path / "secret_key").write_text(SECRET_KEY + "\n")
-    env = {"GATEWAY_SECRET_KEY": "", "GATEWAY_DATA_DIR": str(tmp_path)}
+    (tmp_path / "db").mkdir()  # the stopped gateway's database
+    env = {"GATEWAY_SECRET_KEY": "", "GATEWAY_DATA_DIR": str(tmp_path), "MONGODB_URI": ""}
     result = _run("admin-token", "--tenant", "acme", env=env)
     assert result.returncode == 0, result.stderr
     claims = verify_admin_token(KeyRing.from_secret(SECRET_KEY), result.stdout.strip())
