@@ -160,6 +160,39 @@ def test_a_one_shot_command_on_a_data_dir_without_a_database_refuses_to_make_one
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret_key"]
 
 
+@pytest.mark.parametrize("content", ["", "\n", "short\n"], ids=["empty", "blank", "truncated"])
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["admin-token", "--tenant", "acme"]])
+def test_a_damaged_generated_key_file_is_one_line_naming_the_file(
+    tmp_path: Path, content: str, command: list[str]
+) -> None:
+    """An empty or truncated `GATEWAY_DATA_DIR/secret_key` (a crash while it was written) was
+    a traceback blaming the unset GATEWAY_SECRET_KEY: the operator was sent to the wrong place."""
+    (tmp_path / "secret_key").write_text(content)
+    env = {"GATEWAY_SECRET_KEY": "", "GATEWAY_DATA_DIR": str(tmp_path), "MONGODB_URI": ""}
+    result = _run(*command, env=env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"configuration error: GATEWAY_SECRET_KEY is unset and the key file "
+        f"{tmp_path}/secret_key is damaged (empty, or a key shorter than 16 characters): "
+        "restore it from a backup of the data directory, or set GATEWAY_SECRET_KEY to the "
+        "gateway's key"
+    ]
+    assert (tmp_path / "secret_key").read_text() == content  # left for the operator
+
+
+def test_the_generated_key_file_is_written_whole_and_alone(tmp_path: Path) -> None:
+    """Written under another name, synced, then linked to `secret_key`: nothing else is left
+    in the data dir, and the key is one the next process reads back."""
+    from gateway.services import load_secret_key
+
+    settings = Settings.from_env({"GATEWAY_DATA_DIR": str(tmp_path)})
+    key = load_secret_key(settings)
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]
+    assert (tmp_path / "secret_key").read_text() == key + "\n"
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert load_secret_key(settings, generate=False) == key
+
+
 def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = {
