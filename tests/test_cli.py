@@ -535,14 +535,52 @@ def test_a_mongodb_uri_that_is_not_a_connection_string_is_a_configuration_error(
         assert Settings.from_env({"MONGODB_URI": uri}).mongodb_uri == uri
 
 
-def test_a_number_below_its_floor_names_the_floor_alone() -> None:
-    """A setting with no ceiling said `must be between 100 and any, got 5`."""
+def test_a_number_outside_its_range_names_the_range() -> None:
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({"GATEWAY_DB_TIMEOUT_MS": "5"})
-    assert str(refused.value) == "GATEWAY_DB_TIMEOUT_MS must be at least 100, got 5"
+    assert str(refused.value) == "GATEWAY_DB_TIMEOUT_MS must be between 100 and 600000, got 5"
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({"GATEWAY_PORT": "70000"})
     assert str(refused.value) == "GATEWAY_PORT must be between 0 and 65535, got 70000"
+
+
+@pytest.mark.parametrize(
+    ("name", "high"),
+    [
+        ("GATEWAY_DELIVERY_LEASE_SECONDS", 86_400),
+        ("GATEWAY_SCHEDULE_LEASE_SECONDS", 86_400),
+        ("GATEWAY_PARTNER_PROBE_SECONDS", 86_400),
+        ("GATEWAY_STALL_SECONDS", 86_400),
+        ("GATEWAY_DELIVERY_POLL_SECONDS", 3600),
+        ("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 3600),
+        ("GATEWAY_DB_TIMEOUT_MS", 600_000),
+        ("GATEWAY_MAX_BODY_BYTES", 1024**3),
+    ],
+)
+def test_a_duration_or_size_past_its_ceiling_stops_the_start_naming_it(
+    tmp_path: Path, name: str, high: int
+) -> None:
+    """Documented as "1+": a lease of 99999999999999 s crashed the start with a traceback
+    (`days=...; must have magnitude <= 999999999`), a probe interval as long failed every
+    delivery housekeeping round behind a ready /readyz, a body limit past 8-byte integers
+    failed every trigger creation. Each now has a ceiling, said at start."""
+    longer = {"GATEWAY_FOLD_GAP_SECONDS": "3600", "GATEWAY_SHARD_LEASE_SECONDS": "3600"}
+    assert Settings.from_env({name: str(high), **longer})  # the ceiling itself is taken
+    env = {"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_SECRET_KEY": SECRET_KEY}
+    result = _run("serve", "--port", "0", env={**env, name: "99999999999999"})
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"configuration error: {name} must be between ")
+    assert line.endswith(f" and {high}, got 99999999999999")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_number_in_other_digits_than_ascii_is_refused() -> None:
+    """`int()` read `GATEWAY_PORT=٨٠` (Arabic-Indic digits) as 80, and `1_000` as 1000."""
+    for raw in ("٨٠", "1_000", "+80"):
+        with pytest.raises(ConfigError) as refused:
+            Settings.from_env({"GATEWAY_PORT": raw})
+        assert str(refused.value) == f"GATEWAY_PORT must be an integer, got {raw!r}"
 
 
 def test_every_option_of_every_command_says_what_it_is_for() -> None:
