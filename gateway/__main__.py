@@ -16,6 +16,7 @@ from gateway import eventloop
 from gateway.auth.tokens import TENANT
 from gateway.config import JOBS, ConfigError, Settings, StartRefused, parse_jobs
 from gateway.logs import configure_logging
+from gateway.store.client import check_uri
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -250,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
+        if settings.mongodb_uri is not None:
+            check_uri("MONGODB_URI", settings.mongodb_uri)  # the driver's parser: store/'s
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

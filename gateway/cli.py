@@ -37,6 +37,7 @@ from gateway.fleet.failures import SetAside, set_aside
 from gateway.keys import reseal_secrets
 from gateway.retention import Cleaned, clean_up
 from gateway.services import Services, load_secret_key, open_services
+from gateway.shutdown import TEARDOWN_SECONDS
 from gateway.store.sealed import Resealed
 from gateway.web import demo_partner, server
 from gateway.web.worker_listener import worker_listener
@@ -266,7 +267,7 @@ def worker(settings: Settings) -> int:
             where = f"; health and metrics at {url}/readyz, {url}/metrics" if url else ""
             print(f"gateway worker running: {', '.join(settings.jobs)}{where}", file=sys.stderr)
             await stop.wait()
-        server.exit_after(server.TEARDOWN_SECONDS)
+        server.exit_after(TEARDOWN_SECONDS)
 
     with contextlib.suppress(KeyboardInterrupt):
         eventloop.run(run(), settings.event_loop)

@@ -7,13 +7,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pymongo import uri_parser
-from pymongo.errors import PyMongoError
 from yarl import URL
 
 
@@ -362,26 +359,9 @@ class _Env:
         raw = self.text(name)
         if raw is None:
             return None
-        scheme, found, rest = raw.partition("://")
+        scheme, found, _ = raw.partition("://")
         if not found or scheme not in ("mongodb", "mongodb+srv"):
             raise ConfigError(f"{name} must start with mongodb:// or mongodb+srv://")
-        try:
-            # The driver's own parser, as lenient as its client (an unknown option is the
-            # client's warning); an SRV name is read as a host (no DNS query here).
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                parsed = uri_parser.parse_uri(f"mongodb://{rest}", warn=True)
-        except (PyMongoError, ValueError) as exc:  # the messages hold no password
-            raise ConfigError(f"{name} is not a valid connection string: {exc}") from None
-        if scheme == "mongodb+srv" and (
-            len(parsed["nodelist"]) != 1
-            or ":" in rest.partition("?")[0].partition("/")[0].rpartition("@")[2]
-            or parsed["options"].get("directConnection")
-        ):
-            raise ConfigError(
-                f"{name} is not a valid connection string: a mongodb+srv:// URI names one "
-                "host, without a port, and no directConnection"
-            )
         return raw
 
     def url(self, name: str, *, base: bool = False) -> str | None:

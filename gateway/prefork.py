@@ -38,11 +38,9 @@ from types import FrameType
 
 from gateway.config import Settings
 from gateway.metrics import MULTIPROCESS_DIR, mark_process_dead, prepare_multiprocess_dir
-from gateway.services import HAND_BACK_SECONDS
-from gateway.store.connection import CLOSE_SECONDS
+from gateway.shutdown import CLOSE_SECONDS, HAND_BACK_SECONDS, TEARDOWN_SECONDS
 from gateway.store.embedded import EmbeddedServer
 from gateway.store.supervisor import RestartPlan
-from gateway.web.server import TEARDOWN_SECONDS
 
 log = logging.getLogger(__name__)
 

@@ -70,6 +70,7 @@ from gateway.schedules.sinks import EntitySink, PageSink, compile_target
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 from gateway.server_clock import ServerClock
 from gateway.shares import Shares
+from gateway.shutdown import HAND_BACK_SECONDS
 from gateway.store import Doc, Store
 from gateway.store.connection import INDEX_RETRY_SECONDS, open_store
 from gateway.store.entities import RELAY_SHARDS
@@ -543,12 +544,6 @@ class Background:
             await cancel_and_wait(self._key_check)
         sharded = [self.jobs[job] for job in ("relay", "fold") if job in self.jobs]
         await asyncio.gather(self.stop_runners(), cancel_and_wait(*sharded))
-
-
-HAND_BACK_SECONDS = 3.0
-"""At shutdown, past the runners' bound for their work under way: how long they may take to
-hand back the leases they still hold and the Idempotency-Keys left to release (a database that
-answers does it in milliseconds; what one that does not keeps expires instead)."""
 
 
 async def _stop(services: Services) -> None:

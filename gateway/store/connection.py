@@ -13,6 +13,7 @@ from pathlib import Path
 from gateway.background import cancel_and_wait, within
 from gateway.config import ConfigError, Settings
 from gateway.errors import StoreUnavailable
+from gateway.shutdown import CLOSE_SECONDS
 from gateway.store import Store
 from gateway.store.client import cancelled_connections_closed, open_client
 from gateway.store.embedded import EmbeddedServer, running_uri
@@ -23,9 +24,6 @@ log = logging.getLogger(__name__)
 
 INDEX_RETRY_SECONDS = 5.0
 """How long a process whose indexes could not be created waits before it tries again."""
-
-CLOSE_SECONDS = 2.0
-"""At shutdown, how long the client may take to close (it ends its sessions on the server)."""
 
 EXPIRE_SECONDS = 60.0
 """How often a process expires documents past their TTL itself, where the server's own sweep
