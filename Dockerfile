@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # Production image: the gateway only. It talks to a real MongoDB (MONGODB_URI); the embedded
-# SecantusDB (GPL, optional extra) is not installed here.
+# SecantusDB (GPL, optional extra) is not installed here. The package carries everything it
+# reads (schemas, the demo's mappings and flows: gateway/shipped/); mount a directory and set
+# GATEWAY_SCHEMA_DIR to use entity schemas of your own.
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -14,15 +16,11 @@ FROM python:3.11-slim AS runtime
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin gateway
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
-COPY schemas ./schemas
-COPY mappings ./mappings
-COPY flows ./flows
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     GATEWAY_HOST=0.0.0.0 \
     GATEWAY_PORT=8080 \
-    GATEWAY_DATA_DIR=/app/var \
-    GATEWAY_SCHEMA_DIR=/app/schemas
+    GATEWAY_DATA_DIR=/app/var
 RUN mkdir -p /app/var && chown gateway /app/var
 USER gateway
 EXPOSE 8080

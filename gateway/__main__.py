@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from gateway import eventloop
+from gateway.auth.tokens import TENANT
 from gateway.config import JOBS, ConfigError, Settings, StartRefused, parse_jobs
 from gateway.logs import configure_logging
+from gateway.store.client import check_uri
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="load the demo tenant, then serve")
     demo.add_argument("--host", help="interface to listen on (default: GATEWAY_HOST)")
     demo.add_argument("--port", type=_port, help="port (default: GATEWAY_PORT)")
-    demo.add_argument("--tenant", default="demo", help="the demo tenant's name (demo)")
+    demo.add_argument(
+        "--tenant", type=_tenant, default="demo", help="the demo tenant's name (demo)"
+    )
 
     partners = commands.add_parser(
         "demo-partners",
@@ -77,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     token = commands.add_parser("admin-token", help="print an admin API token")
-    token.add_argument("--tenant", required=True, help="1-100 letters, digits, _.-")
+    token.add_argument("--tenant", type=_tenant, required=True, help="1-100 letters, digits, _.-")
     token.add_argument(
         "--role",
         choices=("admin", "viewer"),
@@ -115,7 +119,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="trigger_command", required=True, metavar="COMMAND"
     )
     create = trigger_commands.add_parser("create", help="create a trigger; prints url and token")
-    create.add_argument("--tenant", required=True, help="the tenant the trigger belongs to")
+    create.add_argument(
+        "--tenant", type=_tenant, required=True, help="the tenant the trigger belongs to"
+    )
     create.add_argument("--name", required=True, help="unique within the tenant")
     create.add_argument("--entity-type", help="required unless --target positions")
     create.add_argument(
@@ -136,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--token-in-query", help="query parameter that may carry the token")
     listing = trigger_commands.add_parser("list", help="list a tenant's triggers")
-    listing.add_argument("--tenant", required=True, help="whose triggers")
+    listing.add_argument("--tenant", type=_tenant, required=True, help="whose triggers")
 
     cleanup = commands.add_parser(
         "cleanup",
@@ -151,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
         "fold-failures",
         help="list the vehicles' batches the fleet fold set aside (its fold raised an error)",
     )
-    fold_failures.add_argument("--tenant", help="of one tenant (all when not given)")
+    fold_failures.add_argument("--tenant", type=_tenant, help="of one tenant (all when not given)")
 
     reseal = commands.add_parser(
         "reseal",
@@ -172,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     }
     for name, text in user_commands.items():
         user_command = ui_user_commands.add_parser(name, help=text)
-        user_command.add_argument("--tenant", required=True, help="the user's tenant")
+        user_command.add_argument("--tenant", type=_tenant, required=True, help="the user's tenant")
         if name != "list":
             user_command.add_argument("--email", required=True, help="the user's login")
         if name == "create":
@@ -226,6 +232,14 @@ def _jobs(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _tenant(text: str) -> str:
+    """Every command's `--tenant`: a name an admin token can carry (a trigger or user made
+    under any other would be out of reach of every token and the admin UI)."""
+    if not TENANT.match(text):
+        raise argparse.ArgumentTypeError(f"a tenant is 1-100 letters, digits, _.-, not {text!r}")
+    return text
+
+
 def _port(text: str) -> int:
     port = int(text) if text.isdigit() else -1
     if not 0 <= port <= 65535:
@@ -237,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
+        if settings.mongodb_uri is not None:
+            check_uri("MONGODB_URI", settings.mongodb_uri)  # the driver's parser: store/'s
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from gateway import eventloop
+from gateway import eventloop, shipped
 from gateway.app import create_app
 from gateway.auth.keyring import KeyRing
 from gateway.auth.secretbox import SecretBox
-from gateway.auth.tokens import TENANT, issue_admin_token, parse_ttl
+from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
 from gateway.demo import (
     DemoTrigger,
@@ -36,8 +36,8 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.fleet.failures import SetAside, set_aside
 from gateway.keys import reseal_secrets
 from gateway.retention import Cleaned, clean_up
-from gateway.schemas.registry import default_schema_dir
 from gateway.services import Services, load_secret_key, open_services
+from gateway.shutdown import TEARDOWN_SECONDS
 from gateway.store.sealed import Resealed
 from gateway.web import demo_partner, server
 from gateway.web.worker_listener import worker_listener
@@ -113,12 +113,6 @@ def demo(settings: Settings, tenant: str) -> int:
     """Load the demo tenant, print where to start, then serve (with a stand-in Geotab server,
     which the demo's schedule polls). Its other partners are local (`gateway demo-partners`),
     so this process may call its own loopback address and 127.0.0.1."""
-    if not TENANT.match(tenant):  # before seeding: its admin token could not be issued after
-        print(
-            f"error: --tenant: a tenant is 1-100 letters, digits, _.-, not {tenant!r}",
-            file=sys.stderr,
-        )
-        return 2
     if not _can_listen(settings.host, settings.port):  # before seeding starts the database
         return 1
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
@@ -132,11 +126,8 @@ def demo(settings: Settings, tenant: str) -> int:
         async with open_services(settings, run_workers=False) as services:
             created = await seed_entities(services.entities, tenant)
             rules = await seed_fleet_rules(services.geofences, services.maintenance_plans, tenant)
-            root = (settings.schema_dir or default_schema_dir()).parent
-            mappings = await seed_mappings(services.mappings, tenant, root / "mappings")
-            flows = await seed_automations(
-                services.actions, services.notify, tenant, root / "flows"
-            )
+            mappings = await seed_mappings(services.mappings, tenant, shipped.MAPPINGS)
+            flows = await seed_automations(services.actions, services.notify, tenant, shipped.FLOWS)
             hooks = await seed_triggers(services.triggers, tenant)
             schedule = await seed_geotab(
                 services.actions, services.schedules, tenant, geotab_url, _DEMO_GEOTAB
@@ -276,7 +267,7 @@ def worker(settings: Settings) -> int:
             where = f"; health and metrics at {url}/readyz, {url}/metrics" if url else ""
             print(f"gateway worker running: {', '.join(settings.jobs)}{where}", file=sys.stderr)
             await stop.wait()
-        server.exit_after(server.TEARDOWN_SECONDS)
+        server.exit_after(TEARDOWN_SECONDS)
 
     with contextlib.suppress(KeyboardInterrupt):
         eventloop.run(run(), settings.event_loop)
@@ -284,6 +275,9 @@ def worker(settings: Settings) -> int:
 
 
 def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: str) -> int:
+    """An admin token, printed once the key that signed it opened the database's key check
+    (`open_services`), as every one-shot command does: a token signed with a key the gateway
+    does not have would be refused on every call."""
     try:
         lifetime = parse_ttl(ttl)
     except ValueError as exc:
@@ -301,6 +295,12 @@ def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: s
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+    async def checked(services: Services) -> str:
+        return token
+
+    if _on_services(settings, checked) is None:
+        return 1
     print(token)
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,9 +201,11 @@ class Settings:
                 "GATEWAY_OUTBOUND_CONNECTIONS", 2000, low=2, high=100_000
             ),
             database=env.database("GATEWAY_DATABASE"),
-            db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100),
+            db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100, high=600_000),
             db_write_concern=env.write_concern("GATEWAY_WRITE_CONCERN"),
-            max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
+            max_body_bytes=env.integer(
+                "GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024, high=1_073_741_824
+            ),
             admin_rate_limit=env.integer("GATEWAY_ADMIN_RATE_LIMIT", 1000, low=1, high=100_000),
             max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
@@ -217,22 +220,30 @@ class Settings:
             admin_jwt_audience=env.text("GATEWAY_ADMIN_JWT_AUDIENCE"),
             admin_tenant_claim=env.text("GATEWAY_ADMIN_TENANT_CLAIM") or "tenant",
             admin_role_claim=env.text("GATEWAY_ADMIN_ROLE_CLAIM") or "role",
-            delivery_lease_seconds=env.integer("GATEWAY_DELIVERY_LEASE_SECONDS", 90, low=1),
+            delivery_lease_seconds=env.integer(
+                "GATEWAY_DELIVERY_LEASE_SECONDS", 90, low=1, high=86_400
+            ),
             delivery_concurrency=env.integer("GATEWAY_DELIVERY_CONCURRENCY", 32, low=1, high=1000),
-            delivery_poll_seconds=env.integer("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1),
-            delivery_shutdown_seconds=env.integer("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
+            delivery_poll_seconds=env.integer("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1, high=3600),
+            delivery_shutdown_seconds=env.integer(
+                "GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0, high=3600
+            ),
             request_shutdown_seconds=env.integer(
                 "GATEWAY_REQUEST_SHUTDOWN_SECONDS", 15, low=1, high=3600
             ),
-            partner_probe_seconds=env.integer("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
-            stall_seconds=env.integer("GATEWAY_STALL_SECONDS", 60, low=1),
+            partner_probe_seconds=env.integer(
+                "GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1, high=86_400
+            ),
+            stall_seconds=env.integer("GATEWAY_STALL_SECONDS", 60, low=1, high=86_400),
             fold_entity_seconds=env.integer("GATEWAY_FOLD_ENTITY_SECONDS", 10, low=1, high=3600),
             fold_checkpoint_seconds=env.integer(
                 "GATEWAY_FOLD_CHECKPOINT_SECONDS", 30, low=1, high=3600
             ),
             fold_gap_seconds=env.integer("GATEWAY_FOLD_GAP_SECONDS", 30, low=2, high=3600),
             shard_lease_seconds=env.integer("GATEWAY_SHARD_LEASE_SECONDS", 10, low=2, high=3600),
-            schedule_lease_seconds=env.integer("GATEWAY_SCHEDULE_LEASE_SECONDS", 60, low=1),
+            schedule_lease_seconds=env.integer(
+                "GATEWAY_SCHEDULE_LEASE_SECONDS", 60, low=1, high=86_400
+            ),
             schedule_concurrency=env.integer("GATEWAY_SCHEDULE_CONCURRENCY", 4, low=1, high=100),
             occurrence_retention_days=env.integer(
                 "GATEWAY_OCCURRENCE_RETENTION_DAYS", 7, low=1, high=365
@@ -255,6 +266,9 @@ class Settings:
         return settings
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
@@ -263,17 +277,18 @@ class _Env:
         value = self._environ.get(name, "").strip()
         return value or None
 
-    def integer(self, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        """Every number has a ceiling: past it a duration overflowed the date arithmetic (a
+        crash at start, or a job failing for ever behind a ready /readyz) and a size the
+        database's 8-byte integers."""
         raw = self.text(name)
         if raw is None:
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-        if value < low or (high is not None and value > high):
-            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise ConfigError(f"{name} must be {bounds}, got {value}")
+        if not _INTEGER.fullmatch(raw):  # `int()` also reads "1_000" and other scripts' digits
+            raise ConfigError(f"{name} must be an integer, got {raw!r}")
+        value = int(raw)
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
         return value
 
     def flag(self, name: str, default: bool) -> bool:
@@ -342,7 +357,10 @@ class _Env:
         as `mongodb:/db` as a host name and wait for it on every start; the message does not
         show the value (it may carry a password)."""
         raw = self.text(name)
-        if raw is not None and not raw.startswith(("mongodb://", "mongodb+srv://")):
+        if raw is None:
+            return None
+        scheme, found, _ = raw.partition("://")
+        if not found or scheme not in ("mongodb", "mongodb+srv"):
             raise ConfigError(f"{name} must start with mongodb:// or mongodb+srv://")
         return raw
 

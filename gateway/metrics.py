@@ -9,9 +9,12 @@ every process's files. Each gauge says how its values combine across processes
 
 from __future__ import annotations
 
+import fcntl
 import os
+import secrets
 import shutil
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,23 +36,68 @@ if TYPE_CHECKING:
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def prepare_multiprocess_dir(base: Path, instance: int) -> Path:
-    """An empty directory for the metric files of one instance's N processes: `base/<pid of
-    the instance's parent>`. Another instance running on the same `base` (two `serve
-    --workers N` on one GATEWAY_DATA_DIR with MONGODB_URI: a blue/green, a restart that
-    overlaps the old one's drain) keeps its own; those of instances no longer running are
-    removed (their files would be counted again: counters would not start at zero), and so
-    are files an older release left in `base` itself."""
+@dataclass(frozen=True, slots=True)
+class InstanceMetricsDir:
+    """One instance's metric directory, `base/<id>`, and the lock it holds for as long as it
+    runs: `base/<id>.lock`, flock'ed by an open file (the kernel drops the lock when the
+    process ends, however it ends)."""
+
+    path: Path
+    lock: Path
+    fd: int
+
+    def remove(self) -> None:
+        """At the instance's end: its directory, then its lock file (a directory without one
+        is a crashed instance's to every other)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.lock.unlink(missing_ok=True)
+        os.close(self.fd)
+
+
+def prepare_multiprocess_dir(base: Path) -> InstanceMetricsDir:
+    """An empty directory for the metric files of one instance's N processes, named by a
+    random id: another instance running on the same `base` (two `serve --workers N` on one
+    GATEWAY_DATA_DIR with MONGODB_URI: a blue/green, a restart that overlaps the old one's
+    drain; in containers, where every instance's parent is PID 1, a pid told them apart no
+    more) keeps its own. Those of instances no longer running (whose lock nobody holds) are
+    removed: their files would be counted again (counters would not start at zero)."""
     base.mkdir(parents=True, exist_ok=True)
-    for stale in base.glob("*.db"):
+    for stale in base.glob("*.db"):  # an older release's files in `base` itself
         stale.unlink()
-    for entry in base.iterdir():
-        if entry.is_dir() and entry.name.isdigit() and not _running(int(entry.name)):
-            shutil.rmtree(entry, ignore_errors=True)
-    path = base / str(instance)
-    shutil.rmtree(path, ignore_errors=True)  # a dead instance's whose pid is ours now
+    name = secrets.token_hex(8)
+    # Locked before it is named `*.lock`: another instance's sweep never sees it unlocked.
+    draft = base / f".{name}.new"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    lock = draft.rename(base / f"{name}.lock")
+    _remove_ended_instances(base)
+    path = base / name
     path.mkdir()
-    return path
+    return InstanceMetricsDir(path, lock, fd)
+
+
+def _remove_ended_instances(base: Path) -> None:
+    # A draft is an instance's lock before its name: one left unlocked died before naming it.
+    for lock in [*base.glob("*.lock"), *base.glob(".*.new")]:
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:  # its instance just ended
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a running instance's
+        else:
+            shutil.rmtree(base / lock.stem, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    for entry in base.iterdir():
+        if entry.is_dir() and not (base / f"{entry.name}.lock").exists():
+            # A crashed instance's (its lock removed by a sweep), or an older release's,
+            # named by its parent's pid: kept while that process runs.
+            if not (entry.name.isdigit() and _running(int(entry.name))):
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _running(pid: int) -> bool:

@@ -3,22 +3,22 @@
 The parent does no request work. It starts the embedded database once (when MONGODB_URI is
 unset: N processes cannot each start one on the same files) and restarts it on the same port
 when it dies (`store/supervisor.py` `RestartPlan`, as a one-process gateway's supervisor
-does; the children reconnect), makes an empty directory of its own (named by its pid, in
-PROMETHEUS_MULTIPROC_DIR) for the processes' metric files, then starts N `gateway serve`
-children that bind the same port with SO_REUSEPORT, so the kernel spreads connections over
-them. Each child is a whole
-gateway process: web, its cached trigger gates, and its share of the background jobs
-(relay shards and delivery claims are leased in MongoDB). The parent restarts a child that
-dies (and marks it dead in the metrics), forwards SIGTERM/SIGINT to all of them, and stops
-the database last. Each child's event loop writes a heartbeat to a pipe every second
-(`beat_to_parent`); a child silent for `HUNG_SECONDS` (a deadlocked event loop, a blocking
-call, a stopped process: it still takes its share of the port's connections and answers none)
-is killed with SIGKILL, logged, and replaced like a child that died. A child that exits 2
-refused its configuration (a GATEWAY_SECRET_KEY the database's key check refuses, a setting
-it cannot use): its successor, started with the same environment, would be refused again, so
-the parent stops the others and exits 2 as well, as a single process does, for the service
-manager to report it.
-"""
+does; the children reconnect), makes an empty directory of its own (named by a random id and
+locked while it runs, in PROMETHEUS_MULTIPROC_DIR: `metrics.prepare_multiprocess_dir`) for
+the processes' metric files, then starts N `gateway serve` children that bind the same port
+with SO_REUSEPORT, so the kernel spreads connections over them. Each child is a whole
+gateway process: web, its cached trigger gates, and its share of the background jobs (relay
+shards and delivery claims are leased in MongoDB). The parent restarts a child that dies
+(and marks it dead in the metrics), forwards SIGTERM/SIGINT to all of them, kills (and logs)
+one still running when its own shutdown deadlines and a margin have passed (`stop_seconds`),
+and stops the database last. Each child's event loop writes a heartbeat to a pipe every
+second (`beat_to_parent`); a child silent for `HUNG_SECONDS` (a deadlocked event loop, a
+blocking call, a stopped process: it still takes its share of the port's connections and
+answers none) is killed with SIGKILL, logged, and replaced like a child that died. A child
+that exits 2 refused its configuration (a GATEWAY_SECRET_KEY the database's key check
+refuses, a setting it cannot use): its successor, started with the same environment, would
+be refused again, so the parent stops the others and exits 2 as well, as a single process
+does, for the service manager to report it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,13 +38,14 @@ from types import FrameType
 
 from gateway.config import Settings
 from gateway.metrics import MULTIPROCESS_DIR, mark_process_dead, prepare_multiprocess_dir
+from gateway.shutdown import CLOSE_SECONDS, HAND_BACK_SECONDS, TEARDOWN_SECONDS
 from gateway.store.embedded import EmbeddedServer
 from gateway.store.supervisor import RestartPlan
 
 log = logging.getLogger(__name__)
 
 _RESTART_DELAY = (1.0, 30.0)  # after a crash, doubling while a child keeps crashing
-_STOP_SECONDS = 30.0  # a child gets this long to finish in-flight work after SIGTERM
+_STOP_MARGIN_SECONDS = 5.0  # past the children's own shutdown deadlines, before SIGKILL
 BEAT_SECONDS = 1.0  # a child's heartbeat interval
 HUNG_SECONDS = 30.0  # a child silent for this long (from its start too) is killed, replaced
 
@@ -64,6 +64,23 @@ class _Child:
     restart_at: float | None = None
     refused: bool = False  # exited 2: a configuration error, never restarted
     beat_at: float = field(default_factory=time.monotonic)  # its last heartbeat (or start)
+
+
+def stop_seconds(settings: Settings) -> float:
+    """How long the parent waits for its children after forwarding SIGTERM before it kills
+    them: the most a child's own shutdown may take (docs/operations.md, Shutdown: the
+    requests' deadline and aiohttp's second of rounding, the runners' work and the hand-back,
+    the database client's close, the event loop's teardown; a child has no database of its
+    own to stop), and a margin."""
+    return (
+        settings.request_shutdown_seconds
+        + 1.0
+        + settings.delivery_shutdown_seconds
+        + HAND_BACK_SECONDS
+        + CLOSE_SECONDS
+        + TEARDOWN_SECONDS
+        + _STOP_MARGIN_SECONDS
+    )
 
 
 def serve_processes(settings: Settings, count: int) -> int:
@@ -86,7 +103,9 @@ def serve_processes(settings: Settings, count: int) -> int:
     with _database(settings) as database:
         if database is not None:
             restarting.append(database.server)
-        env = _child_env(settings, database.server.uri if database else None)
+        base = os.environ.get(MULTIPROCESS_DIR) or Path(settings.data_dir) / "metrics"
+        metrics = prepare_multiprocess_dir(Path(base))
+        env = _child_env(metrics.path, database.server.uri if database else None)
         children = [_start(n, settings, env) for n in range(count)]
         print(f"gateway listening on {settings.listen_url} ({count} processes)", file=sys.stderr)
         try:
@@ -97,8 +116,8 @@ def serve_processes(settings: Settings, count: int) -> int:
                 if any(child.refused for child in children):
                     return 2
         finally:
-            _stop(children, Path(env[MULTIPROCESS_DIR]))
-            shutil.rmtree(env[MULTIPROCESS_DIR], ignore_errors=True)
+            _stop(children, metrics.path, stop_seconds(settings))
+            metrics.remove()
     return 0
 
 
@@ -116,10 +135,9 @@ def _database(settings: Settings) -> Iterator[RestartPlan | None]:
         embedded.stop()
 
 
-def _child_env(settings: Settings, uri: str | None) -> dict[str, str]:
+def _child_env(metrics: Path, uri: str | None) -> dict[str, str]:
     env = dict(os.environ)
-    base = Path(env.get(MULTIPROCESS_DIR) or Path(settings.data_dir) / "metrics")
-    env[MULTIPROCESS_DIR] = str(prepare_multiprocess_dir(base, os.getpid()).resolve())
+    env[MULTIPROCESS_DIR] = str(metrics.resolve())
     if uri is not None:
         env["MONGODB_URI"] = uri
     return env
@@ -229,17 +247,25 @@ def _died(child: _Child, env: dict[str, str]) -> None:
     child.delay = min(child.delay * 2, _RESTART_DELAY[1]) if quick else _RESTART_DELAY[0]
 
 
-def _stop(children: list[_Child], metrics: Path) -> None:
+def _stop(children: list[_Child], metrics: Path, seconds: float) -> None:
+    """SIGTERM to every child, then SIGKILL (logged) to those still running `seconds` later."""
     # A child waiting for its restart is gone already (reaped, its lifeline closed).
     children = [child for child in children if child.restart_at is None]
     for child in children:
         if child.proc.poll() is None:
             child.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + _STOP_SECONDS
+    deadline = time.monotonic() + seconds
     for child in children:
         try:
             child.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            log.warning(
+                "gateway process %s (pid %s) still running %g s after SIGTERM, past its "
+                "shutdown deadlines: killed (SIGKILL)",
+                child.number,
+                child.proc.pid,
+                seconds,
+            )
             child.proc.kill()
             child.proc.wait()
         os.close(child.lifeline)

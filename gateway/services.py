@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from gateway import __version__
@@ -69,6 +70,7 @@ from gateway.schedules.sinks import EntitySink, PageSink, compile_target
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 from gateway.server_clock import ServerClock
 from gateway.shares import Shares
+from gateway.shutdown import HAND_BACK_SECONDS
 from gateway.store import Doc, Store
 from gateway.store.connection import INDEX_RETRY_SECONDS, open_store
 from gateway.store.entities import RELAY_SHARDS
@@ -545,12 +547,6 @@ class Background:
         await asyncio.gather(self.stop_runners(), cancel_and_wait(*sharded))
 
 
-HAND_BACK_SECONDS = 3.0
-"""At shutdown, past the runners' bound for their work under way: how long they may take to
-hand back the leases they still hold and the Idempotency-Keys left to release (a database that
-answers does it in milliseconds; what one that does not keeps expires instead)."""
-
-
 async def _stop(services: Services) -> None:
     """What the background holds, given back side by side within one bound, once the requests
     in flight are answered: the runners (stopping since SIGTERM under `gateway serve`,
@@ -589,7 +585,7 @@ def load_secret_key(settings: Settings, *, generate: bool = True) -> str:
         return settings.secret_key.value
     path = settings.data_dir / "secret_key"
     if path.exists():
-        return path.read_text().strip()
+        return _read_key_file(path)
     if not generate:
         raise ConfigError(
             f"GATEWAY_SECRET_KEY is unset and {path} does not exist: set GATEWAY_SECRET_KEY "
@@ -598,10 +594,43 @@ def load_secret_key(settings: Settings, *, generate: bool = True) -> str:
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     key = generate_secret_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key + "\n")
+    # Written whole and on disk under another name, then linked to its own: a crash, a full
+    # disk or a power loss never leaves an empty or partial key file (while the database's
+    # key check, and every secret sealed since, would be under the key lost).
+    draft = path.with_name(f".secret_key.{os.getpid()}.new")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:  # another process of this gateway generated it first
+            return _read_key_file(path)
+    finally:
+        draft.unlink(missing_ok=True)
+    directory = os.open(settings.data_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     log.warning("GATEWAY_SECRET_KEY is unset: generated one into %s; set it in production", path)
+    return key
+
+
+def _read_key_file(path: Path) -> str:
+    """The generated key file's key; a damaged one (empty, truncated) is a ConfigError naming
+    the file, not the unset variable."""
+    key = path.read_text().strip()
+    try:
+        KeyRing.from_secret(key)
+    except ValueError:
+        raise ConfigError(
+            f"GATEWAY_SECRET_KEY is unset and the key file {path} is damaged (empty, or a "
+            "key shorter than 16 characters): restore it from a backup of the data "
+            "directory, or set GATEWAY_SECRET_KEY to the gateway's key"
+        ) from None
     return key
 
 

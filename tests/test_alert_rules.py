@@ -3,6 +3,7 @@ exports (a renamed metric would silently never fire)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -58,3 +59,17 @@ def test_a_damaged_secret_and_the_gateways_own_overload_each_have_an_alert_rule(
     overloaded = [a for a, e in exprs.items() if 'result="overloaded"' in e]
     assert damaged == ["GatewayStoredSecretDamaged"] and "> 0" in exprs[damaged[0]]
     assert overloaded == ["GatewayOutboundOverloaded"]
+
+
+def test_the_deployment_wide_delivery_gauges_are_never_summed_across_processes() -> None:
+    """Every process that runs `delivery` reports the whole database's queue: the dashboard's
+    `sum by (status)` showed K times the backlog with K such processes scraped. The
+    dashboard and the alerts take the max."""
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    exprs += [rule["expr"] for rule in _rules()]
+    wide = ("gateway_delivery_queue_depth", "gateway_delivery_oldest_due_age_seconds")
+    read = [e for e in exprs if any(name in e for name in wide)]
+    assert len(read) >= 3
+    for expr in read:
+        assert expr.startswith(("max(", "max by", "absent(")), expr

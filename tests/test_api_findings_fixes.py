@@ -18,11 +18,13 @@ from bson import ObjectId
 
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import verify_admin_token
+from gateway.config import Settings
+from gateway.services import Services
 from gateway.web.server import GatewayRunner
 from gateway.web.state import services_key
 from tests.partner_double import create_partner
 from tests.processes import free_port
-from tests.support import SECRET_KEY, auth
+from tests.support import SECRET_KEY, auth, cli_env, run_cli
 from tests.triggers_support import (
     Client,
     bearer,
@@ -384,12 +386,15 @@ def _gateway(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_an_admin_token_past_year_9999_is_refused_not_issued(tmp_path: Path) -> None:
+async def test_an_admin_token_past_year_9999_is_refused_not_issued(
+    settings: Settings, mongodb_uri: str, services: Services
+) -> None:
+    env = cli_env(settings, mongodb_uri)
     for ttl in ("2920000d", "999999999d"):
-        result = _gateway("admin-token", "--tenant", "acme", "--ttl", ttl)
+        result = await run_cli(env, "admin-token", "--tenant", "acme", "--ttl", ttl)
         assert result.returncode == 2 and result.stdout == "", result
         assert "ttl is too long" in result.stderr and "9999-12-31" in result.stderr
-    result = _gateway("admin-token", "--tenant", "acme", "--ttl", "2900000d")
+    result = await run_cli(env, "admin-token", "--tenant", "acme", "--ttl", "2900000d")
     assert result.returncode == 0, result.stderr
     claims = verify_admin_token(KeyRing.from_secret(SECRET_KEY), result.stdout.strip())
     assert claims.tenant == "acme"

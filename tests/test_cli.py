@@ -25,7 +25,7 @@ from gateway.config import ConfigError, Settings
 from gateway.entities import Origin
 from gateway.services import Services
 from tests.processes import Gateway, free_port
-from tests.support import SECRET_KEY, cli_env
+from tests.support import SECRET_KEY, cli_env, run_cli
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,17 +45,11 @@ def test_help_lists_every_command() -> None:
         assert command in result.stdout
 
 
-def test_admin_token_prints_the_token_alone(tmp_path: Path) -> None:
-    result = _run(
-        "admin-token",
-        "--tenant",
-        "acme",
-        "--role",
-        "viewer",
-        "--ttl",
-        "2h",
-        env={"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)},
-    )
+async def test_admin_token_prints_the_token_alone(
+    settings: Settings, mongodb_uri: str, services: Services
+) -> None:
+    args = ("admin-token", "--tenant", "acme", "--role", "viewer", "--ttl", "2h")
+    result = await run_cli(cli_env(settings, mongodb_uri), *args)
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     assert result.stdout == token + "\n"
@@ -87,6 +81,116 @@ def test_a_token_for_a_tenant_no_user_could_belong_to_is_refused(tmp_path: Path)
         result = _run("admin-token", "--tenant", tenant, env=env)
         assert result.returncode == 2 and result.stdout == ""
         assert "a tenant is 1-100 letters, digits, _.-" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["trigger", "create", "--name", "sp", "--entity-type", "driver"],
+        ["trigger", "list"],
+        ["ui-user", "create", "--email", "ops@example.com"],
+        ["ui-user", "list"],
+        ["fold-failures"],
+        ["demo"],
+        ["admin-token"],
+    ],
+    ids=lambda command: " ".join(command[:2]),
+)
+def test_every_command_refuses_a_tenant_no_token_could_name(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`trigger create --tenant 'acme '` (a CRLF env file's value) stored a trigger whose
+    printed token was refused on every call, under a tenant no admin token can name: every
+    command checks `--tenant` as `admin-token` does, before it touches anything."""
+    env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
+    for tenant in ("acme ", "acme\r", "b a d", "x" * 300):
+        result = _run(*command, "--tenant", tenant, env=env)
+        assert result.returncode == 2 and result.stdout == ""
+        assert f"a tenant is 1-100 letters, digits, _.-, not {tenant!r}" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no database started, no key written
+
+
+async def test_admin_token_with_a_key_the_database_refuses_prints_no_token(
+    settings: Settings, mongodb_uri: str, services: Services
+) -> None:
+    """`admin-token` never looked at the database: a typo'd GATEWAY_SECRET_KEY printed a
+    token (exit 0) that the gateway refused on every call. It refuses as the other one-shot
+    commands do."""
+    env = {**cli_env(settings, mongodb_uri), "GATEWAY_SECRET_KEY": "C" * 32}
+    result = await run_cli(env, "admin-token", "--tenant", "acme")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "GATEWAY_SECRET_KEY: none of its keys opens the key check" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "stdin"),
+    [
+        (["ui-user", "create", "--tenant", "acme", "--email", "ops@example.com"], "a long pass 1"),
+        (["trigger", "create", "--tenant", "acme", "--name", "sp", "--entity-type", "driver"], ""),
+        (["cleanup"], ""),
+        (["reseal"], ""),
+        (["fold-failures"], ""),
+        (["admin-token", "--tenant", "acme"], ""),
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) else "",
+)
+def test_a_one_shot_command_on_a_data_dir_without_a_database_refuses_to_make_one(
+    tmp_path: Path, command: list[str], stdin: str
+) -> None:
+    """On a data dir holding no database (a typo, a cron job's relative `./var` from another
+    directory) a one-shot command started a new, empty one and reported success: a user, a
+    trigger, a cleanup "of 0" against a database no gateway serves."""
+    (tmp_path / "secret_key").write_text(SECRET_KEY)
+    env = {**os.environ, "GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_SECRET_KEY": ""}
+    env.pop("MONGODB_URI", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", *command],
+        input=stdin + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr.splitlines() == [
+        f"configuration error: GATEWAY_DATA_DIR {tmp_path} holds no database ({tmp_path}/db "
+        "does not exist): set GATEWAY_DATA_DIR to the gateway's data directory (or "
+        "MONGODB_URI to its database); `gateway serve` creates it at its first start"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret_key"]
+
+
+@pytest.mark.parametrize("content", ["", "\n", "short\n"], ids=["empty", "blank", "truncated"])
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["admin-token", "--tenant", "acme"]])
+def test_a_damaged_generated_key_file_is_one_line_naming_the_file(
+    tmp_path: Path, content: str, command: list[str]
+) -> None:
+    """An empty or truncated `GATEWAY_DATA_DIR/secret_key` (a crash while it was written) was
+    a traceback blaming the unset GATEWAY_SECRET_KEY: the operator was sent to the wrong place."""
+    (tmp_path / "secret_key").write_text(content)
+    env = {"GATEWAY_SECRET_KEY": "", "GATEWAY_DATA_DIR": str(tmp_path), "MONGODB_URI": ""}
+    result = _run(*command, env=env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"configuration error: GATEWAY_SECRET_KEY is unset and the key file "
+        f"{tmp_path}/secret_key is damaged (empty, or a key shorter than 16 characters): "
+        "restore it from a backup of the data directory, or set GATEWAY_SECRET_KEY to the "
+        "gateway's key"
+    ]
+    assert (tmp_path / "secret_key").read_text() == content  # left for the operator
+
+
+def test_the_generated_key_file_is_written_whole_and_alone(tmp_path: Path) -> None:
+    """Written under another name, synced, then linked to `secret_key`: nothing else is left
+    in the data dir, and the key is one the next process reads back."""
+    from gateway.services import load_secret_key
+
+    settings = Settings.from_env({"GATEWAY_DATA_DIR": str(tmp_path)})
+    key = load_secret_key(settings)
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]
+    assert (tmp_path / "secret_key").read_text() == key + "\n"
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert load_secret_key(settings, generate=False) == key
 
 
 def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
@@ -301,6 +405,7 @@ def test_a_command_interrupted_while_the_embedded_database_starts_leaves_no_proc
         "GATEWAY_LOG_JSON": "false",
     }
     env.pop("MONGODB_URI", None)
+    (tmp_path / "db").mkdir()  # a stopped gateway's (a one-shot command never makes one)
     with subprocess.Popen(
         [sys.executable, "-m", "gateway", "trigger", "list", "--tenant", "acme"],
         env=env,
@@ -373,6 +478,48 @@ def test_a_group_of_commands_without_its_command_names_what_is_missing(
         assert "the following arguments are required: COMMAND" in err, err
 
 
+def test_a_mongodb_uri_the_driver_cannot_parse_is_one_line_naming_it(tmp_path: Path) -> None:
+    """Past its scheme, a URI the driver's parser refused (no host, a port out of range, an
+    unescaped `@`) was a logged traceback, exit 1, the variable unnamed."""
+    env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
+    for uri, said in (
+        ("mongodb://", "Must provide at least one hostname or IP"),
+        ("mongodb://127.0.0.1:99999", "Port must be an integer between 0 and 65535"),
+        ("mongodb://u:s3cret@@x", "Username and password must be escaped"),
+        ("mongodb+srv://db.example.com:27017", None),
+    ):
+        result = _run("cleanup", "--dry-run", env={**env, "MONGODB_URI": uri})
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith("configuration error: MONGODB_URI is not a valid connection")
+        assert said is None or said in line
+        assert "s3cret" not in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_mongodb_uri_and_no_embedded_database_is_one_line_exit_2(tmp_path: Path) -> None:
+    """The image (no `embedded` extra) started without MONGODB_URI logged a traceback and
+    exited 1: a known configuration problem, said in one line."""
+    shim = (
+        "import sys, gateway.store.embedded as e; e.EXECUTABLE = 'no-such-secantusd'; "
+        "from gateway.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    env = {**os.environ, "GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
+    env.pop("MONGODB_URI", None)
+    (tmp_path / "db").mkdir()  # a gateway's data dir: `cleanup` would use its database
+    for command in (["cleanup", "--dry-run"], ["serve", "--port", str(free_port())]):
+        result = subprocess.run(
+            [sys.executable, "-c", shim, *command], capture_output=True, text=True, env=env
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            "configuration error: MONGODB_URI is unset and the embedded database "
+            "(no-such-secantusd) is not installed: set MONGODB_URI, or install the 'embedded' "
+            "extra (pip install '.[embedded]')"
+        )
+        assert "Traceback" not in result.stderr and "command failed" not in result.stderr
+
+
 def test_a_mongodb_uri_that_is_not_a_connection_string_is_a_configuration_error() -> None:
     """The driver took `db.example.com:27017` or `mongodb:/db` as a host name: the gateway
     started, waited 5 s on it and served 503s, never saying that the setting was wrong."""
@@ -388,14 +535,52 @@ def test_a_mongodb_uri_that_is_not_a_connection_string_is_a_configuration_error(
         assert Settings.from_env({"MONGODB_URI": uri}).mongodb_uri == uri
 
 
-def test_a_number_below_its_floor_names_the_floor_alone() -> None:
-    """A setting with no ceiling said `must be between 100 and any, got 5`."""
+def test_a_number_outside_its_range_names_the_range() -> None:
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({"GATEWAY_DB_TIMEOUT_MS": "5"})
-    assert str(refused.value) == "GATEWAY_DB_TIMEOUT_MS must be at least 100, got 5"
+    assert str(refused.value) == "GATEWAY_DB_TIMEOUT_MS must be between 100 and 600000, got 5"
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({"GATEWAY_PORT": "70000"})
     assert str(refused.value) == "GATEWAY_PORT must be between 0 and 65535, got 70000"
+
+
+@pytest.mark.parametrize(
+    ("name", "high"),
+    [
+        ("GATEWAY_DELIVERY_LEASE_SECONDS", 86_400),
+        ("GATEWAY_SCHEDULE_LEASE_SECONDS", 86_400),
+        ("GATEWAY_PARTNER_PROBE_SECONDS", 86_400),
+        ("GATEWAY_STALL_SECONDS", 86_400),
+        ("GATEWAY_DELIVERY_POLL_SECONDS", 3600),
+        ("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 3600),
+        ("GATEWAY_DB_TIMEOUT_MS", 600_000),
+        ("GATEWAY_MAX_BODY_BYTES", 1024**3),
+    ],
+)
+def test_a_duration_or_size_past_its_ceiling_stops_the_start_naming_it(
+    tmp_path: Path, name: str, high: int
+) -> None:
+    """Documented as "1+": a lease of 99999999999999 s crashed the start with a traceback
+    (`days=...; must have magnitude <= 999999999`), a probe interval as long failed every
+    delivery housekeeping round behind a ready /readyz, a body limit past 8-byte integers
+    failed every trigger creation. Each now has a ceiling, said at start."""
+    longer = {"GATEWAY_FOLD_GAP_SECONDS": "3600", "GATEWAY_SHARD_LEASE_SECONDS": "3600"}
+    assert Settings.from_env({name: str(high), **longer})  # the ceiling itself is taken
+    env = {"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_SECRET_KEY": SECRET_KEY}
+    result = _run("serve", "--port", "0", env={**env, name: "99999999999999"})
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"configuration error: {name} must be between ")
+    assert line.endswith(f" and {high}, got 99999999999999")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_number_in_other_digits_than_ascii_is_refused() -> None:
+    """`int()` read `GATEWAY_PORT=٨٠` (Arabic-Indic digits) as 80, and `1_000` as 1000."""
+    for raw in ("٨٠", "1_000", "+80"):
+        with pytest.raises(ConfigError) as refused:
+            Settings.from_env({"GATEWAY_PORT": raw})
+        assert str(refused.value) == f"GATEWAY_PORT must be an integer, got {raw!r}"
 
 
 def test_every_option_of_every_command_says_what_it_is_for() -> None:
@@ -421,7 +606,8 @@ def test_a_one_shot_command_without_the_secret_key_uses_the_data_dirs_key(tmp_pa
     """`serve` generated the data dir's key; a later `admin-token` without
     GATEWAY_SECRET_KEY signs with that key, so the running gateway verifies its token."""
     (tmp_path / "secret_key").write_text(SECRET_KEY + "\n")
-    env = {"GATEWAY_SECRET_KEY": "", "GATEWAY_DATA_DIR": str(tmp_path)}
+    (tmp_path / "db").mkdir()  # the stopped gateway's database
+    env = {"GATEWAY_SECRET_KEY": "", "GATEWAY_DATA_DIR": str(tmp_path), "MONGODB_URI": ""}
     result = _run("admin-token", "--tenant", "acme", env=env)
     assert result.returncode == 0, result.stderr
     claims = verify_admin_token(KeyRing.from_secret(SECRET_KEY), result.stdout.strip())

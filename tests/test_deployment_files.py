@@ -3,7 +3,11 @@ every command and setting in it against the code that will read them."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +59,64 @@ def test_the_compose_file_starts_n_gateways_of_p_processes_and_a_worker() -> Non
         assert service["environment"]["MONGODB_URI"] == gateway["environment"]["MONGODB_URI"]
 
 
-def test_the_image_holds_every_directory_the_gateway_reads_beside_its_schemas() -> None:
-    """`gateway demo` (and an admin uploading the shipped files) read mappings/ and flows/
-    beside GATEWAY_SCHEMA_DIR (cli.py `demo`): the image copies all three to /app."""
-    copied = re.findall(r"^COPY (\w+) \./(\w+)$", (ROOT / "Dockerfile").read_text(), re.M)
-    assert {"schemas", "mappings", "flows"} <= {src for src, dst in copied if src == dst}
-    assert "GATEWAY_SCHEMA_DIR=/app/schemas" in (ROOT / "Dockerfile").read_text()
+def test_the_image_copies_only_the_installed_package() -> None:
+    """The image installs the package (`pip install .` of gateway/, pyproject.toml and
+    README.md) and copies nothing else: what the gateway reads ships inside the package."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY (?!--from)(.+) \./?\S*$", dockerfile, re.M)
+    assert copied == ["pyproject.toml README.md", "gateway"]
+    assert "ENV" in dockerfile and "GATEWAY_SCHEMA_DIR=" not in dockerfile
+
+
+def test_an_installed_package_compiles_flows_and_finds_the_demo_data(tmp_path: Path) -> None:
+    """Built into a wheel from what the Dockerfile copies and installed outside the source
+    tree: the flow schema, the default entity schemas and the demo's mappings, flows and
+    templates all come with the package."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "gateway", source / "gateway", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    wheel = ["wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), "."]
+    subprocess.run([*pip, *wheel], cwd=source, check=True, timeout=120)
+    (built,) = (tmp_path / "dist").glob("*.whl")
+    site = tmp_path / "site"
+    install = ["install", "--no-deps", "--no-index", "--target", str(site), str(built)]
+    subprocess.run([*pip, *install], check=True, timeout=120)
+    shutil.rmtree(source)
+    probe = """
+import gateway, sys
+from pathlib import Path
+from gateway.flows.compiler import check_flow
+from gateway.schemas.registry import SchemaRegistry, default_schema_dir
+assert Path(gateway.__file__).is_relative_to(sys.argv[1]), gateway.__file__
+tiny = "name: tiny\\non:\\n  events: [entity.created]\\nsteps:\\n  - id: s\\n    when: entity.key"
+assert not check_flow(tiny).problems
+SchemaRegistry.load(default_schema_dir())
+from gateway import shipped
+flows = sorted(shipped.FLOWS.glob("*.yaml"))
+for flow in flows:
+    assert not check_flow(flow.read_text()).problems, flow
+print(len(flows), len(list(shipped.MAPPINGS.glob("*.yaml"))),
+      len(list((shipped.FLOWS / "templates").glob("*.yaml"))))
+"""
+    # Only the installed package and the virtualenv's dependencies: no source tree anywhere.
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(site)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    counts = [
+        len(list(ROOT.joinpath(*p).glob("*.yaml")))
+        for p in [("flows",), ("mappings",), ("flows", "templates")]
+    ]
+    assert [int(n) for n in done.stdout.split()] == counts
+    assert all(counts)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, request_id_var
 
 
 @pytest.fixture
@@ -57,3 +57,30 @@ def test_a_level_above_info_holds_the_driver_s_info_lines_back_too(
     logging.getLogger("gateway.store.health").warning("database marked down")
     lines = _lines(capsys.readouterr().err)
     assert [line["message"] for line in lines] == ["database marked down"]
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_plain_text_lines_carry_the_request_id_and_every_field(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """GATEWAY_LOG_JSON=false printed `... DEBUG gateway.access: request` and nothing else:
+    no request id, status or route, no port of the embedded database. The fields follow
+    the message as key=value; a value that is not a plain word is written as JSON."""
+    configure_logging("DEBUG", json=False)
+    token = request_id_var.set("abc123")
+    try:
+        access = {"method": "POST", "route": "/hooks/{id}", "status": 404, "duration_ms": 1.5}
+        logging.getLogger("gateway.access").debug("request", extra=access)
+    finally:
+        request_id_var.reset(token)
+    started = {"port": 27018, "storage": "/var/my data", "note": 'a "b"=c'}
+    logging.getLogger("gateway.store.embedded").info("embedded database started", extra=started)
+    first, second = capsys.readouterr().err.splitlines()
+    assert first.endswith(
+        " DEBUG gateway.access: request request_id=abc123 method=POST route=/hooks/{id} "
+        "status=404 duration_ms=1.5"
+    )
+    assert second.endswith(
+        " INFO gateway.store.embedded: embedded database started port=27018 "
+        'storage="/var/my data" note="a \\"b\\"=c"'
+    )

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from gateway.config import Settings
-from gateway.prefork import HUNG_SECONDS
+from gateway.metrics import prepare_multiprocess_dir
+from gateway.prefork import HUNG_SECONDS, stop_seconds
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
 
@@ -302,6 +303,34 @@ def test_a_hung_process_is_killed_and_replaced(tmp_path: Path) -> None:
     assert f"(pid {hung}) gave no heartbeat for" in gateway.log()
 
 
+def test_the_parent_waits_its_processes_shutdown_deadlines_then_kills_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """The parent killed its processes 30 s after SIGTERM whatever their shutdown deadlines
+    granted (a request promised 50 s was cut with no answer), and logged nothing. It now
+    waits what their deadlines add up to, and a margin, and logs the kill."""
+    env = {"GATEWAY_REQUEST_SHUTDOWN_SECONDS": "1", "GATEWAY_DELIVERY_SHUTDOWN_SECONDS": "0"}
+    wait = stop_seconds(Settings.from_env(env))
+    assert wait == 15.0  # 1 + 1 (aiohttp's rounding) + 0 + 3 + 2 + 3, and 5 s of margin
+    assert stop_seconds(Settings.from_env({"GATEWAY_REQUEST_SHUTDOWN_SECONDS": "50"})) > 60
+    gateway = Gateway(tmp_path, "--workers", "2", **env).start()
+    assert gateway.proc is not None
+    stuck, other = _servers(gateway)
+    os.kill(stuck, signal.SIGSTOP)  # it cannot act on the SIGTERM the parent forwards
+    try:
+        started = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+        gateway.proc.wait(40)
+        took = time.monotonic() - started
+    finally:
+        if alive(stuck):
+            os.kill(stuck, signal.SIGKILL)
+        gateway.stop()
+    assert wait <= took < 30  # not the fixed 30 s of before (the database's stop is after)
+    assert f"(pid {stuck}) still running 15 s after SIGTERM" in gateway.log()
+    assert f"(pid {other}) still running" not in gateway.log()  # it stopped by itself
+
+
 def test_two_instances_on_one_data_dir_keep_their_own_metrics(
     tmp_path: Path, mongodb_uri: str, settings: Settings
 ) -> None:
@@ -328,3 +357,40 @@ def test_two_instances_on_one_data_dir_keep_their_own_metrics(
             if gateway is not None:
                 gateway.stop()
     assert list((tmp_path / "metrics").iterdir()) == []  # each removed its own at its end
+
+
+_INSTANCE = """
+import sys
+from pathlib import Path
+from gateway.metrics import prepare_multiprocess_dir
+mine = prepare_multiprocess_dir(Path(sys.argv[1]))
+(mine.path / "counter_2.db").write_bytes(b"its counts")
+print(mine.path.name, flush=True)
+sys.stdin.read()  # runs until the test closes its stdin; ends without removing anything
+"""
+
+
+def test_instances_whose_parents_share_a_pid_keep_their_own_metrics_dir(tmp_path: Path) -> None:
+    """In containers every instance's parent is PID 1: the directory named by the parent's pid
+    was the same for two instances on one data dir, and the second emptied the first's. Each
+    now has a random name and a lock held while it runs: a running instance's directory is
+    kept whatever its pid, an ended one's (its lock released by the kernel) removed."""
+    base = tmp_path / "metrics"
+    with subprocess.Popen(
+        [sys.executable, "-c", _INSTANCE, str(base)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as other:
+        assert other.stdout is not None and other.stdin is not None
+        theirs = base / other.stdout.readline().strip()
+        mine = prepare_multiprocess_dir(base)
+        assert mine.path != theirs and mine.path.parent == base
+        assert (theirs / "counter_2.db").read_bytes() == b"its counts"  # kept: it runs
+    # Leaving `with` closed its stdin and waited for it: it ended as if killed.
+    third = prepare_multiprocess_dir(base)  # the other's files go
+    assert not theirs.exists() and not base.joinpath(f"{theirs.name}.lock").exists()
+    assert mine.path.is_dir() and third.path.is_dir()
+    mine.remove()
+    third.remove()
+    assert list(base.iterdir()) == []

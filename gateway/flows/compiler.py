@@ -48,15 +48,16 @@ from gateway.flows.model import (
 from gateway.mapping.expressions import compile_expression
 from gateway.mapping.loader import canonical_checksum, parse_document
 from gateway.mapping.problems import Problems
-from gateway.schemas import CompiledSchema, compile_schema, default_schema_dir
+from gateway.schemas import CompiledSchema, compile_schema
+from gateway.shipped import SCHEMAS
 
 _SELF_TRIGGERING = ("entity.updated", "entity.created")
 
 
 @cache
 def flow_schema() -> CompiledSchema:
-    path = default_schema_dir() / "flow.schema.json"
-    return compile_schema(json.loads(path.read_text()))
+    """The flow language's schema: the package's own, whatever GATEWAY_SCHEMA_DIR names."""
+    return compile_schema(json.loads((SCHEMAS / "flow.schema.json").read_text()))
 
 
 # Schema problems that leave every shape the compiler reads in place: members it ignores.

@@ -24,6 +24,7 @@ from gateway.schemas.ids import canonical_plate_key, normalize_identifier
 from gateway.schemas.kind_keys import key_problems
 from gateway.schemas.problems import nul_key_problems, pointer, root_problem
 from gateway.schemas.walk import COMBINATORS, Resolver
+from gateway.shipped import SCHEMAS
 
 ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
 
@@ -103,8 +104,8 @@ def reference_field(entity_type: str) -> str:
 
 
 def default_schema_dir() -> Path:
-    """`<repo>/schemas`; the package is installed editable, so it sits next to `gateway/`."""
-    return Path(__file__).resolve().parents[2] / "schemas"
+    """The entity and kind schemas shipped in the package (GATEWAY_SCHEMA_DIR replaces them)."""
+    return SCHEMAS
 
 
 @dataclass(frozen=True, slots=True)

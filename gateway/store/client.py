@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import re
 import sys
+import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from bson import ObjectId
 from bson.codec_options import TypeDecoder, TypeRegistry
 from bson.dbref import DBRef
 from bson.errors import InvalidDocument, InvalidId
-from pymongo import AsyncMongoClient, WriteConcern
+from pymongo import AsyncMongoClient, WriteConcern, uri_parser
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -34,6 +35,7 @@ from pymongo.errors import (
 )
 from pymongo.monitoring import TopologyListener
 
+from gateway.config import ConfigError
 from gateway.errors import BadRequest, Conflict, InvalidPayload, StoreUnavailable
 
 Doc = dict[str, Any]
@@ -128,6 +130,29 @@ class _PlainReference(TypeDecoder):
 
 PLAIN_DOCUMENTS = TypeRegistry([_PlainReference()])
 """The client's decoders: every read of a stored document goes through them."""
+
+
+def check_uri(name: str, uri: str) -> None:
+    """A ConfigError naming the setting `name` when the driver's own parser refuses `uri`
+    (no host, a port out of range, an unescaped `@`, an SRV URI with a port), said at start
+    instead of a traceback at the first connection. As lenient as the client (an unknown
+    option is its warning); an SRV name is read as a host: no DNS query here."""
+    scheme, _, rest = uri.partition("://")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = uri_parser.parse_uri(f"mongodb://{rest}", warn=True)
+    except (PyMongoError, ValueError) as exc:  # the messages hold no password
+        raise ConfigError(f"{name} is not a valid connection string: {exc}") from None
+    if scheme == "mongodb+srv" and (
+        len(parsed["nodelist"]) != 1
+        or ":" in rest.partition("?")[0].partition("/")[0].rpartition("@")[2]
+        or parsed["options"].get("directConnection")
+    ):
+        raise ConfigError(
+            f"{name} is not a valid connection string: a mongodb+srv:// URI names one host, "
+            "without a port, and no directConnection"
+        )
 
 
 def open_client(

