@@ -34,12 +34,15 @@ failure is raised; what a claim took is `held` (unit → token) until its unit i
 slow partner stays that tenant's problem). A runner's slots are few (32 deliveries, 32 flow
 runs, 4 schedule runs per process) and a unit holds its slot as long as its partner takes; so
 a claim takes only work this process can start now: none of a tenant already holding its
-share of the runner's slots, none for a partner this process cannot call now (disabled, or
-its concurrency gate as full as its `max_concurrency`). A tenant's share is half the slots
-while another tenant has work under way in the runner, three quarters while it is alone: a
-quarter always stays free for another tenant's work when it comes (the delivery worker
+share of the runner's slots, none for a partner this runner cannot call now (disabled, or
+with as many of its units under way as its `max_concurrency`). A tenant's share is half the
+slots while another tenant has work under way in the runner, three quarters while it is
+alone: a quarter always stays free for another tenant's work when it comes (the delivery worker
 claims again once a quarter of its slots is free). What a claim passes over stays due, in
-its order, for a later claim.
+its order, for a later claim. A partner's room is its limit minus this runner's own units of
+it: at its gate they wait their turn with the proxy's calls and other runners', first come,
+first served (counting the others' waiting calls too would leave this runner's units out for
+as long as the others keep the gate queued).
 """
 
 from __future__ import annotations
@@ -295,9 +298,9 @@ ClaimShard = Callable[[str, int, int, Admit], Awaitable[list[dict[str, Any]]]]
 Whose = Callable[[dict[str, Any]], tuple[str | None, str | None]]
 """(a unit) → its tenant, and the partner whose concurrency gate it waits at (None: none
 known at the claim, as for a flow run, whose steps call their partners one after another)."""
-PartnerRoom = Callable[[str], tuple[int, int] | None]
-"""(partner id) → (its limit, how many calls take or wait for its gate now) in this process:
-a disabled partner's limit is 0; None: no limit known here (not called yet)."""
+PartnerRoom = Callable[[str], int | None]
+"""(partner id) → how many calls its concurrency gate lets through at once in this process: a
+disabled partner's limit is 0; None: no limit known here (not called yet)."""
 
 
 def tenant_only(doc: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -306,7 +309,7 @@ def tenant_only(doc: dict[str, Any]) -> tuple[str | None, str | None]:
     return (tenant if isinstance(tenant, str) else None, None)
 
 
-def _no_partner_room(_partner: str) -> tuple[int, int] | None:
+def _no_partner_room(_partner: str) -> int | None:
     return None
 
 
@@ -314,10 +317,9 @@ class FairShares:
     """Which due units a runner's claim may take (module docstring): a tenant holds at most
     `share` of the runner's `slots` (half, at least one) while another tenant holds some,
     `alone` (all but a quarter, at least `share`) while it is the only one; a partner at most
-    its limit (`room`) minus what is under way to it already, counted as the larger of the
-    calls at its gate (any runner's of this process, the proxy's) and this runner's units of
-    it. A unit passed over waits for a later claim: one whose tenant or partner has a slot
-    free."""
+    its limit (`room`) of this runner's units (the calls of others, the proxy's, queue at its
+    gate beside them, first come, first served). A unit passed over waits for a later claim:
+    one whose tenant or partner has a slot free."""
 
     def __init__(self, slots: int, whose: Whose, room: PartnerRoom = _no_partner_room) -> None:
         self.share = max(1, slots // 2)
@@ -342,9 +344,8 @@ class FairShares:
                 others = any(n for t, n in tenants.items() if t != tenant)
                 if tenants[tenant] >= (self.share if others else self.alone):
                     return False
-            if partner is not None and (room := self._room(partner)) is not None:
-                limit, busy = room
-                if max(busy, partners[partner]) >= limit:
+            if partner is not None and (limit := self._room(partner)) is not None:
+                if partners[partner] >= limit:
                     return False
                 partners[partner] += 1
             if tenant is not None:

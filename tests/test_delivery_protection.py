@@ -1110,3 +1110,57 @@ async def test_a_lone_tenant_uses_three_quarters_of_the_slots_leaving_a_quarter_
         finally:
             await worker.stop()
             await running
+
+
+async def test_a_delivery_takes_its_turn_at_a_partners_gate_the_proxy_keeps_queued(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Four clients call a proxy action of the partner (`max_concurrency` 2, answering in
+    0.5 s) in a loop, so its gate always has calls waiting; a delivery to it is pending. The
+    claim counts the worker's own deliveries against the partner's limit, not the proxy's
+    calls: the delivery joins the gate's queue and goes out in its turn (first come, first
+    served), instead of being passed over at every look for as long as the proxy is busy."""
+    client = await aiohttp_client(make_app(delivery_shutdown_seconds=0))
+    worker = _driven(client)
+    async with running_partner() as erp:
+        erp.respond_with(200, {}, delay=0.5)
+        partner_doc = await _tenant_subscribed(
+            client, erp.url, "acme", timeout_seconds=10, max_concurrency=2
+        )
+        proxy = {
+            "name": "lookup",
+            "partner_id": partner_doc["id"],
+            "method": "GET",
+            "path": "/lookup",
+            "mode": "proxy",
+        }
+        action = await post(client, "/api/v1/actions", proxy, tenant="acme")
+        await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+        await client.app[services_key].relay.run_until_idle()
+        stop = False
+        statuses: list[int] = []
+
+        async def invoking() -> None:
+            while not stop:
+                answer = await client.post(
+                    f"/api/v1/actions/{action['id']}/invoke",
+                    headers=auth("acme"),
+                    json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+                )
+                statuses.append(answer.status)
+                await answer.read()
+
+        callers = [asyncio.create_task(invoking()) for _ in range(4)]
+        await asyncio.sleep(1.5)  # the gate is queued
+        running = asyncio.create_task(worker.run())
+        started = time.monotonic()
+        try:
+            while not any(r.method == "POST" for r in erp.requests):
+                assert time.monotonic() - started < 10, f"not sent; {len(statuses)} proxy calls"
+                await asyncio.sleep(0.2)
+            assert set(statuses) == {200}
+        finally:
+            stop = True
+            await asyncio.gather(*callers, return_exceptions=True)
+            await worker.stop()
+            await running

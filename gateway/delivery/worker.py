@@ -232,11 +232,11 @@ class DeliveryWorker:
             token, now, now + self._lease, limit, shard, admit
         )
 
-    def _partner_room(self, partner_id: str) -> tuple[int, int] | None:
-        """A disabled partner has none (its probe takes its deliveries); another, what its
-        concurrency gate in this process has (`PartnerGuards.room`)."""
+    def _partner_room(self, partner_id: str) -> int | None:
+        """A disabled partner has none (its probe takes its deliveries); another, the size of
+        its concurrency gate in this process (`PartnerGuards.room`)."""
         if partner_id in self._health.disabled:
-            return (0, 0)
+            return 0
         return self._guards.room(partner_id)
 
     async def _release_claims(self, held: list[str]) -> None:
