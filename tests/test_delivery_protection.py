@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from bson import ObjectId
 
+from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
 from gateway.delivery.worker import DeliveryWorker
 from gateway.store.deliveries import shard_of
@@ -1164,3 +1165,75 @@ async def test_a_delivery_takes_its_turn_at_a_partners_gate_the_proxy_keeps_queu
             await asyncio.gather(*callers, return_exceptions=True)
             await worker.stop()
             await running
+
+
+def _probe_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if "_probe_then_reschedule" in repr(t.get_coro())]
+
+
+async def test_a_partner_whose_probe_outlasts_the_probe_interval_is_probed_once_at_a_time(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """A disabled partner's probe hangs (its timeout 30 s) past `partner_probe_seconds` (5),
+    so its claim has it due again while it runs: the worker's next round does not probe it a
+    second time beside the first."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=5, delivery_shutdown_seconds=0))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    async with running_partner() as hanging:
+        hanging.respond_with(503, {})
+        fields = {"disable_after_hours": 0.001, "timeout_seconds": 30}
+        await _tenant_subscribed(client, hanging.url, "acme", "ERP", **fields)
+        await _disabled(client, worker, clock, "acme", ["ABC1D23", "BRA2E19"])
+        hanging.respond_with(200, {}, delay=20)
+        before = len(hanging.requests)
+        clock.advance(6)
+        await worker._start_probes()  # a housekeeping round's step
+        await hanging.wait_for(before + 1)
+        clock.advance(6)  # due again: the probe still hangs
+        await worker._start_probes()  # the next round
+        await asyncio.sleep(1)
+        tasks = _probe_tasks()
+        try:
+            assert len(hanging.requests) - before == 1, "the partner probed twice at once"
+            assert len(tasks) == 1
+        finally:
+            await cancel_and_wait(*tasks)
+
+
+async def test_stop_cancels_the_probe_under_way_after_a_probe_that_outlasted_its_interval(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """A probe answers (503) after 6 s, past `partner_probe_seconds` (5); a round during it
+    leaves the partner to it; the partner's next probe hangs. Every probe is tracked until it
+    ends: the worker's stop cancels the one under way and gives its delivery back (none left
+    in flight, no probe left running after stop)."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=5, delivery_shutdown_seconds=0))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    async with running_partner() as hanging:
+        hanging.respond_with(503, {})
+        fields = {"disable_after_hours": 0.001, "timeout_seconds": 30}
+        await _tenant_subscribed(client, hanging.url, "acme", "ERP", **fields)
+        await _disabled(client, worker, clock, "acme", ["ABC1D23", "BRA2E19", "CDE3F45"])
+        hanging.respond_with(503, {}, delay=6, times=1)  # the first probe: still failing
+        hanging.respond_with(200, {}, delay=20, times=1)  # the next: hangs
+        before = len(hanging.requests)
+        clock.advance(6)
+        await worker._start_probes()
+        await hanging.wait_for(before + 1)
+        clock.advance(6)  # due again while the first probe runs
+        await worker._start_probes()
+        await asyncio.wait(_probe_tasks())  # the first probe ends
+        clock.advance(6)
+        await worker._start_probes()  # the next probe, hanging
+        await hanging.wait_for(before + 2)
+        running = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.2)
+        await worker.stop()
+        await running
+        tasks = _probe_tasks()
+        await cancel_and_wait(*tasks)
+        deliveries = client.app[services_key].store.db["deliveries"]
+        in_flight = await deliveries.count_documents({"status": "in_flight"})
+        assert (len(tasks), in_flight, len(hanging.requests) - before) == (0, 0, 2)
