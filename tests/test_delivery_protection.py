@@ -18,6 +18,7 @@ from bson import ObjectId
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
 from gateway.delivery.worker import DeliveryWorker
+from gateway.store.client import PASSED_OVER_MOST
 from gateway.store.deliveries import shard_of
 from gateway.web.state import services_key
 from tests.partner_double import (
@@ -1237,3 +1238,38 @@ async def test_stop_cancels_the_probe_under_way_after_a_probe_that_outlasted_its
         deliveries = client.app[services_key].store.db["deliveries"]
         in_flight = await deliveries.count_documents({"status": "in_flight"})
         assert (len(tasks), in_flight, len(hanging.requests) - before) == (0, 0, 2)
+
+
+async def test_a_claim_reads_a_bounded_part_of_a_backlog_it_passes_over(client: Client) -> None:
+    """One shard holds 300 due deliveries of tenant acme's, which the claim passes over (acme
+    at its share), then globex's: the claim stops reading after `PASSED_OVER_MOST` passed
+    over (globex's waits for a later claim), not after the whole backlog; what acme's
+    claims later take starts at the oldest again."""
+    deliveries = client.app[services_key].store.deliveries
+    now = utcnow()
+    shard = shard_of(f"{0:024x}:s")
+    docs = [
+        {
+            "_id": f"{n:024x}:s",
+            "tenant": "globex" if n == 300 else "acme",
+            "partner_id": "erp",
+            "status": "pending",
+            "shard": shard,
+            "next_attempt_at": now - timedelta(seconds=1000 - n),
+            "attempt_count": 0,
+            "attempts": [],
+        }
+        for n in range(301)
+    ]
+    await deliveries.insert_many(docs)
+    lease = now + timedelta(seconds=60)
+    read: list[str] = []
+
+    def acme_at_its_share(doc: dict[str, Any]) -> bool:
+        read.append(doc["_id"])
+        return doc["tenant"] != "acme"
+
+    assert await deliveries.claim("t1", now, lease, 8, shard, acme_at_its_share) == []
+    assert read == [d["_id"] for d in docs[:PASSED_OVER_MOST]]
+    claimed = await deliveries.claim("t2", now, lease, 2, shard, lambda _d: True)
+    assert [d["_id"] for d in claimed] == [d["_id"] for d in docs[:2]]
