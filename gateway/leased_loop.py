@@ -34,12 +34,18 @@ failure is raised; what a claim took is `held` (unit → token) until its unit i
 slow partner stays that tenant's problem). A runner's slots are few (32 deliveries, 32 flow
 runs, 4 schedule runs per process) and a unit holds its slot as long as its partner takes; so
 a claim takes only work this process can start now: none of a tenant already holding its
-share of the runner's slots, none for a partner this process cannot call now (disabled, or
-its concurrency gate as full as its `max_concurrency`). A tenant's share is half the slots
-while another tenant has work under way in the runner, three quarters while it is alone: a
-quarter always stays free for another tenant's work when it comes (the delivery worker
+share of the runner's slots, none for a partner this runner cannot call now (disabled, or
+with as many of its units under way as its `max_concurrency`). A tenant's share is half the
+slots while another tenant has work under way in the runner, three quarters while it is
+alone: a quarter always stays free for another tenant's work when it comes (the delivery worker
 claims again once a quarter of its slots is free). What a claim passes over stays due, in
-its order, for a later claim.
+its order, for a later claim. A partner's room is its limit minus this runner's own units of
+it: at its gate they wait their turn with the proxy's calls and other runners', first come,
+first served (counting the others' waiting calls too would leave this runner's units out for
+as long as the others keep the gate queued). A claim's read of a shard stops after
+`store.client.PASSED_OVER_MOST` passed over; after a claim that passed work over, the loop
+claims again only once a unit of what it passed over is done, work is announced or the poll
+interval passed (`Claims._waits`).
 """
 
 from __future__ import annotations
@@ -86,9 +92,15 @@ class LeasedLoop(Generic[T]):
         self.stopping = False
         self.running = False
         self.tasks: set[asyncio.Task[T]] = set()
+        self.announced = 0  # `notify` calls so far
+
+    @property
+    def poll_seconds(self) -> float:
+        return self._poll
 
     def notify(self) -> None:
         """Work exists (or a slot is free): look now, not at the next poll."""
+        self.announced += 1
         self._wake.set()
 
     async def run(
@@ -295,9 +307,9 @@ ClaimShard = Callable[[str, int, int, Admit], Awaitable[list[dict[str, Any]]]]
 Whose = Callable[[dict[str, Any]], tuple[str | None, str | None]]
 """(a unit) → its tenant, and the partner whose concurrency gate it waits at (None: none
 known at the claim, as for a flow run, whose steps call their partners one after another)."""
-PartnerRoom = Callable[[str], tuple[int, int] | None]
-"""(partner id) → (its limit, how many calls take or wait for its gate now) in this process:
-a disabled partner's limit is 0; None: no limit known here (not called yet)."""
+PartnerRoom = Callable[[str], int | None]
+"""(partner id) → how many calls its concurrency gate lets through at once in this process: a
+disabled partner's limit is 0; None: no limit known here (not called yet)."""
 
 
 def tenant_only(doc: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -306,7 +318,7 @@ def tenant_only(doc: dict[str, Any]) -> tuple[str | None, str | None]:
     return (tenant if isinstance(tenant, str) else None, None)
 
 
-def _no_partner_room(_partner: str) -> tuple[int, int] | None:
+def _no_partner_room(_partner: str) -> int | None:
     return None
 
 
@@ -314,10 +326,13 @@ class FairShares:
     """Which due units a runner's claim may take (module docstring): a tenant holds at most
     `share` of the runner's `slots` (half, at least one) while another tenant holds some,
     `alone` (all but a quarter, at least `share`) while it is the only one; a partner at most
-    its limit (`room`) minus what is under way to it already, counted as the larger of the
-    calls at its gate (any runner's of this process, the proxy's) and this runner's units of
-    it. A unit passed over waits for a later claim: one whose tenant or partner has a slot
-    free."""
+    its limit (`room`) of this runner's units (the calls of others, the proxy's, queue at its
+    gate beside them, first come, first served). A unit passed over waits for a later claim:
+    one whose tenant or partner has a slot free.
+
+    `passing`: the tenants and partners the claim under way passed over; `blocked`: those of
+    a claim that passed units over (and of what it took), until a unit of one of them is done
+    (`Claims`)."""
 
     def __init__(self, slots: int, whose: Whose, room: PartnerRoom = _no_partner_room) -> None:
         self.share = max(1, slots // 2)
@@ -325,14 +340,29 @@ class FairShares:
         self._whose = whose
         self._room = room
         self._taken: dict[Any, tuple[str | None, str | None]] = {}  # unit → whose
+        self.passing: set[tuple[str, str]] = set()  # ("tenant" | "partner", its id)
+        self.blocked: set[tuple[str, str]] = set()
 
     def took(self, unit: Any, doc: dict[str, Any]) -> None:
         self._taken[unit] = self._whose(doc)
 
+    def keys(self, doc: dict[str, Any]) -> set[tuple[str, str]]:
+        """The tenant and partner of a unit, as `passing` and `blocked` name them."""
+        tenant, partner = self._whose(doc)
+        named = [("tenant", tenant), ("partner", partner)]
+        return {(kind, name) for kind, name in named if name is not None}
+
+    def forget_done(self, held: Collection[Any]) -> None:
+        """Units no longer `held` are done: their slots free; a claim passing over their tenant
+        or partner may take something again."""
+        for unit in [u for u in self._taken if u not in held]:
+            tenant, partner = self._taken.pop(unit)
+            if ("tenant", tenant) in self.blocked or ("partner", partner) in self.blocked:
+                self.blocked = set()
+
     def admission(self, held: Collection[Any]) -> Admit:
         """The `admit` of one claim, the runner holding `held` (units done are forgotten)."""
-        for unit in [u for u in self._taken if u not in held]:
-            del self._taken[unit]
+        self.forget_done(held)
         tenants = Counter(t for t, _ in self._taken.values() if t is not None)
         partners = Counter(p for _, p in self._taken.values() if p is not None)
 
@@ -341,10 +371,11 @@ class FairShares:
             if tenant is not None:
                 others = any(n for t, n in tenants.items() if t != tenant)
                 if tenants[tenant] >= (self.share if others else self.alone):
+                    self.passing.add(("tenant", tenant))
                     return False
-            if partner is not None and (room := self._room(partner)) is not None:
-                limit, busy = room
-                if max(busy, partners[partner]) >= limit:
+            if partner is not None and (limit := self._room(partner)) is not None:
+                if partners[partner] >= limit:
+                    self.passing.add(("partner", partner))
                     return False
                 partners[partner] += 1
             if tenant is not None:
@@ -389,10 +420,39 @@ class Claims:
         self.shard = random.randrange(shards)  # the next shard read
         self.held: dict[Any, str] = {}
         self.progress = Progress()
+        self._blocked_at = 0.0  # loop time of the last claim that passed everything over
+        self._announced = 0  # the loop's `announced` then
 
     async def claim(self, limit: int) -> list[dict[str, Any]]:
-        """Due units of the next shard that has any; [] once every shard came back empty."""
+        """Due units of the next shard that has any; [] once every shard came back empty.
+        One that passed due units over leaves their tenants and partners `blocked`, and those
+        of the units it took (`FairShares`)."""
         await self._hand_backs.retry()
+        self._fair.passing = set()
+        docs = await self._claim_shards(limit)
+        passing = self._fair.passing
+        self._fair.blocked = passing.union(*map(self._fair.keys, docs)) if passing else set()
+        if self._fair.blocked:
+            self._blocked_at = asyncio.get_running_loop().time()
+            self._announced = self._loop.announced
+        return docs
+
+    def _waits(self) -> bool:
+        """Whether the loop's next claim would find only what the last one passed over: it
+        passed units over, and since then no unit of a tenant or partner it passed over (or
+        took) is done, no work was announced (`notify`: a partner enabled, new deliveries) and
+        the poll interval has not passed. Claiming again at once, as the loop does after a
+        claim that took something, would read the same due units (up to `PASSED_OVER_MOST`
+        of each shard, every shard when it takes nothing) for nothing: a lone tenant's
+        backlog to a fast partner drained at a third of its pace, each refill waiting behind
+        such a read. What other tenants have due in the shards it did not read waits for that
+        (at most the poll interval, longer while the loop's looks come back empty)."""
+        self._fair.forget_done(self.held)
+        if not self._fair.blocked or self._loop.announced != self._announced:
+            return False
+        return asyncio.get_running_loop().time() - self._blocked_at < self._loop.poll_seconds
+
+    async def _claim_shards(self, limit: int) -> list[dict[str, Any]]:
         for _ in range(self._shards):
             if self._loop.stopping and self._loop.running:
                 break  # stop() is waiting for the loop
@@ -411,7 +471,10 @@ class Claims:
         return []
 
     async def claim_safely(self, limit: int) -> list[dict[str, Any]]:
-        """`claim`, a failure logged (and [] claimed): the loop tries again at its next look."""
+        """The loop's `claim`, none while it `_waits`; a failure logged (and [] claimed): the
+        loop tries again at its next look."""
+        if self._waits():
+            return []
         try:
             claimed = await self.claim(limit)
             self.progress.moved()

@@ -15,8 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from bson import ObjectId
 
+from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
 from gateway.delivery.worker import DeliveryWorker
+from gateway.store.client import PASSED_OVER_MOST
 from gateway.store.deliveries import shard_of
 from gateway.web.state import services_key
 from tests.partner_double import (
@@ -1110,3 +1112,164 @@ async def test_a_lone_tenant_uses_three_quarters_of_the_slots_leaving_a_quarter_
         finally:
             await worker.stop()
             await running
+
+
+async def test_a_delivery_takes_its_turn_at_a_partners_gate_the_proxy_keeps_queued(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Four clients call a proxy action of the partner (`max_concurrency` 2, answering in
+    0.5 s) in a loop, so its gate always has calls waiting; a delivery to it is pending. The
+    claim counts the worker's own deliveries against the partner's limit, not the proxy's
+    calls: the delivery joins the gate's queue and goes out in its turn (first come, first
+    served), instead of being passed over at every look for as long as the proxy is busy."""
+    client = await aiohttp_client(make_app(delivery_shutdown_seconds=0))
+    worker = _driven(client)
+    async with running_partner() as erp:
+        erp.respond_with(200, {}, delay=0.5)
+        partner_doc = await _tenant_subscribed(
+            client, erp.url, "acme", timeout_seconds=10, max_concurrency=2
+        )
+        proxy = {
+            "name": "lookup",
+            "partner_id": partner_doc["id"],
+            "method": "GET",
+            "path": "/lookup",
+            "mode": "proxy",
+        }
+        action = await post(client, "/api/v1/actions", proxy, tenant="acme")
+        await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+        await client.app[services_key].relay.run_until_idle()
+        stop = False
+        statuses: list[int] = []
+
+        async def invoking() -> None:
+            while not stop:
+                answer = await client.post(
+                    f"/api/v1/actions/{action['id']}/invoke",
+                    headers=auth("acme"),
+                    json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+                )
+                statuses.append(answer.status)
+                await answer.read()
+
+        callers = [asyncio.create_task(invoking()) for _ in range(4)]
+        await asyncio.sleep(1.5)  # the gate is queued
+        running = asyncio.create_task(worker.run())
+        started = time.monotonic()
+        try:
+            while not any(r.method == "POST" for r in erp.requests):
+                assert time.monotonic() - started < 10, f"not sent; {len(statuses)} proxy calls"
+                await asyncio.sleep(0.2)
+            assert set(statuses) == {200}
+        finally:
+            stop = True
+            await asyncio.gather(*callers, return_exceptions=True)
+            await worker.stop()
+            await running
+
+
+def _probe_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if "_probe_then_reschedule" in repr(t.get_coro())]
+
+
+async def test_a_partner_whose_probe_outlasts_the_probe_interval_is_probed_once_at_a_time(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """A disabled partner's probe hangs (its timeout 30 s) past `partner_probe_seconds` (5),
+    so its claim has it due again while it runs: the worker's next round does not probe it a
+    second time beside the first."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=5, delivery_shutdown_seconds=0))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    async with running_partner() as hanging:
+        hanging.respond_with(503, {})
+        fields = {"disable_after_hours": 0.001, "timeout_seconds": 30}
+        await _tenant_subscribed(client, hanging.url, "acme", "ERP", **fields)
+        await _disabled(client, worker, clock, "acme", ["ABC1D23", "BRA2E19"])
+        hanging.respond_with(200, {}, delay=20)
+        before = len(hanging.requests)
+        clock.advance(6)
+        await worker._start_probes()  # a housekeeping round's step
+        await hanging.wait_for(before + 1)
+        clock.advance(6)  # due again: the probe still hangs
+        await worker._start_probes()  # the next round
+        await asyncio.sleep(1)
+        tasks = _probe_tasks()
+        try:
+            assert len(hanging.requests) - before == 1, "the partner probed twice at once"
+            assert len(tasks) == 1
+        finally:
+            await cancel_and_wait(*tasks)
+
+
+async def test_stop_cancels_the_probe_under_way_after_a_probe_that_outlasted_its_interval(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """A probe answers (503) after 6 s, past `partner_probe_seconds` (5); a round during it
+    leaves the partner to it; the partner's next probe hangs. Every probe is tracked until it
+    ends: the worker's stop cancels the one under way and gives its delivery back (none left
+    in flight, no probe left running after stop)."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=5, delivery_shutdown_seconds=0))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    async with running_partner() as hanging:
+        hanging.respond_with(503, {})
+        fields = {"disable_after_hours": 0.001, "timeout_seconds": 30}
+        await _tenant_subscribed(client, hanging.url, "acme", "ERP", **fields)
+        await _disabled(client, worker, clock, "acme", ["ABC1D23", "BRA2E19", "CDE3F45"])
+        hanging.respond_with(503, {}, delay=6, times=1)  # the first probe: still failing
+        hanging.respond_with(200, {}, delay=20, times=1)  # the next: hangs
+        before = len(hanging.requests)
+        clock.advance(6)
+        await worker._start_probes()
+        await hanging.wait_for(before + 1)
+        clock.advance(6)  # due again while the first probe runs
+        await worker._start_probes()
+        await asyncio.wait(_probe_tasks())  # the first probe ends
+        clock.advance(6)
+        await worker._start_probes()  # the next probe, hanging
+        await hanging.wait_for(before + 2)
+        running = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.2)
+        await worker.stop()
+        await running
+        tasks = _probe_tasks()
+        await cancel_and_wait(*tasks)
+        deliveries = client.app[services_key].store.db["deliveries"]
+        in_flight = await deliveries.count_documents({"status": "in_flight"})
+        assert (len(tasks), in_flight, len(hanging.requests) - before) == (0, 0, 2)
+
+
+async def test_a_claim_reads_a_bounded_part_of_a_backlog_it_passes_over(client: Client) -> None:
+    """One shard holds 300 due deliveries of tenant acme's, which the claim passes over (acme
+    at its share), then globex's: the claim stops reading after `PASSED_OVER_MOST` passed
+    over (globex's waits for a later claim), not after the whole backlog; what acme's
+    claims later take starts at the oldest again."""
+    deliveries = client.app[services_key].store.deliveries
+    now = utcnow()
+    shard = shard_of(f"{0:024x}:s")
+    docs = [
+        {
+            "_id": f"{n:024x}:s",
+            "tenant": "globex" if n == 300 else "acme",
+            "partner_id": "erp",
+            "status": "pending",
+            "shard": shard,
+            "next_attempt_at": now - timedelta(seconds=1000 - n),
+            "attempt_count": 0,
+            "attempts": [],
+        }
+        for n in range(301)
+    ]
+    await deliveries.insert_many(docs)
+    lease = now + timedelta(seconds=60)
+    read: list[str] = []
+
+    def acme_at_its_share(doc: dict[str, Any]) -> bool:
+        read.append(doc["_id"])
+        return doc["tenant"] != "acme"
+
+    assert await deliveries.claim("t1", now, lease, 8, shard, acme_at_its_share) == []
+    assert read == [d["_id"] for d in docs[:PASSED_OVER_MOST]]
+    claimed = await deliveries.claim("t2", now, lease, 2, shard, lambda _d: True)
+    assert [d["_id"] for d in claimed] == [d["_id"] for d in docs[:2]]

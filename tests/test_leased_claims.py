@@ -12,11 +12,12 @@ from gateway.leased_loop import Admit, Claims, FairShares, HandBacks, LeasedLoop
 
 
 class _Runner:
-    """A loop driven by `Claims` over `shards` shards whose claims find nothing and are
-    recorded (shard by shard)."""
+    """A loop driven by `Claims` over `shards` shards whose claims find nothing (or what
+    `due` holds for the shard, as far as `admit` takes it) and are recorded (shard by
+    shard)."""
 
-    def __init__(self, shards: int) -> None:
-        self.loop: LeasedLoop[None] = LeasedLoop(poll_seconds=0.01, shutdown_seconds=1)
+    def __init__(self, shards: int, poll_seconds: float = 0.01, slots: int = 10) -> None:
+        self.loop: LeasedLoop[None] = LeasedLoop(poll_seconds=poll_seconds, shutdown_seconds=1)
         self.hand_backs = HandBacks("unit")
         self.claimed: list[int] = []
         self.claims = Claims(
@@ -26,11 +27,12 @@ class _Runner:
             claim=self._claim,
             release_claims=self._release_claims,
             shards=shards,
-            fair=FairShares(10, tenant_only),
+            fair=FairShares(slots, tenant_only),
             runner="test runner",
             units="units",
         )
         self.on_claim: Any = None
+        self.due: dict[int, list[dict[str, Any]]] = {}
 
     async def _claim(
         self, token: str, limit: int, shard: int, admit: Admit
@@ -38,7 +40,10 @@ class _Runner:
         self.claimed.append(shard)
         if self.on_claim is not None:
             await self.on_claim()
-        return []
+        due = self.due.get(shard, [])
+        taken = [doc for doc in due if admit(doc)][:limit]
+        self.due[shard] = [doc for doc in due if doc not in taken]
+        return taken
 
     async def _release_claims(self, held: list[Any]) -> None:
         return None
@@ -85,3 +90,29 @@ async def test_no_claim_lands_when_stop_is_called_while_hand_backs_are_tried() -
     await stopped[0]
     assert tries == 2
     assert runner.claimed == []
+
+
+async def test_a_claim_that_passed_work_over_is_not_repeated_until_a_slot_of_it_frees() -> None:
+    """Tenant acme holds its share (three of four slots, alone) and has more due in every
+    shard: the loop's next claim would pass the same units over again, so it reads nothing
+    until one of acme's units is done, work is announced or the poll interval passed."""
+    runner = _Runner(shards=4, poll_seconds=0.5, slots=4)
+    runner.due = {s: [{"_id": f"{s}-{n}", "tenant": "acme"} for n in range(5)] for s in range(4)}
+    claims = runner.claims
+    assert len(await claims.claim_safely(4)) == 3  # acme's share, the rest passed over
+    reads = len(runner.claimed)
+    assert await claims.claim_safely(4) == []
+    assert len(runner.claimed) == reads  # not read again
+    claims.held.pop(next(iter(claims.held)))  # one of acme's units is done
+    assert len(await claims.claim_safely(4)) == 1
+    reads = len(runner.claimed)
+    assert await claims.claim_safely(4) == []
+    assert len(runner.claimed) == reads
+    runner.loop.notify()  # work announced: read again (every shard: all passed over)
+    assert await claims.claim_safely(4) == []
+    assert len(runner.claimed) == reads + 4
+    assert await claims.claim_safely(4) == []
+    assert len(runner.claimed) == reads + 4
+    await asyncio.sleep(0.6)  # the poll interval passed: read again
+    assert await claims.claim_safely(4) == []
+    assert len(runner.claimed) == reads + 8

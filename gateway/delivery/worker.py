@@ -232,11 +232,11 @@ class DeliveryWorker:
             token, now, now + self._lease, limit, shard, admit
         )
 
-    def _partner_room(self, partner_id: str) -> tuple[int, int] | None:
-        """A disabled partner has none (its probe takes its deliveries); another, what its
-        concurrency gate in this process has (`PartnerGuards.room`)."""
+    def _partner_room(self, partner_id: str) -> int | None:
+        """A disabled partner has none (its probe takes its deliveries); another, the size of
+        its concurrency gate in this process (`PartnerGuards.room`)."""
         if partner_id in self._health.disabled:
-            return (0, 0)
+            return 0
         return self._guards.room(partner_id)
 
     async def _release_claims(self, held: list[str]) -> None:
@@ -302,10 +302,17 @@ class DeliveryWorker:
         probed in a task of its own: `PROBES_AT_ONCE` at once, a tenant's share of them at
         most (`leased_loop.FairShares`, as for the claims of deliveries: a quarter always
         left for another tenant's), so that one tenant's partners whose probes hang (each up
-        to its own timeout) hold back no other tenant's recovery."""
+        to its own timeout) hold back no other tenant's recovery. A partner whose probe is
+        still under way (longer than `probe_seconds`: its claim set it due again) is not
+        probed again beside it: one probe of a partner at a time, each one tracked until it
+        ends, and cancelled when the worker stops."""
         while len(self._probing) < PROBES_AT_ONCE:
             now = self.clock()
-            admit = self._probe_shares.admission(self._probing)
+            shares = self._probe_shares.admission(self._probing)
+
+            def admit(doc: Doc, shares: Admit = shares) -> bool:
+                return doc["_id"] not in self._probing and shares(doc)
+
             next_probe = now + timedelta(seconds=self._settings.probe_seconds)
             doc = await self._store.partners.claim_probe(now, next_probe, admit)
             if doc is None:
@@ -315,8 +322,9 @@ class DeliveryWorker:
             self._probing[doc["_id"]] = task
             task.add_done_callback(partial(self._probe_ended, doc["_id"]))
 
-    def _probe_ended(self, partner_id: Any, _task: asyncio.Task[None]) -> None:
-        self._probing.pop(partner_id, None)
+    def _probe_ended(self, partner_id: Any, task: asyncio.Task[None]) -> None:
+        if self._probing.get(partner_id) is task:  # its own entry only
+            del self._probing[partner_id]
 
     async def _probe_then_reschedule(self, doc: Doc) -> None:
         """Probe the partner; its next probe is due `probe_seconds` after this one ended (not

@@ -232,11 +232,6 @@ class Gate:
     def locked(self) -> bool:
         return self.held >= self.size or any(not w.done() for w in self._waiters)
 
-    @property
-    def busy(self) -> int:
-        """The calls holding a place, and those waiting for one."""
-        return self.held + sum(not w.done() for w in self._waiters)
-
     async def acquire(self) -> bool:
         if not self.locked():
             self.held += 1
@@ -381,11 +376,11 @@ class PartnerGuards:
                     self.on_breaker_change(partner_id, BreakerState.CLOSED)
         return guard
 
-    def room(self, partner_id: str) -> tuple[int, int] | None:
-        """(size, busy) of the partner's gate in this process, None before its first call:
-        what the leased runners' claims leave room for (`leased_loop.FairShares`)."""
+    def room(self, partner_id: str) -> int | None:
+        """The size of the partner's gate in this process, None before its first call: how
+        many of a leased runner's units a claim takes for it (`leased_loop.FairShares`)."""
         guard = self._guards.get(partner_id)
-        return None if guard is None else (guard.gate.size, guard.gate.busy)
+        return None if guard is None else guard.gate.size
 
     def _tenant_gate(self, tenant: str | None) -> Gate | None:
         if tenant is None or not self.share:

@@ -491,3 +491,28 @@ def only_duplicates(exc: BulkWriteError) -> bool:
     return not exc.details.get("writeConcernErrors") and all(
         e.get("code") == DUPLICATE_KEY for e in errors
     )
+
+
+PASSED_OVER_MOST = 64
+"""How many due units one claim's read of a shard passes over (`admit` says no: their tenant
+holds its share, their partner its room) before it stops: what follows them waits for a later
+claim, whose read starts at the oldest again. A tenant's backlog waiting at its share is not
+read whole at each claim (`leased_loop.FairShares`)."""
+
+
+async def admitted(cursor: Any, admit: Callable[[Doc], bool], limit: int) -> list[Doc]:
+    """The first `limit` documents of `cursor` (due units, oldest first) `admit` takes, the
+    read stopped after `PASSED_OVER_MOST` passed over; the cursor closed."""
+    found: list[Doc] = []
+    passed = 0
+    async for doc in cursor:
+        if admit(doc):
+            found.append(doc)
+            if len(found) == limit:
+                break
+        else:
+            passed += 1
+            if passed == PASSED_OVER_MOST:
+                break
+    await cursor.close()
+    return found

@@ -34,6 +34,7 @@ from gateway.store.client import (
     EVENT_ID,
     Collection,
     Doc,
+    admitted,
     canonical_filters,
     child_cursor,
     cursor_text,
@@ -275,19 +276,14 @@ class DeliveryStore:
 
         The query is the `due` index's alone: with one more predicate (the partner) SecantusDB
         scans the whole collection. It reads every due delivery of the shard before the limit
-        anyway; with `admit`, their ids, tenants and partners are read, the first `limit` it
-        takes claimed, and those won read whole."""
+        anyway; with `admit`, their ids, tenants and partners are read (up to
+        `PASSED_OVER_MOST` passed over), the first `limit` it takes claimed, and those won
+        read whole."""
         query: Doc = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
         with translate_errors():
             if admit is not None:
-                cursor = self._c.find(query, _CLAIM_PROJECTION)
-                found = []
-                async for d in cursor.sort("next_attempt_at", ASCENDING):
-                    if admit(d):
-                        found.append(d)
-                        if len(found) == limit:
-                            break
-                await cursor.close()
+                cursor = self._c.find(query, _CLAIM_PROJECTION).sort("next_attempt_at", ASCENDING)
+                found = await admitted(cursor, admit, limit)
             else:
                 cursor = self._c.find(query).sort("next_attempt_at", ASCENDING)
                 found = await cursor.limit(limit).to_list(limit)

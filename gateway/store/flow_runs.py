@@ -29,6 +29,7 @@ from gateway.store.client import (
     EVENT_CHILD_CURSOR,
     Collection,
     Doc,
+    admitted,
     child_cursor,
     cursor_text,
     event_children,
@@ -188,7 +189,8 @@ class FlowRunStore:
     ) -> builtins.list[Doc]:
         """Up to `limit` due runs of one shard, oldest first, now running for us; `admit`
         (given `_id`, `tenant` and `next_attempt_at`) says which the runner can start now
-        (`leased_loop.FairShares`): those it passes over stay due, for a later claim."""
+        (`leased_loop.FairShares`): those it passes over stay due, for a later claim (the read
+        stops after `PASSED_OVER_MOST` of them)."""
         query: Doc = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
         claimed = {"status": RUNNING, "lease_owner": token, "lease_until": lease_until}
         with translate_errors():
@@ -197,13 +199,7 @@ class FlowRunStore:
                 found = await cursor.to_list(limit)
             else:
                 cursor = self._c.find(query, {"tenant": 1, "next_attempt_at": 1})
-                found = []
-                async for d in cursor.sort("next_attempt_at", ASCENDING):
-                    if admit(d):
-                        found.append(d)
-                        if len(found) == limit:
-                            break
-                await cursor.close()
+                found = await admitted(cursor.sort("next_attempt_at", ASCENDING), admit, limit)
             if not found:
                 return []
             ids = [d["_id"] for d in found]

@@ -34,7 +34,15 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from gateway.store.client import Collection, Doc, cursor_id, parse_id, scoped, translate_errors
+from gateway.store.client import (
+    Collection,
+    Doc,
+    admitted,
+    cursor_id,
+    parse_id,
+    scoped,
+    translate_errors,
+)
 from gateway.store.resources import TenantResources
 
 FREE: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -94,18 +102,13 @@ class ScheduleStore(TenantResources):
     ) -> builtins.list[Doc]:
         """Up to `limit` due, active schedules that nobody holds, now leased to `owner`,
         first due first; `admit` (given `_id` and `tenant`) says which the runner can start
-        now (`leased_loop.FairShares`): those it passes over stay due, for a later claim."""
+        now (`leased_loop.FairShares`): those it passes over stay due, for a later claim (the
+        read stops after `PASSED_OVER_MOST` of them)."""
         due: Doc = {"status": "active", "next_run_at": {"$lte": now}, "lease_until": {"$lte": now}}
         claimed: list[Doc] = []
         with translate_errors():
             cursor = self._c.find(due, {"_id": 1, "tenant": 1}).sort("next_run_at", ASCENDING)
-            found = []
-            async for candidate in cursor:
-                if admit is None or admit(candidate):
-                    found.append(candidate)
-                    if len(found) == limit:
-                        break
-            await cursor.close()
+            found = await admitted(cursor, admit or _anything, limit)
             for candidate in found:
                 doc = await self._c.find_one_and_update(
                     {**due, "_id": candidate["_id"]},
@@ -236,3 +239,7 @@ class ScheduleStore(TenantResources):
     async def delete_runs(self, tenant: str, schedule_id: str) -> None:
         with translate_errors():
             await self._runs.delete_many(scoped(tenant, {"schedule_id": schedule_id}))
+
+
+def _anything(_doc: Doc) -> bool:
+    return True
