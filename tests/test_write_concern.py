@@ -21,6 +21,7 @@ from tests.partner_double import (
     partner,
     post,
 )
+from tests.support import auth
 from tests.triggers_support import bearer, create_trigger
 
 __all__ = ["partner"]
@@ -58,6 +59,10 @@ async def test_every_write_the_gateway_sends_asks_for_the_journal(
     _LISTENER.recording = True
     try:
         partner_doc = await create_partner(client, partner.url)
+        renamed = await client.patch(  # an optimistic update: a findAndModify
+            f"/api/v1/partners/{partner_doc['id']}", json={"name": "ERP Acme"}, headers=auth()
+        )
+        assert renamed.status == 200, await renamed.text()
         action = await create_action(client, partner_doc["id"])
         await create_subscription(client, action["id"], ("entity.created", "entity.updated"))
         trigger = await create_trigger(client)
