@@ -45,6 +45,7 @@ from gateway.store.client import (
 )
 from gateway.store.history import drop_finished
 from gateway.store.newest import newest_first
+from gateway.store.unit_leases import renew_held, renew_one
 
 PENDING, IN_FLIGHT = DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value
 REPLAYABLE = [DeliveryStatus.FAILED.value, DeliveryStatus.DEAD.value, DeliveryStatus.PARKED.value]
@@ -471,30 +472,12 @@ class DeliveryStore:
                 )
 
     async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
-        """Extend the leases a live worker still holds (`held`: delivery id → claim token), so
-        only the leases of dead workers ever expire."""
-        if not held:
-            return 0
-        with translate_errors():
-            result = await self._c.update_many(
-                {
-                    "_id": {"$in": list(held)},
-                    "lease_owner": {"$in": sorted(set(held.values()))},
-                    "status": IN_FLIGHT,
-                },
-                {"$set": {"lease_until": lease_until}},
-            )
-        return result.modified_count
+        """Extend the leases a live worker still holds (delivery id → claim token)."""
+        return await renew_held(self._c, held, IN_FLIGHT, lease_until)
 
     async def renew_lease(self, delivery_id: Any, token: str, lease_until: datetime) -> bool:
-        """Extend one lease, if the claim under `token` still holds it (nobody took it over,
-        even past its `lease_until`); False when another worker has it."""
-        with translate_errors():
-            result = await self._c.update_one(
-                {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT},
-                {"$set": {"lease_until": lease_until}},
-            )
-        return result.matched_count == 1
+        """Extend one lease, if the claim under `token` still holds it."""
+        return await renew_one(self._c, delivery_id, token, IN_FLIGHT, lease_until)
 
     async def expire_leases(self, now: datetime) -> int:
         """In-flight deliveries whose worker died (or overran its lease) become pending again,

@@ -39,6 +39,7 @@ from gateway.store.client import (
 )
 from gateway.store.history import drop_finished
 from gateway.store.newest import newest_first
+from gateway.store.unit_leases import renew_held, renew_one
 
 PENDING, RUNNING, HELD = RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.HELD.value
 # Fewer shards than deliveries: a runner visits them all when it looks for work.
@@ -250,28 +251,11 @@ class FlowRunStore:
 
     async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
         """Extend the leases a live runner still holds (run id → claim token)."""
-        if not held:
-            return 0
-        with translate_errors():
-            result = await self._c.update_many(
-                {
-                    "_id": {"$in": builtins.list(held)},
-                    "lease_owner": {"$in": sorted(set(held.values()))},
-                    "status": RUNNING,
-                },
-                {"$set": {"lease_until": lease_until}},
-            )
-        return result.modified_count
+        return await renew_held(self._c, held, RUNNING, lease_until)
 
     async def renew_lease(self, run_id: str, token: str, lease_until: datetime) -> bool:
-        """Extend one lease, if the claim under `token` still holds it (nobody took it over,
-        even past its `lease_until`); False when another runner has it."""
-        with translate_errors():
-            result = await self._c.update_one(
-                {"_id": run_id, "lease_owner": token, "status": RUNNING},
-                {"$set": {"lease_until": lease_until}},
-            )
-        return result.matched_count == 1
+        """Extend one lease, if the claim under `token` still holds it."""
+        return await renew_one(self._c, run_id, token, RUNNING, lease_until)
 
     async def expire_leases(self, now: datetime) -> int:
         """Runs whose runner died become pending again, due at once: they resume at their
