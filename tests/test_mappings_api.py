@@ -889,11 +889,21 @@ async def test_uploads_at_once_answer_each_and_store_one_text_once(client: Clien
 
 
 async def test_copies_of_several_texts_at_once_store_each_text_once_without_a_wait(
-    client: Client,
+    client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two deploy jobs (the old text and the new one, each retried) at once: each text is one
     version, whichever copy of which text comes first, and no upload waits for a version of
     another text."""
+    store = client.app[services_key].store.mappings
+    latest, begin_upload = store.latest, store.begin_upload
+
+    def together(call: Any, barrier: asyncio.Barrier) -> Any:
+        async def wrapped(*args: Any, **kwargs: Any) -> Any:
+            result = await call(*args, **kwargs)
+            await barrier.wait()
+            return result
+
+        return wrapped
 
     async def upload(text: str) -> tuple[int, Any]:
         response = await client.post(
@@ -907,8 +917,15 @@ async def test_copies_of_several_texts_at_once_store_each_text_once_without_a_wa
         base = LIVE_VEHICLE.replace("name: live", f"name: {name}")
         assert (await upload(base))[0] == 201
         texts = [base + f"# {i}\n" for i in range(round_ + 2)]
+        # At once means at once: every copy has read the latest version (the base) and noted
+        # its upload under way before any goes on. Left to the machine's load, a late copy
+        # could start after every other upload was answered: a later upload of an older text,
+        # rightly a new version.
+        monkeypatch.setattr(store, "latest", together(latest, asyncio.Barrier(copies)))
+        monkeypatch.setattr(store, "begin_upload", together(begin_upload, asyncio.Barrier(copies)))
         started = loop.time()
         answers = await asyncio.gather(*(upload(texts[i % len(texts)]) for i in range(copies)))
+        monkeypatch.undo()
         assert loop.time() - started < 3
         statuses = sorted(status for status, _ in answers)
         assert statuses == [200] * (copies - len(texts)) + [201] * len(texts), answers
