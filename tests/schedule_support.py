@@ -3,6 +3,7 @@ action per feed double, vehicles that know their feed ids, and the schedule itse
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ from tests.support import auth
 
 Client = TestClient[Any, Any]
 MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
+SAMSARA_FIXES = (MAPPINGS / "samsara-vehicle-stats-positions.yaml").read_text()  # shipped
+SAMSARA_VEHICLES = (("2811", "ABC1D23"), ("2812", "BRA2E19"), ("2813", "XYZ9876"))
+"""The vehicles of `samsara_schedule`: their Samsara ids and plates (their names there)."""
 
 
 def runner(client: Client) -> ScheduleRunner:
@@ -78,7 +82,7 @@ async def samsara_schedule(
     client: Client, samsara: SamsaraDouble, **overrides: Any
 ) -> dict[str, Any]:
     await upload_mapping(client, (MAPPINGS / "samsara-vehicle-stats-feed.yaml").read_text())
-    for plate, vid in (("ABC1D23", "2811"), ("BRA2E19", "2812"), ("XYZ9876", "2813")):
+    for vid, plate in SAMSARA_VEHICLES:
         await post(
             client,
             "/api/v1/entities/vehicle",
@@ -167,3 +171,33 @@ async def runs(client: Client, schedule_id: str) -> list[dict[str, Any]]:
 async def run_now(client: Client, schedule_id: str) -> None:
     response = await client.post(f"/api/v1/schedules/{schedule_id}/run", headers=auth())
     assert response.status == 202, await response.text()
+
+
+def samsara_points(samsara: SamsaraDouble, points: int) -> list[str]:
+    """One Samsara stats feed page (`samsara.PAGE` vehicles) of `points` GPS points per
+    vehicle, one every 5 s, as Samsara answers after a pause: their times, in order."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    times = [
+        (start + timedelta(seconds=5 * n)).strftime("%Y-%m-%dT%H:%M:%SZ") for n in range(points)
+    ]
+    samsara.PAGE = len(SAMSARA_VEHICLES)
+    for vehicle_id, plate in SAMSARA_VEHICLES:
+        gps = [
+            {"time": time, "latitude": -23.5 - n * 1e-4, "longitude": -46.6,
+             "headingDegrees": 90, "speedMilesPerHour": 20.0}
+            for n, time in enumerate(times)
+        ]  # fmt: skip
+        samsara.records.append({"id": vehicle_id, "name": plate, "gps": gps})
+    return times
+
+
+async def track(client: Client, plate: str) -> list[dict[str, Any]]:
+    """A vehicle's whole track, page after page of the positions API, in device-time order."""
+    fixes: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = await get(client, f"/api/v1/entities/vehicle/{plate}/positions?limit=200{cursor}")
+        fixes += page["items"]
+        if page["next_cursor"] is None:
+            return fixes
+        cursor = f"&cursor={page['next_cursor']}"

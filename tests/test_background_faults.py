@@ -27,7 +27,7 @@ from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import StoreUnavailable
 from gateway.services import Services
 from tests.fcm_double import Fcm, fcm
-from tests.feed_doubles import GeotabDouble, geotab
+from tests.feed_doubles import GeotabDouble, SamsaraDouble, geotab, samsara
 from tests.flow_support import drain, email_channel, get, push_channel
 from tests.partner_double import (
     FakeClock,
@@ -39,7 +39,17 @@ from tests.partner_double import (
     post,
     upload_mapping,
 )
-from tests.schedule_support import MAPPINGS, geotab_schedule, runner, runs
+from tests.schedule_support import (
+    MAPPINGS,
+    SAMSARA_FIXES,
+    SAMSARA_VEHICLES,
+    geotab_schedule,
+    runner,
+    runs,
+    samsara_points,
+    samsara_schedule,
+    track,
+)
 from tests.schedule_support import get as relayed_get
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.test_command_faults import (
@@ -54,7 +64,7 @@ from tests.test_command_faults import (
 )
 from tests.triggers_support import bearer, create_position_trigger
 
-__all__ = ["app", "faults", "fcm", "geotab", "partner", "smtp_server"]  # the fixtures
+__all__ = ["app", "faults", "fcm", "geotab", "partner", "samsara", "smtp_server"]  # the fixtures
 
 FAULT = {f.name: f for f in FAULTS}
 # Each loop meets one of each kind (a labelled state code: 91, 10107; a write concern error,
@@ -426,6 +436,38 @@ async def test_a_deduplicated_page_whose_commit_was_applied_unconfirmed_remember
     assert (await get(app, f"/api/v1/schedules/{created['id']}"))["state"]["remembered_ids"] == 3
     received = await relayed_get(app, "/api/v1/events?type=fine.received&limit=50")
     assert len(received["items"]) == 3
+
+
+async def test_a_page_the_database_fails_between_its_batches_is_landed_again_once(
+    app: Client, faults: Injector, samsara: SamsaraDouble
+) -> None:
+    """A page over a batch's bound (1,200 Samsara GPS points, batches of 1,000) whose second
+    batch the database fails: the run fails with the first batch's fixes stored and the
+    cursor where it was; the next run lands the whole page again, the first batch's fixes
+    duplicates (same vehicle and device time), each fix stored once, the cursor past it."""
+    services = services_of(app)
+    times = samsara_points(samsara, 400)
+    await upload_mapping(app, SAMSARA_FIXES)
+    target = {"type": "positions", "mapping": "samsara-vehicle-stats-positions"}
+    schedule = await samsara_schedule(app, samsara, target=target)
+    poller = runner(app)
+    # Inserts: the first batch's fixes (0), its note in the fold's inbox (1), the second
+    # batch's fixes (2, failed with no retry label: not written).
+    async with faults.failing(FAULT["HostUnreachable"], ["insert"], mode=mode(2, 1)):
+        await quietly(poller.run_until_idle())
+    await database_back(services)
+    (failed,) = await runs(app, schedule["id"])
+    assert (failed["outcome"], failed["error"]["kind"]) == ("failed", "store"), failed
+    assert (failed["items_read"], failed["written"], failed["cursor_after"]) == (1200, 1000, None)
+    stored = [len(await track(app, plate)) for _, plate in SAMSARA_VEHICLES]
+    assert sum(stored) == 1000, stored
+    poller.clock = lambda: datetime.now(UTC) + timedelta(seconds=7)  # after the back-off
+    assert await poller.run_until_idle() == {"ok": 1}
+    landed = (await runs(app, schedule["id"]))[0]
+    assert (landed["cursor_before"], landed["cursor_after"]) == (None, "c3"), landed
+    assert (landed["written"], landed["rejected"]) == (1200, 0)  # 1,000 of them duplicates
+    for _, plate in SAMSARA_VEHICLES:
+        assert [fix["time"] for fix in await track(app, plate)] == times, plate
 
 
 # -- a fleet rule's alert --------------------------------------------------------------------

@@ -10,13 +10,25 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.feed_doubles import GeotabDouble, geotab
+from tests.feed_doubles import GeotabDouble, SamsaraDouble, geotab, samsara
 from tests.partner_double import create_action, create_partner, post, upload_mapping
-from tests.schedule_support import MAPPINGS, geotab_schedule, get, run_now, runner, runs
+from tests.schedule_support import (
+    MAPPINGS,
+    SAMSARA_FIXES,
+    SAMSARA_VEHICLES,
+    geotab_schedule,
+    get,
+    run_now,
+    runner,
+    runs,
+    samsara_points,
+    samsara_schedule,
+    track,
+)
 from tests.support import auth
 from tests.triggers_support import PAYLOADS
 
-__all__ = ["geotab"]  # the fixture
+__all__ = ["geotab", "samsara"]  # the fixtures
 Client = TestClient[Any, Any]
 
 GEOTAB_FIXES = (MAPPINGS / "geotab-positions.yaml").read_text()  # shipped
@@ -124,3 +136,25 @@ async def test_a_schedule_polling_traccar_positions_stores_each_device_once(
     for plate, lat in (("ABC1D23", -23.56118), ("BRA2E19", -22.90685)):
         [fix] = (await get(client, f"/api/v1/entities/vehicle/{plate}/positions"))["items"]
         assert fix["lat"] == lat and fix["source"] == schedule["id"]
+
+
+async def test_a_page_of_more_points_than_a_batch_holds_is_landed_whole_in_one_run(
+    client: Client, samsara: SamsaraDouble
+) -> None:
+    """Samsara decides the stats feed's page size: after a pause a page holds more GPS points
+    than the mapping's bound of a batch (1,000). The page is read under the answer's byte cap,
+    so it is landed in batches, one run, the cursor past it; it used to fail every run."""
+    times = samsara_points(samsara, 400)  # 3 vehicles: 1,200 fixes
+    await upload_mapping(client, SAMSARA_FIXES)
+    target = {"type": "positions", "mapping": "samsara-vehicle-stats-positions"}
+    schedule = await samsara_schedule(client, samsara, target=target)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    (run,) = await runs(client, schedule["id"])
+    assert run["error"] is None, run
+    assert (run["pages"], run["items_read"], run["written"], run["rejected"]) == (1, 1200, 1200, 0)
+    assert (run["cursor_before"], run["cursor_after"]) == (None, "c3")
+    assert [call["after"] for call in samsara.calls] == [None]
+    for _, plate in SAMSARA_VEHICLES:
+        fixes = await track(client, plate)
+        assert [fix["time"] for fix in fixes] == times, plate
+        assert {fix["source"] for fix in fixes} == {schedule["id"]}

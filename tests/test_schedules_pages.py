@@ -220,3 +220,28 @@ async def test_a_run_whose_partner_secret_is_damaged_fails_naming_it(
     metrics = await (await client.get("/metrics")).text()
     assert f'gateway_damaged_secrets_total{{secret="partner:{erp["id"]}:auth"}} 1.0' in metrics
     assert partner.requests == []
+
+
+async def test_a_page_of_more_items_than_a_batch_holds_writes_each_entity_in_the_partners_order(
+    client: Client, partner: Partner
+) -> None:
+    """A page of 1,050 records (more than a batch's 1,000, under the answer's byte cap) is
+    landed in batches, one after the other: a vehicle listed in the first batch and again in
+    the second ends as its later record says; the run counts the page once."""
+    plates = [
+        f"PG{chr(65 + n // 1000)}{n // 100 % 10}{chr(65 + n // 10 % 10)}{n % 10}0"
+        for n in range(1050)
+    ]
+    plates[1040] = plates[5]  # listed again, 1,035 records later: in the next batch
+    items = [{"placa": plate, "codigo": f"C{n}"} for n, plate in enumerate(plates)]
+    schedule = await _schedule(client, partner, step=1, initial=1)
+    partner.respond_with(body={"hasNext": False, "items": items}, times=1)
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    (run,) = await runs(client, schedule["id"])
+    assert run["error"] is None, run
+    assert (run["pages"], run["items_read"], run["written"], run["rejected"]) == (1, 1050, 1050, 0)
+    for plate, erp_id in ((plates[0], "C0"), (plates[5], "C1040"), (plates[1049], "C1049")):
+        vehicle = await get(client, f"/api/v1/entities/vehicle/{plate}")
+        assert vehicle["attributes"] == {"erp_id": erp_id}, plate

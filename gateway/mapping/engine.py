@@ -239,6 +239,7 @@ class CompiledMapping:
         *,
         texts: DecodedTexts | None = None,
         refused: list[tuple[int, InvalidPayload]] | None = None,
+        limit: int = MAX_LIST_ITEMS,
     ) -> tuple[list[Any], list[Any], list[int] | None]:
         """The partner's records (its list before `items: {..., when}` kept some), and the
         items with their numbers as `numbered_items` gives them: a polled page of records
@@ -247,7 +248,11 @@ class CompiledMapping:
         `refused`: a record `when` cannot be evaluated on (a function given a value of the
         wrong type) is left out and named there (its index, its problem) instead of refusing
         the whole payload: a polled page's other records go on (`schedules/poll.py`). A spent
-        work budget still refuses the whole payload."""
+        work budget still refuses the whole payload.
+
+        `limit`: the items the payload may hold, a batch's (MAX_LIST_ITEMS) unless said: a
+        polled page already read may hold more, landed in batches of MAX_LIST_ITEMS
+        (`schedules/poll.py`)."""
         self._need("inbound")
         getter = self._plan.items
         if getter is None:
@@ -262,13 +267,13 @@ class CompiledMapping:
         if not isinstance(found, list):
             found = [found]
         if self._plan.inner is not None:
-            found = self._inner_items(found, self._plan.inner, texts)
+            found = self._inner_items(found, self._plan.inner, texts, limit)
         numbers = None
         listed = found
         if self._plan.keep is not None:
             found, numbers = self._kept_items(found, self._plan.keep, texts, refused)
-        if len(found) > MAX_LIST_ITEMS:
-            message = f"{len(found):,} items, more than the limit of {MAX_LIST_ITEMS:,}"
+        if len(found) > limit:
+            message = f"{len(found):,} items, more than the limit of {limit:,}"
             raise self._items_problem(message, "limit")
         return listed, found, numbers
 
@@ -294,7 +299,7 @@ class CompiledMapping:
         return [found[index] for index in numbers], numbers
 
     def _inner_items(
-        self, outers: list[Any], inner: Inner, texts: DecodedTexts | None
+        self, outers: list[Any], inner: Inner, texts: DecodedTexts | None, limit: int
     ) -> list[Any]:
         """`items: {from, each, as}`: per outer element, an item per element of its inner
         list: the outer element with that element under `as` (an outer without the list, or
@@ -315,9 +320,9 @@ class CompiledMapping:
             listed = elements if isinstance(elements, list) else [elements]
             present = [element for element in listed if element is not None]
             # Bounded before anything is copied: one outer element may list 100,000s.
-            if len(items) + len(present) > MAX_LIST_ITEMS:
+            if len(items) + len(present) > limit:
                 count = len(items) + len(present)
-                message = f"{count:,} items or more, more than the limit of {MAX_LIST_ITEMS:,}"
+                message = f"{count:,} items or more, more than the limit of {limit:,}"
                 raise self._items_problem(message, "limit")
             fields += (len(outer) + 1) * len(present)
             if fields > MAX_NESTED_ITEM_FIELDS:

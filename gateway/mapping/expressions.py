@@ -234,6 +234,13 @@ class DecodedTexts:
         self._kept = 0  # characters of the texts in _found
         self._nodes = 0  # nodes of the documents in _found
 
+    def next_batch(self) -> None:
+        """The next batch of the same payload's items (a polled page over MAX_LIST_ITEMS
+        items, landed in batches: `schedules/poll.py`) has the whole work and output
+        budgets, as a batch sent on its own would; the documents read stay parsed."""
+        self.output = self.bound
+        self.steps = MAX_PAYLOAD_STEPS
+
     def read(self, name: str, text: str, pinned: Collection[_Key] = frozenset()) -> tuple[Any, int]:
         """The document `name` finds in `text` and its size (nodes), or its EvalError.
         `pinned`: the texts the item being mapped read already (kept while it is)."""

@@ -24,7 +24,9 @@ MAX_PROBLEMS = 100
 
 # Evaluation time (a payload over a limit is rejected with keyword "limit"):
 MAX_LIST_ITEMS = 1_000
-"""Elements of a batch (`items`) or of a list mapped with `each`."""
+"""Elements of a batch (`items`) or of a list mapped with `each`. A schedule's polled page,
+already read, may list more (`schedules.sinks.MAX_PAGE_ITEMS`): it is landed in batches of
+this many."""
 MAX_NESTED_ITEM_FIELDS = 1_000_000
 """Fields the items of `items: {from, each, as}` carry together: each item is a copy of its
 outer element (1,000 items of an element with 100,000 fields would be gigabytes)."""
@@ -35,7 +37,7 @@ and transforms applied (TRANSFORM_STEPS each; a `datetime`, PARSE_FORMAT_STEPS f
 one item (each spec counted once, however many elements an `each` gives it) is refused when
 it is uploaded. One step is a fraction of a microsecond of one core."""
 MAX_PAYLOAD_STEPS = 3_000_000
-"""Work for the items of one payload together (a batch, a polled page, a dry run's sample),
+"""Work for the items of one payload together (a batch, a polled page's batch, a dry run's sample),
 counted as MAX_STEPS counts one item's, except the documents from_json()/from_xml() read
 (parsed once for the payload, not again for each item reading one): about a second of one
 core, during which the process answers others only between items. Past it, each further item
@@ -54,7 +56,7 @@ wherever it is used (`{a: @, b: @}` is twice the payload, 50 fields naming one t
 it, `[x, x]` twice the `x` a multi-select built). Without it a 200 KB payload and a
 mapping that names it many times built gigabytes to validate, store or send."""
 MAX_PAYLOAD_OUTPUT_CHARS = 16 * 1024 * 1024
-"""What the items of one payload (a batch, a polled page) map to together, counted as
+"""What the items of one payload (a batch, a polled page's batch) map to together, counted as
 MAX_OUTPUT_CHARS counts one item's: 1,000 items of 1 MiB each were 1 GB (20 s of one
 viewer's dry run of a 230 KB sample), where a batch's items are a body's worth. A trigger
 whose `max_body_bytes` is over 1 MiB has 16 times that."""

@@ -178,16 +178,19 @@ class Refused:
 
 
 def page_items(
-    mapping: CompiledMapping, answer: Any, texts: DecodedTexts
+    mapping: CompiledMapping, answer: Any, texts: DecodedTexts, *, limit: int
 ) -> tuple[list[Any], list[Any], list[int], list[Refused]]:
     """The partner's records on the page (before `items: {..., when}` leaves some out), the
-    page's items as the target's mapping finds them (InvalidPayload if it cannot), each
-    one's index in the partner's list, and the records `when` cannot be evaluated on;
-    `texts` keeps what from_json()/from_xml() read, for the items' own mapping."""
+    page's items as the target's mapping finds them (InvalidPayload if it cannot, or if they
+    are more than `limit`), each one's index in the partner's list, and the records `when`
+    cannot be evaluated on; `texts` keeps what from_json()/from_xml() read, for the items'
+    own mapping."""
     if isinstance(answer, list) and mapping.source.get("items") is None:
         return answer, answer, list(range(len(answer))), []
     refused: list[tuple[int, InvalidPayload]] = []
-    records, items, numbers = mapping.listed_items(answer, texts=texts, refused=refused)
+    records, items, numbers = mapping.listed_items(
+        answer, texts=texts, refused=refused, limit=limit
+    )
     return (
         records,
         items,

@@ -7,12 +7,13 @@
             cursor that is not a string or a number; a 2xx without a body is an empty page.
             A 429 after pages of this run ends it `more`, throttled (`Tally.throttled`)
     land    once the lease is checked (a schedule deleted or reset during the call lands
-            nothing), the page's items (deduplicated by id when the schedule says so)
-            through the target's sink: the trigger ingest path, the lease checked again
-            before each write (`Poll._held`; a run that lost it takes back the items it kept
-            for a deleted schedule, `Poll._take_back`); a record `dedupe.by` or the
-            mapping's `when` cannot be evaluated on is kept as a rejected item alone, and
-            remembered by dedupe as the items are (`Poll._unseen`)
+            nothing), the page's items (deduplicated by id when the schedule says so; up
+            to `sinks.MAX_PAGE_ITEMS`, in batches of a batch's bound, one after the other:
+            `Poll._land`) through the target's sink: the trigger ingest path, the lease
+            checked again before each write (`Poll._held`; a run that lost it takes back
+            the items it kept for a deleted schedule, `Poll._take_back`); a record
+            `dedupe.by` or the mapping's `when` cannot be evaluated on is kept as a rejected
+            item alone, and remembered by dedupe as the items are (`Poll._unseen`)
     commit  only then the cursor, the remembered ids and the page's digest move, in one
             write fenced by the lease: a runner that lost its lease moves nothing; a commit
             the database failed for a moment is handed back (`uncommitted`), not the page
@@ -69,7 +70,7 @@ from gateway.schedules.calls import (
     refused_key,
     request_for,
 )
-from gateway.schedules.sinks import PageSink, compile_target
+from gateway.schedules.sinks import MAX_PAGE_ITEMS, PageSink, compile_target
 from gateway.schedules.timing import BACKOFF_SECONDS
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger
@@ -253,17 +254,44 @@ class Poll:
             if refused:
                 await self._keep(target, mapping, refused)
             if fresh:
-                origin = self._origin()
-                landed = await sink.land(
-                    target, fresh, origin, texts, fresh_numbers, fence=self._held
-                )
-                tally.written += landed.written
-                tally.rejected += landed.rejected
-                tally.problems += list(landed.problems)[: 5 - len(tally.problems)]
+                await self._land(target, sink, fresh, fresh_numbers, texts)
             return await self._move_past(page, page_digest, ids, more)
         except LeaseLost:
             await self._take_back()
             raise
+
+    async def _land(
+        self,
+        target: CompiledTrigger,
+        sink: PageSink,
+        items: list[Any],
+        numbers: list[int],
+        texts: DecodedTexts,
+    ) -> None:
+        """A page's new items through the sink, in batches of `target.max_batch_items` (the
+        mapping's bound of a batch), one after the other in the page's order: an entity's
+        items are written in the partner's order, across batches as within one. Each batch
+        has a batch's work budget (`DecodedTexts.next_batch`). Counted as the run's; the
+        cursor moves once every batch is landed (`_move_past`): a run that stops between
+        two lands the whole page again next time (a fix again is a duplicate, stored once)."""
+        tally = self.tally
+        self._c.metrics.schedule_page_items.labels(str(self._doc["_id"])).observe(len(items))
+        origin = self._origin()
+        size = target.max_batch_items
+        for start in range(0, len(items), size):
+            if start:
+                texts.next_batch()
+            landed = await sink.land(
+                target,
+                items[start : start + size],
+                origin,
+                texts,
+                numbers[start : start + size],
+                fence=self._held,
+            )
+            tally.written += landed.written
+            tally.rejected += landed.rejected
+            tally.problems += list(landed.problems)[: 5 - len(tally.problems)]
 
     async def _move_past(
         self, page: Page, page_digest: str | None, ids: list[str], more: bool
@@ -367,7 +395,9 @@ class Poll:
         if page.empty:
             return [], [], [], []
         try:
-            records, items, numbers, refused = page_items(mapping, page.answer, texts)
+            records, items, numbers, refused = page_items(
+                mapping, page.answer, texts, limit=MAX_PAGE_ITEMS
+            )
         except InvalidPayload as exc:
             if not self._doc.get("failures"):  # kept once per failure streak, not per retry
                 whole = InvalidPayload(exc.detail, exc.problems, reason="mapping")
@@ -386,10 +416,9 @@ class Poll:
                 f"the answer does not fit mapping {mapping.name!r}: {exc.detail}",
                 problems=[p.as_dict() for p in exc.problems],
             ) from exc
-        if len(items) > target.max_batch_items:
+        if len(items) > MAX_PAGE_ITEMS:  # the answer is the list (a mapping's: above)
             raise PollFailure(
-                "page",
-                f"a page of {len(items)} items is over the limit of {target.max_batch_items}",
+                "page", f"a page of {len(items):,} items is over the limit of {MAX_PAGE_ITEMS:,}"
             )
         return records, items, numbers, refused
 

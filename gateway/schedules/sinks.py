@@ -16,14 +16,21 @@ from typing import Any, Final, Protocol
 
 from gateway.entities import Origin
 from gateway.mapping import DecodedTexts
+from gateway.mapping.limits import MAX_LIST_ITEMS
 from gateway.store import Doc
 from gateway.triggers.compiled import POLLED, CompiledTrigger
 from gateway.triggers.ingest import Fence, Ingestor
 
 MAX_PAGE_ITEMS: Final = 10_000
-"""Items one page may hold when the answer is itself the list; a list a mapping's `items`
-finds is bounded first, at `mapping.limits.MAX_LIST_ITEMS` (docs/schedules.md, page sizes:
-Geotab answers 50,000 records unless `resultsLimit` says fewer)."""
+"""Items one page may hold, the answer itself the list or a list the mapping's `items` finds
+(docs/schedules.md, page sizes: Geotab answers 50,000 records unless `resultsLimit` says
+fewer). A page is already read (under the outbound client's 1 MiB cap on an answer), so it
+may hold more items than a batch: it is landed in batches of `MAX_BATCH_ITEMS`, in the
+page's order (`poll.py`)."""
+MAX_BATCH_ITEMS: Final = MAX_LIST_ITEMS
+"""Items one landing writes as one batch: the mapping's bound of a batch, as a partner's POST
+of them to a trigger would be (Samsara's stats feed, whose page size Samsara decides, answers
+more GPS points than that after any pause)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +120,7 @@ def compile_target(doc: Doc, *, max_body_bytes: int) -> CompiledTrigger:
         schema=None,
         expose=None,
         max_body_bytes=max_body_bytes,
-        max_batch_items=MAX_PAGE_ITEMS,
+        max_batch_items=MAX_BATCH_ITEMS,
         rate=None,
         auth_mode=POLLED,  # no partner credential comes in
         token_param=None,

@@ -282,9 +282,7 @@ class Ingestor:
                 f"a batch of {count} items is over this trigger's limit of "
                 f"{trigger.max_batch_items}"
             )
-        if trigger.polled:  # a schedule's page: by schedule, never as a trigger's batch
-            self._metrics.schedule_page_items.labels(trigger.id).observe(count)
-        else:
+        if not trigger.polled:  # a schedule's pages are counted by the schedule (poll.py)
             self._metrics.trigger_batch_items.labels(trigger.id).observe(count)
         return plan
 
