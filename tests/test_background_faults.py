@@ -527,7 +527,7 @@ async def test_a_geofence_exit_the_database_fails_to_start_is_alerted_once_it_is
         await quietly(services.fold.run_until_idle())
     await database_back(services)
     a_moment_later(services)
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         while not smtp.received:
             await services.fold.run_until_idle()
             await drain(services)
