@@ -71,8 +71,8 @@ from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 from gateway.server_clock import ServerClock
 from gateway.shares import Shares
 from gateway.shutdown import HAND_BACK_SECONDS
-from gateway.store import Doc, Store
-from gateway.store.connection import INDEX_RETRY_SECONDS, open_store
+from gateway.store import INDEX_RETRY_SECONDS, Doc, Store
+from gateway.store.connection import open_store
 from gateway.store.entities import RELAY_SHARDS
 from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.gates import TriggerGates
@@ -168,17 +168,21 @@ async def open_services(
         store.health.watch(lambda up: metrics.database_up.set(1 if up else 0))
         services = _assemble(settings, metrics, ring, schemas, store, sender, policy)
         # The clock every lease and due time is compared on, and the key, before any job
-        # takes a lease or opens a secret. A database known down at start (open_store) is
-        # not waited for again: the jobs start once both are done.
+        # takes a lease or opens a secret; and the indexes and one-time upgrade steps before
+        # any job writes (a poll storing a fine before the fines are re-keyed would store a
+        # second one). A database known down at start (open_store) is not waited for again:
+        # the jobs start once all are done.
         server_clock = ServerClock(store, metrics)
         try:
             store.health.check()
+            store.check_prepared()
             await server_clock.measure()
             await check_secret_key(store, services.box)
         except StoreUnavailable as exc:
             log.error(
-                "the database's clock and GATEWAY_SECRET_KEY cannot be checked against the "
-                "database (%s): the background jobs start once they are, tried again every %g s",
+                "the background jobs start once the database's indexes and upgrade steps are "
+                "done and its clock and GATEWAY_SECRET_KEY are checked against it (%s); tried "
+                "again every %g s",
                 exc.detail,
                 INDEX_RETRY_SECONDS,
             )
@@ -475,7 +479,8 @@ class Background:
         self.key_refused: str | None = None
 
     def start_once_checked(self, services: Services, server_clock: ServerClock) -> None:
-        """The database did not answer at start: once it does, the offset to its clock is
+        """The database did not answer at start, or its indexes and one-time upgrade steps
+        are not done (`Store.prepared`): once they are and it answers, the offset to its clock is
         measured (unless a measurement passed already, or the server gives no time) and
         GATEWAY_SECRET_KEY checked against it (`check_secret_key`), and the jobs started
         then: never on this host's clock (its leases would take over the others'), never
@@ -486,6 +491,7 @@ class Background:
         async def check_then_start() -> None:
             while True:
                 await asyncio.sleep(INDEX_RETRY_SECONDS)
+                await services.store.prepared.wait()
                 try:
                     if not server_clock.known:
                         await server_clock.measure()

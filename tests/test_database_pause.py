@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import re
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +27,8 @@ import pymongo
 import pytest
 
 from gateway.store.embedded import EmbeddedServer, running_uri
-from tests.processes import ClientThreads, Gateway, wait_until
+from tests.processes import ClientThreads, Gateway, alive, wait_until
+from tests.triggers_support import bearer
 
 DB_TIMEOUT_MS = 1000
 CONCURRENCY = 4  # deliveries a worker sends at once: the most sent twice after a pause
@@ -303,3 +306,138 @@ def test_the_fold_goes_on_within_seconds_of_a_paused_database_continued(tmp_path
         wait_until(lambda: _folded(gateway, {"FIX0A00": later}), 10, "the fold to fold it")
     finally:
         gateway.stop()
+
+
+class _Timed(ClientThreads):
+    """Each thread creates vehicles of its own, one after the other; each answer's status and
+    how long it took are kept."""
+
+    def __init__(self, gateway: Gateway, trigger: dict[str, Any], workers: int) -> None:
+        super().__init__(gateway, trigger, workers)
+        self.slowest = 0.0
+        self.refusals: list[Any] = []
+
+    def _run(self, worker: int) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            started = time.monotonic()
+            status, body = self._post({"plate": f"ST{chr(65 + worker)}{n % 10_000:04d}"})
+            with self._lock:
+                self.slowest = max(self.slowest, time.monotonic() - started)
+                if status not in (200, 201):
+                    self.refusals.append((status, body))
+            time.sleep(0.05)
+
+    def answered(self) -> int:
+        with self._lock:
+            return self.statuses[200] + self.statuses[201]
+
+
+class _Gauge(threading.Thread):
+    """Reads `gateway_database_up` from /metrics every 0.1 s, keeping every value other than 1."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(daemon=True)
+        self._gateway = gateway
+        self.stop = threading.Event()
+        self.lows: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.wait(0.1):
+            if (value := self.value()) != "1.0":
+                self.lows.append(value)
+
+    def value(self) -> str:
+        status, _, text = self._gateway.request("GET", "/metrics", timeout=10)
+        if status != 200:
+            return f"/metrics {status}"
+        found = re.search(r"^gateway_database_up (\S+)$", str(text), re.M)
+        return found[1] if found else "missing"
+
+
+@contextlib.contextmanager
+def _own_database(tmp_path: Path) -> Iterator[tuple[EmbeddedServer, Gateway]]:
+    """A SecantusDB of the test's own and a `gateway serve` on it (MONGODB_URI, the default
+    5 s deadline) whose driver checks the server every 0.5 s instead of 10 s
+    (`heartbeatFrequencyMS` in the URI): a heartbeat is under way whenever the database
+    stalls for more than that, rather than in one stall of three."""
+    server = EmbeddedServer(tmp_path / "db")
+    server.start()
+    gateway = Gateway(tmp_path / "gateway", MONGODB_URI=f"{server.uri}&heartbeatFrequencyMS=500")
+    try:
+        gateway.start()
+        yield server, gateway
+    finally:
+        gateway.stop()
+        server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_database_stalled_for_less_than_the_deadline_slows_answers_and_refuses_none(
+    tmp_path: Path,
+) -> None:
+    """The driver's heartbeat waited 2 s on its socket (connectTimeoutMS): a database that
+    stalled 3 s (a slow disk flush, a loaded host; SIGSTOP here) had the server marked
+    unknown, the writes in flight cancelled ("outcome unknown"), the process marked the
+    database down at once and refused every request for seconds; `gateway_database_up` said
+    0. Each operation has 5 s: the answers are slower, none is refused."""
+    with _own_database(tmp_path) as (server, gateway):
+        trigger = gateway.create(
+            "/api/v1/triggers", {"name": "cars", "entity_type": "vehicle", "methods": ["POST"]}
+        )
+        gauge = _Gauge(gateway)
+        gauge.start()
+        try:
+            with _Timed(gateway, trigger, 4) as stream:
+                wait_until(lambda: stream.answered() >= 20, 60, "writes to be answered")
+                database = server.pid
+                assert database is not None
+                os.kill(database, signal.SIGSTOP)
+                try:
+                    time.sleep(3)
+                finally:
+                    os.kill(database, signal.SIGCONT)
+                answered = stream.answered()
+                wait_until(lambda: stream.answered() >= answered + 20, 60, "writes after it")
+        finally:
+            gauge.stop.set()
+            gauge.join(15)
+        log = gateway.log()
+    assert stream.refusals == [], stream.refusals[:3]
+    assert stream.slowest > 2, stream.slowest  # the stall was felt: answers waited on it
+    assert gauge.lows == [], gauge.lows
+    assert "database marked down" not in log, log[-3000:]
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_database_is_known_down_within_a_heartbeat_and_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    """A database that is not running refuses the connection: the driver's next heartbeat
+    (here every 0.5 s) says so and the process knows it down at once, without waiting for a
+    request or a ping; requests then get their 503 at once. Started again, it is used again."""
+    with _own_database(tmp_path) as (server, gateway):
+        trigger = gateway.create(
+            "/api/v1/triggers", {"name": "cars", "entity_type": "vehicle", "methods": ["POST"]}
+        )
+        gauge = _Gauge(gateway)
+        database = server.pid
+        assert database is not None and gauge.value() == "1.0"
+        os.kill(database, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: gauge.value() == "0.0", 10, "the database known down")
+        assert time.monotonic() - killed < 2.5
+        started = time.monotonic()
+        status, headers, problem = gateway.request(
+            "POST", f"/hooks/{trigger['id']}", {"plate": "KIL0001"}, headers=bearer(trigger)
+        )
+        assert (status, headers["Retry-After"]) == (503, "2"), problem
+        assert problem["detail"].startswith("the database is unavailable"), problem
+        assert time.monotonic() - started < 1
+        wait_until(
+            lambda: not alive(database) and server.exit_code() is not None, 10, "it to be gone"
+        )
+        server.start()
+        wait_until(gateway.ready, 30, "the gateway ready again")
+        assert gauge.value() == "1.0"

@@ -5,16 +5,19 @@ field, never a number 1000 times off."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 
 from gateway.errors import InvalidPayload
 from gateway.services import Services
+from gateway.store import connection
 from gateway.store.fine_keys import rekey_fines
 from gateway.web.state import services_key
 from tests.support import auth
@@ -416,3 +419,66 @@ async def test_a_note_copy_the_server_refuses_fails_the_step_which_runs_again(
     assert await db["entities"].count_documents({"nk": "fine:A556"}) == 1
     assert await rekey_fines(db["entities"], db["notify_cooldowns"], db["migrations"]) == (1, 0, 0)
     assert await db["notify_cooldowns"].find_one({"_id": "acme:fine-received:261810:A556"})
+
+
+async def test_a_start_whose_upgrade_steps_failed_refuses_writes_until_they_ran(
+    client: Client,
+    aiohttp_client: Any,
+    make_app: Any,
+    mongodb_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first start after the upgrade meets a database that fails a moment (here: its
+    `createIndexes`, the first step of every start): the process serves, not ready, and tries
+    the indexes and the one-time steps again every few seconds. It used to take writes
+    meanwhile: the provider's notice of a fine stored under its AIT alone, not re-keyed yet,
+    stored a second fine (and announced it, a second e-mail to the driver). Until the steps
+    ran, writes are refused 503 with Retry-After, and the background jobs wait."""
+    monkeypatch.setattr(connection, "INDEX_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr("gateway.services.INDEX_RETRY_SECONDS", 0.1)
+    fines, _ = await _triggers(client)
+    old = {"kind": "fine", "plate": "ABC1D23", "amount_brl": 130.16, "status": "open"}
+    response = await client.post(
+        "/api/v1/entities/other",
+        json={**old, "key": "A123456789", "ait_number": "A123456789"},
+        headers=auth(),
+    )
+    assert response.status == 201, await response.text()
+    created = (await response.json())["id"]
+    store = client.app[services_key].store
+    # As the older fine-feed stored it: with its authority, keyed by the AIT alone.
+    await store.db["entities"].update_one(
+        {"nk": "fine:A123456789"}, {"$set": {"data.authority": "261810"}}
+    )
+    await store.db["migrations"].delete_many({"_id": "other.fine.authority_key"})
+    admin: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri, appname="faults")
+    failing = {"failCommands": ["createIndexes"], "errorCode": 6, "appName": "rabbot-gateway"}
+    await admin.admin.command("configureFailPoint", "failCommand", mode="alwaysOn", data=failing)
+    try:
+        upgraded = await aiohttp_client(make_app(run_workers=True, jobs=("relay",)))
+        services = upgraded.app[services_key]
+        notice = await upgraded.post(f"/hooks/{fines['id']}", json=FINE, headers=bearer(fines))
+        problem = await notice.json()
+        assert notice.status == 503 and int(notice.headers["Retry-After"]) > 0, problem
+        assert "one-time upgrade steps" in problem["detail"], problem
+        again = await upgraded.post(
+            "/api/v1/entities/other", json={**old, "key": "B2", "ait_number": "B2"}, headers=auth()
+        )
+        assert again.status == 503, await again.text()
+        assert (await upgraded.get("/readyz")).status == 503
+        assert (await upgraded.get("/healthz")).status == 200
+        page = await upgraded.get("/admin/login")  # the admin UI's pages and forms alike
+        assert page.status == 503 and int(page.headers["Retry-After"]) > 0
+        assert not services.background.jobs
+    finally:
+        await admin.admin.command("configureFailPoint", "failCommand", mode="off")
+        await admin.close()
+    async with asyncio.timeout(10):
+        while (await upgraded.get("/readyz")).status != 200:
+            await asyncio.sleep(0.05)
+    assert services.background.jobs
+    assert (await upgraded.get("/admin/login")).status == 200
+    status, answer = await hook(upgraded, fines, FINE)
+    assert status == 200 and answer["key"] == "261810:A123456789", answer  # updated
+    listed = await upgraded.get("/api/v1/entities/other?kind=fine", headers=auth())
+    assert [fine["id"] for fine in (await listed.json())["items"]] == [created]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -28,7 +30,7 @@ from gateway.store.fleet import FleetStore
 from gateway.store.fleet_rules import FleetRuleStores
 from gateway.store.fleet_settings import FleetSettingsStore
 from gateway.store.group_commit import GroupCommit
-from gateway.store.health import DatabaseHealth
+from gateway.store.health import DatabaseHealth, KnownDown
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.key_check import KeyCheckStore
@@ -53,6 +55,9 @@ from gateway.store.ui_accounts import UiAccountStores
 __all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
 
 
+INDEX_RETRY_SECONDS: Final = 5.0
+"""How long a process whose indexes or upgrade steps failed waits before it tries again."""
+
 FENCES: Final = "fences"
 """The collection of `Store.fence`'s one document, apart from the round seals' (on SecantusDB
 a journaled write holds its collection's lock across the journal flush)."""
@@ -74,10 +79,14 @@ class Store:
         self.expiry = Expiry(follow_settings=follow_ttl_settings)
         # What requests check before touching the database (see health.py).
         self.health = health or DatabaseHealth()
-        # Why the indexes could not all be created at start, until they are (connection.py
-        # tries again): /readyz answers 503 meanwhile, since a missing unique index lets
-        # duplicates in.
-        self.indexes_missing: str | None = None
+        # Why the indexes and the one-time upgrade steps are not done (`ensure_indexes`, run
+        # at start and tried again by connection.py after a failure), until they are: /readyz
+        # answers 503 meanwhile, and so does every request that needs the database
+        # (`check_prepared`), and the background jobs wait (`prepared`). A missing unique
+        # index lets duplicates in; a fine not re-keyed yet is stored a second time by the
+        # provider's next notice.
+        self.indexes_missing: str | None = "not created yet"
+        self.prepared = asyncio.Event()
         # Concurrent requests' entity writes go to the database together (group_commit.py).
         self.commits = GroupCommit(db.client)
         # The relay's drains back no answer: not journaled (store/client.py `unjournaled`).
@@ -152,6 +161,19 @@ class Store:
         await self.notify.ensure_indexes(scans_id_ranges=scans)
         await self.ui.ensure_indexes()
         await self.fleet_rules.ensure_indexes()
+        self.indexes_missing = None
+        self.prepared.set()
+
+    def check_prepared(self) -> None:
+        """Raise the 503 at once while the indexes and the one-time upgrade steps are not
+        done (`indexes_missing`): as while the database is known down, nothing is tried."""
+        if self.indexes_missing is not None:
+            raise KnownDown(
+                "the database's indexes are not all created yet, nor its one-time upgrade "
+                f"steps run (tried again every {INDEX_RETRY_SECONDS:g} s): "
+                f"{self.indexes_missing}",
+                retry_after=math.ceil(INDEX_RETRY_SECONDS),
+            )
 
     async def scans_id_ranges(self) -> bool:
         """Whether the server reads a range of `_id` by scanning the collection (SecantusDB,

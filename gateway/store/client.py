@@ -32,6 +32,7 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
     WriteConcernError,
     WriteError,
+    _OperationCancelled,
 )
 from pymongo.monitoring import TopologyListener
 
@@ -177,6 +178,14 @@ def open_client(
       streaming protocol its monitor was waiting in an awaitable `hello` that a server whose
       state did not change answers only after the heartbeat (10 s): every request failed
       server selection until then (tests/test_command_faults.py).
+    - `connectTimeoutMS`: the operations' deadline too. The monitor's `hello` (every
+      heartbeat, 10 s) waits on its socket that long (the SDAM spec: a monitor's socket
+      timeout is connectTimeoutMS), and its timeout marks the server unknown and cancels
+      every operation in flight on it (`_OperationCancelled`). At 2 s, a database that took
+      2 to 5 s to answer (a stall, a loaded SecantusDB) had its writes cancelled, "outcome
+      unknown", although each would have been answered within its deadline
+      (tests/test_database_pause.py). The pool's connects are bounded by the operation's
+      deadline (timeoutMS) whatever this says.
     """
     options: dict[str, Any] = {"journal": True}
     if write_concern is not None:
@@ -186,7 +195,7 @@ def open_client(
         tz_aware=True,
         timeoutMS=timeout_ms,
         serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=min(timeout_ms, 2000),
+        connectTimeoutMS=timeout_ms,
         appname="rabbot-gateway",
         serverMonitoringMode="poll",
         type_registry=PLAIN_DOCUMENTS,
@@ -222,7 +231,11 @@ def translate_errors(
     except (BulkWriteError, ClientBulkWriteException):
         raise
     except ConnectionFailure as exc:  # server selection, AutoReconnect, NetworkTimeout
-        deadline = exc.timeout and not isinstance(exc, ServerSelectionTimeoutError)
+        # An operation the driver cancelled because its monitor's `hello` got no answer
+        # within the deadline (`open_client`) met a deadline too: the database may be slow.
+        deadline = (exc.timeout or isinstance(exc, _OperationCancelled)) and not isinstance(
+            exc, ServerSelectionTimeoutError
+        )
         raise StoreUnavailable(
             f"database unavailable: {type(exc).__name__}", deadline=deadline
         ) from exc

@@ -14,7 +14,7 @@ from gateway.background import cancel_and_wait, within
 from gateway.config import ConfigError, Settings
 from gateway.errors import StoreUnavailable
 from gateway.shutdown import CLOSE_SECONDS
-from gateway.store import Store
+from gateway.store import INDEX_RETRY_SECONDS, Store
 from gateway.store.client import cancelled_connections_closed, open_client
 from gateway.store.embedded import EmbeddedServer, running_uri
 from gateway.store.health import DatabaseHealth
@@ -22,8 +22,6 @@ from gateway.store.supervisor import EmbeddedSupervisor
 
 log = logging.getLogger(__name__)
 
-INDEX_RETRY_SECONDS = 5.0
-"""How long a process whose indexes could not be created waits before it tries again."""
 
 EXPIRE_SECONDS = 60.0
 """How often a process expires documents past their TTL itself, where the server's own sweep
@@ -85,8 +83,9 @@ async def open_store(
             # counts only the loss of a server it once had.
             health.report_failure(exc)
             log.error(
-                "creating the indexes failed at start (%s); serving (not ready), trying again "
-                "every %g s",
+                "creating the indexes failed at start (%s); serving (not ready: requests that "
+                "need the database answer 503 and the background jobs wait until they are "
+                "created), trying again every %g s",
                 _with_cause(exc),
                 INDEX_RETRY_SECONDS,
             )
@@ -128,9 +127,11 @@ async def _start(supervisor: EmbeddedSupervisor) -> None:
 
 async def _ensure_indexes(store: Store) -> None:
     """The gateway starts even if the database is down or refuses an index (one of the same
-    name with another definition, which the database keeps refusing while the process serves
-    without the indexes after it): tried again until created, each failure logged (creating
-    an existing index is a no-op). Readiness answers 503 with the reason until then."""
+    name with another definition, which the database keeps refusing): tried again until
+    created, each failure logged (creating an existing index is a no-op). Until then
+    readiness, and every request that needs the database, answers 503 with the reason, and
+    the background jobs wait (`Store.check_prepared`): a write before a unique index or an
+    upgrade step (the fines' re-key) stored what they exist to prevent."""
     while True:
         await asyncio.sleep(INDEX_RETRY_SECONDS)
         try:
@@ -139,7 +140,6 @@ async def _ensure_indexes(store: Store) -> None:
             store.indexes_missing = str(exc)
             log.error("creating the indexes failed again (%s)", exc)
             continue
-        store.indexes_missing = None
         log.info("indexes created")
         return
 

@@ -2,7 +2,9 @@
 
 Three sources feed it, each able to hold it down on its own:
 - `embedded`: the supervisor of the embedded database (the child died / listens again);
-- `driver`: pymongo's topology monitor, as a listener (no usable server / one again);
+- `driver`: pymongo's topology monitor, as a listener (no usable server / one again): a
+  server that refused or dropped the connection holds it down at once; one whose `hello`
+  timed out (maybe only slow) or answered that it takes no writes is left to the prober;
 - `probe`: after an operation failed mid-way (a deadline, a lost connection, which the
   driver does not count as the server being down), a ping with a short deadline decides;
   while it fails, the prober pings again every `probe_interval` until one passes.
@@ -19,12 +21,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pymongo
+from pymongo.errors import ConnectionFailure, _OperationCancelled
 from pymongo.monitoring import (
     TopologyClosedEvent,
     TopologyDescriptionChangedEvent,
     TopologyListener,
     TopologyOpenedEvent,
 )
+from pymongo.topology_description import TopologyDescription
 
 from gateway.errors import StoreUnavailable
 
@@ -159,7 +163,32 @@ class DatabaseHealth(TopologyListener):
             self.mark_up("driver")
         elif event.previous_description.has_writable_server():
             # Only a loss counts: before the first answer the topology is unknown, not down.
+            self._lost(description)
+
+    def _lost(self, description: TopologyDescription) -> None:
+        """The driver has no writable server any more: known down at once when each server
+        refused or dropped the connection (nothing listens: as `report_failure` treats an
+        operation's lost connection); else the prober decides, as after a passed deadline.
+        A `hello` that timed out is a database slower than the deadline, maybe only for a
+        moment (a stall, a loaded host): marked down at once, the database was refused for
+        seconds while it answered every operation within its deadline, and the
+        `gateway_database_up` gauge said it down. A server that answered it takes no writes
+        (a primary stepping down) is reachable: a ping says if it serves."""
+        errors = [server.error for server in description.server_descriptions().values()]
+        if errors and all(_gone(error) for error in errors):
             self.mark_down("driver", "no writable database server is reachable")
+        else:
+            self._suspect.set()
 
     def closed(self, event: TopologyClosedEvent) -> None:
         return None
+
+
+def _gone(error: Exception | None) -> bool:
+    """Whether a server's error says it is not there (a connection refused, reset or closed),
+    rather than slow (a timeout, or an operation the driver cancelled after one) or answering."""
+    return (
+        isinstance(error, ConnectionFailure)
+        and not error.timeout
+        and not isinstance(error, _OperationCancelled)
+    )

@@ -26,6 +26,7 @@ from gateway.errors import (
     InvalidPayload,
     PayloadTooLarge,
     RateLimited,
+    Unavailable,
 )
 from gateway.logs import request_id_var
 from gateway.ui.forms import NOT_KEPT, Form, error_key, hide_secrets, number_shown
@@ -89,7 +90,7 @@ async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse
         # deleted since, refused at its activation): each with where, as the API lists them.
         problems = exc.problems if isinstance(exc, InvalidPayload) else []
         response = _error_page(request, exc.status, exc.detail, problems=problems)
-        if isinstance(exc, RateLimited):
+        if isinstance(exc, (RateLimited, Unavailable)):
             response.headers["Retry-After"] = str(exc.retry_after)
     except Exception:
         log.exception("unhandled error in the admin UI", extra={"path": request.path})
@@ -99,6 +100,9 @@ async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # The start's indexes and upgrade steps not done: nothing is read or written meanwhile
+    # (a form's write would let a duplicate in, or store a second fine), as in the API.
+    services_of(request).store.check_prepared()
     visitor = await _visitor(request)
     request[visitor_key] = visitor
     route = request.match_info.route.name

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
 
 from aiohttp import web
 
 from gateway.auth.tokens import bearer_token
 from gateway.errors import GatewayError, StoreUnavailable, Unauthorized, Unavailable
 from gateway.services import Services, jobs_alive, running_jobs
-from gateway.store.connection import INDEX_RETRY_SECONDS
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.state import services_of
@@ -59,12 +57,7 @@ async def _readiness(services: Services) -> web.Response:
         metrics.database_up.set(0)
         raise
     metrics.database_up.set(1)
-    if (missing := services.store.indexes_missing) is not None:
-        raise Unavailable(
-            f"the database's indexes are not all created yet (tried again every "
-            f"{INDEX_RETRY_SECONDS:g} s): {missing}",
-            retry_after=math.ceil(INDEX_RETRY_SECONDS),
-        )
+    services.store.check_prepared()
     if (refused := services.background.key_refused) is not None:
         raise Unavailable(refused)
     workers = "disabled"

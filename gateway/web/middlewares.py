@@ -138,6 +138,7 @@ async def _call(
     if op is not None and op.database:
         try:
             health.check()  # known down: 503 at once, nothing attempted
+            services.store.check_prepared()  # the start's indexes and upgrade steps not done
         except StoreUnavailable as exc:
             return problems.problem_response(exc, request)
     if op is None or op.auth != "trigger":
