@@ -59,6 +59,8 @@ async def test_driver_at_a_time_answers_who_drove_then(client: Client) -> None:
     await post(client, DRIVERS, {"driver": BRUNO, "start": "2026-11-20T08:00:00-03:00"})
     fine_time = await _get(client, "?at=2026-11-18T13:45:00-03:00")
     assert fine_time["driver"]["driver"]["cpf"] == ANA
+    # In UTC, as the assignment's own times, whatever offset the query was written in.
+    assert fine_time["at"] == "2026-11-18T16:45:00+00:00", fine_time
     before = await _get(client, "?at=2026-10-01T00:00:00Z")
     assert before["driver"] is None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -105,7 +105,7 @@ async def list_vehicle_drivers(request: web.Request) -> web.Response:
     items = await service.history(claims.tenant, ref, before=cursor, limit=limit)
     return json_response(
         {
-            "at": at,
+            "at": at.astimezone(UTC),  # as every other time of the answer, whatever `?at=` said
             "driver": None if in_force is None else in_force.as_dict(),
             "items": [a.as_dict() for a in items],
             "next_cursor": items[-1].id if len(items) == limit else None,
