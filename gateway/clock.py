@@ -14,6 +14,12 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 _MAX_ZONE_NAME = 64  # the longest IANA name is 32 characters
+# Files of the zoneinfo directory that ZoneInfo opens but that are no IANA zone: the host's
+# own zone (`localtime`: a schedule would run at another hour on each host), a build's
+# template (`posixrules`), "no zone configured" (`Factory`), and the copies of every zone
+# under `posix/` and `right/` (the latter counting leap seconds: times 27 s off).
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+_NOT_ZONE_DIRECTORIES = ("posix/", "right/")
 
 
 _offset = timedelta()  # the database server's clock minus this host's, as last measured
@@ -69,6 +75,8 @@ def zone_named(name: object) -> ZoneInfo | None:
     a file path: besides ZoneInfoNotFoundError and ValueError, a directory ("America") or a
     name too long for the file system raises OSError, which is just as much "no such zone"."""
     if not isinstance(name, str) or not name or len(name) > _MAX_ZONE_NAME:
+        return None
+    if name in _NOT_ZONES or name.startswith(_NOT_ZONE_DIRECTORIES):
         return None
     try:
         return ZoneInfo(name)
