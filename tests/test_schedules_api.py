@@ -7,6 +7,7 @@ deleting a schedule leaves nothing of it behind, a run in flight included."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +16,14 @@ from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, ScriptedFeed, geotab, scripted
-from tests.partner_double import create_action, create_partner, partner, post, upload_mapping
+from tests.partner_double import (
+    FakeClock,
+    create_action,
+    create_partner,
+    partner,
+    post,
+    upload_mapping,
+)
 from tests.schedule_support import (
     geotab_schedule,
     get,
@@ -418,3 +426,56 @@ async def test_a_reset_forgets_the_failure_streak_and_is_due_at_once(
     assert (await reset.json())["state"]["failures"] == 0
     assert await runner(client).run_until_idle() == {"ok": 1}
     assert [c["after"] for c in scripted.calls] == [None, "tok-expired", "tok-expired", None]
+
+
+def _one_record(after: str | None, n: int) -> dict[str, Any]:
+    return {"items": [{"placa": "ABC1D23", "codigo": str(n)}], "next": f"c{n}", "more": False}
+
+
+async def _patched_after_a_run(
+    client: Client, feed: ScriptedFeed, every: str, change: dict[str, Any]
+) -> tuple[datetime, datetime]:
+    """A schedule that ran once, then `change` PATCHed between runs: its run's start and
+    the next run time the PATCH answers."""
+    feed.answer = _one_record
+    runner(client).clock = FakeClock()
+    schedule = await scripted_schedule(client, feed, every=every)
+    assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {"ok": 1}
+    (run,) = await runs(client, schedule["id"])
+    response = await client.patch(
+        f"/api/v1/schedules/{schedule['id']}", json=change, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    answered = (await response.json())["state"]["next_run_at"]
+    assert (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"][
+        "next_run_at"
+    ] == answered
+    return datetime.fromisoformat(run["started_at"]), datetime.fromisoformat(answered)
+
+
+async def test_a_shorter_every_set_between_runs_times_the_next_run_from_the_last(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A weekly schedule changed to every minute runs a minute after its last run, not a
+    week after it (the old definition's next time stayed)."""
+    started, next_run = await _patched_after_a_run(client, scripted, "7d", {"every": "1m"})
+    assert next_run - started == timedelta(minutes=1)
+
+
+async def test_a_yearly_cron_changed_to_every_minute_runs_within_the_minute(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    started, next_run = await _patched_after_a_run(
+        client, scripted, "0 0 1 1 *", {"every": "* * * * *"}
+    )
+    assert timedelta(0) < next_run - started <= timedelta(minutes=1)
+
+
+async def test_a_new_time_zone_times_the_next_run_in_it(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """03:00 in São Paulo is 06:00 UTC; changed to Tokyo, 03:00 there is 18:00 UTC."""
+    _, next_run = await _patched_after_a_run(
+        client, scripted, "0 3 * * *", {"timezone": "Asia/Tokyo"}
+    )
+    assert (next_run.astimezone(UTC).hour, next_run.minute) == (18, 0), next_run

@@ -14,6 +14,7 @@ from gateway.errors import Conflict, FieldProblem, NotFound
 from gateway.mapping_files.needs import schedule_needs
 from gateway.mapping_files.source import MappingSource
 from gateway.schedules.spec import check_fields, public_schedule
+from gateway.schedules.timing import every_from_doc
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc, Store, new_id
 from gateway.store.client import name_containing
@@ -129,12 +130,15 @@ class ScheduleService:
         (remembered ids, failures) is kept, and so is the cursor, unless the change is to what
         it is read by (`READ_BY`: `cursor`, `action_id`, `request`): a cursor of one partner
         call, feed or kind means nothing to another, so the schedule then starts again from
-        `cursor.initial`, due at once (`_reset`)."""
+        `cursor.initial`, due at once (`_reset`). A new `every` or time zone times the next
+        run (`_next_run`)."""
         current = await self._doc(tenant, schedule_id)
         fields = await self._checked(tenant, {**_definition(current), **body})
         now = fields["updated_at"] = self._clock()
         if any(fields[name] != current.get(name) for name in READ_BY):
             return await self._reset(tenant, schedule_id, current, {**fields, **_RESET}, now)
+        if fields["every"] != current.get("every"):
+            fields["next_run_at"] = _next_run(current, fields["every"], now)
         doc = await self._store.schedules.update(tenant, schedule_id, current["rev"], fields, ())
         if doc is None:
             raise Conflict("the schedule was changed concurrently; retry")
@@ -292,3 +296,16 @@ def _xml_body_problems(action: Doc, tenant: str, fields: Doc) -> builtins.list[F
         FieldProblem("/request/body", f"action {action['name']!r}: {p.message}", p.keyword, p.extra)
         for p in found
     ]
+
+
+def _next_run(current: Doc, every: dict[str, object], now: datetime) -> datetime:
+    """When a schedule whose `every` (or zone) changed between runs runs next: as the new
+    definition times it from the last run's start (from now when it never ran), as the end
+    of a run would have (`runner.py`). Unchanged when it is due already (it runs at once),
+    or waiting out a failure's back-off (the back-off still governs)."""
+    stored = current.get("next_run_at")
+    if isinstance(stored, datetime) and (current.get("failures") or stored <= now):
+        return stored
+    last = current.get("last_run_at")
+    base = last if isinstance(last, datetime) else now
+    return every_from_doc(every).next_after(base)
