@@ -171,7 +171,7 @@ async def test_a_schedules_pages_are_counted_by_schedule_not_as_a_triggers_batch
     }
     assert batches == {trigger["id"]}
     pages = f'gateway_schedule_page_items_count{{schedule="{schedule["id"]}"}}'
-    assert f"{pages} 2.0" in text  # pages of 2 and 1 (the empty one lands nothing)
+    assert f"{pages} 3.0" in text  # pages of 2, 1 and 0: a page with nothing is a page read
     assert f'gateway_schedule_page_items_sum{{schedule="{schedule["id"]}"}} 3.0' in text
 
 

@@ -213,6 +213,10 @@ class Poll:
         records, items, numbers, refused = await self._items(page, mapping, target, texts)
         tally.pages += 1
         tally.read += len(items) + len(refused)
+        # Every page read, an empty one (a feed gone quiet) and one dedupe skips whole too.
+        self._c.metrics.schedule_page_items.labels(str(doc["_id"])).observe(
+            len(items) + len(refused)
+        )
         tally.listed += len(records)
         fresh, ids, fresh_numbers, refused, skipped = self._unseen(items, numbers, refused)
         tally.skipped += skipped
@@ -275,7 +279,6 @@ class Poll:
         cursor moves once every batch is landed (`_move_past`): a run that stops between
         two lands the whole page again next time (a fix again is a duplicate, stored once)."""
         tally = self.tally
-        self._c.metrics.schedule_page_items.labels(str(self._doc["_id"])).observe(len(items))
         origin = self._origin()
         size = target.max_batch_items
         for start in range(0, len(items), size):
