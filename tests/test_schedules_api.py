@@ -479,3 +479,21 @@ async def test_a_new_time_zone_times_the_next_run_in_it(
         client, scripted, "0 3 * * *", {"timezone": "Asia/Tokyo"}
     )
     assert (next_run.astimezone(UTC).hour, next_run.minute) == (18, 0), next_run
+
+
+async def test_an_action_a_schedule_reads_with_cannot_be_made_a_write(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A PATCH making a schedule's GET action a POST not marked read_only is a 409 naming the
+    schedule (its runs would all fail as `configuration`); marked read_only it may."""
+    scripted.answer = _one_record
+    schedule = await scripted_schedule(client, scripted)
+    action = f"/api/v1/actions/{schedule['action_id']}"
+    refused = await client.patch(action, json={"method": "POST"}, headers=auth())
+    assert refused.status == 409, await refused.text()
+    problem = await refused.json()
+    assert [u["id"] for u in problem["used_by"]] == [schedule["id"]], problem
+    assert (await get(client, action))["method"] == "GET"
+    taken = await client.patch(action, json={"method": "POST", "read_only": True}, headers=auth())
+    assert taken.status == 200, await taken.text()
+    assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {"ok": 1}

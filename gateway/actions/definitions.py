@@ -60,6 +60,12 @@ async def no_flow_users(tenant: str, name: str) -> list[dict[str, Any]]:
     return []
 
 
+def reads(action: Mapping[str, Any]) -> bool:
+    """Whether an action only reads, so a schedule may run it: a GET, or a POST marked
+    `read_only` (a JSON-RPC read such as Geotab's)."""
+    return action["method"] == "GET" or bool(action.get("read_only"))
+
+
 class ActionUseCases:
     """Create, read, update and delete actions (part of `ActionService`)."""
 
@@ -115,6 +121,7 @@ class ActionUseCases:
             current,
             fields,
         )
+        await self._refuse_if_schedules_read(tenant, action_id, current, fields)
         fields["updated_at"] = utcnow()
         doc = await self._store.actions.update(tenant, action_id, current["rev"], fields)
         if doc is None:
@@ -149,6 +156,27 @@ class ActionUseCases:
         if found:
             named = ", ".join(f"{u['kind']} {u['name']}" for u in found)
             raise Conflict(f"action {name!r} is named by {named}; it keeps its name", used_by=found)
+
+    async def _refuse_if_schedules_read(
+        self, tenant: str, action_id: str, current: Doc, changed: Doc
+    ) -> None:
+        """409 naming the schedules that read with the action, when the change makes it one
+        that writes (a schedule's save refuses such an action: every run would fail as
+        `configuration`, backing off to hourly)."""
+        if reads(changed) or not reads(current):
+            return
+        named = {"action_id": action_id}
+        schedules = await self._store.schedules.list(tenant, named, after=None, limit=50)
+        if schedules:
+            found = [
+                {"kind": "schedule", "id": str(d["_id"]), "name": d["name"]} for d in schedules
+            ]
+            names = ", ".join(f"schedule {u['name']}" for u in found)
+            raise Conflict(
+                f"action {current['name']} is used by {names}, which reads with it: a "
+                f"{changed['method']} not marked read_only is no reading action",
+                used_by=found,
+            )
 
     async def _action_users(self, tenant: str, action_id: str, name: str) -> list[dict[str, Any]]:
         named = {"action_id": action_id}

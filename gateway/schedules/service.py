@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from gateway.actions.definitions import reads
 from gateway.actions.xml_body import compile_xml_body
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, NotFound
@@ -236,7 +237,7 @@ class ScheduleService:
                 FieldProblem("/action_id", f"no action {action_id!r} in this tenant", "reference")
             ]
         fields["action_id"] = str(action["_id"])  # as stored: deleting the action finds it
-        if action["method"] != "GET" and not action.get("read_only"):
+        if not reads(action):
             message = (
                 f"a schedule reads: action {action['name']!r} is a {action['method']}; use a GET "
                 "action, or mark a POST that only reads (JSON-RPC) read_only"
