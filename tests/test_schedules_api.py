@@ -497,3 +497,38 @@ async def test_an_action_a_schedule_reads_with_cannot_be_made_a_write(
     taken = await client.patch(action, json={"method": "POST", "read_only": True}, headers=auth())
     assert taken.status == 200, await taken.text()
     assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {"ok": 1}
+
+
+async def test_reading_again_from_a_point_or_by_another_id_forgets_the_remembered_ids(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """`dedupe` skips what it saw; read again from a date (a PATCH of `cursor.initial`, to
+    write again what a fixed mapping wrote wrong) writes what it reads, and so does a new
+    `dedupe.by` (ids of another expression). A reset alone, or a new `keep`, keeps them."""
+
+    def answer(after: str | None, n: int) -> dict[str, Any]:
+        items = [{"placa": "ABC1D23", "codigo": "1"}, {"placa": "BRA2E19", "codigo": "2"}]
+        return {"items": items, "next": "2026-12-01T00:00:00Z", "more": False}
+
+    scripted.answer = answer
+    schedule = await scripted_schedule(client, scripted, dedupe={"by": "codigo", "keep": 1000})
+    path = f"/api/v1/schedules/{schedule['id']}"
+    cursor = {**schedule["cursor"], "initial": "2026-11-01T00:00:00Z"}
+    changes: list[tuple[str, dict[str, Any] | None, int]] = [
+        ("reset", None, 0),
+        ("PATCH", {"dedupe": {"by": "codigo", "keep": 10}}, 0),
+        ("PATCH", {"cursor": cursor}, 2),
+        ("PATCH", {"dedupe": {"by": "placa", "keep": 10}}, 2),
+    ]
+    assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {"ok": 1}
+    for verb, body, written in changes:
+        if verb == "reset":
+            response = await client.post(f"{path}/reset", headers=auth())
+        else:
+            response = await client.patch(path, json=body, headers=auth())
+        assert response.status == 200, await response.text()
+        await run_now(client, schedule["id"])
+        ran = await asyncio.wait_for(runner(client).run_until_idle(), 10)
+        run = (await runs(client, schedule["id"]))[0]
+        assert ran == {"ok": 1}, (verb, body, run.get("error"), run)
+        assert (run["written"], run["skipped"]) == (written, 2 - written), (verb, body, run)

@@ -132,10 +132,16 @@ class ScheduleService:
         it is read by (`READ_BY`: `cursor`, `action_id`, `request`): a cursor of one partner
         call, feed or kind means nothing to another, so the schedule then starts again from
         `cursor.initial`, due at once (`_reset`). A new `every` or time zone times the next
-        run (`_next_run`)."""
+        run (`_next_run`). The remembered ids are forgotten when `dedupe.by` changes (they are
+        another expression's) or `cursor` does (the feed read again from a point, as to write
+        again what a fixed mapping wrote wrong)."""
         current = await self._doc(tenant, schedule_id)
         fields = await self._checked(tenant, {**_definition(current), **body})
         now = fields["updated_at"] = self._clock()
+        if _dedupe_by(fields) != _dedupe_by(current) or fields["cursor"] != current.get("cursor"):
+            # Ids of another expression, or the feed read again from a point: with them the
+            # last page's digest, or the same items written again would be taken for a loop.
+            fields["seen"], fields["last_digest"] = [], None
         if any(fields[name] != current.get(name) for name in READ_BY):
             return await self._reset(tenant, schedule_id, current, {**fields, **_RESET}, now)
         if fields["every"] != current.get("every"):
@@ -297,6 +303,11 @@ def _xml_body_problems(action: Doc, tenant: str, fields: Doc) -> builtins.list[F
         FieldProblem("/request/body", f"action {action['name']!r}: {p.message}", p.keyword, p.extra)
         for p in found
     ]
+
+
+def _dedupe_by(doc: Mapping[str, Any]) -> object:
+    dedupe = doc.get("dedupe")
+    return dedupe.get("by") if isinstance(dedupe, Mapping) else None
 
 
 def _next_run(current: Doc, every: dict[str, object], now: datetime) -> datetime:
