@@ -13,7 +13,6 @@ is locked for a while that doubles with every further failure, up to `MAX_LOCK`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from gateway.auth.passwords import dummy_hash, hash_password, password_problem, verify_password
+from gateway.auth.passwords import hashed, matches, password_problem
 from gateway.auth.sessions import new_session_id
 from gateway.auth.tokens import ADMIN_ROLES, TENANT, AdminRole, AdminTokenVerifier
 from gateway.clock import as_stored
@@ -103,7 +102,7 @@ class AccountService:
             "tenant": tenant,
             "email": email,
             "role": role,
-            "password_hash": await asyncio.to_thread(hash_password, password),
+            "password_hash": await hashed(password),
             "rev": 1,
             "created_at": now,
             "updated_at": now,
@@ -147,7 +146,7 @@ class AccountService:
         if role is not None:
             fields["role"] = role
         if password is not None:
-            fields["password_hash"] = await asyncio.to_thread(hash_password, password)
+            fields["password_hash"] = await hashed(password)
         users = self._store.ui.users
         if by is not None and role is not None and user["role"] == "admin":
             async with self._as_admin(tenant, by) as now:
@@ -202,10 +201,9 @@ class AccountService:
         key = f"password:{tenant}:{email}"
         await self._refuse_if_locked(key)
         user = await self._store.ui.users.by_email(tenant, email) if TENANT.match(tenant) else None
-        stored = user["password_hash"] if user is not None else dummy_hash()
-        # scrypt is CPU- and memory-bound for ~0.2 s: off the event loop.
-        matches = await asyncio.to_thread(verify_password, password, stored)
-        if user is None or not matches:
+        # scrypt is CPU- and memory-bound for ~0.2 s: on its own threads (passwords.py).
+        matched = await matches(password, user["password_hash"] if user is not None else None)
+        if user is None or not matched:
             await self._fail(key)
             raise Unauthorized(_REFUSED)
         await self._store.ui.throttle.clear(key)

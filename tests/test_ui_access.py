@@ -21,7 +21,15 @@ from gateway.config import Settings
 from gateway.errors import InvalidPayload, NotFound
 from gateway.services import Services
 from tests.support import admin_token, auth, cli_env
-from tests.ui_support import PASSWORD, Client, csrf, form_fields, log_in, make_user, replaced
+from tests.ui_support import (
+    PASSWORD,
+    Client,
+    csrf,
+    form_fields,
+    log_in,
+    make_user,
+    replaced,
+)
 
 
 async def _trigger(client: Client, tenant: str = "acme", name: str = "gps") -> dict[str, Any]:
@@ -72,6 +80,50 @@ async def test_repeated_failures_lock_the_login_even_for_the_right_password(
     assert locked.status == 429
     assert "too many failed logins" in await locked.text()
     assert "rabbot_session" not in locked.cookies
+
+
+async def test_logins_without_a_session_count_against_the_client_s_admin_rate_limit(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """Each new e-mail is its own lockout key, so the admin limit is what bounds one client's
+    password guesses (each a scrypt): counted per address, as the API's calls without a
+    valid token are."""
+    client = await aiohttp_client(make_app(admin_rate_limit=2))
+    token = await csrf(client, "/admin/login")
+
+    async def attempt(n: int) -> Any:
+        data = {"csrf": token, "tenant": "acme", "email": f"x{n}@acme.com.br", "password": "x"}
+        return await client.post("/admin/login", data=data, allow_redirects=False)
+
+    answers = await asyncio.gather(*(attempt(n) for n in range(10)))
+    statuses = sorted(a.status for a in answers)
+    assert 401 in statuses and statuses.count(429) >= 5, statuses
+    limited = next(a for a in answers if a.status == 429)
+    assert "over the admin limit" in await limited.text()
+    assert limited.headers["Retry-After"] == "1"
+
+
+async def test_a_flood_of_logins_never_queues_the_default_executor_s_work(
+    client: Client,
+) -> None:
+    """Password checks (scrypt, ~0.1-0.5 s of CPU each) run on threads of their own, two at a
+    time: a client's flood of logins makes other logins wait their turn, never the work the
+    event loop's default executor does meanwhile."""
+    token = await csrf(client, "/admin/login")
+
+    async def attempt(n: int) -> int:
+        data = {"csrf": token, "tenant": "acme", "email": f"f{n}@acme.com.br", "password": "x"}
+        response = await client.post("/admin/login", data=data, allow_redirects=False)
+        return response.status
+
+    flood = [asyncio.create_task(attempt(n)) for n in range(24)]
+    await asyncio.sleep(0.3)  # the flood's checks are in flight
+    started = asyncio.get_running_loop().time()
+    await asyncio.to_thread(lambda: None)
+    waited = asyncio.get_running_loop().time() - started
+    statuses = await asyncio.gather(*flood)
+    assert set(statuses) == {401}, statuses
+    assert waited < 0.25, waited
 
 
 async def test_an_admin_token_pasted_in_opens_a_session_of_its_tenant_and_role(

@@ -102,10 +102,12 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     visitor = await _visitor(request)
     request[visitor_key] = visitor
     route = request.match_info.route.name
-    if route not in PUBLIC and visitor.session is None:
-        return await _signed_out(request, visitor, route)
     if visitor.session is not None:
         admit(request, f"ui:{visitor.session.tenant}", "for this tenant")
+    else:  # a login page or form: counted as the API's calls without a valid token are
+        admit(request, f"client:{request.remote}", "from this address")
+    if route not in PUBLIC and visitor.session is None:
+        return await _signed_out(request, visitor, route)
     if request.method == "POST":
         form = await _posted(request)
         if isinstance(form, web.Response):  # unreadable, or too large
