@@ -210,11 +210,15 @@ class AccountService:
         return await self._open(tenant, email, user["role"], user=user)
 
     async def login_with_token(self, token: str, client: str) -> UiSession:
+        """A session for a valid admin token, whatever failed before: the lockout of a
+        client's junk tokens (`token:<client>`) never refuses a valid one, so another client
+        sharing its address cannot lock admins out. Guessing a signed token is hopeless; the
+        lockout (and the admin limit) bound what a flood of junk costs."""
         key = f"token:{client}"
-        await self._refuse_if_locked(key)
         try:
             claims = await self._verifier.verify(token.strip())
         except GatewayError:
+            await self._refuse_if_locked(key)
             await self._fail(key)
             raise Unauthorized("this admin token is not valid") from None
         await self._store.ui.throttle.clear(key)
