@@ -13,7 +13,6 @@ is locked for a while that doubles with every further failure, up to `MAX_LOCK`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from gateway.auth.passwords import dummy_hash, hash_password, password_problem, verify_password
+from gateway.auth.passwords import hashed, matches, password_problem
 from gateway.auth.sessions import new_session_id
 from gateway.auth.tokens import ADMIN_ROLES, TENANT, AdminRole, AdminTokenVerifier
 from gateway.clock import as_stored
@@ -103,7 +102,7 @@ class AccountService:
             "tenant": tenant,
             "email": email,
             "role": role,
-            "password_hash": await asyncio.to_thread(hash_password, password),
+            "password_hash": await hashed(password),
             "rev": 1,
             "created_at": now,
             "updated_at": now,
@@ -147,7 +146,7 @@ class AccountService:
         if role is not None:
             fields["role"] = role
         if password is not None:
-            fields["password_hash"] = await asyncio.to_thread(hash_password, password)
+            fields["password_hash"] = await hashed(password)
         users = self._store.ui.users
         if by is not None and role is not None and user["role"] == "admin":
             async with self._as_admin(tenant, by) as now:
@@ -202,21 +201,24 @@ class AccountService:
         key = f"password:{tenant}:{email}"
         await self._refuse_if_locked(key)
         user = await self._store.ui.users.by_email(tenant, email) if TENANT.match(tenant) else None
-        stored = user["password_hash"] if user is not None else dummy_hash()
-        # scrypt is CPU- and memory-bound for ~0.2 s: off the event loop.
-        matches = await asyncio.to_thread(verify_password, password, stored)
-        if user is None or not matches:
+        # scrypt is CPU- and memory-bound for ~0.2 s: on its own threads (passwords.py).
+        matched = await matches(password, user["password_hash"] if user is not None else None)
+        if user is None or not matched:
             await self._fail(key)
             raise Unauthorized(_REFUSED)
         await self._store.ui.throttle.clear(key)
         return await self._open(tenant, email, user["role"], user=user)
 
     async def login_with_token(self, token: str, client: str) -> UiSession:
+        """A session for a valid admin token, whatever failed before: the lockout of a
+        client's junk tokens (`token:<client>`) never refuses a valid one, so another client
+        sharing its address cannot lock admins out. Guessing a signed token is hopeless; the
+        lockout (and the admin limit) bound what a flood of junk costs."""
         key = f"token:{client}"
-        await self._refuse_if_locked(key)
         try:
             claims = await self._verifier.verify(token.strip())
         except GatewayError:
+            await self._refuse_if_locked(key)
             await self._fail(key)
             raise Unauthorized("this admin token is not valid") from None
         await self._store.ui.throttle.clear(key)

@@ -99,6 +99,9 @@ class Settings:
     # the same for calls without a valid admin token, per client address. A guard against
     # runaway clients and floods, set above what a fuzzer or the proxy's callers send.
     admin_rate_limit: int = 1000
+    # The proxies (addresses, CIDRs) whose Forwarded / X-Forwarded-For name the client, for
+    # those per-client budgets and the token login's lockout (gateway/web/client_address.py).
+    trusted_proxies: tuple[str, ...] = ()
     max_batch_items: int = 500
     run_workers: bool = True
     # Which background jobs a process with workers runs (GATEWAY_WORKERS): scale one alone by
@@ -197,6 +200,7 @@ class Settings:
             secret_key=env.secret_keys("GATEWAY_SECRET_KEY"),
             public_url=env.url("GATEWAY_PUBLIC_URL", base=True),
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
+            trusted_proxies=env.networks("GATEWAY_TRUSTED_PROXIES"),
             outbound_connections=env.integer(
                 "GATEWAY_OUTBOUND_CONNECTIONS", 2000, low=2, high=100_000
             ),
@@ -390,6 +394,16 @@ class _Env:
         if problem is not None:
             raise ConfigError(f"{name}: {raw} {problem}")
         return path
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        """Comma-separated addresses and CIDRs."""
+        entries = tuple(e.strip() for e in (self.text(name) or "").split(",") if e.strip())
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(f"{name}: {entry!r} is no address or CIDR") from None
+        return entries
 
     def allow_list(self, name: str) -> tuple[str, ...]:
         entries = tuple(e.strip() for e in (self.text(name) or "").split(",") if e.strip())

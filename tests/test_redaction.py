@@ -870,3 +870,97 @@ async def test_an_answer_dense_with_escapes_is_redacted_off_the_event_loop(
             assert readers, "the answer was not read for credentials"
             on_loop = [reader == loop_thread for reader in readers]
             assert on_loop == [path == "/small"] * len(readers), path
+
+
+MAPPED_SECRET = "Kq7zPass-2026"
+SECRET_CASTS = (
+    "[number]",
+    "[integer]",
+    "[boolean]",
+    "[parse_number]",
+    "[{datetime: {parse: iso8601}}]",
+)
+
+
+async def test_a_request_mapping_that_cannot_cast_a_secret_names_it_without_its_value(
+    client: Client, partner: Partner
+) -> None:
+    erp = await create_partner(client, partner.url, secrets={"erp_token": MAPPED_SECRET})
+    for n, transforms in enumerate(SECRET_CASTS):
+        await upload_mapping(
+            client,
+            f"name: cast{n}\ndirection: outbound\nbody:\n"
+            f"  x: {{secret: erp_token, transforms: {transforms}}}\n",
+        )
+        action = await create_action(
+            client, erp["id"], name=f"cast{n}", mode="proxy", request_mapping=f"cast{n}"
+        )
+        response = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+        )
+        text = await response.text()
+        assert response.status == 422, text
+        assert "Kq7z" not in text, transforms
+        (problem,) = (await response.json())["errors"]
+        assert "<secret:erp_token>" in problem["message"], problem
+    assert partner.requests == []
+
+
+async def test_a_delivery_whose_mapping_cannot_cast_a_secret_keeps_no_trace_of_its_value(
+    client: Client, partner: Partner
+) -> None:
+    erp = await create_partner(client, partner.url, secrets={"erp_token": MAPPED_SECRET})
+    await upload_mapping(
+        client,
+        "name: m\ndirection: outbound\nbody:\n  x: {secret: erp_token, transforms: [integer]}\n",
+    )
+    action = await create_action(client, erp["id"], request_mapping="m")
+    await create_subscription(client, action["id"], ("entity.created",))
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    await services.delivery_worker.run_until_idle()
+
+    viewer = auth("acme", "viewer")
+    (listed,) = (await (await client.get("/api/v1/deliveries", headers=viewer)).json())["items"]
+    one = await client.get(f"/api/v1/deliveries/{listed['id']}", headers=viewer)
+    text = await one.text()
+    assert "cannot cast string" in text and "<secret:erp_token>" in text, text
+    assert "Kq7z" not in text
+    assert partner.requests == []
+
+
+async def test_a_mapping_sends_a_secret_whole_and_refuses_one_a_transform_changed(
+    client: Client, partner: Partner
+) -> None:
+    erp = await create_partner(client, partner.url, secrets={"erp_token": MAPPED_SECRET})
+    header = "headers:\n  X-Erp-Token: {template: 'Bearer {t}', vars: {t: {secret: erp_token}}}\n"
+    await upload_mapping(
+        client, f"name: whole\ndirection: outbound\n{header}body:\n  token: {{secret: erp_token}}\n"
+    )
+    await upload_mapping(
+        client,
+        f"name: changed\ndirection: outbound\n{header}"
+        "body:\n  token: {secret: erp_token, transforms: [upper]}\n",
+    )
+    changed = await create_action(
+        client, erp["id"], name="changed", mode="proxy", request_mapping="changed"
+    )
+    response = await client.post(
+        f"/api/v1/actions/{changed['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    text = await response.text()
+    assert response.status == 422, text
+    assert "a secret is sent whole" in text and "kq7z" not in text.lower()
+    assert partner.requests == []
+
+    whole = await create_action(
+        client, erp["id"], name="whole", mode="proxy", request_mapping="whole"
+    )
+    response = await client.post(
+        f"/api/v1/actions/{whole['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    (call,) = partner.requests
+    assert call.headers["X-Erp-Token"] == f"Bearer {MAPPED_SECRET}"
+    assert orjson.loads(call.body) == {"token": MAPPED_SECRET}

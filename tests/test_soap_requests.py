@@ -528,3 +528,49 @@ async def test_a_password_quoted_back_in_any_xml_escaping_is_redacted(
 
 def _xml_text(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+async def test_an_xml_body_cannot_branch_on_a_secret_s_value(
+    client: Client, partner: Partner
+) -> None:
+    """A template sees each secret as a mark, put in place once the body is rendered: an
+    index, a comparison or a length of it says nothing of the secret, so an admin cannot
+    read a write-only secret back through the call's outcome (422 against 200)."""
+    erp = await create_partner(client, partner.url, secrets={"erp_token": "Kq7z"})
+    partner.respond_with(raw=b"<ok/>", headers={"Content-Type": "text/xml"})
+    outcomes = set()
+    for n, test in enumerate(
+        (
+            "secrets.erp_token[0] == 'K'",
+            "secrets.erp_token[0] == 'x'",
+            "secrets.erp_token == 'Kq7z'",
+            "secrets.erp_token|length == 4",
+            "'q7' in secrets.erp_token",
+            "secrets.erp_token < 'L'",
+        )
+    ):
+        template = "{% if " + test + " %}<bad>{% else %}<ok/>{% endif %}"
+        action = await create_action(
+            client, erp["id"], name=f"branch{n}", mode="proxy", xml_body={"template": template}
+        )
+        response = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+        )
+        outcomes.add(response.status)
+    assert outcomes == {200}
+    assert {call.body for call in partner.requests} == {b"<ok/>"}
+
+    action = await create_action(
+        client,
+        erp["id"],
+        name="printed",
+        mode="proxy",
+        xml_body={
+            "template": "<a t=\"{{ secrets.erp_token }}\">{{ 'T ' ~ secrets.erp_token }}</a>"
+        },
+    )
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    assert partner.requests[-1].body == b'<a t="Kq7z">T Kq7z</a>'

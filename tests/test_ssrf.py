@@ -57,6 +57,10 @@ class FakeDNS(AbstractResolver):
         ("::10.0.0.1", "private"),
         ("::169.254.169.254", "cloud metadata"),
         ("2002:a9fe:a9fe::", "cloud metadata"),  # 6to4 of 169.254.169.254
+        ("fec0::1", "site-local"),  # deprecated, still routed inside networks that kept it
+        ("::ffff:0:7f00:1", "loopback"),  # IPv4-translated (SIIT) 127.0.0.1
+        ("::ffff:0:a00:1", "private"),  # IPv4-translated 10.0.0.1
+        ("::ffff:0:a9fe:a9fe", "cloud metadata"),  # IPv4-translated 169.254.169.254
         ("8.8.8.8", None),
         ("2606:4700:4700::1111", None),
     ],
@@ -75,6 +79,8 @@ def test_blocked_reason(address: str, reason: str | None) -> None:
         "http://[::127.0.0.1]/",
         "http://[::ffff:7f00:1]/",
         "http://[fd00:ec2::254]/",
+        "http://[fec0::a00:1]/",
+        "http://[::ffff:0:7f00:1]/",
         "ftp://partner.example.com/",
         "file:///etc/passwd",
         "gopher://127.0.0.1/",

@@ -21,7 +21,16 @@ from gateway.config import Settings
 from gateway.errors import InvalidPayload, NotFound
 from gateway.services import Services
 from tests.support import admin_token, auth, cli_env
-from tests.ui_support import PASSWORD, Client, csrf, form_fields, log_in, make_user, replaced
+from tests.ui_support import (
+    PASSWORD,
+    Client,
+    csrf,
+    csrf_of,
+    form_fields,
+    log_in,
+    make_user,
+    replaced,
+)
 
 
 async def _trigger(client: Client, tenant: str = "acme", name: str = "gps") -> dict[str, Any]:
@@ -74,6 +83,50 @@ async def test_repeated_failures_lock_the_login_even_for_the_right_password(
     assert "rabbot_session" not in locked.cookies
 
 
+async def test_logins_without_a_session_count_against_the_client_s_admin_rate_limit(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """Each new e-mail is its own lockout key, so the admin limit is what bounds one client's
+    password guesses (each a scrypt): counted per address, as the API's calls without a
+    valid token are."""
+    client = await aiohttp_client(make_app(admin_rate_limit=2))
+    token = await csrf(client, "/admin/login")
+
+    async def attempt(n: int) -> Any:
+        data = {"csrf": token, "tenant": "acme", "email": f"x{n}@acme.com.br", "password": "x"}
+        return await client.post("/admin/login", data=data, allow_redirects=False)
+
+    answers = await asyncio.gather(*(attempt(n) for n in range(10)))
+    statuses = sorted(a.status for a in answers)
+    assert 401 in statuses and statuses.count(429) >= 5, statuses
+    limited = next(a for a in answers if a.status == 429)
+    assert "over the admin limit" in await limited.text()
+    assert limited.headers["Retry-After"] == "1"
+
+
+async def test_a_flood_of_logins_never_queues_the_default_executor_s_work(
+    client: Client,
+) -> None:
+    """Password checks (scrypt, ~0.1-0.5 s of CPU each) run on threads of their own, two at a
+    time: a client's flood of logins makes other logins wait their turn, never the work the
+    event loop's default executor does meanwhile."""
+    token = await csrf(client, "/admin/login")
+
+    async def attempt(n: int) -> int:
+        data = {"csrf": token, "tenant": "acme", "email": f"f{n}@acme.com.br", "password": "x"}
+        response = await client.post("/admin/login", data=data, allow_redirects=False)
+        return response.status
+
+    flood = [asyncio.create_task(attempt(n)) for n in range(24)]
+    await asyncio.sleep(0.3)  # the flood's checks are in flight
+    started = asyncio.get_running_loop().time()
+    await asyncio.to_thread(lambda: None)
+    waited = asyncio.get_running_loop().time() - started
+    statuses = await asyncio.gather(*flood)
+    assert set(statuses) == {401}, statuses
+    assert waited < 0.25, waited
+
+
 async def test_an_admin_token_pasted_in_opens_a_session_of_its_tenant_and_role(
     client: Client,
 ) -> None:
@@ -86,6 +139,77 @@ async def test_an_admin_token_pasted_in_opens_a_session_of_its_tenant_and_role(
     assert response.status == 303
     page = await (await client.get("/admin/")).text()
     assert "token:tester · globex · leitor" in page
+
+
+async def _paste(client: Client, token: str, forwarded_for: str | None = None) -> int:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    page = await client.get("/admin/login", headers=headers)
+    if page.status != 200:
+        return page.status
+    csrf_token = csrf_of(await page.text())
+    response = await client.post(
+        "/admin/login/token",
+        data={"csrf": csrf_token, "token": token},
+        headers=headers,
+        allow_redirects=False,
+    )
+    return response.status
+
+
+async def test_junk_tokens_from_the_same_address_never_lock_out_a_valid_token(
+    client: Client,
+) -> None:
+    """Behind a proxy every browser has its address: a stranger's junk tokens lock the
+    address's token guesses, never an admin pasting a valid token."""
+    stranger = [await _paste(client, "junk") for _ in range(MAX_FAILURES + 1)]
+    assert stranger == [401] * MAX_FAILURES + [429], stranger
+    assert await _paste(client, admin_token("acme")) == 303
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_budget_and_lockout(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    client = await aiohttp_client(make_app(admin_rate_limit=1, trusted_proxies=("127.0.0.0/8",)))
+
+    async def api(forwarded_for: str) -> int:
+        headers = {"Authorization": "Bearer junk", "X-Forwarded-For": forwarded_for}
+        return (await client.get("/api/v1/triggers", headers=headers)).status
+
+    # What the client wrote before the proxy's hop is not believed: 203.0.113.9 is the client.
+    stranger = [await api(f"198.51.100.{n}, 203.0.113.9") for n in range(6)]
+    assert stranger[0] == 401 and stranger[-1] == 429, stranger
+    assert await api("198.51.100.7") == 401
+    stranger = [await _paste(client, "junk", "203.0.113.9") for _ in range(MAX_FAILURES + 1)]
+    assert 429 in stranger, stranger
+    assert await _paste(client, "junk", "198.51.100.8") == 401
+
+
+async def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy() -> None:
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from gateway.web.client_address import client_of, trusted_networks
+
+    proxies = trusted_networks(("10.0.0.0/8", "2001:db8::/32"))
+
+    def of(peer: str, **headers: str) -> str:
+        named = CIMultiDictProxy(CIMultiDict({k.replace("_", "-"): v for k, v in headers.items()}))
+        return client_of(peer, named, proxies)
+
+    assert of("192.0.2.1", X_Forwarded_For="198.51.100.7") == "192.0.2.1"
+    assert of("10.0.0.5") == "10.0.0.5"
+    assert of("10.0.0.5", X_Forwarded_For="1.2.3.4, 198.51.100.7, 10.0.0.9") == "198.51.100.7"
+    assert of("10.0.0.5", X_Forwarded_For="10.0.0.7") == "10.0.0.7"
+    assert of("::ffff:10.0.0.5", X_Forwarded_For="198.51.100.7") == "198.51.100.7"
+    assert of("2001:db8::1", Forwarded='for="[2001:db8:cafe::17]:4711"') == "2001:db8:cafe::17"
+    assert (
+        of(
+            "10.1.1.1",
+            Forwarded="for=1.2.3.4, for=192.0.2.60:80;proto=https",
+            X_Forwarded_For="5.6.7.8",
+        )
+        == "192.0.2.60"
+    )
+    assert trusted_networks(()) == ()
 
 
 async def test_a_forged_csrf_token_is_refused_and_nothing_changes(

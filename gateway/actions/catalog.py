@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,10 +25,12 @@ from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.mapping.expressions import Getter, Run, compile_expression, is_truthy
 from gateway.mapping.model import EvalError, LimitExceeded
+from gateway.mapping.secret_marks import SecretMarks
 from gateway.metrics import Metrics
 from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.outbound.partner_auth import PartnerAuth, build_auth
+from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
@@ -366,17 +368,49 @@ def build_request(
     path_values: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float | None = None,
+    marks: SecretMarks | None = None,
 ) -> tuple[OutboundRequest, bytes | None]:
     """The partner request for an action: the request mapping on `context`, or, without
     one, `default_body` as JSON and path parameters taken from `path_values`. An action with
     an `xml_body` sends its template rendered on `context` plus `body` (that JSON value) and
     `secrets` (the partner's) instead. Returns the request and its exact body bytes (what a
     signature covers). `headers` (a schedule's, without a mapping) are sent too; a body goes
-    as JSON, or form-encoded when the headers say `application/x-www-form-urlencoded`."""
+    as JSON, or form-encoded when the headers say `application/x-www-form-urlencoded`.
+
+    The mapping and the template read the partner's secrets as marks (`marks`: those the
+    caller's own mapping used, else new ones), put in their place only once the request is
+    built, so nothing they do depends on a secret's value. A problem raised (InvalidPayload)
+    shows a mark as `<secret:name>`, and is redacted of the partner's credentials as its
+    answers are."""
+    marks = marks if marks is not None else SecretMarks(partner.secrets)
+    try:
+        return _build_request(
+            action, partner, mapping, context, default_body, path_values, headers, timeout, marks
+        )
+    except InvalidPayload as exc:
+        redactor = Redactor.of((*partner.auth.credential_values(), *partner.secrets.values()))
+        raise InvalidPayload(
+            redactor.redact(exc.detail, cut=False),
+            [_redacted(p, redactor) for p in marks.shown(exc.problems)],
+            **exc.extra,
+        ) from None
+
+
+def _build_request(
+    action: Action,
+    partner: Partner,
+    mapping: CompiledMapping | None,
+    context: Mapping[str, Any],
+    default_body: Any,
+    path_values: Mapping[str, Any] | None,
+    headers: Mapping[str, str] | None,
+    timeout: float | None,
+    marks: SecretMarks,
+) -> tuple[OutboundRequest, bytes | None]:
     xml = action.xml_body
     sent: dict[str, str] = {"Accept": xml.accept() if xml else "application/json"}
     if mapping is not None:
-        parts = mapping.build_request(context, secrets=dict(partner.secrets))
+        parts = mapping.build_request(context, secrets=marks)
         params: Mapping[str, Any] = parts.path_params
         query: Mapping[str, Any] = parts.query
         sent.update(parts.headers)
@@ -384,13 +418,14 @@ def build_request(
     else:
         params, query, body_value = path_values or {}, {}, default_body
         sent.update(headers or {})
+    params, query, sent = marks.reveal(params), marks.reveal(query), marks.reveal(sent)
     body = None
     if xml is not None and action.method != "GET":
-        template_context = {**context, "body": body_value or {}, "secrets": dict(partner.secrets)}
-        body = xml.render(template_context)
+        template_context = {**context, "body": body_value or {}, "secrets": marks.marks}
+        body = xml.render(template_context, marks)
         sent = {**xml.headers(), **sent}
     elif body_value is not None and action.method != "GET":
-        body = encode_body(sent, body_value)
+        body = encode_body(sent, marks.reveal(body_value))
     url = build_url(partner.base_url, action.path, params, query)
     request = OutboundRequest(
         action.method,
@@ -401,6 +436,14 @@ def build_request(
         secrets=tuple(partner.secrets.values()),
     )
     return request, body
+
+
+def _redacted(problem: FieldProblem, redactor: Redactor) -> FieldProblem:
+    extra = {
+        k: redactor.redact(v, cut=False) if isinstance(v, str) else v
+        for k, v in problem.extra.items()
+    }
+    return replace(problem, message=redactor.redact(problem.message, cut=False), extra=extra)
 
 
 def _schedule(stored: list[float] | None) -> tuple[float, ...]:

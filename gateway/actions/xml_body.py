@@ -22,11 +22,13 @@ from typing import Any, Final
 from xml.parsers import expat
 
 import jinja2
+import markupsafe
 from jinja2.exceptions import SecurityError
 
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.formats.json_tree import is_text
+from gateway.mapping.secret_marks import SecretMarks
 from gateway.notify.sandbox import (
     COMPILE_LIMITS,
     RENDER_ERRORS,
@@ -83,10 +85,11 @@ class XmlBody:
     def accept(self) -> str:
         return "application/soap+xml" if self.soap == "1.2" else "text/xml, application/xml"
 
-    def render(self, context: Mapping[str, Any]) -> bytes:
+    def render(self, context: Mapping[str, Any], marks: SecretMarks | None = None) -> bytes:
         """The body's UTF-8 bytes; InvalidPayload (pointer /xml_body/template) when it cannot
-        be rendered, is not well-formed or is too large."""
-        return _render(self.template, _clean(plain(context)))
+        be rendered, is not well-formed or is too large. `marks`: the context's secrets are
+        their marks, each put in place (escaped) once the body is rendered and checked."""
+        return _render(self.template, _clean(plain(context)), marks)
 
 
 def compile_xml_body(value: Any, problems: list[FieldProblem]) -> XmlBody | None:
@@ -167,7 +170,9 @@ def _test_render(body: XmlBody, sample: Any, problems: list[FieldProblem]) -> No
             problems.append(FieldProblem(f"{AT}/template", why, "soap"))
 
 
-def _render(template: jinja2.Template, data: Mapping[str, Any]) -> bytes:
+def _render(
+    template: jinja2.Template, data: Mapping[str, Any], marks: SecretMarks | None = None
+) -> bytes:
     try:
         with budget():
             text = bounded_text(template.generate(data)).strip()
@@ -183,18 +188,34 @@ def _render(template: jinja2.Template, data: Mapping[str, Any]) -> bytes:
             f"xml_body: the body is sent as UTF-8; its declaration says {declared.group(1)}",
             "xml",
         )
+    data_bytes = _bounded(text)
+    try:
+        parse_xml(data_bytes, charset="utf-8")
+    except DocumentRefused as exc:
+        message = f"xml_body: the rendered body is not well-formed XML: {exc.located()}"
+        raise _failed(message, "xml") from None
+    if marks is None:
+        return data_bytes
+    try:
+        revealed = marks.reveal_text(text, _escaped)
+    except InvalidPayload as exc:
+        raise _failed(f"xml_body: {exc.problems[0].message}", "secret") from None
+    return _bounded(revealed)
+
+
+def _bounded(text: str) -> bytes:
     data_bytes = text.encode("utf-8")
     if len(data_bytes) > MAX_BODY_BYTES:
         raise _failed(
             f"xml_body: {len(data_bytes):,} bytes rendered, the limit is {MAX_BODY_BYTES:,}",
             "limit",
         )
-    try:
-        parse_xml(data_bytes, charset="utf-8")
-    except DocumentRefused as exc:
-        message = f"xml_body: the rendered body is not well-formed XML: {exc.located()}"
-        raise _failed(message, "xml") from None
     return data_bytes
+
+
+def _escaped(secret: str) -> str:
+    """A secret as the template's autoescape would have printed it."""
+    return str(markupsafe.escape(_clean(secret)))
 
 
 def _failed(message: str, keyword: str) -> InvalidPayload:

@@ -6,11 +6,13 @@ without breaking the hashes already stored: each is checked with the parameters 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
 import hmac
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 # 2**15 × 8 × 128 bytes = 32 MiB of memory per hash, about 0.2 s on a shared 2-core machine:
@@ -24,6 +26,11 @@ _KEY_BYTES: Final = 32
 _MAXMEM: Final = 64 * 1024 * 1024
 MIN_LENGTH: Final = 10
 MAX_LENGTH: Final = 1024  # bounds the work one login costs us
+# Every scrypt of the process runs on these threads, off the event loop and never on its
+# default executor: a flood of logins (each one a check, an unknown e-mail too) waits its turn
+# here, two checks at a time (64 MiB, two cores at most), and queues none of the work the
+# default executor does (a partner answer's redaction, another process's start-up, ...).
+_SCRYPT: Final = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrypt")
 
 
 def _b64(data: bytes) -> str:
@@ -65,6 +72,21 @@ def verify_password(password: str, stored: str) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(derived, _unb64(key))
+
+
+async def hashed(password: str) -> str:
+    """`hash_password` on the scrypt threads."""
+    return await asyncio.get_running_loop().run_in_executor(_SCRYPT, hash_password, password)
+
+
+async def matches(password: str, stored: str | None) -> bool:
+    """`verify_password` on the scrypt threads; `stored` None (no such user) is checked
+    against `dummy_hash()`, so that a login takes as long either way."""
+
+    def check() -> bool:
+        return verify_password(password, stored if stored is not None else dummy_hash())
+
+    return await asyncio.get_running_loop().run_in_executor(_SCRYPT, check)
 
 
 @functools.cache

@@ -30,6 +30,7 @@ from .model import (
 )
 from .params import Param, value_problems
 from .problems import Problems, payload_error
+from .secret_marks import SecretMarks
 from .tables import Table, evaluate, record
 
 _MAX_BOUND: Final = 64
@@ -392,12 +393,16 @@ class CompiledMapping:
     # -- outbound ----------------------------------------------------------------------------
 
     def build_request(
-        self, context: Any, *, secrets: dict[str, Any] | None = None
+        self, context: Any, *, secrets: Mapping[str, Any] | SecretMarks | None = None
     ) -> OutboundRequest:
-        """The partner request's parts for a context such as {"entity": ..., "event": ...}."""
+        """The partner request's parts for a context such as {"entity": ..., "event": ...}.
+        The mapping reads each secret as its mark (`secret_marks.py`): the parts have the
+        secrets in place, or, given `SecretMarks`, still their marks (the caller reveals them
+        once it has built the rest). No problem raised quotes a secret."""
         self._need("outbound")
         plan = self._plan
-        run = Run(secrets)
+        marks = secrets if isinstance(secrets, SecretMarks) else SecretMarks(secrets)
+        run = Run(marks.marks)
         path: dict[str, str] = {}
         query: dict[str, str] = {}
         headers: dict[str, str] = {}
@@ -410,8 +415,13 @@ class CompiledMapping:
         except LimitExceeded:
             pass  # recorded in run.problems
         if run.problems:
-            raise payload_error(self.name, run.problems, run.dropped)
-        return OutboundRequest(path, query, headers, body)
+            raise payload_error(self.name, marks.shown(run.problems), run.dropped)
+        if isinstance(secrets, SecretMarks):
+            return OutboundRequest(path, query, headers, body)
+        try:
+            return OutboundRequest(*(marks.reveal(part) for part in (path, query, headers, body)))
+        except InvalidPayload as exc:
+            raise payload_error(self.name, exc.problems, 0) from None
 
     def map_response(self, response_body: Any) -> dict[str, Any]:
         """The entity fields in a partner's answer (the `response` section)."""

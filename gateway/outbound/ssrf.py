@@ -45,6 +45,9 @@ _BLOCKED: tuple[tuple[IPNetwork, str], ...] = tuple(
         ("::/128", "unspecified"),
         ("::1/128", "loopback"),
         ("fc00::/7", "private"),
+        # Site-local (RFC 3879 deprecated it; Python counts it global): networks that kept it
+        # still route it inside.
+        ("fec0::/10", "site-local"),
         ("fe80::/10", "link-local"),
         ("ff00::/8", "multicast"),
     )
@@ -53,6 +56,9 @@ _NAT64 = (ip_network("64:ff9b::/96"), ip_network("64:ff9b:1::/48"))
 # IPv4-compatible addresses (::a.b.c.d, deprecated but still parsed and routed by some
 # stacks): classed by the IPv4 address they carry, e.g. http://[::127.0.0.1] is loopback.
 _COMPATIBLE = ip_network("::/96")
+# IPv4-translated addresses (::ffff:0:a.b.c.d, RFC 2765/6052): a stateless SIIT translator
+# sends them to a.b.c.d.
+_TRANSLATED = ip_network("::ffff:0:0:0/96")
 _MAX_PASSED = 1024
 
 
@@ -63,8 +69,8 @@ class OutboundBlocked(PartnerError):
 
 
 def _with_embedded(ip: IPAddress) -> Iterator[IPAddress]:
-    """The address and any IPv4 address tunnelled inside it (mapped, compatible, 6to4, NAT64,
-    Teredo)."""
+    """The address and any IPv4 address tunnelled inside it (mapped, compatible, translated,
+    6to4, NAT64, Teredo)."""
     if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
         yield ip.ipv4_mapped  # ::ffff:a.b.c.d *is* a.b.c.d on a dual-stack socket
         return
@@ -74,7 +80,11 @@ def _with_embedded(ip: IPAddress) -> Iterator[IPAddress]:
             yield ip.sixtofour
         if ip.teredo is not None:
             yield from ip.teredo
-        if any(ip in net for net in _NAT64) or (ip in _COMPATIBLE and int(ip) > 1):
+        if (
+            any(ip in net for net in _NAT64)
+            or ip in _TRANSLATED
+            or (ip in _COMPATIBLE and int(ip) > 1)
+        ):
             yield IPv4Address(int(ip) & 0xFFFFFFFF)
 
 

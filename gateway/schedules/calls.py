@@ -20,6 +20,7 @@ from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping.casts import partner_flag
 from gateway.mapping.expressions import Run, compile_expression
 from gateway.mapping.model import EvalError, LimitExceeded
+from gateway.mapping.secret_marks import SecretMarks
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.store import Doc
 
@@ -85,10 +86,11 @@ def request_for(
     headers: dict[str, str] = {}
     path_values: Mapping[str, Any] = {}
     context = {"cursor": cursor, "tenant": doc["tenant"], "schedule": _about(doc)}
+    marks = SecretMarks(partner.secrets)  # revealed by build_request, once all is in place
     if request_mapping is not None:
-        parts = request_mapping.build_request(context, secrets=dict(partner.secrets))
+        parts = request_mapping.build_request(context, secrets=marks)
         path_values, body = parts.path_params, parts.body if parts.body is not None else body
-        query.update(parts.query)
+        query.update(marks.reveal(parts.query))  # sent as it is, not through build_request
         headers.update(parts.headers)
     spec = doc.get("cursor")
     if spec is not None and cursor is not None:
@@ -108,6 +110,7 @@ def request_for(
         default_body=body,
         path_values=path_values,
         headers=headers,
+        marks=marks,
     )
     return replace(request, query=tuple((k, _text(v)) for k, v in query.items()))
 

@@ -15,6 +15,7 @@ from gateway.ui.i18n import LANGUAGES
 from gateway.ui.middleware import end_session_cookie, session_cookie
 from gateway.ui.rendering import local_path, redirect, render
 from gateway.ui.state import PREFIX, form_of, visitor_of
+from gateway.web.client_address import client_address
 from gateway.web.state import services_of
 
 _ONE_YEAR = 365 * 24 * 3600
@@ -44,7 +45,7 @@ async def login_password(request: web.Request) -> web.Response:
 
 async def login_token(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
-    client = request.remote or "unknown"
+    client = client_address(request) or "unknown"
     try:
         session = await services_of(request).accounts.login_with_token(
             str(values.get("token", "")), client
