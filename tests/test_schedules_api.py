@@ -532,3 +532,24 @@ async def test_reading_again_from_a_point_or_by_another_id_forgets_the_remembere
         run = (await runs(client, schedule["id"]))[0]
         assert ran == {"ok": 1}, (verb, body, run.get("error"), run)
         assert (run["written"], run["skipped"]) == (written, 2 - written), (verb, body, run)
+
+
+async def test_a_new_page_size_patched_with_the_cursor_as_initial_reads_on_from_it(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """docs/schedules.md "A new page size, and the position kept": a PATCH of `request`
+    starts again from `cursor.initial`; with `initial` the schedule's `state.cursor`, the
+    next call carries that cursor and the new size."""
+    scripted.answer = _one_record
+    schedule = await scripted_schedule(client, scripted, request={"query": {"pageSize": 500}})
+    assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {"ok": 1}
+    path = f"/api/v1/schedules/{schedule['id']}"
+    position = (await get(client, path))["state"]["cursor"]
+    change = {
+        "request": {"query": {"pageSize": 100}},
+        "cursor": {**schedule["cursor"], "initial": position},
+    }
+    response = await client.patch(path, json=change, headers=auth())
+    assert response.status == 200, await response.text()
+    assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == [None, position]
