@@ -371,3 +371,33 @@ async def test_triggers_and_schedules_are_found_by_name_beyond_the_page_shown(
     assert _listed(literal) == [] and "Nenhum nome contém esse texto" in literal
     schedules = await (await client.get("/admin/schedules?name=frota")).text()
     assert _listed(schedules) == ["frota-norte", "Frota-Sul"]
+
+
+async def test_a_runs_note_and_refused_cursor_are_shown_in_its_history(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    """A run the partner throttled (a 429 after a page: `more`, waiting as asked) says so in
+    its `note`, and one whose partner answered an older time cursor names it
+    (`cursor_refused`): the run history shows both, not a bare `more` or `ok`."""
+    await make_user(services)
+    action_id = await _reader(client, partner)
+    partner.respond_with(200, {"veiculos": [], "next": "2026-11-01T00:00:00Z"})
+    partner.respond_with(200, {**FIRST_PAGE, "next": "2026-11-20T10:00:00Z"}, times=1)
+    partner.respond_with(429, {"erro": "devagar"}, times=1)
+    await log_in(client)
+    token = await csrf(client, "/admin/schedules/new")
+    created = await client.post(
+        "/admin/schedules", data={"csrf": token, **_form(action_id)}, allow_redirects=False
+    )
+    assert created.status == 303, await created.text()
+    (schedule,) = await _schedules(client)
+    runner = client.app[services_key].schedule_runner
+    assert await runner.run_until_idle() == {"more": 1}
+    await client.post(f"/admin/schedules/{schedule['id']}/run", data={"csrf": token})
+    assert await runner.run_until_idle() == {"ok": 1}
+    page = await (await client.get(f"/admin/schedules/{schedule['id']}")).text()
+    runs = page[page.index('data-testid="schedule-runs"') :]
+    note = re.search(r'data-testid="run-note">([^<]*)<', runs)
+    assert note is not None and "429" in html.unescape(note.group(1)), runs
+    refused = re.search(r'data-testid="run-cursor-refused">.*?<code>([^<]*)</code>', runs)
+    assert refused is not None and refused.group(1) == "2026-11-01T00:00:00Z", runs
