@@ -123,7 +123,8 @@ class Upsert:
 class Origin:
     """Who caused a write: recorded on its events. A write a flow run caused, by whichever
     step and whenever (a `set`, the driver a `fetch` assigns, also once its scheduled start
-    comes, the push token a notification of the run was refused), carries the run's chain in
+    comes, the push token a notification of the run was refused, the fold's events an
+    odometer it wrote brings: `fleet/readings.py`), carries the run's chain in
     `extra`: `{run, depth}` (`flows/deliveries.py` `RunRef.chain`), which the flow starter's
     loop guard reads whatever the kind (docs/flows.md, "Loop guard")."""
 

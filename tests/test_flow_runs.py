@@ -37,6 +37,7 @@ from tests.partner_double import (
     upload_mapping,
 )
 from tests.support import auth
+from tests.test_fleet_fifth_look import create_plan
 from tests.test_fleet_fold import append, make_vehicle
 from tests.test_fleet_odometer import START
 
@@ -430,21 +431,23 @@ def _assigning_flow(name: str, source: str, after: list[str]) -> dict[str, Any]:
     }
 
 
-async def _settled_runs(client: Client, flows: list[str], timeout: float = 20.0) -> list[Any]:
-    """The flows' runs once none is started nor under way for 2 s (a chain that never stops
-    keeps adding runs: the last count seen, at the timeout)."""
-    seen: list[Any] = []
-    still_since = time.monotonic()
+async def _runs_of(client: Client, flows: list[str]) -> list[Any]:
+    return [r for f in flows for r in await _runs(client, f, "?limit=200")]
+
+
+async def _chain_stopped(client: Client, flows: list[str], timeout: float = 30.0) -> list[Any]:
+    """The flows' runs once the loop guard stopped an event and no run is under way, and a
+    second more (a chain that never stops: its runs at the timeout)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = [r for f in flows for r in await _runs(client, f, "?limit=200")]
-        under_way = any(r["status"] in ("pending", "running") for r in runs)
-        if len(runs) != len(seen) or under_way:
-            seen, still_since = runs, time.monotonic()
-        elif time.monotonic() - still_since > 2.0:
-            return seen
+        metrics = await (await client.get("/metrics")).text()
+        if 'gateway_flow_runs_total{outcome="loop_guard"}' in metrics:
+            runs = await _runs_of(client, flows)
+            if not any(r["status"] in ("pending", "running") for r in runs):
+                break
         await asyncio.sleep(0.2)
-    return seen
+    await asyncio.sleep(1.0)
+    return await _runs_of(client, flows)
 
 
 async def test_flows_recording_drivers_on_vehicle_updates_stop_after_three_links(
@@ -472,7 +475,7 @@ async def test_flows_recording_drivers_on_vehicle_updates_stop_after_three_links
             "/api/v1/entities/vehicle/LOO1P00", json={"status": "active"}, headers=auth()
         )
         assert patched.status == 200
-        runs = await _settled_runs(client, ["ask-hr", "ask-erp"])
+        runs = await _chain_stopped(client, ["ask-hr", "ask-erp"])
 
         chain = sorted((r["depth"], r["id"].rpartition(":")[2], r["status"]) for r in runs)
         assert chain == [
@@ -539,6 +542,43 @@ async def test_a_driver_change_a_flow_scheduled_ahead_is_a_link_of_its_chain_whe
         assert datetime.now(UTC) >= since
         assert followed["data"]["current_driver"]["cpf"] == ANA
         assert followed["origin"] == {"kind": "hr", "id": run["id"], "run": run["id"], "depth": 1}
+
+
+async def test_the_fold_events_a_flows_odometer_write_causes_are_links_of_its_chain(
+    client: Client,
+) -> None:
+    """A flow's `set` of a vehicle's `odometer_km` is a reading the fold takes: the
+    re-baseline and the maintenance it brings due carry the run and its depth + 1 in their
+    origin (kind `fold`), so a flow on those events is the chain's next link, not a new
+    chain at depth 0."""
+    await create_plan(client, name="Oleo", every_km=500, due_soon_km=50)
+    await create_vehicle(client, "ODO1A00", odometer_km=1000)
+    await _upload(
+        client,
+        {
+            "name": "meter",
+            "on": {
+                "events": ["entity.updated"],
+                "filter": {"entity_type": "vehicle", "origin": {"kind": ["admin"]}},
+            },
+            "steps": [{"id": "s", "set": {"fields": {"odometer_km": "`1500`"}}}],
+        },
+    )
+    patched = await client.patch(
+        "/api/v1/entities/vehicle/ODO1A00", json={"status": "active"}, headers=auth()
+    )
+    assert patched.status == 200
+    services = client.app[services_key]
+    for _ in range(3):  # the reading relayed, then folded, then its events relayed
+        await drain(services)
+        await services.fold.run_until_idle()
+    (run,) = await _runs(client, "meter")
+    chain = {"kind": "fold", "run": run["id"], "depth": 1}
+    rebased = (await get(client, "/api/v1/events?type=vehicle.odometer.rebaselined"))["items"]
+    by_flow = [e for e in rebased if e["detail"]["to_km"] == 1500]
+    assert [e["origin"] for e in by_flow] == [chain]
+    (due,) = (await get(client, "/api/v1/events?type=vehicle.maintenance.due"))["items"]
+    assert due["origin"] == chain
 
 
 async def test_the_runs_api_lists_filters_and_explains(client: Client, partner: Partner) -> None:

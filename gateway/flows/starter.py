@@ -9,10 +9,10 @@ another process starts within that time; in this process at once).
 
 Loop guard: every write a run causes, by whichever step and whenever (its `set`, the driver
 its `fetch` assigns, also once a scheduled start comes, a push token its notification was
-refused), carries the run's chain in its origin, `{run, depth: n + 1}` (`RunRef.chain`), n
-being the depth of the run's own event, whatever the origin's kind (`flow`, `hr`,
-`notification`). An event at depth >= MAX_DEPTH starts nothing: a chain of flows stops after
-three links, whatever the flows say.
+refused, the fold's events an odometer it wrote brings), carries the run's chain in its
+origin, `{run, depth: n + 1}` (`RunRef.chain`), n being the depth of the run's own event,
+whatever the origin's kind (`flow`, `hr`, `notification`, `fold`). An event at depth >=
+MAX_DEPTH starts nothing: a chain of flows stops after three links, whatever the flows say.
 """
 
 from __future__ import annotations
