@@ -1,9 +1,11 @@
 """Use case: who drives which vehicle, as a history of changes (see `store/assignments.py`).
 
-    assign(tenant, vehicle, driver, start=, source=, ref=, author=) -> AssignResult
+    assign(tenant, vehicle, driver, start=, source=, ref=, author=, chain=) -> AssignResult
         `vehicle` is an id or a plate, `driver` an id or a CPF (or None: nobody drives it from
         `start`). Written by the admin API today; by triggers, actions, checklists and flows
-        through the same call (their `source` and a `ref` such as the checklist id).
+        through the same call (their `source` and a `ref` such as the checklist id). A flow
+        gives its run's `chain` (`{run, depth}`), kept with the change for the origin of the
+        `entity.updated` it causes, at once or when its start comes: the loop guard counts it.
     end(tenant, vehicle, at=, source=, ref=, author=) -> AssignResult | None
         The reporter says its driver stopped driving at `at` (a tracker's logout): the change
         in force then, if it names a driver and came from `source` (and, given `ref`, with
@@ -28,7 +30,8 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
   recorded at its instant (an end relayed twice at once is recorded once; an identification
   at that instant stands, whether it was written before the end or meanwhile).
 - The vehicle's `current_driver` field follows the history (an `entity.updated` event when
-  it changes), so mappings and filters can read it: at once for a change in force now, and,
+  it changes, origin the change's source and ref, and a flow's chain: `_origin`), so
+  mappings and filters can read it: at once for a change in force now, and,
   for a scheduled one (a start ahead), once its start has come. Such a change is stored with
   `due` (its start); every flow runner's housekeeping (each second, in every process that
   runs flows) calls `follow_scheduled`, which brings the vehicles of the due changes up to
@@ -41,7 +44,7 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -119,12 +122,15 @@ class AssignmentService:
         source: str = "admin",
         ref: str | None = None,
         author: str,
+        chain: Mapping[str, Any] | None = None,
     ) -> AssignResult:
         now = self._clock()
         start = self._check(start or now, now, source, ref)
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
         driver = None if driver_ref is None else await self._driver(tenant, driver_ref)
-        result = await self._change(vehicle, driver, start, source, ref, author, overwrite=True)
+        result = await self._change(
+            vehicle, driver, start, source, ref, author, overwrite=True, chain=chain
+        )
         assert result is not None  # only an end leaves a change at its instant alone
         return result
 
@@ -138,9 +144,10 @@ class AssignmentService:
         author: str,
         *,
         overwrite: bool,
+        chain: Mapping[str, Any] | None = None,
     ) -> AssignResult | None:
         """Record `driver` from `start`; `overwrite=False` (an end) records nothing (None) over
-        any change already at that instant."""
+        any change already at that instant. `chain`: the flow run that reports it."""
         tenant, now = vehicle["tenant"], self._clock()
         vid = str(vehicle["_id"])
         in_force = await self._store.at(tenant, vid, start)
@@ -154,6 +161,8 @@ class AssignmentService:
             "ref": ref,
             "author": author,
             "recorded_at": now,
+            # Always written: a change replacing one at the same instant drops its chain.
+            "chain": dict(chain) if chain else None,
         }
         if start > now:  # scheduled: current_driver follows it when it starts
             fields["due"] = start
@@ -168,7 +177,7 @@ class AssignmentService:
             stored = await self._store.at(tenant, vid, start)
             assert stored is not None  # that driver's change at `start`
             return AssignResult(await self._assignment(stored), changed=False)
-        await self._sync_current_driver(tenant, vehicle, Origin(source, ref or author))
+        await self._sync_current_driver(tenant, vehicle, _origin(fields))
         written = await self._store.at(tenant, vid, start)
         assert written is not None  # just recorded
         return AssignResult(
@@ -311,9 +320,11 @@ class AssignmentService:
             await self._entities.patch(tenant, "vehicle", vid, {"current_driver": wanted}, by)
 
 
-def _origin(change: Doc) -> Origin:
-    """A change's origin on the `entity.updated` of `current_driver`: its source and ref."""
-    return Origin(change["source"], change.get("ref") or change["author"])
+def _origin(change: Mapping[str, Any]) -> Origin:
+    """A change's origin on the `entity.updated` of `current_driver`: its source and ref, and
+    the chain of the flow run that reported it (`assign`'s `chain`)."""
+    by = change.get("ref") or change["author"]
+    return Origin(change["source"], by, change.get("chain") or {})
 
 
 def _current_field(driver: dict[str, str] | None) -> dict[str, str] | None:

@@ -121,9 +121,15 @@ class Upsert:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Who caused a write: recorded on its events."""
+    """Who caused a write: recorded on its events. A write a flow run caused, by whichever
+    step and whenever (a `set`, the driver a `fetch` assigns, also once its scheduled start
+    comes, the push token a notification of the run was refused, the fold's events an
+    odometer it wrote brings: `fleet/readings.py`), carries the run's chain in
+    `extra`: `{run, depth}` (`flows/deliveries.py` `RunRef.chain`), which the flow starter's
+    loop guard reads whatever the kind (docs/flows.md, "Loop guard")."""
 
-    kind: str  # "admin", "trigger", "action", "schedule", "flow", "notification" (docs/concepts.md)
+    kind: str  # "admin", "trigger", "action", "schedule", "flow", "notification", an
+    # assignment's source ("hr", "erp", ...) (docs/concepts.md)
     id: str
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,11 +30,14 @@ from tests.partner_double import (
     create_action,
     create_partner,
     create_subscription,
+    create_vehicle,
     partner,
     post,
     running_partner,
+    upload_mapping,
 )
 from tests.support import auth
+from tests.test_fleet_fifth_look import create_plan
 from tests.test_fleet_fold import append, make_vehicle
 from tests.test_fleet_odometer import START
 
@@ -390,6 +393,192 @@ async def test_events_of_a_chain_of_flows_three_deep_start_nothing(
     assert ids == {"65f000000000000000000001:lookup", "65f000000000000000000002:lookup"}
     depths = await services.store.db["flow_runs"].find({}, {"depth": 1}).to_list(None)
     assert sorted(d["depth"] for d in depths) == [0, 2]
+
+
+ANA, BRUNO = "52998224725", "11144477735"
+WHO_MAPPING = "name: who\ndirection: outbound\nresponse:\n  cpf: {from: cpf}\n"
+
+
+async def _who_drives(client: Client, name: str, url: str) -> None:
+    """A partner's "who drives this vehicle now" (a GET answering `{"cpf": ...}`)."""
+    partner_doc = await create_partner(client, url, name=name)
+    await create_action(
+        client,
+        partner_doc["id"],
+        name=f"{name}-who",
+        method="GET",
+        path="/who",
+        mode="proxy",
+        response_mapping="who",
+    )
+
+
+def _assigning_flow(name: str, source: str, after: list[str]) -> dict[str, Any]:
+    """On a vehicle's update by one of `after`: ask `source` who drives it, and record it."""
+    return {
+        "name": name,
+        "on": {
+            "events": ["entity.updated"],
+            "filter": {"entity_type": "vehicle", "origin": {"kind": after}},
+        },
+        "steps": [
+            {
+                "id": "w",
+                "fetch": f"{source}-who",
+                "assign": {"vehicle": "entity.plate", "driver": "steps.w.cpf", "source": source},
+            }
+        ],
+    }
+
+
+async def _runs_of(client: Client, flows: list[str]) -> list[Any]:
+    return [r for f in flows for r in await _runs(client, f, "?limit=200")]
+
+
+async def _chain_stopped(client: Client, flows: list[str], timeout: float = 30.0) -> list[Any]:
+    """The flows' runs once the loop guard stopped an event and no run is under way, and a
+    second more (a chain that never stops: its runs at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metrics = await (await client.get("/metrics")).text()
+        if 'gateway_flow_runs_total{outcome="loop_guard"}' in metrics:
+            runs = await _runs_of(client, flows)
+            if not any(r["status"] in ("pending", "running") for r in runs):
+                break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)
+    return await _runs_of(client, flows)
+
+
+async def test_flows_recording_drivers_on_vehicle_updates_stop_after_three_links(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """HR and the ERP disagree on who drives: a flow asks HR on every vehicle update but
+    HR's own, one asks the ERP on HR's. Each records its answer, which updates the vehicle's
+    `current_driver`: their events carried origin `hr`/`erp` with no depth, so one admin PATCH
+    started them in turn at depth 0 for ever. Each assignment is a link of the chain now: the
+    third stops it (the loop guard), whatever the flows say."""
+    client = await aiohttp_client(make_app(run_workers=True))
+    async with running_partner() as hr, running_partner() as erp:
+        hr.respond_with(200, {"cpf": ANA})
+        erp.respond_with(200, {"cpf": BRUNO})
+        await upload_mapping(client, WHO_MAPPING)
+        await _who_drives(client, "hr", hr.url)
+        await _who_drives(client, "erp", erp.url)
+        await post(client, "/api/v1/entities/driver", {"name": "Ana", "cpf": ANA})
+        await post(client, "/api/v1/entities/driver", {"name": "Bruno", "cpf": BRUNO})
+        await create_vehicle(client, "LOO1P00")
+        await _upload(client, _assigning_flow("ask-hr", "hr", ["admin", "erp"]))
+        await _upload(client, _assigning_flow("ask-erp", "erp", ["hr"]))
+
+        patched = await client.patch(
+            "/api/v1/entities/vehicle/LOO1P00", json={"status": "active"}, headers=auth()
+        )
+        assert patched.status == 200
+        runs = await _chain_stopped(client, ["ask-hr", "ask-erp"])
+
+        chain = sorted((r["depth"], r["id"].rpartition(":")[2], r["status"]) for r in runs)
+        assert chain == [
+            (0, "ask-hr", "succeeded"),
+            (1, "ask-erp", "succeeded"),
+            (2, "ask-hr", "succeeded"),
+        ]
+        assert (len(hr.requests), len(erp.requests)) == (2, 1)
+        events = await get(client, "/api/v1/events?type=entity.updated&limit=100")
+        origins = [
+            e["origin"]
+            for e in reversed(events["items"])
+            if any(c["field"].startswith("current_driver") for c in e["changes"])
+        ]
+        by_depth = {r["depth"] + 1: r["id"] for r in runs}
+        assert origins == [
+            {"kind": "hr", "id": by_depth[1], "run": by_depth[1], "depth": 1},
+            {"kind": "erp", "id": by_depth[2], "run": by_depth[2], "depth": 2},
+            {"kind": "hr", "id": by_depth[3], "run": by_depth[3], "depth": 3},
+        ]
+        metrics = await (await client.get("/metrics")).text()
+        assert 'gateway_flow_runs_total{outcome="loop_guard"} 1.0' in metrics
+        vehicle = await get(client, "/api/v1/entities/vehicle/LOO1P00")
+        assert vehicle["current_driver"]["cpf"] == ANA
+
+
+async def test_a_driver_change_a_flow_scheduled_ahead_is_a_link_of_its_chain_when_it_starts(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """HR answers a handover ahead: the change waits for its start, and the `entity.updated`
+    of `current_driver` then carries the run that recorded it and its depth, as at once."""
+    client = await aiohttp_client(make_app(run_workers=True))
+    async with running_partner() as hr:
+        since = datetime.now(UTC) + timedelta(seconds=10)
+        hr.respond_with(200, {"cpf": ANA, "since": since.isoformat()})
+        await upload_mapping(client, WHO_MAPPING + "  since: {from: since}\n")
+        await _who_drives(client, "hr", hr.url)
+        await post(client, "/api/v1/entities/driver", {"name": "Ana", "cpf": ANA})
+        await create_vehicle(client, "LOO1P00")
+        flow = _assigning_flow("ask-hr", "hr", ["admin"])
+        flow["steps"][0]["assign"]["start"] = "steps.w.since"
+        await _upload(client, flow)
+        patched = await client.patch(
+            "/api/v1/entities/vehicle/LOO1P00", json={"status": "active"}, headers=auth()
+        )
+        assert patched.status == 200
+        runs: list[Any] = []
+        while datetime.now(UTC) < since - timedelta(seconds=1):
+            runs = await _runs(client, "ask-hr")
+            if runs and runs[0]["status"] == "succeeded":
+                break
+            await asyncio.sleep(0.1)
+        (run,) = runs
+        assert run["status"] == "succeeded" and datetime.now(UTC) < since
+        vehicle = await get(client, "/api/v1/entities/vehicle/LOO1P00")
+        assert vehicle.get("current_driver") is None  # scheduled: not yet
+        driven: list[Any] = []
+        for _ in range(200):  # the runner's housekeeping follows it within a second of its start
+            events = (await get(client, "/api/v1/events?type=entity.updated"))["items"]
+            if driven := [e for e in events if e["origin"]["kind"] == "hr"]:
+                break
+            await asyncio.sleep(0.1)
+        (followed,) = driven
+        assert datetime.now(UTC) >= since
+        assert followed["data"]["current_driver"]["cpf"] == ANA
+        assert followed["origin"] == {"kind": "hr", "id": run["id"], "run": run["id"], "depth": 1}
+
+
+async def test_the_fold_events_a_flows_odometer_write_causes_are_links_of_its_chain(
+    client: Client,
+) -> None:
+    """A flow's `set` of a vehicle's `odometer_km` is a reading the fold takes: the
+    re-baseline and the maintenance it brings due carry the run and its depth + 1 in their
+    origin (kind `fold`), so a flow on those events is the chain's next link, not a new
+    chain at depth 0."""
+    await create_plan(client, name="Oleo", every_km=500, due_soon_km=50)
+    await create_vehicle(client, "ODO1A00", odometer_km=1000)
+    await _upload(
+        client,
+        {
+            "name": "meter",
+            "on": {
+                "events": ["entity.updated"],
+                "filter": {"entity_type": "vehicle", "origin": {"kind": ["admin"]}},
+            },
+            "steps": [{"id": "s", "set": {"fields": {"odometer_km": "`1500`"}}}],
+        },
+    )
+    patched = await client.patch(
+        "/api/v1/entities/vehicle/ODO1A00", json={"status": "active"}, headers=auth()
+    )
+    assert patched.status == 200
+    services = client.app[services_key]
+    for _ in range(3):  # the reading relayed, then folded, then its events relayed
+        await drain(services)
+        await services.fold.run_until_idle()
+    (run,) = await _runs(client, "meter")
+    chain = {"kind": "fold", "run": run["id"], "depth": 1}
+    rebased = (await get(client, "/api/v1/events?type=vehicle.odometer.rebaselined"))["items"]
+    by_flow = [e for e in rebased if e["detail"]["to_km"] == 1500]
+    assert [e["origin"] for e in by_flow] == [chain]
+    (due,) = (await get(client, "/api/v1/events?type=vehicle.maintenance.due"))["items"]
+    assert due["origin"] == chain
 
 
 async def test_the_runs_api_lists_filters_and_explains(client: Client, partner: Partner) -> None:

@@ -90,6 +90,54 @@ def test_a_flow_that_writes_what_starts_it_is_a_cycle() -> None:
     load_flow(kept_out)
 
 
+def test_a_flow_that_records_a_driver_on_the_vehicle_updates_it_causes_is_a_cycle() -> None:
+    """A fetch's `assign` changes the vehicle's `current_driver`: its entity.updated (origin
+    kind the assignment's source) would start the flow again, as a `set`'s would."""
+    cycle = (
+        "name: f\non:\n  events: [entity.updated]\n  filter: {entity_type: vehicle}\nsteps:\n"
+        "  - id: w\n    fetch: who\n    assign: {vehicle: entity.plate, driver: steps.w.cpf}\n"
+    )
+    assert _problems(cycle) == [("/steps/0/assign", "cycle", 8)]
+    everything = cycle.replace("[entity.updated]", "['*']").replace("{entity_type: vehicle}", "{}")
+    assert _problems(everything) == [("/steps/0/assign", "cycle", 8)]
+    erp = cycle.replace("steps.w.cpf}", "steps.w.cpf, source: erp}")
+    assert _problems(erp.replace("vehicle}", "vehicle, origin: {kind: [erp, admin]}}")) == [
+        ("/steps/0/assign", "cycle", 8)
+    ]
+    for kept_out in (
+        "{entity_type: vehicle, origin: {kind: [trigger, admin]}}",  # not an assignment's
+        "{entity_type: vehicle, origin: {kind: [erp, admin]}}",  # not HR's (the source)
+        "{entity_type: driver}",  # not a vehicle's
+        "{entity_type: vehicle, changed: [status]}",  # not current_driver's
+    ):
+        load_flow(cycle.replace("{entity_type: vehicle}", kept_out))
+    load_flow(cycle.replace("[entity.updated]", "[entity.created]"))  # it updates, never creates
+    its_field = cycle.replace("vehicle}", "vehicle, changed: [status, current_driver.cpf]}")
+    assert _problems(its_field) == [("/steps/0/assign", "cycle", 8)]
+
+
+async def test_an_upload_that_records_drivers_on_the_updates_it_causes_is_refused(
+    client: Client, partner: Partner
+) -> None:
+    await hr_lookup(client, partner.url)
+    text = (
+        "name: loop\non:\n  events: [entity.updated]\n  filter: {entity_type: vehicle}\n"
+        "steps:\n  - id: hr\n    fetch: hr-driver-lookup\n"
+        "    assign: {vehicle: entity.plate, driver: steps.hr.cpf}\n"
+    )
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    response = await client.post("/api/v1/flows", data=text.encode(), headers=headers)
+    body = await response.json()
+    assert response.status == 422, body
+    assert response.content_type == "application/problem+json"
+    (error,) = body["errors"]
+    assert (error["pointer"], error["line"]) == ("/steps/0/assign", 8)
+    assert "current_driver" in error["message"] and "origin kind hr" in error["message"]
+    kept_out = text.replace("vehicle}", "vehicle, origin: {kind: [trigger, admin]}}")
+    response = await client.post("/api/v1/flows", data=kept_out.encode(), headers=headers)
+    assert response.status == 201, await response.text()
+
+
 def test_set_fields_cannot_overlap() -> None:
     text = BASE + "  - id: s\n    set: {fields: {attributes: '`{}`', attributes.x: '`1`'}}\n"
     assert _problems(text) == [("/steps/0/set/fields/attributes.x", "overlap", 6)]

@@ -519,6 +519,29 @@ async def test_fcm_unregistered_fails_that_message_and_forgets_the_token(
     assert driver["push_tokens"] == ["new-phone"]
 
 
+async def test_the_driver_write_forgetting_a_refused_token_is_a_link_of_its_runs_chain(
+    client: Client, fcm: Fcm
+) -> None:
+    """The driver's `entity.updated` that drops a token FCM refused a flow's notification
+    carries the run and its depth + 1, as the run's own writes do: the loop guard counts it
+    (a flow on driver updates that pushes to the driver is a chain like any other)."""
+    await _push_setup(client, fcm, ["old-phone", "new-phone"])
+    fcm.unregistered.add("old-phone")
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    (channel,) = (await get(client, "/api/v1/channels"))["items"]
+    events = (await get(client, "/api/v1/events?type=entity.updated"))["items"]
+    (forgot,) = [e for e in events if e["entity"]["type"] == "driver"]
+    assert forgot["origin"] == {
+        "kind": "notification",
+        "id": channel["id"],
+        "reason": "fcm_unregistered",
+        "run": run["id"],
+        "depth": 1,
+    }
+
+
 async def test_fcm_throttling_is_retried_no_sooner_than_it_asks(client: Client, fcm: Fcm) -> None:
     await _push_setup(client, fcm, ["phone"])
     fcm.answer_next(429, {"Retry-After": "120"})

@@ -98,6 +98,20 @@ class EventFilter:
             self.origin, _object(event.get("origin"))
         )
 
+    def may_pass(
+        self, origin_kind: str, entity_type: str | None = None, field: str | None = None
+    ) -> bool:
+        """Whether an event whose origin has kind `origin_kind` (of an `entity_type` entity,
+        changing `field`, when given) may pass, its data and the rest of its origin unknown:
+        what a flow's upload check asks of the events its own writes cause."""
+        kinds = dict(self.origin).get("kind")
+        if kinds is not None and origin_kind not in kinds:
+            return False
+        if entity_type is not None and self.entity_types is not None:
+            if entity_type not in self.entity_types:
+                return False
+        return field is None or not self.changed or any(_related(field, w) for w in self.changed)
+
 
 def _object(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}

@@ -977,6 +977,9 @@ class _VehicleRun:
         # The odometer, unknown (0) until now, set by a reading or the device's own since the
         # plans last looked: not driven (`maintenance.step`).
         self._odometer_set = False
+        # While folding a reading a flow run wrote: its chain ({run, depth}), on the origin of
+        # the events the reading causes, so that the flows' loop guard counts them.
+        self._chain: Doc = {}
         fresh = self.state.last is None and self.state.baseline is None
         if fresh and not self.state.odometer_km:
             # A vehicle's first fold counts on from the odometer it was registered with (or
@@ -1025,9 +1028,13 @@ class _VehicleRun:
         if km < self.state.shown_km and not authoritative:
             self._pass.counts["readings", "stale"] += 1
             return
-        self._rebaseline(km, "reading", at, source)
-        self._odometer_set = self._odometer_set or (unknown and self.state.odometer_km > 0)
-        self._check_plans(at)
+        self._chain = dict(reading.get("chain") or {})
+        try:
+            self._rebaseline(km, "reading", at, source)
+            self._odometer_set = self._odometer_set or (unknown and self.state.odometer_km > 0)
+            self._check_plans(at)
+        finally:
+            self._chain = {}
 
     def tick(self, at: datetime) -> None:
         """The fold's clock: the plans' time intervals at `at`, moving or not."""
@@ -1296,7 +1303,7 @@ class _VehicleRun:
             "entity_type": "vehicle",
             "data": data,  # the fold's fields; the vehicle's own join them (`Fold._events`)
             "changes": [],
-            "origin": {"kind": "fold"},
+            "origin": {"kind": "fold", **self._chain},
             "detail": detail,
         }
         if audience is not None:

@@ -3,8 +3,9 @@ fold (a checklist, the ERP, an admin), and deletions.
 
 A relay hook (`services.py` `each_of`): every vehicle event that sets `odometer_km` (a created
 vehicle with one, or an update that changes it) becomes a reading in the vehicle's fold
-queue (`{km, before, at, source, rev}`, `before` the odometer the write replaced: None for a
-new vehicle; `rev` the write's revision, kept on the vehicle as `odometer_rev`), which the fold
+queue (`{km, before, at, source, rev, chain?}`, `before` the odometer the write replaced: None
+for a new vehicle; `rev` the write's revision, kept on the vehicle as `odometer_rev`; `chain`
+the `{run, depth}` of a flow run's write, which the fold's events it brings carry), which the fold
 uses to re-baseline the odometer (`odometer.py`); until it has, it does not write its own count
 over the reading (`store/entities.py` `set_folded`). The fold itself writes `odometer_km`
 without events, so its own writes never come back as readings.
@@ -50,6 +51,8 @@ class OdometerReadings:
                 # fold's count goes on the vehicle only once it has this reading in it.
                 "rev": entity.get("rev") or 0,
             }
+            if chain := {k: origin[k] for k in ("run", "depth") if k in origin}:
+                reading["chain"] = chain  # a flow run's write: the fold's events carry it on
             if "odometer_km" in (origin.get("authoritative") or ()):
                 reading["authoritative"] = True  # a trigger's mapping lifted only_forward
             await self._store.fleet.push_reading(event["tenant"], event["entity"]["id"], reading)

@@ -307,23 +307,47 @@ class _Compiler:
     def check_self_trigger(
         self, events: list[str], event_filter: EventFilter | None, steps: list[Step]
     ) -> None:
-        """A `set` writes an entity, which emits entity.updated: a flow started by that event
-        (with no origin filter keeping flows out) would start itself again. The filter is read
-        compiled: `origin: {kind: ...}` and `origin: {kind: null}` (absent) keep flows out
-        unless they name `flow`."""
-        keys = {k for event in _SELF_TRIGGERING for k in event_type_keys(event)}
-        if keys.isdisjoint(events):
-            return
-        allowed = dict(event_filter.origin).get("kind") if event_filter is not None else None
-        if allowed is not None and "flow" not in allowed:
+        """A step that writes an entity causes its entity.updated: a flow started by that event
+        (no filter keeping it out) would start itself again. A `set` writes any entity with
+        origin kind `flow`; a fetch's `assign` changes a vehicle's `current_driver` with origin
+        kind its `source` (hr, erp). The filter is read compiled: `origin: {kind: ...}` (and
+        `{kind: null}`, absent) keeps out the kinds it does not name, and an `entity_type`
+        without `vehicle` or a `changed` without `current_driver` keeps out an assign's."""
+        if _none_of(events, _SELF_TRIGGERING):
             return
         for step in steps:
-            if step.kind == "set":
+            if step.kind == "set" and _may_pass(event_filter, "flow"):
                 message = (
                     "this set writes entities whose entity.updated events start the flow: a "
                     "cycle; keep flows out with on.filter.origin.kind (e.g. [trigger, admin])"
                 )
                 self.problems.add(f"{step.pointer}/set", message, "cycle")
+            spec = step.assign
+            if (
+                spec is not None
+                and not _none_of(events, ("entity.updated",))
+                and _may_pass(event_filter, spec.source, "vehicle", "current_driver")
+            ):
+                message = (
+                    "this assign changes the vehicle's current_driver, whose entity.updated "
+                    f"(origin kind {spec.source}) starts the flow: a cycle; keep it out with "
+                    "on.filter.origin.kind (e.g. [trigger, admin]) or on.filter.changed"
+                )
+                self.problems.add(f"{step.pointer}/assign", message, "cycle")
+
+
+def _none_of(events: list[str], written: tuple[str, ...]) -> bool:
+    """Whether `events` (a flow's `on.events`) names none of the `written` event types."""
+    return {k for event in written for k in event_type_keys(event)}.isdisjoint(events)
+
+
+def _may_pass(
+    event_filter: EventFilter | None,
+    origin_kind: str,
+    entity_type: str | None = None,
+    field: str | None = None,
+) -> bool:
+    return event_filter is None or event_filter.may_pass(origin_kind, entity_type, field)
 
 
 def step_references(expression: str) -> set[str]:

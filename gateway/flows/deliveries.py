@@ -46,6 +46,13 @@ class RunRef:
     # (`leased_loop.LeaseCheck`), whose LeaseLost passes to the runner, nothing sent.
     before_sending: BeforeSending | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def chain(self) -> dict[str, Any]:
+        """On the origin of every write the run causes, whichever step and whenever (its
+        `set`, the driver its `fetch` assigns, a push token its notification was refused):
+        the run, and the depth of the events it causes, which the loop guard reads."""
+        return {"run": self.id, "depth": self.depth + 1}
+
 
 def notification_deliveries(
     run: RunRef,
@@ -82,6 +89,7 @@ def notification_deliveries(
             "cooldown": cooldown,
             "claim": f"{run.id}:{step.id}",
             "urgent": urgent,
+            "chain": run.chain,  # on the driver's write if FCM refuses the token
         }
         docs.append(doc)
         entry = {"recipient": who, "outcome": "queued", "delivery": doc["_id"]}

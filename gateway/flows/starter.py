@@ -7,9 +7,12 @@ nothing twice, and no event is drained before its runs exist: each (event, flow)
 exactly once. Active flows are cached per tenant for `ttl` seconds (a flow activated in
 another process starts within that time; in this process at once).
 
-Loop guard: a flow's `set` writes with origin `{kind: flow, depth: n + 1}`, n being the depth
-of the run's own event. An event whose origin is a flow at depth >= MAX_DEPTH starts nothing:
-a chain of flows stops after three links, whatever the flows say.
+Loop guard: every write a run causes, by whichever step and whenever (its `set`, the driver
+its `fetch` assigns, also once a scheduled start comes, a push token its notification was
+refused, the fold's events an odometer it wrote brings), carries the run's chain in its
+origin, `{run, depth: n + 1}` (`RunRef.chain`), n being the depth of the run's own event,
+whatever the origin's kind (`flow`, `hr`, `notification`, `fold`). An event at depth >=
+MAX_DEPTH starts nothing: a chain of flows stops after three links, whatever the flows say.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ Active = list[tuple[int, CompiledFlow]]
 
 
 def origin_depth(event: Doc) -> int:
-    origin = event.get("origin") or {}
-    depth = origin.get("depth", 0) if origin.get("kind") == "flow" else 0
-    return depth if isinstance(depth, int) else 0
+    """How many flow runs led to the event: its origin's `depth`, whatever its kind."""
+    origin = event.get("origin")
+    depth = origin.get("depth") if isinstance(origin, dict) else None
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) else 0
 
 
 class FlowStarter:

@@ -7,7 +7,9 @@ later steps, whether the run ends, or that the step must wait and run again late
     fetch    the GET goes out now; answered (the mapped answer becomes steps.<id>), or a retry
              later on the action's schedule (network, 5xx, 429), or failed (other 4xx, an
              answer the response mapping refuses). With `assign`, the answer is recorded in
-             the vehicle's driver history (source hr or erp)
+             the vehicle's driver history (source hr or erp): the `entity.updated` of
+             its `current_driver` carries origin {kind: <source>, id: <run id>, run,
+             depth: n + 1}, now or once a scheduled start comes
     call     a `flow_call` delivery with id `<run id>:<step id>`: queued
     notify   one `notification` delivery per recipient, ids `<run id>:<step id>:<to>` (`<to>`
              the recipient's address, hashed: see `deliveries.py`):
@@ -222,6 +224,7 @@ class StepRunner:
                 source=spec.source,
                 ref=run.id,
                 author=f"flow:{run.flow}",
+                chain=run.chain,
             )
         except (InvalidPayload, NotFound) as exc:
             return {"recorded": False, "reason": exc.detail}
@@ -330,7 +333,7 @@ class StepRunner:
             patch = unflatten(fields)
         except ValueError as exc:  # one field inside another (a and a.b)
             raise StepFailed(f"set: {exc}") from None
-        origin = Origin("flow", run.flow, {"run": run.id, "depth": run.depth + 1})
+        origin = Origin("flow", run.flow, run.chain)
         try:
             result = await self._p.entities.patch(run.tenant, etype, ref, patch, origin)
         except (NotFound, InvalidPayload) as exc:

@@ -166,4 +166,5 @@ def _notification(message: Doc, key: str, before_sending: BeforeSending) -> Noti
         message_id=message.get("message_id"),
         key=key,
         before_sending=before_sending,
+        chain=message.get("chain") or {},
     )

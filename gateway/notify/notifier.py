@@ -61,6 +61,9 @@ class Notification:
     # Awaited right before it goes out (a delivery worker's lease check: its LeaseLost passes
     # to the worker, nothing sent); none for a channel's test send.
     before_sending: BeforeSending | None = field(default=None, repr=False)
+    # The flow run that queued it (`RunRef.chain`): on the driver's write when FCM refuses
+    # the token, so that the loop guard counts it.
+    chain: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Notifier:
@@ -98,7 +101,7 @@ class Notifier:
         except GatewayError as exc:
             return SendOutcome(Verdict.FAIL, exc.detail)
         if outcome.unregistered and notification.recipient.driver_id:
-            removed = await self._forget_token(tenant, channel, notification.recipient)
+            removed = await self._forget_token(tenant, channel, notification)
             if removed:
                 outcome = replace(outcome, detail=f"{outcome.detail}; token removed from driver")
         return outcome
@@ -149,9 +152,12 @@ class Notifier:
             before_sending=notification.before_sending,
         )
 
-    async def _forget_token(self, tenant: str, channel: Channel, recipient: Recipient) -> bool:
+    async def _forget_token(
+        self, tenant: str, channel: Channel, notification: Notification
+    ) -> bool:
         """The token out of the driver's list, computed from the list as it is written over:
         two removals at once (two deliveries, two processes) keep each other's."""
+        recipient = notification.recipient
         assert recipient.driver_id is not None
 
         def without_token(data: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -160,7 +166,8 @@ class Notifier:
                 return None
             return {"push_tokens": [t for t in tokens if t != recipient.address] or None}
 
-        origin = Origin("notification", channel.id, {"reason": "fcm_unregistered"})
+        extra = {"reason": "fcm_unregistered", **notification.chain}
+        origin = Origin("notification", channel.id, extra)
         try:
             written = await self._entities.update(
                 tenant, "driver", recipient.driver_id, without_token, origin

@@ -355,7 +355,8 @@ class FleetStore:
             raise
 
     async def push_reading(self, tenant: str, vehicle: str, reading: Doc) -> None:
-        """An odometer reading from another source (`{km, at, source}`) for the fold."""
+        """An odometer reading from another source (`{km, at, source}`, and a flow run's
+        `chain`) for the fold."""
         await self.add([_item("reading", tenant, vehicle, reading)])
 
     async def push_service(self, tenant: str, vehicle: str, service: Doc) -> None:
