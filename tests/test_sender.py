@@ -1293,6 +1293,78 @@ async def test_a_body_on_a_204_or_304_is_ignored_and_the_status_kept(
         assert outcome.message == "a 204 announcing a 4-byte body; the body was not read"
 
 
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Set-Cookie: ASP.NET_SessionId=" + b"a" * 9000 + b"; path=/; HttpOnly\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
+            200,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + b"".join(b"X-Trace-%d: v\r\n" % i for i in range(200))
+            + b"Content-Length: 2\r\n\r\n{}",
+            200,
+        ),
+        (
+            b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Type: application/json\r\n"
+            b"Content-Security-Policy: " + b"a" * 60_000 + b"\r\nContent-Length: 2\r\n\r\n{}",
+            503,
+        ),
+    ],
+    ids=["9-kb-cookie", "200-fields", "60-kb-field-on-a-503"],
+)
+async def test_an_answer_with_large_headers_keeps_its_status(
+    sender: Sender, reply: bytes, status: int
+) -> None:
+    """A large session cookie, a long Content-Security-Policy, a CDN's tracing headers: a
+    head aiohttp's defaults refused whole (8,190 bytes a field, 128 fields), its status lost
+    (a 200 the partner took sent again, a 503's Retry-After unheard)."""
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.json_body) == (status, None, {})
+    if status == 503:
+        assert outcome.retry_after(datetime.now(UTC)) == 7
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: s=SESSION-SECRET" + b"a" * 70_000 + b"\r\n\r\n",
+            "a status line or header field longer than 65536 bytes",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\n"
+            + b"".join(b"X-Part-%d: SESSION-SECRET%s\r\n" % (i, b"b" * 6000) for i in range(50))
+            + b"Content-Length: 2\r\n\r\n{}",
+            "a head longer than 262144 bytes",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: s=SESSION-SECRET\x00\r\nContent-Length: 2\r\n\r\n{}",
+            "Invalid HTTP header",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nSet Cookie: s=SESSION-SECRET\r\nContent-Length: 2\r\n\r\n{}",
+            "Invalid header token",
+        ),
+    ],
+    ids=["field-past-64-kib", "head-past-256-kib", "nul-in-a-value", "space-in-a-name"],
+)
+async def test_a_refused_head_is_described_without_quoting_its_values(
+    sender: Sender, reply: bytes, said: str
+) -> None:
+    """aiohttp's parser quotes the line it refused (a partner's session cookie, a token):
+    no redactor knows those values, so the message names what was wrong and quotes none of
+    the head."""
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.error) == (None, "invalid_response")
+    assert outcome.message == f"invalid HTTP answer: {said}"
+
+
 async def test_a_204_body_that_comes_after_the_next_request_is_skipped(sender: Sender) -> None:
     """A 204 that announces nothing keeps its connection for the next request; when its
     stray body comes only after that request went, it is skipped before the next answer's

@@ -14,6 +14,14 @@ come only after the next request went on the connection (a 204 that announced no
 it) are skipped before that request's status line. Every other answer goes to aiohttp
 untouched: `AnswerHandler` only looks at the head of each answer, which it passes on as it
 arrives.
+
+The head of an answer is read as large as partners send them (a 9 KB session cookie, a long
+`Content-Security-Policy`, a CDN's 150 tracing headers: aiohttp's defaults, 8,190 bytes a line
+and 128 fields, refused such an answer whole and lost its status): a status line or a field
+of up to `HEAD_FIELD_MOST` bytes, up to `HEAD_FIELDS_MOST` fields (the session's parser
+limits, `Sender.start`), the whole head at most `HEAD_MOST` bytes (`AnswerHandler`, since
+the parser bounds each field and their number, not their sum). Past them the answer is
+refused, as not HTTP the gateway reads.
 """
 
 from __future__ import annotations
@@ -24,12 +32,16 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import HttpProcessingError
 
 EMPTY_ANSWERS: Final = frozenset({204, 304})
 """The statuses whose answers end with their head (HEAD requests aside: aiohttp knows)."""
-# Past it aiohttp's own limits (its defaults: a status line and 128 header lines of 8,190
-# bytes each) refuse the head anyway.
-_HEAD_LIMIT: Final = 130 * 8192
+HEAD_FIELD_MOST: Final = 64 * 1024
+"""The longest status line, or header field (its name and value), of an answer read."""
+HEAD_FIELDS_MOST: Final = 256
+"""The most header fields an answer read has."""
+HEAD_MOST: Final = 256 * 1024
+"""The largest head of an answer read, its status line and every field."""
 
 
 class AnswerHandler(ResponseHandler):
@@ -71,10 +83,10 @@ class AnswerHandler(ResponseHandler):
         before = len(self._head)
         self._head += data
         end = self._head.find(b"\r\n\r\n", max(before - 3, 0))
+        if end + 4 > HEAD_MOST or (end == -1 and len(self._head) > HEAD_MOST):
+            self._refuse_head()
+            return
         if end == -1:
-            if len(self._head) > _HEAD_LIMIT:  # aiohttp refuses it: nothing to watch
-                self._watching = False
-                self._head.clear()
             super().data_received(data)
             return
         cut = end + 4 - before  # where the head ends in `data`
@@ -101,7 +113,19 @@ class AnswerHandler(ResponseHandler):
         the first packet (what the rest of `data_received` would find, without copying it)."""
         if not self._watching or self._head or self._resyncing or self._dropping:
             return False
-        return b"\r\n\r\n" in data and _ordinary(_status(data[: data.find(b"\r\n")]))
+        end = data.find(b"\r\n\r\n")
+        return -1 < end <= HEAD_MOST - 4 and _ordinary(_status(data[: data.find(b"\r\n")]))
+
+    def _refuse_head(self) -> None:
+        """A head past `HEAD_MOST` bytes: the answer is refused as aiohttp refuses one past
+        its own limits, the connection closed."""
+        self._watching = False
+        self._head.clear()
+        if self.transport is not None:
+            self.transport.close()
+        self.set_exception(
+            HttpProcessingError(code=400, message=f"a head longer than {HEAD_MOST} bytes")
+        )
 
     def _resync(self, data: bytes) -> bytes:
         """The answer to the request after a 204 or 304 on this connection, without stray
@@ -109,7 +133,7 @@ class AnswerHandler(ResponseHandler):
         the next request went): what is before its status line. Held until that is seen."""
         self._stray += data
         at = self._stray.find(b"HTTP/")
-        if at == -1 and len(self._stray) <= _HEAD_LIMIT:
+        if at == -1 and len(self._stray) <= HEAD_MOST:
             return b""
         self._resyncing = False
         if at > 0:

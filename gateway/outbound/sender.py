@@ -26,6 +26,7 @@ import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver
 from aiohttp.helpers import is_ip_address
+from aiohttp.http_exceptions import LineTooLong
 
 # Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
 from gateway.auth.webhook_signature import signed_headers as signed_headers
@@ -36,7 +37,12 @@ from gateway.formats.charsets import storable, utf8_json
 from gateway.formats.headers import reserved_in, reserved_message
 from gateway.formats.json_tree import ANSWER_DEPTH, json_depth_exceeds, loads_exact
 from gateway.outbound.breaker import BreakerState, Gate, PartnerGuard
-from gateway.outbound.connection import Connector, declared_body
+from gateway.outbound.connection import (
+    HEAD_FIELD_MOST,
+    HEAD_FIELDS_MOST,
+    Connector,
+    declared_body,
+)
 from gateway.outbound.partner_auth import (
     NO_AUTH,
     Applied,
@@ -254,6 +260,10 @@ class Sender:
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             headers={"User-Agent": USER_AGENT},
+            # Heads as large as partners send them (connection.py).
+            max_line_size=HEAD_FIELD_MOST,
+            max_field_size=HEAD_FIELD_MOST,
+            max_headers=HEAD_FIELDS_MOST,
         )
 
     async def close(self) -> None:
@@ -772,7 +782,7 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
         said = _without_urls(str(exc.os_error.strerror or exc.os_error))
         return "connect", f"cannot connect to {exc.host}:{exc.port}: {said}"
     if isinstance(exc, aiohttp.ClientResponseError):
-        return "invalid_response", f"invalid HTTP answer: {_one_line(exc.message)}"
+        return "invalid_response", f"invalid HTTP answer: {_parser_said(exc)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | OSError):
         return "reset", f"connection lost: {type(exc).__name__}: {_without_urls(str(exc))}"
     if isinstance(exc, ValueError):
@@ -801,17 +811,29 @@ def _without_urls(text: str) -> str:
     return _URL.sub("the partner's URL", text)
 
 
-def _one_line(parser_message: str) -> str:
-    """The parser's message on one line, without its caret under the bytes it quotes; a bad
-    status line says what may have come before it (aiohttp's C parser refuses a whole answer
-    with bytes after its end in the same packet, and the status it had read is lost)."""
-    lines = [line.strip() for line in parser_message.splitlines()]
-    text = " ".join(line for line in lines if line.strip("^"))
+def _parser_said(exc: aiohttp.ClientResponseError) -> str:
+    """What the parser refused, on one line, without the bytes it quotes: they are the
+    partner's head, whose values may be a session cookie or a token (`Set-Cookie`), and no
+    redactor knows them. A bad status line says what may have come before it (aiohttp's C
+    parser refuses a whole answer with bytes after its end in the same packet, and the
+    status it had read is lost)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, LineTooLong):
+        cause = cause.__cause__
+    if isinstance(cause, LineTooLong):
+        return f"a status line or header field longer than {HEAD_FIELD_MOST} bytes"
+    lines = [line.strip() for line in exc.message.splitlines()]
+    text = _QUOTED.sub("", " ".join(line for line in lines if line.strip("^")))
+    text = " ".join(text.split()).rstrip(" :.")
     if text.startswith("Bad status line"):
         text += (
             " (not HTTP, or bytes after a complete answer: a body longer than its Content-Length)"
         )
     return text
+
+
+# A Python literal of bytes or text, as the parser quotes what it read.
+_QUOTED: Final = re.compile(r"""(?<![\w'"])b?(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 
 
 # Byte order marks, longest first (UTF-32 LE starts like UTF-16 LE).
