@@ -7,6 +7,7 @@ import json
 import resource
 import socket
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -259,6 +260,57 @@ async def test_compressed_bomb_is_capped_after_decompression(
     outcome = await sender.send(post(receiver.url()), partner_id="gps")
     assert (outcome.status, outcome.error) == (200, "too_large")
     assert outcome.body_excerpt == "0" * 1024
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd", "compress", "gzip, gzip"])
+@pytest.mark.parametrize(("status", "verdict"), [(200, Verdict.SUCCESS), (503, Verdict.RETRY)])
+async def test_an_answer_in_a_coding_not_decoded_keeps_its_status(
+    sender: Sender, receiver: Receiver, coding: str, status: int, verdict: Verdict
+) -> None:
+    """A partner answering `br` or `zstd` unasked: aiohttp's parser refused the whole answer
+    without their libraries, its status lost (a 200 the partner took sent again). The status
+    decides; the body is said not decoded, not read."""
+    receiver.respond_with(
+        status,
+        b"\x1b\x0a\x00\xf8\xa5\xa0\xa2\xa0\x5a",
+        headers={"Content-Type": "application/json", "Content-Encoding": coding},
+    )
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (status, "invalid_response", verdict)
+    assert outcome.message == (
+        f"the body's Content-Encoding {coding!r} is not one the gateway decodes "
+        "(it asks for gzip, deflate); the body was not read"
+    )
+    assert receiver.requests[0].headers["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize(
+    ("coding", "body", "error", "json_body"),
+    [
+        ("gzip", gzip.compress(b'{"ok": true}'), None, {"ok": True}),
+        ("x-gzip", gzip.compress(b'{"ok": true}'), None, {"ok": True}),
+        ("gzip", gzip.compress(b'{"a": 1}') + gzip.compress(b"  "), None, {"a": 1}),
+        ("deflate", zlib.compress(b'{"ok": true}'), None, {"ok": True}),
+        ("deflate", zlib.compress(b'{"ok": true}')[2:-4], None, {"ok": True}),
+        ("gzip", b'{"ok": true}', "the gzip body does not decode: incorrect header check", None),
+        (
+            "gzip",
+            gzip.compress(b'{"ok": true}')[:-8],
+            "the gzip body does not decode: the stream is cut short (its end is missing)",
+            None,
+        ),
+    ],
+    ids=["gzip", "x-gzip", "gzip-members", "zlib", "raw-deflate", "not-gzip", "cut-short"],
+)
+async def test_a_coded_answer_is_decoded_or_said_undecodable_with_its_status(
+    sender: Sender, receiver: Receiver, coding: str, body: bytes, error: str | None, json_body: Any
+) -> None:
+    receiver.respond_with(
+        200, body, headers={"Content-Type": "application/json", "Content-Encoding": coding}
+    )
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert (outcome.status, outcome.json_body, outcome.verdict) == (200, json_body, Verdict.SUCCESS)
+    assert (outcome.error, outcome.message) == (error and "invalid_response", error)
 
 
 async def test_connection_reset_mid_body(sender: Sender) -> None:

@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import orjson
+from aiohttp import hdrs
 from aiohttp.abc import AbstractResolver
 from aiohttp.helpers import is_ip_address
 from aiohttp.http_exceptions import LineTooLong
@@ -37,6 +38,7 @@ from gateway.formats.charsets import storable, utf8_json
 from gateway.formats.headers import reserved_in, reserved_message
 from gateway.formats.json_tree import ANSWER_DEPTH, json_depth_exceeds, loads_exact
 from gateway.outbound.breaker import BreakerState, Gate, PartnerGuard
+from gateway.outbound.codings import ACCEPT_ENCODING, Inflater, Undecodable
 from gateway.outbound.connection import (
     HEAD_FIELD_MOST,
     HEAD_FIELDS_MOST,
@@ -259,7 +261,8 @@ class Sender:
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
+            auto_decompress=False,  # answers are decoded as they are read (codings.py)
             # Heads as large as partners send them (connection.py).
             max_line_size=HEAD_FIELD_MOST,
             max_field_size=HEAD_FIELD_MOST,
@@ -619,7 +622,9 @@ class Sender:
     async def _read_body(
         self, response: aiohttp.ClientResponse
     ) -> tuple[bytes, ErrorKind | None, str | None]:
-        """Read at most max_body bytes; past that keep what we have and drop the connection."""
+        """Read at most max_body bytes, decoded from the body's content coding (codings.py);
+        past that keep what we have and drop the connection. A body that does not decode is
+        not read further, the status kept."""
         declared = response.content_length
         # A declared oversize body is refused after reading no more than the excerpt.
         declared_too_large = declared is not None and declared > self._max_body
@@ -627,18 +632,36 @@ class Sender:
         content = response.content
         chunks: list[bytes] = []
         size = 0
+        inflater: Inflater | None = None
+        refused: Undecodable | None = None  # a coding not decoded, said once a body comes
         try:
+            inflater = Inflater.of(response.headers.getall(hdrs.CONTENT_ENCODING, ()))
+        except Undecodable as exc:
+            refused = exc
+        try:
+            ended = False
             while size <= limit:
                 chunk = await content.read(64 * KIB)
                 if not chunk:
+                    ended = True
                     break
+                if refused is not None:
+                    raise refused
+                if inflater is not None:
+                    chunk = inflater.feed(chunk, limit - size)
                 chunks.append(chunk)
                 size += len(chunk)
                 if content.at_eof():  # the rest came with it: no read for the end
+                    ended = True
                     break
+            if inflater is not None and ended and size <= limit:
+                inflater.finish()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             kind, message = _describe(exc)
             return b"".join(chunks), kind, message
+        except Undecodable as exc:
+            response.close()  # the rest is not read, nor the connection kept
+            return b"".join(chunks), "invalid_response", exc.message
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if declared_too_large or size > limit:
             response.close()  # don't drain (or pool) a connection with a huge body on it
