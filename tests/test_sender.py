@@ -1417,6 +1417,19 @@ async def test_a_refused_head_is_described_without_quoting_its_values(
     assert outcome.message == f"invalid HTTP answer: {said}"
 
 
+async def test_a_body_on_the_answer_to_a_head_is_ignored_and_the_status_kept(
+    sender: Sender,
+) -> None:
+    """A server writing the GET's body on a HEAD's answer (a disabled partner's probe is a
+    HEAD): in the same packet as the head, aiohttp's C parser refused the whole answer, the
+    probe's status lost and the partner never enabled again. It ends with its head."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+    async with raw_partner(reply + b'{"ok":true}') as url:
+        outcome = await sender.send(OutboundRequest("HEAD", url, timeout=2), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (200, None, Verdict.SUCCESS)
+    assert (outcome.body_excerpt, outcome.message) == ("", None)
+
+
 async def test_a_204_body_that_comes_after_the_next_request_is_skipped(sender: Sender) -> None:
     """A 204 that announces nothing keeps its connection for the next request; when its
     stray body comes only after that request went, it is skipped before the next answer's
