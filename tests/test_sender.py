@@ -543,6 +543,21 @@ async def test_static_credentials_are_not_retried_on_401(
     assert len(receiver.requests) == 1
 
 
+async def test_a_failed_token_fetch_takes_the_time_the_call_waited_for_it(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """Its outcome said 0 ms: the attempt recorded a call that had waited for the token
+    endpoint as instant."""
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(503, json_body={"error": "temporarily_unavailable"}, times=1, stall=True)
+    auth = build_auth(oauth(idp.url("/token")))
+    asleep = asyncio.get_running_loop().call_later(0.3, idp.release.set)
+    outcome = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    asleep.cancel()
+    assert (outcome.status, outcome.error, outcome.requested) == (None, "auth_failed", False)
+    assert outcome.latency_ms >= 300 and partner.requests == []
+
+
 @pytest.mark.parametrize(
     ("status", "error"),
     [(401, "invalid_client"), (400, "invalid_grant"), (400, "unauthorized_client"), (403, "")],

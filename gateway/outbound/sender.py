@@ -57,6 +57,7 @@ from gateway.outbound.resolver import Call, PartnerResolver, ResolverBusy
 from gateway.outbound.resolver import call as resolver_call
 from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
 from gateway.outbound.verdict import (
+    AT_CREDENTIALS,
     HELD,
     NOT_SENT,
     ErrorKind,
@@ -189,6 +190,12 @@ class Outcome:
     @property
     def sent(self) -> bool:
         return self.error not in NOT_SENT
+
+    @property
+    def requested(self) -> bool:
+        """Whether a request went to the partner's API (its latency is `latency_ms`): sent,
+        and not ended at the partner's credentials (`verdict.AT_CREDENTIALS`)."""
+        return self.sent and self.error not in AT_CREDENTIALS
 
     @property
     def hold(self) -> Hold | None:
@@ -450,6 +457,7 @@ class Sender:
         request = replace(request, secrets=(*request.secrets, *auth.credential_values()))
         # One deadline spans the whole call: a token fetch, the request, a refreshed token
         # and the request again share the partner's timeout, each given what is left of it.
+        started = time.perf_counter()
         deadline = time.monotonic() + request.timeout
 
         def left() -> float:
@@ -477,7 +485,12 @@ class Sender:
             said = Redactor.of((*auth.credential_values(), *request.secrets)).redact(exc.detail)
             if len(said) > _TOKEN_SAID:
                 said = said[:_TOKEN_SAID] + "…"
-            return Outcome(error=exc.kind, message=said, retry_in=exc.retry_after)
+            return Outcome(
+                error=exc.kind,
+                message=said,
+                retry_in=exc.retry_after,
+                latency_ms=_since(started),  # the call's, waiting for the token endpoint
+            )
         return outcome
 
     async def _fetch_token(
