@@ -168,6 +168,34 @@ async def test_a_flows_fetch_is_counted_as_a_partner_request(
     assert await _count(client, action["partner_id"], "flow", "success") == 1
 
 
+async def test_a_flows_call_delivery_is_counted_created_as_its_end_is(
+    client: Client, partner: Partner
+) -> None:
+    """`gateway_deliveries_total{outcome="created"}` counted only an event's fan-out: a
+    flow's `call` (and `notify`) deliveries ended `succeeded` without being created."""
+    partner_doc = await create_partner(client, partner.url)
+    await create_action(client, partner_doc["id"], name="tell")
+    steps = [{"id": "erp", "call": "tell"}]
+    flow = {"name": "tell-erp", "on": {"events": ["entity.created"]}, "steps": steps}
+    await post(client, "/api/v1/flows", flow)
+    before = await (await client.get("/metrics")).text()
+
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+    after = await (await client.get("/metrics")).text()
+
+    assert len(partner.requests) == 1
+    for outcome in ("created", "succeeded"):
+        counted = _total(after, outcome) - _total(before, outcome)
+        assert counted == 1, (outcome, counted)
+
+
+def _total(text: str, outcome: str) -> float:
+    line = f'gateway_deliveries_total{{outcome="{outcome}"}} '
+    found = [row for row in text.splitlines() if row.startswith(line)]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+
 async def test_an_sms_send_is_counted_as_a_notify_request_and_a_held_one_by_its_reason(
     client: Client, partner: Partner
 ) -> None:
