@@ -53,15 +53,15 @@ class AnswerHandler(ResponseHandler):
         super().__init__(loop)
         self._head = bytearray()  # the current answer's head, as far as it came
         self._watching = False  # reading an answer's head
-        self._dropping = False  # after a 204 or 304: what comes is stray
-        self._resyncing = False  # the answer after a 204 or 304: skip stray bytes before it
+        self._dropping = False  # after an answer that ends with its head: what comes is stray
+        self._resyncing = False  # the answer after that: skip stray bytes before it
         self._stray = bytearray()
-        self._headless_body = False  # the request is a HEAD: its answer ends with its head
+        self._head_request = False  # a HEAD was asked: its answer ends with its head
 
     def set_response_params(self, **params: Any) -> None:
         """A request is about to be sent on this connection: watch its answer's head
         (`skip_payload`: aiohttp's word for a HEAD request)."""
-        self._headless_body = bool(params.get("skip_payload", False))
+        self._head_request = bool(params.get("skip_payload", False))
         self._head.clear()
         self._stray.clear()
         self._resyncing = self._dropping
@@ -104,7 +104,7 @@ class AnswerHandler(ResponseHandler):
             assert status is not None
             self._watching, self._dropping = False, True
             super().data_received(data[:cut])
-            if not self._headless_body and _announces_body(status, head):
+            if not self._head_request and _announces_body(status, head):
                 self.force_close()
             if data[cut:]:
                 self._drop()
@@ -132,7 +132,7 @@ class AnswerHandler(ResponseHandler):
         to a HEAD (an interim 1xx is followed by the real one)."""
         if status in EMPTY_ANSWERS:
             return True
-        return self._headless_body and status is not None and status >= 200
+        return self._head_request and status is not None and status >= 200
 
     def _refuse_head(self) -> None:
         """A head past `HEAD_MOST` bytes: the answer is refused as aiohttp refuses one past
