@@ -487,12 +487,13 @@ class Metrics:
         or notify (an SMS or push send); `verdict` the caller's, with its own idea of success
         (an action's, an SMS provider's error in a 2xx). Counted in
         `gateway_partner_requests_total` (`verdict.request_result`); the latency of a request
-        that went out (an answer, or a timeout, a reset) in its histogram."""
+        that went to the partner's API (an answer, or a timeout, a reset) in its histogram,
+        not of a call that ended at the partner's credentials (`Outcome.requested`)."""
         if outcome.error == "partner_disabled":  # no call: the partner is disabled (as for
             return  # a delivery, or a proxy call's 503), which its status says
         result = request_result(outcome.status, outcome.error, verdict)
         self.child(self.partner_requests, partner_id, mode, result).inc()
-        if outcome.sent:
+        if outcome.requested:
             self.child(self.partner_latency, partner_id, mode).observe(outcome.latency_ms / 1000)
 
     def forget_partner_circuit(self, partner_id: str, states: Iterable[str]) -> None:

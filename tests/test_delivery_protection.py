@@ -30,6 +30,7 @@ from tests.partner_double import (
     create_vehicle,
     partner,
     post,
+    raw_partner,
     running_partner,
 )
 from tests.support import auth
@@ -295,6 +296,27 @@ async def test_a_delivery_its_partner_always_rejects_does_not_keep_the_partner_d
     assert [r.json()["data"]["plate"] for r in partner.requests if r.method == "POST"][-1] == (
         "ABC1D23"
     )
+
+
+async def test_a_disabled_partner_whose_head_answer_carries_a_body_is_enabled_by_its_probe(
+    client: Client,
+) -> None:
+    """The partner writes the GET's body on its HEAD answers, in the same packet: the probe's
+    200 was lost (`invalid_response`) and the partner stayed disabled for good."""
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+    heads: list[bytes] = []
+    async with raw_partner(reply + b'{"ok":true}', heads) as url:
+        made = await create_partner(client, url.removesuffix("/hook"))
+        now = clock()
+        assert await services.store.partners.disable("acme", made["id"], now, now)
+        clock.advance(1)
+        await services.delivery_worker.housekeeping()
+    doc = await services.store.partners.get("acme", made["id"])
+    assert [head.split(b" ", 1)[0] for head in heads] == [b"HEAD"]
+    assert doc["status"] == "active"
 
 
 async def _two_mileages_until_disabled(

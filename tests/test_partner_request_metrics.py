@@ -17,6 +17,7 @@ from tests.partner_double import (
     create_partner,
     partner,
     post,
+    running_partner,
     upload_mapping,
 )
 from tests.schedule_support import runner
@@ -62,6 +63,40 @@ async def test_a_proxy_call_without_an_answer_counts_its_error_not_a_verdict(
     assert (timed_out.status, answered.status) == (504, 502)
     assert await _count(client, partner_doc["id"], "proxy", "timeout") == 1
     assert await _count(client, partner_doc["id"], "proxy", "retry") == 1
+
+
+async def test_a_call_whose_token_fetch_fails_is_no_partner_request_in_the_latency_histogram(
+    client: Client, partner: Partner
+) -> None:
+    """The token endpoint answers 503 after 0.3 s: the partner's API got no request, yet the
+    call was observed as a partner request of 0 s (its outcome had no latency)."""
+    async with running_partner() as idp:
+        idp.respond_with(503, {"error": "temporarily_unavailable"}, delay=0.3)
+        partner_doc = await create_partner(
+            client,
+            partner.url,
+            auth={
+                "type": "oauth2_client_credentials",
+                "token_url": f"{idp.url}/token",
+                "client_id": "rabbot",
+                "client_secret": "cs-123456",
+            },
+        )
+        action = await create_action(client, partner_doc["id"], mode="proxy")
+        invoked = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", headers=auth(), json={"payload": {}}
+        )
+    text = await (await client.get("/metrics")).text()
+    observed = [
+        row
+        for row in text.splitlines()
+        if row.startswith("gateway_partner_request_duration_seconds_count")
+        and partner_doc["id"] in row
+    ]
+
+    assert invoked.status == 502 and partner.requests == []
+    assert await _count(client, partner_doc["id"], "proxy", "auth_failed") == 1
+    assert [float(row.rsplit(" ", 1)[1]) for row in observed] in ([], [0.0]), observed
 
 
 async def test_a_proxy_call_is_in_the_metrics_as_soon_as_its_answer_is_read(
@@ -131,6 +166,34 @@ async def test_a_flows_fetch_is_counted_as_a_partner_request(
 
     assert partner.paths() == ["/veiculos/ABC1D23/condutor-atual"]
     assert await _count(client, action["partner_id"], "flow", "success") == 1
+
+
+async def test_a_flows_call_delivery_is_counted_created_as_its_end_is(
+    client: Client, partner: Partner
+) -> None:
+    """`gateway_deliveries_total{outcome="created"}` counted only an event's fan-out: a
+    flow's `call` (and `notify`) deliveries ended `succeeded` without being created."""
+    partner_doc = await create_partner(client, partner.url)
+    await create_action(client, partner_doc["id"], name="tell")
+    steps = [{"id": "erp", "call": "tell"}]
+    flow = {"name": "tell-erp", "on": {"events": ["entity.created"]}, "steps": steps}
+    await post(client, "/api/v1/flows", flow)
+    before = await (await client.get("/metrics")).text()
+
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+    after = await (await client.get("/metrics")).text()
+
+    assert len(partner.requests) == 1
+    for outcome in ("created", "succeeded"):
+        counted = _total(after, outcome) - _total(before, outcome)
+        assert counted == 1, (outcome, counted)
+
+
+def _total(text: str, outcome: str) -> float:
+    line = f'gateway_deliveries_total{{outcome="{outcome}"}} '
+    found = [row for row in text.splitlines() if row.startswith(line)]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
 
 
 async def test_an_sms_send_is_counted_as_a_notify_request_and_a_held_one_by_its_reason(

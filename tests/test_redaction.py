@@ -771,7 +771,8 @@ async def test_a_named_secret_quoted_in_an_answer_that_is_not_http_is_nowhere(
 ) -> None:
     """A garbled answer quoting the request (`Bearer <secret>` where a status line belongs):
     the parser's message, with the secret a mapping put in a header, was the proxy's 502
-    detail, the access log's line and the delivery's `last_error` as it came."""
+    detail, the access log's line and the delivery's `last_error` as it came. It quotes
+    nothing of the answer now, which no redactor knows all of (a session cookie)."""
     caplog.set_level(logging.DEBUG)
     secret = "tok-SECRET-98765"
     mapping = """
@@ -817,7 +818,9 @@ body:
     stored = await full.text()
 
     assert invoked.status == 502 and "invalid HTTP answer" in problem["detail"], problem
-    assert MASK in problem["detail"] and MASK in delivery["last_error"], (problem, delivery)
+    # The parser's message names what was wrong; it quotes none of the answer's bytes.
+    said = "Bad status line: Expected HTTP/, RTSP/ or ICE/"
+    assert said in problem["detail"] and said in delivery["last_error"], (problem, delivery)
     for text in (str(problem), stored, str(delivery), _gateway_log(caplog)):
         assert not _leaks(secret, text), text
 

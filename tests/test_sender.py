@@ -7,6 +7,7 @@ import json
 import resource
 import socket
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -261,6 +262,57 @@ async def test_compressed_bomb_is_capped_after_decompression(
     assert outcome.body_excerpt == "0" * 1024
 
 
+@pytest.mark.parametrize("coding", ["br", "zstd", "compress", "gzip, gzip"])
+@pytest.mark.parametrize(("status", "verdict"), [(200, Verdict.SUCCESS), (503, Verdict.RETRY)])
+async def test_an_answer_in_a_coding_not_decoded_keeps_its_status(
+    sender: Sender, receiver: Receiver, coding: str, status: int, verdict: Verdict
+) -> None:
+    """A partner answering `br` or `zstd` unasked: aiohttp's parser refused the whole answer
+    without their libraries, its status lost (a 200 the partner took sent again). The status
+    decides; the body is said not decoded, not read."""
+    receiver.respond_with(
+        status,
+        b"\x1b\x0a\x00\xf8\xa5\xa0\xa2\xa0\x5a",
+        headers={"Content-Type": "application/json", "Content-Encoding": coding},
+    )
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (status, "invalid_response", verdict)
+    assert outcome.message == (
+        f"the body's Content-Encoding {coding!r} is not one the gateway decodes "
+        "(it asks for gzip, deflate); the body was not read"
+    )
+    assert receiver.requests[0].headers["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize(
+    ("coding", "body", "error", "json_body"),
+    [
+        ("gzip", gzip.compress(b'{"ok": true}'), None, {"ok": True}),
+        ("x-gzip", gzip.compress(b'{"ok": true}'), None, {"ok": True}),
+        ("gzip", gzip.compress(b'{"a": 1}') + gzip.compress(b"  "), None, {"a": 1}),
+        ("deflate", zlib.compress(b'{"ok": true}'), None, {"ok": True}),
+        ("deflate", zlib.compress(b'{"ok": true}')[2:-4], None, {"ok": True}),
+        ("gzip", b'{"ok": true}', "the gzip body does not decode: incorrect header check", None),
+        (
+            "gzip",
+            gzip.compress(b'{"ok": true}')[:-8],
+            "the gzip body does not decode: the stream is cut short (its end is missing)",
+            None,
+        ),
+    ],
+    ids=["gzip", "x-gzip", "gzip-members", "zlib", "raw-deflate", "not-gzip", "cut-short"],
+)
+async def test_a_coded_answer_is_decoded_or_said_undecodable_with_its_status(
+    sender: Sender, receiver: Receiver, coding: str, body: bytes, error: str | None, json_body: Any
+) -> None:
+    receiver.respond_with(
+        200, body, headers={"Content-Type": "application/json", "Content-Encoding": coding}
+    )
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert (outcome.status, outcome.json_body, outcome.verdict) == (200, json_body, Verdict.SUCCESS)
+    assert (outcome.error, outcome.message) == (error and "invalid_response", error)
+
+
 async def test_connection_reset_mid_body(sender: Sender) -> None:
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789"
     async with raw_partner(reply) as url:
@@ -489,6 +541,21 @@ async def test_static_credentials_are_not_retried_on_401(
         post(receiver.url()), partner_id="erp", auth=build_auth({"type": "bearer", "token": "t"})
     )
     assert len(receiver.requests) == 1
+
+
+async def test_a_failed_token_fetch_takes_the_time_the_call_waited_for_it(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """Its outcome said 0 ms: the attempt recorded a call that had waited for the token
+    endpoint as instant."""
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(503, json_body={"error": "temporarily_unavailable"}, times=1, stall=True)
+    auth = build_auth(oauth(idp.url("/token")))
+    asleep = asyncio.get_running_loop().call_later(0.3, idp.release.set)
+    outcome = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    asleep.cancel()
+    assert (outcome.status, outcome.error, outcome.requested) == (None, "auth_failed", False)
+    assert outcome.latency_ms >= 300 and partner.requests == []
 
 
 @pytest.mark.parametrize(
@@ -1291,6 +1358,91 @@ async def test_a_body_on_a_204_or_304_is_ignored_and_the_status_kept(
     assert outcome.body_excerpt == "" and not outcome.readable
     if b"Content-Length: 4" in reply and status == 204:
         assert outcome.message == "a 204 announcing a 4-byte body; the body was not read"
+
+
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Set-Cookie: ASP.NET_SessionId=" + b"a" * 9000 + b"; path=/; HttpOnly\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
+            200,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + b"".join(b"X-Trace-%d: v\r\n" % i for i in range(200))
+            + b"Content-Length: 2\r\n\r\n{}",
+            200,
+        ),
+        (
+            b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Type: application/json\r\n"
+            b"Content-Security-Policy: " + b"a" * 60_000 + b"\r\nContent-Length: 2\r\n\r\n{}",
+            503,
+        ),
+    ],
+    ids=["9-kb-cookie", "200-fields", "60-kb-field-on-a-503"],
+)
+async def test_an_answer_with_large_headers_keeps_its_status(
+    sender: Sender, reply: bytes, status: int
+) -> None:
+    """A large session cookie, a long Content-Security-Policy, a CDN's tracing headers: a
+    head aiohttp's defaults refused whole (8,190 bytes a field, 128 fields), its status lost
+    (a 200 the partner took sent again, a 503's Retry-After unheard)."""
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.json_body) == (status, None, {})
+    if status == 503:
+        assert outcome.retry_after(datetime.now(UTC)) == 7
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: s=SESSION-SECRET" + b"a" * 70_000 + b"\r\n\r\n",
+            "a status line or header field longer than 65536 bytes",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\n"
+            + b"".join(b"X-Part-%d: SESSION-SECRET%s\r\n" % (i, b"b" * 6000) for i in range(50))
+            + b"Content-Length: 2\r\n\r\n{}",
+            "a head longer than 262144 bytes",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: s=SESSION-SECRET\x00\r\nContent-Length: 2\r\n\r\n{}",
+            "Invalid HTTP header",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nSet Cookie: s=SESSION-SECRET\r\nContent-Length: 2\r\n\r\n{}",
+            "Invalid header token",
+        ),
+    ],
+    ids=["field-past-64-kib", "head-past-256-kib", "nul-in-a-value", "space-in-a-name"],
+)
+async def test_a_refused_head_is_described_without_quoting_its_values(
+    sender: Sender, reply: bytes, said: str
+) -> None:
+    """aiohttp's parser quotes the line it refused (a partner's session cookie, a token):
+    no redactor knows those values, so the message names what was wrong and quotes none of
+    the head."""
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.error) == (None, "invalid_response")
+    assert outcome.message == f"invalid HTTP answer: {said}"
+
+
+async def test_a_body_on_the_answer_to_a_head_is_ignored_and_the_status_kept(
+    sender: Sender,
+) -> None:
+    """A server writing the GET's body on a HEAD's answer (a disabled partner's probe is a
+    HEAD): in the same packet as the head, aiohttp's C parser refused the whole answer, the
+    probe's status lost and the partner never enabled again. It ends with its head."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+    async with raw_partner(reply + b'{"ok":true}') as url:
+        outcome = await sender.send(OutboundRequest("HEAD", url, timeout=2), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (200, None, Verdict.SUCCESS)
+    assert (outcome.body_excerpt, outcome.message) == ("", None)
 
 
 async def test_a_204_body_that_comes_after_the_next_request_is_skipped(sender: Sender) -> None:

@@ -26,6 +26,16 @@ from gateway.store.deliveries import shard_of
 _MAX_FILTERS_CACHED = 10_000
 
 
+async def insert_deliveries(store: Store, metrics: Metrics, docs: Sequence[Doc]) -> int:
+    """Store new deliveries, whoever made them (an event's fan-out here, a flow's `call` or
+    `notify` step), each counted `created` in `gateway_deliveries_total` once: the number
+    stored (one already stored, made again by a step or a relay run again, is not)."""
+    created = await store.deliveries.insert_many(docs)
+    if created:
+        metrics.deliveries.labels("created").inc(created)
+    return created
+
+
 def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime) -> Doc:
     """A new delivery, due now: the first attempt is made at once (retries on the schedule)."""
     event_id = str(event["_id"])
@@ -100,11 +110,9 @@ class FanOut:
                     docs.append(delivery_document(event, sub, action, now))
         # Journaled: the relay drains the events' outboxes after this (store/client.py
         # `unjournaled` says why that needs it).
-        created = await self._store.deliveries.insert_many(docs)
-        if created:
-            self._metrics.deliveries.labels("created").inc(created)
-            if self._on_created is not None:  # due now: wake the worker
-                self._on_created()
+        created = await insert_deliveries(self._store, self._metrics, docs)
+        if created and self._on_created is not None:  # due now: wake the worker
+            self._on_created()
         return created
 
     def _filter(self, sub: Doc) -> EventFilter:

@@ -32,6 +32,7 @@ from typing import Any
 
 from gateway.actions.catalog import Catalog, build_request
 from gateway.assignments import AssignmentService
+from gateway.delivery.fanout import insert_deliveries
 from gateway.entities import EntityService, Origin
 from gateway.errors import (
     Conflict,
@@ -273,7 +274,7 @@ class StepRunner:
         )
         if action.ordered:
             doc.update(_order(action.id, entity or {}, run.event, doc["_id"]))
-        created = await self._p.store.deliveries.insert_many([doc])
+        created = await insert_deliveries(self._p.store, self._p.metrics, [doc])
         entry = {"outcome": "queued", "action": action.name, "delivery": doc["_id"]}
         return StepOutcome(entry, created=created)
 
@@ -298,7 +299,9 @@ class StepRunner:
         if before_upgrade:
             for message in messages:
                 message.pop("delivery", None)
-        created = 0 if before_upgrade else await deliveries.insert_many(docs)
+        created = (
+            0 if before_upgrade else await insert_deliveries(self._p.store, self._p.metrics, docs)
+        )
         entry: dict[str, Any] = {
             # Nobody to tell (no driver at that time, no contact, nothing rendered) is an
             # outcome to see, not a quiet success.

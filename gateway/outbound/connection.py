@@ -1,19 +1,31 @@
 """The sender's connections: aiohttp's, tolerant of one malformed answer partners send, a
 body on a `204 No Content` or a `304 Not Modified` (FastAPI before 0.79 wrote `null` after
-a 204; some servers write the `Content-Length` body anyway).
+a 204; some servers write the `Content-Length` body anyway), or on the answer to a `HEAD`
+(a hand-written handler, some PHP or IIS setups write the GET's body: a disabled partner's
+probe is a HEAD).
 
 HTTP says such an answer ends with its head. aiohttp's C parser then reads the stray bytes
 as the start of the next answer and, when they came in the same packet, refuses the whole
 packet ("Bad status line"): the status it had read was lost, and a partner that had taken a
-delivery got it again, as after a transport failure. `AnswerHandler` hands aiohttp the head
-of a 204 or 304 alone and drops what follows it on that connection until the next request,
-closing the connection (after stray bytes nothing on it can be trusted); a 204 or 304 whose
-head announces a body (`Content-Length` above 0 on a 204, or `Transfer-Encoding`) is not
-kept for another request either, since its body may still be on the way. Stray bytes that
-come only after the next request went on the connection (a 204 that announced nothing kept
-it) are skipped before that request's status line. Every other answer goes to aiohttp
+delivery got it again, as after a transport failure (a probe never re-enabled its partner).
+`AnswerHandler` hands aiohttp the head of a 204 or 304, or of any answer to a HEAD, alone
+and drops what follows it on that connection until the next request, closing the connection
+(after stray bytes nothing on it can be trusted); a 204 or 304 whose head announces a body
+(`Content-Length` above 0 on a 204, or `Transfer-Encoding`) is not kept for another request
+either, since its body may still be on the way (a HEAD's answer announces the GET's body,
+which does not follow). Stray bytes that come only after the next request went on the
+connection (a 204 or a HEAD's answer that announced nothing kept it) are skipped before that
+request's status line. Every other answer goes to aiohttp
 untouched: `AnswerHandler` only looks at the head of each answer, which it passes on as it
 arrives.
+
+The head of an answer is read as large as partners send them (a 9 KB session cookie, a long
+`Content-Security-Policy`, a CDN's 150 tracing headers: aiohttp's defaults, 8,190 bytes a line
+and 128 fields, refused such an answer whole and lost its status): a status line or a field
+of up to `HEAD_FIELD_MOST` bytes, up to `HEAD_FIELDS_MOST` fields (the session's parser
+limits, `Sender.start`), the whole head at most `HEAD_MOST` bytes (`AnswerHandler`, since
+the parser bounds each field and their number, not their sum). Past them the answer is
+refused, as not HTTP the gateway reads.
 """
 
 from __future__ import annotations
@@ -24,12 +36,16 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import HttpProcessingError
 
 EMPTY_ANSWERS: Final = frozenset({204, 304})
-"""The statuses whose answers end with their head (HEAD requests aside: aiohttp knows)."""
-# Past it aiohttp's own limits (its defaults: a status line and 128 header lines of 8,190
-# bytes each) refuse the head anyway.
-_HEAD_LIMIT: Final = 130 * 8192
+"""The statuses whose answers end with their head (as does every answer to a HEAD)."""
+HEAD_FIELD_MOST: Final = 64 * 1024
+"""The longest status line, or header field (its name and value), of an answer read."""
+HEAD_FIELDS_MOST: Final = 256
+"""The most header fields an answer read has."""
+HEAD_MOST: Final = 256 * 1024
+"""The largest head of an answer read, its status line and every field."""
 
 
 class AnswerHandler(ResponseHandler):
@@ -37,12 +53,15 @@ class AnswerHandler(ResponseHandler):
         super().__init__(loop)
         self._head = bytearray()  # the current answer's head, as far as it came
         self._watching = False  # reading an answer's head
-        self._dropping = False  # after a 204 or 304: what comes is stray
-        self._resyncing = False  # the answer after a 204 or 304: skip stray bytes before it
+        self._dropping = False  # after an answer that ends with its head: what comes is stray
+        self._resyncing = False  # the answer after that: skip stray bytes before it
         self._stray = bytearray()
+        self._head_request = False  # a HEAD was asked: its answer ends with its head
 
     def set_response_params(self, **params: Any) -> None:
-        """A request is about to be sent on this connection: watch its answer's head."""
+        """A request is about to be sent on this connection: watch its answer's head
+        (`skip_payload`: aiohttp's word for a HEAD request)."""
+        self._head_request = bool(params.get("skip_payload", False))
         self._head.clear()
         self._stray.clear()
         self._resyncing = self._dropping
@@ -71,20 +90,21 @@ class AnswerHandler(ResponseHandler):
         before = len(self._head)
         self._head += data
         end = self._head.find(b"\r\n\r\n", max(before - 3, 0))
+        if end + 4 > HEAD_MOST or (end == -1 and len(self._head) > HEAD_MOST):
+            self._refuse_head()
+            return
         if end == -1:
-            if len(self._head) > _HEAD_LIMIT:  # aiohttp refuses it: nothing to watch
-                self._watching = False
-                self._head.clear()
             super().data_received(data)
             return
         cut = end + 4 - before  # where the head ends in `data`
         head = bytes(self._head[: end + 4])
         self._head.clear()
         status = _status(head)
-        if status in EMPTY_ANSWERS:
+        if self._ends_with_head(status):
+            assert status is not None
             self._watching, self._dropping = False, True
             super().data_received(data[:cut])
-            if _announces_body(status, head):
+            if not self._head_request and _announces_body(status, head):
                 self.force_close()
             if data[cut:]:
                 self._drop()
@@ -101,7 +121,29 @@ class AnswerHandler(ResponseHandler):
         the first packet (what the rest of `data_received` would find, without copying it)."""
         if not self._watching or self._head or self._resyncing or self._dropping:
             return False
-        return b"\r\n\r\n" in data and _ordinary(_status(data[: data.find(b"\r\n")]))
+        end = data.find(b"\r\n\r\n")
+        if not -1 < end <= HEAD_MOST - 4:
+            return False
+        status = _status(data[: data.find(b"\r\n")])
+        return status is not None and status >= 200 and not self._ends_with_head(status)
+
+    def _ends_with_head(self, status: int | None) -> bool:
+        """Whether the answer of `status` ends with its head: a 204 or 304, any final answer
+        to a HEAD (an interim 1xx is followed by the real one)."""
+        if status in EMPTY_ANSWERS:
+            return True
+        return self._head_request and status is not None and status >= 200
+
+    def _refuse_head(self) -> None:
+        """A head past `HEAD_MOST` bytes: the answer is refused as aiohttp refuses one past
+        its own limits, the connection closed."""
+        self._watching = False
+        self._head.clear()
+        if self.transport is not None:
+            self.transport.close()
+        self.set_exception(
+            HttpProcessingError(code=400, message=f"a head longer than {HEAD_MOST} bytes")
+        )
 
     def _resync(self, data: bytes) -> bytes:
         """The answer to the request after a 204 or 304 on this connection, without stray
@@ -109,7 +151,7 @@ class AnswerHandler(ResponseHandler):
         the next request went): what is before its status line. Held until that is seen."""
         self._stray += data
         at = self._stray.find(b"HTTP/")
-        if at == -1 and len(self._stray) <= _HEAD_LIMIT:
+        if at == -1 and len(self._stray) <= HEAD_MOST:
             return b""
         self._resyncing = False
         if at > 0:
@@ -124,12 +166,6 @@ class AnswerHandler(ResponseHandler):
         self.force_close()
         if self.transport is not None:
             self.transport.close()
-
-
-def _ordinary(status: int | None) -> bool:
-    """An answer whose head aiohttp may read with what follows it: not a 204 or 304 (no
-    body, stray bytes dropped) nor an interim 1xx (the real answer follows)."""
-    return status is not None and status >= 200 and status not in EMPTY_ANSWERS
 
 
 def _status(head: bytes) -> int | None:

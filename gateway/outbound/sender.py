@@ -24,8 +24,10 @@ from urllib.parse import urlencode
 
 import aiohttp
 import orjson
+from aiohttp import hdrs
 from aiohttp.abc import AbstractResolver
 from aiohttp.helpers import is_ip_address
+from aiohttp.http_exceptions import LineTooLong
 
 # Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
 from gateway.auth.webhook_signature import signed_headers as signed_headers
@@ -36,7 +38,13 @@ from gateway.formats.charsets import storable, utf8_json
 from gateway.formats.headers import reserved_in, reserved_message
 from gateway.formats.json_tree import ANSWER_DEPTH, json_depth_exceeds, loads_exact
 from gateway.outbound.breaker import BreakerState, Gate, PartnerGuard
-from gateway.outbound.connection import Connector, declared_body
+from gateway.outbound.codings import ACCEPT_ENCODING, Inflater, Undecodable
+from gateway.outbound.connection import (
+    HEAD_FIELD_MOST,
+    HEAD_FIELDS_MOST,
+    Connector,
+    declared_body,
+)
 from gateway.outbound.partner_auth import (
     NO_AUTH,
     Applied,
@@ -49,6 +57,7 @@ from gateway.outbound.resolver import Call, PartnerResolver, ResolverBusy
 from gateway.outbound.resolver import call as resolver_call
 from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
 from gateway.outbound.verdict import (
+    AT_CREDENTIALS,
     HELD,
     NOT_SENT,
     ErrorKind,
@@ -183,6 +192,12 @@ class Outcome:
         return self.error not in NOT_SENT
 
     @property
+    def requested(self) -> bool:
+        """Whether a request went to the partner's API (its latency is `latency_ms`): sent,
+        and not ended at the partner's credentials (`verdict.AT_CREDENTIALS`)."""
+        return self.sent and self.error not in AT_CREDENTIALS
+
+    @property
     def hold(self) -> Hold | None:
         """The hold, when our own guard refused the request for a while (`Hold`); None when
         it was sent, or `blocked` (never sendable: a permanent failure)."""
@@ -253,7 +268,12 @@ class Sender:
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
+            auto_decompress=False,  # answers are decoded as they are read (codings.py)
+            # Heads as large as partners send them (connection.py).
+            max_line_size=HEAD_FIELD_MOST,
+            max_field_size=HEAD_FIELD_MOST,
+            max_headers=HEAD_FIELDS_MOST,
         )
 
     async def close(self) -> None:
@@ -437,6 +457,7 @@ class Sender:
         request = replace(request, secrets=(*request.secrets, *auth.credential_values()))
         # One deadline spans the whole call: a token fetch, the request, a refreshed token
         # and the request again share the partner's timeout, each given what is left of it.
+        started = time.perf_counter()
         deadline = time.monotonic() + request.timeout
 
         def left() -> float:
@@ -464,7 +485,12 @@ class Sender:
             said = Redactor.of((*auth.credential_values(), *request.secrets)).redact(exc.detail)
             if len(said) > _TOKEN_SAID:
                 said = said[:_TOKEN_SAID] + "…"
-            return Outcome(error=exc.kind, message=said, retry_in=exc.retry_after)
+            return Outcome(
+                error=exc.kind,
+                message=said,
+                retry_in=exc.retry_after,
+                latency_ms=_since(started),  # the call's, waiting for the token endpoint
+            )
         return outcome
 
     async def _fetch_token(
@@ -609,7 +635,9 @@ class Sender:
     async def _read_body(
         self, response: aiohttp.ClientResponse
     ) -> tuple[bytes, ErrorKind | None, str | None]:
-        """Read at most max_body bytes; past that keep what we have and drop the connection."""
+        """Read at most max_body bytes, decoded from the body's content coding (codings.py);
+        past that keep what we have and drop the connection. A body that does not decode is
+        not read further, the status kept."""
         declared = response.content_length
         # A declared oversize body is refused after reading no more than the excerpt.
         declared_too_large = declared is not None and declared > self._max_body
@@ -617,18 +645,36 @@ class Sender:
         content = response.content
         chunks: list[bytes] = []
         size = 0
+        inflater: Inflater | None = None
+        refused: Undecodable | None = None  # a coding not decoded, said once a body comes
         try:
+            inflater = Inflater.of(response.headers.getall(hdrs.CONTENT_ENCODING, ()))
+        except Undecodable as exc:
+            refused = exc
+        try:
+            ended = False
             while size <= limit:
                 chunk = await content.read(64 * KIB)
                 if not chunk:
+                    ended = True
                     break
+                if refused is not None:
+                    raise refused
+                if inflater is not None:
+                    chunk = inflater.feed(chunk, limit - size)
                 chunks.append(chunk)
                 size += len(chunk)
                 if content.at_eof():  # the rest came with it: no read for the end
+                    ended = True
                     break
+            if inflater is not None and ended and size <= limit:
+                inflater.finish()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             kind, message = _describe(exc)
             return b"".join(chunks), kind, message
+        except Undecodable as exc:
+            response.close()  # the rest is not read, nor the connection kept
+            return b"".join(chunks), "invalid_response", exc.message
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if declared_too_large or size > limit:
             response.close()  # don't drain (or pool) a connection with a huge body on it
@@ -772,7 +818,7 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
         said = _without_urls(str(exc.os_error.strerror or exc.os_error))
         return "connect", f"cannot connect to {exc.host}:{exc.port}: {said}"
     if isinstance(exc, aiohttp.ClientResponseError):
-        return "invalid_response", f"invalid HTTP answer: {_one_line(exc.message)}"
+        return "invalid_response", f"invalid HTTP answer: {_parser_said(exc)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | OSError):
         return "reset", f"connection lost: {type(exc).__name__}: {_without_urls(str(exc))}"
     if isinstance(exc, ValueError):
@@ -801,17 +847,29 @@ def _without_urls(text: str) -> str:
     return _URL.sub("the partner's URL", text)
 
 
-def _one_line(parser_message: str) -> str:
-    """The parser's message on one line, without its caret under the bytes it quotes; a bad
-    status line says what may have come before it (aiohttp's C parser refuses a whole answer
-    with bytes after its end in the same packet, and the status it had read is lost)."""
-    lines = [line.strip() for line in parser_message.splitlines()]
-    text = " ".join(line for line in lines if line.strip("^"))
+def _parser_said(exc: aiohttp.ClientResponseError) -> str:
+    """What the parser refused, on one line, without the bytes it quotes: they are the
+    partner's head, whose values may be a session cookie or a token (`Set-Cookie`), and no
+    redactor knows them. A bad status line says what may have come before it (aiohttp's C
+    parser refuses a whole answer with bytes after its end in the same packet, and the
+    status it had read is lost)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, LineTooLong):
+        cause = cause.__cause__
+    if isinstance(cause, LineTooLong):
+        return f"a status line or header field longer than {HEAD_FIELD_MOST} bytes"
+    lines = [line.strip() for line in exc.message.splitlines()]
+    text = _QUOTED.sub("", " ".join(line for line in lines if line.strip("^")))
+    text = " ".join(text.split()).rstrip(" :.")
     if text.startswith("Bad status line"):
         text += (
             " (not HTTP, or bytes after a complete answer: a body longer than its Content-Length)"
         )
     return text
+
+
+# A Python literal of bytes or text, as the parser quotes what it read.
+_QUOTED: Final = re.compile(r"""(?<![\w'"])b?(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 
 
 # Byte order marks, longest first (UTF-32 LE starts like UTF-16 LE).

@@ -33,6 +33,10 @@ HELD: frozenset[ErrorKind] = frozenset(
 # Error kinds for which no request reached the partner: the held ones, and `blocked`, which
 # never will (a permanent failure).
 NOT_SENT: frozenset[ErrorKind] = HELD | {"blocked"}
+# Error kinds of a call that ended at the partner's credentials: its token endpoint (or
+# Geotab's Authenticate) gave no usable token, or refused ours. Sent (to the token endpoint),
+# but no request went to the partner's API.
+AT_CREDENTIALS: frozenset[ErrorKind] = frozenset({"auth_failed", "auth_refused"})
 
 
 class Verdict(enum.StrEnum):
