@@ -169,7 +169,7 @@ class MappingDryRun:
         except InvalidPayload as exc:
             if raise_errors:
                 raise
-            return {"errors": [p.as_dict() for p in exc.problems]}
+            return exc.listing()
         out: dict[str, Any] = {
             "document": mapped.document,
             "key": mapped.key,
@@ -183,7 +183,7 @@ class MappingDryRun:
                 parse_mapped_fix(mapping, mapped.document)
                 out["fix"] = {"errors": []}
             except InvalidPayload as exc:
-                out["fix"] = {"errors": [p.as_dict() for p in exc.problems]}
+                out["fix"] = exc.listing()
             return out
         etype = mapping.entity_type
         if etype is None:
@@ -278,7 +278,7 @@ class MappingDryRun:
                 stored = None if current is None else current["data"]
                 self._schemas.check(etype, merged, kind_schema=kind_schema, stored=stored)
         except InvalidPayload as exc:
-            entity["errors"] = [p.as_dict() for p in exc.problems]
+            entity.update(exc.listing())
         result: dict[str, Any] = {"events": events}
         if shown := announces(mapped.events):
             result["announce"] = shown  # why the write would announce those it lists
@@ -324,7 +324,7 @@ def _located(prefix: str) -> Iterator[None]:
         if not prefix:
             raise
         moved = [replace(p, pointer=prefix + p.pointer) for p in exc.problems]
-        raise InvalidPayload(exc.detail, moved, **exc.extra) from None
+        raise InvalidPayload(exc.detail, moved, omitted=exc.omitted, **exc.extra) from None
 
 
 def _refuse(target: dict[str, Any], refusal: InvalidPayload) -> None:
@@ -334,7 +334,7 @@ def _refuse(target: dict[str, Any], refusal: InvalidPayload) -> None:
     target["entity"] = {
         **target["entity"],
         "write": refusal.problems[0].keyword,
-        "errors": [p.as_dict() for p in refusal.problems],
+        **refusal.listing(),
     }
 
 

@@ -196,7 +196,11 @@ def page_items(
         items,
         list(range(len(items))) if numbers is None else numbers,
         [
-            Refused(n, records[n], InvalidPayload(e.detail, e.problems, reason="mapping"))
+            Refused(
+                n,
+                records[n],
+                InvalidPayload(e.detail, e.problems, omitted=e.omitted, reason="mapping"),
+            )
             for n, e in refused
         ],
     )

@@ -400,7 +400,9 @@ class Poll:
             )
         except InvalidPayload as exc:
             if not self._doc.get("failures"):  # kept once per failure streak, not per retry
-                whole = InvalidPayload(exc.detail, exc.problems, reason="mapping")
+                whole = InvalidPayload(
+                    exc.detail, exc.problems, omitted=exc.omitted, reason="mapping"
+                )
                 record = self._c.rejected.record(
                     target, whole, page.answer, scope="body", repeatable=repeatable(mapping)
                 )
