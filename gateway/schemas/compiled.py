@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import jsonschema_rs
 import orjson
@@ -35,6 +35,14 @@ from gateway.schemas.walk import (
 )
 
 _FORMATS = {name: ident.is_valid for name, ident in IDENTIFIERS.items()}
+
+BACKTRACK_LIMIT: Final = 10_000
+"""The steps a pattern that needs backtracking may take on one string (fancy-regex's own
+limit is 1,000,000, ~10 ms: 600 strings of a kind held the event loop 7-22 s). Only a
+schema stored before such patterns were refused at upload (2026-12-06) has one; a string
+it cannot decide within the limit is refused (`pattern`: "Max limit for backtracking")."""
+_BOUNDED = jsonschema_rs.FancyRegexOptions(backtrack_limit=BACKTRACK_LIMIT)
+_LINEAR = jsonschema_rs.RegexOptions()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -138,13 +146,17 @@ def invalid(what: str, problems: list[FieldProblem]) -> InvalidPayload:
 
 
 def compile_schema(
-    schema: Mapping[str, Any], *, name: str | None = None, at: str = ""
+    schema: Mapping[str, Any], *, name: str | None = None, at: str = "", stored: bool = False
 ) -> CompiledSchema:
     """Compile a Draft 2020-12 schema with the identifier formats.
 
     An invalid schema raises InvalidPayload whose problem points into the schema (prefixed by
     the JSON Pointer `at`). Compiled schemas are cached by content, so compiling the same
     tenant schema on every request costs a serialisation, not a compilation.
+
+    Its patterns (`pattern`, `patternProperties`, `propertyNames`) must run on a linear-time
+    engine (Rust's regex crate): one that needs backtracking (a lookaround, a backreference)
+    is refused, unless the schema is `stored` (kept before that rule: `BACKTRACK_LIMIT`).
     """
     if not isinstance(schema, Mapping):
         problem = FieldProblem(at, f"{at or 'schema'}: must be a JSON object", "type")
@@ -162,7 +174,13 @@ def compile_schema(
         problem = FieldProblem(at, f"{at or 'schema'}: not JSON: {exc}", "type")
         raise invalid("schema", [problem]) from None
     try:
-        return _compile(key, name)
+        compiled = _compile(key, name)
+        if not stored:
+            _linear(key)
+        return compiled
+    except _Backtracking as exc:
+        problem = FieldProblem(at + exc.at, f"{at + exc.at}: {exc}", "pattern")
+        raise invalid("schema", [problem]) from None
     except jsonschema_rs.ValidationError as exc:
         where = at + pointer(exc.instance_path)
         message = exc.message.split("\n", 1)[0]
@@ -180,11 +198,36 @@ def compile_schema(
 @functools.lru_cache(maxsize=512)
 def _compile(key: bytes, name: str | None) -> CompiledSchema:
     schema: dict[str, Any] = orjson.loads(key)
-    validator = jsonschema_rs.Draft202012Validator(
+    return CompiledSchema(schema, name, _validator(schema, _BOUNDED), build_normaliser(schema))
+
+
+def _validator(
+    schema: dict[str, Any], patterns: jsonschema_rs.FancyRegexOptions | jsonschema_rs.RegexOptions
+) -> jsonschema_rs.Validator:
+    return jsonschema_rs.Draft202012Validator(
         schema,
         formats=_FORMATS,
         validate_formats=True,
         ignore_unknown_formats=False,
         offline=True,  # never fetch a remote $ref, whoever wrote the schema
+        pattern_options=patterns,
     )
-    return CompiledSchema(schema, name, validator, build_normaliser(schema))
+
+
+class _Backtracking(Exception):
+    def __init__(self, at: str, pattern: Any) -> None:
+        super().__init__(
+            f"{shown(pattern)} needs a backtracking engine (a lookaround such as (?=, (?!, "
+            "(?<=, (?<!, or a backreference such as \\1): patterns run on a linear-time "
+            "engine, so write it without them (e.g. a second pattern in an allOf)"
+        )
+        self.at = at
+
+
+def _linear(key: bytes) -> None:
+    """_Backtracking when a pattern of the schema (which compiles with backtracking) does
+    not compile on the linear-time engine: the error points at the pattern."""
+    try:
+        _validator(orjson.loads(key), _LINEAR)
+    except jsonschema_rs.ValidationError as exc:
+        raise _Backtracking(pointer(exc.instance_path), exc.instance) from None
