@@ -26,6 +26,7 @@ from gateway.mapping import CompiledMapping
 from gateway.mapping.expressions import Getter, Run, compile_expression, is_truthy
 from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.metrics import Metrics
+from gateway.notify.sandbox import off_loop
 from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.outbound.partner_auth import PartnerAuth, build_auth
@@ -356,7 +357,7 @@ class Catalog:
         )
 
 
-def build_request(
+async def build_request(
     action: Action,
     partner: Partner,
     mapping: CompiledMapping | None,
@@ -370,9 +371,11 @@ def build_request(
     """The partner request for an action: the request mapping on `context`, or, without
     one, `default_body` as JSON and path parameters taken from `path_values`. An action with
     an `xml_body` sends its template rendered on `context` plus `body` (that JSON value) and
-    `secrets` (the partner's) instead. Returns the request and its exact body bytes (what a
-    signature covers). `headers` (a schedule's, without a mapping) are sent too; a body goes
-    as JSON, or form-encoded when the headers say `application/x-www-form-urlencoded`."""
+    `secrets` (the partner's) instead, rendered on a render thread (`off_loop`: a template
+    that spends its whole budget holds no other request). Returns the request and its exact
+    body bytes (what a signature covers). `headers` (a schedule's, without a mapping) are
+    sent too; a body goes as JSON, or form-encoded when the headers say
+    `application/x-www-form-urlencoded`."""
     xml = action.xml_body
     sent: dict[str, str] = {"Accept": xml.accept() if xml else "application/json"}
     if mapping is not None:
@@ -387,7 +390,7 @@ def build_request(
     body = None
     if xml is not None and action.method != "GET":
         template_context = {**context, "body": body_value or {}, "secrets": dict(partner.secrets)}
-        body = xml.render(template_context)
+        body = await off_loop(xml.render, template_context)
         sent = {**xml.headers(), **sent}
     elif body_value is not None and action.method != "GET":
         body = encode_body(sent, body_value)

@@ -17,6 +17,7 @@ from gateway.mapping.expressions import compile_expression
 from gateway.mapping_files.needs import action_needs
 from gateway.mapping_files.source import MappingSource
 from gateway.notify.channel_needs import refuse_if_channels_need, sms_action_problem
+from gateway.notify.sandbox import off_loop
 from gateway.outbound.urls import malformed_template
 from gateway.store import Doc, Store, new_id
 
@@ -183,7 +184,7 @@ class ActionUseCases:
             # A POST that only reads (a JSON-RPC read such as Geotab's GetFeed): schedules
             # may run it; they run GET actions and read-only ones, nothing that writes.
             "read_only": check.flag("read_only"),
-            "xml_body": _xml_body(check),
+            "xml_body": await off_loop(_xml_body, check),  # its test render, as a send's
             # A partner that refuses in a 2xx (OneSignal, SOAP services, JSON-RPC) says so
             # in its answer: this expression finds it.
             "error": _error(check),

@@ -175,7 +175,7 @@ class FlowDryRun:
             n: f"<secret:{n}>" for n in (*partner.secrets, *(mapping.secrets if mapping else ()))
         }
         try:
-            request, body = build_request(
+            request, body = await build_request(
                 action,
                 replace(partner, secrets=masked),
                 mapping,

@@ -70,7 +70,7 @@ class Page:
     empty: bool = False  # a 2xx without a body: no records, the cursor stays, no more
 
 
-def request_for(
+async def request_for(
     doc: Doc,
     action: Action,
     partner: Partner,
@@ -100,7 +100,7 @@ def request_for(
         else:
             body = _with_member(body, name.split("."), cursor)
     # An action with an XML body renders it on the context, `body` being this JSON value.
-    request, _ = build_request(
+    request, _ = await build_request(
         action,
         partner,
         None,

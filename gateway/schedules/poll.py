@@ -172,7 +172,7 @@ class Poll:
             raise PollFailure("configuration", f"no {doc['target']['type']} target here")
         for _ in range(doc["max_pages"]):
             try:
-                request = request_for(doc, action, partner, request_mapping, self._cursor)
+                request = await request_for(doc, action, partner, request_mapping, self._cursor)
             except InvalidPayload as exc:  # the request mapping or the XML body cannot build it
                 raise PollFailure(
                     "request",
