@@ -211,9 +211,13 @@ class SharedListing:
     def problem(self, error: GatewayError) -> dict[str, Any]:
         if not isinstance(error, InvalidPayload):
             return error.problem()
-        body = error.problem(listed=self._room)
-        self._room -= len(body["errors"])
-        return body
+        return {**GatewayError.problem(error), **self.listing(error)}
+
+    def listing(self, error: InvalidPayload) -> dict[str, Any]:
+        """`error.listing`, within what is left of the budget."""
+        listing = error.listing(self._room)
+        self._room -= len(listing["errors"])
+        return listing
 
 
 class RateLimited(GatewayError):
