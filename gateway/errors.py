@@ -203,7 +203,8 @@ class InvalidPayload(GatewayError):
 
 class SharedListing:
     """Problem bodies of a batch's items, listing MAX_PROBLEMS problems over them all (500
-    items of 100 each were 50,000): each item past the budget gives its count alone."""
+    items of 100 each were 50,000): each item past the budget lists its first problem (what
+    is wrong with it, at least) and counts the others."""
 
     def __init__(self) -> None:
         self._room = MAX_PROBLEMS
@@ -214,8 +215,8 @@ class SharedListing:
         return {**GatewayError.problem(error), **self.listing(error)}
 
     def listing(self, error: InvalidPayload) -> dict[str, Any]:
-        """`error.listing`, within what is left of the budget."""
-        listing = error.listing(self._room)
+        """`error.listing`, within what is left of the budget, its first problem at least."""
+        listing = error.listing(max(1, self._room))
         self._room -= len(listing["errors"])
         return listing
 
