@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 # What a problem echoes of the input (an unknown key, a bad value) is cut: a 20,000-character
 # key came back three times (pointer, message, detail), 60 KB answering 20 KB.
@@ -164,17 +164,61 @@ class ExpectationFailed(GatewayError):
     status, title, slug = 417, "Expectation failed", "expectation-failed"
 
 
+MAX_PROBLEMS: Final = 100
+"""The problems an InvalidPayload lists: the first 100, and how many more (`omitted`). A body
+of 250,000 wrong array items listed every one, a 25 MB answer (and a rejected record too large
+for the database to keep) built in seconds of the event loop."""
+
+
 class InvalidPayload(GatewayError):
+    """Its `problems` are the first MAX_PROBLEMS it was given; `omitted` counts the others
+    (those given past the cap, plus `omitted` found and never explained, `CompiledSchema`)."""
+
     status, title, slug = 422, "Invalid payload", "invalid-payload"
 
     def __init__(
-        self, detail: str = "", problems: Sequence[FieldProblem] = (), **extra: Any
+        self,
+        detail: str = "",
+        problems: Sequence[FieldProblem] = (),
+        *,
+        omitted: int = 0,
+        **extra: Any,
     ) -> None:
         super().__init__(detail, **extra)
-        self.problems = list(problems)
+        self.problems = list(problems[:MAX_PROBLEMS])
+        self.omitted = omitted + max(0, len(problems) - MAX_PROBLEMS)
 
-    def problem(self) -> dict[str, Any]:
-        return {**super().problem(), "errors": [p.as_dict() for p in self.problems]}
+    def problem(self, listed: int = MAX_PROBLEMS) -> dict[str, Any]:
+        """The problem body (`listing`)."""
+        return {**super().problem(), **self.listing(listed)}
+
+    def listing(self, listed: int = MAX_PROBLEMS) -> dict[str, Any]:
+        """`errors`: at most `listed` problems (a batch's items share a budget of
+        MAX_PROBLEMS); `errors_omitted`, when there are others, counts them."""
+        shown = self.problems[: max(0, listed)]
+        omitted = self.omitted + len(self.problems) - len(shown)
+        listing: dict[str, Any] = {"errors": [p.as_dict() for p in shown]}
+        return listing | ({"errors_omitted": omitted} if omitted else {})
+
+
+class SharedListing:
+    """Problem bodies of a batch's items, listing MAX_PROBLEMS problems over them all (500
+    items of 100 each were 50,000): each item past the budget lists its first problem (what
+    is wrong with it, at least) and counts the others."""
+
+    def __init__(self) -> None:
+        self._room = MAX_PROBLEMS
+
+    def problem(self, error: GatewayError) -> dict[str, Any]:
+        if not isinstance(error, InvalidPayload):
+            return error.problem()
+        return {**GatewayError.problem(error), **self.listing(error)}
+
+    def listing(self, error: InvalidPayload) -> dict[str, Any]:
+        """`error.listing`, within what is left of the budget, its first problem at least."""
+        listing = error.listing(max(1, self._room))
+        self._room -= len(listing["errors"])
+        return listing
 
 
 class RateLimited(GatewayError):

@@ -81,6 +81,26 @@ async def test_every_failing_field_is_listed(client: Client) -> None:
     assert {"/plate", "/year", "/status"} <= pointers
 
 
+async def test_past_a_hundred_problems_the_answer_lists_a_hundred_and_counts_the_rest(
+    client: Client,
+) -> None:
+    """30,000 wrong array items, or 3,000 unknown members (to an entity's schema, or a
+    route's own), were answered with every one listed: megabytes out of a 60 KB body."""
+    bodies = {
+        "/api/v1/entities/vehicle": {"plate": "ABC1D23", "groups": [0] * 30_000},
+        "/api/v1/entities/driver": {**DRIVER, **{f"x{i}": 0 for i in range(3_000)}},
+        "/api/v1/geofences": {f"x{i}": 0 for i in range(3_000)},
+    }
+    for path, body in bodies.items():
+        response = await client.post(path, json=body, headers=auth())
+        assert response.status == 422, path
+        text = await response.read()
+        problem = await response.json()
+        assert len(problem["errors"]) == 100, path
+        assert problem["errors_omitted"] >= 2_900, path
+        assert len(text) < 20_000, (path, len(text))
+
+
 async def test_patch_reports_changes_and_emits_entity_updated_with_old_and_new(
     client: Client,
 ) -> None:

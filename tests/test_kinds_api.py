@@ -617,3 +617,78 @@ async def test_the_kinds_list_is_paged_by_a_cursor_like_every_list(client: Clien
     document = await (await client.get("/openapi.json")).json()
     params = document["paths"]["/api/v1/kinds"]["get"]["parameters"]
     assert {p["name"] for p in params} >= {"limit", "cursor"}
+
+
+BACKTRACKING = r"^(?:(a|a)*(?!x)b|.*)$"  # matches anything; its first branch backtracks first
+
+
+async def test_a_pattern_that_needs_backtracking_is_refused_and_usual_patterns_are_kept(
+    client: Client,
+) -> None:
+    """A lookaround or backreference runs on a backtracking engine, ~10 ms a string: one
+    kind's 12 KB write held the event loop for 7-22 s. Patterns must run in linear time."""
+    refused = {
+        "/schema/properties/names/items/pattern": {
+            "names": {"type": "array", "items": {"type": "string", "pattern": BACKTRACKING}}
+        },
+        "/schema/properties/name/pattern": {
+            "name": {"type": "string", "pattern": r"^([A-Za-z]+\s?)+(?<!\s)$"}
+        },
+        "/schema/properties/extra/patternProperties/^(?=x)": {
+            "extra": {"type": "object", "patternProperties": {"^(?=x)": {"type": "string"}}}
+        },
+        "/schema/properties/pairs/propertyNames/pattern": {
+            "pairs": {"type": "object", "propertyNames": {"pattern": r"^(a)\1$"}}
+        },
+    }
+    for where, properties in refused.items():
+        schema = {"type": "object", "properties": properties}
+        answer = await client.post(
+            "/api/v1/kinds", json={"name": "crew", "schema": schema}, headers=auth()
+        )
+        assert answer.status == 422, where
+        [problem] = (await answer.json())["errors"]
+        assert problem["pointer"] == where and problem["keyword"] == "pattern", problem
+        assert "linear-time" in problem["message"]
+    usual = {  # CPF, CNPJ, a Mercosul plate, a CEP, as people write them
+        "cpf": {"type": "string", "pattern": r"^\d{3}\.\d{3}\.\d{3}-\d{2}$"},
+        "cnpj": {"type": "string", "pattern": r"^\d{2}\.\d{3}\.\d{3}/\d{4}-\d{2}$"},
+        "plate": {"type": "string", "pattern": r"^[A-Z]{3}[0-9][A-Z0-9][0-9]{2}$"},
+        "cep": {"type": "string", "pattern": r"^\d{5}-?\d{3}$"},
+    }
+    kind = {"name": "crew", "schema": {"type": "object", "properties": usual}}
+    created = await client.post("/api/v1/kinds", json=kind, headers=auth())
+    assert created.status == 201, await created.text()
+    good = {"cpf": "529.982.247-25", "cnpj": "11.222.333/0001-81", "plate": "ABC1D23"}
+    doc = {"kind": "crew", "key": "c1", **good, "cep": "01310-100"}
+    written = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+    assert written.status == 201, await written.text()
+    bad = await client.post(
+        "/api/v1/entities/other", json={**doc, "key": "c2", "cep": "0131-100"}, headers=auth()
+    )
+    assert bad.status == 422 and (await bad.json())["errors"][0]["pointer"] == "/cep"
+
+
+async def test_a_stored_kinds_backtracking_pattern_is_bounded_per_string(
+    client: Client, services: Services
+) -> None:
+    """A kind stored before the rule keeps its pattern, run with a bound of 10,000
+    backtracking steps a string (~0.1 ms): a string it cannot decide within it is refused."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "names": {"type": "array", "items": {"type": "string", "pattern": BACKTRACKING}}
+        },
+    }
+    await services.store.kinds.create("acme", "crew", schema, "before")
+    fine = {"kind": "crew", "key": "c1", "names": ["b", "x"]}
+    assert (await client.post("/api/v1/entities/other", json=fine, headers=auth())).status == 201
+    body = {"kind": "crew", "key": "c2", "names": ["a" * 17] * 600}
+    spent = time.process_time()
+    answer = await client.post("/api/v1/entities/other", json=body, headers=auth())
+    spent = time.process_time() - spent
+    assert answer.status == 422
+    problem = await answer.json()
+    assert problem["errors"][0]["pointer"] == "/names/0"
+    assert "backtracking" in problem["errors"][0]["message"]
+    assert spent < 2.0, f"{spent:.1f} s of CPU for 600 strings"  # unbounded: 6-20 s

@@ -349,6 +349,28 @@ async def test_dry_run_of_a_draft_reports_a_new_entity_and_bad_items_one_by_one(
     assert found["results"][0]["key"] == {"attributes.tracker_id": "353861053849681"}
 
 
+async def test_a_dry_runs_items_list_a_hundred_problems_over_them_all(client: Client) -> None:
+    """As a trigger's batch answer: 500 items of 100 problems each would be 50,000."""
+    draft = {
+        "name": "groups",
+        "direction": "inbound",
+        "entity_type": "vehicle",
+        "key": ["plate"],
+        "items": "units",
+        "fields": {"plate": {"from": "placa", "required": True}, "groups": "grupos"},
+    }
+    units = [{"placa": "ABC1D23", "grupos": list(range(n, n + 49))} for n in range(4)]
+    result = await _json(
+        client,
+        "POST",
+        "/api/v1/mappings/test",
+        json={"mapping": draft, "payload": {"units": units}},
+    )
+    entities = [r["entity"] for r in result["results"]]
+    assert [len(e["errors"]) for e in entities] == [49, 49, 2, 1]
+    assert [e.get("errors_omitted", 0) for e in entities] == [0, 0, 47, 48]
+
+
 async def test_dry_run_of_a_position_mapping_shows_each_fix_and_what_the_append_refuses(
     client: Client,
 ) -> None:

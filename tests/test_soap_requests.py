@@ -5,7 +5,9 @@ secrets in the envelope never stored, shown or logged; bad templates refused whe
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -574,3 +576,50 @@ async def test_an_xml_body_cannot_branch_on_a_secret_s_value(
     )
     assert response.status == 200, await response.text()
     assert partner.requests[-1].body == b'<a t="Kq7z">T Kq7z</a>'
+
+
+async def test_an_xml_body_that_spends_its_budget_renders_off_the_event_loop(
+    client: Client,
+) -> None:
+    """docs/security.md §10: a template spending its whole budget costs other requests only
+    thread switches. An action's XML body rendered on the event loop, where it is sent:
+    every other request of the process waited 0.16-0.37 s for each send."""
+    template = (
+        "<a>{% for i in range(body.n) %}{% for j in range(body.n) %}{% if j < 0 %}x{% endif %}"
+        "{% endfor %}{% endfor %}</a>"
+    )
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    action = await post(
+        client,
+        "/api/v1/actions",
+        {
+            "name": "soap",
+            "partner_id": partner["id"],
+            "method": "POST",
+            "path": "/ws",
+            "mode": "proxy",
+            "xml_body": {"template": template, "sample": {"body": {"n": 2}}},
+        },
+    )
+    worst, stop = 0.0, False
+
+    async def ticker() -> None:  # the event loop's longest stall, as a 5 ms ticker sees it
+        nonlocal worst
+        last = time.perf_counter()
+        while not stop:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            worst, last = max(worst, now - last - 0.005), now
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    started = time.perf_counter()
+    answer = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {"n": 3000}}, headers=auth()
+    )
+    took = time.perf_counter() - started
+    stop = True
+    await task
+    assert answer.status == 422
+    assert "steps" in (await answer.json())["errors"][0]["message"]  # the budget, spent
+    assert took > 0.1 and worst < took / 2, f"loop held {worst:.2f} s of a {took:.2f} s render"

@@ -3,6 +3,8 @@ internals, loop for ever or build huge output; pt-BR or English by the driver's 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -303,3 +305,48 @@ async def test_a_filter_given_a_value_of_another_shape_fails_the_upload_with_its
     assert response.status == 422, await response.text()
     problem = (await response.json())["errors"][0]
     assert (problem["pointer"], problem["keyword"]) == ("/locales/en/text", "render")
+
+
+SPENDS_ITS_BUDGET = (
+    "{% for i in range(99999) %}{% for j in range(99999) %}{% if j == -1 %}x{% endif %}"
+    "{% endfor %}{% endfor %}"
+)
+
+
+def _preview_of(text: str) -> dict[str, Any]:
+    locales = {"pt-BR": {"subject": "s", "text": text}}
+    template = {"name": "d", "channel_type": "email", "default_locale": "pt-BR", "locales": locales}
+    return {"template": template, "context": {"name": "Ana"}}
+
+
+async def test_a_viewers_burst_of_previews_does_not_hold_another_tenants_preview(
+    client: Client,
+) -> None:
+    """Previews ran on the two render threads every send shares, first come first served: a
+    viewer's twelve previews of a slow draft held another tenant's one-line preview 2 s (and
+    every notification's render). Previews have threads of their own, where a tenant's take
+    their turns one at a time, and past eight waiting one is refused."""
+    viewer = auth("acme", "viewer")
+
+    async def slow() -> tuple[int, float]:
+        started = time.perf_counter()
+        answer = await client.post(
+            "/api/v1/templates/preview", json=_preview_of(SPENDS_ITS_BUDGET), headers=viewer
+        )
+        return answer.status, time.perf_counter() - started
+
+    status, alone = await slow()
+    assert status == 422  # the budget, spent
+    burst = [asyncio.create_task(slow()) for _ in range(12)]
+    await asyncio.sleep(0.1)
+    started = time.perf_counter()
+    other = await client.post(
+        "/api/v1/templates/preview", json=_preview_of("Olá {{ name }}"), headers=auth("globex")
+    )
+    waited = time.perf_counter() - started
+    answers = await asyncio.gather(*burst)
+    assert other.status == 200 and (await other.json())["parts"]["text"] == "Olá Ana"
+    assert waited < alone, f"globex waited {waited:.2f} s; one slow preview takes {alone:.2f}"
+    statuses = sorted(status for status, _ in answers)
+    assert statuses.count(422) >= 9 and set(statuses) <= {422, 429}, statuses
+    assert 429 in statuses  # past eight waiting

@@ -219,3 +219,16 @@ async def test_trigger_limits_cannot_exceed_the_operators(client: Client) -> Non
     )
     assert response.status == 422
     assert "GATEWAY_MAX_BATCH_ITEMS" in await response.text()
+
+
+async def test_an_input_schema_pattern_that_needs_backtracking_is_refused(client: Client) -> None:
+    """The input schema validates every call before its mapping: its patterns must run in
+    linear time, as a kind's (a lookaround costs ~10 ms a string on the event loop)."""
+    schema = {"type": "object", "properties": {"n": {"type": "string", "pattern": "^(?!0)\\d+$"}}}
+    body = {"name": "p", "entity_type": "vehicle", "methods": ["POST"], "input_schema": schema}
+    answer = await client.post("/api/v1/triggers", json=body, headers=auth())
+    assert answer.status == 422
+    [problem] = (await answer.json())["errors"]
+    assert problem["pointer"] == "/input_schema/properties/n/pattern"
+    schema["properties"]["n"]["pattern"] = "^[1-9]\\d*$"  # the same rule, in linear time
+    assert (await client.post("/api/v1/triggers", json=body, headers=auth())).status == 201

@@ -336,3 +336,39 @@ async def test_a_copy_whose_replay_fails_keeps_its_count_in_the_copy_made_meanwh
     [kept] = await _rejected(client)
     assert kept["times_received"] == 5
     assert kept["first_received_at"] == held["first_received_at"]
+
+
+async def test_a_body_of_thousands_of_wrong_items_lists_the_first_hundred_and_is_kept(
+    client: Client,
+) -> None:
+    """Every wrong array item is a problem: 30,000 of them were a 3 MB answer (250,000 a
+    25 MB one, and a record too large for the database to keep). The answer and the kept
+    record list the first 100 and count the rest."""
+    trigger = await create_trigger(client)
+    status, problem = await hook(client, trigger, {"plate": "ABC1D23", "groups": [0] * 30_000})
+    assert status == 422
+    found = len(problem["errors"]) + problem["errors_omitted"]
+    assert len(problem["errors"]) == 100 and found >= 30_000  # an item each, and the list's
+    assert {
+        "pointer": "/groups/7",
+        "message": '/groups/7: 0 is not of type "string"',
+        "keyword": "type",
+    } in problem["errors"]
+    assert problem["detail"].endswith(f"(and {found - 1} more)")
+    [kept] = await _rejected(client, f"?trigger_id={trigger['id']}")
+    assert kept["errors"] == problem["errors"]
+    assert kept["errors_omitted"] == problem["errors_omitted"]
+    one = await (await client.get(f"/api/v1/rejected/{kept['id']}", headers=auth())).json()
+    assert one["payload"]["groups"] == [0] * 30_000  # the payload itself, whole, replayable
+
+
+async def test_a_batchs_answer_lists_a_hundred_problems_over_all_its_items(client: Client) -> None:
+    trigger = await create_trigger(client)
+    items = [{"plate": "ABC1D23", "groups": list(range(n, n + 49))} for n in range(4)]
+    status, answer = await hook(client, trigger, items)
+    assert status == 207
+    problems = [r["problem"] for r in answer["results"]]
+    assert [len(p["errors"]) for p in problems] == [49, 49, 2, 1]
+    assert [p.get("errors_omitted", 0) for p in problems] == [0, 0, 47, 48]
+    kept = await _rejected(client, f"?trigger_id={trigger['id']}")
+    assert [len(k["errors"]) for k in kept] == [49] * 4  # each record its own

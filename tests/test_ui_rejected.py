@@ -110,3 +110,19 @@ async def test_a_payload_received_again_shows_how_often_on_its_pages(
     assert row is not None and '<td class="num">3 <small>(primeira vez em' in row.group(0), listed
     page = await (await client.get(f"/admin/rejected/{kept['id']}")).text()
     assert "<dt>Recebida (vezes)</dt><dd>3</dd>" in page, page
+
+
+async def test_a_kept_payload_of_thousands_of_problems_shows_a_hundred_and_the_count(
+    client: Client, services: Services
+) -> None:
+    trigger = await create_trigger(client)
+    await hook(client, trigger, {"plate": "ABC1D23", "groups": [0] * 5_000})
+    [kept] = await _rejected(client)
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/rejected/{kept['id']}")).text()
+    assert len(kept["errors"]) == 100
+    listed = sum("is not of type" in e["message"] for e in kept["errors"])
+    assert page.count("is not of type") == listed
+    omitted = f"{kept['errors_omitted']:,}".replace(",", ".")
+    assert f"e mais {omitted} problemas, não listados" in page, page[-3000:]

@@ -27,6 +27,7 @@ from gateway.mapping.expressions import Getter, Run, compile_expression, is_trut
 from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.mapping.secret_marks import SecretMarks
 from gateway.metrics import Metrics
+from gateway.notify.sandbox import off_loop
 from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.outbound.partner_auth import PartnerAuth, build_auth
@@ -358,7 +359,7 @@ class Catalog:
         )
 
 
-def build_request(
+async def build_request(
     action: Action,
     partner: Partner,
     mapping: CompiledMapping | None,
@@ -373,9 +374,11 @@ def build_request(
     """The partner request for an action: the request mapping on `context`, or, without
     one, `default_body` as JSON and path parameters taken from `path_values`. An action with
     an `xml_body` sends its template rendered on `context` plus `body` (that JSON value) and
-    `secrets` (the partner's) instead. Returns the request and its exact body bytes (what a
-    signature covers). `headers` (a schedule's, without a mapping) are sent too; a body goes
-    as JSON, or form-encoded when the headers say `application/x-www-form-urlencoded`.
+    `secrets` (the partner's) instead, rendered on a render thread (`off_loop`: a template
+    that spends its whole budget holds no other request). Returns the request and its exact
+    body bytes (what a signature covers). `headers` (a schedule's, without a mapping) are
+    sent too; a body goes as JSON, or form-encoded when the headers say
+    `application/x-www-form-urlencoded`.
 
     The mapping and the template read the partner's secrets as marks (`marks`: those the
     caller's own mapping used, else new ones), put in their place only once the request is
@@ -384,7 +387,7 @@ def build_request(
     answers are."""
     marks = marks if marks is not None else SecretMarks(partner.secrets)
     try:
-        return _build_request(
+        return await _build_request(
             action, partner, mapping, context, default_body, path_values, headers, timeout, marks
         )
     except InvalidPayload as exc:
@@ -396,7 +399,7 @@ def build_request(
         ) from None
 
 
-def _build_request(
+async def _build_request(
     action: Action,
     partner: Partner,
     mapping: CompiledMapping | None,
@@ -422,7 +425,7 @@ def _build_request(
     body = None
     if xml is not None and action.method != "GET":
         template_context = {**context, "body": body_value or {}, "secrets": marks.marks}
-        body = xml.render(template_context, marks)
+        body = await off_loop(xml.render, template_context, marks)
         sent = {**xml.headers(), **sent}
     elif body_value is not None and action.method != "GET":
         body = encode_body(sent, marks.reveal(body_value))

@@ -17,6 +17,7 @@ from gateway.mapping.expressions import compile_expression
 from gateway.mapping_files.needs import action_needs
 from gateway.mapping_files.source import MappingSource
 from gateway.notify.channel_needs import refuse_if_channels_need, sms_action_problem
+from gateway.notify.sandbox import off_loop, previewing
 from gateway.outbound.urls import malformed_template
 from gateway.store import Doc, Store, new_id
 
@@ -211,7 +212,7 @@ class ActionUseCases:
             # A POST that only reads (a JSON-RPC read such as Geotab's GetFeed): schedules
             # may run it; they run GET actions and read-only ones, nothing that writes.
             "read_only": check.flag("read_only"),
-            "xml_body": _xml_body(check),
+            "xml_body": await _checked_xml_body(tenant, check),
             # A partner that refuses in a 2xx (OneSignal, SOAP services, JSON-RPC) says so
             # in its answer: this expression finds it.
             "error": _error(check),
@@ -262,6 +263,13 @@ def _error(check: BodyCheck) -> str | None:
         check.add("/error", f"error: {compile_expression(value)[1]}", "expression")
         return None
     return value
+
+
+async def _checked_xml_body(tenant: str, check: BodyCheck) -> dict[str, Any] | None:
+    """`_xml_body` on a render thread: its test render on the sample is an author's try, a
+    preview of the tenant's (`previewing`)."""
+    with previewing(tenant):
+        return await off_loop(_xml_body, check)
 
 
 def _xml_body(check: BodyCheck) -> dict[str, Any] | None:

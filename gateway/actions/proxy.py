@@ -96,7 +96,7 @@ class Proxy:
         if (refused := partner.refusal()) is not None:
             assert refused.hold is not None
             raise refused.hold.problem(refused.hold.message, partner_id=partner.id)
-        request, _ = build_request(
+        request, _ = await build_request(
             action, partner, request_mapping, context, default_body=fields, path_values=fields
         )
         outcome = await self._sender.send(

@@ -74,7 +74,7 @@ async def delivery_request(
     # Leases are renewed while a send runs, so a send may take a whole lease (less a margin)
     # from now, even for the last delivery of an ordered group claimed long ago.
     remaining = lease.total_seconds() - 1.0
-    request, _ = build_request(
+    request, _ = await build_request(
         action,
         partner,
         mapping,

@@ -50,6 +50,7 @@ from gateway.notify.messages import PushMessage, SmsMessage
 from gateway.notify.notifier import MappingSource, Recipient
 from gateway.notify.policy import decide
 from gateway.notify.push import SEND_PATH, fcm_body
+from gateway.notify.sandbox import previewing
 from gateway.notify.settings import SettingsService
 from gateway.notify.sms import sms_request
 from gateway.schemas.registry import SchemaRegistry
@@ -76,6 +77,23 @@ class FlowDryRun:
         self._p = parts
 
     async def run(
+        self,
+        tenant: str,
+        *,
+        name: str | None,
+        version: int | None,
+        draft: str | dict[str, Any] | None,
+        event: Any,
+        samples: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """What the flow would do on `event`; its renders (messages, XML bodies) are the
+        tenant's previews (`previewing`)."""
+        with previewing(tenant):
+            return await self._run(
+                tenant, name=name, version=version, draft=draft, event=event, samples=samples
+            )
+
+    async def _run(
         self,
         tenant: str,
         *,
@@ -175,7 +193,7 @@ class FlowDryRun:
             n: f"<secret:{n}>" for n in (*partner.secrets, *(mapping.secrets if mapping else ()))
         }
         try:
-            request, body = build_request(
+            request, body = await build_request(
                 action,
                 replace(partner, secrets=masked),
                 mapping,

@@ -147,7 +147,7 @@ class StepRunner:
         assert step.action is not None
         action, partner, mapping = await self._action(run.tenant, step.action)
         local = plain({**context, **evaluate(step.values, context)})
-        request, _ = _build(action, partner, mapping, local)
+        request, _ = await _build(action, partner, mapping, local)
         request = replace(request, before_sending=run.before_sending)
         guard = self._p.guards.get(partner.id, partner.guard)
         # A disabled partner is not called: the step waits (held), as `invoke` answers 503.
@@ -262,7 +262,7 @@ class StepRunner:
         assert step.action is not None
         action, partner, mapping = await self._action(run.tenant, step.action)
         local = plain({**context, **evaluate(step.values, context)})
-        _build(action, partner, mapping, local)  # a call that cannot be built fails now
+        await _build(action, partner, mapping, local)  # a call that cannot be built fails now
         doc = flow_delivery(run, step, f"{run.id}:{step.id}", DeliveryKind.FLOW_CALL, now)
         entity = local.get("entity") if isinstance(local.get("entity"), dict) else {}
         doc.update(
@@ -385,9 +385,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _build(action: Any, partner: Any, mapping: Any, local: dict[str, Any]) -> Any:
+async def _build(action: Any, partner: Any, mapping: Any, local: dict[str, Any]) -> Any:
     try:
-        return build_request(action, partner, mapping, local, default_body=local.get("event"))
+        return await build_request(action, partner, mapping, local, default_body=local.get("event"))
     except InvalidPayload as exc:
         raise StepFailed(exc.detail, [p.as_dict() for p in exc.problems]) from None
 

@@ -149,11 +149,11 @@ def test_file(
                     raise
                 # One item of a batch: its own problems, the others' results shown, as the
                 # dry run and a trigger's per-item answer (207) give them.
-                results.append({"index": number, "errors": [p.as_dict() for p in exc.problems]})
+                results.append({"index": number, **exc.listing()})
                 continue
             tested = {"index": number, **_tested(mapping, mapped)}
             if mapping.target == "positions":  # what the append would refuse, as the dry run
-                tested["fix"] = {"errors": _fix_problems(mapping, mapped.document)}
+                tested["fix"] = _fix_problems(mapping, mapped.document)
             results.append(tested)
         return {
             "name": mapping.name,
@@ -180,13 +180,13 @@ def test_file(
     }
 
 
-def _fix_problems(mapping: CompiledMapping, document: Any) -> list[dict[str, Any]]:
+def _fix_problems(mapping: CompiledMapping, document: Any) -> dict[str, Any]:
     """The problems of the fix a position mapping made, as the trigger names them."""
     try:
         parse_mapped_fix(mapping, document)
     except InvalidPayload as exc:
-        return [p.as_dict() for p in exc.problems]
-    return []
+        return exc.listing()
+    return {"errors": []}
 
 
 test_file.__test__ = False  # type: ignore[attr-defined]  # a CLI helper, not a pytest test

@@ -18,7 +18,7 @@ from gateway.entities import (
     repeated_targets,
     same_entity_refusal,
 )
-from gateway.errors import FieldProblem, InvalidPayload
+from gateway.errors import FieldProblem, InvalidPayload, SharedListing
 from gateway.eventloop import Turns
 from gateway.kinds import KindService
 from gateway.mapping import (
@@ -110,10 +110,18 @@ class MappingDryRun:
             # answer does (`items: {..., when}` leaves some out: the others keep their index).
             results: list[dict[str, Any]] = []
             turns = Turns()  # the process answers others between items
+            listing = SharedListing()  # 100 problems over all items, as a trigger's 207
             for index, item in enumerate(items):
                 await turns.share()
                 shown = await self._item(
-                    tenant, mapping, item, secrets, lookup, raise_errors=single, texts=texts
+                    tenant,
+                    mapping,
+                    item,
+                    secrets,
+                    lookup,
+                    raise_errors=single,
+                    texts=texts,
+                    listing=listing,
                 )
                 results.append({"index": index if numbers is None else numbers[index], **shown})
             result["results"] = results
@@ -162,6 +170,7 @@ class MappingDryRun:
         *,
         raise_errors: bool,
         texts: DecodedTexts,
+        listing: SharedListing,
     ) -> dict[str, Any]:
         try:
             with _located("/payload" if raise_errors else ""):
@@ -169,7 +178,7 @@ class MappingDryRun:
         except InvalidPayload as exc:
             if raise_errors:
                 raise
-            return {"errors": [p.as_dict() for p in exc.problems]}
+            return listing.listing(exc)
         out: dict[str, Any] = {
             "document": mapped.document,
             "key": mapped.key,
@@ -183,7 +192,7 @@ class MappingDryRun:
                 parse_mapped_fix(mapping, mapped.document)
                 out["fix"] = {"errors": []}
             except InvalidPayload as exc:
-                out["fix"] = {"errors": [p.as_dict() for p in exc.problems]}
+                out["fix"] = listing.listing(exc)
             return out
         etype = mapping.entity_type
         if etype is None:
@@ -194,14 +203,14 @@ class MappingDryRun:
         if not mapping.create:  # as the trigger finds it (`Pipeline._existing`)
             mapped = mapped._replace(key=await _existing(tenant, etype, mapping, mapped, lookup))
             out["key"] = mapped.key
-        shown, named = await self._target(tenant, etype, mapped, lookup, mapping.create)
+        shown, named = await self._target(tenant, etype, mapped, lookup, mapping.create, listing)
         out.update(shown)
         if mapped.also:
             also: list[dict[str, Any]] = []
             keys: list[Hashable] = [named]
             for target in mapped.also:
                 shown, named = await self._target(
-                    tenant, target.entity_type, target, lookup, target.create
+                    tenant, target.entity_type, target, lookup, target.create, listing
                 )
                 keys.append(named)
                 also.append(
@@ -215,7 +224,7 @@ class MappingDryRun:
             # As the trigger refuses them (`upsert_together`): a target naming the entity an
             # earlier one names (the plate's other spelling, a lookup finding the main one).
             for index in repeated_targets(keys):
-                _refuse(also[index - 1], same_entity_refusal())
+                _refuse(also[index - 1], same_entity_refusal(), listing)
             out["also"] = also
         return out
 
@@ -226,6 +235,7 @@ class MappingDryRun:
         mapped: MappedDocument | MappedTarget,
         lookup: EntityLookup,
         create: bool,
+        listing: SharedListing,
     ) -> tuple[dict[str, Any], Hashable]:
         """What writing one mapped entity would do: its events and its diff against the
         stored entity (only-forward fields that are stale left out, as `skipped`); or that
@@ -278,7 +288,7 @@ class MappingDryRun:
                 stored = None if current is None else current["data"]
                 self._schemas.check(etype, merged, kind_schema=kind_schema, stored=stored)
         except InvalidPayload as exc:
-            entity["errors"] = [p.as_dict() for p in exc.problems]
+            entity.update(listing.listing(exc))
         result: dict[str, Any] = {"events": events}
         if shown := announces(mapped.events):
             result["announce"] = shown  # why the write would announce those it lists
@@ -324,17 +334,17 @@ def _located(prefix: str) -> Iterator[None]:
         if not prefix:
             raise
         moved = [replace(p, pointer=prefix + p.pointer) for p in exc.problems]
-        raise InvalidPayload(exc.detail, moved, **exc.extra) from None
+        raise InvalidPayload(exc.detail, moved, omitted=exc.omitted, **exc.extra) from None
 
 
-def _refuse(target: dict[str, Any], refusal: InvalidPayload) -> None:
+def _refuse(target: dict[str, Any], refusal: InvalidPayload, listing: SharedListing) -> None:
     """Show a target's write as the trigger refuses it: nothing written, no events."""
     target["events"] = []
     target.pop("announce", None)
     target["entity"] = {
         **target["entity"],
         "write": refusal.problems[0].keyword,
-        "errors": [p.as_dict() for p in refusal.problems],
+        **listing.listing(refusal),
     }
 
 

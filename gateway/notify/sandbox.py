@@ -27,6 +27,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import wraps
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
@@ -40,6 +41,8 @@ from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.utils import Cycler, Joiner, Namespace
+
+from gateway.errors import RateLimited
 
 MAX_OUTPUT_CHARS = 256 * 1024
 """Characters of one rendered part (and of any string a template builds)."""
@@ -344,15 +347,81 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 # Renders run here, not on the event loop: a template that spends its whole budget (one viewer's
 # preview of a slow draft) then costs the loop GIL switches, not a second of every request.
+# What is sent (notifications, XML bodies) and what an author tries (previews, test sends, the
+# test render of a save, dry runs) have threads of their own: a viewer's twelve previews of a
+# slow draft queued every tenant's notifications behind them (2 s for a one-line preview).
 _RENDERERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
+_PREVIEWS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="preview")
+MAX_WAITING_PREVIEWS = 8
+"""A tenant's previews run one at a time; past this many waiting, one is refused (429)."""
+_PREVIEW_OF: contextvars.ContextVar[str | None] = contextvars.ContextVar("preview", default=None)
+
+
+@dataclass(slots=True)
+class _Turn:
+    """One tenant's previews: the one rendering holds `lock`; `users` counts it and those
+    waiting for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Turn]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextlib.contextmanager
+def previewing(tenant: str) -> Iterator[None]:
+    """The renders `off_loop` runs in this block are the tenant's previews: they run on the
+    preview threads, one of the tenant's at a time."""
+    token = _PREVIEW_OF.set(tenant)
+    try:
+        yield
+    finally:
+        _PREVIEW_OF.reset(token)
 
 
 async def off_loop(render: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """`render(*args, **kwargs)` (a compile that test-renders, or a render) on a render thread,
-    in this task's context; two at a time, the others wait their turn."""
+    in this task's context; two at a time, the others wait their turn. Within `previewing`,
+    on a preview thread instead, one of the tenant's at a time (others' take the second
+    thread), at most MAX_WAITING_PREVIEWS of the tenant's waiting (RateLimited past them)."""
     context = contextvars.copy_context()
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_RENDERERS, lambda: context.run(render, *args, **kwargs))
+    tenant = _PREVIEW_OF.get()
+    if tenant is None:
+        return await loop.run_in_executor(_RENDERERS, lambda: context.run(render, *args, **kwargs))
+    turns = _TURNS.setdefault(loop, {})
+    turn = turns.setdefault(tenant, _Turn())
+    if turn.users > MAX_WAITING_PREVIEWS:
+        raise RateLimited(
+            f"{MAX_WAITING_PREVIEWS} previews of this tenant are waiting their turn; retry shortly"
+        )
+
+    def done(_: object = None) -> None:  # on the loop, once the render ended (or never began)
+        turn.users -= 1
+        turn.lock.release()
+        if not turn.users:
+            turns.pop(tenant, None)
+
+    turn.users += 1
+    try:
+        await turn.lock.acquire()
+    except BaseException:
+        turn.users -= 1
+        if not turn.users:
+            turns.pop(tenant, None)
+        raise
+    try:
+        rendered = loop.run_in_executor(_PREVIEWS, lambda: context.run(render, *args, **kwargs))
+    except BaseException:
+        done()
+        raise
+    # Released when the render ends, not when a cancelled caller stops waiting for it: the
+    # tenant never has two renders on the preview threads.
+    rendered.add_done_callback(done)
+    return await rendered
 
 
 @contextlib.contextmanager

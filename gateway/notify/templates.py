@@ -13,7 +13,7 @@ from typing import Any
 from gateway.clock import as_stored
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.formats.json_tree import is_text
-from gateway.notify.sandbox import off_loop
+from gateway.notify.sandbox import off_loop, previewing
 from gateway.notify.templating import (
     CHANNEL_TYPES,
     LOCALES,
@@ -68,7 +68,8 @@ class TemplateService:
 
     async def create(self, tenant: str, body: Mapping[str, Any], author: str) -> Doc:
         fields = checked_template(body)
-        await off_loop(compile_template, fields)
+        with previewing(tenant):  # its test render on the sample: an author's try
+            await off_loop(compile_template, fields)
         now = as_stored(datetime.now(UTC))
         doc = {
             "_id": new_id(),
@@ -110,7 +111,8 @@ class TemplateService:
                 "(create a new template for the other channel type)"
             )
             await refuse_if_used(self.users, tenant, "template", current, because)
-        await off_loop(compile_template, fields)
+        with previewing(tenant):
+            await off_loop(compile_template, fields)
         unset = [k for k in TEMPLATE_FIELDS if k not in fields]
         update = {**fields, "author": author, "updated_at": datetime.now(UTC)}
         doc = await self._store.update(tenant, str(current["_id"]), current["rev"], update, unset)
@@ -149,7 +151,8 @@ class TemplateService:
             raise InvalidPayload(message, [FieldProblem("/context", message, "type")])
         if draft is not None:
             fields = checked_template(draft)
-            template = await off_loop(compile_template, fields)
+            with previewing(tenant):
+                template = await off_loop(compile_template, fields)
             sample = context if context is not None else fields.get("sample")
         elif ref is not None:
             doc = await self.get(tenant, ref)
@@ -158,7 +161,8 @@ class TemplateService:
         else:
             message = "give a stored template's name or a draft"
             raise InvalidPayload(message, [FieldProblem("/template", message, "required")])
-        rendered = await off_loop(template.render, sample or {}, locale)
+        with previewing(tenant):
+            rendered = await off_loop(template.render, sample or {}, locale)
         return {
             "name": template.name,
             "channel_type": template.channel_type,

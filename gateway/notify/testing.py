@@ -15,7 +15,7 @@ from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats.json_tree import is_text
 from gateway.notify.messages import SendOutcome
 from gateway.notify.notifier import Notification, Recipient
-from gateway.notify.sandbox import off_loop
+from gateway.notify.sandbox import off_loop, previewing
 
 if TYPE_CHECKING:
     from gateway.notify.wiring import NotifyServices
@@ -69,7 +69,8 @@ async def send_test(
             message = f"template {template!r} is for {compiled.channel_type}, not {channel['type']}"
             raise InvalidPayload(message, [FieldProblem("/template", message, "reference")])
         doc = await notify.templates.get(tenant, template)
-        rendered = await off_loop(compiled.render, context or doc.get("sample") or {}, locale)
+        with previewing(tenant):  # an author's try, as a preview
+            rendered = await off_loop(compiled.render, context or doc.get("sample") or {}, locale)
         parts = rendered.parts
     notification = Notification(str(channel["_id"]), Recipient(to), parts, {"test": "true"})
     outcome = await notify.notifier.send(tenant, notification)

@@ -71,7 +71,7 @@ class Page:
     empty: bool = False  # a 2xx without a body: no records, the cursor stays, no more
 
 
-def request_for(
+async def request_for(
     doc: Doc,
     action: Action,
     partner: Partner,
@@ -102,7 +102,7 @@ def request_for(
         else:
             body = _with_member(body, name.split("."), cursor)
     # An action with an XML body renders it on the context, `body` being this JSON value.
-    request, _ = build_request(
+    request, _ = await build_request(
         action,
         partner,
         None,
@@ -199,7 +199,11 @@ def page_items(
         items,
         list(range(len(items))) if numbers is None else numbers,
         [
-            Refused(n, records[n], InvalidPayload(e.detail, e.problems, reason="mapping"))
+            Refused(
+                n,
+                records[n],
+                InvalidPayload(e.detail, e.problems, omitted=e.omitted, reason="mapping"),
+            )
             for n, e in refused
         ],
     )

@@ -172,7 +172,7 @@ class Poll:
             raise PollFailure("configuration", f"no {doc['target']['type']} target here")
         for _ in range(doc["max_pages"]):
             try:
-                request = request_for(doc, action, partner, request_mapping, self._cursor)
+                request = await request_for(doc, action, partner, request_mapping, self._cursor)
             except InvalidPayload as exc:  # the request mapping or the XML body cannot build it
                 raise PollFailure(
                     "request",
@@ -403,7 +403,9 @@ class Poll:
             )
         except InvalidPayload as exc:
             if not self._doc.get("failures"):  # kept once per failure streak, not per retry
-                whole = InvalidPayload(exc.detail, exc.problems, reason="mapping")
+                whole = InvalidPayload(
+                    exc.detail, exc.problems, omitted=exc.omitted, reason="mapping"
+                )
                 record = self._c.rejected.record(
                     target, whole, page.answer, scope="body", repeatable=repeatable(mapping)
                 )

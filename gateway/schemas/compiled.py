@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import jsonschema_rs
 import orjson
 
-from gateway.errors import FieldProblem, InvalidPayload
+from gateway.errors import MAX_PROBLEMS, FieldProblem, InvalidPayload
 from gateway.formats.json_tree import (
     TOO_WIDE,
     as_numbers,
@@ -25,7 +25,7 @@ from gateway.formats.json_tree import (
     wide_integers,
 )
 from gateway.schemas.ids import IDENTIFIERS
-from gateway.schemas.problems import pointer, problems_from_errors, root_problem
+from gateway.schemas.problems import UNEXPLAINED, pointer, problems_from_errors, root_problem
 from gateway.schemas.walk import (
     IdentifierInName,
     Normaliser,
@@ -35,6 +35,14 @@ from gateway.schemas.walk import (
 )
 
 _FORMATS = {name: ident.is_valid for name, ident in IDENTIFIERS.items()}
+
+BACKTRACK_LIMIT: Final = 10_000
+"""The steps a pattern that needs backtracking may take on one string (fancy-regex's own
+limit is 1,000,000, ~10 ms: 600 strings of a kind held the event loop 7-22 s). Only a
+schema stored before such patterns were refused at upload (2026-12-06) has one; a string
+it cannot decide within the limit is refused (`pattern`: "Max limit for backtracking")."""
+_BOUNDED = jsonschema_rs.FancyRegexOptions(backtrack_limit=BACKTRACK_LIMIT)
+_LINEAR = jsonschema_rs.RegexOptions()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -75,6 +83,13 @@ class CompiledSchema:
 
     def problems(self, normalised: Any, original: Any) -> list[FieldProblem]:
         """Validate an already normalised document; messages quote values from `original`.
+        More problems than an answer lists (MAX_PROBLEMS) are not explained one by one:
+        jsonschema-rs's `iter_errors` builds every error as a Python exception before the
+        first is read (13 us each: 250,000 wrong items held the event loop 3 s), and has no
+        way to stop early; its `evaluate` lists them as plain entries ten times faster. So
+        with more than that many, the first MAX_PROBLEMS are the validator's own messages at
+        their pointers (`_plain_problem`) and each of the rest is UNEXPLAINED, counted by
+        InvalidPayload (`omitted`), never listed.
         A wide integer (`WideInt`) is a number to the schema, which the database stores as
         its text: it must be valid both ways (`_wide_problems`)."""
         if holds_wide_integers(normalised):
@@ -82,6 +97,10 @@ class CompiledSchema:
         try:
             if self._validator.is_valid(normalised):
                 return []
+            found = self._validator.evaluate(normalised).errors()
+            if len(found) > MAX_PROBLEMS:
+                listed = [_plain_problem(entry) for entry in found[:MAX_PROBLEMS]]
+                return listed + [UNEXPLAINED] * (len(found) - MAX_PROBLEMS)
             errors = list(self._validator.iter_errors(normalised))
         except ValueError as exc:  # a value JSON cannot carry, e.g. a datetime
             return [root_problem(f"not a JSON document: {exc}", "type")]
@@ -112,6 +131,14 @@ class CompiledSchema:
         return has_path(self.schema, path.split("."), indexes=False)
 
 
+def _plain_problem(entry: Mapping[str, Any]) -> FieldProblem:
+    """A problem from one entry of an evaluation's errors: its instance's pointer, the
+    validator's message, the keyword its schema location ends with."""
+    where = str(entry["instanceLocation"])
+    keyword = str(entry["schemaLocation"]).rsplit("/", 1)[-1]
+    return FieldProblem(where, f"{where or 'document'}: {entry['error']}", keyword)
+
+
 def invalid(what: str, problems: list[FieldProblem]) -> InvalidPayload:
     """InvalidPayload whose detail quotes the first problem, for logs and one-line UIs."""
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -119,13 +146,17 @@ def invalid(what: str, problems: list[FieldProblem]) -> InvalidPayload:
 
 
 def compile_schema(
-    schema: Mapping[str, Any], *, name: str | None = None, at: str = ""
+    schema: Mapping[str, Any], *, name: str | None = None, at: str = "", stored: bool = False
 ) -> CompiledSchema:
     """Compile a Draft 2020-12 schema with the identifier formats.
 
     An invalid schema raises InvalidPayload whose problem points into the schema (prefixed by
     the JSON Pointer `at`). Compiled schemas are cached by content, so compiling the same
     tenant schema on every request costs a serialisation, not a compilation.
+
+    Its patterns (`pattern`, `patternProperties`, `propertyNames`) must run on a linear-time
+    engine (Rust's regex crate): one that needs backtracking (a lookaround, a backreference)
+    is refused, unless the schema is `stored` (kept before that rule: `BACKTRACK_LIMIT`).
     """
     if not isinstance(schema, Mapping):
         problem = FieldProblem(at, f"{at or 'schema'}: must be a JSON object", "type")
@@ -143,7 +174,13 @@ def compile_schema(
         problem = FieldProblem(at, f"{at or 'schema'}: not JSON: {exc}", "type")
         raise invalid("schema", [problem]) from None
     try:
-        return _compile(key, name)
+        compiled = _compile(key, name)
+        if not stored:
+            _linear(key)
+        return compiled
+    except _Backtracking as exc:
+        problem = FieldProblem(at + exc.at, f"{at + exc.at}: {exc}", "pattern")
+        raise invalid("schema", [problem]) from None
     except jsonschema_rs.ValidationError as exc:
         where = at + pointer(exc.instance_path)
         message = exc.message.split("\n", 1)[0]
@@ -161,11 +198,36 @@ def compile_schema(
 @functools.lru_cache(maxsize=512)
 def _compile(key: bytes, name: str | None) -> CompiledSchema:
     schema: dict[str, Any] = orjson.loads(key)
-    validator = jsonschema_rs.Draft202012Validator(
+    return CompiledSchema(schema, name, _validator(schema, _BOUNDED), build_normaliser(schema))
+
+
+def _validator(
+    schema: dict[str, Any], patterns: jsonschema_rs.FancyRegexOptions | jsonschema_rs.RegexOptions
+) -> jsonschema_rs.Validator:
+    return jsonschema_rs.Draft202012Validator(
         schema,
         formats=_FORMATS,
         validate_formats=True,
         ignore_unknown_formats=False,
         offline=True,  # never fetch a remote $ref, whoever wrote the schema
+        pattern_options=patterns,
     )
-    return CompiledSchema(schema, name, validator, build_normaliser(schema))
+
+
+class _Backtracking(Exception):
+    def __init__(self, at: str, pattern: Any) -> None:
+        super().__init__(
+            f"{shown(pattern)} needs a backtracking engine (a lookaround such as (?=, (?!, "
+            "(?<=, (?<!, or a backreference such as \\1): patterns run on a linear-time "
+            "engine, so write it without them (e.g. a second pattern in an allOf)"
+        )
+        self.at = at
+
+
+def _linear(key: bytes) -> None:
+    """_Backtracking when a pattern of the schema (which compiles with backtracking) does
+    not compile on the linear-time engine: the error points at the pattern."""
+    try:
+        _validator(orjson.loads(key), _LINEAR)
+    except jsonschema_rs.ValidationError as exc:
+        raise _Backtracking(pointer(exc.instance_path), exc.instance) from None

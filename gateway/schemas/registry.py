@@ -292,7 +292,7 @@ class SchemaRegistry:
             raise invalid("kind", [FieldProblem("/schema/type", message, "type")])
         if not stored and (reserved := _reserved_in_kind(schema)):
             raise invalid("kind", reserved)
-        return compile_schema(schema, name=name, at="/schema")
+        return compile_schema(schema, name=name, at="/schema", stored=stored)
 
     def has_field(
         self,

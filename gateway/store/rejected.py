@@ -276,6 +276,7 @@ class RejectedStore:
         reason: str,
         detail: str,
         problems: Sequence[Doc],
+        omitted: int,
     ) -> None:
         with translate_errors():
             await self._c.update_one(
@@ -286,6 +287,7 @@ class RejectedStore:
                         "reason": reason,
                         "detail": detail,
                         "problems": list(problems),
+                        "problems_omitted": omitted,
                         "last_attempt_at": at,
                     },
                     "$inc": {"attempts": 1},

@@ -96,7 +96,7 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         mapping=doc.get("mapping"),
         response_mapping=doc.get("response_mapping"),
         params=doc.get("params") or {},
-        schema=compile_schema(orjson.loads(schema_text)) if schema_text else None,
+        schema=compile_schema(orjson.loads(schema_text), stored=True) if schema_text else None,
         # `[]` exposes the id alone; only a missing or null `expose` exposes every field. A
         # renamed member's old name exposes it under its new name, the one entities hold.
         expose=(

@@ -33,6 +33,7 @@ from gateway.errors import (
     GatewayError,
     InvalidPayload,
     PayloadTooLarge,
+    SharedListing,
 )
 from gateway.eventloop import Turns
 from gateway.fleet.append import PositionAppender
@@ -207,6 +208,7 @@ class Ingestor:
             return Ingested(201, outcome.answer(), "created")
         results: list[dict[str, Any]] = []
         kept: list[Doc] = []
+        listing = SharedListing()
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, InvalidPayload):
                 kept.append(
@@ -220,7 +222,7 @@ class Ingestor:
                         repeatable=repeatable(plan.mapping),
                     )
                 )
-                problem = outcome.problem()
+                problem = listing.problem(outcome)
                 results.append({"index": plan.index(index), "status": 422, "problem": problem})
             else:
                 status = 200 if outcome.duplicate else 201
@@ -293,6 +295,7 @@ class Ingestor:
         concurrently (at most BATCH_CONCURRENCY writes in flight), each once `fence` let it."""
         results: list[dict[str, Any] | None] = [None] * len(plan.items)
         kept: list[Doc] = []  # rejected items, stored together once the batch is done
+        listing = SharedListing()
 
         def refuse(index: int, error: InvalidPayload | Conflict | EventsBacklogged) -> None:
             if not isinstance(error, Conflict):
@@ -307,7 +310,7 @@ class Ingestor:
                         repeatable=repeatable(plan.mapping),
                     )
                 )
-            status, problem = error.status, error.problem()
+            status, problem = error.status, listing.problem(error)
             results[index] = {"index": plan.index(index), "status": status, "problem": problem}
 
         lanes: dict[str, list[tuple[int, Prepared]]] = {}

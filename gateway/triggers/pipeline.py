@@ -35,7 +35,9 @@ def stage(reason: str) -> Iterator[None]:
     except InvalidPayload as exc:
         if "reason" in exc.extra:
             raise
-        raise InvalidPayload(exc.detail, exc.problems, **exc.extra, reason=reason) from None
+        raise InvalidPayload(
+            exc.detail, exc.problems, omitted=exc.omitted, **exc.extra, reason=reason
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)

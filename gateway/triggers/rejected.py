@@ -77,6 +77,7 @@ class RejectedKeeper:
             "problems": (
                 [p.as_dict() for p in error.problems] if isinstance(error, InvalidPayload) else []
             ),
+            "problems_omitted": error.omitted if isinstance(error, InvalidPayload) else 0,
             "scope": scope,
             "index": index,
             "schema_applies": schema_applies,
@@ -110,6 +111,7 @@ def public_rejected(doc: Doc, *, payload: bool = False) -> dict[str, Any]:
         "reason": doc["reason"],
         "detail": doc["detail"],
         "errors": doc["problems"],
+        "errors_omitted": doc.get("problems_omitted", 0),
         "scope": doc["scope"],
         "index": doc.get("index"),
         "status": doc["status"],

@@ -198,6 +198,7 @@ class RejectedPayloads:
             reason=str(exc.extra.get("reason")),
             detail=clipped(exc.detail),
             problems=[p.as_dict() for p in exc.problems],
+            omitted=exc.omitted,
         )
 
     async def _record(self, tenant: str, record_id: str) -> Doc:

@@ -37,6 +37,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "instance": {"type": "string"},
         "errors": {
             "type": "array",
+            "description": "The first 100 problems",
+            "maxItems": 100,
             "items": {
                 "type": "object",
                 "required": ["pointer", "message", "keyword"],
@@ -46,6 +48,11 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                     "keyword": {"type": "string"},
                 },
             },
+        },
+        "errors_omitted": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "How many problems past the first 100 `errors` does not list",
         },
     },
 }
