@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import tracemalloc
@@ -441,6 +442,46 @@ def test_transform_failure_names_target_and_source(
     assert problem.keyword == keyword
     assert problem.pointer == "/position/v"
     assert problem.extra == {"target": "last_position.speed_kmh", "source": "position.v"}
+
+
+@pytest.mark.parametrize(
+    ("how", "text"),
+    [
+        ("%a, %d %b %Y %H:%M:%S %Z", "Fri, 20 Nov 2026 13:45:22 GMT"),  # RFC 1123, HTTP-date
+        ("%d/%m/%Y %H:%M:%S %Z", "20/11/2026 13:45:22 UTC"),
+        ("%a %b %d %H:%M:%S %Z %Y", "Fri Nov 20 13:45:22 gmt 2026"),  # Java's Date.toString()
+    ],
+)
+def test_a_time_naming_utc_or_gmt_by_percent_z_is_that_instant_whatever_input_tz(
+    how: str, text: str
+) -> None:
+    option = f"{{datetime: {{parse: '{how}', input_tz: America/Sao_Paulo}}}}"
+    spec = f"{{from: v, transforms: [{option}]}}"
+    assert apply_field(spec, {"v": text}) == "2026-11-20T13:45:22Z"
+
+
+def test_a_local_zone_name_read_by_percent_z_is_a_datetime_problem() -> None:
+    """strptime's `%Z` also takes the names of the server's own zone (BST in London) and
+    drops them: such a time is refused, not placed in `input_tz` nor in UTC."""
+    mapping = inbound(
+        "  attributes.t: {from: t, transforms: [{datetime: {parse: '%d/%m/%Y %H:%M %Z'}}]}\n"
+    )
+    own = os.environ.get("TZ")
+    os.environ["TZ"] = "Europe/London"
+    time.tzset()
+    try:
+        (problem,) = payload_problems(mapping, {"plate": "A", "t": "20/06/2026 13:45 BST"})
+    finally:
+        if own is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = own
+        time.tzset()
+    assert problem.keyword == "datetime"
+    assert problem.message == (
+        'cannot read "20/06/2026 13:45 BST" as a date-time: %Z reads the zone names UTC and GMT,'
+        " not 'BST' (%z reads an offset)"
+    )
 
 
 def test_a_time_read_by_none_of_several_formats_names_them_all() -> None:

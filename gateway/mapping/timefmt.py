@@ -168,8 +168,10 @@ def _parser(how: str, naive: tzinfo) -> Parser:
 
 def _strptime(how: str, naive: tzinfo) -> Parser:
     """A parser of the strptime format `how` (a time without an offset in `naive`); the digit
-    fields of a compact run are read only at their full width (`_compact_runs`)."""
+    fields of a compact run are read only at their full width (`_compact_runs`), a zone name
+    read by `%Z` only when it is UTC (`_named_zone`)."""
     runs = _compact_runs(how)
+    names_zone = any(m[1] == "Z" for m in _FORMAT_PART.finditer(how))
 
     def strptime(value: Any) -> datetime:
         if not isinstance(value, str) or len(value) > _MAX_TEXT:
@@ -186,9 +188,28 @@ def _strptime(how: str, naive: tzinfo) -> Parser:
             raise _fail(value, f"does not match {how!r}")
         if parsed.tzinfo:
             return _leap_checked(value, parsed, leap)
+        if names_zone:
+            return _leap_checked(value, _named_zone(value, text, how, parsed), leap)
         return _leap_checked(value, _local(parsed, naive), leap)
 
     return strptime
+
+
+_UTC_NAMES = frozenset({"UTC", "GMT"})
+
+
+def _named_zone(value: Any, text: str, how: str, wall: datetime) -> datetime:
+    """The instant of `wall`, read by the format `how` whose `%Z` named its zone in `text`.
+
+    strptime's `%Z` takes UTC and GMT (RFC 1123's `Fri, 20 Nov 2026 13:45:22 GMT`, Java's
+    `Date.toString()`) and the names of the process's own zone, and drops the name: the time
+    would be placed in `input_tz`. UTC and GMT are that instant; a local name (which depends
+    on the server's zone, and names no offset by itself) is refused."""
+    name = time.strptime(text, how).tm_zone or ""
+    if name.upper() not in _UTC_NAMES:
+        why = f"%Z reads the zone names UTC and GMT, not {name!r} (%z reads an offset)"
+        raise _fail(value, why)
+    return wall.replace(tzinfo=UTC)
 
 
 # Digit fields, at the width they are written: in a compact run (two or more with nothing
