@@ -484,6 +484,18 @@ def test_a_local_zone_name_read_by_percent_z_is_a_datetime_problem() -> None:
     )
 
 
+def test_a_stored_version_parsing_percent_s_still_compiles_and_refuses_its_values() -> None:
+    """A new text with `parse: "%s"` is refused at upload; a version stored before that rule
+    keeps running as it did (a payload without that field still maps)."""
+    field = "  attributes.t: {from: t, transforms: [{datetime: {parse: '%s'}}]}\n"
+    text = HEAD + "fields:\n  plate: plate\n" + field
+    assert problems_of(text)[0].pointer == "/fields/attributes.t/transforms/0/datetime/parse"
+    stored = load_mapping(text, strict=False)
+    assert stored.apply({"plate": "ABC1D23"}).document == {"plate": "ABC1D23"}
+    (problem,) = payload_problems(stored, {"plate": "ABC1D23", "t": "1795685112"})
+    assert problem.keyword == "datetime"
+
+
 def test_a_time_read_by_none_of_several_formats_names_them_all() -> None:
     mapping = inbound(
         "  attributes.t: {from: t, transforms: [{datetime: {parse: ['%d/%m/%Y', unix]}}]}\n"

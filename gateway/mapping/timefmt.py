@@ -400,7 +400,12 @@ def _whole(seconds: float) -> int | float:
     return int(seconds) if seconds.is_integer() else seconds
 
 
-def compile_datetime(arg: Any, report: Callable[..., None]) -> Callable[[Any], Any] | None:
+def compile_datetime(
+    arg: Any, report: Callable[..., None], *, strict: bool = True
+) -> Callable[[Any], Any] | None:
+    """The `datetime` transform `arg` compiled, else None after reporting why. A parse format
+    no value can match (`%s`) is refused in a new text (`strict`); a stored version keeps it,
+    refusing the values it is given, as when it was stored."""
     if not isinstance(arg, dict):
         report("datetime takes {parse, input_tz, format, output_tz}")
         return None
@@ -411,11 +416,8 @@ def compile_datetime(arg: Any, report: Callable[..., None]) -> Callable[[Any], A
             ok = False
     parse, fmt = arg.get("parse", "auto"), arg.get("format", "iso8601")
     parses = parse if isinstance(parse, list) else [parse]
-    if not 0 < len(parses) <= _MAX_PARSERS or not all(
-        _valid_pattern(p, _NAMED_PARSERS) for p in parses
-    ):
-        named = ", ".join(_NAMED_PARSERS)
-        report(f"parse is one of {named} or a strptime format, or a list of 1-8 of them", "parse")
+    for why in _parse_problems(parses, strict):
+        report(why, "parse")
         ok = False
     if not _valid_pattern(fmt, _NAMED_FORMATS):
         report(f"format is one of {', '.join(_NAMED_FORMATS)} or a strftime format", "format")
@@ -468,6 +470,35 @@ def _first_of(parsers: list[Parser], names: list[str]) -> Parser:
         raise _fail(value, f"matches none of {', '.join(map(repr, names))}")
 
     return first
+
+
+def _parse_problems(parses: list[Any], strict: bool) -> list[str]:
+    """Why the `parse` formats `parses` are refused (none: they are read)."""
+    if not 0 < len(parses) <= _MAX_PARSERS or not all(
+        _valid_pattern(p, _NAMED_PARSERS) for p in parses
+    ):
+        named = ", ".join(_NAMED_PARSERS)
+        return [f"parse is one of {named} or a strptime format, or a list of 1-8 of them"]
+    if not strict:
+        return []
+    return [why for why in map(_unread_directive, parses) if why is not None]
+
+
+_STRPTIME_DIRECTIVES = frozenset("aAbBcdfGHIjmMpSuUVwWxXyYzZ%")
+_DIRECTIVE = re.compile(r"%(.?)", re.DOTALL)
+
+
+def _unread_directive(how: str) -> str | None:
+    """Why the parse format `how` can read no value (a directive strptime does not have, such
+    as `%s`, which only strftime writes), else None."""
+    if how in _NAMED_PARSERS:
+        return None
+    for directive in _DIRECTIVE.finditer(how):
+        if directive[1] == "s":
+            return "%s (Unix time) is no strptime directive: read Unix seconds with parse: unix"
+        if directive[1] not in _STRPTIME_DIRECTIVES:
+            return f"{directive[0]!r} is no strptime directive (%% is a literal %)"
+    return None
 
 
 def _valid_pattern(value: Any, names: tuple[str, ...]) -> bool:

@@ -506,7 +506,7 @@ _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {
     "parse_number": _compile_parse_number,
     "coordinate": compile_coordinate,
     "map": _compile_map,
-    "datetime": compile_datetime,
+    "datetime": compile_datetime,  # called with `strict` by compile_transform
 }
 
 TRANSFORM_NAMES = (*_SIMPLE, *_WITH_ARGUMENT)
@@ -540,8 +540,11 @@ def _blank_is_null(transform: Transform) -> Transform:
     return read
 
 
-def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None:
-    """(name, function) for one pipeline item, or None after reporting why not."""
+def compile_transform(
+    item: Any, report: Report, *, strict: bool = True
+) -> tuple[str, Transform] | None:
+    """(name, function) for one pipeline item, or None after reporting why not (not `strict`:
+    a stored version, which rules for new texts do not refuse)."""
     if isinstance(item, str):
         name, arg, has_arg = item, None, False
     elif isinstance(item, dict) and len(item) == 1:
@@ -563,7 +566,10 @@ def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None
         below: Report = report
         if has_arg:
             below = lambda message, *parts: report(message, name, *parts)  # noqa: E731
-        compiled = _WITH_ARGUMENT[name](arg, below)
+        if name == "datetime":
+            compiled = compile_datetime(arg, below, strict=strict)
+        else:
+            compiled = _WITH_ARGUMENT[name](arg, below)
         if compiled is None:
             return None
         return name, _blank_is_null(compiled) if name in _READ_VALUES else compiled
@@ -589,7 +595,7 @@ def transform_steps(item: Any) -> int:
 
 
 def compile_pipeline(
-    raw: Any, at: str, problems: Problems, scope: ParamScope = NO_PARAMS
+    raw: Any, at: str, problems: Problems, scope: ParamScope = NO_PARAMS, *, strict: bool = True
 ) -> Pipeline | None:
     """`transforms`: one transform or a list of them, compiled; None after reporting."""
     items = [raw] if isinstance(raw, str | dict) else raw
@@ -607,7 +613,7 @@ def compile_pipeline(
         def report(message: str, *parts: str, _here: str = here) -> None:
             problems.add(f"{_here}{pointer(*parts)}", message, "transform")
 
-        transform = _compile_item(item, scope, report)
+        transform = _compile_item(item, scope, report, strict)
         if transform is None:
             ok = False
         else:
@@ -615,11 +621,12 @@ def compile_pipeline(
     return Pipeline(compiled, sum(map(transform_steps, items))) if ok else None
 
 
-def _compile_item(item: Any, scope: ParamScope, report: Report) -> Transform | None:
+def _compile_item(item: Any, scope: ParamScope, report: Report, strict: bool) -> Transform | None:
     resolved = resolve_arguments(item, scope, report)
     if resolved is None:
         return None
-    result = compile_transform(resolved.item, report) if resolved.checkable else None
+    checked = resolved.checkable
+    result = compile_transform(resolved.item, report, strict=strict) if checked else None
     if resolved.checkable and result is None:
         return None
     if resolved.unset:
