@@ -240,6 +240,11 @@ def test_items_extracts_batches() -> None:
         ("[digits, {pad: 11}]", 8676959730, "08676959730"),
         # a whole number sent as a float is its integer's digits, not "...0" with a digit more
         ("[digits]", 52998224725.0, "52998224725"),
+        ("[string]", 4711.0, "4711"),  # an id from pandas or a Java Double, as JS writes it
+        ("[string]", -0.0, "0"),
+        ("[string]", 12.5, "12.5"),
+        ("[upper]", 1e20, "100000000000000000000"),
+        ("[{pad: 6}]", 42.0, "000042"),
         ("[digits]", -12.0, "12"),
         ("[digits]", 1e20, "100000000000000000000"),
         ("[phone]", 11987654321.0, "+5511987654321"),

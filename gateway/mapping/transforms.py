@@ -45,20 +45,10 @@ def _int_arg(value: Any, low: int, high: int) -> bool:
 _NOT_DIGIT = re.compile(r"[^0-9]+")
 
 
-def _number_text(value: Any) -> str:
-    """A value as the text its digits are read from: a whole number is its integer's digits
-    (11987654321.0, as a spreadsheet or a JavaScript client sends a phone or a CPF, is
-    "11987654321", not "11987654321.0" with a trailing digit); anything else as `string`
-    writes it."""
-    if type(value) is float and value.is_integer():
-        return str(int(value))
-    return value if type(value) is str else to_string(value)
-
-
 def _digits(value: Any) -> str | None:
     """The digits 0-9 of a value; null when it has none ("", "N/A", "-"): a blank CPF or
     RENAVAM is no value, not one of no digits that a `pad` would fill with zeros."""
-    text = _number_text(value)
+    text = to_string(value)
     if text.isdigit() and text.isascii():
         return text
     return _NOT_DIGIT.sub("", text) or None
@@ -95,7 +85,7 @@ def _cpf(value: Any) -> str | None:
     "529.982.247-2": a digit short), never padded into a made-up CPF. Eleven digits' check
     digits are the schema's to judge."""
     if type(value) in (int, float):
-        text = _number_text(value)
+        text = to_string(value)
         return text.zfill(11) if text.isdigit() and 0 < int(text) < 10**11 else None
     if type(value) is not str:
         return None
@@ -127,7 +117,7 @@ def _phone(value: Any) -> str | None:
     "+5511987654321"); null for text that cannot be one (no area code), so `required` or a
     coalesce decides."""
     try:
-        return e164(_number_text(value))
+        return e164(to_string(value))
     except ValueError:
         return None
 
@@ -446,7 +436,7 @@ def map_key(value: Any) -> str | None:
     if kind is int or kind is WideInt:
         return str(value)
     if kind is float:
-        return _number_text(value) if math.isfinite(value) else repr(value)
+        return to_string(value) if math.isfinite(value) else repr(value)
     return None
 
 
