@@ -277,6 +277,14 @@ def test_items_extracts_batches() -> None:
         ("[{datetime: {parse: '%Y%m%dT%H%M%S'}}]", "20261218t093000", "2026-12-18T09:30:00Z"),
         ("[plate]", " abc-1d23 ", "ABC1D23"),
         ("[plate]", "ABC 1234", "ABC1234"),
+        ("[plate]", "ABC\u20131234", "ABC1234"),  # en dash: a word processor, windows-1252 0x96
+        ("[plate]", "ABC\u20141D23", "ABC1D23"),  # em dash
+        ("[plate]", "ABC\u20111234", "ABC1234"),  # non-breaking hyphen
+        ("[plate]", "ABC\u22121234", "ABC1234"),  # minus sign
+        ("[plate]", "ABC\u00a01234", "ABC1234"),  # no-break space: a web page, a PDF
+        ("[plate]", "ABC\u2009\u202f1234", "ABC1234"),  # thin, narrow no-break spaces
+        ("[plate]", "ABC\u200b1234", None),  # a zero-width space is no separator
+        ("[cpf]", "529.982.247\u201325", "52998224725"),
         ("[plate]", "Truck 12", None),
         ("[plate]", "868618052108909", None),
         ("[{pad: {width: 5, fill: '*', side: right}}]", "ab", "ab***"),

@@ -14,7 +14,14 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Final, NamedTuple
 
 from gateway.formats.json_tree import WideInt, shown
-from gateway.schemas.ids import check_cpf, check_plate, check_renavam, e164, normalize_plate
+from gateway.schemas.ids import (
+    SEPARATORS,
+    check_cpf,
+    check_plate,
+    check_renavam,
+    e164,
+    normalize_plate,
+)
 
 from .casts import nfc, to_boolean, to_integer, to_number, to_string
 from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS, PARSE_FORMAT_STEPS, TRANSFORM_STEPS
@@ -64,9 +71,10 @@ def _plate(value: Any) -> str | None:
 
 
 _VIN: Final = re.compile("[A-HJ-NPR-Z0-9]{17}")
-# A CPF as people and systems write it: its digits, with dots, a hyphen, a slash or blanks
-# between them ("529.982.247-25", "529982247-25", " 529 982 247 25 ").
-_CPF_TEXT: Final = re.compile(r"[0-9][0-9 ./-]*[0-9]")
+# A CPF as people and systems write it: its digits, with the separators identifiers are
+# written with between them (dots, dashes, slashes, spaces, in any spelling: ids.SEPARATORS):
+# "529.982.247-25", "529982247-25", " 529 982 247 25 ", "529.982.247–25".
+_CPF_TEXT: Final = re.compile(f"[0-9][0-9{re.escape(SEPARATORS)}]*[0-9]")
 
 
 def _vin(value: Any) -> str | None:
@@ -79,18 +87,18 @@ def _vin(value: Any) -> str | None:
 
 def _cpf(value: Any) -> str | None:
     """A CPF's 11 digits: text written with them all (52998224725, 529.982.247-25, with
-    blanks, a hyphen or a slash between them); a number that lost its leading zeros
-    (1234567890 → 01234567890); text of digits alone that lost them too (a spreadsheet's),
-    when the zeros make its check digits right; null for anything else ("N/A", "",
-    "529.982.247-2": a digit short), never padded into a made-up CPF. Eleven digits' check
-    digits are the schema's to judge."""
+    blanks, a dash or a slash between them, as `ids.SEPARATORS` spell them); a number that
+    lost its leading zeros (1234567890 → 01234567890); text of digits alone that lost them
+    too (a spreadsheet's), when the zeros make its check digits right; null for anything
+    else ("N/A", "", "529.982.247-2": a digit short), never padded into a made-up CPF.
+    Eleven digits' check digits are the schema's to judge."""
     if type(value) in (int, float):
         text = to_string(value)
         return text.zfill(11) if text.isdigit() and 0 < int(text) < 10**11 else None
     if type(value) is not str:
         return None
     text = value.strip()
-    if not text.isascii() or not _CPF_TEXT.fullmatch(text):
+    if not _CPF_TEXT.fullmatch(text):
         return None
     digits = _NOT_DIGIT.sub("", text)  # some: the text matched _CPF_TEXT
     if len(digits) == 11:
@@ -569,10 +577,12 @@ def compile_transform(
 
 
 class Pipeline(NamedTuple):
-    """A spec's transforms, compiled, and the work applying them costs an item at most (the
-    `steps` the run is charged each time, see limits.MAX_STEPS)."""
+    """A spec's transforms, compiled, their names (`plate`, `datetime`), and the work applying
+    them costs an item at most (the `steps` the run is charged each time, see
+    limits.MAX_STEPS)."""
 
     transforms: list[Transform]
+    names: list[str]
     steps: int
 
 
@@ -596,6 +606,7 @@ def compile_pipeline(
         problems.add(at, f"more than {MAX_TRANSFORMS} transforms", "limit")
         return None
     compiled: list[Transform] = []
+    names: list[str] = []
     ok = True
     for i, item in enumerate(items):
         here = at if items is not raw else f"{at}/{i}"
@@ -608,7 +619,8 @@ def compile_pipeline(
             ok = False
         else:
             compiled.append(transform)
-    return Pipeline(compiled, sum(map(transform_steps, items))) if ok else None
+            names.append(item if isinstance(item, str) else str(next(iter(item))))
+    return Pipeline(compiled, names, sum(map(transform_steps, items))) if ok else None
 
 
 def _compile_item(item: Any, scope: ParamScope, report: Report, strict: bool) -> Transform | None:
