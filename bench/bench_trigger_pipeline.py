@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 from gateway.auth.keyring import KeyRing  # noqa: E402
 from gateway.auth.secretbox import SecretBox  # noqa: E402
 from gateway.auth.tokens import TriggerTokenVerifier, issue_trigger_token  # noqa: E402
+from gateway.formats.bodies import parse_json  # noqa: E402
 from gateway.mapping import load_mapping  # noqa: E402
 from gateway.schemas import SchemaRegistry, default_schema_dir  # noqa: E402
 from gateway.triggers.compiled import compile_trigger  # noqa: E402
-from gateway.triggers.payloads import parse_json  # noqa: E402
 from gateway.triggers.spec import document, new_token_id, new_trigger_id  # noqa: E402
 
 DATA = ROOT / "tests" / "data"

@@ -406,9 +406,10 @@ async def test_a_rules_plates_are_accepted_exactly_when_the_documented_pattern_s
     pattern = re.compile(schema["properties"]["vehicles"]["items"]["pattern"])
     samples = ["ABC1D23", "abc-1234", "ABC 1D23", "A-BC1D23", " - A B C 1 2 3 4 - ",
                "\tABC1D23\n", "ABC1D23\x1c", "ABC\t1D23", "ABC1D23\xa0", "ABC-12345",
-               "AB1D23", "ABC1DD3", "ÁBC1D23", "ABC1D2-3", "--ABC1D23--", "ABC1D23x"]  # fmt: skip
+               "AB1D23", "ABC1DD3", "ÁBC1D23", "ABC1D2-3", "--ABC1D23--", "ABC1D23x",
+               "ABC\u20131D23", "ABC.1D23", "ABC\u200b1D23", "\u2028ABC1D23"]  # fmt: skip
     rng = random.Random(7)
-    alphabet = "AbZ09- \t\n\x1f\xa0"
+    alphabet = "AbZ09- \t\n\x1f\xa0\u2013\u202f./_"
     for _ in range(24):
         plate = list("ABC1D23")
         for _ in range(rng.randint(1, 3)):

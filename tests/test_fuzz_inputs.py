@@ -1,6 +1,6 @@
 """Property-based fuzzing of the input edges, the way an outside reviewer's fuzzer would:
 the XML reader and writer (gateway/formats/), the body parsers of /hooks
-(gateway/triggers/payloads.py), the shipped mappings on random payloads (gateway/mapping/),
+(gateway/formats/bodies.py), the shipped mappings on random payloads (gateway/mapping/),
 and `POST /hooks/{id}` over HTTP for XML, JSON and form triggers.
 
 Every property is bounded (`max_examples`), derandomized and keeps no example database, so
@@ -27,10 +27,10 @@ from gateway.actions.filters import compile_filter
 from gateway.errors import BadRequest, InvalidPayload, UnsupportedMediaType
 from gateway.fleet.fix import parse_fix
 from gateway.formats import MAX_DEPTH, DocumentRefused, parse_xml, root_name
+from gateway.formats.bodies import parse_form, parse_json
+from gateway.formats.bodies import parse_xml as parse_xml_body
 from gateway.formats.xml_writer import problem_xml, response_xml, soap_fault, soap_response
 from gateway.mapping import CompiledMapping, MappedDocument, load_mapping, read_sample
-from gateway.triggers.payloads import parse_form, parse_json
-from gateway.triggers.payloads import parse_xml as parse_xml_body
 from tests.test_shipped_mappings import INBOUND as SHIPPED
 from tests.test_shipped_mappings import PARAMS
 from tests.triggers_support import (

@@ -86,6 +86,28 @@ async def test_other_texts_do_not_match(client: Client, field: str, stored: Any,
     assert await _odometer(client) is None
 
 
+async def test_a_tracker_id_sent_as_a_whole_float_is_found_through_the_string_transform(
+    client: Client,
+) -> None:
+    """The docs' plate-or-tracker pattern (`[string]` on the id): 4711.0 (pandas, a Java
+    `Double`) is the text "4711", not "4711.0" which no vehicle has."""
+    await _vehicle(client, {"tracker_id": "4711"})
+    mapping = (
+        "name: plate-or-tracker\ndirection: inbound\nentity_type: vehicle\n"
+        "key: {first_of: [plate, attributes.tracker_id]}\nfields:\n"
+        "  plate: {from: placa, transforms: [plate]}\n"
+        "  attributes.tracker_id: {from: deviceId, transforms: [string]}\n  odometer_km: km\n"
+    )
+    await upload_mapping(client, mapping)
+    trigger = await create_trigger(client, mapping="plate-or-tracker")
+    status, answer = await hook(
+        client, trigger, {"deviceId": 4711.0, "placa": "Caminhao 12", "km": 10}
+    )
+    assert status == 200, answer
+    assert answer["key"] == "ABC1D23"
+    assert await _odometer(client) == 10
+
+
 @pytest.mark.parametrize(
     ("sent", "kind"),
     [({"$gt": ""}, "an object"), (["4711"], "an array"), (True, "a boolean")],

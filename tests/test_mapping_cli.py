@@ -255,11 +255,12 @@ def test_test_reads_an_xml_sample_in_the_encoding_its_declaration_names(tmp_path
     assert _gateway("test", MAPPINGS / "sascar-pacote-posicoes.yaml", utf8).stdout == done.stdout
 
 
-def test_a_utf16_json_sample_is_told_to_be_utf8_and_a_utf16_xml_one_is_read(
+def test_a_utf16_json_or_xml_sample_is_read_as_a_trigger_reads_it(
     tmp_path: Path,
 ) -> None:
-    """Notepad's "Unicode" and PowerShell's `>` write UTF-16 with a byte order mark: a JSON
-    sample so saved is told to be saved as UTF-8 (never "malformed XML"); XML is read."""
+    """Notepad's "Unicode" and PowerShell's `>` write UTF-16 with a byte order mark, which a
+    trigger reads (RFC 7159 allowed it): a JSON sample so saved is read too (never "malformed
+    XML"), and so is XML."""
     mapping = tmp_path / "m.yaml"
     mapping.write_text(
         "name: m1\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
@@ -268,8 +269,7 @@ def test_a_utf16_json_sample_is_told_to_be_utf8_and_a_utf16_xml_one_is_read(
     sample = tmp_path / "s.json"
     sample.write_bytes(json.dumps({"placa": "ABC1D23"}).encode("utf-16"))
     done = _gateway("test", mapping, sample)
-    assert done.returncode == 1
-    assert "save it as UTF-8" in done.stderr and "XML" not in done.stderr, done.stderr
+    assert done.returncode == 0 and "ABC1D23" in done.stdout, done.stderr
     for encoding in ("utf-16-le", "utf-16-be"):
         xml = tmp_path / f"s-{encoding}.xml"
         xml.write_bytes("\ufeff\n <placa>ABC1D23</placa>".encode(encoding))
@@ -302,3 +302,50 @@ def test_validate_and_test_warn_of_the_old_names_a_mapping_uses(tmp_path: Path) 
         f"{read}: warning: /body/y: 'last_position.latitude' is a deprecated name, read "
         "'last_position.lat'"
     ]
+
+
+def test_a_sample_a_trigger_refuses_is_refused_with_the_triggers_message(tmp_path: Path) -> None:
+    """A double-encoded body (a JSON string holding the object: `JSON.stringify` twice) maps
+    with `from_json(@)` but every POST of it is a 400: the check says so, in the trigger's
+    words, instead of passing."""
+    mapping = tmp_path / "double.yaml"
+    mapping.write_text(
+        "name: double\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "fields:\n  plate: {from: 'from_json(@).placa', transforms: [plate]}\n"
+    )
+    sample = tmp_path / "double.json"
+    sample.write_text(json.dumps(json.dumps({"placa": "STR1A11"})))
+    done = _gateway("test", mapping, sample)
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.splitlines() == [
+        f"{mapping}: a trigger refuses this body: the body must be a JSON object or an array "
+        "of objects",
+        f"{sample}: /: the body must be a JSON object or an array of objects",
+    ]
+    for value in ("42", "null"):
+        sample.write_text(value)
+        done = _gateway("test", mapping, sample)
+        assert done.returncode == 1 and "must be a JSON object" in done.stderr, done
+
+
+def test_a_json_lines_sample_is_a_batch_as_a_trigger_reads_it(tmp_path: Path) -> None:
+    """flespi and log shippers post JSON Lines, which a trigger reads as a batch: so does the
+    check, an item a line; a line that is not an object is refused as the trigger does."""
+    mapping = tmp_path / "lines.yaml"
+    mapping.write_text(
+        "name: lines\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "fields:\n  plate: {from: placa, transforms: [plate]}\n  odometer_km: km\n"
+    )
+    sample = tmp_path / "batch.jsonl"
+    sample.write_text('{"placa": "ABC1D23", "km": 10}\n{"placa": "XYZ9J87", "km": 20}\n')
+    done = _gateway("test", mapping, sample)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    assert [(r["index"], r["document"]) for r in results] == [
+        (0, {"plate": "ABC1D23", "odometer_km": 10}),
+        (1, {"plate": "XYZ9J87", "odometer_km": 20}),
+    ]
+    sample.write_text('{"placa": "ABC1D23"}\n[1]\n')
+    done = _gateway("test", mapping, sample)
+    assert done.returncode == 1
+    assert "malformed JSON" in done.stderr, done.stderr

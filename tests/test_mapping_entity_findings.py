@@ -156,6 +156,14 @@ async def test_dry_run_refuses_a_lookup_target_finding_the_main_entity_as_the_tr
         ("ABC/1D23", "ABC1D23"),
         ("abc-1d23", "ABC1D23"),
         ("ab c1234", "ABC1234"),
+        # the dashes and spaces of word processors, web pages and PDFs (windows-1252's 0x96)
+        ("ABC\u20131234", "ABC1234"),
+        ("ABC\u20141D23", "ABC1D23"),
+        ("ABC\u20111234", "ABC1234"),
+        ("ABC\u22121D23", "ABC1D23"),
+        ("ABC\u00a01234", "ABC1234"),
+        ("ABC\u202f1D23", "ABC1D23"),
+        ("ABC\u20091234", "ABC1234"),
     ],
 )
 async def test_a_plate_with_dots_slashes_dashes_or_spaces_is_stored_without_them(
@@ -168,11 +176,71 @@ async def test_a_plate_with_dots_slashes_dashes_or_spaces_is_stored_without_them
 
 
 @pytest.mark.parametrize(
-    "garbage", ["ABC\t1234", "ABC\u20131234", "ＡＢＣ１２３４", "ABC_1234", "AB.C12345"]
+    "garbage", ["ABC\t1234", "ABC\u200b1234", "ＡＢＣ１２３４", "ABC_1234", "AB.C12345"]
 )
 async def test_a_plate_with_other_characters_is_still_refused(client: Client, garbage: str) -> None:
     problem = await _json(client, "POST", "/api/v1/entities/vehicle", 422, json={"plate": garbage})
     assert problem["errors"][0]["pointer"] == "/plate"
+
+
+FINES_BY_PLATE = """name: fines-by-plate
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: veiculo.placa, required: true, transforms: [plate]}
+  attributes.cpf: {from: condutor.cpf, required: true, transforms: [trim, cpf]}
+"""
+
+
+async def test_a_trigger_reads_plates_and_cpfs_written_with_office_dashes_and_no_break_spaces(
+    client: Client,
+) -> None:
+    """A Latin-1 ERP's en dash (windows-1252 0x96), a fines portal's or a PDF's no-break
+    space and non-breaking hyphen: separators, as "-" and " " are."""
+    await upload_mapping(client, FINES_BY_PLATE)
+    trigger = await create_trigger(client, mapping="fines-by-plate")
+    for written, stored in (
+        ("ABC\u20131234", "ABC1234"),
+        ("ABD\u00a01D23", "ABD1D23"),
+        ("ABE\u20111234", "ABE1234"),
+    ):
+        cpf = "529\u202f982\u202f247\u201325"
+        status, answer = await hook(
+            client, trigger, {"veiculo": {"placa": written}, "condutor": {"cpf": cpf}}
+        )
+        assert status == 201, answer
+        assert answer["key"] == stored
+        vehicle = await _json(client, "GET", f"/api/v1/entities/vehicle/{stored}")
+        assert vehicle["attributes"]["cpf"] == "52998224725"
+
+
+async def test_a_required_field_whose_transform_reads_nothing_names_the_value_and_the_transform(
+    client: Client,
+) -> None:
+    """Not "required value is missing" about a payload that has the value: the partner's
+    engineer sees which rule refused what."""
+    await upload_mapping(client, FINES_BY_PLATE)
+    trigger = await create_trigger(client, mapping="fines-by-plate")
+    payload = {"veiculo": {"placa": "Caminhao 12"}, "condutor": {"cpf": " 529.982.247-2 "}}
+    status, problem = await hook(client, trigger, payload)
+    assert status == 422, problem
+    assert [(e["pointer"], e["keyword"], e["message"]) for e in problem["errors"]] == [
+        (
+            "/veiculo/placa",
+            "required",
+            'the plate transform reads no value from "Caminhao 12" (a required field)',
+        ),
+        (
+            "/condutor/cpf",
+            "required",
+            'the cpf transform reads no value from "529.982.247-2" (a required field)',
+        ),
+    ]
+    status, problem = await hook(client, trigger, {"condutor": {"cpf": "52998224725"}})
+    assert status == 422, problem
+    (error,) = problem["errors"]
+    assert (error["pointer"], error["message"]) == ("/veiculo/placa", "required value is missing")
 
 
 async def test_the_plate_transform_reads_a_plate_written_with_a_dot_or_a_slash(

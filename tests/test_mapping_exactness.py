@@ -647,6 +647,34 @@ async def test_a_width_past_32_on_percent_s_is_refused_at_upload(client: Client)
     assert "width of at most 32" in problem["message"]
 
 
+@pytest.mark.parametrize(
+    ("parse", "message"),
+    [
+        ('"%s"', "%s (Unix time) is no strptime directive: read Unix seconds with parse: unix"),
+        ('["%d/%m/%Y", "%s"]', "%s (Unix time) is no strptime directive"),
+        ('"%d/%m/%Y %Q"', "'%Q' is no strptime directive (%% is a literal %)"),
+    ],
+)
+async def test_a_parse_format_no_value_can_match_is_refused_at_upload(
+    client: Client, parse: str, message: str
+) -> None:
+    """strptime has no `%s` (only strftime writes Unix time): such a format refused every
+    value at run time, `does not match '%s'`."""
+    mapping = (
+        f"name: pcts\n{HEAD}fields:\n  plate: plate\n"
+        f"  attributes.t: {{from: t, transforms: [{{datetime: {{parse: {parse}}}}}]}}\n"
+    )
+    response = await client.post(
+        "/api/v1/mappings",
+        data=mapping.encode(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    assert response.status == 422, await response.text()
+    (problem,) = (await response.json())["errors"]
+    assert problem["pointer"] == "/fields/attributes.t/transforms/0/datetime/parse"
+    assert problem["message"].startswith(message)
+
+
 # -- the ends of time: 9999-12-31 and 0001-01-01 in a local zone -----------------------------
 
 END_OF_TIME = """  attributes.until:

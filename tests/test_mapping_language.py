@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import tracemalloc
@@ -239,6 +240,11 @@ def test_items_extracts_batches() -> None:
         ("[digits, {pad: 11}]", 8676959730, "08676959730"),
         # a whole number sent as a float is its integer's digits, not "...0" with a digit more
         ("[digits]", 52998224725.0, "52998224725"),
+        ("[string]", 4711.0, "4711"),  # an id from pandas or a Java Double, as JS writes it
+        ("[string]", -0.0, "0"),
+        ("[string]", 12.5, "12.5"),
+        ("[upper]", 1e20, "100000000000000000000"),
+        ("[{pad: 6}]", 42.0, "000042"),
         ("[digits]", -12.0, "12"),
         ("[digits]", 1e20, "100000000000000000000"),
         ("[phone]", 11987654321.0, "+5511987654321"),
@@ -271,6 +277,14 @@ def test_items_extracts_batches() -> None:
         ("[{datetime: {parse: '%Y%m%dT%H%M%S'}}]", "20261218t093000", "2026-12-18T09:30:00Z"),
         ("[plate]", " abc-1d23 ", "ABC1D23"),
         ("[plate]", "ABC 1234", "ABC1234"),
+        ("[plate]", "ABC\u20131234", "ABC1234"),  # en dash: a word processor, windows-1252 0x96
+        ("[plate]", "ABC\u20141D23", "ABC1D23"),  # em dash
+        ("[plate]", "ABC\u20111234", "ABC1234"),  # non-breaking hyphen
+        ("[plate]", "ABC\u22121234", "ABC1234"),  # minus sign
+        ("[plate]", "ABC\u00a01234", "ABC1234"),  # no-break space: a web page, a PDF
+        ("[plate]", "ABC\u2009\u202f1234", "ABC1234"),  # thin, narrow no-break spaces
+        ("[plate]", "ABC\u200b1234", None),  # a zero-width space is no separator
+        ("[cpf]", "529.982.247\u201325", "52998224725"),
         ("[plate]", "Truck 12", None),
         ("[plate]", "868618052108909", None),
         ("[{pad: {width: 5, fill: '*', side: right}}]", "ab", "ab***"),
@@ -441,6 +455,58 @@ def test_transform_failure_names_target_and_source(
     assert problem.keyword == keyword
     assert problem.pointer == "/position/v"
     assert problem.extra == {"target": "last_position.speed_kmh", "source": "position.v"}
+
+
+@pytest.mark.parametrize(
+    ("how", "text"),
+    [
+        ("%a, %d %b %Y %H:%M:%S %Z", "Fri, 20 Nov 2026 13:45:22 GMT"),  # RFC 1123, HTTP-date
+        ("%d/%m/%Y %H:%M:%S %Z", "20/11/2026 13:45:22 UTC"),
+        ("%a %b %d %H:%M:%S %Z %Y", "Fri Nov 20 13:45:22 gmt 2026"),  # Java's Date.toString()
+    ],
+)
+def test_a_time_naming_utc_or_gmt_by_percent_z_is_that_instant_whatever_input_tz(
+    how: str, text: str
+) -> None:
+    option = f"{{datetime: {{parse: '{how}', input_tz: America/Sao_Paulo}}}}"
+    spec = f"{{from: v, transforms: [{option}]}}"
+    assert apply_field(spec, {"v": text}) == "2026-11-20T13:45:22Z"
+
+
+def test_a_local_zone_name_read_by_percent_z_is_a_datetime_problem() -> None:
+    """strptime's `%Z` also takes the names of the server's own zone (BST in London) and
+    drops them: such a time is refused, not placed in `input_tz` nor in UTC."""
+    mapping = inbound(
+        "  attributes.t: {from: t, transforms: [{datetime: {parse: '%d/%m/%Y %H:%M %Z'}}]}\n"
+    )
+    own = os.environ.get("TZ")
+    os.environ["TZ"] = "Europe/London"
+    time.tzset()
+    try:
+        (problem,) = payload_problems(mapping, {"plate": "A", "t": "20/06/2026 13:45 BST"})
+    finally:
+        if own is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = own
+        time.tzset()
+    assert problem.keyword == "datetime"
+    assert problem.message == (
+        'cannot read "20/06/2026 13:45 BST" as a date-time: %Z reads the zone names UTC and GMT,'
+        " not 'BST' (%z reads an offset)"
+    )
+
+
+def test_a_stored_version_parsing_percent_s_still_compiles_and_refuses_its_values() -> None:
+    """A new text with `parse: "%s"` is refused at upload; a version stored before that rule
+    keeps running as it did (a payload without that field still maps)."""
+    field = "  attributes.t: {from: t, transforms: [{datetime: {parse: '%s'}}]}\n"
+    text = HEAD + "fields:\n  plate: plate\n" + field
+    assert problems_of(text)[0].pointer == "/fields/attributes.t/transforms/0/datetime/parse"
+    stored = load_mapping(text, strict=False)
+    assert stored.apply({"plate": "ABC1D23"}).document == {"plate": "ABC1D23"}
+    (problem,) = payload_problems(stored, {"plate": "ABC1D23", "t": "1795685112"})
+    assert problem.keyword == "datetime"
 
 
 def test_a_time_read_by_none_of_several_formats_names_them_all() -> None:

@@ -210,6 +210,7 @@ FUNCTION_CALLS = {
     "starts_with": ["starts_with(v, w)"],
     "sum": ["sum(v)", "sum([v, w])", "sum([to_number(v), to_number(w)])"],
     "to_array": ["to_array(v)"],
+    "to_entries": ["to_entries(v)", "to_entries(v)[0].value"],
     "to_number": ["to_number(v)"],
     "to_string": ["to_string(v)", "to_string(to_number(v))"],
     "type": ["type(v)"],

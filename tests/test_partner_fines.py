@@ -165,6 +165,39 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         assert error["target"] == "event_data.paid_on", error
 
 
+async def test_a_date_sent_as_midnight_utc_is_that_date_not_the_evening_before_in_brasilia(
+    client: Client,
+) -> None:
+    """JavaScript's and MongoDB's `new Date("2026-12-18")` (a Node fines API), a .NET
+    DateTime of kind Utc, Python's isoformat: the 18th, not 21:00 of the 17th in Brasília (a
+    driver told to indicate by the 17th, an ERP told the fine was paid a day early)."""
+    fines, payments = await _triggers(client)
+    sent = (
+        "2026-12-18T00:00:00.000Z",
+        "2026-12-18T00:00:00Z",
+        "2026-12-18T00:00:00.0000000Z",
+        "2026-12-18T00:00:00+00:00",
+    )
+    for i, text in enumerate(sent):
+        status, answer = await hook(
+            client, fines, {**FINE, "ait": f"M{i}", "dataLimiteIndicacao": text}
+        )
+        assert status == 201, (text, answer)
+        assert (await _fine(client, fines, f"M{i}"))["indication_deadline"] == "2026-12-18"
+        paid = text.replace("18T", "10T")
+        status, answer = await hook(
+            client, payments, {**PAYMENT, "ait": f"M{i}", "dataPagamento": paid}
+        )
+        assert status == 200, (paid, answer)
+    assert [d["paid_on"] for d in await _paid(client)] == ["2026-12-10"] * len(sent)
+    # An instant that is not midnight UTC is still its day in Brasília.
+    status, answer = await hook(
+        client, fines, {**FINE, "ait": "M9", "dataLimiteIndicacao": "2026-12-18T01:00:00.000Z"}
+    )
+    assert status == 201, answer
+    assert (await _fine(client, fines, "M9"))["indication_deadline"] == "2026-12-17"
+
+
 async def test_unix_seconds_are_read_as_the_partners_page_says_and_8_digits_stay_a_date(
     client: Client,
 ) -> None:

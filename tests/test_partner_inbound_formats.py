@@ -651,3 +651,27 @@ async def test_an_item_an_expression_made_an_integer_beyond_64_bits_is_refused_a
     for record in records:
         detail = await client.get(f"/api/v1/rejected/{record['id']}", headers=auth())
         assert detail.status == 200, await detail.text()
+
+
+async def test_a_record_set_keyed_by_plate_maps_an_item_per_member_with_to_entries(
+    client: Client,
+) -> None:
+    """PHP's `json_encode` of an array indexed by plate (and Firebase's shape): the plate is
+    only a member's name. `to_entries()` pairs each name with its value, in the order sent;
+    before, the closest mapping wrote one vehicle's odometer on another."""
+    await upload_mapping(
+        client,
+        "name: keyed\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "items: to_entries(veiculos)\nfields:\n"
+        "  plate: {from: key, transforms: [plate]}\n  odometer_km: value.km\n",
+    )
+    trigger = await create_trigger(client, mapping="keyed")
+    body = {"veiculos": {"ABC1D23": {"km": 152340}, "XYZ-9J87": {"km": 98000}}}
+    status, answer = await _post(client, trigger, json.dumps(body).encode(), "application/json")
+    assert status == 200, answer
+    assert [r["key"] for r in answer["results"]] == ["ABC1D23", "XYZ9J87"]
+    assert (await _vehicle(client, "ABC1D23"))["odometer_km"] == 152340
+    assert (await _vehicle(client, "XYZ9J87"))["odometer_km"] == 98000
+    status, problem = await _post(client, trigger, b'{"veiculos": [{"km": 1}]}', "application/json")
+    assert status == 422, problem  # a list is no record set: the expression's problem
+    assert problem["errors"][0]["keyword"] == "expression", problem

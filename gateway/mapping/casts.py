@@ -99,6 +99,9 @@ def to_number(value: Any) -> int | float:
 
 
 def to_string(value: Any) -> str:
+    """A value as text: a whole number sent as a float is its integer's digits (4711.0, as
+    pandas, a Java `Double` or a JavaScript client writes an id, is "4711", as JavaScript's
+    `String()` writes it, not "4711.0"); another float as Python writes it (12.5, 1e-07)."""
     kind = type(value)
     if kind is str:
         return value  # type: ignore[no-any-return]
@@ -107,7 +110,7 @@ def to_string(value: Any) -> str:
     if kind is bool:
         return "true" if value else "false"
     if kind is float and math.isfinite(value):
-        return repr(value)
+        return str(int(value)) if value.is_integer() else repr(value)
     if kind is int:
         try:
             return repr(value)

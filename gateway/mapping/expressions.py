@@ -7,7 +7,8 @@ and the values multi-selects build, so `[@, @] | [@, @] | ...` cannot double its
 memory, and whose `join()` and `to_string()` refuse to build huge strings. Two functions
 of ours read a document held in a text field (a form's `payload={"plate": ...}`, a SOAP
 `<return>` carrying escaped XML): `from_json()` and `from_xml()`, bounded like a body, each
-text parsed once per payload (`DecodedTexts`) however many items and fields read it.
+text parsed once per payload (`DecodedTexts`) however many items and fields read it. A third,
+`to_entries()`, gives an object's members with their names (a record set keyed by id).
 """
 
 from __future__ import annotations
@@ -161,6 +162,15 @@ class _BoundedFunctions(jp_functions.Functions):
         if len(text) > MAX_STRING_LENGTH:
             raise _too_big("the string built by to_string()", MAX_STRING_LENGTH)
         return text
+
+    @jp_functions.signature({"types": ["object", "null"]})
+    def _func_to_entries(self, members: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+        """jq's `to_entries`: an object's members as `[{"key": name, "value": value}]`, in
+        the order sent, so `items` can iterate a record set keyed by id (PHP's `json_encode`
+        of an array indexed by plate, Firebase); null for null."""
+        if members is None:
+            return None
+        return [{"key": name, "value": value} for name, value in members.items()]
 
     @jp_functions.signature({"types": ["string", "null"]})
     def _func_from_json(self, text: str | None) -> Any:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qsl
 
-from ..errors import FieldProblem, InvalidPayload
+from ..errors import BadRequest, FieldProblem, InvalidPayload
 from ..formats import DocumentRefused, load_json_text, parse_xml
+from ..formats.bodies import FORM, parse_form, parse_json, starts_as
 from .engine import CompiledMapping
 from .expressions import DecodedTexts
 from .fixes import parse_mapped_fix
@@ -43,23 +43,51 @@ _XML_START: Final = re.compile(
 def _sample(raw: bytes) -> Any:
     """A sample file: XML read from its bytes as an XML trigger reads them (a byte order mark,
     else the XML declaration's encoding: ISO-8859-1, windows-1252, UTF-16, ...); anything else
-    as UTF-8 text (`read_sample`)."""
+    as a JSON or form trigger reads such a body (`_body`)."""
     if _XML_START.match(raw):
         return _xml_sample(raw)
-    return read_sample(_sample_text(raw))
+    return _body(raw)
 
 
-def _sample_text(raw: bytes) -> str:
-    """A sample's text; InvalidPayload (not a traceback) when it is not UTF-8, as a trigger
-    refuses such a body unless its charset says otherwise."""
+def _body(raw: bytes) -> Any:
+    """A sample that is not XML, read by the trigger's own code (gateway/formats/bodies.py):
+    JSON as a JSON trigger reads it (an object; an array or JSON Lines, a batch; a JSON
+    string, number or null refused with the trigger's 400 message: a double-encoded body),
+    anything else as a form or query string. InvalidPayload naming why the trigger would
+    refuse it."""
     try:
-        return raw.decode("utf-8-sig")
+        if _is_json(raw):
+            return parse_json("application/json", raw)
+        return parse_form(FORM, _utf8(raw), "")
+    except BadRequest as exc:
+        message = f"a trigger refuses this body: {exc.detail}"
+        raise InvalidPayload(message, [FieldProblem("", exc.detail, "body")]) from None
+
+
+def _is_json(raw: bytes) -> bool:
+    """Whether a sample is JSON to a trigger: it starts as an object, an array or a string
+    does, or is another JSON value (`42`, `null`); a form's text is none of these."""
+    if starts_as(raw, b"{", b"[", b'"'):
+        return True
+    try:
+        load_json_text(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, DocumentRefused):
+        return False
+    return True
+
+
+def _utf8(raw: bytes) -> bytes:
+    """A form sample's bytes; InvalidPayload (not a traceback) when they are not UTF-8, which
+    a trigger refuses unless the request's charset says otherwise (a file names none)."""
+    try:
+        raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         message = (
             f"the sample is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
             "save it as UTF-8"
         )
         raise InvalidPayload(message, [FieldProblem("", message, "encoding")]) from None
+    return raw
 
 
 def validate_file(
@@ -79,30 +107,14 @@ def validate_file(
 
 
 def read_sample(text: str) -> Any:
-    """A sample payload: JSON, XML (text starting with `<`, read as an XML trigger reads it),
-    or else a query string / form body as a flat dict of strings.
-
-    The trigger layer reads OsmAnd-style query strings the same way: for a repeated name the
-    last value wins, and values stay strings (mappings cast them).
-    """
+    """A sample payload given as text (the dry run's pasted `payload`): XML (text starting
+    with `<`, read as an XML trigger reads it), else its UTF-8 bytes as a JSON or form
+    trigger reads them (`_body`): JSON (JSON Lines a batch), or a query string / form body
+    as a flat dict of strings (for a repeated name the last value wins, and values stay
+    strings: mappings cast them). A leading `?` of a query string is dropped."""
     if text.lstrip().startswith("<"):
         return _xml_sample(text.lstrip())
-    try:
-        return load_json_text(text)
-    except DocumentRefused as exc:
-        if text.lstrip().startswith(("{", "[")):  # JSON, refused as a trigger refuses it
-            problem = FieldProblem("", f"malformed JSON: {exc.located()}", "json")
-            raise InvalidPayload("the sample is not valid JSON", [problem]) from None
-        try:
-            return dict(
-                parse_qsl(text.strip().lstrip("?"), keep_blank_values=True, errors="strict")
-            )
-        except UnicodeDecodeError:  # `%E3`: a trigger refuses it too (unless a charset says)
-            message = "a field is not valid UTF-8 once its %-escapes are decoded"
-            problem = FieldProblem("", message, "encoding")
-            raise InvalidPayload(
-                f"the sample is not a valid query string: {message}", [problem]
-            ) from None
+    return _body(text.strip().removeprefix("?").encode())
 
 
 def test_file(

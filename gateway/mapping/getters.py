@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..clock import utcnow
-from ..formats.json_tree import a_json_type
+from ..formats.json_tree import a_json_type, shown
 from .casts import unstorable
 from .expressions import Getter, Run, charge_output, output_too_big
 from .limits import MAX_LIST_ITEMS
@@ -299,7 +299,7 @@ def finish(
     default_get = None if default is None else constant(default)
 
     def get(root: Any, run: Run) -> Any:
-        value = source(root, run)
+        value = given = source(root, run)
         try:
             if value is not None and chain is not None:
                 run.spend(steps)
@@ -314,7 +314,22 @@ def finish(
             if default_get is not None:
                 return default_get(root, run)
             if required:
+                if given is not None:  # a transform read no value from it
+                    why = _read_nothing(given, pipeline)
+                    raise EvalError("required", why, _named(run, described, picks))
                 raise EvalError("required", "required value is missing", described)
         return value
 
     return get
+
+
+def _read_nothing(value: Any, pipeline: Pipeline) -> str:
+    """Why the transforms gave a required field no value from the `value` its source had
+    ("ABC–1234" to `plate`, "N/A" to `cpf`): the transform that gave null and what it was
+    given. Found by applying them again, one by one, only on this failure."""
+    for name, transform in zip(pipeline.names, pipeline.transforms, strict=True):
+        read = transform(value)
+        if read is None:
+            return f"the {name} transform reads no value from {shown(value)} (a required field)"
+        value = read
+    raise AssertionError("the transforms read a value, which the chain did not")

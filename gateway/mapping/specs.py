@@ -165,7 +165,9 @@ class SpecCompiler:
             if "else" in raw:
                 else_ = self.spec(raw["else"], f"{at}/else", depth + 1)
         transforms, where = raw.get("transforms", ()), f"{at}/transforms"
-        pipeline = compile_pipeline(transforms, where, self.problems, self.scope)
+        pipeline = compile_pipeline(
+            transforms, where, self.problems, self.scope, strict=self.strict
+        )
         required = raw.get("required", False)
         if not isinstance(required, bool):
             self.problems.add(f"{at}/required", "required is true or false", "type")

@@ -168,8 +168,10 @@ def _parser(how: str, naive: tzinfo) -> Parser:
 
 def _strptime(how: str, naive: tzinfo) -> Parser:
     """A parser of the strptime format `how` (a time without an offset in `naive`); the digit
-    fields of a compact run are read only at their full width (`_compact_runs`)."""
+    fields of a compact run are read only at their full width (`_compact_runs`), a zone name
+    read by `%Z` only when it is UTC (`_named_zone`)."""
     runs = _compact_runs(how)
+    names_zone = any(m[1] == "Z" for m in _FORMAT_PART.finditer(how))
 
     def strptime(value: Any) -> datetime:
         if not isinstance(value, str) or len(value) > _MAX_TEXT:
@@ -186,9 +188,28 @@ def _strptime(how: str, naive: tzinfo) -> Parser:
             raise _fail(value, f"does not match {how!r}")
         if parsed.tzinfo:
             return _leap_checked(value, parsed, leap)
+        if names_zone:
+            return _leap_checked(value, _named_zone(value, text, how, parsed), leap)
         return _leap_checked(value, _local(parsed, naive), leap)
 
     return strptime
+
+
+_UTC_NAMES = frozenset({"UTC", "GMT"})
+
+
+def _named_zone(value: Any, text: str, how: str, wall: datetime) -> datetime:
+    """The instant of `wall`, read by the format `how` whose `%Z` named its zone in `text`.
+
+    strptime's `%Z` takes UTC and GMT (RFC 1123's `Fri, 20 Nov 2026 13:45:22 GMT`, Java's
+    `Date.toString()`) and the names of the process's own zone, and drops the name: the time
+    would be placed in `input_tz`. UTC and GMT are that instant; a local name (which depends
+    on the server's zone, and names no offset by itself) is refused."""
+    name = time.strptime(text, how).tm_zone or ""
+    if name.upper() not in _UTC_NAMES:
+        why = f"%Z reads the zone names UTC and GMT, not {name!r} (%z reads an offset)"
+        raise _fail(value, why)
+    return wall.replace(tzinfo=UTC)
 
 
 # Digit fields, at the width they are written: in a compact run (two or more with nothing
@@ -379,7 +400,12 @@ def _whole(seconds: float) -> int | float:
     return int(seconds) if seconds.is_integer() else seconds
 
 
-def compile_datetime(arg: Any, report: Callable[..., None]) -> Callable[[Any], Any] | None:
+def compile_datetime(
+    arg: Any, report: Callable[..., None], *, strict: bool = True
+) -> Callable[[Any], Any] | None:
+    """The `datetime` transform `arg` compiled, else None after reporting why. A parse format
+    no value can match (`%s`) is refused in a new text (`strict`); a stored version keeps it,
+    refusing the values it is given, as when it was stored."""
     if not isinstance(arg, dict):
         report("datetime takes {parse, input_tz, format, output_tz}")
         return None
@@ -390,11 +416,8 @@ def compile_datetime(arg: Any, report: Callable[..., None]) -> Callable[[Any], A
             ok = False
     parse, fmt = arg.get("parse", "auto"), arg.get("format", "iso8601")
     parses = parse if isinstance(parse, list) else [parse]
-    if not 0 < len(parses) <= _MAX_PARSERS or not all(
-        _valid_pattern(p, _NAMED_PARSERS) for p in parses
-    ):
-        named = ", ".join(_NAMED_PARSERS)
-        report(f"parse is one of {named} or a strptime format, or a list of 1-8 of them", "parse")
+    for why in _parse_problems(parses, strict):
+        report(why, "parse")
         ok = False
     if not _valid_pattern(fmt, _NAMED_FORMATS):
         report(f"format is one of {', '.join(_NAMED_FORMATS)} or a strftime format", "format")
@@ -447,6 +470,35 @@ def _first_of(parsers: list[Parser], names: list[str]) -> Parser:
         raise _fail(value, f"matches none of {', '.join(map(repr, names))}")
 
     return first
+
+
+def _parse_problems(parses: list[Any], strict: bool) -> list[str]:
+    """Why the `parse` formats `parses` are refused (none: they are read)."""
+    if not 0 < len(parses) <= _MAX_PARSERS or not all(
+        _valid_pattern(p, _NAMED_PARSERS) for p in parses
+    ):
+        named = ", ".join(_NAMED_PARSERS)
+        return [f"parse is one of {named} or a strptime format, or a list of 1-8 of them"]
+    if not strict:
+        return []
+    return [why for why in map(_unread_directive, parses) if why is not None]
+
+
+_STRPTIME_DIRECTIVES = frozenset("aAbBcdfGHIjmMpSuUVwWxXyYzZ%")
+_DIRECTIVE = re.compile(r"%(.?)", re.DOTALL)
+
+
+def _unread_directive(how: str) -> str | None:
+    """Why the parse format `how` can read no value (a directive strptime does not have, such
+    as `%s`, which only strftime writes), else None."""
+    if how in _NAMED_PARSERS:
+        return None
+    for directive in _DIRECTIVE.finditer(how):
+        if directive[1] == "s":
+            return "%s (Unix time) is no strptime directive: read Unix seconds with parse: unix"
+        if directive[1] not in _STRPTIME_DIRECTIVES:
+            return f"{directive[0]!r} is no strptime directive (%% is a literal %)"
+    return None
 
 
 def _valid_pattern(value: Any, names: tuple[str, ...]) -> bool:

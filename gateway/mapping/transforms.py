@@ -14,7 +14,14 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Final, NamedTuple
 
 from gateway.formats.json_tree import WideInt, shown
-from gateway.schemas.ids import check_cpf, check_plate, check_renavam, e164, normalize_plate
+from gateway.schemas.ids import (
+    SEPARATORS,
+    check_cpf,
+    check_plate,
+    check_renavam,
+    e164,
+    normalize_plate,
+)
 
 from .casts import nfc, to_boolean, to_integer, to_number, to_string
 from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS, PARSE_FORMAT_STEPS, TRANSFORM_STEPS
@@ -45,20 +52,10 @@ def _int_arg(value: Any, low: int, high: int) -> bool:
 _NOT_DIGIT = re.compile(r"[^0-9]+")
 
 
-def _number_text(value: Any) -> str:
-    """A value as the text its digits are read from: a whole number is its integer's digits
-    (11987654321.0, as a spreadsheet or a JavaScript client sends a phone or a CPF, is
-    "11987654321", not "11987654321.0" with a trailing digit); anything else as `string`
-    writes it."""
-    if type(value) is float and value.is_integer():
-        return str(int(value))
-    return value if type(value) is str else to_string(value)
-
-
 def _digits(value: Any) -> str | None:
     """The digits 0-9 of a value; null when it has none ("", "N/A", "-"): a blank CPF or
     RENAVAM is no value, not one of no digits that a `pad` would fill with zeros."""
-    text = _number_text(value)
+    text = to_string(value)
     if text.isdigit() and text.isascii():
         return text
     return _NOT_DIGIT.sub("", text) or None
@@ -74,9 +71,10 @@ def _plate(value: Any) -> str | None:
 
 
 _VIN: Final = re.compile("[A-HJ-NPR-Z0-9]{17}")
-# A CPF as people and systems write it: its digits, with dots, a hyphen, a slash or blanks
-# between them ("529.982.247-25", "529982247-25", " 529 982 247 25 ").
-_CPF_TEXT: Final = re.compile(r"[0-9][0-9 ./-]*[0-9]")
+# A CPF as people and systems write it: its digits, with the separators identifiers are
+# written with between them (dots, dashes, slashes, spaces, in any spelling: ids.SEPARATORS):
+# "529.982.247-25", "529982247-25", " 529 982 247 25 ", "529.982.247–25".
+_CPF_TEXT: Final = re.compile(f"[0-9][0-9{re.escape(SEPARATORS)}]*[0-9]")
 
 
 def _vin(value: Any) -> str | None:
@@ -89,18 +87,18 @@ def _vin(value: Any) -> str | None:
 
 def _cpf(value: Any) -> str | None:
     """A CPF's 11 digits: text written with them all (52998224725, 529.982.247-25, with
-    blanks, a hyphen or a slash between them); a number that lost its leading zeros
-    (1234567890 → 01234567890); text of digits alone that lost them too (a spreadsheet's),
-    when the zeros make its check digits right; null for anything else ("N/A", "",
-    "529.982.247-2": a digit short), never padded into a made-up CPF. Eleven digits' check
-    digits are the schema's to judge."""
+    blanks, a dash or a slash between them, as `ids.SEPARATORS` spell them); a number that
+    lost its leading zeros (1234567890 → 01234567890); text of digits alone that lost them
+    too (a spreadsheet's), when the zeros make its check digits right; null for anything
+    else ("N/A", "", "529.982.247-2": a digit short), never padded into a made-up CPF.
+    Eleven digits' check digits are the schema's to judge."""
     if type(value) in (int, float):
-        text = _number_text(value)
+        text = to_string(value)
         return text.zfill(11) if text.isdigit() and 0 < int(text) < 10**11 else None
     if type(value) is not str:
         return None
     text = value.strip()
-    if not text.isascii() or not _CPF_TEXT.fullmatch(text):
+    if not _CPF_TEXT.fullmatch(text):
         return None
     digits = _NOT_DIGIT.sub("", text)  # some: the text matched _CPF_TEXT
     if len(digits) == 11:
@@ -127,7 +125,7 @@ def _phone(value: Any) -> str | None:
     "+5511987654321"); null for text that cannot be one (no area code), so `required` or a
     coalesce decides."""
     try:
-        return e164(_number_text(value))
+        return e164(to_string(value))
     except ValueError:
         return None
 
@@ -446,7 +444,7 @@ def map_key(value: Any) -> str | None:
     if kind is int or kind is WideInt:
         return str(value)
     if kind is float:
-        return _number_text(value) if math.isfinite(value) else repr(value)
+        return to_string(value) if math.isfinite(value) else repr(value)
     return None
 
 
@@ -506,7 +504,7 @@ _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {
     "parse_number": _compile_parse_number,
     "coordinate": compile_coordinate,
     "map": _compile_map,
-    "datetime": compile_datetime,
+    "datetime": compile_datetime,  # called with `strict` by compile_transform
 }
 
 TRANSFORM_NAMES = (*_SIMPLE, *_WITH_ARGUMENT)
@@ -540,8 +538,11 @@ def _blank_is_null(transform: Transform) -> Transform:
     return read
 
 
-def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None:
-    """(name, function) for one pipeline item, or None after reporting why not."""
+def compile_transform(
+    item: Any, report: Report, *, strict: bool = True
+) -> tuple[str, Transform] | None:
+    """(name, function) for one pipeline item, or None after reporting why not (not `strict`:
+    a stored version, which rules for new texts do not refuse)."""
     if isinstance(item, str):
         name, arg, has_arg = item, None, False
     elif isinstance(item, dict) and len(item) == 1:
@@ -563,7 +564,10 @@ def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None
         below: Report = report
         if has_arg:
             below = lambda message, *parts: report(message, name, *parts)  # noqa: E731
-        compiled = _WITH_ARGUMENT[name](arg, below)
+        if name == "datetime":
+            compiled = compile_datetime(arg, below, strict=strict)
+        else:
+            compiled = _WITH_ARGUMENT[name](arg, below)
         if compiled is None:
             return None
         return name, _blank_is_null(compiled) if name in _READ_VALUES else compiled
@@ -573,10 +577,12 @@ def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None
 
 
 class Pipeline(NamedTuple):
-    """A spec's transforms, compiled, and the work applying them costs an item at most (the
-    `steps` the run is charged each time, see limits.MAX_STEPS)."""
+    """A spec's transforms, compiled, their names (`plate`, `datetime`), and the work applying
+    them costs an item at most (the `steps` the run is charged each time, see
+    limits.MAX_STEPS)."""
 
     transforms: list[Transform]
+    names: list[str]
     steps: int
 
 
@@ -589,7 +595,7 @@ def transform_steps(item: Any) -> int:
 
 
 def compile_pipeline(
-    raw: Any, at: str, problems: Problems, scope: ParamScope = NO_PARAMS
+    raw: Any, at: str, problems: Problems, scope: ParamScope = NO_PARAMS, *, strict: bool = True
 ) -> Pipeline | None:
     """`transforms`: one transform or a list of them, compiled; None after reporting."""
     items = [raw] if isinstance(raw, str | dict) else raw
@@ -600,6 +606,7 @@ def compile_pipeline(
         problems.add(at, f"more than {MAX_TRANSFORMS} transforms", "limit")
         return None
     compiled: list[Transform] = []
+    names: list[str] = []
     ok = True
     for i, item in enumerate(items):
         here = at if items is not raw else f"{at}/{i}"
@@ -607,19 +614,21 @@ def compile_pipeline(
         def report(message: str, *parts: str, _here: str = here) -> None:
             problems.add(f"{_here}{pointer(*parts)}", message, "transform")
 
-        transform = _compile_item(item, scope, report)
+        transform = _compile_item(item, scope, report, strict)
         if transform is None:
             ok = False
         else:
             compiled.append(transform)
-    return Pipeline(compiled, sum(map(transform_steps, items))) if ok else None
+            names.append(item if isinstance(item, str) else str(next(iter(item))))
+    return Pipeline(compiled, names, sum(map(transform_steps, items))) if ok else None
 
 
-def _compile_item(item: Any, scope: ParamScope, report: Report) -> Transform | None:
+def _compile_item(item: Any, scope: ParamScope, report: Report, strict: bool) -> Transform | None:
     resolved = resolve_arguments(item, scope, report)
     if resolved is None:
         return None
-    result = compile_transform(resolved.item, report) if resolved.checkable else None
+    checked = resolved.checkable
+    result = compile_transform(resolved.item, report, strict=strict) if checked else None
     if resolved.checkable and result is None:
         return None
     if resolved.unset:

@@ -25,13 +25,27 @@ BAD_CHECK_DIGIT = "check digit mismatch"
 REPEATED = "all digits repeated"
 
 
+# The dashes written for "-": a word processor's en or em dash (and what windows-1252's 0x96
+# and 0x97 are), a PDF's or a web page's non-breaking hyphen, the minus sign.
+DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"
+# The space characters (Unicode's Zs) but the ASCII one: a web page's or a PDF's no-break
+# space, an office program's thin and narrow no-break spaces.
+SPACES = "\u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
+# What an identifier is written with between its characters, and `_strip` drops.
+SEPARATORS = ".-/ " + DASHES + SPACES
+_SEPARATORS = str.maketrans(dict.fromkeys(SEPARATORS))
+
+
 def _strip(value: str) -> str:
     """Drop presentation characters: dots, dashes, slashes, spaces ("529.982.247-25"),
-    wherever they are, and the blanks at either end that `trim` drops (a partner's CSV or a
-    scanned form sends "ABC1234\r\n"). A tab, a line break or another blank inside is left
-    for the check to refuse."""
-    # Chained replace is several times faster than str.translate, and this is the hot path.
-    return value.replace(".", "").replace("-", "").replace("/", "").replace(" ", "").strip()
+    wherever they are, in any of their spellings (`DASHES`, `SPACES`: "ABC–1234" from a word
+    processor, "ABC\u00a01234" from a web page), and the blanks at either end that `trim`
+    drops (a partner's CSV or a scanned form sends "ABC1234\r\n"). A tab, a line break or
+    another control character inside is left for the check to refuse."""
+    if value.isascii():
+        # Chained replace is several times faster than str.translate: the hot path.
+        return value.replace(".", "").replace("-", "").replace("/", "").replace(" ", "").strip()
+    return value.translate(_SEPARATORS).strip()
 
 
 def _digits_problem(value: str, length: int) -> str | None:
@@ -65,7 +79,8 @@ def normalize_plate(value: str) -> str:
 
 def check_plate(value: str) -> str | None:
     # ASCII first: upper() makes Latin letters of other characters ("ı" → "I", "ſ" → "S").
-    if value.isascii() and _PLATE.fullmatch(normalize_plate(value)):
+    plate = _strip(value)
+    if plate.isascii() and _PLATE.fullmatch(plate.upper()):
         return None
     return "must be 3 letters and 4 digits (ABC1234) or Mercosul (ABC1D23)"
 
@@ -179,7 +194,7 @@ def check_cnpj(value: str) -> str | None:
     cnpj = normalize_cnpj(value)
     if len(cnpj) != 14:
         return "must have 14 characters"
-    if not value.isascii() or not _CNPJ.fullmatch(cnpj):  # upper() turns "ı" into "I"
+    if not _strip(value).isascii() or not _CNPJ.fullmatch(cnpj):  # upper(): "ı" into "I"
         return "must be 12 digits or letters followed by 2 check digits"
     if cnpj == cnpj[0] * 14:
         return REPEATED
@@ -226,9 +241,7 @@ _NON_DIGITS = re.compile(r"[^0-9]")
 # its digits run together would be another number, maybe in another country.
 _PHONE_TEXT = re.compile(r"\+?[0-9\s().-]+")
 # Dashes pasted from a word processor or a web page are hyphens.
-_DASHES = str.maketrans(
-    dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d", "-")
-)
+_DASHES = str.maketrans(dict.fromkeys(DASHES, "-"))
 # "0xx11 98765-4321": the trunk 0 and the carrier code left for the caller to pick ("xx").
 _ANY_CARRIER = re.compile(r"^(\(?\s*)0\s*[xX]{2}")
 # Invisible marks a copied number carries (WhatsApp Web wraps it in direction marks).

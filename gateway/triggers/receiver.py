@@ -48,6 +48,7 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.fleet.tracks import Tracks
+from gateway.formats.bodies import parse_form, parse_json, parse_xml, reads_as_json
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import RateLimits
@@ -59,7 +60,6 @@ from gateway.triggers.idempotency import REPLAYED_HEADER, IdempotencyGuard
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.model import HookAnswer, HookCall
 from gateway.triggers.outcomes import outcome_of
-from gateway.triggers.payloads import parse_form, parse_json, parse_xml, reads_as_json
 from gateway.triggers.reading import Reader
 from gateway.triggers.spec import POSITION_READ_PARAMS, SIGNED_MODES
 

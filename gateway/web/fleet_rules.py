@@ -23,6 +23,7 @@ from gateway.fleet.rule_service import (
     public_rule,
 )
 from gateway.fleet.servicing import MAX_KM
+from gateway.schemas.ids import DASHES, SPACES
 from gateway.services import Services
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import ID_CURSOR, operation
@@ -31,10 +32,13 @@ from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
 
 _TEXT = {"type": "string", "minLength": 1, "pattern": "\\S"}
-# A plate as `check_plate` takes it (ASCII, dashes and spaces anywhere, whitespace around it,
-# any case): 3 letters, a digit, a letter or digit, 2 digits. The ASCII whitespace Python's
-# strip() removes, spelled out (JSON Schema's \s is ECMA-262's, with non-ASCII spaces).
-_AROUND, _IN = "[-\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f ]*", "[- ]*"
+# A plate as `check_plate` takes it (the separators ids drop anywhere: dots, slashes, dashes
+# and spaces in any spelling; whitespace around it; any case): 3 letters, a digit, a letter or
+# digit, 2 digits. The whitespace Python's strip() removes, spelled out (JSON Schema's \s is
+# ECMA-262's, another set).
+_SEPARATORS = "".join(f"\\u{ord(c):04x}" for c in DASHES + SPACES)
+_IN = f"[-./ {_SEPARATORS}]*"
+_AROUND = f"[-./ \\t\\n\\x0b\\x0c\\r\\x1c-\\x1f\\x85\\u2028\\u2029{_SEPARATORS}]*"
 PLATE_PATTERN = (
     f"^{_AROUND}"
     + _IN.join(["[A-Za-z]"] * 3 + ["[0-9]", "[A-Za-z0-9]", "[0-9]", "[0-9]"])

@@ -30,8 +30,8 @@ from gateway.errors import (
     UnsupportedContentCoding,
     UnsupportedMediaType,
 )
+from gateway.formats.bodies import check_depth, malformed, utf8_body
 from gateway.formats.json_tree import WideInt, loads_exact, shown, whole_number
-from gateway.triggers.payloads import check_depth, malformed, utf8_body
 
 # A client gets this long to send its whole body; a slow one must not hold a connection
 # (and its memory) for as long as it likes.
@@ -309,7 +309,7 @@ async def body_deadline() -> AsyncIterator[None]:
 
 
 def parse_json(body: bytes, charset: str | None = None) -> Any:
-    """The body's JSON, read as a trigger's is (gateway/triggers/payloads.py): UTF-8, a byte
+    """The body's JSON, read as a trigger's is (gateway/formats/bodies.py): UTF-8, a byte
     order mark ignored, or else the charset its media type names; an integer past the 64-bit
     range as its exact decimal text, a `WideInt` (orjson makes one past 2**64 a float that
     lost digits, and BSON stores none past 2**63 - 1): a number to every type check, so a

@@ -1,6 +1,8 @@
 """Turning a partner's bytes into a payload: JSON (object or batch array; JSON Lines as the
 batch array), XML (one object, gateway/formats/xml_tree.py) or a form/query (urlencoded, or
-the text fields of multipart/form-data)."""
+the text fields of multipart/form-data). A trigger reads its body here, and `gateway mapping
+test` and the dry run their sample (gateway/mapping/files.py), so a sample is read, or
+refused, as the trigger reads the same bytes."""
 
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ def parse_json(content_type: str, body: bytes, charset: str | None = None) -> An
     MAX_DEPTH, or neither UTF-8 nor in the charset its media type names (UTF-8 is read first,
     and a byte order mark ignored: gateway/formats/charsets.py)."""
     lines = content_type in NDJSON_TYPES
-    if not (lines or is_json(content_type) or _starts_as(body, b"{", b"[")):
+    if not (lines or is_json(content_type) or starts_as(body, b"{", b"[")):
         raise UnsupportedMediaType(
             f"expected application/json, got {content_type or 'no content type'}"
         )
@@ -101,7 +103,7 @@ def malformed(body: bytes, exc: orjson.JSONDecodeError) -> BadRequest:
     return BadRequest(f"malformed JSON: {_not_utf8(body) or exc}")
 
 
-def _starts_as(body: bytes, *first: bytes) -> bool:
+def starts_as(body: bytes, *first: bytes) -> bool:
     """Whether the body's first character, after a byte order mark (UTF-8, UTF-16 or UTF-32,
     read in the encoding it says) and blanks, is one of `first`."""
     return unmarked(body).lstrip()[:1] in first
@@ -160,7 +162,7 @@ def parse_xml(content_type: str, body: bytes, charset: str | None = None) -> dic
     media type when it starts as XML does (`<`: PHP's curl posts XML as a form); 415 for
     other content, 400 naming the line and column when it is malformed, has a DTD or nests
     deeper than MAX_DEPTH, or is not in the charset its media type names."""
-    if not is_xml(content_type) and not _starts_as(body, b"<"):
+    if not is_xml(content_type) and not starts_as(body, b"<"):
         raise UnsupportedMediaType(
             "expected application/xml, text/xml or application/soap+xml, got "
             f"{content_type or 'no content type'}"
@@ -181,7 +183,7 @@ def reads_as_json(content_type: str, body: bytes) -> bool:
     posted to the same URL."""
     if not body:
         return False
-    return is_json(content_type) or content_type in NDJSON_TYPES or _starts_as(body, b"{", b"[")
+    return is_json(content_type) or content_type in NDJSON_TYPES or starts_as(body, b"{", b"[")
 
 
 def parse_form(
