@@ -11,7 +11,8 @@ schema validates the whole body, the mapping's items are mapped one by one. A ba
 with one result per item; a failing item does not stop the others. An item whose entity's
 events wait for the relay (`EventsBacklogged`) is refused so too, a 503 of its own, with the
 entity's later items: a 503 for the whole call would have its retry write the items before
-it again and stop at the same item.
+it again and stop at the same item. A partner resends those items (they are not kept, as a
+409's are not); a schedule's page, which nobody resends, keeps them to replay.
 
 A position trigger (`target: positions`) takes the same path up to the mapping; each item is
 then a canonical fix, and the fixes are appended together (gateway/fleet/append.py), answered
@@ -109,14 +110,17 @@ class Ingestor:
         texts: DecodedTexts | None = None,
         received: datetime | None = None,
         fence: Fence = _no_fence,
+        caller_retries: bool = False,
     ) -> Ingested:
         """Write a parsed payload. A body-level failure raises (kept unless `keep_body` is
         false: a replay updates its own record instead); item failures of a batch are kept
-        and answered per item. `picked`: the payload is a list of items the mapping's `items`
-        expression already gave (a schedule's page), `numbers` their indexes in the partner's
-        list (None: the payload is that list); `texts`, the documents its texts
+        and answered per item. `picked`: the payload is a list of items the mapping's
+        `items` expression already gave (a schedule's page), `numbers` their indexes in the
+        partner's list (None: the payload is that list); `texts`, the documents its texts
         decoded to then, which its items read again; `received`, when the payload first came
-        (a replay's), else now; `fence`, awaited before each write of a batch."""
+        (a replay's), else now; `fence`, awaited before each write of a batch;
+        `caller_retries`, the caller (a partner) resends the items its answer refuses with a
+        503, which are then not kept (`_batch`)."""
         try:
             plan = await self._plan(trigger, payload, picked, texts)
             if numbers is not None:  # a schedule's page, numbered in the partner's list
@@ -140,7 +144,7 @@ class Ingestor:
         if plan.probe is not None:
             return Ingested(200, plan.probe, "probe")
         if result is None:  # a batch: its items' failures are kept and answered one by one
-            return await self._batch(trigger, plan, origin, fence)
+            return await self._batch(trigger, plan, origin, fence, caller_retries)
         return Ingested(
             201 if result.created else 200,
             written(trigger, result),
@@ -289,16 +293,29 @@ class Ingestor:
         return plan
 
     async def _batch(
-        self, trigger: CompiledTrigger, plan: _Plan, origin: Origin, fence: Fence
+        self,
+        trigger: CompiledTrigger,
+        plan: _Plan,
+        origin: Origin,
+        fence: Fence,
+        caller_retries: bool,
     ) -> Ingested:
         """Prepare every item, then write: items of one entity in order, different entities
-        concurrently (at most BATCH_CONCURRENCY writes in flight), each once `fence` let it."""
+        concurrently (at most BATCH_CONCURRENCY writes in flight), each once `fence` let it.
+        Refused items are kept to replay, but a conflict (409) and, when `caller_retries`, a
+        backlogged item (503): the caller was told to resend those, and a kept copy would be a
+        second owner of the write, whose replay writes the old value over whatever the entity
+        received since (the resend, a newer value). A schedule's page or a replayed body has no
+        one else to retry its backlogged items: they are kept."""
         results: list[dict[str, Any] | None] = [None] * len(plan.items)
         kept: list[Doc] = []  # rejected items, stored together once the batch is done
         listing = SharedListing()
 
         def refuse(index: int, error: InvalidPayload | Conflict | EventsBacklogged) -> None:
-            if not isinstance(error, Conflict):
+            # a conflict, and a backlogged item for a `caller_retries` caller: the caller's
+            if isinstance(error, InvalidPayload) or (
+                isinstance(error, EventsBacklogged) and not caller_retries
+            ):
                 kept.append(
                     self._rejected.record(
                         trigger,

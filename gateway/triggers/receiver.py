@@ -425,7 +425,11 @@ class HookReceiver:
             if checked is not None:
                 await self._refuse_old_copy(trigger, checked)
             ingested = await self._ingestor.ingest(
-                trigger, payload, origin=Origin("trigger", trigger.id), received=received
+                trigger,
+                payload,
+                origin=Origin("trigger", trigger.id),
+                received=received,
+                caller_retries=True,
             )
             tally.outcome = ingested.outcome
             if remembered is not None and ingested.status < 300:

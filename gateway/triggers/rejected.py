@@ -1,6 +1,7 @@
-"""Rejected payloads: a 422'd payload (or batch item, or a batch item whose entity's events
-wait for the relay: `backlogged`, its 503 answered in the batch's 207) is kept, bounded, with
-its reason and problems, so an admin can fix the trigger and replay it (`replay.py`).
+"""Rejected payloads: a 422'd payload (or batch item, or an item of a schedule's page whose
+entity's events wait for the relay: `backlogged`; a partner resends its own, `ingest.py`) is
+kept, bounded, with its reason and problems, so an admin can fix the trigger and replay it
+(`replay.py`).
 
 The record is written here and read here (`public_rejected`); `store/rejected.py` keeps the
 documents. Losing a record (database down, or a record it refuses) is logged, not raised: the
