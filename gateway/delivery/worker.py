@@ -51,7 +51,6 @@ from gateway.delivery.recording import DeliveryRecorder, recording_failed
 from gateway.errors import InvalidPayload, NotFound, SecretDamaged, StoreUnavailable
 from gateway.keys import StoredSecrets
 from gateway.leased_loop import (
-    Admit,
     Claims,
     FairShares,
     HandBacks,
@@ -69,6 +68,7 @@ from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import OutboundRequest, Sender
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
+from gateway.store.client import Admission
 from gateway.store.deliveries import SHARDS
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class DeliveryWorker:
             claim=self._claim_shard,
             release_claims=self._release_claims,
             shards=SHARDS,
-            fair=FairShares(settings.concurrency, _whose, self._partner_room),
+            fair=FairShares(settings.concurrency, _whose, self._partner_room, self._closed),
             runner="delivery worker",
             units="deliveries",
         )
@@ -224,7 +224,7 @@ class DeliveryWorker:
             counts[await self._deliver(doc)] += 1
         return counts
 
-    async def _claim_shard(self, token: str, limit: int, shard: int, admit: Admit) -> list[Doc]:
+    async def _claim_shard(self, token: str, limit: int, shard: int, admit: Admission) -> list[Doc]:
         """Due deliveries of `shard` (`leased_loop.Claims` reads the shards in turn) this
         worker can start now (`admit`: its tenant's share, its partner's room)."""
         now = self.clock()
@@ -234,10 +234,16 @@ class DeliveryWorker:
 
     def _partner_room(self, partner_id: str) -> int | None:
         """A disabled partner has none (its probe takes its deliveries); another, the size of
-        its concurrency gate in this process (`PartnerGuards.room`)."""
+        its concurrency gate in this process, none while its circuit lets nothing through
+        (`PartnerGuards.room`)."""
         if partner_id in self._health.disabled:
             return 0
         return self._guards.room(partner_id)
+
+    def _closed(self) -> list[str]:
+        """The partners with no room at all (`_partner_room`): a claim does not read their
+        deliveries (`leased_loop.FairShares`)."""
+        return [*self._health.disabled, *self._guards.refusing()]
 
     async def _release_claims(self, held: list[str]) -> None:
         await self._store.deliveries.release_claims(self.owner, held, self.clock())
@@ -291,7 +297,8 @@ class DeliveryWorker:
 
     async def _measure(self) -> None:
         now = self.clock()
-        pending, in_flight, oldest = await self._store.deliveries.queue_stats(now)
+        disabled = sorted(self._health.disabled)
+        pending, in_flight, oldest = await self._store.deliveries.queue_stats(now, disabled)
         self._metrics.delivery_queue.labels("pending").set(pending)
         self._metrics.delivery_queue.labels("in_flight").set(in_flight)
         age = (now - oldest).total_seconds() if oldest else 0.0
@@ -310,7 +317,7 @@ class DeliveryWorker:
             now = self.clock()
             shares = self._probe_shares.admission(self._probing)
 
-            def admit(doc: Doc, shares: Admit = shares) -> bool:
+            def admit(doc: Doc, shares: Admission = shares) -> bool:
                 return doc["_id"] not in self._probing and shares(doc)
 
             next_probe = now + timedelta(seconds=self._settings.probe_seconds)
