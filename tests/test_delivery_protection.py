@@ -1404,9 +1404,11 @@ async def test_stop_cancels_the_probe_under_way_after_a_probe_that_outlasted_its
 
 async def test_a_claim_reads_a_bounded_part_of_a_backlog_it_passes_over(client: Client) -> None:
     """One shard holds 300 due deliveries of tenant acme's, which the claim passes over (acme
-    at its share), then globex's: the claim stops reading after `PASSED_OVER_MOST` passed
-    over (globex's waits for a later claim), not after the whole backlog; what acme's
-    claims later take starts at the oldest again."""
+    reaching its share during the read), then globex's: the read stops after
+    `PASSED_OVER_MOST` passed over, not after the whole backlog, and is made again leaving
+    acme out, which finds globex's; a claim whose admission leaves nobody out (a unit passed
+    over for a reason it cannot name) stops there. What acme's claims later take starts at
+    the oldest again."""
     deliveries = client.app[services_key].store.deliveries
     now = utcnow()
     shard = shard_of(f"{0:024x}:s")
@@ -1433,5 +1435,17 @@ async def test_a_claim_reads_a_bounded_part_of_a_backlog_it_passes_over(client: 
 
     assert await deliveries.claim("t1", now, lease, 8, shard, Admission(acme_at_its_share)) == []
     assert read == [d["_id"] for d in docs[:PASSED_OVER_MOST]]
-    claimed = await deliveries.claim("t2", now, lease, 2, shard, Admission(lambda _d: True))
+    read.clear()
+
+    def leaving_acme_out(doc: dict[str, Any]) -> bool:
+        if acme_at_its_share(doc):
+            return True
+        admission.exclude("tenant", "acme")  # as `FairShares` does
+        return False
+
+    admission = Admission(leaving_acme_out)
+    claimed = await deliveries.claim("t2", now, lease, 8, shard, admission)
+    assert [d["_id"] for d in claimed] == [docs[300]["_id"]]
+    assert read == [d["_id"] for d in docs[:PASSED_OVER_MOST]] + [docs[300]["_id"]]
+    claimed = await deliveries.claim("t3", now, lease, 2, shard, Admission(lambda _d: True))
     assert [d["_id"] for d in claimed] == [d["_id"] for d in docs[:2]]

@@ -118,3 +118,25 @@ async def test_a_claim_that_passed_work_over_is_not_repeated_until_a_slot_of_it_
     await asyncio.sleep(0.6)  # the poll interval passed: read again
     assert await claims.claim_safely(4) == []
     assert len(runner.claimed) == reads + 8
+
+
+def test_a_claim_leaves_out_the_tenants_at_their_share_and_the_partners_without_room() -> None:
+    """Four slots: acme holds two units to partner erp (its room two), globex one to crm (no
+    limit known); partner down is closed (disabled, or its circuit open). The claim's read
+    leaves out acme (at its half share, another tenant holding some), erp (at its room) and
+    down, not globex nor crm; one that fills up during the read is left out of the rest."""
+
+    def whose(doc: dict[str, Any]) -> tuple[str | None, str | None]:
+        return doc["tenant"], doc["partner"]
+
+    rooms = {"erp": 2, "down": 0}
+    fair = FairShares(4, whose, rooms.get, lambda: ["down"])
+    fair.took("u1", {"tenant": "acme", "partner": "erp"})
+    fair.took("u2", {"tenant": "acme", "partner": "erp"})
+    fair.took("u3", {"tenant": "globex", "partner": "crm"})
+    admission = fair.admission({"u1", "u2", "u3"})
+    assert admission.excluded == {"tenant": ["acme"], "partner": ["down", "erp"]}
+    assert admission({"tenant": "globex", "partner": "crm"})  # globex's second: its share
+    assert not admission({"tenant": "globex", "partner": "crm"})
+    assert admission.excluded["tenant"] == ["acme", "globex"]
+    assert ("tenant", "globex") in fair.passing
