@@ -416,7 +416,7 @@ class FairShares:
         closed = itertools.islice((p for p in self._closed() if p not in partners), EXCLUDED_MOST)
         excluded = {
             "tenant": sorted(t for t in tenants if at_share(t)),
-            "partner": sorted([*full, *closed])[:EXCLUDED_MOST],
+            "partner": [*sorted(full), *sorted(closed)][:EXCLUDED_MOST],  # the full first
         }
         self.excluding = {(kind, name) for kind, ids in excluded.items() for name in ids}
         admission = Admission(admit, {kind: ids for kind, ids in excluded.items() if ids})
