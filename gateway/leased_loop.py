@@ -45,10 +45,10 @@ first served (counting the others' waiting calls too would leave this runner's u
 as long as the others keep the gate queued). What the runner knows it cannot start as a claim
 begins (a tenant at its share, a partner at its room, disabled, or whose circuit lets nothing
 through) the claim's read leaves out (`store.client.Admission`): however many of their units
-are due before another tenant's, that one is read. What fills up during a read is passed over,
-the read stopping after `store.client.PASSED_OVER_MOST` of them (the next claim leaves it
-out); after a claim that passed work over, the loop claims again only once a unit of what it
-passed over is done, work is announced or the poll interval passed (`Claims._waits`).
+are due before another tenant's, that one is read. What fills up during a read is passed
+over; a read that passed `store.client.PASSED_OVER_MOST` over is made again leaving it out.
+After a claim that passed work over, the loop claims again only once a unit of what it passed
+over is done, work is announced or the poll interval passed (`Claims._waits`).
 """
 
 from __future__ import annotations

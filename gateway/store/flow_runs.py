@@ -193,8 +193,8 @@ class FlowRunStore:
         """Up to `limit` due runs of one shard, oldest first, now running for us; `admit`
         (given `_id`, `tenant` and `next_attempt_at`) says which the runner can start now
         (`leased_loop.FairShares`): those of the tenants it excludes are not read, those it
-        passes over stay due, for a later claim (the read stops after `PASSED_OVER_MOST` of
-        them)."""
+        passes over stay due, for a later claim (a read that passed `PASSED_OVER_MOST` over
+        is made again leaving out what filled up: `admitted`)."""
         query: Doc = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
         claimed = {"status": RUNNING, "lease_owner": token, "lease_until": lease_until}
         with translate_errors():

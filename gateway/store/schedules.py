@@ -105,8 +105,8 @@ class ScheduleStore(TenantResources):
         """Up to `limit` due, active schedules that nobody holds, now leased to `owner`,
         first due first; `admit` (given `_id` and `tenant`) says which the runner can start
         now (`leased_loop.FairShares`): those of the tenants it excludes are not read, those
-        it passes over stay due, for a later claim (the read stops after `PASSED_OVER_MOST`
-        of them)."""
+        it passes over stay due, for a later claim (a read that passed `PASSED_OVER_MOST`
+        over is made again leaving out what filled up: `admitted`)."""
         due: Doc = {"status": "active", "next_run_at": {"$lte": now}, "lease_until": {"$lte": now}}
         claimed: list[Doc] = []
         admit = admit or Admission(_anything)
