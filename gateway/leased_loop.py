@@ -42,10 +42,13 @@ claims again once a quarter of its slots is free). What a claim passes over stay
 its order, for a later claim. A partner's room is its limit minus this runner's own units of
 it: at its gate they wait their turn with the proxy's calls and other runners', first come,
 first served (counting the others' waiting calls too would leave this runner's units out for
-as long as the others keep the gate queued). A claim's read of a shard stops after
-`store.client.PASSED_OVER_MOST` passed over; after a claim that passed work over, the loop
-claims again only once a unit of what it passed over is done, work is announced or the poll
-interval passed (`Claims._waits`).
+as long as the others keep the gate queued). What the runner knows it cannot start as a claim
+begins (a tenant at its share, a partner at its room, disabled, or whose circuit lets nothing
+through) the claim's read leaves out (`store.client.Admission`): however many of their units
+are due before another tenant's, that one is read. What fills up during a read is passed
+over; a read that passed `store.client.PASSED_OVER_MOST` over is made again leaving it out.
+After a claim that passed work over, the loop claims again only once a unit of what it passed
+over is done, work is announced or the poll interval passed (`Claims._waits`).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from gateway.background import cancel_and_wait
 from gateway.doorbell import IdleWait
 from gateway.errors import StoreUnavailable
 from gateway.progress import Progress
+from gateway.store.client import EXCLUDED_MOST, Admission
 
 log = logging.getLogger(__name__)
 
@@ -299,17 +303,19 @@ class HandBacks:
         return True
 
 
-Admit = Callable[[dict[str, Any]], bool]
-"""(a due unit, as the claim read it) → whether the claim takes it (and counts it taken)."""
-ClaimShard = Callable[[str, int, int, Admit], Awaitable[list[dict[str, Any]]]]
-"""(token, limit, shard, admit) → at most `limit` units due in `shard`, oldest first, those
-`admit` passes over left due, now leased under `token`."""
+ClaimShard = Callable[[str, int, int, Admission], Awaitable[list[dict[str, Any]]]]
+"""(token, limit, shard, admission) → at most `limit` units due in `shard`, oldest first, those
+the admission excludes not read, those it passes over left due, now leased under `token`."""
 Whose = Callable[[dict[str, Any]], tuple[str | None, str | None]]
 """(a unit) → its tenant, and the partner whose concurrency gate it waits at (None: none
 known at the claim, as for a flow run, whose steps call their partners one after another)."""
 PartnerRoom = Callable[[str], int | None]
 """(partner id) → how many calls its concurrency gate lets through at once in this process: a
-disabled partner's limit is 0; None: no limit known here (not called yet)."""
+disabled partner's limit is 0, and one whose circuit lets nothing through now; None: no limit
+known here (not called yet)."""
+Closed = Callable[[], Iterable[str]]
+"""() → the partners this process cannot call now at all (their room 0): disabled, or whose
+circuit lets nothing through."""
 
 
 def tenant_only(doc: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -322,6 +328,10 @@ def _no_partner_room(_partner: str) -> int | None:
     return None
 
 
+def _none_closed() -> Iterable[str]:
+    return ()
+
+
 class FairShares:
     """Which due units a runner's claim may take (module docstring): a tenant holds at most
     `share` of the runner's `slots` (half, at least one) while another tenant holds some,
@@ -330,17 +340,29 @@ class FairShares:
     gate beside them, first come, first served). A unit passed over waits for a later claim:
     one whose tenant or partner has a slot free.
 
-    `passing`: the tenants and partners the claim under way passed over; `blocked`: those of
-    a claim that passed units over (and of what it took), until a unit of one of them is done
-    (`Claims`)."""
+    A claim's read leaves out (`Admission.excluded`) the tenants at their share and the
+    partners at their room as the claim begins, and those `closed` (room 0: disabled, their
+    circuit open): it reads none of their units, however many are due before the others'.
+    `passing`: the tenants and partners whose units the claim under way read and passed over
+    (they reached their share or room during it); `excluding`: those its last admission left
+    out; `blocked`: those of a claim that passed units over (and of what it took), or that
+    took nothing while leaving some out, until a unit of one of them is done (`Claims`)."""
 
-    def __init__(self, slots: int, whose: Whose, room: PartnerRoom = _no_partner_room) -> None:
+    def __init__(
+        self,
+        slots: int,
+        whose: Whose,
+        room: PartnerRoom = _no_partner_room,
+        closed: Closed = _none_closed,
+    ) -> None:
         self.share = max(1, slots // 2)
         self.alone = max(self.share, slots - max(1, slots // 4))
         self._whose = whose
         self._room = room
+        self._closed = closed
         self._taken: dict[Any, tuple[str | None, str | None]] = {}  # unit → whose
         self.passing: set[tuple[str, str]] = set()  # ("tenant" | "partner", its id)
+        self.excluding: set[tuple[str, str]] = set()  # what the last admission leaves out
         self.blocked: set[tuple[str, str]] = set()
 
     def took(self, unit: Any, doc: dict[str, Any]) -> None:
@@ -360,29 +382,45 @@ class FairShares:
             if ("tenant", tenant) in self.blocked or ("partner", partner) in self.blocked:
                 self.blocked = set()
 
-    def admission(self, held: Collection[Any]) -> Admit:
-        """The `admit` of one claim, the runner holding `held` (units done are forgotten)."""
+    def admission(self, held: Collection[Any]) -> Admission:
+        """The admission of one claim, the runner holding `held` (units done are forgotten)."""
         self.forget_done(held)
         tenants = Counter(t for t, _ in self._taken.values() if t is not None)
         partners = Counter(p for _, p in self._taken.values() if p is not None)
 
+        def at_share(tenant: str) -> bool:
+            others = any(n for t, n in tenants.items() if t != tenant)
+            return tenants[tenant] >= (self.share if others else self.alone)
+
+        def at_room(partner: str) -> bool:
+            limit = self._room(partner)
+            return limit is not None and partners[partner] >= limit
+
         def admit(doc: dict[str, Any]) -> bool:
             tenant, partner = self._whose(doc)
-            if tenant is not None:
-                others = any(n for t, n in tenants.items() if t != tenant)
-                if tenants[tenant] >= (self.share if others else self.alone):
-                    self.passing.add(("tenant", tenant))
-                    return False
-            if partner is not None and (limit := self._room(partner)) is not None:
-                if partners[partner] >= limit:
+            if tenant is not None and at_share(tenant):
+                self.passing.add(("tenant", tenant))
+                admission.exclude("tenant", tenant)
+                return False
+            if partner is not None and self._room(partner) is not None:
+                if at_room(partner):
                     self.passing.add(("partner", partner))
+                    admission.exclude("partner", partner)
                     return False
                 partners[partner] += 1
             if tenant is not None:
                 tenants[tenant] += 1
             return True
 
-        return admit
+        full = [p for p in partners if at_room(p)]
+        closed = itertools.islice((p for p in self._closed() if p not in partners), EXCLUDED_MOST)
+        excluded = {
+            "tenant": sorted(t for t in tenants if at_share(t)),
+            "partner": [*sorted(full), *sorted(closed)][:EXCLUDED_MOST],  # the full first
+        }
+        self.excluding = {(kind, name) for kind, ids in excluded.items() for name in ids}
+        admission = Admission(admit, {kind: ids for kind, ids in excluded.items() if ids})
+        return admission
 
 
 ReleaseClaims = Callable[[list[Any]], Awaitable[object]]
@@ -426,11 +464,13 @@ class Claims:
     async def claim(self, limit: int) -> list[dict[str, Any]]:
         """Due units of the next shard that has any; [] once every shard came back empty.
         One that passed due units over leaves their tenants and partners `blocked`, and those
-        of the units it took (`FairShares`)."""
+        of the units it took (`FairShares`); one that took nothing, those it left out too."""
         await self._hand_backs.retry()
         self._fair.passing = set()
         docs = await self._claim_shards(limit)
         passing = self._fair.passing
+        if not docs:  # what it left out is all the work due, maybe: as if passed over
+            passing = passing | self._fair.excluding
         self._fair.blocked = passing.union(*map(self._fair.keys, docs)) if passing else set()
         if self._fair.blocked:
             self._blocked_at = asyncio.get_running_loop().time()
@@ -442,11 +482,12 @@ class Claims:
         passed units over, and since then no unit of a tenant or partner it passed over (or
         took) is done, no work was announced (`notify`: a partner enabled, new deliveries) and
         the poll interval has not passed. Claiming again at once, as the loop does after a
-        claim that took something, would read the same due units (up to `PASSED_OVER_MOST`
-        of each shard, every shard when it takes nothing) for nothing: a lone tenant's
-        backlog to a fast partner drained at a third of its pace, each refill waiting behind
-        such a read. What other tenants have due in the shards it did not read waits for that
-        (at most the poll interval, longer while the loop's looks come back empty)."""
+        claim that took something, would leave out what is full, but read every shard for
+        the little else there is (the database reading each shard's due units, left out or
+        not): a lone tenant's backlog to a fast partner drained at a third of its pace, each
+        refill waiting behind such a read. What other tenants have due in the shards it did
+        not read waits for that (at most the poll interval, longer while the loop's looks
+        come back empty)."""
         self._fair.forget_done(self.held)
         if not self._fair.blocked or self._loop.announced != self._announced:
             return False

@@ -71,6 +71,25 @@ def test_open_breaker_lets_one_probe_through_after_cooldown() -> None:
     assert breaker.allow() and breaker.allow()
 
 
+def test_a_partners_room_for_claims_follows_its_circuit() -> None:
+    """A claim takes for a partner as many units as its gate holds while its circuit is
+    closed, none while it is open or its half_open probe is out, one (the probe) while it is
+    half_open and free: it is among the `refusing` partners exactly while none may go."""
+    clock = FakeClock()
+    guards = PartnerGuards(clock=clock)
+    guard = guards.get("p1", GuardSettings(max_concurrency=4, breaker_threshold=2))
+    guards.get("p2", GuardSettings(max_concurrency=4))
+    assert (guards.room("p1"), guards.room("unknown"), guards.refusing()) == (4, None, [])
+    fail(guard.breaker, 2)
+    assert (guards.room("p1"), guards.refusing()) == (0, ["p1"])
+    clock.now += 30
+    assert (guards.room("p1"), guards.refusing()) == (1, [])
+    probe = let_through(guard.breaker)
+    assert (guards.room("p1"), guards.refusing()) == (0, ["p1"])
+    guard.breaker.record_success(probe)
+    assert (guards.room("p1"), guards.room("p2"), guards.refusing()) == (4, 4, [])
+
+
 def test_failed_probe_reopens_for_another_cooldown() -> None:
     clock = FakeClock()
     changes: list[BreakerState] = []

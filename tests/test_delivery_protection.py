@@ -18,7 +18,7 @@ from bson import ObjectId
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
 from gateway.delivery.worker import DeliveryWorker
-from gateway.store.client import PASSED_OVER_MOST
+from gateway.store.client import PASSED_OVER_MOST, Admission
 from gateway.store.deliveries import shard_of
 from gateway.web.state import services_key
 from tests.partner_double import (
@@ -385,8 +385,9 @@ async def test_head_probe_answered_a_retryable_status_leaves_the_partner_disable
     await worker.run_until_idle()
     clock.advance(5.1)
     await worker.run_until_idle()  # disabled
-    # Its one delivery out of the way (it fails at the next probe, unsendable): the
-    # probes after it are a HEAD of the partner's base URL.
+    # Its one delivery out of the way (it fails at the next probe, unsendable, and that probe
+    # goes on to a HEAD, still answered 503): the probes after it are a HEAD of the
+    # partner's base URL.
     stop = {"status": "disabled"}
     where = f"/api/v1/subscriptions/{subscription['id']}"
     assert (await client.patch(where, headers=auth(), json=stop)).status == 200
@@ -400,7 +401,7 @@ async def test_head_probe_answered_a_retryable_status_leaves_the_partner_disable
     clock.advance(61)
     await worker.run_until_idle()
 
-    assert [r.method for r in partner.requests] == ["POST", "POST", "HEAD", "HEAD"]
+    assert [r.method for r in partner.requests] == ["POST", "POST", "HEAD", "HEAD", "HEAD"]
     assert after_retryable == "disabled"
     assert await _partner_status(client, partner_doc["id"]) == "active"  # any other answer
 
@@ -540,9 +541,11 @@ async def test_a_probes_delivery_whose_lease_expires_after_the_recovery_is_due_a
     assert delivered == Counter(succeeded=2)
 
 
-async def test_open_circuit_defers_without_spending_attempts(
+async def test_an_open_circuits_deliveries_wait_unclaimed_without_spending_attempts(
     client: Client, partner: Partner
 ) -> None:
+    """The fifth failure opens the circuit: the sixth delivery is not claimed (nor held and
+    written again) while it lets nothing through; it waits, due, its attempts unspent."""
     partner_doc = await _setup(
         client,
         partner,
@@ -554,14 +557,125 @@ async def test_open_circuit_defers_without_spending_attempts(
 
     counts = await _driven(client).run_until_idle()
 
-    assert counts == Counter(retry=5, deferred=1)
+    assert counts == Counter(retry=5)
     assert len(partner.requests) == 5
     assert await _attempt_counts(client) == [0, 1, 1, 1, 1, 1]
+    stored = client.app[services_key].store.db["deliveries"]
+    waiting = await stored.find_one({"attempt_count": 0})
+    assert waiting is not None and waiting["status"] == "pending"
+    assert waiting["next_attempt_at"] <= client.app[services_key].delivery_worker.clock()
     metrics = await (await client.get("/metrics")).text()
     assert (
         f'gateway_partner_circuit_state{{partner="{partner_doc["id"]}",state="open"}} 1.0'
         in metrics
     )
+
+
+async def test_a_half_open_circuits_other_deliveries_wait_unclaimed_while_its_probe_is_out(
+    client: Client, partner: Partner
+) -> None:
+    """40 deliveries to a partner answering 503: five failures open its circuit; after the
+    cooldown one delivery goes as the half_open probe, which the partner answers in 4 s. The
+    others are not claimed while it is out (the circuit lets nothing else through). Until
+    2026-12-06 each was claimed and held back again about every second: 78 claims and
+    writes, counted `deferred`, for one request sent."""
+    services = client.app[services_key]
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    services.guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
+    partner_doc = await create_partner(client, partner.url, timeout_seconds=10)
+    action = await create_action(client, partner_doc["id"], retry_schedule=[0, 5, 300])
+    await create_subscription(client, action["id"])
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {})
+    for km in range(1, 41):
+        where = f"/api/v1/entities/vehicle/{vehicle['id']}"
+        assert (await client.patch(where, headers=auth(), json={"odometer_km": km})).status == 200
+    await services.relay.run_until_idle()
+    await worker.run_until_idle()  # five failures open the circuit
+    sent_before = len(partner.requests)
+    partner.respond_with(503, {}, delay=4.0)
+    clock.advance(31)  # the cooldown is past
+    deferred = services.metrics.deliveries.labels("deferred")
+    held_before = deferred._value.get()
+    running = asyncio.create_task(worker.run())
+    await asyncio.sleep(3.5)
+    await worker.stop()
+    await running
+
+    assert len(partner.requests) - sent_before == 1  # the probe
+    assert deferred._value.get() - held_before == 0
+
+
+async def test_a_disabled_partners_deliveries_are_no_work_waiting_for_a_worker(
+    client: Client, partner: Partner
+) -> None:
+    """An hour after a delivery to a partner an admin disabled was made, with the worker
+    idle: the queue gauges leave it out (it waits for its partner, not for a worker), so
+    `GatewayDeliveriesWaiting` (oldest due age over 300 s) does not fire. Until 2026-12-06
+    they counted it: 1 pending, 3,600 s old."""
+    services = client.app[services_key]
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(client, partner_doc["id"])
+    await create_subscription(client, action["id"])
+    vehicle = await create_vehicle(client)
+    where = f"/api/v1/partners/{partner_doc['id']}"
+    assert (await client.patch(where, headers=auth(), json={"status": "disabled"})).status == 200
+    where = f"/api/v1/entities/vehicle/{vehicle['id']}"
+    assert (await client.patch(where, headers=auth(), json={"odometer_km": 7})).status == 200
+    await services.relay.run_until_idle()
+    clock.advance(3600)
+    assert await worker.run_until_idle() == Counter()
+    await worker.housekeeping()  # measures the queue gauges
+
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_delivery_queue_depth{status="pending"} 0.0' in metrics
+    assert "gateway_delivery_oldest_due_age_seconds 0.0" in metrics
+    deliveries = services.store.db["deliveries"]
+    assert await deliveries.count_documents({"status": "pending"}) == 1
+    assert partner.requests == []
+
+
+async def test_a_probe_reaches_the_partner_past_deliveries_that_cannot_be_sent(
+    client: Client, partner: Partner
+) -> None:
+    """A disabled partner's three oldest deliveries belong to a subscription the admin then
+    disabled, its newest to another one. Its probe fails the three as unsendable (nothing
+    asked of the partner) and goes on to the fourth, which the partner answers: it is active
+    again in one probe. Until 2026-12-06 the probe ended on the first, nothing sent, and the
+    partner stayed disabled one more probe interval (5 min) per such delivery."""
+    services = client.app[services_key]
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(client, partner_doc["id"])
+    stopped = await create_subscription(client, action["id"])
+    vehicle = await create_vehicle(client)
+    now = clock()
+    assert await services.store.partners.disable("acme", partner_doc["id"], now, now)
+    where = f"/api/v1/entities/vehicle/{vehicle['id']}"
+    for km in (1, 2, 3):
+        assert (await client.patch(where, headers=auth(), json={"odometer_km": km})).status == 200
+    await services.relay.run_until_idle()
+    subscription = f"/api/v1/subscriptions/{stopped['id']}"
+    answer = await client.patch(subscription, headers=auth(), json={"status": "disabled"})
+    assert answer.status == 200
+    await create_subscription(client, action["id"])
+    assert (await client.patch(where, headers=auth(), json={"odometer_km": 4})).status == 200
+    await services.relay.run_until_idle()
+    assert await worker.run_until_idle() == Counter()  # the disabled partner's: left out
+    clock.advance(1)
+
+    await worker.housekeeping()  # one probe round
+
+    assert [r.method for r in partner.requests] == ["POST"]
+    found = await services.store.partners.get("acme", partner_doc["id"])
+    assert found is not None and found["status"] == "active"
+    listed = await client.get("/api/v1/deliveries?status=failed", headers=auth())
+    failed = (await listed.json())["items"]
+    assert [d["subscription_id"] for d in failed] == [stopped["id"]] * 3
 
 
 async def test_partner_refused_by_the_ssrf_guard_fails_with_a_clear_error(
@@ -622,10 +736,10 @@ def _scans(plan: Any) -> bool:
 async def test_the_reads_for_disabled_partners_go_through_an_index_not_the_whole_collection(
     client: Client,
 ) -> None:
-    """The claim passing a disabled partner over, that partner's probe and its recovery read
+    """The claim leaving a disabled partner out, that partner's probe and its recovery read
     through an index (SecantusDB scans the collection for a query with one predicate no index
     has): every read they issue (the database's profiler lists them) is planned without a
-    COLLSCAN."""
+    COLLSCAN, the claim's too (an aggregation whose first stage the `due` index serves)."""
     deliveries = client.app[services_key].store.deliveries
     collection = deliveries._c  # the database's own tools: the profiler and explain
     now = utcnow()
@@ -650,7 +764,7 @@ async def test_the_reads_for_disabled_partners_go_through_an_index_not_the_whole
     lease = now + timedelta(seconds=60)
     shard = shard_of(docs[2]["_id"])
     claimed = await deliveries.claim(
-        "t1", now, lease, 8, shard, lambda d: d.get("partner_id") != "down"
+        "t1", now, lease, 8, shard, Admission(lambda _d: True, {"partner": ["down"]})
     )
     probe = await deliveries.claim_for_partner("down", "t2", now, lease)
     replayed = await deliveries.replay_outage("down", now - timedelta(hours=1), now)
@@ -659,20 +773,24 @@ async def test_the_reads_for_disabled_partners_go_through_an_index_not_the_whole
     reads = [
         entry["command"]
         async for entry in collection.database["system.profile"].find({"ns": collection.full_name})
-        if "find" in entry.get("command", {})
+        if {"find", "aggregate"} & set(entry.get("command", {}))
     ]
     plans = []
     for read in reads:
-        explain = {"find": read["find"], "filter": read.get("filter", {})}
-        if "sort" in read:
-            explain["sort"] = read["sort"]
+        if "aggregate" in read:
+            explain = {"aggregate": read["aggregate"], "pipeline": read["pipeline"], "cursor": {}}
+        else:
+            explain = {"find": read["find"], "filter": read.get("filter", {})}
+            if "sort" in read:
+                explain["sort"] = read["sort"]
         plans.append(await collection.database.command("explain", explain))
 
     assert claimed and all(d["partner_id"] != "down" for d in claimed)
     assert probe is not None and probe["partner_id"] == "down"
     assert replayed == 1
     assert len(reads) >= 4  # the claim's, the probe's, the backlog's, the dead ones'
-    assert [read["filter"] for read, plan in zip(reads, plans, strict=True) if _scans(plan)] == []
+    assert any("aggregate" in read for read in reads)
+    assert [read for read, plan in zip(reads, plans, strict=True) if _scans(plan)] == []
 
 
 async def test_a_probe_passes_over_an_ordered_entity_whose_first_delivery_just_failed_a_probe(
@@ -1048,6 +1166,91 @@ async def test_another_tenants_delivery_goes_out_at_once_while_a_slow_partners_b
             await running
 
 
+async def _backlog(client: Client, count: int) -> None:
+    """`count` more due deliveries like acme's one pending delivery (the same partner),
+    spread over the shards, all due before anything created after them."""
+    deliveries = client.app[services_key].store.deliveries
+    [listed] = await deliveries.list("acme", {}, before=None, limit=2)
+    delivery = await deliveries.get("acme", listed["_id"])
+    assert delivery is not None
+    event = delivery["_id"].partition(":")[0]
+    copies = []
+    for n in range(count):
+        delivery_id = f"{event}:{n:024x}"
+        copies.append({**delivery, "_id": delivery_id, "shard": shard_of(delivery_id)})
+    for start in range(0, count, 500):
+        await deliveries.insert_many(copies[start : start + 500])
+
+
+async def _first_sent_after_a_backlog(
+    client: Client, worker: DeliveryWorker, acme: Partner, fast: Partner
+) -> tuple[float, int]:
+    """The worker runs on acme's backlog; then globex's delivery comes: the seconds until it
+    reaches globex's partner, and how many requests acme's partner had received then."""
+    await _tenant_subscribed(client, fast.url, "globex")
+    running = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(1.5)  # the worker's claims meet acme's backlog
+        await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9A88"}, "globex")
+        started = time.monotonic()
+        await client.app[services_key].relay.run_until_idle()
+        await fast.wait_for(1, timeout=20)
+        return time.monotonic() - started, len(acme.requests)
+    finally:
+        acme.release.set()
+        await worker.stop()
+        await running
+
+
+async def test_another_tenants_delivery_goes_out_at_once_behind_a_disabled_partners_backlog(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Tenant acme's partner is disabled with 3,000 deliveries due (more than
+    `PASSED_OVER_MOST` in every shard, all older than globex's): the claims leave them out,
+    rather than reading them oldest first and stopping after 64 passed over in each shard,
+    so globex's delivery goes out at once; none of acme's is sent. Until 2026-12-06 no other
+    delivery of any tenant went out for as long as the partner stayed disabled."""
+    client = await aiohttp_client(make_app(delivery_shutdown_seconds=0))
+    worker = _driven(client)
+    async with running_partner() as down, running_partner() as fast:
+        partner_doc = await _tenant_subscribed(client, down.url, "acme")
+        where = f"/api/v1/partners/{partner_doc['id']}"
+        answer = await client.patch(where, headers=auth("acme"), json={"status": "disabled"})
+        assert answer.status == 200
+        await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+        await client.app[services_key].relay.run_until_idle()
+        await _backlog(client, 3000)
+
+        waited, sent = await _first_sent_after_a_backlog(client, worker, down, fast)
+
+        assert waited < 5  # claims through the 32 shards: about 0.5 s on an idle machine
+        assert sent == 0
+
+
+async def test_another_tenants_delivery_goes_out_at_once_behind_a_partners_backlog_at_its_room(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Tenant acme's partner answers in 10 s, 10 at a time (its `max_concurrency`), with
+    3,000 deliveries due (a replay, an outage's backlog): once the worker holds 10 of them,
+    its claims leave the rest out, rather than reading them oldest first and stopping after
+    64 passed over in each shard, so globex's delivery goes out at once. Until 2026-12-06 it
+    waited for acme's backlog to drain below 64 per shard (minutes, at the partner's pace)."""
+    client = await aiohttp_client(make_app(delivery_shutdown_seconds=0))
+    worker = _driven(client)
+    async with running_partner() as slow, running_partner() as fast:
+        slow.respond_with(200, {}, delay=10)
+        fields = {"timeout_seconds": 20, "max_concurrency": 10}
+        await _tenant_subscribed(client, slow.url, "acme", **fields)
+        await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+        await client.app[services_key].relay.run_until_idle()
+        await _backlog(client, 3000)
+
+        waited, sent = await _first_sent_after_a_backlog(client, worker, slow, fast)
+
+        assert waited < 5  # claims through the 32 shards: about 0.5 s on an idle machine
+        assert sent == 10  # acme's partner at its room all along
+
+
 async def _disabled(
     client: Client, worker: DeliveryWorker, clock: FakeClock, tenant: str, plates: list[str]
 ) -> None:
@@ -1264,9 +1467,11 @@ async def test_stop_cancels_the_probe_under_way_after_a_probe_that_outlasted_its
 
 async def test_a_claim_reads_a_bounded_part_of_a_backlog_it_passes_over(client: Client) -> None:
     """One shard holds 300 due deliveries of tenant acme's, which the claim passes over (acme
-    at its share), then globex's: the claim stops reading after `PASSED_OVER_MOST` passed
-    over (globex's waits for a later claim), not after the whole backlog; what acme's
-    claims later take starts at the oldest again."""
+    reaching its share during the read), then globex's: the read stops after
+    `PASSED_OVER_MOST` passed over, not after the whole backlog, and is made again leaving
+    acme out, which finds globex's; a claim whose admission leaves nobody out (a unit passed
+    over for a reason it cannot name) stops there. What acme's claims later take starts at
+    the oldest again."""
     deliveries = client.app[services_key].store.deliveries
     now = utcnow()
     shard = shard_of(f"{0:024x}:s")
@@ -1291,7 +1496,19 @@ async def test_a_claim_reads_a_bounded_part_of_a_backlog_it_passes_over(client: 
         read.append(doc["_id"])
         return doc["tenant"] != "acme"
 
-    assert await deliveries.claim("t1", now, lease, 8, shard, acme_at_its_share) == []
+    assert await deliveries.claim("t1", now, lease, 8, shard, Admission(acme_at_its_share)) == []
     assert read == [d["_id"] for d in docs[:PASSED_OVER_MOST]]
-    claimed = await deliveries.claim("t2", now, lease, 2, shard, lambda _d: True)
+    read.clear()
+
+    def leaving_acme_out(doc: dict[str, Any]) -> bool:
+        if acme_at_its_share(doc):
+            return True
+        admission.exclude("tenant", "acme")  # as `FairShares` does
+        return False
+
+    admission = Admission(leaving_acme_out)
+    claimed = await deliveries.claim("t2", now, lease, 8, shard, admission)
+    assert [d["_id"] for d in claimed] == [docs[300]["_id"]]
+    assert read == [d["_id"] for d in docs[:PASSED_OVER_MOST]] + [docs[300]["_id"]]
+    claimed = await deliveries.claim("t3", now, lease, 2, shard, Admission(lambda _d: True))
     assert [d["_id"] for d in claimed] == [d["_id"] for d in docs[:2]]

@@ -8,13 +8,14 @@ import asyncio
 from typing import Any
 
 from gateway.errors import StoreUnavailable
-from gateway.leased_loop import Admit, Claims, FairShares, HandBacks, LeasedLoop, Unit, tenant_only
+from gateway.leased_loop import Claims, FairShares, HandBacks, LeasedLoop, Unit, tenant_only
+from gateway.store.client import Admission
 
 
 class _Runner:
     """A loop driven by `Claims` over `shards` shards whose claims find nothing (or what
-    `due` holds for the shard, as far as `admit` takes it) and are recorded (shard by
-    shard)."""
+    `due` holds for the shard, as far as `admit` takes it, its excluded tenants' left out)
+    and are recorded (shard by shard)."""
 
     def __init__(self, shards: int, poll_seconds: float = 0.01, slots: int = 10) -> None:
         self.loop: LeasedLoop[None] = LeasedLoop(poll_seconds=poll_seconds, shutdown_seconds=1)
@@ -35,13 +36,14 @@ class _Runner:
         self.due: dict[int, list[dict[str, Any]]] = {}
 
     async def _claim(
-        self, token: str, limit: int, shard: int, admit: Admit
+        self, token: str, limit: int, shard: int, admit: Admission
     ) -> list[dict[str, Any]]:
         self.claimed.append(shard)
         if self.on_claim is not None:
             await self.on_claim()
         due = self.due.get(shard, [])
-        taken = [doc for doc in due if admit(doc)][:limit]
+        read = [doc for doc in due if doc["tenant"] not in admit.excluded.get("tenant", ())]
+        taken = [doc for doc in read if admit(doc)][:limit]
         self.due[shard] = [doc for doc in due if doc not in taken]
         return taken
 
@@ -108,7 +110,7 @@ async def test_a_claim_that_passed_work_over_is_not_repeated_until_a_slot_of_it_
     reads = len(runner.claimed)
     assert await claims.claim_safely(4) == []
     assert len(runner.claimed) == reads
-    runner.loop.notify()  # work announced: read again (every shard: all passed over)
+    runner.loop.notify()  # work announced: read again (every shard: acme's left out)
     assert await claims.claim_safely(4) == []
     assert len(runner.claimed) == reads + 4
     assert await claims.claim_safely(4) == []
@@ -116,3 +118,25 @@ async def test_a_claim_that_passed_work_over_is_not_repeated_until_a_slot_of_it_
     await asyncio.sleep(0.6)  # the poll interval passed: read again
     assert await claims.claim_safely(4) == []
     assert len(runner.claimed) == reads + 8
+
+
+def test_a_claim_leaves_out_the_tenants_at_their_share_and_the_partners_without_room() -> None:
+    """Four slots: acme holds two units to partner erp (its room two), globex one to crm (no
+    limit known); partner down is closed (disabled, or its circuit open). The claim's read
+    leaves out acme (at its half share, another tenant holding some), erp (at its room) and
+    down, not globex nor crm; one that fills up during the read is left out of the rest."""
+
+    def whose(doc: dict[str, Any]) -> tuple[str | None, str | None]:
+        return doc["tenant"], doc["partner"]
+
+    rooms = {"erp": 2, "down": 0}
+    fair = FairShares(4, whose, rooms.get, lambda: ["down"])
+    fair.took("u1", {"tenant": "acme", "partner": "erp"})
+    fair.took("u2", {"tenant": "acme", "partner": "erp"})
+    fair.took("u3", {"tenant": "globex", "partner": "crm"})
+    admission = fair.admission({"u1", "u2", "u3"})
+    assert admission.excluded == {"tenant": ["acme"], "partner": ["erp", "down"]}
+    assert admission({"tenant": "globex", "partner": "crm"})  # globex's second: its share
+    assert not admission({"tenant": "globex", "partner": "crm"})
+    assert admission.excluded["tenant"] == ["acme", "globex"]
+    assert ("tenant", "globex") in fair.passing

@@ -242,3 +242,30 @@ async def test_another_tenants_schedule_runs_at_once_while_a_tenants_slow_feeds_
         finally:
             await schedules.stop()
             await running
+
+
+async def test_another_tenants_schedule_runs_at_once_behind_a_tenants_80_due_schedules(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """Tenant acme has 80 schedules due on a feed answering in 8 s (more than
+    `PASSED_OVER_MOST`, all due before globex's one): acme's runs take three of the four
+    slots, and the claim leaves acme's other schedules out rather than reading them first and
+    stopping after 64 passed over, so globex's runs at once in the slot left free. Until
+    2026-12-06 it waited for acme's runs to bring its backlog under 64 (rounds of 8 s)."""
+    client = await aiohttp_client(make_app(schedule_concurrency=4))
+    schedules = client.app[services_key].schedule_runner
+    async with running_partner() as slow, running_partner() as fast:
+        slow.respond_with(200, {"items": []}, delay=8)
+        fast.respond_with(200, {"items": []})
+        await _feed_schedules(client, slow.url, "acme", 80)
+        await _feed_schedules(client, fast.url, "globex", 1)
+        started = time.monotonic()
+        running = asyncio.create_task(schedules.run())
+        try:
+            await fast.wait_for(1, timeout=20)
+            assert time.monotonic() - started < 2.5
+            assert len(slow.requests) == 3  # acme's share of the slots, alone
+        finally:
+            slow.release.set()
+            await schedules.stop()
+            await running

@@ -51,7 +51,6 @@ from gateway.delivery.recording import DeliveryRecorder, recording_failed
 from gateway.errors import InvalidPayload, NotFound, SecretDamaged, StoreUnavailable
 from gateway.keys import StoredSecrets
 from gateway.leased_loop import (
-    Admit,
     Claims,
     FairShares,
     HandBacks,
@@ -69,6 +68,7 @@ from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import OutboundRequest, Sender
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
+from gateway.store.client import Admission
 from gateway.store.deliveries import SHARDS
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,18 @@ _QUEUE_STATS_EVERY = 15  # housekeeping rounds between two queue measurements (O
 # lease take-back, other partners' probes and the queue gauges never wait for a whole backlog.
 DAMAGED_PER_ROUND = 50
 PROBES_AT_ONCE = 8  # disabled partners a worker probes side by side (housekeeping)
+# Deliveries a probe takes that ask the partner nothing (unsendable: failed; held by our own
+# guard) before it settles for a HEAD of the partner's base_url.
+UNSENT_PER_PROBE = 5
 _SECOND = timedelta(seconds=1)
+
+
+@dataclass(slots=True)
+class _Probe:
+    """A delivery sent as its disabled partner's probe: `asked`, whether its request went out
+    (an answer, or none: the recorder judges the partner by it)."""
+
+    asked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +153,7 @@ class DeliveryWorker:
             claim=self._claim_shard,
             release_claims=self._release_claims,
             shards=SHARDS,
-            fair=FairShares(settings.concurrency, _whose, self._partner_room),
+            fair=FairShares(settings.concurrency, _whose, self._partner_room, self._closed),
             runner="delivery worker",
             units="deliveries",
         )
@@ -224,7 +235,7 @@ class DeliveryWorker:
             counts[await self._deliver(doc)] += 1
         return counts
 
-    async def _claim_shard(self, token: str, limit: int, shard: int, admit: Admit) -> list[Doc]:
+    async def _claim_shard(self, token: str, limit: int, shard: int, admit: Admission) -> list[Doc]:
         """Due deliveries of `shard` (`leased_loop.Claims` reads the shards in turn) this
         worker can start now (`admit`: its tenant's share, its partner's room)."""
         now = self.clock()
@@ -234,10 +245,16 @@ class DeliveryWorker:
 
     def _partner_room(self, partner_id: str) -> int | None:
         """A disabled partner has none (its probe takes its deliveries); another, the size of
-        its concurrency gate in this process (`PartnerGuards.room`)."""
+        its concurrency gate in this process, none while its circuit lets nothing through
+        (`PartnerGuards.room`)."""
         if partner_id in self._health.disabled:
             return 0
         return self._guards.room(partner_id)
+
+    def _closed(self) -> list[str]:
+        """The partners with no room at all (`_partner_room`): a claim does not read their
+        deliveries (`leased_loop.FairShares`)."""
+        return [*self._health.disabled, *self._guards.refusing()]
 
     async def _release_claims(self, held: list[str]) -> None:
         await self._store.deliveries.release_claims(self.owner, held, self.clock())
@@ -291,7 +308,8 @@ class DeliveryWorker:
 
     async def _measure(self) -> None:
         now = self.clock()
-        pending, in_flight, oldest = await self._store.deliveries.queue_stats(now)
+        disabled = sorted(self._health.disabled)
+        pending, in_flight, oldest = await self._store.deliveries.queue_stats(now, disabled)
         self._metrics.delivery_queue.labels("pending").set(pending)
         self._metrics.delivery_queue.labels("in_flight").set(in_flight)
         age = (now - oldest).total_seconds() if oldest else 0.0
@@ -310,7 +328,7 @@ class DeliveryWorker:
             now = self.clock()
             shares = self._probe_shares.admission(self._probing)
 
-            def admit(doc: Doc, shares: Admit = shares) -> bool:
+            def admit(doc: Doc, shares: Admission = shares) -> bool:
                 return doc["_id"] not in self._probing and shares(doc)
 
             next_probe = now + timedelta(seconds=self._settings.probe_seconds)
@@ -342,16 +360,29 @@ class DeliveryWorker:
         """Probe a disabled partner with its oldest pending delivery, or a HEAD request;
         when its next probe is due sooner than `probe_seconds` after this one, when.
 
+        A delivery that asks the partner nothing (unsendable: its subscription disabled or
+        deleted, its mapping failing, failed as such; held by our own guard) tells nothing of
+        it either: the next one is taken, `UNSENT_PER_PROBE` of them at most, then the HEAD.
+        Until 2026-12-06 the probe ended there, the partner disabled one more probe interval
+        for each such delivery at the head of its queue.
+
         A delivery that fails for the partner's damaged secret (`_deliver`) tells nothing of
         the partner: the next one is taken, so that its whole backlog fails, named, rather
         than one delivery a probe (and no HEAD follows); `DAMAGED_PER_ROUND` of them in one
         round, then the partner's probe is due again at the next round (the time returned),
         which goes on with the rest. Without any delivery, the HEAD needs the secret too: judged
         (`StoredSecrets`: damage logged and counted), nothing is sent."""
-        damaged = 0
+        damaged = unsent = 0
         while (delivery := await self._claim_for_probe(doc)) is not None:
-            if await self._deliver(delivery, probe=True) != SECRET_DAMAGED:
+            probe = _Probe()
+            result = await self._deliver(delivery, probe=probe)
+            if probe.asked:
                 return None
+            if result != SECRET_DAMAGED:
+                unsent += 1
+                if unsent == UNSENT_PER_PROBE:
+                    break
+                continue
             damaged += 1
             if damaged == DAMAGED_PER_ROUND:  # more, maybe: at the next round
                 return self.clock() + timedelta(seconds=self._settings.poll_seconds)
@@ -396,7 +427,7 @@ class DeliveryWorker:
 
     # -- one delivery ------------------------------------------------------------------------
 
-    async def _deliver(self, doc: Doc, *, probe: bool = False) -> str:
+    async def _deliver(self, doc: Doc, *, probe: _Probe | None = None) -> str:
         token = self._held[doc["_id"]]
         self._leases.claimed(doc["_id"], doc.get("lease_until"))
         try:
@@ -441,7 +472,7 @@ class DeliveryWorker:
         self._leases.forget(doc["_id"])
         return result
 
-    async def _prepare_unless_damaged(self, doc: Doc, token: str, probe: bool) -> str:
+    async def _prepare_unless_damaged(self, doc: Doc, token: str, probe: _Probe | None) -> str:
         """`_prepare_and_send`, unless a secret the delivery needs (its partner's, its
         subscription's, its channel's: an action call's or a notification's) does not open:
         judged by `StoredSecrets`. Damaged, no wait mends it: the delivery fails at once,
@@ -488,7 +519,7 @@ class DeliveryWorker:
                 await self._store.deliveries.wake_follower(order_key, seq, self.clock())
         return DeliveryStatus.PARKED.value
 
-    async def _prepare_and_send(self, doc: Doc, token: str, probe: bool) -> str:
+    async def _prepare_and_send(self, doc: Doc, token: str, probe: _Probe | None) -> str:
         before_sending = self._leases.before_sending(doc["_id"], token)
         own = self._senders.get(doc.get("kind", DeliveryKind.WEBHOOK))
         if own is not None:
@@ -501,7 +532,7 @@ class DeliveryWorker:
         except Unsendable as exc:
             return await self._recorder.fail(doc, token, exc.reason)
         partner = target.partner
-        if partner.disabled and not probe:
+        if partner.disabled and probe is None:
             self._health.disabled.add(partner.id)
             return await self._recorder.defer(
                 doc, token, self.clock() + _SECOND * 5, f"partner {partner.name} is disabled"
@@ -528,8 +559,11 @@ class DeliveryWorker:
             guard=self._guard(partner),
             auth=partner.auth,
         )
+        if probe is not None:
+            probe.asked = outcome.sent
+        probing = probe is not None
         try:
-            return await self._recorder.record(doc, token, target.action, partner, outcome, probe)
+            return await self._recorder.record(doc, token, target.action, partner, outcome, probing)
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -538,7 +572,7 @@ class DeliveryWorker:
             log.exception("delivery %s: the partner's answer cannot be recorded", doc["_id"])
             bare = recording_failed(outcome, exc)
             return await self._recorder.record(
-                doc, token, target.action, partner, bare, probe, again=True
+                doc, token, target.action, partner, bare, probing, again=True
             )
 
     async def _must_wait(self, doc: Doc, token: str) -> bool:

@@ -42,7 +42,6 @@ from gateway.flows.service import FlowService
 from gateway.flows.steps import StepOutcome, StepRunner, Wait, failed
 from gateway.keys import StoredSecrets
 from gateway.leased_loop import (
-    Admit,
     Claims,
     FairShares,
     HandBacks,
@@ -56,7 +55,7 @@ from gateway.leased_loop import (
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
-from gateway.store.client import stored_size
+from gateway.store.client import Admission, stored_size
 from gateway.store.flow_runs import SHARDS
 
 log = logging.getLogger(__name__)
@@ -186,7 +185,7 @@ class FlowRunner:
     async def _give_back(self, run_id: str, token: str) -> None:
         await self._runs.release(run_id, token, self.clock())
 
-    async def _claim_shard(self, token: str, limit: int, shard: int, admit: Admit) -> list[Doc]:
+    async def _claim_shard(self, token: str, limit: int, shard: int, admit: Admission) -> list[Doc]:
         """Due runs of `shard` this runner can start now (`admit`: its tenant's share)."""
         now = self.clock()
         return await self._runs.claim(token, now, now + self._lease, limit, shard, admit)

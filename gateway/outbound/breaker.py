@@ -82,6 +82,14 @@ class CircuitBreaker:
             return 0.0
         return max(self._opened_at + self.cooldown - self._clock(), 0.0)
 
+    def room(self) -> int | None:
+        """How many requests may go out now: None (no bound) while closed, 1 in half_open
+        while its probe slot is free, else 0 (open, or its probe out)."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return None
+        return 1 if state is BreakerState.HALF_OPEN and self._probe is None else 0
+
     def allow(self) -> Permit | None:
         """A permit when a request may go out now, else None. In half_open the permit takes
         the single probe slot."""
@@ -377,10 +385,19 @@ class PartnerGuards:
         return guard
 
     def room(self, partner_id: str) -> int | None:
-        """The size of the partner's gate in this process, None before its first call: how
-        many of a leased runner's units a claim takes for it (`leased_loop.FairShares`)."""
+        """How many of a leased runner's units a claim takes for the partner
+        (`leased_loop.FairShares`): the size of its gate in this process, fewer while its
+        circuit lets fewer through (open: none; half_open: its probe); None before its first
+        call. Units taken beyond would only be held back by the circuit, each written again."""
         guard = self._guards.get(partner_id)
-        return None if guard is None else guard.gate.size
+        if guard is None:
+            return None
+        circuit = guard.breaker.room()
+        return guard.gate.size if circuit is None else min(guard.gate.size, circuit)
+
+    def refusing(self) -> list[str]:
+        """The partners whose circuit lets no request through now (open, or its probe out)."""
+        return [pid for pid, guard in self._guards.items() if guard.breaker.room() == 0]
 
     def _tenant_gate(self, tenant: str | None) -> Gate | None:
         if tenant is None or not self.share:

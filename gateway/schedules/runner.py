@@ -46,7 +46,6 @@ from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
 from gateway.errors import EntityContended, EventsBacklogged, KeyRefused, StoreUnavailable
 from gateway.leased_loop import (
-    Admit,
     Claims,
     FairShares,
     HandBacks,
@@ -59,6 +58,7 @@ from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import Poll, PollContext, Tally
 from gateway.schedules.timing import MAX_RETRY_AFTER_SECONDS, backoff_seconds, every_from_doc
 from gateway.store import Doc
+from gateway.store.client import Admission
 
 log = logging.getLogger(__name__)
 # Conditional releases of one run, each after a request changed the schedule under it; then
@@ -156,7 +156,7 @@ class ScheduleRunner:
         await self._loop.stop()
         await self._hand_backs.retry()  # a last try; then those leases expire
 
-    async def _claim_due(self, token: str, limit: int, _shard: int, admit: Admit) -> list[Doc]:
+    async def _claim_due(self, token: str, limit: int, _shard: int, admit: Admission) -> list[Doc]:
         """Schedules are not sharded: one claim reads every due schedule; it takes those of
         tenants below their share of the run slots (`admit`): a run keeps its slot for all
         its pages, and one tenant's slow feeds must not hold every other tenant's polling."""

@@ -9,6 +9,7 @@ import re
 import sys
 import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -507,25 +508,94 @@ def only_duplicates(exc: BulkWriteError) -> bool:
 
 
 PASSED_OVER_MOST = 64
-"""How many due units one claim's read of a shard passes over (`admit` says no: their tenant
-holds its share, their partner its room) before it stops: what follows them waits for a later
-claim, whose read starts at the oldest again. A tenant's backlog waiting at its share is not
-read whole at each claim (`leased_loop.FairShares`)."""
+"""How many due units one read of a claim passes over (`admit` says no) before it stops. A
+read leaves out what the runner knows it cannot start (`Admission.excluded`), so what it
+passes over is the work of a tenant or partner that reached its share or room during that
+very read; a read stopped so is made again, leaving that one out too (`admitted`)."""
+
+EXCLUDED_MOST = 100
+"""The most ids of one kind a claim's read leaves out (`Admission.excluded`); units of others
+the runner cannot start are passed over (`PASSED_OVER_MOST`)."""
 
 
-async def admitted(cursor: Any, admit: Callable[[Doc], bool], limit: int) -> list[Doc]:
-    """The first `limit` documents of `cursor` (due units, oldest first) `admit` takes, the
-    read stopped after `PASSED_OVER_MOST` passed over; the cursor closed."""
+@dataclass(slots=True)
+class Admission:
+    """What one claim takes (`leased_loop.FairShares`). `excluded`, by kind ("tenant",
+    "partner"): the ids whose units the claim's reads leave out, the runner knowing it cannot
+    start one now (a tenant holding its share of the slots; a partner at its room, disabled,
+    or whose circuit lets nothing through), more as the claim fills them (`exclude`); `admit`:
+    of each unit a read returns, whether the claim takes it (and counts it taken)."""
+
+    admit: Callable[[Doc], bool]
+    excluded: dict[str, list[str]] = field(default_factory=dict)
+
+    def __call__(self, doc: Doc) -> bool:
+        return self.admit(doc)
+
+    def exclude(self, kind: str, name: str) -> None:
+        """The claim's further reads leave `name`'s units out (up to `EXCLUDED_MOST`)."""
+        names = self.excluded.setdefault(kind, [])
+        if name not in names and len(names) < EXCLUDED_MOST:
+            names.append(name)
+
+
+Kept = Callable[[Mapping[str, Sequence[str]]], Doc]
+"""(excluded ids by kind) → the filter of the units a claim reads besides theirs (a store's:
+it knows its fields); {} when none are left out."""
+
+
+def other_tenants(excluded: Mapping[str, Sequence[str]]) -> Doc:
+    """`Kept` for units known by their tenant alone."""
+    tenants = excluded.get("tenant")
+    return {"tenant": {"$nin": list(tenants)}} if tenants else {}
+
+
+async def admitted(
+    collection: Collection,
+    due: Doc,
+    kept: Kept,
+    order: str,
+    projection: Mapping[str, Any],
+    admission: Admission,
+    limit: int,
+) -> list[Doc]:
+    """The first `limit` units `due` matches, oldest (`order`) first, that `admission` takes;
+    those of the ids it excludes are not read (`kept`). A read passing `PASSED_OVER_MOST` over
+    stops, and is made again when the claim excluded more meanwhile (what filled up during it,
+    whose units it was passing over): at most once per id excluded, and rarely at all.
+
+    Each read is one aggregation whose first stage is `due` alone: that stage is what the
+    database plans (the claim's index; SecantusDB scans the whole collection for a find with
+    one more predicate than the index has), the exclusion a stage after it. `projection`
+    comes back of at most `limit + PASSED_OVER_MOST` units: when nothing is left out, what a
+    find of `due` with that limit costs."""
     found: list[Doc] = []
-    passed = 0
-    async for doc in cursor:
-        if admit(doc):
-            found.append(doc)
-            if len(found) == limit:
-                break
-        else:
-            passed += 1
-            if passed == PASSED_OVER_MOST:
-                break
-    await cursor.close()
-    return found
+    taken: set[Any] = set()
+    while True:
+        excluded = sum(map(len, admission.excluded.values()))
+        pipeline: list[Doc] = [{"$match": due}]
+        if leave_out := kept(admission.excluded):
+            pipeline.append({"$match": leave_out})
+        pipeline += [
+            {"$sort": {order: 1}},
+            {"$limit": limit + PASSED_OVER_MOST},  # what it took may come again
+            {"$project": dict(projection)},
+        ]
+        passed = 0
+        cursor = await collection.aggregate(pipeline)
+        async for doc in cursor:
+            if doc["_id"] in taken:  # an earlier read's
+                continue
+            if admission(doc):
+                found.append(doc)
+                taken.add(doc["_id"])
+                if len(found) == limit:
+                    break
+            else:
+                passed += 1
+                if passed == PASSED_OVER_MOST:
+                    break
+        await cursor.close()
+        more = sum(map(len, admission.excluded.values())) > excluded
+        if len(found) == limit or passed < PASSED_OVER_MOST or not more:
+            return found

@@ -21,7 +21,7 @@ from __future__ import annotations
 import builtins
 import re
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from gateway.models import DeliveryKind, DeliveryStatus
 from gateway.store.client import (
     EVENT_CHILD_CURSOR,
     EVENT_ID,
+    Admission,
     Collection,
     Doc,
     admitted,
@@ -40,6 +41,7 @@ from gateway.store.client import (
     cursor_text,
     event_children,
     insert_new,
+    other_tenants,
     scoped,
     translate_errors,
 )
@@ -268,23 +270,27 @@ class DeliveryStore:
         lease_until: datetime,
         limit: int,
         shard: int,
-        admit: Callable[[Doc], bool] | None = None,
+        admit: Admission | None = None,
     ) -> builtins.list[Doc]:
         """Up to `limit` due deliveries of one shard, oldest first, now in flight for us;
         `admit` (given `_id`, `tenant`, `partner_id`, `kind` and `next_attempt_at`) says
         which the worker can start now (`leased_loop.FairShares`, disabled partners): those
         it passes over stay due, for a later claim.
 
-        The query is the `due` index's alone: with one more predicate (the partner) SecantusDB
-        scans the whole collection. It reads every due delivery of the shard before the limit
-        anyway; with `admit`, their ids, tenants and partners are read (up to
-        `PASSED_OVER_MOST` passed over), the first `limit` it takes claimed, and those won
-        read whole."""
+        Those of the tenants and partners it excludes are not read (`_kept`: a notification
+        goes through its channel's partner of the moment, so only its tenant counts). The
+        index's part of the query is planned alone (`admitted`): with one more predicate
+        SecantusDB scans the whole collection. It reads every due delivery of the shard
+        before the limit anyway; with `admit`, the ids, tenants and partners of at most
+        `limit + PASSED_OVER_MOST` are sent back, the first `limit` it takes claimed, and those
+        won read whole."""
         query: Doc = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
         with translate_errors():
             if admit is not None:
-                cursor = self._c.find(query, _CLAIM_PROJECTION).sort("next_attempt_at", ASCENDING)
-                found = await admitted(cursor, admit, limit)
+                order = "next_attempt_at"
+                found = await admitted(
+                    self._c, query, _kept, order, _CLAIM_PROJECTION, admit, limit
+                )
             else:
                 cursor = self._c.find(query).sort("next_attempt_at", ASCENDING)
                 found = await cursor.limit(limit).to_list(limit)
@@ -588,28 +594,58 @@ class DeliveryStore:
             self._c, finals, SHARDS, before, dry_run=dry_run, point_deletes=point_deletes
         )
 
-    async def queue_stats(self, now: datetime) -> tuple[int, int, datetime | None]:
-        """(deliveries due now, in flight, next_attempt_at of the oldest due one).
+    async def queue_stats(
+        self, now: datetime, disabled: Sequence[str] = ()
+    ) -> tuple[int, int, datetime | None]:
+        """(deliveries due now waiting for a worker, in flight, next_attempt_at of the oldest
+        of those due). A delivery to a `disabled` partner waits for its partner, not for a
+        worker (no claim takes it: its probe does, or its recovery), and is not counted.
 
         Read shard by shard through the `due` index, so the cost follows the deliveries that
         are due, not the whole backlog: the ones waiting for a later attempt (a retry, an
         action's first attempt a day away) are not read. Counting every pending delivery
         instead made the embedded server read each of them every 15 s (80 ms of its CPU
-        with 5,000 waiting, in one burst that every request behind it waited for)."""
+        with 5,000 waiting, in one burst that every request behind it waited for). One
+        aggregation per shard, its first stage the index's part alone (as for a claim:
+        `admitted`)."""
+        kept = _kept({"partner": disabled})
         due_count, oldest = 0, None
         with translate_errors():
             for shard in range(SHARDS):
                 due = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
-                first = await self._c.find_one(
-                    due, {"next_attempt_at": 1}, sort=[("next_attempt_at", ASCENDING)]
+                pipeline: builtins.list[Doc] = [{"$match": due}]
+                if kept:
+                    pipeline.append({"$match": kept})
+                pipeline.append(
+                    {
+                        "$group": {
+                            "_id": None,
+                            "due": {"$sum": 1},
+                            "oldest": {"$min": "$next_attempt_at"},
+                        }
+                    }
                 )
-                if first is None:
-                    continue
-                due_count += await self._c.count_documents(due)
-                if oldest is None or first["next_attempt_at"] < oldest:
-                    oldest = first["next_attempt_at"]
+                cursor = await self._c.aggregate(pipeline)
+                for stats in await cursor.to_list(None):
+                    due_count += stats["due"]
+                    if oldest is None or stats["oldest"] < oldest:
+                        oldest = stats["oldest"]
             in_flight = await self._c.count_documents({"status": IN_FLIGHT})
         return due_count, in_flight, oldest
+
+
+def _kept(excluded: Mapping[str, Sequence[str]]) -> Doc:
+    """The filter of the deliveries a claim reads besides those of the tenants and partners
+    `excluded` (`Admission`); a notification's partner is its channel's, asked when it is sent,
+    so only its tenant counts."""
+    kept = other_tenants(excluded)
+    if partners := excluded.get("partner"):
+        excluded_partner = {
+            "partner_id": {"$in": builtins.list(partners)},
+            "kind": {"$ne": _NOTICE},
+        }
+        kept["$nor"] = [excluded_partner]
+    return kept
 
 
 def _reopened(now: datetime, **marks: Any) -> Doc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import builtins
 import re
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from gateway.models import RunStatus
 from gateway.store.client import (
     CURSOR_PROBLEM,
     EVENT_CHILD_CURSOR,
+    Admission,
     Collection,
     Doc,
     admitted,
@@ -34,6 +35,7 @@ from gateway.store.client import (
     cursor_text,
     event_children,
     insert_new,
+    other_tenants,
     scoped,
     translate_errors,
 )
@@ -186,12 +188,13 @@ class FlowRunStore:
         lease_until: datetime,
         limit: int,
         shard: int,
-        admit: Callable[[Doc], bool] | None = None,
+        admit: Admission | None = None,
     ) -> builtins.list[Doc]:
         """Up to `limit` due runs of one shard, oldest first, now running for us; `admit`
         (given `_id`, `tenant` and `next_attempt_at`) says which the runner can start now
-        (`leased_loop.FairShares`): those it passes over stay due, for a later claim (the read
-        stops after `PASSED_OVER_MOST` of them)."""
+        (`leased_loop.FairShares`): those of the tenants it excludes are not read, those it
+        passes over stay due, for a later claim (a read that passed `PASSED_OVER_MOST` over
+        is made again leaving out what filled up: `admitted`)."""
         query: Doc = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
         claimed = {"status": RUNNING, "lease_owner": token, "lease_until": lease_until}
         with translate_errors():
@@ -199,8 +202,9 @@ class FlowRunStore:
                 cursor = self._c.find(query).sort("next_attempt_at", ASCENDING)
                 found = await cursor.to_list(limit)
             else:
-                cursor = self._c.find(query, {"tenant": 1, "next_attempt_at": 1})
-                found = await admitted(cursor.sort("next_attempt_at", ASCENDING), admit, limit)
+                fields = {"tenant": 1, "next_attempt_at": 1}
+                order = "next_attempt_at"
+                found = await admitted(self._c, query, other_tenants, order, fields, admit, limit)
             if not found:
                 return []
             ids = [d["_id"] for d in found]

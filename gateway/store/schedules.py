@@ -26,7 +26,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -35,10 +35,12 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from gateway.store.client import (
+    Admission,
     Collection,
     Doc,
     admitted,
     cursor_id,
+    other_tenants,
     parse_id,
     scoped,
     translate_errors,
@@ -98,17 +100,19 @@ class ScheduleStore(TenantResources):
         now: datetime,
         lease_until: datetime,
         limit: int,
-        admit: Callable[[Doc], bool] | None = None,
+        admit: Admission | None = None,
     ) -> builtins.list[Doc]:
         """Up to `limit` due, active schedules that nobody holds, now leased to `owner`,
         first due first; `admit` (given `_id` and `tenant`) says which the runner can start
-        now (`leased_loop.FairShares`): those it passes over stay due, for a later claim (the
-        read stops after `PASSED_OVER_MOST` of them)."""
+        now (`leased_loop.FairShares`): those of the tenants it excludes are not read, those
+        it passes over stay due, for a later claim (a read that passed `PASSED_OVER_MOST`
+        over is made again leaving out what filled up: `admitted`)."""
         due: Doc = {"status": "active", "next_run_at": {"$lte": now}, "lease_until": {"$lte": now}}
         claimed: list[Doc] = []
+        admit = admit or Admission(_anything)
         with translate_errors():
-            cursor = self._c.find(due, {"_id": 1, "tenant": 1}).sort("next_run_at", ASCENDING)
-            found = await admitted(cursor, admit or _anything, limit)
+            fields = {"_id": 1, "tenant": 1}
+            found = await admitted(self._c, due, other_tenants, "next_run_at", fields, admit, limit)
             for candidate in found:
                 doc = await self._c.find_one_and_update(
                     {**due, "_id": candidate["_id"]},
