@@ -34,8 +34,14 @@ from gateway.formats import at_path
 from gateway.kinds import KindService
 from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
-from gateway.schemas.ids import normalize_identifier, normalize_plate, plate_equivalents
-from gateway.schemas.registry import SchemaRegistry, reference_field
+from gateway.schemas.ids import (
+    canonical_plate_key,
+    is_mercosul_plate,
+    normalize_identifier,
+    normalize_plate,
+    plate_equivalents,
+)
+from gateway.schemas.registry import NATURAL_KEYS, SchemaRegistry, reference_field
 from gateway.store import Doc, Store, new_id
 from gateway.store.entities import FILTERABLE, TogetherWrite
 from gateway.store.occurrences import occurrence_key
@@ -261,6 +267,35 @@ def _without(fields: Mapping[str, Any], dotted: set[str], prefix: str = "") -> d
             continue
         result[key] = value
     return result
+
+
+def keyed_as_stored(
+    etype: str, stored: Mapping[str, Any], data: Mapping[str, Any], *, create: bool = True
+) -> Mapping[str, Any]:
+    """`data`, the stored entity's data `stored` with a write merged into it, with the natural
+    key as the write stores it. The key found the entity (`natural_key`: a plate and its
+    Mercosul twin find one vehicle) and is written only by a write that could have created
+    the entity, and never back: with `create` false (the key is a lookup) the entity keeps
+    its key members as stored, and a vehicle whose plate is Mercosul keeps it when a write
+    names it by its old twin (a conversion is one way: a source still sending ABC1234 for
+    ABC1C34 is out of date). Old → Mercosul is written: that is the conversion."""
+    if create and not _back_to_old_plate(etype, stored, data):
+        return data
+    key = {name: stored[name] for name in NATURAL_KEYS.get(etype, ()) if name in stored}
+    return {**data, **key}
+
+
+def _back_to_old_plate(etype: str, stored: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
+    """Whether `data` names a vehicle stored under its Mercosul plate by the old twin."""
+    was, now = stored.get("plate"), data.get("plate")
+    if etype != "vehicle" or not isinstance(was, str) or not isinstance(now, str):
+        return False
+    if not is_mercosul_plate(was) or is_mercosul_plate(now):
+        return False
+    try:
+        return canonical_plate_key(now) == canonical_plate_key(was)
+    except ValueError:  # no plate: the write's check refuses it
+        return False
 
 
 def _must_exist(etype: str, nk: str) -> InvalidPayload:
@@ -525,6 +560,7 @@ class EntityService:
                 origin,
                 extra_events,
                 event_detail,
+                create=create,
             )
             # "Nothing changed" was decided against the remembered copy without a write to
             # guard it: confirm it against the database before answering.
@@ -620,7 +656,9 @@ class EntityService:
                 types = tuple(e["type"] for e in events)
                 return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
-            clean = await self._check(tenant, etype, merge(current["data"], kept), current["data"])
+            stored = current["data"]
+            data = keyed_as_stored(etype, stored, merge(stored, kept), create=upsert.create)
+            clean = await self._check(tenant, etype, data, stored)
         except InvalidPayload as exc:
             problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
             raise InvalidPayload(f"{etype} {nk!r}: {exc.detail}", problems, **exc.extra) from None
@@ -671,8 +709,13 @@ class EntityService:
         origin: Origin,
         extra_events: Sequence[Emit] = (),
         event_detail: Mapping[str, Any] | None = None,
+        *,
+        create: bool = True,
     ) -> WriteResult | None:
+        """Write `data` over the entity `current` (as `keyed_as_stored` keys it; `create`:
+        whether the write could have created it). None: `current` was stale."""
         etype = current["type"]
+        data = keyed_as_stored(etype, current["data"], data, create=create)
         clean = await self._check(tenant, etype, data, current["data"])
         if self.natural_key(etype, clean) != current["nk"]:
             raise Conflict("the natural key of an entity cannot change; create a new one")

@@ -53,6 +53,17 @@ async def test_vehicle_is_found_by_its_mercosul_twin_plate(client: Client) -> No
     assert (await response.json())["id"] == created["id"]
 
 
+async def test_a_patch_converts_a_plate_to_mercosul_and_never_back(client: Client) -> None:
+    created = await _create(client, "vehicle", VEHICLE)
+    url = f"/api/v1/entities/vehicle/{created['id']}"
+    response = await client.patch(url, json={"plate": "ABC1C34"}, headers=auth())
+    assert (await response.json())["changed"] == ["plate"]
+    response = await client.patch(url, json={"plate": "abc-1234", "make": "VW"}, headers=auth())
+    body = await response.json()
+    assert response.status == 200 and body["changed"] == ["make"]
+    assert body["plate"] == "ABC1C34"
+
+
 async def test_duplicate_natural_key_is_409_even_across_plate_formats(client: Client) -> None:
     await _create(client, "vehicle", VEHICLE)
     response = await client.post(

@@ -355,3 +355,35 @@ async def test_a_message_a_filter_cannot_render_on_the_sample_event_is_listed_no
     (step,) = result["steps"]
     (message,) = step["messages"]
     assert "'list' object has no attribute 'items'" in str(message), step
+
+
+PLATE_FLOW = {
+    "name": "plate-from-fines",
+    "on": {"events": ["fine.received"]},
+    "steps": [
+        {
+            "id": "vehicle",
+            "set": {
+                "entity": {"type": "vehicle", "ref": "entity.plate"},
+                "fields": {"plate": "entity.plate", "attributes.last_fine": "entity.ait_number"},
+            },
+        }
+    ],
+}
+
+
+async def test_a_set_naming_a_converted_vehicle_by_its_old_plate_shows_the_plate_kept(
+    client: Client,
+) -> None:
+    """A `set` that names ABC1C34 by its old twin writes no plate (the conversion is one way,
+    docs/entities.md): the dry run shows the change the write makes, not the old spelling."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1C34"}, status=201)
+    event = {
+        "type": "fine.received",
+        "entity": {"type": "other", "key": "fine:X:1"},
+        "data": {"kind": "fine", "key": "X:1", "ait_number": "A1", "plate": "ABC1234"},
+    }
+    answer = await _test(client, {"flow": PLATE_FLOW, "event": event})
+    (step,) = answer["steps"]
+    assert step["document"]["plate"] == "ABC1C34", step
+    assert [c["field"] for c in step["changes"]] == ["attributes"]

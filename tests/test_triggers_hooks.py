@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from gateway.web.state import services_key
 from tests.support import auth
@@ -174,6 +175,101 @@ async def test_events_name_a_vehicle_by_the_plate_its_writer_was_answered(
         ("entity.deleted", "KEY1234"),
         ("entity.created", "KEY1234"),
     ]
+
+
+PLATE_SOURCE = """
+name: {name}
+direction: inbound
+entity_type: vehicle
+key: [plate]
+{create}fields:
+  plate: {{from: placa, transforms: [plate]}}
+  attributes.{name}_note: nota
+"""
+
+
+async def _plate_source(client: Client, name: str, create: bool = True) -> dict[str, Any]:
+    text = PLATE_SOURCE.format(name=name, create="" if create else "create: false\n")
+    await upload_mapping(client, text)
+    return await create_trigger(client, name=name, mapping=name)
+
+
+async def _register(client: Client, plate: str) -> None:
+    body = {"plate": plate, "attributes": {"fleet_number": "7"}}
+    response = await client.post("/api/v1/entities/vehicle", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+
+
+async def _vehicle(client: Client, plate: str) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/entities/vehicle/{plate}", headers=auth())
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+async def test_a_source_with_the_old_plate_leaves_a_converted_vehicles_mercosul_plate(
+    client: Client,
+) -> None:
+    """A vehicle converted to FLP1C34, an ERP still sending FLP-1234 and a tracker sending
+    FLP1C34: the plate flipped at every write, each flip an `entity.updated` whose key changed.
+    A conversion is one way: the old twin finds the vehicle and leaves its plate."""
+    await _register(client, "FLP1C34")
+    erp, tracker = await _plate_source(client, "erp"), await _plate_source(client, "tracker")
+    answers = []
+    for _ in range(3):
+        for trigger, plate in ((erp, "FLP-1234"), (tracker, "FLP1C34")):
+            status, answer = await hook(client, trigger, {"placa": plate, "nota": "n"})
+            assert status == 200, answer
+            answers.append((answer["key"], answer["changed"], answer["events"]))
+    assert answers[:2] == [
+        ("FLP1C34", ["attributes.erp_note"], ["entity.updated"]),
+        ("FLP1C34", ["attributes.tracker_note"], ["entity.updated"]),
+    ]
+    assert answers[2:] == [("FLP1C34", [], [])] * 4  # nothing changed: no event
+    assert (await _vehicle(client, "FLP1234"))["plate"] == "FLP1C34"
+    dry = await client.post(
+        "/api/v1/mappings/test",
+        json={"name": "erp", "payload": {"placa": "FLP-1234", "nota": "n"}},
+        headers=auth(),
+    )
+    (result,) = (await dry.json())["results"]
+    assert result["entity"]["write"] == "unchanged" and result["entity"]["changes"] == []
+    await client.app[services_key].relay.run_until_idle()
+    listed = await client.get("/api/v1/events?type=entity.updated", headers=auth())
+    assert {e["entity"]["key"] for e in (await listed.json())["items"]} == {"FLP1C34"}
+
+
+async def test_an_old_plate_sent_as_its_mercosul_twin_is_converted_once(client: Client) -> None:
+    await _register(client, "CNV1234")
+    source = await _plate_source(client, "registry")
+    status, answer = await hook(client, source, {"placa": "CNV1C34", "nota": "n"})
+    assert status == 200 and answer["key"] == "CNV1C34"
+    assert answer["changed"] == ["attributes.registry_note", "plate"]
+    status, answer = await hook(client, source, {"placa": "CNV1234", "nota": "n"})
+    assert (status, answer["key"], answer["changed"]) == (200, "CNV1C34", [])
+    assert (await _vehicle(client, "CNV1234"))["plate"] == "CNV1C34"
+
+
+async def test_a_mapping_that_does_not_create_never_writes_the_plate_it_found_by(
+    client: Client,
+) -> None:
+    """`create: false` makes the plate a lookup: the entity found keeps its natural key, in
+    either direction (old → Mercosul too: that mapping finds vehicles, it does not re-plate
+    them)."""
+    for plate in ("NCA1C34", "NCB1234"):
+        await _register(client, plate)
+    source = await _plate_source(client, "fines", create=False)
+    for sent, stored in (("NCA-1234", "NCA1C34"), ("NCB1C34", "NCB1234"), ("ncb-1234", "NCB1234")):
+        status, answer = await hook(client, source, {"placa": sent, "nota": sent})
+        assert status == 200, answer
+        assert (answer["key"], answer["changed"]) == (stored, ["attributes.fines_note"]), sent
+        assert (await _vehicle(client, stored))["plate"] == stored
+    dry = await client.post(
+        "/api/v1/mappings/test",
+        json={"name": "fines", "payload": {"placa": "NCB1C34", "nota": "x"}},
+        headers=auth(),
+    )
+    (result,) = (await dry.json())["results"]
+    assert [c["field"] for c in result["entity"]["changes"]] == ["attributes.fines_note"]
 
 
 async def test_schema_failure_is_422_listing_every_failing_field_and_writes_nothing(

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from gateway.actions.catalog import Catalog, build_request
-from gateway.entities import EntityService, diff, merge
+from gateway.entities import EntityService, diff, keyed_as_stored, merge
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.events import entity_key
 from gateway.flows.compiler import step_references
@@ -355,6 +355,7 @@ class FlowDryRun:
             document = merge(current["data"], unflatten(fields))
         except ValueError as exc:  # one field inside another (a and a.b)
             raise StepFailed(f"set: {exc}") from None
+        document = dict(keyed_as_stored(etype, current["data"], document))  # as the write keys it
         kind_schema = None
         if etype == "other":
             kind_schema = await self._p.kinds.schema_for(tenant, document.get("kind"))

@@ -14,6 +14,7 @@ from gateway.entities import (
     announced_events,
     diff,
     forward_only,
+    keyed_as_stored,
     merge,
     repeated_targets,
     same_entity_refusal,
@@ -247,10 +248,7 @@ class MappingDryRun:
         if current is None and not create:
             refused = refused or "not_found"
         old = current["data"] if current is not None else {}
-        document = mapped.document
-        if current is not None and mapped.key and not is_natural_key(etype, mapped.key):
-            # Found by a lookup: it keeps its natural key, as the write keeps it.
-            document = {**document, **self._schemas.natural_key(etype, old)}
+        document = self._keyed(etype, current, mapped, create)
         named: Hashable = object()  # names no entity the others could name
         if located:
             with contextlib.suppress(InvalidPayload):
@@ -293,6 +291,23 @@ class MappingDryRun:
         if shown := announces(mapped.events):
             result["announce"] = shown  # why the write would announce those it lists
         return {**result, "entity": entity}, named
+
+    def _keyed(
+        self,
+        etype: str,
+        current: Doc | None,
+        mapped: MappedDocument | MappedTarget,
+        create: bool,
+    ) -> Mapping[str, Any]:
+        """The mapped document with the natural key the write keeps: the entity found by a
+        lookup keeps its own, and so does one the mapping may not create or a vehicle whose
+        Mercosul plate the item names by its old twin (`keyed_as_stored`)."""
+        document = mapped.document
+        if current is None:
+            return document
+        if mapped.key and not is_natural_key(etype, mapped.key):
+            document = {**document, **self._schemas.natural_key(etype, current["data"])}
+        return keyed_as_stored(etype, current["data"], document, create=create)
 
     async def _find_entity(
         self, tenant: str, etype: str, document: Mapping[str, Any], key: Mapping[str, Any]
