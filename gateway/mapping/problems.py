@@ -51,24 +51,15 @@ class Problems:
                 return line
             pointer = pointer.rsplit("/", 1)[0]
 
-    def as_list(self) -> list[FieldProblem]:
-        if not self.dropped:
-            return list(self.items)
-        more = FieldProblem("", f"{self.dropped} more problems not listed", "limit")
-        return [*self.items, more]
-
     def raise_if_any(self, what: str) -> None:
         if self.items:
             count = len(self.items) + self.dropped
             detail = f"{what}: {count} problem{'s' if count > 1 else ''}"
-            raise InvalidPayload(detail, problems=self.as_list())
+            raise InvalidPayload(detail, problems=self.items, omitted=self.dropped)
 
 
 def payload_error(name: str, problems: list[FieldProblem], dropped: int) -> InvalidPayload:
     """The error for a payload that a compiled mapping could not map."""
-    listed = list(problems)
-    if dropped:
-        listed.append(FieldProblem("", f"{dropped} more problems not listed", "limit"))
     count = len(problems) + dropped
     detail = f"the payload does not fit mapping {name!r}: {count} problem{'s' if count > 1 else ''}"
-    return InvalidPayload(detail, problems=listed)
+    return InvalidPayload(detail, problems=problems, omitted=dropped)
