@@ -713,7 +713,7 @@ def test_json_files_get_lines_too() -> None:
 def test_a_target_indexing_into_an_array_field_is_refused_at_upload(tmp_path: Path) -> None:
     """`groups.0` builds {"groups": {"0": ...}}, which no vehicle is: every payload would be
     refused. It names no field, and `gateway mapping validate` says so as the upload does."""
-    from gateway.mapping_files.service import TenantCatalog
+    from gateway.mapping_files.catalog import TenantCatalog
     from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 
     catalog = TenantCatalog(SchemaRegistry.load(default_schema_dir()), {})
