@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from gateway import eventloop
@@ -247,10 +247,12 @@ def _port(text: str) -> int:
     return port
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """The command `argv` (default: the command line) with the settings of `environ`
+    (default: the process's environment); its exit code."""
     args = _parser().parse_args(argv)
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.from_env(os.environ if environ is None else environ)
         if settings.mongodb_uri is not None:
             from gateway.store.client import check_uri  # the driver: imported when needed
 

@@ -1,4 +1,6 @@
-"""`gateway mapping validate|test` as an operator runs them: the real console script."""
+"""`gateway mapping validate|test` as an operator runs them: the console script's function,
+in this process (`gateway_command`), and the real console script where the process itself
+is what is checked (its entry point, a sample's non-ASCII text on its stdout)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import gateway_command
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "mappings"
@@ -24,6 +28,11 @@ fields:
 
 
 def _gateway(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return gateway_command("mapping", *map(str, args))
+
+
+def _process(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The real console script, `python -m gateway mapping ARGS`, in a child process."""
     return subprocess.run(
         [sys.executable, "-m", "gateway", "mapping", *map(str, args)],
         capture_output=True,
@@ -34,7 +43,7 @@ def _gateway(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_validate_passes_a_shipped_mapping() -> None:
-    result = _gateway("validate", MAPPINGS / "osmand.yaml")
+    result = _process("validate", MAPPINGS / "osmand.yaml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("osmand.yaml: ok")
 
@@ -248,7 +257,7 @@ def test_test_reads_an_xml_sample_in_the_encoding_its_declaration_names(tmp_path
     latin1.write_bytes(
         shared.replace('encoding="UTF-8"', 'encoding="ISO-8859-1"').encode("latin-1")
     )
-    done = _gateway("test", MAPPINGS / "sascar-pacote-posicoes.yaml", latin1)
+    done = _process("test", MAPPINGS / "sascar-pacote-posicoes.yaml", latin1)
     assert done.returncode == 0, done.stderr
     assert "São Paulo" in done.stdout
     utf8 = tmp_path / "sascar.xml"
