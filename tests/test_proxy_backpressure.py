@@ -198,7 +198,7 @@ async def test_a_full_outbound_capacity_is_a_503_of_the_gateway_blaming_no_partn
             assert problem["type"].endswith("/unavailable")
             assert "GATEWAY_OUTBOUND_CONNECTIONS" in problem["detail"]
             assert answer.headers["Retry-After"] == "5"
-            assert 1.5 < took < 3  # B's max_wait (its 2 s timeout): then refused, not queued
+            assert 1.5 < took < 5  # B's max_wait (its 2 s timeout): then refused, not queued
 
             vehicle = await create_vehicle(client)
             patched = await client.patch(
