@@ -559,6 +559,7 @@ def test_a_number_outside_its_range_names_the_range() -> None:
         ("GATEWAY_SCHEDULE_LEASE_SECONDS", 86_400),
         ("GATEWAY_PARTNER_PROBE_SECONDS", 86_400),
         ("GATEWAY_STALL_SECONDS", 86_400),
+        ("GATEWAY_HUNG_SECONDS", 3600),
         ("GATEWAY_DELIVERY_POLL_SECONDS", 3600),
         ("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 3600),
         ("GATEWAY_DB_TIMEOUT_MS", 600_000),

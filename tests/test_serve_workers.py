@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gateway.config import Settings
 from gateway.metrics import prepare_multiprocess_dir
-from gateway.prefork import HUNG_SECONDS, stop_seconds
+from gateway.prefork import stop_seconds
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
 
@@ -284,14 +284,17 @@ def test_a_hung_process_is_killed_and_replaced(tmp_path: Path) -> None:
     """A process whose event loop no longer turns (a deadlock, a blocking call; SIGSTOP here)
     kept its share of the port's connections, none answered, and the parent, which watched
     exits only, never noticed: its heartbeat now stops, and the parent kills it (SIGKILL) and
-    starts another once it was silent for HUNG_SECONDS."""
-    gateway = Gateway(tmp_path, "--workers", "2").start()
+    starts another once it was silent for GATEWAY_HUNG_SECONDS (30 s by default)."""
+    hung_seconds = 10  # above a process's start on a loaded machine (it counts from the start)
+    gateway = Gateway(tmp_path, "--workers", "2", GATEWAY_HUNG_SECONDS=str(hung_seconds)).start()
     servers = _servers(gateway)
     assert len(servers) == 2 and all(servers)
     hung = servers[0]
     try:
         os.kill(hung, signal.SIGSTOP)
-        wait_until(lambda: not alive(hung), HUNG_SECONDS + 15, "the hung process to be killed")
+        stopped = time.monotonic()
+        wait_until(lambda: not alive(hung), hung_seconds + 15, "the hung process to be killed")
+        assert time.monotonic() - stopped > hung_seconds - 1  # not before its heartbeats stopped
         wait_until(lambda: len(_servers(gateway)) == 2, 30, "the hung process to be replaced")
         assert hung not in _servers(gateway)
         for _ in range(20):
