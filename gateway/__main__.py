@@ -9,14 +9,12 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from gateway import eventloop
-from gateway.auth.tokens import TENANT
 from gateway.config import JOBS, ConfigError, Settings, StartRefused, parse_jobs
 from gateway.logs import configure_logging
-from gateway.store.client import check_uri
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -235,6 +233,8 @@ def _jobs(text: str) -> tuple[str, ...]:
 def _tenant(text: str) -> str:
     """Every command's `--tenant`: a name an admin token can carry (a trigger or user made
     under any other would be out of reach of every token and the admin UI)."""
+    from gateway.auth.tokens import TENANT  # jwt and the key ring: imported when needed
+
     if not TENANT.match(text):
         raise argparse.ArgumentTypeError(f"a tenant is 1-100 letters, digits, _.-, not {text!r}")
     return text
@@ -247,11 +247,15 @@ def _port(text: str) -> int:
     return port
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """The command `argv` (default: the command line) with the settings of `environ`
+    (default: the process's environment); its exit code."""
     args = _parser().parse_args(argv)
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.from_env(os.environ if environ is None else environ)
         if settings.mongodb_uri is not None:
+            from gateway.store.client import check_uri  # the driver: imported when needed
+
             check_uri("MONGODB_URI", settings.mongodb_uri)  # the driver's parser: store/'s
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -1,4 +1,7 @@
-"""What each `gateway` command does (argument parsing lives in `__main__`)."""
+"""What each `gateway` command does (argument parsing lives in `__main__`). Each command
+imports what it runs: `mapping validate` and `--help` start in a fraction of a second, not
+after the whole app is imported; one-shot database commands import the services, and only
+`serve`, `demo` and `worker` the web app."""
 
 from __future__ import annotations
 
@@ -9,38 +12,22 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
-from aiohttp import web
 
-from gateway import eventloop, shipped
-from gateway.app import create_app
-from gateway.auth.keyring import KeyRing
-from gateway.auth.secretbox import SecretBox
-from gateway.auth.tokens import issue_admin_token, parse_ttl
-from gateway.config import Settings
-from gateway.demo import (
-    DemoTrigger,
-    seed_entities,
-    seed_fleet_rules,
-    seed_geotab,
-    seed_mappings,
-    seed_triggers,
-)
-from gateway.demo_integrations import seed_automations
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
-from gateway.fleet.failures import SetAside, set_aside
-from gateway.keys import reseal_secrets
-from gateway.retention import Cleaned, clean_up
-from gateway.services import Services, load_secret_key, open_services
-from gateway.shutdown import TEARDOWN_SECONDS
-from gateway.store.sealed import Resealed
-from gateway.web import demo_partner, server
-from gateway.web.worker_listener import worker_listener
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from gateway.config import Settings
+    from gateway.demo import DemoTrigger
+    from gateway.fleet.failures import SetAside
+    from gateway.retention import Cleaned
+    from gateway.services import Services
+    from gateway.store.sealed import Resealed
 
 T = TypeVar("T")
 
@@ -70,6 +57,9 @@ def serve(
         from gateway.prefork import watch_parent
 
         watch_parent(parent)
+    from gateway.app import create_app
+    from gateway.web import server
+
     app = create_app(settings)
     if heartbeat is not None:
         from gateway.prefork import beat_to_parent
@@ -113,12 +103,32 @@ def demo(settings: Settings, tenant: str) -> int:
     """Load the demo tenant, print where to start, then serve (with a stand-in Geotab server,
     which the demo's schedule polls). Its other partners are local (`gateway demo-partners`),
     so this process may call its own loopback address and 127.0.0.1."""
+    from dataclasses import replace
+
+    from gateway import shipped
+    from gateway.auth.tokens import issue_admin_token, parse_ttl
+    from gateway.demo import (
+        seed_entities,
+        seed_fleet_rules,
+        seed_geotab,
+        seed_mappings,
+        seed_triggers,
+    )
+    from gateway.demo_integrations import seed_automations
+    from gateway.services import open_services
+    from gateway.web import demo_partner
+
     if not _can_listen(settings.host, settings.port):  # before seeding starts the database
         return 1
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     geotab_url = f"http://{host}:{settings.port}{demo_partner.PATH.removesuffix('/apiv1')}"
     # Demo only: every tenant of this process may call these addresses, on any port (the SSRF
     # guard allows addresses, not ports); the summary and docs/operations.md say so.
+    geotab = {
+        "database": demo_partner.DATABASE,
+        "username": demo_partner.USER,
+        "password": demo_partner.PASSWORD,
+    }
     allow = {host, "127.0.0.1"} - set(settings.outbound_allow)
     settings = replace(settings, outbound_allow=(*settings.outbound_allow, *sorted(allow)))
 
@@ -130,7 +140,7 @@ def demo(settings: Settings, tenant: str) -> int:
             flows = await seed_automations(services.actions, services.notify, tenant, shipped.FLOWS)
             hooks = await seed_triggers(services.triggers, tenant)
             schedule = await seed_geotab(
-                services.actions, services.schedules, tenant, geotab_url, _DEMO_GEOTAB
+                services.actions, services.schedules, tenant, geotab_url, geotab
             )
             token = issue_admin_token(
                 services.keyring, tenant=tenant, role="admin", subject="demo", ttl=parse_ttl("30d")
@@ -146,16 +156,11 @@ def demo(settings: Settings, tenant: str) -> int:
     return serve(settings, demo_partner.add_demo_partner)
 
 
-_DEMO_GEOTAB = {
-    "database": demo_partner.DATABASE,
-    "username": demo_partner.USER,
-    "password": demo_partner.PASSWORD,
-}
-
-
 def _can_listen(host: str, port: int, *names: str) -> bool:
     """Whether the port is free; if not, said on stderr (before the database starts), naming
     the options and variables to change (`names`: the port's, the host's)."""
+    from gateway.web import server
+
     if (problem := server.taken(host, port, *names)) is None:
         return True
     print(f"error: {problem}", file=sys.stderr)
@@ -163,6 +168,8 @@ def _can_listen(host: str, port: int, *names: str) -> bool:
 
 
 def _schedule_summary(base: str, schedule: dict[str, object]) -> str:
+    from gateway.web import demo_partner
+
     runs = f"{base}/api/v1/schedules/{schedule['id']}/runs"
     return "\n".join(
         [
@@ -250,6 +257,11 @@ def worker(settings: Settings) -> int:
     """The background jobs (`settings.jobs`: event relay, deliveries) without the web app,
     with a small listener for health and metrics (`settings.worker_port`, 0: none); several
     such processes share the work through leases in MongoDB."""
+    from gateway import eventloop
+    from gateway.services import open_services
+    from gateway.shutdown import TEARDOWN_SECONDS
+    from gateway.web import server
+    from gateway.web.worker_listener import worker_listener
 
     if not _can_listen(settings.host, settings.worker_port, "--port, GATEWAY_WORKER_PORT"):
         return 1
@@ -278,6 +290,10 @@ def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: s
     """An admin token, printed once the key that signed it opened the database's key check
     (`open_services`), as every one-shot command does: a token signed with a key the gateway
     does not have would be refused on every call."""
+    from gateway.auth.keyring import KeyRing
+    from gateway.auth.tokens import issue_admin_token, parse_ttl
+    from gateway.services import load_secret_key
+
     try:
         lifetime = parse_ttl(ttl)
     except ValueError as exc:
@@ -329,7 +345,7 @@ def mapping(
     entity schemas, with the API's problems (pointer, line, message). Exit 0 when it passes,
     1 when it does not, 2 when a file cannot be read."""
     from gateway.mapping import test_file, validate_file
-    from gateway.mapping_files.service import TenantCatalog
+    from gateway.mapping_files.catalog import TenantCatalog
     from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 
     for path in (file, sample):
@@ -480,6 +496,9 @@ def ui_user(settings: Settings, command: str, options: Mapping[str, Any]) -> int
 def cleanup(settings: Settings, days: int, *, dry_run: bool) -> int:
     """`gateway cleanup`: the history older than `days` dropped (docs/operations.md "Data
     retention"); prints what was dropped, or would be with `--dry-run`."""
+    from datetime import timedelta
+
+    from gateway.retention import clean_up
 
     async def work(services: Services) -> Cleaned:
         return await clean_up(services.store, timedelta(days=days), dry_run=dry_run)
@@ -500,6 +519,10 @@ def reseal(settings: Settings, *, dry_run: bool) -> int:
     """`gateway reseal`: every stored secret sealed again under the first key of
     GATEWAY_SECRET_KEY (docs/security.md, rotating the key). Exit 1 when a secret no key
     opens remains (named, not touched): the old key must not be dropped yet."""
+    from gateway.auth.keyring import KeyRing
+    from gateway.auth.secretbox import SecretBox
+    from gateway.keys import reseal_secrets
+    from gateway.services import load_secret_key
 
     box = SecretBox(KeyRing.from_secret(load_secret_key(settings, generate=False)))
 
@@ -523,6 +546,7 @@ def fold_failures(settings: Settings, tenant: str | None) -> int:
     """`gateway fold-failures`: the vehicles' batches the fleet fold set aside (its fold
     raised an error of the code), one line each (docs/operations.md "A vehicle the fold set
     aside")."""
+    from gateway.fleet.failures import set_aside
 
     async def work(services: Services) -> list[SetAside]:
         return await set_aside(services.store, tenant)
@@ -544,6 +568,7 @@ def _on_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -
     """`work` on this deployment's services, for a one-shot command (with the embedded
     database, the one a running gateway has on the data dir); None once a use case's
     refusal is printed on stderr (its detail and problems)."""
+    from gateway.services import open_services
 
     async def run() -> T:
         async with open_services(settings, run_workers=False, attach=True) as services:

@@ -133,6 +133,9 @@ class Settings:
     # /readyz turns unready when the event relay, the delivery worker or the fleet fold has
     # failed for this long with work waiting.
     stall_seconds: int = 60
+    # `serve --workers N`: a process whose heartbeat stops this long (from its start too) is
+    # killed and replaced (prefork.py).
+    hung_seconds: int = 30
     # The fleet fold writes a moving vehicle's last position and odometer to its entity at
     # least this often, and its whole state with a checkpoint this often (docs/fleet.md).
     fold_entity_seconds: int = 10
@@ -239,6 +242,7 @@ class Settings:
                 "GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1, high=86_400
             ),
             stall_seconds=env.integer("GATEWAY_STALL_SECONDS", 60, low=1, high=86_400),
+            hung_seconds=env.integer("GATEWAY_HUNG_SECONDS", 30, low=5, high=3600),
             fold_entity_seconds=env.integer("GATEWAY_FOLD_ENTITY_SECONDS", 10, low=1, high=3600),
             fold_checkpoint_seconds=env.integer(
                 "GATEWAY_FOLD_CHECKPOINT_SECONDS", 30, low=1, high=3600

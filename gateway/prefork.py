@@ -12,7 +12,7 @@ shards and delivery claims are leased in MongoDB). The parent restarts a child t
 (and marks it dead in the metrics), forwards SIGTERM/SIGINT to all of them, kills (and logs)
 one still running when its own shutdown deadlines and a margin have passed (`stop_seconds`),
 and stops the database last. Each child's event loop writes a heartbeat to a pipe every
-second (`beat_to_parent`); a child silent for `HUNG_SECONDS` (a deadlocked event loop, a
+second (`beat_to_parent`); a child silent for `GATEWAY_HUNG_SECONDS` (a deadlocked event loop, a
 blocking call, a stopped process: it still takes its share of the port's connections and
 answers none) is killed with SIGKILL, logged, and replaced like a child that died. A child
 that exits 2 refused its configuration (a GATEWAY_SECRET_KEY the database's key check
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 _RESTART_DELAY = (1.0, 30.0)  # after a crash, doubling while a child keeps crashing
 _STOP_MARGIN_SECONDS = 5.0  # past the children's own shutdown deadlines, before SIGKILL
 BEAT_SECONDS = 1.0  # a child's heartbeat interval
-HUNG_SECONDS = 30.0  # a child silent for this long (from its start too) is killed, replaced
 
 
 @dataclass
@@ -190,14 +189,14 @@ async def beat_to_parent(fd: int) -> None:
     beat()
 
 
-def _listened(child: _Child) -> None:
-    """The child's heartbeats read; one silent for `HUNG_SECONDS` killed (SIGKILL), which the
-    supervision then sees die and replaces."""
+def _listened(child: _Child, hung_seconds: float) -> None:
+    """The child's heartbeats read; one silent for `hung_seconds` (`GATEWAY_HUNG_SECONDS`,
+    from its start too) killed (SIGKILL), which the supervision then sees die and replaces."""
     now = time.monotonic()
     with contextlib.suppress(BlockingIOError):
         while os.read(child.heartbeat, 4096):
             child.beat_at = now
-    if now - child.beat_at > HUNG_SECONDS:
+    if now - child.beat_at > hung_seconds:
         log.error(
             "gateway process %s (pid %s) gave no heartbeat for %.0f s (its event loop is stuck, "
             "or the process stopped): killed with SIGKILL, to be replaced",
@@ -214,7 +213,7 @@ def _supervised(child: _Child, settings: Settings, env: dict[str, str]) -> _Chil
     (`restart_at`), then its successor when that time comes."""
     if child.restart_at is None:
         if child.proc.poll() is None:
-            _listened(child)
+            _listened(child, settings.hung_seconds)
             return child
         _died(child, env)
     assert child.restart_at is not None

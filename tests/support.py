@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -60,6 +64,41 @@ async def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProces
         timeout=60,
         env=env,
     )
+
+
+def gateway_command(
+    *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gateway ARGS` run in this process through the console script's function
+    (`gateway.__main__.main`, with the settings of `env`, default this process's): its exit
+    code, stdout and stderr (its log lines included) as `run_cli` gives a child's, without
+    the seconds a new interpreter takes to start and import the gateway. For what a command
+    says and does; what only a process has (its entry point, stdin, signals, its exit) is
+    tested with real ones (`run_cli`). The logging it sets up is undone afterwards."""
+    from gateway.__main__ import main
+
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    kept = [
+        (each, each.level, each.handlers[:]) for each in loggers if isinstance(each, logging.Logger)
+    ]
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args), env)
+            except SystemExit as exc:  # argparse's usage errors and --help
+                code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for each, level, handlers in kept:
+            each.setLevel(level)
+            each.handlers[:] = handlers
+    return subprocess.CompletedProcess(["gateway", *args], code, out.getvalue(), err.getvalue())
+
+
+async def run_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`gateway_command(ARGS)` with `env` (`cli_env`) off the event loop, as `run_cli` runs a
+    child: a command opens its own services and runs its own loop (`asyncio.run`)."""
+    return await asyncio.to_thread(gateway_command, *args, env=env)
 
 
 async def inbox_items(store: Any, tenant: str, vehicle: str, kind: str) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from gateway.web.server import GatewayRunner
 from gateway.web.state import services_key
 from tests.partner_double import create_partner
 from tests.processes import free_port
-from tests.support import SECRET_KEY, auth, cli_env, run_cli
+from tests.support import SECRET_KEY, auth, cli_env, gateway_command, run_command
 from tests.triggers_support import (
     Client,
     bearer,
@@ -376,14 +375,7 @@ async def test_a_nul_byte_in_a_member_name_is_a_422_pointing_at_it(client: Clien
 
 
 def _gateway(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, "GATEWAY_SECRET_KEY": SECRET_KEY},
-    )
+    return gateway_command(*map(str, args), env={**os.environ, "GATEWAY_SECRET_KEY": SECRET_KEY})
 
 
 async def test_an_admin_token_past_year_9999_is_refused_not_issued(
@@ -391,10 +383,10 @@ async def test_an_admin_token_past_year_9999_is_refused_not_issued(
 ) -> None:
     env = cli_env(settings, mongodb_uri)
     for ttl in ("2920000d", "999999999d"):
-        result = await run_cli(env, "admin-token", "--tenant", "acme", "--ttl", ttl)
+        result = await run_command(env, "admin-token", "--tenant", "acme", "--ttl", ttl)
         assert result.returncode == 2 and result.stdout == "", result
         assert "ttl is too long" in result.stderr and "9999-12-31" in result.stderr
-    result = await run_cli(env, "admin-token", "--tenant", "acme", "--ttl", "2900000d")
+    result = await run_command(env, "admin-token", "--tenant", "acme", "--ttl", "2900000d")
     assert result.returncode == 0, result.stderr
     claims = verify_admin_token(KeyRing.from_secret(SECRET_KEY), result.stdout.strip())
     assert claims.tenant == "acme"

@@ -25,7 +25,13 @@ from gateway.config import ConfigError, Settings
 from gateway.entities import Origin
 from gateway.services import Services
 from tests.processes import Gateway, free_port
-from tests.support import SECRET_KEY, cli_env, run_cli
+from tests.support import SECRET_KEY, cli_env, gateway_command, run_cli
+
+
+def _command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`gateway ARGS` in this process (`gateway_command`), for a command refused before it
+    starts anything (a usage or configuration error); `_run` runs the real console script."""
+    return gateway_command(*args, env={**os.environ, **(env or {})})
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -39,7 +45,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def test_help_lists_every_command() -> None:
-    result = _run("--help")
+    result = _command("--help")
     assert result.returncode == 0
     for command in ("serve", "worker", "admin-token", "mapping", "demo"):
         assert command in result.stdout
@@ -58,13 +64,13 @@ async def test_admin_token_prints_the_token_alone(
 
 
 def test_malformed_setting_is_named_and_exits_2() -> None:
-    result = _run("admin-token", "--tenant", "acme", env={"GATEWAY_PORT": "eighty"})
+    result = _command("admin-token", "--tenant", "acme", env={"GATEWAY_PORT": "eighty"})
     assert result.returncode == 2
     assert "GATEWAY_PORT" in result.stderr and "eighty" in result.stderr
 
 
 def test_bad_ttl_is_a_usage_error(tmp_path: Path) -> None:
-    result = _run(
+    result = _command(
         "admin-token",
         "--tenant",
         "acme",
@@ -78,7 +84,7 @@ def test_bad_ttl_is_a_usage_error(tmp_path: Path) -> None:
 def test_a_token_for_a_tenant_no_user_could_belong_to_is_refused(tmp_path: Path) -> None:
     env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
     for tenant in (" ", "", "acme corp", "x" * 101, "acme\n"):
-        result = _run("admin-token", "--tenant", tenant, env=env)
+        result = _command("admin-token", "--tenant", tenant, env=env)
         assert result.returncode == 2 and result.stdout == ""
         assert "a tenant is 1-100 letters, digits, _.-" in result.stderr
 
@@ -104,7 +110,7 @@ def test_every_command_refuses_a_tenant_no_token_could_name(
     command checks `--tenant` as `admin-token` does, before it touches anything."""
     env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
     for tenant in ("acme ", "acme\r", "b a d", "x" * 300):
-        result = _run(*command, "--tenant", tenant, env=env)
+        result = _command(*command, "--tenant", tenant, env=env)
         assert result.returncode == 2 and result.stdout == ""
         assert f"a tenant is 1-100 letters, digits, _.-, not {tenant!r}" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no database started, no key written
@@ -244,20 +250,20 @@ def test_serve_runs_on_uvloop_unless_the_setting_asks_for_asyncio(
 
 
 def test_an_unknown_event_loop_is_a_configuration_error() -> None:
-    result = _run("admin-token", "--tenant", "acme", env={"GATEWAY_EVENT_LOOP": "trio"})
+    result = _command("admin-token", "--tenant", "acme", env={"GATEWAY_EVENT_LOOP": "trio"})
     assert result.returncode == 2
     assert "GATEWAY_EVENT_LOOP must be one of uvloop, asyncio, got 'trio'" in result.stderr
 
 
 def test_an_unknown_log_level_is_a_configuration_error() -> None:
-    result = _run("admin-token", "--tenant", "acme", env={"GATEWAY_LOG_LEVEL": "loud"})
+    result = _command("admin-token", "--tenant", "acme", env={"GATEWAY_LOG_LEVEL": "loud"})
     assert result.returncode == 2
     assert "GATEWAY_LOG_LEVEL must be one of DEBUG, INFO, WARNING" in result.stderr
     assert "'loud'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_short_secret_key_is_a_configuration_error_that_does_not_show_it() -> None:
-    result = _run(
+    result = _command(
         "admin-token", "--tenant", "acme", env={"GATEWAY_SECRET_KEY": f"{SECRET_KEY},hunter2"}
     )
     assert result.returncode == 2
@@ -267,7 +273,7 @@ def test_a_short_secret_key_is_a_configuration_error_that_does_not_show_it() -> 
 
 
 def test_a_database_name_mongodb_refuses_is_a_configuration_error() -> None:
-    result = _run("admin-token", "--tenant", "acme", env={"GATEWAY_DATABASE": "rabbot.prod"})
+    result = _command("admin-token", "--tenant", "acme", env={"GATEWAY_DATABASE": "rabbot.prod"})
     assert result.returncode == 2
     assert "configuration error: GATEWAY_DATABASE" in result.stderr
     assert "Traceback" not in result.stderr
@@ -278,7 +284,7 @@ def test_a_log_level_in_any_case_is_taken() -> None:
 
 
 def test_identity_provider_without_an_audience_is_a_configuration_error() -> None:
-    result = _run(
+    result = _command(
         "admin-token",
         "--tenant",
         "acme",
@@ -488,7 +494,7 @@ def test_a_mongodb_uri_the_driver_cannot_parse_is_one_line_naming_it(tmp_path: P
         ("mongodb://u:s3cret@@x", "Username and password must be escaped"),
         ("mongodb+srv://db.example.com:27017", None),
     ):
-        result = _run("cleanup", "--dry-run", env={**env, "MONGODB_URI": uri})
+        result = _command("cleanup", "--dry-run", env={**env, "MONGODB_URI": uri})
         assert result.returncode == 2, result.stderr
         [line] = result.stderr.splitlines()
         assert line.startswith("configuration error: MONGODB_URI is not a valid connection")
@@ -528,7 +534,9 @@ def test_a_mongodb_uri_that_is_not_a_connection_string_is_a_configuration_error(
         with pytest.raises(ConfigError) as refused:
             Settings.from_env({"MONGODB_URI": uri})
         assert str(refused.value) == "MONGODB_URI must start with mongodb:// or mongodb+srv://"
-    result = _run("admin-token", "--tenant", "acme", env={"MONGODB_URI": f"mongo://u:{secret}@h"})
+    result = _command(
+        "admin-token", "--tenant", "acme", env={"MONGODB_URI": f"mongo://u:{secret}@h"}
+    )
     assert result.returncode == 2
     assert "configuration error: MONGODB_URI" in result.stderr and secret not in result.stderr
     for uri in ("mongodb://u:p@db1,db2/?replicaSet=rs0", "mongodb+srv://cluster0.example.net"):
@@ -551,6 +559,7 @@ def test_a_number_outside_its_range_names_the_range() -> None:
         ("GATEWAY_SCHEDULE_LEASE_SECONDS", 86_400),
         ("GATEWAY_PARTNER_PROBE_SECONDS", 86_400),
         ("GATEWAY_STALL_SECONDS", 86_400),
+        ("GATEWAY_HUNG_SECONDS", 3600),
         ("GATEWAY_DELIVERY_POLL_SECONDS", 3600),
         ("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 3600),
         ("GATEWAY_DB_TIMEOUT_MS", 600_000),
@@ -567,7 +576,7 @@ def test_a_duration_or_size_past_its_ceiling_stops_the_start_naming_it(
     longer = {"GATEWAY_FOLD_GAP_SECONDS": "3600", "GATEWAY_SHARD_LEASE_SECONDS": "3600"}
     assert Settings.from_env({name: str(high), **longer})  # the ceiling itself is taken
     env = {"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_SECRET_KEY": SECRET_KEY}
-    result = _run("serve", "--port", "0", env={**env, name: "99999999999999"})
+    result = _command("serve", "--port", "0", env={**env, name: "99999999999999"})
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith(f"configuration error: {name} must be between ")

@@ -1159,7 +1159,7 @@ async def test_another_tenants_delivery_goes_out_at_once_while_a_slow_partners_b
             worker.notify()
             started = time.monotonic()
             await fast.wait_for(1, timeout=20)
-            assert time.monotonic() - started < 2.5
+            assert time.monotonic() - started < 4  # not behind acme's sends (5 s each)
             assert len(slow.requests) <= 4  # acme's backlog still under way
         finally:
             await worker.stop()

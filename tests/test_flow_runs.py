@@ -863,7 +863,7 @@ async def test_another_tenants_run_fetches_at_once_while_a_slow_partners_runs_ar
             services.flow_runner.notify()
             started = time.monotonic()
             await fast.wait_for(1, timeout=20)
-            assert time.monotonic() - started < 2.5
+            assert time.monotonic() - started < 4  # not behind acme's fetches (5 s each)
             assert len(slow.requests) <= 4  # acme's runs still under way
         finally:
             await services.flow_runner.stop()

@@ -28,7 +28,7 @@ from gateway.fleet.odometer import TrackPoint
 from gateway.store.fleet import FoldFailure
 from gateway.store.positions import position_id
 from gateway.web.state import services_key
-from tests.support import auth, cli_env, run_cli
+from tests.support import auth, cli_env, run_command
 from tests.test_fleet_fold import own_fold
 from tests.test_fleet_odometer import route_points
 from tests.test_fold_mid_stream import _fix, _get_vehicle, _length_m, _vehicle
@@ -252,7 +252,7 @@ async def test_the_cli_lists_the_batches_set_aside(
     env = cli_env(settings, mongodb_uri)
 
     async def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return await run_cli(env, "fold-failures", *args)
+        return await run_command(env, "fold-failures", *args)
 
     listed = await cli("--tenant", "acme")
     assert listed.returncode == 0, listed.stderr

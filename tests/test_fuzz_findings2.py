@@ -167,11 +167,11 @@ async def test_a_kinds_pattern_in_the_validators_syntax_checks_a_mapping_target(
 async def test_a_kinds_backtracking_pattern_does_not_hold_the_process(client: Client) -> None:
     """`^(a+)+$` against a 27-letter target backtracked for half a minute in Python's `re`,
     the event loop (every tenant's requests) held all along; a linear engine answers at once."""
-    started = time.monotonic()
+    started = time.process_time()  # the CPU spent backtracking: load does not stretch it
     uploaded = await _kind_and_mapping(client, "redos", "^(a+)+$", "a" * 27 + "_")
     assert uploaded.status == 422, await uploaded.text()
     assert "a" * 27 + "_" in (await uploaded.json())["errors"][0]["pointer"]
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
 
 
 HEADER_MAPPING = """\

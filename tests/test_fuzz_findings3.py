@@ -244,7 +244,7 @@ async def test_a_mapping_cannot_multiply_a_payload_into_gigabytes(client: Client
     payload = {"placa": "ABC1D23", "pad": "x" * 200_000}
     multi = "{" + ",".join(f"k{i}:@" for i in range(150)) + "}"
     for name, spec, fields in (("multi", multi, 20), ("many", "@", 60)):
-        started = time.monotonic()
+        started = time.process_time()  # the CPU spent mapping: load does not stretch it
         response = await client.post(
             "/api/v1/mappings/test",
             json={"mapping": _amplifying(name, spec, fields), "payload": payload},
@@ -254,7 +254,7 @@ async def test_a_mapping_cannot_multiply_a_payload_into_gigabytes(client: Client
         problem = await response.json()
         assert problem["errors"][0]["keyword"] == "limit", problem
         assert "1,048,576" in problem["errors"][0]["message"], problem
-        assert time.monotonic() - started < 5
+        assert time.process_time() - started < 5
     await upload_mapping(client, _amplifying("raw", "@", 1))
     trigger = await create_trigger(client, mapping="raw")
     response = await client.post(f"/hooks/{trigger['id']}", json=payload, headers=bearer(trigger))

@@ -31,7 +31,7 @@ from tests.partner_double import (
     partner,
     post,
 )
-from tests.support import cli_env, run_cli
+from tests.support import cli_env, run_command
 from tests.test_fleet_fold import events_of, make_vehicle
 
 __all__ = ["partner"]  # the fixture
@@ -125,7 +125,7 @@ async def test_the_cli_counts_then_drops_and_refuses_zero_days(
     env = cli_env(settings, mongodb_uri)
 
     async def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return await run_cli(env, "cleanup", *args)
+        return await run_command(env, "cleanup", *args)
 
     counted = await cli("--days", "1", "--dry-run")
     assert counted.returncode == 0, counted.stderr

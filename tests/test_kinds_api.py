@@ -339,12 +339,12 @@ async def test_a_kind_schema_whose_refs_branch_and_recur_is_refused_not_walked_f
         ]
     }
     schema = {"type": "object", "$defs": {"n": node}, "properties": {"tree": {"$ref": "#/$defs/n"}}}
-    started = time.monotonic()
+    started = time.process_time()  # the CPU spent walking the schema: load does not stretch it
     response = await client.post(
         "/api/v1/kinds", json={"name": "tree", "schema": schema}, headers=auth()
     )
     assert response.status == 201, await response.text()
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
     arms = [{"type": "object", "properties": {f"a{i}": {"$ref": "#/$defs/n"}}} for i in range(600)]
     node = {"oneOf": [{"type": "string", "format": "cpf"}, *arms]}
     schema = {"type": "object", "$defs": {"n": node}, "properties": {"tree": {"$ref": "#/$defs/n"}}}

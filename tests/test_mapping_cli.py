@@ -1,13 +1,18 @@
-"""`gateway mapping validate|test` as an operator runs them: the real console script."""
+"""`gateway mapping validate|test` as an operator runs them: the console script's function,
+in this process (`gateway_command`), and the real console script where the process itself
+is what is checked (its entry point, a sample's non-ASCII text on its stdout)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import gateway_command
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "mappings"
@@ -23,6 +28,11 @@ fields:
 
 
 def _gateway(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return gateway_command("mapping", *map(str, args))
+
+
+def _process(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The real console script, `python -m gateway mapping ARGS`, in a child process."""
     return subprocess.run(
         [sys.executable, "-m", "gateway", "mapping", *map(str, args)],
         capture_output=True,
@@ -33,7 +43,7 @@ def _gateway(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_validate_passes_a_shipped_mapping() -> None:
-    result = _gateway("validate", MAPPINGS / "osmand.yaml")
+    result = _process("validate", MAPPINGS / "osmand.yaml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("osmand.yaml: ok")
 
@@ -247,7 +257,7 @@ def test_test_reads_an_xml_sample_in_the_encoding_its_declaration_names(tmp_path
     latin1.write_bytes(
         shared.replace('encoding="UTF-8"', 'encoding="ISO-8859-1"').encode("latin-1")
     )
-    done = _gateway("test", MAPPINGS / "sascar-pacote-posicoes.yaml", latin1)
+    done = _process("test", MAPPINGS / "sascar-pacote-posicoes.yaml", latin1)
     assert done.returncode == 0, done.stderr
     assert "São Paulo" in done.stdout
     utf8 = tmp_path / "sascar.xml"
@@ -349,3 +359,37 @@ def test_a_json_lines_sample_is_a_batch_as_a_trigger_reads_it(tmp_path: Path) ->
     done = _gateway("test", mapping, sample)
     assert done.returncode == 1
     assert "malformed JSON" in done.stderr, done.stderr
+
+
+def test_mapping_commands_and_help_start_without_the_web_app_or_the_database_driver() -> None:
+    """`gateway mapping validate` imported the whole gateway (the web app, every store, the
+    database driver) before reading a file: 3 s for an answer of one line. A command now
+    imports what it runs; what it reaches is checked in a fresh interpreter."""
+    check = (
+        "import sys\n"
+        "from gateway.__main__ import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = sorted(m for m in ('aiohttp', 'pymongo', 'gateway.app', 'gateway.services',"
+        " 'gateway.store') if m in sys.modules)\n"
+        "print(*loaded, file=sys.stderr)\n"
+    )
+    sample = PAYLOADS / "osmand_query.txt"
+    # Without MONGODB_URI: a URI set is checked by the driver's parser at every start.
+    env = {name: value for name, value in os.environ.items() if name != "MONGODB_URI"}
+    for args in (
+        ["mapping", "validate", str(MAPPINGS / "osmand.yaml")],
+        ["mapping", "test", str(MAPPINGS / "osmand.yaml"), str(sample)],
+        ["--help"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", check, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env=env,
+        )
+        assert done.stderr.strip() == "", (args, done.stderr)

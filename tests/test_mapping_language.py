@@ -713,7 +713,7 @@ def test_json_files_get_lines_too() -> None:
 def test_a_target_indexing_into_an_array_field_is_refused_at_upload(tmp_path: Path) -> None:
     """`groups.0` builds {"groups": {"0": ...}}, which no vehicle is: every payload would be
     refused. It names no field, and `gateway mapping validate` says so as the upload does."""
-    from gateway.mapping_files.service import TenantCatalog
+    from gateway.mapping_files.catalog import TenantCatalog
     from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 
     catalog = TenantCatalog(SchemaRegistry.load(default_schema_dir()), {})
@@ -944,26 +944,26 @@ def test_yaml_tags_anchors_and_duplicates_are_refused() -> None:
 def test_billion_laughs_is_refused_quickly() -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
-    started = time.perf_counter()
+    started = time.process_time()  # the CPU spent: a loaded machine does not stretch it
     problems = problems_of("\n".join(lines))
-    assert time.perf_counter() - started < 1
+    assert time.process_time() - started < 1
     assert any("aliases" in p.message for p in problems)
 
 
 def test_a_10_mb_file_is_refused_before_parsing() -> None:
     text = HEAD + "fields:\n" + "  plate: p\n" * 1_000_000
-    started = time.perf_counter()
+    started = time.process_time()  # the CPU spent: a loaded machine does not stretch it
     (problem,) = problems_of(text)
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 0.5
     assert problem.keyword == "limit"
     assert "more than the limit of 262,144" in problem.message
 
 
 def test_10000_fields_are_refused() -> None:
     fields = "".join(f"  attributes.f{i}: a\n" for i in range(10_000))
-    started = time.perf_counter()
+    started = time.process_time()  # the CPU spent: a loaded machine does not stretch it
     problems = problems_of(HEAD + "fields:\n  plate: p\n" + fields)
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     assert [(p.keyword, p.message) for p in problems] == [
         ("limit", f"more than {MAX_FIELDS} field specs")
     ]
@@ -1001,9 +1001,9 @@ def test_specs_nested_too_deeply_are_refused() -> None:
 def test_expression_that_would_explode_is_stopped_by_the_work_limit() -> None:
     doubling = " | ".join(["[@, @]"] * 20)
     mapping = inbound(f"  attributes.x: 'length({doubling} | [] | [] | [] | [])'\n")
-    started = time.perf_counter()
+    started = time.process_time()  # the CPU spent: a loaded machine does not stretch it
     (problem,) = payload_problems(mapping, {"plate": "A"})
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
     assert (problem.keyword, problem.extra["target"]) == ("limit", "attributes.x")
 
 
@@ -1017,9 +1017,9 @@ def test_string_doubling_is_stopped() -> None:
 def test_large_arrays_are_bounded() -> None:
     big = {"plate": "A", "xs": [{"v": i} for i in range(200_000)]}
     mapping = inbound("  attributes.e: {each: xs, item: v}\n  attributes.n: 'xs[*].v'\n")
-    started = time.perf_counter()
+    started = time.process_time()  # the CPU spent: a loaded machine does not stretch it
     problems = payload_problems(mapping, big)
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
     assert {(p.extra["target"], p.keyword) for p in problems} == {
         ("attributes.n", "limit"),
         ("attributes.e", "limit"),
@@ -1035,9 +1035,9 @@ def test_nested_each_is_bounded_overall() -> None:
     payload = {"plate": "A", "xs": [{"ys": [{"zs": list(range(900))}] * 900}] * 900}
     spec = "{each: xs, fields: {a: {each: ys, fields: {b: {each: zs, item: '@'}}}}}"
     mapping = inbound(f"  attributes.deep: {spec}\n")
-    started = time.perf_counter()
+    started = time.process_time()  # the CPU spent: a loaded machine does not stretch it
     (problem,) = payload_problems(mapping, payload)
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
     assert problem.keyword == "limit"
 
 

@@ -948,7 +948,7 @@ async def test_copies_of_several_texts_at_once_store_each_text_once_without_a_wa
         started = loop.time()
         answers = await asyncio.gather(*(upload(texts[i % len(texts)]) for i in range(copies)))
         monkeypatch.undo()
-        assert loop.time() - started < 3
+        assert loop.time() - started < 6  # none waited out another's note (its 10 s lease)
         statuses = sorted(status for status, _ in answers)
         assert statuses == [200] * (copies - len(texts)) + [201] * len(texts), answers
         by_text: dict[str, set[int]] = {}
@@ -1001,14 +1001,15 @@ async def test_a_retry_after_a_failed_insert_or_head_update_stores_its_text_once
     store.insert_version = insert_fails_once  # type: ignore[method-assign]
     await _upload(client, b, status=503)
     status, body, took = await _retried(client, b)
-    assert (status, body["version"], body["active"]) == (201, 2, True) and took < 2, body
+    # at once: well under the 10 s an upload's note holds the next one
+    assert (status, body["version"], body["active"]) == (201, 2, True) and took < 5, body
     assert (await _upload(client, LIVE_VEHICLE + "# c\n"))["version"] == 3
 
     first = LIVE_VEHICLE.replace("name: live", "name: first")
     store.publish = publish_fails_once  # type: ignore[method-assign]
     await _upload(client, first, status=503)
     status, body, took = await _retried(client, first)
-    assert (status, body["version"], body["active"]) == (200, 1, True) and took < 2, body
+    assert (status, body["version"], body["active"]) == (200, 1, True) and took < 5, body
     listed = await _json(client, "GET", "/api/v1/mappings/first/versions")
     assert [v["version"] for v in listed["items"]] == [1]
     assert (await _json(client, "GET", "/api/v1/mappings/first"))["version"] == 1
@@ -1031,7 +1032,7 @@ async def test_an_upload_that_died_counts_as_under_way_only_for_its_lease(
     assert await store.claim_version("acme", "live", checksum, since=since) == 2
     loop = asyncio.get_running_loop()
     started = loop.time()
-    assert (await _upload(client, b))["version"] == 2 and loop.time() - started < 2
+    assert (await _upload(client, b))["version"] == 2 and loop.time() - started < 5  # not 10 s
     assert (await _upload(client, c))["version"] == 3
     assert (await _upload(client, b, status=200))["version"] == 2  # within the lease
     past = datetime.now(UTC) - timedelta(seconds=mapping_store._UNDER_WAY_SECONDS + 1)

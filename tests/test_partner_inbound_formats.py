@@ -472,9 +472,9 @@ async def test_a_multipart_body_of_thousands_of_tiny_parts_is_refused_before_it_
     trigger = await create_position_trigger(client, mapping=None, format="form")
     part = b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n'
     body = part * (250 * 1024 // len(part)) + b"--b--\r\n"
-    started = time.perf_counter()
+    started = time.process_time()  # the CPU spent (the loop held): load does not stretch it
     status, problem = await _post(client, trigger, body, "multipart/form-data; boundary=b")
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 0.5
     assert (status, problem["detail"]) == (400, "more than 200 form fields")
 
 

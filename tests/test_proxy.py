@@ -238,7 +238,7 @@ async def test_slow_partner_is_504_bounded_by_its_timeout(client: Client, partne
 
     assert response.status == 504
     assert "did not answer within 0.3 s" in (await response.json())["detail"]
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 4  # not the partner's 5 s
 
 
 async def test_unreachable_partner_is_502(client: Client, unused_tcp_port: int) -> None:
@@ -344,7 +344,7 @@ async def test_a_call_to_an_oauth2_partner_is_bounded_by_one_timeout_across_toke
     # token 0.6 s, then 0.4 s left for the request (0.6 s): the deadline, not 2.4 s later
     assert response.status == 504, body
     assert body["detail"] == "partner ERP did not answer within 1 s"
-    assert took < 1.5, took
+    assert took < 2, took  # the 1 s deadline with room for a loaded machine, not 2.4 s
 
 
 async def test_oauth2_token_is_fetched_once_and_reused(client: Client, partner: Partner) -> None:

