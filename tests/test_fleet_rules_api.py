@@ -455,7 +455,7 @@ async def test_a_polygon_fence_becomes_a_circle_when_the_patch_clears_the_polygo
 NO_DWELL = {"dwell_seconds": 0}
 
 
-def _ring(lat: float, lon: float, radius_deg: float, positions: int) -> list[list[float]]:
+def ring_around(lat: float, lon: float, radius_deg: float, positions: int) -> list[list[float]]:
     """A closed ring of `positions` positions (the last repeating the first) round a point."""
     corners = positions - 1
     ring = [
@@ -561,14 +561,17 @@ async def test_a_tenants_polygon_positions_are_limited_in_all(client: Client) ->
         _stored_rule(
             f"outline-{i}",
             kind="authorized",
-            polygon={"type": "Polygon", "coordinates": [_ring(-23.0, -46.0, 0.1 + i * 1e-3, full)]},
+            polygon={
+                "type": "Polygon",
+                "coordinates": [ring_around(-23.0, -46.0, 0.1 + i * 1e-3, full)],
+            },
             margin_m=25,
             **NO_DWELL,
         )
         for i in range(outlines)
     ]
     await client.app[services_key].store.db["geofences"].insert_many(stored)
-    big = {"type": "Polygon", "coordinates": [_ring(-23.0, -46.0, 0.5, full)]}
+    big = {"type": "Polygon", "coordinates": [ring_around(-23.0, -46.0, 0.5, full)]}
     last = await post(
         client, "/api/v1/geofences", {"name": "last", "kind": "authorized", "polygon": big}
     )  # exactly the limit
