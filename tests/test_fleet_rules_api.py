@@ -4,18 +4,27 @@ rules following this process's changes at once."""
 
 from __future__ import annotations
 
+import math
 import random
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway.fleet.geometry import Circle, Polygon
+from gateway.clock import as_stored
+from gateway.fleet.geometry import MAX_POSITIONS, Circle, Polygon
+from gateway.fleet.odometer import TrackPoint
+from gateway.fleet.rule_service import MAX_TENANT_POSITIONS
 from gateway.fleet.rules import FleetRules
 from gateway.services import Services
+from gateway.store import Doc, new_id
+from gateway.store.fleet_rules import MAX_RULES
 from gateway.web.state import services_key
+from tests.flow_support import get, send_to
 from tests.partner_double import post
 from tests.support import auth, inbox_items
+from tests.test_fleet_scenarios import PAULISTA, _fold_and_drain, _forward, _traccar_trigger
 
 Client = TestClient[Any, Any]
 DEPOT = {"lat": -23.5505, "lon": -46.6333, "radius_m": 800}
@@ -441,3 +450,154 @@ async def test_a_polygon_fence_becomes_a_circle_when_the_patch_clears_the_polygo
     assert pointers(refused) == ["/circle"]
     stored = await (await client.get(path, headers=auth())).json()
     assert (stored["circle"], stored["margin_m"]) == (DEPOT, 40)
+
+
+NO_DWELL = {"dwell_seconds": 0}
+
+
+def ring_around(lat: float, lon: float, radius_deg: float, positions: int) -> list[list[float]]:
+    """A closed ring of `positions` positions (the last repeating the first) round a point."""
+    corners = positions - 1
+    ring = [
+        [
+            lon + radius_deg * math.cos(2 * math.pi * k / corners),
+            lat + radius_deg * math.sin(2 * math.pi * k / corners),
+        ]
+        for k in range(corners)
+    ]
+    return [*ring, ring[0]]
+
+
+def _stored_rule(name: str, tenant: str = "acme", **fields: Any) -> Doc:
+    """A rule as the API stores it, for seeding many at once (thousands over HTTP take
+    minutes)."""
+    now = as_stored(datetime.now(UTC))
+    return {
+        "_id": new_id(),
+        "tenant": tenant,
+        "name": name,
+        "vehicles": None,
+        "group": None,
+        **fields,
+        "rev": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _far_fence(i: int) -> Doc:
+    """A small authorized circle in another city, for another plate."""
+    circle = {"lat": -3.0, "lon": -60.0 + i * 1e-4, "radius_m": 5}
+    return _stored_rule(
+        f"far-{i}", kind="authorized", circle=circle, vehicles=["ZZZ9Z99"], margin_m=25, **NO_DWELL
+    )
+
+
+async def test_a_rule_past_the_tenants_limit_is_refused_naming_the_limit(
+    client: Client,
+) -> None:
+    db = client.app[services_key].store.db
+    await db["geofences"].insert_many([_far_fence(i) for i in range(MAX_RULES - 1)])
+    last = await post(
+        client, "/api/v1/geofences", {"name": "Pedreira", "kind": "restricted", "circle": DEPOT}
+    )
+    refused = await problem(
+        client,
+        "POST",
+        "/api/v1/geofences",
+        {"name": "Pedreira 2", "kind": "restricted", "circle": DEPOT},
+        status=409,
+    )
+    assert refused["limit"] == MAX_RULES == 5_000
+    assert "5,000" in refused["detail"] and "geofence" in refused["detail"]
+    missing = await client.get("/api/v1/geofences/Pedreira 2", headers=auth())
+    assert missing.status == 404  # nothing kept
+    # At the limit a rule is still changed, and another tenant's count is its own.
+    changed = await client.patch(
+        f"/api/v1/geofences/{last['id']}", json={"margin_m": 50}, headers=auth()
+    )
+    assert changed.status == 200, await changed.text()
+    other = await client.post(
+        "/api/v1/geofences",
+        json={"name": "Pedreira", "kind": "restricted", "circle": DEPOT},
+        headers=auth("other"),
+    )
+    assert other.status == 201, await other.text()
+    # Maintenance plans alike.
+    plans = [_stored_rule(f"plan-{i}", every_km=10_000, start_km=0) for i in range(MAX_RULES)]
+    await db["maintenance_plans"].insert_many(plans)
+    refused = await problem(
+        client, "POST", "/api/v1/maintenance-plans", {"name": "óleo", "every_km": 5000}, 409
+    )
+    assert refused["limit"] == MAX_RULES
+    assert "maintenance plan" in refused["detail"]
+
+
+async def test_every_stored_rule_is_folded_even_past_the_limit(client: Client) -> None:
+    """Two creates racing past the limit, or rules kept from before it, are evaluated: the
+    fold reads every rule, not a first 5,000."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    lat, lon = PAULISTA
+    quarry = {"lat": lat, "lon": lon + 0.03, "radius_m": 500}
+    fences = [_far_fence(i) for i in range(MAX_RULES)]
+    fences.append(
+        _stored_rule("Pedreira", kind="restricted", circle=quarry, margin_m=25, **NO_DWELL)
+    )
+    await client.app[services_key].store.db["geofences"].insert_many(fences)
+    traccar = await _traccar_trigger(client)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    for i, east in enumerate((0.0, 0.03, 0.03, 0.0)):
+        point = TrackPoint(t0 + timedelta(seconds=120 * i), lat, lon + east)
+        await send_to(client, traccar, _forward(point))
+    await _fold_and_drain(client)
+    entered = (await get(client, "/api/v1/events?type=vehicle.geofence.entered"))["items"]
+    assert [e["detail"]["geofence"]["name"] for e in entered] == ["Pedreira"]
+
+
+async def test_a_tenants_polygon_positions_are_limited_in_all(client: Client) -> None:
+    full = MAX_POSITIONS  # 2,000, the most one polygon has
+    outlines = MAX_TENANT_POSITIONS // full - 1
+    stored = [
+        _stored_rule(
+            f"outline-{i}",
+            kind="authorized",
+            polygon={
+                "type": "Polygon",
+                "coordinates": [ring_around(-23.0, -46.0, 0.1 + i * 1e-3, full)],
+            },
+            margin_m=25,
+            **NO_DWELL,
+        )
+        for i in range(outlines)
+    ]
+    await client.app[services_key].store.db["geofences"].insert_many(stored)
+    big = {"type": "Polygon", "coordinates": [ring_around(-23.0, -46.0, 0.5, full)]}
+    last = await post(
+        client, "/api/v1/geofences", {"name": "last", "kind": "authorized", "polygon": big}
+    )  # exactly the limit
+    refused = await problem(
+        client,
+        "POST",
+        "/api/v1/geofences",
+        {"name": "one more", "kind": "authorized", "polygon": SQUARE},
+        status=409,
+    )
+    assert refused["limit"] == MAX_TENANT_POSITIONS == 50_000
+    assert "50,005 positions" in refused["detail"]
+    circle = await post(
+        client, "/api/v1/geofences", {"name": "depot", "kind": "authorized", "circle": DEPOT}
+    )  # a circle has no corners to walk
+    grown = await problem(
+        client, "PATCH", f"/api/v1/geofences/{circle['id']}", {"polygon": SQUARE}, status=409
+    )
+    assert grown["limit"] == MAX_TENANT_POSITIONS
+    kept = await get(client, f"/api/v1/geofences/{circle['id']}")
+    assert kept["circle"] == DEPOT and kept.get("polygon") is None
+    # Simplifying an outline makes room.
+    simpler = await client.patch(
+        f"/api/v1/geofences/{last['id']}", json={"polygon": SQUARE}, headers=auth()
+    )
+    assert simpler.status == 200, await simpler.text()
+    await post(
+        client, "/api/v1/geofences", {"name": "one more", "kind": "authorized", "polygon": SQUARE}
+    )

@@ -8,11 +8,15 @@ from __future__ import annotations
 import html
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from gateway.clock import as_stored
 from gateway.services import Services
+from gateway.store import new_id
+from gateway.store.fleet_rules import MAX_RULES
 from gateway.web.state import services_key
 from tests.partner_double import post
 from tests.support import auth
@@ -447,3 +451,39 @@ async def test_the_fences_map_draws_every_fence_on_each_list_page(
     second = await (await client.get("/admin/geofences?" + html.unescape(after.group(1)))).text()
     assert second.count('<td class="name"><a href="/admin/geofences/') == 5  # page 2
     assert sorted(re.findall(r'data-fence="([^"]+)"', second)) == sorted(ids)
+
+
+async def test_a_fence_past_the_tenants_limit_is_refused_on_its_form_with_what_was_typed(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    now = as_stored(datetime.now(UTC))
+    far = [
+        {
+            "_id": new_id(),
+            "tenant": "acme",
+            "name": f"far-{i}",
+            "kind": "authorized",
+            "circle": {"lat": -3.0, "lon": -60.0 + i * 1e-4, "radius_m": 5},
+            "vehicles": None,
+            "group": None,
+            "margin_m": 25,
+            "dwell_seconds": 0,
+            "rev": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(MAX_RULES)
+    ]
+    await services.store.db["geofences"].insert_many(far)
+    refused = await _form(
+        client,
+        "/admin/geofences/new",
+        {"name": "Pedreira", "kind": "restricted", "polygon": json.dumps(SQUARE)},
+    )
+    page = html.unescape(await refused.text())
+    assert refused.status == 409, page
+    assert "5,000" in page and "Pedreira" in page and "-46.64" in page
+    missing = await client.get("/api/v1/geofences/Pedreira", headers=auth())
+    assert missing.status == 404

@@ -663,6 +663,10 @@ class Fold(ShardedJob):
                 run.service(service)
             for fix in kinds["fix"]:
                 await run.fix(fix, now)
+                # A fix inside a tenant's large polygon fences walks their edges (up to some
+                # 50 ms, rule_service.py MAX_TENANT_POSITIONS): the loop every tenant's requests
+                # share gets its turn between fixes, not after a whole batch.
+                await asyncio.sleep(0)
             for tick in kinds["tick"]:
                 run.tick(tick["at"])
         run.finish()

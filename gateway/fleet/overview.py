@@ -95,7 +95,7 @@ class FleetOverview:
         return found
 
     async def fences(self, tenant: str) -> list[Doc]:
-        """Every geofence of the tenant, as the fold reads them (at most MAX_RULES)."""
+        """Every geofence of the tenant, as the fold reads them (all of them)."""
         return await self._store.fleet_rules.geofences.all(tenant)
 
     async def vehicles(self, tenant: str) -> list[Doc]:

@@ -34,7 +34,7 @@ from gateway.fleet.geometry import circle_from, polygon_from
 from gateway.formats.json_tree import is_text
 from gateway.schemas.ids import canonical_plate_key, check_plate, normalize_plate
 from gateway.store import Doc, new_id
-from gateway.store.fleet_rules import RuleResources
+from gateway.store.fleet_rules import MAX_RULES, RuleResources, polygon_positions
 
 KINDS = ("authorized", "restricted")
 MAX_VEHICLES = 1_000
@@ -43,6 +43,10 @@ MAX_DWELL_SECONDS = 86_400.0
 MAX_EVERY_KM = 1_000_000.0
 MAX_START_KM = 10_000_000.0
 MAX_EVERY_DAYS = 3_650.0
+# The positions of all a tenant's polygon fences together: the fold walks a fence's edges for
+# each fix within its bounding box (about 1 µs an edge), on the event loop every tenant
+# shares; 50,000 (25 outlines of 2,000 corners, 500 of 100) is at most some 50 ms a fix.
+MAX_TENANT_POSITIONS = 50_000
 _COMMON = frozenset({"name", "description", "vehicles", "group"})
 
 
@@ -74,8 +78,29 @@ class RuleService(ABC):
         (geometry.py `MAX_POSITIONS`), and other requests must not wait for it."""
         return await asyncio.to_thread(self._fields, body)
 
+    async def _check_room(self, tenant: str, fields: Doc, replacing: str | None = None) -> None:
+        """Refuse (409) a rule past the tenant's limits: MAX_RULES of this kind, and
+        MAX_TENANT_POSITIONS polygon positions in all; `replacing` is the rule being changed.
+        The fold reads every rule: a rule past a limit is refused, never kept and ignored."""
+        sizes = await self._resources.sizes(tenant)
+        if replacing is None and len(sizes) >= MAX_RULES:
+            raise Conflict(
+                f"the tenant has {len(sizes):,} {self.what}s, the limit is {MAX_RULES:,}: "
+                f"delete one before creating another",
+                limit=MAX_RULES,
+            )
+        sizes.pop(replacing or "", None)
+        total = sum(sizes.values()) + polygon_positions(fields.get("polygon"))
+        if total > MAX_TENANT_POSITIONS:
+            raise Conflict(
+                f"the tenant's polygon fences would hold {total:,} positions, the limit is "
+                f"{MAX_TENANT_POSITIONS:,} in all: simplify or delete outlines first",
+                limit=MAX_TENANT_POSITIONS,
+            )
+
     async def create(self, tenant: str, body: Mapping[str, Any]) -> Doc:
         fields = await self._checked(body)
+        await self._check_room(tenant, fields)
         now = as_stored(datetime.now(UTC))
         doc = {"_id": new_id(), "tenant": tenant, **fields, "rev": 1}
         doc.update(created_at=now, updated_at=now)
@@ -100,6 +125,7 @@ class RuleService(ABC):
             for k in self.alternatives:
                 merged.pop(k, None)
         fields = await self._checked({**merged, **body})
+        await self._check_room(tenant, fields, str(current["_id"]))
         unset = [k for k in current if k in self.fields and k not in fields]
         fields["updated_at"] = datetime.now(UTC)
         doc = await self._resources.update(

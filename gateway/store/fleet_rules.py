@@ -5,23 +5,41 @@ per tenant, found by id or by name (`store/notify.py` `NamedResources`). A geofe
 `kind`, one of `circle` {lat, lon, radius_m} or `polygon` (GeoJSON), `vehicles` (plates),
 `group`, `margin_m`, `dwell_seconds`; a plan `every_km`, `due_soon_km`, `every_days`,
 `due_soon_days`, `start_km`, `vehicles`, `group`. The fold reads a tenant's rules whole
-(`all`): a tenant has tens of them, a few thousand at most (`MAX_RULES`).
+(`all`): a tenant has tens of them; creation refuses more than `MAX_RULES` of a kind
+(`fleet/rule_service.py`), so the read is bounded without leaving any rule out.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from gateway.store.client import Database, Doc, scoped, translate_errors
 from gateway.store.notify import NAME_INDEXES, NamedResources
 
+# Rules of one kind a tenant may have: a create past it is refused (`rule_service.py`).
 MAX_RULES = 5_000
 
 
 class RuleResources(NamedResources):
     async def all(self, tenant: str) -> list[Doc]:
-        """Every rule of the tenant (at most MAX_RULES), oldest first."""
+        """Every rule of the tenant, oldest first: all of them, never a silent first part
+        (creation keeps them to MAX_RULES; two creates racing past it are read too)."""
         with translate_errors():
-            cursor = self._c.find(scoped(tenant, {})).sort("_id", 1).limit(MAX_RULES)
-            return await cursor.to_list(MAX_RULES)
+            return await self._c.find(scoped(tenant, {})).sort("_id", 1).to_list(None)
+
+    async def sizes(self, tenant: str) -> dict[str, int]:
+        """Each rule of the tenant (by id) and the positions of its polygon (0 for a
+        circle, a plan): what creation counts against the tenant's limits."""
+        with translate_errors():
+            docs = await self._c.find(scoped(tenant, {}), {"polygon.coordinates": 1}).to_list(None)
+        return {str(doc["_id"]): polygon_positions(doc.get("polygon")) for doc in docs}
+
+
+def polygon_positions(polygon: Any) -> int:
+    """The positions of a stored (or checked) polygon, all rings: 0 for none."""
+    if not isinstance(polygon, dict):
+        return 0
+    return sum(len(ring) for ring in polygon.get("coordinates") or ())
 
 
 class PlanResources(RuleResources):

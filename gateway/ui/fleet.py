@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import paging
-from gateway.errors import InvalidPayload
+from gateway.errors import Conflict, InvalidPayload
 from gateway.fleet.geofences import reaches
 from gateway.fleet.overview import TRACKED_VEHICLES, vehicle_groups
 from gateway.fleet.rule_service import RuleService, public_rule
@@ -92,8 +92,8 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
             doc = await rules(request).create(
                 tenant_of(request), kind.body(values, False, form_lang(request))
             )
-        except InvalidPayload as exc:
-            return new_form(request, Form(values).refuse(exc, kind.fields), status=422)
+        except (InvalidPayload, Conflict) as exc:  # a conflict (the tenant's limit): above it
+            return new_form(request, Form(values).refuse(exc, kind.fields), status=exc.status)
         return redirect(f"{base}/{doc['_id']}", flash=f"fleet.{kind.name}_created")
 
     async def rule_page(
@@ -155,7 +155,7 @@ async def _saved(
         body = changes(kind.body(values, True, lang), kind.body(shown, True, lang))
         if body:
             await rules.update(tenant_of(request), rule["id"], body)
-    except InvalidPayload as exc:
+    except (InvalidPayload, Conflict) as exc:  # a conflict (the positions' limit): above it
         return Form(values).refuse(exc, kind.fields)
     return None
 

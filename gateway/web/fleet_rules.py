@@ -18,6 +18,7 @@ from gateway.fleet.rule_service import (
     MAX_EVERY_KM,
     MAX_MARGIN_M,
     MAX_START_KM,
+    MAX_TENANT_POSITIONS,
     MAX_VEHICLES,
     RuleService,
     public_rule,
@@ -99,7 +100,8 @@ _POLYGON: dict[str, Any] = {
     "required": ["type", "coordinates"],
     "description": "a GeoJSON Polygon: the exterior ring, then holes; each ring closed (first "
     "position = last), at least 4 positions, not crossing itself or another ring, holes "
-    f"inside the exterior; at most {MAX_POSITIONS} positions and 20 degrees across",
+    f"inside the exterior; at most {MAX_POSITIONS} positions and 20 degrees across; a tenant's "
+    f"polygon fences hold at most {MAX_TENANT_POSITIONS} positions together (409 past it)",
     "properties": {
         "type": {"const": "Polygon"},
         "coordinates": {
