@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway import write_fence
 from gateway.clock import from_iso, utcnow
 from gateway.doorbell import Doorbell
 from gateway.errors import (
@@ -75,11 +76,14 @@ class _Rounds:
         self.lost = 0
 
     async def lose(self) -> None:
+        """A round lost: pause, unless the request is past its write fence (`write_fence`:
+        WriteAbandoned, nothing more is sent)."""
         self.lost += 1
         if self.lost >= WRITE_ATTEMPTS:
             raise EntityContended(CONTENDED)
         pause = min(BACKOFF_CAP_SECONDS, BACKOFF_SECONDS * 2 ** (self.lost - 1))
         await asyncio.sleep(random.uniform(0, pause))
+        await write_fence.check()
 
 
 @dataclass(frozen=True, slots=True)

@@ -504,6 +504,37 @@ async def test_the_fold_writes_nothing_half_on_a_database_fault_and_folds_once_i
     assert sorted(one_events) == sorted(other_events)
 
 
+async def test_the_fold_waiting_gauge_counts_folded_fields_a_write_failed_to_store(
+    app: Client, faults: Injector
+) -> None:
+    """The fold's pass folds into memory and then writes the vehicles: a write that fails
+    (a vehicle held by a dead process's transaction, a database fault) left nothing in the
+    inbox to wait for, and `gateway_fleet_fold_oldest_waiting_seconds` said 0 while the
+    batch waited."""
+    services = services_of(app)
+    response = await app.post("/api/v1/entities/vehicle", json={"plate": "ABC1D23"}, headers=auth())
+    assert response.status == 201
+    trigger = await create_position_trigger(app)
+    fix = {"plate": "ABC1D23", "time": "2026-12-01T12:00:00Z", "lat": -23.55, "lon": -46.63}
+    response = await app.post(f"/hooks/{trigger['id']}", json=[fix], headers=bearer(trigger))
+    assert response.status == 200
+    await services.store.positions.inserts.settled(10)
+    async with faults.failing(Fault("WriteConflict", {"errorCode": 112}), ["update", "bulkWrite"]):
+        with pytest.raises(StoreUnavailable):
+            await services.fold.run_until_idle()  # folded, its vehicle's write failed
+    await asyncio.sleep(1.1)
+    assert await services.fold.fold_once() == 0  # nothing left in the inbox
+    gauge = "gateway_fleet_fold_oldest_waiting_seconds"
+    text = await (await app.get("/metrics")).text()
+    [waiting] = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(gauge)]
+    assert waiting >= 1
+    await database_back(services)
+    await services.fold.run_until_idle()
+    assert await services.fold.fold_once() == 0
+    text = await (await app.get("/metrics")).text()
+    assert f"{gauge} 0.0" in text
+
+
 # -- readiness -------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ stored, not stale, with its events."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pymongo
+import pytest
 import yaml
 
 from gateway.store.embedded import EmbeddedServer
@@ -332,3 +334,125 @@ def test_a_write_of_several_entities_is_never_lost_nor_half_kept_when_the_databa
         f"statuses {dict(stream.statuses)}"
     )
     assert lost == [] and half == {}
+
+
+FAULT_HOOK = Path(__file__).parent / "fault_hook"
+DATA = Path(__file__).parent / "data"
+
+
+def _bearer(trigger: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {trigger['token']}"}
+
+
+def _fold_waiting(gateway: Gateway) -> float:
+    status, _, text = gateway.request("GET", "/metrics", timeout=10)
+    assert status == 200, text
+    for line in text.splitlines():
+        if line.startswith("gateway_fleet_fold_oldest_waiting_seconds"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.timeout(240)  # the server's 60 s transaction lifetime, waited out
+def test_a_vehicle_a_killed_process_left_in_an_open_transaction_is_writable_again_and_folded(
+    tmp_path: Path,
+) -> None:
+    """A gateway SIGKILLed inside a checklist's transaction, after the vehicle's write and
+    before the commit, leaves the transaction open in the database (SecantusDB reaps one only
+    when another transaction reaches it): the vehicle's writes and the fold's wait on it. The
+    gateway has it aborted: the vehicle is written again, and the fold's stuck batch (this
+    vehicle and another) lands, within the server's 60 s lifetime and a reaper's interval;
+    meanwhile the fold's log says why and its waiting gauge counts the batch."""
+    server = EmbeddedServer(tmp_path / "db")
+    server.start()
+    mapping = (Path(__file__).resolve().parents[1] / "mappings" / "checklist.yaml").read_text()
+    common = {"MONGODB_URI": server.uri, "GATEWAY_DB_TIMEOUT_MS": "2000"}
+    hook = {
+        "PYTHONPATH": os.pathsep.join([str(FAULT_HOOK), os.environ.get("PYTHONPATH", "")]),
+        "GATEWAY_TEST_FAULT_AT": "gateway.store.entities.EntityStore._write_in",
+        "GATEWAY_TEST_FAULT_CALL": "2",  # the checklist's, then the vehicle's
+        "GATEWAY_TEST_FAULT_WHEN": "return",
+        "GATEWAY_TEST_FAULT_MARKER": str(tmp_path / "killed"),
+    }
+    killed = Gateway(tmp_path / "killed-gateway", **common, **hook).start()
+    second: Gateway | None = None
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(server.uri)
+    try:
+        # No reading of their own: the checklist's is the vehicle's first, always written (an
+        # older one than the vehicle's own, once the fold has taken that, would be skipped).
+        for plate in ("ABC1D23", "XYZ9A88"):
+            killed.create("/api/v1/entities/vehicle", {"plate": plate})
+        killed.create("/api/v1/mappings", yaml.safe_load(mapping))
+        checklists = killed.create(
+            "/api/v1/triggers",
+            {
+                "name": "c",
+                "entity_type": "other",
+                "kind": "checklist",
+                "mapping": "checklist",
+                "methods": ["POST"],
+            },
+        )
+        vehicles = killed.create(
+            "/api/v1/triggers", {"name": "v", "entity_type": "vehicle", "methods": ["POST"]}
+        )
+        trackers = killed.create(
+            "/api/v1/triggers", {"name": "p", "target": "positions", "methods": ["POST"]}
+        )
+        payload = json.loads((DATA / "partner_payloads" / "checklist_completed.json").read_text())
+        status, _, _ = killed.request(
+            "POST", f"/hooks/{checklists['id']}", payload, headers=_bearer(checklists)
+        )
+        assert status == 0 and (tmp_path / "killed").read_text() == "kill"  # no answer: killed
+        assert killed.proc is not None and killed.proc.wait(10) == -signal.SIGKILL
+        second = Gateway(tmp_path / "second-gateway", **common).start()
+        started = time.monotonic()
+        # The fold's batch of both vehicles: the first one's write waits on the open transaction.
+        at = datetime.now(UTC).replace(microsecond=0).isoformat()
+        fixes = [
+            {"plate": plate, "time": at, "lat": -23.56, "lon": -46.65, "speed_kmh": 0}
+            for plate in ("ABC1D23", "XYZ9A88")
+        ]
+        status, _, answer = second.request(
+            "POST", f"/hooks/{trackers['id']}", fixes, headers=_bearer(trackers)
+        )
+        assert status == 200, answer
+        write = {"plate": "ABC1D23", "model": "after"}
+        status, _, answer = second.request(
+            "POST", f"/hooks/{vehicles['id']}", write, headers=_bearer(vehicles)
+        )
+        assert status == 503 and answer["outcome"] == "unknown", answer  # held
+        wait_until(lambda: _fold_waiting(second) >= 3, 30, "the gauge to count the stuck batch")
+        wait_until(
+            lambda: (
+                second.request(
+                    "POST", f"/hooks/{vehicles['id']}", write, headers=_bearer(vehicles)
+                )[0]
+                == 200
+            ),
+            100,
+            "the vehicle to be writable again",
+        )
+        writable_after = time.monotonic() - started
+
+        def folded() -> bool:
+            docs = client["gateway"].entities.find({"type": "vehicle"})
+            return all(d["data"].get("last_position") for d in docs)
+
+        wait_until(folded, 30, "the fold's batch to be written")
+        wait_until(lambda: _fold_waiting(second) < 3, 30, "the gauge to drop")
+        vehicle = client["gateway"].entities.find_one({"data.plate": "ABC1D23"})
+        assert vehicle is not None and vehicle["data"]["model"] == "after"
+        # the checklist's reading taken back with it
+        assert vehicle["data"].get("odometer_km") != payload["odometroKm"]
+        assert client["gateway"].entities.count_documents({"type": "other"}) == 0
+    finally:
+        client.close()
+        killed.stop()
+        if second is not None:
+            second.stop()
+        server.stop()
+    log = second.log()
+    assert "held by an unfinished transaction" in log
+    assert "restarted before the writes were journaled" not in log
+    print(f"\norphaned transaction: the vehicle writable again after {writable_after:.0f} s")

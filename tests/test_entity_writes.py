@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import bson
+import pytest
 from aiohttp import web
 
+from gateway import write_fence
 from gateway.background import cancel_and_wait
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService, Origin
 from gateway.events import EventRelay
 from gateway.mapping import Emit
 from gateway.services import Services
+from gateway.store.entities import EntityStore
+from gateway.triggers import idempotency
 from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import create_trigger, hook
@@ -58,7 +63,7 @@ async def test_upsert_after_another_process_deleted_the_entity_creates_it_again(
 
 
 async def test_concurrent_writes_to_one_entity_from_two_processes_are_all_written(
-    aiohttp_client: Any, make_app: Callable[..., web.Application]
+    aiohttp_client: Any, make_app: Callable[..., web.Application], monkeypatch: Any
 ) -> None:
     """`serve --workers 2`: each process writes from the copy it remembers, and one that lost
     a round kept losing to the other's queue (8 rounds, then a 409 for some writes in a
@@ -66,6 +71,9 @@ async def test_concurrent_writes_to_one_entity_from_two_processes_are_all_writte
     every write is stored."""
     from tests.triggers_support import create_trigger, hook
 
+    # 160 writes of one entity queued in one test process: on a loaded machine the last
+    # wait longer than a request's write deadline (`write_fence`), which is not in question.
+    monkeypatch.setattr(write_fence, "WRITE_SECONDS", 300.0)
     one = await aiohttp_client(make_app())
     two = await aiohttp_client(make_app())  # same database: a second gateway process
     trigger = await create_trigger(one)
@@ -95,6 +103,9 @@ async def test_also_writes_contending_with_another_process_take_their_turn_and_a
     from tests.triggers_support import upload_shipped
 
     monkeypatch.setattr(entities, "WRITE_ATTEMPTS", 12)
+    # 200 writes queued in one test process: on a loaded machine the last wait longer than a
+    # request's write deadline (`write_fence`), which is not in question here.
+    monkeypatch.setattr(write_fence, "WRITE_SECONDS", 300.0)
     one = await aiohttp_client(make_app())
     two = await aiohttp_client(make_app())  # same database: a second gateway process
     body = {"plate": "ABC1D23", "odometer_km": 100}
@@ -478,3 +489,56 @@ async def test_a_trigger_write_refused_for_an_events_backlog_is_counted_as_backl
         if line.startswith("gateway_trigger_requests_total{") and not line.endswith(" 0.0")
     ]
     assert "backlogged" in outcomes and not {"keys_unavailable", "error"} & set(outcomes)
+
+
+@pytest.mark.parametrize("fence", ["deadline", "claim"])
+async def test_a_write_held_up_past_its_fence_does_not_land_over_the_newer_one(
+    fence: str,
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Process A is held up (paused) as it writes model m1, past its partner's patience;
+    meanwhile the partner writes through process B: its retry of m1 with the same key once
+    A's marker lease ran out (`claim`), then a newer m2. A, resuming, loses its round to B's
+    writes and must not write m1 again over m2: past the request's deadline (`deadline`: 15 s
+    from its arrival, here 0.5 s) or with its Idempotency-Key taken over (`claim`: the lease,
+    here 1 s), nothing more is sent, and A answers 503, outcome unknown."""
+    a = await aiohttp_client(make_app())
+    b = await aiohttp_client(make_app())  # same database: a second gateway process
+    trigger = await create_trigger(b)
+    assert (await hook(b, trigger, {"plate": "ZMB0001", "model": "m0"}))[0] == 201
+    if fence == "deadline":
+        monkeypatch.setattr(write_fence, "WRITE_SECONDS", 0.5)
+    else:
+        monkeypatch.setattr(idempotency, "LEASE", timedelta(seconds=1))
+    paused, resume = asyncio.Event(), asyncio.Event()
+    replace_data = EntityStore.replace_data
+
+    async def held_up(self: EntityStore, tenant: str, current: Any, *args: Any) -> Any:
+        if args[0].get("model") == "m1" and not paused.is_set():  # A's write, once
+            paused.set()
+            await resume.wait()
+        return await replace_data(self, tenant, current, *args)
+
+    monkeypatch.setattr(EntityStore, "replace_data", held_up)
+    first = {"Idempotency-Key": "k1"} if fence == "claim" else {}
+    m1 = {"plate": "ZMB0001", "model": "m1"}
+    held = asyncio.create_task(hook(a, trigger, m1, headers=first))
+    await asyncio.wait_for(paused.wait(), 10)
+    await asyncio.sleep(1.2)  # past the fence
+    if fence == "claim":
+        assert (await hook(b, trigger, m1, headers=first))[0] == 200  # the key taken over
+    newer = {"Idempotency-Key": "k2"} if fence == "claim" else {}
+    status, answer = await hook(b, trigger, {"plate": "ZMB0001", "model": "m2"}, headers=newer)
+    assert status == 200, answer
+    resume.set()
+    status, answer = await held
+    assert status == 503 and answer["outcome"] == "unknown", answer
+    response = await b.get("/api/v1/entities/vehicle/ZMB0001", headers=auth())
+    assert (await response.json())["model"] == "m2"
+    services = b.app[services_key]
+    await services.relay.run_until_idle()
+    updated = services.store.db["events"].find({"type": "entity.updated"}, {"data.model": 1})
+    models = sorted([e["data"]["model"] async for e in updated])
+    assert models == (["m1", "m2"] if fence == "claim" else ["m2"])  # m1 once at most

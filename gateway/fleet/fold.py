@@ -185,6 +185,8 @@ class _Memory:
     entity_reading_rev: int = 0  # the newest reading the entity's odometer has in it
     start_km: float | None = None  # a first fold's starting odometer (see _VehicleRun)
     written_at: float = 0.0  # when its entity was last written (monotonic)
+    # When the oldest of `entity`'s fields were folded (monotonic; 0 while it has none).
+    entity_since: float = 0.0
     touched: float = 0.0
     # Its own interval within [½, 1] × `entity_seconds`: vehicles written together (a quiet
     # pass, a checkpoint) come due again spread out, not all at once.
@@ -253,6 +255,10 @@ class Fold(ShardedJob):
         self._checkpoint: dict[int, int] | None = None  # per shard: the one under way
         self._to_save: list[Key] = []  # its vehicles not written yet
         self._memory: dict[Key, _Memory] = {}
+        # Vehicles whose folded fields a write failed to store (a document held by a dead
+        # process's transaction, a database down) → since when they wait (monotonic): the
+        # waiting gauge counts them as it counts the inbox documents not folded yet.
+        self._unwritten: dict[Key, float] = {}
         self._vehicles: dict[str, tuple[float, Doc | None]] = {}
         self._gaps: dict[int, float] = {}  # inbox number → when it was first found missing
         # The newest receipt of a fix (or tick) in the inbox documents read, and the number of
@@ -281,9 +287,7 @@ class Fold(ShardedJob):
         await self._hold(wanted)
         start = min(self._through[s] for s in wanted)
         docs = await self._store.fleet.after(start, self._reading)
-        oldest = docs[0].get("at") if docs else None
-        age = (datetime.now(UTC) - oldest).total_seconds() if isinstance(oldest, datetime) else 0
-        self._metrics.fold_oldest_waiting.set(max(age, 0.0))
+        self._metrics.fold_oldest_waiting.set(self._waiting(docs))
         taken, gap = self._contiguous(start, docs, self._store.fleet.last_seen)
         if gap is not None and not taken:
             # Fixes a missing round stored were received before the next document was written
@@ -337,6 +341,15 @@ class Fold(ShardedJob):
         low = min(self._through.values())
         self._gaps = {n: at for n, at in self._gaps.items() if n > low}
         return len(taken)
+
+    def _waiting(self, docs: Sequence[Doc]) -> float:
+        """How long the oldest input not folded and written yet has waited: the first inbox
+        document read (not folded yet), or folded fields a write failed to store."""
+        oldest = docs[0].get("at") if docs else None
+        age = (datetime.now(UTC) - oldest).total_seconds() if isinstance(oldest, datetime) else 0
+        if self._unwritten:
+            age = max(age, time.monotonic() - min(self._unwritten.values()))
+        return max(age, 0.0)
 
     async def run_until_idle(self, shards: Collection[int] | None = None) -> int:
         """Fold until nothing new is left, then write everything (tests, and a quiet pass);
@@ -504,6 +517,7 @@ class Fold(ShardedJob):
     def _forget(self, shards: Collection[int]) -> None:
         for key in [k for k in self._memory if _shard(k) in shards]:
             del self._memory[key]
+            self._unwritten.pop(key, None)
         for shard in shards:
             self._through.pop(shard, None)
             self._checkpointed.pop(shard, None)
@@ -751,25 +765,30 @@ class Fold(ShardedJob):
         now = time.monotonic()
         for key in gone:
             del self._memory[key]
+            self._unwritten.pop(key, None)
             self._vehicles[key[1]] = (now + self._config.vehicle_seconds, None)
         for folding in passes:
-            if folding.gone:
-                continue
-            memory = self._memory[folding.key]
-            memory.state, memory.through, memory.touched = folding.state, folding.through, now
-            if folding.entity_fields:
-                memory.entity.update(folding.entity_fields)
-                memory.entity_through = folding.through
-                memory.entity_reading_rev = folding.state.reading_rev
-            if folding.start_km is not None:
-                memory.start_km = folding.start_km
-            for lag in folding.lags:
-                self._metrics.fold_lag.observe(lag)
+            if not folding.gone:
+                self._into_memory(folding, now)
         for folding in passes:
             for (counter, label), n in folding.counts.items():
                 self._counters[counter].labels(label).inc(n)
         for event in events:
             self._metrics.fold_events.labels(event["type"]).inc()
+
+    def _into_memory(self, folding: _Pass, now: float) -> None:
+        memory = self._memory[folding.key]
+        memory.state, memory.through, memory.touched = folding.state, folding.through, now
+        if folding.entity_fields:
+            if not memory.entity:
+                memory.entity_since = now
+            memory.entity.update(folding.entity_fields)
+            memory.entity_through = folding.through
+            memory.entity_reading_rev = folding.state.reading_rev
+        if folding.start_km is not None:
+            memory.start_km = folding.start_km
+        for lag in folding.lags:
+            self._metrics.fold_lag.observe(lag)
 
     async def _record_failures(self, failed: Sequence[_Pass]) -> None:
         """The vehicles' batches set aside, recorded (then logged, with the traceback)."""
@@ -892,7 +911,7 @@ class Fold(ShardedJob):
     async def _write_entities(self, saving: list[tuple[Key, _Memory]], now: float) -> None:
         """The vehicles' fields the fold changed, in one journaled round; one that failed
         keeps its fields for the next try (unless newer ones came meanwhile)."""
-        taken = [(m, m.entity) for _, m in saving]
+        taken = [(m, m.entity, m.entity_since) for _, m in saving]
         folds = [
             Folded(
                 k[0],
@@ -904,24 +923,25 @@ class Fold(ShardedJob):
             )
             for k, m in saving
         ]
-        for memory, _ in taken:
+        for memory, _, _ in taken:
             memory.entity, memory.written_at = {}, now
+        whole: BaseException | None = None
         try:
-            outcomes = await self._store.entities.set_folded(folds)
-        except BaseException:  # cancelled, or failed as a whole: none is known written (a
-            # cancelled call's rounds may still land; writing them again changes nothing)
-            for memory, fields in taken:
-                if not memory.entity:
-                    memory.entity = fields
-            raise
-        failure = None
-        for (memory, fields), outcome in zip(taken, outcomes, strict=True):
+            outcomes: Sequence[bool | BaseException] = await self._store.entities.set_folded(folds)
+        except BaseException as exc:  # cancelled, or failed as a whole: none is known
+            # written (a cancelled call's rounds may still land; writing them again changes
+            # nothing)
+            whole, outcomes = exc, [exc] * len(taken)
+        failure = whole
+        for (key, _), (memory, fields, since), outcome in zip(saving, taken, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not memory.entity:  # not written: keep it for the next try
-                    memory.entity = fields
+                    memory.entity, memory.entity_since = fields, since
+                self._unwritten.setdefault(key, since)
                 failure = failure or outcome
             else:
                 memory.start_km = None
+                self._unwritten.pop(key, None)
         if failure is not None:
             raise failure
 

@@ -77,6 +77,9 @@ class Store:
         # collections (expiry.py); a one-shot command leaves the server's TTLs as the serving
         # processes set them (`follow_ttl_settings` False).
         self.expiry = Expiry(follow_settings=follow_ttl_settings)
+        # Whether the server leaves a dead writer's transaction open until another transaction
+        # starts (SecantusDB; set from the server with the indexes): `end_abandoned_transactions`.
+        self.reaps_transactions_lazily = False
         # What requests check before touching the database (see health.py).
         self.health = health or DatabaseHealth()
         # Why the indexes and the one-time upgrade steps are not done (`ensure_indexes`, run
@@ -130,6 +133,9 @@ class Store:
         # The same server sweeps its TTL indexes by reading every document of their
         # collections (every 60 s, under its storage lock): there the gateway expires itself.
         self.expiry.by_gateway = scans
+        # The same server aborts a transaction idle past 60 s only when a transaction
+        # statement arrives: the gateway sends it one now and then (`end_abandoned_transactions`).
+        self.reaps_transactions_lazily = scans
         with translate_errors():
             await self.db["entities"].create_indexes(entities.INDEXES)
             existing = await (await self.db["entities"].list_indexes()).to_list(None)
@@ -181,6 +187,26 @@ class Store:
         with translate_errors():
             info = await self.db.client.admin.command("buildInfo")
         return "secantusVersion" in info
+
+    async def end_abandoned_transactions(self) -> None:
+        """Have the server abort the transactions their processes left open: a process killed
+        between the first write of a transaction and its commit (`EntityStore.write_together`:
+        a checklist and its vehicle's odometer) leaves it holding its documents, and every
+        other write of them waits its deadline and fails ("outcome unknown"), the fleet fold's
+        of that vehicle included. MongoDB aborts such a transaction itself once it has been
+        open `transactionLifetimeLimitSeconds` (60 s by default), in the background.
+        SecantusDB aborts the ones idle for 60 s too, but only when a transaction statement
+        reaches it (its registry reaps on every access), and plain writes are none: on a quiet
+        tenant, never. So this starts a transaction that reads one document and aborts it:
+        its statement and its abort are such accesses. Run every `REAP_SECONDS` by every
+        process where `reaps_transactions_lazily` (connection.py)."""
+        with translate_errors():
+            async with self.db.client.start_session() as session:
+                await session.start_transaction()
+                try:
+                    await self.db[FENCES].find_one({"_id": "relay"}, session=session)
+                finally:
+                    await session.abort_transaction()
 
     async def server_process(self) -> Any:
         """Which database server process answers now (`hello`'s `topologyVersion`: a

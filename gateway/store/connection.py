@@ -27,6 +27,12 @@ EXPIRE_SECONDS = 60.0
 """How often a process expires documents past their TTL itself, where the server's own sweep
 reads whole collections (as often as MongoDB's sweep runs)."""
 
+REAP_SECONDS = 15.0
+"""How often a process has the server abort transactions a dead process left open, where the
+server does so only when a transaction reaches it (`Store.end_abandoned_transactions`): the
+documents of such a transaction are writable again at most 60 s (the server's transaction
+lifetime) plus this after its last statement."""
+
 
 @contextlib.asynccontextmanager
 async def open_store(
@@ -74,6 +80,7 @@ async def open_store(
         )
         tasks.append(asyncio.create_task(health.run_prober(store.ping)))
         tasks.append(asyncio.create_task(_expire(store)))
+        tasks.append(asyncio.create_task(_end_abandoned_transactions(store)))
         try:
             await store.ensure_indexes()
         except StoreUnavailable as exc:
@@ -157,3 +164,18 @@ async def _expire(store: Store) -> None:
                 log.info("expired %d documents past their TTL", expired)
         except StoreUnavailable as exc:
             log.warning("expiring documents past their TTL failed (%s); trying again", exc)
+
+
+async def _end_abandoned_transactions(store: Store) -> None:
+    """Every `REAP_SECONDS`, where the server needs it (`Store.reaps_transactions_lazily`,
+    known once the indexes are created): the transactions dead processes left open, aborted
+    (`Store.end_abandoned_transactions`). Every process does: one of them is enough, and it
+    costs one tiny read transaction; a process that is the only one left must still do it."""
+    while True:
+        await asyncio.sleep(REAP_SECONDS)
+        if not (store.reaps_transactions_lazily and store.health.up):
+            continue
+        try:
+            await store.end_abandoned_transactions()
+        except StoreUnavailable as exc:
+            log.warning("ending abandoned transactions failed (%s); trying again", exc)

@@ -262,6 +262,16 @@ class GroupCommit:
             errors = {int(e["idx"]): e for e in reported}
             failure = exc.error or exc.write_concern_errors
             result = exc.partial_result
+        if isinstance(failure, BaseException):
+            # The command failed as a whole (a deadline: a document held by a transaction a
+            # dead process left open, or a slow database): the writes after the one it
+            # stopped at were never run, the round's mark neither, and the ones before it
+            # are not known journaled. Every outcome is unknown, said as it is: a seal would
+            # find no mark and blame a database restart.
+            unknown = _whole_round_failed(failure)
+            for pending in batch:
+                _reject(pending, unknown)
+            return
         if mark is not None:
             await seal(batch[0].write.collection.database, mark)
             self.round_trips += 1
@@ -318,6 +328,29 @@ def _resolve(pending: _Pending, count: int) -> None:
 def _reject(pending: _Pending, exc: BaseException) -> None:
     if not pending.done.done():
         pending.done.set_exception(exc)
+
+
+def _whole_round_failed(failure: BaseException) -> StoreUnavailable:
+    try:
+        with translate_errors():
+            raise failure
+    except StoreUnavailable as exc:
+        translated = exc
+    except Exception as exc:  # any other error of the command: the outcome is unknown too
+        translated = StoreUnavailable(f"database write failed: {type(exc).__name__}")
+    if translated.deadline:
+        return StoreUnavailable(
+            f"the writes did not finish within the deadline ({type(failure).__name__}): a "
+            "document they change is held by an unfinished transaction (one a killed process "
+            "left open is aborted within about 75 s), or the database is slow; their outcome "
+            "is unknown",
+            deadline=True,
+        )
+    return StoreUnavailable(
+        f"{translated.detail}; the outcome of the writes is unknown",
+        answered=translated.answered,
+        refused=translated.refused,
+    )
 
 
 def _unavailable(exc: BaseException) -> Exception:

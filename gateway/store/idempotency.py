@@ -96,6 +96,13 @@ class IdempotencyStore:
                 return None
         raise Conflict("the Idempotency-Key is being used concurrently; retry")
 
+    async def holds(self, tenant: str, record: str, claim: str, now: datetime) -> bool:
+        """Whether the marker `record` is still the call `claim`'s and within its lease: not
+        answered, released, or taken over by a retry since."""
+        query = {"_id": record, "claim": claim, "state": "pending", "lease_until": {"$gt": now}}
+        with translate_errors():
+            return await self._c.find_one(scoped(tenant, query), {"_id": 1}) is not None
+
     async def answered(
         self,
         tenant: str,

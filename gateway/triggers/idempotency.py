@@ -11,8 +11,10 @@ after a fix is processed afresh (when the database failed the release too, it is
 in the background until it passes, one command per tenant and round for every failed call;
 at shutdown, `close` stops that and tries what is left once, while the store is still open).
 A call releases only its own marker, named by a random claim token. A marker left by a
-crashed process is taken over after `LEASE`. The same key with another body is a 422. Answers
-are kept 24 hours.
+crashed process is taken over after `LEASE`; a call whose entity write loses a round to a
+concurrent one tries it again only while its marker is still its own, within the lease
+(`write_fence.py`: a paused process's call must not land after a retry took its key over).
+The same key with another body is a 422. Answers are kept 24 hours.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from gateway import write_fence
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
 from gateway.errors import (
@@ -99,8 +102,17 @@ class IdempotencyGuard:
             raise StillProcessing(f"this {named} is being used concurrently; retry") from None
         if existing is not None:
             return _replay(existing, (body_hash, *earlier_hashes), named, now)
+        marker = record_id(trigger.id, key)
+
+        async def still_ours() -> bool:
+            # The gateway's clock, as the lease was written by (a paused process's own
+            # monotonic clock may not have counted the pause).
+            now = datetime.fromtimestamp(self._clock(), UTC)
+            return await records.holds(trigger.tenant, marker, claim, now)
+
         try:
-            answer = await call()
+            with write_fence.claimed(still_ours):
+                answer = await call()
         except BaseException:
             try:
                 await records.release(trigger.tenant, [(record_id(trigger.id, key), claim)])

@@ -14,6 +14,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 
+from gateway import write_fence
 from gateway.auth.secretbox import SecretBoxError
 from gateway.errors import BadRequest, GatewayError, StoreUnavailable
 from gateway.logs import request_id_var
@@ -64,6 +65,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("X-Request-ID", "")
     request_id = given if _REQUEST_ID.match(given) else os.urandom(16).hex()
     request_id_var.set(request_id)
+    write_fence.begin()
     services = services_of(request)
     metrics = services.metrics
     started = time.perf_counter()

@@ -1,0 +1,80 @@
+"""A request's write fence: when an entity write that lost an optimistic round to a concurrent
+one may still be tried again.
+
+A write that loses a round (the entity changed since it was read) reads it again and writes
+its data over what it finds (`entities.py` `_Rounds`). Right for a request in time; wrong for
+one whose process was paused past its partner's patience (a VM paused or migrated, a cgroup
+frozen, a long swap stall): the partner has since retried it through another process, or
+sent a newer value, and the old request, resuming, wrote its old data over the newer one, and
+the same `Idempotency-Key`'s write landed twice. So a lost round is tried again only
+
+- within `WRITE_SECONDS` of the request's arrival (`begin`, by the web edge; measured on
+  `time.monotonic()`), which is half the `Idempotency-Key` lease (30 s,
+  `triggers/idempotency.py`): before another process may take the key over; and
+- while the request's `Idempotency-Key` marker is still its own and within its lease
+  (`claimed`, by the idempotency guard; read from the database, so a pause the monotonic
+  clock did not count, a suspended VM's, is caught too).
+
+Otherwise nothing more is sent: `WriteAbandoned`, a 503 whose outcome is unknown (what an
+earlier round sent may have landed; the partner retries with the same key and gets the
+first answer or the write applied once). The first round is always sent: it is guarded by
+the revision it read, so it lands only over what it was computed from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Final
+
+from gateway.errors import StoreUnavailable
+
+WRITE_SECONDS: Final = 15.0
+
+Claim = Callable[[], Awaitable[bool]]
+
+_deadline: ContextVar[float | None] = ContextVar("write_deadline", default=None)
+_claim: ContextVar[Claim | None] = ContextVar("write_claim", default=None)
+
+
+class WriteAbandoned(StoreUnavailable):
+    """A lost round not tried again: the request is past its fence."""
+
+
+def begin() -> None:
+    """The request arrived now: its writes' lost rounds are tried again until `WRITE_SECONDS`
+    from now (the rest of the request's task, and the tasks it starts, see it)."""
+    _deadline.set(time.monotonic() + WRITE_SECONDS)
+
+
+@contextmanager
+def claimed(still_ours: Claim) -> Iterator[None]:
+    """Within: a lost round is tried again only while `still_ours()` (the request's
+    idempotency marker is its own, within its lease)."""
+    token = _claim.set(still_ours)
+    try:
+        yield
+    finally:
+        _claim.reset(token)
+
+
+async def check() -> None:
+    """Before a lost round is tried again: WriteAbandoned past the request's fence."""
+    deadline = _deadline.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise WriteAbandoned(
+            f"the write lost a round to a concurrent one more than {WRITE_SECONDS:g} s after "
+            "the request arrived (this process was held up); not tried again, since a newer "
+            "write may have come meanwhile",
+            deadline=True,
+        )
+    still_ours = _claim.get()
+    if still_ours is not None and not await still_ours():
+        raise WriteAbandoned(
+            "the write lost a round to a concurrent one after its Idempotency-Key's lease ran "
+            "out (this process was held up, and a retry may have taken the key over); not "
+            "tried again",
+            deadline=True,
+        )
