@@ -184,6 +184,27 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_budget_and_lockout
     assert await _paste(client, "junk", "198.51.100.8") == 401
 
 
+async def test_a_client_naming_itself_in_a_forwarded_header_the_proxy_passed_is_not_believed(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """nginx & co. append to X-Forwarded-For and pass the client's own `Forwarded` through:
+    a made-up `for=` per request neither buys a fresh budget nor spends a victim's."""
+    client = await aiohttp_client(make_app(admin_rate_limit=1, trusted_proxies=("127.0.0.0/8",)))
+
+    async def api(n: int) -> int:
+        headers = {
+            "Authorization": "Bearer junk",
+            "X-Forwarded-For": "203.0.113.9",
+            "Forwarded": f"for=198.51.100.{n}",
+        }
+        return (await client.get("/api/v1/triggers", headers=headers)).status
+
+    statuses = [await api(n) for n in range(6)]
+    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    victim = await client.get("/admin/login", headers={"X-Forwarded-For": "198.51.100.5"})
+    assert victim.status == 200
+
+
 async def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy() -> None:
     from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -191,24 +212,24 @@ async def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy() -> N
 
     proxies = trusted_networks(("10.0.0.0/8", "2001:db8::/32"))
 
-    def of(peer: str, **headers: str) -> str:
+    def of(peer: str, header: str = "x-forwarded-for", **headers: str) -> str:
         named = CIMultiDictProxy(CIMultiDict({k.replace("_", "-"): v for k, v in headers.items()}))
-        return client_of(peer, named, proxies)
+        return client_of(peer, named, proxies, header)
 
     assert of("192.0.2.1", X_Forwarded_For="198.51.100.7") == "192.0.2.1"
     assert of("10.0.0.5") == "10.0.0.5"
     assert of("10.0.0.5", X_Forwarded_For="1.2.3.4, 198.51.100.7, 10.0.0.9") == "198.51.100.7"
     assert of("10.0.0.5", X_Forwarded_For="10.0.0.7") == "10.0.0.7"
     assert of("::ffff:10.0.0.5", X_Forwarded_For="198.51.100.7") == "198.51.100.7"
-    assert of("2001:db8::1", Forwarded='for="[2001:db8:cafe::17]:4711"') == "2001:db8:cafe::17"
     assert (
-        of(
-            "10.1.1.1",
-            Forwarded="for=1.2.3.4, for=192.0.2.60:80;proto=https",
-            X_Forwarded_For="5.6.7.8",
-        )
-        == "192.0.2.60"
+        of("2001:db8::1", "forwarded", Forwarded='for="[2001:db8:cafe::17]:4711"')
+        == "2001:db8:cafe::17"
     )
+    # One header, the one the proxies write: a client's own copy of the other is never read.
+    both = {"Forwarded": "for=1.2.3.4, for=192.0.2.60:80;proto=https", "X_Forwarded_For": "5.6.7.8"}
+    assert of("10.1.1.1", "forwarded", **both) == "192.0.2.60"
+    assert of("10.1.1.1", **both) == "5.6.7.8"
+    assert of("10.1.1.1", "forwarded", X_Forwarded_For="5.6.7.8") == "10.1.1.1"
     assert trusted_networks(()) == ()
 
 
