@@ -967,3 +967,50 @@ async def test_a_mapping_sends_a_secret_whole_and_refuses_one_a_transform_change
     (call,) = partner.requests
     assert call.headers["X-Erp-Token"] == f"Bearer {MAPPED_SECRET}"
     assert orjson.loads(call.body) == {"token": MAPPED_SECRET}
+
+
+async def test_a_request_build_problem_quotes_the_admins_text_alike_whatever_the_secrets(
+    client: Client, partner: Partner
+) -> None:
+    """Problems quote what the admin wrote as written: masking a word equal to a secret or
+    to the partner's password would tell which of their guesses it is."""
+    erp = await create_partner(
+        client,
+        partner.url,
+        secrets={"pin": "4821"},
+        auth={"type": "basic", "username": "fleet", "password": "verao2026"},
+    )
+    guesses = [f"{k}" for k in range(4815, 4825)] + [f"verao{y}" for y in range(2020, 2030)]
+    fields = "".join(
+        f"  g{n}: {{value: 'x {w} x', transforms: [integer]}}\n" for n, w in enumerate(guesses)
+    )
+    await upload_mapping(client, f"name: guess\ndirection: outbound\nbody:\n{fields}")
+    action = await create_action(client, erp["id"], name="g", mode="proxy", request_mapping="guess")
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    assert response.status == 422
+    messages = {p["target"]: p["message"] for p in (await response.json())["errors"]}
+    assert messages == {
+        f"body.g{n}": f'cannot cast string "x {w} x" to integer' for n, w in enumerate(guesses)
+    }
+    assert partner.requests == []
+
+
+async def test_a_secret_that_is_no_usable_path_segment_is_refused_without_its_value(
+    client: Client, partner: Partner
+) -> None:
+    erp = await create_partner(client, partner.url, secrets={"tenant_path": ".."})
+    await upload_mapping(
+        client, "name: seg\ndirection: outbound\npath:\n  account: {secret: tenant_path}\n"
+    )
+    action = await create_action(
+        client, erp["id"], name="seg", mode="proxy", path="/a/{account}/x", request_mapping="seg"
+    )
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    text = await response.text()
+    assert response.status == 422, text
+    assert "'..'" not in text and (await response.json())["errors"][0]["keyword"] == "secret"
+    assert partner.requests == []
