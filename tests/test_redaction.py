@@ -928,7 +928,7 @@ async def test_a_delivery_whose_mapping_cannot_cast_a_secret_keeps_no_trace_of_i
     (listed,) = (await (await client.get("/api/v1/deliveries", headers=viewer)).json())["items"]
     one = await client.get(f"/api/v1/deliveries/{listed['id']}", headers=viewer)
     text = await one.text()
-    assert "cannot cast string" in text and "<secret:erp_token>" in text, text
+    assert "a secret is sent whole" in text and "<secret:erp_token>" in text, text
     assert "Kq7z" not in text
     assert partner.requests == []
 
@@ -1013,4 +1013,39 @@ async def test_a_secret_that_is_no_usable_path_segment_is_refused_without_its_va
     text = await response.text()
     assert response.status == 422, text
     assert "'..'" not in text and (await response.json())["errors"][0]["keyword"] == "secret"
+    assert partner.requests == []
+
+
+@pytest.mark.parametrize(
+    "transforms",
+    [
+        "[{truncate: 4}]",
+        "[{split: {separator: ':', index: 0}}]",
+        "[digits]",
+        "[lower]",
+        "[trim]",
+        "[string]",
+    ],
+)
+async def test_any_transform_given_a_secret_is_refused_whatever_it_would_make_of_it(
+    client: Client, partner: Partner, transforms: str
+) -> None:
+    """A transform that cuts the mark (truncate, split, digits) or leaves it as it is (lower,
+    trim of a mark that is lower case and blank-free) would send a piece of the mark or the
+    untransformed secret: any transform given a secret is a 422."""
+    erp = await create_partner(client, partner.url, secrets={"pin": "AbC-1234:5678 "})
+    await upload_mapping(
+        client,
+        "name: m\ndirection: outbound\nbody:\n"
+        f"  x: {{template: 'k {{p}}', vars: {{p: {{secret: pin}}}}, transforms: {transforms}}}\n",
+    )
+    action = await create_action(client, erp["id"], name="a", mode="proxy", request_mapping="m")
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    text = await response.text()
+    assert response.status == 422, text
+    (problem,) = (await response.json())["errors"]
+    assert problem["keyword"] == "secret" and "<secret:pin>" in problem["message"], problem
+    assert "1234" not in text
     assert partner.requests == []

@@ -2,28 +2,51 @@
 
 A request mapping's `{secret: name}` and an XML body's `{{ secrets.name }}` never see the
 secret itself: they see a mark, `[secret:name:<nonce>]` (a fresh random nonce per request),
-which they can only carry into what they build. Casts, transforms, conditions and template
-branches work on the mark, so nothing they do (a cast that fails, a branch taken, an answer
-that differs) depends on, or quotes, the secret's value. Once the request is built and checked,
-`reveal` puts each secret in place of its mark (escaped for XML by the XML body). A mark that a
-transform or a filter changed is refused: a secret is sent whole, as stored, or not at all.
-Problems found on the way show a mark as `<secret:name>` (`shown`), as the dry runs do.
+which they can only carry into what they build. Conditions and template branches work on the
+mark, so nothing they do (a branch taken, an answer that differs) depends on, or quotes, the
+secret's value. A secret is sent whole, as stored, or not at all: a transform, a template filter,
+an index or a method given a value that holds a mark is refused (`SecretRead`, keyword
+`secret`), decided when it receives the mark, whatever it would have made of it. Once the
+request is built and checked, `reveal` puts each secret in place of its mark (escaped for XML
+by the XML body); a mark changed on the way (which the refusal above leaves no way to do) is
+refused too. Problems found on the way show a mark as `<secret:name>` (`shown`), as the dry
+runs do.
 
     marks = SecretMarks(partner.secrets)
     marks.marks                      {name: mark}: what mappings and templates read
     marks.reveal(value)              strings of a JSON value with the secrets in place
     marks.reveal_text(text, escape)  one text, each secret written through `escape`
     marks.shown(problems)            the problems with each mark as <secret:name>
+    holds_mark(value)                whether a value (text, list, object) holds a mark
 """
 
 from __future__ import annotations
 
+import re
 import secrets as random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from ..errors import FieldProblem, InvalidPayload
+
+_MARK = re.compile(r"\[secret:\w+:[0-9a-f]{16}\]")
+WHOLE = "a secret is sent whole, as stored: no transform, filter or index may read it"
+
+
+class SecretRead(Exception):
+    """A transform, a filter, an index or a method was given a secret's mark."""
+
+
+def holds_mark(value: Any) -> bool:
+    """Whether `value` (a text, or a list or object of them) holds a secret's mark."""
+    if isinstance(value, str):
+        return "[secret:" in value and _MARK.search(value) is not None
+    if isinstance(value, list | tuple):
+        return any(holds_mark(v) for v in value)
+    if isinstance(value, dict):
+        return any(holds_mark(k) or holds_mark(v) for k, v in value.items())
+    return False
 
 
 class SecretMarks:
@@ -55,14 +78,7 @@ class SecretMarks:
         if self._nonce in text.lower():
             raise InvalidPayload(
                 "a secret was changed before it was sent",
-                [
-                    FieldProblem(
-                        "",
-                        "a secret is sent whole, as stored: no transform, filter or index "
-                        "may change it",
-                        "secret",
-                    )
-                ],
+                [FieldProblem("", WHOLE, "secret")],
             )
         return text
 
