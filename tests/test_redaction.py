@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.mapping.secret_marks import SecretMarks
 from gateway.outbound import redaction
 from gateway.outbound.redaction import MASK, Redactor
 from gateway.outbound.sender import OutboundRequest, Sender
@@ -1049,3 +1050,41 @@ async def test_any_transform_given_a_secret_is_refused_whatever_it_would_make_of
     assert problem["keyword"] == "secret" and "<secret:pin>" in problem["message"], problem
     assert "1234" not in text
     assert partner.requests == []
+
+
+async def test_a_request_no_mapping_reads_a_secret_of_is_not_walked_for_marks(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partner with named secrets: a proxy payload no mapping touched goes out as it is,
+    without its every string searched for a mark (on the event loop); one whose mapping reads
+    a secret still has it in place."""
+    looked: list[str] = []
+    reveal_text = SecretMarks.reveal_text
+
+    def counted(self: SecretMarks, text: str, *args: Any) -> str:
+        looked.append(text)
+        return reveal_text(self, text, *args)
+
+    monkeypatch.setattr(SecretMarks, "reveal_text", counted)
+    erp = await create_partner(client, partner.url, secrets={"unused": MAPPED_SECRET})
+    plain = await create_action(client, erp["id"], name="plain", mode="proxy")
+    payload = {"items": [{"plate": f"ABC{n:04d}", "note": "x" * 20} for n in range(500)]}
+    response = await client.post(
+        f"/api/v1/actions/{plain['id']}/invoke", json={"payload": payload}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    assert orjson.loads(partner.requests[-1].body) == payload
+    assert looked == []
+
+    await upload_mapping(
+        client, "name: reads\ndirection: outbound\nbody:\n  token: {secret: unused}\n"
+    )
+    reads = await create_action(
+        client, erp["id"], name="reads", mode="proxy", request_mapping="reads"
+    )
+    response = await client.post(
+        f"/api/v1/actions/{reads['id']}/invoke", json={"payload": payload}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    assert orjson.loads(partner.requests[-1].body) == {"token": MAPPED_SECRET}
+    assert looked

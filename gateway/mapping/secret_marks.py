@@ -13,7 +13,8 @@ refused too. Problems found on the way show a mark as `<secret:name>` (`shown`),
 runs do.
 
     marks = SecretMarks(partner.secrets)
-    marks.marks                      {name: mark}: what mappings and templates read
+    marks.marks                      {name: mark}: what mappings and templates read (a
+                                     read is recorded: `reveal` walks no value until one)
     marks.reveal(value)              strings of a JSON value with the secrets in place
     marks.reveal_text(text, escape)  one text, each secret written through `escape`
     marks.shown(problems)            the problems with each mark as <secret:name>
@@ -49,18 +50,45 @@ def holds_mark(value: Any) -> bool:
     return False
 
 
+class _Marks(dict[str, str]):
+    """The marks by name, remembering whether one was read: until then no value built can
+    hold one, and revealing is nothing to do (a large body is not walked for nothing)."""
+
+    read = False
+
+    def __getitem__(self, name: str) -> str:
+        self.read = True
+        return super().__getitem__(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self.read = True
+        return super().get(name, default)
+
+    def values(self) -> Any:
+        self.read = True
+        return super().values()
+
+    def items(self) -> Any:
+        self.read = True
+        return super().items()
+
+
 class SecretMarks:
     __slots__ = ("_nonce", "_values", "marks")
 
     def __init__(self, secrets: Mapping[str, Any] | None) -> None:
         self._nonce = random.token_hex(8)
-        self.marks = {name: f"[secret:{name}:{self._nonce}]" for name in secrets or {}}
-        self._values = {self.marks[name]: str(value) for name, value in (secrets or {}).items()}
+        self.marks = _Marks({name: f"[secret:{name}:{self._nonce}]" for name in secrets or {}})
+        self._values = {
+            dict.__getitem__(self.marks, name): str(value)
+            for name, value in (secrets or {}).items()
+        }
 
     def reveal(self, value: Any) -> Any:
         """`value` (a JSON value, or a mapping of strings) with every mark in its strings
-        replaced by its secret; InvalidPayload when a mark was changed on the way."""
-        if not self._values:
+        replaced by its secret; InvalidPayload when a mark was changed on the way. Nothing to
+        do, and nothing walked, when no mark was read."""
+        if not self._values or not self.marks.read:
             return value
         if isinstance(value, str):
             return self.reveal_text(value)
@@ -96,6 +124,6 @@ class SecretMarks:
     def _shown(self, text: str) -> str:
         if self._nonce not in text:
             return text
-        for name, mark in self.marks.items():
+        for name, mark in dict.items(self.marks):
             text = text.replace(mark, f"<secret:{name}>")
         return text.replace(self._nonce, "…")
