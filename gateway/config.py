@@ -40,6 +40,8 @@ LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 """The levels GATEWAY_LOG_LEVEL takes, in any case."""
 
 EVENT_LOOPS: tuple[str, ...] = ("uvloop", "asyncio")
+# The headers a trusted proxy may name the client in (GATEWAY_FORWARDED_HEADER).
+FORWARDED_HEADERS: tuple[str, ...] = ("x-forwarded-for", "forwarded")
 """The event loops a long-running process can run on (`gateway/eventloop.py`)."""
 
 JOBS: tuple[str, ...] = ("relay", "flows", "delivery", "schedules", "fold")
@@ -102,6 +104,9 @@ class Settings:
     # The proxies (addresses, CIDRs) whose Forwarded / X-Forwarded-For name the client, for
     # those per-client budgets and the token login's lockout (gateway/web/client_address.py).
     trusted_proxies: tuple[str, ...] = ()
+    # The one header those proxies write the client into: "x-forwarded-for" or "forwarded"
+    # (RFC 7239); the other is never read (a proxy passes a client's own through).
+    forwarded_header: str = "x-forwarded-for"
     max_batch_items: int = 500
     run_workers: bool = True
     # Which background jobs a process with workers runs (GATEWAY_WORKERS): scale one alone by
@@ -204,6 +209,8 @@ class Settings:
             public_url=env.url("GATEWAY_PUBLIC_URL", base=True),
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
             trusted_proxies=env.networks("GATEWAY_TRUSTED_PROXIES"),
+            forwarded_header=env.choice("GATEWAY_FORWARDED_HEADER", FORWARDED_HEADERS)
+            or "x-forwarded-for",
             outbound_connections=env.integer(
                 "GATEWAY_OUTBOUND_CONNECTIONS", 2000, low=2, high=100_000
             ),

@@ -255,6 +255,15 @@ def test_an_unknown_event_loop_is_a_configuration_error() -> None:
     assert "GATEWAY_EVENT_LOOP must be one of uvloop, asyncio, got 'trio'" in result.stderr
 
 
+def test_an_unknown_forwarded_header_is_a_configuration_error() -> None:
+    result = _run("admin-token", "--tenant", "acme", env={"GATEWAY_FORWARDED_HEADER": "x-real-ip"})
+    assert result.returncode == 2
+    assert (
+        "GATEWAY_FORWARDED_HEADER must be one of x-forwarded-for, forwarded, got 'x-real-ip'"
+        in result.stderr
+    )
+
+
 def test_an_unknown_log_level_is_a_configuration_error() -> None:
     result = _command("admin-token", "--tenant", "acme", env={"GATEWAY_LOG_LEVEL": "loud"})
     assert result.returncode == 2

@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.mapping.secret_marks import SecretMarks
 from gateway.outbound import redaction
 from gateway.outbound.redaction import MASK, Redactor
 from gateway.outbound.sender import OutboundRequest, Sender
@@ -928,7 +929,7 @@ async def test_a_delivery_whose_mapping_cannot_cast_a_secret_keeps_no_trace_of_i
     (listed,) = (await (await client.get("/api/v1/deliveries", headers=viewer)).json())["items"]
     one = await client.get(f"/api/v1/deliveries/{listed['id']}", headers=viewer)
     text = await one.text()
-    assert "cannot cast string" in text and "<secret:erp_token>" in text, text
+    assert "a secret is sent whole" in text and "<secret:erp_token>" in text, text
     assert "Kq7z" not in text
     assert partner.requests == []
 
@@ -967,3 +968,123 @@ async def test_a_mapping_sends_a_secret_whole_and_refuses_one_a_transform_change
     (call,) = partner.requests
     assert call.headers["X-Erp-Token"] == f"Bearer {MAPPED_SECRET}"
     assert orjson.loads(call.body) == {"token": MAPPED_SECRET}
+
+
+async def test_a_request_build_problem_quotes_the_admins_text_alike_whatever_the_secrets(
+    client: Client, partner: Partner
+) -> None:
+    """Problems quote what the admin wrote as written: masking a word equal to a secret or
+    to the partner's password would tell which of their guesses it is."""
+    erp = await create_partner(
+        client,
+        partner.url,
+        secrets={"pin": "4821"},
+        auth={"type": "basic", "username": "fleet", "password": "verao2026"},
+    )
+    guesses = [f"{k}" for k in range(4815, 4825)] + [f"verao{y}" for y in range(2020, 2030)]
+    fields = "".join(
+        f"  g{n}: {{value: 'x {w} x', transforms: [integer]}}\n" for n, w in enumerate(guesses)
+    )
+    await upload_mapping(client, f"name: guess\ndirection: outbound\nbody:\n{fields}")
+    action = await create_action(client, erp["id"], name="g", mode="proxy", request_mapping="guess")
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    assert response.status == 422
+    messages = {p["target"]: p["message"] for p in (await response.json())["errors"]}
+    assert messages == {
+        f"body.g{n}": f'cannot cast string "x {w} x" to integer' for n, w in enumerate(guesses)
+    }
+    assert partner.requests == []
+
+
+async def test_a_secret_that_is_no_usable_path_segment_is_refused_without_its_value(
+    client: Client, partner: Partner
+) -> None:
+    erp = await create_partner(client, partner.url, secrets={"tenant_path": ".."})
+    await upload_mapping(
+        client, "name: seg\ndirection: outbound\npath:\n  account: {secret: tenant_path}\n"
+    )
+    action = await create_action(
+        client, erp["id"], name="seg", mode="proxy", path="/a/{account}/x", request_mapping="seg"
+    )
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    text = await response.text()
+    assert response.status == 422, text
+    assert "'..'" not in text and (await response.json())["errors"][0]["keyword"] == "secret"
+    assert partner.requests == []
+
+
+@pytest.mark.parametrize(
+    "transforms",
+    [
+        "[{truncate: 4}]",
+        "[{split: {separator: ':', index: 0}}]",
+        "[digits]",
+        "[lower]",
+        "[trim]",
+        "[string]",
+    ],
+)
+async def test_any_transform_given_a_secret_is_refused_whatever_it_would_make_of_it(
+    client: Client, partner: Partner, transforms: str
+) -> None:
+    """A transform that cuts the mark (truncate, split, digits) or leaves it as it is (lower,
+    trim of a mark that is lower case and blank-free) would send a piece of the mark or the
+    untransformed secret: any transform given a secret is a 422."""
+    erp = await create_partner(client, partner.url, secrets={"pin": "AbC-1234:5678 "})
+    await upload_mapping(
+        client,
+        "name: m\ndirection: outbound\nbody:\n"
+        f"  x: {{template: 'k {{p}}', vars: {{p: {{secret: pin}}}}, transforms: {transforms}}}\n",
+    )
+    action = await create_action(client, erp["id"], name="a", mode="proxy", request_mapping="m")
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    text = await response.text()
+    assert response.status == 422, text
+    (problem,) = (await response.json())["errors"]
+    assert problem["keyword"] == "secret" and "<secret:pin>" in problem["message"], problem
+    assert "1234" not in text
+    assert partner.requests == []
+
+
+async def test_a_request_no_mapping_reads_a_secret_of_is_not_walked_for_marks(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partner with named secrets: a proxy payload no mapping touched goes out as it is,
+    without its every string searched for a mark (on the event loop); one whose mapping reads
+    a secret still has it in place."""
+    looked: list[str] = []
+    reveal_text = SecretMarks.reveal_text
+
+    def counted(self: SecretMarks, text: str, *args: Any) -> str:
+        looked.append(text)
+        return reveal_text(self, text, *args)
+
+    monkeypatch.setattr(SecretMarks, "reveal_text", counted)
+    erp = await create_partner(client, partner.url, secrets={"unused": MAPPED_SECRET})
+    plain = await create_action(client, erp["id"], name="plain", mode="proxy")
+    payload = {"items": [{"plate": f"ABC{n:04d}", "note": "x" * 20} for n in range(500)]}
+    response = await client.post(
+        f"/api/v1/actions/{plain['id']}/invoke", json={"payload": payload}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    assert orjson.loads(partner.requests[-1].body) == payload
+    assert looked == []
+
+    await upload_mapping(
+        client, "name: reads\ndirection: outbound\nbody:\n  token: {secret: unused}\n"
+    )
+    reads = await create_action(
+        client, erp["id"], name="reads", mode="proxy", request_mapping="reads"
+    )
+    response = await client.post(
+        f"/api/v1/actions/{reads['id']}/invoke", json={"payload": payload}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    assert orjson.loads(partner.requests[-1].body) == {"token": MAPPED_SECRET}
+    assert looked

@@ -535,12 +535,13 @@ def _xml_text(value: str) -> str:
 async def test_an_xml_body_cannot_branch_on_a_secret_s_value(
     client: Client, partner: Partner
 ) -> None:
-    """A template sees each secret as a mark, put in place once the body is rendered: an
-    index, a comparison or a length of it says nothing of the secret, so an admin cannot
-    read a write-only secret back through the call's outcome (422 against 200)."""
+    """A template sees each secret as a mark, put in place once the body is rendered: a
+    comparison of it says nothing of the secret, and an index or a length of it is refused
+    whatever the secret, so an admin cannot read a write-only secret back through the call's
+    outcome (422 against 200)."""
     erp = await create_partner(client, partner.url, secrets={"erp_token": "Kq7z"})
     partner.respond_with(raw=b"<ok/>", headers={"Content-Type": "text/xml"})
-    outcomes = set()
+    outcomes = []
     for n, test in enumerate(
         (
             "secrets.erp_token[0] == 'K'",
@@ -558,8 +559,8 @@ async def test_an_xml_body_cannot_branch_on_a_secret_s_value(
         response = await client.post(
             f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
         )
-        outcomes.add(response.status)
-    assert outcomes == {200}
+        outcomes.append(response.status)
+    assert outcomes == [422, 422, 200, 422, 200, 200]
     assert {call.body for call in partner.requests} == {b"<ok/>"}
 
     action = await create_action(
@@ -623,3 +624,36 @@ async def test_an_xml_body_that_spends_its_budget_renders_off_the_event_loop(
     assert answer.status == 422
     assert "steps" in (await answer.json())["errors"][0]["message"]  # the budget, spent
     assert took > 0.1 and worst < took / 2, f"loop held {worst:.2f} s of a {took:.2f} s render"
+
+
+@pytest.mark.parametrize(
+    "printed",
+    [
+        "secrets.pin | first",
+        "secrets.pin | truncate(9, True, '')",
+        "('k ' ~ secrets.pin) | trim",
+        "secrets.pin | lower",
+        "secrets.pin[1:]",
+    ],
+)
+async def test_an_xml_body_that_filters_cuts_or_calls_a_secret_is_refused(
+    client: Client, partner: Partner, printed: str
+) -> None:
+    """A secret is printed whole or not at all: a filter, a slice or a method given one
+    would send a piece of its mark, or the secret untransformed."""
+    erp = await create_partner(client, partner.url, secrets={"pin": "1234:5678"})
+    action = await create_action(
+        client,
+        erp["id"],
+        name="cut",
+        mode="proxy",
+        xml_body={"template": "<a>{{ " + printed + " }}</a>"},
+    )
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    text = await response.text()
+    assert response.status == 422, text
+    assert (await response.json())["errors"][0]["keyword"] == "secret"
+    assert "1234" not in text
+    assert partner.requests == []

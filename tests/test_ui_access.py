@@ -9,6 +9,7 @@ import io
 import re
 import subprocess
 import sys
+import threading
 import warnings
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,9 +18,12 @@ import pytest
 from aiohttp import web
 
 from gateway.accounts import MAX_FAILURES
+from gateway.auth import passwords
 from gateway.config import Settings
 from gateway.errors import InvalidPayload, NotFound
 from gateway.services import Services
+from gateway.ui.access import LOGIN_BURST
+from gateway.web.state import services_key
 from tests.support import admin_token, auth, cli_env
 from tests.ui_support import (
     PASSWORD,
@@ -108,8 +112,8 @@ async def test_a_flood_of_logins_never_queues_the_default_executor_s_work(
     client: Client,
 ) -> None:
     """Password checks (scrypt, ~0.1-0.5 s of CPU each) run on threads of their own, two at a
-    time: a client's flood of logins makes other logins wait their turn, never the work the
-    event loop's default executor does meanwhile."""
+    time: a client's flood of logins (past its few, a 429 at once) makes other logins wait
+    their turn, never the work the event loop's default executor does meanwhile."""
     token = await csrf(client, "/admin/login")
 
     async def attempt(n: int) -> int:
@@ -123,7 +127,7 @@ async def test_a_flood_of_logins_never_queues_the_default_executor_s_work(
     await asyncio.to_thread(lambda: None)
     waited = asyncio.get_running_loop().time() - started
     statuses = await asyncio.gather(*flood)
-    assert set(statuses) == {401}, statuses
+    assert statuses.count(401) >= LOGIN_BURST and set(statuses) == {401, 429}, statuses
     assert waited < 0.25, waited
 
 
@@ -184,6 +188,71 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_budget_and_lockout
     assert await _paste(client, "junk", "198.51.100.8") == 401
 
 
+async def test_a_client_naming_itself_in_a_forwarded_header_the_proxy_passed_is_not_believed(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """nginx & co. append to X-Forwarded-For and pass the client's own `Forwarded` through:
+    a made-up `for=` per request neither buys a fresh budget nor spends a victim's."""
+    client = await aiohttp_client(make_app(admin_rate_limit=1, trusted_proxies=("127.0.0.0/8",)))
+
+    async def api(n: int) -> int:
+        headers = {
+            "Authorization": "Bearer junk",
+            "X-Forwarded-For": "203.0.113.9",
+            "Forwarded": f"for=198.51.100.{n}",
+        }
+        return (await client.get("/api/v1/triggers", headers=headers)).status
+
+    statuses = [await api(n) for n in range(6)]
+    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    victim = await client.get("/admin/login", headers={"X-Forwarded-For": "198.51.100.5"})
+    assert victim.status == 200
+
+
+async def test_a_login_flood_holds_a_few_checks_per_address_and_a_bounded_number_in_all(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """Password checks (scrypt, two at a time) never queue without bound behind a flood:
+    one address holds at most LOGIN_BURST of them, the process MAX_CHECKS, and past that a
+    login is a 429 with Retry-After at once, so an admin's login waits a few checks at most."""
+    client = await aiohttp_client(make_app(trusted_proxies=("127.0.0.0/8",)))
+    await make_user(client.app[services_key])
+    token = await csrf(client, "/admin/login")
+
+    async def login(address: str, email: str, password: str = "wrong password") -> Any:
+        data = {"csrf": token, "tenant": "acme", "email": email, "password": password}
+        headers = {"X-Forwarded-For": address}
+        return await client.post("/admin/login", data=data, headers=headers, allow_redirects=False)
+
+    async def settled(tasks: list[asyncio.Task[Any]]) -> None:
+        """Until each login is answered or holds a check (none can finish one)."""
+        for _ in range(1000):
+            if sum(t.done() for t in tasks) + passwords._held == len(tasks):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{sum(t.done() for t in tasks)} of {len(tasks)} answered")
+
+    release = threading.Event()
+    blockers = [passwords._SCRYPT.submit(release.wait) for _ in range(2)]  # both threads busy
+    try:
+        flood = [asyncio.create_task(login("203.0.113.9", f"x{n}@made.up")) for n in range(10)]
+        await settled(flood)
+        # Its burst, and a token the 2/s rate may have added while the 10 came in.
+        assert LOGIN_BURST <= passwords._held <= LOGIN_BURST + 1
+        others = [asyncio.create_task(login(f"198.51.100.{n}", f"y{n}@made.up")) for n in range(6)]
+        await settled(flood + others)
+        assert passwords._held == passwords.MAX_CHECKS
+        refused = [t.result() for t in flood + others if t.done()]
+        assert {r.status for r in refused} == {429}
+        assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+    finally:
+        release.set()
+    statuses = sorted(r.status for r in await asyncio.gather(*flood, *others))
+    assert statuses == [401] * passwords.MAX_CHECKS + [429] * (16 - passwords.MAX_CHECKS)
+    assert all(b.done() for b in blockers)
+    assert (await login("192.0.2.7", "ana@acme.com.br", PASSWORD)).status == 303
+
+
 async def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy() -> None:
     from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -191,24 +260,24 @@ async def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy() -> N
 
     proxies = trusted_networks(("10.0.0.0/8", "2001:db8::/32"))
 
-    def of(peer: str, **headers: str) -> str:
+    def of(peer: str, header: str = "x-forwarded-for", **headers: str) -> str:
         named = CIMultiDictProxy(CIMultiDict({k.replace("_", "-"): v for k, v in headers.items()}))
-        return client_of(peer, named, proxies)
+        return client_of(peer, named, proxies, header)
 
     assert of("192.0.2.1", X_Forwarded_For="198.51.100.7") == "192.0.2.1"
     assert of("10.0.0.5") == "10.0.0.5"
     assert of("10.0.0.5", X_Forwarded_For="1.2.3.4, 198.51.100.7, 10.0.0.9") == "198.51.100.7"
     assert of("10.0.0.5", X_Forwarded_For="10.0.0.7") == "10.0.0.7"
     assert of("::ffff:10.0.0.5", X_Forwarded_For="198.51.100.7") == "198.51.100.7"
-    assert of("2001:db8::1", Forwarded='for="[2001:db8:cafe::17]:4711"') == "2001:db8:cafe::17"
     assert (
-        of(
-            "10.1.1.1",
-            Forwarded="for=1.2.3.4, for=192.0.2.60:80;proto=https",
-            X_Forwarded_For="5.6.7.8",
-        )
-        == "192.0.2.60"
+        of("2001:db8::1", "forwarded", Forwarded='for="[2001:db8:cafe::17]:4711"')
+        == "2001:db8:cafe::17"
     )
+    # One header, the one the proxies write: a client's own copy of the other is never read.
+    both = {"Forwarded": "for=1.2.3.4, for=192.0.2.60:80;proto=https", "X_Forwarded_For": "5.6.7.8"}
+    assert of("10.1.1.1", "forwarded", **both) == "192.0.2.60"
+    assert of("10.1.1.1", **both) == "5.6.7.8"
+    assert of("10.1.1.1", "forwarded", X_Forwarded_For="5.6.7.8") == "10.1.1.1"
     assert trusted_networks(()) == ()
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -31,12 +31,13 @@ from gateway.notify.sandbox import off_loop
 from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.outbound.partner_auth import PartnerAuth, build_auth
-from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 from gateway.store.client import canonical_ref
+
+_T = TypeVar("_T")
 
 DEFAULT_TTL_SECONDS = 2.0
 # An action's retry schedule unless it sets its own (see `delivery/retry.py`): the delays of
@@ -383,20 +384,16 @@ async def build_request(
     The mapping and the template read the partner's secrets as marks (`marks`: those the
     caller's own mapping used, else new ones), put in their place only once the request is
     built, so nothing they do depends on a secret's value. A problem raised (InvalidPayload)
-    shows a mark as `<secret:name>`, and is redacted of the partner's credentials as its
-    answers are."""
+    shows a mark as `<secret:name>` and never quotes a secret: every problem is found on the
+    marks (`_revealed`); nothing is masked in what the admin wrote, which would tell which of
+    their words is a secret. The build never reads the partner's credentials (`auth`)."""
     marks = marks if marks is not None else SecretMarks(partner.secrets)
     try:
         return await _build_request(
             action, partner, mapping, context, default_body, path_values, headers, timeout, marks
         )
     except InvalidPayload as exc:
-        redactor = Redactor.of((*partner.auth.credential_values(), *partner.secrets.values()))
-        raise InvalidPayload(
-            redactor.redact(exc.detail, cut=False),
-            [_redacted(p, redactor) for p in marks.shown(exc.problems)],
-            **exc.extra,
-        ) from None
+        raise InvalidPayload(exc.detail, marks.shown(exc.problems), **exc.extra) from None
 
 
 async def _build_request(
@@ -421,15 +418,15 @@ async def _build_request(
     else:
         params, query, body_value = path_values or {}, {}, default_body
         sent.update(headers or {})
-    params, query, sent = marks.reveal(params), marks.reveal(query), marks.reveal(sent)
+    sent = marks.reveal(sent)
     body = None
     if xml is not None and action.method != "GET":
         template_context = {**context, "body": body_value or {}, "secrets": marks.marks}
         body = await off_loop(xml.render, template_context, marks)
         sent = {**xml.headers(), **sent}
     elif body_value is not None and action.method != "GET":
-        body = encode_body(sent, marks.reveal(body_value))
-    url = build_url(partner.base_url, action.path, params, query)
+        body = _revealed(lambda value: encode_body(sent, value), marks, body_value)
+    url = _revealed(build_url, marks, partner.base_url, action.path, params, query)
     request = OutboundRequest(
         action.method,
         url,
@@ -441,12 +438,20 @@ async def _build_request(
     return request, body
 
 
-def _redacted(problem: FieldProblem, redactor: Redactor) -> FieldProblem:
-    extra = {
-        k: redactor.redact(v, cut=False) if isinstance(v, str) else v
-        for k, v in problem.extra.items()
-    }
-    return replace(problem, message=redactor.redact(problem.message, cut=False), extra=extra)
+def _revealed(build: Callable[..., _T], marks: SecretMarks, *args: Any) -> _T:
+    """`build(*args)` with the marks in `args` revealed. A problem it raises would quote the
+    secrets: it is raised from the marks instead (the same problem, a mark in place of each
+    secret), or, when the marks pass and only a secret's own value does not (a path segment
+    "" or ".."), as one that names no value."""
+    revealed = [marks.reveal(arg) for arg in args]
+    try:
+        return build(*revealed)
+    except InvalidPayload:
+        build(*args)  # raises the problem on the marks
+        raise InvalidPayload(
+            "a secret cannot be sent where the mapping puts it",
+            [FieldProblem("", "a secret's value is not usable there", "secret")],
+        ) from None
 
 
 def _schedule(stored: list[float] | None) -> tuple[float, ...]:

@@ -16,8 +16,9 @@ and its UTF-8 bytes are bounded by MAX_BODY_BYTES.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import wraps
 from typing import Any, Final
 from xml.parsers import expat
 
@@ -28,7 +29,7 @@ from jinja2.exceptions import SecurityError
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.formats.json_tree import is_text
-from gateway.mapping.secret_marks import SecretMarks
+from gateway.mapping.secret_marks import WHOLE, SecretMarks, SecretRead, holds_mark
 from gateway.notify.sandbox import (
     COMPILE_LIMITS,
     RENDER_ERRORS,
@@ -57,9 +58,42 @@ MAX_SOAP_ACTION: Final = 500
 FIELDS: Final = ("template", "soap", "soap_action", "sample")
 AT: Final = "/xml_body"
 
-_ENV = BoundedEnvironment(autoescape=True, filters={})
-for _name in ("safe", "tojson", "urlize"):
-    _ENV.filters.pop(_name, None)
+
+class _XmlEnvironment(BoundedEnvironment):
+    """The templates' environment: a secret's mark is printed whole or not at all, so an
+    index, an attribute (a method) or a filter given one is refused (`SecretRead`)."""
+
+    def __init__(self) -> None:
+        super().__init__(autoescape=True, filters={})
+        for name in ("safe", "tojson", "urlize"):
+            self.filters.pop(name, None)
+        self.filters = {name: _whole(f) for name, f in self.filters.items()}
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _refuse_marks(obj)
+        return super().getitem(obj, argument)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _refuse_marks(obj)
+        return super().getattr(obj, attribute)
+
+
+def _refuse_marks(value: Any) -> None:
+    if isinstance(value, str) and holds_mark(value):
+        raise SecretRead(WHOLE)
+
+
+def _whole(func: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(func)
+    def whole(*args: Any, **kwargs: Any) -> Any:
+        if any(holds_mark(a) for a in (*args, *kwargs.values())):
+            raise SecretRead(WHOLE)
+        return func(*args, **kwargs)
+
+    return whole
+
+
+_ENV = _XmlEnvironment()
 # Characters XML 1.0 cannot carry, even as character references.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _DECLARED_ENCODING = re.compile(r"^<\?xml[^>]*encoding\s*=\s*[\"']([^\"']+)[\"']")
@@ -176,6 +210,8 @@ def _render(
     try:
         with budget():
             text = bounded_text(template.generate(data)).strip()
+    except SecretRead as exc:
+        raise _failed(f"xml_body: {exc}", "secret") from None
     except RenderLimit as exc:
         raise _failed(f"xml_body: {exc}", "limit") from None
     except SecurityError as exc:

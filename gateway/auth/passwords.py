@@ -12,8 +12,13 @@ import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final
+from typing import Final, TypeVar
+
+from gateway.errors import RateLimited
+
+_T = TypeVar("_T")
 
 # 2**15 × 8 × 128 bytes = 32 MiB of memory per hash, about 0.2 s on a shared 2-core machine:
 # cheap for one login, expensive for guessing in bulk. OWASP's floor for scrypt is n=2**17
@@ -27,10 +32,15 @@ _MAXMEM: Final = 64 * 1024 * 1024
 MIN_LENGTH: Final = 10
 MAX_LENGTH: Final = 1024  # bounds the work one login costs us
 # Every scrypt of the process runs on these threads, off the event loop and never on its
-# default executor: a flood of logins (each one a check, an unknown e-mail too) waits its turn
-# here, two checks at a time (64 MiB, two cores at most), and queues none of the work the
-# default executor does (a partner answer's redaction, another process's start-up, ...).
+# default executor: two checks at a time (64 MiB, two cores at most), queueing none of the
+# work the default executor does (a partner answer's redaction, another process's start-up).
 _SCRYPT: Final = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrypt")
+# Scrypt work a process holds at once, running and waiting: a login past it is refused (429,
+# `matches`) rather than queued, so a flood of logins (each one a check, an unknown e-mail
+# too) never makes an admin's login, a new user or a password change wait more than this
+# many checks (~2 s). The UI also gives each client address a few logins a second.
+MAX_CHECKS: Final = 8
+_held = 0
 
 
 def _b64(data: bytes) -> str:
@@ -75,18 +85,31 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 async def hashed(password: str) -> str:
-    """`hash_password` on the scrypt threads."""
-    return await asyncio.get_running_loop().run_in_executor(_SCRYPT, hash_password, password)
+    """`hash_password` on the scrypt threads (an admin's own change: never refused, but
+    counted, so that logins leave room for it)."""
+    return await _on_scrypt(functools.partial(hash_password, password))
 
 
 async def matches(password: str, stored: str | None) -> bool:
     """`verify_password` on the scrypt threads; `stored` None (no such user) is checked
-    against `dummy_hash()`, so that a login takes as long either way."""
+    against `dummy_hash()`, so that a login takes as long either way. RateLimited when the
+    process holds MAX_CHECKS already."""
+    if _held >= MAX_CHECKS:
+        raise RateLimited("too many logins are being checked; try again in a second")
 
     def check() -> bool:
         return verify_password(password, stored if stored is not None else dummy_hash())
 
-    return await asyncio.get_running_loop().run_in_executor(_SCRYPT, check)
+    return await _on_scrypt(check)
+
+
+async def _on_scrypt(work: Callable[[], _T]) -> _T:
+    global _held
+    _held += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_SCRYPT, work)
+    finally:
+        _held -= 1
 
 
 @functools.cache

@@ -18,6 +18,7 @@ from .limits import MAX_LIST_ITEMS
 from .model import EvalError
 from .params import unset
 from .paths import source_pointer
+from .secret_marks import WHOLE, holds_mark
 from .tables import Table, evaluate
 from .timefmt import iso_utc
 from .transforms import Pipeline, Transform
@@ -255,6 +256,7 @@ def _transformed(
         if value is None:
             return None
         run.spend(steps)
+        _whole(value, run, described, picks)
         try:
             value = chain(value)
         except EvalError as error:
@@ -266,6 +268,13 @@ def _transformed(
         return _finite(value, _named(run, described, picks))
 
     return get
+
+
+def _whole(value: Any, run: Run, described: str, picks: bool) -> None:
+    """A secret is sent whole: transforms given a value holding one's mark are refused,
+    whatever they would make of it (`secret_marks.py`)."""
+    if run.secrets and holds_mark(value):
+        raise EvalError("secret", f"{WHOLE} ({shown(value)})", _named(run, described, picks))
 
 
 def _finite(value: Any, described: str) -> Any:
@@ -303,6 +312,7 @@ def finish(
         try:
             if value is not None and chain is not None:
                 run.spend(steps)
+                _whole(value, run, described, picks)
                 value = _finite(chain(value), _named(run, described, picks))
         except EvalError as error:
             error.source = error.source or _named(run, described, picks)

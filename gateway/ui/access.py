@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.accounts import UiSession
+from gateway.accounts import MAX_FAILURES, UiSession
 from gateway.auth.sessions import csrf_token, sign_session
 from gateway.errors import RateLimited, Unauthorized
 from gateway.ui.forms import NOT_KEPT, Form, hide_secrets, read_values
@@ -19,6 +20,11 @@ from gateway.web.client_address import client_address
 from gateway.web.state import services_of
 
 _ONE_YEAR = 365 * 24 * 3600
+# Password logins a client address may try, a second and at once: a few, below what the
+# process holds (passwords.MAX_CHECKS), so one client cannot fill that; the burst lets one
+# more than the lockout's failures through, so a mistyping admin is told of the lockout.
+LOGIN_RATE = 2
+LOGIN_BURST = MAX_FAILURES + 1
 # The prefix of a login form's fields that carry a form typed before the session ended.
 KEPT = "kept:"
 # The login forms' fields that name a secret field of that form: typed, but not kept.
@@ -34,12 +40,24 @@ async def login_page(request: web.Request) -> web.Response:
 async def login_password(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     form = Form({k: values.get(k, "") for k in ("tenant", "email", "next")})
+    services = services_of(request)
     try:
-        session = await services_of(request).accounts.login(
+        wait = services.admin_limits.wait(
+            f"login:{client_address(request)}", LOGIN_RATE, LOGIN_BURST
+        )
+        if wait:
+            raise RateLimited(
+                f"over {LOGIN_RATE} logins a second from this address",
+                retry_after=max(1, math.ceil(wait)),
+            )
+        session = await services.accounts.login(
             values.get("tenant", ""), values.get("email", ""), str(values.get("password", ""))
         )
     except (Unauthorized, RateLimited) as exc:
-        return _login(request, form.refuse(exc, ()), Form(), status=exc.status)
+        response = _login(request, form.refuse(exc, ()), Form(), status=exc.status)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     return _signed_in(request, session, form.value("next"))
 
 

@@ -5,10 +5,12 @@ request then comes from the proxy's address. The per-client budgets (the admin l
 calls without a valid token, the UI's logins, `/hooks` calls refused for their credentials)
 and the token login's lockout would all be the proxy's, shared by everyone. So a request
 whose peer is in `GATEWAY_TRUSTED_PROXIES` (addresses and CIDRs) is from the address that
-proxy names: the last hop of `Forwarded` (RFC 7239 `for=`) or, without it, of
-`X-Forwarded-For` that is not itself a trusted proxy, read from the right (the hops a trusted
-proxy appended; what the client wrote before them is never believed). A request from any
-other peer, or without such a header, is from its peer. Nothing is trusted by default.
+proxy names in the one header `GATEWAY_FORWARDED_HEADER` says the proxies write
+(`X-Forwarded-For`, the default, or RFC 7239 `Forwarded`'s `for=`): its last hop that is not
+itself a trusted proxy, read from the right (the hops a trusted proxy appended; what the client
+wrote before them is never believed). The other header is never read: a proxy that appends to
+one passes a client's own other header through untouched. A request from any other peer, or
+without that header, is from its peer. Nothing is trusted by default.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def client_address(request: web.Request) -> str:
     """The client's address (text), worked out once per request."""
     found = request.get(_ADDRESS)
     if found is None:
-        trusted = trusted_networks(services_of(request).settings.trusted_proxies)
-        found = client_of(request.remote or "", request.headers, trusted)
+        settings = services_of(request).settings
+        trusted = trusted_networks(settings.trusted_proxies)
+        found = client_of(request.remote or "", request.headers, trusted, settings.forwarded_header)
         request[_ADDRESS] = found
     return found
 
@@ -43,10 +46,17 @@ def trusted_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
 
 
-def client_of(peer: str, headers: CIMultiDictProxy[str], trusted: Sequence[Network]) -> str:
+def client_of(
+    peer: str,
+    headers: CIMultiDictProxy[str],
+    trusted: Sequence[Network],
+    header: str = "x-forwarded-for",
+) -> str:
+    """The client of a request from `peer`, named by the trusted proxies in `header` (one of
+    config.FORWARDED_HEADERS)."""
     if not trusted or not _trusted(peer, trusted):
         return peer
-    hops = _hops(headers)
+    hops = _forwarded_hops(headers) if header == "forwarded" else _xff_hops(headers)
     for hop in reversed(hops):
         if not _trusted(hop, trusted):
             return hop
@@ -63,18 +73,19 @@ def _trusted(address: str, trusted: Sequence[Network]) -> bool:
     return any(ip in network for network in trusted)
 
 
-def _hops(headers: CIMultiDictProxy[str]) -> list[str]:
-    """The addresses the proxies named, the client's first: `Forwarded`'s `for=`, else
-    `X-Forwarded-For`'s."""
-    forwarded = headers.getall("Forwarded", [])
-    if forwarded:
-        hops = []
-        for element in ",".join(forwarded).split(","):
-            for pair in element.split(";"):
-                name, _, value = pair.strip().partition("=")
-                if name.lower() == "for":
-                    hops.append(_address(value.strip().strip('"')))
-        return hops
+def _forwarded_hops(headers: CIMultiDictProxy[str]) -> list[str]:
+    """The addresses `Forwarded`'s `for=` names, the client's first."""
+    hops = []
+    for element in ",".join(headers.getall("Forwarded", [])).split(","):
+        for pair in element.split(";"):
+            name, _, value = pair.strip().partition("=")
+            if name.lower() == "for":
+                hops.append(_address(value.strip().strip('"')))
+    return hops
+
+
+def _xff_hops(headers: CIMultiDictProxy[str]) -> list[str]:
+    """The addresses `X-Forwarded-For` names, the client's first."""
     listed = ",".join(headers.getall("X-Forwarded-For", []))
     return [_address(hop.strip()) for hop in listed.split(",") if hop.strip()]
 
