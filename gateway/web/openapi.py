@@ -15,6 +15,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway import __version__
+from gateway.errors import PROBLEM_BASE
 from gateway.formats.xml_writer import GATEWAY_NS, PROBLEM_NS, SOAP_ENVELOPES
 from gateway.schemas.registry import ENTITY_TYPES, SchemaRegistry
 from gateway.web import conditional
@@ -30,11 +31,19 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "description": "RFC 9457 problem details",
     "required": ["type", "title", "status"],
     "properties": {
-        "type": {"type": "string"},
+        "type": {
+            "type": "string",
+            "description": PROBLEM_BASE + "<slug>; every slug, its status and when "
+            'it is answered: docs/api.md "Problem types"',
+        },
         "title": {"type": "string"},
         "status": {"type": "integer"},
         "detail": {"type": "string"},
-        "instance": {"type": "string"},
+        "instance": {
+            "type": "string",
+            "description": "The request's path, or urn:rabbot:request:<X-Request-ID> for a "
+            "request refused before its path was read",
+        },
         "errors": {
             "type": "array",
             "description": "The first 100 problems",
