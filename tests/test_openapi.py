@@ -294,3 +294,68 @@ async def _created(client: Client, path: str, body: dict[str, Any]) -> dict[str,
     answer: dict[str, Any] = await response.json()
     assert response.status == 201, answer
     return answer
+
+
+def _answer_validator(doc: dict[str, Any], path: str, status: int) -> Any:
+    """A validator of the JSON a GET of `path` answers with `status`, against the document."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    registry = Registry().with_resource(
+        "urn:doc", Resource.from_contents(doc, default_specification=DRAFT202012)
+    )
+    escaped = path.replace("~", "~0").replace("/", "~1")
+    pointer = f"paths/{escaped}/get/responses/{status}/content/application~1json/schema"
+    return Draft202012Validator({"$ref": f"urn:doc#/{pointer}"}, registry=registry)
+
+
+async def test_reads_answer_what_the_document_says_lists_and_channels_included(
+    client: Client,
+) -> None:
+    """The response schemas describe the answers: an e-mail channel's `smtp.password` is
+    `{"configured": ...}` (the request's write-only string was reused), and a list's items
+    are typed as the read of one of them (they were `{"type": "array"}`)."""
+    partner = await _created(
+        client,
+        "/api/v1/partners",
+        {"name": "p", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+    )
+    action = {"name": "a", "partner_id": partner["id"], "method": "POST", "path": "/x"}
+    await _created(client, "/api/v1/actions", {**action, "mode": "deliver"})
+    smtp = {"host": "127.0.0.1", "port": 2525, "security": "none"}
+    channel = {"name": "mail", "type": "email", "from": "alertas@acme.com.br"}
+    await _created(
+        client, "/api/v1/channels", {**channel, "smtp": {**smtp, "username": "u", "password": "p"}}
+    )
+    await _created(client, "/api/v1/channels", {**channel, "name": "open", "smtp": smtp})
+    await _created(
+        client,
+        "/api/v1/templates",
+        {"name": "t1", "channel_type": "email", "locales": {"en": {"subject": "s", "text": "t"}}},
+    )
+    await create_trigger(client)
+    doc = await (await client.get("/openapi.json")).json()
+    lists = ["/api/v1/partners", "/api/v1/actions", "/api/v1/channels", "/api/v1/templates"]
+    lists.append("/api/v1/triggers")
+    checked = 0
+    for path in lists:
+        page = await (await client.get(path, headers=auth())).json()
+        assert page["items"], path
+        assert (
+            "items"
+            in doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
+                "schema"
+            ]["properties"]["items"]
+        ), f"{path}: untyped items"
+        errors = [e.message for e in _answer_validator(doc, path, 200).iter_errors(page)]
+        assert errors == [], path
+        one = next(p for p in doc["paths"] if re.fullmatch(re.escape(path) + r"/\{\w+\}", p))
+        for item in page["items"]:
+            read = await client.get(f"{path}/{item['id']}", headers=auth())
+            assert read.status == 200
+            body = await read.json()
+            errors = [e.message for e in _answer_validator(doc, one, 200).iter_errors(body)]
+            assert errors == [], (one, body)
+            checked += 1
+    assert checked == 6

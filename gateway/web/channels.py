@@ -64,12 +64,28 @@ CHANNEL_BODY: dict[str, Any] = {
         for kind, (required, members) in _BY_TYPE.items()
     ],
 }
+# A channel as answered: the SMTP password is never shown, only whether one is kept
+# (gateway/notify/channels.py `public_channel`).
+_SMTP_ANSWER: dict[str, Any] = {
+    **_SMTP,
+    "properties": {
+        **_SMTP["properties"],
+        "password": {
+            "type": "object",
+            "description": "whether a password is kept (it is never shown)",
+            "required": ["configured"],
+            "additionalProperties": False,
+            "properties": {"configured": {"type": "boolean"}},
+        },
+    },
+}
 CHANNEL: dict[str, Any] = {
     "type": "object",
     "properties": {
         **_CHANNEL_COMMON,
         "type": {"enum": list(_BY_TYPE)},
         **{k: v for _, members in _BY_TYPE.values() for k, v in members.items()},
+        "smtp": _SMTP_ANSWER,
         "id": {"type": "string"},
     },
 }

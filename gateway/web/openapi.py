@@ -155,6 +155,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
     for path, operations in paths.items():
         if path.startswith(conditional.API):
             _conditional(operations)
+    _typed_lists(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -186,6 +187,35 @@ def build_document(app: web.Application) -> dict[str, Any]:
             },
         },
     }
+
+
+def _answer_schema(operations: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a GET answers with 200 (None when it declares none)."""
+    content = operations.get("get", {}).get("responses", {}).get("200", {}).get("content", {})
+    schema: dict[str, Any] | None = content.get("application/json", {}).get("schema")
+    return schema
+
+
+def _typed_lists(paths: dict[str, dict[str, Any]]) -> None:
+    """A list whose route declares its `items` untyped lists what the read of one of them
+    answers (`GET /x` lists the `GET /x/{id}` of each): its items take that schema."""
+    for path, operations in paths.items():
+        page = _answer_schema(operations)
+        items = (page or {}).get("properties", {}).get("items")
+        if items != {"type": "array"}:
+            continue
+        one = next(
+            (
+                schema
+                for child, child_ops in paths.items()
+                if _PARAM.fullmatch(child.removeprefix(path + "/"))
+                and (schema := _answer_schema(child_ops)) is not None
+            ),
+            None,
+        )
+        if one is not None and one != {"type": "object"}:
+            assert page is not None
+            page["properties"] = {**page["properties"], "items": {"type": "array", "items": one}}
 
 
 # An entity as the API answers it (`gateway.entities.public`): the written fields, which the
