@@ -359,3 +359,18 @@ async def test_reads_answer_what_the_document_says_lists_and_channels_included(
             assert errors == [], (one, body)
             checked += 1
     assert checked == 6
+
+
+async def test_calls_that_open_a_stored_secret_declare_secret_damaged_and_key_refused(
+    client: Client,
+) -> None:
+    """docs/api.md: an action's invoke and a channel's test send answer `500` `secret-damaged`
+    and `503` `key-refused` (tests/test_proxy.py, tests/test_channels.py) whatever the route:
+    the document declares both, and no 500 for a route that opens no secret."""
+    doc = await (await client.get("/openapi.json")).json()
+    for path in ("/api/v1/actions/{id}/invoke", "/api/v1/channels/{ref}/test"):
+        responses = doc["paths"][path]["post"]["responses"]
+        assert {"500", "503"} <= responses.keys(), path
+        assert "secret-damaged" in responses["500"]["description"]
+        assert "application/problem+json" in responses["500"]["content"]
+    assert "500" not in doc["paths"]["/api/v1/actions"]["post"]["responses"]

@@ -204,6 +204,7 @@ async def delete_action(request: web.Request) -> web.Response:
     request=INVOKE,
     response=INVOKED,
     errors=(429, 502, 504),
+    opens_secrets=True,
 )
 async def invoke_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)

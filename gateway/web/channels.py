@@ -197,6 +197,7 @@ async def delete_channel(request: web.Request) -> web.Response:
     request=_TEST,
     response={"type": "object", "properties": {"result": {"enum": ["success", "retry", "fail"]}}},
     errors=(429, 503),
+    opens_secrets=True,
 )
 async def test_channel(request: web.Request) -> web.Response:
     claims = await authenticate(request)

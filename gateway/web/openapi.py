@@ -96,6 +96,11 @@ _STATUS_TEXT = {
     504: "Partner timeout",
 }
 
+_SECRET_DAMAGED = (
+    "A stored secret the call needs is damaged (secret-damaged): save it again; or an "
+    "internal error"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Operation:
@@ -124,6 +129,10 @@ class Operation:
     # Answers (results and problems) in plain XML or SOAP when the request speaks them
     # (gateway/web/replies.py), else JSON.
     xml_answers: bool = False
+    # Whether the call opens a stored secret to reach a partner (an action's invoke, a channel's
+    # test send): a damaged one is a 500 `secret-damaged`, a key that does not open the key
+    # check a 503 `key-refused` (docs/api.md, gateway/web/middlewares.py).
+    opens_secrets: bool = False
     # Query parameters beyond `query` are the handler's to check (an entity list's filters);
     # otherwise an admin route refuses any other (gateway/web/admin_auth.py).
     open_query: bool = False
@@ -302,7 +311,9 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
     for status in sorted(_errors(op)):
         problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         responses[str(status)] = {
-            "description": _STATUS_TEXT.get(status, "Error"),
+            "description": _SECRET_DAMAGED
+            if status == 500 and op.opens_secrets
+            else _STATUS_TEXT.get(status, "Error"),
             "content": problem | _XML_PROBLEMS if op.xml_answers else problem,
         }
         if status in (429, 503) or (status == 409 and op.idempotency_key):
@@ -499,8 +510,8 @@ def _conditional(operations: dict[str, Any]) -> None:
 def _errors(op: Operation) -> set[int]:
     """Every error status the route can answer: its own, its auth's, and the edge's."""
     errors = {*_DEFAULT_ERRORS[op.auth], *op.errors}
-    if op.xml_answers:
-        errors.add(500)  # a SOAP 1.1 Fault
+    if op.xml_answers or op.opens_secrets:
+        errors.add(500)  # a SOAP 1.1 Fault; a stored secret damaged
     if op.request is not None:
         # malformed, too slow, too large, not JSON; an Expect or a transfer coding the edge
         # does not take (web/requests.py check_refused_early)
