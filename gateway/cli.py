@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from gateway import eventloop, shipped
+from gateway import eventloop, served_url, shipped
 from gateway.app import create_app
 from gateway.auth.keyring import KeyRing
 from gateway.auth.secretbox import SecretBox
@@ -62,6 +62,8 @@ def serve(
         return 1
     if not reuse_port and (warning := unreachable_url_warning(settings)) is not None:
         print(warning, file=sys.stderr)  # once: by the parent of `--workers`, not each child
+    if not reuse_port:
+        served_url.record(settings)  # for `gateway trigger` beside it
     if workers > 1:
         from gateway.prefork import serve_processes
 
@@ -407,6 +409,7 @@ def trigger(settings: Settings, command: str, options: dict[str, object]) -> int
     """`gateway trigger create|list`, through the trigger use case (with the embedded
     database, on the one a running gateway has on the data dir)."""
     tenant = str(options["tenant"])
+    settings = served_url.served(settings)  # the URLs the running gateway serves
 
     async def work(services: Services) -> dict[str, object]:
         if command == "create":
