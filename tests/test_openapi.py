@@ -374,3 +374,74 @@ async def test_calls_that_open_a_stored_secret_declare_secret_damaged_and_key_re
         assert "secret-damaged" in responses["500"]["description"]
         assert "application/problem+json" in responses["500"]["content"]
     assert "500" not in doc["paths"]["/api/v1/actions"]["post"]["responses"]
+
+
+async def test_request_schemas_refuse_the_bodies_the_server_refuses_for_a_constraint(
+    client: Client,
+) -> None:
+    """Bodies the schemas let through and the server refused (schemathesis' positive data
+    acceptance): each constraint is in the schema now, so a validator built from the document
+    refuses what the server refuses."""
+    doc = await (await client.get("/openapi.json")).json()
+
+    def valid(method: str, path: str, body: Any) -> bool:
+        schema = doc["paths"][path][method]["requestBody"]["content"]["application/json"]
+        return bool(jsonschema_rs.validator_for(schema["schema"]).is_valid(body))
+
+    partner = await _created(
+        client,
+        "/api/v1/partners",
+        {"name": "p", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+    )
+    base = {"name": "q", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}}
+    action = {"name": "a", "partner_id": partner["id"], "method": "POST", "path": "/x"}
+    action["mode"] = "deliver"
+    sms = {"name": "sms", "type": "sms", "action_id": "x" * 24, "from": "ACME"}
+    template = {"name": "t1", "channel_type": "sms", "locales": {"en": {"text": "t"}}}
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    refused = [
+        ("post", "/api/v1/templates", {**template, "locales": {}}),
+        ("post", "/api/v1/partners", {**base, "rate_limit": {}}),
+        ("post", "/api/v1/partners", {**base, "rate_limit": {"per_second": 1, "x": 1}}),
+        ("post", "/api/v1/partners", {**base, "secrets": {"x-a": "v"}}),
+        ("post", "/api/v1/partners", {**base, "secrets": {"token": ""}}),
+        ("post", "/api/v1/actions", {**action, "success": []}),
+        ("post", "/api/v1/actions", {**action, "success": [42]}),
+        ("put", "/api/v1/notification-settings", {"quiet_hours": {}}),
+        ("put", "/api/v1/notification-settings", {"quiet_hours": {"start": "22:00", "end": "x"}}),
+        (
+            "put",
+            "/api/v1/notification-settings",
+            {"quiet_hours": {"start": "29:00", "end": "07:00"}},
+        ),
+        ("post", "/api/v1/channels", {**sms, "from": "A" * 21}),
+        ("post", "/api/v1/channels", {**sms, "action_id": ""}),
+        ("post", "/api/v1/triggers/{id}/rotate", {"secret": ""}),
+        ("post", "/api/v1/triggers/{id}/rotate", {"secret": "s" * 1025}),
+    ]
+    for method, path, body in refused:
+        assert not valid(method, path, body), (path, body)
+        url = path.replace("{id}", trigger["id"])
+        response = await client.request(method, url, json=body, headers=auth())
+        assert response.status == 422, (path, body, await response.text())
+    taken = [
+        ("post", "/api/v1/templates", template),
+        ("post", "/api/v1/partners", {**base, "rate_limit": {"per_second": 1}}),
+        ("post", "/api/v1/partners", {**base, "secrets": {"erp_token": "v"}}),
+        (
+            "put",
+            "/api/v1/notification-settings",
+            {"quiet_hours": {"start": "22:00", "end": "07:00"}},
+        ),
+        ("post", "/api/v1/channels", {**sms, "from": "+5511999990000"}),
+        ("post", "/api/v1/triggers/{id}/rotate", {"secret": "s" * 1024}),
+    ]
+    for method, path, body in taken:
+        assert valid(method, path, body), (path, body)
+    assert valid("post", "/api/v1/partners", {**base, "rate_limit": {"per_second": 1}})
+    assert valid("post", "/api/v1/actions", {**action, "success": [201, "2xx"]})
+    activate = doc["paths"]["/api/v1/flows"]["post"]["parameters"]
+    schema = next(p["schema"] for p in activate if p["name"] == "activate")
+    assert not jsonschema_rs.validator_for(schema).is_valid("")
+    response = await client.post("/api/v1/flows?activate=", data=b"name: f", headers=auth())
+    assert response.status == 400, await response.text()

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.formats.json_tree import whole_number
 from gateway.store.client import TRIGGER_CURSOR
+from gateway.triggers.hmac_secrets import MAX_SECRET
 from gateway.triggers.spec import PATCHABLE, TRIGGER_SCHEMA
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import ID_CURSOR, operation, text_cursor
@@ -60,6 +61,8 @@ _ROTATE: Final[dict[str, Any]] = {
         "grace_seconds": {"type": "integer", "minimum": 0},
         "secret": {
             "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_SECRET,
             "writeOnly": True,
             "description": "hmac triggers: the partner's new secret (else one is issued)",
         },
