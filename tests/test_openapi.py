@@ -14,6 +14,7 @@ from openapi_spec_validator import validate
 from gateway.config import Secret
 from gateway.store.client import EVENT_CHILD_CURSOR, KIND_CURSOR, NAME_CURSOR, TRIGGER_CURSOR
 from gateway.web.openapi import ID_CURSOR, text_cursor
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import bearer, create_position_trigger, create_trigger
 
@@ -399,6 +400,8 @@ async def test_request_schemas_refuse_the_bodies_the_server_refuses_for_a_constr
     sms = {"name": "sms", "type": "sms", "action_id": "x" * 24, "from": "ACME"}
     template = {"name": "t1", "channel_type": "sms", "locales": {"en": {"text": "t"}}}
     trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    limits = client.app[services_key].settings
+    spec = {"name": "t2", "entity_type": "vehicle", "methods": ["POST"]}
     refused = [
         ("post", "/api/v1/templates", {**template, "locales": {}}),
         ("post", "/api/v1/partners", {**base, "rate_limit": {}}),
@@ -418,6 +421,10 @@ async def test_request_schemas_refuse_the_bodies_the_server_refuses_for_a_constr
         ("post", "/api/v1/channels", {**sms, "action_id": ""}),
         ("post", "/api/v1/triggers/{id}/rotate", {"secret": ""}),
         ("post", "/api/v1/triggers/{id}/rotate", {"secret": "s" * 1025}),
+        # at most the operator's GATEWAY_MAX_BODY_BYTES / GATEWAY_MAX_BATCH_ITEMS
+        ("post", "/api/v1/triggers", {**spec, "max_body_bytes": limits.max_body_bytes + 1}),
+        ("post", "/api/v1/triggers", {**spec, "max_batch_items": limits.max_batch_items + 1}),
+        ("patch", "/api/v1/triggers/{id}", {"max_body_bytes": limits.max_body_bytes + 1}),
     ]
     for method, path, body in refused:
         assert not valid(method, path, body), (path, body)
@@ -435,6 +442,8 @@ async def test_request_schemas_refuse_the_bodies_the_server_refuses_for_a_constr
         ),
         ("post", "/api/v1/channels", {**sms, "from": "+5511999990000"}),
         ("post", "/api/v1/triggers/{id}/rotate", {"secret": "s" * 1024}),
+        ("post", "/api/v1/triggers", {**spec, "max_body_bytes": limits.max_body_bytes}),
+        ("patch", "/api/v1/triggers/{id}", {"max_batch_items": None}),
     ]
     for method, path, body in taken:
         assert valid(method, path, body), (path, body)

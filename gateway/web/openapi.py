@@ -15,6 +15,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway import __version__
+from gateway.config import Settings
 from gateway.errors import PROBLEM_BASE
 from gateway.formats.xml_writer import GATEWAY_NS, PROBLEM_NS, SOAP_ENVELOPES
 from gateway.schemas.registry import ENTITY_TYPES, SchemaRegistry
@@ -133,6 +134,10 @@ class Operation:
     # test send): a damaged one is a 500 `secret-damaged`, a key that does not open the key
     # check a 503 `key-refused` (docs/api.md, gateway/web/middlewares.py).
     opens_secrets: bool = False
+    # Body members whose ceiling is an operator setting (member: `Settings` attribute, e.g.
+    # a trigger's max_body_bytes, at most GATEWAY_MAX_BODY_BYTES): the document built by a
+    # process says its `maximum`.
+    ceilings: Mapping[str, str] = field(default_factory=dict)
     # Query parameters beyond `query` are the handler's to check (an entity list's filters);
     # otherwise an admin route refuses any other (gateway/web/admin_auth.py).
     open_query: bool = False
@@ -154,13 +159,14 @@ def operation(summary: str, *, tag: str, **details: Any) -> Callable[[H], H]:
 
 def build_document(app: web.Application) -> dict[str, Any]:
     schemas = app[services_key].schemas
+    settings = app[services_key].settings
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         op = getattr(route.handler, _ATTR, None)
         if route.method == "HEAD" or op is None or route.resource is None:
             continue
         path = _PARAM.sub(r"{\1}", route.resource.canonical)
-        paths.setdefault(path, {})[route.method.lower()] = _operation(path, op)
+        paths.setdefault(path, {})[route.method.lower()] = _operation(path, op, settings)
     for path, operations in paths.items():
         if path.startswith(conditional.API):
             _conditional(operations)
@@ -227,6 +233,19 @@ def _typed_lists(paths: dict[str, dict[str, Any]]) -> None:
             page["properties"] = {**page["properties"], "items": {"type": "array", "items": one}}
 
 
+def _capped(schema: dict[str, Any], op: Operation, settings: Settings) -> dict[str, Any]:
+    """The request schema with each of `op.ceilings` as its member's `maximum` (the lower of
+    the schema's own and the setting's)."""
+    if not op.ceilings:
+        return schema
+    properties = dict(schema["properties"])
+    for member, setting in op.ceilings.items():
+        ceiling = getattr(settings, setting)
+        own = properties[member].get("maximum")
+        properties[member] = {**properties[member], "maximum": min(own or ceiling, ceiling)}
+    return {**schema, "properties": properties}
+
+
 # An entity as the API answers it (`gateway.entities.public`): the written fields, which the
 # schemas named after each type describe, plus the envelope; a change adds `changed`.
 ENTITY_ANSWER: Final[dict[str, Any]] = {
@@ -283,7 +302,7 @@ def _schema(value: Mapping[str, Any] | str, *, answer: bool = False) -> dict[str
     return dict(value)
 
 
-def _operation(path: str, op: Operation) -> dict[str, Any]:
+def _operation(path: str, op: Operation, settings: Settings) -> dict[str, Any]:
     params = [
         {"name": name, "in": "path", "required": True, "schema": _param_schema(op, name)}
         for name in _PARAM.findall(path)
@@ -332,7 +351,7 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
     if op.request is not None:
         result["requestBody"] = {
             "required": op.body_required,
-            "content": {"application/json": {"schema": _schema(op.request)}},
+            "content": {"application/json": {"schema": _capped(_schema(op.request), op, settings)}},
         }
     return result
 

@@ -54,6 +54,8 @@ _TRIGGER_PATCH: Final[dict[str, Any]] = {
         if k in PATCHABLE
     },
 }
+# gateway/triggers/spec.py `check_spec`: a trigger's limits are at most the operator's.
+_CEILINGS: Final = {"max_body_bytes": "max_body_bytes", "max_batch_items": "max_batch_items"}
 _ROTATE: Final[dict[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
@@ -79,6 +81,7 @@ _REPLAY_ALL: Final[dict[str, Any]] = {
     "Create a trigger (its token or secret is shown once)",
     tag="triggers",
     request=TRIGGER_SCHEMA,
+    ceilings=_CEILINGS,
     response=_TRIGGER,
     status=201,
     errors=(409,),
@@ -115,6 +118,7 @@ async def get_trigger(request: web.Request) -> web.Response:
     "Change a trigger (top-level members replace; null clears)",
     tag="triggers",
     request=_TRIGGER_PATCH,
+    ceilings=_CEILINGS,
     response=_TRIGGER,
     errors=(409,),
 )
