@@ -336,9 +336,14 @@ async def test_reads_answer_what_the_document_says_lists_and_channels_included(
         {"name": "t1", "channel_type": "email", "locales": {"en": {"subject": "s", "text": "t"}}},
     )
     await create_trigger(client)
+    created = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": "ABC1D23"}, headers=auth()
+    )
+    assert created.status == 201
+    await client.app[services_key].relay.run_until_idle()
     doc = await (await client.get("/openapi.json")).json()
     lists = ["/api/v1/partners", "/api/v1/actions", "/api/v1/channels", "/api/v1/templates"]
-    lists.append("/api/v1/triggers")
+    lists += ["/api/v1/triggers", "/api/v1/events"]
     checked = 0
     for path in lists:
         page = await (await client.get(path, headers=auth())).json()
@@ -359,7 +364,7 @@ async def test_reads_answer_what_the_document_says_lists_and_channels_included(
             errors = [e.message for e in _answer_validator(doc, one, 200).iter_errors(body)]
             assert errors == [], (one, body)
             checked += 1
-    assert checked == 6
+    assert checked == 7
 
 
 async def test_calls_that_open_a_stored_secret_declare_secret_damaged_and_key_refused(
