@@ -365,6 +365,12 @@ async def test_reads_answer_what_the_document_says_lists_and_channels_included(
             assert errors == [], (one, body)
             checked += 1
     assert checked == 7
+    runs = doc["paths"]["/api/v1/flows/{name}/runs"]["get"]["responses"]["200"]["content"]
+    one = doc["paths"]["/api/v1/flow-runs/{id}"]["get"]["responses"]["200"]["content"]
+    assert (
+        runs["application/json"]["schema"]["properties"]["items"]["items"]
+        == (one["application/json"]["schema"])
+    )
 
 
 async def test_calls_that_open_a_stored_secret_declare_secret_damaged_and_key_refused(
