@@ -419,6 +419,8 @@ async def test_request_schemas_refuse_the_bodies_the_server_refuses_for_a_constr
         ("post", "/api/v1/partners", {**base, "rate_limit": {"per_second": 1, "x": 1}}),
         ("post", "/api/v1/partners", {**base, "secrets": {"x-a": "v"}}),
         ("post", "/api/v1/partners", {**base, "secrets": {"token": ""}}),
+        ("post", "/api/v1/partners", {**base, "timeout_seconds": None}),
+        ("post", "/api/v1/partners", {**base, "max_concurrency": None}),
         ("post", "/api/v1/actions", {**action, "success": []}),
         ("post", "/api/v1/actions", {**action, "success": [42]}),
         ("put", "/api/v1/notification-settings", {"quiet_hours": {}}),
@@ -446,6 +448,7 @@ async def test_request_schemas_refuse_the_bodies_the_server_refuses_for_a_constr
         ("post", "/api/v1/templates", template),
         ("post", "/api/v1/partners", {**base, "rate_limit": {"per_second": 1}}),
         ("post", "/api/v1/partners", {**base, "secrets": {"erp_token": "v"}}),
+        ("post", "/api/v1/partners", {**base, "secrets": None, "disable_after_hours": None}),
         (
             "put",
             "/api/v1/notification-settings",

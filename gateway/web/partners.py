@@ -54,9 +54,13 @@ PARTNER_BODY: dict[str, Any] = {
                 "burst": {"type": "number", "minimum": 1, "maximum": 100_000},
             },
         },
-        "disable_after_hours": {"type": "number", "default": 72},
+        "disable_after_hours": {
+            "type": ["number", "null"],
+            "default": 72,
+            "description": "null: never disabled",
+        },
         "secrets": {
-            "type": "object",
+            "type": ["object", "null"],
             "maxProperties": 50,
             # gateway/actions/partners.py `_SECRET_NAME`
             "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
