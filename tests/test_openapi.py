@@ -341,9 +341,14 @@ async def test_reads_answer_what_the_document_says_lists_and_channels_included(
     )
     assert created.status == 201
     await client.app[services_key].relay.run_until_idle()
+    trigger = await create_trigger(client, name="refusing")
+    refused = await client.post(
+        f"/hooks/{trigger['id']}", json={"plate": 5}, headers=bearer(trigger)
+    )
+    assert refused.status == 422, await refused.text()
     doc = await (await client.get("/openapi.json")).json()
     lists = ["/api/v1/partners", "/api/v1/actions", "/api/v1/channels", "/api/v1/templates"]
-    lists += ["/api/v1/triggers", "/api/v1/events"]
+    lists += ["/api/v1/triggers", "/api/v1/events", "/api/v1/rejected"]
     checked = 0
     for path in lists:
         page = await (await client.get(path, headers=auth())).json()
@@ -364,7 +369,7 @@ async def test_reads_answer_what_the_document_says_lists_and_channels_included(
             errors = [e.message for e in _answer_validator(doc, one, 200).iter_errors(body)]
             assert errors == [], (one, body)
             checked += 1
-    assert checked == 7
+    assert checked == 9
     runs = doc["paths"]["/api/v1/flows/{name}/runs"]["get"]["responses"]["200"]["content"]
     one = doc["paths"]["/api/v1/flow-runs/{id}"]["get"]["responses"]["200"]["content"]
     assert (

@@ -56,6 +56,33 @@ _TRIGGER_PATCH: Final[dict[str, Any]] = {
 }
 # gateway/triggers/spec.py `check_spec`: a trigger's limits are at most the operator's.
 _CEILINGS: Final = {"max_body_bytes": "max_body_bytes", "max_batch_items": "max_batch_items"}
+# A kept rejected payload as answered (gateway/triggers/rejected.py `public_rejected`); the
+# payload itself (or an excerpt of one not replayable) only on its read.
+_REJECTED: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["id", "trigger_id", "received_at", "reason", "status", "replayable"],
+    "properties": {
+        "id": {"type": "string"},
+        "trigger_id": {"type": "string"},
+        "received_at": {"type": "string", "format": "date-time"},
+        "reason": {"type": "string"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+        "errors_omitted": {"type": "integer", "minimum": 0},
+        "scope": {"type": "string"},
+        "index": {"type": ["integer", "null"]},
+        "status": {"type": "string"},
+        "times_received": {"type": "integer", "minimum": 1},
+        "first_received_at": {"type": "string", "format": "date-time"},
+        "attempts": {"type": "integer", "minimum": 0},
+        "replayable": {"type": "boolean"},
+        "size": {"type": ["integer", "null"]},
+        "replayed_at": {"type": ["string", "null"], "format": "date-time"},
+        "result": {"description": "the last replay's outcome"},
+        "payload": {"description": "the payload as received (a replayable one)"},
+        "payload_excerpt": {"type": "string", "description": "the start of one not replayable"},
+    },
+}
 _ROTATE: Final[dict[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
@@ -217,7 +244,7 @@ async def list_rejected(request: web.Request) -> web.Response:
     return json_response(page(items, limit))
 
 
-@operation("Get a rejected payload with its problems", tag="rejected", response={"type": "object"})
+@operation("Get a rejected payload with its problems", tag="rejected", response=_REJECTED)
 async def get_rejected(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     return json_response(
