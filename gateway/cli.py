@@ -49,6 +49,10 @@ def serve(
         return 1
     if not reuse_port and (warning := unreachable_url_warning(settings)) is not None:
         print(warning, file=sys.stderr)  # once: by the parent of `--workers`, not each child
+    if not reuse_port:
+        from gateway import served_url
+
+        served_url.record(settings)  # for `gateway trigger` beside it
     if workers > 1:
         from gateway.prefork import serve_processes
 
@@ -422,7 +426,10 @@ def _print_problems(
 def trigger(settings: Settings, command: str, options: dict[str, object]) -> int:
     """`gateway trigger create|list`, through the trigger use case (with the embedded
     database, on the one a running gateway has on the data dir)."""
+    from gateway import served_url
+
     tenant = str(options["tenant"])
+    settings = served_url.served(settings)  # the URLs the running gateway serves
 
     async def work(services: Services) -> dict[str, object]:
         if command == "create":

@@ -10,9 +10,11 @@
     ├── Conflict                      409  duplicate natural key, resource in use
     │   └── StillProcessing           409  a call with the same key is running (carries retry_after)
     ├── PayloadTooLarge               413
+    ├── UriTooLong                    414  a request line the HTTP parser refuses (web/server.py)
     ├── UnsupportedMediaType          415
     │   └── UnsupportedContentCoding  415  a Content-Encoding we cannot decode (names those we can)
     ├── ExpectationFailed             417  an Expect other than 100-continue
+    ├── HeaderFieldsTooLarge          431  a header line the HTTP parser refuses (web/server.py)
     ├── InvalidPayload                422  schema, identifier or mapping failure (carries problems)
     ├── RateLimited                   429  (carries retry_after)
     ├── SecretDamaged                 500  a stored secret a send needs is damaged (keys.py)
@@ -25,6 +27,8 @@
                                            disabled, its token endpoint asked us to wait)
 
 No aiohttp or pymongo imports here: adapters translate their libraries' errors into this tree.
+Every problem `type` the gateway answers is `PROBLEM_BASE` + the `slug` of a class of this tree
+(`problem_types`); docs/api.md "Problem types" lists them all (tests/test_problem_types.py).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from typing import Any, ClassVar, Final
 # key came back three times (pointer, message, detail), 60 KB answering 20 KB.
 _LONG_RUN = re.compile(r"\S{129,}")
 _MAX_TEXT = 1024
+
+PROBLEM_BASE: Final = "https://rabbot.dev/problems/"
 
 
 def clipped(text: str) -> str:
@@ -80,7 +86,7 @@ class GatewayError(Exception):
     def problem(self) -> dict[str, Any]:
         """The RFC 9457 members this error contributes (the web layer adds `instance`)."""
         return {
-            "type": f"https://rabbot.dev/problems/{self.slug}",
+            "type": PROBLEM_BASE + self.slug,
             "title": self.title,
             "status": self.status,
             "detail": clipped(self.detail),
@@ -148,6 +154,10 @@ class PayloadTooLarge(GatewayError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 
 
+class UriTooLong(GatewayError):
+    status, title, slug = 414, "URI too long", "uri-too-long"
+
+
 class UnsupportedMediaType(GatewayError):
     status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
 
@@ -162,6 +172,10 @@ class UnsupportedContentCoding(UnsupportedMediaType):
 
 class ExpectationFailed(GatewayError):
     status, title, slug = 417, "Expectation failed", "expectation-failed"
+
+
+class HeaderFieldsTooLarge(GatewayError):
+    status, title, slug = 431, "Request header fields too large", "header-fields-too-large"
 
 
 MAX_PROBLEMS: Final = 100
@@ -312,3 +326,15 @@ class StoreUnavailable(Unavailable):
         # disk, a failed write concern) but may be about what the command carried (an
         # InternalError on one document): background work may set that work aside.
         self.refused = refused
+
+
+def problem_types() -> dict[str, type[GatewayError]]:
+    """Each problem type's slug and the class that first defines it, over the whole tree (the
+    subclasses of the modules imported so far: import the package's modules first)."""
+    found: dict[str, type[GatewayError]] = {}
+    pending: list[type[GatewayError]] = [GatewayError]
+    while pending:
+        cls = pending.pop(0)
+        found.setdefault(cls.slug, cls)
+        pending.extend(cls.__subclasses__())
+    return found

@@ -705,3 +705,43 @@ def test_serve_warns_when_trigger_urls_would_name_an_unspecified_address(
     if warning is not None:
         assert "GATEWAY_PUBLIC_URL" in warning
         assert "//0.0.0.0:8080," in warning or "//[::]:8080," in warning
+
+
+async def test_trigger_commands_hand_out_urls_on_the_port_the_running_gateway_serves(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """`gateway serve --port P` (no GATEWAY_PORT, no GATEWAY_PUBLIC_URL), then `gateway
+    trigger create|list` on the same data dir: the URL is the one the running gateway serves,
+    as its admin API gives, not one on 8080 (the command's own default) where nothing listens;
+    GATEWAY_PUBLIC_URL, when the command has it, still wins; once the gateway stops, the
+    command's own settings are back."""
+    port = free_port()
+    env = cli_env(settings, mongodb_uri)
+    env.pop("GATEWAY_PORT", None)
+    env.pop("GATEWAY_PUBLIC_URL", None)
+    args = ("trigger", "create", "--tenant", "acme", "--entity-type", "driver", "--name")
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            await asyncio.to_thread(_wait_for_line, proc, "gateway listening on")
+            created = await run_cli(env, *args, "sp")
+            assert created.returncode == 0, created.stderr
+            url = json.loads(created.stdout)["url"]
+            assert url.startswith(f"http://127.0.0.1:{port}/hooks/trg_"), url
+            listed = await run_cli(env, "trigger", "list", "--tenant", "acme")
+            assert [t["url"] for t in json.loads(listed.stdout)["items"]] == [url]
+            public = {**env, "GATEWAY_PUBLIC_URL": "https://gw.example.com"}
+            named = json.loads((await run_cli(public, *args, "sp2")).stdout)["url"]
+            assert named.startswith("https://gw.example.com/hooks/trg_"), named
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    after = json.loads((await run_cli(env, *args, "sp3")).stdout)["url"]
+    assert after.startswith("http://127.0.0.1:8080/hooks/trg_"), after

@@ -283,6 +283,13 @@ async def test_no_position_events_unless_a_subscription_names_them(
     events = await events_of(services, "vehicle.position")
     # 200 s of fixes every 10 s, at most one a minute: at 100, 160, 220 and 280 s.
     assert sorted(e["detail"]["t"] for e in events) == [points[i].t for i in (10, 16, 22, 28)]
+    # The fix's time as SPEC §3.5 names it (and `last_position`, `vehicle.position.rejected`);
+    # `t` stays one release, deprecated.
+    assert sorted(e["detail"]["time"] for e in events) == [
+        points[i].t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for i in (10, 16, 22, 28)
+    ]
+    assert all(e["detail"]["time"] == e["data"]["last_position"]["time"] for e in events)
     # Delivered to the subscription that asked, not to the catch-all one.
     for sub, expected in ((sampled, 4), (catch_all, 0)):
         page = await client.get(f"/api/v1/deliveries?subscription_id={sub['id']}", headers=auth())

@@ -59,11 +59,19 @@ async def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], Any]:
     return int(lines[0].split()[1]), headers, json.loads(body)
 
 
-async def test_url_over_8190_bytes_is_a_414_problem(served: int) -> None:
+def _names_the_request(headers: dict[str, str], body: dict[str, Any]) -> bool:
+    """A refusal before any path is read names its occurrence by its request id (docs/api.md
+    "Problem types"): every problem has an `instance`."""
+    return body["instance"] == f"urn:rabbot:request:{headers['X-Request-ID']}"
+
+
+async def test_url_over_8190_bytes_is_a_414_problem_of_a_named_type(served: int) -> None:
     path = "/healthz?pad=" + "x" * 9000
     status, headers, body = await _raw(served, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     assert status == 414 and headers["Content-Type"].startswith("application/problem+json")
     assert body["status"] == 414 and body["title"] == "URI too long"
+    assert body["type"] == "https://rabbot.dev/problems/uri-too-long"
+    assert _names_the_request(headers, body)
 
 
 async def test_nul_in_a_header_is_a_400_problem_logged_once_at_debug_without_traceback(
@@ -77,16 +85,20 @@ async def test_nul_in_a_header_is_a_400_problem_logged_once_at_debug_without_tra
         )
     assert status == 400 and headers["Content-Type"].startswith("application/problem+json")
     assert body["status"] == 400 and "malformed HTTP request" in body["detail"]
+    assert body["type"] == "https://rabbot.dev/problems/bad-request"
+    assert _names_the_request(headers, body)
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 1 and refusals[0].exc_info is None
     assert refusals[0].levelno == logging.DEBUG
     assert not [r for r in caplog.records if r.levelno > logging.DEBUG], caplog.text
 
 
-async def test_oversized_header_is_a_431_problem(served: int) -> None:
+async def test_oversized_header_is_a_431_problem_of_a_named_type(served: int) -> None:
     request = f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'y' * 9000}\r\n\r\n".encode()
-    status, _, body = await _raw(served, request)
+    status, headers, body = await _raw(served, request)
     assert status == 431 and body["status"] == 431
+    assert body["type"] == "https://rabbot.dev/problems/header-fields-too-large"
+    assert _names_the_request(headers, body)
 
 
 def _post_vehicle(headers: str, body: bytes) -> bytes:
@@ -243,6 +255,8 @@ async def test_a_client_trickling_its_headers_gets_a_408_problem_at_the_head_dea
     head, _, body = answer.partition(b"\r\n\r\n")
     assert b"application/problem+json" in head and b"X-Request-ID" in head
     assert json.loads(body)["status"] == 408 and 0.6 <= elapsed < 3, elapsed
+    request_id = head.split(b"X-Request-ID: ")[1].split(b"\r\n")[0].decode()
+    assert json.loads(body)["instance"] == f"urn:rabbot:request:{request_id}"
     # A request whose head comes whole in time is answered as ever, on a kept-alive connection.
     reader, writer = await asyncio.open_connection("127.0.0.1", served)
     try:

@@ -14,6 +14,7 @@ from openapi_spec_validator import validate
 from gateway.config import Secret
 from gateway.store.client import EVENT_CHILD_CURSOR, KIND_CURSOR, NAME_CURSOR, TRIGGER_CURSOR
 from gateway.web.openapi import ID_CURSOR, text_cursor
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import bearer, create_position_trigger, create_trigger
 
@@ -294,3 +295,181 @@ async def _created(client: Client, path: str, body: dict[str, Any]) -> dict[str,
     answer: dict[str, Any] = await response.json()
     assert response.status == 201, answer
     return answer
+
+
+def _answer_validator(doc: dict[str, Any], path: str, status: int) -> Any:
+    """A validator of the JSON a GET of `path` answers with `status`, against the document."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    registry = Registry().with_resource(
+        "urn:doc", Resource.from_contents(doc, default_specification=DRAFT202012)
+    )
+    escaped = path.replace("~", "~0").replace("/", "~1")
+    pointer = f"paths/{escaped}/get/responses/{status}/content/application~1json/schema"
+    return Draft202012Validator({"$ref": f"urn:doc#/{pointer}"}, registry=registry)
+
+
+async def test_reads_answer_what_the_document_says_lists_and_channels_included(
+    client: Client,
+) -> None:
+    """The response schemas describe the answers: an e-mail channel's `smtp.password` is
+    `{"configured": ...}` (the request's write-only string was reused), and a list's items
+    are typed as the read of one of them (they were `{"type": "array"}`)."""
+    partner = await _created(
+        client,
+        "/api/v1/partners",
+        {"name": "p", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+    )
+    action = {"name": "a", "partner_id": partner["id"], "method": "POST", "path": "/x"}
+    await _created(client, "/api/v1/actions", {**action, "mode": "deliver"})
+    smtp = {"host": "127.0.0.1", "port": 2525, "security": "none"}
+    channel = {"name": "mail", "type": "email", "from": "alertas@acme.com.br"}
+    await _created(
+        client, "/api/v1/channels", {**channel, "smtp": {**smtp, "username": "u", "password": "p"}}
+    )
+    await _created(client, "/api/v1/channels", {**channel, "name": "open", "smtp": smtp})
+    await _created(
+        client,
+        "/api/v1/templates",
+        {"name": "t1", "channel_type": "email", "locales": {"en": {"subject": "s", "text": "t"}}},
+    )
+    await create_trigger(client)
+    created = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": "ABC1D23"}, headers=auth()
+    )
+    assert created.status == 201
+    await client.app[services_key].relay.run_until_idle()
+    trigger = await create_trigger(client, name="refusing")
+    refused = await client.post(
+        f"/hooks/{trigger['id']}", json={"plate": 5}, headers=bearer(trigger)
+    )
+    assert refused.status == 422, await refused.text()
+    doc = await (await client.get("/openapi.json")).json()
+    lists = ["/api/v1/partners", "/api/v1/actions", "/api/v1/channels", "/api/v1/templates"]
+    lists += ["/api/v1/triggers", "/api/v1/events", "/api/v1/rejected"]
+    checked = 0
+    for path in lists:
+        page = await (await client.get(path, headers=auth())).json()
+        assert page["items"], path
+        assert (
+            "items"
+            in doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
+                "schema"
+            ]["properties"]["items"]
+        ), f"{path}: untyped items"
+        errors = [e.message for e in _answer_validator(doc, path, 200).iter_errors(page)]
+        assert errors == [], path
+        one = next(p for p in doc["paths"] if re.fullmatch(re.escape(path) + r"/\{\w+\}", p))
+        for item in page["items"]:
+            read = await client.get(f"{path}/{item['id']}", headers=auth())
+            assert read.status == 200
+            body = await read.json()
+            errors = [e.message for e in _answer_validator(doc, one, 200).iter_errors(body)]
+            assert errors == [], (one, body)
+            checked += 1
+    assert checked == 9
+    runs = doc["paths"]["/api/v1/flows/{name}/runs"]["get"]["responses"]["200"]["content"]
+    one = doc["paths"]["/api/v1/flow-runs/{id}"]["get"]["responses"]["200"]["content"]
+    assert (
+        runs["application/json"]["schema"]["properties"]["items"]["items"]
+        == (one["application/json"]["schema"])
+    )
+
+
+async def test_calls_that_open_a_stored_secret_declare_secret_damaged_and_key_refused(
+    client: Client,
+) -> None:
+    """docs/api.md: an action's invoke and a channel's test send answer `500` `secret-damaged`
+    and `503` `key-refused` (tests/test_proxy.py, tests/test_channels.py) whatever the route:
+    the document declares both, and no 500 for a route that opens no secret."""
+    doc = await (await client.get("/openapi.json")).json()
+    for path in ("/api/v1/actions/{id}/invoke", "/api/v1/channels/{ref}/test"):
+        responses = doc["paths"][path]["post"]["responses"]
+        assert {"500", "503"} <= responses.keys(), path
+        assert "secret-damaged" in responses["500"]["description"]
+        assert "application/problem+json" in responses["500"]["content"]
+    assert "500" not in doc["paths"]["/api/v1/actions"]["post"]["responses"]
+
+
+async def test_request_schemas_refuse_the_bodies_the_server_refuses_for_a_constraint(
+    client: Client,
+) -> None:
+    """Bodies the schemas let through and the server refused (schemathesis' positive data
+    acceptance): each constraint is in the schema now, so a validator built from the document
+    refuses what the server refuses."""
+    doc = await (await client.get("/openapi.json")).json()
+
+    def valid(method: str, path: str, body: Any) -> bool:
+        schema = doc["paths"][path][method]["requestBody"]["content"]["application/json"]
+        return bool(jsonschema_rs.validator_for(schema["schema"]).is_valid(body))
+
+    partner = await _created(
+        client,
+        "/api/v1/partners",
+        {"name": "p", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+    )
+    base = {"name": "q", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}}
+    action = {"name": "a", "partner_id": partner["id"], "method": "POST", "path": "/x"}
+    action["mode"] = "deliver"
+    sms = {"name": "sms", "type": "sms", "action_id": "x" * 24, "from": "ACME"}
+    template = {"name": "t1", "channel_type": "sms", "locales": {"en": {"text": "t"}}}
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    limits = client.app[services_key].settings
+    spec = {"name": "t2", "entity_type": "vehicle", "methods": ["POST"]}
+    refused = [
+        ("post", "/api/v1/templates", {**template, "locales": {}}),
+        ("post", "/api/v1/partners", {**base, "rate_limit": {}}),
+        ("post", "/api/v1/partners", {**base, "rate_limit": {"per_second": 1, "x": 1}}),
+        ("post", "/api/v1/partners", {**base, "secrets": {"x-a": "v"}}),
+        ("post", "/api/v1/partners", {**base, "secrets": {"token": ""}}),
+        ("post", "/api/v1/partners", {**base, "timeout_seconds": None}),
+        ("post", "/api/v1/partners", {**base, "max_concurrency": None}),
+        ("post", "/api/v1/actions", {**action, "success": []}),
+        ("post", "/api/v1/actions", {**action, "success": [42]}),
+        ("put", "/api/v1/notification-settings", {"quiet_hours": {}}),
+        ("put", "/api/v1/notification-settings", {"quiet_hours": {"start": "22:00", "end": "x"}}),
+        (
+            "put",
+            "/api/v1/notification-settings",
+            {"quiet_hours": {"start": "29:00", "end": "07:00"}},
+        ),
+        ("post", "/api/v1/channels", {**sms, "from": "A" * 21}),
+        ("post", "/api/v1/channels", {**sms, "action_id": ""}),
+        ("post", "/api/v1/triggers/{id}/rotate", {"secret": ""}),
+        ("post", "/api/v1/triggers/{id}/rotate", {"secret": "s" * 1025}),
+        # at most the operator's GATEWAY_MAX_BODY_BYTES / GATEWAY_MAX_BATCH_ITEMS
+        ("post", "/api/v1/triggers", {**spec, "max_body_bytes": limits.max_body_bytes + 1}),
+        ("post", "/api/v1/triggers", {**spec, "max_batch_items": limits.max_batch_items + 1}),
+        ("patch", "/api/v1/triggers/{id}", {"max_body_bytes": limits.max_body_bytes + 1}),
+    ]
+    for method, path, body in refused:
+        assert not valid(method, path, body), (path, body)
+        url = path.replace("{id}", trigger["id"])
+        response = await client.request(method, url, json=body, headers=auth())
+        assert response.status == 422, (path, body, await response.text())
+    taken = [
+        ("post", "/api/v1/templates", template),
+        ("post", "/api/v1/partners", {**base, "rate_limit": {"per_second": 1}}),
+        ("post", "/api/v1/partners", {**base, "secrets": {"erp_token": "v"}}),
+        ("post", "/api/v1/partners", {**base, "secrets": None, "disable_after_hours": None}),
+        (
+            "put",
+            "/api/v1/notification-settings",
+            {"quiet_hours": {"start": "22:00", "end": "07:00"}},
+        ),
+        ("post", "/api/v1/channels", {**sms, "from": "+5511999990000"}),
+        ("post", "/api/v1/triggers/{id}/rotate", {"secret": "s" * 1024}),
+        ("post", "/api/v1/triggers", {**spec, "max_body_bytes": limits.max_body_bytes}),
+        ("patch", "/api/v1/triggers/{id}", {"max_batch_items": None}),
+    ]
+    for method, path, body in taken:
+        assert valid(method, path, body), (path, body)
+    assert valid("post", "/api/v1/partners", {**base, "rate_limit": {"per_second": 1}})
+    assert valid("post", "/api/v1/actions", {**action, "success": [201, "2xx"]})
+    activate = doc["paths"]["/api/v1/flows"]["post"]["parameters"]
+    schema = next(p["schema"] for p in activate if p["name"] == "activate")
+    assert not jsonschema_rs.validator_for(schema).is_valid("")
+    response = await client.post("/api/v1/flows?activate=", data=b"name: f", headers=auth())
+    assert response.status == 400, await response.text()

@@ -160,7 +160,10 @@ class PartnerUseCases:
             ("max_concurrency", 1, 1000, True, 10),
             ("disable_after_hours", 0.0001, 24 * 365, False, 72.0),
         ):
-            if creating or name in body:
+            if name in body and body[name] is None and name != "disable_after_hours":
+                # only disable_after_hours means something by null (never disabled)
+                check.add(f"/{name}", f"{name} must be a number", "type")
+            elif creating or name in body:
                 fields[name] = check.number(
                     name, low, high, integer=integer, default=default if creating else None
                 )

@@ -1304,7 +1304,9 @@ class _VehicleRun:
         for listener_id in due:
             sent[listener_id] = max(point.t, sent.get(listener_id, point.t))
         self.state = _with(self.state, position_sent=sent)
-        detail = {k: v for k, v in doc.items() if k in _FIX_FIELDS}
+        # `time`, as SPEC §3.5's fixes, `last_position` and `vehicle.position.rejected` name
+        # it; `t` (the track point's name) is kept for one release, deprecated (docs/fleet.md).
+        detail = {"time": _iso(point.t), **{k: v for k, v in doc.items() if k in _FIX_FIELDS}}
         self._emit(POSITION_EVENT, point.t, _iso(point.t), detail, audience=due)
 
     def _emit(

@@ -27,7 +27,16 @@ ACTION: dict[str, Any] = {
         "mode": {"enum": ["proxy", "deliver"]},
         "request_mapping": {"type": ["string", "null"]},
         "response_mapping": {"type": ["string", "null"]},
-        "success": {"type": ["array", "null"], "items": {"type": ["integer", "string"]}},
+        "success": {
+            "type": ["array", "null"],
+            "minItems": 1,
+            "items": {
+                "anyOf": [
+                    {"type": "integer", "minimum": 100, "maximum": 599},
+                    {"type": "string", "pattern": "^[1-5]xx$"},
+                ]
+            },
+        },
         "retry_schedule": {"type": ["array", "null"], "items": {"type": "number"}},
         "ordered": {"type": "boolean"},
         "write_back": {"type": "boolean"},
@@ -204,6 +213,7 @@ async def delete_action(request: web.Request) -> web.Response:
     request=INVOKE,
     response=INVOKED,
     errors=(429, 502, 504),
+    opens_secrets=True,
 )
 async def invoke_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -47,7 +47,14 @@ _BY_TYPE: dict[str, tuple[list[str], dict[str, Any]]] = {
             "priority": {"enum": ["high", "normal"]},
         },
     ),
-    "sms": (["action_id", "from"], {"action_id": {"type": "string"}, "from": {"type": "string"}}),
+    "sms": (
+        ["action_id", "from"],
+        {
+            "action_id": {"type": "string", "minLength": 1, "maxLength": 64},
+            # gateway/notify/channels.py `_SENDER`: a number, or a sender id of 1-20
+            "from": {"type": "string", "pattern": "^(\\+?[0-9]{3,15}|[A-Za-z0-9 ._-]{1,20})$"},
+        },
+    ),
 }
 CHANNEL_BODY: dict[str, Any] = {
     "type": "object",
@@ -64,12 +71,29 @@ CHANNEL_BODY: dict[str, Any] = {
         for kind, (required, members) in _BY_TYPE.items()
     ],
 }
+# A channel as answered: the SMTP password is never shown, only whether one is kept
+# (gateway/notify/channels.py `public_channel`).
+_SMTP_ANSWER: dict[str, Any] = {
+    **_SMTP,
+    "properties": {
+        **_SMTP["properties"],
+        "password": {
+            "type": "object",
+            "description": "whether a password is kept (it is never shown)",
+            "required": ["configured"],
+            "additionalProperties": False,
+            "properties": {"configured": {"type": "boolean"}},
+        },
+    },
+}
 CHANNEL: dict[str, Any] = {
     "type": "object",
     "properties": {
         **_CHANNEL_COMMON,
         "type": {"enum": list(_BY_TYPE)},
         **{k: v for _, members in _BY_TYPE.values() for k, v in members.items()},
+        "smtp": _SMTP_ANSWER,
+        "from": {"type": "string", "description": "an address (email), a sender (sms)"},
         "id": {"type": "string"},
     },
 }
@@ -99,10 +123,11 @@ SETTINGS: dict[str, Any] = {
         "cooldown_seconds": {"type": "integer", "minimum": 0, "default": 3600},
         "quiet_hours": {
             "type": ["object", "null"],
+            "required": ["start", "end"],
             "additionalProperties": False,
             "properties": {
-                "start": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"},
-                "end": {"type": "string"},
+                "start": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+                "end": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
                 "timezone": {"type": "string", "default": "America/Sao_Paulo"},
                 "during": {"enum": ["delay", "suppress"]},
                 "channels": {"type": "array", "items": {"enum": ["email", "push", "sms"]}},
@@ -181,6 +206,7 @@ async def delete_channel(request: web.Request) -> web.Response:
     request=_TEST,
     response={"type": "object", "properties": {"result": {"enum": ["success", "retry", "fail"]}}},
     errors=(429, 503),
+    opens_secrets=True,
 )
 async def test_channel(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from gateway.events import public_event
@@ -10,6 +12,40 @@ from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params
 from gateway.web.state import services_of
+
+# An event as stored and answered (gateway/events.py `event_document`, `public_event`): what a
+# webhook carries and a flow reads.
+EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "type", "occurred_at", "entity", "data", "origin"],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"type": "string", "description": "e.g. entity.updated, vehicle.position"},
+        "occurred_at": {"type": "string", "format": "date-time"},
+        "relayed_at": {"type": ["string", "null"], "format": "date-time"},
+        "entity": {
+            "type": "object",
+            "required": ["type", "id", "key"],
+            "properties": {
+                "type": {"type": "string"},
+                "id": {"type": "string"},
+                "key": {"type": "string", "description": "a plate, a CPF, a kind:key"},
+                "rev": {"type": "integer"},
+            },
+        },
+        "position": {"type": "integer"},
+        "data": {"type": "object", "description": "the entity's data after the change"},
+        "changes": {"description": "the members the change wrote"},
+        "origin": {
+            "type": "object",
+            "required": ["kind"],
+            "description": "who caused it: admin, trigger, action, schedule, flow, fold, ...",
+            "properties": {"kind": {"type": "string"}, "id": {}},
+        },
+        "detail": {"type": "object", "description": "the event type's own members"},
+        "occurrence_id": {"type": "string"},
+    },
+}
 
 
 @operation(
@@ -40,7 +76,7 @@ async def list_events(request: web.Request) -> web.Response:
     return json_response(page([public_event(d) for d in docs], limit))
 
 
-@operation("Get an event", tag="events", response={"type": "object"})
+@operation("Get an event", tag="events", response=EVENT)
 async def get_event(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     doc = await services_of(request).events.get(claims.tenant, request.match_info["id"])

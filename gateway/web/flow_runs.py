@@ -37,7 +37,11 @@ RUN: dict[str, Any] = {
 @operation(
     "List a flow's runs, newest first",
     tag="flows",
-    response=PAGE,
+    # each run as its read shows it, without the steps' answers (public_run, full=False)
+    response={
+        **PAGE,
+        "properties": {**PAGE["properties"], "items": {"type": "array", "items": RUN}},
+    },
     query=[
         ("status", "|".join(STATUSES)),
         ("limit", "page size, 1-200"),

@@ -79,6 +79,7 @@ def _name(request: web.Request) -> str:
     status=201,
     also=(200,),  # an identical re-upload: the version that exists
     query=[("activate", "false to store the version without activating it (default true)")],
+    schemas={"activate": {"enum": ["true", "false", "1", "0"]}},
     errors=(413, 415),
 )
 async def upload_flow(request: web.Request) -> web.Response:

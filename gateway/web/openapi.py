@@ -15,6 +15,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway import __version__
+from gateway.config import Settings
+from gateway.errors import PROBLEM_BASE
 from gateway.formats.xml_writer import GATEWAY_NS, PROBLEM_NS, SOAP_ENVELOPES
 from gateway.schemas.registry import ENTITY_TYPES, SchemaRegistry
 from gateway.web import conditional
@@ -30,11 +32,19 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "description": "RFC 9457 problem details",
     "required": ["type", "title", "status"],
     "properties": {
-        "type": {"type": "string"},
+        "type": {
+            "type": "string",
+            "description": PROBLEM_BASE + "<slug>; every slug, its status and when "
+            'it is answered: docs/api.md "Problem types"',
+        },
         "title": {"type": "string"},
         "status": {"type": "integer"},
         "detail": {"type": "string"},
-        "instance": {"type": "string"},
+        "instance": {
+            "type": "string",
+            "description": "The request's path, or urn:rabbot:request:<X-Request-ID> for a "
+            "request refused before its path was read",
+        },
         "errors": {
             "type": "array",
             "description": "The first 100 problems",
@@ -87,6 +97,11 @@ _STATUS_TEXT = {
     504: "Partner timeout",
 }
 
+_SECRET_DAMAGED = (
+    "A stored secret the call needs is damaged (secret-damaged): save it again; or an "
+    "internal error"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Operation:
@@ -115,6 +130,14 @@ class Operation:
     # Answers (results and problems) in plain XML or SOAP when the request speaks them
     # (gateway/web/replies.py), else JSON.
     xml_answers: bool = False
+    # Whether the call opens a stored secret to reach a partner (an action's invoke, a channel's
+    # test send): a damaged one is a 500 `secret-damaged`, a key that does not open the key
+    # check a 503 `key-refused` (docs/api.md, gateway/web/middlewares.py).
+    opens_secrets: bool = False
+    # Body members whose ceiling is an operator setting (member: `Settings` attribute, e.g.
+    # a trigger's max_body_bytes, at most GATEWAY_MAX_BODY_BYTES): the document built by a
+    # process says its `maximum`.
+    ceilings: Mapping[str, str] = field(default_factory=dict)
     # Query parameters beyond `query` are the handler's to check (an entity list's filters);
     # otherwise an admin route refuses any other (gateway/web/admin_auth.py).
     open_query: bool = False
@@ -136,16 +159,18 @@ def operation(summary: str, *, tag: str, **details: Any) -> Callable[[H], H]:
 
 def build_document(app: web.Application) -> dict[str, Any]:
     schemas = app[services_key].schemas
+    settings = app[services_key].settings
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         op = getattr(route.handler, _ATTR, None)
         if route.method == "HEAD" or op is None or route.resource is None:
             continue
         path = _PARAM.sub(r"{\1}", route.resource.canonical)
-        paths.setdefault(path, {})[route.method.lower()] = _operation(path, op)
+        paths.setdefault(path, {})[route.method.lower()] = _operation(path, op, settings)
     for path, operations in paths.items():
         if path.startswith(conditional.API):
             _conditional(operations)
+    _typed_lists(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -177,6 +202,48 @@ def build_document(app: web.Application) -> dict[str, Any]:
             },
         },
     }
+
+
+def _answer_schema(operations: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a GET answers with 200 (None when it declares none)."""
+    content = operations.get("get", {}).get("responses", {}).get("200", {}).get("content", {})
+    schema: dict[str, Any] | None = content.get("application/json", {}).get("schema")
+    return schema
+
+
+def _typed_lists(paths: dict[str, dict[str, Any]]) -> None:
+    """A list whose route declares its `items` untyped lists what the read of one of them
+    answers (`GET /x` lists the `GET /x/{id}` of each): its items take that schema."""
+    for path, operations in paths.items():
+        page = _answer_schema(operations)
+        items = (page or {}).get("properties", {}).get("items")
+        if items != {"type": "array"}:
+            continue
+        one = next(
+            (
+                schema
+                for child, child_ops in paths.items()
+                if _PARAM.fullmatch(child.removeprefix(path + "/"))
+                and (schema := _answer_schema(child_ops)) is not None
+            ),
+            None,
+        )
+        if one is not None and one != {"type": "object"}:
+            assert page is not None
+            page["properties"] = {**page["properties"], "items": {"type": "array", "items": one}}
+
+
+def _capped(schema: dict[str, Any], op: Operation, settings: Settings) -> dict[str, Any]:
+    """The request schema with each of `op.ceilings` as its member's `maximum` (the lower of
+    the schema's own and the setting's)."""
+    if not op.ceilings:
+        return schema
+    properties = dict(schema["properties"])
+    for member, setting in op.ceilings.items():
+        ceiling = getattr(settings, setting)
+        own = properties[member].get("maximum")
+        properties[member] = {**properties[member], "maximum": min(own or ceiling, ceiling)}
+    return {**schema, "properties": properties}
 
 
 # An entity as the API answers it (`gateway.entities.public`): the written fields, which the
@@ -235,7 +302,7 @@ def _schema(value: Mapping[str, Any] | str, *, answer: bool = False) -> dict[str
     return dict(value)
 
 
-def _operation(path: str, op: Operation) -> dict[str, Any]:
+def _operation(path: str, op: Operation, settings: Settings) -> dict[str, Any]:
     params = [
         {"name": name, "in": "path", "required": True, "schema": _param_schema(op, name)}
         for name in _PARAM.findall(path)
@@ -263,7 +330,9 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
     for status in sorted(_errors(op)):
         problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         responses[str(status)] = {
-            "description": _STATUS_TEXT.get(status, "Error"),
+            "description": _SECRET_DAMAGED
+            if status == 500 and op.opens_secrets
+            else _STATUS_TEXT.get(status, "Error"),
             "content": problem | _XML_PROBLEMS if op.xml_answers else problem,
         }
         if status in (429, 503) or (status == 409 and op.idempotency_key):
@@ -282,7 +351,7 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
     if op.request is not None:
         result["requestBody"] = {
             "required": op.body_required,
-            "content": {"application/json": {"schema": _schema(op.request)}},
+            "content": {"application/json": {"schema": _capped(_schema(op.request), op, settings)}},
         }
     return result
 
@@ -460,8 +529,8 @@ def _conditional(operations: dict[str, Any]) -> None:
 def _errors(op: Operation) -> set[int]:
     """Every error status the route can answer: its own, its auth's, and the edge's."""
     errors = {*_DEFAULT_ERRORS[op.auth], *op.errors}
-    if op.xml_answers:
-        errors.add(500)  # a SOAP 1.1 Fault
+    if op.xml_answers or op.opens_secrets:
+        errors.add(500)  # a SOAP 1.1 Fault; a stored secret damaged
     if op.request is not None:
         # malformed, too slow, too large, not JSON; an Expect or a transfer coding the edge
         # does not take (web/requests.py check_refused_early)

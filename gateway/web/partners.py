@@ -47,15 +47,24 @@ PARTNER_BODY: dict[str, Any] = {
         "max_concurrency": {"type": "integer", "minimum": 1, "default": 10},
         "rate_limit": {
             "type": ["object", "null"],
+            "required": ["per_second"],
+            "additionalProperties": False,
             "properties": {
                 "per_second": {"type": "number", "minimum": SLOWEST_RATE, "maximum": 100_000},
                 "burst": {"type": "number", "minimum": 1, "maximum": 100_000},
             },
         },
-        "disable_after_hours": {"type": "number", "default": 72},
+        "disable_after_hours": {
+            "type": ["number", "null"],
+            "default": 72,
+            "description": "null: never disabled",
+        },
         "secrets": {
-            "type": "object",
-            "additionalProperties": {"type": "string"},
+            "type": ["object", "null"],
+            "maxProperties": 50,
+            # gateway/actions/partners.py `_SECRET_NAME`
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+            "additionalProperties": {"type": "string", "minLength": 1},
             "description": "named values for mappings' {secret: name}; write-only",
         },
     },

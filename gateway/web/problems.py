@@ -78,10 +78,7 @@ def http_exception_problem(exc: web.HTTPException, request: web.Request) -> web.
 
 def internal_error(request: web.Request, request_id: str) -> web.Response:
     body = {
-        "type": "https://rabbot.dev/problems/internal",
-        "title": "Internal server error",
-        "status": 500,
-        "detail": f"An unexpected error occurred; request id {request_id}.",
+        **GatewayError(f"An unexpected error occurred; request id {request_id}.").problem(),
         "instance": request.path,
         "request_id": request_id,
     }

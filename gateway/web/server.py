@@ -35,7 +35,13 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from gateway import eventloop
-from gateway.errors import clipped
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    HeaderFieldsTooLarge,
+    RequestTimeout,
+    UriTooLong,
+)
 from gateway.logs import request_id_var
 from gateway.shutdown import TEARDOWN_SECONDS
 from gateway.web.problems import PROBLEM_JSON, dumps
@@ -45,12 +51,17 @@ from gateway.web.state import services_key
 log = logging.getLogger("gateway.access")
 _log = logging.getLogger(__name__)
 
-_TITLES = {
-    400: "Bad request",
-    414: "URI too long",
-    431: "Request header fields too large",
+_REFUSALS: dict[int, type[GatewayError]] = {
+    cls.status: cls for cls in (BadRequest, UriTooLong, HeaderFieldsTooLarge)
 }
-_SLUGS = {400: "bad-request"}
+
+
+def _unread_instance(request_id: str) -> str:
+    """The `instance` of a problem answered before any request line was read whole (a
+    refusal of the parser, a head too slow): the path is not known (nor echoed: a URL may hold
+    a token), so the occurrence is named by the request id its `X-Request-ID` carries."""
+    return f"urn:rabbot:request:{request_id}"
+
 
 # aiohttp's LineTooLong names the start of what was too long: a request target (the URL)
 # starts with "/", a scheme or "*"; anything else is a header.
@@ -105,15 +116,10 @@ class ProblemRequestHandler(RequestHandler):
         request_id = os.urandom(16).hex()
         log.debug("request head too slow: answered 408", extra={"status": 408})
         self._count(408)
-        body = dumps(
-            {
-                "type": "https://rabbot.dev/problems/request-timeout",
-                "title": "Request timeout",
-                "status": 408,
-                "detail": f"the request's headers took over {self.header_timeout:g} s to "
-                "arrive; retry",
-            }
-        )
+        problem = RequestTimeout(
+            f"the request's headers took over {self.header_timeout:g} s to arrive; retry"
+        ).problem()
+        body = dumps({**problem, "instance": _unread_instance(request_id)})
         head = (
             "HTTP/1.1 408 Request Timeout\r\n"
             f"Content-Type: {PROBLEM_JSON}\r\nContent-Length: {len(body)}\r\n"
@@ -139,13 +145,9 @@ class ProblemRequestHandler(RequestHandler):
         request_id_var.set(request_id)
         log.debug("malformed request refused: %s", detail, extra={"status": status})
         self._count(status)
-        body = {
-            "type": f"https://rabbot.dev/problems/{_SLUGS.get(status, status)}",
-            "title": _TITLES.get(status, "Bad request"),
-            "status": status,
-            "detail": clipped(f"malformed HTTP request: {detail}"),
-        }
-        response = web.Response(status=status, body=dumps(body), content_type=PROBLEM_JSON)
+        error = _REFUSALS.get(status, BadRequest)(f"malformed HTTP request: {detail}")
+        body = {**error.problem(), "instance": _unread_instance(request_id)}
+        response = web.Response(status=error.status, body=dumps(body), content_type=PROBLEM_JSON)
         response.headers["X-Request-ID"] = request_id
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.force_close()

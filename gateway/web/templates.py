@@ -27,6 +27,7 @@ TEMPLATE_BODY: dict[str, Any] = {
             "type": "object",
             "description": "pt-BR and/or en: {subject, text, html?} (email), {title, body} "
             "(push), {text} (sms), each a Jinja2 template",
+            "minProperties": 1,
             "properties": {"pt-BR": _PARTS, "en": _PARTS},
         },
         "default_locale": {"enum": ["pt-BR", "en"]},

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.formats.json_tree import whole_number
 from gateway.store.client import TRIGGER_CURSOR
+from gateway.triggers.hmac_secrets import MAX_SECRET
 from gateway.triggers.spec import PATCHABLE, TRIGGER_SCHEMA
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import ID_CURSOR, operation, text_cursor
@@ -53,6 +54,35 @@ _TRIGGER_PATCH: Final[dict[str, Any]] = {
         if k in PATCHABLE
     },
 }
+# gateway/triggers/spec.py `check_spec`: a trigger's limits are at most the operator's.
+_CEILINGS: Final = {"max_body_bytes": "max_body_bytes", "max_batch_items": "max_batch_items"}
+# A kept rejected payload as answered (gateway/triggers/rejected.py `public_rejected`); the
+# payload itself (or an excerpt of one not replayable) only on its read.
+_REJECTED: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["id", "trigger_id", "received_at", "reason", "status", "replayable"],
+    "properties": {
+        "id": {"type": "string"},
+        "trigger_id": {"type": "string"},
+        "received_at": {"type": "string", "format": "date-time"},
+        "reason": {"type": "string"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+        "errors_omitted": {"type": "integer", "minimum": 0},
+        "scope": {"type": "string"},
+        "index": {"type": ["integer", "null"]},
+        "status": {"type": "string"},
+        "times_received": {"type": "integer", "minimum": 1},
+        "first_received_at": {"type": "string", "format": "date-time"},
+        "attempts": {"type": "integer", "minimum": 0},
+        "replayable": {"type": "boolean"},
+        "size": {"type": ["integer", "null"]},
+        "replayed_at": {"type": ["string", "null"], "format": "date-time"},
+        "result": {"description": "the last replay's outcome"},
+        "payload": {"description": "the payload as received (a replayable one)"},
+        "payload_excerpt": {"type": "string", "description": "the start of one not replayable"},
+    },
+}
 _ROTATE: Final[dict[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
@@ -60,6 +90,8 @@ _ROTATE: Final[dict[str, Any]] = {
         "grace_seconds": {"type": "integer", "minimum": 0},
         "secret": {
             "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_SECRET,
             "writeOnly": True,
             "description": "hmac triggers: the partner's new secret (else one is issued)",
         },
@@ -76,6 +108,7 @@ _REPLAY_ALL: Final[dict[str, Any]] = {
     "Create a trigger (its token or secret is shown once)",
     tag="triggers",
     request=TRIGGER_SCHEMA,
+    ceilings=_CEILINGS,
     response=_TRIGGER,
     status=201,
     errors=(409,),
@@ -112,6 +145,7 @@ async def get_trigger(request: web.Request) -> web.Response:
     "Change a trigger (top-level members replace; null clears)",
     tag="triggers",
     request=_TRIGGER_PATCH,
+    ceilings=_CEILINGS,
     response=_TRIGGER,
     errors=(409,),
 )
@@ -210,7 +244,7 @@ async def list_rejected(request: web.Request) -> web.Response:
     return json_response(page(items, limit))
 
 
-@operation("Get a rejected payload with its problems", tag="rejected", response={"type": "object"})
+@operation("Get a rejected payload with its problems", tag="rejected", response=_REJECTED)
 async def get_rejected(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     return json_response(
