@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
@@ -15,10 +16,19 @@ from gateway.config import Secret
 from gateway.store.client import EVENT_CHILD_CURSOR, KIND_CURSOR, NAME_CURSOR, TRIGGER_CURSOR
 from gateway.web.openapi import ID_CURSOR, text_cursor
 from gateway.web.state import services_key
+from tests.feed_doubles import ScriptedFeed, scripted
+from tests.schedule_support import run_now, runner, scripted_schedule
 from tests.support import auth
-from tests.triggers_support import bearer, create_position_trigger, create_trigger
+from tests.triggers_support import (
+    bearer,
+    create_position_trigger,
+    create_trigger,
+    hook,
+    upload_mapping,
+)
 
 Client = TestClient[Any, Any]
+__all__ = ["scripted"]  # the fixture
 
 
 async def test_openapi_document_is_valid_and_covers_every_route(client: Client) -> None:
@@ -297,8 +307,9 @@ async def _created(client: Client, path: str, body: dict[str, Any]) -> dict[str,
     return answer
 
 
-def _answer_validator(doc: dict[str, Any], path: str, status: int) -> Any:
-    """A validator of the JSON a GET of `path` answers with `status`, against the document."""
+def _answer_validator(doc: dict[str, Any], path: str, status: int, method: str = "get") -> Any:
+    """A validator of the JSON a `method` of `path` answers with `status`, against the
+    document."""
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
@@ -307,7 +318,7 @@ def _answer_validator(doc: dict[str, Any], path: str, status: int) -> Any:
         "urn:doc", Resource.from_contents(doc, default_specification=DRAFT202012)
     )
     escaped = path.replace("~", "~0").replace("/", "~1")
-    pointer = f"paths/{escaped}/get/responses/{status}/content/application~1json/schema"
+    pointer = f"paths/{escaped}/{method}/responses/{status}/content/application~1json/schema"
     return Draft202012Validator({"$ref": f"urn:doc#/{pointer}"}, registry=registry)
 
 
@@ -376,6 +387,110 @@ async def test_reads_answer_what_the_document_says_lists_and_channels_included(
         runs["application/json"]["schema"]["properties"]["items"]["items"]
         == (one["application/json"]["schema"])
     )
+
+
+_BROKEN = """
+name: erp-vehicle
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa_veiculo, required: true}
+  make: marca
+"""
+_FLOW = """
+name: tag
+on:
+  events: [fine.received]
+steps:
+  - {id: gate, when: entity.plate}
+  - id: tag
+    set:
+      entity: {type: vehicle, ref: entity.plate}
+      fields: {model: "'Uno'"}
+"""
+
+
+async def test_dry_runs_diffs_replays_hook_reads_and_schedule_runs_answer_what_the_document_says(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """These answers were `{"type": "object"}` (a schedule's runs `{"type": "array"}`): each
+    is described now, closed where the code's answer is, and real answers fit it."""
+    doc = await (await client.get("/openapi.json")).json()
+    answers: list[tuple[str, str, Any]] = []
+
+    async def answered(method: str, path: str, url: str, **kwargs: Any) -> Any:
+        response = await client.request(method, url, headers=auth(), **kwargs)
+        assert response.status == 200, (url, await response.text())
+        body = await response.json()
+        answers.append((method, path, body))
+        return body
+
+    # Rejected payloads: one replays once its mapping is fixed, one is refused again.
+    await upload_mapping(client, _BROKEN)
+    trigger = await create_trigger(client, mapping="erp-vehicle")
+    for payload in ({"placa": "ABC1D23", "marca": "Fiat"}, {"marca": "VW"}, {"placa": "B"}):
+        assert (await hook(client, trigger, payload))[0] == 422
+    await upload_mapping(client, _BROKEN.replace("placa_veiculo", "placa"))
+    kept = (await (await client.get("/api/v1/rejected?status=pending", headers=auth())).json())[
+        "items"
+    ]
+    first = next(
+        k
+        for k in kept
+        if k["index"] is None and k["received_at"] == min(r["received_at"] for r in kept)
+    )
+    replayed = await answered(
+        "post", "/api/v1/rejected/{id}/replay", f"/api/v1/rejected/{first['id']}/replay"
+    )
+    assert replayed["status"] == "replayed"
+    summary = await answered("post", "/api/v1/rejected/replay", "/api/v1/rejected/replay", json={})
+    assert summary["failed"] >= 1 and any("problem" in r for r in summary["results"])
+    # The mapping's versions, diffed, and its dry run; a hook's read of the entity written.
+    diff = await answered(
+        "get", "/api/v1/mappings/{name}/diff", "/api/v1/mappings/erp-vehicle/diff?from=1&to=2"
+    )
+    assert diff["changed"]
+    test = {"name": "erp-vehicle", "payload": [{"placa": "ABC1D23"}, {"marca": "x"}]}
+    assert (await answered("post", "/api/v1/mappings/test", "/api/v1/mappings/test", json=test))[
+        "results"
+    ]
+    read = await client.get(f"/hooks/{trigger['id']}/ABC1D23", headers=bearer(trigger))
+    assert read.status == 200, await read.text()
+    answers.append(("get", "/hooks/{trigger_id}/{key}", await read.json()))
+    # A flow's two versions, diffed, and dry runs of the stored flow and of a draft.
+    yaml = {**auth(), "Content-Type": "application/yaml"}
+    for text in (_FLOW, _FLOW.replace("Uno", "Mobi")):
+        uploaded = await client.post("/api/v1/flows", data=text.encode(), headers=yaml)
+        assert uploaded.status == 201, await uploaded.text()
+    await answered("get", "/api/v1/flows/{name}/diff", "/api/v1/flows/tag/diff?from=1&to=2")
+    event = {"type": "fine.received", "entity": {"type": "fine"}, "data": {"plate": "ABC1D23"}}
+    ran = await answered(
+        "post", "/api/v1/flows/test", "/api/v1/flows/test", json={"flow": "tag", "event": event}
+    )
+    assert ran["starts"] and ran["steps"]
+    other = {"flow": _FLOW, "event": {**event, "type": "fine.paid"}}
+    await answered("post", "/api/v1/flows/test", "/api/v1/flows/test", json=other)
+    # A schedule's runs: one with a refused item, one the partner failed.
+    scripted.answer = lambda after, n: {"items": [{"placa": "RIO3F45", "codigo": 1}, {}]}
+    schedule = await scripted_schedule(client, scripted, cursor=None)
+    await asyncio.wait_for(runner(client).run_until_idle(), 10)
+    scripted.answer = lambda after, n: web.Response(status=500)
+    await run_now(client, schedule["id"])
+    await asyncio.wait_for(runner(client).run_until_idle(), 10)
+    runs = await answered(
+        "get",
+        "/api/v1/schedules/{id}/runs",
+        f"/api/v1/schedules/{schedule['id']}/runs",
+    )
+    assert [r["error"] is None for r in runs["items"]] == [False, True], runs
+    assert runs["items"][1]["item_errors"], runs
+
+    for method, path, body in answers:
+        schema = doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]
+        assert schema["schema"] != {"type": "object"}, f"{path}: untyped"
+        errors = [e.message for e in _answer_validator(doc, path, 200, method).iter_errors(body)]
+        assert errors == [], (path, errors, body)
 
 
 async def test_calls_that_open_a_stored_secret_declare_secret_damaged_and_key_refused(

@@ -17,6 +17,7 @@ from gateway.web.openapi import operation, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
     ACTIVATE,
+    VERSION_DIFF,
     VERSION_NUMBER,
     check_members,
     is_json,
@@ -49,6 +50,69 @@ _UPLOAD: dict[str, Any] = {
     "type": "object",
     "description": "The flow document (schemas/flow.schema.json); also as YAML "
     "(application/yaml, text/yaml).",
+}
+# A dry run's answer (gateway/flows/dry_run.py `FlowDryRun.run`): the sample as completed,
+# whether the flow starts on it, and each step (`_steps`) with the members of its kind.
+_STEP: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "kind", "outcome"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string"},
+        "kind": {"type": "string"},
+        "outcome": {
+            "enum": [
+                "passed",
+                "stopped",
+                "skipped",
+                "not reached",
+                "rendered",
+                "unresolved",
+                "answered",
+                "failed",
+            ]
+        },
+        "note": {"type": "string"},
+        "reason": {"type": "string", "description": "skipped: the guard that did not hold"},
+        "condition": {"type": "string", "description": "a when step's condition"},
+        "detail": {"type": "string", "description": "failed: why"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+        "action": {"type": "string", "description": "the action a call or ask step invokes"},
+        "request": {"type": "object", "description": "the request it would send"},
+        "assign": {"type": "object", "description": "what the assignment history would record"},
+        "answer": {"description": "the sample answer given for the step (samples)"},
+        "result": {"description": "that answer through the action's response mapping"},
+        "channel": {"type": "string"},
+        "template": {"type": "string"},
+        "messages": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "one per recipient: recipient, decision, locale, parts, request",
+        },
+        "unreachable": {"type": "array"},
+        "entity": {"type": "object", "description": "the entity a set step writes"},
+        "fields": {"type": "object"},
+        "changes": {"type": "array", "items": {"type": "object"}},
+        "document": {"type": "object"},
+    },
+}
+_DRY_RUN: dict[str, Any] = {
+    "type": "object",
+    "required": ["flow", "version", "event", "starts", "reason", "steps", "unresolved"],
+    "additionalProperties": False,
+    "properties": {
+        "flow": {"type": "string"},
+        "version": {"type": ["integer", "null"], "description": "null for a draft"},
+        "event": {"type": "object", "description": "the sample event, as a real one would be"},
+        "starts": {"type": "boolean"},
+        "reason": {"type": ["string", "null"], "description": "why the flow does not start"},
+        "steps": {"type": "array", "items": _STEP},
+        "unresolved": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the ask steps without a sample answer",
+        },
+    },
 }
 _TEST: dict[str, Any] = {
     "type": "object",
@@ -148,7 +212,7 @@ async def get_flow_version(request: web.Request) -> web.Response:
 @operation(
     "Diff two versions of a flow",
     tag="flows",
-    response={"type": "object"},
+    response=VERSION_DIFF,
     query=[("from", "the older version"), ("to", "the newer version")],
     schemas={"from": VERSION_NUMBER, "to": VERSION_NUMBER},
     required_query=("from", "to"),
@@ -276,7 +340,7 @@ async def delete_flow(request: web.Request) -> web.Response:
     "Dry-run a flow or a draft on a sample event: every step rendered, nothing sent or written",
     tag="flows",
     request=_TEST,
-    response={"type": "object"},
+    response=_DRY_RUN,
 )
 async def dry_run_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request, writes=False)

@@ -45,6 +45,13 @@ _READ: Final[dict[str, Any]] = {
     "answered as a POST is (200 updated, 201 created)",
     "anyOf": [_PAGE, _WRITTEN],
 }
+_ENTITY: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "The entity as the trigger shows it (gateway/triggers/reading.py): without "
+    "a `response_mapping`, as `GET /api/v1/entities/{type}/{id}` answers it (only `id` and "
+    "the `expose` fields when the trigger lists them); with one, the object that mapping "
+    "builds from `{entity, trigger}`, whose members the mapping decides",
+}
 _BODY: Final[dict[str, Any]] = {
     "description": "One object, or an array (a batch) whose items are validated one by one: "
     "an item that is not a valid object fails alone, in `results` (207). A `form` trigger "
@@ -146,7 +153,7 @@ async def get_hooks(request: web.Request) -> web.Response:
     "Read one entity through a trigger, by id or natural key",
     tag="hooks",
     auth="trigger",
-    response={"type": "object"},
+    response=_ENTITY,
     errors=(404,),
 )
 async def get_hook_entity(request: web.Request) -> web.Response:

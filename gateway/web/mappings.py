@@ -22,6 +22,7 @@ from gateway.web.openapi import operation, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
     ACTIVATE,
+    VERSION_DIFF,
     VERSION_NUMBER,
     body_deadline,
     content_coding,
@@ -231,15 +232,7 @@ async def get_version(request: web.Request) -> web.Response:
 @operation(
     "Diff two versions of a mapping",
     tag="mappings",
-    response={
-        "type": "object",
-        "properties": {
-            "added": {"type": "array"},
-            "removed": {"type": "array"},
-            "changed": {"type": "array"},
-            "unified": {"type": "string", "description": "unified diff of the sources"},
-        },
-    },
+    response=VERSION_DIFF,
     query=[("from", "the older version"), ("to", "the newer version")],
     schemas={"from": VERSION_NUMBER, "to": VERSION_NUMBER},
     required_query=("from", "to"),
@@ -285,11 +278,46 @@ async def delete_mapping(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# A dry run's answer (gateway/mapping_files/dry_run.py `MappingDryRun.run`): the mapping, and
+# what it makes of the sample: an inbound one's `results` (or the trigger's `probe` answer),
+# an outbound one's `request` built from `context` and `response` mapped.
+_DRY_RUN: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "direction", "entity_type", "target"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string"},
+        "direction": {"enum": ["inbound", "outbound"]},
+        "entity_type": {"type": ["string", "null"]},
+        "target": {"type": ["string", "null"], "description": "an inbound mapping's target"},
+        "probe": {"description": "what the trigger answers this sample (nothing is mapped)"},
+        "results": {
+            "type": "array",
+            "description": "one per item of the sample: its index in the partner's list, "
+            "the document, key and events a write would make, or the item's problems",
+            "items": {"type": "object", "required": ["index"]},
+        },
+        "request": {
+            "type": "object",
+            "required": ["path_params", "query", "headers", "body"],
+            "additionalProperties": False,
+            "properties": {
+                "path_params": {"type": "object"},
+                "query": {"type": "object"},
+                "headers": {"type": "object"},
+                "body": {"description": "the body as built (secrets masked)"},
+            },
+        },
+        "response": {"description": "the sample `response` as the mapping maps it"},
+    },
+}
+
+
 @operation(
     "Dry-run a mapping or a draft on a sample (nothing is written)",
     tag="mappings",
     request=_TEST,
-    response={"type": "object"},
+    response=_DRY_RUN,
 )
 async def dry_run_mapping(request: web.Request) -> web.Response:
     claims = await authenticate(request, writes=False)

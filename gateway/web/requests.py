@@ -421,6 +421,47 @@ ACTIVATE: dict[str, Any] = {
     "properties": {"version": VERSION_NUMBER},
 }
 """The body of activating a version (a mapping's, a flow's)."""
+_LEAF: dict[str, Any] = {"type": "string", "description": "a JSON Pointer into the document"}
+VERSION_DIFF: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "from", "to", "added", "removed", "changed", "unified"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string"},
+        "from": VERSION_NUMBER,
+        "to": VERSION_NUMBER,
+        "added": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["path", "new"],
+                "additionalProperties": False,
+                "properties": {"path": _LEAF, "new": {}},
+            },
+        },
+        "removed": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["path", "old"],
+                "additionalProperties": False,
+                "properties": {"path": _LEAF, "old": {}},
+            },
+        },
+        "changed": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["path", "old", "new"],
+                "additionalProperties": False,
+                "properties": {"path": _LEAF, "old": {}, "new": {}},
+            },
+        },
+        "unified": {"type": "string", "description": "the sources as a unified diff"},
+    },
+}
+"""What a diff of two versions answers (gateway/versioned.py `diff`): the parsed documents'
+leaves added, removed and changed, by JSON Pointer, and the sources' unified diff."""
 
 
 async def read_version_to_activate(request: web.Request) -> int:

@@ -85,6 +85,51 @@ PAGE: dict[str, Any] = {
     "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
 }
 _PAGING = [("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")]
+_CURSOR: dict[str, Any] = {"type": ["string", "number", "null"]}
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
+# One run as the list answers it (gateway/schedules/service.py `public_run`, written by
+# gateway/schedules/runner.py `_finish`): every member, null when the run has none.
+_RUN_MEMBERS: dict[str, Any] = {
+    "id": {"type": "string"},
+    "started_at": {"type": "string", "format": "date-time"},
+    "finished_at": {"type": "string", "format": "date-time"},
+    "duration_ms": {"type": "number", "minimum": 0},
+    "outcome": {"enum": ["ok", "more", "failed", "held", "lost_lease"]},
+    "pages": _COUNT,
+    "items_read": _COUNT,
+    "written": _COUNT,
+    "rejected": _COUNT,
+    "skipped": _COUNT,
+    "cursor_before": _CURSOR,
+    "cursor_after": _CURSOR,
+    "cursor_refused": {**_CURSOR, "description": "a time cursor the partner sent back"},
+    "note": {"type": ["string", "null"]},
+    "error": {
+        "type": ["object", "null"],
+        "description": "why the run failed (null when it did not)",
+        "required": ["at", "kind", "message"],
+        "additionalProperties": False,
+        "properties": {
+            "at": {"type": "string", "format": "date-time"},
+            "kind": {"type": "string"},
+            "message": {"type": "string"},
+            "status": {"type": "integer", "description": "the partner's HTTP status"},
+            "errors": {"type": "array", "items": {"type": "object"}, "maxItems": 5},
+        },
+    },
+    "item_errors": {
+        "type": "array",
+        "items": {"type": "object"},
+        "description": "the problems of the items refused",
+    },
+    "owner": {"type": "string", "description": "the process that ran it"},
+}
+RUN: dict[str, Any] = {
+    "type": "object",
+    "required": list(_RUN_MEMBERS),
+    "additionalProperties": False,
+    "properties": _RUN_MEMBERS,
+}
 
 
 def _id(request: web.Request) -> str:
@@ -178,7 +223,10 @@ async def run_schedule(request: web.Request) -> web.Response:
 @operation(
     "A schedule's runs, newest first (items read, written, rejected, cursor, duration, error)",
     tag="schedules",
-    response=PAGE,
+    response={
+        **PAGE,
+        "properties": {**PAGE["properties"], "items": {"type": "array", "items": RUN}},
+    },
     query=_PAGING,
     schemas={"cursor": ID_CURSOR},
 )

@@ -83,6 +83,47 @@ _REJECTED: Final[dict[str, Any]] = {
         "payload_excerpt": {"type": "string", "description": "the start of one not replayable"},
     },
 }
+# What a replay answers (gateway/triggers/replay.py `replay`, `replay_all`).
+_REPLAYED: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["id", "status", "result"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"const": "replayed"},
+        "result": {
+            "type": "object",
+            "description": "what the trigger answers the payload now, as its hook answers a "
+            "call (the write's answer, a batch's results)",
+        },
+    },
+}
+_REPLAYED_ALL: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["replayed", "failed", "results"],
+    "additionalProperties": False,
+    "properties": {
+        "replayed": {"type": "integer", "minimum": 0},
+        "failed": {"type": "integer", "minimum": 0},
+        "results": {
+            "type": "array",
+            "description": "one per pending payload, oldest first",
+            "items": {
+                "type": "object",
+                "required": ["id", "status"],
+                "additionalProperties": False,
+                "properties": {
+                    "id": {"type": "string"},
+                    "status": {"enum": ["replayed", "failed"]},
+                    "problem": {
+                        "$ref": "#/components/schemas/Problem",
+                        "description": "why it failed (refused again, its trigger gone, busy)",
+                    },
+                },
+            },
+        },
+    },
+}
 _ROTATE: Final[dict[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
@@ -255,7 +296,7 @@ async def get_rejected(request: web.Request) -> web.Response:
 @operation(
     "Replay a rejected payload with the trigger's current schema and mapping",
     tag="rejected",
-    response={"type": "object"},
+    response=_REPLAYED,
     errors=(409,),
 )
 async def replay_rejected(request: web.Request) -> web.Response:
@@ -268,7 +309,7 @@ async def replay_rejected(request: web.Request) -> web.Response:
     "Replay every pending rejected payload (of one trigger, or all)",
     tag="rejected",
     request=_REPLAY_ALL,
-    response={"type": "object"},
+    response=_REPLAYED_ALL,
     body_required=False,
 )
 async def replay_all_rejected(request: web.Request) -> web.Response:
