@@ -105,7 +105,7 @@ async def list_vehicle_drivers(request: web.Request) -> web.Response:
     items = await service.history(claims.tenant, ref, before=cursor, limit=limit)
     return json_response(
         {
-            "at": at.astimezone(UTC),  # as every other time of the answer, whatever `?at=` said
+            "at": _in_utc(at),
             "driver": None if in_force is None else in_force.as_dict(),
             "items": [a.as_dict() for a in items],
             "next_cursor": items[-1].id if len(items) == limit else None,
@@ -153,3 +153,12 @@ async def assign_vehicle_driver(request: web.Request) -> web.Response:
     if result.replaced is not None:
         answer["replaced"] = result.replaced.as_dict()
     return json_response(answer, status=201 if result.changed else 200)
+
+
+def _in_utc(at: datetime) -> datetime:
+    """`?at=` in UTC, as every other time of the answer, whatever offset it was written in;
+    as written when UTC has no such time (9999-12-31T23:59:59-12:00 is in the year 10000)."""
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        return at
