@@ -88,21 +88,6 @@ class FlowDryRun:
     ) -> dict[str, Any]:
         """What the flow would do on `event`; its renders (messages, XML bodies) are the
         tenant's previews (`previewing`)."""
-        with previewing(tenant):
-            return await self._run(
-                tenant, name=name, version=version, draft=draft, event=event, samples=samples
-            )
-
-    async def _run(
-        self,
-        tenant: str,
-        *,
-        name: str | None,
-        version: int | None,
-        draft: str | dict[str, Any] | None,
-        event: Any,
-        samples: Mapping[str, Any],
-    ) -> dict[str, Any]:
         now = datetime.now(UTC)
         if draft is not None:
             flow, version = await self._p.flows.compile(tenant, draft), None
@@ -118,7 +103,8 @@ class FlowDryRun:
         why = starts(flow, sample, context)
         if why is not None:
             return {**result, "starts": False, "reason": why, "steps": [], "unresolved": []}
-        steps, unresolved = await self._steps(tenant, flow, context, samples)
+        with previewing(tenant):
+            steps, unresolved = await self._steps(tenant, flow, context, samples)
         return {**result, "starts": True, "reason": None, "steps": steps, "unresolved": unresolved}
 
     async def _stored_entity(self, tenant: str, sample: dict[str, Any]) -> dict[str, Any]:
