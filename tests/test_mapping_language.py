@@ -1153,6 +1153,7 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
         assert mapping.probe(sample) == expected["probe"]
         return
     if mapping.direction == "inbound":
+        assert mapping.acknowledgement == expected.pop("answer", None)
         (item, *_) = mapping.items(sample)
         mapped = mapping.apply(item, secrets=secrets)
         got = {"document": mapped.document, "key": mapped.key, "events": list(mapped.event_types)}

@@ -26,6 +26,7 @@ INBOUND = {
     "traccar-event.yaml": "traccar_event_forward_geofence_exit.json",
     "osmand.yaml": "osmand_query.txt",
     "traccar-client.yaml": "traccar_client_json.json",
+    "overland.yaml": "overland_locations.json",
     "samsara-geofence.yaml": "samsara_v2_geofence_exit.json",
     "samsara-alert.yaml": "samsara_v1_alert_geofence.json",
     "samsara-engine-fault.yaml": "samsara_engine_fault_on.json",
@@ -310,6 +311,22 @@ def test_traccar_client_json() -> None:
         "battery_percent": 87,  # level 0.87
         "moving": True,
     }
+
+
+def test_overland_batch_gives_a_fix_per_point_and_acknowledges_it() -> None:
+    """[lon, lat] coordinates, m/s, `-0300` times; the -1 a phone reports for what it does
+    not know is left out; the answer Overland waits for before it drops the batch."""
+    first, second = mapped("overland.yaml")
+    assert first["document"] == {
+        "tracker_id": "353861053849681",
+        "time": "2026-12-06T06:48:07Z",
+        "lat": -23.56118,
+        "lon": -46.65578,
+        "accuracy_m": 10,
+        "attributes": {"altitude_m": 761, "battery_percent": 89, "motion": ["driving"]},
+    }  # speed and course -1: unknown
+    assert (second["document"]["speed_kmh"], second["document"]["heading"]) == (45.0, 135.2)
+    assert load("overland.yaml").acknowledgement == {"result": "ok"}
 
 
 def test_samsara_geofence_exit() -> None:

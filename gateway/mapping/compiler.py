@@ -18,7 +18,7 @@ from .limits import MAX_STEPS, PARSE_FORMAT_STEPS, TRANSFORM_STEPS
 from .model import IF_ABSENT, Direction, Emit, FieldCatalog
 from .params import MISSING, Param, ParamScope, compile_params
 from .paths import pointer
-from .probes import Probe, compile_probe
+from .probes import Probe, compile_answer, compile_probe
 from .problems import Problems, suggest
 from .specs import NAME_RE, SpecCompiler, mentions
 from .tables import Table
@@ -35,6 +35,7 @@ INBOUND_KEYS = (
     "occurrence_id",
     "params",
     "probe",
+    "answer",
     "also",
     "create",
 )
@@ -150,6 +151,7 @@ class Plan:
     reads_received: bool = False  # `{received: time}`: what it writes depends on when it came
     params: Mapping[str, Param] = field(default_factory=dict)
     probe: Probe | None = None
+    answer: Mapping[str, Any] | None = None  # added to a call's 2xx answer (`probes.py`)
     forward: tuple[Guard, ...] = ()
     also: tuple[AlsoPlan, ...] = ()
     create: bool = True  # inbound, entities: whether an item may create its entity
@@ -282,6 +284,8 @@ def _inbound(
     plan.emit = _emit(data.get("emit", []), specs, "/emit", data.get("fields"))
     if "probe" in data:
         plan.probe = compile_probe(data["probe"], specs)
+    if "answer" in data:
+        plan.answer = compile_answer(data["answer"], specs)
     if "event_data" in data:
         plan.event_data = specs.table(data["event_data"], "/event_data", 1) or ()
     if "occurrence_id" in data:
@@ -311,6 +315,8 @@ def _positions(data: dict[str, Any], plan: Plan, specs: SpecCompiler) -> None:
         _items(data["items"], plan, specs)
     if "probe" in data:
         plan.probe = compile_probe(data["probe"], specs)
+    if "answer" in data:
+        plan.answer = compile_answer(data["answer"], specs)
 
 
 def _items(raw: Any, plan: Plan, specs: SpecCompiler) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -217,6 +218,17 @@ class CompiledMapping:
         """The answer to a partner's probe (the file's `probe`), or None for a payload to map."""
         probe = self._plan.probe
         return None if probe is None else probe.answer_for(payload)
+
+    @property
+    def acknowledgement(self) -> dict[str, Any] | None:
+        """The file's `answer`: the members every 2xx answer of a call it maps carries."""
+        added = self._plan.answer
+        return None if added is None else copy.deepcopy(dict(added))
+
+    def answered(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """A 2xx answer to a call this mapping mapped, with the file's `answer` added."""
+        added = self.acknowledgement
+        return answer if added is None else {**answer, **added}
 
     def items(self, payload: Any, *, texts: DecodedTexts | None = None) -> list[Any]:
         """The items of a batch payload (`items` expression); a single object → [payload].

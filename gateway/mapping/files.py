@@ -134,7 +134,8 @@ def test_file(
     is one item raises); a position mapping's documents are canonical fixes, checked as the
     trigger checks them, `"fix": {"errors"}` (empty when the append takes it); a partner's
     test call that
-    the mapping's `probe` recognises: `{"probe": answer}`, as the trigger answers it.
+    the mapping's `probe` recognises: `{"probe": answer}`, as the trigger answers it; the
+    mapping's `answer`, the members the trigger adds to its 2xx answers, under `answer`.
     Outbound: `{"request": {"path_params", "query", "headers", "body"}}`, or with
     `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
     Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`; `params` are
@@ -167,12 +168,15 @@ def test_file(
             if mapping.target == "positions":  # what the append would refuse, as the dry run
                 tested["fix"] = _fix_problems(mapping, mapped.document)
             results.append(tested)
-        return {
+        tested_file: dict[str, Any] = {
             "name": mapping.name,
             "direction": "inbound",
             "target": mapping.target,
             "results": results,
         }
+        if (acknowledgement := mapping.acknowledgement) is not None:
+            tested_file["answer"] = acknowledgement  # added to the trigger's 2xx answers
+        return tested_file
     if response:
         return {
             "name": mapping.name,

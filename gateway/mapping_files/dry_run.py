@@ -126,6 +126,8 @@ class MappingDryRun:
                 )
                 results.append({"index": index if numbers is None else numbers[index], **shown})
             result["results"] = results
+            if (acknowledgement := mapping.acknowledgement) is not None:
+                result["answer"] = acknowledgement  # added to the trigger's 2xx answers
             return result
         if context is None and response is None:
             raise _missing("/context", "an outbound mapping needs a `context` or a `response`")

@@ -112,22 +112,23 @@ class Ingestor:
         fence: Fence = _no_fence,
         caller_retries: bool = False,
     ) -> Ingested:
-        """Write a parsed payload. A body-level failure raises (kept unless `keep_body` is
-        false: a replay updates its own record instead); item failures of a batch are kept
-        and answered per item. `picked`: the payload is a list of items the mapping's
-        `items` expression already gave (a schedule's page), `numbers` their indexes in the
-        partner's list (None: the payload is that list); `texts`, the documents its texts
-        decoded to then, which its items read again; `received`, when the payload first came
-        (a replay's), else now; `fence`, awaited before each write of a batch;
-        `caller_retries`, the caller (a partner) resends the items its answer refuses with a
-        503, which are then not kept (`_batch`)."""
+        """Write a parsed payload; a 2xx answer carries the mapping's `answer` members too
+        (`mapping.answered`: the acknowledgement a partner waits for). A body-level failure
+        raises (kept unless `keep_body` is false: a replay updates its own record instead);
+        item failures of a batch are kept and answered per item. `picked`: the payload is a
+        list of items the mapping's `items` expression already gave (a schedule's page),
+        `numbers` their indexes in the partner's list (None: the payload is that list);
+        `texts`, the documents its texts decoded to then, which its items read again;
+        `received`, when the payload first came (a replay's), else now; `fence`, awaited
+        before each write of a batch; `caller_retries`, the caller (a partner) resends the
+        items its answer refuses with a 503, which are then not kept (`_batch`)."""
         try:
             plan = await self._plan(trigger, payload, picked, texts)
             if numbers is not None:  # a schedule's page, numbered in the partner's list
                 plan = replace(plan, numbers=numbers)
             plan = replace(plan, received=received)
             if trigger.target == "positions" and plan.probe is None:
-                return await self._positions(trigger, plan, fence)
+                return _acknowledged(plan, await self._positions(trigger, plan, fence))
             result = None
             if not plan.batch and plan.probe is None:
                 result = await self._pipeline.item(
@@ -144,11 +145,16 @@ class Ingestor:
         if plan.probe is not None:
             return Ingested(200, plan.probe, "probe")
         if result is None:  # a batch: its items' failures are kept and answered one by one
-            return await self._batch(trigger, plan, origin, fence, caller_retries)
-        return Ingested(
-            201 if result.created else 200,
-            written(trigger, result),
-            "created" if result.created else "accepted",
+            return _acknowledged(
+                plan, await self._batch(trigger, plan, origin, fence, caller_retries)
+            )
+        return _acknowledged(
+            plan,
+            Ingested(
+                201 if result.created else 200,
+                written(trigger, result),
+                "created" if result.created else "accepted",
+            ),
         )
 
     async def ingest_item(
@@ -391,6 +397,15 @@ class Ingestor:
             return await self._pipeline.write(trigger, prepared, origin)
         except (InvalidPayload, Conflict, EventsBacklogged) as exc:
             return exc
+
+
+def _acknowledged(plan: _Plan, ingested: Ingested) -> Ingested:
+    """A call's 2xx answer with its mapping's `answer` members (207 included: the refused
+    items are kept, `rejected.py`, and a partner that waits for its acknowledgement would
+    otherwise send them, and every item after them, again for ever)."""
+    if plan.mapping is None or not 200 <= ingested.status < 300:
+        return ingested
+    return replace(ingested, body=plan.mapping.answered(ingested.body))
 
 
 def _answer(done: list[dict[str, Any]]) -> Ingested:

@@ -291,6 +291,10 @@ _DRY_RUN: dict[str, Any] = {
         "entity_type": {"type": ["string", "null"]},
         "target": {"type": ["string", "null"], "description": "an inbound mapping's target"},
         "probe": {"description": "what the trigger answers this sample (nothing is mapped)"},
+        "answer": {
+            "type": "object",
+            "description": "the mapping's `answer`: members the trigger adds to a 2xx answer",
+        },
         "results": {
             "type": "array",
             "description": "one per item of the sample: its index in the partner's list, "
