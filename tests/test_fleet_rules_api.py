@@ -554,6 +554,51 @@ async def test_every_stored_rule_is_folded_even_past_the_limit(client: Client) -
     assert [e["detail"]["geofence"]["name"] for e in entered] == ["Pedreira"]
 
 
+async def test_a_tenant_past_the_positions_limit_may_change_what_adds_no_position(
+    client: Client,
+) -> None:
+    """Outlines stored before the limit (52,000 positions): a rename, a circle, a simpler
+    outline are taken; what adds positions is still refused."""
+    full = MAX_POSITIONS
+    outlines = [
+        _stored_rule(
+            f"outline-{i}",
+            kind="restricted",
+            polygon={
+                "type": "Polygon",
+                "coordinates": [ring_around(-23.5 + i * 0.05, -46.6, 0.01, full)],
+            },
+            margin_m=25,
+            **NO_DWELL,
+        )
+        for i in range(MAX_TENANT_POSITIONS // full + 1)
+    ]
+    depot = _stored_rule("depot", kind="authorized", circle=DEPOT, margin_m=25, **NO_DWELL)
+    await client.app[services_key].store.db["geofences"].insert_many([*outlines, depot])
+    renamed = await client.patch(
+        f"/api/v1/geofences/{depot['_id']}", json={"name": "depot 2"}, headers=auth()
+    )
+    assert renamed.status == 200, await renamed.text()
+    await post(client, "/api/v1/geofences", {"name": "yard", "kind": "authorized", "circle": DEPOT})
+    simpler = {"type": "Polygon", "coordinates": [ring_around(-23.5, -46.6, 0.01, 100)]}
+    shrunk = await client.patch(
+        f"/api/v1/geofences/{outlines[0]['_id']}", json={"polygon": simpler}, headers=auth()
+    )
+    assert shrunk.status == 200, await shrunk.text()  # 50,100 positions: fewer, still over
+    more = {"type": "Polygon", "coordinates": [ring_around(-23.5, -46.6, 0.01, 200)]}
+    grown = await problem(
+        client, "PATCH", f"/api/v1/geofences/{outlines[0]['_id']}", {"polygon": more}, status=409
+    )
+    assert "50,200 positions" in grown["detail"]
+    await problem(
+        client,
+        "POST",
+        "/api/v1/geofences",
+        {"name": "one more", "kind": "authorized", "polygon": SQUARE},
+        status=409,
+    )
+
+
 async def test_a_tenants_polygon_positions_are_limited_in_all(client: Client) -> None:
     full = MAX_POSITIONS  # 2,000, the most one polygon has
     outlines = MAX_TENANT_POSITIONS // full - 1

@@ -81,7 +81,10 @@ class RuleService(ABC):
     async def _check_room(self, tenant: str, fields: Doc, replacing: str | None = None) -> None:
         """Refuse (409) a rule past the tenant's limits: MAX_RULES of this kind, and
         MAX_TENANT_POSITIONS polygon positions in all; `replacing` is the rule being changed.
-        The fold reads every rule: a rule past a limit is refused, never kept and ignored."""
+        The fold reads every rule: a rule past a limit is refused, never kept and ignored.
+        Only a rule that adds positions is refused for them: a tenant past the limit (its
+        outlines stored before there was one) can still rename a fence, add a circle, or
+        simplify the outlines the 409 asks it to."""
         sizes = await self._resources.sizes(tenant)
         if replacing is None and len(sizes) >= MAX_RULES:
             raise Conflict(
@@ -89,9 +92,10 @@ class RuleService(ABC):
                 f"delete one before creating another",
                 limit=MAX_RULES,
             )
-        sizes.pop(replacing or "", None)
-        total = sum(sizes.values()) + polygon_positions(fields.get("polygon"))
-        if total > MAX_TENANT_POSITIONS:
+        before = sizes.pop(replacing or "", 0)
+        positions = polygon_positions(fields.get("polygon"))
+        total = sum(sizes.values()) + positions
+        if total > MAX_TENANT_POSITIONS and positions > before:
             raise Conflict(
                 f"the tenant's polygon fences would hold {total:,} positions, the limit is "
                 f"{MAX_TENANT_POSITIONS:,} in all: simplify or delete outlines first",
