@@ -625,6 +625,8 @@ class EntityService:
                     )
                 )
                 writes = [write for write, _ in planned if write is not None]
+                if writes:
+                    write_fence.check_deadline()
                 docs = await self._store.entities.write_together(tenant, writes) if writes else []
                 if docs is None:  # one of them changed meanwhile: read them all again
                     await rounds.lose()
@@ -727,6 +729,7 @@ class EntityService:
         events = _events(etype, clean, False, changes, origin, extra_events, event_detail)
         if not events:
             return WriteResult(current, False)
+        write_fence.check_deadline()
         doc = await self._store.entities.replace_data(tenant, current, clean, events)
         if doc is None:
             self._recent.drop(tenant, etype, current["nk"])
@@ -742,6 +745,7 @@ class EntityService:
             while True:
                 current = await self._current(rounds, tenant, etype, ref, nk)
                 event = _event("entity.deleted", etype, current["data"], [], origin)
+                write_fence.check_deadline()
                 if await self._store.entities.mark_deleted(tenant, current, event):
                     self._relay_doorbell.ring()
                     self._recent.drop(tenant, etype, current["nk"])

@@ -17,8 +17,13 @@ the same `Idempotency-Key`'s write landed twice. So a lost round is tried again 
 
 Otherwise nothing more is sent: `WriteAbandoned`, a 503 whose outcome is unknown (what an
 earlier round sent may have landed; the partner retries with the same key and gets the
-first answer or the write applied once). The first round is always sent: it is guarded by
-the revision it read, so it lands only over what it was computed from.
+first answer or the write applied once).
+
+No round's write is sent past `WRITE_SECONDS` either, the first included (`check_deadline`,
+a clock read before each write): a process held up before it read the entity would read the
+newer value and write its old one over it under the revision it just read. A write sent in
+time lands only over what it was computed from: its revision guards it against whatever
+changed after its read, however long the write itself then takes.
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ class WriteAbandoned(StoreUnavailable):
 
 
 def begin() -> None:
-    """The request arrived now: its writes' lost rounds are tried again until `WRITE_SECONDS`
-    from now (the rest of the request's task, and the tasks it starts, see it)."""
+    """A partner's call arrived now: its writes are sent, and their lost rounds tried again,
+    until `WRITE_SECONDS` from now (the rest of the request's task, and the tasks it starts,
+    see it). Other writes (the admin API's, background jobs') have no deadline."""
     _deadline.set(time.monotonic() + WRITE_SECONDS)
 
 
@@ -60,16 +66,22 @@ def claimed(still_ours: Claim) -> Iterator[None]:
         _claim.reset(token)
 
 
-async def check() -> None:
-    """Before a lost round is tried again: WriteAbandoned past the request's fence."""
+def check_deadline() -> None:
+    """Before each write of an entity: WriteAbandoned past `WRITE_SECONDS` from the
+    request's arrival (a request's only; background writes have no deadline)."""
     deadline = _deadline.get()
     if deadline is not None and time.monotonic() > deadline:
         raise WriteAbandoned(
-            f"the write lost a round to a concurrent one more than {WRITE_SECONDS:g} s after "
-            "the request arrived (this process was held up); not tried again, since a newer "
-            "write may have come meanwhile",
+            f"the write would be sent more than {WRITE_SECONDS:g} s after the request arrived "
+            "(this process was held up); not sent, since a newer write may have come "
+            "meanwhile",
             deadline=True,
         )
+
+
+async def check() -> None:
+    """Before a lost round is tried again: WriteAbandoned past the request's fence."""
+    check_deadline()
     still_ours = _claim.get()
     if still_ours is not None and not await still_ours():
         raise WriteAbandoned(

@@ -491,6 +491,43 @@ async def test_a_trigger_write_refused_for_an_events_backlog_is_counted_as_backl
     assert "backlogged" in outcomes and not {"keys_unavailable", "error"} & set(outcomes)
 
 
+async def test_a_request_held_up_before_its_read_does_not_land_over_the_newer_write(
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Process A is held up after m1 arrived and before it read the vehicle (it remembers no
+    copy); the partner, past its patience, sends m2 through process B. A, resuming, reads m2
+    and would write m1 over it under the revision it has just read: past its deadline it
+    sends nothing, and answers 503, outcome unknown."""
+    a = await aiohttp_client(make_app())
+    b = await aiohttp_client(make_app())  # same database: a second gateway process
+    trigger = await create_trigger(b)
+    assert (await hook(b, trigger, {"plate": "ZMB0001", "model": "m0"}))[0] == 201
+    monkeypatch.setattr(write_fence, "WRITE_SECONDS", 0.5)
+    a_entities = a.app[services_key].store.entities
+    paused, resume = asyncio.Event(), asyncio.Event()
+    get = EntityStore.get
+
+    async def held_up(self: EntityStore, *args: Any, **kwargs: Any) -> Any:
+        if self is a_entities and not paused.is_set():  # A's first read, once
+            paused.set()
+            await resume.wait()
+        return await get(self, *args, **kwargs)
+
+    monkeypatch.setattr(EntityStore, "get", held_up)
+    held = asyncio.create_task(hook(a, trigger, {"plate": "ZMB0001", "model": "m1"}))
+    await asyncio.wait_for(paused.wait(), 10)
+    await asyncio.sleep(1.2)  # past the fence
+    status, answer = await hook(b, trigger, {"plate": "ZMB0001", "model": "m2"})
+    assert status == 200, answer
+    resume.set()
+    status, answer = await held
+    assert status == 503 and answer["outcome"] == "unknown", answer
+    response = await b.get("/api/v1/entities/vehicle/ZMB0001", headers=auth())
+    assert (await response.json())["model"] == "m2"
+
+
 @pytest.mark.parametrize("fence", ["deadline", "claim"])
 async def test_a_write_held_up_past_its_fence_does_not_land_over_the_newer_one(
     fence: str,
