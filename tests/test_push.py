@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.notify.notifier import Notification, Recipient
@@ -14,6 +15,7 @@ from gateway.outbound.redaction import MASK
 from gateway.outbound.verdict import Verdict
 from gateway.web.state import services_key
 from tests.fcm_double import PROJECT, SCOPE, Fcm, fcm
+from tests.flow_support import drain, get, push_channel
 from tests.partner_double import post
 from tests.support import auth
 
@@ -135,6 +137,50 @@ async def test_unregistered_tokens_are_removed_from_the_driver(client: Client, f
         await client.get(f"/api/v1/entities/driver/{driver['id']}", headers=auth())
     ).json()
     assert stored["push_tokens"] == ["phone-2"]
+
+
+@pytest.mark.parametrize("hr_id", ['"HR-7731"', "7731"])
+async def test_a_fetched_driver_with_its_own_id_still_loses_an_unregistered_token(
+    client: Client, fcm: Fcm, hr_id: str
+) -> None:
+    """An HR answer carries the HR system's employee `id`: the recipient is still our driver
+    its CPF finds, whose dead token is removed."""
+    await push_channel(client, fcm)
+    await post(
+        client,
+        "/api/v1/templates",
+        {
+            "name": "hello-push",
+            "channel_type": "push",
+            "default_locale": "en",
+            "locales": {"en": {"title": "New vehicle", "body": "{{ entity.plate }}"}},
+        },
+    )
+    driver = await post(
+        client,
+        "/api/v1/entities/driver",
+        {"name": "Ana Souza", "cpf": "52998224725", "push_tokens": ["tok-dead", "tok-live"]},
+    )
+    fetched = '`{"cpf": "52998224725", "id": ' + hr_id + "}`"  # as the HR system answers
+    step = {
+        "channel": "push",
+        "template": "hello-push",
+        "recipients": [{"driver": {"from": fetched}}],
+    }
+    flow = {
+        "name": "hello",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+        "steps": [{"id": "say", "notify": step}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    fcm.unregistered.add("tok-dead")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+    stored = await get(client, f"/api/v1/entities/driver/{driver['id']}")
+    assert stored["push_tokens"] == ["tok-live"]
+    deliveries = (await get(client, "/api/v1/deliveries"))["items"]
+    recipients = {d["notification"]["recipient"]["driver_id"] for d in deliveries}
+    assert recipients == {driver["id"]}
 
 
 async def test_two_unregistered_tokens_removed_at_once_both_stay_removed(

@@ -178,12 +178,15 @@ class RecipientResolver:
             for k, kind in _CONTACT_TYPE.items()
             if k in fetched and not isinstance(fetched[k], kind)
         }
+        # An `id` in the answer is the partner's (an HR employee number), never ours: the
+        # driver's id is the stored entity's, which its token clean-up writes to.
+        fetched.pop("id", None)
         driver = fetched
         cpf = driver.get("cpf")
         if isinstance(cpf, str) and cpf:
             stored, _ = await self._driver_entity(tenant, cpf)
             if stored is not None:  # what was fetched is fresher; the entity adds the rest
-                driver = {**stored, **fetched}
+                driver = {**stored, **fetched, "id": stored["id"]}
         return driver, "", skipped
 
     async def _driver_entity(self, tenant: str, ref: str) -> tuple[dict[str, Any] | None, str]:
