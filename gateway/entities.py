@@ -667,7 +667,7 @@ class EntityService:
             clean = await self._check(tenant, etype, data, stored)
         except InvalidPayload as exc:
             problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
-            raise InvalidPayload(f"{etype} {nk!r}: {exc.detail}", problems, **exc.extra) from None
+            raise exc.restated(f"{etype} {nk!r}: {exc.detail}", problems) from None
         if self.natural_key(etype, clean) != nk:
             raise Conflict("the natural key of an entity cannot change; create a new one")
         changes = diff(current["data"], clean)

@@ -202,6 +202,22 @@ class InvalidPayload(GatewayError):
         self.problems = list(problems[:MAX_PROBLEMS])
         self.omitted = omitted + max(0, len(problems) - MAX_PROBLEMS)
 
+    def restated(
+        self,
+        detail: str | None = None,
+        problems: Sequence[FieldProblem] | None = None,
+        **extra: Any,
+    ) -> InvalidPayload:
+        """The same refusal said again (another detail, its problems moved or reworded,
+        more `extra`), its count of omitted problems kept: every 422 that passes a refusal
+        on counts what its list leaves out."""
+        return InvalidPayload(
+            self.detail if detail is None else detail,
+            self.problems if problems is None else problems,
+            omitted=self.omitted,
+            **{**self.extra, **extra},
+        )
+
     def problem(self, listed: int = MAX_PROBLEMS) -> dict[str, Any]:
         """The problem body (`listing`)."""
         return {**super().problem(), **self.listing(listed)}

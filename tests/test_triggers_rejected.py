@@ -362,6 +362,40 @@ async def test_a_body_of_thousands_of_wrong_items_lists_the_first_hundred_and_is
     assert one["payload"]["groups"] == [0] * 30_000  # the payload itself, whole, replayable
 
 
+async def test_a_write_of_several_entities_counts_the_problems_it_leaves_out(
+    client: Client,
+) -> None:
+    """A mapping with `also` writes its entities together: past 100 problems of one of them,
+    the answer and the kept record count the others, as the entity written alone does."""
+    await upload_mapping(
+        client,
+        """
+name: with-driver
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: plate
+  groups: groups
+also:
+  - entity_type: driver
+    key: [cpf]
+    fields: {name: driver.name, cpf: driver.cpf}
+""",
+    )
+    trigger = await create_trigger(client, mapping="with-driver")
+    body = {
+        "plate": "ABC1D23",
+        "groups": list(range(150)),  # 150 numbers where text goes
+        "driver": {"name": "Ana Souza", "cpf": "52998224725"},
+    }
+    status, problem = await hook(client, trigger, body)
+    assert status == 422
+    assert len(problem["errors"]) == 100 and problem["errors_omitted"] == 51
+    [kept] = await _rejected(client, f"?trigger_id={trigger['id']}")
+    assert kept["errors_omitted"] == 51
+
+
 async def test_a_batchs_answer_lists_a_hundred_problems_over_all_its_items(client: Client) -> None:
     trigger = await create_trigger(client)
     items = [{"plate": "ABC1D23", "groups": list(range(n, n + 49))} for n in range(4)]

@@ -393,7 +393,7 @@ async def build_request(
             action, partner, mapping, context, default_body, path_values, headers, timeout, marks
         )
     except InvalidPayload as exc:
-        raise InvalidPayload(exc.detail, marks.shown(exc.problems), **exc.extra) from None
+        raise exc.restated(problems=marks.shown(exc.problems)) from None
 
 
 async def _build_request(

@@ -351,7 +351,7 @@ def _located(prefix: str) -> Iterator[None]:
         if not prefix:
             raise
         moved = [replace(p, pointer=prefix + p.pointer) for p in exc.problems]
-        raise InvalidPayload(exc.detail, moved, omitted=exc.omitted, **exc.extra) from None
+        raise exc.restated(problems=moved) from None
 
 
 def _refuse(target: dict[str, Any], refusal: InvalidPayload, listing: SharedListing) -> None:

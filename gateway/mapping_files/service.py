@@ -198,11 +198,11 @@ class MappingService:
             mapping = await self.compile(tenant, doc["source"])
         except InvalidPayload as exc:
             named = [f"{p.pointer or '/'}: {p.message}" for p in exc.problems[:3]]
-            if len(exc.problems) > 3:
-                named.append(f"{len(exc.problems) - 3} more")
+            if (others := len(exc.problems) + exc.omitted - 3) > 0:
+                named.append(f"{others} more")
             detail = f"version {doc['version']} of mapping {doc['name']!r} cannot be activated"
             detail += f" under today's rules: {'; '.join(named) or exc.detail}"
-            raise InvalidPayload(detail, exc.problems) from None
+            raise exc.restated(detail) from None
         await self._keeps_its_users(tenant, doc["name"], mapping)
         self._keep((tenant, doc["name"], doc["version"]), mapping)
 

@@ -403,9 +403,7 @@ class Poll:
             )
         except InvalidPayload as exc:
             if not self._doc.get("failures"):  # kept once per failure streak, not per retry
-                whole = InvalidPayload(
-                    exc.detail, exc.problems, omitted=exc.omitted, reason="mapping"
-                )
+                whole = exc.restated(reason="mapping")
                 record = self._c.rejected.record(
                     target, whole, page.answer, scope="body", repeatable=repeatable(mapping)
                 )

@@ -35,9 +35,7 @@ def stage(reason: str) -> Iterator[None]:
     except InvalidPayload as exc:
         if "reason" in exc.extra:
             raise
-        raise InvalidPayload(
-            exc.detail, exc.problems, omitted=exc.omitted, **exc.extra, reason=reason
-        ) from None
+        raise exc.restated(reason=reason) from None
 
 
 @dataclass(frozen=True, slots=True)

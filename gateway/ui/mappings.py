@@ -99,7 +99,7 @@ def _unprefixed(error: GatewayError) -> GatewayError:
         else p
         for p in error.problems
     ]
-    return InvalidPayload(error.detail, problems, omitted=error.omitted, **error.extra)
+    return error.restated(problems=problems)
 
 
 async def mapping_page(request: web.Request) -> web.Response:

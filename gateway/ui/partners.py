@@ -235,7 +235,7 @@ def _at_the_url(exc: InvalidPayload) -> InvalidPayload:
         else p
         for p in exc.problems
     ]
-    return InvalidPayload(exc.detail, problems, omitted=exc.omitted)
+    return exc.restated(problems=problems)
 
 
 async def delete_partner(request: web.Request) -> web.Response:
