@@ -49,10 +49,15 @@ class WriteAbandoned(StoreUnavailable):
 
 
 def begin() -> None:
-    """A partner's call arrived now: its writes are sent, and their lost rounds tried again,
-    until `WRITE_SECONDS` from now (the rest of the request's task, and the tasks it starts,
-    see it). Other writes (the admin API's, background jobs') have no deadline."""
+    """A partner's call has arrived whole, its body read (`web/hooks.py`): its writes are
+    sent, and their lost rounds tried again, until `WRITE_SECONDS` from now (the rest of the
+    request's task sees it). Other writes (the admin API's, background jobs') have none."""
     _deadline.set(time.monotonic() + WRITE_SECONDS)
+
+
+def clear() -> None:
+    """No deadline (a request starts without one, whatever ran before it in its task)."""
+    _deadline.set(None)
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from gateway.mapping import Emit
 from gateway.services import Services
 from gateway.store.entities import EntityStore
 from gateway.triggers import idempotency
+from gateway.web import requests
 from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import create_trigger, hook
@@ -489,6 +491,37 @@ async def test_a_trigger_write_refused_for_an_events_backlog_is_counted_as_backl
         if line.startswith("gateway_trigger_requests_total{") and not line.endswith(" 0.0")
     ]
     assert "backlogged" in outcomes and not {"keys_unavailable", "error"} & set(outcomes)
+
+
+async def test_a_partner_call_whose_body_trickled_in_past_the_fence_is_written(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fence counts from the body's arrival, not the headers': a batch sent over a slow
+    link (its body up to BODY_TIMEOUT_SECONDS, twice the fence) is written, not refused at
+    every try. Scaled: a 0.5 s fence, a 1 s body deadline, the body sent over 0.8 s."""
+    trigger = await create_trigger(client)
+    created = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": "ABC1D23", "model": "old"}, headers=auth()
+    )
+    assert created.status == 201
+    monkeypatch.setattr(write_fence, "WRITE_SECONDS", 0.5)
+    monkeypatch.setattr(requests, "BODY_TIMEOUT_SECONDS", 1.0)
+    body = json.dumps({"plate": "ABC1D23", "model": "slow"}).encode()
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        f"POST /hooks/{trigger['id']} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {trigger['token']}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+    )
+    for i in range(0, len(body), 8):  # the body trickles in over ~0.8 s
+        writer.write(body[i : i + 8])
+        await writer.drain()
+        await asyncio.sleep(0.8 / (len(body) / 8))
+    answer = (await reader.read()).decode(errors="replace")
+    writer.close()
+    assert answer.split(" ", 2)[1] == "200", answer
+    stored = await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())
+    assert (await stored.json())["model"] == "slow"
 
 
 async def test_a_request_held_up_before_its_read_does_not_land_over_the_newer_write(

@@ -7,6 +7,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from gateway import write_fence
 from gateway.errors import PayloadTooLarge
 from gateway.triggers import HookCall
 from gateway.web import replies
@@ -84,6 +85,9 @@ class _Body:
             raise _too_large(limit)
         if (reply := self._request.get(replies.reply_key)) is not None:
             reply.saw_body(body)
+        # What the partner sent is here: it is written within the fence or not at all (a body
+        # that trickled in over a slow link is not held against it).
+        write_fence.begin()
         return body
 
 
