@@ -71,7 +71,7 @@ from gateway.background import cancel_and_wait
 from gateway.doorbell import IdleWait
 from gateway.errors import StoreUnavailable
 from gateway.progress import Progress
-from gateway.store.client import EXCLUDED_MOST, Admission
+from gateway.store.client import Admission
 
 log = logging.getLogger(__name__)
 
@@ -413,10 +413,13 @@ class FairShares:
             return True
 
         full = [p for p in partners if at_room(p)]
-        closed = itertools.islice((p for p in self._closed() if p not in partners), EXCLUDED_MOST)
+        # Every closed partner, however many (a deployment's abandoned integrations): one
+        # left in would have its backlog read and passed over again at every claim, and a
+        # read stopped by it would take nothing behind it.
+        closed = {p for p in self._closed() if p not in partners}
         excluded = {
             "tenant": sorted(t for t in tenants if at_share(t)),
-            "partner": [*sorted(full), *sorted(closed)][:EXCLUDED_MOST],  # the full first
+            "partner": [*sorted(full), *sorted(closed)],
         }
         self.excluding = {(kind, name) for kind, ids in excluded.items() for name in ids}
         admission = Admission(admit, {kind: ids for kind, ids in excluded.items() if ids})

@@ -1512,3 +1512,77 @@ async def test_a_claim_reads_a_bounded_part_of_a_backlog_it_passes_over(client: 
     assert read == [d["_id"] for d in docs[:PASSED_OVER_MOST]] + [docs[300]["_id"]]
     claimed = await deliveries.claim("t3", now, lease, 2, shard, Admission(lambda _d: True))
     assert [d["_id"] for d in claimed] == [d["_id"] for d in docs[:2]]
+
+
+def _ids_in_shard(shard: int, prefix: str, count: int) -> list[str]:
+    ids, n = [], 0
+    while len(ids) < count:
+        candidate = f"{prefix}{n:020x}:s"
+        if shard_of(candidate) == shard:
+            ids.append(candidate)
+        n += 1
+    return ids
+
+
+async def test_a_delivery_is_claimed_behind_the_backlogs_of_any_number_of_disabled_partners(
+    client: Client,
+) -> None:
+    """101 tenants' abandoned integrations, each disabled with 70 due in one shard, a day
+    old: the healthy tenant's delivery behind them is claimed (a claim left out 100 closed
+    partners at most, and the 101st's backlog stopped the read)."""
+    services = client.app[services_key]
+    worker = services.delivery_worker
+    now, shard = utcnow(), 7
+    disabled = [f"p{i:03d}" for i in range(101)]
+    ids = iter(_ids_in_shard(shard, "d", len(disabled) * 70))
+    docs = [
+        {
+            "_id": next(ids),
+            "tenant": f"t{i:03d}",
+            "partner_id": partner,
+            "kind": "webhook",
+            "status": "pending",
+            "shard": shard,
+            "next_attempt_at": now - timedelta(days=1, seconds=k),
+            "attempt_count": 1,
+            "attempts": [],
+        }
+        for i, partner in enumerate(disabled)
+        for k in range(70)
+    ]
+    [healthy_id] = _ids_in_shard(shard, "h", 1)
+    healthy = {**docs[0], "_id": healthy_id, "tenant": "acme", "partner_id": "ok"}
+    healthy["next_attempt_at"] = now - timedelta(seconds=5)
+    everything = [*docs, healthy]
+    for start in range(0, len(everything), 1000):
+        await services.store.db["deliveries"].insert_many(everything[start : start + 1000])
+    worker._health.disabled = set(disabled)  # as `PartnerHealth.refresh` reads them
+    admission = worker._claims._fair.admission({})
+    claimed = await worker._claim_shard("probe:1", 8, shard, admission)
+    assert [d["_id"] for d in claimed] == [healthy_id]
+
+
+async def test_an_open_circuits_waiting_deliveries_do_not_age_the_queue_gauges(
+    client: Client, partner: Partner
+) -> None:
+    """Its deliveries wait, due and unclaimed, for the circuit's next trial: not for a
+    worker. `GatewayDeliveriesWaiting` must not fire through a partner's outage."""
+    await _setup(
+        client, partner, partner_fields={"max_concurrency": 1}, action={"retry_schedule": [3600]}
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23", "BRA2E19", "XYZ9A88", "DEF4G56", "GHI7J89", "JKL0M12")
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    assert await worker.run_until_idle() == Counter(retry=5)  # the circuit is open now
+    clock.advance(600)  # ten minutes on, the worker idle
+    assert await worker.run_until_idle() == Counter()
+    await worker.housekeeping()
+    metrics = await (await client.get("/metrics")).text()
+    gauges = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(("gateway_delivery_oldest_due_age_seconds", "gateway_delivery_queue"))
+    }
+    assert gauges["gateway_delivery_oldest_due_age_seconds"] < 300, gauges
+    assert gauges['gateway_delivery_queue_depth{status="pending"}'] == 0, gauges

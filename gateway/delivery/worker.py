@@ -308,8 +308,8 @@ class DeliveryWorker:
 
     async def _measure(self) -> None:
         now = self.clock()
-        disabled = sorted(self._health.disabled)
-        pending, in_flight, oldest = await self._store.deliveries.queue_stats(now, disabled)
+        closed = sorted(set(self._closed()))  # waiting for their partner, not for a worker
+        pending, in_flight, oldest = await self._store.deliveries.queue_stats(now, closed)
         self._metrics.delivery_queue.labels("pending").set(pending)
         self._metrics.delivery_queue.labels("in_flight").set(in_flight)
         age = (now - oldest).total_seconds() if oldest else 0.0

@@ -8,6 +8,7 @@ import hashlib
 import re
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -514,8 +515,9 @@ passes over is the work of a tenant or partner that reached its share or room du
 very read; a read stopped so is made again, leaving that one out too (`admitted`)."""
 
 EXCLUDED_MOST = 100
-"""The most ids of one kind a claim's read leaves out (`Admission.excluded`); units of others
-the runner cannot start are passed over (`PASSED_OVER_MOST`)."""
+"""The most ids of one kind a claim adds, while it reads, to those it leaves out
+(`Admission.exclude`: what reached its share or room during the claim); units of others the
+runner cannot start are passed over (`PASSED_OVER_MOST`)."""
 
 
 @dataclass(slots=True)
@@ -528,15 +530,18 @@ class Admission:
 
     admit: Callable[[Doc], bool]
     excluded: dict[str, list[str]] = field(default_factory=dict)
+    added: Counter[str] = field(default_factory=Counter)  # by kind, by `exclude`
 
     def __call__(self, doc: Doc) -> bool:
         return self.admit(doc)
 
     def exclude(self, kind: str, name: str) -> None:
-        """The claim's further reads leave `name`'s units out (up to `EXCLUDED_MOST`)."""
+        """The claim's further reads leave `name`'s units out (up to `EXCLUDED_MOST` added
+        by the claim, of each kind)."""
         names = self.excluded.setdefault(kind, [])
-        if name not in names and len(names) < EXCLUDED_MOST:
+        if name not in names and self.added[kind] < EXCLUDED_MOST:
             names.append(name)
+            self.added[kind] += 1
 
 
 Kept = Callable[[Mapping[str, Sequence[str]]], Doc]

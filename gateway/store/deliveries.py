@@ -595,11 +595,12 @@ class DeliveryStore:
         )
 
     async def queue_stats(
-        self, now: datetime, disabled: Sequence[str] = ()
+        self, now: datetime, closed: Sequence[str] = ()
     ) -> tuple[int, int, datetime | None]:
         """(deliveries due now waiting for a worker, in flight, next_attempt_at of the oldest
-        of those due). A delivery to a `disabled` partner waits for its partner, not for a
-        worker (no claim takes it: its probe does, or its recovery), and is not counted.
+        of those due). A delivery to a `closed` partner (disabled, or its circuit letting
+        nothing through) waits for its partner, not for a worker (no claim takes it: its
+        probe does, its recovery, or the circuit's next trial), and is not counted.
 
         Read shard by shard through the `due` index, so the cost follows the deliveries that
         are due, not the whole backlog: the ones waiting for a later attempt (a retry, an
@@ -608,7 +609,7 @@ class DeliveryStore:
         with 5,000 waiting, in one burst that every request behind it waited for). One
         aggregation per shard, its first stage the index's part alone (as for a claim:
         `admitted`)."""
-        kept = _kept({"partner": disabled})
+        kept = _kept({"partner": closed})
         due_count, oldest = 0, None
         with translate_errors():
             for shard in range(SHARDS):
