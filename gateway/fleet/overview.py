@@ -8,7 +8,7 @@ it decides nothing the fold does not.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -78,20 +78,25 @@ class FleetOverview:
             plans=plans,
         )
 
-    async def plan_outlooks(self, tenant: str) -> list[tuple[Doc, float | None, list[PlanView]]]:
-        """(vehicle, odometer, its plans' outlook) of every vehicle of the fleet, in three
-        reads whatever its size: the tenant's rules, its vehicles (id, plate, groups,
-        odometer) and their fold states (odometer and plans); vehicles by id."""
+    async def plan_outlooks(
+        self, tenant: str, plans: Collection[str]
+    ) -> list[tuple[Doc, float | None, list[PlanView]]]:
+        """(vehicle, odometer, the outlook of those of `plans` that apply to it) of every
+        vehicle of the fleet, in three reads whatever its size: the tenant's rules, its
+        vehicles (id, plate, groups, odometer) and their fold states (odometer, and the state
+        of `plans` alone); vehicles by id."""
         rules = await self._rules.for_tenant(tenant)
         vehicles = sorted(
             await self._store.entities.vehicle_refs(tenant), key=lambda v: str(v["_id"])
         )
-        states = await self._store.fleet.states_of(tenant, [str(v["_id"]) for v in vehicles])
+        states = await self._store.fleet.states_of(
+            tenant, [str(v["_id"]) for v in vehicles], plans
+        )
         found = []
         for vehicle in vehicles:
             fleet = states.get(str(vehicle["_id"])) or {}
-            odometer, _, plans = self._outlook(vehicle, fleet, rules)
-            found.append((vehicle, odometer, plans))
+            odometer, _, views = self._outlook(vehicle, fleet, rules, plans)
+            found.append((vehicle, odometer, views))
         return found
 
     async def fences(self, tenant: str) -> list[Doc]:
@@ -111,10 +116,10 @@ class FleetOverview:
         return self._outlook(vehicle, fleet, rules)
 
     def _outlook(
-        self, vehicle: Doc, fleet: Doc, rules: TenantRules
+        self, vehicle: Doc, fleet: Doc, rules: TenantRules, only: Collection[str] | None = None
     ) -> tuple[float | None, Doc, list[PlanView]]:
         """The vehicle's odometer (its own, else the fold's), its fold state (from its
-        `fleet` document) and the outlook of the plans that apply to it."""
+        `fleet` document) and the outlook of the plans that apply to it (of `only`, if given)."""
         data = vehicle.get("data") or {}
         plate, groups = str(data.get("plate") or ""), vehicle_groups(data)
         state = fleet.get("state") or {}
@@ -125,7 +130,7 @@ class FleetOverview:
         now, km = self._clock(), odometer or 0.0
         plans = []
         for plan in rules.plans:
-            if plan.applies_to(plate, groups):
+            if (only is None or plan.id in only) and plan.applies_to(plate, groups):
                 stored = (state.get("plans") or {}).get(plan.id)
                 plan_state = None if stored is None else PlanState.from_doc(stored)
                 view = outlook(plan, plan_state, km, now)

@@ -462,12 +462,16 @@ class FleetStore:
         with translate_errors():
             return await self._states.find_one(scoped(tenant, {"_id": fleet_id(tenant, vehicle)}))
 
-    async def states_of(self, tenant: str, vehicles: Collection_[str]) -> dict[str, Doc]:
+    async def states_of(
+        self, tenant: str, vehicles: Collection_[str], plans: Collection_[str]
+    ) -> dict[str, Doc]:
         """Several vehicles' written fold states (tenant-scoped), by vehicle id, in one query
         (`_id` `$in`): what an admin page over the whole fleet reads, not one read a vehicle.
-        Only the state's odometer and plans."""
+        Only the state's odometer and the state of the `plans` named: a vehicle's state holds
+        every plan of its tenant's (thousands), a page shows a few."""
         query = {"_id": {"$in": [fleet_id(tenant, v) for v in vehicles]}}
-        projection = {"state.odometer_km": 1, "state.held_km": 1, "state.plans": 1}
+        projection = {"state.odometer_km": 1, "state.held_km": 1}
+        projection |= {f"state.plans.{plan}": 1 for plan in plans}
         with translate_errors():
             found = await self._states.find(scoped(tenant, query), projection).to_list(None)
         return {str(doc["_id"])[len(tenant) + 1 :]: doc for doc in found}

@@ -240,7 +240,7 @@ async def _standing(request: web.Request, plans: list[dict[str, Any]]) -> dict[s
     tenant, services = tenant_of(request), services_of(request)
     ids = {p["id"] for p in plans}
     standing: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-    outlooks = await services.fleet_overview.plan_outlooks(tenant)  # the whole fleet
+    outlooks = await services.fleet_overview.plan_outlooks(tenant, ids)  # the whole fleet
     for vehicle, odometer, views in outlooks:
         for plan in views:
             if plan.id in ids and plan.outlook.condition != "ok":
