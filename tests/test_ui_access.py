@@ -810,3 +810,58 @@ async def test_a_form_of_a_session_replaced_meanwhile_keeps_what_was_typed_for_s
     saved = await client.post(path, data=form_fields(shown, path), allow_redirects=False)
     assert saved.status == 303, await saved.text()
     assert (await services.triggers.get("acme", trigger["id"]))["name"] == "gps-frota <b>2</b>"
+
+
+async def test_a_form_typed_in_another_tenants_session_is_neither_shown_nor_saved(
+    client: Client, services: Services
+) -> None:
+    """acme's admin types a fence; in another tab, the browser logs out and in as another
+    company's admin (a consultant serving two fleets, a shared PC). acme's typed form,
+    posted then, is not offered to beta's admin, nor after a login either."""
+    await make_user(services)  # acme
+    await make_user(services, tenant="beta", email="bob@beta.com.br")
+    await log_in(client)
+    page = await (await client.get("/admin/geofences/new")).text()
+    typed = dict(form_fields(page, "/admin/geofences"))
+    typed |= {"name": "Pátio secreto", "kind": "restricted", "circle.lat": "-23,5"}
+    typed |= {"circle.lon": "-46,6", "circle.radius_m": "150"}
+    await client.post("/admin/logout", data={"csrf": await csrf(client)})
+    await log_in(client, tenant="beta", email="bob@beta.com.br")
+    refused = await client.post(
+        "/admin/geofences", data=typed, headers={"Sec-Fetch-Site": "same-origin"}
+    )
+    shown = await refused.text()
+    assert refused.status == 403 and "outra conta" in shown
+    assert "Pátio secreto" not in shown and 'data-testid="resume"' not in shown
+    # The same form posted once beta's session has ended: carried through beta's login, and
+    # dropped there.
+    await client.post("/admin/logout", data={"csrf": await csrf(client)})
+    login = await client.post(
+        "/admin/geofences", data=typed, headers={"Sec-Fetch-Site": "same-origin"}
+    )
+    fields = dict(form_fields(await login.text(), "/admin/login"))
+    fields |= {"tenant": "beta", "email": "bob@beta.com.br", "password": PASSWORD}
+    after = await client.post("/admin/login", data=fields)
+    assert "Pátio secreto" not in await after.text()
+    beta = await (await client.get("/api/v1/geofences", headers=auth("beta"))).json()
+    assert beta["items"] == []
+
+
+async def test_an_admin_token_pasted_in_a_second_login_tab_is_never_written_back(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    token = admin_token()
+    tab_a = csrf_of(await (await client.get("/admin/login")).text())
+    tab_b = csrf_of(await (await client.get("/admin/login")).text())
+    login = {"csrf": tab_a, "tenant": "acme", "email": "ana@acme.com.br", "password": PASSWORD}
+    done = await client.post("/admin/login", data=login, allow_redirects=False)
+    assert done.status == 303
+    second = await client.post(
+        "/admin/login/token",
+        data={"csrf": tab_b, "token": token},
+        headers={"Sec-Fetch-Site": "same-origin"},
+        allow_redirects=False,
+    )
+    page = await second.text()
+    assert second.status == 403 and token not in page and token[:40] not in page

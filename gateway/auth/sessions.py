@@ -51,6 +51,16 @@ def csrf_token(ring: KeyRing, session_id: str) -> str:
     return _mac(ring.signing_key(Purpose.CSRF).key, session_id)
 
 
+def author_token(ring: KeyRing, tenant: str, subject: str) -> str:
+    """Who typed a form (a UI form's hidden `author`): the tenant and the account of its
+    session, so that a form kept through a session's end is offered to them alone."""
+    return _mac(ring.signing_key(Purpose.CSRF).key, f"author\0{tenant}\0{subject}")
+
+
+def check_author(ring: KeyRing, tenant: str, subject: str, token: str) -> bool:
+    return check_csrf(ring, f"author\0{tenant}\0{subject}", token)
+
+
 def check_csrf(ring: KeyRing, session_id: str, token: str) -> bool:
     if not token or len(token) > MAX_COOKIE_LENGTH:
         return False

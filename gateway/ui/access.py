@@ -13,7 +13,7 @@ from gateway.errors import RateLimited, Unauthorized
 from gateway.ui.forms import NOT_KEPT, Form, hide_secrets, read_values
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import LANGUAGES
-from gateway.ui.middleware import end_session_cookie, session_cookie
+from gateway.ui.middleware import AUTHOR, end_session_cookie, session_cookie, typed_by
 from gateway.ui.rendering import local_path, redirect, render
 from gateway.ui.state import PREFIX, form_of, visitor_of
 from gateway.web.client_address import client_address
@@ -139,6 +139,10 @@ def _retype(request: web.Request) -> list[str]:
 
 def _signed_in(request: web.Request, session: UiSession, next_path: str | None) -> web.Response:
     kept, retype = _kept(request), _retype(request)
+    if not typed_by(request, session, dict(kept).get(AUTHOR)):
+        # Typed in another tenant's or account's session (a shared browser): whoever logs in
+        # now neither sees nor saves it.
+        kept, retype = [], []
     if kept or retype:
         # What was typed before the session ended, not saved yet: one click saves it, with
         # the new session's CSRF token (the use case's checks, and the form's revision, apply);

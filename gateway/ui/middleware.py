@@ -19,7 +19,15 @@ from aiohttp.typedefs import Handler
 from multidict import MultiDictProxy
 from yarl import URL
 
-from gateway.auth.sessions import check_csrf, csrf_token, new_session_id, unsign_session
+from gateway.accounts import UiSession
+from gateway.auth.sessions import (
+    author_token,
+    check_author,
+    check_csrf,
+    csrf_token,
+    new_session_id,
+    unsign_session,
+)
 from gateway.errors import (
     FieldProblem,
     GatewayError,
@@ -62,6 +70,11 @@ ANY_ROLE_POSTS: Final = frozenset(
 CHANGE_PAGES: Final = ("/new", "/edit")
 # The field of every form (beside its CSRF token) that names that rendering of it, once.
 ONCE: Final = "once"
+# The field of every form that names who typed it (the tenant and account of its session).
+AUTHOR: Final = "author"
+# Forms never kept through a session's end: a logout, and the logins (a token pasted in a
+# second login tab would be written back into the page).
+NEVER_KEPT: Final = frozenset({"logout", "login_password", "login_token"})
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -182,7 +195,7 @@ async def _signed_out(
     """A POST without a live session does nothing: the visitor logs in again first. A form
     posted from a page of a session that has since ended keeps what was typed: the login page
     carries it, and once logged in the visitor saves it with one click."""
-    kept = await _kept_form(request) if route != "logout" else None
+    kept = await _kept_form(request) if route not in NEVER_KEPT else None
     if isinstance(kept, web.Response):  # unreadable, or too large: its page
         return _pre_session(kept, request, visitor)
     if kept and (kept.fields or kept.retype):
@@ -285,10 +298,13 @@ def _foreign_form(
     again. Anything else (another site's form, a logout) gets the bare 403 page."""
     session = visitor.session
     kept = _keep(form)
-    if session is None or route == "logout" or not _same_origin(request):
+    if session is None or route in NEVER_KEPT or not _same_origin(request):
         return _error_page(request, 403, "csrf")
     if not (kept.fields or kept.retype):
         return _error_page(request, 403, "csrf")
+    if not typed_by(request, session, form.get(AUTHOR)):
+        # Typed in another tenant's or account's session: neither saved nor shown here.
+        return _error_page(request, 403, "csrf_other")
     context = {
         "kept": kept.fields,
         "retype": kept.retype,
@@ -344,7 +360,8 @@ async def _visitor(request: web.Request) -> Visitor:
     session_id = unsign_session(ring, cookie) if cookie else None
     session = await services.accounts.session(session_id) if session_id else None
     if session is not None:
-        return Visitor(lang, session, csrf_token(ring, session.id), flash=flash)
+        author = author_token(ring, session.tenant, session.subject)
+        return Visitor(lang, session, csrf_token(ring, session.id), author, flash=flash)
     pre = request.cookies.get(PRE_SESSION_COOKIE)
     fresh = None
     if not pre or len(pre) > 64:
@@ -357,6 +374,13 @@ async def _visitor(request: web.Request) -> Visitor:
         new_pre_session=fresh,
         flash=flash,
     )
+
+
+def typed_by(request: web.Request, session: UiSession, author: Any) -> bool:
+    """Whether a form kept through a session's end was typed in a session of `session`'s
+    tenant and account: only then is it offered again."""
+    ring = services_of(request).keyring
+    return isinstance(author, str) and check_author(ring, session.tenant, session.subject, author)
 
 
 def _csrf_ok(request: web.Request, visitor: Visitor, token: str) -> bool:
@@ -413,7 +437,8 @@ def _error_page(
         request[visitor_key] = Visitor(lang, None, "")
     # csrf, viewer, resubmitted and too-large refusals have words of their own (filled from
     # `words`); other errors show the use case's.
-    reason = detail if detail in ("csrf", "viewer", "resubmitted", "too_large") else None
+    own = ("csrf", "csrf_other", "viewer", "resubmitted", "too_large")
+    reason = detail if detail in own else None
     context = {
         "title": error_key(status),
         "reason": reason,

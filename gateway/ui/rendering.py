@@ -36,6 +36,7 @@ def render(
         "form_lang": form_lang(request),  # a form's hidden `lang` (_macros.html csrf_field)
         "session": visitor.session,
         "csrf": visitor.csrf,
+        "author": visitor.author,  # _macros.html csrf_field: who typed the form
         "once": _once,
         "input_type": input_type,  # _macros.html `field`: a secret field is a password input
         "nav": NAV,

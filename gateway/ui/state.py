@@ -26,6 +26,7 @@ class Visitor:
     lang: str
     session: UiSession | None
     csrf: str
+    author: str = ""  # who typed the forms the page shows (sessions.author_token)
     expired: bool = False
     new_pre_session: str | None = None  # set: the login page's cookie is still to be sent
     flash: str | None = None
