@@ -19,7 +19,7 @@ from typing import Any
 
 import pymongo
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from gateway.background import cancel_and_wait
 from gateway.config import Settings
@@ -641,3 +641,34 @@ def test_a_stopping_launcher_leaves_the_pid_file_a_newer_database_wrote(tmp_path
     server.pid_file.write_text("999999\n")  # as a newer launcher would have
     server.stop()
     assert server.pid_file.read_text() == "999999\n"
+
+
+async def test_the_pool_closes_an_idle_connection_before_the_database_would(
+    mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SecantusDB closes a client connection idle for 300 s; a pooled one the driver kept
+    longer could be closed as an operation took it, and the process refused every request
+    for a second with the database up. The driver closes its own first."""
+    import secantus.server
+
+    from gateway.store import client as store_client
+
+    assert store_client.POOL_MAX_IDLE_MS < secantus.server.DEFAULT_CLIENT_IDLE_TIMEOUT_S * 1000
+    closed: list[str] = []
+
+    class Closed(monitoring.ConnectionPoolListener):
+        def connection_closed(self, event: monitoring.ConnectionClosedEvent) -> None:
+            closed.append(event.reason)
+
+        def __getattr__(self, name: str) -> Any:  # the other pool events: nothing to do
+            return lambda event: None
+
+    monkeypatch.setattr(store_client, "POOL_MAX_IDLE_MS", 300)
+    client = store_client.open_client(mongodb_uri, listeners=[Closed()])
+    try:
+        await client.admin.command("ping")
+        await asyncio.sleep(0.6)  # past the pool's idle time, within the server's
+        await client.admin.command("ping")
+        assert monitoring.ConnectionClosedReason.IDLE in closed
+    finally:
+        await client.close()

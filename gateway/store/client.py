@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import bson
 import pymongo.asynchronous.pool
@@ -158,6 +158,10 @@ def check_uri(name: str, uri: str) -> None:
         )
 
 
+POOL_MAX_IDLE_MS: Final = 60_000
+"""How long a pooled connection may sit idle before the driver closes it (`open_client`)."""
+
+
 def open_client(
     uri: str,
     *,
@@ -188,6 +192,12 @@ def open_client(
       unknown", although each would have been answered within its deadline
       (tests/test_database_pause.py). The pool's connects are bounded by the operation's
       deadline (timeoutMS) whatever this says.
+    - `maxIdleTimeMS` (`POOL_MAX_IDLE_MS`): a pooled connection idle that long is closed by
+      the driver, before the server or a network hop closes it. SecantusDB closes one idle for
+      300 s, cloud load balancers and NATs after 4 to 6 minutes; a connection the driver kept
+      longer could be closed by the server as an operation took it ("connection closed":
+      the driver marks the server unknown, and `health.py` the database down at once), and
+      every request of the process was refused for about a second, with no fault at all.
     """
     options: dict[str, Any] = {"journal": True}
     if write_concern is not None:
@@ -198,6 +208,7 @@ def open_client(
         timeoutMS=timeout_ms,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
+        maxIdleTimeMS=POOL_MAX_IDLE_MS,
         appname="rabbot-gateway",
         serverMonitoringMode="poll",
         type_registry=PLAIN_DOCUMENTS,
