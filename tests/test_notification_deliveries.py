@@ -519,6 +519,49 @@ async def test_fcm_unregistered_fails_that_message_and_forgets_the_token(
     assert driver["push_tokens"] == ["new-phone"]
 
 
+@pytest.mark.parametrize("driver_as", ["stored_before_the_phone_rule", "backlogged"])
+async def test_fcm_unregistered_is_the_sends_outcome_whatever_the_token_removal_meets(
+    client: Client, fcm: Fcm, driver_as: str
+) -> None:
+    """The removal re-validated the whole driver: one stored with an 8-digit mobile (refused
+    since the phone rule) made the push `parked`, its attempt lost and its cooldown note kept,
+    silencing the next alert; so did a driver whose events wait for the relay. The removal
+    takes the token out of the list alone, and a removal that cannot be written now is noted
+    on the outcome and tried again at the token's next UNREGISTERED answer."""
+    await push_channel(client, fcm)
+    await _templates(client)
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["old-phone"]})
+    recipients = [{"driver": {"from": '`{"cpf": "52998224725"}`'}}]
+    await _flow(client, "push", recipients, cooldown={"key": "'k'", "seconds": 3600})
+    services = client.app[services_key]
+    await drain(services)  # the driver's own event relayed
+    entities = services.store.db["entities"]
+    if driver_as == "backlogged":  # the relay lags: the driver's outbox has no room left
+        await entities.update_one({"data.cpf": ANA["cpf"]}, {"$set": {"outbox_bytes": 2**24}})
+    else:  # as a version before the phone rule stored it
+        await entities.update_one(
+            {"data.cpf": ANA["cpf"]}, {"$set": {"data.phone": "+551187654321"}}
+        )
+    fcm.unregistered.add("old-phone")
+    await _vehicle(client, "ABC1D23")
+    await drain(services)
+    (failed,) = await _deliveries(client)
+    assert failed["status"] == "failed" and failed["attempt_count"] == 1, failed
+    assert await services.store.db["notify_cooldowns"].find_one({}) is None
+    driver = await get(client, "/api/v1/entities/driver/52998224725")
+    if driver_as == "stored_before_the_phone_rule":
+        assert failed["last_error"].endswith("; token removed from driver"), failed
+        assert "push_tokens" not in driver and driver["phone"] == "+551187654321"
+        return
+    assert "; token not removed from driver: events of this entity" in failed["last_error"]
+    assert driver["push_tokens"] == ["old-phone"]
+    await entities.update_one({"data.cpf": ANA["cpf"]}, {"$set": {"outbox_bytes": 0}})
+    await _vehicle(client, "BRA2E19")  # the next alert, not silenced, removes it
+    await drain(services)
+    assert len(await _deliveries(client, "?status=failed")) == 2
+    assert "push_tokens" not in await get(client, "/api/v1/entities/driver/52998224725")
+
+
 async def test_the_driver_write_forgetting_a_refused_token_is_a_link_of_its_runs_chain(
     client: Client, fcm: Fcm
 ) -> None:
