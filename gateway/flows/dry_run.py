@@ -8,7 +8,8 @@ return every step as it would go out, sending nothing and writing nothing.
 - `when`: evaluated; false stops the run (later steps are "not reached").
 - `notify`: recipients resolved (assignment history and entities are read), the template
   rendered per recipient in their language, the provider's request shown (FCM body, SMS
-  provider request, e-mail headers and parts), and what cooldown and quiet hours would decide.
+  provider request, e-mail headers and parts), and what cooldown and quiet hours would decide;
+  `nobody` and `steps.<id>.messages` as the run has them (the messages it would queue).
 - `call`: the request built from the action's mapping; partner secrets show as <secret:name>.
 - `set`: the entity's document after the change, validated, and the changes; not written.
 """
@@ -238,9 +239,11 @@ class FlowDryRun:
             elif m.error is not None:
                 message.update(error=m.error.detail, errors=[p.as_dict() for p in m.error.problems])
             messages.append(message)
-        context["steps"][step.id] = {"messages": len(messages)}
+        # As the run counts them: the messages it would queue, not those that failed to render.
+        queued = sum(1 for m in composed.messages if m.rendered is not None)
+        context["steps"][step.id] = {"messages": queued}
         return {
-            "outcome": "rendered",
+            "outcome": "rendered" if queued else "nobody",
             "channel": composed.channel.name,
             "template": composed.template.name,
             "messages": messages,
