@@ -47,7 +47,8 @@ from gateway.formats.json_tree import is_text
 from gateway.kinds import KindService
 from gateway.mapping import unflatten
 from gateway.mapping.model import EvalError
-from gateway.notify.messages import PushMessage, SmsMessage
+from gateway.notify.email import UNBUILDABLE, prepare
+from gateway.notify.messages import EmailMessage, PushMessage, SmsMessage
 from gateway.notify.notifier import MappingSource, Recipient
 from gateway.notify.policy import decide
 from gateway.notify.push import SEND_PATH, fcm_body
@@ -290,11 +291,20 @@ class FlowDryRun:
         body with the event's `data`; the SMS request with the delivery's id as its key
         (Idempotency-Key, `message.id`), `<run id>` standing for the run's."""
         if channel.email is not None:
+            settings = channel.email
+            message = EmailMessage(
+                (recipient.address,), parts["subject"], parts["text"], parts.get("html")
+            )
+            try:
+                mime, envelope = prepare(settings, message)
+            except ValueError as exc:  # the send fails it, as it fails an SMS's bad number
+                return {"error": f"{UNBUILDABLE}: {exc}"}
             return {
-                "from": channel.email.sender,
-                "reply_to": channel.email.reply_to,
-                "to": [recipient.address],
-                "server": f"{channel.email.host}:{channel.email.port} ({channel.email.security})",
+                "from": settings.sender,
+                "reply_to": settings.reply_to,
+                "to": [str(mime["To"])],
+                "envelope": envelope,
+                "server": f"{settings.host}:{settings.port} ({settings.security})",
             }
         try:
             if channel.push is not None:
