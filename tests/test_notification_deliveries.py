@@ -202,6 +202,44 @@ async def test_quiet_hours_hold_a_message_until_they_end_without_spending_an_att
     assert len(smtp.received) == 1
 
 
+@pytest.mark.parametrize("change", ["lifted", "shortened"])
+async def test_quiet_hours_changed_judge_again_what_they_held(
+    client: Client, smtp_server: SmtpFactory, change: str
+) -> None:
+    """What quiet hours held waited for the end of the period as computed then (up to a
+    night) after the admin lifted or shortened them: they are asked at send time, so a save
+    of the settings makes what they held due, judged again under the new ones."""
+    smtp = await smtp_server()
+    await _email_setup(client, smtp.port, [{"address": "ops@acme.com.br"}])
+    now = datetime.now(SAO_PAULO)
+
+    def window(hours: int) -> dict[str, Any]:
+        start, end = now - timedelta(hours=1), now + timedelta(hours=hours)
+        return {"start": start.strftime("%H:00"), "end": end.strftime("%H:00")}
+
+    async def put(quiet_hours: dict[str, Any] | None) -> None:
+        body = {"quiet_hours": quiet_hours}
+        response = await client.put("/api/v1/notification-settings", json=body, headers=auth())
+        assert response.status == 200, await response.text()
+
+    await put(window(3))
+    await _vehicle(client)
+    services = client.app[services_key]
+    await drain(services)
+    (held,) = await _deliveries(client, "?status=pending")
+    assert held["last_error"].startswith("held: quiet hours") and smtp.received == []
+    shorter = window(1)
+    await put(None if change == "lifted" else shorter)
+    await drain(services)
+    again = await get(client, f"/api/v1/deliveries/{held['id']}")
+    if change == "lifted":
+        assert again["status"] == "succeeded" and len(smtp.received) == 1
+        return
+    assert again["status"] == "pending" and again["attempt_count"] == 0 and smtp.received == []
+    new_end = datetime.fromisoformat(again["next_attempt_at"]).astimezone(SAO_PAULO)
+    assert new_end.strftime("%H:%M") == shorter["end"]
+
+
 async def test_quiet_hours_that_suppress_drop_the_message_as_suppressed(
     client: Client, smtp_server: SmtpFactory
 ) -> None:
