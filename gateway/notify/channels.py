@@ -12,12 +12,14 @@ never returned; `smtp` is replaced whole on a change, so a new server needs it a
 
 from __future__ import annotations
 
+import email.header
 import email.utils
 import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from email.headerregistry import Address
 from typing import Any, Final
 
 from gateway.actions.body_check import BodyCheck
@@ -280,4 +282,10 @@ def _address(check: BodyCheck, name: str, *, required: bool) -> str | None:
         message = f'{name} is one address, or "Name <address>"'
         check.add(f"/{name}", message, "format")
         return None
-    return email.utils.formataddr((display, address)) if display else address
+    if not display:
+        return address
+    # Kept as the admin wrote it, in Unicode ("Gestão de Frota <…>"), quoted where it needs
+    # to be ("Frota, Acme"): encoding a name for the header is the message's business, at
+    # send time (`email.build_message`). One stored encoded by an earlier version is read back.
+    name = str(email.header.make_header(email.header.decode_header(display)))
+    return str(Address(display_name=name, addr_spec=address))
