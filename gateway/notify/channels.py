@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.header
 import email.utils
+import ipaddress
 import re
 import ssl
 from collections.abc import Mapping
@@ -42,7 +43,7 @@ _BY_TYPE = {
     "sms": {"action_id", "from"},
 }
 _SMTP = {"host", "port", "security", "username", "password", "timeout_seconds", "ca_certificate"}
-_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:.]+\]?$")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _ADDRESS = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")
 _SENDER = re.compile(r"^(\+?[0-9]{3,15}|[A-Za-z0-9 ._-]{1,20})$")
@@ -190,9 +191,12 @@ class ChannelService:
             if key not in _SMTP:
                 check.add(f"/smtp/{key}", f"unknown field {key!r}", "additionalProperties")
         inner = BodyCheck(smtp, _SMTP)
-        host = inner.text("host", max_len=253)
-        if host is not None and not _HOST.match(host):
-            check.add("/smtp/host", "host is a server name or an IP address", "format")
+        host = inner.text("host", max_len=255)
+        if host is not None:
+            host = _smtp_host(host)
+            if host is None:
+                message = "host is a server name or an IP address (in brackets or not)"
+                check.add("/smtp/host", message, "format")
         security = smtp.get("security", "starttls")
         if security not in SECURITY:
             check.add("/smtp/security", f"security is one of {', '.join(SECURITY)}", "enum")
@@ -269,6 +273,18 @@ def _ca_certificate(check: BodyCheck, value: Any) -> str | None:
         pass
     check.add("/smtp/ca_certificate", "ca_certificate is a PEM CA certificate", "format")
     return None
+
+
+def _smtp_host(written: str) -> str | None:
+    """The server to connect to, or None when `written` names none. Brackets, as mail
+    configurations write an address literal or a host used as is (`[2001:db8::25]`,
+    Postfix's `[smtp.acme.com.br]`: no MX lookup, which the sender never does), are read as
+    the host they enclose and not kept: the name lookup takes no brackets."""
+    bare = written[1:-1] if written.startswith("[") and written.endswith("]") else written
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        return bare if len(bare) <= 253 and _HOST_NAME.match(bare) else None
 
 
 def _address(check: BodyCheck, name: str, *, required: bool) -> str | None:
