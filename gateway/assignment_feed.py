@@ -4,9 +4,15 @@ vehicle become changes in its history, through `AssignmentService.assign`:
 
     checklist.completed                a checklist with a vehicle and a driver: that driver
                                        from its `completed_at` (source checklist, ref its key)
-    entity.created / entity.updated    a vehicle a trigger wrote (an ERP's feed) carrying
-    of a vehicle, origin trigger       `current_driver` (cpf or id): from the event's time
-                                       (source erp, ref the trigger)
+    entity.created / entity.updated    a vehicle written carrying `current_driver` (cpf or
+    of a vehicle                       id), created with it or changing it: from the event's
+                                       time. Whoever wrote it (`_REPORTERS`): a trigger or a
+                                       schedule (an ERP's feed, pushed or polled: source
+                                       erp), an action's write-back (an HR lookup: hr), an
+                                       admin (admin), a flow's `set` (flow, with its run's
+                                       chain); ref `<origin kind>:<origin id>`. Never the
+                                       history's own write of the field (its origin names
+                                       the change, `assignment`)
     vehicle.driver.identified          a tracker identified its driver (an iButton, an RFID
                                        card, a driver key): the event's `detail.driver.
                                        attributes` name a partner id of the driver
@@ -48,6 +54,9 @@ from gateway.store.entities import is_lookup_field, lookup_text
 log = logging.getLogger(__name__)
 
 _VEHICLE_WRITES = ("entity.created", "entity.updated")
+# The writers of a vehicle whose `current_driver` says who drives it, and the source each
+# is recorded as: "exactly as if pushed" (SPEC §6) makes a schedule a trigger.
+_REPORTERS = {"trigger": "erp", "schedule": "erp", "action": "hr", "admin": "admin", "flow": "flow"}
 _IDENTIFIED = "vehicle.driver.identified"
 _UNIDENTIFIED = "vehicle.driver.unidentified"
 
@@ -116,6 +125,8 @@ class AssignmentFeed:
         self, event: Doc, vehicle: str, driver: str, start: datetime, source: str, ref: str
     ) -> int:
         origin = event.get("origin") or {}
+        # A flow run's write: the history's write of the field is a link of its chain.
+        chain = {k: origin[k] for k in ("run", "depth") if k in origin}
         try:
             result = await self._assignments.assign(
                 event["tenant"],
@@ -125,6 +136,7 @@ class AssignmentFeed:
                 source=source,
                 ref=ref,
                 author=f"{origin.get('kind')}:{origin.get('id')}",
+                chain=chain or None,
             )
         except (InvalidPayload, NotFound, Conflict) as exc:
             log.info("assignment from event %s not recorded: %s", event["_id"], exc.detail)
@@ -142,17 +154,17 @@ def _report(event: Doc) -> tuple[str, str, datetime, str, str] | None:
         if isinstance(plate, str) and isinstance(cpf, str) and start is not None:
             return plate, cpf, start, "checklist", f"checklist:{data.get('key')}"
         return None
+    origin = event.get("origin") or {}
+    source = _REPORTERS.get(str(origin.get("kind")))
     if (
         event["type"] in _VEHICLE_WRITES
         and entity.get("type") == "vehicle"
-        and (event.get("origin") or {}).get("kind") == "trigger"
-        and _driver_reported(event)
+        and source is not None
+        and "assignment" not in origin
+        and (driver := _driver_reported(event)) is not None
     ):
-        current = data["current_driver"]
-        driver = current.get("cpf") or current.get("id")
-        if isinstance(driver, str) and driver:
-            origin = event["origin"]
-            return entity["id"], driver, event["occurred_at"], "erp", f"trigger:{origin.get('id')}"
+        ref = f"{origin['kind']}:{origin.get('id')}"[:200]
+        return entity["id"], driver, event["occurred_at"], source, ref
     return None
 
 
@@ -188,10 +200,24 @@ def _time(value: Any) -> datetime | None:
     return parse_time(value)
 
 
-def _driver_reported(event: Doc) -> bool:
-    """The write carries a current driver: created with one, or an update that changed it."""
-    if not isinstance((event.get("data") or {}).get("current_driver"), dict):
-        return False
+def _driver_reported(event: Doc) -> str | None:
+    """The driver (a CPF or an id) a vehicle write says drives it: created with a
+    `current_driver`, or an update that changed it; of the two members, the one the update
+    changed (an admin's `{"current_driver": {"id": …}}` names the driver by its id, whatever
+    CPF the field held), the CPF when both or the whole field changed."""
+    current = (event.get("data") or {}).get("current_driver")
+    if not isinstance(current, dict):
+        return None
     if event["type"] == "entity.created":
-        return True
-    return any(str(c.get("field", "")).startswith("current_driver") for c in event["changes"])
+        changed = {"cpf", "id"}
+    else:
+        fields = [str(c.get("field", "")) for c in event["changes"]]
+        if "current_driver" in fields:
+            changed = {"cpf", "id"}
+        else:
+            changed = {f.removeprefix("current_driver.") for f in fields}
+    for member in ("cpf", "id"):
+        value = current.get(member)
+        if member in changed and isinstance(value, str) and value:
+            return value
+    return None

@@ -30,7 +30,7 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
   recorded at its instant (an end relayed twice at once is recorded once; an identification
   at that instant stands, whether it was written before the end or meanwhile).
 - The vehicle's `current_driver` field follows the history (an `entity.updated` event when
-  it changes, origin the change's source and ref, and a flow's chain: `_origin`), so
+  it changes, origin the change's source, ref and id, and a flow's chain: `_origin`), so
   mappings and filters can read it: at once for a change in force now, and,
   for a scheduled one (a start ahead), once its start has come. Such a change is stored with
   `due` (its start); every flow runner's housekeeping (each second, in every process that
@@ -177,7 +177,9 @@ class AssignmentService:
             stored = await self._store.at(tenant, vid, start)
             assert stored is not None  # that driver's change at `start`
             return AssignResult(await self._assignment(stored), changed=False)
-        await self._sync_current_driver(tenant, vehicle, _origin(fields))
+        await self._sync_current_driver(
+            tenant, vehicle, _origin({**fields, "_id": change_id(tenant, vid, start)})
+        )
         written = await self._store.at(tenant, vid, start)
         assert written is not None  # just recorded
         return AssignResult(
@@ -321,10 +323,14 @@ class AssignmentService:
 
 
 def _origin(change: Mapping[str, Any]) -> Origin:
-    """A change's origin on the `entity.updated` of `current_driver`: its source and ref, and
-    the chain of the flow run that reported it (`assign`'s `chain`)."""
+    """A change's origin on the `entity.updated` of `current_driver`: its source and ref, the
+    chain of the flow run that reported it (`assign`'s `chain`), and the change's id
+    (`assignment`): the history's own write, which `assignment_feed.py` never reads as a
+    report of who drives."""
     by = change.get("ref") or change["author"]
-    return Origin(change["source"], by, change.get("chain") or {})
+    return Origin(
+        change["source"], by, {**(change.get("chain") or {}), "assignment": change["_id"]}
+    )
 
 
 def _current_field(driver: dict[str, str] | None) -> dict[str, str] | None:

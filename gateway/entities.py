@@ -679,29 +679,13 @@ class EntityService:
     async def patch(
         self, tenant: str, etype: str, ref: str, patch: Mapping[str, Any], origin: Origin
     ) -> WriteResult:
-        result = await self.update(tenant, etype, ref, lambda _: patch, origin)
-        assert result is not None  # the change always gives the patch
-        return result
-
-    async def update(
-        self,
-        tenant: str,
-        etype: str,
-        ref: str,
-        change: Callable[[Mapping[str, Any]], Mapping[str, Any] | None],
-        origin: Origin,
-    ) -> WriteResult | None:
-        """A patch computed from the entity's data as it is written over (read again after a
-        concurrent write): a read-modify-write that loses no other writer's change, such as
-        removing one item of a list. `change` answers None for nothing to do (→ None)."""
+        """`patch` merged into the entity's data as it is written over (read again after a
+        concurrent write)."""
         nk = (await self.get(tenant, etype, ref))["nk"]
         async with self._lanes.turn((tenant, etype, nk)):
             rounds = _Rounds()
             while True:
                 current = await self._current(rounds, tenant, etype, ref, nk)
-                patch = change(current["data"])
-                if patch is None:
-                    return None
                 result = await self._write(tenant, current, merge(current["data"], patch), origin)
                 if result is not None:
                     return result
@@ -725,6 +709,46 @@ class EntityService:
         clean = await self._check(tenant, etype, data, current["data"])
         if self.natural_key(etype, clean) != current["nk"]:
             raise Conflict("the natural key of an entity cannot change; create a new one")
+        return await self._replace(tenant, current, clean, origin, extra_events, event_detail)
+
+    async def remove_item(
+        self, tenant: str, etype: str, ref: str, name: str, item: Any, origin: Origin
+    ) -> WriteResult | None:
+        """`item` out of the entity's list field `name` (a dead push token out of a driver's
+        `push_tokens`; the field goes with its last item), from the list as it is written
+        over: two removals at once keep each other's. None when the list does not hold it.
+        Taking an item out of a list (no schema of ours sets a minimum of items) cannot make
+        an entity invalid, so the rest is written back as stored, not validated again: an
+        entity stored before a rule tightened (a driver's old 8-digit mobile, refused since)
+        loses the item as any other."""
+        nk = (await self.get(tenant, etype, ref))["nk"]
+        async with self._lanes.turn((tenant, etype, nk)):
+            rounds = _Rounds()
+            while True:
+                current = await self._current(rounds, tenant, etype, ref, nk)
+                items = current["data"].get(name)
+                if not isinstance(items, list) or item not in items:
+                    return None
+                data = {k: v for k, v in current["data"].items() if k != name}
+                if kept := [i for i in items if i != item]:
+                    data[name] = kept
+                result = await self._replace(tenant, current, data, origin)
+                if result is not None:
+                    return result
+                await rounds.lose()
+
+    async def _replace(
+        self,
+        tenant: str,
+        current: Doc,
+        clean: Doc,
+        origin: Origin,
+        extra_events: Sequence[Emit] = (),
+        event_detail: Mapping[str, Any] | None = None,
+    ) -> WriteResult | None:
+        """Store `clean` (what a write leaves of the entity `current`) with the events its
+        changes cause; None: `current` was stale."""
+        etype = current["type"]
         changes = diff(current["data"], clean)
         events = _events(etype, clean, False, changes, origin, extra_events, event_detail)
         if not events:

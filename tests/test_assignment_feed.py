@@ -10,7 +10,17 @@ from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.flow_support import drain, get, sample, send_to, trigger_for
-from tests.partner_double import post
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    partner,
+    post,
+    upload_mapping,
+)
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
 
 Client = TestClient[Any, Any]
 ANA = {"name": "Ana Souza", "cpf": "52998224725"}
@@ -65,6 +75,91 @@ async def test_an_erp_vehicle_feed_carrying_the_current_driver_records_it(
     await send_to(client, erp, {"plate": "ABC1D23", "current_driver": {"cpf": "11144477735"}})
     await drain(client.app[services_key])
     assert len((await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]) == 1
+
+
+ERP_VEHICLES = """
+name: erp-vehicles
+direction: inbound
+entity_type: vehicle
+key: [plate]
+items: items
+fields:
+  plate: {from: placa, required: true}
+  current_driver.cpf: condutorCpf
+"""
+
+
+async def _driven_by_bruno(client: Client) -> None:
+    await _fleet(client)
+    await post(
+        client,
+        "/api/v1/entities/vehicle/ABC1D23/drivers",
+        {"driver": BRUNO["cpf"], "start": "2026-01-01T00:00:00Z"},
+    )
+
+
+async def _now(client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The change in force and the vehicle's `current_driver`."""
+    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    return history["driver"], vehicle["current_driver"]
+
+
+async def test_an_erp_vehicle_feed_read_by_a_schedule_records_the_driver_as_if_pushed(
+    client: Client, partner: Partner
+) -> None:
+    """Only a trigger's writes were read: polled, the ERP's driver never reached the history,
+    and the vehicle's `current_driver` held Ana's CPF with Bruno's id and name."""
+    await _driven_by_bruno(client)
+    await upload_mapping(client, ERP_VEHICLES)
+    erp = await create_partner(client, partner.url, name="ERP")
+    action = await create_action(client, erp["id"], name="erp-list", method="GET", path="/v")
+    partner.respond_with(200, {"items": [{"placa": "ABC1D23", "condutorCpf": ANA["cpf"]}]})
+    target = {"entity_type": "vehicle", "mapping": "erp-vehicles"}
+    schedule = await post(
+        client,
+        "/api/v1/schedules",
+        {"name": "erp", "action_id": action["id"], "every": "1d", "target": target},
+    )
+    services = client.app[services_key]
+    assert await services.schedule_runner.run_until_idle() == {"ok": 1}
+    await drain(services)
+    change, field = await _now(client)
+    assert change["driver"]["cpf"] == ANA["cpf"] and change["source"] == "erp"
+    assert change["ref"] == f"schedule:{schedule['id']}"
+    assert field == change["driver"]
+
+
+async def test_an_admin_write_of_the_current_driver_is_recorded_in_the_history(
+    client: Client,
+) -> None:
+    """An admin's PATCH of `current_driver` was kept as written (Ana's CPF and name with
+    Bruno's id) while the history, which notifications ask, still said Bruno."""
+    await _driven_by_bruno(client)
+    patch = {"current_driver": {"cpf": ANA["cpf"], "name": ANA["name"]}}
+    response = await client.patch("/api/v1/entities/vehicle/ABC1D23", json=patch, headers=auth())
+    assert response.status == 200, await response.text()
+    await drain(client.app[services_key])
+    change, field = await _now(client)
+    assert change["driver"]["cpf"] == ANA["cpf"] and change["source"] == "admin"
+    assert field == change["driver"]
+    ana = field["id"]
+    patch = {
+        "current_driver": {"id": (await get(client, "/api/v1/entities/driver/11144477735"))["id"]}
+    }
+    response = await client.patch("/api/v1/entities/vehicle/ABC1D23", json=patch, headers=auth())
+    assert response.status == 200, await response.text()
+    await drain(client.app[services_key])
+    change, field = await _now(client)  # named by its id: the driver the id is
+    assert change["driver"]["cpf"] == BRUNO["cpf"] and field == change["driver"] != ana
+    events = (await get(client, "/api/v1/events?type=entity.updated&limit=100"))["items"]
+    followed = [
+        e["origin"]
+        for e in events
+        if e["origin"]["kind"] == "admin" and "assignment" in e["origin"]
+    ]
+    assert len(followed) == 3  # the history's own writes (Bruno, Ana, Bruno), never reports
+    assert len((await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]) == 3
 
 
 async def test_a_report_naming_an_unknown_driver_is_skipped_and_holds_nothing_up(

@@ -182,6 +182,35 @@ async def _sms_channel(client: Client, partner: Partner, provider: str) -> None:
     )
 
 
+async def test_a_bracketed_smtp_host_is_the_address_it_encloses(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """`[127.0.0.1]`, as mail configurations write an address literal, was accepted and kept
+    with its brackets, which no name lookup takes: every message was retried for a day as a
+    network error. The brackets are read as the host they enclose; what encloses no host, or
+    opens a bracket it does not close, is refused."""
+    double = await smtp_server()
+    created = await post(client, "/api/v1/channels", _email_channel(double, host="[127.0.0.1]"))
+    assert created["smtp"]["host"] == "127.0.0.1"
+    result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
+    assert result["result"] == "success", result
+    for written, kept in (
+        ("[2001:DB8::25]", "2001:db8::25"),
+        ("[smtp.acme.com.br]", "smtp.acme.com.br"),
+    ):
+        response = await client.patch(
+            "/api/v1/channels/email", json={"smtp": {"host": written}}, headers=auth()
+        )
+        assert response.status == 200, await response.text()
+        assert (await response.json())["smtp"]["host"] == kept
+    for written in ("[127.0.0.1", "[]", "[smtp example]"):
+        response = await client.patch(
+            "/api/v1/channels/email", json={"smtp": {"host": written}}, headers=auth()
+        )
+        assert response.status == 422, written
+        assert (await response.json())["errors"][0]["pointer"] == "/smtp/host"
+
+
 async def test_sms_through_a_zenvia_shaped_provider(client: Client, partner: Partner) -> None:
     await _sms_channel(client, partner, "zenvia")
     partner.respond_with(200, {"id": "zv-1"})

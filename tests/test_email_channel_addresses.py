@@ -1,6 +1,6 @@
 """An e-mail channel's `from` and `reply_to` are one address each: a list is refused (422 with
 the pointer), never cut to its first address; one address, with a display name even if it
-holds a comma, is kept and sent."""
+holds a comma or accents, is kept as written and sent."""
 
 from __future__ import annotations
 
@@ -66,3 +66,25 @@ async def test_one_address_with_a_comma_in_its_display_name_is_kept_whole(
     assert result["result"] == "success", result
     (mail,) = smtp.received
     assert mail.message["From"] == sender and mail.message["Reply-To"] == sender
+
+
+async def test_a_display_name_with_accents_is_kept_as_written_and_encoded_in_the_message(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """`from` and `reply_to` were answered as RFC 2047 encoded-words
+    (`=?utf-8?q?Gest=C3=A3o_de_Frota?= <…>`), on the API and in the admin UI's form; one
+    stored so by that version reads back as written."""
+    smtp = await smtp_server()
+    sender, reply_to = "Gestão de Frota <alertas@acme.com.br>", "Coordenação <frota@acme.com.br>"
+    addresses = {"from": sender, "reply_to": reply_to}
+    created = await post(client, "/api/v1/channels", _channel(smtp.port, **addresses))
+    assert (created["from"], created["reply_to"]) == (sender, reply_to)
+    encoded = {"reply_to": "=?utf-8?b?Q29vcmRlbmHDp8Ojbw==?= <frota@acme.com.br>"}
+    patched = await client.patch("/api/v1/channels/email", json=encoded, headers=auth())
+    assert (await patched.json())["reply_to"] == reply_to
+    result = await post(client, "/api/v1/channels/email/test", {"to": "ana@x.com"}, status=200)
+    assert result["result"] == "success", result
+    (mail,) = smtp.received
+    assert mail.message["From"].addresses[0].display_name == "Gestão de Frota"
+    assert mail.message["Reply-To"] == reply_to
+    assert mail.sender == "alertas@acme.com.br"

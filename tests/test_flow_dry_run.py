@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.fcm_double import PROJECT, Fcm, fcm
@@ -355,6 +356,88 @@ async def test_a_message_a_filter_cannot_render_on_the_sample_event_is_listed_no
     (step,) = result["steps"]
     (message,) = step["messages"]
     assert "'list' object has no attribute 'items'" in str(message), step
+
+
+async def test_a_message_that_fails_to_render_is_not_counted_so_a_fallback_runs_as_in_a_run(
+    client: Client,
+) -> None:
+    """The dry run counted a message that failed to render in `steps.<id>.messages` and said
+    `rendered`; the run queues none, says `nobody`, and its fallback step (`when: messages
+    == 0`) e-mails the backup, which the dry run showed skipped."""
+    await email_channel(client)
+    per_trip = "{{ entity.odometer_km / entity.attributes.trips }}"
+    for name, text in (("per-trip", per_trip), ("plain", "{{ entity.plate }}")):
+        template = {
+            "name": name,
+            "channel_type": "email",
+            "default_locale": "en",
+            "sample": {"entity": {"plate": "X", "odometer_km": 100, "attributes": {"trips": 4}}},
+            "locales": {"en": {"subject": "s", "text": text}},
+        }
+        await post(client, "/api/v1/templates", template)
+
+    def mail(to: str, template: str) -> dict[str, Any]:
+        return {"channel": "email", "template": template, "recipients": [{"address": to}]}
+
+    flow = {
+        "name": "alert",
+        "on": {"events": ["entity.created"]},
+        "steps": [
+            {"id": "mail", "notify": mail("frota@example.com", "per-trip")},
+            {
+                "id": "backup",
+                "when": "steps.mail.messages == `0`",
+                "notify": mail("backup@example.com", "plain"),
+            },
+        ],
+    }
+    data = {"plate": "ABC1D23", "odometer_km": 100, "attributes": {"trips": 0}}
+    event = {"type": "entity.created", "entity": {"type": "vehicle", "id": "x"}, "data": data}
+    first, backup = (await _test(client, {"flow": flow, "event": event}))["steps"]
+    assert first["outcome"] == "nobody" and "division by zero" in str(first["messages"])
+    assert backup["outcome"] == "rendered", backup
+    assert backup["messages"][0]["recipient"]["address"] == "backup@example.com"
+
+
+@pytest.mark.parametrize(
+    ("email", "shown"),
+    [
+        ("ana@a.com.br, bia@b.com.br", "cannot build the message: 'ana@a.com.br, bia@b.com.br' is"),
+        ("ana@exämple.com.br", "ana@xn--exmple-cua.com.br"),
+    ],
+)
+async def test_an_email_preview_is_built_as_the_send_builds_it(
+    client: Client, email: str, shown: str
+) -> None:
+    """The preview showed the address as written: one naming two people as `send` (the run
+    fails it: not one address), an international domain in the form no server receives."""
+    await email_channel(client)
+    template = {"subject": "s", "text": "{{ entity.plate }}"}
+    await post(
+        client,
+        "/api/v1/templates",
+        {"name": "t", "channel_type": "email", "default_locale": "en", "locales": {"en": template}},
+    )
+    fetched = '`{"name": "Ana", "email": "' + email + '"}`'
+    notify = {"channel": "email", "template": "t", "recipients": [{"driver": {"from": fetched}}]}
+    flow = {
+        "name": "f",
+        "on": {"events": ["entity.created"]},
+        "steps": [{"id": "m", "notify": notify}],
+    }
+    event = {
+        "type": "entity.created",
+        "entity": {"type": "vehicle", "id": "x"},
+        "data": {"plate": "ABC1D23"},
+    }
+    (step,) = (await _test(client, {"flow": flow, "event": event}))["steps"]
+    (message,) = step["messages"]
+    request = message["request"]
+    if "error" in request:
+        assert request["error"].startswith(shown), request
+    else:
+        assert request["to"] == request["envelope"] == [shown], request
+    assert ("error" in request) == ("," in email)
 
 
 PLATE_FLOW = {

@@ -486,9 +486,10 @@ async def test_flows_recording_drivers_on_vehicle_updates_stop_after_three_links
         assert (len(hr.requests), len(erp.requests)) == (2, 1)
         events = await get(client, "/api/v1/events?type=entity.updated&limit=100")
         origins = [
-            e["origin"]
+            {k: v for k, v in e["origin"].items() if k != "assignment"}  # the change's id
             for e in reversed(events["items"])
             if any(c["field"].startswith("current_driver") for c in e["changes"])
+            and e["origin"]["assignment"]
         ]
         by_depth = {r["depth"] + 1: r["id"] for r in runs}
         assert origins == [
@@ -541,7 +542,14 @@ async def test_a_driver_change_a_flow_scheduled_ahead_is_a_link_of_its_chain_whe
         (followed,) = driven
         assert datetime.now(UTC) >= since
         assert followed["data"]["current_driver"]["cpf"] == ANA
-        assert followed["origin"] == {"kind": "hr", "id": run["id"], "run": run["id"], "depth": 1}
+        (change,) = (await get(client, "/api/v1/entities/vehicle/LOO1P00/drivers"))["items"]
+        assert followed["origin"] == {
+            "kind": "hr",
+            "id": run["id"],
+            "run": run["id"],
+            "depth": 1,
+            "assignment": change["id"],
+        }
 
 
 async def test_the_fold_events_a_flows_odometer_write_causes_are_links_of_its_chain(

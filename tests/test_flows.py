@@ -174,6 +174,42 @@ async def test_fetch_needs_a_get_and_templates_match_their_channel(
     assert "GET" in errors[0]["message"] and "push" in errors[1]["message"]
 
 
+async def test_a_fixed_address_its_channel_cannot_send_to_is_refused_at_upload(
+    client: Client,
+) -> None:
+    """A fixed address was kept as any text: every run's message to it then failed ("is not
+    one e-mail address"). It is checked with the sender's own rules, as the channel is."""
+    await email_channel(client)
+    template = {"subject": "s", "text": "t"}
+    await post(
+        client,
+        "/api/v1/templates",
+        {"name": "t", "channel_type": "email", "default_locale": "en", "locales": {"en": template}},
+    )
+    recipients: list[Any] = [
+        {"address": ["ops@acme.com.br", "ana@a.com.br, bia@b.com.br"]},
+        {"address": "+5511987654321"},
+        {"address": "Frota <frota@acme.com.br>"},
+    ]
+    notify = {"channel": "email", "template": "t", "recipients": recipients}
+    flow = {
+        "name": "f",
+        "on": {"events": ["entity.created"]},
+        "steps": [{"id": "m", "notify": notify}],
+    }
+    response = await client.post("/api/v1/flows", json=flow, headers=auth())
+    body = await response.json()
+    assert response.status == 422, body
+    at = "/steps/0/notify/recipients"
+    assert [(e["pointer"], e["keyword"]) for e in body["errors"]] == [
+        (f"{at}/0/address/1", "reference"),
+        (f"{at}/1/address", "reference"),
+    ]
+    assert "'+5511987654321' is not one e-mail address" in body["errors"][1]["message"]
+    del recipients[:2]
+    await post(client, "/api/v1/flows", flow)
+
+
 async def _scenario3(client: Client, partner: Partner) -> None:
     await hr_lookup(client, partner.url)
     await email_channel(client)

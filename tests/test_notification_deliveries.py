@@ -202,6 +202,44 @@ async def test_quiet_hours_hold_a_message_until_they_end_without_spending_an_att
     assert len(smtp.received) == 1
 
 
+@pytest.mark.parametrize("change", ["lifted", "shortened"])
+async def test_quiet_hours_changed_judge_again_what_they_held(
+    client: Client, smtp_server: SmtpFactory, change: str
+) -> None:
+    """What quiet hours held waited for the end of the period as computed then (up to a
+    night) after the admin lifted or shortened them: they are asked at send time, so a save
+    of the settings makes what they held due, judged again under the new ones."""
+    smtp = await smtp_server()
+    await _email_setup(client, smtp.port, [{"address": "ops@acme.com.br"}])
+    now = datetime.now(SAO_PAULO)
+
+    def window(hours: int) -> dict[str, Any]:
+        start, end = now - timedelta(hours=1), now + timedelta(hours=hours)
+        return {"start": start.strftime("%H:00"), "end": end.strftime("%H:00")}
+
+    async def put(quiet_hours: dict[str, Any] | None) -> None:
+        body = {"quiet_hours": quiet_hours}
+        response = await client.put("/api/v1/notification-settings", json=body, headers=auth())
+        assert response.status == 200, await response.text()
+
+    await put(window(3))
+    await _vehicle(client)
+    services = client.app[services_key]
+    await drain(services)
+    (held,) = await _deliveries(client, "?status=pending")
+    assert held["last_error"].startswith("held: quiet hours") and smtp.received == []
+    shorter = window(1)
+    await put(None if change == "lifted" else shorter)
+    await drain(services)
+    again = await get(client, f"/api/v1/deliveries/{held['id']}")
+    if change == "lifted":
+        assert again["status"] == "succeeded" and len(smtp.received) == 1
+        return
+    assert again["status"] == "pending" and again["attempt_count"] == 0 and smtp.received == []
+    new_end = datetime.fromisoformat(again["next_attempt_at"]).astimezone(SAO_PAULO)
+    assert new_end.strftime("%H:%M") == shorter["end"]
+
+
 async def test_quiet_hours_that_suppress_drop_the_message_as_suppressed(
     client: Client, smtp_server: SmtpFactory
 ) -> None:
@@ -517,6 +555,49 @@ async def test_fcm_unregistered_fails_that_message_and_forgets_the_token(
     assert "UNREGISTERED" in failed["last_error"] and "token removed" in failed["last_error"]
     driver = await get(client, "/api/v1/entities/driver/52998224725")
     assert driver["push_tokens"] == ["new-phone"]
+
+
+@pytest.mark.parametrize("driver_as", ["stored_before_the_phone_rule", "backlogged"])
+async def test_fcm_unregistered_is_the_sends_outcome_whatever_the_token_removal_meets(
+    client: Client, fcm: Fcm, driver_as: str
+) -> None:
+    """The removal re-validated the whole driver: one stored with an 8-digit mobile (refused
+    since the phone rule) made the push `parked`, its attempt lost and its cooldown note kept,
+    silencing the next alert; so did a driver whose events wait for the relay. The removal
+    takes the token out of the list alone, and a removal that cannot be written now is noted
+    on the outcome and tried again at the token's next UNREGISTERED answer."""
+    await push_channel(client, fcm)
+    await _templates(client)
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["old-phone"]})
+    recipients = [{"driver": {"from": '`{"cpf": "52998224725"}`'}}]
+    await _flow(client, "push", recipients, cooldown={"key": "'k'", "seconds": 3600})
+    services = client.app[services_key]
+    await drain(services)  # the driver's own event relayed
+    entities = services.store.db["entities"]
+    if driver_as == "backlogged":  # the relay lags: the driver's outbox has no room left
+        await entities.update_one({"data.cpf": ANA["cpf"]}, {"$set": {"outbox_bytes": 2**24}})
+    else:  # as a version before the phone rule stored it
+        await entities.update_one(
+            {"data.cpf": ANA["cpf"]}, {"$set": {"data.phone": "+551187654321"}}
+        )
+    fcm.unregistered.add("old-phone")
+    await _vehicle(client, "ABC1D23")
+    await drain(services)
+    (failed,) = await _deliveries(client)
+    assert failed["status"] == "failed" and failed["attempt_count"] == 1, failed
+    assert await services.store.db["notify_cooldowns"].find_one({}) is None
+    driver = await get(client, "/api/v1/entities/driver/52998224725")
+    if driver_as == "stored_before_the_phone_rule":
+        assert failed["last_error"].endswith("; token removed from driver"), failed
+        assert "push_tokens" not in driver and driver["phone"] == "+551187654321"
+        return
+    assert "; token not removed from driver: events of this entity" in failed["last_error"]
+    assert driver["push_tokens"] == ["old-phone"]
+    await entities.update_one({"data.cpf": ANA["cpf"]}, {"$set": {"outbox_bytes": 0}})
+    await _vehicle(client, "BRA2E19")  # the next alert, not silenced, removes it
+    await drain(services)
+    assert len(await _deliveries(client, "?status=failed")) == 2
+    assert "push_tokens" not in await get(client, "/api/v1/entities/driver/52998224725")
 
 
 async def test_the_driver_write_forgetting_a_refused_token_is_a_link_of_its_runs_chain(

@@ -133,11 +133,10 @@ async def test_a_fetched_phone_with_an_extension_fails_its_delivery(
         assert "is not a phone number" in failed["last_error"], failed
 
 
-async def test_a_fixed_phone_with_letters_fails_its_delivery_and_sends_nothing(
-    client: Client,
-) -> None:
+async def test_a_fixed_phone_with_letters_is_refused_at_upload(client: Client) -> None:
+    """Its every message failed (`is not a phone number`): the upload checks it as the SMS
+    sender reads it."""
     async with running_partner() as sms:
-        sms.respond_with(200, {"id": "zv-1"})
         await sms_channel(client, sms.url)
         await _templates(client)
         recipients = [{"address": [WITH_LETTERS[0], "(11) 98765-4321"]}]
@@ -147,12 +146,13 @@ async def test_a_fixed_phone_with_letters_fails_its_delivery_and_sends_nothing(
             "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
             "steps": [{"id": "say", "notify": notify}],
         }
+        response = await client.post("/api/v1/flows", json=flow, headers=auth())
+        assert response.status == 422
+        (problem,) = (await response.json())["errors"]
+        assert problem["pointer"] == "/steps/0/notify/recipients/0/address/0"
+        assert "is not a phone number" in problem["message"], problem
+        del recipients[0]["address"][0]
         await post(client, "/api/v1/flows", flow)
-        await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
-        await drain(client.app[services_key])
-        assert [r.json()["to"] for r in sms.requests] == ["5511987654321"]
-        (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
-        assert "is not a phone number" in failed["last_error"], failed
 
 
 async def test_a_driver_record_with_a_phone_with_letters_is_refused(client: Client) -> None:

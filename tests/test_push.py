@@ -183,6 +183,37 @@ async def test_a_fetched_driver_with_its_own_id_still_loses_an_unregistered_toke
     assert recipients == {driver["id"]}
 
 
+@pytest.mark.parametrize("tokens", ["[]", '[""]'])
+async def test_a_fetched_driver_listing_no_token_is_pushed_at_the_drivers_own(
+    client: Client, fcm: Fcm, tokens: str
+) -> None:
+    """A directory answering "no device known here" (`"push_tokens": []`) replaced the stored
+    driver's tokens: "driver Ana Souza has no push token", nothing sent. An empty list gives
+    none, as blank text does, and the driver record's stand."""
+    await push_channel(client, fcm)
+    template = {"title": "New vehicle", "body": "{{ entity.plate }}"}
+    await post(
+        client,
+        "/api/v1/templates",
+        {"name": "p", "channel_type": "push", "default_locale": "en", "locales": {"en": template}},
+    )
+    driver = {"name": "Ana Souza", "cpf": "52998224725", "push_tokens": ["tok-1"]}
+    await post(client, "/api/v1/entities/driver", driver)
+    fetched = '`{"cpf": "52998224725", "email": "", "push_tokens": ' + tokens + "}`"
+    step = {"channel": "push", "template": "p", "recipients": [{"driver": {"from": fetched}}]}
+    flow = {
+        "name": "hello",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+        "steps": [{"id": "say", "notify": step}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert run["steps"][0]["outcome"] == "queued", run["steps"][0]
+    assert [m["token"] for m in fcm.messages] == ["tok-1"]
+
+
 async def test_two_unregistered_tokens_removed_at_once_both_stay_removed(
     client: Client, fcm: Fcm
 ) -> None:

@@ -39,6 +39,9 @@ class Held:
     # The disabled partner it waits for: noted on the delivery, due at once when the partner
     # is enabled again (the channel is asked again at each try: it may name another partner).
     partner_id: str | None = None
+    # Held by the tenant's quiet hours: noted on the delivery (`held_for`), due at once when
+    # the tenant's notification settings are saved, to be judged again under them.
+    quiet_hours: bool = False
 
 
 @dataclass(frozen=True, slots=True)

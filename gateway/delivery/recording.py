@@ -24,6 +24,7 @@ from gateway.models import DeliveryStatus
 from gateway.outbound.sender import Outcome
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
+from gateway.store.deliveries import QUIET_HOURS
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +191,18 @@ class DeliveryRecorder:
         return "failed"
 
     async def defer(
-        self, doc: Doc, token: str, when: datetime, reason: str, partner_id: str | None = None
+        self,
+        doc: Doc,
+        token: str,
+        when: datetime,
+        reason: str,
+        partner_id: str | None = None,
+        *,
+        quiet_hours: bool = False,
     ) -> str:
         """Pending again at `when` without spending an attempt; with `partner_id`, the
-        disabled partner it waits for (a notification's: due at once when it is enabled)."""
+        disabled partner it waits for (a notification's: due at once when it is enabled);
+        `quiet_hours`, held by them (`held_for`: due at once when the settings are saved)."""
         fields: Doc = {
             "status": DeliveryStatus.PENDING.value,
             "next_attempt_at": when,
@@ -202,14 +211,24 @@ class DeliveryRecorder:
         }
         if partner_id is not None:
             fields["partner_id"] = partner_id
-        await self._store.deliveries.finish(doc["_id"], token, fields)
+        if quiet_hours:
+            fields["held_for"] = QUIET_HOURS
+        unset = () if quiet_hours else ("held_for",)
+        await self._store.deliveries.finish(doc["_id"], token, fields, unset=unset)
         self._metrics.deliveries.labels("deferred").inc()
         return "deferred"
 
     async def settle(self, doc: Doc, token: str, result: SendResult) -> str:
         """What a kind's own sender answered (`kinds.py`) → the delivery's next state."""
         if isinstance(result, Held):
-            return await self.defer(doc, token, result.until, result.reason, result.partner_id)
+            return await self.defer(
+                doc,
+                token,
+                result.until,
+                result.reason,
+                result.partner_id,
+                quiet_hours=result.quiet_hours,
+            )
         now = self._clock()
         if isinstance(result, Dropped):
             suppressed = DeliveryStatus.SUPPRESSED.value
@@ -217,7 +236,12 @@ class DeliveryRecorder:
             note = {"n": doc.get("attempt_count", 0) + 1, "at": now, "status": None}
             attempt = {**note, "error": suppressed, "message": result.reason}
             if not await self._store.deliveries.finish(
-                doc["_id"], token, {**fields, "updated_at": now}, attempt=attempt, counted=False
+                doc["_id"],
+                token,
+                {**fields, "updated_at": now},
+                attempt=attempt,
+                counted=False,
+                unset=("held_for",),
             ):
                 return "lease_lost"
             self._metrics.deliveries.labels(suppressed).inc()
@@ -235,7 +259,9 @@ class DeliveryRecorder:
             "message": result.detail,
             "response": result.provider_id or "",
         }
-        if not await self._store.deliveries.finish(doc["_id"], token, fields, attempt=attempt):
+        if not await self._store.deliveries.finish(
+            doc["_id"], token, fields, attempt=attempt, unset=("held_for",)
+        ):
             return "lease_lost"
         outcome = "retry" if status is DeliveryStatus.PENDING else status.value
         self._metrics.deliveries.labels(outcome).inc()

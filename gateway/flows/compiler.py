@@ -208,7 +208,7 @@ class _Compiler:
             Reference("template", raw["template"], f"{at}/template", sid, raw["channel"])
         )
         found = (
-            self.recipient(r, f"{at}/recipients/{i}", earlier)
+            self.recipient(r, f"{at}/recipients/{i}", sid, raw["channel"], earlier)
             for i, r in enumerate(raw["recipients"])
         )
         recipients = tuple(r for r in found if r is not None)
@@ -226,15 +226,19 @@ class _Compiler:
         )
 
     def recipient(
-        self, raw: dict[str, Any], at: str, earlier: frozenset[str]
+        self, raw: dict[str, Any], at: str, sid: str, channel: str, earlier: frozenset[str]
     ) -> RecipientSpec | None:
         if "operators" in raw:
             return RecipientSpec(role=raw["operators"]["role"])
         if "address" in raw:
             address = raw["address"]
-            return RecipientSpec(
-                addresses=(address,) if isinstance(address, str) else tuple(address)
-            )
+            if isinstance(address, str):
+                pointed = [(address, f"{at}/address")]
+            else:
+                pointed = [(a, f"{at}/address/{i}") for i, a in enumerate(address)]
+            # Each one a contact the channel can send to (`FlowService`, with its type).
+            self.references += [Reference("address", a, p, sid, channel) for a, p in pointed]
+            return RecipientSpec(addresses=tuple(a for a, _ in pointed))
         if "driver" not in raw:
             self.problems.add(at, "a recipient is a driver, operators or an address", "required")
             return None

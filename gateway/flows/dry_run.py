@@ -8,7 +8,8 @@ return every step as it would go out, sending nothing and writing nothing.
 - `when`: evaluated; false stops the run (later steps are "not reached").
 - `notify`: recipients resolved (assignment history and entities are read), the template
   rendered per recipient in their language, the provider's request shown (FCM body, SMS
-  provider request, e-mail headers and parts), and what cooldown and quiet hours would decide.
+  provider request, e-mail headers and parts), and what cooldown and quiet hours would decide;
+  `nobody` and `steps.<id>.messages` as the run has them (the messages it would queue).
 - `call`: the request built from the action's mapping; partner secrets show as <secret:name>.
 - `set`: the entity's document after the change, validated, and the changes; not written.
 """
@@ -46,7 +47,8 @@ from gateway.formats.json_tree import is_text
 from gateway.kinds import KindService
 from gateway.mapping import unflatten
 from gateway.mapping.model import EvalError
-from gateway.notify.messages import PushMessage, SmsMessage
+from gateway.notify.email import UNBUILDABLE, prepare
+from gateway.notify.messages import EmailMessage, PushMessage, SmsMessage
 from gateway.notify.notifier import MappingSource, Recipient
 from gateway.notify.policy import decide
 from gateway.notify.push import SEND_PATH, fcm_body
@@ -238,9 +240,11 @@ class FlowDryRun:
             elif m.error is not None:
                 message.update(error=m.error.detail, errors=[p.as_dict() for p in m.error.problems])
             messages.append(message)
-        context["steps"][step.id] = {"messages": len(messages)}
+        # As the run counts them: the messages it would queue, not those that failed to render.
+        queued = sum(1 for m in composed.messages if m.rendered is not None)
+        context["steps"][step.id] = {"messages": queued}
         return {
-            "outcome": "rendered",
+            "outcome": "rendered" if queued else "nobody",
             "channel": composed.channel.name,
             "template": composed.template.name,
             "messages": messages,
@@ -287,11 +291,20 @@ class FlowDryRun:
         body with the event's `data`; the SMS request with the delivery's id as its key
         (Idempotency-Key, `message.id`), `<run id>` standing for the run's."""
         if channel.email is not None:
+            settings = channel.email
+            message = EmailMessage(
+                (recipient.address,), parts["subject"], parts["text"], parts.get("html")
+            )
+            try:
+                mime, envelope = prepare(settings, message)
+            except ValueError as exc:  # the send fails it, as it fails an SMS's bad number
+                return {"error": f"{UNBUILDABLE}: {exc}"}
             return {
-                "from": channel.email.sender,
-                "reply_to": channel.email.reply_to,
-                "to": [recipient.address],
-                "server": f"{channel.email.host}:{channel.email.port} ({channel.email.security})",
+                "from": settings.sender,
+                "reply_to": settings.reply_to,
+                "to": [str(mime["To"])],
+                "envelope": envelope,
+                "server": f"{settings.host}:{settings.port} ({settings.security})",
             }
         try:
             if channel.push is not None:

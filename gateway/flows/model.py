@@ -93,11 +93,11 @@ class Step:
 class Reference:
     """Something a flow names that must exist in the tenant."""
 
-    kind: Literal["action", "channel", "template"]
-    name: str
+    kind: Literal["action", "channel", "template", "address"]
+    name: str  # an address: the fixed address itself
     pointer: str
     step: str
-    needs: str = ""  # action: "GET" or "write"; template: the channel it goes with
+    needs: str = ""  # action: "GET" or "write"; template, address: the channel it goes with
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ goes to every token of a driver, one message each.
 A fetched driver's contacts replace the stored driver's, but only as text (an e-mail address,
 a phone number) or a list of text (push tokens): a fetched contact of another type (a number,
 a list where text goes) is skipped and listed unreachable with why, and the stored driver's
-contact is used instead, as for a contact the fetch did not give.
+contact is used instead, as for a contact the fetch did not give (null, blank text, an empty
+list or one of blank text).
 
 `operators: {role}` reaches the active operators with the role (status active or unset, read
 so from the database), oldest first, at most MAX_OPERATORS; more are listed unreachable.
@@ -247,6 +248,10 @@ def same_address(address: str, channel_type: str) -> str:
 
 
 def _blank(value: Any) -> bool:
+    """Gives nothing: blank text, or a list of none but blank text (`"push_tokens": []`, a
+    directory answering "no device known here"), where the stored driver's value stands."""
+    if isinstance(value, list):
+        return all(_blank(item) for item in value)
     return isinstance(value, str) and not value.strip()
 
 

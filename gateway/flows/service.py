@@ -3,8 +3,10 @@ diff, delete), like mappings; and the compiled flows that run.
 
 An upload is compiled (`compiler.py`) and its references checked in the tenant before anything
 is stored: every named action exists (a GET for `fetch`, a write for `call`), every channel
-exists, every template exists and is for its channel's type. The references are checked even
-when the compiler found problems (`check_flow`): one refusal lists every problem found.
+exists, every template exists and is for its channel's type, every fixed address is one its
+channel can send to (`channel_needs.address_problem`: the sender's own rules). The references
+are checked even when the compiler found problems (`check_flow`): one refusal lists every
+problem found.
 Compiled versions are cached per process by (tenant, name, version): a version never
 changes. `revision` counts the changes of active versions made through this process (the
 starter's cache of active flows reads it).
@@ -29,6 +31,7 @@ from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.flows.compiler import check_flow, load_flow, what_failed
 from gateway.flows.model import CompiledFlow, Reference
 from gateway.models import RunStatus
+from gateway.notify.channel_needs import address_problem
 from gateway.store import Doc, Store
 from gateway.store.client import canonical_ref
 from gateway.store.flows import DIRECTION
@@ -96,11 +99,13 @@ class FlowService:
     async def _check(self, tenant: str, ref: Reference) -> str | None:
         if ref.kind == "action":
             return await self._check_action(tenant, ref)
-        # A template's reference names the channel it goes with.
+        # A template's or an address's reference names the channel it goes with.
         channel_name = ref.name if ref.kind == "channel" else ref.needs
         channel = await self._store.notify.channels.by_ref(tenant, channel_name)
         if ref.kind == "channel":
             return None if channel else f"no channel {ref.name!r}"
+        if ref.kind == "address":  # a missing channel is its own reference's problem
+            return None if channel is None else address_problem(channel, ref.name)
         template = await self._store.notify.templates.by_ref(tenant, ref.name)
         if template is None:
             return f"no template {ref.name!r}"

@@ -5,6 +5,9 @@ setup would refuse is refused, instead of every message failing after it.
 
     push   the partner's auth is google_service_account (FCM's OAuth2 JWT grant)
     sms    the action is a POST or PUT with a request mapping (the provider's send API)
+
+and what it needs of a fixed address a flow names (`address_problem`, at the flow's upload):
+one its sender takes (an e-mail channel's one mailbox, an SMS channel's phone number).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.errors import Conflict
+from gateway.notify.email import mailbox
 from gateway.outbound.service_account import AUTH_TYPE
+from gateway.schemas.ids import e164
 from gateway.store import Store
 
 SMS_METHODS = ("POST", "PUT")
@@ -30,6 +35,20 @@ def sms_action_problem(action: Mapping[str, Any]) -> str | None:
     """Why an SMS channel cannot send through this action (a stored action's fields)."""
     if action.get("method") not in SMS_METHODS or not action.get("request_mapping"):
         return "an SMS action is a POST or PUT with a request_mapping"
+    return None
+
+
+def address_problem(channel: Mapping[str, Any], address: str) -> str | None:
+    """Why a channel (a stored one's fields) cannot send to `address`: the sender's own
+    check (`email.mailbox`, `ids.e164`), so that a fixed address a flow names fails at its
+    upload rather than on every message."""
+    try:
+        if channel["type"] == "email":
+            mailbox(address)
+        elif channel["type"] == "sms":
+            e164(address)
+    except ValueError as exc:
+        return f"channel {channel['name']!r} ({channel['type']}) cannot send to it: {exc}"
     return None
 
 

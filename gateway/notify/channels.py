@@ -12,12 +12,15 @@ never returned; `smtp` is replaced whole on a change, so a new server needs it a
 
 from __future__ import annotations
 
+import email.header
 import email.utils
+import ipaddress
 import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from email.headerregistry import Address
 from typing import Any, Final
 
 from gateway.actions.body_check import BodyCheck
@@ -40,7 +43,7 @@ _BY_TYPE = {
     "sms": {"action_id", "from"},
 }
 _SMTP = {"host", "port", "security", "username", "password", "timeout_seconds", "ca_certificate"}
-_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:.]+\]?$")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _ADDRESS = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")
 _SENDER = re.compile(r"^(\+?[0-9]{3,15}|[A-Za-z0-9 ._-]{1,20})$")
@@ -188,9 +191,12 @@ class ChannelService:
             if key not in _SMTP:
                 check.add(f"/smtp/{key}", f"unknown field {key!r}", "additionalProperties")
         inner = BodyCheck(smtp, _SMTP)
-        host = inner.text("host", max_len=253)
-        if host is not None and not _HOST.match(host):
-            check.add("/smtp/host", "host is a server name or an IP address", "format")
+        host = inner.text("host", max_len=255)
+        if host is not None:
+            host = _smtp_host(host)
+            if host is None:
+                message = "host is a server name or an IP address (in brackets or not)"
+                check.add("/smtp/host", message, "format")
         security = smtp.get("security", "starttls")
         if security not in SECURITY:
             check.add("/smtp/security", f"security is one of {', '.join(SECURITY)}", "enum")
@@ -269,6 +275,18 @@ def _ca_certificate(check: BodyCheck, value: Any) -> str | None:
     return None
 
 
+def _smtp_host(written: str) -> str | None:
+    """The server to connect to, or None when `written` names none. Brackets, as mail
+    configurations write an address literal or a host used as is (`[2001:db8::25]`,
+    Postfix's `[smtp.acme.com.br]`: no MX lookup, which the sender never does), are read as
+    the host they enclose and not kept: the name lookup takes no brackets."""
+    bare = written[1:-1] if written.startswith("[") and written.endswith("]") else written
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        return bare if len(bare) <= 253 and _HOST_NAME.match(bare) else None
+
+
 def _address(check: BodyCheck, name: str, *, required: bool) -> str | None:
     value = check.text(name, required=required, max_len=320)
     if value is None:
@@ -280,4 +298,10 @@ def _address(check: BodyCheck, name: str, *, required: bool) -> str | None:
         message = f'{name} is one address, or "Name <address>"'
         check.add(f"/{name}", message, "format")
         return None
-    return email.utils.formataddr((display, address)) if display else address
+    if not display:
+        return address
+    # Kept as the admin wrote it, in Unicode ("Gestão de Frota <…>"), quoted where it needs
+    # to be ("Frota, Acme"): encoding a name for the header is the message's business, at
+    # send time (`email.build_message`). One stored encoded by an earlier version is read back.
+    name = str(email.header.make_header(email.header.decode_header(display)))
+    return str(Address(display_name=name, addr_spec=address))

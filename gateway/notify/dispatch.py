@@ -118,7 +118,7 @@ class NotificationSender:
         until = decision.until.isoformat() if decision.until else ""
         if decision.action == "delay":
             assert decision.until is not None
-            return Held(decision.until, f"held: {decision.reason} until {until}")
+            return Held(decision.until, f"held: {decision.reason} until {until}", quiet_hours=True)
         if decision.action == "suppress":
             return Dropped(f"suppressed: {decision.reason} (until {until})")
         if cooldown is None:

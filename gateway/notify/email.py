@@ -68,10 +68,9 @@ class EmailSender:
         started = time.perf_counter()
         summary = {"to": list(message.to), "subject": message.subject, "server": settings.host}
         try:
-            recipients = [mailbox(to) for to in message.to]
-            mime = build_message(settings, replace(message, to=tuple(r[0] for r in recipients)))
+            mime, recipients = prepare(settings, message)
         except ValueError as exc:
-            return _outcome(Verdict.FAIL, f"cannot build the message: {exc}", started, summary)
+            return _outcome(Verdict.FAIL, f"{UNBUILDABLE}: {exc}", started, summary)
         try:
             sock = await self._connect(settings)
         except GatewayError as exc:  # the SSRF policy refused the server
@@ -90,7 +89,7 @@ class EmailSender:
             # it here too would pull it from under a TLS shutdown still in progress).
             errors, reply = await aiosmtplib.send(
                 mime,
-                recipients=[r[1] for r in recipients],  # the envelope: exactly these, not To's
+                recipients=recipients,  # the envelope: exactly these, not To's
                 hostname=settings.host,
                 sock=sock,
                 port=None,
@@ -156,6 +155,20 @@ def _redactor(settings: EmailSettings) -> Redactor:
 def tls_context(ca_certificate: str | None) -> ssl.SSLContext:
     """The system's trusted CAs, or only the channel's own CA (a private relay's)."""
     return ssl.create_default_context(cadata=ca_certificate)
+
+
+UNBUILDABLE = "cannot build the message"
+
+
+def prepare(
+    settings: EmailSettings, message: EmailMessage
+) -> tuple[email.message.EmailMessage, list[str]]:
+    """The MIME message a send sends and the envelope's recipients (`mailbox`); ValueError for
+    a message that cannot be built (a recipient that is not one address, a header with a line
+    break). The flows' dry run shows what it builds (`flows/dry_run.py`)."""
+    recipients = [mailbox(to) for to in message.to]
+    mime = build_message(settings, replace(message, to=tuple(r[0] for r in recipients)))
+    return mime, [r[1] for r in recipients]
 
 
 def mailbox(address: str) -> tuple[str, str]:

@@ -8,12 +8,13 @@ can go wrong with the notification is an outcome: a deleted channel, partner, ac
 mapping fails it with a message saying which. The database failing a read is not the
 notification's fault: StoreUnavailable passes, and the delivery worker hands it back. A
 message whose parts do not fit the channel (rendered from a template of another type) fails,
-saying so. When
-FCM says a device token is UNREGISTERED, the token is removed from the driver it came from.
+saying so. When FCM says a device token is UNREGISTERED, the token is removed from the driver
+it came from; a removal that cannot be written is noted in the outcome and never changes it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -31,6 +32,8 @@ from gateway.notify.sms import SmsSender
 from gateway.notify.templating import REQUIRED
 from gateway.outbound.sender import BeforeSending
 from gateway.outbound.verdict import Verdict
+
+log = logging.getLogger(__name__)
 
 
 class MappingSource(Protocol):
@@ -101,9 +104,10 @@ class Notifier:
         except GatewayError as exc:
             return SendOutcome(Verdict.FAIL, exc.detail)
         if outcome.unregistered and notification.recipient.driver_id:
-            removed = await self._forget_token(tenant, channel, notification)
-            if removed:
-                outcome = replace(outcome, detail=f"{outcome.detail}; token removed from driver")
+            outcome = replace(
+                outcome,
+                detail=outcome.detail + await self._forget_token(tenant, channel, notification),
+            )
         return outcome
 
     async def _dispatch(
@@ -152,29 +156,31 @@ class Notifier:
             before_sending=notification.before_sending,
         )
 
-    async def _forget_token(
-        self, tenant: str, channel: Channel, notification: Notification
-    ) -> bool:
-        """The token out of the driver's list, computed from the list as it is written over:
-        two removals at once (two deliveries, two processes) keep each other's."""
+    async def _forget_token(self, tenant: str, channel: Channel, notification: Notification) -> str:
+        """The token out of the driver's list (`EntityService.remove_item`); what became of it,
+        for the outcome's detail. Housekeeping after a send FCM answered: a removal that
+        cannot be written now (the database, a relay backlog, writers contending) leaves the
+        send's outcome as it is, and is tried again at the token's next UNREGISTERED answer
+        (the token stays with the driver until then)."""
         recipient = notification.recipient
         assert recipient.driver_id is not None
-
-        def without_token(data: Mapping[str, Any]) -> dict[str, Any] | None:
-            tokens = list(data.get("push_tokens") or [])
-            if recipient.address not in tokens:
-                return None
-            return {"push_tokens": [t for t in tokens if t != recipient.address] or None}
-
         extra = {"reason": "fcm_unregistered", **notification.chain}
         origin = Origin("notification", channel.id, extra)
         try:
-            written = await self._entities.update(
-                tenant, "driver", recipient.driver_id, without_token, origin
+            written = await self._entities.remove_item(
+                tenant, "driver", recipient.driver_id, "push_tokens", recipient.address, origin
             )
         except NotFound:
-            return False
-        return written is not None
+            return ""
+        except GatewayError as exc:
+            log.warning(
+                "token not removed from driver %s (tenant %s): %s",
+                recipient.driver_id,
+                tenant,
+                exc.detail,
+            )
+            return f"; token not removed from driver: {exc.detail}"
+        return "; token removed from driver" if written is not None else ""
 
 
 def _refused(partner: Partner) -> SendOutcome | None:

@@ -7,21 +7,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.notify.policy import NotifySettings, parse_settings
+from gateway.store.deliveries import DeliveryStore
 from gateway.store.notify import SettingsStore
 
 
 class SettingsService:
-    def __init__(self, store: SettingsStore) -> None:
+    def __init__(self, store: SettingsStore, deliveries: DeliveryStore) -> None:
         self._store = store
+        self._deliveries = deliveries
 
     async def get(self, tenant: str) -> NotifySettings:
         doc = await self._store.get(tenant)
         return NotifySettings() if doc is None else parse_settings(doc["settings"])
 
     async def put(self, tenant: str, body: Mapping[str, Any], author: str) -> NotifySettings:
+        """Quiet hours are applied at send time: what the old ones held (to their end, up to
+        a night away) is due at once, and the delivery worker judges it again under these
+        (sent, held to the new end, or suppressed). Done on every save, so that a save
+        whose release failed (503) is done again by saving again."""
         settings = parse_settings(body)
+        now = datetime.now(UTC)
         await self._store.put(
-            tenant,
-            {"settings": settings.as_dict(), "author": author, "updated_at": datetime.now(UTC)},
+            tenant, {"settings": settings.as_dict(), "author": author, "updated_at": now}
         )
+        await self._deliveries.release_quiet_held(tenant, now)
         return settings

@@ -78,7 +78,7 @@ def assemble_notify(
     channels = ChannelService(store, box)
     templates = TemplateService(store.notify.templates)
     assignments = AssignmentService(store.notify.assignments, entities)
-    notify_settings = SettingsService(store.notify.settings)
+    notify_settings = SettingsService(store.notify.settings, store.deliveries)
     flows = FlowService(store)
     channels.users = _users_of(flows, "channel")
     templates.users = _users_of(flows, "template")

@@ -100,6 +100,7 @@ _NOTICE = DeliveryKind.NOTIFICATION.value
 _CLAIM_PROJECTION = {"tenant": 1, "partner_id": 1, "kind": 1, "next_attempt_at": 1}
 _PROBE_PICKS = 5  # deliveries a probe looks at (claims or passes over) before it settles for a HEAD
 _DEAD = DeliveryStatus.DEAD.value
+QUIET_HOURS = "quiet_hours"  # `held_for`: a notification the tenant's quiet hours hold
 
 
 class DeliveryStore:
@@ -476,6 +477,31 @@ class DeliveryStore:
                     {"_id": {"$in": due}, "status": PENDING, "waiting_for": {"$exists": False}},
                     {"$set": {"next_attempt_at": now}, "$unset": {"probe_failed_at": ""}},
                 )
+
+    async def release_quiet_held(self, tenant: str, now: datetime) -> int:
+        """The tenant's notifications its quiet hours hold (`held_for`) due now, to be judged
+        again under the settings just saved (lifted or shortened quiet hours no longer hold
+        them to the old period's end); how many. Read through the claims' index `due` alone
+        (on SecantusDB a predicate no index has scans the collection): the pending ones not
+        yet due, whose tenant and mark are read here. A settings save is rare; this reads the
+        backlog waiting for a later time once."""
+        held: builtins.list[Any] = []
+        query = {
+            "status": PENDING,
+            "shard": {"$in": builtins.list(range(SHARDS))},
+            "next_attempt_at": {"$gt": now},
+        }
+        with translate_errors():
+            async for doc in self._c.find(query, {"tenant": 1, "held_for": 1}):
+                if doc.get("tenant") == tenant and doc.get("held_for") == QUIET_HOURS:
+                    held.append(doc["_id"])
+            if not held:
+                return 0
+            result = await self._c.update_many(
+                {"_id": {"$in": held}, "status": PENDING, "held_for": QUIET_HOURS},
+                {"$set": {"next_attempt_at": now}},
+            )
+        return result.modified_count
 
     async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
         """Extend the leases a live worker still holds (delivery id → claim token)."""

@@ -67,6 +67,7 @@ _STEP: dict[str, Any] = {
                 "skipped",
                 "not reached",
                 "rendered",
+                "nobody",
                 "unresolved",
                 "answered",
                 "failed",
