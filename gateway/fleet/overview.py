@@ -89,9 +89,7 @@ class FleetOverview:
         vehicles = sorted(
             await self._store.entities.vehicle_refs(tenant), key=lambda v: str(v["_id"])
         )
-        states = await self._store.fleet.states_of(
-            tenant, [str(v["_id"]) for v in vehicles], plans
-        )
+        states = await self._store.fleet.states_of(tenant, [str(v["_id"]) for v in vehicles], plans)
         found = []
         for vehicle in vehicles:
             fleet = states.get(str(vehicle["_id"])) or {}
