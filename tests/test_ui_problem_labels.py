@@ -93,3 +93,23 @@ async def test_a_version_of_thousands_of_digits_is_refused_not_a_crash(
         html = await response.text()
         assert response.status == 422, (path[:60], response.status)
         assert "Dados inválidos" in html and words in html, path[:60]
+
+
+async def test_an_upload_with_more_problems_than_listed_says_how_many_more(
+    client: Client, services: Services
+) -> None:
+    """150 fields naming an unknown transform: 300 problems, the first 100 listed (as the API
+    does), and the page says there are 200 more: not the complete list."""
+    lines = ["name: muitos", "direction: inbound", "entity_type: vehicle", "key: [plate]"]
+    lines += ["fields:", "  plate: {from: placa}"]
+    lines += [f"  f{i}: {{from: x, transforms: [nosuch{i}]}}" for i in range(150)]
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/mappings")
+    source = "\n".join(lines) + "\n"
+    refused = await client.post("/admin/mappings", data={"csrf": token, "source": source})
+    page = await refused.text()
+    assert refused.status == 422
+    assert len(_upload_problems(page)) == 100
+    omitted = re.search(r'data-testid="problems-omitted">(.*?)</p>', page, re.S)
+    assert omitted is not None and "mais 200 " in omitted.group(1), page
