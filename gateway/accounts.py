@@ -34,6 +34,7 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.store import Doc, Store, new_id
+from gateway.store.ui_accounts import account_email
 
 SESSION_TTL: Final = timedelta(hours=8)
 MAX_FAILURES: Final = 5
@@ -80,13 +81,13 @@ class AccountService:
 
     async def create_user(self, tenant: str, email: str, role: str, password: str) -> Doc:
         """A new user; InvalidPayload names each bad field, Conflict a taken e-mail."""
-        email = email.strip().lower()
+        email = account_email(email)
         problems = []
         if not TENANT.match(tenant):
             problems.append(
                 FieldProblem("/tenant", "a tenant is 1-100 letters, digits, _.-", "pattern")
             )
-        if not _EMAIL.match(email):
+        if not _EMAIL.match(email) or not email.rpartition("@")[2].isascii():
             problems.append(FieldProblem("/email", f"{email!r} is not an e-mail address", "format"))
         if role not in ADMIN_ROLES:
             problems.append(
@@ -188,7 +189,7 @@ class AccountService:
             await self._store.ui.users.stop_acting(tenant, email, until)
 
     async def _user(self, tenant: str, email: str) -> Doc:
-        email = email.strip().lower()
+        email = account_email(email)
         user = await self._store.ui.users.by_email(tenant, email) if TENANT.match(tenant) else None
         if user is None:
             raise NotFound(f"no user {email!r} in tenant {tenant!r}")
@@ -197,7 +198,7 @@ class AccountService:
     # -- logging in and out ------------------------------------------------------------------
 
     async def login(self, tenant: str, email: str, password: str) -> UiSession:
-        email = email.strip().lower()
+        email = account_email(email)
         key = f"password:{tenant}:{email}"
         await self._refuse_if_locked(key)
         user = await self._store.ui.users.by_email(tenant, email) if TENANT.match(tenant) else None

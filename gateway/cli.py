@@ -466,7 +466,6 @@ def ui_user(settings: Settings, command: str, options: Mapping[str, Any]) -> int
     twice; never from the command line, where `ps` and shell history would keep it. A new
     role or password, and a removal, end the user's sessions."""
     tenant, email, role = options["tenant"], options.get("email") or "", options.get("role")
-    who = f"{email.strip().lower()} of tenant {tenant}"
     password = None
     if command in ("create", "set-password"):
         password = _read_password()
@@ -475,7 +474,10 @@ def ui_user(settings: Settings, command: str, options: Mapping[str, Any]) -> int
             return 2
 
     async def work(services: Services) -> str:
+        from gateway.store.ui_accounts import account_email  # loaded with the services already
+
         accounts = services.accounts
+        who = f"{account_email(email)} of tenant {tenant}"
         if command == "list":
             for user in await accounts.users(tenant):
                 created = user["created_at"].strftime("%Y-%m-%d %H:%M")

@@ -558,3 +558,23 @@ async def test_an_admin_adds_a_user_gives_them_another_role_and_removes_them(ui:
     await ui.page.locator(".flash").wait_for()
     assert await ui.page.locator("#users tbody tr", has_text="vera@acme.com.br").count() == 0
     assert "vera@acme.com.br" not in {u["email"] for u in await ui.services.accounts.users("acme")}
+
+
+async def test_users_with_accented_or_idn_emails_log_in_from_the_browser(ui: Ui) -> None:
+    """Whoever created the account (the Users page in a browser, which may send the domain in
+    ASCII, or the command line, which takes it as typed), its e-mail is stored in one form and
+    the login form sends what it takes: an accented local part is not blocked by the browser."""
+    await make_user(ui.services)
+    await ui.services.accounts.create_user("acme", "Bia@AÇAO.com.br", "viewer", PASSWORD)
+    await ui.log_in()
+    await ui.goto("/admin/users")
+    await ui.page.fill("#f-email", "maria.joão@açao.com.br")
+    await ui.page.select_option("#f-role", "viewer")
+    await ui.page.fill("#f-password", PASSWORD)
+    await ui.page.get_by_role("button", name="Criar").click()
+    await ui.page.locator(".flash").wait_for()
+    stored = {u["email"] for u in await ui.services.accounts.users("acme")}
+    assert {"bia@xn--aao-2la.com.br", "maria.joão@xn--aao-2la.com.br"} <= stored
+    for typed in ("maria.joão@açao.com.br", "bia@açao.com.br", "BIA@xn--aao-2la.com.br"):
+        await ui.page.context.clear_cookies()
+        await ui.log_in(email=typed)

@@ -4,14 +4,22 @@ other columns, or the page, past a 1280 px screen."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from tests.flow_support import drain
-from tests.partner_double import create_action, create_partner, post, upload_mapping
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    partner,
+    post,
+    upload_mapping,
+)
 from tests.test_ui_browser import Ui, ui
-from tests.ui_support import make_user
+from tests.ui_support import POLLED_MAPPING, make_user
 
-__all__ = ["ui"]  # the fixture
+__all__ = ["partner", "ui"]  # the fixtures
 
 RLO = "\u202e"
 OVERRIDDEN = f"{RLO}abc.exe rtl"  # shown as "ltr exe.cba": the override is the name's own
@@ -106,6 +114,34 @@ async def test_a_long_name_without_spaces_breaks_and_keeps_every_column_on_scree
     await _fits(ui, "/admin/partners")
     await _fits(ui, f"/admin/partners/{erp['id']}")
     await ui.shot("odd-name-long")
+
+
+async def test_a_partners_long_page_token_breaks_and_keeps_a_schedules_runs_on_screen(
+    ui: Ui, partner: Partner
+) -> None:
+    """An opaque-cursor feed's page token (400 characters of url-safe base64) is shown in the
+    schedule's runs, sent back as it is: it breaks rather than push the duration and error
+    columns past the screen."""
+    token = base64.urlsafe_b64encode(bytes(range(256)) + bytes(44)).decode()
+    await make_user(ui.services)
+    await upload_mapping(ui.api, POLLED_MAPPING)
+    erp = await create_partner(ui.api, partner.url)
+    feed = await create_action(ui.api, erp["id"], name="frota", method="GET", path="/veiculos")
+    partner.respond_with(200, {"veiculos": [], "next": token})
+    schedule = {
+        "name": "frota",
+        "action_id": feed["id"],
+        "every": "1h",
+        "target": {"entity_type": "vehicle", "mapping": "frota-api"},
+        "cursor": {"from": "next", "param": "query.after"},
+    }
+    created = await post(ui.api, "/api/v1/schedules", schedule)
+    await ui.services.schedule_runner.run_until_idle()
+    await ui.log_in()
+    await _fits(ui, f"/admin/schedules/{created['id']}")
+    runs = ui.page.get_by_test_id("schedule-runs")
+    assert token in await runs.inner_text()  # broken, not cut
+    await ui.shot("odd-name-long-cursor")
 
 
 # The ordinary words of a page (headings, badges, dates, numbers, event types: any text but a

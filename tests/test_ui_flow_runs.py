@@ -146,3 +146,41 @@ async def test_a_runs_page_names_an_action_beyond_the_first_two_hundred(
     page = await (await client.get(f"/admin/flow-runs/{runs[0]['id']}")).text()
     deliveries = page[page.index('id="run-deliveries"') :]
     assert re.search(r'<a href="/admin/actions/[0-9a-f]{24}">push</a>', deliveries)
+
+
+async def test_a_run_with_more_deliveries_than_a_page_says_how_many_and_pages_them(
+    client: Client, services: Services
+) -> None:
+    """A notify step to 5 recipients of 50 addresses each: 250 deliveries. The table shows a
+    page of 200 of the 250 and leads to the other 50; every message of the step has its
+    delivery's status, not only those of the table's page."""
+    await email_channel(client)
+    await post(client, "/api/v1/templates", ALERT_TEMPLATE)
+    recipients = [{"address": [f"p{r}-{i}@acme.com.br" for i in range(50)]} for r in range(5)]
+    notify = {"channel": "email", "template": "alerta", "recipients": recipients}
+    flow = {
+        "name": "muitos",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+        "steps": [{"id": "avisa", "notify": notify}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await services.relay.run_until_idle()
+    await services.flow_runner.run_until_idle()  # the deliveries are created, not sent
+    response = await client.get("/api/v1/flows/muitos/runs", headers=auth())
+    [run] = (await response.json())["items"]
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/flow-runs/{run['id']}")).text()
+    steps = page[page.index('data-testid="run-steps"') : page.index("</ol>")]
+    assert steps.count('data-testid="step-delivery"') == 250
+    assert steps.count("badge s-pending") == 250  # each message's delivery status
+    table = page[page.index('id="run-deliveries"') : page.index("</table>")]
+    assert "Mostrando 200 de 250 entregas" in page and table.count("<tr>") == 201
+    more = re.search(r'<p class="pager"><a href="\?([^"#]+)#run-deliveries">', page)
+    assert more is not None, "no link to the other 50"
+    rest = await (await client.get(f"/admin/flow-runs/{run['id']}?{more.group(1)}")).text()
+    assert "Mostrando 50 de 250 entregas" in rest
+    shown = set(_links(table, "/admin/deliveries/"))
+    shown |= set(_links(rest[rest.index('id="run-deliveries"') :], "/admin/deliveries/"))
+    assert len(shown) == 250

@@ -5,12 +5,23 @@ by their format or type."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from aiohttp import FormData
 
 from gateway.services import Services
 from tests.partner_double import upload_mapping
-from tests.ui_support import POLLED_MAPPING, Client, csrf, form_fields, log_in, make_user, replaced
+from tests.support import auth
+from tests.ui_support import (
+    ALERT_TEMPLATE,
+    POLLED_MAPPING,
+    Client,
+    csrf,
+    form_fields,
+    log_in,
+    make_user,
+    replaced,
+)
 
 
 def _problems(html: str, name: str) -> list[str]:
@@ -93,3 +104,64 @@ async def test_a_version_of_thousands_of_digits_is_refused_not_a_crash(
         html = await response.text()
         assert response.status == 422, (path[:60], response.status)
         assert "Dados inválidos" in html and words in html, path[:60]
+
+
+async def test_an_upload_with_more_problems_than_listed_says_how_many_more(
+    client: Client, services: Services
+) -> None:
+    """150 fields naming an unknown transform: 300 problems, the first 100 listed (as the API
+    does), and the page says there are 200 more: not the complete list."""
+    lines = ["name: muitos", "direction: inbound", "entity_type: vehicle", "key: [plate]"]
+    lines += ["fields:", "  plate: {from: placa}"]
+    lines += [f"  f{i}: {{from: x, transforms: [nosuch{i}]}}" for i in range(150)]
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/mappings")
+    source = "\n".join(lines) + "\n"
+    refused = await client.post("/admin/mappings", data={"csrf": token, "source": source})
+    page = await refused.text()
+    assert refused.status == 422
+    assert len(_upload_problems(page)) == 100
+    omitted = re.search(r'data-testid="problems-omitted">(.*?)</p>', page, re.S)
+    assert omitted is not None and "mais 200 " in omitted.group(1), page
+
+
+async def _keyword_at(client: Client, path: str, body: Any, pointer: str) -> str:
+    """The keyword of the API's problem at `pointer` for `body` (JSON, or a YAML text)."""
+    if isinstance(body, str):
+        headers = {**auth(), "Content-Type": "application/yaml"}
+        answer = await client.post(path, data=body.encode(), headers=headers)
+    else:
+        answer = await client.post(path, json=body, headers=auth())
+    problem = await answer.json()
+    assert answer.status == 422, problem
+    [keyword] = [e["keyword"] for e in problem["errors"] if e["pointer"] == pointer]
+    return str(keyword)
+
+
+async def test_a_too_long_description_is_refused_as_too_long_not_as_the_wrong_type(
+    client: Client, services: Services
+) -> None:
+    """A mapping's, a mapping param's and a template's description, and a schedule's name,
+    are texts: one too long is `maxLength` ("Longo demais"), one not a text still `type`."""
+    mapping = "name: ll\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+    mapping += "fields:\n  plate: {from: p}\n"
+    long_text = "x" * 3000
+    for value, keyword in ((long_text, "maxLength"), ("[1, 2]", "type")):
+        described = f"{mapping}description: {value}\n"
+        assert await _keyword_at(client, "/api/v1/mappings", described, "/description") == keyword
+        param = f"{mapping}params:\n  unidade: {{description: {value}}}\n"
+        at = "/params/unidade/description"
+        assert await _keyword_at(client, "/api/v1/mappings", param, at) == keyword
+    template = {**ALERT_TEMPLATE, "description": "x" * 2001}
+    assert await _keyword_at(client, "/api/v1/templates", template, "/description") == "maxLength"
+    schedule = {"name": "x" * 201, "action_id": "none", "every": "1h"}
+    assert await _keyword_at(client, "/api/v1/schedules", schedule, "/name") == "maxLength"
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/mappings")
+    source = f"{mapping}description: {long_text}\n"
+    refused = await client.post("/admin/mappings", data={"csrf": token, "source": source})
+    assert refused.status == 422
+    [shown] = _upload_problems(await refused.text())
+    assert shown.startswith("Longo demais (linha 7): description is text of at most"), shown

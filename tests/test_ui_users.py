@@ -159,3 +159,27 @@ async def test_two_admins_demoting_or_removing_each_other_at_once_leave_an_admin
     # Each change answered as it went: done (back to the list), or refused (the list again
     # with the reason, or the login page: the session ended as its user was demoted).
     assert outcomes.count((303, "/admin/users")) == 2 - admins, (outcomes, roles)
+
+
+async def test_users_stored_before_the_one_email_form_are_put_in_it_once_and_log_in(
+    client: Client, services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older gateway stored the domain as typed (`ana@açao.com.br`, by the command line), or
+    in ASCII (a browser's Users page): the first start puts each in the one form, so the login
+    finds it whatever the browser sends; one whose form another user has is left as it was."""
+    await make_user(services, email="bia@xn--aao-2la.com.br")
+    users = services.store.db["ui_users"]
+    await make_user(services, email="ana@example.com")
+    await users.update_one({"email": "ana@example.com"}, {"$set": {"email": "ana@açao.com.br"}})
+    await make_user(services, email="carla@example.com")
+    await users.update_one({"email": "carla@example.com"}, {"$set": {"email": "BIA@Açao.com.br"}})
+    await services.store.db["migrations"].delete_many({"_id": "ui_users.email.form"})
+    await services.store.ensure_indexes()  # what every process runs at start
+    assert set(await _users(services)) == {
+        "ana@xn--aao-2la.com.br",
+        "bia@xn--aao-2la.com.br",
+        "BIA@Açao.com.br",  # taken by bia: kept, and said
+    }
+    assert "'BIA@Açao.com.br' of tenant 'acme' kept as stored" in caplog.text
+    for typed in ("ana@açao.com.br", "ANA@xn--aao-2la.com.br", "bia@AÇAO.com.br"):
+        assert (await log_in(client, email=typed)).status == 303, typed

@@ -89,6 +89,10 @@ class DeliveryService:
     ) -> list[Doc]:
         return await self._store.deliveries.list(tenant, filters, before=before, limit=limit)
 
+    async def statuses_of_run(self, tenant: str, run_id: str) -> dict[str, str]:
+        """Each delivery of a flow run, by id, its status (all of them)."""
+        return await self._store.deliveries.statuses_of_run(tenant, run_id)
+
     async def get(self, tenant: str, delivery_id: str) -> Doc:
         doc = await self._store.deliveries.get(tenant, delivery_id)
         if doc is None:

@@ -47,6 +47,20 @@ def is_text(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and type(value) is not WideInt
 
 
+def text_refused(value: Any, limit: int, *, nonblank: bool = False) -> str | None:
+    """The JSON Schema keyword that refuses `value` as a text of at most `limit` characters
+    (with `nonblank`, one with more than spaces), as the API's problems name it: `type` when
+    it is no string, `minLength` when empty, `pattern` when blank, `maxLength` when longer
+    (a text is never "of the wrong type" for its length); None when it is such a text."""
+    if not is_text(value):
+        return "type"
+    if nonblank and not value:
+        return "minLength"
+    if nonblank and not value.strip():
+        return "pattern"
+    return "maxLength" if len(value) > limit else None
+
+
 def json_type(value: Any) -> str:
     """The JSON name of a value's type, as messages name it: null, boolean, number, string,
     array or object (never Python's: dict, list, NoneType)."""

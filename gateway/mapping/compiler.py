@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from gateway.fleet.fix import FIELDS as FIX_FIELDS
 from gateway.formats.headers import is_reserved_header, reserved_message
+from gateway.formats.json_tree import text_refused
 from gateway.schemas.registry import RESERVED_FIELDS, reserved_field_message
 from gateway.schemas.renamed import current_mapping, read_aliases
 
@@ -217,9 +218,9 @@ def _header(data: dict[str, Any], problems: Problems) -> Direction | None:
         problems.add("", "name is required", "required")
     elif not isinstance(name, str) or not MAPPING_NAME_RE.match(name):
         problems.add("/name", "name is 1-100 letters, digits, '_', '.', '-'", "pattern")
-    description = data.get("description", "")
-    if not isinstance(description, str) or len(description) > _MAX_DESCRIPTION:
-        problems.add("/description", f"description is text of at most {_MAX_DESCRIPTION}", "type")
+    if refused := text_refused(data.get("description", ""), _MAX_DESCRIPTION):
+        message = f"description is text of at most {_MAX_DESCRIPTION}"
+        problems.add("/description", message, refused)
     if direction is None:
         problems.add("", "direction is required: inbound or outbound", "required")
     elif direction not in ("inbound", "outbound"):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..errors import FieldProblem
-from ..formats.json_tree import shown
+from ..formats.json_tree import shown, text_refused
 from .conditions import json_equal
 from .model import EvalError
 from .paths import NAME_RE, pointer
@@ -109,9 +109,9 @@ def _declaration(name: str, spec: Any, at: str, problems: Problems) -> Param | N
             hint = suggest(key, PARAM_KEYS)
             problems.add(f"{at}{pointer(key)}", f"unknown key {key!r}{hint}", "unknown")
             ok = False
-    description, enum, unit = spec.get("description", ""), spec.get("enum"), spec.get("unit")
-    if not isinstance(description, str) or len(description) > _MAX_TEXT:
-        problems.add(f"{at}/description", f"description is text of at most {_MAX_TEXT}", "type")
+    enum, unit = spec.get("enum"), spec.get("unit")
+    if refused := text_refused(spec.get("description", ""), _MAX_TEXT):
+        problems.add(f"{at}/description", f"description is text of at most {_MAX_TEXT}", refused)
         ok = False
     if enum is not None and not _choices(enum):
         message = f"enum is a list of 1 to {_MAX_CHOICES} texts, numbers or booleans"

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.clock import as_stored
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
-from gateway.formats.json_tree import is_text
+from gateway.formats.json_tree import is_text, text_refused
 from gateway.notify.sandbox import off_loop, previewing
 from gateway.notify.templating import (
     CHANNEL_TYPES,
@@ -189,8 +189,8 @@ def checked_template(body: Mapping[str, Any]) -> dict[str, Any]:
         message = f"channel_type is one of {', '.join(CHANNEL_TYPES)}"
         problems.append(FieldProblem("/channel_type", message, "enum"))
     description = body.get("description", "")
-    if not is_text(description) or len(description) > 2000:
-        problems.append(FieldProblem("/description", "text of at most 2000", "type"))
+    if refused := text_refused(description, 2000):
+        problems.append(FieldProblem("/description", "text of at most 2000", refused))
     locales = _locales(body.get("locales"), channel_type, problems)
     default = body.get(
         "default_locale", "pt-BR" if "pt-BR" in locales else next(iter(locales), None)

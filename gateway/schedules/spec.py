@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from gateway.errors import FieldProblem
 from gateway.formats.headers import is_reserved_header, reserved_message
-from gateway.formats.json_tree import is_text, whole_number
+from gateway.formats.json_tree import is_text, text_refused, whole_number
 from gateway.mapping.expressions import compile_expression
 from gateway.schedules.timing import parse_every
 from gateway.store import Doc
@@ -112,13 +112,12 @@ def check_fields(
 
 
 def _text(check: _Check, value: Any, pointer: str, *, max_len: int = 200) -> str | None:
-    if not is_text(value) or not value.strip() or len(value) > max_len:
+    if refused := text_refused(value, max_len, nonblank=True):
         name = pointer.lstrip("/")
-        check.add(
-            pointer, f"{name} must be a non-empty string of at most {max_len} characters", "type"
-        )
+        message = f"{name} must be a non-empty string of at most {max_len} characters"
+        check.add(pointer, message, refused)
         return None
-    return value
+    return str(value)  # a text (`text_refused`)
 
 
 def _every(check: _Check, value: Any, timezone: Any) -> dict[str, object] | None:

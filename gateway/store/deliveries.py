@@ -167,6 +167,18 @@ class DeliveryStore:
         ]
         return found[:limit]
 
+    async def statuses_of_run(self, tenant: str, run_id: str) -> dict[str, str]:
+        """Each delivery of a flow run, by id, its status: all of them, however many (a
+        notify step makes one per address, up to 500, and a run has up to 50 steps). Read
+        as `_of_event` reads, its event's range, the run picked out here."""
+        event = run_id.partition(":")[0]
+        if not EVENT_ID.fullmatch(event):
+            return {}
+        select = scoped(tenant, {"_id": event_children(event)})
+        with translate_errors():
+            docs = await self._c.find(select, {"status": 1, "run_id": 1}).to_list(None)
+        return {d["_id"]: d["status"] for d in docs if d.get("run_id") == run_id}
+
     async def list(
         self, tenant: str, filters: Mapping[str, Any], *, before: str | None, limit: int
     ) -> list[Doc]:

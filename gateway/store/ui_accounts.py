@@ -1,9 +1,10 @@
 """The admin UI's collections: users, sessions and login throttles.
 
 - `ui_users`: `{_id, tenant, email, role, password_hash, rev, created_at, updated_at,
-  acting_until?}`, the e-mail unique per tenant (stored lower-cased); `rev` moves with each
-  change of role or password. `acting_until`: the user, an admin, is demoting or removing
-  another admin (`start_acting`); until then no other admin demotes or removes this one.
+  acting_until?}`, the e-mail unique per tenant, in `account_email`'s form
+  (lower-cased, its domain in ASCII); `rev` moves with each change of role or password.
+  `acting_until`: the user, an admin, is demoting or removing another admin
+  (`start_acting`); until then no other admin demotes or removes this one.
 - `ui_sessions`: `{_id: session id, tenant, user_id?, user_rev?, subject, role, created_at,
   expires_at, forms?}`; logout deletes the record, and a TTL index drops expired ones. A user's
   session stands while the user is at `user_rev`. `forms`: the one-time ids of the last
@@ -15,14 +16,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+import logging
+import unicodedata
+from datetime import UTC, datetime
 from typing import Any, Final
 
+import idna
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
-from gateway.store.client import Database, Doc, scoped, translate_errors
+from gateway.errors import Conflict
+from gateway.store.client import Collection, Database, Doc, scoped, translate_errors
 from gateway.store.expiry import Expiry
+from gateway.store.migrations import record_step, step_done
 from gateway.store.resources import TenantResources
+
+log = logging.getLogger(__name__)
 
 THROTTLE_RETENTION_SECONDS: Final = 24 * 3600
 # How many of a session's posted forms are remembered (a form sent again is refused).
@@ -36,6 +45,52 @@ THROTTLE_INDEXES = [
         [("updated_at", ASCENDING)], expireAfterSeconds=THROTTLE_RETENTION_SECONDS, name="ttl"
     )
 ]
+
+
+EMAIL_STEP: Final = "ui_users.email.form"
+
+
+def account_email(text: str) -> str:
+    """A user's e-mail in the one form it is stored, looked up and compared in, whoever typed
+    it (the Users page, the command line, the login form): trimmed, NFC, lower-cased, its
+    domain in ASCII: IDNA 2008 with the UTS 46 mapping, as browsers send an `<input
+    type=email>` and as mail is sent (`ana@Açao.com.br` → `ana@xn--aao-2la.com.br`). A domain
+    that is no valid name is left as typed (creating the user refuses it)."""
+    local, at, domain = unicodedata.normalize("NFC", text.strip()).lower().rpartition("@")
+    if not domain.isascii():
+        with contextlib.suppress(idna.IDNAError):
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+    return f"{local}{at}{domain}"
+
+
+async def put_emails_in_form(users: Collection, migrations: Collection) -> int:
+    """The one-time step that puts the users stored before `account_email` existed in its
+    form (a domain stored as typed, `ana@açao.com.br`, was never found by a browser's login,
+    which sends it in ASCII); how many it changed. Their sessions end (the revision moves).
+    One whose new form another user of its tenant has already is left as it was, and logged."""
+    if await step_done(migrations, EMAIL_STEP):
+        return 0
+    changed = 0
+    with translate_errors():
+        stored = await users.find({}, {"tenant": 1, "email": 1}).to_list(None)
+    for doc in stored:
+        email = account_email(doc["email"])
+        if email == doc["email"]:
+            continue
+        try:
+            with translate_errors():
+                guard = {"_id": doc["_id"], "email": doc["email"]}
+                change = {"$set": {"email": email}, "$inc": {"rev": 1}}
+                changed += (await users.update_one(guard, change)).modified_count
+        except Conflict:
+            log.warning(
+                "admin UI user %r of tenant %r kept as stored: %r is another user's",
+                doc["email"],
+                doc["tenant"],
+                email,
+            )
+    await record_step(migrations, EMAIL_STEP, datetime.now(UTC))
+    return changed
 
 
 class UiUserStore(TenantResources):
@@ -170,3 +225,4 @@ class UiAccountStores:
         }
         for name, models in indexes.items():
             await self._expiry.create_indexes(self._db[name], models)
+        await put_emails_in_form(self._db["ui_users"], self._db["migrations"])

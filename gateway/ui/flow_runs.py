@@ -40,16 +40,19 @@ async def flow_run_page(request: web.Request) -> web.Response:
     tenant, services = tenant_of(request), services_of(request)
     doc = await services.notify.flow_runs.get(tenant, request.match_info["id"])
     run = public_run(doc, full=True)
-    # A run creates at most a few deliveries per step (one per call, one per recipient).
-    docs = await services.deliveries.list(
-        tenant, {"run_id": run["id"]}, before=None, limit=paging.MAX_PAGE
-    )
-    deliveries = [public_delivery(d) for d in docs]
+    # A run's deliveries are one per call and one per address a notify step sends to: up to
+    # 500 a step, 50 steps. The table is paged; every step's message has its status.
+    limit, cursor = paging.page_params(request.query, default=paging.MAX_PAGE)
+    docs = await services.deliveries.list(tenant, {"run_id": run["id"]}, before=cursor, limit=limit)
+    statuses = await services.deliveries.statuses_of_run(tenant, run["id"])
     actions = await choices.actions(request)
     context = {
         "run": run,
-        "deliveries": deliveries,
-        "by_id": {d["id"]: d for d in deliveries},
+        "deliveries": [public_delivery(d) for d in docs],
+        "deliveries_total": len(statuses),
+        "next_cursor": docs[-1]["_id"] if len(docs) == limit else None,
+        "first_page": cursor is not None,
+        "statuses": statuses,
         "actions_by_id": {str(a["_id"]): a["name"] for a in actions},
     }
     return render(request, "notify/flow_run.html", context)

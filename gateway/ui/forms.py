@@ -71,6 +71,8 @@ class Form:
     # An edit refused as stale: each field whose current value differs from what was
     # typed, with the current value (the page shows them beside the admin's input).
     stale: list[tuple[str, str]] | None = None
+    # How many problems the refusal did not list (InvalidPayload.omitted: past its first 100).
+    omitted: int = 0
 
     def value(self, name: str, default: Any = "") -> Any:
         return self.values.get(name, default)
@@ -92,11 +94,13 @@ class Form:
     ) -> Form:
         """Place an error's problems by field (InvalidPayload), or above the form. `rest`
         is the field that takes the problems no other field claims (a JSON document's
-        textarea takes every problem of the document)."""
+        textarea takes every problem of the document). The problems it did not list are
+        counted (`omitted`: the page says how many more there are)."""
         if isinstance(error, InvalidPayload) and error.problems:
             names = sorted(fields, key=len, reverse=True)
             for problem in error.problems:
                 self._place(problem, names, rest)
+            self.omitted += error.omitted
         else:
             self.general.append(Problem(error_key(error.status), error.detail))
         return self

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.auth.tokens import ADMIN_ROLES
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.store.ui_accounts import account_email
 from gateway.ui.forms import Form, read_values
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, session_of, tenant_of
@@ -73,6 +74,6 @@ async def _change_other(request: web.Request, flash: str, *, role: bool) -> web.
 
 
 def _not_yourself(request: web.Request, email: str) -> None:
-    if email.strip().lower() == session_of(request).subject:
+    if account_email(email) == session_of(request).subject:
         message = "you cannot change or remove the account you are signed in with"
         raise InvalidPayload(message, [FieldProblem("/email", message, "other")])
