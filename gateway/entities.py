@@ -485,6 +485,7 @@ class EntityService:
         clean = await self._check(tenant, etype, data)
         nk = self.natural_key(etype, clean)
         events = _events(etype, clean, True, [], origin, extra_events, event_detail)
+        write_fence.check_deadline()  # a held-up create would bring back a deleted entity
         doc = await self._store.entities.insert(tenant, etype, nk, clean, events)
         if doc is None:
             raise Conflict(f"a {etype} with key {nk!r} already exists")

@@ -524,6 +524,27 @@ async def test_a_partner_call_whose_body_trickled_in_past_the_fence_is_written(
     assert (await stored.json())["model"] == "slow"
 
 
+async def test_a_partner_create_held_up_past_the_fence_is_not_sent(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create is a write too: held up past the fence it would bring back an entity deleted
+    meanwhile, with its old data."""
+    trigger = await create_trigger(client)
+    check = EntityService._check
+
+    async def held_up(self: EntityService, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.4)  # the process is held up (a 0.2 s fence here)
+        return await check(self, *args, **kwargs)
+
+    monkeypatch.setattr(write_fence, "WRITE_SECONDS", 0.2)
+    monkeypatch.setattr(EntityService, "_check", held_up)
+    status, answer = await hook(client, trigger, {"plate": "XYZ9A87", "model": "late"})
+    assert status == 503 and answer["outcome"] == "unknown", answer
+    monkeypatch.setattr(EntityService, "_check", check)
+    missing = await client.get("/api/v1/entities/vehicle/XYZ9A87", headers=auth())
+    assert missing.status == 404
+
+
 async def test_a_request_held_up_before_its_read_does_not_land_over_the_newer_write(
     aiohttp_client: Any,
     make_app: Callable[..., web.Application],

@@ -106,11 +106,31 @@ async def test_an_entity_write_and_its_idempotent_replay_carry_the_acknowledgeme
     assert status == 200 and batch["received"] is True and len(batch["results"]) == 2
 
 
+async def test_a_batch_refusing_an_item_the_partner_must_resend_is_not_acknowledged(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An item refused with a 503 (its entity's events wait for the relay) is not kept: the
+    partner is told to send it again, so the 207 carries no acknowledgement that would make
+    it drop the batch."""
+    from gateway.store import entities as entity_store
+
+    monkeypatch.setattr(entity_store, "MAX_OUTBOX", 2)
+    await upload_mapping(client, ACKNOWLEDGED)
+    trigger = await create_trigger(client, mapping="acknowledged")
+    assert (await hook(client, trigger, {"plate": "ABC1D23", "make": "Fiat"}))[0] == 201
+    assert (await hook(client, trigger, {"plate": "ABC1D23", "make": "VW"}))[0] == 200
+    batch = [{"plate": "ABC1D23", "make": "GM"}, {"plate": "XYZ9A87", "make": "Ford"}]
+    status, answer = await hook(client, trigger, batch)
+    assert status == 207 and [r["status"] for r in answer["results"]] == [503, 201]
+    assert "received" not in answer
+
+
 @pytest.mark.parametrize(
     ("answer", "pointer", "keyword"),
     [
         ("{results: []}", "/answer/results", "reserved"),
         ("{result: ok, summary: x}", "/answer/summary", "reserved"),
+        ("{status: ok}", "/answer/status", "reserved"),  # a replay's answer has its own
         ("ok", "/answer", "type"),
     ],
 )

@@ -35,6 +35,7 @@ GATEWAY_ANSWER_KEYS: Final = frozenset(
     {"id", "key", "created", "changed", "events", "skipped", "also"}
     | {"vehicle", "time", "duplicate"}
     | {"results", "summary"}
+    | {"status"}  # an answer given again by a replay (`triggers/replay.py`) carries it
 )
 
 

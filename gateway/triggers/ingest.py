@@ -400,10 +400,14 @@ class Ingestor:
 
 
 def _acknowledged(plan: _Plan, ingested: Ingested) -> Ingested:
-    """A call's 2xx answer with its mapping's `answer` members (207 included: the refused
-    items are kept, `rejected.py`, and a partner that waits for its acknowledgement would
-    otherwise send them, and every item after them, again for ever)."""
+    """A call's 2xx answer with its mapping's `answer` members. A 207 too when every item it
+    refuses is kept (a 422: `rejected.py`), since a partner that waits for its
+    acknowledgement would otherwise send them, and every item after them, again for ever;
+    not when it refuses one the partner must send again (a 409, a 503: not kept)."""
     if plan.mapping is None or not 200 <= ingested.status < 300:
+        return ingested
+    results = ingested.body.get("results") if ingested.status == 207 else None
+    if results and any(r.get("status", 0) >= 400 and r["status"] != 422 for r in results):
         return ingested
     return replace(ingested, body=plan.mapping.answered(ingested.body))
 
