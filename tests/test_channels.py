@@ -211,6 +211,19 @@ async def test_a_bracketed_smtp_host_is_the_address_it_encloses(
         assert (await response.json())["errors"][0]["pointer"] == "/smtp/host"
 
 
+async def test_a_channel_stored_with_a_bracketed_host_before_they_were_read_sends(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """Stored as an earlier version kept it, `[127.0.0.1]`: read as the host it encloses."""
+    double = await smtp_server()
+    await post(client, "/api/v1/channels", _email_channel(double))
+    channels = client.app[services_key].store.db["channels"]
+    changed = await channels.update_one({"name": "email"}, {"$set": {"smtp.host": "[127.0.0.1]"}})
+    assert changed.modified_count == 1
+    result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
+    assert result["result"] == "success", result
+
+
 async def test_sms_through_a_zenvia_shaped_provider(client: Client, partner: Partner) -> None:
     await _sms_channel(client, partner, "zenvia")
     partner.respond_with(200, {"id": "zv-1"})

@@ -54,6 +54,27 @@ async def test_a_from_or_reply_to_naming_two_addresses_is_refused(
     assert (await patched.json())["errors"][0]["pointer"] == f"/{field}"
 
 
+@pytest.mark.parametrize("field", ["from", "reply_to"])
+@pytest.mark.parametrize(
+    "written",
+    [
+        "=?x-unknown?q?abc?= <alertas@acme.com.br>",  # a charset nobody knows
+        "=?utf-8?b?/w==?= <alertas@acme.com.br>",  # bytes that are not UTF-8
+        "=?utf-8?q?a=0D=0Ab?= <alertas@acme.com.br>",  # a line break, once decoded
+    ],
+)
+async def test_an_encoded_display_name_that_does_not_decode_is_refused(
+    client: Client, smtp_server: SmtpFactory, field: str, written: str
+) -> None:
+    """A 422 at the field, not a 500."""
+    smtp = await smtp_server()
+    body = _channel(smtp.port, **{"from": "alertas@acme.com.br", field: written})
+    response = await client.post("/api/v1/channels", json=body, headers=auth())
+    assert response.status == 422, await response.text()
+    (problem,) = (await response.json())["errors"]
+    assert problem["pointer"] == f"/{field}" and problem["keyword"] == "format"
+
+
 async def test_one_address_with_a_comma_in_its_display_name_is_kept_whole(
     client: Client, smtp_server: SmtpFactory
 ) -> None:

@@ -12,6 +12,7 @@ never returned; `smtp` is replaced whole on a change, so a new server needs it a
 
 from __future__ import annotations
 
+import email.errors
 import email.header
 import email.utils
 import ipaddress
@@ -139,7 +140,8 @@ class ChannelService:
                     whose = f"channel {doc['name']!r} ({cid}): its stored SMTP password"
                     raise exc.naming(whose) from None
             settings = EmailSettings(
-                host=smtp["host"],
+                # as it is written now (one stored before brackets were read: as they are)
+                host=_smtp_host(smtp["host"]) or smtp["host"],
                 port=int(smtp["port"]),
                 security=smtp["security"],
                 sender=doc["from"],
@@ -303,5 +305,12 @@ def _address(check: BodyCheck, name: str, *, required: bool) -> str | None:
     # Kept as the admin wrote it, in Unicode ("Gestão de Frota <…>"), quoted where it needs
     # to be ("Frota, Acme"): encoding a name for the header is the message's business, at
     # send time (`email.build_message`). One stored encoded by an earlier version is read back.
-    name = str(email.header.make_header(email.header.decode_header(display)))
-    return str(Address(display_name=name, addr_spec=address))
+    try:
+        shown = str(email.header.make_header(email.header.decode_header(display)))
+        return str(Address(display_name=shown, addr_spec=address))
+    except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
+        # an encoded name that does not decode: an unknown charset, bytes that are not its
+        # text, a line break inside
+        message = f"{name}: the display name {display!r} does not decode to text on one line"
+        check.add(f"/{name}", message, "format")
+        return None
