@@ -24,6 +24,7 @@ from gateway.auth.tokens import issue_trigger_token
 from gateway.auth.webhook_signature import generate_secret
 from gateway.clock import as_stored
 from gateway.errors import Conflict, FieldProblem, NotFound
+from gateway.kinds import KindService
 from gateway.mapping_files.needs import trigger_needs
 from gateway.mapping_files.source import MappingSource
 from gateway.schemas.compiled import invalid
@@ -92,6 +93,7 @@ class TriggerService:
         self,
         store: Store,
         mappings: MappingSource,
+        kinds: KindService,
         ring: KeyRing,
         box: SecretBox,
         *,
@@ -106,6 +108,7 @@ class TriggerService:
         # Told the id of every trigger this process changed (the gate cache forgets it).
         self._on_change = on_change
         self._mappings = mappings
+        self._kinds = kinds
         self._ring = ring
         self._box = box
         self._base_url = base_url
@@ -119,7 +122,7 @@ class TriggerService:
         """`create("acme", name="gps", entity_type="vehicle", mapping="osmand")`, or a
         specification mapping as the admin API receives it."""
         spec = whole_numbers({**(spec or {}), **fields})
-        await self._check(tenant, spec)
+        await self._check(tenant, spec, new=True)
         now = as_stored(self._clock())
         doc = document(
             spec, trigger_id=new_trigger_id(), tenant=tenant, defaults=self._defaults, now=now
@@ -245,17 +248,35 @@ class TriggerService:
     # -- helpers -------------------------------------------------------------------------------
 
     async def _check(
-        self, tenant: str, spec: Mapping[str, Any], *, access_rules: bool = True
+        self, tenant: str, spec: Mapping[str, Any], *, access_rules: bool = True, new: bool = False
     ) -> None:
+        """InvalidPayload listing the specification's problems. The kind is checked for a
+        `new` trigger only: it cannot change, and one named by a trigger stored before kinds
+        in use were kept from deletion (`KindService.delete`) must not freeze the trigger."""
         check_spec(
             spec,
             max_body_bytes=self._defaults["max_body_bytes"],
             max_batch_items=self._defaults["max_batch_items"],
             access_rules=access_rules,
         )
-        problems = [*await self._mapping_problems(tenant, spec), *self._auth_problems(spec)]
+        problems = [
+            *(await self._kind_problems(tenant, spec) if new else ()),
+            *await self._mapping_problems(tenant, spec),
+            *self._auth_problems(spec),
+        ]
         if problems:
             raise invalid("trigger", problems)
+
+    async def _kind_problems(
+        self, tenant: str, spec: Mapping[str, Any]
+    ) -> builtins.list[FieldProblem]:
+        """A kind that does not exist: every entity the trigger wrote would be refused,
+        "unknown kind", as if the partner's payload were wrong."""
+        kind = spec.get("kind")
+        if not isinstance(kind, str) or await self._kinds.exists(tenant, kind):
+            return []
+        problem = self._kinds.unknown(kind)
+        return [replace(problem, message=f"/kind: {problem.message}")]
 
     async def _mapping_problems(
         self, tenant: str, spec: Mapping[str, Any]
