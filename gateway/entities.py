@@ -32,6 +32,7 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.formats import at_path
+from gateway.formats.json_tree import same_json
 from gateway.kinds import KindService
 from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
@@ -154,22 +155,6 @@ def diff(old: Any, new: Any, prefix: str = "") -> list[Change]:
             changes.extend(diff(old.get(key), new.get(key), path))
         return sorted(changes, key=lambda c: c.field)
     return [] if same_json(old, new) else [Change(prefix, old, new)]
-
-
-def same_json(old: Any, new: Any) -> bool:
-    """Whether two values are the same JSON value, at any depth: a number whatever its
-    spelling (`1` and `1.0`), but `true` is no `1` nor `false` a `0`, though Python's `==`
-    says they are (so a write from one to the other was once taken for no change at all)."""
-    kind = type(old)
-    if kind is type(new) and kind is not list and kind is not dict:
-        return bool(old == new)  # the common case: two strings, two floats, ...
-    if old != new:
-        return False
-    if isinstance(old, list):  # equal, so `new` is a list of as many items
-        return all(map(same_json, old, new))
-    if isinstance(old, dict):  # equal, so `new` has the same keys
-        return all(same_json(value, new[key]) for key, value in old.items())
-    return isinstance(old, bool) == isinstance(new, bool)
 
 
 def merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

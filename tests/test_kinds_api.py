@@ -658,6 +658,62 @@ async def test_a_forced_schema_replacement_leaves_entities_to_be_made_valid(
     assert fixed.status == 200, await fixed.text()
 
 
+async def test_a_write_leaving_a_stored_value_the_schema_refuses_never_quotes_it(
+    client: Client,
+) -> None:
+    safe = {
+        "type": "object",
+        "properties": {"serial": {"type": "string"}, "pin": {"type": "string"}, "lock": {}},
+    }
+    kind = {"name": "cofre", "schema": safe}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    doc = {"kind": "cofre", "key": "A", "serial": "x", "pin": "98765", "lock": {"a": "segredo"}}
+    assert (await client.post("/api/v1/entities/other", json=doc, headers=auth())).status == 201
+    stricter = {
+        **safe,
+        "properties": {
+            **safe["properties"],
+            "pin": {"type": "string", "maxLength": 4},
+            "lock": {"type": "object", "maxProperties": 1},
+        },
+    }
+    path = "/api/v1/kinds/cofre?force=true"
+    assert (await client.put(path, json={"schema": stricter}, headers=auth())).status == 200
+    spec = {"name": "c", "entity_type": "other", "kind": "cofre", "expose": ["serial"]}
+    trigger = await (await client.post("/api/v1/triggers", json=spec, headers=auth())).json()
+    bearer = {"Authorization": f"Bearer {trigger['token']}"}
+    hook = f"/hooks/{trigger['id']}"
+    # pin left as stored; lock merged with the stored one
+    answer = await client.post(
+        hook, json={"key": "A", "serial": "y", "lock": {"b": "z"}}, headers=bearer
+    )
+    text = await answer.text()
+    assert answer.status == 422, text
+    assert "98765" not in text and "segredo" not in text, text
+    errors = {e["pointer"]: e for e in (await answer.json())["errors"]}
+    assert errors.keys() == {"/pin", "/lock"}
+    assert errors["/pin"]["keyword"] == "maxLength"
+    assert errors["/pin"]["message"].startswith(
+        "/pin: the stored value does not meet the schema (maxLength), and this write leaves it"
+    )
+    assert errors["/lock"]["message"] == (
+        "/lock: the stored value, with this write merged into it, does not meet the schema "
+        "(maxProperties)"
+    )
+    kept = await (
+        await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    ).text()
+    assert "/pin" in kept and "98765" not in kept and "segredo" not in kept, kept
+    # a value the write sends is quoted, as ever
+    answer = await client.post(
+        hook, json={"key": "A", "pin": "123456", "lock": None}, headers=bearer
+    )
+    assert answer.status == 422 and '\\"123456\\" is longer than 4' in await answer.text()
+    fixed = {"key": "A", "pin": "1234", "lock": None}
+    answer = await client.post(hook, json=fixed, headers=bearer)
+    assert answer.status == 200, await answer.text()
+
+
 async def test_a_schema_replacement_checks_a_bounded_number_of_stored_entities(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

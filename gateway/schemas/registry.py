@@ -22,7 +22,12 @@ from gateway.formats.json_tree import shown
 from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
 from gateway.schemas.ids import canonical_plate_key, normalize_identifier
 from gateway.schemas.kind_keys import key_problems
-from gateway.schemas.problems import nul_key_problems, pointer, root_problem
+from gateway.schemas.problems import (
+    nul_key_problems,
+    pointer,
+    root_problem,
+    without_stored_values,
+)
 from gateway.schemas.walk import COMBINATORS, Resolver
 from gateway.shipped import SCHEMAS
 
@@ -157,11 +162,14 @@ class SchemaRegistry:
         """The normalised document (a new dict; identifiers stripped of formatting, plates
         upper case without dash), or InvalidPayload listing every problem. `stored` is the
         entity's stored data when `doc` is a write merged into it: its key was chosen then
-        (`kind_keys`).
+        (`kind_keys`), and a problem does not quote a value of it the write did not send
+        (`without_stored_values`).
 
         Identifiers are normalised before validation, so what is validated is what is stored.
         """
         normalised, problems = self._run(entity_type, doc, kind_schema, stored)
+        if problems and stored is not None:
+            problems = without_stored_values(problems, doc, stored)
         if problems:
             raise invalid(entity_type, problems)
         if not isinstance(normalised, dict):  # unreachable while every schema says object
