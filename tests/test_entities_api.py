@@ -112,6 +112,45 @@ async def test_past_a_hundred_problems_the_answer_lists_a_hundred_and_counts_the
         assert len(text) < 20_000, (path, len(text))
 
 
+_NOT_ANY = "is not valid under any of the schemas listed in the '%s' keyword"
+
+
+async def test_values_failing_an_any_of_past_fifty_are_one_problem_each_counted_once(
+    client: Client,
+) -> None:
+    """Past 100 error entries, the answer was built from the evaluation's entries, which list
+    each failed branch of an anyOf/oneOf: 60 wrong items were 100 problems listed twice each
+    (`type`, "not of type string", then "integer") and 20 more omitted."""
+    slot = {"type": "object", "properties": {"n": {"type": "string"}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "slots": {"type": "array", "items": {"oneOf": [slot, {"type": "array"}]}},
+            "shifts": {
+                "type": "array",
+                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            },
+        },
+    }
+    kind = {"name": "crew", "schema": schema}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    for count in (60, 150):  # fewer problems than an answer lists, and more
+        body = {"kind": "crew", "key": f"c{count}", "slots": [{"n": 1}], "shifts": [None] * count}
+        answer = await client.post("/api/v1/entities/other", json=body, headers=auth())
+        problem = await answer.json()
+        assert answer.status == 422, problem
+        listed = [(e["pointer"], e["keyword"], e["message"]) for e in problem["errors"]]
+        expected = [
+            ("/slots/0", "oneOf", f'/slots/0: {{"n":1}} {_NOT_ANY % "oneOf"}'),
+            *[
+                (f"/shifts/{i}", "anyOf", f"/shifts/{i}: null {_NOT_ANY % 'anyOf'}")
+                for i in range(count)
+            ],
+        ]
+        assert listed == expected[:100], listed[:3]
+        assert problem.get("errors_omitted", 0) == len(expected) - len(listed)
+
+
 async def test_patch_reports_changes_and_emits_entity_updated_with_old_and_new(
     client: Client,
 ) -> None:

@@ -7,7 +7,7 @@ the Brazilian identifier formats of `ids.py` are available to every schema.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -25,7 +25,13 @@ from gateway.formats.json_tree import (
     wide_integers,
 )
 from gateway.schemas.ids import IDENTIFIERS
-from gateway.schemas.problems import UNEXPLAINED, pointer, problems_from_errors, root_problem
+from gateway.schemas.problems import (
+    UNEXPLAINED,
+    at_pointer,
+    pointer,
+    problems_from_errors,
+    root_problem,
+)
 from gateway.schemas.walk import (
     IdentifierInName,
     Normaliser,
@@ -86,10 +92,13 @@ class CompiledSchema:
         More problems than an answer lists (MAX_PROBLEMS) are not explained one by one:
         jsonschema-rs's `iter_errors` builds every error as a Python exception before the
         first is read (13 us each: 250,000 wrong items held the event loop 3 s), and has no
-        way to stop early; its `evaluate` lists them as plain entries ten times faster. So
-        with more than that many, the first MAX_PROBLEMS are the validator's own messages at
-        their pointers (`_plain_problem`) and each of the rest is UNEXPLAINED, counted by
-        InvalidPayload (`omitted`), never listed.
+        way to stop early; its `evaluate` lists them as plain entries ten times faster. Its
+        entries list each failed branch of an anyOf/oneOf, which `iter_errors` gives as one
+        error of the applicator: they are counted as such (`_failures`). So with more failures
+        than that many, the first MAX_PROBLEMS are the validator's own messages at their
+        pointers (`_plain_problem`) and each of the rest is UNEXPLAINED, counted by
+        InvalidPayload (`omitted`), never listed. (A branch that is a `$ref` is listed under
+        the location it refers to: its entries are counted one by one.)
         A wide integer (`WideInt`) is a number to the schema, which the database stores as
         its text: it must be valid both ways (`_wide_problems`)."""
         if holds_wide_integers(normalised):
@@ -98,9 +107,11 @@ class CompiledSchema:
             if self._validator.is_valid(normalised):
                 return []
             found = self._validator.evaluate(normalised).errors()
-            if len(found) > MAX_PROBLEMS:
-                listed = [_plain_problem(entry) for entry in found[:MAX_PROBLEMS]]
-                return listed + [UNEXPLAINED] * (len(found) - MAX_PROBLEMS)
+            if len(found) > MAX_PROBLEMS and len(failures := _failures(found)) > MAX_PROBLEMS:
+                listed = [
+                    _plain_problem(entry, original) for entry in list(failures)[:MAX_PROBLEMS]
+                ]
+                return listed + [UNEXPLAINED] * (len(failures) - MAX_PROBLEMS)
             errors = list(self._validator.iter_errors(normalised))
         except ValueError as exc:  # a value JSON cannot carry, e.g. a datetime
             return [root_problem(f"not a JSON document: {exc}", "type")]
@@ -131,12 +142,65 @@ class CompiledSchema:
         return has_path(self.schema, path.split("."), indexes=False)
 
 
-def _plain_problem(entry: Mapping[str, Any]) -> FieldProblem:
-    """A problem from one entry of an evaluation's errors: its instance's pointer, the
-    validator's message, the keyword its schema location ends with."""
-    where = str(entry["instanceLocation"])
-    keyword = str(entry["schemaLocation"]).rsplit("/", 1)[-1]
-    return FieldProblem(where, f"{where or 'document'}: {entry['error']}", keyword)
+_Failure = tuple[str, str, str]  # (instance pointer, keyword, the validator's message or "")
+_BRANCHING: Final = frozenset({"anyOf", "oneOf"})
+# What a subschema's keyword steps into, as a schema location spells it after a branch of an
+# anyOf/oneOf: a member or an item of the instance (one step of its pointer), or nothing (the
+# same instance); each named or indexed one takes the name or index that follows it.
+_INTO_NAMED: Final = {"properties": 1, "patternProperties": 1, "dependentSchemas": 0}
+_INTO_INDEXED: Final = {"prefixItems": 1, "allOf": 0, "anyOf": 0, "oneOf": 0}
+_INTO: Final = frozenset(
+    {"items", "additionalProperties", "unevaluatedItems", "unevaluatedProperties", "contains"}
+)
+
+
+def _failures(entries: Sequence[Mapping[str, Any]]) -> dict[_Failure, None]:
+    """The failures an evaluation's error entries stand for, in order, once each: what
+    `iter_errors` yields one error for. An entry in a branch of an anyOf or a oneOf that
+    failed as a whole (each of its branches lists its own) is that applicator's failure, at
+    the instance it applied to; every other entry is a failure of its own."""
+    found: dict[_Failure, None] = {}
+    for entry in entries:
+        where = str(entry["instanceLocation"])
+        parts = str(entry["schemaLocation"]).split("/")
+        for i, part in enumerate(parts[:-1]):
+            if part in _BRANCHING and parts[i + 1].isdigit():
+                steps = _steps(parts[i + 2 :])
+                if steps:
+                    where = "/".join(where.split("/")[:-steps])
+                found[(where, part, "")] = None
+                break
+        else:
+            keyword = parts[-1]
+            found[(where, keyword, str(entry["error"]))] = None
+    return found
+
+
+def _steps(location: list[str]) -> int:
+    """How many steps of the instance's pointer a schema location below a branch takes (its
+    last part is the failing keyword, which takes none)."""
+    steps = i = 0
+    while i < len(location) - 1:
+        part = location[i]
+        if part in _INTO_NAMED or part in _INTO_INDEXED:
+            steps += _INTO_NAMED.get(part, 0) + _INTO_INDEXED.get(part, 0)
+            i += 2
+        else:
+            steps += part in _INTO
+            i += 1
+    return steps
+
+
+def _plain_problem(failure: _Failure, original: Any) -> FieldProblem:
+    """A problem from one failure of an evaluation (`_failures`): its instance's pointer, the
+    validator's message (an anyOf's or oneOf's said as `iter_errors` says it, quoting the
+    value sent), the keyword."""
+    where, keyword, message = failure
+    if not message:
+        value = at_pointer(original, where)
+        message = f"{shown(value)} is not valid under any of the schemas listed in the "
+        message += f"'{keyword}' keyword"
+    return FieldProblem(where, f"{where or 'document'}: {message}", keyword)
 
 
 def invalid(what: str, problems: list[FieldProblem]) -> InvalidPayload:

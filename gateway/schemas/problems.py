@@ -68,7 +68,7 @@ def without_stored_values(
             out.append(problem)
             continue
         where = problem.pointer
-        new, old = _at_pointer(doc, where), _at_pointer(stored, where)
+        new, old = at_pointer(doc, where, _MISSING), at_pointer(stored, where, _MISSING)
         if new is _MISSING:  # a field missing: its message quotes no value
             out.append(problem)
         elif old is not _MISSING and same_json(new, old):
@@ -89,8 +89,8 @@ def without_stored_values(
     return out
 
 
-def _at_pointer(doc: Any, where: str) -> Any:
-    """The value at the JSON Pointer `where` in `doc`, or _MISSING."""
+def at_pointer(doc: Any, where: str, missing: Any = None) -> Any:
+    """The value at the JSON Pointer `where` in `doc`, or `missing`."""
     for part in where.split("/")[1:] if where else ():
         name = part.replace("~1", "/").replace("~0", "~")
         if isinstance(doc, Mapping) and name in doc:
@@ -98,7 +98,7 @@ def _at_pointer(doc: Any, where: str) -> Any:
         elif isinstance(doc, list) and name.isdigit() and int(name) < len(doc):
             doc = doc[int(name)]
         else:
-            return _MISSING
+            return missing
     return doc
 
 
