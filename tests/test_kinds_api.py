@@ -278,6 +278,41 @@ async def test_a_kind_schema_with_its_id_beside_a_ref_reads_back_and_validates(
     assert response.status == 200, await response.text()
 
 
+async def test_a_schema_declaring_a_draft_the_validator_does_not_read_is_refused(
+    client: Client, services: Services
+) -> None:
+    """A 2019-09 schema was taken and read as 2020-12: its `$recursiveRef` ignored, so an
+    invalid CPF below it was stored."""
+    draft = "https://json-schema.org/draft/2019-09/schema"
+    schema = {
+        "$schema": draft,
+        "type": "object",
+        "properties": {"d": {"$recursiveRef": "#"}, "c": {"type": "string", "format": "cpf"}},
+    }
+    response = await client.post(
+        "/api/v1/kinds", json={"name": "arvore", "schema": schema}, headers=auth()
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    [error] = problem["errors"]
+    assert (error["pointer"], error["keyword"]) == ("/schema/$schema", "schema")
+    assert f'"{draft}" is not read: schemas are Draft 2020-12' in error["message"]
+    spec = {"name": "t", "entity_type": "vehicle", "input_schema": {"$schema": draft}}
+    response = await client.post("/api/v1/triggers", json=spec, headers=auth())
+    assert response.status == 422
+    assert (await response.json())["errors"][0]["pointer"] == "/input_schema/$schema"
+    for n, read in enumerate(
+        ("https://json-schema.org/draft/2020-12/schema", "http://json-schema.org/draft-07/schema#")
+    ):
+        kind = {"name": f"k{n}", "schema": {"$schema": read, "type": "object"}}
+        assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    # one stored before the rule keeps compiling, and its entities are written
+    await services.store.kinds.create("acme", "arvore", schema, "tester")
+    doc = {"kind": "arvore", "key": "1", "c": "529.982.247-25"}
+    response = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+    assert response.status == 201, await response.text()
+
+
 async def test_kinds_are_per_tenant(client: Client) -> None:
     await _register(client, "acme")
     doc = {"kind": "tyre", "key": "T-1", "serial": "T-1", "position": "FL"}

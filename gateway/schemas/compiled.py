@@ -7,6 +7,7 @@ the Brazilian identifier formats of `ids.py` are available to every schema.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -232,6 +233,8 @@ def compile_schema(
             for where, value in wide_integers(schema)
         ]
         raise invalid("schema", problems)
+    if not stored and (problem := _draft_problem(schema, at)) is not None:
+        raise invalid("schema", [problem])
     try:
         key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:
@@ -257,6 +260,29 @@ def compile_schema(
         where = at + exc.at
         problem = FieldProblem(where, f"{where}: {exc}", "format")
         raise invalid("schema", [problem]) from None
+
+
+READ_DRAFTS: Final = ("draft/2020-12", "draft-07")
+"""The JSON Schema drafts a schema may declare (`$schema`): the validator reads Draft
+2020-12, and a draft-07 schema's keywords as that draft means them (`definitions`,
+`dependencies`; its array `items` is refused). Another draft's keywords would be half read
+(2019-09's `$recursiveRef` ignored, so what it guards goes unchecked)."""
+_DRAFT_URI = re.compile(r"^https?://json-schema\.org/(draft/2020-12|draft-07)/schema#?$")
+
+
+def _draft_problem(schema: Mapping[str, Any], at: str) -> FieldProblem | None:
+    """A problem at `$schema` when it names a draft the validator does not read as written
+    (READ_DRAFTS); a schema saved before this rule (2026-12-06) keeps compiling (`stored`)."""
+    declared = schema.get("$schema")
+    if declared is None or (isinstance(declared, str) and _DRAFT_URI.match(declared)):
+        return None
+    where = f"{at}/$schema"
+    message = (
+        f"{where}: {shown(declared, 100)} is not read: schemas are Draft 2020-12 "
+        "(https://json-schema.org/draft/2020-12/schema; draft-07 is read too); leave "
+        "$schema out, or name one of them"
+    )
+    return FieldProblem(where, message, "schema")
 
 
 @functools.lru_cache(maxsize=512)
