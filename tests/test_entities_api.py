@@ -664,3 +664,35 @@ async def test_a_key_written_with_its_slash_names_the_entity_in_a_path(client: C
     assert (await client.delete(path, headers=auth())).status == 204
     gone = await client.get(path, headers=auth())
     assert gone.status == 404 and gone.content_type == "application/problem+json"
+
+
+async def test_a_path_key_with_a_line_break_or_another_types_part_names_the_entity(
+    client: Client,
+) -> None:
+    """The rest-of-path pattern was `.+`, which takes no line break: `ABC1234%0A` (a CSV's
+    line end, dropped as the identifier is read) and a kind key holding one were a bare 404
+    "Not Found", no route; and every type's key was kept from ending in a vehicle's part."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1234"})
+    await post(client, "/api/v1/kinds", {"name": "nota", "schema": {"type": "object"}})
+    await post(client, "/api/v1/entities/other", {"kind": "nota", "key": "a\nb"})
+    await post(client, "/api/v1/entities/other", {"kind": "nota", "key": "x/drivers"})
+    for path in (
+        "/api/v1/entities/vehicle/ABC1234%0A",
+        "/api/v1/entities/vehicle/ABC-1234%0D%0A",
+        "/api/v1/entities/other/nota:a%0Ab",
+        "/api/v1/entities/other/nota:x/drivers",
+    ):
+        response = await client.get(path, headers=auth())
+        assert response.status == 200, (path, await response.text())
+    patched = await client.patch(
+        "/api/v1/entities/other/nota:x/drivers", json={"n": 1}, headers=auth()
+    )
+    assert patched.status == 200, await patched.text()
+    spec = {"name": "erp", "entity_type": "vehicle", "methods": ["GET"]}
+    trigger = await post(client, "/api/v1/triggers", spec)
+    bearer = {"Authorization": f"Bearer {trigger['token']}"}
+    read = await client.get(f"/hooks/{trigger['id']}/ABC1234%0A", headers=bearer)
+    assert read.status == 200, await read.text()
+    # a vehicle's own parts keep their routes
+    drivers = await client.delete("/api/v1/entities/vehicle/ABC1234/drivers", headers=auth())
+    assert drivers.status == 405
