@@ -503,6 +503,27 @@ async def test_fields_the_trigger_does_not_expose_are_not_returned(client: Clien
     assert item["attributes"] == {"color": "red"} and page["next_cursor"] is None
 
 
+async def test_a_group_filter_needs_the_groups_it_reads_exposed_too(client: Client) -> None:
+    """`?group=` answers a vehicle in the group by its `group` or its `groups`: with `group`
+    alone exposed, which vehicles answered told the partner their hidden `groups`."""
+    for vehicle in (
+        {"plate": "GRP1234", "group": "north"},
+        {"plate": "GRP1235", "group": "south", "groups": ["diretoria"]},
+    ):
+        created = await client.post("/api/v1/entities/vehicle", json=vehicle, headers=auth())
+        assert created.status == 201, await created.text()
+    trigger = await create_trigger(client, expose=["plate", "group"])
+    url = f"/hooks/{trigger['id']}"
+    refused = await client.get(f"{url}?group=diretoria", headers=bearer(trigger))
+    assert refused.status == 400, await refused.text()
+    assert (await refused.json())["detail"] == (
+        "cannot filter by group: this trigger does not expose groups (?group= reads groups too)"
+    )
+    both = await create_trigger(client, name="both", expose=["plate", "group", "groups"])
+    found = await client.get(f"/hooks/{both['id']}?group=diretoria", headers=bearer(both))
+    assert [i["plate"] for i in (await found.json())["items"]] == ["GRP1235"]
+
+
 async def test_lists_are_cursor_paginated_and_unknown_filters_are_400(client: Client) -> None:
     trigger = await create_trigger(client)
     for plate in ("ABC1D23", "BRA2E19", "XYZ9K88"):
