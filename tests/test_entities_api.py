@@ -589,6 +589,27 @@ async def test_write_answers_carry_the_timestamps_a_read_gives(client: Client) -
         assert patched["updated_at"] == got["updated_at"]
 
 
+async def test_a_suppliers_toll_free_or_shared_cost_number_is_a_phone(client: Client) -> None:
+    """Insurers', tow services' and dealers' 0800, 0300 and 4004 numbers are in Brazil's
+    numbering plan, dialled without an area code; they were refused ("no Brazilian number",
+    "its area code (DDD) is missing"), and every write of a supplier stored with one."""
+    cnpjs = iter(["11222333000181", "11444777000161", "19131243000197", "34028316000103"])
+    stored = {}
+    for phone in ("0800 727 0800", "0300 789 1234", "4004-0001", "3003 3030"):
+        supplier = {"name": "Guincho", "cnpj": next(cnpjs), "contact": {"phone": phone}}
+        stored[phone] = (await post(client, "/api/v1/entities/supplier", supplier))["contact"]
+    assert {k: v["phone"] for k, v in stored.items()} == {
+        "0800 727 0800": "+558007270800",
+        "0300 789 1234": "+553007891234",
+        "4004-0001": "+5540040001",
+        "3003 3030": "+5530033030",
+    }
+    # a local landline written without its area code is still refused
+    body = {"name": "Y", "cnpj": "06990590000123", "contact": {"phone": "3011-1234"}}
+    answer = await client.post("/api/v1/entities/supplier", json=body, headers=auth())
+    assert answer.status == 422 and "area code" in await answer.text()
+
+
 async def test_phone_fields_are_read_as_the_sms_path_reads_them_and_stored_in_e164(
     client: Client,
 ) -> None:
