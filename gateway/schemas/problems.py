@@ -54,17 +54,20 @@ def root_problem(message: str, keyword: str) -> FieldProblem:
 
 
 def without_stored_values(
-    problems: list[FieldProblem], doc: Any, stored: Mapping[str, Any]
+    problems: list[FieldProblem], doc: Any, stored: Mapping[str, Any], keys: Iterable[str]
 ) -> list[FieldProblem]:
     """The problems of `doc`, a write merged into the stored entity data `stored`, each said
     without a value the write did not send: a writer (a partner) is never shown a stored
     value (one its trigger's `expose` hides, say), nor blamed for it. A problem at a value
     as stored (the write left it alone: a replaced schema or a newer rule refuses it) says
     so; one at an object the write merged into (the document itself, a member object) names
-    its keyword only, for its value holds stored members. Others are the write's own."""
+    its keyword only, for its value holds stored members. Others are the write's own, and so
+    are those at the entity's natural key (`keys`): it names the entity the write is for."""
+    identity = {pointer([key]) for key in keys}
     out = []
     for problem in problems:
-        if problem is UNEXPLAINED:
+        top = "/".join(problem.pointer.split("/")[:2])
+        if problem is UNEXPLAINED or top in identity:
             out.append(problem)
             continue
         where = problem.pointer

@@ -169,7 +169,7 @@ class SchemaRegistry:
         """
         normalised, problems = self._run(entity_type, doc, kind_schema, stored)
         if problems and stored is not None:
-            problems = without_stored_values(problems, doc, stored)
+            problems = without_stored_values(problems, doc, stored, NATURAL_KEYS[entity_type])
         if problems:
             raise invalid(entity_type, problems)
         if not isinstance(normalised, dict):  # unreachable while every schema says object
