@@ -22,7 +22,7 @@ from gateway.store.entities import EntityStore
 from gateway.triggers import idempotency
 from gateway.web.state import services_key
 from tests.support import auth
-from tests.triggers_support import create_trigger, hook
+from tests.triggers_support import Client, create_trigger, hook
 
 BIG = "/api/v1/entities/vehicle/BIG1234"
 
@@ -542,3 +542,34 @@ async def test_a_write_held_up_past_its_fence_does_not_land_over_the_newer_one(
     updated = services.store.db["events"].find({"type": "entity.updated"}, {"data.model": 1})
     models = sorted([e["data"]["model"] async for e in updated])
     assert models == (["m1", "m2"] if fence == "claim" else ["m2"])  # m1 once at most
+
+
+async def test_a_null_for_a_required_member_is_its_value_so_a_creating_payload_resent_is_no_change(
+    client: Client,
+) -> None:
+    """A create stores a required nullable member's null (`"removed_at": null`); every later
+    write's merge removed it, so the very payload that created the entity was a 422 "required
+    field is missing" when the partner sent it again, kept in `rejected`."""
+    schema = {
+        "type": "object",
+        "required": ["removed_at", "s"],
+        "properties": {"removed_at": {"type": ["string", "null"]}, "s": {"type": "string"}},
+    }
+    kind = {"name": "baixa", "schema": schema}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    trigger = await create_trigger(client, entity_type="other", kind="baixa")
+    payload = {"key": "B1", "removed_at": None, "s": "a"}
+    assert (await hook(client, trigger, payload))[0] == 201
+    status, answer = await hook(client, trigger, payload)
+    assert (status, answer["changed"]) == (200, []), answer
+    status, answer = await hook(client, trigger, {**payload, "s": "b"})
+    assert (status, answer["changed"]) == (200, ["s"]), answer
+    path = "/api/v1/entities/other/baixa:B1"
+    patched = await client.patch(path, json={"removed_at": "2026-12-06"}, headers=auth())
+    assert patched.status == 200, await patched.text()
+    patched = await client.patch(path, json={"removed_at": None}, headers=auth())
+    assert (await patched.json())["removed_at"] is None  # set back to null, not removed
+    refused = await client.patch(path, json={"s": None}, headers=auth())  # no null allowed
+    problem = await refused.json()
+    assert refused.status == 422, problem
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [("/s", "type")]

@@ -167,6 +167,8 @@ class SchemaRegistry:
 
         Identifiers are normalised before validation, so what is validated is what is stored.
         """
+        if stored is not None:
+            doc = self._required_nulls(entity_type, doc, kind_schema, stored)
         normalised, problems = self._run(entity_type, doc, kind_schema, stored)
         if problems and stored is not None:
             problems = without_stored_values(problems, doc, stored, NATURAL_KEYS[entity_type])
@@ -175,6 +177,30 @@ class SchemaRegistry:
         if not isinstance(normalised, dict):  # unreachable while every schema says object
             raise invalid(entity_type, [root_problem("must be a JSON object", "type")])
         return normalised
+
+    def _required_nulls(
+        self,
+        entity_type: str,
+        doc: Any,
+        kind_schema: CompiledSchema | None,
+        stored: Mapping[str, Any],
+    ) -> Any:
+        """`doc`, a write merged into the stored data `stored`, with a null back for each
+        member the schema (or the kind's) requires at the top that the write's null removed:
+        for such a member a null is its value, as a create stores it (`"removed_at": null`),
+        not a removal, which would leave no valid entity. So the payload that created an
+        entity is no change when sent again, and the schema says whether null is allowed."""
+        if not isinstance(doc, dict):
+            return doc
+        schemas = [self._entity(entity_type).schema]
+        kind = doc.get("kind")
+        if entity_type == "other" and isinstance(kind, str):
+            found = self._kind_for_doc(kind, kind_schema)
+            if isinstance(found, CompiledSchema):
+                schemas.append(found.schema)
+        required = [name for schema in schemas for name in schema.get("required") or ()]
+        removed = [n for n in required if isinstance(n, str) and n not in doc and n in stored]
+        return {**doc, **dict.fromkeys(removed)} if removed else doc
 
     def _run(
         self,
