@@ -157,16 +157,20 @@ def diff(old: Any, new: Any, prefix: str = "") -> list[Change]:
     return [] if same_json(old, new) else [Change(prefix, old, new)]
 
 
-def merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+def merge(
+    base: Mapping[str, Any], patch: Mapping[str, Any], whole: Collection[str] = ()
+) -> dict[str, Any]:
     """RFC 7396 JSON merge patch: objects merge recursively, null removes a member. An object
     patched over a member that is no object (or absent) is merged into an empty one: its
-    nulls mean absent there too, whatever was stored before."""
+    nulls mean absent there too, whatever was stored before. So is one patched over a member
+    named in `whole` (`SchemaRegistry.whole_members`): an object that is one value (a
+    driver's identity, a service record) is replaced, never paired with stored members."""
     result = dict(base)
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
         elif isinstance(value, Mapping):
-            target = result.get(key)
+            target = None if key in whole else result.get(key)
             result[key] = merge(target if isinstance(target, Mapping) else {}, value)
         else:
             result[key] = value
@@ -545,7 +549,7 @@ class EntityService:
             result = await self._write(
                 tenant,
                 current,
-                merge(current["data"], kept),
+                merge(current["data"], kept, self._schemas.whole_members(etype)),
                 origin,
                 extra_events,
                 event_detail,
@@ -646,7 +650,8 @@ class EntityService:
                 return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             stored = current["data"]
-            data = keyed_as_stored(etype, stored, merge(stored, kept), create=upsert.create)
+            merged = merge(stored, kept, self._schemas.whole_members(etype))
+            data = keyed_as_stored(etype, stored, merged, create=upsert.create)
             clean = await self._check(tenant, etype, data, stored)
         except InvalidPayload as exc:
             problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
@@ -685,7 +690,8 @@ class EntityService:
                 patch = change(current["data"])
                 if patch is None:
                     return None
-                result = await self._write(tenant, current, merge(current["data"], patch), origin)
+                merged = merge(current["data"], patch, self._schemas.whole_members(etype))
+                result = await self._write(tenant, current, merged, origin)
                 if result is not None:
                     return result
                 await rounds.lose()

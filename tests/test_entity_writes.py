@@ -573,3 +573,40 @@ async def test_a_null_for_a_required_member_is_its_value_so_a_creating_payload_r
     problem = await refused.json()
     assert refused.status == 422, problem
     assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [("/s", "type")]
+
+
+async def test_a_driver_a_service_record_or_a_contact_is_replaced_whole_by_a_write(
+    client: Client,
+) -> None:
+    """Merged member by member, an ERP's report of another driver ({name, cpf}) kept the
+    assigned driver's `id` beside them, a service without a plan kept the last one's `plan`
+    (the fleet then reset that plan alone), a new contact kept the old one's phone."""
+    vehicle = {
+        "plate": "CDR1234",
+        "current_driver": {"id": "drv-ana", "cpf": "39053344705", "name": "Ana"},
+        "last_service": {"at": "2026-11-01T10:00:00Z", "km": 9000, "plan": "Troca de óleo"},
+    }
+    created = await client.post("/api/v1/entities/vehicle", json=vehicle, headers=auth())
+    assert created.status == 201, await created.text()
+    trigger = await create_trigger(client)
+    report = {
+        "plate": "CDR1234",
+        "current_driver": {"name": "Bruno", "cpf": "111.444.777-35"},
+        "last_service": {"at": "2026-12-05T10:00:00Z", "km": 20000},
+    }
+    status, answer = await hook(client, trigger, report)
+    assert status == 200, answer
+    stored = await (await client.get("/api/v1/entities/vehicle/CDR1234", headers=auth())).json()
+    assert stored["current_driver"] == {"name": "Bruno", "cpf": "11144477735"}
+    assert stored["last_service"] == {"at": "2026-12-05T10:00:00Z", "km": 20000}
+    supplier = {
+        "name": "Guincho",
+        "cnpj": "11.222.333/0001-81",
+        "contact": {"name": "Carlos", "phone": "(11) 3333-4444"},
+    }
+    created = await client.post("/api/v1/entities/supplier", json=supplier, headers=auth())
+    assert created.status == 201, await created.text()
+    path = "/api/v1/entities/supplier/11222333000181"
+    contact = {"name": "Dora", "email": "dora@example.com"}
+    patched = await client.patch(path, json={"contact": contact}, headers=auth())
+    assert (await patched.json())["contact"] == contact

@@ -136,6 +136,19 @@ class SchemaRegistry:
     def builtin_kinds(self) -> tuple[str, ...]:
         return tuple(self._kinds)
 
+    def whole_members(self, entity_type: str) -> frozenset[str]:
+        """The top-level members of the type's schema marked `"x-whole": true`: an object that
+        is one value (a vehicle's `current_driver`, its `last_service`, a supplier's
+        `contact`), which a change replaces whole (`entities.merge`); merged, a partial one
+        paired one driver's id with another's name and CPF, one service's plan with the
+        next service's date."""
+        properties = self._entity(entity_type).schema.get("properties") or {}
+        return frozenset(
+            name
+            for name, sub in properties.items()
+            if isinstance(sub, Mapping) and sub.get("x-whole") is True
+        )
+
     def entity_schema(self, entity_type: str) -> dict[str, Any]:
         """A copy of the raw schema (for OpenAPI and docs)."""
         return copy.deepcopy(dict(self._entity(entity_type).schema))
