@@ -317,6 +317,10 @@ def same_entity_refusal() -> InvalidPayload:
     return InvalidPayload(SAME_ENTITY, [FieldProblem("", SAME_ENTITY, "duplicate")])
 
 
+METADATA = ("id", "entity_type", "version", "created_at", "updated_at")
+"""What an entity's view (`public`) shows beside its data."""
+
+
 def public(doc: Doc) -> dict[str, Any]:
     """The API's view of a stored entity: its data, its id and its metadata."""
     return {

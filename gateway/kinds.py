@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
@@ -51,6 +52,20 @@ class KindService:
             kind in self._schemas.builtin_kinds
             or await self._store.kinds.get(tenant, kind) is not None
         )
+
+    async def field_test(
+        self, tenant: str, entity_type: str, kind: str | None
+    ) -> Callable[[str], bool]:
+        """Whether a dotted path is a field an entity of the type (and, for `other`, the
+        kind) can have: `SchemaRegistry.has_field`. A kind the tenant does not have knows its
+        envelope only (any other field)."""
+        builtin = kind if kind in self._schemas.builtin_kinds else None
+        custom = await self.schema_for(tenant, kind) if entity_type == "other" else None
+
+        def has(path: str) -> bool:
+            return self._schemas.has_field(entity_type, path, kind=builtin, kind_schema=custom)
+
+        return has
 
     def unknown(self, kind: str) -> FieldProblem:
         """The problem of a trigger or a mapping naming a kind that does not exist

@@ -503,6 +503,40 @@ async def test_fields_the_trigger_does_not_expose_are_not_returned(client: Clien
     assert item["attributes"] == {"color": "red"} and page["next_cursor"] is None
 
 
+async def test_an_expose_naming_no_field_of_the_entity_is_refused(client: Client) -> None:
+    """`"expose": ["plaet"]` was saved, and every read then answered the id alone."""
+    spec = {"name": "ex", "entity_type": "vehicle", "methods": ["GET"]}
+    typo = {**spec, "expose": ["plaet", "last_position.lat"]}
+    response = await client.post("/api/v1/triggers", json=typo, headers=auth())
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [
+        ("/expose/0", "unknown_field")
+    ]
+    assert "'plaet' is not a field of the vehicle schema" in problem["detail"]
+    # its metadata, a free-form member's, a renamed member's old name are fields
+    fields = ["plate", "id", "updated_at", "attributes.erp_id", "last_position.latitude"]
+    trigger = await create_trigger(client, expose=fields)
+    url = f"/api/v1/triggers/{trigger['id']}"
+    response = await client.patch(url, json={"expose": ["plaet"]}, headers=auth())
+    assert response.status == 422, await response.text()
+    kind = {
+        "name": "strict",
+        "schema": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"serial": {"type": "string"}},
+        },
+    }
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    other = {"name": "k", "entity_type": "other", "kind": "strict", "expose": ["serail"]}
+    response = await client.post("/api/v1/triggers", json=other, headers=auth())
+    assert response.status == 422, await response.text()
+    assert (await response.json())["errors"][0]["message"] == (
+        "/expose/0: 'serail' is not a field of the other (strict) schema"
+    )
+
+
 async def test_a_group_filter_needs_the_groups_it_reads_exposed_too(client: Client) -> None:
     """`?group=` answers a vehicle in the group by its `group` or its `groups`: with `group`
     alone exposed, which vehicles answered told the partner their hidden `groups`."""

@@ -23,11 +23,13 @@ from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.auth.tokens import issue_trigger_token
 from gateway.auth.webhook_signature import generate_secret
 from gateway.clock import as_stored
+from gateway.entities import METADATA
 from gateway.errors import Conflict, FieldProblem, NotFound
 from gateway.kinds import KindService
 from gateway.mapping_files.needs import trigger_needs
 from gateway.mapping_files.source import MappingSource
 from gateway.schemas.compiled import invalid
+from gateway.schemas.renamed import current_path
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import open_secrets, partner_verifier, secret_context
 from gateway.triggers.hmac_secrets import (
@@ -148,8 +150,10 @@ class TriggerService:
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
             spec = whole_numbers(merge_patch(doc, patch))
             # A trigger stored before a rule on how it is reached keeps what it had through a
-            # change of anything else (spec.py `check_spec`).
-            await self._check(tenant, spec, access_rules=changes_access(doc, patch))
+            # change of anything else (spec.py `check_spec`); so does its `expose`.
+            await self._check(
+                tenant, spec, access_rules=changes_access(doc, patch), expose="expose" in patch
+            )
             new = document(
                 spec, trigger_id=doc["_id"], tenant=tenant, defaults=self._defaults, now=now
             )
@@ -248,11 +252,18 @@ class TriggerService:
     # -- helpers -------------------------------------------------------------------------------
 
     async def _check(
-        self, tenant: str, spec: Mapping[str, Any], *, access_rules: bool = True, new: bool = False
+        self,
+        tenant: str,
+        spec: Mapping[str, Any],
+        *,
+        access_rules: bool = True,
+        new: bool = False,
+        expose: bool = True,
     ) -> None:
         """InvalidPayload listing the specification's problems. The kind is checked for a
         `new` trigger only: it cannot change, and one named by a trigger stored before kinds
-        in use were kept from deletion (`KindService.delete`) must not freeze the trigger."""
+        in use were kept from deletion (`KindService.delete`) must not freeze the trigger.
+        `expose` is checked when given (`_expose_problems`)."""
         check_spec(
             spec,
             max_body_bytes=self._defaults["max_body_bytes"],
@@ -261,6 +272,7 @@ class TriggerService:
         )
         problems = [
             *(await self._kind_problems(tenant, spec) if new else ()),
+            *(await self._expose_problems(tenant, spec) if expose else ()),
             *await self._mapping_problems(tenant, spec),
             *self._auth_problems(spec),
         ]
@@ -277,6 +289,25 @@ class TriggerService:
             return []
         problem = self._kinds.unknown(kind)
         return [replace(problem, message=f"/kind: {problem.message}")]
+
+    async def _expose_problems(
+        self, tenant: str, spec: Mapping[str, Any]
+    ) -> builtins.list[FieldProblem]:
+        """A path of `expose` that is no field of the entity (a typo, `plaet`): every read
+        would silently leave it out. Its metadata (`id`, `created_at`, ...) and a renamed
+        member's old name (it exposes the new one) are fields."""
+        paths, etype = spec.get("expose"), spec.get("entity_type", "vehicle")
+        if not paths or spec.get("target", "entities") != "entities":
+            return []
+        has = await self._kinds.field_test(tenant, etype, spec.get("kind"))
+        problems = []
+        for i, path in enumerate(paths):
+            if path.split(".", 1)[0] in METADATA or has(current_path(etype, path)):
+                continue
+            what = etype + (f" ({spec['kind']})" if spec.get("kind") else "")
+            message = f"/expose/{i}: {path!r} is not a field of the {what} schema"
+            problems.append(FieldProblem(f"/expose/{i}", message, "unknown_field"))
+        return problems
 
     async def _mapping_problems(
         self, tenant: str, spec: Mapping[str, Any]
