@@ -503,6 +503,31 @@ async def test_fields_the_trigger_does_not_expose_are_not_returned(client: Clien
     assert item["attributes"] == {"color": "red"} and page["next_cursor"] is None
 
 
+async def test_a_response_mapping_reading_a_secret_is_refused_as_no_read_can_run(
+    client: Client,
+) -> None:
+    """A read passes no secret (none goes to a partner): such a response mapping was saved,
+    and every GET was a 422 "secret 'api_key' was not provided"."""
+    plain = "name: resp\ndirection: outbound\nentity_type: vehicle\nbody:\n  placa: entity.plate\n"
+    secret = plain + "  k: {secret: api_key}\n"
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    assert (await client.post("/api/v1/mappings", data=secret, headers=headers)).status == 201
+    spec = {"name": "r", "entity_type": "vehicle", "methods": ["GET"], "response_mapping": "resp"}
+    response = await client.post("/api/v1/triggers", json=spec, headers=auth())
+    problem = await response.json()
+    assert response.status == 422, problem
+    [error] = problem["errors"]
+    assert error["pointer"] == "/response_mapping"
+    assert "'resp' reads secrets (api_key), which a trigger's reads never have" in error["message"]
+    assert (await client.post("/api/v1/mappings", data=plain, headers=headers)).status == 201
+    trigger = await create_trigger(client, **spec)
+    # nor may a version reading one become active under it
+    response = await client.post("/api/v1/mappings", data=secret, headers=headers)
+    refused = await response.json()
+    assert response.status == 409, refused
+    assert refused["used_by"][0]["id"] == trigger["id"]
+
+
 async def test_an_expose_naming_no_field_of_the_entity_is_refused(client: Client) -> None:
     """`"expose": ["plaet"]` was saved, and every read then answered the id alone."""
     spec = {"name": "ex", "entity_type": "vehicle", "methods": ["GET"]}
