@@ -124,7 +124,13 @@ async def test_values_failing_an_any_of_past_fifty_are_one_problem_each_counted_
     slot = {"type": "object", "properties": {"n": {"type": "string"}}}
     schema = {
         "type": "object",
+        "$defs": {"text": {"type": "string"}, "number": {"type": "integer"}},
         "properties": {
+            # branches that are $refs: entries at the subschemas they name
+            "codes": {
+                "type": "array",
+                "items": {"anyOf": [{"$ref": "#/$defs/text"}, {"$ref": "#/$defs/number"}]},
+            },
             "slots": {"type": "array", "items": {"oneOf": [slot, {"type": "array"}]}},
             "shifts": {
                 "type": "array",
@@ -135,12 +141,19 @@ async def test_values_failing_an_any_of_past_fifty_are_one_problem_each_counted_
     kind = {"name": "crew", "schema": schema}
     assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
     for count in (60, 150):  # fewer problems than an answer lists, and more
-        body = {"kind": "crew", "key": f"c{count}", "slots": [{"n": 1}], "shifts": [None] * count}
+        body = {
+            "kind": "crew",
+            "key": f"c{count}",
+            "codes": [None] * 3,
+            "slots": [{"n": 1}],
+            "shifts": [None] * count,
+        }
         answer = await client.post("/api/v1/entities/other", json=body, headers=auth())
         problem = await answer.json()
         assert answer.status == 422, problem
         listed = [(e["pointer"], e["keyword"], e["message"]) for e in problem["errors"]]
         expected = [
+            *[(f"/codes/{i}", "anyOf", f"/codes/{i}: null {_NOT_ANY % 'anyOf'}") for i in range(3)],
             ("/slots/0", "oneOf", f'/slots/0: {{"n":1}} {_NOT_ANY % "oneOf"}'),
             *[
                 (f"/shifts/{i}", "anyOf", f"/shifts/{i}: null {_NOT_ANY % 'anyOf'}")

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import unquote
 
 import jsonschema_rs
 import orjson
@@ -64,6 +65,7 @@ class CompiledSchema:
     name: str | None
     _validator: jsonschema_rs.Validator
     _normaliser: Normaliser | None
+    _referrers: Mapping[str, str]  # `_sole_referrers`
 
     def normalise(self, doc: Any) -> Any:
         """`doc` with identifiers normalised, whole floats where the schema says `integer`
@@ -98,8 +100,8 @@ class CompiledSchema:
         error of the applicator: they are counted as such (`_failures`). So with more failures
         than that many, the first MAX_PROBLEMS are the validator's own messages at their
         pointers (`_plain_problem`) and each of the rest is UNEXPLAINED, counted by
-        InvalidPayload (`omitted`), never listed. (A branch that is a `$ref` is listed under
-        the location it refers to: its entries are counted one by one.)
+        InvalidPayload (`omitted`), never listed. (A branch that is a `$ref` to a subschema
+        other `$ref`s name too is not known as a branch: its entries count one by one.)
         A wide integer (`WideInt`) is a number to the schema, which the database stores as
         its text: it must be valid both ways (`_wide_problems`)."""
         if holds_wide_integers(normalised):
@@ -108,7 +110,8 @@ class CompiledSchema:
             if self._validator.is_valid(normalised):
                 return []
             found = self._validator.evaluate(normalised).errors()
-            if len(found) > MAX_PROBLEMS and len(failures := _failures(found)) > MAX_PROBLEMS:
+            failures = _failures(found, self._referrers) if len(found) > MAX_PROBLEMS else {}
+            if len(failures) > MAX_PROBLEMS:
                 listed = [
                     _plain_problem(entry, original) for entry in list(failures)[:MAX_PROBLEMS]
                 ]
@@ -150,20 +153,25 @@ _BRANCHING: Final = frozenset({"anyOf", "oneOf"})
 # same instance); each named or indexed one takes the name or index that follows it.
 _INTO_NAMED: Final = {"properties": 1, "patternProperties": 1, "dependentSchemas": 0}
 _INTO_INDEXED: Final = {"prefixItems": 1, "allOf": 0, "anyOf": 0, "oneOf": 0}
+_MAX_REF_HOPS: Final = 8  # `$ref`s followed back from one location (a chain, or a cycle)
 _INTO: Final = frozenset(
     {"items", "additionalProperties", "unevaluatedItems", "unevaluatedProperties", "contains"}
 )
 
 
-def _failures(entries: Sequence[Mapping[str, Any]]) -> dict[_Failure, None]:
+def _failures(
+    entries: Sequence[Mapping[str, Any]], referrers: Mapping[str, str]
+) -> dict[_Failure, None]:
     """The failures an evaluation's error entries stand for, in order, once each: what
     `iter_errors` yields one error for. An entry in a branch of an anyOf or a oneOf that
     failed as a whole (each of its branches lists its own) is that applicator's failure, at
-    the instance it applied to; every other entry is a failure of its own."""
+    the instance it applied to; every other entry is a failure of its own. An entry's
+    location is where its keyword sits, a `$ref`'s target for one reached through it: read
+    from the `$ref` that names the target (`referrers`), a branch that is a `$ref` is one."""
     found: dict[_Failure, None] = {}
     for entry in entries:
         where = str(entry["instanceLocation"])
-        parts = str(entry["schemaLocation"]).split("/")
+        parts = _through_refs(str(entry["schemaLocation"]).split("/"), referrers)
         for i, part in enumerate(parts[:-1]):
             if part in _BRANCHING and parts[i + 1].isdigit():
                 steps = _steps(parts[i + 2 :])
@@ -175,6 +183,38 @@ def _failures(entries: Sequence[Mapping[str, Any]]) -> dict[_Failure, None]:
             keyword = parts[-1]
             found[(where, keyword, str(entry["error"]))] = None
     return found
+
+
+def _through_refs(parts: list[str], referrers: Mapping[str, str]) -> list[str]:
+    """A schema location's parts with the target of a `$ref` its start lies in replaced by
+    that `$ref`'s own location (the innermost target first), as long as one does."""
+    for _ in range(_MAX_REF_HOPS):
+        for end in range(len(parts), 1, -1):
+            referrer = referrers.get("/".join(parts[:end]))
+            if referrer is not None:
+                parts = [*referrer.split("/"), *parts[end:]]
+                break
+        else:
+            return parts
+    return parts
+
+
+def _sole_referrers(schema: Any) -> dict[str, str]:
+    """For each subschema one `$ref` of the schema names by a JSON Pointer (`#/$defs/s`),
+    the location of the schema holding that `$ref` (JSON Pointers both). One named from
+    several places is left out: which one an entry came through is not known."""
+    found: dict[str, list[str]] = {}
+    stack: list[tuple[Any, str]] = [(schema, "")]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/"):
+                found.setdefault(unquote(ref[1:]), []).append(at)
+            stack.extend((value, at + pointer([key])) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((item, f"{at}/{i}") for i, item in enumerate(node))
+    return {target: places[0] for target, places in found.items() if len(places) == 1}
 
 
 def _steps(location: list[str]) -> int:
@@ -288,7 +328,13 @@ def _draft_problem(schema: Mapping[str, Any], at: str) -> FieldProblem | None:
 @functools.lru_cache(maxsize=512)
 def _compile(key: bytes, name: str | None) -> CompiledSchema:
     schema: dict[str, Any] = orjson.loads(key)
-    return CompiledSchema(schema, name, _validator(schema, _BOUNDED), build_normaliser(schema))
+    return CompiledSchema(
+        schema,
+        name,
+        _validator(schema, _BOUNDED),
+        build_normaliser(schema),
+        _sole_referrers(schema),
+    )
 
 
 def _validator(
