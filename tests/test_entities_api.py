@@ -126,7 +126,9 @@ async def test_values_failing_an_any_of_past_fifty_are_one_problem_each_counted_
         "type": "object",
         "$defs": {"text": {"type": "string"}, "number": {"type": "integer"}},
         "properties": {
-            # branches that are $refs: entries at the subschemas they name
+            # branches that are $refs: entries at the subschemas they name, one named from
+            # another place too
+            "label": {"$ref": "#/$defs/text"},
             "codes": {
                 "type": "array",
                 "items": {"anyOf": [{"$ref": "#/$defs/text"}, {"$ref": "#/$defs/number"}]},

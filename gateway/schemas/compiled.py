@@ -65,7 +65,7 @@ class CompiledSchema:
     name: str | None
     _validator: jsonschema_rs.Validator
     _normaliser: Normaliser | None
-    _referrers: Mapping[str, str]  # `_sole_referrers`
+    _referrers: Mapping[str, Sequence[str]]  # `_referrers`
 
     def normalise(self, doc: Any) -> Any:
         """`doc` with identifiers normalised, whole floats where the schema says `integer`
@@ -100,8 +100,7 @@ class CompiledSchema:
         error of the applicator: they are counted as such (`_failures`). So with more failures
         than that many, the first MAX_PROBLEMS are the validator's own messages at their
         pointers (`_plain_problem`) and each of the rest is UNEXPLAINED, counted by
-        InvalidPayload (`omitted`), never listed. (A branch that is a `$ref` to a subschema
-        other `$ref`s name too is not known as a branch: its entries count one by one.)
+        InvalidPayload (`omitted`), never listed.
         A wide integer (`WideInt`) is a number to the schema, which the database stores as
         its text: it must be valid both ways (`_wide_problems`)."""
         if holds_wide_integers(normalised):
@@ -160,7 +159,7 @@ _INTO: Final = frozenset(
 
 
 def _failures(
-    entries: Sequence[Mapping[str, Any]], referrers: Mapping[str, str]
+    entries: Sequence[Mapping[str, Any]], referrers: Mapping[str, Sequence[str]]
 ) -> dict[_Failure, None]:
     """The failures an evaluation's error entries stand for, in order, once each: what
     `iter_errors` yields one error for. An entry in a branch of an anyOf or a oneOf that
@@ -171,7 +170,7 @@ def _failures(
     found: dict[_Failure, None] = {}
     for entry in entries:
         where = str(entry["instanceLocation"])
-        parts = _through_refs(str(entry["schemaLocation"]).split("/"), referrers)
+        parts = _through_refs(str(entry["schemaLocation"]).split("/"), where, referrers)
         for i, part in enumerate(parts[:-1]):
             if part in _BRANCHING and parts[i + 1].isdigit():
                 steps = _steps(parts[i + 2 :])
@@ -185,24 +184,61 @@ def _failures(
     return found
 
 
-def _through_refs(parts: list[str], referrers: Mapping[str, str]) -> list[str]:
-    """A schema location's parts with the target of a `$ref` its start lies in replaced by
-    that `$ref`'s own location (the innermost target first), as long as one does."""
+def _through_refs(
+    parts: list[str], where: str, referrers: Mapping[str, Sequence[str]]
+) -> list[str]:
+    """A schema location's parts with the target of a `$ref` its start lies in (the
+    innermost first) replaced by the location of the `$ref` the entry at the instance
+    `where` came through, as long as one is known: the target's only referrer, or the one
+    whose place in the document is where the entry's instance lies (`_lies_at`)."""
     for _ in range(_MAX_REF_HOPS):
         for end in range(len(parts), 1, -1):
-            referrer = referrers.get("/".join(parts[:end]))
-            if referrer is not None:
-                parts = [*referrer.split("/"), *parts[end:]]
+            places = referrers.get("/".join(parts[:end]))
+            if places is not None:
                 break
         else:
             return parts
+        if len(places) > 1:
+            instance = where.split("/")[1:]
+            at_ref = instance[: len(instance) - _steps(parts[end:])]
+            places = [p for p in places if _lies_at(p.split("/")[1:], at_ref)]
+            if len(places) != 1:
+                return parts
+        parts = [*places[0].split("/"), *parts[end:]]
     return parts
 
 
-def _sole_referrers(schema: Any) -> dict[str, str]:
-    """For each subschema one `$ref` of the schema names by a JSON Pointer (`#/$defs/s`),
-    the location of the schema holding that `$ref` (JSON Pointers both). One named from
-    several places is left out: which one an entry came through is not known."""
+def _lies_at(location: list[str], instance: list[str]) -> bool:
+    """Whether the subschema at the schema `location` (from the root, through no `$ref`)
+    applies to the instance at the pointer parts `instance`."""
+    place: list[str] = []
+    i = 0
+    while i < len(location):
+        part = location[i]
+        name = location[i + 1] if i + 1 < len(location) else ""
+        if part in ("properties", "prefixItems"):  # a member or an item of its own
+            place.append(name)
+            i += 2
+        elif part == "patternProperties":  # the members whose names match
+            place.append("*")
+            i += 2
+        elif part in ("dependentSchemas", "allOf", *_BRANCHING):  # the same instance
+            i += 2
+        elif part in _INTO:  # any member or item
+            place.append("*")
+            i += 1
+        elif part in ("not", "if", "then", "else"):
+            i += 1
+        else:  # in $defs: where it applies depends on the $ref that names it
+            return False
+    if len(place) != len(instance):
+        return False
+    return all(p in ("*", n) for p, n in zip(place, instance, strict=True))
+
+
+def _referrers(schema: Any) -> dict[str, tuple[str, ...]]:
+    """For each subschema a `$ref` of the schema names by a JSON Pointer (`#/$defs/s`), the
+    locations of the schemas holding such a `$ref` (JSON Pointers all)."""
     found: dict[str, list[str]] = {}
     stack: list[tuple[Any, str]] = [(schema, "")]
     while stack:
@@ -214,7 +250,7 @@ def _sole_referrers(schema: Any) -> dict[str, str]:
             stack.extend((value, at + pointer([key])) for key, value in node.items())
         elif isinstance(node, list):
             stack.extend((item, f"{at}/{i}") for i, item in enumerate(node))
-    return {target: places[0] for target, places in found.items() if len(places) == 1}
+    return {target: tuple(places) for target, places in found.items()}
 
 
 def _steps(location: list[str]) -> int:
@@ -333,7 +369,7 @@ def _compile(key: bytes, name: str | None) -> CompiledSchema:
         name,
         _validator(schema, _BOUNDED),
         build_normaliser(schema),
-        _sole_referrers(schema),
+        _referrers(schema),
     )
 
 
