@@ -150,9 +150,13 @@ class TriggerService:
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
             spec = whole_numbers(merge_patch(doc, patch))
             # A trigger stored before a rule on how it is reached keeps what it had through a
-            # change of anything else (spec.py `check_spec`); so does its `expose`.
+            # change of anything else (spec.py `check_spec`); so does its `expose` (the edit
+            # form restating it is no change).
             await self._check(
-                tenant, spec, access_rules=changes_access(doc, patch), expose="expose" in patch
+                tenant,
+                spec,
+                access_rules=changes_access(doc, patch),
+                expose="expose" in patch and patch["expose"] != doc.get("expose"),
             )
             new = document(
                 spec, trigger_id=doc["_id"], tenant=tenant, defaults=self._defaults, now=now
