@@ -32,6 +32,7 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.formats import at_path
+from gateway.formats.json_tree import same_json
 from gateway.kinds import KindService
 from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
@@ -156,32 +157,20 @@ def diff(old: Any, new: Any, prefix: str = "") -> list[Change]:
     return [] if same_json(old, new) else [Change(prefix, old, new)]
 
 
-def same_json(old: Any, new: Any) -> bool:
-    """Whether two values are the same JSON value, at any depth: a number whatever its
-    spelling (`1` and `1.0`), but `true` is no `1` nor `false` a `0`, though Python's `==`
-    says they are (so a write from one to the other was once taken for no change at all)."""
-    kind = type(old)
-    if kind is type(new) and kind is not list and kind is not dict:
-        return bool(old == new)  # the common case: two strings, two floats, ...
-    if old != new:
-        return False
-    if isinstance(old, list):  # equal, so `new` is a list of as many items
-        return all(map(same_json, old, new))
-    if isinstance(old, dict):  # equal, so `new` has the same keys
-        return all(same_json(value, new[key]) for key, value in old.items())
-    return isinstance(old, bool) == isinstance(new, bool)
-
-
-def merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+def merge(
+    base: Mapping[str, Any], patch: Mapping[str, Any], whole: Collection[str] = ()
+) -> dict[str, Any]:
     """RFC 7396 JSON merge patch: objects merge recursively, null removes a member. An object
     patched over a member that is no object (or absent) is merged into an empty one: its
-    nulls mean absent there too, whatever was stored before."""
+    nulls mean absent there too, whatever was stored before. So is one patched over a member
+    named in `whole` (`SchemaRegistry.whole_members`): an object that is one value (a
+    driver's identity, a service record) is replaced, never paired with stored members."""
     result = dict(base)
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
         elif isinstance(value, Mapping):
-            target = result.get(key)
+            target = None if key in whole else result.get(key)
             result[key] = merge(target if isinstance(target, Mapping) else {}, value)
         else:
             result[key] = value
@@ -326,6 +315,10 @@ def repeated_targets(keys: Sequence[Hashable]) -> tuple[int, ...]:
 
 def same_entity_refusal() -> InvalidPayload:
     return InvalidPayload(SAME_ENTITY, [FieldProblem("", SAME_ENTITY, "duplicate")])
+
+
+METADATA = ("id", "entity_type", "version", "created_at", "updated_at")
+"""What an entity's view (`public`) shows beside its data."""
 
 
 def public(doc: Doc) -> dict[str, Any]:
@@ -561,7 +554,7 @@ class EntityService:
             result = await self._write(
                 tenant,
                 current,
-                merge(current["data"], kept),
+                merge(current["data"], kept, self._schemas.whole_members(etype)),
                 origin,
                 extra_events,
                 event_detail,
@@ -664,7 +657,8 @@ class EntityService:
                 return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             stored = current["data"]
-            data = keyed_as_stored(etype, stored, merge(stored, kept), create=upsert.create)
+            merged = merge(stored, kept, self._schemas.whole_members(etype))
+            data = keyed_as_stored(etype, stored, merged, create=upsert.create)
             clean = await self._check(tenant, etype, data, stored)
         except InvalidPayload as exc:
             problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
@@ -687,7 +681,8 @@ class EntityService:
             rounds = _Rounds()
             while True:
                 current = await self._current(rounds, tenant, etype, ref, nk)
-                result = await self._write(tenant, current, merge(current["data"], patch), origin)
+                merged = merge(current["data"], patch, self._schemas.whole_members(etype))
+                result = await self._write(tenant, current, merged, origin)
                 if result is not None:
                     return result
                 await rounds.lose()

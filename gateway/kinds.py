@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.formats.json_tree import is_text
+from gateway.mapping import load_mapping
+from gateway.mapping_files.catalog import TenantCatalog
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
@@ -14,6 +17,7 @@ MAX_CHECKED = 5_000
 """Stored entities a schema replacement checks (the oldest first): a kind with more is
 checked on its first 5,000, so a replacement answers in about a second whatever its size."""
 _SHOWN = 5  # stranded entities a refusal lists, each with its first problems
+_USERS_NAMED = 50  # a refusal names at most this many triggers, and as many mappings
 
 
 def public_kind(doc: Doc) -> dict[str, Any]:
@@ -42,6 +46,34 @@ class KindService:
         doc = await self._store.kinds.for_write(tenant, kind)
         return None if doc is None else self._schemas.compile_kind(kind, doc["schema"], stored=True)
 
+    async def exists(self, tenant: str, kind: str) -> bool:
+        """Whether `kind` is built in or one of the tenant's."""
+        return (
+            kind in self._schemas.builtin_kinds
+            or await self._store.kinds.get(tenant, kind) is not None
+        )
+
+    async def field_test(
+        self, tenant: str, entity_type: str, kind: str | None
+    ) -> Callable[[str], bool]:
+        """Whether a dotted path is a field an entity of the type (and, for `other`, the
+        kind) can have: `SchemaRegistry.has_field`. A kind the tenant does not have knows its
+        envelope only (any other field)."""
+        builtin = kind if kind in self._schemas.builtin_kinds else None
+        custom = await self.schema_for(tenant, kind) if entity_type == "other" else None
+
+        def has(path: str) -> bool:
+            return self._schemas.has_field(entity_type, path, kind=builtin, kind_schema=custom)
+
+        return has
+
+    def unknown(self, kind: str) -> FieldProblem:
+        """The problem of a trigger or a mapping naming a kind that does not exist
+        (`exists`): every entity it wrote would be refused, "unknown kind"."""
+        builtin = ", ".join(self._schemas.builtin_kinds)
+        message = f"unknown kind {kind!r}: not built in ({builtin}) nor a tenant kind"
+        return FieldProblem("/kind", message, "reference")
+
     async def create(self, tenant: str, body: dict[str, Any], author: str) -> Doc:
         name, schema = self._parse(body)
         return await self._store.kinds.create(tenant, name, schema, author)
@@ -49,11 +81,16 @@ class KindService:
     async def replace(
         self, tenant: str, name: str, body: dict[str, Any], author: str, *, force: bool = False
     ) -> Doc:
-        """Replace the kind's schema; Conflict, unless `force`, when stored entities of the
-        kind do not validate against it (`check_stored`)."""
+        """Replace the kind's schema; Conflict, unless `force`, when an active mapping naming
+        the kind does not fit it (`check_mappings`) or stored entities of the kind do not
+        validate against it (`check_stored`)."""
         _, schema = self._parse({"name": name, "schema": body.get("schema")})
         if not force:
-            await self.check_stored(tenant, name, self._schemas.compile_kind(name, schema))
+            current = await self.get(tenant, name)
+            new = self._schemas.compile_kind(name, schema)
+            old = self._schemas.compile_kind(name, current["schema"], stored=True)
+            await self.check_mappings(tenant, name, old, new)
+            await self.check_stored(tenant, name, new)
         doc = await self._store.kinds.replace_schema(tenant, name, schema, author)
         if doc is None:
             raise NotFound(f"no kind {name!r}")
@@ -71,8 +108,75 @@ class KindService:
         return await self._store.kinds.find(tenant, after=after, limit=limit)
 
     async def delete(self, tenant: str, name: str) -> None:
+        """Conflict while a trigger or an active mapping names the kind (every entity it
+        wrote would then be refused, "unknown kind", as the partner's fault) or entities of
+        it exist (store/kinds.py)."""
+        await self.get(tenant, name)
+        users = await self.users(tenant, name)
+        if users:
+            raise Conflict(
+                f"kind {name!r} is used by {_named(users)}: without it, every entity they "
+                "write would be refused; delete them first (or activate versions of the "
+                "mappings that do not name it)",
+                used_by=users,
+            )
         if not await self._store.kinds.delete(tenant, name):
             raise NotFound(f"no kind {name!r}")
+
+    async def users(self, tenant: str, name: str) -> list[dict[str, Any]]:
+        """What writes entities of the kind: the tenant's triggers of it, and its mappings
+        whose active version names it (at most `_USERS_NAMED` of each). A schedule writes
+        through its mapping, which names the schedule's kind (`needs.py`)."""
+        triggers = await self._store.triggers.of_kind(tenant, name, limit=_USERS_NAMED)
+        found = [{"kind": "trigger", "id": str(d["_id"]), "name": d["name"]} for d in triggers]
+        mappings = 0
+        async for doc in self._store.mappings.active_of_kind(tenant, name):
+            found.append(_mapping_user(doc))
+            mappings += 1
+            if mappings == _USERS_NAMED:
+                break
+        return found
+
+    async def check_mappings(
+        self, tenant: str, name: str, old: CompiledSchema, new: CompiledSchema
+    ) -> None:
+        """Conflict when the active version of a mapping naming kind `name` would not fit
+        the schema `new` as its upload is checked (a target no longer a field): once `new`
+        replaced `old`, every payload it maps to such a field would be refused, blaming the
+        partner. A problem the version has with `old` already does not block. Names the
+        mappings (`used_by`) and why."""
+        refused: list[dict[str, Any]] = []
+        why: list[str] = []
+        async for doc in self._store.mappings.active_of_kind(tenant, name):
+            problems = self._mapping_problems(doc["source"], name, new)
+            if problems:
+                before = {p.pointer for p in self._mapping_problems(doc["source"], name, old)}
+                problems = [p for p in problems if p.pointer not in before]
+            if problems:
+                refused.append(_mapping_user(doc))
+                why += [f"mapping {doc['name']} {p.pointer}: {p.message}" for p in problems]
+        if not refused:
+            return
+        shown = refused[:_USERS_NAMED]
+        more = f" and {len(refused) - len(shown)} more" if len(refused) > len(shown) else ""
+        raise Conflict(
+            f"kind {name!r} is written by {_named(shown)}{more}, whose active version would "
+            f"not fit the new schema: {'; '.join(why[:_USERS_NAMED])} (activate versions that "
+            "fit it first, or send the PUT with ?force=true to replace it anyway: the mappings "
+            "keep running, and a payload they map to such a field is refused)",
+            used_by=shown,
+        )
+
+    def _mapping_problems(
+        self, source: str, name: str, schema: CompiledSchema
+    ) -> list[FieldProblem]:
+        """The problems of a mapping's text compiled as a stored version, with `schema` as
+        kind `name`'s (the other custom kinds it names count as having every field)."""
+        try:
+            load_mapping(source, catalog=TenantCatalog(self._schemas, {name: schema}), strict=False)
+        except InvalidPayload as exc:
+            return exc.problems
+        return []
 
     async def check_stored(self, tenant: str, name: str, schema: CompiledSchema) -> None:
         """Conflict when stored entities of kind `name` (the first MAX_CHECKED) do not
@@ -125,6 +229,14 @@ class KindService:
             message = "schema must be a JSON Schema object"
             problems.append(FieldProblem("/schema", message, "type"))
         raise InvalidPayload("the kind is invalid", problems)
+
+
+def _mapping_user(doc: Doc) -> dict[str, Any]:
+    return {"kind": "mapping", "name": doc["name"], "version": doc["version"]}
+
+
+def _named(users: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{u['kind']} {u['name']}" for u in users)
 
 
 def _stranded(doc: Doc, problems: list[FieldProblem]) -> dict[str, Any]:

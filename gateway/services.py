@@ -307,6 +307,7 @@ def _assemble(
         triggers=TriggerService(
             store,
             mappings,
+            kinds,
             ring,
             box,
             base_url=settings.base_url,

@@ -326,6 +326,15 @@ async def test_a_phone_without_its_area_code_is_not_sent_anywhere(
     assert len(partner.requests) == 1
 
 
+async def test_a_toll_free_number_takes_no_sms(client: Client, partner: Partner) -> None:
+    """0800 and 4004 numbers are phones (a supplier's contact), but no SMS reaches one."""
+    await _sms_channel(client, partner, "zenvia")
+    for written in ("0800 727 0800", "4004-0001"):
+        result = await post(client, "/api/v1/channels/sms/test", {"to": written}, status=200)
+        assert result["result"] == "fail" and "takes no SMS" in result["detail"], result
+    assert partner.requests == []
+
+
 async def test_a_phone_in_e164_without_its_plus_keeps_its_own_country(
     client: Client, partner: Partner
 ) -> None:

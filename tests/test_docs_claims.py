@@ -555,7 +555,7 @@ def _routes() -> dict[str, set[str]]:
 
 def _tails(formatter: str, pattern: str) -> str:
     """A route template with `{name*}` for each placeholder whose pattern takes slashes too
-    (a key written with its slash, `{ref:.+}`), `{name}` for those that take one segment."""
+    (a key written with its slash, `{ref:[\\s\\S]+}`), `{name}` for those that take one segment."""
     for name in re.findall(r"\(\?P<(\w+)>", pattern):
         if f"(?P<{name}>[^{{}}/]+)" not in pattern:
             formatter = formatter.replace(f"{{{name}}}", f"{{{name}*}}")

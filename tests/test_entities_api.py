@@ -112,6 +112,60 @@ async def test_past_a_hundred_problems_the_answer_lists_a_hundred_and_counts_the
         assert len(text) < 20_000, (path, len(text))
 
 
+_NOT_ANY = "is not valid under any of the schemas listed in the '%s' keyword"
+
+
+async def test_values_failing_an_any_of_past_fifty_are_one_problem_each_counted_once(
+    client: Client,
+) -> None:
+    """Past 100 error entries, the answer was built from the evaluation's entries, which list
+    each failed branch of an anyOf/oneOf: 60 wrong items were 100 problems listed twice each
+    (`type`, "not of type string", then "integer") and 20 more omitted."""
+    slot = {"type": "object", "properties": {"n": {"type": "string"}}}
+    schema = {
+        "type": "object",
+        "$defs": {"text": {"type": "string"}, "number": {"type": "integer"}},
+        "properties": {
+            # branches that are $refs: entries at the subschemas they name, one named from
+            # another place too
+            "label": {"$ref": "#/$defs/text"},
+            "codes": {
+                "type": "array",
+                "items": {"anyOf": [{"$ref": "#/$defs/text"}, {"$ref": "#/$defs/number"}]},
+            },
+            "slots": {"type": "array", "items": {"oneOf": [slot, {"type": "array"}]}},
+            "shifts": {
+                "type": "array",
+                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            },
+        },
+    }
+    kind = {"name": "crew", "schema": schema}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    for count in (60, 150):  # fewer problems than an answer lists, and more
+        body = {
+            "kind": "crew",
+            "key": f"c{count}",
+            "codes": [None] * 3,
+            "slots": [{"n": 1}],
+            "shifts": [None] * count,
+        }
+        answer = await client.post("/api/v1/entities/other", json=body, headers=auth())
+        problem = await answer.json()
+        assert answer.status == 422, problem
+        listed = [(e["pointer"], e["keyword"], e["message"]) for e in problem["errors"]]
+        expected = [
+            *[(f"/codes/{i}", "anyOf", f"/codes/{i}: null {_NOT_ANY % 'anyOf'}") for i in range(3)],
+            ("/slots/0", "oneOf", f'/slots/0: {{"n":1}} {_NOT_ANY % "oneOf"}'),
+            *[
+                (f"/shifts/{i}", "anyOf", f"/shifts/{i}: null {_NOT_ANY % 'anyOf'}")
+                for i in range(count)
+            ],
+        ]
+        assert listed == expected[:100], listed[:3]
+        assert problem.get("errors_omitted", 0) == len(expected) - len(listed)
+
+
 async def test_patch_reports_changes_and_emits_entity_updated_with_old_and_new(
     client: Client,
 ) -> None:
@@ -550,6 +604,27 @@ async def test_write_answers_carry_the_timestamps_a_read_gives(client: Client) -
         assert patched["updated_at"] == got["updated_at"]
 
 
+async def test_a_suppliers_toll_free_or_shared_cost_number_is_a_phone(client: Client) -> None:
+    """Insurers', tow services' and dealers' 0800, 0300 and 4004 numbers are in Brazil's
+    numbering plan, dialled without an area code; they were refused ("no Brazilian number",
+    "its area code (DDD) is missing"), and every write of a supplier stored with one."""
+    cnpjs = iter(["11222333000181", "11444777000161", "19131243000197", "34028316000103"])
+    stored = {}
+    for phone in ("0800 727 0800", "0300 789 1234", "4004-0001", "3003 3030"):
+        supplier = {"name": "Guincho", "cnpj": next(cnpjs), "contact": {"phone": phone}}
+        stored[phone] = (await post(client, "/api/v1/entities/supplier", supplier))["contact"]
+    assert {k: v["phone"] for k, v in stored.items()} == {
+        "0800 727 0800": "+558007270800",
+        "0300 789 1234": "+553007891234",
+        "4004-0001": "+5540040001",
+        "3003 3030": "+5530033030",
+    }
+    # a local landline written without its area code is still refused
+    body = {"name": "Y", "cnpj": "06990590000123", "contact": {"phone": "3011-1234"}}
+    answer = await client.post("/api/v1/entities/supplier", json=body, headers=auth())
+    assert answer.status == 422 and "area code" in await answer.text()
+
+
 async def test_phone_fields_are_read_as_the_sms_path_reads_them_and_stored_in_e164(
     client: Client,
 ) -> None:
@@ -625,3 +700,35 @@ async def test_a_key_written_with_its_slash_names_the_entity_in_a_path(client: C
     assert (await client.delete(path, headers=auth())).status == 204
     gone = await client.get(path, headers=auth())
     assert gone.status == 404 and gone.content_type == "application/problem+json"
+
+
+async def test_a_path_key_with_a_line_break_or_another_types_part_names_the_entity(
+    client: Client,
+) -> None:
+    """The rest-of-path pattern was `.+`, which takes no line break: `ABC1234%0A` (a CSV's
+    line end, dropped as the identifier is read) and a kind key holding one were a bare 404
+    "Not Found", no route; and every type's key was kept from ending in a vehicle's part."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1234"})
+    await post(client, "/api/v1/kinds", {"name": "nota", "schema": {"type": "object"}})
+    await post(client, "/api/v1/entities/other", {"kind": "nota", "key": "a\nb"})
+    await post(client, "/api/v1/entities/other", {"kind": "nota", "key": "x/drivers"})
+    for path in (
+        "/api/v1/entities/vehicle/ABC1234%0A",
+        "/api/v1/entities/vehicle/ABC-1234%0D%0A",
+        "/api/v1/entities/other/nota:a%0Ab",
+        "/api/v1/entities/other/nota:x/drivers",
+    ):
+        response = await client.get(path, headers=auth())
+        assert response.status == 200, (path, await response.text())
+    patched = await client.patch(
+        "/api/v1/entities/other/nota:x/drivers", json={"n": 1}, headers=auth()
+    )
+    assert patched.status == 200, await patched.text()
+    spec = {"name": "erp", "entity_type": "vehicle", "methods": ["GET"]}
+    trigger = await post(client, "/api/v1/triggers", spec)
+    bearer = {"Authorization": f"Bearer {trigger['token']}"}
+    read = await client.get(f"/hooks/{trigger['id']}/ABC1234%0A", headers=bearer)
+    assert read.status == 200, await read.text()
+    # a vehicle's own parts keep their routes
+    drivers = await client.delete("/api/v1/entities/vehicle/ABC1234/drivers", headers=auth())
+    assert drivers.status == 405

@@ -24,7 +24,7 @@ from gateway.triggers import idempotency
 from gateway.web import requests
 from gateway.web.state import services_key
 from tests.support import auth
-from tests.triggers_support import create_trigger, hook
+from tests.triggers_support import Client, create_trigger, hook
 
 BIG = "/api/v1/entities/vehicle/BIG1234"
 
@@ -633,3 +633,71 @@ async def test_a_write_held_up_past_its_fence_does_not_land_over_the_newer_one(
     updated = services.store.db["events"].find({"type": "entity.updated"}, {"data.model": 1})
     models = sorted([e["data"]["model"] async for e in updated])
     assert models == (["m1", "m2"] if fence == "claim" else ["m2"])  # m1 once at most
+
+
+async def test_a_null_for_a_required_member_is_its_value_so_a_creating_payload_resent_is_no_change(
+    client: Client,
+) -> None:
+    """A create stores a required nullable member's null (`"removed_at": null`); every later
+    write's merge removed it, so the very payload that created the entity was a 422 "required
+    field is missing" when the partner sent it again, kept in `rejected`."""
+    schema = {
+        "type": "object",
+        "required": ["removed_at", "s"],
+        "properties": {"removed_at": {"type": ["string", "null"]}, "s": {"type": "string"}},
+    }
+    kind = {"name": "baixa", "schema": schema}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    trigger = await create_trigger(client, entity_type="other", kind="baixa")
+    payload = {"key": "B1", "removed_at": None, "s": "a"}
+    assert (await hook(client, trigger, payload))[0] == 201
+    status, answer = await hook(client, trigger, payload)
+    assert (status, answer["changed"]) == (200, []), answer
+    status, answer = await hook(client, trigger, {**payload, "s": "b"})
+    assert (status, answer["changed"]) == (200, ["s"]), answer
+    path = "/api/v1/entities/other/baixa:B1"
+    patched = await client.patch(path, json={"removed_at": "2026-12-06"}, headers=auth())
+    assert patched.status == 200, await patched.text()
+    patched = await client.patch(path, json={"removed_at": None}, headers=auth())
+    assert (await patched.json())["removed_at"] is None  # set back to null, not removed
+    refused = await client.patch(path, json={"s": None}, headers=auth())  # no null allowed
+    problem = await refused.json()
+    assert refused.status == 422, problem
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [("/s", "type")]
+
+
+async def test_a_driver_a_service_record_or_a_contact_is_replaced_whole_by_a_write(
+    client: Client,
+) -> None:
+    """Merged member by member, an ERP's report of another driver ({name, cpf}) kept the
+    assigned driver's `id` beside them, a service without a plan kept the last one's `plan`
+    (the fleet then reset that plan alone), a new contact kept the old one's phone."""
+    vehicle = {
+        "plate": "CDR1234",
+        "current_driver": {"id": "drv-ana", "cpf": "39053344705", "name": "Ana"},
+        "last_service": {"at": "2026-11-01T10:00:00Z", "km": 9000, "plan": "Troca de óleo"},
+    }
+    created = await client.post("/api/v1/entities/vehicle", json=vehicle, headers=auth())
+    assert created.status == 201, await created.text()
+    trigger = await create_trigger(client)
+    report = {
+        "plate": "CDR1234",
+        "current_driver": {"name": "Bruno", "cpf": "111.444.777-35"},
+        "last_service": {"at": "2026-12-05T10:00:00Z", "km": 20000},
+    }
+    status, answer = await hook(client, trigger, report)
+    assert status == 200, answer
+    stored = await (await client.get("/api/v1/entities/vehicle/CDR1234", headers=auth())).json()
+    assert stored["current_driver"] == {"name": "Bruno", "cpf": "11144477735"}
+    assert stored["last_service"] == {"at": "2026-12-05T10:00:00Z", "km": 20000}
+    supplier = {
+        "name": "Guincho",
+        "cnpj": "11.222.333/0001-81",
+        "contact": {"name": "Carlos", "phone": "(11) 3333-4444"},
+    }
+    created = await client.post("/api/v1/entities/supplier", json=supplier, headers=auth())
+    assert created.status == 201, await created.text()
+    path = "/api/v1/entities/supplier/11222333000181"
+    contact = {"name": "Dora", "email": "dora@example.com"}
+    patched = await client.patch(path, json={"contact": contact}, headers=auth())
+    assert (await patched.json())["contact"] == contact

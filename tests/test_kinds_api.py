@@ -278,6 +278,41 @@ async def test_a_kind_schema_with_its_id_beside_a_ref_reads_back_and_validates(
     assert response.status == 200, await response.text()
 
 
+async def test_a_schema_declaring_a_draft_the_validator_does_not_read_is_refused(
+    client: Client, services: Services
+) -> None:
+    """A 2019-09 schema was taken and read as 2020-12: its `$recursiveRef` ignored, so an
+    invalid CPF below it was stored."""
+    draft = "https://json-schema.org/draft/2019-09/schema"
+    schema = {
+        "$schema": draft,
+        "type": "object",
+        "properties": {"d": {"$recursiveRef": "#"}, "c": {"type": "string", "format": "cpf"}},
+    }
+    response = await client.post(
+        "/api/v1/kinds", json={"name": "arvore", "schema": schema}, headers=auth()
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    [error] = problem["errors"]
+    assert (error["pointer"], error["keyword"]) == ("/schema/$schema", "schema")
+    assert f'"{draft}" is not read: schemas are Draft 2020-12' in error["message"]
+    spec = {"name": "t", "entity_type": "vehicle", "input_schema": {"$schema": draft}}
+    response = await client.post("/api/v1/triggers", json=spec, headers=auth())
+    assert response.status == 422
+    assert (await response.json())["errors"][0]["pointer"] == "/input_schema/$schema"
+    for n, read in enumerate(
+        ("https://json-schema.org/draft/2020-12/schema", "http://json-schema.org/draft-07/schema#")
+    ):
+        kind = {"name": f"k{n}", "schema": {"$schema": read, "type": "object"}}
+        assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    # one stored before the rule keeps compiling, and its entities are written
+    await services.store.kinds.create("acme", "arvore", schema, "tester")
+    doc = {"kind": "arvore", "key": "1", "c": "529.982.247-25"}
+    response = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+    assert response.status == 201, await response.text()
+
+
 async def test_kinds_are_per_tenant(client: Client) -> None:
     await _register(client, "acme")
     doc = {"kind": "tyre", "key": "T-1", "serial": "T-1", "position": "FL"}
@@ -311,6 +346,131 @@ async def test_kind_in_use_cannot_be_deleted(client: Client, services: Services)
     services.store.kinds.clock = lambda: utcnow() + timedelta(seconds=61)
     await services.kinds.delete("acme", "tyre")
     assert (await client.get("/api/v1/kinds/tyre", headers=auth())).status == 404
+
+
+_TYRE_FEED = """name: tyre-feed
+direction: inbound
+entity_type: other
+kind: tyre
+key: [key]
+fields:
+  key: {from: id, transforms: [string]}
+  serial: s
+  position: p
+  tread_mm: mm
+"""
+_FLEET_FEED = """name: fleet-feed
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [plate]}
+also:
+  - entity_type: other
+    kind: tyre
+    key: [key]
+    fields:
+      key: {from: pneu, transforms: [string]}
+      serial: pneu
+      position: {value: FL}
+      tread_mm: mm
+"""
+
+
+async def _upload(client: Client, text: str) -> dict[str, Any]:
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    response = await client.post("/api/v1/mappings", data=text.encode(), headers=headers)
+    body: dict[str, Any] = await response.json()
+    assert response.status in (200, 201), body
+    return body
+
+
+async def test_a_trigger_naming_a_kind_the_tenant_does_not_have_is_refused_when_created(
+    client: Client,
+) -> None:
+    await _register(client)
+    spec = {"name": "typo", "entity_type": "other", "kind": "tyer", "methods": ["POST"]}
+    response = await client.post("/api/v1/triggers", json=spec, headers=auth())
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [("/kind", "reference")]
+    assert "unknown kind 'tyer': not built in (checklist, fine)" in problem["detail"]
+    assert (await (await client.get("/api/v1/triggers", headers=auth())).json())["items"] == []
+    for kind in ("tyre", "fine"):  # the tenant's own and a built-in one
+        made = await client.post("/api/v1/triggers", json={**spec, "kind": kind}, headers=auth())
+        assert made.status == 201, await made.text()
+        spec["name"] += "+"
+
+
+async def test_a_kind_a_trigger_or_an_active_mapping_uses_is_not_deleted_naming_them(
+    client: Client,
+) -> None:
+    await _register(client)
+    spec = {"name": "pneus", "entity_type": "other", "kind": "tyre", "methods": ["POST"]}
+    trigger = await (await client.post("/api/v1/triggers", json=spec, headers=auth())).json()
+    await _upload(client, _FLEET_FEED)  # writes tyres as an `also` target
+    refused = await client.delete("/api/v1/kinds/tyre", headers=auth())
+    problem = await refused.json()
+    assert refused.status == 409, problem
+    assert problem["used_by"] == [
+        {"kind": "trigger", "id": trigger["id"], "name": "pneus"},
+        {"kind": "mapping", "name": "fleet-feed", "version": 1},
+    ]
+    assert "kind 'tyre' is used by trigger pneus, mapping fleet-feed" in problem["detail"]
+    # the trigger still writes tyres
+    bearer = {"Authorization": f"Bearer {trigger['token']}"}
+    doc = {"key": "T-1", "serial": "T-1", "position": "FL"}
+    written = await client.post(f"/hooks/{trigger['id']}", json=doc, headers=bearer)
+    assert written.status == 201, await written.text()
+    await client.delete(f"/api/v1/triggers/{trigger['id']}", headers=auth())
+    await client.delete("/api/v1/mappings/fleet-feed", headers=auth())
+    await client.delete("/api/v1/entities/other/tyre:T-1", headers=auth())
+    refused = await client.delete("/api/v1/kinds/tyre", headers=auth())
+    assert "try again in" in (await refused.json())["detail"]  # only the write's mark is left
+
+
+async def test_a_schema_an_active_mapping_no_longer_fits_is_refused_naming_it(
+    client: Client,
+) -> None:
+    await _register(client)
+    await _upload(client, _TYRE_FEED)
+    await _upload(client, _FLEET_FEED)
+    spec = {"name": "feed", "entity_type": "other", "kind": "tyre", "mapping": "tyre-feed"}
+    trigger = await (await client.post("/api/v1/triggers", json=spec, headers=auth())).json()
+    properties = dict(TYRE["schema"]["properties"])
+    del properties["tread_mm"]
+    narrow = {**TYRE["schema"], "properties": properties}
+    refused = await client.put("/api/v1/kinds/tyre", json={"schema": narrow}, headers=auth())
+    problem = await refused.json()
+    assert refused.status == 409, problem
+    assert problem["used_by"] == [
+        {"kind": "mapping", "name": "fleet-feed", "version": 1},
+        {"kind": "mapping", "name": "tyre-feed", "version": 1},
+    ]
+    assert (
+        "mapping tyre-feed /fields/tread_mm: target 'tread_mm' is not a field of the other "
+        "(tyre) schema" in problem["detail"]
+    ), problem
+    assert "mapping fleet-feed /also/0/fields/tread_mm" in problem["detail"]
+    # nothing replaced: the partner's payloads still land
+    bearer = {"Authorization": f"Bearer {trigger['token']}"}
+    payload = {"id": 7, "s": "T-7", "p": "RR", "mm": 4}
+    written = await client.post(f"/hooks/{trigger['id']}", json=payload, headers=bearer)
+    assert written.status == 201, await written.text()
+    await client.delete("/api/v1/entities/other/tyre:7", headers=auth())
+    # ?force=true replaces it anyway: the mapping runs on, its tread_mm refused
+    path = "/api/v1/kinds/tyre"
+    forced = await client.put(f"{path}?force=true", json={"schema": narrow}, headers=auth())
+    assert forced.status == 200, await forced.text()
+    written = await client.post(f"/hooks/{trigger['id']}", json=payload, headers=bearer)
+    assert written.status == 422, await written.text()
+    widened = await client.put(path, json={"schema": TYRE["schema"]}, headers=auth())
+    assert widened.status == 200, await widened.text()
+    # versions without the field first, and the schema is replaced
+    await _upload(client, _TYRE_FEED.replace("  tread_mm: mm\n", ""))
+    await _upload(client, _FLEET_FEED.replace("      tread_mm: mm\n", ""))
+    replaced = await client.put(path, json={"schema": narrow}, headers=auth())
+    assert replaced.status == 200, await replaced.text()
 
 
 async def test_duplicate_kind_is_409_and_viewer_cannot_register(client: Client) -> None:
@@ -531,6 +691,62 @@ async def test_a_forced_schema_replacement_leaves_entities_to_be_made_valid(
     assert still.status == 422, await still.text()
     fixed = await client.patch(path, json={"brand": "Pirelli", "tread_mm": None}, headers=auth())
     assert fixed.status == 200, await fixed.text()
+
+
+async def test_a_write_leaving_a_stored_value_the_schema_refuses_never_quotes_it(
+    client: Client,
+) -> None:
+    safe = {
+        "type": "object",
+        "properties": {"serial": {"type": "string"}, "pin": {"type": "string"}, "lock": {}},
+    }
+    kind = {"name": "cofre", "schema": safe}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    doc = {"kind": "cofre", "key": "A", "serial": "x", "pin": "98765", "lock": {"a": "segredo"}}
+    assert (await client.post("/api/v1/entities/other", json=doc, headers=auth())).status == 201
+    stricter = {
+        **safe,
+        "properties": {
+            **safe["properties"],
+            "pin": {"type": "string", "maxLength": 4},
+            "lock": {"type": "object", "maxProperties": 1},
+        },
+    }
+    path = "/api/v1/kinds/cofre?force=true"
+    assert (await client.put(path, json={"schema": stricter}, headers=auth())).status == 200
+    spec = {"name": "c", "entity_type": "other", "kind": "cofre", "expose": ["serial"]}
+    trigger = await (await client.post("/api/v1/triggers", json=spec, headers=auth())).json()
+    bearer = {"Authorization": f"Bearer {trigger['token']}"}
+    hook = f"/hooks/{trigger['id']}"
+    # pin left as stored; lock merged with the stored one
+    answer = await client.post(
+        hook, json={"key": "A", "serial": "y", "lock": {"b": "z"}}, headers=bearer
+    )
+    text = await answer.text()
+    assert answer.status == 422, text
+    assert "98765" not in text and "segredo" not in text, text
+    errors = {e["pointer"]: e for e in (await answer.json())["errors"]}
+    assert errors.keys() == {"/pin", "/lock"}
+    assert errors["/pin"]["keyword"] == "maxLength"
+    assert errors["/pin"]["message"].startswith(
+        "/pin: the stored value does not meet the schema (maxLength), and this write leaves it"
+    )
+    assert errors["/lock"]["message"] == (
+        "/lock: the stored value, with this write merged into it, does not meet the schema "
+        "(maxProperties)"
+    )
+    kept = await (
+        await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    ).text()
+    assert "/pin" in kept and "98765" not in kept and "segredo" not in kept, kept
+    # a value the write sends is quoted, as ever
+    answer = await client.post(
+        hook, json={"key": "A", "pin": "123456", "lock": None}, headers=bearer
+    )
+    assert answer.status == 422 and '\\"123456\\" is longer than 4' in await answer.text()
+    fixed = {"key": "A", "pin": "1234", "lock": None}
+    answer = await client.post(hook, json=fixed, headers=bearer)
+    assert answer.status == 200, await answer.text()
 
 
 async def test_a_schema_replacement_checks_a_bounded_number_of_stored_entities(

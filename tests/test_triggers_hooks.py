@@ -503,6 +503,92 @@ async def test_fields_the_trigger_does_not_expose_are_not_returned(client: Clien
     assert item["attributes"] == {"color": "red"} and page["next_cursor"] is None
 
 
+async def test_a_response_mapping_reading_a_secret_is_refused_as_no_read_can_run(
+    client: Client,
+) -> None:
+    """A read passes no secret (none goes to a partner): such a response mapping was saved,
+    and every GET was a 422 "secret 'api_key' was not provided"."""
+    plain = "name: resp\ndirection: outbound\nentity_type: vehicle\nbody:\n  placa: entity.plate\n"
+    secret = plain + "  k: {secret: api_key}\n"
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    assert (await client.post("/api/v1/mappings", data=secret, headers=headers)).status == 201
+    spec = {"name": "r", "entity_type": "vehicle", "methods": ["GET"], "response_mapping": "resp"}
+    response = await client.post("/api/v1/triggers", json=spec, headers=auth())
+    problem = await response.json()
+    assert response.status == 422, problem
+    [error] = problem["errors"]
+    assert error["pointer"] == "/response_mapping"
+    assert "'resp' reads secrets (api_key), which a trigger's reads never have" in error["message"]
+    assert (await client.post("/api/v1/mappings", data=plain, headers=headers)).status == 201
+    trigger = await create_trigger(client, **spec)
+    # nor may a version reading one become active under it
+    response = await client.post("/api/v1/mappings", data=secret, headers=headers)
+    refused = await response.json()
+    assert response.status == 409, refused
+    assert refused["used_by"][0]["id"] == trigger["id"]
+
+
+async def test_an_expose_naming_no_field_of_the_entity_is_refused(client: Client) -> None:
+    """`"expose": ["plaet"]` was saved, and every read then answered the id alone."""
+    spec = {"name": "ex", "entity_type": "vehicle", "methods": ["GET"]}
+    typo = {**spec, "expose": ["plaet", "last_position.lat"]}
+    response = await client.post("/api/v1/triggers", json=typo, headers=auth())
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [
+        ("/expose/0", "unknown_field")
+    ]
+    assert "'plaet' is not a field of the vehicle schema" in problem["detail"]
+    # its metadata, a free-form member's, a renamed member's old name are fields
+    fields = ["plate", "id", "updated_at", "attributes.erp_id", "last_position.latitude"]
+    trigger = await create_trigger(client, expose=fields)
+    url = f"/api/v1/triggers/{trigger['id']}"
+    response = await client.patch(url, json={"expose": ["plaet"]}, headers=auth())
+    assert response.status == 422, await response.text()
+    # one stored before the rule stays through a change of anything else, restated or not
+    store = client.app[services_key].store
+    await store.db["triggers"].update_one({"_id": trigger["id"]}, {"$set": {"expose": ["plaet"]}})
+    for change in ({"name": "renamed"}, {"name": "again", "expose": ["plaet"]}):
+        response = await client.patch(url, json=change, headers=auth())
+        assert response.status == 200, await response.text()
+    kind = {
+        "name": "strict",
+        "schema": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"serial": {"type": "string"}},
+        },
+    }
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    other = {"name": "k", "entity_type": "other", "kind": "strict", "expose": ["serail"]}
+    response = await client.post("/api/v1/triggers", json=other, headers=auth())
+    assert response.status == 422, await response.text()
+    assert (await response.json())["errors"][0]["message"] == (
+        "/expose/0: 'serail' is not a field of the other (strict) schema"
+    )
+
+
+async def test_a_group_filter_needs_the_groups_it_reads_exposed_too(client: Client) -> None:
+    """`?group=` answers a vehicle in the group by its `group` or its `groups`: with `group`
+    alone exposed, which vehicles answered told the partner their hidden `groups`."""
+    for vehicle in (
+        {"plate": "GRP1234", "group": "north"},
+        {"plate": "GRP1235", "group": "south", "groups": ["diretoria"]},
+    ):
+        created = await client.post("/api/v1/entities/vehicle", json=vehicle, headers=auth())
+        assert created.status == 201, await created.text()
+    trigger = await create_trigger(client, expose=["plate", "group"])
+    url = f"/hooks/{trigger['id']}"
+    refused = await client.get(f"{url}?group=diretoria", headers=bearer(trigger))
+    assert refused.status == 400, await refused.text()
+    assert (await refused.json())["detail"] == (
+        "cannot filter by group: this trigger does not expose groups (?group= reads groups too)"
+    )
+    both = await create_trigger(client, name="both", expose=["plate", "group", "groups"])
+    found = await client.get(f"/hooks/{both['id']}?group=diretoria", headers=bearer(both))
+    assert [i["plate"] for i in (await found.json())["items"]] == ["GRP1235"]
+
+
 async def test_lists_are_cursor_paginated_and_unknown_filters_are_400(client: Client) -> None:
     trigger = await create_trigger(client)
     for plate in ("ABC1D23", "BRA2E19", "XYZ9K88"):

@@ -351,7 +351,8 @@ class FlowDryRun:
             note = "the event's entity is not stored: the sample event's data stands in"
         fields = plain(evaluate(spec.fields, context))
         try:
-            document = merge(current["data"], unflatten(fields))
+            whole = self._p.schemas.whole_members(etype)
+            document = merge(current["data"], unflatten(fields), whole)
         except ValueError as exc:  # one field inside another (a and a.b)
             raise StepFailed(f"set: {exc}") from None
         document = dict(keyed_as_stored(etype, current["data"], document))  # as the write keys it

@@ -61,6 +61,22 @@ def text_refused(value: Any, limit: int, *, nonblank: bool = False) -> str | Non
     return "maxLength" if len(value) > limit else None
 
 
+def same_json(old: Any, new: Any) -> bool:
+    """Whether two values are the same JSON value, at any depth: a number whatever its
+    spelling (`1` and `1.0`), but `true` is no `1` nor `false` a `0`, though Python's `==`
+    says they are (so a write from one to the other was once taken for no change at all)."""
+    kind = type(old)
+    if kind is type(new) and kind is not list and kind is not dict:
+        return bool(old == new)  # the common case: two strings, two floats, ...
+    if old != new:
+        return False
+    if isinstance(old, list):  # equal, so `new` is a list of as many items
+        return all(map(same_json, old, new))
+    if isinstance(old, dict):  # equal, so `new` has the same keys
+        return all(same_json(value, new[key]) for key, value in old.items())
+    return isinstance(old, bool) == isinstance(new, bool)
+
+
 def json_type(value: Any) -> str:
     """The JSON name of a value's type, as messages name it: null, boolean, number, string,
     array or object (never Python's: dict, list, NoneType)."""

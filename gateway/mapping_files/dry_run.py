@@ -256,12 +256,13 @@ class MappingDryRun:
             with contextlib.suppress(InvalidPayload):
                 named = self._entities.target_key(etype, document)
         fields, skipped = forward_only(old, document, mapped.forward)
+        written = merge(old, fields, self._schemas.whole_members(etype))
         kind_schema = None
         if etype == "other":
-            kind_schema = await self._kinds.schema_for(tenant, merge(old, fields).get("kind"))
+            kind_schema = await self._kinds.schema_for(tenant, written.get("kind"))
         # Identifiers as the write stores them (`dry-4j75` is the plate DRY4J75): the diff
         # is against what would be stored, not against the mapping's spelling.
-        merged = self._schemas.normalize(etype, merge(old, fields), kind_schema=kind_schema)
+        merged = self._schemas.normalize(etype, written, kind_schema=kind_schema)
         changes = diff(old, merged) if current is not None else []
         created = current is None
         fields_changed = [c.field for c in changes]

@@ -6,8 +6,8 @@ would refuse is refused, any other is taken.
 
     trigger   `mapping`: inbound, mapping to the trigger's target, for its entity type (or
               none) and kind (or none), compiling with its params; `response_mapping`:
-              outbound, for its entity type (or none), with a body that requires nothing
-              `expose` hides
+              outbound, for its entity type (or none), with a body, reading no secret (a
+              read has none), that requires nothing `expose` hides
     action    `request_mapping`, `response_mapping`: outbound
     schedule  `mapping`: inbound, mapping to the schedule's target, for its entity type (or
               none) and kind (or none), compiling with its params
@@ -49,6 +49,12 @@ def trigger_needs(
         )
     elif direction == "outbound" and mapping.source.get("body") is None:
         message = f"{name!r} has no body section to shape answers with"
+    elif direction == "outbound" and mapping.secrets:
+        secrets = ", ".join(sorted(mapping.secrets))
+        message = (
+            f"{name!r} reads secrets ({secrets}), which a trigger's reads never have (no "
+            "secret goes to a partner): no read could be shaped"
+        )
     if message is not None:
         return [FieldProblem(f"/{field}", message, "mapping")]
     if direction == "inbound":

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.entities import EntityService
-from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, load_mapping
 from gateway.mapping_files.catalog import TenantCatalog
@@ -184,9 +184,8 @@ class MappingService:
         for kind in sorted(catalog.unknown):
             schema = await self._kinds.schema_for(tenant, kind)
             if schema is None:
-                builtin = ", ".join(self._schemas.builtin_kinds)
-                message = f"unknown kind {kind!r}: not built in ({builtin}) nor a tenant kind"
-                raise InvalidPayload(message, [FieldProblem("/kind", message, "reference")])
+                problem = self._kinds.unknown(kind)
+                raise InvalidPayload(problem.message, [problem])
             custom[kind] = schema
         return load_mapping(text, catalog=TenantCatalog(self._schemas, custom), filename=filename)
 

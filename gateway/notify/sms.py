@@ -33,7 +33,7 @@ from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import BeforeSending, OutboundRequest, Outcome, Sender
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
-from gateway.schemas.ids import e164
+from gateway.schemas.ids import e164, non_geographic
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -43,6 +43,9 @@ def sms_context(message: SmsMessage, sender_id: str, key: str | None = None) -> 
         to = e164(message.to)
     except ValueError as exc:
         raise InvalidPayload(str(exc)) from None
+    if non_geographic(to):
+        message_text = f"{message.to!r} is a toll-free or shared-cost number: it takes no SMS"
+        raise InvalidPayload(message_text)
     fields = {"to": to, "text": message.text, "from": sender_id}
     return {"message": fields | ({"id": key} if key else {})}
 

@@ -7,9 +7,11 @@ the Brazilian identifier formats of `ids.py` are available to every schema.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import unquote
 
 import jsonschema_rs
 import orjson
@@ -25,7 +27,13 @@ from gateway.formats.json_tree import (
     wide_integers,
 )
 from gateway.schemas.ids import IDENTIFIERS
-from gateway.schemas.problems import UNEXPLAINED, pointer, problems_from_errors, root_problem
+from gateway.schemas.problems import (
+    UNEXPLAINED,
+    at_pointer,
+    pointer,
+    problems_from_errors,
+    root_problem,
+)
 from gateway.schemas.walk import (
     IdentifierInName,
     Normaliser,
@@ -57,6 +65,7 @@ class CompiledSchema:
     name: str | None
     _validator: jsonschema_rs.Validator
     _normaliser: Normaliser | None
+    _referrers: Mapping[str, Sequence[str]]  # `_referrers`
 
     def normalise(self, doc: Any) -> Any:
         """`doc` with identifiers normalised, whole floats where the schema says `integer`
@@ -86,9 +95,11 @@ class CompiledSchema:
         More problems than an answer lists (MAX_PROBLEMS) are not explained one by one:
         jsonschema-rs's `iter_errors` builds every error as a Python exception before the
         first is read (13 us each: 250,000 wrong items held the event loop 3 s), and has no
-        way to stop early; its `evaluate` lists them as plain entries ten times faster. So
-        with more than that many, the first MAX_PROBLEMS are the validator's own messages at
-        their pointers (`_plain_problem`) and each of the rest is UNEXPLAINED, counted by
+        way to stop early; its `evaluate` lists them as plain entries ten times faster. Its
+        entries list each failed branch of an anyOf/oneOf, which `iter_errors` gives as one
+        error of the applicator: they are counted as such (`_failures`). So with more failures
+        than that many, the first MAX_PROBLEMS are the validator's own messages at their
+        pointers (`_plain_problem`) and each of the rest is UNEXPLAINED, counted by
         InvalidPayload (`omitted`), never listed.
         A wide integer (`WideInt`) is a number to the schema, which the database stores as
         its text: it must be valid both ways (`_wide_problems`)."""
@@ -98,9 +109,12 @@ class CompiledSchema:
             if self._validator.is_valid(normalised):
                 return []
             found = self._validator.evaluate(normalised).errors()
-            if len(found) > MAX_PROBLEMS:
-                listed = [_plain_problem(entry) for entry in found[:MAX_PROBLEMS]]
-                return listed + [UNEXPLAINED] * (len(found) - MAX_PROBLEMS)
+            failures = _failures(found, self._referrers) if len(found) > MAX_PROBLEMS else {}
+            if len(failures) > MAX_PROBLEMS:
+                listed = [
+                    _plain_problem(entry, original) for entry in list(failures)[:MAX_PROBLEMS]
+                ]
+                return listed + [UNEXPLAINED] * (len(failures) - MAX_PROBLEMS)
             errors = list(self._validator.iter_errors(normalised))
         except ValueError as exc:  # a value JSON cannot carry, e.g. a datetime
             return [root_problem(f"not a JSON document: {exc}", "type")]
@@ -131,12 +145,139 @@ class CompiledSchema:
         return has_path(self.schema, path.split("."), indexes=False)
 
 
-def _plain_problem(entry: Mapping[str, Any]) -> FieldProblem:
-    """A problem from one entry of an evaluation's errors: its instance's pointer, the
-    validator's message, the keyword its schema location ends with."""
-    where = str(entry["instanceLocation"])
-    keyword = str(entry["schemaLocation"]).rsplit("/", 1)[-1]
-    return FieldProblem(where, f"{where or 'document'}: {entry['error']}", keyword)
+_Failure = tuple[str, str, str]  # (instance pointer, keyword, the validator's message or "")
+_BRANCHING: Final = frozenset({"anyOf", "oneOf"})
+# What a subschema's keyword steps into, as a schema location spells it after a branch of an
+# anyOf/oneOf: a member or an item of the instance (one step of its pointer), or nothing (the
+# same instance); each named or indexed one takes the name or index that follows it.
+_INTO_NAMED: Final = {"properties": 1, "patternProperties": 1, "dependentSchemas": 0}
+_INTO_INDEXED: Final = {"prefixItems": 1, "allOf": 0, "anyOf": 0, "oneOf": 0}
+_MAX_REF_HOPS: Final = 8  # `$ref`s followed back from one location (a chain, or a cycle)
+_INTO: Final = frozenset(
+    {"items", "additionalProperties", "unevaluatedItems", "unevaluatedProperties", "contains"}
+)
+
+
+def _failures(
+    entries: Sequence[Mapping[str, Any]], referrers: Mapping[str, Sequence[str]]
+) -> dict[_Failure, None]:
+    """The failures an evaluation's error entries stand for, in order, once each: what
+    `iter_errors` yields one error for. An entry in a branch of an anyOf or a oneOf that
+    failed as a whole (each of its branches lists its own) is that applicator's failure, at
+    the instance it applied to; every other entry is a failure of its own. An entry's
+    location is where its keyword sits, a `$ref`'s target for one reached through it: read
+    from the `$ref` that names the target (`referrers`), a branch that is a `$ref` is one."""
+    found: dict[_Failure, None] = {}
+    for entry in entries:
+        where = str(entry["instanceLocation"])
+        parts = _through_refs(str(entry["schemaLocation"]).split("/"), where, referrers)
+        for i, part in enumerate(parts[:-1]):
+            if part in _BRANCHING and parts[i + 1].isdigit():
+                steps = _steps(parts[i + 2 :])
+                if steps:
+                    where = "/".join(where.split("/")[:-steps])
+                found[(where, part, "")] = None
+                break
+        else:
+            keyword = parts[-1]
+            found[(where, keyword, str(entry["error"]))] = None
+    return found
+
+
+def _through_refs(
+    parts: list[str], where: str, referrers: Mapping[str, Sequence[str]]
+) -> list[str]:
+    """A schema location's parts with the target of a `$ref` its start lies in (the
+    innermost first) replaced by the location of the `$ref` the entry at the instance
+    `where` came through, as long as one is known: the target's only referrer, or the one
+    whose place in the document is where the entry's instance lies (`_lies_at`)."""
+    for _ in range(_MAX_REF_HOPS):
+        for end in range(len(parts), 1, -1):
+            places = referrers.get("/".join(parts[:end]))
+            if places is not None:
+                break
+        else:
+            return parts
+        if len(places) > 1:
+            instance = where.split("/")[1:]
+            at_ref = instance[: len(instance) - _steps(parts[end:])]
+            places = [p for p in places if _lies_at(p.split("/")[1:], at_ref)]
+            if len(places) != 1:
+                return parts
+        parts = [*places[0].split("/"), *parts[end:]]
+    return parts
+
+
+def _lies_at(location: list[str], instance: list[str]) -> bool:
+    """Whether the subschema at the schema `location` (from the root, through no `$ref`)
+    applies to the instance at the pointer parts `instance`."""
+    place: list[str] = []
+    i = 0
+    while i < len(location):
+        part = location[i]
+        name = location[i + 1] if i + 1 < len(location) else ""
+        if part in ("properties", "prefixItems"):  # a member or an item of its own
+            place.append(name)
+            i += 2
+        elif part == "patternProperties":  # the members whose names match
+            place.append("*")
+            i += 2
+        elif part in ("dependentSchemas", "allOf", *_BRANCHING):  # the same instance
+            i += 2
+        elif part in _INTO:  # any member or item
+            place.append("*")
+            i += 1
+        elif part in ("not", "if", "then", "else"):
+            i += 1
+        else:  # in $defs: where it applies depends on the $ref that names it
+            return False
+    if len(place) != len(instance):
+        return False
+    return all(p in ("*", n) for p, n in zip(place, instance, strict=True))
+
+
+def _referrers(schema: Any) -> dict[str, tuple[str, ...]]:
+    """For each subschema a `$ref` of the schema names by a JSON Pointer (`#/$defs/s`), the
+    locations of the schemas holding such a `$ref` (JSON Pointers all)."""
+    found: dict[str, list[str]] = {}
+    stack: list[tuple[Any, str]] = [(schema, "")]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/"):
+                found.setdefault(unquote(ref[1:]), []).append(at)
+            stack.extend((value, at + pointer([key])) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((item, f"{at}/{i}") for i, item in enumerate(node))
+    return {target: tuple(places) for target, places in found.items()}
+
+
+def _steps(location: list[str]) -> int:
+    """How many steps of the instance's pointer a schema location below a branch takes (its
+    last part is the failing keyword, which takes none)."""
+    steps = i = 0
+    while i < len(location) - 1:
+        part = location[i]
+        if part in _INTO_NAMED or part in _INTO_INDEXED:
+            steps += _INTO_NAMED.get(part, 0) + _INTO_INDEXED.get(part, 0)
+            i += 2
+        else:
+            steps += part in _INTO
+            i += 1
+    return steps
+
+
+def _plain_problem(failure: _Failure, original: Any) -> FieldProblem:
+    """A problem from one failure of an evaluation (`_failures`): its instance's pointer, the
+    validator's message (an anyOf's or oneOf's said as `iter_errors` says it, quoting the
+    value sent), the keyword."""
+    where, keyword, message = failure
+    if not message:
+        value = at_pointer(original, where)
+        message = f"{shown(value)} is not valid under any of the schemas listed in the "
+        message += f"'{keyword}' keyword"
+    return FieldProblem(where, f"{where or 'document'}: {message}", keyword)
 
 
 def invalid(what: str, problems: list[FieldProblem]) -> InvalidPayload:
@@ -168,6 +309,8 @@ def compile_schema(
             for where, value in wide_integers(schema)
         ]
         raise invalid("schema", problems)
+    if not stored and (problem := _draft_problem(schema, at)) is not None:
+        raise invalid("schema", [problem])
     try:
         key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:
@@ -195,10 +338,39 @@ def compile_schema(
         raise invalid("schema", [problem]) from None
 
 
+READ_DRAFTS: Final = ("draft/2020-12", "draft-07")
+"""The JSON Schema drafts a schema may declare (`$schema`): the validator reads Draft
+2020-12, and a draft-07 schema's keywords as that draft means them (`definitions`,
+`dependencies`; its array `items` is refused). Another draft's keywords would be half read
+(2019-09's `$recursiveRef` ignored, so what it guards goes unchecked)."""
+_DRAFT_URI = re.compile(r"^https?://json-schema\.org/(draft/2020-12|draft-07)/schema#?$")
+
+
+def _draft_problem(schema: Mapping[str, Any], at: str) -> FieldProblem | None:
+    """A problem at `$schema` when it names a draft the validator does not read as written
+    (READ_DRAFTS); a schema saved before this rule (2026-12-06) keeps compiling (`stored`)."""
+    declared = schema.get("$schema")
+    if declared is None or (isinstance(declared, str) and _DRAFT_URI.match(declared)):
+        return None
+    where = f"{at}/$schema"
+    message = (
+        f"{where}: {shown(declared, 100)} is not read: schemas are Draft 2020-12 "
+        "(https://json-schema.org/draft/2020-12/schema; draft-07 is read too); leave "
+        "$schema out, or name one of them"
+    )
+    return FieldProblem(where, message, "schema")
+
+
 @functools.lru_cache(maxsize=512)
 def _compile(key: bytes, name: str | None) -> CompiledSchema:
     schema: dict[str, Any] = orjson.loads(key)
-    return CompiledSchema(schema, name, _validator(schema, _BOUNDED), build_normaliser(schema))
+    return CompiledSchema(
+        schema,
+        name,
+        _validator(schema, _BOUNDED),
+        build_normaliser(schema),
+        _referrers(schema),
+    )
 
 
 def _validator(

@@ -260,6 +260,12 @@ _DIGITS_AFTER_LOCAL = re.compile(r"(?<![0-9])[0-9]{4,5}-[0-9]{4}(?![0-9]).*[0-9]
 # +55, an area code (no digit 0), and a landline's 8 digits (beginning 2 to 5) or a mobile's 9
 # (beginning with 9).
 _BRAZILIAN = re.compile(r"55[1-9]{2}(?:9[0-9]{8}|[2-5][0-9]{7})")
+# Non-geographic numbers, dialled in Brazil without an area code: a toll-free 0800, a 0300,
+# 0500 or 0900 (6 or 7 digits after the code), and a nationwide shared-cost number (3000,
+# 3003, 4000 to 4009, 4020, then 4 digits: prefixes no local number takes). No area code has
+# a 0 for its second digit, so none reads as one. E.164 writes them +55 800 …; they take
+# calls, not SMS (`non_geographic`).
+_NON_GEOGRAPHIC = re.compile(r"55(?:[3589]00[0-9]{6,7}|(?:300[03]|40(?:0[0-9]|20))[0-9]{4})")
 # 8 digits beginning 6 to 9 after the area code: a mobile as written before its ninth digit
 # (added nationwide by 2016), a number that no longer exists.
 _OLD_MOBILE = re.compile(r"55[1-9]{2}[6-9][0-9]{7}")
@@ -299,7 +305,8 @@ def e164(phone: str) -> str:
     digits after a hyphenated local number ("3456-7890 12"); so is a number without its area
     code, a Brazilian one (+55) outside the numbering plan (a landline's 8 digits begin 2 to
     5, a mobile's 9 with 9: an 8-digit mobile written before its ninth digit no longer
-    exists, and is refused rather than completed), and text with anything but digits,
+    exists, and is refused rather than completed; a non-geographic 0800 or 4004 number has
+    no area code), and text with anything but digits,
     spaces, - . ( ) and a leading "+" ("ramal 22", "r. 5"). NotAPhone says why."""
     text = _written(phone)
     # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
@@ -309,20 +316,7 @@ def e164(phone: str) -> str:
     if text.startswith("+") and digits.startswith(COUNTRY_CODE + "0"):
         digits = COUNTRY_CODE + digits[3:]  # "+55 (011) 9…": no area code starts with 0
     if not text.startswith("+"):
-        if digits.startswith("0"):  # trunk prefix 0, maybe a carrier code: 0 21 11 9…
-            digits = digits[1:]
-            if len(digits) in (12, 13):
-                digits = digits[2:]
-            if len(digits) not in (10, 11):
-                raise NotAPhone(phone, "its area code (DDD) is missing")
-        if len(digits) in (10, 11):  # area code and number
-            digits = COUNTRY_CODE + digits
-        elif len(digits) < 12:  # (a Brazilian number has at most 11 without its country code)
-            raise NotAPhone(phone, "its area code (DDD) is missing, or its country code")
-        elif _NATIONAL.search(text) and not digits.startswith(COUNTRY_CODE):
-            raise NotAPhone(phone, "more than one number (an extension, or two?)")
-        # 12 digits or more: E.164 without its "+" ("5511987654321", "447911123456"), as
-        # providers write it, the country code already there.
+        digits = _with_country_code(phone, text, digits)
     if digits.startswith(COUNTRY_CODE) and (problem := _brazilian_problem(digits)):
         raise NotAPhone(phone, problem)
     if not 8 <= len(digits) <= 15:
@@ -330,15 +324,43 @@ def e164(phone: str) -> str:
     return "+" + digits
 
 
+def _with_country_code(phone: str, text: str, digits: str) -> str:
+    """The `digits` of `text`, written without "+", with their country code (`e164`)."""
+    national = digits[1:] if digits.startswith("0") else digits
+    if _NON_GEOGRAPHIC.fullmatch(COUNTRY_CODE + national):
+        return COUNTRY_CODE + national  # "0800 727 0800", "4004-0001": no area code
+    if digits.startswith("0"):  # trunk prefix 0, maybe a carrier code: 0 21 11 9…
+        digits = digits[1:]
+        if len(digits) in (12, 13):
+            digits = digits[2:]
+        if len(digits) not in (10, 11):
+            raise NotAPhone(phone, "its area code (DDD) is missing")
+    if len(digits) in (10, 11):  # area code and number
+        return COUNTRY_CODE + digits
+    if len(digits) < 12:  # (a Brazilian number has at most 11 without its country code)
+        raise NotAPhone(phone, "its area code (DDD) is missing, or its country code")
+    if _NATIONAL.search(text) and not digits.startswith(COUNTRY_CODE):
+        raise NotAPhone(phone, "more than one number (an extension, or two?)")
+    # 12 digits or more: E.164 without its "+" ("5511987654321", "447911123456"), as
+    # providers write it, the country code already there.
+    return digits
+
+
+def non_geographic(phone: str) -> bool:
+    """Whether the E.164 number `phone` is a Brazilian toll-free or shared-cost one (0800,
+    4004 …): a number to call, which takes no SMS."""
+    return _NON_GEOGRAPHIC.fullmatch(phone.removeprefix("+")) is not None
+
+
 def _brazilian_problem(digits: str) -> str | None:
     """Why `digits` (+55 and the rest) is no number of Brazil's numbering plan, or None."""
-    if _BRAZILIAN.fullmatch(digits):
+    if _BRAZILIAN.fullmatch(digits) or _NON_GEOGRAPHIC.fullmatch(digits):
         return None
     if _OLD_MOBILE.fullmatch(digits):
         return "an 8-digit mobile number; mobiles have 9 digits, a 9 before these 8"
     return (
         "no Brazilian number (+55, an area code, then 8 digits beginning 2 to 5 or 9"
-        " beginning with 9)"
+        " beginning with 9; or a 0800, 0300, 0500, 0900, 3003 or 4004 number)"
     )
 
 

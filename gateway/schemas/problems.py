@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 import jsonschema_rs
 
 from gateway.errors import MAX_PROBLEMS, FieldProblem
-from gateway.formats.json_tree import shown
+from gateway.formats.json_tree import same_json, shown
 from gateway.schemas.ids import IDENTIFIERS
 
 _MISSING = object()
@@ -50,6 +51,58 @@ def nul_key_problems(doc: Any, at: tuple[str | int, ...] = ()) -> list[FieldProb
 
 def root_problem(message: str, keyword: str) -> FieldProblem:
     return FieldProblem("", f"document: {message}", keyword)
+
+
+def without_stored_values(
+    problems: list[FieldProblem], doc: Any, stored: Mapping[str, Any], keys: Iterable[str]
+) -> list[FieldProblem]:
+    """The problems of `doc`, a write merged into the stored entity data `stored`, each said
+    without a value the write did not send: a writer (a partner) is never shown a stored
+    value (one its trigger's `expose` hides, say), nor blamed for it. A problem at a value
+    as stored (the write left it alone: a replaced schema or a newer rule refuses it) says
+    so; one at an object the write merged into (the document itself, a member object) names
+    its keyword only, for its value holds stored members. Others are the write's own, and so
+    are those at the entity's natural key (`keys`): it names the entity the write is for."""
+    identity = {pointer([key]) for key in keys}
+    out = []
+    for problem in problems:
+        top = "/".join(problem.pointer.split("/")[:2])
+        if problem is UNEXPLAINED or top in identity:
+            out.append(problem)
+            continue
+        where = problem.pointer
+        new, old = at_pointer(doc, where, _MISSING), at_pointer(stored, where, _MISSING)
+        if new is _MISSING:  # a field missing: its message quotes no value
+            out.append(problem)
+        elif old is not _MISSING and same_json(new, old):
+            message = (
+                f"{where or 'document'}: the stored value does not meet the schema "
+                f"({problem.keyword}), and this write leaves it as it is: send a valid value "
+                "(null removes it), or have an admin correct the stored entity"
+            )
+            out.append(replace(problem, message=message))
+        elif isinstance(new, dict) and isinstance(old, dict):
+            message = (
+                f"{where or 'document'}: the stored value, with this write merged into it, "
+                f"does not meet the schema ({problem.keyword})"
+            )
+            out.append(replace(problem, message=message))
+        else:
+            out.append(problem)
+    return out
+
+
+def at_pointer(doc: Any, where: str, missing: Any = None) -> Any:
+    """The value at the JSON Pointer `where` in `doc`, or `missing`."""
+    for part in where.split("/")[1:] if where else ():
+        name = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(doc, Mapping) and name in doc:
+            doc = doc[name]
+        elif isinstance(doc, list) and name.isdigit() and int(name) < len(doc):
+            doc = doc[int(name)]
+        else:
+            return missing
+    return doc
 
 
 def problems_from_errors(

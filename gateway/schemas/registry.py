@@ -22,7 +22,12 @@ from gateway.formats.json_tree import shown
 from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
 from gateway.schemas.ids import canonical_plate_key, normalize_identifier
 from gateway.schemas.kind_keys import key_problems
-from gateway.schemas.problems import nul_key_problems, pointer, root_problem
+from gateway.schemas.problems import (
+    nul_key_problems,
+    pointer,
+    root_problem,
+    without_stored_values,
+)
 from gateway.schemas.walk import COMBINATORS, Resolver
 from gateway.shipped import SCHEMAS
 
@@ -131,6 +136,19 @@ class SchemaRegistry:
     def builtin_kinds(self) -> tuple[str, ...]:
         return tuple(self._kinds)
 
+    def whole_members(self, entity_type: str) -> frozenset[str]:
+        """The top-level members of the type's schema marked `"x-whole": true`: an object that
+        is one value (a vehicle's `current_driver`, its `last_service`, a supplier's
+        `contact`), which a change replaces whole (`entities.merge`); merged, a partial one
+        paired one driver's id with another's name and CPF, one service's plan with the
+        next service's date."""
+        properties = self._entity(entity_type).schema.get("properties") or {}
+        return frozenset(
+            name
+            for name, sub in properties.items()
+            if isinstance(sub, Mapping) and sub.get("x-whole") is True
+        )
+
     def entity_schema(self, entity_type: str) -> dict[str, Any]:
         """A copy of the raw schema (for OpenAPI and docs)."""
         return copy.deepcopy(dict(self._entity(entity_type).schema))
@@ -157,16 +175,45 @@ class SchemaRegistry:
         """The normalised document (a new dict; identifiers stripped of formatting, plates
         upper case without dash), or InvalidPayload listing every problem. `stored` is the
         entity's stored data when `doc` is a write merged into it: its key was chosen then
-        (`kind_keys`).
+        (`kind_keys`), and a problem does not quote a value of it the write did not send
+        (`without_stored_values`).
 
         Identifiers are normalised before validation, so what is validated is what is stored.
         """
+        if stored is not None:
+            doc = self._required_nulls(entity_type, doc, kind_schema, stored)
         normalised, problems = self._run(entity_type, doc, kind_schema, stored)
+        if problems and stored is not None:
+            problems = without_stored_values(problems, doc, stored, NATURAL_KEYS[entity_type])
         if problems:
             raise invalid(entity_type, problems)
         if not isinstance(normalised, dict):  # unreachable while every schema says object
             raise invalid(entity_type, [root_problem("must be a JSON object", "type")])
         return normalised
+
+    def _required_nulls(
+        self,
+        entity_type: str,
+        doc: Any,
+        kind_schema: CompiledSchema | None,
+        stored: Mapping[str, Any],
+    ) -> Any:
+        """`doc`, a write merged into the stored data `stored`, with a null back for each
+        member the schema (or the kind's) requires at the top that the write's null removed:
+        for such a member a null is its value, as a create stores it (`"removed_at": null`),
+        not a removal, which would leave no valid entity. So the payload that created an
+        entity is no change when sent again, and the schema says whether null is allowed."""
+        if not isinstance(doc, dict):
+            return doc
+        schemas = [self._entity(entity_type).schema]
+        kind = doc.get("kind")
+        if entity_type == "other" and isinstance(kind, str):
+            found = self._kind_for_doc(kind, kind_schema)
+            if isinstance(found, CompiledSchema):
+                schemas.append(found.schema)
+        required = [name for schema in schemas for name in schema.get("required") or ()]
+        removed = [n for n in required if isinstance(n, str) and n not in doc and n in stored]
+        return {**doc, **dict.fromkeys(removed)} if removed else doc
 
     def _run(
         self,

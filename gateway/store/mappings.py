@@ -281,6 +281,22 @@ class MappingStore:
             await self._versions.delete_many(scoped(tenant, {"name": name}))
         return result.matched_count == 1
 
+    async def active_of_kind(self, tenant: str, kind: str) -> AsyncIterator[Doc]:
+        """The active version (name, version, source) of each of the tenant's mappings whose
+        document names the custom kind `kind`, as its own or an `also` target's, by name."""
+        named = scoped(tenant, {"$or": [{"document.kind": kind}, {"document.also.kind": kind}]})
+        with translate_errors():
+            found = await self._versions.find(named, {"name": 1, "version": 1}).to_list(None)
+            names = sorted({doc["name"] for doc in found})
+            query = scoped(tenant, {"name": {"$in": names}, **_LISTED})
+            heads = await self._heads.find(query, {"name": 1, "active_version": 1}).to_list(None)
+        active = {(h["name"], h.get("active_version")) for h in heads}
+        for doc in sorted(found, key=lambda d: d["name"]):
+            if (doc["name"], doc["version"]) in active:
+                version = await self.version(tenant, doc["name"], doc["version"])
+                if version is not None:  # (deleted meanwhile)
+                    yield version
+
     # -- who uses a mapping ------------------------------------------------------------------
 
     async def users(self, tenant: str, name: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ users by them.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -76,6 +77,14 @@ class TriggerStore:
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query))
             return await cursor.sort("_id", ASCENDING).limit(limit).to_list(limit)
+
+    async def of_kind(self, tenant: str, kind: str, *, limit: int) -> builtins.list[Doc]:
+        """The tenant's triggers that write and read entities of the custom kind `kind`, by
+        id (at most `limit`)."""
+        query = scoped(tenant, {"entity_type": "other", "kind": kind})
+        with translate_errors():
+            cursor = self._c.find(query, {"name": 1}).sort("_id", ASCENDING)
+            return await cursor.limit(limit).to_list(limit)
 
     async def update(
         self, tenant: str, trigger_id: str, rev: int, changes: Doc, *, new_version: bool

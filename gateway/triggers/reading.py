@@ -20,6 +20,7 @@ from gateway.mapping_files.source import MappingSource
 from gateway.paging import page, page_params, refuse_repeated
 from gateway.schemas.registry import reference_field
 from gateway.store import Doc
+from gateway.store.entities import MEMBERS
 from gateway.triggers.compiled import CompiledTrigger
 
 
@@ -107,20 +108,28 @@ class Reader:
 
 
 def _check_exposed(etype: str, filters: Mapping[str, str], expose: Sequence[str]) -> None:
-    """A filter is a question about the field it names: on a field the trigger does not
+    """A filter is a question about the fields it reads: on a field the trigger does not
     expose, which entities answer would tell the partner its value (`?group=diretoria`,
-    `?status=inactive` one value at a time). The natural key is the lookup key
-    (`/hooks/{id}/{key}`), a filter whatever `expose` says."""
-    hidden = sorted(
-        name
-        for name in filters
-        if name != reference_field(etype)
-        and not any(path == name or path.startswith(name + ".") for path in expose)
-    )
+    `?status=inactive` one value at a time). A vehicle's `?group=` reads its `groups` too
+    (store/entities.py `MEMBERS`), so it needs both exposed. The natural key is the lookup
+    key (`/hooks/{id}/{key}`), a filter whatever `expose` says."""
+
+    def exposed(name: str) -> bool:
+        return any(path == name or path.startswith(name + ".") for path in expose)
+
+    members = MEMBERS.get(etype, {})
+    hidden: dict[str, list[str]] = {}
+    for name in sorted(filters):
+        read = [name, members[name]] if name in members else [name]
+        unseen = [field for field in read if not exposed(field)]
+        if unseen and name != reference_field(etype):
+            hidden[name] = unseen
     if hidden:
+        fields = [field for unseen in hidden.values() for field in unseen]
+        also = [f"?{name}= reads {members[name]} too" for name in hidden if name in members]
         raise BadRequest(
             f"cannot filter by {', '.join(hidden)}: this trigger does not expose "
-            f"{'it' if len(hidden) == 1 else 'them'}"
+            f"{', '.join(fields)}" + (f" ({'; '.join(also)})" if also else "")
         )
 
 

@@ -23,10 +23,13 @@ from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.auth.tokens import issue_trigger_token
 from gateway.auth.webhook_signature import generate_secret
 from gateway.clock import as_stored
+from gateway.entities import METADATA
 from gateway.errors import Conflict, FieldProblem, NotFound
+from gateway.kinds import KindService
 from gateway.mapping_files.needs import trigger_needs
 from gateway.mapping_files.source import MappingSource
 from gateway.schemas.compiled import invalid
+from gateway.schemas.renamed import current_path
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import open_secrets, partner_verifier, secret_context
 from gateway.triggers.hmac_secrets import (
@@ -92,6 +95,7 @@ class TriggerService:
         self,
         store: Store,
         mappings: MappingSource,
+        kinds: KindService,
         ring: KeyRing,
         box: SecretBox,
         *,
@@ -106,6 +110,7 @@ class TriggerService:
         # Told the id of every trigger this process changed (the gate cache forgets it).
         self._on_change = on_change
         self._mappings = mappings
+        self._kinds = kinds
         self._ring = ring
         self._box = box
         self._base_url = base_url
@@ -119,7 +124,7 @@ class TriggerService:
         """`create("acme", name="gps", entity_type="vehicle", mapping="osmand")`, or a
         specification mapping as the admin API receives it."""
         spec = whole_numbers({**(spec or {}), **fields})
-        await self._check(tenant, spec)
+        await self._check(tenant, spec, new=True)
         now = as_stored(self._clock())
         doc = document(
             spec, trigger_id=new_trigger_id(), tenant=tenant, defaults=self._defaults, now=now
@@ -145,8 +150,14 @@ class TriggerService:
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
             spec = whole_numbers(merge_patch(doc, patch))
             # A trigger stored before a rule on how it is reached keeps what it had through a
-            # change of anything else (spec.py `check_spec`).
-            await self._check(tenant, spec, access_rules=changes_access(doc, patch))
+            # change of anything else (spec.py `check_spec`); so does its `expose` (the edit
+            # form restating it is no change).
+            await self._check(
+                tenant,
+                spec,
+                access_rules=changes_access(doc, patch),
+                expose="expose" in patch and patch["expose"] != doc.get("expose"),
+            )
             new = document(
                 spec, trigger_id=doc["_id"], tenant=tenant, defaults=self._defaults, now=now
             )
@@ -245,17 +256,62 @@ class TriggerService:
     # -- helpers -------------------------------------------------------------------------------
 
     async def _check(
-        self, tenant: str, spec: Mapping[str, Any], *, access_rules: bool = True
+        self,
+        tenant: str,
+        spec: Mapping[str, Any],
+        *,
+        access_rules: bool = True,
+        new: bool = False,
+        expose: bool = True,
     ) -> None:
+        """InvalidPayload listing the specification's problems. The kind is checked for a
+        `new` trigger only: it cannot change, and one named by a trigger stored before kinds
+        in use were kept from deletion (`KindService.delete`) must not freeze the trigger.
+        `expose` is checked when given (`_expose_problems`)."""
         check_spec(
             spec,
             max_body_bytes=self._defaults["max_body_bytes"],
             max_batch_items=self._defaults["max_batch_items"],
             access_rules=access_rules,
         )
-        problems = [*await self._mapping_problems(tenant, spec), *self._auth_problems(spec)]
+        problems = [
+            *(await self._kind_problems(tenant, spec) if new else ()),
+            *(await self._expose_problems(tenant, spec) if expose else ()),
+            *await self._mapping_problems(tenant, spec),
+            *self._auth_problems(spec),
+        ]
         if problems:
             raise invalid("trigger", problems)
+
+    async def _kind_problems(
+        self, tenant: str, spec: Mapping[str, Any]
+    ) -> builtins.list[FieldProblem]:
+        """A kind that does not exist: every entity the trigger wrote would be refused,
+        "unknown kind", as if the partner's payload were wrong."""
+        kind = spec.get("kind")
+        if not isinstance(kind, str) or await self._kinds.exists(tenant, kind):
+            return []
+        problem = self._kinds.unknown(kind)
+        return [replace(problem, message=f"/kind: {problem.message}")]
+
+    async def _expose_problems(
+        self, tenant: str, spec: Mapping[str, Any]
+    ) -> builtins.list[FieldProblem]:
+        """A path of `expose` that is no field of the entity (a typo, `plaet`): every read
+        would silently leave it out. Its metadata (`id`, `created_at`, ...) and a renamed
+        member's old name (it exposes the new one) are fields."""
+        paths, etype = spec.get("expose"), spec.get("entity_type", "vehicle")
+        if not paths or spec.get("target", "entities") != "entities":
+            return []
+        has = await self._kinds.field_test(tenant, etype, spec.get("kind"))
+        problems = []
+        for i, path in enumerate(paths):
+            if path.split(".", 1)[0] in METADATA or has(current_path(etype, path)):
+                continue
+            what = etype + (f" ({spec['kind']})" if spec.get("kind") else "")
+            message = f"/expose/{i}: {path!r} is not a field of the {what} schema"
+            problems.append(FieldProblem(f"/expose/{i}", message, "unknown_field"))
+        return problems
 
     async def _mapping_problems(
         self, tenant: str, spec: Mapping[str, Any]

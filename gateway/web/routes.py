@@ -40,13 +40,14 @@ def answering_expect(routes: Iterable[web.RouteDef]) -> list[web.RouteDef]:
 
 
 _VEHICLE_PARTS = ("drivers", "positions", "services")
-# A key as it is written, its slashes too (a CNPJ `11.222.333/0001-81`, a plate `ABC/1234`, an
-# `other`'s `notas:NF/2026/1`): the rest of the path; `%2F` works as well. An entity's rest of
-# the path is not one ending in a vehicle's part (`…/drivers`): those are their own routes,
-# which answer 405 to another method.
-_KEY = "{key:.+}"
-_REF = "{ref:.+}"
-_ENTITY_REF = "{ref:(?!.*/(?:" + "|".join(_VEHICLE_PARTS) + ")$).+}"
+# A key as it is written, its slashes and line breaks too (a CNPJ `11.222.333/0001-81`, a plate
+# `ABC/1234`, an `other`'s `notas:NF/2026/1`, `ABC1234%0D%0A` from a CSV): the rest of the path
+# (`[\s\S]`: `.` is no line break); `%2F` works as well. A vehicle's rest of the path is not one
+# ending in a vehicle's part (`…/drivers`): those are their own routes, which answer 405 to
+# another method; another type's key may end so (the type's pattern looks ahead at it).
+_KEY = r"{key:[\s\S]+}"
+_REF = r"{ref:[\s\S]+}"
+_ENTITY_TYPE = r"{type:(?!vehicle/[\s\S]*/(?:" + "|".join(_VEHICLE_PARTS) + r")\Z)[^{}/]+}"
 
 
 def add_routes(app: web.Application) -> None:
@@ -78,7 +79,7 @@ def add_routes(app: web.Application) -> None:
                 web.post("/api/v1/rejected/{id}/replay", triggers.replay_rejected),
                 web.get("/api/v1/entities/{type}", entities.list_entities),
                 web.post("/api/v1/entities/{type}", entities.create_entity),
-                web.get(f"/api/v1/entities/{{type}}/{_ENTITY_REF}", entities.get_entity),
+                web.get(f"/api/v1/entities/{_ENTITY_TYPE}/{_REF}", entities.get_entity),
                 web.get(
                     f"/api/v1/entities/vehicle/{_REF}/drivers", assignments.list_vehicle_drivers
                 ),
@@ -89,8 +90,8 @@ def add_routes(app: web.Application) -> None:
                     f"/api/v1/entities/vehicle/{_REF}/positions", positions.list_vehicle_positions
                 ),
                 web.post(f"/api/v1/entities/vehicle/{_REF}/services", fleet_rules.record_service),
-                web.patch(f"/api/v1/entities/{{type}}/{_ENTITY_REF}", entities.patch_entity),
-                web.delete(f"/api/v1/entities/{{type}}/{_ENTITY_REF}", entities.delete_entity),
+                web.patch(f"/api/v1/entities/{_ENTITY_TYPE}/{_REF}", entities.patch_entity),
+                web.delete(f"/api/v1/entities/{_ENTITY_TYPE}/{_REF}", entities.delete_entity),
                 web.get("/api/v1/kinds", kinds.list_kinds),
                 web.post("/api/v1/kinds", kinds.create_kind),
                 web.get("/api/v1/kinds/{name}", kinds.get_kind),
