@@ -450,3 +450,35 @@ async def test_a_reflection_taken_back_leaves_the_vehicles_odometer_where_it_was
     road = [at(23 + i / 6, 90, 100 * i, speed=36.0) for i in range(1, 5)]
     await post_folding(client, trigger, road, 10)
     assert (await vehicle(client, "REF1A11"))["odometer_km"] == pytest.approx(152_340.4, abs=0.01)
+
+
+# -- a registration reaching the fold after the first fixes -------------------------------------
+
+
+async def test_a_registration_folded_after_the_first_fixes_is_not_applied_again(
+    client: Client,
+) -> None:
+    """A vehicle registered at 152,340 km whose tracker's fixes (10 km: 101 fixes 100 m apart)
+    are folded before the registration's reading comes through the event relay (the relay
+    lagging): the first fold started from the registration, so the reading is in its count
+    already and is not applied again. The odometer stays 152,350 km and does not go down
+    at the next fix; a plan every 2 km announces nothing twice and nothing back at
+    152,340. Before, the reading took
+    the count back to 152,340 (10 km erased), and the entity, written 152,350 by then, went
+    down at the next fix."""
+    await create_plan(client, name="Cada2", every_km=2)
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "REG1A11", odometer_km=152_340)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    road = drive("REG1A11", start, (-12.97, -38.5), 102)
+    await post_folding(client, trigger, road[:101], 101)  # the relay has not run yet
+    assert (await vehicle(client, "REG1A11"))["odometer_km"] == pytest.approx(152_350, abs=0.01)
+    services = client.app[services_key]
+    await services.relay.run_until_idle()  # the registration's reading, at last
+    await post_folding(client, trigger, road[101:], 1)
+    assert (await vehicle(client, "REG1A11"))["odometer_km"] == pytest.approx(152_350.1, abs=0.01)
+    assert await events(client, "vehicle.odometer.rebaselined") == []
+    dues = [e["detail"]["due_km"] for e in await events(client, "vehicle.maintenance.due")]
+    assert sorted(dues) == [152_342, 152_344, 152_346, 152_348, 152_350]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_fleet_readings_total{outcome="included"} 1.0' in metrics

@@ -124,7 +124,7 @@ async def test_a_pass_that_wrote_the_vehicle_but_never_committed_is_replaced(
     await append(services, vehicle, points, batch=200)
     partial = {"odometer_km": 18_250.4}  # what a dead pass over the first fixes wrote
     # (its count started from the registered odometer, which has that reading in it)
-    dead = Folded(TENANT, vehicle, partial, 2, start_km=18_250, reading_rev=1)
+    dead = Folded(TENANT, vehicle, partial, 2, start=(18_250, 1), reading_rev=1)
     assert await services.store.entities.set_folded([dead]) == [True]
     await services.fold.run_until_idle()
     data = await vehicle_data(services, vehicle)

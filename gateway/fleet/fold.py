@@ -183,7 +183,8 @@ class _Memory:
     entity: Doc = field(default_factory=dict)
     entity_through: int = 0
     entity_reading_rev: int = 0  # the newest reading the entity's odometer has in it
-    start_km: float | None = None  # a first fold's starting odometer (see _VehicleRun)
+    # A first fold's starting odometer and the newest reading it has in it (`_VehicleRun`).
+    start: tuple[float, int] | None = None
     written_at: float = 0.0  # when its entity was last written (monotonic)
     # When the oldest of `entity`'s fields were folded (monotonic; 0 while it has none).
     entity_since: float = 0.0
@@ -205,7 +206,7 @@ class _Pass:
     entries: list[Doc] = field(default_factory=list)  # its events, before they meet the entity
     rejected: dict[str, str] = field(default_factory=dict)
     entity_fields: Doc = field(default_factory=dict)
-    start_km: float | None = None
+    start: tuple[float, int] | None = None
     lags: list[float] = field(default_factory=list)
     # Its counts ((counter, label) → n), counted once the pass is written: a pass folded
     # again after a failure counts nothing twice.
@@ -785,8 +786,8 @@ class Fold(ShardedJob):
             memory.entity.update(folding.entity_fields)
             memory.entity_through = folding.through
             memory.entity_reading_rev = folding.state.reading_rev
-        if folding.start_km is not None:
-            memory.start_km = folding.start_km
+        if folding.start is not None:
+            memory.start = folding.start
         for lag in folding.lags:
             self._metrics.fold_lag.observe(lag)
 
@@ -918,7 +919,7 @@ class Fold(ShardedJob):
                 k[1],
                 m.entity,
                 m.entity_through,
-                start_km=m.start_km,
+                start=m.start,
                 reading_rev=m.entity_reading_rev,
             )
             for k, m in saving
@@ -940,7 +941,7 @@ class Fold(ShardedJob):
                 self._unwritten.setdefault(key, since)
                 failure = failure or outcome
             else:
-                memory.start_km = None
+                memory.start = None
                 self._unwritten.pop(key, None)
         if failure is not None:
             raise failure
@@ -1016,10 +1017,10 @@ class _VehicleRun:
             # The vehicle's odometer has the readings written to it so far in it, and so has
             # a count that starts from it (one that starts again: those after the first
             # start are still in the inbox).
-            rev = 0 if again else vehicle.get("odometer_rev")
+            rev = vehicle.get("fold_start_rev") if again else vehicle.get("odometer_rev")
             rev = rev if isinstance(rev, int) else 0
             self.state = _with(self.state, odometer_km=km, reading_rev=rev)
-            self._pass.start_km = km
+            self._pass.start = (km, rev)
             self._opening = True
 
     @property
@@ -1036,17 +1037,27 @@ class _VehicleRun:
         so may a partner's whose mapping lifted `only_forward` for it (an authoritative ERP)."""
         at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
         source = str(reading.get("source") or "reading")
-        self.state = _with(self.state, reading_rev=_newest_reading(self.state, [reading]))
+        rev = reading.get("rev") if isinstance(reading.get("rev"), int) else None
         unknown = not self.state.odometer_km  # (a first pass may start from the reading)
         if self._opening and "before" in reading:
             # A vehicle's first pass starts from the odometer the vehicle holds now, which
             # already has this reading and any later one in it: replayed from there, a vehicle
             # registered at 151,000 km and read at 152,500 by a checklist before its first fold
             # "went down" to 151,000 and back up. Its first reading starts from where the
-            # vehicle stood before it (what the write replaced; a new vehicle's own).
+            # vehicle stood before it (what the write replaced; a new vehicle's own), and the
+            # count then has the readings up to this one in it, not the later ones.
             before = reading["before"]
             start = float(before) if isinstance(before, int | float) and before > 0 else km
             self.state = _with(self.state, odometer_km=start)
+            if rev is not None:
+                self.state = _with(self.state, reading_rev=rev)
+        elif rev is not None and rev <= self.state.reading_rev:
+            # Already in the count: in the odometer the first fold started from (the
+            # registration, reaching the fold after the first fixes), or folded before (a
+            # batch relayed again). Applied again, it took the distance since back.
+            self._pass.counts["readings", "included"] += 1
+            return
+        self.state = _with(self.state, reading_rev=_newest_reading(self.state, [reading]))
         self._opening = False
         authoritative = source.startswith(AUTHORITATIVE) or reading.get("authoritative") is True
         if km < self.state.shown_km and not authoritative:

@@ -373,15 +373,15 @@ class TogetherWrite:
 
 @dataclass(frozen=True, slots=True)
 class Folded:
-    """What the fleet fold writes on a vehicle (`EntityStore.set_folded`); `start_km`: the
-    odometer a vehicle's first fold counted on from (`fold_start_km`), kept for a fold that
-    has to start again."""
+    """What the fleet fold writes on a vehicle (`EntityStore.set_folded`); `start`: the
+    odometer a vehicle's first fold counted on from and the newest reading it had in it
+    (`fold_start_km`, `fold_start_rev`), kept for a fold that has to start again."""
 
     tenant: str
     entity_id: str
     fields: Doc
     version: int
-    start_km: float | None = None
+    start: tuple[float, int] | None = None
     reading_rev: int = 0  # the newest reading the fold had folded: see `set_folded`
 
 
@@ -799,8 +799,8 @@ class EntityStore:
                 if at is not None:
                     guard["position_at"] = {"$not": {"$gt": at}}  # none, or not newer
                 changes["position_at"] = at
-            if fold.start_km is not None:
-                changes["fold_start_km"] = fold.start_km
+            if fold.start is not None:
+                changes["fold_start_km"], changes["fold_start_rev"] = fold.start
             update: Doc = {
                 "$set": {**changes, "folded": fold.version, "updated_at": datetime.now(UTC)},
                 "$inc": {"rev": 1},
