@@ -482,3 +482,39 @@ async def test_a_registration_folded_after_the_first_fixes_is_not_applied_again(
     assert sorted(dues) == [152_342, 152_344, 152_346, 152_348, 152_350]
     metrics = await (await client.get("/metrics")).text()
     assert 'gateway_fleet_readings_total{outcome="included"} 1.0' in metrics
+
+
+# -- an odometer given after a few GPS km -------------------------------------------------------
+
+
+@pytest.mark.parametrize("given_by", ["device", "admin"])
+async def test_an_odometer_given_after_a_few_gps_km_announces_nothing_behind_it(
+    client: Client, given_by: str
+) -> None:
+    """A vehicle registered without an odometer drives 3.9 km (40 fixes, counted by GPS from
+    the unknown 0) with a plan every 10,000 km; then it is given its odometer, 152,340 km: by
+    its tracker's first device odometer (AVL 16 configured after installation), or by an
+    admin. That is set, not driven: the plan takes it as its first check by distance and
+    announces nothing behind it (its next is due soon at 159,500 km). Before, it announced
+    `due` 130,000 (12 earlier multiples), 140,000 and 150,000 at once."""
+    await create_plan(client, name="Revisao", every_km=10000, due_soon_km=500)
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "SET1A11")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    road = drive("SET1A11", start, (-23.5, -46.6), 60)
+    await post_folding(client, trigger, road[:40], 40)
+    assert (await vehicle(client, "SET1A11"))["odometer_km"] == pytest.approx(3.9, abs=0.01)
+    if given_by == "device":
+        for i, fix in enumerate(road[40:]):
+            fix["odometer_km"] = round(152_340 + 0.1 * i, 1)
+    else:
+        read = {"odometer_km": 152_340}
+        response = await client.patch("/api/v1/entities/vehicle/SET1A11", json=read, headers=auth())
+        assert response.status == 200, await response.text()
+        await client.app[services_key].relay.run_until_idle()
+    await post_folding(client, trigger, road[40:], 20)
+    assert (await vehicle(client, "SET1A11"))["odometer_km"] == pytest.approx(152_341.9, abs=0.2)
+    rebased = await events(client, "vehicle.odometer.rebaselined")
+    assert [e["detail"]["to_km"] for e in rebased] == [152_340]
+    assert await events(client, "vehicle.maintenance.due") == []
+    assert await events(client, "vehicle.maintenance.due_soon") == []

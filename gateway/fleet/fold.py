@@ -999,8 +999,9 @@ class _VehicleRun:
         # The `vehicle.position.rejected` events of the inbox document being folded, by
         # reason: its later fixes refused for that reason count on them (`_refused`).
         self._rejected_runs: dict[str, Doc] = {}
-        # The odometer, unknown (0) until now, set by a reading or the device's own since the
-        # plans last looked: not driven (`maintenance.step`).
+        # The odometer, given no value until now (unknown, or GPS distance from an unknown
+        # start), set by a reading or the device's own since the plans last looked: not
+        # driven (`maintenance.step`).
         self._odometer_set = False
         # While folding a reading a flow run wrote: its chain ({run, depth}), on the origin of
         # the events the reading causes, so that the flows' loop guard counts them.
@@ -1019,7 +1020,7 @@ class _VehicleRun:
             # start are still in the inbox).
             rev = vehicle.get("fold_start_rev") if again else vehicle.get("odometer_rev")
             rev = rev if isinstance(rev, int) else 0
-            self.state = _with(self.state, odometer_km=km, reading_rev=rev)
+            self.state = _with(self.state, odometer_km=km, reading_rev=rev, gps_count=not km)
             self._pass.start = (km, rev)
             self._opening = True
 
@@ -1038,7 +1039,7 @@ class _VehicleRun:
         at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
         source = str(reading.get("source") or "reading")
         rev = reading.get("rev") if isinstance(reading.get("rev"), int) else None
-        unknown = not self.state.odometer_km  # (a first pass may start from the reading)
+        unset = not self._given()  # (a first pass may start from the reading)
         if self._opening and "before" in reading:
             # A vehicle's first pass starts from the odometer the vehicle holds now, which
             # already has this reading and any later one in it: replayed from there, a vehicle
@@ -1048,7 +1049,7 @@ class _VehicleRun:
             # count then has the readings up to this one in it, not the later ones.
             before = reading["before"]
             start = float(before) if isinstance(before, int | float) and before > 0 else km
-            self.state = _with(self.state, odometer_km=start)
+            self.state = _with(self.state, odometer_km=start, gps_count=False)
             if rev is not None:
                 self.state = _with(self.state, reading_rev=rev)
         elif rev is not None and rev <= self.state.reading_rev:
@@ -1066,7 +1067,7 @@ class _VehicleRun:
         self._chain = dict(reading.get("chain") or {})
         try:
             self._rebaseline(km, "reading", at, source)
-            self._odometer_set = self._odometer_set or (unknown and self.state.odometer_km > 0)
+            self._odometer_set = self._odometer_set or (unset and self._given())
             self._check_plans(at)
         finally:
             self._chain = {}
@@ -1201,11 +1202,11 @@ class _VehicleRun:
             self.state.baseline, kind, at, settings.odometer
         ):
             self._pass.counts["readings", "device_behind"] += 1
-        unknown = not self.state.odometer_km
+        unset = not self._given()
         self.state, change = rebaseline(
             self.state, km, kind, at, settings.odometer, max_speed_kmh=speed
         )
-        self._odometer_set = self._odometer_set or (unknown and self.state.odometer_km > 0)
+        self._odometer_set = self._odometer_set or (unset and self._given())
         if kind == "reading":
             self._pass.counts["readings", "taken" if change else "outranked"] += 1
         if change is not None and change.held:
@@ -1213,6 +1214,11 @@ class _VehicleRun:
         elif change is not None:
             detail = {"from_km": round(change.from_km, 3), "to_km": change.to_km, "source": source}
             self._emit("vehicle.odometer.rebaselined", at, f"{source}|{_iso(at)}", detail)
+
+    def _given(self) -> bool:
+        """Whether the vehicle's odometer has a value given it (registered, read, the
+        device's): not unknown (0), nor GPS distance counted from an unknown start."""
+        return self.state.odometer_km > 0 and not self.state.gps_count
 
     def next_document(self) -> None:
         """The next inbox document: a run of refused fixes announced in the one before is

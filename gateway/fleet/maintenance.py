@@ -26,9 +26,10 @@ cycle; record a service (or set `start_km`) to line the plan up with reality.
 
 An odometer of 0 is unknown (a vehicle registered without one, no fix counted yet): the plan
 counts time but not distance until it knows one. A plan without a recorded service that
-evaluated the vehicle only at an unknown odometer takes the odometer then set (a reading,
-the device's) as its first check by distance: it announces no `due` already behind it
-(152,340 km on a plan counting from 0), as a plan's first evaluation does.
+evaluated the vehicle only at an odometer given no value (unknown, or GPS distance counted
+from it) takes the odometer then set (a reading, the device's) as its first check by
+distance: it announces no `due` already behind it (152,340 km on a plan counting from 0), as
+a plan's first evaluation does.
 
 `record_service` resets the cycles: the service's km (or, unknown, the vehicle's odometer as
 the fold has it) and time become the base of both; nothing announced is kept. Who may move
@@ -153,10 +154,11 @@ def step(
     the other announces again at its next point after that cycle.
 
     An unknown odometer (0) is not evaluated by distance (time goes on). `odometer_set`: the
-    vehicle's odometer, unknown until now, has just been set (a reading, the device's own),
-    not driven: a plan without a recorded service that saw the vehicle only at an unknown
-    odometer takes it as its first check by distance (`_first_km`). One counted from 0 by GPS
-    distance is driven: its cycles are announced as they are crossed."""
+    vehicle's odometer, given no value until now (unknown, or GPS distance counted from an
+    unknown start), has just been given one (a reading, the device's own), not driven there:
+    a plan without a recorded service takes it as its first check by distance (`_first_km`).
+    One counted from 0 by GPS distance is driven until then: its cycles are announced as they
+    are crossed."""
     first = state is None
     if state is None:
         state = PlanState(started_at=now)
@@ -243,15 +245,12 @@ def _known(km: float | None) -> bool:
 
 
 def _first_km(state: PlanState, odometer_km: float) -> bool:
-    """Whether this known odometer is the plan's first check by distance: it has seen the
-    vehicle, only at an unknown odometer, and has no recorded service (one counts from the
-    service, announcing what is due from it, as it does with no check before)."""
-    return (
-        _known(odometer_km)
-        and state.seen_km is not None
-        and not _known(state.seen_km)
-        and state.last_service_at is None
-    )
+    """Whether this odometer, just set (`step`), is the plan's first check by distance: the
+    plan has seen the vehicle only at odometers given no value (unknown, or GPS distance from
+    an unknown start: 4 km of it are not the 4 km before a dashboard's 152,340) and has no
+    recorded service (one counts from the service, announcing what is due from it, as it
+    does with no check before)."""
+    return _known(odometer_km) and state.seen_km is not None and state.last_service_at is None
 
 
 _MEASURES: tuple[DueReason, DueReason] = ("distance", "time")

@@ -91,6 +91,10 @@ class VehicleState:
     # vehicle's odometer gets the count only once the count has the last reading written to
     # it (`store/entities.py` `set_folded`).
     reading_rev: int = 0
+    # The count is GPS distance from an unknown start: a vehicle registered without an
+    # odometer, given none since (no reading, no device value). The first value given it sets
+    # the odometer; it was not driven there (the fold's plans: `maintenance.step`).
+    gps_count: bool = False
 
     @property
     def shown_km(self) -> float:
@@ -119,6 +123,7 @@ class VehicleState:
             "held_km": self.held_km,
             "rejecting": self.rejecting,
             "reading_rev": self.reading_rev,
+            "gps_count": self.gps_count,
         }
 
     @classmethod
@@ -147,6 +152,7 @@ class VehicleState:
             held_km=float(doc.get("held_km") or 0.0),  # (none in a state kept before)
             rejecting=dict(doc.get("rejecting") or {}),
             reading_rev=int(doc.get("reading_rev") or 0),  # (none in a state kept before)
+            gps_count=doc.get("gps_count") is True,
         )
 
     def is_late(self, fix: TrackPoint) -> bool:
@@ -261,6 +267,7 @@ def fold_fix(
         held_km=state.held_km,
         rejecting=state.rejecting,
         reading_rev=state.reading_rev,
+        gps_count=state.gps_count,
     )
     return moved, Verdict(added_km=added)
 
@@ -493,6 +500,7 @@ def rebaseline(
         baseline=Baseline(km, source, at),
         device_suspect=None,
         held_km=before if held else 0.0,
+        gps_count=False,
     )
     if held:
         return moved, Rebaselined(before, km, source, at, held=True)
