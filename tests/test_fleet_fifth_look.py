@@ -518,3 +518,34 @@ async def test_an_odometer_given_after_a_few_gps_km_announces_nothing_behind_it(
     assert [e["detail"]["to_km"] for e in rebased] == [152_340]
     assert await events(client, "vehicle.maintenance.due") == []
     assert await events(client, "vehicle.maintenance.due_soon") == []
+
+
+# -- a time plan's clock ------------------------------------------------------------------------
+
+
+async def test_a_time_plan_evaluated_at_the_clock_then_by_buffered_fixes_announces_each_day_once(
+    client: Client,
+) -> None:
+    """A daily inspection plan first sees a vehicle at a fix of 3 days and 2 hours ago; the
+    fold's hourly tick evaluates it now (day 3 due); then the tracker's fixes buffered since
+    (one every 10 minutes, in order, all newer than its last position) are folded in device
+    time. They find nothing new by time: the plan's clock is at the tick. Before, the fix at
+    day 3's due time announced day 3 again (after days 1 and 2): the cycle announced at the
+    tick was taken for a glitch a cycle ahead of the fix."""
+    await create_plan(client, name="Diaria", every_days=1)
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "DAY1A11")
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(days=3, hours=2)
+    here = {"plate": "DAY1A11", "lat": -23.5, "lon": -46.6, "speed_kmh": 0.0}
+    await post_folding(client, trigger, [{**here, "time": start.isoformat()}], 1)
+    services = client.app[services_key]
+    await services.store.fleet.push_ticks([TENANT], now)
+    await fold(client)
+    buffered = [
+        {**here, "time": (start + timedelta(minutes=10 * i)).isoformat()}
+        for i in range(1, 3 * 24 * 6 + 12)
+    ]
+    await post_folding(client, trigger, buffered, 250)
+    dues = [e["detail"]["due_at"] for e in await events(client, "vehicle.maintenance.due")]
+    assert dues == [start + timedelta(days=3)]

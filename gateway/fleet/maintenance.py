@@ -93,6 +93,9 @@ class PlanState:
     apart: bool = False
     # The last reports (event ids) of services seen, applied or not (`record_service`).
     reports: tuple[str, ...] = ()
+    # The plan's clock: the latest time it evaluated the vehicle at, which time is measured
+    # at from then on (`step`: it only moves forward).
+    seen_at: datetime | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -103,6 +106,7 @@ class PlanState:
             "seen_km": self.seen_km,
             "apart": self.apart,
             "reports": list(self.reports),
+            "seen_at": self.seen_at,
         }
 
     @classmethod
@@ -115,6 +119,7 @@ class PlanState:
             seen_km=_float(doc.get("seen_km")),
             apart=doc.get("apart") is True,
             reports=tuple(str(r) for r in doc.get("reports") or ()),
+            seen_at=utc(doc.get("seen_at")),
         )
 
 
@@ -158,8 +163,17 @@ def step(
     unknown start), has just been given one (a reading, the device's own), not driven there:
     a plan without a recorded service takes it as its first check by distance (`_first_km`).
     One counted from 0 by GPS distance is driven until then: its cycles are announced as they
-    are crossed."""
+    are crossed.
+
+    Time is measured on the plan's clock, which only moves forward (`PlanState.seen_at`):
+    a step dated before a time the plan was evaluated at (fixes buffered for days, folded in
+    device time after the hourly tick, a reading or a service evaluated it at the wall clock)
+    measures time at that later one, and finds nothing new by time. Measured at its own
+    date, it took the cycle announced then for a glitch a cycle ahead and announced it again,
+    after the ones before it."""
     first = state is None
+    if state is not None and state.seen_at is not None and state.seen_at > now:
+        now = state.seen_at
     if state is None:
         state = PlanState(started_at=now)
     elif state.started_at is None:
@@ -216,7 +230,7 @@ def step(
         marks.carry(_OTHER[measure], "due_soon", here[_OTHER[measure]])  # the same service
     # (an unknown odometer is kept as 0 until one is known: the plan has seen the vehicle)
     seen = odometer_km if known else state.seen_km if _known(state.seen_km) else 0.0
-    moved = replace(state, notified=notified, seen_km=seen, apart=True)
+    moved = replace(state, notified=notified, seen_km=seen, apart=True, seen_at=now)
     return moved, found
 
 
@@ -418,6 +432,7 @@ def record_service(
         seen_km=previous.seen_km,
         apart=True,
         reports=reports,
+        seen_at=previous.seen_at,
     )
 
 
