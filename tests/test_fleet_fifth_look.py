@@ -5,6 +5,7 @@ HTTP to the app and the real database, the fold run as it runs (docs/fleet.md)."
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -549,3 +550,39 @@ async def test_a_time_plan_evaluated_at_the_clock_then_by_buffered_fixes_announc
     await post_folding(client, trigger, buffered, 250)
     dues = [e["detail"]["due_at"] for e in await events(client, "vehicle.maintenance.due")]
     assert dues == [start + timedelta(days=3)]
+
+
+# -- a live fix dated ahead ---------------------------------------------------------------------
+
+
+async def test_one_live_fix_dated_ahead_makes_no_later_live_fix_late(client: Client) -> None:
+    """A vehicle sends a fix every 1.1 s, live (each dated when it is sent), 40 m apart,
+    leaving an authorized circle of 150 m (and its 25 m margin) at its sixth fix; its third
+    fix is dated 18 s ahead
+    (a receiver reporting GPS time before its leap seconds), within the 300 s tolerance. The
+    fixes after it were recorded after it arrived: they are in order, not late. The odometer
+    is the 400 m driven, no fix is refused, the exit is announced at the sixth fix and the
+    vehicle's last position is its last fix. Before, every later fix was late (older than the
+    fix dated ahead): each counted as a detour back to it, none ran through the fence (no
+    exit), and the last position stayed at the third fix."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "AHD1A11")
+    fence = {"lat": -23.5, "lon": -46.6, "radius_m": 150}
+    body = {"name": "Patio", "kind": "authorized", "vehicles": ["AHD1A11"], "circle": fence}
+    response = await client.post("/api/v1/geofences", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    sent = []
+    for i in range(11):
+        lat, lon = tracks.destination(-23.5, -46.6, 90, 40 * i)
+        t = datetime.now(UTC) + timedelta(seconds=18 if i == 2 else 0)
+        t = t.replace(microsecond=t.microsecond // 1000 * 1000)  # (to the millisecond)
+        fix = {"plate": "AHD1A11", "time": t.isoformat(), "lat": lat, "lon": lon}
+        await post_folding(client, trigger, [{**fix, "speed_kmh": 130.0, "accuracy_m": 3.0}], 1)
+        sent.append(fix)
+        await asyncio.sleep(1.1)
+    car = await vehicle(client, "AHD1A11")
+    assert car["odometer_km"] == pytest.approx(0.4, abs=0.002)
+    assert car["last_position"]["lon"] == sent[-1]["lon"]
+    assert [f["rejected"] for f in await whole_track(client, "AHD1A11")] == [None] * 11
+    exits = await events(client, "vehicle.geofence.exited")
+    assert [e["detail"]["occurred_at"] for e in exits] == [datetime.fromisoformat(sent[5]["time"])]

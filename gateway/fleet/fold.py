@@ -183,6 +183,7 @@ class _Memory:
     entity: Doc = field(default_factory=dict)
     entity_through: int = 0
     entity_reading_rev: int = 0  # the newest reading the entity's odometer has in it
+    entity_position_at: datetime | None = None  # what its `last_position` is newer than
     # A first fold's starting odometer and the newest reading it has in it (`_VehicleRun`).
     start: tuple[float, int] | None = None
     written_at: float = 0.0  # when its entity was last written (monotonic)
@@ -206,6 +207,7 @@ class _Pass:
     entries: list[Doc] = field(default_factory=list)  # its events, before they meet the entity
     rejected: dict[str, str] = field(default_factory=dict)
     entity_fields: Doc = field(default_factory=dict)
+    position_at: datetime | None = None  # what its last position is newer than (`Folded`)
     start: tuple[float, int] | None = None
     lags: list[float] = field(default_factory=list)
     # Its counts ((counter, label) → n), counted once the pass is written: a pass folded
@@ -786,6 +788,8 @@ class Fold(ShardedJob):
             memory.entity.update(folding.entity_fields)
             memory.entity_through = folding.through
             memory.entity_reading_rev = folding.state.reading_rev
+            if "last_position" in folding.entity_fields:
+                memory.entity_position_at = folding.position_at
         if folding.start is not None:
             memory.start = folding.start
         for lag in folding.lags:
@@ -921,6 +925,7 @@ class Fold(ShardedJob):
                 m.entity_through,
                 start=m.start,
                 reading_rev=m.entity_reading_rev,
+                position_at=m.entity_position_at,
             )
             for k, m in saving
         ]
@@ -1159,8 +1164,11 @@ class _VehicleRun:
             self.pending.discard(doc["id"])
             if not self.track or self.track[-1].t <= point.t:  # the newest: where insort puts it
                 self.track.append(point)
-            else:
+            elif verdict.late:
                 bisect.insort(self.track, point, key=_time)
+            else:  # in order, the last position dated ahead before it: no neighbour at that time
+                del self.track[bisect.bisect_right(self.track, point.t, key=_time) :]
+                self.track.append(point)
         if verdict.late:
             self._detoured = self._detoured or verdict.added_km > 0
             self._position_event(point, doc)  # for the subscriptions that sample nothing
@@ -1181,6 +1189,7 @@ class _VehicleRun:
             self._check_plans(last.t)
         if self._moved and last is not None:
             fields["last_position"] = _last_position(last, self.state.last_detail)
+            self._pass.position_at = self.state.present or last.t
         # Fixes (a late one's detour too) move the odometer; a reading alone does not write
         # it: the vehicle holds the reading already (it came from a write to the vehicle),
         # or a newer one the fold has not seen yet, which must not go back.

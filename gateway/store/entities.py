@@ -383,6 +383,10 @@ class Folded:
     version: int
     start: tuple[float, int] | None = None
     reading_rev: int = 0  # the newest reading the fold had folded: see `set_folded`
+    # What the position written is newer than: the fold's present, its time or, for a fix
+    # dated ahead of its arrival, its arrival and credit (docs/fleet.md "Fold"); None: its
+    # own time. A later fix dated before a fix dated ahead is written over it.
+    position_at: datetime | None = None
 
 
 class EntityStore:
@@ -795,7 +799,7 @@ class EntityStore:
                 guard["odometer_rev"] = {"$not": {"$gt": fold.reading_rev}}
             changes: Doc = {f"data.{name}": value for name, value in fields.items()}
             if "last_position" in fields:  # the time of the position written (none: none)
-                at = position_time(fields)
+                at = fold.position_at or position_time(fields)
                 if at is not None:
                     guard["position_at"] = {"$not": {"$gt": at}}  # none, or not newer
                 changes["position_at"] = at
