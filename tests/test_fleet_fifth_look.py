@@ -14,6 +14,7 @@ import pytest
 from gateway.web.state import services_key
 from tests import tracks
 from tests.flow_support import sample
+from tests.partner_double import create_action, create_partner, create_subscription
 from tests.support import auth
 from tests.test_fleet_third_look import drive, events
 from tests.test_fleet_tracks import fold, new_vehicle, vehicle, whole_track
@@ -564,9 +565,13 @@ async def test_one_live_fix_dated_ahead_makes_no_later_live_fix_late(client: Cli
     is the 400 m driven, no fix is refused, the exit is announced at the sixth fix and the
     vehicle's last position is its last fix. Before, every later fix was late (older than the
     fix dated ahead): each counted as a detour back to it, none ran through the fence (no
-    exit), and the last position stayed at the third fix."""
+    exit), the last position stayed at the third fix, and a subscription sampling positions
+    every 2 s got none after it."""
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "AHD1A11")
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    action = await create_action(client, partner["id"])
+    await create_subscription(client, action["id"], ("vehicle.position",), sample_seconds=2)
     fence = {"lat": -23.5, "lon": -46.6, "radius_m": 150}
     body = {"name": "Patio", "kind": "authorized", "vehicles": ["AHD1A11"], "circle": fence}
     response = await client.post("/api/v1/geofences", json=body, headers=auth())
@@ -586,3 +591,7 @@ async def test_one_live_fix_dated_ahead_makes_no_later_live_fix_late(client: Cli
     assert [f["rejected"] for f in await whole_track(client, "AHD1A11")] == [None] * 11
     exits = await events(client, "vehicle.geofence.exited")
     assert [e["detail"]["occurred_at"] for e in exits] == [datetime.fromisoformat(sent[5]["time"])]
+    # Sampled every 2 s on: one of the last three fixes (2.2 s or more) is sampled.
+    last_three = [datetime.fromisoformat(f["time"]) for f in sent[-3:]]
+    sampled = [e["occurred_at"] for e in await events(client, "vehicle.position")]
+    assert any(at in last_three for at in sampled), sampled

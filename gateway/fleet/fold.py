@@ -1318,17 +1318,21 @@ class _VehicleRun:
         if not self._listeners:
             return
         sent = dict(self.state.position_sent)
+        # Sampled by device time, up to the present: a fix dated ahead of its arrival
+        # (`state._clock`) holds the sampling back no further than it holds late fixes.
+        present = self.state.present
+        at = point.t if present is None or present > point.t else present
         due = [
             listener.id
             for listener in self._listeners
             if listener.id not in sent
             or not listener.sample_s
-            or (point.t - sent[listener.id]).total_seconds() >= listener.sample_s
+            or (at - sent[listener.id]).total_seconds() >= listener.sample_s
         ]
         if not due:
             return
         for listener_id in due:
-            sent[listener_id] = max(point.t, sent.get(listener_id, point.t))
+            sent[listener_id] = max(at, sent.get(listener_id, at))
         self.state = _with(self.state, position_sent=sent)
         # `time`, as SPEC §3.5's fixes, `last_position` and `vehicle.position.rejected` name
         # it; `t` (the track point's name) is kept for one release, deprecated (docs/fleet.md).
