@@ -230,6 +230,7 @@ class Metrics:
             "gateway_fleet_readings_total",
             "Odometer readings the fold saw, by outcome: taken (re-baselined), stale (behind"
             " the odometer, from a partner), outranked (a higher source re-baselined lately),"
+            " included (a reading the count already has in it: skipped),"
             " device_behind (a device odometer far below the count: another unit, not taken),"
             " device_held (one a little below: the count follows it, the vehicle's odometer"
             " held where it was until GPS distance passes it),"

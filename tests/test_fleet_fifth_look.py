@@ -5,6 +5,7 @@ HTTP to the app and the real database, the fold run as it runs (docs/fleet.md)."
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from gateway.web.state import services_key
 from tests import tracks
 from tests.flow_support import sample
+from tests.partner_double import create_action, create_partner, create_subscription
 from tests.support import auth
 from tests.test_fleet_third_look import drive, events
 from tests.test_fleet_tracks import fold, new_vehicle, vehicle, whole_track
@@ -450,3 +452,146 @@ async def test_a_reflection_taken_back_leaves_the_vehicles_odometer_where_it_was
     road = [at(23 + i / 6, 90, 100 * i, speed=36.0) for i in range(1, 5)]
     await post_folding(client, trigger, road, 10)
     assert (await vehicle(client, "REF1A11"))["odometer_km"] == pytest.approx(152_340.4, abs=0.01)
+
+
+# -- a registration reaching the fold after the first fixes -------------------------------------
+
+
+async def test_a_registration_folded_after_the_first_fixes_is_not_applied_again(
+    client: Client,
+) -> None:
+    """A vehicle registered at 152,340 km whose tracker's fixes (10 km: 101 fixes 100 m apart)
+    are folded before the registration's reading comes through the event relay (the relay
+    lagging): the first fold started from the registration, so the reading is in its count
+    already and is not applied again. The odometer stays 152,350 km and does not go down
+    at the next fix; a plan every 2 km announces nothing twice and nothing back at
+    152,340. Before, the reading took
+    the count back to 152,340 (10 km erased), and the entity, written 152,350 by then, went
+    down at the next fix."""
+    await create_plan(client, name="Cada2", every_km=2)
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "REG1A11", odometer_km=152_340)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    road = drive("REG1A11", start, (-12.97, -38.5), 102)
+    await post_folding(client, trigger, road[:101], 101)  # the relay has not run yet
+    assert (await vehicle(client, "REG1A11"))["odometer_km"] == pytest.approx(152_350, abs=0.01)
+    services = client.app[services_key]
+    await services.relay.run_until_idle()  # the registration's reading, at last
+    await post_folding(client, trigger, road[101:], 1)
+    assert (await vehicle(client, "REG1A11"))["odometer_km"] == pytest.approx(152_350.1, abs=0.01)
+    assert await events(client, "vehicle.odometer.rebaselined") == []
+    dues = [e["detail"]["due_km"] for e in await events(client, "vehicle.maintenance.due")]
+    assert sorted(dues) == [152_342, 152_344, 152_346, 152_348, 152_350]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_fleet_readings_total{outcome="included"} 1.0' in metrics
+
+
+# -- an odometer given after a few GPS km -------------------------------------------------------
+
+
+@pytest.mark.parametrize("given_by", ["device", "admin"])
+async def test_an_odometer_given_after_a_few_gps_km_announces_nothing_behind_it(
+    client: Client, given_by: str
+) -> None:
+    """A vehicle registered without an odometer drives 3.9 km (40 fixes, counted by GPS from
+    the unknown 0) with a plan every 10,000 km; then it is given its odometer, 152,340 km: by
+    its tracker's first device odometer (AVL 16 configured after installation), or by an
+    admin. That is set, not driven: the plan takes it as its first check by distance and
+    announces nothing behind it (its next is due soon at 159,500 km). Before, it announced
+    `due` 130,000 (12 earlier multiples), 140,000 and 150,000 at once."""
+    await create_plan(client, name="Revisao", every_km=10000, due_soon_km=500)
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "SET1A11")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    road = drive("SET1A11", start, (-23.5, -46.6), 60)
+    await post_folding(client, trigger, road[:40], 40)
+    assert (await vehicle(client, "SET1A11"))["odometer_km"] == pytest.approx(3.9, abs=0.01)
+    if given_by == "device":
+        for i, fix in enumerate(road[40:]):
+            fix["odometer_km"] = round(152_340 + 0.1 * i, 1)
+    else:
+        read = {"odometer_km": 152_340}
+        response = await client.patch("/api/v1/entities/vehicle/SET1A11", json=read, headers=auth())
+        assert response.status == 200, await response.text()
+        await client.app[services_key].relay.run_until_idle()
+    await post_folding(client, trigger, road[40:], 20)
+    assert (await vehicle(client, "SET1A11"))["odometer_km"] == pytest.approx(152_341.9, abs=0.2)
+    rebased = await events(client, "vehicle.odometer.rebaselined")
+    assert [e["detail"]["to_km"] for e in rebased] == [152_340]
+    assert await events(client, "vehicle.maintenance.due") == []
+    assert await events(client, "vehicle.maintenance.due_soon") == []
+
+
+# -- a time plan's clock ------------------------------------------------------------------------
+
+
+async def test_a_time_plan_evaluated_at_the_clock_then_by_buffered_fixes_announces_each_day_once(
+    client: Client,
+) -> None:
+    """A daily inspection plan first sees a vehicle at a fix of 3 days and 2 hours ago; the
+    fold's hourly tick evaluates it now (day 3 due); then the tracker's fixes buffered since
+    (one every 10 minutes, in order, all newer than its last position) are folded in device
+    time. They find nothing new by time: the plan's clock is at the tick. Before, the fix at
+    day 3's due time announced day 3 again (after days 1 and 2): the cycle announced at the
+    tick was taken for a glitch a cycle ahead of the fix."""
+    await create_plan(client, name="Diaria", every_days=1)
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "DAY1A11")
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(days=3, hours=2)
+    here = {"plate": "DAY1A11", "lat": -23.5, "lon": -46.6, "speed_kmh": 0.0}
+    await post_folding(client, trigger, [{**here, "time": start.isoformat()}], 1)
+    services = client.app[services_key]
+    await services.store.fleet.push_ticks([TENANT], now)
+    await fold(client)
+    buffered = [
+        {**here, "time": (start + timedelta(minutes=10 * i)).isoformat()}
+        for i in range(1, 3 * 24 * 6 + 12)
+    ]
+    await post_folding(client, trigger, buffered, 250)
+    dues = [e["detail"]["due_at"] for e in await events(client, "vehicle.maintenance.due")]
+    assert dues == [start + timedelta(days=3)]
+
+
+# -- a live fix dated ahead ---------------------------------------------------------------------
+
+
+async def test_one_live_fix_dated_ahead_makes_no_later_live_fix_late(client: Client) -> None:
+    """A vehicle sends a fix every 1.1 s, live (each dated when it is sent), 40 m apart,
+    leaving an authorized circle of 150 m (and its 25 m margin) at its sixth fix; its third
+    fix is dated 18 s ahead
+    (a receiver reporting GPS time before its leap seconds), within the 300 s tolerance. The
+    fixes after it were recorded after it arrived: they are in order, not late. The odometer
+    is the 400 m driven, no fix is refused, the exit is announced at the sixth fix and the
+    vehicle's last position is its last fix. Before, every later fix was late (older than the
+    fix dated ahead): each counted as a detour back to it, none ran through the fence (no
+    exit), the last position stayed at the third fix, and a subscription sampling positions
+    every 2 s got none after it."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "AHD1A11")
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    action = await create_action(client, partner["id"])
+    await create_subscription(client, action["id"], ("vehicle.position",), sample_seconds=2)
+    fence = {"lat": -23.5, "lon": -46.6, "radius_m": 150}
+    body = {"name": "Patio", "kind": "authorized", "vehicles": ["AHD1A11"], "circle": fence}
+    response = await client.post("/api/v1/geofences", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    sent = []
+    for i in range(11):
+        lat, lon = tracks.destination(-23.5, -46.6, 90, 40 * i)
+        t = datetime.now(UTC) + timedelta(seconds=18 if i == 2 else 0)
+        t = t.replace(microsecond=t.microsecond // 1000 * 1000)  # (to the millisecond)
+        fix = {"plate": "AHD1A11", "time": t.isoformat(), "lat": lat, "lon": lon}
+        await post_folding(client, trigger, [{**fix, "speed_kmh": 130.0, "accuracy_m": 3.0}], 1)
+        sent.append(fix)
+        await asyncio.sleep(1.1)
+    car = await vehicle(client, "AHD1A11")
+    assert car["odometer_km"] == pytest.approx(0.4, abs=0.002)
+    assert car["last_position"]["lon"] == sent[-1]["lon"]
+    assert [f["rejected"] for f in await whole_track(client, "AHD1A11")] == [None] * 11
+    exits = await events(client, "vehicle.geofence.exited")
+    assert [e["detail"]["occurred_at"] for e in exits] == [datetime.fromisoformat(sent[5]["time"])]
+    # Sampled every 2 s on: one of the last three fixes (2.2 s or more) is sampled.
+    last_three = [datetime.fromisoformat(f["time"]) for f in sent[-3:]]
+    sampled = [e["occurred_at"] for e in await events(client, "vehicle.position")]
+    assert any(at in last_three for at in sampled), sampled

@@ -124,13 +124,34 @@ async def test_a_pass_that_wrote_the_vehicle_but_never_committed_is_replaced(
     await append(services, vehicle, points, batch=200)
     partial = {"odometer_km": 18_250.4}  # what a dead pass over the first fixes wrote
     # (its count started from the registered odometer, which has that reading in it)
-    dead = Folded(TENANT, vehicle, partial, 2, start_km=18_250, reading_rev=1)
+    dead = Folded(TENANT, vehicle, partial, 2, start=(18_250, 1), reading_rev=1)
     assert await services.store.entities.set_folded([dead]) == [True]
     await services.fold.run_until_idle()
     data = await vehicle_data(services, vehicle)
     assert data["odometer_km"] == pytest.approx(await folded_km(services, vehicle))
     driven_km = data["odometer_km"] - 18_250
     assert 1 < driven_km < 50 and data["last_position"]["lat"] == points[-1].lat
+
+
+async def test_a_fold_starting_again_skips_the_registration_its_start_had_in_it(
+    services: Services,
+) -> None:
+    """A fold killed after writing a vehicle whose registration's reading had not reached it
+    yet (the relay lagging): the fold that starts again starts from the dead one's start and
+    the reading revision it had in it (`fold_start_km`, `fold_start_rev`), so the reading,
+    folded after the fixes, is not applied again. Before, the start's revision was not kept
+    and the reading took the count back to 18,250 km."""
+    vehicle = await make_vehicle(services, odometer_km=18_250)
+    points = route_points()[:200]
+    await append(services, vehicle, points, batch=200)
+    partial = {"odometer_km": 18_250.4}  # what a dead pass over the first fixes wrote
+    dead = Folded(TENANT, vehicle, partial, 2, start=(18_250, 1), reading_rev=1)
+    assert await services.store.entities.set_folded([dead]) == [True]
+    await services.relay.run_until_idle()  # the registration's reading, after the fixes
+    await services.fold.run_until_idle()
+    driven_km = (await vehicle_data(services, vehicle))["odometer_km"] - 18_250
+    assert 1 < driven_km < 50
+    assert await events_of(services, "vehicle.odometer.rebaselined") == []
 
 
 async def test_the_route_appended_in_order_folds_to_its_length(services: Services) -> None:

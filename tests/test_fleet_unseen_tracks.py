@@ -696,8 +696,11 @@ async def test_a_plan_by_time_alone_comes_due_yearly_on_a_parked_vehicle_once_ea
     # (the plan counts from the first fix it saw, the track's first: `start`)
     year_on = start.replace(microsecond=start.microsecond // 1000 * 1000) + timedelta(days=365)
     assert stamp(due[0]["detail"]["due_at"]) == year_on
+    # Another vehicle, serviced now (the first one's plan clock is 400 days on: a service
+    # recorded now is that far behind it, and due there).
+    await new_vehicle(client, "ANU1A02")
     response = await client.post(
-        "/api/v1/entities/vehicle/ANU1A01/services",
+        "/api/v1/entities/vehicle/ANU1A02/services",
         json={"plan": "Vistoria anual", "at": iso(datetime.now(UTC))},
         headers=auth(),
     )
@@ -705,8 +708,8 @@ async def test_a_plan_by_time_alone_comes_due_yearly_on_a_parked_vehicle_once_ea
     await fold_and_relay(client)
     await services.store.fleet.push_ticks([TENANT], datetime.now(UTC) + timedelta(days=340))
     await fold_and_relay(client)
-    again = await events(client, "vehicle.maintenance.due_soon", "ANU1A01")
-    assert len(again) == 2
+    assert len(await events(client, "vehicle.maintenance.due_soon", "ANU1A02")) == 1
+    assert await events(client, "vehicle.maintenance.due", "ANU1A02") == []
 
 
 async def test_a_depot_fence_with_a_dwell_ignores_parked_reflections_and_sees_the_departure(

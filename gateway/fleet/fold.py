@@ -183,7 +183,9 @@ class _Memory:
     entity: Doc = field(default_factory=dict)
     entity_through: int = 0
     entity_reading_rev: int = 0  # the newest reading the entity's odometer has in it
-    start_km: float | None = None  # a first fold's starting odometer (see _VehicleRun)
+    entity_position_at: datetime | None = None  # what its `last_position` is newer than
+    # A first fold's starting odometer and the newest reading it has in it (`_VehicleRun`).
+    start: tuple[float, int] | None = None
     written_at: float = 0.0  # when its entity was last written (monotonic)
     # When the oldest of `entity`'s fields were folded (monotonic; 0 while it has none).
     entity_since: float = 0.0
@@ -205,7 +207,8 @@ class _Pass:
     entries: list[Doc] = field(default_factory=list)  # its events, before they meet the entity
     rejected: dict[str, str] = field(default_factory=dict)
     entity_fields: Doc = field(default_factory=dict)
-    start_km: float | None = None
+    position_at: datetime | None = None  # what its last position is newer than (`Folded`)
+    start: tuple[float, int] | None = None
     lags: list[float] = field(default_factory=list)
     # Its counts ((counter, label) → n), counted once the pass is written: a pass folded
     # again after a failure counts nothing twice.
@@ -785,8 +788,10 @@ class Fold(ShardedJob):
             memory.entity.update(folding.entity_fields)
             memory.entity_through = folding.through
             memory.entity_reading_rev = folding.state.reading_rev
-        if folding.start_km is not None:
-            memory.start_km = folding.start_km
+            if "last_position" in folding.entity_fields:
+                memory.entity_position_at = folding.position_at
+        if folding.start is not None:
+            memory.start = folding.start
         for lag in folding.lags:
             self._metrics.fold_lag.observe(lag)
 
@@ -918,8 +923,9 @@ class Fold(ShardedJob):
                 k[1],
                 m.entity,
                 m.entity_through,
-                start_km=m.start_km,
+                start=m.start,
                 reading_rev=m.entity_reading_rev,
+                position_at=m.entity_position_at,
             )
             for k, m in saving
         ]
@@ -940,7 +946,7 @@ class Fold(ShardedJob):
                 self._unwritten.setdefault(key, since)
                 failure = failure or outcome
             else:
-                memory.start_km = None
+                memory.start = None
                 self._unwritten.pop(key, None)
         if failure is not None:
             raise failure
@@ -998,8 +1004,9 @@ class _VehicleRun:
         # The `vehicle.position.rejected` events of the inbox document being folded, by
         # reason: its later fixes refused for that reason count on them (`_refused`).
         self._rejected_runs: dict[str, Doc] = {}
-        # The odometer, unknown (0) until now, set by a reading or the device's own since the
-        # plans last looked: not driven (`maintenance.step`).
+        # The odometer, given no value until now (unknown, or GPS distance from an unknown
+        # start), set by a reading or the device's own since the plans last looked: not
+        # driven (`maintenance.step`).
         self._odometer_set = False
         # While folding a reading a flow run wrote: its chain ({run, depth}), on the origin of
         # the events the reading causes, so that the flows' loop guard counts them.
@@ -1016,10 +1023,10 @@ class _VehicleRun:
             # The vehicle's odometer has the readings written to it so far in it, and so has
             # a count that starts from it (one that starts again: those after the first
             # start are still in the inbox).
-            rev = 0 if again else vehicle.get("odometer_rev")
+            rev = vehicle.get("fold_start_rev") if again else vehicle.get("odometer_rev")
             rev = rev if isinstance(rev, int) else 0
-            self.state = _with(self.state, odometer_km=km, reading_rev=rev)
-            self._pass.start_km = km
+            self.state = _with(self.state, odometer_km=km, reading_rev=rev, gps_count=not km)
+            self._pass.start = (km, rev)
             self._opening = True
 
     @property
@@ -1036,17 +1043,27 @@ class _VehicleRun:
         so may a partner's whose mapping lifted `only_forward` for it (an authoritative ERP)."""
         at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
         source = str(reading.get("source") or "reading")
-        self.state = _with(self.state, reading_rev=_newest_reading(self.state, [reading]))
-        unknown = not self.state.odometer_km  # (a first pass may start from the reading)
+        rev = reading.get("rev") if isinstance(reading.get("rev"), int) else None
+        unset = not self._given()  # (a first pass may start from the reading)
         if self._opening and "before" in reading:
             # A vehicle's first pass starts from the odometer the vehicle holds now, which
             # already has this reading and any later one in it: replayed from there, a vehicle
             # registered at 151,000 km and read at 152,500 by a checklist before its first fold
             # "went down" to 151,000 and back up. Its first reading starts from where the
-            # vehicle stood before it (what the write replaced; a new vehicle's own).
+            # vehicle stood before it (what the write replaced; a new vehicle's own), and the
+            # count then has the readings up to this one in it, not the later ones.
             before = reading["before"]
             start = float(before) if isinstance(before, int | float) and before > 0 else km
-            self.state = _with(self.state, odometer_km=start)
+            self.state = _with(self.state, odometer_km=start, gps_count=False)
+            if rev is not None:
+                self.state = _with(self.state, reading_rev=rev)
+        elif rev is not None and rev <= self.state.reading_rev:
+            # Already in the count: in the odometer the first fold started from (the
+            # registration, reaching the fold after the first fixes), or folded before (a
+            # batch relayed again). Applied again, it took the distance since back.
+            self._pass.counts["readings", "included"] += 1
+            return
+        self.state = _with(self.state, reading_rev=_newest_reading(self.state, [reading]))
         self._opening = False
         authoritative = source.startswith(AUTHORITATIVE) or reading.get("authoritative") is True
         if km < self.state.shown_km and not authoritative:
@@ -1055,7 +1072,7 @@ class _VehicleRun:
         self._chain = dict(reading.get("chain") or {})
         try:
             self._rebaseline(km, "reading", at, source)
-            self._odometer_set = self._odometer_set or (unknown and self.state.odometer_km > 0)
+            self._odometer_set = self._odometer_set or (unset and self._given())
             self._check_plans(at)
         finally:
             self._chain = {}
@@ -1147,8 +1164,11 @@ class _VehicleRun:
             self.pending.discard(doc["id"])
             if not self.track or self.track[-1].t <= point.t:  # the newest: where insort puts it
                 self.track.append(point)
-            else:
+            elif verdict.late:
                 bisect.insort(self.track, point, key=_time)
+            else:  # in order, the last position dated ahead before it: no neighbour at that time
+                del self.track[bisect.bisect_right(self.track, point.t, key=_time) :]
+                self.track.append(point)
         if verdict.late:
             self._detoured = self._detoured or verdict.added_km > 0
             self._position_event(point, doc)  # for the subscriptions that sample nothing
@@ -1169,6 +1189,7 @@ class _VehicleRun:
             self._check_plans(last.t)
         if self._moved and last is not None:
             fields["last_position"] = _last_position(last, self.state.last_detail)
+            self._pass.position_at = self.state.present or last.t
         # Fixes (a late one's detour too) move the odometer; a reading alone does not write
         # it: the vehicle holds the reading already (it came from a write to the vehicle),
         # or a newer one the fold has not seen yet, which must not go back.
@@ -1190,11 +1211,11 @@ class _VehicleRun:
             self.state.baseline, kind, at, settings.odometer
         ):
             self._pass.counts["readings", "device_behind"] += 1
-        unknown = not self.state.odometer_km
+        unset = not self._given()
         self.state, change = rebaseline(
             self.state, km, kind, at, settings.odometer, max_speed_kmh=speed
         )
-        self._odometer_set = self._odometer_set or (unknown and self.state.odometer_km > 0)
+        self._odometer_set = self._odometer_set or (unset and self._given())
         if kind == "reading":
             self._pass.counts["readings", "taken" if change else "outranked"] += 1
         if change is not None and change.held:
@@ -1202,6 +1223,11 @@ class _VehicleRun:
         elif change is not None:
             detail = {"from_km": round(change.from_km, 3), "to_km": change.to_km, "source": source}
             self._emit("vehicle.odometer.rebaselined", at, f"{source}|{_iso(at)}", detail)
+
+    def _given(self) -> bool:
+        """Whether the vehicle's odometer has a value given it (registered, read, the
+        device's): not unknown (0), nor GPS distance counted from an unknown start."""
+        return self.state.odometer_km > 0 and not self.state.gps_count
 
     def next_document(self) -> None:
         """The next inbox document: a run of refused fixes announced in the one before is
@@ -1292,17 +1318,21 @@ class _VehicleRun:
         if not self._listeners:
             return
         sent = dict(self.state.position_sent)
+        # Sampled by device time, up to the present: a fix dated ahead of its arrival
+        # (`state._clock`) holds the sampling back no further than it holds late fixes.
+        present = self.state.present
+        at = point.t if present is None or present > point.t else present
         due = [
             listener.id
             for listener in self._listeners
             if listener.id not in sent
             or not listener.sample_s
-            or (point.t - sent[listener.id]).total_seconds() >= listener.sample_s
+            or (at - sent[listener.id]).total_seconds() >= listener.sample_s
         ]
         if not due:
             return
         for listener_id in due:
-            sent[listener_id] = max(point.t, sent.get(listener_id, point.t))
+            sent[listener_id] = max(at, sent.get(listener_id, at))
         self.state = _with(self.state, position_sent=sent)
         # `time`, as SPEC §3.5's fixes, `last_position` and `vehicle.position.rejected` name
         # it; `t` (the track point's name) is kept for one release, deprecated (docs/fleet.md).

@@ -26,9 +26,10 @@ cycle; record a service (or set `start_km`) to line the plan up with reality.
 
 An odometer of 0 is unknown (a vehicle registered without one, no fix counted yet): the plan
 counts time but not distance until it knows one. A plan without a recorded service that
-evaluated the vehicle only at an unknown odometer takes the odometer then set (a reading,
-the device's) as its first check by distance: it announces no `due` already behind it
-(152,340 km on a plan counting from 0), as a plan's first evaluation does.
+evaluated the vehicle only at an odometer given no value (unknown, or GPS distance counted
+from it) takes the odometer then set (a reading, the device's) as its first check by
+distance: it announces no `due` already behind it (152,340 km on a plan counting from 0), as
+a plan's first evaluation does.
 
 `record_service` resets the cycles: the service's km (or, unknown, the vehicle's odometer as
 the fold has it) and time become the base of both; nothing announced is kept. Who may move
@@ -92,6 +93,9 @@ class PlanState:
     apart: bool = False
     # The last reports (event ids) of services seen, applied or not (`record_service`).
     reports: tuple[str, ...] = ()
+    # The plan's clock: the latest time it evaluated the vehicle at, which time is measured
+    # at from then on (`step`: it only moves forward).
+    seen_at: datetime | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -102,6 +106,7 @@ class PlanState:
             "seen_km": self.seen_km,
             "apart": self.apart,
             "reports": list(self.reports),
+            "seen_at": self.seen_at,
         }
 
     @classmethod
@@ -114,6 +119,7 @@ class PlanState:
             seen_km=_float(doc.get("seen_km")),
             apart=doc.get("apart") is True,
             reports=tuple(str(r) for r in doc.get("reports") or ()),
+            seen_at=utc(doc.get("seen_at")),
         )
 
 
@@ -153,11 +159,21 @@ def step(
     the other announces again at its next point after that cycle.
 
     An unknown odometer (0) is not evaluated by distance (time goes on). `odometer_set`: the
-    vehicle's odometer, unknown until now, has just been set (a reading, the device's own),
-    not driven: a plan without a recorded service that saw the vehicle only at an unknown
-    odometer takes it as its first check by distance (`_first_km`). One counted from 0 by GPS
-    distance is driven: its cycles are announced as they are crossed."""
+    vehicle's odometer, given no value until now (unknown, or GPS distance counted from an
+    unknown start), has just been given one (a reading, the device's own), not driven there:
+    a plan without a recorded service takes it as its first check by distance (`_first_km`).
+    One counted from 0 by GPS distance is driven until then: its cycles are announced as they
+    are crossed.
+
+    Time is measured on the plan's clock, which only moves forward (`PlanState.seen_at`):
+    a step dated before a time the plan was evaluated at (fixes buffered for days, folded in
+    device time after the hourly tick, a reading or a service evaluated it at the wall clock)
+    measures time at that later one, and finds nothing new by time. Measured at its own
+    date, it took the cycle announced then for a glitch a cycle ahead and announced it again,
+    after the ones before it."""
     first = state is None
+    if state is not None and state.seen_at is not None and state.seen_at > now:
+        now = state.seen_at
     if state is None:
         state = PlanState(started_at=now)
     elif state.started_at is None:
@@ -214,7 +230,7 @@ def step(
         marks.carry(_OTHER[measure], "due_soon", here[_OTHER[measure]])  # the same service
     # (an unknown odometer is kept as 0 until one is known: the plan has seen the vehicle)
     seen = odometer_km if known else state.seen_km if _known(state.seen_km) else 0.0
-    moved = replace(state, notified=notified, seen_km=seen, apart=True)
+    moved = replace(state, notified=notified, seen_km=seen, apart=True, seen_at=now)
     return moved, found
 
 
@@ -243,15 +259,12 @@ def _known(km: float | None) -> bool:
 
 
 def _first_km(state: PlanState, odometer_km: float) -> bool:
-    """Whether this known odometer is the plan's first check by distance: it has seen the
-    vehicle, only at an unknown odometer, and has no recorded service (one counts from the
-    service, announcing what is due from it, as it does with no check before)."""
-    return (
-        _known(odometer_km)
-        and state.seen_km is not None
-        and not _known(state.seen_km)
-        and state.last_service_at is None
-    )
+    """Whether this odometer, just set (`step`), is the plan's first check by distance: the
+    plan has seen the vehicle only at odometers given no value (unknown, or GPS distance from
+    an unknown start: 4 km of it are not the 4 km before a dashboard's 152,340) and has no
+    recorded service (one counts from the service, announcing what is due from it, as it
+    does with no check before)."""
+    return _known(odometer_km) and state.seen_km is not None and state.last_service_at is None
 
 
 _MEASURES: tuple[DueReason, DueReason] = ("distance", "time")
@@ -419,6 +432,7 @@ def record_service(
         seen_km=previous.seen_km,
         apart=True,
         reports=reports,
+        seen_at=previous.seen_at,
     )
 
 

@@ -9,8 +9,8 @@ the `{run, depth}` of a flow run's write, which the fold's events it brings carr
 uses to re-baseline the odometer (`odometer.py`); until it has, it does not write its own count
 over the reading (`store/entities.py` `set_folded`). The fold itself writes `odometer_km`
 without events, so its own writes never come back as readings.
-Idempotent: a batch relayed again queues the same readings again, and the fold's re-baseline
-(its event id derived from the reading's source and time) repeats nothing.
+Idempotent: a batch relayed again queues the same readings again, and the fold skips a
+reading whose revision its count already has in it (`fold.py` `_VehicleRun.reading`).
 
 A vehicle's `entity.deleted` becomes a deletion in the fold's inbox: the fold forgets the
 vehicle and drops its fold state (docs/fleet.md "Fold"). Queued again, it drops nothing more.

@@ -373,16 +373,20 @@ class TogetherWrite:
 
 @dataclass(frozen=True, slots=True)
 class Folded:
-    """What the fleet fold writes on a vehicle (`EntityStore.set_folded`); `start_km`: the
-    odometer a vehicle's first fold counted on from (`fold_start_km`), kept for a fold that
-    has to start again."""
+    """What the fleet fold writes on a vehicle (`EntityStore.set_folded`); `start`: the
+    odometer a vehicle's first fold counted on from and the newest reading it had in it
+    (`fold_start_km`, `fold_start_rev`), kept for a fold that has to start again."""
 
     tenant: str
     entity_id: str
     fields: Doc
     version: int
-    start_km: float | None = None
+    start: tuple[float, int] | None = None
     reading_rev: int = 0  # the newest reading the fold had folded: see `set_folded`
+    # What the position written is newer than: the fold's present, its time or, for a fix
+    # dated ahead of its arrival, its arrival and credit (docs/fleet.md "Fold"); None: its
+    # own time. A later fix dated before a fix dated ahead is written over it.
+    position_at: datetime | None = None
 
 
 class EntityStore:
@@ -795,12 +799,12 @@ class EntityStore:
                 guard["odometer_rev"] = {"$not": {"$gt": fold.reading_rev}}
             changes: Doc = {f"data.{name}": value for name, value in fields.items()}
             if "last_position" in fields:  # the time of the position written (none: none)
-                at = position_time(fields)
+                at = fold.position_at or position_time(fields)
                 if at is not None:
                     guard["position_at"] = {"$not": {"$gt": at}}  # none, or not newer
                 changes["position_at"] = at
-            if fold.start_km is not None:
-                changes["fold_start_km"] = fold.start_km
+            if fold.start is not None:
+                changes["fold_start_km"], changes["fold_start_rev"] = fold.start
             update: Doc = {
                 "$set": {**changes, "folded": fold.version, "updated_at": datetime.now(UTC)},
                 "$inc": {"rev": 1},
