@@ -23,7 +23,7 @@ from typing import Any, Final
 from gateway.auth.passwords import hashed, matches, password_problem
 from gateway.auth.sessions import new_session_id
 from gateway.auth.tokens import ADMIN_ROLES, TENANT, AdminRole, AdminTokenVerifier
-from gateway.clock import as_stored
+from gateway.clock import as_stored, utcnow
 from gateway.errors import (
     Conflict,
     FieldProblem,
@@ -71,7 +71,7 @@ class AccountService:
         store: Store,
         verifier: AdminTokenVerifier,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._verifier = verifier

@@ -4,7 +4,10 @@
 The gateway's clock is the database server's: each process measures how far its host's
 clock is from the server's (`gateway/server_clock.py`, `set_offset`) and `utcnow` adds that
 offset, so processes on hosts whose clocks disagree compare leases and due times on one
-clock (a host ahead took over the leases the others still held).
+clock (a host ahead took over the leases the others still held), and stamp on it what they
+store, send or measure as a lag between processes (a host behind stamped its events in the
+past, and the relay counted its skew as lag). `host_now`, the host's own clock, is only
+what the offset is measured from; a duration within one process takes `time.monotonic`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ def host_now() -> datetime:
 def utcnow() -> datetime:
     """The gateway's time: this host's clock corrected to the database server's."""
     return host_now() + _offset
+
+
+def utc_timestamp() -> float:
+    """The gateway's time (`utcnow`) in seconds since 1970, for what counts time in seconds
+    (tokens, signatures)."""
+    return utcnow().timestamp()
 
 
 def set_offset(offset: timedelta) -> None:

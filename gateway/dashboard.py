@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from gateway.clock import utcnow
 from gateway.models import DeliveryStatus
 from gateway.store import Store
 
@@ -65,7 +66,7 @@ class Dashboard:
         store: Store,
         breaker_states: Callable[[], Mapping[str, str]],
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._breaker_states = breaker_states

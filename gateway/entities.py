@@ -585,9 +585,7 @@ class EntityService:
         ]
         if not any(keys):
             return events
-        done = await self._store.occurrences.announced(
-            [k for k in keys if k is not None], datetime.now(UTC)
-        )
+        done = await self._store.occurrences.announced([k for k in keys if k is not None], utcnow())
         return [e for e, k in zip(events, keys, strict=True) if k is None or k not in done]
 
     async def upsert_together(
@@ -853,7 +851,7 @@ def _event(
     entry: Doc = {
         "id": new_id(),
         "type": etype_event,
-        "occurred_at": datetime.now(UTC),
+        "occurred_at": utcnow(),
         "entity_type": etype,
         "data": dict(data),
         "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in changes],

@@ -17,9 +17,10 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Collection as Items
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
+from gateway.clock import utcnow
 from gateway.doorbell import Doorbell
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.metrics import Metrics
@@ -232,7 +233,7 @@ class EventRelay(ShardedJob):
         """Release the occurrence claims of the events of an outbox being parked that the
         log does not hold: nothing announced them, so a later copy of their occurrence must
         be (store/occurrences.py says why this, and why before the park)."""
-        now = datetime.now(UTC)
+        now = utcnow()
         try:
             events = []
             for entry in entity.get("outbox", []):
@@ -249,11 +250,11 @@ class EventRelay(ShardedJob):
         """How long the longest waiting outbox of this relay's shards has waited (the first:
         they come oldest first); 0 when none waits."""
         waiting = entities[0].get("pending") if entities else None
-        age = (datetime.now(UTC) - waiting).total_seconds() if isinstance(waiting, datetime) else 0
+        age = (utcnow() - waiting).total_seconds() if isinstance(waiting, datetime) else 0
         self._metrics.relay_oldest_waiting.set(max(age, 0.0))
 
     async def _relay(self, entities: Sequence[Doc]) -> int:
-        now = datetime.now(UTC)
+        now = utcnow()
         events: list[Doc] = []
         drained = []
         for entity in entities:

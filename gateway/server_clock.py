@@ -1,7 +1,8 @@
 """The gateway's clock follows the database server's (`gateway/clock.py` `utcnow`).
 
 Leases and due times are compared across processes, on hosts whose clocks may disagree: a
-host 60 s ahead took over the deliveries and schedules the others still held. So every
+host 60 s ahead took over the deliveries and schedules the others still held; and so are the
+times stamped (a host behind stamped its events in the past, counted as lag). So every
 process measures its host's offset to the database server's clock (`hello`'s `localTime`,
 the best of a few round trips, taken as read halfway through) at start, before its background
 jobs (which wait for a first measurement when the database does not answer then: `known`,
@@ -54,8 +55,9 @@ class ServerClock:
             if sample is None:
                 if not self._untimed:
                     log.warning(
-                        "the database gives no time (`hello` without `localTime`): leases and "
-                        "due times use this host's clock; keep every host's clock in sync (NTP)"
+                        "the database gives no time (`hello` without `localTime`): leases, due "
+                        "times and stamps use this host's clock; keep every host's clock in "
+                        "sync (NTP)"
                     )
                 self._untimed = True
                 return
@@ -73,8 +75,8 @@ class ServerClock:
         if abs(seconds) >= WARN_SECONDS:
             if self._warned is None or abs((offset - self._warned).total_seconds()) >= 1:
                 log.warning(
-                    "this host's clock is %.1f s %s the database server's: leases and due "
-                    "times follow the server's clock; check the host's NTP",
+                    "this host's clock is %.1f s %s the database server's: leases, due times "
+                    "and stamps follow the server's clock; check the host's NTP",
                     abs(seconds),
                     "behind" if seconds > 0 else "ahead of",
                 )

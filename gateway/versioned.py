@@ -11,10 +11,9 @@ import difflib
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from gateway.clock import as_stored
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, NoActiveVersion, NotFound
 from gateway.store import Doc
 from gateway.store.mappings import MappingStore
@@ -82,7 +81,7 @@ class VersionedDocuments(Generic[V]):
                 **fields,
                 "checksum": checksum,
                 "author": author,
-                "created_at": as_stored(datetime.now(UTC)),
+                "created_at": as_stored(utcnow()),
             }
             try:
                 await self._store.insert_version(tenant, doc)

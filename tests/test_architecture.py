@@ -177,3 +177,23 @@ def test_only_app_and_web_build_a_web_application() -> None:
                 if node.func.attr in builders:
                     offenders.append(f"{name}:{node.lineno}")
     assert offenders == []
+
+
+def test_only_the_clock_reads_the_hosts_wall_clock() -> None:
+    """What a process stamps, sends or compares with another's takes the gateway's time
+    (`gateway.clock.utcnow`, `utc_timestamp`: the host's clock corrected to the database
+    server's); a duration within one process, `time.monotonic`. The host's own wall clock is
+    read in `gateway/clock.py` alone (`host_now`, what the offset is measured from): a process
+    on a host 45 s behind stamped its events 45 s in the past, counted as relay lag."""
+    wall_clock = {("datetime", "now"), ("datetime", "utcnow"), ("date", "today")}
+    wall_clock |= {("datetime", "today"), ("time", "time"), ("time", "time_ns")}
+    readers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        if name == "gateway.clock":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if (node.value.id, node.attr) in wall_clock:
+                    readers.append(f"{name}:{node.lineno}")
+    assert readers == []

@@ -12,8 +12,10 @@ from typing import Any
 import jwt
 import orjson
 import pytest
+import time_machine
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway import clock
 from gateway.auth.keyring import KeyRing, Purpose
 from gateway.auth.partner_jwt import JwtPolicy, PartnerJwtVerifier
 from gateway.auth.tokens import (
@@ -220,6 +222,24 @@ def test_bent_claims_are_rejected_as_invalid_token(ring: KeyRing, changes: dict[
 def test_clock_skew_within_leeway_is_tolerated(ring: KeyRing) -> None:
     token = forge(ring, iat=int(time.time()) + 10, nbf=int(time.time()) + 10)
     assert verify_trigger_token(ring, token, trigger_id=TRIGGER).tenant == "acme"
+
+
+def test_a_process_on_a_host_whose_clock_is_behind_reads_tokens_on_the_servers_clock(
+    ring: KeyRing,
+) -> None:
+    """A token's `exp`, `nbf` and `iat` were checked on the host's own clock: a process on a
+    host 2 minutes behind the database server's refused a token another process had just
+    issued (its `iat` ahead), and took a token expired a minute before for valid. They are
+    read on the gateway's clock: the host's, corrected by the offset it measured."""
+    issued = trigger_token(ring)
+    expired = forge(ring, exp=int(time.time()) - 60)
+    try:
+        with time_machine.travel(time.time() - 120):
+            clock.set_offset(timedelta(minutes=2))  # as the process measures it
+            assert verify_trigger_token(ring, issued, trigger_id=TRIGGER).tenant == "acme"
+            assert_rejected(ring, expired, "token expired")
+    finally:
+        clock.set_offset(timedelta())
 
 
 def test_a_token_of_another_purpose_is_rejected(ring: KeyRing) -> None:

@@ -7,10 +7,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import time_machine
+
+from gateway import clock
 from gateway.doorbell import Doorbell
 from gateway.entities import Origin
 from gateway.events import EventRelay
 from gateway.mapping import Emit
+from gateway.server_clock import ServerClock
 from gateway.services import Services
 from gateway.shares import Shares
 from gateway.store import Doc
@@ -98,6 +102,40 @@ async def test_a_relay_moves_only_the_outboxes_of_its_shards_and_stamps_the_lag(
     assert await relay.run_until_idle() == len(written) - len(mine)
     metrics = services.metrics.render().decode()
     assert f"gateway_event_relay_lag_seconds_count {len(written)}.0" in metrics
+
+
+async def test_a_process_on_a_host_whose_clock_is_behind_stamps_and_measures_on_the_servers(
+    services: Services,
+) -> None:
+    """A process on a host 45 s behind the database server's clock measured the offset (and
+    took its leases on the server's clock) but stamped the entity and its event with its
+    host's clock: `occurred_at` 45 s in the past, and the relay of a process on the right
+    clock counted the skew as 45 s of lag. The database runs on the right clock here; this
+    process's wall clock is set back for the write."""
+    server_clock = ServerClock(services.store, services.metrics)
+    written_at = datetime.now(UTC)
+    try:
+        with time_machine.travel(written_at - timedelta(seconds=45)):
+            await server_clock.measure()
+            assert abs(clock.offset().total_seconds() - 45) < 1
+            written = await services.entities.upsert(
+                "acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN
+            )
+        await server_clock.measure()  # now a process on the right clock
+        assert await services.relay.run_until_idle() == 1
+    finally:
+        clock.set_offset(timedelta())
+    relayed_at = datetime.now(UTC)
+
+    stored = await services.store.db["entities"].find_one({"_id": written.entity["_id"]})
+    (event,) = await services.store.events.find("acme", {}, before=None, limit=5)
+    for stamp in (stored["created_at"], stored["updated_at"], event["occurred_at"]):
+        assert abs((stamp - written_at).total_seconds()) < 1, stamp
+    for made in (stored["_id"], event["_id"]):  # ids hold whole seconds
+        assert abs((made.generation_time - written_at).total_seconds()) < 2, made
+    assert event["occurred_at"] <= event["relayed_at"] <= relayed_at + timedelta(seconds=1)
+    metrics = services.metrics.render().decode()
+    assert 'gateway_event_relay_lag_seconds_bucket{le="1.0"} 1.0' in metrics
 
 
 async def test_processes_split_the_relay_shards_and_take_over_a_dead_ones(

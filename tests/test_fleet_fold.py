@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 
+from gateway import clock
 from gateway.config import ConfigError, Settings
 from gateway.doorbell import Doorbell
 from gateway.entities import Origin
@@ -22,6 +24,7 @@ from gateway.fleet.fold import Fold, FoldSettings
 from gateway.fleet.geometry import MAX_POSITIONS, haversine_m
 from gateway.fleet.odometer import TrackPoint
 from gateway.fleet.rule_service import MAX_TENANT_POSITIONS
+from gateway.server_clock import ServerClock
 from gateway.services import Services, open_services
 from gateway.store import Doc
 from gateway.store import fleet as fleet_module
@@ -667,6 +670,29 @@ async def test_a_checkpoint_is_never_written_past_a_state_whose_write_failed(
     assert set((await store.checkpoints(range(16))).values()) == {await store.last_number()}
 
 
+async def test_fixes_a_process_on_a_host_whose_clock_is_behind_stored_are_not_counted_as_fold_lag(
+    services: Services,
+) -> None:
+    """Fixes stored through a process on a host 45 s behind the database server's clock were
+    stamped with its host's clock: the fold of a process on the right clock, folding them at
+    once, observed 45 s of fold lag for each (alert `GatewayFleetFoldLagHigh`). The database
+    runs on the right clock here; this process's wall clock is set back for the append."""
+    vehicle = await make_vehicle(services)
+    server_clock = ServerClock(services.store, services.metrics)
+    try:
+        with time_machine.travel(datetime.now(UTC) - timedelta(seconds=45)):
+            await server_clock.measure()
+            await append(services, vehicle, route_points()[:5])
+        await server_clock.measure()  # now a process on the right clock
+        assert await own_fold(services, FoldSettings()).run_until_idle() == 1
+    finally:
+        clock.set_offset(timedelta())
+
+    metrics = services.metrics.render().decode()
+    assert "gateway_fleet_fold_lag_seconds_count 5.0" in metrics
+    assert 'gateway_fleet_fold_lag_seconds_bucket{le="1.0"} 5.0' in metrics
+
+
 async def test_a_round_killed_more_than_a_day_before_the_next_inbox_document_is_folded(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -676,15 +702,8 @@ async def test_a_round_killed_more_than_a_day_before_the_next_inbox_document_is_
     number up when it sees the gap, and must still find the round's fixes (they carry its
     number, and an earlier round's fixes are just before them), not stop a day short of them."""
 
-    class _Clock(datetime):
-        offset = timedelta(hours=25)  # the processes' clocks, a day and an hour ago
-
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            return datetime.now(tz) - cls.offset
-
-    monkeypatch.setattr(positions_module, "datetime", _Clock)
-    monkeypatch.setattr(fleet_module, "datetime", _Clock)
+    offset = [timedelta(hours=25)]  # the processes' clocks, a day and an hour ago
+    monkeypatch.setattr(clock, "host_now", lambda: datetime.now(UTC) - offset[0])
     dead = False
     real_put = positions_module._Inbox.put_round
 
@@ -698,7 +717,7 @@ async def test_a_round_killed_more_than_a_day_before_the_next_inbox_document_is_
     await append(services, vehicle, points[:10])  # round 1
     dead = True
     await append(services, vehicle, points[10:20])  # round 2: stored, its process killed
-    dead, _Clock.offset = False, timedelta(0)
+    dead, offset[0] = False, timedelta(0)
     await append(services, vehicle, points[20:])  # round 3, a day and an hour later
     fold = own_fold(services, FoldSettings(missing_seconds=0))
     assert await fold.run_until_idle() == 3

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 
+from gateway import clock
+from gateway.server_clock import ServerClock
 from gateway.store import rejected as rejected_store
 from gateway.triggers import rejected
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import Client, create_trigger, entities, hook, upload_mapping
 
@@ -336,6 +341,32 @@ async def test_a_copy_whose_replay_fails_keeps_its_count_in_the_copy_made_meanwh
     [kept] = await _rejected(client)
     assert kept["times_received"] == 5
     assert kept["first_received_at"] == held["first_received_at"]
+
+
+async def test_a_replay_under_way_is_not_taken_over_by_a_process_whose_host_clock_is_ahead(
+    client: Client,
+) -> None:
+    """A replay holds its record for `REPLAY_CLAIM_SECONDS` (then it is taken for dead). A
+    process on a host 6 minutes ahead of the database server's clock took a claim made a
+    moment before by a process on the right clock for a dead one, and replayed the record a
+    second time. The database runs on the right clock here; this process's wall clock is set
+    ahead for the second replay."""
+    services = client.app[services_key]
+    await upload_mapping(client, BROKEN)
+    trigger = await create_trigger(client, mapping="erp-vehicle")
+    await hook(client, trigger, {"placa": "ABC1D23", "marca": "Fiat"})
+    [kept] = await _rejected(client)
+    await upload_mapping(client, FIXED)
+    assert await services.store.rejected.claim_replay("acme", kept["id"], at=clock.utcnow())
+    server_clock = ServerClock(services.store, services.metrics)
+    try:
+        with time_machine.travel(datetime.now(UTC) + timedelta(minutes=6)):
+            await server_clock.measure()
+            second = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    finally:
+        clock.set_offset(timedelta())
+    assert second.status == 409, await second.text()
+    assert await entities(client) == []
 
 
 async def test_a_body_of_thousands_of_wrong_items_lists_the_first_hundred_and_is_kept(

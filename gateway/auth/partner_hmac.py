@@ -2,7 +2,7 @@
 timestamp and a message id) in a header, as Motive, Samsara, Fleetio and GitHub send them.
 
     scheme = scheme_from({"preset": "samsara"})           # or algorithm, header, encoding, ...
-    replay = verify(scheme, secrets, headers, body, now=time.time())  # a ReplayKey
+    replay = verify(scheme, secrets, headers, body, now=utc_timestamp())  # a ReplayKey
 
 A scheme is algorithm (sha1, sha256, sha512), header, encoding of the signature (hex,
 base64), prefix (`sha256=`, `v1=`), signed content (`{body}`, or e.g.

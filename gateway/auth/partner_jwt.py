@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.types import Options
 
+from gateway.clock import utc_timestamp
 from gateway.errors import PartnerError, Unauthorized
 
 Fetch = Callable[[str], Awaitable[bytes]]
@@ -37,6 +38,8 @@ _KEY_TYPES: Final = frozenset({"RSA", "EC", "OKP"})
 # The last second of the year 9999: past it no datetime holds a date (nor does BSON's).
 MAX_NUMERIC_DATE: Final = 253402300799
 _DATE_CLAIMS: Final = ("exp", "iat", "nbf")
+# PyJWT would check `exp`, `nbf` and `iat` on this host's clock: `check_times` does.
+ON_GATEWAY_CLOCK: Final[Options] = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class JwtPolicy:
             "require": required,
             "verify_aud": self.audience is not None,
             "enforce_minimum_key_length": True,
+            **ON_GATEWAY_CLOCK,
         }
 
 
@@ -107,23 +111,19 @@ class PartnerJwtVerifier:
             raise _invalid()
         for key in await self._keys.candidates(kid, alg):
             try:
-                return check_numeric_dates(
-                    jwt.decode(
-                        token,
-                        key,
-                        algorithms=self._algorithms,
-                        audience=self._policy.audience,
-                        issuer=self._policy.issuer,
-                        leeway=self._policy.leeway,
-                        options=self._options,
-                    )
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=self._algorithms,
+                    audience=self._policy.audience,
+                    issuer=self._policy.issuer,
+                    options=self._options,
                 )
             except jwt.InvalidSignatureError:
                 continue  # a kid-less token against several keys: try the next one
-            except jwt.ExpiredSignatureError as exc:
-                raise Unauthorized("token expired") from exc
             except jwt.PyJWTError as exc:
                 raise _invalid() from exc
+            return check_times(check_numeric_dates(claims), self._policy.leeway)
         raise _invalid()
 
 
@@ -139,6 +139,20 @@ def check_numeric_dates(claims: dict[str, Any]) -> dict[str, Any]:
                 raise _invalid()
             if not 0 <= value <= MAX_NUMERIC_DATE:  # NaN compares false too
                 raise _invalid()
+    return claims
+
+
+def check_times(claims: dict[str, Any], leeway: float) -> dict[str, Any]:
+    """The claims, once `exp`, `nbf` and `iat` (those present, NumericDates) hold at the
+    gateway's time (`utc_timestamp`, the database server's clock), give or take `leeway`
+    seconds: "token expired" past `exp`, invalid before `nbf` or `iat`. PyJWT checks them on
+    the host's own clock, where a host behind refused the tokens another host had just
+    issued, and one ahead took them for expired early."""
+    now = utc_timestamp()
+    if "exp" in claims and int(claims["exp"]) <= now - leeway:
+        raise Unauthorized("token expired")
+    if any(int(claims[name]) > now + leeway for name in ("nbf", "iat") if name in claims):
+        raise _invalid()
     return claims
 
 

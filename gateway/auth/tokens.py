@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,10 +27,13 @@ import jwt
 from gateway.auth.keyring import KeyRing, Purpose, SubKey
 from gateway.auth.partner_jwt import (
     MAX_NUMERIC_DATE,
+    ON_GATEWAY_CLOCK,
     PartnerJwtVerifier,
     check_numeric_dates,
+    check_times,
     unverified_header,
 )
+from gateway.clock import utc_timestamp
 from gateway.errors import Forbidden, KeysUnavailable, PartnerError, Unauthorized
 from gateway.formats import at_path
 
@@ -98,7 +100,7 @@ class TriggerTokenVerifier:
     """
 
     def __init__(
-        self, ring: KeyRing, *, cache_size: int = 10_000, clock: Callable[[], float] = time.time
+        self, ring: KeyRing, *, cache_size: int = 10_000, clock: Callable[[], float] = utc_timestamp
     ) -> None:
         self._keys = ring.keys_by_kid(Purpose.TRIGGER_TOKEN)
         self._cache: dict[str, tuple[TriggerClaims, float | None]] = {}
@@ -240,7 +242,7 @@ class AdminTokenVerifier:
         external: ExternalAdminVerifier | None = None,
         *,
         cache_size: int = 1_000,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = utc_timestamp,
     ) -> None:
         self._ring = ring
         self._external = external
@@ -277,7 +279,7 @@ def _base_claims(
 ) -> dict[str, Any]:
     if not (_is_name(subject) and _is_name(tenant) and _is_name(token_id)):
         raise ValueError("subject, tenant and token id must be 1-256 printable characters")
-    issued = int(time.time() if now is None else now)
+    issued = int(utc_timestamp() if now is None else now)
     claims: dict[str, Any] = {
         "iss": ISSUER,
         "aud": audience,
@@ -321,14 +323,11 @@ def _decode(
             algorithms=_ALGORITHMS,
             audience=audience,
             issuer=ISSUER,
-            leeway=LEEWAY_SECONDS,
-            options={"require": require, "strict_aud": True},
+            options={"require": require, "strict_aud": True, **ON_GATEWAY_CLOCK},
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise Unauthorized("token expired") from exc
     except jwt.PyJWTError as exc:
         raise _invalid() from exc
-    return check_numeric_dates(claims)
+    return check_times(check_numeric_dates(claims), LEEWAY_SECONDS)
 
 
 def _trigger_claims(claims: dict[str, Any]) -> TriggerClaims:

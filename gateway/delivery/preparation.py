@@ -11,13 +11,13 @@ Two kinds call actions, and differ only in what the mapping sees and who signs:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.actions.catalog import Action, Catalog, Partner, Subscription, build_request
+from gateway.clock import utc_timestamp
 from gateway.errors import NotFound
 from gateway.mapping_files.source import MappingSource
 from gateway.models import DeliveryKind
@@ -90,7 +90,7 @@ async def delivery_request(
     def sign(sent: bytes) -> Mapping[str, str]:
         # The exact bytes sent, signed as they go (the sender may still set credentials in
         # them); the timestamp is the real time: receivers check it against theirs.
-        return signed_headers(secrets, doc["_id"], int(time.time()), sent)
+        return signed_headers(secrets, doc["_id"], int(utc_timestamp()), sent)
 
     return replace(request, sign=sign)
 

@@ -66,6 +66,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
+from gateway.clock import utcnow
 from gateway.doorbell import Doorbell
 from gateway.events import OnRelayed, event_document
 from gateway.fleet import geofences, maintenance
@@ -295,7 +296,7 @@ class Fold(ShardedJob):
         if gap is not None and not taken:
             # Fixes a missing round stored were received before the next document was written
             # (before now, when no document follows: the gap is at the end of the inbox).
-            written_by = next((d["at"] for d in docs if d["_id"] == gap[1]), datetime.now(UTC))
+            written_by = next((d["at"] for d in docs if d["_id"] == gap[1]), utcnow())
             if await self._give_up(gap, written_by, wanted):
                 return 0
             return await self.fold_once(shards)
@@ -349,7 +350,7 @@ class Fold(ShardedJob):
         """How long the oldest input not folded and written yet has waited: the first inbox
         document read (not folded yet), or folded fields a write failed to store."""
         oldest = docs[0].get("at") if docs else None
-        age = (datetime.now(UTC) - oldest).total_seconds() if isinstance(oldest, datetime) else 0
+        age = (utcnow() - oldest).total_seconds() if isinstance(oldest, datetime) else 0
         if self._unwritten:
             age = max(age, time.monotonic() - min(self._unwritten.values()))
         return max(age, 0.0)
@@ -369,7 +370,7 @@ class Fold(ShardedJob):
         """Drop the fixes of tenants that keep them for fewer days than the TTL index does;
         how many went."""
         purged = 0
-        now = datetime.now(UTC)
+        now = utcnow()
         for doc in await self._store.fleet_settings.shorter_retention(MAX_RETENTION_DAYS):
             before = now - timedelta(days=int(doc["retention_days"]))
             purged += await self._store.positions.purge(str(doc["_id"]), before)
@@ -389,7 +390,7 @@ class Fold(ShardedJob):
         if time.monotonic() >= self._tick_at and (shards is None or 0 in shards):
             self._tick_at = time.monotonic() + self._config.tick_seconds
             tenants = await self._store.fleet_rules.plans.tenants_with_time()
-            await self._store.fleet.push_ticks(tenants, datetime.now(UTC))
+            await self._store.fleet.push_ticks(tenants, utcnow())
         if time.monotonic() >= self._purge_at and (shards is None or 0 in shards):
             self._purge_at = time.monotonic() + _PURGE_SECONDS
             if purged := await self.purge_expired():
@@ -626,7 +627,7 @@ class Fold(ShardedJob):
             "items": [item for _, item in new if item.get("k") != "tick"],
             "reason": type(exc).__name__,
             "error": error[:2000],
-            "at": datetime.now(UTC),
+            "at": utcnow(),
         }
         folding.counts["failures", type(exc).__name__] += 1
         self._tracebacks[key, numbers[-1]] = exc
@@ -671,7 +672,7 @@ class Fold(ShardedJob):
             key, memory.state, fixes, folding.fix_ids, folding.through
         )
         run.pending = set(folding.fix_ids)
-        now = datetime.now(UTC)
+        now = utcnow()
         for kinds in in_docs:
             run.next_document()
             for reading in kinds["reading"]:
@@ -823,7 +824,7 @@ class Fold(ShardedJob):
         if not keys:
             return []
         fresh = await self._store.entities.vehicles([vehicle for _, vehicle in keys])
-        until, now = time.monotonic() + self._config.vehicle_seconds, datetime.now(UTC)
+        until, now = time.monotonic() + self._config.vehicle_seconds, utcnow()
         events = []
         for folding in passes:
             if not folding.entries:  # not read here: its cached entity stands
@@ -1041,7 +1042,7 @@ class _VehicleRun:
         """A reading from a partner only moves the odometer forward (a late or wrong meter
         reading is skipped and counted); an admin's is a correction and may move it back, and
         so may a partner's whose mapping lifted `only_forward` for it (an authoritative ERP)."""
-        at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
+        at, km = reading.get("at") or utcnow(), float(reading["km"])
         source = str(reading.get("source") or "reading")
         rev = reading.get("rev") if isinstance(reading.get("rev"), int) else None
         unset = not self._given()  # (a first pass may start from the reading)
@@ -1091,7 +1092,7 @@ class _VehicleRun:
         `start_km`), or, none known yet (0: registered without one, no fix), at the first one
         the plan sees. An admin's service is the base as given; a feed's only when newer
         (`maintenance.record_service`)."""
-        at, km = service.get("at") or datetime.now(UTC), service.get("km")
+        at, km = service.get("at") or utcnow(), service.get("km")
         plans = dict(self.state.plans)
         odometer = self.state.shown_km or None
         named = service.get("plan")

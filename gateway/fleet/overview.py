@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
+from gateway.clock import utcnow
 from gateway.fleet.maintenance import Outlook, PlanState, outlook
 from gateway.fleet.rules import FleetRules, TenantRules
 from gateway.store import Doc, Store
@@ -52,7 +52,7 @@ class FleetOverview:
         self,
         store: Store,
         rules: FleetRules,
-        clock: Any = lambda: datetime.now(UTC),
+        clock: Any = utcnow,
     ) -> None:
         self._store = store
         self._rules = rules

@@ -23,11 +23,10 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from gateway.actions.body_check import BodyCheck
-from gateway.clock import as_stored
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.fleet.geofences import DEFAULT_MARGIN_M
 from gateway.fleet.geometry import circle_from, polygon_from
@@ -105,7 +104,7 @@ class RuleService(ABC):
     async def create(self, tenant: str, body: Mapping[str, Any]) -> Doc:
         fields = await self._checked(body)
         await self._check_room(tenant, fields)
-        now = as_stored(datetime.now(UTC))
+        now = as_stored(utcnow())
         doc = {"_id": new_id(), "tenant": tenant, **fields, "rev": 1}
         doc.update(created_at=now, updated_at=now)
         await self._resources.insert(doc)
@@ -131,7 +130,7 @@ class RuleService(ABC):
         fields = await self._checked({**merged, **body})
         await self._check_room(tenant, fields, str(current["_id"]))
         unset = [k for k in current if k in self.fields and k not in fields]
-        fields["updated_at"] = datetime.now(UTC)
+        fields["updated_at"] = utcnow()
         doc = await self._resources.update(
             tenant, str(current["_id"]), current["rev"], fields, unset
         )

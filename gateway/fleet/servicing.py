@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.actions.body_check import BodyCheck
+from gateway.clock import utcnow
 from gateway.entities import EntityService
 from gateway.fleet.append import utc_text
 from gateway.fleet.fix import rfc3339_as_written
@@ -67,7 +68,7 @@ class ServiceRecorder:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
         check = BodyCheck(body, {"km", "at", "plan"})
         km = check.number("km", 0, MAX_KM)
-        at = _time(check, datetime.now(UTC))
+        at = _time(check, utcnow())
         plan_id = None
         if body.get("plan") is not None:
             ref = check.text("plan", max_len=100)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
 
 from gateway.actions.catalog import Catalog, build_request
+from gateway.clock import utcnow
 from gateway.entities import EntityService, diff, keyed_as_stored, merge
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.events import entity_key
@@ -90,7 +91,7 @@ class FlowDryRun:
     ) -> dict[str, Any]:
         """What the flow would do on `event`; its renders (messages, XML bodies) are the
         tenant's previews (`previewing`)."""
-        now = datetime.now(UTC)
+        now = utcnow()
         if draft is not None:
             flow, version = await self._p.flows.compile(tenant, draft), None
         elif name is not None:
@@ -264,7 +265,7 @@ class FlowDryRun:
                 last = await self._p.store.notify.cooldowns.last_sent(tenant, key)
         seconds = spec.cooldown_seconds
         decision = decide(
-            datetime.now(UTC),
+            utcnow(),
             channel_type,
             last_sent=last,
             settings=settings,

@@ -20,13 +20,12 @@ import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from email.headerregistry import Address
 from typing import Any, Final
 
 from gateway.actions.body_check import BodyCheck
 from gateway.auth.secretbox import SecretBox, SecretBoxError
-from gateway.clock import as_stored
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.formats.json_tree import is_text
 from gateway.notify.channel_needs import push_partner_problem, sms_action_problem
@@ -80,7 +79,7 @@ class ChannelService:
         self.users: Users = _no_users
 
     async def create(self, tenant: str, body: Mapping[str, Any]) -> Doc:
-        oid, now = new_id(), as_stored(datetime.now(UTC))
+        oid, now = new_id(), as_stored(utcnow())
         doc = await self._fields(tenant, str(oid), body, None)
         doc.update(_id=oid, tenant=tenant, rev=1, created_at=now, updated_at=now)
         await self._channels.insert(doc)
@@ -109,7 +108,7 @@ class ChannelService:
         # An unchanged `smtp` keeps its sealed password; a new one brings its own.
         kept = None if "smtp" in body else current.get("smtp_sealed")
         fields = await self._fields(tenant, str(current["_id"]), {**merged, **body}, kept)
-        fields["updated_at"] = datetime.now(UTC)
+        fields["updated_at"] = utcnow()
         unset = [k for k in ("reply_to", "description", "smtp_sealed") if k not in fields]
         doc = await self._channels.update(
             tenant, str(current["_id"]), current["rev"], fields, unset

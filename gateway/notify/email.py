@@ -23,6 +23,7 @@ from dataclasses import replace
 import aiosmtplib
 import idna
 
+from gateway.clock import utc_timestamp
 from gateway.errors import GatewayError
 from gateway.notify.messages import EmailMessage, EmailSettings, SendOutcome
 from gateway.outbound.redaction import Redactor
@@ -202,7 +203,7 @@ def build_message(settings: EmailSettings, message: EmailMessage) -> email.messa
     if settings.reply_to:
         mime["Reply-To"] = settings.reply_to
     mime["Subject"] = message.subject
-    mime["Date"] = email.utils.formatdate(localtime=False)
+    mime["Date"] = email.utils.formatdate(utc_timestamp(), localtime=False)
     domain = email.utils.parseaddr(settings.sender)[1].rpartition("@")[2] or None
     mime["Message-ID"] = message.message_id or email.utils.make_msgid(domain=domain)
     mime.set_content(message.text)

@@ -11,12 +11,12 @@ Data values are strings, as FCM requires.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from gateway.actions.catalog import Partner
+from gateway.clock import utcnow
 from gateway.metrics import Metrics
 from gateway.notify.messages import PushMessage, PushSettings, SendOutcome
 from gateway.outbound.breaker import PartnerGuards
@@ -83,9 +83,7 @@ def _push_outcome(outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
     body = outcome.json_body if outcome.is_json and isinstance(outcome.json_body, dict) else {}
     error = body.get("error") if isinstance(body.get("error"), dict) else None
     codes = _fcm_error_codes(error)
-    retry_after = (
-        outcome.retry_after(datetime.now(UTC)) if outcome.verdict is Verdict.RETRY else None
-    )
+    retry_after = outcome.retry_after(utcnow()) if outcome.verdict is Verdict.RETRY else None
     if outcome.verdict is Verdict.SUCCESS:
         detail, provider = "sent", body.get("name")
     elif outcome.status is None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
+from gateway.clock import utcnow
 from gateway.notify.policy import NotifySettings, parse_settings
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.notify import SettingsStore
@@ -26,7 +26,7 @@ class SettingsService:
         (sent, held to the new end, or suppressed). Done on every save, so that a save
         whose release failed (503) is done again by saving again."""
         settings = parse_settings(body)
-        now = datetime.now(UTC)
+        now = utcnow()
         await self._store.put(
             tenant, {"settings": settings.as_dict(), "author": author, "updated_at": now}
         )

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from gateway.actions.catalog import Action, Partner
+from gateway.clock import utcnow
 from gateway.errors import InvalidPayload
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
@@ -170,7 +170,7 @@ def _sms_outcome(action: Action, outcome: Outcome, summary: dict[str, Any]) -> S
         detail,
         outcome.status,
         str(provider) if provider is not None else None,
-        outcome.retry_after(datetime.now(UTC)) if verdict is Verdict.RETRY else None,
+        outcome.retry_after(utcnow()) if verdict is Verdict.RETRY else None,
         outcome.latency_ms,
         request=summary,
     )

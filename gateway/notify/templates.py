@@ -7,10 +7,9 @@ import builtins
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
-from gateway.clock import as_stored
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.formats.json_tree import is_text, text_refused
 from gateway.notify.sandbox import off_loop, previewing
@@ -70,7 +69,7 @@ class TemplateService:
         fields = checked_template(body)
         with previewing(tenant):  # its test render on the sample: an author's try
             await off_loop(compile_template, fields)
-        now = as_stored(datetime.now(UTC))
+        now = as_stored(utcnow())
         doc = {
             "_id": new_id(),
             "tenant": tenant,
@@ -114,7 +113,7 @@ class TemplateService:
         with previewing(tenant):
             await off_loop(compile_template, fields)
         unset = [k for k in TEMPLATE_FIELDS if k not in fields]
-        update = {**fields, "author": author, "updated_at": datetime.now(UTC)}
+        update = {**fields, "author": author, "updated_at": utcnow()}
         doc = await self._store.update(tenant, str(current["_id"]), current["rev"], update, unset)
         if doc is None:
             raise Conflict("the template was changed concurrently; retry")

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -31,6 +31,7 @@ from aiohttp.http_exceptions import LineTooLong
 
 # Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
 from gateway.auth.webhook_signature import signed_headers as signed_headers
+from gateway.clock import utcnow
 from gateway.errors import GatewayError, PartnerUnavailable, RateLimited, Unavailable
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.formats import is_xml as is_xml_type
@@ -517,7 +518,7 @@ class Sender:
         return TokenResponse(
             outcome.status,
             outcome.json_body if outcome.is_json else None,
-            outcome.retry_after(datetime.now(UTC)),
+            outcome.retry_after(utcnow()),
             outcome.headers.get("Location"),
         )
 

@@ -17,6 +17,7 @@ from gateway.auth.service_account import (
     jwt_bearer_assertion,
     parse_service_account,
 )
+from gateway.clock import utc_timestamp
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.outbound.partner_auth import (
     OAuth2ClientCredentials,
@@ -41,7 +42,7 @@ class GoogleServiceAccountAuth(OAuth2ClientCredentials):
         on_refresh: Callable[[], None] | None = None,
         on_refused: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] = utc_timestamp,
     ) -> None:
         super().__init__(
             account.token_uri,

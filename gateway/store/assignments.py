@@ -22,6 +22,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from gateway.clock import utcnow
 from gateway.store.client import Collection, Doc, cursor_text, scoped, translate_errors
 from gateway.store.migrations import record_step, step_done
 from gateway.store.newest import newest_in_range
@@ -151,7 +152,7 @@ class AssignmentStore:
         shape = re.compile(re.escape(prefix) + _TIME_SHAPE)
         cursor = cursor_text(before, shape)
         # Windows back from the cursor's start, or from now (changes ahead of it first).
-        anchor = _start_of(cursor, prefix) if cursor is not None else datetime.now(UTC)
+        anchor = _start_of(cursor, prefix) if cursor is not None else utcnow()
         return await newest_in_range(
             self._c,
             tenant,

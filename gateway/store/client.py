@@ -38,6 +38,7 @@ from pymongo.errors import (
 )
 from pymongo.monitoring import TopologyListener
 
+from gateway.clock import utcnow
 from gateway.config import ConfigError
 from gateway.errors import BadRequest, Conflict, InvalidPayload, StoreUnavailable
 
@@ -353,8 +354,11 @@ def stored_size(value: Any) -> int:
 
 def new_id() -> ObjectId:
     """A fresh document id, for a caller that must know it before the insert (to seal a
-    secret to it, or to name an event in an outbox)."""
-    return ObjectId()
+    secret to it, or to name an event in an outbox), or whose id's time is read as the
+    document's (lists newest first, activity). That time is the gateway's (`utcnow`), not
+    the host's: the driver's own ids (`ObjectId()`) keep a skewed host's clock."""
+    made = ObjectId().binary  # its last 8 bytes: the process's random value, a counter
+    return ObjectId(int(utcnow().timestamp()).to_bytes(4, "big") + made[4:])
 
 
 def derived_id(at: datetime, *parts: str) -> ObjectId:

@@ -38,13 +38,14 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from gateway.clock import as_stored, from_iso
+from gateway.clock import as_stored, from_iso, utcnow
 from gateway.errors import Conflict, EventsBacklogged, FieldProblem, InvalidPayload
 from gateway.formats.json_tree import a_json_type
 from gateway.store.client import (
     Collection,
     Doc,
     cursor_id,
+    new_id,
     parse_id,
     scoped,
     stored_size,
@@ -131,7 +132,7 @@ def derived(etype: str, data: Mapping[str, Any]) -> Doc:
     fields: Doc = {"fk": filter_keys(etype, data)}
     if etype == "vehicle":
         at = position_time(data)
-        fields["position_at"] = at if at is None or at <= datetime.now(UTC) + AHEAD else None
+        fields["position_at"] = at if at is None or at <= utcnow() + AHEAD else None
     return fields
 
 
@@ -477,11 +478,11 @@ class EntityStore:
         self, tenant: str, etype: str, nk: str, data: Doc, events: Sequence[Doc]
     ) -> Doc | None:
         """Insert a new entity; None when its natural key is taken (the caller re-reads)."""
-        now = as_stored(datetime.now(UTC))
+        now = as_stored(utcnow())
         doc: Doc = scoped(
             tenant,
             {
-                "_id": ObjectId(),
+                "_id": new_id(),
                 "type": etype,
                 "nk": nk,
                 "data": data,
@@ -511,7 +512,7 @@ class EntityStore:
         self, tenant: str, current: Doc, data: Doc, events: Sequence[Doc]
     ) -> Doc | None:
         """Write new data if nobody changed the entity since `current` was read, else None."""
-        now = as_stored(datetime.now(UTC))
+        now = as_stored(utcnow())
         update: Doc = {
             "$set": {
                 "data": data,
@@ -563,7 +564,7 @@ class EntityStore:
         `j` on the operations of a multi-operation command, and a server restarted between
         the commit and the seal must not seal what it never had (the likeliest way the kill
         experiment of tests/test_durability.py once lost an answered checklist)."""
-        now = as_stored(datetime.now(UTC))
+        now = as_stored(utcnow())
         client = self._c.database.client
         with translate_errors():
             async with client.start_session() as session:
@@ -605,7 +606,7 @@ class EntityStore:
             doc: Doc = scoped(
                 tenant,
                 {
-                    "_id": ObjectId(),
+                    "_id": new_id(),
                     "type": write.etype,
                     "nk": write.nk,
                     "data": write.data,
@@ -655,7 +656,7 @@ class EntityStore:
         and its key is free); the relay removes the document once its outbox, which holds
         `entity.deleted`, has been drained. False when the entity changed since `current` was
         read; EventsBacklogged when its outbox is full (`_outbox_guard`)."""
-        now = as_stored(datetime.now(UTC))
+        now = as_stored(utcnow())
         entries = _stamped([event], current["rev"] + 1)
         query: Doc = {"_id": current["_id"], "rev": current["rev"]}
         update: Doc = {
@@ -711,7 +712,7 @@ class EntityStore:
                     batch = []
             if batch:
                 updated += (await self._c.bulk_write(batch, ordered=False)).modified_count
-        await record_step(migrations, DERIVED_MIGRATION, datetime.now(UTC))
+        await record_step(migrations, DERIVED_MIGRATION, utcnow())
         return updated
 
     async def vehicles(self, ids: Sequence[str]) -> dict[str, Doc]:
@@ -806,7 +807,7 @@ class EntityStore:
             if fold.start is not None:
                 changes["fold_start_km"], changes["fold_start_rev"] = fold.start
             update: Doc = {
-                "$set": {**changes, "folded": fold.version, "updated_at": datetime.now(UTC)},
+                "$set": {**changes, "folded": fold.version, "updated_at": utcnow()},
                 "$inc": {"rev": 1},
             }
             writes.append((scoped(fold.tenant, {"_id": oid, "type": "vehicle", **guard}), update))
@@ -848,7 +849,7 @@ class EntityStore:
                 {"_id": doc["_id"]},
                 {
                     "$unset": {"pending": "", "pending_shard": ""},
-                    "$set": {"relay_error": {"at": datetime.now(UTC), "reason": reason[:500]}},
+                    "$set": {"relay_error": {"at": utcnow(), "reason": reason[:500]}},
                 },
             )
 

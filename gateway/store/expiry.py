@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import IndexModel
 from pymongo.errors import OperationFailure
 
+from gateway.clock import utcnow
 from gateway.store.client import Collection, Doc, translate_errors
 
 INDEX_NOT_FOUND = 27
@@ -92,7 +93,7 @@ class Expiry:
     async def expire(self, now: datetime | None = None) -> int:
         """Where the gateway expires documents itself: delete, through each TTL index, what
         it says has expired; how many went (0 elsewhere: the server does it)."""
-        moment = now or datetime.now(UTC)
+        moment = now or utcnow()
         deleted = 0
         for ttl in list(self._ttls.values()):
             query: Doc = {ttl.field: {"$lt": moment - timedelta(seconds=ttl.seconds)}}

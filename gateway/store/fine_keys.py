@@ -22,12 +22,12 @@ the new key while an older one still wrote the old) keeps its old one and is cou
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Final
 
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
+from gateway.clock import utcnow
 from gateway.schemas.kind_keys import composed_key
 from gateway.store.client import Collection, Doc, bulk_failure, translate_errors
 from gateway.store.migrations import record_step, step_done
@@ -94,7 +94,7 @@ async def rekey_fines(
             taken,
             kept,
         )
-    await record_step(migrations, STEP, datetime.now(UTC))
+    await record_step(migrations, STEP, utcnow())
     return rekeyed, taken, kept
 
 

@@ -68,7 +68,7 @@ from collections import OrderedDict
 from collections.abc import Collection as Collection_
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 import bson
@@ -77,6 +77,7 @@ from bson.codec_options import CodecOptions
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
+from gateway.clock import utcnow
 from gateway.errors import Conflict, InvalidPayload, StoreUnavailable
 from gateway.store.client import (
     Collection,
@@ -307,7 +308,7 @@ class FleetStore:
 
     async def put(self, seq: int, items: Sequence[Doc]) -> None:
         """The inbox document of number `seq` (journaled, like every write)."""
-        doc = {"_id": seq, "at": datetime.now(UTC), "items": list(items)}
+        doc = {"_id": seq, "at": utcnow(), "items": list(items)}
         with translate_errors():
             await self._inbox.insert_one(doc)
         self._written.add(doc)
@@ -322,7 +323,7 @@ class FleetStore:
 
     async def _write_tombstone(self, seq: int) -> bool:
         """Whether the tombstone was written (False: a document was there)."""
-        doc = {"_id": seq, "at": datetime.now(UTC), "items": []}
+        doc = {"_id": seq, "at": utcnow(), "items": []}
         try:
             with translate_errors():
                 await self._inbox.insert_one(doc)
@@ -342,7 +343,7 @@ class FleetStore:
         writer that lands after all gets a duplicate key (and hands on what they lack under a
         new number) instead of writing behind the fold. Whether it was still missing (a
         document that landed meanwhile stands)."""
-        doc = {"_id": seq, "at": datetime.now(UTC), "items": list(items), "given_up": True}
+        doc = {"_id": seq, "at": utcnow(), "items": list(items), "given_up": True}
         return await insert_new(self._inbox, [doc]) == 1
 
     async def add(self, items: Sequence[Doc]) -> None:
@@ -365,7 +366,7 @@ class FleetStore:
 
     async def push_deleted(self, tenant: str, vehicle: str) -> None:
         """A vehicle deleted: the fold forgets it and drops its state."""
-        await self.add([_item("deleted", tenant, vehicle, {"at": datetime.now(UTC)})])
+        await self.add([_item("deleted", tenant, vehicle, {"at": utcnow()})])
 
     async def push_ticks(self, tenants: Sequence[str], at: datetime) -> None:
         """The fold's clock: a tick at `at` for each of these tenants, in one document. The fold
@@ -423,7 +424,7 @@ class FleetStore:
         numbers the fold gave up stay taken for `GIVEN_UP_KEPT` longer, so that a writer
         that stalled past them still finds its number taken."""
         older = {"_id": {"$lte": through}}
-        kept = datetime.now(UTC) - GIVEN_UP_KEPT
+        kept = utcnow() - GIVEN_UP_KEPT
         with translate_errors():
             result = await self._inbox.delete_many({**older, "given_up": {"$exists": False}})
             await self._inbox.delete_many({**older, "given_up": True, "at": {"$lt": kept}})

@@ -3,8 +3,7 @@ odometer, retention_days, updated_at}` (the fold's quality gates and odometer ru
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
+from gateway.clock import utcnow
 from gateway.store.client import Collection, Doc, translate_errors
 
 
@@ -17,7 +16,7 @@ class FleetSettingsStore:
             return await self._c.find_one({"_id": tenant, "tenant": tenant})
 
     async def put(self, tenant: str, fields: Doc) -> None:
-        doc = {**fields, "tenant": tenant, "updated_at": datetime.now(UTC)}
+        doc = {**fields, "tenant": tenant, "updated_at": utcnow()}
         with translate_errors():
             await self._c.replace_one({"_id": tenant, "tenant": tenant}, doc, upsert=True)
 

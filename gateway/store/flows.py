@@ -6,11 +6,11 @@ collections of their own; a head's `direction` is "flow". A paused flow's head h
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import ClassVar
 
 from pymongo import ReturnDocument
 
+from gateway.clock import utcnow
 from gateway.store.client import Database, Doc, scoped, translate_errors
 from gateway.store.mappings import HEAD_INDEXES, VERSION_INDEXES, MappingStore
 
@@ -75,6 +75,6 @@ class FlowStore(MappingStore):
         with translate_errors():
             await self._heads.update_one(
                 scoped(tenant, {"name": name}),
-                {"$unset": {"paused": ""}, "$set": {"updated_at": datetime.now(UTC)}},
+                {"$unset": {"paused": ""}, "$set": {"updated_at": utcnow()}},
             )
         return deleted

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
@@ -69,7 +69,7 @@ class KindStore:
             return await cursor.to_list(limit)
 
     async def create(self, tenant: str, name: str, schema: dict[str, Any], author: str) -> Doc:
-        now = as_stored(datetime.now(UTC))
+        now = as_stored(utcnow())
         doc = scoped(
             tenant,
             {
@@ -90,7 +90,7 @@ class KindStore:
         with translate_errors():
             return await self._c.find_one_and_update(
                 scoped(tenant, {"name": name}),
-                {"$set": {"schema": schema, "author": author, "updated_at": datetime.now(UTC)}},
+                {"$set": {"schema": schema, "author": author, "updated_at": utcnow()}},
                 return_document=ReturnDocument.AFTER,
             )
 

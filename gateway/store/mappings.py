@@ -15,12 +15,12 @@ lets every process cache compiled versions by it forever.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
-from gateway.clock import as_stored
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.store.client import (
     NAME_CURSOR,
@@ -105,7 +105,7 @@ class MappingStore:
         whole batch is answered counts from its own start. A note is a lease of
         `_UNDER_WAY_SECONDS`: one its upload never removed (its process stopped, or the store
         failed its `end_upload`) counts no longer than that."""
-        at = as_stored(datetime.now(UTC))
+        at = as_stored(utcnow())
         mark: Doc = {"id": str(new_id()), "since": since, "at": at}
         for _ in range(_ALLOCATE_TRIES):
             try:
@@ -128,7 +128,7 @@ class MappingStore:
 
     async def end_upload(self, tenant: str, name: str, upload_id: str) -> None:
         """The upload is answered (stored, found, or refused); notes past their lease go too."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=_UNDER_WAY_SECONDS)
+        cutoff = utcnow() - timedelta(seconds=_UNDER_WAY_SECONDS)
         with translate_errors():
             await self._heads.update_one(
                 scoped(tenant, {"name": name}), {"$pull": {"under_way": {"id": upload_id}}}
@@ -180,7 +180,7 @@ class MappingStore:
             try:
                 with translate_errors():
                     if head is None:  # no upload noted it (`allocate_version`): the first claim
-                        first = {"name": name, **update["$set"], "created_at": datetime.now(UTC)}
+                        first = {"name": name, **update["$set"], "created_at": utcnow()}
                         await self._heads.insert_one(scoped(tenant, first))
                         return number
                     as_read = latest if latest is not None else {"$exists": False}
@@ -223,7 +223,7 @@ class MappingStore:
         with translate_errors():
             await self._heads.update_one(
                 scoped(tenant, {"name": name}),
-                {"$set": {"updated_at": datetime.now(UTC)}, "$unset": {"deleted": ""}},
+                {"$set": {"updated_at": utcnow()}, "$unset": {"deleted": ""}},
             )
             inactive = [{"active_version": {"$exists": False}}, {"active_version": None}]
             if active_version is None:
@@ -256,7 +256,7 @@ class MappingStore:
         with translate_errors():
             result = await self._heads.update_one(
                 scoped(tenant, query),
-                {"$set": {"active_version": version, **shown, "updated_at": datetime.now(UTC)}},
+                {"$set": {"active_version": version, **shown, "updated_at": utcnow()}},
             )
         return result.matched_count == 1
 
@@ -274,7 +274,7 @@ class MappingStore:
             result = await self._heads.update_one(
                 scoped(tenant, {"name": name, **_LISTED}),
                 {
-                    "$set": {"deleted": True, "updated_at": datetime.now(UTC)},
+                    "$set": {"deleted": True, "updated_at": utcnow()},
                     "$unset": {"active_version": "", "claims": ""},
                 },
             )

@@ -28,6 +28,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING
 
+from gateway.clock import utcnow
 from gateway.store.client import Collection, Doc, scoped, translate_errors
 
 FIRST = timedelta(seconds=8)
@@ -75,7 +76,7 @@ async def newest_first(
     database reads the tenant's windows through its index rather than every tenant's
     documents (SecantusDB; `projection` must keep those fields)."""
     bound = _bound_of(ids)
-    anchor = now or datetime.now(UTC)
+    anchor = now or utcnow()
     if before is not None:  # the windows start at the cursor's time, when it has one
         cursor_time = _time_of(before)
         windowed = windowed and cursor_time is not None

@@ -11,11 +11,11 @@ by one is read again by the other as done; both record the step (`store/migratio
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Final
 
 from pymongo import UpdateOne
 
+from gateway.clock import utcnow
 from gateway.schemas.renamed import RENAMED, current_data
 from gateway.store.client import Collection, Doc, translate_errors
 from gateway.store.migrations import record_step, step_done
@@ -45,5 +45,5 @@ async def rename_position_members(entities: Collection, migrations: Collection) 
                 batch = []
         if batch:
             renamed += (await entities.bulk_write(batch, ordered=False)).modified_count
-    await record_step(migrations, STEP, datetime.now(UTC))
+    await record_step(migrations, STEP, utcnow())
     return renamed

@@ -45,7 +45,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from gateway.clock import as_stored
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.store.client import (
     DUPLICATE_KEY,
@@ -655,7 +655,7 @@ class PositionStore:
         a retry finds them as duplicates, and the round hands them on). Answered once they
         are in the fold's inbox, or `early`: once they are stored (journaled), while their
         round writes the inbox (the request path: one journaled write less to wait for)."""
-        now = as_stored(datetime.now(UTC))
+        now = as_stored(utcnow())
         docs = [
             {**fix, "_id": position_id(vehicle, fix["t"]), "tenant": tenant, "vehicle": vehicle,
              "at": now, "source": source}
@@ -747,7 +747,7 @@ class PositionStore:
         repeated after a crash) is a no-op."""
         if not ids_with_reasons:
             return
-        now = datetime.now(UTC)
+        now = utcnow()
         docs = [
             {"_id": fix_id, "tenant": tenant, "reason": reason, "at": now}
             for fix_id, reason in ids_with_reasons.items()
@@ -877,7 +877,7 @@ class PositionStore:
         # read first, in one window).
         anchor = after if lower_op == "$gt" and after is not None else start
         if anchor is None:
-            anchor = (now or datetime.now(UTC)) - HORIZON
+            anchor = (now or utcnow()) - HORIZON
             if ObjectId.is_valid(vehicle):
                 anchor = max(anchor, ObjectId(vehicle).generation_time)
         docs = await oldest_in_range(
@@ -901,7 +901,7 @@ class PositionStore:
         one takes every fix from 8 s ago on (a clock ahead included), each next one 8 times
         wider, the last everything older than 30 days. They partition the track: the same
         fixes, in the same order, as one query."""
-        anchor = now or datetime.now(UTC)
+        anchor = now or utcnow()
         docs = await newest_in_range(
             self._p,
             tenant,

@@ -36,6 +36,7 @@ from gateway.store.client import (
     bulk_failure,
     cursor_id,
     find_by_id,
+    new_id,
     scoped,
     translate_errors,
 )
@@ -80,7 +81,7 @@ class RejectedStore:
         superseded; one trim to the newest MAX_PER_TRIGGER). A record the database refuses
         is an InvalidPayload (the others of the batch are written); a write concern that
         failed, StoreUnavailable."""
-        docs = [scoped(tenant, {**record, "_id": ObjectId()}) for record in records]
+        docs = [scoped(tenant, {**record, "_id": new_id()}) for record in records]
         with translate_errors():
             await self._count_copies(tenant, trigger_id, docs)
             stored: Sequence[Doc] = ()  # known written: only their copies may go

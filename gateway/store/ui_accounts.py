@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import unicodedata
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import idna
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
+from gateway.clock import utcnow
 from gateway.errors import Conflict
 from gateway.store.client import Collection, Database, Doc, scoped, translate_errors
 from gateway.store.expiry import Expiry
@@ -89,7 +90,7 @@ async def put_emails_in_form(users: Collection, migrations: Collection) -> int:
                 doc["tenant"],
                 email,
             )
-    await record_step(migrations, EMAIL_STEP, datetime.now(UTC))
+    await record_step(migrations, EMAIL_STEP, utcnow())
     return changed
 
 

@@ -8,7 +8,6 @@ immutable and shared by every request of the process.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +18,7 @@ import orjson
 from gateway.auth.partner_hmac import HmacScheme, scheme_from
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier, UnusableKeys
 from gateway.auth.secretbox import SecretBox
+from gateway.clock import utc_timestamp
 from gateway.schemas import CompiledSchema, compile_schema
 from gateway.schemas.renamed import current_path
 from gateway.store import Doc, Store
@@ -119,7 +119,7 @@ def open_secrets(doc: Doc, box: SecretBox) -> tuple[tuple[str, float | None], ..
     """The signing secrets still valid. One rotated out and past its grace stays stored until
     the next rotation; it verifies nothing, so it is not opened (its key may be gone:
     docs/security.md, key rotation)."""
-    now = time.time()
+    now = utc_timestamp()
     context = secret_context(doc["_id"])
     valid = [(s, _epoch(s.get("until"))) for s in doc["auth"].get("secrets", ())]
     return tuple(

@@ -36,6 +36,7 @@ from gateway.auth import partner_hmac, webhook_signature
 from gateway.auth.keyring import KeyRing
 from gateway.auth.signatures import ReplayKey, SignatureRejected
 from gateway.auth.tokens import TriggerTokenVerifier, bearer_token
+from gateway.clock import utc_timestamp
 from gateway.entities import EntityService, Origin
 from gateway.errors import (
     BadRequest,
@@ -150,7 +151,7 @@ class HookReceiver:
         *,
         clients: RateLimits | None = None,
         client_rate: float = 1000,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = utc_timestamp,
     ) -> None:
         self._store = store
         self._gates = gates

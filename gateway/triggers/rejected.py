@@ -14,11 +14,12 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
 
+from gateway.clock import utcnow
 from gateway.errors import EventsBacklogged, InvalidPayload, StoreUnavailable, clipped
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
@@ -40,7 +41,7 @@ class RejectedKeeper:
         store: Store,
         metrics: Metrics,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._metrics = metrics

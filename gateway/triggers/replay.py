@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, Final
 
 import orjson
 
+from gateway.clock import utcnow
 from gateway.entities import Origin
 from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound, clipped
 from gateway.store import Doc, Store
@@ -78,7 +79,7 @@ class RejectedPayloads:
             raise Conflict("this payload was too large to keep whole; it cannot be replayed")
         trigger = await self._target(tenant, record["trigger_id"])
         # Claimed first: two concurrent replays of one record must not both write.
-        if not await self._store.rejected.claim_replay(tenant, record_id, at=datetime.now(UTC)):
+        if not await self._store.rejected.claim_replay(tenant, record_id, at=utcnow()):
             raise Conflict("this payload is being replayed or was replayed already")
         try:
             result = await self._rerun(trigger, record)
@@ -88,9 +89,7 @@ class RejectedPayloads:
         except Exception:
             await self._store.rejected.release_replay(tenant, record_id)
             raise
-        await self._store.rejected.mark_replayed(
-            tenant, record_id, at=datetime.now(UTC), result=result
-        )
+        await self._store.rejected.mark_replayed(tenant, record_id, at=utcnow(), result=result)
         return {"id": record_id, "status": "replayed", "result": result}
 
     async def replay_all(self, tenant: str, *, trigger_id: str | None = None) -> dict[str, Any]:
@@ -127,7 +126,7 @@ class RejectedPayloads:
                 outcome[str(doc["_id"])] = _failed(str(doc["_id"]), target)
             else:
                 wanted.append(str(doc["_id"]))
-        claimed = await self._store.rejected.claim_replays(tenant, wanted, at=datetime.now(UTC))
+        claimed = await self._store.rejected.claim_replays(tenant, wanted, at=utcnow())
         taken = {str(record["_id"]) for record in claimed}
         for record_id in wanted:
             if record_id not in taken:
@@ -152,7 +151,7 @@ class RejectedPayloads:
         finally:
             # What was replayed is marked so, even when a replay failed otherwise (the
             # database): the others of the round are pending again, as `replay` leaves one.
-            await self._store.rejected.mark_many_replayed(tenant, done, at=datetime.now(UTC))
+            await self._store.rejected.mark_many_replayed(tenant, done, at=utcnow())
             await self._store.rejected.release_replays(tenant, left)
         for record_id, _ in done:
             outcome[record_id] = {"id": record_id, "status": "replayed"}
@@ -194,7 +193,7 @@ class RejectedPayloads:
         await self._store.rejected.record_failure(
             tenant,
             record_id,
-            at=datetime.now(UTC),
+            at=utcnow(),
             reason=str(exc.extra.get("reason")),
             detail=clipped(exc.detail),
             problems=[p.as_dict() for p in exc.problems],

@@ -13,7 +13,7 @@ import builtins
 import secrets as _random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from gateway.auth import partner_hmac
@@ -22,7 +22,7 @@ from gateway.auth.partner_jwt import Fetch
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.auth.tokens import issue_trigger_token
 from gateway.auth.webhook_signature import generate_secret
-from gateway.clock import as_stored
+from gateway.clock import as_stored, utcnow
 from gateway.entities import METADATA
 from gateway.errors import Conflict, FieldProblem, NotFound
 from gateway.kinds import KindService
@@ -103,7 +103,7 @@ class TriggerService:
         max_body_bytes: int,
         max_batch_items: int,
         fetch: Fetch,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
         on_change: Callable[[str], None] = lambda trigger_id: None,
     ) -> None:
         self._store = store

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 
 from aiohttp import web
 
 from gateway.accounts import MAX_FAILURES, UiSession
 from gateway.auth.sessions import csrf_token, sign_session
+from gateway.clock import utcnow
 from gateway.errors import RateLimited, Unauthorized
 from gateway.ui.forms import NOT_KEPT, Form, hide_secrets, read_values
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
@@ -156,7 +156,7 @@ def _signed_in(request: web.Request, session: UiSession, next_path: str | None) 
         response = render(request, "resume.html", context)
     else:
         response = redirect(local_path(next_path))
-    lifetime = int((session.expires_at - datetime.now(UTC)).total_seconds())
+    lifetime = int((session.expires_at - utcnow()).total_seconds())
     session_cookie(
         response, request, sign_session(services_of(request).keyring, session.id), lifetime
     )

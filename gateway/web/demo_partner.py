@@ -29,7 +29,7 @@ _demo_started_key = web.AppKey("demo_geotab_started", float)
 
 
 def add_demo_partner(app: web.Application) -> None:
-    app[_demo_started_key] = time.time()
+    app[_demo_started_key] = time.monotonic()
     app.router.add_post(PATH, _apiv1)
 
 
@@ -66,7 +66,7 @@ async def _apiv1(request: web.Request) -> web.Response:
         return _error("InvalidUserException", "Incorrect login credentials")
     if call.get("method") != "GetFeed" or params.get("typeName") != "LogRecord":
         return _error("MissingMethodException", "this demo serves GetFeed of LogRecord only")
-    elapsed = time.time() - request.app[_demo_started_key]
+    elapsed = time.monotonic() - request.app[_demo_started_key]
     available = START_RECORDS + int(elapsed / SECONDS_PER_RECORD)
     start = _version(params.get("fromVersion"))
     limit = min(int(params.get("resultsLimit") or 1000), 5000)
