@@ -427,6 +427,27 @@ async def test_admin_verifier_accepts_ours_and_the_idps(ring: KeyRing) -> None:
         await verifier.verify(idp_token(tenant="acme", role="viewer", aud="elsewhere"))
 
 
+async def test_an_idp_token_within_its_leeway_is_taken_again_from_the_cache(ring: KeyRing) -> None:
+    """Past its `exp` by 45 s, within the identity provider's 60 s: the second call, read
+    from the cache, takes it as the first did (it was re-checked with our own 30 s)."""
+    verifier = AdminTokenVerifier(ring, idp_verifier())
+    token = idp_token(tenant="acme", role="admin", exp=int(time.time()) - 45)
+    assert (await verifier.verify(token)).subject == "ana"
+    assert (await verifier.verify(token)).subject == "ana"
+
+
+def test_a_token_not_valid_yet_is_invalid_whatever_its_expiry(ring: KeyRing) -> None:
+    """ "token expired" is for a token that was good once."""
+    key = ring.signing_key(Purpose.TRIGGER_TOKEN)
+    now = int(time.time())
+    claims = {"iss": "rabbot-gateway", "aud": "hooks", "sub": TRIGGER, "tenant": "acme"}
+    claims |= {"jti": "tok_1", "iat": now, "nbf": now + 3600, "exp": now - 3600}
+    token = jwt.encode(claims, key.key, algorithm="HS256", headers={"kid": key.kid})
+    with pytest.raises(Unauthorized) as refused:
+        verify_trigger_token(ring, token, trigger_id=TRIGGER)
+    assert refused.value.detail == "invalid token"
+
+
 async def test_admin_verifier_without_idp_refuses_asymmetric_tokens(ring: KeyRing) -> None:
     with pytest.raises(Unauthorized, match=r"^invalid token$"):
         await AdminTokenVerifier(ring).verify(idp_token(tenant="acme", role="admin"))

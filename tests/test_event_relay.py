@@ -104,6 +104,22 @@ async def test_a_relay_moves_only_the_outboxes_of_its_shards_and_stamps_the_lag(
     assert f"gateway_event_relay_lag_seconds_count {len(written)}.0" in metrics
 
 
+def test_an_id_never_sorts_before_the_previous_one_when_the_offset_steps_back() -> None:
+    """The offset is measured again every minute; a step back of 2 ms just past a second
+    boundary gave an id sorting before the process's previous one (a list read on from its
+    last id would miss it)."""
+    from gateway.store.client import new_id
+
+    try:
+        with time_machine.travel(1_800_000_000.0005, tick=False):
+            clock.set_offset(timedelta(seconds=5, milliseconds=1))
+            first = new_id()
+            clock.set_offset(timedelta(seconds=5, milliseconds=-1))  # measured again
+            assert new_id() > first
+    finally:
+        clock.set_offset(timedelta())
+
+
 async def test_a_process_on_a_host_whose_clock_is_behind_stamps_and_measures_on_the_servers(
     services: Services,
 ) -> None:

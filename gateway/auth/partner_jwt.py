@@ -86,6 +86,7 @@ class PartnerJwtVerifier:
     def __init__(self, keys: KeySource, policy: JwtPolicy | None = None) -> None:
         self._keys = keys
         self._policy = policy or JwtPolicy()
+        self.leeway = self._policy.leeway  # what `verify` allows `exp` past the gateway's time
         self._options = self._policy.options()
         self._algorithms = list(self._policy.algorithms)
 
@@ -149,10 +150,12 @@ def check_times(claims: dict[str, Any], leeway: float) -> dict[str, Any]:
     the host's own clock, where a host behind refused the tokens another host had just
     issued, and one ahead took them for expired early."""
     now = utc_timestamp()
-    if "exp" in claims and int(claims["exp"]) <= now - leeway:
-        raise Unauthorized("token expired")
+    # A token not valid yet is invalid, whatever its `exp` says ("token expired" is for a
+    # token that was good once).
     if any(int(claims[name]) > now + leeway for name in ("nbf", "iat") if name in claims):
         raise _invalid()
+    if "exp" in claims and int(claims["exp"]) <= now - leeway:
+        raise Unauthorized("token expired")
     return claims
 
 

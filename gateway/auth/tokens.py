@@ -66,6 +66,7 @@ class AdminClaims:
     subject: str
     token_id: str | None = None
     expires_at: datetime | None = None
+    leeway: float = LEEWAY_SECONDS  # seconds past `expires_at` it is still taken (its verifier's)
 
 
 def issue_trigger_token(
@@ -225,7 +226,8 @@ class ExternalAdminVerifier:
         role: AdminRole = "admin" if "admin" in roles else "viewer"
         jti, exp = claims.get("jti"), claims.get("exp")
         expires = _timestamp(exp) if isinstance(exp, int | float) else None
-        return AdminClaims(tenant, role, subject, jti if isinstance(jti, str) else None, expires)
+        token_id = jti if isinstance(jti, str) else None
+        return AdminClaims(tenant, role, subject, token_id, expires, self._verifier.leeway)
 
 
 class AdminTokenVerifier:
@@ -257,7 +259,7 @@ class AdminTokenVerifier:
             if len(self._cache) >= self._cache_size:
                 del self._cache[next(iter(self._cache))]  # oldest first
             self._cache[token] = claims
-        elif claims.expires_at and claims.expires_at.timestamp() <= self._clock() - LEEWAY_SECONDS:
+        elif claims.expires_at and claims.expires_at.timestamp() <= self._clock() - claims.leeway:
             del self._cache[token]
             raise Unauthorized("token expired")
         return claims

@@ -352,13 +352,24 @@ def stored_size(value: Any) -> int:
     return len(bson.encode({"": value}))
 
 
+_last_id_second = 0
+ID_STEP_BACK_SECONDS: Final = 2
+
+
 def new_id() -> ObjectId:
     """A fresh document id, for a caller that must know it before the insert (to seal a
     secret to it, or to name an event in an outbox), or whose id's time is read as the
     document's (lists newest first, activity). That time is the gateway's (`utcnow`), not
     the host's: the driver's own ids (`ObjectId()`) keep a skewed host's clock."""
+    global _last_id_second
     made = ObjectId().binary  # its last 8 bytes: the process's random value, a counter
-    return ObjectId(int(utcnow().timestamp()).to_bytes(4, "big") + made[4:])
+    # Not before this process's previous id when the clock's offset, measured again every
+    # minute, steps back a little (a list read on from its last id would miss one); a step
+    # back of more (a clock corrected) is followed.
+    now = int(utcnow().timestamp())
+    if not _last_id_second - ID_STEP_BACK_SECONDS <= now < _last_id_second:
+        _last_id_second = now
+    return ObjectId(_last_id_second.to_bytes(4, "big") + made[4:])
 
 
 def derived_id(at: datetime, *parts: str) -> ObjectId:
