@@ -45,6 +45,9 @@ ACTING: Final = timedelta(seconds=30)
 never takes it back (a crash): its own change takes a few database round trips."""
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
 _REFUSED: Final = "wrong tenant, e-mail or password"
+# A domain's label: letters, digits and hyphens, none at either end (RFC 1123), 63 at most.
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_PUNYCODE: Final = "xn--"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +90,11 @@ class AccountService:
             problems.append(
                 FieldProblem("/tenant", "a tenant is 1-100 letters, digits, _.-", "pattern")
             )
-        if not _EMAIL.match(email) or not email.rpartition("@")[2].isascii():
+        if not _EMAIL.match(email):
             problems.append(FieldProblem("/email", f"{email!r} is not an e-mail address", "format"))
+        elif not _is_host_name(domain := email.rpartition("@")[2]):
+            why = f"{email!r} is not an e-mail address: {domain!r} is not a valid domain name"
+            problems.append(FieldProblem("/email", why, "format"))
         if role not in ADMIN_ROLES:
             problems.append(
                 FieldProblem("/role", f"role is one of {', '.join(ADMIN_ROLES)}", "enum")
@@ -327,3 +333,18 @@ def lock_time(failures: int) -> timedelta:
     """How long a target stays locked after its `failures`-th failure in a row."""
     doublings = min(failures - MAX_FAILURES, 10)
     return min(FIRST_LOCK * (1 << doublings), MAX_LOCK)
+
+
+def _is_host_name(domain: str) -> bool:
+    """Whether a domain in `account_email`'s form (ASCII, lower case) is a host name: 253
+    characters at most, labels of `_LABEL` (none empty: `acme..com.br`), a punycode label
+    one that decodes (`xn--zz` does not). A non-ASCII domain is one IDNA refused."""
+    if len(domain) > 253 or not all(_LABEL.fullmatch(label) for label in domain.split(".")):
+        return False
+    for label in domain.split("."):
+        if label.startswith(_PUNYCODE):
+            try:
+                label.removeprefix(_PUNYCODE).encode("ascii").decode("punycode")
+            except UnicodeError:
+                return False
+    return True

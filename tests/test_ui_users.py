@@ -72,6 +72,34 @@ async def test_a_bad_new_user_is_refused_next_to_its_fields_and_nothing_is_store
     assert await _users(services) == {"ana@acme.com.br": "admin"}
 
 
+async def test_a_new_user_whose_ascii_domain_is_no_valid_name_is_refused_and_a_final_dot_dropped(
+    client: Client, services: Services
+) -> None:
+    """Only a non-ASCII domain went through IDNA: `ana@açme..com.br` was refused, and
+    `ana@acme..com.br` stored; `ana@açao.com.br.` was a second account for the mailbox of
+    `ana@xn--aao-2la.com.br`, which a login without the dot never found."""
+    await make_user(services)
+    await log_in(client)
+    for email in (
+        "bia@acme..com.br",
+        "bia@-acme.com.br",
+        "bia@acme-.com.br",
+        "bia@" + "a" * 64 + ".com.br",
+        "bia@xn--zz.com.br",
+        "bia@acme_br.com",
+    ):
+        token = await csrf(client, "/admin/users")
+        form = {"csrf": token, "email": email, "role": "viewer", "password": PASSWORD}
+        refused = await client.post("/admin/users", data=form)
+        assert refused.status == 422, email
+        assert "is not a valid domain name" in await refused.text(), email
+    token = await csrf(client, "/admin/users")
+    form = {"csrf": token, "email": "bia@açao.com.br.", "role": "viewer", "password": PASSWORD}
+    assert (await client.post("/admin/users", data=form, allow_redirects=False)).status == 303
+    assert await _users(services) == {ANA: "admin", "bia@xn--aao-2la.com.br": "viewer"}
+    assert (await log_in(client, email="bia@xn--aao-2la.com.br")).status == 303
+
+
 async def test_a_new_role_or_a_removal_ends_that_users_session_at_once(
     client: Client, services: Services
 ) -> None:

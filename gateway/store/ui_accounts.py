@@ -59,14 +59,15 @@ def account_email(text: str) -> str:
     that order: lower case can undo NFC, `J̌` lower-cased is `j` and a caron, whose NFC is
     `ǰ`; so the form of a form is itself), its domain in ASCII: IDNA 2008 with the UTS 46
     mapping, as browsers send an `<input type=email>` and as mail is sent (`ana@Açao.com.br`
-    → `ana@xn--aao-2la.com.br`). A domain that is no valid name is left as typed (creating
-    the user refuses it)."""
+    → `ana@xn--aao-2la.com.br`), without the dot that may end it (`acme.com.br.` is
+    `acme.com.br`). A domain that is no valid name is left as typed (creating the user
+    refuses it)."""
     lowered = unicodedata.normalize("NFC", text.strip()).lower()
     local, at, domain = unicodedata.normalize("NFC", lowered).rpartition("@")
     if not domain.isascii():
         with contextlib.suppress(idna.IDNAError):
             domain = idna.encode(domain, uts46=True).decode("ascii")
-    return f"{local}{at}{domain}"
+    return f"{local}{at}{domain.removesuffix('.')}"
 
 
 async def put_emails_in_form(users: Collection, migrations: Collection) -> int:
