@@ -93,8 +93,8 @@ class AccountService:
         if not _EMAIL.match(email):
             problems.append(FieldProblem("/email", f"{email!r} is not an e-mail address", "format"))
         elif not _is_host_name(domain := email.rpartition("@")[2]):
-            why = f"{email!r} is not an e-mail address: {domain!r} is not a valid domain name"
-            problems.append(FieldProblem("/email", why, "format"))
+            message = f"{email!r} is not an e-mail address: {domain!r} is not a valid domain name"
+            problems.append(FieldProblem("/email", message, "format"))
         if role not in ADMIN_ROLES:
             problems.append(
                 FieldProblem("/role", f"role is one of {', '.join(ADMIN_ROLES)}", "enum")
