@@ -203,7 +203,7 @@ class AccountService:
         users = self._store.ui.users
         user = None
         if TENANT.match(tenant):
-            user = await users.by_email(tenant, email) or await users.by_email(
+            user = await users.by_email(tenant, email.strip()) or await users.by_email(
                 tenant, account_email(email)
             )
         if user is None:
