@@ -45,6 +45,9 @@ ACTING: Final = timedelta(seconds=30)
 never takes it back (a crash): its own change takes a few database round trips."""
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
 _REFUSED: Final = "wrong tenant, e-mail or password"
+# A domain's label: letters, digits and hyphens, none at either end (RFC 1123), 63 at most.
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_PUNYCODE: Final = "xn--"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +90,11 @@ class AccountService:
             problems.append(
                 FieldProblem("/tenant", "a tenant is 1-100 letters, digits, _.-", "pattern")
             )
-        if not _EMAIL.match(email) or not email.rpartition("@")[2].isascii():
+        if not _EMAIL.match(email):
             problems.append(FieldProblem("/email", f"{email!r} is not an e-mail address", "format"))
+        elif not _is_host_name(domain := email.rpartition("@")[2]):
+            message = f"{email!r} is not an e-mail address: {domain!r} is not a valid domain name"
+            problems.append(FieldProblem("/email", message, "format"))
         if role not in ADMIN_ROLES:
             problems.append(
                 FieldProblem("/role", f"role is one of {', '.join(ADMIN_ROLES)}", "enum")
@@ -127,8 +133,9 @@ class AccountService:
         """A user's new role or password. Every session the user had ends (a session carries
         the role it was opened with, and a new password is how a leaked one is shut out);
         how many ended. The role the user already has changes nothing and ends nothing.
-        `by`: the admin user asking (the UI), who must still be one when an admin is
-        demoted (`_as_admin`); None for an admin token or the command line."""
+        `by`: the admin user asking (the UI), who cannot change their own account and must
+        still be an admin when an admin is demoted (`_as_admin`); None for an admin token or
+        the command line."""
         problems = []
         if role is not None and role not in ADMIN_ROLES:
             problems.append(
@@ -138,7 +145,7 @@ class AccountService:
             problems.append(FieldProblem("/password", why, "minLength"))
         if problems:
             raise InvalidPayload("invalid change", problems)
-        user = await self._user(tenant, email)
+        user = await self._user(tenant, email, by)
         if role == user["role"]:
             role = None  # the role the user has: nothing to end a session for
         if role is None and password is None:
@@ -160,7 +167,7 @@ class AccountService:
     async def delete_user(self, tenant: str, email: str, *, by: str | None = None) -> int:
         """Remove a user and end the user's sessions; how many ended. `by` as for
         `change_user`."""
-        user = await self._user(tenant, email)
+        user = await self._user(tenant, email, by)
         users = self._store.ui.users
         if by is not None and user["role"] == "admin":
             async with self._as_admin(tenant, by) as now:
@@ -188,11 +195,22 @@ class AccountService:
         finally:
             await self._store.ui.users.stop_acting(tenant, email, until)
 
-    async def _user(self, tenant: str, email: str) -> Doc:
-        email = account_email(email)
-        user = await self._store.ui.users.by_email(tenant, email) if TENANT.match(tenant) else None
+    async def _user(self, tenant: str, email: str, by: str | None) -> Doc:
+        """The user to change or remove: the one stored with exactly this e-mail, else the one
+        with its `account_email` form. A user the one-time step kept as stored (its form is
+        another user's) is reached by the e-mail the list shows, never mistaken for the other
+        (it cannot log in: the login takes the form). `by` (the admin asking) cannot be it."""
+        users = self._store.ui.users
+        user = None
+        if TENANT.match(tenant):
+            user = await users.by_email(tenant, email.strip()) or await users.by_email(
+                tenant, account_email(email)
+            )
         if user is None:
-            raise NotFound(f"no user {email!r} in tenant {tenant!r}")
+            raise NotFound(f"no user {account_email(email)!r} in tenant {tenant!r}")
+        if by is not None and user["email"] == by:
+            message = "you cannot change or remove the account you are signed in with"
+            raise InvalidPayload(message, [FieldProblem("/email", message, "other")])
         return user
 
     # -- logging in and out ------------------------------------------------------------------
@@ -315,3 +333,18 @@ def lock_time(failures: int) -> timedelta:
     """How long a target stays locked after its `failures`-th failure in a row."""
     doublings = min(failures - MAX_FAILURES, 10)
     return min(FIRST_LOCK * (1 << doublings), MAX_LOCK)
+
+
+def _is_host_name(domain: str) -> bool:
+    """Whether a domain in `account_email`'s form (ASCII, lower case) is a host name: 253
+    characters at most, labels of `_LABEL` (none empty: `acme..com.br`), a punycode label
+    one that decodes (`xn--zz` does not). A non-ASCII domain is one IDNA refused."""
+    if len(domain) > 253 or not all(_LABEL.fullmatch(label) for label in domain.split(".")):
+        return False
+    for label in domain.split("."):
+        if label.startswith(_PUNYCODE):
+            try:
+                label.removeprefix(_PUNYCODE).encode("ascii").decode("punycode")
+            except UnicodeError:
+                return False
+    return True

@@ -477,7 +477,9 @@ def ui_user(settings: Settings, command: str, options: Mapping[str, Any]) -> int
         from gateway.store.ui_accounts import account_email  # loaded with the services already
 
         accounts = services.accounts
-        who = f"{account_email(email)} of tenant {tenant}"
+        # A new user under its stored form; another by the e-mail given, which names the user
+        # stored so first (one the start's rewrite kept as stored), not the form's user.
+        who = f"{account_email(email) if command == 'create' else email.strip()} of tenant {tenant}"
         if command == "list":
             for user in await accounts.users(tenant):
                 created = user["created_at"].strftime("%Y-%m-%d %H:%M")

@@ -184,3 +184,43 @@ async def test_a_run_with_more_deliveries_than_a_page_says_how_many_and_pages_th
     shown = set(_links(table, "/admin/deliveries/"))
     shown |= set(_links(rest[rest.index('id="run-deliveries"') :], "/admin/deliveries/"))
     assert len(shown) == 250
+
+
+async def test_a_run_whose_deliveries_fill_the_last_page_offers_no_next_page(
+    client: Client, services: Services
+) -> None:
+    """4 deliveries, 2 a page (as 200 deliveries at the default 200): the full second page
+    offered a *Next page*, which said the run created none ("Nada por aqui ainda.") with no
+    way back. A page past the run's last delivery counts them and links to the first."""
+    await email_channel(client)
+    await post(client, "/api/v1/templates", ALERT_TEMPLATE)
+    notify = {
+        "channel": "email",
+        "template": "alerta",
+        "recipients": [{"address": [f"p{i}@acme.com.br" for i in range(4)]}],
+    }
+    flow = {
+        "name": "quatro",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+        "steps": [{"id": "avisa", "notify": notify}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await services.relay.run_until_idle()
+    await services.flow_runner.run_until_idle()
+    response = await client.get("/api/v1/flows/quatro/runs", headers=auth())
+    [run] = (await response.json())["items"]
+    await make_user(services)
+    await log_in(client)
+    url = f"/admin/flow-runs/{run['id']}"
+    first = await (await client.get(f"{url}?limit=2")).text()
+    more = re.search(r'<a href="\?([^"#]+)#run-deliveries">[^<]*→', first)
+    assert more is not None and "Mostrando 2 de 4 entregas" in first
+    last = await (await client.get(f"{url}?{more.group(1).replace('&amp;', '&')}")).text()
+    assert "Mostrando 2 de 4 entregas" in last
+    assert re.search(r'#run-deliveries">[^<]*→', last) is None, "a next page after the last"
+    shown = _links(last[last.index('id="run-deliveries"') :], "/admin/deliveries/")
+    past = await (await client.get(f"{url}?limit=2&cursor={shown[-1]}")).text()
+    section = past[past.index("Entregas criadas") :]
+    assert "Nada por aqui ainda" not in section and "Mostrando 0 de 4 entregas" in section
+    assert re.search(r'<a href="\?limit=2#run-deliveries">←', section), "no way back"

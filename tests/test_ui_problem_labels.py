@@ -165,3 +165,30 @@ async def test_a_too_long_description_is_refused_as_too_long_not_as_the_wrong_ty
     assert refused.status == 422
     [shown] = _upload_problems(await refused.text())
     assert shown.startswith("Longo demais (linha 7): description is text of at most"), shown
+
+
+async def test_a_schedule_text_left_empty_is_labelled_required_not_the_wrong_type(
+    client: Client, services: Services
+) -> None:
+    """The form drops a field left empty, and a schedule's absent name was refused as
+    `type` ("Tipo inválido"), as was one left out of the API's body."""
+    schedule = {"action_id": "none", "every": "1h"}
+    assert await _keyword_at(client, "/api/v1/schedules", schedule, "/name") == "required"
+    for name, keyword in ((None, "required"), ("", "minLength"), (" ", "pattern"), (1, "type")):
+        body = {**schedule, "name": name}
+        assert await _keyword_at(client, "/api/v1/schedules", body, "/name") == keyword, name
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/schedules/new")
+    form = {
+        "csrf": token,
+        "name": "",
+        "action_id": "none",
+        "every": "5m",
+        "target.type": "entities",
+    }
+    refused = await client.post("/admin/schedules", data=form)
+    html = await refused.text()
+    assert refused.status == 422, html
+    [shown] = _problems(html, "name")
+    assert shown.startswith("Obrigatório"), shown

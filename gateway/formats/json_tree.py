@@ -49,9 +49,13 @@ def is_text(value: Any) -> TypeGuard[str]:
 
 def text_refused(value: Any, limit: int, *, nonblank: bool = False) -> str | None:
     """The JSON Schema keyword that refuses `value` as a text of at most `limit` characters
-    (with `nonblank`, one with more than spaces), as the API's problems name it: `type` when
-    it is no string, `minLength` when empty, `pattern` when blank, `maxLength` when longer
-    (a text is never "of the wrong type" for its length); None when it is such a text."""
+    (with `nonblank`, a required one with more than spaces), as the API's problems name it:
+    `required` when a required text is absent or null (`None`: nothing given, as a form's
+    field left empty), `type` when it is no string, `minLength` when empty, `pattern` when
+    blank, `maxLength` when longer (a text is never "of the wrong type" for its length); None
+    when it is such a text."""
+    if value is None and nonblank:
+        return "required"
     if not is_text(value):
         return "type"
     if nonblank and not value:

@@ -48,27 +48,34 @@ THROTTLE_INDEXES = [
 ]
 
 
-EMAIL_STEP: Final = "ui_users.email.form"
+# The one-time step's name: a new one whenever `account_email`'s form changes, so that every
+# start puts the users stored in the former form in the new one (".2": lower-cased before NFC).
+EMAIL_STEP: Final = "ui_users.email.form.2"
 
 
 def account_email(text: str) -> str:
     """A user's e-mail in the one form it is stored, looked up and compared in, whoever typed
-    it (the Users page, the command line, the login form): trimmed, NFC, lower-cased, its
-    domain in ASCII: IDNA 2008 with the UTS 46 mapping, as browsers send an `<input
-    type=email>` and as mail is sent (`ana@Açao.com.br` → `ana@xn--aao-2la.com.br`). A domain
-    that is no valid name is left as typed (creating the user refuses it)."""
-    local, at, domain = unicodedata.normalize("NFC", text.strip()).lower().rpartition("@")
+    it (the Users page, the command line, the login form): trimmed, lower-cased and NFC (in
+    that order: lower case can undo NFC, `J̌` lower-cased is `j` and a caron, whose NFC is
+    `ǰ`; so the form of a form is itself), its domain in ASCII: IDNA 2008 with the UTS 46
+    mapping, as browsers send an `<input type=email>` and as mail is sent (`ana@Açao.com.br`
+    → `ana@xn--aao-2la.com.br`), without the dot that may end it (`acme.com.br.` is
+    `acme.com.br`). A domain that is no valid name is left as typed (creating the user
+    refuses it)."""
+    lowered = unicodedata.normalize("NFC", text.strip()).lower()
+    local, at, domain = unicodedata.normalize("NFC", lowered).rpartition("@")
     if not domain.isascii():
         with contextlib.suppress(idna.IDNAError):
             domain = idna.encode(domain, uts46=True).decode("ascii")
-    return f"{local}{at}{domain}"
+    return f"{local}{at}{domain.removesuffix('.')}"
 
 
 async def put_emails_in_form(users: Collection, migrations: Collection) -> int:
     """The one-time step that puts the users stored before `account_email` existed in its
     form (a domain stored as typed, `ana@açao.com.br`, was never found by a browser's login,
     which sends it in ASCII); how many it changed. Their sessions end (the revision moves).
-    One whose new form another user of its tenant has already is left as it was, and logged."""
+    One whose new form another user of its tenant has already is left as it was, and logged:
+    it is listed, changed and removed by its stored e-mail (`AccountService._user`)."""
     if await step_done(migrations, EMAIL_STEP):
         return 0
     changed = 0

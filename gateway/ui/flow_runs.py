@@ -41,16 +41,20 @@ async def flow_run_page(request: web.Request) -> web.Response:
     doc = await services.notify.flow_runs.get(tenant, request.match_info["id"])
     run = public_run(doc, full=True)
     # A run's deliveries are one per call and one per address a notify step sends to: up to
-    # 500 a step, 50 steps. The table is paged; every step's message has its status.
+    # 500 a step, 50 steps. The table is paged; every step's message has its status. One
+    # more than a page is read, so that a last page that is full offers no *Next page* (to a
+    # page with none of the run's deliveries).
     limit, cursor = paging.page_params(request.query, default=paging.MAX_PAGE)
-    docs = await services.deliveries.list(tenant, {"run_id": run["id"]}, before=cursor, limit=limit)
+    query = {"run_id": run["id"]}
+    docs = await services.deliveries.list(tenant, query, before=cursor, limit=limit + 1)
+    more, docs = len(docs) > limit, docs[:limit]
     statuses = await services.deliveries.statuses_of_run(tenant, run["id"])
     actions = await choices.actions(request)
     context = {
         "run": run,
         "deliveries": [public_delivery(d) for d in docs],
         "deliveries_total": len(statuses),
-        "next_cursor": docs[-1]["_id"] if len(docs) == limit else None,
+        "next_cursor": docs[-1]["_id"] if more else None,
         "first_page": cursor is not None,
         "statuses": statuses,
         "actions_by_id": {str(a["_id"]): a["name"] for a in actions},
