@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import PyMongoError
 
 from gateway.app import create_app
 from gateway.config import Secret, Settings
@@ -164,12 +165,26 @@ def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def _dropping(mongodb_uri: str) -> Iterator[MongoClient[Any]]:
+    """The client that drops each test's database once the test is done."""
+    client: MongoClient[Any] = MongoClient(mongodb_uri, timeoutMS=30_000)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
+def settings(tmp_path: Path, _dropping: MongoClient[Any]) -> Iterator[Settings]:
+    """A fresh database per test, dropped after it: the session's server keeps the tables
+    of the tests running, not of every test run before (thousands of databases of some forty
+    collections each pinned the server's WiredTiger cache until it stopped answering)."""
+    database = f"test_{os.getpid()}_{next(_db_names)}"
+    yield Settings(
         secret_key=Secret(SECRET_KEY),
         data_dir=tmp_path,
-        database=f"test_{os.getpid()}_{next(_db_names)}",
+        database=database,
         run_workers=False,
         log_json=False,
         outbound_allow=("127.0.0.1",),
@@ -177,6 +192,10 @@ def settings(tmp_path: Path) -> Settings:
         # Fuzzing runs hundreds of admin calls; tests/test_admin_limits.py sets its own limit.
         admin_rate_limit=100_000,
     )
+    try:
+        _dropping.drop_database(database)
+    except PyMongoError:  # a test that stopped the server, or left it frozen: nothing to drop
+        pass
 
 
 @pytest.fixture
