@@ -7,6 +7,7 @@ import os
 import re
 import time
 import tracemalloc
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -1737,3 +1738,19 @@ def test_an_outbound_mappings_response_reads_the_partners_answer_as_sent() -> No
     assert mapping.map_response(answer) == {"attributes": {"partner_lat": -10.0}}
     assert mapping.build_request({"entity": _POSITION}).body == {"lat": -23.5}
     assert [w.split(":")[0] for w in mapping.deprecated] == ["/body/lat"], mapping.deprecated
+
+
+def test_from_json_ignores_a_byte_order_mark_before_the_json_as_a_body_does() -> None:
+    """A Windows sender's field holding JSON read from a file with its BOM (a Jimi/Concox
+    form push's `data_list`): the whole push was refused."""
+    assert apply_field("from_json(y).v", {"y": '\ufeff{"v": 2}'}) == 2
+
+
+def test_a_date_format_with_an_accented_word_reads_the_text_in_either_unicode_form() -> None:
+    """DETRAN writes "18/11/2026 às 13:45"; sent from a Mac, "às" is "a" + U+0300."""
+    spec = '{from: t, transforms: [{datetime: {parse: "%d/%m/%Y às %H:%M", input_tz: UTC}}]}'
+    composed = "18/11/2026 às 13:45"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert decomposed != composed
+    assert apply_field(spec, {"t": composed}) == apply_field(spec, {"t": decomposed})
+    assert apply_field(spec, {"t": decomposed}) == "2026-11-18T13:45:00Z"

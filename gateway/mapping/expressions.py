@@ -174,7 +174,10 @@ class _BoundedFunctions(jp_functions.Functions):
 
     @jp_functions.signature({"types": ["string", "null"]})
     def _func_from_json(self, text: str | None) -> Any:
-        return _decoded(text, "JSON", load_json_text)
+        # A byte order mark before the JSON is ignored, as before a JSON body (a Windows
+        # sender's text read from a file with it), and as from_xml() does.
+        unmarked = None if text is None else text.removeprefix("\ufeff")
+        return _decoded(unmarked, "JSON", load_json_text)
 
     @jp_functions.signature({"types": ["string", "null"]})
     def _func_from_xml(self, text: str | None) -> Any:

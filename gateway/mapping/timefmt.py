@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -170,13 +171,15 @@ def _strptime(how: str, naive: tzinfo) -> Parser:
     """A parser of the strptime format `how` (a time without an offset in `naive`); the digit
     fields of a compact run are read only at their full width (`_compact_runs`), a zone name
     read by `%Z` only when it is UTC (`_named_zone`)."""
+    shown, how = how, unicodedata.normalize("NFC", how)  # its words, compared in NFC
     runs = _compact_runs(how)
     names_zone = any(m[1] == "Z" for m in _FORMAT_PART.finditer(how))
 
     def strptime(value: Any) -> datetime:
         if not isinstance(value, str) or len(value) > _MAX_TEXT:
-            raise _fail(value, f"expected a string in the format {how!r}")
-        text = value.strip()
+            raise _fail(value, f"expected a string in the format {shown!r}")
+        # "às" typed on a Mac (NFD: a + U+0300) is the format's "às"
+        text = unicodedata.normalize("NFC", value.strip())
         parsed: datetime | None
         leap = False
         try:
@@ -185,7 +188,7 @@ def _strptime(how: str, naive: tzinfo) -> Parser:
             parsed = _leap_second(text, how)
             leap = parsed is not None
         if parsed is None or (runs is not None and not _full_width(runs, text, parsed, leap)):
-            raise _fail(value, f"does not match {how!r}")
+            raise _fail(value, f"does not match {shown!r}")
         if parsed.tzinfo:
             return _leap_checked(value, parsed, leap)
         if names_zone:
