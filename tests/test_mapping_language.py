@@ -1627,6 +1627,11 @@ def test_duration_refuses_text_that_is_no_fixed_duration(text: str, message: str
         ("latitude", "23.5505 S", -23.5505),
         ("latitude", -23.5505, -23.5505),
         ("longitude", "180", 180),
+        # as Brazilian systems write them: West O (oeste), East L (leste), a decimal comma
+        ("longitude", "46°39'20,8\"O", -46.65577777777778),
+        ("longitude", "46 38,5 L", 46.641666666666666),
+        ("latitude", "-23,5505", -23.5505),
+        ("longitude", "04638.5000,O", -46.641666666666666),  # NMEA, its comma before O
     ],
 )
 def test_coordinate_reads_degrees_minutes_seconds_and_nmea_as_signed_degrees(

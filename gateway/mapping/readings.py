@@ -4,7 +4,8 @@ in degrees, minutes and seconds (`coordinate`).
 - `duration`: seconds from a .NET TimeSpan (`"1.02:03:04.5"`, Geotab's trips and exceptions)
   or an ISO 8601 duration (`"PT12M3.456S"`); numbers and numeric text are seconds already.
 - `{coordinate: latitude}` / `{coordinate: longitude}`: signed decimal degrees from
-  `51° 20' 39.0" N`, `23°33'01.2"S`, `46 38.5 W`, NMEA's `2333.0200,S`, or decimal degrees.
+  `51° 20' 39.0" N`, `23°33'01.2"S`, `46 38.5 W`, NMEA's `2333.0200,S`, or decimal degrees;
+  West written O and East L (Portuguese), a decimal comma (`23°33'40,2"S`, `-23,5505`).
 
 Both compute in decimal, so that `"00:12:03.456"` is 723.456, not 723.4559999999999; a value
 that is not one is a `cast` problem naming what was expected.
@@ -87,9 +88,11 @@ def _seconds(text: str) -> Decimal | None:
 
 _LIMITS = {"latitude": (90, "NS"), "longitude": (180, "EW")}
 # NMEA 0183: latitude ddmm.mmmm, longitude dddmm.mmmm, then a comma and the hemisphere.
-_NMEA = re.compile(r"(\d{4,5}(?:\.\d{1,9})?)\s*,\s*([NSEW])")
+_NMEA = re.compile(r"(\d{4,5}(?:\.\d{1,9})?)\s*,\s*([NSEWOL])")
 _DECIMAL = re.compile(r"\+?\d{1,20}(?:\.\d{1,20})?")  # 1234: out of range, not unreadable
-_HEMISPHERE = re.compile(r"^([NSEW])\s*|\s*([NSEW])$")
+_HEMISPHERE = re.compile(r"^([NSEWOL])\s*|\s*([NSEWOL])$")
+# Portuguese writes West O (oeste) and East L (leste): 46°39'20,8"O.
+_ENGLISH = {"O": "W", "L": "E"}
 # Degrees, minutes, seconds (the text in upper case): each part after the first follows its
 # predecessor's mark or a blank; only the last may have decimals (checked below). º (the
 # ordinal indicator) is how many keyboards write °.
@@ -142,9 +145,12 @@ def _parse(value: str, kind: str, limit: int, hemispheres: str) -> int | float:
 
 
 def _read(text: str) -> tuple[Decimal, str | None] | None:
-    """(unsigned or signed degrees, hemisphere letter or None), or None when unreadable."""
+    """(unsigned or signed degrees, hemisphere letter (N, S, E, W) or None), or None when
+    unreadable. A decimal comma (`-23,5505`, `23°33'40,2"S`) is a decimal point, but in NMEA,
+    where a comma comes before the hemisphere."""
     if (nmea := _NMEA.fullmatch(text)) is not None:
         digits, hemisphere = nmea.groups()
+        hemisphere = _ENGLISH.get(hemisphere, hemisphere)
         whole = digits.split(".")[0]
         if len(whole) != (4 if hemisphere in "NS" else 5):
             return None
@@ -152,9 +158,12 @@ def _read(text: str) -> tuple[Decimal, str | None] | None:
         if minutes >= 60:
             return None
         return Decimal(whole[:-2]) + minutes / 60, hemisphere
+    if "," in text and "." not in text:
+        text = text.replace(",", ".")
     hemisphere = None
     if (letter := _HEMISPHERE.search(text)) is not None:
         hemisphere = letter.group(1) or letter.group(2)
+        hemisphere = _ENGLISH.get(hemisphere, hemisphere)
         text = (text[: letter.start()] + text[letter.end() :]).strip()
     sign = text.startswith("-")
     if sign:
