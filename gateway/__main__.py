@@ -111,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_name_value,
         help="a trigger param the mapping declares, e.g. distance_unit=mi (repeatable)",
     )
+    test.add_argument(
+        "--charset",
+        metavar="NAME",
+        help="the sample's charset, as a partner's Content-Type names it (e.g. windows-1252): "
+        "a JSON or form sample not in UTF-8",
+    )
 
     trigger = commands.add_parser("trigger", help="create or list triggers")
     trigger_commands = trigger.add_subparsers(
@@ -299,6 +305,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             getattr(args, "sample", None),
             response=getattr(args, "response", False),
             params=getattr(args, "param", []),
+            charset=getattr(args, "charset", None),
             schema_dir=settings.schema_dir,
         ),
         "trigger": lambda: cli.trigger(settings, args.trigger_command, vars(args)),

@@ -343,6 +343,7 @@ def mapping(
     *,
     response: bool = False,
     params: list[str] | None = None,
+    charset: str | None = None,
     schema_dir: Path | None = None,
 ) -> int:
     """Check a mapping file (and run it on a sample) exactly as an upload would: against the
@@ -370,7 +371,12 @@ def mapping(
     values = dict(_param(text) for text in params or ())
     try:
         result = test_file(
-            Path(file), Path(sample), response=response, params=values, catalog=catalog
+            Path(file),
+            Path(sample),
+            response=response,
+            params=values,
+            catalog=catalog,
+            charset=charset,
         )
     except InvalidPayload as exc:
         print(f"{file}: {exc.detail}", file=sys.stderr)

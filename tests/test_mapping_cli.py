@@ -95,6 +95,24 @@ def test_test_response_maps_a_partner_answer(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["response"]["current_driver"]["cpf"].isdigit()
 
 
+def test_test_reads_a_json_sample_in_the_charset_it_is_told(tmp_path: Path) -> None:
+    """An ERP's windows-1252 JSON, which a trigger reads under `charset=windows-1252`: the
+    CLI had no way to name it."""
+    draft = tmp_path / "erp.yaml"
+    draft.write_text(
+        "name: erp\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "fields:\n  plate: placa\n  model: modelo\n"
+    )
+    sample = tmp_path / "erp.json"
+    sample.write_bytes('{"placa": "ABC1D23", "modelo": "Fiorino – Câmbio"}'.encode("cp1252"))
+    refused = _gateway("test", draft, sample)
+    assert refused.returncode == 1 and "charset" in refused.stderr
+    result = _gateway("test", "--charset", "windows-1252", draft, sample)
+    assert result.returncode == 0, result.stderr
+    (item,) = json.loads(result.stdout)["results"]
+    assert item["document"]["model"] == "Fiorino – Câmbio"
+
+
 def test_missing_file_or_argument_is_a_usage_error(tmp_path: Path) -> None:
     assert _gateway("validate", tmp_path / "nope.yaml").returncode == 2
     assert _gateway("test", MAPPINGS / "osmand.yaml", tmp_path / "nope.json").returncode == 2

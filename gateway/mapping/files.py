@@ -40,38 +40,39 @@ _XML_START: Final = re.compile(
 )
 
 
-def _sample(raw: bytes) -> Any:
+def _sample(raw: bytes, charset: str | None = None) -> Any:
     """A sample file: XML read from its bytes as an XML trigger reads them (a byte order mark,
     else the XML declaration's encoding: ISO-8859-1, windows-1252, UTF-16, ...); anything else
-    as a JSON or form trigger reads such a body (`_body`)."""
+    as a JSON or form trigger reads such a body (`_body`), `charset` as the request's
+    Content-Type would name it (a file names none)."""
     if _XML_START.match(raw):
         return _xml_sample(raw)
-    return _body(raw)
+    return _body(raw, charset)
 
 
-def _body(raw: bytes) -> Any:
+def _body(raw: bytes, charset: str | None = None) -> Any:
     """A sample that is not XML, read by the trigger's own code (gateway/formats/bodies.py):
     JSON as a JSON trigger reads it (an object; an array or JSON Lines, a batch; a JSON
     string, number or null refused with the trigger's 400 message: a double-encoded body),
     anything else as a form or query string. InvalidPayload naming why the trigger would
     refuse it."""
     try:
-        if _is_json(raw):
-            return parse_json("application/json", raw)
-        return parse_form(FORM, _utf8(raw), "")
+        if _is_json(raw, charset):
+            return parse_json("application/json", raw, charset)
+        return parse_form(FORM, raw if charset else _utf8(raw), "", charset)
     except BadRequest as exc:
         message = f"a trigger refuses this body: {exc.detail}"
         raise InvalidPayload(message, [FieldProblem("", exc.detail, "body")]) from None
 
 
-def _is_json(raw: bytes) -> bool:
+def _is_json(raw: bytes, charset: str | None = None) -> bool:
     """Whether a sample is JSON to a trigger: it starts as an object, an array or a string
     does, or is another JSON value (`42`, `null`); a form's text is none of these."""
     if starts_as(raw, b"{", b"[", b'"'):
         return True
     try:
-        load_json_text(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, DocumentRefused):
+        load_json_text(raw.decode(charset or "utf-8-sig"))
+    except (UnicodeDecodeError, LookupError, DocumentRefused):
         return False
     return True
 
@@ -84,7 +85,7 @@ def _utf8(raw: bytes) -> bytes:
     except UnicodeDecodeError as exc:
         message = (
             f"the sample is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
-            "save it as UTF-8"
+            "save it as UTF-8, or name its charset (--charset windows-1252)"
         )
         raise InvalidPayload(message, [FieldProblem("", message, "encoding")]) from None
     return raw
@@ -125,6 +126,7 @@ def test_file(
     secrets: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
     catalog: FieldCatalog | None = None,
+    charset: str | None = None,
 ) -> dict[str, Any]:
     """Run a mapping file on a sample; raise InvalidPayload when either is wrong.
 
@@ -139,11 +141,12 @@ def test_file(
     Outbound: `{"request": {"path_params", "query", "headers", "body"}}`, or with
     `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
     Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`; `params` are
-    a trigger's params, checked against the mapping's declarations.
+    a trigger's params, checked against the mapping's declarations; `charset`, the sample's
+    (JSON or a form not in UTF-8), as a request's Content-Type names it.
     """
     mapping = load_mapping(_read(path, MAX_FILE_BYTES), catalog=catalog, filename=str(path))
     mapping = mapping.bind(params or {}, strict=True)
-    sample = _sample(_read(sample_path, _MAX_SAMPLE_BYTES))
+    sample = _sample(_read(sample_path, _MAX_SAMPLE_BYTES), charset)
     known = {name: f"<secret:{name}>" for name in mapping.secrets} | (secrets or {})
     if mapping.direction == "inbound":
         if (answer := mapping.probe(sample)) is not None:
