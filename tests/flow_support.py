@@ -118,6 +118,35 @@ async def push_channel(client: Client, fcm: Fcm) -> None:
     )
 
 
+async def push_on_new_vehicle(client: Client, fcm: Fcm, fetched: str) -> None:
+    """Channel `push` (`push_channel`), a "New vehicle" push template, and a flow `hello`
+    that pushes, when a vehicle is created, to the driver `fetched` names (a JMESPath literal
+    standing for a fetch's answer: `'`{"cpf": "52998224725"}`'`)."""
+    await push_channel(client, fcm)
+    template = {"title": "New vehicle", "body": "{{ entity.plate }}"}
+    await post(
+        client,
+        "/api/v1/templates",
+        {
+            "name": "hello-push",
+            "channel_type": "push",
+            "default_locale": "en",
+            "locales": {"en": template},
+        },
+    )
+    step = {
+        "channel": "push",
+        "template": "hello-push",
+        "recipients": [{"driver": {"from": fetched}}],
+    }
+    flow = {
+        "name": "hello",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+        "steps": [{"id": "say", "notify": step}],
+    }
+    await post(client, "/api/v1/flows", flow)
+
+
 async def sms_channel(
     client: Client, provider_url: str, token: str = "z", **partner_fields: Any
 ) -> None:

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from gateway.services import Services
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
-from tests.flow_support import drain, get, push_channel
+from tests.flow_support import drain, get, push_on_new_vehicle
 from tests.partner_double import FakeClock, post
 from tests.support import auth
 from tests.ui_support import csrf, log_in, make_user
@@ -36,31 +36,8 @@ ANA = {"name": "Ana Souza", "cpf": "52998224725"}
 async def _push_flow(client: Client, fcm: Fcm) -> str:
     """Channel `push` (FCM through its service account), a driver with one phone, and a flow
     that pushes to her when a vehicle is created; the FCM partner's id."""
-    await push_channel(client, fcm)
-    await post(
-        client,
-        "/api/v1/templates",
-        {
-            "name": "hello-push",
-            "channel_type": "push",
-            "default_locale": "en",
-            "locales": {"en": {"title": "New vehicle", "body": "{{ entity.plate }}"}},
-        },
-    )
+    await push_on_new_vehicle(client, fcm, '`{"cpf": "52998224725"}`')
     await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["phone"]})
-    steps = [
-        {
-            "id": "say",
-            "notify": {
-                "channel": "push",
-                "template": "hello-push",
-                "recipients": [{"driver": {"from": '`{"cpf": "52998224725"}`'}}],
-            },
-        }
-    ]
-    flow = {"name": "hello", "on": {"events": ["entity.created"]}, "steps": steps}
-    flow["on"]["filter"] = {"entity_type": "vehicle"}
-    await post(client, "/api/v1/flows", flow)
     (partner,) = (await get(client, "/api/v1/partners"))["items"]
     return str(partner["id"])
 

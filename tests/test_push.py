@@ -15,7 +15,7 @@ from gateway.outbound.redaction import MASK
 from gateway.outbound.verdict import Verdict
 from gateway.web.state import services_key
 from tests.fcm_double import PROJECT, SCOPE, Fcm, fcm
-from tests.flow_support import drain, get, push_channel
+from tests.flow_support import drain, get, push_on_new_vehicle
 from tests.partner_double import post
 from tests.support import auth
 
@@ -145,34 +145,13 @@ async def test_a_fetched_driver_with_its_own_id_still_loses_an_unregistered_toke
 ) -> None:
     """An HR answer carries the HR system's employee `id`: the recipient is still our driver
     its CPF finds, whose dead token is removed."""
-    await push_channel(client, fcm)
-    await post(
-        client,
-        "/api/v1/templates",
-        {
-            "name": "hello-push",
-            "channel_type": "push",
-            "default_locale": "en",
-            "locales": {"en": {"title": "New vehicle", "body": "{{ entity.plate }}"}},
-        },
-    )
     driver = await post(
         client,
         "/api/v1/entities/driver",
         {"name": "Ana Souza", "cpf": "52998224725", "push_tokens": ["tok-dead", "tok-live"]},
     )
     fetched = '`{"cpf": "52998224725", "id": ' + hr_id + "}`"  # as the HR system answers
-    step = {
-        "channel": "push",
-        "template": "hello-push",
-        "recipients": [{"driver": {"from": fetched}}],
-    }
-    flow = {
-        "name": "hello",
-        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
-        "steps": [{"id": "say", "notify": step}],
-    }
-    await post(client, "/api/v1/flows", flow)
+    await push_on_new_vehicle(client, fcm, fetched)
     fcm.unregistered.add("tok-dead")
     await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
     await drain(client.app[services_key])
@@ -190,23 +169,10 @@ async def test_a_fetched_driver_listing_no_token_is_pushed_at_the_drivers_own(
     """A directory answering "no device known here" (`"push_tokens": []`) replaced the stored
     driver's tokens: "driver Ana Souza has no push token", nothing sent. An empty list gives
     none, as blank text does, and the driver record's stand."""
-    await push_channel(client, fcm)
-    template = {"title": "New vehicle", "body": "{{ entity.plate }}"}
-    await post(
-        client,
-        "/api/v1/templates",
-        {"name": "p", "channel_type": "push", "default_locale": "en", "locales": {"en": template}},
-    )
     driver = {"name": "Ana Souza", "cpf": "52998224725", "push_tokens": ["tok-1"]}
     await post(client, "/api/v1/entities/driver", driver)
     fetched = '`{"cpf": "52998224725", "email": "", "push_tokens": ' + tokens + "}`"
-    step = {"channel": "push", "template": "p", "recipients": [{"driver": {"from": fetched}}]}
-    flow = {
-        "name": "hello",
-        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
-        "steps": [{"id": "say", "notify": step}],
-    }
-    await post(client, "/api/v1/flows", flow)
+    await push_on_new_vehicle(client, fcm, fetched)
     await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
     await drain(client.app[services_key])
     (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
