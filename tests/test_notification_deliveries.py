@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from gateway.auth.keyring import KeyRing
 from gateway.auth.secretbox import SecretBox
 from gateway.leased_loop import LeaseLost
+from gateway.notify.settings import SettingsService
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import drain, email_channel, get, push_channel
@@ -238,6 +239,42 @@ async def test_quiet_hours_changed_judge_again_what_they_held(
     assert again["status"] == "pending" and again["attempt_count"] == 0 and smtp.received == []
     new_end = datetime.fromisoformat(again["next_attempt_at"]).astimezone(SAO_PAULO)
     assert new_end.strftime("%H:%M") == shorter["end"]
+
+
+async def test_a_settings_save_while_a_held_message_is_judged_still_releases_it(
+    client: Client, smtp_server: SmtpFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The save's release makes due what is held, pending; a message in flight, judged under
+    the old quiet hours while the admin lifted them, is written held after that release:
+    the worker asks once it has written the hold whether the settings changed meanwhile."""
+    smtp = await smtp_server()
+    await _email_setup(client, smtp.port, [{"address": "ops@acme.com.br"}])
+    now = datetime.now(SAO_PAULO)
+    start, end = now - timedelta(hours=1), now + timedelta(hours=3)
+    quiet = {"start": start.strftime("%H:00"), "end": end.strftime("%H:00")}
+    body = {"quiet_hours": quiet}
+    r = await client.put("/api/v1/notification-settings", json=body, headers=auth())
+    assert r.status == 200
+    services = client.app[services_key]
+    read = SettingsService.read
+    saved: list[int] = []
+
+    async def read_then_admin_saves(self: SettingsService, tenant: str) -> Any:
+        judged = await read(self, tenant)
+        if not saved:  # the admin lifts quiet hours while the worker judges
+            await self.put(tenant, {"quiet_hours": None}, "admin")
+            saved.append(1)
+        return judged
+
+    monkeypatch.setattr(SettingsService, "read", read_then_admin_saves)
+    await _vehicle(client)
+    await drain(services)
+    assert saved
+    monkeypatch.setattr(SettingsService, "read", read)
+    await drain(services)
+    (delivery,) = await _deliveries(client)
+    assert delivery["status"] == "succeeded", delivery
+    assert len(smtp.received) == 1
 
 
 async def test_quiet_hours_that_suppress_drop_the_message_as_suppressed(

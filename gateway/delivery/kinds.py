@@ -11,7 +11,7 @@ what that sender answers. Pure types; the senders live with what they send (`not
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -42,6 +42,10 @@ class Held:
     # Held by the tenant's quiet hours: noted on the delivery (`held_for`), due at once when
     # the tenant's notification settings are saved, to be judged again under them.
     quiet_hours: bool = False
+    # Whether the settings it was judged under are still the tenant's, asked once the hold
+    # is written: a save that landed while it was judged (in flight, which that save's
+    # release does not touch) makes it due at once instead.
+    still_judged: Callable[[], Awaitable[bool]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

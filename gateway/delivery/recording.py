@@ -221,7 +221,7 @@ class DeliveryRecorder:
     async def settle(self, doc: Doc, token: str, result: SendResult) -> str:
         """What a kind's own sender answered (`kinds.py`) → the delivery's next state."""
         if isinstance(result, Held):
-            return await self.defer(
+            outcome = await self.defer(
                 doc,
                 token,
                 result.until,
@@ -229,6 +229,11 @@ class DeliveryRecorder:
                 result.partner_id,
                 quiet_hours=result.quiet_hours,
             )
+            if result.still_judged is not None and not await result.still_judged():
+                # Asked after the write: a save before it is seen here, one after it
+                # finds the hold written and releases it itself.
+                await self._store.deliveries.release_quiet_held_one(doc["_id"], self._clock())
+            return outcome
         now = self._clock()
         if isinstance(result, Dropped):
             suppressed = DeliveryStatus.SUPPRESSED.value

@@ -100,7 +100,7 @@ class NotificationSender:
 
     async def _policy(self, tenant: str, message: Doc, now: datetime) -> Held | Dropped | None:
         """None: send now (the cooldown, if any, is noted)."""
-        settings = await self._settings.get(tenant)
+        settings, revision = await self._settings.read(tenant)
         cooldown = message.get("cooldown")
         wait, last = _wait(settings.cooldown, cooldown), None
         if cooldown is not None:
@@ -118,7 +118,12 @@ class NotificationSender:
         until = decision.until.isoformat() if decision.until else ""
         if decision.action == "delay":
             assert decision.until is not None
-            return Held(decision.until, f"held: {decision.reason} until {until}", quiet_hours=True)
+
+            async def still_judged() -> bool:
+                return await self._settings.revision(tenant) == revision
+
+            reason = f"held: {decision.reason} until {until}"
+            return Held(decision.until, reason, quiet_hours=True, still_judged=still_judged)
         if decision.action == "suppress":
             return Dropped(f"suppressed: {decision.reason} (until {until})")
         if cooldown is None:

@@ -17,8 +17,18 @@ class SettingsService:
         self._deliveries = deliveries
 
     async def get(self, tenant: str) -> NotifySettings:
+        return (await self.read(tenant))[0]
+
+    async def read(self, tenant: str) -> tuple[NotifySettings, int]:
+        """The settings and their revision (0: never saved; each save adds one)."""
         doc = await self._store.get(tenant)
-        return NotifySettings() if doc is None else parse_settings(doc["settings"])
+        if doc is None:
+            return NotifySettings(), 0
+        return parse_settings(doc["settings"]), int(doc.get("rev", 0))
+
+    async def revision(self, tenant: str) -> int:
+        doc = await self._store.get(tenant)
+        return 0 if doc is None else int(doc.get("rev", 0))
 
     async def put(self, tenant: str, body: Mapping[str, Any], author: str) -> NotifySettings:
         """Quiet hours are applied at send time: what the old ones held (to their end, up to

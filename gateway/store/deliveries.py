@@ -509,10 +509,24 @@ class DeliveryStore:
                     held.append(doc["_id"])
             if not held:
                 return 0
-            result = await self._c.update_many(
-                {"_id": {"$in": held}, "status": PENDING, "held_for": QUIET_HOURS},
-                {"$set": {"next_attempt_at": now}},
-            )
+            return await self._release_quiet_held({"$in": held}, now)
+
+    async def release_quiet_held_one(self, delivery_id: Any, now: datetime) -> int:
+        """One notification the tenant's quiet hours hold, due now (judged under settings
+        saved since); 0 if it is no longer held."""
+        with translate_errors():
+            return await self._release_quiet_held(delivery_id, now)
+
+    async def _release_quiet_held(self, ids: Any, now: datetime) -> int:
+        result = await self._c.update_many(
+            {
+                "_id": ids,
+                "status": PENDING,
+                "held_for": QUIET_HOURS,
+                "next_attempt_at": {"$gt": now},
+            },
+            {"$set": {"next_attempt_at": now}},
+        )
         return result.modified_count
 
     async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
