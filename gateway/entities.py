@@ -359,13 +359,27 @@ class EntityService:
         etype: str,
         data: Mapping[str, Any],
         stored: Mapping[str, Any] | None = None,
+        nulled: Collection[str] = (),
     ) -> dict[str, Any]:
         """The validated, normalised document; tenants' custom kinds use their own schema.
-        `stored`: the entity's data `data` is merged into (None: a new entity)."""
+        `stored`: the entity's data `data` is merged into (None: a new entity); `nulled`:
+        what a change merged into nothing sent as null (`SchemaRegistry.check`)."""
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for_write(tenant, data.get("kind"))
-        return self._schemas.check(etype, data, kind_schema=kind_schema, stored=stored)
+        return self._schemas.check(
+            etype, data, kind_schema=kind_schema, stored=stored, nulled=nulled
+        )
+
+    def _merged_into_nothing(
+        self, etype: str, change: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """A change to an entity not stored yet, merged into nothing as into a stored one:
+        a null removes its member (one the schema requires keeps it: the names it sent as
+        null, `SchemaRegistry.check`'s `nulled`). So whether a payload is accepted does not
+        depend on whether its entity exists yet."""
+        nulled = [name for name, value in change.items() if value is None]
+        return merge({}, change, self._schemas.whole_members(etype)), nulled
 
     def natural_key(self, etype: str, data: Mapping[str, Any]) -> str:
         """The stored natural key. Vehicles use the Mercosul form of the plate, so ABC1234
@@ -474,8 +488,11 @@ class EntityService:
         origin: Origin,
         extra_events: Sequence[Emit] = (),
         event_detail: Mapping[str, Any] | None = None,
+        nulled: Collection[str] = (),
     ) -> WriteResult:
-        clean = await self._check(tenant, etype, data)
+        """The entity `data` is, stored as sent (an admin's create); `nulled`: `data` is a
+        change merged into nothing, which sent those members as null (`_check`)."""
+        clean = await self._check(tenant, etype, data, nulled=nulled)
         nk = self.natural_key(etype, clean)
         events = _events(etype, clean, True, [], origin, extra_events, event_detail)
         write_fence.check_deadline()  # a held-up create would bring back a deleted entity
@@ -500,7 +517,7 @@ class EntityService:
     ) -> WriteResult:
         """Create the entity `fields` name by natural key (unless `create` is false: then it
         must exist, else InvalidPayload `not_found`), or merge `fields` into it: a merge
-        patch (`merge`) either way, into nothing for a new entity.
+        patch (`merge`) either way, into nothing for a new entity (`_merged_into_nothing`).
 
         The entity as this process last wrote it is tried first: the write is guarded by the
         entity's version, so a stale copy costs one failed update and a re-read, never a lost
@@ -537,10 +554,10 @@ class EntityService:
                     raise _must_exist(etype, nk)
                 # Nothing stored holds a value back; a reading's time far ahead still does.
                 kept, skipped = forward_only({}, fields, forward) if forward else (fields, ())
+                data, nulled = self._merged_into_nothing(etype, kept)
                 try:
-                    # Stored as sent, nulls included, as the admin API's create does.
                     made = await self.create(
-                        tenant, etype, kept, origin, extra_events, event_detail
+                        tenant, etype, data, origin, extra_events, event_detail, nulled
                     )
                     return replace(made, skipped=skipped) if skipped else made
                 except Conflict:  # created concurrently: merge into it on the next round
@@ -648,7 +665,8 @@ class EntityService:
                 if not upsert.create:
                     raise _must_exist(etype, nk)
                 kept, skipped = forward_only({}, upsert.fields, upsert.forward)
-                clean = await self._check(tenant, etype, kept)
+                created, nulled = self._merged_into_nothing(etype, kept)
+                clean = await self._check(tenant, etype, created, nulled=nulled)
                 events = _events(etype, clean, True, [], origin, extra, detail)
                 write = TogetherWrite(etype, nk, None, clean, events)
                 types = tuple(e["type"] for e in events)

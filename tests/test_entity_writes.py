@@ -666,6 +666,38 @@ async def test_a_null_for_a_required_member_is_its_value_so_a_creating_payload_r
     assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [("/s", "type")]
 
 
+async def test_a_partners_nulls_are_read_alike_whether_or_not_the_entity_exists_yet(
+    client: Client,
+) -> None:
+    """A trigger's payload creating an entity was stored as sent, nulls included: an ERP's
+    full record with `"renavam": null` was a 422 (`null` is no text) while the vehicle did not
+    exist, and a 200 once it did (the null removes the member). Merged into nothing, a null
+    removes its member on a create too, nested ones included."""
+    trigger = await create_trigger(client, entity_type="vehicle")
+    payload = {
+        "plate": "NUL2000",
+        "make": "Fiat",
+        "renavam": None,
+        "current_driver": {"name": "Ana", "cpf": None},
+    }
+    status, created = await hook(client, trigger, payload)
+    assert status == 201, created
+    stored = await (await client.get("/api/v1/entities/vehicle/NUL2000", headers=auth())).json()
+    assert "renavam" not in stored and stored["current_driver"] == {"name": "Ana"}
+    status, again = await hook(client, trigger, payload)
+    assert (status, again["changed"]) == (200, []), again
+    mapping = "name: nulls\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields:\n"
+    mapping += "  plate: placa\n  renavam: r\n"
+    tried = await client.post(
+        "/api/v1/mappings/test",
+        json={"mapping": mapping, "payload": {"placa": "NUL3000", "r": None}},
+        headers=auth(),
+    )
+    assert tried.status == 200, await tried.text()
+    (item,) = (await tried.json())["results"]
+    assert item["entity"]["write"] == "create" and "errors" not in item["entity"], item
+
+
 async def test_a_driver_a_service_record_or_a_contact_is_replaced_whole_by_a_write(
     client: Client,
 ) -> None:

@@ -121,12 +121,13 @@ TYRE = {
 }
 
 
-async def test_a_partner_payload_for_a_new_entity_is_stored_as_sent_nulls_included(
+async def test_a_partner_payload_for_a_new_entity_keeps_the_null_of_a_member_its_kind_requires(
     client: Client,
 ) -> None:
     """A kind requiring a nullable member (`"removed_at": null`): the admin API created the
     entity, a trigger's payload for a new one was refused (`422`, its nulls dropped as a
-    merge patch's)."""
+    merge patch's). Merged into nothing, a payload's null for a required member is its
+    value."""
     response = await client.post("/api/v1/kinds", json=TYRE, headers=auth())
     assert response.status == 201, await response.text()
     doc = {"kind": "tyre", "key": "T-1", "serial": "T-1", "removed_at": None}

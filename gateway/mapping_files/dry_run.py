@@ -287,7 +287,10 @@ class MappingDryRun:
         try:
             if refused is None:  # a refused write is refused before the entity is checked
                 stored = None if current is None else current["data"]
-                self._schemas.check(etype, merged, kind_schema=kind_schema, stored=stored)
+                nulled = [n for n, v in fields.items() if v is None] if stored is None else ()
+                self._schemas.check(
+                    etype, merged, kind_schema=kind_schema, stored=stored, nulled=nulled
+                )
         except InvalidPayload as exc:
             entity.update(listing.listing(exc))
         result: dict[str, Any] = {"events": events}

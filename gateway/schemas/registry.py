@@ -171,17 +171,20 @@ class SchemaRegistry:
         *,
         kind_schema: CompiledSchema | None = None,
         stored: Mapping[str, Any] | None = None,
+        nulled: Collection[str] = (),
     ) -> dict[str, Any]:
         """The normalised document (a new dict; identifiers stripped of formatting, plates
         upper case without dash), or InvalidPayload listing every problem. `stored` is the
         entity's stored data when `doc` is a write merged into it: its key was chosen then
         (`kind_keys`), and a problem does not quote a value of it the write did not send
-        (`without_stored_values`).
+        (`without_stored_values`). `nulled`: the members a change merged into nothing (a
+        new entity) sent as null, which that merge removed (`_required_nulls`).
 
         Identifiers are normalised before validation, so what is validated is what is stored.
         """
-        if stored is not None:
-            doc = self._required_nulls(entity_type, doc, kind_schema, stored)
+        if stored is not None or nulled:
+            sent_null = {*(stored or ()), *nulled}
+            doc = self._required_nulls(entity_type, doc, kind_schema, sent_null)
         normalised, problems = self._run(entity_type, doc, kind_schema, stored)
         if problems and stored is not None:
             problems = without_stored_values(problems, doc, stored, NATURAL_KEYS[entity_type])
@@ -196,11 +199,12 @@ class SchemaRegistry:
         entity_type: str,
         doc: Any,
         kind_schema: CompiledSchema | None,
-        stored: Mapping[str, Any],
+        removable: Collection[str],
     ) -> Any:
-        """`doc`, a write merged into the stored data `stored`, with a null back for each
-        member the schema (or the kind's) requires at the top that the write's null removed:
-        for such a member a null is its value, as a create stores it (`"removed_at": null`),
+        """`doc`, a change merged into stored data (or into nothing), with a null back for
+        each member the schema (or the kind's) requires at the top that the change's null
+        removed (one missing from `doc` that is in `removable`: stored before, or sent as
+        null to a new entity): for such a member a null is its value (`"removed_at": null`),
         not a removal, which would leave no valid entity. So the payload that created an
         entity is no change when sent again, and the schema says whether null is allowed."""
         if not isinstance(doc, dict):
@@ -212,7 +216,7 @@ class SchemaRegistry:
             if isinstance(found, CompiledSchema):
                 schemas.append(found.schema)
         required = [name for schema in schemas for name in schema.get("required") or ()]
-        removed = [n for n in required if isinstance(n, str) and n not in doc and n in stored]
+        removed = [n for n in required if isinstance(n, str) and n not in doc and n in removable]
         return {**doc, **dict.fromkeys(removed)} if removed else doc
 
     def _run(
