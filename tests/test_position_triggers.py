@@ -86,6 +86,19 @@ async def test_a_fix_with_sub_millisecond_digits_answers_its_time_as_the_track_r
     assert stored["time"] == body["time"]
 
 
+async def test_a_plate_or_tracker_id_too_long_or_blank_is_named_by_its_keyword(
+    client: Client,
+) -> None:
+    """A too-long plate was refused as "of the wrong type" (`type`)."""
+    await vehicle(client)
+    trigger = await position_trigger(client)
+    batch = [fix(0, plate="A" * 101), fix(5, plate="   "), fix(10, plate=7)]
+    status, body = await hook(client, trigger, batch)
+    assert status == 207, body  # a batch: each item's own answer
+    keywords = [[e["keyword"] for e in r["problem"]["errors"]] for r in body["results"]]
+    assert keywords == [["maxLength"], ["pattern"], ["type"]], body
+
+
 async def test_a_batch_answers_each_fix_and_refuses_bad_ones_alone(client: Client) -> None:
     await vehicle(client)
     trigger = await position_trigger(client)

@@ -117,6 +117,26 @@ async def test_a_bad_service_account_is_refused_with_pointers(client: Client) ->
     }
 
 
+async def test_a_service_accounts_text_too_long_or_blank_is_named_by_its_keyword(
+    client: Client,
+) -> None:
+    """A too-long e-mail was refused as "of the wrong type" (`type`)."""
+    for email, keyword in [("a" * 321, "maxLength"), ("  ", "pattern"), (7, "type")]:
+        account = {"type": "service_account", "client_email": email}
+        response = await client.post(
+            "/api/v1/partners",
+            json={
+                "name": "FCM",
+                "base_url": "https://fcm.googleapis.com",
+                "auth": {"type": "google_service_account", "service_account": account},
+            },
+            headers=auth(),
+        )
+        assert response.status == 422
+        keywords = {e["pointer"]: e["keyword"] for e in (await response.json())["errors"]}
+        assert keywords["/auth/service_account/client_email"] == keyword, keywords
+
+
 async def test_unregistered_tokens_are_removed_from_the_driver(client: Client, fcm: Fcm) -> None:
     channel = await _push_channel(client, fcm)
     driver = await post(

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from gateway.errors import FieldProblem, InvalidPayload
-from gateway.formats.json_tree import is_text
+from gateway.formats.json_tree import text_refused
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -93,10 +93,11 @@ def _private_key(value: Any, problems: list[FieldProblem]) -> RSAPrivateKey | No
 
 def _text(raw: Mapping[str, Any], name: str, problems: list[FieldProblem]) -> str:
     value = raw.get(name)
-    if not is_text(value) or not value or len(value) > 320:
-        problems.append(FieldProblem(f"{_AT}/{name}", f"{name} is required text", "type"))
+    if (keyword := text_refused(value, 320, nonblank=True)) is not None:
+        message = f"{name} is required text of at most 320 characters"
+        problems.append(FieldProblem(f"{_AT}/{name}", message, keyword))
         return ""
-    return value
+    return str(value)
 
 
 def _optional(raw: Mapping[str, Any], name: str) -> str | None:

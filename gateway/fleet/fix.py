@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from gateway.clock import from_iso
 from gateway.errors import FieldProblem, InvalidPayload
-from gateway.formats.json_tree import plain_zeros
+from gateway.formats.json_tree import plain_zeros, text_refused
 
 FIELDS: Final = (
     "plate",
@@ -173,11 +173,11 @@ def _vehicle_text(item: Mapping[str, Any], name: str, problems: list[FieldProble
     value = item.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_TEXT:
+    if (keyword := text_refused(value, _MAX_TEXT, nonblank=True)) is not None:
         message = f"/{name}: text of 1 to {_MAX_TEXT} characters"
-        problems.append(FieldProblem(f"/{name}", message, "type"))
+        problems.append(FieldProblem(f"/{name}", message, keyword))
         return None
-    return value.strip()
+    return str(value).strip()
 
 
 def _tracker_id(item: Mapping[str, Any], problems: list[FieldProblem]) -> str | int | None:
