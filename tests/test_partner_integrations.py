@@ -10,9 +10,17 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.web.state import services_key
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    partner,
+)
 from tests.support import auth
 from tests.triggers_support import (
     MAPPINGS,
@@ -24,6 +32,8 @@ from tests.triggers_support import (
     upload_shipped,
     vehicle_track,
 )
+
+__all__ = ["partner"]  # the fixture
 
 
 async def _vehicle(client: Client, plate: str, **attributes: Any) -> None:
@@ -647,3 +657,38 @@ def test_the_cli_binds_params() -> None:
     unknown = _mapping_test("--param", "meter=mi")
     assert unknown.returncode == 1
     assert "/params/meter: unknown param 'meter'" in unknown.stderr
+
+
+async def test_erp_mileage_subscription_sends_the_mileage_captured_at_the_events_time_in_brasilia(
+    client: Client, partner: Partner
+) -> None:
+    """docs/partners.md "mileage out": the shipped `erp-mileage` formats `event.occurred_at`
+    (no checklist time) in Brasília time. A subscription's delivery reads the stored event,
+    whose times were datetimes no transform reads: every delivery failed `unsendable`."""
+    await upload_shipped(client, "erp-mileage")
+    erp = await create_partner(
+        client, partner.url, auth={"type": "none"}, secrets={"erp_token": "tok-123"}
+    )
+    action = await create_action(
+        client, erp["id"], path="/veiculos/quilometragem", request_mapping="erp-mileage"
+    )
+    await create_subscription(client, action["id"])
+    await _vehicle(client, "KMS1A11")
+    moved = await client.patch(
+        "/api/v1/entities/vehicle/KMS1A11", headers=auth(), json={"odometer_km": 1200}
+    )
+    assert moved.status == 200, await moved.text()
+
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    assert await services.delivery_worker.run_until_idle() == {"succeeded": 1}
+
+    [sent] = partner.requests
+    body = sent.json()
+    assert (body["placa"], body["quilometragemKm"], body["origem"]) == ("KMS1A11", 1200, "gateway")
+    assert sent.headers["Authorization"] == "Bearer tok-123"
+    events = await client.get("/api/v1/events?type=entity.updated", headers=auth())
+    [event] = (await events.json())["items"]
+    captured = datetime.fromisoformat(body["capturadoEm"])
+    assert captured == datetime.fromisoformat(event["occurred_at"])
+    assert captured.utcoffset() == timedelta(hours=-3)

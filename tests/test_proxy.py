@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,39 @@ async def test_payload_is_the_body_and_fills_the_path_without_mappings(
     assert sent.path == "/fines/A 12/3"  # one percent-encoded segment, decoded by the server
     assert sent.json() == {"ait": "A 12/3", "amount": 130.16}
     assert sent.headers["Authorization"] == "Bearer s3cr3t"
+
+
+async def test_a_request_mapping_formats_the_invoked_entitys_updated_at(
+    client: Client, partner: Partner
+) -> None:
+    """An entity's metadata times reach the request mapping as the ISO 8601 text a read shows:
+    they were the stored datetimes, a 422 "cannot read ... as a date-time" and no call."""
+    changed = """
+name: vehicle-changed
+direction: outbound
+entity_type: vehicle
+body:
+  placa: entity.plate
+  alterado: {from: entity.updated_at, transforms: [{datetime: {output_tz: America/Sao_Paulo}}]}
+"""
+    await upload_mapping(client, changed)
+    action_id = await _proxy_action(
+        client, partner.url, method="POST", request_mapping="vehicle-changed"
+    )
+    vehicle = await create_vehicle(client, "ABE1234")
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "key": "ABE1234"}},
+    )
+
+    assert response.status == 200, await response.text()
+    sent = partner.requests[0].json()
+    assert sent["placa"] == "ABE1234"
+    alterado = datetime.fromisoformat(sent["alterado"])
+    assert alterado == datetime.fromisoformat(vehicle["updated_at"])
+    assert alterado.utcoffset() == timedelta(hours=-3)
 
 
 async def test_encoded_delimiters_in_the_base_url_and_path_params_reach_the_partner_encoded(

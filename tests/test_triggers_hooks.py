@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.web.state import services_key
 from tests.support import auth
@@ -21,6 +23,7 @@ from tests.triggers_support import (
     vehicle_track,
 )
 
+BRASILIA = ZoneInfo("America/Sao_Paulo")
 POSITION_SCHEMA = json.loads((PAYLOADS.parent / "position_schema.json").read_text())
 POSITION = json.loads((PAYLOADS.parent / "position_payload.json").read_text())
 POSITION_MAPPING = """
@@ -492,6 +495,43 @@ async def test_get_by_key_is_shaped_by_the_response_mapping(client: Client) -> N
     response = await client.get(f"/hooks/{trigger['id']}/ABC1D23", headers=bearer(trigger))
     assert response.status == 200
     assert await response.json() == {"placa": "ABC1D23", "marca": "Fiat", "odometro": 12.5}
+
+
+async def test_a_response_mapping_formats_and_templates_the_entitys_metadata_times(
+    client: Client,
+) -> None:
+    """docs/triggers.md `expose`: the metadata `created_at`, `updated_at` are fields the
+    response mapping reads, as the ISO 8601 text a read shows. The stored datetimes reached
+    the transforms, and every GET was a 422 "cannot read ... as a date-time"."""
+    answer = """
+name: vehicle-changed
+direction: outbound
+entity_type: vehicle
+body:
+  placa: entity.plate
+  alterado:
+    from: entity.updated_at
+    transforms: [{datetime: {output_tz: America/Sao_Paulo, format: "%d/%m/%Y %H:%M"}}]
+  cadastro: {template: "cadastrado em {c}", vars: {c: {from: entity.created_at}}}
+  texto: {from: entity.created_at, transforms: [string]}
+"""
+    await upload_mapping(client, answer)
+    expose = ["plate", "created_at", "updated_at"]
+    trigger = await create_trigger(client, response_mapping="vehicle-changed", expose=expose)
+    await hook(client, trigger, VEHICLE)
+    stored = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    changed = datetime.fromisoformat(stored["updated_at"]).astimezone(BRASILIA)
+
+    for path in ("/ABC1D23", "?plate=ABC1D23"):
+        response = await client.get(f"/hooks/{trigger['id']}{path}", headers=bearer(trigger))
+        body = await response.json()
+        assert response.status == 200, body
+        assert (body["items"][0] if "items" in body else body) == {
+            "placa": "ABC1D23",
+            "alterado": changed.strftime("%d/%m/%Y %H:%M"),
+            "cadastro": f"cadastrado em {stored['created_at']}",
+            "texto": stored["created_at"],
+        }
 
 
 async def test_fields_the_trigger_does_not_expose_are_not_returned(client: Client) -> None:

@@ -29,7 +29,7 @@ from gateway.errors import (
     PartnerTimeout,
 )
 from gateway.formats.charsets import storable
-from gateway.formats.json_tree import is_text
+from gateway.formats.json_tree import is_text, plain
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
@@ -81,7 +81,7 @@ class Proxy:
         entity_doc = await self._entity(tenant, entity) if entity is not None else None
         fields: Mapping[str, Any]
         if entity_doc is not None:
-            fields = public(entity_doc)
+            fields = plain(public(entity_doc))
             context: dict[str, Any] = {"entity": fields, "tenant": tenant}
         else:
             fields = payload or {}

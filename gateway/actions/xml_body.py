@@ -28,7 +28,7 @@ from jinja2.exceptions import SecurityError
 
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import DocumentRefused, parse_xml
-from gateway.formats.json_tree import is_text
+from gateway.formats.json_tree import is_text, plain
 from gateway.mapping.secret_marks import WHOLE, SecretMarks, SecretRead, holds_mark
 from gateway.notify.sandbox import (
     COMPILE_LIMITS,
@@ -37,7 +37,6 @@ from gateway.notify.sandbox import (
     RenderLimit,
     bounded_text,
     budget,
-    plain,
     refusals,
     too_deep,
 )

@@ -19,6 +19,7 @@ from typing import Any
 from gateway.actions.catalog import Action, Catalog, Partner, Subscription, build_request
 from gateway.clock import utc_timestamp
 from gateway.errors import NotFound
+from gateway.formats.json_tree import plain
 from gateway.mapping_files.source import MappingSource
 from gateway.models import DeliveryKind
 from gateway.outbound.sender import OutboundRequest, signed_headers
@@ -108,7 +109,7 @@ Inputs = tuple[dict[str, Any], Any, dict[str, Any]]  # context, default body, pa
 
 
 def _webhook_inputs(doc: Doc) -> Inputs:
-    event = doc["event"]
+    event = plain(doc["event"])  # stored: its times are datetimes, a mapping reads text
     entity = {**(event.get("data") or {}), **(event.get("entity") or {})}
     return {"event": event, "entity": entity, "tenant": doc["tenant"]}, event, entity
 

@@ -20,11 +20,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from gateway.actions.filters import flow_listener, wanted_by
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.flows.model import CompiledFlow, Expr
+from gateway.formats.json_tree import plain
 from gateway.mapping.expressions import Run, charge_output
 from gateway.mapping.limits import MAX_OUTPUT_CHARS
 from gateway.mapping.model import EvalError
@@ -128,8 +127,3 @@ def evaluate(values: Mapping[str, Expr], context: Mapping[str, Any]) -> dict[str
         left = run.output
         result[name] = value
     return result
-
-
-def plain(value: Any) -> Any:
-    """JSON values only: times as RFC 3339 text, ids as text."""
-    return orjson.loads(orjson.dumps(value, default=str))

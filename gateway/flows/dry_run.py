@@ -33,7 +33,6 @@ from gateway.flows.context import (
     cooldown_key,
     evaluate,
     holds,
-    plain,
     run_context,
     sample_event,
     starts,
@@ -44,7 +43,7 @@ from gateway.flows.model import CompiledFlow, Step
 from gateway.flows.recipients import answer_after_asked
 from gateway.flows.references import StepFailed, resolve_action
 from gateway.flows.service import FlowService
-from gateway.formats.json_tree import is_text
+from gateway.formats.json_tree import is_text, plain
 from gateway.kinds import KindService
 from gateway.mapping import unflatten
 from gateway.mapping.model import EvalError

@@ -26,10 +26,11 @@ from typing import Any
 from gateway.actions.filters import flow_listener, wanted_by
 from gateway.clock import utcnow
 from gateway.events import public_event
-from gateway.flows.context import plain, run_context, starts
+from gateway.flows.context import run_context, starts
 from gateway.flows.model import CompiledFlow
 from gateway.flows.runs import run_document
 from gateway.flows.service import FlowService
+from gateway.formats.json_tree import plain
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
 

@@ -41,12 +41,13 @@ from gateway.errors import (
     InvalidPayload,
     NotFound,
 )
-from gateway.flows.context import cooldown_key, evaluate, holds, plain
+from gateway.flows.context import cooldown_key, evaluate, holds
 from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
 from gateway.flows.messages import MessageComposer
 from gateway.flows.model import Step
 from gateway.flows.recipients import START_FORMS, answer_after_asked, parse_start, parse_time
 from gateway.flows.references import StepFailed, resolve_action
+from gateway.formats.json_tree import plain
 from gateway.mapping import unflatten
 from gateway.mapping.model import EvalError
 from gateway.metrics import Metrics

@@ -362,6 +362,16 @@ def at_path(tree: Any, dotted: str) -> Any:
     return value
 
 
+def plain(value: Any) -> Any:
+    """`value` as the JSON the API writes of it: times as RFC 3339 text, ids as text. Every
+    context a mapping or a template reads is made of these (a flow run's, a subscription's
+    delivery, a proxy call's, a trigger's read): a stored document holds datetimes, which
+    no transform, cast or template reads, and which the JSON encoder alone hid everywhere
+    else (`event.occurred_at` formatted by an action's mapping failed every delivery).
+    Stored documents only: BSON holds no integer past 64 bits, which orjson refuses."""
+    return orjson.loads(orjson.dumps(value, default=str))
+
+
 def plain_zeros(value: Any) -> Any:
     """`value` with every negative zero made 0.0, the same object when it has none. JSON means
     one zero, but Python, BSON and orjson keep the sign: a longitude or a speed of -0.0 (a
@@ -374,10 +384,10 @@ def plain_zeros(value: Any) -> Any:
     if kind is dict:
         changed: dict[str, Any] | None = None
         for key, item in value.items():
-            plain = plain_zeros(item)
-            if plain is not item:
+            zeroed = plain_zeros(item)
+            if zeroed is not item:
                 changed = changed if changed is not None else dict(value)
-                changed[key] = plain
+                changed[key] = zeroed
         return value if changed is None else changed
     if kind is list:
         items = [plain_zeros(item) for item in value]

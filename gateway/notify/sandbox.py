@@ -33,7 +33,6 @@ from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
 import jinja2
-import orjson
 from jinja2 import ChainableUndefined, Environment, Undefined, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
@@ -509,9 +508,3 @@ def _refused(node: nodes.Node) -> str | None:
     if name is not None and name.startswith("_"):
         return f"{name!r}: names starting with '_' reach Python internals and are refused"
     return None
-
-
-def plain(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Plain JSON values only (times as RFC 3339 text): no Python object reaches a template."""
-    data: dict[str, Any] = orjson.loads(orjson.dumps(context, default=str))
-    return data

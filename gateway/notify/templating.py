@@ -24,6 +24,7 @@ import jinja2
 from jinja2.exceptions import SecurityError
 
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats.json_tree import plain
 from gateway.notify.formats import FILTERS
 from gateway.notify.sandbox import (
     COMPILE_LIMITS,
@@ -33,7 +34,6 @@ from gateway.notify.sandbox import (
     RenderLimit,
     bounded_text,
     budget,
-    plain,
     refusals,
     too_deep,
 )

@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.entities import EntityService, public
 from gateway.errors import BadRequest, GatewayError, InvalidPayload, NotFound
+from gateway.formats.json_tree import plain
 from gateway.mapping import CompiledMapping
 from gateway.mapping_files.source import MappingSource
 from gateway.paging import page, page_params, refuse_repeated
@@ -96,7 +97,8 @@ class Reader:
         if mapping is None:
             return entity
         try:
-            body = mapping.build_request({"entity": entity, "trigger": {"id": trigger.id}}).body
+            context = {"entity": plain(entity), "trigger": {"id": trigger.id}}
+            body = mapping.build_request(context).body
         except InvalidPayload as exc:
             raise InvalidPayload(
                 f"this trigger's response mapping cannot shape {trigger.entity_type} "
