@@ -164,3 +164,25 @@ async def test_a_driver_cpf_missing_a_digit_or_blank_is_refused_never_padded(
         (error,) = problem["errors"]
         assert error["pointer"] == "/driver_cpf" and message in error["message"], problem
         assert "00000000000" not in error["message"] and "03176690797" not in str(problem)
+
+
+async def test_a_driver_cpf_starting_with_zero_a_digit_short_is_refused_not_padded_into_another(
+    client: Client,
+) -> None:
+    """ "0867565080" is the CPF 086.756.508-09 with its last digit lost: the `cpf` transform
+    put a zero in front, 00867565080, another valid CPF, and stored it. A number or a
+    spreadsheet drops every leading zero and keeps none, so text that starts with one lost
+    none: it is refused as the digits it has, as a digit missing elsewhere is."""
+    checklists = await trigger_for(client, "checklist", kind="checklist")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    payload = {**_checklist("K1", "ABC1D23", 1000, "2026-11-25T10:58:00-03:00")}
+    response = await client.post(
+        f"/hooks/{checklists['id']}",
+        json={**payload, "condutorCpf": "0867565080"},
+        headers={"Authorization": f"Bearer {checklists['token']}"},
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    (error,) = problem["errors"]
+    assert error["pointer"] == "/driver_cpf" and '"0867565080"' in error["message"], problem
+    assert "00867565080" not in str(problem)

@@ -273,6 +273,32 @@ async def test_a_renavam_is_never_padded_into_another_and_a_blank_one_is_left_ou
         assert "renavam" not in await _fine(client, fines, key)
 
 
+async def test_a_renavam_with_its_leading_zeros_a_digit_short_or_a_letter_is_refused(
+    client: Client,
+) -> None:
+    """00639884962 (an old 9-digit RENAVAM written with its zeros) with its last digit lost,
+    or that digit read as the letter O: the `renavam` transform put a zero in front of the
+    ten digits left, 00063988496, another vehicle's valid RENAVAM, and stored the fine with
+    it. A number or a spreadsheet keeps no leading zero, and a letter is no digit of it:
+    both are refused at the field, nothing stored."""
+    fines, _ = await _triggers(client)
+    for key, renavam, message in (
+        ("T0", "0063988496", "must have 11 digits"),
+        ("T1", "0063988496O", "must contain only digits"),
+    ):
+        status, problem = await hook(client, fines, {**FINE, "ait": key, "renavam": renavam})
+        assert status == 422, (renavam, problem)
+        [error] = problem["errors"]
+        assert error["pointer"] == "/renavam" and message in error["message"], problem
+        assert "00063988496" not in str(problem)
+        lookup = f"/hooks/{fines['id']}/{FINE['orgaoAutuador']}:{key}"
+        assert (await client.get(lookup, headers=bearer(fines))).status == 404
+    # written with its zeros and separators, it is the RENAVAM it says
+    status, answer = await hook(client, fines, {**FINE, "ait": "T2", "renavam": " 006.398.849-62 "})
+    assert status == 201, answer
+    assert (await _fine(client, fines, "T2"))["renavam"] == "00639884962"
+
+
 def _before_the_upgrade() -> str:
     """The shipped fine-feed as an older gateway shipped it (a tenant's stored version runs as
     it was stored): the key its AIT alone."""

@@ -71,10 +71,10 @@ def _plate(value: Any) -> str | None:
 
 
 _VIN: Final = re.compile("[A-HJ-NPR-Z0-9]{17}")
-# A CPF as people and systems write it: its digits, with the separators identifiers are
-# written with between them (dots, dashes, slashes, spaces, in any spelling: ids.SEPARATORS):
-# "529.982.247-25", "529982247-25", " 529 982 247 25 ", "529.982.247–25".
-_CPF_TEXT: Final = re.compile(f"[0-9][0-9{re.escape(SEPARATORS)}]*[0-9]")
+# A CPF or a RENAVAM as people and systems write it: its digits, with the separators
+# identifiers are written with between them (dots, dashes, slashes, spaces, in any spelling:
+# ids.SEPARATORS): "529.982.247-25", "529982247-25", " 529 982 247 25 ", "529.982.247–25".
+_ID_TEXT: Final = re.compile(f"[0-9][0-9{re.escape(SEPARATORS)}]*[0-9]")
 
 
 def _vin(value: Any) -> str | None:
@@ -85,37 +85,55 @@ def _vin(value: Any) -> str | None:
     return text if text.isascii() and _VIN.fullmatch(text) is not None else None
 
 
+def _lost_zeros(text: str) -> bool:
+    """Text a number or a spreadsheet cell wrote: digits alone, the first not a zero. Those
+    two drop every leading zero and keep none, so only such text may have lost some: in
+    "0867565080" or "0063988496" (an identifier starting with zeros, a digit short) a zero
+    put in front would make another identifier whose check digits are right."""
+    return text.isascii() and text.isdigit() and not text.startswith("0")
+
+
 def _cpf(value: Any) -> str | None:
     """A CPF's 11 digits: text written with them all (52998224725, 529.982.247-25, with
     blanks, a dash or a slash between them, as `ids.SEPARATORS` spell them); a number that
     lost its leading zeros (1234567890 → 01234567890); text of digits alone that lost them
-    too (a spreadsheet's), when the zeros make its check digits right; null for anything
-    else ("N/A", "", "529.982.247-2": a digit short), never padded into a made-up CPF.
-    Eleven digits' check digits are the schema's to judge."""
+    too (a spreadsheet's, `_lost_zeros`), when the zeros make its check digits right; null
+    for anything else ("N/A", "", "529.982.247-2" or "0867565080": a digit short), never
+    padded into a made-up CPF. Eleven digits' check digits are the schema's to judge."""
     if type(value) in (int, float):
         text = to_string(value)
         return text.zfill(11) if text.isdigit() and 0 < int(text) < 10**11 else None
     if type(value) is not str:
         return None
     text = value.strip()
-    if not _CPF_TEXT.fullmatch(text):
+    if not _ID_TEXT.fullmatch(text):
         return None
-    digits = _NOT_DIGIT.sub("", text)  # some: the text matched _CPF_TEXT
+    digits = _NOT_DIGIT.sub("", text)  # some: the text matched _ID_TEXT
     if len(digits) == 11:
         return digits
-    if text.isdigit() and 9 <= len(digits) < 11:  # leading zeros lost
+    if _lost_zeros(text) and 9 <= len(digits) < 11:
         padded = digits.zfill(11)
         return padded if check_cpf(padded) is None else None
     return None
 
 
 def _renavam(value: Any) -> str | None:
-    """A RENAVAM's digits (as `digits`), with the leading zero a number or a spreadsheet lost
-    put back: 10 digits become 11 when the zero makes the check digit right (1234567897 →
-    01234567897). Any other count stays as it came, for the schema to read (9 digits: an old
-    RENAVAM) or refuse: a digit missing is never padded into another RENAVAM."""
+    """A RENAVAM's digits (as `digits`: null for a value with none), with the leading zero a
+    number or a spreadsheet lost put back (`_lost_zeros`): 10 digits become 11 when the
+    zero makes the check digit right (1234567897 → 01234567897). Any other count stays as it
+    came, for the schema to read (9 digits: an old RENAVAM) or refuse, and so does text
+    holding more than digits and separators ("0063988496O": a letter is no digit of it):
+    a digit missing or misread is never padded into another RENAVAM."""
     digits = _digits(value)
-    if digits is not None and len(digits) == 10 and check_renavam("0" + digits) is None:
+    if digits is None:
+        return None
+    if type(value) is str:
+        text = value.strip()
+        if not _ID_TEXT.fullmatch(text):
+            return value
+    else:
+        text = to_string(value)
+    if len(digits) == 10 and _lost_zeros(text) and check_renavam("0" + digits) is None:
         return "0" + digits
     return digits
 
