@@ -1405,6 +1405,45 @@ def test_bad_combined_and_param_conditions_are_located(when: str, where: str, ke
     assert (where, keyword) in {(p.pointer, p.keyword) for p in problems_of(text)}
 
 
+def test_a_comparison_reads_its_value_through_transforms() -> None:
+    """`{from, transforms, <operator>}`: the value read is compared, not its text (an instant
+    at midnight UTC in any spelling); a value the transforms refuse is the field's problem."""
+    text = HEAD + "fields:\n  plate: plate\n  attributes.midnight:\n"
+    text += "    when:\n      from: t\n"
+    text += "      transforms: [{datetime: {parse: iso8601, format: '%H:%M:%S.%f'}}]\n"
+    text += "      equals: '00:00:00.000000'\n"
+    text += "    then: {value: true}\n    else: {value: false}\n"
+    mapping = load_mapping(text)
+    for sent, midnight in (
+        ("2026-12-18T00:00:00.000+00:00", True),
+        ("2026-12-18T00:00Z", True),
+        ("2026-12-18T00:00:00+0000", True),
+        ("2026-12-17T21:00:00-03:00", True),
+        ("2026-12-18T00:00:00.001Z", False),
+        ("2026-12-18T00:00:00-03:00", False),
+    ):
+        document = mapping.apply({"plate": "ABC1D23", "t": sent}).document
+        assert document["attributes"] == {"midnight": midnight}, sent
+    [problem] = payload_problems(mapping, {"plate": "ABC1D23", "t": "18/12/2026"})
+    assert (problem.pointer, problem.keyword) == ("/t", "datetime")
+    assert problem.extra["target"] == "attributes.midnight"
+
+
+@pytest.mark.parametrize(
+    ("when", "where", "keyword"),
+    [
+        ("{from: x, transforms: [nope], equals: 1}", "/fields/out/when/transforms", "transform"),
+        ("{param: p, transforms: [trim], equals: 1}", "/fields/out/when", "condition"),
+        ("{from: x, transforms: [trim]}", "/fields/out/when", "condition"),
+    ],
+)
+def test_bad_transforms_in_a_comparison_are_located(when: str, where: str, keyword: str) -> None:
+    text = HEAD + "params:\n  p: {default: 1}\nfields:\n  plate: plate\n"
+    text += f"  out: {{from: x, when: {when}}}\n"
+    found = {(p.pointer, p.keyword) for p in problems_of(text)}
+    assert any(p.startswith(where) and k == keyword for p, k in found), found
+
+
 # -- items inside items ---------------------------------------------------------------------------
 
 NESTED = (

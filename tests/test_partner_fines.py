@@ -198,6 +198,39 @@ async def test_a_date_sent_as_midnight_utc_is_that_date_not_the_evening_before_i
     assert (await _fine(client, fines, "M9"))["indication_deadline"] == "2026-12-17"
 
 
+async def test_a_date_sent_as_midnight_utc_in_any_spelling_is_that_date(client: Client) -> None:
+    """Jackson's `java.util.Date`, .NET's `DateTimeOffset`, Java's `OffsetDateTime` (seconds
+    left out) and a basic `+0000` offset write midnight UTC too: the mappings matched four
+    exact suffixes, so these were 21:00 of the day before in Brasília, a deadline and a
+    payment day one day early. The instant read is tested: a millisecond past midnight UTC,
+    or 21:00 written without an offset, is a time of the day before in Brasília."""
+    fines, payments = await _triggers(client)
+    sent = (
+        "2026-12-18T00:00:00.000+00:00",
+        "2026-12-18T00:00:00.0000000+00:00",
+        "2026-12-18T00:00Z",
+        "2026-12-18T00:00:00+0000",
+    )
+    for i, text in enumerate(sent):
+        status, answer = await hook(
+            client, fines, {**FINE, "ait": f"S{i}", "dataLimiteIndicacao": text}
+        )
+        assert status == 201, (text, answer)
+        assert (await _fine(client, fines, f"S{i}"))["indication_deadline"] == "2026-12-18", text
+        paid = text.replace("18T", "10T")
+        status, answer = await hook(
+            client, payments, {**PAYMENT, "ait": f"S{i}", "dataPagamento": paid}
+        )
+        assert status == 200, (paid, answer)
+    assert [d["paid_on"] for d in await _paid(client)] == ["2026-12-10"] * len(sent)
+    for key, text in (("S8", "2026-12-18T00:00:00.001+00:00"), ("S9", "17/12/2026 21:00")):
+        status, answer = await hook(
+            client, fines, {**FINE, "ait": key, "dataLimiteIndicacao": text}
+        )
+        assert status == 201, (text, answer)
+        assert (await _fine(client, fines, key))["indication_deadline"] == "2026-12-17", text
+
+
 async def test_unix_seconds_are_read_as_the_partners_page_says_and_8_digits_stay_a_date(
     client: Client,
 ) -> None:

@@ -4,7 +4,10 @@ comparison `{from: expression, <operator>: value}` of a value of the payload, or
 `{all: [...]}`, `{any: [...]}`, `{not: condition}` of other conditions. The value compared
 with may be a param itself, `{param: name}` (for `in` and `not_in`: any of the list's values),
 so a payload value is compared with what each trigger sets (`{from: diagnostic.id, equals:
-{param: odometer_diagnostic}}`)."""
+{param: odometer_diagnostic}}`). A comparison's `from` may take `transforms`, applied as a
+spec applies them, so what is compared is the value read (`{from: prazo, transforms:
+[{datetime: {format: "%H:%M:%S.%f"}}], equals: "00:00:00.000000"}`: an instant at midnight
+UTC, however it is written)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ CompileExpression = Callable[[str, str], Getter | None]
 """(expression, pointer) → getter, or None after reporting why not."""
 CompileParam = Callable[[Any, str], Getter | None]
 """(param name, pointer) → getter of its bound value, or None after reporting why not."""
+CompileTransformed = Callable[[str, Any, str], Getter | None]
+"""(expression, transforms, pointer) → getter of the expression's value so transformed, or
+None after reporting why not."""
 
 
 def compile_condition(
@@ -33,10 +39,11 @@ def compile_condition(
     problems: Problems,
     expression: CompileExpression,
     param: CompileParam | None = None,
+    transformed: CompileTransformed | None = None,
 ) -> Condition | None:
     """The condition `raw` compiles to, or None after reporting every problem."""
     if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in COMBINATORS:
-        return _combined(raw, at, problems, expression, param)
+        return _combined(raw, at, problems, expression, param, transformed)
     if isinstance(raw, str):
         truth = expression(raw, at)
         if truth is None:
@@ -44,17 +51,18 @@ def compile_condition(
         return lambda root, run: is_truthy(truth(root, run))
     operators = [k for k in OPERATORS if isinstance(raw, dict) and k in raw]
     source = next((k for k in ("from", "param") if isinstance(raw, dict) and k in raw), "from")
+    modifiers = {"transforms"} if source == "from" and transformed is not None else set()
     if (
         not isinstance(raw, dict)
         or len(operators) != 1
-        or set(raw) != {source, *operators}
+        or set(raw) - modifiers != {source, *operators}
         or (source == "param" and param is None)
     ):
         problems.add(
             at,
-            f"when is an expression, {{from: expression, <operator>: value}} or {{param: "
-            f"name, <operator>: value}} with one operator of {', '.join(OPERATORS)}, or "
-            f"{{all: [...]}}, {{any: [...]}}, {{not: condition}}",
+            f"when is an expression, {{from: expression, <operator>: value}} (from may take "
+            f"transforms) or {{param: name, <operator>: value}} with one operator of "
+            f"{', '.join(OPERATORS)}, or {{all: [...]}}, {{any: [...]}}, {{not: condition}}",
             "condition",
         )
         return None
@@ -69,6 +77,9 @@ def compile_condition(
     elif not isinstance(raw["from"], str):
         problems.add(f"{at}/from", "from is an expression string", "type")
         return None
+    elif "transforms" in raw:
+        assert transformed is not None
+        getter = transformed(raw["from"], raw["transforms"], at)
     else:
         getter = expression(raw["from"], f"{at}/from")
     if getter is None:
@@ -129,11 +140,12 @@ def _combined(
     problems: Problems,
     expression: CompileExpression,
     param: CompileParam | None,
+    transformed: CompileTransformed | None,
 ) -> Condition | None:
     """`{all: [...]}` (every one holds), `{any: [...]}` (one holds, in order), `{not: c}`."""
     ((name, inner),) = raw.items()
     if name == "not":
-        condition = compile_condition(inner, f"{at}/not", problems, expression, param)
+        condition = compile_condition(inner, f"{at}/not", problems, expression, param, transformed)
         if condition is None:
             return None
         return lambda root, run: not condition(root, run)
@@ -141,7 +153,7 @@ def _combined(
         problems.add(f"{at}/{name}", f"{name} is a list of 1 to {MAX_COMBINED} conditions", "type")
         return None
     found = [
-        compile_condition(c, f"{at}/{name}/{i}", problems, expression, param)
+        compile_condition(c, f"{at}/{name}/{i}", problems, expression, param, transformed)
         for i, c in enumerate(inner)
     ]
     conditions = [c for c in found if c is not None]

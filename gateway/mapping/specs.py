@@ -322,6 +322,13 @@ class SpecCompiler:
         return None if items is None or item is None else each_item(items, item, raw["each"])
 
     def condition(self, raw: Any, at: str) -> Condition | None:
-        """`when`: an expression (JMESPath truth), {from: expr, <operator>: value} or
-        {param: name, <operator>: value}."""
-        return compile_condition(raw, at, self.problems, self.expression, self._param)
+        """`when`: an expression (JMESPath truth), {from: expr, <operator>: value} (`from`
+        may take `transforms`) or {param: name, <operator>: value}."""
+        return compile_condition(
+            raw, at, self.problems, self.expression, self._param, self._transformed
+        )
+
+    def _transformed(self, expression: str, transforms: Any, at: str) -> Getter | None:
+        """A comparison's `{from, transforms}`: the value a spec of those two gives (its
+        transforms counted, charged and reported as a spec's)."""
+        return self.spec({"from": expression, "transforms": transforms}, at, MAX_SPEC_DEPTH)
