@@ -43,6 +43,7 @@ from gateway.schemas.ids import (
     normalize_plate,
     plate_equivalents,
 )
+from gateway.schemas.problems import pointer
 from gateway.schemas.registry import NATURAL_KEYS, SchemaRegistry, reference_field
 from gateway.store import Doc, Store, new_id
 from gateway.store.entities import FILTERABLE, TogetherWrite
@@ -292,8 +293,12 @@ def _back_to_old_plate(etype: str, stored: Mapping[str, Any], data: Mapping[str,
 
 
 def _must_exist(etype: str, nk: str) -> InvalidPayload:
+    """At the field the entity is named by (`/plate`): a trigger names it by the mapping's
+    target and source, where the source sits in the payload (`/placa`)."""
     message = f"no {etype} {nk!r}: this mapping does not create one"
-    return InvalidPayload(message, [FieldProblem("", message, "not_found")])
+    field = reference_field(etype)
+    problem = FieldProblem(pointer((field,)), message, "not_found", {"target": field})
+    return InvalidPayload(message, [problem])
 
 
 SAME_ENTITY = "two targets of one payload write the same entity"

@@ -177,6 +177,48 @@ async def test_a_partner_id_past_the_twentieth_is_found_on_the_data(client: Clie
     assert status == 422 and problem["errors"][0]["keyword"] == "ambiguous", problem
 
 
+async def test_a_lookup_key_that_finds_no_one_or_several_points_at_its_source_in_the_payload(
+    client: Client,
+) -> None:
+    """docs/mappings.md "Errors": `pointer` is where the source sits in the payload. A key
+    finding no vehicle (or two), and a `create: false` mapping's unknown plate, were problems
+    at `""` without a source: a batch of 500 records could not tell which member named the
+    vehicle the fleet does not have."""
+    mapping = _by("attributes.samsara_id").replace(": device", ": vehicle.id")
+    await upload_mapping(client, mapping)
+    trigger = await create_trigger(client, mapping="by-attributes-samsara_id")
+    where = ("/vehicle/id", "attributes.samsara_id", "vehicle.id")
+    status, problem = await hook(client, trigger, {"vehicle": {"id": "281474977075405"}, "km": 1})
+    assert status == 422, problem
+    [error] = problem["errors"]
+    assert (error["pointer"], error["target"], error["source"]) == where, error
+    assert error["keyword"] == "not_found"
+    status, answer = await hook(client, trigger, [{"vehicle": {"id": "x1"}, "km": 1}])
+    [error] = answer["results"][0]["problem"]["errors"]
+    assert (error["pointer"], error["target"], error["source"]) == where, error
+    await _vehicle(client, {"samsara_id": "s2"})
+    await _vehicle(client, {"samsara_id": "s2"}, plate="ABC1D24")
+    status, problem = await hook(client, trigger, {"vehicle": {"id": "s2"}, "km": 1})
+    [error] = problem["errors"]
+    assert (error["pointer"], error["keyword"]) == ("/vehicle/id", "ambiguous"), error
+
+    must_exist = (
+        "name: must-exist\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "create: false\nfields:\n  plate: {from: veiculo.placa, transforms: [plate]}\n"
+    )
+    await upload_mapping(client, must_exist)
+    trigger = await create_trigger(client, name="must-exist", mapping="must-exist")
+    status, problem = await hook(client, trigger, {"veiculo": {"placa": "ZZZ9Z99"}})
+    assert status == 422, problem
+    [error] = problem["errors"]
+    assert (error["pointer"], error["target"], error["source"]) == (
+        "/veiculo/placa",
+        "plate",
+        "veiculo.placa",
+    ), error
+    assert error["keyword"] == "not_found" and "does not create one" in error["message"]
+
+
 async def test_a_vehicles_position_time_is_backfilled_at_start_for_the_folds_guard(
     client: Client,
 ) -> None:

@@ -19,6 +19,7 @@ from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping, DecodedTexts, Emit, MappedDocument
 from gateway.mapping.fixes import named_by_mapping, parse_mapped_fix
+from gateway.mapping.paths import pointer
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.schemas import SchemaRegistry, is_natural_key, lookup_key, reference_field
@@ -142,7 +143,9 @@ class Pipeline:
             key, found = await self._existing(
                 trigger.tenant, trigger.entity_type, mapping, fields, key
             )
-        fields = await self._locate(trigger.tenant, trigger.entity_type, fields, key, found)
+        fields = await self._locate(
+            trigger.tenant, trigger.entity_type, fields, key, found, mapping=mapping
+        )
         with stage("entity"):
             lane = self._entities.natural_key(trigger.entity_type, fields)
             for upsert in also:
@@ -316,12 +319,16 @@ class Pipeline:
         fields: dict[str, Any],
         key: Mapping[str, Any],
         found: list[Doc] | None = None,
+        *,
+        mapping: CompiledMapping | None = None,
     ) -> dict[str, Any]:
         """`fields` carrying the natural key that finds their entity: their own, when the
         mapping's key (the alternative the item has) is the natural key or there is no key,
         else that of the one entity the key (e.g. a tracker id) finds (`found`: what the key
         found already, up to two). An entity found by a lookup keeps its natural key: a plate
-        in the item does not move it."""
+        in the item does not move it. A key that finds none or several is a problem at each
+        of its fields, named by `mapping` (the main target's: where its source sits in the
+        payload) as the entity's own problems are."""
         if not key or is_natural_key(etype, key):
             with stage("entity"):
                 self._schemas.natural_key(etype, fields)
@@ -334,7 +341,12 @@ class Pipeline:
             described = ", ".join(f"{k} {v!r}" for k, v in key.items())
             message = f"{'no' if not found else 'more than one'} {etype} with {described}"
             keyword = "not_found" if not found else "ambiguous"
-            problems = [FieldProblem("", message, keyword, {"target": name}) for name in key]
+            problems = [
+                FieldProblem(pointer(*name.split(".")), message, keyword, {"target": name})
+                for name in key
+            ]
+            if mapping is not None:
+                problems = named_by_mapping(mapping, problems)
             raise InvalidPayload(message, problems, reason="entity")
         return {**fields, **self._schemas.natural_key(etype, found[0]["data"])}
 
