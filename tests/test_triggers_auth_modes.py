@@ -385,6 +385,42 @@ async def test_token_in_the_query_only_when_the_trigger_allows_it(client: Client
     assert response.status == 201
 
 
+async def test_an_idempotent_retry_after_a_token_rotation_gets_the_first_answer(
+    client: Client,
+) -> None:
+    """A form ERP (it cannot set Authorization) retries a call with its Idempotency-Key after
+    the admin rotated its token: the digest hashed the raw query string, the token in it, so
+    the identical call was a 422 "already used with a different body". The token is the
+    credential, not the request; the other parameters count, in any order."""
+    trigger = await create_trigger(
+        client,
+        name="erp",
+        format="form",
+        methods=["POST"],
+        auth={"mode": "token", "token_in_query": "tk"},
+    )
+    url, body = f"/hooks/{trigger['id']}", "plate=ABC1D23&make=Fiat"
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Idempotency-Key": "erp-lote-0001",
+    }
+    sent = f"{url}?tk={trigger['token']}&model=Strada"
+    first = await client.post(sent, data=body, headers=headers)
+    assert first.status == 201, await first.text()
+    rotate = f"/api/v1/triggers/{trigger['id']}/rotate"
+    rotated = await (await client.post(rotate, json={"grace_seconds": 3600}, headers=auth())).json()
+
+    again = f"{url}?model=Strada&tk={rotated['token']}"  # the new token, the fields reordered
+    retry = await client.post(again, data=body, headers=headers)
+    assert retry.status == 201, await retry.text()
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert await retry.json() == await first.json()
+    other = await client.post(f"{url}?model=Uno&tk={rotated['token']}", data=body, headers=headers)
+    problem = await other.json()
+    assert other.status == 422 and problem["reason"] == "idempotency", problem
+    assert "a different body or query string" in problem["detail"]
+
+
 async def _answers_within_a_second(
     client: Any, trigger: dict[str, Any], status: int, token: dict[str, Any] | None = None
 ) -> None:

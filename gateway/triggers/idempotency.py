@@ -214,7 +214,9 @@ def _replay(
     record: dict[str, object], body_hashes: Sequence[str], named: str, now: datetime
 ) -> HookAnswer:
     if record["body_hash"] not in body_hashes:
-        message = f"this {named} was already used with a different body"
+        # An Idempotency-Key's digest covers the query string too (a signed message's not).
+        what = "body or query string" if named == "Idempotency-Key" else "body"
+        message = f"this {named} was already used with a different {what}"
         raise InvalidPayload(
             message, [FieldProblem("", message, "idempotency")], reason="idempotency"
         )

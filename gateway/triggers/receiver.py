@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -409,7 +410,9 @@ class HookReceiver:
         payload = _payload(trigger, call, raw)
         replay = admitted.replay
         key, named = _idempotency_key(replay, call)
-        digest, earlier_digests = _body_hashes(replay, call, raw) if key is not None else ("", ())
+        digest, earlier_digests = (
+            _body_hashes(replay, call, raw, trigger.token_param) if key is not None else ("", ())
+        )
         checked, remembered = _memory_use(trigger, replay, self._clock())
 
         async def ingest() -> HookAnswer:
@@ -487,23 +490,42 @@ def _idempotency_key(replay: ReplayKey | None, call: HookCall) -> tuple[str | No
 
 
 def _body_hashes(
-    replay: ReplayKey | None, call: HookCall, raw: bytes
+    replay: ReplayKey | None, call: HookCall, raw: bytes, token_param: str | None
 ) -> tuple[str, tuple[str, ...]]:
     """(the digest an idempotency record keeps of this call, the other forms a record written
     by an earlier version may hold for it). An `Idempotency-Key`'s covers the body and the
-    query string; a signed message's the body alone: the query string is not signed, and a
-    copy with one added must get the first answer, not a 422.
-    Until 2026-12-05 a signed message's covered the query string too: a record written then
-    holds that form, so a retry to the same URL is taken as the copy it is. Records last
-    24 h: the second form can go once every gateway has run this version that long."""
+    query string as the request's content (`_request_query`); a signed message's the body
+    alone: the query string is not signed, and a copy with one added must get the first
+    answer, not a 422.
+    Until 2026-12-05 a signed message's covered the query string too, and until 2026-12-06
+    an `Idempotency-Key`'s covered it as sent: a record written then holds that form, so a
+    retry to the same URL is taken as the copy it is. Records last 24 h: the second form
+    can go once every gateway has run this version that long."""
     digest = hashlib.sha256(raw)  # the body hashed once, not copied to append to it
     digest.update(b"\n")
-    if replay is None or not call.query_string:  # (no query: the two forms are one)
-        digest.update(call.query_string.encode())
+    if not call.query_string:  # (no query: the forms are one)
         return digest.hexdigest(), ()
-    body_only = digest.hexdigest()
-    digest.update(call.query_string.encode())
-    return body_only, (digest.hexdigest(),)
+    if replay is not None:
+        body_only = digest.hexdigest()
+        digest.update(call.query_string.encode())
+        return body_only, (digest.hexdigest(),)
+    query = _request_query(call.query_string, token_param)
+    as_sent = digest.copy()
+    as_sent.update(call.query_string.encode())
+    digest.update(query.encode())
+    earlier = (as_sent.hexdigest(),) if query != call.query_string else ()
+    return digest.hexdigest(), earlier
+
+
+def _request_query(query_string: str, token_param: str | None) -> str:
+    """The query string as the request's content: without the token parameter (the
+    credential, not content: a retry after a token rotation carries the new one, and is the
+    same request), its fields in the order of their names, each name's values in the order
+    sent (a form reads the last). `?tk=T&x=1` and `?x=1&tk=U` are one request; `?x=1` and
+    `?x=2` two, and so are two spellings of one value (`%41`, `A`), kept as sent."""
+    pairs = [(unquote_plus(p.partition("=")[0]), p) for p in query_string.split("&") if p]
+    kept = sorted((pair for pair in pairs if pair[0] != token_param), key=lambda pair: pair[0])
+    return "&".join(raw for _, raw in kept)
 
 
 def _memory_use(
