@@ -368,7 +368,8 @@ def plain(value: Any) -> Any:
     delivery, a proxy call's, a trigger's read): a stored document holds datetimes, which
     no transform, cast or template reads, and which the JSON encoder alone hid everywhere
     else (`event.occurred_at` formatted by an action's mapping failed every delivery).
-    Stored documents only: BSON holds no integer past 64 bits, which orjson refuses."""
+    Its values are a stored document's (BSON holds no integer past 64 bits) or JSON read by
+    `loads_exact` (one past 64 bits is its text): orjson refuses a wider Python int."""
     return orjson.loads(orjson.dumps(value, default=str))
 
 
