@@ -87,6 +87,72 @@ async def test_repeated_failures_lock_the_login_even_for_the_right_password(
     assert "rabbot_session" not in locked.cookies
 
 
+async def test_guesses_sent_at_once_to_two_processes_check_no_more_passwords_than_the_lockout(
+    aiohttp_client: Any, make_app: Any, services: Services
+) -> None:
+    """Each attempt is counted in the database before its password is checked: a burst of
+    guesses from many addresses, split between two processes, gets MAX_FAILURES checks, and
+    the rest the lockout, not one check each (the count read before a check, written after)."""
+    await make_user(services)
+    clients = [await aiohttp_client(make_app(trusted_proxies=("127.0.0.0/8",))) for _ in "ab"]
+    tokens = [await csrf(c, "/admin/login") for c in clients]
+
+    async def guess(n: int) -> int:
+        data = {"csrf": tokens[n % 2], "tenant": "acme", "email": "ana@acme.com.br"}
+        data["password"] = f"wrong password {n}"
+        headers = {"X-Forwarded-For": f"203.0.113.{n + 1}"}
+        login = clients[n % 2].post("/admin/login", data=data, headers=headers)
+        return (await login).status
+
+    statuses = await asyncio.gather(*(guess(n) for n in range(8)))
+    assert sorted(statuses) == [401] * MAX_FAILURES + [429] * (8 - MAX_FAILURES), statuses
+    assert (await log_in(clients[0])).status == 429  # locked, the right password too
+
+
+async def test_a_login_refused_before_its_check_is_not_counted_as_a_failure(
+    client: Client, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A login the process has no room to check (429 at once) was counted before its check:
+    it is taken back, so an admin refused so is not locked out for it."""
+    await make_user(services)
+    monkeypatch.setattr(passwords, "_held", passwords.MAX_CHECKS)
+    for _ in range(MAX_FAILURES):
+        busy = await log_in(client)
+        assert busy.status == 429 and "being checked" in await busy.text()
+    monkeypatch.setattr(passwords, "_held", 0)
+    assert await services.store.db["ui_login_throttle"].count_documents({}) == 0
+    assert (await log_in(client)).status == 303
+
+
+async def test_a_login_for_no_possible_tenant_or_e_mail_is_refused_alike_and_stores_nothing(
+    client: Client, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lockout's record is named by tenant and e-mail: one made of whatever a client
+    posted (a body's worth of characters) was stored for a day. A tenant or an e-mail no user
+    can have is refused as a wrong password, after a password check all the same (its
+    answer's time says nothing either), and stores nothing."""
+    checks: list[str] = []
+    check = passwords.verify_password
+    monkeypatch.setattr(passwords, "verify_password", lambda *a: checks.append("") or check(*a))
+    await make_user(services)
+    made_up = [
+        ("a" * 100_000, "ana@acme.com.br"),
+        ("acme", "a" * 100_000 + "@acme.com.br"),
+        ("acme", "ana@" + "é" * 20_000),
+        ("acme", "not an e-mail"),
+        ("acme corp", "ana@acme.com.br"),
+    ]
+    for tenant, email in made_up:
+        refused = await log_in(client, tenant, email, "guess guess guess")
+        assert refused.status == 401
+        assert "wrong tenant, e-mail or password" in await refused.text()
+    assert len(checks) == len(made_up)
+    assert await services.store.db["ui_login_throttle"].count_documents({}) == 0
+    assert (await log_in(client, password="guess guess guess")).status == 401
+    stored = await services.store.db["ui_login_throttle"].find().to_list(None)
+    assert [d["_id"] for d in stored] == ["password:acme:ana@acme.com.br"]
+
+
 async def test_logins_without_a_session_count_against_the_client_s_admin_rate_limit(
     aiohttp_client: Any, make_app: Any
 ) -> None:
