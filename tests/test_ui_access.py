@@ -23,6 +23,7 @@ from gateway.config import Settings
 from gateway.errors import InvalidPayload, NotFound
 from gateway.services import Services
 from gateway.ui.access import LOGIN_BURST
+from gateway.ui.middleware import PRE_SESSION_COOKIE, SESSION_COOKIE
 from gateway.web.state import services_key
 from tests.support import admin_token, auth, cli_env
 from tests.ui_support import (
@@ -357,6 +358,37 @@ async def test_a_forged_csrf_token_is_refused_and_nothing_changes(
     assert response.status == 403
     assert "não veio desta página" in await response.text()
     assert await services.triggers.list("acme", after=None, limit=10) == []
+
+
+async def test_a_cookie_csrf_token_or_author_mark_we_never_wrote_is_refused_not_a_500(
+    client: Client, services: Services
+) -> None:
+    """hmac.compare_digest raises on a non-ASCII string: a session cookie `abc.é` (one a
+    sibling subdomain may set) was a 500 on every page until the browser dropped it."""
+    await make_user(services)
+    for cookie in ("abc.é", "é.é"):
+        page = await client.get("/admin/", cookies={SESSION_COOKIE: cookie}, allow_redirects=False)
+        assert page.status == 303 and page.headers["Location"].startswith("/admin/login")
+    # Bytes that are no UTF-8 (surrogates once read), in the session or pre-session cookie.
+    for name in (SESSION_COOKIE, PRE_SESSION_COOKIE):
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        cookie = name.encode() + b"=abc.\xff"
+        writer.write(b"GET /admin/login HTTP/1.1\r\nHost: x\r\nCookie: " + cookie + b"\r\n")
+        writer.write(b"Connection: close\r\n\r\n")
+        status_line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        assert status_line.split()[1] == b"200", (name, status_line)
+    await csrf(client, "/admin/login")  # the pre-session cookie
+    login = {"csrf": "é", "tenant": "acme", "email": "ana@acme.com.br", "password": PASSWORD}
+    assert (await client.post("/admin/login", data=login)).status == 403
+    await log_in(client)
+    body = {"csrf": "é", "email": "bia@acme.com.br", "role": "viewer", "password": PASSWORD}
+    assert (await client.post("/admin/users", data=body)).status == 403
+    foreign = {**body, "csrf": "wrong", "author": "é"}
+    same_origin = {"Sec-Fetch-Site": "same-origin"}
+    assert (await client.post("/admin/users", data=foreign, headers=same_origin)).status == 403
+    assert [u["email"] for u in await services.accounts.users("acme")] == ["ana@acme.com.br"]
 
 
 async def test_a_login_form_without_its_cookie_is_refused(

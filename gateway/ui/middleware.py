@@ -364,7 +364,7 @@ async def _visitor(request: web.Request) -> Visitor:
         return Visitor(lang, session, csrf_token(ring, session.id), author, flash=flash)
     pre = request.cookies.get(PRE_SESSION_COOKIE)
     fresh = None
-    if not pre or len(pre) > 64:
+    if not pre or len(pre) > 64 or not pre.isascii():  # not one of ours: a new one
         pre = fresh = new_session_id()
     return Visitor(
         lang,
