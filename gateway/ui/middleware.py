@@ -326,7 +326,8 @@ def _keep(form: Any) -> Kept:
                 retype.add(name)
             continue
         value, hidden = hide_secrets(name, value)
-        retype.update(hidden)
+        # A secret's own field is typed again; a document withheld whole is pasted again.
+        retype.update(h for h in hidden if h in NOT_KEPT)
         fields.append((name, value))
     return Kept(fields, sorted(retype))
 
