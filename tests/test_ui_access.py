@@ -455,6 +455,33 @@ async def test_logout_ends_the_session_for_every_copy_of_the_cookie(
     assert replayed.status == 303 and "expired=1" in replayed.headers["Location"]
 
 
+async def test_logging_in_over_a_live_session_ends_the_session_it_replaces(
+    client: Client, services: Services
+) -> None:
+    """Another account logging in at a shared browser (a password or a pasted token): the
+    admin's session is ended as by a logout, not left live for 8 h to a copy of its cookie
+    (its owner's browser no longer holds it, and its logout button ends the new one)."""
+    await make_user(services)
+    await make_user(services, email="bia@acme.com.br", role="viewer")
+    replaced_sessions = []
+    for login in ("password", "token"):
+        signed_in = await log_in(client)
+        assert signed_in.status == 303
+        replaced_sessions.append(signed_in.cookies[SESSION_COOKIE].value)
+        token = await csrf(client, "/admin/users")  # the live session's page
+        if login == "password":
+            data = {"csrf": token, "tenant": "acme", "email": "bia@acme.com.br"}
+            again = await client.post("/admin/login", data={**data, "password": PASSWORD})
+        else:
+            data = {"csrf": token, "token": admin_token("acme", "viewer")}
+            again = await client.post("/admin/login/token", data=data)
+        assert again.status == 200 and "ana@acme.com.br" not in await again.text()
+    client.session.cookie_jar.clear()
+    for old in replaced_sessions:
+        page = await client.get("/admin/users", cookies={SESSION_COOKIE: old})
+        assert page.url.path == "/admin/login", page.url
+
+
 async def test_a_strangers_ids_are_not_found_and_nothing_of_theirs_changes(
     client: Client, services: Services
 ) -> None:

@@ -58,7 +58,7 @@ async def login_password(request: web.Request) -> web.Response:
         if isinstance(exc, RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
-    return _signed_in(request, session, form.value("next"))
+    return await _signed_in(request, session, form.value("next"))
 
 
 async def login_token(request: web.Request) -> web.Response:
@@ -71,7 +71,7 @@ async def login_token(request: web.Request) -> web.Response:
     except (Unauthorized, RateLimited) as exc:
         token_form = Form({"next": values.get("next", "")}).refuse(exc, ())
         return _login(request, Form(), token_form, status=exc.status)
-    return _signed_in(request, session, values.get("next"))
+    return await _signed_in(request, session, values.get("next"))
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -137,7 +137,14 @@ def _retype(request: web.Request) -> list[str]:
     return sorted({n for n in named if isinstance(n, str) and n in NOT_KEPT})
 
 
-def _signed_in(request: web.Request, session: UiSession, next_path: str | None) -> web.Response:
+async def _signed_in(
+    request: web.Request, session: UiSession, next_path: str | None
+) -> web.Response:
+    """The answer to a login: the new session's cookie replaces the browser's, and the session
+    that cookie named, if it was live (another account logging in at a shared browser), ends
+    as at a logout: a copy of its cookie must not outlive what the browser holds."""
+    if (replaced := visitor_of(request).session) is not None:
+        await services_of(request).accounts.logout(replaced.id)
     kept, retype = _kept(request), _retype(request)
     if not typed_by(request, session, dict(kept).get(AUTHOR)):
         # Typed in another tenant's or account's session (a shared browser): whoever logs in
