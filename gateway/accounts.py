@@ -32,6 +32,7 @@ from gateway.errors import (
     FieldProblem,
     GatewayError,
     InvalidPayload,
+    KeysUnavailable,
     NotFound,
     RateLimited,
     Unauthorized,
@@ -251,10 +252,13 @@ class AccountService:
         """A session for a valid admin token, whatever failed before: the lockout of a
         client's junk tokens (`token:<client>`) never refuses a valid one, so another client
         sharing its address cannot lock admins out. Guessing a signed token is hopeless; the
-        lockout (and the admin limit) bound what a flood of junk costs."""
+        lockout (and the admin limit) bound what a flood of junk costs. KeysUnavailable when
+        the identity provider's keys cannot be fetched: no token is judged, none counted."""
         key = f"token:{client}"
         try:
             claims = await self._verifier.verify(token.strip())
+        except KeysUnavailable:  # the identity provider's: no token can be judged now
+            raise
         except GatewayError:
             await self._count(key)
             raise Unauthorized("this admin token is not valid") from None
