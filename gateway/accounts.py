@@ -10,8 +10,9 @@ was in flight meanwhile does not outlive the change). Failed logins are counted 
 the lockout says nothing about which e-mails exist; after `MAX_FAILURES` in a row the target
 is locked for a while that doubles with every further failure, up to `MAX_LOCK`. An attempt
 is counted before its password is checked (and the count cleared when it matches), so logins
-sent at once are no more than one after another. A tenant or e-mail no user can have is
-refused alike, and counts nowhere: no record is stored for what a client made up.
+sent at once get no more checks than logins sent one after another. A tenant or e-mail no
+user can have is refused alike, and counts nowhere: no record is stored for what a client
+made up.
 """
 
 from __future__ import annotations
@@ -226,8 +227,8 @@ class AccountService:
 
     async def login(self, tenant: str, email: str, password: str) -> UiSession:
         """A session for a user's password. Its attempt is counted (and the target locked at
-        `MAX_FAILURES`) before the password is checked, and taken back on success: logins
-        sent at once, to any process, are checked no more often than one after another."""
+        `MAX_FAILURES`) before the password is checked, and the count cleared when it matches:
+        logins sent at once, to any process, get no more checks than one after another."""
         email = account_email(email) if len(email) <= _TYPED_EMAIL else ""
         if not TENANT.match(tenant) or not _EMAIL.match(email):
             # No user has such a tenant or e-mail: refused as a wrong password, after the same
