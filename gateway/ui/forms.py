@@ -178,9 +178,9 @@ def hide_secrets(name: str, text: str) -> tuple[str, list[str]]:
     - in JSON, every one the text gives (a member given twice, or its name spelled with
       escapes, too), and the document is shown as the gateway reads it;
     - in malformed JSON, each `"name": "value"` where it stands (its string up to its closing
-      quote, or to the end when there is none); when the text still names the secret some
-      other way (other quotes or none, escapes), where its value ends cannot be told: the
-      text is withheld (`""`).
+      quote, or to the end when there is none); when the text still names the secret as a
+      member some other way (other quotes or none, escapes), where its value ends cannot be
+      told: the text is withheld (`""`).
 
     Text that gives none of them comes back as it is."""
     leaves = {p.rsplit("/", 1)[1]: f"{name}{p}" for p in DOCUMENT_SECRETS.get(name, ())}
@@ -245,8 +245,9 @@ def _hide_in_malformed(name: str, text: str, leaves: Mapping[str, str]) -> tuple
         text, found = re.subn(rf'({member}\s*:\s*)"(?:[^"\\]|\\.)*"?', r'\1""', text)
         if found:
             hidden.append(field_name)
-        rest = re.sub(rf'{member}\s*:\s*""', "", text)
-        if leaf.casefold() in _ESCAPE.sub(_unescaped, rest).casefold():
+        # Named as a member some other way: `'password':`, `password =`, `"pass\u0077ord":`.
+        rest = _ESCAPE.sub(_unescaped, re.sub(rf'{member}\s*:\s*""', "", text))
+        if re.search(rf"{re.escape(leaf)}\s*['\"]?\s*[:=]", rest, re.IGNORECASE):
             return "", [name]
     return text, hidden
 
