@@ -8,7 +8,11 @@ the user's removal, ends every session the user had (checked on each use, so a l
 was in flight meanwhile does not outlive the change). Failed logins are counted per target
 (tenant and e-mail, or the client's address for tokens) whether the user exists or not, so
 the lockout says nothing about which e-mails exist; after `MAX_FAILURES` in a row the target
-is locked for a while that doubles with every further failure, up to `MAX_LOCK`.
+is locked for a while that doubles with every further failure, up to `MAX_LOCK`. An attempt
+is counted before its password is checked (and the count cleared when it matches), so logins
+sent at once get no more checks than logins sent one after another. A tenant or e-mail no
+user can have is refused alike, and counts nowhere: no record is stored for what a client
+made up.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from gateway.errors import (
     FieldProblem,
     GatewayError,
     InvalidPayload,
+    KeysUnavailable,
     NotFound,
     RateLimited,
     Unauthorized,
@@ -43,7 +48,12 @@ MAX_LOCK: Final = timedelta(minutes=15)
 ACTING: Final = timedelta(seconds=30)
 """How long an admin's mark as demoting or removing another admin stands if its process
 never takes it back (a crash): its own change takes a few database round trips."""
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\Z")
+# A login's e-mail longer than this, as typed, is no e-mail (spaces, NFD marks and Unicode
+# domains fit well under it): refused without normalising it.
+_TYPED_EMAIL: Final = 1024
+# Rounds a login's count may lose to other logins of its target counting at the same time.
+_COUNT_TRIES: Final = MAX_FAILURES + 2
 _REFUSED: Final = "wrong tenant, e-mail or password"
 # A domain's label: letters, digits and hyphens, none at either end (RFC 1123), 63 at most.
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -216,14 +226,25 @@ class AccountService:
     # -- logging in and out ------------------------------------------------------------------
 
     async def login(self, tenant: str, email: str, password: str) -> UiSession:
-        email = account_email(email)
+        """A session for a user's password. Its attempt is counted (and the target locked at
+        `MAX_FAILURES`) before the password is checked, and the count cleared when it matches:
+        logins sent at once, to any process, get no more checks than one after another."""
+        email = account_email(email) if len(email) <= _TYPED_EMAIL else ""
+        if not TENANT.match(tenant) or not _EMAIL.match(email):
+            # No user has such a tenant or e-mail: refused as a wrong password, after the same
+            # check, with no record stored (what a client may post is far larger than a key).
+            await matches(password, None)
+            raise Unauthorized(_REFUSED)
         key = f"password:{tenant}:{email}"
-        await self._refuse_if_locked(key)
-        user = await self._store.ui.users.by_email(tenant, email) if TENANT.match(tenant) else None
-        # scrypt is CPU- and memory-bound for ~0.2 s: on its own threads (passwords.py).
-        matched = await matches(password, user["password_hash"] if user is not None else None)
+        before, failures = await self._count(key)
+        try:
+            user = await self._store.ui.users.by_email(tenant, email)
+            # scrypt is CPU- and memory-bound for ~0.2 s: on its own threads (passwords.py).
+            matched = await matches(password, user["password_hash"] if user else None)
+        except BaseException:  # no verdict (too many checks at once, the store): not counted
+            await self._store.ui.throttle.uncount(key, before, failures)
+            raise
         if user is None or not matched:
-            await self._fail(key)
             raise Unauthorized(_REFUSED)
         await self._store.ui.throttle.clear(key)
         return await self._open(tenant, email, user["role"], user=user)
@@ -232,13 +253,15 @@ class AccountService:
         """A session for a valid admin token, whatever failed before: the lockout of a
         client's junk tokens (`token:<client>`) never refuses a valid one, so another client
         sharing its address cannot lock admins out. Guessing a signed token is hopeless; the
-        lockout (and the admin limit) bound what a flood of junk costs."""
+        lockout (and the admin limit) bound what a flood of junk costs. KeysUnavailable when
+        the identity provider's keys cannot be fetched: no token is judged, none counted."""
         key = f"token:{client}"
         try:
             claims = await self._verifier.verify(token.strip())
+        except KeysUnavailable:  # the identity provider's: no token can be judged now
+            raise
         except GatewayError:
-            await self._refuse_if_locked(key)
-            await self._fail(key)
+            await self._count(key)
             raise Unauthorized("this admin token is not valid") from None
         await self._store.ui.throttle.clear(key)
         expires = claims.expires_at
@@ -308,25 +331,30 @@ class AccountService:
 
     # -- the lockout -------------------------------------------------------------------------
 
-    async def _refuse_if_locked(self, key: str) -> None:
-        doc = await self._store.ui.throttle.get(key)
-        until = doc.get("locked_until") if doc else None
-        if until is None:
-            return
-        if until.tzinfo is None:
-            until = until.replace(tzinfo=UTC)
-        wait = (until - self._clock()).total_seconds()
-        if wait > 0:
-            raise RateLimited(
-                f"too many failed logins; try again in {int(wait) + 1} s",
-                retry_after=int(wait) + 1,
-            )
-
-    async def _fail(self, key: str) -> None:
-        now = self._clock()
-        failures = await self._store.ui.throttle.add_failure(key, now)
-        if failures >= MAX_FAILURES:
-            await self._store.ui.throttle.lock(key, now + lock_time(failures))
+    async def _count(self, key: str) -> tuple[Doc | None, int]:
+        """Count one more failed login on `key`, locking it from the `MAX_FAILURES`-th on,
+        before the attempt is checked: RateLimited while it is locked. The record as it was,
+        and the failures now (`uncount` takes it back). A compare-and-set: two logins at once
+        never count as one, so no more than `MAX_FAILURES` passwords are ever checked before
+        the lock, nor more than one in each lock's time after it."""
+        throttle = self._store.ui.throttle
+        for _ in range(_COUNT_TRIES):
+            now = self._clock()
+            before = await throttle.get(key)
+            if before is not None and (until := before.get("locked_until")) is not None:
+                if until.tzinfo is None:
+                    until = until.replace(tzinfo=UTC)
+                if (wait := (until - now).total_seconds()) > 0:
+                    raise RateLimited(
+                        f"too many failed logins; try again in {int(wait) + 1} s",
+                        retry_after=int(wait) + 1,
+                    )
+            failures = (before["failures"] if before else 0) + 1
+            lock = now + lock_time(failures) if failures >= MAX_FAILURES else None
+            if await throttle.count(key, before, failures, lock, now):
+                return before, failures
+        # Lost every round to other logins of the target: they lock it within MAX_FAILURES.
+        raise RateLimited("too many logins for this account at once; try again in a second")
 
 
 def lock_time(failures: int) -> timedelta:

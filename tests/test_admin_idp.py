@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.accounts import MAX_FAILURES
 from gateway.web.state import services_key
 from tests.support import admin_token
 from tests.ui_support import csrf
@@ -200,3 +202,28 @@ async def test_a_provider_whose_keys_cannot_be_fetched_is_503_with_retry_after(
     assert response.headers["Retry-After"] == "30"
     problem = await response.json()
     assert problem["detail"] == "the identity provider's signing keys cannot be fetched now"
+
+
+async def test_a_ui_token_login_while_the_providers_keys_cannot_be_fetched_says_try_again(
+    aiohttp_client: Any, aiohttp_server: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """The admin UI's token login with the provider's keys down: the login page says they
+    cannot be fetched, to try again (503, Retry-After), never that the token is not valid,
+    and counts nothing toward the address's lockout (everyone behind the proxy shares it)."""
+
+    async def down(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="maintenance")
+
+    client = await _app(aiohttp_client, aiohttp_server, make_app, certs=down)
+    token = _idp_token(realm_access={"roles": ["admin"]})
+    for _ in range(MAX_FAILURES + 2):
+        data = {"csrf": await csrf(client, "/admin/login"), "token": token}
+        refused = await client.post("/admin/login/token", data=data, allow_redirects=False)
+        page = await refused.text()
+        assert refused.status == 503 and refused.headers["Retry-After"] == "30", page
+        assert "cannot be fetched now; try again in 30 s" in html.unescape(page)
+        assert "not valid" not in page
+    # Nothing counted: the address's first junk token is the first failure, not a lockout.
+    data = {"csrf": await csrf(client, "/admin/login"), "token": "junk"}
+    junk = await client.post("/admin/login/token", data=data, allow_redirects=False)
+    assert junk.status == 401

@@ -178,6 +178,22 @@ async def test_metrics_can_require_a_token(aiohttp_client: Any, make_app: Any) -
     assert ok.status == 200 and "gateway_build_info" in await ok.text()
 
 
+async def test_a_metrics_token_that_is_no_utf_8_is_refused_not_a_500(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """A header's bytes that are no UTF-8 come as surrogates, which encoding it raised on."""
+    from gateway.config import Secret
+
+    client = await aiohttp_client(make_app(metrics_token=Secret("scrape-me")))
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n")
+    writer.write(b"Connection: close\r\n\r\n")
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    assert status_line.split()[1] == b"401", status_line
+
+
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
 

@@ -23,6 +23,7 @@ from gateway.config import Settings
 from gateway.errors import InvalidPayload, NotFound
 from gateway.services import Services
 from gateway.ui.access import LOGIN_BURST
+from gateway.ui.middleware import PRE_SESSION_COOKIE, SESSION_COOKIE
 from gateway.web.state import services_key
 from tests.support import admin_token, auth, cli_env
 from tests.ui_support import (
@@ -85,6 +86,72 @@ async def test_repeated_failures_lock_the_login_even_for_the_right_password(
     assert locked.status == 429
     assert "too many failed logins" in await locked.text()
     assert "rabbot_session" not in locked.cookies
+
+
+async def test_guesses_sent_at_once_to_two_processes_check_no_more_passwords_than_the_lockout(
+    aiohttp_client: Any, make_app: Any, services: Services
+) -> None:
+    """Each attempt is counted in the database before its password is checked: a burst of
+    guesses from many addresses, split between two processes, gets MAX_FAILURES checks, and
+    the rest the lockout, not one check each (the count read before a check, written after)."""
+    await make_user(services)
+    clients = [await aiohttp_client(make_app(trusted_proxies=("127.0.0.0/8",))) for _ in "ab"]
+    tokens = [await csrf(c, "/admin/login") for c in clients]
+
+    async def guess(n: int) -> int:
+        data = {"csrf": tokens[n % 2], "tenant": "acme", "email": "ana@acme.com.br"}
+        data["password"] = f"wrong password {n}"
+        headers = {"X-Forwarded-For": f"203.0.113.{n + 1}"}
+        login = clients[n % 2].post("/admin/login", data=data, headers=headers)
+        return (await login).status
+
+    statuses = await asyncio.gather(*(guess(n) for n in range(8)))
+    assert sorted(statuses) == [401] * MAX_FAILURES + [429] * (8 - MAX_FAILURES), statuses
+    assert (await log_in(clients[0])).status == 429  # locked, the right password too
+
+
+async def test_a_login_refused_before_its_check_is_not_counted_as_a_failure(
+    client: Client, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A login the process has no room to check (429 at once) was counted before its check:
+    it is taken back, so an admin refused so is not locked out for it."""
+    await make_user(services)
+    monkeypatch.setattr(passwords, "_held", passwords.MAX_CHECKS)
+    for _ in range(MAX_FAILURES):
+        busy = await log_in(client)
+        assert busy.status == 429 and "being checked" in await busy.text()
+    monkeypatch.setattr(passwords, "_held", 0)
+    assert await services.store.db["ui_login_throttle"].count_documents({}) == 0
+    assert (await log_in(client)).status == 303
+
+
+async def test_a_login_for_no_possible_tenant_or_e_mail_is_refused_alike_and_stores_nothing(
+    client: Client, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lockout's record is named by tenant and e-mail: one made of whatever a client
+    posted (a body's worth of characters) was stored for a day. A tenant or an e-mail no user
+    can have is refused as a wrong password, after a password check all the same (its
+    answer's time says nothing either), and stores nothing."""
+    checks: list[str] = []
+    check = passwords.verify_password
+    monkeypatch.setattr(passwords, "verify_password", lambda *a: checks.append("") or check(*a))
+    await make_user(services)
+    made_up = [
+        ("a" * 100_000, "ana@acme.com.br"),
+        ("acme", "a" * 100_000 + "@acme.com.br"),
+        ("acme", "ana@" + "é" * 20_000),
+        ("acme", "not an e-mail"),
+        ("acme corp", "ana@acme.com.br"),
+    ]
+    for tenant, email in made_up:
+        refused = await log_in(client, tenant, email, "guess guess guess")
+        assert refused.status == 401
+        assert "wrong tenant, e-mail or password" in await refused.text()
+    assert len(checks) == len(made_up)
+    assert await services.store.db["ui_login_throttle"].count_documents({}) == 0
+    assert (await log_in(client, password="guess guess guess")).status == 401
+    stored = await services.store.db["ui_login_throttle"].find().to_list(None)
+    assert [d["_id"] for d in stored] == ["password:acme:ana@acme.com.br"]
 
 
 async def test_logins_without_a_session_count_against_the_client_s_admin_rate_limit(
@@ -293,6 +360,37 @@ async def test_a_forged_csrf_token_is_refused_and_nothing_changes(
     assert await services.triggers.list("acme", after=None, limit=10) == []
 
 
+async def test_a_cookie_csrf_token_or_author_mark_we_never_wrote_is_refused_not_a_500(
+    client: Client, services: Services
+) -> None:
+    """hmac.compare_digest raises on a non-ASCII string: a session cookie `abc.é` (one a
+    sibling subdomain may set) was a 500 on every page until the browser dropped it."""
+    await make_user(services)
+    for cookie in ("abc.é", "é.é"):
+        page = await client.get("/admin/", cookies={SESSION_COOKIE: cookie}, allow_redirects=False)
+        assert page.status == 303 and page.headers["Location"].startswith("/admin/login")
+    # Bytes that are no UTF-8 (surrogates once read), in the session or pre-session cookie.
+    for name in (SESSION_COOKIE, PRE_SESSION_COOKIE):
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        cookie = name.encode() + b"=abc.\xff"
+        writer.write(b"GET /admin/login HTTP/1.1\r\nHost: x\r\nCookie: " + cookie + b"\r\n")
+        writer.write(b"Connection: close\r\n\r\n")
+        status_line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        assert status_line.split()[1] == b"200", (name, status_line)
+    await csrf(client, "/admin/login")  # the pre-session cookie
+    login = {"csrf": "é", "tenant": "acme", "email": "ana@acme.com.br", "password": PASSWORD}
+    assert (await client.post("/admin/login", data=login)).status == 403
+    await log_in(client)
+    body = {"csrf": "é", "email": "bia@acme.com.br", "role": "viewer", "password": PASSWORD}
+    assert (await client.post("/admin/users", data=body)).status == 403
+    foreign = {**body, "csrf": "wrong", "author": "é"}
+    same_origin = {"Sec-Fetch-Site": "same-origin"}
+    assert (await client.post("/admin/users", data=foreign, headers=same_origin)).status == 403
+    assert [u["email"] for u in await services.accounts.users("acme")] == ["ana@acme.com.br"]
+
+
 async def test_a_login_form_without_its_cookie_is_refused(
     client: Client, services: Services
 ) -> None:
@@ -355,6 +453,33 @@ async def test_logout_ends_the_session_for_every_copy_of_the_cookie(
         "/admin/", headers={"Cookie": f"rabbot_session={stolen}"}, allow_redirects=False
     )
     assert replayed.status == 303 and "expired=1" in replayed.headers["Location"]
+
+
+async def test_logging_in_over_a_live_session_ends_the_session_it_replaces(
+    client: Client, services: Services
+) -> None:
+    """Another account logging in at a shared browser (a password or a pasted token): the
+    admin's session is ended as by a logout, not left live for 8 h to a copy of its cookie
+    (its owner's browser no longer holds it, and its logout button ends the new one)."""
+    await make_user(services)
+    await make_user(services, email="bia@acme.com.br", role="viewer")
+    replaced_sessions = []
+    for login in ("password", "token"):
+        signed_in = await log_in(client)
+        assert signed_in.status == 303
+        replaced_sessions.append(signed_in.cookies[SESSION_COOKIE].value)
+        token = await csrf(client, "/admin/users")  # the live session's page
+        if login == "password":
+            data = {"csrf": token, "tenant": "acme", "email": "bia@acme.com.br"}
+            again = await client.post("/admin/login", data={**data, "password": PASSWORD})
+        else:
+            data = {"csrf": token, "token": admin_token("acme", "viewer")}
+            again = await client.post("/admin/login/token", data=data)
+        assert again.status == 200 and "ana@acme.com.br" not in await again.text()
+    client.session.cookie_jar.clear()
+    for old in replaced_sessions:
+        page = await client.get("/admin/users", cookies={SESSION_COOKIE: old})
+        assert page.url.path == "/admin/login", page.url
 
 
 async def test_a_strangers_ids_are_not_found_and_nothing_of_theirs_changes(

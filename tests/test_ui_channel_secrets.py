@@ -8,6 +8,7 @@ import html
 import json
 from typing import Any
 
+import pytest
 from aiohttp import ClientResponse
 
 from gateway.services import Services
@@ -139,3 +140,41 @@ async def test_a_refused_channel_document_is_shown_back_without_its_password(
     assert refused.status == 422, page
     assert SMTP_PASSWORD not in page and "malformed JSON" in page
     assert broken.replace(SMTP_PASSWORD, "") in html.unescape(page)
+
+
+_TYPED = {
+    # A dict pasted from a script: Python's quotes.
+    "single quotes": "{'name': 'email', 'type': 'email', 'smtp': {'password': '%s'}}",
+    "an unquoted value": '{"name": "email", "type": "email", "smtp": {"password": %s}',
+    "an escaped name": '{"name": "email", "smtp": {"host": "h", "pass\\u0077ord": "%s"},}',
+    # JSON, the member given twice: the gateway reads the last, empty, one.
+    "a member given twice": '{"name": "email", "smtp": {"password": "%s", "password": ""}}',
+    "smtp given twice": '{"name": "email", "smtp": {"password": "%s"}, "smtp": {"host": "h"}}',
+}
+
+
+@pytest.mark.parametrize("typed", list(_TYPED))
+async def test_a_channel_password_however_typed_is_neither_shown_back_nor_kept(
+    client: Client, services: Services, typed: str
+) -> None:
+    """The password was blanked only as `"password": "…"` where the gateway read it: in a
+    document with other quotes, escapes or a member given twice, a refused form showed it
+    back, and the login page carried it, in what it kept of a form posted as the session
+    ended. Whatever cannot be told apart from it is not shown back at all: the page says so."""
+    document = _TYPED[typed] % SMTP_PASSWORD
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/channels")
+    refused = await client.post("/admin/channels", data={"csrf": token, "document": document})
+    page = html.unescape(await refused.text())
+    assert refused.status == 422, page
+    assert SMTP_PASSWORD not in page
+    assert "a secret is never shown back" in page or "names a secret is not shown back" in page
+    fields = form_fields(await (await client.get("/admin/channels")).text(), "/admin/channels")
+    await services.accounts.change_user("acme", "ana@acme.com.br", password=PASSWORD)
+    ended = await client.post(
+        "/admin/channels", data=replaced(fields, document=document), allow_redirects=False
+    )
+    login_page = await ended.text()
+    assert ended.status == 401, login_page
+    assert SMTP_PASSWORD not in html.unescape(login_page)

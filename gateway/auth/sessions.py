@@ -35,8 +35,9 @@ def sign_session(ring: KeyRing, session_id: str) -> str:
 
 
 def unsign_session(ring: KeyRing, cookie: str) -> str | None:
-    """The session id of a cookie we signed, or None."""
-    if len(cookie) > MAX_COOKIE_LENGTH:
+    """The session id of a cookie we signed, or None (one with a character we never write,
+    non-ASCII, too: hmac.compare_digest raises on such a string)."""
+    if len(cookie) > MAX_COOKIE_LENGTH or not cookie.isascii():
         return None
     session_id, _, mac = cookie.partition(".")
     if not session_id or not mac:
@@ -62,7 +63,9 @@ def check_author(ring: KeyRing, tenant: str, subject: str, token: str) -> bool:
 
 
 def check_csrf(ring: KeyRing, session_id: str, token: str) -> bool:
-    if not token or len(token) > MAX_COOKIE_LENGTH:
+    """Whether `token` is the CSRF token (or author mark) of `session_id`; never for a token
+    with a character we never write (non-ASCII: hmac.compare_digest raises on it)."""
+    if not token or len(token) > MAX_COOKIE_LENGTH or not token.isascii():
         return False
     return any(
         hmac.compare_digest(_mac(key.key, session_id), token)

@@ -10,8 +10,11 @@
   session stands while the user is at `user_rev`. `forms`: the one-time ids of the last
   FORMS_KEPT forms posted in the session (a form sent again is refused).
 - `ui_login_throttle`: `{_id: key, failures, locked_until?, updated_at}` per login target
-  (tenant and e-mail, or a client address for tokens), whether the user exists or not;
-  dropped a day after its last failure.
+  (`password:<tenant>:<e-mail>`, a tenant name and an e-mail address in `account_email`'s
+  form, so a few hundred characters at most; or `token:<client address>`), whether the user
+  exists or not; `failures` counts each attempt before it is checked (`count`, a
+  compare-and-set on it), so that concurrent logins, in any process, are counted one by one;
+  dropped a day after its last attempt.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import idna
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 
 from gateway.clock import utcnow
 from gateway.errors import Conflict
@@ -196,21 +199,45 @@ class LoginThrottleStore:
         with translate_errors():
             return await self._c.find_one({"_id": key})
 
-    async def add_failure(self, key: str, now: datetime) -> int:
-        """Count one more failure; how many in a row now."""
-        with translate_errors():
-            doc = await self._c.find_one_and_update(
-                {"_id": key},
-                {"$inc": {"failures": 1}, "$set": {"updated_at": now}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        assert doc is not None  # upsert with AFTER always returns the document
-        return int(doc["failures"])
+    async def count(
+        self,
+        key: str,
+        before: Doc | None,
+        failures: int,
+        locked_until: datetime | None,
+        now: datetime,
+    ) -> bool:
+        """Move the target from `before` (as read; None: no record) to `failures` in a row,
+        locked until `locked_until` when it is given: whether it was still as read (False:
+        another login counted meanwhile, and this one must read it again)."""
+        fields: Doc = {"failures": failures, "updated_at": now}
+        if locked_until is not None:
+            fields["locked_until"] = locked_until
+        try:
+            with translate_errors():
+                if before is None:
+                    await self._c.insert_one({"_id": key, **fields})
+                    return True
+                query = {"_id": key, "failures": before["failures"]}
+                result = await self._c.update_one(query, {"$set": fields})
+        except Conflict:  # another login's record was inserted first
+            return False
+        return result.matched_count == 1
 
-    async def lock(self, key: str, until: datetime) -> None:
+    async def uncount(self, key: str, before: Doc | None, failures: int) -> None:
+        """Take back a `count` from `before` to `failures` (its login came to no verdict),
+        unless another login counted since (then it stands: counting too many is safe)."""
+        query = {"_id": key, "failures": failures}
         with translate_errors():
-            await self._c.update_one({"_id": key}, {"$set": {"locked_until": until}})
+            if before is None:
+                await self._c.delete_one(query)
+                return
+            update: Doc = {"$set": {"failures": before["failures"]}}
+            if "locked_until" in before:
+                update["$set"]["locked_until"] = before["locked_until"]
+            else:
+                update["$unset"] = {"locked_until": ""}
+            await self._c.update_one(query, update)
 
     async def clear(self, key: str) -> None:
         with translate_errors():

@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway.accounts import MAX_FAILURES, UiSession
 from gateway.auth.sessions import csrf_token, sign_session
 from gateway.clock import utcnow
-from gateway.errors import RateLimited, Unauthorized
+from gateway.errors import GatewayError, KeysUnavailable, RateLimited, Unauthorized, Unavailable
 from gateway.ui.forms import NOT_KEPT, Form, hide_secrets, read_values
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import LANGUAGES
@@ -54,11 +54,8 @@ async def login_password(request: web.Request) -> web.Response:
             values.get("tenant", ""), values.get("email", ""), str(values.get("password", ""))
         )
     except (Unauthorized, RateLimited) as exc:
-        response = _login(request, form.refuse(exc, ()), Form(), status=exc.status)
-        if isinstance(exc, RateLimited):
-            response.headers["Retry-After"] = str(exc.retry_after)
-        return response
-    return _signed_in(request, session, form.value("next"))
+        return _retry_after(_login(request, form.refuse(exc, ()), Form(), status=exc.status), exc)
+    return await _signed_in(request, session, form.value("next"))
 
 
 async def login_token(request: web.Request) -> web.Response:
@@ -68,10 +65,24 @@ async def login_token(request: web.Request) -> web.Response:
         session = await services_of(request).accounts.login_with_token(
             str(values.get("token", "")), client
         )
+    except KeysUnavailable as exc:
+        # No token was judged (nor counted): the identity provider's keys could not be
+        # fetched. The page says to try again, as the API's 503 does.
+        detail = f"{exc.detail}; try again in {exc.retry_after} s"
+        later = KeysUnavailable(detail, retry_after=exc.retry_after)
+        token_form = Form({"next": values.get("next", "")}).refuse(later, ())
+        return _retry_after(_login(request, Form(), token_form, status=exc.status), exc)
     except (Unauthorized, RateLimited) as exc:
         token_form = Form({"next": values.get("next", "")}).refuse(exc, ())
-        return _login(request, Form(), token_form, status=exc.status)
-    return _signed_in(request, session, values.get("next"))
+        return _retry_after(_login(request, Form(), token_form, status=exc.status), exc)
+    return await _signed_in(request, session, values.get("next"))
+
+
+def _retry_after(response: web.Response, refused: GatewayError) -> web.Response:
+    """A refused login's page, with `Retry-After` when the refusal says when to try again."""
+    if isinstance(refused, RateLimited | Unavailable):
+        response.headers["Retry-After"] = str(refused.retry_after)
+    return response
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -137,7 +148,14 @@ def _retype(request: web.Request) -> list[str]:
     return sorted({n for n in named if isinstance(n, str) and n in NOT_KEPT})
 
 
-def _signed_in(request: web.Request, session: UiSession, next_path: str | None) -> web.Response:
+async def _signed_in(
+    request: web.Request, session: UiSession, next_path: str | None
+) -> web.Response:
+    """The answer to a login: the new session's cookie replaces the browser's, and the session
+    that cookie named, if it was live (another account logging in at a shared browser), ends
+    as at a logout: a copy of its cookie must not outlive what the browser holds."""
+    if (replaced := visitor_of(request).session) is not None:
+        await services_of(request).accounts.logout(replaced.id)
     kept, retype = _kept(request), _retype(request)
     if not typed_by(request, session, dict(kept).get(AUTHOR)):
         # Typed in another tenant's or account's session (a shared browser): whoever logs in

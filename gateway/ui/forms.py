@@ -10,6 +10,7 @@ name, in a namespace of its own) takes the problems at or below that pointer.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import sys
@@ -170,34 +171,93 @@ NOT_KEPT: Final = SECRET_FIELDS | RETYPED_MEMBERS
 
 def hide_secrets(name: str, text: str) -> tuple[str, list[str]]:
     """A document field's text with its secrets (DOCUMENT_SECRETS) blanked, and the names of
-    the fields that take them again (`document/smtp/password`). In malformed JSON, each
-    member named so is blanked wherever it is (its string up to its closing quote, or to
-    the end when there is none). Text that holds none of them comes back as it is."""
-    pointers = DOCUMENT_SECRETS.get(name, ())
-    if not pointers:
+    what must be typed again: each secret's field (`document/smtp/password`), or the field
+    itself (`document`) when its text is withheld whole. A member named as a secret is
+    blanked wherever it stands, whatever its value:
+
+    - in JSON, every one the text gives (a member given twice, or its name spelled with
+      escapes, too), and the document is shown as the gateway reads it;
+    - in malformed JSON, each `"name": "value"` where it stands (its string up to its closing
+      quote, or to the end when there is none); when the text still names the secret as a
+      member some other way (other quotes or none, escapes), where its value ends cannot be
+      told: the text is withheld (`""`).
+
+    Text that gives none of them comes back as it is."""
+    leaves = {p.rsplit("/", 1)[1]: f"{name}{p}" for p in DOCUMENT_SECRETS.get(name, ())}
+    if not leaves:
         return text, []
     try:
         doc = orjson.loads(text)
-    except orjson.JSONDecodeError:  # malformed: each secret's member blanked wherever it is
-        hidden = []
-        for pointer in pointers:
-            member = re.escape(orjson.dumps(pointer.rsplit("/", 1)[1]).decode())
-            text, found = re.subn(rf'({member}\s*:\s*)"(?:[^"\\]|\\.)*"?', r'\1""', text)
-            if found:
-                hidden.append(f"{name}{pointer}")
-        return text, hidden
-    hidden = []
-    for pointer in pointers:
-        *parents, leaf = pointer.split("/")[1:]
-        target: Any = doc
-        for part in parents:
-            target = target.get(part) if isinstance(target, dict) else None
-        if isinstance(target, dict) and target.get(leaf) not in (None, ""):
-            target[leaf] = ""
-            hidden.append(f"{name}{pointer}")
-    if not hidden:
+    except orjson.JSONDecodeError:
+        return _hide_in_malformed(name, text, leaves)
+    named = _secrets_given(text, leaves)
+    if not named:
         return text, []
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode(), hidden
+    _blank(doc, named)
+    try:
+        shown = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONEncodeError:  # nested past what orjson writes: not shown at all
+        return "", [name]
+    return shown, sorted(leaves[leaf] for leaf in named)
+
+
+def _secrets_given(text: str, leaves: Mapping[str, str]) -> set[str]:
+    """The secret member names (`leaves`) a JSON text gives a value (not `""`, not null)
+    anywhere: every member it holds is seen, a name given twice too (a parse keeps the last).
+    Past the standard library's depth, all of them (it cannot tell)."""
+    given: set[str] = set()
+
+    def members(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        given.update(k for k, v in pairs if k in leaves and v not in (None, ""))
+        return pairs  # an object, even an empty one, is a value given
+
+    try:  # numbers are not needed: 0 (and no limit on an integer's digits)
+        json.loads(text, object_pairs_hook=members, parse_int=_zero, parse_float=_zero)
+    except RecursionError:
+        return set(leaves)
+    return given
+
+
+def _zero(_: str) -> int:
+    return 0
+
+
+def _blank(doc: Any, names: set[str]) -> None:
+    """Blank (`""`) every member of a parsed document named in `names`, at any depth."""
+    todo = [doc]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in names:
+                    node[key] = ""
+                else:
+                    todo.append(value)
+        elif isinstance(node, list):
+            todo.extend(node)
+
+
+def _hide_in_malformed(name: str, text: str, leaves: Mapping[str, str]) -> tuple[str, list[str]]:
+    """hide_secrets for text that is no JSON."""
+    hidden = []
+    for leaf, field_name in leaves.items():
+        member = re.escape(orjson.dumps(leaf).decode())
+        text, found = re.subn(rf'({member}\s*:\s*)"(?:[^"\\]|\\.)*"?', r'\1""', text)
+        if found:
+            hidden.append(field_name)
+        # Named as a member some other way: `'password':`, `password =`, `"pass\u0077ord":`.
+        rest = _ESCAPE.sub(_unescaped, re.sub(rf'{member}\s*:\s*""', "", text))
+        if re.search(rf"{re.escape(leaf)}\s*['\"]?\s*[:=]", rest, re.IGNORECASE):
+            return "", [name]
+    return text, hidden
+
+
+# A character escaped as JSON (`\u0077`) or Python and JavaScript (`\x77`) write it.
+_ESCAPE: Final = re.compile(r"\\u([0-9A-Fa-f]{4})|\\x([0-9A-Fa-f]{2})")
+
+
+def _unescaped(found: re.Match[str]) -> str:
+    return chr(int(found.group(1) or found.group(2), 16))
 
 
 def shown_back(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

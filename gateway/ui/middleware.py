@@ -326,7 +326,8 @@ def _keep(form: Any) -> Kept:
                 retype.add(name)
             continue
         value, hidden = hide_secrets(name, value)
-        retype.update(hidden)
+        # A secret's own field is typed again; a document withheld whole is pasted again.
+        retype.update(h for h in hidden if h in NOT_KEPT)
         fields.append((name, value))
     return Kept(fields, sorted(retype))
 
@@ -364,7 +365,7 @@ async def _visitor(request: web.Request) -> Visitor:
         return Visitor(lang, session, csrf_token(ring, session.id), author, flash=flash)
     pre = request.cookies.get(PRE_SESSION_COOKIE)
     fresh = None
-    if not pre or len(pre) > 64:
+    if not pre or len(pre) > 64 or not pre.isascii():  # not one of ours: a new one
         pre = fresh = new_session_id()
     return Visitor(
         lang,

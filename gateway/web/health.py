@@ -98,7 +98,9 @@ async def metrics(request: web.Request) -> web.Response:
     expected = services.settings.metrics_token
     if expected is not None:
         given = bearer_token(request.headers) or ""
-        if not hmac.compare_digest(given.encode(), expected.value.encode()):
+        # A header's bytes that are no UTF-8 come as surrogates: compared as those bytes.
+        given_bytes = given.encode(errors="surrogateescape")
+        if not hmac.compare_digest(given_bytes, expected.value.encode()):
             raise Unauthorized("the metrics token is missing or wrong")
     body = services.metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
