@@ -483,9 +483,8 @@ class Sender:
         except TokenFetchFailed as exc:
             # The token endpoint's own words (`error_description`) may quote the client
             # secret it refused.
-            said = Redactor.of((*auth.credential_values(), *request.secrets)).redact(exc.detail)
-            if len(said) > _TOKEN_SAID:
-                said = said[:_TOKEN_SAID] + "…"
+            redactor = Redactor.of((*auth.credential_values(), *request.secrets))
+            said = redactor.shortened(exc.detail, _TOKEN_SAID)
             return Outcome(
                 error=exc.kind,
                 message=said,
@@ -610,7 +609,7 @@ class Sender:
         if message is None:  # a 204 or 304 that announced a body (connection.py)
             message = declared_body(response)
         if message is None and 300 <= response.status < 400:
-            message = _not_followed(headers.get("Location"))
+            message = _not_followed(headers.get("Location"), redactor)
         other = None
         if error is None and not (is_json or is_xml) and body and 200 <= response.status < 300:
             other = OtherBody(body, content_type, charset)
@@ -691,6 +690,8 @@ _BUSY_RETRY = 5.0
 """Seconds after which a request the full outbound capacity held goes again."""
 _TOKEN_SAID = 600
 """Characters of a token endpoint's refusal kept, once redacted."""
+_LOCATION_SHOWN = 300
+"""Characters of a redirect's `Location` quoted in its message, once redacted."""
 _LEAST_TIMEOUT = 0.001
 """Seconds an exchange is given when its call's deadline has passed (aiohttp reads a timeout
 of 0 as none): it times out at once."""
@@ -701,11 +702,12 @@ async def _before_sending(request: OutboundRequest) -> None:
         await request.before_sending()
 
 
-def _not_followed(location: str | None) -> str:
-    """What a 3xx says, since it is an answer and not followed (ssrf.py): where it points."""
+def _not_followed(location: str | None, redactor: Redactor) -> str:
+    """What a 3xx says, since it is an answer and not followed (ssrf.py): where it points,
+    masked whole, then shortened (it may quote our request's query key anywhere)."""
     if not location:
         return "a redirect without a Location; redirects are not followed"
-    shown = location if len(location) <= 300 else location[:300] + "…"
+    shown = redactor.shortened(location, _LOCATION_SHOWN)
     return f"redirected to {shown}; redirects are not followed: point the partner's URL there"
 
 
