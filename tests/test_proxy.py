@@ -456,6 +456,26 @@ async def test_an_answer_neither_json_nor_xml_is_returned_as_it_came(
     assert await response.json() == {"status": 200, **answer}
 
 
+@pytest.mark.parametrize("charset", ["undefined", "idna", "punycode", "hex", "x-unknown"])
+async def test_a_text_answer_in_a_charset_that_is_no_text_codec_is_read_as_utf8(
+    client: Client, partner: Partner, charset: str
+) -> None:
+    """`undefined`, `idna` and `punycode` refuse bytes with a bare UnicodeError, which the
+    proxy did not expect: a `500 internal` for every call of the action. Like a charset
+    Python does not know, they name no charset: the text is read as UTF-8."""
+    action_id = await _proxy_action(client, partner.url)
+    content_type = f"text/plain; charset={charset}"
+    partner.respond_with(200, raw="OK 42 ação".encode(), headers={"Content-Type": content_type})
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert response.status == 200, await response.text()
+    answer = {"status": 200, "data": "OK 42 ação", "content_type": "text/plain"}
+    assert await response.json() == answer
+
+
 async def test_a_text_answer_past_the_read_cap_is_502_like_any_answer(
     client: Client, partner: Partner
 ) -> None:

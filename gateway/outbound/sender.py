@@ -35,7 +35,7 @@ from gateway.clock import utcnow
 from gateway.errors import GatewayError, PartnerUnavailable, RateLimited, Unavailable
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.formats import is_xml as is_xml_type
-from gateway.formats.charsets import storable, utf8_json
+from gateway.formats.charsets import storable, text_codec, utf8_json
 from gateway.formats.headers import reserved_in, reserved_message
 from gateway.formats.json_tree import ANSWER_DEPTH, json_depth_exceeds, loads_exact
 from gateway.outbound.breaker import BreakerState, Gate, PartnerGuard
@@ -143,6 +143,12 @@ class OtherBody:
     body: bytes
     media_type: str  # e.g. text/plain ("application/octet-stream" when none is given)
     charset: str | None
+
+
+def other_charset(other: OtherBody) -> str:
+    """The codec an answer's text is read in: its charset, UTF-8 when it names none or one
+    that is no charset Python reads as text (`undefined`, `idna`, `hex`: `text_codec`)."""
+    return (other.charset and text_codec(other.charset)) or "utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -902,11 +908,9 @@ def _excerpt(head: bytes, charset: str | None, *, xml: bool, cut: bool) -> str:
         # A declaration read as ASCII is in no UTF-16 or UTF-32 (.NET's StringWriter writes
         # `utf-16` on UTF-8): its bytes are.
         encoding = _ascii_based(declared.group(1).decode("ascii"))
-    encoding = encoding or "utf-8"
-    try:
-        text = head.decode(encoding, "replace")
-    except (LookupError, ValueError):  # no text codec (`hex`), or one that fails anyway
-        encoding, text = "utf-8", head.decode("utf-8", "replace")
+    # A charset that names no text codec (`hex`, `undefined`) is none: UTF-8.
+    encoding = (encoding and text_codec(encoding)) or "utf-8"
+    text = head.decode(encoding, "replace")
     if cut and text.endswith("\ufffd"):  # not final: a character's first bytes are held back
         text = _held_back(head, encoding, text)
     # UTF-7 decodes `+2AA-` to a lone surrogate, leniently or not: no store takes it.
@@ -915,11 +919,8 @@ def _excerpt(head: bytes, charset: str | None, *, xml: bool, cut: bool) -> str:
 
 def _ascii_based(encoding: str) -> str | None:
     """`encoding`, or None when it names a UTF-16 or UTF-32 codec."""
-    try:
-        name = codecs.lookup(encoding).name
-    except LookupError:
-        return encoding  # the decode falls back to UTF-8
-    return None if name.startswith(("utf-16", "utf-32")) else encoding
+    name = text_codec(encoding)
+    return None if name is not None and name.startswith(("utf-16", "utf-32")) else encoding
 
 
 def _held_back(head: bytes, encoding: str, text: str) -> str:
@@ -962,9 +963,9 @@ def _redacted_body(other: OtherBody, redactor: Redactor) -> OtherBody:
     if redactor.empty:
         return other
     try:
-        encoding, errors = other.charset or "utf-8", "replace"
+        encoding, errors = other_charset(other), "replace"
         text = other.body.decode(encoding)
-    except (LookupError, ValueError):  # no such codec, or bytes that are not text in it
+    except UnicodeDecodeError:  # bytes that are not text in it
         encoding, errors = "utf-8", "surrogateescape"
         text = other.body.decode(encoding, errors)
     masked = redactor.redact(text, cut=False, whole=True)
