@@ -11,6 +11,7 @@ from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog
 from gateway.actions.xml_body import compile_xml_body
 from gateway.clock import as_stored, utcnow
+from gateway.delivery.ordering import place_of
 from gateway.errors import Conflict, NotFound
 from gateway.formats.json_tree import is_text, whole_number
 from gateway.mapping.expressions import compile_expression
@@ -133,6 +134,11 @@ class ActionUseCases:
             await self._store.deliveries.repoint(
                 tenant, action_id, str(doc["partner_id"]), utcnow()
             )
+        if doc.get("ordered") and not current.get("ordered"):
+            # Its open deliveries take their places first: a new one waits for them.
+            for open_doc in await self._store.deliveries.unplaced(tenant, action_id):
+                if place := place_of(open_doc, action_id):
+                    await self._store.deliveries.place(open_doc["_id"], place)
         return doc
 
     async def delete_action(self, tenant: str, action_id: str) -> None:

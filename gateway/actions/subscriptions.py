@@ -6,7 +6,7 @@ module in clear, except in the answer that creates or rotates one (shown once).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -52,6 +52,7 @@ class SubscriptionUseCases:
     _store: Store
     _box: SecretBox
     _catalog: Catalog
+    _on_due: Callable[[], None]  # deliveries are due now: wake the delivery worker
 
     async def create_subscription(self, tenant: str, body: Mapping[str, Any]) -> tuple[Doc, str]:
         """The stored subscription and its signing secret (shown this once)."""
@@ -100,6 +101,8 @@ class SubscriptionUseCases:
         if doc is None:
             raise Conflict("the subscription was changed concurrently; retry")
         self._catalog.forget(subscription_id)
+        if fields.get("status") == "disabled":
+            await self._unsendable(tenant, subscription_id, "the subscription is disabled")
         return doc
 
     async def rotate_secret(
@@ -140,6 +143,15 @@ class SubscriptionUseCases:
         if not await self._store.subscriptions.delete(tenant, subscription_id):
             raise NotFound(f"no subscription {subscription_id!r}")
         self._catalog.forget(subscription_id)
+        await self._unsendable(tenant, subscription_id, "the subscription was deleted")
+
+    async def _unsendable(self, tenant: str, subscription_id: str, reason: str) -> None:
+        """A subscription deleted or disabled: its pending deliveries, which can no longer be
+        sent, fail now (not at their retry time, hours away, holding an ordered action's line
+        for the other subscriptions' deliveries), and those they held are due."""
+        deliveries = self._store.deliveries
+        if await deliveries.fail_unsendable(tenant, subscription_id, reason, utcnow()):
+            self._on_due()
 
     async def _subscription_fields(
         self, tenant: str, body: Mapping[str, Any], *, creating: bool

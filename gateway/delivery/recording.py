@@ -118,6 +118,11 @@ class DeliveryRecorder:
                 doc["tenant"], doc["subscription_id"], f"partner answered 410 at {now.isoformat()}"
             )
             self._catalog.forget(doc["subscription_id"])
+            # Its other deliveries, waiting for a retry, can never be sent: failed now.
+            unsendable = await self._store.deliveries.fail_unsendable(
+                doc["tenant"], doc["subscription_id"], "the subscription is disabled", now
+            )
+            self._metrics.deliveries.labels("failed").inc(unsendable)
         if status.final and doc.get("order_key"):
             await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
         result = (

@@ -274,6 +274,74 @@ class DeliveryStore:
             )
         return result.modified_count
 
+    async def unplaced(self, tenant: str, action_id: str) -> builtins.list[Doc]:
+        """An action just made ordered: its open deliveries without a place in a line (what
+        places them: `event`, `context`, `kind`). An admin's change, rare: it reads the
+        tenant's deliveries (no index has the action)."""
+        query = {
+            "action_id": action_id,
+            "status": {"$in": [PENDING, IN_FLIGHT]},
+            "order_key": {"$exists": False},
+            "kind": {"$ne": _NOTICE},
+        }
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, query), {"event": 1, "context": 1, "kind": 1})
+            return builtins.list(await cursor.to_list(None))
+
+    async def place(self, delivery_id: str, place: Mapping[str, Any]) -> None:
+        """An open delivery takes its place in its action's line (`order_key`, `seq`, the
+        line's `shard`), unless it has one or is final by now."""
+        with translate_errors():
+            await self._c.update_one(
+                {
+                    "_id": delivery_id,
+                    "status": {"$in": [PENDING, IN_FLIGHT]},
+                    "order_key": {"$exists": False},
+                },
+                {"$set": dict(place)},
+            )
+
+    async def fail_unsendable(
+        self, tenant: str, subscription_id: str, reason: str, now: datetime
+    ) -> int:
+        """A subscription deleted or disabled: its pending deliveries can never be sent, and
+        are failed now, as the worker fails an unsendable one (`reason`, an `unsendable`
+        attempt), each waking the delivery it held in its action's line: not at their retry
+        time (hours away), holding the line for the other subscriptions' deliveries. One in
+        flight ends as it goes. How many were failed."""
+        query = scoped(tenant, {"subscription_id": subscription_id, "status": PENDING})
+        failed = 0
+        with translate_errors():
+            found = self._c.find(query, {"attempt_count": 1, "order_key": 1, "seq": 1})
+            for doc in await found.to_list(None):
+                attempt = {
+                    "n": doc.get("attempt_count", 0) + 1,
+                    "at": now,
+                    "status": None,
+                    "error": "unsendable",
+                    "message": reason,
+                }
+                result = await self._c.update_one(
+                    {"_id": doc["_id"], "status": PENDING},
+                    {
+                        "$set": {
+                            "status": DeliveryStatus.FAILED.value,
+                            "last_error": reason,
+                            "final_at": now,
+                            "updated_at": now,
+                        },
+                        "$unset": {"waiting_for": ""},
+                        "$push": {"attempts": {"$each": [attempt], "$slice": -MAX_ATTEMPTS_KEPT}},
+                        "$inc": {"attempt_count": 1},
+                    },
+                )
+                if not result.modified_count:
+                    continue  # claimed meanwhile: the worker finds it unsendable
+                failed += 1
+                if isinstance(doc.get("order_key"), str):
+                    await self.wake_follower(doc["order_key"], doc["seq"], now)
+        return failed
+
     # -- the workers' side: system work across tenants, never reached from a request ---------
 
     async def claim(
