@@ -476,6 +476,36 @@ async def test_rotated_secret_signs_with_both_for_24_hours(
         verify([old], after.headers, after.body, now=time.time())
 
 
+async def test_a_second_rotation_within_the_day_keeps_the_first_secret_signing(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """The second rotation dropped the original secret at once: a receiver still on it,
+    within the 24 h it was promised, refused every delivery. Every secret rotated out in the
+    last 24 h signs, the newest 5 of them."""
+    setup = await _subscribed(client, partner)
+    path = f"/api/v1/subscriptions/{setup['subscription']['id']}/rotate-secret"
+    secrets = [setup["subscription"]["secret"]]
+    for _ in range(2):
+        secrets.append((await post(client, path, {}, status=200))["secret"])
+    vehicle = await create_vehicle(client)
+    await _odometer(client, vehicle, 5)
+    await _deliver(client, worker)
+    for _ in range(5):
+        secrets.append((await post(client, path, {}, status=200))["secret"])
+    await _odometer(client, vehicle, 6)
+    await _deliver(client, worker)
+
+    twice, bounded = partner.requests
+    assert len(twice.headers["webhook-signature"].split()) == 3
+    for secret in secrets[:3]:
+        verify([secret], twice.headers, twice.body, now=time.time())
+    assert len(bounded.headers["webhook-signature"].split()) == 6
+    for secret in secrets[-6:]:  # the current one and the 5 rotated out last
+        verify([secret], bounded.headers, bounded.body, now=time.time())
+    with pytest.raises(Exception, match="signature"):
+        verify(secrets[:2], bounded.headers, bounded.body, now=time.time())
+
+
 async def test_a_secret_rotated_by_the_subscription_id_in_upper_case_signs(
     client: Client, partner: Partner, worker: DeliveryWorker
 ) -> None:

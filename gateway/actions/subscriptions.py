@@ -20,6 +20,9 @@ from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.store import Doc, Store, new_id
 
 ROTATION_GRACE = timedelta(hours=24)
+ROTATED_KEPT = 5
+"""Secrets rotated out that still sign, each for ROTATION_GRACE after its own rotation: a
+delivery carries at most this many signatures besides the current secret's."""
 
 
 def public_subscription(doc: Doc) -> dict[str, Any]:
@@ -108,9 +111,11 @@ class SubscriptionUseCases:
     async def rotate_secret(
         self, tenant: str, subscription_id: str, *, shown: str | None = None
     ) -> tuple[Doc, str]:
-        """A new signing secret; the previous one keeps signing for ROTATION_GRACE (both
-        signatures are sent), older ones are dropped. `shown`: the `secret_revision` of the
-        page asking; a `Conflict`, nothing changed, when the secret was rotated since."""
+        """A new signing secret; each one rotated out keeps signing for ROTATION_GRACE after
+        its own rotation (every such signature is sent), the newest ROTATED_KEPT of them: a
+        second rotation within the day does not cut the first one's grace, which a receiver
+        still on the first secret was promised. `shown`: the `secret_revision` of the page
+        asking; a `Conflict`, nothing changed, when the secret was rotated since."""
         current = await self.get_subscription(tenant, subscription_id)
         if shown is not None and secret_revision(current) != shown:
             raise Conflict(
@@ -122,9 +127,9 @@ class SubscriptionUseCases:
         sealed = self._box.seal(secret, context=subscription_context(subscription_id))
         previous = [
             {**s, "expires_at": s.get("expires_at") or now + ROTATION_GRACE}
-            for s in current["secrets"][:1]
+            for s in current["secrets"]
             if s.get("expires_at") is None or s["expires_at"] > now
-        ]
+        ][:ROTATED_KEPT]
         fields = {
             "secrets": [{"sealed": sealed, "created_at": now}, *previous],
             "secret_rotated_at": now,
