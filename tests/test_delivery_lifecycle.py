@@ -372,6 +372,8 @@ async def test_410_gone_disables_the_subscription(
         await client.get(f"/api/v1/subscriptions/{setup['subscription']['id']}", headers=auth())
     ).json()
     assert sub["status"] == "disabled" and "410" in sub["disabled_reason"]
+    # When it was disabled (it kept its creation time).
+    assert sub["updated_at"] > setup["subscription"]["updated_at"]
     assert later == Counter()
     assert len(partner.requests) == 1
 

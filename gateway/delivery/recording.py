@@ -115,7 +115,10 @@ class DeliveryRecorder:
             return "lease_lost"
         if verdict is Verdict.GONE and doc.get("subscription_id"):
             await self._store.subscriptions.disable(
-                doc["tenant"], doc["subscription_id"], f"partner answered 410 at {now.isoformat()}"
+                doc["tenant"],
+                doc["subscription_id"],
+                f"partner answered 410 at {now.isoformat()}",
+                now,
             )
             self._catalog.forget(doc["subscription_id"])
             # Its other deliveries, waiting for a retry, can never be sent: failed now.
