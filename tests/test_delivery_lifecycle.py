@@ -596,6 +596,27 @@ async def test_a_removed_subscription_s_pending_delivery_no_longer_holds_the_lin
     assert items[second["id"]]["status"] == "succeeded"
 
 
+async def test_attempts_after_a_replay_go_on_numbering_and_counting(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """A replay restarts the schedule: the attempts after it were numbered 1 again (`n` 1, 1,
+    1 for three requests) and the list said `attempt_count: 1`."""
+    await _subscribed(client, partner)
+    partner.respond_with(400, {"erro": "placa"})
+    await _odometer(client, await create_vehicle(client), 3)
+    await _deliver(client, worker)
+    [listed] = await _deliveries(client)
+    for _ in range(2):
+        await post(client, f"/api/v1/deliveries/{listed['id']}/replay", {}, status=200)
+        await worker.run_until_idle()
+
+    delivery = await _delivery(client, listed["id"])
+    [relisted] = await _deliveries(client)
+    assert len(partner.requests) == 3
+    assert [a["n"] for a in delivery["attempts"]] == [1, 2, 3]
+    assert delivery["attempt_count"] == relisted["attempt_count"] == 3
+
+
 async def test_replay_by_filter_counts_what_it_replayed(
     client: Client, partner: Partner, worker: DeliveryWorker
 ) -> None:

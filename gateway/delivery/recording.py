@@ -24,7 +24,7 @@ from gateway.models import DeliveryStatus
 from gateway.outbound.sender import Outcome
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
-from gateway.store.deliveries import QUIET_HOURS
+from gateway.store.deliveries import QUIET_HOURS, attempt_number
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class DeliveryRecorder:
         """Unsendable (deleted, disabled, request cannot be built): failed without a send."""
         now = self._clock()
         attempt = {
-            "n": doc.get("attempt_count", 0) + 1,
+            "n": attempt_number(doc),
             "at": now,
             "status": None,
             "error": "unsendable",
@@ -246,7 +246,7 @@ class DeliveryRecorder:
         if isinstance(result, Dropped):
             suppressed = DeliveryStatus.SUPPRESSED.value
             fields = {"status": suppressed, "last_error": result.reason, "final_at": now}
-            note = {"n": doc.get("attempt_count", 0) + 1, "at": now, "status": None}
+            note = {"n": attempt_number(doc), "at": now, "status": None}
             attempt = {**note, "error": suppressed, "message": result.reason}
             if not await self._store.deliveries.finish(
                 doc["_id"],
@@ -264,7 +264,7 @@ class DeliveryRecorder:
             doc, result.schedule, result.verdict, now, result.code, error, result.retry_after
         )
         attempt = {
-            "n": doc.get("attempt_count", 0) + 1,
+            "n": attempt_number(doc),
             "at": now,
             "status": result.code,
             "latency_ms": result.latency_ms,
@@ -298,7 +298,7 @@ def recording_failed(outcome: Outcome, exc: Exception) -> Outcome:
 
 def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool) -> Doc:
     attempt: Doc = {
-        "n": doc.get("attempt_count", 0) + 1,
+        "n": attempt_number(doc),
         "at": now,
         "status": outcome.status,
         "latency_ms": outcome.latency_ms,

@@ -1,8 +1,9 @@
 """The `deliveries` collection: durable outbound work, claimed by workers with a lease.
 
 A delivery is `{_id: "<event id>:<subscription id>", tenant, event, subscription_id,
-action_id, partner_id, entity_id, status, next_attempt_at, attempt_count, attempts[],
-shard, order_key?, seq?, waiting_for?, lease_owner?, lease_until?, last_error?, created_at,
+action_id, partner_id, entity_id, status, next_attempt_at, attempt_count (the retry
+schedule's place: back to 0 on a replay), attempts_made (every attempt), attempts[], shard,
+order_key?, seq?, waiting_for?, lease_owner?, lease_until?, last_error?, created_at,
 updated_at, final_at?}`; a flow's deliveries have a `kind` (`flow_call`: `context` instead of
 a subscription; `notification`: the rendered `notification`), `run_id` and `step_id`, and the
 id `<run id>:<step id>[:<to>]`. The `_id` is deterministic, so a relay that fans the same
@@ -312,10 +313,10 @@ class DeliveryStore:
         query = scoped(tenant, {"subscription_id": subscription_id, "status": PENDING})
         failed = 0
         with translate_errors():
-            found = self._c.find(query, {"attempt_count": 1, "order_key": 1, "seq": 1})
-            for doc in await found.to_list(None):
+            projection = {"attempt_count": 1, "attempts_made": 1, "order_key": 1, "seq": 1}
+            for doc in await self._c.find(query, projection).to_list(None):
                 attempt = {
-                    "n": doc.get("attempt_count", 0) + 1,
+                    "n": attempt_number(doc),
                     "at": now,
                     "status": None,
                     "error": "unsendable",
@@ -329,6 +330,7 @@ class DeliveryStore:
                             "last_error": reason,
                             "final_at": now,
                             "updated_at": now,
+                            "attempts_made": attempt["n"],
                         },
                         "$unset": {"waiting_for": ""},
                         "$push": {"attempts": {"$each": [attempt], "$slice": -MAX_ATTEMPTS_KEPT}},
@@ -646,6 +648,7 @@ class DeliveryStore:
             update["$push"] = {"attempts": {"$each": [dict(attempt)], "$slice": -MAX_ATTEMPTS_KEPT}}
             if counted:
                 update["$inc"] = {"attempt_count": 1}
+                update["$set"]["attempts_made"] = attempt["n"]
         with translate_errors():
             result = await self._c.update_one(
                 {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT}, update
@@ -769,9 +772,23 @@ def _kept(excluded: Mapping[str, Sequence[str]]) -> Doc:
     return kept
 
 
+def attempts_made(doc: Doc) -> int:
+    """How many attempts a delivery has made, replays or not (`attempts_made`, set with each
+    counted attempt; a delivery stored before it was kept has only `attempt_count`)."""
+    made = doc.get("attempts_made", doc.get("attempt_count", 0))
+    return made if isinstance(made, int) else 0
+
+
+def attempt_number(doc: Doc) -> int:
+    """The number (`n`) of a delivery's next attempt in its history: one more than it has
+    made, across replays (a replay restarts the schedule, `attempt_count`, not the count)."""
+    return attempts_made(doc) + 1
+
+
 def _reopened(now: datetime, **marks: Any) -> Doc:
     """The update that replays a delivery (an admin's replay, a recovery's): pending now,
-    with a fresh schedule (its attempt history kept), `replayed_at` and `marks` set."""
+    with a fresh schedule (`attempt_count`, the schedule's place, back to 0; its attempt
+    history and `attempts_made` kept), `replayed_at` and `marks` set."""
     return {
         "$set": {
             "status": PENDING,
