@@ -329,13 +329,19 @@ METADATA = ("id", "entity_type", "version", "created_at", "updated_at")
 def public(doc: Doc) -> dict[str, Any]:
     """The API's view of a stored entity: its data, its id and its metadata."""
     return {
-        **doc["data"],
-        "id": str(doc["_id"]),
-        "entity_type": doc["type"],
-        "version": doc["rev"],
+        **as_mapped(doc["data"], str(doc["_id"]), doc["type"], doc["rev"]),
         "created_at": doc["created_at"],
         "updated_at": doc["updated_at"],
     }
+
+
+def as_mapped(
+    data: Mapping[str, Any] | None, entity_id: Any, entity_type: Any, version: Any
+) -> dict[str, Any]:
+    """An entity as an action's request mapping reads it (`entity`), a proxy call's and a
+    delivery's alike: its own fields (a vehicle's `type`, an `other` entity's `key`), then
+    its `id`, `entity_type` and `version` under names no entity field may take."""
+    return {**(data or {}), "id": entity_id, "entity_type": entity_type, "version": version}
 
 
 class EntityService:

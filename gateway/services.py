@@ -334,7 +334,13 @@ def _assemble(
             store, configs, ingestor, other_targets=_schedule_targets(store, settings)
         ),
         actions=ActionService(
-            store, box, catalog, guards, mappings, flow_users=_flow_users_of_actions(notify.flows)
+            store,
+            box,
+            catalog,
+            guards,
+            mappings,
+            flow_users=_flow_users_of_actions(notify.flows),
+            on_due=worker.notify,
         ),
         proxy=Proxy(catalog, sender, guards, entities, mappings, metrics),
         catalog=catalog,

@@ -372,6 +372,8 @@ async def test_410_gone_disables_the_subscription(
         await client.get(f"/api/v1/subscriptions/{setup['subscription']['id']}", headers=auth())
     ).json()
     assert sub["status"] == "disabled" and "410" in sub["disabled_reason"]
+    # When it was disabled (it kept its creation time).
+    assert sub["updated_at"] > setup["subscription"]["updated_at"]
     assert later == Counter()
     assert len(partner.requests) == 1
 
@@ -476,6 +478,36 @@ async def test_rotated_secret_signs_with_both_for_24_hours(
         verify([old], after.headers, after.body, now=time.time())
 
 
+async def test_a_second_rotation_within_the_day_keeps_the_first_secret_signing(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """The second rotation dropped the original secret at once: a receiver still on it,
+    within the 24 h it was promised, refused every delivery. Every secret rotated out in the
+    last 24 h signs, the newest 5 of them."""
+    setup = await _subscribed(client, partner)
+    path = f"/api/v1/subscriptions/{setup['subscription']['id']}/rotate-secret"
+    secrets = [setup["subscription"]["secret"]]
+    for _ in range(2):
+        secrets.append((await post(client, path, {}, status=200))["secret"])
+    vehicle = await create_vehicle(client)
+    await _odometer(client, vehicle, 5)
+    await _deliver(client, worker)
+    for _ in range(5):
+        secrets.append((await post(client, path, {}, status=200))["secret"])
+    await _odometer(client, vehicle, 6)
+    await _deliver(client, worker)
+
+    twice, bounded = partner.requests
+    assert len(twice.headers["webhook-signature"].split()) == 3
+    for secret in secrets[:3]:
+        verify([secret], twice.headers, twice.body, now=time.time())
+    assert len(bounded.headers["webhook-signature"].split()) == 6
+    for secret in secrets[-6:]:  # the current one and the 5 rotated out last
+        verify([secret], bounded.headers, bounded.body, now=time.time())
+    with pytest.raises(Exception, match="signature"):
+        verify(secrets[:2], bounded.headers, bounded.body, now=time.time())
+
+
 async def test_a_secret_rotated_by_the_subscription_id_in_upper_case_signs(
     client: Client, partner: Partner, worker: DeliveryWorker
 ) -> None:
@@ -508,6 +540,81 @@ async def test_ordered_action_never_sends_a_later_event_first(
     assert sent == [100, 100, 100, 200]
     assert first == Counter(retry=2, waiting=1)
     assert second == Counter(succeeded=2)
+
+
+async def test_an_action_made_ordered_sends_a_new_delivery_after_the_pending_ones(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    """Mileage arrived out of order, so the admin made the action ordered: the next update's
+    delivery went before the one still waiting for its retry, and the ERP kept 100."""
+    setup = await _subscribed(client, partner, action={"retry_schedule": [5, 5]})
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {}, times=1)
+    await _odometer(client, vehicle, 100)
+    assert await _deliver(client, worker) == Counter(retry=1)
+
+    made = await client.patch(
+        f"/api/v1/actions/{setup['action']['id']}", headers=auth(), json={"ordered": True}
+    )
+    assert made.status == 200, await made.text()
+    await _odometer(client, vehicle, 200)
+    first = await _deliver(client, worker)
+    clock.advance(6)
+    second = await worker.run_until_idle()
+
+    sent = [r.json()["data"]["odometer_km"] for r in partner.requests]
+    assert sent == [100, 100, 200]
+    assert (first, second) == (Counter(waiting=1), Counter(succeeded=2))
+
+
+@pytest.mark.parametrize("how", ["deleted", "disabled"])
+async def test_a_removed_subscription_s_pending_delivery_no_longer_holds_the_line(
+    client: Client, partner: Partner, worker: DeliveryWorker, how: str
+) -> None:
+    """Two subscriptions on one ordered action: the first's delivery waits 10 h for its
+    retry, the second's waits behind it. Deleting or disabling the first (its delivery can
+    never be sent) fails that delivery now, and the second's goes."""
+    setup = await _subscribed(client, partner, action={"ordered": True, "retry_schedule": [36000]})
+    second = await create_subscription(client, setup["action"]["id"])
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {}, times=1)
+    await _odometer(client, vehicle, 100)
+    assert await _deliver(client, worker) == Counter(retry=1, waiting=1)
+
+    url = f"/api/v1/subscriptions/{setup['subscription']['id']}"
+    if how == "deleted":
+        removed = await client.delete(url, headers=auth())
+    else:
+        removed = await client.patch(url, headers=auth(), json={"status": "disabled"})
+    assert removed.status in (200, 204), await removed.text()
+    assert await worker.run_until_idle() == Counter(succeeded=1)
+
+    items = {d["subscription_id"]: d for d in await _deliveries(client)}
+    gone = items[setup["subscription"]["id"]]
+    reason = "the subscription was deleted" if how == "deleted" else "the subscription is disabled"
+    assert (gone["status"], gone["last_error"]) == ("failed", reason)
+    assert items[second["id"]]["status"] == "succeeded"
+
+
+async def test_attempts_after_a_replay_go_on_numbering_and_counting(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """A replay restarts the schedule: the attempts after it were numbered 1 again (`n` 1, 1,
+    1 for three requests) and the list said `attempt_count: 1`."""
+    await _subscribed(client, partner)
+    partner.respond_with(400, {"erro": "placa"})
+    await _odometer(client, await create_vehicle(client), 3)
+    await _deliver(client, worker)
+    [listed] = await _deliveries(client)
+    for _ in range(2):
+        await post(client, f"/api/v1/deliveries/{listed['id']}/replay", {}, status=200)
+        await worker.run_until_idle()
+
+    delivery = await _delivery(client, listed["id"])
+    [relisted] = await _deliveries(client)
+    assert len(partner.requests) == 3
+    assert [a["n"] for a in delivery["attempts"]] == [1, 2, 3]
+    assert delivery["attempt_count"] == relisted["attempt_count"] == 3
 
 
 async def test_replay_by_filter_counts_what_it_replayed(
@@ -678,7 +785,8 @@ async def test_a_pending_delivery_of_a_subscription_disabled_or_deleted_meanwhil
     then = await worker.run_until_idle()
 
     [delivery] = await _deliveries(client)
-    assert then == Counter(failed=1) and len(partner.requests) == 2  # no third send
+    # Failed by the change itself: nothing left for the worker, no third send.
+    assert then == Counter() and len(partner.requests) == 2
     assert delivery["status"] == "failed"
     reason = "disabled" if change == "disable" else "deleted"
     assert reason in delivery["last_error"]

@@ -443,6 +443,45 @@ async def test_action_with_subscriptions_cannot_be_deleted(client: Client) -> No
     assert accepted.status == 204
 
 
+async def test_an_action_with_subscriptions_stays_in_deliver_mode(client: Client) -> None:
+    """A PATCH to `mode: proxy` was accepted while a subscription delivered through the
+    action, and its events went on being pushed (a subscription on a proxy action is a 422
+    when it is made)."""
+    partner = await create_partner(client, BASE)
+    action = await create_action(client, partner["id"])
+    sub = await create_subscription(client, action["id"])
+    where = f"/api/v1/actions/{action['id']}"
+
+    refused = await client.patch(where, headers=auth(), json={"mode": "proxy"})
+    problem = await _problem(refused, 409)
+    await client.delete(f"/api/v1/subscriptions/{sub['id']}", headers=auth())
+    accepted = await client.patch(where, headers=auth(), json={"mode": "proxy"})
+
+    assert sub["id"] in problem["detail"]
+    assert problem["used_by"] == [{"kind": "subscription", "id": sub["id"]}]
+    assert (await client.get(where, headers=auth())).status == 200
+    assert accepted.status == 200 and (await accepted.json())["mode"] == "proxy"
+
+
+async def test_a_subscription_names_the_partner_its_action_moved_to(client: Client) -> None:
+    """Its `partner_id` was copied when it was made and never changed: an admin asking what
+    is sent to the old partner (before deleting it) was told this subscription is."""
+    old = await create_partner(client, BASE, name="OLD")
+    new = await create_partner(client, BASE, name="NEW")
+    action = await create_action(client, old["id"])
+    sub = await create_subscription(client, action["id"])
+
+    moved = await client.patch(
+        f"/api/v1/actions/{action['id']}", headers=auth(), json={"partner_id": new["id"]}
+    )
+    assert moved.status == 200, await moved.text()
+    shown = await client.get(f"/api/v1/subscriptions/{sub['id']}", headers=auth())
+
+    doc = await shown.json()
+    assert doc["partner_id"] == new["id"]
+    assert doc["updated_at"] > sub["updated_at"]
+
+
 async def test_rotating_a_secret_returns_a_new_one(client: Client) -> None:
     partner = await create_partner(client, BASE)
     action = await create_action(client, partner["id"])

@@ -24,6 +24,7 @@ from tests.partner_double import (
     Partner,
     create_action,
     create_partner,
+    create_subscription,
     create_vehicle,
     partner,
     raw_partner,
@@ -36,6 +37,59 @@ __all__ = ["partner"]  # the fixture
 Client = TestClient[Any, Any]
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER_ANSWER = (ROOT / "tests/data/partner_payloads/driver_lookup_response.json").read_bytes()
+
+
+ERP_VEHICLE = """
+name: erp-vehicle
+direction: outbound
+entity_type: vehicle
+body:
+  placa: entity.plate
+  categoria: entity.type
+  id: entity.id
+  tipo: entity.entity_type
+  versao: entity.version
+"""
+
+
+async def test_a_request_mapping_reads_the_same_entity_in_a_proxy_call_and_a_delivery(
+    client: Client, partner: Partner
+) -> None:
+    """`entity.type` is the vehicle's own field (`truck`) in both modes: a delivery laid the
+    event's reference (`type: vehicle`, `key`, `rev`) over the entity's data, and the ERP was
+    told the category is `vehicle`; its metadata is `id`, `entity_type` and `version`."""
+    services = client.app[services_key]
+    await upload_mapping(client, ERP_VEHICLE)
+    erp = await create_partner(client, partner.url)
+    proxy = await create_action(
+        client, erp["id"], name="now", mode="proxy", request_mapping="erp-vehicle"
+    )
+    push = await create_action(client, erp["id"], name="push", request_mapping="erp-vehicle")
+    await create_subscription(client, push["id"])
+    vehicle = await create_vehicle(client, type="truck")
+    patched = await client.patch(
+        f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth(), json={"odometer_km": 3}
+    )
+    assert patched.status == 200, await patched.text()
+    await services.relay.run_until_idle()
+    await services.delivery_worker.run_until_idle()
+    invoked = await client.post(
+        f"/api/v1/actions/{proxy['id']}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "id": vehicle["id"]}},
+    )
+    assert invoked.status == 200, await invoked.text()
+
+    delivered, proxied = (request.json() for request in partner.requests)
+    expected = {
+        "placa": "ABC1D23",
+        "categoria": "truck",
+        "id": vehicle["id"],
+        "tipo": "vehicle",
+        "versao": 2,
+    }
+    assert delivered == expected
+    assert proxied == expected
 
 
 async def _proxy_action(client: Client, base_url: str, **overrides: Any) -> str:
@@ -488,6 +542,26 @@ async def test_an_answer_neither_json_nor_xml_is_returned_as_it_came(
 
     assert response.status == 200
     assert await response.json() == {"status": 200, **answer}
+
+
+@pytest.mark.parametrize("charset", ["undefined", "idna", "punycode", "hex", "x-unknown"])
+async def test_a_text_answer_in_a_charset_that_is_no_text_codec_is_read_as_utf8(
+    client: Client, partner: Partner, charset: str
+) -> None:
+    """`undefined`, `idna` and `punycode` refuse bytes with a bare UnicodeError, which the
+    proxy did not expect: a `500 internal` for every call of the action. Like a charset
+    Python does not know, they name no charset: the text is read as UTF-8."""
+    action_id = await _proxy_action(client, partner.url)
+    content_type = f"text/plain; charset={charset}"
+    partner.respond_with(200, raw="OK 42 ação".encode(), headers={"Content-Type": content_type})
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert response.status == 200, await response.text()
+    answer = {"status": 200, "data": "OK 42 ação", "content_type": "text/plain"}
+    assert await response.json() == answer
 
 
 async def test_a_text_answer_past_the_read_cap_is_502_like_any_answer(

@@ -81,6 +81,11 @@ class Echo:
             return web.Response(
                 status=302, headers={"Location": f"http://example.com/login?next={came}"}
             )
+        if request.path == "/moved":  # moved for good, our query quoted past character 280
+            head = "http://example.com/moved/" + ("w" * 59 + " ") * 4
+            query = f"?{request.query_string}"
+            location = head + "q" * (MOVED_CUT - len(head) - len(query) + 20) + query
+            return web.Response(status=301, headers={"Location": location})
         if request.path.startswith("/mime/"):
             return _mime(request, request.path[6:])
         if request.path == "/long":
@@ -102,6 +107,9 @@ class Echo:
         return web.Response(
             status=status, body=orjson.dumps(echoed), content_type="application/json"
         )
+
+
+MOVED_CUT = 300  # characters of a redirect's Location its message quotes
 
 
 def _bearer(request: web.Request) -> str:
@@ -481,6 +489,22 @@ async def test_a_query_key_quoted_twice_by_a_login_redirect_is_stored_and_return
     assert any("redirected to" in text and MASK in text for text in stored), stored
     revealed = _revealed("\n".join([*stored, *_strings(problem), _gateway_log(caplog)]))
     assert not _leaks(secret, revealed), revealed
+
+
+async def test_a_query_key_in_a_long_redirect_location_is_masked_before_it_is_shortened(
+    client: Client, echo: Echo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A partner that moved and quotes our query back in its `Location`, the key across the
+    300th character: the Location was cut there first, then redacted, and the key's start
+    (all but its last characters, with the cut moved) was stored, logged and returned."""
+    caplog.set_level(logging.DEBUG)
+    key = "K3yQabcdefghijklmnopqrstuvwxyz0123456789ZZ"
+    query = {"type": "query", "name": "api_key", "value": key}
+    stored, problem = await _delivered_and_proxied(client, echo, query, "/moved")
+    assert "redirected to" in problem["detail"] and MASK in problem["detail"], problem
+    assert any("redirected to" in text and MASK in text for text in stored), stored
+    revealed = _revealed("\n".join([*stored, *_strings(problem), _gateway_log(caplog)]))
+    assert not _leaks(key, revealed), revealed
 
 
 @pytest.mark.parametrize("form", ["text", "json"])

@@ -609,11 +609,12 @@ async def test_a_charset_whose_codec_fails_otherwise_than_undecodable_bytes_is_a
     client: Client,
 ) -> None:
     trigger = await _xml_trigger(client)
-    # The punycode codec raises a bare UnicodeError (not a UnicodeDecodeError) on this text.
+    # The punycode codec raises a bare UnicodeError (not a UnicodeDecodeError) on this text:
+    # a host-name codec, no charset (`charsets.text_codec`).
     body = b"<veiculo><placa>-9999999</placa></veiculo>"
     status, problem = await _post(client, trigger, body, "text/xml; charset=punycode")
     assert status == 400, problem
-    assert problem["detail"] == "malformed XML: the body is not valid punycode"
+    assert problem["detail"] == "malformed XML: unknown charset 'punycode'"
 
 
 async def test_a_partner_s_xml_answer_in_a_charset_whose_codec_fails_is_a_502(
@@ -629,7 +630,7 @@ async def test_a_partner_s_xml_answer_in_a_charset_whose_codec_fails_is_a_502(
     )
     problem = await response.json()
     assert response.status == 502, problem
-    assert "body is not valid XML: the body is not valid punycode" in problem["detail"]
+    assert "body is not valid XML: unknown charset 'punycode'" in problem["detail"]
 
 
 TWO_DOCUMENTS = """

@@ -11,6 +11,7 @@ from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog
 from gateway.actions.xml_body import compile_xml_body
 from gateway.clock import as_stored, utcnow
+from gateway.delivery.ordering import place_of
 from gateway.errors import Conflict, NotFound
 from gateway.formats.json_tree import is_text, whole_number
 from gateway.mapping.expressions import compile_expression
@@ -123,6 +124,7 @@ class ActionUseCases:
             fields,
         )
         await self._refuse_if_schedules_read(tenant, action_id, current, fields)
+        await self._refuse_if_subscribed(tenant, action_id, current, fields)
         fields["updated_at"] = utcnow()
         doc = await self._store.actions.update(tenant, action_id, current["rev"], fields)
         if doc is None:
@@ -133,6 +135,15 @@ class ActionUseCases:
             await self._store.deliveries.repoint(
                 tenant, action_id, str(doc["partner_id"]), utcnow()
             )
+            # Its subscriptions say where their events go: to the new partner.
+            await self._store.subscriptions.repoint(
+                tenant, action_id, str(doc["partner_id"]), utcnow()
+            )
+        if doc.get("ordered") and not current.get("ordered"):
+            # Its open deliveries take their places first: a new one waits for them.
+            for open_doc in await self._store.deliveries.unplaced(tenant, action_id):
+                if place := place_of(open_doc, action_id):
+                    await self._store.deliveries.place(open_doc["_id"], place)
         return doc
 
     async def delete_action(self, tenant: str, action_id: str) -> None:
@@ -176,6 +187,26 @@ class ActionUseCases:
             raise Conflict(
                 f"action {current['name']} is used by {names}, which reads with it: a "
                 f"{changed['method']} not marked read_only is no reading action",
+                used_by=found,
+            )
+
+    async def _refuse_if_subscribed(
+        self, tenant: str, action_id: str, current: Doc, changed: Doc
+    ) -> None:
+        """409 naming the subscriptions that deliver through the action, when the change
+        takes it out of `deliver` mode: a subscription needs one (it is refused on a proxy
+        action), and its events would go on being pushed through an action that says it
+        only calls on demand."""
+        if changed["mode"] == "deliver" or current["mode"] != "deliver":
+            return
+        named = {"action_id": action_id}
+        subscriptions = await self._store.subscriptions.list(tenant, named, after=None, limit=50)
+        if subscriptions:
+            found = [{"kind": "subscription", "id": str(d["_id"])} for d in subscriptions]
+            ids = ", ".join(u["id"] for u in found)
+            raise Conflict(
+                f"action {current['name']} delivers the events of subscription(s) {ids}: it "
+                f"stays in deliver mode until they are deleted",
                 used_by=found,
             )
 

@@ -33,7 +33,7 @@ from gateway.formats.json_tree import is_text, plain
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import OtherBody, Outcome, Sender
+from gateway.outbound.sender import OtherBody, Outcome, Sender, other_charset
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 
@@ -186,12 +186,12 @@ def _raise_for(
 
 
 def _as_it_came(status: int, other: OtherBody) -> ProxyResult:
-    """An answer that is neither JSON nor XML: its text, read in its charset (else UTF-8),
-    or base64 when it is not text in it, with its media type."""
+    """An answer that is neither JSON nor XML: its text, read in its charset (else UTF-8:
+    `other_charset`), or base64 when it is not text in it, with its media type."""
     try:
-        text = storable(other.body.decode(other.charset or "utf-8"))  # UTF-7's lone surrogates
+        text = storable(other.body.decode(other_charset(other)))  # UTF-7's lone surrogates
         return ProxyResult(status, text, None, other.media_type)
-    except (LookupError, UnicodeDecodeError):  # no such codec, or bytes that are not text
+    except UnicodeDecodeError:  # bytes that are not text in it (an image)
         encoded = base64.b64encode(other.body).decode("ascii")
         return ProxyResult(status, encoded, None, other.media_type, "base64")
 

@@ -7,6 +7,8 @@ One service for the three resource families, each in its own module: `partners.p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.actions.catalog import Catalog
 from gateway.actions.definitions import ActionUseCases, FlowUsers, no_flow_users
 from gateway.actions.partners import PartnerUseCases
@@ -27,6 +29,7 @@ class ActionService(PartnerUseCases, ActionUseCases, SubscriptionUseCases):
         mappings: MappingSource | None = None,
         *,
         flow_users: FlowUsers = no_flow_users,
+        on_due: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._box = box
@@ -34,3 +37,4 @@ class ActionService(PartnerUseCases, ActionUseCases, SubscriptionUseCases):
         self._guards = guards
         self._mappings = mappings
         self._flow_users = flow_users
+        self._on_due = on_due

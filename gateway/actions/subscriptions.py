@@ -6,7 +6,7 @@ module in clear, except in the answer that creates or rotates one (shown once).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +20,9 @@ from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.store import Doc, Store, new_id
 
 ROTATION_GRACE = timedelta(hours=24)
+ROTATED_KEPT = 5
+"""Secrets rotated out that still sign, each for ROTATION_GRACE after its own rotation: a
+delivery carries at most this many signatures besides the current secret's."""
 
 
 def public_subscription(doc: Doc) -> dict[str, Any]:
@@ -52,6 +55,7 @@ class SubscriptionUseCases:
     _store: Store
     _box: SecretBox
     _catalog: Catalog
+    _on_due: Callable[[], None]  # deliveries are due now: wake the delivery worker
 
     async def create_subscription(self, tenant: str, body: Mapping[str, Any]) -> tuple[Doc, str]:
         """The stored subscription and its signing secret (shown this once)."""
@@ -100,14 +104,18 @@ class SubscriptionUseCases:
         if doc is None:
             raise Conflict("the subscription was changed concurrently; retry")
         self._catalog.forget(subscription_id)
+        if fields.get("status") == "disabled":
+            await self._unsendable(tenant, subscription_id, "the subscription is disabled")
         return doc
 
     async def rotate_secret(
         self, tenant: str, subscription_id: str, *, shown: str | None = None
     ) -> tuple[Doc, str]:
-        """A new signing secret; the previous one keeps signing for ROTATION_GRACE (both
-        signatures are sent), older ones are dropped. `shown`: the `secret_revision` of the
-        page asking; a `Conflict`, nothing changed, when the secret was rotated since."""
+        """A new signing secret; each one rotated out keeps signing for ROTATION_GRACE after
+        its own rotation (every such signature is sent), the newest ROTATED_KEPT of them: a
+        second rotation within the day does not cut the first one's grace, which a receiver
+        still on the first secret was promised. `shown`: the `secret_revision` of the page
+        asking; a `Conflict`, nothing changed, when the secret was rotated since."""
         current = await self.get_subscription(tenant, subscription_id)
         if shown is not None and secret_revision(current) != shown:
             raise Conflict(
@@ -119,9 +127,9 @@ class SubscriptionUseCases:
         sealed = self._box.seal(secret, context=subscription_context(subscription_id))
         previous = [
             {**s, "expires_at": s.get("expires_at") or now + ROTATION_GRACE}
-            for s in current["secrets"][:1]
+            for s in current["secrets"]
             if s.get("expires_at") is None or s["expires_at"] > now
-        ]
+        ][:ROTATED_KEPT]
         fields = {
             "secrets": [{"sealed": sealed, "created_at": now}, *previous],
             "secret_rotated_at": now,
@@ -140,6 +148,15 @@ class SubscriptionUseCases:
         if not await self._store.subscriptions.delete(tenant, subscription_id):
             raise NotFound(f"no subscription {subscription_id!r}")
         self._catalog.forget(subscription_id)
+        await self._unsendable(tenant, subscription_id, "the subscription was deleted")
+
+    async def _unsendable(self, tenant: str, subscription_id: str, reason: str) -> None:
+        """A subscription deleted or disabled: its pending deliveries, which can no longer be
+        sent, fail now (not at their retry time, hours away, holding an ordered action's line
+        for the other subscriptions' deliveries), and those they held are due."""
+        deliveries = self._store.deliveries
+        if await deliveries.fail_unsendable(tenant, subscription_id, reason, utcnow()):
+            self._on_due()
 
     async def _subscription_fields(
         self, tenant: str, body: Mapping[str, Any], *, creating: bool

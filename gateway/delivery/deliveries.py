@@ -10,7 +10,7 @@ from gateway.clock import utcnow
 from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.models import DeliveryKind, DeliveryStatus
 from gateway.store import Doc, Store
-from gateway.store.deliveries import FILTERS
+from gateway.store.deliveries import FILTERS, attempts_made
 
 STATUSES = tuple(s.value for s in DeliveryStatus)
 _SUMMARY = (
@@ -44,6 +44,8 @@ def public_delivery(doc: Doc, *, full: bool = False) -> dict[str, Any]:
         "entity": event.get("entity"),
         **{k: doc.get(k) for k in _SUMMARY},
     }
+    # The attempts made, replays or not (`attempt_count` is stored as the schedule's place).
+    view["attempt_count"] = attempts_made(doc)
     view["kind"] = doc.get("kind", DeliveryKind.WEBHOOK.value)
     view.update({k: doc[k] for k in _FLOW if k in doc})
     message = doc.get("notification")

@@ -16,6 +16,7 @@ from datetime import datetime
 from gateway.actions.catalog import Action, Catalog
 from gateway.actions.filters import EventFilter, compile_filter, wanted_by
 from gateway.clock import utcnow
+from gateway.delivery.ordering import event_place
 from gateway.errors import InvalidPayload, NotFound
 from gateway.events import public_event
 from gateway.metrics import Metrics
@@ -58,13 +59,8 @@ def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime) -> Do
         "created_at": now,
         "updated_at": now,
     }
-    if action.ordered and entity_id:
-        doc["order_key"] = f"{action.id}:{entity_id}"
-        # Sorts by the entity's revision, then the event's place in that write.
-        rev = int((event.get("entity") or {}).get("rev", 0))
-        doc["seq"] = f"{rev:012d}.{int(event.get('position', 0)):03d}.{delivery_id}"
-        # One shard per order key: a worker claims them together and sends them in turn.
-        doc["shard"] = shard_of(doc["order_key"])
+    if action.ordered:
+        doc.update(event_place(action.id, event, delivery_id))
     return doc
 
 

@@ -3,8 +3,8 @@ delivery → its action and partner (`resolve_target`) → the request to send
 (`delivery_request`), the action's request mapping applied.
 
 Two kinds call actions, and differ only in what the mapping sees and who signs:
-    webhook    the event (`{"event", "entity", "tenant"}`), signed with the subscription's
-               secrets (Standard Webhooks)
+    webhook    the event (`{"event", "entity", "tenant"}`, the entity as a proxy call's),
+               signed with the subscription's secrets (Standard Webhooks)
     flow_call  the flow run's context as the `call` step saw it (stored on the delivery);
                no subscription, so no signature: the partner's own auth applies
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.actions.catalog import Action, Catalog, Partner, Subscription, build_request
 from gateway.clock import utc_timestamp
+from gateway.entities import as_mapped
 from gateway.errors import NotFound
 from gateway.formats.json_tree import plain
 from gateway.mapping_files.source import MappingSource
@@ -109,8 +110,12 @@ Inputs = tuple[dict[str, Any], Any, dict[str, Any]]  # context, default body, pa
 
 
 def _webhook_inputs(doc: Doc) -> Inputs:
+    """The event, and its entity as a proxy call gives it (`entities.as_mapped`): one request
+    mapping reads the same fields in both modes. The event's own reference (`type`, `id`,
+    `key`, `rev`) stays under `event.entity`."""
     event = plain(doc["event"])  # stored: its times are datetimes, a mapping reads text
-    entity = {**(event.get("data") or {}), **(event.get("entity") or {})}
+    ref = event.get("entity") or {}
+    entity = as_mapped(event.get("data"), ref.get("id"), ref.get("type"), ref.get("rev"))
     return {"event": event, "entity": entity, "tenant": doc["tenant"]}, event, entity
 
 

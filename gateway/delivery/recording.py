@@ -24,7 +24,7 @@ from gateway.models import DeliveryStatus
 from gateway.outbound.sender import Outcome
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
-from gateway.store.deliveries import QUIET_HOURS
+from gateway.store.deliveries import QUIET_HOURS, attempt_number
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,17 @@ class DeliveryRecorder:
             return "lease_lost"
         if verdict is Verdict.GONE and doc.get("subscription_id"):
             await self._store.subscriptions.disable(
-                doc["tenant"], doc["subscription_id"], f"partner answered 410 at {now.isoformat()}"
+                doc["tenant"],
+                doc["subscription_id"],
+                f"partner answered 410 at {now.isoformat()}",
+                now,
             )
             self._catalog.forget(doc["subscription_id"])
+            # Its other deliveries, waiting for a retry, can never be sent: failed now.
+            unsendable = await self._store.deliveries.fail_unsendable(
+                doc["tenant"], doc["subscription_id"], "the subscription is disabled", now
+            )
+            self._metrics.deliveries.labels("failed").inc(unsendable)
         if status.final and doc.get("order_key"):
             await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
         result = (
@@ -167,7 +175,7 @@ class DeliveryRecorder:
         """Unsendable (deleted, disabled, request cannot be built): failed without a send."""
         now = self._clock()
         attempt = {
-            "n": doc.get("attempt_count", 0) + 1,
+            "n": attempt_number(doc),
             "at": now,
             "status": None,
             "error": "unsendable",
@@ -238,7 +246,7 @@ class DeliveryRecorder:
         if isinstance(result, Dropped):
             suppressed = DeliveryStatus.SUPPRESSED.value
             fields = {"status": suppressed, "last_error": result.reason, "final_at": now}
-            note = {"n": doc.get("attempt_count", 0) + 1, "at": now, "status": None}
+            note = {"n": attempt_number(doc), "at": now, "status": None}
             attempt = {**note, "error": suppressed, "message": result.reason}
             if not await self._store.deliveries.finish(
                 doc["_id"],
@@ -256,7 +264,7 @@ class DeliveryRecorder:
             doc, result.schedule, result.verdict, now, result.code, error, result.retry_after
         )
         attempt = {
-            "n": doc.get("attempt_count", 0) + 1,
+            "n": attempt_number(doc),
             "at": now,
             "status": result.code,
             "latency_ms": result.latency_ms,
@@ -290,7 +298,7 @@ def recording_failed(outcome: Outcome, exc: Exception) -> Outcome:
 
 def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool) -> Doc:
     attempt: Doc = {
-        "n": doc.get("attempt_count", 0) + 1,
+        "n": attempt_number(doc),
         "at": now,
         "status": outcome.status,
         "latency_ms": outcome.latency_ms,

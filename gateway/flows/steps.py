@@ -25,7 +25,7 @@ deterministic and inserted only when new; a `set` already done changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 from gateway.actions.catalog import Catalog, build_request
 from gateway.assignments import AssignmentService
 from gateway.delivery.fanout import insert_deliveries
+from gateway.delivery.ordering import call_place
 from gateway.entities import EntityService, Origin
 from gateway.errors import (
     Conflict,
@@ -57,7 +58,6 @@ from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import Sender
 from gateway.outbound.verdict import Verdict
 from gateway.store import Store
-from gateway.store.deliveries import shard_of
 
 _CONFLICT_RETRY = (1.0, 5.0, 30.0)  # a `set` that keeps losing to concurrent writers
 
@@ -274,7 +274,7 @@ class StepRunner:
             next_attempt_at=now,  # the first attempt is made at once; retries on the schedule
         )
         if action.ordered:
-            doc.update(_order(action.id, entity or {}, run.event, doc["_id"]))
+            doc.update(call_place(action.id, entity or {}, run.event, doc["_id"]))
         created = await insert_deliveries(self._p.store, self._p.metrics, [doc])
         entry = {"outcome": "queued", "action": action.name, "delivery": doc["_id"]}
         return StepOutcome(entry, created=created)
@@ -360,30 +360,6 @@ class StepRunner:
     async def _action(self, tenant: str, ref: str) -> Any:
         p = self._p
         return await resolve_action(p.store, p.catalog, p.mappings, tenant, ref)
-
-
-def _order(
-    action_id: str, entity: Mapping[str, Any], event: Mapping[str, Any], delivery_id: str
-) -> dict[str, Any]:
-    """An ordered action's place for a call on `entity` (the mapping's `entity`: the event's,
-    or one a `set` step wrote): in line with every delivery of that action for that entity,
-    subscriptions' included, by the entity's version — so the ERP never hears a vehicle's
-    mileage go back, however its retries fall. An entity whose version the run does not know
-    (a fetched answer) cannot be placed: the call is not ordered."""
-    entity_id = entity.get("id")
-    version = entity.get("version")
-    ref = event.get("entity") or {}
-    if not _is_int(version) and entity_id is not None and entity_id == ref.get("id"):
-        version = ref.get("rev")
-    if not isinstance(entity_id, str) or not entity_id or not _is_int(version):
-        return {}
-    key = f"{action_id}:{entity_id}"
-    # After a subscription's deliveries of the same version (their place in the write: 000…).
-    return {"order_key": key, "seq": f"{version:012d}.999.{delivery_id}", "shard": shard_of(key)}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 async def _build(action: Any, partner: Any, mapping: Any, local: dict[str, Any]) -> Any:

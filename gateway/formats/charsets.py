@@ -16,8 +16,12 @@ from typing import Final
 
 from .refusal import DocumentRefused
 
-# Python's escape codecs are no charsets (decoding with them warns of invalid escapes).
-NOT_CHARSETS: Final = frozenset({"unicode-escape", "raw-unicode-escape"})
+# Python's codecs that are text encodings but no charsets: the escape codecs (decoding with
+# them warns of invalid escapes), and those that refuse bytes with a bare UnicodeError,
+# leniently or not (`undefined` always; `idna` and `punycode` read host names).
+NOT_CHARSETS: Final = frozenset(
+    {"unicode-escape", "raw-unicode-escape", "undefined", "idna", "punycode"}
+)
 UTF8_BOM: Final = codecs.BOM_UTF8
 
 
@@ -56,22 +60,14 @@ _C1_TO_WINDOWS_1252: Final = {
 def is_windows_1252(charset: str) -> bool:
     """Whether a label means windows-1252 to a WHATWG reader (Latin-1's and ASCII's do)."""
     label = charset.strip(" \t\n\f\r").lower()
-    if label in _WINDOWS_1252_LABELS:
-        return True
-    try:
-        return codecs.lookup(label).name in _WINDOWS_1252_CODECS
-    except (LookupError, ValueError):  # ValueError: a NUL in the name
-        return False
+    return label in _WINDOWS_1252_LABELS or text_codec(label) in _WINDOWS_1252_CODECS
 
 
 def is_ascii(charset: str) -> bool:
     """Whether a label names ASCII (`us-ascii`, `ascii`, `ANSI_X3.4-1968`). Bytes past ASCII
     under it are not of it: UTF-8 more often than not (a default label, a template's
     declaration), which a reader tries first as it does for JSON, forms and multipart parts."""
-    try:
-        return codecs.lookup(charset.strip(" \t\n\f\r").lower()).name == "ascii"
-    except (LookupError, ValueError):  # ValueError: a NUL in the name
-        return False
+    return text_codec(charset.strip(" \t\n\f\r").lower()) == "ascii"
 
 
 def decode_windows_1252(document: bytes) -> str:
@@ -98,22 +94,35 @@ def latin_1_to_windows_1252(text: str) -> str:
     return text.translate(_C1_TO_WINDOWS_1252)
 
 
+def text_codec(charset: str) -> str | None:
+    """The codec that reads a document declared in `charset`, or None when the label names
+    none: no codec Python knows (or a NUL in it), one that is no text encoding (`hex`,
+    `rot13`, `base64`), or one that is no charset (`NOT_CHARSETS`). Every reader of a charset
+    a partner or a client declares asks here first, and reads None as an unknown charset: so
+    decoding in the codec it names fails only with UnicodeDecodeError (bytes not of it), and
+    never with "replace"."""
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        return None
+    if not info._is_text_encoding or info.name in NOT_CHARSETS:
+        return None
+    return info.name
+
+
 def decode_charset(document: bytes, charset: str) -> str:
     """The document's text in `charset`; DocumentRefused for bytes that are not of that
-    charset, or a charset that is unknown or no text encoding (`hex`, `rot13`). A label of
+    charset, or a charset that is unknown or no text encoding (`text_codec`). A label of
     Latin-1 or ASCII is windows-1252 (the module's docstring)."""
     if is_windows_1252(charset):
         return decode_windows_1252(document)
+    codec = text_codec(charset)
+    if codec is None:
+        raise DocumentRefused(f"unknown charset {charset!r}")
     try:
-        if codecs.lookup(charset).name in NOT_CHARSETS:
-            raise LookupError(charset)
-        return document.decode(charset)
+        return document.decode(codec)
     except UnicodeDecodeError as exc:
         raise DocumentRefused(f"the body is not valid {charset} (byte {exc.start})") from None
-    except ValueError:  # a codec that fails otherwise (punycode, idna: a bare UnicodeError)
-        raise DocumentRefused(f"the body is not valid {charset}") from None
-    except LookupError:  # no such codec, or not a text one (`hex`, `rot13`)
-        raise DocumentRefused(f"unknown charset {charset!r}") from None
 
 
 def decode_marked(document: bytes) -> str | None:
@@ -141,12 +150,7 @@ def unmarked(document: bytes) -> bytes:
 def is_utf8(charset: str | None) -> bool:
     """Whether a media type's charset (None: none given) is UTF-8, which needs no decoding.
     An unknown name is not: decode_charset refuses it."""
-    if charset is None:
-        return True
-    try:
-        return codecs.lookup(charset).name == "utf-8"
-    except (LookupError, ValueError):  # ValueError: a NUL in the name (a multipart part's)
-        return False
+    return charset is None or text_codec(charset) == "utf-8"
 
 
 # UTF-32 first: its little-endian mark starts with UTF-16's.
@@ -168,13 +172,9 @@ def _wide(document: bytes, charset: str | None) -> str | None:
     for mark, codec in _WIDE_MARKS:
         if document.startswith(mark):
             return codec
-    if b"\x00" not in document:
+    if b"\x00" not in document or not charset:
         return None
-    try:
-        name = codecs.lookup(charset).name if charset else None
-    except LookupError:
-        return None
-    return charset if name in _WIDE else None
+    return charset if text_codec(charset) in _WIDE else None
 
 
 def utf8_json(document: bytes, charset: str | None) -> bytes:

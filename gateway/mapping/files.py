@@ -9,6 +9,7 @@ from typing import Any, Final
 from ..errors import BadRequest, FieldProblem, InvalidPayload
 from ..formats import DocumentRefused, load_json_text, parse_xml
 from ..formats.bodies import FORM, parse_form, parse_json, starts_as
+from ..formats.charsets import text_codec
 from .engine import CompiledMapping
 from .expressions import DecodedTexts
 from .fixes import parse_mapped_fix
@@ -70,9 +71,12 @@ def _is_json(raw: bytes, charset: str | None = None) -> bool:
     does, or is another JSON value (`42`, `null`); a form's text is none of these."""
     if starts_as(raw, b"{", b"[", b'"'):
         return True
+    codec = text_codec(charset) if charset else "utf-8-sig"
+    if codec is None:  # an unknown charset: the form reader refuses it
+        return False
     try:
-        load_json_text(raw.decode(charset or "utf-8-sig"))
-    except (UnicodeDecodeError, LookupError, DocumentRefused):
+        load_json_text(raw.decode(codec))
+    except (UnicodeDecodeError, DocumentRefused):
         return False
     return True
 

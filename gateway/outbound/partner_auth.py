@@ -323,9 +323,9 @@ def parse_token_response(response: TokenResponse, default_ttl: float) -> tuple[s
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         # A configuration matter (the client is registered for DPoP, MAC, ...), not a busy
         # endpoint: asking again gives the same answer, so it is refused, not retried.
-        shown = str(token_type)[:40]
+        # Not cut here: the sender masks the whole refusal, then shortens it (`_TOKEN_SAID`).
         raise TokenFetchFailed(
-            f"token endpoint issued a {shown!r} token; only Bearer tokens can be used: "
+            f"token endpoint issued a {str(token_type)!r} token; only Bearer tokens can be used: "
             "register the client for Bearer tokens",
             kind="auth_refused",
         )
@@ -340,10 +340,10 @@ def parse_token_response(response: TokenResponse, default_ttl: float) -> tuple[s
 
 
 def _without_query(location: str) -> str:
-    """Where a redirect points, without its query or fragment (a key may ride in them)."""
+    """Where a redirect points, without its query or fragment (a key may ride in them).
+    Not cut here: the sender masks the whole refusal, then shortens it (`_TOKEN_SAID`)."""
     bare = location.split("?", 1)[0].split("#", 1)[0]
-    shown = bare if len(bare) <= 300 else bare[:300] + "…"
-    return shown + ("?…" if len(bare) < len(location) else "")
+    return bare + ("?…" if len(bare) < len(location) else "")
 
 
 def _ttl(expires_in: Any, default: float) -> float:

@@ -348,6 +348,13 @@ class Redactor:
         pieces.append(text[written:])
         return "".join(pieces)
 
+    def shortened(self, text: str, limit: int) -> str:
+        """A whole text of the partner's (a redirect's `Location`, a token endpoint's words)
+        masked, then cut to `limit` characters and `…`: cut first, a credential across the
+        cut would keep its start, which nothing finds once text follows the cut."""
+        masked = self.redact(text, cut=False)
+        return masked if len(masked) <= limit else masked[:limit] + "…"
+
     def _spans(self, text: str, *, cut: bool, whole: bool) -> list[tuple[int, int]]:
         """Where, in `text`, the credentials' forms are written."""
         reading = Reading(text)

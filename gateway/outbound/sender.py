@@ -35,7 +35,7 @@ from gateway.clock import utcnow
 from gateway.errors import GatewayError, PartnerUnavailable, RateLimited, Unavailable
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.formats import is_xml as is_xml_type
-from gateway.formats.charsets import storable, utf8_json
+from gateway.formats.charsets import storable, text_codec, utf8_json
 from gateway.formats.headers import reserved_in, reserved_message
 from gateway.formats.json_tree import ANSWER_DEPTH, json_depth_exceeds, loads_exact
 from gateway.outbound.breaker import BreakerState, Gate, PartnerGuard
@@ -143,6 +143,12 @@ class OtherBody:
     body: bytes
     media_type: str  # e.g. text/plain ("application/octet-stream" when none is given)
     charset: str | None
+
+
+def other_charset(other: OtherBody) -> str:
+    """The codec an answer's text is read in: its charset, UTF-8 when it names none or one
+    that is no charset Python reads as text (`undefined`, `idna`, `hex`: `text_codec`)."""
+    return (other.charset and text_codec(other.charset)) or "utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,9 +489,8 @@ class Sender:
         except TokenFetchFailed as exc:
             # The token endpoint's own words (`error_description`) may quote the client
             # secret it refused.
-            said = Redactor.of((*auth.credential_values(), *request.secrets)).redact(exc.detail)
-            if len(said) > _TOKEN_SAID:
-                said = said[:_TOKEN_SAID] + "…"
+            redactor = Redactor.of((*auth.credential_values(), *request.secrets))
+            said = redactor.shortened(exc.detail, _TOKEN_SAID)
             return Outcome(
                 error=exc.kind,
                 message=said,
@@ -610,7 +615,7 @@ class Sender:
         if message is None:  # a 204 or 304 that announced a body (connection.py)
             message = declared_body(response)
         if message is None and 300 <= response.status < 400:
-            message = _not_followed(headers.get("Location"))
+            message = _not_followed(headers.get("Location"), redactor)
         other = None
         if error is None and not (is_json or is_xml) and body and 200 <= response.status < 300:
             other = OtherBody(body, content_type, charset)
@@ -691,6 +696,8 @@ _BUSY_RETRY = 5.0
 """Seconds after which a request the full outbound capacity held goes again."""
 _TOKEN_SAID = 600
 """Characters of a token endpoint's refusal kept, once redacted."""
+_LOCATION_SHOWN = 300
+"""Characters of a redirect's `Location` quoted in its message, once redacted."""
 _LEAST_TIMEOUT = 0.001
 """Seconds an exchange is given when its call's deadline has passed (aiohttp reads a timeout
 of 0 as none): it times out at once."""
@@ -701,11 +708,12 @@ async def _before_sending(request: OutboundRequest) -> None:
         await request.before_sending()
 
 
-def _not_followed(location: str | None) -> str:
-    """What a 3xx says, since it is an answer and not followed (ssrf.py): where it points."""
+def _not_followed(location: str | None, redactor: Redactor) -> str:
+    """What a 3xx says, since it is an answer and not followed (ssrf.py): where it points,
+    masked whole, then shortened (it may quote our request's query key anywhere)."""
     if not location:
         return "a redirect without a Location; redirects are not followed"
-    shown = location if len(location) <= 300 else location[:300] + "…"
+    shown = redactor.shortened(location, _LOCATION_SHOWN)
     return f"redirected to {shown}; redirects are not followed: point the partner's URL there"
 
 
@@ -900,11 +908,9 @@ def _excerpt(head: bytes, charset: str | None, *, xml: bool, cut: bool) -> str:
         # A declaration read as ASCII is in no UTF-16 or UTF-32 (.NET's StringWriter writes
         # `utf-16` on UTF-8): its bytes are.
         encoding = _ascii_based(declared.group(1).decode("ascii"))
-    encoding = encoding or "utf-8"
-    try:
-        text = head.decode(encoding, "replace")
-    except (LookupError, ValueError):  # no text codec (`hex`), or one that fails anyway
-        encoding, text = "utf-8", head.decode("utf-8", "replace")
+    # A charset that names no text codec (`hex`, `undefined`) is none: UTF-8.
+    encoding = (encoding and text_codec(encoding)) or "utf-8"
+    text = head.decode(encoding, "replace")
     if cut and text.endswith("\ufffd"):  # not final: a character's first bytes are held back
         text = _held_back(head, encoding, text)
     # UTF-7 decodes `+2AA-` to a lone surrogate, leniently or not: no store takes it.
@@ -913,11 +919,8 @@ def _excerpt(head: bytes, charset: str | None, *, xml: bool, cut: bool) -> str:
 
 def _ascii_based(encoding: str) -> str | None:
     """`encoding`, or None when it names a UTF-16 or UTF-32 codec."""
-    try:
-        name = codecs.lookup(encoding).name
-    except LookupError:
-        return encoding  # the decode falls back to UTF-8
-    return None if name.startswith(("utf-16", "utf-32")) else encoding
+    name = text_codec(encoding)
+    return None if name is not None and name.startswith(("utf-16", "utf-32")) else encoding
 
 
 def _held_back(head: bytes, encoding: str, text: str) -> str:
@@ -960,9 +963,9 @@ def _redacted_body(other: OtherBody, redactor: Redactor) -> OtherBody:
     if redactor.empty:
         return other
     try:
-        encoding, errors = other.charset or "utf-8", "replace"
+        encoding, errors = other_charset(other), "replace"
         text = other.body.decode(encoding)
-    except (LookupError, ValueError):  # no such codec, or bytes that are not text in it
+    except UnicodeDecodeError:  # bytes that are not text in it
         encoding, errors = "utf-8", "surrogateescape"
         text = other.body.decode(encoding, errors)
     masked = redactor.redact(text, cut=False, whole=True)

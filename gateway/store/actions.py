@@ -10,6 +10,8 @@ updated_at}`; its signing secrets are only stored sealed.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
 
@@ -39,9 +41,22 @@ class SubscriptionStore(TenantResources):
         with translate_errors():
             return await self._c.find(scoped(tenant, {"status": "active"})).to_list(None)
 
-    async def disable(self, tenant: str, subscription_id: str, reason: str) -> None:
+    async def disable(self, tenant: str, subscription_id: str, reason: str, now: datetime) -> None:
+        """An active subscription disabled by what a partner said (a `410`), at `now`."""
         with translate_errors():
             await self._c.update_one(
                 scoped(tenant, {"_id": ObjectId(subscription_id), "status": "active"}),
-                {"$set": {"status": "disabled", "disabled_reason": reason}, "$inc": {"rev": 1}},
+                {
+                    "$set": {"status": "disabled", "disabled_reason": reason, "updated_at": now},
+                    "$inc": {"rev": 1},
+                },
+            )
+
+    async def repoint(self, tenant: str, action_id: str, partner_id: str, now: datetime) -> None:
+        """An action moved to another partner: its subscriptions name it (`partner_id`), as
+        their events go to it."""
+        with translate_errors():
+            await self._c.update_many(
+                scoped(tenant, {"action_id": action_id, "partner_id": {"$ne": partner_id}}),
+                {"$set": {"partner_id": partner_id, "updated_at": now}, "$inc": {"rev": 1}},
             )

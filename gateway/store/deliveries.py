@@ -1,8 +1,9 @@
 """The `deliveries` collection: durable outbound work, claimed by workers with a lease.
 
 A delivery is `{_id: "<event id>:<subscription id>", tenant, event, subscription_id,
-action_id, partner_id, entity_id, status, next_attempt_at, attempt_count, attempts[],
-shard, order_key?, seq?, waiting_for?, lease_owner?, lease_until?, last_error?, created_at,
+action_id, partner_id, entity_id, status, next_attempt_at, attempt_count (the retry
+schedule's place: back to 0 on a replay), attempts_made (every attempt), attempts[], shard,
+order_key?, seq?, waiting_for?, lease_owner?, lease_until?, last_error?, created_at,
 updated_at, final_at?}`; a flow's deliveries have a `kind` (`flow_call`: `context` instead of
 a subscription; `notification`: the rendered `notification`), `run_id` and `step_id`, and the
 id `<run id>:<step id>[:<to>]`. The `_id` is deterministic, so a relay that fans the same
@@ -273,6 +274,75 @@ class DeliveryStore:
                 scoped(tenant, query), {"$set": {"partner_id": partner_id, "updated_at": now}}
             )
         return result.modified_count
+
+    async def unplaced(self, tenant: str, action_id: str) -> builtins.list[Doc]:
+        """An action just made ordered: its open deliveries without a place in a line (what
+        places them: `event`, `context`, `kind`). An admin's change, rare: it reads the
+        tenant's deliveries (no index has the action)."""
+        query = {
+            "action_id": action_id,
+            "status": {"$in": [PENDING, IN_FLIGHT]},
+            "order_key": {"$exists": False},
+            "kind": {"$ne": _NOTICE},
+        }
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, query), {"event": 1, "context": 1, "kind": 1})
+            return builtins.list(await cursor.to_list(None))
+
+    async def place(self, delivery_id: str, place: Mapping[str, Any]) -> None:
+        """An open delivery takes its place in its action's line (`order_key`, `seq`, the
+        line's `shard`), unless it has one or is final by now."""
+        with translate_errors():
+            await self._c.update_one(
+                {
+                    "_id": delivery_id,
+                    "status": {"$in": [PENDING, IN_FLIGHT]},
+                    "order_key": {"$exists": False},
+                },
+                {"$set": dict(place)},
+            )
+
+    async def fail_unsendable(
+        self, tenant: str, subscription_id: str, reason: str, now: datetime
+    ) -> int:
+        """A subscription deleted or disabled: its pending deliveries can never be sent, and
+        are failed now, as the worker fails an unsendable one (`reason`, an `unsendable`
+        attempt), each waking the delivery it held in its action's line: not at their retry
+        time (hours away), holding the line for the other subscriptions' deliveries. One in
+        flight ends as it goes. How many were failed."""
+        query = scoped(tenant, {"subscription_id": subscription_id, "status": PENDING})
+        failed = 0
+        with translate_errors():
+            projection = {"attempt_count": 1, "attempts_made": 1, "order_key": 1, "seq": 1}
+            for doc in await self._c.find(query, projection).to_list(None):
+                attempt = {
+                    "n": attempt_number(doc),
+                    "at": now,
+                    "status": None,
+                    "error": "unsendable",
+                    "message": reason,
+                }
+                result = await self._c.update_one(
+                    {"_id": doc["_id"], "status": PENDING},
+                    {
+                        "$set": {
+                            "status": DeliveryStatus.FAILED.value,
+                            "last_error": reason,
+                            "final_at": now,
+                            "updated_at": now,
+                            "attempts_made": attempt["n"],
+                        },
+                        "$unset": {"waiting_for": ""},
+                        "$push": {"attempts": {"$each": [attempt], "$slice": -MAX_ATTEMPTS_KEPT}},
+                        "$inc": {"attempt_count": 1},
+                    },
+                )
+                if not result.modified_count:
+                    continue  # claimed meanwhile: the worker finds it unsendable
+                failed += 1
+                if isinstance(doc.get("order_key"), str):
+                    await self.wake_follower(doc["order_key"], doc["seq"], now)
+        return failed
 
     # -- the workers' side: system work across tenants, never reached from a request ---------
 
@@ -578,6 +648,7 @@ class DeliveryStore:
             update["$push"] = {"attempts": {"$each": [dict(attempt)], "$slice": -MAX_ATTEMPTS_KEPT}}
             if counted:
                 update["$inc"] = {"attempt_count": 1}
+                update["$set"]["attempts_made"] = attempt["n"]
         with translate_errors():
             result = await self._c.update_one(
                 {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT}, update
@@ -701,9 +772,23 @@ def _kept(excluded: Mapping[str, Sequence[str]]) -> Doc:
     return kept
 
 
+def attempts_made(doc: Doc) -> int:
+    """How many attempts a delivery has made, replays or not (`attempts_made`, set with each
+    counted attempt; a delivery stored before it was kept has only `attempt_count`)."""
+    made = doc.get("attempts_made", doc.get("attempt_count", 0))
+    return made if isinstance(made, int) else 0
+
+
+def attempt_number(doc: Doc) -> int:
+    """The number (`n`) of a delivery's next attempt in its history: one more than it has
+    made, across replays (a replay restarts the schedule, `attempt_count`, not the count)."""
+    return attempts_made(doc) + 1
+
+
 def _reopened(now: datetime, **marks: Any) -> Doc:
     """The update that replays a delivery (an admin's replay, a recovery's): pending now,
-    with a fresh schedule (its attempt history kept), `replayed_at` and `marks` set."""
+    with a fresh schedule (`attempt_count`, the schedule's place, back to 0; its attempt
+    history and `attempts_made` kept), `replayed_at` and `marks` set."""
     return {
         "$set": {
             "status": PENDING,

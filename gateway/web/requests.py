@@ -31,6 +31,7 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from gateway.formats.bodies import check_depth, malformed, utf8_body
+from gateway.formats.charsets import text_codec
 from gateway.formats.json_tree import WideInt, loads_exact, shown, whole_number
 
 # A client gets this long to send its whole body; a slow one must not hold a connection
@@ -232,11 +233,10 @@ async def _read_coded_form(request: web.Request) -> MultiDictProxy[FormValue]:
     if request.content_type not in ("", "application/x-www-form-urlencoded"):
         return MultiDictProxy(MultiDict())
     body = await read_body(request)
-    charset = request.charset or "utf-8"
-    try:
-        pairs = parse_qsl(body.rstrip().decode(charset), keep_blank_values=True, encoding=charset)
-    except LookupError:
-        raise ValueError("a form in an unknown charset") from None
+    charset = text_codec(request.charset or "utf-8")
+    if charset is None:
+        raise ValueError("a form in an unknown charset")
+    pairs = parse_qsl(body.rstrip().decode(charset), keep_blank_values=True, encoding=charset)
     return MultiDictProxy(MultiDict[FormValue](pairs))
 
 
@@ -289,10 +289,10 @@ async def _read_multipart(request: web.Request) -> MultiDictProxy[FormValue]:
             upload = io.BytesIO(value)
             out.add(part.name, web.FileField(part.name, part.filename, upload, media, part.headers))
         elif content_type is None or content_type.startswith("text/"):
-            try:
-                out.add(part.name, value.decode(part.get_charset(default="utf-8")))
-            except LookupError:  # a charset Python does not know
-                raise ValueError("a form part in an unknown charset") from None
+            charset = text_codec(part.get_charset(default="utf-8"))
+            if charset is None:  # a charset Python does not read as text
+                raise ValueError("a form part in an unknown charset")
+            out.add(part.name, value.decode(charset))
         else:
             out.add(part.name, value)
     return MultiDictProxy(out)
