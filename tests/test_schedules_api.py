@@ -233,6 +233,49 @@ async def test_a_change_of_the_cursor_starts_again_from_its_initial_as_a_reset_d
     assert [c["after"] for c in scripted.calls] == [None, None, "1"]
 
 
+async def test_a_change_to_what_names_the_feed_in_its_action_or_partner_starts_it_again(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """The action's path (Samsara names its feeds by path) or its partner's account (Geotab's
+    `database`: versions are per database) name the feed as the schedule's own `action_id`
+    does: a PATCH of one starts every schedule reading with it again from `cursor.initial`;
+    the old feed's cursor was sent to the new one. A new name or a new password keeps it."""
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": str(n)}],
+        "next": f"tok-{n}",
+        "more": False,
+    }
+    schedule = await scripted_schedule(client, scripted)
+    path = f"/api/v1/schedules/{schedule['id']}"
+    action_path = f"/api/v1/actions/{schedule['action_id']}"
+    partner_id = (await get(client, action_path))["partner_id"]
+
+    async def run() -> str | None:
+        await run_now(client, schedule["id"])
+        assert await runner(client).run_until_idle() == {"ok": 1}
+        return scripted.calls[-1]["after"]
+
+    async def patch(url: str, body: dict[str, Any]) -> str | None:
+        response = await client.patch(url, json=body, headers=auth())
+        assert response.status == 200, await response.text()
+        return (await get(client, path))["state"]["cursor"]
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert await patch(action_path, {"name": "erp-feed-renamed"}) == "tok-1"
+    assert await patch(action_path, {"path": "/feed/"}) is None
+    assert await patch(action_path, {"path": "/feed"}) is None
+    assert await run() is None  # from cursor.initial (none), not tok-1
+    account = {"type": "basic", "username": "fleet-a", "password": "p1"}
+    partner_path = f"/api/v1/partners/{partner_id}"
+    assert await patch(partner_path, {"auth": account}) is None  # another kind of credential
+    assert await run() is None
+    assert await patch(partner_path, {"auth": {**account, "password": "p2"}}) == "tok-3"
+    assert await patch(partner_path, {"timeout_seconds": 3}) == "tok-3"
+    assert await patch(partner_path, {"auth": {**account, "username": "fleet-b"}}) is None
+    assert await run() is None
+    assert [c["after"] for c in scripted.calls] == [None, None, None, None]
+
+
 async def test_deleting_a_schedule_mid_run_writes_nothing_after_and_leaves_no_run(
     client: Client, scripted: ScriptedFeed
 ) -> None:

@@ -61,6 +61,17 @@ async def no_flow_users(tenant: str, name: str) -> list[dict[str, Any]]:
     return []
 
 
+# Told of a change to an action or a partner a schedule may read with: (tenant, "action" or
+# "partner", its id, the document before, after; a partner's as `feed_of_partner` gives it).
+# The schedules reading with it start again when what names their feed changed
+# (`ScheduleService.read_with_changed`, wired in services.py).
+ReadWithChanged = Callable[[str, str, str, Doc, Doc], Awaitable[None]]
+
+
+async def no_schedules(tenant: str, kind: str, ref: str, before: Doc, after: Doc) -> None:
+    return None
+
+
 def reads(action: Mapping[str, Any]) -> bool:
     """Whether an action only reads, so a schedule may run it: a GET, or a POST marked
     `read_only` (a JSON-RPC read such as Geotab's)."""
@@ -74,6 +85,7 @@ class ActionUseCases:
     _catalog: Catalog
     _mappings: MappingSource | None
     _flow_users: FlowUsers
+    _read_with_changed: ReadWithChanged
 
     async def create_action(self, tenant: str, body: Mapping[str, Any]) -> Doc:
         fields = await self._action_fields(tenant, body, None)
@@ -133,6 +145,7 @@ class ActionUseCases:
             await self._store.deliveries.repoint(
                 tenant, action_id, str(doc["partner_id"]), utcnow()
             )
+        await self._read_with_changed(tenant, "action", action_id, current, doc)
         return doc
 
     async def delete_action(self, tenant: str, action_id: str) -> None:

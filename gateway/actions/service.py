@@ -8,7 +8,13 @@ One service for the three resource families, each in its own module: `partners.p
 from __future__ import annotations
 
 from gateway.actions.catalog import Catalog
-from gateway.actions.definitions import ActionUseCases, FlowUsers, no_flow_users
+from gateway.actions.definitions import (
+    ActionUseCases,
+    FlowUsers,
+    ReadWithChanged,
+    no_flow_users,
+    no_schedules,
+)
 from gateway.actions.partners import PartnerUseCases
 from gateway.actions.subscriptions import SubscriptionUseCases
 from gateway.auth.secretbox import SecretBox
@@ -27,6 +33,7 @@ class ActionService(PartnerUseCases, ActionUseCases, SubscriptionUseCases):
         mappings: MappingSource | None = None,
         *,
         flow_users: FlowUsers = no_flow_users,
+        read_with_changed: ReadWithChanged = no_schedules,
     ) -> None:
         self._store = store
         self._box = box
@@ -34,3 +41,4 @@ class ActionService(PartnerUseCases, ActionUseCases, SubscriptionUseCases):
         self._guards = guards
         self._mappings = mappings
         self._flow_users = flow_users
+        self._read_with_changed = read_with_changed

@@ -68,6 +68,13 @@ _RESET_UNSET: Final = ("lease_owner",)
 # `typeName`, Samsara's `types`, a SOAP body's operation) and the cursor itself. A cursor of
 # one of them means nothing to another: a PATCH of one resets.
 READ_BY: Final = frozenset({"cursor", "action_id", "request"})
+# What names the feed as much in the action the schedule reads with (its partner, its method
+# and path: Samsara names its feeds by path, what builds its request) and in that action's
+# partner (where it is called, and whose account is read: `account_of`, Geotab's `database`,
+# versions being per database): a change to one of these starts every schedule reading with
+# it again, as a PATCH of its own `READ_BY` does (`read_with_changed`).
+ACTION_READ_BY: Final = ("partner_id", "method", "path", "request_mapping", "xml_body")
+PARTNER_READ_BY: Final = ("base_url", "account")
 
 
 class ScheduleService:
@@ -157,6 +164,25 @@ class ScheduleService:
         current = await self._doc(tenant, schedule_id)
         now = self._clock()
         return await self._reset(tenant, schedule_id, current, {**_RESET, "updated_at": now}, now)
+
+    async def read_with_changed(
+        self, tenant: str, kind: str, ref: str, before: Doc, after: Doc
+    ) -> None:
+        """An action (`kind` "action") or a partner ("partner") changed: when what in it
+        names the feed changed (`ACTION_READ_BY`, `PARTNER_READ_BY`), every schedule reading
+        with it (with any of the partner's actions) starts again from `cursor.initial`, due
+        at once, as after `reset`: its cursor is a position in the feed it no longer reads."""
+        members = ACTION_READ_BY if kind == "action" else PARTNER_READ_BY
+        if all(before.get(name) == after.get(name) for name in members):
+            return
+        action_ids = [ref]
+        if kind == "partner":
+            actions = await self._store.actions.every(tenant, {"partner_id": ref}, ("_id",))
+            action_ids = [str(doc["_id"]) for doc in actions]
+        now = self._clock()
+        fields = {**_RESET, "next_run_at": now, "updated_at": now}
+        if await self._store.schedules.start_again(tenant, action_ids, fields, _RESET_UNSET):
+            self._on_due()
 
     async def _reset(
         self, tenant: str, schedule_id: str, current: Doc, fields: Doc, now: datetime

@@ -92,6 +92,22 @@ class ScheduleStore(TenantResources):
                 return_document=ReturnDocument.AFTER,
             )
 
+    async def start_again(
+        self, tenant: str, action_ids: Sequence[str], fields: Doc, unset: Sequence[str]
+    ) -> int:
+        """Write `fields` (a reset's) on every schedule reading with one of these actions, and
+        unset `unset` (a run in flight loses its lease); how many there were."""
+        if not action_ids:
+            return 0
+        change: Doc = {"$set": fields, "$inc": {"rev": 1}}
+        if unset:
+            change["$unset"] = dict.fromkeys(unset, "")
+        with translate_errors():
+            done = await self._c.update_many(
+                scoped(tenant, {"action_id": {"$in": list(action_ids)}}), change
+            )
+        return done.modified_count
+
     # -- the runners' side: system work across tenants, never reached from a request --------
 
     async def claim_due(
