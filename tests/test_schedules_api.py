@@ -542,6 +542,47 @@ async def test_an_action_a_schedule_reads_with_cannot_be_made_a_write(
     assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {"ok": 1}
 
 
+async def test_a_body_a_get_action_would_never_send_is_refused_at_its_member(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A GET sends no body: a cursor in it (`body.after`, the Geotab example copied onto a
+    GET) was taken with a 201 and never sent, so every call read the first page and the run
+    failed as a `loop` blaming the partner. The save is a 422 at `/cursor/param` and at
+    `/request/body`; made a GET later, the action is a 409 naming the schedule."""
+    scripted.answer = _one_record
+    schedule = await scripted_schedule(client, scripted)
+    body = {
+        "name": "erp-body",
+        "action_id": schedule["action_id"],
+        "every": "1h",
+        "cursor": {"from": "next", "param": "body.page.after"},
+        "request": {"body": {"size": 100}},
+        "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
+    }
+    refused = await client.post("/api/v1/schedules", json=body, headers=auth())
+    assert refused.status == 422, await refused.text()
+    problems = {e["pointer"]: e for e in (await refused.json())["errors"]}
+    assert sorted(problems) == ["/cursor/param", "/request/body"], problems
+    assert "query.page.after" in problems["/cursor/param"]["message"]
+    assert "sends no body" in problems["/request/body"]["message"]
+    listed = await get(client, "/api/v1/schedules")
+    assert [s["name"] for s in listed["items"]] == ["erp-feed"]
+    path = f"/api/v1/schedules/{schedule['id']}"
+    changed = await client.patch(path, json={"request": {"body": {"size": 1}}}, headers=auth())
+    assert changed.status == 422, await changed.text()
+    empty = await client.patch(path, json={"request": {"body": {}}}, headers=auth())
+    assert empty.status == 200, await empty.text()  # nothing to drop
+    action = f"/api/v1/actions/{schedule['action_id']}"
+    posted = await client.patch(action, json={"method": "POST", "read_only": True}, headers=auth())
+    assert posted.status == 200, await posted.text()
+    taken = await client.post("/api/v1/schedules", json=body, headers=auth())
+    assert taken.status == 201, await taken.text()
+    back = await client.patch(action, json={"method": "GET", "read_only": False}, headers=auth())
+    assert back.status == 409, await back.text()
+    problem = await back.json()
+    assert [u["name"] for u in problem["used_by"]] == ["erp-body"], problem
+
+
 async def test_reading_again_from_a_point_or_by_another_id_forgets_the_remembered_ids(
     client: Client, scripted: ScriptedFeed
 ) -> None:

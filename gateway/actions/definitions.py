@@ -175,11 +175,21 @@ class ActionUseCases:
         self, tenant: str, action_id: str, current: Doc, changed: Doc
     ) -> None:
         """409 naming the schedules that read with the action, when the change makes it one
-        that writes (a schedule's save refuses such an action: every run would fail as
-        `configuration`, backing off to hourly)."""
-        if reads(changed) or not reads(current):
+        they cannot read with (a schedule's save refuses it: every run would fail as
+        `configuration`, backing off to hourly, or never send what it must): one that
+        writes, or a GET for those that send a body (a cursor in it, a fixed `request.body`).
+        """
+        named: Doc = {"action_id": action_id}
+        if reads(current) and not reads(changed):
+            why = f"a {changed['method']} not marked read_only is no reading action"
+        elif changed["method"] == "GET" and current["method"] != "GET":
+            why = "they send a body (a cursor or request.body), which a GET does not"
+            named["$or"] = [
+                {"cursor.param": {"$regex": r"^body\."}},
+                {"request.body": {"$nin": [None, {}]}},
+            ]
+        else:
             return
-        named = {"action_id": action_id}
         schedules = await self._store.schedules.list(tenant, named, after=None, limit=50)
         if schedules:
             found = [
@@ -187,8 +197,7 @@ class ActionUseCases:
             ]
             names = ", ".join(f"schedule {u['name']}" for u in found)
             raise Conflict(
-                f"action {current['name']} is used by {names}, which reads with it: a "
-                f"{changed['method']} not marked read_only is no reading action",
+                f"action {current['name']} is used by {names}, which reads with it: {why}",
                 used_by=found,
             )
 

@@ -275,6 +275,8 @@ class ScheduleService:
                 "action, or mark a POST that only reads (JSON-RPC) read_only"
             )
             return [FieldProblem("/action_id", message, "reference")]
+        if action["method"] == "GET":
+            return _bodiless_problems(action, fields)
         if action.get("xml_body") and not action.get("request_mapping"):
             return _xml_body_problems(action, tenant, fields)
         return []
@@ -311,6 +313,26 @@ def _definition(doc: Doc) -> dict[str, Any]:
     if body.get("cursor"):
         body["cursor"] = {k: v for k, v in body["cursor"].items() if v is not None}
     return body
+
+
+def _bodiless_problems(action: Doc, fields: Doc) -> builtins.list[FieldProblem]:
+    """A GET sends no body: a cursor placed in it (`cursor.param` `body.…`) would never reach
+    the partner (every call the first page, and the run a `loop` blamed on the partner), nor
+    would a fixed `request.body`. Each is the schedule's problem, at its own member."""
+    why = (
+        f"action {action['name']!r} is a GET, which sends no body; read with a POST marked "
+        "read_only to send one"
+    )
+    problems: builtins.list[FieldProblem] = []
+    param = (fields.get("cursor") or {}).get("param")
+    if isinstance(param, str) and param.startswith("body."):
+        place = param.removeprefix("body.")
+        message = f"{param} would never be sent: {why}, or send the cursor as query.{place}"
+        problems.append(FieldProblem("/cursor/param", message, "method"))
+    if (fields.get("request") or {}).get("body"):
+        message = f"a body would never be sent: {why}, or put its members in request.query"
+        problems.append(FieldProblem("/request/body", message, "method"))
+    return problems
 
 
 def _xml_body_problems(action: Doc, tenant: str, fields: Doc) -> builtins.list[FieldProblem]:
