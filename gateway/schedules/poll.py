@@ -56,6 +56,7 @@ from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.redaction import NO_REDACTION, Redactor
 from gateway.outbound.sender import Sender
 from gateway.schedules.calls import (
     Page,
@@ -147,6 +148,9 @@ class Poll:
         # The commit of a landed page the database failed (not refused): the runner hands it
         # back before the schedule's release, so the next run does not land that page again.
         self.uncommitted: Callable[[], Awaitable[bool]] | None = None
+        # What masks the partner's credentials in what the run says (its error, its items'
+        # problems): its pages are read as data, a numeric one unmasked (`calls.request_for`).
+        self.redactor: Redactor = NO_REDACTION
 
     async def run(self) -> None:
         """Every page this run may read; raises PollFailure or LeaseLost."""
@@ -186,6 +190,8 @@ class Poll:
                 guard=self._c.guards.get(partner.id, partner.guard),
                 auth=partner.auth,
             )
+            if not outcome.redactor.empty:  # (an outcome never sent has none)
+                self.redactor = outcome.redactor
             # A page is read from a 2xx only (calls.read_page): the status's own verdict.
             self._c.metrics.observe_partner_call(partner.id, "schedule", outcome, outcome.verdict)
             try:
