@@ -289,6 +289,8 @@ def _assemble(
     # Per tenant and, for calls without valid credentials (admin and /hooks alike), per
     # client address: SPEC §7, request rate limited on every route.
     client_limits = RateLimits()
+    # An action's or a partner's change that names another feed starts its schedules again.
+    schedules = ScheduleService(store, mappings, list(sinks), on_due=runner.notify)
     return Services(
         settings=settings,
         metrics=metrics,
@@ -341,6 +343,7 @@ def _assemble(
             mappings,
             flow_users=_flow_users_of_actions(notify.flows),
             on_due=worker.notify,
+            read_with_changed=schedules.read_with_changed,
         ),
         proxy=Proxy(catalog, sender, guards, entities, mappings, metrics),
         catalog=catalog,
@@ -363,7 +366,7 @@ def _assemble(
         notify=notify,
         flow_starter=flow_runtime.starter,
         flow_runner=flow_runtime.runner,
-        schedules=ScheduleService(store, mappings, list(sinks), on_due=runner.notify),
+        schedules=schedules,
         schedule_runner=runner,
         accounts=AccountService(store, admin_verifier),
         dashboard=Dashboard(store, guards.states),

@@ -1,5 +1,5 @@
-"""docs/partners.md: every `gateway mapping test` it shows gives the output it shows, and
-every signature example verifies."""
+"""docs/partners.md: every `gateway mapping test` it shows gives the output it shows, every
+signature example verifies, and how long it says a signed copy is refused is the code's."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from gateway.auth.partner_hmac import scheme_from, verify
 from gateway.mapping import test_file
+from gateway.store.signature_memory import RETENTION_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = (ROOT / "docs" / "partners.md").read_text()
@@ -81,3 +82,15 @@ def test_signature_examples_verify(example: dict[str, Any]) -> None:
     body = example["body"].encode()
     now = example.get("now", 1_795_685_112)
     assert verify(scheme, [example["secret"]], example["headers"], body, now=now)
+
+
+def test_how_long_a_copy_of_a_message_signed_without_timestamp_is_refused_is_the_code_s() -> None:
+    """Fleetio signs without a timestamp: the page said a captured request "is only
+    recognised as a copy for 24 h", while the gateway remembers its key 30 days and answers
+    a copy `401` `replayed` (store/signature_memory.py): an operator read that replays pass
+    after a day, and could not explain a redelivery's 401 two days later."""
+    section = DOC.split("## Verifying a partner's signature", 1)[1].split("\n## ", 1)[0]
+    said = re.findall(r"cop(?:y|ies)[^.]*?\b(\d+) (h|days)\b", section)
+    assert said, "the page says how long a copy is refused"
+    unit = {"h": 3600, "days": 86400}
+    assert {int(n) * unit[u] for n, u in said} == {RETENTION_SECONDS}, said

@@ -712,6 +712,63 @@ async def test_a_page_quoting_a_credential_is_mapped_into_entities_redacted(
     assert vehicle["attributes"]["erp_note"] == f"called with {MASK}", vehicle
 
 
+ERP_CODES = """
+name: erp-codes
+direction: inbound
+entity_type: vehicle
+key: [plate]
+items: items
+fields:
+  plate: {from: placa, transforms: [plate]}
+  attributes.erp_id: {from: codigo, transforms: [string]}
+  attributes.odometer_km: {from: hodometro, transforms: [number]}
+  attributes.erp_note: {from: nota}
+"""
+
+
+async def test_a_page_s_data_equal_to_a_numeric_pin_is_written_as_sent_and_its_run_masks_it(
+    client: Client, partner: Partner
+) -> None:
+    """A feed whose login is a PIN of digits answers the same number as data (a code, an
+    odometer): it was written as the string `[redacted]`, a number turned text (a mapping's
+    cast refused it, and its kept copy failed every replay). A page is written as pushed: a
+    numeric credential is not looked for in its data. What the run says of a page (its
+    error) still masks it."""
+    pin = "154320"
+    await upload_mapping(client, ERP_CODES)
+    erp = await create_partner(
+        client, partner.url, auth={"type": "query", "name": "pin", "value": pin}
+    )
+    action = await create_action(
+        client, erp["id"], name="veiculos", mode="proxy", method="GET", path="/api/veiculos"
+    )
+    schedule = {
+        "name": "erp-codes",
+        "action_id": action["id"],
+        "every": "1h",
+        "error": "erro",
+        "target": {"entity_type": "vehicle", "mapping": "erp-codes"},
+    }
+    created = await post(client, "/api/v1/schedules", schedule)
+    record = {"placa": "ABC1D23", "codigo": 154320, "hodometro": "154320", "nota": "senha 154320"}
+    partner.respond_with(body={"items": [record]})
+    runner = client.app[services_key].schedule_runner
+
+    assert await runner.run_until_idle() == {"ok": 1}
+    read = await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth(role="viewer"))
+    attributes = (await read.json())["attributes"]
+    assert attributes == {"erp_id": pin, "odometer_km": 154320, "erp_note": "senha 154320"}
+    partner.respond_with(body={"erro": f"pin {pin} expirado", "items": []})
+    ran = await client.post(f"/api/v1/schedules/{created['id']}/run", headers=auth())
+    assert ran.status == 202, await ran.text()
+    assert await runner.run_until_idle() == {"failed": 1}
+    listed = await client.get(f"/api/v1/schedules/{created['id']}/runs", headers=auth())
+    error = (await listed.json())["items"][0]["error"]
+    assert error["kind"] == "partner_error" and error["message"].endswith(f"pin {MASK} expirado")
+    stored = await client.get(f"/api/v1/schedules/{created['id']}", headers=auth())
+    assert pin not in str((await stored.json())["state"]["last_error"])
+
+
 def test_a_tree_nested_past_the_stack_is_redacted_without_recursion() -> None:
     """Answers are read up to 1,024 levels deep (deeper than orjson writes out)."""
     deep: Any = {"Bearer s3cr3t-value-0123456789": "s3cr3t-value-0123456789"}

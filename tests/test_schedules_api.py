@@ -233,6 +233,49 @@ async def test_a_change_of_the_cursor_starts_again_from_its_initial_as_a_reset_d
     assert [c["after"] for c in scripted.calls] == [None, None, "1"]
 
 
+async def test_a_change_to_what_names_the_feed_in_its_action_or_partner_starts_it_again(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """The action's path (Samsara names its feeds by path) or its partner's account (Geotab's
+    `database`: versions are per database) name the feed as the schedule's own `action_id`
+    does: a PATCH of one starts every schedule reading with it again from `cursor.initial`;
+    the old feed's cursor was sent to the new one. A new name or a new password keeps it."""
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": str(n)}],
+        "next": f"tok-{n}",
+        "more": False,
+    }
+    schedule = await scripted_schedule(client, scripted)
+    path = f"/api/v1/schedules/{schedule['id']}"
+    action_path = f"/api/v1/actions/{schedule['action_id']}"
+    partner_id = (await get(client, action_path))["partner_id"]
+
+    async def run() -> str | None:
+        await run_now(client, schedule["id"])
+        assert await runner(client).run_until_idle() == {"ok": 1}
+        return scripted.calls[-1]["after"]
+
+    async def patch(url: str, body: dict[str, Any]) -> str | None:
+        response = await client.patch(url, json=body, headers=auth())
+        assert response.status == 200, await response.text()
+        return (await get(client, path))["state"]["cursor"]
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert await patch(action_path, {"name": "erp-feed-renamed"}) == "tok-1"
+    assert await patch(action_path, {"path": "/feed/"}) is None
+    assert await patch(action_path, {"path": "/feed"}) is None
+    assert await run() is None  # from cursor.initial (none), not tok-1
+    account = {"type": "basic", "username": "fleet-a", "password": "p1"}
+    partner_path = f"/api/v1/partners/{partner_id}"
+    assert await patch(partner_path, {"auth": account}) is None  # another kind of credential
+    assert await run() is None
+    assert await patch(partner_path, {"auth": {**account, "password": "p2"}}) == "tok-3"
+    assert await patch(partner_path, {"timeout_seconds": 3}) == "tok-3"
+    assert await patch(partner_path, {"auth": {**account, "username": "fleet-b"}}) is None
+    assert await run() is None
+    assert [c["after"] for c in scripted.calls] == [None, None, None, None]
+
+
 async def test_deleting_a_schedule_mid_run_writes_nothing_after_and_leaves_no_run(
     client: Client, scripted: ScriptedFeed
 ) -> None:
@@ -497,6 +540,47 @@ async def test_an_action_a_schedule_reads_with_cannot_be_made_a_write(
     taken = await client.patch(action, json={"method": "POST", "read_only": True}, headers=auth())
     assert taken.status == 200, await taken.text()
     assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {"ok": 1}
+
+
+async def test_a_body_a_get_action_would_never_send_is_refused_at_its_member(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A GET sends no body: a cursor in it (`body.after`, the Geotab example copied onto a
+    GET) was taken with a 201 and never sent, so every call read the first page and the run
+    failed as a `loop` blaming the partner. The save is a 422 at `/cursor/param` and at
+    `/request/body`; made a GET later, the action is a 409 naming the schedule."""
+    scripted.answer = _one_record
+    schedule = await scripted_schedule(client, scripted)
+    body = {
+        "name": "erp-body",
+        "action_id": schedule["action_id"],
+        "every": "1h",
+        "cursor": {"from": "next", "param": "body.page.after"},
+        "request": {"body": {"size": 100}},
+        "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
+    }
+    refused = await client.post("/api/v1/schedules", json=body, headers=auth())
+    assert refused.status == 422, await refused.text()
+    problems = {e["pointer"]: e for e in (await refused.json())["errors"]}
+    assert sorted(problems) == ["/cursor/param", "/request/body"], problems
+    assert "query.page.after" in problems["/cursor/param"]["message"]
+    assert "sends no body" in problems["/request/body"]["message"]
+    listed = await get(client, "/api/v1/schedules")
+    assert [s["name"] for s in listed["items"]] == ["erp-feed"]
+    path = f"/api/v1/schedules/{schedule['id']}"
+    changed = await client.patch(path, json={"request": {"body": {"size": 1}}}, headers=auth())
+    assert changed.status == 422, await changed.text()
+    empty = await client.patch(path, json={"request": {"body": {}}}, headers=auth())
+    assert empty.status == 200, await empty.text()  # nothing to drop
+    action = f"/api/v1/actions/{schedule['action_id']}"
+    posted = await client.patch(action, json={"method": "POST", "read_only": True}, headers=auth())
+    assert posted.status == 200, await posted.text()
+    taken = await client.post("/api/v1/schedules", json=body, headers=auth())
+    assert taken.status == 201, await taken.text()
+    back = await client.patch(action, json={"method": "GET", "read_only": False}, headers=auth())
+    assert back.status == 409, await back.text()
+    problem = await back.json()
+    assert [u["name"] for u in problem["used_by"]] == ["erp-body"], problem
 
 
 async def test_reading_again_from_a_point_or_by_another_id_forgets_the_remembered_ids(

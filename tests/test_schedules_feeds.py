@@ -181,6 +181,44 @@ async def test_a_feed_without_cursor_writes_only_items_it_has_not_seen(
     assert len(received["items"]) == 4
 
 
+async def test_a_newest_first_feed_read_with_keep_as_its_length_writes_no_listed_item_again(
+    client: Client, partner: Any
+) -> None:
+    """A portal answers its newest 3 fines, newest first, and the schedule keeps 3 ids: an id
+    the partner lists again is remembered as the newest, so a quiet run writes nothing. The
+    ids were trimmed in the order they were first written: the newest fine of the first page
+    was forgotten while still listed, written again (its `fine.received` sent again)."""
+    await upload_mapping(client, (MAPPINGS / "fine-feed.yaml").read_text())
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(
+        client, partner_doc["id"], name="fines", method="GET", path="/fines", mode="proxy"
+    )
+    newest = [_fine(n) for n in (2, 1, 0)]
+    partner.respond_with(200, newest)
+    schedule = await post(
+        client,
+        "/api/v1/schedules",
+        {
+            "name": "fines",
+            "action_id": action["id"],
+            "every": "*/10 * * * *",
+            "target": {"entity_type": "other", "kind": "fine", "mapping": "fine-feed"},
+            "dedupe": {"by": "ait", "keep": 3},
+        },
+    )
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    for new in (3, None, None, 4, None):
+        if new is not None:
+            newest = [_fine(new), *newest[:2]]
+            partner.respond_with(200, newest)
+        await run_now(client, schedule["id"])
+        assert await runner(client).run_until_idle() == {"ok": 1}
+    done = [(r["written"], r["skipped"]) for r in reversed(await runs(client, schedule["id"]))]
+    assert done == [(3, 0), (1, 2), (0, 3), (0, 3), (1, 2), (0, 3)]
+    received = await get(client, "/api/v1/events?type=fine.received&limit=50")
+    assert len(received["items"]) == 5
+
+
 def _fine(n: int) -> dict[str, Any]:
     sample = json.loads(
         (MAPPINGS.parent / "tests/data/partner_payloads/fine_feed.json").read_text()

@@ -192,7 +192,8 @@ async def test_a_run_whose_partner_secret_is_damaged_fails_naming_it(
 ) -> None:
     """The partner's stored credentials open under no key, this process's key opens the key
     check: the run fails naming the secret (`secret_damaged`), counted in
-    gateway_damaged_secrets_total, and the partner is not called (an `internal` failure)."""
+    gateway_damaged_secrets_total, and the partner is not called (an `internal` failure).
+    Saving the credentials again repairs it (the old ones, unread, name no account)."""
     await upload_mapping(client, ERP_VEHICLES)
     erp = await create_partner(client, partner.url, name="TOTVS")
     action = await create_action(
@@ -220,6 +221,9 @@ async def test_a_run_whose_partner_secret_is_damaged_fails_naming_it(
     metrics = await (await client.get("/metrics")).text()
     assert f'gateway_damaged_secrets_total{{secret="partner:{erp["id"]}:auth"}} 1.0' in metrics
     assert partner.requests == []
+    again = {"auth": {"type": "none"}}  # saved again: the repair (its old account unread)
+    repaired = await client.patch(f"/api/v1/partners/{erp['id']}", json=again, headers=auth())
+    assert repaired.status == 200, await repaired.text()
 
 
 async def test_a_page_of_more_items_than_a_batch_holds_writes_each_entity_in_the_partners_order(

@@ -15,7 +15,15 @@ import orjson
 
 from gateway.web.state import services_key
 from tests.support import auth
-from tests.triggers_support import VEHICLE, Client, create_trigger, entities, stored_with_get
+from tests.triggers_support import (
+    VEHICLE,
+    Client,
+    create_position_trigger,
+    create_trigger,
+    entities,
+    stored_with_get,
+    upload_shipped,
+)
 
 BODY = orjson.dumps(VEHICLE)
 SAMSARA_SECRET = base64.b64encode(b"secret key the partner gave").decode()
@@ -300,6 +308,46 @@ async def test_timestamped_schemes_and_position_triggers_keep_no_signature_memor
     stored = await _post(client, positions, _motive(positions["secret"], fix), fix)
     assert stored.status == 201, await stored.text()
     assert await db["signature_memory"].count_documents({}) == 0
+
+
+async def test_a_signed_fix_stamped_at_its_receipt_is_refused_as_a_copy_after_its_first_answer(
+    client: Client,
+) -> None:
+    """An OsmAnd form without `timestamp` is a fix at the time the gateway received it: a
+    copy of its signed (Motive: no timestamp) message, sent once its 24 h record is gone, was
+    a second fix "now" at the captured place. Such a fix's message is remembered as an entity
+    message is: the copy is a 401 `replayed`, and the track keeps one fix."""
+    db = client.app[services_key].store.db
+    response = await client.post(
+        "/api/v1/entities/vehicle",
+        json={"plate": "ABC1D23", "attributes": {"tracker_id": "dev1"}},
+        headers=auth(),
+    )
+    assert response.status == 201, await response.text()
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"mode": "hmac", "preset": "motive"}
+    )
+    stamped = b"id=dev1&lat=-23.56&lon=-46.65&speed=10"
+    timed = b"id=dev1&lat=-23.55&lon=-46.64&timestamp=1764590400"
+
+    async def send(body: bytes) -> Any:
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        headers = {**form, **_motive(trigger["secret"], body)}
+        return await client.post(f"/hooks/{trigger['id']}", data=body, headers=headers)
+
+    for body in (stamped, timed):
+        first = await send(body)
+        assert first.status == 201, await first.text()
+    assert await db["signature_memory"].count_documents({}) == 1  # the stamped one alone
+    await db["idempotency"].delete_many({})  # their 24 h are over (the TTL index's sweep)
+    again = await send(stamped)
+    assert again.status == 401, await again.text()
+    assert await _rejections(client, trigger) == {"replayed": 1}
+    timed_again = await send(timed)
+    assert timed_again.status == 200, await timed_again.text()  # a duplicate, stored once
+    assert (await timed_again.json())["duplicate"] is True
+    assert await db["positions"].count_documents({}) == 2
 
 
 async def test_a_scheme_change_the_kept_secret_cannot_key_is_refused_at_the_changed_member(

@@ -62,6 +62,17 @@ async def no_flow_users(tenant: str, name: str) -> list[dict[str, Any]]:
     return []
 
 
+# Told of a change to an action or a partner a schedule may read with: (tenant, "action" or
+# "partner", its id, the document before, after; a partner's as `feed_of_partner` gives it).
+# The schedules reading with it start again when what names their feed changed
+# (`ScheduleService.read_with_changed`, wired in services.py).
+ReadWithChanged = Callable[[str, str, str, Doc, Doc], Awaitable[None]]
+
+
+async def no_schedules(tenant: str, kind: str, ref: str, before: Doc, after: Doc) -> None:
+    return None
+
+
 def reads(action: Mapping[str, Any]) -> bool:
     """Whether an action only reads, so a schedule may run it: a GET, or a POST marked
     `read_only` (a JSON-RPC read such as Geotab's)."""
@@ -75,6 +86,7 @@ class ActionUseCases:
     _catalog: Catalog
     _mappings: MappingSource | None
     _flow_users: FlowUsers
+    _read_with_changed: ReadWithChanged
 
     async def create_action(self, tenant: str, body: Mapping[str, Any]) -> Doc:
         fields = await self._action_fields(tenant, body, None)
@@ -144,6 +156,7 @@ class ActionUseCases:
             for open_doc in await self._store.deliveries.unplaced(tenant, action_id):
                 if place := place_of(open_doc, action_id):
                     await self._store.deliveries.place(open_doc["_id"], place)
+        await self._read_with_changed(tenant, "action", action_id, current, doc)
         return doc
 
     async def delete_action(self, tenant: str, action_id: str) -> None:
@@ -173,11 +186,21 @@ class ActionUseCases:
         self, tenant: str, action_id: str, current: Doc, changed: Doc
     ) -> None:
         """409 naming the schedules that read with the action, when the change makes it one
-        that writes (a schedule's save refuses such an action: every run would fail as
-        `configuration`, backing off to hourly)."""
-        if reads(changed) or not reads(current):
+        they cannot read with (a schedule's save refuses it: every run would fail as
+        `configuration`, backing off to hourly, or never send what it must): one that
+        writes, or a GET for those that send a body (a cursor in it, a fixed `request.body`).
+        """
+        named: Doc = {"action_id": action_id}
+        if reads(current) and not reads(changed):
+            why = f"a {changed['method']} not marked read_only is no reading action"
+        elif changed["method"] == "GET" and current["method"] != "GET":
+            why = "they send a body (a cursor or request.body), which a GET does not"
+            named["$or"] = [
+                {"cursor.param": {"$regex": r"^body\."}},
+                {"request.body": {"$nin": [None, {}]}},
+            ]
+        else:
             return
-        named = {"action_id": action_id}
         schedules = await self._store.schedules.list(tenant, named, after=None, limit=50)
         if schedules:
             found = [
@@ -185,8 +208,7 @@ class ActionUseCases:
             ]
             names = ", ".join(f"schedule {u['name']}" for u in found)
             raise Conflict(
-                f"action {current['name']} is used by {names}, which reads with it: a "
-                f"{changed['method']} not marked read_only is no reading action",
+                f"action {current['name']} is used by {names}, which reads with it: {why}",
                 used_by=found,
             )
 

@@ -16,13 +16,14 @@ from yarl import URL
 
 from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog, auth_context, secrets_context
-from gateway.auth.secretbox import SecretBox
+from gateway.actions.definitions import ReadWithChanged
+from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.formats.json_tree import is_text
 from gateway.notify.channel_needs import push_partner_problem, refuse_if_channels_need
 from gateway.outbound.breaker import SLOWEST_RATE, PartnerGuards
-from gateway.outbound.partner_auth import build_auth, unsavable
+from gateway.outbound.partner_auth import account_of, build_auth, unsavable
 from gateway.store import Doc, Store, new_id
 
 MAX_TIMEOUT_SECONDS = 60.0
@@ -55,6 +56,7 @@ class PartnerUseCases:
     _box: SecretBox
     _catalog: Catalog
     _guards: PartnerGuards
+    _read_with_changed: ReadWithChanged
 
     async def create_partner(self, tenant: str, body: Mapping[str, Any]) -> Doc:
         oid, now = new_id(), as_stored(utcnow())
@@ -116,7 +118,27 @@ class PartnerUseCases:
         if doc is None:  # a probe's re-enable moves `rev` on too: one recovery per outage
             raise Conflict("the partner was changed concurrently; retry")
         self._catalog.forget(partner_id)
+        before, after = self._feeds(current, doc, "auth_sealed" in fields)
+        await self._read_with_changed(tenant, "partner", partner_id, before, after)
         return doc
+
+    def _feeds(self, current: Doc, doc: Doc, new_auth: bool) -> tuple[Doc, Doc]:
+        """What in the partner names the feeds schedules read from it, before and after a
+        change: where it is called, and whose account is read (`account_of`: no secret),
+        compared only when `auth` was given again. Credentials that do not open (damaged,
+        another key's: saved again to repair them) name no account to compare."""
+        before: Doc = {"base_url": current["base_url"]}
+        after: Doc = {"base_url": doc["base_url"]}
+        if new_auth:
+            try:
+                before["account"], after["account"] = self._account(current), self._account(doc)
+            except SecretBoxError:
+                pass
+        return before, after
+
+    def _account(self, doc: Doc) -> dict[str, Any]:
+        auth = self._box.open_json(doc["auth_sealed"], context=auth_context(str(doc["_id"])))
+        return account_of(auth)
 
     async def delete_partner(self, tenant: str, partner_id: str) -> None:
         partner_id = str((await self.get_partner(tenant, partner_id))["_id"])  # as stored

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.actions.catalog import Catalog
-from gateway.actions.definitions import ActionUseCases, FlowUsers, no_flow_users
+from gateway.actions.definitions import (
+    ActionUseCases,
+    FlowUsers,
+    ReadWithChanged,
+    no_flow_users,
+    no_schedules,
+)
 from gateway.actions.partners import PartnerUseCases
 from gateway.actions.subscriptions import SubscriptionUseCases
 from gateway.auth.secretbox import SecretBox
@@ -30,6 +36,7 @@ class ActionService(PartnerUseCases, ActionUseCases, SubscriptionUseCases):
         *,
         flow_users: FlowUsers = no_flow_users,
         on_due: Callable[[], None] = lambda: None,
+        read_with_changed: ReadWithChanged = no_schedules,
     ) -> None:
         self._store = store
         self._box = box
@@ -38,3 +45,4 @@ class ActionService(PartnerUseCases, ActionUseCases, SubscriptionUseCases):
         self._mappings = mappings
         self._flow_users = flow_users
         self._on_due = on_due
+        self._read_with_changed = read_with_changed

@@ -68,6 +68,10 @@ class Fix:
     lat: float
     lon: float
     extra: Mapping[str, Any] = field(default_factory=dict)  # the optional fields present
+    # Its mapping gave it a value from when its message was received (`{received: time}`: a
+    # tracker that sends no time): a copy of the message received later is another fix, not
+    # a duplicate of this one (triggers/receiver.py `_memory_use`).
+    at_receipt: bool = False
 
     def document(self) -> dict[str, Any]:
         """The position's fields as the track stores them (the store adds ids and times)."""

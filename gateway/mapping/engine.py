@@ -400,7 +400,9 @@ class CompiledMapping:
             raise payload_error(self.name, run.problems, run.dropped)
         forward = forward or ()
         lifted = _lifted(plan.forward, forward)
-        return MappedDocument(document, key, events, event_data, forward, also, lifted, occurrence)
+        return MappedDocument(
+            document, key, events, event_data, forward, also, lifted, occurrence, run.at_receipt
+        )
 
     # -- outbound ----------------------------------------------------------------------------
 

@@ -328,6 +328,7 @@ class Run(jp_visitor.TreeInterpreter):
         self.main: Mapping[str, Any] = {}  # the main document, for the `main` source of `also`
         self.texts = texts  # None: made on the first from_json()/from_xml(), for this run only
         self.received = received  # when the payload came ({received: time}); None: now
+        self.at_receipt = False  # whether `{received: time}` gave a value to what it maps
         # The source of the alternative the last `coalesce` took, for a problem with the value
         # it gave (a template var's object, a failed cast): reset by who reads it.
         self.matched: str | None = None

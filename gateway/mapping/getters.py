@@ -44,7 +44,9 @@ def secret_getter(name: str) -> Getter:
 
 def received_time(root: Any, run: Run) -> str:
     """`{received: time}`: when the gateway received the payload (a replay: when its first
-    request came), as UTC ISO 8601 text; the device time of a tracker that sends none."""
+    request came), as UTC ISO 8601 text; the device time of a tracker that sends none. The run
+    notes it (`Run.at_receipt`): a copy of the payload sent later maps to another value."""
+    run.at_receipt = True
     return iso_utc(run.received or utcnow())
 
 

@@ -96,7 +96,9 @@ class MappedDocument(NamedTuple):
     fields `event_data` adds to those events, the only-forward fields, the further
     entities the item writes (`also`), the only-forward fields whose `unless` held (the
     source is authoritative for them: `lifted`) and the item's `occurrence_id` as text (None
-    when the mapping declares none or the item gives none: its events carry it too)."""
+    when the mapping declares none or the item gives none: its events carry it too);
+    `at_receipt`: a value came from when the payload was received (`{received: time}`), so
+    the same payload received later maps to something else."""
 
     document: dict[str, Any]
     key: dict[str, Any]
@@ -106,6 +108,7 @@ class MappedDocument(NamedTuple):
     also: tuple[MappedTarget, ...] = ()
     lifted: tuple[str, ...] = ()
     occurrence: str | None = None
+    at_receipt: bool = False
 
     @property
     def event_types(self) -> tuple[str, ...]:

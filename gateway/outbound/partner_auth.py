@@ -516,6 +516,25 @@ AUTH_TYPES: Final = (
 )
 
 
+# The members of each kind of credential that say whose data a call reads (the account), not
+# the secrets that prove it: a new password or key is the same account, another Geotab
+# `database` or `username` is not. A bearer token, an API key or a service account is its own
+# secret: only the kind of credential names it.
+_ACCOUNT_MEMBERS: Final[Mapping[str, tuple[str, ...]]] = {
+    "basic": ("username",),
+    "oauth2_client_credentials": ("token_url", "client_id"),
+    "geotab": ("url", "database", "username"),
+}
+
+
+def account_of(credentials: Mapping[str, Any]) -> dict[str, Any]:
+    """The account a partner's decrypted `auth` reads with: its type and the members that
+    name the account (`_ACCOUNT_MEMBERS`), no secret."""
+    kind = credentials.get("type")
+    members = _ACCOUNT_MEMBERS.get(kind, ()) if isinstance(kind, str) else ()
+    return {"type": kind, **{name: credentials.get(name) for name in members}}
+
+
 def _build_oauth2(
     f: _Fields,
     on_refresh: Callable[[], None] | None,

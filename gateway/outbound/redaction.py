@@ -328,6 +328,20 @@ class Redactor:
             return True
         return any(mark in written for mark in self._written)
 
+    def redact_said(self, said: Any) -> Any:
+        """What is said of an answer (a run's error, its items' problems: JSON-like values
+        that quote its data) with every text masked as a message is, wherever a credential is
+        in it (`redact(text, cut=False)`); numbers and keys as they are. A copy."""
+        if not self._forms:
+            return said
+        if isinstance(said, str):
+            return self.redact(said, cut=False)
+        if isinstance(said, dict):
+            return {key: self.redact_said(value) for key, value in said.items()}
+        if isinstance(said, list | tuple):
+            return [self.redact_said(value) for value in said]
+        return said
+
     def redact(self, text: str, *, cut: bool = True, whole: bool = False) -> str:
         """`text` with every credential's forms masked; and, unless it is known whole
         (`cut=False`: an answer read to its end), a start of one it ends with. `whole`: a

@@ -103,6 +103,12 @@ class OutboundRequest:
     # what it raises reaches the caller, and nothing goes out (a delivery whose lease was
     # lost meanwhile: `leased_loop.LeaseCheck`).
     before_sending: BeforeSending | None = field(default=None, repr=False)
+    # The answer is data its caller writes (a schedule's page: SPEC §6, exactly as if it had
+    # been pushed): in `json_body` and `other_body` a credential of digits is not masked
+    # (`_redactor`), a value equal to a numeric PIN being data far more often than an echo;
+    # what is said of the answer (`message`, the excerpt) is masked of every credential, and
+    # the caller masks what it says of the data so too (`Outcome.redactor`).
+    answer_is_data: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -559,7 +565,10 @@ class Sender:
                 allow_redirects=False,
                 timeout=timeout,
             ) as response:
-                return await self._answer(response, started, redactor)
+                kept = redactor
+                if request.answer_is_data:
+                    kept = _redactor(applied, request.secrets, data=True)
+                return await self._answer(response, started, redactor, kept)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, OutboundBlocked) as exc:
             kind, message = _describe(exc)
             return Outcome(
@@ -571,13 +580,17 @@ class Sender:
             )
 
     async def _answer(
-        self, response: aiohttp.ClientResponse, started: float, redactor: Redactor
+        self,
+        response: aiohttp.ClientResponse,
+        started: float,
+        redactor: Redactor,
+        data: Redactor,
     ) -> Outcome:
         """The answer read (`_read`); should reading it fail in a way nobody foresaw, still an
         answer with its status, which decides (`verdict.classify`): what a partner sends is
         never a request of ours that could not be sent (`blocked`), nor an exception."""
         try:
-            return await self._read(response, started, redactor)
+            return await self._read(response, started, redactor, data)
         except (aiohttp.ClientError, OSError, TimeoutError):
             raise  # the connection's failures, described as such (`_describe`)
         except Exception as exc:
@@ -593,8 +606,14 @@ class Sender:
             )
 
     async def _read(
-        self, response: aiohttp.ClientResponse, started: float, redactor: Redactor
+        self,
+        response: aiohttp.ClientResponse,
+        started: float,
+        redactor: Redactor,
+        data: Redactor,
     ) -> Outcome:
+        """The answer, its message masked by `redactor`, its data (`json_body`, `other_body`)
+        by `data` (none: `OutboundRequest.answer_is_data`)."""
         body, error, message = await self._read_body(response)
         # Not read to its end: too large, or the partner hung up (or timed out) mid-body.
         cut = error is not None or len(body) > self._excerpt_bytes
@@ -619,10 +638,10 @@ class Sender:
         other = None
         if error is None and not (is_json or is_xml) and body and 200 <= response.status < 300:
             other = OtherBody(body, content_type, charset)
-        if redactor.empty or len(body) <= OFF_LOOP_BYTES:
-            parsed, other = _redacted_answer(parsed, other, redactor)
+        if data.empty or len(body) <= OFF_LOOP_BYTES:
+            parsed, other = _redacted_answer(parsed, other, data)
         else:
-            parsed, other = await asyncio.to_thread(_redacted_answer, parsed, other, redactor)
+            parsed, other = await asyncio.to_thread(_redacted_answer, parsed, other, data)
         return Outcome(
             status=response.status,
             headers=headers,
@@ -941,12 +960,17 @@ def _since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def _redactor(applied: Applied, secrets: tuple[str, ...]) -> Redactor:
+def _redactor(applied: Applied, secrets: tuple[str, ...], *, data: bool = False) -> Redactor:
     """What masks the values sent that must not come back; none for a partner without
-    credentials (nothing to do on its answers)."""
+    credentials (nothing to do on its answers). `data`: in an answer that is data written as
+    it came (`OutboundRequest.answer_is_data`), a credential of digits is not looked for:
+    digits are what data is made of (an odometer, a packet id, a code equal to a PIN)."""
     if not applied.secrets and not secrets:
         return NO_REDACTION
-    return Redactor.of((*applied.credential_values(), *secrets))
+    values = (*applied.credential_values(), *secrets)
+    if data:
+        values = tuple(v for v in values if not (v.isascii() and v.isdigit()))
+    return Redactor.of(values) if values else NO_REDACTION
 
 
 def _redacted_answer(

@@ -21,6 +21,7 @@ from gateway.mapping.casts import partner_flag
 from gateway.mapping.expressions import Run, compile_expression
 from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.mapping.secret_marks import SecretMarks
+from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.store import Doc
 
@@ -53,6 +54,21 @@ class PollFailure(Exception):
         self.status = status
         self.retry_after = retry_after
         self.problems = list(problems)
+
+    def masked(self, redactor: Redactor) -> PollFailure:
+        """The same failure, what it says masked of every credential of the partner (its
+        message and problems may quote the page, where a numeric one is not: `request_for`)."""
+        if redactor.empty:
+            return self
+        return PollFailure(
+            self.kind,
+            redactor.redact(self.message, cut=False),
+            status=self.status,
+            retry_after=self.retry_after,
+            problems=redactor.redact_said(self.problems),
+            transient=self.transient,
+            held=self.held,
+        )
 
     def as_doc(self, at: datetime) -> Doc:
         doc: Doc = {"at": at, "kind": self.kind, "message": self.message}
@@ -112,7 +128,10 @@ async def request_for(
         headers=headers,
         marks=marks,
     )
-    return replace(request, query=tuple((k, _text(v)) for k, v in query.items()))
+    # The page is written as if pushed: its numbers and codes equal to a numeric credential
+    # are not masked (what a run says of it is: `PollFailure.masked`).
+    query_items = tuple((k, _text(v)) for k, v in query.items())
+    return replace(request, query=query_items, answer_is_data=True)
 
 
 def read_page(

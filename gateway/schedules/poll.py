@@ -56,6 +56,7 @@ from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.redaction import NO_REDACTION, Redactor
 from gateway.outbound.sender import Sender
 from gateway.schedules.calls import (
     Page,
@@ -147,6 +148,9 @@ class Poll:
         # The commit of a landed page the database failed (not refused): the runner hands it
         # back before the schedule's release, so the next run does not land that page again.
         self.uncommitted: Callable[[], Awaitable[bool]] | None = None
+        # What masks the partner's credentials in what the run says (its error, its items'
+        # problems): its pages are read as data, a numeric one unmasked (`calls.request_for`).
+        self.redactor: Redactor = NO_REDACTION
 
     async def run(self) -> None:
         """Every page this run may read; raises PollFailure or LeaseLost."""
@@ -186,6 +190,8 @@ class Poll:
                 guard=self._c.guards.get(partner.id, partner.guard),
                 auth=partner.auth,
             )
+            if not outcome.redactor.empty:  # (an outcome never sent has none)
+                self.redactor = outcome.redactor
             # A page is read from a 2xx only (calls.read_page): the status's own verdict.
             self._c.metrics.observe_partner_call(partner.id, "schedule", outcome, outcome.verdict)
             try:
@@ -351,7 +357,6 @@ class Poll:
             fields,
             seen=ids,
             keep=keep,
-            digest=page_digest,
         )
         try:
             committed = await commit()
@@ -428,23 +433,25 @@ class Poll:
     def _unseen(
         self, items: list[Any], numbers: list[int], refused: list[Refused]
     ) -> tuple[list[Any], list[str], list[int], list[Refused], int]:
-        """The items not seen before, their ids, their indexes in the partner's list, the
-        records refused alone not seen before (those `when` could not read, then the items
-        `dedupe.by` cannot be evaluated on), and how many were seen before (all of them, no
-        ids, without dedupe). A refused record is remembered as an item is, by its id, or
-        by its content when it has none (`calls.refused_key`), so it is refused once, not on
-        every run, and once replayed it is not refused again."""
+        """The items not seen before, the ids of the page's items (seen before or not: the
+        commit remembers them as the newest, `ScheduleStore.commit_page`), the new items'
+        indexes in the partner's list, the records refused alone not seen before (those
+        `when` could not read, then the items `dedupe.by` cannot be evaluated on), and how
+        many were seen before (all of them, no ids, without dedupe). A refused record is
+        remembered as an item is, by its id, or by its content when it has none
+        (`calls.refused_key`), so it is refused once, not on every run, and once replayed it
+        is not refused again."""
         dedupe = self._doc.get("dedupe")
         if dedupe is None:
             return items, [], numbers, refused, 0
-        ids: list[str] = []
+        ids: dict[str, None] = {}  # in the page's order, each once
 
         def new(key: str | None) -> bool:
-            if key is not None and (key in self._seen or key in ids):
-                return False
-            if key is not None:
-                ids.append(key)
-            return True
+            if key is None:
+                return True
+            fresh = key not in self._seen and key not in ids
+            ids[key] = None
+            return fresh
 
         unseen = [each for each in refused if new(refused_key(dedupe["by"], each.record))]
         fresh: list[Any] = []
@@ -460,7 +467,7 @@ class Poll:
                 fresh.append(item)
                 fresh_numbers.append(number)
         skipped = len(items) + len(refused) - len(fresh) - len(unseen)
-        return fresh, ids, fresh_numbers, unseen, skipped
+        return fresh, list(ids), fresh_numbers, unseen, skipped
 
     def _revisited(self, page: Page, records: list[Any], more: bool) -> None:
         """PollFailure `loop` (nothing written, the cursor stays) when this run sent the

@@ -204,7 +204,10 @@ class ScheduleRunner:
             failure = PollFailure("internal", f"{type(exc).__name__}: {exc}")
         finally:
             await cancel_and_wait(renewal)
+        # What the run says of its pages (read as data: `calls.request_for`), masked.
+        poll.tally.problems = poll.redactor.redact_said(poll.tally.problems)
         if failure is not None:
+            failure = failure.masked(poll.redactor)
             outcome = "held" if failure.held else "failed"
         elif outcome == "ok" and poll.tally.more:
             outcome = "more"

@@ -68,6 +68,13 @@ _RESET_UNSET: Final = ("lease_owner",)
 # `typeName`, Samsara's `types`, a SOAP body's operation) and the cursor itself. A cursor of
 # one of them means nothing to another: a PATCH of one resets.
 READ_BY: Final = frozenset({"cursor", "action_id", "request"})
+# What names the feed as much in the action the schedule reads with (its partner, its method
+# and path: Samsara names its feeds by path, what builds its request) and in that action's
+# partner (where it is called, and whose account is read: `account_of`, Geotab's `database`,
+# versions being per database): a change to one of these starts every schedule reading with
+# it again, as a PATCH of its own `READ_BY` does (`read_with_changed`).
+ACTION_READ_BY: Final = ("partner_id", "method", "path", "request_mapping", "xml_body")
+PARTNER_READ_BY: Final = ("base_url", "account")
 
 
 class ScheduleService:
@@ -157,6 +164,25 @@ class ScheduleService:
         current = await self._doc(tenant, schedule_id)
         now = self._clock()
         return await self._reset(tenant, schedule_id, current, {**_RESET, "updated_at": now}, now)
+
+    async def read_with_changed(
+        self, tenant: str, kind: str, ref: str, before: Doc, after: Doc
+    ) -> None:
+        """An action (`kind` "action") or a partner ("partner") changed: when what in it
+        names the feed changed (`ACTION_READ_BY`, `PARTNER_READ_BY`), every schedule reading
+        with it (with any of the partner's actions) starts again from `cursor.initial`, due
+        at once, as after `reset`: its cursor is a position in the feed it no longer reads."""
+        members = ACTION_READ_BY if kind == "action" else PARTNER_READ_BY
+        if all(before.get(name) == after.get(name) for name in members):
+            return
+        action_ids = [ref]
+        if kind == "partner":
+            actions = await self._store.actions.every(tenant, {"partner_id": ref}, ("_id",))
+            action_ids = [str(doc["_id"]) for doc in actions]
+        now = self._clock()
+        fields = {**_RESET, "next_run_at": now, "updated_at": now}
+        if await self._store.schedules.start_again(tenant, action_ids, fields, _RESET_UNSET):
+            self._on_due()
 
     async def _reset(
         self, tenant: str, schedule_id: str, current: Doc, fields: Doc, now: datetime
@@ -249,6 +275,8 @@ class ScheduleService:
                 "action, or mark a POST that only reads (JSON-RPC) read_only"
             )
             return [FieldProblem("/action_id", message, "reference")]
+        if action["method"] == "GET":
+            return _bodiless_problems(action, fields)
         if action.get("xml_body") and not action.get("request_mapping"):
             return _xml_body_problems(action, tenant, fields)
         return []
@@ -285,6 +313,26 @@ def _definition(doc: Doc) -> dict[str, Any]:
     if body.get("cursor"):
         body["cursor"] = {k: v for k, v in body["cursor"].items() if v is not None}
     return body
+
+
+def _bodiless_problems(action: Doc, fields: Doc) -> builtins.list[FieldProblem]:
+    """A GET sends no body: a cursor placed in it (`cursor.param` `body.…`) would never reach
+    the partner (every call the first page, and the run a `loop` blamed on the partner), nor
+    would a fixed `request.body`. Each is the schedule's problem, at its own member."""
+    why = (
+        f"action {action['name']!r} is a GET, which sends no body; read with a POST marked "
+        "read_only to send one"
+    )
+    problems: builtins.list[FieldProblem] = []
+    param = (fields.get("cursor") or {}).get("param")
+    if isinstance(param, str) and param.startswith("body."):
+        place = param.removeprefix("body.")
+        message = f"{param} would never be sent: {why}, or send the cursor as query.{place}"
+        problems.append(FieldProblem("/cursor/param", message, "method"))
+    if (fields.get("request") or {}).get("body"):
+        message = f"a body would never be sent: {why}, or put its members in request.query"
+        problems.append(FieldProblem("/request/body", message, "method"))
+    return problems
 
 
 def _xml_body_problems(action: Doc, tenant: str, fields: Doc) -> builtins.list[FieldProblem]:

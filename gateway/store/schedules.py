@@ -92,6 +92,22 @@ class ScheduleStore(TenantResources):
                 return_document=ReturnDocument.AFTER,
             )
 
+    async def start_again(
+        self, tenant: str, action_ids: Sequence[str], fields: Doc, unset: Sequence[str]
+    ) -> int:
+        """Write `fields` (a reset's) on every schedule reading with one of these actions, and
+        unset `unset` (a run in flight loses its lease); how many there were."""
+        if not action_ids:
+            return 0
+        change: Doc = {"$set": fields, "$inc": {"rev": 1}}
+        if unset:
+            change["$unset"] = dict.fromkeys(unset, "")
+        with translate_errors():
+            done = await self._c.update_many(
+                scoped(tenant, {"action_id": {"$in": list(action_ids)}}), change
+            )
+        return done.modified_count
+
     # -- the runners' side: system work across tenants, never reached from a request --------
 
     async def claim_due(
@@ -165,23 +181,23 @@ class ScheduleStore(TenantResources):
         *,
         seen: Sequence[str] = (),
         keep: int = 0,
-        digest: str | None = None,
     ) -> bool:
         """Move the cursor (and the remembered ids) past a page whose writes are durable;
-        False when the lease was lost (then nothing moves). With `seen`, `digest` (the page's,
-        which `fields` sets as `last_digest`) makes it one commit however often it is tried:
-        a commit applied before its answer was lost pushes its ids once."""
+        False when the lease was lost (then nothing moves). `seen`: the ids of every item the
+        page listed, new or seen again, moved to the end of the remembered ids (the newest
+        `keep` of them are kept): an id the partner still lists is never the first to go. So
+        a commit applied before its answer was lost, tried again, leaves the same ids."""
         query: Doc = {"_id": schedule_id, "lease_owner": owner}
-        update: Doc = {"$set": dict(fields)}
+        update: Doc | list[Doc] = {"$set": dict(fields)}
         if seen:
-            update["$push"] = {"seen": {"$each": list(seen), "$slice": -keep}}
-            if digest is not None:
-                query["last_digest"] = {"$ne": digest}
+            listed = {"$literal": list(seen)}
+            others = {"$not": [{"$in": ["$$this", listed]}]}
+            before = {"$filter": {"input": {"$ifNull": ["$seen", []]}, "cond": others}}
+            refreshed = {"$slice": [{"$concatArrays": [before, listed]}, -keep]}
+            values = {name: {"$literal": value} for name, value in fields.items()}
+            update = [{"$set": {**values, "seen": refreshed}}]
         with translate_errors():
             result = await self._c.update_one(query, update)
-            if result.matched_count == 0 and "last_digest" in query:  # applied before, maybe
-                del query["last_digest"]
-                return await self._c.count_documents(query, limit=1) == 1
         return result.matched_count == 1  # matched: a commit that changes nothing is ours too
 
     async def release(

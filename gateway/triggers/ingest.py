@@ -38,6 +38,7 @@ from gateway.errors import (
 )
 from gateway.eventloop import Turns
 from gateway.fleet.append import PositionAppender
+from gateway.fleet.fix import Fix
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.metrics import Metrics
 from gateway.store import Doc
@@ -63,6 +64,7 @@ class Ingested:
     status: int
     body: dict[str, Any]
     outcome: str  # a metrics label: created | accepted | partial | rejected_batch | probe
+    at_receipt: bool = False  # a fix it appended is stamped with its receipt (`Fix.at_receipt`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ class Ingestor:
         received: datetime | None = None,
         fence: Fence = _no_fence,
         caller_retries: bool = False,
+        new_at_receipt: Fence = _no_fence,
     ) -> Ingested:
         """Write a parsed payload; a 2xx answer carries the mapping's `answer` members too
         (`mapping.answered`: the acknowledgement a partner waits for). A body-level failure
@@ -121,14 +124,18 @@ class Ingestor:
         `texts`, the documents its texts decoded to then, which its items read again;
         `received`, when the payload first came (a replay's), else now; `fence`, awaited
         before each write of a batch; `caller_retries`, the caller (a partner) resends the
-        items its answer refuses with a 503, which are then not kept (`_batch`)."""
+        items its answer refuses with a 503, which are then not kept (`_batch`);
+        `new_at_receipt`, awaited before fixes are appended when one is stamped with its
+        receipt (`Fix.at_receipt`): it raises to refuse a copy of a message written before,
+        which would be a new fix, not a duplicate (a signed message's: receiver.py)."""
         try:
             plan = await self._plan(trigger, payload, picked, texts)
             if numbers is not None:  # a schedule's page, numbered in the partner's list
                 plan = replace(plan, numbers=numbers)
             plan = replace(plan, received=received)
             if trigger.target == "positions" and plan.probe is None:
-                return _acknowledged(plan, await self._positions(trigger, plan, fence))
+                appended = await self._positions(trigger, plan, fence, new_at_receipt)
+                return _acknowledged(plan, appended)
             result = None
             if not plan.batch and plan.probe is None:
                 result = await self._pipeline.item(
@@ -187,7 +194,9 @@ class Ingestor:
         )
         return {"status": 201 if result.created else 200, **written(trigger, result)}
 
-    async def _positions(self, trigger: CompiledTrigger, plan: _Plan, fence: Fence) -> Ingested:
+    async def _positions(
+        self, trigger: CompiledTrigger, plan: _Plan, fence: Fence, new_at_receipt: Fence
+    ) -> Ingested:
         """A position trigger's items: each mapped to a canonical fix, then all appended
         together (gateway/fleet/append.py). One fix answers 201 (200 for a duplicate) or
         raises its 422; a batch answers per item, 207 when any was refused."""
@@ -207,6 +216,9 @@ class Ingestor:
             except InvalidPayload as exc:
                 fix = exc
             items.append(fix)
+        at_receipt = any(isinstance(fix, Fix) and fix.at_receipt for fix in items)
+        if at_receipt:
+            await new_at_receipt()
         await fence()
         outcomes = await self._appender.append(trigger.tenant, items, trigger.id)
         if not plan.batch:
@@ -214,8 +226,8 @@ class Ingestor:
             if isinstance(outcome, InvalidPayload):
                 raise outcome
             if outcome.duplicate:
-                return Ingested(200, outcome.answer(), "accepted")
-            return Ingested(201, outcome.answer(), "created")
+                return Ingested(200, outcome.answer(), "accepted", at_receipt)
+            return Ingested(201, outcome.answer(), "created", at_receipt)
         results: list[dict[str, Any]] = []
         kept: list[Doc] = []
         listing = SharedListing()
@@ -250,7 +262,10 @@ class Ingestor:
         }
         outcome_label = _batch_outcome(failed, len(results))
         return Ingested(
-            207 if failed else 200, {"results": results, "summary": summary}, outcome_label
+            207 if failed else 200,
+            {"results": results, "summary": summary},
+            outcome_label,
+            at_receipt,
         )
 
     async def _repeatable(self, trigger: CompiledTrigger) -> bool:

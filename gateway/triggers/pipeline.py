@@ -189,8 +189,9 @@ class Pipeline:
         if mapping is None:
             return item
         with stage("mapping"):
-            document = mapping.apply(item, texts=texts, received=received).document
-        return parse_mapped_fix(mapping, document)
+            mapped = mapping.apply(item, texts=texts, received=received)
+        fix = parse_mapped_fix(mapping, mapped.document)
+        return replace(fix, at_receipt=True) if mapped.at_receipt else fix
 
     async def write(
         self, trigger: CompiledTrigger, prepared: Prepared, origin: Origin

@@ -414,6 +414,14 @@ class HookReceiver:
             _body_hashes(replay, call, raw, trigger.token_param) if key is not None else ("", ())
         )
         checked, remembered = _memory_use(trigger, replay, self._clock())
+        # A position trigger's copy is a duplicate of the fix it wrote (stored once, by vehicle
+        # and time) unless a fix takes its time from its receipt: only then is it looked up,
+        # once the fixes are mapped, and remembered (no database command for any other fix).
+        at_receipt_only = trigger.target == "positions"
+
+        async def refuse_old_copy() -> None:
+            if checked is not None:
+                await self._refuse_old_copy(trigger, checked)
 
         async def ingest() -> HookAnswer:
             if replay is not None and (replay.legacy or replay.legacy_offered):
@@ -426,17 +434,19 @@ class HookReceiver:
                 )
                 if earlier is not None:
                     return earlier  # a copy of a message written before its key changed
-            if checked is not None:
-                await self._refuse_old_copy(trigger, checked)
+            if not at_receipt_only:
+                await refuse_old_copy()
             ingested = await self._ingestor.ingest(
                 trigger,
                 payload,
                 origin=Origin("trigger", trigger.id),
                 received=received,
                 caller_retries=True,
+                new_at_receipt=refuse_old_copy,
             )
             tally.outcome = ingested.outcome
-            if remembered is not None and ingested.status < 300:
+            kept = not at_receipt_only or ingested.at_receipt
+            if remembered is not None and kept and ingested.status < 300:
                 await self._remember(trigger, remembered)
             return HookAnswer(ingested.status, orjson.dumps(ingested.body))
 
@@ -543,9 +553,10 @@ def _memory_use(
     beyond 24 h from now: a timestamp ahead of the clock with a tolerance over 12 h), and
     every write of such a scheme (tolerance over 12 h less the margin) looks its key up.
     Standard Webhooks' 5 minutes never outlast a record. A position trigger's fix sent again
-    is a duplicate anyway (stored once, by vehicle and time)."""
+    is a duplicate anyway (stored once, by vehicle and time), but not one stamped with its
+    receipt (`Fix.at_receipt`): the caller applies the memory to those alone."""
     scheme = trigger.hmac
-    if replay is None or scheme is None or trigger.target == "positions":
+    if replay is None or scheme is None:
         return None, None
     if replay.verifies_until is None:
         return replay, replay.key
