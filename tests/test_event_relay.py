@@ -69,6 +69,57 @@ async def test_a_write_between_the_relay_reading_and_draining_an_outbox_is_relay
     assert await entities.pending_outboxes(10) == []
 
 
+async def test_the_waiting_gauge_reads_the_oldest_event_still_waiting_after_a_write_mid_relay(
+    services: Services, time_machine: time_machine.TimeMachineFixture
+) -> None:
+    """An entity written while the relay moved its events kept, once drained, the time of
+    the event relayed as its `pending`: an entity written on and on read as waiting since
+    the first write of the streak, and `GatewayEventRelayBehind` paged on a relay that moved
+    every event within a second."""
+    time_machine.move_to("2026-12-06T12:00:00Z", tick=True)
+    await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+
+    async def written_meanwhile(events: Sequence[Doc]) -> int:
+        if events[0]["type"] == "entity.created":  # 5 min on, a write before the drain
+            time_machine.move_to("2026-12-06T12:05:00Z", tick=True)
+            data = {"plate": "ABC1D23", "year": 2020}
+            await services.entities.upsert("acme", "vehicle", data, ORIGIN)
+        return 0
+
+    relay = EventRelay(
+        services.store, services.metrics, on_relayed=written_meanwhile, doorbell=Doorbell()
+    )
+    assert await relay.relay_once() == 1  # the first event; the second written meanwhile
+    assert await relay.relay_once() == 1  # the second, read as just written
+    gauge = "gateway_event_relay_oldest_waiting_seconds"
+    text = services.metrics.render().decode()
+    [waited] = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(gauge)]
+    assert waited < 5
+
+
+async def test_an_outbox_emptied_by_a_drain_after_a_write_without_events_goes_next_pass(
+    services: Services, time_machine: time_machine.TimeMachineFixture
+) -> None:
+    """The fold's position write moves an entity's revision without an event: the drain
+    pulls every entry, and the empty outbox reads as waiting since the drain, not since the
+    relayed event, until the next pass takes it away."""
+    entities = services.store.entities
+    time_machine.move_to("2026-12-06T12:00:00Z", tick=True)
+    written = await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+    (read,) = await entities.pending_outboxes(10)
+    collection = services.store.db["entities"]
+    await collection.update_one({"_id": written.entity["_id"]}, {"$inc": {"rev": 1}})
+    time_machine.move_to("2026-12-06T12:05:00Z", tick=True)
+    await entities.drain_outboxes([(read, [e["id"] for e in read["outbox"]])])
+    (left,) = await entities.pending_outboxes(10)
+    assert left["outbox"] == []
+    assert left["pending"] >= datetime(2026, 12, 6, 12, 5, tzinfo=UTC)
+    assert await services.relay.run_until_idle() == 1  # the empty outbox, taken away
+    assert await entities.pending_outboxes(10) == []
+    stored = await collection.find_one({"_id": written.entity["_id"]})
+    assert "outbox" not in stored and "pending" not in stored
+
+
 async def test_an_outbox_written_before_relay_shards_is_relayed_after_a_restart(
     services: Services,
 ) -> None:
