@@ -4,8 +4,11 @@ is measured (gateway/events.py, gateway/shares.py)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import time_machine
 
@@ -233,6 +236,76 @@ async def test_processes_split_the_relay_shards_and_take_over_a_dead_ones(
     # b dies without a word: once its leases expire, a holds every shard.
     now[0] += timedelta(seconds=11)
     assert await a.refresh() == frozenset(range(RELAY_SHARDS))
+
+
+async def _lease_owners(services: Services, job: str) -> dict[int, str]:
+    leases = services.store.db["leases"].find({"job": job, "shard": {"$exists": True}})
+    return {doc["shard"]: doc["owner"] for doc in await leases.to_list(None)}
+
+
+async def test_two_relays_keep_their_shards_and_relay_each_event_once_under_a_steady_stream(
+    services: Services,
+) -> None:
+    """A relay's pass ran until no outbox held anything, and its leases were renewed only
+    between passes: under a steady stream of writes to one entity (an ERP flushing one
+    vehicle's backlog) its pass never ended, its leases expired, the other process took its
+    shards as a dead one's and both relayed the same outboxes, every event about twice."""
+    job, ttl = "relay-stream", 1.5
+    relayed: Counter[Any] = Counter()  # event id -> how many times a relay fanned it out
+
+    async def fan_out(events: Sequence[Doc]) -> int:
+        relayed.update(event["_id"] for event in events)
+        return 0
+
+    hot = (await services.entities.upsert("acme", "vehicle", {"plate": "HOT1A23"}, ORIGIN)).entity
+    shares = {
+        owner: Shares(services.store, job, RELAY_SHARDS, owner=owner, ttl_seconds=ttl)
+        for owner in ("a", "b")
+    }
+    relays = [
+        EventRelay(
+            services.store, services.metrics, on_relayed=fan_out, doorbell=Doorbell(), shares=s
+        )
+        for s in shares.values()
+    ]
+    running = [asyncio.create_task(relay.run()) for relay in relays]
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(10):  # the split: 8 + 8
+            while sorted(len(s.mine) for s in shares.values()) != [8, 8]:
+                await asyncio.sleep(0.05)
+        split = await _lease_owners(services, job)
+        end = loop.time() + 3 * ttl
+        writes = 0
+
+        async def write(client: int) -> None:
+            nonlocal writes
+            while loop.time() < end:
+                data = {"plate": "HOT1A23", "model": f"m{client}-{writes}"}
+                await services.entities.upsert("acme", "vehicle", data, ORIGIN)
+                writes += 1
+
+        owners_seen = []
+
+        async def watch() -> None:
+            while loop.time() < end:
+                owners_seen.append(await _lease_owners(services, job))
+                await asyncio.sleep(0.1)
+
+        await asyncio.gather(watch(), *(write(n) for n in range(8)))
+        async with asyncio.timeout(10):
+            while await services.store.entities.pending_outboxes(1):
+                await asyncio.sleep(0.05)
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    taken = [{n: o for n, o in owners.items() if o != split[n]} for owners in owners_seen]
+    twice = sum(count > 1 for count in relayed.values())
+    assert ([moved for moved in taken if moved], twice) == ([], 0)
+    events = await services.store.db["events"].count_documents({"entity.id": str(hot["_id"])})
+    assert len(relayed) == events == writes + 1 > 8
 
 
 async def test_relayed_events_are_counted_by_a_bounded_family_a_custom_type_as_custom(
