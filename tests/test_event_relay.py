@@ -238,6 +238,21 @@ async def test_processes_split_the_relay_shards_and_take_over_a_dead_ones(
     assert await a.refresh() == frozenset(range(RELAY_SHARDS))
 
 
+async def test_a_process_past_its_leases_without_a_renewal_works_on_no_shard(
+    services: Services,
+) -> None:
+    """Frozen (a suspended VM), or its refreshes failing, past its leases: the others may
+    have taken its shards, and what it held before is no longer its to relay."""
+    now = [datetime(2026, 12, 1, tzinfo=UTC)]
+    a = Shares(services.store, "relay-frozen", RELAY_SHARDS, owner="a", clock=lambda: now[0])
+    assert await a.refresh() == frozenset(range(RELAY_SHARDS))
+    now[0] += timedelta(seconds=9)
+    assert a.mine == frozenset(range(RELAY_SHARDS))  # within the 10 s leases
+    now[0] += timedelta(seconds=2)
+    assert a.mine == frozenset()
+    assert await a.refresh() == frozenset(range(RELAY_SHARDS))  # taken again: nobody had
+
+
 async def _lease_owners(services: Services, job: str) -> dict[int, str]:
     leases = services.store.db["leases"].find({"job": job, "shard": {"$exists": True}})
     return {doc["shard"]: doc["owner"] for doc in await leases.to_list(None)}
