@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Collection as Items
@@ -274,12 +276,18 @@ class EventRelay(ShardedJob):
             self._metrics.relay_lag.observe((now - event["occurred_at"]).total_seconds())
         return len(events) or len(drained)
 
-    async def run_until_idle(self, shards: Items[int] | None = None) -> int:
-        """Relay until no outbox (of these shards; all when None) holds anything; returns
+    async def run_until_idle(
+        self, shards: Items[int] | None = None, until: float = math.inf
+    ) -> int:
+        """Relay until no outbox (of these shards; all when None) holds anything or, once a
+        batch is done, past `until` (monotonic: the loop's next renewal of the shards, which
+        a steady stream of writes would otherwise put off for as long as it lasts); returns
         how many entries were handled."""
         total = 0
         while handled := await self.relay_once(shards):
             total += handled
+            if time.monotonic() >= until:
+                break
         return total
 
 

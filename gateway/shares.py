@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from gateway.clock import utcnow
 from gateway.doorbell import Doorbell
@@ -52,7 +53,15 @@ class Shares:
         self._ttl = timedelta(seconds=ttl_seconds)
         self._clock = clock
         self._ensured = False
-        self.mine: frozenset[int] = frozenset()
+        self._held: frozenset[int] = frozenset()
+        self._until = datetime.min.replace(tzinfo=UTC)  # when the leases held run out
+
+    @property
+    def mine(self) -> frozenset[int]:
+        """The shards this process may work on: those the last `refresh` took or renewed,
+        while their leases run (after refreshes that failed, or a process frozen past its
+        leases, none: another process may have taken them)."""
+        return self._held if self._clock() < self._until else frozenset()
 
     @property
     def refresh_seconds(self) -> float:
@@ -74,22 +83,26 @@ class Shares:
         fair = self._shards // len(live) + (live.index(self.owner) < self._shards % len(live))
         held = sorted(d["shard"] for d in docs if d["owner"] == self.owner and d["until"] > now)
         extra, held = held[fair:], held[:fair]
+        # `mine` follows each step, should the next one fail: first what stays ours (a shard
+        # taken over while this process could not renew it is not), then renewed.
+        self._held = frozenset(held)
         await leases.release(self._job, extra, self.owner)
         await leases.renew(self._job, held, self.owner, until)
+        self._until = until
         for doc in docs:
             if len(held) >= fair:
                 break
             free = doc["owner"] is None or doc["until"] <= now
             if free and await leases.take(self._job, doc["shard"], self.owner, now, until):
                 held.append(doc["shard"])
-        self.mine = frozenset(held)
-        return self.mine
+                self._held = frozenset(held)
+        return self._held
 
     async def release_all(self) -> None:
         """On a clean shutdown: the others take over at once instead of after `ttl`."""
-        await self._store.leases.release(self._job, self.mine, self.owner)
+        await self._store.leases.release(self._job, self._held, self.owner)
         await self._store.leases.leave(self._job, self.owner)
-        self.mine = frozenset()
+        self._held = frozenset()
 
 
 class ShardedLoop:
@@ -97,13 +110,19 @@ class ShardedLoop:
     fleet fold): renew the share every `refresh_seconds`, `work` on the shards held (all of
     them when `shares` is None), report progress, then wait for the doorbell or the poll —
     and at least `min_interval` from the start of the pass, so light load batches. A failure
-    is logged and retried at the next pass; on stop the shards are let go at once."""
+    is logged and retried at the next pass; on stop the shards are let go at once.
+
+    `work(shards, until)` is a pass: it works until nothing is left or, once a batch is done,
+    past `until` (monotonic), when the share is to be renewed; the loop renews it and goes on
+    at once. Renewing only between passes that ran until idle left a pass under a steady
+    stream of input (writes to an entity, fixes) renewing nothing: its leases expired, another
+    process took its shards as a dead one's, and both worked on them."""
 
     def __init__(
         self,
         name: str,
         shares: Shares | None,
-        work: Callable[[Collection[int] | None], Awaitable[object]],
+        work: Callable[[Collection[int] | None, float], Awaitable[object]],
         *,
         doorbell: Doorbell,
         poll_seconds: float,
@@ -137,16 +156,21 @@ class ShardedLoop:
                     log.warning("releasing the %s's shards failed: %s", self._name, exc)
 
     async def _loop(self) -> None:
-        refresh_at = 0.0
+        renew_at = 0.0 if self._shares is not None else math.inf
         while True:
             started = time.monotonic()
+            stopped_short = False
             try:
-                if self._shares is not None and started >= refresh_at:
-                    refresh_at = started + self._shares.refresh_seconds
-                    self._on_shards(len(await self._shares.refresh()))
-                shards = None if self._shares is None else self._shares.mine
+                shards: frozenset[int] | None = None
+                if self._shares is not None:
+                    if started >= renew_at:  # a failed refresh is tried again next pass
+                        await self._shares.refresh()
+                        renew_at = started + self._shares.refresh_seconds
+                    shards = self._shares.mine
+                    self._on_shards(len(shards))
                 if shards is None or shards:
-                    await self._work(shards)
+                    await self._work(shards, renew_at)
+                    stopped_short = time.monotonic() >= renew_at
                 self.progress.moved()
             except StoreUnavailable as exc:
                 self.progress.stuck(exc.detail)
@@ -154,6 +178,8 @@ class ShardedLoop:
             except Exception as exc:
                 self.progress.stuck(f"{type(exc).__name__}: {exc}")
                 log.exception("%s failed; retrying", self._name)
+            if stopped_short:  # for the renewal: what is left goes on after it
+                continue
             await self._doorbell.wait(self._poll)
             if self._min_interval:
                 await asyncio.sleep(started + self._min_interval - time.monotonic())

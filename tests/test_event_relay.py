@@ -4,8 +4,11 @@ is measured (gateway/events.py, gateway/shares.py)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import time_machine
 
@@ -67,6 +70,57 @@ async def test_a_write_between_the_relay_reading_and_draining_an_outbox_is_relay
     assert [e["type"] for e in left["outbox"]] == ["entity.updated"]
     assert await services.relay.run_until_idle() == 1
     assert await entities.pending_outboxes(10) == []
+
+
+async def test_the_waiting_gauge_reads_the_oldest_event_still_waiting_after_a_write_mid_relay(
+    services: Services, time_machine: time_machine.TimeMachineFixture
+) -> None:
+    """An entity written while the relay moved its events kept, once drained, the time of
+    the event relayed as its `pending`: an entity written on and on read as waiting since
+    the first write of the streak, and `GatewayEventRelayBehind` paged on a relay that moved
+    every event within a second."""
+    time_machine.move_to("2026-12-06T12:00:00Z", tick=True)
+    await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+
+    async def written_meanwhile(events: Sequence[Doc]) -> int:
+        if events[0]["type"] == "entity.created":  # 5 min on, a write before the drain
+            time_machine.move_to("2026-12-06T12:05:00Z", tick=True)
+            data = {"plate": "ABC1D23", "year": 2020}
+            await services.entities.upsert("acme", "vehicle", data, ORIGIN)
+        return 0
+
+    relay = EventRelay(
+        services.store, services.metrics, on_relayed=written_meanwhile, doorbell=Doorbell()
+    )
+    assert await relay.relay_once() == 1  # the first event; the second written meanwhile
+    assert await relay.relay_once() == 1  # the second, read as just written
+    gauge = "gateway_event_relay_oldest_waiting_seconds"
+    text = services.metrics.render().decode()
+    [waited] = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(gauge)]
+    assert waited < 5
+
+
+async def test_an_outbox_emptied_by_a_drain_after_a_write_without_events_goes_next_pass(
+    services: Services, time_machine: time_machine.TimeMachineFixture
+) -> None:
+    """The fold's position write moves an entity's revision without an event: the drain
+    pulls every entry, and the empty outbox reads as waiting since the drain, not since the
+    relayed event, until the next pass takes it away."""
+    entities = services.store.entities
+    time_machine.move_to("2026-12-06T12:00:00Z", tick=True)
+    written = await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+    (read,) = await entities.pending_outboxes(10)
+    collection = services.store.db["entities"]
+    await collection.update_one({"_id": written.entity["_id"]}, {"$inc": {"rev": 1}})
+    time_machine.move_to("2026-12-06T12:05:00Z", tick=True)
+    await entities.drain_outboxes([(read, [e["id"] for e in read["outbox"]])])
+    (left,) = await entities.pending_outboxes(10)
+    assert left["outbox"] == []
+    assert left["pending"] >= datetime(2026, 12, 6, 12, 5, tzinfo=UTC)
+    assert await services.relay.run_until_idle() == 1  # the empty outbox, taken away
+    assert await entities.pending_outboxes(10) == []
+    stored = await collection.find_one({"_id": written.entity["_id"]})
+    assert "outbox" not in stored and "pending" not in stored
 
 
 async def test_an_outbox_written_before_relay_shards_is_relayed_after_a_restart(
@@ -182,6 +236,91 @@ async def test_processes_split_the_relay_shards_and_take_over_a_dead_ones(
     # b dies without a word: once its leases expire, a holds every shard.
     now[0] += timedelta(seconds=11)
     assert await a.refresh() == frozenset(range(RELAY_SHARDS))
+
+
+async def test_a_process_past_its_leases_without_a_renewal_works_on_no_shard(
+    services: Services,
+) -> None:
+    """Frozen (a suspended VM), or its refreshes failing, past its leases: the others may
+    have taken its shards, and what it held before is no longer its to relay."""
+    now = [datetime(2026, 12, 1, tzinfo=UTC)]
+    a = Shares(services.store, "relay-frozen", RELAY_SHARDS, owner="a", clock=lambda: now[0])
+    assert await a.refresh() == frozenset(range(RELAY_SHARDS))
+    now[0] += timedelta(seconds=9)
+    assert a.mine == frozenset(range(RELAY_SHARDS))  # within the 10 s leases
+    now[0] += timedelta(seconds=2)
+    assert a.mine == frozenset()
+    assert await a.refresh() == frozenset(range(RELAY_SHARDS))  # taken again: nobody had
+
+
+async def _lease_owners(services: Services, job: str) -> dict[int, str]:
+    leases = services.store.db["leases"].find({"job": job, "shard": {"$exists": True}})
+    return {doc["shard"]: doc["owner"] for doc in await leases.to_list(None)}
+
+
+async def test_two_relays_keep_their_shards_and_relay_each_event_once_under_a_steady_stream(
+    services: Services,
+) -> None:
+    """A relay's pass ran until no outbox held anything, and its leases were renewed only
+    between passes: under a steady stream of writes to one entity (an ERP flushing one
+    vehicle's backlog) its pass never ended, its leases expired, the other process took its
+    shards as a dead one's and both relayed the same outboxes, every event about twice."""
+    job, ttl = "relay-stream", 1.5
+    relayed: Counter[Any] = Counter()  # event id -> how many times a relay fanned it out
+
+    async def fan_out(events: Sequence[Doc]) -> int:
+        relayed.update(event["_id"] for event in events)
+        return 0
+
+    hot = (await services.entities.upsert("acme", "vehicle", {"plate": "HOT1A23"}, ORIGIN)).entity
+    shares = {
+        owner: Shares(services.store, job, RELAY_SHARDS, owner=owner, ttl_seconds=ttl)
+        for owner in ("a", "b")
+    }
+    relays = [
+        EventRelay(
+            services.store, services.metrics, on_relayed=fan_out, doorbell=Doorbell(), shares=s
+        )
+        for s in shares.values()
+    ]
+    running = [asyncio.create_task(relay.run()) for relay in relays]
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(10):  # the split: 8 + 8
+            while sorted(len(s.mine) for s in shares.values()) != [8, 8]:
+                await asyncio.sleep(0.05)
+        split = await _lease_owners(services, job)
+        end = loop.time() + 3 * ttl
+        writes = 0
+
+        async def write(client: int) -> None:
+            nonlocal writes
+            while loop.time() < end:
+                data = {"plate": "HOT1A23", "model": f"m{client}-{writes}"}
+                await services.entities.upsert("acme", "vehicle", data, ORIGIN)
+                writes += 1
+
+        owners_seen = []
+
+        async def watch() -> None:
+            while loop.time() < end:
+                owners_seen.append(await _lease_owners(services, job))
+                await asyncio.sleep(0.1)
+
+        await asyncio.gather(watch(), *(write(n) for n in range(8)))
+        async with asyncio.timeout(10):
+            while await services.store.entities.pending_outboxes(1):
+                await asyncio.sleep(0.05)
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    taken = [{n: o for n, o in owners.items() if o != split[n]} for owners in owners_seen]
+    twice = sum(count > 1 for count in relayed.values())
+    assert ([moved for moved in taken if moved], twice) == ([], 0)
+    events = await services.store.db["events"].count_documents({"entity.id": str(hot["_id"])})
+    assert len(relayed) == events == writes + 1 > 8
 
 
 async def test_relayed_events_are_counted_by_a_bounded_family_a_custom_type_as_custom(

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from gateway.doorbell import Doorbell
 from gateway.errors import StoreUnavailable
-from gateway.fleet.fold import FoldSettings
+from gateway.fleet.fold import FOLD_SHARDS, Fold, FoldSettings
 from gateway.fleet.odometer import TrackPoint
+from gateway.shares import Shares
 from gateway.store.fleet import shard_of
 from gateway.web.state import services_key
 from tests.flow_support import drain
@@ -122,6 +124,54 @@ async def test_a_fold_taking_over_mid_stream_repeats_the_same_events_not_new_one
     assert await fold_b.run_until_idle() == 3
     exits = await services.events.find("acme", event_type="vehicle.geofence.exited", limit=10)
     assert [e["occurred_at"] for e in exits] == [far.t]
+
+
+async def test_a_fold_working_through_a_backlog_keeps_its_shards_from_another_process(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold renewed its shard leases only between passes, and a pass folds until nothing
+    new is left: through input longer to fold than its leases last (a fleet's buffers sent
+    after an outage, a steady stream) it renewed nothing, and another process took its
+    shards as a dead one's while it still folded them."""
+    services = client.app[services_key]
+    vehicle = (await _vehicle(client))["id"]
+    points = route_points()[:300]
+    for point in points:  # a round each: the fold reads them one at a time (`batch`)...
+        await services.store.positions.append("acme", vehicle, [fix_doc(point)], "test")
+    inbox = services.store.fleet
+    read = inbox.after
+
+    async def slow_read(after: int, limit: int) -> Any:  # ...each read 15 ms: 4.5 s of them
+        await asyncio.sleep(0.015)
+        return await read(after, limit)
+
+    monkeypatch.setattr(inbox, "after", slow_read)
+    job, ttl = "fold-backlog", 1.0
+
+    def share(owner: str) -> Shares:
+        return Shares(services.store, job, FOLD_SHARDS, owner=owner, ttl_seconds=ttl)
+
+    mine, other = share("a"), share("b")
+    folded = services.metrics.fold_fixes.labels("accepted")
+    fold = Fold(
+        services.store,
+        services.metrics,
+        services.fleet_settings,
+        services.fleet_rules,
+        on_relayed=services.fanout,
+        doorbell=Doorbell(),
+        shares=mine,
+        config=FoldSettings(batch=1),
+    )
+    running = asyncio.create_task(fold.run())
+    try:
+        await asyncio.sleep(2.5 * ttl)
+        assert 0 < folded._value.get() < len(points)  # mid-backlog, mid-pass
+        assert await other.refresh() == frozenset()  # every shard held, and renewed
+        assert len(mine.mine) == FOLD_SHARDS
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
 
 
 async def test_a_vehicle_without_a_tracker_comes_due_by_time(client: Client) -> None:

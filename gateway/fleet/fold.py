@@ -376,16 +376,21 @@ class Fold(ShardedJob):
             purged += await self._store.positions.purge(str(doc["_id"]), before)
         return purged
 
-    async def run_pass(self, shards: Collection[int] | None = None) -> None:
-        """One pass of the loop: fold what is new, writing on the way as often as the settings
-        ask, and everything once nothing new has come for `quiet_seconds`; the holder of shard
-        0 (or a fold with every shard) also ticks the fold's clock (every `tick_seconds`: the
-        tenants with time-based plans) and purges what tenants keep for fewer days than the
-        TTL index does."""
+    async def run_pass(
+        self, shards: Collection[int] | None = None, until: float = math.inf
+    ) -> None:
+        """One pass of the loop: fold what is new (until nothing is, or, once a batch is done,
+        past `until`: monotonic, the loop's next renewal of the shards), writing on the way as
+        often as the settings ask, and everything once nothing new has come for
+        `quiet_seconds`; the holder of shard 0 (or a fold with every shard) also ticks the
+        fold's clock (every `tick_seconds`: the tenants with time-based plans) and purges what
+        tenants keep for fewer days than the TTL index does."""
         now = time.monotonic()
         while await self.fold_once(shards):
             self._folded_at = now = time.monotonic()
             await self._save(force=False)
+            if time.monotonic() >= until:
+                break
         await self._save(force=now - self._folded_at >= self._config.quiet_seconds)
         if time.monotonic() >= self._tick_at and (shards is None or 0 in shards):
             self._tick_at = time.monotonic() + self._config.tick_seconds

@@ -16,8 +16,9 @@ a write that would pass either bound waits (`EventsBacklogged`, a 503) for the r
 count their entries' bytes in; a partial drain counts those left from the outbox itself.
 
 While its outbox holds events, a document has `pending` (when its oldest waiting event was
-written: the relay takes the oldest first) and `pending_shard` (which relay shard it belongs
-to, see `gateway/shares.py`); the relay removes both once it has moved the events.
+written, set again by a partial drain: the relay takes the oldest first) and `pending_shard`
+(which relay shard it belongs to, see `gateway/shares.py`); the relay removes both once it
+has moved the events.
 """
 
 from __future__ import annotations
@@ -318,14 +319,24 @@ def _outbox_bytes(entries: Sequence[Doc]) -> int:
         return sum(len(bson.encode(entry)) for entry in entries)
 
 
-def _pulled(ids: list[Any]) -> list[Doc]:
+def _pulled(ids: list[Any], now: datetime) -> list[Doc]:
     """The update (a pipeline) that pulls the relayed entries `ids` from an outbox and counts
-    the bytes of those left again, from the outbox itself: whatever pulled them before (two
+    what is left again, from the outbox itself. Its bytes: whatever pulled them before (two
     relays draining the same read in a lease hand-over) or counted them (an outbox stored
-    before the counter, whose entries it never held), the count is of the outbox as it is."""
+    before the counter, whose entries it never held), the count is of the outbox as it is.
+    Its `pending`: the time of the oldest entry left (it kept that of the oldest entry ever
+    waiting, and an entity written on without a pause read as waiting since the first write
+    of the streak), or `now` when none is left (a write without events moved the revision):
+    the relay's next pass takes the empty outbox away, as any whose entity is unchanged."""
     left = {"$filter": {"input": "$outbox", "cond": {"$not": [{"$in": ["$$this.id", ids]}]}}}
     sizes = {"$map": {"input": "$outbox", "in": {"$bsonSize": "$$this"}}}
-    return [{"$set": {"outbox": left}}, {"$set": {"outbox_bytes": {"$sum": sizes}}}]
+    # `$map`: SecantusDB resolves `$outbox.occurred_at` to nothing (MongoDB to the array).
+    times = {"$map": {"input": "$outbox", "in": "$$this.occurred_at"}}
+    oldest = {"$ifNull": [{"$min": times}, now]}
+    return [
+        {"$set": {"outbox": left}},
+        {"$set": {"outbox_bytes": {"$sum": sizes}, "pending": oldest}},
+    ]
 
 
 def _outbox_guard(query: Doc, update: Doc, data: Doc, entries: Sequence[Doc]) -> None:
@@ -858,7 +869,8 @@ class EntityStore:
         trip (a group commit): if no request wrote the entity since the relay read it (same
         `rev`), the outbox goes (and a deleted entity with it); otherwise, in a second round,
         only the relayed entries still there are pulled, the outbox's bytes counted again from
-        what is left (`_pulled`), and the entity stays pending for the newer ones.
+        what is left (`_pulled`), and the entity stays pending for the newer ones, since the
+        oldest of them.
         Not journaled: the events and deliveries were written before, journaled (`client.py`
         `unjournaled`), and a drain lost in a crash is done again."""
         commits = self._relay_commits
@@ -877,7 +889,7 @@ class EntityStore:
             if not matched:
                 ids = list(event_ids)
                 present = {"_id": doc["_id"], "outbox.id": {"$in": ids}}
-                await commits.update(self._c, present, _pulled(ids))
+                await commits.update(self._c, present, _pulled(ids, as_stored(utcnow())))
 
         await asyncio.gather(*(drain(doc, ids) for doc, ids in drained))
 
