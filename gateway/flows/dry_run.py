@@ -201,6 +201,8 @@ class FlowDryRun:
         answer = samples[step.id]
         mapped = answer
         if action.response_mapping:
+            if answer is None:  # as the real run's fetch (`steps.py` `_fetch`) fails it
+                raise StepFailed(f"{partner.name} answered without a JSON or XML body to map")
             response = await self._p.mappings.active(tenant, action.response_mapping)
             try:
                 mapped = response.map_response(answer)
@@ -369,7 +371,10 @@ class FlowDryRun:
         changes = [
             {"field": c.field, "old": c.old, "new": c.new} for c in diff(current["data"], document)
         ]
-        context["steps"][step.id] = {**document, "id": str(current["_id"])}
+        # As the real `set` answers (`steps.py`): with the version the write would leave, the
+        # stored one moved on when something changes.
+        version = int(current.get("rev", 0)) + (1 if changes else 0)
+        context["steps"][step.id] = {**document, "id": str(current["_id"]), "version": version}
         return {
             **({"note": note} if note else {}),
             "outcome": "rendered",
