@@ -179,6 +179,33 @@ async def test_scenario_3_a_fine_whose_time_is_corrected_reaches_the_driver_at_t
     ]
 
 
+async def test_scenario_3_and_4_ask_hr_and_tell_the_erp_the_plate_the_fleet_registered(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The fleet registers ABC1C34; a fines export still writes its old plate, ABC1234. HR
+    was asked about /veiculos/ABC1234 (an HR system keyed by the fleet's plate answers 404:
+    the run failed, nobody e-mailed) and the ERP was told `placa` ABC1234. The fine keeps the
+    authority's spelling."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1C34"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    await send_to(client, fines, {**sample("fine_feed.json"), "placa": "ABC1234"})
+    await send_to(client, payments, sample("fine_payment.json"))
+    await drain(services)
+
+    lookup, paid = sorted(partner.requests, key=lambda r: r.method)
+    assert lookup.path == "/veiculos/ABC1C34/condutor-atual"
+    assert paid.json()["placa"] == "ABC1C34"
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert fine["plate"] == "ABC1234"
+
+
 async def test_scenario_4_the_erp_hears_of_a_paid_fine_and_a_checklists_mileage(
     client: Client, partner: Partner, smtp_server: SmtpFactory
 ) -> None:

@@ -44,6 +44,7 @@ from gateway.flows.model import CompiledFlow, Step
 from gateway.flows.recipients import answer_after_asked
 from gateway.flows.references import StepFailed, resolve_action
 from gateway.flows.service import FlowService
+from gateway.flows.steps import registered_vehicle
 from gateway.formats.json_tree import is_text
 from gateway.kinds import KindService
 from gateway.mapping import unflatten
@@ -102,6 +103,7 @@ class FlowDryRun:
             raise InvalidPayload(message, [FieldProblem("/flow", message, "required")])
         sample = await self._stored_entity(tenant, sample_event(event, now))
         context = run_context(sample, flow=flow.name, version=version, now=now)
+        context["vehicle"] = await registered_vehicle(self._p.entities, tenant, sample)
         result: dict[str, Any] = {"flow": flow.name, "version": version, "event": sample}
         why = starts(flow, sample, context)
         if why is not None:
