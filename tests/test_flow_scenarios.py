@@ -195,6 +195,7 @@ async def test_scenario_3_and_4_ask_hr_and_tell_the_erp_the_plate_the_fleet_regi
     await post(client, "/api/v1/entities/driver", ANA)
     services = client.app[services_key]
     await send_to(client, fines, {**sample("fine_feed.json"), "placa": "ABC1234"})
+    await drain(services)
     await send_to(client, payments, sample("fine_payment.json"))
     await drain(services)
 
@@ -204,6 +205,37 @@ async def test_scenario_3_and_4_ask_hr_and_tell_the_erp_the_plate_the_fleet_regi
     assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
     fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert fine["plate"] == "ABC1234"
+
+
+async def test_scenario_4_a_fine_paid_before_hr_named_its_driver_tells_the_erp_the_driver(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """HR is down while the fine's payment notice comes (scenario 3's run waits): the ERP was
+    told the payment without `condutorCpf`, and never heard of the driver HR named later.
+    Now the driver recorded on a paid fine tells the ERP again, with what the notice said
+    was paid and when."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)  # the HR system and the ERP: one double
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "renavam": "86769597308"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = services.delivery_worker.clock = clock
+    partner.respond_with(503, {"erro": "manutencao"}, times=2)  # HR down: the run waits
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    await send_to(client, payments, sample("fine_payment.json"))
+    await drain(services)
+    clock.advance(60)  # HR's retry is due, and HR answers
+    await drain(services)
+
+    first, second = [r.json() for r in partner.requests if r.method == "PUT"]
+    assert "condutorCpf" not in first
+    assert second == sample("erp_fine_paid.json")
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
 
 
 async def test_scenario_4_the_erp_hears_of_a_paid_fine_and_a_checklists_mileage(

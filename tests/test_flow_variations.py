@@ -372,12 +372,13 @@ async def test_a_payment_notice_sent_again_tells_the_erp_once(
     assert len((await get(client, "/api/v1/flows/fine-paid-erp/runs"))["items"]) == 1
 
 
-async def test_a_fine_the_back_office_marks_paid_tells_the_erp_once(
+async def test_a_fine_the_back_office_marks_paid_tells_the_erp_then_the_notices_amount(
     client: Client, partner: Partner
 ) -> None:
     """The back office pays the boleto and marks the fine paid (admin PATCH): only the payment
     notice's mapping announced `fine.paid`, and the notice that came days later changed
-    nothing (the fine already paid): the ERP kept the fine open for ever."""
+    nothing (the fine already paid): the ERP kept the fine open for ever. Now the PATCH is
+    the payment, and the notice completes it with the amount and day paid."""
     await erp_actions(client, partner.url)
     await upload_flow(client, "fine-paid-erp")
     fines = await trigger_for(client, "fine-feed", kind="fine")
@@ -393,11 +394,16 @@ async def test_a_fine_the_back_office_marks_paid_tells_the_erp_once(
     await send_to(client, payments, sample("fine_payment.json"))
     await drain(services)
 
-    (put,) = [r for r in partner.requests if r.method == "PUT"]
-    assert put.path == "/multas/A123456789/pagamento"
-    assert (put.json()["ait"], put.json()["valorPago"]) == ("A123456789", 130.16)
+    marked, noticed = [r for r in partner.requests if r.method == "PUT"]
+    assert marked.path == noticed.path == "/multas/A123456789/pagamento"
+    assert (marked.json()["ait"], marked.json()["valorPago"]) == ("A123456789", 130.16)
+    paid_as_noticed = (noticed.json()["valorPago"], noticed.json()["dataPagamento"])
+    assert paid_as_noticed == (104.13, "2026-11-25")
     (paid,) = (await get(client, "/api/v1/events?type=fine.paid"))["items"]
     assert paid["origin"]["kind"] == "admin"
+    await send_to(client, payments, sample("fine_payment.json"))  # the notice sent again
+    await drain(services)
+    assert len([r for r in partner.requests if r.method == "PUT"]) == 2
 
 
 async def test_a_paid_fine_sent_again_by_the_feed_stays_paid(client: Client) -> None:
