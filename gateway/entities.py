@@ -840,11 +840,25 @@ def _events(
     return events
 
 
-KIND_EVENTS: Mapping[str, str] = {"checklist": "checklist.completed"}
-"""Built-in kinds whose creation is itself an event, whoever writes it (an admin, a trigger
-with or without a mapping): a checklist is completed once, when it is first stored, and the
-fleet's feeds (a `service` resets the vehicle's plans, `driver_cpf` drives the vehicle from
-`completed_at`) and flows act on `checklist.completed`."""
+def _checklist_completed(created: bool, data: Mapping[str, Any], fields: Sequence[str]) -> bool:
+    return created
+
+
+def _fine_paid(created: bool, data: Mapping[str, Any], fields: Sequence[str]) -> bool:
+    return data.get("status") == "paid" and (created or "status" in fields)
+
+
+KIND_EVENTS: Mapping[str, tuple[str, Callable[[bool, Mapping[str, Any], Sequence[str]], bool]]] = {
+    "checklist": ("checklist.completed", _checklist_completed),
+    "fine": ("fine.paid", _fine_paid),
+}
+"""Built-in kinds whose writes are themselves events, whoever writes them (an admin, a
+trigger with or without a mapping, a flow's `set`), derived from the write: a checklist is
+completed once, when it is first stored (the fleet's feeds act on `checklist.completed`: a
+`service` resets the vehicle's plans, `driver_cpf` drives the vehicle from `completed_at`,
+`odometer_km` is the vehicle's reading); a fine is paid by the write that makes its `status`
+`paid` (created so, or changed to it: the provider's payment notice, the back office's
+PATCH), and `fine.paid` tells the ERP (flows/fine-paid-erp.yaml)."""
 
 
 def announced_events(
@@ -856,12 +870,13 @@ def announced_events(
 ) -> list[Emit]:
     """The events beside `entity.*` a write announces: the mapping's (`extra`) that this write
     announces (`Emit.announced`: by default only a write that changed the entity; a stale or
-    repeated value changes nothing), and a created built-in kind's own (`KIND_EVENTS`) unless
-    the mapping announces that one itself (the shipped `checklist` mapping does: one event)."""
+    repeated value changes nothing), and a built-in kind's own (`KIND_EVENTS`) when its rule
+    holds, unless the mapping announces that one itself (the shipped `checklist` and
+    `fine-payment` mappings do: one event, with the mapping's detail)."""
     found = [e for e in extra if e.announced(created, fields, data)]
-    own = KIND_EVENTS.get(str(data.get("kind"))) if created and etype == "other" else None
-    if own is not None and all(e.type != own for e in found):
-        found.insert(0, Emit(own, "create"))
+    own = KIND_EVENTS.get(str(data.get("kind"))) if etype == "other" else None
+    if own is not None and own[1](created, data, fields) and all(e.type != own[0] for e in found):
+        found.insert(0, Emit(own[0], "create" if created else "change"))
     return found
 
 

@@ -39,6 +39,7 @@ from gateway.errors import StoreUnavailable
 from gateway.eventloop import running_loop
 from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.fleet.append import PositionAppender
+from gateway.fleet.checklist_readings import ChecklistReadings
 from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold, FoldSettings
 from gateway.fleet.overview import FleetOverview
 from gateway.fleet.readings import OdometerReadings
@@ -281,6 +282,8 @@ def _assemble(
     services_done = ServiceRecorder(store, entities, store.fleet_rules.plans)
     relayed = each_of(
         fanout,
+        # Before the flow starter: a run the same checklist starts reads its vehicle read.
+        ChecklistReadings(entities),
         flow_runtime.starter,
         notify.assignment_feed,
         ServiceFeed(services_done),

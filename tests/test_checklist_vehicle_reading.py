@@ -186,3 +186,54 @@ async def test_a_driver_cpf_starting_with_zero_a_digit_short_is_refused_not_padd
     (error,) = problem["errors"]
     assert error["pointer"] == "/driver_cpf" and '"0867565080"' in error["message"], problem
     assert "00867565080" not in str(problem)
+
+
+async def test_a_checklist_keyed_in_by_the_back_office_moves_the_vehicle_and_tells_the_erp(
+    client: Client, partner: Partner
+) -> None:
+    """A paper checklist typed in through the admin API is completed as the app's is, but its
+    reading reached the vehicle only through the checklist mapping's `also`: the vehicle kept
+    151,000 km and the ERP was told 151,000 "captured" now, not the 152,340 read at 07:58."""
+    await _tenant(client, partner)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 151000})
+    await post(
+        client,
+        "/api/v1/entities/other",
+        {
+            "kind": "checklist",
+            "key": "P1",
+            "vehicle_plate": "ABC1D23",
+            "driver_cpf": ANA["cpf"],
+            "odometer_km": 152340,
+            "answers": [{"question": "pneus", "answer": True}],
+            "completed_at": "2026-11-25T07:58:00-03:00",
+        },
+    )
+    await drain(client.app[services_key])
+
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["odometer_km"] == 152340
+    assert vehicle["attributes"]["odometer_source"] == "checklist"
+    assert _mileages(partner) == [("ABC1D23", "P1", 152340.0)]
+    (sent,) = [r.json() for r in partner.requests if r.path == "/veiculos/quilometragem"]
+    assert sent["capturadoEm"] == "2026-11-25T07:58:00-03:00"
+
+
+async def test_a_checklist_resent_with_its_reading_corrected_tells_the_erp_the_new_mileage(
+    client: Client, partner: Partner
+) -> None:
+    """15,234 km (a digit missed) leaves the vehicle at 151,000; the app resends the checklist
+    with 152,340: the vehicle took it, but the correction is no new completion, and the ERP
+    kept 151,000. A resend that changes no reading tells the ERP nothing more."""
+    checklists = await _tenant(client, partner)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 151000})
+    services = client.app[services_key]
+    mistyped = _checklist("C1", "ABC1D23", 15234, "2026-11-25T07:58:00-03:00")
+    await send_to(client, checklists, mistyped)
+    await drain(services)
+    for _ in range(2):  # the correction, then the same checklist once more
+        await send_to(client, checklists, {**mistyped, "odometroKm": 152340})
+        await drain(services)
+
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 152340
+    assert _mileages(partner) == [("ABC1D23", "C1", 151000.0), ("ABC1D23", "C1", 152340.0)]

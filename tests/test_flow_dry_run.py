@@ -470,3 +470,44 @@ async def test_a_set_naming_a_converted_vehicle_by_its_old_plate_shows_the_plate
     (step,) = answer["steps"]
     assert step["document"]["plate"] == "ABC1C34", step
     assert [c["field"] for c in step["changes"]] == ["attributes"]
+
+
+async def test_a_sets_answer_has_the_version_the_real_run_gives(client: Client) -> None:
+    """The real `set` answers the entity with its `id` and `version`; the dry run's had no
+    `version`, so a step reading `steps.<set>.version` (an ordering, a key) was stopped in
+    the dry run and passed for real."""
+    flow = {
+        "name": "stamp",
+        "on": {
+            "events": ["entity.created"],
+            "filter": {"entity_type": "vehicle", "origin": {"kind": ["admin"]}},
+        },
+        "steps": [
+            {"id": "s", "set": {"fields": {"attributes.stamped": "'yes'"}}},
+            {"id": "v", "when": "steps.s.version == `2`"},
+        ],
+    }
+    await post(client, "/api/v1/flows", flow)
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    event = {
+        "type": "entity.created",
+        "entity": {"type": "vehicle", "id": vehicle["id"]},
+        "data": {"plate": "ABC1D23"},
+    }
+    dry = await _test(client, {"flow": "stamp", "event": event})
+    assert [s["outcome"] for s in dry["steps"]] == ["rendered", "passed"]
+
+
+async def test_an_answer_without_a_body_fails_the_fetch_as_the_real_run_does(
+    client: Client, partner: Partner
+) -> None:
+    """HR answering 200 with `null` (or nothing) fails the real fetch (nothing to map); the
+    dry run given that answer mapped it and went on as if HR had named nobody."""
+    await _scenario3(client, partner)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    dry = await _test(
+        client, {"flow": "fine-email-driver", "event": FINE_EVENT, "samples": {"hr": None}}
+    )
+    hr = dry["steps"][0]
+    assert hr["outcome"] == "failed"
+    assert "answered without a JSON or XML body to map" in hr["detail"], hr

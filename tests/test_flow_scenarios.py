@@ -139,6 +139,105 @@ async def test_scenario_3_a_fine_sent_again_months_later_is_not_e_mailed_again(
     assert len(received) == 1
 
 
+async def test_scenario_3_a_fine_whose_time_is_corrected_reaches_the_driver_at_the_new_time(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The provider corrects the infraction's day (18/11 was a typo for 17/11): HR names Bia,
+    who drove on the 17th, and the fine became hers, but her e-mail was `suppressed` by the
+    cooldown keyed by the fine alone: only Ana, who did not drive then, had been told. The
+    same driver named again is still told once."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    bia = {"name": "Bia Lima", "cpf": "11144477735", "language": "pt-BR"}
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await post(client, "/api/v1/entities/driver", bia)
+    answer = sample("driver_lookup_response.json")
+    ana_then = dict(answer["condutorAtual"], desde="2026-11-18T08:00:00-03:00")
+    bia_then = {
+        "nome": "Bia Lima",
+        "cpf": "111.444.777-35",
+        "email": "bia.lima@example.com",
+        "desde": "2026-11-01T08:00:00-03:00",
+    }
+    services = client.app[services_key]
+    partner.respond_with(200, {**answer, "condutorAtual": ana_then}, times=1)
+    await send_to(client, fines, sample("fine_feed.json"))  # 18/11 13:45
+    await drain(services)
+    for day in ("17", "16"):  # corrected to the 17th; then again, to Bia's 16th
+        partner.respond_with(200, {**answer, "condutorAtual": bia_then}, times=1)
+        await send_to(
+            client, fines, {**sample("fine_feed.json"), "dataHora": f"2026-11-{day}T13:45:00-03:00"}
+        )
+        await drain(services)
+
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert fine["driver_cpf"] == bia["cpf"]
+    assert [m.recipients for m in smtp.received] == [
+        ["ana.souza@example.com"],
+        ["bia.lima@example.com"],
+    ]
+
+
+async def test_scenario_3_and_4_ask_hr_and_tell_the_erp_the_plate_the_fleet_registered(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The fleet registers ABC1C34; a fines export still writes its old plate, ABC1234. HR
+    was asked about /veiculos/ABC1234 (an HR system keyed by the fleet's plate answers 404:
+    the run failed, nobody e-mailed) and the ERP was told `placa` ABC1234. The fine keeps the
+    authority's spelling."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1C34"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    await send_to(client, fines, {**sample("fine_feed.json"), "placa": "ABC1234"})
+    await drain(services)
+    await send_to(client, payments, sample("fine_payment.json"))
+    await drain(services)
+
+    lookup, paid = sorted(partner.requests, key=lambda r: r.method)
+    assert lookup.path == "/veiculos/ABC1C34/condutor-atual"
+    assert paid.json()["placa"] == "ABC1C34"
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert fine["plate"] == "ABC1234"
+
+
+async def test_scenario_4_a_fine_paid_before_hr_named_its_driver_tells_the_erp_the_driver(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """HR is down while the fine's payment notice comes (scenario 3's run waits): the ERP was
+    told the payment without `condutorCpf`, and never heard of the driver HR named later.
+    Now the driver recorded on a paid fine tells the ERP again, with what the notice said
+    was paid and when."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)  # the HR system and the ERP: one double
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "renavam": "86769597308"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = services.delivery_worker.clock = clock
+    partner.respond_with(503, {"erro": "manutencao"}, times=2)  # HR down: the run waits
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    await send_to(client, payments, sample("fine_payment.json"))
+    await drain(services)
+    clock.advance(60)  # HR's retry is due, and HR answers
+    await drain(services)
+
+    first, second = [r.json() for r in partner.requests if r.method == "PUT"]
+    assert "condutorCpf" not in first
+    assert second == sample("erp_fine_paid.json")
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
+
+
 async def test_scenario_4_the_erp_hears_of_a_paid_fine_and_a_checklists_mileage(
     client: Client, partner: Partner, smtp_server: SmtpFactory
 ) -> None:

@@ -372,6 +372,40 @@ async def test_a_payment_notice_sent_again_tells_the_erp_once(
     assert len((await get(client, "/api/v1/flows/fine-paid-erp/runs"))["items"]) == 1
 
 
+async def test_a_fine_the_back_office_marks_paid_tells_the_erp_then_the_notices_amount(
+    client: Client, partner: Partner
+) -> None:
+    """The back office pays the boleto and marks the fine paid (admin PATCH): only the payment
+    notice's mapping announced `fine.paid`, and the notice that came days later changed
+    nothing (the fine already paid): the ERP kept the fine open for ever. Now the PATCH is
+    the payment, and the notice completes it with the amount and day paid."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    services = client.app[services_key]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    response = await client.patch(
+        "/api/v1/entities/other/fine:261810:A123456789", json={"status": "paid"}, headers=auth()
+    )
+    assert response.status == 200
+    await drain(services)
+    await send_to(client, payments, sample("fine_payment.json"))
+    await drain(services)
+
+    marked, noticed = [r for r in partner.requests if r.method == "PUT"]
+    assert marked.path == noticed.path == "/multas/A123456789/pagamento"
+    assert (marked.json()["ait"], marked.json()["valorPago"]) == ("A123456789", 130.16)
+    paid_as_noticed = (noticed.json()["valorPago"], noticed.json()["dataPagamento"])
+    assert paid_as_noticed == (104.13, "2026-11-25")
+    (paid,) = (await get(client, "/api/v1/events?type=fine.paid"))["items"]
+    assert paid["origin"]["kind"] == "admin"
+    await send_to(client, payments, sample("fine_payment.json"))  # the notice sent again
+    await drain(services)
+    assert len([r for r in partner.requests if r.method == "PUT"]) == 2
+
+
 async def test_a_paid_fine_sent_again_by_the_feed_stays_paid(client: Client) -> None:
     """The fine feed wrote `status: open` on every post: a provider's full feed re-sending a
     paid fine reopened it (and its next payment notice told the ERP again)."""
@@ -425,6 +459,46 @@ async def test_a_checklists_remark_on_an_answer_is_kept(client: Client) -> None:
         "comment": "abaixo do minimo",
     }
     assert "comment" not in checklist["answers"][0]
+
+
+async def test_a_fine_with_a_blank_place_or_infraction_code_is_kept_and_e_mailed_without_them(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """A feed's blank cells: `"local": ""` and `"codigoInfracao": ""` refused the fine whole
+    (422), so its driver never heard of it; `"local": "   "` was e-mailed as `Local:   `."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    for ait, blank in (("B1", {"local": "", "codigoInfracao": ""}), ("B2", {"local": "   "})):
+        await send_to(client, fines, {**sample("fine_feed.json"), "ait": ait, **blank})
+        await drain(services)
+        fine = await get(client, f"/api/v1/entities/other/fine:261810:{ait}")
+        assert "place" not in fine
+    assert "infraction_code" not in await get(client, "/api/v1/entities/other/fine:261810:B1")
+    places = [
+        [line for line in m.part("plain").splitlines() if line.startswith("Local:")]
+        for m in smtp.received
+    ]
+    assert places == [["Local: não informado"]] * 2
+
+
+async def test_an_hr_answer_whose_driver_fields_are_blank_names_nobody(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """A fixed-width export's empty columns (`"nome": "   "`, ...) were a driver without a
+    name: `has_email` passed on `"   "` and the run succeeded with a `nobody` e-mail step to
+    "driver None", where null or "" fields end the run `stopped`."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    blank = dict.fromkeys(("nome", "cpf", "email", "celular", "desde"), "   ")
+    partner.respond_with(200, {"condutorAtual": blank})
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+
+    (run,) = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    assert run["status"] == "stopped"
+    assert [(s["id"], s["outcome"]) for s in run["steps"]][-1] == ("has_email", "stopped")
+    assert smtp.received == []
 
 
 async def test_a_driver_hr_names_without_an_email_is_emailed_at_the_stored_address(

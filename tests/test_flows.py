@@ -90,6 +90,38 @@ def test_a_flow_that_writes_what_starts_it_is_a_cycle() -> None:
     load_flow(kept_out)
 
 
+async def test_a_set_on_a_created_entity_or_another_type_than_starts_it_is_no_cycle(
+    client: Client,
+) -> None:
+    """A `set` changes an entity that exists (its `entity.updated`, never an `entity.created`),
+    and writes the type it names: "when a vehicle is registered, fill in X" was refused as a
+    cycle, and so was a flow on checklists' updates that writes their vehicle."""
+    onboard = {
+        "name": "onboard",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+        "steps": [{"id": "s", "set": {"fields": {"status": "'active'"}}}],
+    }
+    await post(client, "/api/v1/flows", onboard)
+    stamp = {
+        "name": "stamp",
+        "on": {"events": ["entity.updated"], "filter": {"entity_type": "other"}},
+        "steps": [
+            {
+                "id": "s",
+                "set": {
+                    "entity": {"type": "vehicle", "ref": "entity.vehicle_plate"},
+                    "fields": {"attributes.stamped": "'yes'"},
+                },
+            }
+        ],
+    }
+    await post(client, "/api/v1/flows", stamp)
+    # Its own type's updates still start it again: a cycle.
+    stamp["on"]["filter"] = {"entity_type": ["other", "vehicle"]}
+    problem = await post(client, "/api/v1/flows", {**stamp, "name": "stamp2"}, status=422)
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [("/steps/0/set", "cycle")]
+
+
 def test_a_flow_that_records_a_driver_on_the_vehicle_updates_it_causes_is_a_cycle() -> None:
     """A fetch's `assign` changes the vehicle's `current_driver`: its entity.updated (origin
     kind the assignment's source) would start the flow again, as a `set`'s would."""

@@ -213,6 +213,7 @@ FUNCTION_CALLS = {
     "to_entries": ["to_entries(v)", "to_entries(v)[0].value"],
     "to_number": ["to_number(v)"],
     "to_string": ["to_string(v)", "to_string(to_number(v))"],
+    "trim": ["trim(v)", "trim(to_string(v))"],
     "type": ["type(v)"],
     "values": ["values(v)"],
 }

@@ -162,7 +162,7 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         assert status == 422, (text, problem)
         [error] = problem["errors"]
         assert error["pointer"] == "/dataPagamento", error
-        assert error["target"] == "event_data.paid_on", error
+        assert error["target"] == "paid_on", error
 
 
 async def test_a_date_sent_as_midnight_utc_is_that_date_not_the_evening_before_in_brasilia(

@@ -392,7 +392,13 @@ def test_fine_feed() -> None:
 
 def test_fine_payment_marks_the_fine_paid_and_says_what_was_paid() -> None:
     (result,) = mapped("fine-payment.yaml")
-    assert result["document"] == {"kind": "fine", "key": "261810:A123456789", "status": "paid"}
+    assert result["document"] == {
+        "kind": "fine",
+        "key": "261810:A123456789",
+        "status": "paid",
+        "amount_paid_brl": 104.13,
+        "paid_on": "2026-11-25",
+    }
     assert result["key"] == {"key": "261810:A123456789"}
     assert result["events"] == ("fine.paid",)
     assert result["event_data"] == {

@@ -51,8 +51,6 @@ from gateway.mapping.problems import Problems
 from gateway.schemas import CompiledSchema, compile_schema
 from gateway.shipped import SCHEMAS
 
-_SELF_TRIGGERING = ("entity.updated", "entity.created")
-
 
 @cache
 def flow_schema() -> CompiledSchema:
@@ -311,16 +309,19 @@ class _Compiler:
     def check_self_trigger(
         self, events: list[str], event_filter: EventFilter | None, steps: list[Step]
     ) -> None:
-        """A step that writes an entity causes its entity.updated: a flow started by that event
-        (no filter keeping it out) would start itself again. A `set` writes any entity with
-        origin kind `flow`; a fetch's `assign` changes a vehicle's `current_driver` with origin
-        kind its `source` (hr, erp). The filter is read compiled: `origin: {kind: ...}` (and
-        `{kind: null}`, absent) keeps out the kinds it does not name, and an `entity_type`
-        without `vehicle` or a `changed` without `current_driver` keeps out an assign's."""
-        if _none_of(events, _SELF_TRIGGERING):
+        """A step that writes an entity causes its entity.updated (never an entity.created: a
+        `set` changes an entity that exists): a flow started by that event (no filter keeping
+        it out) would start itself again. A `set` writes its entity (`entity.type`, else the
+        event's own, of any type) with origin kind `flow`; a fetch's `assign` changes a
+        vehicle's `current_driver` with origin kind its `source` (hr, erp). The filter is read
+        compiled: `origin: {kind: ...}` (and `{kind: null}`, absent) keeps out the kinds it does
+        not name, an `entity_type` without the set's type keeps out a set's, and one without
+        `vehicle` or a `changed` without `current_driver` keeps out an assign's."""
+        if _none_of(events, ("entity.updated",)):
             return
         for step in steps:
-            if step.kind == "set" and _may_pass(event_filter, "flow"):
+            written = step.set.entity_type if step.set is not None else None
+            if step.kind == "set" and _may_pass(event_filter, "flow", written):
                 message = (
                     "this set writes entities whose entity.updated events start the flow: a "
                     "cycle; keep flows out with on.filter.origin.kind (e.g. [trigger, admin])"

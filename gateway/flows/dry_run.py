@@ -43,6 +43,7 @@ from gateway.flows.model import CompiledFlow, Step
 from gateway.flows.recipients import answer_after_asked
 from gateway.flows.references import StepFailed, resolve_action
 from gateway.flows.service import FlowService
+from gateway.flows.steps import registered_vehicle
 from gateway.formats.json_tree import is_text, plain
 from gateway.kinds import KindService
 from gateway.mapping import unflatten
@@ -101,6 +102,7 @@ class FlowDryRun:
             raise InvalidPayload(message, [FieldProblem("/flow", message, "required")])
         sample = await self._stored_entity(tenant, sample_event(event, now))
         context = run_context(sample, flow=flow.name, version=version, now=now)
+        context["vehicle"] = await registered_vehicle(self._p.entities, tenant, sample)
         result: dict[str, Any] = {"flow": flow.name, "version": version, "event": sample}
         why = starts(flow, sample, context)
         if why is not None:
@@ -200,6 +202,8 @@ class FlowDryRun:
         answer = samples[step.id]
         mapped = answer
         if action.response_mapping:
+            if answer is None:  # as the real run's fetch (`steps.py` `_fetch`) fails it
+                raise StepFailed(f"{partner.name} answered without a JSON or XML body to map")
             response = await self._p.mappings.active(tenant, action.response_mapping)
             try:
                 mapped = response.map_response(answer)
@@ -368,7 +372,10 @@ class FlowDryRun:
         changes = [
             {"field": c.field, "old": c.old, "new": c.new} for c in diff(current["data"], document)
         ]
-        context["steps"][step.id] = {**document, "id": str(current["_id"])}
+        # As the real `set` answers (`steps.py`): with the version the write would leave, the
+        # stored one moved on when something changes.
+        version = int(current.get("rev", 0)) + (1 if changes else 0)
+        context["steps"][step.id] = {**document, "id": str(current["_id"]), "version": version}
         return {
             **({"note": note} if note else {}),
             "outcome": "rendered",

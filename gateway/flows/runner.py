@@ -302,6 +302,7 @@ class FlowRunner:
             doc["event"], flow=flow.name, version=doc["version"], now=doc["created_at"]
         )
         context["steps"] = dict(doc.get("answers") or {})
+        context["vehicle"] = await self._steps.vehicle_of(tenant, doc["event"])
         progress.kept = stored_size(context["steps"])
         run = RunRef(
             doc["_id"],

@@ -25,7 +25,7 @@ deterministic and inserted only when new; a `set` already done changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,7 @@ from gateway.actions.catalog import Catalog, build_request
 from gateway.assignments import AssignmentService
 from gateway.delivery.fanout import insert_deliveries
 from gateway.delivery.ordering import call_place
-from gateway.entities import EntityService, Origin
+from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     Conflict,
     EntityContended,
@@ -103,6 +103,24 @@ class StepParts:
     metrics: Metrics
 
 
+async def registered_vehicle(
+    entities: EntityService, tenant: str, event: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The context's `vehicle`: for an event about an entity with a `plate` that is not a
+    vehicle (a fine, a checklist), the fleet's vehicle with that plate in either spelling
+    (ABC1234 finds ABC1C34), as the API shows it; None when the fleet has none. Partners know
+    a vehicle by the plate the fleet registered it with, not by an old spelling a fine kept."""
+    plate = (event.get("data") or {}).get("plate")
+    if (event.get("entity") or {}).get("type") == "vehicle" or not isinstance(plate, str):
+        return None
+    try:
+        doc = await entities.get(tenant, "vehicle", plate)
+    except (NotFound, InvalidPayload):
+        return None
+    found: dict[str, Any] = plain(public(doc))
+    return found
+
+
 class StepRunner:
     def __init__(self, parts: StepParts) -> None:
         self._p = parts
@@ -116,6 +134,9 @@ class StepRunner:
             "notify": self._notify,
             "set": self._set,
         }
+
+    async def vehicle_of(self, tenant: str, event: Mapping[str, Any]) -> dict[str, Any] | None:
+        return await registered_vehicle(self._p.entities, tenant, event)
 
     async def run(
         self, run: RunRef, step: Step, context: dict[str, Any], now: datetime

@@ -288,7 +288,11 @@ def _inbound(
     if "answer" in data:
         plan.answer = compile_answer(data["answer"], specs)
     if "event_data" in data:
+        # `main: target` reads what the main fields gave (a value the entity keeps as well).
+        fields = data["fields"] if isinstance(data.get("fields"), dict) else {}
+        specs.main_targets = frozenset(fields)
         plan.event_data = specs.table(data["event_data"], "/event_data", 1) or ()
+        specs.main_targets = None
     if "occurrence_id" in data:
         plan.occurrence = specs.table({OCCURRENCE: data["occurrence_id"]}, "", 1) or ()
 

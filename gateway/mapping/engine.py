@@ -377,6 +377,7 @@ class CompiledMapping:
                 events = self._events
             else:
                 events = tuple(e for e, when in plan.emit if when is None or when(payload, run))
+            run.main = document  # for `main` in event_data and in also's fields
             if plan.event_data:
                 event_data = evaluate(plan.event_data, payload, run, "event_data.")
             if forward is None:
@@ -384,7 +385,7 @@ class CompiledMapping:
             if plan.kind is not None and "kind" not in document:
                 document = {"kind": plan.kind, **document}
             if plan.also:
-                run.main = document
+                run.main = document  # with its kind
                 also = tuple(_also(plan.also, payload, run))
             if plan.occurrence:
                 source = describe(self.source.get(OCCURRENCE))

@@ -8,7 +8,8 @@ memory, and whose `join()` and `to_string()` refuse to build huge strings. Two f
 of ours read a document held in a text field (a form's `payload={"plate": ...}`, a SOAP
 `<return>` carrying escaped XML): `from_json()` and `from_xml()`, bounded like a body, each
 text parsed once per payload (`DecodedTexts`) however many items and fields read it. A third,
-`to_entries()`, gives an object's members with their names (a record set keyed by id).
+`to_entries()`, gives an object's members with their names (a record set keyed by id); a
+fourth, `trim()`, text without its surrounding blanks, null when blank (no value).
 """
 
 from __future__ import annotations
@@ -162,6 +163,15 @@ class _BoundedFunctions(jp_functions.Functions):
         if len(text) > MAX_STRING_LENGTH:
             raise _too_big("the string built by to_string()", MAX_STRING_LENGTH)
         return text
+
+    @jp_functions.signature({"types": []})
+    def _func_trim(self, value: Any) -> Any:
+        """Text without its surrounding blanks, null when nothing is left (a blank cell of an
+        exported sheet, a fixed-width export's empty column: no value, as null is); any other
+        value as it is."""
+        if not isinstance(value, str):
+            return value
+        return value.strip() or None
 
     @jp_functions.signature({"types": ["object", "null"]})
     def _func_to_entries(self, members: dict[str, Any] | None) -> list[dict[str, Any]] | None:

@@ -281,7 +281,8 @@ class SpecCompiler:
     def _main(self, target: Any, at: str) -> Getter | None:
         """`main: target`: the value the main `fields` gave a target (or a field inside one)."""
         if self.main_targets is None:
-            self.problems.add(at, "main reads the main document: only in also's fields", "main")
+            message = "main reads the main document: only in also's fields and event_data"
+            self.problems.add(at, message, "main")
             return None
         valid = isinstance(target, str) and TARGET_RE.match(target)
         if not valid or not any(
