@@ -231,6 +231,36 @@ async def test_a_date_sent_as_midnight_utc_in_any_spelling_is_that_date(client: 
         assert (await _fine(client, fines, key))["indication_deadline"] == "2026-12-17", text
 
 
+async def test_only_midnight_written_in_utc_or_unix_seconds_is_a_date_a_brasilia_offset_is_its_day(
+    client: Client,
+) -> None:
+    """`…T21:00:00-03:00` is 21:00 in Brasília, written so: the instant test read it as
+    midnight UTC, the next day (a payment reported to the ERP a day late, a deadline a day
+    later). Only midnight written in UTC (`-00:00`, `+00` too) is a date so; Unix seconds at
+    midnight UTC (`new Date("2026-12-18") / 1000`) are one too, as the partners page says."""
+    fines, payments = await _triggers(client)
+    for key, sent, day in (
+        ("O1", "2026-12-17T21:00:00-03:00", "2026-12-17"),
+        ("O2", "2026-12-17T21:00-0300", "2026-12-17"),
+        ("O3", "2026-12-18T00:00:00-00:00", "2026-12-18"),
+        ("O4", "2026-12-18T00:00:00+00", "2026-12-18"),
+        ("O5", 1797552000, "2026-12-18"),
+        ("O6", "1797552000", "2026-12-18"),
+        ("O7", 1797552001, "2026-12-17"),
+    ):
+        status, answer = await hook(
+            client, fines, {**FINE, "ait": key, "dataLimiteIndicacao": sent}
+        )
+        assert status == 201, (sent, answer)
+        assert (await _fine(client, fines, key))["indication_deadline"] == day, sent
+    for key, sent in (("O1", "2026-12-10T21:00:00-03:00"), ("O5", 1796860800)):
+        status, answer = await hook(
+            client, payments, {**PAYMENT, "ait": key, "dataPagamento": sent}
+        )
+        assert status == 200, (sent, answer)
+    assert [d["paid_on"] for d in await _paid(client)] == ["2026-12-10", "2026-12-10"]
+
+
 async def test_unix_seconds_are_read_as_the_partners_page_says_and_8_digits_stay_a_date(
     client: Client,
 ) -> None:
@@ -330,6 +360,27 @@ async def test_a_renavam_with_its_leading_zeros_a_digit_short_or_a_letter_is_ref
     status, answer = await hook(client, fines, {**FINE, "ait": "T2", "renavam": " 006.398.849-62 "})
     assert status == 201, answer
     assert (await _fine(client, fines, "T2"))["renavam"] == "00639884962"
+
+
+async def test_a_renavam_from_a_float_column_is_the_number_it_writes_never_its_decimal_digits(
+    client: Client,
+) -> None:
+    """09031632460 in a spreadsheet's column of floats is exported as "9031632460.0": its
+    decimal zero joined to its digits made 90316324600, another vehicle's valid RENAVAM. A
+    whole decimal is the number it writes (its lost zero put back); one with decimals
+    (1189123981.8, whose digits joined make 11891239818, valid too) is refused at the field."""
+    fines, _ = await _triggers(client)
+    for key, renavam in (("F1", "9031632460.0"), ("F2", 9031632460.0), ("F3", " 9031632460.00")):
+        status, answer = await hook(client, fines, {**FINE, "ait": key, "renavam": renavam})
+        assert status == 201, (renavam, answer)
+        assert (await _fine(client, fines, key))["renavam"] == "09031632460"
+    for key, renavam in (("F4", 1189123981.8), ("F5", "1189123981.8")):
+        status, problem = await hook(client, fines, {**FINE, "ait": key, "renavam": renavam})
+        assert status == 422, (renavam, problem)
+        [error] = problem["errors"]
+        assert error["pointer"] == "/renavam" and "decimals" in error["message"], problem
+        lookup = f"/hooks/{fines['id']}/{FINE['orgaoAutuador']}:{key}"
+        assert (await client.get(lookup, headers=bearer(fines))).status == 404
 
 
 def _before_the_upgrade() -> str:

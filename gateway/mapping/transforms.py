@@ -93,16 +93,42 @@ def _lost_zeros(text: str) -> bool:
     return text.isascii() and text.isdigit() and not text.startswith("0")
 
 
+_DECIMAL: Final = re.compile("([0-9]{1,20})[.]([0-9]+)")
+"""A number with a decimal point as text: a spreadsheet's column of floats writes an id so
+("9031632460.0"). An id's own dots group its digits in threes, at least two of them
+("529.982.247-25"), never one before the last digits. (Past 20 digits before the point it
+is no id's number either way: its digits are too many for the schema.)"""
+
+
+def _id_value(value: Any, name: str) -> Any:
+    """An identifier's value with a decimal read as the number it is: a float, or text of
+    digits with a decimal point ("9031632460.0", a float column's cell), is its integer when
+    it is whole (9031632460, whose leading zeros a number lost) and refused when it is not
+    (1189123981.8): the decimal's digits joined to the integer's would make another
+    identifier, whose check digits may well be right. Any other value as it came."""
+    if type(value) is float and math.isfinite(value):
+        if not value.is_integer():
+            raise EvalError("cast", f"{shown(value)} has decimals: it is no {name}")
+        return int(value)
+    if type(value) is str and (match := _DECIMAL.fullmatch(value.strip())) is not None:
+        whole, fraction = match.groups()
+        if fraction.strip("0"):
+            raise EvalError("cast", f"{shown(value)} has decimals: it is no {name}")
+        return int(whole)
+    return value
+
+
 def _cpf(value: Any) -> str | None:
     """A CPF's 11 digits: text written with them all (52998224725, 529.982.247-25, with
     blanks, a dash or a slash between them, as `ids.SEPARATORS` spell them); a number that
-    lost its leading zeros (1234567890 → 01234567890); text of digits alone that lost them
+    lost its leading zeros (1234567890 → 01234567890; 1234567890.0 and its text as a float
+    column writes it are that number, `_id_value`); text of digits alone that lost them
     too (a spreadsheet's, `_lost_zeros`), when the zeros make its check digits right; null
     for anything else ("N/A", "", "529.982.247-2" or "0867565080": a digit short), never
     padded into a made-up CPF. Eleven digits' check digits are the schema's to judge."""
-    if type(value) in (int, float):
-        text = to_string(value)
-        return text.zfill(11) if text.isdigit() and 0 < int(text) < 10**11 else None
+    value = _id_value(value, "CPF")
+    if type(value) is int:
+        return str(value).zfill(11) if 0 < value < 10**11 else None
     if type(value) is not str:
         return None
     text = value.strip()
@@ -120,10 +146,12 @@ def _cpf(value: Any) -> str | None:
 def _renavam(value: Any) -> str | None:
     """A RENAVAM's digits (as `digits`: null for a value with none), with the leading zero a
     number or a spreadsheet lost put back (`_lost_zeros`): 10 digits become 11 when the
-    zero makes the check digit right (1234567897 → 01234567897). Any other count stays as it
+    zero makes the check digit right (1234567897 → 01234567897; 1234567897.0 and its text
+    as a float column writes it are that number, `_id_value`). Any other count stays as it
     came, for the schema to read (9 digits: an old RENAVAM) or refuse, and so does text
     holding more than digits and separators ("0063988496O": a letter is no digit of it):
     a digit missing or misread is never padded into another RENAVAM."""
+    value = _id_value(value, "RENAVAM")
     digits = _digits(value)
     if digits is None:
         return None
