@@ -224,7 +224,7 @@ async def test_a_checklist_for_a_vehicle_the_fleet_does_not_have_is_rejected_who
 
     assert status == 422, problem
     assert problem["errors"][0]["keyword"] == "not_found"
-    assert await entities(client, "other") == [] and await entities(client) == []
+    assert await entities(client, "driver") == [] and await entities(client) == []
 
 
 async def test_an_idempotent_retry_of_a_checklist_writes_it_once(client: Client) -> None:
@@ -419,3 +419,81 @@ async def test_the_admin_uis_dry_run_shows_the_further_entity(
     assert "Atualizaria o cadastro" in also
     assert "<code>odometer_km</code> <code>attributes.odometer_read_at</code>" in also
     assert await entities(client, "other") == []
+
+
+DRIVER_AND_TRACKED_VEHICLE = """
+name: driver-tracked
+direction: inbound
+entity_type: driver
+key: [cpf]
+fields:
+  cpf: cpf
+  name: nome
+  attributes.tracker_id: rastreador
+also:
+  - entity_type: vehicle
+    key: [attributes.tracker_id]
+    fields:
+      attributes.tracker_id: dispositivo.id
+"""
+
+DRIVER_OF_A_KNOWN_VEHICLE = """
+name: driver-known-vehicle
+direction: inbound
+entity_type: driver
+key: [cpf]
+fields:
+  cpf: cpf
+  name: nome
+  attributes.vehicle_plate: {from: placa, transforms: [trim, upper]}
+also:
+  - entity_type: vehicle
+    key: [plate]
+    create: false
+    fields:
+      plate: {main: attributes.vehicle_plate}
+"""
+
+
+async def test_an_also_entity_that_is_not_found_is_a_problem_at_its_own_source_in_the_body(
+    client: Client,
+) -> None:
+    """An `also` target's lookup key that finds no entity, and a `create: false` one that
+    does not exist, pointed at the also entity's own field (`/attributes/tracker_id`, the
+    main driver's `rastreador` as far as the partner could tell; `/plate`, in no body): it
+    is a problem where that target's source sits in the payload, naming it and its type."""
+    await upload_mapping(client, DRIVER_AND_TRACKED_VEHICLE)
+    drivers = await create_trigger(client, entity_type="driver", mapping="driver-tracked")
+    driver = {
+        "cpf": "52998224725",
+        "nome": "Ana",
+        "rastreador": "T-1",
+        "dispositivo": {"id": "D-4"},
+    }
+    status, problem = await hook(client, drivers, driver)
+    assert status == 422, problem
+    assert problem["errors"] == [
+        {
+            "pointer": "/dispositivo/id",
+            "message": "attributes.tracker_id (from dispositivo.id): "
+            "no vehicle with attributes.tracker_id 'D-4'",
+            "keyword": "not_found",
+            "target": "attributes.tracker_id",
+            "entity_type": "vehicle",
+            "source": "dispositivo.id",
+        }
+    ]
+    await upload_mapping(client, DRIVER_OF_A_KNOWN_VEHICLE)
+    assigned = await create_trigger(
+        client, name="assigned", entity_type="driver", mapping="driver-known-vehicle"
+    )
+    status, problem = await hook(client, assigned, {**driver, "placa": "abc1d23"})
+    assert status == 422, problem
+    [error] = problem["errors"]
+    assert (error["pointer"], error["source"], error["target"], error["entity_type"]) == (
+        "/placa",
+        "placa",
+        "plate",
+        "vehicle",
+    ), error
+    assert await entities(client, "driver") == [] and await entities(client) == []

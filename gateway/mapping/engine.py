@@ -207,11 +207,18 @@ class CompiledMapping:
 
     # -- inbound -----------------------------------------------------------------------------
 
-    def source_of(self, target: str) -> str | None:
-        """The source expression(s) of a target of `fields` (`position.latitude`), for
+    def source_of(self, target: str, also: int | None = None) -> str | None:
+        """The source expression(s) of a target of `fields` (`position.latitude`), or of the
+        `also` entry at place `also` (one written `{main: name}` has the main field's), for
         messages about the value it gave; None for a target the file does not map."""
-        fields = self.source.get("fields")
+        table = self.source
+        if also is not None:
+            entries = self.source.get("also")
+            table = entries[also] if isinstance(entries, list) and also < len(entries) else {}
+        fields = table.get("fields") if isinstance(table, dict) else None
         spec = fields.get(target) if isinstance(fields, dict) else None
+        if also is not None and isinstance(spec, dict) and isinstance(spec.get("main"), str):
+            return self.source_of(spec["main"])
         return None if spec is None else describe(spec)
 
     def probe(self, payload: Any) -> dict[str, Any] | None:
@@ -568,7 +575,9 @@ def _also(plans: tuple[AlsoPlan, ...], payload: Any, run: Run) -> Iterator[Mappe
             document = {"kind": plan.kind, **document}
         forward = _forward(plan.forward, payload, run)
         lifted = _lifted(plan.forward, forward)
-        yield MappedTarget(plan.entity_type, document, key, events, forward, plan.create, lifted)
+        yield MappedTarget(
+            plan.entity_type, document, key, events, forward, plan.create, lifted, index
+        )
 
 
 def _strings(

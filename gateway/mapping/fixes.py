@@ -33,16 +33,19 @@ def mapped_fix_problem(mapping: CompiledMapping, exc: InvalidPayload) -> Invalid
     return InvalidPayload(detail, problems, reason="mapping")
 
 
-def named_by_mapping(mapping: CompiledMapping, problems: list[FieldProblem]) -> list[FieldProblem]:
-    """Problems of a document `mapping` made (a fix, an entity the schema refuses), each
-    pointing at a field the mapping wrote named with its target and the source it came
-    from (`year (from ano): ...`), and pointing into the payload where the source is a plain
-    path (`/ano`); a source of several (a coalesce, a template) keeps the mapped document's
-    pointer (`/year`). Others stay as they are."""
+def named_by_mapping(
+    mapping: CompiledMapping, problems: list[FieldProblem], also: int | None = None
+) -> list[FieldProblem]:
+    """Problems of a document `mapping` made (a fix, an entity the schema refuses; with
+    `also`, the entity of the `also` entry at that place), each pointing at a field the
+    mapping wrote named with its target and the source it came from (`year (from ano):
+    ...`), and pointing into the payload where the source is a plain path (`/ano`); a source
+    of several (a coalesce, a template) keeps the mapped document's pointer (`/year`).
+    Others stay as they are."""
     named: list[FieldProblem] = []
     for problem in problems:
         target = problem.pointer.removeprefix("/").replace("/", ".")
-        source = mapping.source_of(target) if target else None
+        source = mapping.source_of(target, also) if target else None
         if not source:
             named.append(problem)
             continue

@@ -85,6 +85,7 @@ class MappedTarget(NamedTuple):
     forward: Forward
     create: bool
     lifted: tuple[str, ...] = ()  # only-forward fields whose `unless` held: authoritative
+    place: int = 0  # its entry's place in the file's `also`: its fields' sources (`source_of`)
 
     @property
     def event_types(self) -> tuple[str, ...]:

@@ -56,6 +56,7 @@ class Prepared:
     create: bool = True  # the mapping's `create`: false, the entity must exist
     # The mapping that made `fields`: an entity the schema refuses names its targets' sources.
     mapping: CompiledMapping | None = None
+    also_places: tuple[int, ...] = ()  # each `also` entity's entry in the mapping's `also`
 
 
 ALSO_LANE = "also"
@@ -109,6 +110,7 @@ class Pipeline:
             self.validate(trigger, item)
         forward: Forward = ()
         also: list[Upsert] = []
+        places: list[int] = []  # of each `also` target in the file
         lifted: tuple[str, ...] = ()
         if mapping is not None:
             with stage("mapping"):
@@ -120,7 +122,12 @@ class Pipeline:
             )
             for target in mapped.also:
                 located = await self._locate(
-                    trigger.tenant, target.entity_type, target.document, target.key
+                    trigger.tenant,
+                    target.entity_type,
+                    target.document,
+                    target.key,
+                    mapping=mapping,
+                    also=target.place,
                 )
                 also.append(
                     Upsert(
@@ -131,6 +138,7 @@ class Pipeline:
                         create=target.create,
                     )
                 )
+                places.append(target.place)
         elif isinstance(item, dict):
             fields, events, key, detail = item, (), {}, {}
         else:
@@ -155,7 +163,18 @@ class Pipeline:
         if mapping is not None:  # an item refused above announces nothing: not counted
             self._count_missing_occurrence(trigger, mapping, mapped)
         create = mapping is None or mapping.create
-        return Prepared(fields, events, lane, detail, forward, tuple(also), lifted, create, mapping)
+        return Prepared(
+            fields,
+            events,
+            lane,
+            detail,
+            forward,
+            tuple(also),
+            lifted,
+            create,
+            mapping,
+            tuple(places),
+        )
 
     def _count_missing_occurrence(
         self, trigger: CompiledTrigger, mapping: CompiledMapping, mapped: MappedDocument
@@ -214,15 +233,8 @@ class Pipeline:
                         trigger.tenant, [main, *prepared.also], origin
                     )
                 except InvalidPayload as exc:
-                    # The main entity's problems name the mapping's target and source; an
-                    # `also` entity's keep its own pointer (one of the main's type too: which
-                    # entity a problem is of is then not known).
-                    also_types = {upsert.etype for upsert in prepared.also}
-                    own = all(
-                        p.extra.get("entity_type") == trigger.entity_type for p in exc.problems
-                    )
-                    if prepared.mapping is not None and own and main.etype not in also_types:
-                        exc.problems = named_by_mapping(prepared.mapping, exc.problems)
+                    if prepared.mapping is not None:
+                        exc.problems = _named_by_target(prepared, main.etype, exc.problems)
                     raise
                 result = replace(results[0], also=tuple(results[1:]))
             else:
@@ -322,14 +334,16 @@ class Pipeline:
         found: list[Doc] | None = None,
         *,
         mapping: CompiledMapping | None = None,
+        also: int | None = None,
     ) -> dict[str, Any]:
         """`fields` carrying the natural key that finds their entity: their own, when the
         mapping's key (the alternative the item has) is the natural key or there is no key,
         else that of the one entity the key (e.g. a tracker id) finds (`found`: what the key
         found already, up to two). An entity found by a lookup keeps its natural key: a plate
         in the item does not move it. A key that finds none or several is a problem at each
-        of its fields, named by `mapping` (the main target's: where its source sits in the
-        payload) as the entity's own problems are."""
+        of its fields, named by `mapping` (where its source sits in the payload; that of the
+        `also` entry at place `also`, whose entity type it names) as the entity's own
+        problems are."""
         if not key or is_natural_key(etype, key):
             with stage("entity"):
                 self._schemas.natural_key(etype, fields)
@@ -342,14 +356,36 @@ class Pipeline:
             described = ", ".join(f"{k} {v!r}" for k, v in key.items())
             message = f"{'no' if not found else 'more than one'} {etype} with {described}"
             keyword = "not_found" if not found else "ambiguous"
+            extra = {} if also is None else {"entity_type": etype}
             problems = [
-                FieldProblem(pointer(*name.split(".")), message, keyword, {"target": name})
+                FieldProblem(pointer(*name.split(".")), message, keyword, {"target": name, **extra})
                 for name in key
             ]
             if mapping is not None:
-                problems = named_by_mapping(mapping, problems)
+                problems = named_by_mapping(mapping, problems, also)
             raise InvalidPayload(message, problems, reason="entity")
         return {**fields, **self._schemas.natural_key(etype, found[0]["data"])}
+
+
+def _named_by_target(
+    prepared: Prepared, main: str, problems: list[FieldProblem]
+) -> list[FieldProblem]:
+    """Problems of a write of several entities, each named by the mapping's target and
+    source as the fields of the entity it is of (its `entity_type`): the main one's, or its
+    `also` entry's. One of a type two targets write keeps its own pointer: which entity it
+    is of is then not known."""
+    assert prepared.mapping is not None
+    types = [main, *(upsert.etype for upsert in prepared.also)]
+    places: list[int | None] = [None, *prepared.also_places]
+    named: list[FieldProblem] = []
+    for problem in problems:
+        etype = problem.extra.get("entity_type")
+        if not isinstance(etype, str) or types.count(etype) != 1:
+            named.append(problem)
+            continue
+        place = places[types.index(etype)]
+        named.extend(named_by_mapping(prepared.mapping, [problem], place))
+    return named
 
 
 def written(trigger: CompiledTrigger, result: WriteResult) -> dict[str, Any]:
