@@ -150,6 +150,13 @@ _TYPED = {
     # JSON, the member given twice: the gateway reads the last, empty, one.
     "a member given twice": '{"name": "email", "smtp": {"password": "%s", "password": ""}}',
     "smtp given twice": '{"name": "email", "smtp": {"password": "%s"}, "smtp": {"host": "h"}}',
+    # Malformed: the colon forgotten, a comma for it (where the value ends cannot be told).
+    "no colon": '{"name": "email", "type": "email", "smtp": {"host": "h", "password" "%s"}}',
+    "a comma for the colon": '{"name": "email", "smtp": {"host": "h", "password", "%s"}}',
+    "an escaped name, no colon": '{"name": "email", "smtp": {"pass\\u0077ord" "%s"}}',
+    # JSON: the document encoded twice (copied from a log line), another spelling of the name.
+    "encoded twice": json.dumps(json.dumps({"name": "email", "smtp": {"password": "%s"}})),
+    "capitalised": '{"name": "email", "type": "email", "smtp": {"Password": "%s"}}',
 }
 
 
@@ -169,7 +176,7 @@ async def test_a_channel_password_however_typed_is_neither_shown_back_nor_kept(
     page = html.unescape(await refused.text())
     assert refused.status == 422, page
     assert SMTP_PASSWORD not in page
-    assert "a secret is never shown back" in page or "names a secret is not shown back" in page
+    assert "a secret is never shown back" in page or "paste the document again" in page
     fields = form_fields(await (await client.get("/admin/channels")).text(), "/admin/channels")
     await services.accounts.change_user("acme", "ana@acme.com.br", password=PASSWORD)
     ended = await client.post(

@@ -133,15 +133,17 @@ async def edit_channel(request: web.Request) -> web.Response:
 
 def _refused(values: Mapping[str, Any], error: InvalidPayload) -> Form:
     """A refused channel document, shown back without its SMTP password (write-only: blanked,
-    forms.hide_secrets), with a problem saying to type it again; a malformed one that names
-    it where its value cannot be told apart is not shown back at all, and says so."""
+    forms.hide_secrets), with a problem saying to type it again; one that names it where its
+    value cannot be told apart (malformed, encoded twice, another spelling of its name) is not
+    shown back at all, and says so."""
     shown, hidden = shown_back(values)
     form = Form(shown).refuse(error, (), rest="document")
     for name in hidden:
         if name == "document":
             message = (
-                "malformed JSON that names a secret is not shown back (where the secret"
-                " ends cannot be told); paste the document again"
+                "a document naming a secret where its value cannot be told apart (malformed"
+                " JSON, a document encoded twice, another spelling of its name) is not shown"
+                " back; paste the document again"
             )
         else:
             message = f"{name[len('document') :]}: a secret is never shown back; type it again"

@@ -178,9 +178,13 @@ def hide_secrets(name: str, text: str) -> tuple[str, list[str]]:
     - in JSON, every one the text gives (a member given twice, or its name spelled with
       escapes, too), and the document is shown as the gateway reads it;
     - in malformed JSON, each `"name": "value"` where it stands (its string up to its closing
-      quote, or to the end when there is none); when the text still names the secret as a
-      member some other way (other quotes or none, escapes), where its value ends cannot be
-      told: the text is withheld (`""`).
+      quote, or to the end when there is none).
+
+    Text that still holds the secret's name anywhere else, in any case, its escapes read
+    (another member's name, `"Password"` or `"smtp_password"`; a string, the document
+    encoded twice as one; malformed JSON naming it some other way: other quotes or none, no
+    colon, escapes), may hold a secret whose end cannot be told: it is withheld (`""`),
+    which the page asks to be pasted again.
 
     Text that gives none of them comes back as it is."""
     leaves = {p.rsplit("/", 1)[1]: f"{name}{p}" for p in DOCUMENT_SECRETS.get(name, ())}
@@ -191,9 +195,11 @@ def hide_secrets(name: str, text: str) -> tuple[str, list[str]]:
     except orjson.JSONDecodeError:
         return _hide_in_malformed(name, text, leaves)
     named = _secrets_given(text, leaves)
+    _blank(doc, named)
+    if _names_elsewhere(doc, leaves):
+        return "", [name]
     if not named:
         return text, []
-    _blank(doc, named)
     try:
         shown = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
     except orjson.JSONEncodeError:  # nested past what orjson writes: not shown at all
@@ -237,18 +243,44 @@ def _blank(doc: Any, names: set[str]) -> None:
             todo.extend(node)
 
 
+def _names_elsewhere(doc: Any, leaves: Mapping[str, str]) -> bool:
+    """Whether a parsed document holds a secret's name (`leaves`) in any case in a string or
+    in a member's name other than the secret's own (whose value is blanked)."""
+    todo = [doc]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, str):
+            if _names_a_secret(node, leaves):
+                return True
+        elif isinstance(node, dict):
+            if any(k not in leaves and _names_a_secret(k, leaves) for k in node):
+                return True
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return False
+
+
+def _names_a_secret(text: str, leaves: Mapping[str, str]) -> bool:
+    """Whether text, its escapes read, holds a secret's name (`leaves`) in any case."""
+    folded = _ESCAPE.sub(_unescaped, text).casefold()
+    return any(leaf.casefold() in folded for leaf in leaves)
+
+
 def _hide_in_malformed(name: str, text: str, leaves: Mapping[str, str]) -> tuple[str, list[str]]:
-    """hide_secrets for text that is no JSON."""
+    """hide_secrets for text that is no JSON: each `"name": "value"` blanked; the name left
+    anywhere else, withheld."""
     hidden = []
-    for leaf, field_name in leaves.items():
-        member = re.escape(orjson.dumps(leaf).decode())
+    members = [re.escape(orjson.dumps(leaf).decode()) for leaf in leaves]
+    for member, field_name in zip(members, leaves.values(), strict=True):
         text, found = re.subn(rf'({member}\s*:\s*)"(?:[^"\\]|\\.)*"?', r'\1""', text)
         if found:
             hidden.append(field_name)
-        # Named as a member some other way: `'password':`, `password =`, `"pass\u0077ord":`.
-        rest = _ESCAPE.sub(_unescaped, re.sub(rf'{member}\s*:\s*""', "", text))
-        if re.search(rf"{re.escape(leaf)}\s*['\"]?\s*[:=]", rest, re.IGNORECASE):
-            return "", [name]
+    rest = text
+    for member in members:
+        rest = re.sub(rf'{member}\s*:\s*""', "", rest)
+    if _names_a_secret(rest, leaves):
+        return "", [name]
     return text, hidden
 
 
