@@ -109,6 +109,44 @@ async def test_a_new_channel_typed_as_the_session_ended_keeps_its_document_but_t
     assert "&#34;username&#34;: &#34;frota&#34;" in login_page
 
 
+async def test_a_channel_document_withheld_as_the_session_ended_is_asked_for_again_not_saved_empty(
+    client: Client, services: Services
+) -> None:
+    """A document naming the password where its value cannot be told apart (Python's quotes)
+    is withheld whole as the session ends: the page after the login offered to save "what you
+    typed" with nothing of it (an empty document, a 422). It says the document was not kept
+    and takes it pasted again, in a field that must be filled; pasted, it is saved."""
+    await make_user(services)
+    await log_in(client)
+    fields = form_fields(await (await client.get("/admin/channels")).text(), "/admin/channels")
+    pasted = str({"name": "email", "type": "email", "smtp": {"password": SMTP_PASSWORD}})
+    await services.accounts.change_user("acme", "ana@acme.com.br", password=PASSWORD)
+    refused = await client.post(
+        "/admin/channels", data=replaced(fields, document=pasted), allow_redirects=False
+    )
+    login_page = await refused.text()
+    assert refused.status == 401, login_page
+    assert SMTP_PASSWORD not in html.unescape(login_page)
+    assert login_page.count('name="retype" value="document"') == 2
+    resumed = await log_in_from(client, login_page)
+    resume_page = await resumed.text()
+    assert resumed.status == 200, resume_page
+    assert SMTP_PASSWORD not in html.unescape(resume_page)
+    assert "Cole o documento de novo" in resume_page
+    assert '<textarea id="r-1" name="document" rows="8" required' in resume_page
+    assert 'type="hidden" name="document"' not in resume_page
+    resume = form_fields(resume_page, "/admin/channels")
+    assert [value for name, value in resume if name == "document"] == [""]
+    saved = await client.post(
+        "/admin/channels",
+        data=replaced(resume, document=json.dumps(_channel_doc(SMTP_PASSWORD))),
+        allow_redirects=False,
+    )
+    assert saved.status == 303, await saved.text()
+    [channel] = await services.notify.channels.list("acme", after=None, limit=10)
+    assert await _password_of(services, channel["_id"]) == SMTP_PASSWORD
+
+
 async def test_a_refused_channel_document_is_shown_back_without_its_password(
     client: Client, services: Services
 ) -> None:

@@ -10,7 +10,7 @@ from gateway.accounts import MAX_FAILURES, UiSession
 from gateway.auth.sessions import csrf_token, sign_session
 from gateway.clock import utcnow
 from gateway.errors import GatewayError, KeysUnavailable, RateLimited, Unauthorized, Unavailable
-from gateway.ui.forms import NOT_KEPT, Form, hide_secrets, read_values
+from gateway.ui.forms import NOT_KEPT, TYPED_AGAIN, Form, hide_secrets, read_values
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import LANGUAGES
 from gateway.ui.middleware import AUTHOR, end_session_cookie, session_cookie, typed_by
@@ -141,11 +141,12 @@ def _kept(request: web.Request) -> list[tuple[str, str]]:
 
 def _retype(request: web.Request) -> list[str]:
     """The secret fields typed in that form (`retype` fields), to be typed again: only names
-    of forms.SECRET_FIELDS (or forms.RETYPED_MEMBERS: a document's secret), each once."""
+    of forms.SECRET_FIELDS (or forms.RETYPED_MEMBERS: a document's secret; forms.PASTED_AGAIN:
+    a document withheld whole), each once."""
     if request.method != "POST":
         return []
     named = form_of(request).getall(RETYPE, [])
-    return sorted({n for n in named if isinstance(n, str) and n in NOT_KEPT})
+    return sorted({n for n in named if isinstance(n, str) and n in TYPED_AGAIN})
 
 
 async def _signed_in(

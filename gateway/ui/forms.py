@@ -167,6 +167,12 @@ RETYPED_MEMBERS: Final = frozenset(
 )
 NOT_KEPT: Final = SECRET_FIELDS | RETYPED_MEMBERS
 """What a form carried across a session's end never holds, and asks to be typed again."""
+PASTED_AGAIN: Final = frozenset(DOCUMENT_SECRETS)
+"""The documents a form carried across a session's end does not hold when hide_secrets
+withholds them whole (a secret named where its value cannot be told apart): the page after
+the login says so and asks for the document again, rather than offering to save it empty."""
+TYPED_AGAIN: Final = NOT_KEPT | PASTED_AGAIN
+"""What the page after the login asks for again (the login form carries only the names)."""
 
 
 def hide_secrets(name: str, text: str) -> tuple[str, list[str]]:

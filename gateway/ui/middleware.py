@@ -37,7 +37,7 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.logs import request_id_var
-from gateway.ui.forms import NOT_KEPT, Form, error_key, hide_secrets, number_shown
+from gateway.ui.forms import NOT_KEPT, TYPED_AGAIN, Form, error_key, hide_secrets, number_shown
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
@@ -326,9 +326,11 @@ def _keep(form: Any) -> Kept:
                 retype.add(name)
             continue
         value, hidden = hide_secrets(name, value)
-        # A secret's own field is typed again; a document withheld whole is pasted again.
-        retype.update(h for h in hidden if h in NOT_KEPT)
-        fields.append((name, value))
+        # A secret's own field is typed again; a document withheld whole is pasted again,
+        # not kept empty (the page after the login would offer to save nothing).
+        retype.update(h for h in hidden if h in TYPED_AGAIN)
+        if name not in hidden:
+            fields.append((name, value))
     return Kept(fields, sorted(retype))
 
 
