@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -520,6 +521,30 @@ async def test_a_frozen_embedded_database_is_not_restarted_however_long_it_answe
             os.kill(database, signal.SIGCONT)
         await _until(lambda: store.health.up, 20, "the database up again")
         assert supervisor.restarts == 0 and supervisor.server.pid == database
+
+
+async def test_an_embedded_database_whose_disk_is_under_the_floor_is_refused_until_it_has_room(
+    tmp_path: Path,
+) -> None:
+    """On a full disk SecantusDB acknowledges a `j: true` write whose journal record it then
+    fails to write, and loses it: under the free-space floor nothing is sent to it (503 at
+    once, its reason said), and it serves again once the disk has room."""
+    async with _supervised(tmp_path) as (supervisor, store):
+        await store.ping()
+        supervisor.min_free_bytes = shutil.disk_usage(tmp_path).free + (1 << 40)  # a full disk
+        await _until(lambda: not store.health.up, 10, "the database marked down")
+        with pytest.raises(StoreUnavailable) as refused:
+            store.health.check()  # what every request and job asks before the database
+        assert refused.value.retry_after is not None
+        assert "the embedded database's disk has" in str(refused.value.detail)
+        assert "bytes free, under" in str(refused.value.detail)
+        await asyncio.sleep(0.5)  # the prober's pings pass: the disk holds it down still
+        assert not store.health.up
+
+        supervisor.min_free_bytes = 0  # room again
+        await _until(lambda: store.health.up, 10, "the database up again")
+        store.health.check()
+        await store.ping()
 
 
 # -- a shutdown while the database is being restarted ------------------------------------------
