@@ -10,13 +10,14 @@ until its process restarts, freeing space or not. "Refuses" is what the health's
 database that answers nothing (frozen, stopped, overloaded past its deadlines) is never
 restarted for it: it may come back by itself, and a kill would cost what it had under way.
 
-A disk with too little room for the database's next journal file is the one case the
-supervisor refuses for it: SecantusDB acknowledges a `j: true` write whose journal record it
-then fails to write for want of room, and the write is gone after its restart (measured: its
-WiredTiger journal files are 10 MiB each, the next allocated whole when one fills). So while
-its storage's file system has less than `MIN_FREE_BYTES` free, the database is marked down
-(`disk`): requests get their 503 at once, `/readyz` says why, nothing is acknowledged that the
-disk could lose; it is marked up again once there is room.
+A disk with too little room for the database's next journal file is refused for it too
+(`watch_free_space`, which any process using the embedded database of its data dir runs):
+SecantusDB acknowledges a `j: true` write whose journal record it then fails to write for want
+of room, and the write is gone after its restart (measured: its WiredTiger journal files are
+10 MiB each, the next one allocated whole when one fills). So while its storage's file system
+has less than GATEWAY_EMBEDDED_MIN_FREE_MB free, the database is marked down (`disk`):
+requests get their 503 at once, `/readyz` says why, and nothing is acknowledged that the disk
+could lose; it is marked up again once there is room.
 
 The server's start and stop block: they run in a worker thread, which cancelling the
 supervision does not stop. So `stop()` (a shutdown) tells a start under way to give up, and
@@ -32,6 +33,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from gateway.background import cancel_and_wait
 from gateway.store.embedded import EmbeddedServer, EmbeddedServerError
@@ -43,11 +45,8 @@ BACKOFF_SECONDS = (0.2, 1.0, 2.0, 5.0, 10.0, 30.0)
 REFUSING_SECONDS = 30.0
 """How long the embedded database may refuse every ping of the prober before it is
 restarted."""
-MIN_FREE_BYTES = 64 * 1024 * 1024
-"""Free space the embedded database's file system must keep for it to be used: its next
-10 MiB journal file, a checkpoint's new blocks, and the writes of a second (the time between
-two looks) of full 1 MiB requests, with room to spare."""
 DISK_SECONDS = 1.0
+"""How often the free space under the embedded database is read."""
 
 
 def describe_exit(code: int) -> str:
@@ -67,8 +66,6 @@ class EmbeddedSupervisor:
         poll_seconds: float = 0.05,
         stable_seconds: float = 60.0,
         refusing_seconds: float = REFUSING_SECONDS,
-        min_free_bytes: int = MIN_FREE_BYTES,
-        disk_seconds: float = DISK_SECONDS,
     ) -> None:
         self.server = server
         self._health = health
@@ -76,10 +73,7 @@ class EmbeddedSupervisor:
         self._poll = poll_seconds
         self._stable = stable_seconds
         self._refusing = refusing_seconds
-        self.min_free_bytes = min_free_bytes
-        self._disk_seconds = disk_seconds
         self._task: asyncio.Task[None] | None = None
-        self._disk_task: asyncio.Task[None] | None = None
         self._blocking: asyncio.Future[None] | None = None  # the server's start or stop, if any
         self.restarts = 0
 
@@ -87,13 +81,11 @@ class EmbeddedSupervisor:
         """Start the database (in a thread: it waits until the server listens), then watch."""
         await asyncio.to_thread(self.server.start)
         self._task = asyncio.create_task(self._supervise())
-        self._disk_task = asyncio.create_task(self._watch_disk())
 
     async def stop(self) -> None:
         """Stop watching, then the database: a restart under way gives up first (within a
         poll: its database, if launched, is stopped), a stop under way is waited for."""
         self.server.give_up_starting()
-        await cancel_and_wait(self._disk_task)
         await cancel_and_wait(self._task)
         if self._blocking is not None:
             with contextlib.suppress(Exception):  # a start given up
@@ -122,40 +114,6 @@ class EmbeddedSupervisor:
             failures = await self._restart(failures)
             self._health.mark_up("embedded")
             self.restarts += 1
-
-    async def _watch_disk(self) -> None:
-        """The database marked down (`disk`) while its storage's file system has less than
-        `min_free_bytes` free, up again once it has them."""
-        short = False
-        while True:
-            free = await asyncio.to_thread(self._free_bytes)
-            if free is not None and free < self.min_free_bytes:
-                if not short:
-                    log.error(
-                        "the embedded database's disk (%s) has %d bytes free, under the %d it "
-                        "needs to lose no acknowledged write: writes and reads are refused "
-                        "(503) until there is room",
-                        self.server.storage_path,
-                        free,
-                        self.min_free_bytes,
-                    )
-                self._health.mark_down(
-                    "disk",
-                    f"the embedded database's disk has {free} bytes free, under "
-                    f"{self.min_free_bytes}",
-                )
-                short = True
-            elif short:
-                log.info("the embedded database's disk has room again (%s bytes free)", free)
-                self._health.mark_up("disk")
-                short = False
-            await asyncio.sleep(self._disk_seconds)
-
-    def _free_bytes(self) -> int | None:
-        try:
-            return shutil.disk_usage(self.server.storage_path).free
-        except OSError:  # gone for a moment (a restart under way): the next look tells
-            return None
 
     async def _wait_for_failure(self, started: float) -> str:
         """Until the database exits, or has refused every command for `refusing_seconds`
@@ -238,3 +196,40 @@ class RestartPlan:
         self._due = None
         self._started = self._clock()
         self.restarts += 1
+
+
+async def watch_free_space(
+    storage: Path, health: DatabaseHealth, min_free_bytes: int, seconds: float = DISK_SECONDS
+) -> None:
+    """The embedded database on `storage` marked down (`disk`) while its file system has less
+    than `min_free_bytes` free; up again once it has them. Said once each way."""
+    short = False
+    while True:
+        free = await asyncio.to_thread(_free_bytes, storage)
+        if free is not None and free < min_free_bytes:
+            if not short:
+                log.error(
+                    "the embedded database's disk (%s) has %d bytes free, under the %d "
+                    "(GATEWAY_EMBEDDED_MIN_FREE_MB) it needs to lose no acknowledged write: "
+                    "the database is refused (503) until there is room",
+                    storage,
+                    free,
+                    min_free_bytes,
+                )
+            health.mark_down(
+                "disk",
+                f"the embedded database's disk has {free} bytes free, under {min_free_bytes}",
+            )
+            short = True
+        elif short:
+            log.info("the embedded database's disk has room again (%s bytes free)", free)
+            health.mark_up("disk")
+            short = False
+        await asyncio.sleep(seconds)
+
+
+def _free_bytes(storage: Path) -> int | None:
+    try:
+        return shutil.disk_usage(storage).free
+    except OSError:  # not there yet, or gone for a moment: the next look tells
+        return None
