@@ -125,7 +125,7 @@ class Gateway:
             )
         try:
             wait_until(
-                lambda: self.ready(serving), timeout, f"gateway on port {self.port} to serve"
+                lambda: self.ready(serving), timeout, f"gateway on port {self.port} to be ready"
             )
         except BaseException:
             # Not ready in time (a loaded machine): stopped here, as no test's `finally` will.
