@@ -4,7 +4,9 @@ Under `gateway serve --workers N` the N processes share one port, so a scrape re
 them: each then writes its values to files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's
 multiprocess mode, chosen by that variable, which the parent sets) and `/metrics` adds up
 every process's files. Each gauge says how its values combine across processes
-(`multiprocess_mode`): the sum of the live ones, or their minimum or maximum.
+(`multiprocess_mode`): the sum of the live ones, or their minimum or maximum. Those files
+have every block allocated (`use_allocated_files`): prometheus_client writes through a
+mapping of them, and a hole a full disk cannot fill was a SIGBUS that killed the process.
 """
 
 from __future__ import annotations
