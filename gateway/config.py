@@ -141,6 +141,9 @@ class Settings:
     # `serve --workers N`: a process whose heartbeat stops this long (from its start too) is
     # killed and replaced (prefork.py).
     hung_seconds: int = 30
+    # The embedded database is marked down while its disk has less free than this
+    # (store/supervisor.py `MIN_FREE_MB`); 0: never.
+    embedded_min_free_mb: int = 64
     # The fleet fold writes a moving vehicle's last position and odometer to its entity at
     # least this often, and its whole state with a checkpoint this often (docs/fleet.md).
     fold_entity_seconds: int = 10
@@ -250,6 +253,9 @@ class Settings:
             ),
             stall_seconds=env.integer("GATEWAY_STALL_SECONDS", 60, low=1, high=86_400),
             hung_seconds=env.integer("GATEWAY_HUNG_SECONDS", 30, low=5, high=3600),
+            embedded_min_free_mb=env.integer(
+                "GATEWAY_EMBEDDED_MIN_FREE_MB", 64, low=0, high=1_073_741_824
+            ),
             fold_entity_seconds=env.integer("GATEWAY_FOLD_ENTITY_SECONDS", 10, low=1, high=3600),
             fold_checkpoint_seconds=env.integer(
                 "GATEWAY_FOLD_CHECKPOINT_SECONDS", 30, low=1, high=3600

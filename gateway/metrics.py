@@ -4,12 +4,15 @@ Under `gateway serve --workers N` the N processes share one port, so a scrape re
 them: each then writes its values to files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's
 multiprocess mode, chosen by that variable, which the parent sets) and `/metrics` adds up
 every process's files. Each gauge says how its values combine across processes
-(`multiprocess_mode`): the sum of the live ones, or their minimum or maximum.
+(`multiprocess_mode`): the sum of the live ones, or their minimum or maximum. Those files
+have every block allocated (`use_allocated_files`): prometheus_client writes through a
+mapping of them, and a hole a full disk cannot fill was a SIGBUS that killed the process.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import secrets
 import shutil
@@ -25,15 +28,129 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.mmap_dict import MmapedDict
 
 from gateway.outbound.verdict import Verdict, request_result
 
 if TYPE_CHECKING:
     from gateway.outbound.sender import Outcome
 
+log = logging.getLogger(__name__)
+
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+_FILE_BYTES = 1 << 16  # a metric file's first size, as prometheus_client's own
+
+
+class _AllocatedFile:
+    """A metric file whose growth allocates its blocks (`posix_fallocate`) instead of leaving
+    a hole (`truncate`): prometheus_client writes through a mapping of the file, and a page
+    the file system cannot back when it is first written is a SIGBUS, which kills the process.
+    An allocation that finds no room raises ENOSPC, before the mapping grows."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def truncate(self, size: int) -> None:  # the only growth MmapedDict makes
+        os.posix_fallocate(self._file.fileno(), 0, size)
+
+    def fileno(self) -> int:
+        return int(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _AllocatedMmapedDict(MmapedDict):
+    """prometheus_client's metric file, every block of it allocated: created at its first
+    size (or refused, removed, with the OSError), grown by `_AllocatedFile`."""
+
+    def __init__(self, filename: str, read_mode: bool = False) -> None:
+        if not read_mode:
+            _allocate_new(filename)
+        super().__init__(filename, read_mode)  # type: ignore[no-untyped-call]
+        if not read_mode:
+            self._f = _AllocatedFile(self._f)  # type: ignore[assignment]
+
+    def _init_value(self, key: str) -> None:
+        capacity = self._capacity
+        try:
+            super()._init_value(key)  # type: ignore[no-untyped-call]
+        except OSError:
+            self._capacity = capacity  # as it was: the mapping did not grow
+            raise
+
+
+def _allocate_new(filename: str) -> None:
+    fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if os.fstat(fd).st_size == 0:  # new: this process's own (its name has its pid)
+            try:
+                os.posix_fallocate(fd, 0, _FILE_BYTES)
+            except OSError:
+                os.unlink(filename)  # an empty file would break every scrape's read
+                raise
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Unrecorded:
+    """This process's series that found no room in its metric files (kept in memory)."""
+
+    count: int = 0
+    counter: Counter | None = None
+
+
+_unrecorded = _Unrecorded()
+
+
+def _value_class(files: Any) -> Callable[..., Any]:
+    """prometheus_client's value class under `serve --workers N`: a series' value in this
+    process's files (`files`, with `_AllocatedMmapedDict`), or, when they have no room for
+    it (a full disk) or cannot be written, in memory: the request or job that made it goes
+    on, the series is missing from `/metrics`, logged once and counted."""
+
+    def value(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return files(*args, **kwargs)
+        except OSError as error:
+            _not_recorded(error)
+            return values.MutexValue(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    return value
+
+
+def _not_recorded(error: OSError) -> None:
+    _unrecorded.count += 1
+    if _unrecorded.counter is not None:
+        _unrecorded.counter.inc()
+    if _unrecorded.count == 1:
+        path = os.environ.get(MULTIPROCESS_DIR, "")
+        try:
+            free = f"{shutil.disk_usage(path).free} bytes free"
+        except OSError as unreadable:
+            free = f"free space unknown: {unreadable.strerror}"
+        log.error(
+            "metric files in %s (PROMETHEUS_MULTIPROC_DIR): %s (%s): this process keeps the "
+            "series it cannot write there in memory, missing from /metrics (counted in "
+            "gateway_metric_series_unrecorded_total); it serves on. Free space on that disk",
+            path,
+            error.strerror or error,
+            free,
+        )
+
+
+def use_allocated_files() -> None:
+    """Under `serve --workers N` (PROMETHEUS_MULTIPROC_DIR set): every metric file allocated
+    (no SIGBUS on a full disk), a series without room kept in memory. Once per process,
+    before the first metric."""
+    if values.MmapedDict is _AllocatedMmapedDict:  # type: ignore[attr-defined]
+        return
+    values.MmapedDict = _AllocatedMmapedDict  # type: ignore[attr-defined]
+    values.ValueClass = _value_class(values.MultiProcessValue())  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +245,22 @@ class Metrics:
     token, a tenant-controlled string or anything else unbounded."""
 
     def __init__(self, version: str, event_loop: str) -> None:
+        multiprocess_files = bool(os.environ.get(MULTIPROCESS_DIR))
+        if multiprocess_files:
+            use_allocated_files()
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._before_scrape: list[Callable[[], object]] = []
         self.registry = r = CollectorRegistry(auto_describe=True)
+        self.series_unrecorded = Counter(
+            "gateway_metric_series_unrecorded_total",
+            "Metric series a process of `serve --workers N` found no room for in its metric "
+            "files (a full disk under PROMETHEUS_MULTIPROC_DIR): kept in its memory, missing "
+            "from the scrape",
+            registry=r,
+        )
+        if multiprocess_files:
+            self.series_unrecorded.inc(_unrecorded.count)  # those before it (its own too)
+            _unrecorded.counter = self.series_unrecorded
         self.http_requests = Counter(
             "gateway_http_requests_total",
             "HTTP requests served",

@@ -112,7 +112,8 @@ class Gateway:
         self.log_path = data_dir / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> Gateway:
+    def start(self, timeout: float = 30, *, serving: str = "/readyz") -> Gateway:
+        """Once `serving` answers 200 (`/healthz` for a gateway that starts not ready)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -123,7 +124,9 @@ class Gateway:
                 stdin=subprocess.DEVNULL,
             )
         try:
-            wait_until(self.ready, timeout, f"gateway on port {self.port} to be ready")
+            wait_until(
+                lambda: self.ready(serving), timeout, f"gateway on port {self.port} to be ready"
+            )
         except BaseException:
             # Not ready in time (a loaded machine): stopped here, as no test's `finally` will.
             # Left running, each such gateway (under --workers N, its children and database
@@ -132,11 +135,11 @@ class Gateway:
             raise
         return self
 
-    def ready(self) -> bool:
+    def ready(self, path: str = "/readyz") -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
-        return self.get("/readyz")[0] == 200
+        return self.get(path)[0] == 200
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -26,10 +26,11 @@ from gateway.config import Settings
 from gateway.errors import StoreUnavailable
 from gateway.services import Services, open_services
 from gateway.store import Store, connection, embedded, launcher
+from gateway.store import supervisor as supervisor_module
 from gateway.store.client import open_client
 from gateway.store.embedded import EmbeddedServer, EmbeddedServerError, child_environment
 from gateway.store.health import DatabaseHealth
-from gateway.store.supervisor import EmbeddedSupervisor
+from gateway.store.supervisor import EmbeddedSupervisor, watch_free_space
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
 
@@ -520,6 +521,65 @@ async def test_a_frozen_embedded_database_is_not_restarted_however_long_it_answe
             os.kill(database, signal.SIGCONT)
         await _until(lambda: store.health.up, 20, "the database up again")
         assert supervisor.restarts == 0 and supervisor.server.pid == database
+
+
+async def test_an_embedded_database_whose_disk_is_under_the_floor_is_refused_until_it_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk SecantusDB acknowledges a `j: true` write whose journal record it then
+    fails to write, and loses it: under the free-space floor nothing is sent to it (503 at
+    once, its reason said), and it serves again once the disk has room. (The free space as
+    read: a full disk needs root to make.)"""
+    free = [1 << 20]
+    monkeypatch.setattr(supervisor_module, "_free_bytes", lambda storage: free[0])
+    async with _supervised(tmp_path) as (supervisor, store):
+        await store.ping()
+        watching = asyncio.create_task(
+            watch_free_space(supervisor.server.storage_path, store.health, 64 << 20, 0.05)
+        )
+        try:
+            await _until(lambda: not store.health.up, 10, "the database marked down")
+            with pytest.raises(StoreUnavailable) as refused:
+                store.health.check()  # what every request and job asks before the database
+            assert refused.value.retry_after is not None
+            detail = str(refused.value.detail)
+            assert f"the embedded database's disk has {1 << 20} bytes free, under" in detail
+            await store.ping()  # the database answers, and so do the prober's pings (each look
+            await asyncio.sleep(0.5)  # under the floor asks for one): the disk holds it down
+            assert not store.health.up
+
+            free[0] = 1 << 30  # room again
+            await _until(lambda: store.health.up, 10, "the database up again")
+            store.health.check()
+            await store.ping()
+        finally:
+            await cancel_and_wait(watching)
+
+
+@pytest.mark.parametrize("args", [(), ("--workers", "2")], ids=["serve", "serve-workers"])
+def test_a_gateway_on_an_embedded_database_under_its_free_space_floor_refuses_and_says_why(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """The floor holds in every process using the data dir's embedded database: the one
+    that started it, and the N of `serve --workers N`, whose parent started it. (A floor of
+    1 PiB: a disk as good as full.)"""
+    floor = "1073741824"
+    gateway = Gateway(tmp_path, *args, GATEWAY_EMBEDDED_MIN_FREE_MB=floor)
+    gateway.start(serving="/healthz")
+    try:
+        for _ in range(4):  # under --workers 2, each process is asked
+            status, body = gateway.get("/readyz")
+            assert status == 503, body
+            assert "the embedded database's disk has" in body["detail"], body
+        status, headers, body = gateway.request(
+            "POST", "/api/v1/entities/vehicle", {"plate": "FLR1A01"}, auth()
+        )
+        assert status == 503, body
+        assert headers["Retry-After"]
+        assert "the embedded database's disk" in gateway.log()
+        assert "GATEWAY_EMBEDDED_MIN_FREE_MB" in gateway.log()
+    finally:
+        gateway.stop()
 
 
 # -- a shutdown while the database is being restarted ------------------------------------------

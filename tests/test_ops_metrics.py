@@ -1,16 +1,25 @@
 """Metrics telling what is true when scraped: a partner's circuit past its cooldown, schedules'
-pages apart from triggers' batches, and the trigger gates' change stream when it is off."""
+pages apart from triggers' batches, and the trigger gates' change stream when it is off; under
+`serve --workers N`, metric files that a full disk cannot turn into a SIGBUS."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client import values
 
+from gateway import metrics as metrics_module
+from gateway.metrics import MULTIPROCESS_DIR, Metrics
 from gateway.outbound.breaker import (
     BreakerState,
     CircuitBreaker,
@@ -181,3 +190,109 @@ async def test_the_change_stream_gauge_is_0_from_the_start_when_change_streams_a
     client = await aiohttp_client(make_app(change_streams=False))
     text = await (await client.get("/metrics")).text()
     assert 'gateway_change_stream_up{collection="triggers"} 0.0' in text
+
+
+@pytest.fixture
+def metric_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This process as one of `serve --workers N`: its metrics in files, in the directory
+    returned, as prometheus_client chooses at its import in a process started with the
+    variable set (its classes, which the first Metrics replaces, restored after)."""
+    path = tmp_path / "metrics"
+    path.mkdir()
+    monkeypatch.setenv(MULTIPROCESS_DIR, str(path))
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())  # type: ignore[no-untyped-call]
+    monkeypatch.setattr(values, "MmapedDict", values.MmapedDict)  # type: ignore[attr-defined]
+    monkeypatch.setattr(metrics_module, "_unrecorded", metrics_module._Unrecorded())
+    return path
+
+
+def _no_room(monkeypatch: pytest.MonkeyPatch, refused: Callable[[int, int, int], bool]) -> None:
+    """The file system has no room for an allocation `refused(fd, offset, length)` says."""
+    allocate = os.posix_fallocate
+
+    def fallocate(fd: int, offset: int, length: int) -> None:
+        if refused(fd, offset, length):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        allocate(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", fallocate)
+
+
+async def test_metric_files_under_workers_hold_every_block_so_a_full_disk_is_no_sigbus(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], metric_files: Path
+) -> None:
+    """prometheus_client grew its files with `truncate` (holes) and wrote through a mapping:
+    on a full disk the first write to a new page was a SIGBUS, and the process died."""
+    client = await aiohttp_client(make_app())
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/no/such/route")).status == 404
+    scraped = await (await client.get("/metrics")).text()
+    assert 'route="/healthz",status_class="2xx"} 1.0' in scraped  # the files are in use
+    files = list(metric_files.glob("*.db"))
+    assert len(files) >= 5  # counter, histogram and the gauges' kinds
+    for file in files:
+        stat = file.stat()
+        assert stat.st_size > 0
+        assert stat.st_blocks * 512 >= stat.st_size, (file.name, stat.st_size, stat.st_blocks)
+
+
+async def test_a_metric_file_without_room_loses_its_series_not_the_requests(
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    metric_files: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A disk too full for the histograms' file: the process starts and answers, those series
+    are kept in memory (missing from the scrape), counted, and said once, with where and how
+    much room is left."""
+    _no_room(monkeypatch, lambda fd, *_: "histogram_" in os.readlink(f"/proc/self/fd/{fd}"))
+    caplog.set_level(logging.ERROR, logger="gateway.metrics")
+    client = await aiohttp_client(make_app())
+    for path, status in [("/healthz", 200), ("/no/such/route", 404), ("/readyz", 200)] * 3:
+        assert (await client.get(path)).status == status
+
+    scraped = await (await client.get("/metrics")).text()
+    assert 'route="/healthz",status_class="2xx"} 3.0' in scraped  # counters have their file
+    assert "gateway_http_request_duration_seconds" not in scraped  # histograms had no room
+    unrecorded = [
+        float(line.rsplit(" ", 1)[1])
+        for line in scraped.splitlines()
+        if line.startswith("gateway_metric_series_unrecorded_total ")
+    ]
+    assert unrecorded and unrecorded[0] >= 3  # the histograms of this app's start and routes
+    assert not list(metric_files.glob("histogram_*"))  # no empty file for scrapes to choke on
+    said = [r.getMessage() for r in caplog.records if r.name == "gateway.metrics"]
+    assert len(said) == 1, said
+    assert str(metric_files) in said[0]
+    assert "No space left on device" in said[0]
+    assert "bytes free" in said[0]
+
+
+def test_a_metric_file_that_cannot_grow_keeps_its_series_and_grows_once_there_is_room(
+    metric_files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file's growth refused (its first 64 KiB allocated, no more): the series past it are
+    kept in memory, those in it still count, and the file grows again once there is room."""
+    room = False
+    _no_room(monkeypatch, lambda fd, offset, length: not room and offset + length > 1 << 16)
+    metrics = Metrics("test", "asyncio")
+    routes = [f"/route/{n}" for n in range(600)]  # far more than 64 KiB of keys
+    for route in routes:
+        metrics.child(metrics.http_requests, route, "GET", "2xx").inc()
+    for route in routes:  # the stored ones count on, the others in memory
+        metrics.child(metrics.http_requests, route, "GET", "2xx").inc()
+    scraped = metrics.render().decode()
+    stored = [line for line in scraped.splitlines() if '{method="GET",route="/route/' in line]
+    assert 0 < len(stored) < len(routes)
+    assert all(line.endswith(" 2.0") for line in stored)
+    unrecorded = float(len(routes) - len(stored))
+    assert f"gateway_metric_series_unrecorded_total {unrecorded}" in scraped
+
+    room = True
+    metrics.child(metrics.http_requests, "/after", "GET", "2xx").inc()
+    scraped = metrics.render().decode()
+    assert 'gateway_http_requests_total{method="GET",route="/after",status_class="2xx"} 1.0' in (
+        scraped
+    )
+    assert f"gateway_metric_series_unrecorded_total {unrecorded}" in scraped

@@ -46,6 +46,16 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _catches_sigterm(pid: int) -> bool:
+    """Whether a process has its SIGTERM handler (the signals it catches, in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
 def _settled(gateway: Gateway) -> float:
     """The count once the last answers' counts have landed (two reads 0.2 s apart agree)."""
     previous = _served(gateway)
@@ -319,6 +329,9 @@ def test_the_parent_waits_its_processes_shutdown_deadlines_then_kills_and_says_s
     assert stop_seconds(Settings.from_env({"GATEWAY_REQUEST_SHUTDOWN_SECONDS": "50"})) > 60
     gateway = Gateway(tmp_path, "--workers", "2", **env).start()
     assert gateway.proc is not None
+    # One process ready is not both: stopped before it handles SIGTERM, the other was killed
+    # by the SIGTERM the parent forwards (a stopped process dies of a signal it does not catch).
+    wait_until(lambda: all(map(_catches_sigterm, _servers(gateway))), 30, "both to catch it")
     stuck, other = _servers(gateway)
     os.kill(stuck, signal.SIGSTOP)  # it cannot act on the SIGTERM the parent forwards
     try:

@@ -1,6 +1,7 @@
 """Opening the database for a process, and closing it again: the embedded server under its
 supervisor (when no URI is given) or MONGODB_URI, the journaled client with its deadline,
-the indexes, and the health that requests check first (`store.health`)."""
+the indexes, and the health that requests check first (`store.health`), held down while the
+embedded database's disk is under its free-space floor."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from gateway.store import INDEX_RETRY_SECONDS, Store
 from gateway.store.client import cancelled_connections_closed, open_client
 from gateway.store.embedded import EmbeddedServer, running_uri
 from gateway.store.health import DatabaseHealth
-from gateway.store.supervisor import EmbeddedSupervisor
+from gateway.store.supervisor import EmbeddedSupervisor, watch_free_space
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ async def open_store(
         supervisor = EmbeddedSupervisor(EmbeddedServer(storage), health)
         await _start(supervisor)
         uri = supervisor.server.uri
+    # The embedded database of the data dir, whoever started it (this process, the parent of
+    # `serve --workers N`, the `serve` a one-shot command or a `worker` runs beside): a disk
+    # under the floor would lose writes it acknowledged.
+    embedded = supervisor is not None or uri == running_uri(storage, storage.parent / "db.pid")
     client = open_client(
         uri,
         timeout_ms=settings.db_timeout_ms,
@@ -79,6 +84,9 @@ async def open_store(
             follow_ttl_settings=not attach,
         )
         tasks.append(asyncio.create_task(health.run_prober(store.ping)))
+        if embedded and settings.embedded_min_free_mb:
+            floor = settings.embedded_min_free_mb * 1024 * 1024
+            tasks.append(asyncio.create_task(watch_free_space(storage, health, floor)))
         tasks.append(asyncio.create_task(_expire(store)))
         tasks.append(asyncio.create_task(_end_abandoned_transactions(store)))
         try:

@@ -1,7 +1,9 @@
 """What the gateway knows about its database right now: up, or down and why.
 
-Three sources feed it, each able to hold it down on its own:
+Four sources feed it, each able to hold it down on its own:
 - `embedded`: the supervisor of the embedded database (the child died / listens again);
+- `disk`: the embedded database's disk under its free-space floor / with room again
+  (`supervisor.watch_free_space`);
 - `driver`: pymongo's topology monitor, as a listener (no usable server / one again): a
   server that refused or dropped the connection holds it down at once; one whose `hello`
   timed out (maybe only slow) or answered that it takes no writes is left to the prober;

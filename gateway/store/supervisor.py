@@ -10,6 +10,15 @@ until its process restarts, freeing space or not. "Refuses" is what the health's
 database that answers nothing (frozen, stopped, overloaded past its deadlines) is never
 restarted for it: it may come back by itself, and a kill would cost what it had under way.
 
+A disk with too little room for the database's next journal file is refused for it too
+(`watch_free_space`, which any process using the embedded database of its data dir runs):
+SecantusDB acknowledges a `j: true` write whose journal record it then fails to write for want
+of room, and the write is gone after its restart (measured: its WiredTiger journal files are
+10 MiB each, the next one allocated whole when one fills). So while its storage's file system
+has less than GATEWAY_EMBEDDED_MIN_FREE_MB free, the database is marked down (`disk`):
+requests get their 503 at once, `/readyz` says why, and nothing is acknowledged that the disk
+could lose; it is marked up again once there is room.
+
 The server's start and stop block: they run in a worker thread, which cancelling the
 supervision does not stop. So `stop()` (a shutdown) tells a start under way to give up, and
 waits for whatever runs in that thread before it stops the database: a restart under way no
@@ -21,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from gateway.background import cancel_and_wait
 from gateway.store.embedded import EmbeddedServer, EmbeddedServerError
@@ -34,6 +45,8 @@ BACKOFF_SECONDS = (0.2, 1.0, 2.0, 5.0, 10.0, 30.0)
 REFUSING_SECONDS = 30.0
 """How long the embedded database may refuse every ping of the prober before it is
 restarted."""
+DISK_SECONDS = 1.0
+"""How often the free space under the embedded database is read."""
 
 
 def describe_exit(code: int) -> str:
@@ -183,3 +196,40 @@ class RestartPlan:
         self._due = None
         self._started = self._clock()
         self.restarts += 1
+
+
+async def watch_free_space(
+    storage: Path, health: DatabaseHealth, min_free_bytes: int, seconds: float = DISK_SECONDS
+) -> None:
+    """The embedded database on `storage` marked down (`disk`) while its file system has less
+    than `min_free_bytes` free; up again once it has them. Said once each way."""
+    short = False
+    while True:
+        free = await asyncio.to_thread(_free_bytes, storage)
+        if free is not None and free < min_free_bytes:
+            if not short:
+                log.error(
+                    "the embedded database's disk (%s) has %d bytes free, under the %d "
+                    "(GATEWAY_EMBEDDED_MIN_FREE_MB) it needs to lose no acknowledged write: "
+                    "the database is refused (503) until there is room",
+                    storage,
+                    free,
+                    min_free_bytes,
+                )
+            health.mark_down(
+                "disk",
+                f"the embedded database's disk has {free} bytes free, under {min_free_bytes}",
+            )
+            short = True
+        elif short:
+            log.info("the embedded database's disk has room again (%s bytes free)", free)
+            health.mark_up("disk")
+            short = False
+        await asyncio.sleep(seconds)
+
+
+def _free_bytes(storage: Path) -> int | None:
+    try:
+        return shutil.disk_usage(storage).free
+    except OSError:  # not there yet, or gone for a moment: the next look tells
+        return None
