@@ -150,6 +150,19 @@ async def test_matching_event_is_delivered_once_signed_with_the_event_as_body(
     assert attempt["response"] == '{"ok": true}'
 
 
+async def test_a_path_without_a_mapping_names_the_event_s_entity_by_type_key_and_rev(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """`{key}` and `{rev}` are the event's entity reference, not data fields: every such
+    delivery failed "cannot build the partner URL"; `{type}` took the vehicle's own `type`."""
+    await _subscribed(client, partner, action={"path": "/v/{type}/{key}/{rev}"})
+    await _odometer(client, await create_vehicle(client, "ABC1D23", type="truck"), 100)
+    assert await _deliver(client, worker) == Counter(succeeded=1)
+
+    [request] = partner.requests
+    assert request.path == f"/v/vehicle/ABC1D23/{request.json()['entity']['rev']}"
+
+
 async def test_events_the_filter_rejects_create_no_delivery(
     client: Client, partner: Partner, worker: DeliveryWorker
 ) -> None:
