@@ -609,6 +609,37 @@ async def test_a_removed_subscription_s_pending_delivery_no_longer_holds_the_lin
     assert items[second["id"]]["status"] == "succeeded"
 
 
+@pytest.mark.parametrize("how", ["deleted", "disabled"])
+async def test_a_subscription_removed_while_its_delivery_is_in_flight_fails_it_on_a_retry(
+    client: Client, partner: Partner, worker: DeliveryWorker, how: str
+) -> None:
+    """The removal fails the pending deliveries; the one in flight then got a 503 and went
+    back to pending for its 10 h retry, the other subscription's delivery parked behind it."""
+    setup = await _subscribed(client, partner, action={"ordered": True, "retry_schedule": [36000]})
+    second = await create_subscription(client, setup["action"]["id"])
+    partner.respond_with(503, {}, times=1, delay=30)
+    await _odometer(client, await create_vehicle(client), 100)
+    await client.app[services_key].relay.run_until_idle()
+    running = asyncio.create_task(worker.run_until_idle())
+    await partner.wait_for(1)
+
+    url = f"/api/v1/subscriptions/{setup['subscription']['id']}"
+    if how == "deleted":
+        removed = await client.delete(url, headers=auth())
+    else:
+        removed = await client.patch(url, headers=auth(), json={"status": "disabled"})
+    assert removed.status in (200, 204), await removed.text()
+    partner.release.set()
+    await running
+    await worker.run_until_idle()
+
+    items = {d["subscription_id"]: d for d in await _deliveries(client)}
+    gone = items[setup["subscription"]["id"]]
+    reason = "the subscription was deleted" if how == "deleted" else "the subscription is disabled"
+    assert (gone["status"], gone["last_error"]) == ("failed", reason)
+    assert items[second["id"]]["status"] == "succeeded"
+
+
 async def test_attempts_after_a_replay_go_on_numbering_and_counting(
     client: Client, partner: Partner, worker: DeliveryWorker
 ) -> None:

@@ -113,6 +113,8 @@ class DeliveryRecorder:
                 "delivery %s: lease lost before recording; another worker owns it", doc["_id"]
             )
             return "lease_lost"
+        if status is DeliveryStatus.PENDING:
+            await self._unless_unsubscribed(doc, now)
         if verdict is Verdict.GONE and doc.get("subscription_id"):
             await self._store.subscriptions.disable(
                 doc["tenant"],
@@ -222,9 +224,28 @@ class DeliveryRecorder:
         if quiet_hours:
             fields["held_for"] = QUIET_HOURS
         unset = () if quiet_hours else ("held_for",)
-        await self._store.deliveries.finish(doc["_id"], token, fields, unset=unset)
+        if await self._store.deliveries.finish(doc["_id"], token, fields, unset=unset):
+            await self._unless_unsubscribed(doc, fields["updated_at"])
         self._metrics.deliveries.labels("deferred").inc()
         return "deferred"
+
+    async def _unless_unsubscribed(self, doc: Doc, now: datetime) -> None:
+        """A webhook delivery written pending again (a retry, a hold) whose subscription was
+        deleted or disabled while it was in flight (the removal fails the pending ones only)
+        can never be sent: failed now, waking the delivery it holds in its action's line, not
+        at its retry time hours later. Read from the database after the write, not from the
+        catalog: a removal this read does not see yet finds the delivery pending itself."""
+        subscription_id = doc.get("subscription_id")
+        if not subscription_id:
+            return
+        sub = await self._store.subscriptions.get(doc["tenant"], subscription_id)
+        if sub is not None and sub.get("status") == "active":
+            return
+        reason = "the subscription was deleted" if sub is None else "the subscription is disabled"
+        failed = await self._store.deliveries.fail_unsendable(
+            doc["tenant"], subscription_id, reason, now
+        )
+        self._metrics.deliveries.labels("failed").inc(failed)
 
     async def settle(self, doc: Doc, token: str, result: SendResult) -> str:
         """What a kind's own sender answered (`kinds.py`) → the delivery's next state."""

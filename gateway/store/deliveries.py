@@ -309,7 +309,8 @@ class DeliveryStore:
         are failed now, as the worker fails an unsendable one (`reason`, an `unsendable`
         attempt), each waking the delivery it held in its action's line: not at their retry
         time (hours away), holding the line for the other subscriptions' deliveries. One in
-        flight ends as it goes. How many were failed."""
+        flight ends as it goes, and is failed here once its worker writes it pending again
+        (`DeliveryRecorder`). How many were failed."""
         query = scoped(tenant, {"subscription_id": subscription_id, "status": PENDING})
         failed = 0
         with translate_errors():
