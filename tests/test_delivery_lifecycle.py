@@ -610,6 +610,60 @@ async def test_a_removed_subscription_s_pending_delivery_no_longer_holds_the_lin
 
 
 @pytest.mark.parametrize("how", ["deleted", "disabled"])
+async def test_deliveries_a_removed_subscription_fails_are_counted_as_failed(
+    client: Client, partner: Partner, worker: DeliveryWorker, how: str
+) -> None:
+    """The admin's removal failed the waiting delivery without counting it: the created
+    deliveries no longer added up to their outcomes."""
+    setup = await _subscribed(client, partner, action={"retry_schedule": [36000]})
+    partner.respond_with(503, {}, times=1)
+    await _odometer(client, await create_vehicle(client), 100)
+    assert await _deliver(client, worker) == Counter(retry=1)
+
+    url = f"/api/v1/subscriptions/{setup['subscription']['id']}"
+    if how == "deleted":
+        removed = await client.delete(url, headers=auth())
+    else:
+        removed = await client.patch(url, headers=auth(), json={"status": "disabled"})
+    assert removed.status in (200, 204), await removed.text()
+
+    text = await (await client.get("/metrics")).text()
+    assert 'gateway_deliveries_total{outcome="failed"} 1.0' in text
+
+
+async def test_a_delete_retried_after_a_fault_fails_the_deliveries_the_first_left_pending(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """The DELETE deleted, then met a fault failing the pending deliveries (503); its retry
+    was a 404, and the other subscription's delivery waited 10 h behind one never sent."""
+    setup = await _subscribed(client, partner, action={"ordered": True, "retry_schedule": [36000]})
+    second = await create_subscription(client, setup["action"]["id"])
+    partner.respond_with(503, {}, times=1)
+    await _odometer(client, await create_vehicle(client), 100)
+    assert await _deliver(client, worker) == Counter(retry=1, waiting=1)
+    deliveries = client.app[services_key].store.deliveries
+    fail_unsendable, calls = deliveries.fail_unsendable, []
+
+    async def faulty_once(*args: Any) -> int:
+        calls.append(args)
+        if len(calls) == 1:
+            raise StoreUnavailable("operation exceeded time limit", deadline=True)
+        return await fail_unsendable(*args)
+
+    deliveries.fail_unsendable = faulty_once  # type: ignore[method-assign]
+    url = f"/api/v1/subscriptions/{setup['subscription']['id']}"
+    assert (await client.delete(url, headers=auth())).status == 503
+    assert (await client.delete(url, headers=auth())).status == 204
+    assert (await client.get(url, headers=auth())).status == 404
+    assert await worker.run_until_idle() == Counter(succeeded=1)
+
+    items = {d["subscription_id"]: d for d in await _deliveries(client)}
+    gone = items[setup["subscription"]["id"]]
+    assert (gone["status"], gone["last_error"]) == ("failed", "the subscription was deleted")
+    assert items[second["id"]]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("how", ["deleted", "disabled"])
 async def test_a_subscription_removed_while_its_delivery_is_in_flight_fails_it_on_a_retry(
     client: Client, partner: Partner, worker: DeliveryWorker, how: str
 ) -> None:
