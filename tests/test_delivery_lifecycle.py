@@ -580,6 +580,38 @@ async def test_an_action_made_ordered_sends_a_new_delivery_after_the_pending_one
     assert (first, second) == (Counter(waiting=1), Counter(succeeded=2))
 
 
+async def test_an_action_made_ordered_by_a_patch_retried_after_a_fault_places_the_pending_ones(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    """The PATCH stored `ordered` and met a fault placing the open deliveries (503); its
+    retry saw the action ordered already and placed nothing: the 200 went before the 100."""
+    setup = await _subscribed(client, partner, action={"retry_schedule": [5, 5]})
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {}, times=1)
+    await _odometer(client, vehicle, 100)
+    assert await _deliver(client, worker) == Counter(retry=1)
+    deliveries = client.app[services_key].store.deliveries
+    unplaced, calls = deliveries.unplaced, []
+
+    async def faulty_once(*args: Any) -> list[dict[str, Any]]:
+        calls.append(args)
+        if len(calls) == 1:
+            raise StoreUnavailable("operation exceeded time limit", deadline=True)
+        return await unplaced(*args)
+
+    deliveries.unplaced = faulty_once  # type: ignore[method-assign]
+    url = f"/api/v1/actions/{setup['action']['id']}"
+    assert (await client.patch(url, headers=auth(), json={"ordered": True})).status == 503
+    made = await client.patch(url, headers=auth(), json={"ordered": True})
+    assert made.status == 200, await made.text()
+    await _odometer(client, vehicle, 200)
+    await _deliver(client, worker)
+    clock.advance(6)
+    await worker.run_until_idle()
+
+    assert [r.json()["data"]["odometer_km"] for r in partner.requests] == [100, 100, 200]
+
+
 @pytest.mark.parametrize("how", ["deleted", "disabled"])
 async def test_a_removed_subscription_s_pending_delivery_no_longer_holds_the_line(
     client: Client, partner: Partner, worker: DeliveryWorker, how: str

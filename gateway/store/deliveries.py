@@ -275,19 +275,29 @@ class DeliveryStore:
             )
         return result.modified_count
 
-    async def unplaced(self, tenant: str, action_id: str) -> builtins.list[Doc]:
-        """An action just made ordered: its open deliveries without a place in a line (what
-        places them: `event`, `context`, `kind`). An admin's change, rare: it reads the
-        tenant's deliveries (no index has the action)."""
-        query = {
-            "action_id": action_id,
-            "status": {"$in": [PENDING, IN_FLIGHT]},
-            "order_key": {"$exists": False},
-            "kind": {"$ne": _NOTICE},
-        }
+    async def unplaced(self, tenant: str, action_id: str, partner_id: str) -> builtins.list[Doc]:
+        """An ordered action's open deliveries without a place in a line (what places them:
+        `event`, `context`, `kind`): those made before it was ordered. Read through
+        `by_partner`, the action's partner (which its deliveries note), one open status at a
+        time, the rest read among the partner's own: its open deliveries, not the tenant's
+        history, so every save of an ordered action can look."""
+        small = {"tenant": 1, "action_id": 1, "order_key": 1, "kind": 1}
+        found: builtins.list[Doc] = []
         with translate_errors():
-            cursor = self._c.find(scoped(tenant, query), {"event": 1, "context": 1, "kind": 1})
-            return builtins.list(await cursor.to_list(None))
+            for status in (PENDING, IN_FLIGHT):
+                async for doc in self._c.find({"partner_id": partner_id, "status": status}, small):
+                    if (
+                        doc.get("tenant") == tenant
+                        and doc.get("action_id") == action_id
+                        and "order_key" not in doc
+                        and doc.get("kind") != _NOTICE
+                    ):
+                        full = await self._c.find_one(
+                            {"_id": doc["_id"]}, {"event": 1, "context": 1, "kind": 1}
+                        )
+                        if full is not None:
+                            found.append(full)
+        return found
 
     async def place(self, delivery_id: str, place: Mapping[str, Any]) -> None:
         """An open delivery takes its place in its action's line (`order_key`, `seq`, the
