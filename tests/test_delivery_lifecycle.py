@@ -580,6 +580,31 @@ async def test_an_action_made_ordered_sends_a_new_delivery_after_the_pending_one
     assert (first, second) == (Counter(waiting=1), Counter(succeeded=2))
 
 
+async def test_a_delivery_in_flight_when_its_action_is_made_ordered_wakes_the_next_when_it_ends(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """Placed while in flight, it ended by its worker's claimed copy, which had no place in
+    the line: the next delivery parked behind it waited out the head's lease."""
+    setup = await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    relay = client.app[services_key].relay
+    partner.respond_with(400, {"erro": "placa"}, times=1, delay=30)
+    await _odometer(client, vehicle, 100)
+    await relay.run_until_idle()
+    first = asyncio.create_task(worker.run_until_idle())
+    await partner.wait_for(1)
+    url = f"/api/v1/actions/{setup['action']['id']}"
+    assert (await client.patch(url, headers=auth(), json={"ordered": True})).status == 200
+    await _odometer(client, vehicle, 200)
+    await relay.run_until_idle()
+    assert await worker.run_until_idle() == Counter(waiting=1)
+
+    partner.release.set()
+    ended = await first + await worker.run_until_idle()
+    assert ended == Counter(failed=1, succeeded=1)
+    assert [r.json()["data"]["odometer_km"] for r in partner.requests] == [100, 200]
+
+
 async def test_an_action_made_ordered_by_a_patch_retried_after_a_fault_places_the_pending_ones(
     client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
 ) -> None:

@@ -106,9 +106,10 @@ class DeliveryRecorder:
         status, fields = self._next_state(
             doc, action.retry_schedule, verdict, now, outcome.status, error, retry_after
         )
-        if not await self._store.deliveries.finish(
+        finished = await self._store.deliveries.finish(
             doc["_id"], token, fields, attempt=attempt, unset=("probe_failed_at",)
-        ):
+        )
+        if finished is None:
             log.warning(
                 "delivery %s: lease lost before recording; another worker owns it", doc["_id"]
             )
@@ -128,8 +129,8 @@ class DeliveryRecorder:
                 doc["tenant"], doc["subscription_id"], "the subscription is disabled", now
             )
             self._metrics.deliveries.labels("failed").inc(unsendable)
-        if status.final and doc.get("order_key"):
-            await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
+        if status.final:
+            await self._wake_follower(finished, now)
         result = (
             "gone"
             if verdict is Verdict.GONE
@@ -184,7 +185,7 @@ class DeliveryRecorder:
             "message": reason,
             "errors": list(errors)[:20],
         }
-        await self._store.deliveries.finish(
+        finished = await self._store.deliveries.finish(
             doc["_id"],
             token,
             {
@@ -195,8 +196,7 @@ class DeliveryRecorder:
             },
             attempt=attempt,
         )
-        if doc.get("order_key"):
-            await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
+        await self._wake_follower(finished, now)
         self._metrics.deliveries.labels("failed").inc()
         return "failed"
 
@@ -228,6 +228,12 @@ class DeliveryRecorder:
             await self._unless_unsubscribed(doc, fields["updated_at"])
         self._metrics.deliveries.labels("deferred").inc()
         return "deferred"
+
+    async def _wake_follower(self, finished: Doc | None, now: datetime) -> None:
+        """A delivery just final wakes the next of its line: by its place as `finish` read it
+        (the claimed copy lacks one given while it was in flight)."""
+        if finished is not None and isinstance(finished.get("order_key"), str):
+            await self._store.deliveries.wake_follower(finished["order_key"], finished["seq"], now)
 
     async def _unless_unsubscribed(self, doc: Doc, now: datetime) -> None:
         """A webhook delivery written pending again (a retry, a hold) whose subscription was

@@ -645,10 +645,11 @@ class DeliveryStore:
         counted: bool = True,
         unset: Sequence[str] = (),
         due_by: datetime | None = None,
-    ) -> bool:
+    ) -> Doc | None:
         """Leave in_flight (to `fields["status"]`), recording an attempt; due at `due_by` at
-        the latest; False when the lease was lost to another worker (then nothing is
-        written)."""
+        the latest. Its place in its action's line as stored (`order_key`, `seq`: one placed
+        while in flight, by the action made ordered, has it though its claimed copy has not);
+        None when the lease was lost to another worker (then nothing is written)."""
         update: Doc = {
             "$set": dict(fields),
             "$unset": {**_LEASE_FIELDS, **dict.fromkeys(unset, "")},
@@ -661,10 +662,12 @@ class DeliveryStore:
                 update["$inc"] = {"attempt_count": 1}
                 update["$set"]["attempts_made"] = attempt["n"]
         with translate_errors():
-            result = await self._c.update_one(
-                {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT}, update
+            found: Doc | None = await self._c.find_one_and_update(
+                {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT},
+                update,
+                {"order_key": 1, "seq": 1},
             )
-        return result.modified_count == 1
+        return found
 
     async def park(self, delivery_id: Any, token: str, reason: str, now: datetime) -> bool:
         """Set aside a delivery the worker cannot process: `parked`, with why. Reads and writes
