@@ -84,9 +84,10 @@ class DeliveryRecorder:
         attempt = _attempt(doc, outcome, now, probe)
         if probe:
             if verdict is Verdict.RETRY:
-                # Still down: the probe costs the delivery nothing, but its turn moves two
-                # probes on, so the next probe sends another (or a HEAD): one delivery the
-                # partner always fails does not keep it disabled while others wait.
+                # Still down: the probe costs the delivery no place in its schedule (it is
+                # an attempt made, numbered and counted), but its turn moves two probes on,
+                # so the next probe sends another (or a HEAD): one delivery the partner
+                # always fails does not keep it disabled while others wait.
                 turn = now + timedelta(seconds=2 * self._health.probe_seconds)
                 await self._store.deliveries.finish(
                     doc["_id"],
@@ -96,6 +97,7 @@ class DeliveryRecorder:
                         "updated_at": now,
                         "next_attempt_at": turn,
                         "probe_failed_at": now,
+                        "attempts_made": attempt["n"],
                     },
                     attempt=attempt,
                     counted=False,
