@@ -345,7 +345,7 @@ def _assemble(
             guards,
             mappings,
             flow_users=_flow_users_of_actions(notify.flows),
-            on_due=worker.notify,
+            on_unsendable=_counted_and_due(metrics, worker.notify),
             read_with_changed=schedules.read_with_changed,
         ),
         proxy=Proxy(catalog, sender, guards, entities, mappings, metrics),
@@ -651,6 +651,17 @@ def _read_key_file(path: Path) -> str:
             "directory, or set GATEWAY_SECRET_KEY to the gateway's key"
         ) from None
     return key
+
+
+def _counted_and_due(metrics: Metrics, notify: Callable[[], None]) -> Callable[[int], None]:
+    """Deliveries an admin's change failed as unsendable: counted as the worker counts its
+    failures, and the worker woken for those they held in their lines."""
+
+    def failed(count: int) -> None:
+        metrics.deliveries.labels("failed").inc(count)
+        notify()
+
+    return failed
 
 
 def _flow_users_of_actions(flows: FlowService) -> FlowUsers:

@@ -150,6 +150,19 @@ async def test_matching_event_is_delivered_once_signed_with_the_event_as_body(
     assert attempt["response"] == '{"ok": true}'
 
 
+async def test_a_path_without_a_mapping_names_the_event_s_entity_by_type_key_and_rev(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """`{key}` and `{rev}` are the event's entity reference, not data fields: every such
+    delivery failed "cannot build the partner URL"; `{type}` took the vehicle's own `type`."""
+    await _subscribed(client, partner, action={"path": "/v/{type}/{key}/{rev}"})
+    await _odometer(client, await create_vehicle(client, "ABC1D23", type="truck"), 100)
+    assert await _deliver(client, worker) == Counter(succeeded=1)
+
+    [request] = partner.requests
+    assert request.path == f"/v/vehicle/ABC1D23/{request.json()['entity']['rev']}"
+
+
 async def test_events_the_filter_rejects_create_no_delivery(
     client: Client, partner: Partner, worker: DeliveryWorker
 ) -> None:
@@ -567,6 +580,63 @@ async def test_an_action_made_ordered_sends_a_new_delivery_after_the_pending_one
     assert (first, second) == (Counter(waiting=1), Counter(succeeded=2))
 
 
+async def test_a_delivery_in_flight_when_its_action_is_made_ordered_wakes_the_next_when_it_ends(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """Placed while in flight, it ended by its worker's claimed copy, which had no place in
+    the line: the next delivery parked behind it waited out the head's lease."""
+    setup = await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    relay = client.app[services_key].relay
+    partner.respond_with(400, {"erro": "placa"}, times=1, delay=30)
+    await _odometer(client, vehicle, 100)
+    await relay.run_until_idle()
+    first = asyncio.create_task(worker.run_until_idle())
+    await partner.wait_for(1)
+    url = f"/api/v1/actions/{setup['action']['id']}"
+    assert (await client.patch(url, headers=auth(), json={"ordered": True})).status == 200
+    await _odometer(client, vehicle, 200)
+    await relay.run_until_idle()
+    assert await worker.run_until_idle() == Counter(waiting=1)
+
+    partner.release.set()
+    ended = await first + await worker.run_until_idle()
+    assert ended == Counter(failed=1, succeeded=1)
+    assert [r.json()["data"]["odometer_km"] for r in partner.requests] == [100, 200]
+
+
+async def test_an_action_made_ordered_by_a_patch_retried_after_a_fault_places_the_pending_ones(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    """The PATCH stored `ordered` and met a fault placing the open deliveries (503); its
+    retry saw the action ordered already and placed nothing: the 200 went before the 100."""
+    setup = await _subscribed(client, partner, action={"retry_schedule": [5, 5]})
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {}, times=1)
+    await _odometer(client, vehicle, 100)
+    assert await _deliver(client, worker) == Counter(retry=1)
+    deliveries = client.app[services_key].store.deliveries
+    unplaced, calls = deliveries.unplaced, []
+
+    async def faulty_once(*args: Any) -> list[dict[str, Any]]:
+        calls.append(args)
+        if len(calls) == 1:
+            raise StoreUnavailable("operation exceeded time limit", deadline=True)
+        return await unplaced(*args)
+
+    deliveries.unplaced = faulty_once  # type: ignore[method-assign]
+    url = f"/api/v1/actions/{setup['action']['id']}"
+    assert (await client.patch(url, headers=auth(), json={"ordered": True})).status == 503
+    made = await client.patch(url, headers=auth(), json={"ordered": True})
+    assert made.status == 200, await made.text()
+    await _odometer(client, vehicle, 200)
+    await _deliver(client, worker)
+    clock.advance(6)
+    await worker.run_until_idle()
+
+    assert [r.json()["data"]["odometer_km"] for r in partner.requests] == [100, 100, 200]
+
+
 @pytest.mark.parametrize("how", ["deleted", "disabled"])
 async def test_a_removed_subscription_s_pending_delivery_no_longer_holds_the_line(
     client: Client, partner: Partner, worker: DeliveryWorker, how: str
@@ -588,6 +658,91 @@ async def test_a_removed_subscription_s_pending_delivery_no_longer_holds_the_lin
         removed = await client.patch(url, headers=auth(), json={"status": "disabled"})
     assert removed.status in (200, 204), await removed.text()
     assert await worker.run_until_idle() == Counter(succeeded=1)
+
+    items = {d["subscription_id"]: d for d in await _deliveries(client)}
+    gone = items[setup["subscription"]["id"]]
+    reason = "the subscription was deleted" if how == "deleted" else "the subscription is disabled"
+    assert (gone["status"], gone["last_error"]) == ("failed", reason)
+    assert items[second["id"]]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("how", ["deleted", "disabled"])
+async def test_deliveries_a_removed_subscription_fails_are_counted_as_failed(
+    client: Client, partner: Partner, worker: DeliveryWorker, how: str
+) -> None:
+    """The admin's removal failed the waiting delivery without counting it: the created
+    deliveries no longer added up to their outcomes."""
+    setup = await _subscribed(client, partner, action={"retry_schedule": [36000]})
+    partner.respond_with(503, {}, times=1)
+    await _odometer(client, await create_vehicle(client), 100)
+    assert await _deliver(client, worker) == Counter(retry=1)
+
+    url = f"/api/v1/subscriptions/{setup['subscription']['id']}"
+    if how == "deleted":
+        removed = await client.delete(url, headers=auth())
+    else:
+        removed = await client.patch(url, headers=auth(), json={"status": "disabled"})
+    assert removed.status in (200, 204), await removed.text()
+
+    text = await (await client.get("/metrics")).text()
+    assert 'gateway_deliveries_total{outcome="failed"} 1.0' in text
+
+
+async def test_a_delete_retried_after_a_fault_fails_the_deliveries_the_first_left_pending(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """The DELETE deleted, then met a fault failing the pending deliveries (503); its retry
+    was a 404, and the other subscription's delivery waited 10 h behind one never sent."""
+    setup = await _subscribed(client, partner, action={"ordered": True, "retry_schedule": [36000]})
+    second = await create_subscription(client, setup["action"]["id"])
+    partner.respond_with(503, {}, times=1)
+    await _odometer(client, await create_vehicle(client), 100)
+    assert await _deliver(client, worker) == Counter(retry=1, waiting=1)
+    deliveries = client.app[services_key].store.deliveries
+    fail_unsendable, calls = deliveries.fail_unsendable, []
+
+    async def faulty_once(*args: Any) -> int:
+        calls.append(args)
+        if len(calls) == 1:
+            raise StoreUnavailable("operation exceeded time limit", deadline=True)
+        return await fail_unsendable(*args)
+
+    deliveries.fail_unsendable = faulty_once  # type: ignore[method-assign]
+    url = f"/api/v1/subscriptions/{setup['subscription']['id']}"
+    assert (await client.delete(url, headers=auth())).status == 503
+    assert (await client.delete(url, headers=auth())).status == 204
+    assert (await client.get(url, headers=auth())).status == 404
+    assert await worker.run_until_idle() == Counter(succeeded=1)
+
+    items = {d["subscription_id"]: d for d in await _deliveries(client)}
+    gone = items[setup["subscription"]["id"]]
+    assert (gone["status"], gone["last_error"]) == ("failed", "the subscription was deleted")
+    assert items[second["id"]]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("how", ["deleted", "disabled"])
+async def test_a_subscription_removed_while_its_delivery_is_in_flight_fails_it_on_a_retry(
+    client: Client, partner: Partner, worker: DeliveryWorker, how: str
+) -> None:
+    """The removal fails the pending deliveries; the one in flight then got a 503 and went
+    back to pending for its 10 h retry, the other subscription's delivery parked behind it."""
+    setup = await _subscribed(client, partner, action={"ordered": True, "retry_schedule": [36000]})
+    second = await create_subscription(client, setup["action"]["id"])
+    partner.respond_with(503, {}, times=1, delay=30)
+    await _odometer(client, await create_vehicle(client), 100)
+    await client.app[services_key].relay.run_until_idle()
+    running = asyncio.create_task(worker.run_until_idle())
+    await partner.wait_for(1)
+
+    url = f"/api/v1/subscriptions/{setup['subscription']['id']}"
+    if how == "deleted":
+        removed = await client.delete(url, headers=auth())
+    else:
+        removed = await client.patch(url, headers=auth(), json={"status": "disabled"})
+    assert removed.status in (200, 204), await removed.text()
+    partner.release.set()
+    await running
+    await worker.run_until_idle()
 
     items = {d["subscription_id"]: d for d in await _deliveries(client)}
     gone = items[setup["subscription"]["id"]]

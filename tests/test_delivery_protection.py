@@ -129,7 +129,8 @@ async def test_failing_partner_is_disabled_then_reprobed_and_its_backlog_flows(
     assert first == Counter(retry=1) and second == Counter(retry=1)
     assert while_disabled == Counter() and status_while_disabled == "disabled"
     assert sent_while_disabled == 2
-    assert failed_probe == Counter() and attempts_after_failed_probe == [0, 0, 2]
+    # The failed probe's request is an attempt its delivery made, not a place in its schedule
+    assert failed_probe == Counter() and attempts_after_failed_probe == [0, 1, 2]
     assert recovered == Counter(succeeded=2)  # the probe itself is counted apart
     assert await _partner_status(client, partner_doc["id"]) == "active"
     page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
@@ -137,6 +138,46 @@ async def test_failing_partner_is_disabled_then_reprobed_and_its_backlog_flows(
     metrics = await (await client.get("/metrics")).text()
     assert 'gateway_partner_status_changes_total{change="disabled"} 1.0' in metrics
     assert 'gateway_partner_status_changes_total{change="enabled"} 1.0' in metrics
+
+
+async def test_a_failed_probe_s_attempt_is_numbered_and_counted_like_the_others(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """The failed probe's attempt and the next one were both `n` 1, and `attempt_count` was
+    1 for the 2 requests made."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001},
+        action={"retry_schedule": [5, 5, 5, 5, 5]},
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await worker.run_until_idle()  # disabled
+    await _vehicles(client, "BRA2E19")
+    clock.advance(61)
+    await worker.run_until_idle()  # the probe sends BRA2E19's: still 503
+    partner.respond_with(200, {})
+    clock.advance(61)
+    await worker.run_until_idle()
+
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    histories = []
+    for item in page["items"]:
+        delivery = await (
+            await client.get(f"/api/v1/deliveries/{item['id']}", headers=auth())
+        ).json()
+        attempts = [(a["n"], a["status"], a.get("probe", False)) for a in delivery["attempts"]]
+        histories.append((delivery["status"], delivery["attempt_count"], attempts))
+    assert sorted(histories) == [
+        ("succeeded", 2, [(1, 503, True), (2, 200, False)]),  # BRA2E19's: the failed probe
+        ("succeeded", 3, [(1, 503, False), (2, 503, False), (3, 200, True)]),
+    ]
 
 
 async def test_a_partner_down_for_days_with_the_defaults_gets_its_whole_backlog_when_it_recovers(

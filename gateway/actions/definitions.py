@@ -151,9 +151,12 @@ class ActionUseCases:
             await self._store.subscriptions.repoint(
                 tenant, action_id, str(doc["partner_id"]), utcnow()
             )
-        if doc.get("ordered") and not current.get("ordered"):
-            # Its open deliveries take their places first: a new one waits for them.
-            for open_doc in await self._store.deliveries.unplaced(tenant, action_id):
+        if doc.get("ordered"):
+            # Its open deliveries take their places first: a new one waits for them. On every
+            # save, not only the one that made it ordered: a fault placing them (a 503) is
+            # finished by the PATCH retried, and `place` leaves a placed one as it is.
+            partner_id = str(doc["partner_id"])
+            for open_doc in await self._store.deliveries.unplaced(tenant, action_id, partner_id):
                 if place := place_of(open_doc, action_id):
                     await self._store.deliveries.place(open_doc["_id"], place)
         await self._read_with_changed(tenant, "action", action_id, current, doc)

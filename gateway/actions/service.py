@@ -35,7 +35,7 @@ class ActionService(PartnerUseCases, ActionUseCases, SubscriptionUseCases):
         mappings: MappingSource | None = None,
         *,
         flow_users: FlowUsers = no_flow_users,
-        on_due: Callable[[], None] = lambda: None,
+        on_unsendable: Callable[[int], None] = lambda count: None,
         read_with_changed: ReadWithChanged = no_schedules,
     ) -> None:
         self._store = store
@@ -44,5 +44,5 @@ class ActionService(PartnerUseCases, ActionUseCases, SubscriptionUseCases):
         self._guards = guards
         self._mappings = mappings
         self._flow_users = flow_users
-        self._on_due = on_due
+        self._on_unsendable = on_unsendable
         self._read_with_changed = read_with_changed

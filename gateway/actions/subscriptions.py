@@ -55,7 +55,9 @@ class SubscriptionUseCases:
     _store: Store
     _box: SecretBox
     _catalog: Catalog
-    _on_due: Callable[[], None]  # deliveries are due now: wake the delivery worker
+    # Deliveries failed as unsendable (how many): counted, and the delivery worker woken for
+    # those they held in their lines.
+    _on_unsendable: Callable[[int], None]
 
     async def create_subscription(self, tenant: str, body: Mapping[str, Any]) -> tuple[Doc, str]:
         """The stored subscription and its signing secret (shown this once)."""
@@ -144,19 +146,26 @@ class SubscriptionUseCases:
         return doc, secret
 
     async def delete_subscription(self, tenant: str, subscription_id: str) -> None:
+        """Disabled first, its pending deliveries failed, then deleted: a fault between the
+        steps leaves it disabled, with nothing pending behind it, and the DELETE retried does
+        every step again."""
         subscription_id = str((await self.get_subscription(tenant, subscription_id))["_id"])
+        await self._store.subscriptions.disable(
+            tenant, subscription_id, "being deleted by an admin", utcnow()
+        )
+        self._catalog.forget(subscription_id)
+        await self._unsendable(tenant, subscription_id, "the subscription was deleted")
         if not await self._store.subscriptions.delete(tenant, subscription_id):
             raise NotFound(f"no subscription {subscription_id!r}")
         self._catalog.forget(subscription_id)
-        await self._unsendable(tenant, subscription_id, "the subscription was deleted")
 
     async def _unsendable(self, tenant: str, subscription_id: str, reason: str) -> None:
         """A subscription deleted or disabled: its pending deliveries, which can no longer be
         sent, fail now (not at their retry time, hours away, holding an ordered action's line
         for the other subscriptions' deliveries), and those they held are due."""
         deliveries = self._store.deliveries
-        if await deliveries.fail_unsendable(tenant, subscription_id, reason, utcnow()):
-            self._on_due()
+        if failed := await deliveries.fail_unsendable(tenant, subscription_id, reason, utcnow()):
+            self._on_unsendable(failed)
 
     async def _subscription_fields(
         self, tenant: str, body: Mapping[str, Any], *, creating: bool

@@ -112,11 +112,16 @@ Inputs = tuple[dict[str, Any], Any, dict[str, Any]]  # context, default body, pa
 def _webhook_inputs(doc: Doc) -> Inputs:
     """The event, and its entity as a proxy call gives it (`entities.as_mapped`): one request
     mapping reads the same fields in both modes. The event's own reference (`type`, `id`,
-    `key`, `rev`) stays under `event.entity`."""
+    `key`, `rev`) stays under `event.entity`.
+
+    A path without a mapping takes its values from the entity with that reference laid over
+    it: `{type}`, `{key}`, `{rev}` name the event's entity (a vehicle's `{type}` is `vehicle`,
+    not its own `type` field), as they always have."""
     event = plain(doc["event"])  # stored: its times are datetimes, a mapping reads text
     ref = event.get("entity") or {}
     entity = as_mapped(event.get("data"), ref.get("id"), ref.get("type"), ref.get("rev"))
-    return {"event": event, "entity": entity, "tenant": doc["tenant"]}, event, entity
+    context = {"event": event, "entity": entity, "tenant": doc["tenant"]}
+    return context, event, {**entity, **ref}
 
 
 def _flow_call_inputs(doc: Doc) -> Inputs:

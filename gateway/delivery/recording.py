@@ -84,9 +84,10 @@ class DeliveryRecorder:
         attempt = _attempt(doc, outcome, now, probe)
         if probe:
             if verdict is Verdict.RETRY:
-                # Still down: the probe costs the delivery nothing, but its turn moves two
-                # probes on, so the next probe sends another (or a HEAD): one delivery the
-                # partner always fails does not keep it disabled while others wait.
+                # Still down: the probe costs the delivery no place in its schedule (it is
+                # an attempt made, numbered and counted), but its turn moves two probes on,
+                # so the next probe sends another (or a HEAD): one delivery the partner
+                # always fails does not keep it disabled while others wait.
                 turn = now + timedelta(seconds=2 * self._health.probe_seconds)
                 await self._store.deliveries.finish(
                     doc["_id"],
@@ -96,6 +97,7 @@ class DeliveryRecorder:
                         "updated_at": now,
                         "next_attempt_at": turn,
                         "probe_failed_at": now,
+                        "attempts_made": attempt["n"],
                     },
                     attempt=attempt,
                     counted=False,
@@ -106,13 +108,16 @@ class DeliveryRecorder:
         status, fields = self._next_state(
             doc, action.retry_schedule, verdict, now, outcome.status, error, retry_after
         )
-        if not await self._store.deliveries.finish(
+        finished = await self._store.deliveries.finish(
             doc["_id"], token, fields, attempt=attempt, unset=("probe_failed_at",)
-        ):
+        )
+        if finished is None:
             log.warning(
                 "delivery %s: lease lost before recording; another worker owns it", doc["_id"]
             )
             return "lease_lost"
+        if status is DeliveryStatus.PENDING:
+            await self._unless_unsubscribed(doc, now)
         if verdict is Verdict.GONE and doc.get("subscription_id"):
             await self._store.subscriptions.disable(
                 doc["tenant"],
@@ -126,8 +131,8 @@ class DeliveryRecorder:
                 doc["tenant"], doc["subscription_id"], "the subscription is disabled", now
             )
             self._metrics.deliveries.labels("failed").inc(unsendable)
-        if status.final and doc.get("order_key"):
-            await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
+        if status.final:
+            await self._wake_follower(finished, now)
         result = (
             "gone"
             if verdict is Verdict.GONE
@@ -182,7 +187,7 @@ class DeliveryRecorder:
             "message": reason,
             "errors": list(errors)[:20],
         }
-        await self._store.deliveries.finish(
+        finished = await self._store.deliveries.finish(
             doc["_id"],
             token,
             {
@@ -193,8 +198,7 @@ class DeliveryRecorder:
             },
             attempt=attempt,
         )
-        if doc.get("order_key"):
-            await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
+        await self._wake_follower(finished, now)
         self._metrics.deliveries.labels("failed").inc()
         return "failed"
 
@@ -222,9 +226,34 @@ class DeliveryRecorder:
         if quiet_hours:
             fields["held_for"] = QUIET_HOURS
         unset = () if quiet_hours else ("held_for",)
-        await self._store.deliveries.finish(doc["_id"], token, fields, unset=unset)
+        if await self._store.deliveries.finish(doc["_id"], token, fields, unset=unset):
+            await self._unless_unsubscribed(doc, fields["updated_at"])
         self._metrics.deliveries.labels("deferred").inc()
         return "deferred"
+
+    async def _wake_follower(self, finished: Doc | None, now: datetime) -> None:
+        """A delivery just final wakes the next of its line: by its place as `finish` read it
+        (the claimed copy lacks one given while it was in flight)."""
+        if finished is not None and isinstance(finished.get("order_key"), str):
+            await self._store.deliveries.wake_follower(finished["order_key"], finished["seq"], now)
+
+    async def _unless_unsubscribed(self, doc: Doc, now: datetime) -> None:
+        """A webhook delivery written pending again (a retry, a hold) whose subscription was
+        deleted or disabled while it was in flight (the removal fails the pending ones only)
+        can never be sent: failed now, waking the delivery it holds in its action's line, not
+        at its retry time hours later. Read from the database after the write, not from the
+        catalog: a removal this read does not see yet finds the delivery pending itself."""
+        subscription_id = doc.get("subscription_id")
+        if not subscription_id:
+            return
+        sub = await self._store.subscriptions.get(doc["tenant"], subscription_id)
+        if sub is not None and sub.get("status") == "active":
+            return
+        reason = "the subscription was deleted" if sub is None else "the subscription is disabled"
+        failed = await self._store.deliveries.fail_unsendable(
+            doc["tenant"], subscription_id, reason, now
+        )
+        self._metrics.deliveries.labels("failed").inc(failed)
 
     async def settle(self, doc: Doc, token: str, result: SendResult) -> str:
         """What a kind's own sender answered (`kinds.py`) → the delivery's next state."""

@@ -42,7 +42,8 @@ class SubscriptionStore(TenantResources):
             return await self._c.find(scoped(tenant, {"status": "active"})).to_list(None)
 
     async def disable(self, tenant: str, subscription_id: str, reason: str, now: datetime) -> None:
-        """An active subscription disabled by what a partner said (a `410`), at `now`."""
+        """An active subscription disabled, at `now`: by what a partner said (a `410`), or
+        on its way to being deleted."""
         with translate_errors():
             await self._c.update_one(
                 scoped(tenant, {"_id": ObjectId(subscription_id), "status": "active"}),

@@ -275,19 +275,29 @@ class DeliveryStore:
             )
         return result.modified_count
 
-    async def unplaced(self, tenant: str, action_id: str) -> builtins.list[Doc]:
-        """An action just made ordered: its open deliveries without a place in a line (what
-        places them: `event`, `context`, `kind`). An admin's change, rare: it reads the
-        tenant's deliveries (no index has the action)."""
-        query = {
-            "action_id": action_id,
-            "status": {"$in": [PENDING, IN_FLIGHT]},
-            "order_key": {"$exists": False},
-            "kind": {"$ne": _NOTICE},
-        }
+    async def unplaced(self, tenant: str, action_id: str, partner_id: str) -> builtins.list[Doc]:
+        """An ordered action's open deliveries without a place in a line (what places them:
+        `event`, `context`, `kind`): those made before it was ordered. Read through
+        `by_partner`, the action's partner (which its deliveries note), one open status at a
+        time, the rest read among the partner's own: its open deliveries, not the tenant's
+        history, so every save of an ordered action can look."""
+        small = {"tenant": 1, "action_id": 1, "order_key": 1, "kind": 1}
+        found: builtins.list[Doc] = []
         with translate_errors():
-            cursor = self._c.find(scoped(tenant, query), {"event": 1, "context": 1, "kind": 1})
-            return builtins.list(await cursor.to_list(None))
+            for status in (PENDING, IN_FLIGHT):
+                async for doc in self._c.find({"partner_id": partner_id, "status": status}, small):
+                    if (
+                        doc.get("tenant") == tenant
+                        and doc.get("action_id") == action_id
+                        and "order_key" not in doc
+                        and doc.get("kind") != _NOTICE
+                    ):
+                        full = await self._c.find_one(
+                            {"_id": doc["_id"]}, {"event": 1, "context": 1, "kind": 1}
+                        )
+                        if full is not None:
+                            found.append(full)
+        return found
 
     async def place(self, delivery_id: str, place: Mapping[str, Any]) -> None:
         """An open delivery takes its place in its action's line (`order_key`, `seq`, the
@@ -309,7 +319,8 @@ class DeliveryStore:
         are failed now, as the worker fails an unsendable one (`reason`, an `unsendable`
         attempt), each waking the delivery it held in its action's line: not at their retry
         time (hours away), holding the line for the other subscriptions' deliveries. One in
-        flight ends as it goes. How many were failed."""
+        flight ends as it goes, and is failed here once its worker writes it pending again
+        (`DeliveryRecorder`). How many were failed."""
         query = scoped(tenant, {"subscription_id": subscription_id, "status": PENDING})
         failed = 0
         with translate_errors():
@@ -634,10 +645,11 @@ class DeliveryStore:
         counted: bool = True,
         unset: Sequence[str] = (),
         due_by: datetime | None = None,
-    ) -> bool:
+    ) -> Doc | None:
         """Leave in_flight (to `fields["status"]`), recording an attempt; due at `due_by` at
-        the latest; False when the lease was lost to another worker (then nothing is
-        written)."""
+        the latest. Its place in its action's line as stored (`order_key`, `seq`: one placed
+        while in flight, by the action made ordered, has it though its claimed copy has not);
+        None when the lease was lost to another worker (then nothing is written)."""
         update: Doc = {
             "$set": dict(fields),
             "$unset": {**_LEASE_FIELDS, **dict.fromkeys(unset, "")},
@@ -650,10 +662,12 @@ class DeliveryStore:
                 update["$inc"] = {"attempt_count": 1}
                 update["$set"]["attempts_made"] = attempt["n"]
         with translate_errors():
-            result = await self._c.update_one(
-                {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT}, update
+            found: Doc | None = await self._c.find_one_and_update(
+                {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT},
+                update,
+                {"order_key": 1, "seq": 1},
             )
-        return result.modified_count == 1
+        return found
 
     async def park(self, delivery_id: Any, token: str, reason: str, now: datetime) -> bool:
         """Set aside a delivery the worker cannot process: `parked`, with why. Reads and writes
