@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.errors import StoreUnavailable
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, ScriptedFeed, geotab, scripted
 from tests.partner_double import (
@@ -231,6 +232,43 @@ async def test_a_change_of_the_cursor_starts_again_from_its_initial_as_a_reset_d
     assert (await changed.json())["state"]["cursor"] is None
     await run()
     assert [c["after"] for c in scripted.calls] == [None, None, "1"]
+
+
+@pytest.mark.parametrize("what", ["action", "partner"])
+async def test_a_feed_change_cut_short_by_a_fault_starts_the_schedule_again_when_retried(
+    client: Client, scripted: ScriptedFeed, what: str
+) -> None:
+    """The change was saved, then the schedules' restart met a fault (a 503): the admin's
+    retry saw nothing changed, and the old feed's cursor went on to the new feed."""
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": str(n)}],
+        "next": f"tok-{n}",
+        "more": False,
+    }
+    schedule = await scripted_schedule(client, scripted)
+    path = f"/api/v1/schedules/{schedule['id']}"
+    action_path = f"/api/v1/actions/{schedule['action_id']}"
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert (await get(client, path))["state"]["cursor"] == "tok-1"
+    store = client.app[services_key].store.schedules
+    start_again, calls = store.start_again, []
+
+    async def faulty_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreUnavailable("operation exceeded time limit", deadline=True)
+        return await start_again(*args, **kwargs)
+
+    store.start_again = faulty_once  # type: ignore[method-assign]
+    url, body = action_path, {"path": "/other-feed"}
+    if what == "partner":
+        url = f"/api/v1/partners/{(await get(client, action_path))['partner_id']}"
+        body = {"base_url": (await get(client, url))["base_url"].rstrip("/") + "/v2"}
+    first = await client.patch(url, json=body, headers=auth())
+    assert first.status == 503, await first.text()
+    again = await client.patch(url, json=body, headers=auth())
+    assert again.status == 200, await again.text()
+    assert (await get(client, path))["state"]["cursor"] is None
 
 
 async def test_a_change_to_what_names_the_feed_in_its_action_or_partner_starts_it_again(

@@ -137,6 +137,10 @@ class ActionUseCases:
         )
         await self._refuse_if_schedules_read(tenant, action_id, current, fields)
         await self._refuse_if_subscribed(tenant, action_id, current, fields)
+        # The schedules reading a feed this changes start again before the change is saved,
+        # and again after it (a run meanwhile kept a cursor of the old feed): cut short by a
+        # fault (a 503), nothing is saved, and the client's retry sees the change again.
+        await self._read_with_changed(tenant, "action", action_id, current, {**current, **fields})
         fields["updated_at"] = utcnow()
         doc = await self._store.actions.update(tenant, action_id, current["rev"], fields)
         if doc is None:

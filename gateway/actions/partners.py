@@ -113,6 +113,10 @@ class PartnerUseCases:
             # Cut short before it (a crash, a 503), the partner is still disabled: the
             # client's retry runs the whole recovery again (each step is idempotent).
             await self._store.deliveries.recover(partner_id, current.get("failing_since"), utcnow())
+        # The schedules reading a feed this changes start again before the change is saved
+        # (a fault after the save would leave a retry nothing to compare) and after it.
+        before, after = self._feeds(current, changed, "auth_sealed" in fields)
+        await self._read_with_changed(tenant, "partner", partner_id, before, after)
         fields["updated_at"] = utcnow()
         doc = await self._store.partners.update(tenant, partner_id, current["rev"], fields, unset)
         if doc is None:  # a probe's re-enable moves `rev` on too: one recovery per outage
