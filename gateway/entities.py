@@ -223,8 +223,8 @@ def forward_only(
     value is behind the stored one) or, another target's, is a time too far in the future
     (`ahead` of `now`: a stored one that far ahead holds nothing back), and the dotted fields
     left out. A field ordered by another leaves with it: a stale reading keeps neither its
-    value nor its time. An if-absent field the stored entity has is left out too (not listed:
-    it is not stale)."""
+    value nor its time (nor what is ordered by either). An if-absent field the stored entity
+    has is left out too (not listed: it is not stale)."""
     stale: dict[str, None] = {}
     present: set[str] = set()  # if-absent fields the entity has: kept as they are, not stale
     moment = utcnow() if now is None else now
@@ -242,6 +242,10 @@ def forward_only(
         if new is not None and ((timed and ahead(new, moment)) or held):
             stale[target] = None
             stale[by] = None
+    # A field ordered by one left out leaves too (a reading's source goes with its time,
+    # which goes with its value): the entity keeps all of the reading it has, or none.
+    while more := [t for t, by in forward if by in stale and t not in stale]:
+        stale.update(dict.fromkeys(more))
     if not stale and not present:
         return fields, ()
     kept = _without(fields, set(stale) | present)
