@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Hashable, Mappi
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway import write_fence
 from gateway.clock import from_iso, utcnow
@@ -382,6 +383,7 @@ class EntityService:
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for_write(tenant, data.get("kind"))
+            data = paid_on_kept(data, stored)
         return self._schemas.check(
             etype, data, kind_schema=kind_schema, stored=stored, nulled=nulled
         )
@@ -850,6 +852,21 @@ def _checklist_completed(created: bool, data: Mapping[str, Any], fields: Sequenc
 
 def _fine_paid(created: bool, data: Mapping[str, Any], fields: Sequence[str]) -> bool:
     return data.get("status") == "paid" and (created or "status" in fields)
+
+
+BRASILIA = ZoneInfo("America/Sao_Paulo")
+
+
+def paid_on_kept(data: Mapping[str, Any], stored: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A fine's write that makes it paid (`_fine_paid`) without saying the day (the back office
+    marking it paid) records the day it was written in Brasília as `paid_on`: the fine keeps
+    the day it was paid, which every later message to the ERP says again (a driver recorded
+    days later is not a payment that day). A payment notice says its own day."""
+    if data.get("kind") != "fine" or data.get("status") != "paid" or data.get("paid_on"):
+        return data
+    if stored is not None and stored.get("status") == "paid":
+        return data
+    return {**data, "paid_on": utcnow().astimezone(BRASILIA).date().isoformat()}
 
 
 KIND_EVENTS: Mapping[str, tuple[str, Callable[[bool, Mapping[str, Any], Sequence[str]], bool]]] = {
