@@ -114,6 +114,16 @@ def cooldown_key(expr: Expr, context: Mapping[str, Any]) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+def cooldown_also(expr: Expr | None, context: Mapping[str, Any]) -> list[str]:
+    """A `notify` step's `cooldown.also` on this context: the further keys whose note holds
+    its messages back (a text or a list of texts; null and empty ones name none)."""
+    if expr is None:
+        return []
+    value = expr.value(context)
+    values = value if isinstance(value, list) else [value]
+    return [str(v) for v in values if v is not None and v != ""]
+
+
 def evaluate(values: Mapping[str, Expr], context: Mapping[str, Any]) -> dict[str, Any]:
     """`with` / `context` / `fields` values (raises the engine's EvalError). What they come to
     together is bounded as what a mapping's item maps to (MAX_OUTPUT_CHARS as JSON, a value

@@ -30,6 +30,7 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.events import entity_key
 from gateway.flows.compiler import step_references
 from gateway.flows.context import (
+    cooldown_also,
     cooldown_key,
     evaluate,
     holds,
@@ -261,11 +262,14 @@ class FlowDryRun:
         spec = step.notify
         assert spec is not None
         settings = await self._p.settings.get(tenant)
-        key, last = None, None
+        key, last, also = None, None, []
         if spec.cooldown_key is not None:  # read only: a dry run claims no cooldown
             key = cooldown_key(spec.cooldown_key, context)
             if key is not None:
-                last = await self._p.store.notify.cooldowns.last_sent(tenant, key)
+                also = cooldown_also(spec.cooldown_also, context)
+                cooldowns = self._p.store.notify.cooldowns
+                sent = [await cooldowns.last_sent(tenant, k) for k in (key, *also)]
+                last = max((at for at in sent if at is not None), default=None)
         seconds = spec.cooldown_seconds
         decision = decide(
             utcnow(),
@@ -280,6 +284,7 @@ class FlowDryRun:
             "until": decision.until,
             "reason": decision.reason,
             "cooldown_key": key,
+            **({"cooldown_also": also} if also else {}),
         }
 
     async def _preview(

@@ -42,7 +42,7 @@ from gateway.errors import (
     InvalidPayload,
     NotFound,
 )
-from gateway.flows.context import cooldown_key, evaluate, holds
+from gateway.flows.context import cooldown_also, cooldown_key, evaluate, holds
 from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
 from gateway.flows.messages import MessageComposer
 from gateway.flows.model import Step
@@ -308,10 +308,14 @@ class StepRunner:
         spec = step.notify
         assert spec is not None
         composed = await self._p.composer.compose(run.tenant, spec, context)
-        cooldown, key = None, None
+        cooldown: dict[str, Any] | None = None
+        key = None
         if spec.cooldown_key is not None:
             key = cooldown_key(spec.cooldown_key, context)
-            cooldown = None if key is None else {"key": key, "seconds": spec.cooldown_seconds}
+            if key is not None:
+                cooldown = {"key": key, "seconds": spec.cooldown_seconds}
+                if also := cooldown_also(spec.cooldown_also, context):
+                    cooldown["also"] = also
         docs, messages = notification_deliveries(run, step, composed, cooldown, spec.urgent, now)
         deliveries = self._p.store.deliveries
         # The step ran before, on a version that numbered its messages: they are queued.
@@ -337,6 +341,8 @@ class StepRunner:
             entry["note"] = "queued before an upgrade, as <run>:<step>:<n>: not queued again"
         if spec.cooldown_key is not None:
             entry["cooldown_key"] = key
+            if cooldown is not None and "also" in cooldown:
+                entry["cooldown_also"] = cooldown["also"]
             if key is None:
                 entry["cooldown_note"] = f"no cooldown: {spec.cooldown_key.text} is null here"
         return StepOutcome(entry, {"messages": len(docs)}, created=created)
