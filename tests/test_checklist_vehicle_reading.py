@@ -324,3 +324,29 @@ async def test_a_checklists_plate_corrected_tells_the_erp_the_vehicle_it_names_n
 
     assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 152340
     assert _mileages(partner) == [("XYZ9A87", "P1", 152340.0), ("ABC1D23", "P1", 152340.0)]
+
+
+async def test_a_checklists_flow_steps_read_the_fleets_vehicle_it_names(client: Client) -> None:
+    """A checklist names its vehicle `vehicle_plate`: the steps' `vehicle` looked for a
+    `plate` only, and was null for every checklist."""
+    flow = {
+        "name": "checklist-vehicle",
+        "on": {"events": ["checklist.completed"]},
+        "steps": [{"id": "has_vehicle", "when": "vehicle.plate == 'ABC1C34'"}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1C34"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    paper = {
+        "kind": "checklist",
+        "key": "P1",
+        "vehicle_plate": "ABC1234",  # the old spelling of ABC1C34
+        "driver_cpf": ANA["cpf"],
+        "answers": [{"question": "pneus", "answer": True}],
+        "completed_at": "2026-11-25T07:58:00-03:00",
+    }
+    await post(client, "/api/v1/entities/other", paper)
+    await drain(client.app[services_key])
+
+    (run,) = (await get(client, "/api/v1/flows/checklist-vehicle/runs"))["items"]
+    assert run["status"] == "succeeded"

@@ -5,8 +5,9 @@ The context every expression sees:
     {"event":  the event (type, occurred_at, entity {type, id, key, rev}, data, changes,
                origin, detail),
      "entity": the entity's data at the event, plus its id,
-     "vehicle": in steps, the fleet's vehicle of a non-vehicle entity's plate (either
-               spelling), or None (`steps.py` `registered_vehicle`),
+     "vehicle": in steps, the fleet's vehicle of a non-vehicle entity's `plate` or
+               `vehicle_plate` (either spelling), or None (`steps.py` `registered_vehicle`);
+               `on.when` reads null, in a dry run as in a run,
      "steps":  {step id: what the step gave: a fetch its mapped answer, a set the entity
                written, a notify {"messages": n}},
      "flow":   {"name", "version"},

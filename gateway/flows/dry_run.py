@@ -103,11 +103,13 @@ class FlowDryRun:
             raise InvalidPayload(message, [FieldProblem("/flow", message, "required")])
         sample = await self._stored_entity(tenant, sample_event(event, now))
         context = run_context(sample, flow=flow.name, version=version, now=now)
-        context["vehicle"] = await registered_vehicle(self._p.entities, tenant, sample)
         result: dict[str, Any] = {"flow": flow.name, "version": version, "event": sample}
         why = starts(flow, sample, context)
         if why is not None:
             return {**result, "starts": False, "reason": why, "steps": [], "unresolved": []}
+        # As the runner gives it: to the steps, after `on.when` decided (the starter reads no
+        # vehicle: one read per event and flow for a condition that rarely needs it).
+        context["vehicle"] = await registered_vehicle(self._p.entities, tenant, sample)
         with previewing(tenant):
             steps, unresolved = await self._steps(tenant, flow, context, samples)
         return {**result, "starts": True, "reason": None, "steps": steps, "unresolved": unresolved}

@@ -106,11 +106,13 @@ class StepParts:
 async def registered_vehicle(
     entities: EntityService, tenant: str, event: Mapping[str, Any]
 ) -> dict[str, Any] | None:
-    """The context's `vehicle`: for an event about an entity with a `plate` that is not a
-    vehicle (a fine, a checklist), the fleet's vehicle with that plate in either spelling
-    (ABC1234 finds ABC1C34), as the API shows it; None when the fleet has none. Partners know
-    a vehicle by the plate the fleet registered it with, not by an old spelling a fine kept."""
-    plate = (event.get("data") or {}).get("plate")
+    """The context's `vehicle`: for an event about an entity that is not a vehicle and names
+    one by its `plate` (a fine) or `vehicle_plate` (a checklist), the fleet's vehicle with
+    that plate in either spelling (ABC1234 finds ABC1C34), as the API shows it; None when the
+    fleet has none. Partners know a vehicle by the plate the fleet registered it with, not by
+    an old spelling a fine kept."""
+    data = event.get("data") or {}
+    plate = data.get("plate", data.get("vehicle_plate"))
     if (event.get("entity") or {}).get("type") == "vehicle" or not isinstance(plate, str):
         return None
     try:
