@@ -116,6 +116,9 @@ async def _actions(actions: ActionService, tenant: str, partners: dict[str, str]
             "path": "/multas/{ait}/pagamento",
             "mode": "deliver",
             "request_mapping": "erp-fine-paid",
+            # A fine's PUTs (its payment, then the driver or the notice's amount) replace each
+            # other: a retry never lands after the one that completed it.
+            "ordered": True,
         },
         {
             "name": "erp-mileage",

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Hashable, Mappi
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway import write_fence
 from gateway.clock import from_iso, utcnow
@@ -223,8 +224,8 @@ def forward_only(
     value is behind the stored one) or, another target's, is a time too far in the future
     (`ahead` of `now`: a stored one that far ahead holds nothing back), and the dotted fields
     left out. A field ordered by another leaves with it: a stale reading keeps neither its
-    value nor its time. An if-absent field the stored entity has is left out too (not listed:
-    it is not stale)."""
+    value nor its time (nor what is ordered by either). An if-absent field the stored entity
+    has is left out too (not listed: it is not stale)."""
     stale: dict[str, None] = {}
     present: set[str] = set()  # if-absent fields the entity has: kept as they are, not stale
     moment = utcnow() if now is None else now
@@ -242,6 +243,10 @@ def forward_only(
         if new is not None and ((timed and ahead(new, moment)) or held):
             stale[target] = None
             stale[by] = None
+    # A field ordered by one left out leaves too (a reading's source goes with its time,
+    # which goes with its value): the entity keeps all of the reading it has, or none.
+    while more := [t for t, by in forward if by in stale and t not in stale]:
+        stale.update(dict.fromkeys(more))
     if not stale and not present:
         return fields, ()
     kept = _without(fields, set(stale) | present)
@@ -378,6 +383,7 @@ class EntityService:
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for_write(tenant, data.get("kind"))
+            data = paid_on_kept(data, stored)
         return self._schemas.check(
             etype, data, kind_schema=kind_schema, stored=stored, nulled=nulled
         )
@@ -846,6 +852,21 @@ def _checklist_completed(created: bool, data: Mapping[str, Any], fields: Sequenc
 
 def _fine_paid(created: bool, data: Mapping[str, Any], fields: Sequence[str]) -> bool:
     return data.get("status") == "paid" and (created or "status" in fields)
+
+
+BRASILIA = ZoneInfo("America/Sao_Paulo")
+
+
+def paid_on_kept(data: Mapping[str, Any], stored: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A fine's write that makes it paid (`_fine_paid`) without saying the day (the back office
+    marking it paid) records the day it was written in Brasília as `paid_on`: the fine keeps
+    the day it was paid, which every later message to the ERP says again (a driver recorded
+    days later is not a payment that day). A payment notice says its own day."""
+    if data.get("kind") != "fine" or data.get("status") != "paid" or data.get("paid_on"):
+        return data
+    if stored is not None and stored.get("status") == "paid":
+        return data
+    return {**data, "paid_on": utcnow().astimezone(BRASILIA).date().isoformat()}
 
 
 KIND_EVENTS: Mapping[str, tuple[str, Callable[[bool, Mapping[str, Any], Sequence[str]], bool]]] = {

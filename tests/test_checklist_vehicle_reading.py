@@ -20,6 +20,7 @@ from tests.flow_support import (
     upload_flow,
 )
 from tests.partner_double import Partner, partner, post
+from tests.support import auth
 
 __all__ = ["partner"]  # the fixture
 
@@ -72,7 +73,8 @@ async def test_a_checklist_with_fewer_km_than_the_vehicle_moves_nothing_back(
     await drain(services)
 
     (vehicle_write,) = answer["also"]
-    assert sorted(vehicle_write["skipped"]) == ["attributes.odometer_read_at", "odometer_km"]
+    skipped = ["attributes.odometer_read_at", "attributes.odometer_source", "odometer_km"]
+    assert sorted(vehicle_write["skipped"]) == skipped
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert vehicle["odometer_km"] == 152500
     assert vehicle["attributes"]["odometer_read_at"] == "2026-11-25T11:30:00Z"  # C1's
@@ -237,3 +239,114 @@ async def test_a_checklist_resent_with_its_reading_corrected_tells_the_erp_the_n
 
     assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 152340
     assert _mileages(partner) == [("ABC1D23", "C1", 151000.0), ("ABC1D23", "C1", 152340.0)]
+
+
+async def test_a_reading_the_vehicle_does_not_take_leaves_its_source_and_announces_nothing(
+    client: Client, partner: Partner
+) -> None:
+    """The vehicle read 160,000 km by its CAN bus on the 26th; a checklist of the 25th with
+    152,340 (the app's, then a paper one keyed in) is late and lower: skipped. Its source was
+    written all the same: the vehicle said its 160,000 km came from a checklist, and a
+    vehicle `entity.updated` went out for it."""
+    await post(client, "/api/v1/entities/driver", ANA)
+    checklists = await trigger_for(client, "checklist", kind="checklist")
+    services = client.app[services_key]
+    can = {"odometer_read_at": "2026-11-26T10:00:00Z", "odometer_source": "can"}
+    vehicle = {"plate": "ABC1D23", "odometer_km": 160000, "attributes": can}
+    await post(client, "/api/v1/entities/vehicle", vehicle)
+    late = _checklist("C1", "ABC1D23", 152340, "2026-11-25T07:58:00-03:00")
+    await send_to(client, checklists, late)
+    paper = {
+        "kind": "checklist",
+        "key": "P1",
+        "vehicle_plate": "ABC1D23",
+        "driver_cpf": ANA["cpf"],
+        "odometer_km": 152340,
+        "answers": [{"question": "pneus", "answer": True}],
+        "completed_at": "2026-11-25T07:58:00-03:00",
+    }
+    await post(client, "/api/v1/entities/other", paper)
+    await drain(services)
+
+    after = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert (after["odometer_km"], after["attributes"]) == (160000, can)
+
+
+async def test_a_checklist_resent_with_its_time_corrected_tells_the_erp_the_mileage_it_takes(
+    client: Client, partner: Partner
+) -> None:
+    """C1 sent with a wrong hour (before the vehicle's reading) is skipped as late and the ERP
+    told 151,000; resent with the right hour, the vehicle takes 152,340, but the flow started
+    only on a changed `odometer_km`: the ERP never heard it."""
+    checklists = await _tenant(client, partner)
+    reading = {"odometer_read_at": "2026-11-25T12:00:00Z"}
+    await post(
+        client,
+        "/api/v1/entities/vehicle",
+        {"plate": "ABC1D23", "odometer_km": 151000, "attributes": reading},
+    )
+    services = client.app[services_key]
+    wrong_hour = _checklist("C1", "ABC1D23", 152340, "2026-11-25T07:58:00-03:00")
+    await send_to(client, checklists, wrong_hour)
+    await drain(services)
+    await send_to(client, checklists, {**wrong_hour, "concluidoEm": "2026-11-25T09:58:00-03:00"})
+    await drain(services)
+
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 152340
+    assert _mileages(partner) == [("ABC1D23", "C1", 151000.0), ("ABC1D23", "C1", 152340.0)]
+
+
+async def test_a_checklists_plate_corrected_tells_the_erp_the_vehicle_it_names_now(
+    client: Client, partner: Partner
+) -> None:
+    """A paper checklist keyed in for XYZ9A87 by mistake, its plate corrected to ABC1D23:
+    ABC1D23 took 152,340 (the relay hook), but the ERP only ever heard of XYZ9A87."""
+    await _tenant(client, partner)
+    for plate in ("ABC1D23", "XYZ9A87"):
+        await post(client, "/api/v1/entities/vehicle", {"plate": plate, "odometer_km": 151000})
+    paper = {
+        "kind": "checklist",
+        "key": "P1",
+        "vehicle_plate": "XYZ9A87",
+        "driver_cpf": ANA["cpf"],
+        "odometer_km": 152340,
+        "answers": [{"question": "pneus", "answer": True}],
+        "completed_at": "2026-11-25T07:58:00-03:00",
+    }
+    await post(client, "/api/v1/entities/other", paper)
+    services = client.app[services_key]
+    await drain(services)
+    response = await client.patch(
+        "/api/v1/entities/other/checklist:P1", json={"vehicle_plate": "ABC1D23"}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    await drain(services)
+
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 152340
+    assert _mileages(partner) == [("XYZ9A87", "P1", 152340.0), ("ABC1D23", "P1", 152340.0)]
+
+
+async def test_a_checklists_flow_steps_read_the_fleets_vehicle_it_names(client: Client) -> None:
+    """A checklist names its vehicle `vehicle_plate`: the steps' `vehicle` looked for a
+    `plate` only, and was null for every checklist."""
+    flow = {
+        "name": "checklist-vehicle",
+        "on": {"events": ["checklist.completed"]},
+        "steps": [{"id": "has_vehicle", "when": "vehicle.plate == 'ABC1C34'"}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1C34"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    paper = {
+        "kind": "checklist",
+        "key": "P1",
+        "vehicle_plate": "ABC1234",  # the old spelling of ABC1C34
+        "driver_cpf": ANA["cpf"],
+        "answers": [{"question": "pneus", "answer": True}],
+        "completed_at": "2026-11-25T07:58:00-03:00",
+    }
+    await post(client, "/api/v1/entities/other", paper)
+    await drain(client.app[services_key])
+
+    (run,) = (await get(client, "/api/v1/flows/checklist-vehicle/runs"))["items"]
+    assert run["status"] == "succeeded"

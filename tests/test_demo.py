@@ -18,7 +18,10 @@ from gateway.web.demo_partner import DATABASE, PASSWORD, USER, add_demo_partner
 from gateway.web.demo_partners import DemoPartners, start_smtp
 from gateway.web.state import services_key
 from tests.flow_support import drain
+from tests.partner_double import FakeClock, Partner, partner
 from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = Path(__file__).parent / "data" / "partner_payloads"
@@ -228,3 +231,31 @@ async def test_the_readme_seed_scenarios_reach_the_demo_partners(
     assert runs_path is not None
     runs = await (await client.get(runs_path.group(1), headers=auth("demo"))).json()
     assert [r["status"] for r in runs["items"]] == ["succeeded"]
+
+
+async def test_the_demo_erp_hears_a_fines_payments_in_order_after_an_outage(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """The fine is marked paid while the ERP blinks (503 to the PUT and its immediate retry);
+    its driver is recorded next, and that PUT is delivered at once. The demo's erp-fine-paid
+    was not `ordered`: the first PUT's retry landed last, and the ERP's record of the payment
+    ended without the driver."""
+    client = await aiohttp_client(make_app())
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    services.delivery_worker.rng = lambda: 0.5
+    await _seed(services, partner.url)
+    await drain(services)
+    partner.respond_with(200, {"ok": True})
+    partner.respond_with(503, {"erro": "indisponivel"}, times=2)
+    fine = "/api/v1/entities/other/fine:DETRAN-SP:SP123456789"
+    for change in ({"status": "paid"}, {"driver_cpf": "52998224725"}):
+        response = await client.patch(fine, json=change, headers=auth("demo"))
+        assert response.status == 200, await response.text()
+        await drain(services)
+    clock.advance(3600)
+    await drain(services)
+
+    puts = [r.json() for r in partner.requests if r.method == "PUT"]
+    assert [p.get("condutorCpf") for p in puts] == [None, None, None, "52998224725"]

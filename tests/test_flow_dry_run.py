@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.web.state import services_key
 from tests.fcm_double import PROJECT, Fcm, fcm
 from tests.flow_support import (
     ANA,
     FINE_EVENT,
     add_template,
+    drain,
     email_channel,
     erp_actions,
     hr_lookup,
@@ -153,6 +155,30 @@ async def test_a_position_starts_only_a_flow_that_names_it_as_in_a_real_run(
     family = await _test(client, {"flow": "family", "event": position})
     assert family["starts"] is False and "opt-in" in family["reason"]
     assert (await _test(client, {"flow": "track", "event": position}))["starts"] is True
+
+
+async def test_on_when_reads_no_vehicle_in_a_dry_run_as_in_a_run(client: Client) -> None:
+    """A flow whose `on.when` reads `vehicle` never starts (the starter reads no vehicle), but
+    the dry run gave `on.when` the fine's vehicle and said it starts: a preview of a flow that
+    would never run."""
+    flow = {
+        "name": "fleet-fine",
+        "on": {
+            "events": ["entity.created"],
+            "filter": {"entity_type": "other", "entity": {"kind": "fine"}},
+            "when": "vehicle.plate",
+        },
+        "steps": [{"id": "seen", "when": "`true`"}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    fine = await post(client, "/api/v1/entities/other", dict(FINE_EVENT["data"]))
+    await drain(client.app[services_key])
+    runs = await (await client.get("/api/v1/flows/fleet-fine/runs", headers=auth())).json()
+    event = {"type": "entity.created", "entity": {"type": "other", "id": fine["id"]}}
+
+    dry = await _test(client, {"flow": "fleet-fine", "event": event})
+    assert runs["items"] == [] and dry["starts"] is False
 
 
 async def test_scenario_4_renders_the_erp_requests_without_writing(

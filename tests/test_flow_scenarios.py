@@ -709,8 +709,15 @@ async def test_scenario_3_a_fine_e_mailed_before_the_upgrade_is_not_e_mailed_aga
     del old["authority"]
     await post(client, "/api/v1/entities/other", old)
     await drain(services)
-    assert len(smtp.received) == 1  # noted as `fine-received:A123456789`
+    assert len(smtp.received) == 1
     store = services.store
+    # As an older gateway noted it: by the fine alone, `fine-received:A123456789`.
+    notes = store.db["notify_cooldowns"]
+    (note,) = await notes.find({"key": {"$regex": "^fine-received:"}}).to_list(None)
+    assert note["key"] == f"fine-received:A123456789:{ANA['cpf']}"
+    await notes.delete_one({"_id": note["_id"]})
+    old_note = note["_id"].removesuffix(f":{ANA['cpf']}")
+    await notes.insert_one({**note, "_id": old_note, "key": "fine-received:A123456789"})
     # As an older gateway's fine-feed stored it: with its authority, keyed by the AIT alone.
     await store.db["entities"].update_one(
         {"nk": "fine:A123456789"}, {"$set": {"data.authority": "261810"}}
@@ -727,6 +734,82 @@ async def test_scenario_3_a_fine_e_mailed_before_the_upgrade_is_not_e_mailed_aga
     assert len(smtp.received) == 1
     listed = await get(client, "/api/v1/entities/other?kind=fine")
     assert [f["key"] for f in listed["items"]] == ["261810:A123456789"]
+
+
+BIA = {"name": "Bia Lima", "cpf": "11144477735", "language": "pt-BR"}
+
+
+def _hr_names(name: str, cpf: str, since: str) -> dict[str, Any]:
+    """HR's answer naming a driver (their e-mail `<first>.<last>@example.com`) since `since`."""
+    email = name.lower().replace(" ", ".") + "@example.com"
+    return {
+        "veiculo": {"placa": "ABC1D23"},
+        "condutorAtual": {"nome": name, "cpf": cpf, "email": email, "desde": since},
+    }
+
+
+async def test_scenario_3_a_correction_while_hr_is_down_reaches_the_driver_at_the_corrected_time(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """HR is down; the notice (18/11) and the provider's correction (17/11) both wait for it.
+    HR back: 18/11 is Ana (e-mailed), 17/11 Bia (the fine's driver now). Both runs' events
+    saw a fine with no driver yet, so both e-mails had the key of the fine alone, and Bia's
+    was suppressed: only Ana, who did not drive then, was told."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = services.delivery_worker.clock = clock
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    partner.respond_with(503, {"erro": "manutencao"})
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    clock.advance(3)
+    corrected = {**sample("fine_feed.json"), "dataHora": "2026-11-17T13:45:00-03:00"}
+    await send_to(client, fines, corrected)
+    await drain(services)
+    partner.respond_with(200, _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00"))
+    ana_then = _hr_names("Ana Souza", ANA["cpf"], "2026-11-18T08:00:00-03:00")
+    partner.respond_with(200, ana_then, times=1)
+    clock.advance(3)  # run 1's retry: 18/11, Ana
+    await drain(services)
+    clock.advance(400)  # run 2's: 17/11, Bia
+    await drain(services)
+
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert fine["driver_cpf"] == BIA["cpf"]
+    mails = sorted(m.recipients[0] for m in smtp.received)
+    assert mails == ["ana.souza@example.com", "bia.lima@example.com"]
+
+
+async def test_scenario_3_the_driver_hr_names_again_is_not_e_mailed_again(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The back office keys the fine in with the driver it believes drove (Bia); the notice
+    comes, HR names Ana: Ana is e-mailed (under a key naming her: the fine recorded Bia) and
+    becomes the fine's driver. The provider corrects the time by 4 minutes, HR names Ana
+    again: the fine now recorded Ana, so the key was the fine's alone, never used, and Ana
+    got the same fine twice."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    await post(client, "/api/v1/entities/other", {**KEYED_IN, "driver_cpf": BIA["cpf"]})
+    await drain(services)
+    partner.respond_with(200, _hr_names("Ana Souza", ANA["cpf"], "2026-11-01T08:00:00-03:00"))
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    await send_to(client, fines, {**sample("fine_feed.json"), "dataHora": "18/11/2026 13:41"})
+    await drain(services)
+
+    assert len([r for r in partner.requests if r.method == "GET"]) == 2  # HR asked twice
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert fine["driver_cpf"] == ANA["cpf"]
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
 
 
 async def test_a_payment_notice_for_a_fine_the_gateway_lacks_is_refused(client: Client) -> None:

@@ -5,16 +5,19 @@ local partner doubles."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+import gateway.entities as entities_module
 from gateway.services import Services
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
     ANA,
+    FINE_EVENT,
     add_template,
     drain,
     email_channel,
@@ -403,6 +406,57 @@ async def test_a_fine_the_back_office_marks_paid_tells_the_erp_then_the_notices_
     assert paid["origin"]["kind"] == "admin"
     await send_to(client, payments, sample("fine_payment.json"))  # the notice sent again
     await drain(services)
+    assert len([r for r in partner.requests if r.method == "PUT"]) == 2
+
+
+async def test_a_fine_keyed_in_already_paid_tells_the_erp(client: Client, partner: Partner) -> None:
+    """The back office keys in a paper fine it has already paid: the create announces
+    `fine.paid`, but fine-paid-erp started only on one whose changes named `status`, which a
+    create's have none of: the ERP never heard of the payment."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    partner.respond_with(200, {"ok": True})
+    await post(client, "/api/v1/entities/other", {**FINE_EVENT["data"], "status": "paid"})
+    await drain(client.app[services_key])
+
+    (put,) = [r for r in partner.requests if r.method == "PUT"]
+    assert (put.path, put.json()["valorPago"]) == ("/multas/A123456789/pagamento", 130.16)
+
+
+async def test_a_driver_recorded_days_after_the_payment_leaves_the_erps_payment_day(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The back office marks the fine paid, and records its driver three days later: the ERP
+    was sent the payment again dated the day of the driver's write (a fine marked paid kept
+    no day). Now the write that makes a fine paid records the day. A fine paid before that
+    (no `paid_on`) is not sent again on a driver's write: the ERP keeps the day it heard."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await post(client, "/api/v1/entities/other", dict(FINE_EVENT["data"]))
+    partner.respond_with(200, {"ok": True})
+    services = client.app[services_key]
+    fine = "/api/v1/entities/other/fine:261810:A123456789"
+
+    async def patch(change: dict[str, Any], days_later: int) -> None:
+        now = entities_module.utcnow()
+        monkeypatch.setattr(entities_module, "utcnow", lambda: now + timedelta(days=days_later))
+        response = await client.patch(fine, json=change, headers=auth())
+        monkeypatch.undo()
+        assert response.status == 200, await response.text()
+        await drain(services)
+
+    await patch({"status": "paid"}, 0)
+    await patch({"driver_cpf": ANA["cpf"]}, 3)
+    paid, with_driver = [r.json() for r in partner.requests if r.method == "PUT"]
+    assert with_driver["condutorCpf"] == ANA["cpf"]
+    assert with_driver["dataPagamento"] == paid["dataPagamento"]
+    assert (await get(client, fine))["paid_on"] == paid["dataPagamento"]
+
+    await patch({"paid_on": None, "driver_cpf": None}, 0)  # as a fine paid before the release
+    await patch({"driver_cpf": ANA["cpf"]}, 5)
     assert len([r for r in partner.requests if r.method == "PUT"]) == 2
 
 

@@ -133,7 +133,8 @@ async def test_a_late_checklist_leaves_the_odometer_where_a_newer_reading_put_it
     assert status == 201, answer  # the checklist itself is stored
     [vehicle_write] = answer["also"]
     assert vehicle_write["changed"] == []
-    assert vehicle_write["skipped"] == ["odometer_km", "attributes.odometer_read_at"]
+    reading = ["odometer_km", "attributes.odometer_read_at", "attributes.odometer_source"]
+    assert vehicle_write["skipped"] == reading
     vehicle = await _get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert vehicle["odometer_km"] == 152340
     assert vehicle["attributes"]["odometer_read_at"] == "2026-11-25T10:58:00Z"
@@ -323,10 +324,9 @@ async def test_the_dry_run_shows_every_target_and_what_would_be_skipped(client: 
     [vehicle] = result["also"]
     assert vehicle["entity_type"] == "vehicle" and vehicle["key"] == {"plate": "ABC1D23"}
     assert vehicle["document"]["odometer_km"] == 152340
-    assert vehicle["entity"]["skipped"] == ["odometer_km", "attributes.odometer_read_at"]
-    assert vehicle["entity"]["changes"] == [
-        {"field": "attributes.odometer_source", "old": None, "new": "checklist"}
-    ]
+    reading = ["odometer_km", "attributes.odometer_read_at", "attributes.odometer_source"]
+    assert vehicle["entity"]["skipped"] == reading
+    assert vehicle["entity"]["changes"] == []  # a stale reading's source goes with it
     assert await entities(client, "other") == []
 
 
@@ -416,8 +416,10 @@ async def test_the_admin_uis_dry_run_shows_the_further_entity(
     assert response.status == 200, page
     also = page[page.index('data-testid="dry-run-also"') :]
     assert "Também grava: vehicle" in also
-    assert "Atualizaria o cadastro" in also
-    assert "<code>odometer_km</code> <code>attributes.odometer_read_at</code>" in also
+    # The reading is stale, and its source goes with it: nothing of the vehicle would change.
+    assert "Nada mudaria no cadastro" in also
+    skipped = "<code>odometer_km</code> <code>attributes.odometer_read_at</code>"
+    assert f"{skipped} <code>attributes.odometer_source</code>" in also
     assert await entities(client, "other") == []
 
 

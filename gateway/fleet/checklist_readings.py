@@ -12,9 +12,10 @@ The vehicle named by `vehicle_plate` (either spelling of it; never created, its 
 written) takes the reading forward only, by the reading's time and by its value, as the
 shipped checklist mapping's `also` writes it within the checklist's own write: a checklist
 completed before the vehicle's last reading, or with fewer km than it has, leaves the
-odometer and its time as they are (a repeat of what the `also` wrote changes nothing). An
-odometer of 0 is no reading. A checklist for a plate the fleet does not have is logged and
-skipped: it never holds up the relay. Idempotent: a batch relayed again writes nothing more.
+odometer, its time and its source as they are, and the vehicle unwritten (a repeat of what
+the `also` wrote changes nothing). An odometer of 0 is no reading. A checklist for a plate
+the fleet does not have is logged and skipped: it never holds up the relay. Idempotent: a
+batch relayed again writes nothing more.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ FORWARD = (
     ("plate", IF_ABSENT),
     ("odometer_km", "attributes.odometer_read_at"),
     ("attributes.odometer_read_at", "odometer_km"),
+    ("attributes.odometer_source", "attributes.odometer_read_at"),
 )
 
 

@@ -220,6 +220,7 @@ class _Compiler:
             else None,
             cooldown_key=self.expr(cooldown.get("key"), f"{at}/cooldown/key", earlier),
             cooldown_seconds=cooldown.get("seconds"),
+            cooldown_also=self.expr(cooldown.get("also"), f"{at}/cooldown/also", earlier),
             urgent=bool(raw.get("urgent", False)),
         )
 

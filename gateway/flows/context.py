@@ -5,8 +5,9 @@ The context every expression sees:
     {"event":  the event (type, occurred_at, entity {type, id, key, rev}, data, changes,
                origin, detail),
      "entity": the entity's data at the event, plus its id,
-     "vehicle": in steps, the fleet's vehicle of a non-vehicle entity's plate (either
-               spelling), or None (`steps.py` `registered_vehicle`),
+     "vehicle": in steps, the fleet's vehicle of a non-vehicle entity's `plate` or
+               `vehicle_plate` (either spelling), or None (`steps.py` `registered_vehicle`);
+               `on.when` reads null, in a dry run as in a run,
      "steps":  {step id: what the step gave: a fetch its mapped answer, a set the entity
                written, a notify {"messages": n}},
      "flow":   {"name", "version"},
@@ -112,6 +113,16 @@ def cooldown_key(expr: Expr, context: Mapping[str, Any]) -> str | None:
     empty): no condition, no cooldown. Never the text "None", one key for every vehicle."""
     value = expr.value(context)
     return None if value is None or value == "" else str(value)
+
+
+def cooldown_also(expr: Expr | None, context: Mapping[str, Any]) -> list[str]:
+    """A `notify` step's `cooldown.also` on this context: the further keys whose note holds
+    its messages back (a text or a list of texts; null and empty ones name none)."""
+    if expr is None:
+        return []
+    value = expr.value(context)
+    values = value if isinstance(value, list) else [value]
+    return [str(v) for v in values if v is not None and v != ""]
 
 
 def evaluate(values: Mapping[str, Expr], context: Mapping[str, Any]) -> dict[str, Any]:

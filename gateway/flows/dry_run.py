@@ -30,6 +30,7 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.events import entity_key
 from gateway.flows.compiler import step_references
 from gateway.flows.context import (
+    cooldown_also,
     cooldown_key,
     evaluate,
     holds,
@@ -102,11 +103,13 @@ class FlowDryRun:
             raise InvalidPayload(message, [FieldProblem("/flow", message, "required")])
         sample = await self._stored_entity(tenant, sample_event(event, now))
         context = run_context(sample, flow=flow.name, version=version, now=now)
-        context["vehicle"] = await registered_vehicle(self._p.entities, tenant, sample)
         result: dict[str, Any] = {"flow": flow.name, "version": version, "event": sample}
         why = starts(flow, sample, context)
         if why is not None:
             return {**result, "starts": False, "reason": why, "steps": [], "unresolved": []}
+        # As the runner gives it: to the steps, after `on.when` decided (the starter reads no
+        # vehicle: one read per event and flow for a condition that rarely needs it).
+        context["vehicle"] = await registered_vehicle(self._p.entities, tenant, sample)
         with previewing(tenant):
             steps, unresolved = await self._steps(tenant, flow, context, samples)
         return {**result, "starts": True, "reason": None, "steps": steps, "unresolved": unresolved}
@@ -261,11 +264,14 @@ class FlowDryRun:
         spec = step.notify
         assert spec is not None
         settings = await self._p.settings.get(tenant)
-        key, last = None, None
+        key, last, also = None, None, []
         if spec.cooldown_key is not None:  # read only: a dry run claims no cooldown
             key = cooldown_key(spec.cooldown_key, context)
             if key is not None:
-                last = await self._p.store.notify.cooldowns.last_sent(tenant, key)
+                also = cooldown_also(spec.cooldown_also, context)
+                cooldowns = self._p.store.notify.cooldowns
+                sent = [await cooldowns.last_sent(tenant, k) for k in (key, *also)]
+                last = max((at for at in sent if at is not None), default=None)
         seconds = spec.cooldown_seconds
         decision = decide(
             utcnow(),
@@ -280,6 +286,7 @@ class FlowDryRun:
             "until": decision.until,
             "reason": decision.reason,
             "cooldown_key": key,
+            **({"cooldown_also": also} if also else {}),
         }
 
     async def _preview(

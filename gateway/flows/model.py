@@ -50,6 +50,7 @@ class NotifySpec:
     context: Mapping[str, Expr] | None = None
     cooldown_key: Expr | None = None
     cooldown_seconds: int | None = None
+    cooldown_also: Expr | None = None  # keys whose note holds this one back, not noted by it
     urgent: bool = False
 
 

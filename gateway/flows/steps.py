@@ -42,7 +42,7 @@ from gateway.errors import (
     InvalidPayload,
     NotFound,
 )
-from gateway.flows.context import cooldown_key, evaluate, holds
+from gateway.flows.context import cooldown_also, cooldown_key, evaluate, holds
 from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
 from gateway.flows.messages import MessageComposer
 from gateway.flows.model import Step
@@ -106,11 +106,13 @@ class StepParts:
 async def registered_vehicle(
     entities: EntityService, tenant: str, event: Mapping[str, Any]
 ) -> dict[str, Any] | None:
-    """The context's `vehicle`: for an event about an entity with a `plate` that is not a
-    vehicle (a fine, a checklist), the fleet's vehicle with that plate in either spelling
-    (ABC1234 finds ABC1C34), as the API shows it; None when the fleet has none. Partners know
-    a vehicle by the plate the fleet registered it with, not by an old spelling a fine kept."""
-    plate = (event.get("data") or {}).get("plate")
+    """The context's `vehicle`: for an event about an entity that is not a vehicle and names
+    one by its `plate` (a fine) or `vehicle_plate` (a checklist), the fleet's vehicle with
+    that plate in either spelling (ABC1234 finds ABC1C34), as the API shows it; None when the
+    fleet has none. Partners know a vehicle by the plate the fleet registered it with, not by
+    an old spelling a fine kept."""
+    data = event.get("data") or {}
+    plate = data.get("plate", data.get("vehicle_plate"))
     if (event.get("entity") or {}).get("type") == "vehicle" or not isinstance(plate, str):
         return None
     try:
@@ -308,10 +310,14 @@ class StepRunner:
         spec = step.notify
         assert spec is not None
         composed = await self._p.composer.compose(run.tenant, spec, context)
-        cooldown, key = None, None
+        cooldown: dict[str, Any] | None = None
+        key = None
         if spec.cooldown_key is not None:
             key = cooldown_key(spec.cooldown_key, context)
-            cooldown = None if key is None else {"key": key, "seconds": spec.cooldown_seconds}
+            if key is not None:
+                cooldown = {"key": key, "seconds": spec.cooldown_seconds}
+                if also := cooldown_also(spec.cooldown_also, context):
+                    cooldown["also"] = also
         docs, messages = notification_deliveries(run, step, composed, cooldown, spec.urgent, now)
         deliveries = self._p.store.deliveries
         # The step ran before, on a version that numbered its messages: they are queued.
@@ -337,6 +343,8 @@ class StepRunner:
             entry["note"] = "queued before an upgrade, as <run>:<step>:<n>: not queued again"
         if spec.cooldown_key is not None:
             entry["cooldown_key"] = key
+            if cooldown is not None and "also" in cooldown:
+                entry["cooldown_also"] = cooldown["also"]
             if key is None:
                 entry["cooldown_note"] = f"no cooldown: {spec.cooldown_key.text} is null here"
         return StepOutcome(entry, {"messages": len(docs)}, created=created)

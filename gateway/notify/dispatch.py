@@ -5,11 +5,13 @@ A notification delivery stores what a flow's `notify` step rendered for one reci
 
     {"kind": "notification", "notification": {"channel", "channel_id", "channel_type",
      "template", "locale", "recipient": {address, name, driver_id, language}, "parts",
-     "data", "message_id", "cooldown": {"key", "seconds"} | null, "claim", "urgent"}}
+     "data", "message_id", "cooldown": {"key", "seconds", "also"?} | null, "claim", "urgent"}}
 
 - quiet hours that `delay` → Held until they end (no attempt spent); that `suppress` →
   Dropped (status `suppressed`);
-- a cooldown key another alert noted within its cooldown → Dropped; else the send is noted
+- a cooldown key another alert noted within its cooldown (or one of the keys in `also`, which
+  hold it back without being noted: the key a flow used before for the same condition) →
+  Dropped; else the send is noted
   (atomically, `CooldownStore.claim`) under the step's `claim` (`<run id>:<step id>`), which
   every message of that step and every retry share: two phones of one driver both get the
   alert, a retried e-mail is not suppressed by its own first try;
@@ -103,10 +105,11 @@ class NotificationSender:
         settings, revision = await self._settings.read(tenant)
         cooldown = message.get("cooldown")
         wait, last = _wait(settings.cooldown, cooldown), None
-        if cooldown is not None:
-            holder = await self._cooldowns.holder(tenant, cooldown["key"])
-            if holder is not None and holder.get("by") != message["claim"]:
-                last = holder["sent_at"]
+        if cooldown is not None:  # its key's note, or one of the keys it also heeds (`also`)
+            for key in (cooldown["key"], *cooldown.get("also", ())):
+                holder = await self._cooldowns.holder(tenant, key)
+                if holder is not None and holder.get("by") != message["claim"]:
+                    last = holder["sent_at"] if last is None else max(last, holder["sent_at"])
         decision = decide(
             now,
             message["channel_type"],
