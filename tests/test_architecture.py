@@ -6,6 +6,7 @@ only app.py and web/ build a web.Application."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -24,19 +25,28 @@ HOMES = {
 }
 
 
-def _modules() -> list[tuple[str, set[str]]]:
+@functools.cache
+def _trees() -> tuple[tuple[str, ast.Module], ...]:
+    """Every module of the package, parsed once for all the tests here (none changes a tree):
+    parsing the package took most of a CPU-second, and each test did it again."""
+    return tuple(
+        (_module_name(path), ast.parse(path.read_text())) for path in sorted(PACKAGE.rglob("*.py"))
+    )
+
+
+@functools.cache
+def _modules() -> tuple[tuple[str, frozenset[str]], ...]:
     found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        name = _module_name(path)
+    for name, tree in _trees():
         imports: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 imports.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imports.add(node.module)
                 imports.update(f"{node.module}.{alias.name}" for alias in node.names)
-        found.append((name, imports))
-    return found
+        found.append((name, frozenset(imports)))
+    return tuple(found)
 
 
 def _module_name(path: Path) -> str:
@@ -168,11 +178,10 @@ def test_only_app_and_web_build_a_web_application() -> None:
     """Workers and CLI commands open `gateway.services` without a web app around them."""
     builders = {"Application", "AppRunner"}
     offenders = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        name = _module_name(path)
+    for name, tree in _trees():
         if _within(name, ("gateway.app", "gateway.web")):
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 if node.func.attr in builders:
                     offenders.append(f"{name}:{node.lineno}")
@@ -188,11 +197,10 @@ def test_only_the_clock_reads_the_hosts_wall_clock() -> None:
     wall_clock = {("datetime", "now"), ("datetime", "utcnow"), ("date", "today")}
     wall_clock |= {("datetime", "today"), ("time", "time"), ("time", "time_ns")}
     readers = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        name = _module_name(path)
+    for name, tree in _trees():
         if name == "gateway.clock":
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
                 if (node.value.id, node.attr) in wall_clock:
                     readers.append(f"{name}:{node.lineno}")

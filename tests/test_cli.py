@@ -25,7 +25,7 @@ from gateway.config import ConfigError, Settings
 from gateway.entities import Origin
 from gateway.services import Services
 from tests.processes import Gateway, free_port
-from tests.support import SECRET_KEY, cli_env, gateway_command, run_cli
+from tests.support import SECRET_KEY, cli_env, gateway_command, run_cli, run_command
 
 
 def _command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -714,7 +714,8 @@ async def test_trigger_commands_hand_out_urls_on_the_port_the_running_gateway_se
     trigger create|list` on the same data dir: the URL is the one the running gateway serves,
     as its admin API gives, not one on 8080 (the command's own default) where nothing listens;
     GATEWAY_PUBLIC_URL, when the command has it, still wins; once the gateway stops, the
-    command's own settings are back."""
+    command's own settings are back. The commands run in this process (`run_command`): what
+    they say is the question, not their process."""
     port = free_port()
     env = cli_env(settings, mongodb_uri)
     env.pop("GATEWAY_PORT", None)
@@ -729,19 +730,19 @@ async def test_trigger_commands_hand_out_urls_on_the_port_the_running_gateway_se
     ) as proc:
         try:
             await asyncio.to_thread(_wait_for_line, proc, "gateway listening on")
-            created = await run_cli(env, *args, "sp")
+            created = await run_command(env, *args, "sp")
             assert created.returncode == 0, created.stderr
             url = json.loads(created.stdout)["url"]
             assert url.startswith(f"http://127.0.0.1:{port}/hooks/trg_"), url
-            listed = await run_cli(env, "trigger", "list", "--tenant", "acme")
+            listed = await run_command(env, "trigger", "list", "--tenant", "acme")
             assert [t["url"] for t in json.loads(listed.stdout)["items"]] == [url]
             public = {**env, "GATEWAY_PUBLIC_URL": "https://gw.example.com"}
-            named = json.loads((await run_cli(public, *args, "sp2")).stdout)["url"]
+            named = json.loads((await run_command(public, *args, "sp2")).stdout)["url"]
             assert named.startswith("https://gw.example.com/hooks/trg_"), named
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(proc.wait, 30) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
-    after = json.loads((await run_cli(env, *args, "sp3")).stdout)["url"]
+    after = json.loads((await run_command(env, *args, "sp3")).stdout)["url"]
     assert after.startswith("http://127.0.0.1:8080/hooks/trg_"), after

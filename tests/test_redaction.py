@@ -276,7 +276,10 @@ def _leaks(secret: str, revealed: str) -> bool:
 
 
 def _gateway_log(caplog: pytest.LogCaptureFixture) -> str:
-    """What the gateway logged (not the partner double's own access log)."""
+    """What the gateway logged (not the partner double's own access log). The tests set
+    DEBUG on the gateway's loggers alone: on the root logger it turned on the driver's DEBUG
+    logs too (every command written out as JSON; never on in a gateway, gateway/logs.py),
+    which nothing here reads and which took most of these tests' CPU."""
     return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("gateway"))
 
 
@@ -382,7 +385,7 @@ async def test_echoed_credentials_are_redacted_in_stored_attempts_and_proxy_502(
 async def test_echoed_credentials_are_redacted_in_the_encoding_a_partner_s_framework_writes(
     client: Client, echo: Echo, caplog: pytest.LogCaptureFixture, encoding: str
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="gateway")
     for n, (auth_doc, secrets) in enumerate(_encoded_cases(echo.url)):
         stored, problem = await _delivered_and_proxied(client, echo, auth_doc, f"/as/{encoding}", n)
         assert MASK in problem["partner_body"], problem
@@ -422,7 +425,7 @@ async def _delivered_and_proxied(
 async def test_a_query_key_quoted_back_in_a_redirect_is_neither_returned_nor_logged(
     client: Client, echo: Echo, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="gateway")
     secret = "Zz/Yy+Xx=Ww/Vv"
     query = {"type": "query", "name": "api_key", "value": secret}
     partner = await create_partner(client, echo.url, name="redirecting", auth=query)
@@ -481,7 +484,7 @@ def test_character_references_zero_padded_are_read() -> None:
 async def test_a_query_key_quoted_twice_by_a_login_redirect_is_stored_and_returned_redacted(
     client: Client, echo: Echo, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="gateway")
     secret = "Zz/Yy+Xx=Ww/Vv"
     query = {"type": "query", "name": "api_key", "value": secret}
     stored, problem = await _delivered_and_proxied(client, echo, query, "/login")
@@ -855,7 +858,7 @@ async def test_a_named_secret_quoted_in_an_answer_that_is_not_http_is_nowhere(
     the parser's message, with the secret a mapping put in a header, was the proxy's 502
     detail, the access log's line and the delivery's `last_error` as it came. It quotes
     nothing of the answer now, which no redactor knows all of (a session cookie)."""
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="gateway")
     secret = "tok-SECRET-98765"
     mapping = """
 name: bearer-from-secret
