@@ -9,9 +9,9 @@ from typing import Any
 
 from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog
+from gateway.actions.ordering import place_of
 from gateway.actions.xml_body import compile_xml_body
 from gateway.clock import as_stored, utcnow
-from gateway.delivery.ordering import place_of
 from gateway.errors import Conflict, NotFound
 from gateway.formats.json_tree import is_text, whole_number
 from gateway.mapping.expressions import compile_expression

@@ -15,8 +15,8 @@ from datetime import datetime
 
 from gateway.actions.catalog import Action, Catalog
 from gateway.actions.filters import EventFilter, compile_filter, wanted_by
+from gateway.actions.ordering import event_place
 from gateway.clock import utcnow
-from gateway.delivery.ordering import event_place
 from gateway.errors import InvalidPayload, NotFound
 from gateway.events import public_event
 from gateway.metrics import Metrics

@@ -31,9 +31,9 @@ from datetime import datetime
 from typing import Any
 
 from gateway.actions.catalog import Catalog, build_request
+from gateway.actions.ordering import call_place
 from gateway.assignments import AssignmentService
 from gateway.delivery.fanout import insert_deliveries
-from gateway.delivery.ordering import call_place
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     Conflict,
