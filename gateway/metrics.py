@@ -11,6 +11,7 @@ mapping of them, and a hole a full disk cannot fill was a SIGBUS that killed the
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -19,7 +20,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -107,16 +108,23 @@ class _Unrecorded:
 _unrecorded = _Unrecorded()
 
 
+_NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 def _value_class(files: Any) -> Callable[..., Any]:
     """prometheus_client's value class under `serve --workers N`: a series' value in this
     process's files (`files`, with `_AllocatedMmapedDict`), or, when they have no room for
-    it (a full disk) or cannot be written, in memory: the request or job that made it goes
-    on, the series is missing from `/metrics`, logged once and counted."""
+    it (a full disk or quota: ENOSPC, EDQUOT), in memory: the request or job that made it
+    goes on, the series is missing from `/metrics`, logged once and counted. Any other
+    failure (a directory that does not exist, no permission) is a setting to correct: it
+    stops `serve` at its start, naming the file."""
 
     def value(*args: Any, **kwargs: Any) -> Any:
         try:
             return files(*args, **kwargs)
         except OSError as error:
+            if error.errno not in _NO_ROOM:
+                raise
             _not_recorded(error)
             return values.MutexValue(*args, **kwargs)  # type: ignore[no-untyped-call]
 
