@@ -254,6 +254,7 @@ async def test_changes_scheduled_before_the_upgrade_that_started_are_followed_on
         ANA,
     )
 
+    await services.relay.run_until_idle()  # Ana's change listed before any the workers make
     env = beside(tmp_path, mongodb_uri, services.settings.database)
     logs = [(tmp_path / f"worker{n}.log").open("wb") for n in range(2)]
     command = [sys.executable, "-m", "gateway", "worker", "--jobs", "flows", "--port", "0"]
