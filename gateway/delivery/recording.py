@@ -24,7 +24,7 @@ from gateway.models import DeliveryStatus
 from gateway.outbound.sender import Outcome
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
-from gateway.store.deliveries import QUIET_HOURS, attempt_number
+from gateway.store.deliveries import QUIET_HOURS, attempt_number, unsendable_attempt
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +179,7 @@ class DeliveryRecorder:
     ) -> str:
         """Unsendable (deleted, disabled, request cannot be built): failed without a send."""
         now = self._clock()
-        attempt = {
-            "n": attempt_number(doc),
-            "at": now,
-            "status": None,
-            "error": "unsendable",
-            "message": reason,
-            "errors": list(errors)[:20],
-        }
+        attempt = {**unsendable_attempt(doc, now, reason), "errors": list(errors)[:20]}
         finished = await self._store.deliveries.finish(
             doc["_id"],
             token,

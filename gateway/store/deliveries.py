@@ -326,13 +326,7 @@ class DeliveryStore:
         with translate_errors():
             projection = {"attempt_count": 1, "attempts_made": 1, "order_key": 1, "seq": 1}
             for doc in await self._c.find(query, projection).to_list(None):
-                attempt = {
-                    "n": attempt_number(doc),
-                    "at": now,
-                    "status": None,
-                    "error": "unsendable",
-                    "message": reason,
-                }
+                attempt = unsendable_attempt(doc, now, reason)
                 result = await self._c.update_one(
                     {"_id": doc["_id"], "status": PENDING},
                     {
@@ -797,6 +791,18 @@ def attempt_number(doc: Doc) -> int:
     """The number (`n`) of a delivery's next attempt in its history: one more than it has
     made, across replays (a replay restarts the schedule, `attempt_count`, not the count)."""
     return attempts_made(doc) + 1
+
+
+def unsendable_attempt(doc: Doc, now: datetime, reason: str) -> Doc:
+    """The attempt a delivery failed without a send records (its subscription removed, its
+    request not buildable): no status, error `unsendable`, `reason` its message."""
+    return {
+        "n": attempt_number(doc),
+        "at": now,
+        "status": None,
+        "error": "unsendable",
+        "message": reason,
+    }
 
 
 def _reopened(now: datetime, **marks: Any) -> Doc:
