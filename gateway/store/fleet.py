@@ -145,8 +145,12 @@ def _item(kind: str, tenant: str, vehicle: str, fields: Doc) -> Doc:
     }
 
 
+_SHARD_MARK: Final = "shard:"
+_AFTER_SHARD_MARKS: Final = "shard;"  # the next prefix: ";" follows ":"
+
+
 def _mark(shard: int) -> str:
-    return f"shard:{shard:02d}"
+    return f"{_SHARD_MARK}{shard:02d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,17 +437,20 @@ class FleetStore:
     # --- checkpoints -------------------------------------------------------------------
 
     async def checkpoints(self, shards: Iterable[int]) -> dict[int, int]:
-        """Each shard's checkpoint (0 for a shard never written). One lookup by `_id` each:
-        SecantusDB scans for `_id $in [...]`."""
+        """Each shard's checkpoint (0 for a shard never written), in one round trip: the
+        collection holds the sequence and one mark per shard, so a range on `_id` reads at
+        most those. (One lookup per shard, side by side, took as many pooled connections at
+        once: after a lost connection each had to be opened again, and under load they
+        waited past the pool's wait-queue deadline.)"""
         wanted = sorted(set(shards))
-
-        async def one(shard: int) -> int:
-            with translate_errors():
-                doc = await self._marks.find_one({"_id": _mark(shard)})
-            return int(doc["through"]) if doc else 0
-
-        found = await asyncio.gather(*(one(shard) for shard in wanted))
-        return dict(zip(wanted, found, strict=True))
+        with translate_errors():
+            found = {
+                doc["_id"]: int(doc["through"])
+                async for doc in self._marks.find(
+                    {"_id": {"$gte": _SHARD_MARK, "$lt": _AFTER_SHARD_MARKS}}
+                )
+            }
+        return {shard: found.get(_mark(shard), 0) for shard in wanted}
 
     async def save_checkpoints(self, through: dict[int, int]) -> None:
         """Checkpoints only move forward (`$max`)."""
