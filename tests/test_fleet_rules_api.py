@@ -4,6 +4,7 @@ rules following this process's changes at once."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import re
@@ -646,3 +647,36 @@ async def test_a_tenants_polygon_positions_are_limited_in_all(client: Client) ->
     await post(
         client, "/api/v1/geofences", {"name": "one more", "kind": "authorized", "polygon": SQUARE}
     )
+
+
+async def test_creates_sent_at_once_never_take_the_tenant_past_its_positions_limit(
+    client: Client,
+) -> None:
+    """Six outlines sent at once where one fits (an import script, two admins): each create
+    checks the tenant's room and stores in its turn, so one is taken and five refused."""
+    full = MAX_POSITIONS
+    stored = [
+        _stored_rule(
+            f"outline-{i}",
+            kind="authorized",
+            polygon={
+                "type": "Polygon",
+                "coordinates": [ring_around(-23.0, -46.0, 0.1 + i * 1e-3, full)],
+            },
+            margin_m=25,
+            **NO_DWELL,
+        )
+        for i in range(MAX_TENANT_POSITIONS // full - 1)
+    ]
+    await client.app[services_key].store.db["geofences"].insert_many(stored)
+
+    async def create(k: int) -> int:
+        outline = {"type": "Polygon", "coordinates": [ring_around(-22.0, -46.0, 0.1 + k, full)]}
+        body = {"name": f"race-{k}", "kind": "authorized", "polygon": outline}
+        response = await client.post("/api/v1/geofences", json=body, headers=auth())
+        return response.status
+
+    answers = await asyncio.gather(*(create(k) for k in range(6)))
+    assert sorted(answers) == [201, 409, 409, 409, 409, 409]
+    docs = await client.app[services_key].store.db["geofences"].find().to_list(None)
+    assert sum(len(ring) for d in docs for ring in d["polygon"]["coordinates"]) <= 50_000

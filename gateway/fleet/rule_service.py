@@ -81,6 +81,8 @@ class RuleService(ABC):
         """Refuse (409) a rule past the tenant's limits: MAX_RULES of this kind, and
         MAX_TENANT_POSITIONS polygon positions in all; `replacing` is the rule being changed.
         The fold reads every rule: a rule past a limit is refused, never kept and ignored.
+        Called in the tenant's turn (`RuleResources.turn`), so that what it counts is what
+        the change is stored beside.
         Only a rule that adds positions is refused for them: a tenant past the limit (its
         outlines stored before there was one) can still rename a fence, add a circle, or
         simplify the outlines the 409 asks it to."""
@@ -103,11 +105,12 @@ class RuleService(ABC):
 
     async def create(self, tenant: str, body: Mapping[str, Any]) -> Doc:
         fields = await self._checked(body)
-        await self._check_room(tenant, fields)
-        now = as_stored(utcnow())
-        doc = {"_id": new_id(), "tenant": tenant, **fields, "rev": 1}
-        doc.update(created_at=now, updated_at=now)
-        await self._resources.insert(doc)
+        async with self._resources.turn(tenant):
+            await self._check_room(tenant, fields)
+            now = as_stored(utcnow())
+            doc = {"_id": new_id(), "tenant": tenant, **fields, "rev": 1}
+            doc.update(created_at=now, updated_at=now)
+            await self._resources.insert(doc)
         self._on_change(tenant)
         return doc
 
@@ -128,12 +131,13 @@ class RuleService(ABC):
             for k in self.alternatives:
                 merged.pop(k, None)
         fields = await self._checked({**merged, **body})
-        await self._check_room(tenant, fields, str(current["_id"]))
-        unset = [k for k in current if k in self.fields and k not in fields]
-        fields["updated_at"] = utcnow()
-        doc = await self._resources.update(
-            tenant, str(current["_id"]), current["rev"], fields, unset
-        )
+        async with self._resources.turn(tenant):
+            await self._check_room(tenant, fields, str(current["_id"]))
+            unset = [k for k in current if k in self.fields and k not in fields]
+            fields["updated_at"] = utcnow()
+            doc = await self._resources.update(
+                tenant, str(current["_id"]), current["rev"], fields, unset
+            )
         if doc is None:
             raise Conflict(f"the {self.what} was changed concurrently; retry")
         self._on_change(tenant)

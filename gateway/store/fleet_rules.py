@@ -11,16 +11,31 @@ per tenant, found by id or by name (`store/notify.py` `NamedResources`). A geofe
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.store.client import Database, Doc, scoped, translate_errors
+from gateway.store.client import Collection, Database, Doc, scoped, translate_errors
 from gateway.store.notify import NAME_INDEXES, NamedResources
+from gateway.store.turns import Turns
 
 # Rules of one kind a tenant may have: a create past it is refused (`rule_service.py`).
 MAX_RULES = 5_000
 
 
 class RuleResources(NamedResources):
+    def __init__(self, collection: Collection, turns: Turns) -> None:
+        super().__init__(collection)
+        self._turns = turns
+
+    @contextlib.asynccontextmanager
+    async def turn(self, tenant: str) -> AsyncIterator[None]:
+        """The tenant's changes of these rules one at a time (`store/turns.py`): what a
+        change checks against the tenant's limits is still true when it is stored."""
+        busy = f"another change of the tenant's {self._c.name} is being saved; retry"
+        async with self._turns.of(f"{self._c.name}:{tenant}", busy):
+            yield
+
     async def all(self, tenant: str) -> list[Doc]:
         """Every rule of the tenant, oldest first: all of them, never a silent first part
         (creation keeps them to MAX_RULES; two creates racing past it are read too)."""
@@ -54,8 +69,9 @@ class PlanResources(RuleResources):
 
 class FleetRuleStores:
     def __init__(self, db: Database) -> None:
-        self.geofences = RuleResources(db["geofences"])
-        self.plans = PlanResources(db["maintenance_plans"])
+        turns = Turns(db["turns"])
+        self.geofences = RuleResources(db["geofences"], turns)
+        self.plans = PlanResources(db["maintenance_plans"], turns)
         self._db = db
 
     async def ensure_indexes(self) -> None:
