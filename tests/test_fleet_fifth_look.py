@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.web.state import services_key
 from tests import tracks
@@ -419,6 +420,15 @@ async def test_a_device_odometer_jump_after_a_stop_is_taken_only_once_a_later_va
     assert 'outcome="device_behind"' not in metrics
 
 
+def value(metrics: str, name: str, **labels: str) -> float:
+    """A sample of the `/metrics` text (0 when it has none)."""
+    for family in text_string_to_metric_families(metrics):
+        for point in family.samples:
+            if point.name == name and point.labels == labels:
+                return float(point.value)
+    return 0.0
+
+
 async def test_a_reflection_taken_back_leaves_the_vehicles_odometer_where_it_was_written(
     client: Client,
 ) -> None:
@@ -448,6 +458,16 @@ async def test_a_reflection_taken_back_leaves_the_vehicles_odometer_where_it_was
     assert shown[1] == shown[2] and 152_340.24 < shown[1] < 152_340.26
     read = {item["time"]: item["rejected"] for item in await whole_track(client, "REF1A11")}
     assert list(read.values()).count("spike") == 1
+    # The metrics give one verdict a fix: the reflection was counted `accepted` when it came,
+    # and `taken_back` when it was refused (telemetry5 #6: 11 verdicts for the 12 fixes).
+    metrics = await (await client.get("/metrics")).text()
+    folded = {
+        outcome: value(metrics, "gateway_fleet_fixes_folded_total", outcome=outcome)
+        for outcome in ("accepted", "late", "taken_back")
+    }
+    rejected = value(metrics, "gateway_fleet_fixes_rejected_total", reason="spike")
+    assert folded["taken_back"] == rejected == 1
+    assert folded["accepted"] + folded["late"] - folded["taken_back"] + rejected == 12
     # the count goes on from the spot: the vehicle shows it again once it is past the hold
     road = [at(23 + i / 6, 90, 100 * i, speed=36.0) for i in range(1, 5)]
     await post_folding(client, trigger, road, 10)

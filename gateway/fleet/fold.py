@@ -1160,6 +1160,7 @@ class _VehicleRun:
             reason = verdict.outlier_reason.value
             self._pass.rejected[position_id(self._pass.key[1], outlier.t)] = reason
             self._pass.counts["rejected", reason] += 1
+            self._pass.counts["fixes", "taken_back"] += 1  # counted `accepted` when it came
             self._refused(reason, outlier, received)
             if outlier in self.track:
                 self.track.remove(outlier)
