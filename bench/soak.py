@@ -395,6 +395,8 @@ def _folded(metrics: dict[str, list[tuple[str, float]]]) -> float:
     """Fixes the fold has judged: taken (accepted, late) or refused by a quality gate."""
     taken = _total(metrics, "gateway_fleet_fixes_folded_total", 'outcome="accepted"')
     taken += _total(metrics, "gateway_fleet_fixes_folded_total", 'outcome="late"')
+    # a fix refused one fix later is counted accepted and rejected: once here
+    taken -= _total(metrics, "gateway_fleet_fixes_folded_total", 'outcome="taken_back"')
     return taken + _total(metrics, "gateway_fleet_fixes_rejected_total")
 
 

@@ -354,7 +354,8 @@ class Metrics:
             "gateway_fleet_fixes_folded_total",
             "Fixes the fold took, by outcome: accepted, late (inserted behind the last"
             " position), missing (an inbox number whose round never wrote it: given up),"
-            " recovered (fixes such a round stored, found by its number and folded)",
+            " recovered (fixes such a round stored, found by its number and folded),"
+            " taken_back (fixes counted accepted, refused one fix later: rejected too)",
             ["outcome"],
             registry=r,
         )
