@@ -5,7 +5,8 @@ vehicle become changes in its history, through `AssignmentService.assign`:
     checklist.completed                a checklist with a vehicle and a driver: that driver
                                        from its `completed_at` (source checklist, ref its key)
     entity.created / entity.updated    a vehicle written carrying `current_driver` (cpf or
-    of a vehicle                       id), created with it or changing it: from the event's
+    of a vehicle                       id), created with it or changing anything of it (a
+                                       removal: nobody drives it): from the event's
                                        time. Whoever wrote it (`_REPORTERS`): a trigger or a
                                        schedule (an ERP's feed, pushed or polled: source
                                        erp), an action's write-back (an HR lookup: hr), an
@@ -122,7 +123,7 @@ class AssignmentFeed:
         return int(result.changed)
 
     async def _record(
-        self, event: Doc, vehicle: str, driver: str, start: datetime, source: str, ref: str
+        self, event: Doc, vehicle: str, driver: str | None, start: datetime, source: str, ref: str
     ) -> int:
         origin = event.get("origin") or {}
         # A flow run's write: the history's write of the field is a link of its chain.
@@ -144,8 +145,9 @@ class AssignmentFeed:
         return int(result.changed)
 
 
-def _report(event: Doc) -> tuple[str, str, datetime, str, str] | None:
-    """(vehicle, driver, start, source, ref) when the event says who drives a vehicle."""
+def _report(event: Doc) -> tuple[str, str | None, datetime, str, str] | None:
+    """(vehicle, driver or None for nobody, start, source, ref) when the event says who
+    drives a vehicle."""
     data: dict[str, Any] = event.get("data") or {}
     entity = event.get("entity") or {}
     if event["type"] == "checklist.completed":
@@ -161,10 +163,11 @@ def _report(event: Doc) -> tuple[str, str, datetime, str, str] | None:
         and entity.get("type") == "vehicle"
         and source is not None
         and "assignment" not in origin
-        and (driver := _driver_reported(event)) is not None
     ):
-        ref = f"{origin['kind']}:{origin.get('id')}"[:200]
-        return entity["id"], driver, event["occurred_at"], source, ref
+        reported, driver = _driver_reported(event)
+        if reported:
+            ref = f"{origin['kind']}:{origin.get('id')}"[:200]
+            return entity["id"], driver, event["occurred_at"], source, ref
     return None
 
 
@@ -200,24 +203,37 @@ def _time(value: Any) -> datetime | None:
     return parse_time(value)
 
 
-def _driver_reported(event: Doc) -> str | None:
-    """The driver (a CPF or an id) a vehicle write says drives it: created with a
-    `current_driver`, or an update that changed it; of the two members, the one the update
-    changed (an admin's `{"current_driver": {"id": …}}` names the driver by its id, whatever
-    CPF the field held), the CPF when both or the whole field changed."""
+def _driver_reported(event: Doc) -> tuple[bool, str | None]:
+    """Whether a vehicle write reports who drives it, and the driver (a CPF or an id; None:
+    nobody). Created with a `current_driver`, or an update that changed anything of it: the
+    field is replaced whole, so what the write left there is what its writer said, and an
+    update that changed only the name or dropped the `id` (the ERP's `{cpf, name}` over the
+    history's `{id, cpf, name}`) reports the CPF it names as much as a new CPF does. Of the
+    two members, the one the update changed names the driver (an admin's
+    `{"current_driver": {"id": …}}` names the driver by its id), the CPF when both or
+    neither changed; an update that removed the field reports that nobody drives."""
     current = (event.get("data") or {}).get("current_driver")
-    if not isinstance(current, dict):
-        return None
     if event["type"] == "entity.created":
         changed = {"cpf", "id"}
     else:
-        fields = [str(c.get("field", "")) for c in event["changes"]]
-        if "current_driver" in fields:
-            changed = {"cpf", "id"}
-        else:
-            changed = {f.removeprefix("current_driver.") for f in fields}
-    for member in ("cpf", "id"):
+        fields = [
+            f
+            for c in event["changes"]
+            if (f := str(c.get("field", ""))) == "current_driver" or f.startswith("current_driver.")
+        ]
+        if not fields:
+            return False, None
+        if current is None:
+            return True, None
+        changed = (
+            {"cpf", "id"}
+            if "current_driver" in fields
+            else {f.removeprefix("current_driver.") for f in fields}
+        )
+    if not isinstance(current, dict):
+        return False, None
+    for member in [m for m in ("cpf", "id") if m in changed] + ["cpf", "id"]:
         value = current.get(member)
-        if member in changed and isinstance(value, str) and value:
-            return value
-    return None
+        if isinstance(value, str) and value:
+            return True, value
+    return False, None

@@ -152,6 +152,14 @@ class AssignmentService:
         vid = str(vehicle["_id"])
         in_force = await self._store.at(tenant, vid, start)
         if in_force is not None and _same_driver(in_force.get("driver"), driver):
+            # A repeat records nothing, and the field still follows the history: a report
+            # written on the vehicle as its reporter spells it (`{cpf, name}`) gets the
+            # driver's `{id, cpf, name}` back. Its origin is the report's (with a flow run's
+            # chain: the loop guard counts a write-back that keeps being answered so).
+            said = {"source": source, "ref": ref, "author": author, "chain": chain}
+            await self._sync_current_driver(
+                tenant, vehicle, _origin({**said, "_id": in_force["_id"]})
+            )
             return AssignResult(await self._assignment(in_force), changed=False)
         fields = {
             "plate": vehicle["data"]["plate"],

@@ -102,7 +102,7 @@ async def _now(client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
     """The change in force and the vehicle's `current_driver`."""
     history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
-    return history["driver"], vehicle["current_driver"]
+    return history["driver"], vehicle.get("current_driver")
 
 
 async def test_an_erp_vehicle_feed_read_by_a_schedule_records_the_driver_as_if_pushed(
@@ -174,3 +174,65 @@ async def test_a_report_naming_an_unknown_driver_is_skipped_and_holds_nothing_up
     assert (await get(client, "/api/v1/events?type=checklist.completed"))["items"] != []
     pending = await services.store.entities.pending_outboxes(10)
     assert pending == []  # the relay drained everything
+
+
+async def _erp_vehicles(client: Client) -> dict[str, Any]:
+    body = {"name": "erp-vehicles", "entity_type": "vehicle", "methods": ["POST"]}
+    return dict(await post(client, "/api/v1/triggers", body))
+
+
+async def test_an_erp_report_of_the_driver_in_force_in_its_own_spelling_gets_the_id_back(
+    client: Client,
+) -> None:
+    """The ERP's `{cpf, name}` replaced the history's `{id, cpf, name}`: only the name and the
+    id changed, so the write was taken for no report, and the field stayed without its id
+    (and with the ERP's spelling of the name) for good."""
+    await _driven_by_bruno(client)
+    erp = await _erp_vehicles(client)
+    spelled = {"cpf": BRUNO["cpf"], "name": "BRUNO LIMA"}
+    await send_to(client, erp, {"plate": "ABC1D23", "current_driver": spelled})
+    await drain(client.app[services_key])
+    change, field = await _now(client)
+    assert field == change["driver"] and field["name"] == "Bruno Lima" and field["id"]
+    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    assert len(history["items"]) == 1  # a repeat: nothing more recorded
+
+
+async def test_removing_the_current_driver_reports_that_nobody_drives(client: Client) -> None:
+    """A PATCH of `current_driver: null` removed the field while the history still said Bruno
+    drove, and a later report of Bruno stayed without an id."""
+    await _driven_by_bruno(client)
+    response = await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23", json={"current_driver": None}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    await drain(client.app[services_key])
+    change, field = await _now(client)
+    assert change["driver"] is None and change["source"] == "admin" and field is None
+
+
+async def test_the_latest_erp_report_wins_over_the_history_catching_up_with_an_earlier_one(
+    client: Client,
+) -> None:
+    """The ordering rule, step by step: while the ERP's report of Ana waits for the relay,
+    the history writes Bruno's `{id, cpf, name}` on the field (a change recorded meanwhile);
+    the ERP then reports Bruno, `{cpf}`: that write changed only the id and the name, so it
+    was no report, and the vehicle ended on Ana, whom the ERP no longer says drives it."""
+    await _fleet(client)
+    erp = await _erp_vehicles(client)
+    await send_to(client, erp, {"plate": "ABC1D23", "current_driver": {"cpf": ANA["cpf"]}})
+    # Recorded before the relay passes the ERP's write: the field becomes Bruno's, whole.
+    await post(
+        client,
+        "/api/v1/entities/vehicle/ABC1D23/drivers",
+        {"driver": BRUNO["cpf"], "start": "2026-01-01T00:00:00Z"},
+    )
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == BRUNO["cpf"] and vehicle["current_driver"]["id"]
+    await send_to(client, erp, {"plate": "ABC1D23", "current_driver": {"cpf": BRUNO["cpf"]}})
+    await drain(client.app[services_key])
+    change, field = await _now(client)
+    assert change["driver"]["cpf"] == BRUNO["cpf"] and change["source"] == "erp"
+    assert field == change["driver"]
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [c["driver"]["cpf"] for c in history] == [BRUNO["cpf"], ANA["cpf"], BRUNO["cpf"]]
