@@ -4,6 +4,11 @@ vehicle become changes in its history, through `AssignmentService.assign`:
 
     checklist.completed                a checklist with a vehicle and a driver: that driver
                                        from its `completed_at` (source checklist, ref its key)
+    entity.updated of a checklist      one whose `driver_cpf`, `completed_at` or
+                                       `vehicle_plate` changed (a correction): the change its
+                                       earlier report recorded is withdrawn (unless the new
+                                       one is at the same vehicle and instant: it replaces
+                                       it), and the new report recorded
     entity.created / entity.updated    a vehicle written carrying `current_driver` (cpf or
     of a vehicle                       id), created with it or changing anything of it (a
                                        removal: nobody drives it): from the event's
@@ -41,7 +46,7 @@ inserted at its time and covers only the gap up to the next change.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,6 +77,9 @@ class AssignmentFeed:
     async def __call__(self, events: Sequence[Doc]) -> int:
         recorded = 0
         for event in events:
+            if _is_checklist_correction(event):
+                recorded += await self._checklist_corrected(event)
+                continue
             if event["type"] == _UNIDENTIFIED:
                 recorded += await self._unidentified(event)
                 continue
@@ -122,6 +130,32 @@ class AssignmentFeed:
             return 0
         return int(result.changed)
 
+    async def _checklist_corrected(self, event: Doc) -> int:
+        """A checklist's vehicle, driver or completion corrected: its report is taken again.
+        The change its earlier report recorded leaves the history (unless the new report
+        is at the same vehicle and instant, which it then replaces), and the new one is
+        recorded."""
+        data: dict[str, Any] = event.get("data") or {}
+        before = dict(data)
+        for change in event["changes"]:
+            if change.get("field") in _CHECKLIST_REPORT:
+                before[change["field"]] = change.get("old")
+        old, new = _checklist_report(before), _checklist_report(data)
+        recorded = 0
+        if old is not None and (new is None or (old[0], old[2]) != (new[0], new[2])):
+            vehicle, _, start, source, ref = old
+            try:
+                withdrawn = await self._assignments.withdraw(
+                    event["tenant"], vehicle, start, source=source, ref=ref
+                )
+            except (InvalidPayload, NotFound) as exc:
+                log.info("checklist correction in event %s: %s", event["_id"], exc.detail)
+            else:
+                recorded += withdrawn
+        if new is not None:
+            recorded += await self._record(event, *new)
+        return recorded
+
     async def _record(
         self, event: Doc, vehicle: str, driver: str | None, start: datetime, source: str, ref: str
     ) -> int:
@@ -151,11 +185,7 @@ def _report(event: Doc) -> tuple[str, str | None, datetime, str, str] | None:
     data: dict[str, Any] = event.get("data") or {}
     entity = event.get("entity") or {}
     if event["type"] == "checklist.completed":
-        plate, cpf = data.get("vehicle_plate"), data.get("driver_cpf")
-        start = parse_time(data.get("completed_at"))
-        if isinstance(plate, str) and isinstance(cpf, str) and start is not None:
-            return plate, cpf, start, "checklist", f"checklist:{data.get('key')}"
-        return None
+        return _checklist_report(data)
     origin = event.get("origin") or {}
     source = _REPORTERS.get(str(origin.get("kind")))
     if (
@@ -169,6 +199,30 @@ def _report(event: Doc) -> tuple[str, str | None, datetime, str, str] | None:
             ref = f"{origin['kind']}:{origin.get('id')}"[:200]
             return entity["id"], driver, event["occurred_at"], source, ref
     return None
+
+
+_CHECKLIST_REPORT = ("vehicle_plate", "driver_cpf", "completed_at")
+"""A checklist's members that say who drove which vehicle from when."""
+
+
+def _checklist_report(data: Mapping[str, Any]) -> tuple[str, str, datetime, str, str] | None:
+    """(vehicle, driver, start, source, ref) of a checklist naming its vehicle and driver."""
+    plate, cpf = data.get("vehicle_plate"), data.get("driver_cpf")
+    start = _time(data.get("completed_at"))
+    if isinstance(plate, str) and plate and isinstance(cpf, str) and cpf and start is not None:
+        return plate, cpf, start, "checklist", f"checklist:{data.get('key')}"
+    return None
+
+
+def _is_checklist_correction(event: Doc) -> bool:
+    """An update of a checklist changing who drove which vehicle from when."""
+    data = event.get("data") or {}
+    return (
+        event["type"] == "entity.updated"
+        and (event.get("entity") or {}).get("type") == "other"
+        and data.get("kind") == "checklist"
+        and any(c.get("field") in _CHECKLIST_REPORT for c in event.get("changes") or ())
+    )
 
 
 def _partner_ids(event: Doc) -> dict[str, str]:

@@ -13,6 +13,9 @@
         before the identification it ends: that one then lasts up to `at`). A change any
         other source recorded (an admin's, an ERP's), and an identification at `at` itself,
         are left alone. None when nothing was recorded.
+    withdraw(tenant, vehicle, start, source=, ref=) -> bool
+        A report taken back (a corrected checklist): its change at `start` leaves the history
+        while it is still that report's.
     driver_at(tenant, vehicle, when) -> Assignment | None     "who drove at the infraction"
     current(tenant, vehicle) -> Assignment | None              driver_at(now)
     history(tenant, vehicle, before=, limit=) -> [Assignment]  newest first
@@ -229,6 +232,22 @@ class AssignmentService:
             # The ended change's ref says what ended: "nobody, after geotab_driver_id:b3A".
             ended = in_force.get("ref")
         return await self._change(vehicle, None, at, source, ended, author, overwrite=False)
+
+    async def withdraw(
+        self, tenant: str, vehicle_ref: str, start: datetime, *, source: str, ref: str
+    ) -> bool:
+        """A report taken back (a checklist corrected to another vehicle, time or no driver):
+        the change it recorded at `start`, while it is still that report's (`source`, `ref`:
+        a later report at that instant stands), leaves the history, and the change before it
+        lasts on; the vehicle's `current_driver` follows. Whether one was removed."""
+        vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
+        vid = str(vehicle["_id"])
+        doc_id = change_id(tenant, vid, as_stored(start.astimezone(UTC)))
+        removed = await self._store.remove(tenant, doc_id, {"source": source, "ref": ref})
+        if removed is None:
+            return False
+        await self._sync_current_driver(tenant, vehicle, _origin(removed), by_in_force=True)
+        return True
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)

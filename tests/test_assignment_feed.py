@@ -236,3 +236,65 @@ async def test_the_latest_erp_report_wins_over_the_history_catching_up_with_an_e
     assert field == change["driver"]
     history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
     assert [c["driver"]["cpf"] for c in history] == [BRUNO["cpf"], ANA["cpf"], BRUNO["cpf"]]
+
+
+async def _checklist(client: Client, key: str, plate: str, cpf: str) -> None:
+    body = {
+        "kind": "checklist",
+        "key": key,
+        "vehicle_plate": plate,
+        "driver_cpf": cpf,
+        "answers": [{"question": "pneus", "answer": True}],
+        "completed_at": "2026-11-25T10:00:00Z",
+    }
+    await post(client, "/api/v1/entities/other", body)
+
+
+async def _patch(client: Client, path: str, body: dict[str, Any]) -> None:
+    response = await client.patch(path, json=body, headers=auth())
+    assert response.status == 200, await response.text()
+
+
+async def test_a_checklist_corrected_to_another_driver_puts_that_driver_in_the_history(
+    client: Client,
+) -> None:
+    """A PATCH of a checklist's `driver_cpf` was ignored: the history kept the driver the
+    checklist no longer names, and fines of that time went to that person."""
+    await _fleet(client)
+    await _checklist(client, "ck-1", "ABC1D23", ANA["cpf"])
+    await drain(client.app[services_key])
+    await _patch(client, "/api/v1/entities/other/checklist:ck-1", {"driver_cpf": BRUNO["cpf"]})
+    await drain(client.app[services_key])
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["start"]) for c in history] == [
+        (BRUNO["cpf"], "2026-11-25T10:00:00+00:00")
+    ]
+    assert history[0]["ref"] == "checklist:ck-1"
+    _, field = await _now(client)
+    assert field == history[0]["driver"]
+
+
+async def test_a_checklist_corrected_to_another_vehicle_moves_its_driver_there(
+    client: Client,
+) -> None:
+    """A corrected `vehicle_plate` moved the odometer reading but left the driver on the
+    vehicle the checklist no longer names, and the right one without a driver."""
+    await _fleet(client)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9K87"})
+    await post(
+        client,
+        "/api/v1/entities/vehicle/ABC1D23/drivers",
+        {"driver": BRUNO["cpf"], "start": "2026-11-01T00:00:00Z"},
+    )
+    await _checklist(client, "ck-2", "ABC1D23", ANA["cpf"])
+    await drain(client.app[services_key])
+    await _patch(client, "/api/v1/entities/other/checklist:ck-2", {"vehicle_plate": "XYZ9K87"})
+    await drain(client.app[services_key])
+    wrong = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [c["driver"]["cpf"] for c in wrong] == [BRUNO["cpf"]]  # Bruno's lasts on
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["current_driver"]["cpf"] == (
+        BRUNO["cpf"]
+    )
+    right = await get(client, "/api/v1/entities/vehicle/XYZ9K87/drivers?at=2026-11-25T11:00:00Z")
+    assert right["driver"]["driver"]["cpf"] == ANA["cpf"]
+    assert right["driver"]["ref"] == "checklist:ck-2"

@@ -143,6 +143,16 @@ class AssignmentStore:
         with translate_errors():
             return await self._c.find_one(scoped(tenant, query), sort=[("_id", 1)])
 
+    async def remove(self, tenant: str, doc_id: str, match: Mapping[str, Any]) -> Doc | None:
+        """Take the change `doc_id` out of the history if it still matches `match` (the report
+        that recorded it, the driver it names); the removed change, or None. The change before
+        it then lasts up to the next one."""
+        with translate_errors():
+            removed: Doc | None = await self._c.find_one_and_delete(
+                scoped(tenant, {"_id": doc_id, **match})
+            )
+            return removed
+
     async def history(
         self, tenant: str, vehicle_id: str, *, before: str | None, limit: int
     ) -> list[Doc]:
