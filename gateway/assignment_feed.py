@@ -19,6 +19,10 @@ vehicle become changes in its history, through `AssignmentService.assign`:
                                        chain); ref `<origin kind>:<origin id>`. Never the
                                        history's own write of the field (its origin names
                                        the change, `assignment`)
+    entity.* of a driver               the history follows its drivers: one created or
+                                       renamed is the `{id, cpf, name}` its changes (by CPF)
+                                       and the vehicles' `current_driver` name; a deleted one
+                                       drives nothing from the deletion (`driver_deleted`)
     vehicle.driver.identified          a tracker identified its driver (an iButton, an RFID
                                        card, a driver key): the event's `detail.driver.
                                        attributes` name a partner id of the driver
@@ -77,6 +81,9 @@ class AssignmentFeed:
     async def __call__(self, events: Sequence[Doc]) -> int:
         recorded = 0
         for event in events:
+            if (event.get("entity") or {}).get("type") == "driver":
+                recorded += await self._driver_written(event)
+                continue
             if _is_checklist_correction(event):
                 recorded += await self._checklist_corrected(event)
                 continue
@@ -129,6 +136,33 @@ class AssignmentFeed:
             )
             return 0
         return int(result.changed)
+
+    async def _driver_written(self, event: Doc) -> int:
+        """The history follows its drivers: a driver created or renamed is the one its
+        changes name (by CPF), a deleted one drives nothing from the deletion on."""
+        tenant, entity = event["tenant"], event["entity"]
+        fields = {str(c.get("field", "")) for c in event.get("changes") or ()}
+        if event["type"] == "entity.created" or (
+            event["type"] == "entity.updated" and "name" in fields
+        ):
+            return await self._assignments.follow_driver(tenant, entity["id"])
+        cpf = (event.get("data") or {}).get("cpf")
+        if event["type"] != "entity.deleted" or not isinstance(cpf, str):
+            return 0
+        origin = event.get("origin") or {}
+        try:
+            return await self._assignments.driver_deleted(
+                tenant,
+                entity["id"],
+                cpf,
+                at=event["occurred_at"],
+                source=_REPORTERS.get(str(origin.get("kind")), "admin"),
+                ref=f"driver deleted:{cpf}",
+                author=f"{origin.get('kind')}:{origin.get('id')}",
+            )
+        except (InvalidPayload, Conflict) as exc:
+            log.info("deletion in event %s not followed: %s", event["_id"], exc.detail)
+            return 0
 
     async def _checklist_corrected(self, event: Doc) -> int:
         """A checklist's vehicle, driver or completion corrected: its report is taken again.

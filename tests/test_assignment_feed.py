@@ -4,6 +4,7 @@ is skipped and holds nothing up."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -298,3 +299,33 @@ async def test_a_checklist_corrected_to_another_vehicle_moves_its_driver_there(
     right = await get(client, "/api/v1/entities/vehicle/XYZ9K87/drivers?at=2026-11-25T11:00:00Z")
     assert right["driver"]["driver"]["cpf"] == ANA["cpf"]
     assert right["driver"]["ref"] == "checklist:ck-2"
+
+
+async def test_a_deleted_driver_drives_nothing_from_the_deletion(client: Client) -> None:
+    """The vehicle kept naming the deleted driver's id, and a change scheduled for them
+    before the deletion still came into force."""
+    await _fleet(client)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9K87"})
+    drivers = "/api/v1/entities/vehicle/{}/drivers"
+    await post(
+        client, drivers.format("ABC1D23"), {"driver": ANA["cpf"], "start": "2026-11-01T00:00:00Z"}
+    )
+    services = client.app[services_key]
+    ahead = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    await post(client, drivers.format("XYZ9K87"), {"driver": ANA["cpf"], "start": ahead})
+    response = await client.delete(f"/api/v1/entities/driver/{ANA['cpf']}", headers=auth())
+    assert response.status == 204
+    await drain(services)
+    history = (await get(client, drivers.format("ABC1D23")))["items"]
+    assert history[0]["driver"] is None and history[0]["ref"] == f"driver deleted:{ANA['cpf']}"
+    assert history[1]["driver"]["cpf"] == ANA["cpf"]  # she drove before: that stays
+    assert "current_driver" not in await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert (await get(client, drivers.format("XYZ9K87")))["items"] == []  # the scheduled one
+
+
+async def test_a_renamed_driver_is_renamed_on_the_vehicles_they_drive(client: Client) -> None:
+    await _driven_by_bruno(client)
+    await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"name": "Bruno Lima Neto"})
+    await drain(client.app[services_key])
+    change, field = await _now(client)
+    assert change["driver"]["name"] == "Bruno Lima Neto" and field == change["driver"]
