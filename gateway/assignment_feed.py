@@ -4,8 +4,14 @@ vehicle become changes in its history, through `AssignmentService.assign`:
 
     checklist.completed                a checklist with a vehicle and a driver: that driver
                                        from its `completed_at` (source checklist, ref its key)
+    entity.updated of a checklist      one whose `driver_cpf`, `completed_at` or
+                                       `vehicle_plate` changed (a correction): the change its
+                                       earlier report recorded is withdrawn (unless the new
+                                       one is at the same vehicle and instant: it replaces
+                                       it), and the new report recorded
     entity.created / entity.updated    a vehicle written carrying `current_driver` (cpf or
-    of a vehicle                       id), created with it or changing it: from the event's
+    of a vehicle                       id), created with it or changing anything of it (a
+                                       removal: nobody drives it): from the event's
                                        time. Whoever wrote it (`_REPORTERS`): a trigger or a
                                        schedule (an ERP's feed, pushed or polled: source
                                        erp), an action's write-back (an HR lookup: hr), an
@@ -13,6 +19,10 @@ vehicle become changes in its history, through `AssignmentService.assign`:
                                        chain); ref `<origin kind>:<origin id>`. Never the
                                        history's own write of the field (its origin names
                                        the change, `assignment`)
+    entity.* of a driver               the history follows its drivers: one created or
+                                       renamed is the `{id, cpf, name}` its changes (by CPF)
+                                       and the vehicles' `current_driver` name; a deleted one
+                                       drives nothing from the deletion (`driver_deleted`)
     vehicle.driver.identified          a tracker identified its driver (an iButton, an RFID
                                        card, a driver key): the event's `detail.driver.
                                        attributes` name a partner id of the driver
@@ -40,7 +50,7 @@ inserted at its time and covers only the gap up to the next change.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,6 +81,12 @@ class AssignmentFeed:
     async def __call__(self, events: Sequence[Doc]) -> int:
         recorded = 0
         for event in events:
+            if (event.get("entity") or {}).get("type") == "driver":
+                recorded += await self._driver_written(event)
+                continue
+            if _is_checklist_correction(event):
+                recorded += await self._checklist_corrected(event)
+                continue
             if event["type"] == _UNIDENTIFIED:
                 recorded += await self._unidentified(event)
                 continue
@@ -121,8 +137,61 @@ class AssignmentFeed:
             return 0
         return int(result.changed)
 
+    async def _driver_written(self, event: Doc) -> int:
+        """The history follows its drivers: a driver created or renamed is the one its
+        changes name (by CPF), a deleted one drives nothing from the deletion on."""
+        tenant, entity = event["tenant"], event["entity"]
+        fields = {str(c.get("field", "")) for c in event.get("changes") or ()}
+        if event["type"] == "entity.created" or (
+            event["type"] == "entity.updated" and "name" in fields
+        ):
+            return await self._assignments.follow_driver(tenant, entity["id"])
+        cpf = (event.get("data") or {}).get("cpf")
+        if event["type"] != "entity.deleted" or not isinstance(cpf, str):
+            return 0
+        origin = event.get("origin") or {}
+        try:
+            return await self._assignments.driver_deleted(
+                tenant,
+                entity["id"],
+                cpf,
+                at=event["occurred_at"],
+                source=_REPORTERS.get(str(origin.get("kind")), "admin"),
+                ref=f"driver deleted:{cpf}",
+                author=f"{origin.get('kind')}:{origin.get('id')}",
+            )
+        except (InvalidPayload, Conflict) as exc:
+            log.info("deletion in event %s not followed: %s", event["_id"], exc.detail)
+            return 0
+
+    async def _checklist_corrected(self, event: Doc) -> int:
+        """A checklist's vehicle, driver or completion corrected: its report is taken again.
+        The change its earlier report recorded leaves the history (unless the new report
+        is at the same vehicle and instant, which it then replaces), and the new one is
+        recorded."""
+        data: dict[str, Any] = event.get("data") or {}
+        before = dict(data)
+        for change in event["changes"]:
+            if change.get("field") in _CHECKLIST_REPORT:
+                before[change["field"]] = change.get("old")
+        old, new = _checklist_report(before), _checklist_report(data)
+        recorded = 0
+        if old is not None and (new is None or (old[0], old[2]) != (new[0], new[2])):
+            vehicle, _, start, source, ref = old
+            try:
+                withdrawn = await self._assignments.withdraw(
+                    event["tenant"], vehicle, start, source=source, ref=ref
+                )
+            except (InvalidPayload, NotFound) as exc:
+                log.info("checklist correction in event %s: %s", event["_id"], exc.detail)
+            else:
+                recorded += withdrawn
+        if new is not None:
+            recorded += await self._record(event, *new)
+        return recorded
+
     async def _record(
-        self, event: Doc, vehicle: str, driver: str, start: datetime, source: str, ref: str
+        self, event: Doc, vehicle: str, driver: str | None, start: datetime, source: str, ref: str
     ) -> int:
         origin = event.get("origin") or {}
         # A flow run's write: the history's write of the field is a link of its chain.
@@ -144,16 +213,13 @@ class AssignmentFeed:
         return int(result.changed)
 
 
-def _report(event: Doc) -> tuple[str, str, datetime, str, str] | None:
-    """(vehicle, driver, start, source, ref) when the event says who drives a vehicle."""
+def _report(event: Doc) -> tuple[str, str | None, datetime, str, str] | None:
+    """(vehicle, driver or None for nobody, start, source, ref) when the event says who
+    drives a vehicle."""
     data: dict[str, Any] = event.get("data") or {}
     entity = event.get("entity") or {}
     if event["type"] == "checklist.completed":
-        plate, cpf = data.get("vehicle_plate"), data.get("driver_cpf")
-        start = parse_time(data.get("completed_at"))
-        if isinstance(plate, str) and isinstance(cpf, str) and start is not None:
-            return plate, cpf, start, "checklist", f"checklist:{data.get('key')}"
-        return None
+        return _checklist_report(data)
     origin = event.get("origin") or {}
     source = _REPORTERS.get(str(origin.get("kind")))
     if (
@@ -161,11 +227,36 @@ def _report(event: Doc) -> tuple[str, str, datetime, str, str] | None:
         and entity.get("type") == "vehicle"
         and source is not None
         and "assignment" not in origin
-        and (driver := _driver_reported(event)) is not None
     ):
-        ref = f"{origin['kind']}:{origin.get('id')}"[:200]
-        return entity["id"], driver, event["occurred_at"], source, ref
+        reported, driver = _driver_reported(event)
+        if reported:
+            ref = f"{origin['kind']}:{origin.get('id')}"[:200]
+            return entity["id"], driver, event["occurred_at"], source, ref
     return None
+
+
+_CHECKLIST_REPORT = ("vehicle_plate", "driver_cpf", "completed_at")
+"""A checklist's members that say who drove which vehicle from when."""
+
+
+def _checklist_report(data: Mapping[str, Any]) -> tuple[str, str, datetime, str, str] | None:
+    """(vehicle, driver, start, source, ref) of a checklist naming its vehicle and driver."""
+    plate, cpf = data.get("vehicle_plate"), data.get("driver_cpf")
+    start = _time(data.get("completed_at"))
+    if isinstance(plate, str) and plate and isinstance(cpf, str) and cpf and start is not None:
+        return plate, cpf, start, "checklist", f"checklist:{data.get('key')}"
+    return None
+
+
+def _is_checklist_correction(event: Doc) -> bool:
+    """An update of a checklist changing who drove which vehicle from when."""
+    data = event.get("data") or {}
+    return (
+        event["type"] == "entity.updated"
+        and (event.get("entity") or {}).get("type") == "other"
+        and data.get("kind") == "checklist"
+        and any(c.get("field") in _CHECKLIST_REPORT for c in event.get("changes") or ())
+    )
 
 
 def _partner_ids(event: Doc) -> dict[str, str]:
@@ -200,24 +291,37 @@ def _time(value: Any) -> datetime | None:
     return parse_time(value)
 
 
-def _driver_reported(event: Doc) -> str | None:
-    """The driver (a CPF or an id) a vehicle write says drives it: created with a
-    `current_driver`, or an update that changed it; of the two members, the one the update
-    changed (an admin's `{"current_driver": {"id": …}}` names the driver by its id, whatever
-    CPF the field held), the CPF when both or the whole field changed."""
+def _driver_reported(event: Doc) -> tuple[bool, str | None]:
+    """Whether a vehicle write reports who drives it, and the driver (a CPF or an id; None:
+    nobody). Created with a `current_driver`, or an update that changed anything of it: the
+    field is replaced whole, so what the write left there is what its writer said, and an
+    update that changed only the name or dropped the `id` (the ERP's `{cpf, name}` over the
+    history's `{id, cpf, name}`) reports the CPF it names as much as a new CPF does. Of the
+    two members, the one the update changed names the driver (an admin's
+    `{"current_driver": {"id": …}}` names the driver by its id), the CPF when both or
+    neither changed; an update that removed the field reports that nobody drives."""
     current = (event.get("data") or {}).get("current_driver")
-    if not isinstance(current, dict):
-        return None
     if event["type"] == "entity.created":
         changed = {"cpf", "id"}
     else:
-        fields = [str(c.get("field", "")) for c in event["changes"]]
-        if "current_driver" in fields:
-            changed = {"cpf", "id"}
-        else:
-            changed = {f.removeprefix("current_driver.") for f in fields}
-    for member in ("cpf", "id"):
+        fields = [
+            f
+            for c in event["changes"]
+            if (f := str(c.get("field", ""))) == "current_driver" or f.startswith("current_driver.")
+        ]
+        if not fields:
+            return False, None
+        if current is None:
+            return True, None
+        changed = (
+            {"cpf", "id"}
+            if "current_driver" in fields
+            else {f.removeprefix("current_driver.") for f in fields}
+        )
+    if not isinstance(current, dict):
+        return False, None
+    for member in [m for m in ("cpf", "id") if m in changed] + ["cpf", "id"]:
         value = current.get(member)
-        if member in changed and isinstance(value, str) and value:
-            return value
-    return None
+        if isinstance(value, str) and value:
+            return True, value
+    return False, None

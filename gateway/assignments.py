@@ -13,6 +13,15 @@
         before the identification it ends: that one then lasts up to `at`). A change any
         other source recorded (an admin's, an ERP's), and an identification at `at` itself,
         are left alone. None when nothing was recorded.
+    withdraw(tenant, vehicle, start, source=, ref=) -> bool
+        A report taken back (a corrected checklist): its change at `start` leaves the history
+        while it is still that report's.
+    follow_driver(tenant, driver) -> int
+        The history's copies of a driver (by CPF) become the driver's as stored: a corrected
+        name, the id of a driver deleted and created again.
+    driver_deleted(tenant, driver id, cpf, at=, source=, ref=, author=) -> int
+        A deleted driver drives nothing from `at`: their changes in force end there, the
+        later (scheduled) ones leave the history.
     driver_at(tenant, vehicle, when) -> Assignment | None     "who drove at the infraction"
     current(tenant, vehicle) -> Assignment | None              driver_at(now)
     history(tenant, vehicle, before=, limit=) -> [Assignment]  newest first
@@ -152,6 +161,14 @@ class AssignmentService:
         vid = str(vehicle["_id"])
         in_force = await self._store.at(tenant, vid, start)
         if in_force is not None and _same_driver(in_force.get("driver"), driver):
+            # A repeat records nothing, and the field still follows the history: a report
+            # written on the vehicle as its reporter spells it (`{cpf, name}`) gets the
+            # driver's `{id, cpf, name}` back. Its origin is the report's (with a flow run's
+            # chain: the loop guard counts a write-back that keeps being answered so).
+            said = {"source": source, "ref": ref, "author": author, "chain": chain}
+            await self._sync_current_driver(
+                tenant, vehicle, _origin({**said, "_id": in_force["_id"]})
+            )
             return AssignResult(await self._assignment(in_force), changed=False)
         fields = {
             "plate": vehicle["data"]["plate"],
@@ -221,6 +238,89 @@ class AssignmentService:
             # The ended change's ref says what ended: "nobody, after geotab_driver_id:b3A".
             ended = in_force.get("ref")
         return await self._change(vehicle, None, at, source, ended, author, overwrite=False)
+
+    async def withdraw(
+        self, tenant: str, vehicle_ref: str, start: datetime, *, source: str, ref: str
+    ) -> bool:
+        """A report taken back (a checklist corrected to another vehicle, time or no driver):
+        the change it recorded at `start`, while it is still that report's (`source`, `ref`:
+        a later report at that instant stands), leaves the history, and the change before it
+        lasts on; the vehicle's `current_driver` follows. Whether one was removed."""
+        vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
+        vid = str(vehicle["_id"])
+        doc_id = change_id(tenant, vid, as_stored(start.astimezone(UTC)))
+        removed = await self._store.remove(tenant, doc_id, {"source": source, "ref": ref})
+        if removed is None:
+            return False
+        await self._sync_current_driver(tenant, vehicle, _origin(removed), by_in_force=True)
+        return True
+
+    async def follow_driver(self, tenant: str, driver_ref: str) -> int:
+        """The history's copies of a driver (`{id, cpf, name}`) become the driver's as stored:
+        a corrected name, and the id of a driver deleted and created again (one person by CPF,
+        the natural key: the changes of before the deletion name the driver there is now).
+        The `current_driver` of the vehicles concerned follows. How many changes it rewrote."""
+        try:
+            driver = await self._driver(tenant, driver_ref)
+        except InvalidPayload:  # deleted since: its deletion is followed (`driver_deleted`)
+            return 0
+        stale = [
+            c for c in await self._store.of_driver(tenant, driver["cpf"]) if c["driver"] != driver
+        ]
+        if not stale:
+            return 0
+        await self._store.set_driver(tenant, [c["_id"] for c in stale], driver)
+        await self._follow_vehicles(tenant, stale)
+        return len(stale)
+
+    async def driver_deleted(
+        self,
+        tenant: str,
+        driver_id: str,
+        cpf: str,
+        *,
+        at: datetime,
+        source: str,
+        ref: str,
+        author: str,
+    ) -> int:
+        """A deleted driver drives nothing from `at` (the deletion): each change of theirs in
+        force then is followed by "nobody" from `at`, and the ones starting later (scheduled)
+        leave the history; the changes before stay (they drove then). The `current_driver`
+        of their vehicles follows. How many changes it recorded or removed."""
+        at = self._check(at, self._clock(), source, ref)
+        theirs = [
+            c
+            for c in await self._store.of_driver(tenant, cpf)
+            if (c.get("driver") or {}).get("id") == driver_id
+        ]
+        touched = 0
+        for change in theirs:
+            if change["start"] > at:
+                match = {"driver.id": driver_id}
+                touched += await self._store.remove(tenant, change["_id"], match) is not None
+        for vid in sorted({c["vehicle_id"] for c in theirs}):
+            in_force = await self._store.at(tenant, vid, at)
+            if in_force is None or (in_force.get("driver") or {}).get("id") != driver_id:
+                continue
+            try:
+                vehicle = await self._entities.get(tenant, "vehicle", vid)
+            except NotFound:  # deleted since: nothing to end
+                continue
+            result = await self._change(vehicle, None, at, source, ref, author, overwrite=True)
+            touched += result is not None and result.changed
+        await self._follow_vehicles(tenant, theirs)  # those whose scheduled change left
+        return touched
+
+    async def _follow_vehicles(self, tenant: str, changes: list[Doc]) -> None:
+        """The `current_driver` of the vehicles of `changes` (rewritten) follows the history."""
+        for vid in sorted({c["vehicle_id"] for c in changes}):
+            try:
+                vehicle = await self._entities.get(tenant, "vehicle", vid)
+            except NotFound:
+                continue
+            origin = _origin(next(c for c in changes if c["vehicle_id"] == vid))
+            await self._sync_current_driver(tenant, vehicle, origin, by_in_force=True)
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)

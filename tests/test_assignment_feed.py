@@ -4,6 +4,7 @@ is skipped and holds nothing up."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -102,7 +103,7 @@ async def _now(client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
     """The change in force and the vehicle's `current_driver`."""
     history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
-    return history["driver"], vehicle["current_driver"]
+    return history["driver"], vehicle.get("current_driver")
 
 
 async def test_an_erp_vehicle_feed_read_by_a_schedule_records_the_driver_as_if_pushed(
@@ -174,3 +175,157 @@ async def test_a_report_naming_an_unknown_driver_is_skipped_and_holds_nothing_up
     assert (await get(client, "/api/v1/events?type=checklist.completed"))["items"] != []
     pending = await services.store.entities.pending_outboxes(10)
     assert pending == []  # the relay drained everything
+
+
+async def _erp_vehicles(client: Client) -> dict[str, Any]:
+    body = {"name": "erp-vehicles", "entity_type": "vehicle", "methods": ["POST"]}
+    return dict(await post(client, "/api/v1/triggers", body))
+
+
+async def test_an_erp_report_of_the_driver_in_force_in_its_own_spelling_gets_the_id_back(
+    client: Client,
+) -> None:
+    """The ERP's `{cpf, name}` replaced the history's `{id, cpf, name}`: only the name and the
+    id changed, so the write was taken for no report, and the field stayed without its id
+    (and with the ERP's spelling of the name) for good."""
+    await _driven_by_bruno(client)
+    erp = await _erp_vehicles(client)
+    spelled = {"cpf": BRUNO["cpf"], "name": "BRUNO LIMA"}
+    await send_to(client, erp, {"plate": "ABC1D23", "current_driver": spelled})
+    await drain(client.app[services_key])
+    change, field = await _now(client)
+    assert field == change["driver"] and field["name"] == "Bruno Lima" and field["id"]
+    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    assert len(history["items"]) == 1  # a repeat: nothing more recorded
+
+
+async def test_removing_the_current_driver_reports_that_nobody_drives(client: Client) -> None:
+    """A PATCH of `current_driver: null` removed the field while the history still said Bruno
+    drove, and a later report of Bruno stayed without an id."""
+    await _driven_by_bruno(client)
+    response = await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23", json={"current_driver": None}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    await drain(client.app[services_key])
+    change, field = await _now(client)
+    assert change["driver"] is None and change["source"] == "admin" and field is None
+
+
+async def test_the_latest_erp_report_wins_over_the_history_catching_up_with_an_earlier_one(
+    client: Client,
+) -> None:
+    """The ordering rule, step by step: while the ERP's report of Ana waits for the relay,
+    the history writes Bruno's `{id, cpf, name}` on the field (a change recorded meanwhile);
+    the ERP then reports Bruno, `{cpf}`: that write changed only the id and the name, so it
+    was no report, and the vehicle ended on Ana, whom the ERP no longer says drives it."""
+    await _fleet(client)
+    erp = await _erp_vehicles(client)
+    await send_to(client, erp, {"plate": "ABC1D23", "current_driver": {"cpf": ANA["cpf"]}})
+    # Recorded before the relay passes the ERP's write: the field becomes Bruno's, whole.
+    await post(
+        client,
+        "/api/v1/entities/vehicle/ABC1D23/drivers",
+        {"driver": BRUNO["cpf"], "start": "2026-01-01T00:00:00Z"},
+    )
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == BRUNO["cpf"] and vehicle["current_driver"]["id"]
+    await send_to(client, erp, {"plate": "ABC1D23", "current_driver": {"cpf": BRUNO["cpf"]}})
+    await drain(client.app[services_key])
+    change, field = await _now(client)
+    assert change["driver"]["cpf"] == BRUNO["cpf"] and change["source"] == "erp"
+    assert field == change["driver"]
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [c["driver"]["cpf"] for c in history] == [BRUNO["cpf"], ANA["cpf"], BRUNO["cpf"]]
+
+
+async def _checklist(client: Client, key: str, plate: str, cpf: str) -> None:
+    body = {
+        "kind": "checklist",
+        "key": key,
+        "vehicle_plate": plate,
+        "driver_cpf": cpf,
+        "answers": [{"question": "pneus", "answer": True}],
+        "completed_at": "2026-11-25T10:00:00Z",
+    }
+    await post(client, "/api/v1/entities/other", body)
+
+
+async def _patch(client: Client, path: str, body: dict[str, Any]) -> None:
+    response = await client.patch(path, json=body, headers=auth())
+    assert response.status == 200, await response.text()
+
+
+async def test_a_checklist_corrected_to_another_driver_puts_that_driver_in_the_history(
+    client: Client,
+) -> None:
+    """A PATCH of a checklist's `driver_cpf` was ignored: the history kept the driver the
+    checklist no longer names, and fines of that time went to that person."""
+    await _fleet(client)
+    await _checklist(client, "ck-1", "ABC1D23", ANA["cpf"])
+    await drain(client.app[services_key])
+    await _patch(client, "/api/v1/entities/other/checklist:ck-1", {"driver_cpf": BRUNO["cpf"]})
+    await drain(client.app[services_key])
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["start"]) for c in history] == [
+        (BRUNO["cpf"], "2026-11-25T10:00:00+00:00")
+    ]
+    assert history[0]["ref"] == "checklist:ck-1"
+    _, field = await _now(client)
+    assert field == history[0]["driver"]
+
+
+async def test_a_checklist_corrected_to_another_vehicle_moves_its_driver_there(
+    client: Client,
+) -> None:
+    """A corrected `vehicle_plate` moved the odometer reading but left the driver on the
+    vehicle the checklist no longer names, and the right one without a driver."""
+    await _fleet(client)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9K87"})
+    await post(
+        client,
+        "/api/v1/entities/vehicle/ABC1D23/drivers",
+        {"driver": BRUNO["cpf"], "start": "2026-11-01T00:00:00Z"},
+    )
+    await _checklist(client, "ck-2", "ABC1D23", ANA["cpf"])
+    await drain(client.app[services_key])
+    await _patch(client, "/api/v1/entities/other/checklist:ck-2", {"vehicle_plate": "XYZ9K87"})
+    await drain(client.app[services_key])
+    wrong = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [c["driver"]["cpf"] for c in wrong] == [BRUNO["cpf"]]  # Bruno's lasts on
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["current_driver"]["cpf"] == (
+        BRUNO["cpf"]
+    )
+    right = await get(client, "/api/v1/entities/vehicle/XYZ9K87/drivers?at=2026-11-25T11:00:00Z")
+    assert right["driver"]["driver"]["cpf"] == ANA["cpf"]
+    assert right["driver"]["ref"] == "checklist:ck-2"
+
+
+async def test_a_deleted_driver_drives_nothing_from_the_deletion(client: Client) -> None:
+    """The vehicle kept naming the deleted driver's id, and a change scheduled for them
+    before the deletion still came into force."""
+    await _fleet(client)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9K87"})
+    drivers = "/api/v1/entities/vehicle/{}/drivers"
+    await post(
+        client, drivers.format("ABC1D23"), {"driver": ANA["cpf"], "start": "2026-11-01T00:00:00Z"}
+    )
+    services = client.app[services_key]
+    ahead = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    await post(client, drivers.format("XYZ9K87"), {"driver": ANA["cpf"], "start": ahead})
+    response = await client.delete(f"/api/v1/entities/driver/{ANA['cpf']}", headers=auth())
+    assert response.status == 204
+    await drain(services)
+    history = (await get(client, drivers.format("ABC1D23")))["items"]
+    assert history[0]["driver"] is None and history[0]["ref"] == f"driver deleted:{ANA['cpf']}"
+    assert history[1]["driver"]["cpf"] == ANA["cpf"]  # she drove before: that stays
+    assert "current_driver" not in await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert (await get(client, drivers.format("XYZ9K87")))["items"] == []  # the scheduled one
+
+
+async def test_a_renamed_driver_is_renamed_on_the_vehicles_they_drive(client: Client) -> None:
+    await _driven_by_bruno(client)
+    await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"name": "Bruno Lima Neto"})
+    await drain(client.app[services_key])
+    change, field = await _now(client)
+    assert change["driver"]["name"] == "Bruno Lima Neto" and field == change["driver"]

@@ -12,6 +12,7 @@ from gateway.web.state import services_key
 from tests.flow_support import drain, fine_email_flow, get
 from tests.partner_double import post
 from tests.smtp_double import SmtpFactory, smtp_server
+from tests.support import auth
 
 __all__ = ["smtp_server"]
 
@@ -79,4 +80,25 @@ async def test_a_fine_from_before_any_assignment_reaches_nobody_and_the_run_says
             "recipient": "driver",
             "reason": "vehicle ABC1D23 had no driver at 2026-11-18T07:59:59-03:00",
         }
+    ]
+
+
+async def test_a_fine_reaches_the_driver_deleted_and_created_again_who_drove_then(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """A driver is one person by CPF: the history kept the deleted driver's id, so every
+    fine of the time before the deletion reached nobody, though Ana (created again, the same
+    CPF) is a stored driver with an e-mail."""
+    smtp = await smtp_server()
+    await _setup(client, smtp.port)
+    drivers = "/api/v1/entities/vehicle/ABC1D23/drivers"
+    await post(client, drivers, {"driver": ANA["cpf"], "start": "2026-11-01T08:00:00-03:00"})
+    response = await client.delete(f"/api/v1/entities/driver/{ANA['cpf']}", headers=auth())
+    assert response.status == 204
+    await post(client, "/api/v1/entities/driver", {**ANA, "email": "ana.souza@example.com"})
+    await drain(client.app[services_key])
+    await _fine(client, "A1", "2026-11-15T12:00:00Z")
+    await drain(client.app[services_key])
+    assert [(m.message["Subject"], m.recipients) for m in smtp.received] == [
+        ("A1", ["ana.souza@example.com"])
     ]

@@ -36,6 +36,9 @@ ASSIGNMENT_RANGES = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name
 """Where the server scans for a range of `_id` (SecantusDB): every read here is one."""
 DUE_INDEX = IndexModel([("due", ASCENDING)], name="due", sparse=True)
 """Scheduled changes not yet followed by `current_driver` (most changes have no `due`)."""
+DRIVERS_INDEX = IndexModel([("tenant", ASCENDING), ("driver.cpf", ASCENDING)], name="drivers")
+"""A driver's changes, by CPF (`of_driver`): what a driver's write or deletion makes the
+history follow (a rare write: a new driver, a corrected name, a deletion)."""
 DUE_MIGRATION = "driver_assignments.due"
 """The `migrations` marker: changes scheduled before `due` existed have it (`mark_scheduled`)."""
 _MARK_BATCH = 500
@@ -142,6 +145,27 @@ class AssignmentStore:
         tenant = change["tenant"]
         with translate_errors():
             return await self._c.find_one(scoped(tenant, query), sort=[("_id", 1)])
+
+    async def of_driver(self, tenant: str, cpf: str) -> list[Doc]:
+        """Every change naming the driver of this CPF (through `drivers`), whatever its id."""
+        with translate_errors():
+            return await self._c.find(scoped(tenant, {"driver.cpf": cpf})).to_list(None)
+
+    async def set_driver(self, tenant: str, ids: list[str], driver: Mapping[str, str]) -> None:
+        """The changes `ids` (of one driver, by CPF) name `driver` as it now is."""
+        query = {"_id": {"$in": ids}, "driver.cpf": driver["cpf"]}
+        with translate_errors():
+            await self._c.update_many(scoped(tenant, query), {"$set": {"driver": dict(driver)}})
+
+    async def remove(self, tenant: str, doc_id: str, match: Mapping[str, Any]) -> Doc | None:
+        """Take the change `doc_id` out of the history if it still matches `match` (the report
+        that recorded it, the driver it names); the removed change, or None. The change before
+        it then lasts up to the next one."""
+        with translate_errors():
+            removed: Doc | None = await self._c.find_one_and_delete(
+                scoped(tenant, {"_id": doc_id, **match})
+            )
+            return removed
 
     async def history(
         self, tenant: str, vehicle_id: str, *, before: str | None, limit: int

@@ -19,7 +19,12 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from gateway.clock import utcnow
-from gateway.store.assignments import ASSIGNMENT_RANGES, DUE_INDEX, AssignmentStore
+from gateway.store.assignments import (
+    ASSIGNMENT_RANGES,
+    DRIVERS_INDEX,
+    DUE_INDEX,
+    AssignmentStore,
+)
 from gateway.store.client import Collection, Database, Doc, find_by_id, scoped, translate_errors
 from gateway.store.expiry import Expiry
 from gateway.store.flow_runs import FlowRunStore
@@ -139,9 +144,10 @@ class NotifyStores:
         """Assignments and an event's flow runs are read by ranges of `_id`, which MongoDB
         serves from its primary index and SecantusDB by scanning the collection, so there
         they get an index (tenant, `_id`) that serves them (a driver change is a rare write;
-        a run is written a few times, once a step)."""
+        a run is written a few times, once a step). A driver's changes are found by CPF
+        (`drivers`: a driver created, renamed or deleted, which the history follows)."""
         with translate_errors():
-            await self._db["driver_assignments"].create_indexes([DUE_INDEX])
+            await self._db["driver_assignments"].create_indexes([DUE_INDEX, DRIVERS_INDEX])
             if scans_id_ranges:
                 await self._db["driver_assignments"].create_indexes([ASSIGNMENT_RANGES])
             await self._db["channels"].create_indexes(NAME_INDEXES)
