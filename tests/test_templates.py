@@ -245,6 +245,45 @@ def test_locale_follows_the_recipient_language_with_fallbacks() -> None:
     assert portuguese.parts["text"] == "Olá Ana Souza, multa de R$ 130,16 em 18/11/2026 13:45."
 
 
+def test_a_language_tag_written_with_an_underscore_or_in_other_case_is_that_language() -> None:
+    """Java's `Locale.toString()`, Android and Brazilian HR systems write `pt_BR`: it matched
+    no locale, and the driver got the template's default language."""
+    template = compile_template({**FINE_EMAIL, "default_locale": "en"})
+    assert [template.locale_for(t) for t in ("pt_BR", "PT-br", "pt_PT", "en_US")] == [
+        "pt-BR",
+        "pt-BR",
+        "pt-BR",
+        "en",
+    ]
+
+
+def _pt_br(text: str, sample: dict[str, Any]) -> str:
+    doc = {"name": "t", "channel_type": "sms", "default_locale": "pt-BR"}
+    template = compile_template({**doc, "locales": {"pt-BR": {"text": text}}})
+    return str(template.render(sample, "pt-BR").parts["text"])
+
+
+def test_dates_in_portuguese_name_their_months_and_weekdays_in_portuguese() -> None:
+    when = {"d": "2026-11-18T16:45:00Z"}
+    assert _pt_br("{{ d|datetime('%A, %d de %B de %Y') }}", when) == (
+        "quarta-feira, 18 de novembro de 2026"
+    )
+    assert _pt_br("{{ d|datetime('%a %d %b|%c|%x|%%B') }}", when) == (
+        "qua 18 nov|qua 18 nov 2026 13:45:00|18/11/2026|%B"
+    )
+    english = _template("{{ d|datetime('%A, %B %d') }}", when).render(when, "en")
+    assert english.parts["text"] == "Wednesday, November 18"
+
+
+@pytest.mark.parametrize(
+    ("amount", "written"),
+    [(2.675, "R$ 2,68"), (0.125, "R$ 0,13"), ("1234.565", "R$ 1.234,57"), (-2.675, "R$ -2,68")],
+)
+def test_money_rounds_half_up_on_the_amount_as_written(amount: Any, written: str) -> None:
+    """Python's float formatting rounded the binary float nearest 2.675 (2.67499…) down."""
+    assert _pt_br("{{ v|money }}", {"v": amount}) == written
+
+
 async def test_a_preview_with_a_member_it_does_not_know_is_a_422_not_the_default_language(
     client: Client,
 ) -> None:
