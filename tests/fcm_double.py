@@ -3,9 +3,12 @@
 `/token` checks the JWT-bearer grant as Google does (grant type, RS256 signature by the
 service account's key, audience = the token URL, scope) and issues access tokens;
 `/v1/projects/{project}/messages:send` wants a token it issued, records the message, and
-answers like FCM: UNREGISTERED (404) for tokens a test unregistered, or what a test queued
-(429 with Retry-After, 503, a 401 that makes the client fetch a new token); `/token` answers
-what a test queued too (a busy token endpoint).
+answers like FCM (its error bodies as firebase.google.com/docs/cloud-messaging/error-codes
+shows them): UNREGISTERED (404) for tokens a test unregistered, INVALID_ARGUMENT (400) for a
+token that is no FCM token, for a field of the message, or for a message over FCM's 4,096
+bytes, THIRD_PARTY_AUTH_ERROR (401) for a token of an iOS device while the project's APNs key
+is missing, or what a test queued (429 with Retry-After, 503, a 401 that makes the client
+fetch a new token); `/token` answers what a test queued too (a busy token endpoint).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 PROJECT = "rabbot-demo"
 _BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+_FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+_MAX_PAYLOAD = 4096  # bytes of a message's notification and data
 
 
 @dataclass
@@ -40,9 +45,13 @@ class Fcm:
     assertions: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     unregistered: set[str] = field(default_factory=set)
-    # tokens answered 400 INVALID_ARGUMENT, with a field violation at this field
-    # ("message.token": not a token at all; another field: the message's fault)
+    # tokens answered 400 INVALID_ARGUMENT as FCM does, by the field at fault: "message.token"
+    # (not a token at all: an FcmError INVALID_ARGUMENT saying so, no field violation), another
+    # field (the message's fault: a google.rpc.BadRequest field violation, no FcmError)
     invalid: dict[str, str] = field(default_factory=dict)
+    # tokens of iOS devices while the project's APNs auth key is missing: 401
+    # THIRD_PARTY_AUTH_ERROR (our access token is fine)
+    apns_key_missing: set[str] = field(default_factory=set)
     # answers quote the request's Authorization header (a proxy's debug message): the 400 for
     # those, and the message name of a success
     echo_authorization: bool = False
@@ -115,59 +124,68 @@ class Fcm:
     async def send(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
         if not self.tokens_issued or auth != f"Bearer {self.tokens_issued[-1]}":
-            return _error(401, "UNAUTHENTICATED", "Request had invalid authentication")
+            return _unauthenticated()
         if self.queued:
             status, headers = self.queued.popleft()
-            code = {429: "QUOTA_EXCEEDED", 401: "UNAUTHENTICATED"}.get(status, "UNAVAILABLE")
-            return _error(status, code, "queued by the test", headers)
+            if status == 401:  # Google refusing the access token: no FcmError
+                return _unauthenticated()
+            code, google = {429: ("QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED")}.get(
+                status, ("UNAVAILABLE", "UNAVAILABLE")
+            )
+            return _error(status, google, "queued by the test", [_fcm_error(code)], headers)
         body = await request.json()
         message = body["message"]
-        if message["token"] in self.unregistered:
+        token = message["token"]
+        if token in self.unregistered:
             if self.unregistered_together is not None:
                 await asyncio.wait_for(self.unregistered_together.wait(), timeout=5)
-            return _error(
-                404, "UNREGISTERED", "Requested entity was not found.", status="NOT_FOUND"
-            )
-        if message["token"] in self.invalid:
-            violation = {"field": self.invalid[message["token"]], "description": "Invalid value"}
-            bad_request = {"@type": _BAD_REQUEST, "fieldViolations": [violation]}
-            said = "The registration token is not a valid FCM registration token"
-            if self.echo_authorization:
-                said += f" (request authorized with {auth})"
-            return _error(
-                400,
-                "INVALID_ARGUMENT",
-                said,
-                status="INVALID_ARGUMENT",
-                extra=[bad_request],
-            )
+            said = "Requested entity was not found."
+            return _error(404, "NOT_FOUND", said, [_fcm_error("UNREGISTERED")])
+        if token in self.apns_key_missing:
+            said = "Auth error from APNS or Web Push Service"
+            return _error(401, "UNAUTHENTICATED", said, [_fcm_error("THIRD_PARTY_AUTH_ERROR")])
+        payload = {k: message[k] for k in ("notification", "data") if k in message}
+        if token in self.invalid or len(orjson.dumps(payload)) > _MAX_PAYLOAD:
+            return self._invalid(message, auth)
         self.messages.append(message)
         name = f"projects/{request.match_info['project']}/messages/0:{next(self._ids)}"
         return web.json_response({"name": f"{name} {auth}" if self.echo_authorization else name})
 
+    def _invalid(self, message: dict[str, Any], auth: str) -> web.Response:
+        """FCM's 400 INVALID_ARGUMENT, in the three shapes its docs and answers show."""
+        at_fault = self.invalid.get(message["token"])
+        if at_fault == "message.token":
+            said = "The registration token is not a valid FCM registration token"
+            details = [_fcm_error("INVALID_ARGUMENT")]
+        elif at_fault is not None:
+            said = f"Invalid value at '{at_fault}' (TYPE_STRING), 12"
+            violation = {"field": at_fault, "description": said}
+            details = [{"@type": _BAD_REQUEST, "fieldViolations": [violation]}]
+        else:
+            said = "Android message is too big"
+            details = [{"@type": _BAD_REQUEST}, _fcm_error("INVALID_ARGUMENT")]
+        if self.echo_authorization:
+            said += f" (request authorized with {auth})"
+        return _error(400, "INVALID_ARGUMENT", said, details)
+
+
+def _unauthenticated() -> web.Response:
+    said = "Request had invalid authentication credentials. Expected OAuth 2 access token."
+    return _error(401, "UNAUTHENTICATED", said, [])
+
+
+def _fcm_error(code: str) -> dict[str, str]:
+    return {"@type": _FCM_ERROR, "errorCode": code}
+
 
 def _error(
     code: int,
-    fcm_code: str,
+    status: str,
     message: str,
+    details: list[dict[str, Any]],
     headers: dict[str, str] | None = None,
-    status: str = "UNAVAILABLE",
-    extra: list[dict[str, Any]] | None = None,
 ) -> web.Response:
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "status": status,
-            "details": [
-                {
-                    "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
-                    "errorCode": fcm_code,
-                },
-                *(extra or []),
-            ],
-        }
-    }
+    body = {"error": {"code": code, "message": message, "status": status, "details": details}}
     return web.Response(
         status=code,
         body=orjson.dumps(body),

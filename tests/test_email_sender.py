@@ -162,6 +162,42 @@ async def test_header_injection_is_refused(smtp_server: SmtpFactory) -> None:
     assert outcome.verdict is Verdict.FAIL and double.received == []
 
 
+@pytest.mark.parametrize(
+    "printed",
+    [
+        "=?utf-8?q?Av=2E_Paulista=0D=0AReply-To:_pagamentos@golpe.example?=",
+        "=?utf-8?q?=0D=0A=0D=0AMulta_com_desconto:_pague_em_https://golpe.example/pix?=",
+        "Av.=?utf-8?b?DQpCY2M6IGV2aWxAeC55?=Paulista",
+    ],
+)
+async def test_an_encoded_word_in_a_subject_arrives_as_the_text_printed(
+    smtp_server: SmtpFactory, printed: str
+) -> None:
+    """Partner text a subject prints may look like an RFC 2047 encoded word hiding CR LF: the
+    email package decoded it when the header was set and wrote the line break raw (a Reply-To,
+    or a body, of the partner's choosing). The reader now gets the text as rendered."""
+    double = await smtp_server("plain")
+    subject = f"Novo veículo ABC1D23 {printed}"
+    sent = EmailMessage(to=("frota@acme.com.br",), subject=subject, text="t", html="<p>t</p>")
+    outcome = await EmailSender(ALLOW).send(_settings(double), sent)
+    assert outcome.verdict is Verdict.SUCCESS, outcome.detail
+    (got,) = double.received
+    assert got.message["Subject"] == subject
+    assert got.message.get_all("Reply-To") == ["frota@acme.com.br"]
+    assert got.message.get_all("Bcc") is None
+    assert got.message.is_multipart() and got.part("html").strip() == "<p>t</p>"
+    assert "golpe" not in got.part("plain")
+
+
+async def test_a_line_break_in_a_subject_with_an_encoded_word_is_refused(
+    smtp_server: SmtpFactory,
+) -> None:
+    double = await smtp_server("plain")
+    bad = EmailMessage(to=("a@b.c",), subject="=?utf-8?q?x?=\r\nBcc: evil@x.y", text="t")
+    outcome = await EmailSender(ALLOW).send(_settings(double), bad)
+    assert outcome.verdict is Verdict.FAIL and double.received == []
+
+
 async def test_a_send_cancelled_while_connecting_leaves_no_socket_open() -> None:
     """A send cancelled while its socket connects (a shutdown's deadline, a flow step's):
     the socket was closed only on a connect error or timeout, so the cancelled one was left

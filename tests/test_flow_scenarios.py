@@ -74,8 +74,9 @@ async def test_scenario_3_a_fine_reaches_the_driver_hr_names_by_email(
     assert text.startswith("Olá Ana Souza,")
     assert "que você dirigia em\n18/11/2026 13:45." in text
     assert "Valor: R$ 130,16" in text and "Pontos: 4" in text
-    assert "Prazo para indicação do condutor: 2026-12-18" in text
+    assert "Prazo para indicação do condutor: 18/12/2026" in text
     assert "<b>ABC1D23</b>" in mail.part("html")
+    assert "Prazo para indicação do condutor: 18/12/2026" in mail.part("html")
 
     runs = await get(client, "/api/v1/flows/fine-email-driver/runs")
     (run,) = runs["items"]

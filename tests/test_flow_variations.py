@@ -150,9 +150,9 @@ async def _scenario1(client: Client, fcm: Fcm, tokens: list[str]) -> None:
 async def test_a_token_fcm_calls_invalid_leaves_the_driver_and_her_other_phone_gets_the_push(
     client: Client, fcm: Fcm
 ) -> None:
-    """FCM answers 400 INVALID_ARGUMENT on `message.token` for a token that is no token (cut
-    when copied, an APNs token): it was kept, and every later alert to the driver failed
-    on it again."""
+    """FCM answers 400 INVALID_ARGUMENT "The registration token is not a valid FCM
+    registration token" for a token that is no token (cut when copied, an APNs token): it
+    was kept, and every later alert to the driver failed on it again."""
     fcm.invalid["apns-token-by-mistake"] = "message.token"
     await _scenario1(client, fcm, ["apns-token-by-mistake", "ana-phone"])
 

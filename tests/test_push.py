@@ -85,6 +85,23 @@ async def test_the_access_token_is_reused_until_fcm_refuses_it(client: Client, f
     assert again["result"] == "success" and len(fcm.tokens_issued) == 2
 
 
+async def test_an_ios_push_refused_for_the_projects_apns_key_keeps_the_access_token(
+    client: Client, fcm: Fcm
+) -> None:
+    """FCM's 401 THIRD_PARTY_AUTH_ERROR (the project's APNs key missing or refused) was read
+    as our access token refused: every iOS push threw the valid token away, fetched a new
+    one and called FCM twice."""
+    await _push_channel(client, fcm)
+    fcm.apns_key_missing.add("ios-token")
+    for _ in range(3):
+        refused = await _test_send(client, "ios-token")
+        assert refused["result"] == "fail" and refused["code"] == 401, refused
+        assert "THIRD_PARTY_AUTH_ERROR" in refused["detail"]
+    android = await _test_send(client)
+    assert android["result"] == "success", android
+    assert fcm.token_requests == 1 and len(fcm.tokens_issued) == 1
+
+
 async def test_the_service_account_key_is_write_only_and_sealed(client: Client, fcm: Fcm) -> None:
     await _push_channel(client, fcm)
     stored = await client.app[services_key].store.db["partners"].find_one({"name": "FCM"})
@@ -157,6 +174,40 @@ async def test_unregistered_tokens_are_removed_from_the_driver(client: Client, f
         await client.get(f"/api/v1/entities/driver/{driver['id']}", headers=auth())
     ).json()
     assert stored["push_tokens"] == ["phone-2"]
+
+
+@pytest.mark.parametrize(
+    ("invalid", "body", "removed"),
+    [
+        ("message.token", "ABC1D23 saiu de Garagem SP", True),  # an APNs token, say
+        (None, "ABC1D23 saiu de Garagem SP " * 200, False),  # "Android message is too big"
+    ],
+)
+async def test_fcms_invalid_argument_removes_a_token_only_when_it_is_no_fcm_token(
+    client: Client, fcm: Fcm, invalid: str | None, body: str, removed: bool
+) -> None:
+    """FCM answers a token that is no FCM token with an FcmError INVALID_ARGUMENT saying so,
+    without the field violation the gateway waited for: the token was kept for ever. A
+    message over FCM's size limit has the same codes: its token stays."""
+    channel = await _push_channel(client, fcm)
+    tokens = [TOKEN, "phone-2"]
+    driver = await post(
+        client,
+        "/api/v1/entities/driver",
+        {"name": "Ana Souza", "cpf": "52998224725", "push_tokens": tokens},
+    )
+    if invalid is not None:
+        fcm.invalid[TOKEN] = invalid
+    notification = Notification(
+        channel["id"],
+        Recipient(TOKEN, driver_id=driver["id"]),
+        {"title": "Veículo fora da área", "body": body},
+    )
+    outcome = await client.app[services_key].notify.notifier.send("acme", notification)
+    assert outcome.verdict is Verdict.FAIL and outcome.code == 400
+    assert "INVALID_ARGUMENT" in outcome.detail and outcome.unregistered is removed
+    stored = await get(client, f"/api/v1/entities/driver/{driver['id']}")
+    assert stored["push_tokens"] == (["phone-2"] if removed else tokens)
 
 
 @pytest.mark.parametrize("hr_id", ['"HR-7731"', "7731"])

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.errors import InvalidPayload
+from gateway.notify.sandbox import RenderLimit, budget
 from gateway.notify.templating import RenderFailed, compile_template
 from tests.partner_double import post
 from tests.support import auth
@@ -116,6 +118,73 @@ def test_templates_that_never_end_or_explode_fail_at_upload(text: str) -> None:
     assert _refusal(text).startswith("limit")
 
 
+@pytest.mark.parametrize("part", ["text", "html"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ range(100000)|join('x' * 2600)|length }}",  # 260 MB; 'x' * 40000: 4 GB
+        "{{ ('a' * 100000)|join('x' * 1000)|length }}",
+        "{{ range(1000)|select('odd')|join('x' * 200000)|length }}",
+        "{{ range(500)|map('string')|join('x' * 200000)|length }}",
+        "{{ plates.keys()|join('x' * 2600)|length }}",
+        "{{ ('\\n' * 250000)|indent(1000, true, true)|length }}",
+        "{{ ('\\n' * 10000)|indent('x' * 2600, true, true)|length }}",
+        "{% set s = 'y' * 2600 %}{% set x %}{% for i in range(40000) %}{{ s }}{% endfor %}"
+        "{% endset %}{{ x|length }}",
+        "{% set s = 'y' * 2600 %}{% filter length %}{% for i in range(40000) %}{{ s }}"
+        "{% endfor %}{% endfilter %}",
+        "{% macro m() %}{% for i in range(40000) %}{{ 'y' * 2600 }}{% endfor %}{% endmacro %}"
+        "{{ m()|length }}",
+        "{% macro m() %}{{ caller()|length }}{% endmacro %}{% call m() %}"
+        "{% for i in range(40000) %}{{ 'y' * 2600 }}{% endfor %}{% endcall %}",
+    ],
+)
+def test_a_large_value_is_refused_before_it_is_built(text: str, part: str) -> None:
+    """`join` over a range, a string, a generator or a view counted no items, `indent` bounded
+    its width but not width x lines, and a captured block (`{% set %}`, `{% filter %}`, a
+    macro's or a call's body) joined its chunks unmeasured: hundreds of megabytes built (up
+    to gigabytes with a longer text) before the limit said no."""
+    plates = {f"ABC{n:04d}": n for n in range(20_000)}
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidPayload) as caught:
+            _template(text, {"plates": plates}, part=part)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    problem = caught.value.problems[0]
+    assert problem.keyword == "limit" and "exceeds" in problem.message, problem
+    assert peak < 20_000_000, f"{peak:,} bytes built before the limit"
+
+
+def test_iterators_and_views_still_join_and_indent_as_jinja_does() -> None:
+    text = (
+        "{{ [3, 1]|reverse|join('-') }} {{ range(3)|map('string')|join(',') }} "
+        "{{ {'a': 1}.items()|first|join('=') }} {{ 'ab'|join('.') }} "
+        "{% for x in [1, 2] %}{{ loop|length }}{% endfor %} {{ 'a\\nb'|indent('> ') }}"
+    )
+    assert _template(text).render({}, "en").parts["text"] == "1-3 0,1,2 a=1 a.b 22 a\n> b"
+
+
+async def test_a_template_whose_value_cannot_be_allocated_is_a_422(client: Client) -> None:
+    """100,000 x 262,000 characters (26 GB, more than the host has): a MemoryError, a 500."""
+    doc = {
+        "name": "big",
+        "channel_type": "email",
+        "default_locale": "en",
+        "locales": {"en": {"subject": "s", "text": "{{ range(100000)|join('x' * 262000) }}"}},
+    }
+    response = await client.post("/api/v1/templates", json=doc, headers=auth())
+    assert response.status == 422, await response.text()
+    (problem,) = (await response.json())["errors"]
+    assert problem["keyword"] == "limit" and problem["pointer"] == "/locales/en/text"
+
+
+def test_an_allocation_that_fails_while_rendering_is_a_render_limit() -> None:
+    with pytest.raises(RenderLimit, match="out of memory"), budget():
+        bytearray(2**62)
+
+
 def test_a_runaway_template_fails_at_run_time_as_an_outcome_with_its_line() -> None:
     template = _template(
         "Hi\n{% for a in range(n) %}{% for b in range(n) %}{% endfor %}{% endfor %}"
@@ -174,6 +243,45 @@ def test_locale_follows_the_recipient_language_with_fallbacks() -> None:
     assert template.render(FINE_SAMPLE, "pt").locale == "pt-BR"
     portuguese = template.render(FINE_SAMPLE, "es")
     assert portuguese.parts["text"] == "Olá Ana Souza, multa de R$ 130,16 em 18/11/2026 13:45."
+
+
+def test_a_language_tag_written_with_an_underscore_or_in_other_case_is_that_language() -> None:
+    """Java's `Locale.toString()`, Android and Brazilian HR systems write `pt_BR`: it matched
+    no locale, and the driver got the template's default language."""
+    template = compile_template({**FINE_EMAIL, "default_locale": "en"})
+    assert [template.locale_for(t) for t in ("pt_BR", "PT-br", "pt_PT", "en_US")] == [
+        "pt-BR",
+        "pt-BR",
+        "pt-BR",
+        "en",
+    ]
+
+
+def _pt_br(text: str, sample: dict[str, Any]) -> str:
+    doc = {"name": "t", "channel_type": "sms", "default_locale": "pt-BR"}
+    template = compile_template({**doc, "locales": {"pt-BR": {"text": text}}})
+    return str(template.render(sample, "pt-BR").parts["text"])
+
+
+def test_dates_in_portuguese_name_their_months_and_weekdays_in_portuguese() -> None:
+    when = {"d": "2026-11-18T16:45:00Z"}
+    assert _pt_br("{{ d|datetime('%A, %d de %B de %Y') }}", when) == (
+        "quarta-feira, 18 de novembro de 2026"
+    )
+    assert _pt_br("{{ d|datetime('%a %d %b|%c|%x|%%B') }}", when) == (
+        "qua 18 nov|qua 18 nov 2026 13:45:00|18/11/2026|%B"
+    )
+    english = _template("{{ d|datetime('%A, %B %d') }}", when).render(when, "en")
+    assert english.parts["text"] == "Wednesday, November 18"
+
+
+@pytest.mark.parametrize(
+    ("amount", "written"),
+    [(2.675, "R$ 2,68"), (0.125, "R$ 0,13"), ("1234.565", "R$ 1.234,57"), (-2.675, "R$ -2,68")],
+)
+def test_money_rounds_half_up_on_the_amount_as_written(amount: Any, written: str) -> None:
+    """Python's float formatting rounded the binary float nearest 2.675 (2.67499…) down."""
+    assert _pt_br("{{ v|money }}", {"v": amount}) == written
 
 
 async def test_a_preview_with_a_member_it_does_not_know_is_a_422_not_the_default_language(

@@ -11,7 +11,9 @@ server said is kept without the channel's password (`_redactor`).
 from __future__ import annotations
 
 import asyncio
+import email.header
 import email.message
+import email.policy
 import email.utils
 import functools
 import socket
@@ -202,7 +204,7 @@ def build_message(settings: EmailSettings, message: EmailMessage) -> email.messa
     mime["To"] = ", ".join(message.to)
     if settings.reply_to:
         mime["Reply-To"] = settings.reply_to
-    mime["Subject"] = message.subject
+    mime["Subject"] = _literal(message.subject)
     mime["Date"] = email.utils.formatdate(utc_timestamp(), localtime=False)
     domain = email.utils.parseaddr(settings.sender)[1].rpartition("@")[2] or None
     mime["Message-ID"] = message.message_id or email.utils.make_msgid(domain=domain)
@@ -210,6 +212,31 @@ def build_message(settings: EmailSettings, message: EmailMessage) -> email.messa
     if message.html:
         mime.add_alternative(message.html, subtype="html")
     return mime
+
+
+class _LiteralText(str):
+    """A free-text header value written as RFC 2047 encoded words: what every reader decodes
+    is exactly this text. The email package parses a value set as a header and decodes the
+    encoded words it finds in it (`=?utf-8?q?=0D=0A?=` → CR LF), and the generator writes what
+    it decoded raw: a subject printing a partner's `=?…?=` would inject headers or end the
+    header block. A value with a `name` and a `fold` is stored and written as it is
+    (`EmailPolicy.header_store_parse`, `_fold`)."""
+
+    name = "Subject"
+
+    def fold(self, *, policy: email.policy.EmailPolicy) -> str:
+        words = email.header.Header(str(self), "utf-8", header_name=self.name)
+        encoded = words.encode(linesep=policy.linesep, maxlinelen=policy.max_line_length or 0)
+        return f"{self.name}: {encoded}{policy.linesep}"
+
+
+def _literal(subject: str) -> str:
+    """The subject as the header to set: a text that holds what reads as the start of an
+    encoded word (`=?`) is written wholly encoded (`_LiteralText`), any other as it is (the
+    email package encodes what is not ASCII). Line breaks are refused either way."""
+    if len(subject.splitlines()) > 1:
+        raise ValueError("the subject holds a line break")
+    return _LiteralText(subject) if "=?" in subject else subject
 
 
 def describe_failure(exc: BaseException) -> tuple[Verdict, int | None, str]:

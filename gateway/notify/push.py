@@ -2,11 +2,11 @@
 by the partner's Google service account (see `service_account.py`).
 
 FCM's answers, as outcomes: 200 → sent (the message name is the provider id); an error whose
-`FcmError` detail says `UNREGISTERED`, or an `INVALID_ARGUMENT` whose field violation is
-`message.token` (a token that is no FCM token at all: cut, mistyped, an APNs token) → failed,
-and the device token is marked for removal from the driver; 429 and 5xx → retry (Retry-After
-kept); other 4xx (an `INVALID_ARGUMENT` about the message itself) → failed, the token kept.
-Data values are strings, as FCM requires.
+`FcmError` detail says `UNREGISTERED`, or an `INVALID_ARGUMENT` about the token (a token that is
+no FCM token at all: cut, mistyped, an APNs token; `_token_refused`) → failed, and the device
+token is marked for removal from the driver; 429 and 5xx → retry (Retry-After kept); other 4xx
+(an `INVALID_ARGUMENT` about the message itself, a message over FCM's size limit,
+`THIRD_PARTY_AUTH_ERROR`) → failed, the token kept. Data values are strings, as FCM requires.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from gateway.outbound.verdict import Verdict
 
 SEND_PATH = "/v1/projects/{project}/messages:send"
 _FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
-_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+_NOT_A_TOKEN = "registration token is not a valid fcm registration token"
 
 
 def fcm_body(message: PushMessage, priority: str = "high") -> dict[str, Any]:
@@ -111,20 +111,15 @@ def _push_outcome(outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
 
 
 def _token_refused(error: dict[str, Any] | None, codes: list[str]) -> bool:
-    """An INVALID_ARGUMENT about the token itself: its `BadRequest` detail names the field
-    `message.token` (FCM's answer to a token that is not one). Another field (a data value,
-    the title) is the message's fault: the token stays."""
+    """An INVALID_ARGUMENT about the token itself, which FCM tells by its message: "The
+    registration token is not a valid FCM registration token" (an `FcmError`
+    INVALID_ARGUMENT, no field violation). The same code comes for the message's own faults
+    (a `BadRequest` field violation on a data value, "Android message is too big" with an
+    `FcmError` too): those cost no valid token."""
     if error is None or "INVALID_ARGUMENT" not in codes:
         return False
-    details = error.get("details")
-    for detail in details if isinstance(details, list) else []:
-        if not isinstance(detail, dict) or detail.get("@type") != _BAD_REQUEST:
-            continue
-        violations = detail.get("fieldViolations")
-        for violation in violations if isinstance(violations, list) else []:
-            if isinstance(violation, dict) and violation.get("field") == "message.token":
-                return True
-    return False
+    said = error.get("message")
+    return isinstance(said, str) and _NOT_A_TOKEN in said.lower()
 
 
 def _fcm_error_codes(error: dict[str, Any] | None) -> list[str]:

@@ -9,8 +9,12 @@ dicts), every way a template could reach Python or take unbounded time or memory
   an allowlist of plain string/dict/list methods; everything else is a SecurityError;
 - memory: `*`, `**`, `+` and `%` are checked before they run, and so is every value that a
   filter, a call, `~` or `{{ }}` turns into text (a nested list shared with itself prints
-  exponentially); filters that pad or repeat take bounded widths; output is counted as it is
-  produced and stops at `MAX_OUTPUT_CHARS`;
+  exponentially); an iterator handed to a filter is listed (bounded) first, so it is measured
+  like a list; filters that pad or repeat take bounded widths, and those whose result can be
+  many times their arguments (`join`, `replace`, `indent`) have it computed before they run;
+  output is counted as it is produced, the whole part's and every captured one's (`{% set %}`
+  and `{% filter %}` blocks, macro and call bodies: `_Output`), and stops at
+  `MAX_OUTPUT_CHARS`; an allocation that fails anyway is a limit, not a crash;
 - time: rendering runs under a step budget (Python trace events) and a deadline, so nested
   `range` loops or recursive macros stop with an error instead of running for ever.
 """
@@ -21,11 +25,12 @@ import _weakrefset
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import math
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import wraps
@@ -212,6 +217,13 @@ class _Generator(CodeGenerator):
         super().visit_Tuple(node, frame)
         self.write(")")
 
+    def buffer(self, frame: Frame) -> None:
+        """A captured output (`{% set x %}`, `{% filter %}`, a macro's or a call block's body)
+        is collected in an `_Output`, counted as it grows: the chunks of a loop, each
+        measured alone, were joined unmeasured at the end."""
+        frame.buffer = self.temporary_identifier()
+        self.writeline(f"{frame.buffer} = environment.output()")
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         if frame.eval_ctx.volatile:
             join = "(markup_join if context.eval_ctx.volatile else str_join)"
@@ -284,6 +296,15 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             measure([left, right])
         return super().call_binop(context, operator, left, right)
 
+    @staticmethod
+    def output() -> _Output:
+        return _Output()
+
+    @staticmethod
+    def concat(chunks: Iterable[str]) -> str:
+        """Every output Jinja joins (a buffer, a block's chunks) as `bounded_text` does."""
+        return _joined(chunks)
+
     def guard_literal(self, value: _T) -> _T:
         measure(value)
         return value
@@ -310,33 +331,112 @@ def _check_product(left: Any, right: Any) -> None:
 
 
 def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-    """Filters see measured arguments, bounded widths, and give measured results."""
+    """Filters see measured arguments (an iterator listed first, so it is measured like a
+    list), bounded widths, a result computed before it is built where it can be many times
+    the arguments (`_RESULT_SIZES`), and give measured results."""
+    result_size = _RESULT_SIZES.get(name)
 
     @wraps(func)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(_listed(a) for a in args)
+        kwargs = {k: _listed(v) for k, v in kwargs.items()}
         values = [a for a in args if not isinstance(a, Context | EvalContext | Environment)]
         measure((values, kwargs))
         if name in _WIDTH_FILTERS:
             for arg in [*values[1:], *kwargs.values()]:
                 if _number(arg) and abs(arg) > MAX_WIDTH:
                     raise RenderLimit(f"{name}: a width or count of {arg} exceeds {MAX_WIDTH:,}")
-        if name == "replace" and len(values) >= 3:
-            _check_replace(values[0], values[1], values[2])
-        if name == "join" and values:
-            separator = values[1] if len(values) > 1 else kwargs.get("d", "")
-            items = values[0] if isinstance(values[0], list | tuple) else ()
-            if len(str(separator)) * len(items) > MAX_OUTPUT_CHARS:
-                raise RenderLimit(f"join: the result exceeds {MAX_OUTPUT_CHARS:,} characters")
+        if result_size is not None and values:
+            if result_size(values[0], values[1:], kwargs) > MAX_OUTPUT_CHARS:
+                raise RenderLimit(f"{name}: the result exceeds {MAX_OUTPUT_CHARS:,} characters")
         return _guard_value(func(*args, **kwargs))
 
     return guarded
 
 
-def _check_replace(text: Any, old: Any, new: Any) -> None:
-    text, old, new = str(text), str(old), str(new)
-    count = len(text) + 1 if not old else text.count(old)
-    if len(text) + count * max(0, len(new) - len(old)) > MAX_OUTPUT_CHARS:
-        raise RenderLimit(f"replace: the result exceeds {MAX_OUTPUT_CHARS:,} characters")
+def _listed(value: Any) -> Any:
+    """An iterator (a generator, `map`, `select`, `reverse`) as the list of its items, at most
+    MAX_VALUE_NODES of them: what a filter builds from it is then measured before it is built,
+    as it is for a list. Anything else as it is (a loop's `loop` too: listing it would end
+    the loop)."""
+    if not isinstance(value, Iterator) or isinstance(value, LoopContext):
+        return value
+    items = list(itertools.islice(value, MAX_VALUE_NODES + 1))
+    if len(items) > MAX_VALUE_NODES:
+        raise RenderLimit(f"a value has more than {MAX_VALUE_NODES:,} parts")
+    return items
+
+
+def _argument(given: list[Any], named: Mapping[str, Any], at: int, name: str, default: Any) -> Any:
+    """A filter's argument after its value: the `at`th given, or the one named `name`."""
+    return given[at] if len(given) > at else named.get(name, default)
+
+
+def _joined_size(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
+    """`join(d='')`: every item's text, and the separator between each two. A range, a
+    string, a dict or a view counts its items by `len`."""
+    separator = str(_argument(given, named, 0, "d", ""))
+    count = len(value) if isinstance(value, Sized) else 0
+    items = measure(value) if isinstance(value, list | tuple | Mapping | str) else 8 * count
+    return items + max(count - 1, 0) * len(separator)
+
+
+def _replaced_size(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
+    """`replace(old, new, count=None)`: each `old` found (each gap for an empty one) grows the
+    text by `new` less `old`."""
+    text = str(value)
+    old = str(_argument(given, named, 0, "old", ""))
+    new = str(_argument(given, named, 1, "new", ""))
+    found = len(text) + 1 if not old else text.count(old)
+    return len(text) + found * max(0, len(new) - len(old))
+
+
+def _indented_size(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
+    """`indent(width=4, first=False, blank=False)`: the indentation (a width of spaces, or a
+    text) on every line."""
+    text = str(value)
+    width = _argument(given, named, 0, "width", 4)
+    indentation = len(width) if isinstance(width, str) else max(int(width), 0)
+    return len(text) + len((text + "\n").splitlines()) * indentation
+
+
+_RESULT_SIZES: Mapping[str, Callable[[Any, list[Any], Mapping[str, Any]], int]] = {
+    "join": _joined_size,
+    "replace": _replaced_size,
+    "indent": _indented_size,
+}
+"""The filters whose result can be many times the size of what they are given, each with
+the size of that result, computed before the filter builds it."""
+
+
+class _Output(list[str]):
+    """An output as a template produces it (a part's, or a block's it captures), counted as it
+    grows: past MAX_OUTPUT_CHARS, RenderLimit before the chunk is added."""
+
+    __slots__ = ("_size",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._size = 0
+
+    def append(self, chunk: str) -> None:
+        self._size += len(chunk) if isinstance(chunk, str) else measure(chunk)
+        if self._size > MAX_OUTPUT_CHARS:
+            raise RenderLimit(f"the output exceeds {MAX_OUTPUT_CHARS:,} characters")
+        super().append(chunk)
+
+    def extend(self, chunks: Iterable[str]) -> None:
+        for chunk in chunks:
+            self.append(chunk)
+
+
+def _joined(chunks: Iterable[str]) -> str:
+    """The chunks joined, counted as they come (an `_Output`'s were counted already)."""
+    if isinstance(chunks, _Output):
+        return "".join(chunks)
+    out = _Output()
+    out.extend(chunks)
+    return "".join(out)
 
 
 _CALLBACK_FILES = frozenset({weakref.__file__, _weakrefset.__file__})
@@ -453,6 +553,8 @@ def budget(steps: int = MAX_STEPS, seconds: float = MAX_SECONDS) -> Iterator[lis
         yield missing
     except RecursionError:
         raise RenderLimit("rendering recursed too deeply") from None
+    except MemoryError:  # a value no guard foresaw, larger than the memory there is
+        raise RenderLimit("rendering ran out of memory") from None
     finally:
         sys.settrace(previous)
         _MISSING.reset(token)
@@ -460,14 +562,7 @@ def budget(steps: int = MAX_STEPS, seconds: float = MAX_SECONDS) -> Iterator[lis
 
 def bounded_text(chunks: Iterator[str]) -> str:
     """Join a template's output as it is produced; stop past MAX_OUTPUT_CHARS."""
-    out: list[str] = []
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > MAX_OUTPUT_CHARS:
-            raise RenderLimit(f"the output exceeds {MAX_OUTPUT_CHARS:,} characters")
-        out.append(chunk)
-    return _valid_text("".join(out))
+    return _valid_text(_joined(chunks))
 
 
 def _valid_text(text: str) -> str:

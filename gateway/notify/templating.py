@@ -105,15 +105,18 @@ class CompiledTemplate:
 
 def choose_locale(available: tuple[str, ...], wanted: str | None, default: str) -> str:
     """The exact language, else the same language of another region ("en-US" → "en",
-    "pt" → "pt-BR"), else the template's default."""
-    if wanted in available:
-        return wanted
-    if wanted:
-        base = wanted.split("-")[0].lower()
-        for locale in available:
-            if locale.split("-")[0].lower() == base:
-                return locale
-    return default
+    "pt" → "pt-BR"), else the template's default. A tag is read in any case and with `_`
+    for `-` (`pt_BR`, as Java, Android and many HR systems write it)."""
+    if not wanted:
+        return default
+    tag = wanted.replace("_", "-").lower()
+    exact = [locale for locale in available if locale.lower() == tag]
+    language = [locale for locale in available if _base(locale) == _base(tag)]
+    return next(iter(exact + language), default)
+
+
+def _base(tag: str) -> str:
+    return tag.split("-")[0].lower()
 
 
 def compile_template(doc: Mapping[str, Any]) -> CompiledTemplate:

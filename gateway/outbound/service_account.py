@@ -1,6 +1,7 @@
 """The `google_service_account` partner auth: a Google service account's key (write-only,
 sealed like every partner credential) traded for an access token by the JWT-bearer grant
-(RFC 7523), the token cached until shortly before it expires and renewed after a 401.
+(RFC 7523), the token cached until shortly before it expires and renewed after a 401 that
+refuses it (not FCM's `THIRD_PARTY_AUTH_ERROR`: `GoogleServiceAccountAuth.refused`).
 
     {"type": "google_service_account", "service_account": <the key file>, "scope"?: "..."}
 """
@@ -28,6 +29,7 @@ from gateway.outbound.partner_auth import (
 AUTH_TYPE = "google_service_account"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 _KEYS = frozenset({"type", "service_account", "scope"})
+_THIRD_PARTY = "THIRD_PARTY_AUTH_ERROR"
 
 
 class GoogleServiceAccountAuth(OAuth2ClientCredentials):
@@ -60,12 +62,30 @@ class GoogleServiceAccountAuth(OAuth2ClientCredentials):
     def __repr__(self) -> str:
         return f"GoogleServiceAccountAuth({self._account.client_email!r})"
 
+    def refused(self, status: int | None, body: Any) -> bool:
+        """A 401 refuses our access token, unless Google's answer says whose credentials it
+        refused were another's: FCM's `THIRD_PARTY_AUTH_ERROR` is the project's APNs key or
+        Web Push credentials, which no new access token mends (a refresh and a second call
+        for every push to an iOS device)."""
+        return status == 401 and _THIRD_PARTY not in _error_codes(body)
+
     async def _request_token(self, fetch: TokenFetcher) -> tuple[str, float]:
         assertion = jwt_bearer_assertion(
             self._account, scope=self._scope_text, now=self._wall_clock()
         )
         form = {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
         return parse_token_response(await fetch(self.token_url, form, {}), self._default_ttl)
+
+
+def _error_codes(body: Any) -> list[str]:
+    """The `errorCode`s of a Google API error's details (`{"error": {"details": [...]}}`)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    return [
+        str(d["errorCode"])
+        for d in (details if isinstance(details, list) else [])
+        if isinstance(d, dict) and "errorCode" in d
+    ]
 
 
 def build_service_account_auth(
