@@ -674,6 +674,28 @@ async def test_phone_fields_are_read_as_the_sms_path_reads_them_and_stored_in_e1
     assert [e["pointer"] for e in (await answer.json())["errors"]] == ["/phone"]
 
 
+async def test_a_group_filter_lists_the_group_whichever_unicode_form_named_it(
+    client: Client,
+) -> None:
+    """`?group=` lists the vehicles a geofence's or a plan's `group` applies to: "São Paulo"
+    sent decomposed (as macOS and iOS write it) is the group typed composed, through the
+    index or beside another filter. Before, each form listed only its own vehicles."""
+    composed, decomposed = "S\u00e3o Paulo", "Sa\u0303o Paulo"
+    await _create(client, "vehicle", {"plate": "NFD1234", "group": decomposed})
+    await _create(client, "vehicle", {"plate": "NFC1234", "groups": [composed]})
+    await _create(client, "vehicle", {"plate": "OTH1234", "group": "Sao Paulo"})
+    for group in (composed, decomposed):
+        for query in ({"group": group}, {"status": "active", "group": group}):
+            url = "/api/v1/entities/vehicle"
+            if "status" in query:
+                for plate in ("NFD1234", "NFC1234", "OTH1234"):
+                    body = {"status": "active"}
+                    await client.patch(f"{url}/{plate}", json=body, headers=auth())
+            answer = await client.get(url, params=query, headers=auth())
+            plates = sorted(v["plate"] for v in (await answer.json())["items"])
+            assert plates == ["NFC1234", "NFD1234"], (group, query, plates)
+
+
 async def test_a_phone_dialled_abroad_from_brazil_drops_its_carrier_code(client: Client) -> None:
     """In Brazil an international call is `00`, the carrier code (CSP), the country code:
     the carrier code was read as the start of the country code, `0015 55 11 98765 4321`

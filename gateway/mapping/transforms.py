@@ -23,7 +23,8 @@ from gateway.schemas.ids import (
     normalize_plate,
 )
 
-from .casts import nfc, to_boolean, to_integer, to_number, to_string
+from ..formats.unicode_forms import nfc
+from .casts import to_boolean, to_integer, to_number, to_string
 from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS, PARSE_FORMAT_STEPS, TRANSFORM_STEPS
 from .model import EvalError
 from .params import NO_PARAMS, ParamScope, resolve_arguments, unset
