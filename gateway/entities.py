@@ -130,6 +130,7 @@ class Upsert:
     event_detail: Mapping[str, Any] | None = None
     forward: Forward = ()
     create: bool = True
+    visible: Sequence[str] | None = None  # what the writer reads (`visible_to`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,24 +160,57 @@ def diff(old: Any, new: Any, prefix: str = "") -> list[Change]:
     return [] if same_json(old, new) else [Change(prefix, old, new)]
 
 
+Sees = Callable[[str], bool]
+"""Whether the writer of a change can read the dotted field (`visible_to`)."""
+
+
+def visible_to(expose: Sequence[str] | None) -> Sees | None:
+    """What a writer that reads the entity through a trigger's `expose` sees: an exposed
+    field, one inside it, and one holding an exposed field (`contact` when `contact.email`
+    is exposed). None: every field (no `expose`)."""
+    if expose is None:
+        return None
+    shown = tuple(expose)
+
+    def sees(path: str) -> bool:
+        return any(path == e or path.startswith(f"{e}.") or e.startswith(f"{path}.") for e in shown)
+
+    return sees
+
+
 def merge(
-    base: Mapping[str, Any], patch: Mapping[str, Any], whole: Collection[str] = ()
+    base: Mapping[str, Any],
+    patch: Mapping[str, Any],
+    whole: Collection[str] = (),
+    sees: Sees | None = None,
 ) -> dict[str, Any]:
     """RFC 7396 JSON merge patch: objects merge recursively, null removes a member. An object
     patched over a member that is no object (or absent) is merged into an empty one: its
     nulls mean absent there too, whatever was stored before. So is one patched over a member
     named in `whole` (`SchemaRegistry.whole_members`): an object that is one value (a
-    driver's identity, a service record) is replaced, never paired with stored members."""
+    driver's identity, a service record) is replaced, never paired with stored members; but
+    those the writer cannot read (`sees`: a partner shown `contact.name` and
+    `contact.email` by its trigger's `expose`) are kept: it could not send them back, and
+    its write neither removes them nor tells of them (`pipeline.written`)."""
     result = dict(base)
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
         elif isinstance(value, Mapping):
-            target = None if key in whole else result.get(key)
+            target = result.get(key)
+            if key in whole:
+                target = _unseen(target, key, sees)
             result[key] = merge(target if isinstance(target, Mapping) else {}, value)
         else:
             result[key] = value
     return result
+
+
+def _unseen(stored: Any, key: str, sees: Sees | None) -> dict[str, Any]:
+    """The members of the stored whole value `stored` (member `key`) its writer cannot read."""
+    if sees is None or not isinstance(stored, Mapping):
+        return {}
+    return {name: value for name, value in stored.items() if not sees(f"{key}.{name}")}
 
 
 def _values(query: Mapping[str, str], name: str) -> list[str]:
@@ -531,10 +565,13 @@ class EntityService:
         forward: Forward = (),
         *,
         create: bool = True,
+        visible: Sequence[str] | None = None,
     ) -> WriteResult:
         """Create the entity `fields` name by natural key (unless `create` is false: then it
         must exist, else InvalidPayload `not_found`), or merge `fields` into it: a merge
         patch (`merge`) either way, into nothing for a new entity (`_merged_into_nothing`).
+        `visible`: the fields the writer reads (its trigger's `expose`), whose whole values'
+        other members the write keeps (`merge`).
 
         The entity as this process last wrote it is tried first: the write is guarded by the
         entity's version, so a stale copy costs one failed update and a re-read, never a lost
@@ -545,7 +582,16 @@ class EntityService:
         extra_events = await self._unannounced(tenant, etype, origin, extra_events)
         async with self._lanes.turn((tenant, etype, nk)):
             return await self._upsert(
-                tenant, etype, nk, fields, origin, extra_events, event_detail, forward, create
+                tenant,
+                etype,
+                nk,
+                fields,
+                origin,
+                extra_events,
+                event_detail,
+                forward,
+                create,
+                visible_to(visible),
             )
 
     async def _upsert(
@@ -559,6 +605,7 @@ class EntityService:
         event_detail: Mapping[str, Any] | None,
         forward: Forward = (),
         create: bool = True,
+        sees: Sees | None = None,
     ) -> WriteResult:
         current = self._recent.get(tenant, etype, nk)
         rounds = _Rounds()
@@ -588,7 +635,7 @@ class EntityService:
             result = await self._write(
                 tenant,
                 current,
-                merge(current["data"], kept, self._schemas.whole_members(etype)),
+                merge(current["data"], kept, self._schemas.whole_members(etype), sees),
                 origin,
                 extra_events,
                 event_detail,
@@ -690,7 +737,8 @@ class EntityService:
                 return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             stored = current["data"]
-            merged = merge(stored, kept, self._schemas.whole_members(etype))
+            whole = self._schemas.whole_members(etype)
+            merged = merge(stored, kept, whole, visible_to(upsert.visible))
             data = keyed_as_stored(etype, stored, merged, create=upsert.create)
             clean = await self._check(tenant, etype, data, stored)
         except InvalidPayload as exc:
