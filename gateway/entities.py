@@ -45,7 +45,13 @@ from gateway.schemas.ids import (
     plate_equivalents,
 )
 from gateway.schemas.problems import pointer
-from gateway.schemas.registry import NATURAL_KEYS, SchemaRegistry, reference_field
+from gateway.schemas.registry import (
+    NATURAL_KEYS,
+    NullPath,
+    SchemaRegistry,
+    null_paths,
+    reference_field,
+)
 from gateway.store import Doc, Store, new_id
 from gateway.store.entities import FILTERABLE, TogetherWrite
 from gateway.store.occurrences import occurrence_key
@@ -409,11 +415,11 @@ class EntityService:
         etype: str,
         data: Mapping[str, Any],
         stored: Mapping[str, Any] | None = None,
-        nulled: Collection[str] = (),
+        nulled: Collection[NullPath] = (),
     ) -> dict[str, Any]:
         """The validated, normalised document; tenants' custom kinds use their own schema.
         `stored`: the entity's data `data` is merged into (None: a new entity); `nulled`:
-        what a change merged into nothing sent as null (`SchemaRegistry.check`)."""
+        where the change merged into it sent null (`SchemaRegistry.check`)."""
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for_write(tenant, data.get("kind"))
@@ -424,13 +430,12 @@ class EntityService:
 
     def _merged_into_nothing(
         self, etype: str, change: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], list[str]]:
+    ) -> tuple[dict[str, Any], list[NullPath]]:
         """A change to an entity not stored yet, merged into nothing as into a stored one:
-        a null removes its member (one the schema requires keeps it: the names it sent as
-        null, `SchemaRegistry.check`'s `nulled`). So whether a payload is accepted does not
-        depend on whether its entity exists yet."""
-        nulled = [name for name, value in change.items() if value is None]
-        return merge({}, change, self._schemas.whole_members(etype)), nulled
+        a null removes its member (one the schema requires keeps it, at any depth: where it
+        sent null, `SchemaRegistry.check`'s `nulled`). So whether a payload is accepted does
+        not depend on whether its entity exists yet."""
+        return merge({}, change, self._schemas.whole_members(etype)), null_paths(change)
 
     def natural_key(self, etype: str, data: Mapping[str, Any]) -> str:
         """The stored natural key. Vehicles use the Mercosul form of the plate, so ABC1234
@@ -539,7 +544,7 @@ class EntityService:
         origin: Origin,
         extra_events: Sequence[Emit] = (),
         event_detail: Mapping[str, Any] | None = None,
-        nulled: Collection[str] = (),
+        nulled: Collection[NullPath] = (),
     ) -> WriteResult:
         """The entity `data` is, stored as sent (an admin's create); `nulled`: `data` is a
         change merged into nothing, which sent those members as null (`_check`)."""
@@ -640,6 +645,7 @@ class EntityService:
                 extra_events,
                 event_detail,
                 create=create,
+                nulled=null_paths(kept),
             )
             # "Nothing changed" was decided against the remembered copy without a write to
             # guard it: confirm it against the database before answering.
@@ -740,7 +746,7 @@ class EntityService:
             whole = self._schemas.whole_members(etype)
             merged = merge(stored, kept, whole, visible_to(upsert.visible))
             data = keyed_as_stored(etype, stored, merged, create=upsert.create)
-            clean = await self._check(tenant, etype, data, stored)
+            clean = await self._check(tenant, etype, data, stored, null_paths(kept))
         except InvalidPayload as exc:
             problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
             raise exc.restated(f"{etype} {nk!r}: {exc.detail}", problems) from None
@@ -763,7 +769,9 @@ class EntityService:
             while True:
                 current = await self._current(rounds, tenant, etype, ref, nk)
                 merged = merge(current["data"], patch, self._schemas.whole_members(etype))
-                result = await self._write(tenant, current, merged, origin)
+                result = await self._write(
+                    tenant, current, merged, origin, nulled=null_paths(patch)
+                )
                 if result is not None:
                     return result
                 await rounds.lose()
@@ -778,12 +786,14 @@ class EntityService:
         event_detail: Mapping[str, Any] | None = None,
         *,
         create: bool = True,
+        nulled: Collection[NullPath] = (),
     ) -> WriteResult | None:
         """Write `data` over the entity `current` (as `keyed_as_stored` keys it; `create`:
-        whether the write could have created it). None: `current` was stale."""
+        whether the write could have created it; `nulled`: where the change merged into it
+        sent null). None: `current` was stale."""
         etype = current["type"]
         data = keyed_as_stored(etype, current["data"], data, create=create)
-        clean = await self._check(tenant, etype, data, current["data"])
+        clean = await self._check(tenant, etype, data, current["data"], nulled)
         if self.natural_key(etype, clean) != current["nk"]:
             raise Conflict("the natural key of an entity cannot change; create a new one")
         return await self._replace(tenant, current, clean, origin, extra_events, event_detail)

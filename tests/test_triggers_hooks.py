@@ -147,6 +147,62 @@ async def test_a_partner_payload_for_a_new_entity_keeps_the_null_of_a_member_its
     ], items
 
 
+NUL = {
+    "name": "nul",
+    "schema": {
+        "type": "object",
+        "required": ["baixa"],
+        "properties": {
+            "baixa": {"type": ["string", "null"]},
+            "endereco": {
+                "type": "object",
+                "required": ["cep", "complemento"],
+                "properties": {
+                    "cep": {"type": "string"},
+                    "complemento": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+
+
+async def test_a_null_a_kind_requires_one_level_down_is_kept_as_the_admin_api_keeps_it(
+    client: Client,
+) -> None:
+    """`"endereco": {"complemento": null}`, required and nullable: the admin API stored it,
+    every trigger refused the same body ("/endereco/complemento: required field is
+    missing"), for a new entity and sent again for the stored one. A null the schema
+    requires is a value at any depth; one it does not allow is refused at the member."""
+    response = await client.post("/api/v1/kinds", json=NUL, headers=auth())
+    assert response.status == 201, await response.text()
+    address = {"cep": "01310-100", "complemento": None}
+    doc = {"kind": "nul", "key": "N1", "baixa": None, "endereco": address}
+    admin = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+    assert admin.status == 201, await admin.text()
+    trigger = await create_trigger(client, entity_type="other", kind="nul")
+    for key, created in (("N2", 201), ("N2", 200), ("N1", 200)):
+        status, answer = await hook(client, trigger, {**doc, "key": key})
+        assert status == created and answer["changed"] == [], (key, answer)
+    stored = await client.get("/api/v1/entities/other/nul:N2", headers=auth())
+    assert (await stored.json())["endereco"] == address
+    # a stored value nulled by a PATCH: null is its value, as at the top
+    url = "/api/v1/entities/other/nul:N2"
+    filled = {"endereco": {"complemento": "apto 1"}}
+    assert (await client.patch(url, json=filled, headers=auth())).status == 200
+    patched = await client.patch(url, json={"endereco": {"complemento": None}}, headers=auth())
+    assert (await patched.json())["changed"] == ["endereco.complemento"]
+    stored = await client.get(url, headers=auth())
+    assert (await stored.json())["endereco"] == address
+    # a null the schema does not allow is refused at the member, not called missing
+    status, answer = await hook(client, trigger, {**doc, "key": "N3", "endereco": {"cep": None}})
+    assert status == 422, answer
+    assert sorted((e["pointer"], e["keyword"]) for e in answer["errors"]) == [
+        ("/endereco/cep", "type"),
+        ("/endereco/complemento", "required"),
+    ], answer
+
+
 async def test_mapped_position_updates_the_vehicle_and_emits_the_mapping_events(
     client: Client,
 ) -> None:
