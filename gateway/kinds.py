@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
-from gateway.formats.json_tree import is_text
+from gateway.formats.json_tree import is_text, same_json
 from gateway.mapping import load_mapping
 from gateway.mapping_files.catalog import TenantCatalog
 from gateway.schemas.compiled import CompiledSchema
@@ -136,6 +136,7 @@ class KindService:
         )
         if doc is None:
             raise NotFound(f"no kind {name!r}")
+        await self.restate_stored(tenant, name, new)
         return doc
 
     async def get(self, tenant: str, name: str) -> Doc:
@@ -259,6 +260,28 @@ class KindService:
             checked=checked,
             entities=stranded,
         )
+
+    async def restate_stored(self, tenant: str, name: str, schema: CompiledSchema) -> int:
+        """Store every entity of kind `name` in the form its new `schema` normalises it to (a
+        field given an identifier format: `529.982.247-25` is `52998224725`, `ped-1234`
+        `PED1234`), as a write under the schema would store it: so the kind's entities read
+        one spelling, a lookup by the normalised value finds them, and their next write does
+        not report the normalisation as a change nobody made. No event (the values mean the
+        same); an entity written meanwhile was written under the new schema. Returns how many
+        were restated."""
+        restated = 0
+        after: str | None = None
+        while True:
+            docs = await self._store.entities.find(
+                tenant, "other", {"kind": name}, after=after, limit=500
+            )
+            for doc in docs:
+                data = self._schemas.normalize("other", doc["data"], kind_schema=schema)
+                if not same_json(data, doc["data"]):
+                    restated += await self._store.entities.restate(tenant, doc, data)
+            if len(docs) < 500:
+                return restated
+            after = str(docs[-1]["_id"])
 
     def _parse(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The kind's name and schema, compiled; InvalidPayload naming every problem (the

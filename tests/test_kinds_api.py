@@ -1009,3 +1009,39 @@ async def test_a_kinds_field_is_not_dropped_while_a_mapping_writing_it_is_being_
     assert again.status == 409 and (await again.json())["used_by"][0]["name"] == "tyre-feed"
     kind = await (await client.get("/api/v1/kinds/tyre", headers=auth())).json()
     assert "tread_mm" in kind["schema"]["properties"]
+
+
+async def test_a_field_given_an_identifier_format_has_its_stored_values_normalised(
+    client: Client,
+) -> None:
+    """A kind's `cpf` and `plate` (free text) given `format: cpf` / `plate` by a PUT kept the
+    stored `529.982.247-25` and `ped-1234`: the next unrelated write announced a `cpf` change
+    nobody made, and `?plate=PED1234` did not find the toll stored as `ped-1234`. The stored
+    entities are restated in the normalised form, with no event."""
+    schema = {"type": "object", "properties": {"cpf": {"type": "string"}, "plate": {}}}
+    kind = {"name": "contrato", "schema": schema}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    doc = {"kind": "contrato", "key": "C1", "cpf": "529.982.247-25", "plate": "ped-1234"}
+    created = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+    assert created.status == 201, await created.text()
+    formats = {"cpf": {"type": "string", "format": "cpf"}, "plate": {"format": "plate"}}
+    put = await client.put(
+        "/api/v1/kinds/contrato",
+        json={"schema": {**schema, "properties": formats}},
+        headers=auth(),
+    )
+    assert put.status == 200, await put.text()
+    url = "/api/v1/entities/other/contrato:C1"
+    stored = await (await client.get(url, headers=auth())).json()
+    assert (stored["cpf"], stored["plate"]) == ("52998224725", "PED1234")
+    assert stored["updated_at"] == (await created.json())["updated_at"]
+    for plate in ("PED1234", "PED1C34"):
+        listed = await client.get(
+            f"/api/v1/entities/other?kind=contrato&plate={plate}", headers=auth()
+        )
+        assert [i["key"] for i in (await listed.json())["items"]] == ["C1"], plate
+    patched = await client.patch(url, json={"obs": "x"}, headers=auth())
+    assert (await patched.json())["changed"] == ["obs"]
+    await client.app[services_key].relay.run_until_idle()
+    events = await (await client.get("/api/v1/events?type=entity.updated", headers=auth())).json()
+    assert [[c["field"] for c in e["changes"]] for e in events["items"]] == [["obs"]]

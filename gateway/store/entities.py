@@ -559,6 +559,15 @@ class EntityStore:
             return None
         return {**current, **update["$set"], "rev": current["rev"] + 1}
 
+    async def restate(self, tenant: str, current: Doc, data: Doc) -> bool:
+        """Store `data`, the entity's data in another form that means the same (identifiers
+        normalised by a kind's new schema), with its filter keys, if nobody changed the entity
+        since `current` was read: no event, and `updated_at` stays (nothing changed); the
+        revision moves on, so a write from a copy read before reads it again."""
+        update: Doc = {"$set": {"data": data, **derived(current["type"], data)}, "$inc": {"rev": 1}}
+        query: Doc = {"_id": current["_id"], "rev": current["rev"]}
+        return bool(await self._commits.update(self._c, scoped(tenant, query), update))
+
     async def _refuse_if_backlogged(
         self, tenant: str, current: Doc, session: AsyncClientSession | None = None
     ) -> None:
