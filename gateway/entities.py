@@ -45,7 +45,13 @@ from gateway.schemas.ids import (
     plate_equivalents,
 )
 from gateway.schemas.problems import pointer
-from gateway.schemas.registry import NATURAL_KEYS, SchemaRegistry, reference_field
+from gateway.schemas.registry import (
+    NATURAL_KEYS,
+    NullPath,
+    SchemaRegistry,
+    null_paths,
+    reference_field,
+)
 from gateway.store import Doc, Store, new_id
 from gateway.store.entities import FILTERABLE, TogetherWrite
 from gateway.store.occurrences import occurrence_key
@@ -130,6 +136,7 @@ class Upsert:
     event_detail: Mapping[str, Any] | None = None
     forward: Forward = ()
     create: bool = True
+    visible: Sequence[str] | None = None  # what the writer reads (`visible_to`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,24 +166,57 @@ def diff(old: Any, new: Any, prefix: str = "") -> list[Change]:
     return [] if same_json(old, new) else [Change(prefix, old, new)]
 
 
+Sees = Callable[[str], bool]
+"""Whether the writer of a change can read the dotted field (`visible_to`)."""
+
+
+def visible_to(expose: Sequence[str] | None) -> Sees | None:
+    """What a writer that reads the entity through a trigger's `expose` sees: an exposed
+    field, one inside it, and one holding an exposed field (`contact` when `contact.email`
+    is exposed). None: every field (no `expose`)."""
+    if expose is None:
+        return None
+    shown = tuple(expose)
+
+    def sees(path: str) -> bool:
+        return any(path == e or path.startswith(f"{e}.") or e.startswith(f"{path}.") for e in shown)
+
+    return sees
+
+
 def merge(
-    base: Mapping[str, Any], patch: Mapping[str, Any], whole: Collection[str] = ()
+    base: Mapping[str, Any],
+    patch: Mapping[str, Any],
+    whole: Collection[str] = (),
+    sees: Sees | None = None,
 ) -> dict[str, Any]:
     """RFC 7396 JSON merge patch: objects merge recursively, null removes a member. An object
     patched over a member that is no object (or absent) is merged into an empty one: its
     nulls mean absent there too, whatever was stored before. So is one patched over a member
     named in `whole` (`SchemaRegistry.whole_members`): an object that is one value (a
-    driver's identity, a service record) is replaced, never paired with stored members."""
+    driver's identity, a service record) is replaced, never paired with stored members; but
+    those the writer cannot read (`sees`: a partner shown `contact.name` and
+    `contact.email` by its trigger's `expose`) are kept: it could not send them back, and
+    its write neither removes them nor tells of them (`pipeline.written`)."""
     result = dict(base)
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
         elif isinstance(value, Mapping):
-            target = None if key in whole else result.get(key)
+            target = result.get(key)
+            if key in whole:
+                target = _unseen(target, key, sees)
             result[key] = merge(target if isinstance(target, Mapping) else {}, value)
         else:
             result[key] = value
     return result
+
+
+def _unseen(stored: Any, key: str, sees: Sees | None) -> dict[str, Any]:
+    """The members of the stored whole value `stored` (member `key`) its writer cannot read."""
+    if sees is None or not isinstance(stored, Mapping):
+        return {}
+    return {name: value for name, value in stored.items() if not sees(f"{key}.{name}")}
 
 
 def _values(query: Mapping[str, str], name: str) -> list[str]:
@@ -375,11 +415,11 @@ class EntityService:
         etype: str,
         data: Mapping[str, Any],
         stored: Mapping[str, Any] | None = None,
-        nulled: Collection[str] = (),
+        nulled: Collection[NullPath] = (),
     ) -> dict[str, Any]:
         """The validated, normalised document; tenants' custom kinds use their own schema.
         `stored`: the entity's data `data` is merged into (None: a new entity); `nulled`:
-        what a change merged into nothing sent as null (`SchemaRegistry.check`)."""
+        where the change merged into it sent null (`SchemaRegistry.check`)."""
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for_write(tenant, data.get("kind"))
@@ -390,13 +430,12 @@ class EntityService:
 
     def _merged_into_nothing(
         self, etype: str, change: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], list[str]]:
+    ) -> tuple[dict[str, Any], list[NullPath]]:
         """A change to an entity not stored yet, merged into nothing as into a stored one:
-        a null removes its member (one the schema requires keeps it: the names it sent as
-        null, `SchemaRegistry.check`'s `nulled`). So whether a payload is accepted does not
-        depend on whether its entity exists yet."""
-        nulled = [name for name, value in change.items() if value is None]
-        return merge({}, change, self._schemas.whole_members(etype)), nulled
+        a null removes its member (one the schema requires keeps it, at any depth: where it
+        sent null, `SchemaRegistry.check`'s `nulled`). So whether a payload is accepted does
+        not depend on whether its entity exists yet."""
+        return merge({}, change, self._schemas.whole_members(etype)), null_paths(change)
 
     def natural_key(self, etype: str, data: Mapping[str, Any]) -> str:
         """The stored natural key. Vehicles use the Mercosul form of the plate, so ABC1234
@@ -505,7 +544,7 @@ class EntityService:
         origin: Origin,
         extra_events: Sequence[Emit] = (),
         event_detail: Mapping[str, Any] | None = None,
-        nulled: Collection[str] = (),
+        nulled: Collection[NullPath] = (),
     ) -> WriteResult:
         """The entity `data` is, stored as sent (an admin's create); `nulled`: `data` is a
         change merged into nothing, which sent those members as null (`_check`)."""
@@ -531,10 +570,13 @@ class EntityService:
         forward: Forward = (),
         *,
         create: bool = True,
+        visible: Sequence[str] | None = None,
     ) -> WriteResult:
         """Create the entity `fields` name by natural key (unless `create` is false: then it
         must exist, else InvalidPayload `not_found`), or merge `fields` into it: a merge
         patch (`merge`) either way, into nothing for a new entity (`_merged_into_nothing`).
+        `visible`: the fields the writer reads (its trigger's `expose`), whose whole values'
+        other members the write keeps (`merge`).
 
         The entity as this process last wrote it is tried first: the write is guarded by the
         entity's version, so a stale copy costs one failed update and a re-read, never a lost
@@ -545,7 +587,16 @@ class EntityService:
         extra_events = await self._unannounced(tenant, etype, origin, extra_events)
         async with self._lanes.turn((tenant, etype, nk)):
             return await self._upsert(
-                tenant, etype, nk, fields, origin, extra_events, event_detail, forward, create
+                tenant,
+                etype,
+                nk,
+                fields,
+                origin,
+                extra_events,
+                event_detail,
+                forward,
+                create,
+                visible_to(visible),
             )
 
     async def _upsert(
@@ -559,6 +610,7 @@ class EntityService:
         event_detail: Mapping[str, Any] | None,
         forward: Forward = (),
         create: bool = True,
+        sees: Sees | None = None,
     ) -> WriteResult:
         current = self._recent.get(tenant, etype, nk)
         rounds = _Rounds()
@@ -588,11 +640,12 @@ class EntityService:
             result = await self._write(
                 tenant,
                 current,
-                merge(current["data"], kept, self._schemas.whole_members(etype)),
+                merge(current["data"], kept, self._schemas.whole_members(etype), sees),
                 origin,
                 extra_events,
                 event_detail,
                 create=create,
+                nulled=null_paths(kept),
             )
             # "Nothing changed" was decided against the remembered copy without a write to
             # guard it: confirm it against the database before answering.
@@ -690,9 +743,10 @@ class EntityService:
                 return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             stored = current["data"]
-            merged = merge(stored, kept, self._schemas.whole_members(etype))
+            whole = self._schemas.whole_members(etype)
+            merged = merge(stored, kept, whole, visible_to(upsert.visible))
             data = keyed_as_stored(etype, stored, merged, create=upsert.create)
-            clean = await self._check(tenant, etype, data, stored)
+            clean = await self._check(tenant, etype, data, stored, null_paths(kept))
         except InvalidPayload as exc:
             problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
             raise exc.restated(f"{etype} {nk!r}: {exc.detail}", problems) from None
@@ -715,7 +769,9 @@ class EntityService:
             while True:
                 current = await self._current(rounds, tenant, etype, ref, nk)
                 merged = merge(current["data"], patch, self._schemas.whole_members(etype))
-                result = await self._write(tenant, current, merged, origin)
+                result = await self._write(
+                    tenant, current, merged, origin, nulled=null_paths(patch)
+                )
                 if result is not None:
                     return result
                 await rounds.lose()
@@ -730,12 +786,14 @@ class EntityService:
         event_detail: Mapping[str, Any] | None = None,
         *,
         create: bool = True,
+        nulled: Collection[NullPath] = (),
     ) -> WriteResult | None:
         """Write `data` over the entity `current` (as `keyed_as_stored` keys it; `create`:
-        whether the write could have created it). None: `current` was stale."""
+        whether the write could have created it; `nulled`: where the change merged into it
+        sent null). None: `current` was stale."""
         etype = current["type"]
         data = keyed_as_stored(etype, current["data"], data, create=create)
-        clean = await self._check(tenant, etype, data, current["data"])
+        clean = await self._check(tenant, etype, data, current["data"], nulled)
         if self.natural_key(etype, clean) != current["nk"]:
             raise Conflict("the natural key of an entity cannot change; create a new one")
         return await self._replace(tenant, current, clean, origin, extra_events, event_detail)

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
-from gateway.formats.json_tree import is_text
+from gateway.formats.json_tree import is_text, same_json
 from gateway.mapping import load_mapping
 from gateway.mapping_files.catalog import TenantCatalog
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
-from gateway.store import Doc, Store
+from gateway.store import Doc, Store, new_id
 
 MAX_CHECKED = 5_000
 """Stored entities a schema replacement checks (the oldest first): a kind with more is
 checked on its first 5,000, so a replacement answers in about a second whatever its size."""
 _SHOWN = 5  # stranded entities a refusal lists, each with its first problems
 _USERS_NAMED = 50  # a refusal names at most this many triggers, and as many mappings
+
+
+@dataclass(slots=True)
+class _Save:
+    """A save under way that names kinds (`KindService.saving`): the kinds it leased."""
+
+    tenant: str
+    token: str = field(default_factory=lambda: str(new_id()))
+    leased: set[str] = field(default_factory=set)
+
+
+_SAVE: ContextVar[_Save | None] = ContextVar("kind_save", default=None)
 
 
 def public_kind(doc: Doc) -> dict[str, Any]:
@@ -29,12 +44,38 @@ class KindService:
         self._store = store
         self._schemas = schemas
 
+    @contextlib.asynccontextmanager
+    async def saving(self, tenant: str) -> AsyncIterator[None]:
+        """A save that names kinds (a trigger of one, a mapping version writing one) runs
+        inside: every custom kind it reads (`schema_for`, `exists`, `field_test`) is leased
+        until the save is over (store/kinds.py `lease`), so that it is neither deleted nor
+        its schema replaced between the save's check and its write; once the save is
+        stored, the deletion's or the replacement's own check sees it. A kind being deleted
+        or replaced meanwhile is a Conflict (try again)."""
+        save = _Save(tenant)
+        token = _SAVE.set(save)
+        try:
+            yield
+        finally:
+            _SAVE.reset(token)
+            await self._store.kinds.release(tenant, save.leased, save.token)
+
+    async def _kind(self, tenant: str, kind: str) -> Doc | None:
+        """A tenant's kind as stored, leased when read by a save (`saving`)."""
+        save = _SAVE.get()
+        if save is None or save.tenant != tenant:
+            return await self._store.kinds.get(tenant, kind)
+        doc = await self._store.kinds.lease(tenant, kind, save.token)
+        if doc is not None:
+            save.leased.add(kind)
+        return doc
+
     async def schema_for(self, tenant: str, kind: Any) -> CompiledSchema | None:
         """The compiled schema of a tenant's custom kind; None for built-in or unknown kinds
         (the registry then reports an unknown kind). Compiling is cached by content."""
         if not isinstance(kind, str) or kind in self._schemas.builtin_kinds:
             return None
-        doc = await self._store.kinds.get(tenant, kind)
+        doc = await self._kind(tenant, kind)
         return None if doc is None else self._schemas.compile_kind(kind, doc["schema"], stored=True)
 
     async def schema_for_write(self, tenant: str, kind: Any) -> CompiledSchema | None:
@@ -48,10 +89,7 @@ class KindService:
 
     async def exists(self, tenant: str, kind: str) -> bool:
         """Whether `kind` is built in or one of the tenant's."""
-        return (
-            kind in self._schemas.builtin_kinds
-            or await self._store.kinds.get(tenant, kind) is not None
-        )
+        return kind in self._schemas.builtin_kinds or await self._kind(tenant, kind) is not None
 
     async def field_test(
         self, tenant: str, entity_type: str, kind: str | None
@@ -83,17 +121,22 @@ class KindService:
     ) -> Doc:
         """Replace the kind's schema; Conflict, unless `force`, when an active mapping naming
         the kind does not fit it (`check_mappings`) or stored entities of the kind do not
-        validate against it (`check_stored`)."""
+        validate against it (`check_stored`). Checked with the kind marked as being replaced:
+        no trigger or mapping version naming it is saved meanwhile (`saving`)."""
         _, schema = self._parse({"name": name, "schema": body.get("schema")})
-        if not force:
-            current = await self.get(tenant, name)
-            new = self._schemas.compile_kind(name, schema)
+        new = self._schemas.compile_kind(name, schema)
+
+        async def check(current: Doc) -> None:
             old = self._schemas.compile_kind(name, current["schema"], stored=True)
             await self.check_mappings(tenant, name, old, new)
             await self.check_stored(tenant, name, new)
-        doc = await self._store.kinds.replace_schema(tenant, name, schema, author)
+
+        doc = await self._store.kinds.replace_schema(
+            tenant, name, schema, author, None if force else check
+        )
         if doc is None:
             raise NotFound(f"no kind {name!r}")
+        await self.restate_stored(tenant, name, new)
         return doc
 
     async def get(self, tenant: str, name: str) -> Doc:
@@ -110,17 +153,20 @@ class KindService:
     async def delete(self, tenant: str, name: str) -> None:
         """Conflict while a trigger or an active mapping names the kind (every entity it
         wrote would then be refused, "unknown kind", as the partner's fault) or entities of
-        it exist (store/kinds.py)."""
-        await self.get(tenant, name)
-        users = await self.users(tenant, name)
-        if users:
-            raise Conflict(
-                f"kind {name!r} is used by {_named(users)}: without it, every entity they "
-                "write would be refused; delete them first (or activate versions of the "
-                "mappings that do not name it)",
-                used_by=users,
-            )
-        if not await self._store.kinds.delete(tenant, name):
+        it exist (store/kinds.py). The users are looked at with the kind marked as being
+        deleted: no trigger or mapping version naming it is saved meanwhile (`saving`)."""
+
+        async def in_use() -> None:
+            users = await self.users(tenant, name)
+            if users:
+                raise Conflict(
+                    f"kind {name!r} is used by {_named(users)}: without it, every entity they "
+                    "write would be refused; delete them first (or activate versions of the "
+                    "mappings that do not name it)",
+                    used_by=users,
+                )
+
+        if not await self._store.kinds.delete(tenant, name, in_use):
             raise NotFound(f"no kind {name!r}")
 
     async def users(self, tenant: str, name: str) -> list[dict[str, Any]]:
@@ -214,6 +260,28 @@ class KindService:
             checked=checked,
             entities=stranded,
         )
+
+    async def restate_stored(self, tenant: str, name: str, schema: CompiledSchema) -> int:
+        """Store every entity of kind `name` in the form its new `schema` normalises it to (a
+        field given an identifier format: `529.982.247-25` is `52998224725`, `ped-1234`
+        `PED1234`), as a write under the schema would store it: so the kind's entities read
+        one spelling, a lookup by the normalised value finds them, and their next write does
+        not report the normalisation as a change nobody made. No event (the values mean the
+        same); an entity written meanwhile was written under the new schema. Returns how many
+        were restated."""
+        restated = 0
+        after: str | None = None
+        while True:
+            docs = await self._store.entities.find(
+                tenant, "other", {"kind": name}, after=after, limit=500
+            )
+            for doc in docs:
+                data = self._schemas.normalize("other", doc["data"], kind_schema=schema)
+                if not same_json(data, doc["data"]):
+                    restated += await self._store.entities.restate(tenant, doc, data)
+            if len(docs) < 500:
+                return restated
+            after = str(docs[-1]["_id"])
 
     def _parse(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The kind's name and schema, compiled; InvalidPayload naming every problem (the

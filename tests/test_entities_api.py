@@ -674,6 +674,71 @@ async def test_phone_fields_are_read_as_the_sms_path_reads_them_and_stored_in_e1
     assert [e["pointer"] for e in (await answer.json())["errors"]] == ["/phone"]
 
 
+async def test_a_group_filter_lists_the_group_whichever_unicode_form_named_it(
+    client: Client,
+) -> None:
+    """`?group=` lists the vehicles a geofence's or a plan's `group` applies to: "São Paulo"
+    sent decomposed (as macOS and iOS write it) is the group typed composed, through the
+    index or beside another filter. Before, each form listed only its own vehicles."""
+    composed, decomposed = "S\u00e3o Paulo", "Sa\u0303o Paulo"
+    await _create(client, "vehicle", {"plate": "NFD1234", "group": decomposed})
+    await _create(client, "vehicle", {"plate": "NFC1234", "groups": [composed]})
+    await _create(client, "vehicle", {"plate": "OTH1234", "group": "Sao Paulo"})
+    for group in (composed, decomposed):
+        for query in ({"group": group}, {"status": "active", "group": group}):
+            url = "/api/v1/entities/vehicle"
+            if "status" in query:
+                for plate in ("NFD1234", "NFC1234", "OTH1234"):
+                    body = {"status": "active"}
+                    await client.patch(f"{url}/{plate}", json=body, headers=auth())
+            answer = await client.get(url, params=query, headers=auth())
+            plates = sorted(v["plate"] for v in (await answer.json())["items"])
+            assert plates == ["NFC1234", "NFD1234"], (group, query, plates)
+
+
+async def test_a_phone_dialled_abroad_from_brazil_drops_its_carrier_code(client: Client) -> None:
+    """In Brazil an international call is `00`, the carrier code (CSP), the country code:
+    the carrier code was read as the start of the country code, `0015 55 11 98765 4321`
+    stored as +155511987654321 (an SMS to a stranger abroad)."""
+    cpfs = iter(["94580730224", "15736819384", "03642621252", "99722003372"])
+    stored = {}
+    for phone in ("0015 55 11 98765 4321", "0021 44 7911 123456", "0041 1 415 555 2671"):
+        driver = {"name": "Foreign", "cpf": next(cpfs), "phone": phone}
+        stored[phone] = (await post(client, "/api/v1/entities/driver", driver))["phone"]
+    driver = {"name": "Foreign", "cpf": next(cpfs), "phone": "0055 11 98765 4321"}
+    stored["0055 11 98765 4321"] = (await post(client, "/api/v1/entities/driver", driver))["phone"]
+    assert stored == {
+        "0015 55 11 98765 4321": "+5511987654321",
+        "0021 44 7911 123456": "+447911123456",
+        "0041 1 415 555 2671": "+14155552671",
+        "0055 11 98765 4321": "+5511987654321",
+    }
+
+
+async def test_a_phone_with_an_area_code_brazil_does_not_have_is_refused(
+    client: Client,
+) -> None:
+    """Anatel assigned 67 area codes; 23, 26, 29, 57, 78 … are nobody's (a typo: 23 for 21),
+    and such a number was stored as valid."""
+    refused = {}
+    for phone in ("(23) 98765-4321", "(29) 3456-7890", "(57) 98765-4321", "+55 26 98765 4321"):
+        body = {"name": "DDD", "cpf": "22453832301", "phone": phone}
+        answer = await client.post("/api/v1/entities/driver", json=body, headers=auth())
+        problem = await answer.json()
+        assert answer.status == 422, problem
+        [error] = problem["errors"]
+        assert error["pointer"] == "/phone", problem
+        refused[phone] = error["message"].rpartition(": ")[2]
+    assert refused == {
+        "(23) 98765-4321": "23 is no Brazilian area code (DDD)",
+        "(29) 3456-7890": "29 is no Brazilian area code (DDD)",
+        "(57) 98765-4321": "57 is no Brazilian area code (DDD)",
+        "+55 26 98765 4321": "26 is no Brazilian area code (DDD)",
+    }
+    body = {"name": "DDD", "cpf": "22453832301", "phone": "(21) 98765-4321"}
+    assert (await post(client, "/api/v1/entities/driver", body))["phone"] == "+5521987654321"
+
+
 async def test_a_key_written_with_its_slash_names_the_entity_in_a_path(client: Client) -> None:
     """A CNPJ, a plate or an `other`'s key is written with slashes (`11.222.333/0001-81`,
     `ABC/1234`): the rest of the path is the key, as `%2F` is; a vehicle's own parts

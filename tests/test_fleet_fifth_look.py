@@ -615,3 +615,25 @@ async def test_one_live_fix_dated_ahead_makes_no_later_live_fix_late(client: Cli
     last_three = [datetime.fromisoformat(f["time"]) for f in sent[-3:]]
     sampled = [e["occurred_at"] for e in await events(client, "vehicle.position")]
     assert any(at in last_three for at in sampled), sampled
+
+
+async def test_a_plan_of_a_group_applies_to_its_vehicles_whichever_unicode_form_named_it(
+    client: Client,
+) -> None:
+    """ "São Paulo" sent decomposed (a and a combining tilde, as macOS and iOS write it) is the
+    group a person typed composed: the plan of the group comes due for both vehicles. Before,
+    the decomposed one was in no group anybody typed, and never due."""
+    composed, decomposed = "S\u00e3o Paulo", "Sa\u0303o Paulo"
+    await new_vehicle(client, "NFD1234", group=decomposed)
+    await new_vehicle(client, "NFC1234", groups=["x", composed])
+    await create_plan(client, name="Plano SP", every_km=1000, group=composed)
+    for km in (500, 1500):
+        for plate in ("NFD1234", "NFC1234"):
+            url = f"/api/v1/entities/vehicle/{plate}"
+            patched = await client.patch(url, json={"odometer_km": km}, headers=auth())
+            assert patched.status == 200, await patched.text()
+        for _ in range(2):  # the relay queues the readings, the fold takes them
+            await client.app[services_key].relay.run_until_idle()
+            await fold(client)
+    due = await events(client, "vehicle.maintenance.due")
+    assert sorted(e["data"]["plate"] for e in due) == ["NFC1234", "NFD1234"]

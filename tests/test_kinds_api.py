@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from gateway import kinds
 from gateway.clock import utcnow
 from gateway.services import Services
+from gateway.web.state import services_key
 from tests.support import auth
 
 Client = TestClient[Any, Any]
@@ -908,3 +909,139 @@ async def test_a_stored_kinds_backtracking_pattern_is_bounded_per_string(
     assert problem["errors"][0]["pointer"] == "/names/0"
     assert "backtracking" in problem["errors"][0]["message"]
     assert spent < 2.0, f"{spent:.1f} s of CPU for 600 strings"  # unbounded: 6-20 s
+
+
+# -- saves naming a kind against its deletion or replacement: one or the other, never both --
+
+
+async def test_a_kind_is_not_deleted_while_a_trigger_naming_it_is_being_saved(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deletion looked at the triggers, then deleted; the save looked at the kind, then
+    stored the trigger: a DELETE between the save's check and its insert removed the kind of
+    a trigger then stored (every payload a 422 blaming the partner). Interleaved so here: the
+    DELETE comes while the trigger is being stored, and is refused; once stored, it is a
+    user of the kind (409 `used_by`)."""
+    await _register(client)
+    services = client.app[services_key]
+    insert = services.store.triggers.insert
+    answers: list[int] = []
+
+    async def deleting_first(doc: dict[str, Any]) -> None:
+        answers.append((await client.delete("/api/v1/kinds/tyre", headers=auth())).status)
+        await insert(doc)
+
+    monkeypatch.setattr(services.store.triggers, "insert", deleting_first)
+    spec = {"name": "t", "entity_type": "other", "kind": "tyre", "methods": ["POST"]}
+    created = await client.post("/api/v1/triggers", json=spec, headers=auth())
+    assert created.status == 201, await created.text()
+    assert answers == [409]
+    monkeypatch.undo()
+    refused = await client.delete("/api/v1/kinds/tyre", headers=auth())
+    assert refused.status == 409 and (await refused.json())["used_by"][0]["name"] == "t"
+    assert (await client.get("/api/v1/kinds/tyre", headers=auth())).status == 200
+
+
+async def test_a_trigger_naming_a_kind_being_deleted_is_not_saved(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order: a trigger saved while the deletion looks at the kind's users (found
+    none) is refused, and the kind goes; no trigger names a kind gone."""
+    await _register(client)
+    services = client.app[services_key]
+    users = services.kinds.users
+    answers: list[int] = []
+
+    async def saving_meanwhile(tenant: str, name: str) -> list[dict[str, Any]]:
+        found = await users(tenant, name)
+        spec = {"name": "t", "entity_type": "other", "kind": "tyre", "methods": ["POST"]}
+        made = await client.post("/api/v1/triggers", json=spec, headers=auth())
+        answers.append(made.status)
+        return found
+
+    monkeypatch.setattr(services.kinds, "users", saving_meanwhile)
+    assert (await client.delete("/api/v1/kinds/tyre", headers=auth())).status == 204
+    assert answers == [409]
+    assert (await (await client.get("/api/v1/triggers", headers=auth())).json())["items"] == []
+
+
+async def test_a_kind_is_not_deleted_while_a_mapping_writing_it_is_being_uploaded(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _register(client)
+    services = client.app[services_key]
+    insert = services.store.mappings.insert_version
+    answers: list[int] = []
+
+    async def deleting_first(tenant: str, doc: dict[str, Any]) -> None:
+        answers.append((await client.delete("/api/v1/kinds/tyre", headers=auth())).status)
+        await insert(tenant, doc)
+
+    monkeypatch.setattr(services.store.mappings, "insert_version", deleting_first)
+    assert (await _upload(client, _TYRE_FEED))["active"] is True
+    assert answers == [409]
+    assert (await client.get("/api/v1/kinds/tyre", headers=auth())).status == 200
+
+
+async def test_a_kinds_field_is_not_dropped_while_a_mapping_writing_it_is_being_uploaded(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PUT dropping `tread_mm` while a mapping writing `tread_mm` is being stored: the PUT
+    waits its turn (409, try again) and, tried again, sees the mapping (409 `used_by`); the
+    active mapping never maps into a field the schema refuses."""
+    await _register(client)
+    services = client.app[services_key]
+    insert = services.store.mappings.insert_version
+    narrower = {"schema": {**TYRE["schema"], "properties": dict(TYRE["schema"]["properties"])}}
+    del narrower["schema"]["properties"]["tread_mm"]
+    answers: list[int] = []
+
+    async def replacing_first(tenant: str, doc: dict[str, Any]) -> None:
+        put = await client.put("/api/v1/kinds/tyre", json=narrower, headers=auth())
+        answers.append(put.status)
+        await insert(tenant, doc)
+
+    monkeypatch.setattr(services.store.mappings, "insert_version", replacing_first)
+    await _upload(client, _TYRE_FEED)
+    assert answers == [409]
+    monkeypatch.undo()
+    again = await client.put("/api/v1/kinds/tyre", json=narrower, headers=auth())
+    assert again.status == 409 and (await again.json())["used_by"][0]["name"] == "tyre-feed"
+    kind = await (await client.get("/api/v1/kinds/tyre", headers=auth())).json()
+    assert "tread_mm" in kind["schema"]["properties"]
+
+
+async def test_a_field_given_an_identifier_format_has_its_stored_values_normalised(
+    client: Client,
+) -> None:
+    """A kind's `cpf` and `plate` (free text) given `format: cpf` / `plate` by a PUT kept the
+    stored `529.982.247-25` and `ped-1234`: the next unrelated write announced a `cpf` change
+    nobody made, and `?plate=PED1234` did not find the toll stored as `ped-1234`. The stored
+    entities are restated in the normalised form, with no event."""
+    schema = {"type": "object", "properties": {"cpf": {"type": "string"}, "plate": {}}}
+    kind = {"name": "contrato", "schema": schema}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    doc = {"kind": "contrato", "key": "C1", "cpf": "529.982.247-25", "plate": "ped-1234"}
+    created = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+    assert created.status == 201, await created.text()
+    formats = {"cpf": {"type": "string", "format": "cpf"}, "plate": {"format": "plate"}}
+    put = await client.put(
+        "/api/v1/kinds/contrato",
+        json={"schema": {**schema, "properties": formats}},
+        headers=auth(),
+    )
+    assert put.status == 200, await put.text()
+    url = "/api/v1/entities/other/contrato:C1"
+    stored = await (await client.get(url, headers=auth())).json()
+    assert (stored["cpf"], stored["plate"]) == ("52998224725", "PED1234")
+    assert stored["updated_at"] == (await created.json())["updated_at"]
+    for plate in ("PED1234", "PED1C34"):
+        listed = await client.get(
+            f"/api/v1/entities/other?kind=contrato&plate={plate}", headers=auth()
+        )
+        assert [i["key"] for i in (await listed.json())["items"]] == ["C1"], plate
+    patched = await client.patch(url, json={"obs": "x"}, headers=auth())
+    assert (await patched.json())["changed"] == ["obs"]
+    await client.app[services_key].relay.run_until_idle()
+    events = await (await client.get("/api/v1/events?type=entity.updated", headers=auth())).json()
+    assert [[c["field"] for c in e["changes"]] for e in events["items"]] == [["obs"]]

@@ -259,6 +259,40 @@ async def test_the_plate_transform_reads_a_plate_written_with_a_dot_or_a_slash(
         assert result["results"][0]["document"] == {"plate": stored}
 
 
+async def test_the_cnpj_transform_reads_a_number_that_lost_its_zero_and_keeps_the_letters(
+    client: Client,
+) -> None:
+    """There was no `cnpj` transform (422 "unknown transform"): a supplier feed's CNPJ sent as
+    a number (4252011000110 for 04.252.011/0001-10) was refused "must have 14 characters",
+    and `digits` dropped the letters of an alphanumeric CNPJ. It reads them as `cpf` reads a
+    CPF: the lost leading zero back, letters upper case, nothing made up."""
+    draft = {
+        "name": "suppliers",
+        "direction": "inbound",
+        "entity_type": "supplier",
+        "key": ["cnpj"],
+        "fields": {
+            "name": {"value": "Oficina"},
+            "cnpj": {"from": "doc", "transforms": ["cnpj"]},
+        },
+    }
+    read = {
+        4252011000110: "04252011000110",
+        "4252011000110.0": "04252011000110",
+        "04.252.011/0001-10": "04252011000110",
+        "12.abc.345/01de-35": "12ABC34501DE35",
+    }
+    for written, stored in read.items():
+        body = {"mapping": draft, "payload": {"doc": written}}
+        result = await _json(client, "POST", "/api/v1/mappings/test", json=body)
+        [one] = result["results"]
+        assert one["document"]["cnpj"] == stored, (written, one)
+    for written in ("N/A", "425201100011"):  # no CNPJ; two zeros short of the wrong one
+        body = {"mapping": draft, "payload": {"doc": written}}
+        problem = await _json(client, "POST", "/api/v1/mappings/test", 422, json=body)
+        assert [e["message"] for e in problem["errors"]] == ["key field 'cnpj' has no value"]
+
+
 # -- the mapping list describes the active version ------------------------------------------
 
 VEHICLES = """

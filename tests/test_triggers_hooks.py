@@ -147,6 +147,62 @@ async def test_a_partner_payload_for_a_new_entity_keeps_the_null_of_a_member_its
     ], items
 
 
+NUL = {
+    "name": "nul",
+    "schema": {
+        "type": "object",
+        "required": ["baixa"],
+        "properties": {
+            "baixa": {"type": ["string", "null"]},
+            "endereco": {
+                "type": "object",
+                "required": ["cep", "complemento"],
+                "properties": {
+                    "cep": {"type": "string"},
+                    "complemento": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+
+
+async def test_a_null_a_kind_requires_one_level_down_is_kept_as_the_admin_api_keeps_it(
+    client: Client,
+) -> None:
+    """`"endereco": {"complemento": null}`, required and nullable: the admin API stored it,
+    every trigger refused the same body ("/endereco/complemento: required field is
+    missing"), for a new entity and sent again for the stored one. A null the schema
+    requires is a value at any depth; one it does not allow is refused at the member."""
+    response = await client.post("/api/v1/kinds", json=NUL, headers=auth())
+    assert response.status == 201, await response.text()
+    address = {"cep": "01310-100", "complemento": None}
+    doc = {"kind": "nul", "key": "N1", "baixa": None, "endereco": address}
+    admin = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+    assert admin.status == 201, await admin.text()
+    trigger = await create_trigger(client, entity_type="other", kind="nul")
+    for key, created in (("N2", 201), ("N2", 200), ("N1", 200)):
+        status, answer = await hook(client, trigger, {**doc, "key": key})
+        assert status == created and answer["changed"] == [], (key, answer)
+    stored = await client.get("/api/v1/entities/other/nul:N2", headers=auth())
+    assert (await stored.json())["endereco"] == address
+    # a stored value nulled by a PATCH: null is its value, as at the top
+    url = "/api/v1/entities/other/nul:N2"
+    filled = {"endereco": {"complemento": "apto 1"}}
+    assert (await client.patch(url, json=filled, headers=auth())).status == 200
+    patched = await client.patch(url, json={"endereco": {"complemento": None}}, headers=auth())
+    assert (await patched.json())["changed"] == ["endereco.complemento"]
+    stored = await client.get(url, headers=auth())
+    assert (await stored.json())["endereco"] == address
+    # a null the schema does not allow is refused at the member, not called missing
+    status, answer = await hook(client, trigger, {**doc, "key": "N3", "endereco": {"cep": None}})
+    assert status == 422, answer
+    assert sorted((e["pointer"], e["keyword"]) for e in answer["errors"]) == [
+        ("/endereco/cep", "type"),
+        ("/endereco/complemento", "required"),
+    ], answer
+
+
 async def test_mapped_position_updates_the_vehicle_and_emits_the_mapping_events(
     client: Client,
 ) -> None:
@@ -542,6 +598,70 @@ async def test_fields_the_trigger_does_not_expose_are_not_returned(client: Clien
     [item] = page["items"]
     assert set(item) == {"id", "plate", "attributes"}
     assert item["attributes"] == {"color": "red"} and page["next_cursor"] is None
+
+
+async def test_a_partner_writing_back_part_of_a_whole_value_keeps_what_expose_hides(
+    client: Client,
+) -> None:
+    """A supplier's `contact` is one value, replaced whole by a write; a partner shown only
+    `contact.name` and `contact.email` read them, changed the e-mail and wrote the document
+    back: the phone it may not see was deleted, and `changed` told it that a hidden
+    `contact.phone` existed. The hidden members stay, and `changed` names what it sees."""
+    expose = ["name", "cnpj", "contact.name", "contact.email"]
+    trigger = await create_trigger(
+        client, entity_type="supplier", methods=["GET", "POST"], expose=expose
+    )
+    contact = {"name": "Rui", "email": "rui@oficina.com.br", "phone": "(11) 3456-7890"}
+    supplier = {"name": "Oficina", "cnpj": "11222333000181", "contact": contact}
+    created = await client.post("/api/v1/entities/supplier", json=supplier, headers=auth())
+    assert created.status == 201, await created.text()
+    read = await client.get(f"/hooks/{trigger['id']}/11222333000181", headers=bearer(trigger))
+    doc = await read.json()
+    assert doc["contact"] == {"name": "Rui", "email": "rui@oficina.com.br"}
+    doc["contact"]["email"] = "rui.novo@oficina.com.br"
+    body = {k: v for k, v in doc.items() if k in ("name", "cnpj", "contact")}
+    status, answer = await hook(client, trigger, body)
+    assert status == 200 and answer["changed"] == ["contact.email"], answer
+    stored = await client.get("/api/v1/entities/supplier/11222333000181", headers=auth())
+    assert (await stored.json())["contact"] == {
+        "name": "Rui",
+        "email": "rui.novo@oficina.com.br",
+        "phone": "+551134567890",
+    }
+    # a partner shown the whole value replaces it whole, as an admin does
+    whole = await create_trigger(
+        client, name="whole", entity_type="supplier", methods=["POST"], expose=["cnpj", "contact"]
+    )
+    status, answer = await hook(
+        client, whole, {"cnpj": "11222333000181", "contact": {"name": "Ana"}}
+    )
+    assert status == 200 and answer["changed"] == [
+        "contact.email",
+        "contact.name",
+        "contact.phone",
+    ], answer
+
+
+async def test_a_partner_shown_the_drivers_name_and_cpf_keeps_the_vehicles_driver_id(
+    client: Client,
+) -> None:
+    """An ERP sync shown `current_driver.name` and `.cpf` (not `.id`) that writes the vehicle
+    back with its `model` changed removed the driver's id, for good."""
+    expose = ["plate", "model", "current_driver.name", "current_driver.cpf"]
+    trigger = await create_trigger(client, name="erp", methods=["GET", "POST"], expose=expose)
+    driver = {"id": "6b157e52ea4a1e1c5c5fe2aa", "cpf": "52998224725", "name": "Ana"}
+    vehicle = {"plate": "EXP1234", "current_driver": driver}
+    created = await client.post("/api/v1/entities/vehicle", json=vehicle, headers=auth())
+    assert created.status == 201, await created.text()
+    doc = await (
+        await client.get(f"/hooks/{trigger['id']}/EXP1234", headers=bearer(trigger))
+    ).json()
+    assert doc["current_driver"] == {"cpf": "52998224725", "name": "Ana"}
+    del doc["id"]
+    status, answer = await hook(client, trigger, {**doc, "model": "Strada"})
+    assert status == 200 and answer["changed"] == ["model"], answer
+    stored = await client.get("/api/v1/entities/vehicle/EXP1234", headers=auth())
+    assert (await stored.json())["current_driver"] == driver
 
 
 async def test_a_response_mapping_reading_a_secret_is_refused_as_no_read_can_run(

@@ -73,6 +73,7 @@ from gateway.fleet import geofences, maintenance
 from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
 from gateway.fleet.odometer import TrackPoint, may_rebaseline
+from gateway.fleet.overview import vehicle_groups
 from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
 from gateway.fleet.state import (
     VehicleState,
@@ -1443,11 +1444,7 @@ def _last_position(point: TrackPoint, detail: Mapping[str, Any]) -> Doc:
 
 
 def _groups(data: Mapping[str, Any]) -> frozenset[str]:
-    groups = data.get("groups")
-    named = [g for g in groups if isinstance(g, str)] if isinstance(groups, list) else []
-    if isinstance(data.get("group"), str):
-        named.append(data["group"])
-    return frozenset(named)
+    return frozenset(vehicle_groups(data))
 
 
 def _iso(at: datetime) -> str:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from gateway.clock import from_iso
 from gateway.fleet.geometry import Shape
+from gateway.formats.unicode_forms import nfc
 from gateway.schemas.ids import plate_match_key
 
 FenceKind = Literal["authorized", "restricted"]
@@ -44,10 +45,11 @@ def reaches(keys: Collection[str], group: str | None, plate: str, groups: Collec
     """Whether a rule (a geofence, a plan) naming the plates whose `plate_match_key` are
     `keys` and `group` applies to a vehicle: no plates and no group, every vehicle; otherwise
     the named plates and the members of the group (either): any spelling of the vehicle's
-    plate, or its old or Mercosul twin, matches."""
+    plate, or its old or Mercosul twin, matches. A group is one group in either Unicode
+    form: `groups` are in NFC (`vehicle_groups`), and so is `group` compared."""
     if not keys and group is None:
         return True
-    if group is not None and group in groups:
+    if group is not None and nfc(group) in groups:
         return True
     return bool(keys) and plate_match_key(plate) in keys
 

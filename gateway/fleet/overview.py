@@ -15,6 +15,7 @@ from typing import Any, Final
 from gateway.clock import utcnow
 from gateway.fleet.maintenance import Outlook, PlanState, outlook
 from gateway.fleet.rules import FleetRules, TenantRules
+from gateway.formats.unicode_forms import nfc
 from gateway.store import Doc, Store
 
 RECENT_FIXES: Final = 100
@@ -22,12 +23,14 @@ TRACKED_VEHICLES: Final = 30
 
 
 def vehicle_groups(data: Mapping[str, Any]) -> list[str]:
-    """A vehicle's groups: its `group` (text) and its `groups` (a list of text)."""
+    """A vehicle's groups: its `group` (text) and its `groups` (a list of text), in NFC
+    (`nfc`): "São Paulo" sent decomposed, as macOS and iOS write it, is the group a person
+    typed (`geofences.reaches`)."""
     groups = [data["group"]] if isinstance(data.get("group"), str) else []
     listed = data.get("groups")
     if isinstance(listed, list):
         groups += [g for g in listed if isinstance(g, str)]
-    return groups
+    return [nfc(g) for g in groups]
 
 
 @dataclass(frozen=True, slots=True)

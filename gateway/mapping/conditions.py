@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..formats.json_tree import WideInt
-from .casts import nfc
+from ..formats.unicode_forms import nfc
 from .expressions import Getter, Run, is_truthy
 from .problems import Problems
 

@@ -16,14 +16,17 @@ from typing import Any, Final, NamedTuple
 from gateway.formats.json_tree import WideInt, shown
 from gateway.schemas.ids import (
     SEPARATORS,
+    check_cnpj,
     check_cpf,
     check_plate,
     check_renavam,
     e164,
+    normalize_cnpj,
     normalize_plate,
 )
 
-from .casts import nfc, to_boolean, to_integer, to_number, to_string
+from ..formats.unicode_forms import nfc
+from .casts import to_boolean, to_integer, to_number, to_string
 from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS, PARSE_FORMAT_STEPS, TRANSFORM_STEPS
 from .model import EvalError
 from .params import NO_PARAMS, ParamScope, resolve_arguments, unset
@@ -140,6 +143,39 @@ def _cpf(value: Any) -> str | None:
     if _lost_zeros(text) and 9 <= len(digits) < 11:
         padded = digits.zfill(11)
         return padded if check_cpf(padded) is None else None
+    return None
+
+
+# A CNPJ as written: its 12 digits or letters (the alphanumeric CNPJ, valid since July 2026)
+# and 2 check digits, with the separators identifiers are written with between them
+# ("11.222.333/0001-81", "12.ABC.345/01DE-35", "12abc34501de35").
+_CNPJ_TEXT: Final = re.compile(f"[0-9A-Za-z][0-9A-Za-z{re.escape(SEPARATORS)}]*[0-9]")
+
+
+def _cnpj(value: Any) -> str | None:
+    """A CNPJ's 14 characters, letters upper case (`ids.normalize_cnpj`): text written with
+    them all (11222333000181, 11.222.333/0001-81, 12.abc.345/01de-35, with blanks, dashes or
+    slashes between them as `ids.SEPARATORS` spell them); a number that lost its leading
+    zeros (4252011000110 → 04252011000110; a whole decimal and its text as a float column
+    writes it are that number, `_id_value`); text of digits alone that lost them too (a
+    spreadsheet's, `_lost_zeros`), when the zeros make its check digits right, as `cpf`
+    reads one; null for anything else ("N/A", "", a character short), never padded into a
+    made-up CNPJ. Fourteen characters' check digits are the schema's to judge. Unlike
+    `digits`, it keeps the letters of an alphanumeric CNPJ."""
+    value = _id_value(value, "CNPJ")
+    if type(value) is int:
+        return str(value).zfill(14) if 0 < value < 10**14 else None
+    if type(value) is not str:
+        return None
+    text = value.strip()
+    if not text.isascii() or not _CNPJ_TEXT.fullmatch(text):
+        return None
+    cnpj = normalize_cnpj(text)
+    if len(cnpj) == 14:
+        return cnpj
+    if _lost_zeros(text) and 12 <= len(cnpj) < 14:
+        padded = cnpj.zfill(14)
+        return padded if check_cnpj(padded) is None else None
     return None
 
 
@@ -532,6 +568,7 @@ _SIMPLE: dict[str, Transform] = {
     "plate": _plate,
     "vin": _vin,
     "cpf": _cpf,
+    "cnpj": _cnpj,
     "renavam": _renavam,
     "phone": _phone,
     "duration": duration,

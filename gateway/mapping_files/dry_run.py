@@ -32,7 +32,7 @@ from gateway.mapping import (
 )
 from gateway.mapping.fixes import parse_mapped_fix
 from gateway.mapping_files.source import MappingSource
-from gateway.schemas.registry import SchemaRegistry, is_natural_key, lookup_key
+from gateway.schemas.registry import SchemaRegistry, is_natural_key, lookup_key, null_paths
 from gateway.store import Doc, Store
 
 WRITES = ("create", "update", "unchanged", "not_found", "ambiguous", "duplicate")
@@ -287,7 +287,7 @@ class MappingDryRun:
         try:
             if refused is None:  # a refused write is refused before the entity is checked
                 stored = None if current is None else current["data"]
-                nulled = [n for n, v in fields.items() if v is None] if stored is None else ()
+                nulled = null_paths(fields)
                 self._schemas.check(
                     etype, merged, kind_schema=kind_schema, stored=stored, nulled=nulled
                 )

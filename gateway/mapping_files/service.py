@@ -274,28 +274,30 @@ class MappingService:
     ) -> MappingVersion:
         """Store a new version (active unless `activate=False`). Uploading the same text as
         the latest version returns that version instead of a duplicate (and activates it
-        when asked)."""
-        mapping = await self.compile(tenant, text, filename=filename)
-        name = mapping.name
-        if activate:
-            await self._keeps_its_users(tenant, name, mapping)
-        source = text if isinstance(text, str) else text.decode("utf-8-sig")
-        fields = {
-            "format": _format(source),
-            "document": mapping.source,
-            "direction": mapping.direction,
-            "entity_type": mapping.entity_type,
-        }
-        version, created = await self._versions.add(
-            tenant,
-            name,
-            source,
-            fields,
-            author=author,
-            activate=activate,
-            direction=mapping.direction,
-            entity_type=mapping.entity_type,
-        )
+        when asked). The kinds it names are neither deleted nor their schemas replaced
+        between its check and its save (`KindService.saving`)."""
+        async with self._kinds.saving(tenant):
+            mapping = await self.compile(tenant, text, filename=filename)
+            name = mapping.name
+            if activate:
+                await self._keeps_its_users(tenant, name, mapping)
+            source = text if isinstance(text, str) else text.decode("utf-8-sig")
+            fields = {
+                "format": _format(source),
+                "document": mapping.source,
+                "direction": mapping.direction,
+                "entity_type": mapping.entity_type,
+            }
+            version, created = await self._versions.add(
+                tenant,
+                name,
+                source,
+                fields,
+                author=author,
+                activate=activate,
+                direction=mapping.direction,
+                entity_type=mapping.entity_type,
+            )
         if created:
             self._compiled[(tenant, name, version)] = mapping
         stored = await self.get(tenant, name, version)
@@ -325,13 +327,17 @@ class MappingService:
     async def activate(
         self, tenant: str, name: str, version: int, *, shown: ShownActive | None = None
     ) -> MappingVersion:
-        return await self._versions.activate(tenant, name, version, shown=shown)
+        """Activate a version (checked again: `_recheck`; the kinds it names kept as checked
+        until it is active, `KindService.saving`)."""
+        async with self._kinds.saving(tenant):
+            return await self._versions.activate(tenant, name, version, shown=shown)
 
     async def rollback(
         self, tenant: str, name: str, *, shown: ShownActive | None = None
     ) -> MappingVersion:
-        """Activate the version before the active one."""
-        return await self._versions.rollback(tenant, name, shown=shown)
+        """Activate the version before the active one (as `activate`)."""
+        async with self._kinds.saving(tenant):
+            return await self._versions.rollback(tenant, name, shown=shown)
 
     async def diff(self, tenant: str, name: str, v1: int, v2: int) -> dict[str, Any]:
         return await self._versions.diff(tenant, name, v1, v2)

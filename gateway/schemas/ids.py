@@ -257,9 +257,13 @@ _INVISIBLE = dict.fromkeys(
 _NATIONAL = re.compile(r"\(\s*0?[0-9]{2}\s*\)|(?<![0-9])[0-9]{4,5}-[0-9]{4}(?![0-9])")
 # The local number with its hyphen ends the number: digits after it are another one.
 _DIGITS_AFTER_LOCAL = re.compile(r"(?<![0-9])[0-9]{4,5}-[0-9]{4}(?![0-9]).*[0-9]")
-# +55, an area code (no digit 0), and a landline's 8 digits (beginning 2 to 5) or a mobile's 9
-# (beginning with 9).
-_BRAZILIAN = re.compile(r"55[1-9]{2}(?:9[0-9]{8}|[2-5][0-9]{7})")
+# Anatel's 67 area codes (DDD): 11-19, 21 22 24 27 28, 31-35 37 38, 41-49, 51 53-55, 61-69,
+# 71 73-75 77 79, 81-89, 91-99. The rest (23, 25, 26, 29, 36, 39, 52, 56-59, 72, 76, 78) are
+# nobody's: a typo ("23" for "21"), not a number.
+_AREA_CODE = r"(?:1[1-9]|2[12478]|3[1-578]|4[1-9]|5[1345]|6[1-9]|7[13-579]|8[1-9]|9[1-9])"
+# +55, an area code, and a landline's 8 digits (beginning 2 to 5) or a mobile's 9 (beginning
+# with 9).
+_BRAZILIAN = re.compile(rf"55{_AREA_CODE}(?:9[0-9]{{8}}|[2-5][0-9]{{7}})")
 # Non-geographic numbers, dialled in Brazil without an area code: a toll-free 0800, a 0300,
 # 0500 or 0900 (6 or 7 digits after the code), and a nationwide shared-cost number (3000,
 # 3003, 4000 to 4009, 4020, then 4 digits: prefixes no local number takes). No area code has
@@ -268,7 +272,9 @@ _BRAZILIAN = re.compile(r"55[1-9]{2}(?:9[0-9]{8}|[2-5][0-9]{7})")
 _NON_GEOGRAPHIC = re.compile(r"55(?:[3589]00[0-9]{6,7}|(?:300[03]|40(?:0[0-9]|20))[0-9]{4})")
 # 8 digits beginning 6 to 9 after the area code: a mobile as written before its ninth digit
 # (added nationwide by 2016), a number that no longer exists.
-_OLD_MOBILE = re.compile(r"55[1-9]{2}[6-9][0-9]{7}")
+_OLD_MOBILE = re.compile(rf"55{_AREA_CODE}[6-9][0-9]{{7}}")
+# +55 and two digits that are no area code, then a number's 8 or 9 digits.
+_UNASSIGNED_AREA = re.compile(r"55[1-9]{2}[0-9]{8,9}")
 
 
 class NotAPhone(ValueError):
@@ -299,20 +305,22 @@ def e164(phone: str) -> str:
     """A phone number in E.164 (`+5511987654321`); ValueError naming why it cannot be one.
     A number written without its country code is Brazilian, as people write it ("(11)
     98765-4321", "011 98765-4321", "0xx11 98765-4321", "0 21 11 98765-4321" with a carrier
-    code); 12 digits or more without "+" are E.164 without its "+" (their own country code),
-    unless written the national way ("(11) …", "…98765-4321") and not starting with 55: then
-    the digits beyond the number are an extension or a second number, refused, as are
-    digits after a hyphenated local number ("3456-7890 12"); so is a number without its area
-    code, a Brazilian one (+55) outside the numbering plan (a landline's 8 digits begin 2 to
-    5, a mobile's 9 with 9: an 8-digit mobile written before its ninth digit no longer
-    exists, and is refused rather than completed; a non-geographic 0800 or 4004 number has
-    no area code), and text with anything but digits,
-    spaces, - . ( ) and a leading "+" ("ramal 22", "r. 5"). NotAPhone says why."""
+    code); one dialled abroad from Brazil is `00`, a carrier code and the country code
+    ("0015 44 7911 123456", `_dialled_abroad`); 12 digits or more without "+" are E.164
+    without its "+" (their own country code), unless written the national way ("(11) …",
+    "…98765-4321") and not starting with 55: then the digits beyond the number are an
+    extension or a second number, refused, as are digits after a hyphenated local number
+    ("3456-7890 12"); so is a number without its area code, a Brazilian one (+55) outside
+    the numbering plan (an area code Anatel never assigned, "(23) 98765-4321"; a landline's
+    8 digits begin 2 to 5, a mobile's 9 with 9: an 8-digit mobile written before its ninth
+    digit no longer exists, and is refused rather than completed; a non-geographic 0800 or
+    4004 number has no area code), and text with anything but digits, spaces, - . ( ) and a
+    leading "+" ("ramal 22", "r. 5"). NotAPhone says why."""
     text = _written(phone)
     # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
     digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
-    if text.startswith("00"):  # the international prefix, as dialled
-        text, digits = "+", digits[2:]
+    if text.startswith("00"):
+        text, digits = "+", _dialled_abroad(digits[2:])
     if text.startswith("+") and digits.startswith(COUNTRY_CODE + "0"):
         digits = COUNTRY_CODE + digits[3:]  # "+55 (011) 9…": no area code starts with 0
     if not text.startswith("+"):
@@ -322,6 +330,17 @@ def e164(phone: str) -> str:
     if not 8 <= len(digits) <= 15:
         raise NotAPhone(phone, "E.164 has 8 to 15 digits")
     return "+" + digits
+
+
+def _dialled_abroad(digits: str) -> str:
+    """The country code and number of `digits`, dialled from Brazil after `00`: a carrier
+    code (CSP: 21 Embratel, 15 Telefônica, 41 TIM …) comes first ("0015 55 11 98765 4321",
+    "0021 54 9 11 2345 6789"), never the country code straight after `00`. A Brazilian
+    number written `00 55 …` the European way (no carrier code: digits Brazil's plan knows)
+    is that number."""
+    if _BRAZILIAN.fullmatch(digits) or _NON_GEOGRAPHIC.fullmatch(digits):
+        return digits
+    return digits[2:]
 
 
 def _with_country_code(phone: str, text: str, digits: str) -> str:
@@ -358,6 +377,8 @@ def _brazilian_problem(digits: str) -> str | None:
         return None
     if _OLD_MOBILE.fullmatch(digits):
         return "an 8-digit mobile number; mobiles have 9 digits, a 9 before these 8"
+    if _UNASSIGNED_AREA.fullmatch(digits) and not re.fullmatch(_AREA_CODE, digits[2:4]):
+        return f"{digits[2:4]} is no Brazilian area code (DDD)"
     return (
         "no Brazilian number (+55, an area code, then 8 digits beginning 2 to 5 or 9"
         " beginning with 9; or a 0800, 0300, 0500, 0900, 3003 or 4004 number)"

@@ -35,6 +35,8 @@ ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
 
 # The top-level fields of an `other` document that belong to the envelope, not to its kind.
 ENVELOPE_FIELDS = ("kind", "key")
+NullPath = tuple[str, ...]
+"""Where a change sent null: its members' names from the top (`null_paths`)."""
 
 RESERVED_FIELDS = ("_id", "id", "tenant", "entity_type", "version", "created_at", "updated_at")
 """Names of the entity's own envelope: the store keeps `_id` and `tenant` next to the data, and
@@ -171,20 +173,24 @@ class SchemaRegistry:
         *,
         kind_schema: CompiledSchema | None = None,
         stored: Mapping[str, Any] | None = None,
-        nulled: Collection[str] = (),
+        nulled: Collection[NullPath] = (),
     ) -> dict[str, Any]:
         """The normalised document (a new dict; identifiers stripped of formatting, plates
         upper case without dash), or InvalidPayload listing every problem. `stored` is the
         entity's stored data when `doc` is a write merged into it: its key was chosen then
         (`kind_keys`), and a problem does not quote a value of it the write did not send
-        (`without_stored_values`). `nulled`: the members a change merged into nothing (a
-        new entity) sent as null, which that merge removed (`_required_nulls`).
+        (`without_stored_values`). `nulled`: where the change merged into it (or into
+        nothing: a new entity) sent null, which that merge removed (`null_paths`,
+        `_required_nulls`).
 
         Identifiers are normalised before validation, so what is validated is what is stored.
         """
         if stored is not None or nulled:
-            sent_null = {*(stored or ()), *nulled}
-            doc = self._required_nulls(entity_type, doc, kind_schema, sent_null)
+            top = {*(stored or ()), *(path[0] for path in nulled if len(path) == 1)}
+            doc = self._required_nulls(entity_type, doc, kind_schema, top)
+            below = {path for path in nulled if len(path) > 1}
+            if below:
+                doc = self._required_nulls_below(entity_type, doc, kind_schema, below)
         normalised, problems = self._run(entity_type, doc, kind_schema, stored)
         if problems and stored is not None:
             problems = without_stored_values(problems, doc, stored, NATURAL_KEYS[entity_type])
@@ -218,6 +224,33 @@ class SchemaRegistry:
         required = [name for schema in schemas for name in schema.get("required") or ()]
         removed = [n for n in required if isinstance(n, str) and n not in doc and n in removable]
         return {**doc, **dict.fromkeys(removed)} if removed else doc
+
+    def _required_nulls_below(
+        self,
+        entity_type: str,
+        doc: Any,
+        kind_schema: CompiledSchema | None,
+        nulled: Collection[NullPath],
+    ) -> Any:
+        """`_required_nulls` inside the document: a member a change sent as null that the
+        schema requires of the object holding it (`"endereco": {"complemento": null}`, in
+        an object new or stored) is that value, null, not a removal, at any depth: the
+        validator's own `required` problems say which (a `$ref`, an `allOf` arm's
+        `required` too), and the schema then says whether null is allowed. A payload that
+        meets the schema is written as the admin API writes it."""
+        while True:
+            _, problems = self._run(entity_type, doc, kind_schema, None)
+            missing = [
+                path
+                for problem in problems
+                if problem.keyword == "required"
+                and (path := pointer_path(problem.pointer)) in nulled
+                and _holds_all_but_last(doc, path)
+            ]
+            if not missing:
+                return doc
+            for path in missing:
+                doc = _with_null(doc, path)
 
     def _run(
         self,
@@ -460,3 +493,37 @@ def _load(file: Path, *, name: str | None = None) -> CompiledSchema:
     except InvalidPayload as exc:
         where = "; ".join(p.message for p in exc.problems) or exc.detail
         raise GatewayError(f"{file}: {where}") from None
+
+
+def null_paths(change: Mapping[str, Any], at: NullPath = ()) -> list[NullPath]:
+    """Where `change` sends null, through its objects (a null in a list is a value, kept)."""
+    paths: list[NullPath] = []
+    for name, value in change.items():
+        if value is None:
+            paths.append((*at, name))
+        elif isinstance(value, Mapping):
+            paths.extend(null_paths(value, (*at, name)))
+    return paths
+
+
+def pointer_path(where: str) -> NullPath:
+    """A JSON pointer's member names (`/a~1b/c` → ("a/b", "c"))."""
+    parts = where.split("/")[1:]
+    return tuple(p.replace("~1", "/").replace("~0", "~") for p in parts)
+
+
+def _holds_all_but_last(doc: Any, path: NullPath) -> bool:
+    """Whether `doc` has the object `path` ends in, without its last member."""
+    for name in path[:-1]:
+        if not isinstance(doc, dict) or not isinstance(doc.get(name), dict):
+            return False
+        doc = doc[name]
+    return isinstance(doc, dict) and path[-1] not in doc
+
+
+def _with_null(doc: dict[str, Any], path: NullPath) -> dict[str, Any]:
+    """A copy of `doc` with null at `path` (whose objects `_holds_all_but_last` found)."""
+    head, *rest = path
+    if not rest:
+        return {**doc, head: None}
+    return {**doc, head: _with_null(doc[head], tuple(rest))}

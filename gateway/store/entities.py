@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unicodedata import normalize
 
 import bson
 from bson import ObjectId
@@ -42,6 +43,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from gateway.clock import as_stored, from_iso, utcnow
 from gateway.errors import Conflict, EventsBacklogged, FieldProblem, InvalidPayload
 from gateway.formats.json_tree import a_json_type
+from gateway.formats.unicode_forms import nfc
 from gateway.store.client import (
     Collection,
     Doc,
@@ -83,7 +85,10 @@ FILTERABLE = {
 }
 MEMBERS = {"vehicle": {"group": "groups"}}
 """Filters a list field answers too: a vehicle is in a group by its `group` or by one of its
-`groups`, as a geofence's or a maintenance plan's `group` applies to it (`?group=north`)."""
+`groups`, as a geofence's or a maintenance plan's `group` applies to it (`?group=north`).
+A group is one group in either Unicode form ("São Paulo" composed, or decomposed as macOS
+and iOS send it): its filter keys and a filter by it are in NFC (`nfc`), as
+`geofences.reaches` compares."""
 LOOKUP_SUFFIX = "_id"
 """Partner ids are lookup fields by their name: an attribute named `<something>_id`
 (`attributes.tracker_id`, `attributes.erp_id`, `attributes.motive_id`, ...) of any entity type
@@ -173,10 +178,10 @@ def _reading_stamp(etype: str, events: Sequence[Doc], rev: int) -> Doc:
     return {"odometer_rev": rev} if any(odometer_reading(etype, e) for e in events) else {}
 
 
-DERIVED_MIGRATION = "entities.derived.group_members"
-"""Named after the last change to `derived` (a vehicle's `groups` among its `group` keys;
-before, `more_ids`, and `position_at`): a database whose marker names an earlier one is
-backfilled again."""
+DERIVED_MIGRATION = "entities.derived.group_nfc"
+"""Named after the last change to `derived` (a vehicle's group keys in NFC; before, its
+`groups` among its `group` keys; before that, `more_ids`, and `position_at`): a database
+whose marker names an earlier one is backfilled again."""
 _BACKFILL_BATCH = 500
 
 
@@ -210,7 +215,10 @@ def filter_keys(etype: str, data: Mapping[str, Any]) -> list[str]:
         values = [data.get(field)]
         if field in members and isinstance(listed := data.get(members[field]), list):
             values += listed
-        for text in dict.fromkeys(lookup_text(value) for value in values):
+        texts = (lookup_text(value) for value in values)
+        if field in members:  # a group: in NFC
+            texts = (None if text is None else nfc(text) for text in texts)
+        for text in dict.fromkeys(texts):
             if text is not None and len(text) <= MAX_LOOKUP_TEXT:
                 keys.append(f"{field}={text}")
     attributes = data.get("attributes")
@@ -281,6 +289,9 @@ def _filter_query(
             query[f"data.{field}"] = {"$in": list(texts)}
     for field, value in filters.items():
         text = lookup_text(value)
+        listed = MEMBERS.get(etype, {}).get(field)
+        if listed is not None and text is not None:  # a group: in NFC, as its filter keys
+            text = nfc(text)
         # Only plain values: an object from a payload ({"$regex": ...}) must never become a
         # query operator.
         if text is None:
@@ -292,8 +303,9 @@ def _filter_query(
             query["fk"] = f"{field}={text}"
             if is_lookup_field(field):
                 more = (field, value)
-        elif (listed := MEMBERS.get(etype, {}).get(field)) is not None:
-            either = [{f"data.{name}": _same_values(value)} for name in (field, listed)]
+        elif listed is not None:  # as stored: in NFC, decomposed, or as sent
+            forms = {"$in": list(dict.fromkeys((text, normalize("NFD", text), value)))}
+            either = [{f"data.{name}": forms} for name in (field, listed)]
             query.setdefault("$and", []).append({"$or": either})
         else:
             query[f"data.{field}"] = _same_values(value)
@@ -546,6 +558,15 @@ class EntityStore:
         if matched == 0:
             return None
         return {**current, **update["$set"], "rev": current["rev"] + 1}
+
+    async def restate(self, tenant: str, current: Doc, data: Doc) -> bool:
+        """Store `data`, the entity's data in another form that means the same (identifiers
+        normalised by a kind's new schema), with its filter keys, if nobody changed the entity
+        since `current` was read: no event, and `updated_at` stays (nothing changed); the
+        revision moves on, so a write from a copy read before reads it again."""
+        update: Doc = {"$set": {"data": data, **derived(current["type"], data)}, "$inc": {"rev": 1}}
+        query: Doc = {"_id": current["_id"], "rev": current["rev"]}
+        return bool(await self._commits.update(self._c, scoped(tenant, query), update))
 
     async def _refuse_if_backlogged(
         self, tenant: str, current: Doc, session: AsyncClientSession | None = None

@@ -7,12 +7,21 @@ every 30 s, so a write has at least 30 s to finish), and a deletion marks it `de
 (a minute; it takes milliseconds) only once no write is marked, then counts the entities and
 deletes. Each mark is set by one conditional update, refused while the other is valid; an
 expired mark (a process that died meanwhile) is simply over.
+
+A kind and the saves that name it (a trigger of it, a mapping version writing it) exclude
+each other the same way, so that a deletion or a schema replacement racing a save never
+leaves a trigger or an active mapping naming a kind gone, or a field gone: a save leases the
+kind (`lease`: an entry of `saving`, refused while the kind is being deleted or replaced),
+checks it, stores itself and gives the lease back (`release`); a deletion (`delete`) and a
+replacement (`replace_schema`) mark the kind only while no lease is valid, and only then
+look at what names it (`in_use`, `check`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from collections.abc import Collection as Collection_
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -36,10 +45,28 @@ WRITE_MARK: Final = timedelta(seconds=60)
 WRITE_MARK_LEFT: Final = timedelta(seconds=30)
 # How long a deletion marks its kind (it counts entities and deletes: milliseconds).
 DELETE_MARK: Final = timedelta(seconds=60)
+# How long a save naming the kind (a trigger's, a mapping version's) leases it, and how long a
+# schema replacement marks it (each takes milliseconds, a replacement's check about a second).
+SAVE_LEASE: Final = timedelta(seconds=60)
+REPLACE_MARK: Final = timedelta(seconds=60)
+BUSY = "a trigger or a mapping naming the kind is being saved, or the kind deleted or replaced"
 
 
 def _not_marked(name: str, now: datetime) -> dict[str, Any]:
     return {"$or": [{name: {"$exists": False}}, {name: {"$lt": now}}]}
+
+
+def _not_leased(now: datetime) -> dict[str, Any]:
+    """No save holds a valid lease (`KindStore.lease`)."""
+    return {"saving.until": {"$not": {"$gte": now}}}
+
+
+def _busy(name: str, doc: Doc, now: datetime) -> Conflict:
+    marks = [doc.get("writing_until"), doc.get("deleting_until"), doc.get("replacing_until")]
+    marks += [lease.get("until") for lease in doc.get("saving") or ()]
+    busy = max([m for m in marks if isinstance(m, datetime) and m >= now], default=now)
+    wait = max(1, math.ceil((busy - now).total_seconds()))
+    return Conflict(f"kind {name!r}: {BUSY}; nothing was changed, try again in {wait} s")
 
 
 class KindStore:
@@ -85,14 +112,96 @@ class KindStore:
         return doc
 
     async def replace_schema(
-        self, tenant: str, name: str, schema: dict[str, Any], author: str
+        self,
+        tenant: str,
+        name: str,
+        schema: dict[str, Any],
+        author: str,
+        check: Callable[[Doc], Awaitable[None]] | None = None,
     ) -> Doc | None:
+        """The kind with its new schema; None when there is none. With `check` (called with
+        the kind as stored; raising refuses the replacement), the kind is marked as being
+        replaced first, only while no save naming it is under way (Conflict otherwise), and
+        no save starts until the schema is written: what `check` found still holds then."""
+        update = {"$set": {"schema": schema, "author": author, "updated_at": utcnow()}}
+        if check is None:
+            with translate_errors():
+                return await self._c.find_one_and_update(
+                    scoped(tenant, {"name": name}), update, return_document=ReturnDocument.AFTER
+                )
+        now = self.clock()
+        marked = await self._mark(tenant, name, "replacing_until", now + REPLACE_MARK, now)
+        if marked is None:
+            return None
+        try:
+            await check(marked)
+            with translate_errors():
+                return await self._c.find_one_and_update(
+                    scoped(tenant, {"name": name}),
+                    {**update, "$unset": {"replacing_until": ""}},
+                    return_document=ReturnDocument.AFTER,
+                )
+        except BaseException:
+            await self._unmark(tenant, name, "replacing_until")
+            raise
+
+    async def _mark(
+        self, tenant: str, name: str, mark: str, until: datetime, now: datetime
+    ) -> Doc | None:
+        """The kind marked `mark` until `until`, only while no other mark and no save's lease
+        is valid (entity writes' `writing_until` holds back a deletion only); None when there
+        is no such kind, Conflict when it is busy."""
+        marks = ["deleting_until", "replacing_until"]
+        if mark == "deleting_until":
+            marks.append("writing_until")
+        free = [_not_marked(m, now) for m in marks]
         with translate_errors():
-            return await self._c.find_one_and_update(
-                scoped(tenant, {"name": name}),
-                {"$set": {"schema": schema, "author": author, "updated_at": utcnow()}},
+            marked = await self._c.find_one_and_update(
+                scoped(tenant, {"name": name, "$and": [*free, _not_leased(now)]}),
+                {"$set": {mark: until}},
                 return_document=ReturnDocument.AFTER,
             )
+            if marked is None:
+                doc = await self.get(tenant, name)
+                if doc is None:
+                    return None
+                raise _busy(name, doc, now)
+        return marked
+
+    async def _unmark(self, tenant: str, name: str, mark: str) -> None:
+        with translate_errors():
+            await self._c.update_one(scoped(tenant, {"name": name}), {"$unset": {mark: ""}})
+
+    async def lease(self, tenant: str, name: str, token: str) -> Doc | None:
+        """The kind, leased by the save `token` (a trigger's, a mapping version's) until it
+        gives the lease back (`release`) or `SAVE_LEASE` passes: it is neither deleted nor its
+        schema replaced meanwhile. None when there is no such kind; Conflict while it is being
+        deleted or replaced."""
+        now = self.clock()
+        free = [_not_marked(m, now) for m in ("deleting_until", "replacing_until")]
+        with translate_errors():
+            leased = await self._c.find_one_and_update(
+                scoped(tenant, {"name": name, "$and": free}),
+                {"$push": {"saving": {"token": token, "until": now + SAVE_LEASE}}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if leased is None:
+                doc = await self.get(tenant, name)
+                if doc is None:
+                    return None
+                raise _busy(name, doc, now)
+        return leased
+
+    async def release(self, tenant: str, names: Collection_[str], token: str) -> None:
+        """Give back the leases of the save `token` on the kinds `names`, and drop the expired
+        leases of saves that never gave theirs back (a process that died)."""
+        if not names:
+            return
+        query = scoped(tenant, {"name": {"$in": sorted(names)}})
+        with translate_errors():
+            await self._c.update_many(query, {"$pull": {"saving": {"token": token}}})
+            expired = {"saving": {"until": {"$lt": self.clock()}}}
+            await self._c.update_many(query, {"$pull": expired})
 
     async def for_write(self, tenant: str, name: str) -> Doc | None:
         """The kind, to write an entity of it (None when there is none), marked as being
@@ -116,42 +225,28 @@ class KindStore:
             raise Conflict(f"kind {name!r} is being deleted; nothing was written")
         return marked
 
-    async def delete(self, tenant: str, name: str) -> bool:
+    async def delete(
+        self, tenant: str, name: str, in_use: Callable[[], Awaitable[None]] | None = None
+    ) -> bool:
         """Refused (Conflict) while entities of the kind exist: they would lose their schema;
-        and while entities of it are being written (for up to a minute after the last)."""
+        while entities of it are being written (for up to a minute after the last), and
+        while a save naming it is under way (`lease`). `in_use` (raising refuses the
+        deletion) is called once the kind is marked: no save names it anew until it is gone."""
         now = self.clock()
-        with translate_errors():
-            marked = await self._c.find_one_and_update(
-                scoped(
-                    tenant,
-                    {
-                        "name": name,
-                        "$and": [
-                            _not_marked("deleting_until", now),
-                            _not_marked("writing_until", now),
-                        ],
-                    },
-                ),
-                {"$set": {"deleting_until": now + DELETE_MARK}},
-            )
-            if marked is None:
-                doc = await self.get(tenant, name)
-                if doc is None:
-                    return False
-                busy = doc.get("writing_until") or doc.get("deleting_until") or now
-                wait = max(1, math.ceil((busy - now).total_seconds()))
-                raise Conflict(
-                    f"entities of kind {name!r} are being written, or the kind deleted; "
-                    f"try again in {wait} s"
+        if await self._mark(tenant, name, "deleting_until", now + DELETE_MARK, now) is None:
+            return False
+        try:
+            if in_use is not None:
+                await in_use()
+            with translate_errors():
+                used = await self._entities.count_documents(
+                    scoped(tenant, {"type": "other", "data.kind": name}),
+                    limit=1,
                 )
-            used = await self._entities.count_documents(
-                scoped(tenant, {"type": "other", "data.kind": name}),
-                limit=1,
-            )
-            if used:
-                await self._c.update_one(
-                    scoped(tenant, {"name": name}), {"$unset": {"deleting_until": ""}}
-                )
-                raise Conflict(f"entities of kind {name!r} exist; delete them first")
-            result = await self._c.delete_one(scoped(tenant, {"name": name}))
+                if used:
+                    raise Conflict(f"entities of kind {name!r} exist; delete them first")
+                result = await self._c.delete_one(scoped(tenant, {"name": name}))
+        except BaseException:
+            await self._unmark(tenant, name, "deleting_until")
+            raise
         return result.deleted_count == 1

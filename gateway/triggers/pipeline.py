@@ -15,7 +15,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
+from gateway.entities import (
+    EntityService,
+    Forward,
+    Origin,
+    Sees,
+    Upsert,
+    WriteResult,
+    visible_to,
+)
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping, DecodedTexts, Emit, MappedDocument
 from gateway.mapping.fixes import named_by_mapping, parse_mapped_fix
@@ -227,6 +235,7 @@ class Pipeline:
                     prepared.event_detail,
                     prepared.forward,
                     create=prepared.create,
+                    visible=trigger.expose,
                 )
                 try:
                     results = await self._entities.upsert_together(
@@ -248,6 +257,7 @@ class Pipeline:
                         event_detail=prepared.event_detail,
                         forward=prepared.forward,
                         create=prepared.create,
+                        visible=trigger.expose,
                     )
                 except InvalidPayload as exc:
                     if prepared.mapping is not None:
@@ -390,8 +400,10 @@ def _named_by_target(
 
 def written(trigger: CompiledTrigger, result: WriteResult) -> dict[str, Any]:
     """A write as the partner sees it; `key` is what GET /hooks/{id}/{key} accepts.
-    `skipped` lists stale only-forward fields left unwritten; `also` the further entities."""
-    answer = _written(trigger.entity_type, result)
+    `skipped` lists stale only-forward fields left unwritten; `also` the further entities.
+    `changed` names only fields the trigger's `expose` shows (`visible_to`): a partner is not
+    told of a field it may not read."""
+    answer = _written(trigger.entity_type, result, visible_to(trigger.expose))
     if result.also:
         answer["also"] = [
             {"entity_type": one.entity["type"], **_written(one.entity["type"], one)}
@@ -400,13 +412,13 @@ def written(trigger: CompiledTrigger, result: WriteResult) -> dict[str, Any]:
     return answer
 
 
-def _written(etype: str, result: WriteResult) -> dict[str, Any]:
+def _written(etype: str, result: WriteResult, sees: Sees | None = None) -> dict[str, Any]:
     doc = result.entity
     answer = {
         "id": str(doc["_id"]),
         "key": doc["data"].get(reference_field(etype)),
         "created": result.created,
-        "changed": [c.field for c in result.changes],
+        "changed": [c.field for c in result.changes if sees is None or sees(c.field)],
         "events": list(result.events),
     }
     if result.skipped:

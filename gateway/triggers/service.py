@@ -124,13 +124,14 @@ class TriggerService:
         """`create("acme", name="gps", entity_type="vehicle", mapping="osmand")`, or a
         specification mapping as the admin API receives it."""
         spec = whole_numbers({**(spec or {}), **fields})
-        await self._check(tenant, spec, new=True)
-        now = as_stored(self._clock())
-        doc = document(
-            spec, trigger_id=new_trigger_id(), tenant=tenant, defaults=self._defaults, now=now
-        )
-        token, secret = self._issue(doc, now, given=(spec.get("auth") or {}).get("secret"))
-        await self._store.triggers.insert(doc)
+        async with self._kinds.saving(tenant):  # its kind is not deleted under the save
+            await self._check(tenant, spec, new=True)
+            now = as_stored(self._clock())
+            doc = document(
+                spec, trigger_id=new_trigger_id(), tenant=tenant, defaults=self._defaults, now=now
+            )
+            token, secret = self._issue(doc, now, given=(spec.get("auth") or {}).get("secret"))
+            await self._store.triggers.insert(doc)
         self._on_change(doc["_id"])  # (an id called before it existed is known as none)
         return IssuedTrigger(self._public(doc), token, secret)
 
