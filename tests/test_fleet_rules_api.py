@@ -670,13 +670,13 @@ async def test_creates_sent_at_once_never_take_the_tenant_past_its_positions_lim
     ]
     await client.app[services_key].store.db["geofences"].insert_many(stored)
 
-    async def create(k: int) -> int:
+    async def create(k: int) -> tuple[int, str]:
         outline = {"type": "Polygon", "coordinates": [ring_around(-22.0, -46.0, 0.1 + k, full)]}
         body = {"name": f"race-{k}", "kind": "authorized", "polygon": outline}
         response = await client.post("/api/v1/geofences", json=body, headers=auth())
-        return response.status
+        return response.status, await response.text()
 
     answers = await asyncio.gather(*(create(k) for k in range(6)))
-    assert sorted(answers) == [201, 409, 409, 409, 409, 409]
+    assert sorted(status for status, _ in answers) == [201, 409, 409, 409, 409, 409], answers
     docs = await client.app[services_key].store.db["geofences"].find().to_list(None)
     assert sum(len(ring) for d in docs for ring in d["polygon"]["coordinates"]) <= 50_000
