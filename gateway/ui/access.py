@@ -10,10 +10,10 @@ from gateway.accounts import MAX_FAILURES, UiSession
 from gateway.auth.sessions import csrf_token, sign_session
 from gateway.clock import utcnow
 from gateway.errors import GatewayError, KeysUnavailable, RateLimited, Unauthorized, Unavailable
-from gateway.ui.forms import NOT_KEPT, TYPED_AGAIN, Form, hide_secrets, read_values
+from gateway.ui.forms import AUTHOR, NOT_KEPT, TYPED_AGAIN, Form, hide_secrets, read_values
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import LANGUAGES
-from gateway.ui.middleware import AUTHOR, end_session_cookie, session_cookie, typed_by
+from gateway.ui.middleware import end_session_cookie, session_cookie, typed_by
 from gateway.ui.rendering import local_path, redirect, render
 from gateway.ui.state import PREFIX, form_of, visitor_of
 from gateway.web.client_address import client_address

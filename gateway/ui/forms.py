@@ -162,6 +162,36 @@ that names it and leaves it empty is refused there (`require_retyped`), never ta
 secret" (a trigger's HMAC secret: the gateway would issue one; an edit's: keep the old)."""
 
 
+# The fields of every form (_macros.html `csrf_field`) besides its CSRF token: the one-time
+# id of that rendering (middleware: a form changes things once) and who typed it (the tenant
+# and account of its session).
+ONCE: Final = "once"
+AUTHOR: Final = "author"
+# An entity edit form's hidden copy of a live value as the form was loaded (entity_forms).
+LOADED: Final = "loaded."
+
+
+def typed_field(name: str) -> bool:
+    """Whether a posted field is one the admin types: not the form's own hidden ones (its
+    token, one-time id, author mark, language, revision, the secrets it asks again, an
+    entity's loaded live values), which a page listing what was typed leaves out."""
+    own = name in ("csrf", ONCE, AUTHOR, FORM_LANG, REVISION, RETYPED)
+    return not own and not name.startswith(LOADED)
+
+
+def typed_values(data: MultiMapping[Any]) -> list[tuple[str, str]]:
+    """What the admin typed in a posted form, to be shown (a page saying nothing was saved):
+    its text fields that hold something and are typed_field, never a secret (NOT_KEPT) nor
+    one a document holds (hide_secrets)."""
+    typed: list[tuple[str, str]] = []
+    for name, value in data.items():
+        if isinstance(value, str) and value and typed_field(name) and name not in NOT_KEPT:
+            shown, hidden = hide_secrets(name, value)
+            if name not in hidden:
+                typed.append((name, shown))
+    return typed
+
+
 def require_retyped(data: MultiMapping[Any]) -> None:
     """Refuse a post whose page asked for a secret again (RETYPED) that was left empty."""
     named = sorted({n for n in data.getall(RETYPED, []) if n in SECRET_FIELDS})

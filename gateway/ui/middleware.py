@@ -32,12 +32,23 @@ from gateway.errors import (
     FieldProblem,
     GatewayError,
     InvalidPayload,
+    NotFound,
     PayloadTooLarge,
     RateLimited,
     Unavailable,
 )
 from gateway.logs import request_id_var
-from gateway.ui.forms import NOT_KEPT, TYPED_AGAIN, Form, error_key, hide_secrets, number_shown
+from gateway.ui.forms import (
+    AUTHOR,
+    NOT_KEPT,
+    ONCE,
+    TYPED_AGAIN,
+    Form,
+    error_key,
+    hide_secrets,
+    number_shown,
+    typed_values,
+)
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
@@ -68,10 +79,6 @@ ANY_ROLE_POSTS: Final = frozenset(
 )
 # The pages made for changing something (their paths end so): forms a viewer could not send.
 CHANGE_PAGES: Final = ("/new", "/edit")
-# The field of every form (beside its CSRF token) that names that rendering of it, once.
-ONCE: Final = "once"
-# The field of every form that names who typed it (the tenant and account of its session).
-AUTHOR: Final = "author"
 # Forms never kept through a session's end: a logout, and the logins (a token pasted in a
 # second login tab would be written back into the page).
 NEVER_KEPT: Final = frozenset({"logout", "login_password", "login_token"})
@@ -103,7 +110,11 @@ async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse
         # An invalid payload's problems say what is wrong (a version naming a template
         # deleted since, refused at its activation): each with where, as the API lists them.
         problems = exc.problems if isinstance(exc, InvalidPayload) else []
-        response = _error_page(request, exc.status, exc.detail, problems=problems)
+        # A form posted to something deleted meanwhile (another admin's, the API's): nothing
+        # was saved, and what was typed is shown to copy, not lost with a bare 404.
+        form = request.get(form_key) if isinstance(exc, NotFound) else None
+        typed = typed_values(form) if form is not None else []
+        response = _error_page(request, exc.status, exc.detail, problems=problems, typed=typed)
         if isinstance(exc, (RateLimited, Unavailable)):
             response.headers["Retry-After"] = str(exc.retry_after)
     except Exception:
@@ -432,6 +443,7 @@ def _error_page(
     words: dict[str, str] | None = None,
     *,
     problems: Sequence[FieldProblem] = (),
+    typed: Sequence[tuple[str, str]] = (),
 ) -> web.Response:
     if visitor_key not in request:
         lang = choose_language(
@@ -448,6 +460,7 @@ def _error_page(
         "detail": None if reason else detail,
         "words": words or {},
         "problems": problems,
+        "typed": typed,
     }
     return render(request, "error.html", context, status=status)
 
