@@ -209,7 +209,7 @@ async def _signed_out(
     kept = await _kept_form(request) if route not in NEVER_KEPT else None
     if isinstance(kept, web.Response):  # unreadable, or too large: its page
         return _pre_session(kept, request, visitor)
-    if kept and (kept.fields or kept.retype):
+    if kept and (kept.fields or kept.retype or kept.files):
         context = {
             "form": Form(),
             "token_form": Form(),
@@ -217,6 +217,7 @@ async def _signed_out(
             "expired": True,
             "kept": kept.fields,
             "retype": kept.retype,
+            "refile": kept.files,
         }
         page = render(request, "login.html", context)
         page.set_status(401)
@@ -311,7 +312,7 @@ def _foreign_form(
     kept = _keep(form)
     if session is None or route in NEVER_KEPT or not _same_origin(request):
         return _error_page(request, 403, "csrf")
-    if not (kept.fields or kept.retype):
+    if not (kept.fields or kept.retype or kept.files):
         return _error_page(request, 403, "csrf")
     if not typed_by(request, session, form.get(AUTHOR)):
         # Typed in another tenant's or account's session: neither saved nor shown here.
@@ -319,6 +320,7 @@ def _foreign_form(
     context = {
         "kept": kept.fields,
         "retype": kept.retype,
+        "refile": kept.files,
         "action": request.path,
         "resume_csrf": visitor.csrf,
         "intro": "login.resume_replaced",
@@ -327,8 +329,10 @@ def _foreign_form(
 
 
 def _keep(form: Any) -> Kept:
-    """A posted form's text fields as typed but its secrets (named, to be typed again)."""
+    """A posted form's text fields as typed but its secrets (named, to be typed again), and
+    the files chosen in it (named, to be chosen again: an upload is not kept)."""
     typed = [(k, v) for k, v in form.items() if isinstance(v, str) and k != "csrf"]
+    files = [(k, str(v.filename)) for k, v in form.items() if isinstance(v, web.FileField)]
     fields: list[tuple[str, str]] = []
     retype: set[str] = set()
     for name, value in typed:
@@ -342,16 +346,18 @@ def _keep(form: Any) -> Kept:
         retype.update(h for h in hidden if h in TYPED_AGAIN)
         if name not in hidden:
             fields.append((name, value))
-    return Kept(fields, sorted(retype))
+    return Kept(fields, sorted(retype), [(k, name) for k, name in files if name])
 
 
 @dataclass(frozen=True, slots=True)
 class Kept:
-    """A form kept through the login: its fields as typed but its secrets, and the names of
-    the secret fields typed in it (the page after the login asks for them again)."""
+    """A form kept through the login: its fields as typed but its secrets, the names of the
+    secret fields typed in it and of the files chosen in it (the page after the login asks
+    for them again)."""
 
     fields: list[tuple[str, str]]
     retype: list[str]
+    files: list[tuple[str, str]]  # (field, the name of the file chosen): chosen again
 
 
 def _same_origin(request: web.Request) -> bool:
