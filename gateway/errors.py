@@ -251,6 +251,13 @@ class SharedListing:
         return listing
 
 
+class OverBudget(GatewayError):
+    """A request whose answer would cost more than its budget to compute (a diff of two
+    versions with too many lines to pair or too long to find): refused, not answered slowly."""
+
+    status, title, slug = 422, "Over its budget", "over-budget"
+
+
 class RateLimited(GatewayError):
     status, title, slug = 429, "Too many requests", "rate-limited"
 

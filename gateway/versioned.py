@@ -7,18 +7,32 @@ stale stay each service's own (`make`, `recheck`, `on_change`).
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import hashlib
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from gateway.clock import as_stored, utcnow
-from gateway.errors import Conflict, NoActiveVersion, NotFound
+from gateway.errors import Conflict, NoActiveVersion, NotFound, OverBudget
 from gateway.store import Doc
 from gateway.store.mappings import MappingStore
 
 V = TypeVar("V")
+
+MAX_DIFF_PAIRS = 2_000_000
+"""Pairs of equal lines (a line of one version, a copy of it in the other) a diff may weigh:
+the matcher's first pass looks at each, its later ones at fewer. Two distinct 256 KiB versions
+have few; 30,000 lines drawn from 110 distinct ones have 7.6 million (~2 s)."""
+MAX_DIFF_SECONDS = 1.0
+"""CPU time a diff's line matching may take (checked between the matcher's passes)."""
+MAX_DIFF_LINES = 20_000
+"""Lines of unified diff a diff may answer (the admin UI shows each)."""
+_DIFFS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diff")
+"""One diff at a time, off the event loop: the others wait their turn."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,19 +195,14 @@ class VersionedDocuments(Generic[V]):
 
     async def diff(self, tenant: str, name: str, v1: int, v2: int) -> dict[str, Any]:
         """What changed from v1 to v2: the parsed documents path by path, and the sources as
-        a unified diff."""
+        a unified diff, computed off the event loop within its budget (`OverBudget` past it:
+        two 256 KiB versions of few distinct lines in other orders took 8 s of the loop)."""
         old = await self.version_doc(tenant, name, v1)
         new = await self.version_doc(tenant, name, v2)
-        changes = document_diff(old["document"], new["document"])
-        text = "".join(
-            difflib.unified_diff(
-                old["source"].splitlines(keepends=True),
-                new["source"].splitlines(keepends=True),
-                fromfile=f"{name} v{v1}",
-                tofile=f"{name} v{v2}",
-            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            _DIFFS, _versions_diff, f"{self._noun} {name!r}", name, (v1, old), (v2, new)
         )
-        return {"name": name, "from": v1, "to": v2, **changes, "unified": text}
 
     async def head(self, tenant: str, name: str) -> Doc:
         head = await self._store.head(tenant, name)
@@ -248,3 +257,81 @@ def _walk_diff(old: Any, new: Any, at: str, out: dict[str, list[dict[str, Any]]]
             _walk_diff(a, b, f"{at}/{i}", out)
     elif old != new or type(old) is not type(new):
         out["changed"].append({"path": at, "old": old, "new": new})
+
+
+def _versions_diff(
+    what: str, name: str, old: tuple[int, Doc], new: tuple[int, Doc]
+) -> dict[str, Any]:
+    """`VersionedDocuments.diff`'s answer (on a diff thread)."""
+    (v1, a), (v2, b) = old, new
+    changes = document_diff(a["document"], b["document"])
+    matcher = _BudgetedMatcher(
+        a["source"].splitlines(keepends=True), b["source"].splitlines(keepends=True), what
+    )
+    lines: list[str] = []
+    for line in _unified(matcher, f"{name} v{v1}", f"{name} v{v2}"):
+        if len(lines) == MAX_DIFF_LINES:
+            raise OverBudget(
+                f"versions {v1} and {v2} of {what} differ by more than {MAX_DIFF_LINES:,} "
+                "lines of unified diff: too many to show line by line; read the two versions"
+            )
+        lines.append(line)
+    return {"name": name, "from": v1, "to": v2, **changes, "unified": "".join(lines)}
+
+
+class _BudgetedMatcher(difflib.SequenceMatcher[str]):
+    """difflib's line matcher within MAX_DIFF_PAIRS and MAX_DIFF_SECONDS (`OverBudget`)."""
+
+    a: Sequence[str]  # difflib's own, which its stubs do not declare
+    b: Sequence[str]
+    b2j: dict[str, list[int]]  # each line of b (its too frequent ones left out): where
+
+    def __init__(self, a: Sequence[str], b: Sequence[str], what: str) -> None:
+        super().__init__(None, a, b)
+        self._what = what
+        pairs = sum(len(self.b2j.get(line, ())) for line in a)
+        if pairs > MAX_DIFF_PAIRS:
+            raise OverBudget(
+                f"the two versions of {what} have {pairs:,} pairs of equal lines to match, "
+                f"more than the {MAX_DIFF_PAIRS:,} a diff may weigh (many repeated lines): "
+                "too costly to show line by line; read the two versions"
+            )
+        self._deadline = time.thread_time() + MAX_DIFF_SECONDS
+
+    def find_longest_match(
+        self, alo: int = 0, ahi: int | None = None, blo: int = 0, bhi: int | None = None
+    ) -> difflib.Match:
+        if time.thread_time() > self._deadline:
+            raise OverBudget(
+                f"matching the lines of the two versions of {self._what} took more than "
+                f"{MAX_DIFF_SECONDS:g} s: too costly to show line by line; read the two versions"
+            )
+        return super().find_longest_match(alo, ahi, blo, bhi)
+
+
+def _unified(matcher: _BudgetedMatcher, fromfile: str, tofile: str) -> Iterator[str]:
+    """`difflib.unified_diff` (3 lines of context) on a matcher of the caller's: nothing for
+    equal versions."""
+    a, b = matcher.a, matcher.b
+    for n, group in enumerate(matcher.get_grouped_opcodes(3)):
+        if n == 0:
+            yield f"--- {fromfile}\n"
+            yield f"+++ {tofile}\n"
+        first, last = group[0], group[-1]
+        yield f"@@ -{_hunk_range(first[1], last[2])} +{_hunk_range(first[3], last[4])} @@\n"
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                yield from (" " + line for line in a[i1:i2])
+                continue
+            if tag in {"replace", "delete"}:
+                yield from ("-" + line for line in a[i1:i2])
+            if tag in {"replace", "insert"}:
+                yield from ("+" + line for line in b[j1:j2])
+
+
+def _hunk_range(start: int, stop: int) -> str:
+    """A hunk's range of lines as a unified diff writes it (`3`, `3,4`, `2,0` when empty)."""
+    length = stop - start
+    if length == 1:
+        return str(start + 1)
+    return f"{start + 1 if length else start},{length}"

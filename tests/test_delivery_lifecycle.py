@@ -4,6 +4,7 @@ retries on schedule, Retry-After, 410, ordering, replay, secret rotation, shutdo
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import time
 from collections import Counter
@@ -12,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -41,8 +43,10 @@ from tests.partner_double import (
     post,
     raw_partner,
     running_partner,
+    upload_mapping,
 )
 from tests.support import SECRET_KEY, auth
+from tests.ui_support import log_in, make_user
 
 __all__ = ["partner"]  # the fixture
 
@@ -1589,3 +1593,47 @@ async def test_a_stored_partner_host_no_lookup_can_take_fails_its_delivery_not_p
         json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
     )
     assert invoked.status == 502, await invoked.text()
+
+
+async def test_an_attempt_records_the_request_sent_with_its_credentials_masked(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """SPEC §2: a delivery's attempts carry a request summary (method, the URL its path
+    template made, the body its request mapping made, its size) beside the answer, in the API
+    and on the delivery's page; the partner's credential in the query and a named secret the
+    mapping put in the body are masked, never stored."""
+    await upload_mapping(
+        client,
+        "name: km\ndirection: outbound\nentity_type: vehicle\npath:\n  placa: entity.plate\n"
+        "body:\n  placa: entity.plate\n  token: {secret: erp_token}\n",
+    )
+    partner.respond_with(500, {"erro": "fora do ar"})
+    await _subscribed(
+        client,
+        partner,
+        action={"path": "/veiculos/{placa}/km", "request_mapping": "km", "retry_schedule": []},
+        partner_fields={
+            "auth": {"type": "query", "name": "api_key", "value": "query-key-5e1f"},
+            "secrets": {"erp_token": "named-secret-77aa"},
+        },
+        event_types=["entity.created"],
+    )
+    await create_vehicle(client, "ABC1D23")
+    assert await _deliver(client, worker) == Counter(dead=1)
+    (listed,) = await _deliveries(client)
+    delivery = await _delivery(client, listed["id"])
+    (attempt,) = delivery["attempts"]
+    sent = attempt["request"]
+    assert sent["method"] == "POST" and sent["url"] == f"{partner.url}/veiculos/ABC1D23/km"
+    assert orjson.loads(sent["body"]) == {"placa": "ABC1D23", "token": "[redacted]"}
+    assert sent["body_bytes"] == len(partner.requests[0].body)
+    assert partner.requests[0].query["api_key"] == "query-key-5e1f"  # sent, not recorded
+    stored = orjson.dumps(delivery).decode()
+    assert "named-secret-77aa" not in stored and "query-key-5e1f" not in stored
+    assert attempt["status"] == 500 and "fora do ar" in attempt["response"]
+    await make_user(client.app[services_key])
+    await log_in(client)
+    page = html.unescape(await (await client.get(f"/admin/deliveries/{listed['id']}")).text())
+    assert f"POST {partner.url}/veiculos/ABC1D23/km" in page and "corpo de" in page
+    assert sent["body"] in page
+    assert "named-secret-77aa" not in page

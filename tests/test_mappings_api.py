@@ -6,6 +6,8 @@ import asyncio
 import gzip
 import hashlib
 import json
+import random
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from pymongo import AsyncMongoClient
 from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.web.state import services_key
 from tests.support import auth
+from tests.ui_support import log_in, make_user
 
 Client = TestClient[Any, Any]
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,6 +227,49 @@ async def test_diff_lists_changed_paths_and_a_unified_diff_of_the_sources(
     assert "+emit: [vehicle.moved]" in diff["unified"]
     await _json(client, "GET", "/api/v1/mappings/osmand/diff?from=1", 422)
     await _json(client, "GET", "/api/v1/mappings/osmand/diff?from=1&to=7", 404)
+
+
+def _comment_lines(count: int, distinct: int, seed: int) -> str:
+    """`count` comment lines drawn from `distinct` short ones, in an order of `seed`'s."""
+    draw = random.Random(seed)
+    return "".join(f"# l{draw.randrange(distinct):04d}\n" for _ in range(count))
+
+
+async def test_a_diff_too_costly_to_match_is_refused_at_once_by_the_api_and_the_page(
+    client: Client,
+) -> None:
+    """Two 240 KB versions of 30,000 lines drawn from 110 distinct ones, in two orders: their
+    line by line diff took seconds of the event loop (every request of the process waited);
+    it is an `over-budget` 422 as soon as the pairs of equal lines are counted."""
+    head = "name: pool\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+    head += "fields:\n  plate: {from: placa}\n"
+    await _upload(client, head + _comment_lines(30_000, 110, seed=1))
+    await _upload(client, head + _comment_lines(30_000, 110, seed=2))
+    started = time.monotonic()
+    problem = await _json(client, "GET", "/api/v1/mappings/pool/diff?from=1&to=2", 422)
+    assert time.monotonic() - started < 1.5
+    assert problem["type"].endswith("/over-budget")
+    assert "too costly to show line by line" in problem["detail"]
+    await make_user(client.app[services_key])
+    await log_in(client)
+    page = await client.get("/admin/mappings/pool/diff?from=1&to=2")
+    assert page.status == 422
+    assert "too costly to show line by line" in await page.text()
+
+
+async def test_a_diff_of_more_lines_than_a_page_shows_is_refused_naming_the_limit(
+    client: Client,
+) -> None:
+    """Two versions with no line in common: 24,000 lines of unified diff, over the 20,000
+    a diff answers."""
+    head = "name: rewrite\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+    head += "fields:\n  plate: {from: placa}\n"
+    await _upload(client, head + "".join(f"# a{n}\n" for n in range(12_000)))
+    await _upload(client, head + "".join(f"# b{n}\n" for n in range(12_000)))
+    problem = await _json(client, "GET", "/api/v1/mappings/rewrite/diff?from=1&to=2", 422)
+    assert "differ by more than 20,000 lines of unified diff" in problem["detail"]
+    small = await _json(client, "GET", "/api/v1/mappings/rewrite/diff?from=1&to=1")
+    assert small["unified"] == ""
 
 
 async def test_delete_is_refused_while_a_trigger_or_action_uses_the_mapping(

@@ -4,9 +4,12 @@ the partner's current secret signing beside the new one (it is not rotated a sec
 
 from __future__ import annotations
 
+import asyncio
 import re
+from typing import Any
 
 from tests.partner_double import create_action, create_partner, create_subscription
+from tests.support import auth
 from tests.test_ui_browser import Ui, ui
 from tests.ui_support import make_user
 
@@ -32,3 +35,38 @@ async def test_reloading_a_rotated_secret_does_not_rotate_it_again(ui: Ui) -> No
     # Rotated once: the new secret, and the partner's current one still signing for 24 h (a
     # second rotation would have dropped it at once, and the secret shown with it).
     assert [s["sealed"] for s in stored["secrets"][1:]] == [before["secrets"][0]["sealed"]]
+
+
+async def test_a_second_click_on_create_while_the_answer_loads_keeps_the_token_shown(
+    ui: Ui,
+) -> None:
+    """An impatient admin clicks *Criar* again while a slow answer loads: the form is not sent
+    a second time (the 409 "already sent" would replace the page that shows the new
+    trigger's token, once), and the token is shown."""
+    await make_user(ui.services)
+    await ui.log_in()
+    await ui.goto("/admin/triggers/new")
+    await ui.page.fill("#f-name", "frota-lenta")
+    await ui.page.select_option("#f-entity_type", "vehicle")
+    sent: list[str] = []
+
+    async def slow(route: Any) -> None:  # a loaded server, a mobile link
+        sent.append(route.request.method)
+        answer = await route.fetch(max_redirects=0)
+        await asyncio.sleep(1.5)
+        await route.fulfill(response=answer)
+
+    await ui.page.route("**/admin/triggers", slow)
+    create = ui.page.get_by_role("button", name="Criar")
+    await create.scroll_into_view_if_needed()
+    box = await create.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    await ui.page.mouse.click(x, y)
+    await asyncio.sleep(0.5)
+    await ui.page.mouse.click(x, y)  # where the button still is: the answer has not come
+    await ui.page.get_by_test_id("issued").wait_for()
+    token = (await ui.page.inner_text("#trigger-token")).strip()
+    assert sent == ["POST"] and token
+    listed = await (await ui.api.get("/api/v1/triggers", headers=auth())).json()
+    assert [t["name"] for t in listed["items"]] == ["frota-lenta"]

@@ -373,6 +373,25 @@ async def test_triggers_and_schedules_are_found_by_name_beyond_the_page_shown(
     assert _listed(schedules) == ["frota-norte", "Frota-Sul"]
 
 
+async def test_a_name_search_longer_than_any_name_is_a_bad_request_not_an_unavailable_database(
+    client: Client, services: Services
+) -> None:
+    """501 dots escaped are a 1,002-character pattern, past the embedded server's cap: that
+    was a 503 "database unavailable" with the engine's BadValue. A search of more characters
+    than any name has is a 400 saying so; 200 still searches."""
+    await make_user(services)
+    await log_in(client)
+    for path in ("/admin/triggers", "/admin/schedules"):
+        for text in ("." * 501, "João.Silva " * 91):
+            response = await client.get(path, params={"name": text})
+            page = await response.text()
+            assert response.status == 400, (path, response.status)
+            assert "Retry-After" not in response.headers
+            assert "a name search is at most 200 characters" in page and "BadValue" not in page
+        most = await client.get(path, params={"name": "." * 200})
+        assert most.status == 200 and "Nenhum nome contém esse texto" in await most.text()
+
+
 async def test_a_runs_note_and_refused_cursor_are_shown_in_its_history(
     client: Client, services: Services, partner: Partner
 ) -> None:

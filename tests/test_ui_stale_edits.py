@@ -409,3 +409,45 @@ async def test_a_secret_rotation_from_a_page_loaded_before_another_is_refused(
     fresh = await (await client.get(page)).text()
     again = await client.post(rotate, data=form_fields(fresh, rotate))
     assert again.status == 200
+
+
+async def test_an_entity_edit_saved_after_its_deletion_says_so_and_shows_what_was_typed(
+    client: Client, services: Services
+) -> None:
+    """Another admin deleted the supplier while this one edited it: the save is its deleted
+    page (410: when, by whom), saying nothing was saved and showing the name typed, not a
+    bare 404 that reads like a wrong link with the typing gone."""
+    await make_user(services)
+    await log_in(client)
+    supplier = await post(
+        client, "/api/v1/entities/supplier", {"name": "Apagar Depois", "cnpj": "11222333000181"}
+    )
+    action = f"/admin/entities/supplier/{supplier['id']}/edit"
+    loaded = form_fields(await (await client.get(action)).text(), action)
+    deleted = await client.delete(f"/api/v1/entities/supplier/{supplier['id']}", headers=auth())
+    assert deleted.status == 204
+    saved = await client.post(action, data=replaced(loaded, **{"/name": "Nome novo digitado"}))
+    page = await saved.text()
+    assert saved.status == 410, page
+    assert 'data-testid="entity-deleted"' in page and "Nada foi salvo" in page
+    typed = page.split('data-testid="typed"')[1]
+    assert "Nome novo digitado" in typed
+    assert ">author<" not in typed and ">revision<" not in typed and ">once<" not in typed
+
+
+async def test_any_edit_saved_after_its_object_was_deleted_shows_what_was_typed(
+    client: Client, services: Services
+) -> None:
+    """A trigger deleted meanwhile: its edit's save is the 404 page, saying nothing was saved
+    and listing what was typed to copy (every edit form: the error page shows the form)."""
+    await make_user(services)
+    await log_in(client)
+    trigger = await post(client, "/api/v1/triggers", {"name": "erp", "entity_type": "vehicle"})
+    action = f"/admin/triggers/{trigger['id']}/edit"
+    loaded = form_fields(await (await client.get(action)).text(), action)
+    deleted = await client.delete(f"/api/v1/triggers/{trigger['id']}", headers=auth())
+    assert deleted.status == 204
+    saved = await client.post(action, data=replaced(loaded, name="erp-renomeado"))
+    page = await saved.text()
+    assert saved.status == 404, page
+    assert "Nada foi salvo" in page and "erp-renomeado" in page.split('data-testid="typed"')[1]

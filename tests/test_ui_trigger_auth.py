@@ -14,7 +14,7 @@ import orjson
 from gateway.services import Services
 from tests.support import auth
 from tests.triggers_support import VEHICLE, stored_with_get
-from tests.ui_support import Client, csrf, log_in, make_user
+from tests.ui_support import Client, csrf, form_fields, log_in, make_user, replaced
 
 BODY = orjson.dumps(VEHICLE)
 
@@ -142,3 +142,66 @@ async def test_a_signed_trigger_stored_with_get_is_renamed_on_the_edit_page(
     data = [("csrf", token), ("methods", "POST"), ("format", "json"), ("name", "motive-fleet")]
     assert (await client.post(f"{base}/edit", data=data)).status == 200
     assert (await _only_trigger(client))["methods"] == ["POST"]
+
+
+def _retype_note(page: str) -> bool:
+    return 'data-retype="auth.secret"' in page and "digite-o de novo" in page
+
+
+async def test_a_partners_secret_typed_in_a_refused_new_trigger_form_is_asked_again(
+    client: Client, services: Services
+) -> None:
+    """The new-trigger form refused for another field (no entity type) does not show the
+    partner's secret back: it says at the field to type it again, and the corrected form
+    sent with the field left empty is refused there, not a trigger with a secret the gateway
+    made up (every call the partner signs refused)."""
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/triggers/new")
+    data = [("csrf", token), ("name", "samsara"), ("methods", "POST"), ("format", "json")]
+    data += [("auth.mode", "hmac"), ("auth.preset", "motive"), ("auth.secret", "kt-partner")]
+    refused = await client.post("/admin/triggers", data=data)
+    page = await refused.text()
+    assert refused.status == 422 and "kt-partner" not in page and _retype_note(page)
+    fields = replaced(form_fields(page, "/admin/triggers"), entity_type="vehicle")
+    again = await client.post("/admin/triggers", data=fields)
+    page = await again.text()
+    assert again.status == 422, page
+    assert "the secret typed before was not kept" in page and 'data-field="auth.secret"' in page
+    assert (await (await client.get("/api/v1/triggers", headers=auth())).json())["items"] == []
+    fields = replaced(form_fields(page, "/admin/triggers"), **{"auth.secret": "kt-partner"})
+    created = await client.post("/admin/triggers", data=fields)
+    assert created.status == 201, await created.text()
+    hook = f"/hooks/{(await _only_trigger(client))['id']}"
+    assert (await client.post(hook, data=BODY, headers=_motive("kt-partner"))).status == 201
+
+
+async def test_a_new_partner_secret_typed_in_a_refused_edit_is_asked_again_not_saved_without(
+    client: Client, services: Services
+) -> None:
+    """The edit refused for a rate limit typo drops the partner's new secret: the page says
+    to type it again, and the fixed form without it is refused at the secret rather than
+    "saved" with the old secret still the one checked."""
+    await make_user(services)
+    await log_in(client)
+    await _create(
+        client, ("auth.mode", "hmac"), ("auth.preset", "motive"), ("auth.secret", "old-secret")
+    )
+    trigger = await _only_trigger(client)
+    base = f"/admin/triggers/{trigger['id']}/edit"
+    form = form_fields(await (await client.get(base)).text(), base)
+    typo = replaced(form, **{"auth.secret": "new-secret", "rate_limit.per_second": "dez"})
+    refused = await client.post(base, data=typo)
+    page = await refused.text()
+    assert refused.status == 422 and "new-secret" not in page and _retype_note(page)
+    fixed = replaced(form_fields(page, base), **{"rate_limit.per_second": "10"})
+    again = await client.post(base, data=fixed)
+    page = await again.text()
+    assert again.status == 422 and "the secret typed before was not kept" in page
+    saved = await client.post(
+        base, data=replaced(form_fields(page, base), **{"auth.secret": "new-secret"})
+    )
+    assert saved.status == 200, await saved.text()
+    hook = f"/hooks/{trigger['id']}"
+    assert (await client.post(hook, data=BODY, headers=_motive("old-secret"))).status == 401
+    assert (await client.post(hook, data=BODY, headers=_motive("new-secret"))).status == 201

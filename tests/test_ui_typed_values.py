@@ -10,6 +10,8 @@ import html
 import re
 from typing import Any
 
+from aiohttp import FormData
+
 from gateway.clock import from_iso, utcnow
 from gateway.flows.service import MAX_PAUSE_REASON
 from gateway.services import Services
@@ -20,6 +22,7 @@ from tests.support import auth
 from tests.ui_support import (
     ALERT_FLOW,
     PASSWORD,
+    POLLED_MAPPING,
     Client,
     csrf,
     form_fields,
@@ -372,3 +375,42 @@ async def test_an_entity_deleted_in_the_ui_answers_410_at_once_before_the_relay_
     assert after.status == 410 and f'href="/admin/events/{gone["id"]}"' in await after.text()
     # An id that never was an entity of the type stays a 404.
     assert (await client.get(f"/admin/entities/driver/{vehicle['id']}")).status == 404
+
+
+async def test_a_mapping_file_chosen_as_the_session_ended_is_asked_for_again_after_the_login(
+    client: Client, services: Services
+) -> None:
+    """The upload form posted after its session ended, a file chosen: the login page and the
+    page after it say the file (named) was not kept and ask for it again, in a file input of
+    the resumed form; what they list as typed is the sample alone, not the form's own hidden
+    `author` mark and `lang` (the sample and the box ticked). Chosen again, the resumed
+    form uploads it."""
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get("/admin/mappings")).text()
+    loaded = form_fields(page, "/admin/mappings")
+    await services.accounts.change_user("acme", "ana@acme.com.br", password=PASSWORD)
+    upload = FormData()
+    for name, value in replaced(loaded, payload='{"placa": "abc1d23"}'):
+        upload.add_field(name, value)
+    upload.add_field("file", POLLED_MAPPING.encode(), filename="erp.yaml")
+    refused = await client.post("/admin/mappings", data=upload, allow_redirects=False)
+    login_page = await refused.text()
+    assert refused.status == 401, login_page
+    assert login_page.count('name="refile:file" value="erp.yaml"') == 2  # both login forms
+    assert "Arquivos escolhidos não são guardados" in login_page
+    resumed = await log_in_from(client, login_page)
+    resume_page = await resumed.text()
+    assert resumed.status == 200, resume_page
+    typed = resume_page.split('data-testid="typed"')[1].split("</dl>")[0]
+    assert re.findall(r"<code>([^<]+)</code>", typed) == ["payload", "activate"]
+    assert "O arquivo que você escolheu (erp.yaml) não foi guardado" in resume_page
+    assert 'enctype="multipart/form-data"' in resume_page
+    assert re.search(r'<input id="u-1" name="file" type="file"', resume_page)
+    again = FormData()
+    for name, value in form_fields(resume_page, "/admin/mappings"):
+        again.add_field(name, value)
+    again.add_field("file", POLLED_MAPPING.encode(), filename="erp.yaml")
+    saved = await client.post("/admin/mappings", data=again, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    assert saved.headers["Location"] == "/admin/mappings/frota-api"

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from yarl import URL
+
 from gateway.actions.catalog import Action, Catalog, Partner
 from gateway.delivery.kinds import Dropped, Held, SendResult
 from gateway.delivery.partner_health import PartnerHealth
@@ -21,7 +23,8 @@ from gateway.delivery.retry import next_attempt_at
 from gateway.formats.charsets import storable
 from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
-from gateway.outbound.sender import Outcome
+from gateway.outbound.redaction import Redactor
+from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 from gateway.store.deliveries import QUIET_HOURS, attempt_number, unsendable_attempt
@@ -29,6 +32,7 @@ from gateway.store.deliveries import QUIET_HOURS, attempt_number, unsendable_att
 log = logging.getLogger(__name__)
 
 _EXCERPT = 1024
+_BODY_READ = 4 * _EXCERPT  # bytes of a request's body read for its summary
 
 
 class DeliveryRecorder:
@@ -61,10 +65,12 @@ class DeliveryRecorder:
         outcome: Outcome,
         probe: bool,
         *,
+        request: OutboundRequest,
         again: bool = False,
     ) -> str:
-        """`again`: the same call recorded a second time (`recording_failed`), already counted
-        and noted for the partner's health."""
+        """`request`: what was sent (its summary is the attempt's `request`). `again`: the
+        same call recorded a second time (`recording_failed`), already counted and noted for
+        the partner's health."""
         now = self._clock()
         verdict = action.verdict(outcome)
         if not again:
@@ -81,7 +87,7 @@ class DeliveryRecorder:
             await self._health.enable(partner, now)
         if outcome.sent and not again:
             await self._health.note(partner, verdict, now)
-        attempt = _attempt(doc, outcome, now, probe)
+        attempt = _attempt(doc, outcome, now, probe, request_summary(request, partner))
         if probe:
             if verdict is Verdict.RETRY:
                 # Still down: the probe costs the delivery no place in its schedule (it is
@@ -318,10 +324,30 @@ def recording_failed(outcome: Outcome, exc: Exception) -> Outcome:
     )
 
 
-def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool) -> Doc:
+def request_summary(request: OutboundRequest, partner: Partner) -> Doc:
+    """What an attempt sent, as its record keeps it (SPEC §2, "attempts with request/response
+    summaries"): the method, the URL with its query, the body's first _EXCERPT characters and
+    its size in bytes. Every credential value of the partner and every named secret a mapping
+    put in the URL or the body is masked (the credentials its auth adds, a header, a query
+    parameter, a body member, go in as the request leaves, after this: never in it)."""
+    redactor = Redactor.of((*partner.auth.credential_values(), *request.secrets))
+    url = str(URL(request.url).extend_query(request.query)) if request.query else request.url
+    summary: Doc = {"method": request.method, "url": redactor.redact(url, cut=False)}
+    if request.body is not None:
+        head = request.body[:_BODY_READ].decode("utf-8", "replace")
+        # Redacted whole, then cut, as an answer's excerpt: a credential's start where the
+        # read stops is masked when the body goes on.
+        cut = len(request.body) > _BODY_READ
+        summary["body"] = redactor.redact(head, cut=cut)[:_EXCERPT]
+        summary["body_bytes"] = len(request.body)
+    return summary
+
+
+def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, request: Doc) -> Doc:
     attempt: Doc = {
         "n": attempt_number(doc),
         "at": now,
+        "request": request,
         "status": outcome.status,
         "latency_ms": outcome.latency_ms,
         "error": outcome.error,

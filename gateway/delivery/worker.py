@@ -562,8 +562,9 @@ class DeliveryWorker:
         if probe is not None:
             probe.asked = outcome.sent
         probing = probe is not None
+        record = partial(self._recorder.record, doc, token, target.action, partner, request=request)
         try:
-            return await self._recorder.record(doc, token, target.action, partner, outcome, probing)
+            return await record(outcome, probing)
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -571,9 +572,7 @@ class DeliveryWorker:
             # as it came (a bug of ours). Recorded bare, with the reason; never parked.
             log.exception("delivery %s: the partner's answer cannot be recorded", doc["_id"])
             bare = recording_failed(outcome, exc)
-            return await self._recorder.record(
-                doc, token, target.action, partner, bare, probing, again=True
-            )
+            return await record(bare, probing, again=True)
 
     async def _must_wait(self, doc: Doc, token: str) -> bool:
         """Ordered action: park behind an earlier delivery of the same entity that is not

@@ -476,11 +476,23 @@ async def find_by_id(collection: Collection, tenant: str, doc_id: str) -> Doc | 
         return await collection.find_one(scoped(tenant, {"_id": oid}))
 
 
+MAX_NAME_SEARCH: Final = 200
+"""The longest text a name search takes: the longest name (a schedule's; a trigger's is at most
+100). Escaped, its punctuation doubled, it stays within the embedded server's 1,000-character
+cap on a pattern; a longer text was a 503 "database unavailable" with the engine's message."""
+
+
 def name_containing(text: str | None) -> Doc:
     """A list's name search: the names holding `text` in any case (its characters taken
-    literally); no condition for none. It reads the tenant's (tenant, name) index."""
+    literally); no condition for none. It reads the tenant's (tenant, name) index. A text
+    longer than any name is a `BadRequest` saying so."""
     if not text:
         return {}
+    if len(text) > MAX_NAME_SEARCH:
+        raise BadRequest(
+            f"a name search is at most {MAX_NAME_SEARCH} characters (no name is longer); "
+            f"this one has {len(text):,}: shorten it"
+        )
     return {"name": {"$regex": re.escape(text), "$options": "i"}}
 
 

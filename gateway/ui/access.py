@@ -10,10 +10,10 @@ from gateway.accounts import MAX_FAILURES, UiSession
 from gateway.auth.sessions import csrf_token, sign_session
 from gateway.clock import utcnow
 from gateway.errors import GatewayError, KeysUnavailable, RateLimited, Unauthorized, Unavailable
-from gateway.ui.forms import NOT_KEPT, TYPED_AGAIN, Form, hide_secrets, read_values
+from gateway.ui.forms import AUTHOR, NOT_KEPT, TYPED_AGAIN, Form, hide_secrets, read_values
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import LANGUAGES
-from gateway.ui.middleware import AUTHOR, end_session_cookie, session_cookie, typed_by
+from gateway.ui.middleware import end_session_cookie, session_cookie, typed_by
 from gateway.ui.rendering import local_path, redirect, render
 from gateway.ui.state import PREFIX, form_of, visitor_of
 from gateway.web.client_address import client_address
@@ -29,6 +29,9 @@ LOGIN_BURST = MAX_FAILURES + 1
 KEPT = "kept:"
 # The login forms' fields that name a secret field of that form: typed, but not kept.
 RETYPE = "retype"
+# The prefix of a login form's fields that name a file chosen in that form (and the file's
+# name): not kept either.
+REFILE = "refile:"
 
 
 async def login_page(request: web.Request) -> web.Response:
@@ -110,7 +113,7 @@ def _login(request: web.Request, password: Form, token: Form, *, status: int = 2
     next_path = local_path(
         request.query.get("next") or password.value("next") or token.value("next") or None
     )
-    kept, retype = _kept(request), _retype(request)
+    kept, retype, refile = _kept(request), _retype(request), _refile(request)
     return render(
         request,
         "login.html",
@@ -118,9 +121,10 @@ def _login(request: web.Request, password: Form, token: Form, *, status: int = 2
             "form": password,
             "token_form": token,
             "next": next_path,
-            "expired": request.query.get("expired") == "1" or bool(kept or retype),
+            "expired": request.query.get("expired") == "1" or bool(kept or retype or refile),
             "kept": kept,
             "retype": retype,
+            "refile": refile,
         },
         status=status,
     )
@@ -149,6 +153,16 @@ def _retype(request: web.Request) -> list[str]:
     return sorted({n for n in named if isinstance(n, str) and n in TYPED_AGAIN})
 
 
+def _refile(request: web.Request) -> list[tuple[str, str]]:
+    """The files chosen in that form (`refile:` fields: the field, the file's name), to be
+    chosen again: an upload is never kept."""
+    if request.method != "POST":
+        return []
+    form = form_of(request)
+    named = [(k.removeprefix(REFILE), v) for k, v in form.items() if k.startswith(REFILE)]
+    return [(name, v) for name, v in named if isinstance(v, str) and name]
+
+
 async def _signed_in(
     request: web.Request, session: UiSession, next_path: str | None
 ) -> web.Response:
@@ -157,18 +171,19 @@ async def _signed_in(
     as at a logout: a copy of its cookie must not outlive what the browser holds."""
     if (replaced := visitor_of(request).session) is not None:
         await services_of(request).accounts.logout(replaced.id)
-    kept, retype = _kept(request), _retype(request)
+    kept, retype, refile = _kept(request), _retype(request), _refile(request)
     if not typed_by(request, session, dict(kept).get(AUTHOR)):
         # Typed in another tenant's or account's session (a shared browser): whoever logs in
         # now neither sees nor saves it.
-        kept, retype = [], []
-    if kept or retype:
+        kept, retype, refile = [], [], []
+    if kept or retype or refile:
         # What was typed before the session ended, not saved yet: one click saves it, with
         # the new session's CSRF token (the use case's checks, and the form's revision, apply);
-        # its secrets were not kept: the page asks for them again.
+        # its secrets and files were not kept: the page asks for them again.
         context = {
             "kept": kept,
             "retype": retype,
+            "refile": refile,
             "action": local_path(next_path),
             "resume_csrf": csrf_token(services_of(request).keyring, session.id),
         }

@@ -19,7 +19,7 @@ from gateway.schemas import ENTITY_TYPES
 from gateway.schemas.registry import reference_field
 from gateway.store.entities import FILTERABLE
 from gateway.ui import choices
-from gateway.ui.entity_forms import label_of, labels_for
+from gateway.ui.entity_forms import deleted_page, label_of, labels_for
 from gateway.ui.fleet import vehicle_fleet
 from gateway.ui.forms import Form, number_field, read_values
 from gateway.ui.rendering import redirect, render
@@ -29,9 +29,6 @@ from gateway.web.state import services_of
 
 ASSIGN_FIELDS: Final = ("driver", "start", "ref")
 SERVICE_FIELDS: Final = ("km", "at", "plan")
-# An entity's newest events, where its page looks for its deletion: the last of them, unless
-# the relay announced events of its last writes after it (a handful at most).
-_LAST_EVENTS: Final = 5
 # A vehicle's driver history, newest first, a page at a time (`?drivers=` the cursor: the
 # assignment the previous page ended with, as `GET .../drivers` pages it).
 _DRIVER_HISTORY: Final = 10
@@ -70,21 +67,9 @@ async def entity_page(request: web.Request) -> web.Response:
     try:
         return await _entity(request, etype, ref)
     except NotFound:
-        if (deletion := await _deletion(request, etype, ref)) is None:
-            raise
-    # Links in the event log, flow runs and deliveries outlive the entity: its page says so.
-    context = {"etype": etype, "ref": ref, "event": deletion}
-    return render(request, "entities/deleted.html", context, status=410)
-
-
-async def _deletion(request: web.Request, etype: str, ref: str) -> dict[str, Any] | None:
-    """The `entity.deleted` event of the entity of this type and id, if it was deleted: from
-    what the delete itself stored (the entity's outbox) until the relay moves it to the event
-    log, then from the log while it holds it (`EventLog.deletion`)."""
-    event = await services_of(request).events.deletion(
-        tenant_of(request), etype, ref, recent=_LAST_EVENTS
-    )
-    return None if event is None else public_event(event)
+        # Links in the event log, flow runs and deliveries outlive the entity: its page
+        # says so.
+        return await deleted_page(request, etype, ref)
 
 
 async def _entity(

@@ -27,11 +27,13 @@ import orjson
 from aiohttp import web
 
 from gateway.entities import Origin, public
-from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
+from gateway.events import public_event
 from gateway.formats.json_tree import loads_exact
 from gateway.kinds import public_kind
 from gateway.schemas.registry import ENVELOPE_FIELDS, NATURAL_KEYS, reference_field
 from gateway.ui.forms import (
+    LOADED,
     Form,
     changes,
     editing,
@@ -39,6 +41,7 @@ from gateway.ui.forms import (
     number_text,
     read_values,
     stale_edit,
+    typed_values,
 )
 from gateway.ui.i18n import DEFAULT, Catalog
 from gateway.ui.rendering import redirect, render
@@ -52,7 +55,9 @@ KEPT_ELSEWHERE: Final = {"vehicle": frozenset({"last_position", "current_driver"
 # an edit sends one only when the admin changed it from the value the form was loaded with
 # (`loaded.<name>`, hidden), so a stale value never sets the odometer back.
 LIVE: Final = {"vehicle": ("odometer_km",)}
-LOADED: Final = "loaded."
+# An entity's newest events, where its page looks for its deletion: the last of them, unless
+# the relay announced events of its last writes after it (a handful at most).
+_LAST_EVENTS: Final = 5
 SCALARS: Final = {"string", "integer", "number", "boolean"}
 LABEL_KEYS: Final = "field_label."  # + scope and dotted path: messages/fields.yaml
 
@@ -425,12 +430,31 @@ def _editing(etype: str, values: dict[str, str]) -> Form:
     return form
 
 
+async def deleted_page(
+    request: web.Request, etype: str, ref: str, typed: list[tuple[str, str]] | None = None
+) -> web.Response:
+    """The page of an entity deleted (410): when, by whom, its deletion's event; with `typed`,
+    an edit posted after it, nothing saved and what was typed shown to copy. A NotFound for
+    an entity with no deletion known (never there, or its event gone from the log)."""
+    event = await services_of(request).events.deletion(
+        tenant_of(request), etype, ref, recent=_LAST_EVENTS
+    )
+    if event is None:
+        raise NotFound(f"no {etype} {ref!r}")
+    context = {"etype": etype, "ref": ref, "event": public_event(event), "typed": typed}
+    return render(request, "entities/deleted.html", context, status=410)
+
+
 async def update_entity(request: web.Request) -> web.Response:
     """The properties the admin changed, as a merge patch; refused (409, what was typed kept)
-    when the entity changed since the form was loaded."""
+    when the entity changed since the form was loaded; when it was deleted meanwhile, its
+    deleted page says so and shows what was typed (410)."""
     etype, ref = request.match_info["type"], request.match_info["ref"]
     tenant, entities = tenant_of(request), services_of(request).entities
-    current = await entities.get(tenant, etype, ref)
+    try:
+        current = await entities.get(tenant, etype, ref)
+    except NotFound:
+        return await deleted_page(request, etype, ref, typed_values(form_of(request)))
     fields = await _edit_fields(request, etype, current["data"])
     lang = form_lang(request)
     now = values_of(fields, current["data"], lang)

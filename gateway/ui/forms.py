@@ -155,6 +155,56 @@ SECRET_FIELDS: Final = frozenset(
 )
 
 
+RETYPED: Final = "retyped"
+"""The hidden field a refused form's page posts for each secret field typed in it (the `field`
+macro): a secret is never shown back, so the page asks for it again at its field, and a post
+that names it and leaves it empty is refused there (`require_retyped`), never taken as "no
+secret" (a trigger's HMAC secret: the gateway would issue one; an edit's: keep the old)."""
+
+
+# The fields of every form (_macros.html `csrf_field`) besides its CSRF token: the one-time
+# id of that rendering (middleware: a form changes things once) and who typed it (the tenant
+# and account of its session).
+ONCE: Final = "once"
+AUTHOR: Final = "author"
+# An entity edit form's hidden copy of a live value as the form was loaded (entity_forms).
+LOADED: Final = "loaded."
+
+
+def typed_field(name: str) -> bool:
+    """Whether a posted field is one the admin types: not the form's own hidden ones (its
+    token, one-time id, author mark, language, revision, the secrets it asks again, an
+    entity's loaded live values), which a page listing what was typed leaves out."""
+    own = name in ("csrf", ONCE, AUTHOR, FORM_LANG, REVISION, RETYPED)
+    return not own and not name.startswith(LOADED)
+
+
+def typed_values(data: MultiMapping[Any]) -> list[tuple[str, str]]:
+    """What the admin typed in a posted form, to be shown (a page saying nothing was saved):
+    its text fields that hold something and are typed_field, never a secret (NOT_KEPT) nor
+    one a document holds (hide_secrets)."""
+    typed: list[tuple[str, str]] = []
+    for name, value in data.items():
+        if isinstance(value, str) and value and typed_field(name) and name not in NOT_KEPT:
+            shown, hidden = hide_secrets(name, value)
+            if name not in hidden:
+                typed.append((name, shown))
+    return typed
+
+
+def require_retyped(data: MultiMapping[Any]) -> None:
+    """Refuse a post whose page asked for a secret again (RETYPED) that was left empty."""
+    named = sorted({n for n in data.getall(RETYPED, []) if n in SECRET_FIELDS})
+    message = "the secret typed before was not kept (a secret is never shown back): type it again"
+    problems = [
+        FieldProblem("/" + name.replace(".", "/"), message, "required")
+        for name in named
+        if not data.get(name)
+    ]
+    if problems:
+        raise InvalidPayload("a secret must be typed again", problems)
+
+
 # The fields holding a JSON document that may carry secrets, with those secrets' JSON Pointers:
 # a channel's document (its SMTP password). Such a secret is never kept through a login nor
 # shown back on a refused form: its value is blanked (`""`, which the use case refuses, so
@@ -356,8 +406,8 @@ def read_values(
     data: MultiMapping[Any], lists: Iterable[str] = (), shown: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """A posted form as plain values: text fields as text, the `lists` as lists (checkboxes,
-    multi-selects); the CSRF token, the form's language (state.form_lang reads it) and
-    uploaded files are left out.
+    multi-selects); the CSRF token, the form's language (state.form_lang reads it), the
+    secrets asked again (RETYPED: require_retyped reads them) and uploaded files are left out.
 
     An edit form's text sent back as it was `shown` (the stored document's values as the form
     loaded them) is that text exactly, spaces and line breaks included (a browser sends a
@@ -369,7 +419,7 @@ def read_values(
     many = set(lists)
     values: dict[str, Any] = {}
     for name in data:
-        if name in ("csrf", FORM_LANG) or name in values:
+        if name in ("csrf", FORM_LANG, RETYPED) or name in values:
             continue
         if name in many:
             values[name] = [v for v in data.getall(name) if isinstance(v, str)]

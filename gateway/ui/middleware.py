@@ -32,12 +32,23 @@ from gateway.errors import (
     FieldProblem,
     GatewayError,
     InvalidPayload,
+    NotFound,
     PayloadTooLarge,
     RateLimited,
     Unavailable,
 )
 from gateway.logs import request_id_var
-from gateway.ui.forms import NOT_KEPT, TYPED_AGAIN, Form, error_key, hide_secrets, number_shown
+from gateway.ui.forms import (
+    AUTHOR,
+    NOT_KEPT,
+    ONCE,
+    TYPED_AGAIN,
+    Form,
+    error_key,
+    hide_secrets,
+    number_shown,
+    typed_values,
+)
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
@@ -68,10 +79,6 @@ ANY_ROLE_POSTS: Final = frozenset(
 )
 # The pages made for changing something (their paths end so): forms a viewer could not send.
 CHANGE_PAGES: Final = ("/new", "/edit")
-# The field of every form (beside its CSRF token) that names that rendering of it, once.
-ONCE: Final = "once"
-# The field of every form that names who typed it (the tenant and account of its session).
-AUTHOR: Final = "author"
 # Forms never kept through a session's end: a logout, and the logins (a token pasted in a
 # second login tab would be written back into the page).
 NEVER_KEPT: Final = frozenset({"logout", "login_password", "login_token"})
@@ -103,7 +110,11 @@ async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse
         # An invalid payload's problems say what is wrong (a version naming a template
         # deleted since, refused at its activation): each with where, as the API lists them.
         problems = exc.problems if isinstance(exc, InvalidPayload) else []
-        response = _error_page(request, exc.status, exc.detail, problems=problems)
+        # A form posted to something deleted meanwhile (another admin's, the API's): nothing
+        # was saved, and what was typed is shown to copy, not lost with a bare 404.
+        form = request.get(form_key) if isinstance(exc, NotFound) else None
+        typed = typed_values(form) if form is not None else []
+        response = _error_page(request, exc.status, exc.detail, problems=problems, typed=typed)
         if isinstance(exc, (RateLimited, Unavailable)):
             response.headers["Retry-After"] = str(exc.retry_after)
     except Exception:
@@ -198,7 +209,7 @@ async def _signed_out(
     kept = await _kept_form(request) if route not in NEVER_KEPT else None
     if isinstance(kept, web.Response):  # unreadable, or too large: its page
         return _pre_session(kept, request, visitor)
-    if kept and (kept.fields or kept.retype):
+    if kept and (kept.fields or kept.retype or kept.files):
         context = {
             "form": Form(),
             "token_form": Form(),
@@ -206,6 +217,7 @@ async def _signed_out(
             "expired": True,
             "kept": kept.fields,
             "retype": kept.retype,
+            "refile": kept.files,
         }
         page = render(request, "login.html", context)
         page.set_status(401)
@@ -300,7 +312,7 @@ def _foreign_form(
     kept = _keep(form)
     if session is None or route in NEVER_KEPT or not _same_origin(request):
         return _error_page(request, 403, "csrf")
-    if not (kept.fields or kept.retype):
+    if not (kept.fields or kept.retype or kept.files):
         return _error_page(request, 403, "csrf")
     if not typed_by(request, session, form.get(AUTHOR)):
         # Typed in another tenant's or account's session: neither saved nor shown here.
@@ -308,6 +320,7 @@ def _foreign_form(
     context = {
         "kept": kept.fields,
         "retype": kept.retype,
+        "refile": kept.files,
         "action": request.path,
         "resume_csrf": visitor.csrf,
         "intro": "login.resume_replaced",
@@ -316,8 +329,10 @@ def _foreign_form(
 
 
 def _keep(form: Any) -> Kept:
-    """A posted form's text fields as typed but its secrets (named, to be typed again)."""
+    """A posted form's text fields as typed but its secrets (named, to be typed again), and
+    the files chosen in it (named, to be chosen again: an upload is not kept)."""
     typed = [(k, v) for k, v in form.items() if isinstance(v, str) and k != "csrf"]
+    files = [(k, str(v.filename)) for k, v in form.items() if isinstance(v, web.FileField)]
     fields: list[tuple[str, str]] = []
     retype: set[str] = set()
     for name, value in typed:
@@ -331,16 +346,18 @@ def _keep(form: Any) -> Kept:
         retype.update(h for h in hidden if h in TYPED_AGAIN)
         if name not in hidden:
             fields.append((name, value))
-    return Kept(fields, sorted(retype))
+    return Kept(fields, sorted(retype), [(k, name) for k, name in files if name])
 
 
 @dataclass(frozen=True, slots=True)
 class Kept:
-    """A form kept through the login: its fields as typed but its secrets, and the names of
-    the secret fields typed in it (the page after the login asks for them again)."""
+    """A form kept through the login: its fields as typed but its secrets, the names of the
+    secret fields typed in it and of the files chosen in it (the page after the login asks
+    for them again)."""
 
     fields: list[tuple[str, str]]
     retype: list[str]
+    files: list[tuple[str, str]]  # (field, the name of the file chosen): chosen again
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -432,6 +449,7 @@ def _error_page(
     words: dict[str, str] | None = None,
     *,
     problems: Sequence[FieldProblem] = (),
+    typed: Sequence[tuple[str, str]] = (),
 ) -> web.Response:
     if visitor_key not in request:
         lang = choose_language(
@@ -448,6 +466,7 @@ def _error_page(
         "detail": None if reason else detail,
         "words": words or {},
         "problems": problems,
+        "typed": typed,
     }
     return render(request, "error.html", context, status=status)
 

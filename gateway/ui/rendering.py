@@ -12,7 +12,7 @@ from urllib.parse import quote
 import aiohttp_jinja2
 from aiohttp import web
 
-from gateway.ui.forms import PASTED_AGAIN, input_type
+from gateway.ui.forms import PASTED_AGAIN, RETYPED, input_type, typed_field
 from gateway.ui.navigation import NAV
 from gateway.ui.state import PREFIX, catalog_of, form_lang, templates_key, visitor_of
 
@@ -40,6 +40,8 @@ def render(
         "once": _once,
         "input_type": input_type,  # _macros.html `field`: a secret field is a password input
         "pasted_again": PASTED_AGAIN,  # resume.html: a document withheld whole, pasted again
+        "retyped": RETYPED,  # _macros.html `field`: a secret of a refused form, asked again
+        "typed_field": typed_field,  # _macros.html `typed_list`: what the admin typed
         "nav": NAV,
         "path": request.path,
         "path_qs": request.path_qs,

@@ -23,6 +23,7 @@ from gateway.ui.forms import (
     number_field,
     number_text,
     read_values,
+    require_retyped,
     stale_edit,
     whole_field,
 )
@@ -105,6 +106,7 @@ async def create_trigger(request: web.Request) -> web.Response:
     values = read_values(form_of(request), lists=("methods",))
     form = Form(values)
     try:
+        require_retyped(form_of(request))
         issued = await services_of(request).triggers.create(
             tenant_of(request), nest(values, FIELDS)
         )
@@ -146,6 +148,7 @@ async def update_trigger(request: web.Request) -> web.Response:
     if (stale := stale_edit(values, shown)) is not None:
         return await _edit_form(request, trigger, stale, status=409)
     try:
+        require_retyped(form_of(request))
         patch = changes(trigger_patch(values, trigger, lang), trigger_patch(shown, trigger, lang))
         if patch:
             await triggers.update(tenant, trigger["id"], patch)

@@ -44,6 +44,23 @@
     });
   });
 
+  // A form that changes things is sent once: a second click while its answer loads (a slow
+  // server, a mobile link) would send it again, and the 409 "already sent" that answers it
+  // replaces the first answer in the window (a new trigger's token, shown once, lost).
+  // A page shown again from the back/forward cache may send its forms anew.
+  document.querySelectorAll("form[method=post]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (form.hasAttribute("data-sent")) { event.preventDefault(); return; }
+      form.setAttribute("data-sent", "");
+    });
+  });
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) { return; }
+    document.querySelectorAll("form[data-sent]").forEach(function (form) {
+      form.removeAttribute("data-sent");
+    });
+  });
+
   document.querySelectorAll("button[data-confirm]").forEach(function (button) {
     button.addEventListener("click", function (event) {
       if (!window.confirm(button.getAttribute("data-confirm"))) { event.preventDefault(); }
