@@ -43,12 +43,15 @@ async def _push_flow(client: Client, fcm: Fcm) -> str:
 
 
 def _moving(services: Services) -> FakeClock:
-    """One clock for the worker, the partners' credentials and their guards."""
+    """One clock for the worker, the partners' credentials and their guards, that moves only
+    when the test moves it: a breaker's "probe in 30 s" read a second later on a loaded host
+    said 29."""
     clock = FakeClock()
     services.delivery_worker.clock = clock
+    start = time.monotonic()
 
     def monotonic() -> float:
-        return time.monotonic() + clock.offset.total_seconds()
+        return start + clock.offset.total_seconds()
 
     services.catalog.clock = monotonic
     services.guards.clock = monotonic
