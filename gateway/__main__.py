@@ -65,6 +65,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--tenant", type=_tenant, default="demo", help="the demo tenant's name (demo)"
     )
+    demo.add_argument(
+        "--partners-port",
+        type=_port,
+        default=8090,
+        help="port of `gateway demo-partners` on 127.0.0.1, which the demo's partners call (8090)",
+    )
+    demo.add_argument(
+        "--smtp-port",
+        type=_port,
+        default=8025,
+        help="port of its SMTP server, which the demo's e-mail channel sends to (8025)",
+    )
 
     partners = commands.add_parser(
         "demo-partners",
@@ -293,7 +305,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             parent=args.parent_pipe,
             heartbeat=args.heartbeat_pipe,
         ),
-        "demo": lambda: cli.demo(settings, args.tenant),
+        "demo": lambda: cli.demo(settings, args.tenant, args.partners_port, args.smtp_port),
         "worker": lambda: cli.worker(settings),
         "demo-partners": lambda: cli.demo_partners(args.host, args.port, args.smtp_port),
         "admin-token": lambda: cli.admin_token(

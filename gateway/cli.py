@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# Where `gateway demo-partners` listens by default (its --port and --smtp-port), which is
+# where `gateway demo` points the demo's partners and e-mail channel unless told otherwise.
+DEMO_PARTNERS_PORT = 8090
+DEMO_SMTP_PORT = 8025
+
 
 def serve(
     settings: Settings,
@@ -103,10 +108,16 @@ def unreachable_url_warning(settings: Settings) -> str | None:
     )
 
 
-def demo(settings: Settings, tenant: str) -> int:
+def demo(
+    settings: Settings,
+    tenant: str,
+    partners_port: int = DEMO_PARTNERS_PORT,
+    smtp_port: int = DEMO_SMTP_PORT,
+) -> int:
     """Load the demo tenant, print where to start, then serve (with a stand-in Geotab server,
-    which the demo's schedule polls). Its other partners are local (`gateway demo-partners`),
-    so this process may call its own loopback address and 127.0.0.1."""
+    which the demo's schedule polls). Its other partners are local (`gateway demo-partners`
+    on 127.0.0.1, `partners_port` and `smtp_port`), so this process may call its own
+    loopback address and 127.0.0.1."""
     from dataclasses import replace
 
     from gateway import shipped
@@ -141,7 +152,14 @@ def demo(settings: Settings, tenant: str) -> int:
             created = await seed_entities(services.entities, tenant)
             rules = await seed_fleet_rules(services.geofences, services.maintenance_plans, tenant)
             mappings = await seed_mappings(services.mappings, tenant, shipped.MAPPINGS)
-            flows = await seed_automations(services.actions, services.notify, tenant, shipped.FLOWS)
+            flows = await seed_automations(
+                services.actions,
+                services.notify,
+                tenant,
+                shipped.FLOWS,
+                partners_url=f"http://127.0.0.1:{partners_port}",
+                smtp_port=smtp_port,
+            )
             hooks = await seed_triggers(services.triggers, tenant)
             schedule = await seed_geotab(
                 services.actions, services.schedules, tenant, geotab_url, geotab
@@ -153,7 +171,12 @@ def demo(settings: Settings, tenant: str) -> int:
             f"{created} entities, {rules} geofences and plans created, {mappings} mappings, "
             f"{flows.flows} flows loaded"
         )
-        summary = _demo_summary(settings.base_url, tenant, counts, hooks, token, sorted(allow))
+        partners = "gateway demo-partners"
+        if (partners_port, smtp_port) != (DEMO_PARTNERS_PORT, DEMO_SMTP_PORT):
+            partners += f" --port {partners_port} --smtp-port {smtp_port}"
+        summary = _demo_summary(
+            settings.base_url, tenant, counts, hooks, token, sorted(allow), partners
+        )
         return summary + _schedule_summary(settings.base_url, schedule)
 
     print(_run(seed), flush=True)
@@ -212,6 +235,7 @@ def _demo_summary(
     hooks: list[DemoTrigger],
     token: str,
     loopback: list[str],
+    partners: str,
 ) -> str:
     lines = [
         f"\nRabbot gateway demo: tenant {tenant!r} ({counts})",
@@ -231,7 +255,7 @@ def _demo_summary(
     lines += [
         "",
         "  Try the curl examples in README.md (section 'Try it') with these variables;",
-        "  the flows' partners and an SMTP server: `gateway demo-partners` in another shell.",
+        f"  the flows' partners and an SMTP server: `{partners}` in another shell.",
         "",
     ]
     return "\n".join(lines)

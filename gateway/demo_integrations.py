@@ -4,8 +4,10 @@ channels (e-mail to a local SMTP server, push, SMS), the templates and flows of 
 who drives the demo's vehicles.
 
 Every partner lives at `partners_url` (`gateway demo-partners` serves doubles of them all,
-and an SMTP server that prints what it gets, at `smtp_port`). Seeding is idempotent: what
-exists already (by name) is left alone.
+and an SMTP server that prints what it gets, at `smtp_port`; `gateway demo --partners-port
+--smtp-port` name others). Seeding is idempotent: what exists already (by name) is left
+alone, except the partners and the e-mail channel, moved to `partners_url` and `smtp_port`
+when they name others (the demo run again with other ports).
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ async def _partners(actions: ActionService, tenant: str, base: str) -> dict[str,
         if name not in existing:
             created = await actions.create_partner(tenant, {"name": name, **spec})
             existing[name] = str(created["_id"])
+        elif (await actions.get_partner(tenant, existing[name]))["base_url"] != spec["base_url"]:
+            # another address: the partner's credentials go with it (a new origin needs them)
+            await actions.update_partner(tenant, existing[name], spec)
     return {name: existing[name] for name in specs}
 
 
@@ -165,8 +170,10 @@ async def _channels(
     for spec in specs:
         try:
             await notify.channels.create(tenant, spec)
-        except Conflict:
-            pass  # seeded before
+        except Conflict:  # seeded before; the e-mail channel follows the SMTP port asked for
+            smtp = (await notify.channels.get(tenant, spec["name"])).get("smtp") or {}
+            if spec["type"] == "email" and any(smtp.get(k) != v for k, v in spec["smtp"].items()):
+                await notify.channels.update(tenant, spec["name"], {"smtp": spec["smtp"]})
 
 
 def _service_account(base: str) -> dict[str, str]:

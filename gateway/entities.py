@@ -155,8 +155,11 @@ class Origin:
 
 
 def diff(old: Any, new: Any, prefix: str = "") -> list[Change]:
-    """Leaf-level differences between two documents, as dotted paths; leaves (lists whole)
-    compared as JSON values (`same_json`)."""
+    """The differences between two documents, as dotted paths: where both sides are objects,
+    their members' differences; elsewhere the value whole (leaves, lists, and an object that
+    appears, goes or replaces a value of another kind: ONE change at the object, which
+    `change_reaches` relates to the fields under it), compared as JSON values
+    (`same_json`)."""
     if isinstance(old, dict) and isinstance(new, dict):
         changes: list[Change] = []
         for key in old.keys() | new.keys():
@@ -896,10 +899,9 @@ def _events(
         events = [_event("entity.created", etype, data, [], origin)]
     else:
         events = [_event("entity.updated", etype, data, changes, origin)] if changes else []
-    fields = [c.field for c in changes]
     events += [
         _event(e.type, etype, data, changes, origin, detail, e.occurrence)
-        for e in announced_events(etype, data, created, fields, extra)
+        for e in announced_events(etype, data, created, changes, extra)
     ]
     return events
 
@@ -944,7 +946,7 @@ def announced_events(
     etype: str,
     data: Mapping[str, Any],
     created: bool,
-    fields: Sequence[str],
+    changes: Sequence[Change],
     extra: Sequence[Emit],
 ) -> list[Emit]:
     """The events beside `entity.*` a write announces: the mapping's (`extra`) that this write
@@ -952,7 +954,8 @@ def announced_events(
     repeated value changes nothing), and a built-in kind's own (`KIND_EVENTS`) when its rule
     holds, unless the mapping announces that one itself (the shipped `checklist` and
     `fine-payment` mappings do: one event, with the mapping's detail)."""
-    found = [e for e in extra if e.announced(created, fields, data)]
+    found = [e for e in extra if e.announced(created, changes, data)]
+    fields = [c.field for c in changes]
     own = KIND_EVENTS.get(str(data.get("kind"))) if etype == "other" else None
     if own is not None and own[1](created, data, fields) and all(e.type != own[0] for e in found):
         found.insert(0, Emit(own[0], "create" if created else "change"))

@@ -20,7 +20,7 @@
     ├── SecretDamaged                 500  a stored secret a send needs is damaged (keys.py)
     ├── PartnerError                  502  a partner answered badly or not at all
     ├── PartnerTimeout                504
-    ├── NotImplementedCoding          501  a Transfer-Encoding other than chunked
+    ├── NotImplementedCoding          501  a transfer coding before the final chunked
     └── Unavailable                   503  not ready to serve (carries retry_after)
         ├── StoreUnavailable          503  the database cannot be reached
         └── PartnerUnavailable        503  our guard holds calls to a partner (open circuit,

@@ -410,6 +410,54 @@ async def test_demo_seeds_then_serves_and_stops_on_sigterm(
                 proc.kill()
 
 
+async def test_demo_points_its_partners_at_the_ports_it_is_given(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """`gateway demo --partners-port --smtp-port`: the demo's partners and e-mail channel call
+    `gateway demo-partners` where it was moved to (8090 and 8025 were fixed), and the summary
+    says how to start it there."""
+    port, partners_port, smtp_port = free_port(), free_port(), free_port()
+    env = {**cli_env(settings, mongodb_uri), "GATEWAY_PORT": str(port)}
+    command = ["demo", "--partners-port", str(partners_port), "--smtp-port", str(smtp_port)]
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            await asyncio.to_thread(_wait_for_line, proc, "gateway listening on")
+            assert proc.stdout is not None
+            summary = await asyncio.to_thread(_read_until, proc.stdout, "demo-partners")
+            assert f"`gateway demo-partners --port {partners_port} --smtp-port {smtp_port}`" in (
+                summary
+            )
+            token = summary.split("export ADMIN_TOKEN=", 1)[1].split()[0]
+
+            def read(path: str) -> Any:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/v1/{path}",
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    return json.loads(answer.read())
+
+            partners = (await asyncio.to_thread(read, "partners"))["items"]
+            local = {p["name"]: p["base_url"] for p in partners if p["name"] != "Geotab (demo)"}
+            assert local == {
+                name: f"http://127.0.0.1:{partners_port}/{name.lower()}"
+                for name in ("HR", "ERP", "Zenvia", "FCM")
+            }
+            email = await asyncio.to_thread(read, "channels/email")
+            assert (email["smtp"]["host"], email["smtp"]["port"]) == ("127.0.0.1", smtp_port)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
 def test_a_command_interrupted_while_the_embedded_database_starts_leaves_no_process(
     tmp_path: Path,
 ) -> None:

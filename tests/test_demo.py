@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.auth.tokens import issue_admin_token
+from gateway.cli import _env_name
 from gateway.demo import seed_entities, seed_geotab, seed_mappings, seed_triggers
 from gateway.demo_integrations import seed_automations
 from gateway.services import Services
@@ -89,6 +94,47 @@ async def test_demo_seeding_twice_keeps_one_copy_and_issues_fresh_tokens(
     ]
 
 
+async def test_the_demo_run_again_moves_its_partners_to_the_ports_asked_for(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Seeded for other ports first, then again for where `gateway demo-partners` listens
+    (`gateway demo --partners-port --smtp-port` on the same data): the partners, with their
+    credentials (FCM's token URL names the port), and the e-mail channel follow, so the
+    fine's e-mail and the geofence exit's push reach the stand-ins."""
+    partners = DemoPartners(out=lambda line: None)
+    server = TestServer(partners.app(), host="127.0.0.1")
+    await server.start_server()
+    smtp = await start_smtp(partners, "127.0.0.1", 0)
+    assert smtp is not None
+    try:
+        client = await aiohttp_client(make_app())
+        services = client.app[services_key]
+        await _seed(services)  # 127.0.0.1:9, where nothing listens
+        port = smtp.sockets[0].getsockname()[1]
+        hooks = await _seed(services, str(server.make_url("")), port)
+        for name, file in (
+            ("fines-provider", "fine_feed.json"),
+            ("traccar-events", "traccar_event_forward_geofence_exit.json"),
+        ):
+            response = await client.post(
+                _path(hooks[name]),
+                data=(SAMPLES / file).read_bytes(),
+                headers={
+                    "Authorization": f"Bearer {hooks[name].token}",
+                    "Content-Type": "application/json",
+                },
+            )
+            assert response.status in (200, 201), await response.text()
+            await drain(services)
+    finally:
+        smtp.close()
+        await server.close()
+    got = {(r["partner"], r["path"].split("?")[0]) for r in partners.received}
+    assert ("hr", "/hr/veiculos/ABC1D23/condutor-atual") in got
+    assert ("smtp", "") in got
+    assert ("fcm", "/fcm/v1/projects/rabbot-demo/messages:send") in got
+
+
 async def test_demo_triggers_accept_the_partner_samples(
     aiohttp_client: Any, make_app: Callable[..., web.Application]
 ) -> None:
@@ -127,6 +173,58 @@ async def test_demo_triggers_accept_the_partner_samples(
         await client.get("/api/v1/entities/vehicle/ABC1D23/positions", headers=auth("demo"))
     ).json()
     assert [f["speed_kmh"] for f in track["items"]] == [24.3, 24.3]  # 13.1 knots, twice
+
+
+def _readme_paragraphs(*wanted: str) -> str:
+    """The "Try it" shell block's `P=` line and its paragraphs that name one of `wanted`, as
+    a script."""
+    block = README.read_text().split("from the repository:\n\n```sh\n", 1)[1]
+    paragraphs = block.split("```", 1)[0].split("\n\n")
+    chosen = [p for p in paragraphs[1:] if any(w in p for w in wanted)]
+    assert paragraphs[0].startswith("P=") and len(chosen) == len(wanted), chosen
+    return "\n\n".join([paragraphs[0], *chosen])
+
+
+async def _run_readme(script: str, **env: str) -> list[Any]:
+    """Run README shell lines with bash (curl), as a reader pastes them; the JSON answers they
+    print, one after the other."""
+    shell = await asyncio.create_subprocess_exec(
+        "bash", "-euo", "pipefail", "-c", script, cwd=ROOT, env={"PATH": os.environ["PATH"], **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await shell.communicate()
+    assert shell.returncode == 0, err
+    text, at, answers = out.decode(), 0, []
+    decoder = json.JSONDecoder()
+    while at < len(text.rstrip()):
+        answer, at = decoder.raw_decode(text, at)
+        answers.append(answer)
+    return answers
+
+
+async def test_the_readme_position_examples_give_fixes_that_count(client: Any) -> None:
+    """README "Try it": the Traccar forward and the phone's OsmAnd query, run as written
+    (bash, curl) against the demo's triggers. The samples carry fixed November dates, past the
+    fold's 7-day horizon since: both fixes were refused `too_old`. Dated now, they count."""
+    hooks = await _seed(client.app[services_key])
+    env: dict[str, str] = {}
+    for name in ("traccar-positions", "osmand-phone"):
+        env[f"{_env_name(name)}_URL"] = str(client.make_url(_path(hooks[name])))
+        env[f"{_env_name(name)}_TOKEN"] = hooks[name].token
+    script = _readme_paragraphs("$TRACCAR_POSITIONS_URL", "$OSMAND_PHONE_URL")
+    answers = await _run_readme(script, **env)
+    assert [a["vehicle"]["plate"] for a in answers] == ["ABC1D23", "ABC1D23"], answers
+    await client.app[services_key].fold.run_until_idle()
+    track = await (
+        await client.get("/api/v1/entities/vehicle/ABC1D23/positions", headers=auth("demo"))
+    ).json()
+    # (the two within one second are one fix: the second answer says `duplicate`)
+    assert {f["rejected"] for f in track["items"]} == {None}, track
+    vehicle = await (
+        await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth("demo"))
+    ).json()
+    moved = datetime.fromisoformat(vehicle["last_position"]["time"])
+    assert datetime.now(UTC) - moved < timedelta(minutes=5), vehicle
 
 
 async def test_the_readme_driver_example_creates_a_new_driver(client: Any) -> None:
@@ -169,13 +267,27 @@ async def test_the_demo_schedule_polls_the_stand_in_geotab_server(
     ).json()
     assert truck["last_position"]["time"] and truck["attributes"]["geotab_log_id"] == "bB"
 
+    # README "Try it", Polling, run as written (its base URL made this server's): the runs
+    # its comment promises, which the list of schedules does not hold.
+    token = issue_admin_token(
+        services.keyring, tenant="demo", role="admin", subject="t", ttl=timedelta(hours=1)
+    )
+    base = str(client.make_url("")).rstrip("/")
+    script = _readme_paragraphs("# Polling").replace("http://127.0.0.1:8080", base)
+    listed, runs, vehicle = await _run_readme(script, ADMIN_TOKEN=token)
+    assert [s["id"] for s in listed["items"]] == [schedule["id"]]
+    assert [(r["items_read"], r["written"]) for r in runs["items"]] == [(12, 12)]
+    assert runs["items"][0]["cursor_after"] and vehicle["plate"] == "BRA2E19"
+
 
 async def test_the_readme_seed_scenarios_reach_the_demo_partners(
     aiohttp_client: Any, make_app: Callable[..., web.Application]
 ) -> None:
     """README's "The seed scenarios": the same payloads to the same demo triggers, with
-    `gateway demo-partners` standing by; each partner gets what the README says."""
-    partners = DemoPartners(out=lambda line: None)
+    `gateway demo-partners` standing by; each partner gets what the README says, and its
+    shell shows the line the README shows."""
+    printed: list[str] = []
+    partners = DemoPartners(out=printed.append)
     server = TestServer(partners.app(), host="127.0.0.1")
     await server.start_server()
     smtp = await start_smtp(partners, "127.0.0.1", 0)
@@ -188,7 +300,6 @@ async def test_the_readme_seed_scenarios_reach_the_demo_partners(
         readme = README.read_text()
         sent = re.findall(r'\$(\w+)_TOKEN" \\\n.*--data @\$P/(\w+\.json) "\$(\w+)_URL"', readme)
         assert [(file, name) for _, file, name in sent] == [
-            ("traccar_position_forward.json", "TRACCAR_POSITIONS"),
             ("fine_feed.json", "FINES_PROVIDER"),
             ("fine_payment.json", "FINE_PAYMENTS"),
             ("checklist_completed.json", "CHECKLISTS"),
@@ -213,6 +324,8 @@ async def test_the_readme_seed_scenarios_reach_the_demo_partners(
     got = {
         (r["partner"], r["method"], r["path"].split("?")[0]): r["body"] for r in partners.received
     }
+    shown = re.search(r"\n(hr +GET .*)\n", readme)
+    assert shown is not None and shown.group(1) in printed, printed
     mail = got[("smtp", "DATA", "")]
     assert mail["to"] == ["maria.souza@example.com"]
     assert mail["subject"] == "Multa A123456789 - ABC1D23"

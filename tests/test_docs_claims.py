@@ -265,7 +265,7 @@ def _command_lines() -> list[list[str]]:
     return [re.split(r"\s{2,}", c)[0].split() for c in commands]
 
 
-_VALUES = {"--port": "8081", "--workers": "2", "--smtp-port": "8025"}
+_VALUES = {"--port": "8081", "--workers": "2", "--smtp-port": "8025", "--partners-port": "8090"}
 
 
 def _example_argv(words: list[str]) -> list[str]:

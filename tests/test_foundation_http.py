@@ -220,6 +220,31 @@ async def test_readiness_probed_while_the_database_is_down_logs_one_line_not_two
     assert len(said) == 1 and said[0].startswith("not ready: "), said
 
 
+async def test_every_5xx_while_the_database_is_down_says_why_before_its_access_line(
+    aiohttp_client: Any, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/operations.md "Logs": a 5xx's access line comes after a `request failed: <detail>`
+    line. Once the database was known down, the 503s answered at once (no attempt) logged the
+    access line alone: during an outage, no line said why."""
+    from dataclasses import replace
+
+    from gateway.app import create_app
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"mongodb://127.0.0.1:{sock.getsockname()[1]}/"
+    client = await aiohttp_client(
+        create_app(replace(settings, db_timeout_ms=300), mongodb_uri=dead)
+    )
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    for _ in range(3):
+        assert (await client.get("/api/v1/partners", headers=auth())).status == 503
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert [said.split(":")[0] for said in lines] == ["request failed", "request"] * 3, lines
+    assert all("database" in said for said in lines[::2]), lines
+
+
 async def test_readiness_logs_when_it_changes_and_only_then(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:

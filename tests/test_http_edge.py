@@ -14,6 +14,7 @@ import logging
 import time
 import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -168,6 +169,35 @@ async def test_a_transfer_coding_other_than_chunked_is_a_501_problem_and_writes_
         ),
     )
     assert status == 201 and await _vehicle_exists(served)
+
+
+async def test_a_transfer_encoding_not_ending_in_chunked_is_a_400_problem_and_writes_nothing(
+    served: int,
+) -> None:
+    """docs/security.md §13: a transfer coding before the final `chunked` is the 501 above;
+    one whose last coding is not `chunked` (or `chunked` twice) has no length the server can
+    know (RFC 9112 §6.3): the parser's 400 `bad-request`, and the connection closes. The docs
+    said every coding other than `chunked` was a 501."""
+    plain = b'{"plate": "ABC1D23"}'
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(plain), plain)
+    for coding in ("gzip", "compress", "identity", "chunked, chunked"):
+        status, headers, problem = await _raw(
+            served, _post_vehicle(f"Transfer-Encoding: {coding}\r\n", chunked)
+        )  # no Connection: close asked: the server closes it
+        assert status == 400, (coding, problem)
+        assert headers["Content-Type"].startswith("application/problem+json")
+        assert problem["type"] == "https://rabbot.dev/problems/bad-request", problem
+        assert "Transfer-Encoding" in problem["detail"], problem
+    assert not await _vehicle_exists(served)
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    row = next(
+        line
+        for line in (docs / "api.md").read_text().splitlines()
+        if line.startswith("| `not-implemented` | 501 |")
+    )
+    assert "`gzip` alone" in row and "`400` `bad-request`" in row, row
+    bullet = (docs / "security.md").read_text().split("- **`Transfer-Encoding`**", 1)[1]
+    assert "`gzip` alone" in bullet.split("\n- ")[0] and "RFC 9112 §6.3" in bullet
 
 
 async def _head_of_first_answer(

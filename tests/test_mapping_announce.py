@@ -154,3 +154,76 @@ fields:
     pointers = sorted(e["pointer"] for e in problem["errors"])
     assert "/emit/0/announce" in pointers
     assert any(p.startswith("/emit/1/announce") for p in pointers), problem
+
+
+NESTED = """
+name: nested-announce
+direction: inbound
+entity_type: vehicle
+key: [plate]
+emit:
+  - {type: vehicle.moved, announce: {changed: [last_position.lat]}}
+  - {type: vehicle.tagged, announce: {changed: [attributes.tag]}}
+fields:
+  plate: plate
+  last_position.lat: lat
+  last_position.lon: lon
+  last_position.time: at
+  attributes.tag: tag
+  attributes.color: color
+"""
+
+
+async def dry_events(client: Client, payload: dict[str, Any]) -> list[str]:
+    response = await client.post(
+        "/api/v1/mappings/test", json={"mapping": NESTED, "payload": payload}, headers=auth()
+    )
+    answer = await response.json()
+    assert response.status == 200, answer
+    (result,) = answer["results"]
+    return list(result["events"])
+
+
+async def test_a_nested_target_is_announced_by_the_write_that_gives_its_object(
+    client: Client,
+) -> None:
+    """`changed: [last_position.lat]` on a vehicle that has no `last_position` yet (created by
+    the admin): its first position makes the whole object appear, ONE change at
+    `last_position`, and the target under it went from absent to a value: announced, as a
+    creation with a value there is, in the dry run as in the write. An object that appears
+    without the target (`attributes` with a colour only) does not announce it."""
+    await upload_mapping(client, NESTED)
+    trigger = await create_trigger(client, mapping="nested-announce", methods=["POST"])
+    response = await client.post(
+        "/api/v1/entities/vehicle", headers=auth(), json={"plate": "ANN1A11", "make": "Fiat"}
+    )
+    assert response.status == 201, await response.text()
+    place = {"plate": "ANN1A11", "lat": -23.5, "lon": -46.6, "at": "2026-12-06T15:00:00Z"}
+    first = {**place, "color": "red"}
+    expected = ["entity.updated", "vehicle.moved"]
+    assert await dry_events(client, first) == expected
+    status, answer = await hook(client, trigger, first)
+    assert status == 200, answer
+    assert sorted(answer["changed"]) == ["attributes", "last_position"]
+    assert answer["events"] == expected
+    tagged = {**first, "tag": "x"}
+    assert await dry_events(client, tagged) == ["entity.updated", "vehicle.tagged"]
+    status, answer = await hook(client, trigger, tagged)
+    assert (status, answer["events"]) == (200, ["entity.updated", "vehicle.tagged"]), answer
+
+
+def test_a_filter_on_a_nested_field_hears_the_object_that_brings_it() -> None:
+    """A subscription filter's `changed` follows the same rule (`change_reaches`): a change
+    of the whole `attributes` concerns `attributes.tag` when the tag's value differs."""
+    from gateway.actions.filters import compile_filter
+
+    wanted = compile_filter({"changed": ["attributes.tag"]})
+
+    def event(old: Any, new: Any) -> dict[str, Any]:
+        return {"changes": [{"field": "attributes", "old": old, "new": new}]}
+
+    assert wanted.matches(event(None, {"tag": "x"}))
+    assert wanted.matches(event({"tag": "x"}, None))
+    assert not wanted.matches(event(None, {"color": "red"}))
+    assert wanted.matches({"changes": [{"field": "attributes"}]})  # values unknown: it may
+    assert wanted.matches({"changes": [{"field": "attributes.tag", "old": 1, "new": 2}]})

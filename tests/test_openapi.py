@@ -588,3 +588,100 @@ async def test_request_schemas_refuse_the_bodies_the_server_refuses_for_a_constr
     assert not jsonschema_rs.validator_for(schema).is_valid("")
     response = await client.post("/api/v1/flows?activate=", data=b"name: f", headers=auth())
     assert response.status == 400, await response.text()
+
+
+async def test_patch_bodies_name_the_members_each_update_takes_and_which_may_be_null(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """docs/api.md: a member a route does not know is a 422, and the request schemas say
+    `additionalProperties: false`. The PATCH bodies of partners, actions, schedules,
+    subscriptions, channels and entities were a bare `{"type": "object"}`. Each now names its
+    members: an unknown one is refused by the schema as by the server, and a null is allowed
+    by the schema exactly where the server takes it (it clears the member)."""
+    doc = await (await client.get("/openapi.json")).json()
+    schedule = await scripted_schedule(client, scripted)
+    partner = await _created(
+        client,
+        "/api/v1/partners",
+        {"name": "hooks", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+    )
+    action = await _created(
+        client,
+        "/api/v1/actions",
+        {
+            "name": "a",
+            "partner_id": partner["id"],
+            "method": "POST",
+            "path": "/x",
+            "mode": "deliver",
+        },
+    )
+    subscription = await _created(
+        client, "/api/v1/subscriptions", {"action_id": action["id"], "event_types": ["*"]}
+    )
+    await _created(
+        client,
+        "/api/v1/channels",
+        {
+            "name": "mail",
+            "type": "email",
+            "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none"},
+            "from": "alertas@acme.com.br",
+        },
+    )
+    await _created(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    routes = {
+        "/api/v1/partners/{id}": (f"/api/v1/partners/{partner['id']}", None),
+        "/api/v1/actions/{id}": (f"/api/v1/actions/{action['id']}", None),
+        "/api/v1/schedules/{id}": (f"/api/v1/schedules/{schedule['id']}", None),
+        "/api/v1/subscriptions/{id}": (f"/api/v1/subscriptions/{subscription['id']}", None),
+        "/api/v1/channels/{ref}": ("/api/v1/channels/mail", "email"),
+        "/api/v1/entities/{type}/{ref}": ("/api/v1/entities/vehicle/ABC1D23", "VehiclePatch"),
+    }
+    wrong = []
+    for path, (url, variant) in routes.items():
+        body = doc["paths"][path]["patch"]["requestBody"]["content"]["application/json"]
+        schema = body["schema"]
+        if variant == "email":  # one variant by type: the channel's
+            (own,) = [s for s in schema["anyOf"] if s["properties"]["type"] == {"const": "email"}]
+        elif variant is not None:  # one route for every type: the type's own
+            assert {"$ref": f"#/components/schemas/{variant}"} in schema["anyOf"], path
+            own = doc["components"]["schemas"][variant]
+        else:
+            own = schema
+        assert own["additionalProperties"] is False and own["properties"], path
+        validator = jsonschema_rs.validator_for({**own, "components": doc["components"]})
+        assert not validator.is_valid({"bogus": 1}), path
+        response = await client.patch(url, json={"bogus": 1}, headers=auth())
+        problem = await response.json()
+        assert response.status == 422, (path, problem)
+        assert [e["pointer"] for e in problem["errors"]] == ["/bogus"], (path, problem)
+        for member in own["properties"]:
+            allowed = validator.is_valid({member: None})
+            response = await client.patch(url, json={member: None}, headers=auth())
+            answer = await response.json()
+            refused = response.status == 422 and any(
+                e["pointer"] == f"/{member}" for e in answer.get("errors", ())
+            )
+            if allowed == refused or response.status not in (200, 422):
+                wrong.append((path, member, allowed, response.status, answer))
+    assert [w[:4] for w in wrong] == [], "\n".join(map(str, (w[:4] for w in wrong)))
+
+
+async def test_health_readiness_and_metrics_declare_what_they_answer(client: Client) -> None:
+    """/readyz's and /metrics' 200 declared no content (the 200 of /readyz is JSON with
+    `status`, `database`, `workers`; /metrics' the Prometheus text), and /readyz's 503 was
+    "Database unavailable" though stalled workers and a refused key answer it too."""
+    doc = await (await client.get("/openapi.json")).json()
+    for path in ("/healthz", "/readyz"):
+        response = await client.get(path)
+        assert response.status == 200 and response.content_type == "application/json"
+        assert _answer_validator(doc, path, 200).is_valid(await response.json()), path
+    refused = doc["paths"]["/readyz"]["get"]["responses"]["503"]["description"]
+    assert "workers" in refused and "GATEWAY_SECRET_KEY" in refused, refused
+    response = await client.get("/metrics")
+    declared = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert response.content_type in declared and declared[response.content_type]["schema"] == {
+        "type": "string",
+        "description": "the Prometheus text format, version 0.0.4",
+    }

@@ -6,8 +6,10 @@ through a trigger over HTTP."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from yarl import URL
@@ -675,3 +677,56 @@ async def test_a_record_set_keyed_by_plate_maps_an_item_per_member_with_to_entri
     status, problem = await _post(client, trigger, b'{"veiculos": [{"km": 1}]}', "application/json")
     assert status == 422, problem  # a list is no record set: the expression's problem
     assert problem["errors"][0]["keyword"] == "expression", problem
+
+
+SNS_CONFIRMATION = {
+    "Type": "SubscriptionConfirmation",
+    "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+    "Token": "2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd",
+    "TopicArn": "arn:aws:sns:us-west-2:123456789012:MyTopic",
+    "Message": "You have chosen to subscribe to the topic MyTopic.",
+    "SubscribeURL": "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&Token=2336",
+    "Timestamp": "2012-04-26T20:45:04.751Z",
+}
+
+SNS_MAPPING = """
+name: sns-vehicle
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: from_json(Message).placa, transforms: [plate]}
+"""
+
+
+async def test_an_sns_confirmation_is_kept_under_rejected_only_with_the_token_in_the_query(
+    client: Client,
+) -> None:
+    """docs/partners.md "AWS SNS": SNS posts `text/plain` JSON and sends no header of ours,
+    only the subscription's URL. A trigger taking its token in the query (as the page says to
+    make it) keeps the confirmation, which its mapping does not fit, under /rejected with its
+    SubscribeURL and Token; one wanting `Authorization: Bearer` answers 401 and keeps nothing
+    (the page said it was kept, whatever the trigger's auth)."""
+    await upload_mapping(client, SNS_MAPPING)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "partners.md").read_text()
+    paragraph = page.split("**AWS SNS**", 1)[1].split("\n\n", 1)[0]
+    spec = re.search(r'`"auth": (\{"token_in_query": "(\w+)"\})`', paragraph)
+    assert spec is not None, paragraph
+    body = json.dumps(SNS_CONFIRMATION).encode()
+    headers = {"Content-Type": "text/plain; charset=UTF-8"}
+    plain = await create_trigger(client, name="sns-bearer", mapping="sns-vehicle")
+    response = await client.post(f"/hooks/{plain['id']}", data=body, headers=headers)
+    assert response.status == 401, await response.text()
+    trigger = await create_trigger(
+        client, name="sns", mapping="sns-vehicle", auth=json.loads(spec.group(1))
+    )
+    subscribed = f"/hooks/{trigger['id']}?{spec.group(2)}={trigger['token']}"
+    response = await client.post(subscribed, data=body, headers=headers)
+    assert response.status == 422, await response.text()
+    for made, count in ((plain, 0), (trigger, 1)):
+        kept = await client.get(f"/api/v1/rejected?trigger_id={made['id']}", headers=auth())
+        assert len((await kept.json())["items"]) == count, made["name"]
+    record = (await kept.json())["items"][0]
+    detail = await (await client.get(f"/api/v1/rejected/{record['id']}", headers=auth())).json()
+    assert detail["payload"]["SubscribeURL"] == SNS_CONFIRMATION["SubscribeURL"], detail
+    assert detail["payload"]["Token"] == SNS_CONFIRMATION["Token"]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway.entities import Change
 from gateway.errors import InvalidPayload
 from gateway.fleet.fix import parse_fix
 from gateway.mapping import CompiledMapping, load_mapping, read_sample
@@ -987,13 +988,13 @@ def test_samsara_vehicle_stats_feed_announces_a_position_only_when_the_position_
         result = mapping.apply(vehicle)
         assert "last_position" not in result.document
         [emit] = result.events
-        assert not emit.announced(False, ["odometer_km"], result.document)
+        assert not emit.announced(False, [Change("odometer_km", 1.0, 2.0)], result.document)
         assert not emit.announced(True, [], result.document)
     point = {"time": "2026-11-20T13:45:32Z", "latitude": 0.0, "longitude": -46.6}
     located = mapping.apply({"id": "281474982859091", "gps": [point]})
     [emit] = located.events
     assert emit.announced(True, [], located.document)
-    assert emit.announced(False, ["last_position.lat"], located.document)
+    assert emit.announced(False, [Change("last_position.lat", 0.1, 0.0)], located.document)
 
 
 def test_mapping_test_shows_a_partners_test_call_as_the_probe_answer(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import at_path
-from gateway.formats.json_tree import is_text
+from gateway.formats.json_tree import change_reaches, is_text
 
 _EVENT_TYPE = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
 _MAX_VALUES = 100
@@ -87,12 +87,16 @@ class EventFilter:
                 return False
         if self.changed:
             changes = event.get("changes")
-            fields = [
-                c["field"]
+            found = [
+                (c["field"], (c.get("old"), c.get("new")) if "old" in c or "new" in c else None)
                 for c in (changes if isinstance(changes, list) else ())
                 if isinstance(c, Mapping) and isinstance(c.get("field"), str)
             ]
-            if not any(_related(f, want) for f in fields for want in self.changed):
+            if not any(
+                change_reaches(field, want, values)
+                for field, values in found
+                for want in self.changed
+            ):
                 return False
         return _all_match(self.entity, _object(event.get("data"))) and _all_match(
             self.origin, _object(event.get("origin"))
@@ -110,16 +114,13 @@ class EventFilter:
         if entity_type is not None and self.entity_types is not None:
             if entity_type not in self.entity_types:
                 return False
-        return field is None or not self.changed or any(_related(field, w) for w in self.changed)
+        if field is None or not self.changed:
+            return True
+        return any(change_reaches(field, want) for want in self.changed)
 
 
 def _object(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _related(changed: str, wanted: str) -> bool:
-    """A change at `a.b` concerns a filter on `a` and on `a.b.c` (a whole object replaced)."""
-    return changed == wanted or changed.startswith(wanted + ".") or wanted.startswith(changed + ".")
 
 
 def _all_match(values: Values, document: Mapping[str, Any]) -> bool:

@@ -362,6 +362,23 @@ def at_path(tree: Any, dotted: str) -> Any:
     return value
 
 
+def change_reaches(field: str, target: str, values: tuple[Any, Any] | None = None) -> bool:
+    """Whether a change at the dotted `field` changed `target` or a value under it: the one
+    rule of a mapping's `announce: {changed: [...]}` and a subscription filter's `changed`.
+    A change at or under the target does. So does one above it (`entities.diff` reports an
+    object that appears, goes or stops being an object as ONE change at the object: a
+    vehicle's first `last_position`) when the target's value differs between the change's
+    old and new `values`; not given (the field a flow is yet to write), it may."""
+    if field == target or field.startswith(f"{target}."):
+        return True
+    if not target.startswith(f"{field}."):
+        return False
+    if values is None:
+        return True
+    below = target[len(field) + 1 :]
+    return not same_json(at_path(values[0], below), at_path(values[1], below))
+
+
 def plain(value: Any) -> Any:
     """`value` as the JSON the API writes of it: times as RFC 3339 text, ids as text. Every
     context a mapping or a template reads is made of these (a flow run's, a subscription's

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
 from ..formats import at_path
+from ..formats.json_tree import change_reaches
 
 Direction = Literal["inbound", "outbound"]
 
@@ -29,10 +30,22 @@ IF_ABSENT = ""
 Announce = Literal["change", "create", "every"]
 
 
+class FieldChange(Protocol):
+    """One change a write made (`entities.Change`): the dotted field, its old and new value."""
+
+    @property
+    def field(self) -> str: ...
+    @property
+    def old(self) -> Any: ...
+    @property
+    def new(self) -> Any: ...
+
+
 class Emit(NamedTuple):
     """An event a mapping emits (`emit`), and which writes announce it (`announce`): `change` (the
     default) a write that created the entity or changed it, narrowed by `changed` to a change
-    at or under one of those targets (a created entity: one that has a value there);
+    at, under or above one of those targets (`announced`; a created entity: one that has a
+    value there);
     `create` only a write that created it; `every` every accepted call, changed or not (an
     occurrence the partner reports, such as a geofence alert, rather than a change of ours).
     `occurrence`: the partner's id of the occurrence the item reports (the mapping's
@@ -51,20 +64,25 @@ class Emit(NamedTuple):
             return {"changed": list(self.changed)}
         return None if self.announce == "change" else self.announce
 
-    def announced(self, created: bool, changed: Sequence[str], data: Mapping[str, Any]) -> bool:
-        """Whether a write (`created` it, or `changed` these dotted fields of `data`, the
-        entity as written) announces this event."""
+    def announced(
+        self, created: bool, changes: Sequence[FieldChange], data: Mapping[str, Any]
+    ) -> bool:
+        """Whether a write (`created` it, or made these `changes` to it; `data`: the entity as
+        written) announces this event. A target of `changed` is changed by a change at or
+        under it, or above it when its value there differs (`change_reaches`: an existing
+        vehicle's first `last_position` changes `last_position.lat` from absent to a value,
+        as creating it with one does)."""
         if self.announce == "every":
             return True
-        if self.announce == "create" or (not created and not changed):
+        if self.announce == "create" or (not created and not changes):
             return created
         if not self.changed:
             return True
         if created:
             return any(at_path(data, target) is not None for target in self.changed)
         return any(
-            field == target or field.startswith(f"{target}.")
-            for field in changed
+            change_reaches(c.field, target, (c.old, c.new))
+            for c in changes
             for target in self.changed
         )
 

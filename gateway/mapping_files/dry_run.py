@@ -265,9 +265,8 @@ class MappingDryRun:
         merged = self._schemas.normalize(etype, written, kind_schema=kind_schema)
         changes = diff(old, merged) if current is not None else []
         created = current is None
-        fields_changed = [c.field for c in changes]
         announced = [
-            e.type for e in announced_events(etype, merged, created, fields_changed, mapped.events)
+            e.type for e in announced_events(etype, merged, created, changes, mapped.events)
         ]
         if refused is not None:
             write, events = refused, []

@@ -10,7 +10,7 @@ from gateway.actions.definitions import public_action
 from gateway.actions.subscriptions import public_subscription
 from gateway.errors import BadRequest, FieldProblem, InvalidPayload
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, TEXT_NAME, operation, strict
+from gateway.web.openapi import ID_CURSOR, TEXT_NAME, merge_patch, operation, strict
 from gateway.web.partners import PAGE
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object, unknown_members
@@ -184,7 +184,15 @@ async def get_action(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Change an action", tag="actions", request={"type": "object"}, response=ACTION, errors=(409,)
+    "Change an action",
+    tag="actions",
+    request=merge_patch(
+        ACTION,
+        "members to change (null clears an optional one)",
+        nullable=("ordered", "write_back", "read_only"),
+    ),
+    response=ACTION,
+    errors=(409,),
 )
 async def patch_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -291,7 +299,13 @@ async def get_subscription(request: web.Request) -> web.Response:
 @operation(
     "Change a subscription (event_types, filter, status)",
     tag="subscriptions",
-    request={"type": "object"},
+    request=merge_patch(
+        SUBSCRIPTION,
+        "members to change (a filter of null is none)",
+        nullable=("filter",),
+        without=("action_id",),
+        more={"status": {"enum": ["active", "disabled"]}},
+    ),
     response=SUBSCRIPTION,
     errors=(409,),
 )

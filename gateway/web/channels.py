@@ -10,7 +10,7 @@ from aiohttp import web
 from gateway.notify.channels import public_channel
 from gateway.notify.testing import check_test_body, send_test
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import FILE_NAME, ID_CURSOR, operation, strict
+from gateway.web.openapi import FILE_NAME, ID_CURSOR, merge_patch, operation, strict
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
@@ -69,6 +69,19 @@ CHANNEL_BODY: dict[str, Any] = {
             }
         )
         for kind, (required, members) in _BY_TYPE.items()
+    ],
+}
+CHANNEL_PATCH: dict[str, Any] = {
+    "type": "object",
+    "description": "Members to change, of the channel's own type (it stays: another type's "
+    "member is refused); smtp is replaced whole; null clears description or reply_to.",
+    "anyOf": [
+        merge_patch(
+            {"properties": {**_CHANNEL_COMMON, "type": {"const": kind}, **members}},
+            f"a {kind} channel's",
+            nullable=("description", "reply_to"),
+        )
+        for kind, (_, members) in _BY_TYPE.items()
     ],
 }
 # A channel as answered: the SMTP password is never shown, only whether one is kept
@@ -181,7 +194,7 @@ async def get_channel(request: web.Request) -> web.Response:
 @operation(
     "Change a channel (smtp is replaced whole; the type stays)",
     tag="channels",
-    request={"type": "object"},
+    request=CHANNEL_PATCH,
     response=CHANNEL,
     errors=(409,),
 )

@@ -66,7 +66,7 @@ async def get_entity(request: web.Request) -> web.Response:
 @operation(
     "Change an entity (JSON merge patch)",
     tag="entities",
-    request={"type": "object"},
+    request="entity_patch",
     response="entity",
     errors=(409,),
 )

@@ -10,14 +10,22 @@ from aiohttp import web
 from gateway.auth.tokens import bearer_token
 from gateway.errors import GatewayError, StoreUnavailable, Unauthorized, Unavailable
 from gateway.services import Services, jobs_alive, running_jobs
-from gateway.web.openapi import operation
+from gateway.web.openapi import operation, strict
 from gateway.web.problems import json_response
 from gateway.web.state import services_of
 
 log = logging.getLogger(__name__)
 
 
-@operation("Liveness: the process answers", tag="operations", auth="none", database=False)
+@operation(
+    "Liveness: the process answers",
+    tag="operations",
+    auth="none",
+    database=False,
+    response=strict(
+        {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}
+    ),
+)
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -28,6 +36,25 @@ async def healthz(request: web.Request) -> web.Response:
     auth="none",
     errors=(503,),
     database=False,
+    response=strict(
+        {
+            "type": "object",
+            "required": ["status", "database", "workers"],
+            "properties": {
+                "status": {"const": "ready"},
+                "database": {"const": "ok"},
+                "workers": {
+                    "enum": ["running", "disabled"],
+                    "description": "disabled: this process runs no background jobs",
+                },
+            },
+        }
+    ),
+    error_texts={
+        503: "Not ready (the problem's detail says why): the database unreachable or its "
+        "start not done, the background workers not running or making no progress, or "
+        "GATEWAY_SECRET_KEY refused by the stored key check (see Retry-After)"
+    },
 )
 async def readyz(request: web.Request) -> web.Response:
     # Not ready, the problem's detail says why; the log says it once, when readiness changes
@@ -92,6 +119,8 @@ def _check_workers(services: Services) -> None:
     auth="none",
     database=False,
     errors=(401,),  # with GATEWAY_METRICS_TOKEN set, a missing or wrong bearer token
+    response={"type": "string", "description": "the Prometheus text format, version 0.0.4"},
+    media="text/plain",
 )
 async def metrics(request: web.Request) -> web.Response:
     services = services_of(request)

@@ -135,14 +135,14 @@ async def _call(
     if op is not None and op.xml_answers and replies.may_speak_xml(request):
         request[replies.reply_key] = replies.Reply.of(request)
     if (refused := _refused_at_once(request)) is not None:
-        return problems.problem_response(refused, request)
+        return _answer(refused, request)
     health = services.store.health
     if op is not None and op.database:
         try:
             health.check()  # known down: 503 at once, nothing attempted
             services.store.check_prepared()  # the start's indexes and upgrade steps not done
         except StoreUnavailable as exc:
-            return problems.problem_response(exc, request)
+            return _answer(exc, request)
     if op is None or op.auth != "trigger":
         # An admin or UI request's body is invited now; a partner's once its trigger took the
         # token and the declared size (web/hooks.py reads it through `read_body`).
@@ -180,15 +180,22 @@ def _problem_for(
         services.store.health.report_failure(exc)
         if request.method in _WRITES:
             exc = _outcome_unknown(exc, op)
-        _failed(request, exc)
-        return problems.problem_response(exc, request)
+        return _answer(exc, request)
     if isinstance(exc, GatewayError):
-        if exc.status >= 500:
-            _failed(request, exc)
-        return problems.problem_response(exc, request)
+        return _answer(exc, request)
     if isinstance(exc, web.HTTPException):
         return problems.http_exception_problem(exc, request)
     raise exc
+
+
+def _answer(exc: GatewayError, request: web.Request) -> web.Response:
+    """The problem answering `exc`. A 5xx says why first (`request failed: <detail>`, the
+    line docs/operations.md promises before its access line), whoever refused: the handler,
+    or this middleware before it (the database known down, the start not done, a transfer
+    coding refused)."""
+    if exc.status >= 500:
+        _failed(request, exc)
+    return problems.problem_response(exc, request)
 
 
 def _failed(request: web.Request, exc: GatewayError) -> None:

@@ -91,7 +91,7 @@ _STATUS_TEXT = {
     429: "Rate limited (see Retry-After)",
     500: "A SOAP 1.1 Fault (every refusal but 401, 408, 413, 415, 429 and 503), or an "
     "internal error",
-    501: "A Transfer-Encoding other than chunked",
+    501: "A transfer coding before the final chunked (gzip, chunked)",
     502: "Partner error",
     503: "Database unavailable (see Retry-After)",
     504: "Partner timeout",
@@ -108,7 +108,8 @@ class Operation:
     summary: str
     tag: str
     auth: str = "admin"  # "admin" | "trigger" | "none"
-    # A JSON Schema, or "entity" for the entity schema selected by the {type} path parameter.
+    # A JSON Schema, or "entity" for the entity schema selected by the {type} path parameter
+    # ("entity_patch": what a merge patch of one may hold).
     request: Mapping[str, Any] | str | None = None
     response: Mapping[str, Any] | str | None = None
     status: int = 200
@@ -138,6 +139,10 @@ class Operation:
     # a trigger's max_body_bytes, at most GATEWAY_MAX_BODY_BYTES): the document built by a
     # process says its `maximum`.
     ceilings: Mapping[str, str] = field(default_factory=dict)
+    # The media type of the success answer's `response` (the metrics' text format).
+    media: str = "application/json"
+    # What an error status means here, when the generic text (`_STATUS_TEXT`) says less.
+    error_texts: Mapping[int, str] = field(default_factory=dict)
     # Query parameters beyond `query` are the handler's to check (an entity list's filters);
     # otherwise an admin route refuses any other (gateway/web/admin_auth.py).
     open_query: bool = False
@@ -265,6 +270,8 @@ ENTITY_ANSWER: Final[dict[str, Any]] = {
 
 
 def _entity_schemas(schemas: SchemaRegistry) -> dict[str, Any]:
+    """Each type's schema (`Vehicle`, what a POST writes) and what a PATCH of one may hold
+    (`VehiclePatch`: `merged_into`)."""
     out = {}
     for etype in ENTITY_TYPES:
         name = etype.capitalize()
@@ -272,6 +279,10 @@ def _entity_schemas(schemas: SchemaRegistry) -> dict[str, Any]:
         schema.pop("$schema", None)
         schema.pop("$id", None)
         out[name] = _rebase(schema, f"#/components/schemas/{name}")
+        patch = _rebase(
+            merged_into(schema, schema.get("$defs", {})), f"#/components/schemas/{name}"
+        )
+        out[f"{name}Patch"] = {**patch, "title": f"{schema.get('title', name)} (merge patch)"}
     return out
 
 
@@ -298,6 +309,9 @@ def _schema(value: Mapping[str, Any] | str, *, answer: bool = False) -> dict[str
         return {"$ref": "#/components/schemas/Entity"}
     if value == "entity":
         return {"oneOf": [{"$ref": f"#/components/schemas/{t.capitalize()}"} for t in ENTITY_TYPES]}
+    if value == "entity_patch":  # members merged into the stored ones: several types may fit
+        names = [f"{t.capitalize()}Patch" for t in ENTITY_TYPES]
+        return {"anyOf": [{"$ref": f"#/components/schemas/{name}"} for name in names]}
     assert not isinstance(value, str)
     return dict(value)
 
@@ -323,16 +337,19 @@ def _operation(path: str, op: Operation, settings: Settings) -> dict[str, Any]:
     for status in (op.status, *op.also):
         ok: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "OK")}
         if op.response is not None:
-            ok["content"] = {"application/json": {"schema": _schema(op.response, answer=True)}}
+            ok["content"] = {op.media: {"schema": _schema(op.response, answer=True)}}
             if op.xml_answers:
                 ok["content"] |= _XML_RESULTS
         responses[str(status)] = ok
     for status in sorted(_errors(op)):
         problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         responses[str(status)] = {
-            "description": _SECRET_DAMAGED
-            if status == 500 and op.opens_secrets
-            else _STATUS_TEXT.get(status, "Error"),
+            "description": op.error_texts.get(status)
+            or (
+                _SECRET_DAMAGED
+                if status == 500 and op.opens_secrets
+                else _STATUS_TEXT.get(status, "Error")
+            ),
             "content": problem | _XML_PROBLEMS if op.xml_answers else problem,
         }
         if status in (429, 503) or (status == 409 and op.idempotency_key):
@@ -371,6 +388,64 @@ def strict(schema: dict[str, Any]) -> dict[str, Any]:
     """A request body's schema that refuses the members it does not declare, as the server
     does (a `422` naming each): `additionalProperties: false`."""
     return {**schema, "additionalProperties": False}
+
+
+def cleared(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A member a PATCH may set to null, which clears it (back to its default: merge patch)."""
+    kinds = schema.get("type", ())
+    if "null" in (kinds if isinstance(kinds, list) else (kinds,)):
+        return dict(schema)
+    return {"anyOf": [dict(schema), {"type": "null", "description": "cleared"}]}
+
+
+def merge_patch(
+    create: Mapping[str, Any],
+    description: str,
+    *,
+    nullable: Sequence[str] = (),
+    without: Sequence[str] = (),
+    more: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The request schema of a PATCH that merges its body into what `create` made (RFC 7396,
+    objects replaced whole): the create's members but `without`, none required, of the same
+    types, those in `nullable` also null (it clears them), and `more` (a `status` the create
+    does not take). Any other member is a `422` naming it, as for the create:
+    `additionalProperties: false`."""
+    properties = {
+        name: cleared(member) if name in nullable else member
+        for name, member in create["properties"].items()
+        if name not in without
+    }
+    return {
+        "type": "object",
+        "description": description,
+        "additionalProperties": False,
+        "properties": {**properties, **(more or {})},
+    }
+
+
+def merged_into(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
+    """What a JSON merge patch (RFC 7396) of documents `schema` describes may hold: objects
+    merge member by member into the stored ones, so none is required, and each member but a
+    required one may be null (removed); a member the schema marks `x-whole` (one value,
+    replaced whole: a driver's identity) keeps its own schema. `defs`: the schema's `$defs`,
+    which its `$ref`s name."""
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        schema = defs[ref.removeprefix("#/$defs/")]
+    if "properties" not in schema or schema.get("x-whole"):
+        return dict(schema)
+    kept = {
+        k: v
+        for k, v in schema.items()
+        if k not in ("required", "properties", "$defs", "$schema", "$id", "title")
+    }
+    required = set(schema.get("required", ()))
+    members = {
+        name: merged_into(member, defs) if name in required else cleared(merged_into(member, defs))
+        for name, member in schema["properties"].items()
+    }
+    return {**kept, "properties": members}
 
 
 def text_cursor(shape: re.Pattern[str]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway.actions.partners import public_partner
 from gateway.outbound.breaker import SLOWEST_RATE
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, TEXT_NAME, operation, strict
+from gateway.web.openapi import ID_CURSOR, TEXT_NAME, merge_patch, operation, strict
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
@@ -83,6 +83,12 @@ PARTNER: dict[str, Any] = {
         "status": {"enum": ["active", "disabled"]},
     },
 }
+PARTNER_PATCH = merge_patch(
+    PARTNER_BODY,
+    "members to change: auth and secrets replaced whole (a new origin in base_url needs "
+    "auth again); status active re-enables a disabled partner",
+    more={"status": {"enum": ["active", "disabled"]}},
+)
 PAGE: dict[str, Any] = {
     "type": "object",
     "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
@@ -130,7 +136,7 @@ async def get_partner(request: web.Request) -> web.Response:
     "Change a partner endpoint (auth and secrets are replaced whole; status "
     "active re-enables a disabled partner)",
     tag="partners",
-    request={"type": "object"},
+    request=PARTNER_PATCH,
     response=PARTNER,
     errors=(409,),
 )

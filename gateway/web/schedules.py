@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, TEXT_NAME, operation, strict
+from gateway.web.openapi import ID_CURSOR, TEXT_NAME, merge_patch, operation, strict
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
@@ -171,7 +171,11 @@ async def get_schedule(request: web.Request) -> web.Response:
     "Change a schedule (members replaced whole; a change of cursor, action_id or request "
     "resets it, else the cursor is kept)",
     tag="schedules",
-    request={"type": "object"},
+    request=merge_patch(
+        SCHEDULE_BODY,
+        "members to change, each replaced whole (null clears an optional one)",
+        nullable=("timezone", "cursor", "dedupe", "request", "error"),
+    ),
     response=SCHEDULE,
     errors=(409,),
 )

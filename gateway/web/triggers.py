@@ -11,7 +11,7 @@ from gateway.store.client import TRIGGER_CURSOR
 from gateway.triggers.hmac_secrets import MAX_SECRET
 from gateway.triggers.spec import PATCHABLE, TRIGGER_SCHEMA
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, operation, text_cursor
+from gateway.web.openapi import ID_CURSOR, cleared, operation, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
     check_members,
@@ -38,18 +38,11 @@ _PAGE: Final[dict[str, Any]] = {
 }
 
 
-def _cleared(schema: dict[str, Any]) -> dict[str, Any]:
-    """A member a PATCH may set to null, which clears it back to its default (merge patch)."""
-    if "null" in schema.get("type", ()):
-        return schema
-    return {"anyOf": [schema, {"type": "null", "description": "back to the default"}]}
-
-
 _TRIGGER_PATCH: Final[dict[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        k: v if k in TRIGGER_SCHEMA["required"] else _cleared(v)
+        k: v if k in TRIGGER_SCHEMA["required"] else cleared(v)
         for k, v in TRIGGER_SCHEMA["properties"].items()
         if k in PATCHABLE
     },
