@@ -528,7 +528,8 @@ async def test_an_odometer_given_after_a_few_gps_km_announces_nothing_behind_it(
 async def test_a_time_plan_evaluated_at_the_clock_then_by_buffered_fixes_announces_each_day_once(
     client: Client,
 ) -> None:
-    """A daily inspection plan first sees a vehicle at a fix of 3 days and 2 hours ago; the
+    """A daily inspection plan counts from a service recorded 3 days and 2 hours ago, and first
+    sees the vehicle at a fix of that time; the
     fold's hourly tick evaluates it now (day 3 due); then the tracker's fixes buffered since
     (one every 10 minutes, in order, all newer than its last position) are folded in device
     time. They find nothing new by time: the plan's clock is at the tick. Before, the fix at
@@ -539,6 +540,9 @@ async def test_a_time_plan_evaluated_at_the_clock_then_by_buffered_fixes_announc
     await new_vehicle(client, "DAY1A11")
     now = datetime.now(UTC).replace(microsecond=0)
     start = now - timedelta(days=3, hours=2)
+    path = "/api/v1/entities/vehicle/DAY1A11/services"
+    response = await client.post(path, json={"at": start.isoformat()}, headers=auth())
+    assert response.status == 202, await response.text()
     here = {"plate": "DAY1A11", "lat": -23.5, "lon": -46.6, "speed_kmh": 0.0}
     await post_folding(client, trigger, [{**here, "time": start.isoformat()}], 1)
     services = client.app[services_key]
@@ -551,6 +555,35 @@ async def test_a_time_plan_evaluated_at_the_clock_then_by_buffered_fixes_announc
     await post_folding(client, trigger, buffered, 250)
     dues = [e["detail"]["due_at"] for e in await events(client, "vehicle.maintenance.due")]
     assert dues == [start + timedelta(days=3)]
+
+
+@pytest.mark.parametrize("odometer", [None, 50_000])
+async def test_a_daily_plan_first_seeing_a_new_vehicle_through_its_buffered_fixes_announces_none(
+    client: Client, odometer: int | None
+) -> None:
+    """A daily inspection plan; a vehicle registered now (with an odometer or without), then
+    its tracker's fixes of the last 3 days, one every 30 min, in batches of 100 (the replay
+    docs/fleet.md recommends once the vehicle exists, or a tracker back after 3 days out of
+    coverage), folded before anything else evaluated the plan. The plan saw the vehicle now:
+    no `due` for the days before. Before, its time base was the first fix's date and the
+    upload announced a `due` per day (three at once), and none when the registration's
+    reading or the hourly tick reached the fold first."""
+    await create_plan(client, name="Vistoria", every_days=1)
+    trigger = await create_position_trigger(client)
+    body = {"plate": "REP1A11"} if odometer is None else {"plate": "REP1A11", "odometer_km": 50_000}
+    response = await client.post("/api/v1/entities/vehicle", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(days=3, minutes=10)
+    buffered = [
+        {**fix, "time": (start + timedelta(minutes=30 * i)).isoformat(), "speed_kmh": 20.0}
+        for i, fix in enumerate(drive("REP1A11", start, (-23.5, -46.6), 3 * 48 + 1))
+    ]
+    for i in range(0, len(buffered), 100):
+        status, answer = await hook(client, trigger, buffered[i : i + 100])
+        assert status == 200 and answer["summary"]["failed"] == 0, answer
+    await fold(client)
+    assert await events(client, "vehicle.maintenance.due") == []
 
 
 # -- a live fix dated ahead ---------------------------------------------------------------------

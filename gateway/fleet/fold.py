@@ -1183,7 +1183,7 @@ class _VehicleRun:
         if doc.get("odometer_km"):  # (a device odometer of 0 is no value: "unknown")
             self._rebaseline(float(doc["odometer_km"]), "device", point.t, "device")
         self._cross_fences(point)
-        self._check_plans(point.t)
+        self._check_plans(point.t, received)
         self._position_event(point, doc)
 
     def finish(self) -> None:
@@ -1288,7 +1288,10 @@ class _VehicleRun:
                 self._emit(kind, crossing.at, f"{fence.id}|{_iso(crossing.at)}", detail)
         self.state = _with(self.state, fences=fences)
 
-    def _check_plans(self, at: datetime) -> None:
+    def _check_plans(self, at: datetime, received: datetime | None = None) -> None:
+        """The plans at `at`; `received`: when the fold received the fix evaluating them (a
+        plan first seeing the vehicle through it starts its time base no earlier:
+        `maintenance.step`)."""
         odometer_set, self._odometer_set = self._odometer_set, False
         if not self._plans and not self.state.plans:
             return
@@ -1302,7 +1305,9 @@ class _VehicleRun:
         for plan in self._plans:
             current = plans.get(plan.id)
             before = None if current is None else PlanState.from_doc(current)
-            after, dues = maintenance.step(plan, before, km, at, odometer_set=odometer_set)
+            after, dues = maintenance.step(
+                plan, before, km, at, odometer_set=odometer_set, received_at=received
+            )
             plans[plan.id] = after.to_doc()
             for due in dues:
                 due_km = None if due.due_km is None else round(due.due_km, 3)
