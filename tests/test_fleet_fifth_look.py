@@ -628,3 +628,41 @@ async def test_one_live_fix_dated_ahead_makes_no_later_live_fix_late(client: Cli
     last_three = [datetime.fromisoformat(f["time"]) for f in sent[-3:]]
     sampled = [e["occurred_at"] for e in await events(client, "vehicle.position")]
     assert any(at in last_three for at in sampled), sampled
+
+
+async def test_a_live_fix_dated_ahead_that_starts_a_dwell_dates_the_exit_when_it_arrived(
+    client: Client,
+) -> None:
+    """An authorized circle of 140 m with a dwell of 5 s; a vehicle drives out at 108 km/h,
+    a fix a second, each posted as it is recorded (the device's clock a little ahead of the
+    gateway's, credited step by step). The first fix clearly outside is dated 240 s ahead
+    (a record stamped by a drifting RTC, within the 300 s tolerance). The dwell starts, and
+    the exit is dated and placed, at that fix as it arrived: the exit is confirmed 5 s
+    later. Before, the dwell started at its wrong time: the later, right fixes were all
+    before it, and the exit came only once live fixes passed it plus the dwell (4 minutes
+    on), dated there."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "DWL1A11")
+    fence = {"lat": -23.5, "lon": -46.6, "radius_m": 140}
+    body = {
+        "name": "Garagem",
+        "kind": "authorized",
+        "vehicles": ["DWL1A11"],
+        "circle": fence,
+        "dwell_seconds": 5,
+    }
+    response = await client.post("/api/v1/geofences", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    start = datetime.now(UTC).replace(microsecond=0)
+    sent = []
+    for i in range(16):  # the first clearly outside (140 m + 25 m margin + 3 m): the sixth
+        lat, lon = tracks.destination(-23.5, -46.6, 90, 30 * i)
+        t = start + timedelta(seconds=i + (240 if i == 6 else 0))
+        fix = {"plate": "DWL1A11", "time": t.isoformat(), "lat": lat, "lon": lon}
+        await post_folding(client, trigger, [{**fix, "speed_kmh": 108.0, "accuracy_m": 3.0}], 1)
+        sent.append(fix)
+    assert [f["rejected"] for f in await whole_track(client, "DWL1A11")] == [None] * 16
+    [exit_] = await events(client, "vehicle.geofence.exited")
+    crossed = exit_["detail"]["occurred_at"]
+    assert start < crossed < start + timedelta(seconds=30), (start, crossed)
+    assert exit_["detail"]["position"] == {"lat": sent[6]["lat"], "lon": sent[6]["lon"]}
