@@ -548,7 +548,8 @@ async def test_an_odometer_given_after_a_few_gps_km_announces_nothing_behind_it(
 async def test_a_time_plan_evaluated_at_the_clock_then_by_buffered_fixes_announces_each_day_once(
     client: Client,
 ) -> None:
-    """A daily inspection plan first sees a vehicle at a fix of 3 days and 2 hours ago; the
+    """A daily inspection plan counts from a service recorded 3 days and 2 hours ago, and first
+    sees the vehicle at a fix of that time; the
     fold's hourly tick evaluates it now (day 3 due); then the tracker's fixes buffered since
     (one every 10 minutes, in order, all newer than its last position) are folded in device
     time. They find nothing new by time: the plan's clock is at the tick. Before, the fix at
@@ -559,6 +560,9 @@ async def test_a_time_plan_evaluated_at_the_clock_then_by_buffered_fixes_announc
     await new_vehicle(client, "DAY1A11")
     now = datetime.now(UTC).replace(microsecond=0)
     start = now - timedelta(days=3, hours=2)
+    path = "/api/v1/entities/vehicle/DAY1A11/services"
+    response = await client.post(path, json={"at": start.isoformat()}, headers=auth())
+    assert response.status == 202, await response.text()
     here = {"plate": "DAY1A11", "lat": -23.5, "lon": -46.6, "speed_kmh": 0.0}
     await post_folding(client, trigger, [{**here, "time": start.isoformat()}], 1)
     services = client.app[services_key]
@@ -571,6 +575,35 @@ async def test_a_time_plan_evaluated_at_the_clock_then_by_buffered_fixes_announc
     await post_folding(client, trigger, buffered, 250)
     dues = [e["detail"]["due_at"] for e in await events(client, "vehicle.maintenance.due")]
     assert dues == [start + timedelta(days=3)]
+
+
+@pytest.mark.parametrize("odometer", [None, 50_000])
+async def test_a_daily_plan_first_seeing_a_new_vehicle_through_its_buffered_fixes_announces_none(
+    client: Client, odometer: int | None
+) -> None:
+    """A daily inspection plan; a vehicle registered now (with an odometer or without), then
+    its tracker's fixes of the last 3 days, one every 30 min, in batches of 100 (the replay
+    docs/fleet.md recommends once the vehicle exists, or a tracker back after 3 days out of
+    coverage), folded before anything else evaluated the plan. The plan saw the vehicle now:
+    no `due` for the days before. Before, its time base was the first fix's date and the
+    upload announced a `due` per day (three at once), and none when the registration's
+    reading or the hourly tick reached the fold first."""
+    await create_plan(client, name="Vistoria", every_days=1)
+    trigger = await create_position_trigger(client)
+    body = {"plate": "REP1A11"} if odometer is None else {"plate": "REP1A11", "odometer_km": 50_000}
+    response = await client.post("/api/v1/entities/vehicle", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(days=3, minutes=10)
+    buffered = [
+        {**fix, "time": (start + timedelta(minutes=30 * i)).isoformat(), "speed_kmh": 20.0}
+        for i, fix in enumerate(drive("REP1A11", start, (-23.5, -46.6), 3 * 48 + 1))
+    ]
+    for i in range(0, len(buffered), 100):
+        status, answer = await hook(client, trigger, buffered[i : i + 100])
+        assert status == 200 and answer["summary"]["failed"] == 0, answer
+    await fold(client)
+    assert await events(client, "vehicle.maintenance.due") == []
 
 
 # -- a live fix dated ahead ---------------------------------------------------------------------
@@ -637,3 +670,41 @@ async def test_a_plan_of_a_group_applies_to_its_vehicles_whichever_unicode_form_
             await fold(client)
     due = await events(client, "vehicle.maintenance.due")
     assert sorted(e["data"]["plate"] for e in due) == ["NFC1234", "NFD1234"]
+
+
+async def test_a_live_fix_dated_ahead_that_starts_a_dwell_dates_the_exit_when_it_arrived(
+    client: Client,
+) -> None:
+    """An authorized circle of 140 m with a dwell of 5 s; a vehicle drives out at 108 km/h,
+    a fix a second, each posted as it is recorded (the device's clock a little ahead of the
+    gateway's, credited step by step). The first fix clearly outside is dated 240 s ahead
+    (a record stamped by a drifting RTC, within the 300 s tolerance). The dwell starts, and
+    the exit is dated and placed, at that fix as it arrived: the exit is confirmed 5 s
+    later. Before, the dwell started at its wrong time: the later, right fixes were all
+    before it, and the exit came only once live fixes passed it plus the dwell (4 minutes
+    on), dated there."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "DWL1A11")
+    fence = {"lat": -23.5, "lon": -46.6, "radius_m": 140}
+    body = {
+        "name": "Garagem",
+        "kind": "authorized",
+        "vehicles": ["DWL1A11"],
+        "circle": fence,
+        "dwell_seconds": 5,
+    }
+    response = await client.post("/api/v1/geofences", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    start = datetime.now(UTC).replace(microsecond=0)
+    sent = []
+    for i in range(16):  # the first clearly outside (140 m + 25 m margin + 3 m): the sixth
+        lat, lon = tracks.destination(-23.5, -46.6, 90, 30 * i)
+        t = start + timedelta(seconds=i + (240 if i == 6 else 0))
+        fix = {"plate": "DWL1A11", "time": t.isoformat(), "lat": lat, "lon": lon}
+        await post_folding(client, trigger, [{**fix, "speed_kmh": 108.0, "accuracy_m": 3.0}], 1)
+        sent.append(fix)
+    assert [f["rejected"] for f in await whole_track(client, "DWL1A11")] == [None] * 16
+    [exit_] = await events(client, "vehicle.geofence.exited")
+    crossed = exit_["detail"]["occurred_at"]
+    assert start < crossed < start + timedelta(seconds=30), (start, crossed)
+    assert exit_["detail"]["position"] == {"lat": sent[6]["lat"], "lon": sent[6]["lon"]}

@@ -75,6 +75,30 @@ def test_the_first_reading_sets_the_state_without_announcing_the_past() -> None:
     assert [(d.kind, d.due_km) for d in found] == [("due_soon", 60_000), ("due", 60_000)]
 
 
+def test_a_plan_first_seeing_a_vehicle_through_an_old_fix_counts_time_from_its_receipt() -> None:
+    """A daily plan first evaluated by a fix of 3 days ago received now (a buffered upload, a
+    replay of kept fixes), then by the upload's later fixes, one every 30 min: nothing is
+    announced for the days before the plan saw the vehicle; its first day is a day after
+    the receipt. Before, its time base was the first fix's date, and each later fix of the
+    upload crossed a day: three `due`s at once (none when a reading or the tick had
+    evaluated the plan first)."""
+    plan = Plan(id="p", name="daily inspection", every_km=None, every_days=1)
+    received = T0 + timedelta(days=3)
+    state: PlanState | None = None
+    found: list[Due] = []
+    for half_hours in range(3 * 48 + 1):
+        at = T0 + timedelta(minutes=30 * half_hours)
+        state, dues = step(plan, state, 50_000, at, received_at=received)
+        found += dues
+    assert found == []
+    assert state is not None and state.started_at == received
+    _, dues = step(plan, state, 50_000, received + timedelta(days=1, minutes=1))
+    assert dues == [Due("due", None, received + timedelta(days=1), "time")]
+    # a live fix (received as it is dated, or before: a device clock ahead) is its own time
+    live, _ = step(plan, None, 50_000, T0, received_at=T0 - timedelta(seconds=2))
+    assert live.started_at == T0
+
+
 def test_start_km_moves_the_cycles() -> None:
     plan = Plan(id="p", name="tyres", every_km=10_000, start_km=5_000)
     _, found = drive(plan, [0, 10_000, 14_999, 15_000])

@@ -129,6 +129,66 @@ def test_a_parked_vehicle_with_gps_drift_gains_almost_nothing() -> None:
         assert all(v.accepted for v in folder.verdicts)
 
 
+def wander(
+    n: int, every_s: float, error68_m: float, accuracy_m: float | None, rho: float, seed: int
+) -> list[TrackPoint]:
+    """A receiver standing still: `n` fixes `every_s` apart whose error is Gaussian, 68%
+    within `error68_m` (what an honest accuracy means), correlated `rho` fix to fix (a
+    slowly wandering fix indoors), reporting `accuracy_m` and no speed."""
+    rng = random.Random(seed)
+    sigma = error68_m / math.sqrt(-2 * math.log(0.32))
+    lat0, lon0 = -23.5505, -46.6333
+    east = north = 0.0
+    fixes = []
+    for i in range(n):
+        east = rho * east + math.sqrt(1 - rho * rho) * rng.gauss(0, sigma)
+        north = rho * north + math.sqrt(1 - rho * rho) * rng.gauss(0, sigma)
+        lat = lat0 + north / 111_320.0
+        lon = lon0 + east / (111_320.0 * math.cos(math.radians(lat0)))
+        fixes.append(TrackPoint(START + timedelta(seconds=every_s * i), lat, lon, accuracy_m))
+    return fixes
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_parked_phone_reporting_its_accuracy_but_no_speed_gains_nothing(seed: int) -> None:
+    """A phone parked indoors overnight (iOS's speed -1, left out by the phone mappings) with
+    an honest accuracy of 25, 40 or 65 m, a fix every 2 min; or 65 m every 10 s wandering
+    slowly. Without a speed, a fix is standing still when it is within a standing vehicle's
+    drift (50 m, or 2.5 times the two radii) of where the vehicle was 30 s before, as a fix
+    that says 0 km/h must be to count. Before, that was 50 m whatever the accuracy: most
+    pairs of such fixes are farther apart, each was judged moving and moved the anchor
+    beyond the two radii alone (+0.3 to +4.3 km a night)."""
+    nights = [wander(8 * 30, 120, acc, acc, 0.0, seed) for acc in (25.0, 40.0, 65.0)]
+    nights.append(wander(8 * 360, 10, 65.0, 65.0, 0.95, seed))
+    for fixes in nights:
+        folder = Folder()
+        folder.fold(fixes)
+        assert all(v.accepted for v in folder.verdicts)
+        assert folder.metres == 0, (fixes[0].accuracy_m, fixes[1].t - fixes[0].t)
+
+
+@pytest.mark.parametrize("every_s", [0.5, 0.2])
+def test_a_vehicle_idling_with_fixes_faster_than_a_second_and_no_speed_gains_nothing(
+    every_s: float,
+) -> None:
+    """A 2 Hz or 5 Hz logger idling 20 minutes, reporting neither speed nor accuracy, its fix
+    wandering (68% within 10 m, correlated 0.95 fix to fix, or afresh each fix). Once it has
+    stood a minute (the first 30 s of a stop are judged by the accuracy rule alone), nothing
+    more is counted: the look-back to where the vehicle was 30 s before is kept by time (a
+    dozen points in the state), not among the 32 newest fixes, which at 2 Hz span 16 s:
+    no fix was that old, every fix was judged moving (+1.4 km an hour at 2 Hz)."""
+    for rho in (0.95, 0.0):
+        fixes = wander(int(1200 / every_s), every_s, 10.0, None, rho, seed=5)
+        first, rest = fixes[: int(60 / every_s)], fixes[int(60 / every_s) :]
+        folder = Folder()
+        folder.fold(first)
+        stood = folder.metres
+        folder.fold(rest)
+        assert folder.metres == stood, rho
+        assert len(folder.state.trail) <= 12
+        assert VehicleState.from_doc(folder.state.to_doc()) == folder.state
+
+
 def test_a_reading_rebaselines_and_distance_goes_on_from_it() -> None:
     points = route_points()[:200]
     folder = Folder()
@@ -244,8 +304,8 @@ def test_the_state_survives_its_document() -> None:
 # What a fix in order moves in the state (`fold_fix` names every field it builds the next
 # state from; the rest it carries as it was).
 MOVED_IN_ORDER = {
-    "last", "last_detail", "anchor", "odometer_km", "suspects", "recent", "step_from",
-    "step_km", "prior_from", "prior_km", "present", "lead_s",
+    "last", "last_detail", "anchor", "odometer_km", "suspects", "recent", "trail",
+    "step_from", "step_km", "prior_from", "prior_km", "present", "lead_s",
 }  # fmt: skip
 
 

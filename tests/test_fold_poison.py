@@ -67,10 +67,10 @@ def _poison(monkeypatch: pytest.MonkeyPatch, vehicle: str, error: Exception) -> 
     """The maintenance rule raises for one vehicle only (the others run it as ever)."""
     check = fold_module._VehicleRun._check_plans
 
-    def failing(run: Any, at: datetime) -> None:
+    def failing(run: Any, at: datetime, received: datetime | None = None) -> None:
         if run._pass.key[1] == vehicle:
             raise error
-        check(run, at)
+        check(run, at, received)
 
     monkeypatch.setattr(fold_module._VehicleRun, "_check_plans", failing)
 

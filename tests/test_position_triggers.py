@@ -18,6 +18,7 @@ from tests.triggers_support import (
     Client,
     bearer,
     create_position_trigger,
+    create_trigger,
     hook,
     upload_mapping,
     upload_shipped,
@@ -211,6 +212,49 @@ async def test_a_fix_finds_its_vehicle_by_a_tracker_id_past_twenty_partner_ids(
         f"/hooks/{trigger['id']}?tracker_id=dev-78", headers=bearer(trigger)
     )
     assert response.status == 200, await response.text()
+
+
+async def test_a_traccar_unit_is_found_by_its_tracker_id_before_its_device_name(
+    client: Client,
+) -> None:
+    """The shipped `traccar-position` finds the vehicle as `traccar-event` does (docs/
+    partners.md "Which vehicle an event is"): the one that carries the device's uniqueId,
+    whatever the device is named. A unit named by the fleet's own scheme (`VAN0012`, a valid
+    old-format plate no vehicle has) is not refused as an unknown plate, and a unit moved to
+    another truck without renaming it (still named after the old truck's plate, its id
+    given to the new one) writes its fixes on the new truck, where its events go; a device
+    whose id no vehicle carries is found by its name."""
+    await upload_shipped(client, "traccar-position")
+    await upload_shipped(client, "traccar-event")
+    trigger = await position_trigger(client, mapping="traccar-position")
+    events = await create_trigger(client, name="traccar-events", mapping="traccar-event")
+    van = await vehicle(client, plate="RIO2B34", attributes={"tracker_id": "358240051111110"})
+    await vehicle(client, plate="ABC1D23")  # the truck the unit came from
+    new = await vehicle(client, plate="XYZ9A87", attributes={"tracker_id": "358240052222220"})
+    await vehicle(client, plate="QWE4R56")  # registered by plate alone
+    now = datetime.now(UTC).replace(microsecond=0)
+    forward = json.loads((PAYLOADS / "traccar_position_forward.json").read_text())
+    event = json.loads((PAYLOADS / "traccar_event_forward_geofence_exit.json").read_text())
+    for n, (name, unique_id, expected) in enumerate(
+        [
+            ("VAN0012", "358240051111110", van),
+            ("ABC-1D23", "358240052222220", new),
+            ("QWE4R56", "358240053333330", None),
+        ]
+    ):
+        when = (now - timedelta(seconds=30 - n)).isoformat()
+        forward["device"].update(name=name, uniqueId=unique_id)
+        forward["position"].update(fixTime=when, deviceTime=when)
+        status, answer = await hook(client, trigger, forward)
+        assert status == 201, answer
+        plate = "QWE4R56" if expected is None else expected["plate"]
+        assert answer["vehicle"]["plate"] == plate, (name, answer)
+        event["device"].update(name=name, uniqueId=unique_id)
+        event["event"]["id"] = 1000 + n
+        event["position"].update(fixTime=when, deviceTime=when)
+        status, written = await hook(client, events, event)
+        assert status == 200 and written["key"] == plate, (name, written)
+    assert (await track(client))["items"] == []  # the old truck has none of them
 
 
 async def test_an_unknown_vehicle_is_refused_kept_and_replays_once_it_exists(

@@ -1,7 +1,8 @@
 """Use case: fixes appended to their vehicles' tracks (SPEC §6 "append").
 
-    for each item:  parse the canonical fix (fix.py) → resolve its vehicle (plate or
-                    tracker id → the vehicle entity's id; cached briefly)
+    for each item:  parse the canonical fix (fix.py) → resolve its vehicle (the one that
+                    carries its tracker id, else its plate → the vehicle entity's id;
+                    cached briefly)
     then:           every vehicle's fixes to the store at once (store/positions.py
                     `PositionStore.append_batch`: the fixes in the next insert round, one
                     journaled `insert_many` for every request in flight) → outcome per
@@ -32,7 +33,7 @@ from gateway.metrics import Metrics
 from gateway.store import Store
 
 VEHICLE_CACHE_SECONDS: Final = 30.0
-"""How long a resolved plate or tracker id is trusted (a re-assigned tracker takes this long;
+"""How long a resolved tracker id and plate are trusted (a re-assigned tracker takes this long;
 an unknown one is never cached, so a vehicle created now takes fixes at once). At 1,000
 vehicles a shorter time made a vehicle lookup of most fixes."""
 _MAX_CACHED: Final = 20_000
@@ -96,7 +97,8 @@ class PositionAppender:
         self._entities = entities
         self._metrics = metrics
         self._clock = clock
-        self._vehicles: dict[tuple[str, str, str], tuple[float, Vehicle]] = {}
+        # (tenant, tracker id, plate) → until when, and the vehicle they resolved to
+        self._vehicles: dict[tuple[str, str | int | None, str | None], tuple[float, Vehicle]] = {}
         store.positions.inserts.on_finished = self._handed
         entities.on_deleted.append(self._forget)
 
@@ -174,37 +176,40 @@ class PositionAppender:
         return Vehicle(str(found[0]["_id"]), found[0]["data"].get("plate"))
 
     async def _vehicle(self, tenant: str, fix: Fix) -> Vehicle:
-        if fix.plate is not None:
-            by, value = "plate", fix.plate
-        else:
-            by, value = "tracker_id", str(fix.tracker_id)
-        key = (tenant, by, value)
+        key = (tenant, fix.tracker_id, fix.plate)
         now = self._clock()
         cached = self._vehicles.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        found = await self._resolve(tenant, fix, by)
+        found = await self._resolve(tenant, fix)
         if len(self._vehicles) >= _MAX_CACHED:
             self._vehicles.pop(next(iter(self._vehicles)))
         self._vehicles[key] = (now + VEHICLE_CACHE_SECONDS, found)
         return found
 
-    async def _resolve(self, tenant: str, fix: Fix, by: str) -> Vehicle:
-        if fix.plate is not None:
-            try:
-                doc = await self._entities.get(tenant, "vehicle", fix.plate)
-            except NotFound:
-                raise _unknown("plate", fix.plate) from None
-            return Vehicle(str(doc["_id"]), doc["data"].get("plate"))
-        filters = {"attributes.tracker_id": fix.tracker_id}
-        found = await self._entities.find(tenant, "vehicle", filters, after=None, limit=2)
-        if not found:
+    async def _resolve(self, tenant: str, fix: Fix) -> Vehicle:
+        """The vehicle as the event mappings find it (`key: {first_of: [attributes.tracker_id,
+        plate]}`, docs/partners.md "Which vehicle an event is"): the one that carries the
+        fix's tracker id, whatever the device is named (a unit moved to another truck without
+        renaming it, a fleet naming its units `VAN0012`); only a tracker id no vehicle carries
+        (or none) falls through to the plate. One tracker's fixes and events land on one
+        vehicle."""
+        if fix.tracker_id is not None:
+            filters = {"attributes.tracker_id": fix.tracker_id}
+            found = await self._entities.find(tenant, "vehicle", filters, after=None, limit=2)
+            if len(found) > 1:
+                message = f"/tracker_id: more than one vehicle has tracker id {fix.tracker_id!r}"
+                problem = FieldProblem("/tracker_id", message, "ambiguous_vehicle")
+                raise InvalidPayload(message, [problem], reason="entity")
+            if found:
+                return Vehicle(str(found[0]["_id"]), found[0]["data"].get("plate"))
+        if fix.plate is None:
             raise _unknown("tracker_id", fix.tracker_id)
-        if len(found) > 1:
-            message = f"/tracker_id: more than one vehicle has tracker id {fix.tracker_id!r}"
-            problem = FieldProblem("/tracker_id", message, "ambiguous_vehicle")
-            raise InvalidPayload(message, [problem], reason="entity")
-        return Vehicle(str(found[0]["_id"]), found[0]["data"].get("plate"))
+        try:
+            doc = await self._entities.get(tenant, "vehicle", fix.plate)
+        except NotFound:
+            raise _unknown("plate", fix.plate) from None
+        return Vehicle(str(doc["_id"]), doc["data"].get("plate"))
 
 
 def _stored(fix: Fix) -> dict[str, Any]:

@@ -60,7 +60,8 @@ _RANGES: Final[Mapping[str, tuple[float, float]]] = {
 
 @dataclass(frozen=True, slots=True)
 class Fix:
-    """One valid fix. `plate` or `tracker_id` names the vehicle (the plate wins if both)."""
+    """One valid fix. `plate` or `tracker_id` names the vehicle (with both, the vehicle that
+    carries the tracker id; the plate's when none does: `append.PositionAppender._resolve`)."""
 
     plate: str | None
     tracker_id: str | int | None

@@ -1179,14 +1179,15 @@ class _VehicleRun:
                 self.track.append(point)
         if verdict.late:
             self._detoured = self._detoured or verdict.added_km > 0
-            self._position_event(point, doc)  # for the subscriptions that sample nothing
+            self._position_event(point, doc, point.t)  # for those that sample nothing
             return
         self._moved = True
         if doc.get("odometer_km"):  # (a device odometer of 0 is no value: "unknown")
             self._rebaseline(float(doc["odometer_km"]), "device", point.t, "device")
-        self._cross_fences(point)
-        self._check_plans(point.t)
-        self._position_event(point, doc)
+        at = self._present(point)
+        self._cross_fences(point, at)
+        self._check_plans(at, received)
+        self._position_event(point, doc, at)
 
     def finish(self) -> None:
         """The vehicle's new last position and odometer, for its entity."""
@@ -1266,7 +1267,17 @@ class _VehicleRun:
         self._rejected_runs[reason] = detail
         self._emit(REJECTED_EVENT, received, f"{reason}|{_iso(point.t)}", detail)
 
-    def _cross_fences(self, point: TrackPoint) -> None:
+    def _present(self, point: TrackPoint) -> datetime:
+        """When the fold takes a fix in order (the last position now) to have been recorded:
+        its time, but for one dated further ahead of its arrival than the vehicle's clock is
+        credited with (`state._clock`), its arrival plus that credit. A fence's dwell starts,
+        and a crossing is dated, at it; the plans and the sampling of `vehicle.position`
+        count time by it: one fix dated 240 s ahead neither holds an exit back until the live
+        fixes pass its time (plus the dwell), nor dates it there."""
+        present = self.state.present
+        return point.t if present is None or present > point.t else present
+
+    def _cross_fences(self, point: TrackPoint, at: datetime) -> None:
         if not self._fences and not self.state.fences:
             return  # (no state to copy for each fix of a vehicle no geofence applies to)
         # Only the fences that apply now keep a state (a deleted one's goes with it).
@@ -1275,7 +1286,7 @@ class _VehicleRun:
             current = fences.get(fence.id)
             before = None if current is None else FenceState.from_doc(current)
             after, crossing = geofences.step(
-                fence, before, point.lat, point.lon, point.accuracy_m, point.t
+                fence, before, point.lat, point.lon, point.accuracy_m, at
             )
             fences[fence.id] = after.to_doc()
             if crossing is not None:
@@ -1290,7 +1301,10 @@ class _VehicleRun:
                 self._emit(kind, crossing.at, f"{fence.id}|{_iso(crossing.at)}", detail)
         self.state = _with(self.state, fences=fences)
 
-    def _check_plans(self, at: datetime) -> None:
+    def _check_plans(self, at: datetime, received: datetime | None = None) -> None:
+        """The plans at `at`; `received`: when the fold received the fix evaluating them (a
+        plan first seeing the vehicle through it starts its time base no earlier:
+        `maintenance.step`)."""
         odometer_set, self._odometer_set = self._odometer_set, False
         if not self._plans and not self.state.plans:
             return
@@ -1304,7 +1318,9 @@ class _VehicleRun:
         for plan in self._plans:
             current = plans.get(plan.id)
             before = None if current is None else PlanState.from_doc(current)
-            after, dues = maintenance.step(plan, before, km, at, odometer_set=odometer_set)
+            after, dues = maintenance.step(
+                plan, before, km, at, odometer_set=odometer_set, received_at=received
+            )
             plans[plan.id] = after.to_doc()
             for due in dues:
                 due_km = None if due.due_km is None else round(due.due_km, 3)
@@ -1322,14 +1338,13 @@ class _VehicleRun:
                 self._emit(f"vehicle.maintenance.{due.kind}", at, which, detail)
         self.state = _with(self.state, plans=plans)
 
-    def _position_event(self, point: TrackPoint, doc: Doc) -> None:
+    def _position_event(self, point: TrackPoint, doc: Doc, at: datetime) -> None:
+        """`vehicle.position` to the listeners due, sampled at `at`: the fix's time, or for one
+        dated ahead of its arrival the present (`_present`: it holds the sampling back no
+        further than it holds late fixes)."""
         if not self._listeners:
             return
         sent = dict(self.state.position_sent)
-        # Sampled by device time, up to the present: a fix dated ahead of its arrival
-        # (`state._clock`) holds the sampling back no further than it holds late fixes.
-        present = self.state.present
-        at = point.t if present is None or present > point.t else present
         due = [
             listener.id
             for listener in self._listeners

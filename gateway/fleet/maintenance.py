@@ -1,7 +1,8 @@
 """Maintenance plans, pure: when a vehicle's next service is due, and the announcements.
 
 A plan counts services from a base: the last recorded service (its km and time), or, before
-any, the plan's `start_km` and the moment the plan first saw the vehicle. Distance and time
+any, the plan's `start_km` and the moment the plan first saw the vehicle (not before the fold
+received what it saw it by: `step`). Distance and time
 count their own cycles, each from its own base: by distance at `base_km + n·every_km`, by
 time at `base_at + m·every_days`, whichever the vehicle reaches first (a plan has either
 interval or both: an annual inspection is `every_days` alone, its `due_km` None); `due_soon`
@@ -87,7 +88,8 @@ class PlanState:
     last_service_km: float | None = None
     last_service_at: datetime | None = None
     notified: Mapping[str, float] = field(default_factory=dict)
-    started_at: datetime | None = None  # when the plan first saw the vehicle (time base)
+    # When the plan first saw the vehicle (time base): not before the fold received it (`step`).
+    started_at: datetime | None = None
     seen_km: float | None = None  # the last odometer the plan saw
     # Whether `notified` keeps distance and time apart (`step`): false in a state kept before.
     apart: bool = False
@@ -147,6 +149,7 @@ def step(
     now: datetime,
     *,
     odometer_set: bool = False,
+    received_at: datetime | None = None,
 ) -> tuple[PlanState, list[Due]]:
     """The state after reading the odometer at `now`, and what to announce (the `due`s of
     the km multiples the step crossed, or one by time; then at most one `due_soon`).
@@ -170,14 +173,23 @@ def step(
     device time after the hourly tick, a reading or a service evaluated it at the wall clock)
     measures time at that later one, and finds nothing new by time. Measured at its own
     date, it took the cycle announced then for a glitch a cycle ahead and announced it again,
-    after the ones before it."""
+    after the ones before it.
+
+    The plan's time base, before any service, is when it first saw the vehicle: `now`, or
+    `received_at` (when the fold received what it evaluates, a fix's receipt) when that is
+    later. A first sighting through a fix days old (a tracker's buffered upload, kept fixes
+    replayed once their vehicle exists) does not start the cycles days back, where the same
+    upload's later fixes each crossed one: a daily plan announced a `due` for every day of it
+    when the upload reached the fold before anything else (a reading, the hourly tick) had
+    evaluated the plan, and none when something had."""
     first = state is None
     if state is not None and state.seen_at is not None and state.seen_at > now:
         now = state.seen_at
+    first_seen = now if received_at is None or received_at < now else received_at
     if state is None:
-        state = PlanState(started_at=now)
+        state = PlanState(started_at=first_seen)
     elif state.started_at is None:
-        state = replace(state, started_at=now)
+        state = replace(state, started_at=first_seen)
     known = _known(odometer_km)
     # What is already behind the vehicle on a measure's first check: kept, not announced.
     quiet: dict[DueReason, bool] = {

@@ -5,7 +5,8 @@ mean Earth radius, IUGG). GPS jitter is left out: a fix adds distance only when 
 farther from the last counted fix (the anchor) than the two fixes' accuracy radii together
 (at least `jitter_min_m`), that is when the move cannot be noise; the anchor stays put
 until then, so slow real movement still counts once it adds up. A fix that may be standing
-still (a reported speed under `still_kmh`, or no speed at all) must be farther than
+still (a reported speed under `still_kmh`; or, reporting none, within a standing vehicle's
+drift of where the vehicle was `still_window_s` before: `is_still`) must be farther than
 `still_m` and than `STILL_RADII` (2.5) times the two radii: a stopped receiver's drift is
 often larger than the accuracy it reports, and a parked night, or an hour idling at a dock,
 must not add up. A late fix L that falls
@@ -126,13 +127,22 @@ class OdometerSettings:
 
 def is_still(fix: TrackPoint, history: Sequence[TrackPoint], settings: OdometerSettings) -> bool:
     """Whether `fix` may be standing still: its reported speed is under `still_kmh`; or,
-    reporting none, it is within `still_m` of where the vehicle was `still_window_s` before
-    (the newest fix of `history`, oldest first, at least that much older): a stopped
-    receiver's drift stays within metres, a vehicle on its way is far from where it was."""
+    reporting none, it is within a standing vehicle's drift (`jitter_m` of a still fix:
+    `still_m`, or `STILL_RADII` times the two accuracy radii when that is more) of where the
+    vehicle was `still_window_s` before (the newest fix of `history`, oldest first, at least
+    that much older: `state.VehicleState.trail` keeps one however often the fixes come). A
+    stopped receiver's drift stays within it, a vehicle on its way is far from where it was.
+    The same drift the count asks of a still fix: a parked phone's honest 25-65 m fixes are
+    more than 50 m apart in a large share of pairs, and judged moving by a fixed 50 m they
+    needed only the two radii to move the anchor (0.2-2.7 km a night)."""
     if fix.speed_kmh is not None:
         return fix.speed_kmh < settings.still_kmh
-    older = [p for p in history if (fix.t - p.t).total_seconds() >= settings.still_window_s]
-    return bool(older) and fix.distance_m(older[-1]) <= settings.still_m
+    window, older = settings.still_window_s, None
+    for point in history:  # (oldest first: the trail holds one or two that old)
+        if (fix.t - point.t).total_seconds() < window:
+            break
+        older = point
+    return older is not None and fix.distance_m(older) <= jitter_m(older, fix, settings, still=True)
 
 
 def jitter_m(
@@ -152,8 +162,9 @@ def step_m(
     settings: OdometerSettings,
     history: Sequence[TrackPoint] = (),
 ) -> float | None:
-    """The distance `fix` adds after `anchor` (the last counted fix; `history`: the fixes
-    before it, oldest first); None when the move is within the jitter (the anchor stays)."""
+    """The distance `fix` adds after `anchor` (the last counted fix; `history`: where the
+    vehicle was before, oldest first, `VehicleState.trail`); None when the move is within the
+    jitter (the anchor stays)."""
     distance = anchor.distance_m(fix)
     still = is_still(fix, history, settings)
     return distance if distance > jitter_m(anchor, fix, settings, still=still) else None

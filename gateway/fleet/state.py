@@ -28,6 +28,11 @@ DETAIL_FIELDS = ("speed_kmh", "heading", "ignition")
 # The newest accepted fixes kept in the state: a late fix newer than the oldest of them finds
 # its neighbours there, without a query (fixes arrive out of order by seconds, not hours).
 RECENT = 32
+# Where the vehicle was over the last `still_window_s` (`VehicleState.trail`): a fix kept
+# every `still_window_s / TRAIL_STEPS` at most, so a dozen points span the window however
+# often the fixes come (the 32 newest fixes spanned 16 s at 2 Hz, 6 s at 5 Hz: no fix was
+# that old, and every fix without a speed was judged moving).
+TRAIL_STEPS = 10
 # How far a device odometer may stray from the count beyond what the GPS count explains (the
 # GPS count between two device values is a little off), and two device values from each other
 # beyond what the vehicle could drive between them.
@@ -71,6 +76,10 @@ class VehicleState:
     fences: dict[str, Any] = field(default_factory=dict)
     plans: dict[str, Any] = field(default_factory=dict)
     recent: tuple[TrackPoint, ...] = ()  # the newest accepted fixes, oldest first
+    # Where the vehicle was over the last `still_window_s`, oldest first: accepted fixes in
+    # order, one every `still_window_s / TRAIL_STEPS` at most, from the newest one at least
+    # `still_window_s` before the last position (`odometer.is_still`'s look-back: `_trail_with`).
+    trail: tuple[TrackPoint, ...] = ()
     # Device time of the last `vehicle.position` event, per subscription that asked for
     # them (each one's sampling).
     position_sent: dict[str, datetime] = field(default_factory=dict)
@@ -127,6 +136,7 @@ class VehicleState:
             "baseline": None if self.baseline is None else self.baseline.to_doc(),
             "suspects": [p.to_doc() for p in self.suspects],
             "recent": [p.to_doc() for p in self.recent],
+            "trail": [p.to_doc() for p in self.trail],
             "fences": self.fences,
             "plans": self.plans,
             "position_sent": self.position_sent,
@@ -156,6 +166,8 @@ class VehicleState:
             baseline=Baseline.from_doc(doc["baseline"]) if doc.get("baseline") else None,
             suspects=tuple(point(p) for p in doc.get("suspects") or ()),
             recent=tuple(point(p) for p in doc.get("recent") or ()),
+            # (a state kept before: the recent fixes, thinned by the next fixes)
+            trail=tuple(point(p) for p in doc.get("trail", doc.get("recent")) or ()),
             fences=dict(doc.get("fences") or {}),
             plans=dict(doc.get("plans") or {}),
             position_sent=dict(doc.get("position_sent") or {}),
@@ -193,6 +205,22 @@ def _recent_with(recent: tuple[TrackPoint, ...], fix: TrackPoint) -> tuple[Track
     if not recent or recent[-1].t <= fix.t:
         return (*recent[1 - RECENT :], fix) if len(recent) >= RECENT else (*recent, fix)
     return tuple(sorted((*recent, fix), key=lambda p: p.t)[-RECENT:])
+
+
+def _trail_with(
+    trail: tuple[TrackPoint, ...], fix: TrackPoint, odometer: OdometerSettings
+) -> tuple[TrackPoint, ...]:
+    """The trail once `fix` (accepted, in order) is the last position: `fix` joins it unless
+    it comes within `still_window_s / TRAIL_STEPS` of the trail's newest point, and the points
+    before the newest one at least `still_window_s` older than `fix` leave it."""
+    window = odometer.still_window_s
+    trail = _not_after(trail, fix)
+    if trail and (fix.t - trail[-1].t).total_seconds() < window / TRAIL_STEPS:
+        return trail
+    start = 0
+    while start + 1 < len(trail) and (fix.t - trail[start + 1].t).total_seconds() >= window:
+        start += 1
+    return (*trail[start:], fix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +296,7 @@ def fold_fix(
     if _double_spike(state, fix, odometer):
         taken = _take_back(state, fix, odometer, detail, reflections=2)
         return _moved_on(state, taken, received_at)
-    added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer, state.recent)
+    added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer, state.trail)
     anchor = state.anchor if state.anchor is not None and added_m is None else fix
     added = (added_m or 0.0) / 1000
     present, lead_s = _clock(state, fix, received_at)
@@ -284,6 +312,7 @@ def fold_fix(
         fences=state.fences,
         plans=state.plans,
         recent=_recent_with(_not_after(state.recent, fix), fix),
+        trail=_trail_with(state.trail, fix, odometer),
         position_sent=state.position_sent,
         step_from=state.anchor,
         step_km=(state.odometer_km, state.odometer_km + added),
@@ -320,12 +349,20 @@ def _clock(state: VehicleState, fix: TrackPoint, received_at: datetime) -> tuple
 
 
 def _not_after(recent: tuple[TrackPoint, ...], fix: TrackPoint) -> tuple[TrackPoint, ...]:
-    """The recent fixes without those dated after `fix`, a fix in order: a last position
-    dated ahead of its arrival that `fix` shows up (`_clock`) is no neighbour of a late fix at
-    its wrong time."""
+    """The recent fixes (or the trail) without those dated after `fix`, a fix in order: a last
+    position dated ahead of its arrival that `fix` shows up (`_clock`) is no neighbour of a
+    late fix at its wrong time, nor where the vehicle was then."""
     if not recent or recent[-1].t <= fix.t:
         return recent
     return tuple(p for p in recent if p.t <= fix.t)
+
+
+def _without(
+    trail: tuple[TrackPoint, ...], outliers: tuple[TrackPoint, ...]
+) -> tuple[TrackPoint, ...]:
+    """The trail without fixes refused after all (a spike, a lone outlier): not where the
+    vehicle was."""
+    return tuple(p for p in trail if p not in outliers)
 
 
 def _moved_on(
@@ -417,7 +454,8 @@ def _take_back(
         assert state.prior_from is not None and state.prior_km is not None  # `_double_spike`
         anchor, km, earlier = state.prior_from, state.prior_km[0], state.step_from
     recent = state.recent[:-reflections]
-    added_m = step_m(anchor, fix, odometer, recent)
+    trail = _without(state.trail, state.recent[-reflections:])
+    added_m = step_m(anchor, fix, odometer, trail)
     odometer_km = km + (added_m or 0.0) / 1000
     moved = replace(
         state,
@@ -428,6 +466,7 @@ def _take_back(
         held_km=state.shown_km,
         suspects=(),
         recent=recent,
+        trail=_trail_with(trail, fix, odometer),
         step_from=anchor,
         step_km=(km, odometer_km),
         prior_from=None,
@@ -512,14 +551,21 @@ def _suspect(
         and suspects[0].distance_m(recent[-2]) < suspects[0].distance_m(outlier)
     ):
         anchor, km = state.step_from, state.step_km[0]
-        added_m = step_m(anchor, fix, odometer, recent[:-1])
+        trail = _without(state.trail, (outlier,))
+        added_m = step_m(anchor, fix, odometer, trail)
         if added_m is not None:
             km, anchor = km + added_m / 1000, fix
         moved = replace(
-            moved, recent=recent[:-1], anchor=anchor, odometer_km=km, held_km=state.shown_km
+            moved,
+            recent=recent[:-1],
+            trail=_trail_with(trail, fix, odometer),
+            anchor=anchor,
+            odometer_km=km,
+            held_km=state.shown_km,
         )
         added = km - state.odometer_km
         return moved.remember(fix), Verdict(relocated=True, added_km=added, outlier=outlier)
+    moved = replace(moved, trail=_trail_with(state.trail, fix, odometer))
     return moved.remember(fix), Verdict(relocated=True)
 
 
