@@ -21,9 +21,12 @@ from gateway.clock import utcnow
 from gateway.errors import Conflict
 from gateway.store.client import Collection, translate_errors
 
-# What a turn's holder may take at most (a crashed holder's turn is free after it); the work
-# a turn covers is a few reads and a write.
-HOLD = timedelta(seconds=10)
+# What a turn's holder may take at most: the work a turn covers is a read and a write, done in
+# milliseconds. A turn its holder could not give back (the process died; the database failed
+# the write that took it, or the one giving it back, and applied it) is free after HOLD, shorter
+# than what a taker waits: a request retried after a fault waits for it, and is not told "busy".
+# A holder slower than HOLD (a database stalled that long) may see a taker start beside it.
+HOLD = timedelta(seconds=3)
 WAIT_SECONDS = 5.0
 
 
