@@ -43,6 +43,9 @@ def type_family(event_type: str) -> str:
 
 log = logging.getLogger(__name__)
 
+# An outbox the relay moved, with the ids of the entries it moved (`drain_outboxes`).
+Drain = tuple[Doc, list[Any]]
+
 # Called with each batch of relayed events before their outboxes are drained (the delivery
 # fan-out, `delivery/fanout.py`, creates their deliveries); returns how many it created.
 OnRelayed = Callable[[Sequence[Doc]], Awaitable[int]]
@@ -177,6 +180,8 @@ class EventRelay(ShardedJob):
             on_shards=metrics.relay_shards.set,
         )
         self._unparkable: list[Any] = []  # entities this process skips (see _park)
+        # The drains the database failed, with their events (see _settle).
+        self._in_doubt: list[tuple[Sequence[Drain], list[Doc]]] = []
 
     async def relay_once(self, shards: Items[int] | None = None) -> int:
         """Relay one batch of outboxes (of these relay shards; all when None), the longest
@@ -187,6 +192,7 @@ class EventRelay(ShardedJob):
         by an earlier relay that died before draining: deliveries have deterministic ids, so
         that re-creates nothing, and no event is left without its deliveries."""
         process = await self._store.server_process()
+        await self._settle()
         entities = await self._store.entities.pending_outboxes(
             self._batch, shards, self._unparkable
         )
@@ -258,7 +264,7 @@ class EventRelay(ShardedJob):
     async def _relay(self, entities: Sequence[Doc]) -> int:
         now = utcnow()
         events: list[Doc] = []
-        drained = []
+        drained: list[Drain] = []
         for entity in entities:
             entries = entity.get("outbox", [])
             events += [event_document(entity["tenant"], entity, entry, now) for entry in entries]
@@ -270,11 +276,43 @@ class EventRelay(ShardedJob):
             self._metrics.events_repeated.inc(len(repeats))
         await self._store.events.insert_many(events)
         await self._on_relayed(events)
-        await self._store.entities.drain_outboxes(drained)
+        try:
+            await self._store.entities.drain_outboxes(drained)
+        except Exception as exc:
+            if _database_failed(exc):
+                self._in_doubt.append((drained, events))
+            raise
+        self._count(events)
+        return len(events) or len(drained)
+
+    async def _settle(self) -> None:
+        """Finish the passes whose drain the database failed, before anything else: a
+        deadline passed, the connection broke, a write concern failed, and the drain may
+        have landed all the same (a stalled server applies what it had queued once it
+        resumes), so the next pass would find those outboxes empty and nobody would count
+        their events, the ones that waited longest. Their events are stored and their
+        deliveries created; the same drain again (idempotent: the outboxes of the same
+        `rev` go, otherwise only those entries) makes them drained whatever became of the
+        first, and then they are counted, once."""
+        while self._in_doubt:
+            drained, events = self._in_doubt[0]
+            try:
+                await self._store.entities.drain_outboxes(drained)
+            except Exception as exc:
+                if _database_failed(exc):
+                    raise  # still in doubt: the next pass tries again
+                # Refused: the pass handles these outboxes (stored, and counted, again).
+                log.error("drain of %d outboxes refused: %s", len(drained), exc)
+            else:
+                self._count(events)
+            del self._in_doubt[0]
+
+    def _count(self, events: Sequence[Doc]) -> None:
+        """Count relayed events and observe their lag (their `relayed_at` - `occurred_at`)."""
         for event in events:
             self._metrics.events_relayed.labels(type_family(event["type"])).inc()
-            self._metrics.relay_lag.observe((now - event["occurred_at"]).total_seconds())
-        return len(events) or len(drained)
+            lag = event["relayed_at"] - event["occurred_at"]
+            self._metrics.relay_lag.observe(lag.total_seconds())
 
     async def run_until_idle(
         self, shards: Items[int] | None = None, until: float = math.inf

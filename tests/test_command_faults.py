@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,9 +24,12 @@ import pytest
 from aiohttp import web
 from pymongo import AsyncMongoClient
 
+from gateway.doorbell import Doorbell
 from gateway.errors import StoreUnavailable
+from gateway.events import EventRelay
 from gateway.fleet.fold import FoldSettings
 from gateway.services import Services
+from gateway.store import Doc
 from gateway.web.state import services_key
 from tests.partner_double import (
     FakeClock,
@@ -386,6 +389,59 @@ async def test_the_relay_parks_nothing_on_a_database_fault_and_relays_once_it_is
     entities, events, deliveries = await stored(faults, services)
     assert [e.get("outbox") for e in entities] == [None, None]
     assert (events, deliveries) == (2, 2)
+
+
+def relay_counted(services: Services) -> tuple[float, float]:
+    """`gateway_events_relayed_total` (all families) and the relay lag histogram's count."""
+    relayed = lag = 0.0
+    for line in services.metrics.render().decode().splitlines():
+        if line.startswith("gateway_events_relayed_total{"):
+            relayed += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("gateway_event_relay_lag_seconds_count"):
+            lag += float(line.rsplit(" ", 1)[1])
+    return relayed, lag
+
+
+@pytest.mark.parametrize("fault", LOOP_FAULTS, ids=ids(LOOP_FAULTS))
+async def test_events_whose_drain_the_database_failed_are_counted_once_whether_it_landed_or_not(
+    app: Client, faults: Injector, fault: Fault
+) -> None:
+    """The drain of a relay pass fails: refused, lost, or (blocked past the deadline, or its
+    write concern failed) applied all the same, the next pass then finding the outboxes
+    drained. Every event the pass stored is counted and its lag observed once all the same:
+    the counter and the lag histogram left out the events of a drain a stalled database
+    applied after its deadline, the longest waiting ones, for good."""
+    services = services_of(app)
+    await with_subscriber(app)
+    for plate in ("ABC1D23", "BRA2E19"):
+        response = await app.post("/api/v1/entities/vehicle", json={"plate": plate}, headers=auth())
+        assert response.status == 201
+    failing = contextlib.AsyncExitStack()
+    passes = []
+
+    async def fan_out_then_fail_the_drain(events: Sequence[Doc]) -> int:
+        created = await services.fanout(events)
+        passes.append(len(events))
+        if len(passes) == 1:  # the first pass's drain fails
+            await failing.enter_async_context(faults.failing(fault, ["update"]))
+        return created
+
+    relay = EventRelay(
+        services.store,
+        services.metrics,
+        on_relayed=fan_out_then_fail_the_drain,
+        doorbell=Doorbell(),
+    )
+    async with failing:
+        with pytest.raises(StoreUnavailable):
+            await relay.run_until_idle()
+    assert relay_counted(services) == (0, 0)
+    await database_back(services)
+    await relay.run_until_idle()
+    entities, events, deliveries = await stored(faults, services)
+    assert [e.get("outbox") for e in entities] == [None, None]
+    assert (events, deliveries) == (2, 2)
+    assert relay_counted(services) == (2, 2)
 
 
 async def pending_delivery(client: Client, partner: Partner) -> Services:

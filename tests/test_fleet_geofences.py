@@ -22,7 +22,9 @@ from gateway.fleet.geometry import (
     circle_from,
     haversine_m,
     polygon_from,
+    shape_from,
 )
+from tests import tracks
 
 TRACK = Path(__file__).parent / "data" / "tracks" / "route1.geojson"
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -362,3 +364,104 @@ def test_a_fences_depth_is_its_radius_or_its_deepest_point() -> None:
     )
     # deepest in a corner of the ring, on the diagonal: (2 - √2)·s from both borders
     assert ringed.depth_m == pytest.approx((2 - math.sqrt(2)) * half * M_PER_DEG_LAT, rel=0.05)
+
+
+def box(west: float, south: float, east: float, north: float) -> list[list[float]]:
+    return [[west, south], [east, south], [east, north], [west, north], [west, south]]
+
+
+# An area round Taveuni (Fiji) across 180°, cut there in two (RFC 7946 §3.1.9).
+TAVEUNI_WEST = box(179.80, -16.95, 180.0, -16.70)
+TAVEUNI_EAST = box(-180.0, -16.95, -179.80, -16.70)
+
+
+def test_an_area_cut_at_the_antimeridian_is_one_fence_without_a_border_at_the_cut() -> None:
+    """A MultiPolygon of the two halves: inside any half is inside, and at the cut the
+    distance is to the area's real border (its southern and northern edges, 0.125° away),
+    not to the cut, on either side of it; the area is as deep as a whole. A vehicle driving
+    east across the line inside it crosses nothing; leaving by the eastern border, it exits
+    once. Each half as a fence of its own is left at the line."""
+    area = polygon_from({"type": "MultiPolygon", "coordinates": [[TAVEUNI_WEST], [TAVEUNI_EAST]]})
+    half_lat_m = 0.125 * M_PER_DEG_LAT
+    for lon in (179.95, 179.9999, 180.0, -180.0, -179.9999, -179.95):
+        assert area.signed_distance_m(-16.825, lon) == pytest.approx(-half_lat_m, rel=1e-6)
+    assert area.signed_distance_m(-16.825, -179.70) > 10_000  # east of the area
+    assert area.depth_m == pytest.approx(half_lat_m, rel=0.02)
+    west = polygon_from({"type": "Polygon", "coordinates": [TAVEUNI_WEST]})
+    assert -20 < west.signed_distance_m(-16.825, 179.9999) < 0
+    points = [tracks.destination(-16.82, 179.9, 90, 200 * i) for i in range(175)]
+    road = [(lon, lat, 5.0) for lat, lon in points]  # east, 35 km: to -179.77°
+    fence = Geofence("t", "Taveuni", "authorized", area)
+    [exited] = run(fence, road)
+    assert exited.kind == "exited" and -179.80 < exited.lon < -179.79
+    west_half = Geofence("w", "w", "authorized", west)
+    [cut] = run(west_half, road)  # a fence of its own: left at 180°, inside the area
+    assert cut.kind == "exited" and cut.lon < -179.99
+
+
+def test_a_multipolygons_holes_and_islands_are_respected() -> None:
+    """A hole in one polygon is outside; a polygon in another's hole (an island in a lake)
+    is inside."""
+    lake = box(-46.70, -23.60, -46.60, -23.50)
+    island = box(-46.66, -23.56, -46.64, -23.54)
+    coordinates = [[box(-46.80, -23.70, -46.50, -23.40), lake], [island]]
+    area = polygon_from({"type": "MultiPolygon", "coordinates": coordinates})
+    assert area.signed_distance_m(-23.45, -46.75) < 0  # on land
+    assert area.signed_distance_m(-23.52, -46.62) > 0  # in the lake
+    assert area.signed_distance_m(-23.55, -46.65) < 0  # on the island
+    to_shore = 0.01 * M_PER_DEG_LAT * math.cos(math.radians(23.55))  # east or west: 1,019 m
+    assert area.signed_distance_m(-23.55, -46.65) == pytest.approx(-to_shore, rel=1e-3)
+
+
+def test_a_multipolygon_keeps_its_polygons_through_its_document() -> None:
+    doc = {"type": "MultiPolygon", "coordinates": [[TAVEUNI_WEST], [TAVEUNI_EAST]]}
+    area = polygon_from(doc)
+    assert area.to_doc() == doc
+    assert shape_from({"polygon": doc}) == area
+    one = {"type": "MultiPolygon", "coordinates": [[square(10, 10, 0.1)]]}
+    assert polygon_from(one).to_doc() == one  # a MultiPolygon of one polygon stays one
+    assert polygon_from(one) != polygon_from(
+        {"type": "Polygon", "coordinates": one["coordinates"][0]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("coordinates", "pointer", "words"),
+    [
+        ([], "/polygon/coordinates", "non-empty array of polygons"),
+        ([[]], "/polygon/coordinates/0", "non-empty array of linear rings"),
+        ([[square(0, 0, 1)], [square(5, 5, 1)[:-1]]], "/polygon/coordinates/1/0", "does not close"),
+        ([[square(0, 0, 1)], [[[5, 5], [6, 5], [6, 91], [5, 5]]]], "/polygon/coordinates/1/0/2/1",
+         "latitude"),
+        ([[box(179.9, 0, -179.9, 1)]], "/polygon/coordinates/0/0", "antimeridian"),
+        ([[square(0, 0, 1)], [square(25, 0, 1)]], "/polygon/coordinates", "spans at most"),
+        ([[box(179, 0, 180, 1)], [box(-170, 0, -160, 1)]], "/polygon/coordinates", "spans at most"),
+        ([[square(0, 0, 1)], [square(1, 0, 1)]], "/polygon/coordinates/1", "cross or touch"),
+        ([[box(0, 0, 1, 1)], [box(1, 0, 2, 1)]], "/polygon/coordinates/1", "cross or touch"),
+        ([[box(0, 0, 1, 1)], [box(1, 1, 2, 2)]], "/polygon/coordinates/1", "cross or touch"),
+        ([[square(0, 0, 1)], [square(0, 0, 1)]], "/polygon/coordinates/1", "cross or touch"),
+        ([[box(179, 0, 180, 1)], [box(179, 1, 180, 2)]], "/polygon/coordinates/1",
+         "cross or touch"),
+        ([[square(0, 0, 1)], [square(0, 0, 0.2)]], "/polygon/coordinates/1", "lies inside"),
+        ([[square(0, 0, 0.2)], [square(0, 0, 1)]], "/polygon/coordinates/0", "lies inside"),
+        ([[comb(250)], [comb(250)]], "/polygon/coordinates", "at most 2000 positions"),
+    ],
+)  # fmt: skip
+def test_a_bad_multipolygon_is_refused_naming_where(
+    coordinates: object, pointer: str, words: str
+) -> None:
+    """Its polygons are checked as polygons, their positions and extent counted together,
+    and they must not cross, touch or lie in one another: only the halves of an area cut at
+    the antimeridian, one each side of it, meet (on it)."""
+    with pytest.raises(InvalidPayload) as refused:
+        polygon_from({"type": "MultiPolygon", "coordinates": coordinates})
+    problem = refused.value.problems[0]
+    assert (problem.pointer, words in problem.message) == (pointer, True), problem.message
+
+
+def test_a_geojson_feature_or_collection_is_refused_on_its_type() -> None:
+    feature = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [TAVEUNI_WEST]}}
+    for value in (feature, {"type": "GeometryCollection", "geometries": []}, None, []):
+        with pytest.raises(InvalidPayload, match=r"Polygon.*MultiPolygon") as refused:
+            polygon_from(value)
+        assert refused.value.problems[0].pointer == "/polygon/type"

@@ -1,6 +1,7 @@
 """The fold on track classes beyond São Paulo's roads (docs/fleet.md "How close it is, by kind
 of track"): a road across the antimeridian (179.9° → −179.9°) and one at 78° N, a vehicle
-parked on the antimeridian whose jitter crosses it, times with offsets from −09:30 to +14:00 and
+parked on the antimeridian whose jitter crosses it, an authorized area across the antimeridian
+(one MultiPolygon fence), times with offsets from −09:30 to +14:00 and
 fractional seconds down to nanoseconds, a device odometer present or absent, and a tracker
 whose speed is stuck at 0 while the vehicle drives. Posted through a position trigger, folded
 by the real app, read back through the API, and compared with a haversine reference computed
@@ -16,7 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from tests import tracks
 from tests.test_fleet_tracks import check_fold, ending_now, fold, new_vehicle, post_track, vehicle
-from tests.test_fleet_unseen_tracks import events, new_fence, post_fixes
+from tests.test_fleet_unseen_tracks import crossings, events, new_fence, post_fixes
 from tests.tracks import GenFix, Path, Receiver, Track
 from tests.triggers_support import Client, create_position_trigger, hook
 
@@ -168,6 +169,40 @@ async def test_a_circles_radius_is_metres_across_the_antimeridian_and_at_78_nort
             assert where == {"vehicle.geofence.exited": 1023, "vehicle.geofence.entered": 983}, (
                 plate
             )
+
+
+def box(west: float, south: float, east: float, north: float) -> list[list[float]]:
+    return [[west, south], [east, south], [east, north], [west, north], [west, south]]
+
+
+async def test_an_authorized_area_across_the_antimeridian_is_one_fence_left_only_at_its_border(
+    client: Client,
+) -> None:
+    """An authorized area round Taveuni, across 180°, given as RFC 7946 §3.1.9 says: a
+    MultiPolygon of its two halves cut at the antimeridian. A vehicle drives east at 72 km/h, a
+    fix every 10 s (200 m), from 179.90° across 180° to −179.98°, inside the area, then on out
+    of its eastern border at −179.80°: one `exited`, at that border, none at the cut. Before,
+    a MultiPolygon was refused and docs/fleet.md said to cut the area in two fences: the western
+    one reported `exited` at −179.9985°, inside the area (and the eastern one `entered`), at
+    every crossing of the line."""
+    trigger = await create_position_trigger(client)
+    area = [[box(179.80, -16.95, 180.0, -16.70)], [box(-180.0, -16.95, -179.80, -16.70)]]
+    polygon = {"type": "MultiPolygon", "coordinates": area}
+    fence = {"name": "Taveuni", "kind": "authorized", "vehicles": ["TAV1A01"], "polygon": polygon}
+    await new_fence(client, fence)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=40)
+    fixes = []
+    for i in range(175):  # 35 km: to -179.77°
+        lat, lon = tracks.destination(-16.82, 179.90, 90, 200 * i)
+        fixes.append(GenFix(start + timedelta(seconds=10 * i), lat, lon, 72.0, 90.0, 5.0))
+    inside = [f for f in fixes if f.lon > 179.9 or f.lon < -179.81]
+    assert {f.lon > 0 for f in inside} == {True, False}  # across the antimeridian, inside
+    await new_vehicle(client, "TAV1A01")
+    await post_fixes(client, trigger, "TAV1A01", fixes)
+    await fold(client)
+    assert await crossings(client, "TAV1A01") == [("Taveuni", "exited")]
+    [exited] = await events(client, "vehicle.geofence.exited", "TAV1A01")
+    assert -179.80 < exited["detail"]["position"]["lon"] < -179.79
 
 
 OFFSETS = [timedelta(hours=h, minutes=m) for h, m in ((-3, 0), (5, 45), (-9, -30), (14, 0))]

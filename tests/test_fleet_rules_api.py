@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jsonschema_rs
 from aiohttp.test_utils import TestClient
 
 from gateway.clock import as_stored
@@ -647,6 +648,98 @@ async def test_a_tenants_polygon_positions_are_limited_in_all(client: Client) ->
     await post(
         client, "/api/v1/geofences", {"name": "one more", "kind": "authorized", "polygon": SQUARE}
     )
+
+
+TAVEUNI = {
+    "type": "MultiPolygon",
+    "coordinates": [
+        [[[179.8, -16.95], [180.0, -16.95], [180.0, -16.7], [179.8, -16.7], [179.8, -16.95]]],
+        [[[-180.0, -16.95], [-179.8, -16.95], [-179.8, -16.7], [-180.0, -16.7], [-180.0, -16.95]]],
+    ],
+}
+
+
+async def test_an_area_across_the_antimeridian_is_a_multipolygon_fence_read_back_as_stored(
+    client: Client,
+) -> None:
+    """RFC 7946 §3.1.9's answer for an area across 180°, its halves cut there in one
+    MultiPolygon, is one fence, read back as it was written, and the document's request
+    schema takes it (and a GeoJSON Feature neither). A MultiPolygon was refused (`422` on
+    `/polygon/type`), and the docs said to cut such an area in two fences, each of which
+    alerts at the cut."""
+    body = {"name": "Taveuni", "kind": "authorized", "polygon": TAVEUNI}
+    created = await post(client, "/api/v1/geofences", body)
+    assert created["polygon"] == TAVEUNI
+    read = await get(client, f"/api/v1/geofences/{created['id']}")
+    assert read["polygon"] == TAVEUNI
+    doc = await (await client.get("/openapi.json")).json()
+    create = doc["paths"]["/api/v1/geofences"]["post"]["requestBody"]["content"]
+    schema = jsonschema_rs.validator_for(create["application/json"]["schema"])
+    assert schema.is_valid(body)
+    assert not schema.is_valid({**body, "polygon": {"type": "Feature", "geometry": TAVEUNI}})
+    patched = await client.patch(
+        f"/api/v1/geofences/{created['id']}", json={"polygon": SQUARE}, headers=auth()
+    )
+    assert patched.status == 200 and (await patched.json())["polygon"] == SQUARE
+
+
+async def test_a_bad_multipolygon_is_refused_naming_its_polygon(client: Client) -> None:
+    west, east = TAVEUNI["coordinates"]
+    ring = SQUARE["coordinates"][0]
+    cases: list[tuple[Any, str, str]] = [
+        ([west, [east[0][:-1]]], "/polygon/coordinates/1/0", "does not close"),
+        ([[ring], [ring]], "/polygon/coordinates/1", "cross or touch"),
+        ([west, west], "/polygon/coordinates/1", "cross or touch"),
+        ([], "/polygon/coordinates", "non-empty"),
+    ]
+    for coordinates, pointer, words in cases:
+        polygon = {"type": "MultiPolygon", "coordinates": coordinates}
+        body = {"name": "bad", "kind": "authorized", "polygon": polygon}
+        refused = await problem(client, "POST", "/api/v1/geofences", body)
+        assert pointers(refused) == [pointer], (coordinates, refused)
+        assert words in refused["errors"][0]["message"], refused
+    listed = await (await client.get("/api/v1/geofences", headers=auth())).json()
+    assert listed["items"] == []
+
+
+async def test_a_multipolygons_every_ring_counts_against_the_positions_limit(
+    client: Client,
+) -> None:
+    """24 outlines of 2,000 positions stored, and a MultiPolygon of two polygons of 1,000
+    (one with a hole of 100): exactly the 50,000. Every ring of every polygon counts, as it
+    is walked: one more square is refused, naming 50,005. Its polygons were counted as one
+    position each."""
+    full = MAX_POSITIONS
+    stored = [
+        _stored_rule(
+            f"outline-{i}",
+            kind="authorized",
+            polygon={
+                "type": "Polygon",
+                "coordinates": [ring_around(-23.0, -46.0, 0.1 + i * 1e-3, full)],
+            },
+            margin_m=25,
+            **NO_DWELL,
+        )
+        for i in range(MAX_TENANT_POSITIONS // full - 1)
+    ]
+    await client.app[services_key].store.db["geofences"].insert_many(stored)
+    two = {
+        "type": "MultiPolygon",
+        "coordinates": [
+            [ring_around(-20.0, -40.0, 0.1, 1000)],
+            [ring_around(-20.0, -41.0, 0.2, 900), ring_around(-20.0, -41.0, 0.1, 100)[::-1]],
+        ],
+    }
+    await post(client, "/api/v1/geofences", {"name": "two", "kind": "authorized", "polygon": two})
+    refused = await problem(
+        client,
+        "POST",
+        "/api/v1/geofences",
+        {"name": "one more", "kind": "authorized", "polygon": SQUARE},
+        status=409,
+    )
+    assert "50,005 positions" in refused["detail"], refused
 
 
 async def test_creates_sent_at_once_never_take_the_tenant_past_its_positions_limit(

@@ -487,6 +487,49 @@ async def test_the_fences_map_draws_every_fence_on_each_list_page(
     assert sorted(re.findall(r'data-fence="([^"]+)"', second)) == sorted(ids)
 
 
+TAVEUNI = {
+    "type": "MultiPolygon",
+    "coordinates": [
+        [[[179.8, -16.95], [180.0, -16.95], [180.0, -16.7], [179.8, -16.7], [179.8, -16.95]]],
+        [[[-180.0, -16.95], [-179.8, -16.95], [-179.8, -16.7], [-180.0, -16.7], [-180.0, -16.95]]],
+    ],
+}
+
+
+async def test_a_pasted_multipolygon_across_the_antimeridian_is_listed_and_drawn_in_one_piece(
+    client: Client, services: Services
+) -> None:
+    """An area round Taveuni cut at 180° in two polygons (RFC 7946 §3.1.9), pasted as one
+    MultiPolygon: stored as pasted, listed with its polygons and vertices, drawn on the map
+    with both halves side by side (the cut's corners at the same place on the sheet), not at
+    either end of a sheet 360° wide. A MultiPolygon was refused, and its rings, a level
+    deeper than a Polygon's, could not be drawn."""
+    await make_user(services)
+    await log_in(client)
+    created = await _form(
+        client,
+        "/admin/geofences/new",
+        {"name": "Taveuni", "kind": "authorized", "polygon": json.dumps(TAVEUNI)},
+    )
+    assert created.status == 303, await created.text()
+    [fence] = (await _api(client, "/api/v1/geofences"))["items"]
+    assert fence["polygon"] == TAVEUNI
+    listing = await (await client.get("/admin/geofences")).text()
+    assert re.search(r"<td>2 pol\w+, 8 v\w+</td>", listing), listing
+    path = re.search(rf'd="([^"]+)" fill-rule="evenodd" data-fence="{fence["id"]}"', listing)
+    assert path is not None
+    west, east = (
+        [tuple(map(float, point.split(","))) for point in ring.strip(" MZ").split(" L ")]
+        for ring in path.group(1).split(" Z ")
+    )
+    assert west[1] == east[0] and west[2] == east[3]  # (180, -16.95) and (180, -16.7)
+    xs = [x for x, _ in west + east]
+    assert 0 < min(xs) < max(xs) < 640 and max(xs) - min(xs) > 300  # both fill the sheet
+    page = await (await client.get(f"/admin/geofences/{fence['id']}")).text()
+    shown = json.loads(html.unescape(page.split('<pre class="json">')[1].split("</pre>")[0]))
+    assert shown["polygon"] == TAVEUNI
+
+
 async def test_a_fence_past_the_tenants_limit_is_refused_on_its_form_with_what_was_typed(
     client: Client, services: Services
 ) -> None:

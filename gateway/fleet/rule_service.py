@@ -3,7 +3,7 @@ get, change, delete), checked whole before anything is stored; every change forg
 tenant's cached rules (`rules.py` `FleetRules.forget`).
 
     geofence  {"name", "kind": "authorized"|"restricted", "circle": {"lat", "lon",
-              "radius_m"} | "polygon": GeoJSON Polygon, "vehicles"?: [plates], "group"?,
+              "radius_m"} | "polygon": GeoJSON (Multi)Polygon, "vehicles"?: [plates], "group"?,
               "margin_m"? (25), "dwell_seconds"? (0), "description"?}
     plan      {"name", "every_km" and/or "every_days" (at least one), "due_soon_km"?,
               "due_soon_days"?, "start_km"? (0), "vehicles"?: [plates], "group"?,

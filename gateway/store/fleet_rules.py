@@ -2,11 +2,12 @@
 
 Both are `{_id: ObjectId, tenant, name, ..., rev, created_at, updated_at}` with a name unique
 per tenant, found by id or by name (`store/notify.py` `NamedResources`). A geofence carries
-`kind`, one of `circle` {lat, lon, radius_m} or `polygon` (GeoJSON), `vehicles` (plates),
-`group`, `margin_m`, `dwell_seconds`; a plan `every_km`, `due_soon_km`, `every_days`,
-`due_soon_days`, `start_km`, `vehicles`, `group`. The fold reads a tenant's rules whole
-(`all`): a tenant has tens of them; creation refuses more than `MAX_RULES` of a kind
-(`fleet/rule_service.py`), so the read is bounded without leaving any rule out.
+`kind`, one of `circle` {lat, lon, radius_m} or `polygon` (a GeoJSON Polygon or
+MultiPolygon), `vehicles` (plates), `group`, `margin_m`, `dwell_seconds`; a plan `every_km`,
+`due_soon_km`, `every_days`, `due_soon_days`, `start_km`, `vehicles`, `group`. The fold
+reads a tenant's rules whole (`all`): a tenant has tens of them; creation refuses more than
+`MAX_RULES` of a kind (`fleet/rule_service.py`), so the read is bounded without leaving any
+rule out.
 """
 
 from __future__ import annotations
@@ -46,15 +47,19 @@ class RuleResources(NamedResources):
         """Each rule of the tenant (by id) and the positions of its polygon (0 for a
         circle, a plan): what creation counts against the tenant's limits."""
         with translate_errors():
-            docs = await self._c.find(scoped(tenant, {}), {"polygon.coordinates": 1}).to_list(None)
+            cursor = self._c.find(scoped(tenant, {}), {"polygon.type": 1, "polygon.coordinates": 1})
+            docs = await cursor.to_list(None)
         return {str(doc["_id"]): polygon_positions(doc.get("polygon")) for doc in docs}
 
 
 def polygon_positions(polygon: Any) -> int:
-    """The positions of a stored (or checked) polygon, all rings: 0 for none."""
+    """The positions of a stored (or checked) polygon, all rings (of all the polygons of a
+    MultiPolygon): 0 for none."""
     if not isinstance(polygon, dict):
         return 0
-    return sum(len(ring) for ring in polygon.get("coordinates") or ())
+    coordinates = polygon.get("coordinates") or ()
+    parts = coordinates if polygon.get("type") == "MultiPolygon" else [coordinates]
+    return sum(len(ring) for rings in parts for ring in rings)
 
 
 class PlanResources(RuleResources):

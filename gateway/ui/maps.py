@@ -4,7 +4,9 @@ with no tiles and no JavaScript.
 A plain equirectangular projection around the sheet's mean latitude (x = longitude ×
 cos(mean latitude), y = −latitude), scaled to fit the drawing with a margin: at the scale of a
 city or a route it keeps distances true to a few per cent, which is what a glance at "is it
-inside?" needs. Circles are drawn with their radius in metres converted at the mean latitude.
+inside?" needs. Longitudes are taken the short way round the sheet's middle, so a track or an
+area across the antimeridian (a MultiPolygon cut there) is drawn in one piece. Circles are
+drawn with their radius in metres converted at the mean latitude.
 The map is data (numbers and point lists) for the template to write into SVG attributes, so
 every name and label stays escaped text.
 """
@@ -15,6 +17,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from gateway.fleet.geometry import centre_longitude
 
 WIDTH: Final = 640.0
 HEIGHT: Final = 400.0
@@ -81,7 +85,8 @@ class _Projection:
     @classmethod
     def fit(cls, points: Sequence[LatLon]) -> _Projection:
         lats = [p[0] for p in points]
-        lons = [p[1] for p in points]
+        middle = centre_longitude([p[1] for p in points])
+        lons = [_around(p[1], middle) for p in points]
         mid = (min(lats) + max(lats)) / 2
         kx = max(math.cos(math.radians(mid)), 0.01)
         span_x = max((max(lons) - min(lons)) * kx, MIN_SPAN_DEGREES)
@@ -93,9 +98,18 @@ class _Projection:
         return cls(mid, lon0, kx, scale, top)
 
     def xy(self, lat: float, lon: float) -> tuple[float, float]:
-        x = WIDTH / 2 + (lon - self._lon0) * self._kx * self.scale
+        x = WIDTH / 2 + (_around(lon, self._lon0) - self._lon0) * self._kx * self.scale
         y = (self._top - lat) * self.scale
         return round(x, 1), round(y, 1)
+
+
+def _around(lon: float, middle: float) -> float:
+    """The longitude within 180 degrees of `middle` (-179.9 round 179.9: 180.1)."""
+    if lon - middle > 180.0:
+        return lon - 360.0
+    if lon - middle < -180.0:
+        return lon + 360.0
+    return lon
 
 
 def _track(track: TrackInput, projection: _Projection) -> Track:
@@ -118,7 +132,7 @@ def _fence(doc: Mapping[str, Any], projection: _Projection) -> Fence:
         circle = (cx, cy, round(r, 1))
     elif (p := doc.get("polygon")) is not None:
         rings = []
-        for ring in p["coordinates"]:
+        for ring in (ring for polygon in _polygons(p) for ring in polygon):
             xys = [projection.xy(float(lat), float(lon)) for lon, lat, *_ in ring]
             rings.append("M " + " L ".join(f"{x},{y}" for x, y in xys) + " Z")
         path = " ".join(rings)
@@ -132,5 +146,11 @@ def _fence_extent(doc: Mapping[str, Any]) -> list[LatLon]:
         dlon = dlat / max(math.cos(math.radians(lat)), 0.01)
         return [(lat - dlat, lon - dlon), (lat + dlat, lon + dlon)]
     if (p := doc.get("polygon")) is not None:
-        return [(float(lat), float(lon)) for lon, lat, *_ in p["coordinates"][0]]
+        return [(float(lat), float(lon)) for rings in _polygons(p) for lon, lat, *_ in rings[0]]
     return []
+
+
+def _polygons(geometry: Mapping[str, Any]) -> list[Any]:
+    """The polygons (each a list of rings) of a GeoJSON Polygon or MultiPolygon."""
+    coordinates = geometry["coordinates"]
+    return list(coordinates) if geometry.get("type") == "MultiPolygon" else [coordinates]

@@ -94,22 +94,36 @@ _POSITION: dict[str, Any] = {
     "description": "[lon, lat] or [lon, lat, altitude]: lon in [-180, 180], lat in [-90, 90] "
     "degrees (RFC 7946)",
 }
+_RINGS: dict[str, Any] = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"type": "array", "minItems": 4, "items": _POSITION},
+}
 _POLYGON: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["type", "coordinates"],
-    "description": "a GeoJSON Polygon: the exterior ring, then holes; each ring closed (first "
-    "position = last), at least 4 positions, not crossing itself or another ring, holes "
-    f"inside the exterior; at most {MAX_POSITIONS} positions and 20 degrees across; a tenant's "
+    "description": "a GeoJSON Polygon (the exterior ring, then holes) or MultiPolygon (such "
+    "polygons: one fence, inside when inside any of them); each ring closed (first position "
+    "= last), at least 4 positions, not crossing itself or another ring, holes inside the "
+    "exterior; no polygon crosses the antimeridian, and a MultiPolygon's polygons neither "
+    "cross, touch nor overlap, but where the antimeridian cuts an area in two (RFC 7946 "
+    f"§3.1.9); at most {MAX_POSITIONS} positions and 20 degrees across in all; a tenant's "
     f"polygon fences hold at most {MAX_TENANT_POSITIONS} positions together (409 past it)",
     "properties": {
-        "type": {"const": "Polygon"},
-        "coordinates": {
-            "type": "array",
-            "minItems": 1,
-            "items": {"type": "array", "minItems": 4, "items": _POSITION},
-        },
+        "type": {"enum": ["Polygon", "MultiPolygon"]},
+        "coordinates": {"type": "array", "minItems": 1},
     },
+    # (no `type` in the alternatives: `null` passes both, for a PATCH clearing the shape)
+    "anyOf": [
+        {"properties": {"type": {"const": "Polygon"}, "coordinates": _RINGS}},
+        {
+            "properties": {
+                "type": {"const": "MultiPolygon"},
+                "coordinates": {"type": "array", "minItems": 1, "items": _RINGS},
+            }
+        },
+    ],
 }
 _FENCE_PROPERTIES: dict[str, Any] = {
     **_COMMON,
@@ -255,7 +269,7 @@ RESOURCES = (
         path="/api/v1/geofences",
         what="geofence",
         plural="geofences",
-        creates="Create a geofence (a circle or a GeoJSON polygon)",
+        creates="Create a geofence (a circle or a GeoJSON Polygon or MultiPolygon)",
         body=GEOFENCE_BODY,
         patch=GEOFENCE_PATCH,
         shape=GEOFENCE,
