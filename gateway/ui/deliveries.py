@@ -61,7 +61,12 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 async def delivery_page(request: web.Request) -> web.Response:
     doc = await services_of(request).deliveries.get(tenant_of(request), request.match_info["id"])
-    return render(request, "deliveries/detail.html", {"d": public_delivery(doc, full=True)})
+    context = {
+        "d": public_delivery(doc, full=True),
+        "actions_by_id": choices.by_id(await choices.actions(request)),
+        "partners_by_id": choices.by_id(await choices.partners(request)),
+    }
+    return render(request, "deliveries/detail.html", context)
 
 
 async def replay_delivery(request: web.Request) -> web.Response:
