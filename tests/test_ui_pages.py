@@ -432,10 +432,11 @@ async def test_deliveries_are_filtered_by_the_entity_key_the_list_shows(
 
     async def listed(entity: str) -> list[str]:
         page = await (await client.get("/admin/deliveries", params={"entity_id": entity})).text()
-        return re.findall(r"<td>vehicle (\w+)</td>", page)
+        return re.findall(r"<td>Veículo (\w+)</td>", page)
 
     assert sorted(await listed("")) == ["ABC1D23", "BRA2E19"]
-    for typed in ("vehicle ABC1D23", "ABC1D23", " abc-1d23 ", "ABC1D23".lower(), vehicle["id"]):
+    typed_as_listed = ("Veículo ABC1D23", "veículo abc1d23", "Vehicle ABC1D23", "vehicle ABC1D23")
+    for typed in (*typed_as_listed, "ABC1D23", " abc-1d23 ", "ABC1D23".lower(), vehicle["id"]):
         assert await listed(typed) == ["ABC1D23"], typed
     assert await listed("XYZ9Z99") == [] and await listed("vehicle XYZ9Z99") == []
     page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}")).text()

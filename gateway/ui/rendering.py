@@ -32,6 +32,7 @@ def render(
     catalog = catalog_of(request)
     page = {
         "t": functools.partial(catalog.text, visitor.lang),
+        "term": functools.partial(catalog.term, visitor.lang),  # an enumeration's value
         "lang": visitor.lang,
         "form_lang": form_lang(request),  # a form's hidden `lang` (_macros.html csrf_field)
         "session": visitor.session,
