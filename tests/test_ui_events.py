@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import datetime, timedelta, timezone
 
 from gateway.services import Services
 from gateway.web.state import services_key
@@ -226,3 +227,22 @@ async def test_origins_entity_types_and_a_mappings_users_are_words_of_the_pages_
     page = await (await client.get(f"/admin/events/{written}", headers=english)).text()
     assert f"<dt>Origin</dt><dd>Flow {run['flow']}</dd>" in page
     assert ">Supplier 11444777000161</a>" in page
+
+
+async def test_an_events_time_names_its_zone_and_is_the_moment_its_json_writes_in_utc(
+    client: Client, services: Services
+) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+    response = await client.get("/api/v1/events", headers=auth())
+    [event] = (await response.json())["items"]
+    moment = datetime.fromisoformat(event["occurred_at"])
+    await make_user(services)
+    await log_in(client)
+    for lang, shown in (("pt-BR", "%d/%m/%Y %H:%M:%S"), ("en", "%Y-%m-%d %H:%M:%S")):
+        headers = {"Accept-Language": lang}
+        page = await (await client.get(f"/admin/events/{event['id']}", headers=headers)).text()
+        local = moment.astimezone(timezone(timedelta(hours=-3))).strftime(shown)
+        assert re.search(rf"<dt>(Quando|When)</dt><dd>{local} \(Brasília\)</dd>", page), lang
+        listed = await (await client.get("/admin/events", headers=headers)).text()
+        assert f"<td>{local} (Brasília)</td>" in listed
