@@ -232,7 +232,8 @@ async def test_a_vehicle_whose_track_holds_a_fix_dated_year_one_has_its_page(
     page = await client.get(f"/admin/entities/vehicle/{car['id']}")
     text = await page.text()
     assert page.status == 200, text[:2000]
-    assert "01/01/1 00:00:00" in text and "31/12/9999 20:59:59" in text
+    # Each names its zone: year one in its own offset, the other in Brasília time.
+    assert "01/01/1 00:00:00 (UTC+00:00)" in text and "31/12/9999 20:59:59 (Brasília)" in text
 
 
 async def test_a_message_naming_a_time_of_year_one_renders_it(client: Client) -> None:

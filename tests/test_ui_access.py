@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import html
 import io
 import re
 import subprocess
@@ -13,6 +14,7 @@ import threading
 import warnings
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote, unquote
 
 import pytest
 from aiohttp import web
@@ -528,6 +530,40 @@ async def test_the_language_switch_never_sends_the_visitor_to_another_site(
     for target in ("https://evil.example/", "//evil.example/", "/admin\\@evil.example"):
         response = await client.get(f"/admin/lang/en?next={target}", allow_redirects=False)
         assert response.headers["Location"] == "/admin/"
+
+
+def _language_targets(page: str) -> list[str]:
+    """Where the page's Português / English links lead back to."""
+    links = re.findall(r'<a href="/admin/lang/[^"?]+\?next=([^"]*)" hreflang', page)
+    assert len(links) == 2, page[:3000]
+    return [unquote(html.unescape(link)) for link in links]
+
+
+async def test_the_language_links_of_a_page_answering_a_form_lead_to_the_page_it_was_on(
+    client: Client, services: Services
+) -> None:
+    """A preview's answer is at `/admin/mappings/preview`, whose GET reads a mapping named
+    `preview` (a 404); most POSTs' URLs have no GET at all (405). The links lead back to the
+    form's page, also from a form sent again from the answer."""
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get("/admin/mappings?limit=5")).text()
+    fields = replaced(form_fields(page, "/admin/mappings"), source="name: x\ndirection: inbound\n")
+    answer = await (await client.post("/admin/mappings/preview", data=fields)).text()
+    assert _language_targets(answer) == ["/admin/mappings?limit=5"] * 2
+    again = form_fields(answer, "/admin/mappings")
+    answer = await (await client.post("/admin/mappings/preview", data=again)).text()
+    assert _language_targets(answer) == ["/admin/mappings?limit=5"] * 2
+    switched = await client.get(f"/admin/lang/en?next={quote('/admin/mappings?limit=5')}")
+    assert switched.status == 200 and switched.url.path_qs == "/admin/mappings?limit=5"
+    assert '<html lang="en">' in await switched.text()
+    # A form naming no page (a script's): its Referer's page of this UI, else the dashboard.
+    bare = [(k, v) for k, v in fields if k != "back"]
+    referer = {"Referer": str(client.make_url("/admin/mappings?limit=7"))}
+    answer = await (await client.post("/admin/mappings/preview", data=bare, headers=referer)).text()
+    assert _language_targets(answer) == ["/admin/mappings?limit=7"] * 2
+    answer = await (await client.post("/admin/mappings/preview", data=bare)).text()
+    assert _language_targets(answer) == ["/admin/"] * 2
 
 
 async def _signed_in(client: Client) -> bool:

@@ -9,6 +9,7 @@ shows up as a console error, and every test fails on one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,7 +36,14 @@ from tests.partner_double import (
 )
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
-from tests.ui_support import ALERT_FLOW, ALERT_TEMPLATE, PASSWORD, POLLED_MAPPING, make_user
+from tests.ui_support import (
+    ALERT_FLOW,
+    ALERT_TEMPLATE,
+    PASSWORD,
+    POLLED_MAPPING,
+    guarded_run,
+    make_user,
+)
 
 __all__ = ["partner", "smtp_server"]  # the fixtures
 
@@ -407,6 +415,24 @@ async def test_a_flow_runs_steps_lead_to_the_message_it_sent_and_the_channel_tes
     await ui.page.get_by_role("link", name="Avisos", exact=True).click()
     await ui.page.get_by_test_id("settings-form").wait_for()
     await ui.shot("notification-settings")
+
+
+async def test_a_runs_skipped_step_is_drawn_below_the_step_before_it(ui: Ui) -> None:
+    """Every step of the timeline in its own place: a skipped step (styled like the skip link
+    once) is not drawn over the step before it."""
+    run = await guarded_run(ui.api)
+    await make_user(ui.services)
+    await ui.log_in()
+    await ui.goto(f"/admin/flow-runs/{run['id']}")
+    heading = await ui.page.get_by_role("heading", name="Passos").bounding_box()
+    steps = ui.page.get_by_test_id("run-steps").locator(":scope > li")
+    boxes = [await steps.nth(i).bounding_box() for i in range(await steps.count())]
+    assert len(boxes) == 3
+    assert heading["y"] + heading["height"] <= boxes[0]["y"]
+    for above, below in itertools.pairwise(boxes):
+        assert above["y"] + above["height"] <= below["y"], (above, below)
+        assert above["x"] == below["x"]
+    await ui.shot("flow-run-skipped-step")
 
 
 async def test_an_admin_pauses_a_flow_and_resumes_it_and_the_held_run_sends(

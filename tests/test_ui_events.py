@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import datetime, timedelta, timezone
 
 from gateway.services import Services
 from gateway.web.state import services_key
@@ -20,7 +21,16 @@ from tests.partner_double import (
 )
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
-from tests.ui_support import ALERT_FLOW, ALERT_TEMPLATE, Client, log_in, make_user
+from tests.triggers_support import create_trigger, upload_mapping
+from tests.ui_support import (
+    ALERT_FLOW,
+    ALERT_TEMPLATE,
+    POLLED_MAPPING,
+    Client,
+    guarded_run,
+    log_in,
+    make_user,
+)
 
 __all__ = ["partner", "smtp_server"]  # the fixtures
 
@@ -120,7 +130,7 @@ async def test_a_deleted_entitys_link_answers_that_it_was_deleted_and_when(
     page = await client.get(link)
     html = await page.text()
     assert page.status == 410, html
-    assert "admin tester" in html  # who deleted it (the API token's origin)
+    assert "Administrador tester" in html  # who deleted it (the API token's origin)
     assert "Este cadastro foi excluído em" in html and "ABC1D23" in html
     [gone] = (
         await (await client.get("/api/v1/events?type=entity.deleted", headers=auth())).json()
@@ -192,3 +202,47 @@ async def test_an_events_deliveries_and_flow_runs_are_paged_so_every_one_is_read
         text = await refused.text()
         assert refused.status == 400 and refused.content_type == "text/html", odd
         assert "Pedido inválido" in text and ("cursor must be" in text or "limit" in text), odd
+
+
+async def test_origins_entity_types_and_a_mappings_users_are_words_of_the_pages_language(
+    client: Client, services: Services
+) -> None:
+    run = await guarded_run(client)  # an admin creates a supplier, a flow's `set` writes it
+    await upload_mapping(client, POLLED_MAPPING)
+    trigger = await create_trigger(client, name="frota", mapping="frota-api")
+    await make_user(services)
+    await log_in(client)
+    listed = await (await client.get("/admin/events")).text()
+    rows = re.findall(r"<tr>\s*<td><a href=\"/admin/events/.*?</tr>", listed, re.S)
+    assert len(rows) == 2
+    assert all(">Fornecedor 11444777000161</a></td>" in row for row in rows)
+    assert sorted(re.findall(r"<td>(\w+)</td>\s*</tr>", listed)) == ["Administrador", "Fluxo"]
+    [written] = _links(rows[0], "/admin/events/")
+    page = await (await client.get(f"/admin/events/{written}")).text()
+    assert f"<dt>Origem</dt><dd>Fluxo {run['flow']}</dd>" in page
+    assert ">Fornecedor 11444777000161</a>" in page
+    page = await (await client.get("/admin/mappings/frota-api")).text()
+    assert f'<div>Gatilho: <a href="/admin/triggers/{trigger["id"]}">frota</a></div>' in page
+    english = {"Accept-Language": "en"}
+    page = await (await client.get(f"/admin/events/{written}", headers=english)).text()
+    assert f"<dt>Origin</dt><dd>Flow {run['flow']}</dd>" in page
+    assert ">Supplier 11444777000161</a>" in page
+
+
+async def test_an_events_time_names_its_zone_and_is_the_moment_its_json_writes_in_utc(
+    client: Client, services: Services
+) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+    response = await client.get("/api/v1/events", headers=auth())
+    [event] = (await response.json())["items"]
+    moment = datetime.fromisoformat(event["occurred_at"])
+    await make_user(services)
+    await log_in(client)
+    for lang, shown in (("pt-BR", "%d/%m/%Y %H:%M:%S"), ("en", "%Y-%m-%d %H:%M:%S")):
+        headers = {"Accept-Language": lang}
+        page = await (await client.get(f"/admin/events/{event['id']}", headers=headers)).text()
+        local = moment.astimezone(timezone(timedelta(hours=-3))).strftime(shown)
+        assert re.search(rf"<dt>(Quando|When)</dt><dd>{local} \(Brasília\)</dd>", page), lang
+        listed = await (await client.get("/admin/events", headers=headers)).text()
+        assert f"<td>{local} (Brasília)</td>" in listed

@@ -15,7 +15,7 @@ from tests.flow_support import drain, email_channel
 from tests.partner_double import Partner, create_action, create_partner, partner, post
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
-from tests.ui_support import ALERT_FLOW, ALERT_TEMPLATE, Client, log_in, make_user
+from tests.ui_support import ALERT_FLOW, ALERT_TEMPLATE, Client, guarded_run, log_in, make_user
 
 __all__ = ["partner", "smtp_server"]  # the fixtures
 
@@ -113,6 +113,17 @@ async def test_a_suppressed_notification_is_listed_with_its_reason_and_runs_filt
     ids = set(_links(filtered, "/admin/deliveries/"))
     assert ids == {f"{run_id}:erp", _message(run_id)}
     assert f'name="run_id" value="{run_id}"' in filtered
+
+
+async def test_a_set_steps_changes_are_shown_as_json(client: Client, services: Services) -> None:
+    run = await guarded_run(client)
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/flow-runs/{run['id']}")).text()
+    step = page[page.index('data-step="mark"') :]
+    step = step[: step.index("</li>")]
+    assert "<code>null</code> → <code>{\n  &#34;seen&#34;: &#34;y&#34;\n}</code>" in step
+    assert "None" not in step and "&#39;" not in step
 
 
 async def test_another_tenants_runs_are_not_found(

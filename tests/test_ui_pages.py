@@ -432,16 +432,56 @@ async def test_deliveries_are_filtered_by_the_entity_key_the_list_shows(
 
     async def listed(entity: str) -> list[str]:
         page = await (await client.get("/admin/deliveries", params={"entity_id": entity})).text()
-        return re.findall(r"<td>vehicle (\w+)</td>", page)
+        return re.findall(r"<td>Veículo (\w+)</td>", page)
 
     assert sorted(await listed("")) == ["ABC1D23", "BRA2E19"]
-    for typed in ("vehicle ABC1D23", "ABC1D23", " abc-1d23 ", "ABC1D23".lower(), vehicle["id"]):
+    typed_as_listed = ("Veículo ABC1D23", "veículo abc1d23", "Vehicle ABC1D23", "vehicle ABC1D23")
+    for typed in (*typed_as_listed, "ABC1D23", " abc-1d23 ", "ABC1D23".lower(), vehicle["id"]):
         assert await listed(typed) == ["ABC1D23"], typed
     assert await listed("XYZ9Z99") == [] and await listed("vehicle XYZ9Z99") == []
     page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}")).text()
     link = re.search(r'<a href="(/admin/deliveries\?entity_id=[^"]+)"', page)
     assert link is not None
     assert await listed(link.group(1).rpartition("=")[2]) == ["ABC1D23"]
+
+
+async def test_subscriptions_and_deliveries_name_their_action_and_partner(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    erp = await create_partner(client, "https://erp.example.com", name="ERP Frota")
+    crm = await create_partner(client, "https://crm.example.com", name="CRM")
+    push = await create_action(client, erp["id"], name="envia-veiculo", path="/veiculos")
+    other = await create_action(client, crm["id"], name="avisa-crm", method="PUT", path="/x")
+    await create_subscription(client, push["id"], ("entity.created",))
+    await create_subscription(client, other["id"], ("entity.created",))
+    await create_vehicle(client, "ABC1D23")
+    await services.relay.run_until_idle()  # a delivery per subscription
+    await log_in(client)
+    named = {
+        push["id"]: (
+            f'<a href="/admin/actions/{push["id"]}">envia-veiculo</a> <code>POST /veiculos</code>',
+            f'<a href="/admin/partners/{erp["id"]}">ERP Frota</a>',
+        ),
+        other["id"]: (
+            f'<a href="/admin/actions/{other["id"]}">avisa-crm</a> <code>PUT /x</code>',
+            f'<a href="/admin/partners/{crm["id"]}">CRM</a>',
+        ),
+    }
+    page = await (await client.get("/admin/subscriptions")).text()
+    rows = re.findall(r"<tr><td><a href=\"/admin/subscriptions/.*?</tr>", page)
+    assert len(rows) == 2
+    for action, partner in named.values():
+        [row] = [r for r in rows if action in r]
+        assert f'<td class="name">{action}</td><td class="name">{partner}</td>' in row
+    listed = await (await client.get("/admin/deliveries")).text()
+    ids = re.findall(r'href="/admin/deliveries/([^"?]+)"', listed)
+    assert len(ids) == 2
+    for delivery_id in ids:
+        delivery = await (await client.get(f"/admin/deliveries/{delivery_id}")).text()
+        action, partner = next(n for i, n in named.items() if f"/admin/actions/{i}" in delivery)
+        assert f"<dt>Ação</dt><dd>{action}</dd>" in delivery
+        assert f"<dt>Parceiro</dt><dd>{partner}</dd>" in delivery
 
 
 GEOTAB = {

@@ -126,3 +126,43 @@ async def test_a_kept_payload_of_thousands_of_problems_shows_a_hundred_and_the_c
     assert page.count("is not of type") == listed
     omitted = f"{kept['errors_omitted']:,}".replace(",", ".")
     assert f"e mais {omitted} problemas, não listados" in page, page[-3000:]
+
+
+async def test_a_triggers_page_links_to_all_its_rejected_calls_and_the_list_names_whose(
+    client: Client, services: Services
+) -> None:
+    mine = await create_trigger(client, name="rastreador")
+    other = await create_trigger(client, name="outro")
+    for n in range(21):  # one more than its page shows
+        assert (await hook(client, mine, {"plate": f"BAD{n}"}))[0] == 422
+    assert (await hook(client, other, {"plate": "RUIM"}))[0] == 422
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/triggers/{mine['id']}")).text()
+    table = page[page.index('<table id="rejected">') : page.index("</table>")]
+    assert table.count("<tr>") == 1 + 20
+    listed = f"/admin/rejected?trigger_id={mine['id']}"
+    assert f'As 20 mais recentes. <a href="{listed}">Todas as chamadas recusadas' in page
+
+    page = await (await client.get("/admin/rejected")).text()
+    assert page.count(f'<a href="/admin/triggers/{mine["id"]}">rastreador</a>') == 21
+    assert page.count(f'<a href="/admin/triggers/{other["id"]}">outro</a>') == 1
+    filters = page[page.index('data-testid="rejected-filters"') :]
+    filters = filters[: filters.index("</form>")]
+    assert f'<option value="{other["id"]}">outro</option>' in filters
+    # Filtered by the trigger (its page's link), the status tabs keep the trigger.
+    page = await (await client.get(listed)).text()
+    assert page.count(f'<a href="/admin/triggers/{mine["id"]}">rastreador</a>') == 21
+    assert "outro</a>" not in page
+    tabs = re.findall(r'<p class="tabs">(.*?)</p>', page, re.S)[0]
+    hrefs = re.findall(r'href="([^"]+)"', tabs)
+    assert hrefs == [
+        f"/admin/rejected?trigger_id={mine['id']}&amp;status=pending",
+        f"/admin/rejected?trigger_id={mine['id']}&amp;status=replayed",
+        listed,
+    ]
+    assert f'<option value="{mine["id"]}" selected>rastreador</option>' in page
+    # The dashboard's count of pending ones leads to the pending ones.
+    dashboard = await (await client.get("/admin/")).text()
+    pending = '<a class="stat bad" href="/admin/rejected?status=pending"><strong>22</strong>'
+    assert pending in dashboard

@@ -283,6 +283,7 @@ async def test_a_page_numbered_schedule_is_created_from_the_form_and_edited_as_o
     assert 'name="cursor.step"' in form_page and 'value="1"' in form_page
     shown = await (await client.get(f"/admin/schedules/{schedule['id']}")).text()
     assert "<code>+1</code> → <code>query.page</code>" in shown
+    assert "cadastros · Veículos · " in shown  # its target, in the page's words
 
 
 async def test_emptying_a_schedules_required_fields_is_refused_there_and_keeps_the_input(

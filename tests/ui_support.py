@@ -11,6 +11,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.services import Services
+from gateway.web.state import services_key
+from tests.flow_support import drain
+from tests.partner_double import post
+from tests.support import auth
 
 Client = TestClient[Any, Any]
 PASSWORD = "correct horse battery staple"
@@ -181,3 +185,42 @@ def queries(monkeypatch: pytest.MonkeyPatch, *collections: Any) -> dict[str, int
             call = getattr(collection, method)
             monkeypatch.setattr(collection, method, counting(collection.name, call))
     return counts
+
+
+# A supplier is created → `seen` passes its guard, `guarded` is skipped (no such field) and
+# `mark` sets an attribute: a run with a passed, a skipped and a `set` step.
+GUARDED_FLOW: dict[str, Any] = {
+    "name": "marca-fornecedor",
+    "on": {"events": ["entity.created"], "filter": {"entity_type": "supplier"}},
+    "steps": [
+        {"id": "seen", "when": "entity.name"},
+        {
+            "id": "guarded",
+            "when": "entity.nonexistent",
+            "set": {
+                "entity": {"type": "supplier", "ref": "entity.cnpj"},
+                "fields": {"contact": "'x'"},
+            },
+        },
+        {
+            "id": "mark",
+            "when": "entity.name",
+            "set": {
+                "entity": {"type": "supplier", "ref": "entity.cnpj"},
+                "fields": {"attributes.seen": "'y'"},
+            },
+        },
+    ],
+}
+
+
+async def guarded_run(client: Client) -> dict[str, Any]:
+    """GUARDED_FLOW's run for a new supplier, finished."""
+    await post(client, "/api/v1/flows", GUARDED_FLOW)
+    supplier = {"name": "Fornecedor Ação", "cnpj": "11444777000161"}
+    await post(client, "/api/v1/entities/supplier", supplier)
+    await drain(client.app[services_key])
+    response = await client.get(f"/api/v1/flows/{GUARDED_FLOW['name']}/runs", headers=auth())
+    (run,) = (await response.json())["items"]
+    assert [s["outcome"] for s in run["steps"]] == ["passed", "skipped", "written"], run
+    return dict(run)

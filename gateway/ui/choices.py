@@ -72,6 +72,11 @@ async def templates(request: web.Request, channel_type: str) -> list[tuple[str, 
     return [(str(t["name"]), str(t["name"])) for t in found]
 
 
+def by_id(docs: list[Doc]) -> dict[str, Doc]:
+    """Partners or actions by id: a page names the ones it refers to by id."""
+    return {str(d["_id"]): d for d in docs}
+
+
 def named(docs: list[Doc]) -> list[tuple[str, str]]:
     """Partners or actions as (id, name) options."""
     return [(str(d["_id"]), str(d["name"])) for d in docs]

@@ -25,7 +25,7 @@ from multidict import MultiMapping
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.formats.json_tree import loads_exact
 from gateway.notify.channels import SECRET_MEMBERS as CHANNEL_SECRETS
-from gateway.ui.state import FORM_LANG
+from gateway.ui.state import FORM_BACK, FORM_LANG
 from gateway.versioned import ShownActive
 
 ERROR_STATUSES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 502, 503, 504)
@@ -173,9 +173,10 @@ LOADED: Final = "loaded."
 
 def typed_field(name: str) -> bool:
     """Whether a posted field is one the admin types: not the form's own hidden ones (its
-    token, one-time id, author mark, language, revision, the secrets it asks again, an
-    entity's loaded live values), which a page listing what was typed leaves out."""
-    own = name in ("csrf", ONCE, AUTHOR, FORM_LANG, REVISION, RETYPED)
+    token, one-time id, author mark, language, the page it is on, revision, the secrets it
+    asks again, an entity's loaded live values), which a page listing what was typed leaves
+    out."""
+    own = name in ("csrf", ONCE, AUTHOR, FORM_LANG, FORM_BACK, REVISION, RETYPED)
     return not own and not name.startswith(LOADED)
 
 
@@ -406,8 +407,9 @@ def read_values(
     data: MultiMapping[Any], lists: Iterable[str] = (), shown: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """A posted form as plain values: text fields as text, the `lists` as lists (checkboxes,
-    multi-selects); the CSRF token, the form's language (state.form_lang reads it), the
-    secrets asked again (RETYPED: require_retyped reads them) and uploaded files are left out.
+    multi-selects); the CSRF token, the form's language (state.form_lang reads it), the page
+    it is on (rendering.page_back), the secrets asked again (RETYPED: require_retyped reads
+    them) and uploaded files are left out.
 
     An edit form's text sent back as it was `shown` (the stored document's values as the form
     loaded them) is that text exactly, spaces and line breaks included (a browser sends a
@@ -419,7 +421,7 @@ def read_values(
     many = set(lists)
     values: dict[str, Any] = {}
     for name in data:
-        if name in ("csrf", FORM_LANG, RETYPED) or name in values:
+        if name in ("csrf", FORM_LANG, FORM_BACK, RETYPED) or name in values:
             continue
         if name in many:
             values[name] = [v for v in data.getall(name) if isinstance(v, str)]

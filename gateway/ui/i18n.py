@@ -54,6 +54,13 @@ class Catalog:
         text = entry[lang]
         return text.format_map({k: isolated(v) for k, v in params.items()}) if params else text
 
+    def term(self, lang: str, prefix: str, value: Any) -> str:
+        """The words for a value of an enumeration the pages show (`prefix.value`, labels.py
+        ENUMS); a value the catalog has no words for as it is (an event's origin kind that
+        is an assignment's source, `hr`, a name rather than a word of ours)."""
+        key = f"{prefix}.{value}"
+        return self.text(lang, key) if key in self._texts else str(value)
+
 
 # Characters whose direction is right-to-left (R, AL) or that set a direction (the embeddings,
 # overrides and isolates: U+202E makes what follows it read right to left).

@@ -29,6 +29,10 @@ STEP_OUTCOMES: Final = (
     "unchanged",
 )
 
+# What caused an entity's write, as its events record it (docs/concepts.md); an assignment's
+# source (`hr`, `erp`) is shown as it is.
+ORIGIN_KINDS: Final = ("admin", "trigger", "action", "schedule", "flow", "notification", "fold")
+
 ENUMS: Final[dict[str, tuple[str, ...]]] = {
     "role": ADMIN_ROLES,
     "lang": LANGUAGES,
@@ -44,6 +48,8 @@ ENUMS: Final[dict[str, tuple[str, ...]]] = {
         "circuit_open",
     ),
     "entity_type": ENTITY_TYPES,
+    "entity_one": ENTITY_TYPES,  # one entity's type, before its key: "Veículo ABC1D23"
+    "origin": ORIGIN_KINDS,
     "problem": KEYWORDS,
     "error": (*(str(s) for s in ERROR_STATUSES), "other"),
     "direction": ("inbound", "outbound"),

@@ -51,7 +51,7 @@ from gateway.ui.forms import (
 )
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
-from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
+from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, referer_page, render
 from gateway.ui.state import Visitor, form_key, visitor_key, visitor_of
 from gateway.web.admin_auth import admit
 from gateway.web.client_address import client_address
@@ -422,14 +422,7 @@ def _too_large(request: web.Request) -> web.Response:
     the UI's page, in the visitor's language, naming the limit and leading back to the page
     the form was on (the browser's Back keeps what was typed there)."""
     limit = request.client_max_size
-    # The Referer's host is this site's (the one the request reached, or the public URL's),
-    # whatever its scheme and port: behind the TLS proxy an https deployment has, the page
-    # was on https://host/ while the gateway sees http://host:80/. (The way back is a path,
-    # on this site anyway: never another site's page.)
-    referer = URL(request.headers.get("Referer", ""))
-    public = URL(services_of(request).settings.base_url).host
-    ours = referer.host is not None and referer.host in (request.url.host, public)
-    back = referer.path_qs if ours and referer.path.startswith("/admin/") else "/admin/"
+    back = referer_page(request) or "/admin/"
     words = {"limit": _size(limit, visitor_of(request).lang), "back": back}
     return _error_page(request, 413, "too_large", words)
 

@@ -268,11 +268,14 @@ async def list_subscriptions(request: web.Request, form: Form | None = None) -> 
     services = services_of(request)
     limit, cursor = paging.page_params(request.query)
     docs = await services.actions.list_subscriptions(tenant, {}, after=cursor, limit=limit)
+    actions = await choices.actions(request)
     context = {
         "items": [public_subscription(d) for d in docs],
         "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,
         "form": form or Form(),
-        "actions": choices.named(await choices.actions(request)),
+        "actions": choices.named(actions),
+        "actions_by_id": choices.by_id(actions),
+        "partners_by_id": choices.by_id(await choices.partners(request)),
     }
     return render(request, "partners/subscriptions.html", context, status=422 if form else 200)
 

@@ -4,12 +4,15 @@ schedule)."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from gateway import paging
 from gateway.errors import GatewayError, InvalidPayload
+from gateway.paging import MAX_PAGE
+from gateway.ui.choices import every
 from gateway.ui.forms import Form
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
@@ -29,11 +32,35 @@ async def list_rejected(request: web.Request) -> web.Response:
     )
     next_cursor = items[-1]["id"] if len(items) == limit else None
     params = {k: v for k, v in (("status", status), ("trigger_id", trigger_id)) if v}
-    return render(
-        request,
-        "triggers/rejected.html",
-        {"items": items, "next_cursor": next_cursor, "params": params, "status": status},
-    )
+    context = {"items": items, "next_cursor": next_cursor, "params": params, "status": status}
+    return render(request, "triggers/rejected.html", {**context, **await _owners(request)})
+
+
+async def _owners(request: web.Request) -> dict[str, Any]:
+    """What a rejected record was kept for, by its `trigger_id`: the tenant's triggers and
+    schedules (a schedule's items are kept under its id), each as its name and page; and the
+    same as the filter's options."""
+    services, tenant = services_of(request), tenant_of(request)
+
+    async def triggers(after: str | None) -> list[dict[str, Any]]:
+        return await services.triggers.list(tenant, after=after, limit=MAX_PAGE)
+
+    async def schedules(after: str | None) -> list[dict[str, Any]]:
+        return await services.schedules.list(tenant, after=after, limit=MAX_PAGE)
+
+    kinds = {
+        "triggers": await every(triggers, lambda t: str(t["id"])),
+        "schedules": await every(schedules, lambda s: str(s["id"])),
+    }
+    owners = {
+        str(o["id"]): {"name": o["name"], "href": f"/admin/{kind}/{quote(str(o['id']), safe='')}"}
+        for kind, found in kinds.items()
+        for o in found
+    }
+    options = {
+        kind: [(str(o["id"]), str(o["name"])) for o in found] for kind, found in kinds.items()
+    }
+    return {"owners": owners, "owner_options": options}
 
 
 async def _back(request: web.Request, owner: str) -> tuple[str, str]:

@@ -11,10 +11,20 @@ from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
+from yarl import URL
 
 from gateway.ui.forms import PASTED_AGAIN, RETYPED, input_type, typed_field
 from gateway.ui.navigation import NAV
-from gateway.ui.state import PREFIX, catalog_of, form_lang, templates_key, visitor_of
+from gateway.ui.state import (
+    FORM_BACK,
+    PREFIX,
+    catalog_of,
+    form_key,
+    form_lang,
+    templates_key,
+    visitor_of,
+)
+from gateway.web.state import services_of
 
 FLASH_COOKIE: Final = "rabbot_flash"
 # What a Location keeps as written (reserved characters, and `%` of what is already encoded).
@@ -32,6 +42,7 @@ def render(
     catalog = catalog_of(request)
     page = {
         "t": functools.partial(catalog.text, visitor.lang),
+        "term": functools.partial(catalog.term, visitor.lang),  # an enumeration's value
         "lang": visitor.lang,
         "form_lang": form_lang(request),  # a form's hidden `lang` (_macros.html csrf_field)
         "session": visitor.session,
@@ -44,7 +55,7 @@ def render(
         "typed_field": typed_field,  # _macros.html `typed_list`: what the admin typed
         "nav": NAV,
         "path": request.path,
-        "path_qs": request.path_qs,
+        "return_to": page_back(request),  # the language links' way back; a form's `back`
         "page_limit": request.query.get("limit") if request.method == "GET" else None,
         "flash": visitor.flash if visitor.flash in catalog else None,
         **(context or {}),
@@ -72,6 +83,34 @@ def redirect(location: str, *, flash: str | None = None) -> web.Response:
             FLASH_COOKIE, flash, path=PREFIX, httponly=True, samesite="Lax", max_age=60
         )
     return response
+
+
+def page_back(request: web.Request) -> str:
+    """The page a page's language links lead back to: the page itself, when it answered a
+    GET. A page answering a form's POST is at a URL no GET reaches (most are POST-only; a
+    GET of `/admin/mappings/preview` reads the mapping `preview`), so they lead to the page
+    the form was on: the one the form names (its hidden `back`, `csrf_field` in
+    _macros.html; a form on such a page names what that page leads back to), else the
+    Referer when it is another page of this UI, else the dashboard."""
+    if request.method in ("GET", "HEAD"):
+        return request.path_qs
+    posted = request[form_key].get(FORM_BACK) if form_key in request else None
+    if isinstance(posted, str) and local_path(posted, "") == posted:
+        return posted
+    referer = referer_page(request)
+    return referer if referer and URL(referer).path != request.path else PREFIX + "/"
+
+
+def referer_page(request: web.Request) -> str | None:
+    """The page of this UI a request came from (its Referer's path and query), if any. The
+    Referer's host is this site's (the one the request reached, or the public URL's),
+    whatever its scheme and port: behind the TLS proxy an https deployment has, the page was
+    on https://host/ while the gateway sees http://host:80/. (A path, on this site anyway:
+    never another site's page.)"""
+    referer = URL(request.headers.get("Referer", ""))
+    public = URL(services_of(request).settings.base_url).host
+    ours = referer.host is not None and referer.host in (request.url.host, public)
+    return referer.path_qs if ours and referer.path.startswith(PREFIX + "/") else None
 
 
 def local_path(candidate: str | None, default: str = PREFIX + "/") -> str:

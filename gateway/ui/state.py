@@ -42,6 +42,8 @@ def visitor_of(request: web.Request) -> Visitor:
 
 # The hidden field beside a form's CSRF token that names the language it was shown in.
 FORM_LANG = "lang"
+# And the one that names the page it is on (rendering.py `page_back`).
+FORM_BACK = "back"
 
 
 def form_lang(request: web.Request) -> str:

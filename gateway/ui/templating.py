@@ -58,7 +58,9 @@ def tojson_pretty(value: Any) -> str:
 
 @jinja2.pass_context
 def when(context: jinja2.runtime.Context, value: Any) -> str:
-    """A time in Brasília time, in the page's language; other values as they are."""
+    """A time in Brasília time, in the page's language, naming its zone: `06/12/2026 12:27:25
+    (Brasília)`, the moment the API and the pages' JSON write in UTC (`15:27:25+00:00`); one
+    past the calendar in its own offset, named so (`(UTC+00:00)`); other values as they are."""
     if isinstance(value, str):
         text: str = value
         try:
@@ -67,9 +69,19 @@ def when(context: jinja2.runtime.Context, value: Any) -> str:
             return text
     if not isinstance(value, datetime):
         return "—" if value is None else str(value)
-    local = _local(value) if value.tzinfo else value
     lang = context.get("lang")
-    return local.strftime(_FORMATS.get(lang if isinstance(lang, str) else "", _FORMATS["pt-BR"]))
+    shown = _FORMATS.get(lang if isinstance(lang, str) else "", _FORMATS["pt-BR"])
+    if not value.tzinfo:  # a time of no zone (none is stored so): as it is
+        return value.strftime(shown)
+    local = _local(value)
+    zone = context["t"]("common.brasilia") if local.tzinfo is ZONE else _offset(local)
+    return f"{local.strftime(shown)} {zone}"
+
+
+def _offset(moment: datetime) -> str:
+    """A moment's UTC offset as people read it: `(UTC+00:00)`."""
+    offset = moment.strftime("%z")
+    return f"(UTC{offset[:3]}:{offset[3:5]})"
 
 
 def _local(moment: datetime) -> datetime:

@@ -119,14 +119,22 @@ async def trigger_page(request: web.Request) -> web.Response:
     return await _detail(request, Form())
 
 
+# A trigger's page lists its newest rejected calls; the rejected list filtered by it has all.
+RECENT_REJECTED: Final = 20
+
+
 async def _detail(request: web.Request, form: Form, *, status: int = 200) -> web.Response:
     tenant = tenant_of(request)
     services = services_of(request)
     trigger = await services.triggers.get(tenant, _id(request))
-    rejected = await services.rejected.list(tenant, trigger_id=trigger["id"], limit=20)
+    # The newest RECENT_REJECTED, and whether there are more (the page links to them all).
+    rejected = await services.rejected.list(
+        tenant, trigger_id=trigger["id"], limit=RECENT_REJECTED + 1
+    )
     context = {
         "trigger": trigger,
-        "rejected": rejected,
+        "rejected": rejected[:RECENT_REJECTED],
+        "more_rejected": len(rejected) > RECENT_REJECTED,
         "form": form,
         # posted by the rotate form: a rotation is refused once another changed them
         "credentials": credentials_revision(trigger["credentials"]),
