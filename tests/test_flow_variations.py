@@ -460,6 +460,43 @@ async def test_a_driver_recorded_days_after_the_payment_leaves_the_erps_payment_
     assert len([r for r in partner.requests if r.method == "PUT"]) == 2
 
 
+async def test_a_fine_paid_again_after_its_payment_was_reversed_tells_the_erp_the_new_day(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paid on day 0, reopened on day 2 (the payment reversed), paid again on day 4 by the back
+    office's PATCH: the stored first day was merged into the write, taken as the write's own,
+    and the ERP was told the new payment with the old day."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/other", dict(FINE_EVENT["data"]))
+    partner.respond_with(200, {"ok": True})
+    services = client.app[services_key]
+    fine = "/api/v1/entities/other/fine:261810:A123456789"
+    start = entities_module.utcnow()
+
+    async def patch(change: dict[str, Any], days_later: int) -> None:
+        monkeypatch.setattr(entities_module, "utcnow", lambda: start + timedelta(days=days_later))
+        response = await client.patch(fine, json=change, headers=auth())
+        monkeypatch.undo()
+        assert response.status == 200, await response.text()
+        await drain(services)
+
+    def day(days_later: int) -> str:
+        when = start + timedelta(days=days_later)
+        return when.astimezone(entities_module.BRASILIA).date().isoformat()
+
+    await patch({"status": "paid"}, 0)
+    await patch({"status": "open"}, 2)
+    await patch({"status": "paid"}, 4)
+    first, again = [r.json() for r in partner.requests if r.method == "PUT"]
+    assert (first["dataPagamento"], again["dataPagamento"]) == (day(0), day(4))
+    assert (await get(client, fine))["paid_on"] == day(4)
+    await patch({"status": "open"}, 5)
+    await patch({"status": "paid", "paid_on": day(1)}, 6)  # a notice says its own day
+    assert (await get(client, fine))["paid_on"] == day(1)
+
+
 async def test_a_paid_fine_sent_again_by_the_feed_stays_paid(client: Client) -> None:
     """The fine feed wrote `status: open` on every post: a provider's full feed re-sending a
     paid fine reopened it (and its next payment notice told the ERP again)."""
