@@ -921,10 +921,16 @@ def paid_on_kept(data: Mapping[str, Any], stored: Mapping[str, Any] | None) -> M
     """A fine's write that makes it paid (`_fine_paid`) without saying the day (the back office
     marking it paid) records the day it was written in Brasília as `paid_on`: the fine keeps
     the day it was paid, which every later message to the ERP says again (a driver recorded
-    days later is not a payment that day). A payment notice says its own day."""
-    if data.get("kind") != "fine" or data.get("status") != "paid" or data.get("paid_on"):
+    days later is not a payment that day). A payment notice says its own day. `data` is the
+    write merged into `stored`: a `paid_on` it has is the write's own only when the write
+    changed it — a fine paid again after its payment was reversed (`open` again) has the
+    first payment's day stored, which is not this payment's."""
+    if data.get("kind") != "fine" or data.get("status") != "paid":
         return data
     if stored is not None and stored.get("status") == "paid":
+        return data
+    said = data.get("paid_on")
+    if said and (stored is None or said != stored.get("paid_on")):
         return data
     return {**data, "paid_on": utcnow().astimezone(BRASILIA).date().isoformat()}
 

@@ -31,6 +31,7 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.mmap_dict import MmapedDict
 
@@ -45,17 +46,43 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _FILE_BYTES = 1 << 16  # a metric file's first size, as prometheus_client's own
 
 
+_NOT_SUPPORTED: Final = frozenset({errno.EOPNOTSUPP, errno.EINVAL})
+
+
+def _grow(fd: int, size: int) -> None:
+    """The file `fd` (open for reading and writing) grown to `size` bytes, every new block
+    allocated: an allocation that finds no room raises ENOSPC. glibc allocates by writing
+    where the file system cannot (NFSv3, ZFS before 2.2, FUSE), which a descriptor opened
+    to append (prometheus_client's own, `a+b`) refuses with EBADF. A C library that does not
+    (musl) answers EOPNOTSUPP or EINVAL: the file grows with a hole, as prometheus_client
+    grows it."""
+    start = os.fstat(fd).st_size
+    if start >= size:
+        return
+    try:
+        os.posix_fallocate(fd, start, size - start)
+    except OSError as error:
+        if error.errno not in _NOT_SUPPORTED:
+            raise
+        os.ftruncate(fd, size)
+
+
 class _AllocatedFile:
-    """A metric file whose growth allocates its blocks (`posix_fallocate`) instead of leaving
-    a hole (`truncate`): prometheus_client writes through a mapping of the file, and a page
-    the file system cannot back when it is first written is a SIGBUS, which kills the process.
-    An allocation that finds no room raises ENOSPC, before the mapping grows."""
+    """A metric file whose growth allocates its blocks (`_grow`) instead of leaving a hole
+    (`truncate`): prometheus_client writes through a mapping of the file, and a page the file
+    system cannot back when it is first written is a SIGBUS, which kills the process. An
+    allocation that finds no room raises ENOSPC, before the mapping grows. It grows through
+    a descriptor of its own, opened to read and write."""
 
     def __init__(self, file: Any) -> None:
         self._file = file
 
     def truncate(self, size: int) -> None:  # the only growth MmapedDict makes
-        os.posix_fallocate(self._file.fileno(), 0, size)
+        fd = os.open(self._file.name, os.O_RDWR)
+        try:
+            _grow(fd, size)
+        finally:
+            os.close(fd)
 
     def fileno(self) -> int:
         return int(self._file.fileno())
@@ -89,7 +116,7 @@ def _allocate_new(filename: str) -> None:
     try:
         if os.fstat(fd).st_size == 0:  # new: this process's own (its name has its pid)
             try:
-                os.posix_fallocate(fd, 0, _FILE_BYTES)
+                _grow(fd, _FILE_BYTES)
             except OSError:
                 os.unlink(filename)  # an empty file would break every scrape's read
                 raise
@@ -97,15 +124,26 @@ def _allocate_new(filename: str) -> None:
         os.close(fd)
 
 
+_UNRECORDED: Final = "gateway_metric_series_unrecorded"
+
+
 @dataclass
 class _Unrecorded:
-    """This process's series that found no room in its metric files (kept in memory)."""
+    """This process's series its metric files could not take (kept in memory); whether the
+    counter of them is one (`in_memory`: the scrape adds it, `_WithUnrecorded`); whether its
+    metrics are set up (`serving`: a failure before is a setting to correct)."""
 
     count: int = 0
     counter: Counter | None = None
+    in_memory: bool = False
+    serving: bool = False
 
 
 _unrecorded = _Unrecorded()
+_UNRECORDED_HELP: Final = (
+    "Metric series a process of `serve --workers N` found no room for in its metric files "
+    "(a full disk under PROMETHEUS_MULTIPROC_DIR): kept in its memory, missing from the scrape"
+)
 
 
 _NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -116,16 +154,19 @@ def _value_class(files: Any) -> Callable[..., Any]:
     process's files (`files`, with `_AllocatedMmapedDict`), or, when they have no room for
     it (a full disk or quota: ENOSPC, EDQUOT), in memory: the request or job that made it
     goes on, the series is missing from `/metrics`, logged once and counted. Any other
-    failure (a directory that does not exist, no permission) is a setting to correct: it
-    stops `serve` at its start, naming the file."""
+    failure of the process's first series (a directory that does not exist, no permission)
+    is a setting to correct: it stops `serve` at its start, naming the file; once it serves,
+    a metric file's failure, whatever it is, is never the request's or the job's."""
 
     def value(*args: Any, **kwargs: Any) -> Any:
         try:
             return files(*args, **kwargs)
         except OSError as error:
-            if error.errno not in _NO_ROOM:
+            if error.errno not in _NO_ROOM and not _unrecorded.serving:
                 raise
             _not_recorded(error)
+            if args[1] == _UNRECORDED:  # (typ, metric_name, ...)
+                _unrecorded.in_memory = True
             return values.MutexValue(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     return value
@@ -260,10 +301,8 @@ class Metrics:
         self._before_scrape: list[Callable[[], object]] = []
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.series_unrecorded = Counter(
-            "gateway_metric_series_unrecorded_total",
-            "Metric series a process of `serve --workers N` found no room for in its metric "
-            "files (a full disk under PROMETHEUS_MULTIPROC_DIR): kept in its memory, missing "
-            "from the scrape",
+            _UNRECORDED,
+            _UNRECORDED_HELP,
             registry=r,
         )
         if multiprocess_files:
@@ -433,6 +472,8 @@ class Metrics:
         )
         self._add_schedule_metrics(r)
         self._add_position_metrics(r)
+        if multiprocess_files:
+            _unrecorded.serving = True
 
     def _add_position_metrics(self, r: CollectorRegistry) -> None:
         self.fixes = Counter(
@@ -666,5 +707,29 @@ class Metrics:
         if not path:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+        files = multiprocess.MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
+        registry.register(_WithUnrecorded(files))
         return generate_latest(registry)
+
+
+class _WithUnrecorded:
+    """The processes' metric files, added up, and this process's count of series they could
+    not take when that count could not be written there either (a start on a full disk): the
+    one series meant to show the gap is never missing from the scrape with it."""
+
+    def __init__(self, files: Any) -> None:
+        self._files = files
+
+    def collect(self) -> Iterable[Metric]:
+        found = False
+        for metric in self._files.collect():
+            if metric.name == _UNRECORDED:
+                found = True
+                if _unrecorded.in_memory:
+                    metric.samples = [
+                        sample._replace(value=sample.value + _unrecorded.count)
+                        for sample in metric.samples
+                    ]
+            yield metric
+        if not found and _unrecorded.in_memory:
+            yield CounterMetricFamily(_UNRECORDED, _UNRECORDED_HELP, value=_unrecorded.count)

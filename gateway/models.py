@@ -15,7 +15,9 @@ class DeliveryStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # refused by the partner (4xx), or impossible to send
     DEAD = "dead"  # the retry schedule is exhausted
-    SUPPRESSED = "suppressed"  # a notification a cooldown or quiet hours dropped: not sent
+    # A notification a cooldown or quiet hours dropped, or an ordered action's delivery a
+    # newer one of its line outdated (`worker._in_line`): not sent.
+    SUPPRESSED = "suppressed"
     PARKED = "parked"  # the worker could not process it (a malformed document): set aside
 
     @property

@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from gateway.background import cancel_and_wait
 from gateway.config import Settings
+from gateway.entities import Origin
 from gateway.errors import StoreUnavailable
 from gateway.services import Services, open_services
 from gateway.store import Store, connection, embedded, launcher
@@ -30,9 +32,11 @@ from gateway.store import supervisor as supervisor_module
 from gateway.store.client import open_client
 from gateway.store.embedded import EmbeddedServer, EmbeddedServerError, child_environment
 from gateway.store.health import DatabaseHealth
-from gateway.store.supervisor import EmbeddedSupervisor, watch_free_space
+from gateway.store.supervisor import EmbeddedSupervisor, FreeSpaceFloor
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
+
+_ORIGIN = Origin("trigger", "t1")
 
 
 def test_database_child_gets_none_of_the_gateway_secrets(tmp_path: Path) -> None:
@@ -535,7 +539,7 @@ async def test_an_embedded_database_whose_disk_is_under_the_floor_is_refused_unt
     async with _supervised(tmp_path) as (supervisor, store):
         await store.ping()
         watching = asyncio.create_task(
-            watch_free_space(supervisor.server.storage_path, store.health, 64 << 20, 0.05)
+            FreeSpaceFloor(supervisor.server.storage_path, store.health, 64 << 20).watch(0.05)
         )
         try:
             await _until(lambda: not store.health.up, 10, "the database marked down")
@@ -554,6 +558,42 @@ async def test_an_embedded_database_whose_disk_is_under_the_floor_is_refused_unt
             await store.ping()
         finally:
             await cancel_and_wait(watching)
+
+
+async def test_under_the_free_space_floor_no_writer_of_the_process_writes_until_there_is_room(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """Only requests asked the health: under the floor the background jobs (here the event
+    relay) and every write not made by a request (a schedule's poll, a flow step, the fold:
+    `services.entities`) went on writing to a database that may lose what it acknowledges.
+    The client now refuses every write of the process; the jobs resume once there is room."""
+    async with open_services(
+        replace(settings, run_workers=True), mongodb_uri=mongodb_uri
+    ) as services:
+        health = services.store.health
+        events = services.store.db["events"]
+        before = await events.count_documents({})
+        await services.entities.upsert("acme", "vehicle", {"plate": "FLR1A01"}, _ORIGIN)
+        # at once, before the relay's pass: what the floor's watch does under it
+        health.mark_down("disk", "the embedded database's disk has 1 bytes free, under 2")
+        with pytest.raises(StoreUnavailable) as refused:
+            await services.entities.upsert("acme", "vehicle", {"plate": "FLR1A02"}, _ORIGIN)
+        assert "takes no writes (the embedded database's disk has 1 bytes free" in str(
+            refused.value.detail
+        )
+        assert refused.value.retry_after is not None
+        await services.store.ping()  # reads go on
+        await asyncio.sleep(2)
+        assert await events.count_documents({}) == before  # the relay waits
+        entities = services.store.db["entities"]
+        assert await entities.count_documents({"data.plate": "FLR1A02"}) == 0
+
+        health.mark_up("disk")
+        async with asyncio.timeout(15):  # the relay's pass, once there is room
+            while await events.count_documents({}) == before:
+                await asyncio.sleep(0.1)
+        await services.entities.upsert("acme", "vehicle", {"plate": "FLR1A02"}, _ORIGIN)
+        assert await entities.count_documents({"data.plate": "FLR1A02"}) == 1
 
 
 @pytest.mark.parametrize("args", [(), ("--workers", "2")], ids=["serve", "serve-workers"])
@@ -578,8 +618,28 @@ def test_a_gateway_on_an_embedded_database_under_its_free_space_floor_refuses_an
         assert headers["Retry-After"]
         assert "the embedded database's disk" in gateway.log()
         assert "GATEWAY_EMBEDDED_MIN_FREE_MB" in gateway.log()
+        # A one-shot command beside it holds the floor too: it wrote the trigger.
+        trigger = ["trigger", "create", "--tenant", "acme", "--entity-type", "vehicle"]
+        created = _command(gateway, *trigger, "--name", "under-the-floor")
+        assert created.returncode == 1, (created.stdout, created.stderr)
+        assert "the embedded database's disk has" in created.stderr, created.stderr
+        assert "Traceback" not in created.stderr, created.stderr
+        listed = _command(gateway, "trigger", "list", "--tenant", "acme")
+        assert listed.returncode == 0, listed.stderr
+        assert "under-the-floor" not in listed.stdout
     finally:
         gateway.stop()
+
+
+def _command(gateway: Gateway, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *command],
+        env={**gateway.env, "GATEWAY_LOG_JSON": "false"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 # -- a shutdown while the database is being restarted ------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 import gateway.entities as entities_module
+from gateway.clock import utcnow
 from gateway.services import Services
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
@@ -35,6 +36,8 @@ from tests.partner_double import FakeClock, Partner, partner, post
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
 from tests.ui_support import csrf_of, log_in, make_user
+
+_MINUTE = timedelta(minutes=1)
 
 __all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
 
@@ -458,6 +461,125 @@ async def test_a_driver_recorded_days_after_the_payment_leaves_the_erps_payment_
     await patch({"paid_on": None, "driver_cpf": None}, 0)  # as a fine paid before the release
     await patch({"driver_cpf": ANA["cpf"]}, 5)
     assert len([r for r in partner.requests if r.method == "PUT"]) == 2
+
+
+async def test_a_fine_paid_again_after_its_payment_was_reversed_tells_the_erp_the_new_day(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paid on day 0, reopened on day 2 (the payment reversed), paid again on day 4 by the back
+    office's PATCH: the stored first day was merged into the write, taken as the write's own,
+    and the ERP was told the new payment with the old day."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/other", dict(FINE_EVENT["data"]))
+    partner.respond_with(200, {"ok": True})
+    services = client.app[services_key]
+    fine = "/api/v1/entities/other/fine:261810:A123456789"
+    start = entities_module.utcnow()
+
+    async def patch(change: dict[str, Any], days_later: int) -> None:
+        monkeypatch.setattr(entities_module, "utcnow", lambda: start + timedelta(days=days_later))
+        response = await client.patch(fine, json=change, headers=auth())
+        monkeypatch.undo()
+        assert response.status == 200, await response.text()
+        await drain(services)
+
+    def day(days_later: int) -> str:
+        when = start + timedelta(days=days_later)
+        return when.astimezone(entities_module.BRASILIA).date().isoformat()
+
+    await patch({"status": "paid"}, 0)
+    await patch({"status": "open"}, 2)
+    await patch({"status": "paid"}, 4)
+    first, again = [r.json() for r in partner.requests if r.method == "PUT"]
+    assert (first["dataPagamento"], again["dataPagamento"]) == (day(0), day(4))
+    assert (await get(client, fine))["paid_on"] == day(4)
+    await patch({"status": "open"}, 5)
+    await patch({"status": "paid", "paid_on": day(1)}, 6)  # a notice says its own day
+    assert (await get(client, fine))["paid_on"] == day(1)
+
+
+async def _ordered_fine_paid_erp(client: Client, partner: Partner) -> Services:
+    """fine-paid-erp on the ERP's ordered erp-fine-paid (as docs/flows.md says to make it),
+    the fine open, the ERP answering."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    (action,) = [
+        a for a in (await get(client, "/api/v1/actions"))["items"] if a["name"] == "erp-fine-paid"
+    ]
+    r = await client.patch(
+        f"/api/v1/actions/{action['id']}", json={"ordered": True}, headers=auth()
+    )
+    assert r.status == 200, await r.json()
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await post(client, "/api/v1/entities/other", dict(FINE_EVENT["data"]))
+    services = client.app[services_key]
+    await drain(services)
+    partner.respond_with(200, {"ok": True})
+    return services
+
+
+async def test_an_erp_put_of_an_older_version_made_after_a_newer_one_was_sent_is_not_sent(
+    client: Client, partner: Partner
+) -> None:
+    """The fine.paid run's runner dies before its call; the driver's run goes through; the
+    paid run resumes once its lease expires and makes its call, of the fine's older version:
+    the ordered line held a delivery only behind an earlier open one, so it went out last and
+    the ERP's payment (a PUT replaces) lost its driver. It is suppressed, the ERP keeps the
+    newer state."""
+    services = await _ordered_fine_paid_erp(client, partner)
+    fine = "/api/v1/entities/other/fine:261810:A123456789"
+    r = await client.patch(fine, json={"status": "paid"}, headers=auth())
+    assert r.status == 200
+    await services.relay.run_until_idle()
+    runs = services.store.db["flow_runs"]
+    (paid_run,) = await runs.find({"status": "pending"}).to_list(None)
+    lease = {"status": "running", "lease_owner": "dead", "lease_until": utcnow() + _MINUTE}
+    await runs.update_one({"_id": paid_run["_id"]}, {"$set": lease})
+    r = await client.patch(fine, json={"driver_cpf": ANA["cpf"]}, headers=auth())
+    assert r.status == 200
+    await drain(services)
+    await runs.update_one({"_id": paid_run["_id"]}, {"$set": {"lease_until": utcnow() - _MINUTE}})
+    await drain(services)
+
+    (put,) = [r.json() for r in partner.requests if r.method == "PUT"]
+    assert put["condutorCpf"] == ANA["cpf"]
+    late = await services.store.db["deliveries"].find_one({"_id": f"{paid_run['_id']}:erp"})
+    assert late is not None, [d["_id"] async for d in services.store.db["deliveries"].find()]
+    assert late["status"] == "suppressed"
+    assert late["last_error"].startswith("outdated: delivery ")
+
+
+async def test_an_erp_put_of_an_older_version_waits_for_a_newer_one_in_flight(
+    client: Client, partner: Partner
+) -> None:
+    """Two runs of one fine side by side: the newer one's call is out (in flight) when the
+    older one's is claimed. It waits for that outcome instead of racing it; the newer one
+    taken by the ERP, the older is not sent."""
+    services = await _ordered_fine_paid_erp(client, partner)
+    fine = "/api/v1/entities/other/fine:261810:A123456789"
+    deliveries = services.store.db["deliveries"]
+    await client.patch(fine, json={"status": "paid"}, headers=auth())
+    await client.patch(fine, json={"driver_cpf": ANA["cpf"]}, headers=auth())
+    await services.relay.run_until_idle()
+    await services.flow_runner.run_until_idle()
+    older, newer = await deliveries.find({"kind": "flow_call"}).sort("seq", 1).to_list(None)
+    in_flight = {"status": "in_flight", "lease_owner": "other", "lease_until": utcnow() + _MINUTE}
+    await deliveries.update_one({"_id": newer["_id"]}, {"$set": in_flight})
+    await services.delivery_worker.run_until_idle()
+    older = await deliveries.find_one({"_id": older["_id"]})
+    assert (older["status"], older["waiting_for"]) == ("pending", newer["_id"])
+    assert not [r for r in partner.requests if r.method == "PUT"]
+
+    await deliveries.update_one(  # the other worker's send taken by the ERP
+        {"_id": newer["_id"]}, {"$set": {"status": "succeeded"}, "$unset": {"lease_owner": ""}}
+    )
+    await deliveries.update_one({"_id": older["_id"]}, {"$set": {"next_attempt_at": utcnow()}})
+    await services.delivery_worker.run_until_idle()
+    assert (await deliveries.find_one({"_id": older["_id"]}))["status"] == "suppressed"
+    assert not [r for r in partner.requests if r.method == "PUT"]
 
 
 async def test_a_paid_fine_sent_again_by_the_feed_stays_paid(client: Client) -> None:

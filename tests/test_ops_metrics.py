@@ -8,6 +8,8 @@ import asyncio
 import errno
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -206,13 +208,18 @@ def metric_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def _no_room(monkeypatch: pytest.MonkeyPatch, refused: Callable[[int, int, int], bool]) -> None:
-    """The file system has no room for an allocation `refused(fd, offset, length)` says."""
+def _no_room(
+    monkeypatch: pytest.MonkeyPatch,
+    refused: Callable[[int, int, int], bool],
+    code: int = errno.ENOSPC,
+) -> None:
+    """The file system has no room for an allocation `refused(fd, offset, length)` says (or
+    fails it with `code`)."""
     allocate = os.posix_fallocate
 
     def fallocate(fd: int, offset: int, length: int) -> None:
         if refused(fd, offset, length):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(code, os.strerror(code))
         allocate(fd, offset, length)
 
     monkeypatch.setattr(os, "posix_fallocate", fallocate)
@@ -296,3 +303,97 @@ def test_a_metric_file_that_cannot_grow_keeps_its_series_and_grows_once_there_is
         scraped
     )
     assert f"gateway_metric_series_unrecorded_total {unrecorded}" in scraped
+
+
+async def test_a_start_on_a_full_disk_scrapes_the_count_of_unrecorded_series(
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    metric_files: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process started on a full disk: no metric file can be made, the unrecorded series'
+    counter's own included, so it was missing from the scrape (an alert on it never fired)."""
+    _no_room(monkeypatch, lambda *_: True)
+    client = await aiohttp_client(make_app())
+    for _ in range(3):
+        assert (await client.get("/healthz")).status == 200
+    before = metrics_module._unrecorded.count
+    assert before > 3
+    scraped = await (await client.get("/metrics")).text()
+    (line,) = [s for s in scraped.splitlines() if s.startswith("gateway_metric_series_unrecorded_")]
+    assert float(line.split()[1]) >= before  # and the scrape's own
+    assert not list(metric_files.glob("*.db"))
+
+
+async def test_a_metric_file_failing_after_the_start_never_fails_a_partners_request(
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    metric_files: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the process serves, a metric file's growth failing with anything but a full disk
+    (here EIO) raised into whatever made the series: a partner's call to /hooks answered
+    500. The series is kept in memory and counted instead."""
+    client = await aiohttp_client(make_app())
+    metrics = client.app[services_key].metrics
+    _no_room(monkeypatch, lambda fd, offset, length: offset + length > 1 << 16, errno.EIO)
+    filler = 0
+    while not metrics_module._unrecorded.count:  # the files' first 64 KiB filled up
+        filler += 1
+        metrics.child(metrics.http_latency, f"/filler/{filler}", "GET").observe(0.1)
+        metrics.child(metrics.http_requests, f"/filler/{filler}", "GET", "2xx").inc()
+    before = metrics_module._unrecorded.count
+    r = await client.post("/hooks/no-such-trigger", json={})
+    assert r.status == 401, await r.text()
+    assert metrics_module._unrecorded.count >= before + 2  # the request's count and latency
+
+
+_NO_NATIVE_FALLOCATE = """
+import ctypes, errno, os, platform, struct, sys, tempfile
+# seccomp: the fallocate system call answers EOPNOTSUPP, as on NFSv3, ZFS before 2.2, FUSE.
+number = {"x86_64": 285, "aarch64": 47}[platform.machine()]
+program = b"".join(
+    struct.pack("HBBI", *op)
+    for op in [
+        (0x20, 0, 0, 0),  # load the system call's number
+        (0x15, 0, 1, number),  # fallocate?
+        (0x06, 0, 0, 0x00050000 | errno.EOPNOTSUPP),  # answer EOPNOTSUPP
+        (0x06, 0, 0, 0x7FFF0000),  # allow
+    ]
+)
+buffer = ctypes.create_string_buffer(program)
+class Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+fprog = Program(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+assert libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0, ctypes.get_errno()  # a filter
+with tempfile.TemporaryFile() as f:
+    refused = libc.syscall(number, f.fileno(), 0, ctypes.c_long(0), ctypes.c_long(4096))
+    assert refused == -1 and ctypes.get_errno() == errno.EOPNOTSUPP
+from gateway.metrics import Metrics
+metrics = Metrics("test", "asyncio")
+for n in range(600):  # far more than 64 KiB of keys: the counters' file grows
+    metrics.child(metrics.http_requests, f"/route/{n}", "GET", "2xx").inc()
+sys.stdout.write(metrics.render().decode())
+"""
+
+
+def test_metric_files_grow_on_a_file_system_without_native_fallocate(tmp_path: Path) -> None:
+    """glibc allocates by writing where the file system cannot (NFSv3, ZFS before 2.2, FUSE),
+    and refuses that on a descriptor opened to append, prometheus_client's: a file's first
+    growth past 64 KiB raised EBADF into the request or job making a series (partners' calls
+    to /hooks answered 500). Run in a process whose fallocate system call is refused so."""
+    files = tmp_path / "metrics"
+    files.mkdir()
+    env = {**os.environ, MULTIPROCESS_DIR: str(files), "PYTHONPATH": os.getcwd()}
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_NATIVE_FALLOCATE], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'route="/route/599",status_class="2xx"} 1.0' in done.stdout
+    assert "gateway_metric_series_unrecorded_total 0.0" in done.stdout
+    (counters,) = files.glob("counter_*.db")
+    stat = counters.stat()
+    assert stat.st_size > 1 << 16
+    assert stat.st_blocks * 512 >= stat.st_size  # allocated all the same

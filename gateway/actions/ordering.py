@@ -4,7 +4,8 @@ its entity (`order_key`, `seq`), and the shard that keeps the line together.
 A subscription's delivery is placed by the entity's revision, then the event's place in that
 write; a flow's `call` by the version of the entity it hands over, after the subscriptions'
 deliveries of that version. The worker sends a line's deliveries in `seq` order, one at a
-time (`worker._must_wait`). A delivery is placed when it is made, and, when an action is made
+time (`worker._in_line`), and drops one a delivery of a newer version already reached the
+partner before it (`newer_than`). A delivery is placed when it is made, and, when an action is made
 ordered, each of its open ones that has no place yet (`place_of`): the line starts with what
 is still to be sent, not with the next event.
 """
@@ -64,6 +65,15 @@ def place_of(doc: Doc, action_id: str) -> Doc:
         return call_place(action_id, entity, event if isinstance(event, dict) else {}, doc["_id"])
     event = doc.get("event")
     return event_place(action_id, event, doc["_id"]) if isinstance(event, dict) else {}
+
+
+def newer_than(seq: Any) -> str | None:
+    """Where the deliveries of a newer version of the entity than `seq`'s start in its line
+    (None: a `seq` of no version, not placed by this module)."""
+    version, dot, _ = seq.partition(".") if isinstance(seq, str) else ("", "", "")
+    if not (dot and len(version) == 12 and version.isdigit()):
+        return None
+    return f"{int(version) + 1:012d}."
 
 
 def _is_int(value: Any) -> bool:

@@ -41,10 +41,11 @@ from functools import partial
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
+from gateway.actions.ordering import newer_than
 from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
-from gateway.delivery.kinds import Held, KindSender
+from gateway.delivery.kinds import Dropped, Held, KindSender
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
 from gateway.delivery.recording import DeliveryRecorder, recording_failed
@@ -539,8 +540,8 @@ class DeliveryWorker:
             )
         # A probe too: it is the first open delivery of its order key (claim_for_partner),
         # unless one was created or replayed since.
-        if doc.get("order_key") and await self._must_wait(doc, token):
-            return "waiting"
+        if doc.get("order_key") and (judged := await self._in_line(doc, token)) is not None:
+            return judged
         try:
             request = await delivery_request(
                 doc, target, self._mappings, lease=self._lease, clock=self._now
@@ -574,30 +575,50 @@ class DeliveryWorker:
             bare = recording_failed(outcome, exc)
             return await record(bare, probing, again=True)
 
-    async def _must_wait(self, doc: Doc, token: str) -> bool:
-        """Ordered action: park behind an earlier delivery of the same entity that is not
-        final yet. The earlier one wakes it when it ends."""
+    async def _in_line(self, doc: Doc, token: str) -> str | None:
+        """Ordered action: None when the delivery goes now. It waits (parked, `waiting_for`)
+        behind an earlier delivery of the same entity that is not final yet, which wakes it
+        when it ends, and behind a later one in flight (until its lease ends at most). One
+        of an older version than a delivery the partner already took is not sent
+        (`suppressed`): a call made late (its run resumed after its runner died, or run
+        beside a newer one) would replace the newer state. An admin's replay goes."""
         deliveries = self._store.deliveries
-        earlier = await deliveries.earlier_open(doc["order_key"], doc["seq"])
-        if earlier is None:
-            return False
+        order_key, seq = doc["order_key"], doc["seq"]
+        blocker = await self._blocker(doc, token)
+        if blocker is not None and blocker["status"] == DeliveryStatus.SUCCEEDED.value:
+            reason = f"outdated: delivery {blocker['_id']}, of a newer version, was sent before it"
+            outcome = await self._recorder.settle(doc, token, Dropped(reason))
+            with contextlib.suppress(Exception):  # the next one also wakes at its own time
+                await deliveries.wake_follower(order_key, seq, self.clock())
+            return outcome
+        if blocker is None:
+            return None
         now = self.clock()
-        busy = earlier.get("lease_until") if earlier["status"] == "in_flight" else None
-        when = max(now, busy or earlier.get("next_attempt_at") or now) + _SECOND
+        busy = blocker.get("lease_until") if blocker["status"] == "in_flight" else None
+        when = max(now, busy or blocker.get("next_attempt_at") or now) + _SECOND
         parked = await deliveries.finish(
             doc["_id"],
             token,
             {
                 "status": DeliveryStatus.PENDING.value,
                 "next_attempt_at": when,
-                "waiting_for": earlier["_id"],
+                "waiting_for": blocker["_id"],
                 "updated_at": now,
             },
         )
         # The earlier one may have ended while we parked, and found nobody to wake.
-        if parked and await deliveries.earlier_open(doc["order_key"], doc["seq"]) is None:
+        if parked and await self._blocker(doc, token) is None:
             await deliveries.unpark(doc["_id"], self.clock())
-        return True
+        return "waiting"
+
+    async def _blocker(self, doc: Doc, token: str) -> Doc | None:
+        deliveries = self._store.deliveries
+        order_key, seq = doc["order_key"], doc["seq"]
+        earlier = await deliveries.earlier_open(order_key, seq)
+        newer = newer_than(seq)
+        if earlier is not None or newer is None or "replayed_at" in doc:
+            return earlier
+        return await deliveries.later_in_line(order_key, seq, newer, token)
 
     def _guard(self, partner: Partner) -> Any:
         return self._guards.get(partner.id, partner.guard)

@@ -163,12 +163,59 @@ POOL_MAX_IDLE_MS: Final = 60_000
 """How long a pooled connection may sit idle before the driver closes it (`open_client`)."""
 
 
+class _GatedClient(AsyncMongoClient[Doc]):
+    """A client whose writes ask `write_gate` first (it raises to refuse one: nothing is sent).
+
+    Every command that is not a read goes through the driver's `_retry_internal` (inserts,
+    updates, deletes, find-and-modify, bulk and client bulk writes, index builds, a
+    transaction's statements and its commit); a read (`is_read`), an aggregation writing
+    nothing and a transaction's abort are let through. So the gate holds for every writer of
+    the process alike, a request, a background job or a one-shot command."""
+
+    def __init__(self, *args: Any, write_gate: Callable[[], None], **kwargs: Any) -> None:
+        self.__write_gate = write_gate
+        super().__init__(*args, **kwargs)
+
+    async def _retry_internal(
+        self,
+        func: Any,
+        session: Any,
+        bulk: Any,
+        operation: str,
+        is_read: bool = False,
+        address: Any = None,
+        read_pref: Any = None,
+        retryable: bool = False,
+        operation_id: int | None = None,
+        is_run_command: bool = False,
+        is_aggregate_write: bool = False,
+        conn_mgr: Any = None,
+    ) -> Any:
+        if (not is_read or is_aggregate_write) and operation != "abortTransaction":
+            self.__write_gate()
+        return await super()._retry_internal(
+            func,
+            session,
+            bulk,
+            operation,
+            is_read=is_read,
+            address=address,
+            read_pref=read_pref,
+            retryable=retryable,
+            operation_id=operation_id,
+            is_run_command=is_run_command,
+            is_aggregate_write=is_aggregate_write,
+            conn_mgr=conn_mgr,
+        )
+
+
 def open_client(
     uri: str,
     *,
     timeout_ms: int = 5000,
     write_concern: str | int | None = None,
     listeners: Sequence[TopologyListener] = (),
+    write_gate: Callable[[], None] | None = None,
 ) -> AsyncMongoClient[Doc]:
     """The client every store module shares.
 
@@ -199,11 +246,16 @@ def open_client(
       longer could be closed by the server as an operation took it ("connection closed":
       the driver marks the server unknown, and `health.py` the database down at once), and
       every request of the process was refused for about a second, with no fault at all.
+    - `write_gate`: asked before each write, which it refuses by raising (`_GatedClient`):
+      the embedded database's free-space floor (`DatabaseHealth.check_write`).
     """
     options: dict[str, Any] = {"journal": True}
     if write_concern is not None:
         options["w"] = write_concern
-    return AsyncMongoClient(
+    if write_gate is not None:
+        options["write_gate"] = write_gate
+    client = _GatedClient if write_gate is not None else AsyncMongoClient
+    return client(
         uri,
         tz_aware=True,
         timeoutMS=timeout_ms,

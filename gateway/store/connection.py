@@ -1,7 +1,8 @@
 """Opening the database for a process, and closing it again: the embedded server under its
 supervisor (when no URI is given) or MONGODB_URI, the journaled client with its deadline,
 the indexes, and the health that requests check first (`store.health`), held down while the
-embedded database's disk is under its free-space floor."""
+embedded database's disk is under its free-space floor: then the client sends no write of
+the process, whoever makes it (`DatabaseHealth.check_write`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from gateway.store import INDEX_RETRY_SECONDS, Store
 from gateway.store.client import cancelled_connections_closed, open_client
 from gateway.store.embedded import EmbeddedServer, running_uri
 from gateway.store.health import DatabaseHealth
-from gateway.store.supervisor import EmbeddedSupervisor, watch_free_space
+from gateway.store.supervisor import EmbeddedSupervisor, FreeSpaceFloor
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ async def open_store(
         timeout_ms=settings.db_timeout_ms,
         write_concern=settings.db_write_concern,
         listeners=[health],
+        write_gate=health.check_write,
     )
     tasks: list[asyncio.Task[None]] = []
     store: Store | None = None
@@ -85,8 +87,9 @@ async def open_store(
         )
         tasks.append(asyncio.create_task(health.run_prober(store.ping)))
         if embedded and settings.embedded_min_free_mb:
-            floor = settings.embedded_min_free_mb * 1024 * 1024
-            tasks.append(asyncio.create_task(watch_free_space(storage, health, floor)))
+            floor = FreeSpaceFloor(storage, health, settings.embedded_min_free_mb * 1024 * 1024)
+            await floor.look()  # before the first write: a one-shot command's comes at once
+            tasks.append(asyncio.create_task(floor.watch()))
         tasks.append(asyncio.create_task(_expire(store)))
         tasks.append(asyncio.create_task(_end_abandoned_transactions(store)))
         try:

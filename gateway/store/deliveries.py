@@ -101,6 +101,7 @@ _NOTICE = DeliveryKind.NOTIFICATION.value
 _CLAIM_PROJECTION = {"tenant": 1, "partner_id": 1, "kind": 1, "next_attempt_at": 1}
 _PROBE_PICKS = 5  # deliveries a probe looks at (claims or passes over) before it settles for a HEAD
 _DEAD = DeliveryStatus.DEAD.value
+_SUCCEEDED = DeliveryStatus.SUCCEEDED.value
 QUIET_HOURS = "quiet_hours"  # `held_for`: a notification the tenant's quiet hours hold
 
 
@@ -693,6 +694,30 @@ class DeliveryStore:
                 },
                 {"status": 1, "next_attempt_at": 1, "lease_until": 1},
                 sort=[("seq", DESCENDING)],
+            )
+
+    async def later_in_line(self, order_key: str, seq: str, newer: str, token: str) -> Doc | None:
+        """What of the later deliveries of the same order key decides whether `seq`'s goes:
+        one of a newer version (its `seq` from `newer` on) the partner took (`succeeded`),
+        else a later one in flight under another claim than `token` (its outcome is not
+        known yet; those of the same claim are sent after it); None when neither."""
+        with translate_errors():
+            sent = await self._c.find_one(
+                {"order_key": order_key, "seq": {"$gte": newer}, "status": _SUCCEEDED},
+                {"status": 1},
+                sort=[("seq", DESCENDING)],
+            )
+            if sent is not None:
+                return sent
+            return await self._c.find_one(
+                {
+                    "order_key": order_key,
+                    "seq": {"$gt": seq},
+                    "status": IN_FLIGHT,
+                    "lease_owner": {"$ne": token},
+                },
+                {"status": 1, "next_attempt_at": 1, "lease_until": 1},
+                sort=[("seq", ASCENDING)],
             )
 
     async def wake_follower(self, order_key: str, seq: str, now: datetime) -> None:

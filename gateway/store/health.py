@@ -3,7 +3,7 @@
 Four sources feed it, each able to hold it down on its own:
 - `embedded`: the supervisor of the embedded database (the child died / listens again);
 - `disk`: the embedded database's disk under its free-space floor / with room again
-  (`supervisor.watch_free_space`);
+  (`supervisor.FreeSpaceFloor`);
 - `driver`: pymongo's topology monitor, as a listener (no usable server / one again): a
   server that refused or dropped the connection holds it down at once; one whose `hello`
   timed out (maybe only slow) or answered that it takes no writes is left to the prober;
@@ -12,7 +12,10 @@ Four sources feed it, each able to hold it down on its own:
   while it fails, the prober pings again every `probe_interval` until one passes.
 
 Requests check it before they touch the database (`check()`), so while the database is
-known down they get their 503 at once instead of after a server-selection wait.
+known down they get their 503 at once instead of after a server-selection wait. Under the
+disk's floor every write of the process is refused too, whoever makes it (`check_write()`,
+which the client asks before each write): the background jobs and one-shot commands, which
+do not ask `check()`, write nothing either.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from gateway.errors import StoreUnavailable
 log = logging.getLogger(__name__)
 
 Ping = Callable[[], Awaitable[None]]
+DISK = "disk"
+"""The source that holds the database down while its disk is under the free-space floor."""
 RETRY_AFTER_SECONDS = 2
 
 
@@ -107,6 +112,16 @@ class DatabaseHealth(TopologyListener):
         if self._down:
             raise KnownDown(
                 f"the database is unavailable ({self.reason})", retry_after=RETRY_AFTER_SECONDS
+            )
+
+    def check_write(self) -> None:
+        """Refuse a write at once while the embedded database's disk is under its floor
+        (`disk`): SecantusDB would acknowledge it and might lose it. Asked by the client
+        before every write it sends (`store.client.open_client`'s `write_gate`), so it holds
+        for every writer of the process: requests, background jobs, one-shot commands."""
+        if (why := self._down.get(DISK)) is not None:
+            raise KnownDown(
+                f"the database takes no writes ({why})", retry_after=RETRY_AFTER_SECONDS
             )
 
     def report_failure(self, error: StoreUnavailable) -> None:

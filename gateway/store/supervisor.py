@@ -11,13 +11,14 @@ database that answers nothing (frozen, stopped, overloaded past its deadlines) i
 restarted for it: it may come back by itself, and a kill would cost what it had under way.
 
 A disk with too little room for the database's next journal file is refused for it too
-(`watch_free_space`, which any process using the embedded database of its data dir runs):
+(`FreeSpaceFloor`, which any process using the embedded database of its data dir runs):
 SecantusDB acknowledges a `j: true` write whose journal record it then fails to write for want
 of room, and the write is gone after its restart (measured: its WiredTiger journal files are
 10 MiB each, the next one allocated whole when one fills). So while its storage's file system
 has less than GATEWAY_EMBEDDED_MIN_FREE_MB free, the database is marked down (`disk`):
-requests get their 503 at once, `/readyz` says why, and nothing is acknowledged that the disk
-could lose; it is marked up again once there is room.
+requests get their 503 at once, `/readyz` says why, and the client sends no write of the
+process (`DatabaseHealth.check_write`: background jobs and one-shot commands included), so
+nothing is acknowledged that the disk could lose; it is marked up again once there is room.
 
 The server's start and stop block: they run in a worker thread, which cancelling the
 supervision does not stop. So `stop()` (a shutdown) tells a start under way to give up, and
@@ -37,7 +38,7 @@ from pathlib import Path
 
 from gateway.background import cancel_and_wait
 from gateway.store.embedded import EmbeddedServer, EmbeddedServerError
-from gateway.store.health import DatabaseHealth
+from gateway.store.health import DISK, DatabaseHealth
 
 log = logging.getLogger(__name__)
 
@@ -198,34 +199,43 @@ class RestartPlan:
         self.restarts += 1
 
 
-async def watch_free_space(
-    storage: Path, health: DatabaseHealth, min_free_bytes: int, seconds: float = DISK_SECONDS
-) -> None:
+class FreeSpaceFloor:
     """The embedded database on `storage` marked down (`disk`) while its file system has less
-    than `min_free_bytes` free; up again once it has them. Said once each way."""
-    short = False
-    while True:
-        free = await asyncio.to_thread(_free_bytes, storage)
-        if free is not None and free < min_free_bytes:
-            if not short:
+    than `min_free_bytes` free; up again once it has them. Said once each way. `look()` once
+    before the process's first write (a one-shot command writes at once), then `watch()`."""
+
+    def __init__(self, storage: Path, health: DatabaseHealth, min_free_bytes: int) -> None:
+        self._storage = storage
+        self._health = health
+        self._min_free_bytes = min_free_bytes
+        self._short = False
+
+    async def look(self) -> None:
+        free = await asyncio.to_thread(_free_bytes, self._storage)
+        if free is not None and free < self._min_free_bytes:
+            if not self._short:
                 log.error(
                     "the embedded database's disk (%s) has %d bytes free, under the %d "
                     "(GATEWAY_EMBEDDED_MIN_FREE_MB) it needs to lose no acknowledged write: "
-                    "the database is refused (503) until there is room",
-                    storage,
+                    "the database is refused (503) and takes no write until there is room",
+                    self._storage,
                     free,
-                    min_free_bytes,
+                    self._min_free_bytes,
                 )
-            health.mark_down(
-                "disk",
-                f"the embedded database's disk has {free} bytes free, under {min_free_bytes}",
+            self._health.mark_down(
+                DISK,
+                f"the embedded database's disk has {free} bytes free, under {self._min_free_bytes}",
             )
-            short = True
-        elif short:
+            self._short = True
+        elif self._short:
             log.info("the embedded database's disk has room again (%s bytes free)", free)
-            health.mark_up("disk")
-            short = False
-        await asyncio.sleep(seconds)
+            self._health.mark_up(DISK)
+            self._short = False
+
+    async def watch(self, seconds: float = DISK_SECONDS) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await self.look()
 
 
 def _free_bytes(storage: Path) -> int | None:
