@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import re
 import sys
 import warnings
@@ -176,37 +177,20 @@ class _GatedClient(AsyncMongoClient[Doc]):
         self.__write_gate = write_gate
         super().__init__(*args, **kwargs)
 
-    async def _retry_internal(
-        self,
-        func: Any,
-        session: Any,
-        bulk: Any,
-        operation: str,
-        is_read: bool = False,
-        address: Any = None,
-        read_pref: Any = None,
-        retryable: bool = False,
-        operation_id: int | None = None,
-        is_run_command: bool = False,
-        is_aggregate_write: bool = False,
-        conn_mgr: Any = None,
-    ) -> Any:
-        if (not is_read or is_aggregate_write) and operation != "abortTransaction":
+    async def _retry_internal(self, *args: Any, **kwargs: Any) -> Any:
+        # The driver's own arguments, read by name against its own signature and handed on
+        # untouched: another driver version that reorders or adds them is still served (one
+        # that renames the method leaves the gate unasked: tests/test_embedded_database.py).
+        call = _RETRY_INTERNAL.bind(self, *args, **kwargs)
+        call.apply_defaults()
+        given = call.arguments
+        writes = not given.get("is_read", False) or given.get("is_aggregate_write", False)
+        if writes and given.get("operation") != "abortTransaction":
             self.__write_gate()
-        return await super()._retry_internal(
-            func,
-            session,
-            bulk,
-            operation,
-            is_read=is_read,
-            address=address,
-            read_pref=read_pref,
-            retryable=retryable,
-            operation_id=operation_id,
-            is_run_command=is_run_command,
-            is_aggregate_write=is_aggregate_write,
-            conn_mgr=conn_mgr,
-        )
+        return await super()._retry_internal(*args, **kwargs)
+
+
+_RETRY_INTERNAL = inspect.signature(AsyncMongoClient._retry_internal)
 
 
 def open_client(
