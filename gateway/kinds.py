@@ -19,6 +19,11 @@ from gateway.store import Doc, Store, new_id
 MAX_CHECKED = 5_000
 """Stored entities a schema replacement checks (the oldest first): a kind with more is
 checked on its first 5,000, so a replacement answers in about a second whatever its size."""
+MAX_RESTATED = 1_000
+"""Stored entities a schema replacement restates in its request (`restate_stored`): a kind
+with more keeps its stored spellings until each entity is next written, so a replacement
+answers in about a second whatever the kind's size."""
+
 _SHOWN = 5  # stranded entities a refusal lists, each with its first problems
 _USERS_NAMED = 50  # a refusal names at most this many triggers, and as many mappings
 
@@ -33,6 +38,15 @@ class _Save:
 
 
 _SAVE: ContextVar[_Save | None] = ContextVar("kind_save", default=None)
+
+
+def unrestated() -> str:
+    """The note of a replacement that restated no stored entity (`restate_stored`)."""
+    return (
+        f"the kind has more than {MAX_RESTATED:,} entities: their stored values were not"
+        " restated in the form the new schema normalises them to, and keep their spelling"
+        " until each is next written (a lookup by the normalised value misses them until then)"
+    )
 
 
 def public_kind(doc: Doc) -> dict[str, Any]:
@@ -118,11 +132,12 @@ class KindService:
 
     async def replace(
         self, tenant: str, name: str, body: dict[str, Any], author: str, *, force: bool = False
-    ) -> Doc:
+    ) -> tuple[Doc, int | None]:
         """Replace the kind's schema; Conflict, unless `force`, when an active mapping naming
         the kind does not fit it (`check_mappings`) or stored entities of the kind do not
         validate against it (`check_stored`). Checked with the kind marked as being replaced:
-        no trigger or mapping version naming it is saved meanwhile (`saving`)."""
+        no trigger or mapping version naming it is saved meanwhile (`saving`). With how many
+        stored entities were restated (`restate_stored`): None when the kind has too many."""
         _, schema = self._parse({"name": name, "schema": body.get("schema")})
         new = self._schemas.compile_kind(name, schema)
 
@@ -136,8 +151,7 @@ class KindService:
         )
         if doc is None:
             raise NotFound(f"no kind {name!r}")
-        await self.restate_stored(tenant, name, new)
-        return doc
+        return doc, await self.restate_stored(tenant, name, new)
 
     async def get(self, tenant: str, name: str) -> Doc:
         doc = await self._store.kinds.get(tenant, name)
@@ -261,27 +275,34 @@ class KindService:
             entities=stranded,
         )
 
-    async def restate_stored(self, tenant: str, name: str, schema: CompiledSchema) -> int:
+    async def restate_stored(self, tenant: str, name: str, schema: CompiledSchema) -> int | None:
         """Store every entity of kind `name` in the form its new `schema` normalises it to (a
         field given an identifier format: `529.982.247-25` is `52998224725`, `ped-1234`
         `PED1234`), as a write under the schema would store it: so the kind's entities read
         one spelling, a lookup by the normalised value finds them, and their next write does
         not report the normalisation as a change nobody made. No event (the values mean the
         same); an entity written meanwhile was written under the new schema. Returns how many
-        were restated."""
-        restated = 0
+        were restated; None, restating none, when the kind has more than MAX_RESTATED
+        entities: one guarded update each, inside the replacing request, would hold its
+        answer for minutes (and a restart would stop it part-way, unseen)."""
+        docs: list[Doc] = []
         after: str | None = None
-        while True:
-            docs = await self._store.entities.find(
+        while len(docs) <= MAX_RESTATED:
+            page = await self._store.entities.find(
                 tenant, "other", {"kind": name}, after=after, limit=500
             )
-            for doc in docs:
-                data = self._schemas.normalize("other", doc["data"], kind_schema=schema)
-                if not same_json(data, doc["data"]):
-                    restated += await self._store.entities.restate(tenant, doc, data)
-            if len(docs) < 500:
-                return restated
-            after = str(docs[-1]["_id"])
+            docs += page
+            if len(page) < 500:
+                break
+            after = str(page[-1]["_id"])
+        if len(docs) > MAX_RESTATED:
+            return None
+        restated = 0
+        for doc in docs:
+            data = self._schemas.normalize("other", doc["data"], kind_schema=schema)
+            if not same_json(data, doc["data"]):
+                restated += await self._store.entities.restate(tenant, doc, data)
+        return restated
 
     def _parse(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The kind's name and schema, compiled; InvalidPayload naming every problem (the
