@@ -74,11 +74,10 @@ async def replace_kind(request: web.Request) -> web.Response:
         return await kind_page(request, stale, status=409)
     try:
         body = {"schema": _schema(values)}
-        _, restated = await kinds.replace(tenant, _name(request), body, session_of(request).subject)
+        await kinds.replace(tenant, _name(request), body, session_of(request).subject)
     except GatewayError as exc:
         return await kind_page(request, Form(values).refuse(exc, FIELDS), status=422)
-    flash = "kinds.saved" if restated is not None else "kinds.saved_unrestated"
-    return redirect(f"/admin/kinds/{_name(request)}", flash=flash)
+    return redirect(f"/admin/kinds/{_name(request)}", flash="kinds.saved")
 
 
 async def delete_kind(request: web.Request) -> web.Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.kinds import public_kind, unrestated
+from gateway.kinds import public_kind
 from gateway.store.client import KIND_CURSOR
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation, text_cursor
@@ -25,18 +25,6 @@ _KIND = {
     "properties": {"name": _NAME, "schema": _SCHEMA},
 }
 _NEW_KIND = {**_KIND, "additionalProperties": False}
-# A replacement's answer: the kind, and how many stored entities it restated (null, with a
-# `note`, when the kind has too many to restate in the request: kinds.MAX_RESTATED).
-_REPLACED = {
-    "type": "object",
-    "required": ["name", "schema", "restated"],
-    "properties": {
-        "name": _NAME,
-        "schema": _SCHEMA,
-        "restated": {"type": ["integer", "null"], "minimum": 0},
-        "note": {"type": "string"},
-    },
-}
 # A replacement names its kind in the path: a `name` in the body (a rename) is refused.
 _REPLACEMENT = {
     "type": "object",
@@ -94,7 +82,7 @@ async def get_kind(request: web.Request) -> web.Response:
     "Replace a custom kind's schema (refused while stored entities of it would not validate)",
     tag="kinds",
     request=_REPLACEMENT,
-    response=_REPLACED,
+    response=_KIND,
     query=[("force", "true to replace it even if stored entities do not validate against it")],
     schemas={"name": _NAME, "force": {"enum": ["true", "false", "1", "0"]}},
     errors=(409,),
@@ -104,13 +92,10 @@ async def replace_kind(request: web.Request) -> web.Response:
     force = query_flag(request, "force", False)
     body = await read_object(request)
     check_members(body, {"schema": dict}, required=("schema",))
-    doc, restated = await services_of(request).kinds.replace(
+    doc = await services_of(request).kinds.replace(
         claims.tenant, request.match_info["name"], body, claims.subject, force=force
     )
-    answer = {**public_kind(doc), "restated": restated}
-    if restated is None:
-        answer["note"] = unrestated()
-    return json_response(answer)
+    return json_response(public_kind(doc))
 
 
 @operation(
