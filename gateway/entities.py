@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -190,7 +191,7 @@ def visible_to(expose: Sequence[str] | None) -> Sees | None:
 def merge(
     base: Mapping[str, Any],
     patch: Mapping[str, Any],
-    whole: Collection[str] = (),
+    whole: Mapping[str, Collection[str]] = MappingProxyType({}),
     sees: Sees | None = None,
 ) -> dict[str, Any]:
     """RFC 7396 JSON merge patch: objects merge recursively, null removes a member. An object
@@ -199,8 +200,11 @@ def merge(
     named in `whole` (`SchemaRegistry.whole_members`): an object that is one value (a
     driver's identity, a service record) is replaced, never paired with stored members; but
     those the writer cannot read (`sees`: a partner shown `contact.name` and
-    `contact.email` by its trigger's `expose`) are kept: it could not send them back, and
-    its write neither removes them nor tells of them (`pipeline.written`)."""
+    `contact.email` by its trigger's `expose`) are kept while it names the same value: it
+    could not send them back, and its write neither removes them nor tells of them
+    (`pipeline.written`). A write changing a member that says which one the value is (its
+    `x-identity`: `current_driver.cpf`, `last_service.at`) is another value: none are kept,
+    or one driver's id and name would be stored with another's CPF."""
     result = dict(base)
     for key, value in patch.items():
         if value is None:
@@ -208,18 +212,31 @@ def merge(
         elif isinstance(value, Mapping):
             target = result.get(key)
             if key in whole:
-                target = _unseen(target, key, sees)
+                target = _unseen(target, value, key, whole[key], sees)
             result[key] = merge(target if isinstance(target, Mapping) else {}, value)
         else:
             result[key] = value
     return result
 
 
-def _unseen(stored: Any, key: str, sees: Sees | None) -> dict[str, Any]:
-    """The members of the stored whole value `stored` (member `key`) its writer cannot read."""
+def _unseen(
+    stored: Any, sent: Mapping[str, Any], key: str, identity: Collection[str], sees: Sees | None
+) -> dict[str, Any]:
+    """The members of the stored whole value `stored` (member `key`) its writer cannot read,
+    unless the value `sent` changes one of its `identity` members: then none."""
     if sees is None or not isinstance(stored, Mapping):
         return {}
+    if any(
+        name in sent and _spelled(name, sent[name]) != _spelled(name, stored.get(name))
+        for name in identity
+    ):
+        return {}
     return {name: value for name, value in stored.items() if not sees(f"{key}.{name}")}
+
+
+def _spelled(name: str, value: Any) -> Any:
+    """`value` of member `name` as stored (a CPF written with its dots is the same CPF)."""
+    return normalize_identifier(name, value) if isinstance(value, str) else value
 
 
 def _values(query: Mapping[str, str], name: str) -> list[str]:

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound, StoreUnavailable
 from gateway.formats.json_tree import is_text, same_json
 from gateway.mapping import load_mapping
 from gateway.mapping_files.catalog import TenantCatalog
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store, new_id
+from gateway.store.kinds import RESTATING
+
+log = logging.getLogger(__name__)
 
 MAX_CHECKED = 5_000
 """Stored entities a schema replacement checks (the oldest first): a kind with more is
 checked on its first 5,000, so a replacement answers in about a second whatever its size."""
+# The restatement after a replacement (`restate_pending`), in pages of _PAGE entities, at
+# most _PAGES_A_PASS of a kind in a pass of the flow runner's housekeeping.
+_PAGE = 500
+_PAGES_A_PASS = 4
+_KINDS_A_PASS = 20
+
 _SHOWN = 5  # stranded entities a refusal lists, each with its first problems
 _USERS_NAMED = 50  # a refusal names at most this many triggers, and as many mappings
 
@@ -122,7 +132,8 @@ class KindService:
         """Replace the kind's schema; Conflict, unless `force`, when an active mapping naming
         the kind does not fit it (`check_mappings`) or stored entities of the kind do not
         validate against it (`check_stored`). Checked with the kind marked as being replaced:
-        no trigger or mapping version naming it is saved meanwhile (`saving`)."""
+        no trigger or mapping version naming it is saved meanwhile (`saving`). Its stored
+        entities are restated in the new schema's form after the answer (`restate_pending`)."""
         _, schema = self._parse({"name": name, "schema": body.get("schema")})
         new = self._schemas.compile_kind(name, schema)
 
@@ -136,7 +147,6 @@ class KindService:
         )
         if doc is None:
             raise NotFound(f"no kind {name!r}")
-        await self.restate_stored(tenant, name, new)
         return doc
 
     async def get(self, tenant: str, name: str) -> Doc:
@@ -261,27 +271,47 @@ class KindService:
             entities=stranded,
         )
 
-    async def restate_stored(self, tenant: str, name: str, schema: CompiledSchema) -> int:
-        """Store every entity of kind `name` in the form its new `schema` normalises it to (a
-        field given an identifier format: `529.982.247-25` is `52998224725`, `ped-1234`
-        `PED1234`), as a write under the schema would store it: so the kind's entities read
-        one spelling, a lookup by the normalised value finds them, and their next write does
-        not report the normalisation as a change nobody made. No event (the values mean the
-        same); an entity written meanwhile was written under the new schema. Returns how many
-        were restated."""
+    async def restate_pending(self) -> int:
+        """Store the entities of every replaced kind in the form its new schema normalises
+        them to (a field given an identifier format: `529.982.247-25` is `52998224725`,
+        `ped-1234` `PED1234`), as a write under the schema would store it: so the kind's
+        entities read one spelling, a lookup by the normalised value finds them, and their
+        next write does not report the normalisation as a change nobody made. No event (the
+        values mean the same); an entity written meanwhile was written under the new schema.
+
+        Run by the flow runner's housekeeping, never inside the replacing request (one
+        guarded update an entity: minutes for a large kind): a few pages of each kind a pass,
+        the kind's `restating_from` (store/kinds.py) moved on after each page, so a restart
+        goes on from the last page recorded, and a page done twice changes nothing. Returns
+        how many entities were restated."""
         restated = 0
-        after: str | None = None
-        while True:
+        for kind in await self._store.kinds.restating(_KINDS_A_PASS):
+            try:
+                restated += await self._restate_some(kind)
+            except StoreUnavailable:
+                raise
+            except Exception:  # one kind's failure holds back no other's
+                log.exception("restating the entities of kind %r failed; retrying", kind["name"])
+        return restated
+
+    async def _restate_some(self, kind: Doc) -> int:
+        tenant, name = kind["tenant"], kind["name"]
+        schema = self._schemas.compile_kind(name, kind["schema"], stored=True)
+        restated = 0
+        for _ in range(_PAGES_A_PASS):
+            after = kind[RESTATING] or None
             docs = await self._store.entities.find(
-                tenant, "other", {"kind": name}, after=after, limit=500
+                tenant, "other", {"kind": name}, after=after, limit=_PAGE
             )
             for doc in docs:
                 data = self._schemas.normalize("other", doc["data"], kind_schema=schema)
                 if not same_json(data, doc["data"]):
                     restated += await self._store.entities.restate(tenant, doc, data)
-            if len(docs) < 500:
-                return restated
-            after = str(docs[-1]["_id"])
+            last = str(docs[-1]["_id"]) if len(docs) == _PAGE else None
+            if not await self._store.kinds.restated_to(kind, last) or last is None:
+                break  # done, or the kind changed (replaced again: it starts over)
+            kind = {**kind, RESTATING: last}
+        return restated
 
     def _parse(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The kind's name and schema, compiled; InvalidPayload naming every problem (the

@@ -244,6 +244,7 @@ def _assemble(
         secrets,
         settings=_runner_settings(settings),
         on_deliveries=worker.notify,
+        also_on_time=kinds.restate_pending,
     )
     configs = TriggerConfigs(store, box, fetch)
     gates = TriggerGates(store, metrics, follow_changes=settings.change_streams)

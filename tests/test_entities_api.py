@@ -715,6 +715,59 @@ async def test_a_phone_dialled_abroad_from_brazil_drops_its_carrier_code(client:
     }
 
 
+async def test_a_phone_starting_00_is_read_only_as_a_valid_number_dialled_from_brazil(
+    client: Client,
+) -> None:
+    """`00` followed by what is no carrier code and a valid number was read as one all the
+    same, its first two digits dropped: `0044 7911 123456` stored as +7911123456 (Russia),
+    `0055 23 98765 4321` as +23987654321 (São Tomé), `00 55 0800 727 0800` as +08007270800.
+    A Brazilian number written `00 55` is refused for the reason it is refused without the
+    `00`; anything else that is no carrier code and a valid number is refused asking for
+    the `+` form, never another subscriber's number."""
+    plus_form = (
+        "a number starting 00 is read only as dialled from Brazil: 00, a carrier code and a"
+        " valid number with its country code (0021 44 7911 123456); write it with + and its"
+        " country code (+44 7911 123456)"
+    )
+    wanted = {
+        "0055 11 8765 4321": "an 8-digit mobile number; mobiles have 9 digits, a 9 before these 8",
+        "0055 23 98765 4321": "23 is no Brazilian area code (DDD)",
+        "0055 11 98765 43210": "no Brazilian number (+55, an area code, then 8 digits beginning"
+        " 2 to 5 or 9 beginning with 9; or a 0800, 0300, 0500, 0900, 3003 or 4004 number)",
+        "0044 7911 123456": plus_form,  # not +7 911123456: a Russian number has 10 digits
+        "001 212 555 1234": plus_form,  # not +1 25551234
+        "0049 30 1234567": plus_form,  # not +30 1234567: a Greek number has 10 digits
+        "0044 20 7946 0958": plus_form,  # +44 20 7946 0958, or +20 7946 0958 after a CSP 44?
+    }
+    refused = {}
+    for phone in wanted:
+        body = {"name": "Abroad", "cpf": "22453832301", "phone": phone}
+        answer = await client.post("/api/v1/entities/driver", json=body, headers=auth())
+        problem = await answer.json()
+        assert answer.status == 422, problem
+        [error] = problem["errors"]
+        assert error["pointer"] == "/phone", problem
+        refused[phone] = error["message"].partition(f'"{phone}" is not a valid phone number: ')[2]
+    assert refused == wanted
+    cpfs = iter(["94580730224", "15736819384", "03642621252", "99722003372"])
+    stored = {}
+    read = ("00 55 0800 727 0800", "0041 1 415 555 2671", "0021 54 9 11 2345 6789")
+    for phone in (*read, "0041 44 7911 123456"):
+        body = {"name": "Abroad", "cpf": next(cpfs), "phone": phone}
+        stored[phone] = (await post(client, "/api/v1/entities/driver", body))["phone"]
+    assert stored == {
+        "00 55 0800 727 0800": "+558007270800",
+        "0041 1 415 555 2671": "+14155552671",
+        "0021 54 9 11 2345 6789": "+5491123456789",
+        "0041 44 7911 123456": "+447911123456",  # no Swiss number has 12 digits
+    }
+    # the "+" form gets the same checks: a country code nobody has, a number of the wrong length
+    for phone in ("+0 800 727 0800", "+28 1234 5678", "+7 911 123456", "+1 125 555 1234"):
+        body = {"name": "Abroad", "cpf": "22453832301", "phone": phone}
+        answer = await client.post("/api/v1/entities/driver", json=body, headers=auth())
+        assert answer.status == 422, (phone, await answer.text())
+
+
 async def test_a_phone_with_an_area_code_brazil_does_not_have_is_refused(
     client: Client,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.web.state import services_key
+from tests.flow_support import drain
 from tests.support import auth
 from tests.triggers_support import (
     PAYLOADS,
@@ -662,6 +663,35 @@ async def test_a_partner_shown_the_drivers_name_and_cpf_keeps_the_vehicles_drive
     assert status == 200 and answer["changed"] == ["model"], answer
     stored = await client.get("/api/v1/entities/vehicle/EXP1234", headers=auth())
     assert (await stored.json())["current_driver"] == driver
+
+
+async def test_a_partner_shown_the_drivers_cpf_writing_another_cpf_keeps_no_other_drivers_id(
+    client: Client,
+) -> None:
+    """A partner shown `current_driver.cpf` alone (not `.id`, `.name`) that sent another
+    driver's CPF stored the driver before's id and name beside it, one person's id and name
+    with another's CPF, kept for good when the CPF was no driver of the tenant. A changed
+    CPF (or id, or name) is another person: the hidden members go; the same CPF, however
+    written, keeps them."""
+    expose = ["plate", "current_driver.cpf"]
+    trigger = await create_trigger(client, name="erp", methods=["GET", "POST"], expose=expose)
+    bruno = {"id": "6b157e52ea4a1e1c5c5fe2aa", "cpf": "11144477735", "name": "Bruno Lima"}
+    vehicle = {"plate": "EXP1234", "current_driver": bruno}
+    created = await client.post("/api/v1/entities/vehicle", json=vehicle, headers=auth())
+    assert created.status == 201, await created.text()
+    url = "/api/v1/entities/vehicle/EXP1234"
+    # the same driver's CPF written with its dots: the same person, id and name kept
+    sent = {"plate": "EXP1234", "current_driver": {"cpf": "111.444.777-35"}}
+    status, answer = await hook(client, trigger, sent)
+    assert status == 200 and answer["changed"] == [], answer
+    assert (await (await client.get(url, headers=auth())).json())["current_driver"] == bruno
+    # another person's CPF (no driver of the tenant): nothing of Bruno's stays beside it
+    sent = {"plate": "EXP1234", "current_driver": {"cpf": "390.533.447-05"}}
+    status, answer = await hook(client, trigger, sent)
+    assert status == 200 and answer["changed"] == ["current_driver.cpf"], answer
+    await drain(client.app[services_key])
+    stored = await (await client.get(url, headers=auth())).json()
+    assert stored["current_driver"] == {"cpf": "39053344705"}
 
 
 async def test_a_response_mapping_reading_a_secret_is_refused_as_no_read_can_run(

@@ -4,7 +4,7 @@ once the delivery worker exists, `assemble_flow_runtime` (the starter and the ru
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,10 +125,18 @@ def assemble_flow_runtime(
     *,
     settings: RunnerSettings,
     on_deliveries: Callable[[], None],
+    also_on_time: Callable[[], Awaitable[Any]] | None = None,
 ) -> FlowRuntime:
     """The runner wakes the delivery worker (`on_deliveries`) when a step queued messages or
     calls; the starter, and a flow's resume, wake the runner. Its housekeeping brings the
-    vehicles' `current_driver` up to date when a scheduled driver change starts."""
+    vehicles' `current_driver` up to date when a scheduled driver change starts, then does
+    `also_on_time` (the restatement of replaced kinds' entities: `KindService`)."""
+
+    async def on_time() -> None:
+        await notify.assignments.follow_scheduled()
+        if also_on_time is not None:
+            await also_on_time()
+
     steps = StepRunner(
         StepParts(
             store,
@@ -150,7 +158,7 @@ def assemble_flow_runtime(
         secrets,
         settings=settings,
         on_deliveries=on_deliveries,
-        on_time=notify.assignments.follow_scheduled,
+        on_time=on_time,
     )
     starter = FlowStarter(store, notify.flows, metrics, on_started=runner.notify)
     notify.flows.on_released = runner.notify  # a resume: the held runs are due now

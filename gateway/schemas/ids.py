@@ -320,27 +320,112 @@ def e164(phone: str) -> str:
     # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
     digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
     if text.startswith("00"):
-        text, digits = "+", _dialled_abroad(digits[2:])
+        text, digits = "+", _dialled_abroad(phone, digits[2:])
     if text.startswith("+") and digits.startswith(COUNTRY_CODE + "0"):
         digits = COUNTRY_CODE + digits[3:]  # "+55 (011) 9…": no area code starts with 0
     if not text.startswith("+"):
         digits = _with_country_code(phone, text, digits)
-    if digits.startswith(COUNTRY_CODE) and (problem := _brazilian_problem(digits)):
+    if problem := _international_problem(digits):
         raise NotAPhone(phone, problem)
-    if not 8 <= len(digits) <= 15:
-        raise NotAPhone(phone, "E.164 has 8 to 15 digits")
     return "+" + digits
 
 
-def _dialled_abroad(digits: str) -> str:
+def _dialled_abroad(phone: str, digits: str) -> str:
     """The country code and number of `digits`, dialled from Brazil after `00`: a carrier
     code (CSP: 21 Embratel, 15 Telefônica, 41 TIM …) comes first ("0015 55 11 98765 4321",
-    "0021 54 9 11 2345 6789"), never the country code straight after `00`. A Brazilian
-    number written `00 55 …` the European way (no carrier code: digits Brazil's plan knows)
-    is that number."""
-    if _BRAZILIAN.fullmatch(digits) or _NON_GEOGRAPHIC.fullmatch(digits):
+    "0021 54 9 11 2345 6789"). Read so only when what follows the carrier code is a valid
+    number (`_international_problem`, the checks a "+" number gets) and the digits are not
+    as well a number without a carrier code, the European way ("0044 20 …": which one was
+    meant cannot be told). A Brazilian number written `00 55 …` that way is that number when
+    Brazil's plan knows it, refused for its reason when not ("0055 11 8765 4321": an 8-digit
+    mobile). Anything else is refused, asking for the "+" form: read another way, it would
+    be another subscriber, maybe in another country."""
+    if digits.startswith(COUNTRY_CODE):
+        if digits.startswith(COUNTRY_CODE + "0"):
+            digits = COUNTRY_CODE + digits[3:]  # "00 55 0800 …": no area code starts with 0
+        if problem := _brazilian_problem(digits):
+            raise NotAPhone(phone, problem)
         return digits
-    return digits[2:]
+    if _international_problem(digits[2:]) is None and _international_problem(digits) is not None:
+        return digits[2:]
+    raise NotAPhone(
+        phone,
+        "a number starting 00 is read only as dialled from Brazil: 00, a carrier code and a"
+        " valid number with its country code (0021 44 7911 123456); write it with + and its"
+        " country code (+44 7911 123456)",
+    )
+
+
+# The country codes of E.164 (ITU-T E.164 annex), prefix-free: 1 and 7, then two digits, then
+# three. A number beginning with no such code (+0…, +28…, +422…) is nobody's.
+_COUNTRY_CODES = frozenset(
+    "1 7 20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 60 61"
+    " 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98"
+    " 211 212 213 216 218 220 221 222 223 224 225 226 227 228 229 230 231 232 233 234 235 236"
+    " 237 238 239 240 241 242 243 244 245 246 247 248 249 250 251 252 253 254 255 256 257 258"
+    " 260 261 262 263 264 265 266 267 268 269 290 291 297 298 299 350 351 352 353 354 355 356"
+    " 357 358 359 370 371 372 373 374 375 376 377 378 379 380 381 382 383 385 386 387 389 420"
+    " 421 423 500 501 502 503 504 505 506 507 508 509 590 591 592 593 594 595 596 597 598 599"
+    " 670 672 673 674 675 676 677 678 679 680 681 682 683 685 686 687 688 689 690 691 692 800"
+    " 808 850 852 853 855 856 870 878 880 881 882 883 886 888 960 961 962 963 964 965 966 967"
+    " 968 970 971 972 973 974 975 976 977 979 992 993 994 995 996 998".split()
+)
+# How many digits follow the country code, where every number of the country has the same
+# count (or one of a few): a number with more or fewer is not one of them. Elsewhere (Germany,
+# Italy, China … number in many lengths) E.164's 8 to 15 digits in all is the check.
+_NATIONAL_LENGTHS: Mapping[str, range] = MappingProxyType(
+    {
+        "7": range(10, 11),
+        "20": range(8, 11),
+        "30": range(10, 11),
+        "31": range(9, 10),
+        "32": range(8, 10),
+        "33": range(9, 10),
+        "34": range(9, 10),
+        "41": range(9, 10),
+        "44": range(7, 11),
+        "51": range(8, 10),
+        "52": range(10, 11),
+        "54": range(10, 12),
+        "56": range(9, 10),
+        "57": range(8, 11),
+        "58": range(10, 11),
+        "61": range(9, 10),
+        "81": range(9, 11),
+        "239": range(7, 8),
+        "351": range(9, 10),
+        "591": range(8, 9),
+        "595": range(7, 10),
+        "598": range(8, 9),
+    }
+)
+# North America (+1): a 3-digit area code and a 7-digit number, neither beginning 0 or 1.
+_NANP = re.compile(r"1[2-9][0-9]{2}[2-9][0-9]{6}")
+
+
+def _country_code(digits: str) -> str | None:
+    """The E.164 country code `digits` begin with, or None."""
+    return next((digits[:n] for n in (1, 2, 3) if digits[:n] in _COUNTRY_CODES), None)
+
+
+def _international_problem(digits: str) -> str | None:
+    """Why `digits` (a country code and the rest) is no E.164 number, or None: its country
+    code is known, its length right (for +1 the North American plan, for +55 Brazil's)."""
+    code = _country_code(digits)
+    if code is None:
+        return "no country code begins it (E.164: +1, +44, +55 …)"
+    if code == COUNTRY_CODE:
+        return _brazilian_problem(digits)
+    if code == "1":
+        return None if _NANP.fullmatch(digits) else "no North American number (+1 and 10 digits)"
+    lengths = _NATIONAL_LENGTHS.get(code)
+    national = len(digits) - len(code)
+    if lengths is not None and national not in lengths:
+        many = f"{lengths.start}" if len(lengths) == 1 else f"{lengths.start} to {lengths[-1]}"
+        return f"a number of +{code} has {many} digits after the country code"
+    if not 8 <= len(digits) <= 15:
+        return "E.164 has 8 to 15 digits"
+    return None
 
 
 def _with_country_code(phone: str, text: str, digits: str) -> str:

@@ -138,17 +138,21 @@ class SchemaRegistry:
     def builtin_kinds(self) -> tuple[str, ...]:
         return tuple(self._kinds)
 
-    def whole_members(self, entity_type: str) -> frozenset[str]:
+    def whole_members(self, entity_type: str) -> Mapping[str, frozenset[str]]:
         """The top-level members of the type's schema marked `"x-whole": true`: an object that
         is one value (a vehicle's `current_driver`, its `last_service`, a supplier's
         `contact`), which a change replaces whole (`entities.merge`); merged, a partial one
         paired one driver's id with another's name and CPF, one service's plan with the
-        next service's date."""
+        next service's date. Each with its members `"x-identity"` names, those saying which
+        one the value is (a driver's `id`, `cpf` and `name`): a write changing one is another
+        value, which keeps none of the members its writer cannot see."""
         properties = self._entity(entity_type).schema.get("properties") or {}
-        return frozenset(
-            name
-            for name, sub in properties.items()
-            if isinstance(sub, Mapping) and sub.get("x-whole") is True
+        return MappingProxyType(
+            {
+                name: frozenset(sub.get("x-identity") or ())
+                for name, sub in properties.items()
+                if isinstance(sub, Mapping) and sub.get("x-whole") is True
+            }
         )
 
     def entity_schema(self, entity_type: str) -> dict[str, Any]:

@@ -49,6 +49,7 @@ DELETE_MARK: Final = timedelta(seconds=60)
 # schema replacement marks it (each takes milliseconds, a replacement's check about a second).
 SAVE_LEASE: Final = timedelta(seconds=60)
 REPLACE_MARK: Final = timedelta(seconds=60)
+RESTATING: Final = "restating_from"
 BUSY = "a trigger or a mapping naming the kind is being saved, or the kind deleted or replaced"
 
 
@@ -123,7 +124,9 @@ class KindStore:
         the kind as stored; raising refuses the replacement), the kind is marked as being
         replaced first, only while no save naming it is under way (Conflict otherwise), and
         no save starts until the schema is written: what `check` found still holds then."""
-        update = {"$set": {"schema": schema, "author": author, "updated_at": utcnow()}}
+        # "": the restatement of the stored entities starts over (`restating`).
+        fields = {"schema": schema, "author": author, "updated_at": utcnow(), RESTATING: ""}
+        update = {"$set": fields}
         if check is None:
             with translate_errors():
                 return await self._c.find_one_and_update(
@@ -144,6 +147,24 @@ class KindStore:
         except BaseException:
             await self._unmark(tenant, name, "replacing_until")
             raise
+
+    # -- restatement after a replacement: system work across tenants, never from a request --
+
+    async def restating(self, limit: int) -> list[Doc]:
+        """Kinds whose stored entities are being restated in their replaced schema's form:
+        `restating_from` is the id of the last entity restated ("" before the first)."""
+        with translate_errors():
+            return await self._c.find({RESTATING: {"$exists": True}}).to_list(limit)
+
+    async def restated_to(self, kind: Doc, after: str | None) -> bool:
+        """Record the restatement of `kind` (as `restating` read it) gone on past the entity
+        `after` (None: done). False when the kind changed meanwhile: replaced again (its
+        restatement started over) or deleted, or another process recorded its own page."""
+        query = {"_id": kind["_id"], RESTATING: kind[RESTATING], "updated_at": kind["updated_at"]}
+        update = {"$unset": {RESTATING: ""}} if after is None else {"$set": {RESTATING: after}}
+        with translate_errors():
+            done = await self._c.update_one(scoped(kind["tenant"], query), update)
+        return bool(done.matched_count)
 
     async def _mark(
         self, tenant: str, name: str, mark: str, until: datetime, now: datetime
