@@ -136,6 +136,7 @@ TRANSFORMS: dict[str, st.SearchStrategy[Any]] = {
         "plate",
         "vin",
         "cpf",
+        "cnpj",
         "renavam",
         "phone",
         "duration",
