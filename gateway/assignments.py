@@ -14,8 +14,9 @@
         other source recorded (an admin's, an ERP's), and an identification at `at` itself,
         are left alone. None when nothing was recorded.
     withdraw(tenant, vehicle, start, source=, ref=) -> bool
-        A report taken back (a corrected checklist): its change at `start` leaves the history
-        while it is still that report's.
+        A report taken back (a corrected or deleted checklist): its change at `start` leaves
+        the history while it is still that report's; the first later report of its driver
+        (kept in the change's `repeats`) stands in its place.
     follow_driver(tenant, driver) -> int
         The history's copies of a driver (by CPF) become the driver's as stored: a corrected
         name, the id of a driver deleted and created again.
@@ -32,8 +33,9 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
 - A change lasts until the next change of the same vehicle: no two assignments overlap.
 - A late report (a start before later changes) is inserted at its place in time; the later
   changes stay, so it only covers the gap up to the next one.
-- Reporting the driver who already drives at `start` changes nothing (HR systems and ERPs
-  repeat "current driver" answers); two changes at the same instant: the later write wins.
+- Reporting the driver who already drives at `start` records no change (HR systems and ERPs
+  repeat "current driver" answers): the change in force keeps it in `repeats`, for a
+  withdrawal; two changes at the same instant: the later write wins.
 - Of two concurrent reports of the same change, exactly one reports `changed`: the store
   writes a change only over a different driver's, and an end only where no change is
   recorded at its instant (an end relayed twice at once is recorded once; an identification
@@ -166,6 +168,9 @@ class AssignmentService:
             # driver's `{id, cpf, name}` back. Its origin is the report's (with a flow run's
             # chain: the loop guard counts a write-back that keeps being answered so).
             said = {"source": source, "ref": ref, "author": author, "chain": chain}
+            await self._store.add_repeat(
+                in_force, {"start": start, "source": source, "ref": ref, "author": author}
+            )
             await self._sync_current_driver(
                 tenant, vehicle, _origin({**said, "_id": in_force["_id"]})
             )
@@ -242,16 +247,40 @@ class AssignmentService:
     async def withdraw(
         self, tenant: str, vehicle_ref: str, start: datetime, *, source: str, ref: str
     ) -> bool:
-        """A report taken back (a checklist corrected to another vehicle, time or no driver):
-        the change it recorded at `start`, while it is still that report's (`source`, `ref`:
-        a later report at that instant stands), leaves the history, and the change before it
-        lasts on; the vehicle's `current_driver` follows. Whether one was removed."""
+        """A report taken back (a checklist corrected to another vehicle, time or driver, or
+        deleted): the change it recorded at `start`, while it is still that report's
+        (`source`, `ref`: a later report at that instant stands), leaves the history. What
+        the later reports of its driver said stands (the change's `repeats`, which recorded
+        nothing): the first of them before the next change is recorded in its place, at its
+        time, keeping the others; with none, the change before it lasts on. A report that was
+        itself a repeat leaves the `repeats` of the change it repeated. The vehicle's
+        `current_driver` follows. Whether a change was removed."""
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
         vid = str(vehicle["_id"])
-        doc_id = change_id(tenant, vid, as_stored(start.astimezone(UTC)))
-        removed = await self._store.remove(tenant, doc_id, {"source": source, "ref": ref})
+        start = as_stored(start.astimezone(UTC))
+        said = {"source": source, "ref": ref}
+        removed = await self._store.remove(tenant, change_id(tenant, vid, start), said)
         if removed is None:
+            await self._store.drop_repeat(tenant, vid, start, said)
             return False
+        following = await self._store.next_after(removed)
+        standing = sorted(
+            (r for r in removed.get("repeats") or () if r["start"] > removed["start"]),
+            key=lambda r: r["start"],
+        )
+        if following is not None:
+            standing = [r for r in standing if r["start"] < following["start"]]
+        # Each one as reported again: the first records the change, the others repeat it.
+        for repeat in standing:
+            await self._change(
+                vehicle,
+                removed["driver"],
+                repeat["start"],
+                repeat["source"],
+                repeat.get("ref"),
+                repeat["author"],
+                overwrite=False,
+            )
         await self._sync_current_driver(tenant, vehicle, _origin(removed), by_in_force=True)
         return True
 
