@@ -22,8 +22,10 @@ vehicle become changes in its history, through `AssignmentService.assign`:
                                        history's own write of the field (its origin names
                                        the change, `assignment`)
     entity.* of a driver               the history follows its drivers: one created or
-                                       renamed is the `{id, cpf, name}` its changes (by CPF)
-                                       and the vehicles' `current_driver` name; a deleted one
+                                       written (renamed) is the `{id, cpf, name}` its changes
+                                       (by CPF) and the vehicles' `current_driver` name (a
+                                       vehicle that could not be written is logged, and
+                                       follows at the driver's next write); a deleted one
                                        drives nothing from the deletion (`driver_deleted`)
     vehicle.driver.identified          a tracker identified its driver (an iButton, an RFID
                                        card, a driver key): the event's `detail.driver.
@@ -140,13 +142,10 @@ class AssignmentFeed:
         return int(result.changed)
 
     async def _driver_written(self, event: Doc) -> int:
-        """The history follows its drivers: a driver created or renamed is the one its
-        changes name (by CPF), a deleted one drives nothing from the deletion on."""
+        """The history follows its drivers: a driver created or written (a rename) is the one
+        its changes name (by CPF), a deleted one drives nothing from the deletion on."""
         tenant, entity = event["tenant"], event["entity"]
-        fields = {str(c.get("field", "")) for c in event.get("changes") or ()}
-        if event["type"] == "entity.created" or (
-            event["type"] == "entity.updated" and "name" in fields
-        ):
+        if event["type"] in ("entity.created", "entity.updated"):
             return await self._assignments.follow_driver(tenant, entity["id"])
         cpf = (event.get("data") or {}).get("cpf")
         if event["type"] != "entity.deleted" or not isinstance(cpf, str):

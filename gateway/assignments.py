@@ -55,6 +55,7 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,9 +63,11 @@ from typing import Any, Literal
 
 from gateway.clock import as_stored, utcnow
 from gateway.entities import EntityService, Origin
-from gateway.errors import FieldProblem, InvalidPayload, NotFound
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.store import Doc
 from gateway.store.assignments import AssignmentStore, change_id
+
+log = logging.getLogger(__name__)
 
 Source = Literal["erp", "hr", "checklist", "admin", "flow", "tracker"]
 SOURCES: tuple[str, ...] = ("erp", "hr", "checklist", "admin", "flow", "tracker")
@@ -288,18 +291,18 @@ class AssignmentService:
         """The history's copies of a driver (`{id, cpf, name}`) become the driver's as stored:
         a corrected name, and the id of a driver deleted and created again (one person by CPF,
         the natural key: the changes of before the deletion name the driver there is now).
-        The `current_driver` of the vehicles concerned follows. How many changes it rewrote."""
+        The `current_driver` of every vehicle of theirs follows, also one a follow before could
+        not write (logged there): the driver's next write finishes it. How many changes it
+        rewrote."""
         try:
             driver = await self._driver(tenant, driver_ref)
         except InvalidPayload:  # deleted since: its deletion is followed (`driver_deleted`)
             return 0
-        stale = [
-            c for c in await self._store.of_driver(tenant, driver["cpf"]) if c["driver"] != driver
-        ]
-        if not stale:
-            return 0
-        await self._store.set_driver(tenant, [c["_id"] for c in stale], driver)
-        await self._follow_vehicles(tenant, stale)
+        theirs = await self._store.of_driver(tenant, driver["cpf"])
+        stale = [c for c in theirs if c["driver"] != driver]
+        if stale:
+            await self._store.set_driver(tenant, [c["_id"] for c in stale], driver)
+        await self._follow_vehicles(tenant, stale + theirs)
         return len(stale)
 
     async def driver_deleted(
@@ -342,14 +345,24 @@ class AssignmentService:
         return touched
 
     async def _follow_vehicles(self, tenant: str, changes: list[Doc]) -> None:
-        """The `current_driver` of the vehicles of `changes` (rewritten) follows the history."""
+        """The `current_driver` of the vehicles of `changes` (rewritten) follows the history
+        (origin the first of them). A vehicle that cannot be written (a stored value its
+        schema now refuses, a write racing ours) is logged and left: the others follow."""
         for vid in sorted({c["vehicle_id"] for c in changes}):
             try:
                 vehicle = await self._entities.get(tenant, "vehicle", vid)
             except NotFound:
                 continue
             origin = _origin(next(c for c in changes if c["vehicle_id"] == vid))
-            await self._sync_current_driver(tenant, vehicle, origin, by_in_force=True)
+            try:
+                await self._sync_current_driver(tenant, vehicle, origin, by_in_force=True)
+            except (InvalidPayload, Conflict) as exc:
+                log.warning(
+                    "vehicle %s of tenant %s: current_driver not brought up to date: %s",
+                    vid,
+                    tenant,
+                    exc.detail,
+                )
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -425,3 +426,33 @@ async def test_a_renamed_driver_is_renamed_on_the_vehicles_they_drive(client: Cl
     await drain(client.app[services_key])
     change, field = await _now(client)
     assert change["driver"]["name"] == "Bruno Lima Neto" and field == change["driver"]
+
+
+async def test_a_rename_reaches_every_vehicle_though_one_of_them_cannot_be_written(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A vehicle whose write the schema refuses (a value stored before a rule) stopped the
+    rename half way, silently: the vehicles after it kept the old name for good, and the
+    relay's retry found the history renamed and nothing left to do."""
+    await _driven_by_bruno(client)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9K87"})
+    drivers = "/api/v1/entities/vehicle/XYZ9K87/drivers"
+    await post(client, drivers, {"driver": BRUNO["cpf"], "start": "2026-01-01T00:00:00Z"})
+    services = client.app[services_key]
+    await drain(services)
+    entities = services.store.entities._c
+    poisoned = {"type": "vehicle", "data.plate": "ABC1D23"}  # the first vehicle followed
+    assert (await entities.update_one(poisoned, {"$set": {"data.odometer_km": -5}})).modified_count
+    await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"name": "Bruno Neto"})
+    await drain(services)
+    other = await get(client, "/api/v1/entities/vehicle/XYZ9K87")
+    assert other["current_driver"]["name"] == "Bruno Neto"
+    stuck = await entities.find_one(poisoned)
+    assert stuck["data"]["current_driver"]["name"] == "Bruno Lima"
+    assert any("current_driver not brought up to date" in r.getMessage() for r in caplog.records)
+    # the vehicle corrected, the driver's next write finishes what was left
+    await _patch(client, "/api/v1/entities/vehicle/ABC1D23", {"odometer_km": 1000})
+    await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"email": "bruno@example.com"})
+    await drain(services)
+    change, field = await _now(client)
+    assert field == change["driver"] and field["name"] == "Bruno Neto"
