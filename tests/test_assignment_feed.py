@@ -200,6 +200,33 @@ async def test_an_erp_report_of_the_driver_in_force_in_its_own_spelling_gets_the
     assert len(history["items"]) == 1  # a repeat: nothing more recorded
 
 
+async def test_an_erp_sending_the_driver_in_force_by_cpf_again_and_again_changes_nothing(
+    client: Client,
+) -> None:
+    """Each send of `{cpf}` stripped the field's id and name (an `entity.updated`, the partner
+    told they changed) and the history wrote them back (a second one): two vehicle events on
+    every send of the same record, for ever."""
+    await _driven_by_bruno(client)
+    erp = await _erp_vehicles(client)
+    services = client.app[services_key]
+    await drain(services)
+    before = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    events = "/api/v1/events?type=entity.updated&limit=200"
+    settled = len((await get(client, events))["items"])
+    for spelling in (BRUNO["cpf"], "111.444.777-35", BRUNO["cpf"]):
+        answer = await send_to(
+            client, erp, {"plate": "ABC1D23", "current_driver": {"cpf": spelling}}
+        )
+        assert answer["changed"] == [] and answer["events"] == [], answer
+        await drain(services)
+    assert len((await get(client, events))["items"]) == settled
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["current_driver"] == (
+        before["current_driver"]
+    )
+    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    assert len(history["items"]) == 1
+
+
 async def test_removing_the_current_driver_reports_that_nobody_drives(client: Client) -> None:
     """A PATCH of `current_driver: null` removed the field while the history still said Bruno
     drove, and a later report of Bruno stayed without an id."""
