@@ -268,7 +268,7 @@ class AssignmentService:
             return False
         following = await self._store.next_after(removed)
         standing = sorted(
-            (r for r in removed.get("repeats") or () if r["start"] > removed["start"]),
+            (r for r in removed.get("repeats") or () if r["start"] >= removed["start"]),
             key=lambda r: r["start"],
         )
         if following is not None:

@@ -374,6 +374,22 @@ async def test_a_corrected_checklist_leaves_what_a_later_checklist_of_its_driver
     assert [c["driver"]["cpf"] for c in history] == [BRUNO["cpf"]]
 
 
+async def test_a_checklist_of_the_same_instant_stands_when_the_first_is_taken_back(
+    client: Client,
+) -> None:
+    await _driven_by_bruno_from_november(client)
+    services = client.app[services_key]
+    await _checklist(client, "ck-1", "ABC1D23", ANA["cpf"])
+    await drain(services)
+    await _checklist(client, "ck-2", "ABC1D23", ANA["cpf"])  # the same time: a repeat
+    await drain(services)
+    response = await client.delete("/api/v1/entities/other/checklist:ck-1", headers=auth())
+    assert response.status == 204, await response.text()
+    await drain(services)
+    at = await _driver_at(client, "ABC1D23", "2026-11-25T11:00:00Z")
+    assert (at["driver"]["cpf"], at["ref"]) == (ANA["cpf"], "checklist:ck-2")
+
+
 async def test_a_checklist_that_repeated_the_driver_is_taken_back_from_the_repeats(
     client: Client,
 ) -> None:
