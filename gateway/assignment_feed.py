@@ -5,10 +5,12 @@ vehicle become changes in its history, through `AssignmentService.assign`:
     checklist.completed                a checklist with a vehicle and a driver: that driver
                                        from its `completed_at` (source checklist, ref its key)
     entity.updated of a checklist      one whose `driver_cpf`, `completed_at` or
-                                       `vehicle_plate` changed (a correction): the change its
-                                       earlier report recorded is withdrawn (unless the new
-                                       one is at the same vehicle and instant: it replaces
-                                       it), and the new report recorded
+                                       `vehicle_plate` changed (a correction): the new report
+                                       is recorded, and the change the earlier one recorded
+                                       withdrawn (unless the new one replaced it, at the same
+                                       vehicle and instant); what later reports of its driver
+                                       said stands (`AssignmentService.withdraw`)
+    entity.deleted of a checklist      its report withdrawn the same way
     entity.created / entity.updated    a vehicle written carrying `current_driver` (cpf or
     of a vehicle                       id), created with it or changing anything of it (a
                                        removal: nobody drives it): from the event's
@@ -20,8 +22,10 @@ vehicle become changes in its history, through `AssignmentService.assign`:
                                        history's own write of the field (its origin names
                                        the change, `assignment`)
     entity.* of a driver               the history follows its drivers: one created or
-                                       renamed is the `{id, cpf, name}` its changes (by CPF)
-                                       and the vehicles' `current_driver` name; a deleted one
+                                       written (renamed) is the `{id, cpf, name}` its changes
+                                       (by CPF) and the vehicles' `current_driver` name (a
+                                       vehicle that could not be written is logged, and
+                                       follows at the driver's next write); a deleted one
                                        drives nothing from the deletion (`driver_deleted`)
     vehicle.driver.identified          a tracker identified its driver (an iButton, an RFID
                                        card, a driver key): the event's `detail.driver.
@@ -41,8 +45,8 @@ vehicle become changes in its history, through `AssignmentService.assign`:
 Flows record what an HR system answers with a fetch step's `assign` (`flows/steps.py`). A
 report that names an unknown driver or vehicle is logged and skipped: it never holds up the
 relay; so is an identification no driver of ours (or more than one) carries: the partner's
-id stays on the vehicle and in the event, and nobody is assigned. Repeats change nothing
-(`assign` ignores the driver already in force), so a relay that runs a batch twice, or a
+id stays on the vehicle and in the event, and nobody is assigned. Repeats record no change
+(`assign` keeps them on the change in force, `repeats`), so a relay that runs a batch twice, or a
 tracker that sends an identification again, records nothing twice; a late identification is
 inserted at its time and covers only the gap up to the next change.
 """
@@ -54,7 +58,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.assignments import AssignmentService
+from gateway.assignments import AssignmentService, AssignResult
 from gateway.entities import EntityService
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.flows.recipients import parse_time
@@ -138,13 +142,10 @@ class AssignmentFeed:
         return int(result.changed)
 
     async def _driver_written(self, event: Doc) -> int:
-        """The history follows its drivers: a driver created or renamed is the one its
-        changes name (by CPF), a deleted one drives nothing from the deletion on."""
+        """The history follows its drivers: a driver created or written (a rename) is the one
+        its changes name (by CPF), a deleted one drives nothing from the deletion on."""
         tenant, entity = event["tenant"], event["entity"]
-        fields = {str(c.get("field", "")) for c in event.get("changes") or ()}
-        if event["type"] == "entity.created" or (
-            event["type"] == "entity.updated" and "name" in fields
-        ):
+        if event["type"] in ("entity.created", "entity.updated"):
             return await self._assignments.follow_driver(tenant, entity["id"])
         cpf = (event.get("data") or {}).get("cpf")
         if event["type"] != "entity.deleted" or not isinstance(cpf, str):
@@ -165,18 +166,25 @@ class AssignmentFeed:
             return 0
 
     async def _checklist_corrected(self, event: Doc) -> int:
-        """A checklist's vehicle, driver or completion corrected: its report is taken again.
-        The change its earlier report recorded leaves the history (unless the new report
-        is at the same vehicle and instant, which it then replaces), and the new one is
-        recorded."""
+        """A checklist's vehicle, driver or completion corrected, or the checklist deleted:
+        its report is taken again. The new one is recorded, and the change the earlier report
+        recorded leaves the history, unless the new one replaced it (recorded at the same
+        vehicle and instant): a corrected driver who cannot be recorded (no driver of the
+        tenant) still takes the old one's report back."""
         data: dict[str, Any] = event.get("data") or {}
         before = dict(data)
-        for change in event["changes"]:
+        for change in event.get("changes") or ():
             if change.get("field") in _CHECKLIST_REPORT:
                 before[change["field"]] = change.get("old")
-        old, new = _checklist_report(before), _checklist_report(data)
-        recorded = 0
-        if old is not None and (new is None or (old[0], old[2]) != (new[0], new[2])):
+        old = _checklist_report(before)
+        new = None if event["type"] == "entity.deleted" else _checklist_report(data)
+        recorded, replaced = 0, False
+        if new is not None:
+            result = await self._assign(event, *new)
+            recorded += result is not None and result.changed
+            same = old is not None and (new[0], new[2]) == (old[0], old[2])
+            replaced = result is not None and same
+        if old is not None and not replaced:
             vehicle, _, start, source, ref = old
             try:
                 withdrawn = await self._assignments.withdraw(
@@ -186,13 +194,18 @@ class AssignmentFeed:
                 log.info("checklist correction in event %s: %s", event["_id"], exc.detail)
             else:
                 recorded += withdrawn
-        if new is not None:
-            recorded += await self._record(event, *new)
         return recorded
 
     async def _record(
         self, event: Doc, vehicle: str, driver: str | None, start: datetime, source: str, ref: str
     ) -> int:
+        result = await self._assign(event, vehicle, driver, start, source, ref)
+        return int(result is not None and result.changed)
+
+    async def _assign(
+        self, event: Doc, vehicle: str, driver: str | None, start: datetime, source: str, ref: str
+    ) -> AssignResult | None:
+        """The report recorded (or found a repeat); None when it cannot be (logged)."""
         origin = event.get("origin") or {}
         # A flow run's write: the history's write of the field is a link of its chain.
         chain = {k: origin[k] for k in ("run", "depth") if k in origin}
@@ -209,8 +222,8 @@ class AssignmentFeed:
             )
         except (InvalidPayload, NotFound, Conflict) as exc:
             log.info("assignment from event %s not recorded: %s", event["_id"], exc.detail)
-            return 0
-        return int(result.changed)
+            return None
+        return result
 
 
 def _report(event: Doc) -> tuple[str, str | None, datetime, str, str] | None:
@@ -249,12 +262,12 @@ def _checklist_report(data: Mapping[str, Any]) -> tuple[str, str, datetime, str,
 
 
 def _is_checklist_correction(event: Doc) -> bool:
-    """An update of a checklist changing who drove which vehicle from when."""
+    """An update of a checklist changing who drove which vehicle from when, or its deletion."""
     data = event.get("data") or {}
-    return (
+    if (event.get("entity") or {}).get("type") != "other" or data.get("kind") != "checklist":
+        return False
+    return event["type"] == "entity.deleted" or (
         event["type"] == "entity.updated"
-        and (event.get("entity") or {}).get("type") == "other"
-        and data.get("kind") == "checklist"
         and any(c.get("field") in _CHECKLIST_REPORT for c in event.get("changes") or ())
     )
 

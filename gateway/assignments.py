@@ -14,8 +14,9 @@
         other source recorded (an admin's, an ERP's), and an identification at `at` itself,
         are left alone. None when nothing was recorded.
     withdraw(tenant, vehicle, start, source=, ref=) -> bool
-        A report taken back (a corrected checklist): its change at `start` leaves the history
-        while it is still that report's.
+        A report taken back (a corrected or deleted checklist): its change at `start` leaves
+        the history while it is still that report's; the first later report of its driver
+        (kept in the change's `repeats`) stands in its place.
     follow_driver(tenant, driver) -> int
         The history's copies of a driver (by CPF) become the driver's as stored: a corrected
         name, the id of a driver deleted and created again.
@@ -32,8 +33,9 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
 - A change lasts until the next change of the same vehicle: no two assignments overlap.
 - A late report (a start before later changes) is inserted at its place in time; the later
   changes stay, so it only covers the gap up to the next one.
-- Reporting the driver who already drives at `start` changes nothing (HR systems and ERPs
-  repeat "current driver" answers); two changes at the same instant: the later write wins.
+- Reporting the driver who already drives at `start` records no change (HR systems and ERPs
+  repeat "current driver" answers): the change in force keeps it in `repeats`, for a
+  withdrawal; two changes at the same instant: the later write wins.
 - Of two concurrent reports of the same change, exactly one reports `changed`: the store
   writes a change only over a different driver's, and an end only where no change is
   recorded at its instant (an end relayed twice at once is recorded once; an identification
@@ -53,6 +55,7 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -60,9 +63,11 @@ from typing import Any, Literal
 
 from gateway.clock import as_stored, utcnow
 from gateway.entities import EntityService, Origin
-from gateway.errors import FieldProblem, InvalidPayload, NotFound
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.store import Doc
 from gateway.store.assignments import AssignmentStore, change_id
+
+log = logging.getLogger(__name__)
 
 Source = Literal["erp", "hr", "checklist", "admin", "flow", "tracker"]
 SOURCES: tuple[str, ...] = ("erp", "hr", "checklist", "admin", "flow", "tracker")
@@ -166,6 +171,9 @@ class AssignmentService:
             # driver's `{id, cpf, name}` back. Its origin is the report's (with a flow run's
             # chain: the loop guard counts a write-back that keeps being answered so).
             said = {"source": source, "ref": ref, "author": author, "chain": chain}
+            await self._store.add_repeat(
+                in_force, {"start": start, "source": source, "ref": ref, "author": author}
+            )
             await self._sync_current_driver(
                 tenant, vehicle, _origin({**said, "_id": in_force["_id"]})
             )
@@ -242,16 +250,40 @@ class AssignmentService:
     async def withdraw(
         self, tenant: str, vehicle_ref: str, start: datetime, *, source: str, ref: str
     ) -> bool:
-        """A report taken back (a checklist corrected to another vehicle, time or no driver):
-        the change it recorded at `start`, while it is still that report's (`source`, `ref`:
-        a later report at that instant stands), leaves the history, and the change before it
-        lasts on; the vehicle's `current_driver` follows. Whether one was removed."""
+        """A report taken back (a checklist corrected to another vehicle, time or driver, or
+        deleted): the change it recorded at `start`, while it is still that report's
+        (`source`, `ref`: a later report at that instant stands), leaves the history. What
+        the later reports of its driver said stands (the change's `repeats`, which recorded
+        nothing): the first of them before the next change is recorded in its place, at its
+        time, keeping the others; with none, the change before it lasts on. A report that was
+        itself a repeat leaves the `repeats` of the change it repeated. The vehicle's
+        `current_driver` follows. Whether a change was removed."""
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
         vid = str(vehicle["_id"])
-        doc_id = change_id(tenant, vid, as_stored(start.astimezone(UTC)))
-        removed = await self._store.remove(tenant, doc_id, {"source": source, "ref": ref})
+        start = as_stored(start.astimezone(UTC))
+        said = {"source": source, "ref": ref}
+        removed = await self._store.remove(tenant, change_id(tenant, vid, start), said)
         if removed is None:
+            await self._store.drop_repeat(tenant, vid, start, said)
             return False
+        following = await self._store.next_after(removed)
+        standing = sorted(
+            (r for r in removed.get("repeats") or () if r["start"] >= removed["start"]),
+            key=lambda r: r["start"],
+        )
+        if following is not None:
+            standing = [r for r in standing if r["start"] < following["start"]]
+        # Each one as reported again: the first records the change, the others repeat it.
+        for repeat in standing:
+            await self._change(
+                vehicle,
+                removed["driver"],
+                repeat["start"],
+                repeat["source"],
+                repeat.get("ref"),
+                repeat["author"],
+                overwrite=False,
+            )
         await self._sync_current_driver(tenant, vehicle, _origin(removed), by_in_force=True)
         return True
 
@@ -259,18 +291,18 @@ class AssignmentService:
         """The history's copies of a driver (`{id, cpf, name}`) become the driver's as stored:
         a corrected name, and the id of a driver deleted and created again (one person by CPF,
         the natural key: the changes of before the deletion name the driver there is now).
-        The `current_driver` of the vehicles concerned follows. How many changes it rewrote."""
+        The `current_driver` of every vehicle of theirs follows, also one a follow before could
+        not write (logged there): the driver's next write finishes it. How many changes it
+        rewrote."""
         try:
             driver = await self._driver(tenant, driver_ref)
         except InvalidPayload:  # deleted since: its deletion is followed (`driver_deleted`)
             return 0
-        stale = [
-            c for c in await self._store.of_driver(tenant, driver["cpf"]) if c["driver"] != driver
-        ]
-        if not stale:
-            return 0
-        await self._store.set_driver(tenant, [c["_id"] for c in stale], driver)
-        await self._follow_vehicles(tenant, stale)
+        theirs = await self._store.of_driver(tenant, driver["cpf"])
+        stale = [c for c in theirs if c["driver"] != driver]
+        if stale:
+            await self._store.set_driver(tenant, [c["_id"] for c in stale], driver)
+        await self._follow_vehicles(tenant, stale + theirs)
         return len(stale)
 
     async def driver_deleted(
@@ -313,14 +345,24 @@ class AssignmentService:
         return touched
 
     async def _follow_vehicles(self, tenant: str, changes: list[Doc]) -> None:
-        """The `current_driver` of the vehicles of `changes` (rewritten) follows the history."""
+        """The `current_driver` of the vehicles of `changes` (rewritten) follows the history
+        (origin the first of them). A vehicle that cannot be written (a stored value its
+        schema now refuses, a write racing ours) is logged and left: the others follow."""
         for vid in sorted({c["vehicle_id"] for c in changes}):
             try:
                 vehicle = await self._entities.get(tenant, "vehicle", vid)
             except NotFound:
                 continue
             origin = _origin(next(c for c in changes if c["vehicle_id"] == vid))
-            await self._sync_current_driver(tenant, vehicle, origin, by_in_force=True)
+            try:
+                await self._sync_current_driver(tenant, vehicle, origin, by_in_force=True)
+            except (InvalidPayload, Conflict) as exc:
+                log.warning(
+                    "vehicle %s of tenant %s: current_driver not brought up to date: %s",
+                    vid,
+                    tenant,
+                    exc.detail,
+                )
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)

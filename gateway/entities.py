@@ -265,6 +265,48 @@ def behind(new: Any, old: Any) -> bool:
     return False
 
 
+def known_whole(
+    current: Doc, patch: Mapping[str, Any], whole: Collection[str]
+) -> Mapping[str, Any]:
+    """`patch` without the whole values (`merge`'s `whole`) it sends as part of the stored
+    one: every member it sends is the stored value's (an identifier in any spelling). Such a
+    value is what the writer knows of the stored one (an ERP's `{cpf}` of the driver in
+    force, over the history's `{id, cpf, name}`): it stays as stored, and the write changes
+    nothing there; stripped of the members the writer does not know, it was written back
+    by the history at once, and again after each send, two events a send for ever. Only
+    while no event of the entity waits for the relay (`waiting`): one that does may be an
+    earlier report the history has not read, which this write, a later report, must follow
+    (`assignment_feed.py`). `patch` itself when it keeps every member."""
+    if waiting(current):
+        return patch
+    stored = current["data"]
+    kept = {
+        key: value
+        for key, value in patch.items()
+        if not (
+            key in whole
+            and isinstance(value, Mapping)
+            and value
+            and isinstance(held := stored.get(key), Mapping)
+            and all(_same_member(name, sent, held.get(name)) for name, sent in value.items())
+        )
+    }
+    return patch if len(kept) == len(patch) else kept
+
+
+def waiting(current: Doc) -> bool:
+    """Whether events of the entity wait for the relay (its outbox's bytes, `outbox_bytes`,
+    counted with every write and drain; a copy this process remembers from its own write
+    always says so)."""
+    return bool(current.get("outbox_bytes"))
+
+
+def _same_member(name: str, sent: Any, held: Any) -> bool:
+    if isinstance(sent, str) and isinstance(held, str):
+        return normalize_identifier(name, sent) == normalize_identifier(name, held)
+    return sent is not None and same_json(sent, held)
+
+
 def ahead(value: Any, now: datetime) -> bool:
     """Whether `value` is a date-time (ISO 8601 text) later than `now` by more than
     FUTURE_TOLERANCE_S."""
@@ -657,10 +699,22 @@ class EntityService:
             kept, skipped = (
                 forward_only(current["data"], fields, forward) if forward else (fields, ())
             )
+            whole = self._schemas.whole_members(etype)
+            known = known_whole(current, kept, whole)
+            if (
+                remembered
+                and waiting(current)
+                and known_whole({"data": current["data"]}, kept, whole) is not kept
+            ):
+                # A repeat of a whole value judged on the copy of our own write, which
+                # always has events waiting: read whether they still do.
+                self._recent.drop(tenant, etype, nk)
+                current = None
+                continue
             result = await self._write(
                 tenant,
                 current,
-                merge(current["data"], kept, self._schemas.whole_members(etype), sees),
+                merge(current["data"], known, whole, sees),
                 origin,
                 extra_events,
                 event_detail,
@@ -764,7 +818,9 @@ class EntityService:
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             stored = current["data"]
             whole = self._schemas.whole_members(etype)
-            merged = merge(stored, kept, whole, visible_to(upsert.visible))
+            merged = merge(
+                stored, known_whole(current, kept, whole), whole, visible_to(upsert.visible)
+            )
             data = keyed_as_stored(etype, stored, merged, create=upsert.create)
             clean = await self._check(tenant, etype, data, stored, null_paths(kept))
         except InvalidPayload as exc:
@@ -788,7 +844,8 @@ class EntityService:
             rounds = _Rounds()
             while True:
                 current = await self._current(rounds, tenant, etype, ref, nk)
-                merged = merge(current["data"], patch, self._schemas.whole_members(etype))
+                whole = self._schemas.whole_members(etype)
+                merged = merge(current["data"], known_whole(current, patch, whole), whole)
                 result = await self._write(
                     tenant, current, merged, origin, nulled=null_paths(patch)
                 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -199,6 +200,33 @@ async def test_an_erp_report_of_the_driver_in_force_in_its_own_spelling_gets_the
     assert len(history["items"]) == 1  # a repeat: nothing more recorded
 
 
+async def test_an_erp_sending_the_driver_in_force_by_cpf_again_and_again_changes_nothing(
+    client: Client,
+) -> None:
+    """Each send of `{cpf}` stripped the field's id and name (an `entity.updated`, the partner
+    told they changed) and the history wrote them back (a second one): two vehicle events on
+    every send of the same record, for ever."""
+    await _driven_by_bruno(client)
+    erp = await _erp_vehicles(client)
+    services = client.app[services_key]
+    await drain(services)
+    before = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    events = "/api/v1/events?type=entity.updated&limit=200"
+    settled = len((await get(client, events))["items"])
+    for spelling in (BRUNO["cpf"], "111.444.777-35", BRUNO["cpf"]):
+        answer = await send_to(
+            client, erp, {"plate": "ABC1D23", "current_driver": {"cpf": spelling}}
+        )
+        assert answer["changed"] == [] and answer["events"] == [], answer
+        await drain(services)
+    assert len((await get(client, events))["items"]) == settled
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["current_driver"] == (
+        before["current_driver"]
+    )
+    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    assert len(history["items"]) == 1
+
+
 async def test_removing_the_current_driver_reports_that_nobody_drives(client: Client) -> None:
     """A PATCH of `current_driver: null` removed the field while the history still said Bruno
     drove, and a later report of Bruno stayed without an id."""
@@ -239,14 +267,16 @@ async def test_the_latest_erp_report_wins_over_the_history_catching_up_with_an_e
     assert [c["driver"]["cpf"] for c in history] == [BRUNO["cpf"], ANA["cpf"], BRUNO["cpf"]]
 
 
-async def _checklist(client: Client, key: str, plate: str, cpf: str) -> None:
+async def _checklist(
+    client: Client, key: str, plate: str, cpf: str, at: str = "2026-11-25T10:00:00Z"
+) -> None:
     body = {
         "kind": "checklist",
         "key": key,
         "vehicle_plate": plate,
         "driver_cpf": cpf,
         "answers": [{"question": "pneus", "answer": True}],
-        "completed_at": "2026-11-25T10:00:00Z",
+        "completed_at": at,
     }
     await post(client, "/api/v1/entities/other", body)
 
@@ -301,6 +331,116 @@ async def test_a_checklist_corrected_to_another_vehicle_moves_its_driver_there(
     assert right["driver"]["ref"] == "checklist:ck-2"
 
 
+async def _driven_by_bruno_from_november(client: Client) -> None:
+    await _fleet(client)
+    await post(
+        client,
+        "/api/v1/entities/vehicle/ABC1D23/drivers",
+        {"driver": BRUNO["cpf"], "start": "2026-11-01T00:00:00Z"},
+    )
+
+
+async def _driver_at(client: Client, plate: str, at: str) -> dict[str, Any]:
+    found = await get(client, f"/api/v1/entities/vehicle/{plate}/drivers?at={at}")
+    return found.get("driver") or {}
+
+
+async def test_a_corrected_checklist_leaves_what_a_later_checklist_of_its_driver_said(
+    client: Client,
+) -> None:
+    """The second checklist of the same driver recorded nothing (a repeat), so withdrawing
+    the first one's change went back to the driver before: fines after the second checklist
+    went to Bruno though it says Ana drove."""
+    await _driven_by_bruno_from_november(client)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9K87"})
+    services = client.app[services_key]
+    await _checklist(client, "ck-1", "ABC1D23", ANA["cpf"], "2026-11-25T10:00:00Z")
+    await drain(services)
+    await _checklist(client, "ck-2", "ABC1D23", ANA["cpf"], "2026-11-25T12:00:00Z")
+    await drain(services)
+    await _patch(client, "/api/v1/entities/other/checklist:ck-1", {"vehicle_plate": "XYZ9K87"})
+    await drain(services)
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["start"], c["ref"]) for c in history] == [
+        (ANA["cpf"], "2026-11-25T12:00:00+00:00", "checklist:ck-2"),
+        (BRUNO["cpf"], "2026-11-01T00:00:00+00:00", None),
+    ]
+    _, field = await _now(client)
+    assert field == history[0]["driver"]
+    # ck-2 corrected too: nothing says Ana drove ABC1D23 any more
+    await _patch(client, "/api/v1/entities/other/checklist:ck-2", {"vehicle_plate": "XYZ9K87"})
+    await drain(services)
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [c["driver"]["cpf"] for c in history] == [BRUNO["cpf"]]
+
+
+async def test_a_checklist_of_the_same_instant_stands_when_the_first_is_taken_back(
+    client: Client,
+) -> None:
+    await _driven_by_bruno_from_november(client)
+    services = client.app[services_key]
+    await _checklist(client, "ck-1", "ABC1D23", ANA["cpf"])
+    await drain(services)
+    await _checklist(client, "ck-2", "ABC1D23", ANA["cpf"])  # the same time: a repeat
+    await drain(services)
+    response = await client.delete("/api/v1/entities/other/checklist:ck-1", headers=auth())
+    assert response.status == 204, await response.text()
+    await drain(services)
+    at = await _driver_at(client, "ABC1D23", "2026-11-25T11:00:00Z")
+    assert (at["driver"]["cpf"], at["ref"]) == (ANA["cpf"], "checklist:ck-2")
+
+
+async def test_a_checklist_that_repeated_the_driver_is_taken_back_from_the_repeats(
+    client: Client,
+) -> None:
+    """A report that only repeated the driver in force, once withdrawn, no longer stands
+    when the change it repeated is withdrawn later."""
+    await _driven_by_bruno_from_november(client)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9K87"})
+    services = client.app[services_key]
+    await _checklist(client, "ck-1", "ABC1D23", ANA["cpf"], "2026-11-25T10:00:00Z")
+    await _checklist(client, "ck-2", "ABC1D23", ANA["cpf"], "2026-11-25T12:00:00Z")
+    await drain(services)
+    for key in ("ck-2", "ck-1"):
+        moved = {"vehicle_plate": "XYZ9K87"}
+        await _patch(client, f"/api/v1/entities/other/checklist:{key}", moved)
+        await drain(services)
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [c["driver"]["cpf"] for c in history] == [BRUNO["cpf"]]
+
+
+async def test_a_deleted_checklist_takes_its_driver_report_back(client: Client) -> None:
+    """A checklist deleted (filed by mistake) kept its driver in the history: fines after
+    its time went to the driver only the deleted record named."""
+    await _driven_by_bruno_from_november(client)
+    services = client.app[services_key]
+    await _checklist(client, "ck-9", "ABC1D23", ANA["cpf"])
+    await drain(services)
+    response = await client.delete("/api/v1/entities/other/checklist:ck-9", headers=auth())
+    assert response.status == 204, await response.text()
+    await drain(services)
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [c["driver"]["cpf"] for c in history] == [BRUNO["cpf"]]
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["current_driver"]["cpf"] == (
+        BRUNO["cpf"]
+    )
+
+
+async def test_a_checklist_corrected_to_an_unknown_driver_no_longer_names_the_old_one(
+    client: Client,
+) -> None:
+    """The corrected CPF is no driver of the tenant (not yet in HR): the report was skipped,
+    and the change of the driver the checklist no longer names stayed."""
+    await _driven_by_bruno_from_november(client)
+    services = client.app[services_key]
+    await _checklist(client, "ck-5", "ABC1D23", ANA["cpf"])
+    await drain(services)
+    await _patch(client, "/api/v1/entities/other/checklist:ck-5", {"driver_cpf": "39053344705"})
+    await drain(services)
+    at = await _driver_at(client, "ABC1D23", "2026-11-25T11:00:00Z")
+    assert at["driver"]["cpf"] == BRUNO["cpf"] and at["ref"] is None
+
+
 async def test_a_deleted_driver_drives_nothing_from_the_deletion(client: Client) -> None:
     """The vehicle kept naming the deleted driver's id, and a change scheduled for them
     before the deletion still came into force."""
@@ -329,3 +469,33 @@ async def test_a_renamed_driver_is_renamed_on_the_vehicles_they_drive(client: Cl
     await drain(client.app[services_key])
     change, field = await _now(client)
     assert change["driver"]["name"] == "Bruno Lima Neto" and field == change["driver"]
+
+
+async def test_a_rename_reaches_every_vehicle_though_one_of_them_cannot_be_written(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A vehicle whose write the schema refuses (a value stored before a rule) stopped the
+    rename half way, silently: the vehicles after it kept the old name for good, and the
+    relay's retry found the history renamed and nothing left to do."""
+    await _driven_by_bruno(client)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9K87"})
+    drivers = "/api/v1/entities/vehicle/XYZ9K87/drivers"
+    await post(client, drivers, {"driver": BRUNO["cpf"], "start": "2026-01-01T00:00:00Z"})
+    services = client.app[services_key]
+    await drain(services)
+    entities = services.store.entities._c
+    poisoned = {"type": "vehicle", "data.plate": "ABC1D23"}  # the first vehicle followed
+    assert (await entities.update_one(poisoned, {"$set": {"data.odometer_km": -5}})).modified_count
+    await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"name": "Bruno Neto"})
+    await drain(services)
+    other = await get(client, "/api/v1/entities/vehicle/XYZ9K87")
+    assert other["current_driver"]["name"] == "Bruno Neto"
+    stuck = await entities.find_one(poisoned)
+    assert stuck["data"]["current_driver"]["name"] == "Bruno Lima"
+    assert any("current_driver not brought up to date" in r.getMessage() for r in caplog.records)
+    # the vehicle corrected, the driver's next write finishes what was left
+    await _patch(client, "/api/v1/entities/vehicle/ABC1D23", {"odometer_km": 1000})
+    await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"email": "bruno@example.com"})
+    await drain(services)
+    change, field = await _now(client)
+    assert field == change["driver"] and field["name"] == "Bruno Neto"

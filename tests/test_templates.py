@@ -275,6 +275,12 @@ def test_dates_in_portuguese_name_their_months_and_weekdays_in_portuguese() -> N
     assert english.parts["text"] == "Wednesday, November 18"
 
 
+def test_a_twelve_hour_time_in_portuguese_says_am_or_pm() -> None:
+    """`%p` rendered nothing in pt-BR: 15:15 and 03:15 were both "03:15"."""
+    assert _pt_br("{{ d|datetime('%I:%M %p') }}", {"d": "2026-11-18T18:15:00Z"}) == "03:15 PM"
+    assert _pt_br("{{ d|datetime('%I:%M %p') }}", {"d": "2026-11-18T06:15:00Z"}) == "03:15 AM"
+
+
 @pytest.mark.parametrize(
     ("amount", "written"),
     [(2.675, "R$ 2,68"), (0.125, "R$ 0,13"), ("1234.565", "R$ 1.234,57"), (-2.675, "R$ -2,68")],

@@ -23,7 +23,7 @@ _PT_MONTHS = (
 ).split()
 _PT_DAYS = "segunda-feira terça-feira quarta-feira quinta-feira sexta-feira sábado domingo".split()
 # strftime's whole-date directives as a Brazilian reader writes them (glibc's pt_BR).
-_PT_COMPOSED = {"c": "%a %d %b %Y %H:%M:%S", "x": "%d/%m/%Y", "X": "%H:%M:%S", "p": ""}
+_PT_COMPOSED = {"c": "%a %d %b %Y %H:%M:%S", "x": "%d/%m/%Y", "X": "%H:%M:%S"}
 _DIRECTIVE = re.compile(r"%(.)", re.DOTALL)
 _EXACT_DIGITS = 100  # a number this many places from the point is formatted as a float
 _EXACT = DecimalContext(prec=2 * _EXACT_DIGITS)  # room for every digit of the others
@@ -59,8 +59,9 @@ def format_datetime(
 
 def _named_in_portuguese(fmt: str, moment: datetime) -> str:
     """`fmt` with the names strftime would write in its C locale's English (`%A %a %B %b
-    %h`, and the whole-date `%c %x %X %p`) written in Portuguese: "quarta-feira, 18 de
-    novembro de 2026". Other directives are left to strftime; `%%` stays one."""
+    %h`, and the whole-date `%c %x %X`) written in Portuguese: "quarta-feira, 18 de
+    novembro de 2026". Other directives are left to strftime (`%p` is "AM" or "PM", so a
+    12-hour `%I:%M %p` says which half of the day); `%%` stays one."""
 
     def name(directive: re.Match[str]) -> str:
         code = directive[1]

@@ -1,8 +1,8 @@
 """The `driver_assignments` collection: who drove which vehicle from when.
 
 A vehicle's history is a list of *changes*: `{_id, tenant, vehicle_id, plate, start, driver:
-{id, cpf, name} | null, source, ref?, author, recorded_at, due?}`. A change lasts until the next
-one; `driver: null` means nobody drives the vehicle from `start`. The `_id` is
+{id, cpf, name} | null, source, ref?, author, recorded_at, due?, repeats?}`. A change lasts
+until the next one; `driver: null` means nobody drives the vehicle from `start`. The `_id` is
 `<tenant>:<vehicle id>:<start as fixed-width UTC text>`, so the primary index alone answers
 "the driver at T" (the last change at or before T) and pages through a history, and two
 reports of the same instant are one document (the later write wins, unless both name the
@@ -10,6 +10,9 @@ same driver: then the first stands, and the second is told it changed nothing).
 
 A change recorded ahead of its start (a scheduled one) carries `due` (its start) until the
 vehicle's `current_driver` has followed it (`due`, `done`): a sparse index holds only those.
+A report of the driver already in force records no change; the change keeps it in `repeats`
+(`{start, source, ref, author}`, `add_repeat`), so that a withdrawn change leaves what the
+later reports said (`AssignmentService.withdraw`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ history follow (a rare write: a new driver, a corrected name, a deletion)."""
 DUE_MIGRATION = "driver_assignments.due"
 """The `migrations` marker: changes scheduled before `due` existed have it (`mark_scheduled`)."""
 _MARK_BATCH = 500
+MAX_REPEATS = 50
+"""The later reports of its driver a change keeps (`repeats`), the first of each reporter."""
 
 
 def change_id(tenant: str, vehicle_id: str, start: datetime) -> str:
@@ -166,6 +171,35 @@ class AssignmentStore:
                 scoped(tenant, {"_id": doc_id, **match})
             )
             return removed
+
+    async def add_repeat(self, change: Doc, repeat: Mapping[str, Any]) -> None:
+        """Keep on `change` (the one in force) a later report of its driver (`repeat`: start,
+        source, ref, author): it records nothing, but stands if the change is withdrawn. One
+        per report (source and ref), its first, and at most `MAX_REPEATS` per change."""
+        kept = change.get("repeats") or []
+        said = (repeat["source"], repeat.get("ref"))
+        if len(kept) >= MAX_REPEATS or any((r["source"], r.get("ref")) == said for r in kept):
+            return
+        if (change["source"], change.get("ref"), change["start"]) == (*said, repeat["start"]):
+            return  # the change's own report, relayed again
+        query = {"_id": change["_id"], "driver.id": (change.get("driver") or {}).get("id")}
+        with translate_errors():
+            await self._c.update_one(
+                scoped(change["tenant"], query), {"$push": {"repeats": dict(repeat)}}
+            )
+
+    async def drop_repeat(
+        self, tenant: str, vehicle_id: str, start: datetime, match: Mapping[str, Any]
+    ) -> None:
+        """A repeat taken back (its report withdrawn) leaves the change in force at `start`."""
+        in_force = await self.at(tenant, vehicle_id, start)
+        if in_force is None or not in_force.get("repeats"):
+            return
+        with translate_errors():
+            await self._c.update_one(
+                scoped(tenant, {"_id": in_force["_id"]}),
+                {"$pull": {"repeats": {**match, "start": start}}},
+            )
 
     async def history(
         self, tenant: str, vehicle_id: str, *, before: str | None, limit: int
