@@ -262,12 +262,24 @@ async def test_changes_scheduled_before_the_upgrade_that_started_are_followed_on
         await asyncio.create_subprocess_exec(*command, env=env, stdout=log, stderr=log)
         for log in logs
     ]
+
+    def running() -> int:
+        return sum(
+            "gateway worker running" in (tmp_path / f"worker{n}.log").read_text() for n in range(2)
+        )
+
     try:
         for _ in range(300):
             if await _current_cpf(client, "ABC1D23") == CARLA:
                 break
             await asyncio.sleep(0.1)
-        await asyncio.sleep(2)  # a few more housekeeping rounds of each
+        # Both are running (on a loaded host the second may start after the first did all
+        # the work) and have had a few more housekeeping rounds each.
+        for _ in range(600):
+            if running() == 2:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
