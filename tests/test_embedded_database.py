@@ -792,3 +792,39 @@ async def test_the_pool_closes_an_idle_connection_before_the_database_would(
         assert monitoring.ConnectionClosedReason.IDLE in closed
     finally:
         await client.close()
+
+
+async def test_a_transaction_begun_before_the_floor_ends_and_holds_none_of_its_documents(
+    mongodb_uri: str,
+) -> None:
+    """The floor marks the disk down between a transaction's statement and its commit (a
+    checklist and its vehicle's odometer, `write_together`): its statements were asked, so
+    its commit goes through, and its documents are writable at once when there is room.
+    Before, the commit was refused too, and the driver, counting a commit that raised as
+    ended, sent no abort: the transaction held its documents until the server reaped it
+    (~60 s), every write of them waiting out its deadline ("outcome unknown")."""
+    down = False
+
+    def gate() -> None:
+        if down:
+            raise StoreUnavailable("the database takes no writes (disk)")
+
+    client = open_client(mongodb_uri, timeout_ms=2000, write_gate=gate)
+    name = f"gate_commit_{os.getpid()}"
+    things = client[name]["things"]
+    try:
+        await things.insert_one({"_id": 1, "n": 0})
+        async with client.start_session() as session:
+            await session.start_transaction()
+            await things.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=session)
+            down = True
+            await session.commit_transaction()
+            with pytest.raises(StoreUnavailable):  # a new statement is refused
+                await things.update_one({"_id": 1}, {"$inc": {"n": 100}})
+        down = False
+        async with asyncio.timeout(1):
+            await things.update_one({"_id": 1}, {"$inc": {"n": 10}})
+        assert (await things.find_one({"_id": 1})) == {"_id": 1, "n": 11}
+    finally:
+        await client.drop_database(name)
+        await client.close()

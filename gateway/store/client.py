@@ -169,9 +169,13 @@ class _GatedClient(AsyncMongoClient[Doc]):
 
     Every command that is not a read goes through the driver's `_retry_internal` (inserts,
     updates, deletes, find-and-modify, bulk and client bulk writes, index builds, a
-    transaction's statements and its commit); a read (`is_read`), an aggregation writing
-    nothing and a transaction's abort are let through. So the gate holds for every writer of
-    the process alike, a request, a background job or a one-shot command."""
+    transaction's statements); a read (`is_read`), an aggregation writing nothing and a
+    transaction's end, its commit or abort, are let through. So the gate holds for every
+    writer of the process alike, a request, a background job or a one-shot command. (A
+    transaction's statements were asked each: its commit writes nothing they did not. A
+    refused commit left the transaction open on the server, holding its documents until the
+    server reaped it, ~60 s: the driver counts a commit that raised as ended, and sends no
+    abort.)"""
 
     def __init__(self, *args: Any, write_gate: Callable[[], None], **kwargs: Any) -> None:
         self.__write_gate = write_gate
@@ -185,12 +189,13 @@ class _GatedClient(AsyncMongoClient[Doc]):
         call.apply_defaults()
         given = call.arguments
         writes = not given.get("is_read", False) or given.get("is_aggregate_write", False)
-        if writes and given.get("operation") != "abortTransaction":
+        if writes and given.get("operation") not in _TRANSACTION_ENDS:
             self.__write_gate()
         return await super()._retry_internal(*args, **kwargs)
 
 
 _RETRY_INTERNAL = inspect.signature(AsyncMongoClient._retry_internal)
+_TRANSACTION_ENDS: Final = frozenset({"commitTransaction", "abortTransaction"})
 
 
 def open_client(
