@@ -465,3 +465,20 @@ def test_a_geojson_feature_or_collection_is_refused_on_its_type() -> None:
         with pytest.raises(InvalidPayload, match=r"Polygon.*MultiPolygon") as refused:
             polygon_from(value)
         assert refused.value.problems[0].pointer == "/polygon/type"
+
+
+def test_a_fix_between_far_parts_of_a_multipolygon_is_spared_the_walk_over_its_edges() -> None:
+    """Two depots 2° apart in one fence: a fix on the road between them is outside both
+    parts' boxes, so its cheap bound says how far (the fold skips the edge walk for it, as
+    for a fix far from a fence). The bound of the whole shape's box was 0 for it (rev23 F4:
+    9 times the cost a fix of the same parts as two fences)."""
+    depots = polygon_from(
+        {
+            "type": "MultiPolygon",
+            "coordinates": [[square(-46.0, -23.0, 0.01)], [square(-44.0, -23.0, 0.01)]],
+        }
+    )
+    between = depots.outside_by_at_least_m(-23.0, -45.0)
+    assert between > 90_000  # ~1° of longitude less a depot's half-width, at 23° S
+    assert between <= depots.signed_distance_m(-23.0, -45.0)
+    assert depots.outside_by_at_least_m(-23.0, -46.0) == 0.0  # within a part's box

@@ -79,7 +79,7 @@ class Polygon:
     overlap: inside one part is inside), distances by the border's edges: every edge but the
     stretches where parts on either side of the antimeridian meet (`_border`)."""
 
-    __slots__ = ("_box", "_edges", "_kx", "_lat0", "_lon0", "multi", "parts")
+    __slots__ = ("_box", "_boxes", "_edges", "_kx", "_lat0", "_lon0", "multi", "parts")
 
     def __init__(self, *parts: Rings, multi: bool = False) -> None:
         if not parts or (len(parts) > 1 and not multi):
@@ -93,15 +93,23 @@ class Polygon:
         self._lat0 = (min(lats) + max(lats)) / 2
         self._kx = math.radians(1) * EARTH_RADIUS_M * math.cos(math.radians(self._lat0))
         edges: list[tuple[float, float, float, float, float, float, float, float]] = []
-        for a, b in _border(unwrapped(self.parts, self._lon0)):
+        unwrapped_parts = unwrapped(self.parts, self._lon0)
+        for a, b in _border(unwrapped_parts):
             (ax, ay), (bx, by) = self._project(*a), self._project(*b)
             edges.append((ax, ay, bx, by, min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)))
         self._edges = tuple(edges)
-        self._box = (
-            min(e[4] for e in edges),
-            min(e[5] for e in edges),
-            max(e[6] for e in edges),
-            max(e[7] for e in edges),
+        # Each part's bounding box (its exterior ring holds it): a fix between far parts is
+        # outside every box, and spared the walk over every edge as a fix far from a fence is.
+        boxes = []
+        for rings in unwrapped_parts:
+            xs, ys = zip(*(self._project(*p) for p in rings[0]), strict=True)
+            boxes.append((min(xs), min(ys), max(xs), max(ys)))
+        self._boxes = tuple(boxes)
+        self._box = (  # the whole shape's
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
         )
 
     def _project(self, lon: float, lat: float) -> tuple[float, float]:
@@ -150,12 +158,14 @@ class Polygon:
         return -nearest if inside else nearest
 
     def outside_by_at_least_m(self, lat: float, lon: float) -> float:
-        """A cheap lower bound of how far outside the point is: its distance to the polygon's
-        bounding box (0 within the box). Most fixes are far from most fences; this spares
+        """A cheap lower bound of how far outside the point is: its distance to the nearest
+        part's bounding box (0 within one). Most fixes are far from most fences; this spares
         them the walk over every edge."""
         px, py = self._project(lon, lat)
-        x0, y0, x1, y1 = self._box
-        return math.hypot(max(x0 - px, 0.0, px - x1), max(y0 - py, 0.0, py - y1))
+        return min(
+            math.hypot(max(x0 - px, 0.0, px - x1), max(y0 - py, 0.0, py - y1))
+            for x0, y0, x1, y1 in self._boxes
+        )
 
     def to_doc(self) -> dict[str, Any]:
         parts = [[[list(p) for p in r] for r in rings] for rings in self.parts]
