@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.schemas.ids import e164
 from gateway.web.state import services_key
 from tests.partner_double import post
 from tests.support import admin_token, auth
@@ -850,3 +852,28 @@ async def test_a_path_key_with_a_line_break_or_another_types_part_names_the_enti
     # a vehicle's own parts keep their routes
     drivers = await client.delete("/api/v1/entities/vehicle/ABC1234/drivers", headers=auth())
     assert drivers.status == 405
+
+
+@pytest.mark.parametrize(
+    ("written", "number"),
+    [
+        ("0021 1 212 555 1234", "+12125551234"),  # New York through Embratel (not +211 …)
+        ("0021 351 912 345 678", "+351912345678"),  # Portugal (not +213 …)
+        ("0021 33 6 12 34 56 78", "+33612345678"),
+        ("0021 39 312 345 6789", "+393123456789"),
+        ("0021 86 139 1234 5678", "+8613912345678"),  # China (not +218 …)
+        ("0021 81 90 1234 5678", "+819012345678"),
+        ("0021 61 4 1234 5678", "+61412345678"),  # Australia (not +216 …)
+        ("0021 244 923 123 456", "+244923123456"),
+        ("0021 258 84 123 4567", "+258841234567"),
+        ("0023 1 212 555 1234", "+12125551234"),  # Intelig (not +231 …)
+        ("0025 54 9 11 2345 6789", "+5491123456789"),  # GVT (not +255 …)
+        ("0043 1 212 555 1234", "+12125551234"),  # Sercomtel (not +43 …)
+        ("+52 1 55 1234 5678", "+5215512345678"),  # a Mexican mobile as WhatsApp writes it
+    ],
+)
+def test_a_number_dialled_abroad_through_any_carrier_is_read(written: str, number: str) -> None:
+    """A carrier's digits fit E.164's 8 to 15 by chance as another country's number whose
+    plan is not checked here: that reading is not taken against the carrier's (rev24 F1:
+    every number dialled through Embratel was refused as maybe a +211 one)."""
+    assert e164(written) == number

@@ -334,9 +334,14 @@ def _dialled_abroad(phone: str, digits: str) -> str:
     """The country code and number of `digits`, dialled from Brazil after `00`: a carrier
     code (CSP: 21 Embratel, 15 Telefônica, 41 TIM …) comes first ("0015 55 11 98765 4321",
     "0021 54 9 11 2345 6789"). Read so only when what follows the carrier code is a valid
-    number (`_international_problem`, the checks a "+" number gets) and the digits are not
-    as well a number without a carrier code, the European way ("0044 20 …": which one was
-    meant cannot be told). A Brazilian number written `00 55 …` that way is that number when
+    number (`_international_problem`, the checks a "+" number gets), unless the digits are
+    as well, without a carrier code, a number of a country whose plan is known here
+    (`_plan_known`: "0044 20 7946 0958" is a London number written the European way, or
+    +20 after carrier 44: which was meant cannot be told). A country whose numbers have many
+    lengths (+211 …) only has E.164's 8 to 15 digits to check, which the carrier's digits
+    fit by chance: that reading is not taken against the carrier's ("0021 1 212 555 1234",
+    New York through Embratel, was refused as maybe a +211 number: rev24 F1). A Brazilian
+    number written `00 55 …` that way is that number when
     Brazil's plan knows it, refused for its reason when not ("0055 11 8765 4321": an 8-digit
     mobile). Anything else is refused, asking for the "+" form: read another way, it would
     be another subscriber, maybe in another country."""
@@ -346,7 +351,7 @@ def _dialled_abroad(phone: str, digits: str) -> str:
         if problem := _brazilian_problem(digits):
             raise NotAPhone(phone, problem)
         return digits
-    if _international_problem(digits[2:]) is None and _international_problem(digits) is not None:
+    if _international_problem(digits[2:]) is None and not _plan_known(digits):
         return digits[2:]
     raise NotAPhone(
         phone,
@@ -385,12 +390,11 @@ _NATIONAL_LENGTHS: Mapping[str, range] = MappingProxyType(
         "41": range(9, 10),
         "44": range(7, 11),
         "51": range(8, 10),
-        "52": range(10, 11),
+        "52": range(10, 12),  # 11: a mobile's old "1" prefix, as WhatsApp ids still write it
         "54": range(10, 12),
         "56": range(9, 10),
         "57": range(8, 11),
         "58": range(10, 11),
-        "61": range(9, 10),
         "81": range(9, 11),
         "239": range(7, 8),
         "351": range(9, 10),
@@ -406,6 +410,14 @@ _NANP = re.compile(r"1[2-9][0-9]{2}[2-9][0-9]{6}")
 def _country_code(digits: str) -> str | None:
     """The E.164 country code `digits` begin with, or None."""
     return next((digits[:n] for n in (1, 2, 3) if digits[:n] in _COUNTRY_CODES), None)
+
+
+def _plan_known(digits: str) -> bool:
+    """Whether `digits` is a number of a country whose numbering plan is checked here (+1,
+    +55, `_NATIONAL_LENGTHS`), not merely of E.164's length."""
+    code = _country_code(digits)
+    known = code in ("1", COUNTRY_CODE) or code in _NATIONAL_LENGTHS
+    return known and _international_problem(digits) is None
 
 
 def _international_problem(digits: str) -> str | None:
