@@ -292,10 +292,11 @@ class AssignmentService:
         a corrected name, and the id of a driver deleted and created again (one person by CPF,
         the natural key: the changes of before the deletion name the driver there is now).
         `copied`: the write may have changed them (a creation, a write of `name` or `cpf`);
-        otherwise (an e-mail, a phone) no copy is read. The `current_driver` of the vehicles
-        whose changes were rewritten follows, and that of any vehicle a follow before could
-        not write (its changes marked `unsynced`): the driver's next write, of whatever,
-        finishes it. How many changes it rewrote."""
+        otherwise (an e-mail, a phone) no copy is read. The changes rewritten are marked
+        `unsynced` with the copy, and the `current_driver` of their vehicles follows, and of
+        any vehicle marked before (one a follow could not write, or not reached when the
+        process stopped): the driver's next write, of whatever, finishes it. How many changes
+        it rewrote."""
         try:
             driver = await self._driver(tenant, driver_ref)
         except InvalidPayload:  # deleted since: its deletion is followed (`driver_deleted`)
@@ -307,7 +308,8 @@ class AssignmentService:
         stale = [c for c in theirs if c["driver"] != driver]
         if stale:
             await self._store.set_driver(tenant, [c["_id"] for c in stale], driver)
-        await self._follow_vehicles(tenant, [*stale, *(c for c in theirs if c.get("unsynced"))])
+        rewritten = [{**c, "driver": driver, "unsynced": True} for c in stale]
+        await self._follow_vehicles(tenant, [*rewritten, *(c for c in theirs if c.get("unsynced"))])
         return len(stale)
 
     async def driver_deleted(

@@ -536,7 +536,8 @@ async def test_a_drivers_write_that_keeps_their_name_reads_none_of_their_vehicle
     assert "vehicle" not in reads
     await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"name": "Bruno Neto"})
     await drain(services)
-    assert "vehicle" in reads  # a rename follows
+    assert "vehicle" in reads  # a rename follows, and leaves no change marked to finish
+    assert not await services.store.notify.assignments._c.count_documents({"unsynced": True})
     for plate, name in (("ABC1D23", "Bruno Neto"), ("XYZ9K87", ANA["name"])):
         vehicle = await get(client, f"/api/v1/entities/vehicle/{plate}")
         assert vehicle["current_driver"]["name"] == name

@@ -173,10 +173,13 @@ class AssignmentStore:
             await self._c.update_many(scoped(tenant, {"_id": {"$in": ids}}), update)
 
     async def set_driver(self, tenant: str, ids: list[str], driver: Mapping[str, str]) -> None:
-        """The changes `ids` (of one driver, by CPF) name `driver` as it now is."""
+        """The changes `ids` (of one driver, by CPF) name `driver` as it now is, marked
+        `unsynced` until their vehicles' `current_driver` has followed (`mark_unsynced`): a
+        process stopped in between leaves them for the driver's next write to finish."""
         query = {"_id": {"$in": ids}, "driver.cpf": driver["cpf"]}
+        update = {"$set": {"driver": dict(driver), "unsynced": True}}
         with translate_errors():
-            await self._c.update_many(scoped(tenant, query), {"$set": {"driver": dict(driver)}})
+            await self._c.update_many(scoped(tenant, query), update)
 
     async def remove(self, tenant: str, doc_id: str, match: Mapping[str, Any]) -> Doc | None:
         """Take the change `doc_id` out of the history if it still matches `match` (the report
