@@ -22,10 +22,11 @@ vehicle become changes in its history, through `AssignmentService.assign`:
                                        history's own write of the field (its origin names
                                        the change, `assignment`)
     entity.* of a driver               the history follows its drivers: one created or
-                                       written (renamed) is the `{id, cpf, name}` its changes
-                                       (by CPF) and the vehicles' `current_driver` name (a
-                                       vehicle that could not be written is logged, and
-                                       follows at the driver's next write); a deleted one
+                                       renamed is the `{id, cpf, name}` its changes (by CPF)
+                                       and the vehicles' `current_driver` name (a vehicle
+                                       that could not be written is logged and its changes
+                                       marked `unsynced`: it follows at the driver's next
+                                       write, of any field); a deleted one
                                        drives nothing from the deletion (`driver_deleted`)
     vehicle.driver.identified          a tracker identified its driver (an iButton, an RFID
                                        card, a driver key): the event's `detail.driver.
@@ -71,6 +72,8 @@ _VEHICLE_WRITES = ("entity.created", "entity.updated")
 # The writers of a vehicle whose `current_driver` says who drives it, and the source each
 # is recorded as: "exactly as if pushed" (SPEC §6) makes a schedule a trigger.
 _REPORTERS = {"trigger": "erp", "schedule": "erp", "action": "hr", "admin": "admin", "flow": "flow"}
+# What the history and the vehicles' `current_driver` copy of a driver (its id never changes).
+_DRIVER_COPY = frozenset({"name", "cpf"})
 _IDENTIFIED = "vehicle.driver.identified"
 _UNIDENTIFIED = "vehicle.driver.unidentified"
 
@@ -142,11 +145,15 @@ class AssignmentFeed:
         return int(result.changed)
 
     async def _driver_written(self, event: Doc) -> int:
-        """The history follows its drivers: a driver created or written (a rename) is the one
-        its changes name (by CPF), a deleted one drives nothing from the deletion on."""
+        """The history follows its drivers: a driver created or renamed is the one its changes
+        name (by CPF); any other write only finishes the vehicles a follow before could not
+        write; a deleted driver drives nothing from the deletion on."""
         tenant, entity = event["tenant"], event["entity"]
         if event["type"] in ("entity.created", "entity.updated"):
-            return await self._assignments.follow_driver(tenant, entity["id"])
+            copied = event["type"] == "entity.created" or any(
+                c.get("field") in _DRIVER_COPY for c in event.get("changes") or ()
+            )
+            return await self._assignments.follow_driver(tenant, entity["id"], copied=copied)
         cpf = (event.get("data") or {}).get("cpf")
         if event["type"] != "entity.deleted" or not isinstance(cpf, str):
             return 0

@@ -17,7 +17,7 @@
         A report taken back (a corrected or deleted checklist): its change at `start` leaves
         the history while it is still that report's; the first later report of its driver
         (kept in the change's `repeats`) stands in its place.
-    follow_driver(tenant, driver) -> int
+    follow_driver(tenant, driver, copied=) -> int
         The history's copies of a driver (by CPF) become the driver's as stored: a corrected
         name, the id of a driver deleted and created again.
     driver_deleted(tenant, driver id, cpf, at=, source=, ref=, author=) -> int
@@ -287,22 +287,29 @@ class AssignmentService:
         await self._sync_current_driver(tenant, vehicle, _origin(removed), by_in_force=True)
         return True
 
-    async def follow_driver(self, tenant: str, driver_ref: str) -> int:
+    async def follow_driver(self, tenant: str, driver_ref: str, *, copied: bool) -> int:
         """The history's copies of a driver (`{id, cpf, name}`) become the driver's as stored:
         a corrected name, and the id of a driver deleted and created again (one person by CPF,
         the natural key: the changes of before the deletion name the driver there is now).
-        The `current_driver` of every vehicle of theirs follows, also one a follow before could
-        not write (logged there): the driver's next write finishes it. How many changes it
-        rewrote."""
+        `copied`: the write may have changed them (a creation, a write of `name` or `cpf`);
+        otherwise (an e-mail, a phone) no copy is read. The changes rewritten are marked
+        `unsynced` with the copy, and the `current_driver` of their vehicles follows, and of
+        any vehicle marked before (one a follow could not write, or not reached when the
+        process stopped): the driver's next write, of whatever, finishes it. How many changes
+        it rewrote."""
         try:
             driver = await self._driver(tenant, driver_ref)
         except InvalidPayload:  # deleted since: its deletion is followed (`driver_deleted`)
+            return 0
+        if not copied:
+            await self._follow_vehicles(tenant, await self._store.unsynced(tenant, driver["cpf"]))
             return 0
         theirs = await self._store.of_driver(tenant, driver["cpf"])
         stale = [c for c in theirs if c["driver"] != driver]
         if stale:
             await self._store.set_driver(tenant, [c["_id"] for c in stale], driver)
-        await self._follow_vehicles(tenant, stale + theirs)
+        rewritten = [{**c, "driver": driver, "unsynced": True} for c in stale]
+        await self._follow_vehicles(tenant, [*rewritten, *(c for c in theirs if c.get("unsynced"))])
         return len(stale)
 
     async def driver_deleted(
@@ -347,15 +354,17 @@ class AssignmentService:
     async def _follow_vehicles(self, tenant: str, changes: list[Doc]) -> None:
         """The `current_driver` of the vehicles of `changes` (rewritten) follows the history
         (origin the first of them). A vehicle that cannot be written (a stored value its
-        schema now refuses, a write racing ours) is logged and left: the others follow."""
+        schema now refuses, a write racing ours) is logged and its changes marked `unsynced`,
+        for the driver's next write to try again; the others follow (their marks taken off)."""
         for vid in sorted({c["vehicle_id"] for c in changes}):
+            of_vehicle = [c for c in changes if c["vehicle_id"] == vid]
             try:
                 vehicle = await self._entities.get(tenant, "vehicle", vid)
-            except NotFound:
-                continue
-            origin = _origin(next(c for c in changes if c["vehicle_id"] == vid))
-            try:
-                await self._sync_current_driver(tenant, vehicle, origin, by_in_force=True)
+                await self._sync_current_driver(
+                    tenant, vehicle, _origin(of_vehicle[0]), by_in_force=True
+                )
+            except NotFound:  # deleted since: nothing to follow
+                pass
             except (InvalidPayload, Conflict) as exc:
                 log.warning(
                     "vehicle %s of tenant %s: current_driver not brought up to date: %s",
@@ -363,6 +372,10 @@ class AssignmentService:
                     tenant,
                     exc.detail,
                 )
+                await self._store.mark_unsynced(tenant, [c["_id"] for c in of_vehicle], True)
+                continue
+            if marked := [c["_id"] for c in of_vehicle if c.get("unsynced")]:
+                await self._store.mark_unsynced(tenant, marked, False)
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)

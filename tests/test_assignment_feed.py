@@ -493,9 +493,51 @@ async def test_a_rename_reaches_every_vehicle_though_one_of_them_cannot_be_writt
     stuck = await entities.find_one(poisoned)
     assert stuck["data"]["current_driver"]["name"] == "Bruno Lima"
     assert any("current_driver not brought up to date" in r.getMessage() for r in caplog.records)
-    # the vehicle corrected, the driver's next write finishes what was left
+    history = services.store.notify.assignments._c
+    assert await history.count_documents({"unsynced": True}) == 1  # ABC1D23's change of Bruno
+    # the vehicle corrected, the driver's next write (of anything) finishes what was left
     await _patch(client, "/api/v1/entities/vehicle/ABC1D23", {"odometer_km": 1000})
     await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"email": "bruno@example.com"})
     await drain(services)
     change, field = await _now(client)
     assert field == change["driver"] and field["name"] == "Bruno Neto"
+    assert await history.count_documents({"unsynced": True}) == 0
+
+
+async def test_a_drivers_write_that_keeps_their_name_reads_none_of_their_vehicles(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write of a driver (an e-mail, an HR feed's hourly field) read every vehicle the
+    driver ever drove, three round trips each, on the relay's path: only a creation or a
+    rename changes what the history and the vehicles copy of a driver."""
+    await post(client, "/api/v1/entities/driver", ANA)
+    await post(client, "/api/v1/entities/driver", BRUNO)
+    for plate in ("ABC1D23", "XYZ9K87", "QWE4R56"):
+        await post(client, "/api/v1/entities/vehicle", {"plate": plate})
+        drivers = f"/api/v1/entities/vehicle/{plate}/drivers"
+        await post(client, drivers, {"driver": BRUNO["cpf"], "start": "2025-01-01T00:00:00Z"})
+    await post(
+        client,
+        "/api/v1/entities/vehicle/XYZ9K87/drivers",
+        {"driver": ANA["cpf"], "start": "2025-06-01T00:00:00Z"},
+    )
+    services = client.app[services_key]
+    await drain(services)
+    reads: list[str] = []
+    real_get = services.entities.get
+
+    async def counted(tenant: str, etype: str, ref: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(etype)
+        return await real_get(tenant, etype, ref, *args, **kwargs)
+
+    monkeypatch.setattr(services.entities, "get", counted)
+    await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"email": "bruno@example.com"})
+    await drain(services)
+    assert "vehicle" not in reads
+    await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"name": "Bruno Neto"})
+    await drain(services)
+    assert "vehicle" in reads  # a rename follows, and leaves no change marked to finish
+    assert not await services.store.notify.assignments._c.count_documents({"unsynced": True})
+    for plate, name in (("ABC1D23", "Bruno Neto"), ("XYZ9K87", ANA["name"])):
+        vehicle = await get(client, f"/api/v1/entities/vehicle/{plate}")
+        assert vehicle["current_driver"]["name"] == name

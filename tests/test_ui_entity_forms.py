@@ -369,6 +369,38 @@ async def test_an_emptied_property_of_a_nested_object_is_removed_and_the_others_
     assert stored["name"] == "Ana"
 
 
+async def test_editing_one_member_of_a_whole_contact_keeps_the_others_and_an_emptied_one_goes(
+    client: Client, services: Services
+) -> None:
+    # `contact` is one value (x-whole): the write replaces it with what is sent, so the form
+    # sends the contact as the admin sees it after the edit, never the changed member alone.
+    contact = {"name": "Ana", "phone": "(11) 98765-4321", "email": "ana@example.com"}
+    data = {"name": "Guincho", "cnpj": "11222333000181", "contact": contact}
+    ref = str((await services.entities.create("acme", "supplier", data, API)).entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/supplier/{ref}/edit"
+
+    async def save(typed: dict[str, str]) -> dict[str, object]:
+        fields = form_fields(await (await client.get(action)).text(), action)
+        assert {*typed} <= {n for n, _ in fields}, fields
+        posted = [(n, typed.get(n, v)) for n, v in fields]
+        saved = await client.post(action, data=posted, allow_redirects=False)
+        assert saved.status == 303, await saved.text()
+        stored: dict[str, object] = (await services.entities.get("acme", "supplier", ref))["data"]
+        return stored
+
+    stored = await save({"/contact/email": "ana.souza@example.com"})
+    assert stored["contact"] == {
+        "name": "Ana",
+        "phone": "+5511987654321",
+        "email": "ana.souza@example.com",
+    }
+    stored = await save({"/contact/phone": ""})
+    assert stored["contact"] == {"name": "Ana", "email": "ana.souza@example.com"}
+    assert stored["name"] == "Guincho"
+
+
 async def test_a_member_deleted_from_a_json_textarea_is_removed_from_the_stored_object(
     client: Client, services: Services
 ) -> None:

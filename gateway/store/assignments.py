@@ -1,9 +1,10 @@
 """The `driver_assignments` collection: who drove which vehicle from when.
 
 A vehicle's history is a list of *changes*: `{_id, tenant, vehicle_id, plate, start, driver:
-{id, cpf, name} | null, source, ref?, author, recorded_at, due?, repeats?}`. A change lasts
-until the next one; `driver: null` means nobody drives the vehicle from `start`. The `_id` is
-`<tenant>:<vehicle id>:<start as fixed-width UTC text>`, so the primary index alone answers
+{id, cpf, name} | null, source, ref?, author, recorded_at, due?, repeats?, unsynced?}`. A
+change lasts until the next one; `driver: null` means nobody drives the vehicle from
+`start`. The `_id` is `<tenant>:<vehicle id>:<start as fixed-width UTC text>`, so the primary
+index alone answers
 "the driver at T" (the last change at or before T) and pages through a history, and two
 reports of the same instant are one document (the later write wins, unless both name the
 same driver: then the first stands, and the second is told it changed nothing).
@@ -12,7 +13,8 @@ A change recorded ahead of its start (a scheduled one) carries `due` (its start)
 vehicle's `current_driver` has followed it (`due`, `done`): a sparse index holds only those.
 A report of the driver already in force records no change; the change keeps it in `repeats`
 (`{start, source, ref, author}`, `add_repeat`), so that a withdrawn change leaves what the
-later reports said (`AssignmentService.withdraw`).
+later reports said (`AssignmentService.withdraw`). A change whose vehicle's `current_driver`
+could not follow a driver's rename carries `unsynced` until it has (`mark_unsynced`).
 """
 
 from __future__ import annotations
@@ -156,11 +158,28 @@ class AssignmentStore:
         with translate_errors():
             return await self._c.find(scoped(tenant, {"driver.cpf": cpf})).to_list(None)
 
-    async def set_driver(self, tenant: str, ids: list[str], driver: Mapping[str, str]) -> None:
-        """The changes `ids` (of one driver, by CPF) name `driver` as it now is."""
-        query = {"_id": {"$in": ids}, "driver.cpf": driver["cpf"]}
+    async def unsynced(self, tenant: str, cpf: str) -> list[Doc]:
+        """The changes naming the driver of this CPF whose vehicle's `current_driver` could not
+        follow them (`mark_unsynced`): usually none."""
+        query = {"driver.cpf": cpf, "unsynced": True}
         with translate_errors():
-            await self._c.update_many(scoped(tenant, query), {"$set": {"driver": dict(driver)}})
+            return await self._c.find(scoped(tenant, query)).to_list(None)
+
+    async def mark_unsynced(self, tenant: str, ids: list[str], unsynced: bool) -> None:
+        """Mark the changes `ids` as ones their vehicle's `current_driver` could not follow
+        (the driver's next write tries again), or take the mark off."""
+        update = {"$set": {"unsynced": True}} if unsynced else {"$unset": {"unsynced": ""}}
+        with translate_errors():
+            await self._c.update_many(scoped(tenant, {"_id": {"$in": ids}}), update)
+
+    async def set_driver(self, tenant: str, ids: list[str], driver: Mapping[str, str]) -> None:
+        """The changes `ids` (of one driver, by CPF) name `driver` as it now is, marked
+        `unsynced` until their vehicles' `current_driver` has followed (`mark_unsynced`): a
+        process stopped in between leaves them for the driver's next write to finish."""
+        query = {"_id": {"$in": ids}, "driver.cpf": driver["cpf"]}
+        update = {"$set": {"driver": dict(driver), "unsynced": True}}
+        with translate_errors():
+            await self._c.update_many(scoped(tenant, query), update)
 
     async def remove(self, tenant: str, doc_id: str, match: Mapping[str, Any]) -> Doc | None:
         """Take the change `doc_id` out of the history if it still matches `match` (the report

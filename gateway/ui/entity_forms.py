@@ -13,20 +13,23 @@ the difference between the document the form showed and the one it posts, at any
 emptied field removes the value (an object's property alone, a member deleted from a JSON
 field's object too), an untouched one (or one not posted) is not sent, and what
 the form does not show (a vehicle's position and current driver, which telemetry and the
-driver assignment keep) is left as it is. The natural key (plate, CPF, CNPJ, an `other`'s
-kind and key) is given at creation and never changes.
+driver assignment keep) is left as it is. An object that is one value (`x-whole`: a
+supplier's `contact`, a vehicle's `last_service`), which a write replaces whole, is sent
+whole when any of its members changed: the stored object with the form's changes applied,
+so its untouched members are kept and an emptied one removed. The natural key (plate, CPF,
+CNPJ, an `other`'s kind and key) is given at creation and never changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
-from gateway.entities import Origin, public
+from gateway.entities import Origin, merge, public
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.events import public_event
 from gateway.formats.json_tree import loads_exact
@@ -445,6 +448,21 @@ async def deleted_page(
     return render(request, "entities/deleted.html", context, status=410)
 
 
+def _whole_values(
+    patch: Mapping[str, Any], stored: Mapping[str, Any], whole: Collection[str]
+) -> dict[str, Any]:
+    """The patch with each changed object that is one value (`whole`: a supplier's
+    `contact`), which the write replaces whole, as that value after the edit: the stored
+    object with the patch's members applied (an untouched member kept, an emptied one
+    removed), not the changed members alone, which would be all the write kept."""
+    sent = dict(patch)
+    for name in whole:
+        value, old = sent.get(name), stored.get(name)
+        if isinstance(value, Mapping):
+            sent[name] = merge(old if isinstance(old, Mapping) else {}, value)
+    return sent
+
+
 async def update_entity(request: web.Request) -> web.Response:
     """The properties the admin changed, as a merge patch; refused (409, what was typed kept)
     when the entity changed since the form was loaded; when it was deleted meanwhile, its
@@ -473,6 +491,9 @@ async def update_entity(request: web.Request) -> web.Response:
         posted_values = {f.name: values.get(f.name, shown.get(f.name, "")) for f in fields}
         patch = changes(
             document_of(fields, posted_values, lang), document_of(fields, shown, lang), deep=True
+        )
+        patch = _whole_values(
+            patch, current["data"], services_of(request).schemas.whole_members(etype)
         )
         if patch:
             origin = Origin("admin", session_of(request).subject)
