@@ -185,16 +185,32 @@ class _GatedClient(AsyncMongoClient[Doc]):
         # The driver's own arguments, read by name against its own signature and handed on
         # untouched: another driver version that reorders or adds them is still served (one
         # that renames the method leaves the gate unasked: tests/test_embedded_database.py).
-        call = _RETRY_INTERNAL.bind(self, *args, **kwargs)
-        call.apply_defaults()
-        given = call.arguments
-        writes = not given.get("is_read", False) or given.get("is_aggregate_write", False)
-        if writes and given.get("operation") not in _TRANSACTION_ENDS:
+        # Every read and write of the process comes through here: the positions are looked up
+        # once (`_RETRY_POSITIONS`), not bound against the signature each call.
+        writes = not _argument("is_read", args, kwargs) or _argument(
+            "is_aggregate_write", args, kwargs
+        )
+        if writes and _argument("operation", args, kwargs) not in _TRANSACTION_ENDS:
             self.__write_gate()
         return await super()._retry_internal(*args, **kwargs)
 
 
-_RETRY_INTERNAL = inspect.signature(AsyncMongoClient._retry_internal)
+_RETRY_PARAMETERS = list(inspect.signature(AsyncMongoClient._retry_internal).parameters.values())
+_RETRY_POSITIONS: Final = {p.name: n for n, p in enumerate(_RETRY_PARAMETERS[1:])}  # not self
+_RETRY_DEFAULTS: Final = {p.name: p.default for p in _RETRY_PARAMETERS if p.default is not p.empty}
+
+
+def _argument(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The driver's argument `name` to `_retry_internal`, given by name or by position, else
+    its default (None for one the driver's version does not have)."""
+    if name in kwargs:
+        return kwargs[name]
+    position = _RETRY_POSITIONS.get(name)
+    if position is not None and position < len(args):
+        return args[position]
+    return _RETRY_DEFAULTS.get(name)
+
+
 _TRANSACTION_ENDS: Final = frozenset({"commitTransaction", "abortTransaction"})
 
 
