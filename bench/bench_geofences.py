@@ -2,7 +2,8 @@
 `python bench/bench_geofences.py`.
 
 Fixes are the shared route (tests/data/tracks/route1.geojson); fences are a circle, a
-100-corner polygon and a 2,000-corner polygon (the largest allowed) around a stretch of it,
+100-corner polygon, a 2,000-corner polygon (the largest allowed) around a stretch of it and a
+MultiPolygon of 48 small depots, one of them on it,
 so most fixes are far from them (the bounding-box bound decides) and some are near (every
 edge is walked). Printed as steps per second (best of 5) and as ratios to the circle over
 every fix, one run.
@@ -36,6 +37,15 @@ def regular(lat: float, lon: float, radius_deg: float, corners: int) -> Polygon:
         for k in range(corners)
     ]
     return Polygon([[*ring, ring[0]]])
+
+
+def depots(lat: float, lon: float, count: int) -> Polygon:
+    """A fleet's depots as one MultiPolygon: `count` 40-corner parts 0.2° apart, the first
+    on the route (fixes there walk its edges; the other parts are left out by their boxes)."""
+    parts = [
+        regular(lat + 0.2 * (k // 8), lon + 0.2 * (k % 8), 0.01, 40).parts[0] for k in range(count)
+    ]
+    return Polygon(*parts, multi=True)
 
 
 REPEATS = 5  # best of: the machine is shared
@@ -75,6 +85,7 @@ def main() -> None:
         "circle": Circle(lat, lon, 3_000),
         "polygon 100": regular(lat, lon, 0.03, 100),
         "polygon 2000": regular(lat, lon, 0.03, 1_999),
+        "48 depots": depots(lat, lon, 48),
     }
     rates = {
         name: (steps_per_second(s, fixes, near_only=False), steps_per_second(s, fixes, True))

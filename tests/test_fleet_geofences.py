@@ -482,3 +482,28 @@ def test_a_fix_between_far_parts_of_a_multipolygon_is_spared_the_walk_over_its_e
     assert between > 90_000  # ~1° of longitude less a depot's half-width, at 23° S
     assert between <= depots.signed_distance_m(-23.0, -45.0)
     assert depots.outside_by_at_least_m(-23.0, -46.0) == 0.0  # within a part's box
+
+
+def test_a_multipolygon_measures_every_fix_as_its_nearest_part_does() -> None:
+    """Depots of a fleet as one fence, one with a yard (a hole): for fixes in and between
+    them, the fence's distance is its nearest part's, inside any part negative, in a hole
+    outside. Parts far from a fix are not walked (rev25 F2); none that decides is left out."""
+    centres = [(-48.0 + 0.5 * (i % 7), -24.0 + 0.5 * (i // 7)) for i in range(21)]
+    yard = square(*centres[0], 0.002)
+    parts = [[square(lon, lat, 0.01)] for lon, lat in centres]
+    parts[0].append(yard[::-1])
+    fence = polygon_from({"type": "MultiPolygon", "coordinates": parts})
+    alone = [polygon_from({"type": "Polygon", "coordinates": rings}) for rings in parts]
+    rng = random.Random(25)
+    fixes = [
+        (lat + rng.uniform(-0.03, 0.03), lon + rng.uniform(-0.03, 0.03)) for lon, lat in centres
+    ]
+    fixes += [(rng.uniform(-24.5, -22.5), rng.uniform(-48.5, -44.5)) for _ in range(200)]
+    fixes += [(centres[0][1] + 0.001, centres[0][0])]  # in the yard
+    for lat, lon in fixes:
+        expected = min(part.signed_distance_m(lat, lon) for part in alone)
+        got = fence.signed_distance_m(lat, lon)
+        assert (got <= 0) == (expected <= 0), (lat, lon)
+        assert got == pytest.approx(expected, rel=0.01, abs=0.5), (lat, lon)
+        assert 0 <= fence.outside_by_at_least_m(lat, lon) <= max(got, 0.0) + 0.5
+    assert fence.signed_distance_m(centres[0][1] + 0.001, centres[0][0]) > 0

@@ -35,6 +35,8 @@ MAX_EXTENT_DEG = 20.0
 
 Point = tuple[float, float]  # (lon, lat)
 Rings = Sequence[Sequence[Point]]  # a polygon's: the exterior ring, then holes
+Box = tuple[float, float, float, float]  # projected: x0, y0, x1, y1
+Edge = tuple[float, float, float, float, float, float, float, float]  # a, b, and its box
 
 
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -79,7 +81,7 @@ class Polygon:
     overlap: inside one part is inside), distances by the border's edges: every edge but the
     stretches where parts on either side of the antimeridian meet (`_border`)."""
 
-    __slots__ = ("_box", "_boxes", "_edges", "_kx", "_lat0", "_lon0", "multi", "parts")
+    __slots__ = ("_box", "_kx", "_lat0", "_lon0", "_parts", "multi", "parts")
 
     def __init__(self, *parts: Rings, multi: bool = False) -> None:
         if not parts or (len(parts) > 1 and not multi):
@@ -92,19 +94,18 @@ class Polygon:
         lats = [p[1] for rings in self.parts for p in rings[0]]
         self._lat0 = (min(lats) + max(lats)) / 2
         self._kx = math.radians(1) * EARTH_RADIUS_M * math.cos(math.radians(self._lat0))
-        edges: list[tuple[float, float, float, float, float, float, float, float]] = []
-        unwrapped_parts = unwrapped(self.parts, self._lon0)
-        for a, b in _border(unwrapped_parts):
-            (ax, ay), (bx, by) = self._project(*a), self._project(*b)
-            edges.append((ax, ay, bx, by, min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)))
-        self._edges = tuple(edges)
-        # Each part's bounding box (its exterior ring holds it): a fix between far parts is
-        # outside every box, and spared the walk over every edge as a fix far from a fence is.
-        boxes = []
-        for rings in unwrapped_parts:
-            xs, ys = zip(*(self._project(*p) for p in rings[0]), strict=True)
-            boxes.append((min(xs), min(ys), max(xs), max(ys)))
-        self._boxes = tuple(boxes)
+        # Per part: its bounding box (its exterior ring holds it) and its edges. A fix far
+        # from a part is spared the walk over its edges, as a fix far from a fence is.
+        parts_: list[tuple[Box, tuple[Edge, ...]]] = []
+        for exterior, border in _border(unwrapped(self.parts, self._lon0)):
+            xs, ys = zip(*(self._project(*p) for p in exterior), strict=True)
+            edges: list[Edge] = []
+            for a, b in border:
+                (ax, ay), (bx, by) = self._project(*a), self._project(*b)
+                edges.append((ax, ay, bx, by, min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)))
+            parts_.append(((min(xs), min(ys), max(xs), max(ys)), tuple(edges)))
+        self._parts = tuple(parts_)
+        boxes = [box for box, _ in parts_]
         self._box = (  # the whole shape's
             min(b[0] for b in boxes),
             min(b[1] for b in boxes),
@@ -139,33 +140,35 @@ class Polygon:
     def _signed_xy(self, px: float, py: float) -> float:
         inside = False
         nearest2 = math.inf  # squared: one square root at the end
-        for ax, ay, bx, by, x0, y0, x1, y1 in self._edges:
-            # even-odd rule over every ring: a point in a hole is outside
-            if (ay > py) != (by > py) and px < ax + (py - ay) * (bx - ax) / (by - ay):
-                inside = not inside
-            # an edge whose box is no nearer than the nearest edge so far is skipped
+        for (x0, y0, x1, y1), edges in self._parts:
+            # The rightward ray from the point crosses no edge of a part whose box it misses;
+            # such a part is walked only when its box is nearer than the nearest edge so far.
+            ray = y0 <= py <= y1 and px <= x1
             gx = x0 - px if px < x0 else px - x1 if px > x1 else 0.0
             gy = y0 - py if py < y0 else py - y1 if py > y1 else 0.0
-            if gx * gx + gy * gy >= nearest2:
-                continue
-            dx, dy = bx - ax, by - ay
-            length2 = dx * dx + dy * dy
-            t = ((px - ax) * dx + (py - ay) * dy) / length2 if length2 else 0.0
-            t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
-            ex, ey = px - ax - t * dx, py - ay - t * dy
-            nearest2 = min(nearest2, ex * ex + ey * ey)
+            if ray or gx * gx + gy * gy < nearest2:
+                inside, nearest2 = _walk(edges, px, py, inside, nearest2)
         nearest = math.sqrt(nearest2)
         return -nearest if inside else nearest
 
     def outside_by_at_least_m(self, lat: float, lon: float) -> float:
-        """A cheap lower bound of how far outside the point is: its distance to the nearest
-        part's bounding box (0 within one). Most fixes are far from most fences; this spares
-        them the walk over every edge."""
+        """A cheap lower bound of how far outside the point is: its distance to the whole
+        shape's bounding box, or within that, to the nearest part's (0 within one). Most
+        fixes are far from most fences; this spares them the walk over every edge."""
         px, py = self._project(lon, lat)
-        return min(
-            math.hypot(max(x0 - px, 0.0, px - x1), max(y0 - py, 0.0, py - y1))
-            for x0, y0, x1, y1 in self._boxes
-        )
+        x0, y0, x1, y1 = self._box
+        whole = math.hypot(max(x0 - px, 0.0, px - x1), max(y0 - py, 0.0, py - y1))
+        if whole > 0.0 or len(self._parts) == 1:
+            return whole
+        nearest2 = math.inf
+        for (x0, y0, x1, y1), _ in self._parts:
+            gx = x0 - px if px < x0 else px - x1 if px > x1 else 0.0
+            gy = y0 - py if py < y0 else py - y1 if py > y1 else 0.0
+            if gx * gx + gy * gy < nearest2:
+                nearest2 = gx * gx + gy * gy
+                if not nearest2:
+                    break
+        return math.sqrt(nearest2)
 
     def to_doc(self) -> dict[str, Any]:
         parts = [[[list(p) for p in r] for r in rings] for rings in self.parts]
@@ -188,6 +191,28 @@ class Polygon:
         if self.multi:
             return f"MultiPolygon({len(self.parts)} polygons, {rings} rings, {positions} positions)"
         return f"Polygon({rings} rings, {positions} positions)"
+
+
+def _walk(
+    edges: tuple[Edge, ...], px: float, py: float, inside: bool, nearest2: float
+) -> tuple[bool, float]:
+    """The even-odd count and the squared distance to the nearest edge, carried over `edges`."""
+    for ax, ay, bx, by, x0, y0, x1, y1 in edges:
+        # even-odd rule over every ring: a point in a hole is outside
+        if (ay > py) != (by > py) and px < ax + (py - ay) * (bx - ax) / (by - ay):
+            inside = not inside
+        # an edge whose box is no nearer than the nearest edge so far is skipped
+        gx = x0 - px if px < x0 else px - x1 if px > x1 else 0.0
+        gy = y0 - py if py < y0 else py - y1 if py > y1 else 0.0
+        if gx * gx + gy * gy >= nearest2:
+            continue
+        dx, dy = bx - ax, by - ay
+        length2 = dx * dx + dy * dy
+        t = ((px - ax) * dx + (py - ay) * dy) / length2 if length2 else 0.0
+        t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
+        ex, ey = px - ax - t * dx, py - ay - t * dy
+        nearest2 = min(nearest2, ex * ex + ey * ey)
+    return inside, nearest2
 
 
 def centre_longitude(lons: Sequence[float]) -> float:
@@ -218,16 +243,17 @@ def unwrapped(parts: Sequence[Rings], lon0: float) -> list[list[list[Point]]]:
     return [[[(_unwrap(lon, lon0), lat) for lon, lat in r] for r in rings] for rings in parts]
 
 
-def _border(parts: Sequence[Rings]) -> list[tuple[Point, Point]]:
-    """The edges of the parts (their positions unwrapped), less the stretches where two of
-    them meet on the antimeridian: there the area goes on, from one part into the other.
-    Parts meet only there (`_check_apart`), along an edge of each on the same meridian, one
-    part west of it and one east; both edges' common stretch goes. The even-odd rule counts
-    such a stretch twice or not at all, so what it says is unchanged."""
-    edges = [(a, b) for rings in parts for r in rings for a, b in itertools.pairwise(r)]
+def _border(parts: Sequence[Rings]) -> list[tuple[Sequence[Point], list[tuple[Point, Point]]]]:
+    """Each part's exterior ring and edges (their positions unwrapped), less the stretches
+    where two of them meet on the antimeridian: there the area goes on, from one part into
+    the other. Parts meet only there (`_check_apart`), along an edge of each on the same
+    meridian, one part west of it and one east; both edges' common stretch goes. The
+    even-odd rule counts such a stretch twice or not at all, so what it says is unchanged."""
     sides = [_side(rings) for rings in parts]
     if len(set(sides) - {0}) < 2:
-        return edges
+        return [
+            (rings[0], [(a, b) for r in rings for a, b in itertools.pairwise(r)]) for rings in parts
+        ]
     # the antimeridian, as the unwrapped longitudes have it (180 or -180)
     cut = next(max(p[0] for p in rings[0]) for rings, s in zip(parts, sides, strict=True) if s < 0)
     on_cut: dict[int, list[tuple[float, float]]] = {-1: [], 1: []}
@@ -236,8 +262,9 @@ def _border(parts: Sequence[Rings]) -> list[tuple[Point, Point]]:
             for a, b in itertools.pairwise(r):
                 if side and a[0] == b[0] == cut:
                     on_cut[side].append((min(a[1], b[1]), max(a[1], b[1])))
-    border: list[tuple[Point, Point]] = []
+    borders: list[tuple[Sequence[Point], list[tuple[Point, Point]]]] = []
     for rings, side in zip(parts, sides, strict=True):
+        border: list[tuple[Point, Point]] = []
         for r in rings:
             for a, b in itertools.pairwise(r):
                 if not side or not a[0] == b[0] == cut:
@@ -245,7 +272,8 @@ def _border(parts: Sequence[Rings]) -> list[tuple[Point, Point]]:
                     continue
                 for low, high in _less(min(a[1], b[1]), max(a[1], b[1]), on_cut[-side]):
                     border.append(((cut, low), (cut, high)))
-    return border
+        borders.append((rings[0], border))
+    return borders
 
 
 def _side(rings: Rings) -> int:

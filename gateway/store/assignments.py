@@ -44,6 +44,10 @@ DUE_INDEX = IndexModel([("due", ASCENDING)], name="due", sparse=True)
 DRIVERS_INDEX = IndexModel([("tenant", ASCENDING), ("driver.cpf", ASCENDING)], name="drivers")
 """A driver's changes, by CPF (`of_driver`): what a driver's write or deletion makes the
 history follow (a rare write: a new driver, a corrected name, a deletion)."""
+UNSYNCED_INDEX = IndexModel([("unsynced", ASCENDING)], name="unsynced", sparse=True)
+"""The changes a vehicle's `current_driver` could not follow yet (`unsynced`): usually none,
+so a driver's write looks them up without reading the driver's history (`unsynced` hints it:
+SecantusDB plans a scan of the collection for that query otherwise)."""
 DUE_MIGRATION = "driver_assignments.due"
 """The `migrations` marker: changes scheduled before `due` existed have it (`mark_scheduled`)."""
 _MARK_BATCH = 500
@@ -163,7 +167,8 @@ class AssignmentStore:
         follow them (`mark_unsynced`): usually none."""
         query = {"driver.cpf": cpf, "unsynced": True}
         with translate_errors():
-            return await self._c.find(scoped(tenant, query)).to_list(None)
+            found = self._c.find(scoped(tenant, query)).hint(UNSYNCED_INDEX.document["name"])
+            return await found.to_list(None)
 
     async def mark_unsynced(self, tenant: str, ids: list[str], unsynced: bool) -> None:
         """Mark the changes `ids` as ones their vehicle's `current_driver` could not follow

@@ -23,6 +23,7 @@ from gateway.store.assignments import (
     ASSIGNMENT_RANGES,
     DRIVERS_INDEX,
     DUE_INDEX,
+    UNSYNCED_INDEX,
     AssignmentStore,
 )
 from gateway.store.client import Collection, Database, Doc, find_by_id, scoped, translate_errors
@@ -145,9 +146,12 @@ class NotifyStores:
         serves from its primary index and SecantusDB by scanning the collection, so there
         they get an index (tenant, `_id`) that serves them (a driver change is a rare write;
         a run is written a few times, once a step). A driver's changes are found by CPF
-        (`drivers`: a driver created, renamed or deleted, which the history follows)."""
+        (`drivers`: a driver created, renamed or deleted, which the history follows), and the
+        changes a vehicle could not follow yet apart (`unsynced`)."""
         with translate_errors():
-            await self._db["driver_assignments"].create_indexes([DUE_INDEX, DRIVERS_INDEX])
+            await self._db["driver_assignments"].create_indexes(
+                [DUE_INDEX, DRIVERS_INDEX, UNSYNCED_INDEX]
+            )
             if scans_id_ranges:
                 await self._db["driver_assignments"].create_indexes([ASSIGNMENT_RANGES])
             await self._db["channels"].create_indexes(NAME_INDEXES)
