@@ -196,6 +196,54 @@ async def test_a_written_back_answer_the_entity_refuses_is_the_partners_502_not_
     assert "odometer_km" not in stored or stored["odometer_km"] is None
 
 
+PLATE_MAPPING = """
+name: placa
+direction: outbound
+entity_type: vehicle
+path:
+  plate: {from: entity.plate, required: true}
+response:
+  plate: placa
+"""
+
+
+@pytest.mark.parametrize("answer", ["XYZ1A23", "QWE4R56"])
+async def test_a_written_back_answer_naming_another_vehicle_is_the_partners_502_not_a_409(
+    client: Client, partner: Partner, answer: str
+) -> None:
+    """The partner's record of the vehicle holds another plate (taken by another vehicle, or
+    free): the natural key cannot change, and the caller, who asked nothing of the kind, was
+    told `409 conflict` as if its request were at fault (outbound5 OB5-3)."""
+    await upload_mapping(client, PLATE_MAPPING)
+    partner_doc = await create_partner(client, partner.url, name="ERP")
+    action = await create_action(
+        client,
+        partner_doc["id"],
+        mode="proxy",
+        method="GET",
+        path="/v/{plate}",
+        request_mapping="placa",
+        response_mapping="placa",
+        write_back=True,
+    )
+    await create_vehicle(client, "ABC1D23")
+    await create_vehicle(client, "XYZ1A23")
+    partner.respond_with(200, {"placa": answer})
+
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    )
+
+    body = await response.json()
+    assert response.status == 502, body
+    assert body["type"].endswith("partner-error") and body["partner_id"] == partner_doc["id"]
+    assert body["detail"].startswith("partner ERP's answer does not fit the entity: ")
+    stored = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert stored["plate"] == "ABC1D23"
+
+
 async def test_payload_is_the_body_and_fills_the_path_without_mappings(
     client: Client, partner: Partner
 ) -> None:

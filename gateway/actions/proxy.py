@@ -24,6 +24,7 @@ from gateway.actions.catalog import Catalog, Partner, build_request
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     BadRequest,
+    Conflict,
     InvalidPayload,
     PartnerError,
     PartnerTimeout,
@@ -132,6 +133,11 @@ class Proxy:
                     f"partner {partner.name}'s answer does not fit the entity: {exc.detail}",
                     partner_id=partner.id,
                     errors=[p.as_dict() for p in exc.problems],
+                ) from None
+            except Conflict as exc:  # the answer names another entity (its natural key)
+                raise PartnerError(
+                    f"partner {partner.name}'s answer does not fit the entity: {exc.detail}",
+                    partner_id=partner.id,
                 ) from None
             written = {
                 "entity": {"type": entity_doc["type"], "id": str(entity_doc["_id"])},
