@@ -601,6 +601,65 @@ async def test_fields_the_trigger_does_not_expose_are_not_returned(client: Clien
     assert item["attributes"] == {"color": "red"} and page["next_cursor"] is None
 
 
+DRIVER_BY_ERP_ID = """
+name: driver-by-erp-id
+direction: inbound
+entity_type: driver
+key: [attributes.erp_id]
+fields:
+  attributes.erp_id: erp
+  name: nome
+"""
+
+
+async def test_a_write_answer_names_the_natural_key_only_when_expose_shows_it(
+    client: Client,
+) -> None:
+    """A partner holding only its own ids (`expose: ["name"]`) read every driver's CPF in its
+    writes' answers, writing nothing (security4 F3); a tracker's fix was answered with the
+    plate of any tracker id."""
+    driver = {"cpf": "111.444.777-35", "name": "Bia Lima", "attributes": {"erp_id": "E-1"}}
+    assert (await client.post("/api/v1/entities/driver", json=driver, headers=auth())).status == 201
+    await upload_mapping(client, DRIVER_BY_ERP_ID)
+    trigger = await create_trigger(
+        client, entity_type="driver", mapping="driver-by-erp-id", expose=["name"]
+    )
+    status, answer = await hook(client, trigger, {"erp": "E-1"})
+    assert status == 200 and answer["changed"] == [], answer
+    assert "11144477735" not in json.dumps(answer) and answer["key"] is None
+    shown = await create_trigger(client, name="shown", expose=["plate"])
+    assert (await hook(client, shown, {"plate": "ABC1D23"}))[1]["key"] == "ABC1D23"
+    trackers = await create_position_trigger(client, expose=["last_position"])
+    await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23",
+        json={"attributes": {"tracker_id": "T-9"}},
+        headers={**auth(), "Content-Type": "application/merge-patch+json"},
+    )
+    fix = {"tracker_id": "T-9", "lat": -23.5, "lon": -46.6, "time": "2026-12-06T12:00:00Z"}
+    status, answer = await hook(client, trackers, fix)
+    assert status == 201 and answer["vehicle"] == {"id": answer["vehicle"]["id"]}, answer
+
+
+async def test_a_write_answer_does_not_tell_whether_a_hidden_field_held_what_was_sent(
+    client: Client,
+) -> None:
+    """`events` was empty exactly when every hidden field sent equalled the stored value: a
+    one-guess oracle of a field `expose` hides (security4 F2). The answer says nothing a
+    partner cannot read."""
+    stored = {**VEHICLE, "group": "diretoria", "attributes": {"note": "HIDDEN"}}
+    assert (
+        await client.post("/api/v1/entities/vehicle", json=stored, headers=auth())
+    ).status == 201
+    trigger = await create_trigger(client, methods=["GET", "POST"], expose=["plate", "status"])
+    answers = []
+    for guess in ({"group": "diretoria"}, {"group": "financeiro"}, {"attributes": {"note": "x"}}):
+        status, answer = await hook(client, trigger, {"plate": "ABC1D23", **guess})
+        assert status == 200, answer
+        answers.append(answer)
+    assert answers[0] == answers[1] == answers[2], answers
+    assert set(answers[0]) == {"id", "key", "created", "changed"} and answers[0]["changed"] == []
+
+
 async def test_a_partner_writing_back_part_of_a_whole_value_keeps_what_expose_hides(
     client: Client,
 ) -> None:

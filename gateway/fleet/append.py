@@ -54,10 +54,17 @@ class Appended:
     time: datetime
     duplicate: bool
 
-    def answer(self) -> dict[str, Any]:
+    def answer(self, *, plate: bool = True) -> dict[str, Any]:
+        """The fix as its writer is told it; `plate` False for one that may not read the
+        vehicle's plate (a trigger's `expose` hides it)."""
+        vehicle = (
+            {"id": self.vehicle.id, "plate": self.vehicle.plate}
+            if plate
+            else {"id": self.vehicle.id}
+        )
         return {
             "id": self.id,
-            "vehicle": {"id": self.vehicle.id, "plate": self.vehicle.plate},
+            "vehicle": vehicle,
             "time": utc_text(self.time),
             "duplicate": self.duplicate,
         }

@@ -43,7 +43,7 @@ from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.metrics import Metrics
 from gateway.store import Doc
 from gateway.triggers.compiled import CompiledTrigger
-from gateway.triggers.pipeline import Pipeline, Prepared, stage, written
+from gateway.triggers.pipeline import Pipeline, Prepared, fix_written, stage, written
 from gateway.triggers.rejected import RejectedKeeper, repeatable
 
 BATCH_CONCURRENCY: Final = 16
@@ -183,7 +183,7 @@ class Ingestor:
             (outcome,) = await self._appender.append(trigger.tenant, [fix], trigger.id)
             if isinstance(outcome, InvalidPayload):
                 raise outcome
-            return {"status": 200 if outcome.duplicate else 201, **outcome.answer()}
+            return {"status": 200 if outcome.duplicate else 201, **fix_written(trigger, outcome)}
         result = await self._pipeline.item(
             trigger,
             mapping,
@@ -226,8 +226,8 @@ class Ingestor:
             if isinstance(outcome, InvalidPayload):
                 raise outcome
             if outcome.duplicate:
-                return Ingested(200, outcome.answer(), "accepted", at_receipt)
-            return Ingested(201, outcome.answer(), "created", at_receipt)
+                return Ingested(200, fix_written(trigger, outcome), "accepted", at_receipt)
+            return Ingested(201, fix_written(trigger, outcome), "created", at_receipt)
         results: list[dict[str, Any]] = []
         kept: list[Doc] = []
         listing = SharedListing()
@@ -248,7 +248,9 @@ class Ingestor:
                 results.append({"index": plan.index(index), "status": 422, "problem": problem})
             else:
                 status = 200 if outcome.duplicate else 201
-                results.append({"index": plan.index(index), "status": status, **outcome.answer()})
+                results.append(
+                    {"index": plan.index(index), "status": status, **fix_written(trigger, outcome)}
+                )
         if kept:
             await fence()
         await self._rejected.keep(trigger, kept)

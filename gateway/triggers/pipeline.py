@@ -25,6 +25,7 @@ from gateway.entities import (
     visible_to,
 )
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
+from gateway.fleet.append import Appended
 from gateway.mapping import CompiledMapping, DecodedTexts, Emit, MappedDocument
 from gateway.mapping.fixes import named_by_mapping, parse_mapped_fix
 from gateway.mapping.paths import pointer
@@ -401,28 +402,45 @@ def _named_by_target(
 def written(trigger: CompiledTrigger, result: WriteResult) -> dict[str, Any]:
     """A write as the partner sees it; `key` is what GET /hooks/{id}/{key} accepts.
     `skipped` lists stale only-forward fields left unwritten; `also` the further entities.
-    `changed` names only fields the trigger's `expose` shows (`visible_to`): a partner is not
-    told of a field it may not read."""
-    answer = _written(trigger.entity_type, result, visible_to(trigger.expose))
+    A partner is not told of a field it may not read (the trigger's `expose`, `visible_to`):
+    `changed` names only fields it shows, `key` is null unless the natural key is shown, and
+    `events` not at all (empty or not, they would tell whether a hidden field held what was
+    sent); of `also`'s entities, of other types, it is told their ids alone."""
+    sees = visible_to(trigger.expose)
+    answer = _written(trigger.entity_type, result, sees)
     if result.also:
         answer["also"] = [
-            {"entity_type": one.entity["type"], **_written(one.entity["type"], one)}
+            {"entity_type": one.entity["type"], **_written(one.entity["type"], one, None)}
+            if sees is None
+            else {
+                "entity_type": one.entity["type"],
+                "id": str(one.entity["_id"]),
+                "created": one.created,
+            }
             for one in result.also
         ]
     return answer
 
 
-def _written(etype: str, result: WriteResult, sees: Sees | None = None) -> dict[str, Any]:
+def fix_written(trigger: CompiledTrigger, fix: Appended) -> dict[str, Any]:
+    """A stored fix as the partner sees it: its vehicle's plate only when `expose` shows it."""
+    sees = visible_to(trigger.expose)
+    return fix.answer(plate=sees is None or sees("plate"))
+
+
+def _written(etype: str, result: WriteResult, sees: Sees | None) -> dict[str, Any]:
     doc = result.entity
-    answer = {
+    key = reference_field(etype)
+    answer: dict[str, Any] = {
         "id": str(doc["_id"]),
-        "key": doc["data"].get(reference_field(etype)),
+        "key": doc["data"].get(key) if sees is None or sees(key) else None,
         "created": result.created,
-        "changed": [c.field for c in result.changes if sees is None or sees(c.field)],
-        "events": list(result.events),
     }
+    answer["changed"] = [c.field for c in result.changes if sees is None or sees(c.field)]
+    if sees is None:
+        answer["events"] = list(result.events)
     if result.skipped:
-        answer["skipped"] = list(result.skipped)
+        answer["skipped"] = [f for f in result.skipped if sees is None or sees(f)]
     return answer
 
 
