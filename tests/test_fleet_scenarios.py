@@ -180,6 +180,46 @@ async def test_scenario_2_mileage_from_positions_reaches_the_plan_and_alerts_by_
     assert vehicle["odometer_km"] == pytest.approx(9_995 + 6.81, abs=0.05)
 
 
+async def test_scenario_2_a_plan_of_km_or_months_due_by_months_says_so_not_a_mileage(
+    client: Client, partner: Partner, fcm: Fcm, smtp_server: SmtpFactory
+) -> None:
+    """ "Revisão a cada 10.000 km ou 12 meses", the months first: at 14,000 km the event
+    carries the next km point (20,000) with `reason: time`, and push, SMS and e-mail said
+    "atingiu 20.000 km", a mileage not reached (flows5 FL5-10)."""
+    smtp = await smtp_server()
+    await push_channel(client, fcm)
+    await email_channel(client, smtp.port)
+    await sms_channel(client, partner.url, "zenvia-token")
+    for name in ("maintenance-due-push", "maintenance-due-email", "maintenance-due-sms"):
+        await add_template(client, name)
+    await upload_flow(client, "maintenance-due-alert")
+    plan = {"name": "Revisão", "every_km": 10_000, "every_days": 365}
+    await post(client, "/api/v1/maintenance-plans", plan)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 14_000})
+    await _driver_of_abc(
+        client, phone="+5511987654321", email="ana.souza@example.com", push_tokens=["tok"]
+    )
+    await _fold_and_drain(client)
+    served = {"km": 10_000, "at": (datetime.now(UTC) - timedelta(days=370)).isoformat()}
+    await post(client, "/api/v1/entities/vehicle/ABC1D23/services", served, status=202)
+    traccar = await _traccar_trigger(client)
+    lat, lon = PAULISTA
+    await send_to(client, traccar, _forward(TrackPoint(datetime.now(UTC), lat, lon)))
+    await _fold_and_drain(client)
+
+    (due,) = (await get(client, "/api/v1/events?type=vehicle.maintenance.due"))["items"]
+    assert due["detail"]["reason"] == "time" and due["detail"]["due_km"] == 20_000
+    (push,) = fcm.messages
+    assert push["notification"]["body"] == "ABC1D23 está com Revisão vencida. Agende a revisão."
+    assert {m.message["Subject"] for m in smtp.received} == {"Revisão: ABC1D23 Revisão vencida"}
+    (sms,) = [r.json() for r in partner.requests if r.path == "/v2/channels/sms/messages"]
+    assert sms["contents"][0]["text"] == "Rabbot: ABC1D23 com Revisão vencida. Agende a revisao."
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    context = {"entity": vehicle, "event": due, "driver": {"phone": "+55 11 98765-4321"}}
+    body = _shipped_request("sms-maintenance-due", context, sms_api_key="k")
+    assert body["contents"][0]["text"].startswith("Rabbot: a revisao de ABC1D23 vence em ")
+
+
 async def test_scenario_1_entering_a_restricted_area_alerts_and_leaving_it_does_not(
     client: Client, fcm: Fcm
 ) -> None:
