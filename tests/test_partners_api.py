@@ -331,6 +331,35 @@ async def test_action_body_problems_are_all_listed(client: Client) -> None:
     }
 
 
+async def test_a_deliver_action_with_write_back_is_refused_naming_proxy_actions(
+    client: Client,
+) -> None:
+    """`write_back` is for proxy actions; a deliver action saved with it was a 201, and the
+    partner's answers were never written back (outbound5 OB5-8)."""
+    partner = await create_partner(client, BASE)
+    await upload_mapping(
+        client,
+        "name: odo\ndirection: outbound\nentity_type: vehicle\nresponse:\n  odometer_km: km\n",
+    )
+    action = {
+        "name": "d",
+        "partner_id": partner["id"],
+        "method": "POST",
+        "path": "/x",
+        "mode": "deliver",
+        "response_mapping": "odo",
+        "write_back": True,
+    }
+
+    problem = await _problem(await client.post("/api/v1/actions", headers=auth(), json=action), 422)
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [("/write_back", "enum")]
+    proxy = await client.post("/api/v1/actions", headers=auth(), json={**action, "mode": "proxy"})
+    assert proxy.status == 201
+    url = f"/api/v1/actions/{(await proxy.json())['id']}"
+    changed = await client.patch(url, headers=auth(), json={"mode": "deliver"})
+    assert (await _problem(changed, 422))["errors"][0]["pointer"] == "/write_back"
+
+
 async def test_action_needs_an_outbound_mapping(client: Client) -> None:
     partner = await create_partner(client, BASE)
     await upload_mapping(

@@ -283,6 +283,20 @@ class ActionUseCases:
                 "write_back needs a response_mapping to know which entity fields the answer holds",
                 "dependentRequired",
             )
+        saved_so = current is not None and (
+            current.get("mode"),
+            bool(current.get("write_back")),
+        ) == (
+            fields["mode"],
+            True,
+        )
+        if fields["write_back"] and fields["mode"] not in (None, "proxy") and not saved_so:
+            # One saved before this rule (2026-12-06) stays through a change of anything else.
+            check.add(
+                "/write_back",
+                "write_back is for proxy actions: a deliver action's answers are not written back",
+                "enum",
+            )
         pid = fields["partner_id"]
         partner = await self._store.partners.get(tenant, pid) if pid else None
         if pid and partner is None:
