@@ -300,6 +300,12 @@ async def test_a_flow_deleted_while_a_step_is_in_flight_runs_no_further_step(
     ]
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert "tagged" not in (vehicle.get("attributes") or {})
+    # the deleted flow's runs are still listed, the failed ones by their status (FL5-8)
+    listed = await get(client, "/api/v1/flows/f/runs?status=failed")
+    assert [r["id"] for r in listed["items"]] == [run["_id"]]
+    assert (await get(client, "/api/v1/flows/f/runs?status=succeeded"))["items"] == []
+    never = await client.get("/api/v1/flows/g/runs", headers=auth())
+    assert never.status == 404
 
 
 async def test_a_fetch_the_partner_refuses_fails_the_run_with_the_reason(

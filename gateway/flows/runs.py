@@ -105,9 +105,16 @@ class FlowRunService:
     ) -> list[Doc]:
         if status is not None and status not in STATUSES:
             raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
-        if await self._flows.head(tenant, flow) is None:
+        runs = await self._runs.list(tenant, flow, status=status, before=before, limit=limit)
+        # A deleted flow's runs are still listed (what it did and what it left undone): a 404
+        # only for a name with neither a flow nor a run.
+        if (
+            not runs
+            and await self._flows.head(tenant, flow) is None
+            and not await self._runs.list(tenant, flow, status=None, before=None, limit=1)
+        ):
             raise NotFound(f"no flow {flow!r}")
-        return await self._runs.list(tenant, flow, status=status, before=before, limit=limit)
+        return runs
 
     async def get(self, tenant: str, run_id: str) -> Doc:
         doc = await self._runs.get(tenant, run_id)
