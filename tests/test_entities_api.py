@@ -717,29 +717,30 @@ async def test_a_phone_dialled_abroad_from_brazil_drops_its_carrier_code(client:
     }
 
 
-async def test_a_phone_starting_00_is_read_only_as_a_valid_number_dialled_from_brazil(
+async def test_a_phone_starting_00_is_stored_only_when_one_reading_is_a_valid_number(
     client: Client,
 ) -> None:
-    """`00` followed by what is no carrier code and a valid number was read as one all the
-    same, its first two digits dropped: `0044 7911 123456` stored as +7911123456 (Russia),
-    `0055 23 98765 4321` as +23987654321 (São Tomé), `00 55 0800 727 0800` as +08007270800.
-    A Brazilian number written `00 55` is refused for the reason it is refused without the
-    `00`; anything else that is no carrier code and a valid number is refused asking for
-    the `+` form, never another subscriber's number."""
+    """`00` is read two ways: the country code right after it (the European way) and a
+    carrier code before it (dialled abroad from Brazil). A number is stored under one
+    reading only when the other is no valid number: `0061 2 9876 5432` (Sydney) was stored
+    as +298765432 (Faroe Islands), `0044 7911 123456` as +7911123456 (Russia), `00 55 0800
+    727 0800` as +08007270800. A Brazilian number written `00 55` is refused for the reason
+    it is refused without the `00`; a number both readings make is refused naming both; one
+    neither makes, asking for the `+` form."""
     plus_form = (
-        "a number starting 00 is read only as dialled from Brazil: 00, a carrier code and a"
-        " valid number with its country code (0021 44 7911 123456); write it with + and its"
-        " country code (+44 7911 123456)"
+        "a number starting 00 is 00 and a valid number with its country code (0044 7911"
+        " 123456), or 00, a carrier code and one (0021 44 7911 123456); write it with + and"
+        " its country code (+44 7911 123456)"
     )
     wanted = {
         "0055 11 8765 4321": "an 8-digit mobile number; mobiles have 9 digits, a 9 before these 8",
         "0055 23 98765 4321": "23 is no Brazilian area code (DDD)",
         "0055 11 98765 43210": "no Brazilian number (+55, an area code, then 8 digits beginning"
         " 2 to 5 or 9 beginning with 9; or a 0800, 0300, 0500, 0900, 3003 or 4004 number)",
-        "0044 7911 123456": plus_form,  # not +7 911123456: a Russian number has 10 digits
-        "001 212 555 1234": plus_form,  # not +1 25551234
-        "0049 30 1234567": plus_form,  # not +30 1234567: a Greek number has 10 digits
-        "0044 20 7946 0958": plus_form,  # +44 20 7946 0958, or +20 7946 0958 after a CSP 44?
+        "0028 1234 5678": plus_form,  # no +28 …, and no +1 2345678 after carrier 28
+        "0044 7911 1234567": plus_form,  # no UK number has 11 digits; 44 is no carrier
+        "0061 2 9876 5432": "it could be +61 298765432 (00 and the country code) or +298 765432"
+        " (00, carrier code 61 and the country code); write it with + and its country code",
     }
     refused = {}
     for phone in wanted:
@@ -751,17 +752,18 @@ async def test_a_phone_starting_00_is_read_only_as_a_valid_number_dialled_from_b
         assert error["pointer"] == "/phone", problem
         refused[phone] = error["message"].partition(f'"{phone}" is not a valid phone number: ')[2]
     assert refused == wanted
-    cpfs = iter(["94580730224", "15736819384", "03642621252", "99722003372"])
+    cpfs = iter(["94580730224", "15736819384", "03642621252", "99722003372", "52998224725"])
     stored = {}
     read = ("00 55 0800 727 0800", "0041 1 415 555 2671", "0021 54 9 11 2345 6789")
-    for phone in (*read, "0041 44 7911 123456"):
+    for phone in (*read, "0041 44 7911 123456", "0044 7911 123456"):
         body = {"name": "Abroad", "cpf": next(cpfs), "phone": phone}
         stored[phone] = (await post(client, "/api/v1/entities/driver", body))["phone"]
     assert stored == {
         "00 55 0800 727 0800": "+558007270800",
-        "0041 1 415 555 2671": "+14155552671",
+        "0041 1 415 555 2671": "+14155552671",  # no Swiss number has 11 digits
         "0021 54 9 11 2345 6789": "+5491123456789",
         "0041 44 7911 123456": "+447911123456",  # no Swiss number has 12 digits
+        "0044 7911 123456": "+447911123456",  # no +7 911123456: a Russian number has 10
     }
     # the "+" form gets the same checks: a country code nobody has, a number of the wrong length
     for phone in ("+0 800 727 0800", "+28 1234 5678", "+7 911 123456", "+1 125 555 1234"):
@@ -857,23 +859,140 @@ async def test_a_path_key_with_a_line_break_or_another_types_part_names_the_enti
 @pytest.mark.parametrize(
     ("written", "number"),
     [
-        ("0021 1 212 555 1234", "+12125551234"),  # New York through Embratel (not +211 …)
-        ("0021 351 912 345 678", "+351912345678"),  # Portugal (not +213 …)
+        ("0021 1 212 555 1234", "+12125551234"),  # New York through Embratel (+211 has 9)
+        ("0021 351 912 345 678", "+351912345678"),  # Portugal (+213 has 8 or 9)
         ("0021 33 6 12 34 56 78", "+33612345678"),
         ("0021 39 312 345 6789", "+393123456789"),
-        ("0021 86 139 1234 5678", "+8613912345678"),  # China (not +218 …)
+        ("0021 86 139 1234 5678", "+8613912345678"),  # China (+218 has 9)
         ("0021 81 90 1234 5678", "+819012345678"),
-        ("0021 61 4 1234 5678", "+61412345678"),  # Australia (not +216 …)
+        ("0021 61 4 1234 5678", "+61412345678"),  # Australia (+216 has 8)
         ("0021 244 923 123 456", "+244923123456"),
         ("0021 258 84 123 4567", "+258841234567"),
-        ("0023 1 212 555 1234", "+12125551234"),  # Intelig (not +231 …)
-        ("0025 54 9 11 2345 6789", "+5491123456789"),  # GVT (not +255 …)
-        ("0043 1 212 555 1234", "+12125551234"),  # Sercomtel (not +43 …)
-        ("+52 1 55 1234 5678", "+5215512345678"),  # a Mexican mobile as WhatsApp writes it
+        ("0023 1 212 555 1234", "+12125551234"),  # Intelig (+231 has 7 to 9)
+        ("0025 54 9 11 2345 6789", "+5491123456789"),  # GVT (+255 has 9)
+        ("0041 1 415 555 2671", "+14155552671"),  # TIM (+41 has 9)
+        ("0015 55 11 98765 4321", "+5511987654321"),  # Brazil through Telefônica
     ],
 )
-def test_a_number_dialled_abroad_through_any_carrier_is_read(written: str, number: str) -> None:
-    """A carrier's digits fit E.164's 8 to 15 by chance as another country's number whose
-    plan is not checked here: that reading is not taken against the carrier's (rev24 F1:
-    every number dialled through Embratel was refused as maybe a +211 one)."""
+def test_a_number_dialled_abroad_through_a_carrier_is_read(written: str, number: str) -> None:
+    """`00`, a carrier code, the country code: read so when `00` and the country code is no
+    number of its country's plan (rev24 F1: every number dialled through Embratel was
+    refused as maybe a +211 one, a country whose numbers have 9 digits)."""
     assert e164(written) == number
+
+
+@pytest.mark.parametrize(
+    ("written", "number"),
+    [
+        ("0049 151 12345678", "+4915112345678"),  # German mobile (no +1 511: an N11 code)
+        ("0049 40 1234567", "+49401234567"),  # Hamburg (+40 1234567: Romania has 6 or 9)
+        ("0049 30 1234567", "+49301234567"),  # Berlin (+30 1234567: Greece has 10 to 12)
+        ("0086 139 1234 5678", "+8613912345678"),  # China Mobile (86 is no carrier code)
+        ("0086 21 1234 5678", "+862112345678"),  # Shanghai
+        ("0027 82 123 4567", "+27821234567"),  # SA mobile (+82 1234567: Korea has no 7)
+        ("0090 532 123 45 67", "+905321234567"),  # Turkish mobile
+        ("00972 50 123 4567", "+972501234567"),  # Israeli mobile
+        ("00852 2123 4567", "+85221234567"),  # Hong Kong
+        ("0091 98765 43210", "+919876543210"),  # Indian mobile (+98 76543210: Iran has no 8)
+        ("0065 6123 4567", "+6561234567"),  # Singapore (+61 234567: no 13 before the 4)
+        ("0044 20 7946 0958", "+442079460958"),  # London (44 is no carrier code)
+        ("0044 7911 123456", "+447911123456"),
+        ("001 212 555 1234", "+12125551234"),  # New York (+1 25551234 after carrier 12: 8)
+        ("0055 11 98765 4321", "+5511987654321"),
+    ],
+)
+def test_a_number_written_the_european_way_is_its_own_countrys(written: str, number: str) -> None:
+    """`00` and the country code is that country's number when the digits after a carrier
+    code are no valid number (rev25 F1: `0049 40 1234567`, Hamburg, was stored as
+    +401234567, a Romanian number, and `0086 21 1234 5678`, Shanghai, as South Sudan's)."""
+    assert e164(written) == number
+
+
+@pytest.mark.parametrize(
+    ("written", "european", "dialled"),
+    [
+        ("0061 2 9876 5432", "+61 298765432", "+298 765432"),  # Sydney or the Faroe Islands
+        ("0061 3 9876 5432", "+61 398765432", "+39 8765432"),  # Melbourne or Italy
+        ("00244 923 123 456", "+244 923123456", "+49 23123456"),  # Angola or Germany
+        ("00254 712 345678", "+254 712345678", "+47 12345678"),  # Kenya or Norway
+        ("0054 9 11 2345 6789", "+54 91123456789", "+91 123456789"),  # Argentina or India
+        ("0043 1 212 555 1234", "+43 12125551234", "+1 2125551234"),  # Vienna or New York
+    ],
+)
+def test_a_number_both_readings_of_00_make_is_refused_naming_both(
+    written: str, european: str, dialled: str
+) -> None:
+    """Both `00` and the country code and `00`, a carrier code and the country code are
+    valid numbers: which one was meant cannot be told, and either would send the other's
+    notices to a stranger abroad (rev25 F1: `0061 2 9876 5432` was stored as +298765432)."""
+    with pytest.raises(ValueError) as refused:
+        e164(written)
+    carrier = written.replace(" ", "")[2:4]
+    assert str(refused.value).endswith(
+        f"it could be {european} (00 and the country code) or {dialled} (00, carrier code"
+        f" {carrier} and the country code); write it with + and its country code"
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "reason"),
+    [
+        ("+52 55 1234 56789", "a number of +52 has 10 digits after the country code (a mobile's"),
+        ("+52 33 1234 56780", "a number of +52 has 10 digits after the country code (a mobile's"),
+        ("+61 2 9876 543", "a number of +61 has 9 digits after the country code (or 13 and 4"),
+        ("+61 4 1234 56789", "a number of +61 has 9 digits after the country code (or 13 and 4"),
+        ("+61 14 1234 5678", "a number of +61 has 9 digits after the country code (or 13 and 4"),
+        ("+1 511 234 5678", "no North American number (+1 and 10 digits)"),  # N11: no area code
+        ("+1 212 411 1234", "no North American number (+1 and 10 digits)"),  # nor an exchange
+        ("+44 20 7946 09", "a number of +44 has 7, 9 or 10 digits after the country code"),
+        ("+49 30 1234 5678 9012 34", "a number of +49 has 5 to 15 digits after the country code"),
+        ("+298 76543", "a number of +298 has 6 digits after the country code"),
+    ],
+)
+def test_a_number_with_digits_its_countrys_plan_does_not_have_is_refused(
+    written: str, reason: str
+) -> None:
+    """rev25 F4: `+52 55 1234 56789` (a Mexico City number with a digit too many) and `+61 2
+    9876 543` (Sydney with one too few) were stored: +52 took any 11 digits, +61 any 6 to
+    13."""
+    with pytest.raises(ValueError) as refused:
+        e164(written)
+    assert f": {reason}" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "number"),
+    [
+        ("+52 1 55 1234 5678", "+525512345678"),  # a Mexican mobile as WhatsApp writes it
+        ("5215512345678", "+525512345678"),
+        ("+52 55 1234 5678", "+525512345678"),
+        ("+61 2 9876 5432", "+61298765432"),
+        ("+61 4 1234 5678", "+61412345678"),
+        ("+61 1800 123 456", "+611800123456"),  # toll-free
+        ("+61 1300 123 456", "+611300123456"),  # shared cost
+        ("+61 13 12 34", "+61131234"),
+    ],
+)
+def test_a_mexican_or_australian_number_of_its_plan_is_read(written: str, number: str) -> None:
+    """Mexico's mobiles written with the "1" Mexico dropped in 2019 (WhatsApp still writes
+    it) are stored as the same subscriber is written today; Australia's 13, 1300 and 1800
+    numbers are numbers (rev24 F2)."""
+    assert e164(written) == number
+
+
+async def test_a_drivers_australian_phone_written_the_european_way_is_refused_naming_both(
+    client: Client,
+) -> None:
+    """rev25 F1, end to end: `0061 2 9876 5432` was stored as +298765432, a Faroese number,
+    and every SMS or WhatsApp notice about the driver's fines would have gone to it."""
+    body = {"name": "Ana Souza", "cpf": "52998224725", "phone": "0061 2 9876 5432"}
+    answer = await client.post("/api/v1/entities/driver", json=body, headers=auth())
+    problem = await answer.json()
+    assert answer.status == 422, problem
+    [error] = problem["errors"]
+    assert error["pointer"] == "/phone"
+    assert "it could be +61 298765432 (00 and the country code) or +298 765432" in str(error)
+    listed = await client.get("/api/v1/entities/driver", headers=auth())
+    assert (await listed.json())["items"] == []
+    body["phone"] = "+61 2 9876 5432"
+    assert (await post(client, "/api/v1/entities/driver", body))["phone"] == "+61298765432"

@@ -305,8 +305,9 @@ def e164(phone: str) -> str:
     """A phone number in E.164 (`+5511987654321`); ValueError naming why it cannot be one.
     A number written without its country code is Brazilian, as people write it ("(11)
     98765-4321", "011 98765-4321", "0xx11 98765-4321", "0 21 11 98765-4321" with a carrier
-    code); one dialled abroad from Brazil is `00`, a carrier code and the country code
-    ("0015 44 7911 123456", `_dialled_abroad`); 12 digits or more without "+" are E.164
+    code); one starting `00` is `00` and the country code ("0044 7911 123456") or `00`, a
+    carrier code and the country code ("0015 44 7911 123456"), whichever alone is a valid
+    number (`_dialled_abroad`); 12 digits or more without "+" are E.164
     without its "+" (their own country code), unless written the national way ("(11) …",
     "…98765-4321") and not starting with 55: then the digits beyond the number are an
     extension or a second number, refused, as are digits after a hyphenated local number
@@ -315,7 +316,8 @@ def e164(phone: str) -> str:
     8 digits begin 2 to 5, a mobile's 9 with 9: an 8-digit mobile written before its ninth
     digit no longer exists, and is refused rather than completed; a non-geographic 0800 or
     4004 number has no area code), and text with anything but digits, spaces, - . ( ) and a
-    leading "+" ("ramal 22", "r. 5"). NotAPhone says why."""
+    leading "+" ("ramal 22", "r. 5"). NotAPhone says why. A valid number is written as its
+    country writes it today (`_current`: +52 1 55 … is +52 55 …)."""
     text = _written(phone)
     # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
     digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
@@ -327,40 +329,61 @@ def e164(phone: str) -> str:
         digits = _with_country_code(phone, text, digits)
     if problem := _international_problem(digits):
         raise NotAPhone(phone, problem)
-    return "+" + digits
+    return "+" + _current(digits)
 
 
 def _dialled_abroad(phone: str, digits: str) -> str:
-    """The country code and number of `digits`, dialled from Brazil after `00`: a carrier
-    code (CSP: 21 Embratel, 15 Telefônica, 41 TIM …) comes first ("0015 55 11 98765 4321",
-    "0021 54 9 11 2345 6789"). Read so only when what follows the carrier code is a valid
-    number (`_international_problem`, the checks a "+" number gets), unless the digits are
-    as well, without a carrier code, a number of a country whose plan is known here
-    (`_plan_known`: "0044 20 7946 0958" is a London number written the European way, or
-    +20 after carrier 44: which was meant cannot be told). A country whose numbers have many
-    lengths (+211 …) only has E.164's 8 to 15 digits to check, which the carrier's digits
-    fit by chance: that reading is not taken against the carrier's ("0021 1 212 555 1234",
-    New York through Embratel, was refused as maybe a +211 number: rev24 F1). A Brazilian
-    number written `00 55 …` that way is that number when
-    Brazil's plan knows it, refused for its reason when not ("0055 11 8765 4321": an 8-digit
-    mobile). Anything else is refused, asking for the "+" form: read another way, it would
-    be another subscriber, maybe in another country."""
-    if digits.startswith(COUNTRY_CODE):
-        if digits.startswith(COUNTRY_CODE + "0"):
-            digits = COUNTRY_CODE + digits[3:]  # "00 55 0800 …": no area code starts with 0
-        if problem := _brazilian_problem(digits):
-            raise NotAPhone(phone, problem)
-        return digits
-    if _international_problem(digits[2:]) is None and not _plan_known(digits):
-        return digits[2:]
+    """The country code and number of `digits`, written after `00`. They are read two ways:
+    the European way, the country code right after `00` ("0044 20 7946 0958"), and as
+    dialled abroad from Brazil, `00`, a carrier code (CSP: 21 Embratel, 15 Telefônica, 41
+    TIM …, `_CARRIER_CODES`) and the country code ("0021 1 212 555 1234"). A reading counts
+    when it is a valid number (`_international_problem`: a country code E.164 knows, a
+    length that country's plan has) and, dialled from Brazil, its carrier code one Anatel
+    assigned. One reading counts: that is the number. Both count ("0061 2 9876 5432":
+    Sydney, or +298 765432 through carrier 61): which was meant cannot be told, and reading
+    one would give the other's text to a stranger, so it is refused naming both, asking for
+    the "+" form. Neither counts: refused asking for the "+" form, or, for `00 55` and a
+    number that is no Brazilian one, for the reason Brazil's plan refuses it ("0055 11 8765
+    4321": an 8-digit mobile)."""
+    european = digits
+    if european.startswith(COUNTRY_CODE + "0"):
+        european = COUNTRY_CODE + european[3:]  # "00 55 0800 …": no area code starts with 0
+    readings = [european] if _international_problem(european) is None else []
+    if digits[:2] in _CARRIER_CODES and _international_problem(digits[2:]) is None:
+        readings.append(digits[2:])
+    if len(readings) == 1:
+        return readings[0]
+    if readings:
+        written, dialled = (_spaced(reading) for reading in readings)
+        raise NotAPhone(
+            phone,
+            f"it could be {written} (00 and the country code) or {dialled} (00, carrier"
+            f" code {digits[:2]} and the country code); write it with + and its country code",
+        )
+    if european.startswith(COUNTRY_CODE) and (problem := _brazilian_problem(european)):
+        raise NotAPhone(phone, problem)
     raise NotAPhone(
         phone,
-        "a number starting 00 is read only as dialled from Brazil: 00, a carrier code and a"
-        " valid number with its country code (0021 44 7911 123456); write it with + and its"
-        " country code (+44 7911 123456)",
+        "a number starting 00 is 00 and a valid number with its country code (0044 7911"
+        " 123456), or 00, a carrier code and one (0021 44 7911 123456); write it with + and"
+        " its country code (+44 7911 123456)",
     )
 
 
+def _spaced(digits: str) -> str:
+    """`digits` (a country code and the rest) written "+44 7911123456"."""
+    code = _country_code(digits) or ""
+    return f"+{code} {_current(digits)[len(code) :]}"
+
+
+# The carrier selection codes (CSP) Anatel assigned to long-distance carriers: 21 Embratel
+# (Claro), 15 Telefônica (Vivo), 14 and 31 Oi, 41 TIM, 12 Algar, 43 Sercomtel, 23 Intelig, 25
+# GVT, 17 Transit, 10 Gente, and the smaller carriers' (Anatel's table of CSPs; 22 and 99 as
+# libphonenumber dials them). No carrier has 55: "00 55" is Brazil's own country code.
+_CARRIER_CODES = frozenset(
+    "10 12 13 14 15 17 19 21 22 23 24 25 26 27 28 29 31 32 34 35 36 38 41 42 43 45 46 47 48 49"
+    " 51 52 53 54 56 57 58 61 62 63 64 65 67 69 71 72 81 84 89 91 95 96 98 99".split()
+)
 # The country codes of E.164 (ITU-T E.164 annex), prefix-free: 1 and 7, then two digits, then
 # three. A number beginning with no such code (+0…, +28…, +422…) is nobody's.
 _COUNTRY_CODES = frozenset(
@@ -375,36 +398,71 @@ _COUNTRY_CODES = frozenset(
     " 808 850 852 853 855 856 870 878 880 881 882 883 886 888 960 961 962 963 964 965 966 967"
     " 968 970 971 972 973 974 975 976 977 979 992 993 994 995 996 998".split()
 )
-# How many digits follow the country code, where every number of the country has the same
-# count (or one of a few): a number with more or fewer is not one of them. Elsewhere (Germany,
-# Italy, China … number in many lengths) E.164's 8 to 15 digits in all is the check.
-_NATIONAL_LENGTHS: Mapping[str, range] = MappingProxyType(
+
+
+def _plan_lengths(table: str) -> Mapping[str, frozenset[int]]:
+    """`table` ("44:7,9-10 …") as each country code's lengths of national numbers."""
+    plans: dict[str, frozenset[int]] = {}
+    for entry in table.split():
+        code, _, lengths = entry.partition(":")
+        spans = (part.partition("-") for part in lengths.split(","))
+        plans[code] = frozenset(
+            n for first, _, last in spans for n in range(int(first), int(last or first) + 1)
+        )
+    return MappingProxyType(plans)
+
+
+# How many digits follow each country code in that country's numbering plan: its landlines
+# and mobiles, and the numbers anyone may call toll-free or at shared cost (ITU-T national
+# plans, as libphonenumber 9.0.43 records them): "44:7,9-10" is 7, 9 or 10 digits. A number
+# of another length is none of that country's. (+1, +52, +55 and +61: `_NATIONAL_NUMBERS`;
+# +379, +878, +883 and +979 are only E.164's 8 to 15 digits in all.)
+_NATIONAL_LENGTHS: Mapping[str, frozenset[int]] = _plan_lengths(
+    """
+    7:10,14 20:8-10 27:5-10 30:10-12 31:5-11 32:8-9 33:9 34:9 36:8-9 39:6-12 40:6,9 41:9
+    43:4-13 44:7,9-10 45:8 46:6-9 47:5,8 48:7,9-10 49:5-15 51:8-9 53:6-8,10 54:10-11 56:9-11
+    57:8,10-11 58:10 60:8-10 62:7-17 63:6,8-13 64:5-10 65:8,10-11 66:8-10,13 81:8-17
+    82:5-6,8-14 84:7-10 86:7-12 90:7,10,12-13 91:8-13 92:8-12 93:9 94:9 95:6-10 98:4-7,10 211:9
+    212:9 213:8-9 216:8 218:9 220:7,9 221:9 222:8 223:8 224:8-9 225:10 226:8 227:8 228:8 229:10
+    230:7-8,10 231:7-9 232:8 233:8-9 234:10-14 235:8 236:8 237:8-9 238:7 239:7 240:9 241:7-8
+    242:9 243:7-10 244:9 245:9 246:7 247:5-6 248:7 249:9 250:8-9 251:9 252:6-9 253:8 254:7-10
+    255:9 256:9 257:8 258:8-9 260:9 261:9 262:9 263:7,9 264:8-9 265:7,9 266:8 267:7-8,10 268:8
+    269:7 290:4-5 291:7 297:7 298:6 299:6 350:8 351:9 352:4-11 353:7-10 354:7,9 355:6-9 356:8
+    357:8 358:5-12 359:6-9,12 370:8 371:8 372:7-8,10 373:8 374:8 375:6-11 376:6,8-9 377:8-9
+    378:8,10 380:9-10 381:6-12 382:8-9 383:8-12 385:7-9 386:6-8 387:8-9 389:8 420:9 421:6-7,9
+    423:7,9 500:5 501:7,11 502:8,11 503:7-8,11 504:8,11 505:8 506:8,10 507:7-8,10-11 508:6,9
+    509:8 590:9 591:8-9 592:7 593:8-11 594:9 595:6-11 596:9 597:6-7 598:4-13 599:7-8 670:7-8
+    672:6 673:7 674:7 675:7-8 676:5,7 677:5,7 678:5,7 679:7,11 680:7 681:6,9 682:5 683:4,7
+    685:5-7,10 686:5,8 687:6 688:5-7 689:6,8-9 690:4-7 691:7 692:7 800:8 808:8 850:8,10 852:8-9
+    853:7-8 855:8-10 856:8-10 870:9,12 880:6-10 881:9-10 882:7-10,12 886:8-9 888:11 960:7,10
+    961:7-8 962:8-9 963:8-9 964:8-10 965:7-8 966:9-10 967:7-9 968:7-9 970:8-10 971:5-12
+    972:7-12 973:8 974:7-9,11 975:7-8 976:8-10 977:8,10-11 992:9 993:8 994:9 995:9 996:9-10
+    998:9
+    """
+)
+
+
+# The countries whose national numbers are told by their digits, not only by their count:
+# North America (+1) a 3-digit area code and a 7-digit number, neither beginning 0 or 1 nor an
+# N11 code (211 … 911 are services, never an area code or an exchange); Mexico (+52) 10
+# digits, or a mobile's old "1" and 10 (`_current`); Australia (+61) 9 digits, or 13 and 4
+# (13 12 34), or 1300 or 1800 and 6 (1800 123 456). Brazil (+55): `_brazilian_problem`.
+_NATIONAL_NUMBERS: Mapping[str, tuple[re.Pattern[str], str]] = MappingProxyType(
     {
-        "7": range(10, 11),
-        "20": range(8, 11),
-        "30": range(10, 11),
-        "31": range(9, 10),
-        "32": range(8, 10),
-        "33": range(9, 10),
-        "34": range(9, 10),
-        "41": range(9, 10),
-        "44": range(7, 11),
-        "51": range(8, 10),
-        "52": range(10, 12),  # 11: a mobile's old "1" prefix, as WhatsApp ids still write it
-        "54": range(10, 12),
-        "56": range(9, 10),
-        "57": range(8, 11),
-        "58": range(10, 11),
-        "81": range(9, 11),
-        "239": range(7, 8),
-        "351": range(9, 10),
-        "591": range(8, 9),
-        "595": range(7, 10),
-        "598": range(8, 9),
+        "1": (
+            re.compile(r"[2-9](?!11)[0-9]{2}[2-9](?!11)[0-9]{6}"),
+            "no North American number (+1 and 10 digits)",
+        ),
+        "52": (
+            re.compile(r"1?[2-9][0-9]{9}"),
+            "a number of +52 has 10 digits after the country code (a mobile's old 1 and 10)",
+        ),
+        "61": (
+            re.compile(r"[2-578][0-9]{8}|13[0-9]{4}|1[38]00[0-9]{6}"),
+            "a number of +61 has 9 digits after the country code (or 13 and 4, 1300 or 1800 and 6)",
+        ),
     }
 )
-# North America (+1): a 3-digit area code and a 7-digit number, neither beginning 0 or 1.
-_NANP = re.compile(r"1[2-9][0-9]{2}[2-9][0-9]{6}")
 
 
 def _country_code(digits: str) -> str | None:
@@ -412,32 +470,49 @@ def _country_code(digits: str) -> str | None:
     return next((digits[:n] for n in (1, 2, 3) if digits[:n] in _COUNTRY_CODES), None)
 
 
-def _plan_known(digits: str) -> bool:
-    """Whether `digits` is a number of a country whose numbering plan is checked here (+1,
-    +55, `_NATIONAL_LENGTHS`), not merely of E.164's length."""
-    code = _country_code(digits)
-    known = code in ("1", COUNTRY_CODE) or code in _NATIONAL_LENGTHS
-    return known and _international_problem(digits) is None
-
-
 def _international_problem(digits: str) -> str | None:
     """Why `digits` (a country code and the rest) is no E.164 number, or None: its country
-    code is known, its length right (for +1 the North American plan, for +55 Brazil's)."""
+    code is known, the rest a national number of that country's plan (`_NATIONAL_NUMBERS`,
+    `_NATIONAL_LENGTHS`; +55 Brazil's)."""
     code = _country_code(digits)
     if code is None:
         return "no country code begins it (E.164: +1, +44, +55 …)"
     if code == COUNTRY_CODE:
         return _brazilian_problem(digits)
-    if code == "1":
-        return None if _NANP.fullmatch(digits) else "no North American number (+1 and 10 digits)"
+    national = digits[len(code) :]
+    if code in _NATIONAL_NUMBERS:
+        pattern, problem = _NATIONAL_NUMBERS[code]
+        return None if pattern.fullmatch(national) else problem
     lengths = _NATIONAL_LENGTHS.get(code)
-    national = len(digits) - len(code)
-    if lengths is not None and national not in lengths:
-        many = f"{lengths.start}" if len(lengths) == 1 else f"{lengths.start} to {lengths[-1]}"
-        return f"a number of +{code} has {many} digits after the country code"
+    if lengths is not None and len(national) not in lengths:
+        return f"a number of +{code} has {_counted(lengths)} digits after the country code"
     if not 8 <= len(digits) <= 15:
         return "E.164 has 8 to 15 digits"
     return None
+
+
+def _counted(lengths: frozenset[int]) -> str:
+    """`lengths` in words: "7, 9 or 10", "5 to 15"."""
+    spans: list[list[int]] = []  # [first, last] of each run of lengths
+    for n in sorted(lengths):
+        if spans and spans[-1][1] == n - 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    words: list[str] = []
+    for first, last in spans:
+        words += [f"{first} to {last}"] if last > first + 1 else map(str, range(first, last + 1))
+    *most, final = words
+    return f"{', '.join(most)} or {final}" if most else final
+
+
+def _current(digits: str) -> str:
+    """The valid number `digits` as its country writes it today: a Mexican mobile without
+    the "1" Mexico dropped in 2019 (+52 1 55 1234 5678 is +52 55 1234 5678, one subscriber
+    one text)."""
+    if digits.startswith("521") and len(digits) == 13:
+        return "52" + digits[3:]
+    return digits
 
 
 def _with_country_code(phone: str, text: str, digits: str) -> str:
