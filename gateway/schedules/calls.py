@@ -23,6 +23,7 @@ from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.mapping.secret_marks import SecretMarks
 from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
+from gateway.outbound.verdict import error_names
 from gateway.store import Doc
 
 _EXCERPT: Final = 300
@@ -42,10 +43,14 @@ class PollFailure(Exception):
         problems: Sequence[Mapping[str, Any]] = (),
         transient: bool = False,
         held: bool = False,
+        throttle: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        # The partner asked us to slow down (`Outcome.throttled`): what said so, for a note
+        # ("429", "200 OverLimitException"). After pages of the run it ends it, no failure.
+        self.throttle = throttle
         # The database's state (not the partner's doing): its back-off does not grow.
         self.transient = transient
         # Our own guard held the call back before anything left (`Outcome.hold`): no
@@ -68,6 +73,7 @@ class PollFailure(Exception):
             problems=redactor.redact_said(self.problems),
             transient=self.transient,
             held=self.held,
+            throttle=self.throttle,
         )
 
     def as_doc(self, at: datetime) -> Doc:
@@ -155,11 +161,13 @@ def read_page(
         )
     if not 200 <= status < 300:
         excerpt = outcome.redacted_excerpt(_EXCERPT)
+        throttle = outcome.throttled()  # a 429
         raise PollFailure(
-            "rate_limited" if status == 429 else "http_status",
+            "rate_limited" if throttle else "http_status",
             f"the partner answered {status}" + (f": {excerpt}" if excerpt else ""),
             status=status,
             retry_after=outcome.retry_after(now),
+            throttle=str(status) if throttle else None,
         )
     if outcome.error is not None:
         message = outcome.message or ""
@@ -170,9 +178,21 @@ def read_page(
         excerpt = outcome.redacted_excerpt(_EXCERPT)
         raise PollFailure("not_json", f"the answer is not JSON or XML: {excerpt!r}", status=status)
     answer = outcome.json_body
-    if doc.get("error") and partner_flag(error := _search(doc["error"], answer, "error")):
-        said = _short(error)
-        raise PollFailure("partner_error", f"the partner reported an error: {said}")
+    error = _search(doc["error"], answer, "error") if doc.get("error") else None
+    reported = partner_flag(error)
+    if outcome.throttled(reported=reported):
+        # A JSON-RPC partner's throttle (HTTP 200, MyGeotab's OverLimitException): a 429's.
+        names = ", ".join(error_names(answer)) or "an error with Retry-After"
+        said = _short(error if reported else answer)
+        raise PollFailure(
+            "rate_limited",
+            f"the partner answered {status} asking to slow down: {said}",
+            status=status,
+            retry_after=outcome.retry_after(now),
+            throttle=f"{status} {names}",
+        )
+    if reported:
+        raise PollFailure("partner_error", f"the partner reported an error: {_short(error)}")
     spec = doc.get("cursor")
     if spec is None:
         return Page(answer, None, None)

@@ -5,7 +5,8 @@
     read    the answer as a page, or a PollFailure (`calls.read_page`): no answer, an error
             status (429 with its Retry-After), not JSON, the partner's own error member, a
             cursor that is not a string or a number; a 2xx without a body is an empty page.
-            A 429 after pages of this run ends it `more`, throttled (`Tally.throttled`)
+            A throttle (a 429, or a JSON-RPC error asking to slow down on an HTTP 200:
+            `Outcome.throttled`) after pages of this run ends it `more` (`Tally.throttled`)
     land    once the lease is checked (a schedule deleted or reset during the call lands
             nothing), the page's items (deduplicated by id when the schedule says so; up
             to `sinks.MAX_PAGE_ITEMS`, in batches of a batch's bound, one after the other:
@@ -92,10 +93,12 @@ class Tally:
     skipped: int = 0  # items already seen (dedupe)
     listed: int = 0  # the partner's records, before the mapping's `when` and dedupe
     more: bool = False  # stopped at max_pages while the partner had more
-    # The partner throttled the run after it committed pages (a 429): the seconds it asked
-    # to wait (its Retry-After, else the first back-off step). The run ends `more`, no
-    # failure: the next one is due then (`runner._timing`).
+    # The partner throttled the run after it committed pages (a 429, a JSON-RPC over-limit
+    # error: `calls.read_page`): the seconds it asked to wait (its Retry-After, else the first
+    # back-off step), and its answer in short. The run ends `more`, no failure: the next one
+    # is due then (`runner._timing`).
     throttled: float | None = None
+    throttled_by: str = ""
     cursor_before: Any = None
     cursor_after: Any = None
     cursor_refused: Any = None  # a time cursor the partner answered that went back
@@ -197,13 +200,14 @@ class Poll:
             try:
                 page = read_page(doc, outcome, self._clock(), self._cursor)
             except PollFailure as failure:
-                if failure.status != 429 or not self.tally.pages:
+                if failure.throttle is None or not self.tally.pages:
                     raise
                 # Throttled after pages this run committed (Geotab's GetFeed allows one call
                 # a second): the partner paces a backlog, it does not fail. The run ends
                 # here, the next reads on when the partner asks.
                 wait = failure.retry_after
                 self.tally.throttled = BACKOFF_SECONDS[0] if wait is None else wait
+                self.tally.throttled_by = failure.throttle
                 self.tally.more = True
                 return
             if not await self._page(page, mapping, target, sink):
