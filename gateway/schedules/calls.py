@@ -16,6 +16,7 @@ import orjson
 from gateway.actions.catalog import Action, Partner, build_request
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import element_text
+from gateway.formats.json_tree import with_member
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping.casts import partner_flag
 from gateway.mapping.expressions import Run, compile_expression
@@ -121,8 +122,13 @@ async def request_for(
             query[name] = cursor
         elif where == "header":
             headers[name] = str(cursor)
-        else:
-            body = _with_member(body, name.split("."), cursor)
+        else:  # the fixed body unchanged but for the cursor, or nothing sent
+            try:
+                body = with_member(
+                    {} if body is None else body, name.split("."), cursor, name="body"
+                )
+            except ValueError as exc:
+                raise PollFailure("request", f"cursor.param {spec['param']}: {exc}") from None
     # An action with an XML body renders it on the context, `body` being this JSON value.
     request, _ = await build_request(
         action,
@@ -303,21 +309,6 @@ def _search(expression: str, value: Any, what: str) -> Any:
         return getter(value, Run())
     except (EvalError, LimitExceeded) as exc:
         raise PollFailure("expression", f"{what} ({expression}) failed: {exc}") from None
-
-
-def _with_member(body: Any, path: Sequence[str], value: Any) -> Any:
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise PollFailure("request", "the cursor goes into the body, which is not a JSON object")
-    node = body
-    for key in path[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = node[key] = {}
-        node = child
-    node[path[-1]] = value
-    return body
 
 
 def _about(doc: Doc) -> dict[str, Any]:
