@@ -1,7 +1,8 @@
 """One run of a schedule, under its lease: page after page, call → read → land → commit.
 
     call    the action's request with the cursor (`calls.request_for`), sent like any partner
-            request (guard, credentials, SSRF check)
+            request (guard, credentials, SSRF check); the partner is read again before each
+            page (`Poll._partner`): one disabled during the run is not called again by it
     read    the answer as a page, or a PollFailure (`calls.read_page`): no answer, an error
             status (429 with its Retry-After), not JSON, the partner's own error member, a
             cursor that is not a string or a number; a 2xx without a body is an empty page.
@@ -47,7 +48,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from gateway.actions.catalog import Catalog
+from gateway.actions.catalog import Catalog, Partner
 from gateway.clock import from_iso
 from gateway.entities import Origin
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
@@ -177,7 +178,9 @@ class Poll:
         sink = self._c.sinks.get(doc["target"]["type"])
         if sink is None:
             raise PollFailure("configuration", f"no {doc['target']['type']} target here")
-        for _ in range(doc["max_pages"]):
+        for number in range(doc["max_pages"]):
+            if number:  # disabled by an admin (or after failing) since: not called again
+                partner = await self._partner(tenant, action.partner_id)
             try:
                 request = await request_for(doc, action, partner, request_mapping, self._cursor)
             except InvalidPayload as exc:  # the request mapping or the XML body cannot build it
@@ -186,7 +189,8 @@ class Poll:
                     f"cannot build the request: {exc.detail}",
                     problems=[p.as_dict() for p in exc.problems],
                 ) from None
-            # A disabled partner is not called (a held run, `calls.read_page`), as by `invoke`.
+            # A disabled partner is not called (a held run, `calls.read_page`), as by `invoke`;
+            # one disabled during the run is not called again (read before each page).
             outcome = partner.refusal() or await self._c.sender.send(
                 request,
                 partner_id=partner.id,
@@ -213,6 +217,14 @@ class Poll:
             if not await self._page(page, mapping, target, sink):
                 return
         self.tally.more = True
+
+    async def _partner(self, tenant: str, partner_id: str) -> Partner:
+        """The partner as it is now: the catalog's copy, this process's changes at once, those
+        of another within the catalog's ttl (2 s)."""
+        try:
+            return await self._c.catalog.partner(tenant, partner_id)
+        except (NotFound, InvalidPayload) as exc:
+            raise PollFailure("configuration", exc.detail) from None
 
     async def _page(
         self, page: Page, mapping: CompiledMapping, target: CompiledTrigger, sink: PageSink

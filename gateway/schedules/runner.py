@@ -281,6 +281,11 @@ class ScheduleRunner:
                 f"the partner answered {tally.throttled_by} after {tally.pages} page(s): the "
                 f"next run reads on after {_throttle_seconds(tally):g} s, as it asked"
             )
+        if failure is not None and failure.kind == "partner_disabled" and tally.pages:
+            notes.append(
+                f"the partner was disabled during the run: not called again after "
+                f"{tally.pages} page(s)"
+            )
         if _paced(doc, outcome, failure, tally):
             notes.append(
                 f"the partner still had more after {MAX_RUNS_IN_ROW} runs in a row without a "
