@@ -10,15 +10,18 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from bson import ObjectId
 
 from gateway.errors import StoreUnavailable
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, ScriptedFeed, geotab, scripted
 from tests.partner_double import (
     FakeClock,
+    Partner,
     create_action,
     create_partner,
     partner,
@@ -26,6 +29,7 @@ from tests.partner_double import (
     upload_mapping,
 )
 from tests.schedule_support import (
+    ERP_MAPPING,
     geotab_schedule,
     get,
     run_now,
@@ -619,6 +623,70 @@ async def test_a_body_a_get_action_would_never_send_is_refused_at_its_member(
     assert back.status == 409, await back.text()
     problem = await back.json()
     assert [u["name"] for u in problem["used_by"]] == ["erp-body"], problem
+
+
+async def test_a_body_cursor_goes_into_an_array_by_index_and_never_replaces_a_member(
+    client: Client, partner: Partner
+) -> None:
+    """`cursor.param` `body.params.calls.0.params.fromVersion` (Geotab's `ExecuteMultiCall`)
+    places the cursor in the array's first call: the array was replaced by an object
+    `{"0": {...}}`, the call's `method` and `typeName` gone. A path through a text, a number
+    or past an array's end is a 422 at `/cursor/param`, at save and at change."""
+    partner.respond_with(body={"result": [{"toVersion": "v2"}], "items": []})
+    await upload_mapping(client, ERP_MAPPING)
+    geotab = await create_partner(client, partner.url, name="Geotab", auth={"type": "none"})
+    action = await create_action(
+        client,
+        geotab["id"],
+        name="multicall",
+        method="POST",
+        path="/apiv1",
+        mode="proxy",
+        read_only=True,
+    )
+    call = {"method": "GetFeed", "params": {"typeName": "LogRecord", "resultsLimit": 100}}
+    body = {"method": "ExecuteMultiCall", "params": {"calls": [call]}}
+
+    def schedule(param: str) -> dict[str, Any]:
+        return {
+            "name": "multicall",
+            "action_id": action["id"],
+            "every": "1h",
+            "request": {"body": body},
+            "cursor": {"from": "result[0].toVersion", "param": param, "initial": "v1"},
+            "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
+        }
+
+    for param, said in (
+        ("body.params.calls.1.params.fromVersion", "body.params.calls is an array of 1 item(s)"),
+        ("body.params.calls.first.fromVersion", "'first' is not the index of one"),
+        ("body.method.fromVersion", "body.method is a string"),
+        ("body.params.calls.0.params.typeName.v", "typeName is a string"),
+    ):
+        refused = await client.post("/api/v1/schedules", json=schedule(param), headers=auth())
+        assert refused.status == 422, await refused.text()
+        (problem,) = (await refused.json())["errors"]
+        assert problem["pointer"] == "/cursor/param" and said in problem["message"], problem
+    created = await post(
+        client, "/api/v1/schedules", schedule("body.params.calls.0.params.fromVersion")
+    )
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    sent = orjson.loads(partner.requests[0].body)
+    placed = {**call, "params": {**call["params"], "fromVersion": "v1"}}
+    assert sent == {"method": "ExecuteMultiCall", "params": {"calls": [placed]}}
+    path = f"/api/v1/schedules/{created['id']}"
+    flat = {"body": {"method": "ExecuteMultiCall", "params": {"calls": "GetFeed"}}}
+    changed = await client.patch(path, json={"request": flat}, headers=auth())
+    assert changed.status == 422, await changed.text()
+    assert (await changed.json())["errors"][0]["pointer"] == "/cursor/param"
+    # Saved before the check: each run refuses to send the body rewritten.
+    schedules = client.app[services_key].store.db["schedules"]
+    await schedules.update_one({"_id": ObjectId(created["id"])}, {"$set": {"request": flat}})
+    await run_now(client, created["id"])
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    error = (await get(client, path))["state"]["last_error"]
+    assert error["kind"] == "request" and "body.params.calls is a string" in error["message"]
+    assert len(partner.requests) == 1
 
 
 async def test_reading_again_from_a_point_or_by_another_id_forgets_the_remembered_ids(

@@ -430,6 +430,116 @@ async def test_a_partner_throttling_after_pages_paces_the_run_without_a_failure(
     assert await _metric(client, "gateway_schedule_errors_total", kind="rate_limited") == 0
 
 
+# MyGeotab's throttle as its SDK guide shows it ("Limits": an OverLimitException, with a
+# `Retry-After`): a JSON-RPC error, which comes with HTTP 200 like all of them.
+GEOTAB_OVER_LIMIT = {
+    "error": {
+        "message": "API calls quota exceeded. Maximum admitted 1 per 1s.",
+        "code": -32000,
+        "data": {"id": "b83dc64f", "type": "OverLimitException"},
+        "name": "JSONRPCError",
+        "errors": [{"name": "OverLimitException", "message": "API calls quota exceeded."}],
+    },
+    "jsonrpc": "2.0",
+}
+
+
+@pytest.mark.parametrize(
+    ("answer", "headers", "wait"),
+    [
+        (GEOTAB_OVER_LIMIT, {"Retry-After": "3"}, 3),
+        (GEOTAB_OVER_LIMIT, {}, 5),  # no Retry-After: the first back-off step
+        ({"error": {"code": -32000, "message": "slow down"}}, {"Retry-After": "3"}, 3),
+    ],
+    ids=["over-limit", "over-limit-without-retry-after", "error-with-retry-after"],
+)
+async def test_a_json_rpc_throttle_after_pages_paces_the_run_without_a_failure(
+    client: Client,
+    scripted: ScriptedFeed,
+    answer: dict[str, Any],
+    headers: dict[str, str],
+    wait: float,
+) -> None:
+    """MyGeotab throttles a backlog read at once page after page with a JSON-RPC error on an
+    HTTP 200, not a 429: the run ends `more` with what it read, no failure, the next one due
+    when the partner said. It was a `partner_error`: one page a run and a back-off growing
+    to an hour."""
+
+    def page(after: str | None, n: int) -> Any:
+        if n % 2 == 0:  # the call sent at once after a page
+            return web.json_response(answer, headers=headers)
+        number = int((after or "c0")[1:])
+        items = [{"placa": "ABC1D23", "codigo": str(number)}]
+        return {"items": items, "next": f"c{number + 1}", "more": number < 2}
+
+    scripted.answer = page
+    clock = FakeClock()
+    runner(client).clock = clock
+    schedule = await scripted_schedule(client, scripted, error="error")
+    for _ in range(2):
+        started = clock.now
+        assert await runner(client).run_until_idle() == {"more": 1}
+        state = await _state(client, schedule["id"])
+        assert (state["failures"], state["last_error"]) == (0, None)
+        waited = datetime.fromisoformat(state["next_run_at"]) - started
+        assert wait <= waited.total_seconds() <= wait + 1
+        assert await runner(client).run_until_idle() == {}  # not before the partner said
+        clock.advance(wait + 0.5)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == [None, "c1", "c1", "c2", "c2"]
+    assert (await _state(client, schedule["id"]))["cursor"] == "c3"
+    newest = (await runs(client, schedule["id"]))[1]
+    assert newest["outcome"] == "more" and newest["note"].startswith("the partner answered 200")
+    assert await _metric(client, "gateway_schedule_errors_total", kind="partner_error") == 0
+
+
+async def test_a_json_rpc_throttle_on_a_first_call_honours_its_retry_after(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """The SDK guide's own example, `Retry-After: 58`, on a run's first call: `rate_limited`
+    and the next run after the 58 s the partner asked, as after a 429 (it was a
+    `partner_error` and the next call came after 5 s)."""
+    over_limit = web.json_response(GEOTAB_OVER_LIMIT, headers={"Retry-After": "58"})
+    scripted.answer = lambda after, n: over_limit
+    clock = FakeClock()
+    runner(client).clock = clock
+    runner(client).rng = lambda: 0.5
+    schedule = await scripted_schedule(client, scripted, error="error")
+    started = clock.now
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    state = await _state(client, schedule["id"])
+    assert (state["failures"], state["last_error"]["kind"]) == (1, "rate_limited")
+    assert "OverLimitException" in state["last_error"]["message"]
+    waited = datetime.fromisoformat(state["next_run_at"]) - started
+    assert 58 <= waited.total_seconds() <= 59
+    clock.advance(57)
+    assert await runner(client).run_until_idle() == {}
+    assert len(scripted.calls) == 1
+
+
+async def test_a_partner_error_with_retry_after_named_by_the_schedule_is_a_throttle(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """The schedule's `error` finds the error (here a text, not a JSON-RPC object): with a
+    `Retry-After` it is the partner's throttle, without one a `partner_error` as before."""
+    busy = {"fault": "Too many requests", "items": []}
+    scripted.answer = lambda after, n: web.json_response(busy, headers={"Retry-After": "30"})
+    clock = FakeClock()
+    runner(client).clock = clock
+    runner(client).rng = lambda: 0.5
+    schedule = await scripted_schedule(client, scripted, error="fault")
+    started = clock.now
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    state = await _state(client, schedule["id"])
+    assert state["last_error"]["kind"] == "rate_limited"
+    waited = datetime.fromisoformat(state["next_run_at"]) - started
+    assert 30 <= waited.total_seconds() <= 31
+    scripted.answer = lambda after, n: busy
+    clock.advance(31)
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    assert (await _state(client, schedule["id"]))["last_error"]["kind"] == "partner_error"
+
+
 async def _refused_once(client: Client, scripted: ScriptedFeed, schedule_id: str) -> None:
     """The page with the odd record and the page after it are written, the cursor moves, the
     odd record is kept as a rejected item at its index, and its replay writes it."""

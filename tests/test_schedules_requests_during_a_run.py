@@ -114,3 +114,44 @@ async def test_a_pause_during_a_run_still_holds_once_it_ends(
     assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {}
     schedule = await get(client, f"/api/v1/schedules/{schedule_id}")
     assert (schedule["status"], schedule["state"]["cursor"]) == ("paused", "c1")
+
+
+async def test_a_partner_disabled_during_a_run_is_not_called_again_by_it(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """An admin disables the partner while the run reads a backlog (its second call in
+    flight): the run lands that answer and calls no more, `held` with a note, instead of
+    calling the partner for the rest of the backlog (up to `max_pages` calls). Enabled
+    again, it reads on from where the run stopped."""
+
+    def backlog(after: str | None, n: int) -> dict[str, Any]:
+        page = int((after or "c0")[1:])
+        items = [{"placa": "ABC1D23", "codigo": str(page)}]
+        return {"items": items, "next": f"c{page + 1}", "more": page < 2}
+
+    scripted.answer = backlog
+    scripted.gated = {2}
+    clock = FakeClock()
+    runner(client).clock = clock
+    schedule = await scripted_schedule(client, scripted, partner_timeout=60, max_pages=10)
+    (partner,) = (await get(client, "/api/v1/partners"))["items"]
+    task = asyncio.create_task(runner(client).run_until_idle())
+    await scripted.wait_until(lambda: len(scripted.calls) == 2, timeout=10)
+    path = f"/api/v1/partners/{partner['id']}"
+    disabled = await client.patch(path, json={"status": "disabled"}, headers=auth())
+    assert disabled.status == 200, await disabled.text()
+    scripted.gate.set()
+    assert await asyncio.wait_for(task, 10) == {"held": 1}
+    assert len(scripted.calls) == 2
+    (run,) = await runs(client, schedule["id"])
+    assert (run["pages"], run["error"]["kind"]) == (2, "partner_disabled")
+    assert run["note"] == (
+        "the partner was disabled during the run: not called again after 2 page(s)"
+    )
+    state = await _state(client, schedule["id"])
+    assert (state["cursor"], state["failures"]) == ("c2", 0)
+    enabled = await client.patch(path, json={"status": "active"}, headers=auth())
+    assert enabled.status == 200, await enabled.text()
+    await run_now(client, schedule["id"])
+    assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == [None, "c1", "c2"]

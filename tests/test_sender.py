@@ -748,6 +748,31 @@ async def test_geotab_being_busy_at_sign_in_is_retried(
     assert len(geotab.requests) == 2 and partner.requests == []
 
 
+async def test_geotab_over_limit_at_sign_in_is_not_asked_again_before_its_retry_after(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """MyGeotab limits `Authenticate` (failed ones too) and answers the limit with HTTP 200,
+    an OverLimitException and `Retry-After`: a throttle like a 429, whose wait is honoured
+    (`auth_waiting`, nothing sent). It was ignored: every call signed in again at once."""
+    partner, geotab = await make_receiver(), await make_receiver()
+    geotab.respond_with(json_body=geotab_error("OverLimitException"), headers={"Retry-After": "58"})
+    auth = build_auth(
+        {
+            "type": "geotab",
+            "url": geotab.url("/apiv1"),
+            "database": "d",
+            "username": "u",
+            "password": "pw",
+        }
+    )
+    outcome = await sender.send(post(partner.url()), partner_id="gt", auth=auth)
+    assert (outcome.error, outcome.retry_in) == ("auth_failed", 58)
+    again = await sender.send(post(partner.url()), partner_id="gt", auth=auth)
+    assert again.error == "auth_waiting" and again.retry_in is not None
+    assert 57 <= again.retry_in <= 58
+    assert len(geotab.requests) == 1 and partner.requests == []
+
+
 async def test_token_url_passes_the_ssrf_guard(sender: Sender, receiver: Receiver) -> None:
     auth = build_auth(oauth("http://169.254.169.254/token"))
     outcome = await sender.send(post(receiver.url()), partner_id="hr", auth=auth)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final, TypeGuard
 
@@ -360,6 +360,32 @@ def at_path(tree: Any, dotted: str) -> Any:
             return None
         value = value.get(part)
     return value
+
+
+def with_member(tree: Any, path: Sequence[str], value: Any, *, name: str) -> Any:
+    """A copy of `tree` (called `name` in messages) with `value` at `path`: a member of an
+    object, an object missing on the way added, or an item of an array, `0` its first. Raises
+    ValueError naming the first member on the way that is neither an object nor an array
+    holding that index (a text, a number, null, an array too short): placing the value would
+    replace it, and with it what the body was meant to say. `tree` is not changed."""
+    key, rest = path[0], path[1:]
+    where = f"{name}.{key}"
+    if isinstance(tree, dict):
+        copy = dict(tree)
+        copy[key] = with_member(tree.get(key, {}), rest, value, name=where) if rest else value
+        return copy
+    if isinstance(tree, list):
+        index = int(key) if key.isascii() and key.isdigit() and str(int(key)) == key else None
+        if index is None or index >= len(tree):
+            raise ValueError(
+                f"{name} is an array of {len(tree)} item(s): {key!r} is not the index of one"
+            )
+        items = list(tree)
+        items[index] = with_member(tree[index], rest, value, name=where) if rest else value
+        return items
+    raise ValueError(
+        f"{name} is {a_json_type(tree)}, not an object or an array: {key!r} cannot go into it"
+    )
 
 
 def change_reaches(field: str, target: str, values: tuple[Any, Any] | None = None) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.outbound.partner_auth import Applied, RefusalMemory, TokenFetcher, TokenFetchFailed
+from gateway.outbound.verdict import error_names
 
 AUTH_TYPE = "geotab"
 REFUSED = "InvalidUserException"
@@ -127,18 +128,6 @@ class GeotabSession:
         ):
             raise TokenFetchFailed("Geotab Authenticate answered without credentials")
         return {k: creds[k] for k in ("database", "userName", "sessionId")}
-
-
-def error_names(body: Any) -> list[str]:
-    """The names of a JSON-RPC error's inner errors (Geotab: `error.errors[].name`)."""
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return []
-    names = [e.get("name") for e in error.get("errors") or () if isinstance(e, dict)]
-    found = [n for n in names if isinstance(n, str)]
-    if not found and isinstance(error.get("name"), str):
-        found.append(error["name"])
-    return found
 
 
 def build_geotab_auth(

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from gateway.errors import FieldProblem, InvalidPayload, PartnerError
 from gateway.formats.headers import is_reserved_header, reserved_message
-from gateway.outbound.verdict import NOT_SENT, ErrorKind
+from gateway.outbound.verdict import NOT_SENT, ErrorKind, throttled
 
 
 class TokenFetchFailed(PartnerError):
@@ -43,9 +43,13 @@ class TokenResponse:
     location: str | None = None  # a redirect's Location
 
     def wait(self) -> float | None:
-        """The Retry-After of a busy answer (429, 503), within the bound deliveries honour:
-        a token endpoint can't park every delivery of a partner for a week either."""
-        if self.retry_after is None or self.status not in _BUSY_STATUSES:
+        """The Retry-After of a busy answer (a 503, or a throttle: a 429, or a JSON-RPC sign-in
+        answering HTTP 200 with an over-limit error such as Geotab's `OverLimitException`,
+        `verdict.throttled`), within the bound deliveries honour: a token endpoint can't park
+        every delivery of a partner for a week either."""
+        if self.retry_after is None:
+            return None
+        if self.status != 503 and not throttled(self.status, self.json, retry_after=True):
             return None
         return min(max(self.retry_after, 0.0), MAX_TOKEN_WAIT)
 
@@ -123,7 +127,6 @@ NO_AUTH = StaticAuth()
 _REFUSAL_MEMORY = 60.0  # seconds a token endpoint's refusal of our credentials is believed
 # The cap on a token endpoint's Retry-After: delivery/retry.py's DEFAULT_MAX_RETRY_AFTER.
 MAX_TOKEN_WAIT = 3600.0
-_BUSY_STATUSES = frozenset({429, 503})
 
 T = TypeVar("T")
 

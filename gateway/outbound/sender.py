@@ -65,6 +65,7 @@ from gateway.outbound.verdict import (
     Verdict,
     classify,
     parse_retry_after,
+    throttled,
 )
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,14 @@ class Outcome:
     def retry_after(self, now: datetime) -> float | None:
         said = parse_retry_after(self.headers.get("Retry-After"), now)
         return self.retry_in if said is None else said
+
+    def throttled(self, *, reported: bool = False) -> bool:
+        """Whether the partner answered that we call too often (`verdict.throttled`): a 429,
+        or a 2xx reporting an over-limit error or an error with a `Retry-After` (`reported`:
+        the caller found one where its configuration says errors are)."""
+        body = self.json_body if self.is_json else None
+        has_wait = self.headers.get("Retry-After") is not None
+        return throttled(self.status, body, retry_after=has_wait, reported=reported)
 
 
 def _not_sent(error: ErrorKind, message: str, retry_in: float) -> Outcome:

@@ -1,5 +1,5 @@
-"""What a partner's answer means: the verdict on an outcome, the kinds of failure, and how
-long a partner asks us to wait (`Retry-After`)."""
+"""What a partner's answer means: the verdict on an outcome, the kinds of failure, whether it
+is a throttle, and how long a partner asks us to wait (`Retry-After`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import enum
 import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Any, Final, Literal
 
 ErrorKind = Literal[
     "timeout",  # no answer within the partner's timeout (connect or total)
@@ -81,6 +81,45 @@ def request_result(status: int | None, error: ErrorKind | None, verdict: Verdict
     if status is None:
         return str(error or "connect")
     return verdict.value
+
+
+# The names a JSON-RPC partner gives its throttle (`error.errors[].name`): MyGeotab's
+# "When a rate limit is exceeded, an OverLimitException error is returned" (its SDK guide).
+OVER_LIMIT_ERRORS: Final = frozenset({"OverLimitException"})
+
+
+def throttled(status: int | None, body: Any, *, retry_after: bool, reported: bool = False) -> bool:
+    """Whether an answer is the partner asking us to slow down, not a failure of the request:
+    a 429; or a 2xx reporting an error (JSON-RPC partners answer every error with HTTP 200)
+    that names an over-limit error (`OVER_LIMIT_ERRORS`), or that comes with a `Retry-After`
+    (`retry_after`: the answer has one). The error is the answer's JSON-RPC `error` object,
+    or what the caller knows to be one (`reported`: a schedule's `error` found one)."""
+    if status == 429:
+        return True
+    if status is None or not 200 <= status < 300:
+        return False
+    if OVER_LIMIT_ERRORS.intersection(error_names(body)):
+        return True
+    return retry_after and (reported or _rpc_error(body) is not None)
+
+
+def error_names(body: Any) -> list[str]:
+    """The names of a JSON-RPC error's inner errors (Geotab: `error.errors[].name`), else the
+    error's own `name`."""
+    error = _rpc_error(body)
+    if error is None:
+        return []
+    inner = error.get("errors")
+    names = [e.get("name") for e in inner if isinstance(e, dict)] if isinstance(inner, list) else []
+    found = [n for n in names if isinstance(n, str)]
+    if not found and isinstance(error.get("name"), str):
+        found.append(error["name"])
+    return found
+
+
+def _rpc_error(body: Any) -> dict[str, Any] | None:
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else None
 
 
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}")

@@ -16,6 +16,7 @@ import orjson
 from gateway.actions.catalog import Action, Partner, build_request
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import element_text
+from gateway.formats.json_tree import with_member
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping.casts import partner_flag
 from gateway.mapping.expressions import Run, compile_expression
@@ -23,6 +24,7 @@ from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.mapping.secret_marks import SecretMarks
 from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
+from gateway.outbound.verdict import error_names
 from gateway.store import Doc
 
 _EXCERPT: Final = 300
@@ -42,10 +44,14 @@ class PollFailure(Exception):
         problems: Sequence[Mapping[str, Any]] = (),
         transient: bool = False,
         held: bool = False,
+        throttle: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        # The partner asked us to slow down (`Outcome.throttled`): what said so, for a note
+        # ("429", "200 OverLimitException"). After pages of the run it ends it, no failure.
+        self.throttle = throttle
         # The database's state (not the partner's doing): its back-off does not grow.
         self.transient = transient
         # Our own guard held the call back before anything left (`Outcome.hold`): no
@@ -68,6 +74,7 @@ class PollFailure(Exception):
             problems=redactor.redact_said(self.problems),
             transient=self.transient,
             held=self.held,
+            throttle=self.throttle,
         )
 
     def as_doc(self, at: datetime) -> Doc:
@@ -115,8 +122,13 @@ async def request_for(
             query[name] = cursor
         elif where == "header":
             headers[name] = str(cursor)
-        else:
-            body = _with_member(body, name.split("."), cursor)
+        else:  # the fixed body unchanged but for the cursor, or nothing sent
+            try:
+                body = with_member(
+                    {} if body is None else body, name.split("."), cursor, name="body"
+                )
+            except ValueError as exc:
+                raise PollFailure("request", f"cursor.param {spec['param']}: {exc}") from None
     # An action with an XML body renders it on the context, `body` being this JSON value.
     request, _ = await build_request(
         action,
@@ -155,11 +167,13 @@ def read_page(
         )
     if not 200 <= status < 300:
         excerpt = outcome.redacted_excerpt(_EXCERPT)
+        throttle = outcome.throttled()  # a 429
         raise PollFailure(
-            "rate_limited" if status == 429 else "http_status",
+            "rate_limited" if throttle else "http_status",
             f"the partner answered {status}" + (f": {excerpt}" if excerpt else ""),
             status=status,
             retry_after=outcome.retry_after(now),
+            throttle=str(status) if throttle else None,
         )
     if outcome.error is not None:
         message = outcome.message or ""
@@ -170,9 +184,21 @@ def read_page(
         excerpt = outcome.redacted_excerpt(_EXCERPT)
         raise PollFailure("not_json", f"the answer is not JSON or XML: {excerpt!r}", status=status)
     answer = outcome.json_body
-    if doc.get("error") and partner_flag(error := _search(doc["error"], answer, "error")):
-        said = _short(error)
-        raise PollFailure("partner_error", f"the partner reported an error: {said}")
+    error = _search(doc["error"], answer, "error") if doc.get("error") else None
+    reported = partner_flag(error)
+    if outcome.throttled(reported=reported):
+        # A JSON-RPC partner's throttle (HTTP 200, MyGeotab's OverLimitException): a 429's.
+        names = ", ".join(error_names(answer)) or "an error with Retry-After"
+        said = _short(error if reported else answer)
+        raise PollFailure(
+            "rate_limited",
+            f"the partner answered {status} asking to slow down: {said}",
+            status=status,
+            retry_after=outcome.retry_after(now),
+            throttle=f"{status} {names}",
+        )
+    if reported:
+        raise PollFailure("partner_error", f"the partner reported an error: {_short(error)}")
     spec = doc.get("cursor")
     if spec is None:
         return Page(answer, None, None)
@@ -283,21 +309,6 @@ def _search(expression: str, value: Any, what: str) -> Any:
         return getter(value, Run())
     except (EvalError, LimitExceeded) as exc:
         raise PollFailure("expression", f"{what} ({expression}) failed: {exc}") from None
-
-
-def _with_member(body: Any, path: Sequence[str], value: Any) -> Any:
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise PollFailure("request", "the cursor goes into the body, which is not a JSON object")
-    node = body
-    for key in path[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = node[key] = {}
-        node = child
-    node[path[-1]] = value
-    return body
 
 
 def _about(doc: Doc) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """One run of a schedule, under its lease: page after page, call → read → land → commit.
 
     call    the action's request with the cursor (`calls.request_for`), sent like any partner
-            request (guard, credentials, SSRF check)
+            request (guard, credentials, SSRF check); the partner is read again before each
+            page (`Poll._partner`): one disabled during the run is not called again by it
     read    the answer as a page, or a PollFailure (`calls.read_page`): no answer, an error
             status (429 with its Retry-After), not JSON, the partner's own error member, a
             cursor that is not a string or a number; a 2xx without a body is an empty page.
-            A 429 after pages of this run ends it `more`, throttled (`Tally.throttled`)
+            A throttle (a 429, or a JSON-RPC error asking to slow down on an HTTP 200:
+            `Outcome.throttled`) after pages of this run ends it `more` (`Tally.throttled`)
     land    once the lease is checked (a schedule deleted or reset during the call lands
             nothing), the page's items (deduplicated by id when the schedule says so; up
             to `sinks.MAX_PAGE_ITEMS`, in batches of a batch's bound, one after the other:
@@ -46,7 +48,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from gateway.actions.catalog import Catalog
+from gateway.actions.catalog import Catalog, Partner
 from gateway.clock import from_iso
 from gateway.entities import Origin
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
@@ -92,10 +94,12 @@ class Tally:
     skipped: int = 0  # items already seen (dedupe)
     listed: int = 0  # the partner's records, before the mapping's `when` and dedupe
     more: bool = False  # stopped at max_pages while the partner had more
-    # The partner throttled the run after it committed pages (a 429): the seconds it asked
-    # to wait (its Retry-After, else the first back-off step). The run ends `more`, no
-    # failure: the next one is due then (`runner._timing`).
+    # The partner throttled the run after it committed pages (a 429, a JSON-RPC over-limit
+    # error: `calls.read_page`): the seconds it asked to wait (its Retry-After, else the first
+    # back-off step), and its answer in short. The run ends `more`, no failure: the next one
+    # is due then (`runner._timing`).
     throttled: float | None = None
+    throttled_by: str = ""
     cursor_before: Any = None
     cursor_after: Any = None
     cursor_refused: Any = None  # a time cursor the partner answered that went back
@@ -174,7 +178,9 @@ class Poll:
         sink = self._c.sinks.get(doc["target"]["type"])
         if sink is None:
             raise PollFailure("configuration", f"no {doc['target']['type']} target here")
-        for _ in range(doc["max_pages"]):
+        for number in range(doc["max_pages"]):
+            if number:  # disabled by an admin (or after failing) since: not called again
+                partner = await self._partner(tenant, action.partner_id)
             try:
                 request = await request_for(doc, action, partner, request_mapping, self._cursor)
             except InvalidPayload as exc:  # the request mapping or the XML body cannot build it
@@ -183,7 +189,8 @@ class Poll:
                     f"cannot build the request: {exc.detail}",
                     problems=[p.as_dict() for p in exc.problems],
                 ) from None
-            # A disabled partner is not called (a held run, `calls.read_page`), as by `invoke`.
+            # A disabled partner is not called (a held run, `calls.read_page`), as by `invoke`;
+            # one disabled during the run is not called again (read before each page).
             outcome = partner.refusal() or await self._c.sender.send(
                 request,
                 partner_id=partner.id,
@@ -197,18 +204,27 @@ class Poll:
             try:
                 page = read_page(doc, outcome, self._clock(), self._cursor)
             except PollFailure as failure:
-                if failure.status != 429 or not self.tally.pages:
+                if failure.throttle is None or not self.tally.pages:
                     raise
                 # Throttled after pages this run committed (Geotab's GetFeed allows one call
                 # a second): the partner paces a backlog, it does not fail. The run ends
                 # here, the next reads on when the partner asks.
                 wait = failure.retry_after
                 self.tally.throttled = BACKOFF_SECONDS[0] if wait is None else wait
+                self.tally.throttled_by = failure.throttle
                 self.tally.more = True
                 return
             if not await self._page(page, mapping, target, sink):
                 return
         self.tally.more = True
+
+    async def _partner(self, tenant: str, partner_id: str) -> Partner:
+        """The partner as it is now: the catalog's copy, this process's changes at once, those
+        of another within the catalog's ttl (2 s)."""
+        try:
+            return await self._c.catalog.partner(tenant, partner_id)
+        except (NotFound, InvalidPayload) as exc:
+            raise PollFailure("configuration", exc.detail) from None
 
     async def _page(
         self, page: Page, mapping: CompiledMapping, target: CompiledTrigger, sink: PageSink

@@ -8,8 +8,9 @@ process takes the schedule over from the last committed cursor.
 
 After a failure the schedule waits (5 s, 30 s, 2 min, 10 min, 30 min, then hourly, ±20%; a
 partner's Retry-After is honoured up to an hour) and its `last_error` says why; pages read
-before the failure keep their progress. A 429 after pages of the run is no failure: the run
-ends `more`, due again when the partner's Retry-After says (`Tally.throttled`). A run that
+before the failure keep their progress. A throttle after pages of the run (a 429, a JSON-RPC
+over-limit error) is no failure: the run ends `more`, due again when the partner's Retry-After
+says (`Tally.throttled`). A run that
 stopped at `max_pages` while the partner had more is due again at once (after the other due
 schedules) when its pages held records (the partner's, whether the mapping kept them and
 dedupe had seen them or not); one that read only empty pages waits for its regular time, so
@@ -277,8 +278,13 @@ class ScheduleRunner:
         notes = []
         if tally.throttled is not None:
             notes.append(
-                f"the partner answered 429 after {tally.pages} page(s): the next run reads on "
-                f"after {_throttle_seconds(tally):g} s, as it asked"
+                f"the partner answered {tally.throttled_by} after {tally.pages} page(s): the "
+                f"next run reads on after {_throttle_seconds(tally):g} s, as it asked"
+            )
+        if failure is not None and failure.kind == "partner_disabled" and tally.pages:
+            notes.append(
+                f"the partner was disabled during the run: not called again after "
+                f"{tally.pages} page(s)"
             )
         if _paced(doc, outcome, failure, tally):
             notes.append(
@@ -378,7 +384,7 @@ class ScheduleRunner:
         else:  # done, empty pages, or the bound: the regular time
             due = every_from_doc(doc["every"]).next_after(started_at)
             in_row = 0
-        if tally.throttled is not None:  # not before the partner said (a 429 after pages)
+        if tally.throttled is not None:  # not before the partner said (throttled after pages)
             due = max(due, now + timedelta(seconds=_throttle_seconds(tally)))
         return {
             "failures": 0,

@@ -3,7 +3,8 @@ as the API shows it.
 
     {"name", "action_id", "every": "30s" | "*/5 * * * *", "timezone"?,
      "cursor"?: {"from": JMESPath on the answer, "param": "query.after" | "body.params.x"
-                 | "header.X", "more"?: JMESPath (true while the partner has more pages),
+                 (through `request.body`'s objects and arrays: `body.calls.0.x`) | "header.X",
+                 "more"?: JMESPath (true while the partner has more pages),
                  "initial"?: the value of the first call},
                 or {"step": n, "initial": integer, "param", "more"?}: page numbers or offsets,
                 the next call's the last one's plus n, back to `initial` once the list ends,
@@ -23,7 +24,7 @@ from typing import Any, Final
 
 from gateway.errors import FieldProblem
 from gateway.formats.headers import is_reserved_header, reserved_message
-from gateway.formats.json_tree import is_text, text_refused, whole_number
+from gateway.formats.json_tree import is_text, text_refused, whole_number, with_member
 from gateway.mapping.expressions import compile_expression
 from gateway.schedules.timing import parse_every
 from gateway.store import Doc
@@ -104,6 +105,7 @@ def check_fields(
         "max_pages": _max_pages(check, body.get("max_pages", DEFAULT_MAX_PAGES)),
         "status": body.get("status", "active"),
     }
+    _cursor_in_body(check, fields["cursor"], fields["request"])
     if fields["status"] not in ("active", "paused"):
         check.add("/status", "status must be active or paused", "enum")
     target = fields["target"] or {}
@@ -241,6 +243,25 @@ def _request(check: _Check, value: Any) -> Doc | None:
     if body is not None and not isinstance(body, dict):
         check.add("/request/body", "body is a JSON object", "type")
     return {"query": query if isinstance(query, dict) else {}, "body": body}
+
+
+def _cursor_in_body(check: _Check, cursor: Doc | None, request: Doc | None) -> None:
+    """A cursor sent in the body (`body.a.b`) goes where its path leads in `request.body`:
+    through objects (one missing is added) and arrays (a number is an item's index, `0` the
+    first: Geotab's `ExecuteMultiCall` `body.params.calls.0.params.fromVersion`). A path
+    through a text, a number, null or past an array's end would replace that member, the
+    partner getting a body without it: refused here, and by every run (`calls.request_for`)."""
+    param = (cursor or {}).get("param")
+    body = (request or {}).get("body")
+    if not isinstance(param, str) or not _PARAM.match(param) or not param.startswith("body."):
+        return
+    if not isinstance(body, dict):
+        return
+    try:
+        with_member(body, param.split(".")[1:], (cursor or {}).get("initial"), name="body")
+    except ValueError as exc:
+        message = f"{param} cannot go into request.body: {exc}"
+        check.add("/cursor/param", message, "path")
 
 
 def _max_pages(check: _Check, value: Any) -> int | None:
