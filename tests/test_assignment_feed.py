@@ -390,6 +390,11 @@ async def test_a_checklist_of_the_same_instant_stands_when_the_first_is_taken_ba
     assert (at["driver"]["cpf"], at["ref"]) == (ANA["cpf"], "checklist:ck-2")
 
 
+async def _history(client: Client) -> list[tuple[str, str, str | None]]:
+    items = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    return [(c["driver"]["cpf"], c["start"], c["ref"]) for c in items]
+
+
 async def test_a_checklist_that_repeated_the_driver_is_taken_back_from_the_repeats(
     client: Client,
 ) -> None:
@@ -439,6 +444,41 @@ async def test_a_checklist_corrected_to_an_unknown_driver_no_longer_names_the_ol
     await drain(services)
     at = await _driver_at(client, "ABC1D23", "2026-11-25T11:00:00Z")
     assert at["driver"]["cpf"] == BRUNO["cpf"] and at["ref"] is None
+
+
+async def test_a_checklist_stamped_hours_ahead_records_no_driver_until_corrected(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app writing local time as UTC (3 h ahead): the checklist's odometer reading was
+    refused as a clock gone wrong, but its driver recorded as a handover scheduled 3 h ahead,
+    so alerts and fines of those hours went to the driver before. The same rule now: more
+    than 300 s ahead, the driver report is logged and not recorded; corrected, it is."""
+    await _driven_by_bruno_from_november(client)
+    services = client.app[services_key]
+    ahead = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+    with caplog.at_level("INFO", logger="gateway.assignment_feed"):
+        await _checklist(client, "ck-f", "ABC1D23", ANA["cpf"], ahead)
+        await drain(services)
+    assert await _history(client) == [(BRUNO["cpf"], "2026-11-01T00:00:00+00:00", None)]
+    assert "is more than 300 s ahead (a clock gone wrong)" in caplog.text
+    in_force, field = await _now(client)
+    assert in_force["driver"]["cpf"] == field["cpf"] == BRUNO["cpf"]
+
+    done = (datetime.now(UTC) - timedelta(minutes=5)).replace(microsecond=0)
+    await _patch(
+        client, "/api/v1/entities/other/checklist:ck-f", {"completed_at": done.isoformat()}
+    )
+    await drain(services)
+    assert (await _history(client))[0] == (ANA["cpf"], done.isoformat(), "checklist:ck-f")
+
+
+async def test_a_checklist_a_minute_ahead_records_its_driver(client: Client) -> None:
+    """Within the tolerance (a phone's clock a little fast), as a reading's time is."""
+    await _driven_by_bruno_from_november(client)
+    ahead = (datetime.now(UTC) + timedelta(minutes=1)).replace(microsecond=0)
+    await _checklist(client, "ck-m", "ABC1D23", ANA["cpf"], ahead.isoformat())
+    await drain(client.app[services_key])
+    assert (await _history(client))[0] == (ANA["cpf"], ahead.isoformat(), "checklist:ck-m")
 
 
 async def test_a_deleted_driver_drives_nothing_from_the_deletion(client: Client) -> None:
