@@ -45,8 +45,11 @@ vehicle become changes in its history, through `AssignmentService.assign`:
 
 Flows record what an HR system answers with a fetch step's `assign` (`flows/steps.py`). A
 report that names an unknown driver or vehicle is logged and skipped: it never holds up the
-relay; so is an identification no driver of ours (or more than one) carries: the partner's
-id stays on the vehicle and in the event, and nobody is assigned. Repeats record no change
+relay; so is one whose time (a checklist's `completed_at`, a tracker's `occurred_at`: when
+it happened) is `too_far_ahead` of its handling, a clock gone wrong, as the checklist's
+odometer reading and service are (it is no handover scheduled for then); so is an
+identification no driver of ours (or more than one) carries: the partner's id stays on the
+vehicle and in the event, and nobody is assigned. Repeats record no change
 (`assign` keeps them on the change in force, `repeats`), so a relay that runs a batch twice, or a
 tracker that sends an identification again, records nothing twice; a late identification is
 inserted at its time and covers only the gap up to the next change.
@@ -60,7 +63,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.assignments import AssignmentService, AssignResult
-from gateway.entities import EntityService
+from gateway.entities import FUTURE_TOLERANCE_S, EntityService, too_far_ahead
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.flows.recipients import parse_time
 from gateway.store import Doc
@@ -125,11 +128,14 @@ class AssignmentFeed:
             return 0
         match = _partner_ids(event)
         origin = event.get("origin") or {}
+        at = _start(event)
+        if self._wrong_clock(event, at):
+            return 0
         try:
             result = await self._assignments.end(
                 event["tenant"],
                 entity["id"],
-                at=_start(event),
+                at=at,
                 source="tracker",
                 ref=_ref(match) if match else None,
                 author=f"{origin.get('kind')}:{origin.get('id')}",
@@ -213,6 +219,8 @@ class AssignmentFeed:
         self, event: Doc, vehicle: str, driver: str | None, start: datetime, source: str, ref: str
     ) -> AssignResult | None:
         """The report recorded (or found a repeat); None when it cannot be (logged)."""
+        if self._wrong_clock(event, start):
+            return None
         origin = event.get("origin") or {}
         # A flow run's write: the history's write of the field is a link of its chain.
         chain = {k: origin[k] for k in ("run", "depth") if k in origin}
@@ -231,6 +239,20 @@ class AssignmentFeed:
             log.info("assignment from event %s not recorded: %s", event["_id"], exc.detail)
             return None
         return result
+
+    def _wrong_clock(self, event: Doc, start: datetime) -> bool:
+        """A report of what happened at `start` too far ahead of now: its reporter's clock
+        is wrong (logged; not recorded)."""
+        if not too_far_ahead(start, self._assignments.now()):
+            return False
+        log.info(
+            "assignment from event %s not recorded: its time %s is more than %d s ahead "
+            "(a clock gone wrong)",
+            event["_id"],
+            start.isoformat(),
+            FUTURE_TOLERANCE_S,
+        )
+        return True
 
 
 def _report(event: Doc) -> tuple[str, str | None, datetime, str, str] | None:

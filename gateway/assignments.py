@@ -1,11 +1,16 @@
 """Use case: who drives which vehicle, as a history of changes (see `store/assignments.py`).
 
-    assign(tenant, vehicle, driver, start=, source=, ref=, author=, chain=) -> AssignResult
+    assign(tenant, vehicle, driver, start=, source=, ref=, author=, chain=, behind_others=)
+        -> AssignResult
         `vehicle` is an id or a plate, `driver` an id or a CPF (or None: nobody drives it from
         `start`). Written by the admin API today; by triggers, actions, checklists and flows
         through the same call (their `source` and a `ref` such as the checklist id). A flow
         gives its run's `chain` (`{run, depth}`), kept with the change for the origin of the
         `entity.updated` it causes, at once or when its start comes: the loop guard counts it.
+        At an instant that holds another driver's change, the later report stands and the
+        one written over is kept beneath it (`replaced`); `behind_others` (a flow's HR
+        answer) leaves another source's change standing and keeps the report beneath it
+        (`behind`, not `changed`).
     end(tenant, vehicle, at=, source=, ref=, author=) -> AssignResult | None
         The reporter says its driver stopped driving at `at` (a tracker's logout): the change
         in force then, if it names a driver and came from `source` (and, given `ref`, with
@@ -15,8 +20,10 @@
         are left alone. None when nothing was recorded.
     withdraw(tenant, vehicle, start, source=, ref=) -> bool
         A report taken back (a corrected or deleted checklist): its change at `start` leaves
-        the history while it is still that report's; the first later report of its driver
-        (kept in the change's `repeats`) stands in its place.
+        the history while it is still that report's; at that instant the latest standing
+        report stands in its place (a later report of its driver there, kept in `repeats`,
+        else the latest one it was written over, kept in `beneath`), and the later reports
+        of its driver after it are recorded as reported again.
     follow_driver(tenant, driver, copied=) -> int
         The history's copies of a driver (by CPF) become the driver's as stored: a corrected
         name, the id of a driver deleted and created again.
@@ -35,7 +42,9 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
   changes stay, so it only covers the gap up to the next one.
 - Reporting the driver who already drives at `start` records no change (HR systems and ERPs
   repeat "current driver" answers): the change in force keeps it in `repeats`, for a
-  withdrawal; two changes at the same instant: the later write wins.
+  withdrawal; two changes at the same instant: the later write wins, and keeps the one it
+  was written over (`beneath`), for a withdrawal; a flow's HR answer stays behind another
+  source's change at its instant (docs/flows.md `assign`).
 - Of two concurrent reports of the same change, exactly one reports `changed`: the store
   writes a change only over a different driver's, and an end only where no change is
   recorded at its instant (an end relayed twice at once is recorded once; an identification
@@ -65,7 +74,7 @@ from gateway.clock import as_stored, utcnow
 from gateway.entities import EntityService, Origin
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.store import Doc
-from gateway.store.assignments import AssignmentStore, change_id
+from gateway.store.assignments import AssignmentStore, AtInstant, change_id
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +116,9 @@ class Assignment:
 @dataclass(frozen=True, slots=True)
 class AssignResult:
     assignment: Assignment
-    changed: bool  # False: that driver already drove the vehicle at `start`
-    replaced: Assignment | None = None  # a change at the same instant, overwritten
+    changed: bool  # False: that driver already drove the vehicle at `start`, or `behind`
+    replaced: Assignment | None = None  # a change at the same instant, written over (kept)
+    behind: Assignment | None = None  # another source's change at that instant: it stands
 
 
 class AssignmentService:
@@ -137,13 +147,17 @@ class AssignmentService:
         ref: str | None = None,
         author: str,
         chain: Mapping[str, Any] | None = None,
+        behind_others: bool = False,
     ) -> AssignResult:
+        """`behind_others`: a change another source recorded at `start` stands, and this
+        report is kept beneath it (`behind`) instead of written over it (an HR answer)."""
         now = self._clock()
         start = self._check(start or now, now, source, ref)
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
         driver = None if driver_ref is None else await self._driver(tenant, driver_ref)
+        at_instant: AtInstant = "behind" if behind_others else "replace"
         result = await self._change(
-            vehicle, driver, start, source, ref, author, overwrite=True, chain=chain
+            vehicle, driver, start, source, ref, author, at_instant=at_instant, chain=chain
         )
         assert result is not None  # only an end leaves a change at its instant alone
         return result
@@ -157,11 +171,12 @@ class AssignmentService:
         ref: str | None,
         author: str,
         *,
-        overwrite: bool,
+        at_instant: AtInstant,
         chain: Mapping[str, Any] | None = None,
     ) -> AssignResult | None:
-        """Record `driver` from `start`; `overwrite=False` (an end) records nothing (None) over
-        any change already at that instant. `chain`: the flow run that reports it."""
+        """Record `driver` from `start`, over a change of another driver already at that
+        instant as `at_instant` says (`AtInstant`): `never` (an end) records nothing there
+        (None). `chain`: the flow run that reports it."""
         tenant, now = vehicle["tenant"], self._clock()
         vid = str(vehicle["_id"])
         in_force = await self._store.at(tenant, vid, start)
@@ -191,12 +206,16 @@ class AssignmentService:
         }
         if start > now:  # scheduled: current_driver follows it when it starts
             fields["due"] = start
-        recorded, replaced = await self._store.record(tenant, vid, fields, overwrite=overwrite)
-        if not recorded and not overwrite:
+        recorded = await self._store.record(tenant, vid, fields, at_instant=at_instant)
+        if recorded.behind is not None:
+            # Another source's change at that instant stands; the report is kept beneath it.
+            standing = await self._assignment(recorded.behind)
+            return AssignResult(standing, changed=False, behind=standing)
+        if not recorded.written and at_instant == "never":
             # An identification at the very instant of the end, or the same end relayed
             # twice at once, came first: it stands.
             return None
-        if not recorded:
+        if not recorded.written:
             # A concurrent report of the same change (an HR answer posted twice at once)
             # came first: one of the two reports the change.
             stored = await self._store.at(tenant, vid, start)
@@ -207,6 +226,7 @@ class AssignmentService:
         )
         written = await self._store.at(tenant, vid, start)
         assert written is not None  # just recorded
+        replaced = recorded.replaced
         return AssignResult(
             await self._assignment(written),
             changed=True,
@@ -245,26 +265,30 @@ class AssignmentService:
         else:
             # The ended change's ref says what ended: "nobody, after geotab_driver_id:b3A".
             ended = in_force.get("ref")
-        return await self._change(vehicle, None, at, source, ended, author, overwrite=False)
+        return await self._change(vehicle, None, at, source, ended, author, at_instant="never")
 
     async def withdraw(
         self, tenant: str, vehicle_ref: str, start: datetime, *, source: str, ref: str
     ) -> bool:
         """A report taken back (a checklist corrected to another vehicle, time or driver, or
         deleted): the change it recorded at `start`, while it is still that report's
-        (`source`, `ref`: a later report at that instant stands), leaves the history. What
-        the later reports of its driver said stands (the change's `repeats`, which recorded
-        nothing): the first of them before the next change is recorded in its place, at its
-        time, keeping the others; with none, the change before it lasts on. A report that was
-        itself a repeat leaves the `repeats` of the change it repeated. The vehicle's
-        `current_driver` follows. Whether a change was removed."""
+        (`source`, `ref`: a later report at that instant stands), leaves the history, and
+        what the other reports said stands. At that instant, the latest standing report: a
+        later report of its driver there (the change's `repeats`, which recorded nothing),
+        else the latest report it was written over (`beneath`, a driver by CPF as the tenant
+        now has it), which is put back with the rest beneath it; with none, the change before
+        it lasts on. The later reports of its driver after that instant and before the next
+        change are recorded as reported again: the first records the change (when another
+        driver stands at its time), the others repeat it. A report that recorded no change
+        of its own (a repeat, one written over) leaves the `repeats` or `beneath` it is kept
+        in. The vehicle's `current_driver` follows. Whether a change was removed."""
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
         vid = str(vehicle["_id"])
         start = as_stored(start.astimezone(UTC))
         said = {"source": source, "ref": ref}
         removed = await self._store.remove(tenant, change_id(tenant, vid, start), said)
         if removed is None:
-            await self._store.drop_repeat(tenant, vid, start, said)
+            await self._store.drop_report(tenant, vid, start, said)
             return False
         following = await self._store.next_after(removed)
         standing = sorted(
@@ -273,7 +297,13 @@ class AssignmentService:
         )
         if following is not None:
             standing = [r for r in standing if r["start"] < following["start"]]
-        # Each one as reported again: the first records the change, the others repeat it.
+        stack = list(removed.get("beneath") or ())
+        if standing and standing[0]["start"] == removed["start"]:
+            first = standing.pop(0)
+            said_again = {k: first.get(k) for k in ("source", "ref", "author")}
+            stack.append({"driver": removed["driver"], **said_again, "recorded_at": self._clock()})
+        if stack:
+            await self._put_back(vehicle, removed["start"], stack)
         for repeat in standing:
             await self._change(
                 vehicle,
@@ -282,10 +312,34 @@ class AssignmentService:
                 repeat["source"],
                 repeat.get("ref"),
                 repeat["author"],
-                overwrite=False,
+                at_instant="never",
             )
         await self._sync_current_driver(tenant, vehicle, _origin(removed), by_in_force=True)
         return True
+
+    async def _put_back(self, vehicle: Doc, start: datetime, stack: list[Doc]) -> None:
+        """The latest of the reports `stack` (oldest first) at `start`, where a change was
+        withdrawn, stands there again, the others beneath it; its driver as the tenant now
+        has them (renamed, created again), else as kept (deleted since: they drove then)."""
+        *beneath, top = stack
+        driver = top.get("driver")
+        if driver is not None:
+            try:
+                driver = await self._driver(vehicle["tenant"], driver["cpf"])
+            except InvalidPayload:
+                pass
+        fields = {
+            "ref": None,
+            "chain": None,
+            **top,
+            "plate": vehicle["data"]["plate"],
+            "start": start,
+            "driver": driver,
+            "beneath": beneath,
+        }
+        if start > self._clock():  # scheduled: current_driver follows it when it starts
+            fields["due"] = start
+        await self._store.restore(vehicle["tenant"], str(vehicle["_id"]), fields)
 
     async def follow_driver(self, tenant: str, driver_ref: str, *, copied: bool) -> int:
         """The history's copies of a driver (`{id, cpf, name}`) become the driver's as stored:
@@ -325,8 +379,9 @@ class AssignmentService:
     ) -> int:
         """A deleted driver drives nothing from `at` (the deletion): each change of theirs in
         force then is followed by "nobody" from `at`, and the ones starting later (scheduled)
-        leave the history; the changes before stay (they drove then). The `current_driver`
-        of their vehicles follows. How many changes it recorded or removed."""
+        leave the history (what such a one was written over at its instant, another
+        driver's report, stands again); the changes before stay (they drove then). The
+        `current_driver` of their vehicles follows. How many changes it recorded or removed."""
         at = self._check(at, self._clock(), source, ref)
         theirs = [
             c
@@ -337,7 +392,10 @@ class AssignmentService:
         for change in theirs:
             if change["start"] > at:
                 match = {"driver.id": driver_id}
-                touched += await self._store.remove(tenant, change["_id"], match) is not None
+                removed = await self._store.remove(tenant, change["_id"], match)
+                touched += removed is not None
+                if removed is not None:
+                    await self._put_back_others(tenant, removed, driver_id)
         for vid in sorted({c["vehicle_id"] for c in theirs}):
             in_force = await self._store.at(tenant, vid, at)
             if in_force is None or (in_force.get("driver") or {}).get("id") != driver_id:
@@ -346,10 +404,28 @@ class AssignmentService:
                 vehicle = await self._entities.get(tenant, "vehicle", vid)
             except NotFound:  # deleted since: nothing to end
                 continue
-            result = await self._change(vehicle, None, at, source, ref, author, overwrite=True)
+            result = await self._change(
+                vehicle, None, at, source, ref, author, at_instant="replace"
+            )
             touched += result is not None and result.changed
         await self._follow_vehicles(tenant, theirs)  # those whose scheduled change left
         return touched
+
+    async def _put_back_others(self, tenant: str, removed: Doc, driver_id: str) -> None:
+        """What a deleted driver's scheduled change `removed` was written over, but for the
+        driver's own reports, stands at its instant again."""
+        stack = [
+            r
+            for r in removed.get("beneath") or ()
+            if (r.get("driver") or {}).get("id") != driver_id
+        ]
+        if not stack:
+            return
+        try:
+            vehicle = await self._entities.get(tenant, "vehicle", removed["vehicle_id"])
+        except NotFound:  # deleted since: nothing to put back
+            return
+        await self._put_back(vehicle, removed["start"], stack)
 
     async def _follow_vehicles(self, tenant: str, changes: list[Doc]) -> None:
         """The `current_driver` of the vehicles of `changes` (rewritten) follows the history

@@ -120,10 +120,13 @@ field (`IF_ABSENT`) is a field written only while the entity has no value there.
 IF_ABSENT = ""  # gateway.mapping.model.IF_ABSENT: the mapping package stays below this one
 
 FUTURE_TOLERANCE_S = 300.0
-"""How far ahead of now an only-forward field's ordering time may be: the positions path's
-`future` gate (gateway.fleet.quality, `future_tolerance_s`' default). A time further ahead
-(a device clock a year off, local time sent as UTC) would hold every later value back until
-that date: it is skipped as a stale one is."""
+"""How far ahead of now the time a partner says something happened may be (`too_far_ahead`):
+the positions path's `future` gate (gateway.fleet.quality, `future_tolerance_s`' default).
+A time further ahead is a clock gone wrong (a device clock a year off, local time sent as
+UTC): an only-forward field's ordering time that far ahead would hold every later value
+back until that date (it is skipped as a stale one is), a service done then is refused
+(gateway.fleet.servicing), a driver report (a checklist's, a tracker's) is not recorded as a
+handover scheduled for then (gateway.assignment_feed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,13 +310,18 @@ def _same_member(name: str, sent: Any, held: Any) -> bool:
     return sent is not None and same_json(sent, held)
 
 
+def too_far_ahead(at: datetime, now: datetime) -> bool:
+    """Whether `at`, the time something happened, is later than `now` by more than
+    FUTURE_TOLERANCE_S: a clock gone wrong."""
+    return (at - now).total_seconds() > FUTURE_TOLERANCE_S
+
+
 def ahead(value: Any, now: datetime) -> bool:
-    """Whether `value` is a date-time (ISO 8601 text) later than `now` by more than
-    FUTURE_TOLERANCE_S."""
+    """Whether `value` is a date-time (ISO 8601 text) `too_far_ahead` of `now`."""
     if not isinstance(value, str):
         return False
     at = _instant(value)
-    return at is not None and (at - now).total_seconds() > FUTURE_TOLERANCE_S
+    return at is not None and too_far_ahead(at, now)
 
 
 def forward_only(

@@ -27,6 +27,7 @@ __all__ = ["partner"]  # the fixture
 Client = TestClient[Any, Any]
 ANA = {"name": "Ana Souza", "cpf": "52998224725"}
 BRUNO = {"name": "Bruno Lima", "cpf": "11144477735"}
+CARLA = {"name": "Carla Dias", "cpf": "39053344705"}
 
 
 async def _fleet(client: Client) -> None:
@@ -390,6 +391,116 @@ async def test_a_checklist_of_the_same_instant_stands_when_the_first_is_taken_ba
     assert (at["driver"]["cpf"], at["ref"]) == (ANA["cpf"], "checklist:ck-2")
 
 
+async def _history(client: Client) -> list[tuple[str, str, str | None]]:
+    items = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    return [(c["driver"]["cpf"], c["start"], c["ref"]) for c in items]
+
+
+async def _delete_checklist(client: Client, key: str) -> None:
+    response = await client.delete(f"/api/v1/entities/other/checklist:{key}", headers=auth())
+    assert response.status == 204, await response.text()
+    await drain(client.app[services_key])
+
+
+async def test_a_checklist_written_over_at_its_instant_stands_again_when_the_later_is_deleted(
+    client: Client,
+) -> None:
+    """Two checklists at one instant (a shift handover, stamped to the minute) naming two
+    drivers: the later stands. It was filed by mistake and deleted, and the vehicle fell back
+    to Bruno, whom no checklist names, although the first one still says Carla drove."""
+    await _driven_by_bruno_from_november(client)
+    await post(client, "/api/v1/entities/driver", CARLA)
+    services = client.app[services_key]
+    await _checklist(client, "ck-1", "ABC1D23", CARLA["cpf"], "2026-11-25T12:00:00Z")
+    await drain(services)
+    await _checklist(client, "ck-2", "ABC1D23", ANA["cpf"], "2026-11-25T12:00:00Z")
+    await drain(services)
+    assert (await _history(client))[0] == (
+        ANA["cpf"],
+        "2026-11-25T12:00:00+00:00",
+        "checklist:ck-2",
+    )
+
+    await _delete_checklist(client, "ck-2")
+
+    assert await _history(client) == [
+        (CARLA["cpf"], "2026-11-25T12:00:00+00:00", "checklist:ck-1"),
+        (BRUNO["cpf"], "2026-11-01T00:00:00+00:00", None),
+    ]
+    in_force, field = await _now(client)
+    assert field == in_force["driver"] and field["cpf"] == CARLA["cpf"]
+
+
+async def test_a_checklist_corrected_onto_another_ones_instant_then_deleted_leaves_that_one(
+    client: Client,
+) -> None:
+    await _driven_by_bruno_from_november(client)
+    await post(client, "/api/v1/entities/driver", CARLA)
+    services = client.app[services_key]
+    await _checklist(client, "ck-1", "ABC1D23", ANA["cpf"], "2026-11-25T10:00:00Z")
+    await _checklist(client, "ck-2", "ABC1D23", CARLA["cpf"], "2026-11-25T12:00:00Z")
+    await drain(services)
+    await _patch(
+        client, "/api/v1/entities/other/checklist:ck-1", {"completed_at": "2026-11-25T12:00:00Z"}
+    )
+    await drain(services)
+    assert await _history(client) == [
+        (ANA["cpf"], "2026-11-25T12:00:00+00:00", "checklist:ck-1"),
+        (BRUNO["cpf"], "2026-11-01T00:00:00+00:00", None),
+    ]
+
+    await _delete_checklist(client, "ck-1")
+
+    at = await _driver_at(client, "ABC1D23", "2026-11-25T12:30:00Z")
+    assert (at["driver"]["cpf"], at["ref"]) == (CARLA["cpf"], "checklist:ck-2")
+
+
+async def test_a_checklist_written_over_and_deleted_does_not_stand_again(client: Client) -> None:
+    await _driven_by_bruno_from_november(client)
+    await post(client, "/api/v1/entities/driver", CARLA)
+    services = client.app[services_key]
+    await _checklist(client, "ck-1", "ABC1D23", CARLA["cpf"], "2026-11-25T12:00:00Z")
+    await drain(services)
+    await _checklist(client, "ck-2", "ABC1D23", ANA["cpf"], "2026-11-25T12:00:00Z")
+    await drain(services)
+
+    await _delete_checklist(client, "ck-1")  # the one written over
+    assert (await _history(client))[0] == (
+        ANA["cpf"],
+        "2026-11-25T12:00:00+00:00",
+        "checklist:ck-2",
+    )
+    await _delete_checklist(client, "ck-2")
+
+    assert await _history(client) == [(BRUNO["cpf"], "2026-11-01T00:00:00+00:00", None)]
+
+
+async def test_the_latest_standing_report_at_an_instant_takes_the_place_of_one_deleted(
+    client: Client,
+) -> None:
+    """Carla, then Ana twice, at one instant: the second Ana (a repeat) came after the first
+    Carla, so it stands when the first Ana is deleted; Carla once both Anas are."""
+    await _driven_by_bruno_from_november(client)
+    await post(client, "/api/v1/entities/driver", CARLA)
+    services = client.app[services_key]
+    for key, cpf in (("ck-1", CARLA["cpf"]), ("ck-2", ANA["cpf"]), ("ck-3", ANA["cpf"])):
+        await _checklist(client, key, "ABC1D23", cpf, "2026-11-25T12:00:00Z")
+        await drain(services)
+
+    await _delete_checklist(client, "ck-2")
+    assert (await _history(client))[0] == (
+        ANA["cpf"],
+        "2026-11-25T12:00:00+00:00",
+        "checklist:ck-3",
+    )
+    await _delete_checklist(client, "ck-3")
+    assert (await _history(client))[0] == (
+        CARLA["cpf"],
+        "2026-11-25T12:00:00+00:00",
+        "checklist:ck-1",
+    )
+
+
 async def test_a_checklist_that_repeated_the_driver_is_taken_back_from_the_repeats(
     client: Client,
 ) -> None:
@@ -441,6 +552,41 @@ async def test_a_checklist_corrected_to_an_unknown_driver_no_longer_names_the_ol
     assert at["driver"]["cpf"] == BRUNO["cpf"] and at["ref"] is None
 
 
+async def test_a_checklist_stamped_hours_ahead_records_no_driver_until_corrected(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app writing local time as UTC (3 h ahead): the checklist's odometer reading was
+    refused as a clock gone wrong, but its driver recorded as a handover scheduled 3 h ahead,
+    so alerts and fines of those hours went to the driver before. The same rule now: more
+    than 300 s ahead, the driver report is logged and not recorded; corrected, it is."""
+    await _driven_by_bruno_from_november(client)
+    services = client.app[services_key]
+    ahead = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+    with caplog.at_level("INFO", logger="gateway.assignment_feed"):
+        await _checklist(client, "ck-f", "ABC1D23", ANA["cpf"], ahead)
+        await drain(services)
+    assert await _history(client) == [(BRUNO["cpf"], "2026-11-01T00:00:00+00:00", None)]
+    assert "is more than 300 s ahead (a clock gone wrong)" in caplog.text
+    in_force, field = await _now(client)
+    assert in_force["driver"]["cpf"] == field["cpf"] == BRUNO["cpf"]
+
+    done = (datetime.now(UTC) - timedelta(minutes=5)).replace(microsecond=0)
+    await _patch(
+        client, "/api/v1/entities/other/checklist:ck-f", {"completed_at": done.isoformat()}
+    )
+    await drain(services)
+    assert (await _history(client))[0] == (ANA["cpf"], done.isoformat(), "checklist:ck-f")
+
+
+async def test_a_checklist_a_minute_ahead_records_its_driver(client: Client) -> None:
+    """Within the tolerance (a phone's clock a little fast), as a reading's time is."""
+    await _driven_by_bruno_from_november(client)
+    ahead = (datetime.now(UTC) + timedelta(minutes=1)).replace(microsecond=0)
+    await _checklist(client, "ck-m", "ABC1D23", ANA["cpf"], ahead.isoformat())
+    await drain(client.app[services_key])
+    assert (await _history(client))[0] == (ANA["cpf"], ahead.isoformat(), "checklist:ck-m")
+
+
 async def test_a_deleted_driver_drives_nothing_from_the_deletion(client: Client) -> None:
     """The vehicle kept naming the deleted driver's id, and a change scheduled for them
     before the deletion still came into force."""
@@ -461,6 +607,24 @@ async def test_a_deleted_driver_drives_nothing_from_the_deletion(client: Client)
     assert history[1]["driver"]["cpf"] == ANA["cpf"]  # she drove before: that stays
     assert "current_driver" not in await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert (await get(client, drivers.format("XYZ9K87")))["items"] == []  # the scheduled one
+
+
+async def test_a_deleted_drivers_scheduled_change_leaves_what_it_was_written_over(
+    client: Client,
+) -> None:
+    """Bruno's handover scheduled by the ERP, then Ana's at the same instant by an admin
+    (the later stands); Ana deleted: her scheduled change leaves, and Bruno's stands again."""
+    await _fleet(client)
+    drivers = "/api/v1/entities/vehicle/ABC1D23/drivers"
+    ahead = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    await post(
+        client, drivers, {"driver": BRUNO["cpf"], "start": ahead.isoformat(), "source": "erp"}
+    )
+    await post(client, drivers, {"driver": ANA["cpf"], "start": ahead.isoformat()})
+    response = await client.delete(f"/api/v1/entities/driver/{ANA['cpf']}", headers=auth())
+    assert response.status == 204
+    await drain(client.app[services_key])
+    assert await _history(client) == [(BRUNO["cpf"], ahead.isoformat(), None)]
 
 
 async def test_a_renamed_driver_is_renamed_on_the_vehicles_they_drive(client: Client) -> None:

@@ -488,9 +488,9 @@ async def test_an_end_never_replaces_a_change_recorded_at_its_instant(client: Cl
     at = datetime(2026, 11, 1, 9, tzinfo=UTC)
     nobody = {"start": at, "driver": None, "source": "tracker", "ref": None, "author": "relay"}
     bruno = {**nobody, "driver": {"id": "d1", "cpf": BRUNO, "name": "Bruno"}, "author": "t"}
-    assert (await store.record("acme", vid, nobody, overwrite=False))[0]
-    assert (await store.record("acme", vid, bruno))[0]
-    assert not (await store.record("acme", vid, nobody, overwrite=False))[0]
+    assert (await store.record("acme", vid, nobody, at_instant="never")).written
+    assert (await store.record("acme", vid, bruno)).written
+    assert not (await store.record("acme", vid, nobody, at_instant="never")).written
     stored = await store.at("acme", vid, at)
     assert stored is not None and stored["driver"]["cpf"] == BRUNO
 

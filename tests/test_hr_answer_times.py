@@ -191,6 +191,50 @@ async def test_an_hr_driver_the_history_does_not_name_at_the_infraction_is_not_c
     assert run["status"] == "succeeded"
 
 
+async def test_an_hr_answer_starting_at_the_instant_of_an_erp_change_is_kept_behind_it(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The ERP says Ana drives from 08:00 on the day of the fine; HR answers Bruno since the
+    same 08:00 (shifts start on the hour). The answer was written over the ERP's change (the
+    later write at an instant wins), which was gone for good, and the step said `recorded:
+    true`. Which of the two is right, only people can tell: the ERP's change stands, the
+    answer is kept behind it, and the note says so."""
+    smtp = await smtp_server()
+    await _fleet(client)
+    since = "2026-11-18T08:00:00-03:00"
+    erp = {"driver": ANA["cpf"], "start": since, "source": "erp", "ref": "erp-77"}
+    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", erp)
+    answer = {
+        "nome": "Bruno Lima",
+        "cpf": "111.444.777-35",
+        "email": "bruno@example.com",
+        "desde": since,
+    }
+    run = await _fine_through_hr(client, partner, smtp, answer)
+
+    assert run["steps"][0]["assignment"] == {
+        "recorded": False,
+        "changed": False,
+        "start": "2026-11-18T11:00:00+00:00",
+        "reason": "the history names Ana Souza (erp, since 2026-11-18T11:00:00+00:00) from the "
+        "answer's start, another source's change: the answer is not written over it (kept "
+        "behind it)",
+    }
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["source"], c["ref"]) for c in history] == [
+        (ANA["cpf"], "erp", "erp-77")
+    ]
+    stored = client.app[services_key].store.db["driver_assignments"]
+    (change,) = await stored.find({"tenant": "acme"}).to_list(None)
+    assert [(r["driver"]["cpf"], r["source"], r["ref"]) for r in change["beneath"]] == [
+        (BRUNO["cpf"], "hr", run["id"])
+    ]
+    # The run goes on with the answer: HR's driver is who it fines and e-mails.
+    (mail,) = smtp.received
+    assert mail.recipients == ["bruno@example.com"]
+    assert run["status"] == "succeeded"
+
+
 async def test_an_assign_with_the_time_asked_and_no_start_records_the_driver_from_that_time(
     client: Client, partner: Partner
 ) -> None:

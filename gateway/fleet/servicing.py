@@ -21,12 +21,12 @@ or ERP integration can call the same route from a flow (`call` step) or a partne
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.actions.body_check import BodyCheck
 from gateway.clock import utcnow
-from gateway.entities import EntityService
+from gateway.entities import EntityService, too_far_ahead
 from gateway.fleet.append import utc_text
 from gateway.fleet.fix import rfc3339_as_written
 from gateway.fleet.overview import vehicle_groups
@@ -35,8 +35,6 @@ from gateway.store import Doc, Store
 from gateway.store.fleet_rules import RuleResources
 
 MAX_KM = 10_000_000.0
-# A service dated later than this is a typo or a wrong clock, not a plan.
-FUTURE_TOLERANCE = timedelta(minutes=5)
 # A service dated before this is a typo (a two-digit year, 26, read as year 26): counted
 # from, it would make every plan of the vehicle due at once. Driver assignments start from
 # it too (`assignments.EARLIEST`).
@@ -126,7 +124,7 @@ def _time(check: BodyCheck, now: datetime) -> datetime:
             "/at", "at is an RFC 3339 time with an offset, e.g. 2026-12-01T12:00:00Z", "format"
         )
         return now
-    if written > now + FUTURE_TOLERANCE:
+    if too_far_ahead(written, now):  # a typo or a wrong clock, not a plan
         check.add("/at", "at is in the future: a service is recorded once done", "maximum")
         return now
     if written < EARLIEST:

@@ -250,11 +250,22 @@ class StepRunner:
                 ref=run.id,
                 author=f"flow:{run.flow}",
                 chain=run.chain,
+                behind_others=True,
             )
         except (InvalidPayload, NotFound) as exc:
             return {"recorded": False, "reason": exc.detail}
         chosen = result.assignment
         note = {"recorded": True, "changed": result.changed, "start": chosen.start.isoformat()}
+        if (other := result.behind) is not None:
+            # Another source's change at the answer's very start: which of the two is right,
+            # only people can tell. It stands; the answer is kept behind it (it stands again
+            # if that change is taken back).
+            reason = (
+                f"the history names {_named(other.driver)} ({other.source}, since "
+                f"{other.start.isoformat()}) from the answer's start, another source's change: "
+                "the answer is not written over it (kept behind it)"
+            )
+            return {**note, "recorded": False, "reason": reason}
         if spec.at is None or asked is None:
             return note
         # Recorded from the time asked or before it (a start after it failed the step:
@@ -269,7 +280,7 @@ class StepRunner:
         named = None if then is None else then.driver
         if named is not None and chosen.driver is not None and named["id"] == chosen.driver["id"]:
             return note
-        who = "nobody" if named is None else named.get("name") or named.get("cpf")
+        who = _named(named)
         since = "" if then is None else f" ({then.source}, since {then.start.isoformat()})"
         reason = (
             f"the history names {who}{since} at the time asked ({spec.at.text} = "
@@ -400,3 +411,8 @@ async def _build(action: Any, partner: Any, mapping: Any, local: dict[str, Any])
 
 def _said(status: int | None, message: str | None) -> str:
     return f"answered {status}" if status is not None else str(message or "no answer")
+
+
+def _named(driver: Mapping[str, Any] | None) -> str:
+    """A driver of the history as a note names them: their name, else their CPF."""
+    return "nobody" if driver is None else str(driver.get("name") or driver.get("cpf"))

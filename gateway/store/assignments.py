@@ -1,30 +1,39 @@
 """The `driver_assignments` collection: who drove which vehicle from when.
 
 A vehicle's history is a list of *changes*: `{_id, tenant, vehicle_id, plate, start, driver:
-{id, cpf, name} | null, source, ref?, author, recorded_at, due?, repeats?, unsynced?}`. A
+{id, cpf, name} | null, source, ref?, author, recorded_at, due?, repeats?, beneath?, unsynced?,
+version}`. A
 change lasts until the next one; `driver: null` means nobody drives the vehicle from
 `start`. The `_id` is `<tenant>:<vehicle id>:<start as fixed-width UTC text>`, so the primary
 index alone answers
 "the driver at T" (the last change at or before T) and pages through a history, and two
-reports of the same instant are one document (the later write wins, unless both name the
-same driver: then the first stands, and the second is told it changed nothing).
+reports of the same instant are one document: the later write stands (unless both name the
+same driver: then the first stands, and the second is told it changed nothing), and the
+reports it was written over stay beneath it (`beneath`, oldest first: `{driver, source, ref,
+author, recorded_at, chain, repeats?}`), so that withdrawing it leaves the latest of them
+standing (`AssignmentService.withdraw`). One reporter (source and ref) says one thing at an
+instant: its later word replaces its earlier one, which is not kept. An HR answer recorded
+`behind` another source's change at its instant is kept beneath it, not written over it.
 
 A change recorded ahead of its start (a scheduled one) carries `due` (its start) until the
 vehicle's `current_driver` has followed it (`due`, `done`): a sparse index holds only those.
 A report of the driver already in force records no change; the change keeps it in `repeats`
 (`{start, source, ref, author}`, `add_repeat`), so that a withdrawn change leaves what the
 later reports said (`AssignmentService.withdraw`). A change whose vehicle's `current_driver`
-could not follow a driver's rename carries `unsynced` until it has (`mark_unsynced`).
+could not follow a driver's rename carries `unsynced` until it has (`mark_unsynced`). Each
+write at an instant gives the document a new `version`, which the next one is guarded by.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from gateway.clock import utcnow
@@ -53,6 +62,24 @@ DUE_MIGRATION = "driver_assignments.due"
 _MARK_BATCH = 500
 MAX_REPEATS = 50
 """The later reports of its driver a change keeps (`repeats`), the first of each reporter."""
+MAX_BENEATH = 50
+"""The reports at its instant a change was written over that it keeps (`beneath`), the latest."""
+REPORT_FIELDS = ("driver", "source", "ref", "author", "recorded_at", "chain", "repeats")
+"""What a report written over keeps of its change (`beneath`): enough to stand again."""
+_RECORD_TRIES = 5
+
+AtInstant = Literal["replace", "behind", "never"]
+"""What a report does to a change of another driver already at its instant: `replace` it
+(the later write stands; the one written over is kept beneath it), stay `behind` it when
+another source recorded it (replacing one of its own source), or `never` write there (an
+end: the identification at that instant stands)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    written: bool
+    replaced: Doc | None = None  # the change at that instant it was written over (kept beneath)
+    behind: Doc | None = None  # the other source's change at that instant it was kept behind
 
 
 def change_id(tenant: str, vehicle_id: str, start: datetime) -> str:
@@ -88,6 +115,29 @@ def _prefix(tenant: str, vehicle_id: str) -> str:
     return f"{tenant}:{vehicle_id}:"
 
 
+def report_of(change: Mapping[str, Any]) -> dict[str, Any]:
+    """What a change keeps of a report at its instant that it was written over (`beneath`)."""
+    return {k: change[k] for k in REPORT_FIELDS if change.get(k) is not None}
+
+
+def _reporter(report: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Who reported it (source and ref): one reporter says one thing at an instant."""
+    return report["source"], report.get("ref")
+
+
+def _same_driver(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    return (a or {}).get("id") == (b or {}).get("id")
+
+
+def _kept(stack: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The latest `MAX_BENEATH` reports written over (the ones next to stand again)."""
+    return list(stack[-MAX_BENEATH:])
+
+
+def _version() -> str:
+    return uuid.uuid4().hex
+
+
 class AssignmentStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
@@ -96,42 +146,63 @@ class AssignmentStore:
         self.windowed = False
 
     async def record(
-        self, tenant: str, vehicle_id: str, fields: Mapping[str, Any], *, overwrite: bool = True
-    ) -> tuple[bool, Doc | None]:
+        self,
+        tenant: str,
+        vehicle_id: str,
+        fields: Mapping[str, Any],
+        *,
+        at_instant: AtInstant = "replace",
+    ) -> Recorded:
         """Store the change at `fields["start"]` unless that instant already holds a change to
         the same driver (a concurrent report of the same change: the first one stands), or,
-        with `overwrite=False` (an end), any change at all (the identification at that instant
-        stands). Returns (written, the change it replaced at the same instant or None)."""
+        as `at_instant` says, a change of another driver (`AtInstant`). Each try reads the
+        change at that instant and writes guarded by its `version`: a concurrent write
+        there makes it decide again against what that one left."""
+        doc_id = change_id(tenant, vehicle_id, fields["start"])
+        document = {**fields, "_id": doc_id, "tenant": tenant, "vehicle_id": vehicle_id}
+        said = _reporter(fields)
+        with translate_errors():
+            for _ in range(_RECORD_TRIES):
+                held: Doc | None = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
+                if held is None:
+                    try:
+                        await self._c.insert_one({**document, "version": _version()})
+                    except DuplicateKeyError:
+                        continue
+                    return Recorded(True)
+                if at_instant == "never" or _same_driver(held.get("driver"), fields["driver"]):
+                    return Recorded(False)
+                guard = scoped(tenant, {"_id": doc_id, "version": held.get("version")})
+                stack = [r for r in held.get("beneath") or () if _reporter(r) != said]
+                if at_instant == "behind" and held["source"] != fields["source"]:
+                    update = {"beneath": _kept([*stack, report_of(fields)]), "version": _version()}
+                    if (await self._c.update_one(guard, {"$set": update})).matched_count:
+                        return Recorded(False, behind=held)
+                    continue
+                if _reporter(held) != said:
+                    stack.append(report_of(held))
+                replacement = {**document, "beneath": _kept(stack), "version": _version()}
+                if (await self._c.replace_one(guard, replacement)).matched_count:
+                    return Recorded(True, replaced=held)
+        return Recorded(False)
+
+    async def restore(self, tenant: str, vehicle_id: str, fields: Mapping[str, Any]) -> bool:
+        """Put a report back at its instant (`fields`: a change's, with its `beneath`) where
+        a change was just withdrawn. A report written there meanwhile is later than it: it
+        stands, with the restored one (and what that one kept) beneath it; then False."""
         doc_id = change_id(tenant, vehicle_id, fields["start"])
         document = {**fields, "_id": doc_id, "tenant": tenant, "vehicle_id": vehicle_id}
         with translate_errors():
-            if not overwrite:
-                try:
-                    await self._c.insert_one(document)
-                except DuplicateKeyError:
-                    return False, None
-                return True, None
-            driver = fields["driver"]
-            differs = (
-                {"driver": {"$ne": None}}
-                if driver is None
-                else {"driver.id": {"$ne": driver["id"]}}
-            )
-            # The upsert inserts when nothing at that instant differs: a duplicate key then
-            # means either the same change is stored (not written), or another driver's change
-            # was inserted meanwhile, which the second try replaces (the later write wins).
-            for _ in range(2):
-                try:
-                    replaced = await self._c.find_one_and_update(
-                        scoped(tenant, {"_id": doc_id, **differs}),
-                        {"$set": {**fields, "vehicle_id": vehicle_id}},
-                        upsert=True,
-                        return_document=ReturnDocument.BEFORE,
-                    )
-                except DuplicateKeyError:
-                    continue
-                return True, replaced
-        return False, None
+            try:
+                await self._c.insert_one({**document, "version": _version()})
+            except DuplicateKeyError:
+                older = [*(fields.get("beneath") or ()), report_of(fields)]
+                await self._c.update_one(
+                    scoped(tenant, {"_id": doc_id}),
+                    {"$push": {"beneath": {"$each": older}}, "$set": {"version": _version()}},
+                )
+                return False
+        return True
 
     async def at(self, tenant: str, vehicle_id: str, when: datetime) -> Doc | None:
         """The change in force at `when`: the last one that started at or before it."""
@@ -199,31 +270,46 @@ class AssignmentStore:
     async def add_repeat(self, change: Doc, repeat: Mapping[str, Any]) -> None:
         """Keep on `change` (the one in force) a later report of its driver (`repeat`: start,
         source, ref, author): it records nothing, but stands if the change is withdrawn. One
-        per report (source and ref), its first, and at most `MAX_REPEATS` per change."""
+        per report (source and ref), its first, and at most `MAX_REPEATS` per change. A
+        reporter repeating the driver at the change's instant no longer says what it said
+        there before (its report `beneath`, which leaves)."""
         kept = change.get("repeats") or []
-        said = (repeat["source"], repeat.get("ref"))
-        if len(kept) >= MAX_REPEATS or any((r["source"], r.get("ref")) == said for r in kept):
+        said = _reporter(repeat)
+        update: dict[str, Any] = {}
+        beneath = change.get("beneath") or ()
+        if repeat["start"] == change["start"] and any(_reporter(r) == said for r in beneath):
+            update["$pull"] = {"beneath": {"source": said[0], "ref": said[1]}}
+        if not (
+            len(kept) >= MAX_REPEATS
+            or any(_reporter(r) == said for r in kept)
+            # the change's own report, relayed again
+            or (*_reporter(change), change["start"]) == (*said, repeat["start"])
+        ):
+            update["$push"] = {"repeats": dict(repeat)}
+        if not update:
             return
-        if (change["source"], change.get("ref"), change["start"]) == (*said, repeat["start"]):
-            return  # the change's own report, relayed again
         query = {"_id": change["_id"], "driver.id": (change.get("driver") or {}).get("id")}
         with translate_errors():
-            await self._c.update_one(
-                scoped(change["tenant"], query), {"$push": {"repeats": dict(repeat)}}
-            )
+            await self._c.update_one(scoped(change["tenant"], query), update)
 
-    async def drop_repeat(
+    async def drop_report(
         self, tenant: str, vehicle_id: str, start: datetime, match: Mapping[str, Any]
     ) -> None:
-        """A repeat taken back (its report withdrawn) leaves the change in force at `start`."""
+        """A report taken back (`match`: its source and ref) that recorded no change of its
+        own: a repeat leaves the `repeats` of the change in force at `start`, a report
+        written over leaves the `beneath` of the change at `start`."""
         in_force = await self.at(tenant, vehicle_id, start)
-        if in_force is None or not in_force.get("repeats"):
+        if in_force is None:
+            return
+        update: dict[str, Any] = {}
+        if in_force.get("repeats"):
+            update["repeats"] = {**match, "start": start}
+        if in_force["_id"] == change_id(tenant, vehicle_id, start) and in_force.get("beneath"):
+            update["beneath"] = dict(match)
+        if not update:
             return
         with translate_errors():
-            await self._c.update_one(
-                scoped(tenant, {"_id": in_force["_id"]}),
-                {"$pull": {"repeats": {**match, "start": start}}},
-            )
+            await self._c.update_one(scoped(tenant, {"_id": in_force["_id"]}), {"$pull": update})
 
     async def history(
         self, tenant: str, vehicle_id: str, *, before: str | None, limit: int
