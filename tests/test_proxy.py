@@ -560,6 +560,34 @@ async def test_a_partner_answering_204_with_a_body_is_answered_as_its_204(
     assert body == {"status": 204, "data": None}
 
 
+async def test_a_200_whose_chunked_body_is_malformed_is_a_502_at_once_naming_its_status(
+    client: Client,
+) -> None:
+    """`Transfer-Encoding: chunked` on a body that is not chunked, the body in a packet after
+    the head: the body's read never ended, the caller got a `504` after the partner's whole
+    timeout for a partner that answered 200 at once. Now the 200 is read and its body said
+    unusable, at once."""
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    async with raw_partner([head, b'{"ok":true}']) as url:
+        partner_doc = await create_partner(client, url.removesuffix("/hook"), timeout_seconds=10)
+        action = await create_action(
+            client, partner_doc["id"], mode="proxy", method="GET", path="/lookup"
+        )
+        started = time.monotonic()
+        response = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", headers=auth(), json={"payload": {}}
+        )
+    assert time.monotonic() - started < 3
+    problem = await response.json()
+    assert (response.status, problem["partner_status"]) == (502, 200)
+    assert problem["detail"] == (
+        "partner ERP answered 200 with an unusable body: "
+        "invalid HTTP answer body: Invalid character in chunk size"
+    )
+
+
 @pytest.mark.parametrize(
     ("raw", "content_type", "answer"),
     [
