@@ -315,6 +315,26 @@ async def test_encoded_delimiters_in_the_base_url_and_path_params_reach_the_part
     assert partner.requests[0].raw_path == "/tenant%3Dacme%2Cbr/fines/A%3BB%3DC%2CD"
 
 
+async def test_path_values_without_a_mapping_are_written_as_a_mapping_writes_them(
+    client: Client, partner: Partner
+) -> None:
+    """Filled from the payload without a mapping, `true` went to the partner as `/True` and an
+    object as Python's `{'a': 1}`: a boolean is `true`, an object refused (422) and not sent."""
+    action_id = await _proxy_action(client, partner.url, path="/veiculos/refrigerado/{r}")
+    invoke = f"/api/v1/actions/{action_id}/invoke"
+
+    answered = await client.post(invoke, headers=auth(), json={"payload": {"r": True}})
+    refused = await client.post(invoke, headers=auth(), json={"payload": {"r": {"a": 1}}})
+
+    assert answered.status == 200
+    assert [r.raw_path for r in partner.requests] == ["/veiculos/refrigerado/true"]
+    problem = await refused.json()
+    assert (refused.status, refused.content_type) == (422, "application/problem+json")
+    [error] = problem["errors"]
+    assert error["pointer"] == "/path/r"
+    assert error["message"] == "path parameter r is an object, not text for one segment"
+
+
 async def test_a_redirect_is_a_502_naming_where_it_pointed(
     client: Client, partner: Partner
 ) -> None:

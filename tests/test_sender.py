@@ -1276,6 +1276,33 @@ def test_build_url_encodes_params_and_query() -> None:
     )
 
 
+def test_path_values_are_written_as_a_request_mapping_writes_them() -> None:
+    """A path parameter filled without a mapping (from the entity's fields, a proxy call's
+    payload) was Python's `str()`: `/True`, `/4711.0`, while the query of the same call said
+    `true`. Both say what a request mapping writes."""
+    url = build_url(
+        "https://erp.example.com",
+        "/veiculos/{id}/refrigerado/{r}/{f}",
+        {"id": 4711.0, "r": True, "f": False},
+        [("ativo", True), ("id", 4711.0), ("km", 12.5)],
+    )
+    assert url == (
+        "https://erp.example.com/veiculos/4711/refrigerado/true/false?ativo=true&id=4711&km=12.5"
+    )
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, [1, 2], []], ids=["object", "array", "empty-array"])
+def test_an_object_or_array_path_value_is_refused_not_written_as_python(value: Any) -> None:
+    """`{'a': 1}` went to the partner as `%7B%27a%27%3A%201%7D`, Python's repr: no segment
+    a partner reads. It is refused, as a request mapping refuses it."""
+    with pytest.raises(InvalidPayload) as caught:
+        build_url("https://erp.example.com", "/v/{x}", {"x": value})
+    [problem] = caught.value.problems
+    assert (problem.pointer, problem.keyword) == ("/path/x", "type")
+    kind = "an object" if isinstance(value, dict) else "an array"
+    assert problem.message == f"path parameter x is {kind}, not text for one segment"
+
+
 @pytest.mark.parametrize("value", ["..", ".", ""])
 def test_path_params_cannot_escape_their_segment(value: str) -> None:
     with pytest.raises(InvalidPayload) as caught:
