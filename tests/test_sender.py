@@ -1524,6 +1524,19 @@ async def test_an_answer_whose_chunked_body_is_malformed_keeps_its_status_at_onc
     assert not outcome.readable
 
 
+@pytest.mark.parametrize("status", [200, 400])
+async def test_a_body_longer_than_its_content_length_keeps_its_status(
+    sender: Sender, status: int
+) -> None:
+    """Bytes after a complete answer in the packet of its head: aiohttp's C parser refused
+    the whole packet ("Bad status line"), the status lost, a delivery the partner took sent
+    again. The head reaches the parser alone: the answer ends where its head says."""
+    head = b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+    async with raw_partner(head % status + b'{}{"ok":true}') as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.json_body) == (status, None, {})
+
+
 BARE_LF_CSV = b"HTTP/1.0 200 OK\nContent-Type: text/csv\n\n"
 BARE_LF_JSON = b"HTTP/1.1 200 OK\nContent-Type: application/json\nContent-Length: %d\n\n"
 

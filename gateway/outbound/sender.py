@@ -881,9 +881,7 @@ def _without_urls(text: str) -> str:
 def _parser_said(exc: BaseException, said: str) -> str:
     """What the parser refused (`said`, raised as `exc`), on one line, without the bytes it
     quotes: they are the partner's head, whose values may be a session cookie or a token
-    (`Set-Cookie`), or its body, and no redactor knows them. A bad status line says what may
-    have come before it (aiohttp's C parser refuses a whole answer with bytes after its end
-    in the same packet, and the status it had read is lost)."""
+    (`Set-Cookie`), or its body, and no redactor knows them."""
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, LineTooLong):
         cause = cause.__cause__
@@ -891,12 +889,7 @@ def _parser_said(exc: BaseException, said: str) -> str:
         return f"a status line or header field longer than {HEAD_FIELD_MOST} bytes"
     lines = [line.strip() for line in said.splitlines()]
     text = _QUOTED.sub("", " ".join(line for line in lines if line.strip("^")))
-    text = " ".join(text.split()).rstrip(" :.")
-    if text.startswith("Bad status line"):
-        text += (
-            " (not HTTP, or bytes after a complete answer: a body longer than its Content-Length)"
-        )
-    return text
+    return " ".join(text.split()).rstrip(" :.")
 
 
 # A Python literal of bytes or text, as the parser quotes what it read.
