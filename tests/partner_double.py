@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -263,10 +263,14 @@ async def create_vehicle(client: Client, plate: str = "ABC1D23", **fields: Any) 
 
 
 @contextlib.asynccontextmanager
-async def raw_partner(reply: bytes, heads: list[bytes] | None = None) -> AsyncIterator[str]:
+async def raw_partner(
+    reply: bytes | Sequence[bytes], heads: list[bytes] | None = None
+) -> AsyncIterator[str]:
     """A TCP server that answers every request with `reply` bytes and hangs up; the head of
-    each request it got goes into `heads` when given."""
+    each request it got goes into `heads` when given. A list of parts is written part by
+    part, each in a packet of its own (a pause between them)."""
     handlers: list[asyncio.Task[None]] = []
+    parts = [reply] if isinstance(reply, bytes) else list(reply)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         handlers.append(asyncio.current_task())  # type: ignore[arg-type]
@@ -274,11 +278,17 @@ async def raw_partner(reply: bytes, heads: list[bytes] | None = None) -> AsyncIt
             head = await reader.readuntil(b"\r\n\r\n")
             if heads is not None:
                 heads.append(head)
-            writer.write(reply)
-            await writer.drain()
+            for index, part in enumerate(parts):
+                if index:
+                    await asyncio.sleep(0.05)
+                writer.write(part)
+                await writer.drain()
+        except ConnectionError:
+            pass  # the client hung up mid-answer, having refused what it read
         finally:
             writer.close()
-            await writer.wait_closed()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

@@ -1039,6 +1039,38 @@ async def test_a_partner_answering_204_with_a_body_is_delivered_once(
     assert attempt["message"] == "a 204 announcing a 4-byte body; the body was not read"
 
 
+@pytest.mark.parametrize(
+    ("status", "outcome"), [(200, "succeeded"), (400, "failed")], ids=["200", "400"]
+)
+async def test_a_partner_answering_with_a_malformed_chunked_body_is_sent_once(
+    client: Client, worker: DeliveryWorker, clock: FakeClock, status: int, outcome: str
+) -> None:
+    """`Transfer-Encoding: chunked` on a body that is not chunked, in the packet of the head:
+    the status was lost (`invalid_response`), a 200 the partner took sent again on the
+    whole schedule, a 400 retried, each a failure of the partner. The status decides: sent
+    once, the body said unusable."""
+    heads: list[bytes] = []
+    reply = (
+        b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'{"ok":true}' % status
+    )
+    async with raw_partner(reply, heads) as url:
+        partner_doc = await create_partner(client, url.removesuffix("/hook"))
+        action_doc = await create_action(client, partner_doc["id"])
+        await create_subscription(client, action_doc["id"])
+        vehicle = await create_vehicle(client)
+        await _odometer(client, vehicle, 5)
+        assert await _deliver(client, worker) == Counter({outcome: 1})
+        clock.advance(3600)
+        assert await worker.run_until_idle() == Counter()  # nothing left to send
+    assert len(heads) == 1
+    [delivery] = await _deliveries(client)
+    shown = await _delivery(client, delivery["id"])
+    assert (shown["status"], shown["last_status"]) == (outcome, status)
+    [attempt] = shown["attempts"]
+    assert (attempt["status"], attempt["error"]) == (status, "invalid_response")
+
+
 OTHER_KEY = "another-secret-key-of-another-host-0000000"
 
 

@@ -315,6 +315,26 @@ async def test_encoded_delimiters_in_the_base_url_and_path_params_reach_the_part
     assert partner.requests[0].raw_path == "/tenant%3Dacme%2Cbr/fines/A%3BB%3DC%2CD"
 
 
+async def test_path_values_without_a_mapping_are_written_as_a_mapping_writes_them(
+    client: Client, partner: Partner
+) -> None:
+    """Filled from the payload without a mapping, `true` went to the partner as `/True` and an
+    object as Python's `{'a': 1}`: a boolean is `true`, an object refused (422) and not sent."""
+    action_id = await _proxy_action(client, partner.url, path="/veiculos/refrigerado/{r}")
+    invoke = f"/api/v1/actions/{action_id}/invoke"
+
+    answered = await client.post(invoke, headers=auth(), json={"payload": {"r": True}})
+    refused = await client.post(invoke, headers=auth(), json={"payload": {"r": {"a": 1}}})
+
+    assert answered.status == 200
+    assert [r.raw_path for r in partner.requests] == ["/veiculos/refrigerado/true"]
+    problem = await refused.json()
+    assert (refused.status, refused.content_type) == (422, "application/problem+json")
+    [error] = problem["errors"]
+    assert error["pointer"] == "/path/r"
+    assert error["message"] == "path parameter r is an object, not text for one segment"
+
+
 async def test_a_redirect_is_a_502_naming_where_it_pointed(
     client: Client, partner: Partner
 ) -> None:
@@ -558,6 +578,34 @@ async def test_a_partner_answering_204_with_a_body_is_answered_as_its_204(
     body = await response.json()
     assert response.status == 200, body
     assert body == {"status": 204, "data": None}
+
+
+async def test_a_200_whose_chunked_body_is_malformed_is_a_502_at_once_naming_its_status(
+    client: Client,
+) -> None:
+    """`Transfer-Encoding: chunked` on a body that is not chunked, the body in a packet after
+    the head: the body's read never ended, the caller got a `504` after the partner's whole
+    timeout for a partner that answered 200 at once. Now the 200 is read and its body said
+    unusable, at once."""
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    async with raw_partner([head, b'{"ok":true}']) as url:
+        partner_doc = await create_partner(client, url.removesuffix("/hook"), timeout_seconds=10)
+        action = await create_action(
+            client, partner_doc["id"], mode="proxy", method="GET", path="/lookup"
+        )
+        started = time.monotonic()
+        response = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", headers=auth(), json={"payload": {}}
+        )
+    assert time.monotonic() - started < 3
+    problem = await response.json()
+    assert (response.status, problem["partner_status"]) == (502, 200)
+    assert problem["detail"] == (
+        "partner ERP answered 200 with an unusable body: "
+        "invalid HTTP answer body: Invalid character in chunk size"
+    )
 
 
 @pytest.mark.parametrize(

@@ -1301,6 +1301,33 @@ def test_build_url_encodes_params_and_query() -> None:
     )
 
 
+def test_path_values_are_written_as_a_request_mapping_writes_them() -> None:
+    """A path parameter filled without a mapping (from the entity's fields, a proxy call's
+    payload) was Python's `str()`: `/True`, `/4711.0`, while the query of the same call said
+    `true`. Both say what a request mapping writes."""
+    url = build_url(
+        "https://erp.example.com",
+        "/veiculos/{id}/refrigerado/{r}/{f}",
+        {"id": 4711.0, "r": True, "f": False},
+        [("ativo", True), ("id", 4711.0), ("km", 12.5)],
+    )
+    assert url == (
+        "https://erp.example.com/veiculos/4711/refrigerado/true/false?ativo=true&id=4711&km=12.5"
+    )
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, [1, 2], []], ids=["object", "array", "empty-array"])
+def test_an_object_or_array_path_value_is_refused_not_written_as_python(value: Any) -> None:
+    """`{'a': 1}` went to the partner as `%7B%27a%27%3A%201%7D`, Python's repr: no segment
+    a partner reads. It is refused, as a request mapping refuses it."""
+    with pytest.raises(InvalidPayload) as caught:
+        build_url("https://erp.example.com", "/v/{x}", {"x": value})
+    [problem] = caught.value.problems
+    assert (problem.pointer, problem.keyword) == ("/path/x", "type")
+    kind = "an object" if isinstance(value, dict) else "an array"
+    assert problem.message == f"path parameter x is {kind}, not text for one segment"
+
+
 @pytest.mark.parametrize("value", ["..", ".", ""])
 def test_path_params_cannot_escape_their_segment(value: str) -> None:
     with pytest.raises(InvalidPayload) as caught:
@@ -1362,13 +1389,14 @@ def test_no_auth_is_the_default() -> None:
             Verdict.SUCCESS,
         ),
         (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 4\r\n\r\nnull", 304, Verdict.FAIL),
+        (b"HTTP/1.1 204 No Content\nContent-Length: 4\n\nnull", 204, Verdict.SUCCESS),
         (
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nnull",
             204,
             Verdict.SUCCESS,
         ),
     ],
-    ids=["204", "204-with-length", "304", "100-then-204"],
+    ids=["204", "204-with-length", "304", "204-bare-lf-head", "100-then-204"],
 )
 async def test_a_body_on_a_204_or_304_is_ignored_and_the_status_kept(
     sender: Sender, reply: bytes, status: int, verdict: Verdict
@@ -1468,6 +1496,97 @@ async def test_a_body_on_the_answer_to_a_head_is_ignored_and_the_status_kept(
         outcome = await sender.send(OutboundRequest("HEAD", url, timeout=2), partner_id="erp")
     assert (outcome.status, outcome.error, outcome.verdict) == (200, None, Verdict.SUCCESS)
     assert (outcome.body_excerpt, outcome.message) == ("", None)
+
+
+NOT_CHUNKED = "Invalid character in chunk size"
+CHUNKED = b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "verdict", "said"),
+    [
+        ([CHUNKED % 200 + b'{"ok":true}'], 200, Verdict.SUCCESS, NOT_CHUNKED),
+        (
+            [CHUNKED % 400 + b'{"erro":"placa"}'],
+            400,
+            Verdict.FAIL,
+            "Invalid character in chunk size",
+        ),
+        ([CHUNKED % 200 + b"2\n{}\n0\n\n"], 200, Verdict.SUCCESS, "Expected LF after chunk size"),
+        ([CHUNKED % 200, b'{"ok":true}'], 200, Verdict.SUCCESS, NOT_CHUNKED),
+        ([CHUNKED % 503, b"2\n{}\n0\n\n"], 503, Verdict.RETRY, "Expected LF after chunk size"),
+        (
+            [CHUNKED % 200 + b"2\r\n{}\r\n0\r\nX-Trace: " + b"a" * 70_000 + b"\r\n\r\n"],
+            200,
+            Verdict.SUCCESS,
+            "a status line or header field longer than 65536 bytes",
+        ),
+    ],
+    ids=[
+        "not-chunked",
+        "not-chunked-400",
+        "bare-lf-chunk-lines",
+        "not-chunked-in-a-later-packet",
+        "bare-lf-chunk-lines-in-a-later-packet-503",
+        "trailer-past-64-kib",
+    ],
+)
+async def test_an_answer_whose_chunked_body_is_malformed_keeps_its_status_at_once(
+    sender: Sender, reply: list[bytes], status: int, verdict: Verdict, said: str
+) -> None:
+    """`Transfer-Encoding: chunked` on a body that is not chunked (an app or proxy copying its
+    upstream's header), chunk lines ending in a bare LF (small embedded stacks): aiohttp's C
+    parser refused the packet holding the head whole, the status lost (a 200 the partner
+    took sent again on the whole schedule, a 400 retried); in a later packet, the body's read
+    never ended, the call a `timeout` after the partner's whole timeout. The status decides,
+    `invalid_response` describes the body, and the call ends at once."""
+    started = time.monotonic()
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(post(url, timeout=5), partner_id="erp")
+    assert time.monotonic() - started < 2
+    assert (outcome.status, outcome.error, outcome.verdict) == (status, "invalid_response", verdict)
+    assert outcome.message == f"invalid HTTP answer body: {said}"
+    assert not outcome.readable
+
+
+@pytest.mark.parametrize("status", [200, 400])
+async def test_a_body_longer_than_its_content_length_keeps_its_status(
+    sender: Sender, status: int
+) -> None:
+    """Bytes after a complete answer in the packet of its head: aiohttp's C parser refused
+    the whole packet ("Bad status line"), the status lost, a delivery the partner took sent
+    again. The head reaches the parser alone: the answer ends where its head says."""
+    head = b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+    async with raw_partner(head % status + b'{}{"ok":true}') as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.json_body) == (status, None, {})
+
+
+BARE_LF_CSV = b"HTTP/1.0 200 OK\nContent-Type: text/csv\n\n"
+BARE_LF_JSON = b"HTTP/1.1 200 OK\nContent-Type: application/json\nContent-Length: %d\n\n"
+
+
+@pytest.mark.parametrize("kind", ["json-with-a-length", "close-delimited-text"])
+async def test_an_answer_whose_head_lines_end_in_a_bare_lf_is_read_whole(kind: str) -> None:
+    """A head of bare-LF line ends (hand-written servers, small embedded stacks), which
+    aiohttp's parser reads: the sender looked for its end as CRLF CRLF only, kept reading
+    the body as head and refused it past 256 KiB, mid-body; a close-delimited body was then
+    cut and read as complete. The head ends where the parser says, the body is read whole."""
+    if kind == "json-with-a-length":
+        body = orjson.dumps([{"placa": f"ABC{n:04d}", "km": n} for n in range(11_000)])
+        head = BARE_LF_JSON % len(body)
+    else:
+        body = b"".join(b"ABC%04d;%d\n" % (n, n * 7) for n in range(26_000))
+        head = BARE_LF_CSV
+    assert 300_000 < len(body) < 1024 * 1024
+    parts = [head] + [body[at : at + 60_000] for at in range(0, len(body), 60_000)]
+    async with Sender(LOCAL) as sender, raw_partner(parts) as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.body_cut) == (200, None, True)
+    if kind == "json-with-a-length":
+        assert outcome.json_body == orjson.loads(body)
+    else:
+        assert outcome.other_body is not None and outcome.other_body.body == body
 
 
 async def test_a_204_body_that_comes_after_the_next_request_is_skipped(sender: Sender) -> None:

@@ -15,9 +15,21 @@ and drops what follows it on that connection until the next request, closing the
 either, since its body may still be on the way (a HEAD's answer announces the GET's body,
 which does not follow). Stray bytes that come only after the next request went on the
 connection (a 204 or a HEAD's answer that announced nothing kept it) are skipped before that
-request's status line. Every other answer goes to aiohttp
-untouched: `AnswerHandler` only looks at the head of each answer, which it passes on as it
-arrives.
+request's status line. Every other answer goes to aiohttp as it
+arrives: `AnswerHandler` only looks at the head of each answer, which ends where the parser
+ends it, at an empty line after lines ending in CRLF or a bare LF (hand-written servers and
+small embedded stacks write `\n`).
+
+The head of an answer with a body reaches aiohttp's parser alone, before a byte of the
+body: the parser has the answer, and its status, before it reads the body's framing. A body
+it then refuses (`Transfer-Encoding: chunked` on a body that is not chunked, as an app or a
+proxy copying its upstream's header sends; chunk lines ending in a bare LF, as small
+embedded stacks write them; a trailer past the field limit) ends the body's read at once
+with `BodyRefused`, the status kept: in the same packet as the head the parser refused the
+whole packet and the status was lost, in a later one the body's read waited for the
+partner's whole timeout (aiohttp sets the parser's error on the connection, never on the
+body being read). A body cut by the gateway (a head past `HEAD_MOST`) ends so too, never as
+a complete one.
 
 The head of an answer is read as large as partners send them (a 9 KB session cookie, a long
 `Content-Security-Policy`, a CDN's 150 tracing headers: aiohttp's defaults, 8,190 bytes a line
@@ -32,10 +44,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from typing import Any, Final
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import _EXC_SENTINEL
+from aiohttp.helpers import set_exception as _set_exception
 from aiohttp.http_exceptions import HttpProcessingError
 
 EMPTY_ANSWERS: Final = frozenset({204, 304})
@@ -46,6 +61,19 @@ HEAD_FIELDS_MOST: Final = 256
 """The most header fields an answer read has."""
 HEAD_MOST: Final = 256 * 1024
 """The largest head of an answer read, its status line and every field."""
+_HEAD_END: Final = re.compile(rb"\n\r?\n")
+"""The empty line ending a head, its lines ending in CRLF or a bare LF, as the parser reads
+them (aiohttp's C parser is lenient of a missing CR)."""
+
+
+class BodyRefused(aiohttp.ClientPayloadError):
+    """The parser refused an answer's body after its head (its chunk framing, a trailer), or
+    the gateway cut it: the body is unusable, the answer's status stands. `message` is the
+    parser's, which may quote the bytes it refused."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class AnswerHandler(ResponseHandler):
@@ -69,9 +97,9 @@ class AnswerHandler(ResponseHandler):
         super().set_response_params(**params)
 
     def data_received(self, data: bytes) -> None:
-        if self._ordinary_head(data):
+        if (cut := self._ordinary_head(data)) is not None:
             self._watching = False
-            super().data_received(data)
+            self._pass_on(data, cut)
             return
         if self._dropping:
             if data:
@@ -89,15 +117,15 @@ class AnswerHandler(ResponseHandler):
         follows it, an interim 1xx before the answer it announces."""
         before = len(self._head)
         self._head += data
-        end = self._head.find(b"\r\n\r\n", max(before - 3, 0))
-        if end + 4 > HEAD_MOST or (end == -1 and len(self._head) > HEAD_MOST):
+        end = _head_end(self._head, max(before - 2, 0))
+        if end > HEAD_MOST or (end == -1 and len(self._head) > HEAD_MOST):
             self._refuse_head()
             return
         if end == -1:
             super().data_received(data)
             return
-        cut = end + 4 - before  # where the head ends in `data`
-        head = bytes(self._head[: end + 4])
+        cut = end - before  # where the head ends in `data`
+        head = bytes(self._head[:end])
         self._head.clear()
         status = _status(head)
         if self._ends_with_head(status):
@@ -114,18 +142,45 @@ class AnswerHandler(ResponseHandler):
                 self.data_received(data[cut:])
         else:
             self._watching = False
-            super().data_received(data)
+            self._pass_on(data, cut)
 
-    def _ordinary_head(self, data: bytes) -> bool:
+    def _ordinary_head(self, data: bytes) -> int | None:
         """The common case, passed on at once: the whole head of an answer with a body in
-        the first packet (what the rest of `data_received` would find, without copying it)."""
+        the first packet (what the rest of `data_received` would find, without copying it
+        into `_head`): where the head ends in `data`, None when it is not that case."""
         if not self._watching or self._head or self._resyncing or self._dropping:
-            return False
-        end = data.find(b"\r\n\r\n")
-        if not -1 < end <= HEAD_MOST - 4:
-            return False
-        status = _status(data[: data.find(b"\r\n")])
-        return status is not None and status >= 200 and not self._ends_with_head(status)
+            return None
+        end = _head_end(data)
+        if not -1 < end <= HEAD_MOST:
+            return None
+        status = _status(data)
+        if status is None or status < 200 or self._ends_with_head(status):
+            return None
+        return end
+
+    def _pass_on(self, data: bytes, cut: int) -> None:
+        """`data`, in which an answer's head ends at `cut`, handed to the parser: the head
+        alone first, so that a body the parser refuses in the same packet does not take the
+        answer with it (`set_exception`)."""
+        super().data_received(data[:cut])
+        if cut < len(data) and self.exception() is None:
+            super().data_received(data[cut:])
+
+    def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
+        """The parser refused what it read, or the gateway a head too long (both
+        `HttpProcessingError`s): the body being read, if any, ends with `BodyRefused` (aiohttp
+        sets the error on the connection only, and the body's read waited for the partner's
+        whole timeout, or, cut by us, ended as if complete)."""
+        body = self._payload
+        if (
+            isinstance(exc, HttpProcessingError)
+            and body is not None
+            and not body.is_eof()
+            and body.exception() is None
+        ):
+            cause = exc if exc_cause is _EXC_SENTINEL else exc_cause
+            _set_exception(body, BodyRefused(exc.message), cause)
+        super().set_exception(exc, exc_cause)
 
     def _ends_with_head(self, status: int | None) -> bool:
         """Whether the answer of `status` ends with its head: a 204 or 304, any final answer
@@ -168,8 +223,16 @@ class AnswerHandler(ResponseHandler):
             self.transport.close()
 
 
+def _head_end(data: bytes | bytearray, start: int = 0) -> int:
+    """Where the head in `data` ends (after its empty line), -1 when it does not yet."""
+    found = _HEAD_END.search(data, start)
+    return -1 if found is None else found.end()
+
+
 def _status(head: bytes) -> int | None:
-    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    """The status of the answer whose head starts `head`, None when it names none."""
+    end = head.find(b"\n")
+    parts = (head if end == -1 else head[:end]).rstrip(b"\r").split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         return None
     return int(parts[1])
@@ -178,7 +241,7 @@ def _status(head: bytes) -> int | None:
 def _announces_body(status: int, head: bytes) -> bool:
     """Whether the head of a 204 or 304 says a body follows: a `Transfer-Encoding`, or (on a
     204: a 304's is the length the document would have) a `Content-Length` above 0."""
-    for line in head.split(b"\r\n")[1:]:
+    for line in head.split(b"\n")[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"transfer-encoding":

@@ -43,6 +43,7 @@ from gateway.outbound.codings import ACCEPT_ENCODING, Inflater, Undecodable
 from gateway.outbound.connection import (
     HEAD_FIELD_MOST,
     HEAD_FIELDS_MOST,
+    BodyRefused,
     Connector,
     declared_body,
 )
@@ -855,7 +856,9 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
         said = _without_urls(str(exc.os_error.strerror or exc.os_error))
         return "connect", f"cannot connect to {exc.host}:{exc.port}: {said}"
     if isinstance(exc, aiohttp.ClientResponseError):
-        return "invalid_response", f"invalid HTTP answer: {_parser_said(exc)}"
+        return "invalid_response", f"invalid HTTP answer: {_parser_said(exc, exc.message)}"
+    if isinstance(exc, BodyRefused):  # after the head: the answer's status stands
+        return "invalid_response", f"invalid HTTP answer body: {_parser_said(exc, exc.message)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | OSError):
         return "reset", f"connection lost: {type(exc).__name__}: {_without_urls(str(exc))}"
     if isinstance(exc, ValueError):
@@ -884,25 +887,18 @@ def _without_urls(text: str) -> str:
     return _URL.sub("the partner's URL", text)
 
 
-def _parser_said(exc: aiohttp.ClientResponseError) -> str:
-    """What the parser refused, on one line, without the bytes it quotes: they are the
-    partner's head, whose values may be a session cookie or a token (`Set-Cookie`), and no
-    redactor knows them. A bad status line says what may have come before it (aiohttp's C
-    parser refuses a whole answer with bytes after its end in the same packet, and the
-    status it had read is lost)."""
+def _parser_said(exc: BaseException, said: str) -> str:
+    """What the parser refused (`said`, raised as `exc`), on one line, without the bytes it
+    quotes: they are the partner's head, whose values may be a session cookie or a token
+    (`Set-Cookie`), or its body, and no redactor knows them."""
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, LineTooLong):
         cause = cause.__cause__
     if isinstance(cause, LineTooLong):
         return f"a status line or header field longer than {HEAD_FIELD_MOST} bytes"
-    lines = [line.strip() for line in exc.message.splitlines()]
+    lines = [line.strip() for line in said.splitlines()]
     text = _QUOTED.sub("", " ".join(line for line in lines if line.strip("^")))
-    text = " ".join(text.split()).rstrip(" :.")
-    if text.startswith("Bad status line"):
-        text += (
-            " (not HTTP, or bytes after a complete answer: a body longer than its Content-Length)"
-        )
-    return text
+    return " ".join(text.split()).rstrip(" :.")
 
 
 # A Python literal of bytes or text, as the parser quotes what it read.

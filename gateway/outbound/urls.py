@@ -3,6 +3,7 @@ percent-encoded segment, and a query string."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -11,6 +12,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from yarl import URL
 
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats.json_tree import a_json_type
 
 # A path parameter in an action's path template: "/fines/{ait}".
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -39,18 +41,23 @@ def build_url(
 
     A parameter can never leave its segment: "/", "?", "#" and "%" are encoded, and "",
     "." and ".." are refused (URL normalisation would turn them into a different path), and
-    so is a value a server reads as "." or ".." (see `_dot_segment`).
+    so is a value a server reads as "." or ".." (see `_dot_segment`). Values are written as
+    text the way a request mapping writes them (`_text`); an object or an array is no
+    segment, refused.
     """
     texts, names, malformed = _template(path_template)
     problems: list[FieldProblem] = []
     parts = [texts[0]]
     for name, text in zip(names, texts[1:], strict=True):
         given = path_params.get(name)
-        value = "" if given is None else str(given)
+        value = "" if given is None or isinstance(given, dict | list) else _text(given)
         if given is None:
             problems.append(
                 FieldProblem(f"/path/{name}", f"path parameter {name} is missing", "required")
             )
+        elif isinstance(given, dict | list):
+            message = f"path parameter {name} is {a_json_type(given)}, not text for one segment"
+            problems.append(FieldProblem(f"/path/{name}", message, "type"))
         elif _UNRESERVED.fullmatch(value) and value not in (".", ".."):
             parts += (value, text)  # the common case: nothing to encode
             continue
@@ -70,7 +77,7 @@ def build_url(
     path = "".join(parts)
     url = base_url.rstrip("/") + ("/" + path.lstrip("/") if path else "")
     pairs = query.items() if isinstance(query, Mapping) else query
-    encoded = urlencode([(k, _query_value(v)) for k, v in pairs if v is not None])
+    encoded = urlencode([(k, _text(v)) for k, v in pairs if v is not None])
     return f"{url}{'&' if '?' in url else '?'}{encoded}" if encoded else url
 
 
@@ -95,9 +102,14 @@ def _template(template: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
     return tuple(pieces[0::2]), tuple(pieces[1::2]), malformed_template(template)
 
 
-def _query_value(value: object) -> str:
+def _text(value: object) -> str:
+    """A path or query value as text, as a request mapping writes one (`casts.to_string`):
+    `true`/`false` for booleans (Python wrote `True`), a whole number sent as a float as its
+    integer's digits (`4711.0`, a Java `Double`'s id, is `4711`), anything else as itself."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
     return str(value)
 
 
