@@ -522,3 +522,40 @@ async def test_a_change_stored_with_microseconds_before_starts_were_kept_to_the_
     [listed] = (await _get(client))["items"]
     assert listed["end"] is None and listed["driver"]["cpf"] == ANA, listed
     assert (await _get(client, "?at=2026-11-02T00:00:00Z"))["driver"]["end"] is None
+
+
+async def test_a_report_taken_back_while_another_is_recorded_at_its_instant_stays_gone(
+    client: Client,
+) -> None:
+    """c1 and c2 at one instant (c1 kept beneath c2); c3 recorded there while c1 is taken
+    back: c3's write, built from what it read before, put c1 beneath again, so that taking c3
+    and c2 back later let a deleted checklist's driver stand (rev26 F3)."""
+    store = client.app[services_key].notify.assignments._store
+    at = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+    def report(ref: str, who: str) -> dict[str, Any]:
+        driver = {"id": who, "cpf": "00000000000", "name": who}
+        return {"start": at, "driver": driver, "source": "checklist", "ref": ref, "author": "app"}
+
+    assert (await store.record("acme", "v1", report("c1", "a"))).written
+    assert (await store.record("acme", "v1", report("c2", "b"))).written
+    collection = store._c
+
+    class TakenBackMeanwhile:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(collection, name)
+
+        async def find_one(self, *args: Any, **kwargs: Any) -> Any:
+            held = await collection.find_one(*args, **kwargs)
+            store._c = collection  # c1 taken back between record's read and its write
+            await store.drop_report("acme", "v1", at, {"source": "checklist", "ref": "c1"})
+            return held
+
+    store._c = TakenBackMeanwhile()
+    try:
+        assert (await store.record("acme", "v1", report("c3", "c"))).written
+    finally:
+        store._c = collection
+    change = await store.at("acme", "v1", at)
+    assert change is not None and change["ref"] == "c3"
+    assert [r["ref"] for r in change.get("beneath", [])] == ["c2"], change

@@ -660,6 +660,34 @@ async def test_a_write_answer_does_not_tell_whether_a_hidden_field_held_what_was
     assert set(answers[0]) == {"id", "key", "created", "changed"} and answers[0]["changed"] == []
 
 
+ODOMETER_ONLY_FORWARD = """
+name: odo
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, required: true}
+  odometer_km: {from: km, only_forward: true}
+"""
+
+
+async def test_a_write_answer_does_not_tell_whether_a_hidden_odometer_is_above_a_guess(
+    client: Client,
+) -> None:
+    """An only-forward field `expose` hides, sent below the stored value: the answer carried
+    `"skipped": []` (the skipped field filtered out, the member left), which a write without
+    it had not: a bisection of the hidden odometer that writes nothing (rev26 F2)."""
+    stored = {**VEHICLE, "odometer_km": 150_000}
+    assert (
+        await client.post("/api/v1/entities/vehicle", json=stored, headers=auth())
+    ).status == 201
+    await upload_mapping(client, ODOMETER_ONLY_FORWARD)
+    trigger = await create_trigger(client, mapping="odo", expose=["plate", "status"])
+    below = await hook(client, trigger, {"placa": "ABC1D23", "km": 100_000})
+    without = await hook(client, trigger, {"placa": "ABC1D23"})
+    assert below == without and below[0] == 200, (below, without)
+
+
 async def test_a_partner_writing_back_part_of_a_whole_value_keeps_what_expose_hides(
     client: Client,
 ) -> None:

@@ -288,6 +288,7 @@ class AssignmentStore:
             update["$push"] = {"repeats": dict(repeat)}
         if not update:
             return
+        update["$set"] = {"version": _version()}  # a record() at its instant reads it again
         query = {"_id": change["_id"], "driver.id": (change.get("driver") or {}).get("id")}
         with translate_errors():
             await self._c.update_one(scoped(change["tenant"], query), update)
@@ -308,8 +309,11 @@ class AssignmentStore:
             update["beneath"] = dict(match)
         if not update:
             return
+        # a new `version`: a record() at this instant that read the change before writes
+        # nothing from that read (it would put the report taken back beneath again)
+        change = {"$pull": update, "$set": {"version": _version()}}
         with translate_errors():
-            await self._c.update_one(scoped(tenant, {"_id": in_force["_id"]}), {"$pull": update})
+            await self._c.update_one(scoped(tenant, {"_id": in_force["_id"]}), change)
 
     async def history(
         self, tenant: str, vehicle_id: str, *, before: str | None, limit: int

@@ -439,8 +439,8 @@ def _written(etype: str, result: WriteResult, sees: Sees | None) -> dict[str, An
     answer["changed"] = [c.field for c in result.changes if sees is None or sees(c.field)]
     if sees is None:
         answer["events"] = list(result.events)
-    if result.skipped:
-        answer["skipped"] = [f for f in result.skipped if sees is None or sees(f)]
+    if skipped := [f for f in result.skipped if sees is None or sees(f)]:
+        answer["skipped"] = skipped
     return answer
 
 
