@@ -98,8 +98,9 @@ class Settings:
     db_write_concern: str | int | None = None
     max_body_bytes: int = 1024 * 1024
     # Admin API and UI requests per second per tenant and per process (bursts of twice that);
-    # the same for calls without a valid admin token, per client address. A guard against
-    # runaway clients and floods, set above what a fuzzer or the proxy's callers send.
+    # the same for calls without a valid admin token, per client (its address, an IPv6 one's
+    # /64: gateway/web/client_address.py). A guard against runaway clients and floods, set
+    # above what a fuzzer or the proxy's callers send.
     admin_rate_limit: int = 1000
     # The proxies (addresses, CIDRs) whose Forwarded / X-Forwarded-For name the client, for
     # those per-client budgets and the token login's lockout (gateway/web/client_address.py).

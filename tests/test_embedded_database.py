@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -120,6 +121,33 @@ def test_start_stops_a_database_left_running_on_the_same_storage(tmp_path: Path)
         if leftover.poll() is None:
             leftover.kill()
             leftover.wait()
+
+
+def test_the_database_s_files_are_its_user_s_alone_whatever_the_umask(tmp_path: Path) -> None:
+    """Under the usual umask (022) the database's directory was 0755 and its files 0644 beside
+    the 0600 secret key: every local user read every tenant's data and the UI's password
+    hashes. The directory is 0700 (an open one an earlier gateway left is closed, with a
+    warning), the files the database, its launcher and its log write 0600."""
+    storage = tmp_path / "db"
+    storage.mkdir()
+    storage.chmod(0o755)  # a data dir of a gateway from before
+    before = os.umask(0o022)
+    try:
+        gateway = Gateway(tmp_path).start()  # inherits the umask
+    finally:
+        os.umask(before)
+    try:
+        body = {"name": "t", "entity_type": "vehicle"}
+        created = gateway.request("POST", "/api/v1/triggers", body, auth("acme"))
+        assert created[0] == 201, created
+        files = [tmp_path / "db.log", tmp_path / "db.pid", *storage.rglob("*")]
+        modes = {str(p): stat.S_IMODE(p.stat().st_mode) for p in files if p.is_file()}
+    finally:
+        gateway.stop()
+    assert stat.S_IMODE(storage.stat().st_mode) == 0o700
+    assert len(modes) > 10, modes  # the collections, the journal, the log and the pid
+    assert {p: oct(m) for p, m in modes.items() if m & 0o077} == {}
+    assert f"the embedded database's directory {storage} was open to other users" in gateway.log()
 
 
 def test_pid_file_naming_another_process_is_left_alone(tmp_path: Path) -> None:

@@ -194,6 +194,47 @@ async def test_a_metrics_token_that_is_no_utf_8_is_refused_not_a_500(
     assert status_line.split()[1] == b"401", status_line
 
 
+async def test_wrong_metrics_tokens_count_in_the_client_s_budget_of_refused_calls(
+    aiohttp_client: Any, make_app: Any, services: Any
+) -> None:
+    """Guesses of GATEWAY_METRICS_TOKEN (an operator's text, any length) were never limited:
+    over a thousand a second from one client, each a 401. They count per client, in one
+    budget with junk admin tokens (`GATEWAY_ADMIN_RATE_LIMIT` a second, bursts of twice
+    that), on `gateway serve` and on `gateway worker`'s listener; the right token is never
+    refused for a stranger's guesses."""
+    from dataclasses import replace
+
+    from gateway.config import Secret
+    from gateway.web.worker_listener import create_worker_app
+
+    limited = {"metrics_token": Secret("scrape-me"), "admin_rate_limit": 2}
+    client = await aiohttp_client(make_app(**limited))
+
+    async def scrape(token: str) -> int:
+        headers = {"Authorization": f"Bearer {token}"}
+        return (await client.get("/metrics", headers=headers)).status
+
+    guesses = [await scrape(f"guess-{n}") for n in range(8)]
+    assert guesses[:4] == [401] * 4 and guesses[-1] == 429, guesses
+    refused = await client.get("/metrics", headers={"Authorization": "Bearer guess"})
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert "over the admin limit" in (await refused.json())["detail"]
+    assert await scrape("scrape-me") == 200
+    # One budget with junk admin tokens: spent by the ones, it refuses the others.
+    other = await aiohttp_client(make_app(**limited))
+    junk = {"Authorization": "Bearer junk"}
+    assert [(await other.get("/api/v1/triggers", headers=junk)).status for _ in "abcd"] == [401] * 4
+    assert (await other.get("/metrics", headers={"Authorization": "Bearer guess"})).status == 429
+
+    worker_services = replace(services, settings=replace(services.settings, **limited))
+    worker = await aiohttp_client(create_worker_app(worker_services))
+    headers = {"Authorization": "Bearer guess"}
+    statuses = [(await worker.get("/metrics", headers=headers)).status for _ in range(8)]
+    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    scraped = await worker.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert scraped.status == 200
+
+
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
 

@@ -118,11 +118,11 @@ async def test_a_login_refused_before_its_check_is_not_counted_as_a_failure(
     """A login the process has no room to check (429 at once) was counted before its check:
     it is taken back, so an admin refused so is not locked out for it."""
     await make_user(services)
-    monkeypatch.setattr(passwords, "_held", passwords.MAX_CHECKS)
+    monkeypatch.setattr(passwords._USERS, "count", passwords.MAX_CHECKS)
     for _ in range(MAX_FAILURES):
         busy = await log_in(client)
         assert busy.status == 429 and "being checked" in await busy.text()
-    monkeypatch.setattr(passwords, "_held", 0)
+    monkeypatch.setattr(passwords._USERS, "count", 0)
     assert await services.store.db["ui_login_throttle"].count_documents({}) == 0
     assert (await log_in(client)).status == 303
 
@@ -278,12 +278,71 @@ async def test_a_client_naming_itself_in_a_forwarded_header_the_proxy_passed_is_
     assert victim.status == 200
 
 
-async def test_a_login_flood_holds_a_few_checks_per_address_and_a_bounded_number_in_all(
+async def _settled(tasks: list[asyncio.Task[Any]], *, held: int) -> None:
+    """Until every login but `held` (holding a check none can finish) is answered."""
+    for _ in range(1000):
+        if sum(t.done() for t in tasks) + held == len(tasks):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{sum(t.done() for t in tasks)} of {len(tasks)} answered")
+
+
+def _held() -> int:
+    return passwords._USERS.count + passwords._UNKNOWN.count
+
+
+async def test_a_login_flood_holds_a_few_checks_per_client_and_a_bounded_number_in_all(
     aiohttp_client: Any, make_app: Any
 ) -> None:
     """Password checks (scrypt, two at a time) never queue without bound behind a flood:
-    one address holds at most LOGIN_BURST of them, the process MAX_CHECKS, and past that a
-    login is a 429 with Retry-After at once, so an admin's login waits a few checks at most."""
+    one client holds at most LOGIN_BURST of them, logins for made-up e-mails
+    MAX_UNKNOWN_CHECKS in all, the users' MAX_CHECKS; past that a user's login is a 429 with
+    Retry-After at once, so an admin's login waits a few checks at most."""
+    client = await aiohttp_client(make_app(trusted_proxies=("127.0.0.0/8",)))
+    users = [await make_user(client.app[services_key], email=f"u{n}@acme.com.br") for n in "0123"]
+    token = await csrf(client, "/admin/login")
+
+    async def login(address: str, email: str, password: str = "wrong password") -> Any:
+        data = {"csrf": token, "tenant": "acme", "email": email, "password": password}
+        headers = {"X-Forwarded-For": address}
+        return await client.post("/admin/login", data=data, headers=headers, allow_redirects=False)
+
+    release = threading.Event()
+    blockers = [passwords._SCRYPT.submit(release.wait) for _ in range(2)]  # both threads busy
+    try:
+        flood = [asyncio.create_task(login("203.0.113.9", f"x{n}@made.up")) for n in range(10)]
+        await _settled(flood, held=passwords.MAX_UNKNOWN_CHECKS)
+        assert _held() == passwords._UNKNOWN.count == passwords.MAX_UNKNOWN_CHECKS
+        # Its burst, and a token the 2/s rate may have added while the 10 came in.
+        limited = [t.result() for t in flood if t.done() and t.result().status == 429]
+        assert 10 - LOGIN_BURST - 1 <= len(limited) <= 10 - LOGIN_BURST
+        # Guesses at the users' passwords from 12 clients (3 a user: none is locked).
+        guesses = [asyncio.create_task(login(f"198.51.100.{n}", users[n % 4])) for n in range(12)]
+        await _settled(flood + guesses, held=passwords.MAX_CHECKS + passwords.MAX_UNKNOWN_CHECKS)
+        assert passwords._USERS.count == passwords.MAX_CHECKS
+        refused = [t.result() for t in guesses if t.done()]
+        assert len(refused) == 12 - passwords.MAX_CHECKS
+        assert {r.status for r in refused} == {429}
+        assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+        # A login for no user is refused alike: the refusal says nothing of which exist.
+        nobody = await login("192.0.2.99", "nobody@acme.com.br")
+        assert nobody.status == 429 and "being checked" in await nobody.text()
+    finally:
+        release.set()
+    statuses = [r.status for r in await asyncio.gather(*guesses)]
+    assert sorted(statuses) == [401] * passwords.MAX_CHECKS + [429] * (12 - passwords.MAX_CHECKS)
+    assert {r.status for r in await asyncio.gather(*flood)} == {401, 429}
+    assert all(b.done() for b in blockers)
+    assert (await login("192.0.2.7", users[0], PASSWORD)).status == 303
+
+
+async def test_logins_for_made_up_e_mails_from_many_clients_leave_the_users_their_checks(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """Every login for an e-mail that is no user takes a password check (so its answer's time
+    says nothing): a flood of them from many clients took every check the process holds, and
+    the users' own logins were 429s for as long as it lasted. They hold a few checks of their
+    own; the others are answered as a check would answer them (401, as late), unchecked."""
     client = await aiohttp_client(make_app(trusted_proxies=("127.0.0.0/8",)))
     await make_user(client.app[services_key])
     token = await csrf(client, "/admin/login")
@@ -293,33 +352,68 @@ async def test_a_login_flood_holds_a_few_checks_per_address_and_a_bounded_number
         headers = {"X-Forwarded-For": address}
         return await client.post("/admin/login", data=data, headers=headers, allow_redirects=False)
 
-    async def settled(tasks: list[asyncio.Task[Any]]) -> None:
-        """Until each login is answered or holds a check (none can finish one)."""
-        for _ in range(1000):
-            if sum(t.done() for t in tasks) + passwords._held == len(tasks):
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"{sum(t.done() for t in tasks)} of {len(tasks)} answered")
-
     release = threading.Event()
     blockers = [passwords._SCRYPT.submit(release.wait) for _ in range(2)]  # both threads busy
     try:
-        flood = [asyncio.create_task(login("203.0.113.9", f"x{n}@made.up")) for n in range(10)]
-        await settled(flood)
-        # Its burst, and a token the 2/s rate may have added while the 10 came in.
-        assert LOGIN_BURST <= passwords._held <= LOGIN_BURST + 1
-        others = [asyncio.create_task(login(f"198.51.100.{n}", f"y{n}@made.up")) for n in range(6)]
-        await settled(flood + others)
-        assert passwords._held == passwords.MAX_CHECKS
-        refused = [t.result() for t in flood + others if t.done()]
-        assert {r.status for r in refused} == {429}
-        assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+        flood = [
+            asyncio.create_task(login(f"203.0.{n}.9", f"x{n}@made.up", "guess guess"))
+            for n in range(24)
+        ]
+        for _ in range(100):  # until the flood holds what it may, and the rest is answered
+            await asyncio.sleep(0.02)
+            if sum(t.done() for t in flood) >= 24 - passwords.MAX_CHECKS:
+                break
+        admin = asyncio.create_task(login("192.0.2.7", "ana@acme.com.br", PASSWORD))
+        await asyncio.sleep(0.2)
+        assert not admin.done() or admin.result().status != 429, "the admin's login: 429"
     finally:
         release.set()
-    statuses = sorted(r.status for r in await asyncio.gather(*flood, *others))
-    assert statuses == [401] * passwords.MAX_CHECKS + [429] * (16 - passwords.MAX_CHECKS)
+    assert (await admin).status == 303
+    assert {r.status for r in await asyncio.gather(*flood)} == {401}
     assert all(b.done() for b in blockers)
-    assert (await login("192.0.2.7", "ana@acme.com.br", PASSWORD)).status == 303
+
+
+async def test_an_ipv6_client_is_one_client_whichever_address_of_its_64_it_uses(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """One host has a whole IPv6 /64 to itself (any VPS, any home line): counted per address,
+    it logged in, pasted junk tokens and sent junk admin calls from a new address each time,
+    never limited. Its budgets and lockout are its /64's; an IPv4-mapped address is its IPv4."""
+    client = await aiohttp_client(make_app(trusted_proxies=("127.0.0.0/8",)))
+    token = await csrf(client, "/admin/login")
+
+    async def login(address: str) -> int:
+        email = f"x{address.replace(':', '.')}@made.up"  # its own lockout target each
+        data = {"csrf": token, "tenant": "acme", "email": email, "password": "guess"}
+        headers = {"X-Forwarded-For": address}
+        posted = client.post("/admin/login", data=data, headers=headers, allow_redirects=False)
+        return (await posted).status
+
+    host = [f"2001:db8:1:2:{n:x}:{n * 7:x}::{n + 1:x}" for n in range(LOGIN_BURST + 4)]
+    logins = await asyncio.gather(*(login(address) for address in host))  # at once
+    assert logins.count(401) in (LOGIN_BURST, LOGIN_BURST + 1), logins
+    assert logins.count(429) == len(host) - logins.count(401), logins
+    assert await login("2001:db8:1:3::1") == 401  # the next /64: another client
+    pasted = [await _paste(client, "junk", f"2001:db8:9:9::{n + 1:x}") for n in range(7)]
+    assert pasted == [401] * MAX_FAILURES + [429] * 2, pasted
+    assert await _paste(client, "junk", "[2001:db8:9:a::1]:4711") == 401
+
+    limited = await aiohttp_client(make_app(admin_rate_limit=2, trusted_proxies=("127.0.0.0/8",)))
+
+    async def api(address: str) -> int:
+        headers = {"Authorization": "Bearer junk", "X-Forwarded-For": address}
+        return (await limited.get("/api/v1/triggers", headers=headers)).status
+
+    calls = [await api(f"2001:db8:7:7::{n + 1:x}") for n in range(6)]
+    assert calls[0] == 401 and calls[-1] == 429, calls
+    hooks = []
+    for n in range(6):  # made-up trigger ids and junk tokens: the same budget, another /64
+        headers = {"Authorization": "Bearer x.y.z", "X-Forwarded-For": f"2001:db8:5:5::{n:x}"}
+        hooks.append((await limited.post(f"/hooks/trg_{n:020d}", json={}, headers=headers)).status)
+    assert hooks[0] == 401 and hooks[-1] == 429, hooks
+    mapped = [await api(a) for a in ("198.51.100.4", "::ffff:198.51.100.4") * 3]
+    assert mapped[0] == 401 and mapped[-1] == 429, mapped
+    assert await api("198.51.100.5") == 401
 
 
 async def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy() -> None:

@@ -8,6 +8,11 @@ it dies), and a second one is refused rather than stopping the first one's datab
 the lock, a start stops a database left running on the same storage by a gateway that could
 not stop it (e.g. one from before the launcher), after checking that the process really is
 `secantusd-py` on that storage.
+
+The database's files are the gateway user's alone, whatever the umask: they hold every
+tenant's data and the admin UI's password hashes, unsealed. Its directory is made 0700 (one
+an earlier start left open is closed, with a warning) and the database, the launcher and its
+log create their files 0600 (umask 077).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -37,6 +43,7 @@ from gateway.config import ConfigError, StartRefused
 log = logging.getLogger(__name__)
 
 EXECUTABLE = "secantusd-py"
+_PRIVATE_UMASK = 0o077  # the database's files: its user's only
 _LAUNCHER = Path(__file__).with_name("launcher.py")
 # The database child's whole environment: locale, paths, time zone and its own settings.
 # Never the gateway's secrets (GATEWAY_SECRET_KEY, tokens, MONGODB_URI credentials).
@@ -203,6 +210,32 @@ def running_uri(storage_path: Path, pid_file: Path) -> str | None:
     return _uri(host, int(port))
 
 
+def _make_private(storage_path: Path) -> None:
+    """The database's directory, created 0700, or made 0700 if other users could enter or
+    read it (a data dir of an earlier gateway): a warning says so, or that it could not be."""
+    storage_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(storage_path.stat().st_mode)
+    if not mode & 0o077:
+        return
+    try:
+        storage_path.chmod(0o700)
+    except OSError as exc:
+        log.warning(
+            "the embedded database's directory %s is open to other users (mode %03o) and "
+            "could not be made private (%s): every tenant's data is readable by them; "
+            "chmod 700 it",
+            storage_path,
+            mode,
+            exc.strerror,
+        )
+        return
+    log.warning(
+        "the embedded database's directory %s was open to other users (mode %03o): now 0700",
+        storage_path,
+        mode,
+    )
+
+
 def _uri(host: str, port: int) -> str:
     # retryWrites=false: SecantusDB keeps every retryable write's reply and scans them all on
     # each write, so its write rate collapses within minutes otherwise (SPEC §8).
@@ -260,7 +293,7 @@ class EmbeddedServer:
         self._give_up.set()
 
     def start(self, timeout: float = 30.0) -> None:
-        self.storage_path.mkdir(parents=True, exist_ok=True)
+        _make_private(self.storage_path)
         self._own()
         stop_stale(self.storage_path, self.pid_file, self._give_up)
         if self._give_up.is_set():
@@ -313,7 +346,9 @@ class EmbeddedServer:
             *(["--enable-test-commands"] if self.test_commands else []),
         ]
         try:
-            with self._log_path.open("ab") as log_file:  # the child keeps its own handle
+            log_fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(log_fd, "ab") as log_file:  # the child keeps its own handle
+                os.fchmod(log_fd, 0o600)  # one an earlier start wrote open
                 # A new session keeps a Ctrl-C in the terminal from reaching the child
                 # before we stop it.
                 self._proc = subprocess.Popen(
@@ -324,6 +359,7 @@ class EmbeddedServer:
                     start_new_session=True,
                     pass_fds=(read_fd,),
                     env=child_environment(os.environ),
+                    umask=_PRIVATE_UMASK,
                 )
         finally:
             os.close(read_fd)

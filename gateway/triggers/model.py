@@ -27,7 +27,7 @@ class HookCall:
     # Called once the caller is authenticated by a trigger whose `answers` is `as_called`:
     # from then on its answers may be written in the form it speaks (gateway/web/replies.py).
     as_called: Callable[[], None] | None = None
-    client: str = ""  # the caller's address, whose refused calls are counted
+    client: str = ""  # the key of the caller (web/client_address.py), whose refused calls count
 
 
 @dataclass(frozen=True, slots=True)

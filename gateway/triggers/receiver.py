@@ -165,8 +165,9 @@ class HookReceiver:
         self._metrics = metrics
         self._clock = clock
         self._limits = RateLimits()
-        # Calls refused for their credentials, per client address (shared with the admin
-        # API's: web/admin_auth.py), `client_rate` a second, bursts of twice that.
+        # Calls refused for their credentials, per client (its address, an IPv6 one's /64:
+        # web/client_address.py), shared with the admin API's (web/admin_auth.py),
+        # `client_rate` a second, bursts of twice that.
         self._clients = RateLimits() if clients is None else clients
         self._client_rate = client_rate
 

@@ -16,13 +16,14 @@ from gateway.ui.i18n import LANGUAGES
 from gateway.ui.middleware import end_session_cookie, session_cookie, typed_by
 from gateway.ui.rendering import local_path, redirect, render
 from gateway.ui.state import PREFIX, form_of, visitor_of
-from gateway.web.client_address import client_address
+from gateway.web.client_address import client_key
 from gateway.web.state import services_of
 
 _ONE_YEAR = 365 * 24 * 3600
-# Password logins a client address may try, a second and at once: a few, below what the
-# process holds (passwords.MAX_CHECKS), so one client cannot fill that; the burst lets one
-# more than the lockout's failures through, so a mistyping admin is told of the lockout.
+# Password logins a client (an address, an IPv6 one's /64: web/client_address.py) may try, a
+# second and at once: a few, below what the process holds (passwords.MAX_CHECKS), so one
+# client cannot fill that; the burst lets one more than the lockout's failures through, so a
+# mistyping admin is told of the lockout.
 LOGIN_RATE = 2
 LOGIN_BURST = MAX_FAILURES + 1
 # The prefix of a login form's fields that carry a form typed before the session ended.
@@ -45,9 +46,7 @@ async def login_password(request: web.Request) -> web.Response:
     form = Form({k: values.get(k, "") for k in ("tenant", "email", "next")})
     services = services_of(request)
     try:
-        wait = services.admin_limits.wait(
-            f"login:{client_address(request)}", LOGIN_RATE, LOGIN_BURST
-        )
+        wait = services.admin_limits.wait(f"login:{client_key(request)}", LOGIN_RATE, LOGIN_BURST)
         if wait:
             raise RateLimited(
                 f"over {LOGIN_RATE} logins a second from this address",
@@ -63,7 +62,7 @@ async def login_password(request: web.Request) -> web.Response:
 
 async def login_token(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
-    client = client_address(request) or "unknown"
+    client = client_key(request) or "unknown"
     try:
         session = await services_of(request).accounts.login_with_token(
             str(values.get("token", "")), client

@@ -54,7 +54,7 @@ from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, referer_page, render
 from gateway.ui.state import Visitor, form_key, visitor_key, visitor_of
 from gateway.web.admin_auth import admit
-from gateway.web.client_address import client_address
+from gateway.web.client_address import client_key
 from gateway.web.requests import read_form
 from gateway.web.state import services_of
 
@@ -134,7 +134,7 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     if visitor.session is not None:
         admit(request, f"ui:{visitor.session.tenant}", "for this tenant")
     else:  # a login page or form: counted as the API's calls without a valid token are
-        admit(request, f"client:{client_address(request)}", "from this address")
+        admit(request, f"client:{client_key(request)}", "from this address")
     if route not in PUBLIC and visitor.session is None:
         return await _signed_out(request, visitor, route)
     if request.method == "POST":

@@ -10,7 +10,7 @@ from aiohttp import web
 from gateway.auth.tokens import AdminClaims, bearer_token
 from gateway.errors import BadRequest, Forbidden, RateLimited, Unauthorized
 from gateway.paging import refuse_repeated
-from gateway.web.client_address import client_address
+from gateway.web.client_address import client_key
 from gateway.web.openapi import operation_of
 from gateway.web.state import services_of
 
@@ -44,7 +44,7 @@ async def _verify_and_admit(request: web.Request) -> AdminClaims:
             raise Unauthorized("an admin bearer token is required")
         claims = await services_of(request).admin_verifier.verify(token)
     except Unauthorized:
-        admit(request, f"client:{client_address(request)}", "from this address")
+        admit(request, f"client:{client_key(request)}", "from this address")
         raise
     admit(request, f"tenant:{claims.tenant}", "for this tenant")
     return claims

@@ -1,4 +1,5 @@
-"""Which client a request came from, behind the proxies the operator trusts.
+"""Which client a request came from, behind the proxies the operator trusts, and the key its
+budgets count under.
 
 The gateway serves plain HTTP: an https deployment puts a TLS proxy in front, and every
 request then comes from the proxy's address. The per-client budgets (the admin limit's for
@@ -11,6 +12,10 @@ itself a trusted proxy, read from the right (the hops a trusted proxy appended; 
 wrote before them is never believed). The other header is never read: a proxy that appends to
 one passes a client's own other header through untouched. A request from any other peer, or
 without that header, is from its peer. Nothing is trusted by default.
+
+A client's budgets and lockouts count under its key (`client_key`): an IPv4 address, or an
+IPv6 address's /64 (`2001:db8:1:2::/64`): one host holds a whole /64 (a VPS, a home line),
+and could give every request an address of its own; an IPv4-mapped IPv6 address is its IPv4.
 """
 
 from __future__ import annotations
@@ -27,18 +32,36 @@ from gateway.web.state import services_of
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _MAX_HOP_CHARS: Final = 64  # an address, bracketed and with a port; longer is no address
-_ADDRESS: Final = web.RequestKey("client_address", str)
+_IPV6_HOST_BITS: Final = 64  # what one IPv6 host may use: a /64's interface ids
+_KEY: Final = web.RequestKey("client_key", str)
 
 
-def client_address(request: web.Request) -> str:
-    """The client's address (text), worked out once per request."""
-    found = request.get(_ADDRESS)
+def client_key(request: web.Request) -> str:
+    """The key the client's budgets and lockouts count under (`key_of` its address), worked
+    out once per request."""
+    found = request.get(_KEY)
     if found is None:
         settings = services_of(request).settings
         trusted = trusted_networks(settings.trusted_proxies)
-        found = client_of(request.remote or "", request.headers, trusted, settings.forwarded_header)
-        request[_ADDRESS] = found
+        peer = request.remote or ""
+        found = key_of(client_of(peer, request.headers, trusted, settings.forwarded_header))
+        request[_KEY] = found
     return found
+
+
+def key_of(address: str) -> str:
+    """An IPv4 address as it is; an IPv6 address as its /64 (`2001:db8:1:2::/64`), or an
+    IPv4-mapped one (`::ffff:192.0.2.7`) as its IPv4; anything else (no address) as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    prefix = int(ip) >> _IPV6_HOST_BITS << _IPV6_HOST_BITS  # drops a zone (`%eth0`) too
+    return f"{ipaddress.IPv6Address(prefix)}/{128 - _IPV6_HOST_BITS}"
 
 
 @lru_cache(maxsize=8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 
@@ -10,6 +11,8 @@ from aiohttp import web
 from gateway.auth.tokens import bearer_token
 from gateway.errors import GatewayError, StoreUnavailable, Unauthorized, Unavailable
 from gateway.services import Services, jobs_alive, running_jobs
+from gateway.web.admin_auth import admit
+from gateway.web.client_address import client_key
 from gateway.web.openapi import operation, strict
 from gateway.web.problems import json_response
 from gateway.web.state import services_of
@@ -118,18 +121,26 @@ def _check_workers(services: Services) -> None:
     tag="operations",
     auth="none",
     database=False,
-    errors=(401,),  # with GATEWAY_METRICS_TOKEN set, a missing or wrong bearer token
+    # With GATEWAY_METRICS_TOKEN set, a missing or wrong bearer token (401), counted in the
+    # client's budget of refused calls (429 past it), as the admin API's are.
+    errors=(401, 429),
     response={"type": "string", "description": "the Prometheus text format, version 0.0.4"},
     media="text/plain",
 )
 async def metrics(request: web.Request) -> web.Response:
     services = services_of(request)
     expected = services.settings.metrics_token
-    if expected is not None:
-        given = bearer_token(request.headers) or ""
-        # A header's bytes that are no UTF-8 come as surrogates: compared as those bytes.
-        given_bytes = given.encode(errors="surrogateescape")
-        if not hmac.compare_digest(given_bytes, expected.value.encode()):
-            raise Unauthorized("the metrics token is missing or wrong")
+    given = bearer_token(request.headers) or ""
+    if expected is not None and not _same_token(given, expected.value):
+        admit(request, f"client:{client_key(request)}", "from this address")
+        raise Unauthorized("the metrics token is missing or wrong")
     body = services.metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+def _same_token(given: str, expected: str) -> bool:
+    """Compared as digests, in a time that says nothing of the token's length either
+    (`compare_digest` on the texts returns at once when the lengths differ). A header's bytes
+    that are no UTF-8 come as surrogates: compared as those bytes."""
+    given_digest = hashlib.sha256(given.encode(errors="surrogateescape")).digest()
+    return hmac.compare_digest(given_digest, hashlib.sha256(expected.encode()).digest())

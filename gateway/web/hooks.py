@@ -11,7 +11,7 @@ from gateway import write_fence
 from gateway.errors import PayloadTooLarge
 from gateway.triggers import HookCall
 from gateway.web import replies
-from gateway.web.client_address import client_address
+from gateway.web.client_address import client_key
 from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.requests import read_body
 from gateway.web.state import services_of
@@ -108,7 +108,7 @@ def _hook_call(request: web.Request, ref: str | None) -> HookCall:
         ref=ref,
         charset=request.charset,
         as_called=None if reply is None else reply.as_called,
-        client=client_address(request),
+        client=client_key(request),
     )
 
 
