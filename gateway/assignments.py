@@ -474,7 +474,11 @@ class AssignmentService:
             if latest["data"].get("current_driver") == wanted:
                 return
             by = _origin(in_force) if by_in_force and in_force is not None else origin
-            await self._entities.patch(tenant, "vehicle", vid, {"current_driver": wanted}, by)
+            # The driver's copy as the history holds it: a rename keeps the id and the CPF,
+            # which would take it for the stored driver sent again (`known_whole`).
+            await self._entities.patch(
+                tenant, "vehicle", vid, {"current_driver": wanted}, by, as_sent=True
+            )
 
 
 def _origin(change: Mapping[str, Any]) -> Origin:

@@ -50,6 +50,7 @@ from gateway.schemas.registry import (
     NATURAL_KEYS,
     NullPath,
     SchemaRegistry,
+    WholeValue,
     null_paths,
     reference_field,
 )
@@ -191,7 +192,7 @@ def visible_to(expose: Sequence[str] | None) -> Sees | None:
 def merge(
     base: Mapping[str, Any],
     patch: Mapping[str, Any],
-    whole: Mapping[str, Collection[str]] = MappingProxyType({}),
+    whole: Mapping[str, WholeValue] = MappingProxyType({}),
     sees: Sees | None = None,
 ) -> dict[str, Any]:
     """RFC 7396 JSON merge patch: objects merge recursively, null removes a member. An object
@@ -212,7 +213,7 @@ def merge(
         elif isinstance(value, Mapping):
             target = result.get(key)
             if key in whole:
-                target = _unseen(target, value, key, whole[key], sees)
+                target = _unseen(target, value, key, whole[key].identity, sees)
             result[key] = merge(target if isinstance(target, Mapping) else {}, value)
         else:
             result[key] = value
@@ -266,32 +267,57 @@ def behind(new: Any, old: Any) -> bool:
 
 
 def known_whole(
-    current: Doc, patch: Mapping[str, Any], whole: Collection[str]
+    current: Doc, patch: Mapping[str, Any], whole: Mapping[str, WholeValue]
 ) -> Mapping[str, Any]:
-    """`patch` without the whole values (`merge`'s `whole`) it sends as part of the stored
-    one: every member it sends is the stored value's (an identifier in any spelling). Such a
-    value is what the writer knows of the stored one (an ERP's `{cpf}` of the driver in
-    force, over the history's `{id, cpf, name}`): it stays as stored, and the write changes
-    nothing there; stripped of the members the writer does not know, it was written back
-    by the history at once, and again after each send, two events a send for ever. Only
-    while no event of the entity waits for the relay (`waiting`): one that does may be an
-    earlier report the history has not read, which this write, a later report, must follow
-    (`assignment_feed.py`). `patch` itself when it keeps every member."""
+    """`patch` without the whole values (`merge`'s `whole`) it sends again (`_sent_again`):
+    what the writer knows of the stored one (an ERP's `{cpf}` of the driver in force, over
+    the history's `{id, cpf, name}`; its `{cpf, name}` with the name as the ERP spells it).
+    It stays as stored, and the write changes nothing there; replaced by what was sent, it
+    was written back by the history at once, and again after each send, two events a send
+    for ever. Only while no event of the entity waits for the relay (`waiting`): one that
+    does may be an earlier report the history has not read, which this write, a later
+    report, must follow (`assignment_feed.py`). `patch` itself when it keeps every member."""
     if waiting(current):
         return patch
     stored = current["data"]
     kept = {
         key: value
         for key, value in patch.items()
-        if not (
-            key in whole
-            and isinstance(value, Mapping)
-            and value
-            and isinstance(held := stored.get(key), Mapping)
-            and all(_same_member(name, sent, held.get(name)) for name, sent in value.items())
-        )
+        if not (key in whole and _sent_again(value, stored.get(key), whole[key].named_by))
     }
     return patch if len(kept) == len(patch) else kept
+
+
+def _sent_again(sent: Any, held: Any, named_by: Collection[str]) -> bool:
+    """Whether the whole value `sent` is the stored `held` again: it names it by the members
+    that name the value on their own (`named_by`: a driver's `id`, `cpf`), one at least and
+    each as stored, whatever its other members say (the driver's `name` is the driver's,
+    which the history copies); or, naming it by none of them, every member it sends is the
+    stored value's (an identifier in any spelling)."""
+    if not (isinstance(sent, Mapping) and sent and isinstance(held, Mapping)):
+        return False
+    naming = [name for name in sent if name in named_by] or list(sent)
+    return all(_same_member(name, sent[name], held.get(name)) for name in naming)
+
+
+def merged_write(
+    current: Doc | None,
+    fields: Mapping[str, Any],
+    whole: Mapping[str, WholeValue],
+    sees: Sees | None = None,
+    *,
+    as_sent: bool = False,
+) -> dict[str, Any]:
+    """What a write of `fields` leaves of the entity `current`, before it is checked: merged
+    into its data (`merge`), a whole value it sends again left as stored (`known_whole`,
+    unless the write's whole values are `as_sent`: the history's copy of a driver); into
+    nothing for an entity not stored (None). The one rule the writes and the dry runs
+    (`mapping_files/dry_run.py`, `flows/dry_run.py`) share, so a dry run says what the
+    write does."""
+    if current is None:
+        return merge({}, fields, whole, sees)
+    known = fields if as_sent else known_whole(current, fields, whole)
+    return merge(current["data"], known, whole, sees)
 
 
 def waiting(current: Doc) -> bool:
@@ -497,7 +523,7 @@ class EntityService:
         a null removes its member (one the schema requires keeps it, at any depth: where it
         sent null, `SchemaRegistry.check`'s `nulled`). So whether a payload is accepted does
         not depend on whether its entity exists yet."""
-        return merge({}, change, self._schemas.whole_members(etype)), null_paths(change)
+        return merged_write(None, change, self._schemas.whole_members(etype)), null_paths(change)
 
     def natural_key(self, etype: str, data: Mapping[str, Any]) -> str:
         """The stored natural key. Vehicles use the Mercosul form of the plate, so ABC1234
@@ -700,7 +726,6 @@ class EntityService:
                 forward_only(current["data"], fields, forward) if forward else (fields, ())
             )
             whole = self._schemas.whole_members(etype)
-            known = known_whole(current, kept, whole)
             if (
                 remembered
                 and waiting(current)
@@ -714,7 +739,7 @@ class EntityService:
             result = await self._write(
                 tenant,
                 current,
-                merge(current["data"], known, whole, sees),
+                merged_write(current, kept, whole, sees),
                 origin,
                 extra_events,
                 event_detail,
@@ -818,9 +843,7 @@ class EntityService:
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             stored = current["data"]
             whole = self._schemas.whole_members(etype)
-            merged = merge(
-                stored, known_whole(current, kept, whole), whole, visible_to(upsert.visible)
-            )
+            merged = merged_write(current, kept, whole, visible_to(upsert.visible))
             data = keyed_as_stored(etype, stored, merged, create=upsert.create)
             clean = await self._check(tenant, etype, data, stored, null_paths(kept))
         except InvalidPayload as exc:
@@ -835,17 +858,26 @@ class EntityService:
         return (TogetherWrite(etype, nk, current, clean, events) if events else None), result
 
     async def patch(
-        self, tenant: str, etype: str, ref: str, patch: Mapping[str, Any], origin: Origin
+        self,
+        tenant: str,
+        etype: str,
+        ref: str,
+        patch: Mapping[str, Any],
+        origin: Origin,
+        *,
+        as_sent: bool = False,
     ) -> WriteResult:
         """`patch` merged into the entity's data as it is written over (read again after a
-        concurrent write)."""
+        concurrent write). `as_sent`: its whole values are written as sent, never taken for
+        the stored one sent again (`known_whole`): the history's own copy of a driver, a
+        rename keeping the id and CPF."""
         nk = (await self.get(tenant, etype, ref))["nk"]
         async with self._lanes.turn((tenant, etype, nk)):
             rounds = _Rounds()
             while True:
                 current = await self._current(rounds, tenant, etype, ref, nk)
                 whole = self._schemas.whole_members(etype)
-                merged = merge(current["data"], known_whole(current, patch, whole), whole)
+                merged = merged_write(current, patch, whole, as_sent=as_sent)
                 result = await self._write(
                     tenant, current, merged, origin, nulled=null_paths(patch)
                 )

@@ -115,6 +115,22 @@ def default_schema_dir() -> Path:
     return SCHEMAS
 
 
+@dataclass(frozen=True)
+class WholeValue:
+    """What a schema says of a member that is one value (`"x-whole": true`,
+    `SchemaRegistry.whole_members`)."""
+
+    identity: frozenset[str]
+    """Its members `"x-identity"` names, those saying which one the value is (a driver's
+    `id`, `cpf` and `name`): a write changing one is another value, which keeps none of the
+    members its writer cannot see (`entities.merge`)."""
+    named_by: frozenset[str] = frozenset()
+    """Its members `"x-named-by"` names, those naming the value on their own (a driver's
+    `id` and `cpf`; the `name` beside them is the driver entity's, which the history
+    copies): a write sending one of them as stored, and none otherwise, sends the stored
+    value again, whatever its other members say (`entities.known_whole`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaRegistry:
     _entities: Mapping[str, CompiledSchema]
@@ -138,18 +154,19 @@ class SchemaRegistry:
     def builtin_kinds(self) -> tuple[str, ...]:
         return tuple(self._kinds)
 
-    def whole_members(self, entity_type: str) -> Mapping[str, frozenset[str]]:
+    def whole_members(self, entity_type: str) -> Mapping[str, WholeValue]:
         """The top-level members of the type's schema marked `"x-whole": true`: an object that
         is one value (a vehicle's `current_driver`, its `last_service`, a supplier's
         `contact`), which a change replaces whole (`entities.merge`); merged, a partial one
         paired one driver's id with another's name and CPF, one service's plan with the
-        next service's date. Each with its members `"x-identity"` names, those saying which
-        one the value is (a driver's `id`, `cpf` and `name`): a write changing one is another
-        value, which keeps none of the members its writer cannot see."""
+        next service's date. Each with what its `x-identity` and `x-named-by` say
+        (`WholeValue`)."""
         properties = self._entity(entity_type).schema.get("properties") or {}
         return MappingProxyType(
             {
-                name: frozenset(sub.get("x-identity") or ())
+                name: WholeValue(
+                    frozenset(sub.get("x-identity") or ()), frozenset(sub.get("x-named-by") or ())
+                )
                 for name, sub in properties.items()
                 if isinstance(sub, Mapping) and sub.get("x-whole") is True
             }
