@@ -353,8 +353,8 @@ class AssignmentService:
 
     async def _follow_vehicles(self, tenant: str, changes: list[Doc]) -> None:
         """The `current_driver` of the vehicles of `changes` (rewritten) follows the history
-        (origin the first of them). A vehicle that cannot be written (a stored value its
-        schema now refuses, a write racing ours) is logged and its changes marked `unsynced`,
+        (origin the first of them). A vehicle that cannot be written (a plate stored before
+        its rule, a write racing ours) is logged and its changes marked `unsynced`,
         for the driver's next write to try again; the others follow (their marks taken off)."""
         for vid in sorted({c["vehicle_id"] for c in changes}):
             of_vehicle = [c for c in changes if c["vehicle_id"] == vid]

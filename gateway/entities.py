@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Hashable, Mapping, Sequence
@@ -57,6 +58,8 @@ from gateway.schemas.registry import (
 from gateway.store import Doc, Store, new_id
 from gateway.store.entities import FILTERABLE, TogetherWrite
 from gateway.store.occurrences import occurrence_key
+
+log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 32
 """Rounds an optimistic write (guarded by the entity's revision) may lose to other writers of
@@ -502,19 +505,32 @@ class EntityService:
         tenant: str,
         etype: str,
         data: Mapping[str, Any],
-        stored: Mapping[str, Any] | None = None,
+        current: Doc | None = None,
         nulled: Collection[NullPath] = (),
     ) -> dict[str, Any]:
         """The validated, normalised document; tenants' custom kinds use their own schema.
-        `stored`: the entity's data `data` is merged into (None: a new entity); `nulled`:
-        where the change merged into it sent null (`SchemaRegistry.check`)."""
+        `current`: the entity `data` is merged into (None: a new entity); `nulled`: where
+        the change merged into it sent null (`SchemaRegistry.check_write`). A stored value
+        the write leaves as it is, which a newer rule refuses, fails no write: it stays as
+        stored, and the write says so in the log (its pointer, never its value)."""
+        stored = None if current is None else current["data"]
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for_write(tenant, data.get("kind"))
             data = paid_on_kept(data, stored)
-        return self._schemas.check(
+        checked = self._schemas.check_write(
             etype, data, kind_schema=kind_schema, stored=stored, nulled=nulled
         )
+        if checked.left and current is not None:
+            log.warning(
+                "%s %r of tenant %s: written leaving stored values the schema refuses as "
+                "they are: %s; a write sending valid values (or null) corrects them",
+                etype,
+                current["nk"],
+                tenant,
+                ", ".join(f"{p.pointer} ({p.keyword})" for p in checked.left),
+            )
+        return checked.document
 
     def _merged_into_nothing(
         self, etype: str, change: Mapping[str, Any]
@@ -845,7 +861,7 @@ class EntityService:
             whole = self._schemas.whole_members(etype)
             merged = merged_write(current, kept, whole, visible_to(upsert.visible))
             data = keyed_as_stored(etype, stored, merged, create=upsert.create)
-            clean = await self._check(tenant, etype, data, stored, null_paths(kept))
+            clean = await self._check(tenant, etype, data, current, null_paths(kept))
         except InvalidPayload as exc:
             problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
             raise exc.restated(f"{etype} {nk!r}: {exc.detail}", problems) from None
@@ -902,7 +918,7 @@ class EntityService:
         sent null). None: `current` was stale."""
         etype = current["type"]
         data = keyed_as_stored(etype, current["data"], data, create=create)
-        clean = await self._check(tenant, etype, data, current["data"], nulled)
+        clean = await self._check(tenant, etype, data, current, nulled)
         if self.natural_key(etype, clean) != current["nk"]:
             raise Conflict("the natural key of an entity cannot change; create a new one")
         return await self._replace(tenant, current, clean, origin, extra_events, event_detail)

@@ -527,9 +527,10 @@ async def test_a_renamed_driver_is_renamed_on_the_vehicles_they_drive(client: Cl
 async def test_a_rename_reaches_every_vehicle_though_one_of_them_cannot_be_written(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A vehicle whose write the schema refuses (a value stored before a rule) stopped the
-    rename half way, silently: the vehicles after it kept the old name for good, and the
-    relay's retry found the history renamed and nothing left to do."""
+    """A vehicle whose write the schema refuses (a plate stored before its rule: a natural
+    key's problem is every write's) stopped the rename half way, silently: the vehicles
+    after it kept the old name for good, and the relay's retry found the history renamed
+    and nothing left to do."""
     await _driven_by_bruno(client)
     await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9K87"})
     drivers = "/api/v1/entities/vehicle/XYZ9K87/drivers"
@@ -538,18 +539,18 @@ async def test_a_rename_reaches_every_vehicle_though_one_of_them_cannot_be_writt
     await drain(services)
     entities = services.store.entities._c
     poisoned = {"type": "vehicle", "data.plate": "ABC1D23"}  # the first vehicle followed
-    assert (await entities.update_one(poisoned, {"$set": {"data.odometer_km": -5}})).modified_count
+    assert (await entities.update_one(poisoned, {"$set": {"data.plate": "ABCD123"}})).modified_count
     await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"name": "Bruno Neto"})
     await drain(services)
     other = await get(client, "/api/v1/entities/vehicle/XYZ9K87")
     assert other["current_driver"]["name"] == "Bruno Neto"
-    stuck = await entities.find_one(poisoned)
+    stuck = await entities.find_one({"type": "vehicle", "data.plate": "ABCD123"})
     assert stuck["data"]["current_driver"]["name"] == "Bruno Lima"
     assert any("current_driver not brought up to date" in r.getMessage() for r in caplog.records)
     history = services.store.notify.assignments._c
     assert await history.count_documents({"unsynced": True}) == 1  # ABC1D23's change of Bruno
     # the vehicle corrected, the driver's next write (of anything) finishes what was left
-    await _patch(client, "/api/v1/entities/vehicle/ABC1D23", {"odometer_km": 1000})
+    await _patch(client, "/api/v1/entities/vehicle/ABC1D23", {"plate": "ABC1D23"})
     await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"email": "bruno@example.com"})
     await drain(services)
     change, field = await _now(client)

@@ -23,10 +23,10 @@ from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
 from gateway.schemas.ids import canonical_plate_key, normalize_identifier
 from gateway.schemas.kind_keys import key_problems
 from gateway.schemas.problems import (
+    left_as_stored,
     nul_key_problems,
     pointer,
     root_problem,
-    without_stored_values,
 )
 from gateway.schemas.walk import COMBINATORS, Resolver
 from gateway.shipped import SCHEMAS
@@ -116,6 +116,18 @@ def default_schema_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class Checked:
+    """A write's document as `SchemaRegistry.check_write` validated it."""
+
+    document: dict[str, Any]
+    """Normalised, as it is stored."""
+    left: tuple[FieldProblem, ...] = ()
+    """The problems of stored values the write leaves as they are (a phone stored before a
+    stricter rule, a value a kind's replaced schema refuses): kept as stored, never the
+    write's to fail for; each names its pointer and keyword, never the value."""
+
+
+@dataclass(frozen=True)
 class WholeValue:
     """What a schema says of a member that is one value (`"x-whole": true`,
     `SchemaRegistry.whole_members`)."""
@@ -196,13 +208,28 @@ class SchemaRegistry:
         stored: Mapping[str, Any] | None = None,
         nulled: Collection[NullPath] = (),
     ) -> dict[str, Any]:
+        """`check_write`'s document."""
+        return self.check_write(
+            entity_type, doc, kind_schema=kind_schema, stored=stored, nulled=nulled
+        ).document
+
+    def check_write(
+        self,
+        entity_type: str,
+        doc: Any,
+        *,
+        kind_schema: CompiledSchema | None = None,
+        stored: Mapping[str, Any] | None = None,
+        nulled: Collection[NullPath] = (),
+    ) -> Checked:
         """The normalised document (a new dict; identifiers stripped of formatting, plates
-        upper case without dash), or InvalidPayload listing every problem. `stored` is the
-        entity's stored data when `doc` is a write merged into it: its key was chosen then
-        (`kind_keys`), and a problem does not quote a value of it the write did not send
-        (`without_stored_values`). `nulled`: where the change merged into it (or into
-        nothing: a new entity) sent null, which that merge removed (`null_paths`,
-        `_required_nulls`).
+        upper case without dash), or InvalidPayload listing every problem of the write.
+        `stored` is the entity's stored data when `doc` is a write merged into it: its key
+        was chosen then (`kind_keys`); a problem the stored data had already, at a value the
+        write leaves as it is, is not the write's (`Checked.left`); and a problem does not
+        quote a value the write did not send (`left_as_stored`). `nulled`: where the change
+        merged into it (or into nothing: a new entity) sent null, which that merge removed
+        (`null_paths`, `_required_nulls`).
 
         Identifiers are normalised before validation, so what is validated is what is stored.
         """
@@ -213,13 +240,18 @@ class SchemaRegistry:
             if below:
                 doc = self._required_nulls_below(entity_type, doc, kind_schema, below)
         normalised, problems = self._run(entity_type, doc, kind_schema, stored)
+        left: list[FieldProblem] = []
         if problems and stored is not None:
-            problems = without_stored_values(problems, doc, stored, NATURAL_KEYS[entity_type])
+            # The stored data's own problems (a rare path: only a write with problems).
+            _, had = self._run(entity_type, stored, kind_schema, stored)
+            before = {(p.pointer, p.keyword) for p in had}
+            keys = NATURAL_KEYS[entity_type]
+            problems, left = left_as_stored(problems, doc, stored, before, keys)
         if problems:
             raise invalid(entity_type, problems)
         if not isinstance(normalised, dict):  # unreachable while every schema says object
             raise invalid(entity_type, [root_problem("must be a JSON object", "type")])
-        return normalised
+        return Checked(normalised, tuple(left))
 
     def _required_nulls(
         self,
