@@ -523,8 +523,8 @@ class EntityService:
         )
         if checked.left and current is not None:
             log.warning(
-                "%s %r of tenant %s: written leaving stored values the schema refuses as "
-                "they are: %s; a write sending valid values (or null) corrects them",
+                "%s %r of tenant %s: a write leaves stored values the schema refuses as they "
+                "are: %s; a write sending valid values (or null) corrects them",
                 etype,
                 current["nk"],
                 tenant,
