@@ -74,7 +74,7 @@ def left_as_stored(
     it. One at a value left as stored that the write's other changes make invalid (a member
     another member's value constrains) says so; one at an object the write merged into (the
     document itself, a member object) names its keyword only, for its value holds stored
-    members. Every problem of each list is said so."""
+    members. Those left say so, naming no value either."""
     identity = {pointer([key]) for key in keys}
     own: list[FieldProblem] = []
     left: list[FieldProblem] = []
