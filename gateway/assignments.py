@@ -429,8 +429,8 @@ class AssignmentService:
 
     async def _follow_vehicles(self, tenant: str, changes: list[Doc]) -> None:
         """The `current_driver` of the vehicles of `changes` (rewritten) follows the history
-        (origin the first of them). A vehicle that cannot be written (a stored value its
-        schema now refuses, a write racing ours) is logged and its changes marked `unsynced`,
+        (origin the first of them). A vehicle that cannot be written (a plate stored before
+        its rule, a write racing ours) is logged and its changes marked `unsynced`,
         for the driver's next write to try again; the others follow (their marks taken off)."""
         for vid in sorted({c["vehicle_id"] for c in changes}):
             of_vehicle = [c for c in changes if c["vehicle_id"] == vid]
@@ -550,7 +550,11 @@ class AssignmentService:
             if latest["data"].get("current_driver") == wanted:
                 return
             by = _origin(in_force) if by_in_force and in_force is not None else origin
-            await self._entities.patch(tenant, "vehicle", vid, {"current_driver": wanted}, by)
+            # The driver's copy as the history holds it: a rename keeps the id and the CPF,
+            # which would take it for the stored driver sent again (`known_whole`).
+            await self._entities.patch(
+                tenant, "vehicle", vid, {"current_driver": wanted}, by, as_sent=True
+            )
 
 
 def _origin(change: Mapping[str, Any]) -> Origin:

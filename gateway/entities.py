@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Hashable, Mapping, Sequence
@@ -50,12 +51,15 @@ from gateway.schemas.registry import (
     NATURAL_KEYS,
     NullPath,
     SchemaRegistry,
+    WholeValue,
     null_paths,
     reference_field,
 )
 from gateway.store import Doc, Store, new_id
 from gateway.store.entities import FILTERABLE, TogetherWrite
 from gateway.store.occurrences import occurrence_key
+
+log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 32
 """Rounds an optimistic write (guarded by the entity's revision) may lose to other writers of
@@ -194,7 +198,7 @@ def visible_to(expose: Sequence[str] | None) -> Sees | None:
 def merge(
     base: Mapping[str, Any],
     patch: Mapping[str, Any],
-    whole: Mapping[str, Collection[str]] = MappingProxyType({}),
+    whole: Mapping[str, WholeValue] = MappingProxyType({}),
     sees: Sees | None = None,
 ) -> dict[str, Any]:
     """RFC 7396 JSON merge patch: objects merge recursively, null removes a member. An object
@@ -215,7 +219,7 @@ def merge(
         elif isinstance(value, Mapping):
             target = result.get(key)
             if key in whole:
-                target = _unseen(target, value, key, whole[key], sees)
+                target = _unseen(target, value, key, whole[key].identity, sees)
             result[key] = merge(target if isinstance(target, Mapping) else {}, value)
         else:
             result[key] = value
@@ -269,32 +273,57 @@ def behind(new: Any, old: Any) -> bool:
 
 
 def known_whole(
-    current: Doc, patch: Mapping[str, Any], whole: Collection[str]
+    current: Doc, patch: Mapping[str, Any], whole: Mapping[str, WholeValue]
 ) -> Mapping[str, Any]:
-    """`patch` without the whole values (`merge`'s `whole`) it sends as part of the stored
-    one: every member it sends is the stored value's (an identifier in any spelling). Such a
-    value is what the writer knows of the stored one (an ERP's `{cpf}` of the driver in
-    force, over the history's `{id, cpf, name}`): it stays as stored, and the write changes
-    nothing there; stripped of the members the writer does not know, it was written back
-    by the history at once, and again after each send, two events a send for ever. Only
-    while no event of the entity waits for the relay (`waiting`): one that does may be an
-    earlier report the history has not read, which this write, a later report, must follow
-    (`assignment_feed.py`). `patch` itself when it keeps every member."""
+    """`patch` without the whole values (`merge`'s `whole`) it sends again (`_sent_again`):
+    what the writer knows of the stored one (an ERP's `{cpf}` of the driver in force, over
+    the history's `{id, cpf, name}`; its `{cpf, name}` with the name as the ERP spells it).
+    It stays as stored, and the write changes nothing there; replaced by what was sent, it
+    was written back by the history at once, and again after each send, two events a send
+    for ever. Only while no event of the entity waits for the relay (`waiting`): one that
+    does may be an earlier report the history has not read, which this write, a later
+    report, must follow (`assignment_feed.py`). `patch` itself when it keeps every member."""
     if waiting(current):
         return patch
     stored = current["data"]
     kept = {
         key: value
         for key, value in patch.items()
-        if not (
-            key in whole
-            and isinstance(value, Mapping)
-            and value
-            and isinstance(held := stored.get(key), Mapping)
-            and all(_same_member(name, sent, held.get(name)) for name, sent in value.items())
-        )
+        if not (key in whole and _sent_again(value, stored.get(key), whole[key].named_by))
     }
     return patch if len(kept) == len(patch) else kept
+
+
+def _sent_again(sent: Any, held: Any, named_by: Collection[str]) -> bool:
+    """Whether the whole value `sent` is the stored `held` again: it names it by the members
+    that name the value on their own (`named_by`: a driver's `id`, `cpf`), one at least and
+    each as stored, whatever its other members say (the driver's `name` is the driver's,
+    which the history copies); or, naming it by none of them, every member it sends is the
+    stored value's (an identifier in any spelling)."""
+    if not (isinstance(sent, Mapping) and sent and isinstance(held, Mapping)):
+        return False
+    naming = [name for name in sent if name in named_by] or list(sent)
+    return all(_same_member(name, sent[name], held.get(name)) for name in naming)
+
+
+def merged_write(
+    current: Doc | None,
+    fields: Mapping[str, Any],
+    whole: Mapping[str, WholeValue],
+    sees: Sees | None = None,
+    *,
+    as_sent: bool = False,
+) -> dict[str, Any]:
+    """What a write of `fields` leaves of the entity `current`, before it is checked: merged
+    into its data (`merge`), a whole value it sends again left as stored (`known_whole`,
+    unless the write's whole values are `as_sent`: the history's copy of a driver); into
+    nothing for an entity not stored (None). The one rule the writes and the dry runs
+    (`mapping_files/dry_run.py`, `flows/dry_run.py`) share, so a dry run says what the
+    write does."""
+    if current is None:
+        return merge({}, fields, whole, sees)
+    known = fields if as_sent else known_whole(current, fields, whole)
+    return merge(current["data"], known, whole, sees)
 
 
 def waiting(current: Doc) -> bool:
@@ -484,19 +513,32 @@ class EntityService:
         tenant: str,
         etype: str,
         data: Mapping[str, Any],
-        stored: Mapping[str, Any] | None = None,
+        current: Doc | None = None,
         nulled: Collection[NullPath] = (),
     ) -> dict[str, Any]:
         """The validated, normalised document; tenants' custom kinds use their own schema.
-        `stored`: the entity's data `data` is merged into (None: a new entity); `nulled`:
-        where the change merged into it sent null (`SchemaRegistry.check`)."""
+        `current`: the entity `data` is merged into (None: a new entity); `nulled`: where
+        the change merged into it sent null (`SchemaRegistry.check_write`). A stored value
+        the write leaves as it is, which a newer rule refuses, fails no write: it stays as
+        stored, and the write says so in the log (its pointer, never its value)."""
+        stored = None if current is None else current["data"]
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for_write(tenant, data.get("kind"))
             data = paid_on_kept(data, stored)
-        return self._schemas.check(
+        checked = self._schemas.check_write(
             etype, data, kind_schema=kind_schema, stored=stored, nulled=nulled
         )
+        if checked.left and current is not None:
+            log.warning(
+                "%s %r of tenant %s: a write leaves stored values the schema refuses as they "
+                "are: %s; a write sending valid values (or null) corrects them",
+                etype,
+                current["nk"],
+                tenant,
+                ", ".join(f"{p.pointer} ({p.keyword})" for p in checked.left),
+            )
+        return checked.document
 
     def _merged_into_nothing(
         self, etype: str, change: Mapping[str, Any]
@@ -505,7 +547,7 @@ class EntityService:
         a null removes its member (one the schema requires keeps it, at any depth: where it
         sent null, `SchemaRegistry.check`'s `nulled`). So whether a payload is accepted does
         not depend on whether its entity exists yet."""
-        return merge({}, change, self._schemas.whole_members(etype)), null_paths(change)
+        return merged_write(None, change, self._schemas.whole_members(etype)), null_paths(change)
 
     def natural_key(self, etype: str, data: Mapping[str, Any]) -> str:
         """The stored natural key. Vehicles use the Mercosul form of the plate, so ABC1234
@@ -708,7 +750,6 @@ class EntityService:
                 forward_only(current["data"], fields, forward) if forward else (fields, ())
             )
             whole = self._schemas.whole_members(etype)
-            known = known_whole(current, kept, whole)
             if (
                 remembered
                 and waiting(current)
@@ -722,7 +763,7 @@ class EntityService:
             result = await self._write(
                 tenant,
                 current,
-                merge(current["data"], known, whole, sees),
+                merged_write(current, kept, whole, sees),
                 origin,
                 extra_events,
                 event_detail,
@@ -826,11 +867,9 @@ class EntityService:
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             stored = current["data"]
             whole = self._schemas.whole_members(etype)
-            merged = merge(
-                stored, known_whole(current, kept, whole), whole, visible_to(upsert.visible)
-            )
+            merged = merged_write(current, kept, whole, visible_to(upsert.visible))
             data = keyed_as_stored(etype, stored, merged, create=upsert.create)
-            clean = await self._check(tenant, etype, data, stored, null_paths(kept))
+            clean = await self._check(tenant, etype, data, current, null_paths(kept))
         except InvalidPayload as exc:
             problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
             raise exc.restated(f"{etype} {nk!r}: {exc.detail}", problems) from None
@@ -843,17 +882,26 @@ class EntityService:
         return (TogetherWrite(etype, nk, current, clean, events) if events else None), result
 
     async def patch(
-        self, tenant: str, etype: str, ref: str, patch: Mapping[str, Any], origin: Origin
+        self,
+        tenant: str,
+        etype: str,
+        ref: str,
+        patch: Mapping[str, Any],
+        origin: Origin,
+        *,
+        as_sent: bool = False,
     ) -> WriteResult:
         """`patch` merged into the entity's data as it is written over (read again after a
-        concurrent write)."""
+        concurrent write). `as_sent`: its whole values are written as sent, never taken for
+        the stored one sent again (`known_whole`): the history's own copy of a driver, a
+        rename keeping the id and CPF."""
         nk = (await self.get(tenant, etype, ref))["nk"]
         async with self._lanes.turn((tenant, etype, nk)):
             rounds = _Rounds()
             while True:
                 current = await self._current(rounds, tenant, etype, ref, nk)
                 whole = self._schemas.whole_members(etype)
-                merged = merge(current["data"], known_whole(current, patch, whole), whole)
+                merged = merged_write(current, patch, whole, as_sent=as_sent)
                 result = await self._write(
                     tenant, current, merged, origin, nulled=null_paths(patch)
                 )
@@ -878,7 +926,7 @@ class EntityService:
         sent null). None: `current` was stale."""
         etype = current["type"]
         data = keyed_as_stored(etype, current["data"], data, create=create)
-        clean = await self._check(tenant, etype, data, current["data"], nulled)
+        clean = await self._check(tenant, etype, data, current, nulled)
         if self.natural_key(etype, clean) != current["nk"]:
             raise Conflict("the natural key of an entity cannot change; create a new one")
         return await self._replace(tenant, current, clean, origin, extra_events, event_detail)

@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonschema_rs
 import orjson
+import pytest
 from aiohttp import web
 from bson import ObjectId
 
@@ -21,6 +22,7 @@ from gateway.config import Settings
 from gateway.services import Services
 from gateway.web.server import GatewayRunner
 from gateway.web.state import services_key
+from tests.flow_support import drain
 from tests.partner_double import create_partner
 from tests.processes import free_port
 from tests.support import SECRET_KEY, auth, cli_env, gateway_command, run_command
@@ -300,6 +302,55 @@ async def test_mapping_dry_run_changes_are_the_writes_changes(client: Client) ->
     )
     (result,) = (await response.json())["results"]
     assert result["entity"]["write"] == "unchanged" and result["entity"]["changes"] == []
+
+
+DRY_DRIVER = """\
+name: dry-driver
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: placa
+  current_driver.cpf: cpf
+  current_driver.name: {from: nome, required: false}
+"""
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"placa": "ABC1D23", "cpf": "111.444.777-35"},
+        {"placa": "ABC1D23", "cpf": "11144477735", "nome": "BRUNO LIMA"},
+    ],
+    ids=["cpf", "cpf-and-name"],
+)
+async def test_mapping_dry_run_of_the_driver_in_force_says_unchanged_as_the_write_does(
+    client: Client, payload: dict[str, str]
+) -> None:
+    """The write leaves the stored `current_driver` as it is when a whole value names the
+    one stored (`known_whole`); the dry run merged without that rule and told of an
+    `update` and an `entity.updated` (the driver's id and name removed) that never came."""
+    bruno = {"name": "Bruno Lima", "cpf": "11144477735"}
+    for path, body in (("vehicle", {"plate": "ABC1D23"}), ("driver", bruno)):
+        response = await client.post(f"/api/v1/entities/{path}", json=body, headers=auth())
+        assert response.status == 201, await response.text()
+    drivers = "/api/v1/entities/vehicle/ABC1D23/drivers"
+    assigned = {"driver": bruno["cpf"], "start": "2026-01-01T00:00:00Z"}
+    assert (await client.post(drivers, json=assigned, headers=auth())).status == 201
+    services = client.app[services_key]
+    await drain(services)  # the history's write of the field relayed: no event waits
+    test = {"mapping": DRY_DRIVER, "payload": payload}
+    response = await client.post("/api/v1/mappings/test", json=test, headers=auth())
+    assert response.status == 200, await response.text()
+    (result,) = (await response.json())["results"]
+    await upload_mapping(client, DRY_DRIVER)
+    trigger = await create_trigger(client, mapping="dry-driver")
+    response = await client.post(f"/hooks/{trigger['id']}", json=payload, headers=bearer(trigger))
+    assert response.status == 200, await response.text()
+    written = await response.json()
+    assert written["changed"] == [] and written["events"] == [], written
+    assert result["entity"]["write"] == "unchanged" and result["entity"]["changes"] == []
+    assert result["events"] == written["events"], result
 
 
 # -- 5. the served OpenAPI document matches the server ---------------------------------------

@@ -228,6 +228,59 @@ async def test_an_erp_sending_the_driver_in_force_by_cpf_again_and_again_changes
     assert len(history["items"]) == 1
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [
+        {"cpf": BRUNO["cpf"], "name": "BRUNO LIMA"},  # an ERP's export: upper case
+        {"cpf": "111.444.777-35", "name": "Bruno  Lima "},  # extra spaces
+        {"cpf": BRUNO["cpf"], "name": "Bruno S. Lima"},  # the ERP's own record of the name
+    ],
+    ids=["upper-case", "spaces", "another-name-string"],
+)
+async def test_an_erp_sending_the_driver_in_force_with_its_own_name_changes_nothing(
+    client: Client, sent: dict[str, str]
+) -> None:
+    """Only a `{cpf}` exactly as ours was a repeat: the ERP's `{cpf, name}` in its own
+    spelling replaced the field whole (id and name gone, `changed` told the partner), the
+    history saw a repeat of Bruno and wrote his `{id, cpf, name}` back: two vehicle
+    `entity.updated` on every send, for ever. The CPF names the driver; the name is the
+    driver's own, which the history copies."""
+    await _driven_by_bruno(client)
+    erp = await _erp_vehicles(client)
+    services = client.app[services_key]
+    await drain(services)
+    before = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    events = "/api/v1/events?type=entity.updated&limit=200"
+    settled = len((await get(client, events))["items"])
+    for _ in range(3):
+        answer = await send_to(client, erp, {"plate": "ABC1D23", "current_driver": sent})
+        assert answer["changed"] == [] and answer["events"] == [], answer
+        await drain(services)
+    assert len((await get(client, events))["items"]) == settled
+    after = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert after["current_driver"] == before["current_driver"]
+    assert after["current_driver"]["name"] == "Bruno Lima" and after["current_driver"]["id"]
+    assert len((await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]) == 1
+
+
+async def test_an_erp_sending_the_driver_in_force_with_another_drivers_id_reports_that_one(
+    client: Client,
+) -> None:
+    """The repeat is by the members that name the driver (`x-named-by`: id, CPF): one of
+    them another's is another report, replaced whole and recorded."""
+    await _driven_by_bruno(client)
+    erp = await _erp_vehicles(client)
+    services = client.app[services_key]
+    await drain(services)
+    ana = await get(client, f"/api/v1/entities/driver/{ANA['cpf']}")
+    sent = {"id": ana["id"], "name": "Bruno Lima"}
+    answer = await send_to(client, erp, {"plate": "ABC1D23", "current_driver": sent})
+    assert answer["events"] == ["entity.updated"], answer
+    await drain(services)
+    change, field = await _now(client)
+    assert change["driver"]["cpf"] == ANA["cpf"] and field == change["driver"]
+
+
 async def test_removing_the_current_driver_reports_that_nobody_drives(client: Client) -> None:
     """A PATCH of `current_driver: null` removed the field while the history still said Bruno
     drove, and a later report of Bruno stayed without an id."""
@@ -638,9 +691,10 @@ async def test_a_renamed_driver_is_renamed_on_the_vehicles_they_drive(client: Cl
 async def test_a_rename_reaches_every_vehicle_though_one_of_them_cannot_be_written(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A vehicle whose write the schema refuses (a value stored before a rule) stopped the
-    rename half way, silently: the vehicles after it kept the old name for good, and the
-    relay's retry found the history renamed and nothing left to do."""
+    """A vehicle whose write the schema refuses (a plate stored before its rule: a natural
+    key's problem is every write's) stopped the rename half way, silently: the vehicles
+    after it kept the old name for good, and the relay's retry found the history renamed
+    and nothing left to do."""
     await _driven_by_bruno(client)
     await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9K87"})
     drivers = "/api/v1/entities/vehicle/XYZ9K87/drivers"
@@ -649,18 +703,18 @@ async def test_a_rename_reaches_every_vehicle_though_one_of_them_cannot_be_writt
     await drain(services)
     entities = services.store.entities._c
     poisoned = {"type": "vehicle", "data.plate": "ABC1D23"}  # the first vehicle followed
-    assert (await entities.update_one(poisoned, {"$set": {"data.odometer_km": -5}})).modified_count
+    assert (await entities.update_one(poisoned, {"$set": {"data.plate": "ABCD123"}})).modified_count
     await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"name": "Bruno Neto"})
     await drain(services)
     other = await get(client, "/api/v1/entities/vehicle/XYZ9K87")
     assert other["current_driver"]["name"] == "Bruno Neto"
-    stuck = await entities.find_one(poisoned)
+    stuck = await entities.find_one({"type": "vehicle", "data.plate": "ABCD123"})
     assert stuck["data"]["current_driver"]["name"] == "Bruno Lima"
     assert any("current_driver not brought up to date" in r.getMessage() for r in caplog.records)
     history = services.store.notify.assignments._c
     assert await history.count_documents({"unsynced": True}) == 1  # ABC1D23's change of Bruno
     # the vehicle corrected, the driver's next write (of anything) finishes what was left
-    await _patch(client, "/api/v1/entities/vehicle/ABC1D23", {"odometer_km": 1000})
+    await _patch(client, "/api/v1/entities/vehicle/ABC1D23", {"plate": "ABC1D23"})
     await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"email": "bruno@example.com"})
     await drain(services)
     change, field = await _now(client)

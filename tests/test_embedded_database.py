@@ -856,3 +856,42 @@ async def test_a_transaction_begun_before_the_floor_ends_and_holds_none_of_its_d
     finally:
         await client.drop_database(name)
         await client.close()
+
+
+async def test_a_write_sent_as_a_database_command_asks_the_gate_and_a_read_command_does_not(
+    mongodb_uri: str,
+) -> None:
+    """The driver sends every `Database.command` as a read, so the TTL and retention
+    `collMod`s (`store/expiry.py`, `store/positions.py`), or an insert sent as a command,
+    went past the free-space floor. A command is now judged by its name: the reads pass
+    (`ping`, `hello`, `buildInfo`, `listCollections` …), every other asks the gate."""
+    down = False
+
+    def gate() -> None:
+        if down:
+            raise StoreUnavailable("the database takes no writes (disk)")
+
+    client = open_client(mongodb_uri, timeout_ms=3000, write_gate=gate)
+    name = f"gate_command_{os.getpid()}"
+    db = client[name]
+    try:
+        await db["things"].create_index("at", name="at_ttl", expireAfterSeconds=60)
+        down = True
+        with pytest.raises(StoreUnavailable):
+            await db.command("insert", "things", documents=[{"_id": 1}])
+        with pytest.raises(StoreUnavailable):
+            await db.command("collMod", "things", index={"name": "at_ttl", "expireAfterSeconds": 5})
+        with pytest.raises(StoreUnavailable):
+            await db.command({"drop": "things"})
+        for read in ("ping", "hello", "buildInfo", "isMaster", "serverStatus"):
+            await client.admin.command(read)
+        await db.command("listCollections")
+        await db.command("count", "things")
+        down = False
+        assert await db["things"].count_documents({}) == 0
+        indexes = {i["name"]: i for i in await (await db["things"].list_indexes()).to_list(None)}
+        assert indexes["at_ttl"].get("expireAfterSeconds") == 60
+    finally:
+        down = False
+        await client.drop_database(name)
+        await client.close()

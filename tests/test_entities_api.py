@@ -676,6 +676,35 @@ async def test_phone_fields_are_read_as_the_sms_path_reads_them_and_stored_in_e1
     assert [e["pointer"] for e in (await answer.json())["errors"]] == ["/phone"]
 
 
+async def test_a_phone_stored_before_a_stricter_rule_blocks_no_write_that_leaves_it(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A phone the gateway itself stored in E.164 before a rule refused it (an 8-digit
+    mobile, `+551187654321`) made every later write of the driver a `422` at `/phone`,
+    a rename or an HR feed's hourly field included, until an admin changed the phone. A
+    write is checked for what it changes: a value it leaves as stored, which the stored
+    entity failed already, stays as it is (logged), and the write goes through."""
+    cpf = "52998224725"
+    await post(client, "/api/v1/entities/driver", {"name": "Ana", "cpf": cpf})
+    entities = client.app[services_key].store.db["entities"]
+    old = "+551187654321"
+    await entities.update_one({"type": "driver"}, {"$set": {"data.phone": old}})
+    path = f"/api/v1/entities/driver/{cpf}"
+    with caplog.at_level("WARNING", logger="gateway.entities"):
+        renamed = await client.patch(path, json={"name": "Ana Souza"}, headers=auth())
+    assert renamed.status == 200, await renamed.text()
+    assert (await renamed.json())["phone"] == old  # left as stored, not dropped
+    (said,) = [r.getMessage() for r in caplog.records if "/phone" in r.getMessage()]
+    assert f"driver {cpf!r}" in said and "/phone (format)" in said and old not in said, said
+    # A value the write sends is the write's: refused, quoted, as ever.
+    sent = await client.patch(path, json={"phone": "+55 11 8765-0000"}, headers=auth())
+    assert sent.status == 422
+    (problem,) = (await sent.json())["errors"]
+    assert problem["pointer"] == "/phone" and "8765-0000" in problem["message"], problem
+    fixed = await client.patch(path, json={"phone": "(11) 98765-4321"}, headers=auth())
+    assert (await fixed.json())["phone"] == "+5511987654321"
+
+
 async def test_a_group_filter_lists_the_group_whichever_unicode_form_named_it(
     client: Client,
 ) -> None:

@@ -17,6 +17,7 @@ from tests.flow_support import (
     drain,
     email_channel,
     erp_actions,
+    get,
     hr_lookup,
     push_channel,
     sample,
@@ -496,6 +497,49 @@ async def test_a_set_naming_a_converted_vehicle_by_its_old_plate_shows_the_plate
     (step,) = answer["steps"]
     assert step["document"]["plate"] == "ABC1C34", step
     assert [c["field"] for c in step["changes"]] == ["attributes"]
+
+
+async def test_a_set_of_the_driver_in_force_by_cpf_shows_no_change_as_the_write_makes_none(
+    client: Client,
+) -> None:
+    """A `set` writing the vehicle's `current_driver` as `{cpf}` of the driver in force (or
+    with the name spelled its own way) leaves the history's `{id, cpf, name}` as it is
+    (`known_whole`): the dry run merged without that rule and showed the id and the name
+    removed, a change the write never makes."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"}, status=201)
+    await post(client, "/api/v1/entities/driver", ANA, status=201)
+    assigned = {"driver": ANA["cpf"], "start": SINCE}
+    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", assigned, status=201)
+    await drain(client.app[services_key])  # the history's write of the field relayed
+    stored = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    flow = {
+        "name": "driver-from-fines",
+        "on": {"events": ["fine.received"]},
+        "steps": [
+            {
+                "id": "vehicle",
+                "set": {
+                    "entity": {"type": "vehicle", "ref": "entity.plate"},
+                    "fields": {
+                        "current_driver.cpf": f"'{ANA['cpf']}'",
+                        "current_driver.name": "'ANA SOUZA'",
+                    },
+                },
+            }
+        ],
+    }
+    event = {
+        "type": "fine.received",
+        "entity": {"type": "other", "key": "fine:X:1"},
+        "data": {"kind": "fine", "key": "X:1", "ait_number": "A1", "plate": "ABC1D23"},
+    }
+    answer = await _test(client, {"flow": flow, "event": event})
+    (step,) = answer["steps"]
+    assert step["changes"] == [], step
+    assert step["document"]["current_driver"] == stored["current_driver"], step
+    patch = {"current_driver": {"cpf": ANA["cpf"], "name": "ANA SOUZA"}}
+    written = await client.patch("/api/v1/entities/vehicle/ABC1D23", json=patch, headers=auth())
+    assert (await written.json())["changed"] == []  # the write `set` makes (`entities.patch`)
 
 
 async def test_a_sets_answer_has_the_version_the_real_run_gives(client: Client) -> None:

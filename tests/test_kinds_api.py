@@ -688,13 +688,21 @@ async def test_a_forced_schema_replacement_leaves_entities_to_be_made_valid(
     )
     assert forced.status == 200, await forced.text()
     path = "/api/v1/entities/other/tyre:T-1"
-    still = await client.patch(path, json={"brand": "Pirelli"}, headers=auth())
-    assert still.status == 422, await still.text()
+    # A write is checked for what it changes: the stored `tread_mm` the schema no longer
+    # allows, and the `brand` it now requires, which the write leaves as they are, fail
+    # no write; they stay as stored until a write changes them.
+    kept = await client.patch(path, json={"serial": "S2"}, headers=auth())
+    assert kept.status == 200, await kept.text()
+    assert (await kept.json())["tread_mm"] == 1
+    sent = await client.patch(path, json={"tread_mm": 3}, headers=auth())
+    assert sent.status == 422, await sent.text()
+    assert [e["pointer"] for e in (await sent.json())["errors"]] == ["/tread_mm"]
     fixed = await client.patch(path, json={"brand": "Pirelli", "tread_mm": None}, headers=auth())
     assert fixed.status == 200, await fixed.text()
+    assert "tread_mm" not in await fixed.json()
 
 
-async def test_a_write_leaving_a_stored_value_the_schema_refuses_never_quotes_it(
+async def test_a_write_leaving_a_stored_value_the_schema_refuses_passes_and_quotes_none(
     client: Client,
 ) -> None:
     safe = {
@@ -719,7 +727,10 @@ async def test_a_write_leaving_a_stored_value_the_schema_refuses_never_quotes_it
     trigger = await (await client.post("/api/v1/triggers", json=spec, headers=auth())).json()
     bearer = {"Authorization": f"Bearer {trigger['token']}"}
     hook = f"/hooks/{trigger['id']}"
-    # pin left as stored; lock merged with the stored one
+    # pin left as stored: the stored entity's problem, not the write's
+    answer = await client.post(hook, json={"key": "A", "serial": "w"}, headers=bearer)
+    assert answer.status == 200, await answer.text()
+    # lock merged with the stored one: the write's, said without the stored members
     answer = await client.post(
         hook, json={"key": "A", "serial": "y", "lock": {"b": "z"}}, headers=bearer
     )
@@ -727,11 +738,7 @@ async def test_a_write_leaving_a_stored_value_the_schema_refuses_never_quotes_it
     assert answer.status == 422, text
     assert "98765" not in text and "segredo" not in text, text
     errors = {e["pointer"]: e for e in (await answer.json())["errors"]}
-    assert errors.keys() == {"/pin", "/lock"}
-    assert errors["/pin"]["keyword"] == "maxLength"
-    assert errors["/pin"]["message"].startswith(
-        "/pin: the stored value does not meet the schema (maxLength), and this write leaves it"
-    )
+    assert errors.keys() == {"/lock"}
     assert errors["/lock"]["message"] == (
         "/lock: the stored value, with this write merged into it, does not meet the schema "
         "(maxProperties)"
@@ -739,7 +746,7 @@ async def test_a_write_leaving_a_stored_value_the_schema_refuses_never_quotes_it
     kept = await (
         await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
     ).text()
-    assert "/pin" in kept and "98765" not in kept and "segredo" not in kept, kept
+    assert "/lock" in kept and "98765" not in kept and "segredo" not in kept, kept
     # a value the write sends is quoted, as ever
     answer = await client.post(
         hook, json={"key": "A", "pin": "123456", "lock": None}, headers=bearer
@@ -747,6 +754,35 @@ async def test_a_write_leaving_a_stored_value_the_schema_refuses_never_quotes_it
     assert answer.status == 422 and '\\"123456\\" is longer than 4' in await answer.text()
     fixed = {"key": "A", "pin": "1234", "lock": None}
     answer = await client.post(hook, json=fixed, headers=bearer)
+    assert answer.status == 200, await answer.text()
+
+
+async def test_a_stored_value_a_writes_other_change_makes_invalid_is_the_writes_problem(
+    client: Client,
+) -> None:
+    """Only a problem the stored entity had already is left as stored: a value the write
+    leaves as it is, which the write's other change makes invalid (a truck needs two axles),
+    fails the write, without quoting the stored value."""
+    schema = {
+        "type": "object",
+        "properties": {"tipo": {"type": "string"}, "eixos": {"type": "integer"}},
+        "if": {"properties": {"tipo": {"const": "caminhao"}}},
+        "then": {"properties": {"eixos": {"minimum": 2}}},
+    }
+    kind = {"name": "frota", "schema": schema}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    doc = {"kind": "frota", "key": "F-1", "tipo": "carro", "eixos": 1}
+    assert (await client.post("/api/v1/entities/other", json=doc, headers=auth())).status == 201
+    path = "/api/v1/entities/other/frota:F-1"
+    answer = await client.patch(path, json={"tipo": "caminhao"}, headers=auth())
+    assert answer.status == 422, await answer.text()
+    (error,) = (await answer.json())["errors"]
+    assert error["pointer"] == "/eixos" and error["keyword"] == "minimum", error
+    assert error["message"] == (
+        "/eixos: the stored value, which this write leaves as it is, does not meet the schema "
+        "(minimum) with the write's changes: send a valid value (null removes it)"
+    )
+    answer = await client.patch(path, json={"tipo": "caminhao", "eixos": 3}, headers=auth())
     assert answer.status == 200, await answer.text()
 
 

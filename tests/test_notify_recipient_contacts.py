@@ -164,6 +164,57 @@ async def test_a_driver_record_with_a_phone_with_letters_is_refused(client: Clie
     assert problem["pointer"] == "/phone"
 
 
+async def test_a_drivers_stored_phone_a_newer_rule_refuses_fails_its_sms_alone_saying_why(
+    client: Client,
+) -> None:
+    """A phone the gateway stored before a stricter rule (`+551187654321`, an 8-digit mobile
+    stored in E.164 before mobiles were checked) stays on the driver (a write leaving it is
+    no 422: docs/entities.md). An SMS to it is that delivery's failure, with the reason
+    recorded, and the step's other recipients are sent to."""
+    async with running_partner() as hr, running_partner() as sms:
+        sms.respond_with(200, {"id": "zv-1"})
+        await sms_channel(client, sms.url)
+        await hr_lookup(client, hr.url)
+        await _templates(client)
+        recipients = [{"driver": {"from": "steps.hr"}}, {"operators": {"role": "fleet"}}]
+        flow = {
+            "name": "fine",
+            "on": {"events": ["fine.received"]},
+            "steps": [
+                {"id": "hr", "fetch": "hr-driver-lookup"},
+                {
+                    "id": "say",
+                    "notify": {"channel": "sms", "template": "fine-sms", "recipients": recipients},
+                },
+            ],
+        }
+        await post(client, "/api/v1/flows", flow)
+        await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+        fines = await trigger_for(client, "fine-feed", kind="fine")
+        operator = {
+            "name": "Op",
+            "cpf": "39053344705",
+            "email": "op@acme.com.br",
+            "role": "fleet",
+            "phone": ANA_PHONE,
+        }
+        await post(client, "/api/v1/entities/operator", operator)
+        await post(client, "/api/v1/entities/driver", {**ANA, "phone": "+5511987654321"})
+        entities = client.app[services_key].store.db["entities"]
+        stored = {"type": "driver", "data.cpf": ANA["cpf"]}
+        await entities.update_one(stored, {"$set": {"data.phone": "+551187654321"}})
+        renamed = await client.patch(
+            f"/api/v1/entities/driver/{ANA['cpf']}", json={"name": "Ana S."}, headers=auth()
+        )
+        assert renamed.status == 200, await renamed.text()
+        step = await _hr_answers(client, hr, fines, celular="")  # the driver record's stands
+        assert step["outcome"] == "queued", step
+        assert [r.json()["to"] for r in sms.requests] == [ANA_PHONE[1:]]  # the operator's
+        (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
+        assert failed["last_error"].startswith("cannot build the SMS request: "), failed
+        assert "an 8-digit mobile number" in failed["last_error"], failed
+
+
 # -- a fetched contact that is not text ------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ import orjson
 
 from gateway.actions.catalog import Catalog, build_request
 from gateway.clock import utcnow
-from gateway.entities import EntityService, diff, keyed_as_stored, merge
+from gateway.entities import EntityService, diff, keyed_as_stored, merged_write
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.events import entity_key
 from gateway.flows.compiler import step_references
@@ -363,7 +363,7 @@ class FlowDryRun:
         fields = plain(evaluate(spec.fields, context))
         try:
             whole = self._p.schemas.whole_members(etype)
-            document = merge(current["data"], unflatten(fields), whole)
+            document = merged_write(current, unflatten(fields), whole)  # as `patch` merges
         except ValueError as exc:  # one field inside another (a and a.b)
             raise StepFailed(f"set: {exc}") from None
         document = dict(keyed_as_stored(etype, current["data"], document))  # as the write keys it

@@ -15,7 +15,7 @@ from gateway.entities import (
     diff,
     forward_only,
     keyed_as_stored,
-    merge,
+    merged_write,
     repeated_targets,
     same_entity_refusal,
 )
@@ -256,7 +256,8 @@ class MappingDryRun:
             with contextlib.suppress(InvalidPayload):
                 named = self._entities.target_key(etype, document)
         fields, skipped = forward_only(old, document, mapped.forward)
-        written = merge(old, fields, self._schemas.whole_members(etype))
+        # As the write merges it: a whole value naming the stored one leaves it as it is.
+        written = merged_write(current, fields, self._schemas.whole_members(etype))
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for(tenant, written.get("kind"))

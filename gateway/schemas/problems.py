@@ -7,7 +7,7 @@ form: "/cpf: '529.982.247-26' is not a valid CPF: check digit mismatch".
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -53,43 +53,65 @@ def root_problem(message: str, keyword: str) -> FieldProblem:
     return FieldProblem("", f"document: {message}", keyword)
 
 
-def without_stored_values(
-    problems: list[FieldProblem], doc: Any, stored: Mapping[str, Any], keys: Iterable[str]
-) -> list[FieldProblem]:
-    """The problems of `doc`, a write merged into the stored entity data `stored`, each said
-    without a value the write did not send: a writer (a partner) is never shown a stored
-    value (one its trigger's `expose` hides, say), nor blamed for it. A problem at a value
-    as stored (the write left it alone: a replaced schema or a newer rule refuses it) says
-    so; one at an object the write merged into (the document itself, a member object) names
-    its keyword only, for its value holds stored members. Others are the write's own, and so
-    are those at the entity's natural key (`keys`): it names the entity the write is for."""
+def left_as_stored(
+    problems: list[FieldProblem],
+    doc: Any,
+    stored: Mapping[str, Any],
+    before: Collection[tuple[str, str]],
+    keys: Iterable[str],
+) -> tuple[list[FieldProblem], list[FieldProblem]]:
+    """The problems of `doc`, a write merged into the stored entity data `stored`: the
+    write's own, and those it leaves as they are (`before`: the stored data's own problems,
+    by pointer and keyword). A problem the stored data had already, at a value this write
+    leaves as stored (the same value, or absent before and after), is the stored entity's,
+    not the write's: a replaced schema or a newer rule refuses a value stored before it (a
+    phone the gateway itself stored in E.164), and a write that does not touch it must not
+    fail for it; that value stays as stored. A problem at the entity's natural key (`keys`)
+    is always the write's: it names the entity the write is for.
+
+    The write's own are said without a value the write did not send: a writer (a partner)
+    is never shown a stored value (one its trigger's `expose` hides, say), nor blamed for
+    it. One at a value left as stored that the write's other changes make invalid (a member
+    another member's value constrains) says so; one at an object the write merged into (the
+    document itself, a member object) names its keyword only, for its value holds stored
+    members. Those left say so, naming no value either."""
     identity = {pointer([key]) for key in keys}
-    out = []
+    own: list[FieldProblem] = []
+    left: list[FieldProblem] = []
     for problem in problems:
         top = "/".join(problem.pointer.split("/")[:2])
         if problem is UNEXPLAINED or top in identity:
-            out.append(problem)
+            own.append(problem)
             continue
         where = problem.pointer
         new, old = at_pointer(doc, where, _MISSING), at_pointer(stored, where, _MISSING)
-        if new is _MISSING:  # a field missing: its message quotes no value
-            out.append(problem)
-        elif old is not _MISSING and same_json(new, old):
+        unchanged = (new is _MISSING and old is _MISSING) or (
+            new is not _MISSING and old is not _MISSING and same_json(new, old)
+        )
+        if unchanged and (where, problem.keyword) in before:
             message = (
                 f"{where or 'document'}: the stored value does not meet the schema "
-                f"({problem.keyword}), and this write leaves it as it is: send a valid value "
-                "(null removes it), or have an admin correct the stored entity"
+                f"({problem.keyword}), and this write leaves it as it is"
             )
-            out.append(replace(problem, message=message))
+            left.append(replace(problem, message=message))
+        elif new is _MISSING:  # a field missing: its message quotes no value
+            own.append(problem)
+        elif unchanged:
+            message = (
+                f"{where or 'document'}: the stored value, which this write leaves as it is, "
+                f"does not meet the schema ({problem.keyword}) with the write's changes: send "
+                "a valid value (null removes it)"
+            )
+            own.append(replace(problem, message=message))
         elif isinstance(new, dict) and isinstance(old, dict):
             message = (
                 f"{where or 'document'}: the stored value, with this write merged into it, "
                 f"does not meet the schema ({problem.keyword})"
             )
-            out.append(replace(problem, message=message))
+            own.append(replace(problem, message=message))
         else:
-            out.append(problem)
-    return out
+            own.append(problem)
+    return own, left
 
 
 def at_pointer(doc: Any, where: str, missing: Any = None) -> Any:

@@ -23,10 +23,10 @@ from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
 from gateway.schemas.ids import canonical_plate_key, normalize_identifier
 from gateway.schemas.kind_keys import key_problems
 from gateway.schemas.problems import (
+    left_as_stored,
     nul_key_problems,
     pointer,
     root_problem,
-    without_stored_values,
 )
 from gateway.schemas.walk import COMBINATORS, Resolver
 from gateway.shipped import SCHEMAS
@@ -115,6 +115,34 @@ def default_schema_dir() -> Path:
     return SCHEMAS
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A write's document as `SchemaRegistry.check_write` validated it."""
+
+    document: dict[str, Any]
+    """Normalised, as it is stored."""
+    left: tuple[FieldProblem, ...] = ()
+    """The problems of stored values the write leaves as they are (a phone stored before a
+    stricter rule, a value a kind's replaced schema refuses): kept as stored, never the
+    write's to fail for; each names its pointer and keyword, never the value."""
+
+
+@dataclass(frozen=True)
+class WholeValue:
+    """What a schema says of a member that is one value (`"x-whole": true`,
+    `SchemaRegistry.whole_members`)."""
+
+    identity: frozenset[str]
+    """Its members `"x-identity"` names, those saying which one the value is (a driver's
+    `id`, `cpf` and `name`): a write changing one is another value, which keeps none of the
+    members its writer cannot see (`entities.merge`)."""
+    named_by: frozenset[str] = frozenset()
+    """Its members `"x-named-by"` names, those naming the value on their own (a driver's
+    `id` and `cpf`; the `name` beside them is the driver entity's, which the history
+    copies): a write sending one of them as stored, and none otherwise, sends the stored
+    value again, whatever its other members say (`entities.known_whole`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaRegistry:
     _entities: Mapping[str, CompiledSchema]
@@ -138,18 +166,19 @@ class SchemaRegistry:
     def builtin_kinds(self) -> tuple[str, ...]:
         return tuple(self._kinds)
 
-    def whole_members(self, entity_type: str) -> Mapping[str, frozenset[str]]:
+    def whole_members(self, entity_type: str) -> Mapping[str, WholeValue]:
         """The top-level members of the type's schema marked `"x-whole": true`: an object that
         is one value (a vehicle's `current_driver`, its `last_service`, a supplier's
         `contact`), which a change replaces whole (`entities.merge`); merged, a partial one
         paired one driver's id with another's name and CPF, one service's plan with the
-        next service's date. Each with its members `"x-identity"` names, those saying which
-        one the value is (a driver's `id`, `cpf` and `name`): a write changing one is another
-        value, which keeps none of the members its writer cannot see."""
+        next service's date. Each with what its `x-identity` and `x-named-by` say
+        (`WholeValue`)."""
         properties = self._entity(entity_type).schema.get("properties") or {}
         return MappingProxyType(
             {
-                name: frozenset(sub.get("x-identity") or ())
+                name: WholeValue(
+                    frozenset(sub.get("x-identity") or ()), frozenset(sub.get("x-named-by") or ())
+                )
                 for name, sub in properties.items()
                 if isinstance(sub, Mapping) and sub.get("x-whole") is True
             }
@@ -179,13 +208,28 @@ class SchemaRegistry:
         stored: Mapping[str, Any] | None = None,
         nulled: Collection[NullPath] = (),
     ) -> dict[str, Any]:
+        """`check_write`'s document."""
+        return self.check_write(
+            entity_type, doc, kind_schema=kind_schema, stored=stored, nulled=nulled
+        ).document
+
+    def check_write(
+        self,
+        entity_type: str,
+        doc: Any,
+        *,
+        kind_schema: CompiledSchema | None = None,
+        stored: Mapping[str, Any] | None = None,
+        nulled: Collection[NullPath] = (),
+    ) -> Checked:
         """The normalised document (a new dict; identifiers stripped of formatting, plates
-        upper case without dash), or InvalidPayload listing every problem. `stored` is the
-        entity's stored data when `doc` is a write merged into it: its key was chosen then
-        (`kind_keys`), and a problem does not quote a value of it the write did not send
-        (`without_stored_values`). `nulled`: where the change merged into it (or into
-        nothing: a new entity) sent null, which that merge removed (`null_paths`,
-        `_required_nulls`).
+        upper case without dash), or InvalidPayload listing every problem of the write.
+        `stored` is the entity's stored data when `doc` is a write merged into it: its key
+        was chosen then (`kind_keys`); a problem the stored data had already, at a value the
+        write leaves as it is, is not the write's (`Checked.left`); and a problem does not
+        quote a value the write did not send (`left_as_stored`). `nulled`: where the change
+        merged into it (or into nothing: a new entity) sent null, which that merge removed
+        (`null_paths`, `_required_nulls`).
 
         Identifiers are normalised before validation, so what is validated is what is stored.
         """
@@ -196,13 +240,18 @@ class SchemaRegistry:
             if below:
                 doc = self._required_nulls_below(entity_type, doc, kind_schema, below)
         normalised, problems = self._run(entity_type, doc, kind_schema, stored)
+        left: list[FieldProblem] = []
         if problems and stored is not None:
-            problems = without_stored_values(problems, doc, stored, NATURAL_KEYS[entity_type])
+            # The stored data's own problems (a rare path: only a write with problems).
+            _, had = self._run(entity_type, stored, kind_schema, stored)
+            before = {(p.pointer, p.keyword) for p in had}
+            keys = NATURAL_KEYS[entity_type]
+            problems, left = left_as_stored(problems, doc, stored, before, keys)
         if problems:
             raise invalid(entity_type, problems)
         if not isinstance(normalised, dict):  # unreachable while every schema says object
             raise invalid(entity_type, [root_problem("must be a JSON object", "type")])
-        return normalised
+        return Checked(normalised, tuple(left))
 
     def _required_nulls(
         self,

@@ -167,11 +167,15 @@ POOL_MAX_IDLE_MS: Final = 60_000
 class _GatedClient(AsyncMongoClient[Doc]):
     """A client whose writes ask `write_gate` first (it raises to refuse one: nothing is sent).
 
-    Every command that is not a read goes through the driver's `_retry_internal` (inserts,
-    updates, deletes, find-and-modify, bulk and client bulk writes, index builds, a
-    transaction's statements); a read (`is_read`), an aggregation writing nothing and a
-    transaction's end, its commit or abort, are let through. So the gate holds for every
-    writer of the process alike, a request, a background job or a one-shot command. (A
+    Every command goes through the driver's `_retry_internal` (inserts, updates, deletes,
+    find-and-modify, bulk and client bulk writes, index builds, a transaction's statements,
+    finds, counts and aggregations); a read (`is_read`), an aggregation writing nothing and a
+    transaction's end, its commit or abort, are let through. The driver sends every
+    `Database.command` as a read (`is_run_command`): one is let through only when its name
+    is a read's (`READ_COMMANDS`: `ping`, `hello`, `buildInfo` …), and any other (the TTL
+    and retention `collMod`s of `store/expiry.py` and `store/positions.py`, a `drop`, an
+    `insert`) asks the gate. So the gate holds for every writer of the process alike, a
+    request, a background job or a one-shot command. (A
     transaction's statements were asked each: its commit writes nothing they did not. A
     refused commit left the transaction open on the server, holding its documents until the
     server reaped it, ~60 s: the driver counts a commit that raised as ended, and sends no
@@ -187,10 +191,16 @@ class _GatedClient(AsyncMongoClient[Doc]):
         # that renames the method leaves the gate unasked: tests/test_embedded_database.py).
         # Every read and write of the process comes through here: the positions are looked up
         # once (`_RETRY_POSITIONS`), not bound against the signature each call.
-        writes = not _argument("is_read", args, kwargs) or _argument(
-            "is_aggregate_write", args, kwargs
+        operation = _argument("operation", args, kwargs)
+        writes = (
+            not _argument("is_read", args, kwargs)
+            or _argument("is_aggregate_write", args, kwargs)
+            or (
+                _argument("is_run_command", args, kwargs)
+                and str(operation).lower() not in READ_COMMANDS
+            )
         )
-        if writes and _argument("operation", args, kwargs) not in _TRANSACTION_ENDS:
+        if writes and operation not in _TRANSACTION_ENDS:
             self.__write_gate()
         return await super()._retry_internal(*args, **kwargs)
 
@@ -212,6 +222,41 @@ def _argument(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 _TRANSACTION_ENDS: Final = frozenset({"commitTransaction", "abortTransaction"})
+
+READ_COMMANDS: Final = frozenset(
+    name.lower()
+    for name in (
+        "ping",
+        "hello",
+        "isMaster",
+        "buildInfo",
+        "serverStatus",
+        "hostInfo",
+        "connectionStatus",
+        "getParameter",
+        "getCmdLineOpts",
+        "listCommands",
+        "listDatabases",
+        "listCollections",
+        "listIndexes",
+        "dbStats",
+        "collStats",
+        "dataSize",
+        "count",
+        "distinct",
+        "find",
+        "getMore",
+        "explain",
+        "top",
+        "currentOp",
+        "whatsmyuri",
+        "getLog",
+    )
+)
+"""The commands a `Database.command` may send past the write gate (`_GatedClient`), by
+name, compared in lower case (`isMaster` is `ismaster` too): they read and write nothing.
+Any other name asks the gate, an unknown one included; `aggregate` too, whose pipeline
+(`$out`, `$merge`) the name does not tell."""
 
 
 def open_client(
