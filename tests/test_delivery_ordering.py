@@ -170,3 +170,30 @@ async def test_suppressed_deliveries_are_replayed_in_bulk_when_named(
     assert (await replayed.json())["replayed"] == 1
     await services.delivery_worker.run_until_idle()
     assert [r.json()["data"]["odometer_km"] for r in partner.requests] == [100]
+
+
+async def test_a_notification_its_cooldown_suppressed_is_not_replayed(
+    client: Client, partner: Partner
+) -> None:
+    """Replaying suppressed deliveries is for an ordered line's outdated ones: a notification
+    its cooldown or quiet hours suppressed stays so, by id (409) or in bulk."""
+    services = client.app[services_key]
+    await _outdated(client, partner)
+    deliveries = services.store.db["deliveries"]
+    notice = {
+        "_id": "n1",
+        "tenant": "acme",
+        "kind": "notification",
+        "status": "suppressed",
+        "last_error": "suppressed: cooldown",
+        "next_attempt_at": utcnow(),
+        "shard": 0,
+    }
+    await deliveries.insert_one(notice)
+
+    by_id = await client.post("/api/v1/deliveries/n1/replay", headers=auth())
+    assert by_id.status == 409, await by_id.text()
+    body = {"status": "suppressed"}
+    bulk = await client.post("/api/v1/deliveries/replay", headers=auth(), json=body)
+    assert (await bulk.json())["replayed"] == 1  # the webhook, not the notification
+    assert (await deliveries.find_one({"_id": "n1"}))["status"] == "suppressed"

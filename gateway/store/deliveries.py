@@ -250,13 +250,18 @@ class DeliveryStore:
         delivery_id: str | None = None,
     ) -> int:
         """Failed, dead and parked deliveries matching `filters` → pending now, with a fresh
-        schedule (their attempt history is kept); `suppressed` ones too when named: by id,
-        or by the `status` filter (an ordered line's outdated delivery, a notification its
-        cooldown or quiet hours dropped: not sent, but not in the way of a bulk replay)."""
+        schedule (their attempt history is kept); an action's `suppressed` ones too (an
+        ordered line's outdated delivery) when named: by id, or by the `status` filter (a
+        bulk replay of every status leaves them alone). A notification its cooldown or quiet
+        hours suppressed stays so: they decided it is not sent."""
         query = _query(filters)
-        named = delivery_id is not None or filters.get("status") == _SUPPRESSED
-        replayable = [*REPLAYABLE, _SUPPRESSED] if named else REPLAYABLE
-        query["status"] = {"$in": [s for s in replayable if filters.get("status") in (None, s)]}
+        wanted = filters.get("status")
+        statuses = {"status": {"$in": [s for s in REPLAYABLE if wanted in (None, s)]}}
+        if wanted == _SUPPRESSED or (wanted is None and delivery_id is not None):
+            outdated = {"status": _SUPPRESSED, "kind": {"$ne": _NOTICE}}
+            query["$or"] = [statuses, outdated]
+        else:
+            query.update(statuses)
         if delivery_id is not None:
             query["_id"] = delivery_id
         with translate_errors():

@@ -63,7 +63,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Replay a failed, dead, parked or suppressed delivery now",
+    "Replay a failed, dead or parked delivery, or an action's suppressed one, now",
     tag="deliveries",
     response=DELIVERY,
     errors=(409,),
@@ -75,8 +75,8 @@ async def replay_delivery(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Replay every failed, dead and parked delivery matching a filter (suppressed ones with "
-    "`status: suppressed`)",
+    "Replay every failed, dead and parked delivery matching a filter (an action's suppressed "
+    "ones with `status: suppressed`)",
     tag="deliveries",
     request={
         "type": "object",
