@@ -8,7 +8,8 @@ import enum
 
 class DeliveryStatus(enum.StrEnum):
     """A delivery's persisted status (SPEC §2): pending → in_flight → a final status, or back
-    to pending for a retry. `failed`, `dead` and `parked` can be replayed."""
+    to pending for a retry. `failed`, `dead` and `parked` can be replayed, and an action's
+    `suppressed` delivery (outdated in its ordered line), not a notification's."""
 
     PENDING = "pending"  # waiting for next_attempt_at
     IN_FLIGHT = "in_flight"  # claimed by a worker under a lease

@@ -4,8 +4,9 @@ its entity (`order_key`, `seq`), and the shard that keeps the line together.
 A subscription's delivery is placed by the entity's revision, then the event's place in that
 write; a flow's `call` by the version of the entity it hands over, after the subscriptions'
 deliveries of that version. The worker sends a line's deliveries in `seq` order, one at a
-time (`worker._in_line`), and drops one a delivery of a newer version already reached the
-partner before it (`newer_than`). A delivery is placed when it is made, and, when an action is made
+time (`worker._in_line`), and drops a delivery of the entity's state (`hands_over_state`) when
+one of a newer version already reached the partner before it (`newer_than`): an occurrence is
+never dropped so. A delivery is placed when it is made, and, when an action is made
 ordered, each of its open ones that has no place yet (`place_of`): the line starts with what
 is still to be sent, not with the next event.
 """
@@ -18,6 +19,12 @@ from typing import Any
 from gateway.models import DeliveryKind
 from gateway.store import Doc
 from gateway.store.deliveries import shard_of
+
+STATE_EVENTS = frozenset({"entity.created", "entity.updated", "entity.deleted"})
+"""The events that hand over their entity's state (its data as of their revision), which a
+newer version replaces at the partner. Every other event tells of an occurrence (a geofence
+exit or a maintenance crossing the fold saw, `fine.received`, `fine.paid`, a mapping's own
+type): no later version of the entity replaces it."""
 
 
 def event_place(action_id: str, event: Mapping[str, Any], delivery_id: str) -> Doc:
@@ -65,6 +72,20 @@ def place_of(doc: Doc, action_id: str) -> Doc:
         return call_place(action_id, entity, event if isinstance(event, dict) else {}, doc["_id"])
     event = doc.get("event")
     return event_place(action_id, event, doc["_id"]) if isinstance(event, dict) else {}
+
+
+def hands_over_state(doc: Doc) -> bool:
+    """Whether a delivery hands over its entity's state, so that one of a newer version the
+    partner already took makes it outdated (`suppressed`, `worker._in_line`): a flow's call
+    (the entity as of its version) and an `entity.*` event's (`STATE_EVENTS`). An occurrence
+    goes in its turn whatever was sent before it. Its revision may be older than the
+    entity's when it is made: the fold reads the vehicle's revision for its events before it
+    stores and fans them out, outside the entity's outbox, and a write landing in between
+    is delivered first (until 2026-12-06 the geofence exit was then dropped as outdated)."""
+    if doc.get("kind", DeliveryKind.WEBHOOK) == DeliveryKind.FLOW_CALL:
+        return True
+    event = doc.get("event")
+    return isinstance(event, dict) and event.get("type") in STATE_EVENTS
 
 
 def newer_than(seq: Any) -> str | None:

@@ -102,14 +102,15 @@ class DeliveryService:
         return doc
 
     async def replay(self, tenant: str, delivery_id: str) -> Doc:
-        """One failed or dead delivery → pending, due now."""
+        """One failed, dead or parked delivery, or an action's suppressed one → pending, due
+        now."""
         doc = await self.get(tenant, delivery_id)
         if not await self._store.deliveries.replay(
             tenant, {}, self._clock(), delivery_id=delivery_id
         ):
             raise Conflict(
-                f"delivery {delivery_id} is {doc['status']}; only failed, dead and "
-                "parked deliveries can be replayed"
+                f"delivery {delivery_id} is {doc['status']}; only failed, dead and parked "
+                "deliveries, and an action's suppressed ones, can be replayed"
             )
         self._replayed()
         return await self.get(tenant, delivery_id)

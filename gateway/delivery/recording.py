@@ -2,9 +2,10 @@
 (succeeded | pending at the next retry time | failed | dead), fenced by the claim's token.
 
 Also here: what that state means around the delivery — metrics, partner health, a 410
-disabling the subscription, and waking the next delivery of an ordered group once this one
-is final. Kinds that send themselves (notifications) are recorded by `settle`, with the same
-retry schedule arithmetic and one more final status, `suppressed`.
+disabling the subscription (what waits for it in an ordered action's line is woken by the
+write itself, `DeliveryStore.finish`). Kinds that send themselves (notifications) are
+recorded by `settle`, with the same retry schedule arithmetic and one more final status,
+`suppressed`.
 """
 
 from __future__ import annotations
@@ -137,8 +138,6 @@ class DeliveryRecorder:
                 doc["tenant"], doc["subscription_id"], "the subscription is disabled", now
             )
             self._metrics.deliveries.labels("failed").inc(unsendable)
-        if status.final:
-            await self._wake_follower(finished, now)
         result = (
             "gone"
             if verdict is Verdict.GONE
@@ -186,7 +185,7 @@ class DeliveryRecorder:
         """Unsendable (deleted, disabled, request cannot be built): failed without a send."""
         now = self._clock()
         attempt = {**unsendable_attempt(doc, now, reason), "errors": list(errors)[:20]}
-        finished = await self._store.deliveries.finish(
+        await self._store.deliveries.finish(
             doc["_id"],
             token,
             {
@@ -197,7 +196,6 @@ class DeliveryRecorder:
             },
             attempt=attempt,
         )
-        await self._wake_follower(finished, now)
         self._metrics.deliveries.labels("failed").inc()
         return "failed"
 
@@ -229,12 +227,6 @@ class DeliveryRecorder:
             await self._unless_unsubscribed(doc, fields["updated_at"])
         self._metrics.deliveries.labels("deferred").inc()
         return "deferred"
-
-    async def _wake_follower(self, finished: Doc | None, now: datetime) -> None:
-        """A delivery just final wakes the next of its line: by its place as `finish` read it
-        (the claimed copy lacks one given while it was in flight)."""
-        if finished is not None and isinstance(finished.get("order_key"), str):
-            await self._store.deliveries.wake_follower(finished["order_key"], finished["seq"], now)
 
     async def _unless_unsubscribed(self, doc: Doc, now: datetime) -> None:
         """A webhook delivery written pending again (a retry, a hold) whose subscription was

@@ -41,7 +41,7 @@ from functools import partial
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
-from gateway.actions.ordering import newer_than
+from gateway.actions.ordering import hands_over_state, newer_than
 from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
@@ -517,7 +517,7 @@ class DeliveryWorker:
         order_key, seq = doc.get("order_key"), doc.get("seq")
         if isinstance(order_key, str) and isinstance(seq, str):
             with contextlib.suppress(Exception):  # the next one also wakes at its own time
-                await self._store.deliveries.wake_follower(order_key, seq, self.clock())
+                await self._store.deliveries.wake_waiting(order_key, doc["_id"], seq, self.clock())
         return DeliveryStatus.PARKED.value
 
     async def _prepare_and_send(self, doc: Doc, token: str, probe: _Probe | None) -> str:
@@ -578,19 +578,17 @@ class DeliveryWorker:
     async def _in_line(self, doc: Doc, token: str) -> str | None:
         """Ordered action: None when the delivery goes now. It waits (parked, `waiting_for`)
         behind an earlier delivery of the same entity that is not final yet, which wakes it
-        when it ends, and behind a later one in flight (until its lease ends at most). One
-        of an older version than a delivery the partner already took is not sent
-        (`suppressed`): a call made late (its run resumed after its runner died, or run
-        beside a newer one) would replace the newer state. An admin's replay goes."""
+        when it ends, and, handing over the entity's state, behind a later one in flight,
+        which wakes it when its flight ends. One of the entity's state older than a delivery
+        the partner already took is not sent (`suppressed`, which wakes the next): a call
+        made late (its run resumed after its runner died, or run beside a newer one) would
+        replace the newer state. An occurrence is never outdated (`hands_over_state`), nor
+        is an admin's replay."""
         deliveries = self._store.deliveries
-        order_key, seq = doc["order_key"], doc["seq"]
         blocker = await self._blocker(doc, token)
         if blocker is not None and blocker["status"] == DeliveryStatus.SUCCEEDED.value:
             reason = f"outdated: delivery {blocker['_id']}, of a newer version, was sent before it"
-            outcome = await self._recorder.settle(doc, token, Dropped(reason))
-            with contextlib.suppress(Exception):  # the next one also wakes at its own time
-                await deliveries.wake_follower(order_key, seq, self.clock())
-            return outcome
+            return await self._recorder.settle(doc, token, Dropped(reason))
         if blocker is None:
             return None
         now = self.clock()
@@ -616,8 +614,11 @@ class DeliveryWorker:
         order_key, seq = doc["order_key"], doc["seq"]
         earlier = await deliveries.earlier_open(order_key, seq)
         newer = newer_than(seq)
+        # A replay, or an occurrence: what went after it replaces nothing.
         if earlier is not None or newer is None or "replayed_at" in doc:
             return earlier
+        if not hands_over_state(doc):
+            return None
         return await deliveries.later_in_line(order_key, seq, newer, token)
 
     def _guard(self, partner: Partner) -> Any:

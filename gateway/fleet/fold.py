@@ -825,7 +825,9 @@ class Fold(ShardedJob):
     async def _events(self, passes: Sequence[_Pass]) -> list[Doc]:
         """The passes' events, each carrying its vehicle as it is now (read fresh: its
         revision and data), with the fold's last position and odometer as of the event. A
-        vehicle deleted meanwhile has none."""
+        vehicle deleted meanwhile has none. A write of the vehicle may land (and be
+        delivered) between this read and their fan-out: in an ordered action's line they are
+        occurrences, never outdated by it (`actions/ordering.py` `hands_over_state`)."""
         keys = sorted({p.key for p in passes if p.entries})
         if not keys:
             return []

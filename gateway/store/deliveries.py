@@ -20,6 +20,7 @@ elsewhere cannot overwrite the new owner.
 from __future__ import annotations
 
 import builtins
+import logging
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -102,7 +103,11 @@ _CLAIM_PROJECTION = {"tenant": 1, "partner_id": 1, "kind": 1, "next_attempt_at":
 _PROBE_PICKS = 5  # deliveries a probe looks at (claims or passes over) before it settles for a HEAD
 _DEAD = DeliveryStatus.DEAD.value
 _SUCCEEDED = DeliveryStatus.SUCCEEDED.value
+_SUPPRESSED = DeliveryStatus.SUPPRESSED.value
+_FINAL = frozenset(status.value for status in DeliveryStatus if status.final)
 QUIET_HOURS = "quiet_hours"  # `held_for`: a notification the tenant's quiet hours hold
+
+log = logging.getLogger(__name__)
 
 
 class DeliveryStore:
@@ -245,9 +250,18 @@ class DeliveryStore:
         delivery_id: str | None = None,
     ) -> int:
         """Failed, dead and parked deliveries matching `filters` → pending now, with a fresh
-        schedule (their attempt history is kept)."""
+        schedule (their attempt history is kept); an action's `suppressed` ones too (an
+        ordered line's outdated delivery) when named: by id, or by the `status` filter (a
+        bulk replay of every status leaves them alone). A notification its cooldown or quiet
+        hours suppressed stays so: they decided it is not sent."""
         query = _query(filters)
-        query["status"] = {"$in": [s for s in REPLAYABLE if filters.get("status") in (None, s)]}
+        wanted = filters.get("status")
+        statuses = {"status": {"$in": [s for s in REPLAYABLE if wanted in (None, s)]}}
+        if wanted == _SUPPRESSED or (wanted is None and delivery_id is not None):
+            outdated = {"status": _SUPPRESSED, "kind": {"$ne": _NOTICE}}
+            query["$or"] = [statuses, outdated]
+        else:
+            query.update(statuses)
         if delivery_id is not None:
             query["_id"] = delivery_id
         with translate_errors():
@@ -259,15 +273,15 @@ class DeliveryStore:
 
     async def repoint(self, tenant: str, action_id: str, partner_id: str, now: datetime) -> int:
         """An action moved to another partner: its deliveries not succeeded yet (open, or
-        failed, dead or parked, which a replay or a recovery reopens) note that partner, as
-        they are sent to it (`resolve_target`): a disabled partner's claims pass them over and
-        its recovery replays those its outage killed (both go by the delivery's
+        failed, dead, parked or suppressed, which a replay or a recovery reopens) note that
+        partner, as they are sent to it (`resolve_target`): a disabled partner's claims pass
+        them over and its recovery replays those its outage killed (both go by the delivery's
         `partner_id`). Notifications keep theirs (their channel's). An admin's change, rare:
         it reads the tenant's deliveries (no index has the action)."""
         query = {
             "action_id": action_id,
             "partner_id": {"$ne": partner_id},
-            "status": {"$in": [PENDING, IN_FLIGHT, *REPLAYABLE]},
+            "status": {"$in": [PENDING, IN_FLIGHT, *REPLAYABLE, _SUPPRESSED]},
             "kind": {"$ne": _NOTICE},
         }
         with translate_errors():
@@ -347,7 +361,7 @@ class DeliveryStore:
                     continue  # claimed meanwhile: the worker finds it unsendable
                 failed += 1
                 if isinstance(doc.get("order_key"), str):
-                    await self.wake_follower(doc["order_key"], doc["seq"], now)
+                    await self.wake_waiting(doc["order_key"], doc["_id"], doc["seq"], now)
         return failed
 
     # -- the workers' side: system work across tenants, never reached from a request ---------
@@ -641,10 +655,12 @@ class DeliveryStore:
         unset: Sequence[str] = (),
         due_by: datetime | None = None,
     ) -> Doc | None:
-        """Leave in_flight (to `fields["status"]`), recording an attempt; due at `due_by` at
-        the latest. Its place in its action's line as stored (`order_key`, `seq`: one placed
-        while in flight, by the action made ordered, has it though its claimed copy has not);
-        None when the lease was lost to another worker (then nothing is written)."""
+        """Leave in_flight (to `fields["status"]`, written at `fields["updated_at"]`),
+        recording an attempt; due at `due_by` at the latest; what waits for it in its
+        action's line woken (`wake_waiting`). Its place in that line as stored (`order_key`,
+        `seq`: one placed while in flight, by the action made ordered, has it though its
+        claimed copy has not); None when the lease was lost to another worker (then nothing
+        is written)."""
         update: Doc = {
             "$set": dict(fields),
             "$unset": {**_LEASE_FIELDS, **dict.fromkeys(unset, "")},
@@ -662,6 +678,13 @@ class DeliveryStore:
                 update,
                 {"order_key": 1, "seq": 1},
             )
+        key, seq = (found or {}).get("order_key"), (found or {}).get("seq")
+        if isinstance(key, str) and isinstance(seq, str):
+            final = fields.get("status") in _FINAL
+            try:
+                await self.wake_waiting(key, delivery_id, seq, fields["updated_at"], final=final)
+            except Exception as exc:  # written: what waits for it wakes at its own time
+                log.warning("delivery %s: what waits for it is not woken: %s", delivery_id, exc)
         return found
 
     async def park(self, delivery_id: Any, token: str, reason: str, now: datetime) -> bool:
@@ -720,18 +743,21 @@ class DeliveryStore:
                 sort=[("seq", ASCENDING)],
             )
 
-    async def wake_follower(self, order_key: str, seq: str, now: datetime) -> None:
-        """The next delivery of the order key, parked behind this one, is due now."""
+    async def wake_waiting(
+        self, order_key: str, delivery_id: Any, seq: str, now: datetime, *, final: bool = True
+    ) -> None:
+        """The deliveries of the order key parked behind `delivery_id` (`waiting_for`), due
+        now: once it is final, all of them; once its flight ends and it is pending again (a
+        retry, a hold), those before it in the line (`seq`), which waited only for the
+        outcome of its flight (`worker._in_line`): those after it wait for it still. Until
+        2026-12-06 the one behind a later delivery in flight was not woken: it waited out
+        that delivery's lease (90 s)."""
+        query: Doc = {"order_key": order_key, "status": PENDING, "waiting_for": delivery_id}
+        if not final:
+            query["seq"] = {"$lt": seq}
         with translate_errors():
-            await self._c.find_one_and_update(
-                {
-                    "order_key": order_key,
-                    "seq": {"$gt": seq},
-                    "status": PENDING,
-                    "waiting_for": {"$exists": True},
-                },
-                {"$set": {"next_attempt_at": now}, "$unset": {"waiting_for": ""}},
-                sort=[("seq", ASCENDING)],
+            await self._c.update_many(
+                query, {"$set": {"next_attempt_at": now}, "$unset": {"waiting_for": ""}}
             )
 
     async def unpark(self, delivery_id: str, now: datetime) -> None:

@@ -63,7 +63,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Replay a failed, dead or parked delivery now",
+    "Replay a failed, dead or parked delivery, or an action's suppressed one, now",
     tag="deliveries",
     response=DELIVERY,
     errors=(409,),
@@ -75,7 +75,8 @@ async def replay_delivery(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Replay every failed, dead and parked delivery matching a filter",
+    "Replay every failed, dead and parked delivery matching a filter (an action's suppressed "
+    "ones with `status: suppressed`)",
     tag="deliveries",
     request={
         "type": "object",
