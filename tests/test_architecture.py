@@ -21,6 +21,7 @@ HOMES = {
     "jsonschema_rs": ("gateway.schemas",),
     "jwt": ("gateway.auth",),
     "prometheus_client": ("gateway.metrics",),
+    "phonenumbers": ("gateway.schemas.ids",),
     "secantus": (),
 }
 

@@ -781,10 +781,12 @@ async def test_a_phone_starting_00_is_stored_only_when_one_reading_is_a_valid_nu
         assert error["pointer"] == "/phone", problem
         refused[phone] = error["message"].partition(f'"{phone}" is not a valid phone number: ')[2]
     assert refused == wanted
-    cpfs = iter(["94580730224", "15736819384", "03642621252", "99722003372", "52998224725"])
+    cpfs = iter(
+        ["94580730224", "15736819384", "03642621252", "99722003372", "52998224725", "12345678909"]
+    )
     stored = {}
     read = ("00 55 0800 727 0800", "0041 1 415 555 2671", "0021 54 9 11 2345 6789")
-    for phone in (*read, "0041 44 7911 123456", "0044 7911 123456"):
+    for phone in (*read, "0041 44 7911 123456", "0044 7911 123456", "0041 44 668 18 00"):
         body = {"name": "Abroad", "cpf": next(cpfs), "phone": phone}
         stored[phone] = (await post(client, "/api/v1/entities/driver", body))["phone"]
     assert stored == {
@@ -793,6 +795,7 @@ async def test_a_phone_starting_00_is_stored_only_when_one_reading_is_a_valid_nu
         "0021 54 9 11 2345 6789": "+5491123456789",
         "0041 44 7911 123456": "+447911123456",  # no Swiss number has 12 digits
         "0044 7911 123456": "+447911123456",  # no +7 911123456: a Russian number has 10
+        "0041 44 668 18 00": "+41446681800",  # Zurich: +44 6681800 is no UK number
     }
     # the "+" form gets the same checks: a country code nobody has, a number of the wrong length
     for phone in ("+0 800 727 0800", "+28 1234 5678", "+7 911 123456", "+1 125 555 1234"):
@@ -901,6 +904,13 @@ async def test_a_path_key_with_a_line_break_or_another_types_part_names_the_enti
         ("0025 54 9 11 2345 6789", "+5491123456789"),  # GVT (+255 has 9)
         ("0041 1 415 555 2671", "+14155552671"),  # TIM (+41 has 9)
         ("0015 55 11 98765 4321", "+5511987654321"),  # Brazil through Telefônica
+        ("0015 41 44 668 18 00", "+41446681800"),  # Zurich (+1 541446681800: 12 digits)
+        ("0041 43 664 123 4567", "+436641234567"),  # Austrian mobile (no +41 43…: 12 digits)
+        ("0021 81 3 1234 5678", "+81312345678"),  # Tokyo (+218 has 9)
+        ("0014 57 601 234 5678", "+576012345678"),  # Bogotá through Oi
+        ("0015 61 3 9876 5432", "+61398765432"),  # Melbourne
+        ("0021 27 21 460 1234", "+27214601234"),  # Cape Town (+212 has 9)
+        ("0021 212 5 2212 3456", "+212522123456"),  # Casablanca
     ],
 )
 def test_a_number_dialled_abroad_through_a_carrier_is_read(written: str, number: str) -> None:
@@ -920,7 +930,7 @@ def test_a_number_dialled_abroad_through_a_carrier_is_read(written: str, number:
         ("0086 21 1234 5678", "+862112345678"),  # Shanghai
         ("0027 82 123 4567", "+27821234567"),  # SA mobile (+82 1234567: Korea has no 7)
         ("0090 532 123 45 67", "+905321234567"),  # Turkish mobile
-        ("00972 50 123 4567", "+972501234567"),  # Israeli mobile
+        ("00972 50 234 5678", "+972502345678"),  # Israeli mobile
         ("00852 2123 4567", "+85221234567"),  # Hong Kong
         ("0091 98765 43210", "+919876543210"),  # Indian mobile (+98 76543210: Iran has no 8)
         ("0065 6123 4567", "+6561234567"),  # Singapore (+61 234567: no 13 before the 4)
@@ -938,14 +948,42 @@ def test_a_number_written_the_european_way_is_its_own_countrys(written: str, num
 
 
 @pytest.mark.parametrize(
+    ("written", "number"),
+    [
+        ("0041 44 668 18 00", "+41446681800"),  # Zurich (+44 6681800: no UK number)
+        ("0081 3 1234 5678", "+81312345678"),  # Tokyo (+31 2345678: no Dutch number)
+        ("0057 601 234 5678", "+576012345678"),  # Bogotá (+60 12345678: no Malaysian number)
+        ("0043 664 123 4567", "+436641234567"),  # Austrian mobile (+66 41234567: no Thai one)
+        ("0061 3 9876 5432", "+61398765432"),  # Melbourne (+39 8765432: no Italian number)
+        ("00254 712 345678", "+254712345678"),  # Kenyan mobile (+47 12345678: no Norwegian)
+        ("0054 9 11 2345 6789", "+5491123456789"),  # Buenos Aires mobile (+91 123456789)
+        ("0091 81234 56789", "+918123456789"),  # Indian mobile (+81 23456789: no Japanese)
+        ("00966 51 234 5678", "+966512345678"),  # Saudi mobile (+65 12345678: no Singaporean)
+        ("00212 650 123456", "+212650123456"),  # Moroccan mobile (+265 0123456: no Malawian)
+        ("00234 802 123 4567", "+2348021234567"),  # Nigerian mobile (+48 021234567)
+        ("001 246 412 3456", "+12464123456"),  # Barbados (+46 4123456 through carrier 12)
+        ("00358 41 234 5678", "+358412345678"),  # Finnish mobile (+84 12345678: no Vietnamese)
+    ],
+)
+def test_a_number_whose_carrier_reading_is_none_of_its_countrys_is_stored(
+    written: str, number: str
+) -> None:
+    """rev26 F1: a reading counts when it is a number of its country's plan, its area codes
+    and prefixes (libphonenumber's), not only a length the plan has for some number. These
+    were refused as ambiguous: `0041 44 668 18 00` (Zurich) could be +44 6681800 through
+    carrier 41, 7 digits as a few UK freephone numbers have, though no UK number is that."""
+    assert e164(written) == number
+
+
+@pytest.mark.parametrize(
     ("written", "european", "dialled"),
     [
         ("0061 2 9876 5432", "+61 298765432", "+298 765432"),  # Sydney or the Faroe Islands
-        ("0061 3 9876 5432", "+61 398765432", "+39 8765432"),  # Melbourne or Italy
         ("00244 923 123 456", "+244 923123456", "+49 23123456"),  # Angola or Germany
-        ("00254 712 345678", "+254 712345678", "+47 12345678"),  # Kenya or Norway
-        ("0054 9 11 2345 6789", "+54 91123456789", "+91 123456789"),  # Argentina or India
         ("0043 1 212 555 1234", "+43 12125551234", "+1 2125551234"),  # Vienna or New York
+        ("0049 151 2345 6789", "+49 15123456789", "+1 5123456789"),  # German mobile or Austin
+        ("0057 321 123 4567", "+57 3211234567", "+32 11234567"),  # Colombian mobile or Hasselt
+        ("0084 24 3123 4567", "+84 2431234567", "+243 1234567"),  # Hanoi or Kinshasa
     ],
 )
 def test_a_number_both_readings_of_00_make_is_refused_naming_both(
@@ -963,19 +1001,25 @@ def test_a_number_both_readings_of_00_make_is_refused_naming_both(
     )
 
 
+# Why a number of a possible length is none of its country's (libphonenumber's plan).
+PLAN = "are no number of that country's plan (an area code or prefix it does not have"
+
+
 @pytest.mark.parametrize(
     ("written", "reason"),
     [
-        ("+52 55 1234 56789", "a number of +52 has 10 digits after the country code (a mobile's"),
-        ("+52 33 1234 56780", "a number of +52 has 10 digits after the country code (a mobile's"),
-        ("+61 2 9876 543", "a number of +61 has 9 digits after the country code (or 13 and 4"),
-        ("+61 4 1234 56789", "a number of +61 has 9 digits after the country code (or 13 and 4"),
-        ("+61 14 1234 5678", "a number of +61 has 9 digits after the country code (or 13 and 4"),
-        ("+1 511 234 5678", "no North American number (+1 and 10 digits)"),  # N11: no area code
-        ("+1 212 411 1234", "no North American number (+1 and 10 digits)"),  # nor an exchange
+        ("+52 55 1234 56789", "a number of +52 has 10 digits after the country code"),
+        ("+52 33 1234 56780", "a number of +52 has 10 digits after the country code"),
+        ("+61 2 9876 543", f"the 8 digits after +61 {PLAN}"),
+        ("+61 4 1234 56789", f"the 10 digits after +61 {PLAN}"),
+        ("+61 14 1234 5678", f"the 10 digits after +61 {PLAN}"),
+        ("+1 511 234 5678", f"the 10 digits after +1 {PLAN}"),  # N11: no area code
+        ("+1 212 155 1234", f"the 10 digits after +1 {PLAN}"),  # no exchange begins with 1
         ("+44 20 7946 09", "a number of +44 has 7, 9 or 10 digits after the country code"),
-        ("+49 30 1234 5678 9012 34", "a number of +49 has 5 to 15 digits after the country code"),
+        ("+44 20 7946 095", f"the 9 digits after +44 {PLAN}"),  # London's have 10
+        ("+49 30 1234 5678 9012 34", "a number of +49 has 4 to 15 digits after the country code"),
         ("+298 76543", "a number of +298 has 6 digits after the country code"),
+        ("+01 212 555 1234", "no country code begins it"),  # +0 is nobody's, nor +01
     ],
 )
 def test_a_number_with_digits_its_countrys_plan_does_not_have_is_refused(
@@ -983,7 +1027,8 @@ def test_a_number_with_digits_its_countrys_plan_does_not_have_is_refused(
 ) -> None:
     """rev25 F4: `+52 55 1234 56789` (a Mexico City number with a digit too many) and `+61 2
     9876 543` (Sydney with one too few) were stored: +52 took any 11 digits, +61 any 6 to
-    13."""
+    13. A number of a length its plan has is refused when none of the plan's numbers begins
+    so (rev26 F1: libphonenumber's plans, the area codes and prefixes of each country)."""
     with pytest.raises(ValueError) as refused:
         e164(written)
     assert f": {reason}" in str(refused.value)

@@ -10,6 +10,7 @@ so a caller can normalise first and validate the stored form.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -337,14 +338,14 @@ def _dialled_abroad(phone: str, digits: str) -> str:
     the European way, the country code right after `00` ("0044 20 7946 0958"), and as
     dialled abroad from Brazil, `00`, a carrier code (CSP: 21 Embratel, 15 Telefônica, 41
     TIM …, `_CARRIER_CODES`) and the country code ("0021 1 212 555 1234"). A reading counts
-    when it is a valid number (`_international_problem`: a country code E.164 knows, a
-    length that country's plan has) and, dialled from Brazil, its carrier code one Anatel
-    assigned. One reading counts: that is the number. Both count ("0061 2 9876 5432":
-    Sydney, or +298 765432 through carrier 61): which was meant cannot be told, and reading
-    one would give the other's text to a stranger, so it is refused naming both, asking for
-    the "+" form. Neither counts: refused asking for the "+" form, or, for `00 55` and a
-    number that is no Brazilian one, for the reason Brazil's plan refuses it ("0055 11 8765
-    4321": an 8-digit mobile)."""
+    when it is a valid number (`_international_problem`: a country code E.164 knows, then
+    a number of that country's plan, its area codes and prefixes, not only their count)
+    and, dialled from Brazil, its carrier code one Anatel assigned. One reading counts: that
+    is the number. Both count ("0061 2 9876 5432": Sydney, or +298 765432 through carrier
+    61): which was meant cannot be told, and reading one would give the other's text to a
+    stranger, so it is refused naming both, asking for the "+" form. Neither counts:
+    refused asking for the "+" form, or, for `00 55` and a number that is no Brazilian one,
+    for the reason Brazil's plan refuses it ("0055 11 8765 4321": an 8-digit mobile)."""
     european = digits
     if european.startswith(COUNTRY_CODE + "0"):
         european = COUNTRY_CODE + european[3:]  # "00 55 0800 …": no area code starts with 0
@@ -384,114 +385,70 @@ _CARRIER_CODES = frozenset(
     "10 12 13 14 15 17 19 21 22 23 24 25 26 27 28 29 31 32 34 35 36 38 41 42 43 45 46 47 48 49"
     " 51 52 53 54 56 57 58 61 62 63 64 65 67 69 71 72 81 84 89 91 95 96 98 99".split()
 )
-# The country codes of E.164 (ITU-T E.164 annex), prefix-free: 1 and 7, then two digits, then
-# three. A number beginning with no such code (+0…, +28…, +422…) is nobody's.
-_COUNTRY_CODES = frozenset(
-    "1 7 20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 60 61"
-    " 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98"
-    " 211 212 213 216 218 220 221 222 223 224 225 226 227 228 229 230 231 232 233 234 235 236"
-    " 237 238 239 240 241 242 243 244 245 246 247 248 249 250 251 252 253 254 255 256 257 258"
-    " 260 261 262 263 264 265 266 267 268 269 290 291 297 298 299 350 351 352 353 354 355 356"
-    " 357 358 359 370 371 372 373 374 375 376 377 378 379 380 381 382 383 385 386 387 389 420"
-    " 421 423 500 501 502 503 504 505 506 507 508 509 590 591 592 593 594 595 596 597 598 599"
-    " 670 672 673 674 675 676 677 678 679 680 681 682 683 685 686 687 688 689 690 691 692 800"
-    " 808 850 852 853 855 856 870 878 880 881 882 883 886 888 960 961 962 963 964 965 966 967"
-    " 968 970 971 972 973 974 975 976 977 979 992 993 994 995 996 998".split()
-)
 
 
-def _plan_lengths(table: str) -> Mapping[str, frozenset[int]]:
-    """`table` ("44:7,9-10 …") as each country code's lengths of national numbers."""
-    plans: dict[str, frozenset[int]] = {}
-    for entry in table.split():
-        code, _, lengths = entry.partition(":")
-        spans = (part.partition("-") for part in lengths.split(","))
-        plans[code] = frozenset(
-            n for first, _, last in spans for n in range(int(first), int(last or first) + 1)
-        )
-    return MappingProxyType(plans)
+@functools.cache
+def _country_codes() -> frozenset[str]:
+    """E.164's country codes that libphonenumber has a numbering plan for, prefix-free: 1
+    and 7, then two digits, then three. A number beginning with none (+0…, +28…, +422…) is
+    nobody's."""
+    import phonenumbers  # here, not above: its import takes ~60 ms, needed by phones only
 
-
-# How many digits follow each country code in that country's numbering plan: its landlines
-# and mobiles, and the numbers anyone may call toll-free or at shared cost (ITU-T national
-# plans, as libphonenumber 9.0.43 records them): "44:7,9-10" is 7, 9 or 10 digits. A number
-# of another length is none of that country's. (+1, +52, +55 and +61: `_NATIONAL_NUMBERS`;
-# +379, +878, +883 and +979 are only E.164's 8 to 15 digits in all.)
-_NATIONAL_LENGTHS: Mapping[str, frozenset[int]] = _plan_lengths(
-    """
-    7:10,14 20:8-10 27:5-10 30:10-12 31:5-11 32:8-9 33:9 34:9 36:8-9 39:6-12 40:6,9 41:9
-    43:4-13 44:7,9-10 45:8 46:6-9 47:5,8 48:7,9-10 49:5-15 51:8-9 53:6-8,10 54:10-11 56:9-11
-    57:8,10-11 58:10 60:8-10 62:7-17 63:6,8-13 64:5-10 65:8,10-11 66:8-10,13 81:8-17
-    82:5-6,8-14 84:7-10 86:7-12 90:7,10,12-13 91:8-13 92:8-12 93:9 94:9 95:6-10 98:4-7,10 211:9
-    212:9 213:8-9 216:8 218:9 220:7,9 221:9 222:8 223:8 224:8-9 225:10 226:8 227:8 228:8 229:10
-    230:7-8,10 231:7-9 232:8 233:8-9 234:10-14 235:8 236:8 237:8-9 238:7 239:7 240:9 241:7-8
-    242:9 243:7-10 244:9 245:9 246:7 247:5-6 248:7 249:9 250:8-9 251:9 252:6-9 253:8 254:7-10
-    255:9 256:9 257:8 258:8-9 260:9 261:9 262:9 263:7,9 264:8-9 265:7,9 266:8 267:7-8,10 268:8
-    269:7 290:4-5 291:7 297:7 298:6 299:6 350:8 351:9 352:4-11 353:7-10 354:7,9 355:6-9 356:8
-    357:8 358:5-12 359:6-9,12 370:8 371:8 372:7-8,10 373:8 374:8 375:6-11 376:6,8-9 377:8-9
-    378:8,10 380:9-10 381:6-12 382:8-9 383:8-12 385:7-9 386:6-8 387:8-9 389:8 420:9 421:6-7,9
-    423:7,9 500:5 501:7,11 502:8,11 503:7-8,11 504:8,11 505:8 506:8,10 507:7-8,10-11 508:6,9
-    509:8 590:9 591:8-9 592:7 593:8-11 594:9 595:6-11 596:9 597:6-7 598:4-13 599:7-8 670:7-8
-    672:6 673:7 674:7 675:7-8 676:5,7 677:5,7 678:5,7 679:7,11 680:7 681:6,9 682:5 683:4,7
-    685:5-7,10 686:5,8 687:6 688:5-7 689:6,8-9 690:4-7 691:7 692:7 800:8 808:8 850:8,10 852:8-9
-    853:7-8 855:8-10 856:8-10 870:9,12 880:6-10 881:9-10 882:7-10,12 886:8-9 888:11 960:7,10
-    961:7-8 962:8-9 963:8-9 964:8-10 965:7-8 966:9-10 967:7-9 968:7-9 970:8-10 971:5-12
-    972:7-12 973:8 974:7-9,11 975:7-8 976:8-10 977:8,10-11 992:9 993:8 994:9 995:9 996:9-10
-    998:9
-    """
-)
-
-
-# The countries whose national numbers are told by their digits, not only by their count:
-# North America (+1) a 3-digit area code and a 7-digit number, neither beginning 0 or 1 nor an
-# N11 code (211 … 911 are services, never an area code or an exchange); Mexico (+52) 10
-# digits, or a mobile's old "1" and 10 (`_current`); Australia (+61) 9 digits, or 13 and 4
-# (13 12 34), or 1300 or 1800 and 6 (1800 123 456). Brazil (+55): `_brazilian_problem`.
-_NATIONAL_NUMBERS: Mapping[str, tuple[re.Pattern[str], str]] = MappingProxyType(
-    {
-        "1": (
-            re.compile(r"[2-9](?!11)[0-9]{2}[2-9](?!11)[0-9]{6}"),
-            "no North American number (+1 and 10 digits)",
-        ),
-        "52": (
-            re.compile(r"1?[2-9][0-9]{9}"),
-            "a number of +52 has 10 digits after the country code (a mobile's old 1 and 10)",
-        ),
-        "61": (
-            re.compile(r"[2-578][0-9]{8}|13[0-9]{4}|1[38]00[0-9]{6}"),
-            "a number of +61 has 9 digits after the country code (or 13 and 4, 1300 or 1800 and 6)",
-        ),
-    }
-)
+    return frozenset(map(str, phonenumbers.COUNTRY_CODE_TO_REGION_CODE))
 
 
 def _country_code(digits: str) -> str | None:
-    """The E.164 country code `digits` begin with, or None."""
-    return next((digits[:n] for n in (1, 2, 3) if digits[:n] in _COUNTRY_CODES), None)
+    """The country code `digits` begin with (`_country_codes`), or None."""
+    return next((digits[:n] for n in (1, 2, 3) if digits[:n] in _country_codes()), None)
 
 
 def _international_problem(digits: str) -> str | None:
     """Why `digits` (a country code and the rest) is no E.164 number, or None: its country
-    code is known, the rest a national number of that country's plan (`_NATIONAL_NUMBERS`,
-    `_NATIONAL_LENGTHS`; +55 Brazil's)."""
+    code is known and the rest is a number of that country's plan (+55 Brazil's,
+    `_brazilian_problem`; every other country's as libphonenumber records it,
+    `_plan_problem`)."""
     code = _country_code(digits)
     if code is None:
         return "no country code begins it (E.164: +1, +44, +55 …)"
     if code == COUNTRY_CODE:
         return _brazilian_problem(digits)
-    national = digits[len(code) :]
-    if code in _NATIONAL_NUMBERS:
-        pattern, problem = _NATIONAL_NUMBERS[code]
-        return None if pattern.fullmatch(national) else problem
-    lengths = _NATIONAL_LENGTHS.get(code)
-    if lengths is not None and len(national) not in lengths:
-        return f"a number of +{code} has {_counted(lengths)} digits after the country code"
-    if not 8 <= len(digits) <= 15:
-        return "E.164 has 8 to 15 digits"
-    return None
+    return _plan_problem(code, _current(digits)[len(code) :])
 
 
-def _counted(lengths: frozenset[int]) -> str:
+def _plan_problem(code: str, national: str) -> str | None:
+    """Why `national` (the digits after the country code `code`) is no number of that
+    country's numbering plan, or None. The plans are libphonenumber's (Google's, kept to the
+    ITU's and the regulators' published plans, through the `phonenumbers` package): a number
+    is valid when its digits are one of a landline's, a mobile's, a toll-free, shared-cost,
+    premium or other service's number ranges of its country, area codes and prefixes as
+    assigned, not only their count (+44 6681800 has a length the UK's plan has, for a few
+    freephone numbers, and is no number)."""
+    import phonenumbers  # see `_country_codes`
+
+    calling_code = int(code)
+    region = phonenumbers.region_code_for_country_code(calling_code)
+    plan = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(calling_code, region)
+    assert plan is not None and plan.general_desc is not None  # every code `_country_code` knows
+    if len(national) not in plan.general_desc.possible_length:
+        lengths = _counted(plan.general_desc.possible_length)
+        return f"a number of +{code} has {lengths} digits after the country code"
+    # "+39 06 …", "+225 07 …": a national number's leading zeros, as phonenumbers keeps them
+    zeros = min(len(national) - len(national.lstrip("0")), len(national) - 1)
+    number = phonenumbers.PhoneNumber(
+        country_code=calling_code,
+        national_number=int(national),
+        italian_leading_zero=zeros > 0 or None,
+        number_of_leading_zeros=zeros if zeros > 1 else None,
+    )
+    if phonenumbers.is_valid_number(number):
+        return None
+    return (
+        f"the {len(national)} digits after +{code} are no number of that country's plan (an"
+        " area code or prefix it does not have, or a digit too many or too few)"
+    )
+
+
+def _counted(lengths: Iterable[int]) -> str:
     """`lengths` in words: "7, 9 or 10", "5 to 15"."""
     spans: list[list[int]] = []  # [first, last] of each run of lengths
     for n in sorted(lengths):
@@ -507,8 +464,9 @@ def _counted(lengths: frozenset[int]) -> str:
 
 
 def _current(digits: str) -> str:
-    """The valid number `digits` as its country writes it today: a Mexican mobile without
-    the "1" Mexico dropped in 2019 (+52 1 55 1234 5678 is +52 55 1234 5678, one subscriber
+    """`digits` (a country code and the rest) as its country writes them today: a Mexican
+    mobile without the "1" Mexico dropped in 2019 (libphonenumber's plan for +52 has no such
+    number) (+52 1 55 1234 5678 is +52 55 1234 5678, one subscriber
     one text)."""
     if digits.startswith("521") and len(digits) == 13:
         return "52" + digits[3:]
