@@ -35,36 +35,12 @@ MAX_LENGTH: Final = 1024  # bounds the work one login costs us
 # default executor: two checks at a time (64 MiB, two cores at most), queueing none of the
 # work the default executor does (a partner answer's redaction, another process's start-up).
 _SCRYPT: Final = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrypt")
-# Scrypt work a process holds at once, running and waiting, on users that exist (their
-# logins, a new user, a password change): a login past it is refused (429, `matches`)
-# rather than queued, so a flood of logins never makes an admin's login, a new user or a
-# password change wait more than these checks and the few below (~2 s). The UI also gives
-# each client a few logins a second.
+# Scrypt work a process holds at once, running and waiting: a login past it is refused (429,
+# `matches`) rather than queued, so a flood of logins (each one a check, an unknown e-mail
+# too) never makes an admin's login, a new user or a password change wait more than this
+# many checks (~2 s). The UI also gives each client address a few logins a second.
 MAX_CHECKS: Final = 8
-# Checks of logins that name no user (against `dummy_hash`, so that they take as long as a
-# wrong password) held at once, apart from those: past it such a login is answered as a
-# wrong password after as long as a check takes, unchecked. So logins for made-up e-mails,
-# from however many clients, hold at most this many checks: never the room of the users'.
-MAX_UNKNOWN_CHECKS: Final = 2
-
-
-class _Held:
-    """Scrypt work of one kind the process holds, running and waiting, and a bound on it."""
-
-    def __init__(self, most: int) -> None:
-        self.most = most
-        self.count = 0
-
-    @property
-    def full(self) -> bool:
-        return self.count >= self.most
-
-
-_USERS: Final = _Held(MAX_CHECKS)
-_UNKNOWN: Final = _Held(MAX_UNKNOWN_CHECKS)
-# How long the last check took, from its submission to its answer (queueing included): an
-# unknown e-mail's login answered unchecked waits as long.
-_took = 0.2
+_held = 0
 
 
 def _b64(data: bytes) -> str:
@@ -111,36 +87,29 @@ def verify_password(password: str, stored: str) -> bool:
 async def hashed(password: str) -> str:
     """`hash_password` on the scrypt threads (an admin's own change: never refused, but
     counted, so that logins leave room for it)."""
-    return await _on_scrypt(_USERS, functools.partial(hash_password, password))
+    return await _on_scrypt(functools.partial(hash_password, password))
 
 
 async def matches(password: str, stored: str | None) -> bool:
     """`verify_password` on the scrypt threads; `stored` None (no such user) is checked
-    against `dummy_hash()`, so that a login takes as long either way, in a bound of its own
-    (MAX_UNKNOWN_CHECKS; past it answered False as late as a check would be). RateLimited when
-    the process holds MAX_CHECKS of its users' already, whatever user the login names: the
-    refusal says nothing of which exist."""
-    if _USERS.full:
+    against `dummy_hash()`, so that a login takes as long either way. RateLimited when the
+    process holds MAX_CHECKS already."""
+    if _held >= MAX_CHECKS:
         raise RateLimited("too many logins are being checked; try again in a second")
-    if stored is not None:
-        return await _on_scrypt(_USERS, functools.partial(verify_password, password, stored))
-    if _UNKNOWN.full:
-        await asyncio.sleep(_took)
-        return False
-    return await _on_scrypt(_UNKNOWN, lambda: verify_password(password, dummy_hash()))
+
+    def check() -> bool:
+        return verify_password(password, stored if stored is not None else dummy_hash())
+
+    return await _on_scrypt(check)
 
 
-async def _on_scrypt(held: _Held, work: Callable[[], _T]) -> _T:
-    global _took
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    held.count += 1
+async def _on_scrypt(work: Callable[[], _T]) -> _T:
+    global _held
+    _held += 1
     try:
-        answer = await loop.run_in_executor(_SCRYPT, work)
+        return await asyncio.get_running_loop().run_in_executor(_SCRYPT, work)
     finally:
-        held.count -= 1
-    _took = loop.time() - started
-    return answer
+        _held -= 1
 
 
 @functools.cache
