@@ -20,6 +20,7 @@ from typing import Any
 
 import pymongo
 import pytest
+import time_machine
 from pymongo import AsyncMongoClient, monitoring
 
 from gateway.background import cancel_and_wait
@@ -396,6 +397,69 @@ async def test_a_running_gateway_expires_documents_past_their_ttl_on_its_own(
                 break
             await asyncio.sleep(0.05)
         assert await services.store.db["idempotency"].count_documents({}) == 0
+
+
+async def test_a_forward_step_of_the_hosts_clock_expires_nothing_before_its_time(
+    settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step of a process's host clock (NTP, by hand, an RTC kept in local time; the
+    monotonic clock untouched) reached the expiry's cutoff before the next reading of the
+    database server's clock: 100 days ahead, every stored position and every Idempotency-Key
+    record was deleted for good (25 h: the records, the signature memory, the cooldowns). The
+    gateway's time counts on from its last reading on the monotonic clock."""
+    monkeypatch.setattr(connection, "EXPIRE_SECONDS", 0.05)
+    async with open_services(settings, mongodb_uri=mongodb_uri) as services:
+        db = services.store.db
+        now = datetime.now(UTC)
+        fixes = [{"t": now - timedelta(minutes=m), "lat": -23.5, "lon": -46.6} for m in (2, 1)]
+        await services.store.positions.append("acme", "v1", fixes, "t")
+        await db["idempotency"].insert_one({"_id": "a", "created_at": now - timedelta(minutes=1)})
+        await db["notify_cooldowns"].insert_one(
+            {"_id": "a", "expires_at": now + timedelta(hours=3)}
+        )
+        passes = 0
+        real_expire = services.store.expiry.expire
+
+        async def counted() -> int:
+            nonlocal passes
+            passes += 1
+            return await real_expire()
+
+        monkeypatch.setattr(services.store.expiry, "expire", counted)
+        with time_machine.travel(now + timedelta(days=100)):
+            async with asyncio.timeout(10):
+                while passes < 5:
+                    await asyncio.sleep(0.05)
+        assert await db["positions"].count_documents({}) == 2
+        assert await db["idempotency"].count_documents({}) == 1
+        assert await db["notify_cooldowns"].count_documents({}) == 1
+
+
+async def test_an_expiry_pass_runs_no_further_than_the_monotonic_clock_when_the_time_steps(
+    services: Services, gateway_time: Callable[[datetime], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway's time follows the database server's clock, which may step too (on the
+    gateway's own host for the embedded database): a pass's time never runs further past the
+    last pass's than the monotonic clock counted since. Ahead of that it expires only up to
+    there and says why; once the time is back, passes follow it again."""
+    db, expiry = services.store.db, services.store.expiry
+    now = datetime.now(UTC)
+    await db["idempotency"].insert_many(
+        [
+            {"_id": "old", "created_at": now - timedelta(days=2)},
+            {"_id": "fresh", "created_at": now - timedelta(minutes=1)},
+        ]
+    )
+    assert await expiry.expire() == 1  # "old": a pass on the right time
+    gateway_time(now + timedelta(days=100))  # a reading of a server whose clock stepped
+    with caplog.at_level("INFO", "gateway.store.expiry"):
+        assert await expiry.expire() == 0
+        assert "8640000 s ahead of where the last expiry pass" in caplog.text
+        gateway_time(datetime.now(UTC))  # the server's clock set right
+        await db["idempotency"].insert_one({"_id": "older", "created_at": now - timedelta(days=3)})
+        assert await expiry.expire() == 1
+        assert "follows the gateway's time again" in caplog.text
+    assert [d["_id"] for d in await db["idempotency"].find().to_list(None)] == ["fresh"]
 
 
 @pytest.mark.timeout(180)  # a gateway and three commands, each its own process
