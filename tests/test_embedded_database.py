@@ -599,7 +599,7 @@ async def test_an_embedded_database_whose_disk_is_under_the_floor_is_refused_unt
     once, its reason said), and it serves again once the disk has room. (The free space as
     read: a full disk needs root to make.)"""
     free = [1 << 20]
-    monkeypatch.setattr(supervisor_module, "_free_bytes", lambda storage: free[0])
+    monkeypatch.setattr(supervisor_module, "_free_room", lambda storage: (free[0], 1 << 20))
     async with _supervised(tmp_path) as (supervisor, store):
         await store.ping()
         watching = asyncio.create_task(
@@ -617,6 +617,35 @@ async def test_an_embedded_database_whose_disk_is_under_the_floor_is_refused_unt
             assert not store.health.up
 
             free[0] = 1 << 30  # room again
+            await _until(lambda: store.health.up, 10, "the database up again")
+            store.health.check()
+            await store.ping()
+        finally:
+            await cancel_and_wait(watching)
+
+
+async def test_an_embedded_database_whose_disk_is_short_of_inodes_is_refused_until_it_has_some(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk with bytes to spare but no free inode (small files of another program, a
+    container's `nr_inodes`): SecantusDB panicked creating its next file (a journal file, a
+    new shard's table) and, its table half-created, never started again. Under the inode floor
+    it is held down as under the bytes one, and serves again once inodes are free."""
+    inodes = [10]
+    monkeypatch.setattr(supervisor_module, "_free_room", lambda storage: (1 << 30, inodes[0]))
+    async with _supervised(tmp_path) as (supervisor, store):
+        await store.ping()
+        floor = FreeSpaceFloor(supervisor.server.storage_path, store.health, 64 << 20, 1000)
+        watching = asyncio.create_task(floor.watch(0.05))
+        try:
+            await _until(lambda: not store.health.up, 10, "the database marked down")
+            with pytest.raises(StoreUnavailable) as refused:
+                store.health.check()
+            assert refused.value.retry_after is not None
+            assert "the embedded database's disk has 10 inodes free, under 1000" in str(
+                refused.value.detail
+            )
+            inodes[0] = 5000  # freed
             await _until(lambda: store.health.up, 10, "the database up again")
             store.health.check()
             await store.ping()
@@ -691,6 +720,27 @@ def test_a_gateway_on_an_embedded_database_under_its_free_space_floor_refuses_an
         listed = _command(gateway, "trigger", "list", "--tenant", "acme")
         assert listed.returncode == 0, listed.stderr
         assert "under-the-floor" not in listed.stdout
+    finally:
+        gateway.stop()
+
+
+def test_a_gateway_whose_embedded_database_disk_has_too_few_free_inodes_refuses_and_says_why(
+    tmp_path: Path,
+) -> None:
+    """The inode floor holds like the bytes one, read from the data dir's file system (a
+    floor of 10^12 inodes: a disk as good as out of them)."""
+    gateway = Gateway(tmp_path, GATEWAY_EMBEDDED_MIN_FREE_INODES="1000000000000")
+    gateway.start(serving="/healthz")
+    try:
+        status, body = gateway.get("/readyz")
+        assert status == 503, body
+        assert "inodes free, under 1000000000000" in body["detail"], body
+        status, headers, body = gateway.request(
+            "POST", "/api/v1/entities/vehicle", {"plate": "INO1A01"}, auth()
+        )
+        assert status == 503, body
+        assert headers["Retry-After"]
+        assert "GATEWAY_EMBEDDED_MIN_FREE_INODES" in gateway.log()
     finally:
         gateway.stop()
 
