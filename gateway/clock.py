@@ -69,11 +69,6 @@ def measured(server: datetime, at: float, offset: timedelta) -> None:
     _reading = (server, at)
 
 
-def set_offset(offset: timedelta) -> None:
-    """The database server's clock is `offset` ahead of this host's, read now."""
-    measured(host_now() + offset, time.monotonic(), offset)
-
-
 def offset() -> timedelta:
     return _offset
 

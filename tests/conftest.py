@@ -26,7 +26,7 @@ from gateway.config import Secret, Settings
 from gateway.services import Services, open_services
 from gateway.store.embedded import EmbeddedServer
 from tests.read_plans import Reads
-from tests.support import SECRET_KEY
+from tests.support import SECRET_KEY, set_offset
 
 _db_names = itertools.count()
 
@@ -233,7 +233,7 @@ def gateway_time(monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime], None]:
     monkeypatch.setattr(clock, "_offset", clock._offset)
 
     def move_to(moment: datetime) -> None:
-        clock.set_offset(moment - clock.host_now())
+        set_offset(moment - clock.host_now())
 
     return move_to
 

@@ -23,6 +23,7 @@ from gateway.services import Services
 from gateway.shares import Shares
 from gateway.store import Doc
 from gateway.store.entities import RELAY_SHARDS, relay_shard
+from tests.support import set_offset
 
 ORIGIN = Origin("trigger", "t1")
 
@@ -167,12 +168,12 @@ def test_an_id_never_sorts_before_the_previous_one_when_the_offset_steps_back() 
 
     try:
         with time_machine.travel(1_800_000_000.0005, tick=False):
-            clock.set_offset(timedelta(seconds=5, milliseconds=1))
+            set_offset(timedelta(seconds=5, milliseconds=1))
             first = new_id()
-            clock.set_offset(timedelta(seconds=5, milliseconds=-1))  # measured again
+            set_offset(timedelta(seconds=5, milliseconds=-1))  # measured again
             assert new_id() > first
     finally:
-        clock.set_offset(timedelta())
+        set_offset(timedelta())
 
 
 async def test_a_reading_of_the_servers_clock_corrects_the_gateways_time_and_says_a_jump(
@@ -213,7 +214,7 @@ async def test_a_process_on_a_host_whose_clock_is_behind_stamps_and_measures_on_
         await server_clock.measure()  # now a process on the right clock
         assert await services.relay.run_until_idle() == 1
     finally:
-        clock.set_offset(timedelta())
+        set_offset(timedelta())
     relayed_at = datetime.now(UTC)
 
     stored = await services.store.db["entities"].find_one({"_id": written.entity["_id"]})

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import time_machine
 
-from gateway import clock
 from gateway.config import ConfigError, Settings
 from gateway.doorbell import Doorbell
 from gateway.entities import Origin
@@ -40,7 +39,7 @@ from tests.partner_double import (
     create_vehicle,
     post,
 )
-from tests.support import auth
+from tests.support import auth, set_offset
 from tests.test_fleet_odometer import ROUTE_M, START, route_points
 from tests.test_fleet_rules_api import ring_around
 from tests.triggers_support import create_position_trigger, hook
@@ -686,7 +685,7 @@ async def test_fixes_a_process_on_a_host_whose_clock_is_behind_stored_are_not_co
         await server_clock.measure()  # now a process on the right clock
         assert await own_fold(services, FoldSettings()).run_until_idle() == 1
     finally:
-        clock.set_offset(timedelta())
+        set_offset(timedelta())
 
     metrics = services.metrics.render().decode()
     assert "gateway_fleet_fold_lag_seconds_count 5.0" in metrics
