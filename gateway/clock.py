@@ -1,18 +1,23 @@
 """The wall clock, in UTC: what every component that stamps or schedules takes as its default
 `clock` (tests pass their own); and time zones by the names admins and partners give.
 
-The gateway's clock is the database server's: each process measures how far its host's
-clock is from the server's (`gateway/server_clock.py`, `set_offset`) and `utcnow` adds that
-offset, so processes on hosts whose clocks disagree compare leases and due times on one
-clock (a host ahead took over the leases the others still held), and stamp on it what they
-store, send or measure as a lag between processes (a host behind stamped its events in the
-past, and the relay counted its skew as lag). `host_now`, the host's own clock, is only
-what the offset is measured from; a duration within one process takes `time.monotonic`.
+The gateway's time is the database server's: each process reads the server's clock
+(`gateway/server_clock.py`, `measured`) and between two readings counts on from the last one on
+its monotonic clock (`utcnow`), so processes on hosts whose clocks disagree compare leases and
+due times on one clock (a host ahead took over the leases the others still held), and stamp on
+it what they store, send or measure as a lag between processes (a host behind stamped its events
+in the past, and the relay counted its skew as lag). A step of the host's wall clock (NTP, a
+hand correction, an RTC kept in local time) never reaches that time: it went straight into the
+stamps and cutoffs until the next reading (a host stepped forward expired every stored position
+through the gateway's own TTL expiry, one stepped back rejected live fixes as `future`). Before a
+first reading, the host's clock is all there is. `host_now`, the host's own clock, is only what
+the offset is measured against; a duration within one process takes `time.monotonic`.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -26,6 +31,8 @@ _NOT_ZONE_DIRECTORIES = ("posix/", "right/")
 
 
 _offset = timedelta()  # the database server's clock minus this host's, as last measured
+# (the server's time at the last reading, `time.monotonic()` then); None: no reading yet
+_reading: tuple[datetime, float] | None = None
 
 
 def host_now() -> datetime:
@@ -34,8 +41,18 @@ def host_now() -> datetime:
 
 
 def utcnow() -> datetime:
-    """The gateway's time: this host's clock corrected to the database server's."""
-    return host_now() + _offset
+    """The gateway's time: the database server's clock as last read, counted on since on this
+    process's monotonic clock (this host's clock before a first reading)."""
+    return at_monotonic(time.monotonic())
+
+
+def at_monotonic(moment: float) -> datetime:
+    """The gateway's time when `time.monotonic()` read `moment` (this host's clock now before
+    a first reading)."""
+    if _reading is None:
+        return host_now()
+    server, at = _reading
+    return server + timedelta(seconds=moment - at)
 
 
 def utc_timestamp() -> float:
@@ -44,10 +61,12 @@ def utc_timestamp() -> float:
     return utcnow().timestamp()
 
 
-def set_offset(offset: timedelta) -> None:
-    """The database server's clock is `offset` ahead of this host's (negative: behind)."""
-    global _offset
+def measured(server: datetime, at: float, offset: timedelta) -> None:
+    """The database server's clock read `server` at `time.monotonic()` `at`, `offset` ahead of
+    this host's (negative: behind): the gateway's time from now on."""
+    global _offset, _reading
     _offset = offset
+    _reading = (server, at)
 
 
 def offset() -> timedelta:

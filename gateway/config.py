@@ -145,6 +145,8 @@ class Settings:
     # The embedded database is marked down while its disk has less free than this
     # (store/supervisor.py `MIN_FREE_MB`); 0: never.
     embedded_min_free_mb: int = 64
+    # ... or fewer free inodes than this (store/supervisor.py `FreeSpaceFloor`); 0: never.
+    embedded_min_free_inodes: int = 1000
     # The fleet fold writes a moving vehicle's last position and odometer to its entity at
     # least this often, and its whole state with a checkpoint this often (docs/fleet.md).
     fold_entity_seconds: int = 10
@@ -256,6 +258,9 @@ class Settings:
             hung_seconds=env.integer("GATEWAY_HUNG_SECONDS", 30, low=5, high=3600),
             embedded_min_free_mb=env.integer(
                 "GATEWAY_EMBEDDED_MIN_FREE_MB", 64, low=0, high=1_073_741_824
+            ),
+            embedded_min_free_inodes=env.integer(
+                "GATEWAY_EMBEDDED_MIN_FREE_INODES", 1000, low=0, high=1_000_000_000_000
             ),
             fold_entity_seconds=env.integer("GATEWAY_FOLD_ENTITY_SECONDS", 10, low=1, high=3600),
             fold_checkpoint_seconds=env.integer(

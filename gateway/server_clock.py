@@ -3,13 +3,17 @@
 Leases and due times are compared across processes, on hosts whose clocks may disagree: a
 host 60 s ahead took over the deliveries and schedules the others still held; and so are the
 times stamped (a host behind stamped its events in the past, counted as lag). So every
-process measures its host's offset to the database server's clock (`hello`'s `localTime`,
-the best of a few round trips, taken as read halfway through) at start, before its background
-jobs (which wait for a first measurement when the database does not answer then: `known`,
-`Background.start_once_checked`), and again every `CHECK_SECONDS`; `utcnow` adds it. The
-offset is exported (`gateway_clock_offset_seconds`) and logged past `WARN_SECONDS`: the
-hosts should still run NTP. A server that gives no time leaves the host's clock in use,
-said once in the log.
+process reads the database server's clock (`hello`'s `localTime`, the best of a few round
+trips, taken as read halfway through) at start, before its background jobs (which wait for a
+first reading when the database does not answer then: `known`,
+`Background.start_once_checked`), and again every `CHECK_SECONDS`; in between `utcnow` counts
+on from the last reading on the monotonic clock, so a step of this host's wall clock never
+reaches it, and a reading corrects only how far the two clocks drifted apart in a minute. A
+reading whose server time is `WARN_SECONDS` or more off what the monotonic clock counted (the
+server's clock stepped, or this process stood still: a suspended host) is logged, and followed.
+The host's offset to the server's clock is exported (`gateway_clock_offset_seconds`) and logged
+past `WARN_SECONDS`: the hosts should still run NTP. A server that gives no time leaves the
+host's clock in use, said once in the log.
 """
 
 from __future__ import annotations
@@ -62,13 +66,29 @@ class ServerClock:
                 self._untimed = True
                 return
             samples.append(sample)
-        offset, trip = min(samples, key=lambda s: s[1])
-        if abs(offset.total_seconds()) <= trip / 2 + _PRECISION:
-            offset = timedelta()  # within what the measurement can tell
-        clock.set_offset(offset)
+        best = min(samples, key=lambda s: s.trip)
+        server, offset = best.server, best.offset
+        if abs(offset.total_seconds()) <= best.trip / 2 + _PRECISION:
+            # Within what the reading can tell: this host's clock then.
+            server, offset = server - offset, timedelta()
+        if self._measured:
+            self._tell_jump(server - clock.at_monotonic(best.at))
+        clock.measured(server, best.at, offset)
         self._metrics.clock_offset.set(offset.total_seconds())
         self._measured = True
         self._tell(offset)
+
+    @staticmethod
+    def _tell_jump(jump: timedelta) -> None:
+        seconds = jump.total_seconds()
+        if abs(seconds) >= WARN_SECONDS:
+            log.warning(
+                "the database server's clock moved %.1f s %s than this process's monotonic "
+                "clock counted since the last reading (the server's clock stepped, or this "
+                "process stood still): the gateway's time follows the server's",
+                abs(seconds),
+                "further" if seconds > 0 else "less far",
+            )
 
     def _tell(self, offset: timedelta) -> None:
         seconds = offset.total_seconds()

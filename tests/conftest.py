@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,13 @@ from aiohttp.test_utils import TestClient
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import PyMongoError
 
+from gateway import clock
 from gateway.app import create_app
 from gateway.config import Secret, Settings
 from gateway.services import Services, open_services
 from gateway.store.embedded import EmbeddedServer
 from tests.read_plans import Reads
-from tests.support import SECRET_KEY
+from tests.support import SECRET_KEY, set_offset
 
 _db_names = itertools.count()
 
@@ -219,6 +221,21 @@ async def services(settings: Settings, mongodb_uri: str) -> AsyncIterator[Servic
     `client` fixture's app uses): for use cases driven directly."""
     async with open_services(settings, mongodb_uri=mongodb_uri) as opened:
         yield opened
+
+
+@pytest.fixture
+def gateway_time(monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime], None]:
+    """Sets the gateway's time (`gateway.clock.utcnow`) to a moment, as a reading of the
+    database server's clock would, from which it counts on; as it was after the test. (The
+    host's wall clock, which time-machine moves, no longer reaches it once the server's clock
+    was read: every process and the `services` fixture read it at start.)"""
+    monkeypatch.setattr(clock, "_reading", clock._reading)
+    monkeypatch.setattr(clock, "_offset", clock._offset)
+
+    def move_to(moment: datetime) -> None:
+        set_offset(moment - clock.host_now())
+
+    return move_to
 
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,10 +9,12 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from gateway import clock
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token
 from gateway.config import Settings
@@ -126,3 +128,9 @@ async def deliver_entity_events(services: Any, tenant: str = "acme") -> None:
     await services.actions.create_subscription(
         tenant, {"action_id": str(action["_id"]), "event_types": ["entity.*"]}
     )
+
+
+def set_offset(offset: timedelta) -> None:
+    """The gateway's time as a reading, taken now, of a database server's clock `offset` ahead
+    of this host's sets it (`gateway.clock.measured`)."""
+    clock.measured(clock.host_now() + offset, time.monotonic(), offset)

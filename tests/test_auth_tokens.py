@@ -15,7 +15,6 @@ import pytest
 import time_machine
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway import clock
 from gateway.auth.keyring import KeyRing, Purpose
 from gateway.auth.partner_jwt import JwtPolicy, PartnerJwtVerifier
 from gateway.auth.tokens import (
@@ -29,6 +28,7 @@ from gateway.auth.tokens import (
     verify_trigger_token,
 )
 from gateway.errors import Forbidden, Unauthorized
+from tests.support import set_offset
 
 NEW_KEY = "new-root-key-0123456789abcdefghij"
 OLD_KEY = "old-root-key-0123456789abcdefghij"
@@ -235,11 +235,11 @@ def test_a_process_on_a_host_whose_clock_is_behind_reads_tokens_on_the_servers_c
     expired = forge(ring, exp=int(time.time()) - 60)
     try:
         with time_machine.travel(time.time() - 120):
-            clock.set_offset(timedelta(minutes=2))  # as the process measures it
+            set_offset(timedelta(minutes=2))  # as the process measures it
             assert verify_trigger_token(ring, issued, trigger_id=TRIGGER).tenant == "acme"
             assert_rejected(ring, expired, "token expired")
     finally:
-        clock.set_offset(timedelta())
+        set_offset(timedelta())
 
 
 def test_a_token_of_another_purpose_is_rejected(ring: KeyRing) -> None:

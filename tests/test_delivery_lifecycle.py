@@ -45,7 +45,7 @@ from tests.partner_double import (
     running_partner,
     upload_mapping,
 )
-from tests.support import SECRET_KEY, auth
+from tests.support import SECRET_KEY, auth, set_offset
 from tests.ui_support import log_in, make_user
 
 __all__ = ["partner"]  # the fixture
@@ -1421,7 +1421,7 @@ async def test_jobs_of_a_process_whose_database_blinked_at_start_wait_for_its_cl
                 await asyncio.sleep(0.05)
         assert len(offsets) == 1 and offsets[0] < timedelta(seconds=-59), offsets
     finally:
-        host_clock.set_offset(timedelta())
+        set_offset(timedelta())
 
 
 def _oauth_to(url: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pymongo
 import pytest
+import time_machine
 from pymongo import AsyncMongoClient, monitoring
 
 from gateway.background import cancel_and_wait
@@ -426,6 +427,69 @@ async def test_a_running_gateway_expires_documents_past_their_ttl_on_its_own(
         assert await services.store.db["idempotency"].count_documents({}) == 0
 
 
+async def test_a_forward_step_of_the_hosts_clock_expires_nothing_before_its_time(
+    settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step of a process's host clock (NTP, by hand, an RTC kept in local time; the
+    monotonic clock untouched) reached the expiry's cutoff before the next reading of the
+    database server's clock: 100 days ahead, every stored position and every Idempotency-Key
+    record was deleted for good (25 h: the records, the signature memory, the cooldowns). The
+    gateway's time counts on from its last reading on the monotonic clock."""
+    monkeypatch.setattr(connection, "EXPIRE_SECONDS", 0.05)
+    async with open_services(settings, mongodb_uri=mongodb_uri) as services:
+        db = services.store.db
+        now = datetime.now(UTC)
+        fixes = [{"t": now - timedelta(minutes=m), "lat": -23.5, "lon": -46.6} for m in (2, 1)]
+        await services.store.positions.append("acme", "v1", fixes, "t")
+        await db["idempotency"].insert_one({"_id": "a", "created_at": now - timedelta(minutes=1)})
+        await db["notify_cooldowns"].insert_one(
+            {"_id": "a", "expires_at": now + timedelta(hours=3)}
+        )
+        passes = 0
+        real_expire = services.store.expiry.expire
+
+        async def counted() -> int:
+            nonlocal passes
+            passes += 1
+            return await real_expire()
+
+        monkeypatch.setattr(services.store.expiry, "expire", counted)
+        with time_machine.travel(now + timedelta(days=100)):
+            async with asyncio.timeout(10):
+                while passes < 5:
+                    await asyncio.sleep(0.05)
+        assert await db["positions"].count_documents({}) == 2
+        assert await db["idempotency"].count_documents({}) == 1
+        assert await db["notify_cooldowns"].count_documents({}) == 1
+
+
+async def test_an_expiry_pass_runs_no_further_than_the_monotonic_clock_when_the_time_steps(
+    services: Services, gateway_time: Callable[[datetime], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway's time follows the database server's clock, which may step too (on the
+    gateway's own host for the embedded database): a pass's time never runs further past the
+    last pass's than the monotonic clock counted since. Ahead of that it expires only up to
+    there and says why; once the time is back, passes follow it again."""
+    db, expiry = services.store.db, services.store.expiry
+    now = datetime.now(UTC)
+    await db["idempotency"].insert_many(
+        [
+            {"_id": "old", "created_at": now - timedelta(days=2)},
+            {"_id": "fresh", "created_at": now - timedelta(minutes=1)},
+        ]
+    )
+    assert await expiry.expire() == 1  # "old": a pass on the right time
+    gateway_time(now + timedelta(days=100))  # a reading of a server whose clock stepped
+    with caplog.at_level("INFO", "gateway.store.expiry"):
+        assert await expiry.expire() == 0
+        assert "8640000 s ahead of where the last expiry pass" in caplog.text
+        gateway_time(datetime.now(UTC))  # the server's clock set right
+        await db["idempotency"].insert_one({"_id": "older", "created_at": now - timedelta(days=3)})
+        assert await expiry.expire() == 1
+        assert "follows the gateway's time again" in caplog.text
+    assert [d["_id"] for d in await db["idempotency"].find().to_list(None)] == ["fresh"]
+
+
 @pytest.mark.timeout(180)  # a gateway and three commands, each its own process
 def test_cleanup_and_ui_user_beside_a_running_gateway_use_its_database_and_leave_it_running(
     tmp_path: Path,
@@ -563,7 +627,7 @@ async def test_an_embedded_database_whose_disk_is_under_the_floor_is_refused_unt
     once, its reason said), and it serves again once the disk has room. (The free space as
     read: a full disk needs root to make.)"""
     free = [1 << 20]
-    monkeypatch.setattr(supervisor_module, "_free_bytes", lambda storage: free[0])
+    monkeypatch.setattr(supervisor_module, "_free_room", lambda storage: (free[0], 1 << 20))
     async with _supervised(tmp_path) as (supervisor, store):
         await store.ping()
         watching = asyncio.create_task(
@@ -581,6 +645,35 @@ async def test_an_embedded_database_whose_disk_is_under_the_floor_is_refused_unt
             assert not store.health.up
 
             free[0] = 1 << 30  # room again
+            await _until(lambda: store.health.up, 10, "the database up again")
+            store.health.check()
+            await store.ping()
+        finally:
+            await cancel_and_wait(watching)
+
+
+async def test_an_embedded_database_whose_disk_is_short_of_inodes_is_refused_until_it_has_some(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk with bytes to spare but no free inode (small files of another program, a
+    container's `nr_inodes`): SecantusDB panicked creating its next file (a journal file, a
+    new shard's table) and, its table half-created, never started again. Under the inode floor
+    it is held down as under the bytes one, and serves again once inodes are free."""
+    inodes = [10]
+    monkeypatch.setattr(supervisor_module, "_free_room", lambda storage: (1 << 30, inodes[0]))
+    async with _supervised(tmp_path) as (supervisor, store):
+        await store.ping()
+        floor = FreeSpaceFloor(supervisor.server.storage_path, store.health, 64 << 20, 1000)
+        watching = asyncio.create_task(floor.watch(0.05))
+        try:
+            await _until(lambda: not store.health.up, 10, "the database marked down")
+            with pytest.raises(StoreUnavailable) as refused:
+                store.health.check()
+            assert refused.value.retry_after is not None
+            assert "the embedded database's disk has 10 inodes free, under 1000" in str(
+                refused.value.detail
+            )
+            inodes[0] = 5000  # freed
             await _until(lambda: store.health.up, 10, "the database up again")
             store.health.check()
             await store.ping()
@@ -655,6 +748,27 @@ def test_a_gateway_on_an_embedded_database_under_its_free_space_floor_refuses_an
         listed = _command(gateway, "trigger", "list", "--tenant", "acme")
         assert listed.returncode == 0, listed.stderr
         assert "under-the-floor" not in listed.stdout
+    finally:
+        gateway.stop()
+
+
+def test_a_gateway_whose_embedded_database_disk_has_too_few_free_inodes_refuses_and_says_why(
+    tmp_path: Path,
+) -> None:
+    """The inode floor holds like the bytes one, read from the data dir's file system (a
+    floor of 10^12 inodes: a disk as good as out of them)."""
+    gateway = Gateway(tmp_path, GATEWAY_EMBEDDED_MIN_FREE_INODES="1000000000000")
+    gateway.start(serving="/healthz")
+    try:
+        status, body = gateway.get("/readyz")
+        assert status == 503, body
+        assert "inodes free, under 1000000000000" in body["detail"], body
+        status, headers, body = gateway.request(
+            "POST", "/api/v1/entities/vehicle", {"plate": "INO1A01"}, auth()
+        )
+        assert status == 503, body
+        assert headers["Retry-After"]
+        assert "GATEWAY_EMBEDDED_MIN_FREE_INODES" in gateway.log()
     finally:
         gateway.stop()
 

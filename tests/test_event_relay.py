@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import time_machine
 
 from gateway import clock
@@ -22,6 +23,7 @@ from gateway.services import Services
 from gateway.shares import Shares
 from gateway.store import Doc
 from gateway.store.entities import RELAY_SHARDS, relay_shard
+from tests.support import set_offset
 
 ORIGIN = Origin("trigger", "t1")
 
@@ -73,18 +75,18 @@ async def test_a_write_between_the_relay_reading_and_draining_an_outbox_is_relay
 
 
 async def test_the_waiting_gauge_reads_the_oldest_event_still_waiting_after_a_write_mid_relay(
-    services: Services, time_machine: time_machine.TimeMachineFixture
+    services: Services, gateway_time: Callable[[datetime], None]
 ) -> None:
     """An entity written while the relay moved its events kept, once drained, the time of
     the event relayed as its `pending`: an entity written on and on read as waiting since
     the first write of the streak, and `GatewayEventRelayBehind` paged on a relay that moved
     every event within a second."""
-    time_machine.move_to("2026-12-06T12:00:00Z", tick=True)
+    gateway_time(datetime(2026, 12, 6, 12, 0, tzinfo=UTC))
     await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
 
     async def written_meanwhile(events: Sequence[Doc]) -> int:
         if events[0]["type"] == "entity.created":  # 5 min on, a write before the drain
-            time_machine.move_to("2026-12-06T12:05:00Z", tick=True)
+            gateway_time(datetime(2026, 12, 6, 12, 5, tzinfo=UTC))
             data = {"plate": "ABC1D23", "year": 2020}
             await services.entities.upsert("acme", "vehicle", data, ORIGIN)
         return 0
@@ -101,18 +103,18 @@ async def test_the_waiting_gauge_reads_the_oldest_event_still_waiting_after_a_wr
 
 
 async def test_an_outbox_emptied_by_a_drain_after_a_write_without_events_goes_next_pass(
-    services: Services, time_machine: time_machine.TimeMachineFixture
+    services: Services, gateway_time: Callable[[datetime], None]
 ) -> None:
     """The fold's position write moves an entity's revision without an event: the drain
     pulls every entry, and the empty outbox reads as waiting since the drain, not since the
     relayed event, until the next pass takes it away."""
     entities = services.store.entities
-    time_machine.move_to("2026-12-06T12:00:00Z", tick=True)
+    gateway_time(datetime(2026, 12, 6, 12, 0, tzinfo=UTC))
     written = await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
     (read,) = await entities.pending_outboxes(10)
     collection = services.store.db["entities"]
     await collection.update_one({"_id": written.entity["_id"]}, {"$inc": {"rev": 1}})
-    time_machine.move_to("2026-12-06T12:05:00Z", tick=True)
+    gateway_time(datetime(2026, 12, 6, 12, 5, tzinfo=UTC))
     await entities.drain_outboxes([(read, [e["id"] for e in read["outbox"]])])
     (left,) = await entities.pending_outboxes(10)
     assert left["outbox"] == []
@@ -166,12 +168,30 @@ def test_an_id_never_sorts_before_the_previous_one_when_the_offset_steps_back() 
 
     try:
         with time_machine.travel(1_800_000_000.0005, tick=False):
-            clock.set_offset(timedelta(seconds=5, milliseconds=1))
+            set_offset(timedelta(seconds=5, milliseconds=1))
             first = new_id()
-            clock.set_offset(timedelta(seconds=5, milliseconds=-1))  # measured again
+            set_offset(timedelta(seconds=5, milliseconds=-1))  # measured again
             assert new_id() > first
     finally:
-        clock.set_offset(timedelta())
+        set_offset(timedelta())
+
+
+async def test_a_reading_of_the_servers_clock_corrects_the_gateways_time_and_says_a_jump(
+    services: Services, gateway_time: Callable[[datetime], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Between two readings the gateway's time counts on the monotonic clock (a step of the
+    host's wall clock never reaches it); a reading puts it on the server's clock again, and
+    one that finds it far off what the monotonic clock counted (the server's clock stepped)
+    says so."""
+    server_clock = ServerClock(services.store, services.metrics)
+    await server_clock.measure()
+    gateway_time(datetime.now(UTC) - timedelta(hours=1))  # the server's clock an hour behind
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=1)):  # and this host's stepped
+        assert abs((clock.utcnow() - datetime.now(UTC)).total_seconds() + 86_400 + 3600) < 5
+        with caplog.at_level("WARNING", "gateway.server_clock"):
+            await server_clock.measure()
+        assert "clock moved 3600.0 s further than this process's monotonic" in caplog.text
+        assert abs((clock.utcnow() - datetime.now(UTC)).total_seconds() + 86_400) < 1
 
 
 async def test_a_process_on_a_host_whose_clock_is_behind_stamps_and_measures_on_the_servers(
@@ -194,7 +214,7 @@ async def test_a_process_on_a_host_whose_clock_is_behind_stamps_and_measures_on_
         await server_clock.measure()  # now a process on the right clock
         assert await services.relay.run_until_idle() == 1
     finally:
-        clock.set_offset(timedelta())
+        set_offset(timedelta())
     relayed_at = datetime.now(UTC)
 
     stored = await services.store.db["entities"].find_one({"_id": written.entity["_id"]})

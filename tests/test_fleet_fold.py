@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import time_machine
 
-from gateway import clock
 from gateway.config import ConfigError, Settings
 from gateway.doorbell import Doorbell
 from gateway.entities import Origin
@@ -40,7 +39,7 @@ from tests.partner_double import (
     create_vehicle,
     post,
 )
-from tests.support import auth
+from tests.support import auth, set_offset
 from tests.test_fleet_odometer import ROUTE_M, START, route_points
 from tests.test_fleet_rules_api import ring_around
 from tests.triggers_support import create_position_trigger, hook
@@ -686,7 +685,7 @@ async def test_fixes_a_process_on_a_host_whose_clock_is_behind_stored_are_not_co
         await server_clock.measure()  # now a process on the right clock
         assert await own_fold(services, FoldSettings()).run_until_idle() == 1
     finally:
-        clock.set_offset(timedelta())
+        set_offset(timedelta())
 
     metrics = services.metrics.render().decode()
     assert "gateway_fleet_fold_lag_seconds_count 5.0" in metrics
@@ -694,7 +693,7 @@ async def test_fixes_a_process_on_a_host_whose_clock_is_behind_stored_are_not_co
 
 
 async def test_a_round_killed_more_than_a_day_before_the_next_inbox_document_is_folded(
-    services: Services, monkeypatch: pytest.MonkeyPatch
+    services: Services, monkeypatch: pytest.MonkeyPatch, gateway_time: Callable[[datetime], None]
 ) -> None:
     """A gateway killed between a round's insert and its inbox write in a quiet fleet (a
     weekend, a night without ticks): the next inbox document, whose time bounds the fold's
@@ -702,8 +701,7 @@ async def test_a_round_killed_more_than_a_day_before_the_next_inbox_document_is_
     number up when it sees the gap, and must still find the round's fixes (they carry its
     number, and an earlier round's fixes are just before them), not stop a day short of them."""
 
-    offset = [timedelta(hours=25)]  # the processes' clocks, a day and an hour ago
-    monkeypatch.setattr(clock, "host_now", lambda: datetime.now(UTC) - offset[0])
+    gateway_time(datetime.now(UTC) - timedelta(hours=25))  # a day and an hour ago
     dead = False
     real_put = positions_module._Inbox.put_round
 
@@ -717,7 +715,8 @@ async def test_a_round_killed_more_than_a_day_before_the_next_inbox_document_is_
     await append(services, vehicle, points[:10])  # round 1
     dead = True
     await append(services, vehicle, points[10:20])  # round 2: stored, its process killed
-    dead, offset[0] = False, timedelta(0)
+    dead = False
+    gateway_time(datetime.now(UTC))
     await append(services, vehicle, points[20:])  # round 3, a day and an hour later
     fold = own_fold(services, FoldSettings(missing_seconds=0))
     assert await fold.run_until_idle() == 3

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 
 from gateway.fleet.geometry import haversine_m
 from gateway.web.state import services_key
@@ -383,6 +384,34 @@ async def test_a_track_with_fixes_from_before_1970_reads_through_every_page(
         items += page["items"]
         query = page["next_cursor"] and f"?limit=1&cursor={page['next_cursor']}"
     assert [i["rejected"] for i in items] == ["too_old", "too_old", None]
+
+
+async def test_live_fixes_taken_while_the_hosts_clock_is_stepped_back_are_not_refused_as_future(
+    client: Client,
+) -> None:
+    """A step back of the web process's host clock (NTP, a hand correction: 10 minutes here,
+    the monotonic clock untouched) went straight into the arrival time of the fixes it took
+    until the next reading of the database server's clock: a tracker's live fixes, on the
+    right time, were refused for good as `future` (answered 201, moving nothing). The gateway's
+    time counts on from its last reading on the monotonic clock: the step never reaches it."""
+    await new_vehicle(client, "STP1A01")
+    trigger = await create_position_trigger(client)
+    now = datetime.now(UTC).replace(microsecond=0)
+    fixes = [
+        {"plate": "STP1A01", "time": tracks.iso(now - timedelta(seconds=3 - i)), "lat": lat}
+        | {"lon": -46.63}
+        for i, lat in enumerate((-23.5500, -23.5501, -23.5502))
+    ]
+    status, answer = await hook(client, trigger, fixes[0])
+    assert status == 201, answer
+    with time_machine.travel(now - timedelta(minutes=10)):
+        for fix in fixes[1:]:
+            status, answer = await hook(client, trigger, fix)
+            assert status == 201, answer
+    await fold(client)
+    assert [i["rejected"] for i in await whole_track(client, "STP1A01")] == [None, None, None]
+    car = await vehicle(client, "STP1A01")
+    assert stamp(car["last_position"]["time"]) == stamp(fixes[-1]["time"])
 
 
 async def test_a_track_with_fixes_dated_far_ahead_pages_through_each_fix_once(

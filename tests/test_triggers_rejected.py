@@ -13,7 +13,7 @@ from gateway.server_clock import ServerClock
 from gateway.store import rejected as rejected_store
 from gateway.triggers import rejected
 from gateway.web.state import services_key
-from tests.support import auth
+from tests.support import auth, set_offset
 from tests.triggers_support import Client, create_trigger, entities, hook, upload_mapping
 
 BROKEN = """
@@ -364,7 +364,7 @@ async def test_a_replay_under_way_is_not_taken_over_by_a_process_whose_host_cloc
             await server_clock.measure()
             second = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
     finally:
-        clock.set_offset(timedelta())
+        set_offset(timedelta())
     assert second.status == 409, await second.text()
     assert await entities(client) == []
 

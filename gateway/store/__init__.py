@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from gateway import clock
 from gateway.errors import StoreUnavailable
@@ -61,6 +61,15 @@ INDEX_RETRY_SECONDS: Final = 5.0
 FENCES: Final = "fences"
 """The collection of `Store.fence`'s one document, apart from the round seals' (on SecantusDB
 a journaled write holds its collection's lock across the journal flush)."""
+
+
+class ClockSample(NamedTuple):
+    """One reading of the database server's clock (`Store.clock_sample`)."""
+
+    server: datetime  # the server's time
+    at: float  # `time.monotonic()` when the server read it (halfway through the round trip)
+    offset: timedelta  # the server's clock minus this host's then
+    trip: float  # the round trip, in seconds
 
 
 class Store:
@@ -236,10 +245,9 @@ class Store:
         if process is not None and await self.server_process() != process:
             raise StoreUnavailable("the database restarted; what was read from it is read again")
 
-    async def clock_sample(self) -> tuple[timedelta, float] | None:
-        """(the server's clock minus this host's, the round trip in seconds): `hello`'s
-        `localTime` taken as read halfway through the round trip. None from a server that
-        gives no time."""
+    async def clock_sample(self) -> ClockSample | None:
+        """The server's clock as `hello`'s `localTime` gives it, taken as read halfway through
+        the round trip. None from a server that gives no time."""
         with translate_errors():
             sent, started = clock.host_now(), time.monotonic()
             reply = await self.db.client.admin.command("hello")
@@ -249,7 +257,8 @@ class Store:
             return None
         if server.tzinfo is None:  # a command's reply is decoded without the client's tz_aware
             server = server.replace(tzinfo=UTC)
-        return server - (sent + timedelta(seconds=trip / 2)), trip
+        half = timedelta(seconds=trip / 2)
+        return ClockSample(server, started + trip / 2, server - (sent + half), trip)
 
     async def ping(self) -> None:
         """The database answers from its storage, not only on the wire: SecantusDB whose disk

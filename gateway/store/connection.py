@@ -86,8 +86,13 @@ async def open_store(
             follow_ttl_settings=not attach,
         )
         tasks.append(asyncio.create_task(health.run_prober(store.ping)))
-        if embedded and settings.embedded_min_free_mb:
-            floor = FreeSpaceFloor(storage, health, settings.embedded_min_free_mb * 1024 * 1024)
+        if embedded and (settings.embedded_min_free_mb or settings.embedded_min_free_inodes):
+            floor = FreeSpaceFloor(
+                storage,
+                health,
+                settings.embedded_min_free_mb * 1024 * 1024,
+                settings.embedded_min_free_inodes,
+            )
             await floor.look()  # before the first write: a one-shot command's comes at once
             tasks.append(asyncio.create_task(floor.watch()))
         tasks.append(asyncio.create_task(_expire(store)))

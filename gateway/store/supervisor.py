@@ -19,6 +19,12 @@ has less than GATEWAY_EMBEDDED_MIN_FREE_MB free, the database is marked down (`d
 requests get their 503 at once, `/readyz` says why, and the client sends no write of the
 process (`DatabaseHealth.check_write`: background jobs and one-shot commands included), so
 nothing is acknowledged that the disk could lose; it is marked up again once there is room.
+Room is inodes too: SecantusDB creates files as it goes (a journal file every 10 MiB, a table
+file for each new shard of documents), and one it cannot create for want of an inode panics
+it mid-commit, and a table whose creation failed half-way leaves its files unopenable: it never
+started again (`table ... cannot be used until all column groups are created`). So the
+database is held down the same way while the file system has fewer than
+GATEWAY_EMBEDDED_MIN_FREE_INODES free inodes.
 
 The server's start and stop block: they run in a worker thread, which cancelling the
 supervision does not stop. So `stop()` (a shutdown) tells a start under way to give up, and
@@ -31,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -201,36 +207,55 @@ class RestartPlan:
 
 class FreeSpaceFloor:
     """The embedded database on `storage` marked down (`disk`) while its file system has less
-    than `min_free_bytes` free; up again once it has them. Said once each way. `look()` once
-    before the process's first write (a one-shot command writes at once), then `watch()`."""
+    than `min_free_bytes` free, or fewer than `min_free_inodes` free inodes; up again once it
+    has both. Said once each way. `look()` once before the process's first write (a one-shot
+    command writes at once), then `watch()`."""
 
-    def __init__(self, storage: Path, health: DatabaseHealth, min_free_bytes: int) -> None:
+    def __init__(
+        self, storage: Path, health: DatabaseHealth, min_free_bytes: int, min_free_inodes: int = 0
+    ) -> None:
         self._storage = storage
         self._health = health
         self._min_free_bytes = min_free_bytes
-        self._short = False
+        self._min_free_inodes = min_free_inodes
+        self._short: str | None = None  # the setting of the floor the disk is under, if any
 
     async def look(self) -> None:
-        free = await asyncio.to_thread(_free_bytes, self._storage)
-        if free is not None and free < self._min_free_bytes:
-            if not self._short:
+        room = await asyncio.to_thread(_free_room, self._storage)
+        short = None if room is None else self._short_of(*room)
+        if short is not None:
+            setting, reason = short
+            if setting != self._short:
                 log.error(
-                    "the embedded database's disk (%s) has %d bytes free, under the %d "
-                    "(GATEWAY_EMBEDDED_MIN_FREE_MB) it needs to lose no acknowledged write: "
-                    "the database is refused (503) and takes no write until there is room",
+                    "%s (%s: %s): the database is refused (503) and takes no write until there "
+                    "is room, so that it loses no write it acknowledged",
+                    reason,
                     self._storage,
-                    free,
-                    self._min_free_bytes,
+                    setting,
                 )
-            self._health.mark_down(
-                DISK,
-                f"the embedded database's disk has {free} bytes free, under {self._min_free_bytes}",
+            self._health.mark_down(DISK, reason)
+            self._short = setting
+        elif self._short is not None and room is not None:
+            log.info(
+                "the embedded database's disk has room again (%d bytes, %s inodes free)", *room
             )
-            self._short = True
-        elif self._short:
-            log.info("the embedded database's disk has room again (%s bytes free)", free)
             self._health.mark_up(DISK)
-            self._short = False
+            self._short = None
+
+    def _short_of(self, free: int, inodes: int | None) -> tuple[str, str] | None:
+        """(the setting of the floor the disk is under, why), or None."""
+        if free < self._min_free_bytes:
+            reason = (
+                f"the embedded database's disk has {free} bytes free, under {self._min_free_bytes}"
+            )
+            return "GATEWAY_EMBEDDED_MIN_FREE_MB", reason
+        if inodes is not None and inodes < self._min_free_inodes:
+            reason = (
+                f"the embedded database's disk has {inodes} inodes free, under "
+                f"{self._min_free_inodes}"
+            )
+            return "GATEWAY_EMBEDDED_MIN_FREE_INODES", reason
+        return None
 
     async def watch(self, seconds: float = DISK_SECONDS) -> None:
         while True:
@@ -238,8 +263,11 @@ class FreeSpaceFloor:
             await self.look()
 
 
-def _free_bytes(storage: Path) -> int | None:
+def _free_room(storage: Path) -> tuple[int, int | None] | None:
+    """(bytes, inodes) free to an unprivileged writer on `storage`'s file system; inodes
+    None where it counts none (btrfs and some network file systems answer 0 of 0)."""
     try:
-        return shutil.disk_usage(storage).free
+        stat = os.statvfs(storage)
     except OSError:  # not there yet, or gone for a moment: the next look tells
         return None
+    return stat.f_bavail * stat.f_frsize, stat.f_favail if stat.f_files else None
