@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -110,6 +111,43 @@ async def test_scenario_3_a_fine_reaches_the_driver_hr_names_by_email(
     assert delivery["notification"]["recipient"]["address"] == "ana.souza@example.com"
     assert delivery["notification"]["parts"]["subject"] == "Multa A123456789 - ABC1D23"
     assert delivery["attempts"][0]["response"] == mail.message["Message-ID"]
+
+
+@pytest.mark.parametrize(
+    ("offset", "instant"),
+    [("-05:00", "2026-11-18T18:45:00Z"), ("-04:00", "2026-11-18T17:45:00Z")],
+)
+async def test_scenario_3_a_fine_issued_in_another_zone_is_e_mailed_on_the_notices_clock(
+    client: Client, partner: Partner, smtp_server: SmtpFactory, offset: str, instant: str
+) -> None:
+    """A fine of Rio Branco (Acre, UTC-5) or Manaus (UTC-4) at 13:45 there: HR is asked about
+    the instant, the fine keeps the notice's own clock (`occurred_at_local`), the driver
+    reads 13:45 as on the AIT, and the authority's end of day there, 23:59:59 of 18/12, is
+    the deadline 18/12 (01:59:59 of 19/12 in Brasília)."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    notice = {
+        **sample("fine_feed.json"),
+        "dataHora": f"2026-11-18T13:45:00{offset}",
+        "municipioIbge": "1200401",
+        "dataLimiteIndicacao": f"2026-12-18T23:59:59{offset}",
+    }
+    await send_to(client, fines, notice)
+    await drain(client.app[services_key])
+
+    (lookup,) = partner.requests
+    assert lookup.query == {"em": instant}
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert fine["occurred_at"] == instant
+    assert fine["occurred_at_local"] == f"2026-11-18T13:45:00{offset}"
+    assert fine["indication_deadline"] == "2026-12-18"
+    (mail,) = smtp.received
+    text = mail.part("plain").replace("\r\n", "\n")
+    assert "que você dirigia em\n18/11/2026 13:45." in text
+    assert "Prazo para indicação do condutor: 18/12/2026" in text
+    assert "18/11/2026 13:45." in mail.part("html")
 
 
 async def test_scenario_3_a_fine_sent_again_months_later_is_not_e_mailed_again(

@@ -381,6 +381,7 @@ def test_fine_feed() -> None:
         "renavam": "86769597308",
         "infraction_code": "7455",
         "occurred_at": "2026-11-18T16:45:00Z",  # 13:45 in São Paulo
+        "occurred_at_local": "2026-11-18T13:45:00-03:00",  # on the notice's clock
         "place": "Av. Paulista, 1000",
         "amount_brl": 130.16,
         "points": 4,
