@@ -1044,6 +1044,14 @@ def _fine_paid(created: bool, data: Mapping[str, Any], fields: Sequence[str]) ->
     return data.get("status") == "paid" and (created or "status" in fields)
 
 
+def _fine_received(created: bool, data: Mapping[str, Any], fields: Sequence[str]) -> bool:
+    """The write that gives a fine what tells its driver (who drove that vehicle then): its
+    infraction time (created with it, or keyed in later), or a corrected time or plate."""
+    if not data.get("occurred_at"):
+        return False
+    return created or "occurred_at" in fields or "plate" in fields
+
+
 BRASILIA = ZoneInfo("America/Sao_Paulo")
 
 
@@ -1065,17 +1073,22 @@ def paid_on_kept(data: Mapping[str, Any], stored: Mapping[str, Any] | None) -> M
     return {**data, "paid_on": utcnow().astimezone(BRASILIA).date().isoformat()}
 
 
-KIND_EVENTS: Mapping[str, tuple[str, Callable[[bool, Mapping[str, Any], Sequence[str]], bool]]] = {
-    "checklist": ("checklist.completed", _checklist_completed),
-    "fine": ("fine.paid", _fine_paid),
+_Rule = Callable[[bool, Mapping[str, Any], Sequence[str]], bool]
+
+KIND_EVENTS: Mapping[str, tuple[tuple[str, _Rule], ...]] = {
+    "checklist": (("checklist.completed", _checklist_completed),),
+    "fine": (("fine.received", _fine_received), ("fine.paid", _fine_paid)),
 }
 """Built-in kinds whose writes are themselves events, whoever writes them (an admin, a
-trigger with or without a mapping, a flow's `set`), derived from the write: a checklist is
-completed once, when it is first stored (the fleet's feeds act on `checklist.completed`: a
-`service` resets the vehicle's plans, `driver_cpf` drives the vehicle from `completed_at`,
-`odometer_km` is the vehicle's reading); a fine is paid by the write that makes its `status`
-`paid` (created so, or changed to it: the provider's payment notice, the back office's
-PATCH), and `fine.paid` tells the ERP (flows/fine-paid-erp.yaml)."""
+trigger with or without a mapping, a flow's `set`, a schedule), derived from the write: a
+checklist is completed once, when it is first stored (the fleet's feeds act on
+`checklist.completed`: a `service` resets the vehicle's plans, `driver_cpf` drives the
+vehicle from `completed_at`, `odometer_km` is the vehicle's reading); a fine is received by
+the write that gives it its infraction time (created with it, or keyed in later) and again
+by one that corrects its time or plate (who drove is asked again: flows/fine-email-driver.yaml
+e-mails the driver then), and paid by the write that makes its `status` `paid` (created so,
+or changed to it: the provider's payment notice, the back office's PATCH), and `fine.paid`
+tells the ERP (flows/fine-paid-erp.yaml)."""
 
 
 def announced_events(
@@ -1092,10 +1105,13 @@ def announced_events(
     `fine-payment` mappings do: one event, with the mapping's detail)."""
     found = [e for e in extra if e.announced(created, changes, data)]
     fields = [c.field for c in changes]
-    own = KIND_EVENTS.get(str(data.get("kind"))) if etype == "other" else None
-    if own is not None and own[1](created, data, fields) and all(e.type != own[0] for e in found):
-        found.insert(0, Emit(own[0], "create" if created else "change"))
-    return found
+    rules = KIND_EVENTS.get(str(data.get("kind")), ()) if etype == "other" else ()
+    own = [
+        Emit(name, "create" if created else "change")
+        for name, rule in rules
+        if rule(created, data, fields) and all(e.type != name for e in found)
+    ]
+    return own + found
 
 
 def _event(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -85,6 +86,7 @@ async def test_scenario_3_a_fine_reaches_the_driver_hr_names_by_email(
     assert run["event"]["entity"]["id"] == written["id"]
     assert [(s["id"], s["outcome"]) for s in run["steps"]] == [
         ("hr", "answered"),
+        ("current", "passed"),
         ("driver", "written"),
         ("has_email", "passed"),
         ("email", "queued"),
@@ -102,13 +104,50 @@ async def test_scenario_3_a_fine_reaches_the_driver_hr_names_by_email(
     assert fine["driver_cpf"] == "52998224725"
     detail = await get(client, f"/api/v1/flow-runs/{run['id']}")
     assert detail["answers"]["hr"]["email"] == "ana.souza@example.com"
-    (message,) = detail["steps"][3]["messages"]
+    (message,) = detail["steps"][4]["messages"]
     delivery = await get(client, f"/api/v1/deliveries/{message['delivery']}")
     assert delivery["kind"] == "notification" and delivery["status"] == "succeeded"
     assert delivery["run_id"] == run["id"] and delivery["step_id"] == "email"
     assert delivery["notification"]["recipient"]["address"] == "ana.souza@example.com"
     assert delivery["notification"]["parts"]["subject"] == "Multa A123456789 - ABC1D23"
     assert delivery["attempts"][0]["response"] == mail.message["Message-ID"]
+
+
+@pytest.mark.parametrize(
+    ("offset", "instant"),
+    [("-05:00", "2026-11-18T18:45:00Z"), ("-04:00", "2026-11-18T17:45:00Z")],
+)
+async def test_scenario_3_a_fine_issued_in_another_zone_is_e_mailed_on_the_notices_clock(
+    client: Client, partner: Partner, smtp_server: SmtpFactory, offset: str, instant: str
+) -> None:
+    """A fine of Rio Branco (Acre, UTC-5) or Manaus (UTC-4) at 13:45 there: HR is asked about
+    the instant, the fine keeps the notice's own clock (`occurred_at_local`), the driver
+    reads 13:45 as on the AIT, and the authority's end of day there, 23:59:59 of 18/12, is
+    the deadline 18/12 (01:59:59 of 19/12 in Brasília)."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    notice = {
+        **sample("fine_feed.json"),
+        "dataHora": f"2026-11-18T13:45:00{offset}",
+        "municipioIbge": "1200401",
+        "dataLimiteIndicacao": f"2026-12-18T23:59:59{offset}",
+    }
+    await send_to(client, fines, notice)
+    await drain(client.app[services_key])
+
+    (lookup,) = partner.requests
+    assert lookup.query == {"em": instant}
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert fine["occurred_at"] == instant
+    assert fine["occurred_at_local"] == f"2026-11-18T13:45:00{offset}"
+    assert fine["indication_deadline"] == "2026-12-18"
+    (mail,) = smtp.received
+    text = mail.part("plain").replace("\r\n", "\n")
+    assert "que você dirigia em\n18/11/2026 13:45." in text
+    assert "Prazo para indicação do condutor: 18/12/2026" in text
+    assert "18/11/2026 13:45." in mail.part("html")
 
 
 async def test_scenario_3_a_fine_sent_again_months_later_is_not_e_mailed_again(
@@ -667,7 +706,9 @@ async def test_scenario_3_a_fine_whose_time_is_keyed_in_later_reaches_the_driver
     fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert fine["driver_cpf"] == ANA["cpf"]  # the flow's own write started nothing more
     runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
-    assert [r["event"]["type"] for r in runs] == ["entity.updated"]
+    assert [(r["event"]["type"], r["event"]["origin"]["kind"]) for r in runs] == [
+        ("fine.received", "admin")
+    ]
 
 
 async def test_scenario_3_a_fine_whose_notice_came_first_is_e_mailed_once_when_keyed_in_later(
@@ -753,9 +794,9 @@ async def test_scenario_3_a_correction_while_hr_is_down_reaches_the_driver_at_th
     client: Client, partner: Partner, smtp_server: SmtpFactory
 ) -> None:
     """HR is down; the notice (18/11) and the provider's correction (17/11) both wait for it.
-    HR back: 18/11 is Ana (e-mailed), 17/11 Bia (the fine's driver now). Both runs' events
-    saw a fine with no driver yet, so both e-mails had the key of the fine alone, and Bia's
-    was suppressed: only Ana, who did not drive then, was told."""
+    HR back: the notice's run hears 18/11 is Ana, a time the fine no longer has: it stops
+    before writing or e-mailing (its step `current`); the correction's hears 17/11 is Bia,
+    the fine's driver, e-mailed. Only Bia, who drove then, is told."""
     smtp = await smtp_server()
     fines = await _scenario3(client, partner, smtp.port)
     services = client.app[services_key]
@@ -781,8 +822,148 @@ async def test_scenario_3_a_correction_while_hr_is_down_reaches_the_driver_at_th
 
     fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert fine["driver_cpf"] == BIA["cpf"]
-    mails = sorted(m.recipients[0] for m in smtp.received)
-    assert mails == ["ana.souza@example.com", "bia.lima@example.com"]
+    assert [m.recipients for m in smtp.received] == [["bia.lima@example.com"]]
+    runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    (stale,) = [r for r in runs if r["event"]["entity"]["rev"] == 1]  # the notice's
+    assert stale["status"] == "stopped"
+    assert [(s["id"], s["outcome"]) for s in stale["steps"]] == [
+        ("hr", "answered"),
+        ("current", "stopped"),
+    ]
+    assert "corrected" in stale["steps"][1]["description"]
+
+
+async def test_scenario_3_a_lookup_finishing_after_the_correction_does_not_overwrite_its_driver(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The notice (17/11) waits for HR (503); the provider's correction (18/11) runs at once:
+    Ana, the fine's driver, e-mailed. HR back, the notice's run hears 17/11 is Bia: about a
+    time the fine no longer has, it stops (`current`): the fine keeps Ana, Bia is not told,
+    whichever HR answer comes back last."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = services.delivery_worker.clock = clock
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    partner.respond_with(503, {"erro": "manutencao"})
+    notice = {**sample("fine_feed.json"), "dataHora": "2026-11-17T13:45:00-03:00"}
+    await send_to(client, fines, notice)
+    await drain(services)
+    ana_then = _hr_names("Ana Souza", ANA["cpf"], "2026-11-18T08:00:00-03:00")
+    partner.respond_with(200, ana_then, times=1)
+    await send_to(client, fines, sample("fine_feed.json"))  # corrected: 18/11 13:45
+    await drain(services)
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
+    partner.respond_with(200, _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00"))
+    clock.advance(400)  # the notice's retry: 17/11, Bia
+    await drain(services)
+
+    asked = [r.query["em"] for r in partner.requests]  # 17/11 (503) .. 18/11 .. 17/11 (Bia)
+    assert asked.count("2026-11-18T16:45:00Z") == 1 and asked[-1] == "2026-11-17T16:45:00Z"
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert (fine["occurred_at"], fine["driver_cpf"]) == ("2026-11-18T16:45:00Z", ANA["cpf"])
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
+    runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    assert sorted(r["status"] for r in runs) == ["stopped", "succeeded"]
+
+
+async def test_scenario_3_a_fine_whose_plate_is_corrected_reaches_the_driver_of_that_vehicle(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The notice read the plate wrong (ABC1D24: HR names Bia, e-mailed); the provider's
+    corrected notice says ABC1D23: HR is asked about that vehicle, Ana (who drove it then)
+    is e-mailed and becomes the fine's driver. So is an admin's correction of the plate."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    for plate in ("ABC1D23", "ABC1D24", "ABC1D25"):
+        await post(client, "/api/v1/entities/vehicle", {"plate": plate})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    partner.respond_with(200, _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00"))
+    await send_to(client, fines, {**sample("fine_feed.json"), "placa": "ABC1D24"})
+    await drain(services)
+    partner.respond_with(200, _hr_names("Ana Souza", ANA["cpf"], "2026-11-01T08:00:00-03:00"))
+    answer = await send_to(client, fines, sample("fine_feed.json"))
+    assert answer["changed"] == ["plate"] and answer["events"] == [
+        "entity.updated",
+        "fine.received",
+    ]
+    await drain(services)
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert (fine["plate"], fine["driver_cpf"]) == ("ABC1D23", ANA["cpf"])
+    assert [m.recipients for m in smtp.received] == [
+        ["bia.lima@example.com"],
+        ["ana.souza@example.com"],
+    ]
+    # The back office corrects it again (ABC1D25, Bia's): HR asked, Bia the fine's driver,
+    # not e-mailed twice the same fine.
+    partner.respond_with(200, _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00"))
+    response = await client.patch(
+        "/api/v1/entities/other/fine:261810:A123456789", json={"plate": "ABC1D25"}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    await drain(services)
+    assert [r.path for r in partner.requests] == [
+        "/veiculos/ABC1D24/condutor-atual",
+        "/veiculos/ABC1D23/condutor-atual",
+        "/veiculos/ABC1D25/condutor-atual",
+    ]
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert (fine["plate"], fine["driver_cpf"]) == ("ABC1D25", BIA["cpf"])
+    assert len(smtp.received) == 2
+
+
+FINE = {**KEYED_IN, "occurred_at": "2026-11-18T13:45:00-03:00", "place": "Av. Paulista, 1000"}
+
+
+async def test_scenario_3_a_fine_through_a_trigger_without_a_mapping_reaches_its_driver(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """A provider sending the canonical fine to a trigger without a mapping: the write that
+    stores the fine announces fine.received (the fine's own event, as fine.paid is), HR is
+    asked, the driver e-mailed, once; sent again, nothing more."""
+    smtp = await smtp_server()
+    await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    trigger = await post(
+        client,
+        "/api/v1/triggers",
+        {"name": "fines", "entity_type": "other", "kind": "fine", "methods": ["POST"]},
+    )
+    for _ in range(2):
+        answer = await send_to(client, trigger, FINE)
+        await drain(client.app[services_key])
+    assert answer["events"] == []  # sent again: nothing changed, nothing announced
+    events = (await get(client, "/api/v1/events?type=fine.received"))["items"]
+    assert [e["origin"]["kind"] for e in events] == ["trigger"]
+    (run,) = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    assert run["status"] == "succeeded"
+    (lookup,) = partner.requests
+    assert lookup.query == {"em": "2026-11-18T13:45:00-03:00"}  # as the fine says it
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
+
+
+async def test_scenario_3_a_fine_through_the_fine_feed_starts_one_run_and_one_e_mail(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The shipped mapping announces no fine.received of its own: its write's derived one is
+    the only one, so the notice starts one run, asks HR once and e-mails once."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    answer = await send_to(client, fines, sample("fine_feed.json"))
+    assert answer["events"] == ["entity.created", "fine.received"]
+    await drain(client.app[services_key])
+    events = (await get(client, "/api/v1/events?type=fine.received"))["items"]
+    assert len(events) == 1
+    assert len((await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]) == 1
+    assert len(partner.requests) == 1 and len(smtp.received) == 1
 
 
 async def test_scenario_3_the_driver_hr_names_again_is_not_e_mailed_again(

@@ -17,8 +17,8 @@ from tests.support import auth
 __all__ = ["partner"]  # the fixture
 
 Client = TestClient[Any, Any]
-# Scenario 3 starts with the write that gives a fine its time: the feed's or one keyed in.
-SCENARIO_3_EVENTS = ["fine.received", "entity.created", "entity.updated"]
+# Scenario 3 starts on the fine's own event: the write that gives it its time, whoever writes it.
+SCENARIO_3_EVENTS = ["fine.received"]
 
 BASE = """\
 name: f
@@ -184,9 +184,9 @@ async def test_an_upload_names_only_what_the_tenant_has(client: Client) -> None:
     body = await response.json()
     assert response.status == 422
     assert [(e["pointer"], e["line"]) for e in body["errors"]] == [
-        ("/steps/0/fetch", 20),
-        ("/steps/3/notify/channel", 38),
-        ("/steps/3/notify/template", 39),
+        ("/steps/0/fetch", 17),
+        ("/steps/4/notify/channel", 44),
+        ("/steps/4/notify/template", 45),
     ]
 
 
@@ -202,7 +202,7 @@ async def test_fetch_needs_a_get_and_templates_match_their_channel(
         "/api/v1/flows", data=text.encode(), headers={**auth(), "Content-Type": "application/yaml"}
     )
     errors = (await response.json())["errors"]
-    assert [e["pointer"] for e in errors] == ["/steps/0/fetch", "/steps/3/notify/template"]
+    assert [e["pointer"] for e in errors] == ["/steps/0/fetch", "/steps/4/notify/template"]
     assert "GET" in errors[0]["message"] and "push" in errors[1]["message"]
 
 
@@ -264,7 +264,7 @@ async def test_versions_activate_roll_back_and_diff(client: Client, partner: Par
     diff = await (
         await client.get("/api/v1/flows/fine-email-driver/diff?from=1&to=2", headers=auth())
     ).json()
-    assert diff["changed"] == [{"path": "/steps/2/id", "old": "has_email", "new": "reachable"}]
+    assert diff["changed"] == [{"path": "/steps/3/id", "old": "has_email", "new": "reachable"}]
     rolled = await post(client, "/api/v1/flows/fine-email-driver/rollback", {}, status=200)
     assert rolled["version"] == 1
     first_again = await post(client, "/api/v1/flows/fine-email-driver/rollback", {}, status=409)

@@ -403,6 +403,34 @@ def test_items_extracts_batches() -> None:
             "2026-11-20T13:45:13Z",
             "10:45",
         ),
+        # as_written: the offset the time was written with (a notice's own clock); one
+        # without (read in input_tz) or in UTC in input_tz
+        (
+            "[{datetime: {input_tz: America/Sao_Paulo, output_tz: as_written}}]",
+            "2026-11-18T13:45:00-05:00",
+            "2026-11-18T13:45:00-05:00",
+        ),
+        (
+            "[{datetime: {input_tz: America/Sao_Paulo, output_tz: as_written}}]",
+            "2026-11-18T16:45:00Z",
+            "2026-11-18T13:45:00-03:00",
+        ),
+        (
+            "[{datetime: {parse: '%d/%m/%Y %H:%M', input_tz: America/Sao_Paulo, "
+            "output_tz: as_written}}]",
+            "10/02/2019 13:45",
+            "2019-02-10T13:45:00-02:00",
+        ),
+        (
+            "[{datetime: {output_tz: as_written}}]",
+            "2026-11-18T16:45:00+00:00",
+            "2026-11-18T16:45:00Z",
+        ),
+        (
+            "[{datetime: {output_tz: as_written, format: date}}]",
+            "2026-12-18T23:59:59-05:00",
+            "2026-12-18",
+        ),
         ("[{datetime: {format: date}}]", "2026-12-18", "2026-12-18"),
         ("[{datetime: {format: unix}}]", "2026-11-26T09:25:12Z", 1795685112),
         ("[{datetime: {format: unix_ms}}]", "2026-11-26T09:25:12.5Z", 1795685112500),

@@ -156,13 +156,52 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         assert (await _fine(client, fines, f"T{i}"))["occurred_at"] == utc, text
     status, problem = await hook(client, fines, {**FINE, "ait": "H1", "dataHora": "18/11/2026"})
     assert status == 422, problem  # the infraction's time needs its hour
-    assert [e["pointer"] for e in problem["errors"]] == ["/dataHora"]
+    assert [(e["pointer"], e["target"]) for e in problem["errors"]] == [
+        ("/dataHora", "occurred_at"),
+        ("/dataHora", "occurred_at_local"),  # the same time on the notice's clock
+    ]
     for text in ("25/11/2026 22", "25/11/2026 25:30", "31/11/2026 10:00"):
         status, problem = await hook(client, payments, {**PAYMENT, "dataPagamento": text})
         assert status == 422, (text, problem)
         [error] = problem["errors"]
         assert error["pointer"] == "/dataPagamento", error
         assert error["target"] == "paid_on", error
+
+
+async def test_a_fine_of_another_zone_keeps_its_notices_clock_and_its_deadline_day_there(
+    client: Client,
+) -> None:
+    """Acre (UTC-5), Amazonas and Mato Grosso (UTC-4): the authority's end of day there,
+    `…T23:59:59-05:00`, is 01:59:59 of the next day in Brasília, but its deadline is that day
+    (one day later, the company indicates late and pays the NIC). The infraction's time keeps
+    the notice's clock beside the instant; one written without an offset is Brasília's (its
+    summer time then too), one in UTC says no local clock: Brasília's."""
+    fines, _ = await _triggers(client)
+    deadlines = {
+        "Z1": ("2026-12-18T23:59:59-05:00", "2026-12-18"),
+        "Z2": ("2026-12-18T23:59:59-04:00", "2026-12-18"),
+        "Z3": ("2026-12-18T00:30:00-05:00", "2026-12-18"),
+        "Z4": ("2026-12-18T23:59:59", "2026-12-18"),  # Brasília's
+        "Z5": ("2026-12-19T02:59:59Z", "2026-12-18"),  # in UTC: its day in Brasília
+    }
+    for key, (text, day) in deadlines.items():
+        status, answer = await hook(
+            client, fines, {**FINE, "ait": key, "dataLimiteIndicacao": text}
+        )
+        assert status == 201, (text, answer)
+        assert (await _fine(client, fines, key))["indication_deadline"] == day, text
+    occurred = {
+        "2026-11-18T13:45:00-05:00": ("2026-11-18T18:45:00Z", "2026-11-18T13:45:00-05:00"),
+        "2026-11-18T13:45:00-04:00": ("2026-11-18T17:45:00Z", "2026-11-18T13:45:00-04:00"),
+        "18/11/2026 13:45": ("2026-11-18T16:45:00Z", "2026-11-18T13:45:00-03:00"),
+        "10/02/2019 13:45": ("2019-02-10T15:45:00Z", "2019-02-10T13:45:00-02:00"),
+        "2026-11-18T16:45:00Z": ("2026-11-18T16:45:00Z", "2026-11-18T13:45:00-03:00"),
+    }
+    for i, (text, (instant, local)) in enumerate(occurred.items()):
+        status, answer = await hook(client, fines, {**FINE, "ait": f"L{i}", "dataHora": text})
+        assert status == 201, (text, answer)
+        fine = await _fine(client, fines, f"L{i}")
+        assert (fine["occurred_at"], fine["occurred_at_local"]) == (instant, local), text
 
 
 async def test_a_date_sent_as_midnight_utc_is_that_date_not_the_evening_before_in_brasilia(

@@ -282,6 +282,23 @@ def test_a_twelve_hour_time_in_portuguese_says_am_or_pm() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("2026-11-18T13:45:00-05:00", "18/11/2026 13:45"),  # Rio Branco's clock, as the AIT
+        ("2026-11-18T13:45:00-04:00", "18/11/2026 13:45"),  # Manaus's
+        ("2026-11-18T16:45:00Z", "18/11/2026 13:45"),  # UTC says no local clock: São Paulo's
+        ("2026-11-18T16:45:00+00:00", "18/11/2026 13:45"),
+        ("2026-11-18T13:45:00", "18/11/2026 13:45"),  # without an offset: as it is
+    ],
+)
+def test_a_time_shown_as_written_keeps_its_own_offset(value: str, shown: str) -> None:
+    """`datetime(tz='as_written')`: a fine issued in Acre at 13:45 there read "15:45" (São
+    Paulo's clock), a time the driver checks against the notice and does not find."""
+    assert _pt_br("{{ d|datetime(tz='as_written') }}", {"d": value}) == shown
+    assert _pt_br("{{ d|datetime }}", {"d": "2026-11-18T13:45:00-05:00"}) == "18/11/2026 15:45"
+
+
+@pytest.mark.parametrize(
     ("amount", "written"),
     [(2.675, "R$ 2,68"), (0.125, "R$ 0,13"), ("1234.565", "R$ 1.234,57"), (-2.675, "R$ -2,68")],
 )

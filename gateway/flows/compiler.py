@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -130,6 +130,7 @@ class _Compiler:
     def __init__(self, problems: Problems) -> None:
         self.problems = problems
         self.references: list[Reference] = []
+        self.reads_stored = False  # an expression of the step being compiled names `stored`
 
     def flow(self, data: dict[str, Any]) -> CompiledFlow | None:
         on = data["on"]
@@ -147,7 +148,10 @@ class _Compiler:
             at = f"/steps/{i}"
             if raw["id"] in seen:
                 self.problems.add(f"{at}/id", f"step id {raw['id']!r} is used twice", "unique")
+            self.reads_stored = False
             step = self.step(raw, at, frozenset(seen))
+            if step is not None and self.reads_stored:
+                step = replace(step, reads_stored=True)
             seen.add(raw["id"])
             if step is not None:
                 steps.append(step)
@@ -185,7 +189,7 @@ class _Compiler:
         condition = self.expr(raw.get("when"), f"{at}/when", earlier)
         step = Step(sid, kind, at, guard=condition if kind != "when" else None)
         if kind == "when":
-            return Step(sid, kind, at, condition=condition)
+            return Step(sid, kind, at, condition=condition, why=raw.get("description", ""))
         if kind in ("fetch", "call"):
             needs = "GET" if kind == "fetch" else "write"
             self.references.append(Reference("action", raw[kind], f"{at}/{kind}", sid, needs))
@@ -305,6 +309,7 @@ class _Compiler:
                     "earlier steps only (a later or the same step would be a cycle)"
                 )
                 self.problems.add(at, message, "cycle")
+        self.reads_stored = self.reads_stored or "stored" in field_names(text)
         return Expr(text, getter)
 
     def check_self_trigger(
@@ -370,6 +375,20 @@ def step_references(expression: str) -> set[str]:
             if _field(children[0]) == "steps" and _field(children[1]):
                 found.add(str(_field(children[1])))
         stack.extend(c for c in children if isinstance(c, dict))
+    return found
+
+
+def field_names(expression: str) -> set[str]:
+    """Every field name an expression reads, at any depth (`stored.plate`: stored, plate)."""
+    found: set[str] = set()
+    stack = [jmespath.compile(expression).parsed]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        if (name := _field(node)) is not None:
+            found.add(name)
+        stack.extend(c for c in node.get("children") or [] if isinstance(c, dict))
     return found
 
 

@@ -8,6 +8,10 @@ The context every expression sees:
      "vehicle": in steps, the fleet's vehicle of a non-vehicle entity's `plate` or
                `vehicle_plate` (either spelling), or None (`steps.py` `registered_vehicle`);
                `on.when` reads null, in a dry run as in a run,
+     "stored": in a step whose expressions name it, the event's entity as stored when that
+               step runs (its data, id and version, as a `set` answers; read right before it),
+               null when it is gone: a run that waited (HR down) sees a correction written
+               meanwhile (`entity` is the event's); `on.when` reads null,
      "steps":  {step id: what the step gave: a fetch its mapped answer, a set the entity
                written, a notify {"messages": n}},
      "flow":   {"name", "version"},

@@ -44,7 +44,7 @@ from gateway.flows.model import CompiledFlow, Step
 from gateway.flows.recipients import answer_after_asked
 from gateway.flows.references import StepFailed, resolve_action
 from gateway.flows.service import FlowService
-from gateway.flows.steps import registered_vehicle
+from gateway.flows.steps import registered_vehicle, stored_entity
 from gateway.formats.json_tree import is_text, plain
 from gateway.kinds import KindService
 from gateway.mapping import unflatten
@@ -110,6 +110,10 @@ class FlowDryRun:
         # As the runner gives it: to the steps, after `on.when` decided (the starter reads no
         # vehicle: one read per event and flow for a condition that rarely needs it).
         context["vehicle"] = await registered_vehicle(self._p.entities, tenant, sample)
+        # `stored`, as steps read it (a sample about no stored entity: its data stands in).
+        if any(step.reads_stored for step in flow.steps):
+            stored = await stored_entity(self._p.entities, tenant, sample)
+            context["stored"] = context["entity"] if stored is None else stored
         with previewing(tenant):
             steps, unresolved = await self._steps(tenant, flow, context, samples)
         return {**result, "starts": True, "reason": None, "steps": steps, "unresolved": unresolved}
@@ -167,7 +171,10 @@ class FlowDryRun:
         if step.kind == "when":
             assert step.condition is not None
             passed = holds(step.condition, context)
-            return {"outcome": "passed" if passed else "stopped", "condition": step.condition.text}
+            entry = {"outcome": "passed" if passed else "stopped", "condition": step.condition.text}
+            if not passed and step.why:
+                entry["description"] = step.why
+            return entry
         if step.kind in ("fetch", "call"):
             return await self._action(tenant, step, context, samples)
         if step.kind == "notify":

@@ -83,11 +83,15 @@ class Step:
     pointer: str  # /steps/<i>, for problems and outcomes
     guard: Expr | None = None  # `when` beside another kind: skip the step when false
     condition: Expr | None = None  # a `when` step: end the run when false
+    why: str = ""  # a `when` step: its description, recorded with the stop it makes
     action: str | None = None  # fetch, call
     values: Mapping[str, Expr] = field(default_factory=dict)  # fetch, call: `with`
     assign: AssignSpec | None = None  # fetch
     notify: NotifySpec | None = None
     set: SetSpec | None = None
+    # An expression of the step reads `stored` (the event's entity as stored when the step
+    # runs): read then, before this step only.
+    reads_stored: bool = False
 
 
 @dataclass(frozen=True, slots=True)

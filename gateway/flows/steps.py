@@ -123,6 +123,23 @@ async def registered_vehicle(
     return found
 
 
+async def stored_entity(
+    entities: EntityService, tenant: str, event: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The context's `stored`: the event's entity as stored now, as a `set` answers it (its
+    data, id and version); None when it is gone (deleted since) or the event names none."""
+    ref = event.get("entity") or {}
+    etype, ident = ref.get("type"), ref.get("id")
+    if not isinstance(etype, str) or not isinstance(ident, str) or not ident:
+        return None
+    try:
+        doc = await entities.get(tenant, etype, ident)
+    except (NotFound, InvalidPayload):
+        return None
+    found: dict[str, Any] = plain({**doc["data"], "id": str(doc["_id"]), "version": doc["rev"]})
+    return found
+
+
 class StepRunner:
     def __init__(self, parts: StepParts) -> None:
         self._p = parts
@@ -143,6 +160,8 @@ class StepRunner:
     async def run(
         self, run: RunRef, step: Step, context: dict[str, Any], now: datetime
     ) -> StepOutcome:
+        if step.reads_stored:  # as stored now: a write since the event (while it waited) seen
+            context["stored"] = await stored_entity(self._p.entities, run.tenant, run.event)
         if step.guard is not None and not holds(step.guard, context):
             return StepOutcome(
                 {"outcome": "skipped", "reason": f"when: {step.guard.text}"}, pure=True
@@ -161,6 +180,8 @@ class StepRunner:
         if holds(step.condition, context):
             return StepOutcome({"outcome": "passed"}, pure=True)
         entry = {"outcome": "stopped", "reason": f"when: {step.condition.text}"}
+        if step.why:
+            entry["description"] = step.why
         return StepOutcome(entry, end=RunStatus.STOPPED, pure=True)
 
     # -- fetch -------------------------------------------------------------------------------

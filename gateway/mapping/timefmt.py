@@ -23,6 +23,8 @@ _MAX_TEXT = 64
 _MAX_FORMAT = 100
 _NAMED_PARSERS = ("auto", "iso8601", "unix", "unix_ms")
 _NAMED_FORMATS = ("iso8601", "date", "unix", "unix_ms")
+# `output_tz` naming no zone: the offset the time was written with (a notice's own clock).
+AS_WRITTEN = "as_written"
 _MAX_PARSERS = 8
 
 Parser = Callable[[Any], datetime]
@@ -316,10 +318,11 @@ def _leap_second(text: str, how: str) -> datetime | None:
 _2D = [f"{i:02d}" for i in range(100)]
 
 
-def _in_zone(moment: datetime, out: tzinfo) -> datetime:
-    """`moment` in the zone `out`; a `datetime` problem when that is before the year 1 or
-    past 9999 (9999-12-31T23:00-03:00 in UTC), not an overflow that refuses the payload."""
-    if moment.tzinfo is out:
+def _in_zone(moment: datetime, out: tzinfo | None) -> datetime:
+    """`moment` in the zone `out` (None: as written, in its own offset); a `datetime` problem
+    when that is before the year 1 or past 9999 (9999-12-31T23:00-03:00 in UTC), not an
+    overflow that refuses the payload."""
+    if out is None or moment.tzinfo is out:
         return moment
     try:
         return moment.astimezone(out)
@@ -345,18 +348,20 @@ def iso_utc(moment: datetime) -> str:
     return f"{text}.{m.microsecond // 1000:03d}Z" if m.microsecond else text + "Z"
 
 
-def _iso(out: tzinfo) -> Formatter:
+def _iso(out: tzinfo | None) -> Formatter:
     if out is UTC:
         return iso_utc
 
     def iso(moment: datetime) -> str:
+        if out is None and moment.tzinfo is UTC:  # as written, in UTC: as UTC is written
+            return iso_utc(moment)
         local = _in_zone(moment, out)
         return local.isoformat(timespec="milliseconds" if local.microsecond else "seconds")
 
     return iso
 
 
-def _formatter(how: str, out: tzinfo) -> Formatter:
+def _formatter(how: str, out: tzinfo | None) -> Formatter:
     if how == "iso8601":
         return _iso(out)
     if how == "date":
@@ -428,21 +433,37 @@ def compile_datetime(
     elif any(int(m[2] or 0) > _MAX_EPOCH_WIDTH for m in _EPOCH_SECONDS.finditer(fmt)):
         report(f"%s takes a width of at most {_MAX_EPOCH_WIDTH}", "format")
         ok = False
-    zones = {}
-    for key in ("input_tz", "output_tz"):
-        zones[key] = zone(arg.get(key, "UTC"))
-        if zones[key] is None:
-            hint = "use UTC or a name like America/Sao_Paulo"
-            report(f"unknown time zone {arg[key]!r} ({hint})", key)
-            ok = False
-    if not ok:
+    as_written = arg.get("output_tz") == AS_WRITTEN
+    naive = _zone_option(arg, "input_tz", report)
+    out = UTC if as_written else _zone_option(arg, "output_tz", report)
+    if not ok or naive is None or out is None:
         return None
-    naive = zones["input_tz"] or UTC
     parse_one = _first_of([_parser(p, naive) for p in parses], parses)
-    format_one = _formatter(fmt, zones["output_tz"] or UTC)
+    if as_written:
+        format_own = _formatter(fmt, None)
+        return lambda value: format_own(_as_written(parse_one(value), naive))
+    format_one = _formatter(fmt, out)
     if parse_one is _ISO_UTC_PARSE and format_one is iso_utc:
         return _normalise_iso_utc
     return lambda value: format_one(parse_one(value))
+
+
+def _zone_option(arg: dict[str, Any], key: str, report: Callable[..., None]) -> tzinfo | None:
+    """The zone `arg[key]` names (default UTC), else None after reporting why."""
+    found = zone(arg.get(key, "UTC"))
+    if found is None:
+        hint = "use UTC or a name like America/Sao_Paulo"
+        if key == "output_tz":
+            hint += f", or {AS_WRITTEN}: the offset each time is written with"
+        report(f"unknown time zone {arg[key]!r} ({hint})", key)
+    return found
+
+
+def _as_written(moment: datetime, naive: tzinfo) -> datetime:
+    """`output_tz: as_written`: a time in the offset it was written with; one that says no
+    local clock (read without an offset, written in UTC, Unix time: read as UTC) in
+    `input_tz`, the zone of the times the partner writes without one."""
+    return _in_zone(moment, naive) if moment.utcoffset() == timedelta(0) else moment
 
 
 def parse_formats(arg: Any) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from decimal import Context as DecimalContext
 from typing import Any
@@ -17,6 +17,10 @@ from jinja2.runtime import Context
 from gateway.clock import from_iso, zone_named
 
 DEFAULT_TZ = "America/Sao_Paulo"
+# `tz` naming no zone: a time in the offset it is written with (a fine's notice's own clock,
+# `2026-11-18T13:45:00-05:00` in Rio Branco: 13:45); one in UTC (no local clock said), or
+# without an offset, in DEFAULT_TZ.
+AS_WRITTEN = "as_written"
 _DATE_FORMATS = {"pt-BR": "%d/%m/%Y %H:%M", "en": "%Y-%m-%d %H:%M"}
 _PT_MONTHS = (
     "janeiro fevereiro março abril maio junho julho agosto setembro outubro novembro dezembro"
@@ -38,16 +42,18 @@ def _locale(context: Context) -> str:
 def format_datetime(
     context: Context, value: Any, fmt: str | None = None, tz: str = DEFAULT_TZ
 ) -> str:
-    """An RFC 3339 time (text, as events carry it) in `tz`, `fmt` or the language's format."""
+    """An RFC 3339 time (text, as events carry it) in `tz` (`as_written`: in its own offset),
+    `fmt` or the language's format."""
     if not isinstance(value, str | datetime):
         return "" if value is None else str(value)
     try:
         moment = value if isinstance(value, datetime) else from_iso(value)
     except ValueError:
         return str(value)
-    if (zone := zone_named(tz)) is None:
+    own = tz == AS_WRITTEN and moment.utcoffset() not in (None, timedelta(0))
+    if (zone := zone_named(DEFAULT_TZ if tz == AS_WRITTEN else tz)) is None:
         return str(value)
-    if moment.tzinfo is not None:
+    if moment.tzinfo is not None and not own:
         try:
             moment = moment.astimezone(zone)
         except OverflowError:  # past the calendar there (0001-01-01T00:00Z west of UTC)
