@@ -515,21 +515,28 @@ class EntityService:
         data: Mapping[str, Any],
         current: Doc | None = None,
         nulled: Collection[NullPath] = (),
+        *,
+        dry: bool = False,
     ) -> dict[str, Any]:
         """The validated, normalised document; tenants' custom kinds use their own schema.
         `current`: the entity `data` is merged into (None: a new entity); `nulled`: where
         the change merged into it sent null (`SchemaRegistry.check_write`). A stored value
         the write leaves as it is, which a newer rule refuses, fails no write: it stays as
-        stored, and the write says so in the log (its pointer, never its value)."""
+        stored, and the write says so in the log (its pointer, never its value). `dry`: for
+        a dry run, which writes nothing (a custom kind is not marked as being written) and
+        logs nothing."""
         stored = None if current is None else current["data"]
         kind_schema = None
         if etype == "other":
-            kind_schema = await self._kinds.schema_for_write(tenant, data.get("kind"))
+            kinds = self._kinds
+            kind_schema = await (kinds.schema_for if dry else kinds.schema_for_write)(
+                tenant, data.get("kind")
+            )
             data = paid_on_kept(data, stored)
         checked = self._schemas.check_write(
             etype, data, kind_schema=kind_schema, stored=stored, nulled=nulled
         )
-        if checked.left and current is not None:
+        if checked.left and current is not None and not dry:
             log.warning(
                 "%s %r of tenant %s: a write leaves stored values the schema refuses as they "
                 "are: %s; a write sending valid values (or null) corrects them",
@@ -865,16 +872,14 @@ class EntityService:
                 types = tuple(e["type"] for e in events)
                 return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
-            stored = current["data"]
             whole = self._schemas.whole_members(etype)
             merged = merged_write(current, kept, whole, visible_to(upsert.visible))
-            data = keyed_as_stored(etype, stored, merged, create=upsert.create)
-            clean = await self._check(tenant, etype, data, current, null_paths(kept))
+            clean = await self._written(
+                tenant, current, merged, create=upsert.create, nulled=null_paths(kept)
+            )
         except InvalidPayload as exc:
             problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
             raise exc.restated(f"{etype} {nk!r}: {exc.detail}", problems) from None
-        if self.natural_key(etype, clean) != nk:
-            raise Conflict("the natural key of an entity cannot change; create a new one")
         changes = diff(current["data"], clean)
         events = _events(etype, clean, False, changes, origin, extra, detail)
         types = tuple(e["type"] for e in events)
@@ -900,14 +905,30 @@ class EntityService:
             rounds = _Rounds()
             while True:
                 current = await self._current(rounds, tenant, etype, ref, nk)
-                whole = self._schemas.whole_members(etype)
-                merged = merged_write(current, patch, whole, as_sent=as_sent)
-                result = await self._write(
-                    tenant, current, merged, origin, nulled=null_paths(patch)
-                )
+                clean = await self.patched(tenant, current, patch, as_sent=as_sent)
+                result = await self._replace(tenant, current, clean, origin)
                 if result is not None:
                     return result
                 await rounds.lose()
+
+    async def patched(
+        self,
+        tenant: str,
+        current: Doc,
+        patch: Mapping[str, Any],
+        *,
+        as_sent: bool = False,
+        dry: bool = False,
+    ) -> dict[str, Any]:
+        """The document a `patch` of the entity `current` stores (its `type`, `nk` and
+        `data`): merged into its data (`merged_write`), keyed, checked and derived as every
+        write is (`_written`: a fine marked paid records its `paid_on`). InvalidPayload or
+        Conflict (its natural key changed) when the write is refused. The one path of
+        `patch` and of a flow dry run's `set` (`flows/dry_run.py`, `dry`: nothing written),
+        so the dry run stores in its answer what the run stores."""
+        whole = self._schemas.whole_members(current["type"])
+        merged = merged_write(current, patch, whole, as_sent=as_sent)
+        return await self._written(tenant, current, merged, nulled=null_paths(patch), dry=dry)
 
     async def _write(
         self,
@@ -921,15 +942,30 @@ class EntityService:
         create: bool = True,
         nulled: Collection[NullPath] = (),
     ) -> WriteResult | None:
-        """Write `data` over the entity `current` (as `keyed_as_stored` keys it; `create`:
-        whether the write could have created it; `nulled`: where the change merged into it
-        sent null). None: `current` was stale."""
+        """Write `data` over the entity `current` (`_written`). None: `current` was stale."""
+        clean = await self._written(tenant, current, data, create=create, nulled=nulled)
+        return await self._replace(tenant, current, clean, origin, extra_events, event_detail)
+
+    async def _written(
+        self,
+        tenant: str,
+        current: Doc,
+        data: Mapping[str, Any],
+        *,
+        create: bool = True,
+        nulled: Collection[NullPath] = (),
+        dry: bool = False,
+    ) -> dict[str, Any]:
+        """What a write of `data` (a change merged into the entity `current`) stores: keyed
+        as `keyed_as_stored` keys it (`create`: whether the write could have created the
+        entity), checked (`_check`; `nulled`: where the change sent null). Conflict when it
+        would change the entity's natural key: a refusal, which no retry cures."""
         etype = current["type"]
         data = keyed_as_stored(etype, current["data"], data, create=create)
-        clean = await self._check(tenant, etype, data, current, nulled)
+        clean = await self._check(tenant, etype, data, current, nulled, dry=dry)
         if self.natural_key(etype, clean) != current["nk"]:
             raise Conflict("the natural key of an entity cannot change; create a new one")
-        return await self._replace(tenant, current, clean, origin, extra_events, event_detail)
+        return clean
 
     async def remove_item(
         self, tenant: str, etype: str, ref: str, name: str, item: Any, origin: Origin

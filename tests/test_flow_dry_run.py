@@ -608,3 +608,105 @@ async def test_an_answer_without_a_body_fails_the_fetch_as_the_real_run_does(
     hr = dry["steps"][0]
     assert hr["outcome"] == "failed"
     assert "answered without a JSON or XML body to map" in hr["detail"], hr
+
+
+_FINE = {
+    "kind": "fine",
+    "key": "261810:A1",
+    "ait_number": "A1",
+    "authority": "261810",
+    "plate": "ABC1D23",
+    "amount_brl": 10.0,
+    "occurred_at": "2026-11-18T16:45:00Z",
+    "status": "open",
+    "place": "Av. Paulista",
+}
+
+
+async def _dry_and_real(
+    client: Client, flow: dict[str, Any], etype: str, created: Any
+) -> tuple[Any, Any]:
+    """The dry run of the stored `flow` on `created`'s event, and the real run of it."""
+    event = {"type": "entity.created", "entity": {"type": etype, "id": created["id"]}}
+    dry = await _test(client, {"flow": flow["name"], "event": event})
+    await drain(client.app[services_key])
+    (run,) = (await get(client, f"/api/v1/flows/{flow['name']}/runs"))["items"]
+    return dry, await get(client, f"/api/v1/flow-runs/{run['id']}")
+
+
+async def test_a_set_marking_a_fine_paid_shows_the_paid_on_the_write_records(
+    client: Client,
+) -> None:
+    """A `set` of `status: paid` on a fine: the write records the day as `paid_on`, and a
+    later step reading it runs; the dry run rebuilt the write without that rule (nor the
+    nulls the write takes out), so its document had no `paid_on` and the step stopped. It
+    now goes through the write's own path (`EntityService.patched`), nothing written."""
+    flow = {
+        "name": "payer",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "other"}},
+        "steps": [
+            {"id": "s1", "set": {"fields": {"status": "'paid'", "place": "`null`"}}},
+            {"id": "s2", "when": "steps.s1.paid_on"},
+        ],
+    }
+    await post(client, "/api/v1/flows", flow)
+    created = await post(client, "/api/v1/entities/other", _FINE)
+    dry, real = await _dry_and_real(client, flow, "other", created)
+    assert real["status"] == "succeeded", real["steps"]
+    assert [s["outcome"] for s in real["steps"]] == ["written", "passed"]
+    assert [s["outcome"] for s in dry["steps"]] == ["rendered", "passed"], dry["steps"]
+    changes = {c["field"]: c["new"] for c in dry["steps"][0]["changes"]}
+    assert changes == {c["field"]: c["new"] for c in real["steps"][0]["changes"]}
+    assert set(changes) == {"paid_on", "place", "status"}
+    assert "place" not in dry["steps"][0]["document"]
+    assert (await get(client, f"/api/v1/entities/other/{created['id']}"))["status"] == "paid"
+
+
+async def test_a_set_of_a_natural_key_fails_at_once_in_the_run_and_in_the_dry_run(
+    client: Client,
+) -> None:
+    """A `set` writing a driver's `cpf` (its natural key) is refused: the run took the
+    refusal for contention and retried it for ~40 s before giving up, and the dry run showed
+    it rendered. Both now fail the step at once with the reason."""
+    flow = {
+        "name": "renamer",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "driver"}},
+        "steps": [{"id": "fix", "set": {"fields": {"cpf": "'11144477735'"}}}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    created = await post(client, "/api/v1/entities/driver", ANA)
+    dry, real = await _dry_and_real(client, flow, "driver", created)
+    reason = "the natural key of an entity cannot change; create a new one"
+    assert real["status"] == "failed", real
+    assert [(s["outcome"], s["detail"]) for s in real["steps"]] == [("failed", reason)]
+    assert [(s["outcome"], s["detail"]) for s in dry["steps"]] == [("failed", reason)]
+
+
+@pytest.mark.parametrize(
+    "entity",
+    [{"type": "other", "key": "fine:261810:A1"}, {"type": "other"}],
+    ids=["named-by-key", "named-by-nothing"],
+)
+async def test_a_set_on_a_sample_whose_entity_is_not_stored_writes_over_its_data(
+    client: Client, entity: dict[str, Any]
+) -> None:
+    """A sample event about a fine not stored yet, named by its key (as the docs' example
+    names it) or by nothing: the sample's data stands in, as documented, where the step
+    failed "no entity to write" and every later one was not reached."""
+    flow = {
+        "name": "marker",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "other"}},
+        "steps": [
+            {"id": "mark", "set": {"fields": {"driver_cpf": f"'{ANA['cpf']}'"}}},
+            {"id": "after", "when": "steps.mark.driver_cpf"},
+        ],
+    }
+    await post(client, "/api/v1/flows", flow)
+    event = {"type": "entity.created", "entity": entity, "data": _FINE}
+    dry = await _test(client, {"flow": "marker", "event": event})
+    mark, after = dry["steps"]
+    assert mark["outcome"] == "rendered", mark
+    assert "not stored" in mark["note"]
+    assert mark["document"]["driver_cpf"] == ANA["cpf"]
+    assert after["outcome"] == "passed"
+    assert (await get(client, "/api/v1/entities/other"))["items"] == []  # nothing written

@@ -240,3 +240,67 @@ async def test_updates_handed_over_together_leave_in_one_round_each_with_its_own
     stored = {doc["_id"]: doc["n"] async for doc in collection.find({"_id": {"$in": ids}})}
     assert stored == {ids[0]: 1, ids[1]: 0, ids[2]: 0, ids[3]: 4}
     assert await commits.updates(collection, []) == []
+
+
+async def test_a_round_stored_as_the_free_space_floor_is_reached_is_sealed_and_answered_stored(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round's bulk write passed the write gate, then the embedded database's free-space
+    floor was reached before its seal: the seal was refused, and every writer of the round
+    heard "the database takes no writes" of a write that was stored. The seal finishes what
+    the gate let through, as a commit does: it goes through, and every writer hears stored."""
+    health = services.store.health
+    sealed: list[str] = []
+    real_seal = group_commit.seal
+
+    async def seal_as_the_floor_is_reached(db: Any, mark: str) -> None:
+        sealed.append(mark)
+        health.mark_down("disk", "the embedded database's disk has 1 bytes free, under 2")
+        await real_seal(db, mark)
+
+    monkeypatch.setattr(group_commit, "seal", seal_as_the_floor_is_reached)
+    plates = [_plate(i) for i in range(20)]
+    try:
+        outcomes = await asyncio.gather(
+            *(services.entities.upsert("acme", "vehicle", {"plate": p}, ADMIN) for p in plates),
+            return_exceptions=True,
+        )
+    finally:
+        health.mark_up("disk")
+    assert sealed, "no round shared a seal"
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+    stored = await services.store.db["entities"].count_documents({"data.plate": {"$in": plates}})
+    assert stored == len(plates)
+    assert await services.store.db[group_commit.SEALS].count_documents({}) == 0
+
+
+async def test_a_multi_entity_write_committed_as_the_floor_is_reached_is_answered_stored(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The floor reached between a multi-entity write's statements and its commit
+    (`write_together`): the commit went through, the seal after it was refused, and the
+    write was answered 503 "the database takes no writes" with both entities stored and
+    its mark left in `group_commits`. Now it is sealed and answered stored."""
+    from pymongo.asynchronous.client_session import AsyncClientSession
+
+    health = services.store.health
+    real_commit = AsyncClientSession.commit_transaction
+
+    async def commit_as_the_floor_is_reached(self: AsyncClientSession) -> None:
+        health.mark_down("disk", "the embedded database's disk has 1 bytes free, under 2")
+        await real_commit(self)
+
+    monkeypatch.setattr(AsyncClientSession, "commit_transaction", commit_as_the_floor_is_reached)
+    upserts = [Upsert("vehicle", {"plate": "FLR1A03"}), Upsert("vehicle", {"plate": "FLR1A04"})]
+    try:
+        await services.entities.upsert_together("acme", upserts, ADMIN)
+        with pytest.raises(StoreUnavailable, match="takes no writes"):  # the next is refused
+            await services.entities.upsert("acme", "vehicle", {"plate": "FLR1A05"}, ADMIN)
+    finally:
+        health.mark_up("disk")
+    monkeypatch.setattr(AsyncClientSession, "commit_transaction", real_commit)
+    plates = ["FLR1A03", "FLR1A04", "FLR1A05"]
+    entities = services.store.db["entities"]
+    stored = await entities.distinct("data.plate", {"data.plate": {"$in": plates}})
+    assert sorted(stored) == ["FLR1A03", "FLR1A04"]
+    assert await services.store.db[group_commit.SEALS].count_documents({}) == 0

@@ -11,7 +11,8 @@ return every step as it would go out, sending nothing and writing nothing.
   provider request, e-mail headers and parts), and what cooldown and quiet hours would decide;
   `nobody` and `steps.<id>.messages` as the run has them (the messages it would queue).
 - `call`: the request built from the action's mapping; partner secrets show as <secret:name>.
-- `set`: the entity's document after the change, validated, and the changes; not written.
+- `set`: the entity's document the write would store (`EntityService.patched`) and the
+  changes; not written. A refused write fails the step as in the run.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import orjson
 
 from gateway.actions.catalog import Catalog, build_request
 from gateway.clock import utcnow
-from gateway.entities import EntityService, diff, keyed_as_stored, merged_write
-from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
+from gateway.entities import EntityService, diff
+from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.events import entity_key
 from gateway.flows.compiler import step_references
 from gateway.flows.context import (
@@ -353,47 +354,54 @@ class FlowDryRun:
     async def _set(self, tenant: str, step: Step, context: dict[str, Any]) -> dict[str, Any]:
         spec = step.set
         assert spec is not None
-        event_ref = context["event"].get("entity") or {}
+        event = context["event"]
+        event_ref = event.get("entity") or {}
         etype = spec.entity_type or event_ref.get("type")
         ref = spec.ref.value(context) if spec.ref is not None else event_ref.get("id")
-        if not is_text(etype) or not is_text(ref) or not ref:
+        named = ref if is_text(ref) and ref else None
+        # A sample event about an entity that is not stored (named by an id that finds none,
+        # by a key, or by nothing): its data stands in.
+        data = event.get("data") if spec.ref is None else None
+        sample = data if isinstance(data, Mapping) and data else None
+        if not is_text(etype) or (named is None and sample is None):
             raise StepFailed("set: no entity to write (the event names none; give set.entity)")
+        entities = self._p.entities
+        current = None
         note = None
         try:
-            current = await self._p.entities.get(tenant, etype, ref)
-        except (NotFound, InvalidPayload) as exc:
-            if spec.ref is not None or not context["event"].get("data"):
-                raise StepFailed(exc.detail) from None
-            # A sample event about an entity that is not stored: its data stands in.
-            current = {"_id": ref, "data": context["event"]["data"]}
-            note = "the event's entity is not stored: the sample event's data stands in"
-        fields = plain(evaluate(spec.fields, context))
-        try:
-            whole = self._p.schemas.whole_members(etype)
-            document = merged_write(current, unflatten(fields), whole)  # as `patch` merges
-        except ValueError as exc:  # one field inside another (a and a.b)
-            raise StepFailed(f"set: {exc}") from None
-        document = dict(keyed_as_stored(etype, current["data"], document))  # as the write keys it
-        kind_schema = None
-        if etype == "other":
-            kind_schema = await self._p.kinds.schema_for(tenant, document.get("kind"))
-        try:
-            document = self._p.schemas.check(
-                etype, document, kind_schema=kind_schema, stored=current["data"]
-            )
-        except InvalidPayload as exc:
-            raise StepFailed(exc.detail, [p.as_dict() for p in exc.problems]) from None
+            if named is not None:
+                try:
+                    current = await entities.get(tenant, etype, named)
+                except (NotFound, InvalidPayload):
+                    if sample is None:
+                        raise
+            if current is None:
+                assert sample is not None
+                note = "the event's entity is not stored: the sample event's data stands in"
+                key = entities.natural_key(etype, sample)
+                current = {"_id": named, "type": etype, "nk": key, "data": sample}
+            fields = plain(evaluate(spec.fields, context))
+            try:
+                patch = unflatten(fields)
+            except ValueError as exc:  # one field inside another (a and a.b)
+                raise StepFailed(f"set: {exc}") from None
+            # What the run's write stores (`EntityService.patched`), nothing written.
+            document = await entities.patched(tenant, current, patch, dry=True)
+        except (NotFound, InvalidPayload, Conflict) as exc:
+            problems = [p.as_dict() for p in getattr(exc, "problems", [])]
+            raise StepFailed(exc.detail, problems) from None
         changes = [
             {"field": c.field, "old": c.old, "new": c.new} for c in diff(current["data"], document)
         ]
         # As the real `set` answers (`steps.py`): with the version the write would leave, the
         # stored one moved on when something changes.
         version = int(current.get("rev", 0)) + (1 if changes else 0)
-        context["steps"][step.id] = {**document, "id": str(current["_id"]), "version": version}
+        entity_id = None if current["_id"] is None else str(current["_id"])
+        context["steps"][step.id] = {**document, "id": entity_id, "version": version}
         return {
             **({"note": note} if note else {}),
             "outcome": "rendered",
-            "entity": {"type": etype, "id": str(current["_id"])},
+            "entity": {"type": etype, "id": entity_id},
             "fields": fields,
             "changes": changes,
             "document": document,

@@ -401,10 +401,11 @@ class StepRunner:
         origin = Origin("flow", run.flow, run.chain)
         try:
             result = await self._p.entities.patch(run.tenant, etype, ref, patch, origin)
-        except (NotFound, InvalidPayload) as exc:
+        except (NotFound, InvalidPayload, Conflict) as exc:
+            # Refused (a natural key it would change among them): no retry cures it.
             problems = [p.as_dict() for p in getattr(exc, "problems", [])]
             raise StepFailed(exc.detail, problems) from None
-        except (Conflict, EntityContended, EventsBacklogged) as exc:
+        except (EntityContended, EventsBacklogged) as exc:
             # Other writers of the entity, or its events waiting for the relay: it passes.
             return StepOutcome(wait=Wait(_CONFLICT_RETRY, exc.detail))
         written = result.entity

@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -170,7 +171,8 @@ class _GatedClient(AsyncMongoClient[Doc]):
     Every command goes through the driver's `_retry_internal` (inserts, updates, deletes,
     find-and-modify, bulk and client bulk writes, index builds, a transaction's statements,
     finds, counts and aggregations); a read (`is_read`), an aggregation writing nothing and a
-    transaction's end, its commit or abort, are let through. The driver sends every
+    transaction's end, its commit or abort, and the seal of writes already let through
+    (`finishing`), are let through. The driver sends every
     `Database.command` as a read (`is_run_command`): one is let through only when its name
     is a read's (`READ_COMMANDS`: `ping`, `hello`, `buildInfo` …), and any other (the TTL
     and retention `collMod`s of `store/expiry.py` and `store/positions.py`, a `drop`, an
@@ -200,7 +202,7 @@ class _GatedClient(AsyncMongoClient[Doc]):
                 and str(operation).lower() not in READ_COMMANDS
             )
         )
-        if writes and operation not in _TRANSACTION_ENDS:
+        if writes and operation not in _TRANSACTION_ENDS and not _FINISHING.get():
             self.__write_gate()
         return await super()._retry_internal(*args, **kwargs)
 
@@ -222,6 +224,24 @@ def _argument(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 _TRANSACTION_ENDS: Final = frozenset({"commitTransaction", "abortTransaction"})
+
+_FINISHING: ContextVar[bool] = ContextVar("finishing", default=False)
+
+
+@contextlib.contextmanager
+def finishing() -> Iterator[None]:
+    """The writes within complete a unit the write gate already let through, as a commit
+    does (`_GatedClient`): the seal of a group commit round or of a committed transaction
+    (`group_commit.seal`, the journaled delete of the round's mark). Its writes are stored
+    once its bulk write or its commit returns; refusing the seal would answer "the database
+    takes no writes" for writes that are stored, their events relayed later, and leave the
+    mark behind. It is one small delete, which frees room rather than taking it."""
+    token = _FINISHING.set(True)
+    try:
+        yield
+    finally:
+        _FINISHING.reset(token)
+
 
 READ_COMMANDS: Final = frozenset(
     name.lower()

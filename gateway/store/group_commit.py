@@ -39,6 +39,7 @@ from gateway.store.client import (
     Collection,
     Doc,
     concern_failed,
+    finishing,
     refused,
     translate_errors,
     unjournaled,
@@ -78,8 +79,12 @@ async def seal(db: Any, mark: str) -> None:
     inserts the document `mark` (an id no other round uses), and the seal is its journaled
     delete: a seal that finds no mark means the round went with the process that had it, and
     it is StoreUnavailable, the outcome unknown; nobody is told their write is stored. On
-    MongoDB, which honours `j` in the bulkWrite, it costs a tiny insert and delete a round."""
-    with translate_errors():
+    MongoDB, which honours `j` in the bulkWrite, it costs a tiny insert and delete a round.
+
+    The write gate lets the seal through (`finishing`), as it lets a commit through: the
+    writes it seals were let through and are stored, so a free-space floor reached after
+    them must not answer them refused (they are sealed and answered as stored)."""
+    with translate_errors(), finishing():
         sealed = await db[SEALS].delete_one({"_id": mark})
     if sealed.deleted_count != 1:
         raise StoreUnavailable(
