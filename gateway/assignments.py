@@ -221,9 +221,9 @@ class AssignmentService:
             stored = await self._store.at(tenant, vid, start)
             assert stored is not None  # that driver's change at `start`
             return AssignResult(await self._assignment(stored), changed=False)
-        await self._sync_current_driver(
-            tenant, vehicle, _origin({**fields, "_id": change_id(tenant, vid, start)})
-        )
+        said = {**fields, "_id": change_id(tenant, vid, start), "vehicle_id": vid}
+        await self._name_as_stored(tenant, said)
+        await self._sync_current_driver(tenant, vehicle, _origin(said))
         written = await self._store.at(tenant, vid, start)
         assert written is not None  # just recorded
         replaced = recorded.replaced
@@ -339,7 +339,26 @@ class AssignmentService:
         }
         if start > self._clock():  # scheduled: current_driver follows it when it starts
             fields["due"] = start
-        await self._store.restore(vehicle["tenant"], str(vehicle["_id"]), fields)
+        tenant, vid = vehicle["tenant"], str(vehicle["_id"])
+        if await self._store.restore(tenant, vid, fields):
+            said = {**fields, "_id": change_id(tenant, vid, start), "vehicle_id": vid}
+            await self._name_as_stored(tenant, said)
+
+    async def _name_as_stored(self, tenant: str, change: Doc) -> None:
+        """A change just written names its driver as the tenant has them after the write: a
+        rename (or a re-creation) committed between the writer's read of the driver and its
+        write, whose follow (`follow_driver`) read the history before the change was in it,
+        left the old copy, which only another rename would have rewritten. One read of the
+        driver; on a difference the change takes the driver's copy, marked `unsynced`, and
+        its vehicle follows (`_follow_vehicles`, which takes the mark off)."""
+        copy = change.get("driver")
+        if copy is None:
+            return
+        stored = await self._stored_driver(tenant, copy["cpf"])
+        if stored is None or stored == copy:  # deleted since: left as written
+            return
+        await self._store.set_driver(tenant, [change["_id"]], stored)
+        await self._follow_vehicles(tenant, [{**change, "driver": stored, "unsynced": True}])
 
     async def follow_driver(self, tenant: str, driver_ref: str, *, copied: bool) -> int:
         """The history's copies of a driver (`{id, cpf, name}`) become the driver's as stored:
@@ -522,11 +541,18 @@ class AssignmentService:
         return as_stored(start.astimezone(UTC))
 
     async def _driver(self, tenant: str, driver_ref: str) -> dict[str, str]:
+        copy = await self._stored_driver(tenant, driver_ref)
+        if copy is None:
+            message = f"no driver {driver_ref!r} (an id or a CPF) in this tenant"
+            raise InvalidPayload(message, [FieldProblem("/driver", message, "reference")])
+        return copy
+
+    async def _stored_driver(self, tenant: str, driver_ref: str) -> dict[str, str] | None:
+        """The history's copy of the driver `driver_ref` (an id or a CPF), None if none."""
         try:
             doc = await self._entities.get(tenant, "driver", driver_ref)
         except NotFound:
-            message = f"no driver {driver_ref!r} (an id or a CPF) in this tenant"
-            raise InvalidPayload(message, [FieldProblem("/driver", message, "reference")]) from None
+            return None
         data = doc["data"]
         return {"id": str(doc["_id"]), "cpf": data["cpf"], "name": data["name"]}
 

@@ -33,6 +33,7 @@ from gateway.errors import (
     FieldProblem,
     InvalidPayload,
     NotFound,
+    PreconditionFailed,
 )
 from gateway.formats import at_path
 from gateway.formats.json_tree import same_json
@@ -895,16 +896,26 @@ class EntityService:
         origin: Origin,
         *,
         as_sent: bool = False,
+        at_rev: int | None = None,
     ) -> WriteResult:
         """`patch` merged into the entity's data as it is written over (read again after a
         concurrent write). `as_sent`: its whole values are written as sent, never taken for
         the stored one sent again (`known_whole`): the history's own copy of a driver, a
-        rename keeping the id and CPF."""
+        rename keeping the id and CPF. `at_rev`: written only over that revision of the
+        entity (`rev`, the one the patch was made from), else PreconditionFailed and
+        nothing written: a patch holding values read from it (the admin UI's whole
+        `contact`, built from the members it read) would put back what a write meanwhile
+        changed."""
         nk = (await self.get(tenant, etype, ref))["nk"]
         async with self._lanes.turn((tenant, etype, nk)):
             rounds = _Rounds()
             while True:
                 current = await self._current(rounds, tenant, etype, ref, nk)
+                if at_rev is not None and current["rev"] != at_rev:
+                    raise PreconditionFailed(
+                        f"the {etype} was written since revision {at_rev} (it is at "
+                        f"{current['rev']}); nothing was changed"
+                    )
                 clean = await self.patched(tenant, current, patch, as_sent=as_sent)
                 result = await self._replace(tenant, current, clean, origin)
                 if result is not None:

@@ -722,6 +722,35 @@ async def test_a_rename_reaches_every_vehicle_though_one_of_them_cannot_be_writt
     assert await history.count_documents({"unsynced": True}) == 0
 
 
+async def test_a_change_recorded_as_its_driver_is_renamed_names_them_as_renamed(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An assignment reads its driver, then writes the change with that copy: a rename
+    committed in between, whose follow read the history before the change was in it, left
+    the old name on the change and the vehicle, which only another rename rewrote (rev25 F7)."""
+    await post(client, "/api/v1/entities/driver", BRUNO)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    services = client.app[services_key]
+    await drain(services)
+    store = services.store.notify.assignments
+    real_record = store.record
+
+    async def renamed_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(store, "record", real_record)
+        await _patch(client, f"/api/v1/entities/driver/{BRUNO['cpf']}", {"name": "Bruno Neto"})
+        await drain(services)  # the rename followed: nothing of Bruno's in the history yet
+        return await real_record(*args, **kwargs)
+
+    monkeypatch.setattr(store, "record", renamed_meanwhile)
+    drivers = "/api/v1/entities/vehicle/ABC1D23/drivers"
+    await post(client, drivers, {"driver": BRUNO["cpf"], "start": "2026-01-01T00:00:00Z"})
+    await drain(services)
+    assert store.record == real_record  # the rename did land between the read and the write
+    change, field = await _now(client)
+    assert (change["driver"]["name"], field["name"]) == ("Bruno Neto", "Bruno Neto")
+    assert not await store._c.count_documents({"unsynced": True})
+
+
 async def test_a_drivers_write_that_keeps_their_name_reads_none_of_their_vehicles(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

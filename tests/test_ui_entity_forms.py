@@ -6,12 +6,14 @@ edit is a 409; another tenant's entity is a 404 and stays as it was."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
 from gateway.entities import Origin
 from gateway.errors import NotFound
 from gateway.services import Services
+from gateway.web.state import services_key
 from tests.partner_double import post
 from tests.support import auth, inbox_items
 from tests.test_ui_stale_edits import _stale_save
@@ -399,6 +401,72 @@ async def test_editing_one_member_of_a_whole_contact_keeps_the_others_and_an_emp
     stored = await save({"/contact/phone": ""})
     assert stored["contact"] == {"name": "Ana", "email": "ana.souza@example.com"}
     assert stored["name"] == "Guincho"
+
+
+async def test_a_contact_member_changed_while_the_admin_saves_another_is_not_put_back(
+    client: Client, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The save builds the whole `contact` from the members it read: an ERP's change of the
+    phone landing between that read and the write was silently put back (rev25 F6). Now the
+    write is made over the revision read only; the save reads the supplier again and is a
+    stale edit, the current phone shown, nothing of the form's written."""
+    contact = {"name": "Ana", "phone": "(11) 98765-4321", "email": "ana@example.com"}
+    data = {"name": "Guincho", "cnpj": "11222333000181", "contact": contact}
+    ref = str((await services.entities.create("acme", "supplier", data, API)).entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/supplier/{ref}/edit"
+    fields = form_fields(await (await client.get(action)).text(), action)
+    app = client.app[services_key].entities  # the app's (`services` is another process)
+    real_patch = app.patch
+    erp = Origin("trigger", "erp")
+
+    async def erp_first(tenant: str, etype: str, ref_: str, *args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(app, "patch", real_patch)
+        erps = {"contact": {**contact, "phone": "(21) 99999-0000"}}
+        await real_patch(tenant, etype, ref_, erps, erp)  # lands after the save's read
+        return await real_patch(tenant, etype, ref_, *args, **kwargs)
+
+    monkeypatch.setattr(app, "patch", erp_first)
+    posted = replaced(fields, **{"/contact/email": "ana.souza@example.com"})
+    refused = await client.post(action, data=posted, allow_redirects=False)
+    html = await refused.text()
+    assert app.patch == real_patch  # the ERP's write did land in between
+    stored = (await services.entities.get("acme", "supplier", ref))["data"]["contact"]
+    assert stored == {**contact, "phone": "+5521999990000"}
+    assert refused.status == 409 and 'data-testid="stale-edit"' in html, html
+    assert "+5521999990000" in html and "ana.souza@example.com" in html  # current and typed
+
+
+async def test_an_odometer_moved_while_the_admin_saves_is_kept_and_the_edit_saved(
+    client: Client, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live value (the odometer) written between the save's read and its write moves the
+    entity's revision, not the form's: the save reads it again and writes its change."""
+    data = {"plate": "ABC1D23", "model": "Actros", "odometer_km": 1000}
+    ref = str((await services.entities.create("acme", "vehicle", data, API)).entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/vehicle/{ref}/edit"
+    fields = form_fields(await (await client.get(action)).text(), action)
+    app = client.app[services_key].entities  # the app's (`services` is another process)
+    real_patch = app.patch
+    writes: list[Any] = []
+
+    async def telemetry_first(tenant: str, etype: str, ref_: str, *args: Any, **kwargs: Any) -> Any:
+        if not writes:
+            await real_patch(tenant, etype, ref_, {"odometer_km": 1012.5}, API)
+        writes.append(kwargs.get("at_rev"))
+        return await real_patch(tenant, etype, ref_, *args, **kwargs)
+
+    monkeypatch.setattr(app, "patch", telemetry_first)
+    saved = await client.post(
+        action, data=replaced(fields, **{"/model": "Axor"}), allow_redirects=False
+    )
+    assert saved.status == 303, await saved.text()
+    assert len(writes) == 2  # refused over the revision it read, then made again
+    stored = (await services.entities.get("acme", "vehicle", ref))["data"]
+    assert (stored["model"], stored["odometer_km"]) == ("Axor", 1012.5)
 
 
 async def test_a_member_deleted_from_a_json_textarea_is_removed_from_the_stored_object(

@@ -16,7 +16,9 @@ the form does not show (a vehicle's position and current driver, which telemetry
 driver assignment keep) is left as it is. An object that is one value (`x-whole`: a
 supplier's `contact`, a vehicle's `last_service`), which a write replaces whole, is sent
 whole when any of its members changed: the stored object with the form's changes applied,
-so its untouched members are kept and an emptied one removed. The natural key (plate, CPF,
+so its untouched members are kept and an emptied one removed; the save is written only over
+the revision it read (`update_entity`), so a member a partner changed meanwhile is never put
+back. The natural key (plate, CPF,
 CNPJ, an `other`'s kind and key) is given at creation and never changes.
 """
 
@@ -30,7 +32,14 @@ import orjson
 from aiohttp import web
 
 from gateway.entities import Origin, merge, public
-from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
+from gateway.errors import (
+    Conflict,
+    FieldProblem,
+    GatewayError,
+    InvalidPayload,
+    NotFound,
+    PreconditionFailed,
+)
 from gateway.events import public_event
 from gateway.formats.json_tree import loads_exact
 from gateway.kinds import public_kind
@@ -61,6 +70,8 @@ LIVE: Final = {"vehicle": ("odometer_km",)}
 # An entity's newest events, where its page looks for its deletion: the last of them, unless
 # the relay announced events of its last writes after it (a handful at most).
 _LAST_EVENTS: Final = 5
+# Reads of the entity a save makes while writes land between its read and its write.
+_SAVE_ROUNDS: Final = 3
 SCALARS: Final = {"string", "integer", "number", "boolean"}
 LABEL_KEYS: Final = "field_label."  # + scope and dotted path: messages/fields.yaml
 
@@ -466,42 +477,60 @@ def _whole_values(
 async def update_entity(request: web.Request) -> web.Response:
     """The properties the admin changed, as a merge patch; refused (409, what was typed kept)
     when the entity changed since the form was loaded; when it was deleted meanwhile, its
-    deleted page says so and shows what was typed (410)."""
+    deleted page says so and shows what was typed (410). The patch is made from the entity
+    as read and written only over that revision of it: a write landing in between (a
+    partner's change of another member of a whole `contact`, which the patch holds as read)
+    makes the save read it again and check the form against it, so a change the form shows
+    is refused as any stale edit (409, the current values listed), never put back; a live
+    value's (the odometer's) is made into the patch again."""
     etype, ref = request.match_info["type"], request.match_info["ref"]
     tenant, entities = tenant_of(request), services_of(request).entities
-    try:
-        current = await entities.get(tenant, etype, ref)
-    except NotFound:
-        return await deleted_page(request, etype, ref, typed_values(form_of(request)))
-    fields = await _edit_fields(request, etype, current["data"])
-    lang = form_lang(request)
-    now = values_of(fields, current["data"], lang)
     posted = form_of(request)
-    # What the form showed: the stored values, a live one's as the form was loaded with it
-    # (`loaded.<name>`: the telemetry may have moved it since, which is no change of the
-    # admin's, and an unchanged field never sets it back).
-    shown = {**now, **{name: posted.get(LOADED + n, "") for name, n in _live(etype).items()}}
-    values = read_values(posted, shown=shown)
-    if (stale := stale_edit(values, _stable(etype, now))) is not None:
-        return await edit_entity(request, stale, status=409)
-    try:
-        # The document the form makes of what it showed, and of what was posted (a field
-        # not posted as it showed it): their difference, removals at any depth included (an
-        # emptied `cnh.category`, a member deleted from `attributes`' JSON), is the patch.
-        posted_values = {f.name: values.get(f.name, shown.get(f.name, "")) for f in fields}
-        patch = changes(
-            document_of(fields, posted_values, lang), document_of(fields, shown, lang), deep=True
-        )
-        patch = _whole_values(
-            patch, current["data"], services_of(request).schemas.whole_members(etype)
-        )
-        if patch:
-            origin = Origin("admin", session_of(request).subject)
-            await entities.patch(tenant, etype, str(current["_id"]), patch, origin)
-    except GatewayError as exc:
-        refused = Form(values).refuse(exc, [f.name for f in fields])
-        return await edit_entity(request, refused, status=exc.status)
-    return redirect(f"/admin/entities/{etype}/{current['_id']}", flash="entities.saved")
+    lang = form_lang(request)
+    for _ in range(_SAVE_ROUNDS):
+        try:
+            current = await entities.get(tenant, etype, ref)
+        except NotFound:
+            return await deleted_page(request, etype, ref, typed_values(posted))
+        fields = await _edit_fields(request, etype, current["data"])
+        now = values_of(fields, current["data"], lang)
+        # What the form showed: the stored values, a live one's as the form was loaded with
+        # it (`loaded.<name>`: the telemetry may have moved it since, which is no change of
+        # the admin's, and an unchanged field never sets it back).
+        shown = {**now, **{name: posted.get(LOADED + n, "") for name, n in _live(etype).items()}}
+        values = read_values(posted, shown=shown)
+        if (stale := stale_edit(values, _stable(etype, now))) is not None:
+            return await edit_entity(request, stale, status=409)
+        try:
+            # The document the form makes of what it showed, and of what was posted (a field
+            # not posted as it showed it): their difference, removals at any depth included
+            # (an emptied `cnh.category`, a member deleted from `attributes`' JSON), is the
+            # patch.
+            posted_values = {f.name: values.get(f.name, shown.get(f.name, "")) for f in fields}
+            patch = changes(
+                document_of(fields, posted_values, lang),
+                document_of(fields, shown, lang),
+                deep=True,
+            )
+            patch = _whole_values(
+                patch, current["data"], services_of(request).schemas.whole_members(etype)
+            )
+            if patch:
+                origin = Origin("admin", session_of(request).subject)
+                await entities.patch(
+                    tenant, etype, str(current["_id"]), patch, origin, at_rev=current["rev"]
+                )
+        except PreconditionFailed:
+            continue  # written meanwhile: the form is checked against what it is now
+        except GatewayError as exc:
+            refused = Form(values).refuse(exc, [f.name for f in fields])
+            return await edit_entity(request, refused, status=exc.status)
+        return redirect(f"/admin/entities/{etype}/{current['_id']}", flash="entities.saved")
+    # Written again and again while the save was made (a live value moving each moment):
+    # nothing saved, what was typed kept, as for a form loaded before another admin's save.
+    busy = Conflict("the item kept changing while it was being saved; nothing was changed")
+    refused = Form(values).refuse(busy, [f.name for f in fields])
+    return await edit_entity(request, refused, status=409)
 
 
 async def delete_entity(request: web.Request) -> web.Response:
