@@ -295,15 +295,22 @@ def known_whole(
 
 
 def _sent_again(sent: Any, held: Any, named_by: Collection[str]) -> bool:
-    """Whether the whole value `sent` is the stored `held` again: it names it by the members
-    that name the value on their own (`named_by`: a driver's `id`, `cpf`), one at least and
-    each as stored, whatever its other members say (the driver's `name` is the driver's,
-    which the history copies); or, naming it by none of them, every member it sends is the
-    stored value's (an identifier in any spelling)."""
+    """Whether the whole value `sent` is the stored `held` again: every member it sends is
+    the stored value's (an identifier in any spelling); or, `held` being a copy of the
+    entity it names (it holds every member that names the value on its own, `named_by`:
+    the history's `{id, cpf, name}` of a driver), it names it by them, one at least (a
+    null names nothing) and each as stored, whatever its other members say: the driver's
+    `name` is the driver entity's, which the history copies. A value holding fewer (an
+    ERP's `{cpf, name}` of a driver the tenant does not have) is a copy of nothing: no
+    rename reaches it, and a write of another name corrects it."""
     if not (isinstance(sent, Mapping) and sent and isinstance(held, Mapping)):
         return False
-    naming = [name for name in sent if name in named_by] or list(sent)
-    return all(_same_member(name, sent[name], held.get(name)) for name in naming)
+    copy = bool(named_by) and all(held.get(name) is not None for name in named_by)
+    naming = [name for name in sent if name in named_by and sent[name] is not None]
+    return all(
+        _same_member(name, sent[name], held.get(name))
+        for name in (naming if copy and naming else sent)
+    )
 
 
 def merged_write(
