@@ -50,10 +50,8 @@ from gateway.schemas.ids import (
 from gateway.schemas.problems import pointer
 from gateway.schemas.registry import (
     NATURAL_KEYS,
-    NullPath,
     SchemaRegistry,
     WholeValue,
-    null_paths,
     reference_field,
 )
 from gateway.store import Doc, Store, new_id
@@ -296,15 +294,22 @@ def known_whole(
 
 
 def _sent_again(sent: Any, held: Any, named_by: Collection[str]) -> bool:
-    """Whether the whole value `sent` is the stored `held` again: it names it by the members
-    that name the value on their own (`named_by`: a driver's `id`, `cpf`), one at least and
-    each as stored, whatever its other members say (the driver's `name` is the driver's,
-    which the history copies); or, naming it by none of them, every member it sends is the
-    stored value's (an identifier in any spelling)."""
+    """Whether the whole value `sent` is the stored `held` again: every member it sends is
+    the stored value's (an identifier in any spelling); or, `held` being a copy of the
+    entity it names (it holds every member that names the value on its own, `named_by`:
+    the history's `{id, cpf, name}` of a driver), it names it by them, one at least (a
+    null names nothing) and each as stored, whatever its other members say: the driver's
+    `name` is the driver entity's, which the history copies. A value holding fewer (an
+    ERP's `{cpf, name}` of a driver the tenant does not have) is a copy of nothing: no
+    rename reaches it, and a write of another name corrects it."""
     if not (isinstance(sent, Mapping) and sent and isinstance(held, Mapping)):
         return False
-    naming = [name for name in sent if name in named_by] or list(sent)
-    return all(_same_member(name, sent[name], held.get(name)) for name in naming)
+    copy = bool(named_by) and all(held.get(name) is not None for name in named_by)
+    naming = [name for name in sent if name in named_by and sent[name] is not None]
+    return all(
+        _same_member(name, sent[name], held.get(name))
+        for name in (naming if copy and naming else sent)
+    )
 
 
 def merged_write(
@@ -314,17 +319,18 @@ def merged_write(
     sees: Sees | None = None,
     *,
     as_sent: bool = False,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Mapping[str, Any]]:
     """What a write of `fields` leaves of the entity `current`, before it is checked: merged
     into its data (`merge`), a whole value it sends again left as stored (`known_whole`,
     unless the write's whole values are `as_sent`: the history's copy of a driver); into
-    nothing for an entity not stored (None). The one rule the writes and the dry runs
-    (`mapping_files/dry_run.py`, `flows/dry_run.py`) share, so a dry run says what the
-    write does."""
+    nothing for an entity not stored (None). With the change merged, which is what the
+    write sends (`SchemaRegistry.check_write`'s `change`). The one rule the writes and the
+    dry runs (`mapping_files/dry_run.py`, `flows/dry_run.py`) share, so a dry run says what
+    the write does."""
     if current is None:
-        return merge({}, fields, whole, sees)
+        return merge({}, fields, whole, sees), fields
     known = fields if as_sent else known_whole(current, fields, whole)
-    return merge(current["data"], known, whole, sees)
+    return merge(current["data"], known, whole, sees), known
 
 
 def waiting(current: Doc) -> bool:
@@ -515,14 +521,15 @@ class EntityService:
         etype: str,
         data: Mapping[str, Any],
         current: Doc | None = None,
-        nulled: Collection[NullPath] = (),
+        change: Mapping[str, Any] | None = None,
         *,
         dry: bool = False,
     ) -> dict[str, Any]:
         """The validated, normalised document; tenants' custom kinds use their own schema.
-        `current`: the entity `data` is merged into (None: a new entity); `nulled`: where
-        the change merged into it sent null (`SchemaRegistry.check_write`). A stored value
-        the write leaves as it is, which a newer rule refuses, fails no write: it stays as
+        `current`: the entity `data` is merged into (None: a new entity); `change`: the
+        change merged into it, or into nothing (None: `data` is sent whole), which says what
+        the write sends (`SchemaRegistry.check_write`). A stored value the write does not
+        send, which a newer rule refuses, fails no write: it stays as
         stored, and the write says so in the log (its pointer, never its value). `dry`: for
         a dry run, which writes nothing (a custom kind is not marked as being written) and
         logs nothing."""
@@ -535,7 +542,7 @@ class EntityService:
             )
             data = paid_on_kept(data, stored)
         checked = self._schemas.check_write(
-            etype, data, kind_schema=kind_schema, stored=stored, nulled=nulled
+            etype, data, kind_schema=kind_schema, stored=stored, change=change
         )
         if checked.left and current is not None and not dry:
             log.warning(
@@ -550,12 +557,12 @@ class EntityService:
 
     def _merged_into_nothing(
         self, etype: str, change: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], list[NullPath]]:
+    ) -> tuple[dict[str, Any], Mapping[str, Any]]:
         """A change to an entity not stored yet, merged into nothing as into a stored one:
         a null removes its member (one the schema requires keeps it, at any depth: where it
-        sent null, `SchemaRegistry.check`'s `nulled`). So whether a payload is accepted does
-        not depend on whether its entity exists yet."""
-        return merged_write(None, change, self._schemas.whole_members(etype)), null_paths(change)
+        sent null, `SchemaRegistry.check_write`'s `change`). So whether a payload is
+        accepted does not depend on whether its entity exists yet."""
+        return merged_write(None, change, self._schemas.whole_members(etype))
 
     def natural_key(self, etype: str, data: Mapping[str, Any]) -> str:
         """The stored natural key. Vehicles use the Mercosul form of the plate, so ABC1234
@@ -664,11 +671,11 @@ class EntityService:
         origin: Origin,
         extra_events: Sequence[Emit] = (),
         event_detail: Mapping[str, Any] | None = None,
-        nulled: Collection[NullPath] = (),
+        change: Mapping[str, Any] | None = None,
     ) -> WriteResult:
-        """The entity `data` is, stored as sent (an admin's create); `nulled`: `data` is a
-        change merged into nothing, which sent those members as null (`_check`)."""
-        clean = await self._check(tenant, etype, data, nulled=nulled)
+        """The entity `data` is, stored as sent (an admin's create); `change`: `data` is
+        that change merged into nothing (`_check`)."""
+        clean = await self._check(tenant, etype, data, change=change)
         nk = self.natural_key(etype, clean)
         events = _events(etype, clean, True, [], origin, extra_events, event_detail)
         write_fence.check_deadline()  # a held-up create would bring back a deleted entity
@@ -743,10 +750,10 @@ class EntityService:
                     raise _must_exist(etype, nk)
                 # Nothing stored holds a value back; a reading's time far ahead still does.
                 kept, skipped = forward_only({}, fields, forward) if forward else (fields, ())
-                data, nulled = self._merged_into_nothing(etype, kept)
+                data, change = self._merged_into_nothing(etype, kept)
                 try:
                     made = await self.create(
-                        tenant, etype, data, origin, extra_events, event_detail, nulled
+                        tenant, etype, data, origin, extra_events, event_detail, change
                     )
                     return replace(made, skipped=skipped) if skipped else made
                 except Conflict:  # created concurrently: merge into it on the next round
@@ -768,15 +775,16 @@ class EntityService:
                 self._recent.drop(tenant, etype, nk)
                 current = None
                 continue
+            merged, change = merged_write(current, kept, whole, sees)
             result = await self._write(
                 tenant,
                 current,
-                merged_write(current, kept, whole, sees),
+                merged,
                 origin,
                 extra_events,
                 event_detail,
                 create=create,
-                nulled=null_paths(kept),
+                change=change,
             )
             # "Nothing changed" was decided against the remembered copy without a write to
             # guard it: confirm it against the database before answering.
@@ -866,17 +874,17 @@ class EntityService:
                 if not upsert.create:
                     raise _must_exist(etype, nk)
                 kept, skipped = forward_only({}, upsert.fields, upsert.forward)
-                created, nulled = self._merged_into_nothing(etype, kept)
-                clean = await self._check(tenant, etype, created, nulled=nulled)
+                created, change = self._merged_into_nothing(etype, kept)
+                clean = await self._check(tenant, etype, created, change=change)
                 events = _events(etype, clean, True, [], origin, extra, detail)
                 write = TogetherWrite(etype, nk, None, clean, events)
                 types = tuple(e["type"] for e in events)
                 return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             whole = self._schemas.whole_members(etype)
-            merged = merged_write(current, kept, whole, visible_to(upsert.visible))
+            merged, change = merged_write(current, kept, whole, visible_to(upsert.visible))
             clean = await self._written(
-                tenant, current, merged, create=upsert.create, nulled=null_paths(kept)
+                tenant, current, merged, create=upsert.create, change=change
             )
         except InvalidPayload as exc:
             problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
@@ -938,8 +946,8 @@ class EntityService:
         `patch` and of a flow dry run's `set` (`flows/dry_run.py`, `dry`: nothing written),
         so the dry run stores in its answer what the run stores."""
         whole = self._schemas.whole_members(current["type"])
-        merged = merged_write(current, patch, whole, as_sent=as_sent)
-        return await self._written(tenant, current, merged, nulled=null_paths(patch), dry=dry)
+        merged, change = merged_write(current, patch, whole, as_sent=as_sent)
+        return await self._written(tenant, current, merged, change=change, dry=dry)
 
     async def _write(
         self,
@@ -951,10 +959,10 @@ class EntityService:
         event_detail: Mapping[str, Any] | None = None,
         *,
         create: bool = True,
-        nulled: Collection[NullPath] = (),
+        change: Mapping[str, Any] | None = None,
     ) -> WriteResult | None:
         """Write `data` over the entity `current` (`_written`). None: `current` was stale."""
-        clean = await self._written(tenant, current, data, create=create, nulled=nulled)
+        clean = await self._written(tenant, current, data, create=create, change=change)
         return await self._replace(tenant, current, clean, origin, extra_events, event_detail)
 
     async def _written(
@@ -964,16 +972,16 @@ class EntityService:
         data: Mapping[str, Any],
         *,
         create: bool = True,
-        nulled: Collection[NullPath] = (),
+        change: Mapping[str, Any] | None = None,
         dry: bool = False,
     ) -> dict[str, Any]:
-        """What a write of `data` (a change merged into the entity `current`) stores: keyed
+        """What a write of `data` (`change` merged into the entity `current`) stores: keyed
         as `keyed_as_stored` keys it (`create`: whether the write could have created the
-        entity), checked (`_check`; `nulled`: where the change sent null). Conflict when it
+        entity), checked (`_check`, by what the change sends). Conflict when it
         would change the entity's natural key: a refusal, which no retry cures."""
         etype = current["type"]
         data = keyed_as_stored(etype, current["data"], data, create=create)
-        clean = await self._check(tenant, etype, data, current, nulled, dry=dry)
+        clean = await self._check(tenant, etype, data, current, change, dry=dry)
         if self.natural_key(etype, clean) != current["nk"]:
             raise Conflict("the natural key of an entity cannot change; create a new one")
         return clean

@@ -57,12 +57,16 @@ def clipped(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
-    """One validation problem. `pointer` is a JSON Pointer into the offending document."""
+    """One validation problem. `pointer` is a JSON Pointer into the offending document;
+    `schema_at`, for one a schema's keyword found, that keyword's place in the schema (its
+    JSON Pointer: `/then/properties/eixos/minimum`), which tells two problems of one value
+    and keyword apart (`schemas.problems.left_as_stored`). Never shown."""
 
     pointer: str
     message: str
     keyword: str
     extra: dict[str, Any] = field(default_factory=dict)
+    schema_at: str = field(default="", compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {

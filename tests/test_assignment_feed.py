@@ -281,6 +281,60 @@ async def test_an_erp_sending_the_driver_in_force_with_another_drivers_id_report
     assert change["driver"]["cpf"] == ANA["cpf"] and field == change["driver"]
 
 
+@pytest.mark.parametrize(
+    "member", [{"id": None}, {"id": None, "name": None}], ids=["id-null", "id-and-name-null"]
+)
+async def test_the_driver_in_force_named_by_cpf_beside_a_null_changes_nothing(
+    client: Client, member: dict[str, None]
+) -> None:
+    """An ERP mapping whose `current_driver.id` source is absent sends it as null: the null
+    named nothing, so `{cpf, id: null}` was taken for another driver, the field replaced
+    (id and name announced as removed) and the history wrote them back, two events a send
+    (rev28 F5)."""
+    await _driven_by_bruno(client)
+    erp = await _erp_vehicles(client)
+    services = client.app[services_key]
+    await drain(services)
+    before = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    sent = {"cpf": BRUNO["cpf"], **member}
+    for _ in range(2):
+        answer = await send_to(client, erp, {"plate": "ABC1D23", "current_driver": sent})
+        assert answer["changed"] == [] and answer["events"] == [], answer
+        await drain(services)
+    after = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert after["current_driver"] == before["current_driver"]
+    assert after["version"] == before["version"]
+
+
+async def test_the_name_of_a_driver_the_tenant_does_not_have_can_be_corrected(
+    client: Client,
+) -> None:
+    """An ERP's `{cpf, name}` of a driver the tenant does not have is kept as sent: no driver
+    entity holds that CPF, so no rename can reach it, and a write of the same CPF with the
+    name corrected was taken for the same value sent again: the typo stayed for good
+    (rev28 F3). The CPF names the value only in the history's copy of a driver (its id)."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    erp = await _erp_vehicles(client)
+    services = client.app[services_key]
+    typo = {"cpf": CARLA["cpf"], "name": "Carla Dais"}
+    await send_to(client, erp, {"plate": "ABC1D23", "current_driver": typo})
+    await drain(services)
+    assert (await get(client, "/api/v1/entities/driver"))["items"] == []
+    fixed = {"cpf": CARLA["cpf"], "name": CARLA["name"]}
+    answer = await send_to(client, erp, {"plate": "ABC1D23", "current_driver": fixed})
+    assert answer["changed"] == ["current_driver.name"], answer
+    await drain(services)
+    stored = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert stored["current_driver"] == fixed
+    response = await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23",
+        json={"current_driver": {"cpf": CARLA["cpf"], "name": "Carla D."}},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    assert (await response.json())["current_driver"]["name"] == "Carla D."
+
+
 async def test_removing_the_current_driver_reports_that_nobody_drives(client: Client) -> None:
     """A PATCH of `current_driver: null` removed the field while the history still said Bruno
     drove, and a later report of Bruno stayed without an id."""

@@ -58,8 +58,8 @@ async def test_a_stored_choice_the_kind_no_longer_lists_is_offered_and_kept(
 ) -> None:
     """A kind replaced with `?force=true` without one of its enumeration's values: an entity
     storing it shows it as the select's chosen option, so an untouched save keeps it (no new
-    version); a save of another field keeps it as stored too (a write is checked for what it
-    changes: docs/entities.md, "Writes and changes")."""
+    version); a save of another field keeps it too: a write is checked for what it
+    changes, and the value it leaves stays as stored (docs/entities.md)."""
     kind = {
         "type": "object",
         "properties": {
@@ -87,7 +87,7 @@ async def test_a_stored_choice_the_kind_no_longer_lists_is_offered_and_kept(
     assert after["data"]["estado"] == "perdido" and after["rev"] == before["rev"]
     fields = form_fields(await (await client.get(action)).text(), action)
     other = [(n, "y" if n == "/nota" else v) for n, v in fields]
-    kept = await client.post(action, data=other, allow_redirects=False)
-    assert kept.status == 303, await kept.text()
-    data = (await services.entities.get("acme", "other", ref))["data"]
-    assert data["estado"] == "perdido" and data["nota"] == "y"
+    saved = await client.post(action, data=other, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    after = (await services.entities.get("acme", "other", ref))["data"]
+    assert after["estado"] == "perdido" and after["nota"] == "y"

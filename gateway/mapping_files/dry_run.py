@@ -32,7 +32,7 @@ from gateway.mapping import (
 )
 from gateway.mapping.fixes import parse_mapped_fix
 from gateway.mapping_files.source import MappingSource
-from gateway.schemas.registry import SchemaRegistry, is_natural_key, lookup_key, null_paths
+from gateway.schemas.registry import SchemaRegistry, is_natural_key, lookup_key
 from gateway.store import Doc, Store
 
 WRITES = ("create", "update", "unchanged", "not_found", "ambiguous", "duplicate")
@@ -257,7 +257,7 @@ class MappingDryRun:
                 named = self._entities.target_key(etype, document)
         fields, skipped = forward_only(old, document, mapped.forward)
         # As the write merges it: a whole value naming the stored one leaves it as it is.
-        written = merged_write(current, fields, self._schemas.whole_members(etype))
+        written, change = merged_write(current, fields, self._schemas.whole_members(etype))
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for(tenant, written.get("kind"))
@@ -287,9 +287,8 @@ class MappingDryRun:
         try:
             if refused is None:  # a refused write is refused before the entity is checked
                 stored = None if current is None else current["data"]
-                nulled = null_paths(fields)
                 self._schemas.check(
-                    etype, merged, kind_schema=kind_schema, stored=stored, nulled=nulled
+                    etype, merged, kind_schema=kind_schema, stored=stored, change=change
                 )
         except InvalidPayload as exc:
             entity.update(listing.listing(exc))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -90,9 +90,12 @@ class CompiledSchema:
             raise invalid(what, [root_problem("must be a JSON object", "type")])
         return normalised
 
-    def problems(self, normalised: Any, original: Any) -> list[FieldProblem]:
+    def problems(
+        self, normalised: Any, original: Any, limit: int = MAX_PROBLEMS
+    ) -> list[FieldProblem]:
         """Validate an already normalised document; messages quote values from `original`.
-        More problems than an answer lists (MAX_PROBLEMS) are not explained one by one:
+        More problems than `limit` (what an answer lists, MAX_PROBLEMS, unless the caller
+        needs more: `SchemaRegistry.check_write`) are not explained one by one:
         jsonschema-rs's `iter_errors` builds every error as a Python exception before the
         first is read (13 us each: 250,000 wrong items held the event loop 3 s), and has no
         way to stop early; its `evaluate` lists them as plain entries ten times faster. Its
@@ -100,40 +103,42 @@ class CompiledSchema:
         error of the applicator: they are counted as such (`_failures`). So with more failures
         than that many, the first MAX_PROBLEMS are the validator's own messages at their
         pointers (`_plain_problem`) and each of the rest is UNEXPLAINED, counted by
-        InvalidPayload (`omitted`), never listed.
+        InvalidPayload (`omitted`), never listed. Each problem says where its keyword sits in
+        the schema (`FieldProblem.schema_at`).
         A wide integer (`WideInt`) is a number to the schema, which the database stores as
         its text: it must be valid both ways (`_wide_problems`)."""
         if holds_wide_integers(normalised):
-            return self._wide_problems(normalised, original)
+            return self._wide_problems(normalised, original, limit)
         try:
             if self._validator.is_valid(normalised):
                 return []
             found = self._validator.evaluate(normalised).errors()
-            failures = _failures(found, self._referrers) if len(found) > MAX_PROBLEMS else {}
-            if len(failures) > MAX_PROBLEMS:
+            failures = _failures(found, self._referrers) if len(found) > limit else {}
+            if len(failures) > limit:
                 listed = [
-                    _plain_problem(entry, original) for entry in list(failures)[:MAX_PROBLEMS]
+                    _plain_problem(entry, at, original)
+                    for entry, at in list(failures.items())[:MAX_PROBLEMS]
                 ]
                 return listed + [UNEXPLAINED] * (len(failures) - MAX_PROBLEMS)
             errors = list(self._validator.iter_errors(normalised))
         except ValueError as exc:  # a value JSON cannot carry, e.g. a datetime
             return [root_problem(f"not a JSON document: {exc}", "type")]
-        return problems_from_errors(errors, self.schema, original)
+        return problems_from_errors(errors, self.schema, original, limit)
 
-    def _wide_problems(self, normalised: Any, original: Any) -> list[FieldProblem]:
+    def _wide_problems(self, normalised: Any, original: Any, limit: int) -> list[FieldProblem]:
         """The problems of a document holding integers past 64 bits: validated with them as
         the numbers they are (where text is wanted, or a `const` is text, one is refused as
         a narrow number is), and as the text it would be stored as, where only the problems
         at such an integer count: a number is wanted there (the database holds none that
         wide). Where any value is allowed (a free-form field) its digits are kept."""
-        problems = self.problems(as_numbers(normalised), original)
+        problems = self.problems(as_numbers(normalised), original, limit)
         wide = dict(wide_integers(normalised))
         seen = {problem.pointer for problem in problems}
-        for problem in self.problems(as_texts(normalised), original):
+        for problem in self.problems(as_texts(normalised), original, limit):
             where = problem.pointer
             if where in wide and where not in seen:
                 message = f"{where or 'document'}: {shown(wide[where])} {TOO_WIDE}"
-                problems.append(FieldProblem(where, message, problem.keyword))
+                problems.append(replace(problem, message=message))
                 seen.add(where)
         return problems
 
@@ -160,14 +165,15 @@ _INTO: Final = frozenset(
 
 def _failures(
     entries: Sequence[Mapping[str, Any]], referrers: Mapping[str, Sequence[str]]
-) -> dict[_Failure, None]:
+) -> dict[_Failure, str]:
     """The failures an evaluation's error entries stand for, in order, once each: what
     `iter_errors` yields one error for. An entry in a branch of an anyOf or a oneOf that
     failed as a whole (each of its branches lists its own) is that applicator's failure, at
     the instance it applied to; every other entry is a failure of its own. An entry's
     location is where its keyword sits, a `$ref`'s target for one reached through it: read
-    from the `$ref` that names the target (`referrers`), a branch that is a `$ref` is one."""
-    found: dict[_Failure, None] = {}
+    from the `$ref` that names the target (`referrers`), a branch that is a `$ref` is one.
+    Each with its keyword's place in the schema (the applicator's, for a branch's)."""
+    found: dict[_Failure, str] = {}
     for entry in entries:
         where = str(entry["instanceLocation"])
         parts = _through_refs(str(entry["schemaLocation"]).split("/"), where, referrers)
@@ -176,11 +182,11 @@ def _failures(
                 steps = _steps(parts[i + 2 :])
                 if steps:
                     where = "/".join(where.split("/")[:-steps])
-                found[(where, part, "")] = None
+                found.setdefault((where, part, ""), "/".join(parts[: i + 1]))
                 break
         else:
             keyword = parts[-1]
-            found[(where, keyword, str(entry["error"]))] = None
+            found.setdefault((where, keyword, str(entry["error"])), "/".join(parts))
     return found
 
 
@@ -268,16 +274,16 @@ def _steps(location: list[str]) -> int:
     return steps
 
 
-def _plain_problem(failure: _Failure, original: Any) -> FieldProblem:
-    """A problem from one failure of an evaluation (`_failures`): its instance's pointer, the
-    validator's message (an anyOf's or oneOf's said as `iter_errors` says it, quoting the
-    value sent), the keyword."""
+def _plain_problem(failure: _Failure, at: str, original: Any) -> FieldProblem:
+    """A problem from one failure of an evaluation (`_failures`), whose keyword sits at
+    `at` in the schema: its instance's pointer, the validator's message (an anyOf's or
+    oneOf's said as `iter_errors` says it, quoting the value sent), the keyword."""
     where, keyword, message = failure
     if not message:
         value = at_pointer(original, where)
         message = f"{shown(value)} is not valid under any of the schemas listed in the "
         message += f"'{keyword}' keyword"
-    return FieldProblem(where, f"{where or 'document'}: {message}", keyword)
+    return FieldProblem(where, f"{where or 'document'}: {message}", keyword, schema_at=at)
 
 
 def invalid(what: str, problems: list[FieldProblem]) -> InvalidPayload:

@@ -14,7 +14,7 @@ from typing import Any, Final
 import jsonschema_rs
 
 from gateway.errors import MAX_PROBLEMS, FieldProblem
-from gateway.formats.json_tree import same_json, shown
+from gateway.formats.json_tree import shown
 from gateway.schemas.ids import IDENTIFIERS
 
 _MISSING = object()
@@ -57,17 +57,20 @@ def left_as_stored(
     problems: list[FieldProblem],
     doc: Any,
     stored: Mapping[str, Any],
-    before: Collection[tuple[str, str]],
+    change: Mapping[str, Any],
+    before: Collection[FieldProblem],
     keys: Iterable[str],
 ) -> tuple[list[FieldProblem], list[FieldProblem]]:
-    """The problems of `doc`, a write merged into the stored entity data `stored`: the
-    write's own, and those it leaves as they are (`before`: the stored data's own problems,
-    by pointer and keyword). A problem the stored data had already, at a value this write
-    leaves as stored (the same value, or absent before and after), is the stored entity's,
-    not the write's: a replaced schema or a newer rule refuses a value stored before it (a
-    phone the gateway itself stored in E.164), and a write that does not touch it must not
-    fail for it; that value stays as stored. A problem at the entity's natural key (`keys`)
-    is always the write's: it names the entity the write is for.
+    """The problems of `doc`, the write `change` merged into the stored entity data
+    `stored`: the write's own, and those it leaves as they are (`before`: the stored data's
+    own problems). A problem the stored data had already (at the same pointer, by the same
+    keyword at the same place in the schema) at a value the change did not send (neither
+    it, nor a value holding it, nor one inside it: `_sent`) is the stored entity's, not the
+    write's: a replaced schema or a newer rule refuses a value stored before it (a phone the
+    gateway itself stored in E.164), and a write that does not touch it must not fail for
+    it; that value stays as stored. A write sending it, even as stored, is checked as any. A
+    problem at the entity's natural key (`keys`) is always the write's: it names the entity
+    the write is for.
 
     The write's own are said without a value the write did not send: a writer (a partner)
     is never shown a stored value (one its trigger's `expose` hides, say), nor blamed for
@@ -76,6 +79,7 @@ def left_as_stored(
     document itself, a member object) names its keyword only, for its value holds stored
     members. Those left say so, naming no value either."""
     identity = {pointer([key]) for key in keys}
+    had = {(p.pointer, p.keyword, p.schema_at) for p in before}
     own: list[FieldProblem] = []
     left: list[FieldProblem] = []
     for problem in problems:
@@ -84,26 +88,25 @@ def left_as_stored(
             own.append(problem)
             continue
         where = problem.pointer
-        new, old = at_pointer(doc, where, _MISSING), at_pointer(stored, where, _MISSING)
-        unchanged = (new is _MISSING and old is _MISSING) or (
-            new is not _MISSING and old is not _MISSING and same_json(new, old)
-        )
-        if unchanged and (where, problem.keyword) in before:
+        touched = _sent(change, where)
+        if touched is _MISSING and (where, problem.keyword, problem.schema_at) in had:
             message = (
                 f"{where or 'document'}: the stored value does not meet the schema "
                 f"({problem.keyword}), and this write leaves it as it is"
             )
             left.append(replace(problem, message=message))
-        elif new is _MISSING:  # a field missing: its message quotes no value
+            continue
+        new, old = at_pointer(doc, where, _MISSING), at_pointer(stored, where, _MISSING)
+        if new is _MISSING:  # a field missing: its message quotes no value
             own.append(problem)
-        elif unchanged:
+        elif touched is _MISSING:
             message = (
                 f"{where or 'document'}: the stored value, which this write leaves as it is, "
                 f"does not meet the schema ({problem.keyword}) with the write's changes: send "
                 "a valid value (null removes it)"
             )
             own.append(replace(problem, message=message))
-        elif isinstance(new, dict) and isinstance(old, dict):
+        elif isinstance(touched, Mapping) and isinstance(old, dict):
             message = (
                 f"{where or 'document'}: the stored value, with this write merged into it, "
                 f"does not meet the schema ({problem.keyword})"
@@ -112,6 +115,22 @@ def left_as_stored(
         else:
             own.append(problem)
     return own, left
+
+
+def _sent(change: Mapping[str, Any], where: str) -> Any:
+    """What the merge patch `change` sent at the JSON Pointer `where`: its value there, an
+    object it merged into there, or a value it replaced one holding `where` with (an array,
+    a whole value's member absent from it, a null); `_MISSING` when it sent nothing there (a
+    member it left as stored, or one of a whole value its writer cannot see and keeps)."""
+    node: Any = change
+    for part in where.split("/")[1:] if where else ():
+        if not isinstance(node, Mapping):
+            return node  # sent whole above `where`
+        name = part.replace("~1", "/").replace("~0", "~")
+        if name not in node:
+            return _MISSING
+        node = node[name]
+    return node
 
 
 def at_pointer(doc: Any, where: str, missing: Any = None) -> Any:
@@ -131,18 +150,27 @@ def problems_from_errors(
     errors: Iterable[jsonschema_rs.ValidationError],
     schema: Mapping[str, Any],
     original: Any,
+    limit: int = MAX_PROBLEMS,
 ) -> list[FieldProblem]:
-    """Each error explained, up to MAX_PROBLEMS problems; UNEXPLAINED for each past them
-    (one error of unknown members is a problem per member: 90,000 of them were 90,000
-    look-ups for a close name)."""
+    """Each error explained, up to `limit` problems; UNEXPLAINED for each past them (one
+    error of unknown members is a problem per member: 90,000 of them were 90,000 look-ups
+    for a close name)."""
     problems: list[FieldProblem] = []
     for error in errors:
-        room = MAX_PROBLEMS - len(problems)
+        room = limit - len(problems)
         problems.extend(_explain(error, schema, original, room) if room > 0 else [UNEXPLAINED])
     return problems
 
 
 def _explain(
+    error: jsonschema_rs.ValidationError, schema: Mapping[str, Any], original: Any, room: int
+) -> list[FieldProblem]:
+    problems = _explained(error, schema, original, room)
+    at = pointer(error.schema_path)
+    return [p if p is UNEXPLAINED else replace(p, schema_at=at) for p in problems]
+
+
+def _explained(
     error: jsonschema_rs.ValidationError, schema: Mapping[str, Any], original: Any, room: int
 ) -> list[FieldProblem]:
     path = list(error.instance_path)
