@@ -40,8 +40,9 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from gateway.actions.catalog import Catalog, Partner
+from gateway.actions.catalog import Catalog
 from gateway.actions.ordering import newer_than
+from gateway.actions.partner_calls import PartnerCalls
 from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
@@ -65,8 +66,7 @@ from gateway.leased_loop import (
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, DeliveryStatus
-from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.outbound.sender import OutboundRequest
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 from gateway.store.client import Admission
@@ -112,8 +112,7 @@ class DeliveryWorker:
         self,
         store: Store,
         catalog: Catalog,
-        sender: Sender,
-        guards: PartnerGuards,
+        calls: PartnerCalls,
         mappings: MappingSource,
         metrics: Metrics,
         *,
@@ -126,8 +125,8 @@ class DeliveryWorker:
     ) -> None:
         self._store = store
         self._catalog = catalog
-        self._sender = sender
-        self._guards = guards
+        self._calls = calls
+        self._guards = calls.guards
         self._mappings = mappings
         self._metrics = metrics
         self._settings = settings
@@ -163,7 +162,12 @@ class DeliveryWorker:
         self._leases = LeaseCheck(self._lease, self._now, store.deliveries.renew_lease)
         self.progress = self._claims.progress  # of claiming, for readiness
         self._health = PartnerHealth(
-            store, catalog, metrics, probe_seconds=settings.probe_seconds, on_enabled=self.notify
+            store,
+            catalog,
+            calls,
+            metrics,
+            probe_seconds=settings.probe_seconds,
+            on_enabled=self.notify,
         )
         self._recorder = DeliveryRecorder(
             store, catalog, self._health, metrics, clock=self._now, rng=self._random
@@ -394,11 +398,8 @@ class DeliveryWorker:
         except SecretBoxError as exc:
             await self._secrets.judge(exc)
             return None
-        outcome = await self._sender.send(
-            OutboundRequest("HEAD", partner.base_url, timeout=partner.timeout),
-            partner_id=partner.id,
-            guard=self._guard(partner),
-            auth=partner.auth,
+        outcome = await self._calls.send(
+            partner, OutboundRequest("HEAD", partner.base_url, timeout=partner.timeout)
         )
         # As for a probe with a delivery (recording.py): an answer re-enables, but a retryable
         # one (408, 425, 429, 5xx) says the partner is still not taking requests.
@@ -554,11 +555,8 @@ class DeliveryWorker:
                 f"cannot build the request: {exc.detail}",
                 errors=[p.as_dict() for p in problems],
             )
-        outcome = await self._sender.send(
-            replace(request, before_sending=before_sending),
-            partner_id=partner.id,
-            guard=self._guard(partner),
-            auth=partner.auth,
+        outcome = await self._calls.send(
+            partner, replace(request, before_sending=before_sending), action=target.action
         )
         if probe is not None:
             probe.asked = outcome.sent
@@ -619,9 +617,6 @@ class DeliveryWorker:
         if earlier is not None or newer is None or "replayed_at" in doc:
             return earlier
         return await deliveries.later_in_line(order_key, seq, newer, token)
-
-    def _guard(self, partner: Partner) -> Any:
-        return self._guards.get(partner.id, partner.guard)
 
 
 def _whose(doc: Doc) -> tuple[str | None, str | None]:
