@@ -722,6 +722,39 @@ async def test_a_half_open_circuits_other_deliveries_wait_unclaimed_while_its_pr
     assert deferred._value.get() - held_before == 0
 
 
+async def test_a_rate_limited_partners_backlog_is_claimed_one_token_at_a_time(
+    client: Client, partner: Partner
+) -> None:
+    """A partner limited to 0.2 requests a second (one every 5 s; a call waits 2 s for its
+    token at most, its timeout) with 9 deliveries due: a claim takes one of them when a token
+    comes within 2 s, none before; none is claimed and handed back (`deferred`), and each
+    token sends one. Until 2026-12-06 the worker claimed the whole backlog at each token and
+    wrote all but one back: 174 claims and writes for 3 requests sent in 20 s."""
+    services = client.app[services_key]
+    worker = _driven(client)
+    seconds = [1000.0]
+    services.guards.clock = lambda: seconds[0]  # the rate limit's clock
+    await _setup(
+        client,
+        partner,
+        partner_fields={"rate_limit": {"per_second": 0.2, "burst": 1}, "timeout_seconds": 2},
+    )
+    await _vehicles(client, "ABC1D00")
+    first = await worker.run_until_idle()  # the burst's token
+    await _vehicles(client, *(f"ABC1D{n:02d}" for n in range(1, 10)))
+    deferred = services.metrics.deliveries.labels("deferred")
+    held_before = deferred._value.get()
+    rounds = [await worker.run_until_idle()]  # the next token is 5 s away
+    for _ in range(3):
+        seconds[0] += 5
+        rounds.append(await worker.run_until_idle())
+
+    assert first == Counter(succeeded=1)
+    assert rounds == [Counter(), *[Counter(succeeded=1)] * 3]
+    assert deferred._value.get() - held_before == 0
+    assert len(partner.requests) == 4
+
+
 async def test_a_disabled_partners_deliveries_are_no_work_waiting_for_a_worker(
     client: Client, partner: Partner
 ) -> None:

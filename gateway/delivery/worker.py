@@ -138,6 +138,7 @@ class DeliveryWorker:
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._probes = itertools.count(1)
         self._probing: dict[Any, asyncio.Task[None]] = {}  # partner id → its probe under way
+        self._pacing: dict[str, asyncio.TimerHandle] = {}  # partner id → its loop's wake-up
         self._probe_shares = FairShares(PROBES_AT_ONCE, tenant_only)
         self._refill_at = max(1, settings.concurrency // 4)
         self._loop: LeasedLoop[Counter[str]] = LeasedLoop(
@@ -222,6 +223,9 @@ class DeliveryWorker:
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends finish (bounded), release what did not."""
         await self._loop.stop()  # no claim may land after the leases are released
+        for wake in self._pacing.values():
+            wake.cancel()
+        self._pacing.clear()
         await self._claims.release_held(self._give_back)
 
     async def _give_back(self, delivery_id: str, token: str) -> None:
@@ -250,8 +254,8 @@ class DeliveryWorker:
 
     def _partner_room(self, partner_id: str) -> int | None:
         """A disabled partner has none (its probe takes its deliveries); another, the size of
-        its concurrency gate in this process, none while its circuit lets nothing through
-        (`PartnerGuards.room`)."""
+        its concurrency gate in this process, fewer while its circuit or its rate limit lets
+        fewer through (`PartnerGuards.room`)."""
         if partner_id in self._health.disabled:
             return 0
         return self._guards.room(partner_id)
@@ -259,7 +263,21 @@ class DeliveryWorker:
     def _closed(self) -> list[str]:
         """The partners with no room at all (`_partner_room`): a claim does not read their
         deliveries (`leased_loop.FairShares`)."""
-        return [*self._health.disabled, *self._guards.refusing()]
+        return [*self._health.disabled, *self._guards.closed()]
+
+    def _pace(self, partner_id: str) -> None:
+        """After a call of a rate-limited partner that left its rate limit no token to give
+        within `max_wait` (its room 0: no claim takes its deliveries), the loop is woken when
+        it has one again, not at its next poll, seconds later while its looks come back
+        empty: the partner gets its rate."""
+        if partner_id in self._pacing or (wait := self._guards.opens_in(partner_id)) is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._pacing[partner_id] = loop.call_later(wait, self._paced, partner_id)
+
+    def _paced(self, partner_id: str) -> None:
+        self._pacing.pop(partner_id, None)
+        self.notify()
 
     async def _release_claims(self, held: list[str]) -> None:
         await self._store.deliveries.release_claims(self.owner, held, self.clock())
@@ -313,7 +331,8 @@ class DeliveryWorker:
 
     async def _measure(self) -> None:
         now = self.clock()
-        closed = sorted(set(self._closed()))  # waiting for their partner, not for a worker
+        # Waiting for their partner, not for a worker (a rate limit's backlog waits for one)
+        closed = sorted({*self._health.disabled, *self._guards.refusing()})
         pending, in_flight, oldest = await self._store.deliveries.queue_stats(now, closed)
         self._metrics.delivery_queue.labels("pending").set(pending)
         self._metrics.delivery_queue.labels("in_flight").set(in_flight)
@@ -558,6 +577,7 @@ class DeliveryWorker:
         outcome = await self._calls.send(
             partner, replace(request, before_sending=before_sending), action=target.action
         )
+        self._pace(partner.id)
         if probe is not None:
             probe.asked = outcome.sent
         probing = probe is not None
