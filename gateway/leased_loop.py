@@ -34,8 +34,9 @@ failure is raised; what a claim took is `held` (unit → token) until its unit i
 slow partner stays that tenant's problem). A runner's slots are few (32 deliveries, 32 flow
 runs, 4 schedule runs per process) and a unit holds its slot as long as its partner takes; so
 a claim takes only work this process can start now: none of a tenant already holding its
-share of the runner's slots, none for a partner this runner cannot call now (disabled, or
-with as many of its units under way as its `max_concurrency`). A tenant's share is half the
+share of the runner's slots, none for a partner this runner cannot call now (disabled, its
+circuit open, with as many of its units under way as its `max_concurrency`, or as its rate
+limit lets through within the longest a call waits for a token). A tenant's share is half the
 slots while another tenant has work under way in the runner, three quarters while it is
 alone: a quarter always stays free for another tenant's work when it comes (the delivery worker
 claims again once a quarter of its slots is free). What a claim passes over stays due, in
@@ -310,9 +311,10 @@ Whose = Callable[[dict[str, Any]], tuple[str | None, str | None]]
 """(a unit) → its tenant, and the partner whose concurrency gate it waits at (None: none
 known at the claim, as for a flow run, whose steps call their partners one after another)."""
 PartnerRoom = Callable[[str], int | None]
-"""(partner id) → how many calls its concurrency gate lets through at once in this process: a
-disabled partner's limit is 0, and one whose circuit lets nothing through now; None: no limit
-known here (not called yet)."""
+"""(partner id) → how many calls its concurrency gate lets through at once in this process,
+fewer while its circuit or its rate limit lets fewer through now: a disabled partner's limit
+is 0, and one whose circuit lets nothing through now; None: no limit known here (not called
+yet)."""
 Closed = Callable[[], Iterable[str]]
 """() → the partners this process cannot call now at all (their room 0): disabled, or whose
 circuit lets nothing through."""

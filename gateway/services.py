@@ -21,6 +21,7 @@ from gateway import __version__
 from gateway.accounts import AccountService
 from gateway.actions.catalog import Catalog, partner_guards
 from gateway.actions.definitions import FlowUsers
+from gateway.actions.partner_calls import PartnerCalls
 from gateway.actions.proxy import Proxy
 from gateway.actions.service import ActionService
 from gateway.auth.keyring import KeyRing, generate_secret_key
@@ -217,14 +218,14 @@ def _assemble(
     catalog = Catalog(store, box, metrics)
     secrets = StoredSecrets(store, box, metrics)
     guards = partner_guards(metrics, share=settings.outbound_connections // 2)
+    calls = PartnerCalls(sender, guards, store)  # every call of a partner goes through it
     notify = assemble_notify(
-        store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds, metrics
+        store, entities, mappings, box, catalog, calls, policy, schemas, kinds, metrics
     )
     worker = DeliveryWorker(
         store,
         catalog,
-        sender,
-        guards,
+        calls,
         mappings,
         metrics,
         secrets=secrets,
@@ -237,8 +238,7 @@ def _assemble(
         store,
         catalog,
         mappings,
-        sender,
-        guards,
+        calls,
         entities,
         metrics,
         secrets,
@@ -263,8 +263,7 @@ def _assemble(
         PollContext(
             store,
             catalog,
-            sender,
-            guards,
+            calls,
             mappings,
             sinks,
             keeper,
@@ -349,7 +348,7 @@ def _assemble(
             on_unsendable=_counted_and_due(metrics, worker.notify),
             read_with_changed=schedules.read_with_changed,
         ),
-        proxy=Proxy(catalog, sender, guards, entities, mappings, metrics),
+        proxy=Proxy(catalog, calls, entities, mappings, metrics),
         catalog=catalog,
         guards=guards,
         fanout=fanout,

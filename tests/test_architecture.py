@@ -206,3 +206,17 @@ def test_only_the_clock_reads_the_hosts_wall_clock() -> None:
                 if (node.value.id, node.attr) in wall_clock:
                     readers.append(f"{name}:{node.lineno}")
     assert readers == []
+
+
+def test_every_call_of_a_partner_goes_through_partner_calls() -> None:
+    """A partner's guard is given to the sender in one place, `PartnerCalls.send`, which also
+    counts the answer for the partner's health: until 2026-12-06 six use cases called the
+    sender themselves, and only the delivery worker's answers ended a partner's failing (a
+    partner whose API answered every proxy call was disabled for its failing webhooks)."""
+    callers = []
+    for name, tree in _trees():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and any(k.arg == "guard" for k in node.keywords):
+                if isinstance(node.func, ast.Attribute) and node.func.attr == "send":
+                    callers.append(name)
+    assert callers == ["gateway.actions.partner_calls"]

@@ -90,6 +90,59 @@ def test_a_partners_room_for_claims_follows_its_circuit() -> None:
     assert (guards.room("p1"), guards.room("p2"), guards.refusing()) == (4, 4, [])
 
 
+async def test_a_partners_room_for_claims_follows_its_rate_limit() -> None:
+    """At 0.2 requests a second (one token every 5 s) and a 2 s `max_wait`, a claim takes a
+    unit while a call arriving now gets a token within 2 s, the calls in flight at the gate
+    beside it; none (the partner `closed`) from the token taken until 2 s before the next,
+    which `opens_in` says. At 2 a second, the tokens of 2 s: 1 held and 4 more."""
+    clock = FakeClock()
+    guards = PartnerGuards(clock=clock)
+    slow = GuardSettings(max_concurrency=4, rate_per_second=0.2, max_wait=2.0)
+    guard = guards.get("p1", slow)
+    guards.get("p2", GuardSettings(max_concurrency=4, rate_per_second=2.0, max_wait=2.0))
+    assert (guards.room("p1"), guards.room("p2"), guards.closed()) == (1, 4, [])
+    assert guards.opens_in("p1") is None
+    assert guard.limiter is not None and guard.limiter.try_acquire() == 0.0
+    assert (guards.room("p1"), guards.closed(), guards.opens_in("p1")) == (0, ["p1"], 3.0)
+    guard.gate.held = 1  # the call in flight
+    assert guards.room("p1") == 1
+    guard.gate.held = 0
+    clock.now += 2.9
+    assert (guards.room("p1"), guards.closed()) == (0, ["p1"])
+    clock.now += 0.1
+    assert (guards.room("p1"), guards.closed(), guards.opens_in("p1")) == (1, [], None)
+    assert guards.refusing() == []  # its circuit lets everything through
+    guard.limiter._sleep = clock.sleep
+    assert await guard.limiter.acquire(2.0)  # the one the claim took waits 2 s, no more
+    assert clock.now == pytest.approx(1005.0)
+
+
+async def test_a_rate_limits_waiting_callers_count_in_its_room() -> None:
+    """Callers waiting for their token count among those it lets through within `max_wait`:
+    the room stays what it was while they wait, and falls as they go."""
+    clock = FakeClock()
+    guards = PartnerGuards(clock=clock)
+    guard = guards.get("p", GuardSettings(rate_per_second=1.0, max_wait=3.0))
+    limiter = guard.limiter
+    assert limiter is not None
+    woken = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        await woken.wait()
+        clock.now += seconds
+
+    limiter._sleep = sleep
+    assert guards.room("p") == 4  # one now, one each second for 3 s
+    assert await limiter.acquire(3.0)
+    assert guards.room("p") == 3
+    waiting = asyncio.create_task(limiter.acquire(3.0))
+    await asyncio.sleep(0)  # its token reserved, asleep until it comes
+    assert guards.room("p") == 3
+    woken.set()
+    assert await waiting
+    assert guards.room("p") == 3  # a second later: it went, the 4th second's token is in
+
+
 def test_failed_probe_reopens_for_another_cooldown() -> None:
     clock = FakeClock()
     changes: list[BreakerState] = []

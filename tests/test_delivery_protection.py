@@ -340,6 +340,79 @@ async def test_a_delivery_its_partner_always_rejects_does_not_keep_the_partner_d
     )
 
 
+async def test_a_partner_whose_api_answers_is_not_disabled_because_its_webhooks_fail(
+    client: Client, partner: Partner
+) -> None:
+    """The partner's webhook route answers 503 to every delivery (broken since a deploy); its
+    API answers a proxy call between each two of them. A partner failing is one with no answer
+    to any call since its first retryable failure: each proxy call's answer ends its failing,
+    so it is never failing for its `disable_after_hours` (3.6 s) and its API keeps answering.
+    Until 2026-12-06 only deliveries counted: disabled 5 s in, then every proxy call `503`."""
+    services = client.app[services_key]
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001},
+        action={"retry_schedule": [5, 5, 5, 5, 5]},
+    )
+    api = await create_action(
+        client, partner_doc["id"], name="hr", mode="proxy", method="GET", path="/api/condutor"
+    )
+    partner.reject_bodies_with(b"ABC1D23", 503)  # the webhook route; the API answers 200
+    await _vehicles(client, "ABC1D23")
+    invoke = f"/api/v1/actions/{api['id']}/invoke"
+    results, statuses = [], []
+    for _ in range(4):
+        results.append(await worker.run_until_idle())
+        answered = await client.post(invoke, headers=auth(), json={"payload": {}})
+        statuses.append(answered.status)
+        statuses.append(await _partner_status(client, partner_doc["id"]))
+        clock.advance(5.1)
+    stored = await services.store.partners.get("acme", partner_doc["id"])
+
+    assert results == [Counter(retry=1)] * 4
+    assert statuses == [200, "active"] * 4
+    assert stored is not None and "failing_since" not in stored
+
+
+async def test_an_answer_to_a_call_let_through_before_its_partner_was_disabled_keeps_the_outage(
+    client: Client, partner: Partner
+) -> None:
+    """A proxy call let through just before the partner was disabled answers after it: the
+    partner stays disabled, its `failing_since` kept (its recovery replays the deliveries
+    that went dead since then); only its probe's answer enables it."""
+    services = client.app[services_key]
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001},
+        action={"retry_schedule": [5, 5, 5, 5, 5]},
+    )
+    api = await create_action(
+        client, partner_doc["id"], name="hr", mode="proxy", method="GET", path="/api/condutor"
+    )
+    partner.reject_bodies_with(b"ABC1D23", 503)
+    await _vehicles(client, "ABC1D23")
+    await worker.run_until_idle()  # failing since now
+    invoke = f"/api/v1/actions/{api['id']}/invoke"
+    partner.respond_with(200, {"condutor": "Ana"}, delay=30)  # until `release`
+    slow = asyncio.create_task(client.post(invoke, headers=auth(), json={"payload": {}}))
+    await partner.wait_for(2)  # the proxy call is out
+    clock.advance(5.1)
+    await worker.run_until_idle()  # failing for 5 s > 3.6 s: disabled
+    partner.release.set()  # the proxy call is answered
+    answered = await slow
+    stored = await services.store.partners.get("acme", partner_doc["id"])
+
+    assert answered.status == 200
+    assert stored is not None and stored["status"] == "disabled"
+    assert stored.get("failing_since") is not None
+
+
 async def test_a_disabled_partner_whose_head_answer_carries_a_body_is_enabled_by_its_probe(
     client: Client,
 ) -> None:
@@ -647,6 +720,39 @@ async def test_a_half_open_circuits_other_deliveries_wait_unclaimed_while_its_pr
 
     assert len(partner.requests) - sent_before == 1  # the probe
     assert deferred._value.get() - held_before == 0
+
+
+async def test_a_rate_limited_partners_backlog_is_claimed_one_token_at_a_time(
+    client: Client, partner: Partner
+) -> None:
+    """A partner limited to 0.2 requests a second (one every 5 s; a call waits 2 s for its
+    token at most, its timeout) with 9 deliveries due: a claim takes one of them when a token
+    comes within 2 s, none before; none is claimed and handed back (`deferred`), and each
+    token sends one. Until 2026-12-06 the worker claimed the whole backlog at each token and
+    wrote all but one back: 174 claims and writes for 3 requests sent in 20 s."""
+    services = client.app[services_key]
+    worker = _driven(client)
+    seconds = [1000.0]
+    services.guards.clock = lambda: seconds[0]  # the rate limit's clock
+    await _setup(
+        client,
+        partner,
+        partner_fields={"rate_limit": {"per_second": 0.2, "burst": 1}, "timeout_seconds": 2},
+    )
+    await _vehicles(client, "ABC1D00")
+    first = await worker.run_until_idle()  # the burst's token
+    await _vehicles(client, *(f"ABC1D{n:02d}" for n in range(1, 10)))
+    deferred = services.metrics.deliveries.labels("deferred")
+    held_before = deferred._value.get()
+    rounds = [await worker.run_until_idle()]  # the next token is 5 s away
+    for _ in range(3):
+        seconds[0] += 5
+        rounds.append(await worker.run_until_idle())
+
+    assert first == Counter(succeeded=1)
+    assert rounds == [Counter(), *[Counter(succeeded=1)] * 3]
+    assert deferred._value.get() - held_before == 0
+    assert len(partner.requests) == 4
 
 
 async def test_a_disabled_partners_deliveries_are_no_work_waiting_for_a_worker(

@@ -527,7 +527,7 @@ async def test_runs_held_by_the_partners_rate_limit_count_toward_the_bound_of_ru
     scripted.answer = answer
     clock = _clock(client)
     start = clock()
-    runner(client)._c.guards.clock = lambda: (clock() - start).total_seconds()
+    runner(client)._c.calls.guards.clock = lambda: (clock() - start).total_seconds()
     schedule = await scripted_schedule(client, scripted, max_pages=3)
     (partner_doc,) = (await get(client, "/api/v1/partners"))["items"]
     limited = {"rate_limit": {"per_second": 0.1, "burst": 1}, "timeout_seconds": 10}

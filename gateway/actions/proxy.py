@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner, build_request
+from gateway.actions.partner_calls import PartnerCalls
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     BadRequest,
@@ -33,8 +34,7 @@ from gateway.formats.charsets import storable
 from gateway.formats.json_tree import is_text, plain
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
-from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import OtherBody, Outcome, Sender, other_charset
+from gateway.outbound.sender import OtherBody, Outcome, other_charset
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 
@@ -56,15 +56,13 @@ class Proxy:
     def __init__(
         self,
         catalog: Catalog,
-        sender: Sender,
-        guards: PartnerGuards,
+        calls: PartnerCalls,
         entities: EntityService,
         mappings: MappingSource,
         metrics: Metrics,
     ) -> None:
         self._catalog = catalog
-        self._sender = sender
-        self._guards = guards
+        self._calls = calls
         self._entities = entities
         self._mappings = mappings
         self._metrics = metrics
@@ -100,12 +98,7 @@ class Proxy:
         request, _ = await build_request(
             action, partner, request_mapping, context, default_body=fields, path_values=fields
         )
-        outcome = await self._sender.send(
-            request,
-            partner_id=partner.id,
-            guard=self._guards.get(partner.id, partner.guard),
-            auth=partner.auth,
-        )
+        outcome = await self._calls.send(partner, request, action=action)
         verdict = action.verdict(outcome)
         # Counted once the answer is on its way (the loop runs this after the handler's step).
         asyncio.get_running_loop().call_soon(

@@ -1,7 +1,8 @@
 """Partner health, as the delivery worker sees it: which partners are disabled, and turning
 them off and on.
 
-A partner failing (retryable failures only, no success in between) for longer than its
+A partner failing (retryable failures of its deliveries, no answer to any call of it in
+between: `actions/partner_calls.py` counts the answers) for longer than its
 `disable_after_hours` is disabled: its deliveries wait instead of burning their retry
 schedule. The worker probes it every `probe_seconds`; the first answer re-enables it: the
 deliveries that went `dead` during its outage are replayed (`DeliveryStore.replay_outage`)
@@ -18,8 +19,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from gateway.actions.catalog import Catalog, Partner
+from gateway.actions.partner_calls import PartnerCalls
 from gateway.metrics import Metrics
-from gateway.outbound.verdict import Verdict
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class PartnerHealth:
         self,
         store: Store,
         catalog: Catalog,
+        calls: PartnerCalls,
         metrics: Metrics,
         *,
         probe_seconds: float,
@@ -37,11 +39,11 @@ class PartnerHealth:
     ) -> None:
         self._store = store
         self._catalog = catalog
+        self._calls = calls
         self._metrics = metrics
         self._probe_seconds = probe_seconds
         self._on_enabled = on_enabled
         self.disabled: set[str] = set()  # partner ids whose deliveries wait
-        self._failing: set[str] = set()  # partners this process saw fail since their success
 
     async def refresh(self) -> None:
         """Learn which partners are disabled (by any process)."""
@@ -51,16 +53,12 @@ class PartnerHealth:
     def probe_seconds(self) -> float:
         return self._probe_seconds
 
-    async def note(self, partner: Partner, verdict: Verdict, now: datetime) -> datetime | None:
-        """Count an answer (or its absence) for or against the partner; after a retryable
-        failure, since when the partner has been failing (None after anything else)."""
-        if verdict is not Verdict.RETRY:
-            if partner.id in self._failing or partner.failing_since is not None:
-                self._failing.discard(partner.id)
-                await self._store.partners.note_success(partner.tenant, partner.id)
-            return None
-        self._failing.add(partner.id)
+    async def failed(self, partner: Partner, now: datetime) -> None:
+        """Count a delivery's retryable failure against the partner (its answers, to any call,
+        are counted as they come: `PartnerCalls`); disabled once it has been failing for
+        longer than its `disable_after_hours`."""
         doc = await self._store.partners.note_failure(partner.tenant, partner.id, now)
+        self._calls.failing(partner.id)  # its next answer clears what was just written
         since: datetime | None = doc.get("failing_since") if doc else None
         if (
             doc is None
@@ -69,7 +67,7 @@ class PartnerHealth:
             or doc.get("status", "active") != "active"
             or now - since < partner.disable_after
         ):
-            return since
+            return
         probe_at = now + timedelta(seconds=self._probe_seconds)
         if await self._store.partners.disable(partner.tenant, partner.id, now, probe_at):
             log.warning(
@@ -81,7 +79,6 @@ class PartnerHealth:
             self._metrics.partner_disabled.labels("disabled").inc()
         self.disabled.add(partner.id)
         self._catalog.forget(partner.id)
-        return since
 
     async def enable(self, partner: Partner, now: datetime) -> None:
         """Its probe answered: recovered in the order that survives a crash or a database
@@ -105,6 +102,6 @@ class PartnerHealth:
                 )
                 self._metrics.partner_disabled.labels("enabled").inc()
         self.disabled.discard(partner.id)
-        self._failing.discard(partner.id)
+        self._calls.recovered(partner.id)
         self._catalog.forget(partner.id)
         self._on_enabled()

@@ -83,11 +83,11 @@ class DeliveryRecorder:
                 doc, token, now + timedelta(seconds=hold.seconds), hold.describe()
             )
         if probe and verdict is not Verdict.RETRY and not again:
-            # Enabled before the success is noted: the outage's start (`failing_since`) says
-            # which dead deliveries are replayed.
+            # The answer, counted as it came (`PartnerCalls`), left a disabled partner's
+            # `failing_since`: the outage's start says which dead deliveries are replayed.
             await self._health.enable(partner, now)
-        if outcome.sent and not again:
-            await self._health.note(partner, verdict, now)
+        if outcome.sent and verdict is Verdict.RETRY and not again:
+            await self._health.failed(partner, now)  # an answer was counted as it came
         attempt = _attempt(doc, outcome, now, probe, request_summary(request, partner))
         if probe:
             if verdict is Verdict.RETRY:

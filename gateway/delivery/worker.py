@@ -40,8 +40,9 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from gateway.actions.catalog import Catalog, Partner
+from gateway.actions.catalog import Catalog
 from gateway.actions.ordering import hands_over_state, newer_than
+from gateway.actions.partner_calls import PartnerCalls
 from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
@@ -65,8 +66,7 @@ from gateway.leased_loop import (
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, DeliveryStatus
-from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.outbound.sender import OutboundRequest
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 from gateway.store.client import Admission
@@ -112,8 +112,7 @@ class DeliveryWorker:
         self,
         store: Store,
         catalog: Catalog,
-        sender: Sender,
-        guards: PartnerGuards,
+        calls: PartnerCalls,
         mappings: MappingSource,
         metrics: Metrics,
         *,
@@ -126,8 +125,8 @@ class DeliveryWorker:
     ) -> None:
         self._store = store
         self._catalog = catalog
-        self._sender = sender
-        self._guards = guards
+        self._calls = calls
+        self._guards = calls.guards
         self._mappings = mappings
         self._metrics = metrics
         self._settings = settings
@@ -139,6 +138,7 @@ class DeliveryWorker:
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._probes = itertools.count(1)
         self._probing: dict[Any, asyncio.Task[None]] = {}  # partner id → its probe under way
+        self._pacing: dict[str, asyncio.TimerHandle] = {}  # partner id → its loop's wake-up
         self._probe_shares = FairShares(PROBES_AT_ONCE, tenant_only)
         self._refill_at = max(1, settings.concurrency // 4)
         self._loop: LeasedLoop[Counter[str]] = LeasedLoop(
@@ -163,7 +163,12 @@ class DeliveryWorker:
         self._leases = LeaseCheck(self._lease, self._now, store.deliveries.renew_lease)
         self.progress = self._claims.progress  # of claiming, for readiness
         self._health = PartnerHealth(
-            store, catalog, metrics, probe_seconds=settings.probe_seconds, on_enabled=self.notify
+            store,
+            catalog,
+            calls,
+            metrics,
+            probe_seconds=settings.probe_seconds,
+            on_enabled=self.notify,
         )
         self._recorder = DeliveryRecorder(
             store, catalog, self._health, metrics, clock=self._now, rng=self._random
@@ -218,6 +223,9 @@ class DeliveryWorker:
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends finish (bounded), release what did not."""
         await self._loop.stop()  # no claim may land after the leases are released
+        for wake in self._pacing.values():
+            wake.cancel()
+        self._pacing.clear()
         await self._claims.release_held(self._give_back)
 
     async def _give_back(self, delivery_id: str, token: str) -> None:
@@ -246,8 +254,8 @@ class DeliveryWorker:
 
     def _partner_room(self, partner_id: str) -> int | None:
         """A disabled partner has none (its probe takes its deliveries); another, the size of
-        its concurrency gate in this process, none while its circuit lets nothing through
-        (`PartnerGuards.room`)."""
+        its concurrency gate in this process, fewer while its circuit or its rate limit lets
+        fewer through (`PartnerGuards.room`)."""
         if partner_id in self._health.disabled:
             return 0
         return self._guards.room(partner_id)
@@ -255,7 +263,21 @@ class DeliveryWorker:
     def _closed(self) -> list[str]:
         """The partners with no room at all (`_partner_room`): a claim does not read their
         deliveries (`leased_loop.FairShares`)."""
-        return [*self._health.disabled, *self._guards.refusing()]
+        return [*self._health.disabled, *self._guards.closed()]
+
+    def _pace(self, partner_id: str) -> None:
+        """After a call of a rate-limited partner that left its rate limit no token to give
+        within `max_wait` (its room 0: no claim takes its deliveries), the loop is woken when
+        it has one again, not at its next poll, seconds later while its looks come back
+        empty: the partner gets its rate."""
+        if partner_id in self._pacing or (wait := self._guards.opens_in(partner_id)) is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._pacing[partner_id] = loop.call_later(wait, self._paced, partner_id)
+
+    def _paced(self, partner_id: str) -> None:
+        self._pacing.pop(partner_id, None)
+        self.notify()
 
     async def _release_claims(self, held: list[str]) -> None:
         await self._store.deliveries.release_claims(self.owner, held, self.clock())
@@ -309,7 +331,8 @@ class DeliveryWorker:
 
     async def _measure(self) -> None:
         now = self.clock()
-        closed = sorted(set(self._closed()))  # waiting for their partner, not for a worker
+        # Waiting for their partner, not for a worker (a rate limit's backlog waits for one)
+        closed = sorted({*self._health.disabled, *self._guards.refusing()})
         pending, in_flight, oldest = await self._store.deliveries.queue_stats(now, closed)
         self._metrics.delivery_queue.labels("pending").set(pending)
         self._metrics.delivery_queue.labels("in_flight").set(in_flight)
@@ -394,11 +417,8 @@ class DeliveryWorker:
         except SecretBoxError as exc:
             await self._secrets.judge(exc)
             return None
-        outcome = await self._sender.send(
-            OutboundRequest("HEAD", partner.base_url, timeout=partner.timeout),
-            partner_id=partner.id,
-            guard=self._guard(partner),
-            auth=partner.auth,
+        outcome = await self._calls.send(
+            partner, OutboundRequest("HEAD", partner.base_url, timeout=partner.timeout)
         )
         # As for a probe with a delivery (recording.py): an answer re-enables, but a retryable
         # one (408, 425, 429, 5xx) says the partner is still not taking requests.
@@ -554,12 +574,10 @@ class DeliveryWorker:
                 f"cannot build the request: {exc.detail}",
                 errors=[p.as_dict() for p in problems],
             )
-        outcome = await self._sender.send(
-            replace(request, before_sending=before_sending),
-            partner_id=partner.id,
-            guard=self._guard(partner),
-            auth=partner.auth,
+        outcome = await self._calls.send(
+            partner, replace(request, before_sending=before_sending), action=target.action
         )
+        self._pace(partner.id)
         if probe is not None:
             probe.asked = outcome.sent
         probing = probe is not None
@@ -620,9 +638,6 @@ class DeliveryWorker:
         if not hands_over_state(doc):
             return None
         return await deliveries.later_in_line(order_key, seq, newer, token)
-
-    def _guard(self, partner: Partner) -> Any:
-        return self._guards.get(partner.id, partner.guard)
 
 
 def _whose(doc: Doc) -> tuple[str | None, str | None]:

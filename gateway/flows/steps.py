@@ -32,6 +32,7 @@ from typing import Any
 
 from gateway.actions.catalog import Catalog, build_request
 from gateway.actions.ordering import call_place
+from gateway.actions.partner_calls import PartnerCalls
 from gateway.assignments import AssignmentService
 from gateway.delivery.fanout import insert_deliveries
 from gateway.entities import EntityService, Origin, public
@@ -54,8 +55,6 @@ from gateway.mapping.model import EvalError
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, RunStatus
 from gateway.notify.notifier import MappingSource
-from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import Sender
 from gateway.outbound.verdict import Verdict
 from gateway.store import Store
 
@@ -95,8 +94,7 @@ class StepParts:
     store: Store
     catalog: Catalog
     mappings: MappingSource
-    sender: Sender
-    guards: PartnerGuards
+    calls: PartnerCalls
     entities: EntityService
     assignments: AssignmentService
     composer: MessageComposer
@@ -194,11 +192,8 @@ class StepRunner:
         local = plain({**context, **evaluate(step.values, context)})
         request, _ = await _build(action, partner, mapping, local)
         request = replace(request, before_sending=run.before_sending)
-        guard = self._p.guards.get(partner.id, partner.guard)
         # A disabled partner is not called: the step waits (held), as `invoke` answers 503.
-        outcome = partner.refusal() or await self._p.sender.send(
-            request, partner_id=partner.id, guard=guard, auth=partner.auth
-        )
+        outcome = partner.refusal() or await self._p.calls.send(partner, request, action=action)
         verdict = action.verdict(outcome)
         self._p.metrics.observe_partner_call(partner.id, "flow", outcome, verdict)
         entry: dict[str, Any] = {

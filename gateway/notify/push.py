@@ -16,11 +16,11 @@ from typing import Any
 import orjson
 
 from gateway.actions.catalog import Partner
+from gateway.actions.partner_calls import PartnerCalls
 from gateway.clock import utcnow
 from gateway.metrics import Metrics
 from gateway.notify.messages import PushMessage, PushSettings, SendOutcome
-from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import BeforeSending, OutboundRequest, Outcome, Sender
+from gateway.outbound.sender import BeforeSending, OutboundRequest, Outcome
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 
@@ -41,9 +41,8 @@ def fcm_body(message: PushMessage, priority: str = "high") -> dict[str, Any]:
 
 
 class FcmSender:
-    def __init__(self, sender: Sender, guards: PartnerGuards, metrics: Metrics) -> None:
-        self._sender = sender
-        self._guards = guards
+    def __init__(self, calls: PartnerCalls, metrics: Metrics) -> None:
+        self._calls = calls
         self._metrics = metrics
 
     async def send(
@@ -63,12 +62,7 @@ class FcmSender:
             timeout=partner.timeout,
             before_sending=before_sending,
         )
-        outcome = await self._sender.send(
-            request,
-            partner_id=partner.id,
-            guard=self._guards.get(partner.id, partner.guard),
-            auth=partner.auth,
-        )
+        outcome = await self._calls.send(partner, request)
         summary = {"method": "POST", "url": url, "title": message.title}
         result = _push_outcome(outcome, summary)
         self._metrics.observe_partner_call(partner.id, "notify", outcome, result.verdict)

@@ -23,14 +23,14 @@ from typing import Any
 import orjson
 
 from gateway.actions.catalog import Action, Partner
+from gateway.actions.partner_calls import PartnerCalls
 from gateway.clock import utcnow
 from gateway.errors import InvalidPayload
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
 from gateway.notify.messages import SendOutcome, SmsMessage
 from gateway.outbound.bodies import encode_body
-from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import BeforeSending, OutboundRequest, Outcome, Sender
+from gateway.outbound.sender import BeforeSending, OutboundRequest, Outcome
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 from gateway.schemas.ids import e164, non_geographic
@@ -109,9 +109,8 @@ def _text(value: Any) -> str:
 
 
 class SmsSender:
-    def __init__(self, sender: Sender, guards: PartnerGuards, metrics: Metrics) -> None:
-        self._sender = sender
-        self._guards = guards
+    def __init__(self, calls: PartnerCalls, metrics: Metrics) -> None:
+        self._calls = calls
         self._metrics = metrics
 
     async def send(
@@ -133,11 +132,8 @@ class SmsSender:
                 f" ({problems})" if problems else ""
             )
             return SendOutcome(Verdict.FAIL, detail)
-        outcome = await self._sender.send(
-            replace(request, before_sending=before_sending),
-            partner_id=partner.id,
-            guard=self._guards.get(partner.id, partner.guard),
-            auth=partner.auth,
+        outcome = await self._calls.send(
+            partner, replace(request, before_sending=before_sending), action=action
         )
         summary = {"method": request.method, "url": request.url.split("?")[0], "to": message.to}
         result = _sms_outcome(action, outcome, summary)

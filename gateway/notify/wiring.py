@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.actions.catalog import Catalog
+from gateway.actions.partner_calls import PartnerCalls
 from gateway.assignment_feed import AssignmentFeed
 from gateway.assignments import AssignmentService
 from gateway.auth.secretbox import SecretBox
@@ -32,8 +33,6 @@ from gateway.notify.push import FcmSender
 from gateway.notify.settings import SettingsService
 from gateway.notify.sms import SmsSender
 from gateway.notify.templates import TemplateService, Users
-from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import Sender
 from gateway.outbound.ssrf import OutboundPolicy
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Store
@@ -66,8 +65,7 @@ def assemble_notify(
     mappings: MappingSource,
     box: SecretBox,
     catalog: Catalog,
-    sender: Sender,
-    guards: PartnerGuards,
+    calls: PartnerCalls,
     policy: OutboundPolicy,
     schemas: SchemaRegistry,
     kinds: KindService,
@@ -94,8 +92,8 @@ def assemble_notify(
         mappings,
         entities,
         email=EmailSender(policy),
-        push=FcmSender(sender, guards, metrics),
-        sms=SmsSender(sender, guards, metrics),
+        push=FcmSender(calls, metrics),
+        sms=SmsSender(calls, metrics),
     )
     return NotifyServices(
         assignments=assignments,
@@ -117,8 +115,7 @@ def assemble_flow_runtime(
     store: Store,
     catalog: Catalog,
     mappings: MappingSource,
-    sender: Sender,
-    guards: PartnerGuards,
+    calls: PartnerCalls,
     entities: EntityService,
     metrics: Metrics,
     secrets: StoredSecrets,
@@ -142,8 +139,7 @@ def assemble_flow_runtime(
             store,
             catalog,
             mappings,
-            sender,
-            guards,
+            calls,
             entities,
             notify.assignments,
             notify.composer,

@@ -22,6 +22,12 @@ APIs refuse a slower one, and a bucket given one (stored before they did) counts
 so a wait it tells is a finite number of seconds (at most 10,000 for a caller arriving now)."""
 
 
+# Seconds a wait may exceed what a caller waits at most and still be waited for: the floating
+# point's error (at 0.2/s, 2 s before a token is a wait of 2.0000000000000004 s), which
+# `given_within` and `acquire` agree on.
+_HAIR: Final = 1e-6
+
+
 class BreakerState(enum.StrEnum):
     """Exported as a metric label, so the values are part of the dashboard's contract."""
 
@@ -162,6 +168,7 @@ class TokenBucket:
         self._sleep = sleep
         self._tokens = burst
         self._updated = clock()
+        self._waiting = 0  # callers that reserved a token and sleep until it comes
 
     def _refill(self) -> None:
         now = self._clock()
@@ -182,19 +189,29 @@ class TokenBucket:
         self._refill()
         return max((1 - self._tokens) / self.rate, 0.0)
 
+    def given_within(self, seconds: float) -> int:
+        """How many callers get a token within `seconds` from now (`acquire(seconds)` lets
+        them wait for it), those waiting for one first: the tokens it holds and those it
+        gains by then."""
+        self._refill()
+        return max(math.floor(self._tokens + self._waiting + (seconds + _HAIR) * self.rate), 0)
+
     async def acquire(self, max_wait: float = math.inf) -> bool:
         """Wait for a token; False (nothing taken) if that would take longer than max_wait."""
         wait = self.try_acquire()
         if wait == 0.0:
             return True
-        if wait > max_wait:
+        if wait > max_wait + _HAIR:
             return False
         self._tokens -= 1  # reserve: later callers queue behind this one
+        self._waiting += 1
         try:
             await self._sleep(wait)
         except asyncio.CancelledError:
             self._tokens += 1
             raise
+        finally:
+            self._waiting -= 1
         return True
 
 
@@ -309,6 +326,31 @@ class PartnerGuard:
     def concurrency(self) -> int:
         return self.gate.size
 
+    def room(self) -> int:
+        """How many calls may be under way to the partner in this process now, as a claim
+        counts them (`PartnerGuards.room`): its gate's size; fewer while its circuit lets
+        fewer through (open: none; half_open: its probe); fewer while its rate limit lets
+        fewer through within `max_wait` (what a call waits for a token at most): those at its
+        gate, those waiting for a token, and the tokens it gives within `max_wait`. A call
+        beyond would wait longer and be held back (`rate_limited`), its delivery written
+        back due at the next token, with every other one beyond."""
+        room = self.gate.size
+        if (circuit := self.breaker.room()) is not None:
+            room = min(room, circuit)
+        if self.limiter is not None:
+            paced = self.gate.held + self.limiter.given_within(self.settings.max_wait)
+            room = min(room, paced)
+        return room
+
+    def opens_in(self) -> float | None:
+        """Seconds until its rate limit gives a caller arriving then a token within
+        `max_wait`, when it gives one arriving now none (None: it does, or it has no rate
+        limit)."""
+        if self.limiter is None:
+            return None
+        wait = self.limiter.delay() - self.settings.max_wait
+        return wait if wait > 0 else None
+
     @classmethod
     def build(
         cls,
@@ -387,17 +429,27 @@ class PartnerGuards:
     def room(self, partner_id: str) -> int | None:
         """How many of a leased runner's units a claim takes for the partner
         (`leased_loop.FairShares`): the size of its gate in this process, fewer while its
-        circuit lets fewer through (open: none; half_open: its probe); None before its first
-        call. Units taken beyond would only be held back by the circuit, each written again."""
+        circuit or its rate limit lets fewer through (`PartnerGuard.room`); None before its
+        first call. Units taken beyond would only be held back by the circuit or the rate
+        limit, each written again: until 2026-12-06 a rate-limited partner's backlog was
+        claimed and handed back at every token (174 claims and writes for 3 requests sent at
+        0.2 requests a second)."""
         guard = self._guards.get(partner_id)
-        if guard is None:
-            return None
-        circuit = guard.breaker.room()
-        return guard.gate.size if circuit is None else min(guard.gate.size, circuit)
+        return None if guard is None else guard.room()
 
     def refusing(self) -> list[str]:
         """The partners whose circuit lets no request through now (open, or its probe out)."""
         return [pid for pid, guard in self._guards.items() if guard.breaker.room() == 0]
+
+    def closed(self) -> list[str]:
+        """The partners with no room now (`room`): their circuit lets nothing through, or
+        their rate limit gives no token within `max_wait` to a call arriving now."""
+        return [pid for pid, guard in self._guards.items() if guard.room() == 0]
+
+    def opens_in(self, partner_id: str) -> float | None:
+        """`PartnerGuard.opens_in` of the partner (None before its first call)."""
+        guard = self._guards.get(partner_id)
+        return None if guard is None else guard.opens_in()
 
     def _tenant_gate(self, tenant: str | None) -> Gate | None:
         if tenant is None or not self.share:

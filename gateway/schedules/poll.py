@@ -49,6 +49,7 @@ from functools import partial
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
+from gateway.actions.partner_calls import PartnerCalls
 from gateway.clock import from_iso
 from gateway.entities import Origin
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
@@ -57,9 +58,7 @@ from gateway.leased_loop import LeaseLost
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
-from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.redaction import NO_REDACTION, Redactor
-from gateway.outbound.sender import Sender
 from gateway.schedules.calls import (
     Page,
     PollFailure,
@@ -112,8 +111,7 @@ class PollContext:
 
     store: Store
     catalog: Catalog
-    sender: Sender
-    guards: PartnerGuards
+    calls: PartnerCalls
     mappings: MappingSource
     sinks: dict[str, PageSink]
     rejected: RejectedKeeper
@@ -191,12 +189,7 @@ class Poll:
                 ) from None
             # A disabled partner is not called (a held run, `calls.read_page`), as by `invoke`;
             # one disabled during the run is not called again (read before each page).
-            outcome = partner.refusal() or await self._c.sender.send(
-                request,
-                partner_id=partner.id,
-                guard=self._c.guards.get(partner.id, partner.guard),
-                auth=partner.auth,
-            )
+            outcome = partner.refusal() or await self._c.calls.send(partner, request)
             if not outcome.redactor.empty:  # (an outcome never sent has none)
                 self.redactor = outcome.redactor
             # A page is read from a 2xx only (calls.read_page): the status's own verdict.

@@ -28,7 +28,7 @@ INDEXES = [
 
 
 class PartnerStore(TenantResources):
-    # -- health: written by delivery workers of every process --------------------------------
+    # -- health: written by every process, as it calls the partner ---------------------------
 
     async def note_failure(self, tenant: str, partner_id: str, now: datetime) -> Doc | None:
         """Remember when the partner started failing (the earliest report wins)."""
@@ -40,9 +40,13 @@ class PartnerStore(TenantResources):
             )
 
     async def note_success(self, tenant: str, partner_id: str) -> None:
+        """The partner answered a call: no longer failing. Not while it is disabled: its
+        `failing_since` then says since when its recovery replays (`enable`), and an answer
+        to a call let through just before it was disabled must not erase it."""
+        query = {"_id": ObjectId(partner_id), "failing_since": {"$exists": True}}
         with translate_errors():
             await self._c.update_one(
-                scoped(tenant, {"_id": ObjectId(partner_id), "failing_since": {"$exists": True}}),
+                scoped(tenant, {**query, "status": {"$ne": "disabled"}}),
                 {"$unset": {"failing_since": ""}},
             )
 

@@ -1,0 +1,92 @@
+"""Every call of a partner, whichever use case makes it: a proxy call, a delivery (a webhook, a
+flow's `call`), a flow's `fetch`, a schedule's page, an SMS or a push, a disabled partner's
+`HEAD` probe. `PartnerCalls.send` sends it through the partner's guard (`PartnerGuards`:
+circuit breaker, rate limit, concurrency) with its credentials, and counts its answer for the
+partner's health: an answer that is no retryable failure (`Verdict.RETRY`: no answer, 408,
+425, 429, 5xx) ends the partner's failing, its `failing_since` cleared. So a partner is
+failing only while no call of any kind gets an answer from it (docs/actions.md "Partner
+protection"), as its circuit breaker already counted them. Until 2026-12-06 only the delivery
+worker's answers counted: a partner whose webhook route failed was disabled while its API
+answered every proxy call, and then its API was refused (`503`) to every proxy call, flow
+fetch and schedule for as long as the webhook route stayed broken.
+
+Failures are counted where a partner is disabled for them, by the delivery worker
+(`delivery/partner_health.py`), which tells this one (`failing`): the next answer then clears
+`failing_since` though the catalog's copy of the partner (kept up to 2 s) does not show it
+yet. An answer writes only when the partner is failing as far as this process knows: once
+per failure, not once per call.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from gateway.actions.catalog import Action, Partner
+from gateway.errors import StoreUnavailable
+from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.sender import OutboundRequest, Outcome, Sender
+from gateway.outbound.verdict import Verdict
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class PartnerCalls:
+    def __init__(self, sender: Sender, guards: PartnerGuards, store: Store) -> None:
+        self._sender = sender
+        self.guards = guards
+        self._store = store
+        self._failed: set[str] = set()  # partners this process saw fail since their answer
+        # partner → the `failing_since` an answer cleared: the catalog's copy still shows it
+        # for up to its ttl, and the calls then answered write nothing more.
+        self._cleared: dict[str, datetime] = {}
+
+    async def send(
+        self, partner: Partner, request: OutboundRequest, *, action: Action | None = None
+    ) -> Outcome:
+        """The request sent to the partner through its guard, with its credentials; its answer
+        counted for the partner (`action`: whose idea of success judges it, else the answer's
+        status)."""
+        outcome = await self._sender.send(
+            request,
+            partner_id=partner.id,
+            guard=self.guards.get(partner.id, partner.guard),
+            auth=partner.auth,
+        )
+        if outcome.sent:
+            verdict = outcome.verdict if action is None else action.verdict(outcome)
+            if verdict is not Verdict.RETRY:
+                await self._answered(partner)
+        return outcome
+
+    def failing(self, partner_id: str) -> None:
+        """A retryable failure of the partner was counted (`failing_since` set)."""
+        self._failed.add(partner_id)
+
+    def recovered(self, partner_id: str) -> None:
+        """The partner was enabled again: its `failing_since` is gone with its outage."""
+        self._failed.discard(partner_id)
+
+    async def _answered(self, partner: Partner) -> None:
+        """The partner answered: no longer failing. A disabled one is not enabled by it
+        (its probe's answer does that, `delivery/partner_health.py`: its `failing_since`
+        says which dead deliveries its recovery replays), nor its `failing_since` cleared.
+        A database failure here is logged, not the call's: the next answer clears it."""
+        since = partner.failing_since
+        if since is None:
+            self._cleared.pop(partner.id, None)
+        failing = partner.id in self._failed
+        if since is not None and self._cleared.get(partner.id) != since:
+            failing = True
+        if partner.disabled or not failing:
+            return
+        self._failed.discard(partner.id)
+        if since is not None:
+            self._cleared[partner.id] = since
+        try:
+            await self._store.partners.note_success(partner.tenant, partner.id)
+        except StoreUnavailable as exc:
+            self._failed.add(partner.id)
+            self._cleared.pop(partner.id, None)
+            log.warning("partner %s answered; not noted: %s", partner.id, exc.detail)
