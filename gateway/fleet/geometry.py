@@ -140,13 +140,12 @@ class Polygon:
     def _signed_xy(self, px: float, py: float) -> float:
         inside = False
         nearest2 = math.inf  # squared: one square root at the end
-        for (x0, y0, x1, y1), edges in self._parts:
+        for box, edges in self._parts:
             # The rightward ray from the point crosses no edge of a part whose box it misses;
             # such a part is walked only when its box is nearer than the nearest edge so far.
+            _, y0, x1, y1 = box
             ray = y0 <= py <= y1 and px <= x1
-            gx = x0 - px if px < x0 else px - x1 if px > x1 else 0.0
-            gy = y0 - py if py < y0 else py - y1 if py > y1 else 0.0
-            if ray or gx * gx + gy * gy < nearest2:
+            if ray or _gap2(box, px, py) < nearest2:
                 inside, nearest2 = _walk(edges, px, py, inside, nearest2)
         nearest = math.sqrt(nearest2)
         return -nearest if inside else nearest
@@ -156,19 +155,10 @@ class Polygon:
         shape's bounding box, or within that, to the nearest part's (0 within one). Most
         fixes are far from most fences; this spares them the walk over every edge."""
         px, py = self._project(lon, lat)
-        x0, y0, x1, y1 = self._box
-        whole = math.hypot(max(x0 - px, 0.0, px - x1), max(y0 - py, 0.0, py - y1))
-        if whole > 0.0 or len(self._parts) == 1:
-            return whole
-        nearest2 = math.inf
-        for (x0, y0, x1, y1), _ in self._parts:
-            gx = x0 - px if px < x0 else px - x1 if px > x1 else 0.0
-            gy = y0 - py if py < y0 else py - y1 if py > y1 else 0.0
-            if gx * gx + gy * gy < nearest2:
-                nearest2 = gx * gx + gy * gy
-                if not nearest2:
-                    break
-        return math.sqrt(nearest2)
+        whole = _gap2(self._box, px, py)
+        if whole or len(self._parts) == 1:
+            return math.sqrt(whole)
+        return math.sqrt(min(_gap2(box, px, py) for box, _ in self._parts))
 
     def to_doc(self) -> dict[str, Any]:
         parts = [[[list(p) for p in r] for r in rings] for rings in self.parts]
@@ -191,6 +181,14 @@ class Polygon:
         if self.multi:
             return f"MultiPolygon({len(self.parts)} polygons, {rings} rings, {positions} positions)"
         return f"Polygon({rings} rings, {positions} positions)"
+
+
+def _gap2(box: Box, px: float, py: float) -> float:
+    """The squared distance from the point to the box (0 within it)."""
+    x0, y0, x1, y1 = box
+    gx = x0 - px if px < x0 else px - x1 if px > x1 else 0.0
+    gy = y0 - py if py < y0 else py - y1 if py > y1 else 0.0
+    return gx * gx + gy * gy
 
 
 def _walk(
