@@ -159,12 +159,12 @@ response:
 """
 
 
-async def test_a_written_back_answer_the_entity_refuses_is_the_partners_502_not_a_422(
-    client: Client, partner: Partner
-) -> None:
-    """The caller sent no `odometer_km`: the entity schema refusing the partner's mapped
-    answer was a 422 "Invalid payload" pointing at it."""
-    await upload_mapping(client, ODOMETER_MAPPING)
+async def _written_back(
+    client: Client, partner: Partner, mapping: str, name: str, answer: dict[str, Any]
+) -> tuple[dict[str, Any], Any]:
+    """Partner "ERP" with a proxy action `GET /v/{plate}` whose answer (`answer`, mapped by
+    `mapping`, named `name`) is written back; invoked on ABC1D23: (the partner, the answer)."""
+    await upload_mapping(client, mapping)
     partner_doc = await create_partner(client, partner.url, name="ERP")
     action = await create_action(
         client,
@@ -172,17 +172,27 @@ async def test_a_written_back_answer_the_entity_refuses_is_the_partners_502_not_
         mode="proxy",
         method="GET",
         path="/v/{plate}",
-        request_mapping="odo",
-        response_mapping="odo",
+        request_mapping=name,
+        response_mapping=name,
         write_back=True,
     )
-    vehicle = await create_vehicle(client, "ABC1D23")
-    partner.respond_with(200, {"km": "muito"})
-
+    partner.respond_with(200, answer)
     response = await client.post(
         f"/api/v1/actions/{action['id']}/invoke",
         headers=auth(),
         json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    )
+    return partner_doc, response
+
+
+async def test_a_written_back_answer_the_entity_refuses_is_the_partners_502_not_a_422(
+    client: Client, partner: Partner
+) -> None:
+    """The caller sent no `odometer_km`: the entity schema refusing the partner's mapped
+    answer was a 422 "Invalid payload" pointing at it."""
+    vehicle = await create_vehicle(client, "ABC1D23")
+    partner_doc, response = await _written_back(
+        client, partner, ODOMETER_MAPPING, "odo", {"km": "muito"}
     )
 
     body = await response.json()
@@ -214,26 +224,10 @@ async def test_a_written_back_answer_naming_another_vehicle_is_the_partners_502_
     """The partner's record of the vehicle holds another plate (taken by another vehicle, or
     free): the natural key cannot change, and the caller, who asked nothing of the kind, was
     told `409 conflict` as if its request were at fault (outbound5 OB5-3)."""
-    await upload_mapping(client, PLATE_MAPPING)
-    partner_doc = await create_partner(client, partner.url, name="ERP")
-    action = await create_action(
-        client,
-        partner_doc["id"],
-        mode="proxy",
-        method="GET",
-        path="/v/{plate}",
-        request_mapping="placa",
-        response_mapping="placa",
-        write_back=True,
-    )
     await create_vehicle(client, "ABC1D23")
     await create_vehicle(client, "XYZ1A23")
-    partner.respond_with(200, {"placa": answer})
-
-    response = await client.post(
-        f"/api/v1/actions/{action['id']}/invoke",
-        headers=auth(),
-        json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    partner_doc, response = await _written_back(
+        client, partner, PLATE_MAPPING, "placa", {"placa": answer}
     )
 
     body = await response.json()
