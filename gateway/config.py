@@ -234,7 +234,7 @@ class Settings:
             log_level=env.log_level("GATEWAY_LOG_LEVEL"),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
             event_loop=env.choice("GATEWAY_EVENT_LOOP", EVENT_LOOPS),
-            metrics_token=Secret(t) if (t := env.text("GATEWAY_METRICS_TOKEN")) else None,
+            metrics_token=env.bearer_token("GATEWAY_METRICS_TOKEN"),
             admin_jwks_url=env.url("GATEWAY_ADMIN_JWKS_URL"),
             admin_jwt_issuer=env.text("GATEWAY_ADMIN_JWT_ISSUER"),
             admin_jwt_audience=env.text("GATEWAY_ADMIN_JWT_AUDIENCE"),
@@ -294,6 +294,7 @@ class Settings:
 
 
 _INTEGER = re.compile(r"-?[0-9]+")
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750's b64token
 
 
 class _Env:
@@ -352,6 +353,20 @@ class _Env:
             raise ConfigError(
                 f"{name}: every key must be at least {MIN_SECRET_KEY_LENGTH} characters "
                 "(generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return Secret(raw)
+
+    def bearer_token(self, name: str) -> Secret | None:
+        """A token clients send as `Authorization: Bearer <it>`: RFC 6750's token characters
+        (another can never arrive as set), and as long as a secret key (a short one is
+        guessed within the budget of refused calls); the message never shows it."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        if len(raw) < MIN_SECRET_KEY_LENGTH or not _BEARER_TOKEN.fullmatch(raw):
+            raise ConfigError(
+                f"{name} must be at least {MIN_SECRET_KEY_LENGTH} characters of letters, digits "
+                "and -._~+/ (generate one with `openssl rand -hex 32`)"
             )
         return Secret(raw)
 

@@ -109,6 +109,24 @@ def test_a_public_url_s_scheme_in_capitals_is_read_as_its_scheme() -> None:
     assert settings.public_url == "https://gw.example.com/base"
 
 
+@pytest.mark.parametrize(
+    "token",
+    ["scrape-me", "a 64-character token with spaces in it, never sent as set ......", "é" * 20],
+)
+def test_a_metrics_token_too_short_or_no_bearer_token_is_refused_without_showing_it(
+    token: str,
+) -> None:
+    """A short one is guessed within the budget of refused calls; one outside RFC 6750's
+    token characters can never arrive in an `Authorization` header as set (every scrape a
+    401)."""
+    with pytest.raises(ConfigError, match="GATEWAY_METRICS_TOKEN") as refused:
+        Settings.from_env({"GATEWAY_METRICS_TOKEN": token})
+    assert token not in str(refused.value)
+    hexed = "0f" * 32  # `openssl rand -hex 32`
+    taken = Settings.from_env({"GATEWAY_METRICS_TOKEN": hexed}).metrics_token
+    assert taken is not None and taken.value == hexed
+
+
 @pytest.mark.parametrize("days", ["99999999999", "800000", "10001"])
 def test_cleanup_days_beyond_any_history_is_an_argument_error(tmp_path: Path, days: str) -> None:
     """The value reached the database: `Python int too large to convert to C int`, `date value
