@@ -1669,3 +1669,47 @@ async def test_an_attempt_records_the_request_sent_with_its_credentials_masked(
     assert f"POST {partner.url}/veiculos/ABC1D23/km" in page and "corpo de" in page
     assert sent["body"] in page
     assert "named-secret-77aa" not in page
+
+
+# MyGeotab's throttle as its SDK guide shows it: HTTP 200, a JSON-RPC error naming
+# OverLimitException (tests/test_schedules_bad_input.py has the whole answer).
+_GEOTAB_OVER_LIMIT = {
+    "error": {
+        "message": "API calls quota exceeded. Maximum admitted 100 per 1m.",
+        "name": "JSONRPCError",
+        "errors": [{"name": "OverLimitException", "message": "API calls quota exceeded."}],
+    },
+    "jsonrpc": "2.0",
+}
+
+
+@pytest.mark.parametrize("action", [ONE_RETRY_LATER, {**ONE_RETRY_LATER, "error": "error"}])
+async def test_a_partner_s_throttle_answered_with_200_retries_the_delivery_after_its_wait(
+    client: Client, partner: Partner, worker: DeliveryWorker, action: dict[str, Any]
+) -> None:
+    """A delivery MyGeotab throttled (HTTP 200 OverLimitException) was a success without an
+    `error` expression (the call it refused, lost) and a failure with one (never retried):
+    it is a 429's, retried no sooner than its `Retry-After`; the proxy answers 502 saying so."""
+    made = await _subscribed(client, partner, action=action)
+    partner.respond_with(200, _GEOTAB_OVER_LIMIT, headers={"Retry-After": "300"})
+    await _odometer(client, await create_vehicle(client), 5)
+
+    assert await _deliver(client, worker) == Counter(retry=1)
+
+    [pending] = await _deliveries(client)
+    assert pending["status"] == "pending" and pending["last_status"] == 200
+    assert pending["last_error"] == "partner answered 200 asking to slow down: OverLimitException"
+    wait = datetime.fromisoformat(pending["next_attempt_at"]) - worker.clock()
+    assert wait >= timedelta(seconds=299), wait  # its Retry-After, not the schedule's 60 s
+
+    proxied = {k: v for k, v in action.items() if k == "error"}
+    proxy = await create_action(
+        client, made["partner"]["id"], name="look", mode="proxy", path="/x", **proxied
+    )
+    invoked = await client.post(
+        f"/api/v1/actions/{proxy['id']}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    )
+    assert invoked.status == 502
+    assert (await invoked.json())["detail"].endswith("asking to slow down: OverLimitException")

@@ -130,7 +130,9 @@ class Action:
     def verdict(self, outcome: Outcome) -> Verdict:
         """The sender's verdict, with the action's own idea of success (e.g. [201], or 404
         for an idempotent DELETE) when it has one, and its `error` expression: a 2xx whose
-        answer reports an error is a failure (not retried: the partner refused it)."""
+        answer reports an error is a failure (not retried: the partner refused it), unless
+        the error is the partner's throttle (`verdict.throttled`: MyGeotab answers its
+        `OverLimitException` with HTTP 200), which is a 429's: retried after its wait."""
         verdict = outcome.verdict
         status = outcome.status
         if status is not None and self.success:
@@ -140,8 +142,12 @@ class Action:
                 verdict = Verdict.SUCCESS
             elif verdict is Verdict.SUCCESS:
                 return Verdict.FAIL
-        if verdict is Verdict.SUCCESS and (self.reported_error(outcome) or self.unchecked(outcome)):
-            return Verdict.FAIL
+        if verdict is Verdict.SUCCESS:
+            reported = self.reported_error(outcome)
+            if outcome.throttled(reported=reported is not None):
+                return Verdict.RETRY
+            if reported or self.unchecked(outcome):
+                return Verdict.FAIL
         return verdict
 
     def unchecked(self, outcome: Outcome) -> bool:

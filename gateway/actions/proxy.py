@@ -35,7 +35,7 @@ from gateway.formats.json_tree import is_text, plain
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.sender import OtherBody, Outcome, other_charset
-from gateway.outbound.verdict import Verdict
+from gateway.outbound.verdict import Verdict, error_names
 from gateway.store import Doc
 
 _EXCERPT = 500
@@ -172,7 +172,11 @@ def _raise_for(
         )
     if verdict is not Verdict.SUCCESS:
         said = ""
-        if reported is not None:
+        if verdict is Verdict.RETRY and 200 <= outcome.status < 300:
+            # A throttle answered as a success (`Action.verdict`): MyGeotab's OverLimitException
+            names = ", ".join(error_names(outcome.json_body)) or "an error with Retry-After"
+            said = f" asking to slow down: {names}"
+        elif reported is not None:
             said = f" reporting an error: {reported}"
         elif outcome.message and outcome.error is None:  # what the answer says: a redirect's target
             said = f": {outcome.message}"

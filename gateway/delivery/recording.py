@@ -26,7 +26,7 @@ from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
 from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
-from gateway.outbound.verdict import Verdict
+from gateway.outbound.verdict import Verdict, error_names
 from gateway.store import Doc, Store
 from gateway.store.deliveries import QUIET_HOURS, attempt_number, unsendable_attempt
 
@@ -356,6 +356,11 @@ _REASON = 200  # characters of a refusal's answer quoted in last_error
 
 
 def _error_text(outcome: Outcome, action: Action, verdict: Verdict) -> str:
+    status = outcome.status
+    if verdict is Verdict.RETRY and status is not None and 200 <= status < 300:
+        # A throttle answered as a success (`Action.verdict`): MyGeotab's OverLimitException
+        names = ", ".join(error_names(outcome.json_body)) or "an error with Retry-After"
+        return f"partner answered {status} asking to slow down: {names}"
     if (reported := action.reported_error(outcome)) is not None:
         return f"partner answered {outcome.status} reporting an error: {reported}"
     if outcome.status is not None and outcome.error is not None and 200 <= outcome.status < 300:
