@@ -366,6 +366,26 @@ def test_a_fences_depth_is_its_radius_or_its_deepest_point() -> None:
     assert ringed.depth_m == pytest.approx((2 - math.sqrt(2)) * half * M_PER_DEG_LAT, rel=0.05)
 
 
+def test_a_multipolygon_of_far_apart_parts_is_as_deep_as_its_deepest_part() -> None:
+    """Two depots 10° apart in one fence: the depth search gridded the whole shape's box and
+    never landed in a part (depth 0), so a fix 15 m inside a depot's border (accuracy 10 m,
+    margin 25 m) entered it, where the same depot as a Polygon keeps it in the band."""
+    depot = square(-50.0, -20.0, 0.005)
+    alone = polygon_from({"type": "Polygon", "coordinates": [depot]})
+    both = polygon_from(
+        {"type": "MultiPolygon", "coordinates": [[depot], [square(-40.0, -10.0, 0.005)]]}
+    )
+    # 3 % apart: the fence is projected round its whole's middle, 5° from the depot's
+    assert both.depth_m == pytest.approx(alone.depth_m, rel=0.05)
+    assert both.depth_up_to_m(128) == 128
+    south = -20.0 - 0.005 + 15 / M_PER_DEG_LAT  # 15 m in from the depot's southern border
+    at = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    for shape in (alone, both):
+        fence = Geofence("f", "depot", "restricted", shape, margin_m=25.0)
+        state, _ = step(fence, None, -20.02, -50.0, 10.0, at)  # well outside
+        assert step(fence, state, south, -50.0, 10.0, at)[1] is None
+
+
 def box(west: float, south: float, east: float, north: float) -> list[list[float]]:
     return [[west, south], [east, south], [east, north], [west, north], [west, south]]
 

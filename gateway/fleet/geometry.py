@@ -320,16 +320,41 @@ def _depth_m(polygon: Polygon, cap_m: float) -> float:
     return depth
 
 
+# The parts whose boxes `_search_depth` searches, the roomiest first: a shape of more (up to
+# MAX_POSITIONS / 4 tiny ones) has its depth from the roomiest alone: 4 times the 449
+# distances of one box at most, about as long as the largest Polygon takes.
+_DEPTH_PARTS = 4
+
+
 def _search_depth(polygon: Polygon, cap_m: float) -> float:
     """The depth of a polygon's deepest point, or `cap_m` once a point that deep is found:
-    the middle of its bounding box first, then a grid over the box, then finer grids around
-    the deepest point found (a few hundred distances: at most a second for the largest
-    polygon)."""
-    x0, y0, x1, y1 = polygon._box
+    searched in each part's bounding box (a MultiPolygon's whole box may hold no part at its
+    points: small depots far apart), the roomiest first, until a box cannot hold a circle
+    deeper than one found (half its shorter side; parts meeting on the antimeridian are
+    searched across it from the first: `_signed_xy` has no border there)."""
+    best = 0.0
+    rooms = sorted(
+        ((min(b[2] - b[0], b[3] - b[1]) / 2, b) for b, _ in polygon._parts), reverse=True
+    )
+    for room, box in rooms[:_DEPTH_PARTS]:
+        if room <= best:
+            break
+        best = _search_box(polygon, box, cap_m, best)
+        if best >= cap_m:
+            return cap_m
+    return best
+
+
+def _search_box(polygon: Polygon, box: Box, cap_m: float, best: float) -> float:
+    """The deepest of `best` and the points searched in `box` (`cap_m` once one is that
+    deep): the middle of the box first, then a grid over it, then finer grids around the
+    deepest point found (449 distances: at most a second for the largest polygon)."""
+    x0, y0, x1, y1 = box
     bx, by = (x0 + x1) / 2, (y0 + y1) / 2
-    best = max(0.0, -polygon._signed_xy(bx, by))
-    if best >= cap_m:
+    middle = -polygon._signed_xy(bx, by)
+    if middle >= cap_m:
         return cap_m
+    found = max(0.0, middle)
     width, height = x1 - x0, y1 - y0
     for n in (16, 8, 8, 8):
         cx, cy = bx, by
@@ -339,10 +364,10 @@ def _search_depth(polygon: Polygon, cap_m: float) -> float:
             depth = -polygon._signed_xy(px, py)
             if depth >= cap_m:
                 return cap_m
-            if depth > best:
-                best, bx, by = depth, px, py
+            if depth > found:
+                found, bx, by = depth, px, py
         width, height = width * 2.5 / n, height * 2.5 / n
-    return best
+    return max(best, found)
 
 
 # ---------------------------------------------------------------- validation
