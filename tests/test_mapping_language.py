@@ -952,6 +952,20 @@ def test_a_mapping_cannot_emit_an_event_type_the_gateway_records_itself(etype: s
     assert partner.name == "t"
 
 
+def test_a_mapping_emitting_one_event_type_twice_is_refused_naming_the_second() -> None:
+    """`[vehicle.alert, {type: vehicle.alert, when: alarme}]` made one write store the event
+    twice, and every subscription and flow on it ran twice (two pushes to a driver): one
+    entry per type, its `when` saying when."""
+    (problem,) = problems_of(
+        HEAD + "emit: [vehicle.alert, {type: vehicle.alert, when: alarme}]\n"
+        "fields:\n  plate: plate\n  attributes.alarme: alarme\n"
+    )
+    assert (problem.pointer, problem.keyword) == ("/emit/1", "emit")
+    assert "vehicle.alert is emitted twice" in problem.message
+    once = inbound("", head=HEAD + "emit: [vehicle.alert, vehicle.moved]\n")
+    assert once.emit == ("vehicle.alert", "vehicle.moved")
+
+
 def test_binary_and_empty_files() -> None:
     assert problems_of(b"\xff\xfe\x00garbage")[0].keyword == "encoding"
     assert problems_of("")[0].message == "file is empty"

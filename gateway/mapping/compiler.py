@@ -546,6 +546,15 @@ def _emit(
             )
             problems.add(at, message, "emit")
             continue
+        if specs.strict and any(e.type == item for e, _ in events):
+            # One write would store the event twice: every subscription and flow on it runs
+            # twice (a version stored before the rule keeps emitting as it did).
+            message = (
+                f"{item} is emitted twice: one entry per type, its `when` saying when"
+                " (`a || b` for either)"
+            )
+            problems.add(at, message, "emit")
+            continue
         emit = _announce(item, announce, targets, problems, f"{at}/announce")
         if emit is not None:
             events.append((emit, condition))
