@@ -436,6 +436,31 @@ async def test_osmand_query_string_with_token_in_query_finds_the_vehicle_by_trac
     assert [f["time"] for f in track] == ["2026-11-26T09:25:12Z"]  # a HEAD never writes
 
 
+async def test_a_form_body_field_named_like_the_token_parameter_reaches_the_mapping(
+    client: Client,
+) -> None:
+    """The token parameter is the query's credential; a body field of that name is content.
+    Under `token_in_query: id`, OsmAnd's body `id=dev1` was dropped with the query's token:
+    every fix a 422 (`tracker_id` missing)."""
+    await upload_shipped(client, "osmand")
+    created = await client.post(
+        "/api/v1/entities/vehicle",
+        headers=auth(),
+        json={**VEHICLE, "attributes": {"tracker_id": "dev1"}},
+    )
+    assert created.status == 201, await created.text()
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "id"}
+    )
+    response = await client.post(
+        f"/hooks/{trigger['id']}?id={trigger['token']}",
+        data=b"id=dev1&timestamp=1795685112&lat=-23.5&lon=-46.6",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status == 201, await response.text()
+    assert (await response.json())["vehicle"]["plate"] == "ABC1D23"
+
+
 async def test_a_form_triggers_token_reads_no_vehicle_its_track_nor_any_entity(
     client: Client,
 ) -> None:

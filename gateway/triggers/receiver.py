@@ -473,16 +473,14 @@ def _payload(trigger: CompiledTrigger, call: HookCall, raw: bytes) -> Any:
                 "the query string is not covered by the signature: a signed trigger "
                 "takes its fields from the signed body only"
             )
-        form = parse_form(
-            call.content_type,
-            raw,
-            call.query_string,
-            call.charset,
-            call.headers.get("Content-Type", ""),
-        )
+        # The token parameter is the query's credential, not content: a body field of that
+        # name is the partner's (OsmAnd's `id=dev1` under `?id=<token>`).
+        query = call.query_string
         if trigger.token_param is not None:
-            form.pop(trigger.token_param, None)
-        return form
+            query = _request_query(query, trigger.token_param)
+        return parse_form(
+            call.content_type, raw, query, call.charset, call.headers.get("Content-Type", "")
+        )
     if trigger.format == "xml":
         return parse_xml(call.content_type, raw, call.charset)
     return parse_json(call.content_type, raw, call.charset)
