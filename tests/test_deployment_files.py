@@ -14,7 +14,9 @@ from typing import Any
 import yaml
 
 from gateway.__main__ import _parser
-from gateway.config import parse_jobs
+from gateway.config import Settings, parse_jobs
+from gateway.prefork import stop_seconds
+from gateway.shutdown import CLOSE_SECONDS, HAND_BACK_SECONDS, TEARDOWN_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +59,24 @@ def test_the_compose_file_starts_n_gateways_of_p_processes_and_a_worker() -> Non
     for service in (gateway, worker):
         assert service["depends_on"]["mongo1"]["condition"] == "service_healthy"
         assert service["environment"]["MONGODB_URI"] == gateway["environment"]["MONGODB_URI"]
+
+
+def test_each_service_s_grace_period_outlasts_its_own_shutdown_deadlines() -> None:
+    """Docker SIGKILLs a container its `stop_grace_period` after SIGTERM: the gateway's
+    `serve --workers` parent waits its children's deadlines and a margin (39 s on the
+    defaults, `prefork.stop_seconds`) before it kills them itself, and was given 30 s (a proxy
+    call on a slow partner cut off before its client closed and its Idempotency-Key was
+    released). A worker has no requests: its runners' work, the hand-back, the close, the
+    teardown."""
+    services = _compose()["services"]
+    defaults = Settings()  # the image's environment sets no deadline
+    worker_needs = (
+        defaults.delivery_shutdown_seconds + HAND_BACK_SECONDS + CLOSE_SECONDS + TEARDOWN_SECONDS
+    )
+    for name, needed in (("gateway", stop_seconds(defaults)), ("worker", worker_needs)):
+        grace = services[name]["stop_grace_period"]
+        assert re.fullmatch(r"\d+s", grace), grace
+        assert int(grace[:-1]) >= needed + 5, (name, grace, needed)
 
 
 def test_the_image_copies_only_the_installed_package() -> None:
