@@ -187,10 +187,20 @@ def _vehicle_text(item: Mapping[str, Any], name: str, problems: list[FieldProble
 
 
 def _tracker_id(item: Mapping[str, Any], problems: list[FieldProblem]) -> str | int | None:
+    """Text, or a number compared by value: a whole number written with a fraction part
+    (`1500.0`, an id held as a float by pandas, Jackson or Python's json) is that integer,
+    the vehicle's and the device's as `1500` would be."""
     value = item.get("tracker_id")
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _vehicle_text(item, "tracker_id", problems)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and abs(value) < 2**63:
         return value  # a partner's numeric device id (Motive): found as number or text
-    return _vehicle_text(item, "tracker_id", problems)
+    # a fraction left, NaN, infinite, or past 64 bits: no id
+    message = f"/tracker_id: text of 1 to {_MAX_TEXT} characters, or a whole number within 64 bits"
+    problems.append(FieldProblem("/tracker_id", message, "type"))
+    return None
 
 
 def rfc3339(value: str) -> datetime | None:
