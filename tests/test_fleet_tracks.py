@@ -295,6 +295,30 @@ async def test_fixes_without_gps_lock_through_a_tunnel_move_nothing_and_the_road
     assert [(e["detail"]["reason"], e["detail"]["count"]) for e in found] == [("no_fix", 1)]
 
 
+@pytest.mark.parametrize("valid", ["false", "0", "FALSE", "no"])
+async def test_an_osmand_fix_marked_not_valid_is_refused_no_fix(client: Client, valid: str) -> None:
+    """Traccar's OsmAnd decoder reads `valid` as a fix only when `true` (any case) or `1`; any
+    other value is a position without one, its coordinates the last the phone held: the
+    canonical `valid: false`, refused `no_fix` as Traccar's and flespi's are. A `valid=true`,
+    `valid=1` or no `valid` is a fix. Before, every such fix moved the last position, the
+    odometer and the fences, which for a tunnel the gate exists for."""
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    await new_vehicle(client, "OSV1A11", attributes={"tracker_id": "863071016800770"})
+    now = int((datetime.now(UTC) - timedelta(minutes=5)).timestamp())
+    url = f"/hooks/{trigger['id']}?token={trigger['token']}&id=863071016800770&lat=-23.5&lon=-46.6"
+    for i, flag in enumerate(["&valid=true", "&valid=1", "", f"&valid={valid}"]):
+        response = await client.get(f"{url}&timestamp={now + 30 * i}{flag}")
+        assert response.status == 201, await response.text()
+    await fold(client)
+    track = await whole_track(client, "OSV1A11")
+    assert [(fix["rejected"], fix.get("valid")) for fix in track] == [
+        (None, None), (None, None), (None, None), ("no_fix", False)
+    ]  # fmt: skip
+
+
 async def test_a_vehicle_wandering_along_a_fence_border_exits_once(client: Client) -> None:
     """Fixes a second along a circle's border, the road itself weaving ±15 m across it and
     the receiver's error on top, for five minutes; then the vehicle leaves: one exit, no
