@@ -30,7 +30,14 @@ from tests import tracks
 from tests.flow_support import sample
 from tests.support import auth
 from tests.tracks import GenFix, Track
-from tests.triggers_support import Client, create_position_trigger, hook, upload_shipped
+from tests.triggers_support import (
+    PAYLOADS,
+    Client,
+    bearer,
+    create_position_trigger,
+    hook,
+    upload_shipped,
+)
 
 TENANT = "acme"
 
@@ -317,6 +324,35 @@ async def test_an_osmand_fix_marked_not_valid_is_refused_no_fix(client: Client, 
     assert [(fix["rejected"], fix.get("valid")) for fix in track] == [
         (None, None), (None, None), (None, None), ("no_fix", False)
     ]  # fmt: skip
+
+
+async def test_a_sascar_packet_without_a_valid_gps_position_is_refused_no_fix(
+    client: Client,
+) -> None:
+    """Sascar's `gps` says whether the packet's position is a GPS fix (1) or not (0): the
+    mapping kept it as `attributes.gps_valid` only, and a `<gps>0</gps>` packet was folded as
+    a good fix. It is the canonical `valid: false` now, refused `no_fix`."""
+    await upload_shipped(client, "sascar-pacote-posicoes")
+    trigger = await create_position_trigger(client, mapping="sascar-pacote-posicoes", format="xml")
+    await new_vehicle(client, "SAS1A11", attributes={"tracker_id": "1231226"})
+    body = (PAYLOADS / "sascar_pacote_posicoes.xml").read_text()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    for old, new in (("10:45:22", start), ("10:45:52", start + timedelta(seconds=30))):
+        body = body.replace(f"2026-11-20T{old}-03:00", new.isoformat())
+    second = body.index("<return>", body.index("<return>") + 1)
+    body = body[:second] + body[second:].replace("<gps>1</gps>", "<gps>0</gps>", 1)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=body.encode(),
+        headers={**bearer(trigger), "Content-Type": "application/xml"},
+    )
+    assert response.status == 207, await response.text()  # the third packet's vehicle: none
+    await fold(client)
+    track = await whole_track(client, "SAS1A11")
+    assert [(fix["attributes"]["gps_valid"], fix["rejected"]) for fix in track] == [
+        (True, None),
+        (False, "no_fix"),
+    ]
 
 
 async def test_a_vehicle_wandering_along_a_fence_border_exits_once(client: Client) -> None:
