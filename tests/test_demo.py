@@ -11,12 +11,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.auth.tokens import issue_admin_token
 from gateway.cli import _env_name
-from gateway.demo import seed_entities, seed_geotab, seed_mappings, seed_triggers
+from gateway.demo import (
+    seed_entities,
+    seed_fleet_rules,
+    seed_geotab,
+    seed_mappings,
+    seed_triggers,
+)
 from gateway.demo_integrations import seed_automations
 from gateway.services import Services
 from gateway.web.demo_partner import DATABASE, PASSWORD, USER, add_demo_partner
@@ -31,6 +38,7 @@ __all__ = ["partner"]  # the fixture
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = Path(__file__).parent / "data" / "partner_payloads"
 README = ROOT / "README.md"
+FLEET = ROOT / "docs" / "fleet.md"
 
 
 def _path(hook: Any) -> str:
@@ -344,6 +352,40 @@ async def test_the_readme_seed_scenarios_reach_the_demo_partners(
     assert runs_path is not None
     runs = await (await client.get(runs_path.group(1), headers=auth("demo"))).json()
     assert [r["status"] for r in runs["items"]] == ["succeeded"]
+
+
+@pytest.mark.timeout(240)  # the recipe waits out the fence's dwell twice: 60 s
+async def test_the_fleet_page_scenario_1_recipe_pushes_the_exit_to_marias_phone_on_a_fresh_demo(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """docs/fleet.md "Geofences": the shell lines that show scenario 1 at once, run as written
+    (bash, sed, curl) against a fresh demo's `traccar-positions` trigger with `gateway
+    demo-partners` standing by: the exit is emitted and Maria Souza's phone gets its push.
+    The recipe said to post two positions outside, and on a fresh demo nothing came: the
+    first fix a fence sees sets the vehicle's state silently."""
+    partners = DemoPartners(out=lambda _: None)
+    server = TestServer(partners.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        client = await aiohttp_client(make_app())
+        services = client.app[services_key]
+        hooks = await _seed(services, str(server.make_url("")).rstrip("/"))
+        await seed_fleet_rules(services.geofences, services.maintenance_plans, "demo")
+        trigger = hooks["traccar-positions"]
+        [recipe] = re.findall(r"```sh\n(traccar_at\(\) \{.*?)```", FLEET.read_text(), re.S)
+        env = {"TRACCAR_POSITIONS_URL": str(client.make_url(_path(trigger)))}
+        answers = await _run_readme(recipe, **env, TRACCAR_POSITIONS_TOKEN=trigger.token)
+        assert [a["vehicle"]["plate"] for a in answers] == ["ABC1D23"] * 3, answers
+        await services.fold.run_until_idle()
+        await drain(services)
+    finally:
+        await server.close()
+    [exited] = await services.events.find("demo", event_type="vehicle.geofence.exited")
+    assert exited["detail"]["geofence"]["name"] == "Região da Paulista"
+    assert exited["detail"]["position"] == {"lat": -23.5613, "lon": -46.64}
+    [push] = [r["body"] for r in partners.received if r["partner"] == "fcm"]
+    assert push["token"] == "demo-phone-of-maria"
+    assert push["notification"]["body"].startswith("ABC1D23 saiu de Região da Paulista"), push
 
 
 async def test_the_demo_erp_hears_a_fines_payments_in_order_after_an_outage(

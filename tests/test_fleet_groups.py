@@ -6,11 +6,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from gateway.web.state import services_key
 from tests.partner_double import post as create
 from tests.support import auth
 from tests.test_fleet_fourth_look import create_fence, events, post
-from tests.test_fleet_tracks import fold
+from tests.test_fleet_service_base import api, fold_reading_vehicles_afresh, post_folding
+from tests.test_fleet_third_look import CENTRE, at_offsets
+from tests.test_fleet_tracks import fold, new_vehicle
 from tests.triggers_support import Client, create_position_trigger
 
 
@@ -49,6 +53,48 @@ async def test_a_fence_of_a_group_watches_the_vehicles_whose_group_or_groups_nam
     await fold(client)
     exited = await events(client, "vehicle.geofence.exited")
     assert sorted(ids[e["entity"]["id"]] for e in exited) == ["ABC1D23", "BRA2E19"], exited
+
+
+@pytest.mark.parametrize("how", ["moved_out_and_back", "group_renamed_in_two_steps"])
+async def test_a_fence_keeps_a_vehicles_state_while_it_does_not_apply_to_it(
+    client: Client, how: str
+) -> None:
+    """A vehicle parked in its authorized area (group `sp`) leaves it while the fence does not
+    apply to it (moved to another group and back; or the group renamed the usual way, the
+    fence's `group` first, then the vehicle's): back in scope, its next clear fix outside is
+    the exit, as a plan keeps its state through the same (before: the state was dropped, the
+    fix back in scope set it silently, and the exit never went out; its way back in was
+    announced as an entry with no exit before it)."""
+    folding = fold_reading_vehicles_afresh(client)
+    circle = {"lat": CENTRE[0], "lon": CENTRE[1], "radius_m": 1000}
+    await create_fence(client, name="base", kind="authorized", group="sp", circle=circle)
+    fence = await api(client, "GET", "/api/v1/geofences/base", None, 200)
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "FEN1A11", group="sp")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    await post_folding(client, trigger, at_offsets("FEN1A11", start, [(0, 0, 0)] * 5, 5), folding)
+    vehicle_path, fence_path = (
+        "/api/v1/entities/vehicle/FEN1A11",
+        f"/api/v1/geofences/{fence['id']}",
+    )
+    if how == "moved_out_and_back":
+        await api(client, "PATCH", vehicle_path, {"group": "north"}, 200)
+    else:
+        await api(client, "PATCH", fence_path, {"group": "sao-paulo"}, 200)
+    away = [(100.0 * e, 0.0, 36.0) for e in range(1, 31)]  # 3 km east, out of scope
+    await post_folding(
+        client, trigger, at_offsets("FEN1A11", start + timedelta(minutes=5), away, 5), folding
+    )
+    assert await events(client, "vehicle.geofence.exited") == []
+    group = "sp" if how == "moved_out_and_back" else "sao-paulo"
+    await api(client, "PATCH", vehicle_path, {"group": group}, 200)
+    still_away = [(3000.0 + 100 * i, 0.0, 36.0) for i in range(1, 6)]
+    later = start + timedelta(minutes=15)
+    await post_folding(client, trigger, at_offsets("FEN1A11", later, still_away, 5), folding)
+    exited = await events(client, "vehicle.geofence.exited")
+    assert [e["detail"]["geofence"]["name"] for e in exited] == ["base"], exited
+    assert exited[0]["occurred_at"] == later
+    assert await events(client, "vehicle.geofence.entered") == []
 
 
 async def test_a_vehicles_groups_are_a_list_of_names(client: Client) -> None:

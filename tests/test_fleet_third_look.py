@@ -574,3 +574,47 @@ async def test_a_time_with_a_lower_case_t_and_z_or_a_space_is_rfc_3339_too(
         "/api/v1/entities/vehicle/TIM3A01/services", json=service, headers=auth()
     )
     assert response.status == 202, await response.text()
+
+
+# ISO 8601 forms Python's reader takes that RFC 3339 §5.6 has not
+NOT_RFC_3339 = (
+    "20261206T120005Z",  # the basic format
+    "2026-W49-7T12:00:05Z",  # a week date
+    "2026-12-06T12Z",  # the hour alone
+    "2026-12-06T12:00Z",  # no seconds
+    "2026-12-06T12:00:05,5Z",  # a comma before the fraction
+    "2026-12-06T12:00:05.Z",  # a point without a fraction
+    "2026-12-06T12:00:05+05",  # an offset without its minutes
+    "2026-12-06T12:00:05+0530",  # an offset without its colon
+    "2026-12-06T12:00:05+05:30:30",  # an offset with seconds
+)
+
+
+async def test_an_iso_8601_time_that_is_not_rfc_3339_is_refused_where_rfc_3339_is_asked(
+    client: Client,
+) -> None:
+    """A fix's `time`, a track read's `from`, a recorded service's `at` and a driver
+    assignment's `start` and `?at=` are RFC 3339: a time in another ISO 8601 form (a seconds
+    field dropped by a typo) is refused, `format` (a 400 for a read), not stored at another
+    meaning."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "TIM4A01")
+    fix = {"plate": "TIM4A01", "lat": -23.5, "lon": -46.6}
+    for text in NOT_RFC_3339:
+        status, answer = await hook(client, trigger, {**fix, "time": text})
+        problems = [(e["pointer"], e["keyword"]) for e in answer.get("errors", [])]
+        assert (status, problems) == (422, [("/time", "format")]), (text, answer)
+        response = await client.get(
+            f"/api/v1/entities/vehicle/TIM4A01/positions?from={quote(text)}", headers=auth()
+        )
+        assert response.status == 400, (text, await response.text())
+        response = await client.post(
+            "/api/v1/entities/vehicle/TIM4A01/services", json={"at": text}, headers=auth()
+        )
+        assert response.status == 422, (text, await response.text())
+        drivers = "/api/v1/entities/vehicle/TIM4A01/drivers"
+        response = await client.get(f"{drivers}?at={quote(text)}", headers=auth())
+        assert response.status == 400, (text, await response.text())
+        response = await client.post(drivers, json={"driver": None, "start": text}, headers=auth())
+        assert response.status == 422, (text, await response.text())
+    assert await whole_track(client, "TIM4A01") == []

@@ -30,7 +30,14 @@ from tests import tracks
 from tests.flow_support import sample
 from tests.support import auth
 from tests.tracks import GenFix, Track
-from tests.triggers_support import Client, create_position_trigger, hook, upload_shipped
+from tests.triggers_support import (
+    PAYLOADS,
+    Client,
+    bearer,
+    create_position_trigger,
+    hook,
+    upload_shipped,
+)
 
 TENANT = "acme"
 
@@ -293,6 +300,59 @@ async def test_fixes_without_gps_lock_through_a_tunnel_move_nothing_and_the_road
         TENANT, event_type="vehicle.position.rejected"
     )
     assert [(e["detail"]["reason"], e["detail"]["count"]) for e in found] == [("no_fix", 1)]
+
+
+@pytest.mark.parametrize("valid", ["false", "0", "FALSE", "no"])
+async def test_an_osmand_fix_marked_not_valid_is_refused_no_fix(client: Client, valid: str) -> None:
+    """Traccar's OsmAnd decoder reads `valid` as a fix only when `true` (any case) or `1`; any
+    other value is a position without one, its coordinates the last the phone held: the
+    canonical `valid: false`, refused `no_fix` as Traccar's and flespi's are. A `valid=true`,
+    `valid=1` or no `valid` is a fix. Before, every such fix moved the last position, the
+    odometer and the fences, which for a tunnel the gate exists for."""
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    await new_vehicle(client, "OSV1A11", attributes={"tracker_id": "863071016800770"})
+    now = int((datetime.now(UTC) - timedelta(minutes=5)).timestamp())
+    url = f"/hooks/{trigger['id']}?token={trigger['token']}&id=863071016800770&lat=-23.5&lon=-46.6"
+    for i, flag in enumerate(["&valid=true", "&valid=1", "", f"&valid={valid}"]):
+        response = await client.get(f"{url}&timestamp={now + 30 * i}{flag}")
+        assert response.status == 201, await response.text()
+    await fold(client)
+    track = await whole_track(client, "OSV1A11")
+    assert [(fix["rejected"], fix.get("valid")) for fix in track] == [
+        (None, None), (None, None), (None, None), ("no_fix", False)
+    ]  # fmt: skip
+
+
+async def test_a_sascar_packet_without_a_valid_gps_position_is_refused_no_fix(
+    client: Client,
+) -> None:
+    """Sascar's `gps` says whether the packet's position is a GPS fix (1) or not (0): the
+    mapping kept it as `attributes.gps_valid` only, and a `<gps>0</gps>` packet was folded as
+    a good fix. It is the canonical `valid: false` now, refused `no_fix`."""
+    await upload_shipped(client, "sascar-pacote-posicoes")
+    trigger = await create_position_trigger(client, mapping="sascar-pacote-posicoes", format="xml")
+    await new_vehicle(client, "SAS1A11", attributes={"tracker_id": "1231226"})
+    body = (PAYLOADS / "sascar_pacote_posicoes.xml").read_text()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    for old, new in (("10:45:22", start), ("10:45:52", start + timedelta(seconds=30))):
+        body = body.replace(f"2026-11-20T{old}-03:00", new.isoformat())
+    second = body.index("<return>", body.index("<return>") + 1)
+    body = body[:second] + body[second:].replace("<gps>1</gps>", "<gps>0</gps>", 1)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=body.encode(),
+        headers={**bearer(trigger), "Content-Type": "application/xml"},
+    )
+    assert response.status == 207, await response.text()  # the third packet's vehicle: none
+    await fold(client)
+    track = await whole_track(client, "SAS1A11")
+    assert [(fix["attributes"]["gps_valid"], fix["rejected"]) for fix in track] == [
+        (True, None),
+        (False, "no_fix"),
+    ]
 
 
 async def test_a_vehicle_wandering_along_a_fence_border_exits_once(client: Client) -> None:

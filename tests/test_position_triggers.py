@@ -196,6 +196,27 @@ async def test_a_fix_finds_its_vehicle_by_tracker_id(client: Client) -> None:
     assert body["vehicle"]["id"] == car["id"]
 
 
+async def test_a_tracker_id_sent_as_a_whole_number_written_with_a_fraction_finds_its_vehicle(
+    client: Client,
+) -> None:
+    """`tracker_id` is text or a number, compared by value: `353861053849681.0` (an id held as
+    a float: pandas, Jackson, Python's json) is the number 353861053849681, and its device;
+    it was refused as "text". A number with a fraction left is no id: refused, saying so."""
+    car = await vehicle(client, attributes={"tracker_id": 353861053849681})
+    trigger = await position_trigger(client)
+    sent = {"tracker_id": 353861053849681.0, "time": at(0), "lat": 1.5, "lon": 2.5}
+    status, body = await hook(client, trigger, sent)
+    assert status == 201, body
+    assert body["vehicle"]["id"] == car["id"]
+    [stored] = (await track(client))["items"]
+    assert stored["device"] == "353861053849681"
+    status, body = await hook(client, trigger, {**sent, "tracker_id": 353861053849681.5})
+    assert status == 422, body
+    [error] = body["errors"]
+    assert (error["pointer"], error["keyword"]) == ("/tracker_id", "type"), body
+    assert "whole number" in error["message"], body
+
+
 async def test_a_fix_finds_its_vehicle_by_a_tracker_id_past_twenty_partner_ids(
     client: Client,
 ) -> None:

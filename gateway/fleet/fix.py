@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from gateway.clock import from_iso
+from gateway.clock import from_rfc3339
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats.json_tree import plain_zeros, text_refused
 
@@ -44,6 +44,7 @@ FIELDS: Final = (
 )
 _KNOWN: Final = frozenset(FIELDS)
 _MAX_TEXT: Final = 100
+_MAX_TIME: Final = 40  # characters of an RFC 3339 time: a fraction to the nanosecond and more
 _INT64: Final = (-(2**63), 2**63 - 1)
 # A device odometer past what any odometer shows (seven digits of km; a service's `km` and a
 # plan's `start_km` have the same bound) is a glitch, not a count: the first one a vehicle's
@@ -186,10 +187,20 @@ def _vehicle_text(item: Mapping[str, Any], name: str, problems: list[FieldProble
 
 
 def _tracker_id(item: Mapping[str, Any], problems: list[FieldProblem]) -> str | int | None:
+    """Text, or a number compared by value: a whole number written with a fraction part
+    (`1500.0`, an id held as a float by pandas, Jackson or Python's json) is that integer,
+    the vehicle's and the device's as `1500` would be."""
     value = item.get("tracker_id")
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _vehicle_text(item, "tracker_id", problems)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and abs(value) < 2**63:
         return value  # a partner's numeric device id (Motive): found as number or text
-    return _vehicle_text(item, "tracker_id", problems)
+    # a fraction left, NaN, infinite, or past 64 bits: no id
+    message = f"/tracker_id: text of 1 to {_MAX_TEXT} characters, or a whole number within 64 bits"
+    problems.append(FieldProblem("/tracker_id", message, "type"))
+    return None
 
 
 def rfc3339(value: str) -> datetime | None:
@@ -204,19 +215,16 @@ def rfc3339(value: str) -> datetime | None:
 
 def rfc3339_as_written(value: str) -> datetime | None:
     """An RFC 3339 time with an offset, at its own offset (year 9999 at -03:00 too: compared
-    with other times, never moved to UTC), or None: not such a time (none without an offset).
-    RFC 3339 §5.6 lets "T" and "Z" be lower case, and the "T" be a space; Python's ISO 8601
-    reader takes a little more."""
-    text = value.strip().upper()
-    if not 10 < len(text) <= 40:
+    with other times, never moved to UTC), or None: not such a time (none without an offset,
+    nor one of ISO 8601's other forms). RFC 3339 §5.6 lets "T" and "Z" be lower case, and
+    the "T" be a space."""
+    text = value.strip()
+    if len(text) > _MAX_TIME:
         return None
-    if text[10] == " ":
-        text = f"{text[:10]}T{text[11:]}"
     try:
-        parsed = from_iso(text) if "T" in text else None
+        return from_rfc3339(text)
     except ValueError:  # not a time
         return None
-    return None if parsed is None or parsed.tzinfo is None else parsed
 
 
 def _time(value: Any, problems: list[FieldProblem]) -> datetime | None:

@@ -997,6 +997,7 @@ class _VehicleRun:
         self._fences = [f for f in rules.geofences if f.applies_to(plate, groups)]
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
         self._all_plans = rules.plans
+        self._fence_ids = frozenset(f.id for f in rules.geofences)
         self._plan_ids = frozenset(p.id for p in rules.plans)
         self._listeners = listeners
         # The accepted fixes late ones may have as neighbours (`Fold._track_window`): all of
@@ -1280,10 +1281,13 @@ class _VehicleRun:
         return point.t if present is None or present > point.t else present
 
     def _cross_fences(self, point: TrackPoint, at: datetime) -> None:
-        if not self._fences and not self.state.fences:
+        # A deleted fence's state goes with it. One that exists but does not apply now (the
+        # vehicle out of its group for a while, a group renamed in two steps) keeps its state,
+        # not evaluated: back in scope, a vehicle now on the other side gets its crossing at
+        # its next clear fix, as after a change of the fence (the plans' rule, `_check_plans`).
+        fences = {k: v for k, v in self.state.fences.items() if k in self._fence_ids}
+        if not self._fences and len(fences) == len(self.state.fences):
             return  # (no state to copy for each fix of a vehicle no geofence applies to)
-        # Only the fences that apply now keep a state (a deleted one's goes with it).
-        fences = {f.id: self.state.fences[f.id] for f in self._fences if f.id in self.state.fences}
         for fence in self._fences:
             current = fences.get(fence.id)
             before = None if current is None else FenceState.from_doc(current)

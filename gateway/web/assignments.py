@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.assignments import SOURCES
-from gateway.clock import from_iso, query_time
+from gateway.clock import from_rfc3339, query_time
 from gateway.errors import BadRequest, FieldProblem, InvalidPayload
 from gateway.formats.json_tree import is_text
 from gateway.store.assignments import HISTORY_CURSOR
@@ -68,10 +68,10 @@ def parse_time(value: Any, pointer: str) -> datetime:
     """An RFC 3339 time with its offset ("t" and "z" in lower case too, as RFC 3339 §5.6
     allows)."""
     try:
-        parsed = from_iso(value) if isinstance(value, str) else None
+        parsed = from_rfc3339(value) if isinstance(value, str) else None
     except ValueError:
         parsed = None
-    if parsed is None or parsed.tzinfo is None:
+    if parsed is None:
         message = f"{pointer.lstrip('/')} must be an RFC 3339 time with an offset, got {value!r}"
         raise InvalidPayload(message, [FieldProblem(pointer, message, "format")])
     return parsed
