@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -354,7 +353,6 @@ async def test_the_readme_seed_scenarios_reach_the_demo_partners(
     assert [r["status"] for r in runs["items"]] == ["succeeded"]
 
 
-@pytest.mark.timeout(240)  # the recipe waits out the fence's dwell twice: 60 s
 async def test_the_fleet_page_scenario_1_recipe_pushes_the_exit_to_marias_phone_on_a_fresh_demo(
     aiohttp_client: Any, make_app: Callable[..., web.Application]
 ) -> None:
