@@ -263,6 +263,38 @@ def _as_number(wide: WideInt) -> int:
     return -far if wide.startswith("-") else far
 
 
+def dumps_exact(value: Any) -> bytes:
+    """`value` as the JSON text `loads_exact` reads back as it is: each `WideInt` (and a
+    Python int past 64 bits, which a mapping's items may make) written as the number it is,
+    its digits unquoted. orjson writes a `WideInt` as a JSON string, which is text to whoever
+    reads it again (a kept payload's replay), or refuses the int; only then is the value
+    written piece by piece."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+    except TypeError:  # orjson.JSONEncodeError
+        return "".join(_exact_pieces(value)).encode()
+
+
+def _exact_pieces(value: Any) -> Iterator[str]:
+    if type(value) is WideInt or type(value) is int:  # an int past 64 bits too
+        yield str(value)
+    elif isinstance(value, Mapping):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield ("," if i else "") + orjson.dumps(str(key)).decode() + ":"
+            yield from _exact_pieces(item)
+        yield "}"
+    elif isinstance(value, list | tuple):
+        yield "["
+        for i, item in enumerate(value):
+            if i:
+                yield ","
+            yield from _exact_pieces(item)
+        yield "]"
+    else:
+        yield orjson.dumps(value).decode()
+
+
 def as_texts(value: Any) -> Any:
     """`value` with each `WideInt` plain text, as the database stores it."""
     kind = type(value)
