@@ -2,6 +2,7 @@
 and so is an object all of whose fields are left out." An `object` spec whose every member is
 missing, and a `list` spec whose every element is missing, must leave the field out, not
 write `{}` / `[]` over what the entity holds."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,7 +42,8 @@ async def _run(client: Client, mapping: str, vehicle: dict) -> tuple[int, dict, 
     name = mapping.split("name: ", 1)[1].split("\n", 1)[0]
     trigger = await create_trigger(client, mapping=name, name=name)
     response = await client.post(
-        f"/hooks/{trigger['id']}", json={"placa": vehicle["plate"], "km": 5000},
+        f"/hooks/{trigger['id']}",
+        json={"placa": vehicle["plate"], "km": 5000},
         headers={"Authorization": f"Bearer {trigger['token']}"},
     )
     answer = await response.json()
@@ -61,7 +63,8 @@ async def test_a_list_spec_with_every_source_missing_leaves_the_stored_list(
 
 async def test_an_object_spec_with_every_source_missing_is_left_out(client: Client) -> None:
     status, answer, vehicle = await _run(
-        client, DRIVER,
+        client,
+        DRIVER,
         {"plate": "CDR1A11", "current_driver": {"cpf": "52998224725", "name": "Ana Souza"}},
     )
     # a mileage report without the driver: observed 422 minProperties at /current_driver

@@ -1,5 +1,6 @@
 """A kept (422) payload is replayed as the partner sent it (docs/triggers.md "Rejected
 payloads and replay"): a wide integer must stay a number, not become text."""
+
 from __future__ import annotations
 
 from gateway.formats.json_tree import WideInt, dumps_exact, loads_exact
@@ -11,8 +12,14 @@ async def test_a_replayed_wide_integer_is_still_a_number(client: Client) -> None
     kind = await client.post(
         "/api/v1/kinds",
         headers=auth(),
-        json={"name": "tyre", "schema": {"type": "object", "required": ["serial"],
-                                          "properties": {"serial": {"type": "string"}}}},
+        json={
+            "name": "tyre",
+            "schema": {
+                "type": "object",
+                "required": ["serial"],
+                "properties": {"serial": {"type": "string"}},
+            },
+        },
     )
     assert kind.status == 201, await kind.text()
     trigger = await create_trigger(client, name="tyres", entity_type="other", kind="tyre")
@@ -22,9 +29,11 @@ async def test_a_replayed_wide_integer_is_still_a_number(client: Client) -> None
         headers={"Authorization": f"Bearer {trigger['token']}", "Content-Type": "application/json"},
     )
     assert sent.status == 422, await sent.text()  # a number where the kind wants text
-    listed = await (await client.get(
-        f"/api/v1/rejected?trigger_id={trigger['id']}&status=pending", headers=auth()
-    )).json()
+    listed = await (
+        await client.get(
+            f"/api/v1/rejected?trigger_id={trigger['id']}&status=pending", headers=auth()
+        )
+    ).json()
     record = listed["items"][0]["id"]
     # nothing changed: the same payload through the same trigger is refused the same way
     replayed = await client.post(f"/api/v1/rejected/{record}/replay", headers=auth())
