@@ -389,7 +389,7 @@ class Run(jp_visitor.TreeInterpreter):
     def _numbered(self, arg: Any) -> Any:
         """A function's argument with the wide integers of a list (`values(@)`, whose
         elements no node gave) the numbers they are."""
-        if type(arg) is not list or not any(type(item) is WideInt for item in arg):
+        if type(arg) is not list or WideInt not in map(type, arg):  # at C speed
             return arg
         return [self._widened(item) if type(item) is WideInt else item for item in arg]
 
