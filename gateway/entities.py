@@ -36,7 +36,7 @@ from gateway.errors import (
     PreconditionFailed,
 )
 from gateway.formats import at_path
-from gateway.formats.json_tree import same_json
+from gateway.formats.json_tree import as_number, same_json
 from gateway.kinds import KindService
 from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
@@ -260,11 +260,12 @@ def _instant(value: str) -> datetime | None:
 
 
 def behind(new: Any, old: Any) -> bool:
-    """Whether `new` is before `old`: numbers by value, date-times (ISO 8601 text) in time.
+    """Whether `new` is before `old` (stored): numbers by value (a wide integer too, as
+    `as_number` reads it, the stored one from its text), date-times (ISO 8601 text) in time.
     Values that cannot be ordered (text, mixed kinds) are never behind."""
-    numbers = [isinstance(v, int | float) and not isinstance(v, bool) for v in (new, old)]
-    if all(numbers):
-        return bool(new < old)
+    new_number, old_number = as_number(new), as_number(old, stored=True)
+    if new_number is not None and old_number is not None:
+        return new_number < old_number
     if isinstance(new, str) and isinstance(old, str):
         new_at, old_at = _instant(new), _instant(old)
         return new_at is not None and old_at is not None and new_at < old_at

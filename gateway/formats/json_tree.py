@@ -254,13 +254,70 @@ def as_numbers(value: Any) -> Any:
     return value
 
 
-def _as_number(wide: WideInt) -> int:
-    """The integer a `WideInt` is; one of over 4,300 digits (which Python reads from no text,
-    nor a validator from Python) as ±10**4299, as far from every bound a schema writes."""
+def as_number(value: Any, *, stored: bool = False) -> int | float | None:
+    """The number a JSON value is, to order it (a condition's `gt`, an only-forward field):
+    an int or a float (never a bool), a wide integer (`WideInt`) the integer it is; None
+    for any other value. With `stored`, a value as the database holds it: a wide integer is
+    stored as its text, so an integer's digits outside the 64-bit range (no JSON number
+    past it is written otherwise) are that integer too."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    if not isinstance(value, str):
+        return value
+    if type(value) is WideInt or (stored and _wide_text(value)):
+        return _as_number(value)
+    return None
+
+
+def _wide_text(text: str) -> bool:
+    """Whether `text` is what the database stores for a `WideInt`: an integer's digits as
+    JSON writes them (no leading zero), outside the 64-bit range."""
+    digits = text[1:] if text.startswith("-") else text
+    if not digits.isascii() or not digits.isdigit() or digits[0] == "0" or len(digits) < 19:
+        return False
+    return len(digits) > 19 or not INT64_MIN <= int(text) <= INT64_MAX
+
+
+def _as_number(wide: str) -> int:
+    """The integer a `WideInt` (or its text) is; one of over 4,300 digits (which Python
+    reads from no text, nor a validator from Python) as ±10**4299, as far from every bound
+    a schema writes."""
     if len(wide.lstrip("-")) <= MAX_INT_DIGITS:
         return int(wide)
     far: int = 10 ** (MAX_INT_DIGITS - 1)
     return -far if wide.startswith("-") else far
+
+
+def dumps_exact(value: Any) -> bytes:
+    """`value` as the JSON text `loads_exact` reads back as it is: each `WideInt` (and a
+    Python int past 64 bits, which a mapping's items may make) written as the number it is,
+    its digits unquoted. orjson writes a `WideInt` as a JSON string, which is text to whoever
+    reads it again (a kept payload's replay), or refuses the int; only then is the value
+    written piece by piece."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+    except TypeError:  # orjson.JSONEncodeError
+        return "".join(_exact_pieces(value)).encode()
+
+
+def _exact_pieces(value: Any) -> Iterator[str]:
+    if type(value) is WideInt or type(value) is int:  # an int past 64 bits too
+        yield str(value)
+    elif isinstance(value, Mapping):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield ("," if i else "") + orjson.dumps(str(key)).decode() + ":"
+            yield from _exact_pieces(item)
+        yield "}"
+    elif isinstance(value, list | tuple):
+        yield "["
+        for i, item in enumerate(value):
+            if i:
+                yield ","
+            yield from _exact_pieces(item)
+        yield "]"
+    else:
+        yield orjson.dumps(value).decode()
 
 
 def as_texts(value: Any) -> Any:

@@ -11,10 +11,11 @@ UTC, however it is written)."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
-from ..formats.json_tree import WideInt
+from ..formats.json_tree import WideInt, as_number
 from ..formats.unicode_forms import nfc
 from .expressions import Getter, Run, is_truthy
 from .problems import Problems
@@ -204,8 +205,15 @@ def _wide_equal(left: Any, right: Any) -> bool:
     return texts[0] is not None and texts[0] == texts[1]
 
 
-def _numbers(left: Any, right: Any) -> bool:
-    return all(isinstance(x, int | float) and not isinstance(x, bool) for x in (left, right))
+def _ordered(test: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    """An ordering operator: false unless both sides are numbers (a wide integer, `WideInt`,
+    is the number it is)."""
+
+    def compare(left: Any, right: Any) -> bool:
+        a, b = as_number(left), as_number(right)
+        return a is not None and b is not None and test(a, b)
+
+    return compare
 
 
 _TESTS: dict[str, Callable[[Any, Any], bool]] = {
@@ -213,8 +221,8 @@ _TESTS: dict[str, Callable[[Any, Any], bool]] = {
     "not_equals": lambda a, b: not json_equal(a, b),
     "in": lambda a, b: any(json_equal(a, x) for x in b),
     "not_in": lambda a, b: not any(json_equal(a, x) for x in b),
-    "gt": lambda a, b: _numbers(a, b) and a > b,
-    "gte": lambda a, b: _numbers(a, b) and a >= b,
-    "lt": lambda a, b: _numbers(a, b) and a < b,
-    "lte": lambda a, b: _numbers(a, b) and a <= b,
+    "gt": _ordered(operator.gt),
+    "gte": _ordered(operator.ge),
+    "lt": _ordered(operator.lt),
+    "lte": _ordered(operator.le),
 }

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from math import isfinite
-from typing import Any
+from typing import Any, Final
 
 import jmespath
 from jmespath import exceptions as jp_exceptions
@@ -27,6 +27,7 @@ from jmespath import visitor as jp_visitor
 
 from ..errors import FieldProblem
 from ..formats import DocumentRefused, load_json_text, parse_xml
+from ..formats.json_tree import WideInt, as_numbers
 from .casts import not_finite, unstorable
 from .limits import (
     MAX_DECODED_TEXT,
@@ -139,6 +140,27 @@ def output_too_big(run: Run) -> LimitExceeded:
     return _too_big("what this item maps to (characters, as JSON)", MAX_OUTPUT_CHARS)
 
 
+class _Wide(int):
+    """A wide integer (`WideInt`, its text) as the interpreter sees it: the number it is, so
+    `>`, `==` with a number, `type()`, `max()`, `sort_by()` and the rest take it as one, as
+    every type check does (docs/triggers.md "Content types"). It keeps its text: a value an
+    expression gives back unchanged (`max([counter, x])`) is the partner's, written as
+    the `WideInt` it was (`Run.as_read`). Arithmetic on it (`abs()`) gives a plain int, a
+    value computed, which the database holds within 64 bits only (`casts.unstorable`)."""
+
+    text: str
+
+    def __new__(cls, wide: WideInt) -> _Wide:
+        number = super().__new__(cls, as_numbers(wide))
+        number.text = str(wide)
+        return number
+
+
+# JMESPath types a value by its class's name: a `_Wide` is a number to its functions.
+jp_functions.TYPES_MAP[_Wide.__name__] = "number"
+jp_functions.REVERSE_TYPES_MAP["number"] = (*jp_functions.REVERSE_TYPES_MAP["number"], "_Wide")
+
+
 class _BoundedFunctions(jp_functions.Functions):
     @jp_functions.signature({"types": ["string"]}, {"types": ["array-string"]})
     def _func_join(self, separator: str, array: list[str]) -> str:
@@ -151,6 +173,8 @@ class _BoundedFunctions(jp_functions.Functions):
     def _func_to_string(self, arg: Any) -> str:
         if isinstance(arg, str):
             return arg
+        if type(arg) is _Wide:
+            return arg.text
         charge_size(arg, MAX_STEPS)
         if type(arg) is float and not isfinite(arg):
             raise not_finite(arg)  # json.dumps writes Infinity and NaN, which JSON has not
@@ -348,12 +372,44 @@ class Run(jp_visitor.TreeInterpreter):
         # What those documents cost this item: the payload parsed each once (`DecodedTexts`),
         # so its work budget is not charged for them again per item that reads one.
         self.read_steps = 0
+        self.widened = False  # whether a wide integer was read as a number (`_Wide`)
 
     def visit(self, node: Any, *args: Any, **kwargs: Any) -> Any:
         self.steps -= 1
         if self.steps < 0:
             raise work_too_big(self)
-        return _DISPATCH[node["type"]](self, node, *args, **kwargs)
+        found = _DISPATCH[node["type"]](self, node, *args, **kwargs)
+        # The one place a wide integer becomes the number it is: each value a node gives.
+        return self._widened(found) if type(found) is WideInt else found
+
+    def _widened(self, wide: WideInt) -> _Wide:
+        self.widened = True
+        return _Wide(wide)
+
+    def _numbered(self, arg: Any) -> Any:
+        """A function's argument with the wide integers of a list (`values(@)`, whose
+        elements no node gave) the numbers they are."""
+        if type(arg) is not list or WideInt not in map(type, arg):  # at C speed
+            return arg
+        return [self._widened(item) if type(item) is WideInt else item for item in arg]
+
+    def as_read(self, value: Any) -> Any:
+        """An expression's value with each `_Wide` the `WideInt` it was read as (in place:
+        a list or an object holding one was built by this run, never the payload's)."""
+        if not self.widened:
+            return value
+        kind = type(value)
+        if kind is _Wide:
+            return WideInt(value.text)
+        if kind is list:
+            for index, item in enumerate(value):
+                if type(item) in _HOLDERS:
+                    value[index] = self.as_read(item)
+        elif kind is dict:
+            for key, item in value.items():
+                if type(item) in _HOLDERS:
+                    value[key] = self.as_read(item)
+        return value
 
     def spend(self, units: int) -> None:
         self.steps -= units
@@ -363,7 +419,8 @@ class Run(jp_visitor.TreeInterpreter):
     def visit_function_expression(self, node: Any, value: Any) -> Any:
         name = node["value"]
         if name not in _DECODERS:
-            return super().visit_function_expression(node, value)
+            args = [self._numbered(self.visit(child, value)) for child in node["children"]]
+            return self._functions.call_function(name, args)
         (child,) = node["children"]  # the arity is checked when the expression compiles
         text = self.visit(child, value)
         if not isinstance(text, str):  # null, or a type the function's signature refuses
@@ -412,6 +469,7 @@ class Run(jp_visitor.TreeInterpreter):
 _DISPATCH.update(
     (name[len("visit_") :], getattr(Run, name)) for name in dir(Run) if name.startswith("visit_")
 )
+_HOLDERS: Final = frozenset({_Wide, list, dict})
 
 
 def is_truthy(value: Any) -> bool:
@@ -597,7 +655,7 @@ def _path_getter(keys: tuple[str, ...]) -> Getter:
 def _interpreted(tree: Any, expression: str) -> Getter:
     def get(root: Any, run: Run) -> Any:
         try:
-            return run.visit(tree, root)
+            return run.as_read(run.visit(tree, root))
         except jp_exceptions.JMESPathError as exc:
             raise EvalError("expression", _one_line(exc), expression) from None
         except EvalError as exc:  # a spent budget, or a text from_json()/from_xml() refused

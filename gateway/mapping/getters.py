@@ -125,16 +125,23 @@ def conditional(condition: Condition, then: Getter, else_: Getter | None) -> Get
 
 
 def object_of(table: Table) -> Getter:
+    """`object: {...}`: the object its fields build; null (the field left out, which
+    `required` refuses) when every field is left out, as a nested target's object is: `{}`
+    would replace the stored value with nothing."""
+
     def build(root: Any, run: Run) -> Any:
-        return evaluate(table, root, run, run.target + ".")
+        return evaluate(table, root, run, run.target + ".") or None
 
     return build
 
 
 def list_of(getters: list[Getter]) -> Getter:
+    """`list: [...]`: its specs' values, nulls dropped; null when every one is (a report
+    without `grupo` or `regiao` leaves a vehicle's `groups` as stored, not emptied)."""
+
     def build(root: Any, run: Run) -> Any:
         values = (getter(root, run) for getter in getters)
-        return [value for value in values if value is not None]
+        return [value for value in values if value is not None] or None
 
     return build
 

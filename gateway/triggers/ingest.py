@@ -43,7 +43,15 @@ from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.metrics import Metrics
 from gateway.store import Doc
 from gateway.triggers.compiled import CompiledTrigger
-from gateway.triggers.pipeline import Pipeline, Prepared, fix_written, stage, written
+from gateway.triggers.pipeline import (
+    Field,
+    Mapped,
+    Pipeline,
+    Prepared,
+    fix_written,
+    stage,
+    written,
+)
 from gateway.triggers.rejected import RejectedKeeper, repeatable
 
 BATCH_CONCURRENCY: Final = 16
@@ -323,8 +331,10 @@ class Ingestor:
         fence: Fence,
         caller_retries: bool,
     ) -> Ingested:
-        """Prepare every item, then write: items of one entity in order, different entities
-        concurrently (at most BATCH_CONCURRENCY writes in flight), each once `fence` let it.
+        """Map every item, then look each up and write: items of one entity in order,
+        different entities concurrently (at most BATCH_CONCURRENCY writes in flight), each
+        once `fence` let it; an item whose lookup reads what an earlier item writes is looked
+        up once that one is written (`_Pending`).
         Refused items are kept to replay, but a conflict (409) and, when `caller_retries`, a
         backlogged item (503): the caller was told to resend those, and a kept copy would be a
         second owner of the write, whose replay writes the old value over whatever the entity
@@ -353,23 +363,8 @@ class Ingestor:
             status, problem = error.status, listing.problem(error)
             results[index] = {"index": plan.index(index), "status": status, "problem": problem}
 
-        lanes: dict[str, list[tuple[int, Prepared]]] = {}
         turns = Turns()  # the process answers others between items (limits.MAX_PAYLOAD_STEPS)
-        for index, item in enumerate(plan.items):
-            await turns.share()
-            try:
-                prepared = await self._pipeline.prepare(
-                    trigger,
-                    plan.mapping,
-                    item,
-                    schema_applies=plan.schema_applies,
-                    texts=plan.texts,
-                    received=plan.received,
-                )
-            except InvalidPayload as exc:
-                refuse(index, exc)
-                continue
-            lanes.setdefault(prepared.lane, []).append((index, prepared))
+        mapped = await self._mapped(trigger, plan, refuse, turns)
         gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
         async def write_lane(lane: list[tuple[int, Prepared]]) -> None:
@@ -391,18 +386,78 @@ class Ingestor:
                     **written(trigger, result),
                 }
 
-        # A lane that fails for the whole request (the database went away) stops the others
-        # before the error is answered: nothing keeps writing behind a 503.
-        try:
-            async with asyncio.TaskGroup() as group:
-                for lane in lanes.values():
-                    group.create_task(write_lane(lane))
-        except ExceptionGroup as group:
-            raise group.exceptions[0] from None
+        async def write(lanes: dict[str, list[tuple[int, Prepared]]]) -> None:
+            # A lane that fails for the whole request (the database went away) stops the
+            # others before the error is answered: nothing keeps writing behind a 503.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for lane in lanes.values():
+                        group.create_task(write_lane(lane))
+            except ExceptionGroup as group:
+                raise group.exceptions[0] from None
+
+        await self._in_order(trigger, plan.mapping, mapped, refuse, write, turns)
         if kept:
             await fence()
         await self._rejected.keep(trigger, kept)
         return _answer([r for r in results if r is not None])
+
+    async def _in_order(
+        self,
+        trigger: CompiledTrigger,
+        mapping: CompiledMapping | None,
+        mapped: list[tuple[int, Mapped]],
+        refuse: Callable[[int, InvalidPayload], None],
+        write: Callable[[dict[str, list[tuple[int, Prepared]]]], Awaitable[None]],
+        turns: Turns,
+    ) -> None:
+        """Look up and `write` the mapped items as if written one after another: an item is
+        looked up once the items before it that write a field its lookup reads are written
+        (a tracker moved to another vehicle, a vehicle created, by an earlier item). Until
+        one does, items are looked up as they come and their writes wait, to go together:
+        a lane per entity, in order, different entities at once."""
+        lanes: dict[str, list[tuple[int, Prepared]]] = {}
+        pending = _Pending()
+        for index, one in mapped:
+            await turns.share()
+            if pending.changes(one.reads):
+                await write(lanes)
+                lanes, pending = {}, _Pending()
+            try:
+                prepared = await self._pipeline.locate(trigger, mapping, one)
+            except InvalidPayload as exc:
+                refuse(index, exc)
+                continue
+            lanes.setdefault(prepared.lane, []).append((index, prepared))
+            pending.add(one.writes)
+        await write(lanes)
+
+    async def _mapped(
+        self,
+        trigger: CompiledTrigger,
+        plan: _Plan,
+        refuse: Callable[[int, InvalidPayload], None],
+        turns: Turns,
+    ) -> list[tuple[int, Mapped]]:
+        """The batch's items validated and mapped, each with its index; those refused go to
+        `refuse`."""
+        mapped: list[tuple[int, Mapped]] = []
+        for index, item in enumerate(plan.items):
+            await turns.share()
+            try:
+                one = self._pipeline.map(
+                    trigger,
+                    plan.mapping,
+                    item,
+                    schema_applies=plan.schema_applies,
+                    texts=plan.texts,
+                    received=plan.received,
+                )
+            except InvalidPayload as exc:
+                refuse(index, exc)
+                continue
+            mapped.append((index, one))
+        return mapped
 
     async def _write(
         self, trigger: CompiledTrigger, prepared: Prepared, origin: Origin
@@ -414,6 +469,32 @@ class Ingestor:
             return await self._pipeline.write(trigger, prepared, origin)
         except (InvalidPayload, Conflict, EventsBacklogged) as exc:
             return exc
+
+
+class _Pending:
+    """The fields the items of a batch looked up but not yet written will write: whether
+    one an item's lookup reads is among them (`changes`), as itself, as a value inside it or
+    as a value holding it."""
+
+    __slots__ = ("_holding", "_values")
+
+    def __init__(self) -> None:
+        self._values: set[Field] = set()  # each value's path
+        self._holding: set[Field] = set()  # those and the path of each object holding one
+
+    def add(self, writes: frozenset[Field]) -> None:
+        self._values |= writes
+        for etype, path in writes:
+            parts = path.split(".")
+            self._holding.update((etype, ".".join(parts[:n])) for n in range(1, len(parts) + 1))
+
+    def changes(self, reads: frozenset[Field]) -> bool:
+        for etype, path in reads:
+            parts = path.split(".")
+            above = ((etype, ".".join(parts[:n])) for n in range(1, len(parts)))
+            if (etype, path) in self._holding or any(f in self._values for f in above):
+                return True
+        return False
 
 
 def _acknowledged(plan: _Plan, ingested: Ingested) -> Ingested:

@@ -31,7 +31,13 @@ from gateway.mapping.fixes import named_by_mapping, parse_mapped_fix
 from gateway.mapping.paths import pointer
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
-from gateway.schemas import SchemaRegistry, is_natural_key, lookup_key, reference_field
+from gateway.schemas import (
+    NATURAL_KEYS,
+    SchemaRegistry,
+    is_natural_key,
+    lookup_key,
+    reference_field,
+)
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc
 from gateway.triggers.compiled import CompiledTrigger
@@ -66,6 +72,25 @@ class Prepared:
     # The mapping that made `fields`: an entity the schema refuses names its targets' sources.
     mapping: CompiledMapping | None = None
     also_places: tuple[int, ...] = ()  # each `also` entity's entry in the mapping's `also`
+
+
+Field = tuple[str, str]
+"""An entity type and a dotted field of it: what a lookup reads, or a write writes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """An item validated and mapped, before its lookups find the entities it writes
+    (`Pipeline.locate`): with the fields those lookups read and those the item writes, so
+    that a batch looks an item up only once the earlier items that write what it reads are
+    written (`ingest.py`)."""
+
+    fields: dict[str, Any]
+    events: Sequence[Emit]
+    key: dict[str, Any]
+    document: MappedDocument | None  # what its mapping made (None: the item as it came)
+    reads: frozenset[Field] = frozenset()
+    writes: frozenset[Field] = frozenset()
 
 
 ALSO_LANE = "also"
@@ -115,46 +140,67 @@ class Pipeline:
         """Validate and map one item, and find which entity it writes (`texts`: those of
         the payload the item is from, decoded once for all its items; `received`: when the
         payload came, None for now)."""
+        mapped = self.map(
+            trigger, mapping, item, schema_applies=schema_applies, texts=texts, received=received
+        )
+        return await self.locate(trigger, mapping, mapped)
+
+    def map(
+        self,
+        trigger: CompiledTrigger,
+        mapping: CompiledMapping | None,
+        item: Any,
+        *,
+        schema_applies: bool = True,
+        texts: DecodedTexts | None = None,
+        received: datetime | None = None,
+    ) -> Mapped:
+        """Validate and map one item, without reading the database: what it writes, and what
+        its lookups will read (`locate`)."""
         if schema_applies:
             self.validate(trigger, item)
-        forward: Forward = ()
-        also: list[Upsert] = []
-        places: list[int] = []  # of each `also` target in the file
-        lifted: tuple[str, ...] = ()
+        mapped: MappedDocument | None = None
         if mapping is not None:
             with stage("mapping"):
                 mapped = mapping.apply(item, texts=texts, received=received)
             fields, events, key = mapped.document, mapped.events, mapped.key
-            detail, forward = mapped.event_data, mapped.forward
-            lifted = tuple(
-                dict.fromkeys((*mapped.lifted, *(f for t in mapped.also for f in t.lifted)))
-            )
-            for target in mapped.also:
-                located = await self._locate(
-                    trigger.tenant,
-                    target.entity_type,
-                    target.document,
-                    target.key,
-                    mapping=mapping,
-                    also=target.place,
-                )
-                also.append(
-                    Upsert(
-                        target.entity_type,
-                        located,
-                        target.events,
-                        forward=target.forward,
-                        create=target.create,
-                    )
-                )
-                places.append(target.place)
         elif isinstance(item, dict):
-            fields, events, key, detail = item, (), {}, {}
+            fields, events, key = item, (), {}
         else:
             with stage("schema"):
                 problem = FieldProblem("", "each item must be a JSON object", "type")
                 raise invalid("payload", [problem])
         fields = self._with_kind(trigger, fields)
+        reads, writes = _reads_and_writes(trigger, mapping, fields, key, mapped)
+        return Mapped(fields, events, key, mapped, reads, writes)
+
+    async def locate(
+        self, trigger: CompiledTrigger, mapping: CompiledMapping | None, mapped: Mapped
+    ) -> Prepared:
+        """A mapped item ready to write: the entities its lookups name found (its own and its
+        `also` entities'), as the database holds them now."""
+        fields, key, document = mapped.fields, mapped.key, mapped.document
+        also: list[Upsert] = []
+        places: list[int] = []  # of each `also` target in the file
+        for target in () if document is None else document.also:
+            located = await self._locate(
+                trigger.tenant,
+                target.entity_type,
+                target.document,
+                target.key,
+                mapping=mapping,
+                also=target.place,
+            )
+            also.append(
+                Upsert(
+                    target.entity_type,
+                    located,
+                    target.events,
+                    forward=target.forward,
+                    create=target.create,
+                )
+            )
+            places.append(target.place)
         found = None
         if mapping is not None and not mapping.create:
             key, found = await self._existing(
@@ -169,18 +215,22 @@ class Pipeline:
                 self._entities.natural_key(upsert.etype, upsert.fields)
         if mapping is not None and mapping.also_entity_types:
             lane = ALSO_LANE
-        if mapping is not None:  # an item refused above announces nothing: not counted
-            self._count_missing_occurrence(trigger, mapping, mapped)
-        create = mapping is None or mapping.create
+        if mapping is not None and document is not None:  # one refused above is not counted
+            self._count_missing_occurrence(trigger, mapping, document)
+        if document is None:
+            return Prepared(fields, mapped.events, lane, {})
+        lifted = tuple(
+            dict.fromkeys((*document.lifted, *(f for t in document.also for f in t.lifted)))
+        )
         return Prepared(
             fields,
-            events,
+            mapped.events,
             lane,
-            detail,
-            forward,
+            document.event_data,
+            document.forward,
             tuple(also),
             lifted,
-            create,
+            mapping is None or mapping.create,
             mapping,
             tuple(places),
         )
@@ -376,6 +426,49 @@ class Pipeline:
                 problems = named_by_mapping(mapping, problems, also)
             raise InvalidPayload(message, problems, reason="entity")
         return {**fields, **self._schemas.natural_key(etype, found[0]["data"])}
+
+
+def _reads_and_writes(
+    trigger: CompiledTrigger,
+    mapping: CompiledMapping | None,
+    fields: Mapping[str, Any],
+    key: Mapping[str, Any],
+    mapped: MappedDocument | None,
+) -> tuple[frozenset[Field], frozenset[Field]]:
+    """The fields an item's lookups read (`_locate`: a key that is not the natural key, its
+    own and its `also` entities'; `_existing`: every alternative of a `create: false` key
+    the item has) and the fields it writes (each value's dotted path). A natural key is not
+    written where the entity cannot be created: it names an entity that exists."""
+    etype = trigger.entity_type
+    reads: set[Field] = set()
+    writes: set[Field] = set()
+    if mapping is not None:
+        alternatives = [] if mapping.create else mapping.alternatives_from(key, fields)
+        if len(alternatives) > 1:
+            reads.update((etype, name) for names in alternatives for name in names)
+        if key and not is_natural_key(etype, key):
+            reads.update((etype, name) for name in key)
+    writes.update(_paths(etype, fields, mapping is None or mapping.create))
+    for target in () if mapped is None else mapped.also:
+        if target.key and not is_natural_key(target.entity_type, target.key):
+            reads.update((target.entity_type, name) for name in target.key)
+        writes.update(_paths(target.entity_type, target.document, target.create))
+    return frozenset(reads), frozenset(writes)
+
+
+def _paths(etype: str, fields: Mapping[str, Any], create: bool) -> Iterator[Field]:
+    """(etype, dotted path) of each value of `fields` (an object's members, not the object;
+    unless it may `create` the entity, not the natural key's)."""
+    natural = set() if create else set(NATURAL_KEYS.get(etype, ()))
+    stack: list[tuple[str, Mapping[str, Any]]] = [("", fields)]
+    while stack:
+        prefix, node = stack.pop()
+        for name, value in node.items():
+            path = prefix + name
+            if isinstance(value, Mapping) and value:
+                stack.append((f"{path}.", value))
+            elif path not in natural:
+                yield etype, path
 
 
 def _named_by_target(

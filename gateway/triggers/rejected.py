@@ -11,16 +11,14 @@ partner's answer is the 422 either way.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-import orjson
-
 from gateway.clock import utcnow
 from gateway.errors import EventsBacklogged, InvalidPayload, StoreUnavailable, clipped
+from gateway.formats.json_tree import dumps_exact, loads_exact
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
@@ -63,10 +61,9 @@ class RejectedKeeper:
         `repeatable`: the same payload refused again is the same write (its mapping does not
         read when it came, `{received: time}`), counted on this record while it is pending
         (`RejectedStore.add_many`); otherwise each refusal is a record of its own."""
-        try:
-            text = orjson.dumps(payload)
-        except orjson.JSONEncodeError:  # an integer beyond 64 bits a mapping's items made
-            text = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        # An integer beyond 64 bits (the partner's, or one a mapping's items made) is kept
+        # as the number it is: a replay reads it as the partner sent it, not as text.
+        text = dumps_exact(payload)
         return {
             "trigger_id": trigger.id,
             "received_at": self._clock(),
@@ -126,7 +123,7 @@ def public_rejected(doc: Doc, *, payload: bool = False) -> dict[str, Any]:
         "result": doc.get("result"),
     }
     if payload:
-        out["payload"] = orjson.loads(doc["payload"]) if doc["replayable"] else None
+        out["payload"] = loads_exact(doc["payload"]) if doc["replayable"] else None
         if not doc["replayable"]:
             out["payload_excerpt"] = doc["payload"]
     return out

@@ -15,11 +15,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC
 from typing import Any, Final
 
-import orjson
-
 from gateway.clock import utcnow
 from gateway.entities import Origin
 from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound, clipped
+from gateway.formats.json_tree import loads_exact
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.ingest import Ingestor
@@ -167,7 +166,7 @@ class RejectedPayloads:
         return other
 
     async def _rerun(self, trigger: CompiledTrigger, record: Doc) -> dict[str, Any]:
-        payload = orjson.loads(record["payload"])
+        payload = loads_exact(record["payload"])  # an integer past 64 bits a number again
         origin = Origin("trigger", trigger.id, {"replay_of": str(record["_id"])})
         # A mapping's {received: time} is when the payload came, not the replay's time (the
         # latest copy's: a payload refused again supersedes its copy only when its mapping
