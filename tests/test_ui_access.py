@@ -35,6 +35,7 @@ from tests.ui_support import (
     csrf_of,
     form_fields,
     log_in,
+    log_in_from,
     make_user,
     replaced,
 )
@@ -536,6 +537,53 @@ async def test_logout_ends_the_session_for_every_copy_of_the_cookie(
         "/admin/", headers={"Cookie": f"rabbot_session={stolen}"}, allow_redirects=False
     )
     assert replayed.status == 303 and "expired=1" in replayed.headers["Location"]
+
+
+async def test_logging_out_in_a_second_tab_after_the_first_did_says_logged_out(
+    client: Client, services: Services
+) -> None:
+    """Two tabs show a page; the first logs out, then the second's *Sair* is pressed: the
+    logout is done all the same (the login page saying so, no `next`), never a login leading
+    back to the logout, a POST-only route (a 405 once logged in)."""
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get("/admin/triggers")).text()
+    tab_a, tab_b = form_fields(page, "/admin/logout"), form_fields(page, "/admin/logout")
+    first = await client.post("/admin/logout", data=tab_a, allow_redirects=False)
+    assert first.status == 303
+    second = await client.post(
+        "/admin/logout",
+        data=tab_b,
+        headers={"Sec-Fetch-Site": "same-origin"},
+        allow_redirects=False,
+    )
+    assert second.status == 303 and second.headers["Location"] == "/admin/login"
+    login = await client.get(second.headers["Location"])
+    assert "Você saiu" in await login.text() and "Sua sessão terminou" not in await login.text()
+    assert (await log_in(client)).headers["Location"] == "/admin/"
+
+
+async def test_a_next_target_naming_a_post_only_route_leads_to_the_dashboard(
+    client: Client, services: Services
+) -> None:
+    """`next` leads to a page: a route only posted to (a logout, a delete) answers a GET with
+    a 405, so after a login, or a language switch, it leads to the dashboard instead."""
+    trigger = await _trigger(client)
+    await make_user(services)
+    for target in ("/admin/logout", f"/admin/triggers/{trigger['id']}/delete"):
+        login = await (await client.get(f"/admin/login?next={quote(target)}")).text()
+        assert ("next", target) in form_fields(login, "/admin/login")
+        signed_in = await log_in_from(client, login)
+        assert signed_in.headers["Location"] == "/admin/", target
+        for path in (f"/admin/login?next={quote(target)}", f"/admin/lang/en?next={quote(target)}"):
+            landed = await client.get(path, allow_redirects=False)
+            assert landed.headers["Location"] == "/admin/", path
+        await client.post("/admin/logout", data={"csrf": await csrf(client)})
+    # A page still is one, its query kept.
+    switched = await client.get(
+        f"/admin/lang/en?next={quote('/admin/triggers?limit=5')}", allow_redirects=False
+    )
+    assert switched.headers["Location"] == "/admin/triggers?limit=5"
 
 
 async def test_logging_in_over_a_live_session_ends_the_session_it_replaces(

@@ -157,6 +157,38 @@ async def test_notification_settings_are_saved_and_problems_shown_by_field(
     assert (await _settings(client, "globex"))["cooldown_seconds"] == 3600
 
 
+async def test_a_checkbox_groups_problem_is_tied_to_each_of_its_checkboxes(
+    client: Client, services: Services
+) -> None:
+    """Quiet hours with no channel ticked: the problem is read with every checkbox of the
+    group (aria-invalid, aria-describedby naming it), as a field's is with the field."""
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/notification-settings")
+    quiet = {
+        "cooldown_seconds": "600",
+        "quiet_hours.enabled": "on",
+        "quiet_hours.start": "22:00",
+        "quiet_hours.end": "06:30",
+        "quiet_hours.timezone": "America/Sao_Paulo",
+        "quiet_hours.during": "suppress",
+    }
+    refused = await client.post("/admin/notification-settings", data={"csrf": token, **quiet})
+    page = await refused.text()
+    assert refused.status == 422
+    assert 'id="e-quiet_hours.channels" data-field="quiet_hours.channels"' in page
+    boxes = re.findall(r'<input type="checkbox" name="quiet_hours\.channels"[^>]*>', page)
+    assert len(boxes) >= 2, page
+    for box in boxes:
+        assert 'aria-invalid="true"' in box and 'aria-describedby="e-quiet_hours.channels"' in box
+    # Without a problem, no checkbox says it is invalid.
+    page = await (await client.get("/admin/notification-settings")).text()
+    assert (
+        "aria-invalid"
+        not in page.split('name="quiet_hours.channels"', 1)[1].split("</fieldset>")[0]
+    )
+
+
 async def test_a_viewer_can_neither_send_nor_change(
     client: Client, services: Services, smtp_server: SmtpFactory
 ) -> None:

@@ -248,7 +248,8 @@ async def test_a_vehicles_page_draws_its_track_and_shows_its_fences_and_plans(
     await make_user(services)
     await log_in(client)
     page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}")).text()
-    assert 'data-testid="last-position"' in page and "-23.546" in page  # the newest fix
+    # The newest fix, in the page's language (pt-BR: a decimal comma).
+    assert re.search(r'data-testid="last-position">[^<]*: -23,54600, -46,63000 · ', page), page
     assert '<polyline class="track"' in page and 'data-track="ABC1D23"' in page
     fences = page.split('data-testid="vehicle-fences"')[1].split("</ul>")[0]
     assert "Garagem" in fences and "Outra frota" not in fences

@@ -5,12 +5,14 @@ unchanged, every digit kept."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 from gateway.services import Services
 from tests.partner_double import post
 from tests.support import auth
+from tests.triggers_support import hook
 from tests.ui_support import Client, csrf, form_fields, log_in, make_user
 
 
@@ -256,3 +258,37 @@ async def test_a_figure_as_a_page_prints_it_can_be_typed_in_every_number_field(
     assert (stored["max_body_bytes"], stored["rate_limit"]["burst"]) == (131072, 1000)
     for path in ("/admin/schedules/new", "/admin/notification-settings", "/admin/partners"):
         assert 'type="number"' not in await (await client.get(path)).text(), path
+
+
+async def test_a_vehicles_last_position_is_printed_in_the_pages_language(
+    client: Client, services: Services
+) -> None:
+    """The vehicle page's last position, as its table of fixes prints the same coordinate;
+    the fences list's count of a polygon's vertices."""
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    trigger = await post(
+        client, "/api/v1/triggers", {"name": "gps", "target": "positions", "methods": ["POST"]}
+    )
+    fix = {"plate": "ABC1D23", "time": "2026-12-01T12:00:00Z", "lat": -23.55212, "lon": -46.63361}
+    status, body = await hook(client, trigger, [fix])
+    assert status in (200, 201, 207), body
+    await services.fold.run_until_idle()
+    turns = [2 * math.pi * k / 1200 for k in range(1200)]
+    ring = [[-46.63 + 0.01 * math.cos(a), -23.55 + 0.01 * math.sin(a)] for a in turns]
+    polygon = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+    await post(
+        client, "/api/v1/geofences", {"name": "Pátio", "kind": "authorized", "polygon": polygon}
+    )
+    await make_user(services)
+    await log_in(client)
+    for lang, vertices in (
+        ("pt-BR", "polígono de 1.200 vértices"),
+        ("en", "polygon of 1,200 vertices"),
+    ):
+        await client.get(f"/admin/lang/{lang}")
+        assert vertices in await (await client.get("/admin/geofences")).text()
+    for lang, shown in (("pt-BR", "-23,55212, -46,63361"), ("en", "-23.55212, -46.63361")):
+        await client.get(f"/admin/lang/{lang}")
+        page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}")).text()
+        line = re.search(r'data-testid="last-position">([^<]*)<', page)
+        assert line is not None and f": {shown} · " in line.group(1), page

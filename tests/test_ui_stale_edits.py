@@ -1,15 +1,20 @@
 """Two admins editing the same thing: every edit form carries the revision it was loaded
 from; a save from a form loaded before another admin's save is refused (409) with nothing
-changed, what was typed kept, and the current values of the fields that differ shown; saving
-that page again replaces the current version knowingly. A post without a revision (a client
-of its own) is not checked."""
+changed, what was typed kept, every field the admin left as loaded at its current value, and
+the current values of the fields that differ shown; saving that page again writes what was
+typed over the current version knowingly. A post without a revision (a client of its own) is
+not checked."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
+import pytest
+
+from gateway.clock import utcnow
 from gateway.services import Services
 from tests.flow_support import email_channel
 from tests.partner_double import create_action, create_partner, post, upload_mapping
@@ -246,8 +251,79 @@ async def test_a_stale_subscription_edit_is_refused(client: Client, services: Se
     )
     assert "<code>sample_seconds</code></dt><dd><pre>30</pre>" in html
     assert sorted(stored["event_types"]) == ["entity.created", "entity.updated"]
-    # The refused page, saved as it stands, replaces theirs knowingly (its sampling empty).
-    assert stored["sample_seconds"] is None
+    # The refused page shows the sampling, which the admin did not change, as it is now:
+    # saved as it stands, it keeps theirs.
+    assert stored["sample_seconds"] == 30
+
+
+async def test_saving_a_409_entity_page_again_keeps_a_feeds_change_the_admin_did_not_touch(
+    client: Client, services: Services
+) -> None:
+    """The admin changes the model; a partner's feed writes the vehicle's attributes
+    meanwhile. The 409 page keeps the model as typed and shows the attributes as they are now
+    (the admin never touched them), so saving it again does not put the feed's value back."""
+    attributes = {"tracker_id": "b7", "log": "b43"}
+    vehicle = await post(
+        client,
+        "/api/v1/entities/vehicle",
+        {"plate": "ABC1D23", "model": "Axor", "attributes": attributes},
+    )
+    await make_user(services)
+    await log_in(client)
+    path = f"/api/v1/entities/vehicle/{vehicle['id']}"
+    edit = f"/admin/entities/vehicle/{vehicle['id']}/edit"
+    loaded = form_fields(await (await client.get(edit)).text(), edit)
+    feed = await client.patch(
+        path,
+        json={"attributes": {"log": "b49"}},
+        headers={**auth(), "Content-Type": "application/merge-patch+json"},
+    )
+    assert feed.status == 200, await feed.text()
+    typed = [(n, "Actros" if n == "/model" else v) for n, v in loaded]
+    refused = await client.post(edit, data=typed)
+    html = await refused.text()
+    assert refused.status == 409, html
+    kept = dict(form_fields(html, edit))
+    assert kept["/model"] == "Actros"  # typed: kept
+    assert json.loads(kept["/attributes"]) == {"tracker_id": "b7", "log": "b49"}  # now
+    saved = await client.post(edit, data=form_fields(html, edit), allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    stored = await _api(client, path)
+    assert stored["model"] == "Actros"
+    assert stored["attributes"] == {"tracker_id": "b7", "log": "b49"}
+
+
+@pytest.mark.parametrize("meanwhile", ["disabled", "active"])
+async def test_saving_a_409_partner_page_again_keeps_the_status_the_gateway_set(
+    client: Client, services: Services, meanwhile: str
+) -> None:
+    """The admin types a timeout while the gateway disables the partner (failing too long),
+    or enables it again (its probe answered): the 409 page shows the status as it is now
+    (the admin never touched it), so saving it again neither re-enables a failing partner
+    nor disables (as an admin's disable: never probed again) one that recovered."""
+    erp = await create_partner(client, "https://erp.example.com", timeout_seconds=2)
+    store, now = services.store.partners, utcnow()
+    if meanwhile == "active":  # the page is loaded while the gateway has it disabled
+        assert await store.disable("acme", erp["id"], now, now + timedelta(hours=1))
+    await make_user(services)
+    await log_in(client)
+    page, path = f"/admin/partners/{erp['id']}", f"/api/v1/partners/{erp['id']}"
+    loaded = form_fields(await (await client.get(page)).text(), f"{page}/edit")
+    if meanwhile == "disabled":
+        assert await store.disable("acme", erp["id"], now, now + timedelta(hours=1))
+    else:
+        assert await store.enable("acme", erp["id"]) is not None
+    refused = await client.post(f"{page}/edit", data=replaced(loaded, timeout_seconds="5"))
+    html = await refused.text()
+    assert refused.status == 409, html
+    kept = dict(form_fields(html, f"{page}/edit"))
+    assert kept["timeout_seconds"] == "5" and kept["status"] == meanwhile
+    saved = await client.post(
+        f"{page}/edit", data=form_fields(html, f"{page}/edit"), allow_redirects=False
+    )
+    assert saved.status == 303, await saved.text()
+    stored = await _api(client, path)
+    assert stored["timeout_seconds"] == 5 and stored["status"] == meanwhile
 
 
 async def test_a_stale_template_replace_is_refused(client: Client, services: Services) -> None:

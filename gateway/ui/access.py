@@ -14,7 +14,7 @@ from gateway.ui.forms import AUTHOR, NOT_KEPT, TYPED_AGAIN, Form, hide_secrets, 
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import LANGUAGES
 from gateway.ui.middleware import end_session_cookie, session_cookie, typed_by
-from gateway.ui.rendering import local_path, redirect, render
+from gateway.ui.rendering import local_path, page_path, redirect, render
 from gateway.ui.state import PREFIX, form_of, visitor_of
 from gateway.web.client_address import client_key
 from gateway.web.state import services_of
@@ -37,7 +37,7 @@ REFILE = "refile:"
 
 async def login_page(request: web.Request) -> web.Response:
     if visitor_of(request).session is not None:
-        return redirect(local_path(request.query.get("next")))
+        return redirect(page_path(request, request.query.get("next")))
     return _login(request, Form(), Form())
 
 
@@ -100,7 +100,7 @@ async def language(request: web.Request) -> web.Response:
     """GET /admin/lang/{code}?next=...: a link, so the switch works without JavaScript; it
     changes nothing but the visitor's own cookie."""
     code = request.match_info["code"]
-    response = redirect(local_path(request.query.get("next")))
+    response = redirect(page_path(request, request.query.get("next")))
     if code in LANGUAGES:
         response.set_cookie(
             LANG_COOKIE, code, path=PREFIX, max_age=_ONE_YEAR, samesite="Lax", httponly=True
@@ -188,7 +188,7 @@ async def _signed_in(
         }
         response = render(request, "resume.html", context)
     else:
-        response = redirect(local_path(next_path))
+        response = redirect(page_path(request, next_path))
     lifetime = int((session.expires_at - utcnow()).total_seconds())
     session_cookie(
         response, request, sign_session(services_of(request).keyring, session.id), lifetime

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from multidict import MultiMapping
@@ -669,12 +670,22 @@ REVISION = "revision"
 
 
 def revision_of(values: Mapping[str, Any]) -> str:
-    """The revision of what an edit form shows: a digest of the document's values as the form
-    loads them (what the form does not show, such as a schedule's cursor or a trigger's
-    statistics, moves no revision)."""
-    shown = {k: v for k, v in values.items() if k != REVISION}
-    digest = hashlib.sha256(orjson.dumps(shown, option=orjson.OPT_SORT_KEYS, default=str))
-    return digest.hexdigest()[:32]
+    """The revision of what an edit form shows: a fingerprint of each of the document's
+    values as the form loads them (what the form does not show, such as a schedule's cursor or
+    a trigger's statistics, moves no revision), by field, so that a stale save can tell the
+    fields the admin changed from those left as loaded (stale_edit)."""
+    prints = sorted((k, _fingerprint(v)) for k, v in values.items() if k != REVISION)
+    return urlencode(prints)
+
+
+def _fingerprint(value: Any) -> str:
+    """A value as a field holds it, and as a browser sends it back untouched (its line breaks
+    as CRLF, a NUL as U+FFFD, trimmed when read: read_values; a checkbox group's choices in
+    the page's order): a short digest, the same for the value loaded and the value posted."""
+    if isinstance(value, list | tuple):
+        value = sorted(str(v) for v in value)
+    text = _lines(_parsed(_shown(value))).strip()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def editing(values: Mapping[str, Any]) -> Form:
@@ -684,21 +695,32 @@ def editing(values: Mapping[str, Any]) -> Form:
 
 def stale_edit(values: Mapping[str, Any], current: Mapping[str, Any]) -> Form | None:
     """The refusal of an edit posted from a form loaded before the document last changed
-    (another admin saved meanwhile), or None when the form's revision is the current one.
-    A post without a revision (a client of its own, not the page) is not checked. The
-    refusal keeps everything typed, lists the fields whose current value differs from it,
-    and carries the current revision: saving it again replaces the current version
-    knowingly."""
+    (another admin, the API, a partner's feed or the gateway itself wrote it meanwhile), or
+    None when the form's revision is the current one. A post without a revision (a client of
+    its own, not the page) is not checked.
+
+    The refusal keeps as typed only the fields the admin changed from the form as loaded
+    (their fingerprints in the posted revision), shows every other field at its current
+    value, lists the fields whose current value differs from what was posted, and carries
+    the current revision: saving it again replaces the current version with what was typed,
+    knowingly, and never puts back a value the admin left as loaded (a feed's attributes,
+    a partner's status the gateway set)."""
     loaded = values.get(REVISION)
     now = revision_of(current)
     if not loaded or loaded == now:
         return None
+    prints = dict(parse_qsl(str(loaded), keep_blank_values=True))
     differs = [
         (name, _shown(value))
         for name, value in current.items()
         if name != REVISION and _shown(value) != _shown(values.get(name, ""))
     ]
-    return Form({**values, REVISION: now}, stale=differs)
+    untouched = {
+        name: value
+        for name, value in current.items()
+        if name != REVISION and prints.get(name) == _fingerprint(values.get(name, ""))
+    }
+    return Form({**values, **untouched, REVISION: now}, stale=differs)
 
 
 def _shown(value: Any) -> str:

@@ -136,7 +136,7 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     else:  # a login page or form: counted as the API's calls without a valid token are
         admit(request, f"client:{client_key(request)}", "from this address")
     if route not in PUBLIC and visitor.session is None:
-        return await _signed_out(request, visitor, route)
+        return await _signed_out(request, visitor, route, handler)
     if request.method == "POST":
         form = await _posted(request)
         if isinstance(form, web.Response):  # unreadable, or too large
@@ -201,11 +201,15 @@ def _static_file(request: web.Request) -> bool:
 
 
 async def _signed_out(
-    request: web.Request, visitor: Visitor, route: str | None
+    request: web.Request, visitor: Visitor, route: str | None, handler: Handler
 ) -> web.StreamResponse:
     """A POST without a live session does nothing: the visitor logs in again first. A form
     posted from a page of a session that has since ended keeps what was typed: the login page
-    carries it, and once logged in the visitor saves it with one click."""
+    carries it, and once logged in the visitor saves it with one click. A logout is the
+    exception: logged out already (another tab's logout, or the session ended), it is done
+    all the same, the login page saying so (it changes nothing: no form check is needed)."""
+    if route == "logout":
+        return await handler(request)
     kept = await _kept_form(request) if route not in NEVER_KEPT else None
     if isinstance(kept, web.Response):  # unreadable, or too large: its page
         return _pre_session(kept, request, visitor)

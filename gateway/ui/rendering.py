@@ -125,6 +125,25 @@ def local_path(candidate: str | None, default: str = PREFIX + "/") -> str:
     return default
 
 
+def page_path(request: web.Request, candidate: str | None) -> str:
+    """Where to lead the visitor next (`?next=` after a login, a language switch): a local_path
+    that names a page. A path this UI is only posted to (a logout, a delete: a GET of it is a
+    405) leads to the dashboard."""
+    path = local_path(candidate)
+    return PREFIX + "/" if _posted_only(request.app.router, URL(path).path) else path
+
+
+def _posted_only(router: web.UrlDispatcher, path: str) -> bool:
+    """Whether a path is one of the router's routes and none of them takes a GET."""
+    methods: set[str] = set()
+    for resource in router.resources():
+        info = resource.get_info()
+        pattern = info.get("pattern")
+        if info.get("path") == path or (pattern is not None and pattern.fullmatch(path)):
+            methods.update(route.method for route in resource)
+    return bool(methods) and not methods & {"GET", "*"}
+
+
 def login_url(next_path: str, *, expired: bool = False) -> str:
     url = f"{PREFIX}/login?next={quote(next_path, safe='/')}"
     return url + "&expired=1" if expired else url
