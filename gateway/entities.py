@@ -36,7 +36,7 @@ from gateway.errors import (
     PreconditionFailed,
 )
 from gateway.formats import at_path
-from gateway.formats.json_tree import same_json
+from gateway.formats.json_tree import plain, same_json
 from gateway.kinds import KindService
 from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
@@ -477,6 +477,21 @@ METADATA = ("id", "entity_type", "version", "created_at", "updated_at")
 """What an entity's view (`public`) shows beside its data."""
 
 
+def unmet(expect: Mapping[str, Any], data: Mapping[str, Any]) -> str | None:
+    """Why the entity's `data` is not as `expect` says (dotted field → the value it must
+    hold, null: absent or null), None when it is: the condition of a conditional write
+    (`patch(expect=)`, a flow's `set` with `expect`), the first field that differs."""
+    for name, wanted in expect.items():
+        held = plain(at_path(data, name))
+        if not same_json(held, plain(wanted)):
+            return f"its {name} is {_shown(held)}, not {_shown(wanted)}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else repr(plain(value))
+
+
 def public(doc: Doc) -> dict[str, Any]:
     """The API's view of a stored entity: its data, its id and its metadata."""
     return {
@@ -905,6 +920,7 @@ class EntityService:
         *,
         as_sent: bool = False,
         at_rev: int | None = None,
+        expect: Mapping[str, Any] | None = None,
     ) -> WriteResult:
         """`patch` merged into the entity's data as it is written over (read again after a
         concurrent write). `as_sent`: its whole values are written as sent, never taken for
@@ -913,7 +929,12 @@ class EntityService:
         entity (`rev`, the one the patch was made from), else PreconditionFailed and
         nothing written: a patch holding values read from it (the admin UI's whole
         `contact`, built from the members it read) would put back what a write meanwhile
-        changed."""
+        changed. `expect` (dotted field → value, `unmet`): written only while the entity
+        holds those values, else PreconditionFailed and nothing written; checked on the
+        revision the write replaces (a write that loses a round checks the entity it reads
+        again), so no write between the check and the write's own goes unseen: a flow's
+        `set` of what a partner said about the values its event had (a fine's driver at its
+        time) is not written over a fine corrected since."""
         nk = (await self.get(tenant, etype, ref))["nk"]
         async with self._lanes.turn((tenant, etype, nk)):
             rounds = _Rounds()
@@ -923,6 +944,11 @@ class EntityService:
                     raise PreconditionFailed(
                         f"the {etype} was written since revision {at_rev} (it is at "
                         f"{current['rev']}); nothing was changed"
+                    )
+                if expect and (why := unmet(expect, current["data"])) is not None:
+                    raise PreconditionFailed(
+                        f"the {etype} is not as expected: {why} (revision {current['rev']}); "
+                        "nothing was changed"
                     )
                 clean = await self.patched(tenant, current, patch, as_sent=as_sent)
                 result = await self._replace(tenant, current, clean, origin)

@@ -595,6 +595,44 @@ async def test_a_sets_answer_has_the_version_the_real_run_gives(client: Client) 
     assert [s["outcome"] for s in dry["steps"]] == ["rendered", "passed"]
 
 
+async def test_a_set_with_expect_stops_the_dry_run_as_it_would_stop_the_run(
+    client: Client,
+) -> None:
+    """A `set` whose `expect` the stored entity does not meet is `stopped` (its reason and
+    description, nothing rendered), and the steps after it are not reached; met, rendered."""
+    flow = {
+        "name": "stamp",
+        "on": {
+            "events": ["entity.updated"],
+            "filter": {"entity_type": "vehicle", "origin": {"kind": ["admin"]}},
+        },
+        "steps": [
+            {
+                "id": "s",
+                "description": "changed since",
+                "set": {
+                    "fields": {"attributes.stamped": "'yes'"},
+                    "expect": {"status": "entity.status"},
+                },
+            },
+            {"id": "v", "when": "`true`"},
+        ],
+    }
+    await post(client, "/api/v1/flows", flow)
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    ref = {"type": "vehicle", "id": vehicle["id"]}
+    stale = {"type": "entity.updated", "entity": ref, "data": {"status": "inactive"}}
+    dry = await _test(client, {"flow": "stamp", "event": stale})
+    assert [s["outcome"] for s in dry["steps"]] == ["stopped", "not reached"]
+    assert dry["steps"][0]["reason"] == (
+        "expect: the vehicle is not as expected: its status is null, not 'inactive'"
+    )
+    assert dry["steps"][0]["description"] == "changed since"
+    held = {"type": "entity.updated", "entity": ref, "data": {}}
+    dry = await _test(client, {"flow": "stamp", "event": held})
+    assert [s["outcome"] for s in dry["steps"]] == ["rendered", "passed"]
+
+
 async def test_an_answer_without_a_body_fails_the_fetch_as_the_real_run_does(
     client: Client, partner: Partner
 ) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.errors import EntityContended
+from gateway.flows import steps
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
@@ -868,6 +870,98 @@ async def test_scenario_3_a_lookup_finishing_after_the_correction_does_not_overw
     assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
     runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
     assert sorted(r["status"] for r in runs) == ["stopped", "succeeded"]
+
+
+async def test_scenario_3_a_driver_write_that_waited_puts_no_stale_driver_on_a_corrected_fine(
+    client: Client, partner: Partner, smtp_server: SmtpFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notice's run (17/11) hears Bia; its `driver` write loses to another writer of the
+    fine (EntityContended: the provider's correction being written) and waits. The correction
+    (18/11) names Ana, e-mailed. The notice's run resumes at its write: the fine no longer has
+    the time HR was asked about, so it writes nothing and e-mails nobody (before, it resumed
+    past the check made before the wait and wrote and e-mailed Bia)."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = services.delivery_worker.clock = clock
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    entities = services.flow_runner._steps._p.entities
+    real_patch = entities.patch
+    contended: list[int] = []
+
+    async def patch(*args: Any, **kwargs: Any) -> Any:
+        if not contended and args[1] == "other":  # the first write of the fine by the flow
+            contended.append(1)
+            raise EntityContended("another process writes the fine")
+        return await real_patch(*args, **kwargs)
+
+    entities.patch = patch  # type: ignore[method-assign]
+    monkeypatch.setattr(steps, "_CONFLICT_RETRY", (300.0,))  # waits until the clock moves
+    partner.respond_with(200, _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00"))
+    await send_to(
+        client, fines, {**sample("fine_feed.json"), "dataHora": "2026-11-17T13:45:00-03:00"}
+    )
+    await drain(services)
+    assert contended
+    partner.respond_with(200, _hr_names("Ana Souza", ANA["cpf"], "2026-11-18T08:00:00-03:00"))
+    await send_to(client, fines, sample("fine_feed.json"))  # corrected: 18/11 13:45
+    await drain(services)
+    clock.advance(600)  # the notice's run tries its write again
+    await drain(services)
+
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert (fine["occurred_at"], fine["driver_cpf"]) == ("2026-11-18T16:45:00Z", ANA["cpf"])
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
+    runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    (stale,) = [r for r in runs if r["event"]["entity"]["rev"] == 1]  # the notice's
+    assert stale["status"] == "stopped"
+    (driver,) = [s for s in stale["steps"] if s["id"] == "driver"]
+    assert driver["outcome"] == "stopped" and stale["steps"][-1] == driver
+    assert driver["reason"].startswith("expect: the other is not as expected: its occurred_at")
+    assert "corrected" in driver["description"]
+
+
+async def test_scenario_3_a_correction_stored_just_before_the_driver_write_is_not_overwritten(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """No wait at all: another process stores the provider's correction (18/11) after the
+    notice's run (17/11, HR: Bia) read the fine and right before its `driver` write: the
+    write, conditioned on the fine still having the time HR was asked about, is not made,
+    and Bia is not e-mailed; the correction's run names Ana."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    entities = services.flow_runner._steps._p.entities
+    real_patch = entities.patch
+    corrected: list[dict[str, Any]] = []
+
+    async def patch(*args: Any, **kwargs: Any) -> Any:
+        if not corrected and args[1] == "other":  # another process stores the correction now
+            corrected.append(await send_to(client, fines, sample("fine_feed.json")))
+        return await real_patch(*args, **kwargs)
+
+    entities.patch = patch  # type: ignore[method-assign]
+    partner.respond_with(200, _hr_names("Ana Souza", ANA["cpf"], "2026-11-18T08:00:00-03:00"))
+    bia_then = _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00")
+    partner.respond_with(200, bia_then, times=1)
+    await send_to(
+        client, fines, {**sample("fine_feed.json"), "dataHora": "2026-11-17T13:45:00-03:00"}
+    )
+    await drain(services)
+    assert corrected
+    await drain(services)
+
+    asked = [r.query["em"] for r in partner.requests]
+    assert asked == ["2026-11-17T16:45:00Z", "2026-11-18T16:45:00Z"]
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert (fine["occurred_at"], fine["driver_cpf"]) == ("2026-11-18T16:45:00Z", ANA["cpf"])
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
 
 
 async def test_scenario_3_a_fine_whose_plate_is_corrected_reaches_the_driver_of_that_vehicle(

@@ -176,17 +176,23 @@ def test_set_fields_cannot_overlap() -> None:
 
 
 async def test_an_upload_names_only_what_the_tenant_has(client: Client) -> None:
+    text = (FLOWS / "fine-email-driver.yaml").read_text()
     response = await client.post(
         "/api/v1/flows",
-        data=(FLOWS / "fine-email-driver.yaml").read_bytes(),
+        data=text.encode(),
         headers={**auth(), "Content-Type": "application/yaml"},
     )
     body = await response.json()
     assert response.status == 422
+    lines = text.splitlines()
+
+    def line(of: str) -> int:
+        return next(n for n, seen in enumerate(lines, 1) if seen.strip() == of)
+
     assert [(e["pointer"], e["line"]) for e in body["errors"]] == [
-        ("/steps/0/fetch", 17),
-        ("/steps/4/notify/channel", 44),
-        ("/steps/4/notify/template", 45),
+        ("/steps/0/fetch", line("fetch: hr-driver-lookup")),
+        ("/steps/4/notify/channel", line("channel: email")),
+        ("/steps/4/notify/template", line("template: fine-received")),
     ]
 
 
