@@ -88,7 +88,6 @@ async def test_scenario_3_a_fine_reaches_the_driver_hr_names_by_email(
     assert run["event"]["entity"]["id"] == written["id"]
     assert [(s["id"], s["outcome"]) for s in run["steps"]] == [
         ("hr", "answered"),
-        ("current", "passed"),
         ("driver", "written"),
         ("has_email", "passed"),
         ("email", "queued"),
@@ -106,7 +105,7 @@ async def test_scenario_3_a_fine_reaches_the_driver_hr_names_by_email(
     assert fine["driver_cpf"] == "52998224725"
     detail = await get(client, f"/api/v1/flow-runs/{run['id']}")
     assert detail["answers"]["hr"]["email"] == "ana.souza@example.com"
-    (message,) = detail["steps"][4]["messages"]
+    (message,) = detail["steps"][3]["messages"]
     delivery = await get(client, f"/api/v1/deliveries/{message['delivery']}")
     assert delivery["kind"] == "notification" and delivery["status"] == "succeeded"
     assert delivery["run_id"] == run["id"] and delivery["step_id"] == "email"
@@ -797,8 +796,8 @@ async def test_scenario_3_a_correction_while_hr_is_down_reaches_the_driver_at_th
 ) -> None:
     """HR is down; the notice (18/11) and the provider's correction (17/11) both wait for it.
     HR back: the notice's run hears 18/11 is Ana, a time the fine no longer has: it stops
-    before writing or e-mailing (its step `current`); the correction's hears 17/11 is Bia,
-    the fine's driver, e-mailed. Only Bia, who drove then, is told."""
+    before writing or e-mailing (its `driver` write expects 18/11); the correction's hears
+    17/11 is Bia, the fine's driver, e-mailed. Only Bia, who drove then, is told."""
     smtp = await smtp_server()
     fines = await _scenario3(client, partner, smtp.port)
     services = client.app[services_key]
@@ -830,7 +829,7 @@ async def test_scenario_3_a_correction_while_hr_is_down_reaches_the_driver_at_th
     assert stale["status"] == "stopped"
     assert [(s["id"], s["outcome"]) for s in stale["steps"]] == [
         ("hr", "answered"),
-        ("current", "stopped"),
+        ("driver", "stopped"),
     ]
     assert "corrected" in stale["steps"][1]["description"]
 
@@ -840,8 +839,8 @@ async def test_scenario_3_a_lookup_finishing_after_the_correction_does_not_overw
 ) -> None:
     """The notice (17/11) waits for HR (503); the provider's correction (18/11) runs at once:
     Ana, the fine's driver, e-mailed. HR back, the notice's run hears 17/11 is Bia: about a
-    time the fine no longer has, it stops (`current`): the fine keeps Ana, Bia is not told,
-    whichever HR answer comes back last."""
+    time the fine no longer has, it stops (`driver`'s expect): the fine keeps Ana, Bia is not
+    told, whichever HR answer comes back last."""
     smtp = await smtp_server()
     fines = await _scenario3(client, partner, smtp.port)
     services = client.app[services_key]
@@ -1009,6 +1008,52 @@ async def test_scenario_3_a_fine_whose_plate_is_corrected_reaches_the_driver_of_
     fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert (fine["plate"], fine["driver_cpf"]) == ("ABC1D25", BIA["cpf"])
     assert len(smtp.received) == 2
+
+
+async def test_scenario_3_a_fine_corrected_to_a_vehicle_hr_names_nobody_for_has_no_driver(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The notice read the plate wrong (ABC1D24: HR names Bia, the fine is hers, e-mailed; the
+    back office marks it paid: the ERP hears Bia). The corrected notice says ABC1D23, a pool
+    car HR names nobody for then: Bia drove another vehicle, so the fine's driver is cleared
+    (it kept hers) and the ERP is told the payment again without a driver; nobody e-mailed."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    services = client.app[services_key]
+    for plate in ("ABC1D23", "ABC1D24"):
+        await post(client, "/api/v1/entities/vehicle", {"plate": plate})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    partner.respond_with(200, _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00"))
+    await send_to(client, fines, {**sample("fine_feed.json"), "placa": "ABC1D24"})
+    await drain(services)
+    response = await client.patch(
+        "/api/v1/entities/other/fine:261810:A123456789", json={"status": "paid"}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    await drain(services)
+    partner.respond_with(200, {"veiculo": {"placa": "ABC1D23"}, "condutorAtual": None})
+    answer = await send_to(client, fines, sample("fine_feed.json"))
+    assert "fine.received" in answer["events"]
+    await drain(services)
+
+    asked = [r.path for r in partner.requests if r.method == "GET"]
+    assert asked == ["/veiculos/ABC1D24/condutor-atual", "/veiculos/ABC1D23/condutor-atual"]
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    told = [r.json() for r in partner.requests if r.method == "PUT"]
+    assert [t.get("condutorCpf") for t in told] == [BIA["cpf"], None]
+    assert told[-1]["placa"] == "ABC1D23"
+    assert fine["plate"] == "ABC1D23" and "driver_cpf" not in fine, fine
+    assert [m.recipients for m in smtp.received] == [["bia.lima@example.com"]]
+    runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    corrected = runs[0]  # the newest
+    assert corrected["status"] == "stopped"
+    assert [(s["id"], s["outcome"]) for s in corrected["steps"]][-2:] == [
+        ("driver", "written"),
+        ("has_email", "stopped"),
+    ]
 
 
 FINE = {**KEYED_IN, "occurred_at": "2026-11-18T13:45:00-03:00", "place": "Av. Paulista, 1000"}
