@@ -555,7 +555,7 @@ class EntityService:
             kind_schema = await (kinds.schema_for if dry else kinds.schema_for_write)(
                 tenant, data.get("kind")
             )
-            data = paid_on_kept(data, stored)
+            data = local_time_kept(paid_on_kept(data, stored), stored)
         checked = self._schemas.check_write(
             etype, data, kind_schema=kind_schema, stored=stored, change=change
         )
@@ -1152,6 +1152,33 @@ def paid_on_kept(data: Mapping[str, Any], stored: Mapping[str, Any] | None) -> M
     if said and (stored is None or said != stored.get("paid_on")):
         return data
     return {**data, "paid_on": utcnow().astimezone(BRASILIA).date().isoformat()}
+
+
+def local_time_kept(data: Mapping[str, Any], stored: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A fine's write that corrects its instant (`occurred_at`) and leaves `occurred_at_local`
+    as stored (an admin's PATCH, the UI, a trigger without a mapping: only the provider's
+    notice writes both) moves the local time with it: the corrected instant on the notice's
+    own clock (its offset, `-05:00` in Rio Branco). The e-mail tells the driver the local
+    time (flows/templates/fine-received.yaml): the notice's old one would name a time at
+    which HR says someone else drove."""
+    if data.get("kind") != "fine" or stored is None:
+        return data
+    local, before = data.get("occurred_at_local"), stored.get("occurred_at_local")
+    if local is None or not same_json(plain(local), plain(before)):
+        return data  # none, or written by this write
+    instant, was = _moment(data.get("occurred_at")), _moment(stored.get("occurred_at"))
+    clock = _moment(local)
+    if instant is None or was is None or clock is None or instant == was:
+        return data  # not a time (the schema refuses it), or the same instant
+    moved = instant.astimezone(clock.tzinfo).isoformat()
+    return {**data, "occurred_at_local": moved}
+
+
+def _moment(value: Any) -> datetime | None:
+    """A time as a write or the store holds it (text, or a datetime), None if none."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return _instant(value) if isinstance(value, str) else None
 
 
 _Rule = Callable[[bool, Mapping[str, Any], Sequence[str]], bool]

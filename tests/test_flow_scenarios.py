@@ -220,6 +220,54 @@ async def test_scenario_3_a_fine_whose_time_is_corrected_reaches_the_driver_at_t
     ]
 
 
+@pytest.mark.parametrize(
+    ("notice", "corrected", "told"),
+    [
+        ("2026-11-18T13:45:00-03:00", "2026-11-17T13:45:00-03:00", "17/11/2026 13:45"),
+        # Rio Branco's notice (UTC-5), corrected by the back office in UTC: still its clock
+        ("2026-11-18T13:45:00-05:00", "2026-11-17T18:45:00Z", "17/11/2026 13:45"),
+    ],
+)
+async def test_scenario_3_a_time_corrected_by_hand_is_the_time_the_driver_is_e_mailed(
+    client: Client,
+    partner: Partner,
+    smtp_server: SmtpFactory,
+    notice: str,
+    corrected: str,
+    told: str,
+) -> None:
+    """The provider's notice says 18/11 13:45 (Ana, e-mailed). The back office corrects the
+    infraction's time to the 17th (a PATCH of `occurred_at` alone): HR is asked about the
+    17th, names Bia, and Bia is e-mailed the corrected time on the notice's clock (she was
+    told 18/11 13:45, the notice's `occurred_at_local` the PATCH left behind, a time at which
+    HR says Ana drove): the local time follows the corrected instant, at the notice's offset."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    partner.respond_with(200, _hr_names("Ana Souza", ANA["cpf"], "2026-11-18T08:00:00-03:00"))
+    await send_to(client, fines, {**sample("fine_feed.json"), "dataHora": notice})
+    await drain(services)
+    partner.respond_with(200, _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00"))
+    response = await client.patch(
+        "/api/v1/entities/other/fine:261810:A123456789",
+        json={"occurred_at": corrected},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    await drain(services)
+
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    offset = notice[-6:]
+    assert fine["occurred_at_local"] == f"2026-11-17T13:45:00{offset}"
+    assert fine["driver_cpf"] == BIA["cpf"]
+    assert [m.recipients for m in smtp.received][-1] == ["bia.lima@example.com"]
+    text = smtp.received[-1].part("plain").replace("\r\n", "\n")
+    assert f"que você dirigia em\n{told}." in text, text
+
+
 async def test_scenario_3_and_4_ask_hr_and_tell_the_erp_the_plate_the_fleet_registered(
     client: Client, partner: Partner, smtp_server: SmtpFactory
 ) -> None:
