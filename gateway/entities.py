@@ -36,7 +36,7 @@ from gateway.errors import (
     PreconditionFailed,
 )
 from gateway.formats import at_path
-from gateway.formats.json_tree import as_number, same_json
+from gateway.formats.json_tree import as_number, plain, same_json
 from gateway.kinds import KindService
 from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
@@ -478,6 +478,21 @@ METADATA = ("id", "entity_type", "version", "created_at", "updated_at")
 """What an entity's view (`public`) shows beside its data."""
 
 
+def unmet(expect: Mapping[str, Any], data: Mapping[str, Any]) -> str | None:
+    """Why the entity's `data` is not as `expect` says (dotted field → the value it must
+    hold, null: absent or null), None when it is: the condition of a conditional write
+    (`patch(expect=)`, a flow's `set` with `expect`), the first field that differs."""
+    for name, wanted in expect.items():
+        held = plain(at_path(data, name))
+        if not same_json(held, plain(wanted)):
+            return f"its {name} is {_shown(held)}, not {_shown(wanted)}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else repr(plain(value))
+
+
 def public(doc: Doc) -> dict[str, Any]:
     """The API's view of a stored entity: its data, its id and its metadata."""
     return {
@@ -541,7 +556,7 @@ class EntityService:
             kind_schema = await (kinds.schema_for if dry else kinds.schema_for_write)(
                 tenant, data.get("kind")
             )
-            data = paid_on_kept(data, stored)
+            data = local_time_kept(paid_on_kept(data, stored), stored)
         checked = self._schemas.check_write(
             etype, data, kind_schema=kind_schema, stored=stored, change=change
         )
@@ -906,6 +921,7 @@ class EntityService:
         *,
         as_sent: bool = False,
         at_rev: int | None = None,
+        expect: Mapping[str, Any] | None = None,
     ) -> WriteResult:
         """`patch` merged into the entity's data as it is written over (read again after a
         concurrent write). `as_sent`: its whole values are written as sent, never taken for
@@ -914,7 +930,12 @@ class EntityService:
         entity (`rev`, the one the patch was made from), else PreconditionFailed and
         nothing written: a patch holding values read from it (the admin UI's whole
         `contact`, built from the members it read) would put back what a write meanwhile
-        changed."""
+        changed. `expect` (dotted field → value, `unmet`): written only while the entity
+        holds those values, else PreconditionFailed and nothing written; checked on the
+        revision the write replaces (a write that loses a round checks the entity it reads
+        again), so no write between the check and the write's own goes unseen: a flow's
+        `set` of what a partner said about the values its event had (a fine's driver at its
+        time) is not written over a fine corrected since."""
         nk = (await self.get(tenant, etype, ref))["nk"]
         async with self._lanes.turn((tenant, etype, nk)):
             rounds = _Rounds()
@@ -924,6 +945,11 @@ class EntityService:
                     raise PreconditionFailed(
                         f"the {etype} was written since revision {at_rev} (it is at "
                         f"{current['rev']}); nothing was changed"
+                    )
+                if expect and (why := unmet(expect, current["data"])) is not None:
+                    raise PreconditionFailed(
+                        f"the {etype} is not as expected: {why} (revision {current['rev']}); "
+                        "nothing was changed"
                     )
                 clean = await self.patched(tenant, current, patch, as_sent=as_sent)
                 result = await self._replace(tenant, current, clean, origin)
@@ -1127,6 +1153,33 @@ def paid_on_kept(data: Mapping[str, Any], stored: Mapping[str, Any] | None) -> M
     if said and (stored is None or said != stored.get("paid_on")):
         return data
     return {**data, "paid_on": utcnow().astimezone(BRASILIA).date().isoformat()}
+
+
+def local_time_kept(data: Mapping[str, Any], stored: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A fine's write that corrects its instant (`occurred_at`) and leaves `occurred_at_local`
+    as stored (an admin's PATCH, the UI, a trigger without a mapping: only the provider's
+    notice writes both) moves the local time with it: the corrected instant on the notice's
+    own clock (its offset, `-05:00` in Rio Branco). The e-mail tells the driver the local
+    time (flows/templates/fine-received.yaml): the notice's old one would name a time at
+    which HR says someone else drove."""
+    if data.get("kind") != "fine" or stored is None:
+        return data
+    local, before = data.get("occurred_at_local"), stored.get("occurred_at_local")
+    if local is None or not same_json(plain(local), plain(before)):
+        return data  # none, or written by this write
+    instant, was = _moment(data.get("occurred_at")), _moment(stored.get("occurred_at"))
+    clock = _moment(local)
+    if instant is None or was is None or clock is None or instant == was:
+        return data  # not a time (the schema refuses it), or the same instant
+    moved = instant.astimezone(clock.tzinfo).isoformat()
+    return {**data, "occurred_at_local": moved}
+
+
+def _moment(value: Any) -> datetime | None:
+    """A time as a write or the store holds it (text, or a datetime), None if none."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return _instant(value) if isinstance(value, str) else None
 
 
 _Rule = Callable[[bool, Mapping[str, Any], Sequence[str]], bool]

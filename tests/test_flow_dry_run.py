@@ -67,9 +67,9 @@ async def test_the_docs_example_completes_the_events_entity_from_the_stored_fine
     assert result["event"]["entity"] == {
         "type": "other", "key": "fine:261810:A123456789", "id": stored["id"]
     }  # fmt: skip
-    hr, current, driver, gate, email = result["steps"]
+    hr, driver, gate, email = result["steps"]
     assert hr["outcome"] == "answered" and gate["outcome"] == "passed", result
-    assert current["outcome"] == "passed", current  # the stored fine is the event's
+    # the stored fine is the event's: its `expect` met
     assert driver["outcome"] == "rendered" and "note" not in driver, driver
     assert driver["changes"] == [{"field": "driver_cpf", "old": None, "new": "52998224725"}]
     assert email["outcome"] == "rendered", email
@@ -81,8 +81,8 @@ async def test_a_dry_run_about_a_time_the_stored_fine_no_longer_has_stops_as_the
     client: Client, partner: Partner
 ) -> None:
     """`stored` is the fine as stored, `entity` the sample event's: a sample naming the stored
-    fine with another time (a notice since corrected) stops at `current`, why recorded, as a
-    run of that event would; nothing is written nor rendered."""
+    fine with another time (a notice since corrected) stops at `driver` (its `expect`), why
+    recorded, as a run of that event would; nothing is written nor rendered."""
     await _scenario3(client, partner)
     await post(client, "/api/v1/entities/other", dict(FINE_EVENT["data"]), status=201)
     event = {
@@ -95,7 +95,6 @@ async def test_a_dry_run_about_a_time_the_stored_fine_no_longer_has_stops_as_the
     assert [s["outcome"] for s in result["steps"]] == [
         "answered",
         "stopped",
-        "not reached",
         "not reached",
         "not reached",
     ]
@@ -115,8 +114,7 @@ async def test_scenario_3_renders_the_hr_request_and_the_drivers_email(
         },
     )
     assert result["starts"] is True and result["unresolved"] == []
-    hr, current, driver, gate, email = result["steps"]
-    assert current["outcome"] == "passed"  # no fine stored: the sample's stands in
+    hr, driver, gate, email = result["steps"]
     assert hr["outcome"] == "answered"
     assert hr["assign"] == {
         "vehicle": "ABC1D23",
@@ -155,9 +153,9 @@ async def test_a_fetch_without_a_sample_is_unresolved_and_the_run_says_so(
 ) -> None:
     await _scenario3(client, partner)
     result = await _test(client, {"flow": "fine-email-driver", "event": FINE_EVENT})
-    hr, _, driver, gate, email = result["steps"]
+    hr, driver, gate, email = result["steps"]
     assert hr["outcome"] == "unresolved" and result["unresolved"] == ["hr"]
-    assert driver["outcome"] == "skipped" and "unresolved" in driver["note"]
+    assert driver["outcome"] == "rendered" and driver["fields"] == {"driver_cpf": None}
     assert gate["outcome"] == "stopped" and "unresolved" in gate["note"]
     assert email["outcome"] == "not reached"
     assert partner.requests == []
@@ -592,6 +590,44 @@ async def test_a_sets_answer_has_the_version_the_real_run_gives(client: Client) 
         "data": {"plate": "ABC1D23"},
     }
     dry = await _test(client, {"flow": "stamp", "event": event})
+    assert [s["outcome"] for s in dry["steps"]] == ["rendered", "passed"]
+
+
+async def test_a_set_with_expect_stops_the_dry_run_as_it_would_stop_the_run(
+    client: Client,
+) -> None:
+    """A `set` whose `expect` the stored entity does not meet is `stopped` (its reason and
+    description, nothing rendered), and the steps after it are not reached; met, rendered."""
+    flow = {
+        "name": "stamp",
+        "on": {
+            "events": ["entity.updated"],
+            "filter": {"entity_type": "vehicle", "origin": {"kind": ["admin"]}},
+        },
+        "steps": [
+            {
+                "id": "s",
+                "description": "changed since",
+                "set": {
+                    "fields": {"attributes.stamped": "'yes'"},
+                    "expect": {"status": "entity.status"},
+                },
+            },
+            {"id": "v", "when": "`true`"},
+        ],
+    }
+    await post(client, "/api/v1/flows", flow)
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    ref = {"type": "vehicle", "id": vehicle["id"]}
+    stale = {"type": "entity.updated", "entity": ref, "data": {"status": "inactive"}}
+    dry = await _test(client, {"flow": "stamp", "event": stale})
+    assert [s["outcome"] for s in dry["steps"]] == ["stopped", "not reached"]
+    assert dry["steps"][0]["reason"] == (
+        "expect: the vehicle is not as expected: its status is null, not 'inactive'"
+    )
+    assert dry["steps"][0]["description"] == "changed since"
+    held = {"type": "entity.updated", "entity": ref, "data": {}}
+    dry = await _test(client, {"flow": "stamp", "event": held})
     assert [s["outcome"] for s in dry["steps"]] == ["rendered", "passed"]
 
 

@@ -595,6 +595,67 @@ async def test_the_fold_events_a_flows_odometer_write_causes_are_links_of_its_ch
     assert due["origin"] == chain
 
 
+_EXPECTING = {
+    "name": "tag",
+    "on": {
+        "events": ["entity.updated"],
+        "filter": {"entity_type": "vehicle", "origin": {"kind": ["admin"]}},
+    },
+    "steps": [
+        {
+            "id": "tag",
+            "description": "the vehicle's status changed since the event",
+            "set": {
+                "fields": {"attributes.tagged": "entity.status"},
+                "expect": {"status": "entity.status", "attributes.tagged": "`null`"},
+            },
+        },
+        {"id": "after", "when": "`true`"},
+    ],
+}
+
+
+async def test_a_set_with_expect_writes_only_while_the_entity_holds_what_it_expects(
+    client: Client,
+) -> None:
+    """A `set` with `expect` writes only while the entity holds those values, checked with
+    the write: the run of a status written over since its event writes nothing and stops
+    there (its reason and the step's description recorded); the run of the status the vehicle
+    still has writes; its field once written, a later run expecting it absent stops."""
+    await _upload(client, _EXPECTING)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    for status in ("inactive", "maintenance"):
+        patched = await client.patch(
+            "/api/v1/entities/vehicle/ABC1D23", json={"status": status}, headers=auth()
+        )
+        assert patched.status == 200
+    await drain(client.app[services_key])
+
+    runs = {r["event"]["entity"]["rev"]: r for r in await _runs(client, "tag")}
+    stale, current = runs[2], runs[3]  # inactive, maintenance
+    assert stale["status"] == "stopped" and current["status"] == "succeeded"
+    (stopped,) = stale["steps"]
+    assert stopped["outcome"] == "stopped", stopped
+    assert stopped["reason"] == (
+        "expect: the vehicle is not as expected: its status is 'maintenance', not 'inactive' "
+        "(revision 3); nothing was changed"
+    )
+    assert stopped["description"] == "the vehicle's status changed since the event"
+    assert [s["outcome"] for s in current["steps"]] == ["written", "passed"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"] == {"tagged": "maintenance"}
+
+    patched = await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23", json={"status": "active"}, headers=auth()
+    )
+    await drain(client.app[services_key])
+    (again,) = [r for r in await _runs(client, "tag") if r["event"]["entity"]["rev"] == 5]
+    assert again["status"] == "stopped"
+    assert "its attributes.tagged is 'maintenance', not null" in again["steps"][0]["reason"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"] == {"tagged": "maintenance"}
+
+
 async def test_the_runs_api_lists_filters_and_explains(client: Client, partner: Partner) -> None:
     fines = await _fines(client, partner)
     await _upload(client, _lookup_flow())

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.errors import EntityContended
+from gateway.flows import steps
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
@@ -86,7 +88,6 @@ async def test_scenario_3_a_fine_reaches_the_driver_hr_names_by_email(
     assert run["event"]["entity"]["id"] == written["id"]
     assert [(s["id"], s["outcome"]) for s in run["steps"]] == [
         ("hr", "answered"),
-        ("current", "passed"),
         ("driver", "written"),
         ("has_email", "passed"),
         ("email", "queued"),
@@ -104,7 +105,7 @@ async def test_scenario_3_a_fine_reaches_the_driver_hr_names_by_email(
     assert fine["driver_cpf"] == "52998224725"
     detail = await get(client, f"/api/v1/flow-runs/{run['id']}")
     assert detail["answers"]["hr"]["email"] == "ana.souza@example.com"
-    (message,) = detail["steps"][4]["messages"]
+    (message,) = detail["steps"][3]["messages"]
     delivery = await get(client, f"/api/v1/deliveries/{message['delivery']}")
     assert delivery["kind"] == "notification" and delivery["status"] == "succeeded"
     assert delivery["run_id"] == run["id"] and delivery["step_id"] == "email"
@@ -217,6 +218,54 @@ async def test_scenario_3_a_fine_whose_time_is_corrected_reaches_the_driver_at_t
         ["ana.souza@example.com"],
         ["bia.lima@example.com"],
     ]
+
+
+@pytest.mark.parametrize(
+    ("notice", "corrected", "told"),
+    [
+        ("2026-11-18T13:45:00-03:00", "2026-11-17T13:45:00-03:00", "17/11/2026 13:45"),
+        # Rio Branco's notice (UTC-5), corrected by the back office in UTC: still its clock
+        ("2026-11-18T13:45:00-05:00", "2026-11-17T18:45:00Z", "17/11/2026 13:45"),
+    ],
+)
+async def test_scenario_3_a_time_corrected_by_hand_is_the_time_the_driver_is_e_mailed(
+    client: Client,
+    partner: Partner,
+    smtp_server: SmtpFactory,
+    notice: str,
+    corrected: str,
+    told: str,
+) -> None:
+    """The provider's notice says 18/11 13:45 (Ana, e-mailed). The back office corrects the
+    infraction's time to the 17th (a PATCH of `occurred_at` alone): HR is asked about the
+    17th, names Bia, and Bia is e-mailed the corrected time on the notice's clock (she was
+    told 18/11 13:45, the notice's `occurred_at_local` the PATCH left behind, a time at which
+    HR says Ana drove): the local time follows the corrected instant, at the notice's offset."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    partner.respond_with(200, _hr_names("Ana Souza", ANA["cpf"], "2026-11-18T08:00:00-03:00"))
+    await send_to(client, fines, {**sample("fine_feed.json"), "dataHora": notice})
+    await drain(services)
+    partner.respond_with(200, _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00"))
+    response = await client.patch(
+        "/api/v1/entities/other/fine:261810:A123456789",
+        json={"occurred_at": corrected},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    await drain(services)
+
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    offset = notice[-6:]
+    assert fine["occurred_at_local"] == f"2026-11-17T13:45:00{offset}"
+    assert fine["driver_cpf"] == BIA["cpf"]
+    assert [m.recipients for m in smtp.received][-1] == ["bia.lima@example.com"]
+    text = smtp.received[-1].part("plain").replace("\r\n", "\n")
+    assert f"que você dirigia em\n{told}." in text, text
 
 
 async def test_scenario_3_and_4_ask_hr_and_tell_the_erp_the_plate_the_fleet_registered(
@@ -795,8 +844,8 @@ async def test_scenario_3_a_correction_while_hr_is_down_reaches_the_driver_at_th
 ) -> None:
     """HR is down; the notice (18/11) and the provider's correction (17/11) both wait for it.
     HR back: the notice's run hears 18/11 is Ana, a time the fine no longer has: it stops
-    before writing or e-mailing (its step `current`); the correction's hears 17/11 is Bia,
-    the fine's driver, e-mailed. Only Bia, who drove then, is told."""
+    before writing or e-mailing (its `driver` write expects 18/11); the correction's hears
+    17/11 is Bia, the fine's driver, e-mailed. Only Bia, who drove then, is told."""
     smtp = await smtp_server()
     fines = await _scenario3(client, partner, smtp.port)
     services = client.app[services_key]
@@ -828,7 +877,7 @@ async def test_scenario_3_a_correction_while_hr_is_down_reaches_the_driver_at_th
     assert stale["status"] == "stopped"
     assert [(s["id"], s["outcome"]) for s in stale["steps"]] == [
         ("hr", "answered"),
-        ("current", "stopped"),
+        ("driver", "stopped"),
     ]
     assert "corrected" in stale["steps"][1]["description"]
 
@@ -838,8 +887,8 @@ async def test_scenario_3_a_lookup_finishing_after_the_correction_does_not_overw
 ) -> None:
     """The notice (17/11) waits for HR (503); the provider's correction (18/11) runs at once:
     Ana, the fine's driver, e-mailed. HR back, the notice's run hears 17/11 is Bia: about a
-    time the fine no longer has, it stops (`current`): the fine keeps Ana, Bia is not told,
-    whichever HR answer comes back last."""
+    time the fine no longer has, it stops (`driver`'s expect): the fine keeps Ana, Bia is not
+    told, whichever HR answer comes back last."""
     smtp = await smtp_server()
     fines = await _scenario3(client, partner, smtp.port)
     services = client.app[services_key]
@@ -868,6 +917,98 @@ async def test_scenario_3_a_lookup_finishing_after_the_correction_does_not_overw
     assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
     runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
     assert sorted(r["status"] for r in runs) == ["stopped", "succeeded"]
+
+
+async def test_scenario_3_a_driver_write_that_waited_puts_no_stale_driver_on_a_corrected_fine(
+    client: Client, partner: Partner, smtp_server: SmtpFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notice's run (17/11) hears Bia; its `driver` write loses to another writer of the
+    fine (EntityContended: the provider's correction being written) and waits. The correction
+    (18/11) names Ana, e-mailed. The notice's run resumes at its write: the fine no longer has
+    the time HR was asked about, so it writes nothing and e-mails nobody (before, it resumed
+    past the check made before the wait and wrote and e-mailed Bia)."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = services.delivery_worker.clock = clock
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    entities = services.flow_runner._steps._p.entities
+    real_patch = entities.patch
+    contended: list[int] = []
+
+    async def patch(*args: Any, **kwargs: Any) -> Any:
+        if not contended and args[1] == "other":  # the first write of the fine by the flow
+            contended.append(1)
+            raise EntityContended("another process writes the fine")
+        return await real_patch(*args, **kwargs)
+
+    entities.patch = patch  # type: ignore[method-assign]
+    monkeypatch.setattr(steps, "_CONFLICT_RETRY", (300.0,))  # waits until the clock moves
+    partner.respond_with(200, _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00"))
+    await send_to(
+        client, fines, {**sample("fine_feed.json"), "dataHora": "2026-11-17T13:45:00-03:00"}
+    )
+    await drain(services)
+    assert contended
+    partner.respond_with(200, _hr_names("Ana Souza", ANA["cpf"], "2026-11-18T08:00:00-03:00"))
+    await send_to(client, fines, sample("fine_feed.json"))  # corrected: 18/11 13:45
+    await drain(services)
+    clock.advance(600)  # the notice's run tries its write again
+    await drain(services)
+
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert (fine["occurred_at"], fine["driver_cpf"]) == ("2026-11-18T16:45:00Z", ANA["cpf"])
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
+    runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    (stale,) = [r for r in runs if r["event"]["entity"]["rev"] == 1]  # the notice's
+    assert stale["status"] == "stopped"
+    (driver,) = [s for s in stale["steps"] if s["id"] == "driver"]
+    assert driver["outcome"] == "stopped" and stale["steps"][-1] == driver
+    assert driver["reason"].startswith("expect: the other is not as expected: its occurred_at")
+    assert "corrected" in driver["description"]
+
+
+async def test_scenario_3_a_correction_stored_just_before_the_driver_write_is_not_overwritten(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """No wait at all: another process stores the provider's correction (18/11) after the
+    notice's run (17/11, HR: Bia) read the fine and right before its `driver` write: the
+    write, conditioned on the fine still having the time HR was asked about, is not made,
+    and Bia is not e-mailed; the correction's run names Ana."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    entities = services.flow_runner._steps._p.entities
+    real_patch = entities.patch
+    corrected: list[dict[str, Any]] = []
+
+    async def patch(*args: Any, **kwargs: Any) -> Any:
+        if not corrected and args[1] == "other":  # another process stores the correction now
+            corrected.append(await send_to(client, fines, sample("fine_feed.json")))
+        return await real_patch(*args, **kwargs)
+
+    entities.patch = patch  # type: ignore[method-assign]
+    partner.respond_with(200, _hr_names("Ana Souza", ANA["cpf"], "2026-11-18T08:00:00-03:00"))
+    bia_then = _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00")
+    partner.respond_with(200, bia_then, times=1)
+    await send_to(
+        client, fines, {**sample("fine_feed.json"), "dataHora": "2026-11-17T13:45:00-03:00"}
+    )
+    await drain(services)
+    assert corrected
+    await drain(services)
+
+    asked = [r.query["em"] for r in partner.requests]
+    assert asked == ["2026-11-17T16:45:00Z", "2026-11-18T16:45:00Z"]
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    assert (fine["occurred_at"], fine["driver_cpf"]) == ("2026-11-18T16:45:00Z", ANA["cpf"])
+    assert [m.recipients for m in smtp.received] == [["ana.souza@example.com"]]
 
 
 async def test_scenario_3_a_fine_whose_plate_is_corrected_reaches_the_driver_of_that_vehicle(
@@ -915,6 +1056,52 @@ async def test_scenario_3_a_fine_whose_plate_is_corrected_reaches_the_driver_of_
     fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
     assert (fine["plate"], fine["driver_cpf"]) == ("ABC1D25", BIA["cpf"])
     assert len(smtp.received) == 2
+
+
+async def test_scenario_3_a_fine_corrected_to_a_vehicle_hr_names_nobody_for_has_no_driver(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The notice read the plate wrong (ABC1D24: HR names Bia, the fine is hers, e-mailed; the
+    back office marks it paid: the ERP hears Bia). The corrected notice says ABC1D23, a pool
+    car HR names nobody for then: Bia drove another vehicle, so the fine's driver is cleared
+    (it kept hers) and the ERP is told the payment again without a driver; nobody e-mailed."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    services = client.app[services_key]
+    for plate in ("ABC1D23", "ABC1D24"):
+        await post(client, "/api/v1/entities/vehicle", {"plate": plate})
+    for driver in (ANA, BIA):
+        await post(client, "/api/v1/entities/driver", driver)
+    partner.respond_with(200, _hr_names("Bia Lima", BIA["cpf"], "2026-11-01T08:00:00-03:00"))
+    await send_to(client, fines, {**sample("fine_feed.json"), "placa": "ABC1D24"})
+    await drain(services)
+    response = await client.patch(
+        "/api/v1/entities/other/fine:261810:A123456789", json={"status": "paid"}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    await drain(services)
+    partner.respond_with(200, {"veiculo": {"placa": "ABC1D23"}, "condutorAtual": None})
+    answer = await send_to(client, fines, sample("fine_feed.json"))
+    assert "fine.received" in answer["events"]
+    await drain(services)
+
+    asked = [r.path for r in partner.requests if r.method == "GET"]
+    assert asked == ["/veiculos/ABC1D24/condutor-atual", "/veiculos/ABC1D23/condutor-atual"]
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    told = [r.json() for r in partner.requests if r.method == "PUT"]
+    assert [t.get("condutorCpf") for t in told] == [BIA["cpf"], None]
+    assert told[-1]["placa"] == "ABC1D23"
+    assert fine["plate"] == "ABC1D23" and "driver_cpf" not in fine, fine
+    assert [m.recipients for m in smtp.received] == [["bia.lima@example.com"]]
+    runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    corrected = runs[0]  # the newest
+    assert corrected["status"] == "stopped"
+    assert [(s["id"], s["outcome"]) for s in corrected["steps"]][-2:] == [
+        ("driver", "written"),
+        ("has_email", "stopped"),
+    ]
 
 
 FINE = {**KEYED_IN, "occurred_at": "2026-11-18T13:45:00-03:00", "place": "Av. Paulista, 1000"}

@@ -176,17 +176,23 @@ def test_set_fields_cannot_overlap() -> None:
 
 
 async def test_an_upload_names_only_what_the_tenant_has(client: Client) -> None:
+    text = (FLOWS / "fine-email-driver.yaml").read_text()
     response = await client.post(
         "/api/v1/flows",
-        data=(FLOWS / "fine-email-driver.yaml").read_bytes(),
+        data=text.encode(),
         headers={**auth(), "Content-Type": "application/yaml"},
     )
     body = await response.json()
     assert response.status == 422
+    lines = text.splitlines()
+
+    def line(of: str) -> int:
+        return next(n for n, seen in enumerate(lines, 1) if seen.strip() == of)
+
     assert [(e["pointer"], e["line"]) for e in body["errors"]] == [
-        ("/steps/0/fetch", 17),
-        ("/steps/4/notify/channel", 44),
-        ("/steps/4/notify/template", 45),
+        ("/steps/0/fetch", line("fetch: hr-driver-lookup")),
+        ("/steps/3/notify/channel", line("channel: email")),
+        ("/steps/3/notify/template", line("template: fine-received")),
     ]
 
 
@@ -202,7 +208,7 @@ async def test_fetch_needs_a_get_and_templates_match_their_channel(
         "/api/v1/flows", data=text.encode(), headers={**auth(), "Content-Type": "application/yaml"}
     )
     errors = (await response.json())["errors"]
-    assert [e["pointer"] for e in errors] == ["/steps/0/fetch", "/steps/4/notify/template"]
+    assert [e["pointer"] for e in errors] == ["/steps/0/fetch", "/steps/3/notify/template"]
     assert "GET" in errors[0]["message"] and "push" in errors[1]["message"]
 
 
@@ -264,7 +270,7 @@ async def test_versions_activate_roll_back_and_diff(client: Client, partner: Par
     diff = await (
         await client.get("/api/v1/flows/fine-email-driver/diff?from=1&to=2", headers=auth())
     ).json()
-    assert diff["changed"] == [{"path": "/steps/3/id", "old": "has_email", "new": "reachable"}]
+    assert diff["changed"] == [{"path": "/steps/2/id", "old": "has_email", "new": "reachable"}]
     rolled = await post(client, "/api/v1/flows/fine-email-driver/rollback", {}, status=200)
     assert rolled["version"] == 1
     first_again = await post(client, "/api/v1/flows/fine-email-driver/rollback", {}, status=409)

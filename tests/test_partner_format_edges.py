@@ -221,8 +221,7 @@ async def test_the_fine_flow_stops_when_hr_names_nobody(
     assert run["status"] == "stopped", run
     assert [(s["id"], s["outcome"]) for s in run["steps"]] == [
         ("hr", "answered"),
-        ("current", "passed"),
-        ("driver", "skipped"),
+        ("driver", "unchanged"),
         ("has_email", "stopped"),
     ]
     assert run["steps"][0]["assignment"]["recorded"] is False
@@ -249,10 +248,10 @@ async def test_an_hr_cpf_that_is_not_one_is_left_out_never_padded_into_a_made_up
             {"flow": "fine-email-driver", "event": FINE_EVENT, "samples": {"hr": answer}},
             status=200,
         )
-        hr, _, driver, gate, email = result["steps"]
+        hr, driver, gate, email = result["steps"]
         assert hr["outcome"] == "answered" and "cpf" not in hr["result"], (cpf, hr)
         assert hr["assign"]["driver"] is None, (cpf, hr)  # the history records nobody
-        assert driver["outcome"] == "skipped" and gate["outcome"] == "passed", cpf
+        assert driver["fields"] == {"driver_cpf": None} and gate["outcome"] == "passed", cpf
         assert email["messages"][0]["recipient"]["address"] == "ana.souza@example.com"
     for nobody in ({}, {"condutorAtual": {"nome": None, "cpf": None, "email": None}}):
         result = await post(
@@ -263,8 +262,7 @@ async def test_an_hr_cpf_that_is_not_one_is_left_out_never_padded_into_a_made_up
         )
         assert [s["outcome"] for s in result["steps"]] == [
             "answered",
-            "passed",
-            "skipped",
+            "rendered",
             "stopped",
             "not reached",
         ], result

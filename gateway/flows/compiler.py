@@ -202,7 +202,8 @@ class _Compiler:
             notify = self.notify(raw["notify"], f"{at}/notify", sid, earlier)
             return Step(sid, kind, at, guard=step.guard, notify=notify)
         set_spec = self.set(raw["set"], f"{at}/set", earlier)
-        return Step(sid, kind, at, guard=step.guard, set=set_spec)
+        why = raw.get("description", "")
+        return Step(sid, kind, at, guard=step.guard, set=set_spec, why=why)
 
     def notify(self, raw: dict[str, Any], at: str, sid: str, earlier: frozenset[str]) -> NotifySpec:
         self.references.append(Reference("channel", raw["channel"], f"{at}/channel", sid))
@@ -285,6 +286,7 @@ class _Compiler:
             fields=self.values(raw["fields"], f"{at}/fields", earlier),
             entity_type=None if entity is None else entity["type"],
             ref=None if entity is None else self.expr(entity["ref"], f"{at}/entity/ref", earlier),
+            expect=self.values(raw.get("expect", {}), f"{at}/expect", earlier),
         )
 
     def values(self, raw: dict[str, str], at: str, earlier: frozenset[str]) -> dict[str, Expr]:

@@ -26,7 +26,7 @@ import orjson
 
 from gateway.actions.catalog import Catalog, build_request
 from gateway.clock import utcnow
-from gateway.entities import EntityService, diff
+from gateway.entities import EntityService, diff, unmet
 from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.events import entity_key
 from gateway.flows.compiler import step_references
@@ -173,9 +173,7 @@ class FlowDryRun:
             assert step.condition is not None
             passed = holds(step.condition, context)
             entry = {"outcome": "passed" if passed else "stopped", "condition": step.condition.text}
-            if not passed and step.why:
-                entry["description"] = step.why
-            return entry
+            return {**entry, **(_why(step) if not passed else {})}
         if step.kind in ("fetch", "call"):
             return await self._action(tenant, step, context, samples)
         if step.kind == "notify":
@@ -380,6 +378,13 @@ class FlowDryRun:
                 note = "the event's entity is not stored: the sample event's data stands in"
                 key = entities.natural_key(etype, sample)
                 current = {"_id": named, "type": etype, "nk": key, "data": sample}
+            if spec.expect and (why := unmet(evaluate(spec.expect, context), current["data"])):
+                # As the run's write would find it (`EntityService.patch(expect=)`).
+                stop = {
+                    "outcome": "stopped",
+                    "reason": f"expect: the {etype} is not as expected: {why}",
+                }
+                return {**({"note": note} if note else {}), **stop, **_why(step)}
             fields = plain(evaluate(spec.fields, context))
             try:
                 patch = unflatten(fields)
@@ -408,13 +413,18 @@ class FlowDryRun:
         }
 
 
+def _why(step: Step) -> dict[str, str]:
+    """What a stop records beside its reason: the step's description, when it has one."""
+    return {"description": step.why} if step.why else {}
+
+
 def _reads(step: Step) -> set[str]:
     texts = [e.text for e in (step.guard, step.condition) if e is not None]
     texts += [e.text for e in step.values.values()]
     if step.notify is not None and step.notify.context:
         texts += [e.text for e in step.notify.context.values()]
     if step.set is not None:
-        texts += [e.text for e in step.set.fields.values()]
+        texts += [e.text for e in (*step.set.fields.values(), *step.set.expect.values())]
     return {ref for text in texts for ref in step_references(text)}
 
 

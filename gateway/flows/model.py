@@ -59,6 +59,9 @@ class SetSpec:
     fields: Mapping[str, Expr]
     entity_type: str | None = None  # None: the event's entity
     ref: Expr | None = None
+    # Dotted fields the entity must hold, each the expression's value, when it is written
+    # (`EntityService.patch(expect=)`): else nothing is written and the run stops.
+    expect: Mapping[str, Expr] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,7 @@ class Step:
     pointer: str  # /steps/<i>, for problems and outcomes
     guard: Expr | None = None  # `when` beside another kind: skip the step when false
     condition: Expr | None = None  # a `when` step: end the run when false
-    why: str = ""  # a `when` step: its description, recorded with the stop it makes
+    why: str = ""  # a `when` or `set` step: its description, recorded with the stop it makes
     action: str | None = None  # fetch, call
     values: Mapping[str, Expr] = field(default_factory=dict)  # fetch, call: `with`
     assign: AssignSpec | None = None  # fetch

@@ -16,7 +16,8 @@ later steps, whether the run ends, or that the step must wait and run again late
              queued (with who is unreachable and why, and messages that failed to render),
              or nobody when not one message was queued
     set      the entity written with origin {kind: flow, id: <flow>, run, depth: n + 1}:
-             written | unchanged
+             written | unchanged; with `expect`, only while the entity holds those values
+             (checked with the write): else stopped (the run ends), nothing written
 
 Steps that create deliveries or write entities are idempotent, so a step repeated after a
 crash (it ran, its outcome was not recorded yet) creates nothing twice: delivery ids are
@@ -42,6 +43,7 @@ from gateway.errors import (
     EventsBacklogged,
     InvalidPayload,
     NotFound,
+    PreconditionFailed,
 )
 from gateway.flows.context import cooldown_also, cooldown_key, evaluate, holds
 from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
@@ -394,9 +396,23 @@ class StepRunner:
         except ValueError as exc:  # one field inside another (a and a.b)
             raise StepFailed(f"set: {exc}") from None
         origin = Origin("flow", run.flow, run.chain)
+        expect = plain(evaluate(spec.expect, context)) if spec.expect else None
         try:
-            result = await self._p.entities.patch(run.tenant, etype, ref, patch, origin)
-        except (NotFound, InvalidPayload, Conflict) as exc:
+            result = await self._p.entities.patch(
+                run.tenant, etype, ref, patch, origin, expect=expect
+            )
+        except (PreconditionFailed, NotFound) as exc:
+            if expect is None:  # NotFound: refused, as below
+                raise StepFailed(exc.detail) from None
+            # Not as the run read it (changed, or deleted, since): what the run would write
+            # is about values the entity no longer holds; nothing written, the run ends.
+            gone = isinstance(exc, NotFound)
+            why = f"the entity is gone ({exc.detail}); nothing was written" if gone else exc.detail
+            stop = {"outcome": "stopped", "reason": f"expect: {why}"}
+            if step.why:
+                stop["description"] = step.why
+            return StepOutcome(stop, end=RunStatus.STOPPED)
+        except (InvalidPayload, Conflict) as exc:
             # Refused (a natural key it would change among them): no retry cures it.
             problems = [p.as_dict() for p in getattr(exc, "problems", [])]
             raise StepFailed(exc.detail, problems) from None
