@@ -16,7 +16,9 @@ dicts), every way a template could reach Python or take unbounded time or memory
   and `{% filter %}` blocks, macro and call bodies: `_Output`), and stops at
   `MAX_OUTPUT_CHARS`; an allocation that fails anyway is a limit, not a crash;
 - time: rendering runs under a step budget (Python trace events) and a deadline, so nested
-  `range` loops or recursive macros stop with an error instead of running for ever.
+  `range` loops or recursive macros stop with an error instead of running for ever; C code
+  the trace never sees is linear in what it is given (`urlize` is `links.py`'s: Jinja's
+  backtracks quadratically on a run of dots).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.utils import Cycler, Joiner, Namespace
 
 from gateway.errors import RateLimited
+from gateway.notify.links import urlize
 
 MAX_OUTPUT_CHARS = 256 * 1024
 """Characters of one rendered part (and of any string a template builds)."""
@@ -91,6 +94,8 @@ _CALLABLE_TYPES = (Macro, Joiner)
 _MAX_BITS = 4096
 _WIDTH_FILTERS = frozenset({"center", "indent", "wordwrap", "batch", "slice", "truncate"})
 _DROPPED_FILTERS = ("format", "random", "filesizeformat", "xmlattr")
+# Jinja's own runs a regular expression in C that can take seconds on a field of dots.
+_REPLACED_FILTERS: Mapping[str, Callable[..., Any]] = {"urlize": urlize}
 _STANDALONE = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 
 
@@ -266,6 +271,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.globals.update(_GLOBALS)
         for name in _DROPPED_FILTERS:
             self.filters.pop(name, None)
+        self.filters.update(_REPLACED_FILTERS)
         self.filters.update(filters)
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
         self._safe_functions = frozenset(id(f) for f in _GLOBALS.values())
