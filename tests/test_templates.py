@@ -82,6 +82,33 @@ def test_python_internals_are_refused_at_upload(text: str) -> None:
     assert "Python internals" in _refusal(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Olá {{ driver.get('name', 'motorista') }}",
+        "Olá {{ driver.name.split(' ')[0] }}",
+        "{% for k, v in fine.items() %}{{ k }}={{ v }} {% endfor %}",
+        "{{ fine.place.upper() }}",  # a key the data lacks, on a value it has
+    ],
+)
+def test_an_allowed_call_on_missing_data_is_a_render_failure_not_a_refusal(text: str) -> None:
+    """Calling an allowed method (`get`, `split`, `items`) on a value the context lacks was a
+    `security` violation: a template refused at upload without a sample, and a fetched answer
+    without `driver` reported as one at run time. It depends on the data: a render failure,
+    which only a sample makes count at upload."""
+    template = _template(text)
+    assert template.render({"driver": {"name": "Ana Souza"}, "fine": {"place": "SP"}}, "en")
+    with pytest.raises(RenderFailed) as caught:
+        template.render({"fine": 1}, "en")
+    assert caught.value.keyword == "render", caught.value
+    assert _refusal(text, {"x": 1}).startswith("render")
+
+
+@pytest.mark.parametrize("text", ["{{ lipsum(3) }}", "{{ driver() }}", "{{ caller() }}"])
+def test_calling_a_name_no_context_can_make_callable_is_still_refused(text: str) -> None:
+    assert _refusal(text).startswith("security")
+
+
 def test_internals_reached_indirectly_fail_when_rendered() -> None:
     assert _refusal("{{ x|attr('__class__') }}", {"x": 1}).startswith("security")
 

@@ -55,7 +55,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
-from jinja2.utils import Cycler, Joiner, Namespace
+from jinja2.utils import Cycler, Joiner, Namespace, missing
 
 from gateway.errors import RateLimited
 from gateway.notify.links import urlize
@@ -138,9 +138,18 @@ class BoundedUndefined(ChainableUndefined):
     """A missing value prints as nothing (`{{ driver.phone }}` with no phone) and chains
     (`{{ a.b.c }}`); `undefined_names` lists what was missing, for previews."""
 
+    _member = False  # a member of a missing value (`driver.get`), not a missing name
+
     def __str__(self) -> str:
         _note_undefined(self._undefined_name)
         return ""
+
+    def __getattr__(self, name: str) -> Any:
+        if name[:2] == "__" and name[-2:] == "__":
+            raise AttributeError(name)
+        member = type(self)(self._undefined_hint, self._undefined_obj, self._undefined_name)
+        member._member = True
+        return member
 
 
 # The names a render printed without a value; set by `budget()` for the render in progress.
@@ -285,6 +294,11 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         if isinstance(obj, Undefined):
+            # A member of a value (`driver.get(...)`, `fine.items()`) is missing because the
+            # data is (a render failure, like `1/0`); a bare name no data can make callable.
+            member = isinstance(obj, BoundedUndefined) and obj._member
+            if member or obj._undefined_obj is not missing:
+                obj._fail_with_undefined_error()
             raise SecurityError(f"{obj._undefined_name or 'a value'} is undefined: not callable")
         if not self._allowed_call(obj):
             name = getattr(obj, "__name__", type(obj).__name__)
