@@ -33,6 +33,11 @@ class Received:
     message: EmailMessage
     tls: bool
     login: str | None
+    raw: bytes = b""  # the message as the server received it
+
+    def raw_headers(self) -> str:
+        """The header block as it went over the wire (folded lines and all)."""
+        return self.raw.partition(b"\r\n\r\n")[0].decode("ascii")
 
     def part(self, subtype: str) -> str:
         found = self.message.get_body(preferencelist=(subtype,))
@@ -119,6 +124,7 @@ class SmtpDouble:
                     server.transport is not None
                     and server.transport.get_extra_info("ssl_object") is not None,
                     login,
+                    envelope.content,
                 )
             )
             self.arrived.notify_all()

@@ -60,6 +60,35 @@ async def test_an_email_channel_sends_a_rendered_template(
     assert got.message["Reply-To"] == "frota@acme.com.br"
 
 
+async def test_a_long_portuguese_subject_and_sender_arrive_as_previewed(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """The preview showed '… no fornecedor São João Peças', the reader got 'SãoJoão'; the
+    channel's 'Transportadora São João Ltda' arrived 'São Jo ão'."""
+    double = await smtp_server("plain")
+    sender = '"Gestão de Frota — Transportadora São João Ltda, Filial Ribeirão Preto" <a@acme.com>'
+    await post(client, "/api/v1/channels", {**_email_channel(double), "from": sender})
+    subject = (
+        "Manutenção do veículo {{ vehicle.plate }} vencida em {{ km|number }} km — agende a "
+        "revisão no fornecedor {{ supplier }}"
+    )
+    sample = {"vehicle": {"plate": "ABC1D23"}, "km": 152340, "supplier": "São João Peças"}
+    locales = {"pt-BR": {"subject": subject, "text": "Olá"}}
+    template = {"name": "due", "channel_type": "email", "default_locale": "pt-BR"}
+    await post(client, "/api/v1/templates", {**template, "locales": locales, "sample": sample})
+    preview = await post(
+        client, "/api/v1/templates/preview", {"template": "due", "locale": "pt-BR"}, status=200
+    )
+    assert preview["parts"]["subject"].endswith("no fornecedor São João Peças")
+    test = {"to": "Conceição Guimarães São João <ana@example.com>", "template": "due"}
+    result = await post(client, "/api/v1/channels/email/test", test, status=200)
+    assert result["result"] == "success", result
+    (got,) = double.received
+    assert got.message["Subject"] == preview["parts"]["subject"]
+    assert got.message["From"].addresses[0].display_name == sender.split('"')[1]
+    assert got.message["To"].addresses[0].display_name == "Conceição Guimarães São João"
+
+
 async def test_the_smtp_password_is_write_only_sealed_and_kept_on_change(
     client: Client, smtp_server: SmtpFactory
 ) -> None:

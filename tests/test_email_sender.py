@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import gc
 import os
 import socket
@@ -235,3 +236,63 @@ def _sockets() -> set[str]:
             if (target := os.readlink(f"/proc/self/fd/{fd}")).startswith("socket:"):
                 found.add(target)
     return found
+
+
+LONG_SUBJECTS = [
+    "Manutenção do veículo ABC1D23 vencida em 152.340 km — agende a revisão no fornecedor "
+    "São João Peças",
+    "Multa A123456789 — excesso de velocidade na Rodovia dos Bandeirantes, km 45, São Paulo "
+    "— condutor João Conceição",
+    ("Aviso: ação necessária " * 8).strip(),
+    "Veículo " + "ação " * 40 + "fim",
+]
+
+
+@pytest.mark.parametrize("subject", LONG_SUBJECTS)
+async def test_a_long_accented_subject_arrives_as_written(
+    smtp_server: SmtpFactory, subject: str
+) -> None:
+    """'fornecedor São João Peças' arrived 'fornecedor SãoJoão Peças': the email package
+    folded the header between two RFC 2047 encoded words with the space outside them, and a
+    reader drops whitespace between adjacent encoded words (RFC 2047 §6.2)."""
+    double = await smtp_server("plain")
+    sent = EmailMessage(("ana@example.com",), subject, "Olá", None, "<n-1@rabbot.test>")
+    outcome = await EmailSender(ALLOW).send(_settings(double), sent)
+    assert outcome.verdict is Verdict.SUCCESS, outcome.detail
+    (got,) = double.received
+    assert got.message["Subject"] == subject
+    assert all(len(line) <= 78 for line in got.raw_headers().splitlines())
+
+
+@pytest.mark.parametrize(
+    ("sender", "to"),
+    [
+        (
+            '"Gestão de Frota — Transportadora São João Ltda, Filial Ribeirão Preto" '
+            "<alertas@acme.com.br>",
+            "Conceição Aparecida dos Santos Magalhães Guimarães São João <ana@example.com>",
+        ),
+        ("Frota São João <alertas@acme.com.br>", "João <ana@example.com>"),
+        (
+            '"=?utf-8?q?=0D=0ABcc:_evil@x.y?= Frota" <alertas@acme.com.br>',
+            '"Ana =?utf-8?b?DQpCY2M6IGV2aWxAeC55?= Souza" <ana@example.com>',
+        ),
+    ],
+)
+async def test_accented_display_names_arrive_as_written(
+    smtp_server: SmtpFactory, sender: str, to: str
+) -> None:
+    """'Transportadora São João Ltda' arrived 'São Jo ão Ltda' and 'Guimarães' 'Guimar ães': a
+    space inside a word, where the email package folded a long encoded display name."""
+    double = await smtp_server("plain")
+    settings = _settings(double, sender=sender, reply_to=sender)
+    sent = EmailMessage((to,), "x", "Olá", None, "<n-2@rabbot.test>")
+    outcome = await EmailSender(ALLOW).send(settings, sent)
+    assert outcome.verdict is Verdict.SUCCESS, outcome.detail
+    (got,) = double.received
+    assert got.recipients == ["ana@example.com"] and got.message.get_all("Bcc") is None
+    for header, written in (("From", sender), ("Reply-To", sender), ("To", to)):
+        (address,) = got.message[header].addresses
+        name, spec = email.utils.parseaddr(written)
+        assert (address.display_name, address.addr_spec) == (name, spec), header
+    assert all(len(line) <= 78 for line in got.raw_headers().splitlines())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -231,3 +231,35 @@ async def test_the_admin_pages_test_send_says_not_sent_and_when(
     when = re.search(r"retry in (\d+) s", alert)
     assert when is not None and 25 <= int(when.group(1)) <= 30, alert
     assert 'data-testid="test-outcome"' not in page and fcm.messages == []
+
+
+async def test_a_hold_computed_to_end_in_the_past_is_written_due_now_not_before() -> None:
+    """Quiet hours read in the wrong pass of a repeated hour held a message until half an
+    hour ago: written as it was, the delivery was due at once, judged and held again in the
+    past, a loop of claims and writes. `defer` writes no time before its own clock's."""
+    from types import SimpleNamespace
+
+    from gateway.delivery.recording import DeliveryRecorder
+    from gateway.metrics import Metrics
+
+    now = datetime(2027, 11, 7, 6, 15, tzinfo=UTC)
+    written: dict[str, Any] = {}
+
+    async def finish(delivery_id: str, token: str, fields: dict[str, Any], **_: Any) -> bool:
+        written.update(fields)
+        return True
+
+    store = SimpleNamespace(deliveries=SimpleNamespace(finish=finish))
+    recorder = DeliveryRecorder(
+        store,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        Metrics("test", "asyncio"),
+        clock=lambda: now,
+        rng=lambda: 0.5,
+    )
+    held = "held: quiet hours"
+    await recorder.defer({"_id": "d-1"}, "t", now - timedelta(minutes=30), held, quiet_hours=True)
+    assert written["next_attempt_at"] == now
+    await recorder.defer({"_id": "d-1"}, "t", now + timedelta(minutes=30), held, quiet_hours=True)
+    assert written["next_attempt_at"] == now + timedelta(minutes=30)

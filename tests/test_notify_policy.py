@@ -100,3 +100,62 @@ def test_bad_settings_list_every_problem() -> None:
         "/quiet_hours/channels",
         "/quiet_hours/mood",
     }
+
+
+def _quiet_in(zone: str, start: str, end: str) -> NotifySettings:
+    quiet = {"start": start, "end": end, "timezone": zone, "during": "delay"}
+    return parse_settings({"quiet_hours": {**quiet, "channels": ["push"]}})
+
+
+def test_a_hold_in_the_repeated_hour_of_a_fall_back_night_ends_in_the_future() -> None:
+    """2027-11-07, New York: 01:59 EDT → 01:00 EST. At 01:15 EST (06:15 UTC), inside
+    01:00-01:45, the hold ended at 01:45 *EDT* (05:45 UTC), half an hour in the past: due
+    again at once, judged, held again in the past, a loop of claims until 06:45 UTC."""
+    settings = _quiet_in("America/New_York", "01:00", "01:45")
+    now = _at("2027-11-07T06:15:00+00:00")
+    decision = decide(now, "push", last_sent=None, settings=settings)
+    assert decision.action == "delay" and decision.until == _at("2027-11-07T06:45:00+00:00")
+    first_pass = decide(_at("2027-11-07T05:15:00+00:00"), "push", last_sent=None, settings=settings)
+    assert first_pass.until == _at("2027-11-07T05:45:00+00:00")  # 01:45 EDT
+
+
+def test_a_hold_whose_end_the_clock_skips_ends_when_the_clock_passes_it() -> None:
+    """2027-03-14, New York: 01:59 EST → 03:00 EDT. Quiet 22:00-02:30 is over at 03:00 EDT
+    (07:00 UTC), and `decide` says `send` from then; a message held at 01:00 EST was held to
+    02:30 read as EST, 03:30 EDT (07:30 UTC)."""
+    settings = _quiet_in("America/New_York", "22:00", "02:30")
+    decision = decide(_at("2027-03-14T06:00:00+00:00"), "push", last_sent=None, settings=settings)
+    assert decision.action == "delay" and decision.until == _at("2027-03-14T07:00:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("zone", "nights"),
+    [
+        ("America/New_York", ["2027-03-14", "2027-11-07"]),
+        ("America/Santiago", ["2027-04-04", "2027-09-05"]),  # the clock changes at midnight
+        ("Australia/Lord_Howe", ["2027-04-04", "2027-10-03"]),  # by half an hour
+    ],
+)
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [("01:00", "01:45"), ("22:00", "02:30"), ("00:15", "00:30"), ("23:30", "02:00")],
+)
+def test_quiet_hours_across_a_clock_change_hold_until_the_first_moment_outside(
+    zone: str, nights: list[str], start: str, end: str
+) -> None:
+    """Every five minutes around a night the clock changes: a held message is held to a time
+    ahead, when quiet hours are over, and not a second longer."""
+    settings = _quiet_in(zone, start, end)
+    for night in nights:
+        now = _at(f"{night}T00:00:00+00:00") - timedelta(hours=14)
+        for _ in range(12 * 40):
+            now += timedelta(minutes=5)
+            decision = decide(now, "push", last_sent=None, settings=settings)
+            if decision.action != "delay":
+                continue
+            assert decision.until is not None and decision.until > now, (now, decision)
+            after = decide(decision.until, "push", last_sent=None, settings=settings)
+            before = decide(
+                decision.until - timedelta(seconds=1), "push", last_sent=None, settings=settings
+            )
+            assert (after.action, before.action) == ("send", "delay"), (now, decision.until)

@@ -4,6 +4,8 @@ internals, loop for ever or build huge output; pt-BR or English by the driver's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import time
 import tracemalloc
 from typing import Any
@@ -80,6 +82,33 @@ def test_python_internals_are_refused_at_upload(text: str) -> None:
     assert "Python internals" in _refusal(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Olá {{ driver.get('name', 'motorista') }}",
+        "Olá {{ driver.name.split(' ')[0] }}",
+        "{% for k, v in fine.items() %}{{ k }}={{ v }} {% endfor %}",
+        "{{ fine.place.upper() }}",  # a key the data lacks, on a value it has
+    ],
+)
+def test_an_allowed_call_on_missing_data_is_a_render_failure_not_a_refusal(text: str) -> None:
+    """Calling an allowed method (`get`, `split`, `items`) on a value the context lacks was a
+    `security` violation: a template refused at upload without a sample, and a fetched answer
+    without `driver` reported as one at run time. It depends on the data: a render failure,
+    which only a sample makes count at upload."""
+    template = _template(text)
+    assert template.render({"driver": {"name": "Ana Souza"}, "fine": {"place": "SP"}}, "en")
+    with pytest.raises(RenderFailed) as caught:
+        template.render({"fine": 1}, "en")
+    assert caught.value.keyword == "render", caught.value
+    assert _refusal(text, {"x": 1}).startswith("render")
+
+
+@pytest.mark.parametrize("text", ["{{ lipsum(3) }}", "{{ driver() }}", "{{ caller() }}"])
+def test_calling_a_name_no_context_can_make_callable_is_still_refused(text: str) -> None:
+    assert _refusal(text).startswith("security")
+
+
 def test_internals_reached_indirectly_fail_when_rendered() -> None:
     assert _refusal("{{ x|attr('__class__') }}", {"x": 1}).startswith("security")
 
@@ -137,13 +166,20 @@ def test_templates_that_never_end_or_explode_fail_at_upload(text: str) -> None:
         "{{ m()|length }}",
         "{% macro m() %}{{ caller()|length }}{% endmacro %}{% call m() %}"
         "{% for i in range(40000) %}{{ 'y' * 2600 }}{% endfor %}{% endcall %}",
+        "{{ [1, 2, 3]|tojson(indent=3000000)|length }}",
+        "{{ [range(20)|list, range(20)|list]|tojson(indent='x' * 200000)|length }}",
+        "{{ ('a ' * 300)|wordwrap(1, wrapstring='x' * 100000)|length }}",
+        "{{ ('https://e.co ' * 300)|urlize(target='x' * 100000)|length }}",
+        "{{ ('https://e.co ' * 300)|urlize(rel='x' * 100000)|length }}",
     ],
 )
 def test_a_large_value_is_refused_before_it_is_built(text: str, part: str) -> None:
     """`join` over a range, a string, a generator or a view counted no items, `indent` bounded
     its width but not width x lines, and a captured block (`{% set %}`, `{% filter %}`, a
-    macro's or a call's body) joined its chunks unmeasured: hundreds of megabytes built (up
-    to gigabytes with a longer text) before the limit said no."""
+    macro's or a call's body) joined its chunks unmeasured, and `tojson` its indentation on
+    every line, `wordwrap` its wrapstring between every two lines, `urlize` its target and
+    rel in every link: hundreds of megabytes built (up to gigabytes with a longer text, from
+    a viewer's preview of a 40-character draft) before the limit said no."""
     plates = {f"ABC{n:04d}": n for n in range(20_000)}
     tracemalloc.start()
     try:
@@ -154,6 +190,73 @@ def test_a_large_value_is_refused_before_it_is_built(text: str, part: str) -> No
         tracemalloc.stop()
     problem = caught.value.problems[0]
     assert problem.keyword == "limit" and "exceeds" in problem.message, problem
+    assert peak < 20_000_000, f"{peak:,} bytes built before the limit"
+
+
+_HUGE = {"text": "x" * 100_000, "number": 1_000_000}
+_PASSED = frozenset({"context", "eval_ctx", "environment", "env"})  # Jinja's, not the template's
+
+
+def _huge_arguments() -> list[tuple[str, str, str]]:
+    """(filter, parameter, kind of huge value) for every parameter of every filter after its
+    value."""
+    from gateway.notify.templating import _TEXT
+
+    found = []
+    for name, guarded in sorted(_TEXT.filters.items()):
+        params = inspect.signature(guarded).parameters.values()
+        named = [p for p in params if p.name not in _PASSED and p.kind is p.POSITIONAL_OR_KEYWORD]
+        found += [(name, p.name, kind) for p in named[1:] for kind in _HUGE]
+    return found
+
+
+@pytest.mark.parametrize(("name", "parameter", "kind"), _huge_arguments())
+def test_every_filter_given_a_huge_argument_builds_at_most_a_part(
+    name: str, parameter: str, kind: str
+) -> None:
+    """`tojson(indent=10**8)`, `wordwrap(wrapstring='x' * 250000)` and `urlize(target=...)`
+    built gigabytes before the output limit looked. Every text and number argument of every
+    filter, huge, over a text of lines, words and links and over a nested value: a result
+    or a render failure, with no more built than a few parts."""
+    template = _template(f"{{{{ v|{name}({parameter}=huge)|length }}}}")
+    values: list[Any] = [
+        "https://e.co/x?y=1 (www.e.com) ana@e.co.\n" * 120,
+        {"a": [1, [2, [3, {"b": "c" * 50}]]], "d": list(range(50))},
+    ]
+    tracemalloc.start()
+    try:
+        for value in values:
+            with contextlib.suppress(RenderFailed):
+                template.render({"v": value, "huge": _HUGE[kind]}, "en")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000, f"{name}({parameter}=<{kind}>): {peak:,} bytes"
+
+
+async def test_a_viewers_preview_of_tojson_with_a_huge_indent_is_refused_before_it_is_built(
+    client: Client,
+) -> None:
+    """A viewer's 40-character draft made the process build ~3 GB (8 s of CPU) before the
+    output limit answered; indent=10**9, the OOM killer."""
+    draft = {
+        "name": "t",
+        "channel_type": "sms",
+        "default_locale": "en",
+        "locales": {"en": {"text": "{{ [1,2,3]|tojson(indent=1000000000) }}"}},
+    }
+    tracemalloc.start()
+    try:
+        response = await client.post(
+            "/api/v1/templates/preview",
+            json={"template": draft, "locale": "en"},
+            headers=auth(role="viewer"),
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status == 422, await response.text()
+    assert (await response.json())["errors"][0]["keyword"] == "limit"
     assert peak < 20_000_000, f"{peak:,} bytes built before the limit"
 
 

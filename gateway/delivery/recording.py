@@ -211,12 +211,15 @@ class DeliveryRecorder:
     ) -> str:
         """Pending again at `when` without spending an attempt; with `partner_id`, the
         disabled partner it waits for (a notification's: due at once when it is enabled);
-        `quiet_hours`, held by them (`held_for`: due at once when the settings are saved)."""
+        `quiet_hours`, held by them (`held_for`: due at once when the settings are saved).
+        Never before now: a hold computed to end in the past (quiet hours read in the wrong
+        pass of a repeated hour) made the delivery due at once, held again, in a loop."""
+        now = self._clock()
         fields: Doc = {
             "status": DeliveryStatus.PENDING.value,
-            "next_attempt_at": when,
+            "next_attempt_at": max(when, now),
             "last_error": reason,
-            "updated_at": self._clock(),
+            "updated_at": now,
         }
         if partner_id is not None:
             fields["partner_id"] = partner_id

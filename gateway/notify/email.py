@@ -14,13 +14,16 @@ import asyncio
 import email.header
 import email.message
 import email.policy
+import email.quoprimime
 import email.utils
 import functools
+import re
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from email.headerregistry import Address
 
 import aiosmtplib
 import idna
@@ -194,17 +197,19 @@ def mailbox(address: str) -> tuple[str, str]:
         except idna.IDNAError:
             raise ValueError(f"{address!r}: its domain is not a valid name") from None
     spec = f"{local}@{domain}"
-    return (email.utils.formataddr((name, spec)) if name else spec), spec
+    # The name as written, quoted where it must be: encoding it is `build_message`'s.
+    shown = str(Address(display_name=name, username=local, domain=domain)) if name else spec
+    return shown, spec
 
 
 def build_message(settings: EmailSettings, message: EmailMessage) -> email.message.EmailMessage:
     """The MIME message: text, plus HTML as an alternative; headers refuse line breaks."""
     mime = email.message.EmailMessage()
-    mime["From"] = settings.sender
-    mime["To"] = ", ".join(message.to)
+    mime["From"] = _address_header("From", settings.sender)
+    mime["To"] = _address_header("To", ", ".join(message.to))
     if settings.reply_to:
-        mime["Reply-To"] = settings.reply_to
-    mime["Subject"] = _literal(message.subject)
+        mime["Reply-To"] = _address_header("Reply-To", settings.reply_to)
+    mime["Subject"] = _subject(message.subject)
     mime["Date"] = email.utils.formatdate(utc_timestamp(), localtime=False)
     domain = email.utils.parseaddr(settings.sender)[1].rpartition("@")[2] or None
     mime["Message-ID"] = message.message_id or email.utils.make_msgid(domain=domain)
@@ -214,29 +219,113 @@ def build_message(settings: EmailSettings, message: EmailMessage) -> email.messa
     return mime
 
 
-class _LiteralText(str):
-    """A free-text header value written as RFC 2047 encoded words: what every reader decodes
-    is exactly this text. The email package parses a value set as a header and decodes the
-    encoded words it finds in it (`=?utf-8?q?=0D=0A?=` → CR LF), and the generator writes what
-    it decoded raw: a subject printing a partner's `=?…?=` would inject headers or end the
-    header block. A value with a `name` and a `fold` is stored and written as it is
-    (`EmailPolicy.header_store_parse`, `_fold`)."""
+class _EncodedHeader(str):
+    """A header written as `tokens` (RFC 2047 encoded words, atoms, quoted strings, an
+    address), one space between each two, folded only there. The email package's own folding
+    of a header that is not ASCII is wrong twice: it breaks a line between two encoded words
+    with the space outside both, which a reader drops (RFC 2047 §6.2: "São João" arrived
+    "SãoJoão"), and it cuts a display name's encoded word inside a word, where Python's own
+    parser shows a space ("Jo ão"). And it decodes the encoded words it finds in a value set as
+    a header (`=?utf-8?q?=0D=0A?=` → CR LF) and writes what it decoded raw. A value with a
+    `name` and a `fold` is stored and written as it is (`EmailPolicy.header_store_parse`,
+    `_fold`); as a text it reads as written (the flows' dry run shows it)."""
 
-    name = "Subject"
+    name: str
+    tokens: tuple[str, ...]
 
     def fold(self, *, policy: email.policy.EmailPolicy) -> str:
-        words = email.header.Header(str(self), "utf-8", header_name=self.name)
-        encoded = words.encode(linesep=policy.linesep, maxlinelen=policy.max_line_length or 0)
-        return f"{self.name}: {encoded}{policy.linesep}"
+        width = policy.max_line_length or 998
+        lines, line = [], f"{self.name}:"
+        for token in self.tokens:
+            if len(line) + 1 + len(token) > width and line != f"{self.name}:":
+                lines.append(line)
+                line = ""
+            line += f" {token}"
+        return policy.linesep.join([*lines, line]) + policy.linesep
 
 
-def _literal(subject: str) -> str:
-    """The subject as the header to set: a text that holds what reads as the start of an
-    encoded word (`=?`) is written wholly encoded (`_LiteralText`), any other as it is (the
-    email package encodes what is not ASCII). Line breaks are refused either way."""
+def _encoded(name: str, shown: str, tokens: list[str]) -> _EncodedHeader:
+    header = _EncodedHeader(shown)
+    header.name, header.tokens = name, tuple(tokens)
+    return header
+
+
+def _needs_encoding(text: str) -> bool:
+    """Text the email package would encode (not ASCII) or decode (`=?`, the start of what
+    reads as an encoded word): written by `_EncodedHeader` instead."""
+    return not text.isascii() or "=?" in text
+
+
+def _subject(subject: str) -> str:
+    """The subject as the header to set, wholly encoded when it needs encoding: every space
+    is inside an encoded word, where no reader drops it. Line breaks are refused."""
     if len(subject.splitlines()) > 1:
         raise ValueError("the subject holds a line break")
-    return _LiteralText(subject) if "=?" in subject else subject
+    if not _needs_encoding(subject):
+        return subject
+    words = email.header.Header(subject, "utf-8", header_name="Subject").encode(linesep="\n")
+    return _encoded("Subject", subject, words.split())
+
+
+def _address_header(name: str, value: str) -> str:
+    """An address header (`From`, `To`, `Reply-To`: one mailbox each, `mailbox` and the
+    channel's checks saw to that) as the header to set: a display name that needs encoding
+    written word by word (`_display_words`) before the address."""
+    found = email.utils.getaddresses([value])
+    if len(found) != 1 or not _needs_encoding(found[0][0]) or not found[0][1].isascii():
+        return value
+    display, address = found[0]
+    if any(c in display for c in "\r\n"):
+        raise ValueError(f"{name}: the display name holds a line break")
+    display = " ".join(display.split())
+    shown = str(Address(display_name=display, addr_spec=address))
+    return _encoded(name, shown, [*_display_words(display), f"<{address}>"])
+
+
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+")
+_MAX_WORD = 75  # characters of an encoded word (RFC 2047 §2)
+
+
+def _display_words(display: str) -> list[str]:
+    """A display name as RFC 5322 words: ASCII words as atoms (or quoted strings), each run
+    of other words as encoded words holding the spaces between them. A space between an
+    encoded word and an atom is kept by every reader; one between two encoded words is
+    dropped by readers that follow RFC 2047 and kept by Python's parser, so there is none
+    unless a run is too long for one encoded word."""
+    words: list[str] = []
+    run: list[str] = []
+    for word in display.split(" "):
+        if _needs_encoding(word):
+            run.append(word)
+            continue
+        words += _encoded_run(run)
+        run = []
+        words.append(word if _ATOM.fullmatch(word) else _quoted(word))
+    return words + _encoded_run(run)
+
+
+def _encoded_run(run: list[str]) -> list[str]:
+    """Words that need encoding as few encoded words as fit (Q, RFC 2047 §5(3)'s characters
+    for a phrase), the space between two of them inside the first."""
+    found: list[str] = []
+    text = ""
+    for word in run:
+        joined = f"{text} {word}" if text else word
+        if text and len(_q(joined)) > _MAX_WORD:
+            found.append(_q(f"{text} "))
+            joined = word
+        text = joined
+    if text:
+        found.append(_q(text))
+    return found
+
+
+def _q(text: str) -> str:
+    return email.quoprimime.header_encode(text.encode("utf-8"), "utf-8")
+
+
+def _quoted(word: str) -> str:
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def describe_failure(exc: BaseException) -> tuple[Verdict, int | None, str]:

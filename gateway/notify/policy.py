@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,7 @@ from gateway.formats.json_tree import is_text, whole_number
 DEFAULT_COOLDOWN = timedelta(hours=1)
 MAX_COOLDOWN = timedelta(days=30)
 CHANNEL_TYPES = ("email", "push", "sms")
+_SECOND = timedelta(seconds=1)
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
@@ -54,7 +55,7 @@ class QuietHours:
         if not inside:
             return None
         day = local.date() + timedelta(days=1 if overnight and clock >= self.start else 0)
-        return datetime.combine(day, self.end, tzinfo=self.zone)
+        return _reaching(datetime.combine(day, self.end), self.zone, now)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +65,27 @@ class QuietHours:
             "during": self.during,
             "channels": sorted(self.channels),
         }
+
+
+def _reaching(wall: datetime, zone: ZoneInfo, now: datetime) -> datetime:
+    """The first moment after `now` at which the clock of `zone` reads `wall` or later. In an
+    hour the clock repeats (fall back), the pass still ahead: the other one may be over (a
+    hold in the repeated hour ended half an hour ago). In an hour it skips (spring forward),
+    the jump past it: read in the offset before the jump it was an hour late."""
+    passes = {wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)}
+    real = sorted(p for p in passes if p.astimezone(zone).replace(tzinfo=None) == wall)
+    if real:
+        return next((p for p in real if p > now), real[-1])
+    # Skipped: between reading it an offset too early and too late, the second the clock
+    # jumps (searched: the zone does not say when it changes).
+    early, late = min(passes), max(passes)
+    while late - early > _SECOND:
+        middle = early + _SECOND * ((late - early) // _SECOND // 2)
+        if middle.astimezone(zone).replace(tzinfo=None) >= wall:
+            late = middle
+        else:
+            early = middle
+    return late
 
 
 @dataclass(frozen=True, slots=True)

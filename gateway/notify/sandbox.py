@@ -16,7 +16,9 @@ dicts), every way a template could reach Python or take unbounded time or memory
   and `{% filter %}` blocks, macro and call bodies: `_Output`), and stops at
   `MAX_OUTPUT_CHARS`; an allocation that fails anyway is a limit, not a crash;
 - time: rendering runs under a step budget (Python trace events) and a deadline, so nested
-  `range` loops or recursive macros stop with an error instead of running for ever.
+  `range` loops or recursive macros stop with an error instead of running for ever; C code
+  the trace never sees is linear in what it is given (`urlize` is `links.py`'s: Jinja's
+  backtracks quadratically on a run of dots).
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ import math
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sized,
+    ValuesView,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import wraps
@@ -44,9 +55,10 @@ from jinja2.exceptions import SecurityError
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
-from jinja2.utils import Cycler, Joiner, Namespace
+from jinja2.utils import Cycler, Joiner, Namespace, missing
 
 from gateway.errors import RateLimited
+from gateway.notify.links import urlize
 
 MAX_OUTPUT_CHARS = 256 * 1024
 """Characters of one rendered part (and of any string a template builds)."""
@@ -82,6 +94,8 @@ _CALLABLE_TYPES = (Macro, Joiner)
 _MAX_BITS = 4096
 _WIDTH_FILTERS = frozenset({"center", "indent", "wordwrap", "batch", "slice", "truncate"})
 _DROPPED_FILTERS = ("format", "random", "filesizeformat", "xmlattr")
+# Jinja's own runs a regular expression in C that can take seconds on a field of dots.
+_REPLACED_FILTERS: Mapping[str, Callable[..., Any]] = {"urlize": urlize}
 _STANDALONE = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 
 
@@ -124,9 +138,18 @@ class BoundedUndefined(ChainableUndefined):
     """A missing value prints as nothing (`{{ driver.phone }}` with no phone) and chains
     (`{{ a.b.c }}`); `undefined_names` lists what was missing, for previews."""
 
+    _member = False  # a member of a missing value (`driver.get`), not a missing name
+
     def __str__(self) -> str:
         _note_undefined(self._undefined_name)
         return ""
+
+    def __getattr__(self, name: str) -> Any:
+        if name[:2] == "__" and name[-2:] == "__":
+            raise AttributeError(name)
+        member = type(self)(self._undefined_hint, self._undefined_obj, self._undefined_name)
+        member._member = True
+        return member
 
 
 # The names a render printed without a value; set by `budget()` for the render in progress.
@@ -164,7 +187,10 @@ def measure(value: Any, budget: int = MAX_VALUE_NODES) -> int:
 
 def _guard_value(value: Any) -> Any:
     """A call's or a filter's result, measured when large; a null stays a null (`is none`)."""
-    if not isinstance(value, str | int | float | bool | type(None) | BoundedUndefined):
+    if isinstance(value, str):
+        if len(value) > MAX_OUTPUT_CHARS:
+            raise RenderLimit(f"a text of {len(value):,} characters exceeds {MAX_OUTPUT_CHARS:,}")
+    elif not isinstance(value, int | float | bool | type(None) | BoundedUndefined):
         measure(value)
     return value
 
@@ -254,6 +280,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.globals.update(_GLOBALS)
         for name in _DROPPED_FILTERS:
             self.filters.pop(name, None)
+        self.filters.update(_REPLACED_FILTERS)
         self.filters.update(filters)
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
         self._safe_functions = frozenset(id(f) for f in _GLOBALS.values())
@@ -267,6 +294,11 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         if isinstance(obj, Undefined):
+            # A member of a value (`driver.get(...)`, `fine.items()`) is missing because the
+            # data is (a render failure, like `1/0`); a bare name no data can make callable.
+            member = isinstance(obj, BoundedUndefined) and obj._member
+            if member or obj._undefined_obj is not missing:
+                obj._fail_with_undefined_error()
             raise SecurityError(f"{obj._undefined_name or 'a value'} is undefined: not callable")
         if not self._allowed_call(obj):
             name = getattr(obj, "__name__", type(obj).__name__)
@@ -332,9 +364,9 @@ def _check_product(left: Any, right: Any) -> None:
 
 def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """Filters see measured arguments (an iterator listed first, so it is measured like a
-    list), bounded widths, a result computed before it is built where it can be many times
-    the arguments (`_RESULT_SIZES`), and give measured results."""
-    result_size = _RESULT_SIZES.get(name)
+    list), bounded widths, a result whose size is computed before it is built where the
+    filter repeats an argument in it (`_REPEATED`), and give measured results."""
+    repeated = _REPEATED.get(name, ())
 
     @wraps(func)
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -346,8 +378,9 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             for arg in [*values[1:], *kwargs.values()]:
                 if _number(arg) and abs(arg) > MAX_WIDTH:
                     raise RenderLimit(f"{name}: a width or count of {arg} exceeds {MAX_WIDTH:,}")
-        if result_size is not None and values:
-            if result_size(values[0], values[1:], kwargs) > MAX_OUTPUT_CHARS:
+        if repeated and values:
+            size = _size(values[0]) + sum(r.most(values[0], values[1:], kwargs) for r in repeated)
+            if size > MAX_OUTPUT_CHARS:
                 raise RenderLimit(f"{name}: the result exceeds {MAX_OUTPUT_CHARS:,} characters")
         return _guard_value(func(*args, **kwargs))
 
@@ -367,46 +400,94 @@ def _listed(value: Any) -> Any:
     return items
 
 
-def _argument(given: list[Any], named: Mapping[str, Any], at: int, name: str, default: Any) -> Any:
-    """A filter's argument after its value: the `at`th given, or the one named `name`."""
-    return given[at] if len(given) > at else named.get(name, default)
+def _size(value: Any) -> int:
+    """Characters a filter's value prints as (roughly); a range or a dict's view, which
+    `measure` sees as one value, counts its items."""
+    if isinstance(value, range | KeysView | ValuesView | ItemsView):
+        return 8 * len(value)
+    return measure(value)
 
 
-def _joined_size(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
-    """`join(d='')`: every item's text, and the separator between each two. A range, a
-    string, a dict or a view counts its items by `len`."""
-    separator = str(_argument(given, named, 0, "d", ""))
-    count = len(value) if isinstance(value, Sized) else 0
-    items = measure(value) if isinstance(value, list | tuple | Mapping | str) else 8 * count
-    return items + max(count - 1, 0) * len(separator)
+_Places = Callable[[Any, list[Any], Mapping[str, Any]], int]
 
 
-def _replaced_size(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
-    """`replace(old, new, count=None)`: each `old` found (each gap for an empty one) grows the
-    text by `new` less `old`."""
+@dataclass(frozen=True, slots=True)
+class _Repeat:
+    """An argument a filter writes into its result again and again: the `at`th after the
+    value, or the one named `name` (else `default`), at most `places` times. A text counts
+    its characters, a number that many spaces (an indentation)."""
+
+    at: int
+    name: str
+    default: Any
+    places: _Places
+
+    def most(self, value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
+        argument = given[self.at] if len(given) > self.at else named.get(self.name, self.default)
+        if argument is None or argument is False:
+            return 0
+        if _number(argument):
+            width = max(int(argument), 0)
+        else:
+            width = len(argument) if isinstance(argument, str) else measure(argument)
+        return width * self.places(value, given, named) if width else 0
+
+
+def _between_items(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
+    return max(len(value) - 1, 0) if isinstance(value, Sized) else 0
+
+
+def _found(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
+    """`replace(old, new)`: each `old` found, each gap for an empty one."""
     text = str(value)
-    old = str(_argument(given, named, 0, "old", ""))
-    new = str(_argument(given, named, 1, "new", ""))
-    found = len(text) + 1 if not old else text.count(old)
-    return len(text) + found * max(0, len(new) - len(old))
+    old = str(given[0] if given else named.get("old", ""))
+    return text.count(old) if old else len(text) + 1
 
 
-def _indented_size(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
-    """`indent(width=4, first=False, blank=False)`: the indentation (a width of spaces, or a
-    text) on every line."""
-    text = str(value)
-    width = _argument(given, named, 0, "width", 4)
-    indentation = len(width) if isinstance(width, str) else max(int(width), 0)
-    return len(text) + len((text + "\n").splitlines()) * indentation
+def _lines(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
+    return len((str(value) + "\n").splitlines())
 
 
-_RESULT_SIZES: Mapping[str, Callable[[Any, list[Any], Mapping[str, Any]], int]] = {
-    "join": _joined_size,
-    "replace": _replaced_size,
-    "indent": _indented_size,
+def _characters(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
+    """At most one line for each character (`wordwrap(1)` breaks every word)."""
+    return len(str(value)) + 1
+
+
+def _words(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
+    """`urlize`: at most one link for each word."""
+    return len(str(value).split())
+
+
+def _levels(value: Any, given: list[Any], named: Mapping[str, Any]) -> int:
+    """`tojson(indent)`: every value and closing bracket on a line of its own, indented once
+    for each level it is nested in (measured already: at most MAX_VALUE_NODES values)."""
+    total, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+            total += 2 * depth + len(item)  # the closing bracket and each key's line
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+            total += 2 * depth
+        else:
+            total += depth
+    return total
+
+
+_REPEATED: Mapping[str, tuple[_Repeat, ...]] = {
+    "join": (_Repeat(0, "d", "", _between_items),),
+    "replace": (_Repeat(1, "new", "", _found),),
+    "indent": (_Repeat(0, "width", 4, _lines),),
+    "wordwrap": (_Repeat(2, "wrapstring", "\n", _characters),),
+    "urlize": (_Repeat(2, "target", None, _words), _Repeat(3, "rel", None, _words)),
+    "tojson": (_Repeat(0, "indent", None, _levels),),
 }
-"""The filters whose result can be many times the size of what they are given, each with
-the size of that result, computed before the filter builds it."""
+"""Every filter that writes one of its arguments into its result more than once (a
+separator, an indentation, a wrapstring, a link's target): the result is at most the value's
+size plus each such argument as many times as it can be placed, computed before the filter
+builds it. (`tests/test_templates.py` gives every text and number argument of every filter a
+huge value, so one missing here is found.)"""
 
 
 class _Output(list[str]):
