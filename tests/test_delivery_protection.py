@@ -755,6 +755,49 @@ async def test_a_rate_limited_partners_backlog_is_claimed_one_token_at_a_time(
     assert len(partner.requests) == 4
 
 
+async def test_a_proxy_call_waiting_for_a_rate_limited_partners_token_leaves_the_backlog_unclaimed(
+    client: Client, partner: Partner
+) -> None:
+    """A partner limited to 0.2 requests a second (a call waits 2 s for its token at most);
+    a proxy call arrives 2 s before the next token and reserves it. That token is the only
+    one within 2 s and it is the proxy's: the worker's claim takes none of the 3 deliveries
+    due. Until 2026-12-06 the room counted every caller waiting for a token (and every call
+    in flight at the gate), the proxy's included, as the worker's: it claimed the deliveries
+    one after another, the rate limit held each back and each was written back (`deferred`)."""
+    services = client.app[services_key]
+    worker = _driven(client)
+    seconds = [1000.0]
+    services.guards.clock = lambda: seconds[0]  # the rate limit's clock
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"rate_limit": {"per_second": 0.2, "burst": 1}, "timeout_seconds": 2},
+    )
+    lookup = await create_action(
+        client, partner_doc["id"], name="hr", mode="proxy", method="GET", path="/api/condutor"
+    )
+    await _vehicles(client, "ABC1D00")
+    first = await worker.run_until_idle()  # the burst's token
+    await _vehicles(client, "ABC1D01", "ABC1D02", "ABC1D03")
+    deferred = services.metrics.deliveries.labels("deferred")
+    held_before = deferred._value.get()
+    seconds[0] += 3  # the next token is 2 s away: a call arriving now waits for it
+    invoke = f"/api/v1/actions/{lookup['id']}/invoke"
+    proxied = asyncio.create_task(client.post(invoke, headers=auth(), json={"payload": {}}))
+    limiter = services.guards._guards[partner_doc["id"]].limiter
+    async with asyncio.timeout(10):
+        while not limiter._waiting:
+            await asyncio.sleep(0.01)
+    room = services.guards.room(partner_doc["id"])
+    rounds = await worker.run_until_idle()
+    answered = await proxied
+
+    assert first == Counter(succeeded=1)
+    assert answered.status == 200
+    assert (room, rounds, deferred._value.get() - held_before) == (0, Counter(), 0)
+    assert len(partner.requests) == 2  # the first delivery, the proxy call
+
+
 async def test_a_disabled_partners_deliveries_are_no_work_waiting_for_a_worker(
     client: Client, partner: Partner
 ) -> None:
