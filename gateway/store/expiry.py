@@ -18,6 +18,13 @@ good. So a pass's time never moves past the last pass's by more than this host's
 since (`clock.ticks`, the clock the gateway's time counts on between readings, which counts a
 suspend too; give or take `MARGIN`): beyond that the pass expires only up to there, and says
 why; once the time is back where that clock puts it, passes take it as it is again.
+
+That time (`Expiry.now`) is what everything else that judges an age against a retention takes
+too, one hold for all: the fleet fold's purge of a tenant's shorter position retention, and the
+Idempotency-Key reads, which take a record past its 24 h for expired (a record the pass keeps
+through a step would be processed again, its first answer replaced). Until 2026-12-06 they cut
+at the stepped time: a step of 2 days forward dropped for good the 6-day-old fixes of a tenant
+keeping them 7, a step of 25 h made every kept record count as expired.
 """
 
 from __future__ import annotations
@@ -57,8 +64,8 @@ class Expiry:
         # this process's settings say; the serving processes' settings decide it.
         self.follow_settings = follow_settings
         self._ttls: dict[tuple[str, str], _Ttl] = {}  # (collection, index name)
-        # (the time a pass expired up to, or `ticks` counted on to since, whichever is later;
-        # `ticks()` then); None before a first pass
+        # (the time last given (`now`), or `ticks` counted on to since, whichever is later;
+        # `ticks()` then); None before the first
         self._passed: tuple[datetime, float] | None = None
         self._held: timedelta | None = None  # how far the last pass's time was held back
 
@@ -109,11 +116,19 @@ class Expiry:
     def set_seconds(self, collection: str, index: str, seconds: float) -> None:
         self._ttls[(collection, index)].seconds = float(seconds)
 
+    def now(self, now: datetime | None = None) -> datetime:
+        """The time by which what has a lifetime has expired: `now` (by default the gateway's
+        time), never further past the last time given than this host's clock counted since
+        (`_cutoff`). A pass cuts at it, and so does whatever else judges an age against a
+        retention: a step of the clock forward expires nothing, nor makes anything count as
+        expired, before its time."""
+        return self._cutoff(now or utcnow(), ticks())
+
     async def expire(self, now: datetime | None = None) -> int:
         """Where the gateway expires documents itself: delete, through each TTL index, what
-        it says has expired at `now` (the gateway's time), never further than this host's
-        clock counted allows (`_cutoff`); how many went (0 elsewhere: the server does it)."""
-        moment = self._cutoff(now or utcnow(), ticks())
+        it says has expired at `self.now(now)`; how many went (0 elsewhere: the server does
+        it)."""
+        moment = self.now(now)
         deleted = 0
         for ttl in list(self._ttls.values()):
             query: Doc = {ttl.field: {"$lt": moment - timedelta(seconds=ttl.seconds)}}
@@ -124,7 +139,7 @@ class Expiry:
         return deleted
 
     def _cutoff(self, now: datetime, at: float) -> datetime:
-        """`now`; the last pass's time plus the time `ticks` counted since when `now` is
+        """`now`; the last time given plus the time `ticks` counted since when `now` is
         further than `MARGIN` past that: a step of the clock expires nothing before its time."""
         if self._passed is not None:
             passed, then = self._passed
