@@ -112,7 +112,7 @@ class Store:
         self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)
         self.triggers = TriggerStore(db["triggers"])
-        self.idempotency = IdempotencyStore(db["idempotency"])
+        self.idempotency = IdempotencyStore(db["idempotency"], self.expiry)
         self.signature_memory = SignatureMemory(db["signature_memory"])
         self.rejected = RejectedStore(db["rejected"])
         self.partners = PartnerStore(db["partners"])
