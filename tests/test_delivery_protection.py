@@ -413,6 +413,43 @@ async def test_an_answer_to_a_call_let_through_before_its_partner_was_disabled_k
     assert stored.get("failing_since") is not None
 
 
+async def test_an_answer_landing_before_the_disable_keeps_the_partner_enabled(
+    client: Client, partner: Partner
+) -> None:
+    """The worker read the partner failing for longer than its `disable_after_hours`
+    (`note_failure`), and another process's call is answered before the worker disables it:
+    its failing ended (`note_success`), and it is not disabled. It was disabled all the same,
+    without its `failing_since`: refused to every proxy call, flow and schedule until its
+    next probe, and its recovery then replayed none of the outage's dead deliveries."""
+    services = client.app[services_key]
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001},
+        action={"retry_schedule": [5, 5, 5, 5, 5]},
+    )
+    partners = services.store.partners
+    disable = partners.disable
+
+    async def disable_after_an_answer(tenant: str, partner_id: str, *args: Any, **kw: Any) -> bool:
+        await partners.note_success(tenant, partner_id)  # another process's call answered
+        return await disable(tenant, partner_id, *args, **kw)
+
+    partners.disable = disable_after_an_answer  # type: ignore[method-assign]
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    await worker.run_until_idle()  # failing since now
+    clock.advance(5.1)
+    await worker.run_until_idle()  # failing for 5 s > 3.6 s, as read
+    stored = await partners.get("acme", partner_doc["id"])
+
+    assert stored is not None
+    assert (stored["status"], "failing_since" in stored) == ("active", False), stored
+    assert partner_doc["id"] not in worker._health.disabled
+
+
 async def test_a_disabled_partner_whose_head_answer_carries_a_body_is_enabled_by_its_probe(
     client: Client,
 ) -> None:
@@ -426,7 +463,9 @@ async def test_a_disabled_partner_whose_head_answer_carries_a_body_is_enabled_by
     async with raw_partner(reply + b'{"ok":true}', heads) as url:
         made = await create_partner(client, url.removesuffix("/hook"))
         now = clock()
-        assert await services.store.partners.disable("acme", made["id"], now, now)
+        assert await services.store.partners.disable(
+            "acme", made["id"], now, now, failing_since=None
+        )
         clock.advance(1)
         await services.delivery_worker.housekeeping()
     doc = await services.store.partners.get("acme", made["id"])
@@ -845,7 +884,9 @@ async def test_a_probe_reaches_the_partner_past_deliveries_that_cannot_be_sent(
     stopped = await create_subscription(client, action["id"])
     vehicle = await create_vehicle(client)
     now = clock()
-    assert await services.store.partners.disable("acme", partner_doc["id"], now, now)
+    assert await services.store.partners.disable(
+        "acme", partner_doc["id"], now, now, failing_since=None
+    )
     where = f"/api/v1/entities/vehicle/{vehicle['id']}"
     for km in (1, 2, 3):
         assert (await client.patch(where, headers=auth(), json={"odometer_km": km})).status == 200
