@@ -3,15 +3,23 @@
 
 The gateway's time is the database server's: each process reads the server's clock
 (`gateway/server_clock.py`, `measured`) and between two readings counts on from the last one on
-its monotonic clock (`utcnow`), so processes on hosts whose clocks disagree compare leases and
-due times on one clock (a host ahead took over the leases the others still held), and stamp on
-it what they store, send or measure as a lag between processes (a host behind stamped its events
-in the past, and the relay counted its skew as lag). A step of the host's wall clock (NTP, a
+this host's clock that counts a suspend too (`ticks`, `utcnow`), so processes on hosts whose
+clocks disagree compare leases and due times on one clock (a host ahead took over the leases
+the others still held), and stamp on it what they store, send or measure as a lag between
+processes (a host behind stamped its events in the past, and the relay counted its skew as
+lag). A step of the host's wall clock (NTP, a
 hand correction, an RTC kept in local time) never reaches that time: it went straight into the
 stamps and cutoffs until the next reading (a host stepped forward expired every stored position
 through the gateway's own TTL expiry, one stepped back rejected live fixes as `future`). Before a
 first reading, the host's clock is all there is. `host_now`, the host's own clock, is only what
 the offset is measured against; a duration within one process takes `time.monotonic`.
+
+`ticks` is Linux's CLOCK_BOOTTIME, which counts on through a suspend of the host or a paused VM,
+where CLOCK_MONOTONIC (`time.monotonic`) stands still: counted on the monotonic clock, the
+gateway's time lagged by the pause after a resume until the next reading (up to a minute), and a
+lease that ran out meanwhile was taken for ours (a delivery sent again after another worker took
+it over, a lost round of a request past its Idempotency-Key's lease written over a newer one).
+Where there is no such clock, `ticks` is the monotonic clock.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Final
 from zoneinfo import ZoneInfo
 
 _MAX_ZONE_NAME = 64  # the longest IANA name is 32 characters
@@ -30,8 +39,10 @@ _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 _NOT_ZONE_DIRECTORIES = ("posix/", "right/")
 
 
+_BOOTTIME: Final = getattr(time, "CLOCK_BOOTTIME", None)
+
 _offset = timedelta()  # the database server's clock minus this host's, as last measured
-# (the server's time at the last reading, `time.monotonic()` then); None: no reading yet
+# (the server's time at the last reading, `ticks()` then); None: no reading yet
 _reading: tuple[datetime, float] | None = None
 
 
@@ -40,15 +51,24 @@ def host_now() -> datetime:
     return datetime.now(UTC)
 
 
+def ticks() -> float:
+    """Seconds on this host's clock that counts on through a suspend (CLOCK_BOOTTIME; the
+    monotonic clock where there is none), from an unspecified start: what the gateway's time
+    counts on between two readings of the server's clock."""
+    if _BOOTTIME is None:
+        return time.monotonic()
+    return time.clock_gettime(_BOOTTIME)
+
+
 def utcnow() -> datetime:
-    """The gateway's time: the database server's clock as last read, counted on since on this
-    process's monotonic clock (this host's clock before a first reading)."""
-    return at_monotonic(time.monotonic())
+    """The gateway's time: the database server's clock as last read, counted on since on
+    `ticks` (this host's clock before a first reading)."""
+    return at_ticks(ticks())
 
 
-def at_monotonic(moment: float) -> datetime:
-    """The gateway's time when `time.monotonic()` read `moment` (this host's clock now before
-    a first reading)."""
+def at_ticks(moment: float) -> datetime:
+    """The gateway's time when `ticks()` read `moment` (this host's clock now before a first
+    reading)."""
     if _reading is None:
         return host_now()
     server, at = _reading
@@ -62,8 +82,8 @@ def utc_timestamp() -> float:
 
 
 def measured(server: datetime, at: float, offset: timedelta) -> None:
-    """The database server's clock read `server` at `time.monotonic()` `at`, `offset` ahead of
-    this host's (negative: behind): the gateway's time from now on."""
+    """The database server's clock read `server` at `ticks()` `at`, `offset` ahead of this
+    host's (negative: behind): the gateway's time from now on."""
     global _offset, _reading
     _offset = offset
     _reading = (server, at)

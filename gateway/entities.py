@@ -295,22 +295,22 @@ def known_whole(
 
 
 def _sent_again(sent: Any, held: Any, named_by: Collection[str]) -> bool:
-    """Whether the whole value `sent` is the stored `held` again: every member it sends is
-    the stored value's (an identifier in any spelling); or, `held` being a copy of the
-    entity it names (it holds every member that names the value on its own, `named_by`:
-    the history's `{id, cpf, name}` of a driver), it names it by them, one at least (a
-    null names nothing) and each as stored, whatever its other members say: the driver's
-    `name` is the driver entity's, which the history copies. A value holding fewer (an
-    ERP's `{cpf, name}` of a driver the tenant does not have) is a copy of nothing: no
-    rename reaches it, and a write of another name corrects it."""
-    if not (isinstance(sent, Mapping) and sent and isinstance(held, Mapping)):
+    """Whether the whole value `sent` is the stored `held` again: every member it gives, one
+    at least, is the stored value's (an identifier in any spelling); a null gives nothing
+    (an ERP mapping whose source for `id` or `name` is absent: `{cpf, name: null}` is
+    `{cpf}` sent again). Or, `held` being a copy of the entity it names (it holds every
+    member that names the value on its own, `named_by`: the history's `{id, cpf, name}` of a
+    driver), it names it by them, one at least and each as stored, whatever its other
+    members say: the driver's `name` is the driver entity's, which the history copies. A
+    value holding fewer (an ERP's `{cpf, name}` of a driver the tenant does not have) is a
+    copy of nothing: no rename reaches it, and a write of another name corrects it."""
+    if not (isinstance(sent, Mapping) and isinstance(held, Mapping)):
         return False
+    given = [name for name in sent if sent[name] is not None]
     copy = bool(named_by) and all(held.get(name) is not None for name in named_by)
-    naming = [name for name in sent if name in named_by and sent[name] is not None]
-    return all(
-        _same_member(name, sent[name], held.get(name))
-        for name in (naming if copy and naming else sent)
-    )
+    naming = [name for name in given if name in named_by]
+    compared = naming if copy and naming else given
+    return bool(compared) and all(_same_member(n, sent[n], held.get(n)) for n in compared)
 
 
 def merged_write(
@@ -344,7 +344,7 @@ def waiting(current: Doc) -> bool:
 def _same_member(name: str, sent: Any, held: Any) -> bool:
     if isinstance(sent, str) and isinstance(held, str):
         return normalize_identifier(name, sent) == normalize_identifier(name, held)
-    return sent is not None and same_json(sent, held)
+    return same_json(sent, held)
 
 
 def too_far_ahead(at: datetime, now: datetime) -> bool:

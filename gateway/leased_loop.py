@@ -43,7 +43,10 @@ claims again once a quarter of its slots is free). What a claim passes over stay
 its order, for a later claim. A partner's room is its limit minus this runner's own units of
 it: at its gate they wait their turn with the proxy's calls and other runners', first come,
 first served (counting the others' waiting calls too would leave this runner's units out for
-as long as the others keep the gate queued). What the runner knows it cannot start as a claim
+as long as the others keep the gate queued). Its rate limit's part is the runner's own calls
+under way and the tokens a call arriving now gets within `max_wait`: a token another use
+case's call holds or waits for is none of the runner's (a unit taken for it would be held back
+`rate_limited` and written back). What the runner knows it cannot start as a claim
 begins (a tenant at its share, a partner at its room, disabled, or whose circuit lets nothing
 through) the claim's read leaves out (`store.client.Admission`): however many of their units
 are due before another tenant's, that one is read. What fills up during a read is passed
@@ -312,9 +315,10 @@ Whose = Callable[[dict[str, Any]], tuple[str | None, str | None]]
 known at the claim, as for a flow run, whose steps call their partners one after another)."""
 PartnerRoom = Callable[[str], int | None]
 """(partner id) → how many calls its concurrency gate lets through at once in this process,
-fewer while its circuit or its rate limit lets fewer through now: a disabled partner's limit
-is 0, and one whose circuit lets nothing through now; None: no limit known here (not called
-yet)."""
+fewer while its circuit or its rate limit lets fewer through now (for this runner: its own
+calls under way and the tokens a call arriving now gets, not the tokens other use cases'
+calls hold or wait for): a disabled partner's limit is 0, and one whose circuit lets nothing
+through now; None: no limit known here (not called yet)."""
 Closed = Callable[[], Iterable[str]]
 """() → the partners this process cannot call now at all (their room 0): disabled, or whose
 circuit lets nothing through."""

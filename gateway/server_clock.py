@@ -7,10 +7,11 @@ process reads the database server's clock (`hello`'s `localTime`, the best of a 
 trips, taken as read halfway through) at start, before its background jobs (which wait for a
 first reading when the database does not answer then: `known`,
 `Background.start_once_checked`), and again every `CHECK_SECONDS`; in between `utcnow` counts
-on from the last reading on the monotonic clock, so a step of this host's wall clock never
-reaches it, and a reading corrects only how far the two clocks drifted apart in a minute. A
-reading whose server time is `WARN_SECONDS` or more off what the monotonic clock counted (the
-server's clock stepped, or this process stood still: a suspended host) is logged, and followed.
+on from the last reading on this host's clock that counts a suspend too (`clock.ticks`), so a
+step of this host's wall clock never reaches it, a suspend of the host or a paused VM is
+counted at once on resuming, and a reading corrects only how far the two clocks drifted apart
+in a minute. A reading whose server time is `WARN_SECONDS` or more off what that clock counted
+(the server's clock stepped) is logged, and followed.
 The host's offset to the server's clock is exported (`gateway_clock_offset_seconds`) and logged
 past `WARN_SECONDS`: the hosts should still run NTP. A server that gives no time leaves the
 host's clock in use, said once in the log.
@@ -72,7 +73,7 @@ class ServerClock:
             # Within what the reading can tell: this host's clock then.
             server, offset = server - offset, timedelta()
         if self._measured:
-            self._tell_jump(server - clock.at_monotonic(best.at))
+            self._tell_jump(server - clock.at_ticks(best.at))
         clock.measured(server, best.at, offset)
         self._metrics.clock_offset.set(offset.total_seconds())
         self._measured = True
@@ -83,9 +84,9 @@ class ServerClock:
         seconds = jump.total_seconds()
         if abs(seconds) >= WARN_SECONDS:
             log.warning(
-                "the database server's clock moved %.1f s %s than this process's monotonic "
-                "clock counted since the last reading (the server's clock stepped, or this "
-                "process stood still): the gateway's time follows the server's",
+                "the database server's clock moved %.1f s %s than this host's clock counted "
+                "since the last reading (the server's clock stepped): the gateway's time "
+                "follows the server's",
                 abs(seconds),
                 "further" if seconds > 0 else "less far",
             )

@@ -9,11 +9,11 @@ sent a newer value, and the old request, resuming, wrote its old data over the n
 the same `Idempotency-Key`'s write landed twice. So a lost round is tried again only
 
 - within `WRITE_SECONDS` of the request's arrival (`begin`, by the web edge; measured on
-  `time.monotonic()`), which is half the `Idempotency-Key` lease (30 s,
-  `triggers/idempotency.py`): before another process may take the key over; and
+  `clock.ticks()`, which counts a suspended host's or a paused VM's pause too), which is half
+  the `Idempotency-Key` lease (30 s, `triggers/idempotency.py`): before another process may
+  take the key over; and
 - while the request's `Idempotency-Key` marker is still its own and within its lease
-  (`claimed`, by the idempotency guard; read from the database, so a pause the monotonic
-  clock did not count, a suspended VM's, is caught too).
+  (`claimed`, by the idempotency guard; read from the database, on the gateway's time).
 
 Otherwise nothing more is sent: `WriteAbandoned`, a 503 whose outcome is unknown (what an
 earlier round sent may have landed; the partner retries with the same key and gets the
@@ -28,12 +28,12 @@ changed after its read, however long the write itself then takes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Final
 
+from gateway import clock
 from gateway.errors import StoreUnavailable
 
 WRITE_SECONDS: Final = 15.0
@@ -52,7 +52,7 @@ def begin() -> None:
     """A partner's call has arrived whole, its body read (`web/hooks.py`): its writes are
     sent, and their lost rounds tried again, until `WRITE_SECONDS` from now (the rest of the
     request's task sees it). Other writes (the admin API's, background jobs') have none."""
-    _deadline.set(time.monotonic() + WRITE_SECONDS)
+    _deadline.set(clock.ticks() + WRITE_SECONDS)
 
 
 def clear() -> None:
@@ -75,7 +75,7 @@ def check_deadline() -> None:
     """Before each write of an entity: WriteAbandoned past `WRITE_SECONDS` from the
     request's arrival (a request's only; background writes have no deadline)."""
     deadline = _deadline.get()
-    if deadline is not None and time.monotonic() > deadline:
+    if deadline is not None and clock.ticks() > deadline:
         raise WriteAbandoned(
             f"the write would be sent more than {WRITE_SECONDS:g} s after the request arrived "
             "(this process was held up); not sent, since a newer write may have come "

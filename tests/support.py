@@ -9,7 +9,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -133,4 +132,4 @@ async def deliver_entity_events(services: Any, tenant: str = "acme") -> None:
 def set_offset(offset: timedelta) -> None:
     """The gateway's time as a reading, taken now, of a database server's clock `offset` ahead
     of this host's sets it (`gateway.clock.measured`)."""
-    clock.measured(clock.host_now() + offset, time.monotonic(), offset)
+    clock.measured(clock.host_now() + offset, clock.ticks(), offset)

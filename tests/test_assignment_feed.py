@@ -335,6 +335,31 @@ async def test_the_name_of_a_driver_the_tenant_does_not_have_can_be_corrected(
     assert (await response.json())["current_driver"]["name"] == "Carla D."
 
 
+@pytest.mark.parametrize("member", [{"id": None}, {"name": None}], ids=["id-null", "name-null"])
+async def test_a_null_beside_the_cpf_of_a_driver_the_tenant_does_not_have_changes_nothing(
+    client: Client, member: dict[str, None]
+) -> None:
+    """Over an ERP's `{cpf, name}` of a driver the tenant does not have (no copy of a driver),
+    the same report with a null beside the CPF (an ERP mapping whose `id` or `name` source is
+    absent) changes nothing, as `{cpf}` does: a null names nothing. It was taken for another
+    value, the field replaced and the name dropped, and the next report with the name put it
+    back: two `entity.updated` per alternation (rev29 F5)."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    erp = await _erp_vehicles(client)
+    services = client.app[services_key]
+    held = {"cpf": CARLA["cpf"], "name": CARLA["name"]}
+    await send_to(client, erp, {"plate": "ABC1D23", "current_driver": held})
+    await drain(services)
+    assert (await get(client, "/api/v1/entities/driver"))["items"] == []
+    sent = {"cpf": CARLA["cpf"], **member}
+    answer = await send_to(client, erp, {"plate": "ABC1D23", "current_driver": sent})
+    await drain(services)
+    after = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+
+    assert (answer["changed"], answer["events"]) == ([], []), answer
+    assert after["current_driver"] == held
+
+
 async def test_removing_the_current_driver_reports_that_nobody_drives(client: Client) -> None:
     """A PATCH of `current_driver: null` removed the field while the history still said Bruno
     drove, and a later report of Bruno stayed without an id."""

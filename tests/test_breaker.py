@@ -92,9 +92,10 @@ def test_a_partners_room_for_claims_follows_its_circuit() -> None:
 
 async def test_a_partners_room_for_claims_follows_its_rate_limit() -> None:
     """At 0.2 requests a second (one token every 5 s) and a 2 s `max_wait`, a claim takes a
-    unit while a call arriving now gets a token within 2 s, the calls in flight at the gate
-    beside it; none (the partner `closed`) from the token taken until 2 s before the next,
-    which `opens_in` says. At 2 a second, the tokens of 2 s: 1 held and 4 more."""
+    unit while a call arriving now gets a token within 2 s, the runner's own calls under way
+    beside it (not another use case's); none (the partner `closed`) from the token taken
+    until 2 s before the next, which `opens_in` says. At 2 a second, the tokens of 2 s: 1
+    held and 4 more."""
     clock = FakeClock()
     guards = PartnerGuards(clock=clock)
     slow = GuardSettings(max_concurrency=4, rate_per_second=0.2, max_wait=2.0)
@@ -104,8 +105,8 @@ async def test_a_partners_room_for_claims_follows_its_rate_limit() -> None:
     assert guards.opens_in("p1") is None
     assert guard.limiter is not None and guard.limiter.try_acquire() == 0.0
     assert (guards.room("p1"), guards.closed(), guards.opens_in("p1")) == (0, ["p1"], 3.0)
-    guard.gate.held = 1  # the call in flight
-    assert guards.room("p1") == 1
+    guard.gate.held = 1  # the call in flight: another use case's is no room for a claim
+    assert (guards.room("p1"), guards.room("p1", sending=1)) == (0, 1)  # the runner's is
     guard.gate.held = 0
     clock.now += 2.9
     assert (guards.room("p1"), guards.closed()) == (0, ["p1"])
@@ -117,9 +118,10 @@ async def test_a_partners_room_for_claims_follows_its_rate_limit() -> None:
     assert clock.now == pytest.approx(1005.0)
 
 
-async def test_a_rate_limits_waiting_callers_count_in_its_room() -> None:
-    """Callers waiting for their token count among those it lets through within `max_wait`:
-    the room stays what it was while they wait, and falls as they go."""
+async def test_a_rate_limits_room_counts_the_runners_waiting_calls_not_the_others() -> None:
+    """The runner's calls waiting for their token count among those it lets through within
+    `max_wait`: the room stays what it was while they wait, and falls as they go. Another
+    use case's call waiting (a proxy call's) holds the token it reserved: one less."""
     clock = FakeClock()
     guards = PartnerGuards(clock=clock)
     guard = guards.get("p", GuardSettings(rate_per_second=1.0, max_wait=3.0))
@@ -137,7 +139,7 @@ async def test_a_rate_limits_waiting_callers_count_in_its_room() -> None:
     assert guards.room("p") == 3
     waiting = asyncio.create_task(limiter.acquire(3.0))
     await asyncio.sleep(0)  # its token reserved, asleep until it comes
-    assert guards.room("p") == 3
+    assert (guards.room("p", sending=1), guards.room("p")) == (3, 2)
     woken.set()
     assert await waiting
     assert guards.room("p") == 3  # a second later: it went, the 4th second's token is in

@@ -413,6 +413,43 @@ async def test_an_answer_to_a_call_let_through_before_its_partner_was_disabled_k
     assert stored.get("failing_since") is not None
 
 
+async def test_an_answer_landing_before_the_disable_keeps_the_partner_enabled(
+    client: Client, partner: Partner
+) -> None:
+    """The worker read the partner failing for longer than its `disable_after_hours`
+    (`note_failure`), and another process's call is answered before the worker disables it:
+    its failing ended (`note_success`), and it is not disabled. It was disabled all the same,
+    without its `failing_since`: refused to every proxy call, flow and schedule until its
+    next probe, and its recovery then replayed none of the outage's dead deliveries."""
+    services = client.app[services_key]
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001},
+        action={"retry_schedule": [5, 5, 5, 5, 5]},
+    )
+    partners = services.store.partners
+    disable = partners.disable
+
+    async def disable_after_an_answer(tenant: str, partner_id: str, *args: Any, **kw: Any) -> bool:
+        await partners.note_success(tenant, partner_id)  # another process's call answered
+        return await disable(tenant, partner_id, *args, **kw)
+
+    partners.disable = disable_after_an_answer  # type: ignore[method-assign]
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    await worker.run_until_idle()  # failing since now
+    clock.advance(5.1)
+    await worker.run_until_idle()  # failing for 5 s > 3.6 s, as read
+    stored = await partners.get("acme", partner_doc["id"])
+
+    assert stored is not None
+    assert (stored["status"], "failing_since" in stored) == ("active", False), stored
+    assert partner_doc["id"] not in worker._health.disabled
+
+
 async def test_a_disabled_partner_whose_head_answer_carries_a_body_is_enabled_by_its_probe(
     client: Client,
 ) -> None:
@@ -426,7 +463,9 @@ async def test_a_disabled_partner_whose_head_answer_carries_a_body_is_enabled_by
     async with raw_partner(reply + b'{"ok":true}', heads) as url:
         made = await create_partner(client, url.removesuffix("/hook"))
         now = clock()
-        assert await services.store.partners.disable("acme", made["id"], now, now)
+        assert await services.store.partners.disable(
+            "acme", made["id"], now, now, failing_since=None
+        )
         clock.advance(1)
         await services.delivery_worker.housekeeping()
     doc = await services.store.partners.get("acme", made["id"])
@@ -755,6 +794,49 @@ async def test_a_rate_limited_partners_backlog_is_claimed_one_token_at_a_time(
     assert len(partner.requests) == 4
 
 
+async def test_a_proxy_call_waiting_for_a_rate_limited_partners_token_leaves_the_backlog_unclaimed(
+    client: Client, partner: Partner
+) -> None:
+    """A partner limited to 0.2 requests a second (a call waits 2 s for its token at most);
+    a proxy call arrives 2 s before the next token and reserves it. That token is the only
+    one within 2 s and it is the proxy's: the worker's claim takes none of the 3 deliveries
+    due. Until 2026-12-06 the room counted every caller waiting for a token (and every call
+    in flight at the gate), the proxy's included, as the worker's: it claimed the deliveries
+    one after another, the rate limit held each back and each was written back (`deferred`)."""
+    services = client.app[services_key]
+    worker = _driven(client)
+    seconds = [1000.0]
+    services.guards.clock = lambda: seconds[0]  # the rate limit's clock
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"rate_limit": {"per_second": 0.2, "burst": 1}, "timeout_seconds": 2},
+    )
+    lookup = await create_action(
+        client, partner_doc["id"], name="hr", mode="proxy", method="GET", path="/api/condutor"
+    )
+    await _vehicles(client, "ABC1D00")
+    first = await worker.run_until_idle()  # the burst's token
+    await _vehicles(client, "ABC1D01", "ABC1D02", "ABC1D03")
+    deferred = services.metrics.deliveries.labels("deferred")
+    held_before = deferred._value.get()
+    seconds[0] += 3  # the next token is 2 s away: a call arriving now waits for it
+    invoke = f"/api/v1/actions/{lookup['id']}/invoke"
+    proxied = asyncio.create_task(client.post(invoke, headers=auth(), json={"payload": {}}))
+    limiter = services.guards._guards[partner_doc["id"]].limiter
+    async with asyncio.timeout(10):
+        while not limiter._waiting:
+            await asyncio.sleep(0.01)
+    room = services.guards.room(partner_doc["id"])
+    rounds = await worker.run_until_idle()
+    answered = await proxied
+
+    assert first == Counter(succeeded=1)
+    assert answered.status == 200
+    assert (room, rounds, deferred._value.get() - held_before) == (0, Counter(), 0)
+    assert len(partner.requests) == 2  # the first delivery, the proxy call
+
+
 async def test_a_disabled_partners_deliveries_are_no_work_waiting_for_a_worker(
     client: Client, partner: Partner
 ) -> None:
@@ -802,7 +884,9 @@ async def test_a_probe_reaches_the_partner_past_deliveries_that_cannot_be_sent(
     stopped = await create_subscription(client, action["id"])
     vehicle = await create_vehicle(client)
     now = clock()
-    assert await services.store.partners.disable("acme", partner_doc["id"], now, now)
+    assert await services.store.partners.disable(
+        "acme", partner_doc["id"], now, now, failing_since=None
+    )
     where = f"/api/v1/entities/vehicle/{vehicle['id']}"
     for km in (1, 2, 3):
         assert (await client.patch(where, headers=auth(), json={"odometer_km": km})).status == 200

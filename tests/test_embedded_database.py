@@ -434,7 +434,7 @@ async def test_a_forward_step_of_the_hosts_clock_expires_nothing_before_its_time
     monotonic clock untouched) reached the expiry's cutoff before the next reading of the
     database server's clock: 100 days ahead, every stored position and every Idempotency-Key
     record was deleted for good (25 h: the records, the signature memory, the cooldowns). The
-    gateway's time counts on from its last reading on the monotonic clock."""
+    gateway's time counts on from its last reading on a clock that does not step."""
     monkeypatch.setattr(connection, "EXPIRE_SECONDS", 0.05)
     async with open_services(settings, mongodb_uri=mongodb_uri) as services:
         db = services.store.db

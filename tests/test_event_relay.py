@@ -179,10 +179,10 @@ def test_an_id_never_sorts_before_the_previous_one_when_the_offset_steps_back() 
 async def test_a_reading_of_the_servers_clock_corrects_the_gateways_time_and_says_a_jump(
     services: Services, gateway_time: Callable[[datetime], None], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Between two readings the gateway's time counts on the monotonic clock (a step of the
-    host's wall clock never reaches it); a reading puts it on the server's clock again, and
-    one that finds it far off what the monotonic clock counted (the server's clock stepped)
-    says so."""
+    """Between two readings the gateway's time counts on this host's clock that counts
+    suspends too (`clock.ticks`: a step of the host's wall clock never reaches it); a reading
+    puts it on the server's clock again, and one that finds it far off what that clock
+    counted (the server's clock stepped) says so."""
     server_clock = ServerClock(services.store, services.metrics)
     await server_clock.measure()
     gateway_time(datetime.now(UTC) - timedelta(hours=1))  # the server's clock an hour behind
@@ -190,7 +190,7 @@ async def test_a_reading_of_the_servers_clock_corrects_the_gateways_time_and_say
         assert abs((clock.utcnow() - datetime.now(UTC)).total_seconds() + 86_400 + 3600) < 5
         with caplog.at_level("WARNING", "gateway.server_clock"):
             await server_clock.measure()
-        assert "clock moved 3600.0 s further than this process's monotonic" in caplog.text
+        assert "clock moved 3600.0 s further than this host's clock counted" in caplog.text
         assert abs((clock.utcnow() - datetime.now(UTC)).total_seconds() + 86_400) < 1
 
 

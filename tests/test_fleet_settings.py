@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gateway import clock
 from gateway.fleet.odometer import TrackPoint
 from gateway.web.state import services_key
 from tests.partner_double import create_vehicle
@@ -104,6 +106,31 @@ async def test_a_shorter_retention_drops_only_that_tenants_old_fixes(client: Any
     assert await services.fold.purge_expired() == 1
     left = sorted((d["tenant"], (now - d["at"]).days) for d in await positions.find().to_list(None))
     assert left == [("acme", 6), ("globex", 8)]
+
+
+async def test_a_step_of_the_servers_clock_purges_no_fix_before_its_tenants_retention(
+    client: Any, gateway_time: Callable[[datetime], None]
+) -> None:
+    """The database server's clock steps 2 days forward (the next reading follows it): the
+    TTL expiry holds back (clockfix), and so does the hourly purge of a tenant's shorter
+    retention, which cut at the stepped time and dropped a 6-day-old fix of a tenant keeping
+    them 7 for good."""
+    services = client.app[services_key]
+    put = await client.put("/api/v1/fleet/settings", json={"retention_days": 7}, headers=auth())
+    assert put.status == 200
+    positions = services.store.db["positions"]
+    now = clock.utcnow()
+    gateway_time(now)
+    await positions.insert_one(
+        {"tenant": "acme", "vehicle": "v1", "t": now - timedelta(days=6),
+         "at": now - timedelta(days=6), "lat": -23.5, "lon": -46.6, "source": "test"}
+    )  # fmt: skip
+    await services.store.expiry.expire()  # a pass on the right time
+    gateway_time(now + timedelta(days=2))
+
+    assert await services.store.expiry.expire() == 0
+    assert await services.fold.purge_expired() == 0
+    assert await positions.count_documents({"tenant": "acme"}) == 1
 
 
 async def test_integer_settings_take_integral_numbers_as_json_schema_does(client: Any) -> None:

@@ -453,7 +453,8 @@ async def test_live_fixes_taken_while_the_hosts_clock_is_stepped_back_are_not_re
     the monotonic clock untouched) went straight into the arrival time of the fixes it took
     until the next reading of the database server's clock: a tracker's live fixes, on the
     right time, were refused for good as `future` (answered 201, moving nothing). The gateway's
-    time counts on from its last reading on the monotonic clock: the step never reaches it."""
+    time counts on from its last reading on a clock that does not step: the step never
+    reaches it."""
     await new_vehicle(client, "STP1A01")
     trigger = await create_position_trigger(client)
     now = datetime.now(UTC).replace(microsecond=0)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from multidict import CIMultiDict
 
+from gateway.clock import utcnow
 from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import (
@@ -116,6 +118,30 @@ async def test_same_idempotency_key_and_body_replays_the_first_answer(client: Cl
     assert (await other.json())["reason"] == "idempotency"
     [vehicle] = await entities(client)
     assert vehicle["make"] == "Fiat" and vehicle["version"] == 1
+
+
+async def test_a_step_of_the_servers_clock_forgets_no_idempotency_key_before_its_time(
+    client: Client, gateway_time: Callable[[datetime], None]
+) -> None:
+    """The database server's clock steps 25 h forward (the next reading follows it) between
+    a call and its retry an hour later: the TTL expiry keeps the key's record (held back,
+    clockfix), and the reads no longer take it for expired on the stepped time: the retry
+    gets the first answer, not processed again with the first answer replaced for good."""
+    store = client.app[services_key].store
+    trigger = await create_trigger(client)
+    headers = {**bearer(trigger), "Idempotency-Key": "order-42"}
+    now = utcnow()
+    gateway_time(now)
+    first = await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers)
+    await store.expiry.expire()  # a pass on the right time
+    gateway_time(now + timedelta(hours=25))
+    assert await store.expiry.expire() == 0  # the record kept
+    retry = await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers)
+    kept = await store.idempotency.answered("acme", trigger["id"], ["order-42"], utcnow())
+
+    assert (first.status, retry.status) == (201, 201)
+    assert retry.headers.get("Idempotent-Replayed") == "true"
+    assert kept is not None and kept["status"] == 201
 
 
 async def test_a_rejected_call_releases_its_idempotency_key(client: Client) -> None:

@@ -56,7 +56,8 @@ class PartnerHealth:
     async def failed(self, partner: Partner, now: datetime) -> None:
         """Count a delivery's retryable failure against the partner (its answers, to any call,
         are counted as they come: `PartnerCalls`); disabled once it has been failing for
-        longer than its `disable_after_hours`."""
+        longer than its `disable_after_hours`, unless an answer ended that failing between
+        the read and the disable (`PartnerStore.disable` checks the `failing_since` read)."""
         doc = await self._store.partners.note_failure(partner.tenant, partner.id, now)
         self._calls.failing(partner.id)  # its next answer clears what was just written
         since: datetime | None = doc.get("failing_since") if doc else None
@@ -69,14 +70,20 @@ class PartnerHealth:
         ):
             return
         probe_at = now + timedelta(seconds=self._probe_seconds)
-        if await self._store.partners.disable(partner.tenant, partner.id, now, probe_at):
-            log.warning(
-                "partner %s disabled: failing since %s; probing every %g s",
-                partner.id,
-                since.isoformat(),
-                self._probe_seconds,
-            )
-            self._metrics.partner_disabled.labels("disabled").inc()
+        partners = self._store.partners
+        if not await partners.disable(
+            partner.tenant, partner.id, now, probe_at, failing_since=since
+        ):
+            # An answer ended its failing since it was read (it stays active), or another
+            # process disabled it: the next `refresh` says which.
+            return
+        log.warning(
+            "partner %s disabled: failing since %s; probing every %g s",
+            partner.id,
+            since.isoformat(),
+            self._probe_seconds,
+        )
+        self._metrics.partner_disabled.labels("disabled").inc()
         self.disabled.add(partner.id)
         self._catalog.forget(partner.id)
 

@@ -139,6 +139,8 @@ class DeliveryWorker:
         self._probes = itertools.count(1)
         self._probing: dict[Any, asyncio.Task[None]] = {}  # partner id → its probe under way
         self._pacing: dict[str, asyncio.TimerHandle] = {}  # partner id → its loop's wake-up
+        # partner id → this worker's calls to it under way (`_partner_room`)
+        self._sending: Counter[str] = Counter()
         self._probe_shares = FairShares(PROBES_AT_ONCE, tenant_only)
         self._refill_at = max(1, settings.concurrency // 4)
         self._loop: LeasedLoop[Counter[str]] = LeasedLoop(
@@ -255,10 +257,12 @@ class DeliveryWorker:
     def _partner_room(self, partner_id: str) -> int | None:
         """A disabled partner has none (its probe takes its deliveries); another, the size of
         its concurrency gate in this process, fewer while its circuit or its rate limit lets
-        fewer through (`PartnerGuards.room`)."""
+        fewer through (`PartnerGuards.room`): this worker's own calls to it under way and the
+        tokens its rate limit gives a call arriving now, not those other use cases' calls
+        hold or wait for."""
         if partner_id in self._health.disabled:
             return 0
-        return self._guards.room(partner_id)
+        return self._guards.room(partner_id, self._sending[partner_id])
 
     def _closed(self) -> list[str]:
         """The partners with no room at all (`_partner_room`): a claim does not read their
@@ -574,9 +578,15 @@ class DeliveryWorker:
                 f"cannot build the request: {exc.detail}",
                 errors=[p.as_dict() for p in problems],
             )
-        outcome = await self._calls.send(
-            partner, replace(request, before_sending=before_sending), action=target.action
-        )
+        self._sending[partner.id] += 1
+        try:
+            outcome = await self._calls.send(
+                partner, replace(request, before_sending=before_sending), action=target.action
+            )
+        finally:
+            self._sending[partner.id] -= 1
+            if not self._sending[partner.id]:
+                del self._sending[partner.id]
         self._pace(partner.id)
         if probe is not None:
             probe.asked = outcome.sent

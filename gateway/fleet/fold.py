@@ -369,9 +369,10 @@ class Fold(ShardedJob):
 
     async def purge_expired(self) -> int:
         """Drop the fixes of tenants that keep them for fewer days than the TTL index does;
-        how many went."""
+        how many went. Cut at the expiry's time (`Expiry.now`), which a step of the clock
+        forward does not move before its time."""
         purged = 0
-        now = utcnow()
+        now = self._store.expiry.now()
         for doc in await self._store.fleet_settings.shorter_retention(MAX_RETENTION_DAYS):
             before = now - timedelta(days=int(doc["retention_days"]))
             purged += await self._store.positions.purge(str(doc["_id"]), before)

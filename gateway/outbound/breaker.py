@@ -189,12 +189,12 @@ class TokenBucket:
         self._refill()
         return max((1 - self._tokens) / self.rate, 0.0)
 
-    def given_within(self, seconds: float) -> int:
-        """How many callers get a token within `seconds` from now (`acquire(seconds)` lets
-        them wait for it), those waiting for one first: the tokens it holds and those it
-        gains by then."""
+    def free_within(self, seconds: float) -> int:
+        """How many callers arriving now get a token within `seconds` (`acquire(seconds)`
+        lets them wait for it), behind those waiting for one already: the tokens it holds and
+        those it gains by then, less those the waiting callers reserved."""
         self._refill()
-        return max(math.floor(self._tokens + self._waiting + (seconds + _HAIR) * self.rate), 0)
+        return max(math.floor(self._tokens + (seconds + _HAIR) * self.rate), 0)
 
     async def acquire(self, max_wait: float = math.inf) -> bool:
         """Wait for a token; False (nothing taken) if that would take longer than max_wait."""
@@ -326,19 +326,22 @@ class PartnerGuard:
     def concurrency(self) -> int:
         return self.gate.size
 
-    def room(self) -> int:
-        """How many calls may be under way to the partner in this process now, as a claim
-        counts them (`PartnerGuards.room`): its gate's size; fewer while its circuit lets
-        fewer through (open: none; half_open: its probe); fewer while its rate limit lets
-        fewer through within `max_wait` (what a call waits for a token at most): those at its
-        gate, those waiting for a token, and the tokens it gives within `max_wait`. A call
-        beyond would wait longer and be held back (`rate_limited`), its delivery written
-        back due at the next token, with every other one beyond."""
+    def room(self, sending: int = 0) -> int:
+        """How many of a runner's calls may be under way to the partner in this process now,
+        as its claim counts them (`PartnerGuards.room`), `sending` of them under way already
+        (holding a token or waiting for one, at the gate or past it): its gate's size; fewer
+        while its circuit lets fewer through (open: none; half_open: its probe); fewer while
+        its rate limit lets fewer through within `max_wait` (what a call waits for a token at
+        most): the runner's `sending` and the tokens a call arriving now gets within
+        `max_wait`. A call beyond would wait longer and be held back (`rate_limited`), its
+        delivery written back due at the next token, with every other one beyond. The other
+        use cases' calls (a proxy call, a flow's fetch, a schedule's page, an SMS, a push)
+        are no room: a token one of them holds or waits for is not the runner's to use."""
         room = self.gate.size
         if (circuit := self.breaker.room()) is not None:
             room = min(room, circuit)
         if self.limiter is not None:
-            paced = self.gate.held + self.limiter.given_within(self.settings.max_wait)
+            paced = sending + self.limiter.free_within(self.settings.max_wait)
             room = min(room, paced)
         return room
 
@@ -426,16 +429,18 @@ class PartnerGuards:
                     self.on_breaker_change(partner_id, BreakerState.CLOSED)
         return guard
 
-    def room(self, partner_id: str) -> int | None:
+    def room(self, partner_id: str, sending: int = 0) -> int | None:
         """How many of a leased runner's units a claim takes for the partner
-        (`leased_loop.FairShares`): the size of its gate in this process, fewer while its
-        circuit or its rate limit lets fewer through (`PartnerGuard.room`); None before its
-        first call. Units taken beyond would only be held back by the circuit or the rate
-        limit, each written again: until 2026-12-06 a rate-limited partner's backlog was
-        claimed and handed back at every token (174 claims and writes for 3 requests sent at
-        0.2 requests a second)."""
+        (`leased_loop.FairShares`), `sending` of the runner's calls to it under way: the
+        size of its gate in this process, fewer while its circuit or its rate limit lets
+        fewer through (`PartnerGuard.room`); None before its first call. Units taken beyond
+        would only be held back by the circuit or the rate limit, each written again: until
+        2026-12-06 a rate-limited partner's backlog was claimed and handed back at every
+        token (174 claims and writes for 3 requests sent at 0.2 requests a second), and
+        again while another use case's call waited for the partner's token or was in flight
+        (its token counted as the runner's)."""
         guard = self._guards.get(partner_id)
-        return None if guard is None else guard.room()
+        return None if guard is None else guard.room(sending)
 
     def refusing(self) -> list[str]:
         """The partners whose circuit lets no request through now (open, or its probe out)."""

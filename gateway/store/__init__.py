@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
@@ -67,7 +66,7 @@ class ClockSample(NamedTuple):
     """One reading of the database server's clock (`Store.clock_sample`)."""
 
     server: datetime  # the server's time
-    at: float  # `time.monotonic()` when the server read it (halfway through the round trip)
+    at: float  # `clock.ticks()` when the server read it (halfway through the round trip)
     offset: timedelta  # the server's clock minus this host's then
     trip: float  # the round trip, in seconds
 
@@ -113,7 +112,7 @@ class Store:
         self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)
         self.triggers = TriggerStore(db["triggers"])
-        self.idempotency = IdempotencyStore(db["idempotency"])
+        self.idempotency = IdempotencyStore(db["idempotency"], self.expiry)
         self.signature_memory = SignatureMemory(db["signature_memory"])
         self.rejected = RejectedStore(db["rejected"])
         self.partners = PartnerStore(db["partners"])
@@ -249,9 +248,9 @@ class Store:
         """The server's clock as `hello`'s `localTime` gives it, taken as read halfway through
         the round trip. None from a server that gives no time."""
         with translate_errors():
-            sent, started = clock.host_now(), time.monotonic()
+            sent, started = clock.host_now(), clock.ticks()
             reply = await self.db.client.admin.command("hello")
-            trip = time.monotonic() - started
+            trip = clock.ticks() - started
         server = reply.get("localTime")
         if not isinstance(server, datetime):
             return None

@@ -14,15 +14,22 @@ A pass deletes what is older than the gateway's time less the TTL, and that time
 database server's clock stepped forward (on a host whose RTC keeps local time, by hand, by
 NTP), or this host's before a first reading of it. A step of 25 h expired every idempotency
 record and the signature memory, one past the retention every stored position, at once and for
-good. So a pass's time never moves past the last pass's by more than this process's monotonic
-clock counted since (give or take `MARGIN`): beyond that the pass expires only up to there, and
-says why; once the time is back where the monotonic clock puts it, passes take it as it is again.
+good. So a pass's time never moves past the last pass's by more than this host's clock counted
+since (`clock.ticks`, the clock the gateway's time counts on between readings, which counts a
+suspend too; give or take `MARGIN`): beyond that the pass expires only up to there, and says
+why; once the time is back where that clock puts it, passes take it as it is again.
+
+That time (`Expiry.now`) is what everything else that judges an age against a retention takes
+too, one hold for all: the fleet fold's purge of a tenant's shorter position retention, and the
+Idempotency-Key reads, which take a record past its 24 h for expired (a record the pass keeps
+through a step would be processed again, its first answer replaced). Until 2026-12-06 they cut
+at the stepped time: a step of 2 days forward dropped for good the 6-day-old fixes of a tenant
+keeping them 7, a step of 25 h made every kept record count as expired.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,14 +38,14 @@ from typing import Any
 from pymongo import IndexModel
 from pymongo.errors import OperationFailure
 
-from gateway.clock import utcnow
+from gateway.clock import ticks, utcnow
 from gateway.store.client import Collection, Doc, translate_errors
 
 log = logging.getLogger(__name__)
 
 INDEX_NOT_FOUND = 27
 MARGIN = timedelta(seconds=5)
-"""How far a pass's time may run ahead of the last pass's plus the monotonic time since: what a
+"""How far a pass's time may run ahead of the last pass's plus the time counted since: what a
 reading of the server's clock corrects of a minute's drift is milliseconds."""
 
 
@@ -57,8 +64,8 @@ class Expiry:
         # this process's settings say; the serving processes' settings decide it.
         self.follow_settings = follow_settings
         self._ttls: dict[tuple[str, str], _Ttl] = {}  # (collection, index name)
-        # (the time a pass expired up to, or the monotonic clock counted on to since, whichever
-        # is later; `time.monotonic()` then); None before a first pass
+        # (the time last given (`now`), or `ticks` counted on to since, whichever is later;
+        # `ticks()` then); None before the first
         self._passed: tuple[datetime, float] | None = None
         self._held: timedelta | None = None  # how far the last pass's time was held back
 
@@ -109,11 +116,19 @@ class Expiry:
     def set_seconds(self, collection: str, index: str, seconds: float) -> None:
         self._ttls[(collection, index)].seconds = float(seconds)
 
+    def now(self, now: datetime | None = None) -> datetime:
+        """The time by which what has a lifetime has expired: `now` (by default the gateway's
+        time), never further past the last time given than this host's clock counted since
+        (`_cutoff`). A pass cuts at it, and so does whatever else judges an age against a
+        retention: a step of the clock forward expires nothing, nor makes anything count as
+        expired, before its time."""
+        return self._cutoff(now or utcnow(), ticks())
+
     async def expire(self, now: datetime | None = None) -> int:
         """Where the gateway expires documents itself: delete, through each TTL index, what
-        it says has expired at `now` (the gateway's time), never further than the monotonic
-        clock allows (`_cutoff`); how many went (0 elsewhere: the server does it)."""
-        moment = self._cutoff(now or utcnow(), time.monotonic())
+        it says has expired at `self.now(now)`; how many went (0 elsewhere: the server does
+        it)."""
+        moment = self.now(now)
         deleted = 0
         for ttl in list(self._ttls.values()):
             query: Doc = {ttl.field: {"$lt": moment - timedelta(seconds=ttl.seconds)}}
@@ -124,8 +139,8 @@ class Expiry:
         return deleted
 
     def _cutoff(self, now: datetime, at: float) -> datetime:
-        """`now`; the last pass's time plus the monotonic time since when `now` is further
-        than `MARGIN` past that: a step of the clock expires nothing before its time."""
+        """`now`; the last time given plus the time `ticks` counted since when `now` is
+        further than `MARGIN` past that: a step of the clock expires nothing before its time."""
         if self._passed is not None:
             passed, then = self._passed
             counted = passed + timedelta(seconds=at - then)
@@ -143,10 +158,10 @@ class Expiry:
         if self._held is None or abs((ahead - self._held).total_seconds()) >= MARGIN.seconds:
             log.warning(
                 "the gateway's time is %.0f s ahead of where the last expiry pass and this "
-                "process's monotonic clock put it (a step of the database server's clock, or of "
-                "this host's before a first reading of it): documents past their TTL are "
-                "expired only up to the monotonic clock's time, which keeps them that much "
-                "longer, until the time is back (a restart of the process takes it as it is)",
+                "host's clock put it (a step of the database server's clock, or of this host's "
+                "before a first reading of it): documents past their TTL are expired only up "
+                "to the time this host's clock counted, which keeps them that much longer, "
+                "until the time is back (a restart of the process takes it as it is)",
                 ahead.total_seconds(),
             )
         self._held = ahead

@@ -6,7 +6,9 @@ the call that wrote the marker, by which that call, and no other, releases it). 
 marker is inserted *before* the call is processed, so of two concurrent first calls only one
 wins the unique insert; the other sees the marker. A TTL index drops records after
 `RETENTION_SECONDS` (reads also ignore expired ones, because TTL deletion runs only now and
-then).
+then). A record's age is judged at the expiry's time (`Expiry.now`), as the gateway's own TTL
+pass judges it: a step of the clock forward, which that time does not follow before its time,
+makes no kept record count as expired (its retry processed again, its first answer replaced).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pymongo import ASCENDING, IndexModel
 
 from gateway.errors import Conflict
 from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.expiry import Expiry
 
 RETENTION_SECONDS = 24 * 3600
 INDEXES = [
@@ -33,9 +36,13 @@ def record_id(trigger_id: str, key: str) -> str:
     return f"{trigger_id}:{digest}"
 
 
+_RETENTION = timedelta(seconds=RETENTION_SECONDS)
+
+
 class IdempotencyStore:
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, expiry: Expiry) -> None:
         self._c = collection
+        self._expiry = expiry
 
     async def claim(
         self,
@@ -74,7 +81,7 @@ class IdempotencyStore:
                 existing = await self._c.find_one(scoped(tenant, {"_id": marker["_id"]}))
             if existing is None:
                 continue  # expired and removed meanwhile: insert again
-            stale = existing["created_at"] <= now - timedelta(seconds=RETENTION_SECONDS)
+            stale = existing["created_at"] <= self._expiry.now(now) - _RETENTION
             abandoned = existing["state"] == "pending" and existing["lease_until"] <= now
             if not (stale or abandoned):
                 return existing
@@ -114,8 +121,8 @@ class IdempotencyStore:
         body_hashes: Sequence[str] = (),
     ) -> Doc | None:
         """A finished answer kept under any of `keys`, or under any of `body_keys` for a body
-        of one of `body_hashes`, within the retention."""
-        since = now - timedelta(seconds=RETENTION_SECONDS)
+        of one of `body_hashes`, within the retention (at the expiry's time for `now`)."""
+        since = self._expiry.now(now) - _RETENTION
         ids = [record_id(trigger_id, key) for key in keys]
         by_body = [record_id(trigger_id, key) for key in body_keys]
         # One `_id $in` over both, the body checked here: an `$or` around it is a whole

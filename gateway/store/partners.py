@@ -51,11 +51,22 @@ class PartnerStore(TenantResources):
             )
 
     async def disable(
-        self, tenant: str, partner_id: str, now: datetime, probe_at: datetime
+        self,
+        tenant: str,
+        partner_id: str,
+        now: datetime,
+        probe_at: datetime,
+        *,
+        failing_since: datetime | None,
     ) -> bool:
+        """The partner disabled, if it is active and still failing since `failing_since`,
+        the outage its disabling was decided on (None: not failing); whether it was. An
+        answer that ended its failing since (`note_success`, any call of any process) leaves
+        it active: disabled, it would lose the `failing_since` its recovery replays from."""
+        query = {"_id": ObjectId(partner_id), "status": "active", "failing_since": failing_since}
         with translate_errors():
             result = await self._c.update_one(
-                scoped(tenant, {"_id": ObjectId(partner_id), "status": "active"}),
+                scoped(tenant, query),
                 {"$set": {"status": "disabled", "disabled_at": now, "probe_at": probe_at}},
             )
         return result.modified_count == 1

@@ -756,7 +756,8 @@ class PositionStore:
 
     async def purge(self, tenant: str, before: datetime) -> int:
         """Drop a tenant's fixes (and refusals) received before `before` (a retention shorter
-        than the TTL index's); how many fixes went. It scans: it runs hourly, on one process."""
+        than the TTL index's, counted back from `Expiry.now`); how many fixes went. It scans:
+        it runs hourly, on one process."""
         with translate_errors():
             await self._r.delete_many(scoped(tenant, {"at": {"$lt": before}}))
             result = await self._p.delete_many(scoped(tenant, {"at": {"$lt": before}}))
