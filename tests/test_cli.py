@@ -172,10 +172,11 @@ def test_a_damaged_generated_key_file_is_one_line_naming_the_file(
     tmp_path: Path, content: str, command: list[str]
 ) -> None:
     """An empty or truncated `GATEWAY_DATA_DIR/secret_key` (a crash while it was written) was
-    a traceback blaming the unset GATEWAY_SECRET_KEY: the operator was sent to the wrong place."""
+    a traceback blaming the unset GATEWAY_SECRET_KEY: the operator was sent to the wrong place.
+    Refused before anything starts: run in this process (`_command`)."""
     (tmp_path / "secret_key").write_text(content)
     env = {"GATEWAY_SECRET_KEY": "", "GATEWAY_DATA_DIR": str(tmp_path), "MONGODB_URI": ""}
-    result = _run(*command, env=env)
+    result = _command(*command, env=env)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [
         f"configuration error: GATEWAY_SECRET_KEY is unset and the key file "
@@ -256,7 +257,9 @@ def test_an_unknown_event_loop_is_a_configuration_error() -> None:
 
 
 def test_an_unknown_forwarded_header_is_a_configuration_error() -> None:
-    result = _run("admin-token", "--tenant", "acme", env={"GATEWAY_FORWARDED_HEADER": "x-real-ip"})
+    result = _command(
+        "admin-token", "--tenant", "acme", env={"GATEWAY_FORWARDED_HEADER": "x-real-ip"}
+    )
     assert result.returncode == 2
     assert (
         "GATEWAY_FORWARDED_HEADER must be one of x-forwarded-for, forwarded, got 'x-real-ip'"
@@ -694,9 +697,10 @@ def test_a_one_shot_command_without_any_secret_key_refuses_instead_of_making_one
 ) -> None:
     """Without GATEWAY_SECRET_KEY nor a key in the data dir, a one-shot command used to
     generate a key of its own there: the tokens it printed did not verify in the gateway
-    running with its GATEWAY_SECRET_KEY, and a later `serve` without it took the new key."""
+    running with its GATEWAY_SECRET_KEY, and a later `serve` without it took the new key.
+    Refused before anything starts: run in this process (`_command`)."""
     env = {"GATEWAY_SECRET_KEY": "", "GATEWAY_DATA_DIR": str(tmp_path)}
-    result = _run(*command, env=env)
+    result = _command(*command, env=env)
     assert result.returncode == 2, result.stderr
     assert "GATEWAY_SECRET_KEY" in result.stderr and "secret_key" in result.stderr
     assert "Traceback" not in result.stderr

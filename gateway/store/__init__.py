@@ -12,18 +12,21 @@ from gateway.errors import StoreUnavailable
 from gateway.store import actions, entities, events, kinds, partners, schedules
 from gateway.store.actions import ActionStore, SubscriptionStore
 from gateway.store.activity import ActivityStore
+from gateway.store.assignments import DUE_MIGRATION
 from gateway.store.client import (
     Database,
     Doc,
     derived_id,
+    indexes_by_name,
     new_id,
     open_client,
     translate_errors,
 )
 from gateway.store.deliveries import DeliveryStore
-from gateway.store.entities import EntityStore
+from gateway.store.entities import DERIVED_MIGRATION, EntityStore
 from gateway.store.events import EventStore
 from gateway.store.expiry import Expiry
+from gateway.store.fine_keys import STEP as FINE_KEYS
 from gateway.store.fine_keys import rekey_fines
 from gateway.store.fleet import FleetStore
 from gateway.store.fleet_rules import FleetRuleStores
@@ -36,11 +39,13 @@ from gateway.store.key_check import KeyCheckStore
 from gateway.store.kinds import KindStore
 from gateway.store.leases import LeaseStore
 from gateway.store.mappings import MappingStore
+from gateway.store.migrations import record_steps
 from gateway.store.notify import NotifyStores
 from gateway.store.occurrences import DEFAULT_RETENTION_SECONDS as OCCURRENCE_RETENTION
 from gateway.store.occurrences import OccurrenceStore
 from gateway.store.occurrences import indexes as occurrence_indexes
 from gateway.store.partners import PartnerStore
+from gateway.store.position_names import STEP as POSITION_NAMES
 from gateway.store.position_names import rename_position_members
 from gateway.store.positions import PositionStore
 from gateway.store.rejected import RejectedStore
@@ -49,10 +54,13 @@ from gateway.store.signature_memory import INDEXES as SIGNATURE_MEMORY_INDEXES
 from gateway.store.signature_memory import SignatureMemory
 from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
-from gateway.store.ui_accounts import UiAccountStores
+from gateway.store.ui_accounts import EMAIL_STEP, UiAccountStores, put_emails_in_form
 
 __all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
 
+
+UPGRADE_STEPS: Final = (POSITION_NAMES, DERIVED_MIGRATION, FINE_KEYS, DUE_MIGRATION, EMAIL_STEP)
+"""Every one-time upgrade step's marker (`Store._upgrade` runs them in this order)."""
 
 INDEX_RETRY_SECONDS: Final = 5.0
 """How long a process whose indexes or upgrade steps failed waits before it tries again."""
@@ -97,6 +105,7 @@ class Store:
         # index lets duplicates in; a fine not re-keyed yet is stored a second time by the
         # provider's next notice.
         self.indexes_missing: str | None = "not created yet"
+        self.new_database = False  # whether it had no collection when `ensure_indexes` looked
         self.prepared = asyncio.Event()
         # Concurrent requests' entity writes go to the database together (group_commit.py).
         self.commits = GroupCommit(db.client)
@@ -136,8 +145,15 @@ class Store:
         self.fleet_rules = FleetRuleStores(db)
 
     async def ensure_indexes(self) -> None:
-        """Idempotent: creating an index that exists with the same spec is a no-op."""
+        """Idempotent: creating an index that exists with the same spec is a no-op. The
+        collections are listed once first: one that did not exist has no index to compare or
+        retire and nothing to upgrade, and a database that had none (new) has every one-time
+        upgrade step recorded done at once instead of run (`_upgrade`)."""
         scans = await self.scans_id_ranges()
+        with translate_errors():
+            present = frozenset(await self.db.list_collection_names())
+        # No secret sealed before this start to try the key on (`check_secret_key`).
+        self.new_database = not present
         # The same server sweeps its TTL indexes by reading every document of their
         # collections (every 60 s, under its storage lock): there the gateway expires itself.
         self.expiry.by_gateway = scans
@@ -146,10 +162,12 @@ class Store:
         self.reaps_transactions_lazily = scans
         with translate_errors():
             await self.db["entities"].create_indexes(entities.INDEXES)
-            existing = await (await self.db["entities"].list_indexes()).to_list(None)
-            for name in set(entities.RETIRED_INDEXES) & {i["name"] for i in existing}:
+        existing = await indexes_by_name(self.db["entities"], present)
+        with translate_errors():
+            for name in set(entities.RETIRED_INDEXES) & set(existing):
                 await self.db["entities"].drop_index(name)
-            await self.entities.shard_unsharded_outboxes()
+            if "entities" in present:
+                await self.entities.shard_unsharded_outboxes()
             await self.db["events"].create_indexes(events.INDEXES)
             await self.db["kinds"].create_indexes(kinds.INDEXES)
             await self.db["triggers"].create_indexes(TRIGGER_INDEXES)
@@ -160,23 +178,37 @@ class Store:
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.deliveries.ensure_indexes(scans_id_ranges=scans)
         await self.rejected.ensure_indexes(scans_id_ranges=scans)
-        await self.expiry.create_indexes(self.db["idempotency"], IDEMPOTENCY_INDEXES)
-        await self.expiry.create_indexes(self.db["signature_memory"], SIGNATURE_MEMORY_INDEXES)
+        await self.expiry.create_indexes(self.db["idempotency"], IDEMPOTENCY_INDEXES, present)
         await self.expiry.create_indexes(
-            self.db["occurrences"], occurrence_indexes(self.occurrences.retention_seconds)
+            self.db["signature_memory"], SIGNATURE_MEMORY_INDEXES, present
         )
-        # Upgrade step, once per database: before `position_at` is derived from the new names.
-        await rename_position_members(self.db["entities"], self.db["migrations"])
-        await self.entities.backfill_derived()
-        await rekey_fines(self.db["entities"], self.db["notify_cooldowns"], self.db["migrations"])
+        await self.expiry.create_indexes(
+            self.db["occurrences"], occurrence_indexes(self.occurrences.retention_seconds), present
+        )
         await self.mappings.ensure_indexes()
-        await self.positions.ensure_indexes(scans_id_ranges=scans)
+        await self.positions.ensure_indexes(scans_id_ranges=scans, present=present)
         await self.fleet.ensure_counter()
-        await self.notify.ensure_indexes(scans_id_ranges=scans)
-        await self.ui.ensure_indexes()
+        await self.notify.ensure_indexes(scans_id_ranges=scans, present=present)
+        await self.ui.ensure_indexes(present)
         await self.fleet_rules.ensure_indexes()
+        await self._upgrade(new=not present)
         self.indexes_missing = None
         self.prepared.set()
+
+    async def _upgrade(self, *, new: bool) -> None:
+        """The one-time upgrade steps (store/migrations.py), each once per database, after the
+        indexes (a user's e-mail put in form meets the unique index); on a new database,
+        every one recorded done at once: it holds nothing they would change."""
+        migrations = self.db["migrations"]
+        if new:
+            await record_steps(migrations, UPGRADE_STEPS, clock.utcnow())
+            return
+        # Before `position_at` is derived from the new names (`backfill_derived`).
+        await rename_position_members(self.db["entities"], migrations)
+        await self.entities.backfill_derived()
+        await rekey_fines(self.db["entities"], self.db["notify_cooldowns"], migrations)
+        await self.notify.assignments.mark_scheduled(clock.utcnow())
+        await put_emails_in_form(self.db["ui_users"], migrations)
 
     def check_prepared(self) -> None:
         """Raise the 503 at once while the indexes and the one-time upgrade steps are not

@@ -10,7 +10,7 @@ import re
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -467,6 +467,20 @@ async def insert_new(collection: Collection, docs: Sequence[Doc]) -> int:
         bulk_failure(exc)
         return int(exc.details.get("nInserted", 0))
     return len(result.inserted_ids)
+
+
+async def indexes_by_name(
+    collection: Collection, present: Container[str] | None = None
+) -> dict[str, Doc]:
+    """The indexes of `collection`, by name. `present`: the collections the database had when
+    this start listed them (`Store.ensure_indexes`); one not among them had none, and is not
+    asked (a new database's start lists its collections once, not each one's indexes). A
+    collection another process created since gets its indexes as this one asks: one of the
+    same name with another definition is refused, and the start tried again (connection.py)."""
+    if present is not None and collection.name not in present:
+        return {}
+    with translate_errors():
+        return {i["name"]: dict(i) for i in await (await collection.list_indexes()).to_list(None)}
 
 
 def stored_size(value: Any) -> int:

@@ -30,7 +30,7 @@ keeping them 7, a step of 25 h made every kept record count as expired.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,7 +39,7 @@ from pymongo import IndexModel
 from pymongo.errors import OperationFailure
 
 from gateway.clock import ticks, utcnow
-from gateway.store.client import Collection, Doc, translate_errors
+from gateway.store.client import Collection, Doc, indexes_by_name, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,20 @@ class Expiry:
         self._passed: tuple[datetime, float] | None = None
         self._held: timedelta | None = None  # how far the last pass's time was held back
 
-    async def create_indexes(self, collection: Collection, models: Sequence[IndexModel]) -> None:
+    async def create_indexes(
+        self,
+        collection: Collection,
+        models: Sequence[IndexModel],
+        present: Container[str] | None = None,
+    ) -> None:
         """`collection.create_indexes(models)`; where the gateway expires documents itself,
         each TTL index as a plain one (an earlier TTL index of that name is replaced), its TTL
         kept here. Elsewhere a TTL index whose `expireAfterSeconds` a setting changed since
         it was created is changed first (collMod; dropped and created again where the server
         cannot), since creating it anew with another TTL is refused; unless this process
-        does not follow its settings (`follow_settings`): then it is left as it is."""
-        with translate_errors():
-            existing = {i["name"]: i for i in await (await collection.list_indexes()).to_list(None)}
+        does not follow its settings (`follow_settings`): then it is left as it is. `present`:
+        the collections at start (`indexes_by_name`)."""
+        existing = await indexes_by_name(collection, present)
         if not self.by_gateway:
             with translate_errors():
                 if self.follow_settings:

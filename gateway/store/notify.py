@@ -11,14 +11,13 @@ of them went out), dropped by a TTL index once the cooldown is over.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from gateway.clock import utcnow
 from gateway.store.assignments import (
     ASSIGNMENT_RANGES,
     DRIVERS_INDEX,
@@ -141,23 +140,24 @@ class NotifyStores:
         self.runs = FlowRunStore(db["flow_runs"])
         self._db = db
 
-    async def ensure_indexes(self, *, scans_id_ranges: bool = False) -> None:
+    async def ensure_indexes(
+        self, *, scans_id_ranges: bool = False, present: Container[str] | None = None
+    ) -> None:
         """Assignments and an event's flow runs are read by ranges of `_id`, which MongoDB
         serves from its primary index and SecantusDB by scanning the collection, so there
         they get an index (tenant, `_id`) that serves them (a driver change is a rare write;
         a run is written a few times, once a step). A driver's changes are found by CPF
         (`drivers`: a driver created, renamed or deleted, which the history follows), and the
-        changes a vehicle could not follow yet apart (`unsynced`)."""
+        changes a vehicle could not follow yet apart (`unsynced`). `present`: the collections
+        at start (`indexes_by_name`)."""
+        assignment_indexes = [DUE_INDEX, DRIVERS_INDEX, UNSYNCED_INDEX]
+        if scans_id_ranges:
+            assignment_indexes.append(ASSIGNMENT_RANGES)
         with translate_errors():
-            await self._db["driver_assignments"].create_indexes(
-                [DUE_INDEX, DRIVERS_INDEX, UNSYNCED_INDEX]
-            )
-            if scans_id_ranges:
-                await self._db["driver_assignments"].create_indexes([ASSIGNMENT_RANGES])
+            await self._db["driver_assignments"].create_indexes(assignment_indexes)
             await self._db["channels"].create_indexes(NAME_INDEXES)
             await self._db["templates"].create_indexes(NAME_INDEXES)
         self.assignments.windowed = scans_id_ranges
-        await self.assignments.mark_scheduled(utcnow())
-        await self._expiry.create_indexes(self._db["notify_cooldowns"], COOLDOWN_INDEXES)
+        await self._expiry.create_indexes(self._db["notify_cooldowns"], COOLDOWN_INDEXES, present)
         await self.flows.ensure_indexes()
         await self.runs.ensure_indexes(scans_id_ranges=scans_id_ranges)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from collections.abc import Collection as Collection_
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +51,7 @@ from gateway.store.client import (
     DUPLICATE_KEY,
     Collection,
     Doc,
+    indexes_by_name,
     insert_new,
     scoped,
     translate_errors,
@@ -576,24 +577,31 @@ class PositionStore:
         self._whole_ranges = True
 
     async def ensure_indexes(
-        self, retention_days: int = DEFAULT_RETENTION_DAYS, *, scans_id_ranges: bool = False
+        self,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        *,
+        scans_id_ranges: bool = False,
+        present: Container[str] | None = None,
     ) -> None:
         """The TTL index (`store/expiry.py`: a plain one where the gateway expires the fixes
         itself); and where the server reads an `_id` range by scanning the whole collection
         (SecantusDB: 1.3 s for 50 fixes of 100,000, growing with the track), the `track` index
         (tenant, `_id`) that every track read is served by (27 ms), paid for on every insert.
-        MongoDB reads `_id` ranges from its primary index: no such index there."""
+        MongoDB reads `_id` ranges from its primary index: no such index there. `present`: the
+        collections at start (`indexes_by_name`)."""
         self._whole_ranges = scans_id_ranges
-        with translate_errors():
-            for collection in (self._p, self._r):
-                existing = await (await collection.list_indexes()).to_list(None)
-                names = {index["name"] for index in existing}
+        for collection in (self._p, self._r):
+            names = set(await indexes_by_name(collection, present))
+            with translate_errors():
                 for name in set(_RETIRED_INDEXES) & names:
                     await collection.drop_index(name)
-                if _RETENTION_INDEX not in names or self._expiry.by_gateway:
-                    await self._expiry.create_indexes(collection, [retention_index(retention_days)])
-                if scans_id_ranges and TRACK_INDEX.document["name"] not in names:
-                    await collection.create_indexes([TRACK_INDEX])
+            models = []
+            if _RETENTION_INDEX not in names or self._expiry.by_gateway:
+                models.append(retention_index(retention_days))
+            if scans_id_ranges and TRACK_INDEX.document["name"] not in names:
+                models.append(TRACK_INDEX)
+            if models:  # one command
+                await self._expiry.create_indexes(collection, models, present)
 
     async def set_retention(self, days: int) -> None:
         """Positions (and their refusals) older than `days` (by receipt) expire: the TTL index

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import unicodedata
+from collections.abc import Container
 from datetime import datetime
 from typing import Any, Final
 
@@ -252,12 +253,12 @@ class UiAccountStores:
         self.sessions = UiSessionStore(db)
         self.throttle = LoginThrottleStore(db)
 
-    async def ensure_indexes(self) -> None:
+    async def ensure_indexes(self, present: Container[str] | None = None) -> None:
+        """`present`: the collections at start (`indexes_by_name`)."""
         indexes: dict[str, Any] = {
             "ui_users": USER_INDEXES,
             "ui_sessions": SESSION_INDEXES,
             "ui_login_throttle": THROTTLE_INDEXES,
         }
         for name, models in indexes.items():
-            await self._expiry.create_indexes(self._db[name], models)
-        await put_emails_in_form(self._db["ui_users"], self._db["migrations"])
+            await self._expiry.create_indexes(self._db[name], models, present)
