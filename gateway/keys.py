@@ -65,9 +65,9 @@ async def check_secret_key(store: Store, box: SecretBox) -> None:
     for _ in range(_KEY_CHECK_READS):
         sealed = await store.key_check.sealed()
         if sealed is None:
-            # A database new at this start holds none sealed before: a process seals only
-            # once it passed this check, which stores the check first.
-            stored = [] if store.new_database else await sample(store.db)
+            # Read now, not at this start's look at the database: another process starting
+            # beside this one may have sealed secrets since, its own check still pending.
+            stored = await sample(store.db)
             if stored and not any(box.opens(value) for value in stored):
                 raise ConfigError(
                     "GATEWAY_SECRET_KEY: none of its keys opens the secrets stored in the "

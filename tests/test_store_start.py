@@ -14,10 +14,15 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 
 from gateway.app import create_app
-from gateway.config import Settings
+from gateway.auth.keyring import KeyRing
+from gateway.auth.secretbox import SecretBox
+from gateway.config import ConfigError, Settings
+from gateway.keys import check_secret_key
 from gateway.services import open_services
 from gateway.store import connection
 from gateway.store.connection import open_store
+from gateway.store.sealed import FIELDS, LISTS
+from tests.support import SECRET_KEY
 
 
 class _Waiter(logging.Handler):
@@ -162,16 +167,18 @@ async def test_a_start_on_a_new_database_reads_none_of_it_and_records_its_upgrad
     settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A database with no collection yet holds nothing an upgrade step would change, no index
-    to compare a TTL with and no sealed secret to try the key on: its start lists the
-    collections once and reads nothing else but the key check, and records every upgrade step
-    in one write. (Every test starts the app on a new database: each command is ~2 ms of CPU
-    between the test process and its database, over some 2,200 tests.)"""
+    to compare a TTL with: its start lists the collections once and reads nothing else but
+    the key check (and the secrets sealed since, by another process starting beside it),
+    and records every upgrade step in one write. (Every test starts the app on a new
+    database: each command is ~2 ms of CPU between the test process and its database, over
+    some 2,200 tests.)"""
     sent = _recording(monkeypatch)
     async with open_services(settings, mongodb_uri=mongodb_uri) as services:
         start = list(sent.commands)
         assert await services.store.db["migrations"].count_documents({})
     reads = [c for c in start if c[0] in ("find", "aggregate", "listIndexes", "count")]
-    assert reads == [("find", "meta")], reads  # the key check, none there yet
+    # the key check (none there yet), and the secrets sealed since this start looked: none
+    assert reads == [("find", "meta"), *(("find", name) for name in (*FIELDS, *LISTS))], reads
     assert [c for c in start if c[1] == "migrations"] == [("insert", "migrations")]
     assert {name for name, target in start if target == "entities"} == {"createIndexes"}
     assert start.count(("listCollections", "")) == 1
@@ -191,3 +198,20 @@ async def test_a_new_database_records_every_upgrade_step_a_database_from_before_
     finally:
         await client.drop_database(before.database)
         await client.close()
+
+
+async def test_a_key_check_on_a_new_database_tries_the_key_on_secrets_sealed_since_it_looked(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """Two processes start at once on an empty database with different keys; the first one
+    serves before its key check passed (its clock not measured yet) and seals a partner's
+    credential. The second, whose start found no collection, skipped the stored secrets and
+    sealed the check under its wrong key: the credential was lost to every process after."""
+    async with open_store(settings, mongodb_uri) as late:
+        first = SecretBox(KeyRing([SECRET_KEY]))
+        await late.db["partners"].insert_one(
+            {"tenant": "default", "name": "ERP", "auth_sealed": first.seal({"token": "x"})}
+        )
+        assert await late.key_check.sealed() is None
+        with pytest.raises(ConfigError, match="GATEWAY_SECRET_KEY"):
+            await check_secret_key(late, SecretBox(KeyRing(["another-key-of-another-host-000"])))

@@ -105,7 +105,6 @@ class Store:
         # index lets duplicates in; a fine not re-keyed yet is stored a second time by the
         # provider's next notice.
         self.indexes_missing: str | None = "not created yet"
-        self.new_database = False  # whether it had no collection when `ensure_indexes` looked
         self.prepared = asyncio.Event()
         # Concurrent requests' entity writes go to the database together (group_commit.py).
         self.commits = GroupCommit(db.client)
@@ -152,8 +151,6 @@ class Store:
         scans = await self.scans_id_ranges()
         with translate_errors():
             present = frozenset(await self.db.list_collection_names())
-        # No secret sealed before this start to try the key on (`check_secret_key`).
-        self.new_database = not present
         # The same server sweeps its TTL indexes by reading every document of their
         # collections (every 60 s, under its storage lock): there the gateway expires itself.
         self.expiry.by_gateway = scans
