@@ -365,17 +365,22 @@ class Ingestor:
         mapped = await self._mapped(trigger, plan, refuse, turns)
         gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
-        async def write_lane(lane: list[tuple[int, Prepared]]) -> None:
-            backlogged: EventsBacklogged | None = None
+        # The lanes whose entity's events wait for the relay, with the refusal: the entity's
+        # later items wait with it, in order, in this call and after a lookup's flush alike.
+        backlogged: dict[str, EventsBacklogged] = {}
+
+        async def write_lane(name: str, lane: list[tuple[int, Prepared]]) -> None:
             for index, prepared in lane:
-                if backlogged is None:
+                result: WriteResult | InvalidPayload | Conflict | EventsBacklogged
+                if (waiting := backlogged.get(name)) is None:
                     async with gate:
                         await fence()
                         result = await self._write(trigger, prepared, origin)
-                else:  # the entity's later items wait with it, in order
-                    result = backlogged
+                else:
+                    result = waiting
                 if isinstance(result, GatewayError):
-                    backlogged = result if isinstance(result, EventsBacklogged) else None
+                    if isinstance(result, EventsBacklogged):
+                        backlogged[name] = result
                     refuse(index, result)
                     continue
                 results[index] = {
@@ -389,8 +394,8 @@ class Ingestor:
             # others before the error is answered: nothing keeps writing behind a 503.
             try:
                 async with asyncio.TaskGroup() as group:
-                    for lane in lanes.values():
-                        group.create_task(write_lane(lane))
+                    for name, lane in lanes.items():
+                        group.create_task(write_lane(name, lane))
             except ExceptionGroup as group:
                 raise group.exceptions[0] from None
 
