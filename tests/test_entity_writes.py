@@ -21,10 +21,11 @@ from gateway.mapping import Emit
 from gateway.services import Services
 from gateway.store.entities import EntityStore
 from gateway.triggers import idempotency
+from gateway.triggers.pipeline import Mapped, Pipeline, Prepared
 from gateway.web import requests
 from gateway.web.state import services_key
 from tests.support import auth
-from tests.triggers_support import Client, create_trigger, hook
+from tests.triggers_support import Client, create_trigger, hook, upload_mapping
 
 BIG = "/api/v1/entities/vehicle/BIG1234"
 
@@ -444,6 +445,51 @@ async def test_batch_items_refused_as_backlogged_are_the_partners_to_resend_not_
     )
     models = [e["data"]["model"] for e in reversed(events) if e["type"] == "entity.updated"]
     assert models == [f"b{n}" for n in range(25)] + ["b30"], models
+
+
+PLATE_OR_TRACKER = """
+name: plate-or-tracker
+direction: inbound
+entity_type: vehicle
+key: {first_of: [plate, attributes.tracker_id]}
+fields:
+  plate: {from: placa, transforms: [plate]}
+  attributes.tracker_id: {from: deviceId, transforms: [string]}
+  model: m
+"""
+
+
+async def test_an_entitys_items_after_a_backlogged_one_stay_refused_across_a_lookup_flush(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], monkeypatch: Any
+) -> None:
+    """An item found by tracker after items that write the tracker is looked up once those
+    are written (a flush): the entity's items refused 503 before it stay the partner's to
+    resend first, so it is refused too, even when the relay caught up meanwhile (as it
+    does beside a live batch; simulated before its lookup)."""
+    client = await aiohttp_client(make_app(max_body_bytes=1024 * 1024))
+    big = {"plate": "BIG1234", "attributes": {"notes": "y" * 1_000_000, "tracker_id": "t1"}}
+    assert (await client.post("/api/v1/entities/vehicle", json=big, headers=auth())).status == 201
+    await upload_mapping(client, PLATE_OR_TRACKER)
+    trigger = await create_trigger(client, mapping="plate-or-tracker")
+    relay = client.app[services_key].relay
+    locate = Pipeline.locate
+
+    async def locate_after_the_relay(
+        self: Pipeline, trigger: Any, mapping: Any, mapped: Mapped
+    ) -> Prepared:
+        if mapped.fields.get("model") == "late":
+            await relay.run_until_idle()
+        return await locate(self, trigger, mapping, mapped)
+
+    monkeypatch.setattr(Pipeline, "locate", locate_after_the_relay)
+    batch = [{"placa": "BIG1234", "deviceId": "t1", "m": f"b{n}"} for n in range(25)]
+    batch.append({"deviceId": "t1", "m": "late"})
+    status, answer = await hook(client, trigger, batch)
+    statuses = [r["status"] for r in answer["results"]]
+    assert status == 207 and 503 in statuses[:25], statuses
+    assert statuses[25] == 503, statuses  # not written ahead of the refused older items
+    vehicle = await client.get("/api/v1/entities/vehicle/BIG1234", headers=auth())
+    assert (await vehicle.json()).get("model") != "late"
 
 
 async def test_an_entity_write_wakes_the_relay_before_its_poll(services: Services) -> None:

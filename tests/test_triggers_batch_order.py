@@ -127,3 +127,77 @@ def test_a_lookup_waits_only_for_earlier_writes_of_what_it_reads() -> None:
     below = _Pending()
     below.add(frozenset({("vehicle", "current_driver.cpf")}))
     assert below.changes(frozenset({("vehicle", "current_driver")}))
+
+
+BY_DRIVER = """
+name: by-driver
+direction: inbound
+entity_type: vehicle
+key: {first_of: [plate, current_driver.cpf]}
+fields:
+  plate: {from: placa, transforms: [plate]}
+  current_driver.cpf: cpf
+  current_driver.name: nome
+  odometer_km: km
+"""
+
+
+async def test_a_lookup_waits_for_an_earlier_item_replacing_the_whole_value_it_reads(
+    client: Client,
+) -> None:
+    cpf = "52998224725"
+    made = await client.post(
+        "/api/v1/entities/vehicle",
+        json={"plate": "WHO1A11", "current_driver": {"cpf": cpf, "name": "Bruno Lima"}},
+        headers=auth(),
+    )
+    assert made.status == 201, await made.text()
+    await upload_mapping(client, BY_DRIVER)
+    trigger = await create_trigger(client, mapping="by-driver")
+    # item 0 writes only `current_driver.name`, yet replaces the whole driver (x-whole: a
+    # changed name is another person, the CPF goes): one by one, item 1's CPF finds nothing
+    status, answer = await _post(
+        client, trigger, [{"placa": "WHO1A11", "nome": "Ana Souza"}, {"cpf": cpf, "km": 5}]
+    )
+    vehicle = await _vehicle(client, "WHO1A11")
+    assert status == 207 and answer["results"][1]["status"] == 422, (answer, vehicle)
+    assert "odometer_km" not in vehicle, (answer, vehicle)
+    assert vehicle["current_driver"] == {"name": "Ana Souza"}, vehicle
+
+
+KEPT_ORDER = """
+name: kept-order
+direction: inbound
+entity_type: vehicle
+key: {first_of: [plate, attributes.tracker_id]}
+fields:
+  plate: {from: placa, transforms: [plate]}
+  attributes.tracker_id: {from: deviceId, transforms: [string]}
+  attributes.note: note
+  model: {from: m, required: true}
+"""
+
+
+async def test_a_batchs_refused_items_replay_in_the_batchs_order(client: Client) -> None:
+    await upload_mapping(client, KEPT_ORDER)
+    trigger = await create_trigger(client, mapping="kept-order")
+    items = [
+        {"deviceId": "t77", "note": "first", "m": "X"},  # refused by its lookup: not_found
+        {"deviceId": "t77", "note": "second"},  # refused by the mapping: no `m`
+    ]
+    status, answer = await _post(client, trigger, items)
+    assert status == 207, answer
+    assert [r["status"] for r in answer["results"]] == [422, 422], answer
+    made = await client.post(
+        "/api/v1/entities/vehicle",
+        json={"plate": "KOR1A11", "attributes": {"tracker_id": "t77"}},
+        headers=auth(),
+    )
+    assert made.status == 201, await made.text()
+    await upload_mapping(client, KEPT_ORDER.replace("{from: m, required: true}", "m"))
+    replay = await client.post(
+        "/api/v1/rejected/replay", json={"trigger_id": trigger["id"]}, headers=auth()
+    )
+    assert replay.status == 200 and (await replay.json())["replayed"] == 2, await replay.text()
+    # "replay all" goes oldest first: the batch's item 1 is the later one, as sent one by one
+    assert (await _vehicle(client, "KOR1A11"))["attributes"]["note"] == "second"

@@ -341,7 +341,7 @@ class Ingestor:
         received since (the resend, a newer value). A schedule's page or a replayed body has no
         one else to retry its backlogged items: they are kept."""
         results: list[dict[str, Any] | None] = [None] * len(plan.items)
-        kept: list[Doc] = []  # rejected items, stored together once the batch is done
+        kept: dict[int, Doc] = {}  # rejected items by index, stored together once done
         listing = SharedListing()
 
         def refuse(index: int, error: InvalidPayload | Conflict | EventsBacklogged) -> None:
@@ -349,16 +349,14 @@ class Ingestor:
             if isinstance(error, InvalidPayload) or (
                 isinstance(error, EventsBacklogged) and not caller_retries
             ):
-                kept.append(
-                    self._rejected.record(
-                        trigger,
-                        error,
-                        plan.items[index],
-                        scope="item",
-                        index=plan.index(index),
-                        schema_applies=plan.schema_applies,
-                        repeatable=repeatable(plan.mapping),
-                    )
+                kept[index] = self._rejected.record(
+                    trigger,
+                    error,
+                    plan.items[index],
+                    scope="item",
+                    index=plan.index(index),
+                    schema_applies=plan.schema_applies,
+                    repeatable=repeatable(plan.mapping),
                 )
             status, problem = error.status, listing.problem(error)
             results[index] = {"index": plan.index(index), "status": status, "problem": problem}
@@ -367,17 +365,22 @@ class Ingestor:
         mapped = await self._mapped(trigger, plan, refuse, turns)
         gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
-        async def write_lane(lane: list[tuple[int, Prepared]]) -> None:
-            backlogged: EventsBacklogged | None = None
+        # The lanes whose entity's events wait for the relay, with the refusal: the entity's
+        # later items wait with it, in order, in this call and after a lookup's flush alike.
+        backlogged: dict[str, EventsBacklogged] = {}
+
+        async def write_lane(name: str, lane: list[tuple[int, Prepared]]) -> None:
             for index, prepared in lane:
-                if backlogged is None:
+                result: WriteResult | InvalidPayload | Conflict | EventsBacklogged
+                if (waiting := backlogged.get(name)) is None:
                     async with gate:
                         await fence()
                         result = await self._write(trigger, prepared, origin)
-                else:  # the entity's later items wait with it, in order
-                    result = backlogged
+                else:
+                    result = waiting
                 if isinstance(result, GatewayError):
-                    backlogged = result if isinstance(result, EventsBacklogged) else None
+                    if isinstance(result, EventsBacklogged):
+                        backlogged[name] = result
                     refuse(index, result)
                     continue
                 results[index] = {
@@ -391,15 +394,15 @@ class Ingestor:
             # others before the error is answered: nothing keeps writing behind a 503.
             try:
                 async with asyncio.TaskGroup() as group:
-                    for lane in lanes.values():
-                        group.create_task(write_lane(lane))
+                    for name, lane in lanes.items():
+                        group.create_task(write_lane(name, lane))
             except ExceptionGroup as group:
                 raise group.exceptions[0] from None
 
         await self._in_order(trigger, plan.mapping, mapped, refuse, write, turns)
         if kept:
             await fence()
-        await self._rejected.keep(trigger, kept)
+        await self._rejected.keep(trigger, _in_item_order(kept))
         return _answer([r for r in results if r is not None])
 
     async def _in_order(
@@ -495,6 +498,15 @@ class _Pending:
             if (etype, path) in self._holding or any(f in self._values for f in above):
                 return True
         return False
+
+
+def _in_item_order(kept: dict[int, Doc]) -> list[Doc]:
+    """A batch's kept items in the batch's order, received when the first was (one payload):
+    a replay of all goes oldest first, so an entity's items replay in the order sent, whether
+    the mapping, a lookup or the write refused them (each stage refuses after the last)."""
+    records = [kept[index] for index in sorted(kept)]
+    received = min((record["received_at"] for record in records), default=None)
+    return [record | {"received_at": received} for record in records]
 
 
 def _acknowledged(plan: _Plan, ingested: Ingested) -> Ingested:

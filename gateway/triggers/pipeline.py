@@ -10,7 +10,7 @@ to fix the schema, the mapping or the data.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -171,7 +171,8 @@ class Pipeline:
                 problem = FieldProblem("", "each item must be a JSON object", "type")
                 raise invalid("payload", [problem])
         fields = self._with_kind(trigger, fields)
-        reads, writes = _reads_and_writes(trigger, mapping, fields, key, mapped)
+        whole = self._schemas.whole_members
+        reads, writes = _reads_and_writes(trigger, mapping, fields, key, mapped, whole)
         return Mapped(fields, events, key, mapped, reads, writes)
 
     async def locate(
@@ -434,10 +435,12 @@ def _reads_and_writes(
     fields: Mapping[str, Any],
     key: Mapping[str, Any],
     mapped: MappedDocument | None,
+    whole: Callable[[str], Collection[str]],
 ) -> tuple[frozenset[Field], frozenset[Field]]:
     """The fields an item's lookups read (`_locate`: a key that is not the natural key, its
     own and its `also` entities'; `_existing`: every alternative of a `create: false` key
-    the item has) and the fields it writes (each value's dotted path). A natural key is not
+    the item has) and the fields it writes (each value's dotted path; a whole value's own
+    path, `whole(etype)` naming them: `SchemaRegistry.whole_members`). A natural key is not
     written where the entity cannot be created: it names an entity that exists."""
     etype = trigger.entity_type
     reads: set[Field] = set()
@@ -448,16 +451,20 @@ def _reads_and_writes(
             reads.update((etype, name) for names in alternatives for name in names)
         if key and not is_natural_key(etype, key):
             reads.update((etype, name) for name in key)
-    writes.update(_paths(etype, fields, mapping is None or mapping.create))
+    writes.update(_paths(etype, fields, mapping is None or mapping.create, whole(etype)))
     for target in () if mapped is None else mapped.also:
-        if target.key and not is_natural_key(target.entity_type, target.key):
-            reads.update((target.entity_type, name) for name in target.key)
-        writes.update(_paths(target.entity_type, target.document, target.create))
+        other = target.entity_type
+        if target.key and not is_natural_key(other, target.key):
+            reads.update((other, name) for name in target.key)
+        writes.update(_paths(other, target.document, target.create, whole(other)))
     return frozenset(reads), frozenset(writes)
 
 
-def _paths(etype: str, fields: Mapping[str, Any], create: bool) -> Iterator[Field]:
-    """(etype, dotted path) of each value of `fields` (an object's members, not the object;
+def _paths(
+    etype: str, fields: Mapping[str, Any], create: bool, whole: Collection[str]
+) -> Iterator[Field]:
+    """(etype, dotted path) of each value of `fields` (an object's members, not the object,
+    but for a `whole` value: a write of any of its members replaces it, `entities.merge`;
     unless it may `create` the entity, not the natural key's)."""
     natural = set() if create else set(NATURAL_KEYS.get(etype, ()))
     stack: list[tuple[str, Mapping[str, Any]]] = [("", fields)]
@@ -465,7 +472,7 @@ def _paths(etype: str, fields: Mapping[str, Any], create: bool) -> Iterator[Fiel
         prefix, node = stack.pop()
         for name, value in node.items():
             path = prefix + name
-            if isinstance(value, Mapping) and value:
+            if isinstance(value, Mapping) and value and path not in whole:
                 stack.append((f"{path}.", value))
             elif path not in natural:
                 yield etype, path
