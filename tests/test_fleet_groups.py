@@ -97,6 +97,44 @@ async def test_a_fence_keeps_a_vehicles_state_while_it_does_not_apply_to_it(
     assert await events(client, "vehicle.geofence.entered") == []
 
 
+async def test_a_dwell_candidate_does_not_outlast_the_time_its_fence_does_not_apply(
+    client: Client,
+) -> None:
+    """A fence out of scope keeps only the side a vehicle is on, not a dwell candidate: one
+    fix outside (dwell not met), then moved to another group, back inside for 20 minutes and
+    out again, and back in scope. Its first fix there starts a new dwell, and the exit is
+    dated and placed at that fix once the dwell confirms it (before: the candidate kept from
+    55 minutes earlier confirmed it at once, an exit dated then, at the old place)."""
+    folding = fold_reading_vehicles_afresh(client)
+    circle = {"lat": CENTRE[0], "lon": CENTRE[1], "radius_m": 1000}
+    await create_fence(
+        client, name="base", kind="authorized", group="sp", circle=circle, dwell_seconds=60
+    )
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "STA1A11", group="sp")
+    vehicle = "/api/v1/entities/vehicle/STA1A11"
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    await post_folding(client, trigger, at_offsets("STA1A11", start, [(0, 0, 0)] * 5, 5), folding)
+    glitch = at_offsets("STA1A11", start + timedelta(minutes=5), [(3000, 0, 0)], 5)
+    await post_folding(client, trigger, glitch, folding)  # a candidate: the dwell not met
+    await api(client, "PATCH", vehicle, {"group": "north"}, 200)
+    inside = at_offsets("STA1A11", start + timedelta(minutes=10), [(0, 0, 0)] * 120, 5)
+    await post_folding(client, trigger, inside, folding)
+    out = at_offsets("STA1A11", start + timedelta(minutes=40), [(3000, 0, 0)] * 3, 5)
+    await post_folding(client, trigger, out, folding)
+    await api(client, "PATCH", vehicle, {"group": "sp"}, 200)
+    later = start + timedelta(minutes=60)
+    first = at_offsets("STA1A11", later, [(3000, 0, 0)], 5)
+    await post_folding(client, trigger, first, folding)
+    assert await events(client, "vehicle.geofence.exited") == []  # one fix: the dwell not met
+    dwell = at_offsets("STA1A11", later, [(3000, 0, 0)] * 8, 5)[1:]  # 10 s … 70 s after it
+    await post_folding(client, trigger, dwell, folding)
+    exited = await events(client, "vehicle.geofence.exited")
+    assert [e["occurred_at"] for e in exited] == [later], exited
+    assert exited[0]["detail"]["position"] == {"lat": first[0]["lat"], "lon": first[0]["lon"]}
+    assert await events(client, "vehicle.geofence.entered") == []
+
+
 async def test_a_vehicles_groups_are_a_list_of_names(client: Client) -> None:
     for groups in ("north", [""], ["a", "a"], [1]):
         response = await client.post(

@@ -217,6 +217,37 @@ async def test_a_tracker_id_sent_as_a_whole_number_written_with_a_fraction_finds
     assert "whole number" in error["message"], body
 
 
+async def test_a_tracker_id_written_with_a_fraction_past_2_53_is_refused_not_rounded(
+    client: Client,
+) -> None:
+    """A float holds every whole number up to 2^53 only: `12345678901234567.0` is read as
+    12345678901234568, another device's id. Such an id cannot be read exactly, so it is
+    refused `type` (it was rounded and the fix stored on the vehicle carrying ...568); the
+    same id without the fraction part, an exact integer, is still that number."""
+    near = await vehicle(client, attributes={"tracker_id": 12345678901234568})
+    trigger = await position_trigger(client)
+
+    async def sent(tracker_id: str) -> tuple[int, Any]:
+        # the JSON text as the partner writes it (Python's json would write 1.2345678901234568e+16)
+        body = f'{{"tracker_id": {tracker_id}, "time": "{at(0)}", "lat": 1.5, "lon": 2.5}}'
+        headers = {**bearer(trigger), "Content-Type": "application/json"}
+        response = await client.post(f"/hooks/{trigger['id']}", data=body, headers=headers)
+        return response.status, await response.json()
+
+    for written in ("12345678901234567.0", "-12345678901234567.0", "9007199254740992.0"):
+        status, body = await sent(written)
+        assert status == 422, (written, body)
+        [error] = body["errors"]
+        assert (error["pointer"], error["keyword"]) == ("/tracker_id", "type"), body
+        assert "2^53" in error["message"], body
+    assert (await track(client))["items"] == []
+    status, body = await sent("12345678901234568")
+    assert status == 201 and body["vehicle"]["id"] == near["id"], body
+    edge = await vehicle(client, plate="XYZ9A87", attributes={"tracker_id": 2**53 - 1})
+    status, body = await sent("9007199254740991.0")  # below 2^53: exact, that number
+    assert status == 201 and body["vehicle"]["id"] == edge["id"], body
+
+
 async def test_a_fix_finds_its_vehicle_by_a_tracker_id_past_twenty_partner_ids(
     client: Client,
 ) -> None:

@@ -189,16 +189,21 @@ def _vehicle_text(item: Mapping[str, Any], name: str, problems: list[FieldProble
 def _tracker_id(item: Mapping[str, Any], problems: list[FieldProblem]) -> str | int | None:
     """Text, or a number compared by value: a whole number written with a fraction part
     (`1500.0`, an id held as a float by pandas, Jackson or Python's json) is that integer,
-    the vehicle's and the device's as `1500` would be."""
+    the vehicle's and the device's as `1500` would be. Only below 2^53: a float holds every
+    whole number up to there, and from there on it is the parse of more than one
+    (`12345678901234567.0` reads 12345678901234568, another device's id), so it is none."""
     value = item.get("tracker_id")
     if isinstance(value, bool) or not isinstance(value, int | float):
         return _vehicle_text(item, "tracker_id", problems)
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         value = int(value)
     if isinstance(value, int) and abs(value) < 2**63:
         return value  # a partner's numeric device id (Motive): found as number or text
-    # a fraction left, NaN, infinite, or past 64 bits: no id
-    message = f"/tracker_id: text of 1 to {_MAX_TEXT} characters, or a whole number within 64 bits"
+    # a fraction left, NaN, infinite, a float from 2^53 on, or past 64 bits: no id
+    message = (
+        f"/tracker_id: text of 1 to {_MAX_TEXT} characters, or a whole number within 64 bits"
+        " (written with a fraction part, `.0`, below 2^53: a float holds no larger one exactly)"
+    )
     problems.append(FieldProblem("/tracker_id", message, "type"))
     return None
 

@@ -996,6 +996,7 @@ class _VehicleRun:
         plate = str(data.get("plate") or vehicle.get("nk") or "")
         groups = _groups(data)
         self._fences = [f for f in rules.geofences if f.applies_to(plate, groups)]
+        self._applying = frozenset(f.id for f in self._fences)
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
         self._all_plans = rules.plans
         self._fence_ids = frozenset(f.id for f in rules.geofences)
@@ -1283,11 +1284,19 @@ class _VehicleRun:
 
     def _cross_fences(self, point: TrackPoint, at: datetime) -> None:
         # A deleted fence's state goes with it. One that exists but does not apply now (the
-        # vehicle out of its group for a while, a group renamed in two steps) keeps its state,
-        # not evaluated: back in scope, a vehicle now on the other side gets its crossing at
-        # its next clear fix, as after a change of the fence (the plans' rule, `_check_plans`).
-        fences = {k: v for k, v in self.state.fences.items() if k in self._fence_ids}
-        if not self._fences and len(fences) == len(self.state.fences):
+        # vehicle out of its group for a while, a group renamed in two steps) keeps the side
+        # the vehicle is on, not evaluated: back in scope, a vehicle now on the other side
+        # gets its crossing at its next clear fix, as after a change of the fence (the plans'
+        # rule, `_check_plans`). Not a dwell candidate: this fix is not evaluated, so the
+        # fixes that would confirm it are no longer consecutive (`FenceState.settled`).
+        fences: dict[str, Any] = {}
+        for fence_id, kept in self.state.fences.items():
+            if fence_id not in self._fence_ids:
+                continue
+            if fence_id not in self._applying and kept.get("candidate") is not None:
+                kept = FenceState.from_doc(kept).settled().to_doc()
+            fences[fence_id] = kept
+        if not self._fences and fences == self.state.fences:
             return  # (no state to copy for each fix of a vehicle no geofence applies to)
         for fence in self._fences:
             current = fences.get(fence.id)

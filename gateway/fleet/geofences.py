@@ -86,6 +86,14 @@ class FenceState:
     # kept before it was: that crossing is placed at the fix that confirms it).
     candidate_at: tuple[float, float] | None = None
 
+    def settled(self) -> FenceState:
+        """The side alone, without a candidate: what a fence keeps through a fix it does not
+        evaluate (it does not apply to the vehicle for a while). A dwell is confirmed by the
+        fixes that follow its first one, each evaluated: one the fence skipped may have been
+        back on the vehicle's side, so a candidate from before it could confirm a crossing
+        that did not happen there, then, without its dwell."""
+        return FenceState(inside=self.inside)
+
     def to_doc(self) -> dict[str, Any]:
         return {
             "inside": self.inside,
