@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp.test_utils import TestClient
 
 from gateway.services import Services
+from gateway.store.entities import lookup_text
 from tests.fcm_double import Fcm, fcm
 from tests.feed_doubles import GeotabDouble, geotab
 from tests.flow_support import add_template, drain, get, push_channel, sms_channel
@@ -295,3 +297,12 @@ async def test_a_flow_runs_deliveries_are_listed_under_its_event_id_in_upper_cas
             page = await get(client, f"/api/v1/deliveries?run_id={spelled}")
             listed[spelled] = [item["id"] for item in page["items"]]
         assert len(set(map(tuple, listed.values()))) == 1 and listed[run["id"]], listed
+
+
+def test_a_lookup_by_a_whole_float_past_2_53_names_no_neighbouring_id() -> None:
+    """A lookup compares text and numbers by value (1500.0 finds "1500"), but a float at or
+    past 2^53 holds no integer exactly: `12345678901234567.0` parses as ...568.0, and was
+    looked up as "12345678901234568", another device's id."""
+    assert lookup_text(1500.0) == "1500" and lookup_text(2.0**53 - 1) == "9007199254740991"
+    for rounded in (orjson.loads(b"12345678901234567.0"), 2.0**53, -(2.0**60)):
+        assert lookup_text(rounded) == repr(rounded)

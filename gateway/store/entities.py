@@ -241,16 +241,19 @@ def lookup_text(value: Any) -> str | None:
     """The text a lookup compares by, so that text and numbers meet by value: a string as it
     is, a number in its canonical decimal form (123 and 123.0 → "123", 1.5 → "1.5"). So
     "123" finds 123 and 123 finds "123", but "0123" and "123.0" (text) find only themselves.
+    A float at or past 2^53 holds no integer exactly (`12345678901234567.0` reads as
+    ...568): its text is its float form, which names no device's id, not the neighbour's.
     None for anything else (booleans, objects, lists, null)."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_FLOATS:
         return str(int(value))
     return str(value) if isinstance(value, int) else repr(value)
 
 
+_EXACT_FLOATS = 2.0**53  # every integer below it is a float exactly
 _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]*[1-9]")
 
