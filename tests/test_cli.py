@@ -24,6 +24,7 @@ from gateway.auth.tokens import verify_admin_token
 from gateway.config import ConfigError, Settings
 from gateway.entities import Origin
 from gateway.services import Services
+from gateway.store.client import check_uri
 from tests.processes import Gateway, free_port
 from tests.support import SECRET_KEY, cli_env, gateway_command, run_cli, run_command
 
@@ -557,6 +558,31 @@ def test_a_mongodb_uri_the_driver_cannot_parse_is_one_line_naming_it(tmp_path: P
         assert line.startswith("configuration error: MONGODB_URI is not a valid connection")
         assert said is None or said in line
         assert "s3cret" not in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mongodb_uri_option_with_a_value_the_driver_refuses_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    """`tls=yes` was dropped by the driver with a plain-text warning: the gateway connected
+    without TLS (a mistyped readPreference read the primary, a mistyped authMechanism fell
+    back to the default). An unknown option stays the driver's warning."""
+    env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
+    for option, said in (
+        ("tls=yes", "tls"),
+        ("ssl=on", "tls"),
+        ("readPreference=secondaryPreferd", "read preference"),
+        ("authMechanism=SCRAM-SHA-265", "authmechanism"),
+        ("maxPoolSize=-1", "maxpoolsize"),
+        ("tlsCAFile=/no/such/ca.pem", "tlscafile"),
+    ):
+        uri = f"mongodb://u:s3cret@127.0.0.1:1/?{option}"
+        result = _command("cleanup", "--dry-run", env={**env, "MONGODB_URI": uri})
+        assert result.returncode == 2, (option, result.stderr)
+        [line] = result.stderr.splitlines()
+        assert line.startswith("configuration error: MONGODB_URI "), line
+        assert said in line.lower() and "s3cret" not in line
+    check_uri("MONGODB_URI", "mongodb://u:p@db1/?replicaSet=rs0&someNewOption=1")
     assert list(tmp_path.iterdir()) == []
 
 
