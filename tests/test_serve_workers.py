@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.config import Settings
 from gateway.metrics import prepare_multiprocess_dir
+from gateway.outbound import open_files
 from gateway.prefork import stop_seconds
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
@@ -175,6 +179,28 @@ def test_a_crashed_database_is_restarted_and_every_process_serves_again(tmp_path
     finally:
         gateway.stop()
     assert "the embedded database killed by signal 9; restarting it" in gateway.log()
+
+
+def test_the_parent_raises_its_open_file_limit_for_the_database_it_starts(
+    tmp_path: Path,
+) -> None:
+    """Started with a plain host's soft limit of 1,024, the parent kept it, and so did the
+    embedded database it starts, which holds every process's pool: ~1,000 connections ran it
+    out of descriptors and WiredTiger panicked for good (the children raised theirs)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < open_files.needed(1024):
+        pytest.skip(f"a hard open-file limit of {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        gateway = Gateway(tmp_path, "--workers", "2").start(timeout=120)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        limits = Path(f"/proc/{gateway.db_pid}/limits").read_text().splitlines()
+        [line] = [line for line in limits if line.startswith("Max open files")]
+        assert int(line.split()[3]) >= open_files.needed(1024), line
+    finally:
+        gateway.stop()
 
 
 def test_processes_left_by_a_killed_parent_stop_by_themselves(tmp_path: Path) -> None:
@@ -380,6 +406,7 @@ _INSTANCE = """
 import sys
 from pathlib import Path
 from gateway.metrics import prepare_multiprocess_dir
+from gateway.outbound import open_files
 mine = prepare_multiprocess_dir(Path(sys.argv[1]))
 (mine.path / "counter_2.db").write_bytes(b"its counts")
 print(mine.path.name, flush=True)
