@@ -41,6 +41,7 @@ from types import FrameType
 from gateway.config import Settings
 from gateway.metrics import MULTIPROCESS_DIR, mark_process_dead, prepare_multiprocess_dir
 from gateway.outbound import open_files
+from gateway.schemas.registry import SchemaRegistry
 from gateway.shutdown import CLOSE_SECONDS, HAND_BACK_SECONDS, TEARDOWN_SECONDS
 from gateway.store.embedded import EmbeddedServer
 from gateway.store.supervisor import RestartPlan
@@ -90,6 +91,8 @@ def serve_processes(settings: Settings, count: int) -> int:
     if settings.port == 0:
         print("error: --workers needs a fixed --port (the children share it)", file=sys.stderr)
         return 2
+    # Each process would refuse schemas it cannot use (exit 2): said once, before anything.
+    SchemaRegistry.configured(settings.schema_dir)
     stop = threading.Event()
     restarting: list[EmbeddedServer] = []
 

@@ -69,7 +69,7 @@ from gateway.progress import Readiness
 from gateway.schedules import RunnerSettings, ScheduleRunner, ScheduleService
 from gateway.schedules.poll import PollContext
 from gateway.schedules.sinks import EntitySink, PageSink, compile_target
-from gateway.schemas.registry import SchemaRegistry, default_schema_dir
+from gateway.schemas.registry import SchemaRegistry
 from gateway.server_clock import ServerClock
 from gateway.shares import Shares
 from gateway.shutdown import HAND_BACK_SECONDS
@@ -158,7 +158,7 @@ async def open_services(
         settings = replace(settings, run_workers=run_workers)
     metrics = Metrics(__version__, running_loop())
     ring = KeyRing.from_secret(load_secret_key(settings, generate=not attach))
-    schemas = SchemaRegistry.load(settings.schema_dir or default_schema_dir())
+    schemas = SchemaRegistry.configured(settings.schema_dir)
     policy = OutboundPolicy.from_entries(settings.outbound_allow)
     open_files.raise_for(settings.outbound_connections)
     async with (

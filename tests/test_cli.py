@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import verify_admin_token
 from gateway.config import ConfigError, Settings
 from gateway.entities import Origin
+from gateway.schemas.registry import default_schema_dir
 from gateway.services import Services
 from gateway.store.client import check_uri
 from tests.processes import Gateway, free_port
@@ -584,6 +586,27 @@ def test_a_mongodb_uri_option_with_a_value_the_driver_refuses_stops_the_start(
         assert said in line.lower() and "s3cret" not in line
     check_uri("MONGODB_URI", "mongodb://u:p@db1/?replicaSet=rs0&someNewOption=1")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(180)  # two gateway processes started
+def test_a_schema_dir_with_a_schema_it_cannot_use_stops_serve_at_start(tmp_path: Path) -> None:
+    """A vehicle schema in GATEWAY_SCHEMA_DIR that is not JSON: `serve` logged a traceback
+    and exited 1 without naming the variable, and `serve --workers 2` started the database
+    and restarted its processes for ever. Both now exit 2 at start, in one line."""
+    schemas = tmp_path / "schemas"
+    shutil.copytree(default_schema_dir(), schemas)
+    (schemas / "entities" / "vehicle.schema.json").write_text("{bad")
+    env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_SCHEMA_DIR": str(schemas)}
+    env.update(GATEWAY_PORT=str(free_port()), GATEWAY_LOG_JSON="false")
+    for command in (["serve"], ["serve", "--workers", "2"]):
+        data_dir = tmp_path / "-".join(command)
+        result = _run(*command, env={**env, "GATEWAY_DATA_DIR": str(data_dir)})
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        line = result.stderr.splitlines()[-1]
+        assert line.startswith("configuration error: GATEWAY_SCHEMA_DIR: "), line
+        assert "vehicle.schema.json" in line
+    assert not (tmp_path / "serve---workers-2" / "db").exists()  # nothing started
 
 
 def test_no_mongodb_uri_and_no_embedded_database_is_one_line_exit_2(tmp_path: Path) -> None:
