@@ -686,6 +686,19 @@ class Metrics:
             if not os.environ.get(MULTIPROCESS_DIR):
                 self.partner_circuit.remove(partner_id, state)
 
+    def forget(self, label: str, value: str) -> None:
+        """Every series whose `label` is `value` (a deleted trigger's, partner's or
+        schedule's id) removed, so deleting and creating objects does not grow /metrics for
+        good. Not under PROMETHEUS_MULTIPROC_DIR (`serve --workers N`): a series lives on in
+        its process's file, which prometheus_client cannot remove, until the instance ends."""
+        if os.environ.get(MULTIPROCESS_DIR):
+            return
+        for metric in vars(self).values():
+            if isinstance(metric, MetricWrapperBase) and label in metric._labelnames:
+                metric.remove_by_labels({label: value})
+        for key in [key for key in self._children if value in key[1]]:
+            del self._children[key]  # ids are unique: no other label holds this value
+
     def child(self, metric: M, *labels: str) -> M:
         """`metric.labels(*labels)`, kept: `labels()` checks its values and takes a lock on
         every call, which hot paths (every request, every proxy call) need not pay again."""

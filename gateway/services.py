@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -293,7 +294,13 @@ def _assemble(
     # client address: SPEC §7, request rate limited on every route.
     client_limits = RateLimits()
     # An action's or a partner's change that names another feed starts its schedules again.
-    schedules = ScheduleService(store, mappings, list(sinks), on_due=runner.notify)
+    schedules = ScheduleService(
+        store,
+        mappings,
+        list(sinks),
+        on_due=runner.notify,
+        on_delete=functools.partial(metrics.forget, "schedule"),
+    )
     return Services(
         settings=settings,
         metrics=metrics,
@@ -320,6 +327,7 @@ def _assemble(
             max_batch_items=settings.max_batch_items,
             fetch=fetch,
             on_change=gates.forget,
+            on_delete=functools.partial(metrics.forget, "trigger"),
         ),
         gates=gates,
         hooks=HookReceiver(

@@ -125,6 +125,40 @@ async def test_a_deleted_partner_leaves_no_circuit_series_and_no_guard(
     assert partner_doc["id"] not in guards._due  # no read of its breaker left pending
 
 
+async def test_deleted_triggers_partners_and_schedules_leave_no_series(
+    client: Client, partner: Partner, geotab: GeotabDouble
+) -> None:
+    """A trigger created, called once and deleted left its 19 series for the life of the
+    process (a partner's calls and latency, a schedule's runs and pages the same): a tenant's
+    admin grew /metrics without bound, ~6,000 series a second at the admin rate limit."""
+    geotab.add_records(1)
+    schedule = await geotab_schedule(client, geotab)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    for i in range(3):
+        trigger = await create_trigger(client, name=f"churn-{i}")
+        sent = await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
+        assert sent.status in (200, 201), await sent.text()
+        deleted = await client.delete(f"/api/v1/triggers/{trigger['id']}", headers=auth())
+        assert deleted.status == 204
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(client, partner_doc["id"], mode="proxy")
+    invoked = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    assert invoked.status == 200, await invoked.text()
+    text = await (await client.get("/metrics")).text()
+    assert f'partner="{partner_doc["id"]}"' in text and f'schedule="{schedule["id"]}"' in text
+
+    for path in (f"actions/{action['id']}", f"partners/{partner_doc['id']}"):
+        assert (await client.delete(f"/api/v1/{path}", headers=auth())).status == 204
+    deleted = await client.delete(f"/api/v1/schedules/{schedule['id']}", headers=auth())
+    assert deleted.status == 204, await deleted.text()
+    text = await (await client.get("/metrics")).text()
+    assert 'trigger="trg_' not in text
+    assert f'partner="{partner_doc["id"]}"' not in text
+    assert f'schedule="{schedule["id"]}"' not in text
+
+
 def _let_through(breaker: CircuitBreaker) -> Permit:
     permit = breaker.allow()
     assert permit is not None
