@@ -203,6 +203,36 @@ def test_the_parent_raises_its_open_file_limit_for_the_database_it_starts(
         gateway.stop()
 
 
+@pytest.mark.timeout(400)  # two gateways started, the second taking the first's leases
+def test_a_single_process_keeps_its_metrics_in_memory_whatever_prometheus_multiproc_dir(
+    tmp_path: Path,
+) -> None:
+    """A plain `serve` with PROMETHEUS_MULTIPROC_DIR wrote its files into the directory
+    itself, with no instance dir and nobody to mark it dead: after a SIGKILL and a restart
+    its successor's scrape added the dead pid's live gauges (`gateway_event_relay_shards
+    32`), and a `serve --workers N` on the same directory deleted its live files. Only `serve
+    --workers N` reads the variable; any other process keeps its metrics in memory."""
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    for _ in range(2):  # the second after the first was killed
+        gateway = Gateway(tmp_path / "data", **env).start(timeout=120)
+        database = gateway.db_pid
+        try:
+            wait_until(
+                lambda g=gateway: "gateway_event_relay_shards 16.0" in str(g.get("/metrics")[1]),
+                90,
+                "the relay's 16 shards owned",
+            )
+            assert list(shared.iterdir()) == []
+        finally:
+            assert gateway.proc is not None
+            gateway.proc.kill()
+            gateway.proc.wait()
+            wait_until(lambda d=database: not alive(d), 30, "the database to stop")
+    assert "PROMETHEUS_MULTIPROC_DIR is read by `serve --workers N` only" in gateway.log()
+
+
 def test_processes_left_by_a_killed_parent_stop_by_themselves(tmp_path: Path) -> None:
     """A parent SIGKILLed (or killed after its 30 s stop) used to leave its children serving
     on the port, against a database that died with it: a parent started again shared the
