@@ -28,7 +28,7 @@ from gateway.schemas.registry import default_schema_dir
 from gateway.services import Services
 from gateway.store.client import check_uri
 from tests.processes import Gateway, free_port
-from tests.support import SECRET_KEY, cli_env, gateway_command, run_cli, run_command
+from tests.support import SECRET_KEY, auth, cli_env, gateway_command, run_cli, run_command
 
 
 def _command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -361,6 +361,52 @@ async def test_the_start_line_names_the_socket_bound_not_the_public_url(
             assert re.fullmatch(r"http://127\.0\.0\.1:[1-9][0-9]*", url), line
             with await asyncio.to_thread(urllib.request.urlopen, f"{url}/healthz", timeout=5) as r:
                 assert r.status == 200
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+async def test_a_gateway_on_port_0_hands_out_trigger_urls_on_the_port_it_bound(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """GATEWAY_PORT=0 and no GATEWAY_PUBLIC_URL: the start line named the port the system
+    chose, but the admin API's trigger URLs and `gateway trigger create`'s (through
+    `serving_url`) named port 0, where nothing listens."""
+    env = {**cli_env(settings, mongodb_uri), "GATEWAY_PORT": "0"}
+    env.pop("GATEWAY_PUBLIC_URL", None)
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            line = await asyncio.to_thread(_wait_for_line, proc, "gateway listening on")
+            url = line.split("gateway listening on ", 1)[1].strip()
+            body = {"name": "port-zero", "entity_type": "vehicle", "methods": ["POST"]}
+            request = urllib.request.Request(
+                f"{url}/api/v1/triggers",
+                data=json.dumps(body).encode(),
+                headers={**auth(), "Content-Type": "application/json"},
+            )
+            with await asyncio.to_thread(urllib.request.urlopen, request, timeout=30) as r:
+                assert json.loads(r.read())["url"].startswith(f"{url}/hooks/trg_")
+            created = await run_command(
+                env,
+                "trigger",
+                "create",
+                "--tenant",
+                "acme",
+                "--name",
+                "cli",
+                "--entity-type",
+                "vehicle",
+            )
+            assert created.returncode == 0, created.stderr
+            assert json.loads(created.stdout)["url"].startswith(f"{url}/hooks/trg_")
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(proc.wait, 30) == 0
         finally:
