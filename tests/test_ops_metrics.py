@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import values
 
 from gateway import metrics as metrics_module
+from gateway.actions.partners import MAX_TIMEOUT_SECONDS
 from gateway.metrics import MULTIPROCESS_DIR, Metrics
 from gateway.outbound.breaker import (
     BreakerState,
@@ -431,3 +432,29 @@ def test_metric_files_grow_on_a_file_system_without_native_fallocate(tmp_path: P
     stat = counters.stat()
     assert stat.st_size > 1 << 16
     assert stat.st_blocks * 512 >= stat.st_size  # allocated all the same
+
+
+def _top_bucket(metrics: Metrics, name: str) -> float:
+    return max(
+        float(sample.labels["le"])
+        for family in metrics.registry.collect()
+        if family.name == name
+        for sample in family.samples
+        if sample.name.endswith("_bucket") and sample.labels["le"] != "+Inf"
+    )
+
+
+def test_latency_histograms_reach_the_longest_duration_of_what_they_measure() -> None:
+    """Every latency histogram stopped at 10 s: a call at the default 10 s partner timeout, a
+    60 s one and a 10-minute schedule run were all +Inf, and histogram_quantile said 10 s."""
+    metrics = Metrics("t", "asyncio")
+    metrics.partner_latency.labels("p1", "deliver").observe(0.1)
+    metrics.schedule_run_duration.labels("s1").observe(0.1)
+    metrics.http_latency.labels("/x", "GET").observe(0.1)
+    metrics.trigger_latency.labels("trg_1").observe(0.1)
+    longest_call = MAX_TIMEOUT_SECONDS
+    assert _top_bucket(metrics, "gateway_partner_request_duration_seconds") > longest_call
+    assert _top_bucket(metrics, "gateway_http_request_duration_seconds") > longest_call
+    assert _top_bucket(metrics, "gateway_trigger_request_duration_seconds") > longest_call
+    # A run of 100 pages (`max_pages`' most) at a few seconds a page.
+    assert _top_bucket(metrics, "gateway_schedule_run_duration_seconds") >= 100 * 10.0
