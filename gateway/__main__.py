@@ -223,6 +223,9 @@ def _positive(text: str) -> int:
 MAX_DAYS = 10_000
 """`cleanup --days`: about 27 years. Further back is before any event (and ids hold no time
 before 1970)."""
+# gateway.metrics.MULTIPROCESS_DIR, not imported from there: that imports prometheus_client,
+# which reads the variable once, as it is imported.
+_MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _name_value(text: str) -> str:
@@ -282,6 +285,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print("configuration error: GATEWAY_EVENT_LOOP is uvloop, not installed", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json=settings.log_json)
+    _keep_metrics_in_memory(args)
     if args.command in ("serve", "demo"):
         settings = replace(
             settings,
@@ -346,6 +350,23 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
     except Exception as exc:
         return _failed(exc)
+
+
+def _keep_metrics_in_memory(args: argparse.Namespace) -> None:
+    """PROMETHEUS_MULTIPROC_DIR is `serve --workers N`'s: its parent makes an instance's
+    directory there, hands it to its processes and marks those that die. Any other process
+    (a plain `serve`, a `worker`, a one-shot command) drops it before prometheus_client is
+    imported (which chooses its multiprocess mode by the variable): it wrote its files into
+    the directory itself, where no one marked it dead (a killed process's live gauges were
+    added to its successor's for good) and a `serve --workers N` removed them as stale."""
+    workers = args.command == "serve" and (args.workers > 1 or args.parent_pipe is not None)
+    if workers or not os.environ.get(_MULTIPROCESS_DIR):
+        return
+    del os.environ[_MULTIPROCESS_DIR]
+    logging.getLogger("gateway").warning(
+        "PROMETHEUS_MULTIPROC_DIR is read by `serve --workers N` only: this process keeps its "
+        "metrics in memory, and its /metrics shows them"
+    )
 
 
 def _failed(exc: Exception) -> int:

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,6 +53,12 @@ def serve(
     pipe, which the parent watches to replace a child that hangs."""
     if not reuse_port and not _can_listen(settings.host, settings.port):
         return 1
+    listening = None
+    if settings.port == 0 and workers == 1:  # `--workers` refuses port 0
+        from gateway.web import server
+
+        listening = server.bind_any_port(settings.host)
+        settings = replace(settings, port=listening.getsockname()[1])
     if not reuse_port and (warning := unreachable_url_warning(settings)) is not None:
         print(warning, file=sys.stderr)  # once: by the parent of `--workers`, not each child
     if not reuse_port:
@@ -89,6 +96,7 @@ def serve(
         if reuse_port
         else lambda url: print(f"gateway listening on {url}", file=sys.stderr),
         reuse_port=reuse_port,
+        sock=listening,
         event_loop=settings.event_loop,
         access_log=None,
         shutdown_timeout=settings.request_shutdown_seconds,
@@ -118,7 +126,6 @@ def demo(
     which the demo's schedule polls). Its other partners are local (`gateway demo-partners`
     on 127.0.0.1, `partners_port` and `smtp_port`), so this process may call its own
     loopback address and 127.0.0.1."""
-    from dataclasses import replace
 
     from gateway import shipped
     from gateway.auth.tokens import issue_admin_token, parse_ttl

@@ -284,7 +284,22 @@ def mark_process_dead(pid: int, path: Path) -> None:
 
 M = TypeVar("M", bound=MetricWrapperBase)
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Each latency histogram's buckets cover the range its metric takes (they stopped at 10 s for
+# all: a partner's 15 s call, its 60 s timeout and a 10-minute schedule run were all +Inf).
+_REQUEST_BUCKETS = (
+    *(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    *(30.0, 60.0, 120.0),
+)
+"""A request served: most in milliseconds; a proxy call waits on its partner, up to the
+longest partner timeout (60 s, `actions.partners.MAX_TIMEOUT_SECONDS`) and a retry."""
+_PARTNER_BUCKETS = (
+    *(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    *(15.0, 30.0, 60.0, 90.0),
+)
+"""A call to a partner: up to its `timeout_seconds` (0.1-60); 15 s tells a call at the
+default 10 s timeout from one answered in time."""
+_RUN_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+"""A schedule run: up to `max_pages` (100) pages, each a partner call of up to 60 s."""
 _ITEM_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 """Items of a trigger's batch or a schedule's page: one scale, to compare them."""
 
@@ -318,7 +333,7 @@ class Metrics:
             "gateway_http_request_duration_seconds",
             "HTTP request latency",
             ["route", "method"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=_REQUEST_BUCKETS,
             registry=r,
         )
         self.http_in_flight = Gauge(
@@ -538,7 +553,7 @@ class Metrics:
             "gateway_schedule_run_duration_seconds",
             "Schedule run duration",
             ["schedule"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=_RUN_BUCKETS,
             registry=r,
         )
 
@@ -570,7 +585,7 @@ class Metrics:
             "gateway_partner_request_duration_seconds",
             "Partner request latency",
             ["partner", "mode"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=_PARTNER_BUCKETS,
             registry=r,
         )
         self.delivery_queue = Gauge(
@@ -626,7 +641,7 @@ class Metrics:
             "gateway_trigger_request_duration_seconds",
             "Trigger call latency in the gateway",
             ["trigger"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=_REQUEST_BUCKETS,
             registry=r,
         )
         self.trigger_gate_reads = Counter(
@@ -685,6 +700,19 @@ class Metrics:
             self.partner_circuit.labels(partner_id, state).set(0)
             if not os.environ.get(MULTIPROCESS_DIR):
                 self.partner_circuit.remove(partner_id, state)
+
+    def forget(self, label: str, value: str) -> None:
+        """Every series whose `label` is `value` (a deleted trigger's, partner's or
+        schedule's id) removed, so deleting and creating objects does not grow /metrics for
+        good. Not under PROMETHEUS_MULTIPROC_DIR (`serve --workers N`): a series lives on in
+        its process's file, which prometheus_client cannot remove, until the instance ends."""
+        if os.environ.get(MULTIPROCESS_DIR):
+            return
+        for metric in vars(self).values():
+            if isinstance(metric, MetricWrapperBase) and label in metric._labelnames:
+                metric.remove_by_labels({label: value})
+        for key in [key for key in self._children if value in key[1]]:
+            del self._children[key]  # ids are unique: no other label holds this value
 
     def child(self, metric: M, *labels: str) -> M:
         """`metric.labels(*labels)`, kept: `labels()` checks its values and takes a lock on

@@ -3,7 +3,9 @@
 The parent does no request work. It starts the embedded database once (when MONGODB_URI is
 unset: N processes cannot each start one on the same files) and restarts it on the same port
 when it dies (`store/supervisor.py` `RestartPlan`, as a one-process gateway's supervisor
-does; the children reconnect), makes an empty directory of its own (named by a random id and
+does, and when it has refused every command for 30 s, as a panicked storage engine does;
+the children reconnect), having raised its open-file limit first (the database inherits
+it), makes an empty directory of its own (named by a random id and
 locked while it runs, in PROMETHEUS_MULTIPROC_DIR: `metrics.prepare_multiprocess_dir`) for
 the processes' metric files, then starts N `gateway serve` children that bind the same port
 with SO_REUSEPORT, so the kernel spreads connections over them. Each child is a whole
@@ -38,6 +40,8 @@ from types import FrameType
 
 from gateway.config import Settings
 from gateway.metrics import MULTIPROCESS_DIR, mark_process_dead, prepare_multiprocess_dir
+from gateway.outbound import open_files
+from gateway.schemas.registry import SchemaRegistry
 from gateway.shutdown import CLOSE_SECONDS, HAND_BACK_SECONDS, TEARDOWN_SECONDS
 from gateway.store.embedded import EmbeddedServer
 from gateway.store.supervisor import RestartPlan
@@ -87,6 +91,8 @@ def serve_processes(settings: Settings, count: int) -> int:
     if settings.port == 0:
         print("error: --workers needs a fixed --port (the children share it)", file=sys.stderr)
         return 2
+    # Each process would refuse schemas it cannot use (exit 2): said once, before anything.
+    SchemaRegistry.configured(settings.schema_dir)
     stop = threading.Event()
     restarting: list[EmbeddedServer] = []
 
@@ -99,6 +105,9 @@ def serve_processes(settings: Settings, count: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    # Before the embedded database starts: it inherits this limit, and holds every process's
+    # pool (a soft limit of 1,024 ran it out of descriptors, and WiredTiger panicked).
+    open_files.raise_for(settings.outbound_connections)
     with _database(settings) as database:
         if database is not None:
             restarting.append(database.server)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -69,7 +70,7 @@ from gateway.progress import Readiness
 from gateway.schedules import RunnerSettings, ScheduleRunner, ScheduleService
 from gateway.schedules.poll import PollContext
 from gateway.schedules.sinks import EntitySink, PageSink, compile_target
-from gateway.schemas.registry import SchemaRegistry, default_schema_dir
+from gateway.schemas.registry import SchemaRegistry
 from gateway.server_clock import ServerClock
 from gateway.shares import Shares
 from gateway.shutdown import HAND_BACK_SECONDS
@@ -158,7 +159,7 @@ async def open_services(
         settings = replace(settings, run_workers=run_workers)
     metrics = Metrics(__version__, running_loop())
     ring = KeyRing.from_secret(load_secret_key(settings, generate=not attach))
-    schemas = SchemaRegistry.load(settings.schema_dir or default_schema_dir())
+    schemas = SchemaRegistry.configured(settings.schema_dir)
     policy = OutboundPolicy.from_entries(settings.outbound_allow)
     open_files.raise_for(settings.outbound_connections)
     async with (
@@ -293,7 +294,13 @@ def _assemble(
     # client address: SPEC §7, request rate limited on every route.
     client_limits = RateLimits()
     # An action's or a partner's change that names another feed starts its schedules again.
-    schedules = ScheduleService(store, mappings, list(sinks), on_due=runner.notify)
+    schedules = ScheduleService(
+        store,
+        mappings,
+        list(sinks),
+        on_due=runner.notify,
+        on_delete=functools.partial(metrics.forget, "schedule"),
+    )
     return Services(
         settings=settings,
         metrics=metrics,
@@ -320,6 +327,7 @@ def _assemble(
             max_batch_items=settings.max_batch_items,
             fetch=fetch,
             on_change=gates.forget,
+            on_delete=functools.partial(metrics.forget, "trigger"),
         ),
         gates=gates,
         hooks=HookReceiver(

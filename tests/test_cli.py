@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,9 +24,11 @@ from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import verify_admin_token
 from gateway.config import ConfigError, Settings
 from gateway.entities import Origin
+from gateway.schemas.registry import default_schema_dir
 from gateway.services import Services
+from gateway.store.client import check_uri
 from tests.processes import Gateway, free_port
-from tests.support import SECRET_KEY, cli_env, gateway_command, run_cli, run_command
+from tests.support import SECRET_KEY, auth, cli_env, gateway_command, run_cli, run_command
 
 
 def _command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -368,6 +371,52 @@ async def test_the_start_line_names_the_socket_bound_not_the_public_url(
                 proc.kill()
 
 
+async def test_a_gateway_on_port_0_hands_out_trigger_urls_on_the_port_it_bound(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """GATEWAY_PORT=0 and no GATEWAY_PUBLIC_URL: the start line named the port the system
+    chose, but the admin API's trigger URLs and `gateway trigger create`'s (through
+    `serving_url`) named port 0, where nothing listens."""
+    env = {**cli_env(settings, mongodb_uri), "GATEWAY_PORT": "0"}
+    env.pop("GATEWAY_PUBLIC_URL", None)
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            line = await asyncio.to_thread(_wait_for_line, proc, "gateway listening on")
+            url = line.split("gateway listening on ", 1)[1].strip()
+            body = {"name": "port-zero", "entity_type": "vehicle", "methods": ["POST"]}
+            request = urllib.request.Request(
+                f"{url}/api/v1/triggers",
+                data=json.dumps(body).encode(),
+                headers={**auth(), "Content-Type": "application/json"},
+            )
+            with await asyncio.to_thread(urllib.request.urlopen, request, timeout=30) as r:
+                assert json.loads(r.read())["url"].startswith(f"{url}/hooks/trg_")
+            created = await run_command(
+                env,
+                "trigger",
+                "create",
+                "--tenant",
+                "acme",
+                "--name",
+                "cli",
+                "--entity-type",
+                "vehicle",
+            )
+            assert created.returncode == 0, created.stderr
+            assert json.loads(created.stdout)["url"].startswith(f"{url}/hooks/trg_")
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
 async def test_demo_for_a_tenant_no_token_can_name_exits_2_before_seeding(
     settings: Settings, mongodb_uri: str
 ) -> None:
@@ -561,6 +610,52 @@ def test_a_mongodb_uri_the_driver_cannot_parse_is_one_line_naming_it(tmp_path: P
         assert said is None or said in line
         assert "s3cret" not in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mongodb_uri_option_with_a_value_the_driver_refuses_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    """`tls=yes` was dropped by the driver with a plain-text warning: the gateway connected
+    without TLS (a mistyped readPreference read the primary, a mistyped authMechanism fell
+    back to the default). An unknown option stays the driver's warning."""
+    env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
+    for option, said in (
+        ("tls=yes", "tls"),
+        ("ssl=on", "tls"),
+        ("readPreference=secondaryPreferd", "read preference"),
+        ("authMechanism=SCRAM-SHA-265", "authmechanism"),
+        ("maxPoolSize=-1", "maxpoolsize"),
+        ("tlsCAFile=/no/such/ca.pem", "tlscafile"),
+    ):
+        uri = f"mongodb://u:s3cret@127.0.0.1:1/?{option}"
+        result = _command("cleanup", "--dry-run", env={**env, "MONGODB_URI": uri})
+        assert result.returncode == 2, (option, result.stderr)
+        [line] = result.stderr.splitlines()
+        assert line.startswith("configuration error: MONGODB_URI "), line
+        assert said in line.lower() and "s3cret" not in line
+    check_uri("MONGODB_URI", "mongodb://u:p@db1/?replicaSet=rs0&someNewOption=1")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(180)  # two gateway processes started
+def test_a_schema_dir_with_a_schema_it_cannot_use_stops_serve_at_start(tmp_path: Path) -> None:
+    """A vehicle schema in GATEWAY_SCHEMA_DIR that is not JSON: `serve` logged a traceback
+    and exited 1 without naming the variable, and `serve --workers 2` started the database
+    and restarted its processes for ever. Both now exit 2 at start, in one line."""
+    schemas = tmp_path / "schemas"
+    shutil.copytree(default_schema_dir(), schemas)
+    (schemas / "entities" / "vehicle.schema.json").write_text("{bad")
+    env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_SCHEMA_DIR": str(schemas)}
+    env.update(GATEWAY_PORT=str(free_port()), GATEWAY_LOG_JSON="false")
+    for command in (["serve"], ["serve", "--workers", "2"]):
+        data_dir = tmp_path / "-".join(command)
+        result = _run(*command, env={**env, "GATEWAY_DATA_DIR": str(data_dir)})
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        line = result.stderr.splitlines()[-1]
+        assert line.startswith("configuration error: GATEWAY_SCHEMA_DIR: "), line
+        assert "vehicle.schema.json" in line
+    assert not (tmp_path / "serve---workers-2" / "db").exists()  # nothing started
 
 
 def test_no_mongodb_uri_and_no_embedded_database_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from gateway.store import supervisor as supervisor_module
 from gateway.store.client import open_client
 from gateway.store.embedded import EmbeddedServer, EmbeddedServerError, child_environment
 from gateway.store.health import DatabaseHealth
-from gateway.store.supervisor import EmbeddedSupervisor, FreeSpaceFloor
+from gateway.store.supervisor import EmbeddedSupervisor, FreeSpaceFloor, RestartPlan
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
 
@@ -597,6 +597,33 @@ async def test_an_embedded_database_that_refuses_every_command_while_alive_is_re
         assert supervisor.server.pid != first and not alive(first)
         await _until(lambda: store.health.up, 15, "the restarted database up")
         await store.ping()
+
+
+def test_serve_workers_parent_restarts_a_database_that_refuses_every_command_while_alive(
+    tmp_path: Path,
+) -> None:
+    """`serve --workers N`'s parent restarted its embedded database only when it exited: one
+    whose storage engine panicked (WT_PANIC: out of file descriptors, a full disk) answered
+    every command InternalError for good, and every process served 503 until a human came.
+    The parent now reads the catalog as the prober does and restarts a database that has
+    answered it with an error for `refusing_seconds`."""
+    server = EmbeddedServer(tmp_path / "db", test_commands=True)
+    plan = RestartPlan(server, backoff=(0.1,), refusing_seconds=REFUSING_SECONDS)
+    server.start()
+    try:
+        first = server.pid
+        assert first is not None
+        plan.check()
+        assert plan.restarts == 0  # a database that serves is left alone
+        with pymongo.MongoClient(server.uri) as admin:
+            data = {"failCommands": ["listCollections"], "errorCode": 1}
+            admin.admin.command("configureFailPoint", "failCommand", mode="alwaysOn", data=data)
+        wait_until(lambda: (plan.check(), plan.restarts)[1] == 1, 30, "the database restarted")
+        assert server.pid != first and not alive(first)
+        with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=10_000) as client:
+            client["gateway"].list_collection_names()
+    finally:
+        server.stop()
 
 
 async def test_a_frozen_embedded_database_is_not_restarted_however_long_it_answers_nothing(

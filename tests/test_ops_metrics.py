@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import values
 
 from gateway import metrics as metrics_module
+from gateway.actions.partners import MAX_TIMEOUT_SECONDS
 from gateway.metrics import MULTIPROCESS_DIR, Metrics
 from gateway.outbound.breaker import (
     BreakerState,
@@ -123,6 +124,40 @@ async def test_a_deleted_partner_leaves_no_circuit_series_and_no_guard(
     assert _circuit(scraped, partner_doc["id"]) == {}
     assert partner_doc["id"] not in guards.states()
     assert partner_doc["id"] not in guards._due  # no read of its breaker left pending
+
+
+async def test_deleted_triggers_partners_and_schedules_leave_no_series(
+    client: Client, partner: Partner, geotab: GeotabDouble
+) -> None:
+    """A trigger created, called once and deleted left its 19 series for the life of the
+    process (a partner's calls and latency, a schedule's runs and pages the same): a tenant's
+    admin grew /metrics without bound, ~6,000 series a second at the admin rate limit."""
+    geotab.add_records(1)
+    schedule = await geotab_schedule(client, geotab)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    for i in range(3):
+        trigger = await create_trigger(client, name=f"churn-{i}")
+        sent = await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
+        assert sent.status in (200, 201), await sent.text()
+        deleted = await client.delete(f"/api/v1/triggers/{trigger['id']}", headers=auth())
+        assert deleted.status == 204
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(client, partner_doc["id"], mode="proxy")
+    invoked = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    assert invoked.status == 200, await invoked.text()
+    text = await (await client.get("/metrics")).text()
+    assert f'partner="{partner_doc["id"]}"' in text and f'schedule="{schedule["id"]}"' in text
+
+    for path in (f"actions/{action['id']}", f"partners/{partner_doc['id']}"):
+        assert (await client.delete(f"/api/v1/{path}", headers=auth())).status == 204
+    deleted = await client.delete(f"/api/v1/schedules/{schedule['id']}", headers=auth())
+    assert deleted.status == 204, await deleted.text()
+    text = await (await client.get("/metrics")).text()
+    assert 'trigger="trg_' not in text
+    assert f'partner="{partner_doc["id"]}"' not in text
+    assert f'schedule="{schedule["id"]}"' not in text
 
 
 def _let_through(breaker: CircuitBreaker) -> Permit:
@@ -397,3 +432,29 @@ def test_metric_files_grow_on_a_file_system_without_native_fallocate(tmp_path: P
     stat = counters.stat()
     assert stat.st_size > 1 << 16
     assert stat.st_blocks * 512 >= stat.st_size  # allocated all the same
+
+
+def _top_bucket(metrics: Metrics, name: str) -> float:
+    return max(
+        float(sample.labels["le"])
+        for family in metrics.registry.collect()
+        if family.name == name
+        for sample in family.samples
+        if sample.name.endswith("_bucket") and sample.labels["le"] != "+Inf"
+    )
+
+
+def test_latency_histograms_reach_the_longest_duration_of_what_they_measure() -> None:
+    """Every latency histogram stopped at 10 s: a call at the default 10 s partner timeout, a
+    60 s one and a 10-minute schedule run were all +Inf, and histogram_quantile said 10 s."""
+    metrics = Metrics("t", "asyncio")
+    metrics.partner_latency.labels("p1", "deliver").observe(0.1)
+    metrics.schedule_run_duration.labels("s1").observe(0.1)
+    metrics.http_latency.labels("/x", "GET").observe(0.1)
+    metrics.trigger_latency.labels("trg_1").observe(0.1)
+    longest_call = MAX_TIMEOUT_SECONDS
+    assert _top_bucket(metrics, "gateway_partner_request_duration_seconds") > longest_call
+    assert _top_bucket(metrics, "gateway_http_request_duration_seconds") > longest_call
+    assert _top_bucket(metrics, "gateway_trigger_request_duration_seconds") > longest_call
+    # A run of 100 pages (`max_pages`' most) at a few seconds a page.
+    assert _top_bucket(metrics, "gateway_schedule_run_duration_seconds") >= 100 * 10.0

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.config import Settings
 from gateway.metrics import prepare_multiprocess_dir
+from gateway.outbound import open_files
 from gateway.prefork import stop_seconds
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
@@ -175,6 +179,58 @@ def test_a_crashed_database_is_restarted_and_every_process_serves_again(tmp_path
     finally:
         gateway.stop()
     assert "the embedded database killed by signal 9; restarting it" in gateway.log()
+
+
+def test_the_parent_raises_its_open_file_limit_for_the_database_it_starts(
+    tmp_path: Path,
+) -> None:
+    """Started with a plain host's soft limit of 1,024, the parent kept it, and so did the
+    embedded database it starts, which holds every process's pool: ~1,000 connections ran it
+    out of descriptors and WiredTiger panicked for good (the children raised theirs)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < open_files.needed(1024):
+        pytest.skip(f"a hard open-file limit of {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        gateway = Gateway(tmp_path, "--workers", "2").start(timeout=120)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        limits = Path(f"/proc/{gateway.db_pid}/limits").read_text().splitlines()
+        [line] = [line for line in limits if line.startswith("Max open files")]
+        assert int(line.split()[3]) >= open_files.needed(1024), line
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.timeout(400)  # two gateways started, the second taking the first's leases
+def test_a_single_process_keeps_its_metrics_in_memory_whatever_prometheus_multiproc_dir(
+    tmp_path: Path,
+) -> None:
+    """A plain `serve` with PROMETHEUS_MULTIPROC_DIR wrote its files into the directory
+    itself, with no instance dir and nobody to mark it dead: after a SIGKILL and a restart
+    its successor's scrape added the dead pid's live gauges (`gateway_event_relay_shards
+    32`), and a `serve --workers N` on the same directory deleted its live files. Only `serve
+    --workers N` reads the variable; any other process keeps its metrics in memory."""
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    for _ in range(2):  # the second after the first was killed
+        gateway = Gateway(tmp_path / "data", **env).start(timeout=120)
+        database = gateway.db_pid
+        try:
+            wait_until(
+                lambda g=gateway: "gateway_event_relay_shards 16.0" in str(g.get("/metrics")[1]),
+                90,
+                "the relay's 16 shards owned",
+            )
+            assert list(shared.iterdir()) == []
+        finally:
+            assert gateway.proc is not None
+            gateway.proc.kill()
+            gateway.proc.wait()
+            wait_until(lambda d=database: not alive(d), 30, "the database to stop")
+    assert "PROMETHEUS_MULTIPROC_DIR is read by `serve --workers N` only" in gateway.log()
 
 
 def test_processes_left_by_a_killed_parent_stop_by_themselves(tmp_path: Path) -> None:
@@ -380,6 +436,7 @@ _INSTANCE = """
 import sys
 from pathlib import Path
 from gateway.metrics import prepare_multiprocess_dir
+from gateway.outbound import open_files
 mine = prepare_multiprocess_dir(Path(sys.argv[1]))
 (mine.path / "counter_2.db").write_bytes(b"its counts")
 print(mine.path.name, flush=True)

@@ -220,6 +220,12 @@ class Catalog:
         self._auth.pop(resource_id, None)
         self._xml.pop(resource_id, None)
 
+    def drop_partner(self, partner_id: str) -> None:
+        """A partner deleted through this process: out of every cache, and its metric series
+        (calls, latency, OAuth) out of /metrics."""
+        self.forget(partner_id)
+        self._metrics.forget("partner", canonical_ref(partner_id))
+
     async def partner(self, tenant: str, partner_id: str) -> Partner:
         partner: Partner = await self._cached("partner", tenant, partner_id, self._load_partner)
         return partner

@@ -157,7 +157,7 @@ class PartnerUseCases:
             listed = ", ".join(f"channel {u['name']}" for u in found)
             raise Conflict(f"partner {partner_id} is used by {listed}", used_by=found)
         await self._store.partners.delete(tenant, partner_id)
-        self._catalog.forget(partner_id)
+        self._catalog.drop_partner(partner_id)
         self._guards.discard(partner_id)  # its breaker, and the state it reports, go with it
 
     def _partner_fields(self, partner_id: str, body: Mapping[str, Any], *, creating: bool) -> Doc:

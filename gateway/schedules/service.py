@@ -85,9 +85,13 @@ class ScheduleService:
         target_types: Sequence[str],
         *,
         on_due: Callable[[], None] = lambda: None,
+        on_delete: Callable[[str], None] = lambda schedule_id: None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """`on_delete`: told the stored id of every schedule this process deleted (its metric
+        series go)."""
         self._store = store
+        self._on_delete = on_delete
         self._mappings = mappings
         self._types = tuple(target_types)
         self._on_due = on_due
@@ -207,6 +211,7 @@ class ScheduleService:
         await self._store.schedules.delete(tenant, stored)
         await self._store.schedules.delete_runs(tenant, stored)
         await self._store.rejected.delete_for_trigger(tenant, stored)
+        self._on_delete(stored)
 
     async def pause(self, tenant: str, schedule_id: str) -> dict[str, Any]:
         return await self._status(tenant, schedule_id, "paused")

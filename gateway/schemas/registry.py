@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway.config import ConfigError
 from gateway.errors import MAX_PROBLEMS, FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.formats.json_tree import shown
 from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
@@ -169,6 +170,17 @@ class SchemaRegistry:
             MappingProxyType(entities),
             MappingProxyType({name: _load(file, name=name) for name, file in kinds.items()}),
         )
+
+    @classmethod
+    def configured(cls, schema_dir: Path | None) -> SchemaRegistry:
+        """The schemas of GATEWAY_SCHEMA_DIR (`schema_dir`), or the shipped ones: configuration,
+        so a file that cannot be read or compiled stops the start (a ConfigError: exit 2,
+        naming the variable), not a traceback (exit 1) that `serve --workers N` took for a
+        crash and restarted its processes for, for ever."""
+        try:
+            return cls.load(schema_dir or default_schema_dir())
+        except GatewayError as exc:
+            raise ConfigError(f"GATEWAY_SCHEMA_DIR: a schema cannot be used: {exc}") from None
 
     @property
     def builtin_kinds(self) -> tuple[str, ...]:

@@ -141,15 +141,26 @@ PLAIN_DOCUMENTS = TypeRegistry([_PlainReference()])
 def check_uri(name: str, uri: str) -> None:
     """A ConfigError naming the setting `name` when the driver's own parser refuses `uri`
     (no host, a port out of range, an unescaped `@`, an SRV URI with a port), said at start
-    instead of a traceback at the first connection. As lenient as the client (an unknown
-    option is its warning); an SRV name is read as a host: no DNS query here."""
+    instead of a traceback at the first connection. An option the driver knows with a value
+    it cannot take (`tls=yes`, a mistyped readPreference or authMechanism, a tlsCAFile it
+    cannot read) is refused too: the client drops such an option with a warning and goes on
+    without it (without TLS, for `tls=yes`). An unknown option stays the driver's warning (a
+    newer driver's option, tolerated). An SRV name is read as a host: no DNS query here."""
     scheme, _, rest = uri.partition("://")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
             parsed = uri_parser.parse_uri(f"mongodb://{rest}", warn=True)
-    except (PyMongoError, ValueError) as exc:  # the messages hold no password
+    except (PyMongoError, ValueError, OSError) as exc:  # the messages hold no password
         raise ConfigError(f"{name} is not a valid connection string: {exc}") from None
+    # The driver's messages name the option, never its value (nor the URI's password).
+    refused = [
+        str(warning.message)
+        for warning in said
+        if warning.category is UserWarning and not str(warning.message).startswith("Unknown option")
+    ]
+    if refused:
+        raise ConfigError(f"{name} has an option the driver refuses: {refused[0]}")
     if scheme == "mongodb+srv" and (
         len(parsed["nodelist"]) != 1
         or ":" in rest.partition("?")[0].partition("/")[0].rpartition("@")[2]

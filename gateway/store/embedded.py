@@ -415,6 +415,18 @@ class EmbeddedServer:
             raise _PortTaken
         return True
 
+    def refuses(self) -> bool | None:
+        """Whether the database answers a read of its catalog (what the store's `ping` reads:
+        SecantusDB whose storage engine panicked still answers `ping` itself) with an error:
+        True; False when it serves it; None when it does not answer (not running, frozen,
+        its connections all taken), which says nothing about refusing."""
+        read = {"listCollections": 1, "filter": {"name": "triggers"}, "nameOnly": True}
+        try:
+            answer = _command(self.host, self.port, {**read, "$db": "gateway"})
+        except (OSError, ValueError, bson.errors.BSONError):
+            return None
+        return answer.get("ok") != 1
+
     def _failure(self, code: int) -> str:
         tail = self.log_tail()
         if _LOCKED in tail:

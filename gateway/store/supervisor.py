@@ -3,7 +3,8 @@ signal, and the tail of its log), the database health is marked down at once, an
 database is restarted on the same port with backoff. A database that ran for a while before
 crashing restarts quickly again; one that keeps dying backs off up to 30 s between tries.
 
-A database that lives on but refuses every command is restarted the same way: SecantusDB
+A database that lives on but refuses every command is restarted the same way (by
+`EmbeddedSupervisor` in one process, by `RestartPlan` in `serve --workers`' parent): SecantusDB
 whose storage engine panicked (its disk filled) answers every read and write with an error
 until its process restarts, freeing space or not. "Refuses" is what the health's prober saw
 (`DatabaseHealth.refusing_since`): every ping for `REFUSING_SECONDS` answered, and failed. A
@@ -155,8 +156,11 @@ class EmbeddedSupervisor:
 
 class RestartPlan:
     """The same supervision for a synchronous caller that looks now and then (`serve
-    --workers`' parent, every 0.5 s): `check()` notices a crash, logs it and restarts the
-    database once its backoff has passed, without blocking in between."""
+    --workers`' parent, every 0.5 s): `check()` notices a crash, or a database that has
+    refused every look for `refusing_seconds` (it has no prober: each look reads the catalog
+    the prober reads, `EmbeddedServer.refuses`; a look unanswered breaks the run, as an
+    unanswered ping does the prober's), logs it and restarts the database once its backoff
+    has passed, without blocking in between (but for the stop of a refusing database)."""
 
     def __init__(
         self,
@@ -164,26 +168,49 @@ class RestartPlan:
         *,
         backoff: Sequence[float] = BACKOFF_SECONDS,
         stable_seconds: float = 60.0,
+        refusing_seconds: float = REFUSING_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.server = server
         self._backoff = backoff
         self._stable = stable_seconds
+        self._refusing = refusing_seconds
         self._clock = clock
         self._started = clock()
+        self._refusing_since: float | None = None  # since when every look was refused
         self._failures = 0
         self._due: float | None = None  # when to try starting it again, while it is down
         self.restarts = 0
 
+    def _failure(self, now: float) -> str | None:
+        """What happened to the running database, said after "the embedded database"; None
+        while it serves (or may)."""
+        code = self.server.exit_code()
+        if code is not None:
+            return describe_exit(code)
+        if not self.server.refuses():
+            self._refusing_since = None
+            return None
+        self._refusing_since = self._refusing_since or now
+        refusing = now - self._refusing_since
+        if refusing < self._refusing:
+            return None
+        self.server.stop()
+        return (
+            f"refused every command for {refusing:.0f} s (as a storage engine that panicked "
+            "does until its process restarts)"
+        )
+
     def check(self) -> None:
         now = self._clock()
         if self._due is None:
-            code = self.server.exit_code()
-            if code is None:
+            cause = self._failure(now)
+            if cause is None:
                 return
+            self._refusing_since = None
             log.error(
                 "the embedded database %s; restarting it. Its log ends with:\n%s",
-                describe_exit(code),
+                cause,
                 self.server.log_tail(),
             )
             if now - self._started >= self._stable:

@@ -105,10 +105,13 @@ class TriggerService:
         fetch: Fetch,
         clock: Callable[[], datetime] = utcnow,
         on_change: Callable[[str], None] = lambda trigger_id: None,
+        on_delete: Callable[[str], None] = lambda trigger_id: None,
     ) -> None:
         self._store = store
-        # Told the id of every trigger this process changed (the gate cache forgets it).
+        # Told the id of every trigger this process changed (the gate cache forgets it), and
+        # of every one it deleted (its metric series go).
         self._on_change = on_change
+        self._on_delete = on_delete
         self._mappings = mappings
         self._kinds = kinds
         self._ring = ring
@@ -196,6 +199,7 @@ class TriggerService:
         self._on_change(trigger_id)
         if not deleted:
             raise NotFound(f"no trigger {trigger_id!r}")
+        self._on_delete(trigger_id)
         await self._store.rejected.delete_for_trigger(tenant, trigger_id)
         await self._store.idempotency.delete_for_trigger(tenant, trigger_id)
         await self._store.signature_memory.delete_for_trigger(tenant, trigger_id)

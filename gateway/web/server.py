@@ -211,14 +211,38 @@ def run(
     on_listening: Callable[[str], None] = lambda url: None,
     reuse_port: bool = False,
     event_loop: str | None = None,
+    sock: socket.socket | None = None,
     **runner_options: Any,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (stop accepting, finish the
     requests in flight, run every cleanup context). `reuse_port`: bind with SO_REUSEPORT,
     beside the other processes of `serve --workers N` (`gateway/prefork.py`). `event_loop`:
     `gateway/eventloop.py`. `on_listening(url)` once it listens, with the address it bound
-    (`http://127.0.0.1:8080`: the port the system chose for port 0)."""
-    eventloop.run(_serve(app, host, port, on_listening, reuse_port, runner_options), event_loop)
+    (`http://127.0.0.1:8080`: the port the system chose for port 0). `sock`: a socket
+    already bound (`bind_any_port`), served instead of binding `host:port`."""
+    site = (
+        (lambda runner: web.SockSite(runner, sock))
+        if sock is not None
+        else (lambda runner: web.TCPSite(runner, host, port, reuse_port=reuse_port or None))
+    )
+    eventloop.run(_serve(app, site, on_listening, runner_options), event_loop)
+
+
+def bind_any_port(host: str) -> socket.socket:
+    """A socket bound on `host` (its first address) to a port the system chose, for port 0:
+    bound before the app is built, so that the URLs it hands out (a trigger's) name the port
+    it will listen on, not 0."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def listening_url(address: Any) -> str:
@@ -229,10 +253,8 @@ def listening_url(address: Any) -> str:
 
 async def _serve(
     app: web.Application,
-    host: str,
-    port: int,
+    site: Callable[[web.AppRunner], web.BaseSite],
     on_listening: Callable[[str], None],
-    reuse_port: bool,
     runner_options: dict[str, Any],
 ) -> None:
     stop = asyncio.Event()
@@ -248,7 +270,7 @@ async def _serve(
     gc.freeze()
     try:
         if not stop.is_set():
-            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+            await site(runner).start()
             on_listening(listening_url(runner.addresses[0]))
             await stop.wait()
             _log.info(
