@@ -117,12 +117,14 @@ class Store:
             db["entities"], self.commits, self.relay_commits, self.fold_commits
         )
         self.events = EventStore(db["events"])
-        self.occurrences = OccurrenceStore(db["occurrences"], occurrence_retention_seconds)
+        self.occurrences = OccurrenceStore(
+            db["occurrences"], self.expiry, occurrence_retention_seconds
+        )
         self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)
         self.triggers = TriggerStore(db["triggers"])
         self.idempotency = IdempotencyStore(db["idempotency"], self.expiry)
-        self.signature_memory = SignatureMemory(db["signature_memory"])
+        self.signature_memory = SignatureMemory(db["signature_memory"], self.expiry)
         self.rejected = RejectedStore(db["rejected"])
         self.partners = PartnerStore(db["partners"])
         self.actions = ActionStore(db["actions"])
