@@ -139,7 +139,7 @@ class Store:
         self.fleet_settings = FleetSettingsStore(db["fleet_settings"])
         # Telemetry: the fold's inbox, states, checkpoints and failures, and the track.
         self.fleet = FleetStore(
-            db["fleet_inbox"], db["fleet"], db["fleet_marks"], db["fold_failures"]
+            db["fleet_inbox"], db["fleet"], db["fleet_marks"], self.expiry, db["fold_failures"]
         )
         self.positions = PositionStore(
             db["positions"], db["positions_refused"], self.fleet, self.expiry
