@@ -180,7 +180,7 @@ async def test_a_vehicles_newest_fixes_are_read_in_windows_of_its_track(
     store = PositionStore(
         db["positions"],
         db["positions_refused"],
-        FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"]),
+        FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"], Expiry()),
         Expiry(),
     )
     mine = sorted((f["_id"] for f in fixes if f["vehicle"] == vehicle), reverse=True)
@@ -245,7 +245,7 @@ async def test_a_vehicles_track_is_read_oldest_first_in_windows_of_device_time(
     store = PositionStore(
         db["positions"],
         db["positions_refused"],
-        FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"]),
+        FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"], Expiry()),
         Expiry(),
     )
     ordered = sorted(position_id(vehicle, t) for t in times)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pymongo import AsyncMongoClient
 
+from gateway.clock import utcnow
 from gateway.config import ConfigError, Settings
 from gateway.services import Services, open_services
 from gateway.store.expiry import Expiry
@@ -135,6 +137,53 @@ async def test_an_occurrence_is_remembered_for_its_retention_only(client: Client
     assert late["events"] == [EXIT]
     await drain(client.app[services_key])
     assert len(await _stored(client)) == 2
+
+
+async def test_a_step_of_the_servers_clock_forgets_no_occurrence_before_its_retention(
+    client: Client, fcm: Fcm, gateway_time: Callable[[datetime], None]
+) -> None:
+    """The database server's clock steps 8 days forward (the next reading follows it) between
+    a Samsara geofence exit and its redelivery: the TTL expiry keeps the occurrence (held
+    back), and the reads no longer take it for expired on the stepped time: the copy is not
+    announced a second time (the driver pushed twice)."""
+    services = client.app[services_key]
+    trigger = await _samsara(client, fcm)
+    webhook = sample("samsara_v2_geofence_exit.json")
+    now = utcnow()
+    gateway_time(now)
+    await send_to(client, trigger, webhook)
+    await drain(services)
+    await services.store.expiry.expire()  # a pass on the right time
+    gateway_time(now + timedelta(days=8))
+    assert await services.store.expiry.expire() == 0  # the occurrence kept
+
+    again = await send_to(client, trigger, webhook)
+    assert again["events"] == []
+    await drain(services)
+    assert len(await _stored(client)) == 1
+    assert len(fcm.messages) == 1
+
+
+async def test_a_step_of_the_servers_clock_takes_no_relayed_occurrence_over(
+    client: Client, gateway_time: Callable[[datetime], None]
+) -> None:
+    """The relay's claim (`repeats`) judges a kept claim's age at the expiry's time too: two
+    copies relayed either side of an 8 days' step, the second is a repeat."""
+    store = client.app[services_key].store
+    now = utcnow()
+    gateway_time(now)
+    copy = {
+        "tenant": "acme",
+        "type": EXIT,
+        "entity": {"type": "vehicle"},
+        "origin": {"kind": "trigger", "id": "t1"},
+        "occurrence_id": "4f1e9c52",
+    }
+    assert await store.occurrences.repeats([{**copy, "_id": "a"}], utcnow()) == set()
+    await store.expiry.expire()  # a pass on the right time
+    gateway_time(now + timedelta(days=8))
+
+    assert await store.occurrences.repeats([{**copy, "_id": "b"}], utcnow()) == {"b"}
 
 
 async def test_without_occurrence_id_every_copy_is_announced(client: Client, fcm: Fcm) -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
+from gateway import clock
 from gateway.errors import StoreUnavailable
 from gateway.services import Services
 from gateway.store import derived_id
@@ -372,6 +374,25 @@ async def test_a_tombstone_stands_for_a_number_whose_round_failed(services: Serv
     assert [d["_id"] for d in await fleet.after(0, 10)] == [lost + 1]
 
 
+async def test_a_step_of_the_servers_clock_keeps_a_given_up_number_taken_its_day(
+    services: Services, gateway_time: Callable[[datetime], None]
+) -> None:
+    """A number the fold gave up stays taken `GIVEN_UP_KEPT` (a day) after the fold is past
+    it, so that a frozen writer finds it taken: the database server's clock stepping 2 days
+    forward (the next reading follows it) no longer lets the trim drop it at once; it cuts at
+    the expiry's held time."""
+    fleet = _fleet(services)
+    now = clock.utcnow()
+    gateway_time(now)
+    lost = await fleet.take_number()
+    assert await fleet.give_up(lost, [])
+    await services.store.expiry.expire()  # a pass on the right time
+    gateway_time(now + timedelta(days=2))
+
+    await fleet.trim(lost)
+    assert [d["_id"] for d in await fleet.after(0, 10)] == [lost]
+
+
 class _CountedFinds:
     """A collection that records the filter of every `find` (the inbox as a reader uses it)."""
 
@@ -394,7 +415,7 @@ async def test_a_reader_asks_the_inbox_only_for_numbers_taken_since_it_last_read
     writer = _fleet(services)
     db = services.store.db
     inbox = _CountedFinds(db["fleet_inbox"])
-    reader = FleetStore(inbox, db["fleet"], db["fleet_marks"])  # type: ignore[arg-type]
+    reader = FleetStore(inbox, db["fleet"], db["fleet_marks"], Expiry())  # type: ignore[arg-type]
     await writer.push_reading("acme", "v1", {"km": 10.0, "at": T0, "source": "erp"})
     assert [d["_id"] for d in await reader.after(0, 200)] == [1]
     assert inbox.filters == [{"_id": {"$in": [1]}}]
@@ -413,7 +434,7 @@ async def test_another_process_reads_the_inbox_past_more_missing_numbers_than_it
     the documents after it (the fold must see them to know the run is a gap)."""
     writer = _fleet(services)
     db = services.store.db
-    reader = FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"])
+    reader = FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"], Expiry())
     await writer.push_reading("acme", "v1", {"km": 10.0, "at": T0, "source": "erp"})
     for _ in range(7):
         await writer.take_number()  # rounds that died before writing, or still under way

@@ -8,11 +8,13 @@ import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 
+from gateway.clock import utcnow
 from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import (
@@ -284,6 +286,30 @@ async def test_a_copy_of_an_untimestamped_signed_message_is_refused_after_its_fi
     await db["signature_memory"].update_many({}, {"$set": {"seen_at": forty_days_ago}})
     late = await _post(client, trigger, headers)
     assert late.status == 200, await late.text()  # the memory is over too: processed afresh
+
+
+async def test_a_step_of_the_servers_clock_forgets_no_signed_message_before_its_time(
+    client: Client, gateway_time: Callable[[datetime], None]
+) -> None:
+    """The database server's clock steps 31 days forward (the next reading follows it) after
+    a Motive message was written and its idempotency record is gone: the TTL expiry keeps its
+    key in the signature memory (held back), and the read no longer takes it for expired on
+    the stepped time: a copy is still refused, not written a second time."""
+    store = client.app[services_key].store
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    headers = _motive(trigger["secret"])
+    now = utcnow()
+    gateway_time(now)
+    first = await _post(client, trigger, headers)
+    assert first.status == 201, await first.text()
+    await store.db["idempotency"].delete_many({})  # its 24 h are over
+    await store.expiry.expire()  # a pass on the right time
+    gateway_time(now + timedelta(days=31))
+    assert await store.expiry.expire() == 0  # the memory kept
+
+    again = await _post(client, trigger, headers)
+    assert again.status == 401, await again.text()
+    assert await _rejections(client, trigger) == {"replayed": 1}
 
 
 async def test_timestamped_schemes_and_position_triggers_keep_no_signature_memory(

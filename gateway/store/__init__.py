@@ -116,12 +116,14 @@ class Store:
             db["entities"], self.commits, self.relay_commits, self.fold_commits
         )
         self.events = EventStore(db["events"])
-        self.occurrences = OccurrenceStore(db["occurrences"], occurrence_retention_seconds)
+        self.occurrences = OccurrenceStore(
+            db["occurrences"], self.expiry, occurrence_retention_seconds
+        )
         self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)
         self.triggers = TriggerStore(db["triggers"])
         self.idempotency = IdempotencyStore(db["idempotency"], self.expiry)
-        self.signature_memory = SignatureMemory(db["signature_memory"])
+        self.signature_memory = SignatureMemory(db["signature_memory"], self.expiry)
         self.rejected = RejectedStore(db["rejected"])
         self.partners = PartnerStore(db["partners"])
         self.actions = ActionStore(db["actions"])
@@ -136,7 +138,7 @@ class Store:
         self.fleet_settings = FleetSettingsStore(db["fleet_settings"])
         # Telemetry: the fold's inbox, states, checkpoints and failures, and the track.
         self.fleet = FleetStore(
-            db["fleet_inbox"], db["fleet"], db["fleet_marks"], db["fold_failures"]
+            db["fleet_inbox"], db["fleet"], db["fleet_marks"], self.expiry, db["fold_failures"]
         )
         self.positions = PositionStore(
             db["positions"], db["positions_refused"], self.fleet, self.expiry

@@ -20,11 +20,14 @@ suspend too; give or take `MARGIN`): beyond that the pass expires only up to the
 why; once the time is back where that clock puts it, passes take it as it is again.
 
 That time (`Expiry.now`) is what everything else that judges an age against a retention takes
-too, one hold for all: the fleet fold's purge of a tenant's shorter position retention, and the
-Idempotency-Key reads, which take a record past its 24 h for expired (a record the pass keeps
-through a step would be processed again, its first answer replaced). Until 2026-12-06 they cut
-at the stepped time: a step of 2 days forward dropped for good the 6-day-old fixes of a tenant
-keeping them 7, a step of 25 h made every kept record count as expired.
+too, one hold for all: the fleet fold's purge of a tenant's shorter position retention and its
+trim of the inbox numbers it gave up (kept a day), and the reads that take a record past its
+retention for expired: the Idempotency-Key records' (a record the pass keeps through a step
+would be processed again, its first answer replaced), the signature memory's (a copy of a
+signed message written again) and the partners' occurrences' (an occurrence announced again).
+Until 2026-12-06 they cut at the stepped time: a step of 2 days forward dropped for good the
+6-day-old fixes of a tenant keeping them 7, a step of 25 h made every kept Idempotency-Key
+record count as expired, one of 31 days every remembered signed message.
 """
 
 from __future__ import annotations

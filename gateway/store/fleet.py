@@ -87,6 +87,7 @@ from gateway.store.client import (
     scoped,
     translate_errors,
 )
+from gateway.store.expiry import Expiry
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +202,11 @@ class FleetStore:
         inbox: Collection,
         states: Collection,
         marks: Collection,
+        expiry: Expiry,
         failures: Collection | None = None,
     ) -> None:
         self._inbox = inbox
+        self._expiry = expiry
         self._states = states
         self._marks = marks
         self._failures = states.database["fold_failures"] if failures is None else failures
@@ -426,9 +429,10 @@ class FleetStore:
     async def trim(self, through: int) -> int:
         """Drop the inbox documents numbered up to `through` (every shard is past them); the
         numbers the fold gave up stay taken for `GIVEN_UP_KEPT` longer, so that a writer
-        that stalled past them still finds its number taken."""
+        that stalled past them still finds its number taken (counted back from the expiry's
+        time, which a step of the clock forward does not move before its time)."""
         older = {"_id": {"$lte": through}}
-        kept = utcnow() - GIVEN_UP_KEPT
+        kept = self._expiry.now() - GIVEN_UP_KEPT
         with translate_errors():
             result = await self._inbox.delete_many({**older, "given_up": {"$exists": False}})
             await self._inbox.delete_many({**older, "given_up": True, "at": {"$lt": kept}})

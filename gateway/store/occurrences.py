@@ -8,7 +8,10 @@ relay claims an event's occurrence before storing it (`first`): of two events of
 occurrence, relayed together or by two processes at once, only one wins the unique insert;
 the other is dropped. A TTL index drops records after the retention, and a record older
 than that is taken over (TTL deletion runs only now and then). The index follows a changed
-retention when the indexes are created at start (`store/expiry.py`).
+retention when the indexes are created at start (`store/expiry.py`). A record's age is judged
+at the expiry's time (`Expiry.now`), as the gateway's own TTL pass judges it: a step of the
+clock forward, which that time does not follow before its time, makes no kept record count as
+expired (its occurrence announced a second time).
 
 A claim can outlive an event that was never stored: the database refused the event after
 its occurrence was claimed, and the relay parked the outbox. The relay then releases the
@@ -32,6 +35,7 @@ from typing import Any, Final
 from pymongo import ASCENDING, IndexModel
 
 from gateway.store.client import Collection, Doc, insert_new, translate_errors
+from gateway.store.expiry import Expiry
 
 DEFAULT_RETENTION_SECONDS: Final = 7 * 24 * 3600
 
@@ -68,14 +72,18 @@ def _event_key(event: Doc) -> str | None:
 
 class OccurrenceStore:
     def __init__(
-        self, collection: Collection, retention_seconds: int = DEFAULT_RETENTION_SECONDS
+        self,
+        collection: Collection,
+        expiry: Expiry,
+        retention_seconds: int = DEFAULT_RETENTION_SECONDS,
     ) -> None:
         self._c = collection
+        self._expiry = expiry
         self.retention_seconds = retention_seconds
 
     async def announced(self, keys: Sequence[str], now: datetime) -> set[str]:
         """Those of these occurrence keys an event announced within the retention."""
-        since = now - timedelta(seconds=self.retention_seconds)
+        since = self._since(now)
         query = {"_id": {"$in": sorted(set(keys))}, "at": {"$gt": since}}
         with translate_errors():
             return {doc["_id"] async for doc in self._c.find(query, {"_id": 1})}
@@ -96,7 +104,7 @@ class OccurrenceStore:
         with translate_errors():
             cursor = self._c.find({"_id": {"$in": keys}}, {"event_id": 1, "at": 1})
             held = {doc["_id"]: doc async for doc in cursor}
-        since = now - timedelta(seconds=self.retention_seconds)
+        since = self._since(now)
         repeats: set[Any] = set()
         for claim in claims:
             record = held.get(claim["_id"])
@@ -125,6 +133,11 @@ class OccurrenceStore:
         with translate_errors():
             result = await self._c.delete_many(query)
         return result.deleted_count
+
+    def _since(self, now: datetime) -> datetime:
+        """Records from before this are past the retention: counted back from the expiry's
+        time for `now`, which a step of the clock forward does not move before its time."""
+        return self._expiry.now(now) - timedelta(seconds=self.retention_seconds)
 
     async def _take_over(self, record: Doc, claim: Doc, now: datetime) -> bool:
         """Replace a claim older than the retention the TTL has not dropped yet, unless

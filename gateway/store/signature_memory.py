@@ -6,7 +6,10 @@ sent again after those is refused instead of written a second time.
 
 A record is `{_id: "<trigger id>:<sha256 of the key>", tenant, trigger_id, seen_at}` (the
 first time the message was written); a TTL index drops it after RETENTION_SECONDS, and reads
-ignore older ones too (TTL deletion runs only now and then).
+ignore older ones too (TTL deletion runs only now and then). A record's age is judged at the
+expiry's time (`Expiry.now`), as the gateway's own TTL pass judges it: a step of the clock
+forward, which that time does not follow before its time, makes no kept record count as
+expired (a copy of its message written a second time).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Final
 from pymongo import ASCENDING, IndexModel
 
 from gateway.store.client import Collection, scoped, translate_errors
+from gateway.store.expiry import Expiry
 from gateway.store.idempotency import record_id
 
 RETENTION_SECONDS: Final = 30 * 24 * 3600
@@ -25,17 +29,21 @@ INDEXES: Final = [
     IndexModel([("seen_at", ASCENDING)], expireAfterSeconds=RETENTION_SECONDS, name="ttl"),
 ]
 
+_RETENTION: Final = timedelta(seconds=RETENTION_SECONDS)
+
 
 class SignatureMemory:
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, expiry: Expiry) -> None:
         self._c = collection
+        self._expiry = expiry
 
     async def seen_at(
         self, tenant: str, trigger_id: str, keys: Sequence[str], now: datetime
     ) -> datetime | None:
         """When the message known by any of these replay keys (its key, and the keys an
-        earlier version kept it under) was first written, within the memory."""
-        since = now - timedelta(seconds=RETENTION_SECONDS)
+        earlier version kept it under) was first written, within the memory (at the expiry's
+        time for `now`)."""
+        since = self._expiry.now(now) - _RETENTION
         ids = [record_id(trigger_id, key) for key in keys]
         query = {"_id": {"$in": ids}, "seen_at": {"$gt": since}}
         with translate_errors():
