@@ -59,50 +59,54 @@ def serve(
 
         listening = server.bind_any_port(settings.host)
         settings = replace(settings, port=listening.getsockname()[1])
-    if not reuse_port and (warning := unreachable_url_warning(settings)) is not None:
-        print(warning, file=sys.stderr)  # once: by the parent of `--workers`, not each child
-    if not reuse_port:
-        from gateway import served_url
+    try:
+        if not reuse_port and (warning := unreachable_url_warning(settings)) is not None:
+            print(warning, file=sys.stderr)  # once: by the parent of `--workers`, not each child
+        if not reuse_port:
+            from gateway import served_url
 
-        served_url.record(settings)  # for `gateway trigger` beside it
-    if workers > 1:
-        from gateway.prefork import serve_processes
+            served_url.record(settings)  # for `gateway trigger` beside it
+        if workers > 1:
+            from gateway.prefork import serve_processes
 
-        return serve_processes(settings, workers)
-    if parent is not None:
-        from gateway.prefork import watch_parent
+            return serve_processes(settings, workers)
+        if parent is not None:
+            from gateway.prefork import watch_parent
 
-        watch_parent(parent)
-    from gateway.app import create_app
-    from gateway.web import server
+            watch_parent(parent)
+        from gateway.app import create_app
+        from gateway.web import server
 
-    app = create_app(settings)
-    if heartbeat is not None:
-        from gateway.prefork import beat_to_parent
+        app = create_app(settings)
+        if heartbeat is not None:
+            from gateway.prefork import beat_to_parent
 
-        async def beat(app: web.Application, fd: int = heartbeat) -> None:
-            await beat_to_parent(fd)
+            async def beat(app: web.Application, fd: int = heartbeat) -> None:
+                await beat_to_parent(fd)
 
-        app.on_startup.insert(0, beat)
-    if extend is not None:
-        extend(app)
-    # SIGTERM/SIGINT shut down gracefully: stop accepting, finish requests, then run every
-    # cleanup context (workers stop claiming, the database closes).
-    server.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        on_listening=(lambda url: None)
-        if reuse_port
-        else lambda url: print(f"gateway listening on {url}", file=sys.stderr),
-        reuse_port=reuse_port,
-        sock=listening,
-        event_loop=settings.event_loop,
-        access_log=None,
-        shutdown_timeout=settings.request_shutdown_seconds,
-        keepalive_timeout=75,
-    )
-    return 0
+            app.on_startup.insert(0, beat)
+        if extend is not None:
+            extend(app)
+        # SIGTERM/SIGINT shut down gracefully: stop accepting, finish requests, then run every
+        # cleanup context (workers stop claiming, the database closes).
+        server.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            on_listening=(lambda url: None)
+            if reuse_port
+            else lambda url: print(f"gateway listening on {url}", file=sys.stderr),
+            reuse_port=reuse_port,
+            sock=listening,
+            event_loop=settings.event_loop,
+            access_log=None,
+            shutdown_timeout=settings.request_shutdown_seconds,
+            keepalive_timeout=75,
+        )
+        return 0
+    finally:  # the socket bound for port 0, when the start failed before serving it
+        if listening is not None:
+            listening.close()
 
 
 def unreachable_url_warning(settings: Settings) -> str | None:

@@ -55,7 +55,6 @@ def _refused(result: subprocess.CompletedProcess[str], status: int, *said: str) 
         ("GATEWAY_DATA_DIR", "{tmp}/file/data", "cannot be created: {tmp}/file is not a directory"),
         ("GATEWAY_DATA_DIR", "/proc/gateway-data", "/proc/gateway-data"),
         ("PROMETHEUS_MULTIPROC_DIR", "{tmp}/file", "is not a directory"),
-        ("PROMETHEUS_MULTIPROC_DIR", "{tmp}/nowhere/metrics", "{tmp}/nowhere/metrics"),
         ("GATEWAY_PUBLIC_URL", "http://", "a host is required"),
         ("GATEWAY_PUBLIC_URL", "https://exa mple.com/x", "no blanks"),
         ("GATEWAY_PUBLIC_URL", "http://gw.example.com:99999", "Port out of range"),

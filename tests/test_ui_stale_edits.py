@@ -304,13 +304,17 @@ async def test_saving_a_409_partner_page_again_keeps_the_status_the_gateway_set(
     erp = await create_partner(client, "https://erp.example.com", timeout_seconds=2)
     store, now = services.store.partners, utcnow()
     if meanwhile == "active":  # the page is loaded while the gateway has it disabled
-        assert await store.disable("acme", erp["id"], now, now + timedelta(hours=1))
+        assert await store.disable(
+            "acme", erp["id"], now, now + timedelta(hours=1), failing_since=None
+        )
     await make_user(services)
     await log_in(client)
     page, path = f"/admin/partners/{erp['id']}", f"/api/v1/partners/{erp['id']}"
     loaded = form_fields(await (await client.get(page)).text(), f"{page}/edit")
     if meanwhile == "disabled":
-        assert await store.disable("acme", erp["id"], now, now + timedelta(hours=1))
+        assert await store.disable(
+            "acme", erp["id"], now, now + timedelta(hours=1), failing_since=None
+        )
     else:
         assert await store.enable("acme", erp["id"]) is not None
     refused = await client.post(f"{page}/edit", data=replaced(loaded, timeout_seconds="5"))

@@ -5,7 +5,7 @@ geofences and maintenance plans (`fleet.py`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiohttp import web
@@ -169,7 +169,11 @@ async def record_service(request: web.Request) -> web.Response:
         except ValueError:
             body["at"] = raw  # the use case names it
         else:
-            body["at"] = (at if at.tzinfo else at.replace(tzinfo=ZONE)).isoformat()
+            at = at if at.tzinfo else at.replace(tzinfo=ZONE)
+            try:  # in UTC: Brasília's offset before 1914 has seconds, which RFC 3339 lacks
+                body["at"] = at.astimezone(UTC).isoformat()
+            except OverflowError:  # past year 9999 in UTC: the use case says it is ahead
+                body["at"] = at.isoformat()
     body["plan"] = values.get("plan") or None
     try:
         await services_of(request).vehicle_services.record(
