@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final, TypeGuard
 
@@ -114,7 +114,7 @@ def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     its ISO text."""
     out: list[str] = []
     size = 0
-    for piece in _pieces(value, limit):
+    for piece in _pieces(value, lambda item: _scalar(item, limit)):
         out.append(piece)
         size += len(piece)
         if size > limit:
@@ -122,22 +122,24 @@ def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     return "".join(out)
 
 
-def _pieces(value: Any, limit: int) -> Iterator[str]:
+def _pieces(value: Any, scalar: Callable[[Any], str]) -> Iterator[str]:
+    """`value` as JSON text, piece by piece: objects and arrays here, each key (as text) and
+    every other value written by `scalar`."""
     if isinstance(value, Mapping):
         yield "{"
         for i, (key, item) in enumerate(value.items()):
-            yield ("," if i else "") + _scalar(str(key), limit) + ":"
-            yield from _pieces(item, limit)
+            yield ("," if i else "") + scalar(str(key)) + ":"
+            yield from _pieces(item, scalar)
         yield "}"
     elif isinstance(value, list | tuple):
         yield "["
         for i, item in enumerate(value):
             if i:
                 yield ","
-            yield from _pieces(item, limit)
+            yield from _pieces(item, scalar)
         yield "]"
     else:
-        yield _scalar(value, limit)
+        yield scalar(value)
 
 
 def _scalar(value: Any, limit: int) -> str:
@@ -297,27 +299,13 @@ def dumps_exact(value: Any) -> bytes:
     try:
         return orjson.dumps(value, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
     except TypeError:  # orjson.JSONEncodeError
-        return "".join(_exact_pieces(value)).encode()
+        return "".join(_pieces(value, _exact_scalar)).encode()
 
 
-def _exact_pieces(value: Any) -> Iterator[str]:
+def _exact_scalar(value: Any) -> str:
     if type(value) is WideInt or type(value) is int:  # an int past 64 bits too
-        yield str(value)
-    elif isinstance(value, Mapping):
-        yield "{"
-        for i, (key, item) in enumerate(value.items()):
-            yield ("," if i else "") + orjson.dumps(str(key)).decode() + ":"
-            yield from _exact_pieces(item)
-        yield "}"
-    elif isinstance(value, list | tuple):
-        yield "["
-        for i, item in enumerate(value):
-            if i:
-                yield ","
-            yield from _exact_pieces(item)
-        yield "]"
-    else:
-        yield orjson.dumps(value).decode()
+        return str(value)
+    return orjson.dumps(value).decode()
 
 
 def as_texts(value: Any) -> Any:
