@@ -71,6 +71,18 @@ def test_open_breaker_lets_one_probe_through_after_cooldown() -> None:
     assert breaker.allow() and breaker.allow()
 
 
+def test_a_breaker_read_as_it_opens_waits_its_whole_cooldown_not_a_hair_more() -> None:
+    """A monotonic clock a little under a power of two (uptime 131,042 s): `opened_at + 30`
+    rounded up and a breaker read at its opening said 30.000000000015 s, which a held send
+    told as "retry in 31 s"."""
+    clock = FakeClock()
+    clock.now = 131042.000740742
+    breaker = open_breaker(clock)
+    assert breaker.retry_in() == 30.0
+    clock.now += 12.5
+    assert breaker.retry_in() == 17.5
+
+
 def test_a_partners_room_for_claims_follows_its_circuit() -> None:
     """A claim takes for a partner as many units as its gate holds while its circuit is
     closed, none while it is open or its half_open probe is out, one (the probe) while it is

@@ -83,10 +83,15 @@ class CircuitBreaker:
         return self._state
 
     def retry_in(self) -> float:
-        """Seconds until an open breaker lets a probe through (0 when not open)."""
+        """Seconds until an open breaker lets a probe through (0 when not open).
+
+        The cooldown less the time elapsed since it opened: two readings of the clock a few
+        seconds apart subtract exactly, where `opened_at + cooldown - now` rounded the sum, so
+        that a breaker read at the instant it opened (a monotonic clock a little under a power
+        of two) said 30.000000000015 s: a `Retry-After` of 31."""
         if self._state is not BreakerState.OPEN:
             return 0.0
-        return max(self._opened_at + self.cooldown - self._clock(), 0.0)
+        return max(self.cooldown - (self._clock() - self._opened_at), 0.0)
 
     def room(self) -> int | None:
         """How many requests may go out now: None (no bound) while closed, 1 in half_open
