@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.mapping.limits import MAX_LIST_ITEMS
+from gateway.schedules import sinks
 from gateway.web.state import services_key
 from tests.partner_double import (
     Partner,
@@ -227,25 +229,38 @@ async def test_a_run_whose_partner_secret_is_damaged_fails_naming_it(
 
 
 async def test_a_page_of_more_items_than_a_batch_holds_writes_each_entity_in_the_partners_order(
-    client: Client, partner: Partner
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A page of 1,050 records (more than a batch's 1,000, under the answer's byte cap) is
-    landed in batches, one after the other: a vehicle listed in the first batch and again in
-    the second ends as its later record says; the run counts the page once."""
-    plates = [
-        f"PG{chr(65 + n // 1000)}{n // 100 % 10}{chr(65 + n // 10 % 10)}{n % 10}0"
-        for n in range(1050)
-    ]
-    plates[1040] = plates[5]  # listed again, 1,035 records later: in the next batch
+    """A page of more records than a batch holds is landed in batches, one after the other:
+    a vehicle listed in the first batch and again in a later one ends as its later record
+    says; the run counts the page once. The writes of a batch, concurrent, share their checks
+    of the schedule's lease (a read begun after each asked), not one read each.
+
+    A batch holds `MAX_BATCH_ITEMS` (the mapping's bound of a batch, 1,000): taken as 20 here,
+    a page of 45 is three batches, as a page of 1,050 was two (and cost 1,050 entity writes
+    for what 45 show)."""
+    assert sinks.MAX_BATCH_ITEMS == MAX_LIST_ITEMS == 1000
+    monkeypatch.setattr(sinks, "MAX_BATCH_ITEMS", 20)
+    plates = [f"PG{chr(65 + n // 10)}{n // 10 % 10}{chr(65 + n % 10)}{n % 10}0" for n in range(45)]
+    plates[40] = plates[5]  # listed again, 35 records later: two batches later
     items = [{"placa": plate, "codigo": f"C{n}"} for n, plate in enumerate(plates)]
     schedule = await _schedule(client, partner, step=1, initial=1)
     partner.respond_with(body={"hasNext": False, "items": items}, times=1)
+    schedules = client.app[services_key].store.schedules
+    holds, checks = schedules.holds, []
+
+    async def counted(*args: Any) -> bool:
+        checks.append(args)
+        return await holds(*args)
+
+    monkeypatch.setattr(schedules, "holds", counted)
 
     assert await runner(client).run_until_idle() == {"ok": 1}
 
     (run,) = await runs(client, schedule["id"])
     assert run["error"] is None, run
-    assert (run["pages"], run["items_read"], run["written"], run["rejected"]) == (1, 1050, 1050, 0)
-    for plate, erp_id in ((plates[0], "C0"), (plates[5], "C1040"), (plates[1049], "C1049")):
+    assert (run["pages"], run["items_read"], run["written"], run["rejected"]) == (1, 45, 45, 0)
+    for plate, erp_id in ((plates[0], "C0"), (plates[5], "C40"), (plates[44], "C44")):
         vehicle = await get(client, f"/api/v1/entities/vehicle/{plate}")
         assert vehicle["attributes"] == {"erp_id": erp_id}, plate
+    assert 3 <= len(checks) < 45, len(checks)  # at least one a batch, fewer than one a write

@@ -74,6 +74,7 @@ from gateway.schedules.calls import (
 )
 from gateway.schedules.sinks import MAX_PAGE_ITEMS, PageSink, compile_target
 from gateway.schedules.timing import BACKOFF_SECONDS
+from gateway.shared_read import SharedRead
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger
 from gateway.triggers.rejected import RejectedKeeper, repeatable
@@ -135,6 +136,9 @@ class Poll:
         self._owner = owner
         self._clock = clock
         self._lease = lease
+        self._holds = SharedRead(
+            lambda: self._c.store.schedules.holds(self._doc["_id"], self._owner)
+        )
         self.tally = Tally()
         cursor = doc.get("cursor_value")
         spec = doc.get("cursor")
@@ -339,8 +343,10 @@ class Poll:
     async def _held(self) -> None:
         """LeaseLost unless this run still holds the schedule: asked before each write of a
         page's landing (an item's entity, the fixes, the kept items), so a DELETE or reset
-        answered during the landing stops it there (the writes already in flight end)."""
-        if not await self._c.store.schedules.holds(self._doc["_id"], self._owner):
+        answered during the landing stops it there (the writes already in flight end). The
+        writes that ask at once share a read begun after they asked (`SharedRead`): one
+        round trip for a batch's concurrent writes, not one each."""
+        if not await self._holds():
             raise LeaseLost()
 
     async def _take_back(self) -> None:
