@@ -137,7 +137,7 @@ async def test_a_worker_whose_host_clock_is_ahead_takes_over_no_delivery_in_flig
     partner_doc = await create_partner(client, partner.url, timeout_seconds=30)
     action = await create_action(client, partner_doc["id"])
     await create_subscription(client, action["id"], ("entity.created",))
-    partner.respond_with(200, {}, delay=15)
+    partner.respond_with(200, {}, delay=25)  # until released (below), within its 30 s
     await post(client, "/api/v1/entities/vehicle", {"plate": "RBT1A00"})
     await client.app[services_key].relay.run_until_idle()
     here = asyncio.create_task(client.app[services_key].delivery_worker.run_until_idle())
@@ -157,6 +157,11 @@ async def test_a_worker_whose_host_clock_is_ahead_takes_over_no_delivery_in_flig
             if line.startswith("gateway_clock_offset_seconds")
         ]
         assert abs(offset + SKEW_SECONDS) < 5, offset
+        # Ready, it polls every second: a few of its rounds with the delivery in flight (the
+        # partner holds its answer until then), then the partner answers at once.
+        await asyncio.sleep(3)
+        assert not here.done()
+        partner.release.set()
         assert await here == Counter(succeeded=1)
         await asyncio.sleep(2)  # a few of its rounds (1 s) after the answer
     finally:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -18,8 +20,9 @@ import pymongo
 import pytest
 import yaml
 
+from gateway.store.connection import REAP_SECONDS
 from gateway.store.embedded import EmbeddedServer
-from tests.processes import ClientThreads, Gateway, wait_until
+from tests.processes import ClientThreads, Gateway, free_port, wait_until
 from tests.support import auth
 
 WORKERS = 8
@@ -337,6 +340,56 @@ def test_a_write_of_several_entities_is_never_lost_nor_half_kept_when_the_databa
 
 
 FAULT_HOOK = Path(__file__).parent / "fault_hook"
+TRANSACTION_LIFETIME_SECONDS = 2 * REAP_SECONDS
+
+
+class _ServerWithLifetime:
+    """A SecantusDB server whose transactions idle at most `lifetime` seconds before it
+    aborts them (tests/secantusd_lifetime.py), on a free loopback port."""
+
+    def __init__(self, storage: Path, lifetime: float) -> None:
+        self.storage, self.lifetime = storage, lifetime
+        self.port = free_port()
+        self.uri = f"mongodb://127.0.0.1:{self.port}/?retryWrites=false&directConnection=true"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.storage.mkdir(parents=True, exist_ok=True)
+        script = Path(__file__).with_name("secantusd_lifetime.py")
+        with self.storage.with_suffix(".log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *(sys.executable, str(script), str(self.lifetime), "--host", "127.0.0.1"),
+                    *("--port", str(self.port), "--storage-path", str(self.storage)),
+                    *("--log-level", "WARNING", "--cache-size", "256M"),
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+
+        def answers() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, "the database exited"
+            probe: pymongo.MongoClient[dict[str, Any]]
+            with pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500) as probe:
+                try:
+                    probe.admin.command("ping")
+                except pymongo.errors.PyMongoError:
+                    return False
+            return True
+
+        wait_until(answers, 30, "the database to answer")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -353,7 +406,7 @@ def _fold_waiting(gateway: Gateway) -> float:
     return 0.0
 
 
-@pytest.mark.timeout(240)  # the server's 60 s transaction lifetime, waited out
+@pytest.mark.timeout(240)  # the server's transaction lifetime, waited out
 def test_a_vehicle_a_killed_process_left_in_an_open_transaction_is_writable_again_and_folded(
     tmp_path: Path,
 ) -> None:
@@ -361,9 +414,16 @@ def test_a_vehicle_a_killed_process_left_in_an_open_transaction_is_writable_agai
     before the commit, leaves the transaction open in the database (SecantusDB reaps one only
     when another transaction reaches it): the vehicle's writes and the fold's wait on it. The
     gateway has it aborted: the vehicle is written again, and the fold's stuck batch (this
-    vehicle and another) lands, within the server's 60 s lifetime and a reaper's interval;
-    meanwhile the fold's log says why and its waiting gauge counts the batch."""
-    server = EmbeddedServer(tmp_path / "db")
+    vehicle and another) lands, within the server's transaction lifetime and a reaper's
+    interval; meanwhile the fold's log says why and its waiting gauge counts the batch.
+
+    The server's lifetime is TRANSACTION_LIFETIME_SECONDS here, not its default 60 s (as a
+    MongoDB deployment's `transactionLifetimeLimitSeconds` may be): what is shown is that the
+    gateway has the server reap it, not how long the server waits. It is twice the gateway's
+    reaping interval (REAP_SECONDS, 15 s): the second gateway's first reap, 15 s after its
+    start, cannot abort it yet (the held write and the gauge are looked at before), its
+    second one, 30 s after its start, does."""
+    server = _ServerWithLifetime(tmp_path / "db", TRANSACTION_LIFETIME_SECONDS)
     server.start()
     mapping = (Path(__file__).resolve().parents[1] / "mappings" / "checklist.yaml").read_text()
     common = {"MONGODB_URI": server.uri, "GATEWAY_DB_TIMEOUT_MS": "2000"}
