@@ -386,8 +386,11 @@ async def test_echoed_credentials_are_redacted_in_the_encoding_a_partner_s_frame
     client: Client, echo: Echo, caplog: pytest.LogCaptureFixture, encoding: str
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="gateway")
-    for n, (auth_doc, secrets) in enumerate(_encoded_cases(echo.url)):
-        stored, problem = await _delivered_and_proxied(client, echo, auth_doc, f"/as/{encoding}", n)
+    cases = _encoded_cases(echo.url)
+    answers = await _each_delivered_and_proxied(
+        client, echo, [auth_doc for auth_doc, _ in cases], f"/as/{encoding}"
+    )
+    for (auth_doc, secrets), (stored, problem) in zip(cases, answers, strict=True):
         assert MASK in problem["partner_body"], problem
         assert any(MASK in text for text in stored), stored
         revealed = _revealed("\n".join([*stored, *_strings(problem), _gateway_log(caplog)]))
@@ -396,30 +399,49 @@ async def test_echoed_credentials_are_redacted_in_the_encoding_a_partner_s_frame
 
 
 async def _delivered_and_proxied(
-    client: Client, echo: Echo, auth_doc: dict[str, Any], path: str, n: int = 0
+    client: Client, echo: Echo, auth_doc: dict[str, Any], path: str
 ) -> tuple[list[str], dict[str, Any]]:
     """A delivery to the echo's `path` and a proxy call to it, through a partner with
     `auth_doc`: the strings of the delivery as a viewer reads it, and the proxy's 502."""
-    partner = await create_partner(client, echo.url, name=f"echo-{n}", auth=auth_doc)
-    deliver = await create_action(client, partner["id"], name=f"deliver-{n}", path=path)
-    await create_subscription(client, deliver["id"], ("entity.created",))
-    proxy = await create_action(client, partner["id"], name=f"proxy-{n}", mode="proxy", path=path)
-    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": f"ABC1D{n:02d}"})
+    ((stored, problem),) = await _each_delivered_and_proxied(client, echo, [auth_doc], path)
+    return stored, problem
+
+
+async def _each_delivered_and_proxied(
+    client: Client, echo: Echo, auth_docs: list[dict[str, Any]], path: str
+) -> list[tuple[list[str], dict[str, Any]]]:
+    """`_delivered_and_proxied` through one partner per auth document: one vehicle's event
+    delivered to each partner's subscription (one relay and delivery pass for all; a vehicle
+    per partner made each later event go to every earlier partner too), then each partner's
+    delivery read and its proxy called."""
+    made = []
+    for n, auth_doc in enumerate(auth_docs):
+        partner = await create_partner(client, echo.url, name=f"echo-{n}", auth=auth_doc)
+        deliver = await create_action(client, partner["id"], name=f"deliver-{n}", path=path)
+        await create_subscription(client, deliver["id"], ("entity.created",))
+        proxy = await create_action(
+            client, partner["id"], name=f"proxy-{n}", mode="proxy", path=path
+        )
+        made.append((partner, proxy))
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D00"})
     await client.app[services_key].relay.run_until_idle()
     await client.app[services_key].delivery_worker.run_until_idle()
 
-    listed = await client.get(
-        f"/api/v1/deliveries?partner_id={partner['id']}", headers=auth(role="viewer")
-    )
-    (delivery,) = (await listed.json())["items"]
-    full = await client.get(f"/api/v1/deliveries/{delivery['id']}", headers=auth(role="viewer"))
-    invoked = await client.post(
-        f"/api/v1/actions/{proxy['id']}/invoke",
-        json={"entity": {"type": "vehicle", "id": vehicle["id"]}},
-        headers=auth(),
-    )
-    assert invoked.status == 502, await invoked.text()
-    return _strings(await full.json()), await invoked.json()
+    answers = []
+    for partner, proxy in made:
+        listed = await client.get(
+            f"/api/v1/deliveries?partner_id={partner['id']}", headers=auth(role="viewer")
+        )
+        (delivery,) = (await listed.json())["items"]
+        full = await client.get(f"/api/v1/deliveries/{delivery['id']}", headers=auth(role="viewer"))
+        invoked = await client.post(
+            f"/api/v1/actions/{proxy['id']}/invoke",
+            json={"entity": {"type": "vehicle", "id": vehicle["id"]}},
+            headers=auth(),
+        )
+        assert invoked.status == 502, await invoked.text()
+        answers.append((_strings(await full.json()), await invoked.json()))
+    return answers
 
 
 async def test_a_query_key_quoted_back_in_a_redirect_is_neither_returned_nor_logged(
