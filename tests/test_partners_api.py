@@ -683,3 +683,32 @@ async def test_a_partner_that_a_push_channel_sends_through_cannot_be_deleted(
     assert (await client.delete("/api/v1/channels/push", headers=auth())).status == 204
     deleted = await client.delete(f"/api/v1/partners/{partner['id']}", headers=auth())
     assert deleted.status == 204
+
+
+async def test_a_partners_numbers_are_refused_exactly_outside_the_bounds_its_document_states(
+    client: Client,
+) -> None:
+    """The partner body's document says each number's bounds, and the service holds to them:
+    its least and greatest are taken, a step beyond refused 422 naming the field (a client
+    generated from the document learned no bound of `max_concurrency` nor of
+    `disable_after_hours`, and met the service's 1000 and its year)."""
+    document = await (await client.get("/openapi.json")).json()
+    body = document["paths"]["/api/v1/partners"]["post"]["requestBody"]["content"]
+    members = body["application/json"]["schema"]["properties"]
+    for name in ("timeout_seconds", "max_concurrency", "disable_after_hours"):
+        low, high = members[name]["minimum"], members[name]["maximum"]
+        step = 1 if members[name]["type"] == "integer" else low / 2
+        for value, status in ((low, 201), (high, 201), (low - step, 422), (high + step, 422)):
+            answer = await client.post(
+                "/api/v1/partners",
+                json={
+                    "name": f"{name} {value}",
+                    "base_url": "http://127.0.0.1:9/",
+                    "auth": {"type": "none"},
+                    name: value,
+                },
+                headers=auth(),
+            )
+            assert answer.status == status, (name, value, await answer.text())
+            if status == 422:
+                assert name in await answer.text()

@@ -27,6 +27,9 @@ from gateway.outbound.partner_auth import account_of, build_auth, unsavable
 from gateway.store import Doc, Store, new_id
 
 MAX_TIMEOUT_SECONDS = 60.0
+# The bounds of a partner's numbers, as its body's document states them (web/partners.py).
+MAX_CONCURRENCY = 1000
+DISABLE_AFTER_HOURS = (0.0001, 24 * 365)  # at the least a third of a second, at most a year
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -183,8 +186,8 @@ class PartnerUseCases:
             fields.update(_sealed_auth(check, self._box, partner_id))
         for name, low, high, integer, default in (
             ("timeout_seconds", 0.1, MAX_TIMEOUT_SECONDS, False, 10.0),
-            ("max_concurrency", 1, 1000, True, 10),
-            ("disable_after_hours", 0.0001, 24 * 365, False, 72.0),
+            ("max_concurrency", 1, MAX_CONCURRENCY, True, 10),
+            ("disable_after_hours", *DISABLE_AFTER_HOURS, False, 72.0),
         ):
             if name in body and body[name] is None and name != "disable_after_hours":
                 # only disable_after_hours means something by null (never disabled)

@@ -6,7 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.actions.partners import public_partner
+from gateway.actions.partners import (
+    DISABLE_AFTER_HOURS,
+    MAX_CONCURRENCY,
+    MAX_TIMEOUT_SECONDS,
+    public_partner,
+)
 from gateway.outbound.breaker import SLOWEST_RATE
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import ID_CURSOR, TEXT_NAME, merge_patch, operation, strict
@@ -43,8 +48,18 @@ PARTNER_BODY: dict[str, Any] = {
         "name": TEXT_NAME,
         "base_url": {"type": "string", "format": "uri"},
         "auth": _AUTH,
-        "timeout_seconds": {"type": "number", "minimum": 0.1, "maximum": 60, "default": 10},
-        "max_concurrency": {"type": "integer", "minimum": 1, "default": 10},
+        "timeout_seconds": {
+            "type": "number",
+            "minimum": 0.1,
+            "maximum": MAX_TIMEOUT_SECONDS,
+            "default": 10,
+        },
+        "max_concurrency": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_CONCURRENCY,
+            "default": 10,
+        },
         "rate_limit": {
             "type": ["object", "null"],
             "required": ["per_second"],
@@ -56,6 +71,8 @@ PARTNER_BODY: dict[str, Any] = {
         },
         "disable_after_hours": {
             "type": ["number", "null"],
+            "minimum": DISABLE_AFTER_HOURS[0],
+            "maximum": DISABLE_AFTER_HOURS[1],
             "default": 72,
             "description": "null: never disabled",
         },
