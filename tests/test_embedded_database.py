@@ -336,6 +336,65 @@ def test_a_listening_socket_closed_under_a_waiting_accept_is_not_held_any_more()
     assert not waiting.is_alive()
 
 
+_JOINS_ITS_ACCEPT = r"""
+import signal, socket, sys, threading
+# A stand-in for secantusd-py's stop: its SIGTERM handler closes the listening socket, then
+# waits for the thread blocked in `accept` on it (SecantusDB's for up to 2 s; this one for
+# good), which on Linux closing the socket does not wake.
+listener = socket.create_server((sys.argv[2], int(sys.argv[4])))
+stopping = threading.Event()
+def serve():
+    while not stopping.is_set():
+        try:
+            listener.accept()[0].close()
+        except OSError:
+            return
+accepting = threading.Thread(target=serve)
+accepting.start()
+def stop(signum, frame):
+    stopping.set()
+    listener.close()
+    accepting.join()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+accepting.join()
+"""
+
+
+def test_a_database_stopping_is_not_held_by_the_accept_waiting_on_its_closed_socket(
+    tmp_path: Path,
+) -> None:
+    """SecantusDB's stop closes its listening socket, then waits up to 2 s for its thread
+    blocked in `accept` on it, which the close does not wake (Linux): every stop of the
+    embedded database (each gateway's, each one-shot command's) took 2 s more than its work.
+    The launcher now connects once to the closed socket, and the waiting `accept` returns.
+    Through the real launcher, with a stand-in database that would wait for good."""
+    port, pid_file, log = free_port(), tmp_path / "db.pid", tmp_path / "db.log"
+    launcher_py = Path(embedded.__file__).with_name("launcher.py")
+    command = [sys.executable, "-c", _JOINS_ITS_ACCEPT, "--host", "127.0.0.1", "--port", str(port)]
+    read_fd, write_fd = os.pipe()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", str(launcher_py), str(read_fd), str(pid_file), "--", *command],
+            pass_fds=(read_fd,),
+            stdout=out,
+        )
+    os.close(read_fd)
+    try:
+        wait_until(lambda: _listens(port), 10, "the stand-in database listening")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(5)  # the launcher's bound is 10 s
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the database's accept was never woken") from None
+        assert code == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(write_fd)
+
+
 def _accept_once(listener: socket.socket) -> None:
     with contextlib.suppress(OSError):
         connection, _ = listener.accept()

@@ -214,7 +214,13 @@ def test_a_single_process_keeps_its_metrics_in_memory_whatever_prometheus_multip
     --workers N` reads the variable; any other process keeps its metrics in memory."""
     shared = tmp_path / "metrics"
     shared.mkdir()
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(shared),
+        # The second takes the killed first's relay shards once their leases expire: after
+        # 4 s, not the default 10 (a lease outlasts the database deadline, so 3 s for that).
+        "GATEWAY_SHARD_LEASE_SECONDS": "4",
+        "GATEWAY_DB_TIMEOUT_MS": "3000",
+    }
     for _ in range(2):  # the second after the first was killed
         gateway = Gateway(tmp_path / "data", **env).start(timeout=120)
         database = gateway.db_pid

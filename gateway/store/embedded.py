@@ -53,8 +53,6 @@ _LOCKED = "already being managed by another process"
 STOP_SECONDS = 10.0
 """How long a graceful stop of the database may take before it is killed (its writes are
 journaled: a killed database loses no acknowledged write, it recovers at the next start)."""
-KNOCK_SECONDS = 0.05
-"""How often a stop knocks on the database's port until it has exited (`_wait_knocking`)."""
 
 
 class EmbeddedServerError(RuntimeError):
@@ -460,7 +458,7 @@ class EmbeddedServer:
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             try:
-                self._wait_knocking(proc, timeout)
+                proc.wait(timeout)
                 log.info("embedded database stopped in %.1f s", time.monotonic() - started)
             except subprocess.TimeoutExpired:
                 log.warning("embedded database did not stop in %.0f s; killing it", timeout)
@@ -468,25 +466,6 @@ class EmbeddedServer:
                 proc.wait()
         self._release()
         self._disown()
-
-    def _wait_knocking(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
-        """Wait for the launcher (and the database) to exit, knocking on the database's port
-        every 50 ms meanwhile: its accepting thread, blocked in `accept()`, does not see its
-        listening socket closed by the SIGTERM handler (Linux does not wake it), and the
-        stop waits 2 s for that thread before it closes the storage. A connection wakes it
-        at once, and it finds the server stopping (a graceful stop: 2.3 s -> 0.3 s).
-        subprocess.TimeoutExpired after `timeout`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                proc.wait(min(KNOCK_SECONDS, max(deadline - time.monotonic(), 0.0)))
-                return
-            except subprocess.TimeoutExpired:
-                if time.monotonic() >= deadline:
-                    raise
-            with contextlib.suppress(OSError):
-                with socket.create_connection((self.host, self.port), timeout=KNOCK_SECONDS):
-                    pass
 
     def _own(self) -> None:
         """Take the data dir's lock, or refuse: a database another live process manages is
