@@ -12,7 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -266,20 +266,8 @@ def test_a_frozen_database_that_ignores_its_stop_signal_is_sent_it_again(tmp_pat
     launcher now sends the stop again a second later while the database still holds its
     listening socket (one that acts on it closes it first). Through the real launcher, with
     a stand-in database whose first SIGTERM is lost that way."""
-    port, pid_file, log = free_port(), tmp_path / "db.pid", tmp_path / "db.log"
-    launcher_py = Path(embedded.__file__).with_name("launcher.py")
-    command = [sys.executable, "-c", _STAND_IN, "--host", "127.0.0.1", "--port", str(port)]
-    read_fd, write_fd = os.pipe()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", str(launcher_py), str(read_fd), str(pid_file), "--", *command],
-            pass_fds=(read_fd,),
-            stdout=out,
-        )
-    os.close(read_fd)
-    try:
-        wait_until(lambda: _listens(port), 10, "the stand-in database listening")
-        database = int(pid_file.read_text())
+    with _launched(tmp_path, _STAND_IN) as (proc, log):
+        database = int((tmp_path / "db.pid").read_text())
         os.kill(database, signal.SIGSTOP)
         wait_until(lambda: _state(database) == "T", 5, "the stand-in database stopped")
         proc.send_signal(signal.SIGTERM)
@@ -289,11 +277,6 @@ def test_a_frozen_database_that_ignores_its_stop_signal_is_sent_it_again(tmp_pat
             raise AssertionError("the database never got its stop signal again") from None
         assert code == 0
         assert "has not acted on its stop signal; again" in log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(write_fd)
 
 
 def test_a_database_that_acts_on_its_stop_signal_is_sent_it_once(tmp_path: Path) -> None:
@@ -369,9 +352,22 @@ def test_a_database_stopping_is_not_held_by_the_accept_waiting_on_its_closed_soc
     embedded database (each gateway's, each one-shot command's) took 2 s more than its work.
     The launcher now connects once to the closed socket, and the waiting `accept` returns.
     Through the real launcher, with a stand-in database that would wait for good."""
+    with _launched(tmp_path, _JOINS_ITS_ACCEPT) as (proc, log):
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(5)  # the launcher's bound is 10 s
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the database's accept was never woken") from None
+        assert code == 0, log.read_text()
+
+
+@contextlib.contextmanager
+def _launched(tmp_path: Path, stand_in: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """The real launcher running a stand-in database (Python source), once it listens: the
+    launcher's process and its log; killed at the end if still running."""
     port, pid_file, log = free_port(), tmp_path / "db.pid", tmp_path / "db.log"
     launcher_py = Path(embedded.__file__).with_name("launcher.py")
-    command = [sys.executable, "-c", _JOINS_ITS_ACCEPT, "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-c", stand_in, "--host", "127.0.0.1", "--port", str(port)]
     read_fd, write_fd = os.pipe()
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -382,12 +378,7 @@ def test_a_database_stopping_is_not_held_by_the_accept_waiting_on_its_closed_soc
     os.close(read_fd)
     try:
         wait_until(lambda: _listens(port), 10, "the stand-in database listening")
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(5)  # the launcher's bound is 10 s
-        except subprocess.TimeoutExpired:
-            raise AssertionError("the database's accept was never woken") from None
-        assert code == 0, log.read_text()
+        yield proc, log
     finally:
         if proc.poll() is None:
             proc.kill()
