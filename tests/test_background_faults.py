@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -439,7 +440,7 @@ async def test_a_deduplicated_page_whose_commit_was_applied_unconfirmed_remember
 
 
 async def test_a_page_the_database_fails_between_its_batches_is_landed_again_once(
-    app: Client, faults: Injector, samsara: SamsaraDouble
+    app: Client, faults: Injector, samsara: SamsaraDouble, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A page over a batch's bound (1,200 Samsara GPS points, batches of 1,000) whose second
     batch the database fails: the run fails with the first batch's fixes stored and the
@@ -451,10 +452,27 @@ async def test_a_page_the_database_fails_between_its_batches_is_landed_again_onc
     target = {"type": "positions", "mapping": "samsara-vehicle-stats-positions"}
     schedule = await samsara_schedule(app, samsara, target=target)
     poller = runner(app)
-    # Inserts: the first batch's fixes (0), its note in the fold's inbox (1), the second
-    # batch's fixes (2, failed with no retry label: not written).
-    async with faults.failing(FAULT["HostUnreachable"], ["insert"], mode=mode(2, 1)):
-        await quietly(poller.run_until_idle())
+    # The second batch's insert fails (no retry label: not written). The failpoint is armed as
+    # that batch is appended, once the first batch's round has handed its fixes on to the
+    # fold's inbox: counted from the page's start, which insert came third depended on
+    # whether that inbox write went before the next round's insert (they may overlap).
+    appender, appended = services.positions, services.positions.append
+    batches = itertools.count(1)
+
+    async def append(tenant: str, items: Sequence[Any], source: str) -> list[Any]:
+        if next(batches) == 2:
+            await services.store.positions.inserts.settled(10)
+            data = {"failCommands": ["insert"], "appName": "rabbot-gateway"}
+            data |= FAULT["HostUnreachable"].data
+            await faults.admin.admin.command(
+                "configureFailPoint", "failCommand", mode=mode(0, 1), data=data
+            )
+        return await appended(tenant, items, source)
+
+    monkeypatch.setattr(appender, "append", append)
+    await quietly(poller.run_until_idle())
+    await faults.off(FAULT["HostUnreachable"])
+    monkeypatch.undo()
     await database_back(services)
     (failed,) = await runs(app, schedule["id"])
     assert (failed["outcome"], failed["error"]["kind"]) == ("failed", "store"), failed
