@@ -35,7 +35,7 @@ from gateway.store.client import open_client
 from gateway.store.embedded import EmbeddedServer, EmbeddedServerError, child_environment
 from gateway.store.health import DatabaseHealth
 from gateway.store.supervisor import EmbeddedSupervisor, FreeSpaceFloor, RestartPlan
-from tests.processes import Gateway, alive, free_port, wait_until
+from tests.processes import Gateway, alive, free_port, until, wait_until
 from tests.support import SECRET_KEY, auth
 
 _ORIGIN = Origin("trigger", "t1")
@@ -612,15 +612,6 @@ async def _fails(store: Store) -> None:
     store.health.report_failure(failed.value)
 
 
-async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}") from None
-
-
 async def test_an_embedded_database_that_refuses_every_command_while_alive_is_restarted(
     tmp_path: Path,
 ) -> None:
@@ -643,9 +634,9 @@ async def test_an_embedded_database_that_refuses_every_command_while_alive_is_re
         finally:
             await admin.close()
         await _fails(store)
-        await _until(lambda: supervisor.restarts == 1, 30, "the refusing database restarted")
+        await until(lambda: supervisor.restarts == 1, 30, "the refusing database restarted")
         assert supervisor.server.pid != first and not alive(first)
-        await _until(lambda: store.health.up, 15, "the restarted database up")
+        await until(lambda: store.health.up, 15, "the restarted database up")
         await store.ping()
 
 
@@ -687,12 +678,12 @@ async def test_a_frozen_embedded_database_is_not_restarted_however_long_it_answe
         os.kill(database, signal.SIGSTOP)
         try:
             await _fails(store)
-            await _until(
+            await until(
                 lambda: store.health.down_for() >= 3 * REFUSING_SECONDS, 30, "a long freeze"
             )
         finally:
             os.kill(database, signal.SIGCONT)
-        await _until(lambda: store.health.up, 20, "the database up again")
+        await until(lambda: store.health.up, 20, "the database up again")
         assert supervisor.restarts == 0 and supervisor.server.pid == database
 
 
@@ -711,7 +702,7 @@ async def test_an_embedded_database_whose_disk_is_under_the_floor_is_refused_unt
             FreeSpaceFloor(supervisor.server.storage_path, store.health, 64 << 20).watch(0.05)
         )
         try:
-            await _until(lambda: not store.health.up, 10, "the database marked down")
+            await until(lambda: not store.health.up, 10, "the database marked down")
             with pytest.raises(StoreUnavailable) as refused:
                 store.health.check()  # what every request and job asks before the database
             assert refused.value.retry_after is not None
@@ -722,7 +713,7 @@ async def test_an_embedded_database_whose_disk_is_under_the_floor_is_refused_unt
             assert not store.health.up
 
             free[0] = 1 << 30  # room again
-            await _until(lambda: store.health.up, 10, "the database up again")
+            await until(lambda: store.health.up, 10, "the database up again")
             store.health.check()
             await store.ping()
         finally:
@@ -743,7 +734,7 @@ async def test_an_embedded_database_whose_disk_is_short_of_inodes_is_refused_unt
         floor = FreeSpaceFloor(supervisor.server.storage_path, store.health, 64 << 20, 1000)
         watching = asyncio.create_task(floor.watch(0.05))
         try:
-            await _until(lambda: not store.health.up, 10, "the database marked down")
+            await until(lambda: not store.health.up, 10, "the database marked down")
             with pytest.raises(StoreUnavailable) as refused:
                 store.health.check()
             assert refused.value.retry_after is not None
@@ -751,7 +742,7 @@ async def test_an_embedded_database_whose_disk_is_short_of_inodes_is_refused_unt
                 refused.value.detail
             )
             inodes[0] = 5000  # freed
-            await _until(lambda: store.health.up, 10, "the database up again")
+            await until(lambda: store.health.up, 10, "the database up again")
             store.health.check()
             await store.ping()
         finally:
@@ -881,7 +872,7 @@ async def test_a_shutdown_while_a_crashed_database_is_restarted_leaves_nothing_s
         database = server.pid
         assert database is not None
         os.kill(database, signal.SIGKILL)
-        await _until(lambda: server.exit_code() is not None, 10, "the launcher to exit")
+        await until(lambda: server.exit_code() is not None, 10, "the launcher to exit")
         # Within the 2 s backoff: a frozen database on the same storage, named by the pid file.
         leftover = subprocess.Popen(
             [_secantusd(), "--port", str(free_port()), "--storage-path", str(storage)],
@@ -892,7 +883,7 @@ async def test_a_shutdown_while_a_crashed_database_is_restarted_leaves_nothing_s
         os.kill(leftover.pid, signal.SIGSTOP)
         server.pid_file.write_text(f"{leftover.pid}\n")
         pid = leftover.pid
-        await _until(lambda: _sigterm_pending(pid), 15, "the restart stopping the leftover")
+        await until(lambda: _sigterm_pending(pid), 15, "the restart stopping the leftover")
         async with asyncio.timeout(5):
             await supervisor.stop()
         assert not _starting_a_database()

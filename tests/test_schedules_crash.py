@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, geotab
-from tests.processes import beside, skewed_gateway
+from tests.processes import beside, skewed_gateway, until
 from tests.schedule_support import geotab_schedule, get, runs
 from tests.support import SECRET_KEY
 
@@ -90,13 +89,6 @@ async def test_a_killed_runner_is_taken_over_without_rewinding_the_cursor(
 SKEW_SECONDS = 120  # more than the schedule lease (60 s)
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.1)
-
-
 async def test_a_runner_whose_host_clock_is_ahead_does_not_run_a_schedule_beside_its_holder(
     client: Client, geotab: GeotabDouble, mongodb_uri: str, tmp_path: Path
 ) -> None:
@@ -118,7 +110,11 @@ async def test_a_runner_whose_host_clock_is_ahead_does_not_run_a_schedule_beside
     try:
         # Once it runs, a few of its polls (1 s) with the run mid-way; then the pages answer
         # at once (the run would go on for seconds more, with nothing more to show).
-        await _until(lambda: "gateway worker running" in (tmp_path / "ahead.log").read_text())
+        await until(
+            lambda: "gateway worker running" in (tmp_path / "ahead.log").read_text(),
+            30,
+            "the runner whose clock is ahead running",
+        )
         await asyncio.sleep(2)
         geotab.release.set()
         await geotab.wait_until(lambda: any(c["fromVersion"] == final for c in geotab.calls))
