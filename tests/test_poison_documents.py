@@ -20,6 +20,7 @@ from tests.partner_double import (
     partner,
     post,
 )
+from tests.processes import until
 from tests.support import auth
 
 __all__ = ["partner"]
@@ -185,7 +186,7 @@ async def test_readiness_drops_when_the_relay_is_stuck_past_the_threshold(
         raise RuntimeError("cannot relay")
 
     relay.relay_once = failing  # type: ignore[method-assign]
-    await _until(lambda: relay.progress.reason is not None)
+    await until(lambda: relay.progress.reason is not None, 10, "the relay's stall reason")
     now[0] += 4
     assert (await client.get("/readyz")).status == 200
     now[0] += 2
@@ -193,11 +194,3 @@ async def test_readiness_drops_when_the_relay_is_stuck_past_the_threshold(
     body = await response.json()
     assert response.status == 503 and response.headers["Retry-After"]
     assert "event relay has made no progress for 6 s: RuntimeError: cannot relay" in body["detail"]
-
-
-async def _until(condition: Any) -> None:
-    import asyncio
-
-    async with asyncio.timeout(10):
-        while not condition():
-            await asyncio.sleep(0.01)

@@ -22,6 +22,7 @@ from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore, SavedState
 from gateway.store.positions import InsertRounds, PositionStore, position_id
 from gateway.store.positions import inbox_items as inbox_items_of
+from tests.processes import until
 from tests.support import inbox_items
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -286,14 +287,6 @@ class _HeldInserts:
         await self._c.insert_many(docs, **options)
 
 
-async def _until(condition: Any) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("never came")
-
-
 def _docs(vehicle: str, *seconds: int) -> list[dict[str, Any]]:
     return [
         {"_id": position_id(vehicle, T0 + timedelta(seconds=s)), "tenant": "acme",
@@ -315,7 +308,7 @@ async def test_a_big_round_inserts_while_the_last_one_is_still_writing_the_inbox
     first = await rounds.insert(_docs("v1", 0, 5), early=True)  # stored: its inbox write waits
     assert first == [True, True] and inbox.writing == 1
     second = asyncio.create_task(rounds.insert(_docs("v2", 0, 5), early=True))
-    await _until(lambda: held.inserts == 2)  # its insert waits on the database
+    await until(lambda: held.inserts == 2, 5, "the insert")  # it waits on the database
     third = await asyncio.wait_for(rounds.insert(_docs("v3", 0, 5), early=True), 10)
     assert third == [True, True] and not second.done()
     held.release.set()
@@ -732,9 +725,9 @@ async def test_a_cancelled_caller_leaves_its_roundmates_answered_and_the_round_h
     await rounds.insert(_docs("v0", 0), early=True)
     cancelled = asyncio.create_task(rounds.insert(_docs("v1", 0), early=True))
     answered = asyncio.create_task(rounds.insert(_docs("v2", 0), early=True))
-    await _until(lambda: len(rounds._queue) == 2)
+    await until(lambda: len(rounds._queue) == 2, 5, "two rounds queued")
     inbox.release.set()
-    await _until(lambda: held.inserts == 2)  # round 2, both callers, inserting
+    await until(lambda: held.inserts == 2, 5, "round 2's insert")  # both callers, inserting
     cancelled.cancel()
     held.release.set()
     assert await asyncio.wait_for(answered, 10) == [True]
