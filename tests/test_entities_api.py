@@ -382,6 +382,13 @@ async def test_bad_bodies_get_clear_errors_and_write_nothing(client: Client) -> 
         url, data=b'{"plate": ', headers={**auth(), "Content-Type": "application/json"}
     )
     assert malformed.status == 400 and "malformed JSON" in (await malformed.json())["detail"]
+    twice = await client.post(
+        url,
+        data=b'{"plate": "XYZ9J87", "plate": "ABC1234"}',
+        headers={**auth(), "Content-Type": "application/json"},
+    )
+    assert twice.status == 400, await twice.text()
+    assert 'the member "plate" is given twice' in (await twice.json())["detail"]
     wrong_type = await client.post(
         url,
         data=b"plate=ABC1234",

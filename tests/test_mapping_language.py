@@ -1832,6 +1832,16 @@ def test_from_json_ignores_a_byte_order_mark_before_the_json_as_a_body_does() ->
     assert apply_field("from_json(y).v", {"y": '\ufeff{"v": 2}'}) == 2
 
 
+def test_from_json_refuses_json_text_naming_a_member_twice_as_a_body_is() -> None:
+    problems = payload_problems(
+        inbound("  out: from_json(y).v\n"), {"plate": "ABC1D23", "y": '{"v": 1, "v": 2}'}
+    )
+    assert [p.message for p in problems] == [
+        'the text is not JSON: the member "v" is given twice in one object (which one counts '
+        "would be a guess)"
+    ], problems
+
+
 def test_a_date_format_with_an_accented_word_reads_the_text_in_either_unicode_form() -> None:
     """DETRAN writes "18/11/2026 às 13:45"; sent from a Mac, "às" is "a" + U+0300."""
     spec = '{from: t, transforms: [{datetime: {parse: "%d/%m/%Y às %H:%M", input_tz: UTC}}]}'

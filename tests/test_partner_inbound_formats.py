@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from yarl import URL
 
 from tests.support import auth
@@ -87,6 +88,51 @@ async def test_malformed_json_under_a_text_type_is_a_400_that_says_where(client:
     trigger = await create_trigger(client)
     status, problem = await _post(client, trigger, b'{"plate": "ABC1D23",', "text/plain")
     assert status == 400 and problem["detail"].startswith("malformed JSON"), problem
+
+
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        (b'{"plate": "ABC1D23", "plate": "XYZ9J87"}', "plate"),
+        (b'{"plate" : "ABC1D23", "plate": "XYZ9J87"}', "plate"),  # a blank before a colon
+        (b'{"plate": "ABC1D23", "attributes": {"km": 152340, "km": 15234}}', "km"),
+        (b'{"plate": "ABC1D23", "attributes": {"a\\":": 1, "b": 2, "b": 3}}', "b"),
+        (b'{"plate": "ABC1D23", "attributes": {"\\u00e9": 1, "\xc3\xa9": 2}}', "\u00e9"),
+    ],
+)
+async def test_a_json_body_naming_a_member_twice_is_a_400_naming_it_and_writes_nothing(
+    client: Client, body: bytes, name: str
+) -> None:
+    """Which of the two a partner meant would be a guess (RFC 8259 §4, RFC 7493 §2.3): a JSON
+    reader keeps the last, a check in front of the gateway may have read the first."""
+    trigger = await create_trigger(client)
+    status, problem = await _post(client, trigger, body, "application/json")
+    assert (status, problem["detail"]) == (
+        400,
+        f"malformed JSON: the member {json.dumps(name, ensure_ascii=False)} is given twice "
+        "in one object (which one counts would be a guess)",
+    ), problem
+    listed = await client.get("/api/v1/entities/vehicle", headers=auth())
+    assert (await listed.json())["items"] == []
+
+
+async def test_members_that_only_look_repeated_in_the_raw_text_are_read(client: Client) -> None:
+    """The same name in two objects, and a quote and colon inside a string: no member twice."""
+    trigger = await create_trigger(client)
+    body = b'{"plate": "ABC1D23", "attributes": {"note": "a\\": b", "x": {"note": 1}}}'
+    status, answer = await _post(client, trigger, body, "application/json")
+    assert status == 201, answer
+    stored = await _vehicle(client)
+    assert stored["attributes"] == {"note": 'a": b', "x": {"note": 1}}
+
+
+async def test_a_json_lines_line_naming_a_member_twice_is_a_400(client: Client) -> None:
+    await vehicle(client)
+    trigger = await create_position_trigger(client)
+    body = json.dumps(fix(0)).encode() + b'\n{"plate": "ABC1D23", "lat": 1, "lat": 2}'
+    status, problem = await _post(client, trigger, body, "application/x-ndjson")
+    assert status == 400 and 'the member "lat" is given twice' in problem["detail"], problem
+    assert (await vehicle_track(client))["items"] == []
 
 
 async def test_a_json_lines_batch_is_stored_as_the_batch_an_array_would_be(

@@ -63,6 +63,10 @@ async def test_values_given_but_unreadable_are_not_labelled_required(
     html = await (await client.post(action, data=typed)).text()
     [params] = _problems(html, "params")
     assert params.startswith("Formato inválido: malformed JSON"), params
+    typed = replaced(fields, payload='{"veiculos": [], "veiculos": [1]}')
+    html = await (await client.post(action, data=typed)).text()
+    [payload] = _problems(html, "payload")
+    assert "malformed JSON: the member &#34;veiculos&#34; is given twice" in payload, payload
 
     upload = FormData()
     upload.add_field("csrf", await csrf(client, "/admin/mappings"))

@@ -26,7 +26,7 @@ from gateway.formats.charsets import (
     unmarked,
     utf8_json,
 )
-from gateway.formats.json_tree import loads_exact
+from gateway.formats.json_tree import loads_exact, repeated_member, repeated_message
 
 MAX_FORM_FIELDS: Final = 200
 FORM: Final = "application/x-www-form-urlencoded"
@@ -83,7 +83,7 @@ def parse_json(content_type: str, body: bytes, charset: str | None = None) -> An
         return batch
     if not isinstance(data, dict | list):
         raise BadRequest("the body must be a JSON object or an array of objects")
-    check_depth(body, data)
+    check_json(body, data)
     return data
 
 
@@ -122,7 +122,7 @@ def _json_lines(body: bytes) -> list[Any]:
             raise BadRequest(f"malformed JSON on line {number}: {_not_utf8(line) or exc}") from None
         if not isinstance(item, dict):
             raise BadRequest(f"line {number} of the JSON Lines body is not a JSON object")
-        check_depth(line, item)
+        check_json(line, item)
         items.append(item)
     if not items:
         raise BadRequest("the request body is empty")
@@ -151,10 +151,13 @@ def _not_utf8(body: bytes) -> str | None:
     return None
 
 
-def check_depth(body: bytes, data: Any) -> None:
-    """400 for JSON nested deeper than MAX_DEPTH (SPEC §7), on every route that reads JSON."""
+def check_json(body: bytes, data: Any) -> None:
+    """400 for JSON nested deeper than MAX_DEPTH (SPEC §7), or whose object names a member
+    twice, on every route that reads JSON."""
     if json_depth_exceeds(body, data):
         raise BadRequest(f"the JSON body is nested deeper than {MAX_DEPTH} levels")
+    if (name := repeated_member(body, data)) is not None:
+        raise BadRequest(f"malformed JSON: {repeated_message(name)}")
 
 
 def parse_xml(content_type: str, body: bytes, charset: str | None = None) -> dict[str, Any]:

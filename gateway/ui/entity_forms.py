@@ -41,7 +41,7 @@ from gateway.errors import (
     PreconditionFailed,
 )
 from gateway.events import public_event
-from gateway.formats.json_tree import loads_exact
+from gateway.formats.json_tree import loads_sent
 from gateway.kinds import public_kind
 from gateway.schemas.registry import ENVELOPE_FIELDS, NATURAL_KEYS, reference_field
 from gateway.ui.forms import (
@@ -236,8 +236,8 @@ def _typed(field: Field, raw: str, lang: str) -> Any:
         return {"true": True, "false": False}.get(raw, raw)
     if field.kind == "json":
         try:
-            return loads_exact(raw)
-        except orjson.JSONDecodeError as exc:
+            return loads_sent(raw)
+        except ValueError as exc:  # malformed, or a member named twice
             message = f"malformed JSON: {exc}"
             raise InvalidPayload(message, [FieldProblem(field.name, message, "format")]) from None
     if field.kind == "choice":  # an enumeration of numbers holds numbers

@@ -24,7 +24,7 @@ import orjson
 from multidict import MultiMapping
 
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
-from gateway.formats.json_tree import loads_exact
+from gateway.formats.json_tree import loads_sent
 from gateway.notify.channels import SECRET_MEMBERS as CHANNEL_SECRETS
 from gateway.ui.state import FORM_BACK, FORM_LANG
 from gateway.versioned import ShownActive
@@ -495,8 +495,8 @@ def json_field(values: Mapping[str, Any], name: str) -> Any:
     if not raw:
         return None
     try:
-        return loads_exact(raw)
-    except orjson.JSONDecodeError as exc:
+        return loads_sent(raw)
+    except ValueError as exc:  # malformed, or a member named twice
         message = f"malformed JSON: {exc}"
         raise InvalidPayload(message, [FieldProblem(f"/{name}", message, "format")]) from None
 

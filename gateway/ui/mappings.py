@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Final
 
-import orjson
 from aiohttp import web
 from aiohttp.web_request import FileField
 from multidict import MultiMapping
@@ -22,7 +21,7 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from gateway.formats.json_tree import loads_exact
+from gateway.formats.json_tree import loads_sent
 from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.ui.forms import Form, read_values, shown_active, version_field
 from gateway.ui.rendering import redirect, render
@@ -258,8 +257,8 @@ def _json(values: dict[str, Any], name: str) -> Any:
     if not raw:
         return None
     try:
-        return loads_exact(raw)
-    except orjson.JSONDecodeError as exc:
+        return loads_sent(raw)
+    except ValueError as exc:  # malformed, or a member named twice
         raise _invalid(f"/{name}", f"malformed JSON: {exc}", "format") from None
 
 

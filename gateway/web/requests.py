@@ -30,7 +30,7 @@ from gateway.errors import (
     UnsupportedContentCoding,
     UnsupportedMediaType,
 )
-from gateway.formats.bodies import check_depth, malformed, utf8_body
+from gateway.formats.bodies import check_json, malformed, utf8_body
 from gateway.formats.charsets import text_codec
 from gateway.formats.json_tree import WideInt, loads_exact, shown, whole_number
 
@@ -323,7 +323,7 @@ def parse_json(body: bytes, charset: str | None = None) -> Any:
         data = loads_exact(body)
     except orjson.JSONDecodeError as exc:
         raise malformed(body, exc) from None
-    check_depth(body, data)
+    check_json(body, data)
     return data
 
 
