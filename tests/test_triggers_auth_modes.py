@@ -385,6 +385,17 @@ async def test_token_in_the_query_only_when_the_trigger_allows_it(client: Client
     assert response.status == 201
 
 
+async def test_a_query_token_given_twice_is_refused_as_a_wrong_one(client: Client) -> None:
+    """Which one counts would be a guess (an Authorization header given twice is a 400); a
+    401 like a wrong token's, so a stranger does not learn the trigger reads its token there."""
+    trigger = await create_trigger(client, name="device", auth={"token_in_query": "token"})
+    for query in (f"token={trigger['token']}&token=garbage", f"token=x&token={trigger['token']}"):
+        response = await client.post(f"/hooks/{trigger['id']}?{query}", json=VEHICLE)
+        assert response.status == 401, await response.text()
+    listed = await client.get("/api/v1/entities/vehicle", headers=auth())
+    assert (await listed.json())["items"] == []
+
+
 async def test_an_idempotent_retry_after_a_token_rotation_gets_the_first_answer(
     client: Client,
 ) -> None:

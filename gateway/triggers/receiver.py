@@ -228,8 +228,7 @@ class HookReceiver:
                 f"{' or '.join(POSITION_READ_PARAMS)} (or the plate in the path), and answers "
                 "the vehicle's newest fixes (the admin API pages a whole track)"
             )
-        getall = getattr(call.query, "getall", None)
-        named = [k for k in POSITION_READ_PARAMS if getall and len(getall(k, ())) > 1]
+        named = [k for k in POSITION_READ_PARAMS if len(_all_of(call.query, k)) > 1]
         ways = [call.ref is not None, *(k in call.query for k in POSITION_READ_PARAMS)]
         if named or sum(ways) > 1:
             # Which vehicle the caller meant would be a guess (an entity trigger's filters
@@ -304,7 +303,10 @@ class HookReceiver:
             return _Admitted(trigger, raw, self._verify_signature(trigger, call.headers, raw))
         token = bearer_token(call.headers)
         if token is None and trigger.token_param is not None:
-            token = call.query.get(trigger.token_param)
+            given = _all_of(call.query, trigger.token_param)
+            # Which one counts would be a guess: refused as a wrong token is (a 400 would tell
+            # a stranger that this trigger exists and reads its token there).
+            token = given[0] if len(given) == 1 else None
         if not token:
             raise denied()
         if trigger.partner_jwt is not None:
@@ -591,3 +593,11 @@ def _unverified_subject(token: str) -> str | None:
         return None
     subject = claims.get("sub") if isinstance(claims, dict) else None
     return subject if isinstance(subject, str) else None
+
+
+def _all_of(query: Mapping[str, str], name: str) -> list[str]:
+    """Every value of a query parameter (a multidict's; a plain mapping has one at most)."""
+    getall = getattr(query, "getall", None)
+    if getall is not None:
+        return list(getall(name, ()))
+    return [query[name]] if name in query else []
