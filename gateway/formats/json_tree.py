@@ -31,8 +31,8 @@ INT64_MAX: Final = 2**63 - 1
 # The end of an object member's name: its closing quote, blanks, a colon. Every member has
 # one; text inside a string can add more (`"a\": b"`), never fewer. Without a blank before
 # any colon (as JSON writers write), a name's end is `":` and a count finds them all.
-_CONTAINERS: Final = (dict, list)
 _NAME_END: Final = re.compile(rb'"[ \t\n\r]*:')
+_BLANK_COLON: Final = re.compile(rb"[ \t\n\r]:")
 MAX_INT_DIGITS: Final = 4300
 """Python reads and writes no longer integer text (`sys.get_int_max_str_digits`)."""
 
@@ -393,7 +393,7 @@ def repeated_member(raw: bytes | str, data: Any) -> str | None:
     document with more of them than its parsed objects hold members is read again, pair by
     pair."""
     text = raw if isinstance(raw, bytes) else raw.encode()
-    if b" :" in text or b"\t:" in text or b"\n:" in text or b"\r:" in text:
+    if _BLANK_COLON.search(text):
         ends = len(_NAME_END.findall(text))
     else:
         ends = text.count(b'":')
@@ -431,18 +431,19 @@ def repeated_message(name: str) -> str:
 
 
 def _members(value: Any) -> int:
-    """How many members the objects of a parsed document hold, nested ones included."""
-    # Level by level, and by exact type: a parser makes plain dicts and lists, and this runs
-    # on every body (`isinstance` with a union costs several times more).
-    count, level = 0, [value] if type(value) in _CONTAINERS else []
-    while level:
-        below = []
-        for node in level:
-            if type(node) is dict:
-                count += len(node)
-                node = node.values()
-            below += [child for child in node if type(child) in _CONTAINERS]
-        level = below
+    """How many members the objects of a parsed document hold, nested ones included. By
+    exact type (a parser makes plain dicts and lists) and by recursion (nested at most
+    MAX_DEPTH): this runs on every body, and `isinstance` with a union, or a work list,
+    costs several times more."""
+    count = 0
+    if type(value) is dict:
+        count = len(value)
+        value = value.values()
+    elif type(value) is not list:
+        return 0
+    for child in value:
+        if type(child) is dict or type(child) is list:
+            count += _members(child)
     return count
 
 
