@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate = mapping_commands.add_parser("validate", help="compile a mapping file")
     validate.add_argument("file")
+    validate.add_argument(
+        "--charset",
+        metavar="NAME",
+        help="the file's charset when it is not UTF-8, as an upload's Content-Type names it "
+        "(e.g. windows-1252); a byte order mark (UTF-16, UTF-32) is read whatever it says",
+    )
     test = mapping_commands.add_parser("test", help="run a mapping file on a sample payload")
     test.add_argument("file")
     test.add_argument("sample")
@@ -127,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         "--charset",
         metavar="NAME",
         help="the sample's charset, as a partner's Content-Type names it (e.g. windows-1252): "
-        "a JSON or form sample not in UTF-8",
+        "a JSON or form sample not in UTF-8; the mapping file's too, when it is not UTF-8",
     )
 
     trigger = commands.add_parser("trigger", help="create or list triggers")

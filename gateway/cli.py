@@ -394,7 +394,7 @@ def mapping(
             return 2
     # No tenant here: a tenant's custom kind is unknown, and its fields are not checked.
     catalog = TenantCatalog(SchemaRegistry.load(schema_dir or default_schema_dir()), {})
-    problems, warnings = validate_file(Path(file), catalog=catalog)
+    problems, warnings = validate_file(Path(file), catalog=catalog, charset=charset)
     for warning in warnings:  # as an upload answers them: taken, but write the new names
         print(f"{file}: warning: {warning}", file=sys.stderr)
     if command == "validate":

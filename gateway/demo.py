@@ -113,7 +113,8 @@ OTHERS: list[dict[str, Any]] = [
         "ait_number": "SP123456789",
         "plate": "ABC1D23",
         "authority": "DETRAN-SP",
-        "infraction_code": "74550",
+        "infraction_code": "745-50",  # with its unfolding, as fine-feed stores it
+        "description": "Transitar em velocidade superior à máxima permitida em até 20%",
         "amount_brl": 130.16,
         "points": 4,
         "status": "open",

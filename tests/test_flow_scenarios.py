@@ -151,6 +151,42 @@ async def test_scenario_3_a_fine_issued_in_another_zone_is_e_mailed_on_the_notic
     assert "18/11/2026 13:45." in mail.part("html")
 
 
+async def test_scenario_3_the_drivers_e_mail_says_what_the_infraction_was(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The provider's `descricao` and `desdobramento` were dropped by fine-feed: the e-mail
+    named the AIT but not the infraction. Now it shows the code with its unfolding and the
+    notice's words; a fine without them (keyed in by hand, or stored before the fix) is
+    e-mailed without that line."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+    fine = await get(client, "/api/v1/entities/other/fine:261810:A123456789")
+    words = "Transitar em velocidade superior a maxima permitida em ate 20%"
+    assert (fine["infraction_code"], fine["description"]) == ("745-50", words)
+    # As a fine stored before the fix reads: its code as sent, no description.
+    kept = ("authority", "plate", "occurred_at", "occurred_at_local", "place", "amount_brl")
+    older = {m: fine[m] for m in kept} | {"kind": "fine", "status": "open", "ait_number": "B1"}
+    await post(
+        client, "/api/v1/entities/other", {**older, "key": "261810:B1", "infraction_code": "7455"}
+    )
+    await post(client, "/api/v1/entities/other", {**older, "key": "261810:B2", "ait_number": "B2"})
+    await drain(client.app[services_key])
+
+    mails = {m.message["Subject"].split()[1]: m for m in smtp.received}
+    assert sorted(mails) == ["A123456789", "B1", "B2"]
+    text = mails["A123456789"].part("plain").replace("\r\n", "\n")
+    assert f"Auto de infração: A123456789\nInfração: 745-50 - {words}\nLocal:" in text
+    assert f"<li>Infração: 745-50 - {words}</li>" in mails["A123456789"].part("html")
+    assert "\nInfração: 7455\nLocal:" in mails["B1"].part("plain").replace("\r\n", "\n")
+    text = mails["B2"].part("plain").replace("\r\n", "\n")
+    assert "Auto de infração: B2\nLocal: Av. Paulista, 1000" in text
+    assert "Infração" not in mails["B2"].part("html")
+
+
 async def test_scenario_3_a_fine_sent_again_months_later_is_not_e_mailed_again(
     client: Client, partner: Partner, smtp_server: SmtpFactory
 ) -> None:

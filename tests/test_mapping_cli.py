@@ -113,6 +113,32 @@ def test_test_reads_a_json_sample_in_the_charset_it_is_told(tmp_path: Path) -> N
     assert item["document"]["model"] == "Fiorino – Câmbio"
 
 
+def test_validate_and_test_read_a_mapping_file_as_an_upload_does(tmp_path: Path) -> None:
+    """A mapping saved by a Windows editor: ANSI (windows-1252) with pt-BR words, or
+    "Unicode" (UTF-16 with its byte order mark). `validate` said "file is not UTF-8" to both,
+    with no way to name the charset."""
+    text = (
+        "name: erp\ndescription: veículos — São Paulo\ndirection: inbound\n"
+        "entity_type: vehicle\nkey: [plate]\nfields:\n  plate: placa\n"
+        "  model: {from: modelo, transforms: [{map: {values: {Caminhão: truck}}}]}\n"
+    )
+    ansi, unicode = tmp_path / "ansi.yaml", tmp_path / "unicode.yaml"
+    ansi.write_bytes(text.encode("cp1252"))
+    unicode.write_bytes(text.encode("utf-16"))
+    refused = _gateway("validate", ansi)
+    assert refused.returncode == 1 and "not UTF-8" in refused.stderr, refused.stderr
+    assert "--charset windows-1252" in refused.stderr
+    for args in (("--charset", "windows-1252", ansi), (unicode,)):
+        result = _gateway("validate", *args)
+        assert result.returncode == 0, result.stderr
+    sample = tmp_path / "erp.json"
+    sample.write_bytes('{"placa": "ABC1D23", "modelo": "Caminhão"}'.encode("cp1252"))
+    result = _gateway("test", "--charset", "windows-1252", ansi, sample)
+    assert result.returncode == 0, result.stderr
+    (item,) = json.loads(result.stdout)["results"]
+    assert item["document"]["model"] == "truck"
+
+
 def test_missing_file_or_argument_is_a_usage_error(tmp_path: Path) -> None:
     assert _gateway("validate", tmp_path / "nope.yaml").returncode == 2
     assert _gateway("test", MAPPINGS / "osmand.yaml", tmp_path / "nope.json").returncode == 2

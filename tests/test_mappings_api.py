@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import gzip
 import hashlib
 import json
@@ -87,6 +88,86 @@ async def test_json_body_and_multipart_file_are_uploads_too(client: Client) -> N
     assert uploaded["name"] == "osmand"
     listed = await _json(client, "GET", "/api/v1/mappings")
     assert [m["name"] for m in listed["items"]] == ["as-json", "osmand"]
+
+
+ACCENTED = (
+    "name: acentos\ndescription: veículos — São Paulo\ndirection: inbound\n"
+    "entity_type: vehicle\nkey: [plate]\nfields:\n  plate: placa\n  status:\n"
+    "    from: situacao\n    transforms:\n"
+    "      - map: {values: {ativo: active, manutenção: maintenance}, default: active}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        # a Windows editor's ANSI file, labelled (YAML, or JSON) as an entity POST is read
+        (ACCENTED.encode("cp1252"), "application/yaml; charset=windows-1252"),
+        (ACCENTED.encode("cp1252"), "text/yaml; charset=ISO-8859-1"),  # read as windows-1252
+        (
+            json.dumps(
+                {
+                    "name": "acentos",
+                    "description": "veículos — São Paulo",
+                    "direction": "inbound",
+                    "entity_type": "vehicle",
+                    "key": ["plate"],
+                    "fields": {"plate": "placa"},
+                },
+                ensure_ascii=False,
+            ).encode("cp1252"),
+            "application/json; charset=windows-1252",
+        ),
+        # Notepad's "Unicode" (UTF-16 with its byte order mark), UTF-32 too, whatever the label
+        (ACCENTED.encode("utf-16"), "application/yaml"),
+        (ACCENTED.encode("utf-32"), "application/yaml; charset=utf-8"),
+        (codecs.BOM_UTF8 + ACCENTED.encode(), "application/yaml"),
+        (ACCENTED.encode("utf-16-le"), "application/yaml; charset=utf-16le"),
+    ],
+)
+async def test_a_mapping_upload_is_read_in_the_charset_it_names_or_its_byte_order_mark(
+    client: Client, body: bytes, content_type: str
+) -> None:
+    """docs/api.md: admin API bodies are read "as a trigger reads its bodies: UTF-8, a byte
+    order mark ignored, or else the charset the Content-Type names". A mapping upload read
+    UTF-8 alone: `422 file is not UTF-8` for a windows-1252 file labelled so, and for UTF-16."""
+    headers = {**auth(), "Content-Type": content_type}
+    created = await _json(client, "POST", "/api/v1/mappings", 201, data=body, headers=headers)
+    shown = await _json(client, "GET", f"/api/v1/mappings/{created['name']}")
+    assert shown["document"]["description"] == "veículos — São Paulo"
+    if created["format"] == "yaml":
+        assert shown["source"] == ACCENTED  # stored as text, its bytes' encoding gone
+        status = shown["document"]["fields"]["status"]["transforms"][0]["map"]["values"]
+        assert status["manutenção"] == "maintenance"
+
+
+async def test_a_mapping_file_part_is_read_in_its_charset_and_a_file_of_none_says_how_to_fix_it(
+    client: Client,
+) -> None:
+    form = aiohttp.FormData()
+    form.add_field(
+        "file",
+        ACCENTED.encode("cp1252"),
+        filename="acentos.yaml",
+        content_type="application/yaml; charset=windows-1252",
+    )
+    await _json(client, "POST", "/api/v1/mappings", 201, data=form, headers=auth())
+    form = aiohttp.FormData()
+    form.add_field("file", ACCENTED.encode("utf-16"), filename="acentos.yaml")
+    await _json(client, "POST", "/api/v1/mappings", 200, data=form, headers=auth())  # the same
+    unlabelled = {**auth(), **YAML}
+    refused = await _json(
+        client, "POST", "/api/v1/mappings", 422, data=ACCENTED.encode("cp1252"), headers=unlabelled
+    )
+    (problem,) = refused["errors"]
+    assert problem["keyword"] == "encoding", problem
+    assert problem["message"].startswith("file is not UTF-8: invalid continuation byte at byte")
+    assert "charset=windows-1252" in problem["message"]
+    unknown = {**auth(), "Content-Type": "application/yaml; charset=no-such-charset"}
+    refused = await _json(
+        client, "POST", "/api/v1/mappings", 422, data=ACCENTED.encode("cp1252"), headers=unknown
+    )
+    assert refused["errors"][0]["message"].startswith("file: unknown charset 'no-such-charset'")
 
 
 async def test_invalid_upload_lists_every_problem_with_its_line_and_stores_nothing(

@@ -8,6 +8,7 @@ import gzip
 import json
 from typing import Any
 
+from gateway.formats.bodies import FORM
 from tests.support import auth
 from tests.triggers_support import Client, bearer, create_trigger, upload_mapping
 
@@ -340,3 +341,94 @@ async def test_utf_8_xml_under_an_ascii_label_is_read_as_utf_8_not_garbled(
     status, answer = await _post(client, xml, latin.encode(), "text/xml; charset=ISO-8859-1")
     assert status == 200, answer
     assert (await _attributes(client))["city"] == 'SÃ£o Paulo - "SÃ©"'
+
+
+async def test_a_form_triggers_query_string_is_read_in_the_charset_the_request_names(
+    client: Client,
+) -> None:
+    """docs/triggers.md#encodings: Latin-1 percent-escapes are read in the charset named. The
+    query string was read as UTF-8 alone: a legacy device's GET `cidade=S%E3o+Paulo` was a
+    400 under `charset=ISO-8859-1` too, and so was a POST whose Latin-1 form body was read
+    so while one of its fields rode in the query string."""
+    trigger = await _erp_trigger(client, format="form", methods=["GET", "POST"])
+    token = trigger["token"]
+    latin_1 = {"Content-Type": "application/x-www-form-urlencoded; charset=ISO-8859-1"}
+    response = await client.get(
+        f"/hooks/{trigger['id']}?placa=ABC1D23&cidade=S%E3o+Jo%E3o&operador=%96",
+        headers={**latin_1, "Authorization": f"Bearer {token}"},
+    )
+    assert response.status == 201, await response.text()
+    assert await _attributes(client) == {"city": "São João", "operator": "–"}  # 0x96: windows-1252
+    response = await client.post(
+        f"/hooks/{trigger['id']}?cidade=Bras%EDlia",
+        data=b"placa=ABC1D23&operador=Concei%E7%E3o",
+        headers={**latin_1, "Authorization": f"Bearer {token}"},
+    )
+    assert response.status == 200, await response.text()  # the vehicle updated
+    assert await _attributes(client) == {"city": "Brasília", "operator": "Conceição"}
+
+
+async def test_a_query_string_field_that_is_not_utf_8_is_a_400_naming_it_and_the_remedy(
+    client: Client,
+) -> None:
+    trigger = await _erp_trigger(client, format="form", methods=["GET", "POST"])
+    response = await client.get(
+        f"/hooks/{trigger['id']}?placa=ABC1D23&cidade=S%E3o+Paulo", headers=bearer(trigger)
+    )
+    problem = await response.json()
+    assert response.status == 400, problem
+    assert problem["detail"] == (
+        "the query string field 'cidade' is not valid UTF-8 once decoded; a partner that sends "
+        "another encoding names it: Content-Type: application/x-www-form-urlencoded; "
+        'charset=ISO-8859-1 (or the trigger says it: "charset": "windows-1252")'
+    )
+    unknown = {**bearer(trigger), "Content-Type": f"{FORM}; charset=klingon"}
+    response = await client.get(f"/hooks/{trigger['id']}?cidade=S%E3o", headers=unknown)
+    detail = (await response.json())["detail"]
+    assert (response.status, detail) == (400, "the query string: unknown charset 'klingon'")
+
+
+async def test_a_triggers_charset_reads_what_a_partner_that_cannot_set_its_headers_sends(
+    client: Client,
+) -> None:
+    """A device whose GET has no body to carry a label, a Delphi ERP posting windows-1252
+    JSON under a bare `application/json`: every call was a 400, nothing kept. The trigger's
+    `charset` names what they send; a request that names its own is read in that, and UTF-8
+    is UTF-8 still."""
+    await upload_mapping(client, ERP_VEHICLE)
+    refused = await client.post(
+        "/api/v1/triggers",
+        json={"name": "x", "entity_type": "vehicle", "mapping": "erp-vehicle", "charset": "hex"},
+        headers=auth(),
+    )
+    assert refused.status == 422
+    assert [e["pointer"] for e in (await refused.json())["errors"]] == ["/charset"]
+    trigger = await create_trigger(
+        client, mapping="erp-vehicle", format="form", methods=["GET"], charset="windows-1252"
+    )
+    assert trigger["charset"] == "windows-1252"
+    response = await client.get(
+        f"/hooks/{trigger['id']}?placa=ABC1D23&cidade=S%E3o+Paulo", headers=bearer(trigger)
+    )
+    assert response.status == 201, await response.text()
+    assert (await _attributes(client))["city"] == "São Paulo"
+
+    erp = await create_trigger(client, name="delphi", mapping="erp-vehicle")
+    body = json.dumps(PAYLOAD, ensure_ascii=False).encode("cp1252")
+    status, _ = await _post(client, erp, body, "application/json")
+    assert status == 400
+    patched = await client.patch(
+        f"/api/v1/triggers/{erp['id']}", json={"charset": "windows-1252"}, headers=auth()
+    )
+    assert patched.status == 200, await patched.text()
+    status, answer = await _post(client, erp, body, "application/json")
+    assert status == 200, answer
+    assert (await _attributes(client))["operator"] == "Conceição"
+    utf_8 = json.dumps({**PAYLOAD, "operador": "Conceição!"}, ensure_ascii=False).encode()
+    status, answer = await _post(client, erp, utf_8, "application/json")
+    assert status == 200, answer
+    assert (await _attributes(client))["operator"] == "Conceição!"
+    cleared = await client.patch(
+        f"/api/v1/triggers/{erp['id']}", json={"charset": None}, headers=auth()
+    )
+    assert (await cleared.json())["charset"] is None

@@ -379,7 +379,9 @@ def test_fine_feed() -> None:
         "authority": "261810",
         "plate": "ABC1D23",
         "renavam": "86769597308",
-        "infraction_code": "7455",
+        # with its unfolding (desdobramento "0"), as the fine schema writes it
+        "infraction_code": "745-50",
+        "description": "Transitar em velocidade superior a maxima permitida em ate 20%",
         "occurred_at": "2026-11-18T16:45:00Z",  # 13:45 in São Paulo
         "occurred_at_local": "2026-11-18T13:45:00-03:00",  # on the notice's clock
         "place": "Av. Paulista, 1000",
@@ -392,6 +394,39 @@ def test_fine_feed() -> None:
     # fine.received is the fine's own event, derived from the write (gateway/entities.py
     # KIND_EVENTS), whoever writes it: the mapping announces none of its own.
     assert result["events"] == ()
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ({"codigoInfracao": "6050", "desdobramento": "1"}, "605-01"),  # a red light
+        ({"codigoInfracao": "6050", "desdobramento": "2"}, "605-02"),  # a stop sign
+        ({"codigoInfracao": 5010, "desdobramento": 0}, "501-00"),  # numbers, as a sheet's
+        ({"codigoInfracao": " 7455 ", "desdobramento": " 0 "}, "745-50"),
+        ({"codigoInfracao": "7455", "desdobramento": None}, "7455"),  # none: as sent
+        ({"codigoInfracao": "745-50", "desdobramento": "0"}, "745-50"),  # joined already
+        ({"codigoInfracao": "", "desdobramento": "0"}, None),  # blank: left out
+    ],
+)
+def test_the_fine_feed_keeps_the_infraction_codes_unfolding(
+    sent: dict[str, Any], stored: str | None
+) -> None:
+    """`desdobramento` was dropped: 605-01 and 605-02 were both stored as "6050", one code
+    for two infractions, though the fine schema's code is "with its unfolding, e.g. 745-50"."""
+    payload = {**sample("fine_feed.json"), **sent}
+    document = load("fine-feed.yaml").bind({}, strict=True).apply(payload).document
+    assert document.get("infraction_code") == stored
+
+
+def test_the_fine_feed_keeps_the_infraction_description() -> None:
+    """`descricao` was dropped: nobody (the driver's e-mail, the admin UI) could tell what the
+    infraction was. Blank, it is left out; longer than the schema's 500 characters, cut."""
+    mapping = load("fine-feed.yaml").bind({}, strict=True)
+    for sent, stored in (("  Estacionar na calçada ", "Estacionar na calçada"), ("  ", None)):
+        document = mapping.apply({**sample("fine_feed.json"), "descricao": sent}).document
+        assert document.get("description") == stored
+    long = mapping.apply({**sample("fine_feed.json"), "descricao": "x" * 600}).document
+    assert long["description"] == "x" * 500
 
 
 def test_fine_payment_marks_the_fine_paid_and_says_what_was_paid() -> None:

@@ -74,7 +74,18 @@ async def test_values_given_but_unreadable_are_not_labelled_required(
     refused = await client.post("/admin/mappings", data=upload)
     html = await refused.text()
     assert refused.status == 422, html
-    assert _upload_problems(html) == ["Formato inválido: the file is not UTF-8 text"]
+    assert _upload_problems(html) == [
+        "Formato inválido: the file is not UTF-8 text: save it as UTF-8 (or UTF-16 with its BOM)"
+    ]
+    # Notepad's "Unicode" (UTF-16 with its byte order mark) is read, as an API upload is.
+    upload = FormData()
+    upload.add_field("csrf", await csrf(client, "/admin/mappings"))
+    text = "name: frota\ndescription: São Paulo\ndirection: inbound\nentity_type: vehicle\n"
+    text += "key: [plate]\nfields:\n  plate: placa\n"
+    upload.add_field("file", text.encode("utf-16"), filename="m.yaml")
+    taken = await client.post("/admin/mappings", data=upload, allow_redirects=False)
+    assert taken.status in (302, 303), await taken.text()
+    assert taken.headers["Location"].startswith("/admin/mappings/frota")
     # Nothing chosen nor pasted: that one is required.
     token = await csrf(client, "/admin/mappings")
     html = await (await client.post("/admin/mappings", data={"csrf": token, "source": ""})).text()

@@ -10,7 +10,7 @@ import re
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 from typing import Any, Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 import orjson
 
@@ -23,6 +23,7 @@ from gateway.formats.charsets import (
     is_utf8,
     is_windows_1252,
     latin_1_to_windows_1252,
+    text_codec,
     unmarked,
     utf8_json,
 )
@@ -210,10 +211,7 @@ def parse_form(
             f"expected {FORM}, {MULTIPART} or a query string, got "
             f"{content_type or 'no content type'}"
         )
-    try:
-        fields = _pairs(query_string)
-    except _NotUtf8:
-        raise BadRequest("a query string field is not valid UTF-8 once decoded") from None
+    fields = _query_fields(query_string, charset)
     if body and content_type == MULTIPART:
         fields.update(_multipart_fields(header, body, charset))
     # A byte order mark (a file saved by a Windows tool) and blanks around urlencoded text
@@ -224,13 +222,50 @@ def parse_form(
         except (UnicodeDecodeError, _NotUtf8):
             if charset is None or is_utf8(charset):
                 raise BadRequest(
-                    "the form body is not valid UTF-8 once decoded; a partner that sends "
-                    f"another encoding names it: Content-Type: {FORM}; charset=ISO-8859-1"
+                    f"the form body is not valid UTF-8 once decoded; {_NAME_IT}"
                 ) from None
             fields.update(_pairs(_form_text(body, charset), charset))
     if not fields:
         raise BadRequest("no fields in the query string or form body")
     return fields
+
+
+# How a partner that does not send UTF-8 says what it sends.
+_NAME_IT: Final = (
+    "a partner that sends another encoding names it: Content-Type: "
+    f'{FORM}; charset=ISO-8859-1 (or the trigger says it: "charset": "windows-1252")'
+)
+
+
+def _query_fields(query_string: str, charset: str | None) -> dict[str, str]:
+    """The query string's fields, read as a form body's (docs/triggers.md#encodings): its
+    percent-escapes UTF-8, or else in the charset the request names (its Content-Type's,
+    for a GET with no body too) or the trigger does: `nome=Jo%E3o` under ISO-8859-1 is
+    `João`. A 400 naming the first field that is neither, and how to say the charset."""
+    try:
+        return _pairs(query_string)
+    except _NotUtf8:
+        if charset is None or is_utf8(charset):
+            name = _undecodable_field(query_string)
+            raise BadRequest(
+                f"the query string field {name!r} is not valid UTF-8 once decoded; {_NAME_IT}"
+            ) from None
+    if not is_windows_1252(charset) and text_codec(charset) is None:
+        raise BadRequest(f"the query string: unknown charset {charset!r}")
+    return _pairs(query_string, charset)
+
+
+def _undecodable_field(query_string: str) -> str:
+    """The name of the first field of a query string whose name or value is not UTF-8 once
+    its percent-escapes are decoded (its bytes that are not shown as U+FFFD)."""
+    for part in query_string.split("&"):
+        name, _, value = part.partition("=")
+        try:
+            unquote_plus(name, errors="strict")
+            unquote_plus(value, errors="strict")
+        except UnicodeDecodeError:
+            return unquote_plus(name, errors="replace")
+    return ""
 
 
 def _unlabelled_form(content_type: str, body: bytes) -> bool:

@@ -197,3 +197,23 @@ def utf8_json(document: bytes, charset: str | None) -> bytes:
     except UnicodeDecodeError:
         return decode_charset(document, charset).encode()
     return document
+
+
+def decode_text(document: bytes, charset: str | None = None) -> str:
+    """A text document (a mapping file) read as the admin API reads a body (docs/api.md): in
+    the encoding its byte order mark says (UTF-8, UTF-16, UTF-32; the mark dropped), else
+    UTF-16/32 by `charset` when it has NUL bytes (as `utf8_json`), else as UTF-8 when it is,
+    else in the charset `charset` names (a request's or a multipart part's Content-Type, the
+    CLI's `--charset`; a Latin-1 or ASCII label as windows-1252). DocumentRefused for bytes
+    that are not UTF-8 with no other charset named (`not UTF-8: <why> at byte N`), or not of
+    the charset named, or a charset no one knows."""
+    if (marked := decode_marked(document)) is not None:
+        return marked
+    if (wide := _wide(document, charset)) is not None:
+        return decode_charset(document, wide).lstrip("\ufeff")
+    try:
+        return document.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if charset is None or is_utf8(charset):
+            raise DocumentRefused(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    return decode_charset(document, charset)

@@ -43,7 +43,7 @@ constants in `gateway.mapping.limits`.
 from .engine import CompiledMapping
 from .expressions import DecodedTexts
 from .files import read_sample, test_file, validate_file
-from .loader import load_mapping
+from .loader import file_text, load_mapping
 from .model import (
     Direction,
     Emit,
@@ -67,6 +67,7 @@ __all__ = [
     "MappedTarget",
     "OutboundRequest",
     "announces",
+    "file_text",
     "flatten",
     "load_mapping",
     "read_sample",

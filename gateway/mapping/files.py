@@ -14,7 +14,7 @@ from .engine import CompiledMapping
 from .expressions import DecodedTexts
 from .fixes import parse_mapped_fix
 from .limits import MAX_FILE_BYTES
-from .loader import load_mapping
+from .loader import file_text, load_mapping
 from .model import IF_ABSENT, FieldCatalog, MappedDocument, MappedTarget, announces
 
 _MAX_SAMPLE_BYTES = 16 * 1024 * 1024
@@ -96,15 +96,17 @@ def _utf8(raw: bytes) -> bytes:
 
 
 def validate_file(
-    path: str | Path, *, catalog: FieldCatalog | None = None
+    path: str | Path, *, catalog: FieldCatalog | None = None, charset: str | None = None
 ) -> tuple[list[FieldProblem], tuple[str, ...]]:
     """Every problem in a mapping file ([] when it is valid), and the warnings an upload of
-    it would answer (old names it uses, `CompiledMapping.deprecated`)."""
+    it would answer (old names it uses, `CompiledMapping.deprecated`). The file is read as an
+    upload is (`file_text`): a byte order mark's encoding, UTF-8, or else `charset`."""
     try:
-        text = _read(path, MAX_FILE_BYTES)
+        raw = _read(path, MAX_FILE_BYTES)
     except OSError as exc:
         return [FieldProblem("", f"cannot read {path}: {exc.strerror}", "file")], ()
     try:
+        text = file_text(raw, charset)
         mapping = load_mapping(text, catalog=catalog, filename=str(path))
     except InvalidPayload as exc:
         return exc.problems, ()
@@ -146,9 +148,11 @@ def test_file(
     `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
     Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`; `params` are
     a trigger's params, checked against the mapping's declarations; `charset`, the sample's
-    (JSON or a form not in UTF-8), as a request's Content-Type names it.
+    (JSON or a form not in UTF-8), as a request's Content-Type names it, and the mapping
+    file's when it is not UTF-8 (`file_text`, as an upload labelled so reads it).
     """
-    mapping = load_mapping(_read(path, MAX_FILE_BYTES), catalog=catalog, filename=str(path))
+    text = file_text(_read(path, MAX_FILE_BYTES), charset)
+    mapping = load_mapping(text, catalog=catalog, filename=str(path))
     mapping = mapping.bind(params or {}, strict=True)
     sample = _sample(_read(sample_path, _MAX_SAMPLE_BYTES), charset)
     known = {name: f"<secret:{name}>" for name in mapping.secrets} | (secrets or {})

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
+from ..formats import DocumentRefused
+from ..formats.charsets import decode_text
 from .compiler import compile_plan
 from .engine import CompiledMapping
 from .limits import MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_NODES, MAX_FILE_BYTES
@@ -126,7 +128,28 @@ class _Converter:
         self.problems.add(at, message, keyword)
 
 
-def _decode(text: str | bytes, problems: Problems) -> str | None:
+# What a refusal of a file's bytes adds: how to make them readable.
+_CHARSET_REMEDY = (
+    "save it as UTF-8, or name its charset (Content-Type: application/yaml; "
+    "charset=windows-1252; the CLI's --charset windows-1252)"
+)
+
+
+def file_text(raw: bytes, charset: str | None = None) -> str:
+    """A mapping file's text from its bytes, read as the admin API reads a body (docs/api.md):
+    the encoding its byte order mark says (UTF-8, UTF-16, UTF-32), else UTF-8, else the
+    charset `charset` names (an upload's Content-Type, a multipart part's, the CLI's
+    `--charset`: gateway/formats/charsets.py `decode_text`). InvalidPayload (an `encoding`
+    problem saying how to fix it) for bytes of none of these; a file over the size limit,
+    a `limit` problem."""
+    problems = Problems()
+    text = _decode(raw, problems, charset)
+    problems.raise_if_any("mapping is not valid")
+    assert text is not None
+    return text
+
+
+def _decode(text: str | bytes, problems: Problems, charset: str | None = None) -> str | None:
     if isinstance(text, str):
         size = len(text.encode("utf-8", "surrogatepass"))
     else:
@@ -139,9 +162,14 @@ def _decode(text: str | bytes, problems: Problems) -> str | None:
     if isinstance(text, str):
         return text
     try:
-        return text.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        problems.add("", f"file is not UTF-8: {exc.reason} at byte {exc.start}", "encoding")
+        return decode_text(text, charset)
+    except DocumentRefused as exc:
+        message = exc.message.removeprefix("the body is ")
+        if message != exc.message or message.startswith("not "):
+            message = f"file is {message}"  # not UTF-8, not valid UTF-16 (a charset named)
+        else:
+            message = f"file: {message}"  # an unknown charset
+        problems.add("", f"{message}; {_CHARSET_REMEDY}", "encoding")
         return None
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from gateway.entities import EntityService
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.kinds import KindService
-from gateway.mapping import CompiledMapping, load_mapping
+from gateway.mapping import CompiledMapping, file_text, load_mapping
 from gateway.mapping_files.catalog import TenantCatalog
 from gateway.mapping_files.dry_run import MappingDryRun
 from gateway.mapping_files.needs import NEEDS
@@ -281,7 +281,7 @@ class MappingService:
             name = mapping.name
             if activate:
                 await self._keeps_its_users(tenant, name, mapping)
-            source = text if isinstance(text, str) else text.decode("utf-8-sig")
+            source = text if isinstance(text, str) else file_text(text)  # as compiled
             fields = {
                 "format": _format(source),
                 "document": mapping.source,

@@ -1,7 +1,7 @@
 """The `triggers` collection: a trigger's configuration, status and credential ids.
 
 A document is `{_id: "trg_...", tenant, name, entity_type, kind, methods, format, mapping,
-response_mapping, input_schema_json, rate_limit, max_body_bytes, max_batch_items, expose,
+response_mapping, input_schema_json, rate_limit, max_body_bytes, max_batch_items, expose, charset,
 auth: {mode, token_in_query, jwks_url, public_key_pem, algorithms, issuer, audience,
 secrets: [{id, sealed, until}]}, tokens: [{id, issued_at, until}], status, version, rev,
 created_at, updated_at}`.

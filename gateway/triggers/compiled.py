@@ -59,6 +59,8 @@ class CompiledTrigger:
     # (secret, valid until as a Unix time or None): several while a secret rotates.
     webhook_secrets: tuple[tuple[str, float | None], ...] = field(default=(), repr=False)
     target: str = "entities"  # or "positions": fixes appended to vehicles' tracks (SPEC §6)
+    # The charset of JSON and form bodies and query strings whose request names none.
+    charset: str | None = None
 
     @property
     def polled(self) -> bool:
@@ -93,6 +95,7 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         methods=frozenset(doc["methods"]),
         format=doc["format"],
         answers=doc.get("answers", "json"),
+        charset=doc.get("charset"),
         mapping=doc.get("mapping"),
         response_mapping=doc.get("response_mapping"),
         params=doc.get("params") or {},

@@ -464,9 +464,13 @@ class HookReceiver:
 
 
 def _payload(trigger: CompiledTrigger, call: HookCall, raw: bytes) -> Any:
-    """The body parsed as the trigger's format says (a form trigger's, or its query string)."""
+    """The body parsed as the trigger's format says (a form trigger's, or its query string).
+    JSON, a form and a query string not in UTF-8 are read in the charset the request names,
+    else the trigger's (`charset`: a partner that cannot set its headers); XML names its own
+    in its declaration."""
+    charset = call.charset or trigger.charset
     if trigger.format == "form" and reads_as_json(call.content_type, raw):
-        return parse_json(call.content_type, raw, call.charset)
+        return parse_json(call.content_type, raw, charset)
     if trigger.format == "form":
         if trigger.auth_mode in SIGNED_MODES and call.query_string:
             # No scheme signs the URL: its fields would be written on a signature of
@@ -481,11 +485,11 @@ def _payload(trigger: CompiledTrigger, call: HookCall, raw: bytes) -> Any:
         if trigger.token_param is not None:
             query = _request_query(query, trigger.token_param)
         return parse_form(
-            call.content_type, raw, query, call.charset, call.headers.get("Content-Type", "")
+            call.content_type, raw, query, charset, call.headers.get("Content-Type", "")
         )
     if trigger.format == "xml":
         return parse_xml(call.content_type, raw, call.charset)
-    return parse_json(call.content_type, raw, call.charset)
+    return parse_json(call.content_type, raw, charset)
 
 
 def _idempotency_key(replay: ReplayKey | None, call: HookCall) -> tuple[str | None, str]:

@@ -62,6 +62,7 @@ _CONFIG: Final = (
     "methods",
     "format",
     "answers",
+    "charset",
     "mapping",
     "response_mapping",
     "params",

@@ -19,6 +19,7 @@ from gateway.auth.partner_hmac import (
     SECRET_ENCODINGS,
 )
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats.charsets import is_windows_1252, text_codec
 from gateway.formats.json_tree import whole_number
 from gateway.outbound.breaker import SLOWEST_RATE
 from gateway.paging import PAGE_PARAMS
@@ -111,6 +112,9 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
         "max_body_bytes": {"type": "integer", "minimum": 64},
         "max_batch_items": {"type": "integer", "minimum": 1, "maximum": 10_000},
         "format": {"enum": ["json", "form", "xml"]},
+        # The charset a partner sends when its requests name none (a Delphi ERP's bare
+        # `application/json`, a device's GET with no body to label): docs/triggers.md#encodings.
+        "charset": {"type": ["string", "null"], "minLength": 1, "maxLength": 40},
         # How POST answers are written: JSON always (SPEC §3), or in the form the caller
         # speaks once it is authenticated (SOAP envelopes and Faults, or XML when its Accept
         # prefers it): docs/triggers.md#answers-to-xml-and-soap-calls.
@@ -225,6 +229,7 @@ def check_spec(
     problems = [
         *_VALIDATOR.validate(_without_secret(spec)),
         *_secret_problems(spec),
+        *_charset_problems(spec),
         *((*_signed_get_problems(spec), *_token_param_problems(spec)) if access_rules else ()),
     ]
     for name, ceiling, setting in (
@@ -240,6 +245,18 @@ def check_spec(
     schema = spec.get("input_schema")
     if schema is not None:
         compile_schema(schema, at="/input_schema")
+
+
+def _charset_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
+    """A `charset` no reader knows (`text_codec`: also `hex`, `rot13`, `unicode-escape`) is
+    refused on save, not at every call."""
+    charset = spec.get("charset")
+    if not isinstance(charset, str) or not charset or is_windows_1252(charset):
+        return []
+    if text_codec(charset) is not None:
+        return []
+    message = f"/charset: unknown charset {charset!r} (e.g. windows-1252, ISO-8859-1, utf-16)"
+    return [FieldProblem("/charset", message, "enum")]
 
 
 def _without_secret(spec: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -353,6 +370,7 @@ def document(
         "methods": sorted(spec.get("methods") or ["POST"]),
         "format": spec.get("format", "json"),
         "answers": spec.get("answers", "json"),
+        "charset": spec.get("charset"),
         "mapping": spec.get("mapping"),
         "response_mapping": spec.get("response_mapping"),
         "params": spec.get("params"),
@@ -393,7 +411,7 @@ def as_spec(doc: Doc) -> dict[str, Any]:
     }
     if doc.get("kind") is not None:
         spec["kind"] = doc["kind"]
-    for name in ("mapping", "response_mapping", "params", "rate_limit", "expose"):
+    for name in ("charset", "mapping", "response_mapping", "params", "rate_limit", "expose"):
         if doc.get(name) is not None:
             spec[name] = doc[name]
     if doc.get("input_schema_json"):
@@ -457,6 +475,7 @@ def public_trigger(doc: Doc, base_url: str) -> dict[str, Any]:
         "methods": doc["methods"],
         "format": doc["format"],
         "answers": doc.get("answers", "json"),
+        "charset": doc.get("charset"),
         "mapping": doc.get("mapping"),
         "response_mapping": doc.get("response_mapping"),
         "params": doc.get("params"),

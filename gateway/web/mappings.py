@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.hdrs import CONTENT_TYPE
 
 from gateway.errors import (
     BadRequest,
@@ -15,6 +16,7 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from gateway.formats.json_tree import is_text
+from gateway.mapping import file_text
 from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.store.client import NAME_CURSOR
 from gateway.web.admin_auth import authenticate
@@ -25,6 +27,7 @@ from gateway.web.requests import (
     VERSION_DIFF,
     VERSION_NUMBER,
     body_deadline,
+    charset_of,
     content_coding,
     is_json,
     multipart_reader,
@@ -77,7 +80,9 @@ _LIST = {
 _UPLOAD = {
     "type": "object",
     "description": "The mapping document. Also accepted as YAML (application/yaml, text/yaml, "
-    "application/x-yaml) or as multipart/form-data with a `file` field.",
+    "application/x-yaml) or as multipart/form-data with a `file` field. The file is read in "
+    "the encoding its byte order mark says, else as UTF-8, else in the charset its "
+    "Content-Type (or the part's) names.",
 }
 _TEST: dict[str, Any] = {
     "type": "object",
@@ -119,8 +124,9 @@ def _too_large(size: int | None) -> None:
         )
 
 
-async def _read_upload(request: web.Request) -> tuple[bytes, str | None]:
-    """The mapping file in the body (YAML or JSON), or in the `file` field of a form."""
+async def _read_upload(request: web.Request) -> tuple[bytes, str | None, str | None]:
+    """The mapping file in the body (YAML or JSON), or in the `file` field of a form: its
+    bytes, its file name and the charset its Content-Type (or the part's) names."""
     content_coding(request)
     ctype = request.content_type
     if ctype == "multipart/form-data":
@@ -134,10 +140,10 @@ async def _read_upload(request: web.Request) -> tuple[bytes, str | None]:
     _too_large(request.content_length)
     body = await read_body(request, MAX_FILE_BYTES)  # a coded body: inflated to that only
     _too_large(len(body))
-    return body, None
+    return body, None, request.charset
 
 
-async def _read_file_field(request: web.Request) -> tuple[bytes, str | None]:
+async def _read_file_field(request: web.Request) -> tuple[bytes, str | None, str | None]:
     try:
         # A coded form is inflated whole first: to no more than a file and its form's frame.
         reader = await multipart_reader(request, MAX_FILE_BYTES + _FORM_FRAME)
@@ -147,7 +153,7 @@ async def _read_file_field(request: web.Request) -> tuple[bytes, str | None]:
                 while chunk := await part.read_chunk(_CHUNK):
                     data += chunk
                     _too_large(len(data))
-                return bytes(data), part.filename
+                return bytes(data), part.filename, charset_of(part.headers.get(CONTENT_TYPE))
             await part.release()
     except (ValueError, AssertionError) as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from None
@@ -169,7 +175,8 @@ async def _read_file_field(request: web.Request) -> tuple[bytes, str | None]:
 async def upload_mapping(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     activate = query_flag(request, "activate", True)
-    text, filename = await _read_upload(request)
+    raw, filename, charset = await _read_upload(request)
+    text = file_text(raw, charset)  # docs/api.md: UTF-8, a byte order mark, or its charset
     version = await services_of(request).mappings.upload(
         claims.tenant, text, author=claims.subject, activate=activate, filename=filename
     )

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import BodyPartReader, HttpVersion11, hdrs, web
 from aiohttp.base_protocol import BaseProtocol
+from aiohttp.helpers import parse_mimetype
 from aiohttp.multipart import MultipartReader
 from aiohttp.streams import StreamReader
 from multidict import MultiDict, MultiDictProxy
@@ -296,6 +297,14 @@ async def _read_multipart(request: web.Request) -> MultiDictProxy[FormValue]:
         else:
             out.add(part.name, value)
     return MultiDictProxy(out)
+
+
+def charset_of(content_type: str | None) -> str | None:
+    """The charset a Content-Type names (`application/yaml; charset=windows-1252`, a multipart
+    part's own), or None for none."""
+    if not content_type:
+        return None
+    return parse_mimetype(content_type).parameters.get("charset") or None
 
 
 @asynccontextmanager
