@@ -296,7 +296,7 @@ async def test_scenario_1_pushes_to_the_current_driver_of_the_vehicle(
         "title": "Veículo fora da área autorizada",
         "body": "ABC1D23 saiu de Garagem SP às 10:45",
     }
-    assert first["decision"]["cooldown_key"] == "geofence-exit:ABC1D23:g1"
+    assert first["decision"]["cooldown_key"].startswith("geofence-exit:ABC1D23:g1:driver:")
     assert fcm.messages == [] and fcm.tokens_issued == []
 
 
