@@ -154,3 +154,35 @@ async def test_a_repeated_crossing_is_suppressed_by_its_time_whatever_order_it_i
         "suppressed: cooldown: an alert for 2026-11-20T13:45:13+00:00",
         "suppressed: cooldown: an alert for 2026-11-20T16:45:13+00:00",
     ]
+    # The dry run judges the same way, on Ana's key, noting nothing.
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    entity = {"type": "vehicle", "id": vehicle["id"], "key": "ABC1D23"}
+    geofence = {"id": 3, "name": "Garagem SP"}
+    for at, action in (("2026-11-20T14:05:00Z", "suppress"), ("2026-11-20T15:00:00Z", "send")):
+        detail = {"geofence": geofence, "occurred_at": at}
+        event = {"type": "vehicle.geofence.exited", "occurred_at": at, "entity": entity}
+        body = {"flow": "geofence-exit-push", "event": {**event, "detail": detail}}
+        (push,) = (await post(client, "/api/v1/flows/test", body, status=200))["steps"]
+        (message,) = push["messages"]
+        assert message["decision"]["action"] == action, message["decision"]
+    assert len(fcm.messages) == 2
+
+
+async def test_a_crossing_whose_push_failed_holds_back_no_later_crossing(
+    client: Client, fcm: Fcm
+) -> None:
+    """The note of a condition's time stands only for an alert that went out: FCM refusing
+    the 13:45 exit's push gives it back, and the 13:55 exit is pushed."""
+    await _scenario_1(client, fcm)
+    traccar = await trigger_for(client, "traccar-event", entity_type="vehicle")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": "2026-11-20T08:00:00Z"})
+    forward = sample("traccar_event_forward_geofence_exit.json")
+    fcm.answer_next(400)
+    for n, at in enumerate(("13:45", "13:55")):
+        event = {**forward["event"], "id": 3000 + n, "eventTime": f"2026-11-20T{at}:13.000Z"}
+        await send_to(client, traccar, {**forward, "event": event})
+        await drain(client.app[services_key])
+    assert [m["notification"]["body"][-5:] for m in fcm.messages] == ["10:55"]
+    assert len((await get(client, "/api/v1/deliveries?status=failed"))["items"]) == 1
+    assert (await get(client, "/api/v1/deliveries?status=suppressed"))["items"] == []
