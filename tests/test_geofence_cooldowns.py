@@ -108,6 +108,14 @@ async def test_a_late_upload_with_two_exits_hours_apart_pushes_each_to_its_drive
     assert sorted(m["token"] for m in fcm.messages) == ["ana-phone", "bruno-phone"]
     suppressed = await get(client, "/api/v1/deliveries?status=suppressed")
     assert suppressed["items"] == []
+    # Each run's step says the crossing's time it judged and each message's key (the driver's).
+    runs = (await get(client, "/api/v1/flows/geofence-exit-push/runs"))["items"]
+    steps = sorted((r["steps"][0] for r in runs), key=lambda step: step["cooldown_at"])
+    exits_at = [_iso(t0 + timedelta(minutes=k)) for k in (1, 180)]
+    assert [step["cooldown_at"].replace("+00:00", "Z") for step in steps] == exits_at
+    keys = [step["messages"][0]["cooldown_key"] for step in steps]
+    assert keys[0].startswith("geofence-exit:ABC1D23:") and ":driver:" in keys[0]
+    assert keys[0] != keys[1] and keys[0].split(":driver:")[0] == keys[1].split(":driver:")[0]
 
 
 async def test_a_driver_who_took_the_vehicle_over_is_told_within_the_last_drivers_cooldown(

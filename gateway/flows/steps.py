@@ -457,7 +457,8 @@ def _step_cooldown(
         cooldown["also"] = said["cooldown_also"] = also
     if spec.cooldown_at is not None:  # judged on the condition's time
         at = cooldown_at(spec.cooldown_at, context)
-        cooldown["at"] = said["cooldown_at"] = now if at is None else at
+        cooldown["at"] = now if at is None else at
+        said["cooldown_at"] = cooldown["at"].isoformat()
         if at is None:
             said["cooldown_note"] = f"{spec.cooldown_at.text} is not a time here: the step's"
     if spec.cooldown_per_recipient:
