@@ -37,3 +37,34 @@ async def test_a_claim_after_the_cooldown_wins_again(client: Client) -> None:
     later = first + timedelta(hours=2)
     assert await cooldowns.claim("acme", "k", later, later - HOUR, later + HOUR) is None
     assert await cooldowns.claim("other", "k", soon, soon - HOUR, soon + HOUR) is None
+
+
+async def test_claims_of_a_conditions_time_hold_within_the_cooldown_either_side(
+    client: Client,
+) -> None:
+    """`claim_at` judges the condition's time (a crossing's), not the send's: of two
+    concurrent claims 10 minutes apart, one wins; 3 hours apart, both; the order does not
+    matter; a step's own claim (a retry) passes; a failed send's note is given back, a
+    delivered one is not."""
+    cooldowns = client.app[services_key].store.notify.cooldowns
+    now = datetime.now(UTC).replace(microsecond=0)
+    wait = timedelta(minutes=30)
+    crossing = now - timedelta(hours=6)
+    near = crossing + timedelta(minutes=10)
+    results = await asyncio.gather(
+        cooldowns.claim_at("acme", "g", crossing, wait, now, by="run-1:push"),
+        cooldowns.claim_at("acme", "g", near, wait, now, by="run-2:push"),
+    )
+    assert sorted(results, key=lambda r: r is not None) in ([None, crossing], [None, near])
+    winner, loser = ("run-1:push", near) if results[0] is None else ("run-2:push", crossing)
+    later = crossing + timedelta(hours=3)
+    assert await cooldowns.claim_at("acme", "g", later, wait, now, by="run-3:push") is None
+    before = crossing - timedelta(minutes=20)  # sent after, 20 minutes before: held
+    assert await cooldowns.claim_at("acme", "g", before, wait, now, by="run-4:push") is not None
+    assert await cooldowns.claim_at("acme", "g", loser, wait, now, by=winner) is None  # a retry
+    await cooldowns.release_at("acme", "g", by=winner)  # its send failed
+    assert await cooldowns.claim_at("acme", "g", near, wait, now, by="run-5:push") is None
+    await cooldowns.claim_at("acme", "g", near, wait, now, by="run-5:push", delivered=True)
+    await cooldowns.release_at("acme", "g", by="run-5:push")  # a sibling's failure
+    assert await cooldowns.claim_at("acme", "g", near, wait, now, by="run-6:push") == near
+    assert await cooldowns.claim_at("beta", "g", near, wait, now, by="run-6:push") is None

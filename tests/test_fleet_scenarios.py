@@ -45,6 +45,7 @@ Client = TestClient[Any, Any]
 # She drives ABC1D23 since before the samples' events (the shipped flows ask who drove then).
 SINCE = "2026-11-01T00:00:00Z"
 PAULISTA = (-23.5613, -46.6565)
+SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 
 
 async def _traccar_trigger(client: Client) -> dict[str, Any]:
@@ -83,6 +84,52 @@ async def _driver_of_abc(client: Client, **contacts: Any) -> None:
     )
 
 
+def _when(crossing: datetime) -> str:
+    """The shipped push's time of a crossing: "às 10:45", with its day ("em 05/12 às 23:58")
+    when it is not the run's day in São Paulo (a test run just after midnight there)."""
+    local = crossing.astimezone(SAO_PAULO)
+    same_day = local.date() == datetime.now(SAO_PAULO).date()
+    return ("" if same_day else local.strftime("em %d/%m ")) + local.strftime("às %H:%M")
+
+
+async def test_scenario_1_an_exit_two_days_old_says_its_day_to_the_driver_told_now(
+    client: Client, fcm: Fcm
+) -> None:
+    """A tracker back after two days out of coverage uploads its exit: the flow alerts it
+    (to the driver then), and "às 01:07" alone, read today, named a time of today that never
+    happened. The day is São Paulo's, in Portuguese as in English."""
+    await push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await _driver_of_abc(client, push_tokens=["ana-phone"])
+    bruno = {"name": "Bruno Lima", "cpf": "11144477735", "language": "en"}
+    await post(client, "/api/v1/entities/driver", {**bruno, "push_tokens": ["bruno-phone"]})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9A87"})
+    await post(
+        client, "/api/v1/entities/vehicle/XYZ9A87/drivers", {"driver": bruno["cpf"], "start": SINCE}
+    )
+    lat, lon = PAULISTA
+    circle = {"lat": lat, "lon": lon, "radius_m": 1000}
+    await post(
+        client, "/api/v1/geofences", {"name": "Garagem SP", "kind": "authorized", "circle": circle}
+    )
+    traccar = await _traccar_trigger(client)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+    for plate in ("ABC1D23", "XYZ9A87"):
+        for seconds, east in ((0, 0.0), (60, 0.0196), (120, 0.0206)):
+            point = TrackPoint(t0 + timedelta(seconds=seconds), lat, lon + east)
+            await send_to(client, traccar, _forward(point, plate))
+    await _fold_and_drain(client)
+
+    exit_at = (t0 + timedelta(seconds=60)).astimezone(SAO_PAULO)
+    bodies = {m["token"]: m["notification"]["body"] for m in fcm.messages}
+    assert bodies == {
+        "ana-phone": f"ABC1D23 saiu de Garagem SP em {exit_at:%d/%m} às {exit_at:%H:%M}",
+        "bruno-phone": f"XYZ9A87 left Garagem SP on {exit_at:%b %d} at {exit_at:%H:%M}",
+    }
+
+
 async def test_scenario_1_a_traccar_position_outside_the_authorized_area_pushes_to_the_driver(
     client: Client, fcm: Fcm
 ) -> None:
@@ -111,11 +158,10 @@ async def test_scenario_1_a_traccar_position_outside_the_authorized_area_pushes_
     await _fold_and_drain(client)
 
     (message,) = fcm.messages
-    local = outside[0].t.astimezone(ZoneInfo("America/Sao_Paulo")).strftime("%H:%M")
     assert message["token"] == "fcm-device-token"
     assert message["notification"] == {
         "title": "Veículo fora da área autorizada",
-        "body": f"ABC1D23 saiu de Garagem SP às {local}",
+        "body": f"ABC1D23 saiu de Garagem SP {_when(outside[0].t)}",
     }
     assert message["data"] == {"event": "vehicle.geofence.exited", "plate": "ABC1D23"}
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
@@ -253,10 +299,9 @@ async def test_scenario_1_entering_a_restricted_area_alerts_and_leaving_it_does_
     exited = (await get(client, "/api/v1/events?type=vehicle.geofence.exited"))["items"]
     assert len(entered) == 1 and len(exited) == 1  # both crossings are still announced
     (message,) = fcm.messages
-    local = track[1].t.astimezone(ZoneInfo("America/Sao_Paulo")).strftime("%H:%M")
     assert message["notification"] == {
         "title": "Veículo em área proibida",
-        "body": f"ABC1D23 entrou em Pedreira (proibida) às {local}",
+        "body": f"ABC1D23 entrou em Pedreira (proibida) {_when(track[1].t)}",
     }
     assert message["data"] == {"event": "vehicle.geofence.entered", "plate": "ABC1D23"}
     runs = (await get(client, "/api/v1/flows/geofence-exit-push/runs"))["items"]

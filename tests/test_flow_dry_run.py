@@ -294,9 +294,9 @@ async def test_scenario_1_pushes_to_the_current_driver_of_the_vehicle(
     assert first["request"]["url"] == f"{fcm.url}/v1/projects/{PROJECT}/messages:send"
     assert first["request"]["body"]["message"]["notification"] == {
         "title": "Veículo fora da área autorizada",
-        "body": "ABC1D23 saiu de Garagem SP às 10:45",
+        "body": "ABC1D23 saiu de Garagem SP em 20/11 às 10:45",  # not the run's day
     }
-    assert first["decision"]["cooldown_key"] == "geofence-exit:ABC1D23:g1"
+    assert first["decision"]["cooldown_key"].startswith("geofence-exit:ABC1D23:g1:driver:")
     assert fcm.messages == [] and fcm.tokens_issued == []
 
 

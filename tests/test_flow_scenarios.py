@@ -538,7 +538,7 @@ async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(
         "token": "fcm-device-token",
         "notification": {
             "title": "Veículo fora da área autorizada",
-            "body": "ABC1D23 saiu de Garagem SP às 10:45",
+            "body": "ABC1D23 saiu de Garagem SP em 20/11 às 10:45",  # not the run's day
         },
         "data": {"event": "vehicle.geofence.exited", "plate": "ABC1D23"},
         "android": {"priority": "high"},

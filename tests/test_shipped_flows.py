@@ -61,12 +61,36 @@ def test_scenario_texts_match_the_partner_samples() -> None:
             "occurred_at": "2026-11-20T13:45:13Z",
             "detail": {"geofence": {"name": "Garagem SP"}},
         },
+        "now": "2026-11-20T13:45:20+00:00",  # the run's start: the exit is today's
     }
     # tests/data/partner_payloads/fcm_v1_message.json, with its accents
     assert push.render(context, "pt-BR").parts == {
         "title": "Veículo fora da área autorizada",
         "body": "ABC1D23 saiu de Garagem SP às 10:45",
     }
+
+
+def test_the_shipped_geofence_push_says_the_day_of_an_exit_of_another_day() -> None:
+    """A late upload (a tracker back after two days out of coverage) is pushed as it comes:
+    "às 01:07" alone read on the 7th names a time of that day that never happened. The day is
+    São Paulo's, as the hour: 02:30Z on the 21st is still the 20th there."""
+    push = compile_template(
+        checked_template(yaml.safe_load((FLOWS / "templates/geofence-exit.yaml").read_text()))
+    )
+    event = {"occurred_at": "2026-12-05T04:07:00Z", "detail": {"geofence": {"name": "Garagem SP"}}}
+    late = {"entity": {"plate": "ABC1D23"}, "event": event, "now": "2026-12-07T13:00:00+00:00"}
+    assert push.render(late, "pt-BR").parts["body"] == (
+        "ABC1D23 saiu de Garagem SP em 05/12 às 01:07"
+    )
+    assert push.render(late, "en").parts["body"] == "ABC1D23 left Garagem SP on Dec 05 at 01:07"
+    entered = {**event, "type": "vehicle.geofence.entered", "occurred_at": "2026-11-21T02:30:00Z"}
+    night = {**late, "event": entered, "now": "2026-11-21T02:40:00+00:00"}
+    assert push.render(night, "pt-BR").parts["body"] == ("ABC1D23 entrou em Garagem SP às 23:30")
+    assert push.render({**night, "now": "2026-11-21T03:10:00Z"}, "en").parts["body"] == (
+        "ABC1D23 entered Garagem SP on Nov 20 at 23:30"
+    )
+    without_now = {k: v for k, v in late.items() if k != "now"}  # a step's own `context`
+    assert push.render(without_now, "pt-BR").parts["body"].endswith("em 05/12 às 01:07")
 
 
 @pytest.mark.parametrize("name", ["maintenance-due-sms", "maintenance-due-push"])

@@ -226,6 +226,8 @@ class _Compiler:
             cooldown_key=self.expr(cooldown.get("key"), f"{at}/cooldown/key", earlier),
             cooldown_seconds=cooldown.get("seconds"),
             cooldown_also=self.expr(cooldown.get("also"), f"{at}/cooldown/also", earlier),
+            cooldown_at=self.expr(cooldown.get("at"), f"{at}/cooldown/at", earlier),
+            cooldown_per_recipient=bool(cooldown.get("per_recipient", False)),
             urgent=bool(raw.get("urgent", False)),
         )
 

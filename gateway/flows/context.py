@@ -30,6 +30,7 @@ from typing import Any
 from gateway.actions.filters import flow_listener, wanted_by
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.flows.model import CompiledFlow, Expr
+from gateway.flows.recipients import parse_time
 from gateway.formats.json_tree import plain
 from gateway.mapping.expressions import Run, charge_output
 from gateway.mapping.limits import MAX_OUTPUT_CHARS
@@ -117,6 +118,12 @@ def cooldown_key(expr: Expr, context: Mapping[str, Any]) -> str | None:
     empty): no condition, no cooldown. Never the text "None", one key for every vehicle."""
     value = expr.value(context)
     return None if value is None or value == "" else str(value)
+
+
+def cooldown_at(expr: Expr, context: Mapping[str, Any]) -> datetime | None:
+    """A `notify` step's `cooldown.at` on this context: the condition's time (a crossing's
+    device time), or None when it is null or not a time (`parse_time`'s forms)."""
+    return parse_time(expr.value(context))
 
 
 def cooldown_also(expr: Expr | None, context: Mapping[str, Any]) -> list[str]:

@@ -74,6 +74,7 @@ def notification_deliveries(
             continue
         to = notification_id(run.id, step.id, message.recipient.address, channel.type)
         doc = flow_delivery(run, step, to, DeliveryKind.NOTIFICATION, now)
+        noted = _recipients_cooldown(cooldown, message.recipient.driver_id, to)
         doc["notification"] = {
             "channel": channel.name,
             "channel_id": channel.id,
@@ -86,17 +87,39 @@ def notification_deliveries(
             "message_id": _message_id(doc["_id"], channel.email.sender)
             if channel.email is not None
             else None,
-            "cooldown": cooldown,
+            "cooldown": noted,
             "claim": f"{run.id}:{step.id}",
             "urgent": urgent,
             "chain": run.chain,  # on the driver's write if FCM refuses the token
         }
         docs.append(doc)
         entry = {"recipient": who, "outcome": "queued", "delivery": doc["_id"]}
+        if noted is not cooldown and noted is not None:
+            entry["cooldown_key"] = noted["key"]
         if message.rendered.undefined:  # printed as nothing: a typo, or a field the event lacks
             entry["undefined"] = message.rendered.undefined
         listed.append(entry)
     return docs, listed
+
+
+def _recipients_cooldown(
+    cooldown: dict[str, Any] | None, driver_id: str | None, to: str
+) -> dict[str, Any] | None:
+    """The cooldown a message notes: the step's, or with `per_recipient` the step's key of
+    the person told (`recipient_key`)."""
+    if cooldown is None or not cooldown.get("per_recipient"):
+        return cooldown
+    step = {k: v for k, v in cooldown.items() if k != "per_recipient"}
+    return {**step, "key": recipient_key(cooldown["key"], driver_id, to)}
+
+
+def recipient_key(key: str, driver_id: str | None, to: str) -> str:
+    """A `per_recipient` cooldown's key of one recipient: the step's key and the person told
+    (`:driver:<id>`; a recipient who is no driver by their address, as the message's id
+    `to` names it: `:to:<hash>`), so another driver has their own note. A driver's two
+    phones share theirs (and the step's claim: both get the alert)."""
+    who = f"driver:{driver_id}" if driver_id else f"to:{to.rpartition(':')[2]}"
+    return f"{key}:{who}"
 
 
 def flow_delivery(

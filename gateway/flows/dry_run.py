@@ -32,6 +32,7 @@ from gateway.events import entity_key
 from gateway.flows.compiler import step_references
 from gateway.flows.context import (
     cooldown_also,
+    cooldown_at,
     cooldown_key,
     evaluate,
     holds,
@@ -39,8 +40,8 @@ from gateway.flows.context import (
     sample_event,
     starts,
 )
-from gateway.flows.deliveries import notification_id, push_data
-from gateway.flows.messages import MessageComposer
+from gateway.flows.deliveries import notification_id, push_data, recipient_key
+from gateway.flows.messages import Message, MessageComposer
 from gateway.flows.model import CompiledFlow, Step
 from gateway.flows.recipients import answer_after_asked
 from gateway.flows.references import StepFailed, resolve_action
@@ -60,6 +61,7 @@ from gateway.notify.settings import SettingsService
 from gateway.notify.sms import sms_request
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Store
+from gateway.store.notify import noted_near
 
 RUN_ID = "<run id>"  # what a delivery id's run part shows as: the dry run makes no run
 
@@ -236,9 +238,9 @@ class FlowDryRun:
         spec = step.notify
         assert spec is not None
         composed = await self._p.composer.compose(tenant, spec, context)
-        decision = await self._decision(tenant, step, composed.channel.type, context)
         messages = []
         for m in composed.messages:
+            decision = await self._decision(tenant, step, composed.channel.type, context, m)
             message: dict[str, Any] = {"recipient": m.recipient.as_dict(), "decision": decision}
             if m.rendered is not None:
                 parts = m.rendered.parts
@@ -265,20 +267,46 @@ class FlowDryRun:
         }
 
     async def _decision(
-        self, tenant: str, step: Step, channel_type: str, context: Mapping[str, Any]
+        self,
+        tenant: str,
+        step: Step,
+        channel_type: str,
+        context: Mapping[str, Any],
+        message: Message,
     ) -> dict[str, Any]:
         spec = step.notify
         assert spec is not None
         settings = await self._p.settings.get(tenant)
-        key, last, also = None, None, []
+        key, last, also, near = None, None, [], None
+        seconds = spec.cooldown_seconds
+        wait = settings.cooldown if seconds is None else timedelta(seconds=seconds)
         if spec.cooldown_key is not None:  # read only: a dry run claims no cooldown
             key = cooldown_key(spec.cooldown_key, context)
             if key is not None:
                 also = cooldown_also(spec.cooldown_also, context)
                 cooldowns = self._p.store.notify.cooldowns
-                sent = [await cooldowns.last_sent(tenant, k) for k in (key, *also)]
-                last = max((at for at in sent if at is not None), default=None)
-        seconds = spec.cooldown_seconds
+                if spec.cooldown_per_recipient:  # the recipient's own note
+                    to = notification_id(RUN_ID, step.id, message.recipient.address, channel_type)
+                    key = recipient_key(key, message.recipient.driver_id, to)
+                if spec.cooldown_at is not None:  # judged on the condition's time
+                    at = cooldown_at(spec.cooldown_at, context) or utcnow()
+                    for k in (key, *also):
+                        noted = noted_near(await cooldowns.holder(tenant, k), at, wait, "")
+                        if noted is not None and near is None:
+                            near = (noted, at)
+                else:
+                    sent = [await cooldowns.last_sent(tenant, k) for k in (key, *also)]
+                    last = max((at for at in sent if at is not None), default=None)
+        if near is not None:
+            noted, at = near
+            return {
+                "action": "suppress",
+                "until": None,
+                "reason": f"cooldown: an alert for {noted.isoformat()} went out, within the "
+                f"cooldown of this one's time {at.isoformat()}",
+                "cooldown_key": key,
+                **({"cooldown_also": also} if also else {}),
+            }
         decision = decide(
             utcnow(),
             channel_type,

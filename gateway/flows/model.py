@@ -51,6 +51,10 @@ class NotifySpec:
     cooldown_key: Expr | None = None
     cooldown_seconds: int | None = None
     cooldown_also: Expr | None = None  # keys whose note holds this one back, not noted by it
+    # The condition's time (a crossing's device time): the cooldown is judged on it, not on
+    # the send time; None: on the send time (`notify/dispatch.py`).
+    cooldown_at: Expr | None = None
+    cooldown_per_recipient: bool = False  # each recipient (a driver, an address) its own note
     urgent: bool = False
 
 

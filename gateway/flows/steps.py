@@ -45,10 +45,10 @@ from gateway.errors import (
     NotFound,
     PreconditionFailed,
 )
-from gateway.flows.context import cooldown_also, cooldown_key, evaluate, holds
+from gateway.flows.context import cooldown_also, cooldown_at, cooldown_key, evaluate, holds
 from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
 from gateway.flows.messages import MessageComposer
-from gateway.flows.model import Step
+from gateway.flows.model import NotifySpec, Step
 from gateway.flows.recipients import START_FORMS, answer_after_asked, parse_start, parse_time
 from gateway.flows.references import StepFailed, resolve_action
 from gateway.formats.json_tree import plain
@@ -339,14 +339,7 @@ class StepRunner:
         spec = step.notify
         assert spec is not None
         composed = await self._p.composer.compose(run.tenant, spec, context)
-        cooldown: dict[str, Any] | None = None
-        key = None
-        if spec.cooldown_key is not None:
-            key = cooldown_key(spec.cooldown_key, context)
-            if key is not None:
-                cooldown = {"key": key, "seconds": spec.cooldown_seconds}
-                if also := cooldown_also(spec.cooldown_also, context):
-                    cooldown["also"] = also
+        cooldown, noted = _step_cooldown(spec, context, now)
         docs, messages = notification_deliveries(run, step, composed, cooldown, spec.urgent, now)
         deliveries = self._p.store.deliveries
         # The step ran before, on a version that numbered its messages: they are queued.
@@ -370,12 +363,7 @@ class StepRunner:
         }
         if before_upgrade:
             entry["note"] = "queued before an upgrade, as <run>:<step>:<n>: not queued again"
-        if spec.cooldown_key is not None:
-            entry["cooldown_key"] = key
-            if cooldown is not None and "also" in cooldown:
-                entry["cooldown_also"] = cooldown["also"]
-            if key is None:
-                entry["cooldown_note"] = f"no cooldown: {spec.cooldown_key.text} is null here"
+        entry.update(noted)
         return StepOutcome(entry, {"messages": len(docs)}, created=created)
 
     # -- set ---------------------------------------------------------------------------------
@@ -449,3 +437,30 @@ def _said(status: int | None, message: str | None) -> str:
 def _named(driver: Mapping[str, Any] | None) -> str:
     """A driver of the history as a note names them: their name, else their CPF."""
     return "nobody" if driver is None else str(driver.get("name") or driver.get("cpf"))
+
+
+def _step_cooldown(
+    spec: NotifySpec, context: Mapping[str, Any], now: datetime
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """A notify step's cooldown on this context (the key, `seconds`, `also`, the condition's
+    time `at`, `per_recipient`: `deliveries.py`, `notify/dispatch.py`), and what its entry
+    says of it. `at` null or not a time here: the step's time, and the entry says so."""
+    if spec.cooldown_key is None:
+        return None, {}
+    key = cooldown_key(spec.cooldown_key, context)
+    if key is None:
+        note = f"no cooldown: {spec.cooldown_key.text} is null here"
+        return None, {"cooldown_key": None, "cooldown_note": note}
+    cooldown: dict[str, Any] = {"key": key, "seconds": spec.cooldown_seconds}
+    said: dict[str, Any] = {"cooldown_key": key}
+    if also := cooldown_also(spec.cooldown_also, context):
+        cooldown["also"] = said["cooldown_also"] = also
+    if spec.cooldown_at is not None:  # judged on the condition's time
+        at = cooldown_at(spec.cooldown_at, context)
+        cooldown["at"] = now if at is None else at
+        said["cooldown_at"] = cooldown["at"].isoformat()
+        if at is None:
+            said["cooldown_note"] = f"{spec.cooldown_at.text} is not a time here: the step's"
+    if spec.cooldown_per_recipient:
+        cooldown["per_recipient"] = True
+    return cooldown, said

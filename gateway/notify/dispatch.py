@@ -5,13 +5,15 @@ A notification delivery stores what a flow's `notify` step rendered for one reci
 
     {"kind": "notification", "notification": {"channel", "channel_id", "channel_type",
      "template", "locale", "recipient": {address, name, driver_id, language}, "parts",
-     "data", "message_id", "cooldown": {"key", "seconds", "also"?} | null, "claim", "urgent"}}
+     "data", "message_id", "cooldown": {"key", "seconds", "also"?, "at"?} | null, "claim",
+     "urgent"}}
 
 - quiet hours that `delay` → Held until they end (no attempt spent); that `suppress` →
   Dropped (status `suppressed`);
 - a cooldown key another alert noted within its cooldown (or one of the keys in `also`, which
   hold it back without being noted: the key a flow used before for the same condition) →
-  Dropped; else the send is noted
+  Dropped (with `at`, the condition's time: another alert of a condition less than the
+  cooldown from it, before or after, `CooldownStore.claim_at`); else the send is noted
   (atomically, `CooldownStore.claim`) under the step's `claim` (`<run id>:<step id>`), which
   every message of that step and every retry share: two phones of one driver both get the
   alert, a retried e-mail is not suppressed by its own first try;
@@ -27,11 +29,12 @@ A notification delivery stores what a flow's `notify` step rendered for one reci
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.actions.catalog import DEFAULT_SCHEDULE
 from gateway.auth.secretbox import SecretBoxError
+from gateway.clock import from_iso
 from gateway.delivery.kinds import Attempted, Dropped, Held, SendResult
 from gateway.leased_loop import LeaseLost
 from gateway.notify.notifier import Notification, Notifier, Recipient
@@ -40,7 +43,7 @@ from gateway.notify.settings import SettingsService
 from gateway.outbound.sender import BeforeSending
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
-from gateway.store.notify import CooldownStore
+from gateway.store.notify import CooldownStore, noted_near
 
 # A delivery held for a disabled partner is tried again this soon: its channel may have been
 # given another partner since (then it goes through that one), and the partner enabled again
@@ -105,10 +108,15 @@ class NotificationSender:
         settings, revision = await self._settings.read(tenant)
         cooldown = message.get("cooldown")
         wait, last = _wait(settings.cooldown, cooldown), None
+        at = _condition_time(cooldown)
         if cooldown is not None:  # its key's note, or one of the keys it also heeds (`also`)
             for key in (cooldown["key"], *cooldown.get("also", ())):
                 holder = await self._cooldowns.holder(tenant, key)
-                if holder is not None and holder.get("by") != message["claim"]:
+                if at is not None:  # judged on the condition's time: an alert near it
+                    near = noted_near(holder, at, wait, message["claim"])
+                    if near is not None:
+                        return Dropped(_near(near, at))
+                elif holder is not None and holder.get("by") != message["claim"]:
                     last = holder["sent_at"] if last is None else max(last, holder["sent_at"])
         decision = decide(
             now,
@@ -131,6 +139,11 @@ class NotificationSender:
             return Dropped(f"suppressed: {decision.reason} (until {until})")
         if cooldown is None:
             return None
+        if at is not None:
+            near = await self._cooldowns.claim_at(
+                tenant, cooldown["key"], at, wait, now, by=message["claim"]
+            )
+            return None if near is None else Dropped(_near(near, at))  # noted first elsewhere
         earlier = await self._cooldowns.claim(
             tenant, cooldown["key"], now, now - wait, now + wait, by=message["claim"]
         )
@@ -142,10 +155,19 @@ class NotificationSender:
         self, tenant: str, cooldown: Doc, claim: str, now: datetime, verdict: Verdict
     ) -> None:
         """After the send: a delivered alert keeps the note, a failed one gives it back."""
+        at = _condition_time(cooldown)
         if verdict is not Verdict.SUCCESS:
-            await self._cooldowns.release(tenant, cooldown["key"], by=claim)
+            if at is not None:
+                await self._cooldowns.release_at(tenant, cooldown["key"], by=claim)
+            else:
+                await self._cooldowns.release(tenant, cooldown["key"], by=claim)
             return
         wait = _wait((await self._settings.get(tenant)).cooldown, cooldown)
+        if at is not None:
+            await self._cooldowns.claim_at(
+                tenant, cooldown["key"], at, wait, now, by=claim, delivered=True
+            )
+            return
         # Re-noted rather than marked: a sibling message's failure may have released it.
         await self._cooldowns.claim(
             tenant, cooldown["key"], now, now - wait, now + wait, by=claim, delivered=True
@@ -157,6 +179,23 @@ def _wait(default: timedelta, cooldown: Doc | None) -> timedelta:
     if cooldown is None or cooldown.get("seconds") is None:
         return default
     return timedelta(seconds=cooldown["seconds"])
+
+
+def _condition_time(cooldown: Doc | None) -> datetime | None:
+    """The condition's time the step noted (`cooldown.at`), or None: judged on the send's."""
+    at = None if cooldown is None else cooldown.get("at")
+    if isinstance(at, str):  # as JSON carries it
+        return from_iso(at)
+    if isinstance(at, datetime):
+        return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return None
+
+
+def _near(noted: datetime, at: datetime) -> str:
+    return (
+        f"suppressed: cooldown: an alert for {noted.isoformat()} went out, "
+        f"within the cooldown of this one's time {at.isoformat()}"
+    )
 
 
 def _notification(message: Doc, key: str, before_sending: BeforeSending) -> Notification:

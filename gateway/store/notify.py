@@ -6,13 +6,15 @@ unique per tenant (flows name them). Settings are one document per tenant (`_id`
 cooldown is `{_id: "<tenant>:<key>", tenant, key, sent_at, by, delivered_by, expires_at}`: the
 last time a notification for that key went out, or is being sent, and who sent it (`by`: a flow
 run's notify step, whose messages and their retries share the claim; `delivered_by` = `by`: one
-of them went out), dropped by a TTL index once the cooldown is over.
+of them went out), dropped by a TTL index once the cooldown is over. A cooldown judged on the
+condition's time (a step's `cooldown.at`) notes each alert in `notes` ({at, by, delivered?,
+keep}: `CooldownStore.claim_at`), and the document expires with its last note.
 """
 
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
@@ -32,6 +34,11 @@ from gateway.store.flows import FlowStore
 from gateway.store.resources import TenantResources
 
 NAME_INDEXES = [IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="name")]
+# A note of a condition's time is kept this long past its cooldown, for a late upload's
+# crossing near it (the fleet's fold takes fixes up to 168 h old), and a key keeps its
+# latest notes only: two noted alerts are at least the cooldown apart in time.
+LATE_NOTES = timedelta(days=7)
+MAX_NOTES = 500
 COOLDOWN_INDEXES = [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="ttl")]
 
 
@@ -109,6 +116,79 @@ class CooldownStore:
             found = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
         return None if found is None else found["sent_at"]
 
+    async def claim_at(
+        self,
+        tenant: str,
+        key: str,
+        at: datetime,
+        wait: timedelta,
+        now: datetime,
+        *,
+        by: str,
+        delivered: bool = False,
+    ) -> datetime | None:
+        """Note an alert for the condition of `key` at `at` (its time, not the send's) unless
+        another one (not `by`'s) is noted less than `wait` from it, before or after; returns
+        None when this call may send, else that other alert's time. The key's notes are one
+        document (`notes`: {at, by, delivered?, keep}), so the test and the note are one
+        atomic write: of two concurrent claims within `wait` of each other, one wins. A note
+        is kept for `wait` after the later of its time and its send, and `LATE_NOTES` more (a
+        late upload's crossing); the latest `MAX_NOTES` are kept. A note of the send time
+        (`sent_at`, a step without `at` on this key) counts as a note of its time."""
+        doc_id = f"{tenant}:{key}"
+        lo, hi = at - wait, at + wait
+        keep = max(at, now) + wait + LATE_NOTES
+        others = {"at": {"$gt": lo, "$lt": hi}, "by": {"$ne": by}}
+        free = {
+            "$and": [
+                {"notes": {"$not": {"$elemMatch": others}}},
+                {
+                    "$or": [
+                        {"sent_at": {"$exists": False}},
+                        {"sent_at": {"$lte": lo}},
+                        {"sent_at": {"$gte": hi}},
+                        {"by": by},
+                    ]
+                },
+            ]
+        }
+        note = {"at": at, "by": by, "keep": keep} | ({"delivered": True} if delivered else {})
+        kept = {
+            "$filter": {
+                "input": {"$ifNull": ["$notes", []]},
+                "cond": {"$and": [{"$gt": ["$$this.keep", now]}, {"$ne": ["$$this.by", by]}]},
+            }
+        }
+        update = [
+            {
+                "$set": {
+                    "tenant": tenant,
+                    "key": key,
+                    "notes": {"$slice": [{"$concatArrays": [kept, [note]]}, -MAX_NOTES]},
+                    "expires_at": {"$max": ["$expires_at", keep]},
+                }
+            }
+        ]
+        with translate_errors():
+            try:
+                await self._c.find_one_and_update(
+                    scoped(tenant, {"_id": doc_id, **free}), update, upsert=True
+                )
+                return None
+            except DuplicateKeyError:
+                pass  # it holds another alert within `wait`: the filter missed, the insert failed
+            found = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
+        near = noted_near(found, at, wait, by)
+        return None if near is None else near
+
+    async def release_at(self, tenant: str, key: str, *, by: str) -> None:
+        """Drop `by`'s note of a condition's time unless one of its messages went out."""
+        with translate_errors():
+            await self._c.update_one(
+                scoped(tenant, {"_id": f"{tenant}:{key}"}),
+                {"$pull": {"notes": {"by": by, "delivered": {"$ne": True}}}},
+            )
+
     async def release(self, tenant: str, key: str, *, by: str) -> None:
         """Drop `by`'s note for `key` unless one of its messages went out: a failed send does
         not start the cooldown."""
@@ -126,6 +206,19 @@ class CooldownStore:
     async def last_sent(self, tenant: str, key: str) -> datetime | None:
         found = await self.holder(tenant, key)
         return None if found is None else found["sent_at"]
+
+
+def noted_near(doc: Doc | None, at: datetime, wait: timedelta, by: str) -> datetime | None:
+    """Of a key's notes (`doc`, as `CooldownStore.holder` reads it), the time of the alert
+    nearest `at` less than `wait` from it that is not `by`'s (a note of the send time,
+    `sent_at`, as a note of that time), or None."""
+    if doc is None:
+        return None
+    times = [n["at"] for n in doc.get("notes") or () if n.get("by") != by]
+    if doc.get("sent_at") is not None and doc.get("by") != by:
+        times.append(doc["sent_at"])
+    near = [t for t in times if abs(t - at) < wait]
+    return min(near, key=lambda t: abs(t - at), default=None)
 
 
 class NotifyStores:
