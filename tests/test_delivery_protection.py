@@ -18,6 +18,7 @@ from bson import ObjectId
 from gateway.background import cancel_and_wait
 from gateway.clock import utcnow
 from gateway.delivery.worker import DeliveryWorker
+from gateway.errors import StoreUnavailable
 from gateway.store.client import PASSED_OVER_MOST, Admission
 from gateway.store.deliveries import shard_of
 from gateway.web.state import services_key
@@ -299,6 +300,244 @@ async def test_an_admin_reenabling_a_partner_still_down_gives_the_replayed_deliv
     dead = await (await client.get("/api/v1/deliveries?status=dead", headers=auth())).json()
     # Every attempt counts, the replayed one's first 3 too (its schedule started afresh).
     assert sorted(d["attempt_count"] for d in dead["items"]) == [3, 6]
+
+
+async def test_a_partner_back_before_it_is_disabled_gets_the_deliveries_its_outage_killed(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """An ERP down for 48 h (a long weekend) with the defaults: its first deliveries spend
+    their schedule (~27.6 h) and go `dead`, it is never disabled (72 h). It comes back: the
+    first new delivery it answers ends its outage, and the dead ones are replayed, once, with
+    their webhook-id. Until 2026-12-07 only a recovery from being disabled replayed: they
+    stayed dead until someone replayed them by hand."""
+    client = await aiohttp_client(make_app())
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    services = client.app[services_key]
+    services.guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
+    partner_doc = await create_partner(client, partner.url)  # the defaults
+    action = await create_action(client, partner_doc["id"])
+    await create_subscription(client, action["id"], ("entity.created",))
+    partner.respond_with(503, {})
+    plates = [f"ABC1D{n:02d}" for n in range(8)]
+    counts: Counter[str] = Counter()
+    for hour in range(48):
+        if hour % 6 == 0:
+            await _vehicles(client, plates[hour // 6])
+        counts += await worker.run_until_idle()
+        clock.advance(3600)
+    status_at_48_hours = await _partner_status(client, partner_doc["id"])
+    dead = await (await client.get("/api/v1/deliveries?status=dead", headers=auth())).json()
+    details = [
+        await (await client.get(f"/api/v1/deliveries/{d['id']}", headers=auth())).json()
+        for d in dead["items"]
+    ]
+    dead_plates = sorted(d["event"]["data"]["plate"] for d in details)
+    partner.respond_with(200, {})
+    sent_before = len(partner.requests)
+    await _vehicles(client, "XYZ9A88")  # the ERP's first answer since Friday
+    await worker.run_until_idle()
+
+    assert status_at_48_hours == "active"
+    # Those of the first day (the hourly steps spend a schedule in ~31 h).
+    assert counts["dead"] == len(dead_plates) >= 2 and dead_plates == plates[: len(dead_plates)]
+    accepted = Counter(r.json()["data"]["plate"] for r in partner.requests[sent_before:])
+    assert accepted["XYZ9A88"] == 1 and all(accepted[p] == 1 for p in dead_plates)
+    first_ids = {r.json()["data"]["plate"]: r.webhook_id for r in partner.requests[:sent_before]}
+    for request in partner.requests[sent_before:]:
+        plate = request.json()["data"]["plate"]
+        assert plate == "XYZ9A88" or first_ids[plate] == request.webhook_id
+    page = await (await client.get("/api/v1/deliveries?limit=50", headers=auth())).json()
+    # Those still on their schedule keep their retry times: none is dead any longer.
+    assert {d["status"] for d in page["items"]} == {"succeeded", "pending"}
+    replayed = {d["id"] for d in page["items"] if d.get("replayed_at")}
+    assert replayed == {d["id"] for d in dead["items"]}
+    stored = await services.store.partners.get("acme", partner_doc["id"])
+    assert stored is not None and "failing_since" not in stored
+
+
+async def test_two_processes_answered_at_once_replay_the_outages_dead_deliveries_once(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """A delivery dies of 503s (0 5 5 s); the partner comes back and two gateway processes'
+    proxy calls are answered at once: each reads the outage and replays it before either
+    clears `failing_since` (held at a barrier), and the dead delivery is replayed once."""
+    client = await aiohttp_client(make_app())
+    other = await aiohttp_client(make_app())  # a second gateway process, same database
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    client.app[services_key].guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
+    partner_doc = await _setup(
+        client, partner, partner_fields={}, action={"retry_schedule": [5, 5]}
+    )
+    api = await create_action(
+        client, partner_doc["id"], name="hr", mode="proxy", method="GET", path="/api/condutor"
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    counts = await worker.run_until_idle()
+    for _ in range(2):
+        clock.advance(5.1)
+        counts += await worker.run_until_idle()
+    assert counts == Counter(retry=2, dead=1)
+    barrier = asyncio.Barrier(2)
+    replays: list[int] = []
+    for app in (client.app, other.app):
+        store = app[services_key].store
+        note_success, replay_outage = store.partners.note_success, store.deliveries.replay_outage
+
+        async def replay(*args: Any, _real: Any = replay_outage, **kw: Any) -> int:
+            replays.append(await _real(*args, **kw))
+            return replays[-1]
+
+        async def at_once(*args: Any, _real: Any = note_success, **kw: Any) -> None:
+            await barrier.wait()  # both read the outage, and replayed it, before either clears
+            await _real(*args, **kw)
+
+        store.deliveries.replay_outage = replay  # type: ignore[method-assign]
+        store.partners.note_success = at_once  # type: ignore[method-assign]
+    partner.respond_with(200, {"condutor": "Ana"}, delay=30)  # until `release`
+    before = len(partner.requests)
+    invoke = f"/api/v1/actions/{api['id']}/invoke"
+    calls = [
+        asyncio.create_task(c.post(invoke, headers=auth(), json={"payload": {}}))
+        for c in (client, other)
+    ]
+    await partner.wait_for(before + 2)
+    partner.release.set()
+    answered = [(await call).status for call in calls]
+    partner.respond_with(200, {})
+    sent = await worker.run_until_idle()
+
+    assert answered == [200, 200]
+    assert sorted(replays) == [0, 1] and sent == Counter(succeeded=1)
+    posts = [r for r in partner.requests[before:] if r.method == "POST"]
+    assert [r.json()["data"]["plate"] for r in posts] == ["ABC1D23"]
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert [(d["status"], d["attempt_count"]) for d in page["items"]] == [("succeeded", 4)]
+
+
+async def test_an_outage_end_cut_short_before_failing_since_is_cleared_is_replayed_by_the_next(
+    client: Client, partner: Partner
+) -> None:
+    """The database fails the write that clears `failing_since`, after the outage's dead
+    delivery was replayed: the partner is still failing as stored, and the next answer ends
+    the outage again, replaying nothing twice (the delivery is sent once)."""
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    client.app[services_key].guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
+    partner_doc = await _setup(client, partner, partner_fields={}, action={"retry_schedule": []})
+    api = await create_action(
+        client, partner_doc["id"], name="hr", mode="proxy", method="GET", path="/api/condutor"
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    assert await worker.run_until_idle() == Counter(dead=1)
+    store = client.app[services_key].store
+    note_success, replay_outage = store.partners.note_success, store.deliveries.replay_outage
+    failures = [StoreUnavailable("the database does not answer")]
+    replays: list[int] = []
+
+    async def failing_once(*args: Any, **kw: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await note_success(*args, **kw)
+
+    async def counted(*args: Any, **kw: Any) -> int:
+        replays.append(await replay_outage(*args, **kw))
+        return replays[-1]
+
+    store.partners.note_success = failing_once  # type: ignore[method-assign]
+    store.deliveries.replay_outage = counted  # type: ignore[method-assign]
+    partner.respond_with(200, {})
+    invoke = f"/api/v1/actions/{api['id']}/invoke"
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status == 200
+    cut_short = await store.partners.get("acme", partner_doc["id"])
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status == 200
+    ended = await store.partners.get("acme", partner_doc["id"])
+    sent = await worker.run_until_idle()
+
+    assert cut_short is not None and cut_short.get("failing_since") is not None
+    assert ended is not None and "failing_since" not in ended
+    assert replays == [1, 0] and sent == Counter(succeeded=1)
+    posts = [r.json()["data"]["plate"] for r in partner.requests if r.method == "POST"]
+    assert posts == ["ABC1D23", "ABC1D23"]
+
+
+async def test_a_delivery_its_partner_fails_alone_is_replayed_once_by_the_outage_it_ends_with(
+    client: Client, partner: Partner
+) -> None:
+    """The partner answers 500 to one payload (it crashes its handler) and answers its API:
+    that delivery's last failure begins an outage, which the next answer ends: replayed once
+    (it might have been the outage's), not each time its schedule is spent."""
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _setup(client, partner, partner_fields={}, action={"retry_schedule": [5]})
+    api = await create_action(
+        client, partner_doc["id"], name="hr", mode="proxy", method="GET", path="/api/condutor"
+    )
+    partner.reject_bodies_with(b"XYZ9Z99", 500)
+    await _vehicles(client, "XYZ9Z99")
+    invoke = f"/api/v1/actions/{api['id']}/invoke"
+    results = []
+    for _ in range(6):
+        results.append(await worker.run_until_idle())
+        assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status == 200
+        clock.advance(5.1)
+
+    assert results[:4] == [Counter(retry=1), Counter(dead=1), Counter(retry=1), Counter(dead=1)]
+    assert results[4:] == [Counter(), Counter()]
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert [(d["status"], d["attempt_count"]) for d in page["items"]] == [("dead", 4)]
+
+
+async def test_a_newer_mileage_that_ends_the_outage_outdates_the_older_one_it_killed(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """An ordered vehicle's odometer 100 died in the outage; its 200 is the answer that ends
+    it. The replayed 100 is not sent after 200 (mileage never goes back, SPEC §5): it is
+    outdated by the newer version the ERP took (`suppressed`), as its line does for a
+    delivery sent late; an admin's replay of it would still be sent."""
+    client = await aiohttp_client(make_app())
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_id = await _ordered_outage(client, partner, worker, clock, disabled=False)
+    before = len(partner.requests)
+    partner.respond_with(200, {})
+    for _ in range(3):
+        clock.advance(5.1)
+        await worker.run_until_idle()
+
+    assert _kms(partner.requests[before:]) == [200]
+    assert await _partner_status(client, partner_id) == "active"
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    statuses = sorted((d["status"], d.get("replayed_at") is not None) for d in page["items"])
+    assert statuses == [("succeeded", False), ("suppressed", True)]
+
+
+async def test_an_answer_to_another_call_ending_the_outage_sends_an_ordered_entitys_dead_first(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """The outage ends at a proxy call's answer: the dead 100 is replayed, and the 200 due
+    after it waits behind it in its line."""
+    client = await aiohttp_client(make_app())
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_id = await _ordered_outage(client, partner, worker, clock, disabled=False)
+    api = await create_action(
+        client, partner_id, name="hr", mode="proxy", method="GET", path="/api/condutor"
+    )
+    before = len(partner.requests)
+    partner.respond_with(200, {})
+    invoke = f"/api/v1/actions/{api['id']}/invoke"
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status == 200
+    for _ in range(3):
+        clock.advance(5.1)
+        await worker.run_until_idle()
+
+    assert _kms(partner.requests[before:]) == [100, 200]
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert {d["status"] for d in page["items"]} == {"succeeded"}
 
 
 async def test_a_delivery_its_partner_always_rejects_does_not_keep_the_partner_disabled(
@@ -1050,13 +1289,20 @@ async def test_a_probe_passes_over_an_ordered_entity_whose_first_delivery_just_f
 
 
 async def _ordered_outage(
-    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+    client: Client,
+    partner: Partner,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    *,
+    disabled: bool = True,
 ) -> str:
     """An ordered vehicle's odometer 100 goes dead (its schedule, 0 5 5 s, spent on 503s);
     its 200, 400 s in, fails past `disable_after_hours` (360 s): the partner is disabled, 200
-    pending behind a dead 100."""
+    pending behind a dead 100 (`disabled` False: the default 72 h, the partner stays active
+    and failing, 200 due again in 5 s)."""
     client.app[services_key].guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
-    partner_doc = await create_partner(client, partner.url, disable_after_hours=0.1)
+    hours = {"disable_after_hours": 0.1} if disabled else {}
+    partner_doc = await create_partner(client, partner.url, **hours)
     action = await create_action(client, partner_doc["id"], ordered=True, retry_schedule=[5, 5])
     await create_subscription(client, action["id"])
     partner.respond_with(503, {})
@@ -1072,7 +1318,8 @@ async def _ordered_outage(
     assert (await client.patch(where, headers=auth(), json={"odometer_km": 200})).status == 200
     await client.app[services_key].relay.run_until_idle()
     await worker.run_until_idle()
-    assert await _partner_status(client, partner_doc["id"]) == "disabled"
+    status = await _partner_status(client, partner_doc["id"])
+    assert status == ("disabled" if disabled else "active")
     return str(partner_doc["id"])
 
 

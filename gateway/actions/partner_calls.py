@@ -15,14 +15,25 @@ Failures are counted where a partner is disabled for them, by the delivery worke
 `failing_since` though the catalog's copy of the partner (kept up to 2 s) does not show it
 yet. An answer writes only when the partner is failing as far as this process knows: once
 per failure, not once per call.
+
+The answer that ends an active partner's outage replays the deliveries to it that went
+`dead` during it (`DeliveryStore.replay_outage`, as a disabled partner's recovery does),
+then clears `failing_since`, the last write: a crash or a database failure between leaves it
+set, and the next answer (of any process) replays again, each delivery once per outage. Two
+processes answered at once replay them once (each reopens only what is still dead). Until
+2026-12-07 only a recovery from being disabled replayed: a partner back within its
+`disable_after_hours` (an ERP down over a long weekend, 28 to 72 h: the default schedule is
+spent after ~27.6 h) kept the outage's dead deliveries dead until someone replayed them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from gateway.actions.catalog import Action, Partner
+from gateway.clock import utcnow
 from gateway.errors import StoreUnavailable
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import OutboundRequest, Outcome, Sender
@@ -41,6 +52,7 @@ class PartnerCalls:
         # partner → the `failing_since` an answer cleared: the catalog's copy still shows it
         # for up to its ttl, and the calls then answered write nothing more.
         self._cleared: dict[str, datetime] = {}
+        self.clock: Callable[[], datetime] = utcnow
 
     async def send(
         self, partner: Partner, request: OutboundRequest, *, action: Action | None = None
@@ -85,8 +97,34 @@ class PartnerCalls:
         if since is not None:
             self._cleared[partner.id] = since
         try:
-            await self._store.partners.note_success(partner.tenant, partner.id)
+            await self._end_outage(partner)
         except StoreUnavailable as exc:
             self._failed.add(partner.id)
             self._cleared.pop(partner.id, None)
             log.warning("partner %s answered; not noted: %s", partner.id, exc.detail)
+
+    async def _end_outage(self, partner: Partner) -> None:
+        """Its outage as stored (the catalog's copy may not show it yet) over: its dead
+        deliveries replayed (read only if one died during it, `dead_at`, the partner's mark
+        written before a delivery is `dead`: a partner whose webhook route fails while its
+        API answers ends an outage at each answer), then its `failing_since` cleared, that
+        one alone (a new outage another process saw begin since is left). Not a disabled
+        one's (its probe recovers it)."""
+        stored = await self._store.partners.get(partner.tenant, partner.id)
+        since = stored.get("failing_since") if stored is not None else None
+        if stored is None or not isinstance(since, datetime) or stored.get("status") == "disabled":
+            return
+        replayed = 0
+        dead_at = stored.get("dead_at")
+        if isinstance(dead_at, datetime) and dead_at >= since:  # else none died: no read
+            deliveries = self._store.deliveries
+            replayed = await deliveries.replay_outage(partner.id, since, self.clock(), active=True)
+        await self._store.partners.note_success(partner.tenant, partner.id, failing_since=since)
+        if replayed:
+            log.warning(
+                "partner %s answers again: its outage since %s ended; %d deliveries that went "
+                "dead during it replayed",
+                partner.id,
+                since.isoformat(),
+                replayed,
+            )

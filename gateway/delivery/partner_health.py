@@ -53,12 +53,15 @@ class PartnerHealth:
     def probe_seconds(self) -> float:
         return self._probe_seconds
 
-    async def failed(self, partner: Partner, now: datetime) -> None:
+    async def failed(self, partner: Partner, now: datetime, *, dying: bool = False) -> None:
         """Count a delivery's retryable failure against the partner (its answers, to any call,
         are counted as they come: `PartnerCalls`); disabled once it has been failing for
         longer than its `disable_after_hours`, unless an answer ended that failing between
-        the read and the disable (`PartnerStore.disable` checks the `failing_since` read)."""
-        doc = await self._store.partners.note_failure(partner.tenant, partner.id, now)
+        the read and the disable (`PartnerStore.disable` checks the `failing_since` read).
+        `dying`: the failure spent the delivery's schedule (noted before it is `dead`: the
+        answer that ends the outage replays what died during it, `PartnerCalls`)."""
+        partners = self._store.partners
+        doc = await partners.note_failure(partner.tenant, partner.id, now, dying=dying)
         self._calls.failing(partner.id)  # its next answer clears what was just written
         since: datetime | None = doc.get("failing_since") if doc else None
         if (

@@ -87,7 +87,9 @@ class DeliveryRecorder:
             # `failing_since`: the outage's start says which dead deliveries are replayed.
             await self._health.enable(partner, now)
         if outcome.sent and verdict is Verdict.RETRY and not again:
-            await self._health.failed(partner, now)  # an answer was counted as it came
+            # An answer was counted as it came. A schedule this spends is noted first.
+            spent = not probe and doc.get("attempt_count", 0) >= len(action.retry_schedule)
+            await self._health.failed(partner, now, dying=spent)
         attempt = _attempt(doc, outcome, now, probe, request_summary(request, partner))
         if probe:
             if verdict is Verdict.RETRY:

@@ -611,7 +611,9 @@ class DeliveryWorker:
         the partner already took is not sent (`suppressed`, which wakes the next): a call
         made late (its run resumed after its runner died, or run beside a newer one) would
         replace the newer state. An occurrence is never outdated (`hands_over_state`), nor
-        is an admin's replay."""
+        is an admin's replay; a recovery's is (`recovered_at`): the answer that ended its
+        partner's outage may be a newer delivery of its entity's (SPEC §5: an ERP never sees
+        mileage go backwards)."""
         deliveries = self._store.deliveries
         blocker = await self._blocker(doc, token)
         if blocker is not None and blocker["status"] == DeliveryStatus.SUCCEEDED.value:
@@ -642,8 +644,9 @@ class DeliveryWorker:
         order_key, seq = doc["order_key"], doc["seq"]
         earlier = await deliveries.earlier_open(order_key, seq)
         newer = newer_than(seq)
-        # A replay, or an occurrence: what went after it replaces nothing.
-        if earlier is not None or newer is None or "replayed_at" in doc:
+        # An admin's replay, or an occurrence: what went after it replaces nothing.
+        by_hand = "replayed_at" in doc and "recovered_at" not in doc
+        if earlier is not None or newer is None or by_hand:
             return earlier
         if not hands_over_state(doc):
             return None

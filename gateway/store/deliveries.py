@@ -522,18 +522,28 @@ class DeliveryStore:
         await self.recovered(partner_id, now)
         return replayed
 
-    async def replay_outage(self, partner_id: str, failing_since: Any, now: datetime) -> int:
-        """The deliveries to a disabled partner that went `dead` since it began failing (their
+    async def replay_outage(
+        self, partner_id: str, failing_since: Any, now: datetime, *, active: bool = False
+    ) -> int:
+        """The deliveries to a partner that went `dead` since it began failing (their
         schedule spent on retryable failures: a refusal is `failed`) replayed, as an admin's
-        replay would (same webhook-id, a fresh schedule, `replayed_at`). Run when it
-        recovers (its probe answered, an admin re-enables it), while it is still disabled:
-        a replayed delivery is open when a worker judges its entity's order (`earlier_open`)
-        once the partner is active, so nothing newer of its entity goes first (SPEC §5). A
-        delivery a recovery of this outage replayed already (one racing this one: an admin's
-        re-enable read while the partner was disabled, then its probe's; `recovered_from`)
-        and dead again is left dead: once per outage (one an admin replayed by hand is
-        replayed as any other). Read through `by_partner`. How many were
-        replayed."""
+        replay would (same webhook-id, a fresh schedule, `replayed_at`), marked as a
+        recovery's (`recovered_from`: the outage's start; `recovered_at`, which an admin's
+        replay removes: its line may outdate it, `worker._in_line`). Run when a disabled
+        partner recovers (its probe answered, an admin re-enables it), while it is still
+        disabled: a replayed delivery is open when a worker judges its entity's order
+        (`earlier_open`) once the partner is active, so nothing newer of its entity goes
+        first (SPEC §5). And when an active partner's outage ends (`active`: an answer to any
+        call, `PartnerCalls`), before its `failing_since` is cleared: a crash between leaves
+        it for the next answer to replay. A delivery a recovery of this outage replayed
+        already (one racing this one: an admin's re-enable read while the partner was
+        disabled, then its probe's; two processes' answers; `recovered_from`) and dead
+        again is left dead: once per outage (one an admin replayed by hand is replayed as
+        any other). At an active partner's outage's end, one any recovery replayed before is
+        left dead too: a delivery the partner fails alone (a payload that crashes its
+        handler) starts an outage with its last failure, which the next answer to another
+        call ends; it is replayed once, not each time its schedule is spent. Read through
+        `by_partner`. How many were replayed."""
         if not isinstance(failing_since, datetime):
             return 0
         with translate_errors():
@@ -543,13 +553,13 @@ class DeliveryStore:
                     {"partner_id": partner_id, "status": _DEAD},
                     {"final_at": 1, "kind": 1, "recovered_from": 1},
                 )
-                if _outage_dead(doc, failing_since)
+                if _outage_dead(doc, failing_since) and not (active and "recovered_from" in doc)
             ]
             if not dead:
                 return 0
             result = await self._c.update_many(
                 {"_id": {"$in": dead}, "status": _DEAD},
-                _reopened(now, recovered_from=failing_since),
+                _reopened(now, recovered_from=failing_since, recovered_at=now),
             )
         return result.modified_count
 
@@ -859,7 +869,12 @@ def unsendable_attempt(doc: Doc, now: datetime, reason: str) -> Doc:
 def _reopened(now: datetime, **marks: Any) -> Doc:
     """The update that replays a delivery (an admin's replay, a recovery's): pending now,
     with a fresh schedule (`attempt_count`, the schedule's place, back to 0; its attempt
-    history and `attempts_made` kept), `replayed_at` and `marks` set."""
+    history and `attempts_made` kept), `replayed_at` and `marks` set. An admin's (no
+    `recovered_at` among the marks) unsets a recovery's `recovered_at`: its line does not
+    outdate it (`worker._in_line`)."""
+    unset = {"final_at": "", "waiting_for": "", "probe_failed_at": ""}
+    if "recovered_at" not in marks:
+        unset["recovered_at"] = ""
     return {
         "$set": {
             "status": PENDING,
@@ -869,7 +884,7 @@ def _reopened(now: datetime, **marks: Any) -> Doc:
             "replayed_at": now,
             **marks,
         },
-        "$unset": {"final_at": "", "waiting_for": "", "probe_failed_at": ""},
+        "$unset": unset,
     }
 
 

@@ -2,9 +2,11 @@
 
 A partner is `{_id, tenant, name, base_url, auth_type, auth_sealed, secrets_sealed?,
 secret_names, timeout_seconds, max_concurrency, rate_limit?, disable_after_hours?, status,
-failing_since?, disabled_at?, probe_at?, rev, created_at, updated_at}`. Credentials are only
-ever stored sealed (SecretBox, context `partner:<id>:auth`); this module never sees them in
-clear. `status` is `active` or `disabled` (failing for longer than `disable_after_hours`).
+failing_since?, dead_at?, disabled_at?, probe_at?, rev, created_at, updated_at}`.
+Credentials are only ever stored sealed (SecretBox, context `partner:<id>:auth`); this module
+never sees them in clear. `status` is `active` or `disabled` (failing for longer than
+`disable_after_hours`). `dead_at`: the last time a retryable failure spent the schedule of a
+delivery to it (an outage that ends replays its dead deliveries only if one died during it).
 """
 
 from __future__ import annotations
@@ -30,20 +32,32 @@ INDEXES = [
 class PartnerStore(TenantResources):
     # -- health: written by every process, as it calls the partner ---------------------------
 
-    async def note_failure(self, tenant: str, partner_id: str, now: datetime) -> Doc | None:
-        """Remember when the partner started failing (the earliest report wins)."""
+    async def note_failure(
+        self, tenant: str, partner_id: str, now: datetime, *, dying: bool = False
+    ) -> Doc | None:
+        """Remember when the partner started failing (the earliest report wins); `dying`: the
+        failure spent a delivery's schedule (`dead_at`, the latest: whether an outage that
+        ends killed any, before a delivery is written `dead`)."""
+        update: Doc = {"$min": {"failing_since": now}}
+        if dying:
+            update["$max"] = {"dead_at": now}
         with translate_errors():
             return await self._c.find_one_and_update(
                 scoped(tenant, {"_id": ObjectId(partner_id)}),
-                {"$min": {"failing_since": now}},
+                update,
                 return_document=ReturnDocument.AFTER,
             )
 
-    async def note_success(self, tenant: str, partner_id: str) -> None:
-        """The partner answered a call: no longer failing. Not while it is disabled: its
-        `failing_since` then says since when its recovery replays (`enable`), and an answer
-        to a call let through just before it was disabled must not erase it."""
-        query = {"_id": ObjectId(partner_id), "failing_since": {"$exists": True}}
+    async def note_success(
+        self, tenant: str, partner_id: str, *, failing_since: datetime | None = None
+    ) -> None:
+        """The partner answered a call: no longer failing (since `failing_since`, when given:
+        the outage whose dead deliveries were replayed, not one begun after another process
+        ended it). Not while it is disabled: its `failing_since` then says since when its
+        recovery replays (`enable`), and an answer to a call let through just before it was
+        disabled must not erase it."""
+        since = {"$exists": True} if failing_since is None else failing_since
+        query = {"_id": ObjectId(partner_id), "failing_since": since}
         with translate_errors():
             await self._c.update_one(
                 scoped(tenant, {**query, "status": {"$ne": "disabled"}}),
