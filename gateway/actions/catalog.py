@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from gateway.actions.flow_secrets import FlowSecrets
+from gateway.actions.signing import SigningSecrets
 from gateway.actions.xml_body import XmlBody, compile_xml_body
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.clock import utcnow
@@ -208,6 +210,7 @@ class Catalog:
         self._cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
         self._auth: dict[str, tuple[int, PartnerAuth]] = {}
         self._xml: dict[str, tuple[int, XmlBody]] = {}
+        self.flow_secrets = FlowSecrets(store, box)
 
     def _now(self) -> float:
         return self.clock()
@@ -239,6 +242,14 @@ class Catalog:
             "subscription", tenant, subscription_id, self._load_subscription
         )
         return sub
+
+    async def flow_signer(self, tenant: str, flow: str) -> SigningSecrets:
+        """The secrets a flow's `call` deliveries are signed with (`flow_secrets.py`)."""
+        signer: SigningSecrets = await self._cached("flow", tenant, flow, self._load_flow_signer)
+        return signer
+
+    async def _load_flow_signer(self, tenant: str, flow: str) -> SigningSecrets:
+        return await self.flow_secrets.signing(tenant, flow, utcnow())
 
     async def _cached(self, kind: str, tenant: str, rid: str, load: Any) -> Any:
         # Cached by the id as stored: a URL may spell it in upper case, and `forget` must

@@ -7,22 +7,16 @@ module in clear, except in the answer that creates or rotates one (shown once).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import timedelta
 from typing import Any
 
 from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog, subscription_context
 from gateway.actions.filters import compile_filter, event_type_problem
+from gateway.actions.signing import new_entry, rotated
 from gateway.auth.secretbox import SecretBox
-from gateway.auth.webhook_signature import generate_secret
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.store import Doc, Store, new_id
-
-ROTATION_GRACE = timedelta(hours=24)
-ROTATED_KEPT = 5
-"""Secrets rotated out that still sign, each for ROTATION_GRACE after its own rotation: a
-delivery carries at most this many signatures besides the current secret's."""
 
 
 def public_subscription(doc: Doc) -> dict[str, Any]:
@@ -62,14 +56,14 @@ class SubscriptionUseCases:
     async def create_subscription(self, tenant: str, body: Mapping[str, Any]) -> tuple[Doc, str]:
         """The stored subscription and its signing secret (shown this once)."""
         fields = await self._subscription_fields(tenant, body, creating=True)
-        oid, now, secret = new_id(), as_stored(utcnow()), generate_secret()
-        sealed = self._box.seal(secret, context=subscription_context(str(oid)))
+        oid, now = new_id(), as_stored(utcnow())
+        entry, secret = new_entry(self._box, subscription_context(str(oid)), now)
         doc: Doc = {
             "_id": oid,
             "tenant": tenant,
             **fields,
             "status": "active",
-            "secrets": [{"sealed": sealed, "created_at": now}],
+            "secrets": [entry],
             "rev": 1,
             "created_at": now,
             "updated_at": now,
@@ -113,8 +107,8 @@ class SubscriptionUseCases:
     async def rotate_secret(
         self, tenant: str, subscription_id: str, *, shown: str | None = None
     ) -> tuple[Doc, str]:
-        """A new signing secret; each one rotated out keeps signing for ROTATION_GRACE after
-        its own rotation (every such signature is sent), the newest ROTATED_KEPT of them: a
+        """A new signing secret; each one rotated out keeps signing for 24 h after
+        its own rotation (every such signature is sent), the newest 5 of them (`signing.rotated`): a
         second rotation within the day does not cut the first one's grace, which a receiver
         still on the first secret was promised. `shown`: the `secret_revision` of the page
         asking; a `Conflict`, nothing changed, when the secret was rotated since."""
@@ -125,15 +119,10 @@ class SubscriptionUseCases:
                 "admin): no new secret was made; look at the subscription again before rotating"
             )
         subscription_id = str(current["_id"])  # the secret is sealed to the id as stored
-        now, secret = utcnow(), generate_secret()
-        sealed = self._box.seal(secret, context=subscription_context(subscription_id))
-        previous = [
-            {**s, "expires_at": s.get("expires_at") or now + ROTATION_GRACE}
-            for s in current["secrets"]
-            if s.get("expires_at") is None or s["expires_at"] > now
-        ][:ROTATED_KEPT]
+        now = utcnow()
+        entry, secret = new_entry(self._box, subscription_context(subscription_id), now)
         fields = {
-            "secrets": [{"sealed": sealed, "created_at": now}, *previous],
+            "secrets": rotated(current["secrets"], entry, now),
             "secret_rotated_at": now,
             "updated_at": now,
         }

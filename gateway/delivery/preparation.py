@@ -2,11 +2,13 @@
 delivery → its action and partner (`resolve_target`) → the request to send
 (`delivery_request`), the action's request mapping applied.
 
-Two kinds call actions, and differ only in what the mapping sees and who signs:
+Two kinds call actions, and differ only in what the mapping sees and whose secrets sign
+(Standard Webhooks headers, both; the partner's own auth applies besides):
     webhook    the event (`{"event", "entity", "tenant"}`, the entity as a proxy call's),
-               signed with the subscription's secrets (Standard Webhooks)
-    flow_call  the flow run's context as the `call` step saw it (stored on the delivery);
-               no subscription, so no signature: the partner's own auth applies
+               signed with the subscription's secrets
+    flow_call  the flow run's context as the `call` step saw it (stored on the delivery),
+               signed with the flow's secrets (`actions/flow_secrets.py`), and carrying the
+               delivery id as `Idempotency-Key` too
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.actions.catalog import Action, Catalog, Partner, Subscription, build_request
+from gateway.actions.signing import SigningSecrets
 from gateway.clock import utc_timestamp
 from gateway.entities import as_mapped
 from gateway.errors import NotFound
@@ -37,7 +40,14 @@ class Unsendable(Exception):
 class Target:
     action: Action
     partner: Partner
-    subscription: Subscription | None  # a webhook's: it signs the request
+    subscription: Subscription | None  # a webhook's
+    signer: Subscription | SigningSecrets  # whose secrets sign the request
+
+
+def flow_of(doc: Doc) -> str:
+    """The flow whose `call` queued a delivery: its run's id is `<event id>:<flow name>`, and
+    a flow's name holds no colon."""
+    return str(doc["run_id"]).rpartition(":")[2]
 
 
 async def resolve_target(doc: Doc, catalog: Catalog) -> Target:
@@ -46,17 +56,19 @@ async def resolve_target(doc: Doc, catalog: Catalog) -> Target:
     tenant = doc["tenant"]
     try:
         sub = None
+        signer: Subscription | SigningSecrets
         if doc.get("kind", DeliveryKind.WEBHOOK) == DeliveryKind.WEBHOOK:
-            sub = await catalog.subscription(tenant, doc["subscription_id"])
+            sub = signer = await catalog.subscription(tenant, doc["subscription_id"])
             action = await catalog.action(tenant, sub.action_id)
         else:
             action = await catalog.action(tenant, doc["action_id"])
+            signer = await catalog.flow_signer(tenant, flow_of(doc))
         partner = await catalog.partner(tenant, action.partner_id)
     except NotFound as exc:
         raise Unsendable(f"{exc.detail}: it was deleted") from None
     if sub is not None and sub.status != "active":
         raise Unsendable("the subscription is disabled")
-    return Target(action, partner, sub)
+    return Target(action, partner, sub, signer)
 
 
 async def delivery_request(
@@ -86,8 +98,8 @@ async def delivery_request(
         timeout=max(min(partner.timeout, remaining), 0.1),
     )
     if target.subscription is None:
-        return _with_idempotency_key(request, str(doc["_id"]))
-    secrets = target.subscription.signing_secrets(clock())
+        request = _with_idempotency_key(request, str(doc["_id"]))
+    secrets = target.signer.signing_secrets(clock())
 
     def sign(sent: bytes) -> Mapping[str, str]:
         # The exact bytes sent, signed as they go (the sender may still set credentials in
@@ -98,9 +110,10 @@ async def delivery_request(
 
 
 def _with_idempotency_key(request: OutboundRequest, delivery_id: str) -> OutboundRequest:
-    """A call without a webhook-id (a flow's) carries the delivery id as `Idempotency-Key`,
-    the same on every attempt: a retry after a timeout whose request did arrive (at least
-    once) is one the partner can drop. A key the action's mapping sets is kept."""
+    """A flow's call carries the delivery id as `Idempotency-Key` besides its `webhook-id`
+    (it did before it was signed: a partner may read either), the same on every attempt: a
+    retry after a timeout whose request did arrive (at least once) is one the partner can
+    drop. A key the action's mapping sets is kept."""
     if any(name.lower() == "idempotency-key" for name in request.headers):
         return request
     return replace(request, headers={**request.headers, "Idempotency-Key": delivery_id})

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.actions.catalog import Catalog
 from gateway.clock import utcnow
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.flows.compiler import check_flow, load_flow, what_failed
@@ -54,6 +55,8 @@ class FlowVersion:
     author: str
     created_at: datetime
     created: bool = False
+    # The flow's signing secret, on the upload that gave the flow its first (shown once).
+    secret: str | None = None
 
     def as_dict(self, *, source: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -71,8 +74,9 @@ class FlowVersion:
 
 
 class FlowService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, catalog: Catalog) -> None:
         self._store = store
+        self._catalog = catalog
         self._flows = store.notify.flows
         self._compiled: OrderedDict[tuple[str, str, int], CompiledFlow] = OrderedDict()
         self.revision = 0
@@ -143,7 +147,8 @@ class FlowService:
         filename: str | None = None,
     ) -> FlowVersion:
         """A new version (active unless `activate=False`); the same text as the latest version
-        returns that version (activated when asked)."""
+        returns that version (activated when asked). A flow without a signing secret is given
+        one, in the answer (`secret`) this once."""
         flow = await self.compile(tenant, text, filename=filename)
         version, created = await self._versions.add(
             tenant,
@@ -156,7 +161,16 @@ class FlowService:
         )
         if created:
             self._compiled[(tenant, flow.name, version)] = flow
-        return replace(await self.get(tenant, flow.name, version), created=created)
+        secret = await self._catalog.flow_secrets.issue(tenant, flow.name)
+        found = await self.get(tenant, flow.name, version)
+        return replace(found, created=created, secret=secret)
+
+    async def rotate_secret(self, tenant: str, name: str) -> dict[str, Any]:
+        """A new signing secret for the flow's calls, `{name, secret, secret_rotated_at}`
+        (`FlowSecrets.rotate`): the secret shown this once."""
+        rotated = await self._catalog.flow_secrets.rotate(tenant, name)
+        self._catalog.forget(name)
+        return rotated
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> FlowVersion:
         return await self._versions.get(tenant, name, version)

@@ -77,7 +77,7 @@ def assemble_notify(
     templates = TemplateService(store.notify.templates)
     assignments = AssignmentService(store.notify.assignments, entities)
     notify_settings = SettingsService(store.notify.settings, store.deliveries)
-    flows = FlowService(store)
+    flows = FlowService(store, catalog)
     channels.users = _users_of(flows, "channel")
     templates.users = _users_of(flows, "template")
     composer = MessageComposer(channels, templates, RecipientResolver(entities, assignments))

@@ -69,6 +69,34 @@ class FlowStore(MappingStore):
                 head = await self.head(tenant, name)
         return head
 
+    async def signing_head(self, tenant: str, name: str) -> Doc | None:
+        """The flow's head with its `signing`, listed or a deleted flow's tombstone."""
+        with translate_errors():
+            found: Doc | None = await self._heads.find_one(
+                scoped(tenant, {"name": name}), {"_id": 1, "signing": 1}
+            )
+        return found
+
+    async def set_signing(
+        self, tenant: str, name: str, signing: Doc, *, rev: int | None, listed: bool
+    ) -> Doc | None:
+        """`signing` stored only over the one of revision `rev` (None: only where there is
+        none), on a listed flow when `listed`; the head after, or None when none matched."""
+        query: Doc = {"name": name}
+        if rev is None:
+            query["signing"] = {"$exists": False}
+        else:
+            query["signing.rev"] = rev
+        if listed:
+            query.update(deleted={"$ne": True}, direction=DIRECTION)
+        with translate_errors():
+            head: Doc | None = await self._heads.find_one_and_update(
+                scoped(tenant, query),
+                {"$set": {"signing": signing}},
+                return_document=ReturnDocument.AFTER,
+            )
+        return head
+
     async def delete(self, tenant: str, name: str) -> bool:
         """As a mapping's; a flow uploaded again under the name is not paused."""
         deleted = await super().delete(tenant, name)

@@ -4,7 +4,8 @@ key (`gateway reseal`, step 3 of rotating GATEWAY_SECRET_KEY: docs/security.md).
 - `partners`: `auth_sealed`, `secrets_sealed` (a partner's credentials and named secrets);
 - `channels`: `smtp_sealed` (an e-mail channel's SMTP password);
 - `subscriptions`: `secrets[].sealed` (signing secrets, the current and a rotated-out one);
-- `triggers`: `auth.secrets[].sealed` (the secrets of triggers that require signed bodies).
+- `triggers`: `auth.secrets[].sealed` (the secrets of triggers that require signed bodies);
+- `flow_heads`: `signing.secrets[].sealed` (a flow's signing secrets, its calls').
 
 Each document is written back only where its sealed values are still the ones read (compare
 and set), so a secret an admin replaced meanwhile is never overwritten with the old one.
@@ -20,7 +21,11 @@ from gateway.formats import at_path
 from gateway.store.client import Database, translate_errors
 
 FIELDS: Final = {"partners": ("auth_sealed", "secrets_sealed"), "channels": ("smtp_sealed",)}
-LISTS: Final = {"subscriptions": "secrets", "triggers": "auth.secrets"}
+LISTS: Final = {
+    "subscriptions": "secrets",
+    "triggers": "auth.secrets",
+    "flow_heads": "signing.secrets",
+}
 
 Renew = Callable[[str], str | None]
 """A sealed value sealed again under the current key: the same value when it already is,

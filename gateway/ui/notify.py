@@ -60,8 +60,18 @@ async def upload_flow(request: web.Request) -> web.Response:
         )
     except InvalidPayload as exc:
         return await list_flows(request, Form(values).refuse(exc, ("source",)))
+    if version.secret is not None:  # the flow's first signing secret: shown this once
+        context = {"name": version.name, "secret": version.secret, "said": "flows.uploaded"}
+        return render(request, "notify/flow_secret.html", context, status=201)
     flash = "flows.uploaded" if version.created else "flows.unchanged"
     return redirect(f"/admin/flows/{version.name}", flash=flash)
+
+
+async def rotate_flow_secret(request: web.Request) -> web.Response:
+    rotated = await services_of(request).notify.flows.rotate_secret(
+        tenant_of(request), _name(request)
+    )
+    return render(request, "notify/flow_secret.html", {**rotated, "said": None})
 
 
 async def flow_page(

@@ -119,6 +119,7 @@ def add_ui_routes(ui: web.Application) -> None:
                 web.post("/flows/{name}/pause", notify.pause_flow),
                 web.post("/flows/{name}/resume", notify.resume_flow),
                 web.post("/flows/{name}/delete", notify.delete_flow),
+                web.post("/flows/{name}/rotate-secret", notify.rotate_flow_secret),
                 web.get("/flows/{name}/runs", flow_runs.list_flow_runs),
                 web.get("/flow-runs/{id}", flow_runs.flow_run_page),
                 web.post("/flow-runs/{id}/replay", flow_runs.replay_flow_run),

@@ -46,6 +46,28 @@ _VERSION: dict[str, Any] = {
         "document": {"type": "object"},
     },
 }
+_UPLOADED: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **{k: v for k, v in _VERSION["properties"].items() if k not in ("source", "document")},
+        "created": {"type": "boolean", "description": "false: the same text as a version stored"},
+        "secret": {
+            "type": "string",
+            "pattern": "^whsec_",
+            "description": "the flow's signing secret (Standard Webhooks), on the upload that "
+            "gave the flow its first, shown this once: its `call` requests are signed with it",
+        },
+    },
+}
+_ROTATED: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "secret", "secret_rotated_at"],
+    "properties": {
+        "name": {"type": "string"},
+        "secret": {"type": "string", "pattern": "^whsec_", "description": "shown this once"},
+        "secret_rotated_at": {"type": "string", "format": "date-time"},
+    },
+}
 _UPLOAD: dict[str, Any] = {
     "type": "object",
     "description": "The flow document (schemas/flow.schema.json); also as YAML "
@@ -140,7 +162,7 @@ def _name(request: web.Request) -> str:
     "Upload a flow (a new version)",
     tag="flows",
     request=_UPLOAD,
-    response=_VERSION,
+    response=_UPLOADED,
     status=201,
     also=(200,),  # an identical re-upload: the version that exists
     query=[("activate", "false to store the version without activating it (default true)")],
@@ -161,8 +183,11 @@ async def upload_flow(request: web.Request) -> web.Response:
     version = await services_of(request).notify.flows.upload(
         claims.tenant, text, author=claims.subject, activate=activate
     )
+    answer = {**version.as_dict(source=False), "created": version.created}
+    if version.secret is not None:
+        answer["secret"] = version.secret
     return json_response(
-        {**version.as_dict(source=False), "created": version.created},
+        answer,
         status=201 if version.created else 200,
         headers={"Location": f"/api/v1/flows/{version.name}/versions/{version.version}"},
     )
@@ -328,6 +353,18 @@ async def get_flow_pause(request: web.Request) -> web.Response:
     claims = await authenticate(request, writes=False)
     state = await services_of(request).notify.flows.pause_state(claims.tenant, _name(request))
     return json_response(state)
+
+
+@operation(
+    "Rotate the signing secret of a flow's calls: both sign for 24 h; the new one is shown once",
+    tag="flows",
+    response=_ROTATED,
+    errors=(409,),
+)
+async def rotate_flow_secret(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    rotated = await services_of(request).notify.flows.rotate_secret(claims.tenant, _name(request))
+    return json_response(rotated)
 
 
 @operation("Delete a flow (every version)", tag="flows", status=204)

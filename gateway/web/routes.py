@@ -151,6 +151,7 @@ def add_routes(app: web.Application) -> None:
                 web.get("/api/v1/flows/{name}/pause", flows.get_flow_pause),
                 web.post("/api/v1/flows/{name}/pause", flows.pause_flow),
                 web.post("/api/v1/flows/{name}/resume", flows.resume_flow),
+                web.post("/api/v1/flows/{name}/rotate-secret", flows.rotate_flow_secret),
                 web.get("/api/v1/flows/{name}/runs", flow_runs.list_flow_runs),
                 web.get("/api/v1/flow-runs/{id}", flow_runs.get_flow_run),
                 web.post("/api/v1/flow-runs/{id}/replay", flow_runs.replay_flow_run),

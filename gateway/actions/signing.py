@@ -1,0 +1,63 @@
+"""Standard Webhooks signing secrets as stored: a list of sealed entries, newest first,
+`[{sealed, created_at, expires_at?}]`. The first is the current secret; each rotated out keeps
+signing for ROTATION_GRACE after its own rotation, the newest ROTATED_KEPT of them. The same
+rules for a subscription's secrets and a flow's (its `call` deliveries, `flows/secrets.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from gateway.auth.secretbox import SecretBox
+from gateway.auth.webhook_signature import generate_secret
+from gateway.store import Doc
+
+ROTATION_GRACE = timedelta(hours=24)
+ROTATED_KEPT = 5
+"""Secrets rotated out that still sign, each for ROTATION_GRACE after its own rotation: a
+delivery carries at most this many signatures besides the current secret's."""
+
+
+@dataclass(frozen=True, slots=True)
+class SigningSecrets:
+    """Opened secrets, newest first, each with the end of its grace (None: the current)."""
+
+    secrets: tuple[tuple[str, datetime | None], ...] = field(repr=False)
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The current secret, plus those rotated out still in their grace period."""
+        return [s for s, expires in self.secrets if expires is None or expires > now]
+
+
+def new_entry(box: SecretBox, context: str, now: datetime) -> tuple[Doc, str]:
+    """A new secret sealed to `context`: the stored entry and the secret (shown once)."""
+    secret = generate_secret()
+    return {"sealed": box.seal(secret, context=context), "created_at": now}, secret
+
+
+def rotated(entries: Sequence[Doc], entry: Doc, now: datetime) -> list[Doc]:
+    """The entries after a rotation to `entry`: a second rotation within the day does not cut
+    the first one's grace, which a receiver still on the first secret was promised."""
+    previous = [
+        {**e, "expires_at": e.get("expires_at") or now + ROTATION_GRACE}
+        for e in entries
+        if e.get("expires_at") is None or e["expires_at"] > now
+    ][:ROTATED_KEPT]
+    return [entry, *previous]
+
+
+def open_live(
+    box: SecretBox, entries: Sequence[Doc], context: str, now: datetime
+) -> SigningSecrets:
+    """The entries that still sign, opened. A rotated-out secret past its grace stays stored
+    until the next rotation; it signs nothing, so it is not opened (its key may be gone:
+    docs/security.md, key rotation). Raises SecretBoxError."""
+    return SigningSecrets(
+        tuple(
+            (box.open_text(e["sealed"], context=context), e.get("expires_at"))
+            for e in entries
+            if e.get("expires_at") is None or e["expires_at"] > now
+        )
+    )
