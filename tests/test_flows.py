@@ -348,6 +348,39 @@ async def test_flows_belong_to_their_tenant_and_viewers_only_read(
     assert wrong_type.status == 415
 
 
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        ("application/yaml; charset=windows-1252", "cp1252"),
+        ("application/yaml", "utf-16"),  # Notepad's "Unicode", its byte order mark
+    ],
+)
+async def test_a_flow_upload_is_read_in_the_charset_it_names_or_its_byte_order_mark(
+    client: Client, encoded: tuple[str, str]
+) -> None:
+    """As a mapping upload (docs/api.md): a Windows editor's file with pt-BR words."""
+    content_type, codec = encoded
+    text = (
+        BASE.replace("name: f", "name: acentos") + "  - {id: a, when: \"entity.plate == 'São'\"}\n"
+    )
+    response = await client.post(
+        "/api/v1/flows",
+        data=text.encode(codec),
+        headers={**auth(), "Content-Type": content_type},
+    )
+    assert response.status == 201, await response.text()
+    shown = await (await client.get("/api/v1/flows/acentos", headers=auth())).json()
+    assert shown["source"] == text
+    refused = await client.post(
+        "/api/v1/flows",
+        data=text.replace("acentos", "outro").encode("cp1252"),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    problem = await refused.json()
+    assert refused.status == 422 and problem["detail"] == "flow is not valid: 1 problem", problem
+    assert "name its charset" in problem["errors"][0]["message"], problem
+
+
 async def test_copies_of_one_flow_uploaded_at_once_are_one_version(client: Client) -> None:
     """Flows share the mappings' versioning: a deploy job run twice at once stores its text
     once (201 once, 200 for the others), and no upload answers a 500 or a 404."""

@@ -135,16 +135,17 @@ _CHARSET_REMEDY = (
 )
 
 
-def file_text(raw: bytes, charset: str | None = None) -> str:
+def file_text(raw: bytes, charset: str | None = None, what: str = "mapping") -> str:
     """A mapping file's text from its bytes, read as the admin API reads a body (docs/api.md):
     the encoding its byte order mark says (UTF-8, UTF-16, UTF-32), else UTF-8, else the
     charset `charset` names (an upload's Content-Type, a multipart part's, the CLI's
-    `--charset`: gateway/formats/charsets.py `decode_text`). InvalidPayload (an `encoding`
+    `--charset`: gateway/formats/charsets.py `decode_text`). A flow file is read alike
+    (`what`: "flow"). InvalidPayload (an `encoding`
     problem saying how to fix it) for bytes of none of these; a file over the size limit,
     a `limit` problem."""
     problems = Problems()
     text = _decode(raw, problems, charset)
-    problems.raise_if_any("mapping is not valid")
+    problems.raise_if_any(f"{what} is not valid")
     assert text is not None
     return text
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway.errors import FieldProblem, InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from gateway.flows.service import MAX_PAUSE_REASON
 from gateway.mapping.limits import MAX_FILE_BYTES
+from gateway.mapping.loader import file_text
 from gateway.store.client import NAME_CURSOR
 from gateway.web.admin_auth import authenticate
 from gateway.web.mappings import YAML_TYPES
@@ -19,6 +20,7 @@ from gateway.web.requests import (
     ACTIVATE,
     VERSION_DIFF,
     VERSION_NUMBER,
+    charset_of,
     check_members,
     is_json,
     page_params,
@@ -177,9 +179,11 @@ async def upload_flow(request: web.Request) -> web.Response:
             f"upload a flow as application/yaml or application/json, not "
             f"{request.content_type or 'no content type'}"
         )
-    text = await read_body(request)
-    if len(text) > MAX_FILE_BYTES:
+    raw = await read_body(request)
+    if len(raw) > MAX_FILE_BYTES:
         raise PayloadTooLarge(f"a flow file is at most {MAX_FILE_BYTES // 1024} KiB")
+    # As a mapping file (docs/api.md): UTF-8, a byte order mark, or the charset it names.
+    text = file_text(raw, charset_of(request.headers.get("Content-Type")), "flow")
     version = await services_of(request).notify.flows.upload(
         claims.tenant, text, author=claims.subject, activate=activate
     )
