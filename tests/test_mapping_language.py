@@ -967,7 +967,9 @@ def test_a_mapping_emitting_one_event_type_twice_is_refused_naming_the_second() 
 
 
 def test_binary_and_empty_files() -> None:
-    assert problems_of(b"\xff\xfe\x00garbage")[0].keyword == "encoding"
+    assert problems_of(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff")[0].keyword == "encoding"
+    # A UTF-16 byte order mark is read as one (Notepad's "Unicode"); its odd tail is not text.
+    assert problems_of(b"\xff\xfe\x00garbag")[0].keyword == "encoding"
     assert problems_of("")[0].message == "file is empty"
 
 
