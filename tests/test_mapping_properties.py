@@ -149,6 +149,7 @@ TRANSFORMS.update(
         ),
         "truncate": st.integers(0, 20).map(lambda n: {"truncate": n}),
         "split": st.integers(-3, 3).map(lambda i: {"split": {"separator": ",", "index": i}}),
+        "mask": st.sampled_from(["###.###.###-##", "###-####", "#"]).map(lambda m: {"mask": m}),
         "convert": st.sampled_from(UNIT_KINDS)
         .flatmap(lambda units: st.tuples(st.sampled_from(units), st.sampled_from(units)))
         .map(lambda pair: {"convert": {"from": pair[0], "to": pair[1]}}),

@@ -46,7 +46,9 @@ TARGETS = ("entities", "positions")
 # What a position mapping may not have: fixes name their vehicle themselves (plate or
 # tracker_id), events come from the fold, not from the mapping, and a fix writes no entity.
 _NOT_FOR_POSITIONS = ("key", "emit", "event_data", "occurrence_id", "also", "create")
-OUTBOUND_KEYS = ("path", "query", "headers", "body", "response")
+OUTBOUND_KEYS = ("path", "query", "headers", "body", "body_value", "response")
+WHOLE_BODY: Final = "body"
+"""The target a `body_value`'s problems name."""
 ALL_KEYS = (*COMMON_KEYS, *INBOUND_KEYS, *OUTBOUND_KEYS)
 MAPPING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
@@ -147,6 +149,7 @@ class Plan:
     query: Table = ()
     headers: Table = ()
     body: Table | None = None
+    whole_body: bool = False  # `body_value`: `body` is one spec's value, not targets
     response: Table = ()
     secrets: frozenset[str] = field(default_factory=frozenset)
     reads_received: bool = False  # `{received: time}`: what it writes depends on when it came
@@ -622,8 +625,14 @@ def _outbound(
     plan.headers = _named(data, "headers", HEADER_RE, specs)
     _check_credentials(data.get("headers"), "headers", problems)
     _check_credentials(data.get("query"), "query", problems)
-    if "body" in data:
+    if "body" in data and "body_value" in data:
+        message = "body and body_value are two sources of one body: keep one"
+        problems.add("/body_value", message, "source")
+    elif "body" in data:
         plan.body = specs.table(data["body"], "/body", 1) or ()
+    elif "body_value" in data:  # any JSON value: a list for a bulk endpoint
+        plan.body = specs.whole(data["body_value"], "/body_value", WHOLE_BODY) or ()
+        plan.whole_body = True
     if "response" in data:
         specs.aliases = {}  # the partner's answer: its names are its own, never renamed
         plan.response = specs.table(data["response"], "/response", 1) or ()

@@ -14,7 +14,7 @@ from ..formats import at_path
 from ..formats.json_tree import a_json_type
 from ..schemas.renamed import current_data
 from .casts import to_string
-from .compiler import OCCURRENCE, AlsoPlan, Guard, Inner, Key, Plan, compile_plan
+from .compiler import OCCURRENCE, WHOLE_BODY, AlsoPlan, Guard, Inner, Key, Plan, compile_plan
 from .conditions import Condition
 from .expressions import DecodedTexts, Run
 from .getters import describe
@@ -433,7 +433,10 @@ class CompiledMapping:
             path = _strings(plan.path, context, run, "path", required=True)
             query = _strings(plan.query, context, run, "query")
             headers = _strings(plan.headers, context, run, "headers")
-            body = None if plan.body is None else evaluate(plan.body, context, run, "body.")
+            if plan.whole_body:  # `body_value`: the value of its one spec, any JSON value
+                body = evaluate(plan.body or (), context, run).get(WHOLE_BODY)
+            elif plan.body is not None:
+                body = evaluate(plan.body, context, run, "body.")
         except LimitExceeded:
             pass  # recorded in run.problems
         if run.problems:

@@ -453,6 +453,31 @@ class Run(jp_visitor.TreeInterpreter):
         if result is not None:
             self.built[id(result)] = (result, charge_output(self, result), False)
 
+    def visit_slice(self, node: Any, value: Any) -> Any:
+        """A slice cuts text too (`cpf[0:3]`, JMESPath Community's string slices): standard
+        JMESPath gives null, a field silently left out, where a partner wants `529.982...`."""
+        if type(value) is str:
+            return value[slice(*node["children"])]
+        return super().visit_slice(node, value)
+
+    def visit_projection(self, node: Any, value: Any) -> Any:
+        """A slice of text is no list to project over: what follows it reads the text cut
+        (`cpf[0:3]`, and `[0:3]` of `@`), as a sub-expression would."""
+        left, right = node["children"]
+        if left["type"] == "index_expression" and left["children"][1]["type"] == "slice":
+            base = self.visit(left, value)
+            if type(base) is str:
+                return self.visit(right, base)
+            if not isinstance(base, list):
+                return None
+            collected = []
+            for element in base:
+                current = self.visit(right, element)
+                if current is not None:
+                    collected.append(current)
+            return collected
+        return super().visit_projection(node, value)
+
     def visit_multi_select_list(self, node: Any, value: Any) -> list[Any] | None:
         result = super().visit_multi_select_list(node, value)
         self._charge_size(result)

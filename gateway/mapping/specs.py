@@ -115,6 +115,15 @@ class SpecCompiler:
             leaves.append((target, getter, mentions(spec, _TABLE_KEYS), describe(spec)))
         return build(leaves, flat=flat) if ok else None
 
+    def whole(self, raw: Any, at: str, target: str) -> Table | None:
+        """One spec whose value is a whole document (an outbound `body_value`: any JSON value,
+        a list too), as a table of that one `target`, so it is evaluated, charged and its
+        problems named as a table's field is."""
+        getter = self.spec(raw, at, 1)
+        if getter is None:
+            return None
+        return build([(target, getter, mentions(raw, _TABLE_KEYS), describe(raw))], flat=True)
+
     def _valid_target(self, target: str, at: str, siblings: dict[str, Any]) -> bool:
         if len(target) > MAX_TARGET_LENGTH or not TARGET_RE.match(target):
             self.problems.add(

@@ -267,6 +267,35 @@ def _compile_split(arg: Any, report: Report) -> Transform | None:
     return part
 
 
+_SLOT: Final = "#"
+_MAX_MASK: Final = 100
+
+
+def _compile_mask(arg: Any, report: Report) -> Transform | None:
+    """Text written into a mask: each `#` takes the value's next character, every other
+    character of the mask is written as it is (`###.###.###-##` makes 52998224725 the
+    masked CPF 529.982.247-25). A value of another length than the mask's slots is a
+    `transform` problem naming both, never a field cut or left out: an id a character
+    short written with its dots would look right. Counted in NFC, as `truncate` counts."""
+    if not (isinstance(arg, str) and 0 < len(arg) <= _MAX_MASK and _SLOT in arg):
+        report(f"mask takes text of at most {_MAX_MASK} characters with a # for each character")
+        return None
+    pattern = nfc(arg)
+    slots = pattern.count(_SLOT)
+    pieces = pattern.split(_SLOT)  # the literal text around the slots
+
+    def masked(value: Any) -> str:
+        text = nfc(value if type(value) is str else to_string(value))
+        if len(text) != slots:
+            raise EvalError(
+                "transform",
+                f"mask {shown(arg)} takes {slots} characters; {shown(text)} has {len(text)}",
+            )
+        return "".join(piece + char for piece, char in zip(pieces, text, strict=False)) + pieces[-1]
+
+    return masked
+
+
 # -- numbers -----------------------------------------------------------------------------------
 
 
@@ -578,6 +607,7 @@ _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {
     "pad": _compile_pad,
     "truncate": _compile_truncate,
     "split": _compile_split,
+    "mask": _compile_mask,
     "convert": _compile_convert,
     "scale": _compile_scale,
     "offset": _compile_offset,
