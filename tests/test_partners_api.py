@@ -106,7 +106,7 @@ async def test_partner_body_problems_are_all_listed(client: Client) -> None:
         "/auth/username",
         "/auth/password",
         "/timeout_seconds",
-        "/rate_limit",
+        "/rate_limit/per_second",
         "/colour",
     }
 
@@ -120,7 +120,8 @@ async def test_a_partner_rate_slower_than_one_call_in_10000_s_is_a_422(client: C
             "/api/v1/partners", headers=auth(), json={**body, "rate_limit": {"per_second": rate}}
         )
         problem = await _problem(response, 422)
-        assert [e["pointer"] for e in problem["errors"]] == ["/rate_limit"]
+        assert [e["pointer"] for e in problem["errors"]] == ["/rate_limit/per_second"]
+        assert problem["errors"][0]["keyword"] == "minimum"
         assert "0.0001" in problem["errors"][0]["message"]
     slowest = {**body, "rate_limit": {"per_second": 0.0001}}
     assert (await client.post("/api/v1/partners", headers=auth(), json=slowest)).status == 201

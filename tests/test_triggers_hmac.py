@@ -171,6 +171,7 @@ async def test_schemes_that_cannot_work_are_refused_on_save(client: Client) -> N
         ("/auth/secret", {"mode": "hmac", "preset": "motive", "secret": "not base64!" * 100}),
         ("/auth/secret", {"mode": "hmac", "preset": "motive", "secret": 12345}),
         ("/auth/header", {"mode": "hmac", "algorithm": "sha256"}),
+        ("/auth/preset", {"mode": "hmac"}),  # no scheme at all: choose one
         (
             "/auth/signed_content",
             {

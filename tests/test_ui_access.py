@@ -980,7 +980,7 @@ async def test_a_form_over_the_body_limit_gets_the_uis_page_naming_the_limit_and
     assert response.status == 413
     assert response.content_type == "text/html"
     assert "limite de 256 KiB" in page and "Entity Too Large" not in page
-    assert '<a href="/admin/mappings">Voltar ao formulário</a>' in page
+    assert '<a href="/admin/mappings" data-history-back>Voltar ao formulário</a>' in page
     await client.get("/admin/lang/en")
     upload = io.BytesIO(
         b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.yaml"\r\n\r\n'
@@ -998,7 +998,9 @@ async def test_a_form_over_the_body_limit_gets_the_uis_page_naming_the_limit_and
     page = await response.text()
     assert response.status == 413
     assert "over the limit of 256 KiB" in page
-    assert '<a href="/admin/">Back to the form</a>' in page  # not another site's page
+    assert (
+        '<a href="/admin/" data-history-back>Back to the form</a>' in page
+    )  # not another site's page
     assert (await (await client.get("/api/v1/mappings", headers=auth())).json())["items"] == []
 
 
@@ -1033,7 +1035,7 @@ async def test_a_form_posted_after_the_session_ended_gets_the_same_413_and_400_p
     page = await response.text()
     assert response.status == 413
     assert "limite de 256 KiB" in page and "Entity Too Large" not in page
-    assert '<a href="/admin/mappings">Voltar ao formulário</a>' in page
+    assert '<a href="/admin/mappings" data-history-back>Voltar ao formulário</a>' in page
     overlong = b"--x\r\n" + b"y" * (16 * 1024) + b"\r\n\r\n--x--\r\n"
     unknown = (
         b'--x\r\nContent-Disposition: form-data; name="csrf"\r\n'
@@ -1071,7 +1073,7 @@ async def test_the_413_pages_way_back_is_the_form_behind_a_tls_proxy(
     )
     page = await response.text()
     assert response.status == 413
-    assert '<a href="/admin/mappings">Voltar ao formulário</a>' in page
+    assert '<a href="/admin/mappings" data-history-back>Voltar ao formulário</a>' in page
 
 
 async def test_a_form_of_a_session_replaced_meanwhile_keeps_what_was_typed_for_save_it(

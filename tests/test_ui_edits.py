@@ -103,6 +103,36 @@ async def test_a_trigger_is_edited_and_its_token_still_works(
     assert (await _get(client, f"/api/v1/triggers/{trigger['id']}"))["name"] == "GPS da frota"
 
 
+@pytest.mark.parametrize(
+    ("field", "typed", "label"),
+    [
+        ("rate_limit.per_second", "0", "Pequeno demais"),
+        ("rate_limit.per_second", "200.000", "Grande demais"),  # 200 thousand on this page
+        ("rate_limit.per_second", "dez", "Tipo inválido"),
+        ("rate_limit.burst", "0", "Pequeno demais"),
+    ],
+)
+async def test_a_partners_rate_limit_is_refused_at_its_field_by_what_is_wrong(
+    client: Client, services: Services, field: str, typed: str, label: str
+) -> None:
+    """The rate pair's problem was one `/rate_limit` problem ("Tipo inválido: rate_limit is
+    {per_second: ...}") above the form, whatever was wrong: it is at the field typed in."""
+    partner = await create_partner(client, "https://erp.example.com")
+    await make_user(services)
+    await log_in(client)
+    page = f"/admin/partners/{partner['id']}"
+    action = f"{page}/edit"
+    form = form_fields(await (await client.get(page)).text(), action)
+    typed_in = {"rate_limit.per_second": "5", field: typed}
+    refused = await client.post(action, data=replaced(form, **typed_in))
+    text = await refused.text()
+    assert refused.status == 422, text
+    errors = dict(re.findall(r'class="field-error"[^>]*data-field="([^"]+)">(.*?)</div>', text))
+    assert list(errors) == [field] and label in errors[field], errors
+    assert 'class="alert"' not in text and f'value="{typed}"' in text
+    assert (await _get(client, f"/api/v1/partners/{partner['id']}")).get("rate_limit") is None
+
+
 async def test_an_action_is_edited_member_by_member(client: Client, services: Services) -> None:
     partner = await create_partner(client, "https://erp.example.com")
     action = await create_action(client, partner["id"])

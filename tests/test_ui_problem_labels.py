@@ -207,3 +207,42 @@ async def test_a_schedule_text_left_empty_is_labelled_required_not_the_wrong_typ
     assert refused.status == 422, html
     [shown] = _problems(html, "name")
     assert shown.startswith("Obrigatório"), shown
+
+
+# A new partner's credentials each type asks for (scope, OAuth's, is optional).
+CREDENTIALS = {
+    "bearer": ("token",),
+    "header": ("name", "value"),
+    "basic": ("username", "password"),
+    "oauth2_client_credentials": ("token_url", "client_id", "client_secret"),
+    "query": ("name", "value"),
+    "geotab": ("url", "database", "username", "password"),
+}
+
+
+async def test_a_new_partners_credentials_left_empty_are_labelled_required(
+    client: Client, services: Services
+) -> None:
+    """Each one was "Tipo inválido" (`type`), though nothing was typed."""
+    await make_user(services)
+    await log_in(client)
+    for kind, names in CREDENTIALS.items():
+        token = await csrf(client, "/admin/partners")
+        form = {"csrf": token, "name": "ERP", "base_url": "https://erp.example.com"}
+        refused = await client.post("/admin/partners", data={**form, "auth.type": kind})
+        html = await refused.text()
+        assert refused.status == 422, html
+        for name in names:
+            [shown] = _problems(html, f"auth.{name}")
+            assert shown.startswith("Obrigatório:"), (kind, shown)
+
+
+async def test_a_partners_credential_given_empty_or_not_as_text_says_so_in_the_api(
+    client: Client,
+) -> None:
+    partner = {"name": "ERP", "base_url": "https://erp.example.com"}
+    for kind in ("basic", "geotab"):
+        for value, keyword in ((None, "required"), ("", "minLength"), (1, "type")):
+            body = {**partner, "auth": {"type": kind, "username": value}}
+            at = await _keyword_at(client, "/api/v1/partners", body, "/auth/username")
+            assert at == keyword, (kind, value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
 
 import orjson
@@ -205,3 +206,47 @@ async def test_a_new_partner_secret_typed_in_a_refused_edit_is_asked_again_not_s
     hook = f"/hooks/{trigger['id']}"
     assert (await client.post(hook, data=BODY, headers=_motive("old-secret"))).status == 401
     assert (await client.post(hook, data=BODY, headers=_motive("new-secret"))).status == 201
+
+
+def _field_errors(page: str) -> dict[str, str]:
+    return dict(re.findall(r'class="field-error"[^>]*data-field="([^"]+)">(.*?)</div>', page))
+
+
+async def test_an_hmac_trigger_without_a_scheme_is_refused_at_the_partners_scheme(
+    client: Client, services: Services
+) -> None:
+    """The refusal is at the form's "Partner's scheme" select, as Required: it named
+    `/auth/algorithm`, a field the form does not have, above the form."""
+    await make_user(services)
+    await log_in(client)
+    refused = await _create(client, ("auth.mode", "hmac"))
+    page = await refused.text()
+    assert refused.status == 422, page
+    errors = _field_errors(page)
+    assert list(errors) == ["auth.preset"], errors
+    assert "Obrigatório" in errors["auth.preset"] and "motive" in errors["auth.preset"]
+    assert 'class="alert"' not in page and "algorithm is required" not in page
+
+
+async def test_a_partner_jwt_trigger_without_its_keys_is_refused_at_both_key_fields_in_words(
+    client: Client, services: Services
+) -> None:
+    """Neither a JWKS URL nor a public key: both fields say one of them is required (it was
+    the validator's `oneOf` text above the form); both given: the key is refused beside it."""
+    await make_user(services)
+    await log_in(client)
+    audience = ("auth.audience", "rabbot")
+    refused = await _create(client, ("auth.mode", "partner_jwt"), audience)
+    page = await refused.text()
+    assert refused.status == 422, page
+    errors = _field_errors(page)
+    assert sorted(errors) == ["auth.jwks_url", "auth.public_key_pem"], errors
+    assert all("JWKS URL" in text and "public key" in text for text in errors.values())
+    assert 'class="alert"' not in page and "oneOf" not in page
+    jwks = ("auth.jwks_url", "https://idp.example.com/jwks.json")
+    both = await _create(
+        client, ("auth.mode", "partner_jwt"), audience, jwks, ("auth.public_key_pem", "PEM")
+    )
+    page = await both.text()
+    assert both.status == 422 and list(_field_errors(page)) == ["auth.public_key_pem"], page
+    assert "not both" in page and "oneOf" not in page

@@ -315,21 +315,33 @@ def _sealed_secrets(check: BodyCheck, box: SecretBox, partner_id: str) -> Doc:
 
 
 def _rate_limit(check: BodyCheck) -> Doc | None:
+    """Each member's problem at its member (a form has a field for each), by what is wrong."""
     rate = check.body.get("rate_limit")
     if rate is None:
         return None
-    per_second = rate.get("per_second") if isinstance(rate, dict) else None
-    burst = rate.get("burst", 1) if isinstance(rate, dict) else None
-    valid = (
-        isinstance(per_second, int | float)
-        and not isinstance(per_second, bool)
-        and SLOWEST_RATE <= per_second <= 100_000
-        and isinstance(burst, int | float)
-        and not isinstance(burst, bool)
-        and 1 <= burst <= 100_000
-    )
-    if not isinstance(rate, dict) or set(rate) - {"per_second", "burst"} or not valid:
-        message = f"rate_limit is {{per_second: {SLOWEST_RATE:g} to 100000, burst >= 1}}"
+    if not isinstance(rate, dict) or set(rate) - {"per_second", "burst"}:
+        message = f"rate_limit is {{per_second: {SLOWEST_RATE:g} to 100000, burst: 1 to 100000}}"
         check.add("/rate_limit", message, "type")
         return None
+    per_second = _rate_member(check, rate, "per_second", SLOWEST_RATE, "calls a second")
+    burst = _rate_member(check, rate, "burst", 1, "calls taken at once")
+    if per_second is None or burst is None:
+        return None
     return {"per_second": per_second, "burst": burst}
+
+
+def _rate_member(
+    check: BodyCheck, rate: Mapping[str, Any], name: str, low: float, what: str
+) -> float | None:
+    value = rate.get(name, 1 if name == "burst" else None)
+    at = f"/rate_limit/{name}"
+    message = f"rate_limit.{name} must be a number from {low:g} to 100000 ({what})"
+    if value is None:
+        check.add(at, message, "required")
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        check.add(at, message, "type")
+    elif not low <= value <= 100_000:
+        check.add(at, message, "minimum" if value < low else "maximum")
+    else:
+        return value
+    return None

@@ -145,12 +145,16 @@ def build_geotab_auth(
     values: dict[str, str] = {}
     for name in ("url", "database", "username", "password"):
         value = credentials.get(name)
-        if not isinstance(value, str) or not value or any(c in value for c in "\r\n\0"):
-            problems.append(
-                FieldProblem(f"/auth/{name}", f"{name} must be a non-empty string", "type")
-            )
-        else:
+        if isinstance(value, str) and value and not any(c in value for c in "\r\n\0"):
             values[name] = value
+            continue
+        # Left out (a form's field left empty) is required, as the API says it; a line
+        # break or NUL is a pattern no header could hold.
+        keyword = "required" if value is None else "minLength" if value == "" else "type"
+        if isinstance(value, str) and value:
+            keyword = "pattern"
+        message = f"{name} must be a non-empty string"
+        problems.append(FieldProblem(f"/auth/{name}", message, keyword))
     if "url" in values and not values["url"].startswith(("http://", "https://")):
         problems.append(FieldProblem("/auth/url", "url is the http(s) URL of /apiv1", "format"))
     if problems:

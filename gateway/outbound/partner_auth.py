@@ -425,6 +425,12 @@ def build_auth(
     return StaticAuth(builder(_Fields(credentials, saving)))
 
 
+def _empty_keyword(value: Any) -> str:
+    """Left out (a form's field left empty, which the form does not send) is `required`, as
+    the API says it; given empty, `minLength`; anything but text, `type`."""
+    return "required" if value is None else "minLength" if value == "" else "type"
+
+
 class _Fields:
     """Reads required string fields, collecting every problem before raising. A line break
     (or NUL) in a header value is refused always; when `saving`, any control character."""
@@ -443,8 +449,9 @@ class _Fields:
         if value is None and not required:
             return ""
         if not isinstance(value, str) or not value:
+            keyword = _empty_keyword(value)
             self.problems.append(
-                FieldProblem(pointer, f"{name} must be a non-empty string", "type")
+                FieldProblem(pointer, f"{name} must be a non-empty string", keyword)
             )
             return ""
         unsendable = header_safe and any(c in value for c in "\r\n\0")

@@ -24,6 +24,14 @@ def scheme_problems(auth: Mapping[str, Any]) -> list[FieldProblem]:
     """An hmac scheme that cannot work, pointing at its member."""
     if auth.get("mode") != "hmac":
         return []
+    if all(auth.get(name) is None for name in ("preset", "algorithm", "header")):
+        # Nothing of a scheme given: the choice to make is the partner's preset (the admin
+        # UI's one field for it), a custom scheme's members the other way out.
+        message = (
+            f"/auth/preset: choose the partner's scheme ({', '.join(partner_hmac.PRESETS)}),"
+            " or describe it with algorithm and header"
+        )
+        return [FieldProblem("/auth/preset", message, "required")]
     try:
         partner_hmac.scheme_from(auth)
     except partner_hmac.SchemeError as exc:

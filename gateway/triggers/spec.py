@@ -227,7 +227,7 @@ def check_spec(
     parameter, `_token_param_problems`): for a change that changes neither its methods, its
     auth nor its format (`changes_access`), so that such a trigger stays editable."""
     problems = [
-        *_VALIDATOR.validate(_without_secret(spec)),
+        *_partner_keys_worded(_VALIDATOR.validate(_without_secret(spec)), spec),
         *_secret_problems(spec),
         *_charset_problems(spec),
         *((*_signed_get_problems(spec), *_token_param_problems(spec)) if access_rules else ()),
@@ -330,6 +330,31 @@ def _token_param_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
         f"(a filter or paging); name the token parameter otherwise, e.g. 'token'"
     )
     return [FieldProblem("/auth/token_in_query", message, "not")]
+
+
+def _partner_keys_worded(
+    problems: list[FieldProblem], spec: Mapping[str, Any]
+) -> list[FieldProblem]:
+    """The schema's `oneOf` of a partner_jwt trigger's keys said at the members to give, in
+    words: a JWKS URL or a public key, neither given (both are where the admin gives one), or
+    both given (the key given beside the URL). The validator's text names `oneOf` at `/auth`."""
+    auth = spec.get("auth")
+    if not isinstance(auth, Mapping):
+        return problems
+    worded = [p for p in problems if not (p.pointer == "/auth" and p.keyword == "oneOf")]
+    if len(worded) == len(problems):
+        return problems
+    if "jwks_url" in auth and "public_key_pem" in auth:
+        message = "/auth/public_key_pem: give the partner's JWKS URL or its public key, not both"
+        return [*worded, FieldProblem("/auth/public_key_pem", message, "oneOf")]
+    needed = "the partner's JWKS URL (jwks_url) or its public key (public_key_pem) is required"
+    return [
+        *worded,
+        *(
+            FieldProblem(f"/auth/{name}", f"/auth/{name}: {needed}", "required")
+            for name in ("jwks_url", "public_key_pem")
+        ),
+    ]
 
 
 def _secret_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:

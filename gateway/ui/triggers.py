@@ -30,6 +30,7 @@ from gateway.ui.forms import (
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_lang, form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
+from gateway.ui.trigger_examples import curl_example, device_url
 from gateway.web.state import services_of
 
 # How a partner proves a call is theirs, chosen at creation: our token (the default), the
@@ -274,30 +275,9 @@ def _issued(request: web.Request, issued: IssuedTrigger, *, created: bool) -> we
         "secret": issued.secret,
         "created": created,
     }
-    context["curl"] = _curl(trigger, issued.token)
+    context["curl"] = curl_example(trigger, issued.token, issued.secret)
+    context["device_url"] = device_url(trigger, issued.token)
     return render(request, "triggers/issued.html", context, status=201 if created else 200)
-
-
-def _curl(trigger: dict[str, Any], token: str | None) -> str:
-    """A call the partner can start from: our token, its own JWT, or its HMAC signature of
-    the body in the scheme's header."""
-    auth = trigger["auth"]
-    mode = auth.get("mode", "token")
-    if mode == "hmac":
-        header = auth.get("header") or PRESETS.get(auth.get("preset") or "", {}).get("header")
-        credential_header = f"{header or 'X-Signature'}: <signature of payload.json>"
-    elif mode == "partner_jwt":
-        credential_header = "Authorization: Bearer <your JWT>"
-    else:
-        credential_header = f"Authorization: Bearer {token if token is not None else '<token>'}"
-    if "POST" in trigger["methods"]:
-        return (
-            f"curl -X POST '{trigger['url']}' \\\n"
-            f"  -H '{credential_header}' \\\n"
-            "  -H 'Content-Type: application/json' \\\n"
-            "  -d @payload.json"
-        )
-    return f"curl '{trigger['url']}' \\\n  -H '{credential_header}'"
 
 
 async def _form(request: web.Request, form: Form, *, status: int = 200) -> web.Response:

@@ -61,6 +61,21 @@
     });
   });
 
+  // A link back to the form a refused post came from (the 413 page) goes back in history when
+  // that form's page is the one before: the browser keeps what was typed there (a pasted
+  // mapping of 300 KB); loading it anew would show it empty. Without this, a fresh form.
+  document.querySelectorAll("a[data-history-back]").forEach(function (link) {
+    link.addEventListener("click", function (event) {
+      var before;
+      try { before = new URL(document.referrer); } catch (error) { return; }
+      var target = new URL(link.href);
+      if (window.history.length < 2 || before.origin !== window.location.origin ||
+          before.pathname !== target.pathname) { return; }
+      event.preventDefault();
+      window.history.back();
+    });
+  });
+
   document.querySelectorAll("button[data-confirm]").forEach(function (button) {
     button.addEventListener("click", function (event) {
       if (!window.confirm(button.getAttribute("data-confirm"))) { event.preventDefault(); }
