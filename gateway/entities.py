@@ -36,7 +36,14 @@ from gateway.errors import (
     PreconditionFailed,
 )
 from gateway.formats import at_path
-from gateway.formats.json_tree import as_number, plain, same_json
+from gateway.formats.json_tree import (
+    as_number,
+    change_reaches,
+    path_key,
+    plain,
+    reaches,
+    same_json,
+)
 from gateway.kinds import KindService
 from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
@@ -162,7 +169,8 @@ class Origin:
 
 
 def diff(old: Any, new: Any, prefix: str = "") -> list[Change]:
-    """The differences between two documents, as dotted paths: where both sides are objects,
+    """The differences between two documents, as paths (`path_key`: dotted, a member whose
+    name has a dot bracketed, `attributes["fuel.card"]`): where both sides are objects,
     their members' differences; elsewhere the value whole (leaves, lists, and an object that
     appears, goes or replaces a value of another kind: ONE change at the object, which
     `change_reaches` relates to the fields under it), compared as JSON values
@@ -170,8 +178,7 @@ def diff(old: Any, new: Any, prefix: str = "") -> list[Change]:
     if isinstance(old, dict) and isinstance(new, dict):
         changes: list[Change] = []
         for key in old.keys() | new.keys():
-            path = f"{prefix}.{key}" if prefix else key
-            changes.extend(diff(old.get(key), new.get(key), path))
+            changes.extend(diff(old.get(key), new.get(key), path_key(prefix, key)))
         return sorted(changes, key=lambda c: c.field)
     return [] if same_json(old, new) else [Change(prefix, old, new)]
 
@@ -183,13 +190,14 @@ Sees = Callable[[str], bool]
 def visible_to(expose: Sequence[str] | None) -> Sees | None:
     """What a writer that reads the entity through a trigger's `expose` sees: an exposed
     field, one inside it, and one holding an exposed field (`contact` when `contact.email`
-    is exposed). None: every field (no `expose`)."""
+    is exposed), member by member (`change_reaches`: `attributes` shows a change to
+    `attributes["fuel.card"]`). None: every field (no `expose`)."""
     if expose is None:
         return None
     shown = tuple(expose)
 
     def sees(path: str) -> bool:
-        return any(path == e or path.startswith(f"{e}.") or e.startswith(f"{path}.") for e in shown)
+        return any(change_reaches(path, e) for e in shown)
 
     return sees
 
@@ -479,11 +487,12 @@ METADATA = ("id", "entity_type", "version", "created_at", "updated_at")
 
 
 def unmet(expect: Mapping[str, Any], data: Mapping[str, Any]) -> str | None:
-    """Why the entity's `data` is not as `expect` says (dotted field → the value it must
-    hold, null: absent or null), None when it is: the condition of a conditional write
-    (`patch(expect=)`, a flow's `set` with `expect`), the first field that differs."""
+    """Why the entity's `data` is not as `expect` says (a path, read as `reaches` reads a
+    filter's → the value it must hold, null: absent or null), None when it is: the condition
+    of a conditional write (`patch(expect=)`, a flow's `set` with `expect`), the first field
+    that differs."""
     for name, wanted in expect.items():
-        held = plain(at_path(data, name))
+        held = plain(reaches(data, name))
         if not same_json(held, plain(wanted)):
             return f"its {name} is {_shown(held)}, not {_shown(wanted)}"
     return None

@@ -8,6 +8,10 @@ Filters (a subscription's `filter`, every member optional, all must match):
                                                   the entity's data at the event: a value, any
                                                   of a list, null for "absent"; dotted paths
      "origin": {"kind": "trigger"}}              who caused the event (kind, id)
+
+Paths are matched member by member (`json_tree.path_parts`): a member whose name has a dot
+is bracketed (`attributes["fuel.card"]`), and a plain dotted path reaches it too when no
+nested member is there (`change_reaches`, `reaches`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import FieldProblem, InvalidPayload
-from gateway.formats import at_path
-from gateway.formats.json_tree import change_reaches, is_text
+from gateway.formats.json_tree import change_reaches, is_text, reaches
 
 _EVENT_TYPE = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
 _MAX_VALUES = 100
@@ -124,7 +127,7 @@ def _object(value: Any) -> Mapping[str, Any]:
 
 
 def _all_match(values: Values, document: Mapping[str, Any]) -> bool:
-    return all(at_path(document, path) in allowed for path, allowed in values)
+    return all(reaches(document, path) in allowed for path, allowed in values)
 
 
 def compile_filter(raw: Any) -> EventFilter:

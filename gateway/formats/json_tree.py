@@ -478,6 +478,108 @@ def at_path(tree: Any, dotted: str) -> Any:
     return value
 
 
+# Paths. A field is named by a path of member names, written joined by dots
+# (`last_position.lat`); a member whose name a dot would split, or a bracket open (a flat
+# key a partner sends: flespi's `engine.ignition.status`), or that is empty, is written in
+# brackets as a JSON string: `attributes["fuel.card"]`, `attributes["engine.ignition.status"]`.
+# Every other name is written bare, as paths always were. Paths are matched member by member.
+_JSON_STRING: Final = json.JSONDecoder()
+
+
+def path_key(prefix: str, key: str) -> str:
+    """The path of member `key` of the object at `prefix` ("": the document): `prefix.key`,
+    or `prefix["key"]` for a name with a dot or a bracket in it, or an empty one."""
+    if key and "." not in key and "[" not in key:
+        return f"{prefix}.{key}" if prefix else key
+    return f"{prefix}[{json.dumps(key, ensure_ascii=False)}]"
+
+
+def path_parts(path: str) -> tuple[tuple[str, ...], bool]:
+    """The member names a path says, and whether exactly: True when it brackets a name
+    (`attributes["fuel.card"]` is two names, `attributes.fuel` two more), False for a plain
+    dotted path, whose parts are its dot-separated pieces (`attributes.fuel.card`), where
+    a piece may also be part of one name with dots (`reaches`). A bracket that is not a
+    JSON string (`["x"]`) or a single-quoted one (`['x']`) reads the path plainly, as a
+    path written before brackets meant anything did (a name `a[0]`)."""
+    if "[" not in path:
+        return tuple(path.split(".")), False
+    names: list[str] = []
+    at, size = 0, len(path)
+    while at < size:
+        if path[at] == "[":
+            quote = path[at + 1 : at + 2]
+            if quote == '"':
+                try:
+                    name, end = _JSON_STRING.raw_decode(path, at + 1)
+                except ValueError:
+                    return tuple(path.split(".")), False
+            elif quote == "'":
+                end = path.find("'", at + 2) + 1
+                name = path[at + 2 : end - 1] if end else None
+            else:
+                name = None
+            if not isinstance(name, str) or path[end : end + 1] != "]":
+                return tuple(path.split(".")), False
+            names.append(name)
+            at = end + 1
+            if at < size and path[at] not in ".[":
+                return tuple(path.split(".")), False
+            if at < size and path[at] == ".":
+                at += 1
+                if at == size:
+                    return tuple(path.split(".")), False
+            continue
+        end = min((i for i in (path.find(".", at), path.find("[", at)) if i >= 0), default=size)
+        names.append(path[at:end])
+        at = end + 1 if end < size and path[end] == "." else end
+        if at == size and path.endswith("."):
+            return tuple(path.split(".")), False
+    return tuple(names), True
+
+
+def reaches(tree: Any, path: str) -> Any:
+    """The value at `path` (`path_parts`), None where nothing is: what a filter's `entity`
+    reads. A plain dotted path reads nested members first (`attributes.fuel.card` is
+    `attributes.fuel`'s `card`); where nothing is there, its dots may be in a name:
+    `attributes.fuel.card` reaches `attributes["fuel.card"]`, the fewest names joined
+    first. A bracketed path reads exactly the names it says."""
+    return _reached(tree, *path_parts(path))
+
+
+def _reached(tree: Any, parts: Sequence[str], exact: bool) -> Any:
+    value = _exactly(tree, parts)
+    if value is not None or exact or len(parts) < 2:
+        return value
+    return _joined(tree, parts, 0, set())
+
+
+def _exactly(tree: Any, parts: Sequence[str]) -> Any:
+    value = tree
+    for part in parts:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _joined(node: Any, parts: Sequence[str], start: int, tried: set[tuple[int, int]]) -> Any:
+    """`reaches` past the nested members: names made of one piece or more of `parts` from
+    `start`. Each object is tried once from each piece (`tried`): a document with names
+    of every join cannot make it try every way of joining."""
+    if start == len(parts):
+        return node
+    if not isinstance(node, Mapping) or (id(node), start) in tried:
+        return None
+    tried.add((id(node), start))
+    name = parts[start]
+    for end in range(start + 1, len(parts) + 1):
+        if end > start + 1:
+            name = f"{name}.{parts[end - 1]}"
+        if name in node and (found := _joined(node[name], parts, end, tried)) is not None:
+            return found
+    return None
+
+
 def with_member(tree: Any, path: Sequence[str], value: Any, *, name: str) -> Any:
     """A copy of `tree` (called `name` in messages) with `value` at `path`: a member of an
     object, an object missing on the way added, or an item of an array, `0` its first. Raises
@@ -505,20 +607,57 @@ def with_member(tree: Any, path: Sequence[str], value: Any, *, name: str) -> Any
 
 
 def change_reaches(field: str, target: str, values: tuple[Any, Any] | None = None) -> bool:
-    """Whether a change at the dotted `field` changed `target` or a value under it: the one
-    rule of a mapping's `announce: {changed: [...]}` and a subscription filter's `changed`.
+    """Whether a change at `field` (a change's path: `entities.diff`) changed the path
+    `target` or a value under it: the one rule of a mapping's `announce: {changed: [...]}`, a
+    subscription's or a flow's filter `changed` and a trigger's `expose`. Member by member
+    (`path_parts`): a change to `attributes["fuel.card"]` is none to `attributes.fuel`.
     A change at or under the target does. So does one above it (`entities.diff` reports an
     object that appears, goes or stops being an object as ONE change at the object: a
     vehicle's first `last_position`) when the target's value differs between the change's
-    old and new `values`; not given (the field a flow is yet to write), it may."""
-    if field == target or field.startswith(f"{target}."):
-        return True
-    if not target.startswith(f"{field}."):
-        return False
+    old and new `values`; not given (the field a flow is yet to write), it may. A plain
+    dotted target's dots may be in a name too: `attributes.fuel.card` is
+    `attributes["fuel.card"]` where a change names that member (as every change did before
+    names were bracketed, so a filter written for it keeps matching)."""
+    if "[" not in field and "[" not in target:  # every ordinary path: as it always was
+        if field == target or field.startswith(f"{target}."):
+            return True
+        if not target.startswith(f"{field}."):
+            return False
+        rest, exact = tuple(target[len(field) + 1 :].split(".")), False
+    else:
+        names = path_parts(field)[0]
+        wanted, exact = path_parts(target)
+        if exact:
+            if names[: len(wanted)] == wanted:
+                return True
+            if wanted[: len(names)] != names:
+                return False
+            at: int | None = len(names)
+        else:
+            at = _matched(names, wanted)
+            if at is None:
+                return False
+            if at == len(wanted):
+                return True
+        rest = wanted[at:]
     if values is None:
         return True
-    below = target[len(field) + 1 :]
-    return not same_json(at_path(values[0], below), at_path(values[1], below))
+    return not same_json(_reached(values[0], rest, exact), _reached(values[1], rest, exact))
+
+
+def _matched(names: Sequence[str], pieces: Sequence[str]) -> int | None:
+    """How many of a plain target's dot-separated `pieces` the change path `names` holds
+    (the target is the change's path, or above it: all of them; or under it: fewer), each
+    name as many pieces as it has dots and one; None when they part."""
+    at = 0
+    for name in names:
+        if at == len(pieces):
+            return at
+        end = at + name.count(".") + 1
+        if end > len(pieces) or ".".join(pieces[at:end]) != name:
+            return None
+        at = end
+    return at
 
 
 def plain(value: Any) -> Any:
