@@ -2,21 +2,29 @@
 
 Distance is the haversine length between fixes on a sphere of radius 6,371,008.8 m (the
 mean Earth radius, IUGG). GPS jitter is left out: a fix adds distance only when it is
-farther from the last counted fix (the anchor) than the two fixes' accuracy radii together
-(at least `jitter_min_m`), that is when the move cannot be noise; the anchor stays put
-until then, so slow real movement still counts once it adds up. A fix that may be standing
-still (a reported speed under `still_kmh`; or, reporting none, within a standing vehicle's
-drift of where the vehicle was `still_window_s` before: `is_still`) must be farther than
-`still_m` and than `STILL_RADII` (2.5) times the two radii: a stopped receiver's drift is
-often larger than the accuracy it reports, and a parked night, or an hour idling at a dock,
-must not add up. A late fix L that falls
-between two folded fixes A and B adds d(A,L) + d(L,B) − d(A,B), the detour the vehicle
-really took. A device odometer or an odometer reading (checklist, ERP, admin) re-baselines
-the count; `precedence` says which source wins when both speak within `hold_hours`.
+farther from the last counted fix (the anchor) than the noise could put it (`jitter_m`);
+the anchor stays put until then, so slow real movement still counts once it adds up. How
+far that is depends on what the fix says of its motion (`motion`). A moving fix (a reported
+speed of `still_kmh` or more; or, reporting none, steady progress over its last steps:
+`progressing`) counts beyond the two accuracy radii but never beyond `MOVING_M` (15 m; at
+least `jitter_min_m`): a moving receiver's error changes little from fix to fix, whatever
+accuracy it reports, and a threshold of two accuracy radii measured every street corner as
+a chord (3-13% short at 15-50 m, 48% without speed). A fix that may be standing still (a
+reported speed under `still_kmh`; or, reporting none, within a standing vehicle's drift of
+where the vehicle was `still_window_s` before) must be farther than `still_m` and than
+`STILL_RADII` (2.5) times the two radii: a stopped receiver's drift is often larger than
+the accuracy it reports, and a parked night, or an hour idling at a dock, must not add up.
+Any other fix (no speed, nothing known) counts beyond the two accuracy radii together (at
+least `jitter_min_m`). A late fix L that falls between two folded fixes A and B adds
+d(A,L) + d(L,B) − d(A,B), the detour the vehicle really took. A device odometer or an
+odometer reading (checklist, ERP, admin) re-baselines the count; `precedence` says which
+source wins when both speak within `hold_hours`.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +38,16 @@ SOURCES = ("reading", "device")
 # radii apart in one pair of ten, and an anchor moved by each such pair walked 1-3 km a night
 # at 25-65 m; 2.5 radii is passed about once in 10,000 pairs.
 STILL_RADII = 2.5
+# How many steps (of the trail, one every `still_window_s / 10` at most) a fix reporting no
+# speed must have made in a row, each on from the one before, to be judged moving on its
+# trail alone (`progressing`): 5 judged a parked phone's slowly wandering 50 m fixes moving
+# often enough to gain up to 0.9 km an hour at 1 Hz; 8 waited 30 s after every red light.
+PROGRESS_STEPS = 6
+# A moving fix counts beyond the two accuracy radii, `jitter_min_m` at least, but never
+# beyond this (`jitter_m`): a moving receiver's error changes by a few metres between fixes
+# a second apart whatever accuracy it reports. 10 m let a fast-changing error (σ 4-5 m
+# correlated over 10 s) add 2-4% at 1 Hz; 20 m cut a sharp corner's chord (−3%).
+MOVING_M = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,32 +143,93 @@ class OdometerSettings:
         )
 
 
-def is_still(fix: TrackPoint, history: Sequence[TrackPoint], settings: OdometerSettings) -> bool:
-    """Whether `fix` may be standing still: its reported speed is under `still_kmh`; or,
-    reporting none, it is within a standing vehicle's drift (`jitter_m` of a still fix:
-    `still_m`, or `STILL_RADII` times the two accuracy radii when that is more) of where the
-    vehicle was `still_window_s` before (the newest fix of `history`, oldest first, at least
-    that much older: `state.VehicleState.trail` keeps one however often the fixes come). A
-    stopped receiver's drift stays within it, a vehicle on its way is far from where it was.
-    The same drift the count asks of a still fix: a parked phone's honest 25-65 m fixes are
-    more than 50 m apart in a large share of pairs, and judged moving by a fixed 50 m they
-    needed only the two radii to move the anchor (0.2-2.7 km a night)."""
+def motion(
+    fix: TrackPoint, history: Sequence[TrackPoint], settings: OdometerSettings
+) -> bool | None:
+    """Whether `fix` is moving (True), may be standing still (False), or neither is known
+    (None). A reported speed says it: moving from `still_kmh` up. Without one, from where
+    the vehicle was (`history`, oldest first: `state.VehicleState.trail`, a point every
+    `still_window_s / TRAIL_STEPS` at most): moving when its last steps show steady progress
+    (`progressing`); standing still when it is within a standing vehicle's drift (`jitter_m`
+    of a still fix: `still_m`, or `STILL_RADII` times the two accuracy radii when that is
+    more) of where it was `still_window_s` before (the newest point at least that much
+    older); else (farther, or no point that old) not known. A stopped receiver's drift stays
+    within that, a vehicle on its way is far from where it was. The same drift the count
+    asks of a still fix: a parked phone's honest 25-65 m fixes are more than 50 m apart in a
+    large share of pairs, and judged moving by a fixed 50 m they needed only the two radii
+    to move the anchor (0.2-2.7 km a night)."""
     if fix.speed_kmh is not None:
-        return fix.speed_kmh < settings.still_kmh
+        return fix.speed_kmh >= settings.still_kmh
+    if progressing(fix, history, settings):
+        return True
     window, older = settings.still_window_s, None
     for point in history:  # (oldest first: the trail holds one or two that old)
         if (fix.t - point.t).total_seconds() < window:
             break
         older = point
-    return older is not None and fix.distance_m(older) <= jitter_m(older, fix, settings, still=True)
+    if older is None:
+        return None
+    return False if fix.distance_m(older) <= jitter_m(older, fix, settings, still=True) else None
+
+
+def progressing(fix: TrackPoint, history: Sequence[TrackPoint], settings: OdometerSettings) -> bool:
+    """Whether a vehicle reporting no speed is on its way at `fix`, by where it was before
+    (`history`, oldest first, one point every few seconds: the trail): its last
+    `PROGRESS_STEPS` steps up to `fix` each longer than `jitter_min_m`, each one farther from
+    where they began, none turning back (no two in a row more than 90° apart: a street
+    corner is 90°), and `fix` farther from where they began than a standing vehicle's drift
+    (`still_m`, or the two accuracy radii when that is more). A parked receiver's fixes jump
+    about, each step in any direction (two steps in a row turn back more often than not,
+    drifting afresh or wandering): six steps that never turn back, always away, and end that
+    far away are rarely its drift."""
+    points = [p for p in history[-PROGRESS_STEPS:] if p.t < fix.t]
+    if len(points) < PROGRESS_STEPS:
+        return False
+    points.append(fix)
+    first = points[0]
+    default = settings.default_accuracy_m
+    radii = (first.accuracy_m or default) + (fix.accuracy_m or default)
+    if first.distance_m(fix) <= max(settings.still_m, radii):
+        return False
+    before: tuple[float, float] | None = None
+    reach = 0.0
+    for a, b in itertools.pairwise(points):
+        if a.distance_m(b) <= settings.jitter_min_m:
+            return False
+        if (far := first.distance_m(b)) <= reach:
+            return False
+        reach = far
+        step = _east_north(a, b)
+        if before is not None and step[0] * before[0] + step[1] * before[1] <= 0:
+            return False
+        before = step
+    return True
+
+
+def _east_north(a: TrackPoint, b: TrackPoint) -> tuple[float, float]:
+    """The step from `a` to `b` in a local plane (its direction is all `progressing` asks)."""
+    dlon = (b.lon - a.lon + 540.0) % 360.0 - 180.0  # (across the antimeridian: the short way)
+    return dlon * math.cos(math.radians((a.lat + b.lat) / 2)), b.lat - a.lat
 
 
 def jitter_m(
-    a: TrackPoint, b: TrackPoint, settings: OdometerSettings, *, still: bool = False
+    a: TrackPoint,
+    b: TrackPoint,
+    settings: OdometerSettings,
+    *,
+    still: bool = False,
+    moving: bool = False,
 ) -> float:
-    """How far apart two fixes may be from noise alone (`still`: `b` stands still)."""
+    """How far apart two fixes may be from noise alone (`still`: `b` stands still;
+    `moving`: `b` is on its way, `motion`). A moving receiver's error changes little from
+    one fix to the next (it is correlated over tens of seconds), however large the accuracy
+    it reports: the two radii but no more than `MOVING_M` (and at least `jitter_min_m`);
+    the radii alone cut every street corner by a chord two accuracies long (3-13% of a city
+    track at 15-50 m)."""
     default = settings.default_accuracy_m
     radii = (a.accuracy_m or default) + (b.accuracy_m or default)
+    if moving:
+        return max(settings.jitter_min_m, min(radii, MOVING_M))
     if still:
         return max(settings.jitter_min_m, STILL_RADII * radii, settings.still_m)
     return max(settings.jitter_min_m, radii)
@@ -166,8 +245,9 @@ def step_m(
     vehicle was before, oldest first, `VehicleState.trail`); None when the move is within the
     jitter (the anchor stays)."""
     distance = anchor.distance_m(fix)
-    still = is_still(fix, history, settings)
-    return distance if distance > jitter_m(anchor, fix, settings, still=still) else None
+    moving = motion(fix, history, settings)
+    threshold = jitter_m(anchor, fix, settings, still=moving is False, moving=moving is True)
+    return distance if distance > threshold else None
 
 
 def detour_m(
@@ -182,8 +262,9 @@ def detour_m(
     near = [p for p in (before, after) if p is not None]
     if not near:
         return 0.0
-    still = is_still(late, () if before is None else (before,), settings)
-    if any(late.distance_m(p) <= jitter_m(p, late, settings, still=still) for p in near):
+    moving = motion(late, () if before is None else (before,), settings)
+    still, on = moving is False, moving is True
+    if any(late.distance_m(p) <= jitter_m(p, late, settings, still=still, moving=on) for p in near):
         return None
     if before is None or after is None:
         return late.distance_m(near[0])  # before the first fix, or after the last

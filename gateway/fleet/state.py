@@ -78,7 +78,7 @@ class VehicleState:
     recent: tuple[TrackPoint, ...] = ()  # the newest accepted fixes, oldest first
     # Where the vehicle was over the last `still_window_s`, oldest first: accepted fixes in
     # order, one every `still_window_s / TRAIL_STEPS` at most, from the newest one at least
-    # `still_window_s` before the last position (`odometer.is_still`'s look-back: `_trail_with`).
+    # `still_window_s` before the last position (`odometer.motion`'s look-back: `_trail_with`).
     trail: tuple[TrackPoint, ...] = ()
     # Device time of the last `vehicle.position` event, per subscription that asked for
     # them (each one's sampling).
