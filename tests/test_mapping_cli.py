@@ -60,6 +60,15 @@ def test_validate_lists_every_problem_with_file_line_and_pointer(tmp_path: Path)
     assert any(line.startswith(f"{bad}:7: /fields/not_a_vehicle_field: ") for line in lines)
 
 
+def test_validate_names_the_line_an_unclosed_bracket_opened(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: x\ndirection: inbound\nkey: [plate\nentity_type: vehicle\n")
+    result = _gateway("validate", bad)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{bad}:3: /: not valid YAML: "), result.stderr
+    assert "flow sequence (line 3)" in result.stderr and "on line 4" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("mapping", "sample"),
     [("osmand.yaml", "osmand_query.txt"), ("flespi.yaml", "flespi_stream.json")],

@@ -859,6 +859,52 @@ def test_malformed_files_are_rejected_with_a_line(text: str) -> None:
     assert isinstance(problem.extra.get("line"), int)
 
 
+_GOOD_LINES = [
+    "name: erp-mileage",
+    "direction: inbound",
+    "entity_type: vehicle",
+    "key: [plate]",
+    "fields:",
+    "  plate: {from: placa, transforms: [upper]}",
+    "  odometer_km: {from: km, transforms: [number]}",
+]
+_JSON_WITHOUT_ITS_BRACE = (
+    '{\n  "name": "erp-mileage",\n  "direction": "inbound",\n  "entity_type": "vehicle",\n'
+    '  "key": ["plate"],\n  "fields": {"plate": {"from": "placa"}}\n'
+)
+
+
+def _with_line(number: int, text: str) -> str:
+    lines = list(_GOOD_LINES)
+    lines[number - 1] = text
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "also"),
+    [
+        (_with_line(1, 'name: "erp-mileage'), 1, "at the end of the file"),
+        (_with_line(4, "key: [plate"), 4, "on line 5"),
+        (_with_line(6, "  plate: {from: placa, transforms: [upper]"), 6, "on line 7"),
+        (_JSON_WITHOUT_ITS_BRACE, 1, "at the end of the file"),
+        (_with_line(3, "entity_type"), 3, "on line 4"),  # a key without its colon
+        ("a: 'x\n\n\n", 1, "at the end of the file"),
+        ("a: 1\n- b\n", 2, ""),  # a block mapping's mistake: where it broke, not where it began
+        ("a: b\n  c: d\n", 2, ""),
+    ],
+)
+def test_a_yaml_mistake_is_at_the_line_to_fix_never_past_the_end(
+    text: str, line: int, also: str
+) -> None:
+    """An unclosed quote, [ or { is at the line that opened it (where PyYAML gave up, a later
+    line or past the end of the file, is named in the message); the line is one of the file."""
+    (problem,) = problems_of(text)
+    assert problem.keyword == "yaml"
+    assert problem.extra["line"] == line, problem
+    assert 1 <= problem.extra["line"] <= len(text.splitlines())
+    assert also in problem.message, problem.message
+
+
 @pytest.mark.parametrize(
     ("fields", "where", "message"),
     [

@@ -190,6 +190,15 @@ async def test_malformed_yaml_is_422_with_its_line(client: Client) -> None:
     assert error["keyword"] == "yaml" and error["line"] >= 3 and "YAML" in error["message"]
 
 
+async def test_an_unclosed_quote_is_422_at_the_line_that_opened_it(client: Client) -> None:
+    """Not where the parser gave up: past the end of the file (line 4 of 3)."""
+    text = 'name: "x\ndirection: inbound\nentity_type: vehicle\n'
+    problem = await _upload(client, text, status=422)
+    [error] = problem["errors"]
+    assert error["keyword"] == "yaml" and error["line"] == 1, error
+    assert "(line 1)" in error["message"] and "at the end of the file" in error["message"]
+
+
 async def test_oversized_upload_is_413_and_other_media_types_415(client: Client) -> None:
     big = OSMAND + "#" * (MAX_FILE_BYTES + 1)
     response = await client.post("/api/v1/mappings", data=big.encode(), headers={**auth(), **YAML})

@@ -137,3 +137,24 @@ async def test_an_admin_previews_the_template_text_being_edited_before_saving_it
     await ui.page.get_by_text("Modelo salvo.").wait_for()
     stored = await ui.services.notify.templates.get("acme", "alerta")
     assert stored["locales"]["pt-BR"]["text"] == "Oi {{ d }}, rascunho"
+
+
+async def test_an_unclosed_quote_is_listed_and_highlighted_at_the_line_that_opened_it(
+    ui: Ui,
+) -> None:
+    """Not at "line 8" of a 7-line file (where the parser gave up), which highlights nothing."""
+    await make_user(ui.services)
+    await ui.log_in()
+    await ui.goto("/admin/mappings")
+    broken = FIXED_MAPPING.replace("name: fleet-feed", 'name: "fleet-feed', 1)
+    assert broken != FIXED_MAPPING
+    await ui.page.fill("#f-source", broken)
+    await ui.page.get_by_test_id("upload").get_by_role("button", name="Enviar").click()
+    problems = ui.page.get_by_test_id("upload-problems")
+    await problems.wait_for()
+    said = await problems.inner_text()
+    highlighted = await ui.page.locator("pre.source span.line.bad").evaluate_all(
+        "spans => spans.map(span => Number(span.dataset.line))"
+    )
+    assert "(linha 1)" in said and "at the end of the file" in said, said
+    assert highlighted == [1], (said, highlighted)

@@ -211,9 +211,8 @@ def _compose(text: str, problems: Problems, quiet: bool) -> yaml.Node | None:
         return loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         if not quiet:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else None
-            problems.add("", f"not valid YAML: {_yaml_reason(exc)}", "yaml", line=line)
+            message, line = _yaml_problem(exc, text)
+            problems.add("", f"not valid YAML: {message}", "yaml", line=line)
     except yaml.YAMLError as exc:
         if not quiet:
             problems.add("", f"not valid YAML: {exc}", "yaml")
@@ -242,8 +241,33 @@ def _check_numbers(value: Any, at: str, problems: Problems) -> None:
             _check_numbers(item, f"{at}/{index}", problems)
 
 
-def _yaml_reason(exc: yaml.MarkedYAMLError) -> str:
-    return " ".join(filter(None, (exc.context, exc.problem)))
+# The constructs a mistake leaves open: a quote, a [ or { not closed, a key without its colon.
+# PyYAML's context_mark is where it was opened, the line to fix; its problem_mark is where the
+# parser gave up, a later line (often a correct one) or past the end of the file. The other
+# contexts (a block mapping or list, the next token) start far above the mistake: there the
+# problem's line is the one to fix.
+_OPENED = re.compile(r"quoted scalar|flow sequence|flow mapping|simple key")
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[str, int | None]:
+    """The message and the line of a YAML syntax mistake: the line where an unclosed construct
+    was opened (the message names where the parser gave up too), else where it gave up; never
+    a line past the end of the file."""
+    last = max(1, len(text.splitlines()))
+
+    def line_of(mark: yaml.Mark | None) -> int | None:
+        return None if mark is None else min(mark.line + 1, last)
+
+    context, problem = exc.context or "", exc.problem or ""
+    opened, stopped = line_of(exc.context_mark), line_of(exc.problem_mark)
+    past_end = exc.problem_mark is not None and exc.problem_mark.line + 1 > last
+    if opened is None or stopped is None:
+        return " ".join(filter(None, (context, problem))), stopped or opened
+    where = "at the end of the file" if past_end else f"on line {stopped}"
+    if opened == stopped and not past_end:
+        where = ""
+    message = f"{context} (line {opened}): {problem} {where}".strip() if context else problem
+    return message, opened if _OPENED.search(context) else stopped
 
 
 def parse_document(text: str | bytes, problems: Problems, *, strict: bool = True) -> Any:
