@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from typing import Any
 
 from gateway.services import Services
@@ -340,6 +341,10 @@ async def test_an_interval_schedules_time_zone_is_kept_and_an_unknown_one_refuse
     assert (stored["every"], stored["timezone"]) == ("30s", "America/Manaus")
 
 
+def nfd(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
 def _listed(page: str) -> list[str]:
     """The names a list page shows, in order."""
     return re.findall(r'<td class="name"><a href="[^"]+">([^<]+)</a>', page)
@@ -372,6 +377,54 @@ async def test_triggers_and_schedules_are_found_by_name_beyond_the_page_shown(
     assert _listed(literal) == [] and "Nenhum nome contém esse texto" in literal
     schedules = await (await client.get("/admin/schedules?name=frota")).text()
     assert _listed(schedules) == ["frota-norte", "Frota-Sul"]
+
+
+async def test_a_name_is_found_in_either_unicode_form_and_without_its_accents(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    """A name sent decomposed (NFD: macOS, iOS, many ERPs) is found typed composed (NFC, as a
+    browser sends it), and the reverse; `sao joao` finds `São João`: the search compares the
+    folded forms (any Unicode form and case, no accents)."""
+    await make_user(services)
+    name = "Rastreador São João"
+    await post(client, "/api/v1/triggers", {"name": nfd(name), "entity_type": "vehicle"})
+    await post(client, "/api/v1/triggers", {"name": "Rastreador Ilhéus", "entity_type": "vehicle"})
+    action_id = await _reader(client, partner)
+    await post(client, "/api/v1/schedules", {**_schedule_body(action_id), "name": nfd(name)})
+    await log_in(client)
+    for typed in ("São João", "SÃO JOÃO", "sao joao", nfd("são joão")):
+        found = await (await client.get("/admin/triggers", params={"name": typed})).text()
+        assert _listed(found) == [html.escape(nfd(name))], typed
+        found = await (await client.get("/admin/schedules", params={"name": typed})).text()
+        assert _listed(found) == [html.escape(nfd(name))], typed
+    found = await (await client.get("/admin/triggers", params={"name": nfd("ILHÉUS")})).text()
+    assert _listed(found) == ["Rastreador Ilhéus"]
+    found = await (await client.get("/admin/triggers", params={"name": "sao  joao"})).text()
+    assert _listed(found) == []  # the characters typed, two spaces included
+
+
+async def test_a_name_stored_before_the_folded_form_is_found_once_the_upgrade_step_ran(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    """A trigger or schedule stored before the folded name existed gets it from the one-time
+    upgrade step at start, and is then found as one written since: in any case and Unicode
+    form, without its accents."""
+    await make_user(services)
+    name = "Rastreador São João"
+    await post(client, "/api/v1/triggers", {"name": name, "entity_type": "vehicle"})
+    action_id = await _reader(client, partner)
+    await post(client, "/api/v1/schedules", {**_schedule_body(action_id), "name": nfd(name)})
+    db = services.store.db
+    for collection in ("triggers", "schedules"):  # as an earlier version stored them
+        await db[collection].update_many({}, {"$unset": {"name_folded": ""}})
+    await db["migrations"].delete_one({"_id": "names.folded"})  # a database from before
+    await services.store.ensure_indexes()
+    await log_in(client)
+    for path, stored in (("/admin/triggers", name), ("/admin/schedules", nfd(name))):
+        for typed in ("sao joao", "SÃO João"):
+            found = await (await client.get(path, params={"name": typed})).text()
+            assert _listed(found) == [stored], (path, typed)
+    assert await db["migrations"].find_one({"_id": "names.folded"}) is not None
 
 
 async def test_a_name_search_longer_than_any_name_is_a_bad_request_not_an_unavailable_database(

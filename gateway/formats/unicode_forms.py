@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
-from unicodedata import combining, decomposition, is_normalized, normalize
+from unicodedata import category, combining, decomposition, is_normalized, normalize
 
 
 def _ranges(codes: list[int]) -> str:
@@ -76,3 +76,15 @@ def nfc(text: str) -> str:
     if text.isascii() or is_normalized("NFC", text):
         return text
     return normalize("NFC", _LONG_RUN.sub(_stream_safe, text))
+
+
+def folded(text: str) -> str:
+    """Text as a name search compares it: in either Unicode form, any case, without accents
+    ("Rastreador São João", composed or decomposed, and "rastreador sao joao" fold alike):
+    decomposed, case folded (`ß` is `ss`), its nonspacing marks dropped, composed again. The
+    admin UI's row filter folds the same way (`ui.js`). For short text (a name, at most 200
+    characters): no stream-safe cut."""
+    if text.isascii():
+        return text.casefold()
+    decomposed = normalize("NFD", normalize("NFD", text).casefold())
+    return normalize("NFC", "".join(c for c in decomposed if category(c) != "Mn"))

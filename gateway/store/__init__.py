@@ -40,6 +40,8 @@ from gateway.store.kinds import KindStore
 from gateway.store.leases import LeaseStore
 from gateway.store.mappings import MappingStore
 from gateway.store.migrations import record_steps
+from gateway.store.name_folding import STEP as NAME_FOLDING
+from gateway.store.name_folding import fold_names
 from gateway.store.notify import NotifyStores
 from gateway.store.occurrences import DEFAULT_RETENTION_SECONDS as OCCURRENCE_RETENTION
 from gateway.store.occurrences import OccurrenceStore
@@ -59,7 +61,14 @@ from gateway.store.ui_accounts import EMAIL_STEP, UiAccountStores, put_emails_in
 __all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
 
 
-UPGRADE_STEPS: Final = (POSITION_NAMES, DERIVED_MIGRATION, FINE_KEYS, DUE_MIGRATION, EMAIL_STEP)
+UPGRADE_STEPS: Final = (
+    POSITION_NAMES,
+    DERIVED_MIGRATION,
+    FINE_KEYS,
+    DUE_MIGRATION,
+    EMAIL_STEP,
+    NAME_FOLDING,
+)
 """Every one-time upgrade step's marker (`Store._upgrade` runs them in this order)."""
 
 INDEX_RETRY_SECONDS: Final = 5.0
@@ -208,6 +217,7 @@ class Store:
         await rekey_fines(self.db["entities"], self.db["notify_cooldowns"], migrations)
         await self.notify.assignments.mark_scheduled(clock.utcnow())
         await put_emails_in_form(self.db["ui_users"], migrations)
+        await fold_names([self.db["triggers"], self.db["schedules"]], migrations)
 
     def check_prepared(self) -> None:
         """Raise the 503 at once while the indexes and the one-time upgrade steps are not

@@ -43,6 +43,7 @@ from pymongo.monitoring import TopologyListener
 from gateway.clock import utcnow
 from gateway.config import ConfigError
 from gateway.errors import BadRequest, Conflict, InvalidPayload, StoreUnavailable
+from gateway.formats.unicode_forms import folded
 
 Doc = dict[str, Any]
 Collection = AsyncCollection[Doc]
@@ -629,10 +630,18 @@ MAX_NAME_SEARCH: Final = 200
 cap on a pattern; a longer text was a 503 "database unavailable" with the engine's message."""
 
 
+NAME_FOLDED: Final = "name_folded"
+"""The member beside a trigger's or schedule's `name` that its name search reads: the name
+`folded` (any Unicode form, any case, no accents), written with the name (`with_folded_name`)
+and, for the names stored before, by the one-time upgrade step `NAME_FOLDING`."""
+
+
 def name_containing(text: str | None) -> Doc:
-    """A list's name search: the names holding `text` in any case (its characters taken
-    literally); no condition for none. It reads the tenant's (tenant, name) index. A text
-    longer than any name is a `BadRequest` saying so."""
+    """A list's name search: the names holding `text` in any Unicode form and case, accents
+    or none (`sao joao` finds `São João`, composed or decomposed), its characters taken
+    literally; no condition for none. It compares the folded forms (`NAME_FOLDED`; no regex
+    option: both are case folded). A text longer than any name is a `BadRequest` saying
+    so."""
     if not text:
         return {}
     if len(text) > MAX_NAME_SEARCH:
@@ -640,7 +649,14 @@ def name_containing(text: str | None) -> Doc:
             f"a name search is at most {MAX_NAME_SEARCH} characters (no name is longer); "
             f"this one has {len(text):,}: shorten it"
         )
-    return {"name": {"$regex": re.escape(text), "$options": "i"}}
+    return {NAME_FOLDED: {"$regex": re.escape(folded(text))}}
+
+
+def with_folded_name(fields: Mapping[str, Any]) -> Doc:
+    """`fields` (a new document, or an update's `$set`) with the folded form of the `name`
+    they write, if they write one."""
+    name = fields.get("name")
+    return {**fields, NAME_FOLDED: folded(name)} if isinstance(name, str) else dict(fields)
 
 
 def scoped(tenant: str, query: Mapping[str, Any] | None = None) -> Doc:

@@ -4,7 +4,8 @@ A schedule is `{_id, tenant, name, action_id, every: {seconds} | {cron, timezone
 {from, param, more?, initial?}, target: {type, entity_type?, kind?, params?}, mapping,
 dedupe?: {by, keep}, request?: {query?, body?}, error?, max_pages, status: active|paused,
 next_run_at, lease_owner?, lease_until, cursor_value, last_digest, seen: [ids], runs_in_row?,
-failures, last_error?, last_run_at?, last_ok_at?, rev, created_at, updated_at}`. `runs_in_row`
+failures, last_error?, last_run_at?, last_ok_at?, rev, created_at, updated_at, name_folded}`
+(`name_folded`: what the name search reads, `store/client.py` `name_containing`). `runs_in_row`
 counts the `more` runs in a row that went on at once (`schedules/runner.py` bounds them).
 Documents written before 2026-12-05 may carry a `chain` and `chain_seen`: no longer read, and
 unset by the next release. `mapping` sits at the
@@ -44,6 +45,7 @@ from gateway.store.client import (
     parse_id,
     scoped,
     translate_errors,
+    with_folded_name,
 )
 from gateway.store.resources import TenantResources
 
@@ -69,6 +71,19 @@ class ScheduleStore(TenantResources):
     def __init__(self, collection: Collection, runs: Collection) -> None:
         super().__init__(collection)
         self._runs = runs
+
+    async def insert(self, doc: Doc) -> None:
+        await super().insert(with_folded_name(doc))
+
+    async def update(
+        self,
+        tenant: str,
+        resource_id: str,
+        rev: int,
+        fields: Mapping[str, Any],
+        unset: Sequence[str] = (),
+    ) -> Doc | None:
+        return await super().update(tenant, resource_id, rev, with_folded_name(fields), unset)
 
     async def set_status(
         self, tenant: str, schedule_id: str, status: str, next_run_at: datetime

@@ -4,7 +4,8 @@ A document is `{_id: "trg_...", tenant, name, entity_type, kind, methods, format
 response_mapping, input_schema_json, rate_limit, max_body_bytes, max_batch_items, expose, charset,
 auth: {mode, token_in_query, jwks_url, public_key_pem, algorithms, issuer, audience,
 secrets: [{id, sealed, until}]}, tokens: [{id, issued_at, until}], status, version, rev,
-created_at, updated_at}`.
+created_at, updated_at, name_folded}` (`name_folded`: what the name search reads,
+`store/client.py` `name_containing`).
 
 Only token ids (`jti`) are stored, never tokens; webhook secrets are sealed (SecretBox).
 `version` changes whenever the compiled configuration would (processes key their compiled
@@ -30,6 +31,7 @@ from gateway.store.client import (
     name_containing,
     scoped,
     translate_errors,
+    with_folded_name,
 )
 
 INDEXES = [
@@ -60,7 +62,7 @@ class TriggerStore:
 
     async def insert(self, doc: Doc) -> None:
         with translate_errors(f"a trigger named {doc.get('name')!r} already exists"):
-            await self._c.insert_one(doc)
+            await self._c.insert_one(with_folded_name(doc))
 
     async def get(self, tenant: str, trigger_id: str) -> Doc | None:
         with translate_errors():
@@ -90,7 +92,7 @@ class TriggerStore:
         self, tenant: str, trigger_id: str, rev: int, changes: Doc, *, new_version: bool
     ) -> Doc | None:
         """Apply `changes` if nobody wrote since revision `rev`; the new document, or None."""
-        update: dict[str, Any] = {"$set": changes, "$inc": {"rev": 1}}
+        update: dict[str, Any] = {"$set": with_folded_name(changes), "$inc": {"rev": 1}}
         if new_version:
             update["$inc"]["version"] = 1
         with translate_errors(f"a trigger named {changes.get('name')!r} already exists"):

@@ -33,13 +33,21 @@
     });
   });
 
+  // Text as the name search compares it (gateway/formats/unicode_forms.py `folded`): in
+  // either Unicode form, any case, without accents ("sao joao" finds "São João", typed
+  // composed or stored decomposed).
+  function folded(text) {
+    return text.normalize("NFD").toUpperCase().toLowerCase().normalize("NFD")
+      .replace(/\p{Mn}/gu, "").normalize("NFC");
+  }
+
   document.querySelectorAll("input[data-filter]").forEach(function (input) {
     input.hidden = false;
     var rows = document.querySelectorAll(input.getAttribute("data-filter") + " tbody tr");
     input.addEventListener("input", function () {
-      var needle = input.value.trim().toLowerCase();
+      var needle = folded(input.value.trim());
       rows.forEach(function (row) {
-        row.hidden = needle !== "" && row.textContent.toLowerCase().indexOf(needle) === -1;
+        row.hidden = needle !== "" && folded(row.textContent).indexOf(needle) === -1;
       });
     });
   });
