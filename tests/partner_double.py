@@ -6,7 +6,10 @@ same webhook-id. Plus helpers to register a partner, an action and a subscriptio
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
@@ -41,6 +44,19 @@ class Recorded:
     @property
     def webhook_id(self) -> str | None:
         return self.headers.get("webhook-id")
+
+
+def signed_by(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Whether any `v1` Standard Webhooks signature of a request is the secret's (a
+    receiver's own check: HMAC over "id.timestamp.body", checked against the published vector
+    by tests/test_flow_call_signatures.py)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.digest(key, signed, hashlib.sha256)).decode()
+    return any(
+        version == "v1" and hmac.compare_digest(value, expected)
+        for version, _, value in (s.partition(",") for s in headers["webhook-signature"].split())
+    )
 
 
 @dataclass

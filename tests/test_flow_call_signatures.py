@@ -5,9 +5,6 @@ own HMAC over "id.timestamp.body", the method of the published vector, checked f
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 import time
 from pathlib import Path
@@ -39,6 +36,7 @@ from tests.partner_double import (
     create_partner,
     partner,
     post,
+    signed_by,
 )
 from tests.support import SECRET_KEY, auth
 from tests.ui_support import csrf, form_fields, log_in, make_user
@@ -56,17 +54,6 @@ steps:
   - id: erp
     call: erp-vehicle
 """
-
-
-def signed_by(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """Whether any `v1` signature of the request is the secret's (a receiver's own check)."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = base64.b64encode(hmac.digest(key, signed, hashlib.sha256)).decode()
-    return any(
-        version == "v1" and hmac.compare_digest(value, expected)
-        for version, _, value in (s.partition(",") for s in headers["webhook-signature"].split())
-    )
 
 
 def test_the_partner_check_agrees_with_the_standard_webhooks_vectors() -> None:
@@ -275,3 +262,48 @@ async def test_gateway_reseal_seals_a_flows_secret_again_under_the_new_key(
     [entry] = head["signing"]["secrets"]
     new_only = SecretBox(KeyRing.from_secret(NEW_KEY))
     assert new_only.open_text(entry["sealed"], context=flow_context(str(head["_id"]))) == secret
+
+
+FETCHES = """\
+name: look-up
+on:
+  events: [entity.created]
+  filter: {entity_type: vehicle}
+steps:
+  - id: info
+    fetch: erp-info
+  - id: erp
+    call: erp-vehicle
+"""
+
+
+async def test_a_flow_fetch_is_signed_with_the_flows_secret_and_keeps_its_id_on_retry(
+    client: Client, partner: Partner
+) -> None:
+    """A fetch goes out now, not as a delivery, but it is the flow's request as its calls
+    are: the same secret; `webhook-id` the run's step, the same when the step is tried again;
+    a GET's empty body signed."""
+    erp = await create_partner(client, partner.url, name="ERP-info")
+    await create_action(client, erp["id"], name="erp-info", method="GET", path="/info")
+    secret = (await _flow(client, partner, FETCHES))["secret"]
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = services.delivery_worker.clock = clock
+    partner.respond_with(503, {"erro": "manutencao"}, times=1)
+    await _vehicle(client, "ABC1D23")
+    await drain(services)
+    clock.advance(6)
+    await drain(services)
+
+    first, retry = [r for r in partner.requests if r.path == "/info"]
+    [call] = _calls(partner)
+    for sent in (first, retry):
+        assert sent.body == b"" and signed_by(secret, sent.headers, b"")
+    assert first.headers["webhook-id"] == retry.headers["webhook-id"]
+    assert first.headers["webhook-id"].endswith(":look-up:info")
+    assert call.headers["webhook-id"].endswith(":look-up:erp")
+    assert (
+        first.headers["webhook-id"].rpartition(":look-up:")[0]
+        == call.headers["webhook-id"].rpartition(":look-up:")[0]
+    )
+    assert signed_by(secret, call.headers, call.body)

@@ -1,7 +1,8 @@
 """`gateway reseal` (step 3 of rotating GATEWAY_SECRET_KEY): every stored secret (partner
-credentials and named secrets, subscription and signed-trigger secrets, SMTP passwords) sealed
-again under the new key with the same plaintext and record, so the old key can go; what no
-key opens is named and left; a record an admin changed meanwhile is not overwritten."""
+credentials and named secrets, action, subscription and signed-trigger secrets, SMTP
+passwords) sealed again under the new key with the same plaintext and record, so the old key
+can go; what no key opens is named and left; a record an admin changed meanwhile is not
+overwritten."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from bson import ObjectId
 from pymongo import MongoClient
 
+from gateway.actions.action_secrets import action_context
 from gateway.actions.catalog import auth_context, secrets_context, subscription_context
 from gateway.auth.keyring import KeyRing
 from gateway.auth.secretbox import SecretBox, SecretBoxError
@@ -40,8 +42,8 @@ Sealed = tuple[str, str, str]  # (where, context, sealed value)
 
 
 async def _store_secrets(client: Client) -> dict[str, str]:
-    """A partner with credentials and a named secret, a subscription, a signed trigger and
-    an e-mail channel with an SMTP password: their ids."""
+    """A partner with credentials and a named secret, an action (its signing secret), a
+    subscription, a signed trigger and an e-mail channel with an SMTP password: their ids."""
     erp = await create_partner(client, "http://127.0.0.1:9/", secrets={"api_key": "k-123"})
     action = await create_action(client, erp["id"])
     sub = await create_subscription(client, action["id"])
@@ -56,21 +58,27 @@ async def _store_secrets(client: Client) -> dict[str, str]:
             "from": "Frota Acme <alertas@acme.com.br>",
         },
     )
-    ids = (erp["id"], sub["id"], trigger["id"], channel["id"])
-    return dict(zip(("partner", "subscription", "trigger", "channel"), ids, strict=True))
+    ids = (erp["id"], action["id"], sub["id"], trigger["id"], channel["id"])
+    names = ("partner", "action", "subscription", "trigger", "channel")
+    return dict(zip(names, ids, strict=True))
 
 
 async def _sealed(services: Services, ids: dict[str, str]) -> list[Sealed]:
     """Every sealed value stored for those records, with the context it opens under."""
     db = services.store.db
     partner = await db["partners"].find_one({"name": "ERP"})
+    action = await db["actions"].find_one({})
     sub = await db["subscriptions"].find_one({})
     trigger = await db["triggers"].find_one({})
     channel = await db["channels"].find_one({"name": "email"})
-    assert partner and sub and trigger and channel
+    assert partner and action and sub and trigger and channel
     return [
         ("partner auth", auth_context(ids["partner"]), partner["auth_sealed"]),
         ("partner secrets", secrets_context(ids["partner"]), partner["secrets_sealed"]),
+        *[
+            ("action", action_context(ids["action"]), s["sealed"])
+            for s in action["signing"]["secrets"]
+        ],
         *[
             ("subscription", subscription_context(ids["subscription"]), s["sealed"])
             for s in sub["secrets"]
@@ -88,23 +96,23 @@ async def test_every_stored_secret_opens_under_the_new_key_alone_with_the_same_v
 ) -> None:
     ids = await _store_secrets(client)
     before = await _sealed(services, ids)
-    assert len(before) == 5
+    assert len(before) == 6
     for _, context, value in before:
         with pytest.raises(SecretBoxError):
             NEW_ONLY.open(value, context=context)  # why the old key cannot simply go
 
     counted = await reseal_secrets(services.store, ROTATING, dry_run=True)
-    assert (counted.resealed, counted.current, counted.unreadable) == (5, 0, [])
+    assert (counted.resealed, counted.current, counted.unreadable) == (6, 0, [])
     assert await _sealed(services, ids) == before  # a dry run changes nothing
 
     done = await reseal_secrets(services.store, ROTATING)
-    assert (done.resealed, done.current, done.changed, done.unreadable) == (5, 0, 0, [])
+    assert (done.resealed, done.current, done.changed, done.unreadable) == (6, 0, 0, [])
     after = await _sealed(services, ids)
     for (where, context, old), (_, _, new) in zip(before, after, strict=True):
         assert new != old, where
         assert NEW_ONLY.open(new, context=context) == OLD.open(old, context=context), where
     again = await reseal_secrets(services.store, ROTATING)
-    assert (again.resealed, again.current) == (0, 5)
+    assert (again.resealed, again.current) == (0, 6)
 
 
 async def test_a_secret_no_key_opens_is_named_and_left_as_it_is(
@@ -116,7 +124,7 @@ async def test_a_secret_no_key_opens_is_named_and_left_as_it_is(
     db = services.store.db
     await db["channels"].update_one({"name": "email"}, {"$set": {"smtp_sealed": foreign}})
     done = await reseal_secrets(services.store, ROTATING)
-    assert done.resealed == 4
+    assert done.resealed == 5
     assert done.unreadable == [f"channels/{(await db['channels'].find_one({}))['_id']}/smtp_sealed"]
     assert (await db["channels"].find_one({}))["smtp_sealed"] == foreign
 
@@ -157,9 +165,9 @@ async def test_the_cli_counts_then_reseals_and_the_old_key_can_go(
 
     counted = await asyncio.to_thread(cli, "--dry-run")
     assert counted.returncode == 0, counted.stderr
-    assert counted.stdout.startswith("would seal 5 secrets again under the current key; 0")
+    assert counted.stdout.startswith("would seal 6 secrets again under the current key; 0")
     done = await asyncio.to_thread(cli)
-    assert done.returncode == 0 and done.stdout.startswith("sealed 5 secrets again")
+    assert done.returncode == 0 and done.stdout.startswith("sealed 6 secrets again")
     for where, context, value in await _sealed(services, ids):
         assert NEW_ONLY.open(value, context=context), where
 

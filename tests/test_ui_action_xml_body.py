@@ -161,13 +161,13 @@ async def test_an_action_is_created_with_a_soap_body_and_its_problems_kept_in_th
     await log_in(client)
     fields = await _edit_fields(client, partner["id"])
     bare = await client.post("/admin/actions", data={**fields, "name": "json"})
-    assert bare.status == 200, await bare.text()
+    assert bare.status == 201, await bare.text()
     refused = await client.post("/admin/actions", data={**fields, **_section(soap="1.2")})
     page = await refused.text()
     assert refused.status == 422 and 'data-field="xml_body.template"' in page
     assert escape(ENVELOPE) in page and 'value="push"' in page
     created = await client.post("/admin/actions", data={**fields, **_section()})
-    assert created.status == 200, await created.text()
+    assert created.status == 201, await created.text()
     docs = await services.actions.list_actions("acme", {}, after=None, limit=5)
     by_name = {d["name"]: d for d in docs}
     assert set(by_name) == {"json", "push"}

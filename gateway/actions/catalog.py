@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from gateway.actions.action_secrets import ActionSecrets
 from gateway.actions.flow_secrets import FlowSecrets
 from gateway.actions.signing import SigningSecrets
 from gateway.actions.xml_body import XmlBody, compile_xml_body
@@ -211,6 +212,7 @@ class Catalog:
         self._auth: dict[str, tuple[int, PartnerAuth]] = {}
         self._xml: dict[str, tuple[int, XmlBody]] = {}
         self.flow_secrets = FlowSecrets(store, box)
+        self.action_secrets = ActionSecrets(store, box)
 
     def _now(self) -> float:
         return self.clock()
@@ -250,6 +252,17 @@ class Catalog:
 
     async def _load_flow_signer(self, tenant: str, flow: str) -> SigningSecrets:
         return await self.flow_secrets.signing(tenant, flow, utcnow())
+
+    async def action_signer(self, tenant: str, action_id: str) -> SigningSecrets:
+        """The secrets a proxy call or a schedule's page through the action is signed with
+        (`action_secrets.py`)."""
+        signer: SigningSecrets = await self._cached(
+            "action_signer", tenant, action_id, self._load_action_signer
+        )
+        return signer
+
+    async def _load_action_signer(self, tenant: str, action_id: str) -> SigningSecrets:
+        return await self.action_secrets.signing(tenant, action_id, utcnow())
 
     async def _cached(self, kind: str, tenant: str, rid: str, load: Any) -> Any:
         # Cached by the id as stored: a URL may spell it in upper case, and `forget` must

@@ -7,10 +7,12 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from gateway.actions.action_secrets import first_signing
 from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog
 from gateway.actions.ordering import place_of
 from gateway.actions.xml_body import compile_xml_body
+from gateway.auth.secretbox import SecretBox
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, NotFound
 from gateway.formats.json_tree import is_text, whole_number
@@ -83,24 +85,41 @@ class ActionUseCases:
     """Create, read, update and delete actions (part of `ActionService`)."""
 
     _store: Store
+    _box: SecretBox
     _catalog: Catalog
     _mappings: MappingSource | None
     _flow_users: FlowUsers
     _read_with_changed: ReadWithChanged
 
     async def create_action(self, tenant: str, body: Mapping[str, Any]) -> Doc:
+        doc, _ = await self.create_action_with_secret(tenant, body)
+        return doc
+
+    async def create_action_with_secret(
+        self, tenant: str, body: Mapping[str, Any]
+    ) -> tuple[Doc, str]:
+        """The stored action and its signing secret (shown this once: `action_secrets.py`)."""
         fields = await self._action_fields(tenant, body, None)
-        now = as_stored(utcnow())
+        oid, now = new_id(), as_stored(utcnow())
+        signing, secret = first_signing(self._box, str(oid), now)
         doc: Doc = {
-            "_id": new_id(),
+            "_id": oid,
             "tenant": tenant,
             **fields,
+            "signing": signing,
             "rev": 1,
             "created_at": now,
             "updated_at": now,
         }
         await self._store.actions.insert(doc)
-        return doc
+        return doc, secret
+
+    async def rotate_action_secret(self, tenant: str, action_id: str) -> dict[str, Any]:
+        """A new signing secret for the action's proxy calls and schedules, `{id, secret,
+        secret_rotated_at}` (`ActionSecrets.rotate`): the secret shown this once."""
+        rotated = await self._catalog.action_secrets.rotate(tenant, action_id)
+        self._catalog.forget(rotated["id"])
+        return rotated
 
     async def get_action(self, tenant: str, action_id: str) -> Doc:
         doc = await self._store.actions.get(tenant, action_id)

@@ -7,6 +7,10 @@
     answer   = the response mapping on the partner's JSON (no mapping: the JSON as it came,
                an answer neither JSON nor XML as its text and content type)
 
+The request carries Standard Webhooks headers signed with the action's secrets
+(`action_secrets.py`): `webhook-id` is `<action id>:<the caller's Idempotency-Key>`, the same
+for the caller's retries of one call, else `<action id>:<a fresh id>`.
+
 With `write_back`, the mapped answer is merged into the entity (a normal entity write: it is
 validated and emits `entity.updated`). Failures name the partner's status: 502 for an error
 answer or no answer, 504 when the partner's timeout passed.
@@ -16,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner, build_request
 from gateway.actions.partner_calls import PartnerCalls
+from gateway.actions.signing import signer
+from gateway.clock import utcnow
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     BadRequest,
@@ -36,7 +43,7 @@ from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.sender import OtherBody, Outcome, other_charset
 from gateway.outbound.verdict import Verdict, error_names
-from gateway.store import Doc
+from gateway.store import Doc, new_id
 
 _EXCERPT = 500
 
@@ -66,6 +73,8 @@ class Proxy:
         self._entities = entities
         self._mappings = mappings
         self._metrics = metrics
+        # Whose time says which rotated-out secrets still sign (tests move it forward).
+        self.clock: Callable[[], datetime] = utcnow
 
     async def invoke(
         self,
@@ -74,9 +83,20 @@ class Proxy:
         *,
         entity: Mapping[str, Any] | None = None,
         payload: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> ProxyResult:
+        """`idempotency_key`: the caller's, naming the call its retries repeat (its
+        `webhook-id`), 1 to 255 printable ASCII characters as a trigger's (BadRequest)."""
+        if idempotency_key is not None and not (
+            1 <= len(idempotency_key) <= 255
+            and idempotency_key.isascii()
+            and idempotency_key.isprintable()
+        ):
+            raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters")
         action = await self._catalog.action(tenant, action_id)
         partner = await self._catalog.partner(tenant, action.partner_id)
+        signing = await self._catalog.action_signer(tenant, action.id)
+        secrets = signing.signing_secrets(self.clock())
         entity_doc = await self._entity(tenant, entity) if entity is not None else None
         fields: Mapping[str, Any]
         if entity_doc is not None:
@@ -98,6 +118,8 @@ class Proxy:
         request, _ = await build_request(
             action, partner, request_mapping, context, default_body=fields, path_values=fields
         )
+        msg_id = f"{action.id}:{idempotency_key or new_id()}"
+        request = replace(request, sign=signer(secrets, msg_id))
         outcome = await self._calls.send(partner, request, action=action)
         verdict = action.verdict(outcome)
         # Counted once the answer is on its way (the loop runs this after the handler's step).

@@ -1,17 +1,23 @@
 """Standard Webhooks signing secrets as stored: a list of sealed entries, newest first,
 `[{sealed, created_at, expires_at?}]`. The first is the current secret; each rotated out keeps
 signing for ROTATION_GRACE after its own rotation, the newest ROTATED_KEPT of them. The same
-rules for a subscription's secrets and a flow's (its `call` deliveries, `flows/secrets.py`).
+rules for a subscription's secrets, a flow's (its `call` deliveries and `fetch` requests,
+`flow_secrets.py`) and an action's (its proxy calls and schedules' pages, `action_secrets.py`).
+
+`signer` makes the sender's `sign` hook (`OutboundRequest.sign`): every outbound request is
+signed so, by its owner's secrets, over the exact bytes sent (a GET's: none), stamped with the
+attempt's time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gateway.auth.secretbox import SecretBox
-from gateway.auth.webhook_signature import generate_secret
+from gateway.auth.webhook_signature import generate_secret, signed_headers
+from gateway.clock import utc_timestamp
 from gateway.store import Doc
 
 ROTATION_GRACE = timedelta(hours=24)
@@ -29,6 +35,17 @@ class SigningSecrets:
     def signing_secrets(self, now: datetime) -> list[str]:
         """The current secret, plus those rotated out still in their grace period."""
         return [s for s, expires in self.secrets if expires is None or expires > now]
+
+
+def signer(secrets: Sequence[str], msg_id: str) -> Callable[[bytes], Mapping[str, str]]:
+    """The `sign` hook of a request: Standard Webhooks headers over the bytes sent, `msg_id`
+    the request's stable id (the same on each of its attempts), the timestamp the attempt's
+    real time (receivers check it against theirs)."""
+
+    def sign(sent: bytes) -> Mapping[str, str]:
+        return signed_headers(secrets, msg_id, int(utc_timestamp()), sent)
+
+    return sign
 
 
 def new_entry(box: SecretBox, context: str, now: datetime) -> tuple[Doc, str]:

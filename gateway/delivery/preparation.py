@@ -13,20 +13,19 @@ Two kinds call actions, and differ only in what the mapping sees and whose secre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.actions.catalog import Action, Catalog, Partner, Subscription, build_request
-from gateway.actions.signing import SigningSecrets
-from gateway.clock import utc_timestamp
+from gateway.actions.signing import SigningSecrets, signer
 from gateway.entities import as_mapped
 from gateway.errors import NotFound
 from gateway.formats.json_tree import plain
 from gateway.mapping_files.source import MappingSource
 from gateway.models import DeliveryKind
-from gateway.outbound.sender import OutboundRequest, signed_headers
+from gateway.outbound.sender import OutboundRequest
 from gateway.store import Doc
 
 
@@ -99,14 +98,8 @@ async def delivery_request(
     )
     if target.subscription is None:
         request = _with_idempotency_key(request, str(doc["_id"]))
-    secrets = target.signer.signing_secrets(clock())
-
-    def sign(sent: bytes) -> Mapping[str, str]:
-        # The exact bytes sent, signed as they go (the sender may still set credentials in
-        # them); the timestamp is the real time: receivers check it against theirs.
-        return signed_headers(secrets, doc["_id"], int(utc_timestamp()), sent)
-
-    return replace(request, sign=sign)
+    # The exact bytes sent, signed as they go (the sender may still set credentials in them).
+    return replace(request, sign=signer(target.signer.signing_secrets(clock()), doc["_id"]))
 
 
 def _with_idempotency_key(request: OutboundRequest, delivery_id: str) -> OutboundRequest:

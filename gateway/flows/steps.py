@@ -34,6 +34,7 @@ from typing import Any
 from gateway.actions.catalog import Catalog, build_request
 from gateway.actions.ordering import call_place
 from gateway.actions.partner_calls import PartnerCalls
+from gateway.actions.signing import signer
 from gateway.assignments import AssignmentService
 from gateway.delivery.fanout import insert_deliveries
 from gateway.entities import EntityService, Origin, public
@@ -193,7 +194,11 @@ class StepRunner:
         action, partner, mapping = await self._action(run.tenant, step.action)
         local = plain({**context, **evaluate(step.values, context)})
         request, _ = await _build(action, partner, mapping, local)
-        request = replace(request, before_sending=run.before_sending)
+        # Signed with the flow's secrets, as its calls are; `webhook-id` the run's step, the
+        # same on each try of the step (a call's delivery id is the same `<run>:<step>`).
+        signing = await self._p.catalog.flow_signer(run.tenant, run.flow)
+        sign = signer(signing.signing_secrets(now), f"{run.id}:{step.id}")
+        request = replace(request, before_sending=run.before_sending, sign=sign)
         # A disabled partner is not called: the step waits (held), as `invoke` answers 503.
         outcome = partner.refusal() or await self._p.calls.send(partner, request, action=action)
         verdict = action.verdict(outcome)

@@ -1,8 +1,10 @@
 """One run of a schedule, under its lease: page after page, call → read → land → commit.
 
     call    the action's request with the cursor (`calls.request_for`), sent like any partner
-            request (guard, credentials, SSRF check); the partner is read again before each
-            page (`Poll._partner`): one disabled during the run is not called again by it
+            request (guard, credentials, SSRF check), signed with the action's secrets
+            (Standard Webhooks, `actions/action_secrets.py`; `webhook-id` the page's, the same
+            on every try of it: `page_id`); the partner is read again before each page
+            (`Poll._partner`): one disabled during the run is not called again by it
     read    the answer as a page, or a PollFailure (`calls.read_page`): no answer, an error
             status (429 with its Retry-After), not JSON, the partner's own error member, a
             cursor that is not a string or a number; a 2xx without a body is an empty page.
@@ -50,6 +52,7 @@ from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
 from gateway.actions.partner_calls import PartnerCalls
+from gateway.actions.signing import signer
 from gateway.clock import from_iso
 from gateway.entities import Origin
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
@@ -165,6 +168,7 @@ class Poll:
         try:
             action = await self._c.catalog.action(tenant, doc["action_id"])
             partner = await self._c.catalog.partner(tenant, action.partner_id)
+            signing = await self._c.catalog.action_signer(tenant, action.id)
             request_mapping = None
             if action.request_mapping:
                 request_mapping = await self._c.mappings.active(tenant, action.request_mapping)
@@ -191,6 +195,8 @@ class Poll:
                     f"cannot build the request: {exc.detail}",
                     problems=[p.as_dict() for p in exc.problems],
                 ) from None
+            secrets = signing.signing_secrets(self._clock())
+            request = replace(request, sign=signer(secrets, page_id(doc, self._cursor)))
             # A disabled partner is not called (a held run, `calls.read_page`), as by `invoke`;
             # one disabled during the run is not called again (read before each page).
             outcome = partner.refusal() or await self._c.calls.send(partner, request)
@@ -538,3 +544,14 @@ def _as_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed
+
+
+def page_id(doc: Doc, cursor: Any) -> str:
+    """A page's `webhook-id`: `<schedule id>:<its cursor's key>:<the schedule's last good run,
+    ms>`. The same for every try of the page (a run failed or cut short leaves the cursor and
+    `last_ok_at` as they were), a new one for each page of a run (each its own cursor), and
+    for the same cursor read again by a later run (a feed's head polled anew) once a run
+    ended well in between."""
+    ok = doc.get("last_ok_at")
+    stamp = int(ok.timestamp() * 1000) if isinstance(ok, datetime) else 0
+    return f"{doc['_id']}:{cursor_key(cursor)}:{stamp}"

@@ -1,11 +1,13 @@
 """The `actions` and `subscriptions` collections.
 
 An action is `{_id, tenant, name, partner_id, method, path, mode, request_mapping?,
-response_mapping?, success, retry_schedule?, ordered, write_back, rev, created_at,
-updated_at}` (the mapping field names are read by `store/mappings.py` to refuse deleting a
-mapping in use). A subscription is `{_id, tenant, action_id, partner_id, event_types, filter,
-status, disabled_reason?, secrets: [{sealed, created_at, expires_at?}], rev, created_at,
-updated_at}`; its signing secrets are only stored sealed.
+response_mapping?, success, retry_schedule?, ordered, write_back, signing?: {secrets:
+[{sealed, created_at, expires_at?}], rev, rotated_at?}, rev, created_at, updated_at}`
+(`signing`: its signing secrets, only stored sealed, `actions/action_secrets.py`; the
+mapping field names are read by `store/mappings.py` to refuse deleting a mapping in use).
+A subscription is `{_id, tenant, action_id, partner_id, event_types, filter, status,
+disabled_reason?, secrets: [{sealed, created_at, expires_at?}], rev, created_at, updated_at}`;
+its signing secrets are only stored sealed.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 
-from gateway.store.client import Doc, scoped, translate_errors
+from gateway.store.client import Doc, parse_id, scoped, translate_errors
 from gateway.store.resources import TenantResources
 
 ACTION_INDEXES = [
@@ -31,7 +33,35 @@ SUBSCRIPTION_INDEXES = [
 
 
 class ActionStore(TenantResources):
-    pass
+    async def signing_of(self, tenant: str, action_id: str) -> Doc | None:
+        """The action's id and `signing`, or None when there is no such action."""
+        oid = parse_id(action_id)
+        if oid is None:
+            return None
+        with translate_errors():
+            found: Doc | None = await self._c.find_one(
+                scoped(tenant, {"_id": oid}), {"_id": 1, "signing": 1}
+            )
+        return found
+
+    async def set_signing(
+        self, tenant: str, action_id: str, signing: Doc, *, rev: int | None
+    ) -> Doc | None:
+        """`signing` stored only over the one of revision `rev` (None: only where there is
+        none); the action's `rev` untouched (an edit meanwhile is no conflict). The action
+        after, or None when none matched."""
+        query: Doc = {"_id": parse_id(action_id)}
+        if rev is None:
+            query["signing"] = {"$exists": False}
+        else:
+            query["signing.rev"] = rev
+        with translate_errors():
+            found: Doc | None = await self._c.find_one_and_update(
+                scoped(tenant, query),
+                {"$set": {"signing": signing}},
+                return_document=ReturnDocument.AFTER,
+            )
+        return found
 
 
 class SubscriptionStore(TenantResources):

@@ -5,7 +5,8 @@ key (`gateway reseal`, step 3 of rotating GATEWAY_SECRET_KEY: docs/security.md).
 - `channels`: `smtp_sealed` (an e-mail channel's SMTP password);
 - `subscriptions`: `secrets[].sealed` (signing secrets, the current and a rotated-out one);
 - `triggers`: `auth.secrets[].sealed` (the secrets of triggers that require signed bodies);
-- `flow_heads`: `signing.secrets[].sealed` (a flow's signing secrets, its calls').
+- `flow_heads`: `signing.secrets[].sealed` (a flow's signing secrets, its calls' and fetches');
+- `actions`: `signing.secrets[].sealed` (an action's signing secrets: proxy calls, schedules).
 
 Each document is written back only where its sealed values are still the ones read (compare
 and set), so a secret an admin replaced meanwhile is never overwritten with the old one.
@@ -25,6 +26,7 @@ LISTS: Final = {
     "subscriptions": "secrets",
     "triggers": "auth.secrets",
     "flow_heads": "signing.secrets",
+    "actions": "signing.secrets",
 }
 
 Renew = Callable[[str], str | None]

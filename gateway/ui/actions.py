@@ -147,10 +147,22 @@ async def list_actions(request: web.Request, form: Form | None = None) -> web.Re
 async def create_action(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     try:
-        await services_of(request).actions.create_action(tenant_of(request), create_body(values))
+        doc, secret = await services_of(request).actions.create_action_with_secret(
+            tenant_of(request), create_body(values)
+        )
     except InvalidPayload as exc:
         return await list_actions(request, Form(values).refuse(exc, CREATE_FIELDS))
-    return redirect("/admin/actions", flash="actions.created")
+    # The action's signing secret (its proxy calls and schedules): shown this once.
+    context = {"action": public_action(doc), "secret": secret, "said": "actions.created"}
+    return render(request, "partners/action_secret.html", context, status=201)
+
+
+async def rotate_action_secret(request: web.Request) -> web.Response:
+    actions = services_of(request).actions
+    rotated = await actions.rotate_action_secret(tenant_of(request), _id(request))
+    doc = await actions.get_action(tenant_of(request), rotated["id"])
+    context = {"action": public_action(doc), "secret": rotated["secret"], "said": None}
+    return render(request, "partners/action_secret.html", context)
 
 
 async def action_page(

@@ -103,6 +103,7 @@ def add_ui_routes(ui: web.Application) -> None:
                 web.post("/actions/{id}/edit", actions.update_action),
                 web.post("/actions/{id}/delete", actions.delete_action),
                 web.post("/actions/{id}/call", actions.call_action),
+                web.post("/actions/{id}/rotate-secret", actions.rotate_action_secret),
                 web.get("/subscriptions", partners.list_subscriptions),
                 web.post("/subscriptions", partners.create_subscription),
                 web.get("/subscriptions/{id}", partners.subscription_page),

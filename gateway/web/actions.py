@@ -135,6 +135,28 @@ WITH_SECRET: dict[str, Any] = {
         "secret": {"type": "string", "description": "shown once"},
     },
 }
+_CREATED_ACTION: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        **ACTION["properties"],
+        "secret": {
+            "type": "string",
+            "pattern": "^whsec_",
+            "description": "the action's signing secret (Standard Webhooks), shown this once: "
+            "its proxy calls and its schedules' requests are signed with it",
+        },
+    },
+}
+_ROTATED_ACTION: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "secret", "secret_rotated_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "secret": {"type": "string", "pattern": "^whsec_", "description": "shown this once"},
+        "secret_rotated_at": {"type": "string", "format": "date-time"},
+    },
+}
 _LIST_QUERY = [("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")]
 
 
@@ -152,12 +174,33 @@ def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
 # -- actions ---------------------------------------------------------------------------------
 
 
-@operation("Create an action", tag="actions", request=strict(ACTION), response=ACTION, status=201)
+@operation(
+    "Create an action (its signing secret answered once)",
+    tag="actions",
+    request=strict(ACTION),
+    response=_CREATED_ACTION,
+    status=201,
+)
 async def create_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    doc = await services_of(request).actions.create_action(claims.tenant, body)
-    return json_response(public_action(doc), status=201)
+    actions = services_of(request).actions
+    doc, secret = await actions.create_action_with_secret(claims.tenant, body)
+    return json_response({**public_action(doc), "secret": secret}, status=201)
+
+
+@operation(
+    "Rotate the signing secret of an action's proxy calls and schedules: both sign for 24 h; "
+    "the new one is shown once",
+    tag="actions",
+    response=_ROTATED_ACTION,
+    errors=(409,),
+)
+async def rotate_action_secret(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    actions = services_of(request).actions
+    rotated = await actions.rotate_action_secret(claims.tenant, request.match_info["id"])
+    return json_response(rotated)
 
 
 @operation(
@@ -222,12 +265,24 @@ async def delete_action(request: web.Request) -> web.Response:
     response=INVOKED,
     errors=(429, 502, 504),
     opens_secrets=True,
+    headers=[
+        (
+            "Idempotency-Key",
+            "1-255 printable ASCII characters naming the call: its request's `webhook-id` is "
+            "`<action id>:<key>`, the same for every retry with the key (else a fresh id); the "
+            "call itself is made again",
+        )
+    ],
 )
 async def invoke_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     entity, payload = _invoked(await read_object(request))
     result = await services_of(request).proxy.invoke(
-        claims.tenant, request.match_info["id"], entity=entity, payload=payload
+        claims.tenant,
+        request.match_info["id"],
+        entity=entity,
+        payload=payload,
+        idempotency_key=request.headers.get("Idempotency-Key"),
     )
     answer: dict[str, Any] = {"status": result.status, "data": result.data}
     if result.written is not None:

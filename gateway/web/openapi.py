@@ -120,6 +120,8 @@ class Operation:
     database: bool = True
     # Whether a retry with the same `Idempotency-Key` header is answered from the first call.
     idempotency_key: bool = False
+    # Request headers the handler reads (name, description), optional strings.
+    headers: Sequence[tuple[str, str]] = ()
     # False when the body may be left out (the server then takes `{}`).
     body_required: bool = True
     # Other success statuses answered with the same schema (e.g. 201 and 207 for /hooks).
@@ -333,6 +335,11 @@ def _operation(path: str, op: Operation, settings: Settings) -> dict[str, Any]:
     ]
     if op.idempotency_key:
         params.append(_IDEMPOTENCY_KEY)
+    params += [
+        {"name": name, "in": "header", "required": False, "description": text}
+        | {"schema": {"type": "string"}}
+        for name, text in op.headers
+    ]
     responses: dict[str, Any] = {}
     for status in (op.status, *op.also):
         ok: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "OK")}

@@ -122,6 +122,7 @@ def add_routes(app: web.Application) -> None:
                 web.patch("/api/v1/actions/{id}", actions.patch_action),
                 web.delete("/api/v1/actions/{id}", actions.delete_action),
                 web.post("/api/v1/actions/{id}/invoke", actions.invoke_action),
+                web.post("/api/v1/actions/{id}/rotate-secret", actions.rotate_action_secret),
                 web.post("/api/v1/subscriptions", actions.create_subscription),
                 web.get("/api/v1/subscriptions", actions.list_subscriptions),
                 web.get("/api/v1/subscriptions/{id}", actions.get_subscription),
