@@ -268,3 +268,19 @@ def _secret_shown(html: str) -> str:
     found = re.findall(r'<code id="action-secret">(whsec_[^<]+)</code>', html)
     assert len(found) == 1, html
     return str(found[0])
+
+
+async def test_the_openapi_document_shows_the_secret_its_rotation_and_the_invoke_key(
+    client: Client,
+) -> None:
+    doc = await (await client.get("/openapi.json")).json()
+    paths = doc["paths"]
+    created = paths["/api/v1/actions"]["post"]["responses"]["201"]["content"]
+    rotated = paths["/api/v1/actions/{id}/rotate-secret"]["post"]["responses"]["200"]["content"]
+    invoke = paths["/api/v1/actions/{id}/invoke"]["post"]["parameters"]
+
+    assert created["application/json"]["schema"]["properties"]["secret"]["pattern"] == "^whsec_"
+    required = rotated["application/json"]["schema"]["required"]
+    assert required == ["id", "secret", "secret_rotated_at"]
+    [key] = [p for p in invoke if p["name"] == "Idempotency-Key"]
+    assert key["in"] == "header" and "webhook-id" in key["description"]

@@ -10,7 +10,14 @@ from gateway.actions.definitions import public_action
 from gateway.actions.subscriptions import public_subscription
 from gateway.errors import BadRequest, FieldProblem, InvalidPayload
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, TEXT_NAME, merge_patch, operation, strict
+from gateway.web.openapi import (
+    ID_CURSOR,
+    IDEMPOTENCY_KEY_SCHEMA,
+    TEXT_NAME,
+    merge_patch,
+    operation,
+    strict,
+)
 from gateway.web.partners import PAGE
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object, unknown_members
@@ -271,6 +278,7 @@ async def delete_action(request: web.Request) -> web.Response:
             "1-255 printable ASCII characters naming the call: its request's `webhook-id` is "
             "`<action id>:<key>`, the same for every retry with the key (else a fresh id); the "
             "call itself is made again",
+            IDEMPOTENCY_KEY_SCHEMA,
         )
     ],
 )

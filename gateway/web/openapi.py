@@ -120,8 +120,8 @@ class Operation:
     database: bool = True
     # Whether a retry with the same `Idempotency-Key` header is answered from the first call.
     idempotency_key: bool = False
-    # Request headers the handler reads (name, description), optional strings.
-    headers: Sequence[tuple[str, str]] = ()
+    # Optional request headers the handler reads: (name, description, JSON Schema).
+    headers: Sequence[tuple[str, str, Mapping[str, Any]]] = ()
     # False when the body may be left out (the server then takes `{}`).
     body_required: bool = True
     # Other success statuses answered with the same schema (e.g. 201 and 207 for /hooks).
@@ -336,9 +336,8 @@ def _operation(path: str, op: Operation, settings: Settings) -> dict[str, Any]:
     if op.idempotency_key:
         params.append(_IDEMPOTENCY_KEY)
     params += [
-        {"name": name, "in": "header", "required": False, "description": text}
-        | {"schema": {"type": "string"}}
-        for name, text in op.headers
+        {"name": name, "in": "header", "required": False, "description": text, "schema": schema}
+        for name, text, schema in op.headers
     ]
     responses: dict[str, Any] = {}
     for status in (op.status, *op.also):
@@ -531,12 +530,16 @@ _XML_PROBLEMS: dict[str, Any] = {
     },
 }
 
+IDEMPOTENCY_KEY_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]{0,253}[\\x21-\\x7e])?$",
+}
 _IDEMPOTENCY_KEY: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
     "description": "a retry with the same key and body gets the first answer again (24 h)",
-    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]{0,253}[\\x21-\\x7e])?$"},
+    "schema": IDEMPOTENCY_KEY_SCHEMA,
 }
 
 
