@@ -9,9 +9,11 @@ speed of `still_kmh` or more; or, reporting none, steady progress over its last 
 `progressing`) counts beyond the two accuracy radii but never beyond `MOVING_M` (15 m; at
 least `jitter_min_m`): a moving receiver's error changes little from fix to fix, whatever
 accuracy it reports, and a threshold of two accuracy radii measured every street corner as
-a chord (3-13% short at 15-50 m, 48% without speed). A fix that may be standing still (a
-reported speed under `still_kmh`; or, reporting none, within a standing vehicle's drift of
-where the vehicle was `still_window_s` before) must be farther than `still_m` and than
+a chord (3-13% short at 15-50 m, 48% without speed). A reported speed is believed only when
+the positions agree (`belied`): a parked receiver reporting a few km/h at rest is standing
+still. A fix that may be standing still (a reported speed under `still_kmh`, or one the
+positions belie; or, reporting none, within a standing vehicle's drift of where the
+vehicle was `still_window_s` before) must be farther than `still_m` and than
 `STILL_RADII` (2.5) times the two radii: a stopped receiver's drift is often larger than
 the accuracy it reports, and a parked night, or an hour idling at a dock, must not add up.
 Any other fix (no speed, nothing known) counts beyond the two accuracy radii together (at
@@ -144,10 +146,14 @@ class OdometerSettings:
 
 
 def motion(
-    fix: TrackPoint, history: Sequence[TrackPoint], settings: OdometerSettings
+    fix: TrackPoint,
+    history: Sequence[TrackPoint],
+    settings: OdometerSettings,
+    since: TrackPoint | None = None,
 ) -> bool | None:
     """Whether `fix` is moving (True), may be standing still (False), or neither is known
-    (None). A reported speed says it: moving from `still_kmh` up. Without one, from where
+    (None). A reported speed says it: moving from `still_kmh` up, unless the positions
+    belie it (`belied`: `since` is the anchor, the last counted fix). Without one, from where
     the vehicle was (`history`, oldest first: `state.VehicleState.trail`, a point every
     `still_window_s / TRAIL_STEPS` at most): moving when its last steps show steady progress
     (`progressing`); standing still when it is within a standing vehicle's drift (`jitter_m`
@@ -159,7 +165,7 @@ def motion(
     large share of pairs, and judged moving by a fixed 50 m they needed only the two radii
     to move the anchor (0.2-2.7 km a night)."""
     if fix.speed_kmh is not None:
-        return fix.speed_kmh >= settings.still_kmh
+        return fix.speed_kmh >= settings.still_kmh and not belied(fix, history, settings, since)
     if progressing(fix, history, settings):
         return True
     window, older = settings.still_window_s, None
@@ -170,6 +176,35 @@ def motion(
     if older is None:
         return None
     return False if fix.distance_m(older) <= jitter_m(older, fix, settings, still=True) else None
+
+
+def belied(
+    fix: TrackPoint,
+    history: Sequence[TrackPoint],
+    settings: OdometerSettings,
+    since: TrackPoint | None,
+) -> bool:
+    """Whether the positions belie the moving speed `fix` reports: since the anchor (`since`)
+    or since the vehicle last said it stood (the newest point of `history`, the trail,
+    reporting a speed under `still_kmh`), whichever is newer, it covered less than
+    `still_kmh` would in that time, even granted a moving fix's noise (`jitter_m` of a moving
+    fix, 10-15 m). A parked receiver reporting a few km/h at rest (multipath; phones and
+    cheap trackers without static navigation) is 5-15 m from where it was a minute or an
+    hour before, not the 50 m or more that 3 km/h covers: judged moving, each drift farther
+    than 15 m from the anchor counted (1.8-4 km a night at a fix a minute). A vehicle that
+    really stood and drives off said it stood (0 km/h) a few seconds before, and is judged by
+    its progress since then; one that stood while reporting a speed counts from where it
+    stood once the positions show it left (beyond `still_m`, or at 3 km/h on average)."""
+    for point in reversed(history):
+        if point.t < fix.t and point.speed_kmh is not None and point.speed_kmh < settings.still_kmh:
+            if since is None or point.t > since.t:
+                since = point
+            break
+    if since is None or since.t >= fix.t:
+        return False
+    seconds = (fix.t - since.t).total_seconds()
+    noise = jitter_m(since, fix, settings, moving=True)
+    return fix.distance_m(since) + noise < settings.still_kmh / 3.6 * seconds
 
 
 def progressing(fix: TrackPoint, history: Sequence[TrackPoint], settings: OdometerSettings) -> bool:
@@ -245,7 +280,7 @@ def step_m(
     vehicle was before, oldest first, `VehicleState.trail`); None when the move is within the
     jitter (the anchor stays)."""
     distance = anchor.distance_m(fix)
-    moving = motion(fix, history, settings)
+    moving = motion(fix, history, settings, anchor)
     threshold = jitter_m(anchor, fix, settings, still=moving is False, moving=moving is True)
     return distance if distance > threshold else None
 
@@ -262,7 +297,7 @@ def detour_m(
     near = [p for p in (before, after) if p is not None]
     if not near:
         return 0.0
-    moving = motion(late, () if before is None else (before,), settings)
+    moving = motion(late, () if before is None else (before,), settings, before)
     still, on = moving is False, moving is True
     if any(late.distance_m(p) <= jitter_m(p, late, settings, still=still, moving=on) for p in near):
         return None
