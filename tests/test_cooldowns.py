@@ -68,3 +68,27 @@ async def test_claims_of_a_conditions_time_hold_within_the_cooldown_either_side(
     await cooldowns.release_at("acme", "g", by="run-5:push")  # a sibling's failure
     assert await cooldowns.claim_at("acme", "g", near, wait, now, by="run-6:push") == near
     assert await cooldowns.claim_at("beta", "g", near, wait, now, by="run-6:push") is None
+
+
+async def test_a_sibling_message_failing_after_a_delivered_one_keeps_the_alerts_note(
+    client: Client,
+) -> None:
+    """A driver's two phones share the step's claim: the first is pushed (its note marked
+    delivered), the second is claimed after it and fails (a stale token). The alert went
+    out, so its note stays and a repeat crossing 10 minutes later is held back."""
+    cooldowns = client.app[services_key].store.notify.cooldowns
+    now = datetime.now(UTC).replace(microsecond=0)
+    wait, crossing, by = timedelta(minutes=30), now - timedelta(minutes=20), "run-1:push"
+    assert await cooldowns.claim_at("acme", "g", crossing, wait, now, by=by) is None  # phone A
+    await cooldowns.claim_at("acme", "g", crossing, wait, now, by=by, delivered=True)  # pushed
+    assert await cooldowns.claim_at("acme", "g", crossing, wait, now, by=by) is None  # phone B
+    await cooldowns.release_at("acme", "g", by=by)  # B's push failed
+    assert await cooldowns.claim_at("acme", "g", crossing, wait, now, by=by) is None  # B's retry
+    await cooldowns.release_at("acme", "g", by=by)  # failed again
+    repeat = crossing + timedelta(minutes=10)
+    assert await cooldowns.claim_at("acme", "g", repeat, wait, now, by="run-2:push") == crossing
+    # A claim that never went out is still given back by its failure.
+    later = crossing + timedelta(hours=2)
+    assert await cooldowns.claim_at("acme", "g", later, wait, now, by="run-3:push") is None
+    await cooldowns.release_at("acme", "g", by="run-3:push")
+    assert await cooldowns.claim_at("acme", "g", later, wait, now, by="run-4:push") is None

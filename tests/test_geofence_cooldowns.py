@@ -194,3 +194,29 @@ async def test_a_crossing_whose_push_failed_holds_back_no_later_crossing(
     assert [m["notification"]["body"][-5:] for m in fcm.messages] == ["10:55"]
     assert len((await get(client, "/api/v1/deliveries?status=failed"))["items"]) == 1
     assert (await get(client, "/api/v1/deliveries?status=suppressed"))["items"] == []
+
+
+async def test_a_stale_second_phone_does_not_give_back_the_alert_the_first_phone_got(
+    client: Client, fcm: Fcm
+) -> None:
+    """Ana's old phone's token is unregistered at FCM: its push fails, in whichever order
+    the two are sent, but her phone got the alert, so her repeat exit 10 minutes later is
+    suppressed (until 2026-12-07 a failure noted after the delivered push gave the note back;
+    `tests/test_cooldowns.py` holds that order fixed)."""
+    await push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["ana-phone", "ana-old"]})
+    fcm.unregistered.add("ana-old")
+    trigger = await _positions(client)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=25)
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": _iso(t0 - timedelta(hours=1))})
+    await _flush(client, trigger, _track(t0, [(0, 0.0), (60, 0.0196), (120, 0.0206)]))
+    assert [m["token"] for m in fcm.messages if m["token"] == "ana-phone"] == ["ana-phone"]
+    await _flush(client, trigger, _track(t0, [(400, 0.0), (460, 0.0)]))
+    await _flush(client, trigger, _track(t0, [(660, 0.0196), (720, 0.0206)]))
+    assert [m["token"] for m in fcm.messages if m["token"] == "ana-phone"] == ["ana-phone"]
+    suppressed = (await get(client, "/api/v1/deliveries?status=suppressed"))["items"]
+    assert suppressed and all(
+        d["last_error"].startswith("suppressed: cooldown: an alert for ") for d in suppressed
+    )

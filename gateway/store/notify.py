@@ -133,7 +133,9 @@ class CooldownStore:
         document (`notes`: {at, by, delivered?, keep}), so the test and the note are one
         atomic write: of two concurrent claims within `wait` of each other, one wins. A note
         is kept for `wait` after the later of its time and its send, and `LATE_NOTES` more (a
-        late upload's crossing); the latest `MAX_NOTES` are kept. A note of the send time
+        late upload's crossing); the latest `MAX_NOTES` are kept. `by`'s own earlier note is
+        replaced, delivered if it was: a message of `by` that went out keeps the alert's note
+        whatever its siblings do (`release_at`). A note of the send time
         (`sent_at`, a step without `at` on this key) counts as a note of its time."""
         doc_id = f"{tenant}:{key}"
         lo, hi = at - wait, at + wait
@@ -152,18 +154,29 @@ class CooldownStore:
                 },
             ]
         }
-        note = {"at": at, "by": by, "keep": keep} | ({"delivered": True} if delivered else {})
+        notes = {"$ifNull": ["$notes", []]}
+        own = {"$eq": ["$$this.by", {"$literal": by}]}
+        # `by`'s earlier note is replaced, but a message of it that went out keeps the mark:
+        # a sibling message (a driver's second phone) failing after it gives nothing back.
+        went_out = {"$and": [own, {"$eq": ["$$this.delivered", True]}]}
+        was_delivered = {"$gt": [{"$size": {"$filter": {"input": notes, "cond": went_out}}}, 0]}
+        note = {
+            "at": at,
+            "by": {"$literal": by},
+            "keep": keep,
+            "delivered": True if delivered else was_delivered,
+        }
         kept = {
             "$filter": {
-                "input": {"$ifNull": ["$notes", []]},
-                "cond": {"$and": [{"$gt": ["$$this.keep", now]}, {"$ne": ["$$this.by", by]}]},
+                "input": notes,
+                "cond": {"$and": [{"$gt": ["$$this.keep", now]}, {"$not": [own]}]},
             }
         }
         update = [
             {
                 "$set": {
-                    "tenant": tenant,
-                    "key": key,
+                    "tenant": {"$literal": tenant},
+                    "key": {"$literal": key},
                     "notes": {"$slice": [{"$concatArrays": [kept, [note]]}, -MAX_NOTES]},
                     "expires_at": {"$max": ["$expires_at", keep]},
                 }
