@@ -20,6 +20,7 @@ from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
     ANA,
+    FLOWS,
     add_mapping,
     add_template,
     drain,
@@ -31,6 +32,7 @@ from tests.flow_support import (
     upload_flow,
 )
 from tests.partner_double import post
+from tests.support import auth
 
 __all__ = ["fcm"]  # the fixture
 
@@ -220,3 +222,47 @@ async def test_a_stale_second_phone_does_not_give_back_the_alert_the_first_phone
     assert suppressed and all(
         d["last_error"].startswith("suppressed: cooldown: an alert for ") for d in suppressed
     )
+
+
+async def test_a_flow_edited_to_judge_on_the_send_time_reads_the_notes_of_crossings_times(
+    client: Client, fcm: Fcm
+) -> None:
+    """The shipped flow noted Ana's exit on its crossing's time; the flow, edited to drop
+    `cooldown.at` (same key), judges her repeat exit 10 minutes later on the send time: the
+    crossing's note counts as an alert sent then, in the run and in the dry run. Until
+    2026-12-07 both raised KeyError: 'sent_at' (the delivery errored, the dry run was a 500)."""
+    await _scenario_1(client, fcm)
+    trigger = await _positions(client)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=25)
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": _iso(t0 - timedelta(hours=1))})
+    await _flush(client, trigger, _track(t0, [(0, 0.0), (60, 0.0196), (120, 0.0206)]))
+    assert [m["token"] for m in fcm.messages] == ["ana-phone"]
+    shipped = (FLOWS / "geofence-exit-push.yaml").read_text()
+    edited = "".join(
+        line for line in shipped.splitlines(True) if not line.strip().startswith("at: ")
+    )
+    assert edited.count("\n") == shipped.count("\n") - 1
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    response = await client.post("/api/v1/flows", data=edited.encode(), headers=headers)
+    assert response.status in (200, 201), await response.text()
+
+    (fence,) = (await get(client, "/api/v1/geofences"))["items"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    at = _iso(t0 + timedelta(minutes=11))
+    event = {
+        "type": "vehicle.geofence.exited",
+        "occurred_at": at,
+        "entity": {"type": "vehicle", "id": vehicle["id"], "key": "ABC1D23"},
+        "detail": {"geofence": {"id": fence["id"], "name": "Garagem SP"}, "occurred_at": at},
+    }
+    dry = await post(
+        client, "/api/v1/flows/test", {"flow": "geofence-exit-push", "event": event}, status=200
+    )
+    (message,) = dry["steps"][0]["messages"]
+    assert message["decision"]["action"] == "suppress", message["decision"]
+
+    await _flush(client, trigger, _track(t0, [(400, 0.0), (460, 0.0)]))
+    await _flush(client, trigger, _track(t0, [(660, 0.0196), (720, 0.0206)]))
+    assert [m["token"] for m in fcm.messages] == ["ana-phone"]
+    (held,) = (await get(client, "/api/v1/deliveries?status=suppressed"))["items"]
+    assert held["last_error"].startswith("suppressed: cooldown: sent at "), held
