@@ -266,3 +266,36 @@ async def test_a_flow_edited_to_judge_on_the_send_time_reads_the_notes_of_crossi
     assert [m["token"] for m in fcm.messages] == ["ana-phone"]
     (held,) = (await get(client, "/api/v1/deliveries?status=suppressed"))["items"]
     assert held["last_error"].startswith("suppressed: cooldown: sent at "), held
+
+
+async def test_an_exit_pushed_before_the_upgrade_holds_a_repeat_within_30_minutes(
+    client: Client, fcm: Fcm
+) -> None:
+    """Until 2026-12-07 the flow noted a pushed exit under the vehicle and geofence
+    (`geofence-exit:<plate>:<fence>`, on the send time); it now notes the driver's key, and
+    heeds the old key (`also`): an exit the previous version pushed 10 minutes before the
+    upgrade holds back a crossing 6 minutes after it, as it would have before, and none 39
+    minutes before it (a late upload's)."""
+    await _scenario_1(client, fcm)
+    trigger = await _positions(client)
+    (fence,) = (await get(client, "/api/v1/geofences"))["items"]
+    now = datetime.now(UTC).replace(microsecond=0)
+    t0 = now - timedelta(minutes=50)
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": _iso(t0 - timedelta(hours=1))})
+    cooldowns = client.app[services_key].store.notify.cooldowns
+    old_key = f"geofence-exit:ABC1D23:{fence['id']}"
+    sent, wait = now - timedelta(minutes=10), timedelta(minutes=30)
+    noted = await cooldowns.claim(
+        "acme", old_key, sent, sent - wait, sent + wait, by="old-run:push", delivered=True
+    )
+    assert noted is None
+    minute = 60
+    # Out at t0+1 min (39 minutes before the old alert), back, out again at t0+46 min.
+    moves = [(0, 0.0), (1 * minute, 0.0196), (2 * minute, 0.0206), (30 * minute, 0.0)]
+    moves += [(45 * minute, 0.0), (46 * minute, 0.0196), (47 * minute, 0.0206)]
+    await _flush(client, trigger, _track(t0, moves))
+    assert [m["token"] for m in fcm.messages] == ["ana-phone"]
+    runs = (await get(client, "/api/v1/flows/geofence-exit-push/runs"))["items"]
+    assert [run["steps"][0]["cooldown_also"] for run in runs] == [[old_key], [old_key]]
+    (held,) = (await get(client, "/api/v1/deliveries?status=suppressed"))["items"]
+    assert held["last_error"].startswith(f"suppressed: cooldown: an alert for {sent.isoformat()}")
