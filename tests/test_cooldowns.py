@@ -68,3 +68,51 @@ async def test_claims_of_a_conditions_time_hold_within_the_cooldown_either_side(
     await cooldowns.release_at("acme", "g", by="run-5:push")  # a sibling's failure
     assert await cooldowns.claim_at("acme", "g", near, wait, now, by="run-6:push") == near
     assert await cooldowns.claim_at("beta", "g", near, wait, now, by="run-6:push") is None
+
+
+async def test_a_sibling_message_failing_after_a_delivered_one_keeps_the_alerts_note(
+    client: Client,
+) -> None:
+    """A driver's two phones share the step's claim: the first is pushed (its note marked
+    delivered), the second is claimed after it and fails (a stale token). The alert went
+    out, so its note stays and a repeat crossing 10 minutes later is held back."""
+    cooldowns = client.app[services_key].store.notify.cooldowns
+    now = datetime.now(UTC).replace(microsecond=0)
+    wait, crossing, by = timedelta(minutes=30), now - timedelta(minutes=20), "run-1:push"
+    assert await cooldowns.claim_at("acme", "g", crossing, wait, now, by=by) is None  # phone A
+    await cooldowns.claim_at("acme", "g", crossing, wait, now, by=by, delivered=True)  # pushed
+    assert await cooldowns.claim_at("acme", "g", crossing, wait, now, by=by) is None  # phone B
+    await cooldowns.release_at("acme", "g", by=by)  # B's push failed
+    assert await cooldowns.claim_at("acme", "g", crossing, wait, now, by=by) is None  # B's retry
+    await cooldowns.release_at("acme", "g", by=by)  # failed again
+    repeat = crossing + timedelta(minutes=10)
+    assert await cooldowns.claim_at("acme", "g", repeat, wait, now, by="run-2:push") == crossing
+    # A claim that never went out is still given back by its failure.
+    later = crossing + timedelta(hours=2)
+    assert await cooldowns.claim_at("acme", "g", later, wait, now, by="run-3:push") is None
+    await cooldowns.release_at("acme", "g", by="run-3:push")
+    assert await cooldowns.claim_at("acme", "g", later, wait, now, by="run-4:push") is None
+
+
+async def test_a_send_time_claim_reads_a_key_a_conditions_time_noted(client: Client) -> None:
+    """A step without `at` on a key a step with `at` noted (the flow edited to drop `at`,
+    two steps sharing a key): the condition's time counts as an alert sent then. Until
+    2026-12-07 every such claim and `last_sent` raised KeyError: 'sent_at'."""
+    cooldowns = client.app[services_key].store.notify.cooldowns
+    now = datetime.now(UTC).replace(microsecond=0)
+    wait, crossing = timedelta(minutes=30), now - timedelta(minutes=20)
+    assert await cooldowns.claim_at("acme", "g", crossing, wait, now, by="run-1:push") is None
+    assert await cooldowns.last_sent("acme", "g") == crossing
+    assert await cooldowns.claim("acme", "g", now, now - wait, now + wait, by="r2") == crossing
+    later = now + timedelta(minutes=15)  # 35 minutes after the crossing: it may go
+    assert await cooldowns.claim("acme", "g", later, later - wait, later + wait, by="r3") is None
+    assert await cooldowns.last_sent("acme", "g") == later
+    # Its failure gives back its own note only: the crossing's still holds a repeat near it.
+    await cooldowns.release("acme", "g", by="r3")
+    assert await cooldowns.last_sent("acme", "g") == crossing
+    repeat = crossing + timedelta(minutes=10)
+    assert await cooldowns.claim_at("acme", "g", repeat, wait, now, by="run-4:push") == crossing
+    # An old note of a condition's time holds back no send.
+    old = now - timedelta(hours=3)
+    assert await cooldowns.claim_at("acme", "h", old, wait, now, by="run-5:push") is None
+    assert await cooldowns.claim("acme", "h", now, now - wait, now + wait, by="r6") is None

@@ -20,6 +20,7 @@ from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
     ANA,
+    FLOWS,
     add_mapping,
     add_template,
     drain,
@@ -31,6 +32,7 @@ from tests.flow_support import (
     upload_flow,
 )
 from tests.partner_double import post
+from tests.support import auth
 
 __all__ = ["fcm"]  # the fixture
 
@@ -194,3 +196,106 @@ async def test_a_crossing_whose_push_failed_holds_back_no_later_crossing(
     assert [m["notification"]["body"][-5:] for m in fcm.messages] == ["10:55"]
     assert len((await get(client, "/api/v1/deliveries?status=failed"))["items"]) == 1
     assert (await get(client, "/api/v1/deliveries?status=suppressed"))["items"] == []
+
+
+async def test_a_stale_second_phone_does_not_give_back_the_alert_the_first_phone_got(
+    client: Client, fcm: Fcm
+) -> None:
+    """Ana's old phone's token is unregistered at FCM: its push fails, in whichever order
+    the two are sent, but her phone got the alert, so her repeat exit 10 minutes later is
+    suppressed (until 2026-12-07 a failure noted after the delivered push gave the note back;
+    `tests/test_cooldowns.py` holds that order fixed)."""
+    await push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["ana-phone", "ana-old"]})
+    fcm.unregistered.add("ana-old")
+    trigger = await _positions(client)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=25)
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": _iso(t0 - timedelta(hours=1))})
+    await _flush(client, trigger, _track(t0, [(0, 0.0), (60, 0.0196), (120, 0.0206)]))
+    assert [m["token"] for m in fcm.messages if m["token"] == "ana-phone"] == ["ana-phone"]
+    await _flush(client, trigger, _track(t0, [(400, 0.0), (460, 0.0)]))
+    await _flush(client, trigger, _track(t0, [(660, 0.0196), (720, 0.0206)]))
+    assert [m["token"] for m in fcm.messages if m["token"] == "ana-phone"] == ["ana-phone"]
+    suppressed = (await get(client, "/api/v1/deliveries?status=suppressed"))["items"]
+    assert suppressed and all(
+        d["last_error"].startswith("suppressed: cooldown: an alert for ") for d in suppressed
+    )
+
+
+async def test_a_flow_edited_to_judge_on_the_send_time_reads_the_notes_of_crossings_times(
+    client: Client, fcm: Fcm
+) -> None:
+    """The shipped flow noted Ana's exit on its crossing's time; the flow, edited to drop
+    `cooldown.at` (same key), judges her repeat exit 10 minutes later on the send time: the
+    crossing's note counts as an alert sent then, in the run and in the dry run. Until
+    2026-12-07 both raised KeyError: 'sent_at' (the delivery errored, the dry run was a 500)."""
+    await _scenario_1(client, fcm)
+    trigger = await _positions(client)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=25)
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": _iso(t0 - timedelta(hours=1))})
+    await _flush(client, trigger, _track(t0, [(0, 0.0), (60, 0.0196), (120, 0.0206)]))
+    assert [m["token"] for m in fcm.messages] == ["ana-phone"]
+    shipped = (FLOWS / "geofence-exit-push.yaml").read_text()
+    edited = "".join(
+        line for line in shipped.splitlines(True) if not line.strip().startswith("at: ")
+    )
+    assert edited.count("\n") == shipped.count("\n") - 1
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    response = await client.post("/api/v1/flows", data=edited.encode(), headers=headers)
+    assert response.status in (200, 201), await response.text()
+
+    (fence,) = (await get(client, "/api/v1/geofences"))["items"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    at = _iso(t0 + timedelta(minutes=11))
+    event = {
+        "type": "vehicle.geofence.exited",
+        "occurred_at": at,
+        "entity": {"type": "vehicle", "id": vehicle["id"], "key": "ABC1D23"},
+        "detail": {"geofence": {"id": fence["id"], "name": "Garagem SP"}, "occurred_at": at},
+    }
+    dry = await post(
+        client, "/api/v1/flows/test", {"flow": "geofence-exit-push", "event": event}, status=200
+    )
+    (message,) = dry["steps"][0]["messages"]
+    assert message["decision"]["action"] == "suppress", message["decision"]
+
+    await _flush(client, trigger, _track(t0, [(400, 0.0), (460, 0.0)]))
+    await _flush(client, trigger, _track(t0, [(660, 0.0196), (720, 0.0206)]))
+    assert [m["token"] for m in fcm.messages] == ["ana-phone"]
+    (held,) = (await get(client, "/api/v1/deliveries?status=suppressed"))["items"]
+    assert held["last_error"].startswith("suppressed: cooldown: sent at "), held
+
+
+async def test_an_exit_pushed_before_the_upgrade_holds_a_repeat_within_30_minutes(
+    client: Client, fcm: Fcm
+) -> None:
+    """Until 2026-12-07 the flow noted a pushed exit under the vehicle and geofence
+    (`geofence-exit:<plate>:<fence>`, on the send time); it now notes the driver's key, and
+    heeds the old key (`also`): an exit the previous version pushed 10 minutes before the
+    upgrade holds back a crossing 6 minutes after it, as it would have before, and none 39
+    minutes before it (a late upload's)."""
+    await _scenario_1(client, fcm)
+    trigger = await _positions(client)
+    (fence,) = (await get(client, "/api/v1/geofences"))["items"]
+    now = datetime.now(UTC).replace(microsecond=0)
+    t0 = now - timedelta(minutes=50)
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": _iso(t0 - timedelta(hours=1))})
+    cooldowns = client.app[services_key].store.notify.cooldowns
+    old_key = f"geofence-exit:ABC1D23:{fence['id']}"
+    sent, wait = now - timedelta(minutes=10), timedelta(minutes=30)
+    noted = await cooldowns.claim(
+        "acme", old_key, sent, sent - wait, sent + wait, by="old-run:push", delivered=True
+    )
+    assert noted is None
+    minute = 60
+    # Out at t0+1 min (39 minutes before the old alert), back, out again at t0+46 min.
+    moves = [(0, 0.0), (1 * minute, 0.0196), (2 * minute, 0.0206), (30 * minute, 0.0)]
+    moves += [(45 * minute, 0.0), (46 * minute, 0.0196), (47 * minute, 0.0206)]
+    await _flush(client, trigger, _track(t0, moves))
+    assert [m["token"] for m in fcm.messages] == ["ana-phone"]
+    runs = (await get(client, "/api/v1/flows/geofence-exit-push/runs"))["items"]
+    assert [run["steps"][0]["cooldown_also"] for run in runs] == [[old_key], [old_key]]
+    (held,) = (await get(client, "/api/v1/deliveries?status=suppressed"))["items"]
+    assert held["last_error"].startswith(f"suppressed: cooldown: an alert for {sent.isoformat()}")

@@ -43,7 +43,7 @@ from gateway.notify.settings import SettingsService
 from gateway.outbound.sender import BeforeSending
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
-from gateway.store.notify import CooldownStore, noted_near
+from gateway.store.notify import CooldownStore, last_noted, noted_near
 
 # A delivery held for a disabled partner is tried again this soon: its channel may have been
 # given another partner since (then it goes through that one), and the partner enabled again
@@ -116,8 +116,8 @@ class NotificationSender:
                     near = noted_near(holder, at, wait, message["claim"])
                     if near is not None:
                         return Dropped(_near(near, at))
-                elif holder is not None and holder.get("by") != message["claim"]:
-                    last = holder["sent_at"] if last is None else max(last, holder["sent_at"])
+                elif (noted := last_noted(holder, message["claim"])) is not None:
+                    last = noted if last is None else max(last, noted)
         decision = decide(
             now,
             message["channel_type"],

@@ -8,7 +8,8 @@ last time a notification for that key went out, or is being sent, and who sent i
 run's notify step, whose messages and their retries share the claim; `delivered_by` = `by`: one
 of them went out), dropped by a TTL index once the cooldown is over. A cooldown judged on the
 condition's time (a step's `cooldown.at`) notes each alert in `notes` ({at, by, delivered?,
-keep}: `CooldownStore.claim_at`), and the document expires with its last note.
+keep}: `CooldownStore.claim_at`), and the document expires with its last note. A key may hold
+both (steps with and without `at` sharing it): `noted_times` reads either.
 """
 
 from __future__ import annotations
@@ -97,16 +98,20 @@ class CooldownStore:
         Atomic across processes: the loser of two concurrent claims sees the winner's time.
         `delivered` notes that the send went out (`release` then leaves the note alone)."""
         doc_id = f"{tenant}:{key}"
-        passes: list[Doc] = [{"sent_at": {"$lte": quiet_until}}]
+        passes: list[Doc] = [{"sent_at": {"$exists": False}}, {"sent_at": {"$lte": quiet_until}}]
         if by is not None:
             passes.append({"by": by})  # our own earlier claim (another message, a retry)
+        # A condition's time noted under the key (a step with `at`) counts as a send then.
+        noted = {"at": {"$gt": quiet_until}, "by": {"$ne": by}}
+        free = {"$or": passes, "notes": {"$not": {"$elemMatch": noted}}}
         with translate_errors():
             try:
                 await self._c.find_one_and_update(
-                    scoped(tenant, {"_id": doc_id, "$or": passes}),
+                    scoped(tenant, {"_id": doc_id, **free}),
                     {
-                        "$set": {"key": key, "sent_at": now, "by": by, "expires_at": keep_until}
-                        | ({"delivered_by": by} if delivered else {})
+                        "$set": {"key": key, "sent_at": now, "by": by}
+                        | ({"delivered_by": by} if delivered else {}),
+                        "$max": {"expires_at": keep_until},  # notes may be kept longer
                     },
                     upsert=True,
                 )
@@ -114,7 +119,7 @@ class CooldownStore:
             except DuplicateKeyError:
                 pass  # it exists with a later send: the filter missed and the insert failed
             found = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
-        return None if found is None else found["sent_at"]
+        return last_noted(found, by)
 
     async def claim_at(
         self,
@@ -133,7 +138,9 @@ class CooldownStore:
         document (`notes`: {at, by, delivered?, keep}), so the test and the note are one
         atomic write: of two concurrent claims within `wait` of each other, one wins. A note
         is kept for `wait` after the later of its time and its send, and `LATE_NOTES` more (a
-        late upload's crossing); the latest `MAX_NOTES` are kept. A note of the send time
+        late upload's crossing); the latest `MAX_NOTES` are kept. `by`'s own earlier note is
+        replaced, delivered if it was: a message of `by` that went out keeps the alert's note
+        whatever its siblings do (`release_at`). A note of the send time
         (`sent_at`, a step without `at` on this key) counts as a note of its time."""
         doc_id = f"{tenant}:{key}"
         lo, hi = at - wait, at + wait
@@ -152,18 +159,29 @@ class CooldownStore:
                 },
             ]
         }
-        note = {"at": at, "by": by, "keep": keep} | ({"delivered": True} if delivered else {})
+        notes = {"$ifNull": ["$notes", []]}
+        own = {"$eq": ["$$this.by", {"$literal": by}]}
+        # `by`'s earlier note is replaced, but a message of it that went out keeps the mark:
+        # a sibling message (a driver's second phone) failing after it gives nothing back.
+        went_out = {"$and": [own, {"$eq": ["$$this.delivered", True]}]}
+        was_delivered = {"$gt": [{"$size": {"$filter": {"input": notes, "cond": went_out}}}, 0]}
+        note = {
+            "at": at,
+            "by": {"$literal": by},
+            "keep": keep,
+            "delivered": True if delivered else was_delivered,
+        }
         kept = {
             "$filter": {
-                "input": {"$ifNull": ["$notes", []]},
-                "cond": {"$and": [{"$gt": ["$$this.keep", now]}, {"$ne": ["$$this.by", by]}]},
+                "input": notes,
+                "cond": {"$and": [{"$gt": ["$$this.keep", now]}, {"$not": [own]}]},
             }
         }
         update = [
             {
                 "$set": {
-                    "tenant": tenant,
-                    "key": key,
+                    "tenant": {"$literal": tenant},
+                    "key": {"$literal": key},
                     "notes": {"$slice": [{"$concatArrays": [kept, [note]]}, -MAX_NOTES]},
                     "expires_at": {"$max": ["$expires_at", keep]},
                 }
@@ -192,32 +210,48 @@ class CooldownStore:
     async def release(self, tenant: str, key: str, *, by: str) -> None:
         """Drop `by`'s note for `key` unless one of its messages went out: a failed send does
         not start the cooldown."""
-        doc_id = f"{tenant}:{key}"
+        mine = {"_id": f"{tenant}:{key}", "by": by, "delivered_by": {"$ne": by}}
         with translate_errors():
-            await self._c.delete_one(
-                scoped(tenant, {"_id": doc_id, "by": by, "delivered_by": {"$ne": by}})
+            await self._c.delete_one(scoped(tenant, {**mine, "notes.0": {"$exists": False}}))
+            # A key that notes conditions' times too (a step with `at`) keeps those notes.
+            await self._c.update_one(
+                scoped(tenant, mine), {"$unset": {"sent_at": "", "by": "", "delivered_by": ""}}
             )
 
     async def holder(self, tenant: str, key: str) -> Doc | None:
-        """The last noted send for `key` ({sent_at, by}), or None."""
+        """`key`'s document: its last noted send ({sent_at, by}), its notes of conditions'
+        times (`notes`), or both; None when nothing is noted. Read it with `noted_times`."""
         with translate_errors():
             return await self._c.find_one(scoped(tenant, {"_id": f"{tenant}:{key}"}))
 
     async def last_sent(self, tenant: str, key: str) -> datetime | None:
-        found = await self.holder(tenant, key)
-        return None if found is None else found["sent_at"]
+        """The latest alert noted for `key` (`last_noted`), or None."""
+        return last_noted(await self.holder(tenant, key))
+
+
+def noted_times(doc: Doc | None, by: str | None = None) -> list[datetime]:
+    """The times of the alerts a key's document (as `CooldownStore.holder` reads it) notes,
+    but `by`'s: the last send's (`sent_at`, a step without `at`) and each condition's
+    (`notes`, a step with `at`). Every reader of a key's notes reads them here, whichever
+    kind of step noted them."""
+    if doc is None:
+        return []
+    times = [n["at"] for n in doc.get("notes") or () if n.get("by") != by]
+    if doc.get("sent_at") is not None and (by is None or doc.get("by") != by):
+        times.append(doc["sent_at"])
+    return times
+
+
+def last_noted(doc: Doc | None, by: str | None = None) -> datetime | None:
+    """The latest of `noted_times`: for a judge on the send time, a condition's time noted
+    under the key counts as an alert sent then."""
+    return max(noted_times(doc, by), default=None)
 
 
 def noted_near(doc: Doc | None, at: datetime, wait: timedelta, by: str) -> datetime | None:
-    """Of a key's notes (`doc`, as `CooldownStore.holder` reads it), the time of the alert
-    nearest `at` less than `wait` from it that is not `by`'s (a note of the send time,
-    `sent_at`, as a note of that time), or None."""
-    if doc is None:
-        return None
-    times = [n["at"] for n in doc.get("notes") or () if n.get("by") != by]
-    if doc.get("sent_at") is not None and doc.get("by") != by:
-        times.append(doc["sent_at"])
-    near = [t for t in times if abs(t - at) < wait]
+    """Of `noted_times`, the one nearest `at` less than `wait` from it (a note of the send
+    time, `sent_at`, as a note of that time), or None."""
+    near = [t for t in noted_times(doc, by) if abs(t - at) < wait]
     return min(near, key=lambda t: abs(t - at), default=None)
 
 
