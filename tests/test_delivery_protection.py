@@ -604,6 +604,36 @@ async def test_a_delivery_written_dead_while_an_answer_ends_the_outage_is_left_f
     assert [(d["status"], d["attempt_count"]) for d in page["items"]] == [("succeeded", 2)]
 
 
+async def test_a_delivery_replayed_by_one_outage_is_replayed_again_by_a_later_one(
+    client: Client, partner: Partner
+) -> None:
+    """A partner that answers once and goes down again (flapping): ABC1D23 dies in outage 1,
+    is replayed at its end, and dies again in outage 2 with XYZ9A88. Outage 2's end replays
+    both: it died of the outage, with another, not of a payload the partner fails alone. Until
+    2026-12-07 any earlier recovery's replay left it dead (found by the reviewer rev40, F4)."""
+    clock = FakeClock()
+    worker, _, invoke = await _one_dead_with_a_proxy(client, partner, clock)
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    assert await worker.run_until_idle() == Counter(dead=1)  # outage 1 kills it
+    partner.respond_with(200, {})  # outage 1 over: ABC1D23 replayed ...
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status == 200
+    partner.respond_with(503, {})  # ... and down again before it goes out (outage 2)
+    clock.advance(60)
+    await _vehicles(client, "XYZ9A88")
+    second = await worker.run_until_idle()
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status != 200
+    clock.advance(3600)
+    partner.respond_with(200, {})  # back for good
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status == 200
+    sent = await worker.run_until_idle()
+
+    assert second == Counter(dead=2) and sent == Counter(succeeded=2)
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    statuses = {d["entity"]["key"]: d["status"] for d in page["items"]}
+    assert statuses == {"ABC1D23": "succeeded", "XYZ9A88": "succeeded"}
+
+
 async def test_a_newer_mileage_that_ends_the_outage_outdates_the_older_one_it_killed(
     aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
 ) -> None:
