@@ -491,6 +491,149 @@ async def test_a_delivery_its_partner_fails_alone_is_replayed_once_by_the_outage
     assert [(d["status"], d["attempt_count"]) for d in page["items"]] == [("dead", 4)]
 
 
+async def _one_dead_with_a_proxy(
+    client: Client, partner: Partner, clock: FakeClock
+) -> tuple[DeliveryWorker, str, str]:
+    """A partner with an action of one attempt (`retry_schedule: []`) and a proxy action;
+    the worker, the partner's id and the proxy's invoke path."""
+    worker = _driven(client, clock)
+    client.app[services_key].guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
+    partner_doc = await _setup(client, partner, partner_fields={}, action={"retry_schedule": []})
+    api = await create_action(
+        client, partner_doc["id"], name="hr", mode="proxy", method="GET", path="/api/condutor"
+    )
+    return worker, partner_doc["id"], f"/api/v1/actions/{api['id']}/invoke"
+
+
+async def test_a_delivery_dying_as_an_answer_ends_the_outage_is_replayed_by_its_recording(
+    client: Client, partner: Partner
+) -> None:
+    """A delivery's last failure is counted (`dead_at`), then, before it is written `dead`,
+    another call's answer ends the outage: its replay finds nothing dead yet and it clears
+    `failing_since`. The delivery written dead after is replayed at once (the outage it
+    died in is over), not left dead for good (found by the reviewer rev40, F2)."""
+    clock = FakeClock()
+    worker, partner_id, invoke = await _one_dead_with_a_proxy(client, partner, clock)
+    store = client.app[services_key].store
+    real_finish, real_replay = store.deliveries.finish, store.deliveries.replay_outage
+    answered: list[int] = []
+    replays: list[int] = []
+
+    async def finish(doc_id: Any, token: Any, fields: Any, *args: Any, **kw: Any) -> Any:
+        if fields.get("status") == "dead" and not answered:
+            # Another process's call is answered now, its outage's end done: the partner is back.
+            partner.respond_with(200, {})
+            call = await client.post(invoke, headers=auth(), json={"payload": {}})
+            answered.append(call.status)
+        return await real_finish(doc_id, token, fields, *args, **kw)
+
+    async def replay(*args: Any, **kw: Any) -> int:
+        replays.append(await real_replay(*args, **kw))
+        return replays[-1]
+
+    store.deliveries.finish = finish  # type: ignore[method-assign]
+    store.deliveries.replay_outage = replay  # type: ignore[method-assign]
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    first = await worker.run_until_idle()  # it dies, is replayed and sent in the same pass
+    stored = await store.partners.get("acme", partner_id)
+
+    assert answered == [200] and replays == [0, 1]
+    assert first == Counter(dead=1, succeeded=1)
+    assert stored is not None and "failing_since" not in stored
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert [(d["status"], d["attempt_count"]) for d in page["items"]] == [("succeeded", 2)]
+    posts = [r.json()["data"]["plate"] for r in partner.requests if r.method == "POST"]
+    assert posts == ["ABC1D23", "ABC1D23"]
+
+
+async def test_a_delivery_written_dead_while_an_answer_ends_the_outage_is_left_for_the_next(
+    client: Client, partner: Partner
+) -> None:
+    """The other order: an answer's end of the outage reads the dead deliveries (none yet),
+    then the delivery is written `dead` and counted (`note_death`) before the answer clears
+    `failing_since`: the clear is refused (a death since it read the partner), the outage
+    stays, and the next answer replays the delivery (found by the reviewer rev40, F2)."""
+    clock = FakeClock()
+    worker, partner_id, invoke = await _one_dead_with_a_proxy(client, partner, clock)
+    store = client.app[services_key].store
+    real_finish, real_replay = store.deliveries.finish, store.deliveries.replay_outage
+    real_death = store.partners.note_death
+    read, noted = asyncio.Event(), asyncio.Event()
+    calls: list[Any] = []
+    replays: list[int] = []
+
+    async def finish(doc_id: Any, token: Any, fields: Any, *args: Any, **kw: Any) -> Any:
+        if fields.get("status") == "dead" and not calls:
+            partner.respond_with(200, {})
+            calls.append(
+                asyncio.create_task(client.post(invoke, headers=auth(), json={"payload": {}}))
+            )
+            await read.wait()  # the answer read the outage's dead deliveries: none yet
+        return await real_finish(doc_id, token, fields, *args, **kw)
+
+    async def replay(*args: Any, **kw: Any) -> int:
+        replays.append(await real_replay(*args, **kw))
+        if len(replays) == 1:
+            read.set()
+            await noted.wait()  # the delivery is dead and counted before the answer clears
+        return replays[-1]
+
+    async def note_death(*args: Any, **kw: Any) -> bool:
+        still_on = await real_death(*args, **kw)
+        noted.set()
+        return still_on
+
+    store.deliveries.finish = finish  # type: ignore[method-assign]
+    store.deliveries.replay_outage = replay  # type: ignore[method-assign]
+    store.partners.note_death = note_death  # type: ignore[method-assign]
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    first = await worker.run_until_idle()
+    answered = (await calls[0]).status
+    kept = await store.partners.get("acme", partner_id)
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status == 200
+    ended = await store.partners.get("acme", partner_id)
+    sent = await worker.run_until_idle()
+
+    assert first == Counter(dead=1) and answered == 200
+    assert kept is not None and kept.get("failing_since") is not None
+    assert ended is not None and "failing_since" not in ended
+    assert replays == [0, 1] and sent == Counter(succeeded=1)
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert [(d["status"], d["attempt_count"]) for d in page["items"]] == [("succeeded", 2)]
+
+
+async def test_a_delivery_replayed_by_one_outage_is_replayed_again_by_a_later_one(
+    client: Client, partner: Partner
+) -> None:
+    """A partner that answers once and goes down again (flapping): ABC1D23 dies in outage 1,
+    is replayed at its end, and dies again in outage 2 with XYZ9A88. Outage 2's end replays
+    both: it died of the outage, with another, not of a payload the partner fails alone. Until
+    2026-12-07 any earlier recovery's replay left it dead (found by the reviewer rev40, F4)."""
+    clock = FakeClock()
+    worker, _, invoke = await _one_dead_with_a_proxy(client, partner, clock)
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    assert await worker.run_until_idle() == Counter(dead=1)  # outage 1 kills it
+    partner.respond_with(200, {})  # outage 1 over: ABC1D23 replayed ...
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status == 200
+    partner.respond_with(503, {})  # ... and down again before it goes out (outage 2)
+    clock.advance(60)
+    await _vehicles(client, "XYZ9A88")
+    second = await worker.run_until_idle()
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status != 200
+    clock.advance(3600)
+    partner.respond_with(200, {})  # back for good
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status == 200
+    sent = await worker.run_until_idle()
+
+    assert second == Counter(dead=2) and sent == Counter(succeeded=2)
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    statuses = {d["entity"]["key"]: d["status"] for d in page["items"]}
+    assert statuses == {"ABC1D23": "succeeded", "XYZ9A88": "succeeded"}
+
+
 async def test_a_newer_mileage_that_ends_the_outage_outdates_the_older_one_it_killed(
     aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
 ) -> None:

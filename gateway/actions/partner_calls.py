@@ -20,7 +20,10 @@ The answer that ends an active partner's outage replays the deliveries to it tha
 `dead` during it (`DeliveryStore.replay_outage`, as a disabled partner's recovery does),
 then clears `failing_since`, the last write: a crash or a database failure between leaves it
 set, and the next answer (of any process) replays again, each delivery once per outage. Two
-processes answered at once replay them once (each reopens only what is still dead). Until
+processes answered at once replay them once (each reopens only what is still dead). A
+delivery written `dead` after its last failure was counted is counted again on the partner
+(`PartnerStore.note_death`) if the outage is still on, which keeps an answer that read the
+partner before from clearing it; else its recording replays it (`PartnerHealth.died`). Until
 2026-12-07 only a recovery from being disabled replayed: a partner back within its
 `disable_after_hours` (an ERP down over a long weekend, 28 to 72 h: the default schedule is
 spent after ~27.6 h) kept the outage's dead deliveries dead until someone replayed them.
@@ -97,29 +100,36 @@ class PartnerCalls:
         if since is not None:
             self._cleared[partner.id] = since
         try:
-            await self._end_outage(partner)
+            ended = await self._end_outage(partner)
         except StoreUnavailable as exc:
+            ended = False
+            log.warning("partner %s answered; not noted: %s", partner.id, exc.detail)
+        if not ended:  # still failing as stored: the next answer ends it
             self._failed.add(partner.id)
             self._cleared.pop(partner.id, None)
-            log.warning("partner %s answered; not noted: %s", partner.id, exc.detail)
 
-    async def _end_outage(self, partner: Partner) -> None:
+    async def _end_outage(self, partner: Partner) -> bool:
         """Its outage as stored (the catalog's copy may not show it yet) over: its dead
         deliveries replayed (read only if one died during it, `dead_at`, the partner's mark
         written before a delivery is `dead`: a partner whose webhook route fails while its
         API answers ends an outage at each answer), then its `failing_since` cleared, that
-        one alone (a new outage another process saw begin since is left). Not a disabled
-        one's (its probe recovers it)."""
+        one alone (a new outage another process saw begin since is left), and only if no
+        delivery was written dead since the partner was read (`deaths`, `note_death`: the
+        replay may have missed it; the outage is then left for the next answer). Not a
+        disabled one's (its probe recovers it). Whether the outage is over as stored."""
         stored = await self._store.partners.get(partner.tenant, partner.id)
         since = stored.get("failing_since") if stored is not None else None
         if stored is None or not isinstance(since, datetime) or stored.get("status") == "disabled":
-            return
+            return True
+        deaths = stored.get("deaths", 0)
         replayed = 0
         dead_at = stored.get("dead_at")
         if isinstance(dead_at, datetime) and dead_at >= since:  # else none died: no read
             deliveries = self._store.deliveries
             replayed = await deliveries.replay_outage(partner.id, since, self.clock(), active=True)
-        await self._store.partners.note_success(partner.tenant, partner.id, failing_since=since)
+        ended = await self._store.partners.note_success(
+            partner.tenant, partner.id, failing_since=since, deaths=deaths
+        )
         if replayed:
             log.warning(
                 "partner %s answers again: its outage since %s ended; %d deliveries that went "
@@ -128,3 +138,4 @@ class PartnerCalls:
                 since.isoformat(),
                 replayed,
             )
+        return ended

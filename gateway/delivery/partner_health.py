@@ -53,13 +53,16 @@ class PartnerHealth:
     def probe_seconds(self) -> float:
         return self._probe_seconds
 
-    async def failed(self, partner: Partner, now: datetime, *, dying: bool = False) -> None:
+    async def failed(
+        self, partner: Partner, now: datetime, *, dying: bool = False
+    ) -> datetime | None:
         """Count a delivery's retryable failure against the partner (its answers, to any call,
         are counted as they come: `PartnerCalls`); disabled once it has been failing for
         longer than its `disable_after_hours`, unless an answer ended that failing between
         the read and the disable (`PartnerStore.disable` checks the `failing_since` read).
         `dying`: the failure spent the delivery's schedule (noted before it is `dead`: the
-        answer that ends the outage replays what died during it, `PartnerCalls`)."""
+        answer that ends the outage replays what died during it, `PartnerCalls`). The
+        outage's start as noted (`failing_since`), or None."""
         partners = self._store.partners
         doc = await partners.note_failure(partner.tenant, partner.id, now, dying=dying)
         self._calls.failing(partner.id)  # its next answer clears what was just written
@@ -71,7 +74,7 @@ class PartnerHealth:
             or doc.get("status", "active") != "active"
             or now - since < partner.disable_after
         ):
-            return
+            return since
         probe_at = now + timedelta(seconds=self._probe_seconds)
         partners = self._store.partners
         if not await partners.disable(
@@ -79,7 +82,7 @@ class PartnerHealth:
         ):
             # An answer ended its failing since it was read (it stays active), or another
             # process disabled it: the next `refresh` says which.
-            return
+            return since
         log.warning(
             "partner %s disabled: failing since %s; probing every %g s",
             partner.id,
@@ -89,6 +92,26 @@ class PartnerHealth:
         self._metrics.partner_disabled.labels("disabled").inc()
         self.disabled.add(partner.id)
         self._catalog.forget(partner.id)
+        return since
+
+    async def died(self, partner: Partner, since: datetime, now: datetime) -> None:
+        """A delivery to the partner was written `dead` during its outage that began at
+        `since` (its last failure counted, `failed`, before). If an answer ended that outage
+        in between (its replay read found the delivery not dead yet), it is replayed now, as
+        that answer's replay would have (`replay_outage`, marked with the outage's start);
+        else the outage is still on, and the answer that ends it replays it (`note_death`
+        keeps one that read the partner before from clearing it)."""
+        if await self._store.partners.note_death(partner.tenant, partner.id, since):
+            return
+        replayed = await self._store.deliveries.replay_outage(partner.id, since, now, active=True)
+        if replayed:
+            log.warning(
+                "partner %s answered again as a delivery to it died: its outage since %s had "
+                "ended; %d deliveries that went dead during it replayed",
+                partner.id,
+                since.isoformat(),
+                replayed,
+            )
 
     async def enable(self, partner: Partner, now: datetime) -> None:
         """Its probe answered: recovered in the order that survives a crash or a database

@@ -86,10 +86,12 @@ class DeliveryRecorder:
             # The answer, counted as it came (`PartnerCalls`), left a disabled partner's
             # `failing_since`: the outage's start says which dead deliveries are replayed.
             await self._health.enable(partner, now)
+        outage: datetime | None = None  # the outage a delivery dies in (`failing_since`)
         if outcome.sent and verdict is Verdict.RETRY and not again:
             # An answer was counted as it came. A schedule this spends is noted first.
             spent = not probe and doc.get("attempt_count", 0) >= len(action.retry_schedule)
-            await self._health.failed(partner, now, dying=spent)
+            since = await self._health.failed(partner, now, dying=spent)
+            outage = since if spent else None
         attempt = _attempt(doc, outcome, now, probe, request_summary(request, partner))
         if probe:
             if verdict is Verdict.RETRY:
@@ -127,6 +129,10 @@ class DeliveryRecorder:
             return "lease_lost"
         if status is DeliveryStatus.PENDING:
             await self._unless_unsubscribed(doc, now)
+        if status is DeliveryStatus.DEAD and outage is not None:
+            # Written dead after its failure was noted: an answer that ended the outage
+            # between the two writes did not replay it, and this one does (`died`).
+            await self._health.died(partner, outage, now)
         if verdict is Verdict.GONE and doc.get("subscription_id"):
             await self._store.subscriptions.disable(
                 doc["tenant"],

@@ -539,21 +539,36 @@ class DeliveryStore:
         already (one racing this one: an admin's re-enable read while the partner was
         disabled, then its probe's; two processes' answers; `recovered_from`) and dead
         again is left dead: once per outage (one an admin replayed by hand is replayed as
-        any other). At an active partner's outage's end, one any recovery replayed before is
-        left dead too: a delivery the partner fails alone (a payload that crashes its
-        handler) starts an outage with its last failure, which the next answer to another
-        call ends; it is replayed once, not each time its schedule is spent. Read through
-        `by_partner`. How many were replayed."""
+        any other). At an active partner's outage's end, one a recovery replayed before
+        (another outage's) is left dead if it died alone in an outage its own last failure
+        began (`final_at` is `failing_since`; no other delivery died in it, dead still or
+        replayed for it): a delivery the partner fails alone (a payload that crashes its
+        handler) while it answers other calls starts an outage with its last failure, which
+        the next answer ends; it is replayed once, not each time its schedule is spent. One
+        that died in an outage begun before its last failure (its earlier attempts failed in
+        it too), or with others, died of the outage and is replayed again: a partner that
+        answers once and goes down again (flapping) kills it in a real outage. Until
+        2026-12-07 any earlier replay left it dead. Read through `by_partner`. How many were
+        replayed."""
         if not isinstance(failing_since, datetime):
             return 0
         with translate_errors():
-            dead = [
-                doc["_id"]
+            found = [
+                doc
                 async for doc in self._c.find(
                     {"partner_id": partner_id, "status": _DEAD},
                     {"final_at": 1, "kind": 1, "recovered_from": 1},
                 )
-                if _outage_dead(doc, failing_since) and not (active and "recovered_from" in doc)
+                if _outage_dead(doc, failing_since)
+            ]
+            dead = [
+                doc["_id"]
+                for doc in found
+                if not (
+                    active
+                    and len(found) == 1
+                    and await self._failed_alone(partner_id, doc, failing_since)
+                )
             ]
             if not dead:
                 return 0
@@ -562,6 +577,22 @@ class DeliveryStore:
                 _reopened(now, recovered_from=failing_since, recovered_at=now),
             )
         return result.modified_count
+
+    async def _failed_alone(self, partner_id: str, doc: Doc, failing_since: datetime) -> bool:
+        """Whether a dead delivery, the only one dead in the outage that began at
+        `failing_since`, was replayed by an earlier recovery, began that outage with its last
+        failure, and no other delivery was replayed for it (a racing recovery's): a payload
+        the partner fails alone, not the outage's."""
+        final = doc.get("final_at")
+        if "recovered_from" not in doc or not isinstance(final, datetime):
+            return False
+        if not _same_ms(final, failing_since):
+            return False
+        other = await self._c.find_one(
+            {"partner_id": partner_id, "recovered_from": failing_since, "_id": {"$ne": doc["_id"]}},
+            {"_id": 1},
+        )
+        return other is None
 
     async def recovered(self, partner_id: str, now: datetime) -> None:
         """A partner recovering (its probe answered, or an admin re-enables it): its backlog

@@ -2,11 +2,13 @@
 
 A partner is `{_id, tenant, name, base_url, auth_type, auth_sealed, secrets_sealed?,
 secret_names, timeout_seconds, max_concurrency, rate_limit?, disable_after_hours?, status,
-failing_since?, dead_at?, disabled_at?, probe_at?, rev, created_at, updated_at}`.
+failing_since?, dead_at?, deaths?, disabled_at?, probe_at?, rev, created_at, updated_at}`.
 Credentials are only ever stored sealed (SecretBox, context `partner:<id>:auth`); this module
 never sees them in clear. `status` is `active` or `disabled` (failing for longer than
 `disable_after_hours`). `dead_at`: the last time a retryable failure spent the schedule of a
 delivery to it (an outage that ends replays its dead deliveries only if one died during it).
+`deaths`: how many deliveries were written `dead` during an outage (`note_death`): an answer
+ending the outage clears `failing_since` only if none was since it read the partner.
 """
 
 from __future__ import annotations
@@ -48,21 +50,42 @@ class PartnerStore(TenantResources):
                 return_document=ReturnDocument.AFTER,
             )
 
+    async def note_death(self, tenant: str, partner_id: str, failing_since: datetime) -> bool:
+        """A delivery to the partner was written `dead` during its outage that began at
+        `failing_since`: counted (`deaths`) if that outage is still on (failing since then,
+        disabled or not); whether it was. One write, the check and the mark: an answer
+        ending the outage either cleared it before (False: the caller replays the delivery)
+        or reads the partner before and then leaves it failing (`note_success`)."""
+        query = {"_id": ObjectId(partner_id), "failing_since": failing_since}
+        with translate_errors():
+            result = await self._c.update_one(scoped(tenant, query), {"$inc": {"deaths": 1}})
+        return result.matched_count == 1
+
     async def note_success(
-        self, tenant: str, partner_id: str, *, failing_since: datetime | None = None
-    ) -> None:
+        self,
+        tenant: str,
+        partner_id: str,
+        *,
+        failing_since: datetime | None = None,
+        deaths: int | None = None,
+    ) -> bool:
         """The partner answered a call: no longer failing (since `failing_since`, when given:
         the outage whose dead deliveries were replayed, not one begun after another process
-        ended it). Not while it is disabled: its `failing_since` then says since when its
-        recovery replays (`enable`), and an answer to a call let through just before it was
-        disabled must not erase it."""
+        ended it; and with `deaths`, the count read before they were: a delivery written dead
+        since, `note_death`, which that replay may have missed, leaves it failing for the
+        next answer to replay). Not while it is disabled: its `failing_since` then says since
+        when its recovery replays (`enable`), and an answer to a call let through just before
+        it was disabled must not erase it. Whether it was cleared."""
         since = {"$exists": True} if failing_since is None else failing_since
-        query = {"_id": ObjectId(partner_id), "failing_since": since}
+        query: Doc = {"_id": ObjectId(partner_id), "failing_since": since}
+        if deaths is not None:
+            query["deaths"] = deaths if deaths else {"$exists": False}
         with translate_errors():
-            await self._c.update_one(
+            result = await self._c.update_one(
                 scoped(tenant, {**query, "status": {"$ne": "disabled"}}),
                 {"$unset": {"failing_since": ""}},
             )
+        return result.modified_count == 1
 
     async def disable(
         self,
