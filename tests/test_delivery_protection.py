@@ -348,8 +348,10 @@ async def test_a_partner_back_before_it_is_disabled_gets_the_deliveries_its_outa
         plate = request.json()["data"]["plate"]
         assert plate == "XYZ9A88" or first_ids[plate] == request.webhook_id
     page = await (await client.get("/api/v1/deliveries?limit=50", headers=auth())).json()
-    # Those still on their schedule keep their retry times: none is dead any longer.
-    assert {d["status"] for d in page["items"]} == {"succeeded", "pending"}
+    # None is dead any longer. Those still on their schedule keep their retry times; a
+    # delivery the open breaker held at the last hour (due at its next probe) goes out now, so
+    # whether any is still pending depends on the order the hour's claims met the breaker.
+    assert {d["status"] for d in page["items"]} <= {"succeeded", "pending"}
     replayed = {d["id"] for d in page["items"] if d.get("replayed_at")}
     assert replayed == {d["id"] for d in dead["items"]}
     stored = await services.store.partners.get("acme", partner_doc["id"])
