@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gateway.actions.signing import SigningSecrets, new_entry, open_live, rotated
+from gateway.actions.signing import SigningSecrets, new_entry, open_live, rotated_signing
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, NotFound
@@ -48,11 +48,7 @@ class ActionSecrets:
         now = as_stored(utcnow())
         entry, secret = new_entry(self._box, action_context(action_id), now)
         current = doc.get("signing")
-        signing = {
-            "secrets": rotated(current["secrets"], entry, now) if current else [entry],
-            "rev": (current["rev"] + 1) if current else 1,
-            "rotated_at": now,
-        }
+        signing = rotated_signing(current, entry, now)
         rev = current["rev"] if current else None
         if await self._actions.set_signing(tenant, action_id, signing, rev=rev) is None:
             raise Conflict("the action's secret was rotated concurrently; retry")

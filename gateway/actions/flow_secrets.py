@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gateway.actions.signing import SigningSecrets, new_entry, open_live, rotated
+from gateway.actions.signing import SigningSecrets, new_entry, open_live, rotated_signing
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, NotFound
@@ -49,11 +49,7 @@ class FlowSecrets:
         now = as_stored(utcnow())
         entry, secret = new_entry(self._box, flow_context(str(head["_id"])), now)
         current = head.get("signing")
-        signing = {
-            "secrets": rotated(current["secrets"], entry, now) if current else [entry],
-            "rev": (current["rev"] + 1) if current else 1,
-            "rotated_at": now,
-        }
+        signing = rotated_signing(current, entry, now)
         rev = current["rev"] if current else None
         if await self._flows.set_signing(tenant, name, signing, rev=rev, listed=True) is None:
             raise Conflict("the flow's secret was rotated concurrently; retry")

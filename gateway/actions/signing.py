@@ -65,6 +65,17 @@ def rotated(entries: Sequence[Doc], entry: Doc, now: datetime) -> list[Doc]:
     return [entry, *previous]
 
 
+def rotated_signing(current: Doc | None, entry: Doc, now: datetime) -> Doc:
+    """An owner's `signing` state (a flow's, an action's) after a rotation to `entry`: its
+    secrets `rotated`, its revision counted on (what the next rotation's write compares), or
+    the first state of an owner that had none."""
+    return {
+        "secrets": rotated(current["secrets"], entry, now) if current else [entry],
+        "rev": (current["rev"] + 1) if current else 1,
+        "rotated_at": now,
+    }
+
+
 def open_live(
     box: SecretBox, entries: Sequence[Doc], context: str, now: datetime
 ) -> SigningSecrets:
