@@ -59,6 +59,18 @@ def signed_by(secret: str, headers: dict[str, str], body: bytes) -> bool:
     )
 
 
+def signed_through_rotation(old: str, new: str, during: Any, after: Any) -> None:
+    """A request sent within a day of a rotation from `old` to `new` carries both secrets'
+    signatures, one sent after it the new one's alone (`during`, `after`: requests with
+    `headers` and `body`)."""
+    assert len(during.headers["webhook-signature"].split()) == 2
+    assert signed_by(old, during.headers, during.body)
+    assert signed_by(new, during.headers, during.body)
+    assert len(after.headers["webhook-signature"].split()) == 1
+    assert signed_by(new, after.headers, after.body)
+    assert not signed_by(old, after.headers, after.body)
+
+
 @dataclass
 class Answer:
     status: int = 200

@@ -58,12 +58,16 @@ def free_port() -> int:
     raise AssertionError(f"no free port in {_FIRST_PORT}-{_FIRST_PORT + _PORTS_EACH - 1}")
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, every: float = 0.05
+) -> None:
+    """`condition` looked at every `every` seconds (longer for a look that is a request to a
+    gateway and reads of its database) until it holds, or an AssertionError at `timeout`."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:

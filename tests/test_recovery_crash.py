@@ -13,8 +13,7 @@ import contextlib
 import http.server
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -98,18 +97,6 @@ def _gateway(data_dir: Path, fault: str, probe_seconds: int) -> Gateway:
     )
 
 
-def _every(seconds: float, condition: Callable[[], bool]) -> Callable[[], bool]:
-    """`condition`, looked at every `seconds` at most by `wait_until`: each look is a request
-    to the gateway (and reads of its database), 20 a second at `wait_until`'s 50 ms, for the
-    15 s of a lease; what is shown is "within seconds, not an hour"."""
-
-    def paced() -> bool:
-        time.sleep(seconds)
-        return condition()
-
-    return paced
-
-
 def _deliveries(gateway: Gateway) -> list[dict[str, Any]]:
     status, page = gateway.get("/api/v1/deliveries?limit=50", headers=auth())
     assert status == 200, page
@@ -150,14 +137,18 @@ def _disabled_with_a_backlog(gateway: Gateway, partner: _Partner) -> str:
 
     for plate in ("RBT4A01", "RBT4A02"):
         gateway.create("/api/v1/entities/vehicle", {"plate": plate})
-    wait_until(_every(0.2, lambda: failed_once(2)), 30, "the first deliveries to fail")
+    wait_until(lambda: failed_once(2), 30, "the first deliveries to fail", every=0.2)
     since = _when(_partner_doc(gateway, erp["id"])["failing_since"])
     past = since + timedelta(hours=DISABLE_AFTER_HOURS, seconds=0.2)
     wait_until(lambda: datetime.now(UTC) > past, 10, "the partner to fail long enough")
     gateway.create("/api/v1/entities/vehicle", {"plate": "RBT4A03"})
-    wait_until(_every(0.2, lambda: failed_once(3)), 30, "the third delivery to fail")
-    disabled = _every(0.2, lambda: _partner_doc(gateway, erp["id"])["status"] == "disabled")
-    wait_until(disabled, 30, "the disable")
+    wait_until(lambda: failed_once(3), 30, "the third delivery to fail", every=0.2)
+    wait_until(
+        lambda: _partner_doc(gateway, erp["id"])["status"] == "disabled",
+        30,
+        "the disable",
+        every=0.2,  # each look is a request to the gateway and reads of its database
+    )
     later = datetime.now(UTC) + HOUR_AWAY
     backlog = [(d["status"], d.get("next_attempt_at")) for d in _deliveries(gateway)]
     assert all(status == "pending" and _when(at) > later for status, at in backlog), backlog
@@ -172,7 +163,7 @@ def _delivered(gateway: Gateway, partner: _Partner, partner_id: str) -> None:
         return {d["status"] for d in _deliveries(gateway)} == {"succeeded"}
 
     try:
-        wait_until(_every(0.2, all_succeeded), LEASE_SECONDS + 30, "the backlog to be delivered")
+        wait_until(all_succeeded, LEASE_SECONDS + 30, "the backlog to be delivered", every=0.2)
     except AssertionError as exc:
         left = [(d["status"], d.get("next_attempt_at")) for d in _deliveries(gateway)]
         raise AssertionError(f"{exc}: {left}") from None
