@@ -531,6 +531,13 @@ def derived_id(at: datetime, *parts: str) -> ObjectId:
     return ObjectId(seconds.to_bytes(4, "big") + digest[:8])
 
 
+ID_BATCH: Final = 50
+"""Ids a lookup of many by `_id` names a query (`{"_id": {"$in": ...}}`, nothing beside it:
+SecantusDB scans the collection when another field stands beside `_id` that no index leads
+with). Measured on the embedded server: 1,000 vehicles in batches of 50 took a sixth of the
+time of 1,000 lookups by one id side by side, and a single `$in` of 1,000 twice that."""
+
+
 def parse_id(value: str) -> ObjectId | None:
     try:
         return ObjectId(value)

@@ -35,7 +35,6 @@ from typing import Any
 from unicodedata import normalize
 
 import bson
-from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
@@ -45,6 +44,7 @@ from gateway.errors import Conflict, EventsBacklogged, FieldProblem, InvalidPayl
 from gateway.formats.json_tree import a_json_type
 from gateway.formats.unicode_forms import nfc
 from gateway.store.client import (
+    ID_BATCH,
     Collection,
     Doc,
     cursor_id,
@@ -751,16 +751,20 @@ class EntityStore:
         return updated
 
     async def vehicles(self, ids: Sequence[str]) -> dict[str, Doc]:
-        """The fold's vehicles by id, across tenants (each fleet document names its tenant):
-        a lookup by `_id` each, side by side (SecantusDB scans for `_id $in [...]`)."""
-
-        async def one(oid: ObjectId) -> Doc | None:
-            with translate_errors():
-                return await self._c.find_one({"_id": oid, "type": "vehicle"}, {"outbox": 0})
-
+        """The fold's vehicles by id, across tenants (each fleet document names its tenant),
+        `ID_BATCH` ids a query. The filter is `_id` alone, the type checked here: SecantusDB
+        reads the whole collection for `_id` beside a field no index leads with (`type`
+        alone), a scan for each vehicle of a pass (docs/benchmarks.md, "A lookup by id")."""
         oids = [oid for oid in (parse_id(i) for i in ids) if oid is not None]
-        found = await asyncio.gather(*(one(oid) for oid in oids))
-        return {str(doc["_id"]): doc for doc in found if doc is not None}
+        found: dict[str, Doc] = {}
+        for start in range(0, len(oids), ID_BATCH):
+            with translate_errors():
+                cursor = self._c.find(
+                    {"_id": {"$in": oids[start : start + ID_BATCH]}}, {"outbox": 0}
+                )
+                docs = await cursor.to_list(None)
+            found |= {str(doc["_id"]): doc for doc in docs if doc.get("type") == "vehicle"}
+        return found
 
     async def every(self, tenant: str, etype: str, fields: Sequence[str]) -> list[Doc]:
         """Every entity of a type, by id, only the `data` members `fields` (and `_id`), in
