@@ -70,3 +70,50 @@ async def test_a_second_click_on_create_while_the_answer_loads_keeps_the_token_s
     assert sent == ["POST"] and token
     listed = await (await ui.api.get("/api/v1/triggers", headers=auth())).json()
     assert [t["name"] for t in listed["items"]] == ["frota-lenta"]
+
+
+async def test_reloading_a_flows_or_an_actions_rotated_secret_does_not_rotate_it_again(
+    ui: Ui,
+) -> None:
+    """As a subscription's: the reload is refused (409), and the secret shown is the current
+    one, the one before it still signing beside it."""
+    partner = await create_partner(ui.api, "https://erp.example.com")
+    action = await create_action(ui.api, partner["id"], name="erp-vehicle")
+    flow = "name: tell-erp\non: {events: [entity.created]}\nsteps: [{id: erp, call: erp-vehicle}]"
+    uploaded = await ui.api.post(
+        "/api/v1/flows", data=flow, headers={**auth(), "Content-Type": "application/yaml"}
+    )
+    assert uploaded.status == 201, await uploaded.text()
+    await make_user(ui.services)
+    await ui.log_in()
+    for page, signing in (
+        ("/admin/flows/tell-erp", _flow_signing(ui, "tell-erp")),
+        (f"/admin/actions/{action['id']}", _action_signing(ui, action["id"])),
+    ):
+        before = await signing()
+        await ui.goto(page)
+        await ui.page.locator("form[action$='/rotate-secret'] button").click()
+        await ui.page.wait_for_url(re.compile(r".*/rotate-secret$"))
+        [shown] = re.findall(r"whsec_[A-Za-z0-9+/=_-]+", await ui.page.content())
+        response = await ui.page.reload()  # the browser sends the rotation again
+        assert response is not None and response.status == 409, page
+        assert shown not in await ui.page.content()
+        after = await signing()
+        assert after["rev"] == before["rev"] + 1, page  # rotated once
+        assert [s["sealed"] for s in after["secrets"][1:]] == [before["secrets"][0]["sealed"]]
+
+
+def _flow_signing(ui: Ui, name: str) -> Any:
+    async def read() -> Any:
+        head = await ui.services.store.db["flow_heads"].find_one({"name": name})
+        return head["signing"]
+
+    return read
+
+
+def _action_signing(ui: Ui, action_id: str) -> Any:
+    async def read() -> Any:
+        doc = await ui.services.store.actions.signing_of("acme", action_id)
+        return doc["signing"]
+
+    return read

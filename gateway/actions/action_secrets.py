@@ -15,7 +15,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gateway.actions.signing import SigningSecrets, new_entry, open_live, rotated_signing
+from gateway.actions.signing import (
+    SigningSecrets,
+    new_entry,
+    open_live,
+    refuse_unseen_rotation,
+    rotated_signing,
+    signing_revision,
+)
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, NotFound
@@ -37,13 +44,17 @@ class ActionSecrets:
         self._actions = store.actions
         self._box = box
 
-    async def rotate(self, tenant: str, action_id: str) -> dict[str, Any]:
+    async def rotate(
+        self, tenant: str, action_id: str, *, shown: str | None = None
+    ) -> dict[str, Any]:
         """A new secret, `{id, secret, secret_rotated_at}`; each rotated out keeps signing for
         24 h after its own rotation, the newest 5 of them. An action without one gets its
-        first (the way to obtain the secret of an action stored before secrets)."""
+        first (the way to obtain the secret of an action stored before secrets). `shown`:
+        the `signing_revision` of the page asking (`refuse_unseen_rotation`)."""
         doc = await self._actions.signing_of(tenant, action_id)
         if doc is None:
             raise NotFound(f"no action {action_id!r}")
+        refuse_unseen_rotation(shown, signing_revision(doc), "action")
         action_id = str(doc["_id"])  # the secret is sealed to the id as stored
         now = as_stored(utcnow())
         entry, secret = new_entry(self._box, action_context(action_id), now)

@@ -114,10 +114,12 @@ class ActionUseCases:
         await self._store.actions.insert(doc)
         return doc, secret
 
-    async def rotate_action_secret(self, tenant: str, action_id: str) -> dict[str, Any]:
+    async def rotate_action_secret(
+        self, tenant: str, action_id: str, *, shown: str | None = None
+    ) -> dict[str, Any]:
         """A new signing secret for the action's proxy calls and schedules, `{id, secret,
         secret_rotated_at}` (`ActionSecrets.rotate`): the secret shown this once."""
-        rotated = await self._catalog.action_secrets.rotate(tenant, action_id)
+        rotated = await self._catalog.action_secrets.rotate(tenant, action_id, shown=shown)
         self._catalog.forget(rotated["id"])
         return rotated
 

@@ -15,7 +15,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gateway.actions.signing import SigningSecrets, new_entry, open_live, rotated_signing
+from gateway.actions.signing import (
+    SigningSecrets,
+    new_entry,
+    open_live,
+    refuse_unseen_rotation,
+    rotated_signing,
+    signing_revision,
+)
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, NotFound
@@ -39,13 +46,15 @@ class FlowSecrets:
             return None
         return await self._first(tenant, name, head)
 
-    async def rotate(self, tenant: str, name: str) -> dict[str, Any]:
+    async def rotate(self, tenant: str, name: str, *, shown: str | None = None) -> dict[str, Any]:
         """A new secret for a listed flow, `{name, secret, secret_rotated_at}`; each rotated
         out keeps signing for 24 h after its own rotation, the newest 5 of them. A flow without
-        one gets its first (the way to obtain the secret of a flow stored before secrets)."""
+        one gets its first (the way to obtain the secret of a flow stored before secrets).
+        `shown`: the `signing_revision` of the page asking (`refuse_unseen_rotation`)."""
         head = await self._flows.head(tenant, name)
         if head is None:
             raise NotFound(f"no flow {name!r}")
+        refuse_unseen_rotation(shown, signing_revision(head), "flow")
         now = as_stored(utcnow())
         entry, secret = new_entry(self._box, flow_context(str(head["_id"])), now)
         current = head.get("signing")
@@ -54,6 +63,11 @@ class FlowSecrets:
         if await self._flows.set_signing(tenant, name, signing, rev=rev, listed=True) is None:
             raise Conflict("the flow's secret was rotated concurrently; retry")
         return {"name": name, "secret": secret, "secret_rotated_at": now}
+
+    async def revision(self, tenant: str, name: str) -> str:
+        """The flow's `signing_revision`, which its page's *Rotate* carries ("": none)."""
+        head = await self._flows.signing_head(tenant, name)
+        return "" if head is None else signing_revision(head)
 
     async def signing(self, tenant: str, name: str, now: datetime) -> SigningSecrets:
         """The secrets a call of the flow is signed with (a deleted flow's too: its calls

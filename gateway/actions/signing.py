@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import generate_secret, signed_headers
 from gateway.clock import utc_timestamp
+from gateway.errors import Conflict
 from gateway.store import Doc
 
 ROTATION_GRACE = timedelta(hours=24)
@@ -74,6 +75,30 @@ def rotated_signing(current: Doc | None, entry: Doc, now: datetime) -> Doc:
         "rev": (current["rev"] + 1) if current else 1,
         "rotated_at": now,
     }
+
+
+def rotation_revision(rotated_at: datetime | None) -> str:
+    """When an owner's signing secret was last rotated, as text ("": never): what a page that
+    offers *Rotate* shows, and its rotation carries back (`refuse_unseen_rotation`)."""
+    return "" if rotated_at is None else rotated_at.isoformat()
+
+
+def signing_revision(owner: Doc) -> str:
+    """The `rotation_revision` of a flow's head or an action, by their `signing` state."""
+    return rotation_revision((owner.get("signing") or {}).get("rotated_at"))
+
+
+def refuse_unseen_rotation(shown: str | None, current: str, owner: str) -> None:
+    """A `Conflict`, before anything is made, when a rotation is asked from a page that showed
+    another revision than the `current` one (`shown`; None: a client of its own, not
+    checked): from a second tab, another admin's, or a page sent again, it would replace,
+    unseen, the secret just shown once."""
+    if shown is not None and current != shown:
+        raise Conflict(
+            f"the {owner}'s secret was rotated since this page was loaded (by another admin, "
+            "or this page sent again): no new secret was made. A new secret is shown only "
+            f"once: look at the {owner} again and rotate from there to get a new one"
+        )
 
 
 def open_live(

@@ -12,7 +12,7 @@ from typing import Any
 from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog, subscription_context
 from gateway.actions.filters import compile_filter, event_type_problem
-from gateway.actions.signing import new_entry, rotated
+from gateway.actions.signing import new_entry, refuse_unseen_rotation, rotated, rotation_revision
 from gateway.auth.secretbox import SecretBox
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, InvalidPayload, NotFound
@@ -39,8 +39,7 @@ def secret_revision(subscription: Mapping[str, Any]) -> str:
     """When the signing secret was last rotated, as text ("": never), of a stored or public
     subscription: a rotation asked from a page that showed another is refused
     (`rotate_secret`), as it would replace, unseen, the secret another admin was just shown."""
-    rotated = subscription.get("secret_rotated_at")
-    return "" if rotated is None else str(rotated.isoformat())
+    return rotation_revision(subscription.get("secret_rotated_at"))
 
 
 class SubscriptionUseCases:
@@ -113,11 +112,7 @@ class SubscriptionUseCases:
         still on the first secret was promised. `shown`: the `secret_revision` of the page
         asking; a `Conflict`, nothing changed, when the secret was rotated since."""
         current = await self.get_subscription(tenant, subscription_id)
-        if shown is not None and secret_revision(current) != shown:
-            raise Conflict(
-                "the subscription's secret was rotated since this page was loaded (by another "
-                "admin): no new secret was made; look at the subscription again before rotating"
-            )
+        refuse_unseen_rotation(shown, secret_revision(current), "subscription")
         subscription_id = str(current["_id"])  # the secret is sealed to the id as stored
         now = utcnow()
         entry, secret = new_entry(self._box, subscription_context(subscription_id), now)

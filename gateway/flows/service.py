@@ -165,12 +165,18 @@ class FlowService:
         found = await self.get(tenant, flow.name, version)
         return replace(found, created=created, secret=secret)
 
-    async def rotate_secret(self, tenant: str, name: str) -> dict[str, Any]:
+    async def rotate_secret(
+        self, tenant: str, name: str, *, shown: str | None = None
+    ) -> dict[str, Any]:
         """A new signing secret for the flow's calls, `{name, secret, secret_rotated_at}`
         (`FlowSecrets.rotate`): the secret shown this once."""
-        rotated = await self._catalog.flow_secrets.rotate(tenant, name)
+        rotated = await self._catalog.flow_secrets.rotate(tenant, name, shown=shown)
         self._catalog.forget(name)
         return rotated
+
+    async def secret_revision(self, tenant: str, name: str) -> str:
+        """What the flow page's *Rotate* carries (`FlowSecrets.revision`)."""
+        return await self._catalog.flow_secrets.revision(tenant, name)
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> FlowVersion:
         return await self._versions.get(tenant, name, version)

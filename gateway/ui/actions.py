@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.actions.definitions import METHODS, public_action
+from gateway.actions.signing import signing_revision
 from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.schemas import ENTITY_TYPES
 from gateway.ui import choices
@@ -21,6 +22,7 @@ from gateway.ui.forms import (
     nest,
     number_text,
     read_values,
+    shown_rotation,
     stale_edit,
 )
 from gateway.ui.rendering import redirect, render
@@ -159,7 +161,9 @@ async def create_action(request: web.Request) -> web.Response:
 
 async def rotate_action_secret(request: web.Request) -> web.Response:
     actions = services_of(request).actions
-    rotated = await actions.rotate_action_secret(tenant_of(request), _id(request))
+    rotated = await actions.rotate_action_secret(
+        tenant_of(request), _id(request), shown=shown_rotation(form_of(request))
+    )
     doc = await actions.get_action(tenant_of(request), rotated["id"])
     context = {"action": public_action(doc), "secret": rotated["secret"], "said": None}
     return render(request, "partners/action_secret.html", context)
@@ -175,6 +179,7 @@ async def action_page(
     context = {
         "action": public_action(doc),
         "retry_schedule": schedule_text(doc),
+        "rotated": signing_revision(doc),  # posted by Rotate secret
         "call": call or Form({"entity.type": "vehicle"}),
         "answer": answer,
         "entity_types": ENTITY_TYPES,

@@ -606,6 +606,19 @@ def shown_active(form: Mapping[str, Any], lang: str) -> ShownActive | None:
     return ShownActive(version_field(raw, lang) if raw else None)
 
 
+# The hidden field of a *Rotate the signing secret* button (a subscription's, a flow's, an
+# action's): the rotation its page showed (`signing.rotation_revision`).
+ROTATED: Final = "rotated"
+
+
+def shown_rotation(form: Mapping[str, Any]) -> str | None:
+    """The rotation of a signing secret a page showed: a rotation from a page loaded before
+    another is refused (`signing.refuse_unseen_rotation`). A post without the field (a
+    script of its own) is not checked."""
+    shown = form.get(ROTATED)
+    return shown if isinstance(shown, str) else None
+
+
 # A number grouped by thousands (a first group of 1-3 digits, not 0), with decimals or not:
 # pt-BR `18.250,5`, English `18,250.5`.
 _GROUPED: Final = (

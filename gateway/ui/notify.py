@@ -18,6 +18,7 @@ from gateway.ui.forms import (
     json_field,
     read_values,
     shown_active,
+    shown_rotation,
     stale_edit,
     version_field,
 )
@@ -69,7 +70,7 @@ async def upload_flow(request: web.Request) -> web.Response:
 
 async def rotate_flow_secret(request: web.Request) -> web.Response:
     rotated = await services_of(request).notify.flows.rotate_secret(
-        tenant_of(request), _name(request)
+        tenant_of(request), _name(request), shown=shown_rotation(form_of(request))
     )
     return render(request, "notify/flow_secret.html", {**rotated, "said": None})
 
@@ -94,6 +95,7 @@ async def flow_page(
         # posted by the activate and roll back buttons (forms.shown_active)
         "shown_active": "" if active is None else active.version,
         "pause": await flows.pause_state(tenant, name),
+        "rotated": await flows.secret_revision(tenant, name),  # posted by Rotate secret
         "form": form,
         "pause_form": pause_form or Form(),
         "result": result,

@@ -24,6 +24,7 @@ from gateway.ui.forms import (
     number_field,
     number_text,
     read_values,
+    shown_rotation,
     stale_edit,
 )
 from gateway.ui.rendering import redirect, render
@@ -352,10 +353,8 @@ async def edit_subscription(request: web.Request) -> web.Response:
 
 
 async def rotate_subscription_secret(request: web.Request) -> web.Response:
-    # the rotation the page showed (a post without it, a script of its own, is not checked)
-    shown = form_of(request).get("rotated")
     doc, secret = await services_of(request).actions.rotate_secret(
-        tenant_of(request), _id(request), shown=shown if isinstance(shown, str) else None
+        tenant_of(request), _id(request), shown=shown_rotation(form_of(request))
     )
     context = {"subscription": public_subscription(doc), "secret": secret}
     return render(request, "partners/subscription_secret.html", context)
