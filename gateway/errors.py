@@ -77,6 +77,13 @@ class FieldProblem:
         }
 
 
+def empty_keyword(value: Any) -> str:
+    """The keyword of a required text (a credential: a partner's, a channel's SMTP login)
+    that is missing or empty: left out (a form's field left empty, which the form does not
+    send) is `required`; given empty, `minLength`; anything but text, `type`."""
+    return "required" if value is None else "minLength" if value == "" else "type"
+
+
 class GatewayError(Exception):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal server error"

@@ -4,6 +4,8 @@ by their format or type."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from typing import Any
 
@@ -246,3 +248,73 @@ async def test_a_partners_credential_given_empty_or_not_as_text_says_so_in_the_a
             body = {**partner, "auth": {"type": kind, "username": value}}
             at = await _keyword_at(client, "/api/v1/partners", body, "/auth/username")
             assert at == keyword, (kind, value)
+
+
+def _email_channel(**smtp: Any) -> dict[str, Any]:
+    server = {"host": "127.0.0.1", "port": 2525, "security": "none", **smtp}
+    return {"name": "email", "type": "email", "smtp": server, "from": "a@acme.com.br"}
+
+
+async def test_a_channels_credentials_given_empty_are_labelled_required(
+    client: Client, services: Services
+) -> None:
+    """A channel's SMTP password (or username, an SMS channel's action) given empty in its
+    document was "Tipo inválido" (`type`), though nothing was typed: as a partner's
+    credential left empty, "Obrigatório"."""
+    await make_user(services)
+    await log_in(client)
+    documents = {
+        "/smtp/password": _email_channel(username="frota", password=""),
+        "/smtp/username": _email_channel(username="", password="s3nha"),
+        "/action_id": {"name": "sms", "type": "sms", "action_id": "", "from": "Frota"},
+    }
+    for pointer, doc in documents.items():
+        token = await csrf(client, "/admin/channels")
+        refused = await client.post(
+            "/admin/channels", data={"csrf": token, "document": json.dumps(doc)}
+        )
+        html = await refused.text()
+        assert refused.status == 422, html
+        shown = [p for p in _problems(html, "document") if f"{pointer}:" in p]
+        assert shown and all(p.startswith("Obrigatório:") for p in shown), (pointer, shown)
+
+
+async def test_a_channel_form_sent_again_without_its_password_labels_it_required(
+    client: Client, services: Services
+) -> None:
+    """A refused form blanks the password it was sent with (never shown back): saved again
+    without typing it, the password is "Obrigatório", not "Tipo inválido"."""
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/channels")
+    doc = _email_channel(username="frota", password="s3nha", port="x")
+    refused = await client.post(
+        "/admin/channels", data={"csrf": token, "document": json.dumps(doc)}
+    )
+    page = await refused.text()
+    assert refused.status == 422 and "s3nha" not in page
+    fixed = json.loads(html.unescape(_textarea(page, "document")))
+    fixed["smtp"]["port"] = 2525
+    again = await client.post(
+        "/admin/channels",
+        data=replaced(form_fields(page, "/admin/channels"), document=json.dumps(fixed)),
+    )
+    page = await again.text()
+    assert again.status == 422, page
+    [shown] = [p for p in _problems(page, "document") if "/smtp/password:" in p]
+    assert shown.startswith("Obrigatório:"), shown
+
+
+def _textarea(page: str, name: str) -> str:
+    found = re.search(rf'<textarea[^>]* name="{name}"[^>]*>\n?(.*?)</textarea>', page, re.S)
+    assert found is not None, f"no textarea {name}"
+    return found.group(1)
+
+
+async def test_a_channels_smtp_password_given_empty_or_not_as_text_says_so_in_the_api(
+    client: Client,
+) -> None:
+    """The partner credentials' rule: given empty `minLength`, not text `type`."""
+    for value, keyword in (("", "minLength"), (1, "type")):
+        body = _email_channel(username="frota", password=value)
+        assert await _keyword_at(client, "/api/v1/channels", body, "/smtp/password") == keyword

@@ -26,7 +26,7 @@ from typing import Any, Final
 from gateway.actions.body_check import BodyCheck
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.clock import as_stored, utcnow
-from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound, empty_keyword
 from gateway.formats.json_tree import is_text
 from gateway.notify.channel_needs import push_partner_problem, sms_action_problem
 from gateway.notify.messages import Channel, EmailSettings, PushSettings, SmsSettings
@@ -204,13 +204,7 @@ class ChannelService:
             security = "starttls"
         port = inner.number("port", 1, 65535, integer=True, default=DEFAULT_PORTS[security])
         timeout = inner.number("timeout_seconds", 1, 60, default=15)
-        username = inner.text("username", required=False, max_len=320)
-        password = smtp.get("password")
-        if (username is None) != (password is None and kept_password is None):
-            check.add("/smtp/password", "username and password go together", "dependentRequired")
-        if password is not None and (not is_text(password) or not password):
-            check.add("/smtp/password", "password is a non-empty string", "type")
-            password = None
+        username, password = _smtp_login(check, inner, kept_password)
         ca = _ca_certificate(check, smtp.get("ca_certificate"))
         check.problems.extend(
             FieldProblem(f"/smtp{p.pointer}", p.message, p.keyword) for p in inner.problems
@@ -261,6 +255,27 @@ class ChannelService:
             else:
                 action_id = str(action["_id"])  # as stored: a change to the action finds it
         return {"action_id": action_id, "from": sender}
+
+
+def _smtp_login(
+    check: BodyCheck, inner: BodyCheck, kept_password: str | None
+) -> tuple[str | None, str | None]:
+    """The SMTP login's username and password (None: not given, or refused). Missing or
+    empty, they are said by the partner credentials' rule (`errors.empty_keyword`): given
+    empty is `minLength`, not a `type` problem."""
+    smtp = inner.body
+    if smtp.get("username") == "":
+        check.add("/smtp/username", "username is a non-empty string", "minLength")
+        username = None
+    else:
+        username = inner.text("username", required=False, max_len=320)
+    password = smtp.get("password")
+    if (smtp.get("username") is None) != (password is None and kept_password is None):
+        check.add("/smtp/password", "username and password go together", "dependentRequired")
+    if password is not None and (not is_text(password) or not password):
+        check.add("/smtp/password", "password is a non-empty string", empty_keyword(password))
+        password = None
+    return username, password
 
 
 def _ca_certificate(check: BodyCheck, value: Any) -> str | None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gateway.errors import FieldProblem, InvalidPayload
+from gateway.errors import FieldProblem, InvalidPayload, empty_keyword
 from gateway.outbound.partner_auth import Applied, RefusalMemory, TokenFetcher, TokenFetchFailed
 from gateway.outbound.verdict import error_names
 
@@ -150,9 +150,7 @@ def build_geotab_auth(
             continue
         # Left out (a form's field left empty) is required, as the API says it; a line
         # break or NUL is a pattern no header could hold.
-        keyword = "required" if value is None else "minLength" if value == "" else "type"
-        if isinstance(value, str) and value:
-            keyword = "pattern"
+        keyword = "pattern" if isinstance(value, str) and value else empty_keyword(value)
         message = f"{name} must be a non-empty string"
         problems.append(FieldProblem(f"/auth/{name}", message, keyword))
     if "url" in values and not values["url"].startswith(("http://", "https://")):

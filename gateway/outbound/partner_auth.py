@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
-from gateway.errors import FieldProblem, InvalidPayload, PartnerError
+from gateway.errors import FieldProblem, InvalidPayload, PartnerError, empty_keyword
 from gateway.formats.headers import is_reserved_header, reserved_message
 from gateway.outbound.verdict import NOT_SENT, ErrorKind, throttled
 
@@ -425,12 +425,6 @@ def build_auth(
     return StaticAuth(builder(_Fields(credentials, saving)))
 
 
-def _empty_keyword(value: Any) -> str:
-    """Left out (a form's field left empty, which the form does not send) is `required`, as
-    the API says it; given empty, `minLength`; anything but text, `type`."""
-    return "required" if value is None else "minLength" if value == "" else "type"
-
-
 class _Fields:
     """Reads required string fields, collecting every problem before raising. A line break
     (or NUL) in a header value is refused always; when `saving`, any control character."""
@@ -449,7 +443,7 @@ class _Fields:
         if value is None and not required:
             return ""
         if not isinstance(value, str) or not value:
-            keyword = _empty_keyword(value)
+            keyword = empty_keyword(value)
             self.problems.append(
                 FieldProblem(pointer, f"{name} must be a non-empty string", keyword)
             )

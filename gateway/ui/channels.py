@@ -21,6 +21,7 @@ from gateway.ui.forms import (
     document_field,
     editing,
     json_field,
+    left_empty,
     nest,
     number_field,
     read_values,
@@ -136,8 +137,12 @@ def _refused(values: Mapping[str, Any], error: InvalidPayload) -> Form:
     forms.hide_secrets), with a problem saying to type it again; one that names it where its
     value cannot be told apart (malformed, encoded twice, another spelling of its name) is not
     shown back at all, and says so."""
+    try:
+        posted: dict[str, Any] | None = document_field(values)
+    except InvalidPayload:  # not a JSON object: no member was given empty
+        posted = None
     shown, hidden = shown_back(values)
-    form = Form(shown).refuse(error, (), rest="document")
+    form = Form(shown).refuse(left_empty(error, posted), (), rest="document")
     for name in hidden:
         if name == "document":
             message = (

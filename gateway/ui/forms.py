@@ -15,7 +15,7 @@ import math
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
@@ -675,6 +675,32 @@ def document_field(values: Mapping[str, Any], name: str = "document") -> dict[st
                 target = target.setdefault(part, {}) if isinstance(target, dict) else None
             if isinstance(target, dict):
                 target[leaf] = typed
+    return doc
+
+
+def left_empty(error: GatewayError, doc: Any) -> GatewayError:
+    """A refusal of a form's JSON document (`doc`, as posted) whose problems at a member it
+    gives empty (`""`: emptied, or blanked by the page, a secret never shown back) say
+    `required`: such a member is a field left empty, labelled "Obrigatório" as a form's own
+    field left empty is (the form does not send it: `required` in the API too), not by the
+    API's keyword for a value given empty (`minLength`, or `type`)."""
+    if not isinstance(error, InvalidPayload) or not isinstance(doc, dict):
+        return error
+    problems = [
+        replace(p, keyword="required")
+        if p.keyword in ("minLength", "type") and _member(doc, p.pointer) == ""
+        else p
+        for p in error.problems
+    ]
+    return error.restated(problems=problems)
+
+
+def _member(doc: Any, pointer: str) -> Any:
+    """The value at a JSON Pointer of `doc` (None: none there)."""
+    for token in pointer.split("/")[1:]:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(_unescape(token))
     return doc
 
 
