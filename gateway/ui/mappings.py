@@ -21,10 +21,9 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from gateway.formats import DocumentRefused
-from gateway.formats.charsets import decode_text
 from gateway.formats.json_tree import loads_sent
 from gateway.mapping.limits import MAX_FILE_BYTES
+from gateway.mapping.loader import file_text
 from gateway.ui.forms import Form, read_values, shown_active, version_field
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_lang, form_of, session_of, tenant_of, visitor_of
@@ -245,13 +244,14 @@ def _source(data: MultiMapping[Any]) -> tuple[str, str | None]:
         raw = upload.file.read(MAX_FILE_BYTES + 1)
         if len(raw) > MAX_FILE_BYTES:
             raise PayloadTooLarge(f"a mapping file is at most {MAX_FILE_BYTES // 1024} KiB")
-        # Read as an API upload is (docs/api.md): a byte order mark's encoding (Notepad's
-        # "Unicode" is UTF-16), UTF-8, or the charset the part names.
+        # Read by the API upload's own function (docs/api.md): a byte order mark's encoding
+        # (Notepad's "Unicode" is UTF-16), UTF-8, or the charset the part names; refused in
+        # its words, at the file (labelled by its format: bytes given but unreadable).
         try:
-            return decode_text(raw, charset_of(upload.content_type)), upload.filename
-        except DocumentRefused:
-            message = "the file is not UTF-8 text: save it as UTF-8 (or UTF-16 with its BOM)"
-            raise _invalid("/file", message, "format") from None
+            return file_text(raw, charset_of(upload.content_type)), upload.filename
+        except InvalidPayload as exc:
+            problems = [replace(p, pointer="/file", keyword="format") for p in exc.problems]
+            raise exc.restated(problems=problems) from None
     text = data.get("source")
     if not isinstance(text, str) or not text.strip():
         raise _invalid("/source", "choose a mapping file or paste its text", "required")
