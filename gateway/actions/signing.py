@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gateway.auth.secretbox import SecretBox
-from gateway.auth.webhook_signature import generate_secret, signed_headers
+from gateway.auth.webhook_signature import (
+    ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    generate_secret,
+    signed_headers,
+)
 from gateway.clock import utc_timestamp
 from gateway.errors import Conflict
 from gateway.store import Doc
@@ -47,6 +53,21 @@ def signer(secrets: Sequence[str], msg_id: str) -> Callable[[bytes], Mapping[str
         return signed_headers(secrets, msg_id, int(utc_timestamp()), sent)
 
     return sign
+
+
+def unsigned_headers(msg_id: str, owner: str) -> dict[str, str]:
+    """The Standard Webhooks headers `signer(..., msg_id)` adds, as a dry run shows them: the
+    id as sent; the timestamp and the signature marked as made when sent (each attempt's
+    time; over its exact bytes), no secret opened and nothing computed (`owner`: whose
+    secrets sign, "the flow")."""
+    return {
+        ID_HEADER: msg_id,
+        TIMESTAMP_HEADER: "<set when sent: the attempt's Unix time>",
+        SIGNATURE_HEADER: (
+            f"<computed when sent: an HMAC-SHA256 signature with each live secret of {owner},"
+            " over the id, the timestamp and the exact body bytes>"
+        ),
+    }
 
 
 def new_entry(box: SecretBox, context: str, now: datetime) -> tuple[Doc, str]:

@@ -97,12 +97,12 @@ async def delivery_request(
         timeout=max(min(partner.timeout, remaining), 0.1),
     )
     if target.subscription is None:
-        request = _with_idempotency_key(request, str(doc["_id"]))
+        request = with_idempotency_key(request, str(doc["_id"]))
     # The exact bytes sent, signed as they go (the sender may still set credentials in them).
     return replace(request, sign=signer(target.signer.signing_secrets(clock()), doc["_id"]))
 
 
-def _with_idempotency_key(request: OutboundRequest, delivery_id: str) -> OutboundRequest:
+def with_idempotency_key(request: OutboundRequest, delivery_id: str) -> OutboundRequest:
     """A flow's call carries the delivery id as `Idempotency-Key` besides its `webhook-id`
     (it did before it was signed: a partner may read either), the same on every attempt: a
     retry after a timeout whose request did arrive (at least once) is one the partner can

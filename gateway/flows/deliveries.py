@@ -146,6 +146,12 @@ def flow_delivery(
     }
 
 
+def step_request_id(run_id: str, step_id: str) -> str:
+    """The id of a run's `call` (its delivery's id, sent as `webhook-id` and
+    `Idempotency-Key`) or `fetch` (its `webhook-id`): the same on every try of the step."""
+    return f"{run_id}:{step_id}"
+
+
 def notification_id(run_id: str, step_id: str, address: str, channel_type: str) -> str:
     """The id of a notify step's message to `address` (an SMS's idempotency key too): the
     address as the channel tells them apart (`same_address`), hashed (no e-mail address or

@@ -25,7 +25,9 @@ from typing import Any
 import orjson
 
 from gateway.actions.catalog import Catalog, build_request
+from gateway.actions.signing import unsigned_headers
 from gateway.clock import utcnow
+from gateway.delivery.preparation import with_idempotency_key
 from gateway.entities import EntityService, diff, unmet
 from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.events import entity_key
@@ -40,7 +42,12 @@ from gateway.flows.context import (
     sample_event,
     starts,
 )
-from gateway.flows.deliveries import notification_id, push_data, recipient_key
+from gateway.flows.deliveries import (
+    notification_id,
+    push_data,
+    recipient_key,
+    step_request_id,
+)
 from gateway.flows.messages import Message, MessageComposer
 from gateway.flows.model import CompiledFlow, Step
 from gateway.flows.recipients import answer_after_asked
@@ -203,7 +210,19 @@ class FlowDryRun:
             )
         except InvalidPayload as exc:
             raise StepFailed(exc.detail, [p.as_dict() for p in exc.problems]) from None
-        entry: dict[str, Any] = {"action": action.name, "request": _request(request, body)}
+        # What the run adds (`steps.py`, `delivery/preparation.py`): the step's id as
+        # `webhook-id` (a call's delivery id, its `Idempotency-Key` too), the timestamp and
+        # signature made when sent; the run's id does not exist yet.
+        msg_id = step_request_id(RUN_ID, step.id)
+        if step.kind == "call":
+            request = with_idempotency_key(request, msg_id)
+        shown = _request(request, body)
+        shown["headers"].update(unsigned_headers(msg_id, "the flow"))
+        shown["note"] = (
+            f"{RUN_ID} stands for the run's id, made when it runs; the webhook-timestamp and "
+            "webhook-signature headers are made on each attempt, signed with the flow's secrets"
+        )
+        entry: dict[str, Any] = {"action": action.name, "request": shown}
         if step.kind == "call":
             context["steps"][step.id] = None  # a call is a delivery: its answer comes later
             return {**entry, "outcome": "rendered"}

@@ -47,7 +47,12 @@ from gateway.errors import (
     PreconditionFailed,
 )
 from gateway.flows.context import cooldown_also, cooldown_at, cooldown_key, evaluate, holds
-from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
+from gateway.flows.deliveries import (
+    RunRef,
+    flow_delivery,
+    notification_deliveries,
+    step_request_id,
+)
 from gateway.flows.messages import MessageComposer
 from gateway.flows.model import NotifySpec, Step
 from gateway.flows.recipients import START_FORMS, answer_after_asked, parse_start, parse_time
@@ -197,7 +202,7 @@ class StepRunner:
         # Signed with the flow's secrets, as its calls are; `webhook-id` the run's step, the
         # same on each try of the step (a call's delivery id is the same `<run>:<step>`).
         signing = await self._p.catalog.flow_signer(run.tenant, run.flow)
-        sign = signer(signing.signing_secrets(now), f"{run.id}:{step.id}")
+        sign = signer(signing.signing_secrets(now), step_request_id(run.id, step.id))
         request = replace(request, before_sending=run.before_sending, sign=sign)
         # A disabled partner is not called: the step waits (held), as `invoke` answers 503.
         outcome = partner.refusal() or await self._p.calls.send(partner, request, action=action)
@@ -321,7 +326,8 @@ class StepRunner:
         action, partner, mapping = await self._action(run.tenant, step.action)
         local = plain({**context, **evaluate(step.values, context)})
         await _build(action, partner, mapping, local)  # a call that cannot be built fails now
-        doc = flow_delivery(run, step, f"{run.id}:{step.id}", DeliveryKind.FLOW_CALL, now)
+        call_id = step_request_id(run.id, step.id)
+        doc = flow_delivery(run, step, call_id, DeliveryKind.FLOW_CALL, now)
         entity = local.get("entity") if isinstance(local.get("entity"), dict) else {}
         doc.update(
             action_id=action.id,
