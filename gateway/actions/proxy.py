@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner, build_request
 from gateway.actions.partner_calls import PartnerCalls
-from gateway.actions.signing import signer
+from gateway.actions.signing import with_signature
 from gateway.clock import utcnow
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
@@ -96,7 +96,6 @@ class Proxy:
         action = await self._catalog.action(tenant, action_id)
         partner = await self._catalog.partner(tenant, action.partner_id)
         signing = await self._catalog.action_signer(tenant, action.id)
-        secrets = signing.signing_secrets(self.clock())
         entity_doc = await self._entity(tenant, entity) if entity is not None else None
         fields: Mapping[str, Any]
         if entity_doc is not None:
@@ -119,7 +118,7 @@ class Proxy:
             action, partner, request_mapping, context, default_body=fields, path_values=fields
         )
         msg_id = f"{action.id}:{idempotency_key or new_id()}"
-        request = replace(request, sign=signer(secrets, msg_id))
+        request = with_signature(request, signing, msg_id, self.clock())
         outcome = await self._calls.send(partner, request, action=action)
         verdict = action.verdict(outcome)
         # Counted once the answer is on its way (the loop runs this after the handler's step).

@@ -6,14 +6,16 @@ rules for a subscription's secrets, a flow's (its `call` deliveries and `fetch` 
 
 `signer` makes the sender's `sign` hook (`OutboundRequest.sign`): every outbound request is
 signed so, by its owner's secrets, over the exact bytes sent (a GET's: none), stamped with the
-attempt's time.
+attempt's time. `with_signature` hangs it on a request: the one way every owner signs (a
+delivery, a flow's fetch, a proxy call, a schedule's page, an SMS through its channel's action).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import (
@@ -25,6 +27,7 @@ from gateway.auth.webhook_signature import (
 )
 from gateway.clock import utc_timestamp
 from gateway.errors import Conflict
+from gateway.outbound.sender import OutboundRequest
 from gateway.store import Doc
 
 ROTATION_GRACE = timedelta(hours=24)
@@ -42,6 +45,21 @@ class SigningSecrets:
     def signing_secrets(self, now: datetime) -> list[str]:
         """The current secret, plus those rotated out still in their grace period."""
         return [s for s, expires in self.secrets if expires is None or expires > now]
+
+
+class SecretsOwner(Protocol):
+    """Whose secrets sign a request: a subscription, a flow, an action (`SigningSecrets`)."""
+
+    def signing_secrets(self, now: datetime) -> list[str]: ...
+
+
+def with_signature(
+    request: OutboundRequest, owner: SecretsOwner, msg_id: str, now: datetime
+) -> OutboundRequest:
+    """`request` signed as it goes (`signer`) with `owner`'s secrets live at `now` (the
+    current one, and those rotated out within their grace), `msg_id` its `webhook-id`. Headers
+    only: the body is sent as built."""
+    return replace(request, sign=signer(owner.signing_secrets(now), msg_id))
 
 
 def signer(secrets: Sequence[str], msg_id: str) -> Callable[[bytes], Mapping[str, str]]:

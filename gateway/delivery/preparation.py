@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.actions.catalog import Action, Catalog, Partner, Subscription, build_request
-from gateway.actions.signing import SigningSecrets, signer
+from gateway.actions.signing import SigningSecrets, with_signature
 from gateway.entities import as_mapped
 from gateway.errors import NotFound
 from gateway.formats.json_tree import plain
@@ -99,7 +99,7 @@ async def delivery_request(
     if target.subscription is None:
         request = with_idempotency_key(request, str(doc["_id"]))
     # The exact bytes sent, signed as they go (the sender may still set credentials in them).
-    return replace(request, sign=signer(target.signer.signing_secrets(clock()), doc["_id"]))
+    return with_signature(request, target.signer, doc["_id"], clock())
 
 
 def with_idempotency_key(request: OutboundRequest, delivery_id: str) -> OutboundRequest:

@@ -34,7 +34,7 @@ from typing import Any
 from gateway.actions.catalog import Catalog, build_request
 from gateway.actions.ordering import call_place
 from gateway.actions.partner_calls import PartnerCalls
-from gateway.actions.signing import signer
+from gateway.actions.signing import with_signature
 from gateway.assignments import AssignmentService
 from gateway.delivery.fanout import insert_deliveries
 from gateway.entities import EntityService, Origin, public
@@ -202,8 +202,8 @@ class StepRunner:
         # Signed with the flow's secrets, as its calls are; `webhook-id` the run's step, the
         # same on each try of the step (a call's delivery id is the same `<run>:<step>`).
         signing = await self._p.catalog.flow_signer(run.tenant, run.flow)
-        sign = signer(signing.signing_secrets(now), step_request_id(run.id, step.id))
-        request = replace(request, before_sending=run.before_sending, sign=sign)
+        request = with_signature(request, signing, step_request_id(run.id, step.id), now)
+        request = replace(request, before_sending=run.before_sending)
         # A disabled partner is not called: the step waits (held), as `invoke` answers 503.
         outcome = partner.refusal() or await self._p.calls.send(partner, request, action=action)
         verdict = action.verdict(outcome)

@@ -52,7 +52,7 @@ from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
 from gateway.actions.partner_calls import PartnerCalls
-from gateway.actions.signing import signer
+from gateway.actions.signing import with_signature
 from gateway.clock import from_iso
 from gateway.entities import Origin
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
@@ -195,8 +195,7 @@ class Poll:
                     f"cannot build the request: {exc.detail}",
                     problems=[p.as_dict() for p in exc.problems],
                 ) from None
-            secrets = signing.signing_secrets(self._clock())
-            request = replace(request, sign=signer(secrets, page_id(doc, self._cursor)))
+            request = with_signature(request, signing, page_id(doc, self._cursor), self._clock())
             # A disabled partner is not called (a held run, `calls.read_page`), as by `invoke`;
             # one disabled during the run is not called again (read before each page).
             outcome = partner.refusal() or await self._c.calls.send(partner, request)
