@@ -44,6 +44,7 @@ class Fcm:
     tokens_issued: list[str] = field(default_factory=list)
     assertions: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each message's request
     unregistered: set[str] = field(default_factory=set)
     # tokens answered 400 INVALID_ARGUMENT as FCM does, by the field at fault: "message.token"
     # (not a token at all: an FcmError INVALID_ARGUMENT saying so, no field violation), another
@@ -148,6 +149,7 @@ class Fcm:
         if token in self.invalid or len(orjson.dumps(payload)) > _MAX_PAYLOAD:
             return self._invalid(message, auth)
         self.messages.append(message)
+        self.headers.append(dict(request.headers))
         name = f"projects/{request.match_info['project']}/messages/0:{next(self._ids)}"
         return web.json_response({"name": f"{name} {auth}" if self.echo_authorization else name})
 

@@ -149,9 +149,10 @@ async def push_on_new_vehicle(client: Client, fcm: Fcm, fetched: str) -> None:
 
 async def sms_channel(
     client: Client, provider_url: str, token: str = "z", **partner_fields: Any
-) -> None:
+) -> dict[str, Any]:
     """Channel `sms`: a Zenvia-shaped provider at `provider_url` (its partner with
-    `partner_fields` too: a rate limit, say)."""
+    `partner_fields` too: a rate limit, say); the answer that created its action (its secret,
+    shown once)."""
     await add_mapping(client, "sms-zenvia")
     zenvia = await create_partner(
         client,
@@ -172,6 +173,7 @@ async def sms_channel(
         "/api/v1/channels",
         {"name": "sms", "type": "sms", "action_id": action["id"], "from": "RABBOT"},
     )
+    return action
 
 
 FINE_EVENT: dict[str, Any] = {

@@ -101,6 +101,11 @@ async def test_the_dry_runs_push_and_sms_requests_are_the_ones_sent(
         assert shown["body"] == {**orjson.loads(sent_sms.body), "id": f"<run id>:text:{to}"}
         assert orjson.loads(sent_sms.body)["id"] == key
         assert "<run id> stands for the run's" in shown["note"]
+        # Signed with the action's secrets when sent: the id shown as the run forms it.
+        assert sent_sms.headers["webhook-id"] == key
+        assert shown["headers"]["webhook-id"] == f"<run id>:text:{to}"
+        assert shown["headers"]["webhook-signature"].startswith("<computed when sent")
+        assert "action's secrets" in shown["note"]
 
 
 # A vehicle is created → the HR system is asked (fetch), the ERP told (call).

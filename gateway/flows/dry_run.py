@@ -353,7 +353,8 @@ class FlowDryRun:
     ) -> dict[str, Any]:
         """What the provider would receive, built by the functions the senders use: the FCM
         body with the event's `data`; the SMS request with the delivery's id as its key
-        (Idempotency-Key, `message.id`), `<run id>` standing for the run's."""
+        (Idempotency-Key, `message.id`, `webhook-id`: signed with the action's secrets when
+        sent), `<run id>` standing for the run's."""
         if channel.email is not None:
             settings = channel.email
             message = EmailMessage(
@@ -390,9 +391,13 @@ class FlowDryRun:
         except (GatewayError, StepFailed) as exc:
             return {"error": getattr(exc, "detail", str(exc))}
         note = (
-            f"the key {key} is the delivery's id; {RUN_ID} stands for the run's, made when it runs"
+            f"the key {key} is the delivery's id; {RUN_ID} stands for the run's, made when it "
+            "runs; the webhook-timestamp and webhook-signature headers are made on each "
+            "attempt, signed with the action's secrets"
         )
-        return {**_request(request, request.body), "note": note}
+        shown = _request(request, request.body)
+        shown["headers"].update(unsigned_headers(key, "the action"))
+        return {**shown, "note": note}
 
     # -- set ---------------------------------------------------------------------------------
 

@@ -145,6 +145,8 @@ class Notifier:
         if action.request_mapping is None:
             return SendOutcome(Verdict.FAIL, f"action {action.name} has no request mapping")
         mapping = await self._mappings.active(tenant, action.request_mapping)
+        # Signed as every request through an action (an action without a secret gets one).
+        signing = await self._catalog.action_signer(tenant, action.id)
         sms = SmsMessage(to, parts["text"])
         return await self._sms.send(
             action,
@@ -152,6 +154,7 @@ class Notifier:
             mapping,
             sms,
             channel.sms.sender,
+            signing=signing,
             key=notification.key,
             before_sending=notification.before_sending,
         )

@@ -7,6 +7,11 @@ no FCM token at all: cut, mistyped, an APNs token; `_token_refused`) → failed,
 token is marked for removal from the driver; 429 and 5xx → retry (Retry-After kept); other 4xx
 (an `INVALID_ARGUMENT` about the message itself, a message over FCM's size limit,
 `THIRD_PARTY_AUTH_ERROR`) → failed, the token kept. Data values are strings, as FCM requires.
+
+Not signed with Standard Webhooks headers, unlike every request through an action (an SMS
+included): a push goes to Google's API through the channel's partner, not an action, so no
+action secret exists for it, and Google verifies no such signature. The request is
+authenticated by the OAuth access token the service account obtains.
 """
 
 from __future__ import annotations

@@ -2,6 +2,13 @@
 outbound mapping shaped like the provider's send API: `mappings/sms-zenvia.yaml`,
 `mappings/sms-twilio.yaml`) applied to `{"message": {"to", "text", "from"}}`.
 
+The request carries Standard Webhooks headers signed with the action's secrets
+(`action_secrets.py`, as its proxy calls and schedules' pages): `webhook-id` is the delivery's
+key (its id), the same on each retry and replay of the send (its `Idempotency-Key` too), and
+`<action id>:<a fresh id>` for a send that has none (a channel's test send), as a proxy
+call's. Headers only: the body goes as the mapping built it, and a provider that does not
+check them ignores them.
+
 A mapping whose headers say `Content-Type: application/x-www-form-urlencoded` (Twilio) gets
 its flat body form-encoded; any other body goes as JSON (Zenvia). The action's own success
 codes count; 429 and 5xx are retried, other 4xx fail (an invalid number, say); a 2xx whose
@@ -24,6 +31,7 @@ import orjson
 
 from gateway.actions.catalog import Action, Partner
 from gateway.actions.partner_calls import PartnerCalls
+from gateway.actions.signing import SigningSecrets, with_signature
 from gateway.clock import utcnow
 from gateway.errors import InvalidPayload
 from gateway.mapping import CompiledMapping
@@ -34,6 +42,7 @@ from gateway.outbound.sender import BeforeSending, OutboundRequest, Outcome
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 from gateway.schemas.ids import e164, non_geographic
+from gateway.store import new_id
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -121,9 +130,12 @@ class SmsSender:
         message: SmsMessage,
         sender_id: str,
         *,
+        signing: SigningSecrets,
         key: str | None = None,
         before_sending: BeforeSending | None = None,
     ) -> SendOutcome:
+        """`signing`: the action's secrets (`Catalog.action_signer`); `key`: the delivery's,
+        stable across its retries (its `webhook-id` and `Idempotency-Key`)."""
         try:
             request = sms_request(action, partner, mapping, message, sender_id, key)
         except InvalidPayload as exc:
@@ -132,6 +144,8 @@ class SmsSender:
                 f" ({problems})" if problems else ""
             )
             return SendOutcome(Verdict.FAIL, detail)
+        msg_id = key or f"{action.id}:{new_id()}"
+        request = with_signature(request, signing, msg_id, utcnow())
         outcome = await self._calls.send(
             partner, replace(request, before_sending=before_sending), action=action
         )
