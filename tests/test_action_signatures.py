@@ -85,6 +85,29 @@ async def test_a_proxy_call_carries_webhook_headers_its_partner_verifies(
     assert "secret" not in str(await shown.json()) + str(await listed.json())
 
 
+async def test_a_mappings_own_webhook_headers_in_another_case_give_way_to_the_signature(
+    client: Client, partner: Partner
+) -> None:
+    """HTTP header names are case-insensitive: a request mapping's `Webhook-Id` is the
+    signature's `webhook-id`. One of each name goes out, the gateway's (signed), not both
+    for the receiver to read either (aiohttp's client replaces a header given again in
+    another case); a header the mapping alone sets is sent as written."""
+    await upload_mapping(
+        client,
+        "name: with-ids\ndirection: outbound\nheaders:\n"
+        "  Webhook-Id: {value: mine}\n  WEBHOOK-SIGNATURE: {value: 'v1,forged'}\n"
+        "  X-Origem: {value: rabbot}\nbody:\n  placa: placa\n",
+    )
+    action = await _proxy(client, partner, request_mapping="with-ids")
+    await _invoke(client, action, {"placa": "ABC1D23"}, key="pedido-8")
+    (sent,) = _sent(partner, "/consulta")
+    names = [name.lower() for name in sent.headers]
+    assert names.count("webhook-id") == 1 and names.count("webhook-signature") == 1
+    assert sent.headers["webhook-id"] == f"{action['id']}:pedido-8"
+    assert signed_by(action["secret"], sent.headers, sent.body)
+    assert sent.headers["X-Origem"] == "rabbot" and sent.json() == {"placa": "ABC1D23"}
+
+
 async def test_a_proxy_calls_idempotency_key_that_cannot_be_a_webhook_id_is_a_400(
     client: Client, partner: Partner
 ) -> None:
