@@ -72,9 +72,10 @@ class Geofence:
     def applies_to(self, plate: str, groups: Collection[str]) -> bool:
         return reaches(self.vehicles, self.group, plate, groups)
 
-    def signed_distance_m(self, lat: float, lon: float) -> float:
-        """Metres to the border: < 0 inside, > 0 outside."""
-        return self.shape.signed_distance_m(lat, lon)
+    def signed_distance_m(self, lat: float, lon: float, exact_within_m: float = math.inf) -> float:
+        """Metres to the border: < 0 inside, > 0 outside (beyond `exact_within_m` of it, a
+        bound of the same sign: `Shape.signed_distance_m`)."""
+        return self.shape.signed_distance_m(lat, lon, exact_within_m)
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,11 @@ def step(
 ) -> tuple[FenceState, Crossing | None]:
     """The state after one fix (in device-time order), and the crossing it confirms, if any."""
     accuracy = accuracy_m if accuracy_m is not None and accuracy_m > 0 else 0.0
-    # far outside (the common case): no need for the exact distance to decide
+    # far outside (the common case): no need for the exact distance to decide; nor deep
+    # inside: every test below is of the distance within the margin plus the accuracy
     distance = fence.shape.outside_by_at_least_m(lat, lon)
     if distance <= fence.margin_m + accuracy:
-        distance = fence.signed_distance_m(lat, lon)
+        distance = fence.signed_distance_m(lat, lon, fence.margin_m + accuracy)
     if state is None or state.inside is None:
         return FenceState(inside=distance <= 0), None
     if distance > fence.margin_m + accuracy:

@@ -19,8 +19,14 @@ MultiPolygon meet at the antimeridian there is no border).
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import itertools
 import math
+import threading
+import time
+from array import array
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +60,9 @@ class Circle:
     lon: float
     radius_m: float
 
-    def signed_distance_m(self, lat: float, lon: float) -> float:
+    def signed_distance_m(self, lat: float, lon: float, exact_within_m: float = math.inf) -> float:
+        """Metres to the border: < 0 inside, > 0 outside (exact: `exact_within_m` is for
+        polygons, whose distance far from the border is bounded rather than measured)."""
         return haversine_m(self.lat, self.lon, lat, lon) - self.radius_m
 
     def outside_by_at_least_m(self, lat: float, lon: float) -> float:
@@ -79,9 +87,24 @@ class Polygon:
     insides apart), already validated, with its rings projected once around the centre of
     the whole. Inside is decided by the even-odd rule over every ring (the parts do not
     overlap: inside one part is inside), distances by the border's edges: every edge but the
-    stretches where parts on either side of the antimeridian meet (`_border`)."""
+    stretches where parts on either side of the antimeridian meet (`_border`). A shape of
+    more than `_GRID_MIN_EDGES` edges answers through a grid over them (`_Grid`), built when
+    it has been asked `_GRID_AFTER_QUERIES` times (and no other grid was built in the last
+    `_GRID_BUILD_SPACING_S`), or found built for a shape of the same edges."""
 
-    __slots__ = ("_box", "_kx", "_lat0", "_lon0", "_parts", "multi", "parts")
+    __slots__ = (
+        "_box",
+        "_edges",
+        "_grid",
+        "_hash",
+        "_kx",
+        "_lat0",
+        "_lon0",
+        "_parts",
+        "_queries",
+        "multi",
+        "parts",
+    )
 
     def __init__(self, *parts: Rings, multi: bool = False) -> None:
         if not parts or (len(parts) > 1 and not multi):
@@ -112,6 +135,10 @@ class Polygon:
             max(b[2] for b in boxes),
             max(b[3] for b in boxes),
         )
+        self._edges = sum(len(edges) for _, edges in parts_)
+        self._grid: _Grid | None = None
+        self._queries = 0
+        self._hash: int | None = None
 
     def _project(self, lon: float, lat: float) -> tuple[float, float]:
         """A position in the fence's projection (the rings' positions included: a fix on a
@@ -123,8 +150,12 @@ class Polygon:
             lon += 360.0
         return (lon - lon0) * self._kx, (lat - self._lat0) * math.radians(1) * EARTH_RADIUS_M
 
-    def signed_distance_m(self, lat: float, lon: float) -> float:
-        return self._signed_xy(*self._project(lon, lat))
+    def signed_distance_m(self, lat: float, lon: float, exact_within_m: float = math.inf) -> float:
+        """Metres to the border: < 0 inside, > 0 outside. Exact when the point is within
+        `exact_within_m` of the border; farther, a number of the same sign beyond it (a lower
+        bound of the distance: a fix deep inside a large fence need not find its nearest edge
+        when all the caller asks is whether it is more than its margin in)."""
+        return self._signed_xy(*self._project(lon, lat), exact_within_m)
 
     @property
     def depth_m(self) -> float:
@@ -137,18 +168,17 @@ class Polygon:
         deep (for most fences the first one tried, the middle of its bounding box)."""
         return _depth_m(self, cap_m)
 
-    def _signed_xy(self, px: float, py: float) -> float:
-        inside = False
-        nearest2 = math.inf  # squared: one square root at the end
-        for box, edges in self._parts:
-            # The rightward ray from the point crosses no edge of a part whose box it misses;
-            # such a part is walked only when its box is nearer than the nearest edge so far.
-            _, y0, x1, y1 = box
-            ray = y0 <= py <= y1 and px <= x1
-            if ray or _gap2(box, px, py) < nearest2:
-                inside, nearest2 = _walk(edges, px, py, inside, nearest2)
-        nearest = math.sqrt(nearest2)
-        return -nearest if inside else nearest
+    def _signed_xy(self, px: float, py: float, exact_within_m: float = math.inf) -> float:
+        grid = self._grid
+        if grid is None and self._edges > _GRID_MIN_EDGES:
+            self._queries += 1
+            if self._queries == 1:
+                grid = self._grid = _grid_for(self, build=False)
+            elif self._queries >= _GRID_AFTER_QUERIES and _may_build():
+                grid = self._grid = _grid_for(self, build=True)
+        if grid is not None:
+            return grid.signed(px, py, exact_within_m)
+        return _walked_xy(self, px, py)
 
     def outside_by_at_least_m(self, lat: float, lon: float) -> float:
         """A cheap lower bound of how far outside the point is: its distance to the whole
@@ -173,7 +203,11 @@ class Polygon:
         )
 
     def __hash__(self) -> int:
-        return hash((self.parts, self.multi))
+        # kept: the depth's cache asks for it at fixes near the border (`_depth_m`), and it
+        # hashes every position
+        if self._hash is None:
+            self._hash = hash((self.parts, self.multi))
+        return self._hash
 
     def __repr__(self) -> str:
         rings = sum(len(rings) for rings in self.parts)
@@ -189,6 +223,22 @@ def _gap2(box: Box, px: float, py: float) -> float:
     gx = x0 - px if px < x0 else px - x1 if px > x1 else 0.0
     gy = y0 - py if py < y0 else py - y1 if py > y1 else 0.0
     return gx * gx + gy * gy
+
+
+def _walked_xy(polygon: Polygon, px: float, py: float) -> float:
+    """The signed distance by the walk over every edge of every part the point's rightward ray
+    or nearest edge may reach: what a shape of few edges does, and what `_Grid` answers as."""
+    inside = False
+    nearest2 = math.inf  # squared: one square root at the end
+    for box, edges in polygon._parts:
+        # The rightward ray from the point crosses no edge of a part whose box it misses;
+        # such a part is walked only when its box is nearer than the nearest edge so far.
+        _, y0, x1, y1 = box
+        ray = y0 <= py <= y1 and px <= x1
+        if ray or _gap2(box, px, py) < nearest2:
+            inside, nearest2 = _walk(edges, px, py, inside, nearest2)
+    nearest = math.sqrt(nearest2)
+    return -nearest if inside else nearest
 
 
 def _walk(
@@ -211,6 +261,296 @@ def _walk(
         ex, ey = px - ax - t * dx, py - ay - t * dy
         nearest2 = min(nearest2, ex * ex + ey * ey)
     return inside, nearest2
+
+
+# A shape of more edges than this answers through a grid (`_Grid`); fewer are walked, as
+# fast as a grid's few cells. It is built at its shape's `_GRID_AFTER_QUERIES`-th distance
+# (about what building it costs in walks): a shape asked once (a hole's when it is checked)
+# is walked; a fence the fold measures fixes against is not, from its eighth fix on.
+_GRID_MIN_EDGES = 64
+_GRID_AFTER_QUERIES = 8
+# One grid is built at a time per this many seconds in the process (the others walk till
+# their turn): the fold's fences reach their eighth fix together, and the fold gives the
+# event loop a turn between fixes, not within one (25 builds of 2,000 edges: 0.25 s).
+_GRID_BUILD_SPACING_S = 0.02
+_GRID_BUILT_AT = [-math.inf]  # (monotonic) when the last one was
+
+
+def _may_build() -> bool:
+    """Whether a grid may be built now (`_GRID_BUILD_SPACING_S`); if so, now is its time."""
+    now = time.monotonic()
+    if now - _GRID_BUILT_AT[0] < _GRID_BUILD_SPACING_S:
+        return False
+    _GRID_BUILT_AT[0] = now
+    return True
+
+
+# Cells per edge: fewer cells to search rings of, or fewer edges to measure in each.
+_GRID_CELLS_PER_EDGE = 1.0
+# Metres by which the grid's bounds are widened where a rounding could matter: an edge is
+# listed in every cell it comes within _SLACK_M of, an edge whose box ends _SLACK_M left of
+# a point is not crossed by its ray, a ring of cells is no nearer than its bound less
+# _SLACK_M. Projected coordinates are at most ~2,500 km: rounding errs by nanometres.
+_SLACK_M = 1e-3
+
+
+class _Grid:
+    """A uniform grid over a shape's box (about one cell per edge, the cells about square),
+    answering what `_walked_xy` answers: the same side to the bit, the same distance (but for
+    its last bits where two edges are as near, at a corner: the walk measures the one it
+    meets first, the grid the one its cells list first):
+
+    - each cell lists the edges that pass within _SLACK_M of it; a cell that lists none is
+      all inside or all outside (no border crosses it), as its centre is (`_inside`: 1 or 0;
+      2 for a cell the border crosses);
+    - each row of cells lists the edges that are not horizontal and whose y-range meets the
+      row, by their right end, rightmost first: a point in a cell the border crosses casts
+      the walk's rightward ray over its row's edges that reach right of it, with the walk's
+      test (a vertex or a horizontal edge on the ray counts as the walk counts it);
+    - the nearest edge is searched in rings of cells around the point's cell (the nearest
+      cell, for a point outside the grid), from the first ring that lists an edge
+      (`_reach`: the rings before it are empty), until a ring is farther than the nearest
+      edge found, or farther than `exact_within_m` (then that ring's distance is the answer:
+      a lower bound beyond it).
+
+    The edges measured are the walk's edges, with the walk's arithmetic. A fix deep inside a
+    large fence measures no edge; one near its border, the few in the cells around it; the
+    rightward ray tests the edges of one row right of it (about the square root of the
+    edges for a round shape: 2,000 corners, some 20)."""
+
+    __slots__ = (
+        "_cells",
+        "_ch",
+        "_cw",
+        "_inside",
+        "_nx",
+        "_ny",
+        "_reach",
+        "_rows",
+        "_x0",
+        "_x1",
+        "_y0",
+        "_y1",
+        "edges",
+    )
+
+    def __init__(self, box: Box, edges: Sequence[Edge]) -> None:
+        self.edges = len(edges)
+        x0, y0, x1, y1 = box
+        width, height = max(x1 - x0, _SLACK_M), max(y1 - y0, _SLACK_M)  # (never 0)
+        side = math.sqrt(width * height / (len(edges) * _GRID_CELLS_PER_EDGE))
+        nx = max(1, min(4 * len(edges), math.ceil(width / side)))
+        ny = max(1, min(4 * len(edges), math.ceil(height / side)))
+        self._x0, self._y0, self._x1, self._y1 = box
+        self._nx, self._ny = nx, ny
+        self._cw, self._ch = width / nx, height / ny
+        cells: list[list[Edge]] = [[] for _ in range(nx * ny)]
+        rows: list[list[Edge]] = [[] for _ in range(ny)]
+        pad, row, col = _SLACK_M, self._row, self._col
+        for edge in edges:
+            ax, ay, bx, by, ex0, ey0, ex1, ey1 = edge
+            if ay != by:
+                for j in range(row(ey0), row(ey1) + 1):
+                    rows[j].append(edge)
+            i0, i1, j0, j1 = col(ex0 - pad), col(ex1 + pad), row(ey0 - pad), row(ey1 + pad)
+            if i0 == i1 or j0 == j1:  # within a column or a row: the cells of its box
+                for j in range(j0, j1 + 1):
+                    for i in range(i0, i1 + 1):
+                        cells[j * nx + i].append(edge)
+                continue
+            for j in range(j0, j1 + 1):
+                # the stretch of the edge within the row (widened by pad), then its columns
+                low = max(ey0, y0 + j * self._ch - pad)
+                high = min(ey1, y0 + (j + 1) * self._ch + pad)
+                if ay == by or low > high:
+                    left, right = ex0, ex1
+                else:
+                    xl = ax + (low - ay) * (bx - ax) / (by - ay)
+                    xh = ax + (high - ay) * (bx - ax) / (by - ay)
+                    left, right = max(ex0, min(xl, xh)), min(ex1, max(xl, xh))
+                for i in range(col(left - pad), col(right + pad) + 1):
+                    cells[j * nx + i].append(edge)
+        self._cells: tuple[tuple[Edge, ...], ...] = tuple(tuple(c) if c else () for c in cells)
+        self._rows: tuple[tuple[Edge, ...], ...] = tuple(
+            tuple(sorted(r, key=lambda e: e[6], reverse=True)) for r in rows
+        )
+        self._inside = self._sides()
+        self._reach = self._reaches()
+
+    def _col(self, x: float) -> int:
+        i = int((x - self._x0) / self._cw)
+        return 0 if i < 0 else self._nx - 1 if i >= self._nx else i
+
+    def _row(self, y: float) -> int:
+        j = int((y - self._y0) / self._ch)
+        return 0 if j < 0 else self._ny - 1 if j >= self._ny else j
+
+    def _sides(self) -> bytes:
+        """Per cell: 1 inside, 0 outside, 2 crossed by the border. A cell no edge comes near
+        is on the side of its centre, counted over its row's edges as a point's ray is."""
+        nx = self._nx
+        sides = bytearray(2 if c else 0 for c in self._cells)
+        for j in range(self._ny):
+            yc = self._y0 + (j + 0.5) * self._ch
+            crossings = sorted(
+                ax + (yc - ay) * (bx - ax) / (by - ay)
+                for ax, ay, bx, by, *_ in self._rows[self._row(yc)]
+                if (ay > yc) != (by > yc)
+            )
+            for i in range(nx):
+                if not sides[j * nx + i]:
+                    xc = self._x0 + (i + 0.5) * self._cw
+                    right = len(crossings) - bisect.bisect_right(crossings, xc)
+                    sides[j * nx + i] = right & 1
+        return bytes(sides)
+
+    def _reaches(self) -> array[int]:
+        """Per cell: how many rings of cells around it list no edge (0 for a cell that lists
+        some): the chessboard distance to the nearest such cell. The cells within k rings of
+        one are a bit mask per row, widened by a cell each way per ring."""
+        nx, ny, cells = self._nx, self._ny, self._cells
+        reach = array("i", [0]) * (nx * ny)
+        full = (1 << nx) - 1
+        near = [sum(1 << i for i in range(nx) if cells[j * nx + i]) for j in range(ny)]
+        k = 0
+        while any(m != full for m in near):
+            k += 1
+            wide = [(m | m << 1 | m >> 1) & full for m in near]
+            wider = [
+                wide[j] | (wide[j - 1] if j else 0) | (wide[j + 1] if j + 1 < ny else 0)
+                for j in range(ny)
+            ]
+            for j in range(ny):
+                fresh = wider[j] & ~near[j]
+                while fresh:
+                    bit = fresh & -fresh
+                    reach[j * nx + bit.bit_length() - 1] = k
+                    fresh ^= bit
+            near = wider
+        return reach
+
+    def signed(self, px: float, py: float, exact_within_m: float) -> float:
+        """`_walked_xy`'s answer, or beyond `exact_within_m` a bound of the same sign."""
+        nx, ny = self._nx, self._ny
+        i = int((px - self._x0) / self._cw)
+        i = 0 if i < 0 else nx - 1 if i >= nx else i
+        j = int((py - self._y0) / self._ch)
+        j = 0 if j < 0 else ny - 1 if j >= ny else j
+        nearest = self._nearest(px, py, i, j, max(exact_within_m, 0.0))
+        return -nearest if self._within(px, py, i, j) else nearest
+
+    def _within(self, px: float, py: float, i: int, j: int) -> bool:
+        """Inside: the cell's side, or the walk's rightward ray over the row's edges right of
+        the point."""
+        if not (self._x0 <= px <= self._x1 and self._y0 <= py <= self._y1):
+            return False
+        side = self._inside[j * self._nx + i]
+        if side < 2:
+            return side == 1
+        inside = False
+        left = px - _SLACK_M
+        for ax, ay, bx, by, _, _, ex1, _ in self._rows[j]:
+            if ex1 < left:
+                break
+            if (ay > py) != (by > py) and px < ax + (py - ay) * (bx - ax) / (by - ay):
+                inside = not inside
+        return inside
+
+    def _nearest(self, px: float, py: float, i: int, j: int, exact_within_m: float) -> float:
+        """The distance to the nearest edge, by rings of cells outward from (i, j), the empty
+        ones skipped; or, past `exact_within_m`, the distance of the first ring beyond it."""
+        nx, ny, cells = self._nx, self._ny, self._cells
+        nearest2 = math.inf
+        k = self._reach[j * nx + i]
+        while True:
+            ring: Iterator[int] | tuple[int]
+            if k:
+                bound = self._ring_bound(px, py, i, j, k)
+                if bound == math.inf:
+                    break  # past every side of the grid: every cell searched
+                if bound > 0.0 and bound * bound > nearest2:
+                    break
+                if bound > exact_within_m:
+                    return min(math.sqrt(nearest2), bound)
+                ring = _ring_cells(i, j, k, nx, ny)
+            else:
+                ring = (j * nx + i,)
+            for c in ring:
+                for ax, ay, bx, by, ex0, ey0, ex1, ey1 in cells[c]:
+                    # as `_walk` measures: an edge whose box is no nearer is skipped
+                    gx = ex0 - px if px < ex0 else px - ex1 if px > ex1 else 0.0
+                    gy = ey0 - py if py < ey0 else py - ey1 if py > ey1 else 0.0
+                    if gx * gx + gy * gy >= nearest2:
+                        continue
+                    dx, dy = bx - ax, by - ay
+                    length2 = dx * dx + dy * dy
+                    t = ((px - ax) * dx + (py - ay) * dy) / length2 if length2 else 0.0
+                    t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
+                    ex, ey = px - ax - t * dx, py - ay - t * dy
+                    nearest2 = min(nearest2, ex * ex + ey * ey)
+            k += 1
+        return math.sqrt(nearest2)
+
+    def _ring_bound(self, px: float, py: float, i: int, j: int, k: int) -> float:
+        """How near the cells k rings around (i, j) may be to the point: the nearest of the
+        ring's four sides in the grid, less _SLACK_M (infinite once none is)."""
+        nx, ny, x0, y0, cw, ch = self._nx, self._ny, self._x0, self._y0, self._cw, self._ch
+        bound = math.inf
+        if i + k < nx:
+            bound = x0 + (i + k) * cw - px
+        if i - k >= 0:
+            bound = min(bound, px - (x0 + (i - k + 1) * cw))
+        if j + k < ny:
+            bound = min(bound, y0 + (j + k) * ch - py)
+        if j - k >= 0:
+            bound = min(bound, py - (y0 + (j - k + 1) * ch))
+        return bound - _SLACK_M
+
+
+def _ring_cells(i: int, j: int, k: int, nx: int, ny: int) -> Iterator[int]:
+    """The cells k rings around cell (i, j), those in the grid: its top and bottom rows, then
+    the columns between them."""
+    low, high = max(0, i - k), min(nx - 1, i + k)
+    for row in (j - k, j + k):
+        if 0 <= row < ny:
+            yield from range(row * nx + low, row * nx + high + 1)
+    for col in (i - k, i + k):
+        if 0 <= col < nx:
+            for row in range(max(0, j - k + 1), min(ny, j + k)):
+                yield row * nx + col
+
+
+# The grids built, by a digest of what they are built from: the shape's box and edges,
+# projected (the rules are read again every 2 s: a fence's next Polygon finds its grid here,
+# for the cost of a digest of its edges, a fraction of a millisecond). The least recently
+# found are dropped first past _GRIDS_KEPT_EDGES edges in all: two tenants' worth at
+# MAX_TENANT_POSITIONS, about 25 MB (a grid holds its edges).
+_GRIDS: OrderedDict[bytes, _Grid] = OrderedDict()
+_GRIDS_KEPT_EDGES = 100_000
+_GRIDS_LOCK = threading.Lock()  # shapes are checked in threads (rule_service `_checked`)
+
+
+def _grid_for(polygon: Polygon, build: bool) -> _Grid | None:
+    """The grid of a shape of the same box and edges as `polygon` (the same digest of their
+    numbers: BLAKE2b, 256 bits), or, with `build`, a new one."""
+    edges = [e for _, part in polygon._parts for e in part]
+    numbers = array("d", itertools.chain(polygon._box, itertools.chain.from_iterable(edges)))
+    key = hashlib.blake2b(numbers.tobytes()).digest()
+    with _GRIDS_LOCK:
+        grid = _GRIDS.get(key)
+        if grid is not None:
+            _GRIDS.move_to_end(key)
+            return grid
+    if not build:
+        return None
+    grid = _Grid(polygon._box, edges)
+    with _GRIDS_LOCK:
+        _GRIDS[key] = grid
+        kept = sum(g.edges for g in _GRIDS.values())
+        while kept > _GRIDS_KEPT_EDGES and len(_GRIDS) > 1:
+            _, dropped = _GRIDS.popitem(last=False)
+            kept -= dropped.edges
+    return grid
 
 
 def centre_longitude(lons: Sequence[float]) -> float:
@@ -351,7 +691,7 @@ def _search_box(polygon: Polygon, box: Box, cap_m: float, best: float) -> float:
     deepest point found (449 distances: at most a second for the largest polygon)."""
     x0, y0, x1, y1 = box
     bx, by = (x0 + x1) / 2, (y0 + y1) / 2
-    middle = -polygon._signed_xy(bx, by)
+    middle = -polygon._signed_xy(bx, by, cap_m)
     if middle >= cap_m:
         return cap_m
     found = max(0.0, middle)
@@ -361,7 +701,7 @@ def _search_box(polygon: Polygon, box: Box, cap_m: float, best: float) -> float:
         for i, j in itertools.product(range(n), repeat=2):
             px = cx - width / 2 + (i + 0.5) * width / n
             py = cy - height / 2 + (j + 0.5) * height / n
-            depth = -polygon._signed_xy(px, py)
+            depth = -polygon._signed_xy(px, py, cap_m)
             if depth >= cap_m:
                 return cap_m
             if depth > found:
