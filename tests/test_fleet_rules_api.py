@@ -401,6 +401,38 @@ async def test_another_processs_change_is_seen_once_the_cache_expires(services: 
     assert fence.name == "d"
 
 
+async def test_a_refresh_compiles_again_only_the_fences_that_changed(services: Services) -> None:
+    """Every two seconds the fold's rules are refreshed: a fence unchanged since is the one
+    compiled before (its polygon of thousands of positions neither read nor built again), a
+    fence edited is compiled as it is now, one created is added, one deleted is gone; in
+    another process's view as in the one that changed them."""
+    now = [100.0]
+    elsewhere = FleetRules(services.store, clock=lambda: now[0])
+    far = {**DEPOT, "lat": -22.9}
+    kept = await services.geofences.create(
+        "acme", {"name": "k", "kind": "authorized", "circle": DEPOT}
+    )
+    edited = await services.geofences.create(
+        "acme", {"name": "e", "kind": "authorized", "circle": DEPOT}
+    )
+    gone = await services.geofences.create(
+        "acme", {"name": "g", "kind": "authorized", "circle": DEPOT}
+    )
+    first = {f.name: f for f in (await elsewhere.for_tenant("acme")).geofences}
+    await services.geofences.update("acme", str(edited["_id"]), {"circle": far})
+    await services.geofences.delete("acme", str(gone["_id"]))
+    await services.geofences.create("acme", {"name": "n", "kind": "authorized", "circle": DEPOT})
+    now[0] += 2
+    second = {f.name: f for f in (await elsewhere.for_tenant("acme")).geofences}
+    assert list(second) == ["k", "e", "n"]  # oldest first, as before
+    assert second["k"] is first["k"] and str(kept["_id"]) == second["k"].id
+    assert second["e"] is not first["e"] and second["e"].shape == Circle(-22.9, -46.6333, 800)
+    now[0] += 2
+    third = {f.name: f for f in (await elsewhere.for_tenant("acme")).geofences}
+    assert all(third[name] is second[name] for name in third)
+    assert (await elsewhere.for_tenant("other")).geofences == ()  # another tenant's none
+
+
 async def test_a_rules_plates_are_accepted_exactly_when_the_documented_pattern_says(
     client: Client,
 ) -> None:

@@ -13,10 +13,12 @@ rule out.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from gateway.store.client import Collection, Database, Doc, scoped, translate_errors
+from bson import ObjectId
+
+from gateway.store.client import ID_BATCH, Collection, Database, Doc, scoped, translate_errors
 from gateway.store.notify import NAME_INDEXES, NamedResources
 from gateway.store.turns import Turns
 
@@ -42,6 +44,24 @@ class RuleResources(NamedResources):
         (creation keeps them to MAX_RULES; two creates racing past it are read too)."""
         with translate_errors():
             return await self._c.find(scoped(tenant, {})).sort("_id", 1).to_list(None)
+
+    async def versions(self, tenant: str) -> list[Doc]:
+        """Every rule of the tenant, oldest first, as `{_id, rev, updated_at}` only: what a
+        reader that compiled them before needs to tell which changed (a fence's polygon may
+        hold thousands of positions; the fold looks every two seconds)."""
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, {}), {"rev": 1, "updated_at": 1})
+            return await cursor.sort("_id", 1).to_list(None)
+
+    async def by_ids(self, tenant: str, ids: Sequence[ObjectId]) -> list[Doc]:
+        """The tenant's rules of these ids, `ID_BATCH` a query by `_id` alone (SecantusDB
+        scans for `_id` beside `tenant`), another tenant's left out here."""
+        found: list[Doc] = []
+        for start in range(0, len(ids), ID_BATCH):
+            with translate_errors():
+                cursor = self._c.find({"_id": {"$in": list(ids[start : start + ID_BATCH])}})
+                found += [d for d in await cursor.to_list(None) if d.get("tenant") == tenant]
+        return found
 
     async def sizes(self, tenant: str) -> dict[str, int]:
         """Each rule of the tenant (by id) and the positions of its polygon (0 for a
