@@ -1,0 +1,135 @@
+"""The queries of the hot paths are read through an index: a request, a lookup, the fold, the
+delivery worker, a flow's run. Each test runs the path through HTTP or the real store with a
+command listener on (tests/query_plans.py) and asks the database how it plans every query
+it heard, one per collection and filter shape.
+
+SecantusDB reads through an index a filter whose every field one index holds; for any other
+it reads through an index the first field (in the filter's order) one serves alone, and
+matches the rest on what that read; a filter with an operator at its top (`$or`, `$and`,
+`$nor`) it matches against every document of the collection. So `{_id, tenant}` is a point
+lookup (its `_id`), `{tenant, type, fk, data.status}` reads every entity of the tenant (its
+`tenant`), and `{_id, tenant, $or: [...]}` every tenant's documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.flow_support import drain, hr_lookup, sample, send_to, trigger_for
+from tests.partner_double import (
+    Partner,
+    create_vehicle,
+    partner,
+)
+from tests.query_plans import Plan, PlanListener
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+
+
+def _vehicle(plate: str, status: str, group: str, tracker: str) -> dict[str, Any]:
+    return {
+        "plate": plate,
+        "status": status,
+        "group": group,
+        "attributes": {"tracker_id": tracker},
+    }
+
+
+# Collections small by design, whose whole reads are not the question: a process's leases
+# and turns (a row per job or shard), the group commit's round marks, the fold's shard
+# marks (its sequence and one per shard), and the fold's inbox: a queue of what is not
+# folded yet, trimmed each pass, whose trim reads it whole (what it deletes, and the rest).
+SMALL = frozenset(
+    {"leases", "turns", "group_commits", "meta", "migrations", "fleet_marks", "fleet_inbox"}
+)
+# A tenant's configuration (its flows, mappings, kinds, partners, actions, subscriptions,
+# geofences, plans): tens of documents, which a read of the tenant's (or a background job's
+# of every tenant's, as the restatement of replaced kinds) may take whole; the collections
+# that grow with traffic (entities, events, deliveries, runs, positions, ...) are the others.
+CONFIGURATION = frozenset(
+    {
+        "flow_heads",
+        "flows",
+        "mapping_heads",
+        "mappings",
+        "kinds",
+        "partners",
+        "actions",
+        "subscriptions",
+        "triggers",
+        "channels",
+        "schedules",
+        "geofences",
+        "fences",
+        "maintenance_plans",
+        "fleet_settings",
+        "fleet_rules",
+    }
+)
+
+
+def _wide(plans: list[Plan]) -> list[str]:
+    """The plans that read every document of the collection, or of the tenant where it
+    grows with traffic."""
+    return [
+        f"{p.collection} {p.command} {p.shape} ({p.sent_by}): {p.stage} via {p.via}"
+        for p in plans
+        if p.collection not in SMALL
+        and p.collection not in CONFIGURATION
+        and (p.scans or p.reads_the_tenant)
+    ]
+
+
+async def test_entity_crud_by_id_reads_one_document(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """Create, read, patch and delete an entity by id through HTTP: every query on the
+    entities and the events is a point lookup or an index's range, none a scan."""
+    query_plans.plans.clear()  # the start's (its key check samples every collection once)
+    vehicle = await create_vehicle(client)
+    url = f"/api/v1/entities/vehicle/{vehicle['id']}"
+    assert (await client.get(url, headers=auth())).status == 200
+    patched = await client.patch(url, json={"odometer_km": 9}, headers=auth())
+    assert patched.status == 200, await patched.text()
+    assert (
+        await client.get(f"/api/v1/events?entity_id={vehicle['id']}", headers=auth())
+    ).status == 200
+    assert (await client.delete(url, headers=auth())).status == 204
+    assert (await client.get(url, headers=auth())).status == 404
+    await client.app[services_key].relay.run_until_idle()
+
+    assert query_plans.of("entities") and query_plans.of("events")
+    assert _wide(list(query_plans.plans.values())) == []
+
+
+async def test_a_flows_run_and_its_steps_read_no_collection_whole(
+    query_plans: PlanListener, client: Client, partner: Partner
+) -> None:
+    """A fine stored by a trigger starts a flow; its run fetches from HR (a step) and ends."""
+    await hr_lookup(client, partner.url)
+    partner.respond_with(200, sample("driver_lookup_response.json"))
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    flow = {
+        "name": "lookup",
+        "on": {"events": ["fine.received"]},
+        "steps": [
+            {"id": "hr", "fetch": "hr-driver-lookup"},
+            {"id": "reachable", "when": "steps.hr.email"},
+        ],
+    }
+    response = await client.post("/api/v1/flows", json=flow, headers=auth())
+    assert response.status == 201, await response.text()
+    query_plans.plans.clear()  # the start's and the uploads'
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+    runs = await client.get("/api/v1/flows/lookup/runs", headers=auth())
+    [run] = (await runs.json())["items"]
+    assert run["status"] == "succeeded" and len(partner.requests) == 1
+
+    assert query_plans.of("flow_runs")
+    assert _wide(list(query_plans.plans.values())) == []
