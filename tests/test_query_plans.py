@@ -25,6 +25,7 @@ from tests.partner_double import (
 )
 from tests.query_plans import Plan, PlanListener
 from tests.support import auth
+from tests.triggers_support import VEHICLE, create_position_trigger, create_trigger, hook
 
 __all__ = ["partner"]  # the fixture
 
@@ -85,6 +86,44 @@ def _wide(plans: list[Plan]) -> list[str]:
     ]
 
 
+async def test_filtered_entity_lists_and_lookups_read_through_an_index(
+    query_plans: PlanListener, client: Client
+) -> None:
+    made = []
+    for n, (status, group) in enumerate(
+        [("active", "north"), ("active", "south"), ("inactive", "north"), ("active", "north")]
+    ):
+        doc = _vehicle(f"ABC1D{n:02d}", status, group, f"T{n}")
+        response = await client.post("/api/v1/entities/vehicle", json=doc, headers=auth())
+        assert response.status == 201, await response.text()
+        made.append((await response.json())["id"])
+
+    async def listed(query: str) -> tuple[list[str], str | None]:
+        response = await client.get(f"/api/v1/entities/vehicle?{query}", headers=auth())
+        assert response.status == 200, await response.text()
+        body = await response.json()
+        return [item["id"] for item in body["items"]], body["next_cursor"]
+
+    query_plans.plans.clear()  # what the creates planned is not the question here
+    assert (await listed("status=active&group=north"))[0] == [made[0], made[3]]
+    assert (await listed("plate=ABC1D03&status=active"))[0] == [made[3]]
+    first, cursor = await listed("status=active&limit=1")
+    assert first == [made[0]] and cursor is not None
+    assert (await listed(f"status=active&limit=2&cursor={cursor}"))[0] == [made[1], made[3]]
+    store = client.server.app[services_key].store.entities
+    found = await store.find(
+        "acme", "vehicle", {"attributes.tracker_id": "T2"}, after=None, limit=5
+    )
+    assert [str(doc["_id"]) for doc in found] == [made[2]]
+    excluded = await store.find(
+        "acme", "vehicle", {"group": "north"}, after=None, limit=5, excluding={"status": "inactive"}
+    )
+    assert [str(doc["_id"]) for doc in excluded] == [made[0], made[3]]
+
+    assert query_plans.of("entities")
+    assert _wide(query_plans.of("entities")) == []
+
+
 async def test_entity_crud_by_id_reads_one_document(
     query_plans: PlanListener, client: Client
 ) -> None:
@@ -104,6 +143,31 @@ async def test_entity_crud_by_id_reads_one_document(
     await client.app[services_key].relay.run_until_idle()
 
     assert query_plans.of("entities") and query_plans.of("events")
+    assert _wide(list(query_plans.plans.values())) == []
+
+
+async def test_a_trigger_call_and_the_fold_of_its_fixes_read_no_collection_whole(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """An entity upserted by a trigger's POST, then fixes sent to a position trigger that
+    finds their vehicle by its tracker id (a partner id: the lookup reads the entities that
+    hold more ids than the index keeps, too), and the fold of them into the vehicle."""
+    entity_trigger = await create_trigger(client)
+    position_trigger = await create_position_trigger(client)
+    query_plans.plans.clear()  # the start's (its key check samples every collection once)
+    for odometer in (10, 11):
+        sent = {**VEHICLE, "odometer_km": odometer, "attributes": {"tracker_id": "dev-42"}}
+        status, body = await hook(client, entity_trigger, sent)
+        assert status in (200, 201), body
+    for n in range(3):
+        fix = {"tracker_id": "dev-42", "time": f"2026-12-01T12:00:0{n}Z", "lat": 1.5, "lon": 2.5}
+        status, body = await hook(client, position_trigger, fix)
+        assert status == 201, body
+    services = client.app[services_key]
+    await services.fold.run_until_idle()
+    await services.relay.run_until_idle()
+
+    assert query_plans.of("entities") and query_plans.of("fleet_inbox") and query_plans.of("fleet")
     assert _wide(list(query_plans.plans.values())) == []
 
 
