@@ -12,6 +12,7 @@ lookup (its `_id`), `{tenant, type, fk, data.status}` reads every entity of the 
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -19,7 +20,11 @@ from aiohttp.test_utils import TestClient
 from gateway.web.state import services_key
 from tests.flow_support import drain, hr_lookup, sample, send_to, trigger_for
 from tests.partner_double import (
+    FakeClock,
     Partner,
+    create_action,
+    create_partner,
+    create_subscription,
     create_vehicle,
     partner,
 )
@@ -196,4 +201,38 @@ async def test_a_flows_run_and_its_steps_read_no_collection_whole(
     assert run["status"] == "succeeded" and len(partner.requests) == 1
 
     assert query_plans.of("flow_runs")
+    assert _wide(list(query_plans.plans.values())) == []
+
+
+async def test_a_delivery_claimed_sent_failed_and_replayed_by_id_reads_no_collection_whole(
+    query_plans: PlanListener, client: Client, partner: Partner
+) -> None:
+    """The relay, the delivery worker's claim and its record of each attempt, and an admin's
+    replay of the dead delivery by id."""
+    query_plans.plans.clear()  # the start's (its key check samples every collection once)
+    worker = client.app[services_key].delivery_worker
+    worker.clock = clock = FakeClock()
+    worker.rng = lambda: 0.5
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(client, partner_doc["id"], retry_schedule=[1])
+    await create_subscription(client, action["id"])
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {})
+    patched = await client.patch(
+        f"/api/v1/entities/vehicle/{vehicle['id']}", json={"odometer_km": 5}, headers=auth()
+    )
+    assert patched.status == 200
+    await client.app[services_key].relay.run_until_idle()
+    counts = await worker.run_until_idle()
+    clock.advance(1.1)
+    counts += await worker.run_until_idle()
+    listed = await client.get("/api/v1/deliveries?status=dead", headers=auth())
+    [dead] = (await listed.json())["items"]
+    partner.respond_with(200, {})
+    replay = await client.post(f"/api/v1/deliveries/{dead['id']}/replay", headers=auth())
+    assert replay.status == 200, await replay.text()
+    counts += await worker.run_until_idle()
+
+    assert counts == Counter(retry=1, dead=1, succeeded=1)
+    assert query_plans.of("deliveries")
     assert _wide(list(query_plans.plans.values())) == []

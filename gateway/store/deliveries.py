@@ -254,22 +254,23 @@ class DeliveryStore:
         ordered line's outdated delivery) when named: by id, or by the `status` filter (a
         bulk replay of every status leaves them alone). A notification its cooldown or quiet
         hours suppressed stays so: they decided it is not sent."""
-        query = _query(filters)
         wanted = filters.get("status")
-        statuses = {"status": {"$in": [s for s in REPLAYABLE if wanted in (None, s)]}}
+        parts: builtins.list[Doc] = []
+        if replayable := [s for s in REPLAYABLE if wanted in (None, s)]:
+            parts.append({"status": {"$in": replayable}})
         if wanted == _SUPPRESSED or (wanted is None and delivery_id is not None):
-            outdated = {"status": _SUPPRESSED, "kind": {"$ne": _NOTICE}}
-            query["$or"] = [statuses, outdated]
-        else:
-            query.update(statuses)
-        if delivery_id is not None:
-            query["_id"] = delivery_id
+            parts.append({"status": _SUPPRESSED, "kind": {"$ne": _NOTICE}})
+        # One update per part (they match different statuses), not one `$or` of them:
+        # SecantusDB matches a filter with an operator at its top against every tenant's
+        # deliveries. By id, `_id` first: the point lookup is what the database reads.
+        first = {"_id": delivery_id} if delivery_id is not None else {}
+        reopened = 0
         with translate_errors():
-            result = await self._c.update_many(
-                scoped(tenant, query),
-                _reopened(now),
-            )
-        return result.modified_count
+            for part in parts:
+                query = scoped(tenant, {**first, **_query(filters), **part})
+                result = await self._c.update_many(query, _reopened(now))
+                reopened += result.modified_count
+        return reopened
 
     async def repoint(self, tenant: str, action_id: str, partner_id: str, now: datetime) -> int:
         """An action moved to another partner: its deliveries not succeeded yet (open, or
