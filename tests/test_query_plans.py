@@ -236,3 +236,29 @@ async def test_a_delivery_claimed_sent_failed_and_replayed_by_id_reads_no_collec
     assert counts == Counter(retry=1, dead=1, succeeded=1)
     assert query_plans.of("deliveries")
     assert _wide(list(query_plans.plans.values())) == []
+
+
+async def test_a_rejected_payloads_replay_claims_it_by_id(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """A payload the trigger refused, replayed by id and then with the rest of its trigger's:
+    the claims read the records named, not every tenant's rejected payloads. (The writes
+    that keep a trigger's rejections read the tenant's: bounded, `MAX_PER_TRIGGER` each.)"""
+    trigger = await create_trigger(client)
+    for make in ("Fiat", "VW", "Ford"):
+        status, _ = await hook(client, trigger, {"make": make})  # no plate: refused
+        assert status == 422
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    first, *_ = (await listed.json())["items"]
+    query_plans.plans.clear()
+    one = await client.post(f"/api/v1/rejected/{first['id']}/replay", headers=auth())
+    assert one.status == 422  # still no plate: it stays pending
+    every = await client.post(
+        "/api/v1/rejected/replay", json={"trigger_id": trigger["id"]}, headers=auth()
+    )
+    assert every.status == 200, await every.text()
+    assert (await every.json())["failed"] == 3
+
+    claims = [p for p in query_plans.of("rejected") if p.command == "update"]
+    assert claims
+    assert [p.shape for p in query_plans.of("rejected") if p.scans] == []

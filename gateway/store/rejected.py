@@ -173,45 +173,29 @@ class RejectedStore:
     async def claim_replay(self, tenant: str, record_id: str, *, at: datetime) -> bool:
         """Take a pending record for one replay; False when another replay has it (or had
         it: a claim older than REPLAY_CLAIM_SECONDS is from a replay that died)."""
-        stale = at - timedelta(seconds=REPLAY_CLAIM_SECONDS)
         with translate_errors():
-            result = await self._c.update_one(
-                scoped(
-                    tenant,
-                    {
-                        "_id": ObjectId(record_id),
-                        "$or": [
-                            {"status": "pending"},
-                            {"status": "replaying", "replaying_at": {"$lt": stale}},
-                        ],
-                    },
-                ),
-                {"$set": {"status": "replaying", "replaying_at": at}},
-            )
-        return result.modified_count == 1
+            for claimable in _claimable(at):
+                result = await self._c.update_one(
+                    scoped(tenant, {"_id": ObjectId(record_id), **claimable}),
+                    {"$set": {"status": "replaying", "replaying_at": at}},
+                )
+                if result.modified_count == 1:
+                    return True
+        return False
 
     async def claim_replays(
         self, tenant: str, record_ids: Sequence[str], *, at: datetime
     ) -> Sequence[Doc]:
         """`claim_replay` for many records in one write; the records claimed (payload
         included), oldest first. The others are another replay's, or gone."""
-        stale = at - timedelta(seconds=REPLAY_CLAIM_SECONDS)
         ids = [ObjectId(record_id) for record_id in record_ids]
         claim = ObjectId()  # this claim's own mark: which records it took
         with translate_errors():
-            await self._c.update_many(
-                scoped(
-                    tenant,
-                    {
-                        "_id": {"$in": ids},
-                        "$or": [
-                            {"status": "pending"},
-                            {"status": "replaying", "replaying_at": {"$lt": stale}},
-                        ],
-                    },
-                ),
-                {"$set": {"status": "replaying", "replaying_at": at, "claim": claim}},
-            )
+            for claimable in _claimable(at):
+                await self._c.update_many(
+                    scoped(tenant, {"_id": {"$in": ids}, **claimable}),
+                    {"$set": {"status": "replaying", "replaying_at": at, "claim": claim}},
+                )
             found = self._c.find(scoped(tenant, {"_id": {"$in": ids}, "claim": claim}))
             return await found.sort("_id", ASCENDING).to_list(None)
 
@@ -298,3 +282,12 @@ class RejectedStore:
     async def delete_for_trigger(self, tenant: str, trigger_id: str) -> None:
         with translate_errors():
             await self._c.delete_many(scoped(tenant, {"trigger_id": trigger_id}))
+
+
+def _claimable(at: datetime) -> list[Doc]:
+    """What a replay may claim, one filter each (they match different statuses): a pending
+    record, or one a replay claimed more than REPLAY_CLAIM_SECONDS ago (it died). Not one
+    `$or` of them: SecantusDB matches a filter with an operator at its top against every
+    tenant's records; beside `_id`, first, each is a point lookup."""
+    stale = at - timedelta(seconds=REPLAY_CLAIM_SECONDS)
+    return [{"status": "pending"}, {"status": "replaying", "replaying_at": {"$lt": stale}}]
