@@ -262,3 +262,25 @@ async def test_a_rejected_payloads_replay_claims_it_by_id(
     claims = [p for p in query_plans.of("rejected") if p.command == "update"]
     assert claims
     assert [p.shape for p in query_plans.of("rejected") if p.scans] == []
+
+
+async def test_a_refused_payload_sent_again_counts_its_copies_through_their_index(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """A refused payload is kept; the same payload refused again counts on from its earlier
+    copy and supersedes it: both read the trigger's copies of that payload (the `copies`
+    index), not every rejected payload of the tenant."""
+    trigger = await create_trigger(client)
+    other = await create_trigger(client, name="other")
+    await hook(client, other, {"make": "Ford"})  # another trigger's: not read
+    query_plans.plans.clear()
+    for _ in range(3):
+        status, _ = await hook(client, trigger, {"make": "Fiat"})  # no plate: refused
+        assert status == 422
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    [kept] = (await listed.json())["items"]
+    assert kept["times_received"] == 3
+
+    writes = [p for p in query_plans.of("rejected") if "payload_sha256" in p.shape]
+    assert writes
+    assert [f"{p.shape} via {p.via}" for p in writes if p.scans or p.reads_the_tenant] == []

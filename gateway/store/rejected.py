@@ -31,6 +31,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from gateway.store.client import (
+    ID_BATCH,
     Collection,
     Doc,
     bulk_failure,
@@ -48,7 +49,9 @@ INDEXES = [
         [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("_id", DESCENDING)], name="by_trigger"
     ),
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
-    # A payload's pending copies (`_count_copies`, `_drop_older_copies`).
+    # A payload's pending copies (`_count_copies`, `_drop_older_copies`): read through it as
+    # the first `$match` of an aggregation, its fields alone (with `status` and `scope` beside
+    # them SecantusDB read every rejected payload of the tenant instead).
     IndexModel(
         [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("payload_sha256", ASCENDING)],
         name="copies",
@@ -104,9 +107,13 @@ class RejectedStore:
             if "payload_sha256" in doc:
                 newest[doc["scope"], doc["payload_sha256"]] = doc["_id"]  # (ids ascend)
         for (scope, sha), newest_id in newest.items():
-            older = {"scope": scope, "payload_sha256": sha, "_id": {"$lt": newest_id}}
-            query = {"trigger_id": trigger_id, "status": "pending", **older}
-            await self._c.delete_many(scoped(tenant, query))
+            copies = {"tenant": tenant, "trigger_id": trigger_id, "payload_sha256": sha}
+            older = {"scope": scope, "status": "pending", "_id": {"$lt": newest_id}}
+            pipeline: list[Doc] = [{"$match": copies}, {"$match": older}, {"$project": {"_id": 1}}]
+            ids = [doc["_id"] async for doc in await self._c.aggregate(pipeline)]
+            for start in range(0, len(ids), ID_BATCH):
+                batch = {"_id": {"$in": ids[start : start + ID_BATCH]}, "status": "pending"}
+                await self._c.delete_many(scoped(tenant, batch))
 
     async def _count_copies(self, tenant: str, trigger_id: str, docs: Sequence[Doc]) -> None:
         """Each of `docs` with a payload hash counts on from its payload's newest copy not
@@ -117,12 +124,18 @@ class RejectedStore:
         # A copy being replayed counts too: should the replay fail, it is pending beside the
         # new one again, whose count already holds it.
         waiting = {"$in": ["pending", "replaying"]}
-        query = {"trigger_id": trigger_id, "status": waiting, "payload_sha256": {"$in": hashes}}
+        copies = {"tenant": tenant, "trigger_id": trigger_id, "payload_sha256": {"$in": hashes}}
         fields = ("scope", "payload_sha256", "repeats", "received_at", "first_received_at")
-        found = self._c.find(scoped(tenant, query), dict.fromkeys((*fields, "attempts"), 1))
+        pipeline: list[Doc] = [
+            {"$match": copies},  # what `copies` holds: the filter it serves whole
+            {"$match": {"status": waiting}},
+            {"$sort": {"_id": ASCENDING}},
+            {"$project": dict.fromkeys((*fields, "attempts"), 1)},
+        ]
+        found = await self._c.aggregate(pipeline)
         newest: dict[tuple[str, str], Doc] = {}
         tried: dict[tuple[str, str], int] = {}  # replays tried, by any copy (one replaying)
-        for copy in await found.sort("_id", ASCENDING).to_list(None):
+        for copy in await found.to_list(None):
             key = (copy["scope"], copy["payload_sha256"])
             newest[key] = copy
             tried[key] = max(tried.get(key, 0), copy.get("attempts", 0))
