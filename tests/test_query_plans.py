@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from gateway.services import Services
 from gateway.web.state import services_key
 from tests.flow_support import drain, hr_lookup, sample, send_to, trigger_for
 from tests.partner_double import (
@@ -284,3 +285,28 @@ async def test_a_refused_payload_sent_again_counts_its_copies_through_their_inde
     writes = [p for p in query_plans.of("rejected") if "payload_sha256" in p.shape]
     assert writes
     assert [f"{p.shape} via {p.via}" for p in writes if p.scans or p.reads_the_tenant] == []
+
+
+async def test_a_notify_steps_check_for_numbered_messages_reads_its_own_deliveries(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """A notify step asks whether the version before address ids queued its messages
+    (`<run>:<step>:<n>`): the step's range of ids, not every delivery of the tenant."""
+    deliveries = services.store.deliveries
+    run = "6b16598244427528a012bb98:aviso"
+    docs = [
+        {"_id": f"{run}:tell:{'ab' * 8}", "tenant": "acme"},  # an address id's
+        {"_id": f"{run}:tell9:0", "tenant": "acme"},  # another step's, numbered
+        {"_id": f"{run}:tel:0", "tenant": "acme"},
+        {"_id": f"{run}:later:3", "tenant": "acme"},
+        {"_id": f"{run}:later:0", "tenant": "beta"},
+    ]
+    await deliveries.insert_many(docs)
+    query_plans.plans.clear()
+    assert not await deliveries.numbered_exist("acme", f"{run}:tell:")
+    assert await deliveries.numbered_exist("acme", f"{run}:later:")
+    assert not await deliveries.numbered_exist("acme", f"{run}:tel9:")
+    assert not await deliveries.numbered_exist("beta", f"{run}:tell:")
+
+    [plan] = query_plans.of("deliveries")
+    assert (plan.stage, plan.index, plan.via) == ("IXSCAN", "by_tenant", None)

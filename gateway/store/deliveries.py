@@ -131,15 +131,21 @@ class DeliveryStore:
     async def numbered_exist(self, tenant: str, prefix: str) -> bool:
         """Whether a delivery `<prefix><n>` exists (a notify step's message as the version
         before address ids numbered them, `<run>:<step>:<n>`): one read of a range of `_id`
-        (the digits sort before the hex of an address id; a 16-digit one is an address id)."""
-        numbered = {
-            "$gte": prefix + "0",
-            "$lt": prefix + ":",
-            "$regex": f"^{re.escape(prefix)}[0-9]{{1,15}}$",
-        }
+        (the digits sort before the hex of an address id; a 16-digit one is an address id).
+
+        The step's ids are read through `by_tenant` (a range beside the tenant, which the
+        index holds whole) and matched here: with a `$regex` beside the range SecantusDB read
+        every delivery of the tenant, on every notify step. The range's lower bound is one no
+        id starts with (`event_children` says why): `<run>:<step>9` sorts just below
+        `<run>:<step>:`; what lies between (another step's ids) the match leaves out."""
+        numbered = re.compile(f"{re.escape(prefix)}[0-9]{{1,15}}")
+        step = prefix.removesuffix(":")
+        within = {"$gt": f"{step}9", "$lt": f"{step};"}
         with translate_errors():
-            found = await self._c.find_one(scoped(tenant, {"_id": numbered}), {"_id": 1})
-        return found is not None
+            async for doc in self._c.find(scoped(tenant, {"_id": within}), {"_id": 1}):
+                if numbered.fullmatch(doc["_id"]):
+                    return True
+        return False
 
     # -- admin reads and replays (tenant-scoped) ---------------------------------------------
 
