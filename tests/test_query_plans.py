@@ -310,3 +310,31 @@ async def test_a_notify_steps_check_for_numbered_messages_reads_its_own_deliveri
 
     [plan] = query_plans.of("deliveries")
     assert (plan.stage, plan.index, plan.via) == ("IXSCAN", "by_tenant", None)
+
+
+async def test_an_entitys_events_of_one_type_are_read_through_its_index(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """`GET /api/v1/events?entity_id=…&type=…`: the entity's events (`by_entity`), the type
+    picked among them, not every event of the tenant."""
+    vehicle = await create_vehicle(client)
+    other = await create_vehicle(client, plate="XYZ9A88")
+    url = f"/api/v1/entities/vehicle/{vehicle['id']}"
+    for km in (5, 6):
+        patched = await client.patch(url, json={"odometer_km": km}, headers=auth())
+        assert patched.status == 200
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    query_plans.plans.clear()
+    wanted = f"/api/v1/events?entity_id={vehicle['id']}&type=entity.updated&limit=1"
+    first = await (await client.get(wanted, headers=auth())).json()
+    [newest] = first["items"]
+    assert newest["type"] == "entity.updated" and newest["entity"]["id"] == vehicle["id"]
+    rest = await client.get(f"{wanted}&cursor={first['next_cursor']}", headers=auth())
+    [older] = (await rest.json())["items"]
+    assert older["type"] == "entity.updated" and older["id"] < newest["id"]
+    none = f"/api/v1/events?entity_id={other['id']}&type=entity.updated"
+    assert (await (await client.get(none, headers=auth())).json())["items"] == []
+
+    assert query_plans.of("events")
+    assert _wide(query_plans.of("events")) == []
