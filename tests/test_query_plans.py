@@ -338,3 +338,26 @@ async def test_an_entitys_events_of_one_type_are_read_through_its_index(
 
     assert query_plans.of("events")
     assert _wide(query_plans.of("events")) == []
+
+
+async def test_an_entity_of_a_custom_kind_marks_its_kind_without_reading_every_kind(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """A write of an entity of a tenant's kind marks the kind as being written, unless it is
+    being deleted: a filter without an operator at its top, not matched against every
+    tenant's kinds."""
+    kind = {
+        "name": "tyre",
+        "schema": {"type": "object", "properties": {"serial": {"type": "string"}}},
+    }
+    response = await client.post("/api/v1/kinds", json=kind, headers=auth())
+    assert response.status == 201, await response.text()
+    query_plans.plans.clear()
+    tyre = {"kind": "tyre", "key": "T-1", "serial": "T-1"}
+    created = await client.post("/api/v1/entities/other", json=tyre, headers=auth())
+    assert created.status == 201, await created.text()
+    deleted = await client.delete("/api/v1/kinds/tyre", headers=auth())
+    assert deleted.status == 409  # an entity of it is stored
+
+    assert [p for p in query_plans.of("kinds") if p.command == "findAndModify"]
+    assert [f"{p.shape} ({p.sent_by})" for p in query_plans.of("kinds") if p.scans] == []
