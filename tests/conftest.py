@@ -27,6 +27,7 @@ from gateway.app import create_app
 from gateway.config import Secret, Settings
 from gateway.services import Services, open_services
 from gateway.store.embedded import EmbeddedServer
+from tests.query_plans import PlanListener, listening, register_audit
 from tests.read_plans import Reads
 from tests.support import SECRET_KEY, set_offset
 
@@ -36,6 +37,8 @@ _db_names = itertools.count()
 def pytest_configure(config: pytest.Config) -> None:
     _cache_bytecode()
     _run_temp_in_memory(config)
+    # RABBOT_PLAN_AUDIT=<file>: each query shape's plan, a JSON line (tests/query_plans.py).
+    register_audit()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -313,3 +316,12 @@ async def watched(services: Services, mongodb_uri: str) -> AsyncIterator[tuple[A
         yield client[services.store.db.name], reads
     finally:
         await client.close()
+
+
+@pytest.fixture
+def query_plans() -> Iterator[PlanListener]:
+    """The plans of the queries sent by every client made during the test (the app's, the
+    services'), one per collection and filter shape (tests/query_plans.py). Ask for it
+    before the app or the services, so that their clients are made while it listens."""
+    with listening() as listener:
+        yield listener

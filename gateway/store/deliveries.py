@@ -131,15 +131,21 @@ class DeliveryStore:
     async def numbered_exist(self, tenant: str, prefix: str) -> bool:
         """Whether a delivery `<prefix><n>` exists (a notify step's message as the version
         before address ids numbered them, `<run>:<step>:<n>`): one read of a range of `_id`
-        (the digits sort before the hex of an address id; a 16-digit one is an address id)."""
-        numbered = {
-            "$gte": prefix + "0",
-            "$lt": prefix + ":",
-            "$regex": f"^{re.escape(prefix)}[0-9]{{1,15}}$",
-        }
+        (the digits sort before the hex of an address id; a 16-digit one is an address id).
+
+        The step's ids are read through `by_tenant` (a range beside the tenant, which the
+        index holds whole) and matched here: with a `$regex` beside the range SecantusDB read
+        every delivery of the tenant, on every notify step. The range's lower bound is one no
+        id starts with (`event_children` says why): `<run>:<step>9` sorts just below
+        `<run>:<step>:`; what lies between (another step's ids) the match leaves out."""
+        numbered = re.compile(f"{re.escape(prefix)}[0-9]{{1,15}}")
+        step = prefix.removesuffix(":")
+        within = {"$gt": f"{step}9", "$lt": f"{step};"}
         with translate_errors():
-            found = await self._c.find_one(scoped(tenant, {"_id": numbered}), {"_id": 1})
-        return found is not None
+            async for doc in self._c.find(scoped(tenant, {"_id": within}), {"_id": 1}):
+                if numbered.fullmatch(doc["_id"]):
+                    return True
+        return False
 
     # -- admin reads and replays (tenant-scoped) ---------------------------------------------
 
@@ -254,22 +260,23 @@ class DeliveryStore:
         ordered line's outdated delivery) when named: by id, or by the `status` filter (a
         bulk replay of every status leaves them alone). A notification its cooldown or quiet
         hours suppressed stays so: they decided it is not sent."""
-        query = _query(filters)
         wanted = filters.get("status")
-        statuses = {"status": {"$in": [s for s in REPLAYABLE if wanted in (None, s)]}}
+        parts: builtins.list[Doc] = []
+        if replayable := [s for s in REPLAYABLE if wanted in (None, s)]:
+            parts.append({"status": {"$in": replayable}})
         if wanted == _SUPPRESSED or (wanted is None and delivery_id is not None):
-            outdated = {"status": _SUPPRESSED, "kind": {"$ne": _NOTICE}}
-            query["$or"] = [statuses, outdated]
-        else:
-            query.update(statuses)
-        if delivery_id is not None:
-            query["_id"] = delivery_id
+            parts.append({"status": _SUPPRESSED, "kind": {"$ne": _NOTICE}})
+        # One update per part (they match different statuses), not one `$or` of them:
+        # SecantusDB matches a filter with an operator at its top against every tenant's
+        # deliveries. By id, `_id` first: the point lookup is what the database reads.
+        first = {"_id": delivery_id} if delivery_id is not None else {}
+        reopened = 0
         with translate_errors():
-            result = await self._c.update_many(
-                scoped(tenant, query),
-                _reopened(now),
-            )
-        return result.modified_count
+            for part in parts:
+                query = scoped(tenant, {**first, **_query(filters), **part})
+                result = await self._c.update_many(query, _reopened(now))
+                reopened += result.modified_count
+        return reopened
 
     async def repoint(self, tenant: str, action_id: str, partner_id: str, now: datetime) -> int:
         """An action moved to another partner: its deliveries not succeeded yet (open, or

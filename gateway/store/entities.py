@@ -318,6 +318,27 @@ def _filter_query(
     return query, {**query, "fk": MORE_IDS, f"data.{field}": _same_values(value)}
 
 
+def index_first(query: Doc) -> list[Doc]:
+    """A find's filter as `$match` stages: first the fields one index holds whole (the
+    natural key's, else the filter keys', else the type's with an id range), then the others.
+
+    SecantusDB reads through an index only a filter whose every field that index holds; for
+    any other it reads through an index the first field (in the filter's order) that one
+    serves alone, and matches the rest on what that read: `{tenant, type, fk, data.status}`
+    read every entity of the tenant (its `tenant`, the one field an index leads with), and a
+    filter with an operator at its top (`$and`, `$nor`: a group's two fields, a list that
+    leaves some out) read every tenant's. An aggregation's first `$match` is planned alone."""
+    if "nk" in query:
+        keys: tuple[str, ...] = ("tenant", "type", "nk")
+    elif "fk" in query:
+        keys = ("tenant", "type", "fk")
+    else:
+        keys = ("tenant", "type", "_id")
+    first = {key: query[key] for key in keys if key in query}
+    rest = {key: value for key, value in query.items() if key not in first}
+    return [{"$match": first}, {"$match": rest}] if rest else [{"$match": first}]
+
+
 MAX_OUTBOX = 1_000
 """Events an entity may hold before the relay has moved them."""
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
@@ -487,10 +508,7 @@ class EntityStore:
         with translate_errors():
             found = await asyncio.gather(
                 *(
-                    self._c.find(scoped(tenant, {**common, **query}), {"outbox": 0})
-                    .sort("_id", ASCENDING)
-                    .limit(limit)
-                    .to_list(limit)
+                    self._read_first_page(scoped(tenant, {**common, **query}), limit)
                     for query in queries
                 )
             )
@@ -499,6 +517,18 @@ class EntityStore:
         # An entity in both (its id indexed, and ids past the limit) is one.
         merged = {doc["_id"]: doc for docs in found for doc in docs}
         return [merged[key] for key in sorted(merged)][:limit]
+
+    async def _read_first_page(self, query: Doc, limit: int) -> list[Doc]:
+        """The first `limit` entities `query` matches, by id: one aggregation whose first
+        stage is what an index serves whole (`index_first`), the rest matched after it."""
+        pipeline = [
+            *index_first(query),
+            {"$sort": {"_id": ASCENDING}},
+            {"$limit": limit},
+            {"$project": {"outbox": 0}},
+        ]
+        cursor = await self._c.aggregate(pipeline)
+        return await cursor.to_list(limit)
 
     async def insert(
         self, tenant: str, etype: str, nk: str, data: Doc, events: Sequence[Doc]

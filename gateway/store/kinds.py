@@ -54,7 +54,10 @@ BUSY = "a trigger or a mapping naming the kind is being saved, or the kind delet
 
 
 def _not_marked(name: str, now: datetime) -> dict[str, Any]:
-    return {"$or": [{name: {"$exists": False}}, {name: {"$lt": now}}]}
+    """No valid mark `name`: none, or one past (a mark is a time, or unset). Not an `$or` of
+    the two: SecantusDB matches a filter with an operator at its top against every tenant's
+    kinds, on each entity write of a custom kind (`for_write`)."""
+    return {name: {"$not": {"$gte": now}}}
 
 
 def _not_leased(now: datetime) -> dict[str, Any]:
@@ -175,10 +178,10 @@ class KindStore:
         marks = ["deleting_until", "replacing_until"]
         if mark == "deleting_until":
             marks.append("writing_until")
-        free = [_not_marked(m, now) for m in marks]
+        free = {k: v for m in marks for k, v in _not_marked(m, now).items()}
         with translate_errors():
             marked = await self._c.find_one_and_update(
-                scoped(tenant, {"name": name, "$and": [*free, _not_leased(now)]}),
+                scoped(tenant, {"name": name, **free, **_not_leased(now)}),
                 {"$set": {mark: until}},
                 return_document=ReturnDocument.AFTER,
             )
@@ -199,10 +202,14 @@ class KindStore:
         schema replaced meanwhile. None when there is no such kind; Conflict while it is being
         deleted or replaced."""
         now = self.clock()
-        free = [_not_marked(m, now) for m in ("deleting_until", "replacing_until")]
+        free = {
+            k: v
+            for m in ("deleting_until", "replacing_until")
+            for k, v in _not_marked(m, now).items()
+        }
         with translate_errors():
             leased = await self._c.find_one_and_update(
-                scoped(tenant, {"name": name, "$and": free}),
+                scoped(tenant, {"name": name, **free}),
                 {"$push": {"saving": {"token": token, "until": now + SAVE_LEASE}}},
                 return_document=ReturnDocument.AFTER,
             )

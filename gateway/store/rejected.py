@@ -31,6 +31,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from gateway.store.client import (
+    ID_BATCH,
     Collection,
     Doc,
     bulk_failure,
@@ -48,7 +49,9 @@ INDEXES = [
         [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("_id", DESCENDING)], name="by_trigger"
     ),
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
-    # A payload's pending copies (`_count_copies`, `_drop_older_copies`).
+    # A payload's pending copies (`_count_copies`, `_drop_older_copies`): read through it as
+    # the first `$match` of an aggregation, its fields alone (with `status` and `scope` beside
+    # them SecantusDB read every rejected payload of the tenant instead).
     IndexModel(
         [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("payload_sha256", ASCENDING)],
         name="copies",
@@ -104,9 +107,13 @@ class RejectedStore:
             if "payload_sha256" in doc:
                 newest[doc["scope"], doc["payload_sha256"]] = doc["_id"]  # (ids ascend)
         for (scope, sha), newest_id in newest.items():
-            older = {"scope": scope, "payload_sha256": sha, "_id": {"$lt": newest_id}}
-            query = {"trigger_id": trigger_id, "status": "pending", **older}
-            await self._c.delete_many(scoped(tenant, query))
+            copies = {"tenant": tenant, "trigger_id": trigger_id, "payload_sha256": sha}
+            older = {"scope": scope, "status": "pending", "_id": {"$lt": newest_id}}
+            pipeline: list[Doc] = [{"$match": copies}, {"$match": older}, {"$project": {"_id": 1}}]
+            ids = [doc["_id"] async for doc in await self._c.aggregate(pipeline)]
+            for start in range(0, len(ids), ID_BATCH):
+                batch = {"_id": {"$in": ids[start : start + ID_BATCH]}, "status": "pending"}
+                await self._c.delete_many(scoped(tenant, batch))
 
     async def _count_copies(self, tenant: str, trigger_id: str, docs: Sequence[Doc]) -> None:
         """Each of `docs` with a payload hash counts on from its payload's newest copy not
@@ -117,12 +124,18 @@ class RejectedStore:
         # A copy being replayed counts too: should the replay fail, it is pending beside the
         # new one again, whose count already holds it.
         waiting = {"$in": ["pending", "replaying"]}
-        query = {"trigger_id": trigger_id, "status": waiting, "payload_sha256": {"$in": hashes}}
+        copies = {"tenant": tenant, "trigger_id": trigger_id, "payload_sha256": {"$in": hashes}}
         fields = ("scope", "payload_sha256", "repeats", "received_at", "first_received_at")
-        found = self._c.find(scoped(tenant, query), dict.fromkeys((*fields, "attempts"), 1))
+        pipeline: list[Doc] = [
+            {"$match": copies},  # what `copies` holds: the filter it serves whole
+            {"$match": {"status": waiting}},
+            {"$sort": {"_id": ASCENDING}},
+            {"$project": dict.fromkeys((*fields, "attempts"), 1)},
+        ]
+        found = await self._c.aggregate(pipeline)
         newest: dict[tuple[str, str], Doc] = {}
         tried: dict[tuple[str, str], int] = {}  # replays tried, by any copy (one replaying)
-        for copy in await found.sort("_id", ASCENDING).to_list(None):
+        for copy in await found.to_list(None):
             key = (copy["scope"], copy["payload_sha256"])
             newest[key] = copy
             tried[key] = max(tried.get(key, 0), copy.get("attempts", 0))
@@ -173,45 +186,29 @@ class RejectedStore:
     async def claim_replay(self, tenant: str, record_id: str, *, at: datetime) -> bool:
         """Take a pending record for one replay; False when another replay has it (or had
         it: a claim older than REPLAY_CLAIM_SECONDS is from a replay that died)."""
-        stale = at - timedelta(seconds=REPLAY_CLAIM_SECONDS)
         with translate_errors():
-            result = await self._c.update_one(
-                scoped(
-                    tenant,
-                    {
-                        "_id": ObjectId(record_id),
-                        "$or": [
-                            {"status": "pending"},
-                            {"status": "replaying", "replaying_at": {"$lt": stale}},
-                        ],
-                    },
-                ),
-                {"$set": {"status": "replaying", "replaying_at": at}},
-            )
-        return result.modified_count == 1
+            for claimable in _claimable(at):
+                result = await self._c.update_one(
+                    scoped(tenant, {"_id": ObjectId(record_id), **claimable}),
+                    {"$set": {"status": "replaying", "replaying_at": at}},
+                )
+                if result.modified_count == 1:
+                    return True
+        return False
 
     async def claim_replays(
         self, tenant: str, record_ids: Sequence[str], *, at: datetime
     ) -> Sequence[Doc]:
         """`claim_replay` for many records in one write; the records claimed (payload
         included), oldest first. The others are another replay's, or gone."""
-        stale = at - timedelta(seconds=REPLAY_CLAIM_SECONDS)
         ids = [ObjectId(record_id) for record_id in record_ids]
         claim = ObjectId()  # this claim's own mark: which records it took
         with translate_errors():
-            await self._c.update_many(
-                scoped(
-                    tenant,
-                    {
-                        "_id": {"$in": ids},
-                        "$or": [
-                            {"status": "pending"},
-                            {"status": "replaying", "replaying_at": {"$lt": stale}},
-                        ],
-                    },
-                ),
-                {"$set": {"status": "replaying", "replaying_at": at, "claim": claim}},
-            )
+            for claimable in _claimable(at):
+                await self._c.update_many(
+                    scoped(tenant, {"_id": {"$in": ids}, **claimable}),
+                    {"$set": {"status": "replaying", "replaying_at": at, "claim": claim}},
+                )
             found = self._c.find(scoped(tenant, {"_id": {"$in": ids}, "claim": claim}))
             return await found.sort("_id", ASCENDING).to_list(None)
 
@@ -298,3 +295,12 @@ class RejectedStore:
     async def delete_for_trigger(self, tenant: str, trigger_id: str) -> None:
         with translate_errors():
             await self._c.delete_many(scoped(tenant, {"trigger_id": trigger_id}))
+
+
+def _claimable(at: datetime) -> list[Doc]:
+    """What a replay may claim, one filter each (they match different statuses): a pending
+    record, or one a replay claimed more than REPLAY_CLAIM_SECONDS ago (it died). Not one
+    `$or` of them: SecantusDB matches a filter with an operator at its top against every
+    tenant's records; beside `_id`, first, each is a point lookup."""
+    stale = at - timedelta(seconds=REPLAY_CLAIM_SECONDS)
+    return [{"status": "pending"}, {"status": "replaying", "replaying_at": {"$lt": stale}}]

@@ -1,0 +1,363 @@
+"""The queries of the hot paths are read through an index: a request, a lookup, the fold, the
+delivery worker, a flow's run. Each test runs the path through HTTP or the real store with a
+command listener on (tests/query_plans.py) and asks the database how it plans every query
+it heard, one per collection and filter shape.
+
+SecantusDB reads through an index a filter whose every field one index holds; for any other
+it reads through an index the first field (in the filter's order) one serves alone, and
+matches the rest on what that read; a filter with an operator at its top (`$or`, `$and`,
+`$nor`) it matches against every document of the collection. So `{_id, tenant}` is a point
+lookup (its `_id`), `{tenant, type, fk, data.status}` reads every entity of the tenant (its
+`tenant`), and `{_id, tenant, $or: [...]}` every tenant's documents."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.services import Services
+from gateway.web.state import services_key
+from tests.flow_support import drain, hr_lookup, sample, send_to, trigger_for
+from tests.partner_double import (
+    FakeClock,
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    create_vehicle,
+    partner,
+)
+from tests.query_plans import Plan, PlanListener
+from tests.support import auth
+from tests.triggers_support import VEHICLE, create_position_trigger, create_trigger, hook
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+
+
+def _vehicle(plate: str, status: str, group: str, tracker: str) -> dict[str, Any]:
+    return {
+        "plate": plate,
+        "status": status,
+        "group": group,
+        "attributes": {"tracker_id": tracker},
+    }
+
+
+# Collections small by design, whose whole reads are not the question: a process's leases
+# and turns (a row per job or shard), the group commit's round marks, the fold's shard
+# marks (its sequence and one per shard), and the fold's inbox: a queue of what is not
+# folded yet, trimmed each pass, whose trim reads it whole (what it deletes, and the rest).
+SMALL = frozenset(
+    {"leases", "turns", "group_commits", "meta", "migrations", "fleet_marks", "fleet_inbox"}
+)
+# A tenant's configuration (its flows, mappings, kinds, partners, actions, subscriptions,
+# geofences, plans): tens of documents, which a read of the tenant's (or a background job's
+# of every tenant's, as the restatement of replaced kinds) may take whole; the collections
+# that grow with traffic (entities, events, deliveries, runs, positions, ...) are the others.
+CONFIGURATION = frozenset(
+    {
+        "flow_heads",
+        "flows",
+        "mapping_heads",
+        "mappings",
+        "kinds",
+        "partners",
+        "actions",
+        "subscriptions",
+        "triggers",
+        "channels",
+        "schedules",
+        "geofences",
+        "fences",
+        "maintenance_plans",
+        "fleet_settings",
+        "fleet_rules",
+    }
+)
+
+
+def _wide(plans: list[Plan]) -> list[str]:
+    """The plans that read every document of the collection, or of the tenant where it
+    grows with traffic."""
+    return [
+        f"{p.collection} {p.command} {p.shape} ({p.sent_by}): {p.stage} via {p.via}"
+        for p in plans
+        if p.collection not in SMALL
+        and p.collection not in CONFIGURATION
+        and (p.scans or p.reads_the_tenant)
+    ]
+
+
+async def test_filtered_entity_lists_and_lookups_read_through_an_index(
+    query_plans: PlanListener, client: Client
+) -> None:
+    made = []
+    for n, (status, group) in enumerate(
+        [("active", "north"), ("active", "south"), ("inactive", "north"), ("active", "north")]
+    ):
+        doc = _vehicle(f"ABC1D{n:02d}", status, group, f"T{n}")
+        response = await client.post("/api/v1/entities/vehicle", json=doc, headers=auth())
+        assert response.status == 201, await response.text()
+        made.append((await response.json())["id"])
+
+    async def listed(query: str) -> tuple[list[str], str | None]:
+        response = await client.get(f"/api/v1/entities/vehicle?{query}", headers=auth())
+        assert response.status == 200, await response.text()
+        body = await response.json()
+        return [item["id"] for item in body["items"]], body["next_cursor"]
+
+    query_plans.plans.clear()  # what the creates planned is not the question here
+    assert (await listed("status=active&group=north"))[0] == [made[0], made[3]]
+    assert (await listed("plate=ABC1D03&status=active"))[0] == [made[3]]
+    first, cursor = await listed("status=active&limit=1")
+    assert first == [made[0]] and cursor is not None
+    assert (await listed(f"status=active&limit=2&cursor={cursor}"))[0] == [made[1], made[3]]
+    store = client.server.app[services_key].store.entities
+    found = await store.find(
+        "acme", "vehicle", {"attributes.tracker_id": "T2"}, after=None, limit=5
+    )
+    assert [str(doc["_id"]) for doc in found] == [made[2]]
+    excluded = await store.find(
+        "acme", "vehicle", {"group": "north"}, after=None, limit=5, excluding={"status": "inactive"}
+    )
+    assert [str(doc["_id"]) for doc in excluded] == [made[0], made[3]]
+
+    assert query_plans.of("entities")
+    assert _wide(query_plans.of("entities")) == []
+
+
+async def test_entity_crud_by_id_reads_one_document(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """Create, read, patch and delete an entity by id through HTTP: every query on the
+    entities and the events is a point lookup or an index's range, none a scan."""
+    query_plans.plans.clear()  # the start's (its key check samples every collection once)
+    vehicle = await create_vehicle(client)
+    url = f"/api/v1/entities/vehicle/{vehicle['id']}"
+    assert (await client.get(url, headers=auth())).status == 200
+    patched = await client.patch(url, json={"odometer_km": 9}, headers=auth())
+    assert patched.status == 200, await patched.text()
+    assert (
+        await client.get(f"/api/v1/events?entity_id={vehicle['id']}", headers=auth())
+    ).status == 200
+    assert (await client.delete(url, headers=auth())).status == 204
+    assert (await client.get(url, headers=auth())).status == 404
+    await client.app[services_key].relay.run_until_idle()
+
+    assert query_plans.of("entities") and query_plans.of("events")
+    assert _wide(list(query_plans.plans.values())) == []
+
+
+async def test_a_trigger_call_and_the_fold_of_its_fixes_read_no_collection_whole(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """An entity upserted by a trigger's POST, then fixes sent to a position trigger that
+    finds their vehicle by its tracker id (a partner id: the lookup reads the entities that
+    hold more ids than the index keeps, too), and the fold of them into the vehicle."""
+    entity_trigger = await create_trigger(client)
+    position_trigger = await create_position_trigger(client)
+    query_plans.plans.clear()  # the start's (its key check samples every collection once)
+    for odometer in (10, 11):
+        sent = {**VEHICLE, "odometer_km": odometer, "attributes": {"tracker_id": "dev-42"}}
+        status, body = await hook(client, entity_trigger, sent)
+        assert status in (200, 201), body
+    for n in range(3):
+        fix = {"tracker_id": "dev-42", "time": f"2026-12-01T12:00:0{n}Z", "lat": 1.5, "lon": 2.5}
+        status, body = await hook(client, position_trigger, fix)
+        assert status == 201, body
+    services = client.app[services_key]
+    await services.fold.run_until_idle()
+    await services.relay.run_until_idle()
+
+    assert query_plans.of("entities") and query_plans.of("fleet_inbox") and query_plans.of("fleet")
+    assert _wide(list(query_plans.plans.values())) == []
+
+
+async def test_a_flows_run_and_its_steps_read_no_collection_whole(
+    query_plans: PlanListener, client: Client, partner: Partner
+) -> None:
+    """A fine stored by a trigger starts a flow; its run fetches from HR (a step) and ends."""
+    await hr_lookup(client, partner.url)
+    partner.respond_with(200, sample("driver_lookup_response.json"))
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    flow = {
+        "name": "lookup",
+        "on": {"events": ["fine.received"]},
+        "steps": [
+            {"id": "hr", "fetch": "hr-driver-lookup"},
+            {"id": "reachable", "when": "steps.hr.email"},
+        ],
+    }
+    response = await client.post("/api/v1/flows", json=flow, headers=auth())
+    assert response.status == 201, await response.text()
+    query_plans.plans.clear()  # the start's and the uploads'
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+    runs = await client.get("/api/v1/flows/lookup/runs", headers=auth())
+    [run] = (await runs.json())["items"]
+    assert run["status"] == "succeeded" and len(partner.requests) == 1
+
+    assert query_plans.of("flow_runs")
+    assert _wide(list(query_plans.plans.values())) == []
+
+
+async def test_a_delivery_claimed_sent_failed_and_replayed_by_id_reads_no_collection_whole(
+    query_plans: PlanListener, client: Client, partner: Partner
+) -> None:
+    """The relay, the delivery worker's claim and its record of each attempt, and an admin's
+    replay of the dead delivery by id."""
+    query_plans.plans.clear()  # the start's (its key check samples every collection once)
+    worker = client.app[services_key].delivery_worker
+    worker.clock = clock = FakeClock()
+    worker.rng = lambda: 0.5
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(client, partner_doc["id"], retry_schedule=[1])
+    await create_subscription(client, action["id"])
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {})
+    patched = await client.patch(
+        f"/api/v1/entities/vehicle/{vehicle['id']}", json={"odometer_km": 5}, headers=auth()
+    )
+    assert patched.status == 200
+    await client.app[services_key].relay.run_until_idle()
+    counts = await worker.run_until_idle()
+    clock.advance(1.1)
+    counts += await worker.run_until_idle()
+    listed = await client.get("/api/v1/deliveries?status=dead", headers=auth())
+    [dead] = (await listed.json())["items"]
+    partner.respond_with(200, {})
+    replay = await client.post(f"/api/v1/deliveries/{dead['id']}/replay", headers=auth())
+    assert replay.status == 200, await replay.text()
+    counts += await worker.run_until_idle()
+
+    assert counts == Counter(retry=1, dead=1, succeeded=1)
+    assert query_plans.of("deliveries")
+    assert _wide(list(query_plans.plans.values())) == []
+
+
+async def test_a_rejected_payloads_replay_claims_it_by_id(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """A payload the trigger refused, replayed by id and then with the rest of its trigger's:
+    the claims read the records named, not every tenant's rejected payloads. (The writes
+    that keep a trigger's rejections read the tenant's: bounded, `MAX_PER_TRIGGER` each.)"""
+    trigger = await create_trigger(client)
+    for make in ("Fiat", "VW", "Ford"):
+        status, _ = await hook(client, trigger, {"make": make})  # no plate: refused
+        assert status == 422
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    first, *_ = (await listed.json())["items"]
+    query_plans.plans.clear()
+    one = await client.post(f"/api/v1/rejected/{first['id']}/replay", headers=auth())
+    assert one.status == 422  # still no plate: it stays pending
+    every = await client.post(
+        "/api/v1/rejected/replay", json={"trigger_id": trigger["id"]}, headers=auth()
+    )
+    assert every.status == 200, await every.text()
+    assert (await every.json())["failed"] == 3
+
+    claims = [p for p in query_plans.of("rejected") if p.command == "update"]
+    assert claims
+    assert [p.shape for p in query_plans.of("rejected") if p.scans] == []
+
+
+async def test_a_refused_payload_sent_again_counts_its_copies_through_their_index(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """A refused payload is kept; the same payload refused again counts on from its earlier
+    copy and supersedes it: both read the trigger's copies of that payload (the `copies`
+    index), not every rejected payload of the tenant."""
+    trigger = await create_trigger(client)
+    other = await create_trigger(client, name="other")
+    await hook(client, other, {"make": "Ford"})  # another trigger's: not read
+    query_plans.plans.clear()
+    for _ in range(3):
+        status, _ = await hook(client, trigger, {"make": "Fiat"})  # no plate: refused
+        assert status == 422
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    [kept] = (await listed.json())["items"]
+    assert kept["times_received"] == 3
+
+    writes = [p for p in query_plans.of("rejected") if "payload_sha256" in p.shape]
+    assert writes
+    assert [f"{p.shape} via {p.via}" for p in writes if p.scans or p.reads_the_tenant] == []
+
+
+async def test_a_notify_steps_check_for_numbered_messages_reads_its_own_deliveries(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """A notify step asks whether the version before address ids queued its messages
+    (`<run>:<step>:<n>`): the step's range of ids, not every delivery of the tenant."""
+    deliveries = services.store.deliveries
+    run = "6b16598244427528a012bb98:aviso"
+    docs = [
+        {"_id": f"{run}:tell:{'ab' * 8}", "tenant": "acme"},  # an address id's
+        {"_id": f"{run}:tell9:0", "tenant": "acme"},  # another step's, numbered
+        {"_id": f"{run}:tel:0", "tenant": "acme"},
+        {"_id": f"{run}:later:3", "tenant": "acme"},
+        {"_id": f"{run}:later:0", "tenant": "beta"},
+    ]
+    await deliveries.insert_many(docs)
+    query_plans.plans.clear()
+    assert not await deliveries.numbered_exist("acme", f"{run}:tell:")
+    assert await deliveries.numbered_exist("acme", f"{run}:later:")
+    assert not await deliveries.numbered_exist("acme", f"{run}:tel9:")
+    assert not await deliveries.numbered_exist("beta", f"{run}:tell:")
+
+    [plan] = query_plans.of("deliveries")
+    assert (plan.stage, plan.index, plan.via) == ("IXSCAN", "by_tenant", None)
+
+
+async def test_an_entitys_events_of_one_type_are_read_through_its_index(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """`GET /api/v1/events?entity_id=…&type=…`: the entity's events (`by_entity`), the type
+    picked among them, not every event of the tenant."""
+    vehicle = await create_vehicle(client)
+    other = await create_vehicle(client, plate="XYZ9A88")
+    url = f"/api/v1/entities/vehicle/{vehicle['id']}"
+    for km in (5, 6):
+        patched = await client.patch(url, json={"odometer_km": km}, headers=auth())
+        assert patched.status == 200
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    query_plans.plans.clear()
+    wanted = f"/api/v1/events?entity_id={vehicle['id']}&type=entity.updated&limit=1"
+    first = await (await client.get(wanted, headers=auth())).json()
+    [newest] = first["items"]
+    assert newest["type"] == "entity.updated" and newest["entity"]["id"] == vehicle["id"]
+    rest = await client.get(f"{wanted}&cursor={first['next_cursor']}", headers=auth())
+    [older] = (await rest.json())["items"]
+    assert older["type"] == "entity.updated" and older["id"] < newest["id"]
+    none = f"/api/v1/events?entity_id={other['id']}&type=entity.updated"
+    assert (await (await client.get(none, headers=auth())).json())["items"] == []
+
+    assert query_plans.of("events")
+    assert _wide(query_plans.of("events")) == []
+
+
+async def test_an_entity_of_a_custom_kind_marks_its_kind_without_reading_every_kind(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """A write of an entity of a tenant's kind marks the kind as being written, unless it is
+    being deleted: a filter without an operator at its top, not matched against every
+    tenant's kinds."""
+    kind = {
+        "name": "tyre",
+        "schema": {"type": "object", "properties": {"serial": {"type": "string"}}},
+    }
+    response = await client.post("/api/v1/kinds", json=kind, headers=auth())
+    assert response.status == 201, await response.text()
+    query_plans.plans.clear()
+    tyre = {"kind": "tyre", "key": "T-1", "serial": "T-1"}
+    created = await client.post("/api/v1/entities/other", json=tyre, headers=auth())
+    assert created.status == 201, await created.text()
+    deleted = await client.delete("/api/v1/kinds/tyre", headers=auth())
+    assert deleted.status == 409  # an entity of it is stored
+
+    assert [p for p in query_plans.of("kinds") if p.command == "findAndModify"]
+    assert [f"{p.shape} ({p.sent_by})" for p in query_plans.of("kinds") if p.scans] == []
