@@ -1847,7 +1847,9 @@ async def test_another_tenants_delivery_goes_out_at_once_behind_a_disabled_partn
 
         waited, sent = await _first_sent_after_a_backlog(client, worker, down, fast)
 
-        assert waited < 5  # claims through the 32 shards: about 0.5 s on an idle machine
+        # Claims through the 32 shards: about 0.5 s on an idle machine, 6 s on a 2-core one
+        # at load 9; before, never while the partner stayed disabled.
+        assert waited < 15
         assert sent == 0
 
 
