@@ -27,7 +27,7 @@ import threading
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,10 +245,16 @@ def _walk(
     edges: tuple[Edge, ...], px: float, py: float, inside: bool, nearest2: float
 ) -> tuple[bool, float]:
     """The even-odd count and the squared distance to the nearest edge, carried over `edges`."""
-    for ax, ay, bx, by, x0, y0, x1, y1 in edges:
+    for ax, ay, bx, by, *_ in edges:
         # even-odd rule over every ring: a point in a hole is outside
         if (ay > py) != (by > py) and px < ax + (py - ay) * (bx - ax) / (by - ay):
             inside = not inside
+    return inside, _nearer2(edges, px, py, nearest2)
+
+
+def _nearer2(edges: Iterable[Edge], px: float, py: float, nearest2: float) -> float:
+    """The squared distance to the nearest of `edges`, or `nearest2` if none is nearer."""
+    for ax, ay, bx, by, x0, y0, x1, y1 in edges:
         # an edge whose box is no nearer than the nearest edge so far is skipped
         gx = x0 - px if px < x0 else px - x1 if px > x1 else 0.0
         gy = y0 - py if py < y0 else py - y1 if py > y1 else 0.0
@@ -260,7 +266,7 @@ def _walk(
         t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
         ex, ey = px - ax - t * dx, py - ay - t * dy
         nearest2 = min(nearest2, ex * ex + ey * ey)
-    return inside, nearest2
+    return nearest2
 
 
 # A shape of more edges than this answers through a grid (`_Grid`); fewer are walked, as
@@ -476,18 +482,7 @@ class _Grid:
             else:
                 ring = (j * nx + i,)
             for c in ring:
-                for ax, ay, bx, by, ex0, ey0, ex1, ey1 in cells[c]:
-                    # as `_walk` measures: an edge whose box is no nearer is skipped
-                    gx = ex0 - px if px < ex0 else px - ex1 if px > ex1 else 0.0
-                    gy = ey0 - py if py < ey0 else py - ey1 if py > ey1 else 0.0
-                    if gx * gx + gy * gy >= nearest2:
-                        continue
-                    dx, dy = bx - ax, by - ay
-                    length2 = dx * dx + dy * dy
-                    t = ((px - ax) * dx + (py - ay) * dy) / length2 if length2 else 0.0
-                    t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
-                    ex, ey = px - ax - t * dx, py - ay - t * dy
-                    nearest2 = min(nearest2, ex * ex + ey * ey)
+                nearest2 = _nearer2(cells[c], px, py, nearest2)
             k += 1
         return math.sqrt(nearest2)
 
