@@ -773,7 +773,8 @@ async def test_an_answer_to_a_call_let_through_before_its_partner_was_disabled_k
     partner_doc = await _setup(
         client,
         partner,
-        partner_fields={"disable_after_hours": 0.001},
+        # the proxy call waits for `release` past the default 10 s on a loaded machine
+        partner_fields={"disable_after_hours": 0.001, "timeout_seconds": 60},
         action={"retry_schedule": [5, 5, 5, 5, 5]},
     )
     api = await create_action(
