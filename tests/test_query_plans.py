@@ -361,3 +361,32 @@ async def test_an_entity_of_a_custom_kind_marks_its_kind_without_reading_every_k
 
     assert [p for p in query_plans.of("kinds") if p.command == "findAndModify"]
     assert [f"{p.shape} ({p.sent_by})" for p in query_plans.of("kinds") if p.scans] == []
+
+
+async def test_a_triggers_rejected_payloads_of_one_status_are_read_through_its_index(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """`GET /api/v1/rejected?trigger_id=…&status=…` (the UI's rejected page filtered by both
+    reads the same): the trigger's records in windows of `by_trigger`, the status picked among them,
+    not every rejected payload of the tenant."""
+    trigger = await create_trigger(client)
+    other = await create_trigger(client, name="other")
+    for make in ("Fiat", "VW", "Ford"):
+        status, _ = await hook(client, trigger, {"make": make})  # no plate: refused
+        assert status == 422
+    await hook(client, other, {"make": "Opel"})  # another trigger's: not listed
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    newest, middle, oldest = (await listed.json())["items"]
+    replay = await client.post(f"/api/v1/rejected/{middle['id']}/replay", headers=auth())
+    assert replay.status == 422  # still no plate: still pending
+    query_plans.plans.clear()
+    url = f"/api/v1/rejected?trigger_id={trigger['id']}&status=pending&limit=2"
+    first = await (await client.get(url, headers=auth())).json()
+    assert [item["id"] for item in first["items"]] == [newest["id"], middle["id"]]
+    rest = await client.get(f"{url}&cursor={first['next_cursor']}", headers=auth())
+    assert [item["id"] for item in (await rest.json())["items"]] == [oldest["id"]]
+    none = f"/api/v1/rejected?trigger_id={trigger['id']}&status=replayed"
+    assert (await (await client.get(none, headers=auth())).json())["items"] == []
+
+    assert query_plans.of("rejected")
+    assert _wide(query_plans.of("rejected")) == []

@@ -72,12 +72,14 @@ class RejectedStore:
         self._c = collection
         # The filters an index covers with the tenant and `_id` (a list reads them in windows).
         self._windowed: list[set[str]] = [set(), {"trigger_id"}]
+        self._picks = False  # the rest of a filter applied here to an index's windows (SecantusDB)
 
     async def ensure_indexes(self, *, scans_id_ranges: bool = False) -> None:
         with translate_errors():
             await self._c.create_indexes([*INDEXES, STATUS_INDEX] if scans_id_ranges else INDEXES)
         if scans_id_ranges:
             self._windowed = [set(), {"trigger_id"}, {"status"}]
+            self._picks = True
 
     async def add_many(self, tenant: str, trigger_id: str, records: Sequence[Doc]) -> None:
         """Keep rejected payloads of one trigger (one insert; older pending copies of them
@@ -172,10 +174,19 @@ class RejectedStore:
         query: Doc = dict(filters)
         if newest_first:  # in windows of time (`newest.py`): the latest records' cost
             covered = set(query) in self._windowed
+            picked: Doc | None = None
+            if not covered and self._picks:
+                # SecantusDB, a trigger's records of one status: the trigger's windows
+                # through `by_trigger`, the status picked here (both sent, it read every
+                # rejected payload of the tenant). The widest covered part is sent.
+                sent = max((w for w in self._windowed if w <= set(query)), key=len)
+                picked = {k: v for k, v in query.items() if k not in sent}
+                query = {k: v for k, v in query.items() if k in sent}
+                covered = True
             before = cursor_id(cursor) if cursor is not None else None
             return await newest_first_in(
                 self._c, tenant, query, before=before, limit=limit, windowed=covered,
-                ids=ObjectId, projection={"payload": 0},
+                ids=ObjectId, projection={"payload": 0}, picked=picked,
             )  # fmt: skip
         if cursor is not None:
             query["_id"] = {"$gt": cursor_id(cursor)}
