@@ -420,17 +420,22 @@ class InsertRounds:
     async def _stored_of(self, docs: Sequence[Doc], seq: int) -> list[Doc]:
         """Which of `docs` are stored by this round (stamped with its number: a fix stored
         before by another request is a duplicate, not this round's). One range of `_id` per
-        vehicle, with its tenant (the `track` index's reads)."""
+        vehicle, with its tenant (the `track` index's reads), the number checked here: sent
+        with them, SecantusDB read every fix of the tenant (no index holds `seq`)."""
         wanted = {doc["_id"]: doc for doc in docs}
         by_vehicle: dict[tuple[str, str], list[str]] = {}
         for doc in docs:
             by_vehicle.setdefault((doc["tenant"], doc["vehicle"]), []).append(doc["_id"])
         stored: list[Doc] = []
         for (tenant, _), ids in by_vehicle.items():
-            query = scoped(tenant, {"_id": {"$gte": min(ids), "$lte": max(ids)}, "seq": seq})
+            query = scoped(tenant, {"_id": {"$gte": min(ids), "$lte": max(ids)}})
             with translate_errors():
-                found = await self._c.find(query, {"_id": 1}).to_list(None)
-            stored += [wanted[doc["_id"]] for doc in found if doc["_id"] in wanted]
+                found = await self._c.find(query, {"_id": 1, "seq": 1}).to_list(None)
+            stored += [
+                wanted[doc["_id"]]
+                for doc in found
+                if doc["_id"] in wanted and doc.get("seq") == seq
+            ]
         return stored
 
 
