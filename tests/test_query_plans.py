@@ -421,3 +421,31 @@ async def test_a_round_that_reads_back_what_it_stored_reads_its_vehicles_range_o
 
     assert [p for p in query_plans.of("positions") if p.command == "find"]
     assert _wide(query_plans.of("positions")) == []
+
+
+async def test_a_replay_of_every_pending_payload_reads_the_pending_ones_not_the_tenants(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """`POST /api/v1/rejected/replay` (a trigger's, the tenant's) lists the pending,
+    replayable payloads oldest first: read through the trigger's records (`by_trigger`), or
+    the tenant's pending ones (`by_status`), the rest matched after; not every rejected
+    payload of the tenant."""
+    trigger = await create_trigger(client)
+    other = await create_trigger(client, name="other")
+    for make in ("Fiat", "VW"):
+        status, _ = await hook(client, trigger, {"make": make})  # no plate: refused
+        assert status == 422
+    await hook(client, other, {"make": "Opel"})
+    query_plans.plans.clear()
+    mine = await client.post(
+        "/api/v1/rejected/replay", json={"trigger_id": trigger["id"]}, headers=auth()
+    )
+    assert mine.status == 200, await mine.text()
+    assert (await mine.json())["failed"] == 2
+    every = await client.post("/api/v1/rejected/replay", json={}, headers=auth())
+    assert every.status == 200, await every.text()
+    assert (await every.json())["failed"] == 3
+
+    listed = [p for p in query_plans.of("rejected") if p.sent_by and p.sent_by.endswith(" list")]
+    assert listed
+    assert _wide(listed) == []

@@ -190,6 +190,23 @@ class RejectedStore:
             )  # fmt: skip
         if cursor is not None:
             query["_id"] = {"$gt": cursor_id(cursor)}
+        served = max((w for w in self._windowed if w <= set(query)), key=len)
+        if self._picks and set(query) - {"_id"} != served:
+            # SecantusDB, the pending replayable ones (a replay of every one): the fields an
+            # index holds are the first `$match` (the trigger's records, `by_trigger`, else
+            # the tenant's pending ones, `by_status`), the rest the next; sent as one filter,
+            # it read every rejected payload of the tenant.
+            first = {k: v for k, v in query.items() if k in served or k == "_id"}
+            rest = {k: v for k, v in query.items() if k not in first}
+            pipeline: list[Doc] = [
+                {"$match": scoped(tenant, first)},
+                {"$match": rest},
+                {"$sort": {"_id": ASCENDING}},
+                {"$limit": limit},
+                {"$project": {"payload": 0}},
+            ]
+            with translate_errors():
+                return await (await self._c.aggregate(pipeline)).to_list(limit)
         with translate_errors():
             found = self._c.find(scoped(tenant, query), {"payload": 0})
             return await found.sort("_id", ASCENDING).limit(limit).to_list(limit)
