@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from bson import ObjectId
 
 from gateway.errors import StoreUnavailable
 from gateway.services import Services
@@ -449,3 +450,31 @@ async def test_a_replay_of_every_pending_payload_reads_the_pending_ones_not_the_
     listed = [p for p in query_plans.of("rejected") if p.sent_by and p.sent_by.endswith(" list")]
     assert listed
     assert _wide(listed) == []
+
+
+async def test_the_dashboards_unhealthy_partners_are_read_from_the_tenants_own(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """The admin UI's dashboard (each view) lists the tenant's disabled and failing partners:
+    read from the tenant's partners (`by_tenant`), not matched against every tenant's (an
+    `$or` at the filter's top)."""
+    made = [
+        await create_partner(client, "http://127.0.0.1:9/", name=name)
+        for name in ("Off", "Failing", "Fine")
+    ]
+    partners = client.app[services_key].store.db["partners"]
+    off, failing, _ = (ObjectId(doc["id"]) for doc in made)
+    await partners.update_one({"_id": off}, {"$set": {"status": "disabled"}})
+    await partners.update_one({"_id": failing}, {"$set": {"failing_since": datetime.now(UTC)}})
+    await partners.insert_one(
+        {"tenant": "beta", "name": "Theirs", "status": "disabled", "base_url": "http://x/"}
+    )
+    query_plans.plans.clear()
+    view = await client.app[services_key].dashboard.view("acme")
+    assert [(p.name, p.status) for p in view.partners] == [
+        ("Failing", "failing"),
+        ("Off", "disabled"),
+    ]
+
+    assert query_plans.of("partners")
+    assert [f"{p.shape} ({p.sent_by})" for p in query_plans.of("partners") if p.scans] == []

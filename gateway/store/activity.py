@@ -50,13 +50,20 @@ class ActivityStore:
             return await self._db["rejected"].count_documents(scoped(tenant, {"status": "pending"}))
 
     async def unhealthy_partners(self, tenant: str) -> list[Doc]:
-        """Partners that are disabled or failing, by what the delivery workers recorded."""
-        query = scoped(
-            tenant, {"$or": [{"status": "disabled"}, {"failing_since": {"$exists": True}}]}
-        )
+        """Partners that are disabled or failing, by what the delivery workers recorded (the
+        first 200). The tenant's partners (its configuration: `by_tenant`), picked here: with
+        the `$or` at the filter's top, SecantusDB matched every tenant's partners."""
         projection: dict[str, Any] = {"name": 1, "status": 1, "failing_since": 1}
+        found: list[Doc] = []
         with translate_errors():
-            return await self._db["partners"].find(query, projection).to_list(200)
+            cursor = self._db["partners"].find(scoped(tenant, {}), projection)
+            async for doc in cursor:
+                if doc.get("status") == "disabled" or "failing_since" in doc:
+                    found.append(doc)
+                    if len(found) == 200:
+                        break
+            await cursor.close()
+        return found
 
     async def partner_names(self, tenant: str, ids: list[str]) -> dict[str, str]:
         oids = [ObjectId(i) for i in ids if ObjectId.is_valid(i)]
