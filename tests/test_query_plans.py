@@ -478,3 +478,40 @@ async def test_the_dashboards_unhealthy_partners_are_read_from_the_tenants_own(
 
     assert query_plans.of("partners")
     assert [f"{p.shape} ({p.sent_by})" for p in query_plans.of("partners") if p.scans] == []
+
+
+async def test_the_mappings_naming_a_kind_are_looked_for_among_the_tenants_own(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """A kind's deletion or replacement asks which active mappings name it, as their own
+    kind or an `also` target's (`active_of_kind`): one query per place, each the tenant's
+    mapping versions, not every tenant's matched (an `$or` at the filter's top)."""
+    db = services.store.db
+    heads = [
+        {"tenant": "acme", "name": "own", "active_version": 2, "direction": "inbound"},
+        {"tenant": "acme", "name": "also", "active_version": 1, "direction": "inbound"},
+        {"tenant": "acme", "name": "both", "active_version": 1, "direction": "inbound"},
+        {"tenant": "beta", "name": "theirs", "active_version": 1, "direction": "inbound"},
+    ]
+    await db["mapping_heads"].insert_many(heads)
+    await db["mappings"].insert_many(
+        [
+            {"tenant": "acme", "name": "own", "version": 1, "document": {"kind": "tyre"}},
+            {"tenant": "acme", "name": "own", "version": 2, "document": {"kind": "tyre"}},
+            {"tenant": "acme", "name": "also", "version": 1,
+             "document": {"kind": "vehicle", "also": [{"kind": "tyre"}]}},
+            {"tenant": "acme", "name": "both", "version": 1,
+             "document": {"kind": "tyre", "also": [{"kind": "tyre"}]}},
+            {"tenant": "acme", "name": "other", "version": 1, "document": {"kind": "vehicle"}},
+            {"tenant": "beta", "name": "theirs", "version": 1, "document": {"kind": "tyre"}},
+        ]
+    )  # fmt: skip
+    query_plans.plans.clear()
+    found = [
+        (doc["name"], doc["version"])
+        async for doc in services.store.mappings.active_of_kind("acme", "tyre")
+    ]
+    assert found == [("also", 1), ("both", 1), ("own", 2)]
+
+    assert query_plans.of("mappings")
+    assert [f"{p.shape} ({p.sent_by})" for p in query_plans.of("mappings") if p.scans] == []

@@ -284,9 +284,19 @@ class MappingStore:
     async def active_of_kind(self, tenant: str, kind: str) -> AsyncIterator[Doc]:
         """The active version (name, version, source) of each of the tenant's mappings whose
         document names the custom kind `kind`, as its own or an `also` target's, by name."""
-        named = scoped(tenant, {"$or": [{"document.kind": kind}, {"document.also.kind": kind}]})
+        # One query per place the kind may be named (an `$or` at the filter's top had
+        # SecantusDB match every tenant's versions): each reads the tenant's.
+        found: list[Doc] = []
+        seen: set[Any] = set()
         with translate_errors():
-            found = await self._versions.find(named, {"name": 1, "version": 1}).to_list(None)
+            for place in ("document.kind", "document.also.kind"):
+                named = scoped(tenant, {place: kind})
+                for doc in await self._versions.find(named, {"name": 1, "version": 1}).to_list(
+                    None
+                ):
+                    if doc["_id"] not in seen:
+                        seen.add(doc["_id"])
+                        found.append(doc)
             names = sorted({doc["name"] for doc in found})
             query = scoped(tenant, {"name": {"$in": names}, **_LISTED})
             heads = await self._heads.find(query, {"name": 1, "active_version": 1}).to_list(None)
