@@ -515,3 +515,35 @@ async def test_the_mappings_naming_a_kind_are_looked_for_among_the_tenants_own(
 
     assert query_plans.of("mappings")
     assert [f"{p.shape} ({p.sent_by})" for p in query_plans.of("mappings") if p.scans] == []
+
+
+async def test_the_users_of_a_mapping_are_looked_for_among_the_tenants_own(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """A mapping's page (its "used by"), its upload's check and its deletion ask which
+    triggers, actions and schedules name it: one query per field naming a mapping, each the
+    tenant's documents, not every tenant's matched (an `$or` at the filter's top)."""
+    db = services.store.db
+    triggers = [
+        {"tenant": "acme", "name": "a", "mapping": "m"},
+        {"tenant": "acme", "name": "b", "response_mapping": "m"},
+        {"tenant": "acme", "name": "c", "mapping": "m", "response_mapping": "m"},
+        {"tenant": "acme", "name": "d", "mapping": "other"},
+        {"tenant": "beta", "name": "e", "mapping": "m"},
+    ]
+    await db["triggers"].insert_many(triggers)
+    await db["actions"].insert_one({"tenant": "acme", "name": "f", "response_mapping": "m"})
+    await db["schedules"].insert_one({"tenant": "acme", "name": "g", "mapping": "m"})
+    query_plans.plans.clear()
+    users = await services.store.mappings.users("acme", "m")
+    assert [(u["kind"], u["name"], u["fields"]) for u in users] == [
+        ("trigger", "a", ["mapping"]),
+        ("trigger", "b", ["response_mapping"]),
+        ("trigger", "c", ["mapping", "response_mapping"]),
+        ("action", "f", ["response_mapping"]),
+        ("schedule", "g", ["mapping"]),
+    ]
+
+    read = [p for c in ("triggers", "actions", "schedules") for p in query_plans.of(c)]
+    assert read
+    assert [f"{p.collection} {p.shape}" for p in read if p.scans] == []

@@ -317,16 +317,24 @@ class MappingStore:
     async def users_with_documents(
         self, tenant: str, name: str, *, limit: int = 0
     ) -> AsyncIterator[tuple[dict[str, Any], Doc]]:
-        """Each user as `users` lists it, with its stored document: every one of them (read
-        as the cursor goes), or at most `limit` of each kind."""
+        """Each user as `users` lists it, with its stored document: every one of them, or at
+        most `limit` of each kind, oldest first. One query per field naming a mapping, each
+        the tenant's documents (an `$or` at the filter's top had SecantusDB match every
+        tenant's), merged by `_id` (a kind's users are configuration: read whole, then
+        yielded): the first `limit` of all are among the first `limit` of each."""
         for collection, fields in USERS.items():
-            query = scoped(tenant, {"$or": [{f: name} for f in fields]})
+            found: dict[Any, Doc] = {}
             with translate_errors():
-                async for doc in self._db[collection].find(query).sort("_id", 1).limit(limit):
-                    user = {
-                        "kind": collection.removesuffix("s"),
-                        "id": str(doc["_id"]),
-                        "name": doc.get("name"),
-                        "fields": [f for f in fields if doc.get(f) == name],
-                    }
-                    yield user, doc
+                for field in fields:
+                    query = scoped(tenant, {field: name})
+                    async for doc in self._db[collection].find(query).sort("_id", 1).limit(limit):
+                        found.setdefault(doc["_id"], doc)
+            ordered = sorted(found.values(), key=lambda doc: doc["_id"])
+            for doc in ordered[:limit] if limit else ordered:
+                user = {
+                    "kind": collection.removesuffix("s"),
+                    "id": str(doc["_id"]),
+                    "name": doc.get("name"),
+                    "fields": [f for f in fields if doc.get(f) == name],
+                }
+                yield user, doc
