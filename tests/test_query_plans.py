@@ -13,6 +13,7 @@ lookup (its `_id`), `{tenant, type, fk, data.status}` reads every entity of the 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -361,3 +362,26 @@ async def test_an_entity_of_a_custom_kind_marks_its_kind_without_reading_every_k
 
     assert [p for p in query_plans.of("kinds") if p.command == "findAndModify"]
     assert [f"{p.shape} ({p.sent_by})" for p in query_plans.of("kinds") if p.scans] == []
+
+
+async def test_a_notifications_cooldown_claim_reads_only_its_own_key(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """Every alert sent under a cooldown claims its key (`CooldownStore.claim`): a read of
+    that one document and a write guarded on what was read, not a filter with an `$or` at
+    its top, which the embedded database matches against every tenant's cooldowns."""
+    cooldowns = services.store.notify.cooldowns
+    now = datetime.now(UTC).replace(microsecond=0)
+    wait = timedelta(hours=1)
+    for tenant in ("acme", "beta"):  # other tenants' cooldowns, not ended yet
+        assert await cooldowns.claim(tenant, "other", now, now - wait, now + wait) is None
+    query_plans.plans.clear()
+    assert await cooldowns.claim("acme", "g", now, now - wait, now + wait, by="r1") is None
+    assert await cooldowns.claim("acme", "g", now, now - wait, now + wait, by="r1") is None
+    assert await cooldowns.claim("acme", "g", now, now - wait, now + wait, by="r2") == now
+    later = now + 2 * wait
+    assert await cooldowns.claim("acme", "g", later, later - wait, later + wait) is None
+
+    plans = query_plans.of("notify_cooldowns")
+    assert plans
+    assert [f"{p.shape} ({p.sent_by}): {p.stage} via {p.via}" for p in plans if p.scans] == []

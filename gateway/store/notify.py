@@ -40,6 +40,10 @@ NAME_INDEXES = [IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=
 # latest notes only: two noted alerts are at least the cooldown apart in time.
 LATE_NOTES = timedelta(days=7)
 MAX_NOTES = 500
+# A send-time claim reads its key and writes on what it read this many times before it takes
+# the write that reads the whole collection (`CooldownStore.claim`): each miss is another
+# claim or release of the key that came between.
+CLAIM_TRIES = 8
 COOLDOWN_INDEXES = [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="ttl")]
 
 
@@ -98,22 +102,39 @@ class CooldownStore:
         Atomic across processes: the loser of two concurrent claims sees the winner's time.
         `delivered` notes that the send went out (`release` then leaves the note alone)."""
         doc_id = f"{tenant}:{key}"
-        passes: list[Doc] = [{"sent_at": {"$exists": False}}, {"sent_at": {"$lte": quiet_until}}]
-        if by is not None:
-            passes.append({"by": by})  # our own earlier claim (another message, a retry)
         # A condition's time noted under the key (a step with `at`) counts as a send then.
         noted = {"at": {"$gt": quiet_until}, "by": {"$ne": by}}
-        free = {"$or": passes, "notes": {"$not": {"$elemMatch": noted}}}
+        unnoted = {"notes": {"$not": {"$elemMatch": noted}}}
+        sent = {"key": key, "sent_at": now, "by": by} | ({"delivered_by": by} if delivered else {})
+        update = {"$set": sent, "$max": {"expires_at": keep_until}}  # notes may be kept longer
+        # The key's document is read, judged here, and written on the condition it passed
+        # by (one branch of `free_by`, and no note), which the write checks again: a filter
+        # led by `_id`, one document read, where an `$or` in it reads the whole collection
+        # on the embedded database. A write that misses (another claim or release came
+        # between) reads again.
         with translate_errors():
+            for _ in range(CLAIM_TRIES):
+                found = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
+                passed = free_by(found, quiet_until, by)
+                if passed is None:
+                    return last_noted(found, by)
+                guarded = scoped(tenant, {"_id": doc_id, **passed, **unnoted})
+                try:  # a key not noted yet is inserted (the upsert), unless another came first
+                    written = await self._c.update_one(guarded, update, upsert=found is None)
+                except DuplicateKeyError:
+                    continue  # another claim inserted it: judge theirs
+                if written.matched_count or written.upserted_id is not None:
+                    return None
+            # Contended past the tries: the one atomic write (which reads every document).
+            passes: list[Doc] = [
+                {"sent_at": {"$exists": False}},
+                {"sent_at": {"$lte": quiet_until}},
+            ]
+            if by is not None:
+                passes.append({"by": by})
             try:
                 await self._c.find_one_and_update(
-                    scoped(tenant, {"_id": doc_id, **free}),
-                    {
-                        "$set": {"key": key, "sent_at": now, "by": by}
-                        | ({"delivered_by": by} if delivered else {}),
-                        "$max": {"expires_at": keep_until},  # notes may be kept longer
-                    },
-                    upsert=True,
+                    scoped(tenant, {"_id": doc_id, "$or": passes, **unnoted}), update, upsert=True
                 )
                 return None
             except DuplicateKeyError:
@@ -246,6 +267,28 @@ def last_noted(doc: Doc | None, by: str | None = None) -> datetime | None:
     """The latest of `noted_times`: for a judge on the send time, a condition's time noted
     under the key counts as an alert sent then."""
     return max(noted_times(doc, by), default=None)
+
+
+def free_by(doc: Doc | None, quiet_until: datetime, by: str | None) -> Doc | None:
+    """Whether a send-time claim by `by` passes the key's document (`CooldownStore.claim`;
+    None: not noted yet): the filter of the condition it passes by (no send noted, the last
+    one at or before `quiet_until`, or `by`'s own), or None when it does not, or when another
+    claimant noted a condition's time after `quiet_until`. As the database matches them: a
+    note's time of another type than a date's, or a `sent_at` of null, passes no comparison."""
+    if doc is None:
+        return {"sent_at": {"$exists": False}}
+    for note in doc.get("notes") or ():
+        at = note.get("at") if isinstance(note, Mapping) else None
+        if isinstance(at, datetime) and at > quiet_until and note.get("by") != by:
+            return None
+    if "sent_at" not in doc:
+        return {"sent_at": {"$exists": False}}
+    sent_at = doc["sent_at"]
+    if isinstance(sent_at, datetime) and sent_at <= quiet_until:
+        return {"sent_at": {"$lte": quiet_until}}
+    if by is not None and doc.get("by") == by:
+        return {"by": by}
+    return None
 
 
 def noted_near(doc: Doc | None, at: datetime, wait: timedelta, by: str) -> datetime | None:
