@@ -17,6 +17,7 @@ from gateway.web.state import services_key
 
 Client = TestClient[Any, Any]
 HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
 
 
 async def test_one_of_two_concurrent_claims_wins(client: Client) -> None:
@@ -272,3 +273,156 @@ async def test_of_many_concurrent_claims_of_a_key_one_wins_in_any_process(
             assert [r for r in results if r is not None] == [NOW] * 11
             [winner] = winners
             assert await stores[1].claim("acme", key, NOW, QUIET, KEEP, by=f"run-{winner}") is None
+
+
+WAIT = timedelta(minutes=30)
+AT = NOW - 6 * HOUR  # the condition's time a `claim_at` notes
+ODD = AT + timedelta(microseconds=500)  # a time between two the database can store
+
+
+# (case, the key's document before, the claim's condition time, `delivered`, what it returns)
+CLAIMS_AT: list[tuple[str, dict[str, Any] | None, datetime, bool, datetime | None]] = [
+    ("no document", None, AT, False, None),
+    ("no document, delivered", None, AT, True, None),
+    (
+        "noted inside by another",
+        {"notes": [_note(AT + 10 * MINUTE, "run-0")]},
+        AT,
+        False,
+        AT + 10 * MINUTE,
+    ),
+    (
+        "noted inside before",
+        {"notes": [_note(AT - 10 * MINUTE, "run-0")]},
+        AT,
+        True,
+        AT - 10 * MINUTE,
+    ),
+    ("noted at the cooldown's start", {"notes": [_note(AT - WAIT, "run-0")]}, AT, False, None),
+    ("noted at the cooldown's end", {"notes": [_note(AT + WAIT, "run-0")]}, AT, False, None),
+    (
+        "noted at the end, to the microsecond",
+        {"notes": [_note(AT + WAIT, "run-0")]},
+        ODD,
+        False,
+        None,
+    ),
+    (
+        "noted at the start, to the microsecond",
+        {"notes": [_note(AT - WAIT, "run-0")]},
+        ODD,
+        False,
+        None,
+    ),
+    ("noted outside", {"notes": [_note(AT + 2 * HOUR, "run-0")]}, AT, False, None),
+    ("noted inside by us", {"notes": [_note(AT + MINUTE, "run-1")]}, AT, False, None),
+    (
+        "noted inside by us, delivered",
+        {"notes": [_note(AT + MINUTE, "run-1", delivered=True)]},
+        AT,
+        False,
+        None,
+    ),
+    (
+        "a note past its keeping",
+        {"notes": [{"at": AT - 3 * HOUR, "by": "run-0", "keep": NOW - MINUTE}]},
+        AT,
+        False,
+        None,
+    ),
+    (
+        "sent inside by another",
+        {"sent_at": AT + 5 * MINUTE, "by": "run-0"},
+        AT,
+        False,
+        AT + 5 * MINUTE,
+    ),
+    ("sent inside by us", {"sent_at": AT + 5 * MINUTE, "by": "run-1"}, AT, False, None),
+    ("sent at the start", {"sent_at": AT - WAIT, "by": "run-0"}, AT, False, None),
+    ("sent at the end", {"sent_at": AT + WAIT, "by": "run-0"}, AT, False, None),
+    (
+        "sent at the end, to the microsecond",
+        {"sent_at": AT + WAIT, "by": "run-0"},
+        ODD,
+        False,
+        None,
+    ),
+    ("sent long after", {"sent_at": NOW, "by": "run-0"}, AT, False, None),
+    (
+        "sent outside, noted inside",
+        {"sent_at": NOW, "by": "run-0", "notes": [_note(AT, "run-2")]},
+        AT,
+        False,
+        AT,
+    ),
+    (
+        "sent inside by us, noted outside",
+        {"sent_at": AT, "by": "run-1", "notes": [_note(AT - HOUR, "run-2")]},
+        AT,
+        True,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "at", "delivered", "returns"),
+    [case[1:] for case in CLAIMS_AT],
+    ids=[case[0] for case in CLAIMS_AT],
+)
+async def test_a_conditions_time_claim_judges_each_kind_of_earlier_note(
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+    before: dict[str, Any] | None,
+    at: datetime,
+    delivered: bool,
+    returns: datetime | None,
+) -> None:
+    """`claim_at` answers, and leaves the key, the same whether it reads the key and writes on
+    what it read or (contended past its tries) takes the one write that judges the key in the
+    database, in every case: no document, notes and sends of others and of the claimant's
+    inside the cooldown, at either end of it (at the database's millisecond), outside."""
+    cooldowns = services.store.notify.cooldowns
+    collection = cooldowns._c
+    after: dict[int, dict[str, Any] | None] = {}
+    for tries in (notify.CLAIM_TRIES, 0):
+        monkeypatch.setattr(notify, "CLAIM_TRIES", tries)
+        key = f"g{tries}"
+        if before is not None:
+            doc = {"_id": f"acme:{key}", "tenant": "acme", "key": key, "expires_at": KEEP}
+            await collection.insert_one(doc | before)
+        claimed = await cooldowns.claim_at(
+            "acme", key, at, WAIT, NOW, by="run-1", delivered=delivered
+        )
+        assert claimed == returns, tries
+        found = await collection.find_one({"_id": f"acme:{key}"})
+        assert found is not None
+        after[tries] = {k: v for k, v in found.items() if k not in ("_id", "key")}
+    assert after[notify.CLAIM_TRIES] == after[0]
+
+
+async def test_of_many_concurrent_claims_of_a_conditions_time_one_wins_in_any_process(
+    services: Services, settings: Settings, mongodb_uri: str
+) -> None:
+    """Claims of conditions' times less than the cooldown apart by many claimants at once,
+    through two gateway processes' stores: exactly one may send, each other learns a time
+    that held it back."""
+    async with open_services(settings, mongodb_uri=mongodb_uri) as other:
+        stores = (services.store.notify.cooldowns, other.store.notify.cooldowns)
+        for round_ in range(2):
+            key = f"g{round_}"
+            if round_ == 1:  # a key already noted, far from these
+                assert (
+                    await stores[0].claim_at("acme", key, AT - 5 * HOUR, WAIT, NOW, by="x") is None
+                )
+            times = [AT + n * MINUTE for n in range(12)]
+            results = await asyncio.gather(
+                *(
+                    stores[n % 2].claim_at("acme", key, times[n], WAIT, NOW, by=f"run-{n}")
+                    for n in range(12)
+                )
+            )
+            winners = [n for n, result in enumerate(results) if result is None]
+            assert len(winners) == 1, results
+            [winner] = winners
+            assert [r for r in results if r is not None] == [times[winner]] * 11

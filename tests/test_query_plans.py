@@ -364,12 +364,13 @@ async def test_an_entity_of_a_custom_kind_marks_its_kind_without_reading_every_k
     assert [f"{p.shape} ({p.sent_by})" for p in query_plans.of("kinds") if p.scans] == []
 
 
-async def test_a_notifications_cooldown_claim_reads_only_its_own_key(
+async def test_a_notifications_cooldown_claims_read_only_their_own_key(
     query_plans: PlanListener, services: Services
 ) -> None:
-    """Every alert sent under a cooldown claims its key (`CooldownStore.claim`): a read of
-    that one document and a write guarded on what was read, not a filter with an `$or` at
-    its top, which the embedded database matches against every tenant's cooldowns."""
+    """Every alert sent under a cooldown claims its key (`CooldownStore.claim`, or `claim_at`
+    judged on the condition's time): a read of that one document and a write guarded on what
+    was read, not a filter with an `$or` or `$and` in it, which the embedded database matches
+    against every tenant's cooldowns."""
     cooldowns = services.store.notify.cooldowns
     now = datetime.now(UTC).replace(microsecond=0)
     wait = timedelta(hours=1)
@@ -381,6 +382,11 @@ async def test_a_notifications_cooldown_claim_reads_only_its_own_key(
     assert await cooldowns.claim("acme", "g", now, now - wait, now + wait, by="r2") == now
     later = now + 2 * wait
     assert await cooldowns.claim("acme", "g", later, later - wait, later + wait) is None
+    crossing = now - 6 * wait
+    assert await cooldowns.claim_at("acme", "c", crossing, wait, now, by="r1") is None
+    assert await cooldowns.claim_at("acme", "c", crossing, wait, now, by="r1") is None
+    assert await cooldowns.claim_at("acme", "c", crossing, wait, now, by="r2") == crossing
+    assert await cooldowns.claim_at("acme", "g", crossing, wait, now, by="r3") is None
 
     plans = query_plans.of("notify_cooldowns")
     assert plans
