@@ -547,3 +547,32 @@ async def test_the_users_of_a_mapping_are_looked_for_among_the_tenants_own(
     read = [p for c in ("triggers", "actions", "schedules") for p in query_plans.of(c)]
     assert read
     assert [f"{p.collection} {p.shape}" for p in read if p.scans] == []
+
+
+async def test_a_notifications_cooldown_claims_read_only_their_own_key(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """Every alert sent under a cooldown claims its key (`CooldownStore.claim`, or `claim_at`
+    judged on the condition's time): a read of that one document and a write guarded on what
+    was read, not a filter with an `$or` or `$and` in it, which the embedded database matches
+    against every tenant's cooldowns."""
+    cooldowns = services.store.notify.cooldowns
+    now = datetime.now(UTC).replace(microsecond=0)
+    wait = timedelta(hours=1)
+    for tenant in ("acme", "beta"):  # other tenants' cooldowns, not ended yet
+        assert await cooldowns.claim(tenant, "other", now, now - wait, now + wait) is None
+    query_plans.plans.clear()
+    assert await cooldowns.claim("acme", "g", now, now - wait, now + wait, by="r1") is None
+    assert await cooldowns.claim("acme", "g", now, now - wait, now + wait, by="r1") is None
+    assert await cooldowns.claim("acme", "g", now, now - wait, now + wait, by="r2") == now
+    later = now + 2 * wait
+    assert await cooldowns.claim("acme", "g", later, later - wait, later + wait) is None
+    crossing = now - 6 * wait
+    assert await cooldowns.claim_at("acme", "c", crossing, wait, now, by="r1") is None
+    assert await cooldowns.claim_at("acme", "c", crossing, wait, now, by="r1") is None
+    assert await cooldowns.claim_at("acme", "c", crossing, wait, now, by="r2") == crossing
+    assert await cooldowns.claim_at("acme", "g", crossing, wait, now, by="r3") is None
+
+    plans = query_plans.of("notify_cooldowns")
+    assert plans
+    assert [f"{p.shape} ({p.sent_by}): {p.stage} via {p.via}" for p in plans if p.scans] == []

@@ -14,7 +14,7 @@ both (steps with and without `at` sharing it): `noted_times` reads either.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,10 @@ NAME_INDEXES = [IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=
 # latest notes only: two noted alerts are at least the cooldown apart in time.
 LATE_NOTES = timedelta(days=7)
 MAX_NOTES = 500
+# A cooldown claim reads its key and writes on what it read this many times before it takes
+# the write that reads the whole collection (`CooldownStore._claim`): each miss is another
+# claim or release of the key that came between.
+CLAIM_TRIES = 8
 COOLDOWN_INDEXES = [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="ttl")]
 
 
@@ -98,28 +102,23 @@ class CooldownStore:
         Atomic across processes: the loser of two concurrent claims sees the winner's time.
         `delivered` notes that the send went out (`release` then leaves the note alone)."""
         doc_id = f"{tenant}:{key}"
+        # A condition's time noted under the key (a step with `at`) counts as a send then.
+        noted = {"at": {"$gt": quiet_until}, "by": {"$ne": by}}
+        unnoted = {"notes": {"$not": {"$elemMatch": noted}}}
+        sent = {"key": key, "sent_at": now, "by": by} | ({"delivered_by": by} if delivered else {})
+        update = {"$set": sent, "$max": {"expires_at": keep_until}}  # notes may be kept longer
         passes: list[Doc] = [{"sent_at": {"$exists": False}}, {"sent_at": {"$lte": quiet_until}}]
         if by is not None:
             passes.append({"by": by})  # our own earlier claim (another message, a retry)
-        # A condition's time noted under the key (a step with `at`) counts as a send then.
-        noted = {"at": {"$gt": quiet_until}, "by": {"$ne": by}}
-        free = {"$or": passes, "notes": {"$not": {"$elemMatch": noted}}}
-        with translate_errors():
-            try:
-                await self._c.find_one_and_update(
-                    scoped(tenant, {"_id": doc_id, **free}),
-                    {
-                        "$set": {"key": key, "sent_at": now, "by": by}
-                        | ({"delivered_by": by} if delivered else {}),
-                        "$max": {"expires_at": keep_until},  # notes may be kept longer
-                    },
-                    upsert=True,
-                )
-                return None
-            except DuplicateKeyError:
-                pass  # it exists with a later send: the filter missed and the insert failed
-            found = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
-        return last_noted(found, by)
+        won, found = await self._claim(
+            tenant,
+            doc_id,
+            lambda doc: free_by(doc, by, after=quiet_until),
+            unnoted,
+            update,
+            {"$or": passes},
+        )
+        return None if won else last_noted(found, by)
 
     async def claim_at(
         self,
@@ -146,19 +145,13 @@ class CooldownStore:
         lo, hi = at - wait, at + wait
         keep = max(at, now) + wait + LATE_NOTES
         others = {"at": {"$gt": lo, "$lt": hi}, "by": {"$ne": by}}
-        free = {
-            "$and": [
-                {"notes": {"$not": {"$elemMatch": others}}},
-                {
-                    "$or": [
-                        {"sent_at": {"$exists": False}},
-                        {"sent_at": {"$lte": lo}},
-                        {"sent_at": {"$gte": hi}},
-                        {"by": by},
-                    ]
-                },
-            ]
-        }
+        unnoted = {"notes": {"$not": {"$elemMatch": others}}}
+        passes = [
+            {"sent_at": {"$exists": False}},
+            {"sent_at": {"$lte": lo}},
+            {"sent_at": {"$gte": hi}},
+            {"by": by},
+        ]
         notes = {"$ifNull": ["$notes", []]}
         own = {"$eq": ["$$this.by", {"$literal": by}]}
         # `by`'s earlier note is replaced, but a message of it that went out keeps the mark:
@@ -187,17 +180,55 @@ class CooldownStore:
                 }
             }
         ]
+        won, found = await self._claim(
+            tenant,
+            doc_id,
+            lambda doc: free_by(doc, by, after=lo, before=hi),
+            unnoted,
+            update,
+            {"$or": passes},
+        )
+        return None if won else noted_near(found, at, wait, by)
+
+    async def _claim(
+        self,
+        tenant: str,
+        doc_id: str,
+        judge: Callable[[Doc | None], Doc | None],
+        unnoted: Doc,
+        update: Doc | list[Doc],
+        passes: Doc,
+    ) -> tuple[bool, Doc | None]:
+        """A claim's test and note as one atomic write, reading one document: the key's is
+        read, judged here (`judge`, as `free_by`) and written on the condition it passed by
+        and `unnoted` (no other claimant's note in the way), which the write checks again, a
+        filter led by `_id`, where an `$or` in it would read the whole collection on the
+        embedded database (docs/operations.md). A key not noted yet is inserted (an upsert).
+        A write that misses, or an insert that finds the key taken, means another claim or
+        release came between: the key is read again, and after `CLAIM_TRIES` the one write
+        `{_id, **passes, **unnoted}` takes it. Returns whether this claim wrote, and else the
+        document that held it (None: given back since)."""
         with translate_errors():
+            for _ in range(CLAIM_TRIES):
+                found = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
+                passed = judge(found)
+                if passed is None:
+                    return False, found
+                guarded = scoped(tenant, {"_id": doc_id, **passed, **unnoted})
+                try:
+                    written = await self._c.update_one(guarded, update, upsert=found is None)
+                except DuplicateKeyError:
+                    continue  # another claim inserted it: judge theirs
+                if written.matched_count or written.upserted_id is not None:
+                    return True, None
             try:
                 await self._c.find_one_and_update(
-                    scoped(tenant, {"_id": doc_id, **free}), update, upsert=True
+                    scoped(tenant, {"_id": doc_id, **passes, **unnoted}), update, upsert=True
                 )
-                return None
+                return True, None
             except DuplicateKeyError:
-                pass  # it holds another alert within `wait`: the filter missed, the insert failed
-            found = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
-        near = noted_near(found, at, wait, by)
-        return None if near is None else near
+                pass  # it holds another claim: the filter missed and the insert failed
+            return False, await self._c.find_one(scoped(tenant, {"_id": doc_id}))
 
     async def release_at(self, tenant: str, key: str, *, by: str) -> None:
         """Drop `by`'s note of a condition's time unless one of its messages went out."""
@@ -246,6 +277,41 @@ def last_noted(doc: Doc | None, by: str | None = None) -> datetime | None:
     """The latest of `noted_times`: for a judge on the send time, a condition's time noted
     under the key counts as an alert sent then."""
     return max(noted_times(doc, by), default=None)
+
+
+def free_by(
+    doc: Doc | None, by: str | None, *, after: datetime, before: datetime | None = None
+) -> Doc | None:
+    """Whether a claim by `by` passes a key's document (None: not noted yet), as the database
+    would match it: unless another claimant noted a condition's time after `after` (and
+    before `before`), the filter of the condition it passes by: no send noted, the last one
+    at or before `after` (or at or after `before`), or `by`'s own; else None. A send-time
+    claim (`CooldownStore.claim`) gives `after` (its `quiet_until`), a claim of a condition's
+    time (`claim_at`) both. Compared at the database's precision (milliseconds), and a time
+    of another type than a date's (a null `sent_at`) passes no comparison."""
+    if doc is None:
+        return {"sent_at": {"$exists": False}}
+    low, high = _millis(after), None if before is None else _millis(before)
+    for note in doc.get("notes") or ():
+        at = note.get("at") if isinstance(note, Mapping) else None
+        if isinstance(at, datetime) and low < at and (high is None or at < high):
+            if note.get("by") != by:
+                return None
+    if "sent_at" not in doc:
+        return {"sent_at": {"$exists": False}}
+    sent_at = doc["sent_at"]
+    if isinstance(sent_at, datetime) and sent_at <= low:
+        return {"sent_at": {"$lte": after}}
+    if isinstance(sent_at, datetime) and high is not None and sent_at >= high:
+        return {"sent_at": {"$gte": before}}
+    if by is not None and doc.get("by") == by:
+        return {"by": by}
+    return None
+
+
+def _millis(moment: datetime) -> datetime:
+    """`moment` as BSON stores it, and a filter compares with it: to the millisecond below."""
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
 def noted_near(doc: Doc | None, at: datetime, wait: timedelta, by: str) -> datetime | None:
