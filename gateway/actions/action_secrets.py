@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway.actions.signing import (
     SigningSecrets,
-    new_entry,
+    first_signing,
     open_live,
     refuse_unseen_rotation,
     rotated_signing,
@@ -26,17 +26,11 @@ from gateway.actions.signing import (
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, NotFound
-from gateway.store import Doc, Store
+from gateway.store import Store
 
 
 def action_context(action_id: str) -> str:
     return f"action:{action_id}:secret"
-
-
-def first_signing(box: SecretBox, action_id: str, now: datetime) -> tuple[Doc, str]:
-    """A new action's `signing` and its secret (shown once)."""
-    entry, secret = new_entry(box, action_context(action_id), now)
-    return {"secrets": [entry], "rev": 1}, secret
 
 
 class ActionSecrets:
@@ -57,9 +51,8 @@ class ActionSecrets:
         refuse_unseen_rotation(shown, signing_revision(doc), "action")
         action_id = str(doc["_id"])  # the secret is sealed to the id as stored
         now = as_stored(utcnow())
-        entry, secret = new_entry(self._box, action_context(action_id), now)
         current = doc.get("signing")
-        signing = rotated_signing(current, entry, now)
+        signing, secret = rotated_signing(self._box, action_context(action_id), current, now)
         rev = current["rev"] if current else None
         if await self._actions.set_signing(tenant, action_id, signing, rev=rev) is None:
             raise Conflict("the action's secret was rotated concurrently; retry")
@@ -73,7 +66,7 @@ class ActionSecrets:
             raise NotFound(f"no action {action_id!r}")
         action_id = str(doc["_id"])
         if not doc.get("signing"):
-            signing, _ = first_signing(self._box, action_id, as_stored(utcnow()))
+            signing, _ = first_signing(self._box, action_context(action_id), as_stored(utcnow()))
             # Unless another process stored one meanwhile: that one stands.
             await self._actions.set_signing(tenant, action_id, signing, rev=None)
             doc = await self._actions.signing_of(tenant, action_id)

@@ -7,10 +7,11 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from gateway.actions.action_secrets import first_signing
+from gateway.actions.action_secrets import action_context
 from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog
 from gateway.actions.ordering import place_of
+from gateway.actions.signing import first_signing
 from gateway.actions.xml_body import compile_xml_body
 from gateway.auth.secretbox import SecretBox
 from gateway.clock import as_stored, utcnow
@@ -101,7 +102,7 @@ class ActionUseCases:
         """The stored action and its signing secret (shown this once: `action_secrets.py`)."""
         fields = await self._action_fields(tenant, body, None)
         oid, now = new_id(), as_stored(utcnow())
-        signing, secret = first_signing(self._box, str(oid), now)
+        signing, secret = first_signing(self._box, action_context(str(oid)), now)
         doc: Doc = {
             "_id": oid,
             "tenant": tenant,

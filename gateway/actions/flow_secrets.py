@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway.actions.signing import (
     SigningSecrets,
-    new_entry,
+    first_signing,
     open_live,
     refuse_unseen_rotation,
     rotated_signing,
@@ -56,9 +56,8 @@ class FlowSecrets:
             raise NotFound(f"no flow {name!r}")
         refuse_unseen_rotation(shown, signing_revision(head), "flow")
         now = as_stored(utcnow())
-        entry, secret = new_entry(self._box, flow_context(str(head["_id"])), now)
         current = head.get("signing")
-        signing = rotated_signing(current, entry, now)
+        signing, secret = rotated_signing(self._box, flow_context(str(head["_id"])), current, now)
         rev = current["rev"] if current else None
         if await self._flows.set_signing(tenant, name, signing, rev=rev, listed=True) is None:
             raise Conflict("the flow's secret was rotated concurrently; retry")
@@ -90,7 +89,7 @@ class FlowSecrets:
     async def _first(self, tenant: str, name: str, head: Doc) -> str | None:
         """The flow's first secret, stored unless another process stored one meanwhile
         (then None: that one stands)."""
-        entry, secret = new_entry(self._box, flow_context(str(head["_id"])), as_stored(utcnow()))
-        signing = {"secrets": [entry], "rev": 1}
+        context = flow_context(str(head["_id"]))
+        signing, secret = first_signing(self._box, context, as_stored(utcnow()))
         stored = await self._flows.set_signing(tenant, name, signing, rev=None, listed=False)
         return None if stored is None else secret

@@ -105,15 +105,27 @@ def rotated(entries: Sequence[Doc], entry: Doc, now: datetime) -> list[Doc]:
     return [entry, *previous]
 
 
-def rotated_signing(current: Doc | None, entry: Doc, now: datetime) -> Doc:
-    """An owner's `signing` state (a flow's, an action's) after a rotation to `entry`: its
-    secrets `rotated`, its revision counted on (what the next rotation's write compares), or
-    the first state of an owner that had none."""
-    return {
+def first_signing(box: SecretBox, context: str, now: datetime) -> tuple[Doc, str]:
+    """An owner's first `signing` state (a flow's, an action's), its secret sealed to
+    `context`, and the secret (shown once)."""
+    entry, secret = new_entry(box, context, now)
+    return {"secrets": [entry], "rev": 1}, secret
+
+
+def rotated_signing(
+    box: SecretBox, context: str, current: Doc | None, now: datetime
+) -> tuple[Doc, str]:
+    """An owner's `signing` state (a flow's, an action's) after a rotation to a new secret
+    sealed to `context`: its secrets `rotated`, its revision counted on (what the next
+    rotation's write compares), or the first state of an owner that had none; and the new
+    secret (shown once)."""
+    entry, secret = new_entry(box, context, now)
+    state = {
         "secrets": rotated(current["secrets"], entry, now) if current else [entry],
         "rev": (current["rev"] + 1) if current else 1,
         "rotated_at": now,
     }
+    return state, secret
 
 
 def rotation_revision(rotated_at: datetime | None) -> str:

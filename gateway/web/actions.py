@@ -16,6 +16,7 @@ from gateway.web.openapi import (
     TEXT_NAME,
     merge_patch,
     operation,
+    rotated_secret,
     strict,
 )
 from gateway.web.partners import PAGE
@@ -155,15 +156,6 @@ _CREATED_ACTION: dict[str, Any] = {
         },
     },
 }
-_ROTATED_ACTION: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "secret", "secret_rotated_at"],
-    "properties": {
-        "id": {"type": "string"},
-        "secret": {"type": "string", "pattern": "^whsec_", "description": "shown this once"},
-        "secret_rotated_at": {"type": "string", "format": "date-time"},
-    },
-}
 _LIST_QUERY = [("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")]
 
 
@@ -200,7 +192,7 @@ async def create_action(request: web.Request) -> web.Response:
     "Rotate the signing secret of an action's proxy calls and schedules: both sign for 24 h; "
     "the new one is shown once",
     tag="actions",
-    response=_ROTATED_ACTION,
+    response=rotated_secret("id"),
     errors=(409,),
 )
 async def rotate_action_secret(request: web.Request) -> web.Response:

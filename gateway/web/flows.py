@@ -14,7 +14,7 @@ from gateway.mapping.loader import file_text
 from gateway.store.client import NAME_CURSOR
 from gateway.web.admin_auth import authenticate
 from gateway.web.mappings import YAML_TYPES
-from gateway.web.openapi import operation, text_cursor
+from gateway.web.openapi import operation, rotated_secret, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
     ACTIVATE,
@@ -59,15 +59,6 @@ _UPLOADED: dict[str, Any] = {
             "description": "the flow's signing secret (Standard Webhooks), on the upload that "
             "gave the flow its first, shown this once: its `call` requests are signed with it",
         },
-    },
-}
-_ROTATED: dict[str, Any] = {
-    "type": "object",
-    "required": ["name", "secret", "secret_rotated_at"],
-    "properties": {
-        "name": {"type": "string"},
-        "secret": {"type": "string", "pattern": "^whsec_", "description": "shown this once"},
-        "secret_rotated_at": {"type": "string", "format": "date-time"},
     },
 }
 _UPLOAD: dict[str, Any] = {
@@ -362,7 +353,7 @@ async def get_flow_pause(request: web.Request) -> web.Response:
 @operation(
     "Rotate the signing secret of a flow's calls: both sign for 24 h; the new one is shown once",
     tag="flows",
-    response=_ROTATED,
+    response=rotated_secret("name"),
     errors=(409,),
 )
 async def rotate_flow_secret(request: web.Request) -> web.Response:

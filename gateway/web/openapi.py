@@ -460,6 +460,20 @@ def text_cursor(shape: re.Pattern[str]) -> dict[str, Any]:
     return {"type": "string", "pattern": f"^({shape.pattern})?$"}
 
 
+def rotated_secret(owner_key: str) -> dict[str, Any]:
+    """The answer of a rotation of a flow's or an action's signing secret: the owner's
+    `owner_key` (`name`, `id`), the new secret (shown once) and when it was rotated."""
+    return {
+        "type": "object",
+        "required": [owner_key, "secret", "secret_rotated_at"],
+        "properties": {
+            owner_key: {"type": "string"},
+            "secret": {"type": "string", "pattern": "^whsec_", "description": "shown this once"},
+            "secret_rotated_at": {"type": "string", "format": "date-time"},
+        },
+    }
+
+
 _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "limit": {"type": "integer", "minimum": 1, "maximum": 200},
 }
