@@ -193,6 +193,15 @@ async def test_a_round_whose_inbox_write_fails_answers_its_callers_and_hands_its
 async def test_a_round_that_cannot_know_what_it_stored_reads_it_back_and_hands_only_its_own_on(
     services: Services,
 ) -> None:
+    await round_with_a_lost_answer(services)
+
+
+async def round_with_a_lost_answer(
+    services: Services, before: Callable[[], None] = lambda: None
+) -> None:
+    """A round of two fixes, one stored before by another source, whose insert's answer is
+    lost: it reads back which it stored, and hands on only its own. `before`: called just
+    before the round (tests/test_query_plans.py watches its reads from there)."""
     collection = services.store.db["positions"]
     earlier = {"_id": position_id("v9", T0), "tenant": "acme", "vehicle": "v9", "t": T0}
     await collection.insert_one({**earlier, "at": T0, "source": "other"})
@@ -203,6 +212,7 @@ async def test_a_round_that_cannot_know_what_it_stored_reads_it_back_and_hands_o
          "vehicle": "v9", "t": T0 + timedelta(seconds=5), "at": now, "source": "s"},
     ]  # fmt: skip
     inbox = _BrokenInbox(_fleet(services), failures=0)
+    before()
     with pytest.raises(StoreUnavailable):
         await InsertRounds(_LostAnswer(collection), hand_on=inbox).insert(docs)  # type: ignore[arg-type]
     assert (await _finished(services))["items"] == [{"k": "fixes", "ids": [docs[1]["_id"]]}]

@@ -16,13 +16,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 from bson import ObjectId
 
-from gateway.errors import StoreUnavailable
 from gateway.services import Services
-from gateway.store.positions import InsertRounds, position_id
 from gateway.web.state import services_key
 from tests.flow_support import drain, hr_lookup, sample, send_to, trigger_for
 from tests.partner_double import (
@@ -36,7 +33,7 @@ from tests.partner_double import (
 )
 from tests.query_plans import Plan, PlanListener
 from tests.support import auth
-from tests.test_position_store import T0, _BrokenInbox, _finished, _LostAnswer
+from tests.test_position_store import round_with_a_lost_answer
 from tests.triggers_support import VEHICLE, create_position_trigger, create_trigger, hook
 
 __all__ = ["partner"]  # the fixture
@@ -405,20 +402,7 @@ async def test_a_round_that_reads_back_what_it_stored_reads_its_vehicles_range_o
     (`_stored_of`, by its number): each vehicle's range of fix ids (`track`), the number
     checked on what that read, not every fix of the tenant (sent with the range, SecantusDB
     read the tenant's whole positions)."""
-    collection = services.store.db["positions"]
-    earlier = {"_id": position_id("v9", T0), "tenant": "acme", "vehicle": "v9", "t": T0}
-    await collection.insert_one({**earlier, "at": T0, "source": "other"})
-    now = datetime.now(UTC).replace(microsecond=0)
-    docs = [
-        {**earlier, "at": now, "source": "s"},  # a duplicate of a fix stored before
-        {"_id": position_id("v9", T0 + timedelta(seconds=5)), "tenant": "acme",
-         "vehicle": "v9", "t": T0 + timedelta(seconds=5), "at": now, "source": "s"},
-    ]  # fmt: skip
-    inbox = _BrokenInbox(services.store.fleet, failures=0)
-    query_plans.plans.clear()
-    with pytest.raises(StoreUnavailable):
-        await InsertRounds(_LostAnswer(collection), hand_on=inbox).insert(docs)  # type: ignore[arg-type]
-    assert (await _finished(services))["items"] == [{"k": "fixes", "ids": [docs[1]["_id"]]}]
+    await round_with_a_lost_answer(services, before=query_plans.plans.clear)
 
     assert [p for p in query_plans.of("positions") if p.command == "find"]
     assert _wide(query_plans.of("positions")) == []
