@@ -44,10 +44,10 @@ from gateway.errors import Conflict, EventsBacklogged, FieldProblem, InvalidPayl
 from gateway.formats.json_tree import a_json_type
 from gateway.formats.unicode_forms import nfc
 from gateway.store.client import (
-    ID_BATCH,
     Collection,
     Doc,
     cursor_id,
+    find_by_ids,
     new_id,
     parse_id,
     scoped,
@@ -782,18 +782,11 @@ class EntityStore:
 
     async def vehicles(self, ids: Sequence[str]) -> dict[str, Doc]:
         """The fold's vehicles by id, across tenants (each fleet document names its tenant),
-        `ID_BATCH` ids a query, the type checked here: a lookup each, all sent at once,
-        queued at the embedded server past the database deadline for a pass of 1,000."""
+        `ID_BATCH` ids a query: a lookup each, all sent at once, queued at the embedded server
+        past the database deadline for a pass of 1,000."""
         oids = [oid for oid in (parse_id(i) for i in ids) if oid is not None]
-        found: dict[str, Doc] = {}
-        for start in range(0, len(oids), ID_BATCH):
-            with translate_errors():
-                cursor = self._c.find(
-                    {"_id": {"$in": oids[start : start + ID_BATCH]}}, {"outbox": 0}
-                )
-                docs = await cursor.to_list(None)
-            found |= {str(doc["_id"]): doc for doc in docs if doc.get("type") == "vehicle"}
-        return found
+        docs = await find_by_ids(self._c, oids, {"type": "vehicle"}, {"outbox": 0})
+        return {str(doc["_id"]): doc for doc in docs}
 
     async def every(self, tenant: str, etype: str, fields: Sequence[str]) -> list[Doc]:
         """Every entity of a type, by id, only the `data` members `fields` (and `_id`), in

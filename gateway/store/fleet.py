@@ -80,9 +80,9 @@ from pymongo.errors import BulkWriteError
 from gateway.clock import utcnow
 from gateway.errors import Conflict, InvalidPayload, StoreUnavailable
 from gateway.store.client import (
-    ID_BATCH,
     Collection,
     Doc,
+    find_by_ids,
     insert_new,
     only_duplicates,
     scoped,
@@ -492,13 +492,7 @@ class FleetStore:
     async def states(self, keys: Collection_[tuple[str, str]]) -> dict[tuple[str, str], Doc]:
         """The fold's own read of several vehicles' states, `ID_BATCH` ids a query."""
         by_id = {fleet_id(*key): key for key in keys}
-        ids = list(by_id)
-        found: dict[tuple[str, str], Doc] = {}
-        for start in range(0, len(ids), ID_BATCH):
-            with translate_errors():
-                cursor = self._states.find({"_id": {"$in": ids[start : start + ID_BATCH]}})
-                found |= {by_id[doc["_id"]]: doc for doc in await cursor.to_list(None)}
-        return found
+        return {by_id[doc["_id"]]: doc for doc in await find_by_ids(self._states, list(by_id))}
 
     async def drop_states(self, keys: Collection_[tuple[str, str]]) -> None:
         """Deleted vehicles' states go (a delete by `_id` each: SecantusDB scans for `$in`)."""

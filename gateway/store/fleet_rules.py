@@ -18,7 +18,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from gateway.store.client import ID_BATCH, Collection, Database, Doc, scoped, translate_errors
+from gateway.store.client import Collection, Database, Doc, find_by_ids, scoped, translate_errors
 from gateway.store.notify import NAME_INDEXES, NamedResources
 from gateway.store.turns import Turns
 
@@ -54,14 +54,8 @@ class RuleResources(NamedResources):
             return await cursor.sort("_id", 1).to_list(None)
 
     async def by_ids(self, tenant: str, ids: Sequence[ObjectId]) -> list[Doc]:
-        """The tenant's rules of these ids, `ID_BATCH` a query by `_id` alone (SecantusDB
-        scans for `_id` beside `tenant`), another tenant's left out here."""
-        found: list[Doc] = []
-        for start in range(0, len(ids), ID_BATCH):
-            with translate_errors():
-                cursor = self._c.find({"_id": {"$in": list(ids[start : start + ID_BATCH])}})
-                found += [d for d in await cursor.to_list(None) if d.get("tenant") == tenant]
-        return found
+        """The tenant's rules of these ids (`ID_BATCH` a query)."""
+        return await find_by_ids(self._c, ids, {"tenant": tenant})
 
     async def sizes(self, tenant: str) -> dict[str, int]:
         """Each rule of the tenant (by id) and the positions of its polygon (0 for a
