@@ -273,7 +273,9 @@ async def test_a_pause_holds_a_real_workers_runs_after_their_step_in_flight(
         await until(all_held, 30, "the runs held")
         assert smtp.received == []
         resumed = await post(client, "/api/v1/flows/fine-audit/resume", None, status=200)
-        assert resumed["released"] == 3
+        # A run the worker had just held may be let go by the worker itself, which reads the
+        # flow again after holding (runner._hold): the resume counts only what it moved.
+        assert 1 <= resumed["released"] <= 3
         async with smtp.arrived:
             await asyncio.wait_for(smtp.arrived.wait_for(lambda: len(smtp.received) >= 3), 30)
         worker.send_signal(signal.SIGTERM)
