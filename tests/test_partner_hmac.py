@@ -182,6 +182,29 @@ def test_any_of_several_secrets_verifies_during_a_rotation() -> None:
     assert verify(scheme, ["not base64!", secret], headers, BODY, now=NOW)
 
 
+def test_a_list_takes_the_signatures_with_the_prefix_and_thousands_are_refused_unread() -> None:
+    """Standard Webhooks' layout under a partner's names: signatures separated by blanks, any
+    with the prefix may match, others are of versions not checked; past 16 parts the header is
+    `malformed` before any signature is decoded, whatever they are."""
+    scheme = scheme_from(
+        {"algorithm": "sha256", "header": "X-Sig", "encoding": "base64", "prefix": "v1,"}
+    )
+    good = "v1," + base64.b64encode(hmac.digest(TEXT_SECRET.encode(), BODY, "sha256")).decode()
+    other = "v1," + base64.b64encode(hmac.digest(b"the new one", BODY, "sha256")).decode()
+    for header in (good, f"{other} {good}", f"v1a,AAAA  {good}\tv2,xyz", f"{good} {other}"):
+        assert verify(scheme, [TEXT_SECRET], {"X-Sig": header}, BODY, now=NOW), header
+    assert rejected(scheme, [TEXT_SECRET], {"X-Sig": other}) == "mismatch"
+    assert rejected(scheme, [TEXT_SECRET], {"X-Sig": "v1a,AAAA v2,xyz"}) == "malformed"
+    assert rejected(scheme, [TEXT_SECRET], {"X-Sig": f"v1,!! {good}"}) == "malformed"
+    crowded = " ".join([good] * 5000)
+    with pytest.raises(SignatureRejected, match="more than 16 parts"):
+        verify(scheme, [TEXT_SECRET], {"X-Sig": crowded}, BODY, now=NOW)
+    # A prefix with a blank in it: the header is that one signature, not a list.
+    spaced = scheme_from({"algorithm": "sha256", "header": "X-Sig", "prefix": "HMAC "})
+    signed = {"X-Sig": "HMAC " + _hex(TEXT_SECRET.encode(), BODY, "sha256")}
+    assert verify(spaced, [TEXT_SECRET], signed, BODY, now=NOW)
+
+
 def test_the_replay_key_is_the_same_for_the_same_request_only() -> None:
     secret, headers = _samsara()
     scheme = scheme_from({"preset": "samsara"})

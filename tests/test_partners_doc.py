@@ -49,7 +49,7 @@ def _run(command: str) -> dict[str, Any]:
 
 def test_the_page_has_an_example_per_partner_kind() -> None:
     assert len(_dry_runs()) >= 6
-    assert sum(1 for language, info, _ in BLOCKS if (language, info) == ("json", "signature")) == 7
+    assert sum(1 for language, info, _ in BLOCKS if (language, info) == ("json", "signature")) == 8
 
 
 @pytest.mark.parametrize(("command", "expected"), _dry_runs())

@@ -71,6 +71,26 @@ def test_unknown_signature_versions_are_ignored() -> None:
     assert ws.verify([secret], headers, BODY, now=NOW) == "m"
 
 
+def test_a_header_of_thousands_of_signatures_is_refused_before_they_are_compared() -> None:
+    secret = ws.generate_secret()
+    headers = ws.signed_headers([secret], "m", NOW, BODY)
+    crowded = {**headers, "webhook-signature": " ".join([headers["webhook-signature"]] * 5000)}
+    with pytest.raises(Unauthorized, match="more than 16 parts"):
+        ws.verify([secret], crowded, BODY, now=NOW)
+    sixteen = {**headers, "webhook-signature": " ".join([headers["webhook-signature"]] * 16)}
+    assert ws.verify([secret], sixteen, BODY, now=NOW) == "m"
+
+
+def test_svix_header_names_are_read_when_the_standard_ones_are_not_all_there() -> None:
+    secret = ws.generate_secret()
+    headers = ws.signed_headers([secret], "m", NOW, BODY)
+    svix = {name.replace("webhook-", "svix-"): value for name, value in headers.items()}
+    assert ws.verify([secret], svix, BODY, now=NOW) == "m"
+    mixed = {"svix-id": "m", **{k: v for k, v in headers.items() if k != "webhook-id"}}
+    with pytest.raises(Unauthorized, match="missing"):
+        ws.verify([secret], mixed, BODY, now=NOW)
+
+
 def reject(headers: dict[str, str], body: bytes = BODY, secrets: list[str] | None = None) -> str:
     with pytest.raises(Unauthorized) as caught:
         ws.verify(secrets or [SECRET], headers, body, now=NOW)

@@ -7,11 +7,20 @@ timestamp and a message id) in a header, as Motive, Samsara, Fleetio and GitHub 
 A scheme is algorithm (sha1, sha256, sha512), header, encoding of the signature (hex,
 base64), prefix (`sha256=`, `v1=`), signed content (`{body}`, or e.g.
 `v1:{timestamp}:{body}` with `timestamp_header`, `{id}` with `id_header`), timestamp
-tolerance, and how the secret is the key (`text`: its UTF-8 bytes; `base64`: decoded). A
-header of `name=value` pairs (`t=1795685112,v1=<hex>,v1=<hex>`, Stripe's layout, which many
-partners copy) is read by `signature_field` (and `timestamp_field`): any of its signatures may
-match. A timestamp is Unix seconds, milliseconds (13 digits), or an ISO 8601 date-time with
-its offset (Box).
+tolerance, and how the secret is the key (`text`: its UTF-8 bytes; `base64`: decoded).
+
+A header may offer several signatures (a partner rolling its secret sends the old and the
+new), any of which may match any live secret: a header of `name=value` pairs
+(`t=1795685112,v1=<hex>,v1=<hex>`, Stripe's layout, which many partners copy) is read by
+`signature_field` (and `timestamp_field`); any other header is a list separated by blanks
+(`v1,<b64> v1,<b64>`, Standard Webhooks' layout under a partner's own header names, as Svix
+sends it), its signatures the parts that start with the prefix (others are of versions not
+checked). A signature has no blank in it, so one alone is a list of one; only a prefix with
+a blank in it (`HMAC <hex>`) makes the header one signature. Pairs and lists are split by
+`signatures.header_parts`, at most MAX_PARTS parts.
+
+A timestamp is Unix seconds, milliseconds (13 digits), or an ISO 8601 date-time with its
+offset (Box).
 Comparison is constant-time; every refusal is a `SignatureRejected` with a reason.
 """
 
@@ -27,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
-from gateway.auth.signatures import ReplayKey, SignatureRejected, header_value
+from gateway.auth.signatures import ReplayKey, SignatureRejected, header_parts, header_value
 from gateway.clock import from_iso
 
 ALGORITHMS: Final = ("sha1", "sha256", "sha512")
@@ -37,7 +46,6 @@ PLACEHOLDERS: Final = ("body", "timestamp", "id")
 MAX_TOLERANCE: Final = 86_400
 _DIGEST_SIZES: Final = {name: hashlib.new(name).digest_size for name in ALGORITHMS}
 _MAX_ID: Final = 200
-_MAX_SIGNATURES: Final = 5  # signatures one header may offer (a partner rolling its secret)
 _MS_DIGITS: Final = 13  # a timestamp this long is in milliseconds (seconds have 10 until 2286)
 _FORMATTER = string.Formatter()
 
@@ -213,10 +221,7 @@ def verify(
     """
     header_text = _required(headers, scheme.header).strip()
     msg_id = ""
-    if scheme.signature_field:
-        offered_texts, timestamp = _paired(scheme, header_text, now)
-    else:
-        offered_texts, timestamp = [header_text], ""
+    offered_texts, timestamp = _offered(scheme, header_text, now)
     if scheme.timestamp_header:
         timestamp = _timestamp(scheme, _required(headers, scheme.timestamp_header), now)
     if scheme.id_header:
@@ -263,14 +268,34 @@ def verify(
     )
 
 
+def _offered(scheme: HmacScheme, text: str, now: float) -> tuple[list[str], str]:
+    """The signatures the header offers, and its timestamp ("" unless a pair holds it): the
+    header is pairs (`signature_field`), else a list separated by blanks, else (a prefix with
+    a blank in it) one signature."""
+    if scheme.signature_field:
+        return _paired(scheme, text, now)
+    if any(c.isspace() for c in scheme.prefix):
+        return [text], ""
+    return _listed(scheme, text), ""
+
+
+def _listed(scheme: HmacScheme, text: str) -> list[str]:
+    """The signatures of a list separated by blanks: its parts that start with the prefix.
+    Others are ignored, as Standard Webhooks has a receiver ignore a version it does not check
+    (`v1a,<ed25519>`); none is malformed."""
+    offered = [part for part in header_parts(text, None) if part.startswith(scheme.prefix)]
+    if not offered:
+        starting = f" starting with {scheme.prefix}" if scheme.prefix else ""
+        raise SignatureRejected("malformed", f"no signature{starting} in {scheme.header}")
+    return offered
+
+
 def _paired(scheme: HmacScheme, text: str, now: float) -> tuple[list[str], str]:
     """The signatures and the timestamp ("" without timestamp_field) of a header of pairs."""
     pairs = _header_fields(text)
     offered = pairs.get(scheme.signature_field or "", [])
     if not offered:
         raise SignatureRejected("missing", f"no {scheme.signature_field}= in {scheme.header}")
-    if len(offered) > _MAX_SIGNATURES:
-        raise SignatureRejected("malformed", f"more than {_MAX_SIGNATURES} signatures")
     if not scheme.timestamp_field:
         return offered, ""
     stamps = pairs.get(scheme.timestamp_field, [])
@@ -284,8 +309,8 @@ def _header_fields(text: str) -> dict[str, list[str]]:
     """`t=1795685112,v1=ab12,v1=cd34` (commas or semicolons, blanks around them) as
     {name: [values]}; a part without `=` is malformed."""
     found: dict[str, list[str]] = {}
-    for part in text.replace(";", ",").split(","):
-        name, sep, value = part.strip().partition("=")
+    for part in header_parts(text.replace(";", ","), ","):
+        name, sep, value = part.partition("=")
         if not sep or not name:
             raise SignatureRejected("malformed", "the signature header is not name=value pairs")
         found.setdefault(name.strip(), []).append(value.strip())

@@ -1,4 +1,5 @@
-"""What the inbound signature checks share: how they refuse, and how they read headers."""
+"""What the inbound signature checks share: how they refuse, and how they read headers (a
+header offering several signatures included)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ REASONS: Final[tuple[Reason, ...]] = (
     "mismatch",
     "unusable_secret",
 )
+MAX_PARTS: Final = 16
+"""Parts one signature header may have: its signatures (a partner rolling its secret sends 2;
+this gateway up to 6, its secret and the last 5 rotated out, actions/signing.py), a timestamp
+pair, signatures of versions not checked. A header of more is refused `malformed` before its
+signatures are decoded or compared, so one of thousands costs no more than one of 16."""
 
 
 class SignatureRejected(Unauthorized):
@@ -64,3 +70,13 @@ def header_value(headers: Mapping[str, str], name: str) -> str | None:
         lower = name.lower()
         value = next((v for k, v in headers.items() if k.lower() == lower), None)
     return value
+
+
+def header_parts(text: str, separator: str | None) -> list[str]:
+    """`text` split at `separator` (None: at runs of blanks), blanks around each part dropped.
+    SignatureRejected `malformed` past MAX_PARTS parts, found without splitting the rest."""
+    parts = text.split(separator, MAX_PARTS)
+    if len(parts) > MAX_PARTS:
+        message = f"the signature header has more than {MAX_PARTS} parts"
+        raise SignatureRejected("malformed", message)
+    return [part.strip() for part in parts]

@@ -5,6 +5,10 @@
 where `key` is the base64 text after "whsec_". Several signatures, space-separated, let a
 secret rotate: we sign with the old and the new secret for a while, and a receiver accepts
 the message when any signature matches any of its secrets.
+
+Inbound, the same three headers under Svix's names (`svix-id`, `svix-timestamp`,
+`svix-signature`: the reference implementation, whose senders use them) are read when the
+`webhook-*` ones are not all there, as Svix's own libraries read both.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ import secrets as _random
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from gateway.auth.signatures import SignatureRejected, header_value
+from gateway.auth.signatures import SignatureRejected, header_parts, header_value
 
 SECRET_PREFIX: Final = "whsec_"
 TOLERANCE_SECONDS: Final = 300
 ID_HEADER: Final = "webhook-id"
 TIMESTAMP_HEADER: Final = "webhook-timestamp"
 SIGNATURE_HEADER: Final = "webhook-signature"
+HEADER_NAMES: Final = (
+    (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER),
+    ("svix-id", "svix-timestamp", "svix-signature"),
+)
 
 
 def generate_secret() -> str:
@@ -76,14 +84,11 @@ def verify(
     it: any id is taken as sent (bytes that are not UTF-8 too, as the server read them).
 
     Raises `SignatureRejected` (a 401) when a header is missing, the timestamp is more than
-    `tolerance` seconds away from `now` (replays), no signature matches any of `secrets`, or
-    none of them is a webhook secret (`unusable_secret`).
+    `tolerance` seconds away from `now` (replays), the signature header has more than
+    MAX_PARTS parts, no signature matches any of `secrets`, or none of them is a webhook
+    secret (`unusable_secret`).
     """
-    msg_id = header_value(headers, ID_HEADER)
-    stamp = header_value(headers, TIMESTAMP_HEADER)
-    offered = header_value(headers, SIGNATURE_HEADER)
-    if not (msg_id and stamp and offered):
-        raise SignatureRejected("missing", "missing webhook signature headers")
+    msg_id, stamp, offered = _signed_headers(headers)
     if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
         raise SignatureRejected("malformed", "invalid webhook timestamp")
     timestamp = int(stamp)
@@ -91,7 +96,7 @@ def verify(
         raise SignatureRejected("stale", "webhook timestamp outside the tolerance")
     candidates = [
         value.encode(errors="surrogateescape")
-        for version, _, value in (s.partition(",") for s in offered.split())
+        for version, _, value in (s.partition(",") for s in header_parts(offered, None))
         if version == "v1"
     ]
     usable = False
@@ -108,6 +113,15 @@ def verify(
     if secrets and not usable:
         raise SignatureRejected("unusable_secret", "no secret of the trigger is a webhook secret")
     raise SignatureRejected("mismatch", "no matching webhook signature")
+
+
+def _signed_headers(headers: Mapping[str, str]) -> tuple[str, str, str]:
+    """The id, timestamp and signature headers: the `webhook-*` ones, else Svix's."""
+    for names in HEADER_NAMES:
+        msg_id, stamp, offered = (header_value(headers, name) for name in names)
+        if msg_id and stamp and offered:
+            return msg_id, stamp, offered
+    raise SignatureRejected("missing", "missing webhook signature headers")
 
 
 def _digest(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
