@@ -287,6 +287,14 @@ def test_secrets_fit_the_scheme() -> None:
     assert samsara.key(B64_SECRET) == b"samsara secret key bytes"
     with pytest.raises(ValueError, match="base64"):
         samsara.key("not base64!")
+    # Its `=` padding is optional, as Standard Webhooks' libraries take a secret; URL-safe
+    # base64 and a whsec_ secret are refused saying what to give instead.
+    unpadded = base64.b64encode(b"a 25 byte key for samsara").decode().rstrip("=")
+    assert samsara.key(unpadded) == b"a 25 byte key for samsara"
+    with pytest.raises(ValueError, match="URL-safe"):
+        samsara.key(base64.urlsafe_b64encode(b"\xfb\xff" * 8).decode())
+    with pytest.raises(ValueError, match="what follows whsec_"):
+        samsara.key("whsec_" + B64_SECRET)
     motive = scheme_from({"preset": "motive"})
     assert motive.key("any text") == b"any text"
     issued = partner_hmac.generate_secret(motive)

@@ -50,6 +50,7 @@ RSA_PEM = (
 )
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 NEW_KEY = "the-next-secret-key-0123456789abcdef0123"
+JSON = {"Content-Type": "application/json"}
 
 
 def _partner_token(
@@ -635,6 +636,58 @@ async def test_a_partners_webhook_secret_is_checked_alike_on_create_patch_and_ro
     rotated = await client.post(rotate, json={"secret": new, "grace_seconds": 60}, headers=auth())
     assert rotated.status == 200, await rotated.text()
     assert await send(given, "msg_2") == 200 and await send(new, "msg_3") == 200
+
+
+async def test_a_partners_secret_in_unpadded_base64_is_taken_as_the_official_libraries_take_it(
+    client: Client,
+) -> None:
+    """`whsec_` + base64 without its `=` (a 32-byte key is 43 characters) is what some
+    partners issue; the Standard Webhooks libraries pad it. Taken on create and rotate, it
+    verifies; URL-safe base64 and real garbage are still a 422 saying which."""
+    body = {"name": "partner", "entity_type": "vehicle", "methods": ["POST"]}
+    padded = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+    unpadded = padded.rstrip("=")
+    assert len(unpadded) == 6 + 43
+    spec = {**body, "auth": {"mode": "webhook_signature", "secret": unpadded}}
+    created = await client.post("/api/v1/triggers", json=spec, headers=auth())
+    assert created.status == 201, await created.text()
+    trigger = await created.json()
+    data = orjson.dumps(VEHICLE)
+
+    async def send(secret: str, msg_id: str) -> int:
+        # Signed with the padded form: the key the partner's library uses.
+        headers = signed_headers([secret], msg_id, int(time.time()), data)
+        response = await client.post(
+            f"/hooks/{trigger['id']}", data=data, headers={**headers, **JSON}
+        )
+        return response.status
+
+    assert await send(padded, "msg_1") == 201
+    new = "whsec_" + base64.b64encode(b"sixteen byte key").decode()
+    rotate = f"/api/v1/triggers/{trigger['id']}/rotate"
+    grace = {"secret": new.rstrip("="), "grace_seconds": 60}
+    rotated = await client.post(rotate, json=grace, headers=auth())
+    assert rotated.status == 200, await rotated.text()
+    assert await send(new, "msg_2") == 200 and await send(padded, "msg_3") == 200
+
+    url_safe = "whsec_" + base64.urlsafe_b64encode(b"\xfb\xff" * 16).decode().rstrip("=")
+    for secret, said in ((url_safe, "URL-safe base64"), ("whsec_abcde", "is not base64")):
+        spec = {**body, "name": said, "auth": {"mode": "webhook_signature", "secret": secret}}
+        refused = await client.post("/api/v1/triggers", json=spec, headers=auth())
+        assert refused.status == 422, secret
+        [error] = (await refused.json())["errors"]
+        assert error["pointer"] == "/auth/secret" and said in error["message"], error
+
+    # An hmac scheme keyed by base64 (Samsara's) takes its secret unpadded alike.
+    key = b"samsara key, 25 bytes lon"
+    samsara = {"mode": "hmac", "preset": "samsara", "secret": base64.b64encode(key).decode()}
+    samsara["secret"] = samsara["secret"].rstrip("=")
+    hmac_trigger = await create_trigger(client, name="samsara", auth=samsara)
+    stamp = str(int(time.time()))
+    mac = hmac.new(key, b"v1:" + stamp.encode() + b":" + data, hashlib.sha256).hexdigest()
+    signed = {"X-Samsara-Signature": f"v1={mac}", "X-Samsara-Timestamp": stamp, **JSON}
+    response = await client.post(f"/hooks/{hmac_trigger['id']}", data=data, headers=signed)
+    assert response.status in (200, 201), await response.text()
 
 
 async def test_a_stored_secret_that_cannot_key_the_scheme_is_a_logged_401_not_a_500(

@@ -153,7 +153,27 @@ def test_secrets_work_with_or_without_the_prefix() -> None:
     assert ws.sign(bare, "m", NOW, BODY) == ws.sign(SECRET, "m", NOW, BODY)
 
 
-@pytest.mark.parametrize("secret", ["whsec_", "whsec_not base64!", "whsec_abc"])
-def test_malformed_secrets_are_a_value_error(secret: str) -> None:
-    with pytest.raises(ValueError, match="webhook secret"):
+def test_unpadded_secrets_are_the_padded_ones_as_the_official_libraries_read_them() -> None:
+    """Python's pads ("add padding in case whsecret is unpadded base64"): 32 bytes are 43
+    characters without their `=`, 16 bytes 22 without `==`."""
+    for size in (32, 16, 24):
+        padded = "whsec_" + base64.b64encode(bytes(range(size))).decode()
+        unpadded = padded.rstrip("=")
+        assert ws.secret_key(unpadded) == bytes(range(size))
+        assert ws.sign(unpadded, "m", NOW, BODY) == ws.sign(padded, "m", NOW, BODY)
+
+
+@pytest.mark.parametrize(
+    ("secret", "said"),
+    [
+        ("whsec_", "must not be empty"),
+        ("whsec_not base64!", "not base64"),
+        ("whsec_abcde", "not base64"),  # 5 characters: no base64 is that long
+        ("whsec_ab=cd", "not base64"),
+        ("whsec_" + base64.urlsafe_b64encode(b"\xfb\xff" * 16).decode(), "URL-safe"),
+    ],
+)
+def test_malformed_secrets_are_a_value_error_saying_why(secret: str, said: str) -> None:
+    with pytest.raises(ValueError, match="webhook secret") as caught:
         ws.sign(secret, "m", NOW, BODY)
+    assert said in str(caught.value)

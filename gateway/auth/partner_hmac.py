@@ -36,7 +36,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
-from gateway.auth.signatures import ReplayKey, SignatureRejected, header_parts, header_value
+from gateway.auth.signatures import (
+    ReplayKey,
+    SignatureRejected,
+    base64_key,
+    header_parts,
+    header_value,
+)
 from gateway.clock import from_iso
 
 ALGORITHMS: Final = ("sha1", "sha256", "sha512")
@@ -105,10 +111,13 @@ class HmacScheme:
             if not secret:
                 raise ValueError("the secret is empty")
             return secret.encode()
+        needed = "this scheme's secret is base64 (secret_encoding: base64)"
+        if secret.startswith("whsec_"):  # a Standard Webhooks secret: its key is the rest
+            raise ValueError(f"{needed}: give what follows whsec_")
         try:
-            key = base64.b64decode(secret, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("this scheme's secret is base64 (secret_encoding: base64)") from None
+            key = base64_key(secret)
+        except ValueError as exc:
+            raise ValueError(f"{needed}: {exc}") from None
         if not key:
             raise ValueError("the secret is empty")
         return key

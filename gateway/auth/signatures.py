@@ -1,8 +1,10 @@
-"""What the inbound signature checks share: how they refuse, and how they read headers (a
-header offering several signatures included)."""
+"""What the inbound signature checks share: how they refuse, how they read headers (a
+header offering several signatures included), and how they read a key written in base64."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -80,3 +82,17 @@ def header_parts(text: str, separator: str | None) -> list[str]:
         message = f"the signature header has more than {MAX_PARTS} parts"
         raise SignatureRejected("malformed", message)
     return [part.strip() for part in parts]
+
+
+def base64_key(text: str) -> bytes:
+    """The bytes of a key written in base64, standard alphabet, its `=` padding optional: the
+    Standard Webhooks libraries pad a secret given without it (Python's "add padding in case
+    whsecret is unpadded base64"), and decode the standard alphabet only (Go's and
+    JavaScript's refuse `-` and `_`, Python's drops them: another key), so URL-safe base64 is
+    refused here, saying so. ValueError says what is wrong."""
+    if "-" in text or "_" in text:
+        raise ValueError("it is URL-safe base64 (- and _), not standard base64 (+ and /)")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("it is not base64") from None

@@ -14,13 +14,12 @@ Inbound, the same three headers under Svix's names (`svix-id`, `svix-timestamp`,
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import secrets as _random
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from gateway.auth.signatures import SignatureRejected, header_parts, header_value
+from gateway.auth.signatures import SignatureRejected, base64_key, header_parts, header_value
 
 SECRET_PREFIX: Final = "whsec_"
 TOLERANCE_SECONDS: Final = 300
@@ -39,12 +38,14 @@ def generate_secret() -> str:
 
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key inside a secret ("whsec_" is optional); ValueError when malformed."""
+    """The HMAC key inside a secret ("whsec_" is optional; the base64's `=` padding too, as
+    the official libraries take it); ValueError when malformed."""
     encoded = secret.removeprefix(SECRET_PREFIX)
     try:
-        key = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("a webhook secret is 'whsec_' followed by base64") from None
+        key = base64_key(encoded)
+    except ValueError as exc:
+        message = f"a webhook secret is 'whsec_' followed by base64 ('=' padding optional): {exc}"
+        raise ValueError(message) from None
     if not key:
         raise ValueError("a webhook secret must not be empty")
     return key
