@@ -101,6 +101,9 @@ class SmtpDouble:
     # PLAIN's base64 and as AUTH LOGIN's base64 of the password.
     quote_auth: bool = False
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # Seconds the reply to the end of DATA waits, one per message in turn (then at once), the
+    # message kept as received meanwhile: a relay's content filter or virus scan.
+    data_delays: list[float] = field(default_factory=list)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
@@ -128,6 +131,8 @@ class SmtpDouble:
                 )
             )
             self.arrived.notify_all()
+        if self.data_delays:
+            await asyncio.sleep(self.data_delays.pop(0))
         return "250 Message accepted"
 
     def authenticate(

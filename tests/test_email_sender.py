@@ -296,3 +296,33 @@ async def test_accented_display_names_arrive_as_written(
         name, spec = email.utils.parseaddr(written)
         assert (address.display_name, address.addr_spec) == (name, spec), header
     assert all(len(line) <= 78 for line in got.raw_headers().splitlines())
+
+
+async def test_a_relay_that_scans_the_message_before_answering_gets_it_once(
+    smtp_server: SmtpFactory,
+) -> None:
+    """The end of DATA is answered after the relay has scanned the message (an antivirus, a
+    spam filter): past every other command's timeout, within the DATA reply's own (RFC 5321
+    §4.5.3.2.6: 10 minutes). Before, the send timed out and the retry sent a second copy."""
+    double = await smtp_server("plain")
+    double.data_delays = [2.5]
+    outcome = await EmailSender(ALLOW).send(_settings(double, timeout=1.0), MESSAGE)
+    assert outcome.verdict is Verdict.SUCCESS, outcome.detail
+    assert len(double.received) == 1 and not outcome.unknown
+
+
+async def test_no_answer_to_the_end_of_data_is_an_unknown_outcome_retried(
+    smtp_server: SmtpFactory,
+) -> None:
+    """The relay has the message and never answers within the DATA timeout: retried (at least
+    once), and said to be unknown (the relay may have it), unlike a refusal."""
+    double = await smtp_server("plain")
+    double.data_delays = [3.0]
+    settings = _settings(double, timeout=1.0, data_timeout=1.0)
+    outcome = await EmailSender(ALLOW).send(settings, MESSAGE)
+    assert outcome.verdict is Verdict.RETRY and outcome.unknown, outcome
+    assert "relay may have it" in outcome.detail
+    assert len(double.received) == 1
+    double.refuse["ana.souza@example.com"] = "450 4.2.1 try again later"
+    refused = await EmailSender(ALLOW).send(settings, MESSAGE)
+    assert refused.verdict is Verdict.RETRY and not refused.unknown

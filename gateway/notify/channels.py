@@ -1,7 +1,8 @@
 """Use case: notification channels as tenant resources, and the same channels ready to send.
 
     email  {"smtp": {"host", "port"?, "security": "none"|"starttls"|"tls", "username"?,
-            "password"?, "timeout_seconds"?}, "from", "reply_to"?}
+            "password"?, "timeout_seconds"?, "data_timeout_seconds"?, "ca_certificate"?},
+            "from", "reply_to"?}
     push   {"partner_id", "project_id", "priority"?: "high"|"normal"}   the partner's auth is
            google_service_account, its base URL FCM's (https://fcm.googleapis.com)
     sms    {"action_id", "from"}   a POST/PUT action whose request mapping is the provider's
@@ -42,7 +43,19 @@ _BY_TYPE = {
     "push": {"partner_id", "project_id", "priority"},
     "sms": {"action_id", "from"},
 }
-_SMTP = {"host", "port", "security", "username", "password", "timeout_seconds", "ca_certificate"}
+_SMTP = {
+    "host",
+    "port",
+    "security",
+    "username",
+    "password",
+    "timeout_seconds",
+    "data_timeout_seconds",
+    "ca_certificate",
+}
+# Seconds the relay has to answer the message's end (RFC 5321 §4.5.3.2.6: 10 minutes), the
+# default and the most: past it, the e-mail's outcome is unknown (retried, at least once).
+DATA_TIMEOUT = 600
 _HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _ADDRESS = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")
@@ -148,6 +161,7 @@ class ChannelService:
                 username=smtp.get("username"),
                 password=password,
                 timeout=float(smtp.get("timeout_seconds", 15)),
+                data_timeout=float(smtp.get("data_timeout_seconds", DATA_TIMEOUT)),
                 ca_certificate=smtp.get("ca_certificate"),
             )
             return replace(channel, email=settings)
@@ -204,6 +218,7 @@ class ChannelService:
             security = "starttls"
         port = inner.number("port", 1, 65535, integer=True, default=DEFAULT_PORTS[security])
         timeout = inner.number("timeout_seconds", 1, 60, default=15)
+        data_timeout = inner.number("data_timeout_seconds", 1, DATA_TIMEOUT)
         username, password = _smtp_login(check, inner, kept_password)
         ca = _ca_certificate(check, smtp.get("ca_certificate"))
         check.problems.extend(
@@ -214,6 +229,8 @@ class ChannelService:
             "port": port,
             "security": security,
             "timeout_seconds": timeout,
+            # kept only when given: a channel without it (all before 2026-12-07) has the default
+            **({"data_timeout_seconds": data_timeout} if data_timeout is not None else {}),
             **({"username": username} if username else {}),
             **({"ca_certificate": ca} if ca else {}),
         }

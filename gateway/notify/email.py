@@ -24,9 +24,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from email.headerregistry import Address
+from typing import Any, Literal
 
 import aiosmtplib
 import idna
+from aiosmtplib.typing import Default
 
 from gateway.clock import utc_timestamp
 from gateway.errors import GatewayError
@@ -91,11 +93,11 @@ class EmailSender:
                 sock.close()
                 raise
         try:
-            # From here the socket belongs to aiosmtplib's transport, which closes it (closing
-            # it here too would pull it from under a TLS shutdown still in progress).
-            errors, reply = await aiosmtplib.send(
-                mime,
-                recipients=recipients,  # the envelope: exactly these, not To's
+            # Until the session is made the socket is ours; from then on it belongs to
+            # aiosmtplib's transport, which closes it (closing it here too would pull it from
+            # under a TLS shutdown still in progress).
+            session = _Session(
+                data_timeout=settings.data_timeout,
                 hostname=settings.host,
                 sock=sock,
                 port=None,
@@ -109,8 +111,15 @@ class EmailSender:
         except ValueError as exc:  # settings aiosmtplib refused before it took the socket
             sock.close()
             return _outcome(Verdict.FAIL, f"SMTP settings: {exc}", started, summary)
+        try:
+            async with session:
+                # the envelope: exactly these recipients, not To's
+                errors, reply = await session.send_message(mime, recipients=recipients)
         except Exception as exc:  # every library failure becomes an outcome
             verdict, code, detail = describe_failure(exc)
+            if session.handed_over and _unanswered(exc):
+                detail = f"{UNANSWERED}: {detail}"
+                return _outcome(verdict, detail, started, summary, code=code, unknown=True)
             return _outcome(verdict, detail, started, summary, code=code)
         detail = f"accepted: {reply.strip()}"
         if errors:
@@ -148,6 +157,42 @@ class EmailSender:
         raise aiosmtplib.SMTPConnectError(
             f"cannot connect to {settings.host}:{settings.port}: {last or 'no address'}"
         )
+
+
+class _Session(aiosmtplib.SMTP):
+    """aiosmtplib's client, with the DATA exchange given `data_timeout` rather than the
+    session's timeout, and `handed_over` once the DATA command goes out. aiosmtplib gives each
+    command a timeout of its own (the `timeout` keyword of `mail`, `rcpt`, `data`, ...), but
+    `data` takes one for both its replies (the 354 to the command, which relays give at once,
+    and the reply to the message's end, which a relay gives once it has scanned the
+    message) and `send_message` passes every command the session's: so `data` is where the
+    longer wait is given."""
+
+    def __init__(self, *, data_timeout: float, **options: Any) -> None:
+        super().__init__(**options)
+        self.data_timeout = data_timeout
+        self.handed_over = False
+
+    async def data(
+        self,
+        message: str | bytes,
+        /,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,
+    ) -> aiosmtplib.SMTPResponse:
+        self.handed_over = True
+        return await super().data(message, timeout=self.data_timeout)
+
+
+UNANSWERED = "no answer after the message was handed over (the relay may have it)"
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """A failure that leaves unknown whether the relay took the message: no reply in time,
+    or the connection lost (a reply, even a refusal, is an answer)."""
+    return isinstance(
+        exc, aiosmtplib.SMTPTimeoutError | aiosmtplib.SMTPServerDisconnected | TimeoutError
+    ) or (isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError))
 
 
 def _redactor(settings: EmailSettings) -> Redactor:
@@ -361,6 +406,9 @@ def _outcome(
     *,
     code: int | None = None,
     provider: str | None = None,
+    unknown: bool = False,
 ) -> SendOutcome:
     latency = round((time.perf_counter() - started) * 1000, 3)
-    return SendOutcome(verdict, detail, code, provider, None, latency, request=request)
+    return SendOutcome(
+        verdict, detail, code, provider, None, latency, request=request, unknown=unknown
+    )

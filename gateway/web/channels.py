@@ -30,6 +30,12 @@ _SMTP: dict[str, Any] = {
         "username": {"type": "string", "minLength": 1, "maxLength": 320},
         "password": {"type": "string", "minLength": 1, "writeOnly": True},
         "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 60},
+        "data_timeout_seconds": {
+            "type": "number",
+            "minimum": 1,
+            "maximum": 600,
+            "description": "the relay's time to answer the message's end (default 600)",
+        },
         "ca_certificate": {"type": "string", "description": "PEM"},
     },
 }
