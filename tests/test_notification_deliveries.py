@@ -916,7 +916,7 @@ async def _email_with_password(client: Client, port: int, password: str) -> None
     """Channel `email` with an SMTP password, a flow mailing ops@acme.com.br."""
     smtp = {"host": "127.0.0.1", "port": port, "security": "none"}
     channel = {"name": "email", "type": "email", "from": "Frota Acme <alertas@acme.com.br>"}
-    smtp |= {"username": "alerts", "password": password}
+    smtp |= {"username": "alerts", "password": password, "cleartext_auth": True}
     await post(client, "/api/v1/channels", {**channel, "smtp": smtp})
     await _templates(client)
     await _flow(client, "email", [{"address": "ops@acme.com.br"}])

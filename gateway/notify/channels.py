@@ -1,7 +1,8 @@
 """Use case: notification channels as tenant resources, and the same channels ready to send.
 
     email  {"smtp": {"host", "port"?, "security": "none"|"starttls"|"tls", "username"?,
-            "password"?, "timeout_seconds"?, "data_timeout_seconds"?, "ca_certificate"?},
+            "password"?, "timeout_seconds"?, "data_timeout_seconds"?, "ca_certificate"?,
+            "cleartext_auth"?: true (a login with security none)},
             "from", "reply_to"?}
     push   {"partner_id", "project_id", "priority"?: "high"|"normal"}   the partner's auth is
            google_service_account, its base URL FCM's (https://fcm.googleapis.com)
@@ -30,6 +31,7 @@ from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound, empty_keyword
 from gateway.formats.json_tree import is_text
 from gateway.notify.channel_needs import push_partner_problem, sms_action_problem
+from gateway.notify.email import CLEARTEXT_REFUSED
 from gateway.notify.messages import Channel, EmailSettings, PushSettings, SmsSettings
 from gateway.notify.templates import NAME, Users, _no_users, refuse_if_used
 from gateway.store import Doc, Store, new_id
@@ -52,6 +54,7 @@ _SMTP = {
     "timeout_seconds",
     "data_timeout_seconds",
     "ca_certificate",
+    "cleartext_auth",
 }
 # Seconds the relay has to answer the message's end (RFC 5321 §4.5.3.2.6: 10 minutes), the
 # default and the most: past it, the e-mail's outcome is unknown (retried, at least once).
@@ -162,6 +165,7 @@ class ChannelService:
                 password=password,
                 timeout=float(smtp.get("timeout_seconds", 15)),
                 data_timeout=float(smtp.get("data_timeout_seconds", DATA_TIMEOUT)),
+                cleartext_auth=smtp.get("cleartext_auth") is True,
                 ca_certificate=smtp.get("ca_certificate"),
             )
             return replace(channel, email=settings)
@@ -220,6 +224,11 @@ class ChannelService:
         timeout = inner.number("timeout_seconds", 1, 60, default=15)
         data_timeout = inner.number("data_timeout_seconds", 1, DATA_TIMEOUT)
         username, password = _smtp_login(check, inner, kept_password)
+        cleartext = smtp.get("cleartext_auth", False)
+        if not isinstance(cleartext, bool):
+            check.add("/smtp/cleartext_auth", "cleartext_auth is true or false", "type")
+        elif security == "none" and username and not cleartext:
+            check.add("/smtp/security", CLEARTEXT_REFUSED, "cleartext")
         ca = _ca_certificate(check, smtp.get("ca_certificate"))
         check.problems.extend(
             FieldProblem(f"/smtp{p.pointer}", p.message, p.keyword) for p in inner.problems
@@ -233,6 +242,7 @@ class ChannelService:
             **({"data_timeout_seconds": data_timeout} if data_timeout is not None else {}),
             **({"username": username} if username else {}),
             **({"ca_certificate": ca} if ca else {}),
+            **({"cleartext_auth": True} if cleartext is True and security == "none" else {}),
         }
         if isinstance(password, str):
             fields["smtp_sealed"] = self._box.seal(password, context=smtp_context(cid))

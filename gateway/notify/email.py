@@ -79,6 +79,9 @@ class EmailSender:
             mime, recipients = prepare(settings, message)
         except ValueError as exc:
             return _outcome(Verdict.FAIL, f"{UNBUILDABLE}: {exc}", started, summary)
+        if settings.security == "none" and settings.username and not settings.cleartext_auth:
+            # A channel stored before such logins were refused (2026-12-07): never sent.
+            return _outcome(Verdict.FAIL, f"not sent: {CLEARTEXT_REFUSED}", started, summary)
         try:
             sock = await self._connect(settings)
         except GatewayError as exc:  # the SSRF policy refused the server
@@ -209,6 +212,10 @@ def tls_context(ca_certificate: str | None) -> ssl.SSLContext:
 
 
 UNBUILDABLE = "cannot build the message"
+CLEARTEXT_REFUSED = (
+    "security none would send the SMTP password without TLS: use starttls or tls, or set "
+    "cleartext_auth: true for a relay on a network you trust (loopback, a private network)"
+)
 
 
 def prepare(

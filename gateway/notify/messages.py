@@ -25,6 +25,8 @@ class EmailSettings:
     # Seconds for the DATA exchange, the relay's reply to the message's end above all (RFC
     # 5321 §4.5.3.2.6: 10 minutes; a relay scans the message before it answers).
     data_timeout: float = 600.0
+    # `security: none` with a login: the password may go without TLS (the channel says so)
+    cleartext_auth: bool = False
     ca_certificate: str | None = (
         None  # PEM: trust only this CA (a private relay), else the system's
     )

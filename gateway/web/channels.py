@@ -37,6 +37,10 @@ _SMTP: dict[str, Any] = {
             "description": "the relay's time to answer the message's end (default 600)",
         },
         "ca_certificate": {"type": "string", "description": "PEM"},
+        "cleartext_auth": {
+            "type": "boolean",
+            "description": "with security none, allow username/password without TLS",
+        },
     },
 }
 # Each type's members (gateway/notify/channels.py `_BY_TYPE`): one of them, by `type`.
