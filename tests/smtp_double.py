@@ -34,6 +34,7 @@ class Received:
     tls: bool
     login: str | None
     raw: bytes = b""  # the message as the server received it
+    helo: str | None = None  # the name the client gave in EHLO (or HELO)
 
     def raw_headers(self) -> str:
         """The header block as it went over the wire (folded lines and all)."""
@@ -128,6 +129,7 @@ class SmtpDouble:
                     and server.transport.get_extra_info("ssl_object") is not None,
                     login,
                     envelope.content,
+                    session.host_name,
                 )
             )
             self.arrived.notify_all()

@@ -297,6 +297,25 @@ async def test_a_channel_stored_with_a_login_without_tls_loads_and_sends_nothing
     assert double.received == []
 
 
+async def test_a_channel_names_the_gateway_in_ehlo_as_a_relay_accepts(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """`smtp.helo`: a fully-qualified name or an address literal, said in EHLO; a single
+    label (what relays checking HELO refuse) is refused, naming the field."""
+    double = await smtp_server()
+    for refused in ("localhost", "3f2a1b9c8d7e", "[not-an-ip]", "gw..acme.com"):
+        body = _email_channel(double, helo=refused)
+        response = await client.post("/api/v1/channels", json=body, headers=auth())
+        problem = await response.json()
+        assert response.status == 422, (refused, problem)
+        assert [p["pointer"] for p in problem["errors"]] == ["/smtp/helo"], problem
+    created = await post(client, "/api/v1/channels", _email_channel(double, helo="gw.acme.com.br"))
+    assert created["smtp"]["helo"] == "gw.acme.com.br"
+    result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
+    assert result["result"] == "success", result
+    assert [m.helo for m in double.received] == ["gw.acme.com.br"]
+
+
 async def test_sms_through_a_zenvia_shaped_provider(client: Client, partner: Partner) -> None:
     await _sms_channel(client, partner, "zenvia")
     partner.respond_with(200, {"id": "zv-1"})

@@ -14,7 +14,7 @@ import warnings
 import pytest
 
 from gateway.leased_loop import LeaseLost
-from gateway.notify.email import EmailSender
+from gateway.notify.email import EmailSender, helo_name
 from gateway.notify.messages import EmailMessage, EmailSettings
 from gateway.outbound.ssrf import OutboundPolicy
 from gateway.outbound.verdict import Verdict
@@ -326,3 +326,38 @@ async def test_no_answer_to_the_end_of_data_is_an_unknown_outcome_retried(
     double.refuse["ana.souza@example.com"] = "450 4.2.1 try again later"
     refused = await EmailSender(ALLOW).send(settings, MESSAGE)
     assert refused.verdict is Verdict.RETRY and not refused.unknown
+
+
+async def test_ehlo_names_the_gateway_by_its_public_host_or_its_own_address(
+    smtp_server: SmtpFactory,
+) -> None:
+    """EHLO said the machine's name (`localhost`, a container's id): relays that check HELO
+    (Postfix's `reject_non_fqdn_helo_hostname`) refuse every e-mail. It says the channel's
+    `helo`, else the host of the gateway's public URL, else the address literal of the
+    connection's own address (RFC 5321 §4.1.4)."""
+    double = await smtp_server("plain")
+    await EmailSender(ALLOW).send(_settings(double), MESSAGE)
+    public = EmailSender(ALLOW, helo=helo_name("https://gw.acme.com.br:8443/"))
+    await public.send(_settings(double), MESSAGE)
+    await public.send(_settings(double, helo="[IPv6:2001:db8::25]"), MESSAGE)
+    assert [m.helo for m in double.received] == [
+        "[127.0.0.1]",
+        "gw.acme.com.br",
+        "[IPv6:2001:db8::25]",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("public_url", "said"),
+    [
+        ("https://gw.acme.com.br", "gw.acme.com.br"),
+        ("http://10.0.0.5:8080", "[10.0.0.5]"),
+        ("http://[2001:db8::5]:8080", "[IPv6:2001:db8::5]"),
+        ("https://frota.exämple.com.br", "frota.xn--exmple-cua.com.br"),
+        ("http://localhost:8080", None),
+        ("http://gateway:8080", None),
+        (None, None),
+    ],
+)
+def test_the_ehlo_name_of_a_public_url(public_url: str | None, said: str | None) -> None:
+    assert helo_name(public_url) == said

@@ -17,10 +17,12 @@ import email.policy
 import email.quoprimime
 import email.utils
 import functools
+import ipaddress
 import re
 import socket
 import ssl
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from email.headerregistry import Address
@@ -48,9 +50,15 @@ async def _resolve(host: str, port: int) -> list[str]:
 
 
 class EmailSender:
-    def __init__(self, policy: OutboundPolicy, *, resolve: Resolve = _resolve) -> None:
+    def __init__(
+        self, policy: OutboundPolicy, *, resolve: Resolve = _resolve, helo: str | None = None
+    ) -> None:
+        """`helo`: the name said in EHLO for a channel that names none (`helo_name` of the
+        gateway's public URL); without one, the address literal of the connection's own
+        address (`[10.0.0.5]`), which RFC 5321 §4.1.4 allows a client with no name."""
         self._policy = policy
         self._resolve = resolve
+        self._helo = helo
 
     async def send(
         self,
@@ -101,6 +109,7 @@ class EmailSender:
             # under a TLS shutdown still in progress).
             session = _Session(
                 data_timeout=settings.data_timeout,
+                local_hostname=settings.helo or self._helo or _own_address(sock),
                 hostname=settings.host,
                 sock=sock,
                 port=None,
@@ -160,6 +169,70 @@ class EmailSender:
         raise aiosmtplib.SMTPConnectError(
             f"cannot connect to {settings.host}:{settings.port}: {last or 'no address'}"
         )
+
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def is_helo_name(name: str) -> bool:
+    """Whether `name` is what EHLO may say (RFC 5321 §4.1.1.1, §4.1.3): a fully-qualified
+    domain name (two labels or more, the last not all digits: `gw.acme.com.br`), or an
+    address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`). A single label (`localhost`, a
+    container id) is neither, and relays checking HELO refuse it."""
+    if name.startswith("[") and name.endswith("]"):
+        inner = name[1:-1]
+        if inner[:5].lower() == "ipv6:":
+            inner = inner[5:]
+            if ":" not in inner:
+                return False
+        elif ":" in inner:
+            return False
+        try:
+            ipaddress.ip_address(inner)
+        except ValueError:
+            return False
+        return True
+    labels = name.removesuffix(".").split(".")
+    return (
+        len(name) <= 253
+        and len(labels) >= 2
+        and all(_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def address_literal(address: str) -> str:
+    """An IP address as EHLO writes it: `[192.0.2.1]`, `[IPv6:2001:db8::1]`."""
+    ip = ipaddress.ip_address(address.partition("%")[0])  # no IPv6 zone
+    return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
+
+
+def helo_name(public_url: str | None) -> str | None:
+    """The EHLO name of a gateway served at `public_url` (GATEWAY_PUBLIC_URL): its host when
+    that is a fully-qualified domain name (in ASCII), an address literal when it is an IP
+    address; None for none, or a host that is neither (`localhost`)."""
+    host = urllib.parse.urlsplit(public_url).hostname if public_url else None
+    if not host:
+        return None
+    try:
+        return address_literal(host)
+    except ValueError:
+        pass
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            return None
+    return host if is_helo_name(host) else None
+
+
+def _own_address(sock: socket.socket) -> str | None:
+    """The address literal of the connection's own end; None (aiosmtplib's default, the
+    machine's name) should the socket not say."""
+    try:
+        return address_literal(str(sock.getsockname()[0]))
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
 
 
 class _Session(aiosmtplib.SMTP):

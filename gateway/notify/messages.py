@@ -27,6 +27,9 @@ class EmailSettings:
     data_timeout: float = 600.0
     # `security: none` with a login: the password may go without TLS (the channel says so)
     cleartext_auth: bool = False
+    # The name said in EHLO (a fully-qualified domain name or an address literal); None: the
+    # sender's default (`email.helo_name`)
+    helo: str | None = None
     ca_certificate: str | None = (
         None  # PEM: trust only this CA (a private relay), else the system's
     )

@@ -37,6 +37,11 @@ _SMTP: dict[str, Any] = {
             "description": "the relay's time to answer the message's end (default 600)",
         },
         "ca_certificate": {"type": "string", "description": "PEM"},
+        "helo": {
+            "type": "string",
+            "maxLength": 253,
+            "description": "the EHLO name: a fully-qualified domain name or an address literal",
+        },
         "cleartext_auth": {
             "type": "boolean",
             "description": "with security none, allow username/password without TLS",
