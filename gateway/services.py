@@ -60,6 +60,7 @@ from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind
+from gateway.notify.email import helo_name
 from gateway.notify.wiring import NotifyServices, assemble_flow_runtime, assemble_notify
 from gateway.outbound import open_files
 from gateway.outbound.breaker import PartnerGuards, RateLimits
@@ -221,7 +222,17 @@ def _assemble(
     guards = partner_guards(metrics, share=settings.outbound_connections // 2)
     calls = PartnerCalls(sender, guards, store)  # every call of a partner goes through it
     notify = assemble_notify(
-        store, entities, mappings, box, catalog, calls, policy, schemas, kinds, metrics
+        store,
+        entities,
+        mappings,
+        box,
+        catalog,
+        calls,
+        policy,
+        schemas,
+        kinds,
+        metrics,
+        helo=helo_name(settings.public_url),
     )
     worker = DeliveryWorker(
         store,

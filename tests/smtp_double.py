@@ -34,6 +34,7 @@ class Received:
     tls: bool
     login: str | None
     raw: bytes = b""  # the message as the server received it
+    helo: str | None = None  # the name the client gave in EHLO (or HELO)
 
     def raw_headers(self) -> str:
         """The header block as it went over the wire (folded lines and all)."""
@@ -101,6 +102,9 @@ class SmtpDouble:
     # PLAIN's base64 and as AUTH LOGIN's base64 of the password.
     quote_auth: bool = False
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # Seconds the reply to the end of DATA waits, one per message in turn (then at once), the
+    # message kept as received meanwhile: a relay's content filter or virus scan.
+    data_delays: list[float] = field(default_factory=list)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
@@ -125,9 +129,12 @@ class SmtpDouble:
                     and server.transport.get_extra_info("ssl_object") is not None,
                     login,
                     envelope.content,
+                    session.host_name,
                 )
             )
             self.arrived.notify_all()
+        if self.data_delays:
+            await asyncio.sleep(self.data_delays.pop(0))
         return "250 Message accepted"
 
     def authenticate(

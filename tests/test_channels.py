@@ -118,7 +118,9 @@ async def test_a_test_send_whose_smtp_password_is_damaged_is_a_named_secret_dama
     key check: the test send answers `500 secret-damaged` naming the channel and its secret
     (never the password), and nothing is sent (it was a `500 internal`)."""
     double = await smtp_server("plain", logins={"alertas": "s3nha-de-teste"})
-    body = _email_channel(double, username="alertas", password="s3nha-de-teste")
+    body = _email_channel(
+        double, username="alertas", password="s3nha-de-teste", cleartext_auth=True
+    )
     created = await post(client, "/api/v1/channels", body)
     channels = client.app[services_key].store.db["channels"]
     stored = await channels.find_one({"name": "email"})
@@ -146,7 +148,7 @@ async def test_an_smtp_server_quoting_the_auth_it_refused_never_returns_the_pass
     write-only password into the test send's answer (and a notification's last_error)."""
     password = "CanarySmtpPassw0rd-987"
     double = await smtp_server("plain", logins={"alertas": "another"}, quote_auth=True)
-    body = _email_channel(double, username="alertas", password=password)
+    body = _email_channel(double, username="alertas", password=password, cleartext_auth=True)
     await post(client, "/api/v1/channels", body)
     result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
     assert result["result"] == "fail" and result["code"] == 535, result
@@ -251,6 +253,67 @@ async def test_a_channel_stored_with_a_bracketed_host_before_they_were_read_send
     assert changed.modified_count == 1
     result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
     assert result["result"] == "success", result
+
+
+async def test_a_login_over_smtp_without_tls_is_refused_unless_the_channel_allows_it(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """`security: none` with a username and password sent the tenant's mail password in clear
+    text (AUTH PLAIN/LOGIN is base64) to a relay that offered AUTH without TLS: refused,
+    naming `/smtp/security`, unless the channel says so (`cleartext_auth: true`, for a relay
+    on a network the tenant trusts)."""
+    double = await smtp_server("plain", logins={"alertas": "s3nha"})
+    body = _email_channel(double, username="alertas", password="s3nha")
+    response = await client.post("/api/v1/channels", json=body, headers=auth())
+    problem = await response.json()
+    assert response.status == 422, problem
+    [refused] = [p for p in problem["errors"] if p["pointer"] == "/smtp/security"]
+    assert "without TLS" in refused["message"] and "cleartext_auth" in refused["message"]
+    assert "s3nha" not in str(problem)
+    body["smtp"]["cleartext_auth"] = True
+    created = await post(client, "/api/v1/channels", body)
+    assert created["smtp"]["cleartext_auth"] is True
+    result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
+    assert result["result"] == "success", result
+    assert [m.login for m in double.received] == ["alertas"]
+
+
+async def test_a_channel_stored_with_a_login_without_tls_loads_and_sends_nothing(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """A channel stored before such logins were refused still loads (listed, shown, edited):
+    its sends fail, saying why and what to change, and the relay sees no password."""
+    double = await smtp_server("plain", logins={"alertas": "s3nha"})
+    body = _email_channel(double, username="alertas", password="s3nha", cleartext_auth=True)
+    await post(client, "/api/v1/channels", body)
+    channels = client.app[services_key].store.db["channels"]
+    changed = await channels.update_one({"name": "email"}, {"$unset": {"smtp.cleartext_auth": ""}})
+    assert changed.modified_count == 1
+    shown = await client.get("/api/v1/channels/email", headers=auth())
+    assert shown.status == 200 and "cleartext_auth" not in (await shown.json())["smtp"]
+    result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
+    assert result["result"] == "fail", result
+    assert "without TLS" in result["detail"] and "cleartext_auth" in result["detail"], result
+    assert double.received == []
+
+
+async def test_a_channel_names_the_gateway_in_ehlo_as_a_relay_accepts(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """`smtp.helo`: a fully-qualified name or an address literal, said in EHLO; a single
+    label (what relays checking HELO refuse) is refused, naming the field."""
+    double = await smtp_server()
+    for refused in ("localhost", "3f2a1b9c8d7e", "[not-an-ip]", "gw..acme.com"):
+        body = _email_channel(double, helo=refused)
+        response = await client.post("/api/v1/channels", json=body, headers=auth())
+        problem = await response.json()
+        assert response.status == 422, (refused, problem)
+        assert [p["pointer"] for p in problem["errors"]] == ["/smtp/helo"], problem
+    created = await post(client, "/api/v1/channels", _email_channel(double, helo="gw.acme.com.br"))
+    assert created["smtp"]["helo"] == "gw.acme.com.br"
+    result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
+    assert result["result"] == "success", result
+    assert [m.helo for m in double.received] == ["gw.acme.com.br"]
 
 
 async def test_sms_through_a_zenvia_shaped_provider(client: Client, partner: Partner) -> None:

@@ -14,7 +14,7 @@ import warnings
 import pytest
 
 from gateway.leased_loop import LeaseLost
-from gateway.notify.email import EmailSender
+from gateway.notify.email import EmailSender, helo_name
 from gateway.notify.messages import EmailMessage, EmailSettings
 from gateway.outbound.ssrf import OutboundPolicy
 from gateway.outbound.verdict import Verdict
@@ -296,3 +296,68 @@ async def test_accented_display_names_arrive_as_written(
         name, spec = email.utils.parseaddr(written)
         assert (address.display_name, address.addr_spec) == (name, spec), header
     assert all(len(line) <= 78 for line in got.raw_headers().splitlines())
+
+
+async def test_a_relay_that_scans_the_message_before_answering_gets_it_once(
+    smtp_server: SmtpFactory,
+) -> None:
+    """The end of DATA is answered after the relay has scanned the message (an antivirus, a
+    spam filter): past every other command's timeout, within the DATA reply's own (RFC 5321
+    §4.5.3.2.6: 10 minutes). Before, the send timed out and the retry sent a second copy."""
+    double = await smtp_server("plain")
+    double.data_delays = [2.5]
+    outcome = await EmailSender(ALLOW).send(_settings(double, timeout=1.0), MESSAGE)
+    assert outcome.verdict is Verdict.SUCCESS, outcome.detail
+    assert len(double.received) == 1 and not outcome.unknown
+
+
+async def test_no_answer_to_the_end_of_data_is_an_unknown_outcome_retried(
+    smtp_server: SmtpFactory,
+) -> None:
+    """The relay has the message and never answers within the DATA timeout: retried (at least
+    once), and said to be unknown (the relay may have it), unlike a refusal."""
+    double = await smtp_server("plain")
+    double.data_delays = [3.0]
+    settings = _settings(double, timeout=1.0, data_timeout=1.0)
+    outcome = await EmailSender(ALLOW).send(settings, MESSAGE)
+    assert outcome.verdict is Verdict.RETRY and outcome.unknown, outcome
+    assert "relay may have it" in outcome.detail
+    assert len(double.received) == 1
+    double.refuse["ana.souza@example.com"] = "450 4.2.1 try again later"
+    refused = await EmailSender(ALLOW).send(settings, MESSAGE)
+    assert refused.verdict is Verdict.RETRY and not refused.unknown
+
+
+async def test_ehlo_names_the_gateway_by_its_public_host_or_its_own_address(
+    smtp_server: SmtpFactory,
+) -> None:
+    """EHLO said the machine's name (`localhost`, a container's id): relays that check HELO
+    (Postfix's `reject_non_fqdn_helo_hostname`) refuse every e-mail. It says the channel's
+    `helo`, else the host of the gateway's public URL, else the address literal of the
+    connection's own address (RFC 5321 §4.1.4)."""
+    double = await smtp_server("plain")
+    await EmailSender(ALLOW).send(_settings(double), MESSAGE)
+    public = EmailSender(ALLOW, helo=helo_name("https://gw.acme.com.br:8443/"))
+    await public.send(_settings(double), MESSAGE)
+    await public.send(_settings(double, helo="[IPv6:2001:db8::25]"), MESSAGE)
+    assert [m.helo for m in double.received] == [
+        "[127.0.0.1]",
+        "gw.acme.com.br",
+        "[IPv6:2001:db8::25]",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("public_url", "said"),
+    [
+        ("https://gw.acme.com.br", "gw.acme.com.br"),
+        ("http://10.0.0.5:8080", "[10.0.0.5]"),
+        ("http://[2001:db8::5]:8080", "[IPv6:2001:db8::5]"),
+        ("https://frota.exämple.com.br", "frota.xn--exmple-cua.com.br"),
+        ("http://localhost:8080", None),
+        ("http://gateway:8080", None),
+        (None, None),
+    ],
+)
+def test_the_ehlo_name_of_a_public_url(public_url: str | None, said: str | None) -> None:
+    assert helo_name(public_url) == said

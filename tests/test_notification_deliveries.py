@@ -20,12 +20,12 @@ from gateway.leased_loop import LeaseLost
 from gateway.notify.settings import SettingsService
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
-from tests.flow_support import drain, email_channel, get, push_channel
-from tests.partner_double import FakeClock, create_partner, post
+from tests.flow_support import drain, email_channel, get, push_channel, sms_channel
+from tests.partner_double import FakeClock, Partner, create_partner, partner, post
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import SECRET_KEY, auth
 
-__all__ = ["fcm", "smtp_server"]  # the fixtures
+__all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
 
 Client = TestClient[Any, Any]
 ANA = {"name": "Ana Souza", "cpf": "52998224725"}
@@ -365,6 +365,77 @@ async def test_a_cooldown_is_free_while_an_alert_waits_for_its_retry(
     assert [m.message["Subject"] for m in smtp.received] == ["New BRA2E19"]
     (dropped,) = await _deliveries(client, "?status=suppressed")
     assert dropped["attempt_count"] == 2 and "cooldown" in dropped["last_error"]
+
+
+async def test_an_email_the_relay_may_have_taken_still_silences_the_next_alert(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """The relay takes the message and does not answer its end within the DATA timeout: the
+    outcome is unknown, the e-mail is retried (at least once: a copy with the same Message-ID
+    may arrive), and the alert counts as sent: the next alert inside the cooldown is
+    suppressed. Before, the note was given back and every repeat went out too."""
+    smtp = await smtp_server()
+    smtp.data_delays = [3.0, 3.0]  # the first two attempts get no answer in time
+    server = {"host": "127.0.0.1", "port": smtp.port, "security": "none"}
+    server |= {"timeout_seconds": 1, "data_timeout_seconds": 1}
+    channel = {"name": "email", "type": "email", "from": "Frota Acme <alertas@acme.com.br>"}
+    await post(client, "/api/v1/channels", {**channel, "smtp": server})
+    await _templates(client)
+    await _flow(
+        client,
+        "email",
+        [{"address": "ops@acme.com.br"}],
+        cooldown={"key": "'new-vehicles'", "seconds": 600},
+    )
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    await _vehicle(client, "ABC1D23")
+    await drain(services)
+    (waiting,) = await _deliveries(client, "?status=pending")
+    assert "relay may have it" in waiting["last_error"]
+    await _vehicle(client, "BRA2E19")  # a repeat inside the cooldown
+    await drain(services)
+    clock.advance(7)
+    await drain(services)
+    assert {m.message["Subject"] for m in smtp.received} == {"New ABC1D23"}
+    assert len({m.message["Message-ID"] for m in smtp.received}) == 1
+    (dropped,) = await _deliveries(client, "?status=suppressed")
+    assert dropped["last_error"].startswith("suppressed: cooldown")
+    assert len(await _deliveries(client, "?status=succeeded")) == 1
+
+
+async def test_an_sms_the_provider_may_have_taken_still_silences_the_next_alert(
+    client: Client, partner: Partner
+) -> None:
+    """The provider takes the request and answers after the partner's timeout: retried (the
+    same Idempotency-Key), and the alert counts as sent: the repeat inside the cooldown is
+    suppressed, not texted."""
+    await sms_channel(client, partner.url, timeout_seconds=1)
+    partner.respond_with(200, {"id": "z2"})
+    partner.respond_with(200, {"id": "z1"}, delay=2.0, times=2)
+    sms = {"en": {"text": "New {{ entity.plate }}"}}
+    template = {"name": "hello-sms", "channel_type": "sms", "default_locale": "en"}
+    await post(client, "/api/v1/templates", {**template, "locales": sms})
+    await _flow(
+        client,
+        "sms",
+        [{"address": "+5511987654321"}],
+        cooldown={"key": "'new-vehicles'", "seconds": 600},
+    )
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    await _vehicle(client, "ABC1D23")
+    await drain(services)
+    await _vehicle(client, "BRA2E19")  # a repeat inside the cooldown
+    await drain(services)
+    clock.advance(7)
+    await drain(services)
+    texts = [r.json()["contents"][0]["text"] for r in partner.requests]
+    assert texts and set(texts) == {"New ABC1D23"}, texts
+    (dropped,) = await _deliveries(client, "?status=suppressed")
+    assert dropped["last_error"].startswith("suppressed: cooldown")
 
 
 @pytest.mark.parametrize("lost", ["before_the_note", "while_the_send_waited"])
@@ -845,7 +916,7 @@ async def _email_with_password(client: Client, port: int, password: str) -> None
     """Channel `email` with an SMTP password, a flow mailing ops@acme.com.br."""
     smtp = {"host": "127.0.0.1", "port": port, "security": "none"}
     channel = {"name": "email", "type": "email", "from": "Frota Acme <alertas@acme.com.br>"}
-    smtp |= {"username": "alerts", "password": password}
+    smtp |= {"username": "alerts", "password": password, "cleartext_auth": True}
     await post(client, "/api/v1/channels", {**channel, "smtp": smtp})
     await _templates(client)
     await _flow(client, "email", [{"address": "ops@acme.com.br"}])

@@ -337,9 +337,8 @@ async def test_reads_answer_what_the_document_says_lists_and_channels_included(
     await _created(client, "/api/v1/actions", {**action, "mode": "deliver"})
     smtp = {"host": "127.0.0.1", "port": 2525, "security": "none"}
     channel = {"name": "mail", "type": "email", "from": "alertas@acme.com.br"}
-    await _created(
-        client, "/api/v1/channels", {**channel, "smtp": {**smtp, "username": "u", "password": "p"}}
-    )
+    login = {"username": "u", "password": "p", "cleartext_auth": True}
+    await _created(client, "/api/v1/channels", {**channel, "smtp": {**smtp, **login}})
     await _created(client, "/api/v1/channels", {**channel, "name": "open", "smtp": smtp})
     await _created(
         client,

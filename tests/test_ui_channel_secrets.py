@@ -29,7 +29,7 @@ SMTP_PASSWORD = "Sup3r-SMTP-s3nha-XYZ"
 
 def _channel_doc(password: str | None) -> dict[str, Any]:
     smtp: dict[str, Any] = {"host": "127.0.0.1", "port": 2525, "security": "none"}
-    smtp.update(username="frota")
+    smtp.update(username="frota", cleartext_auth=True)
     if password is not None:
         smtp["password"] = password
     return {"name": "email", "type": "email", "smtp": smtp, "from": "Frota <a@acme.com.br>"}

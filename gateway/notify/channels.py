@@ -1,7 +1,9 @@
 """Use case: notification channels as tenant resources, and the same channels ready to send.
 
     email  {"smtp": {"host", "port"?, "security": "none"|"starttls"|"tls", "username"?,
-            "password"?, "timeout_seconds"?}, "from", "reply_to"?}
+            "password"?, "timeout_seconds"?, "data_timeout_seconds"?, "ca_certificate"?,
+            "cleartext_auth"?: true (a login with security none), "helo"?},
+            "from", "reply_to"?}
     push   {"partner_id", "project_id", "priority"?: "high"|"normal"}   the partner's auth is
            google_service_account, its base URL FCM's (https://fcm.googleapis.com)
     sms    {"action_id", "from"}   a POST/PUT action whose request mapping is the provider's
@@ -29,6 +31,7 @@ from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound, empty_keyword
 from gateway.formats.json_tree import is_text
 from gateway.notify.channel_needs import push_partner_problem, sms_action_problem
+from gateway.notify.email import CLEARTEXT_REFUSED, is_helo_name
 from gateway.notify.messages import Channel, EmailSettings, PushSettings, SmsSettings
 from gateway.notify.templates import NAME, Users, _no_users, refuse_if_used
 from gateway.store import Doc, Store, new_id
@@ -42,7 +45,21 @@ _BY_TYPE = {
     "push": {"partner_id", "project_id", "priority"},
     "sms": {"action_id", "from"},
 }
-_SMTP = {"host", "port", "security", "username", "password", "timeout_seconds", "ca_certificate"}
+_SMTP = {
+    "host",
+    "port",
+    "security",
+    "username",
+    "password",
+    "timeout_seconds",
+    "data_timeout_seconds",
+    "ca_certificate",
+    "cleartext_auth",
+    "helo",
+}
+# Seconds the relay has to answer the message's end (RFC 5321 §4.5.3.2.6: 10 minutes), the
+# default and the most: past it, the e-mail's outcome is unknown (retried, at least once).
+DATA_TIMEOUT = 600
 _HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _ADDRESS = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")
@@ -148,6 +165,9 @@ class ChannelService:
                 username=smtp.get("username"),
                 password=password,
                 timeout=float(smtp.get("timeout_seconds", 15)),
+                data_timeout=float(smtp.get("data_timeout_seconds", DATA_TIMEOUT)),
+                cleartext_auth=smtp.get("cleartext_auth") is True,
+                helo=smtp.get("helo"),
                 ca_certificate=smtp.get("ca_certificate"),
             )
             return replace(channel, email=settings)
@@ -204,8 +224,11 @@ class ChannelService:
             security = "starttls"
         port = inner.number("port", 1, 65535, integer=True, default=DEFAULT_PORTS[security])
         timeout = inner.number("timeout_seconds", 1, 60, default=15)
+        data_timeout = inner.number("data_timeout_seconds", 1, DATA_TIMEOUT)
         username, password = _smtp_login(check, inner, kept_password)
+        cleartext = _cleartext_auth(check, smtp, security, username)
         ca = _ca_certificate(check, smtp.get("ca_certificate"))
+        helo = _helo(check, inner)
         check.problems.extend(
             FieldProblem(f"/smtp{p.pointer}", p.message, p.keyword) for p in inner.problems
         )
@@ -214,8 +237,12 @@ class ChannelService:
             "port": port,
             "security": security,
             "timeout_seconds": timeout,
+            # kept only when given: a channel without it (all before 2026-12-07) has the default
+            **({"data_timeout_seconds": data_timeout} if data_timeout is not None else {}),
             **({"username": username} if username else {}),
             **({"ca_certificate": ca} if ca else {}),
+            **({"helo": helo} if helo else {}),
+            **({"cleartext_auth": True} if cleartext and security == "none" else {}),
         }
         if isinstance(password, str):
             fields["smtp_sealed"] = self._box.seal(password, context=smtp_context(cid))
@@ -276,6 +303,33 @@ def _smtp_login(
         check.add("/smtp/password", "password is a non-empty string", empty_keyword(password))
         password = None
     return username, password
+
+
+def _cleartext_auth(
+    check: BodyCheck, smtp: Mapping[str, Any], security: str, username: str | None
+) -> bool:
+    """Whether the channel lets its login go without TLS (`cleartext_auth: true`); a login
+    with `security: none` that does not is refused, naming the security."""
+    cleartext = smtp.get("cleartext_auth", False)
+    if not isinstance(cleartext, bool):
+        check.add("/smtp/cleartext_auth", "cleartext_auth is true or false", "type")
+        return False
+    if security == "none" and username and not cleartext:
+        check.add("/smtp/security", CLEARTEXT_REFUSED, "cleartext")
+    return cleartext is True
+
+
+def _helo(check: BodyCheck, inner: BodyCheck) -> str | None:
+    """The name the channel says in EHLO, when it gives one (`email.is_helo_name`)."""
+    helo = inner.text("helo", required=False, max_len=253)
+    if helo is None or is_helo_name(helo):
+        return helo
+    message = (
+        "helo is a fully-qualified domain name (gw.acme.com.br) or an address literal "
+        "([192.0.2.1], [IPv6:2001:db8::1])"
+    )
+    check.add("/smtp/helo", message, "format")
+    return None
 
 
 def _ca_certificate(check: BodyCheck, value: Any) -> str | None:

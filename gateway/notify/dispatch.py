@@ -21,9 +21,12 @@ A notification delivery stores what a flow's `notify` step rendered for one reci
   for a send our own guard held back before anything left (an open circuit, the partner's rate
   limit, a token endpoint that asked us to wait: `outbound.sender.Hold`, as for an action's
   delivery) → Held for the time the hold names, no attempt spent. A send
-  that went out notes the cooldown again from now, as delivered; one that failed (or waits for
-  a retry) releases it unless another message of the step went out: the cooldown counts from
-  an alert the driver got, and the next alert is not silenced by one that never arrived.
+  that went out notes the cooldown again from now, as delivered, and so does one whose outcome
+  is unknown (handed over, no answer: `SendOutcome.unknown`; retried, at least once, but the
+  driver may have it, and its retry is the same alert, not a new one); one that failed (or
+  waits for a retry after a known failure) releases it unless another message of the step
+  went out: the cooldown counts from an alert the driver got, and the next alert is not
+  silenced by one that never arrived.
 """
 
 from __future__ import annotations
@@ -84,10 +87,11 @@ class NotificationSender:
             outcome = await self._notifier.send(tenant, notification)
         except (SecretBoxError, LeaseLost):  # nothing sent (a secret is judged by the worker)
             if cooldown is not None:
-                await self._settle(tenant, cooldown, message["claim"], now, Verdict.FAIL)
+                await self._settle(tenant, cooldown, message["claim"], now, False)
             raise
         if cooldown is not None:
-            await self._settle(tenant, cooldown, message["claim"], now, outcome.verdict)
+            went_out = outcome.verdict is Verdict.SUCCESS or outcome.unknown
+            await self._settle(tenant, cooldown, message["claim"], now, went_out)
         if outcome.waits_for is not None:  # a disabled partner: waits as its deliveries do
             reason = f"not sent: {outcome.hold.message}" if outcome.hold else outcome.detail
             return Held(now + _RECHECK, reason, partner_id=outcome.waits_for)
@@ -152,11 +156,12 @@ class NotificationSender:
         return None
 
     async def _settle(
-        self, tenant: str, cooldown: Doc, claim: str, now: datetime, verdict: Verdict
+        self, tenant: str, cooldown: Doc, claim: str, now: datetime, went_out: bool
     ) -> None:
-        """After the send: a delivered alert keeps the note, a failed one gives it back."""
+        """After the send: an alert that went out (or may have: handed over with no answer,
+        `SendOutcome.unknown`) keeps the note, as delivered; a failed one gives it back."""
         at = _condition_time(cooldown)
-        if verdict is not Verdict.SUCCESS:
+        if not went_out:
             if at is not None:
                 await self._cooldowns.release_at(tenant, cooldown["key"], by=claim)
             else:

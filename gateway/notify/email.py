@@ -17,16 +17,20 @@ import email.policy
 import email.quoprimime
 import email.utils
 import functools
+import ipaddress
 import re
 import socket
 import ssl
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from email.headerregistry import Address
+from typing import Any, Literal
 
 import aiosmtplib
 import idna
+from aiosmtplib.typing import Default
 
 from gateway.clock import utc_timestamp
 from gateway.errors import GatewayError
@@ -46,9 +50,15 @@ async def _resolve(host: str, port: int) -> list[str]:
 
 
 class EmailSender:
-    def __init__(self, policy: OutboundPolicy, *, resolve: Resolve = _resolve) -> None:
+    def __init__(
+        self, policy: OutboundPolicy, *, resolve: Resolve = _resolve, helo: str | None = None
+    ) -> None:
+        """`helo`: the name said in EHLO for a channel that names none (`helo_name` of the
+        gateway's public URL); without one, the address literal of the connection's own
+        address (`[10.0.0.5]`), which RFC 5321 §4.1.4 allows a client with no name."""
         self._policy = policy
         self._resolve = resolve
+        self._helo = helo
 
     async def send(
         self,
@@ -77,6 +87,9 @@ class EmailSender:
             mime, recipients = prepare(settings, message)
         except ValueError as exc:
             return _outcome(Verdict.FAIL, f"{UNBUILDABLE}: {exc}", started, summary)
+        if settings.security == "none" and settings.username and not settings.cleartext_auth:
+            # A channel stored before such logins were refused (2026-12-07): never sent.
+            return _outcome(Verdict.FAIL, f"not sent: {CLEARTEXT_REFUSED}", started, summary)
         try:
             sock = await self._connect(settings)
         except GatewayError as exc:  # the SSRF policy refused the server
@@ -91,11 +104,12 @@ class EmailSender:
                 sock.close()
                 raise
         try:
-            # From here the socket belongs to aiosmtplib's transport, which closes it (closing
-            # it here too would pull it from under a TLS shutdown still in progress).
-            errors, reply = await aiosmtplib.send(
-                mime,
-                recipients=recipients,  # the envelope: exactly these, not To's
+            # Until the session is made the socket is ours; from then on it belongs to
+            # aiosmtplib's transport, which closes it (closing it here too would pull it from
+            # under a TLS shutdown still in progress).
+            session = _Session(
+                data_timeout=settings.data_timeout,
+                local_hostname=settings.helo or self._helo or _own_address(sock),
                 hostname=settings.host,
                 sock=sock,
                 port=None,
@@ -109,8 +123,15 @@ class EmailSender:
         except ValueError as exc:  # settings aiosmtplib refused before it took the socket
             sock.close()
             return _outcome(Verdict.FAIL, f"SMTP settings: {exc}", started, summary)
+        try:
+            async with session:
+                # the envelope: exactly these recipients, not To's
+                errors, reply = await session.send_message(mime, recipients=recipients)
         except Exception as exc:  # every library failure becomes an outcome
             verdict, code, detail = describe_failure(exc)
+            if session.handed_over and _unanswered(exc):
+                detail = f"{UNANSWERED}: {detail}"
+                return _outcome(verdict, detail, started, summary, code=code, unknown=True)
             return _outcome(verdict, detail, started, summary, code=code)
         detail = f"accepted: {reply.strip()}"
         if errors:
@@ -150,6 +171,106 @@ class EmailSender:
         )
 
 
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def is_helo_name(name: str) -> bool:
+    """Whether `name` is what EHLO may say (RFC 5321 §4.1.1.1, §4.1.3): a fully-qualified
+    domain name (two labels or more, the last not all digits: `gw.acme.com.br`), or an
+    address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`). A single label (`localhost`, a
+    container id) is neither, and relays checking HELO refuse it."""
+    if name.startswith("[") and name.endswith("]"):
+        inner = name[1:-1]
+        if inner[:5].lower() == "ipv6:":
+            inner = inner[5:]
+            if ":" not in inner:
+                return False
+        elif ":" in inner:
+            return False
+        try:
+            ipaddress.ip_address(inner)
+        except ValueError:
+            return False
+        return True
+    labels = name.removesuffix(".").split(".")
+    return (
+        len(name) <= 253
+        and len(labels) >= 2
+        and all(_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def address_literal(address: str) -> str:
+    """An IP address as EHLO writes it: `[192.0.2.1]`, `[IPv6:2001:db8::1]`."""
+    ip = ipaddress.ip_address(address.partition("%")[0])  # no IPv6 zone
+    return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
+
+
+def helo_name(public_url: str | None) -> str | None:
+    """The EHLO name of a gateway served at `public_url` (GATEWAY_PUBLIC_URL): its host when
+    that is a fully-qualified domain name (in ASCII), an address literal when it is an IP
+    address; None for none, or a host that is neither (`localhost`)."""
+    host = urllib.parse.urlsplit(public_url).hostname if public_url else None
+    if not host:
+        return None
+    try:
+        return address_literal(host)
+    except ValueError:
+        pass
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            return None
+    return host if is_helo_name(host) else None
+
+
+def _own_address(sock: socket.socket) -> str | None:
+    """The address literal of the connection's own end; None (aiosmtplib's default, the
+    machine's name) should the socket not say."""
+    try:
+        return address_literal(str(sock.getsockname()[0]))
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+class _Session(aiosmtplib.SMTP):
+    """aiosmtplib's client, with the DATA exchange given `data_timeout` rather than the
+    session's timeout, and `handed_over` once the DATA command goes out. aiosmtplib gives each
+    command a timeout of its own (the `timeout` keyword of `mail`, `rcpt`, `data`, ...), but
+    `data` takes one for both its replies (the 354 to the command, which relays give at once,
+    and the reply to the message's end, which a relay gives once it has scanned the
+    message) and `send_message` passes every command the session's: so `data` is where the
+    longer wait is given."""
+
+    def __init__(self, *, data_timeout: float, **options: Any) -> None:
+        super().__init__(**options)
+        self.data_timeout = data_timeout
+        self.handed_over = False
+
+    async def data(
+        self,
+        message: str | bytes,
+        /,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,
+    ) -> aiosmtplib.SMTPResponse:
+        self.handed_over = True
+        return await super().data(message, timeout=self.data_timeout)
+
+
+UNANSWERED = "no answer after the message was handed over (the relay may have it)"
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """A failure that leaves unknown whether the relay took the message: no reply in time,
+    or the connection lost (a reply, even a refusal, is an answer)."""
+    return isinstance(
+        exc, aiosmtplib.SMTPTimeoutError | aiosmtplib.SMTPServerDisconnected | TimeoutError
+    ) or (isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError))
+
+
 def _redactor(settings: EmailSettings) -> Redactor:
     """Masks the password as sent, in base64 alone (AUTH LOGIN) and inside AUTH PLAIN's
     `\\0user\\0password` (the redactor looks for base64 forms too: redaction.py)."""
@@ -164,6 +285,10 @@ def tls_context(ca_certificate: str | None) -> ssl.SSLContext:
 
 
 UNBUILDABLE = "cannot build the message"
+CLEARTEXT_REFUSED = (
+    "security none would send the SMTP password without TLS: use starttls or tls, or set "
+    "cleartext_auth: true for a relay on a network you trust (loopback, a private network)"
+)
 
 
 def prepare(
@@ -361,6 +486,9 @@ def _outcome(
     *,
     code: int | None = None,
     provider: str | None = None,
+    unknown: bool = False,
 ) -> SendOutcome:
     latency = round((time.perf_counter() - started) * 1000, 3)
-    return SendOutcome(verdict, detail, code, provider, None, latency, request=request)
+    return SendOutcome(
+        verdict, detail, code, provider, None, latency, request=request, unknown=unknown
+    )

@@ -21,7 +21,15 @@ class EmailSettings:
     reply_to: str | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    timeout: float = 15.0
+    timeout: float = 15.0  # seconds for each SMTP reply but the one to the end of DATA
+    # Seconds for the DATA exchange, the relay's reply to the message's end above all (RFC
+    # 5321 §4.5.3.2.6: 10 minutes; a relay scans the message before it answers).
+    data_timeout: float = 600.0
+    # `security: none` with a login: the password may go without TLS (the channel says so)
+    cleartext_auth: bool = False
+    # The name said in EHLO (a fully-qualified domain name or an address literal); None: the
+    # sender's default (`email.helo_name`)
+    helo: str | None = None
     ca_certificate: str | None = (
         None  # PEM: trust only this CA (a private relay), else the system's
     )
@@ -93,6 +101,10 @@ class SendOutcome:
     # Not sent because this partner (the push channel's, the SMS action's) is disabled: the
     # delivery waits for it like the partner's other deliveries.
     waits_for: str | None = None
+    # Handed over, and no answer came (a timeout, or the connection lost, once the e-mail's
+    # DATA command went out; a timeout once the HTTP request was sent): it may have arrived.
+    # Retried (at least once), and the alert counts as sent: its cooldown note is kept.
+    unknown: bool = False
 
     @classmethod
     def held(cls, hold: Hold, request: Mapping[str, Any]) -> SendOutcome:

@@ -106,6 +106,7 @@ def _push_outcome(outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
         outcome.latency_ms,
         unregistered,
         summary,
+        unknown=outcome.unanswered,
     )
 
 

@@ -183,4 +183,5 @@ def _sms_outcome(action: Action, outcome: Outcome, summary: dict[str, Any]) -> S
         outcome.retry_after(utcnow()) if verdict is Verdict.RETRY else None,
         outcome.latency_ms,
         request=summary,
+        unknown=outcome.unanswered,
     )

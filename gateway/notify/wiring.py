@@ -70,9 +70,12 @@ def assemble_notify(
     schemas: SchemaRegistry,
     kinds: KindService,
     metrics: Metrics,
+    *,
+    helo: str | None = None,
 ) -> NotifyServices:
     """Driver assignments, channels, templates, senders and flows over the process's one
-    outbound client and partner catalog (shared with the delivery worker)."""
+    outbound client and partner catalog (shared with the delivery worker). `helo`: the name
+    e-mail says in EHLO for a channel that names none (`email.helo_name`)."""
     channels = ChannelService(store, box)
     templates = TemplateService(store.notify.templates)
     assignments = AssignmentService(store.notify.assignments, entities)
@@ -91,7 +94,7 @@ def assemble_notify(
         catalog,
         mappings,
         entities,
-        email=EmailSender(policy),
+        email=EmailSender(policy, helo=helo),
         push=FcmSender(calls, metrics),
         sms=SmsSender(calls, metrics),
     )

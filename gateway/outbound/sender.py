@@ -197,6 +197,9 @@ class Outcome:
     retry_in: float | None = None
     # What masks the values sent from the excerpt (`redacted_excerpt`).
     redactor: Redactor = field(default=NO_REDACTION, repr=False, compare=False)
+    # No answer came in time once the connection was made and the request written: the
+    # partner may have taken it (a notification keeps its cooldown note: notify/dispatch.py).
+    unanswered: bool = False
 
     @property
     def verdict(self) -> Verdict:
@@ -587,6 +590,9 @@ class Sender:
                 latency_ms=_since(started),
                 retry_in=_BUSY_RETRY if kind == "overloaded" else None,
                 redactor=redactor,
+                # a timeout but the connection's (aiohttp's ConnectionTimeoutError)
+                unanswered=kind == "timeout"
+                and not isinstance(exc, aiohttp.ConnectionTimeoutError),
             )
 
     async def _answer(

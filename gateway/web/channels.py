@@ -30,7 +30,22 @@ _SMTP: dict[str, Any] = {
         "username": {"type": "string", "minLength": 1, "maxLength": 320},
         "password": {"type": "string", "minLength": 1, "writeOnly": True},
         "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 60},
+        "data_timeout_seconds": {
+            "type": "number",
+            "minimum": 1,
+            "maximum": 600,
+            "description": "the relay's time to answer the message's end (default 600)",
+        },
         "ca_certificate": {"type": "string", "description": "PEM"},
+        "helo": {
+            "type": "string",
+            "maxLength": 253,
+            "description": "the EHLO name: a fully-qualified domain name or an address literal",
+        },
+        "cleartext_auth": {
+            "type": "boolean",
+            "description": "with security none, allow username/password without TLS",
+        },
     },
 }
 # Each type's members (gateway/notify/channels.py `_BY_TYPE`): one of them, by `type`.
