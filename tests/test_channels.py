@@ -3,6 +3,8 @@ Twilio-shaped mappings shipped), with write-only credentials and a test send."""
 
 from __future__ import annotations
 
+import asyncio
+
 import base64
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,23 @@ async def test_the_smtp_password_is_write_only_sealed_and_kept_on_change(
     result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
     assert result["result"] == "success", result
     assert double.received[0].login == "frota" and double.received[0].tls
+
+
+async def test_a_test_send_to_a_relay_slow_to_answer_the_message_answers_within_the_timeout(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """An admin waits on a test send: the relay's reply to the message's end gets the
+    channel's `timeout_seconds` (1 s here), not the delivery worker's `data_timeout_seconds`
+    (600 s by default): the answer says the outcome is unknown, the relay has the message."""
+    double = await smtp_server("plain")
+    double.data_delays = [15.0]
+    await post(client, "/api/v1/channels", _email_channel(double, timeout_seconds=1))
+    started = asyncio.get_running_loop().time()
+    result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
+    assert asyncio.get_running_loop().time() - started < 12  # not the relay's 15 s, nor 600 s
+    assert result["result"] == "retry", result
+    assert "relay may have it" in result["detail"]
+    assert len(double.received) == 1
 
 
 async def test_a_test_send_whose_smtp_password_is_damaged_is_a_named_secret_damaged_problem(

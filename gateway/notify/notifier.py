@@ -67,6 +67,10 @@ class Notification:
     # The flow run that queued it (`RunRef.chain`): on the driver's write when FCM refuses
     # the token, so that the loop guard counts it.
     chain: Mapping[str, Any] = field(default_factory=dict)
+    # Someone waits on the answer (an admin's test send, `testing.py`): the relay's reply to
+    # the message's end gets the channel's `timeout_seconds`, not its `data_timeout_seconds`
+    # (up to 10 minutes, for a delivery worker that can wait).
+    waited_on: bool = False
 
 
 class Notifier:
@@ -126,8 +130,13 @@ class Notifier:
             message = EmailMessage(
                 (to,), parts["subject"], parts["text"], parts.get("html"), notification.message_id
             )
+            settings = channel.email
+            if notification.waited_on:
+                settings = replace(
+                    settings, data_timeout=min(settings.data_timeout, settings.timeout)
+                )
             return await self._email.send(
-                channel.email, message, before_sending=notification.before_sending
+                settings, message, before_sending=notification.before_sending
             )
         if channel.push is not None:
             partner = await self._catalog.partner(tenant, channel.push.partner_id)

@@ -72,7 +72,9 @@ async def send_test(
         with previewing(tenant):  # an author's try, as a preview
             rendered = await off_loop(compiled.render, context or doc.get("sample") or {}, locale)
         parts = rendered.parts
-    notification = Notification(str(channel["_id"]), Recipient(to), parts, {"test": "true"})
+    notification = Notification(
+        str(channel["_id"]), Recipient(to), parts, {"test": "true"}, waited_on=True
+    )
     outcome = await notify.notifier.send(tenant, notification)
     if outcome.hold is not None:  # nothing left: not a retry nor a failure, but a wait
         raise outcome.hold.problem(outcome.detail, channel=channel["name"])
