@@ -4,7 +4,6 @@ Twilio-shaped mappings shipped), with write-only credentials and a test send."""
 from __future__ import annotations
 
 import asyncio
-
 import base64
 from pathlib import Path
 from typing import Any
