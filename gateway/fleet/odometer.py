@@ -18,7 +18,11 @@ vehicle was `still_window_s` before) must be farther than `still_m` and than
 the accuracy it reports, and a parked night, or an hour idling at a dock, must not add up.
 Any other fix (no speed, nothing known) counts beyond the two accuracy radii together (at
 least `jitter_min_m`). A late fix L that falls between two folded fixes A and B adds
-d(A,L) + d(L,B) − d(A,B), the detour the vehicle really took. A device odometer or an
+d(A,L) + d(L,B) − d(A,B), the detour the vehicle really took. A receiver whose error changes
+by metres from one fix to the next (white noise) zig-zags across the road: its noise is
+measured on the vehicle's fixes in order (`noise_sample`, `noise_m2`), and when it asks for
+more than these thresholds a step counts beyond `NOISE_SIGMAS` times its change and without
+its zig-zag's excess (`step_m`). A device odometer or an
 odometer reading (checklist, ERP, admin) re-baselines the count; `precedence` says which
 source wins when both speak within `hold_hours`.
 """
@@ -50,6 +54,26 @@ PROGRESS_STEPS = 6
 # a second apart whatever accuracy it reports. 10 m let a fast-changing error (σ 4-5 m
 # correlated over 10 s) add 2-4% at 1 Hz; 20 m cut a sharp corner's chord (−3%).
 MOVING_M = 15.0
+# A receiver whose error changes by metres from one fix to the next (white noise, an honest
+# 50 m wandering within seconds) zig-zags across the road, and each step beyond `MOVING_M`
+# counted its zig-zag (σ 5 m afresh every second: +11 … +16%). Its noise is measured on its
+# recent fixes (`noise_m2`); when it asks for more than the rule, a step counts beyond
+# `NOISE_SIGMAS` times the standard deviation of the error's change between two fixes
+# (√2 σ), less the excess its lateral part adds: σ 5 m white −1.4 … +2.2%. 3.5 left
+# −0.9 … +3.8%, 5.5 took too much (−2.2 … 0.0%) and more of the corners.
+NOISE_SIGMAS = 4.5
+# The three fixes of a `noise_sample` are at most this far apart (s): across longer gaps a
+# curve's sagitta is not noise (a highway curve at 10 s is metres off the chord).
+NOISE_GAP_S = 3.0
+# The noise is the median of the vehicle's last `NOISE_KEPT` samples (`noise_m2`: three fixes
+# in a row each, `noise_sample`; kept through a stop, where fixes give none), and not known
+# from fewer than `NOISE_SAMPLES`.
+NOISE_KEPT = 31
+NOISE_SAMPLES = 5
+# The median of a χ² variable of one degree of freedom, in units of its mean: what turns the
+# median of squared Gaussian residuals into their variance.
+MEDIAN_CHI2_1 = 0.4549364231195724
+METRES_PER_DEGREE = 6_371_008.8 * math.pi / 180
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,19 +294,74 @@ def jitter_m(
     return max(settings.jitter_min_m, radii)
 
 
+def noise_sample(
+    a: TrackPoint, b: TrackPoint, c: TrackPoint, settings: OdometerSettings
+) -> float | None:
+    """What three fixes in a row say of how much a moving receiver's error changes from one
+    fix to the next (`noise_m2`): `b`'s distance across the road from where `a` and `c` put
+    it (interpolated by time), squared and scaled to a coordinate's variance of white noise.
+    A vehicle does not zig-zag within seconds, and an error that stays (a receiver's is
+    correlated over tens of seconds) moves all three alike: what is left is noise. None when
+    the three say nothing of it: more than `NOISE_GAP_S` apart (a curve's sagitta), a fix
+    reporting a speed under `still_kmh` (a stop's drift), or spanning `jitter_min_m` or less
+    (no direction of travel)."""
+    still = settings.still_kmh
+    if any(p.speed_kmh is not None and p.speed_kmh < still for p in (a, b, c)):
+        return None
+    ab, bc = (b.t - a.t).total_seconds(), (c.t - b.t).total_seconds()
+    if not (0 < ab <= NOISE_GAP_S and 0 < bc <= NOISE_GAP_S):
+        return None
+    # (a local plane, b at its origin: fixes seconds apart)
+    east = math.cos(math.radians(b.lat)) * METRES_PER_DEGREE
+    ax = ((a.lon - b.lon + 540.0) % 360.0 - 180.0) * east
+    cx = ((c.lon - b.lon + 540.0) % 360.0 - 180.0) * east
+    ay, cy = (a.lat - b.lat) * METRES_PER_DEGREE, (c.lat - b.lat) * METRES_PER_DEGREE
+    span = math.hypot(cx - ax, cy - ay)
+    if span <= settings.jitter_min_m:
+        return None
+    w = ab / (ab + bc)  # b's share of the time from a to c
+    across = ((ax + w * (cx - ax)) * (cy - ay) - (ay + w * (cy - ay)) * (cx - ax)) / span
+    # (of white noise σ² a coordinate, `across` has the variance σ² (1 + w² + (1 − w)²))
+    return across * across / (1 + w * w + (1 - w) * (1 - w))
+
+
+def noise_m2(samples: Sequence[float]) -> float:
+    """How much the receiver's error changes from one fix to the next, as a coordinate's
+    variance (m²), from the vehicle's last `noise_sample`s (`VehicleState.noise`): their
+    median, so that a corner (one or two samples) does not count; 0 (not known) from fewer
+    than `NOISE_SAMPLES`."""
+    if len(samples) < NOISE_SAMPLES:
+        return 0.0
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2] / MEDIAN_CHI2_1
+
+
 def step_m(
     anchor: TrackPoint,
     fix: TrackPoint,
     settings: OdometerSettings,
     history: Sequence[TrackPoint] = (),
+    noise: Sequence[float] = (),
 ) -> float | None:
     """The distance `fix` adds after `anchor` (the last counted fix; `history`: where the
-    vehicle was before, oldest first, `VehicleState.trail`); None when the move is within the
-    jitter (the anchor stays)."""
+    vehicle was before, oldest first, `VehicleState.trail`; `noise`: the vehicle's last
+    `noise_sample`s, `VehicleState.noise`); None when the move is within the jitter (the
+    anchor stays). When the receiver's noise (`noise_m2`, σ² a coordinate) asks for more than
+    the rule (`jitter_m`): beyond `NOISE_SIGMAS` times its change between two fixes (√2 σ),
+    and the step without what that change across the road adds to it (√(d² − 2σ²): a
+    zig-zag's excess)."""
     distance = anchor.distance_m(fix)
     moving = motion(fix, history, settings, anchor)
     threshold = jitter_m(anchor, fix, settings, still=moving is False, moving=moving is True)
-    return distance if distance > threshold else None
+    if distance <= threshold:
+        return None
+    variance = noise_m2(noise)
+    noisy = NOISE_SIGMAS * math.sqrt(2 * variance)
+    if distance <= max(threshold, noisy):
+        return None
+    if noisy <= threshold:
+        return distance
+    return math.sqrt(distance * distance - 2 * variance)
 
 
 def detour_m(

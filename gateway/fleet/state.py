@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.fleet.odometer import (
+    NOISE_KEPT,
     Baseline,
     OdometerSettings,
     TrackPoint,
     detour_m,
     jitter_m,
     may_rebaseline,
+    noise_sample,
     step_m,
 )
 from gateway.fleet.quality import QualitySettings, Reason, neighbour_reason, static_reason
@@ -119,6 +121,10 @@ class VehicleState:
     # The lead over its arrival (s) the last position was credited with: its own, but at most
     # `AHEAD_STEP_S` more than the one before it was, and never below 0.
     lead_s: float = 0.0
+    # What the last fixes in order said of how much the receiver's error changes from one
+    # fix to the next (`odometer.noise_sample`: the newest `NOISE_KEPT`, oldest first; kept
+    # through a stop, where fixes say nothing of it): `odometer.noise_m2`.
+    noise: tuple[float, ...] = ()
 
     @property
     def shown_km(self) -> float:
@@ -151,6 +157,7 @@ class VehicleState:
             "gps_count": self.gps_count,
             "present": self.present,
             "lead_s": self.lead_s,
+            "noise": list(self.noise),
         }
 
     @classmethod
@@ -184,6 +191,7 @@ class VehicleState:
             gps_count=doc.get("gps_count") is True,
             present=doc.get("present"),
             lead_s=float(doc.get("lead_s") or 0.0),
+            noise=tuple(float(x) for x in doc.get("noise") or ()),
         )
 
     def is_late(self, fix: TrackPoint) -> bool:
@@ -205,6 +213,19 @@ def _recent_with(recent: tuple[TrackPoint, ...], fix: TrackPoint) -> tuple[Track
     if not recent or recent[-1].t <= fix.t:
         return (*recent[1 - RECENT :], fix) if len(recent) >= RECENT else (*recent, fix)
     return tuple(sorted((*recent, fix), key=lambda p: p.t)[-RECENT:])
+
+
+def _noise_with(
+    noise: tuple[float, ...],
+    recent: tuple[TrackPoint, ...],
+    fix: TrackPoint,
+    odometer: OdometerSettings,
+) -> tuple[float, ...]:
+    """The noise samples once `fix` (in order) follows the recent fixes: with what it and
+    the two newest of them say, when they say something (`odometer.noise_sample`)."""
+    if len(recent) < 2 or (sample := noise_sample(recent[-2], recent[-1], fix, odometer)) is None:
+        return noise
+    return (*noise[1 - NOISE_KEPT :], sample) if len(noise) >= NOISE_KEPT else (*noise, sample)
 
 
 def _trail_with(
@@ -296,7 +317,11 @@ def fold_fix(
     if _double_spike(state, fix, odometer):
         taken = _take_back(state, fix, odometer, detail, reflections=2)
         return _moved_on(state, taken, received_at)
-    added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer, state.trail)
+    before_fix = _not_after(state.recent, fix)
+    noise = _noise_with(state.noise, before_fix, fix, odometer)
+    added_m = (
+        None if state.anchor is None else step_m(state.anchor, fix, odometer, state.trail, noise)
+    )
     anchor = state.anchor if state.anchor is not None and added_m is None else fix
     added = (added_m or 0.0) / 1000
     present, lead_s = _clock(state, fix, received_at)
@@ -311,7 +336,8 @@ def fold_fix(
         suspects=(),
         fences=state.fences,
         plans=state.plans,
-        recent=_recent_with(_not_after(state.recent, fix), fix),
+        recent=_recent_with(before_fix, fix),
+        noise=noise,
         trail=_trail_with(state.trail, fix, odometer),
         position_sent=state.position_sent,
         step_from=state.anchor,
@@ -455,7 +481,7 @@ def _take_back(
         anchor, km, earlier = state.prior_from, state.prior_km[0], state.step_from
     recent = state.recent[:-reflections]
     trail = _without(state.trail, state.recent[-reflections:])
-    added_m = step_m(anchor, fix, odometer, trail)
+    added_m = step_m(anchor, fix, odometer, trail, state.noise)
     odometer_km = km + (added_m or 0.0) / 1000
     moved = replace(
         state,
@@ -552,7 +578,7 @@ def _suspect(
     ):
         anchor, km = state.step_from, state.step_km[0]
         trail = _without(state.trail, (outlier,))
-        added_m = step_m(anchor, fix, odometer, trail)
+        added_m = step_m(anchor, fix, odometer, trail, state.noise)
         if added_m is not None:
             km, anchor = km + added_m / 1000, fix
         moved = replace(
