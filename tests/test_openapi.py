@@ -685,3 +685,21 @@ async def test_health_readiness_and_metrics_declare_what_they_answer(client: Cli
         "type": "string",
         "description": "the Prometheus text format, version 0.0.4",
     }
+
+
+async def test_entity_list_filters_are_the_documents_query_parameters(client: Client) -> None:
+    """docs/api.md: a query parameter a route does not take is a 400 and `/openapi.json` lists
+    each route's parameters. The entity list takes each type's filters (vehicle `plate`,
+    `status`, `group`, `renavam`; driver `cpf`; ...), which the document left out (only
+    `limit`, `cursor`): each is declared, naming the types it filters, and each filter the
+    document names for a type lists that type (200), another type's is a 400."""
+    doc = await (await client.get("/openapi.json")).json()
+    operation = doc["paths"]["/api/v1/entities/{type}"]["get"]
+    declared = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+    assert {"plate", "status", "group", "renavam", "cpf", "cnpj", "role", "kind"} <= set(declared)
+    filters = set(declared) - {"limit", "cursor"}
+    for etype in ("vehicle", "driver", "supplier", "operator", "other"):
+        for name in sorted(filters):
+            listed = await client.get(f"/api/v1/entities/{etype}?{name}=x", headers=auth())
+            takes = f"`{etype}`" in declared[name]["description"]
+            assert listed.status == (200 if takes else 400), (etype, name, await listed.text())
