@@ -703,3 +703,144 @@ async def test_entity_list_filters_are_the_documents_query_parameters(client: Cl
             listed = await client.get(f"/api/v1/entities/{etype}?{name}=x", headers=auth())
             takes = f"`{etype}`" in declared[name]["description"]
             assert listed.status == (200 if takes else 400), (etype, name, await listed.text())
+
+
+# A valid create body of each entity type: the server stores each (201).
+_ENTITY_BODIES = {
+    "vehicle": {"plate": "ABC1D23", "status": "active"},
+    "driver": {"name": "Ana Souza", "cpf": "52998224725", "email": "ana@example.com"},
+    "supplier": {"name": "Oficina", "cnpj": "11222333000181", "contact": {"phone": "11 3011-1234"}},
+    "operator": {"name": "Rui Lima", "cpf": "11144477735", "email": "rui@example.com"},
+    "other": {
+        "kind": "fine",
+        "key": "SP1",
+        "ait_number": "SP1",
+        "plate": "ABC1D23",
+        "amount_brl": 130.16,
+        "status": "open",
+    },
+}
+
+
+def _request_validator(doc: dict[str, Any], path: str, method: str) -> Any:
+    """A validator of `method` `path`'s JSON request body against the document."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    registry = Registry().with_resource(
+        "urn:doc", Resource.from_contents(doc, default_specification=DRAFT202012)
+    )
+    at = path.replace("~", "~0").replace("/", "~1")
+    pointer = f"urn:doc#/paths/{at}/{method}/requestBody/content/application~1json/schema"
+    return Draft202012Validator({"$ref": pointer}, registry=registry)
+
+
+async def test_every_entity_type_s_valid_body_fits_the_documented_create_body(
+    client: Client,
+) -> None:
+    """`POST /api/v1/entities/{type}` was `oneOf` the types' schemas: a driver with an e-mail
+    or an operator without a `role` is valid as both (they share `name`, `cpf`, `email`,
+    ...), so the document called it invalid while the server stores it. Each type's valid
+    body fits the document (`anyOf`: nothing in the body names its type, the path does)."""
+    doc = await (await client.get("/openapi.json")).json()
+    validator = _request_validator(doc, "/api/v1/entities/{type}", "post")
+    for etype, body in _ENTITY_BODIES.items():
+        made = await client.post(f"/api/v1/entities/{etype}", json=body, headers=auth())
+        assert made.status == 201, (etype, await made.text())
+        assert [e.message for e in validator.iter_errors(body)] == [], etype
+
+
+def _one_ofs(node: Any, at: str = "") -> list[tuple[str, list[Any]]]:
+    """Every `oneOf` of a document, with where it is."""
+    found = []
+    if isinstance(node, dict):
+        if "oneOf" in node and "discriminator" not in node:
+            found.append((at, node["oneOf"]))
+        for key, value in node.items():
+            found += _one_ofs(value, f"{at}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _one_ofs(value, f"{at}/{i}")
+    return found
+
+
+def _tags(branch: dict[str, Any]) -> dict[str, Any]:
+    """The members a branch fixes (`const`) and requires: what tells it from the others."""
+    fixed = {
+        name: member["const"]
+        for name, member in branch.get("properties", {}).items()
+        if isinstance(member, dict) and "const" in member
+    }
+    return {name: value for name, value in fixed.items() if name in branch.get("required", ())}
+
+
+def _only_one_required(branches: list[Any]) -> list[str] | None:
+    """The members of a oneOf of `{"required": [member]}` branches (exactly one of them is
+    given), else None."""
+    members = [b.get("required", ()) for b in branches]
+    if all(len(m) == 1 for m in members):
+        return [m[0] for m in members]
+    return None
+
+
+async def test_every_one_of_in_the_document_has_branches_that_cannot_overlap(
+    client: Client,
+) -> None:
+    """`oneOf` refuses a value that fits two branches. Each `oneOf` of the document has a
+    discriminator, or branches told apart by a required member's `const` (a channel's
+    `type`), by their JSON types, or by the `not` of each other, or it says "exactly one of
+    these members" (a geofence's `circle` or `polygon`): a value two branches fit is then
+    one the server refuses too (a test below each), never a valid body."""
+    doc = await (await client.get("/openapi.json")).json()
+    exactly_one = []
+    for at, branches in _one_ofs(doc):
+        tags = [_tags(b) for b in branches]
+        if all(tags) and len({tuple(sorted(t.items())) for t in tags}) == len(branches):
+            continue  # tagged: each fixes a required member to its own value
+        types = [b.get("type") for b in branches]
+        if all(isinstance(t, str) for t in types) and len(set(types)) == len(types):
+            continue
+        if len(branches) == 2 and all("not" in b for b in branches):
+            continue  # each refuses what the other requires
+        members = _only_one_required(branches)
+        assert members is not None, f"{at}: a oneOf whose branches may overlap"
+        exactly_one.append((at, members))
+    assert sorted(exactly_one) == [
+        (f"/paths/{path}/{method}/requestBody/content/application/json/schema{inner}", members)
+        for path, method, inner, members in sorted(_EXACTLY_ONE)
+    ]
+    trigger_auth = {"mode": "partner_jwt", "jwks_url": "https://idp.example/jwks"}
+    geofence = {"name": "depot", "kind": "depot"}
+    circle = {"center": {"lat": -23.5, "lon": -46.6}, "radius_m": 100}
+    polygon = {"ring": [[-46.6, -23.5], [-46.5, -23.5], [-46.5, -23.4], [-46.6, -23.5]]}
+    both = [
+        ("/api/v1/mappings/test", {"name": "m", "mapping": "name: m", "payload": {}}),
+        (
+            "/api/v1/triggers",
+            {
+                "name": "t",
+                "entity_type": "vehicle",
+                "auth": {**trigger_auth, "public_key_pem": "-----BEGIN PUBLIC KEY-----"},
+            },
+        ),
+        ("/api/v1/geofences", {**geofence, "circle": circle, "polygon": polygon}),
+    ]
+    for path, body in both:
+        refused = await client.post(path, json=body, headers=auth())
+        assert refused.status == 422, (path, await refused.text())
+
+
+# The oneOfs that say "exactly one of these members": (path, method, where in the body,
+# the members).
+_EXACTLY_ONE = [
+    ("/api/v1/geofences", "post", "", ["circle", "polygon"]),
+    ("/api/v1/mappings/test", "post", "", ["name", "mapping"]),
+    ("/api/v1/triggers", "post", "/properties/auth/then", ["jwks_url", "public_key_pem"]),
+    (
+        "/api/v1/triggers/{id}",
+        "patch",
+        "/properties/auth/anyOf/0/then",
+        ["jwks_url", "public_key_pem"],
+    ),
+]

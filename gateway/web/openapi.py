@@ -309,10 +309,14 @@ def _schema(value: Mapping[str, Any] | str, *, answer: bool = False) -> dict[str
     its fields with its id and metadata, which the written schemas do not allow)."""
     if value == "entity" and answer:
         return {"$ref": "#/components/schemas/Entity"}
-    if value == "entity":
-        return {"oneOf": [{"$ref": f"#/components/schemas/{t.capitalize()}"} for t in ENTITY_TYPES]}
-    if value == "entity_patch":  # members merged into the stored ones: several types may fit
-        names = [f"{t.capitalize()}Patch" for t in ENTITY_TYPES]
+    # `anyOf`, not `oneOf`: the {type} path parameter names the type the server checks the
+    # body against, and one path item cannot give each of its values a schema; no member of
+    # the body names the type (an `other`'s `kind` names its kind), so no discriminator can.
+    # The types' schemas overlap (a driver with an e-mail is a valid operator too): `oneOf`
+    # refused such valid bodies as "valid under each of Operator, Driver".
+    if value in ("entity", "entity_patch"):
+        suffix = "Patch" if value == "entity_patch" else ""
+        names = [f"{t.capitalize()}{suffix}" for t in ENTITY_TYPES]
         return {"anyOf": [{"$ref": f"#/components/schemas/{name}"} for name in names]}
     assert not isinstance(value, str)
     return dict(value)
