@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
-from aiohttp import web
+from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
@@ -28,6 +29,7 @@ from tests.triggers_support import (
 )
 
 Client = TestClient[Any, Any]
+ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["scripted"]  # the fixture
 
 
@@ -844,3 +846,58 @@ _EXACTLY_ONE = [
         ["jwks_url", "public_key_pem"],
     ),
 ]
+
+
+_FLESPI = (ROOT / "mappings" / "flespi.yaml").read_text()
+# A body of each media type the probe sends, with its Content-Type.
+_PROBE_BODIES: dict[str, bytes] = {
+    "application/yaml": b"name: probe\n",
+    "text/yaml": b"name: probe\n",
+    "application/x-www-form-urlencoded": b"plate=ABC1D23",
+    "text/xml": b"<vehicle><plate>ABC1D23</plate></vehicle>",
+    "application/x-ndjson": b'{"plate": "ABC1D23"}\n',
+}
+
+
+async def test_request_media_types_are_those_the_server_reads(client: Client) -> None:
+    """Uploads of mappings (YAML, or a multipart `file`) and flows (YAML), and a `form` or
+    `xml` trigger's bodies were taken by the server and undeclared (the document said
+    `application/json` only). Each media type the server reads is declared, and one it
+    refuses (415) is not, on every route with a body."""
+    doc = await (await client.get("/openapi.json")).json()
+    declared = {
+        (method, path): set(op["requestBody"]["content"])
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        if "requestBody" in op
+    }
+    form = FormData()
+    form.add_field("file", _FLESPI, filename="flespi.yaml")
+    uploaded = await client.post("/api/v1/mappings", data=form, headers=auth())
+    assert uploaded.status == 201, await uploaded.text()
+    assert "multipart/form-data" in declared[("post", "/api/v1/mappings")]
+    for path in ("/api/v1/mappings", "/api/v1/flows"):
+        assert {"application/json", "application/yaml", "text/yaml"} <= declared[("post", path)]
+    # A trigger reads what its `format` says: the route reads what one of them reads.
+    triggers = [
+        await create_trigger(client, name=fmt, format=fmt) for fmt in ("json", "form", "xml")
+    ]
+    wrong = []
+    for (method, path), media in sorted(declared.items()):
+        url = re.sub(r"{(\w+)}", "x", path).replace("/entities/x", "/entities/vehicle")
+        calls = [(url, auth())]
+        if path == "/hooks/{trigger_id}":
+            calls = [(f"/hooks/{t['id']}", bearer(t)) for t in triggers]
+        for ctype, body in _PROBE_BODIES.items():
+            statuses = [
+                (
+                    await client.request(
+                        method, target, data=body, headers={**headers, "Content-Type": ctype}
+                    )
+                ).status
+                for target, headers in calls
+            ]
+            read = any(s < 300 or s == 422 for s in statuses)
+            if (set(statuses) == {415} and ctype in media) or (read and ctype not in media):
+                wrong.append((method, path, ctype, statuses))
+    assert wrong == []

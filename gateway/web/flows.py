@@ -13,7 +13,7 @@ from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.mapping.loader import file_text
 from gateway.store.client import NAME_CURSOR
 from gateway.web.admin_auth import authenticate
-from gateway.web.mappings import YAML_TYPES
+from gateway.web.mappings import YAML_TYPES, upload_media
 from gateway.web.openapi import operation, rotated_secret, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
@@ -155,6 +155,7 @@ def _name(request: web.Request) -> str:
     "Upload a flow (a new version)",
     tag="flows",
     request=_UPLOAD,
+    request_media=upload_media("flow", form=False),
     response=_UPLOADED,
     status=201,
     also=(200,),  # an identical re-upload: the version that exists

@@ -43,6 +43,22 @@ from gateway.web.state import services_of
 YAML_TYPES = frozenset(
     {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
 )
+
+
+def upload_media(what: str, *, form: bool) -> dict[str, dict[str, Any]]:
+    """The bodies an upload of a `what` file takes besides JSON, as the document declares
+    them: its text in each of `YAML_TYPES`, and with `form` a multipart form's `file`."""
+    text = {"type": "string", "description": f"the {what} file (YAML, or JSON)"}
+    media: dict[str, dict[str, Any]] = {ctype: text for ctype in sorted(YAML_TYPES)}
+    if form:
+        media["multipart/form-data"] = {
+            "type": "object",
+            "required": ["file"],
+            "properties": {"file": {**text, "contentMediaType": "application/yaml"}},
+        }
+    return media
+
+
 _CHUNK = 64 * 1024
 # What a multipart form adds around its file (boundaries, part headers, other small fields).
 _FORM_FRAME = 16 * 1024
@@ -165,6 +181,7 @@ async def _read_file_field(request: web.Request) -> tuple[bytes, str | None, str
     "Upload a mapping (a new version)",
     tag="mappings",
     request=_UPLOAD,
+    request_media=upload_media("mapping", form=True),
     response=_UPLOADED,
     status=201,
     also=(200,),  # an identical re-upload: the version that exists

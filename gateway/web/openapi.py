@@ -143,6 +143,9 @@ class Operation:
     ceilings: Mapping[str, str] = field(default_factory=dict)
     # The media type of the success answer's `response` (the metrics' text format).
     media: str = "application/json"
+    # The bodies the handler reads besides JSON (a YAML upload, a form, XML): media type →
+    # its schema (`request` is the JSON one's).
+    request_media: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # What an error status means here, when the generic text (`_STATUS_TEXT`) says less.
     error_texts: Mapping[int, str] = field(default_factory=dict)
     # Query parameters beyond `query` are the handler's to check (an entity list's filters);
@@ -378,7 +381,10 @@ def _operation(path: str, op: Operation, settings: Settings) -> dict[str, Any]:
     if op.request is not None:
         result["requestBody"] = {
             "required": op.body_required,
-            "content": {"application/json": {"schema": _capped(_schema(op.request), op, settings)}},
+            "content": {
+                "application/json": {"schema": _capped(_schema(op.request), op, settings)},
+                **{media: {"schema": dict(schema)} for media, schema in op.request_media.items()},
+            },
         }
     return result
 
