@@ -901,3 +901,92 @@ async def test_request_media_types_are_those_the_server_reads(client: Client) ->
             if (set(statuses) == {415} and ctype in media) or (read and ctype not in media):
                 wrong.append((method, path, ctype, statuses))
     assert wrong == []
+
+
+_ROUTE = re.compile(r"`(POST|PUT|PATCH|DELETE) (/[^`\s?]*)")
+
+
+def _documented_409s() -> set[tuple[str, str]]:
+    """(method, path) of each write the docs say answers a 409: a route named in the sentence
+    (or the table row) that says `409`; paths with `{}` for each parameter, under /api/v1."""
+    found = set()
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for paragraph in re.split(r"\n\s*\n", page.read_text()):
+            if paragraph.lstrip().startswith("|"):
+                units = paragraph.split("\n")
+            else:
+                units = re.split(r"(?<=[.;])\s+(?=[A-Z`(])", paragraph.replace("\n", " "))
+            for unit in units:
+                if re.search(r"\b409\b", unit) is None:
+                    continue
+                for method, path in _ROUTE.findall(unit):
+                    path = path.rstrip(".,)")
+                    if not path.startswith(("/api/", "/hooks")):
+                        path = "/api/v1" + path
+                    found.add((method.lower(), re.sub(r"{\w*}", "{}", path)))
+    return found
+
+
+async def test_every_409_the_docs_give_a_write_is_in_the_document(client: Client) -> None:
+    """The docs' 409s (a mapping version its users would refuse, a template or schedule name
+    that exists, a flow run replayed in another status...) are declared on their operation:
+    uploads and activations of mappings, creates of templates and schedules and the replay of
+    a flow run answered an undeclared 409."""
+    doc = await (await client.get("/openapi.json")).json()
+    declared = {
+        (method, re.sub(r"{\w+}", "{}", path)): set(op["responses"])
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+    }
+    documented = _documented_409s()
+    for operation in [
+        ("post", "/api/v1/mappings"),
+        ("post", "/api/v1/mappings/{}/activate"),
+        ("post", "/api/v1/templates"),
+        ("post", "/api/v1/schedules"),
+        ("post", "/api/v1/flow-runs/{}/replay"),
+    ]:
+        assert operation in documented, operation
+    undeclared = sorted(o for o in documented if "409" not in declared[o])
+    assert undeclared == []
+
+
+_LIVE_VEHICLES = "name: live\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields:\n"
+_LIVE_VEHICLES += "  plate: placa\n"
+_LIVE_DRIVERS = "name: live\ndirection: inbound\nentity_type: driver\nkey: [cpf]\nfields:\n"
+_LIVE_DRIVERS += "  cpf: cpf\n  name: nome\n"
+
+
+async def test_the_409s_of_uploads_activations_and_taken_names_are_declared(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """Each answers a 409 its operation now declares: a mapping version a trigger naming the
+    mapping would refuse (uploaded, or staged then activated), a template's or a schedule's
+    name the tenant has."""
+    doc = await (await client.get("/openapi.json")).json()
+    yaml = {**auth(), "Content-Type": "application/yaml"}
+    await upload_mapping(client, _LIVE_VEHICLES)
+    await create_trigger(client, name="live", mapping="live")
+    conflicts = [
+        ("post", "/api/v1/mappings", "/api/v1/mappings", {"data": _LIVE_DRIVERS, "headers": yaml}),
+    ]
+    staged = await client.post("/api/v1/mappings?activate=false", data=_LIVE_DRIVERS, headers=yaml)
+    assert staged.status == 201, await staged.text()
+    activate = {"json": {"version": 2}, "headers": auth()}
+    conflicts.append(
+        ("post", "/api/v1/mappings/{name}/activate", "/api/v1/mappings/live/activate", activate)
+    )
+    template = {"name": "t1", "channel_type": "sms", "locales": {"en": {"text": "t"}}}
+    await _created(client, "/api/v1/templates", template)
+    conflicts.append(
+        ("post", "/api/v1/templates", "/api/v1/templates", {"json": template, "headers": auth()})
+    )
+    schedule = await scripted_schedule(client, scripted)
+    again = {key: schedule[key] for key in ("name", "action_id", "every", "cursor", "target")}
+    conflicts.append(
+        ("post", "/api/v1/schedules", "/api/v1/schedules", {"json": again, "headers": auth()})
+    )
+    for method, path, url, call in conflicts:
+        answer = await client.request(method, url, **call)
+        assert answer.status == 409, (url, await answer.text())
+        assert "409" in doc["paths"][path][method]["responses"], path

@@ -161,7 +161,8 @@ def _name(request: web.Request) -> str:
     also=(200,),  # an identical re-upload: the version that exists
     query=[("activate", "false to store the version without activating it (default true)")],
     schemas={"activate": {"enum": ["true", "false", "1", "0"]}},
-    errors=(413, 415),
+    # 409: another upload of the flow stored its version number first (versioned.py `add`)
+    errors=(409, 413, 415),
 )
 async def upload_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -252,6 +253,7 @@ async def diff_flow_versions(request: web.Request) -> web.Response:
     tag="flows",
     request=ACTIVATE,
     response=_VERSION,
+    errors=(409,),  # the flow changed meanwhile (versioned.py `activate`)
 )
 async def activate_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -44,6 +44,12 @@ YAML_TYPES = frozenset(
     {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
 )
 
+# mapping_files/service.py `_keeps_its_users`; versioned.py `activate`.
+_REFUSED_BY_USERS = (
+    "A trigger, action or schedule naming the mapping would refuse this version as active "
+    "(`used_by` names them; docs/mapping-lifecycle.md), or the mapping changed meanwhile"
+)
+
 
 def upload_media(what: str, *, form: bool) -> dict[str, dict[str, Any]]:
     """The bodies an upload of a `what` file takes besides JSON, as the document declares
@@ -187,7 +193,8 @@ async def _read_file_field(request: web.Request) -> tuple[bytes, str | None, str
     also=(200,),  # an identical re-upload: the version that exists
     query=[("activate", "false to store the version without activating it (default true)")],
     schemas={"activate": {"enum": ["true", "false", "1", "0"]}},
-    errors=(413, 415),
+    errors=(409, 413, 415),
+    error_texts={409: _REFUSED_BY_USERS},
 )
 async def upload_mapping(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -275,6 +282,8 @@ async def diff_versions(request: web.Request) -> web.Response:
     tag="mappings",
     request=ACTIVATE,
     response=_VERSION,
+    errors=(409,),
+    error_texts={409: _REFUSED_BY_USERS},
 )
 async def activate_version(request: web.Request) -> web.Response:
     claims = await authenticate(request)
