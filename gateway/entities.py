@@ -106,6 +106,14 @@ class _Rounds:
         await write_fence.check()
 
 
+def filter_fields(etype: str) -> tuple[str, ...]:
+    """What a list of `etype` filters by (`EntityService.filters`): its indexed fields and
+    its natural key."""
+    own = FILTERABLE.get(etype, ())
+    key = reference_field(etype)
+    return own if key in own else (*own, key)
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     field: str
@@ -618,7 +626,7 @@ class EntityService:
         text as sent where a kind keeps it so); BadRequest names the unknown ones. Paging
         parameters and `ignore` (a token parameter, say) are not filters."""
         self._schemas.require_type(etype)
-        allowed = {*FILTERABLE.get(etype, ()), reference_field(etype)}
+        allowed = set(filter_fields(etype))
         filters = {k: v for k, v in query.items() if k not in PAGE_PARAMS and k not in ignore}
         if twice := sorted(k for k in filters if len(_values(query, k)) > 1):
             # Which value the caller meant (either, the first?) would be a guess.

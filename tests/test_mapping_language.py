@@ -30,6 +30,8 @@ from gateway.mapping import (
 from gateway.mapping.expressions import Run, compile_expression
 from gateway.mapping.limits import MAX_FIELDS, MAX_LIST_ITEMS, MAX_NESTED_ITEM_FIELDS
 from gateway.mapping.units import UNITS
+from gateway.mapping_files.catalog import TenantCatalog
+from gateway.schemas.registry import SchemaRegistry, default_schema_dir, is_natural_key
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "mappings.md"
@@ -1198,6 +1200,9 @@ def test_read_sample_reads_json_and_query_strings() -> None:
 # -- the schema and the docs agree with the compiler -----------------------------------------------
 
 VALIDATOR = jsonschema_rs.validator_for(SCHEMA)
+REGISTRY = SchemaRegistry.load(default_schema_dir())
+# The entity schemas as an upload checks a mapping's targets with (no tenant: no custom kind).
+CATALOG = TenantCatalog(REGISTRY, {})
 
 
 def _doc_blocks() -> list[tuple[str, str, dict[str, str]]]:
@@ -1231,7 +1236,9 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
             "/key/0",
         }
         return
-    mapping = load_mapping(text)
+    # Compiled as an upload compiles it, against the entity schemas (`gateway mapping
+    # validate` the same): a target that is not a field of its type or kind is refused.
+    mapping = load_mapping(text, catalog=CATALOG)
     assert VALIDATOR.is_valid(yaml.safe_load(text))
     if "params" in extra:
         mapping = mapping.bind(json.loads(extra["params"]), strict=True)
@@ -1260,6 +1267,7 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
                 }
                 for t in mapped.also
             ]
+        _assert_storable(mapping, got)
     else:
         request = mapping.build_request(sample, secrets=secrets)
         got = {
@@ -1269,6 +1277,18 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
             "body": request.body,
         }
     assert got == expected
+
+
+def _assert_storable(mapping: CompiledMapping, shown: dict[str, Any]) -> None:
+    """A shown result that creates an entity (its key is the type's natural key: the dry run
+    on a tenant without it shows a create) is one the entity's schema takes: the docs' Lists
+    example showed a checklist missing the fields its kind requires."""
+    if mapping.target != "entities" or mapping.entity_type is None or not mapping.create:
+        return
+    if not is_natural_key(mapping.entity_type, shown["key"]):
+        return  # a lookup: the entity exists, the document merges into it
+    problems = REGISTRY.validate(mapping.entity_type, shown["document"])
+    assert [(p.pointer, p.message) for p in problems] == [], mapping.name
 
 
 def test_the_schema_lists_every_unit() -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
-from aiohttp import web
+from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
@@ -28,6 +29,7 @@ from tests.triggers_support import (
 )
 
 Client = TestClient[Any, Any]
+ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["scripted"]  # the fixture
 
 
@@ -684,3 +686,306 @@ async def test_health_readiness_and_metrics_declare_what_they_answer(client: Cli
         "type": "string",
         "description": "the Prometheus text format, version 0.0.4",
     }
+
+
+async def test_entity_list_filters_are_the_documents_query_parameters(client: Client) -> None:
+    """docs/api.md: a query parameter a route does not take is a 400 and `/openapi.json` lists
+    each route's parameters. The entity list takes each type's filters (vehicle `plate`,
+    `status`, `group`, `renavam`; driver `cpf`; ...), which the document left out (only
+    `limit`, `cursor`): each is declared, naming the types it filters, and each filter the
+    document names for a type lists that type (200), another type's is a 400."""
+    doc = await (await client.get("/openapi.json")).json()
+    operation = doc["paths"]["/api/v1/entities/{type}"]["get"]
+    declared = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+    assert {"plate", "status", "group", "renavam", "cpf", "cnpj", "role", "kind"} <= set(declared)
+    filters = set(declared) - {"limit", "cursor"}
+    for etype in ("vehicle", "driver", "supplier", "operator", "other"):
+        for name in sorted(filters):
+            listed = await client.get(f"/api/v1/entities/{etype}?{name}=x", headers=auth())
+            takes = f"`{etype}`" in declared[name]["description"]
+            assert listed.status == (200 if takes else 400), (etype, name, await listed.text())
+
+
+# A valid create body of each entity type: the server stores each (201).
+_ENTITY_BODIES = {
+    "vehicle": {"plate": "ABC1D23", "status": "active"},
+    "driver": {"name": "Ana Souza", "cpf": "52998224725", "email": "ana@example.com"},
+    "supplier": {"name": "Oficina", "cnpj": "11222333000181", "contact": {"phone": "11 3011-1234"}},
+    "operator": {"name": "Rui Lima", "cpf": "11144477735", "email": "rui@example.com"},
+    "other": {
+        "kind": "fine",
+        "key": "SP1",
+        "ait_number": "SP1",
+        "plate": "ABC1D23",
+        "amount_brl": 130.16,
+        "status": "open",
+    },
+}
+
+
+def _request_validator(doc: dict[str, Any], path: str, method: str) -> Any:
+    """A validator of `method` `path`'s JSON request body against the document."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    registry = Registry().with_resource(
+        "urn:doc", Resource.from_contents(doc, default_specification=DRAFT202012)
+    )
+    at = path.replace("~", "~0").replace("/", "~1")
+    pointer = f"urn:doc#/paths/{at}/{method}/requestBody/content/application~1json/schema"
+    return Draft202012Validator({"$ref": pointer}, registry=registry)
+
+
+async def test_every_entity_type_s_valid_body_fits_the_documented_create_body(
+    client: Client,
+) -> None:
+    """`POST /api/v1/entities/{type}` was `oneOf` the types' schemas: a driver with an e-mail
+    or an operator without a `role` is valid as both (they share `name`, `cpf`, `email`,
+    ...), so the document called it invalid while the server stores it. Each type's valid
+    body fits the document (`anyOf`: nothing in the body names its type, the path does)."""
+    doc = await (await client.get("/openapi.json")).json()
+    validator = _request_validator(doc, "/api/v1/entities/{type}", "post")
+    for etype, body in _ENTITY_BODIES.items():
+        made = await client.post(f"/api/v1/entities/{etype}", json=body, headers=auth())
+        assert made.status == 201, (etype, await made.text())
+        assert [e.message for e in validator.iter_errors(body)] == [], etype
+
+
+def _one_ofs(node: Any, at: str = "") -> list[tuple[str, list[Any]]]:
+    """Every `oneOf` of a document, with where it is."""
+    found = []
+    if isinstance(node, dict):
+        if "oneOf" in node and "discriminator" not in node:
+            found.append((at, node["oneOf"]))
+        for key, value in node.items():
+            found += _one_ofs(value, f"{at}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _one_ofs(value, f"{at}/{i}")
+    return found
+
+
+def _tags(branch: dict[str, Any]) -> dict[str, Any]:
+    """The members a branch fixes (`const`) and requires: what tells it from the others."""
+    fixed = {
+        name: member["const"]
+        for name, member in branch.get("properties", {}).items()
+        if isinstance(member, dict) and "const" in member
+    }
+    return {name: value for name, value in fixed.items() if name in branch.get("required", ())}
+
+
+def _only_one_required(branches: list[Any]) -> list[str] | None:
+    """The members of a oneOf of `{"required": [member]}` branches (exactly one of them is
+    given), else None."""
+    members = [b.get("required", ()) for b in branches]
+    if all(len(m) == 1 for m in members):
+        return [m[0] for m in members]
+    return None
+
+
+async def test_every_one_of_in_the_document_has_branches_that_cannot_overlap(
+    client: Client,
+) -> None:
+    """`oneOf` refuses a value that fits two branches. Each `oneOf` of the document has a
+    discriminator, or branches told apart by a required member's `const` (a channel's
+    `type`), by their JSON types, or by the `not` of each other, or it says "exactly one of
+    these members" (a geofence's `circle` or `polygon`): a value two branches fit is then
+    one the server refuses too (a test below each), never a valid body."""
+    doc = await (await client.get("/openapi.json")).json()
+    exactly_one = []
+    for at, branches in _one_ofs(doc):
+        tags = [_tags(b) for b in branches]
+        if all(tags) and len({tuple(sorted(t.items())) for t in tags}) == len(branches):
+            continue  # tagged: each fixes a required member to its own value
+        types = [b.get("type") for b in branches]
+        if all(isinstance(t, str) for t in types) and len(set(types)) == len(types):
+            continue
+        if len(branches) == 2 and all("not" in b for b in branches):
+            continue  # each refuses what the other requires
+        members = _only_one_required(branches)
+        assert members is not None, f"{at}: a oneOf whose branches may overlap"
+        exactly_one.append((at, members))
+    assert sorted(exactly_one) == [
+        (f"/paths/{path}/{method}/requestBody/content/application/json/schema{inner}", members)
+        for path, method, inner, members in sorted(_EXACTLY_ONE)
+    ]
+    trigger_auth = {"mode": "partner_jwt", "jwks_url": "https://idp.example/jwks"}
+    geofence = {"name": "depot", "kind": "depot"}
+    circle = {"center": {"lat": -23.5, "lon": -46.6}, "radius_m": 100}
+    polygon = {"ring": [[-46.6, -23.5], [-46.5, -23.5], [-46.5, -23.4], [-46.6, -23.5]]}
+    both = [
+        ("/api/v1/mappings/test", {"name": "m", "mapping": "name: m", "payload": {}}),
+        (
+            "/api/v1/triggers",
+            {
+                "name": "t",
+                "entity_type": "vehicle",
+                "auth": {**trigger_auth, "public_key_pem": "-----BEGIN PUBLIC KEY-----"},
+            },
+        ),
+        ("/api/v1/geofences", {**geofence, "circle": circle, "polygon": polygon}),
+    ]
+    for path, body in both:
+        refused = await client.post(path, json=body, headers=auth())
+        assert refused.status == 422, (path, await refused.text())
+
+
+# The oneOfs that say "exactly one of these members": (path, method, where in the body,
+# the members).
+_EXACTLY_ONE = [
+    ("/api/v1/geofences", "post", "", ["circle", "polygon"]),
+    ("/api/v1/mappings/test", "post", "", ["name", "mapping"]),
+    ("/api/v1/triggers", "post", "/properties/auth/then", ["jwks_url", "public_key_pem"]),
+    (
+        "/api/v1/triggers/{id}",
+        "patch",
+        "/properties/auth/anyOf/0/then",
+        ["jwks_url", "public_key_pem"],
+    ),
+]
+
+
+_FLESPI = (ROOT / "mappings" / "flespi.yaml").read_text()
+# A body of each media type the probe sends, with its Content-Type.
+_PROBE_BODIES: dict[str, bytes] = {
+    "application/yaml": b"name: probe\n",
+    "text/yaml": b"name: probe\n",
+    "application/x-www-form-urlencoded": b"plate=ABC1D23",
+    "text/xml": b"<vehicle><plate>ABC1D23</plate></vehicle>",
+    "application/x-ndjson": b'{"plate": "ABC1D23"}\n',
+}
+
+
+async def test_request_media_types_are_those_the_server_reads(client: Client) -> None:
+    """Uploads of mappings (YAML, or a multipart `file`) and flows (YAML), and a `form` or
+    `xml` trigger's bodies were taken by the server and undeclared (the document said
+    `application/json` only). Each media type the server reads is declared, and one it
+    refuses (415) is not, on every route with a body."""
+    doc = await (await client.get("/openapi.json")).json()
+    declared = {
+        (method, path): set(op["requestBody"]["content"])
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        if "requestBody" in op
+    }
+    form = FormData()
+    form.add_field("file", _FLESPI, filename="flespi.yaml")
+    uploaded = await client.post("/api/v1/mappings", data=form, headers=auth())
+    assert uploaded.status == 201, await uploaded.text()
+    assert "multipart/form-data" in declared[("post", "/api/v1/mappings")]
+    for path in ("/api/v1/mappings", "/api/v1/flows"):
+        assert {"application/json", "application/yaml", "text/yaml"} <= declared[("post", path)]
+    # A trigger reads what its `format` says: the route reads what one of them reads.
+    triggers = [
+        await create_trigger(client, name=fmt, format=fmt) for fmt in ("json", "form", "xml")
+    ]
+    wrong = []
+    for (method, path), media in sorted(declared.items()):
+        url = re.sub(r"{(\w+)}", "x", path).replace("/entities/x", "/entities/vehicle")
+        calls = [(url, auth())]
+        if path == "/hooks/{trigger_id}":
+            calls = [(f"/hooks/{t['id']}", bearer(t)) for t in triggers]
+        for ctype, body in _PROBE_BODIES.items():
+            statuses = [
+                (
+                    await client.request(
+                        method, target, data=body, headers={**headers, "Content-Type": ctype}
+                    )
+                ).status
+                for target, headers in calls
+            ]
+            read = any(s < 300 or s == 422 for s in statuses)
+            if (set(statuses) == {415} and ctype in media) or (read and ctype not in media):
+                wrong.append((method, path, ctype, statuses))
+    assert wrong == []
+
+
+_ROUTE = re.compile(r"`(POST|PUT|PATCH|DELETE) (/[^`\s?]*)")
+
+
+def _documented_409s() -> set[tuple[str, str]]:
+    """(method, path) of each write the docs say answers a 409: a route named in the sentence
+    (or the table row) that says `409`; paths with `{}` for each parameter, under /api/v1."""
+    found = set()
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for paragraph in re.split(r"\n\s*\n", page.read_text()):
+            if paragraph.lstrip().startswith("|"):
+                units = paragraph.split("\n")
+            else:
+                units = re.split(r"(?<=[.;])\s+(?=[A-Z`(])", paragraph.replace("\n", " "))
+            for unit in units:
+                if re.search(r"\b409\b", unit) is None:
+                    continue
+                for method, path in _ROUTE.findall(unit):
+                    path = path.rstrip(".,)")
+                    if not path.startswith(("/api/", "/hooks")):
+                        path = "/api/v1" + path
+                    found.add((method.lower(), re.sub(r"{\w*}", "{}", path)))
+    return found
+
+
+async def test_every_409_the_docs_give_a_write_is_in_the_document(client: Client) -> None:
+    """The docs' 409s (a mapping version its users would refuse, a template or schedule name
+    that exists, a flow run replayed in another status...) are declared on their operation:
+    uploads and activations of mappings, creates of templates and schedules and the replay of
+    a flow run answered an undeclared 409."""
+    doc = await (await client.get("/openapi.json")).json()
+    declared = {
+        (method, re.sub(r"{\w+}", "{}", path)): set(op["responses"])
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+    }
+    documented = _documented_409s()
+    for operation in [
+        ("post", "/api/v1/mappings"),
+        ("post", "/api/v1/mappings/{}/activate"),
+        ("post", "/api/v1/templates"),
+        ("post", "/api/v1/schedules"),
+        ("post", "/api/v1/flow-runs/{}/replay"),
+    ]:
+        assert operation in documented, operation
+    undeclared = sorted(o for o in documented if "409" not in declared[o])
+    assert undeclared == []
+
+
+_LIVE_VEHICLES = "name: live\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields:\n"
+_LIVE_VEHICLES += "  plate: placa\n"
+_LIVE_DRIVERS = "name: live\ndirection: inbound\nentity_type: driver\nkey: [cpf]\nfields:\n"
+_LIVE_DRIVERS += "  cpf: cpf\n  name: nome\n"
+
+
+async def test_the_409s_of_uploads_activations_and_taken_names_are_declared(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """Each answers a 409 its operation now declares: a mapping version a trigger naming the
+    mapping would refuse (uploaded, or staged then activated), a template's or a schedule's
+    name the tenant has."""
+    doc = await (await client.get("/openapi.json")).json()
+    yaml = {**auth(), "Content-Type": "application/yaml"}
+    await upload_mapping(client, _LIVE_VEHICLES)
+    await create_trigger(client, name="live", mapping="live")
+    conflicts = [
+        ("post", "/api/v1/mappings", "/api/v1/mappings", {"data": _LIVE_DRIVERS, "headers": yaml}),
+    ]
+    staged = await client.post("/api/v1/mappings?activate=false", data=_LIVE_DRIVERS, headers=yaml)
+    assert staged.status == 201, await staged.text()
+    activate = {"json": {"version": 2}, "headers": auth()}
+    conflicts.append(
+        ("post", "/api/v1/mappings/{name}/activate", "/api/v1/mappings/live/activate", activate)
+    )
+    template = {"name": "t1", "channel_type": "sms", "locales": {"en": {"text": "t"}}}
+    await _created(client, "/api/v1/templates", template)
+    conflicts.append(
+        ("post", "/api/v1/templates", "/api/v1/templates", {"json": template, "headers": auth()})
+    )
+    schedule = await scripted_schedule(client, scripted)
+    again = {key: schedule[key] for key in ("name", "action_id", "every", "cursor", "target")}
+    conflicts.append(
+        ("post", "/api/v1/schedules", "/api/v1/schedules", {"json": again, "headers": auth()})
+    )
+    for method, path, url, call in conflicts:
+        answer = await client.request(method, url, **call)
+        assert answer.status == 409, (url, await answer.text())
+        assert "409" in doc["paths"][path][method]["responses"], path

@@ -462,3 +462,52 @@ async def test_a_viewer_is_refused_every_admin_route_that_changes_something(
         checked += 1
     assert checked >= 40
     assert await everything() == before
+
+
+async def test_every_create_sent_again_answers_a_status_its_operation_declares(
+    client: Client, monkeypatch: Any
+) -> None:
+    """Each create of the admin API that `_acme_resources` makes (one of every family), sent
+    again as it was: a name or key the tenant has is a 409 where it must be unique, and the
+    document declares it (templates and schedules answered an undeclared 409), or the create
+    is taken again (a partner's, an action's name need not be unique)."""
+    sent: list[tuple[str, Any, Any]] = []
+    request = client._request
+
+    async def recorded(method: str, path: Any, **kwargs: Any) -> Any:
+        response = await request(method, path, **kwargs)
+        if method == "POST" and response.status == 201 and str(path).startswith("/api/v1/"):
+            sent.append((str(path), kwargs.get("json"), kwargs.get("data")))
+        return response
+
+    monkeypatch.setattr(client, "_request", recorded)
+    await _acme_resources(client, "http://127.0.0.1:9")
+    monkeypatch.undo()
+    doc = await (await client.get("/openapi.json")).json()
+    paths = {
+        (method.upper(), path): op
+        for path, operations in doc["paths"].items()
+        for method, op in operations.items()
+    }
+    assert len(sent) >= 10, sent
+    undeclared = []
+    for path, body, data in sent:
+        template = _template(path, paths)
+        headers = auth() if data is None else {**auth(), "Content-Type": "application/yaml"}
+        again = await client.post(path, json=body, data=data, headers=headers)
+        if str(again.status) not in paths[("POST", template)]["responses"]:
+            undeclared.append((template, again.status, (await again.text())[:200]))
+    assert undeclared == []
+
+
+def _template(path: str, paths: dict[tuple[str, str], Any]) -> str:
+    """The document's path of a URL (`/api/v1/entities/vehicle` is `/api/v1/entities/{type}`)."""
+    if ("POST", path) in paths:
+        return path
+    parts = path.split("/")
+    for method, template in paths:
+        shape = template.split("/")
+        if method == "POST" and len(shape) == len(parts):
+            if all(s == p or s.startswith("{") for s, p in zip(shape, parts, strict=True)):
+                return template
+    raise AssertionError(f"no operation for POST {path}")

@@ -30,6 +30,7 @@ Excluded, and why (each is work left, see docs/reliability.md):
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ import pytest
 from tests.processes import Gateway
 from tests.support import admin_token
 
+ROOT = Path(__file__).resolve().parents[1]
 ST = str(Path(sys.executable).with_name("st"))
 _LOOSE = (
     r"^/api/v1/(actions|kinds|kinds/\{name\}|mappings|mappings/test"
@@ -96,11 +98,27 @@ _REJECTIONS = (
     "[checks.positive_data_acceptance]\n"
     'expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "412", "429", "5xx"]\n'
     # A proxy call to a partner the fuzzer made (a base URL such as http://0.com) is the
-    # partner's documented 502/504 (docs/actions.md), not a server error of the gateway.
+    # partner's documented 502/504, or 503 once its circuit opens (docs/actions.md), not a
+    # server error of the gateway.
     "[[operations]]\n"
     'include-name = "POST /api/v1/actions/{id}/invoke"\n'
-    'checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502", "504"]\n'
+    'checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502", "503", "504"]\n'
 )
+
+
+def test_the_fuzzed_invoke_allows_every_partner_answer_docs_actions_md_documents() -> None:
+    """An invoke of a partner the fuzzer made answers what docs/actions.md's failure table
+    says: 502, 504, and 503 (`partner-unavailable`: its circuit opened after the fuzzer's
+    calls failed; `unavailable`, `key-refused`). Each is the documented answer, not a server
+    error of the gateway: the allowance lacked the 503, a flake once the breaker opened (seen
+    with another seed). A 500 (a stored secret damaged) stays a failure."""
+    text = (ROOT / "docs" / "actions.md").read_text()
+    table = text[text.index("| what happened | answer |") :].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`(5\d\d)`", table)) - {"500"}
+    assert {"502", "503", "504"} <= documented, documented
+    allowance = _REJECTIONS[_REJECTIONS.index('"POST /api/v1/actions/{id}/invoke"') :]
+    allowed = set(re.findall(r'"(\d{3})"', allowance.split("\n")[1]))
+    assert documented <= allowed, documented - allowed
 
 
 def _fuzz(gateway: Gateway, token: str, *options: str, config: str = "", examples: int = 8) -> None:

@@ -263,6 +263,12 @@ async def delete_action(request: web.Request) -> web.Response:
     request=INVOKE,
     response=INVOKED,
     errors=(429, 502, 504),
+    error_texts={
+        503: "The partner is unavailable (`partner-unavailable`: its circuit is open or it is "
+        "disabled), this process's outbound capacity is full (`unavailable`), a stored key "
+        "does not open (`key-refused`), or the database is unavailable; see Retry-After "
+        "(docs/actions.md)"
+    },
     opens_secrets=True,
     headers=[
         (

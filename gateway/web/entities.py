@@ -4,12 +4,30 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.entities import Origin, public
+from gateway.entities import Origin, filter_fields, public
+from gateway.schemas.registry import ENTITY_TYPES
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
+
+
+def _filters() -> list[tuple[str, str]]:
+    """Each filter of an entity list as a query parameter, naming the types it filters
+    (`filter_fields`, which the handler checks them with)."""
+    types: dict[str, list[str]] = {}
+    for etype in ENTITY_TYPES:
+        for name in filter_fields(etype):
+            types.setdefault(name, []).append(etype)
+    return [
+        (
+            name,
+            f"a filter of {', '.join(f'`{t}`' for t in of)} (docs/api.md; another type's "
+            "filter is a 400)",
+        )
+        for name, of in types.items()
+    ]
 
 
 @operation(
@@ -23,9 +41,12 @@ from gateway.web.state import services_of
     query=[
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
+        *_filters(),
     ],
     schemas={"cursor": ID_CURSOR},
-    open_query=True,  # the filters: EntityService.filters names an unknown one
+    # Which filters a list takes depends on its {type}: EntityService.filters names another
+    # type's (the document lists them all, each naming its types).
+    open_query=True,
 )
 async def list_entities(request: web.Request) -> web.Response:
     claims = await authenticate(request)

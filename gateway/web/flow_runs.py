@@ -73,6 +73,7 @@ async def get_flow_run(request: web.Request) -> web.Response:
     "Replay a failed flow run from the step that failed",
     tag="flows",
     response=RUN,
+    errors=(409,),  # the run is not failed, or changed meanwhile (flows/runs.py replay)
 )
 async def replay_flow_run(request: web.Request) -> web.Response:
     claims = await authenticate(request)

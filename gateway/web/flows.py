@@ -13,7 +13,7 @@ from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.mapping.loader import file_text
 from gateway.store.client import NAME_CURSOR
 from gateway.web.admin_auth import authenticate
-from gateway.web.mappings import YAML_TYPES
+from gateway.web.mappings import YAML_TYPES, upload_media
 from gateway.web.openapi import operation, rotated_secret, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
@@ -155,12 +155,14 @@ def _name(request: web.Request) -> str:
     "Upload a flow (a new version)",
     tag="flows",
     request=_UPLOAD,
+    request_media=upload_media("flow", form=False),
     response=_UPLOADED,
     status=201,
     also=(200,),  # an identical re-upload: the version that exists
     query=[("activate", "false to store the version without activating it (default true)")],
     schemas={"activate": {"enum": ["true", "false", "1", "0"]}},
-    errors=(413, 415),
+    # 409: another upload of the flow stored its version number first (versioned.py `add`)
+    errors=(409, 413, 415),
 )
 async def upload_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -251,6 +253,7 @@ async def diff_flow_versions(request: web.Request) -> web.Response:
     tag="flows",
     request=ACTIVATE,
     response=_VERSION,
+    errors=(409,),  # the flow changed meanwhile (versioned.py `activate`)
 )
 async def activate_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -9,6 +9,8 @@ from aiohttp import web
 
 from gateway import write_fence
 from gateway.errors import PayloadTooLarge
+from gateway.formats.bodies import FORM, MULTIPART, NDJSON_TYPES
+from gateway.formats.xml_tree import XML_CONTENT_TYPES
 from gateway.triggers import HookCall
 from gateway.web import replies
 from gateway.web.client_address import client_key
@@ -62,6 +64,26 @@ _BODY: Final[dict[str, Any]] = {
     "(application/x-ndjson) is a batch; a body that starts as JSON (or XML) is read as such "
     "whatever its Content-Type",
     "oneOf": [{"type": "object"}, {"type": "array"}],
+}
+
+# What a trigger reads besides JSON (gateway/formats/bodies.py, by its `format`): a `form`
+# trigger's fields, an `xml` trigger's XML or SOAP, JSON Lines as a batch.
+_FORM_FIELDS: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "a `form` trigger's fields (text)",
+    "additionalProperties": {"type": "string"},
+}
+_OTHER_BODIES: Final[dict[str, dict[str, Any]]] = {
+    FORM: _FORM_FIELDS,
+    MULTIPART: _FORM_FIELDS,
+    **{
+        ctype: {"type": "string", "description": "an `xml` trigger's XML or SOAP body"}
+        for ctype in XML_CONTENT_TYPES
+    },
+    **{
+        ctype: {"type": "string", "description": "JSON Lines: a batch, an object a line"}
+        for ctype in sorted(NDJSON_TYPES)
+    },
 }
 
 
@@ -122,6 +144,7 @@ async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
     tag="hooks",
     auth="trigger",
     request=_BODY,
+    request_media=_OTHER_BODIES,
     response=_WRITTEN,
     errors=(409,),
     idempotency_key=True,

@@ -43,6 +43,28 @@ from gateway.web.state import services_of
 YAML_TYPES = frozenset(
     {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
 )
+
+# mapping_files/service.py `_keeps_its_users`; versioned.py `activate`.
+_REFUSED_BY_USERS = (
+    "A trigger, action or schedule naming the mapping would refuse this version as active "
+    "(`used_by` names them; docs/mapping-lifecycle.md), or the mapping changed meanwhile"
+)
+
+
+def upload_media(what: str, *, form: bool) -> dict[str, dict[str, Any]]:
+    """The bodies an upload of a `what` file takes besides JSON, as the document declares
+    them: its text in each of `YAML_TYPES`, and with `form` a multipart form's `file`."""
+    text = {"type": "string", "description": f"the {what} file (YAML, or JSON)"}
+    media: dict[str, dict[str, Any]] = {ctype: text for ctype in sorted(YAML_TYPES)}
+    if form:
+        media["multipart/form-data"] = {
+            "type": "object",
+            "required": ["file"],
+            "properties": {"file": {**text, "contentMediaType": "application/yaml"}},
+        }
+    return media
+
+
 _CHUNK = 64 * 1024
 # What a multipart form adds around its file (boundaries, part headers, other small fields).
 _FORM_FRAME = 16 * 1024
@@ -165,12 +187,14 @@ async def _read_file_field(request: web.Request) -> tuple[bytes, str | None, str
     "Upload a mapping (a new version)",
     tag="mappings",
     request=_UPLOAD,
+    request_media=upload_media("mapping", form=True),
     response=_UPLOADED,
     status=201,
     also=(200,),  # an identical re-upload: the version that exists
     query=[("activate", "false to store the version without activating it (default true)")],
     schemas={"activate": {"enum": ["true", "false", "1", "0"]}},
-    errors=(413, 415),
+    errors=(409, 413, 415),
+    error_texts={409: _REFUSED_BY_USERS},
 )
 async def upload_mapping(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -258,6 +282,8 @@ async def diff_versions(request: web.Request) -> web.Response:
     tag="mappings",
     request=ACTIVATE,
     response=_VERSION,
+    errors=(409,),
+    error_texts={409: _REFUSED_BY_USERS},
 )
 async def activate_version(request: web.Request) -> web.Response:
     claims = await authenticate(request)

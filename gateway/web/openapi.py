@@ -143,6 +143,9 @@ class Operation:
     ceilings: Mapping[str, str] = field(default_factory=dict)
     # The media type of the success answer's `response` (the metrics' text format).
     media: str = "application/json"
+    # The bodies the handler reads besides JSON (a YAML upload, a form, XML): media type →
+    # its schema (`request` is the JSON one's).
+    request_media: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # What an error status means here, when the generic text (`_STATUS_TEXT`) says less.
     error_texts: Mapping[int, str] = field(default_factory=dict)
     # Query parameters beyond `query` are the handler's to check (an entity list's filters);
@@ -309,10 +312,14 @@ def _schema(value: Mapping[str, Any] | str, *, answer: bool = False) -> dict[str
     its fields with its id and metadata, which the written schemas do not allow)."""
     if value == "entity" and answer:
         return {"$ref": "#/components/schemas/Entity"}
-    if value == "entity":
-        return {"oneOf": [{"$ref": f"#/components/schemas/{t.capitalize()}"} for t in ENTITY_TYPES]}
-    if value == "entity_patch":  # members merged into the stored ones: several types may fit
-        names = [f"{t.capitalize()}Patch" for t in ENTITY_TYPES]
+    # `anyOf`, not `oneOf`: the {type} path parameter names the type the server checks the
+    # body against, and one path item cannot give each of its values a schema; no member of
+    # the body names the type (an `other`'s `kind` names its kind), so no discriminator can.
+    # The types' schemas overlap (a driver with an e-mail is a valid operator too): `oneOf`
+    # refused such valid bodies as "valid under each of Operator, Driver".
+    if value in ("entity", "entity_patch"):
+        suffix = "Patch" if value == "entity_patch" else ""
+        names = [f"{t.capitalize()}{suffix}" for t in ENTITY_TYPES]
         return {"anyOf": [{"$ref": f"#/components/schemas/{name}"} for name in names]}
     assert not isinstance(value, str)
     return dict(value)
@@ -374,7 +381,10 @@ def _operation(path: str, op: Operation, settings: Settings) -> dict[str, Any]:
     if op.request is not None:
         result["requestBody"] = {
             "required": op.body_required,
-            "content": {"application/json": {"schema": _capped(_schema(op.request), op, settings)}},
+            "content": {
+                "application/json": {"schema": _capped(_schema(op.request), op, settings)},
+                **{media: {"schema": dict(schema)} for media, schema in op.request_media.items()},
+            },
         }
     return result
 

@@ -142,6 +142,7 @@ def _id(request: web.Request) -> str:
     request=strict(SCHEDULE_BODY),
     response=SCHEDULE,
     status=201,
+    errors=(409,),  # the tenant has a schedule of that name
 )
 async def create_schedule(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -68,6 +68,7 @@ _RENDERED: dict[str, Any] = {
     request=strict(TEMPLATE_BODY),
     response=TEMPLATE,
     status=201,
+    errors=(409,),  # the tenant has a template of that name
 )
 async def create_template(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -198,7 +198,13 @@ async def delete_trigger(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@operation("Disable a trigger (valid credentials get 403)", tag="triggers", response=_TRIGGER)
+# 409: the trigger kept changing under the change (triggers/service.py `_change`).
+@operation(
+    "Disable a trigger (valid credentials get 403)",
+    tag="triggers",
+    response=_TRIGGER,
+    errors=(409,),
+)
 async def disable_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     return json_response(
@@ -208,7 +214,7 @@ async def disable_trigger(request: web.Request) -> web.Response:
     )
 
 
-@operation("Enable a trigger", tag="triggers", response=_TRIGGER)
+@operation("Enable a trigger", tag="triggers", response=_TRIGGER, errors=(409,))
 async def enable_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     return json_response(
