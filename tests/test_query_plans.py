@@ -560,3 +560,29 @@ async def test_a_notifications_cooldown_claims_read_only_their_own_key(
     plans = query_plans.of("notify_cooldowns")
     assert plans
     assert [f"{p.shape} ({p.sent_by}): {p.stage} via {p.via}" for p in plans if p.scans] == []
+
+
+async def test_a_triggers_deletion_reads_none_of_every_tenants_replay_records(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """A trigger's deletion leaves its idempotency records and signature memory to expire
+    (24 h, 30 days): no call reaches them once its id is gone. Cleared by their `trigger_id`
+    (no index), every tenant's records were read (SecantusDB reads a range of `_id` whole
+    too)."""
+    gone = await create_trigger(client)
+    for n in range(2):
+        sent = {**VEHICLE, "plate": f"ABC1D{n}0"}
+        status, body = await hook(client, gone, sent, headers={"Idempotency-Key": f"k{n}"})
+        assert status in (200, 201), body
+    await client.app[services_key].store.signature_memory.remember(
+        "acme", gone["id"], "sig", datetime.now(UTC)
+    )
+    query_plans.plans.clear()
+    deleted = await client.delete(f"/api/v1/triggers/{gone['id']}", headers=auth())
+    assert deleted.status == 204, await deleted.text()
+    plans = query_plans.of("idempotency") + query_plans.of("signature_memory")
+
+    again = {"Idempotency-Key": "k0"}
+    status, _ = await hook(client, gone, {**VEHICLE, "plate": "ABC1D00"}, headers=again)
+    assert status == 401  # the kept answer is no one's any more
+    assert [f"{p.collection} {p.shape} ({p.sent_by})" for p in plans] == []
