@@ -815,14 +815,10 @@ class DeliveryStore:
                 {"$set": {"next_attempt_at": now}, "$unset": {"waiting_for": ""}},
             )
 
-    async def drop_finished_before(
-        self, before: datetime, *, dry_run: bool = False, point_deletes: bool = True
-    ) -> int:
+    async def drop_finished_before(self, before: datetime, *, dry_run: bool = False) -> int:
         """Deliveries in a final status, last changed before `before` (`gateway cleanup`)."""
         finals = [status.value for status in DeliveryStatus if status.final]
-        return await drop_finished(
-            self._c, finals, SHARDS, before, dry_run=dry_run, point_deletes=point_deletes
-        )
+        return await drop_finished(self._c, finals, SHARDS, before, dry_run=dry_run)
 
     async def queue_stats(
         self, now: datetime, closed: Sequence[str] = ()
