@@ -6,6 +6,7 @@ are put in NFC by a one-time step at start; twins stored before are both kept, a
 
 from __future__ import annotations
 
+import json
 import logging
 import unicodedata
 from typing import Any
@@ -118,3 +119,39 @@ async def test_names_stored_before_are_composed_at_a_start_and_twins_kept(
     assert (await by_composed.json())["id"] == twin["id"]
     by_decomposed = await client.get(f"/api/v1/geofences/{quote(DECOMPOSED)}", headers=auth())
     assert (await by_decomposed.json())["name"] == DECOMPOSED  # the twin, as stored
+
+
+TEMPLATE = {
+    "channel_type": "email",
+    "default_locale": "pt-BR",
+    "locales": {"pt-BR": {"subject": "Aviso", "text": "Olá"}},
+}
+CHANNEL = {
+    "type": "email",
+    "smtp": {"host": "127.0.0.1", "port": 9, "security": "none"},
+    "from": "alertas@acme.com.br",
+}
+MAPPING = """name: {name}
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {{from: p}}
+"""
+
+
+@pytest.mark.parametrize("path", ["/api/v1/templates", "/api/v1/channels", "/api/v1/mappings"])
+async def test_a_letters_only_name_with_a_line_break_after_it_is_refused(
+    client: Client, path: str
+) -> None:
+    """`due` followed by a line break passed the check of a name of letters, digits, `_ . -`
+    (`$` matches before a final line break): a second name that looks the same as `due`."""
+    for name, status in (("due", 201), ("due\n", 422)):
+        if path == "/api/v1/mappings":
+            text = MAPPING.format(name=json.dumps(name))
+            headers = {**auth(), "Content-Type": "application/yaml"}
+            response = await client.post(path, data=text.encode(), headers=headers)
+        else:
+            body = {"name": name, **(TEMPLATE if "templates" in path else CHANNEL)}
+            response = await client.post(path, json=body, headers=auth())
+        assert response.status == status, (name, await response.text())
