@@ -347,8 +347,9 @@ async def test_an_entity_of_a_custom_kind_marks_its_kind_without_reading_every_k
     query_plans: PlanListener, client: Client
 ) -> None:
     """A write of an entity of a tenant's kind marks the kind as being written, unless it is
-    being deleted: a filter without an operator at its top, not matched against every
-    tenant's kinds."""
+    being deleted, and a deletion marks it: a filter without an operator at its top, and an
+    update then a read, not a `find_one_and_update` (SecantusDB writes it with an operator at
+    its filter's top): not matched against every tenant's kinds."""
     kind = {
         "name": "tyre",
         "schema": {"type": "object", "properties": {"serial": {"type": "string"}}},
@@ -362,7 +363,7 @@ async def test_an_entity_of_a_custom_kind_marks_its_kind_without_reading_every_k
     deleted = await client.delete("/api/v1/kinds/tyre", headers=auth())
     assert deleted.status == 409  # an entity of it is stored
 
-    assert [p for p in query_plans.of("kinds") if p.command == "findAndModify"]
+    assert [p for p in query_plans.of("kinds") if p.command == "update"]
     assert [f"{p.shape} ({p.sent_by})" for p in query_plans.of("kinds") if p.scans] == []
 
 
@@ -628,3 +629,23 @@ async def test_a_heads_publish_reads_its_own_head_not_every_tenants(
         }
         assert plans
         assert [f"{p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+
+
+async def test_a_write_taking_its_turn_reads_its_entity_not_every_one(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """A write that lost rounds takes its turn (`EntityStore.take_turn`: the entity's
+    revision moved on as it is read): an update and a read of the entity, not a
+    `find_one_and_update`, whose write SecantusDB matches against every entity of every
+    tenant (an operator at its filter's top)."""
+    vehicle = await create_vehicle(client)
+    entities = client.app[services_key].store.entities
+    stored = await entities.get("acme", "vehicle", nk=vehicle["plate"])
+    assert stored is not None
+    query_plans.plans.clear()
+    taken = await entities.take_turn("acme", "vehicle", vehicle["plate"])
+    assert taken is not None and taken["rev"] == stored["rev"] + 1
+    assert await entities.take_turn("acme", "vehicle", "ZZZ9Z99") is None
+
+    assert query_plans.of("entities")
+    assert _wide(query_plans.of("entities")) == []

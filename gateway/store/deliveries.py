@@ -720,13 +720,20 @@ class DeliveryStore:
             if counted:
                 update["$inc"] = {"attempt_count": 1}
                 update["$set"]["attempts_made"] = attempt["n"]
+        # A guarded update then a read by `_id`, each a point lookup: a `find_one_and_update`
+        # SecantusDB writes with `{_id, $and: [filter]}`, which it matches against every
+        # delivery of every tenant (14 ms at 100 deliveries, 465 ms at 10,000, each attempt).
+        # The place is read after the write, which does not change it: one placed before is
+        # there, as in the document before the write.
+        lease = {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT}
         with translate_errors():
-            found: Doc | None = await self._c.find_one_and_update(
-                {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT},
-                update,
-                {"order_key": 1, "seq": 1},
-            )
-        key, seq = (found or {}).get("order_key"), (found or {}).get("seq")
+            if not (await self._c.update_one(lease, update)).matched_count:
+                return None
+            place = {"order_key": 1, "seq": 1}
+            found: Doc = await self._c.find_one({"_id": delivery_id}, place) or {
+                "_id": delivery_id  # removed since: no line to wake
+            }
+        key, seq = found.get("order_key"), found.get("seq")
         if isinstance(key, str) and isinstance(seq, str):
             final = fields.get("status") in _FINAL
             try:
