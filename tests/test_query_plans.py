@@ -649,3 +649,34 @@ async def test_a_write_taking_its_turn_reads_its_entity_not_every_one(
 
     assert query_plans.of("entities")
     assert _wide(query_plans.of("entities")) == []
+
+
+async def test_an_admins_edit_of_a_resource_writes_and_reads_it_by_id(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """A PATCH of a partner, an action, a subscription or a geofence (`TenantResources.update`,
+    guarded by the revision read): an update and a read by `_id`, not a
+    `find_one_and_update`, whose write SecantusDB matches against every tenant's documents."""
+    partner_doc = await create_partner(client, "http://127.0.0.1:9/")
+    action = await create_action(client, partner_doc["id"])
+    subscription = await create_subscription(client, action["id"])
+    circle = {"lat": -23.5, "lon": -46.6, "radius_m": 300}
+    fence = {"name": "pátio", "kind": "authorized", "circle": circle}
+    made = await client.post("/api/v1/geofences", json=fence, headers=auth())
+    geofence = await made.json()
+    query_plans.plans.clear()
+    for path, change in (
+        (f"/api/v1/partners/{partner_doc['id']}", {"timeout_seconds": 5}),
+        (f"/api/v1/actions/{action['id']}", {"path": "/b"}),
+        (f"/api/v1/subscriptions/{subscription['id']}", {"event_types": ["entity.created"]}),
+        (f"/api/v1/geofences/{geofence['id']}", {"margin_m": 20}),
+    ):
+        patched = await client.patch(path, json=change, headers=auth())
+        assert patched.status == 200, await patched.text()
+        body = await patched.json()
+        assert {key: body[key] for key in change} == change, path  # the document after
+
+    written = ("partners", "actions", "subscriptions", "geofences")
+    plans = [p for c in written for p in query_plans.of(c)]
+    assert [f"{p.collection} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+    assert [p for p in plans if p.command == "update"]
