@@ -654,9 +654,10 @@ async def test_a_write_taking_its_turn_reads_its_entity_not_every_one(
 async def test_an_admins_edit_of_a_resource_writes_and_reads_it_by_id(
     query_plans: PlanListener, client: Client
 ) -> None:
-    """A PATCH of a partner, an action, a subscription or a geofence (`TenantResources.update`,
-    guarded by the revision read): an update and a read by `_id`, not a
-    `find_one_and_update`, whose write SecantusDB matches against every tenant's documents."""
+    """A PATCH of a trigger, a partner, an action, a subscription or a geofence (guarded by
+    the revision read: `TenantResources.update`, `TriggerStore.update`): an update and a read
+    by `_id`, not a `find_one_and_update`, whose write SecantusDB matches against every
+    tenant's documents."""
     partner_doc = await create_partner(client, "http://127.0.0.1:9/")
     action = await create_action(client, partner_doc["id"])
     subscription = await create_subscription(client, action["id"])
@@ -664,8 +665,10 @@ async def test_an_admins_edit_of_a_resource_writes_and_reads_it_by_id(
     fence = {"name": "pátio", "kind": "authorized", "circle": circle}
     made = await client.post("/api/v1/geofences", json=fence, headers=auth())
     geofence = await made.json()
+    trigger = await create_trigger(client)
     query_plans.plans.clear()
     for path, change in (
+        (f"/api/v1/triggers/{trigger['id']}", {"methods": ["GET", "POST"]}),
         (f"/api/v1/partners/{partner_doc['id']}", {"timeout_seconds": 5}),
         (f"/api/v1/actions/{action['id']}", {"path": "/b"}),
         (f"/api/v1/subscriptions/{subscription['id']}", {"event_types": ["entity.created"]}),
@@ -676,7 +679,35 @@ async def test_an_admins_edit_of_a_resource_writes_and_reads_it_by_id(
         body = await patched.json()
         assert {key: body[key] for key in change} == change, path  # the document after
 
-    written = ("partners", "actions", "subscriptions", "geofences")
+    written = ("triggers", "partners", "actions", "subscriptions", "geofences")
     plans = [p for c in written for p in query_plans.of(c)]
     assert [f"{p.collection} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
     assert [p for p in plans if p.command == "update"]
+
+
+async def test_a_schedule_runners_claim_reads_the_schedule_it_claims(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """The schedule runner claims each due schedule it takes (`ScheduleStore.claim_due`): an
+    update by its `_id` and a read of it, not a `find_one_and_update` (SecantusDB matched its
+    write against every tenant's schedules) nor a filter led by `status` (every active
+    schedule)."""
+    now = datetime.now(UTC)
+    due = {"status": "active", "next_run_at": now - timedelta(minutes=1), "lease_until": now}
+    await services.store.db["schedules"].insert_many(
+        [
+            {"tenant": "acme", "name": "a", **due},
+            {"tenant": "beta", "name": "b", **due},
+            {"tenant": "acme", "name": "later", **due, "next_run_at": now + timedelta(hours=1)},
+        ]
+    )
+    query_plans.plans.clear()
+    claimed = await services.store.schedules.claim_due("r1", now, now + timedelta(minutes=1), 5)
+    assert sorted(doc["name"] for doc in claimed) == ["a", "b"]
+    assert {doc["lease_owner"] for doc in claimed} == {"r1"}
+    assert await services.store.schedules.claim_due("r2", now, now + timedelta(minutes=1), 5) == []
+
+    writes = [p for p in query_plans.of("schedules") if p.command in ("update", "findAndModify")]
+    assert writes
+    assert [f"{p.shape} ({p.sent_by}): {p.stage} via {p.via}" for p in writes if p.scans] == []
+    assert [p.shape for p in writes if p.via == "status"] == []
