@@ -37,20 +37,14 @@ async def clean_up(
     *,
     dry_run: bool = False,
     clock: Callable[[], datetime] = utcnow,
-    point_deletes: bool | None = None,
 ) -> Cleaned:
-    """Drop (or, `dry_run`, count) the history older than `older_than`. `point_deletes`:
-    drop finished work one document at a time (`store/history.py`); by default where the
-    server reads the whole collection for a delete by `_id` that checks more (SecantusDB)."""
+    """Drop (or, `dry_run`, count) the history older than `older_than`."""
     if older_than < timedelta(days=MIN_DAYS):
         raise ValueError(f"history is kept at least {MIN_DAYS} day")
     before = clock() - older_than
-    if point_deletes is None:
-        point_deletes = await store.scans_id_ranges()
-    finished = {"dry_run": dry_run, "point_deletes": point_deletes}
     return Cleaned(
         before,
         events=await store.events.drop_before(before, dry_run=dry_run),
-        deliveries=await store.deliveries.drop_finished_before(before, **finished),
-        flow_runs=await store.notify.runs.drop_finished_before(before, **finished),
+        deliveries=await store.deliveries.drop_finished_before(before, dry_run=dry_run),
+        flow_runs=await store.notify.runs.drop_finished_before(before, dry_run=dry_run),
     )

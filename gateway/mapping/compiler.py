@@ -219,7 +219,7 @@ def _header(data: dict[str, Any], problems: Problems) -> Direction | None:
     name = data.get("name")
     if name is None:
         problems.add("", "name is required", "required")
-    elif not isinstance(name, str) or not MAPPING_NAME_RE.match(name):
+    elif not isinstance(name, str) or not MAPPING_NAME_RE.fullmatch(name):
         problems.add("/name", "name is 1-100 letters, digits, '_', '.', '-'", "pattern")
     if refused := text_refused(data.get("description", ""), _MAX_DESCRIPTION):
         message = f"description is text of at most {_MAX_DESCRIPTION}"

@@ -184,7 +184,7 @@ class ChannelService:
         kind = body.get("type")
         check = BodyCheck(body, _COMMON | _BY_TYPE.get(kind, set()) if kind in TYPES else _COMMON)
         name = check.text("name", max_len=100)
-        if name is not None and not NAME.match(name):
+        if name is not None and not NAME.fullmatch(name):
             check.add("/name", "name is 1-100 letters, digits, _ . -", "pattern")
         if kind not in TYPES:
             check.add("/type", f"type is one of {', '.join(TYPES)}", "enum")

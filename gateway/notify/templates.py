@@ -179,7 +179,7 @@ def checked_template(body: Mapping[str, Any]) -> dict[str, Any]:
         if k not in TEMPLATE_FIELDS
     ]
     name = body.get("name")
-    if not is_text(name) or not NAME.match(name):
+    if not is_text(name) or not NAME.fullmatch(name):
         problems.append(FieldProblem("/name", "name is 1-100 letters, digits, _ . -", "pattern"))
     channel_type = body.get("channel_type")
     if not is_text(channel_type):

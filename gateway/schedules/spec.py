@@ -25,6 +25,7 @@ from typing import Any, Final
 from gateway.errors import FieldProblem
 from gateway.formats.headers import is_reserved_header, reserved_message
 from gateway.formats.json_tree import is_text, text_refused, whole_number, with_member
+from gateway.formats.unicode_forms import nfc
 from gateway.mapping.expressions import compile_expression
 from gateway.schedules.timing import parse_every
 from gateway.store import Doc
@@ -94,7 +95,7 @@ def check_fields(
         if key not in FIELDS:
             check.add(f"/{key}", f"unknown field {key!r}", "additionalProperties")
     fields: Doc = {
-        "name": _text(check, body.get("name"), "/name"),
+        "name": _name(check, body.get("name")),
         "action_id": _text(check, body.get("action_id"), "/action_id", max_len=64),
         "every": _every(check, body.get("every"), body.get("timezone")),
         "cursor": _cursor(check, body.get("cursor")),
@@ -120,6 +121,12 @@ def _text(check: _Check, value: Any, pointer: str, *, max_len: int = 200) -> str
         check.add(pointer, message, refused)
         return None
     return str(value)  # a text (`text_refused`)
+
+
+def _name(check: _Check, value: Any) -> str | None:
+    """The name in NFC: one name in either Unicode form (unique per tenant)."""
+    text = _text(check, value, "/name")
+    return None if text is None else nfc(text)
 
 
 def _every(check: _Check, value: Any, timezone: Any) -> dict[str, object] | None:

@@ -40,8 +40,9 @@ from gateway.store.kinds import KindStore
 from gateway.store.leases import LeaseStore
 from gateway.store.mappings import MappingStore
 from gateway.store.migrations import record_steps
+from gateway.store.name_folding import COMPOSE_STEP as NAME_COMPOSING
 from gateway.store.name_folding import STEP as NAME_FOLDING
-from gateway.store.name_folding import fold_names
+from gateway.store.name_folding import compose_names, fold_names
 from gateway.store.notify import NotifyStores
 from gateway.store.occurrences import DEFAULT_RETENTION_SECONDS as OCCURRENCE_RETENTION
 from gateway.store.occurrences import OccurrenceStore
@@ -68,6 +69,7 @@ UPGRADE_STEPS: Final = (
     DUE_MIGRATION,
     EMAIL_STEP,
     NAME_FOLDING,
+    NAME_COMPOSING,
 )
 """Every one-time upgrade step's marker (`Store._upgrade` runs them in this order)."""
 
@@ -218,6 +220,8 @@ class Store:
         await self.notify.assignments.mark_scheduled(clock.utcnow())
         await put_emails_in_form(self.db["ui_users"], migrations)
         await fold_names([self.db["triggers"], self.db["schedules"]], migrations)
+        named = ("triggers", "schedules", "geofences", "maintenance_plans")
+        await compose_names([self.db[name] for name in named], migrations)
 
     def check_prepared(self) -> None:
         """Raise the 503 at once while the indexes and the one-time upgrade steps are not

@@ -720,13 +720,20 @@ class DeliveryStore:
             if counted:
                 update["$inc"] = {"attempt_count": 1}
                 update["$set"]["attempts_made"] = attempt["n"]
+        # A guarded update then a read by `_id`, each a point lookup: a `find_one_and_update`
+        # SecantusDB writes with `{_id, $and: [filter]}`, which it matches against every
+        # delivery of every tenant (14 ms at 100 deliveries, 465 ms at 10,000, each attempt).
+        # The place is read after the write, which does not change it: one placed before is
+        # there, as in the document before the write.
+        lease = {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT}
         with translate_errors():
-            found: Doc | None = await self._c.find_one_and_update(
-                {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT},
-                update,
-                {"order_key": 1, "seq": 1},
-            )
-        key, seq = (found or {}).get("order_key"), (found or {}).get("seq")
+            if not (await self._c.update_one(lease, update)).matched_count:
+                return None
+            place = {"order_key": 1, "seq": 1}
+            found: Doc = await self._c.find_one({"_id": delivery_id}, place) or {
+                "_id": delivery_id  # removed since: no line to wake
+            }
+        key, seq = found.get("order_key"), found.get("seq")
         if isinstance(key, str) and isinstance(seq, str):
             final = fields.get("status") in _FINAL
             try:
@@ -815,14 +822,10 @@ class DeliveryStore:
                 {"$set": {"next_attempt_at": now}, "$unset": {"waiting_for": ""}},
             )
 
-    async def drop_finished_before(
-        self, before: datetime, *, dry_run: bool = False, point_deletes: bool = True
-    ) -> int:
+    async def drop_finished_before(self, before: datetime, *, dry_run: bool = False) -> int:
         """Deliveries in a final status, last changed before `before` (`gateway cleanup`)."""
         finals = [status.value for status in DeliveryStatus if status.final]
-        return await drop_finished(
-            self._c, finals, SHARDS, before, dry_run=dry_run, point_deletes=point_deletes
-        )
+        return await drop_finished(self._c, finals, SHARDS, before, dry_run=dry_run)
 
     async def queue_stats(
         self, now: datetime, closed: Sequence[str] = ()

@@ -35,7 +35,7 @@ from typing import Any
 from unicodedata import normalize
 
 import bson
-from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
@@ -476,13 +476,15 @@ class EntityStore:
         query = scoped(tenant, {"type": etype, "nk": nk})
         # Not journaled: it changes nothing a write stands on; lost in a crash, the write
         # guarded by the revision it read loses its round, and reads again.
+        # An update then a read (of what it moved, or a later write's): a `find_one_and_update`
+        # SecantusDB writes with an operator at its filter's top, matched against every entity
+        # of every tenant, on the contended writes that need it most.
         with translate_errors():
-            return await unjournaled(self._c).find_one_and_update(
-                query,
-                {"$inc": {"rev": 1}},
-                projection={"outbox": 0},
-                return_document=ReturnDocument.AFTER,
-            )
+            moved = await unjournaled(self._c).update_one(query, {"$inc": {"rev": 1}})
+            if not moved.matched_count:
+                return None
+            found: Doc | None = await self._c.find_one(query, {"outbox": 0})
+        return found
 
     async def find(
         self,

@@ -244,14 +244,10 @@ class FlowRunStore:
             )
         return result.modified_count == 1
 
-    async def drop_finished_before(
-        self, before: datetime, *, dry_run: bool = False, point_deletes: bool = True
-    ) -> int:
+    async def drop_finished_before(self, before: datetime, *, dry_run: bool = False) -> int:
         """Runs in a final status, last changed before `before` (`gateway cleanup`)."""
         finals = [status.value for status in RunStatus if status.final]
-        return await drop_finished(
-            self._c, finals, SHARDS, before, dry_run=dry_run, point_deletes=point_deletes
-        )
+        return await drop_finished(self._c, finals, SHARDS, before, dry_run=dry_run)
 
     async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
         """Extend the leases a live runner still holds (run id → claim token)."""

@@ -3,7 +3,7 @@
 
 What to drop is read through an index the collections already have, so the clean-up adds no
 cost to the writes of the hot path, and dropped by `_id` in chunks of `CHUNK`, deliveries and
-flow runs checked again as they are dropped (`drop_finished`); on the embedded SecantusDB a
+flow runs checked again in the delete's filter (`drop_finished`); on the embedded SecantusDB a
 delete holds its storage lock while it runs: many short ones let other work in between:
 
 - events by tenant and `_id` (`by_tenant`: an event's ObjectId carries when it occurred),
@@ -15,8 +15,9 @@ delete holds its storage lock while it runs: many short ones let other work in b
 - deliveries and flow runs by `due` (status, shard, `next_attempt_at`), for each final status
   and shard, then only those whose last change (`updated_at`) is older too: a delivery
   replayed yesterday stays, whenever it was first due. (The filter holds the index's fields
-  alone: SecantusDB scans the collection for a filter with a field more.) Pending,
-  in-flight and running work is never touched.
+  alone: with a field more, SecantusDB reads it through its first field an index serves
+  alone, `status`, every document of that status.) Pending, in-flight and running work is
+  never touched.
 """
 
 from __future__ import annotations
@@ -58,31 +59,23 @@ async def drop_finished(
     before: datetime,
     *,
     dry_run: bool,
-    point_deletes: bool,
 ) -> int:
     """Documents in a final status, last changed before `before`; how many (would be)
     dropped. A document may leave its final status between being read and being dropped (a
-    delivery an admin replays), so the delete checks again: on MongoDB in its filter, which
-    the `_id` index serves. SecantusDB reads the whole collection for such a filter (and for
-    a `find_one_and_delete`), so with `point_deletes` the chunk is read again by `_id` alone
-    just before a delete by `_id` alone: what changed meanwhile stays, but for what changes
-    within that one round trip."""
+    delivery an admin replays), so the delete checks again in its filter: `_id` first, read
+    through the `_id` index (SecantusDB too: a point lookup per id, the rest matched on what
+    it read; 1,000 of 20,000 deliveries dropped in the same time as by `_id` alone). Until
+    2026-12-07 SecantusDB read the chunk again by `_id` just before an unguarded delete (said
+    to scan such a filter, which holds for a `find_one_and_delete`: 600 ms each at 20,000), and
+    a replay within that round trip lost its delivery."""
     finals = list(statuses)
 
     def unchanged_since(doc: Doc) -> bool:
         return "updated_at" in doc and _older(doc, "updated_at", before)
 
-    def still_finished(doc: Doc) -> bool:
-        return doc.get("status") in finals and unchanged_since(doc)
-
     async def delete(ids: list[Any]) -> int:
-        if not point_deletes:
-            guard = {"status": {"$in": finals}, "updated_at": {"$lt": before}}
-            return await _delete_ids(c, ids, guard)
-        with translate_errors():
-            now = await c.find({"_id": {"$in": ids}}, {"status": 1, "updated_at": 1}).to_list(None)
-        still = [doc["_id"] for doc in now if still_finished(doc)]
-        return await _delete_ids(c, still, {}) if still else 0
+        guard = {"status": {"$in": finals}, "updated_at": {"$lt": before}}
+        return await _delete_ids(c, ids, guard)
 
     dropped = 0
     for status in finals:

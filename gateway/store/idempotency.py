@@ -152,7 +152,3 @@ class IdempotencyStore:
         query = {"_id": {"$in": ids}, "claim": {"$in": tokens}, "state": "pending"}
         with translate_errors():
             await self._c.delete_many(scoped(tenant, query))
-
-    async def delete_for_trigger(self, tenant: str, trigger_id: str) -> None:
-        with translate_errors():
-            await self._c.delete_many(scoped(tenant, {"trigger_id": trigger_id}))

@@ -25,7 +25,7 @@ from collections.abc import Collection as Collection_
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict
@@ -132,9 +132,7 @@ class KindStore:
         update = {"$set": fields}
         if check is None:
             with translate_errors():
-                return await self._c.find_one_and_update(
-                    scoped(tenant, {"name": name}), update, return_document=ReturnDocument.AFTER
-                )
+                return await self._changed(tenant, name, {"name": name}, update)
         now = self.clock()
         marked = await self._mark(tenant, name, "replacing_until", now + REPLACE_MARK, now)
         if marked is None:
@@ -142,11 +140,8 @@ class KindStore:
         try:
             await check(marked)
             with translate_errors():
-                return await self._c.find_one_and_update(
-                    scoped(tenant, {"name": name}),
-                    {**update, "$unset": {"replacing_until": ""}},
-                    return_document=ReturnDocument.AFTER,
-                )
+                replaced = {**update, "$unset": {"replacing_until": ""}}
+                return await self._changed(tenant, name, {"name": name}, replaced)
         except BaseException:
             await self._unmark(tenant, name, "replacing_until")
             raise
@@ -180,17 +175,23 @@ class KindStore:
             marks.append("writing_until")
         free = {k: v for m in marks for k, v in _not_marked(m, now).items()}
         with translate_errors():
-            marked = await self._c.find_one_and_update(
-                scoped(tenant, {"name": name, **free, **_not_leased(now)}),
-                {"$set": {mark: until}},
-                return_document=ReturnDocument.AFTER,
-            )
+            query = {"name": name, **free, **_not_leased(now)}
+            marked = await self._changed(tenant, name, query, {"$set": {mark: until}})
             if marked is None:
                 doc = await self.get(tenant, name)
                 if doc is None:
                     return None
                 raise _busy(name, doc, now)
         return marked
+
+    async def _changed(self, tenant: str, name: str, query: Doc, update: Doc) -> Doc | None:
+        """The kind `name` after `update`, when `query` matched it (None: it did not). An
+        update then a read, not a `find_one_and_update`: SecantusDB writes that with an
+        operator at its filter's top, matched against every tenant's kinds."""
+        if not (await self._c.update_one(scoped(tenant, query), update)).matched_count:
+            return None
+        found: Doc | None = await self._c.find_one(scoped(tenant, {"name": name}))
+        return found
 
     async def _unmark(self, tenant: str, name: str, mark: str) -> None:
         with translate_errors():
@@ -208,11 +209,8 @@ class KindStore:
             for k, v in _not_marked(m, now).items()
         }
         with translate_errors():
-            leased = await self._c.find_one_and_update(
-                scoped(tenant, {"name": name, **free}),
-                {"$push": {"saving": {"token": token, "until": now + SAVE_LEASE}}},
-                return_document=ReturnDocument.AFTER,
-            )
+            push = {"$push": {"saving": {"token": token, "until": now + SAVE_LEASE}}}
+            leased = await self._changed(tenant, name, {"name": name, **free}, push)
             if leased is None:
                 doc = await self.get(tenant, name)
                 if doc is None:
@@ -244,11 +242,15 @@ class KindStore:
                 writing is not None and writing >= now + WRITE_MARK_LEFT
             ):
                 return doc  # marked long enough already
-            marked = await self._c.find_one_and_update(
-                scoped(tenant, {"name": name, **_not_marked("deleting_until", now)}),
-                {"$max": {"writing_until": now + WRITE_MARK}},
-                return_document=ReturnDocument.AFTER,
-            )
+            # By `_id` (a point lookup), then read again: a `find_one_and_update` SecantusDB
+            # writes with an operator at its filter's top, matched against every tenant's
+            # kinds. The kind deleted (and made again) since its read: not marked, as while
+            # it is being deleted.
+            guard = {"_id": doc["_id"], **_not_marked("deleting_until", now)}
+            mark = {"$max": {"writing_until": now + WRITE_MARK}}
+            marked = None
+            if (await self._c.update_one(scoped(tenant, guard), mark)).matched_count:
+                marked = await self._c.find_one(scoped(tenant, {"_id": doc["_id"]}))
         if marked is None and await self.get(tenant, name) is not None:
             raise Conflict(f"kind {name!r} is being deleted; nothing was written")
         return marked

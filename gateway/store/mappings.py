@@ -14,7 +14,7 @@ lets every process cache compiled versions by it forever.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -225,17 +225,35 @@ class MappingStore:
                 scoped(tenant, {"name": name}),
                 {"$set": {"updated_at": utcnow()}, "$unset": {"deleted": ""}},
             )
-            inactive = [{"active_version": {"$exists": False}}, {"active_version": None}]
-            if active_version is None:
-                await self._heads.update_one(
-                    scoped(tenant, {"name": name, "$or": inactive}), {"$set": shown}
+        if active_version is None:
+            await self._show_over(tenant, name, lambda active: active is None, shown)
+        else:
+            await self._show_over(
+                tenant,
+                name,
+                lambda active: active is None or active < active_version,
+                {"active_version": active_version, **shown},
+            )
+
+    async def _show_over(
+        self, tenant: str, name: str, over: Callable[[Any], bool], changes: Doc
+    ) -> None:
+        """Set `changes` on the head while `over` its active version (None: none is). The
+        head is read by its name and written by its `_id`, guarded on the active version read
+        (`None` matches a head without one too): an `$or` of the versions it may have had
+        SecantusDB match every tenant's heads. A write that misses (another upload or
+        activation came between) reads again."""
+        for _ in range(_ALLOCATE_TRIES):
+            with translate_errors():
+                head = await self._heads.find_one(
+                    scoped(tenant, {"name": name}), {"active_version": 1}
                 )
-            else:
-                older = [*inactive, {"active_version": {"$lt": active_version}}]
-                await self._heads.update_one(
-                    scoped(tenant, {"name": name, "$or": older}),
-                    {"$set": {"active_version": active_version, **shown}},
-                )
+                if head is None or not over(active := head.get("active_version")):
+                    return
+                guarded = scoped(tenant, {"_id": head["_id"], "active_version": active})
+                if (await self._heads.update_one(guarded, {"$set": changes})).matched_count:
+                    return
+        raise StoreUnavailable(f"{name!r} not published: its head kept changing")
 
     async def set_active(
         self,

@@ -21,6 +21,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from gateway.formats.unicode_forms import nfc
 from gateway.store.assignments import (
     ASSIGNMENT_RANGES,
     DRIVERS_INDEX,
@@ -51,10 +52,14 @@ class NamedResources(TenantResources):
     """Tenant resources with a unique name, found by id or by name."""
 
     async def by_ref(self, tenant: str, ref: str) -> Doc | None:
+        """By id, else by name: as sent, else in NFC (names are stored in NFC; one stored
+        before, in another form, whose NFC is another's name is reached as stored)."""
         doc = await find_by_id(self._c, tenant, ref)
-        if doc is None:
+        for name in dict.fromkeys((ref, nfc(ref))):
+            if doc is not None:
+                break
             with translate_errors():
-                doc = await self._c.find_one(scoped(tenant, {"name": ref}))
+                doc = await self._c.find_one(scoped(tenant, {"name": name}))
         return doc
 
     async def by_names(self, tenant: str, names: list[str]) -> list[Doc]:

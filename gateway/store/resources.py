@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 
 from gateway.store.client import (
     Collection,
@@ -68,16 +68,20 @@ class TenantResources:
         fields: Mapping[str, Any],
         unset: Sequence[str] = (),
     ) -> Doc | None:
-        """Optimistic update: None when the document changed (or vanished) since `rev`."""
+        """Optimistic update: None when the document changed (or vanished) since `rev`; else
+        the document after it. An update then a read by `_id`, each a point lookup: a
+        `find_one_and_update` SecantusDB writes with an operator at its filter's top, matched
+        against every tenant's documents."""
         update: Doc = {"$set": dict(fields), "$inc": {"rev": 1}}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
+        oid = ObjectId(resource_id)
         with translate_errors():
-            return await self._c.find_one_and_update(
-                scoped(tenant, {"_id": ObjectId(resource_id), "rev": rev}),
-                update,
-                return_document=ReturnDocument.AFTER,
-            )
+            written = await self._c.update_one(scoped(tenant, {"_id": oid, "rev": rev}), update)
+            if not written.matched_count:
+                return None
+            found: Doc | None = await self._c.find_one(scoped(tenant, {"_id": oid}))
+        return found
 
     async def delete(self, tenant: str, resource_id: str) -> bool:
         oid = parse_id(resource_id)

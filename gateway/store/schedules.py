@@ -145,12 +145,15 @@ class ScheduleStore(TenantResources):
             fields = {"_id": 1, "tenant": 1}
             found = await admitted(self._c, due, other_tenants, "next_run_at", fields, admit, limit)
             for candidate in found:
-                doc = await self._c.find_one_and_update(
-                    {**due, "_id": candidate["_id"]},
-                    {"$set": {"lease_owner": owner, "lease_until": lease_until}},
-                    return_document=ReturnDocument.AFTER,
-                )
-                if doc is not None:  # else another runner took it between the two reads
+                # `_id` first, and an update then a read: a `find_one_and_update` SecantusDB
+                # writes with an operator at its filter's top, every tenant's schedules read
+                # for each run claimed (and `status` first, every active one).
+                lease = {"$set": {"lease_owner": owner, "lease_until": lease_until}}
+                taken = await self._c.update_one({"_id": candidate["_id"], **due}, lease)
+                if not taken.matched_count:
+                    continue  # another runner took it between the two reads
+                doc = await self._c.find_one({"_id": candidate["_id"]})
+                if doc is not None:
                     claimed.append(doc)
         return claimed
 

@@ -57,7 +57,3 @@ class SignatureMemory:
                 {"$set": {"trigger_id": trigger_id, "seen_at": now}},
                 upsert=True,
             )
-
-    async def delete_for_trigger(self, tenant: str, trigger_id: str) -> None:
-        with translate_errors():
-            await self._c.delete_many(scoped(tenant, {"trigger_id": trigger_id}))

@@ -20,7 +20,7 @@ import builtins
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 
 from gateway.store.changes import changed_ids
 from gateway.store.client import (
@@ -95,12 +95,14 @@ class TriggerStore:
         update: dict[str, Any] = {"$set": with_folded_name(changes), "$inc": {"rev": 1}}
         if new_version:
             update["$inc"]["version"] = 1
+        # An update then a read by `_id`, each a point lookup: a `find_one_and_update`
+        # SecantusDB writes with an operator at its filter's top (every tenant's triggers).
         with translate_errors(f"a trigger named {changes.get('name')!r} already exists"):
-            return await self._c.find_one_and_update(
-                scoped(tenant, {"_id": trigger_id, "rev": rev}),
-                update,
-                return_document=ReturnDocument.AFTER,
-            )
+            guarded = scoped(tenant, {"_id": trigger_id, "rev": rev})
+            if not (await self._c.update_one(guarded, update)).matched_count:
+                return None
+            found: Doc | None = await self._c.find_one(scoped(tenant, {"_id": trigger_id}))
+        return found
 
     async def delete(self, tenant: str, trigger_id: str) -> bool:
         with translate_errors():

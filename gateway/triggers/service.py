@@ -202,8 +202,9 @@ class TriggerService:
             raise NotFound(f"no trigger {trigger_id!r}")
         self._on_delete(trigger_id)
         await self._store.rejected.delete_for_trigger(tenant, trigger_id)
-        await self._store.idempotency.delete_for_trigger(tenant, trigger_id)
-        await self._store.signature_memory.delete_for_trigger(tenant, trigger_id)
+        # Its idempotency records and signature memory expire with their retention: no call
+        # reaches them once its id is gone (never given again), and no index finds them by
+        # trigger (one would cost every keyed call's write): a delete read every tenant's.
 
     async def rotate(
         self,

@@ -21,6 +21,7 @@ from gateway.auth.partner_hmac import (
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats.charsets import is_windows_1252, text_codec
 from gateway.formats.json_tree import whole_number
+from gateway.formats.unicode_forms import nfc
 from gateway.outbound.breaker import SLOWEST_RATE
 from gateway.paging import PAGE_PARAMS
 from gateway.schemas import ENTITY_TYPES, compile_schema
@@ -388,7 +389,7 @@ def document(
     doc: Doc = {
         "_id": trigger_id,
         "tenant": tenant,
-        "name": spec["name"],
+        "name": nfc(spec["name"]),  # one name in either Unicode form (unique per tenant)
         "target": spec.get("target", "entities"),
         "entity_type": spec.get("entity_type", "vehicle"),
         "kind": spec.get("kind"),
