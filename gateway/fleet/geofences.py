@@ -4,7 +4,9 @@ stream of fixes into one crossing per real crossing.
 A fence's state for one vehicle is `FenceState`: `inside` (None until the first fix), and a
 `candidate` side seen but not yet confirmed by the dwell. `step` moves it with one fix:
 
-- the first fix sets `inside` (by the sign of the distance) and emits nothing;
+- the first fix sets `inside` (by the sign of the distance) and emits nothing (the fold
+  gives a fence new to a vehicle where the vehicle was when it last knew its fences first,
+  `fold._Memory.anchor`: a crossing since then is the next fix's);
 - a fix is *clearly outside* when it is outside the border by more than `margin_m` plus the
   fix's accuracy, *clearly inside* when it is inside by as much, or, where the fence is too
   narrow for that around the fix, by more than its accuracy and more than half as deep as
