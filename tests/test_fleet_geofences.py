@@ -347,23 +347,45 @@ def test_a_polygon_may_have_up_to_2000_positions() -> None:
         polygon_from({"type": "Polygon", "coordinates": [bigger]})
 
 
-def test_a_fences_depth_is_its_radius_or_its_deepest_point() -> None:
-    """How deep a fence goes (`depth_m`) bounds how far inside a fix can be: a circle's radius;
-    a polygon's largest inscribed circle, a square of side 2·s deg → s deg, a thin strip
-    slanted across its bounding box → half its width, a ring around a hole → its corners."""
-    assert Circle(-23.5, -46.6, 20.0).depth_m == 20.0
+def room(shape: Circle | Polygon, lat: float, lon: float) -> float:
+    """The radius of the largest circle inside the shape covering the point (bisected with
+    `holds_circle_around`, which answers to ~4 %, erring towards "it holds one")."""
+    depth = -shape.signed_distance_m(lat, lon)
+    low, high = 0.0, 1e6
+    for _ in range(40):
+        middle = (low + high) / 2
+        holds = shape.holds_circle_around(lat, lon, middle, depth)
+        low, high = (middle, high) if holds else (low, middle)
+    return low
+
+
+def test_the_room_round_a_fix_is_the_largest_circle_covering_it() -> None:
+    """How narrow a fence is where a fix is (`holds_circle_around`): the largest circle inside
+    it that covers the fix. A circle's radius, anywhere in it; a square of side 2·s deg → s
+    deg at its middle; a thin strip slanted across its bounding box → half its width; a ring
+    around a hole → at its corners, the circle there."""
+    circle = Circle(-23.5, -46.6, 20.0)
+    for east in (0.0, 15.0):
+        lat, lon = tracks.offset(-23.5, -46.6, east, 0.0)
+        assert circle.holds_circle_around(lat, lon, 20.0, 20.0 - east)
+        assert not circle.holds_circle_around(lat, lon, 20.01, 20.0 - east)
     half = 0.001
-    deep = polygon_from({"type": "Polygon", "coordinates": [square(-46.6, 0.0, half)]}).depth_m
-    assert deep == pytest.approx(half * M_PER_DEG_LAT, rel=0.02)
+    deep = polygon_from({"type": "Polygon", "coordinates": [square(-46.6, 0.0, half)]})
+    assert room(deep, 0.0, -46.6) == pytest.approx(half * M_PER_DEG_LAT, rel=0.05)
     strip = [[-46.6, -23.5], [-46.59, -23.49], [-46.59, -23.4899], [-46.6, -23.4999]]
     slanted = polygon_from({"type": "Polygon", "coordinates": [[*strip, strip[0]]]})
     # the strip is 0.0001 deg of latitude high, slanted at 45 deg: ~7.9 m across
-    assert slanted.depth_m == pytest.approx(0.0001 * M_PER_DEG_LAT / math.sqrt(2) / 2, rel=0.1)
+    width = 0.0001 * M_PER_DEG_LAT / math.sqrt(2)
+    assert room(slanted, -23.49495, -46.595) == pytest.approx(width / 2, rel=0.05)
     ringed = polygon_from(
         {"type": "Polygon", "coordinates": [square(-46.6, 0.0, 2 * half), square(-46.6, 0.0, half)]}
     )
-    # deepest in a corner of the ring, on the diagonal: (2 - √2)·s from both borders
-    assert ringed.depth_m == pytest.approx((2 - math.sqrt(2)) * half * M_PER_DEG_LAT, rel=0.05)
+    # in a corner of the ring, on the diagonal: (2 - √2)·s from both borders
+    corner = (2 - math.sqrt(2)) * half
+    at = (-2 * half + corner, -46.6 - 2 * half + corner)
+    assert room(ringed, *at) == pytest.approx(corner * M_PER_DEG_LAT, rel=0.05)
+    # along its side, the band's half width
+    assert room(ringed, -1.5 * half, -46.6) == pytest.approx(half / 2 * M_PER_DEG_LAT, rel=0.05)
 
 
 def test_a_multipolygon_of_far_apart_parts_is_as_deep_as_its_deepest_part() -> None:
@@ -376,8 +398,8 @@ def test_a_multipolygon_of_far_apart_parts_is_as_deep_as_its_deepest_part() -> N
         {"type": "MultiPolygon", "coordinates": [[depot], [square(-40.0, -10.0, 0.005)]]}
     )
     # 3 % apart: the fence is projected round its whole's middle, 5° from the depot's
-    assert both.depth_m == pytest.approx(alone.depth_m, rel=0.05)
-    assert both.depth_up_to_m(128) == 128
+    assert room(both, -20.0, -50.0) == pytest.approx(room(alone, -20.0, -50.0), rel=0.05)
+    assert both.holds_circle_around(-20.0, -50.0, 128, -both.signed_distance_m(-20.0, -50.0))
     south = -20.0 - 0.005 + 15 / M_PER_DEG_LAT  # 15 m in from the depot's southern border
     at = datetime(2026, 12, 6, 12, tzinfo=UTC)
     for shape in (alone, both):
@@ -406,7 +428,7 @@ def test_an_area_cut_at_the_antimeridian_is_one_fence_without_a_border_at_the_cu
     for lon in (179.95, 179.9999, 180.0, -180.0, -179.9999, -179.95):
         assert area.signed_distance_m(-16.825, lon) == pytest.approx(-half_lat_m, rel=1e-6)
     assert area.signed_distance_m(-16.825, -179.70) > 10_000  # east of the area
-    assert area.depth_m == pytest.approx(half_lat_m, rel=0.02)
+    assert room(area, -16.825, 180.0) == pytest.approx(half_lat_m, rel=0.05)
     west = polygon_from({"type": "Polygon", "coordinates": [TAVEUNI_WEST]})
     assert -20 < west.signed_distance_m(-16.825, 179.9999) < 0
     points = [tracks.destination(-16.82, 179.9, 90, 200 * i) for i in range(175)]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -95,6 +96,45 @@ async def test_a_fence_keeps_a_vehicles_state_while_it_does_not_apply_to_it(
     assert [e["detail"]["geofence"]["name"] for e in exited] == ["base"], exited
     assert exited[0]["occurred_at"] == later
     assert await events(client, "vehicle.geofence.entered") == []
+
+
+@pytest.mark.parametrize("kind", ["restricted", "authorized"])
+async def test_a_fence_a_vehicle_is_moved_into_judges_its_first_fix_from_where_it_was(
+    client: Client, kind: str
+) -> None:
+    """A vehicle put into a fence's group (by an admin; by an ERP's dispatch at the depot)
+    crosses the fence while the fold still trusts the entity it read (30 s in the app, 5 s
+    here): drives into a restricted area, leaves the route's authorized one. The crossing is
+    announced at the first fix the fence judges once the fold reads the entity again, dated
+    there. Before, that first fix only set the fence's state, and the crossing was lost for
+    good (the docs promised a delay of up to 30 s)."""
+    folding = fold_reading_vehicles_afresh(client, vehicle_seconds=5.0)
+    circle = {"lat": CENTRE[0], "lon": CENTRE[1], "radius_m": 300}
+    await create_fence(client, name="area", kind=kind, group="watch", circle=circle)
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "GRP5A01", group="other")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    away, there = (2000.0, 0.0, 0.0), (0.0, 0.0, 0.0)
+    first, then = (away, there) if kind == "restricted" else (there, away)
+    await post_folding(client, trigger, at_offsets("GRP5A01", start, [first] * 3, 5), folding)
+    await api(client, "PATCH", "/api/v1/entities/vehicle/GRP5A01", {"group": "watch"}, 200)
+    crossing = start + timedelta(minutes=5)  # within the fold's trust: not judged
+    await post_folding(client, trigger, at_offsets("GRP5A01", crossing, [then] * 3, 5), folding)
+    event_type = f"vehicle.geofence.{'entered' if kind == 'restricted' else 'exited'}"
+    assert await events(client, event_type) == []
+    await asyncio.sleep(5.0)  # the trust runs out: the fold reads the vehicle again
+    later = start + timedelta(minutes=6)
+    await post_folding(client, trigger, at_offsets("GRP5A01", later, [then] * 3, 5), folding)
+    crossed = await events(client, event_type)
+    assert [e["detail"]["geofence"]["name"] for e in crossed] == ["area"], crossed
+    assert crossed[0]["occurred_at"] == later
+    assert (
+        await events(
+            client,
+            "vehicle.geofence.entered" if kind != "restricted" else "vehicle.geofence.exited",
+        )
+        == []
+    )
 
 
 async def test_a_dwell_candidate_does_not_outlast_the_time_its_fence_does_not_apply(

@@ -55,9 +55,10 @@ def the_apps_fold(client: Client) -> Fold:
     return client.app[services_key].fold
 
 
-def fold_reading_vehicles_afresh(client: Client) -> Fold:
+def fold_reading_vehicles_afresh(client: Client, vehicle_seconds: float = 0.0) -> Fold:
     """A fold like the app's, but that trusts a vehicle's entity (its group) for no time at
-    all: a group change takes effect at the next fix, as it does 30 s later in the app."""
+    all (or `vehicle_seconds`): a group change takes effect at the next fix, as it does 30 s
+    later in the app."""
     services = client.app[services_key]
 
     async def relayed(events: Sequence[Doc]) -> None:  # (stored; delivered to nobody here)
@@ -70,7 +71,7 @@ def fold_reading_vehicles_afresh(client: Client) -> Fold:
         services.fleet_rules,
         on_relayed=relayed,
         doorbell=Doorbell(),
-        config=FoldSettings(vehicle_seconds=0),
+        config=FoldSettings(vehicle_seconds=vehicle_seconds),
     )
 
 

@@ -195,6 +195,12 @@ class _Memory:
     # Its own interval within [½, 1] × `entity_seconds`: vehicles written together (a quiet
     # pass, a checkpoint) come due again spread out, not all at once.
     entity_seconds: float = 0.0
+    # Where the vehicle was when the fold last knew which fences apply to it (its entity read
+    # after its fixes so far were received, or its tenant had no fence): a fence that applies
+    # to it with no state for it yet (its group changed while the fold trusted the entity it
+    # had read, a fence's group changed, a new fence) judges its first fix from there, so a
+    # crossing made meanwhile is announced late, not lost (`_VehicleRun._cross_fences`).
+    anchor: TrackPoint | None = None
 
 
 @dataclass(slots=True)
@@ -216,6 +222,12 @@ class _Pass:
     # again after a failure counts nothing twice.
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     gone: bool = False  # the vehicle was deleted: forgotten, its state dropped
+    # The fences that apply to the vehicle were known as of its fixes (`_Memory.anchor`): its
+    # entity was read after they were received, or its tenant has no fence; and it `moved`
+    # (a fix in order ran through them: each fence that applies has its state).
+    confirmed: bool = False
+    moved: bool = False
+    scope: tuple[str, frozenset[str]] | None = None  # the plate and groups it was folded with
     # Its fold raised (`Fold._set_aside`): what is recorded; the state stays as it was.
     failure: Doc | None = None
 
@@ -332,11 +344,15 @@ class Fold(ShardedJob):
             or tenants[tenant].rules.plans
             or self._memory[(tenant, vehicle)].state.last is None
         ]
-        vehicles = await self._vehicle_docs(needed, fresh=_serviced(groups))
+        vehicles, read = await self._vehicle_docs(needed, fresh=_serviced(groups))
+        # (read now: after every fix of the batch was received)
+        known = read | {v for t, v in groups if not tenants[t].rules.geofences}
         self._tracebacks.clear()  # a batch that failed before its writes: folded again
         passes = await asyncio.gather(
             *(
-                self._fold_or_set_aside(key, items, tenants[key[0]], vehicles.get(key[1], _UNREAD))
+                self._fold_or_set_aside(
+                    key, items, tenants[key[0]], vehicles.get(key[1], _UNREAD), key[1] in known
+                )
                 for key, items in groups.items()
             )
         )
@@ -562,18 +578,21 @@ class Fold(ShardedJob):
             doc = found.get(key) or {}
             through = int(doc.get("through") or 0)
             spread = 0.5 + zlib.crc32(fleet_id(*key).encode()) % 1000 / 2000
+            state = VehicleState.from_doc(doc.get("state"))
             self._memory[key] = _Memory(
-                VehicleState.from_doc(doc.get("state")),
+                state,
                 through,
                 through,
                 entity_seconds=self._config.entity_seconds * spread,
+                anchor=state.last,
             )
 
     async def _vehicle_docs(
         self, ids: Iterable[str], fresh: Collection[str] = ()
-    ) -> dict[str, Doc | None]:
+    ) -> tuple[dict[str, Doc | None], set[str]]:
         """The vehicles' entities (plate and groups for the rules, the registered odometer for
         a first fold), trusted for `vehicle_seconds`; a vehicle that does not exist is None.
+        And the ids of those read now (not as cached).
 
         Those in `fresh` (their input carries a service) are read as they are now, not as
         cached: the recorder checked the plan a service names on the vehicle a moment ago
@@ -593,7 +612,7 @@ class Fold(ShardedJob):
                 self._vehicles[vehicle] = (until, found.get(vehicle))
         if len(self._vehicles) > 4 * max(len(self._memory), 1000):
             self._vehicles = {k: v for k, v in self._vehicles.items() if v[0] > now}
-        return {i: self._vehicles[i][1] for i in wanted}
+        return {i: self._vehicles[i][1] for i in wanted}, set(stale)
 
     # -- one vehicle ------------------------------------------------------------------------
 
@@ -603,12 +622,13 @@ class Fold(ShardedJob):
         items: Sequence[tuple[int, Doc]],
         tenant_view: _Tenant,
         vehicle: Doc | None,
+        known: bool = False,
     ) -> _Pass | None:
         """`_fold`; but a vehicle whose fold raises an error of the code (a rule's bug, a value
         nobody expected: a poison pill) is set aside instead of failing the batch of every
         vehicle, again and again. The database's errors still fail the batch (tried again)."""
         try:
-            return await self._fold(key, items, tenant_view, vehicle)
+            return await self._fold(key, items, tenant_view, vehicle, known)
         except POISON as exc:
             return self._set_aside(key, items, exc)
 
@@ -646,6 +666,7 @@ class Fold(ShardedJob):
         items: Sequence[tuple[int, Doc]],
         tenant_view: _Tenant,
         vehicle: Doc | None,
+        known: bool = False,
     ) -> _Pass | None:
         memory = self._memory[key]
         new = _unfolded(items, memory.through)
@@ -672,9 +693,11 @@ class Fold(ShardedJob):
             in_docs.append(kinds)
         fixes = [fix for kinds in in_docs for fix in kinds["fix"]]  # in the order folded
         folding.fix_ids = [f["id"] for f in fixes]
+        folding.confirmed = known
         run = _VehicleRun(
             self, folding, vehicle, tenant_view.settings, tenant_view.rules, tenant_view.listeners
         )
+        run.anchor = memory.anchor
         run.track, run.covered = await self._track_window(
             key, memory.state, fixes, folding.fix_ids, folding.through
         )
@@ -790,6 +813,8 @@ class Fold(ShardedJob):
     def _into_memory(self, folding: _Pass, now: float) -> None:
         memory = self._memory[folding.key]
         memory.state, memory.through, memory.touched = folding.state, folding.through, now
+        if folding.confirmed and folding.moved:
+            memory.anchor = folding.state.last
         if folding.entity_fields:
             if not memory.entity:
                 memory.entity_since = now
@@ -843,6 +868,8 @@ class Fold(ShardedJob):
             doc = fresh.get(vehicle_id)
             if doc is None or doc.get("tenant") != tenant:
                 continue
+            # read after the pass's fixes were received: as they were folded, or it changed
+            folding.confirmed = folding.confirmed or _scope(doc) == folding.scope
             for entry in folding.entries:
                 audience = entry.pop("audience", None)
                 entry["data"] = {**(doc.get("data") or {}), **entry["data"]}
@@ -993,8 +1020,7 @@ class _VehicleRun:
         self._pass = folding
         self._settings = settings
         data = vehicle.get("data") or {}
-        plate = str(data.get("plate") or vehicle.get("nk") or "")
-        groups = _groups(data)
+        plate, groups = folding.scope = _scope(vehicle)
         self._fences = [f for f in rules.geofences if f.applies_to(plate, groups)]
         self._applying = frozenset(f.id for f in self._fences)
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
@@ -1002,6 +1028,9 @@ class _VehicleRun:
         self._fence_ids = frozenset(f.id for f in rules.geofences)
         self._plan_ids = frozenset(p.id for p in rules.plans)
         self._listeners = listeners
+        # Where a fence with no state for the vehicle judges its first fix from
+        # (`_Memory.anchor`).
+        self.anchor: TrackPoint | None = None
         # The accepted fixes late ones may have as neighbours (`Fold._track_window`): all of
         # them from the device time `covered` (exclusive) on.
         self.track: list[TrackPoint] = []
@@ -1197,6 +1226,7 @@ class _VehicleRun:
     def finish(self) -> None:
         """The vehicle's new last position and odometer, for its entity."""
         last, fields = self.state.last, self._pass.entity_fields
+        self._pass.moved = self._moved
         if self._detoured and not self._moved and last is not None:
             # Only late fixes (a buffered upload) carried the odometer: the plans see it now,
             # at the last position's time, not at the vehicle's next fix.
@@ -1301,6 +1331,12 @@ class _VehicleRun:
         for fence in self._fences:
             current = fences.get(fence.id)
             before = None if current is None else FenceState.from_doc(current)
+            if before is None and self.anchor is not None:
+                # new to the vehicle: from where it was when the fold last knew its fences
+                anchor = self.anchor
+                before, _ = geofences.step(
+                    fence, None, anchor.lat, anchor.lon, anchor.accuracy_m, anchor.t
+                )
             after, crossing = geofences.step(
                 fence, before, point.lat, point.lon, point.accuracy_m, at
             )
@@ -1472,6 +1508,12 @@ def _last_position(point: TrackPoint, detail: Mapping[str, Any]) -> Doc:
     if isinstance(detail.get("ignition"), bool):
         position["ignition"] = detail["ignition"]
     return position
+
+
+def _scope(vehicle: Doc) -> tuple[str, frozenset[str]]:
+    """A vehicle's plate and groups: which rules apply to it."""
+    data = vehicle.get("data") or {}
+    return str(data.get("plate") or vehicle.get("nk") or ""), _groups(data)
 
 
 def _groups(data: Mapping[str, Any]) -> frozenset[str]:

@@ -4,12 +4,15 @@ stream of fixes into one crossing per real crossing.
 A fence's state for one vehicle is `FenceState`: `inside` (None until the first fix), and a
 `candidate` side seen but not yet confirmed by the dwell. `step` moves it with one fix:
 
-- the first fix sets `inside` (by the sign of the distance) and emits nothing;
+- the first fix sets `inside` (by the sign of the distance) and emits nothing (the fold
+  gives a fence new to a vehicle where the vehicle was when it last knew its fences first,
+  `fold._Memory.anchor`: a crossing since then is the next fix's);
 - a fix is *clearly outside* when it is outside the border by more than `margin_m` plus the
-  fix's accuracy, *clearly inside* when it is inside by as much, or, in a fence too small for
-  that (`Shape.depth_up_to_m`), by more than half the fence's depth and more than the
-  accuracy (`_inside_by_m`): a fence whose deepest point is no deeper than its margin (a 20 m
-  circle, a narrow yard) is entered too, by a fix whose accuracy circle lies within it;
+  fix's accuracy, *clearly inside* when it is inside by as much, or, where the fence is too
+  narrow for that around the fix, by more than its accuracy and more than half as deep as
+  the largest circle in the fence that covers it (`_clearly_inside`): a fence no deeper than
+  its margin (a 20 m circle, a narrow yard, a bay of a MultiPolygon whose other part is a
+  large yard) is entered too, by a fix whose accuracy circle lies within it;
   anything in between (the band along the border) changes nothing, so GPS noise along a
   border does not flap the state, and a fix too inaccurate to say which side it is on does
   not flap it either;
@@ -141,9 +144,7 @@ def step(
         return FenceState(inside=distance <= 0), None
     if distance > fence.margin_m + accuracy:
         seen: bool | None = False
-    elif distance < -(fence.margin_m + accuracy) or (
-        distance < 0 and -distance > _inside_by_m(fence, accuracy)
-    ):
+    elif _clearly_inside(fence, lat, lon, -distance, accuracy):
         seen = True
     else:
         seen = None  # in the band along the border: no evidence either way
@@ -160,19 +161,21 @@ def step(
     return FenceState(inside=seen), Crossing("entered" if seen else "exited", since, *place)
 
 
-def _inside_by_m(fence: Geofence, accuracy: float) -> float:
-    """How far in a fix must be to be clearly inside: the margin plus its accuracy, as for
-    leaving. In a fence too small for that (its depth less than twice as much), more than half
-    its depth and more than the accuracy: the fix's accuracy circle lies within the fence. A
-    fix less accurate than the fence is deep never is."""
+def _clearly_inside(fence: Geofence, lat: float, lon: float, depth: float, accuracy: float) -> bool:
+    """Whether a fix `depth` metres in is clearly inside: farther in than the margin plus its
+    accuracy, as for leaving. Where the fence is too narrow for that around the fix (no
+    circle twice as deep as the fix lies in it and covers the fix), farther in than its
+    accuracy and than half the largest such circle (its radius, to ~4 %: a circle's own, a
+    bay's half width): the fix's accuracy circle lies within the fence there. A fix less
+    accurate than the fence is deep there never is. The room is the fence's around the fix,
+    not its deepest point anywhere: a bay of a MultiPolygon is as narrow as the bay beside a
+    large yard, and a yard's driveway as roomy as the yard beside a narrow access road."""
     wanted = fence.margin_m + accuracy
-    if wanted <= 0:
-        return 0.0
-    # the depth search is cached per cap: a cap rounded up to a power of two keeps it to a few
-    depth = min(fence.shape.depth_up_to_m(2 ** math.ceil(math.log2(2 * wanted))), 2 * wanted)
-    if depth >= 2 * wanted:
-        return wanted
-    return min(wanted, max(depth / 2, accuracy))
+    if depth > wanted:
+        return True
+    if depth <= accuracy or depth <= 0:
+        return False
+    return not fence.shape.holds_circle_around(lat, lon, 2 * depth, depth)
 
 
 def utc(value: Any) -> datetime | None:

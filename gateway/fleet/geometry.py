@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import itertools
 import math
 import threading
@@ -69,14 +70,11 @@ class Circle:
         """A cheap lower bound of how far outside the point is (here: exact)."""
         return self.signed_distance_m(lat, lon)
 
-    @property
-    def depth_m(self) -> float:
-        """How far inside its deepest point is: the radius."""
-        return self.radius_m
-
-    def depth_up_to_m(self, cap_m: float) -> float:
-        """`depth_m`, or `cap_m` if that is less."""
-        return min(self.radius_m, cap_m)
+    def holds_circle_around(self, lat: float, lon: float, radius_m: float, depth_m: float) -> bool:
+        """Whether a circle of `radius_m` inside this one covers the point, `depth_m` inside
+        it (`signed_distance_m`'s, negated): every point inside is covered by one, if it is
+        no larger than this circle (exact)."""
+        return depth_m >= 0.0 and radius_m <= self.radius_m
 
     def to_doc(self) -> dict[str, Any]:
         return {"lat": self.lat, "lon": self.lon, "radius_m": self.radius_m}
@@ -157,16 +155,14 @@ class Polygon:
         when all the caller asks is whether it is more than its margin in)."""
         return self._signed_xy(*self._project(lon, lat), exact_within_m)
 
-    @property
-    def depth_m(self) -> float:
-        """How far inside its deepest point is (the radius of the largest circle it holds),
-        to a few per cent: computed once per shape (`_depth_m`), when first asked."""
-        return _depth_m(self, math.inf)
-
-    def depth_up_to_m(self, cap_m: float) -> float:
-        """`depth_m`, or `cap_m` if that is less: the search stops at the first point that
-        deep (for most fences the first one tried, the middle of its bounding box)."""
-        return _depth_m(self, cap_m)
+    def holds_circle_around(self, lat: float, lon: float, radius_m: float, depth_m: float) -> bool:
+        """Whether a circle of `radius_m` lies in the shape and covers the point, `depth_m`
+        inside it (`signed_distance_m`'s, negated): how much room the shape has *there*, not
+        anywhere in it (a bay of a MultiPolygon beside a large yard has the bay's; a yard's
+        driveway the yard's, not its access road's). To about 4 % of `radius_m`, erring
+        towards "it holds one"; at most `_ROOM_BUDGET` distances (`_holds_around`)."""
+        px, py = self._project(lon, lat)
+        return _holds_around(self, px, py, radius_m, depth_m)
 
     def _signed_xy(self, px: float, py: float, exact_within_m: float = math.inf) -> float:
         grid = self._grid
@@ -203,8 +199,7 @@ class Polygon:
         )
 
     def __hash__(self) -> int:
-        # kept: the depth's cache asks for it at fixes near the border (`_depth_m`), and it
-        # hashes every position
+        # kept: it hashes every position
         if self._hash is None:
             self._hash = hash((self.parts, self.multi))
         return self._hash
@@ -638,71 +633,84 @@ def _less(
 Shape = Circle | Polygon
 
 
-# The depths found, by the polygon's hash and the cap: numbers only, so that a process does not
-# keep every polygon it has seen (the rules are read again every 2 s, and edited).
-_DEPTHS: dict[tuple[int, float], float] = {}
-_DEPTHS_KEPT = 4096
+# `Polygon.holds_circle_around`: a branch and bound over cells of the square round the point,
+# the most hopeful first, split down to r / 2**_ROOM_SPLITS across: a circle of radius r less
+# ~4 % is taken for one of r (so the answer "none" is exact, "one" within ~4 %). Past
+# _ROOM_BUDGET distances measured for one question (some 110 where a fix is just half as deep
+# as a long strip 2r wide, the worst; 4 to 18 in a large fence, 16 in a small one's middle)
+# the answer is "it holds one": the fix is not taken for inside on that evidence.
+_ROOM_SPLITS = 4
+_ROOM_BUDGET = 128
 
 
-def _depth_m(polygon: Polygon, cap_m: float) -> float:
-    """`_search_depth`, once per shape, cap and process."""
-    key = (hash(polygon), cap_m)
-    depth = _DEPTHS.get(key)
-    if depth is None:
-        if len(_DEPTHS) >= _DEPTHS_KEPT:
-            _DEPTHS.clear()
-        depth = _DEPTHS[key] = _search_depth(polygon, cap_m)
-    return depth
+def _holds_around(polygon: Polygon, px: float, py: float, r: float, depth: float) -> bool:
+    """Whether a circle of radius `r` lies in the shape and covers the point (px, py), which
+    is `depth` in (the distance to the border; < 0 outside).
+
+    Such a circle has a centre c within r of the point and at least r deep, and if a larger
+    circle covers the point, so does one of radius r within it: so the question is whether
+    φ(c) = min(depth(c) − r, r − |c − p|) reaches 0 somewhere. φ changes by no more than c
+    moves (both distances do), so a cell whose centre gives φ cannot reach more than φ plus
+    its half diagonal anywhere (`_room_bound`): such cells are dropped, the others split, the
+    most hopeful first."""
+    if r <= 0.0:
+        return depth >= 0.0
+    side = r / 2
+    pending = [
+        (px - r + (i + 0.5) * side, py - r + (j + 0.5) * side, side)
+        for i, j in itertools.product(range(4), repeat=2)
+    ]
+    # the most hopeful first, by the bound from the point's own depth: the ring of cells that
+    # may hold a circle's centre at once (the circle tangent to the border nearest the point,
+    # in a large fence), then the others
+    pending.sort(key=lambda c: -_near_bound(px, py, r, depth, c[0], c[1]))
+    hopeful: list[tuple[float, float, float, float]] = []  # (−bound, x, y, side)
+    measured = 0
+    while measured < _ROOM_BUDGET:
+        for cx, cy, cell in pending:
+            bound = _room_bound(polygon, px, py, r, depth, cx, cy, cell)
+            if bound == math.inf:
+                return True
+            measured += bound != -math.inf
+            if bound >= 0.0:
+                heapq.heappush(hopeful, (-bound, cx, cy, cell))
+        if not hopeful:
+            return False
+        _, cx, cy, cell = heapq.heappop(hopeful)
+        cell /= 2
+        pending = [
+            (cx + dx * cell / 2, cy + dy * cell / 2, cell) for dx in (-1, 1) for dy in (-1, 1)
+        ]
+    return True
 
 
-# The parts whose boxes `_search_depth` searches, the roomiest first: a shape of more (up to
-# MAX_POSITIONS / 4 tiny ones) has its depth from the roomiest alone: 4 times the 449
-# distances of one box at most, about as long as the largest Polygon takes.
-_DEPTH_PARTS = 4
+def _near_bound(px: float, py: float, r: float, depth: float, cx: float, cy: float) -> float:
+    """A bound of φ (`_holds_around`) at (cx, cy) from the point's own depth, unmeasured."""
+    away = math.hypot(cx - px, cy - py)
+    return min(depth + away - r, r - away)
 
 
-def _search_depth(polygon: Polygon, cap_m: float) -> float:
-    """The depth of a polygon's deepest point, or `cap_m` once a point that deep is found:
-    searched in each part's bounding box (a MultiPolygon's whole box may hold no part at its
-    points: small depots far apart), the roomiest first, until a box cannot hold a circle
-    deeper than one found (half its shorter side; parts meeting on the antimeridian are
-    searched across it from the first: `_signed_xy` has no border there)."""
-    best = 0.0
-    rooms = sorted(
-        ((min(b[2] - b[0], b[3] - b[1]) / 2, b) for b, _ in polygon._parts), reverse=True
-    )
-    for room, box in rooms[:_DEPTH_PARTS]:
-        if room <= best:
-            break
-        best = _search_box(polygon, box, cap_m, best)
-        if best >= cap_m:
-            return cap_m
-    return best
-
-
-def _search_box(polygon: Polygon, box: Box, cap_m: float, best: float) -> float:
-    """The deepest of `best` and the points searched in `box` (`cap_m` once one is that
-    deep): the middle of the box first, then a grid over it, then finer grids around the
-    deepest point found (449 distances: at most a second for the largest polygon)."""
-    x0, y0, x1, y1 = box
-    bx, by = (x0 + x1) / 2, (y0 + y1) / 2
-    middle = -polygon._signed_xy(bx, by, cap_m)
-    if middle >= cap_m:
-        return cap_m
-    found = max(0.0, middle)
-    width, height = x1 - x0, y1 - y0
-    for n in (16, 8, 8, 8):
-        cx, cy = bx, by
-        for i, j in itertools.product(range(n), repeat=2):
-            px = cx - width / 2 + (i + 0.5) * width / n
-            py = cy - height / 2 + (j + 0.5) * height / n
-            depth = -polygon._signed_xy(px, py, cap_m)
-            if depth >= cap_m:
-                return cap_m
-            if depth > found:
-                found, bx, by = depth, px, py
-        width, height = width * 2.5 / n, height * 2.5 / n
-    return max(best, found)
+def _room_bound(
+    polygon: Polygon,
+    px: float,
+    py: float,
+    r: float,
+    depth: float,
+    cx: float,
+    cy: float,
+    side: float,
+) -> float:
+    """How high φ (`_holds_around`) may reach in the cell of centre (cx, cy): infinite once
+    its centre is found (φ ≥ 0, or within the smallest cells' reach of it), minus infinite,
+    without measuring, when even the bound from the point's own depth (depth(c) ≤ depth +
+    |c − p|) leaves it no chance."""
+    half = side * math.sqrt(0.5)
+    if _near_bound(px, py, r, depth, cx, cy) + half < 0.0:
+        return -math.inf
+    phi = min(-polygon._signed_xy(cx, cy, r) - r, r - math.hypot(cx - px, cy - py))
+    if phi >= 0.0 or (phi + half >= 0.0 and side <= r / 2**_ROOM_SPLITS):
+        return math.inf
+    return phi + half
 
 
 # ---------------------------------------------------------------- validation
