@@ -326,10 +326,13 @@ def worker(settings: Settings) -> int:
 
 
 def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: str) -> int:
-    """An admin token, printed once the key that signed it opened the database's key check
-    (`open_services`), as every one-shot command does: a token signed with a key the gateway
-    does not have would be refused on every call."""
-    from gateway.auth.keyring import KeyRing
+    """An admin token, signed and printed once the database is open, as every one-shot command
+    does: with the key the database's key check took (`open_services`; a token signed with a
+    key the gateway does not have would be refused on every call), and stamped (iat, exp) on
+    the database server's clock, read as the services opened (`gateway.clock`), as the
+    gateway that verifies it reads the time. Signed before, on this host's clock, a host
+    ahead by more than the verifier's leeway printed a token refused on every call, and one
+    behind printed a token that lived that much shorter (or had expired already)."""
     from gateway.auth.tokens import issue_admin_token, parse_ttl
     from gateway.services import load_secret_key
 
@@ -338,23 +341,25 @@ def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: s
     except ValueError as exc:
         print(f"error: --ttl: {exc}", file=sys.stderr)
         return 2
-    ring = KeyRing.from_secret(load_secret_key(settings, generate=False))
-    try:
-        token = issue_admin_token(
-            ring,
-            tenant=tenant,
-            role=role,  # type: ignore[arg-type]
-            subject=subject,
-            ttl=lifetime,
-        )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    load_secret_key(settings, generate=False)  # a key missing or damaged: said before anything
+
+    async def signed(services: Services) -> str | ValueError:
+        try:
+            return issue_admin_token(
+                services.keyring,
+                tenant=tenant,
+                role=role,  # type: ignore[arg-type]
+                subject=subject,
+                ttl=lifetime,
+            )
+        except ValueError as exc:  # a lifetime past year 9999
+            return exc
+
+    token = _on_services(settings, signed)
+    if isinstance(token, ValueError):
+        print(f"error: {token}", file=sys.stderr)
         return 2
-
-    async def checked(services: Services) -> str:
-        return token
-
-    if _on_services(settings, checked) is None:
+    if token is None:
         return 1
     print(token)
     return 0

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from gateway.entities import Origin
 from gateway.schemas.registry import default_schema_dir
 from gateway.services import Services
 from gateway.store.client import check_uri
-from tests.processes import Gateway, free_port
+from gateway.web.state import services_key
+from tests.processes import Gateway, beside, free_port, skewed_gateway
 from tests.support import SECRET_KEY, auth, cli_env, gateway_command, run_cli, run_command
 
 
@@ -64,6 +66,31 @@ async def test_admin_token_prints_the_token_alone(
     assert result.stdout == token + "\n"
     claims = verify_admin_token(KeyRing.from_secret(SECRET_KEY), token)
     assert (claims.tenant, claims.role) == ("acme", "viewer")
+
+
+@pytest.mark.parametrize("skew", [120, -3600])
+async def test_admin_token_of_a_host_whose_clock_is_off_is_accepted_for_its_ttl(
+    client: Any, mongodb_uri: str, tmp_path: Path, skew: int
+) -> None:
+    """Its iat and exp follow the database server's clock, as every time the gateway stamps
+    (docs/operations.md): signed with the host's clock before the database was opened, a
+    host 120 s ahead printed a token refused as issued in the future, one an hour behind a
+    30-minute token already expired."""
+    settings = client.app[services_key].settings
+    env = beside(tmp_path, mongodb_uri, settings.database)
+    proc = await asyncio.create_subprocess_exec(
+        *skewed_gateway(skew), "admin-token", "--tenant", "acme", "--ttl", "30m",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    token = out.decode().strip()
+    resp = await client.get("/api/v1/triggers", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200, (skew, resp.status, await resp.text())
+    claims = verify_admin_token(KeyRing.from_secret(SECRET_KEY), token)
+    assert claims.expires_at is not None
+    lifetime = (claims.expires_at - datetime.now(UTC)).total_seconds()
+    assert 29 * 60 < lifetime <= 30 * 60, lifetime
 
 
 def test_malformed_setting_is_named_and_exits_2() -> None:
