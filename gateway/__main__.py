@@ -32,10 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, help="port (default: GATEWAY_PORT)")
     serve.add_argument(
         "--workers",
-        type=_positive,
+        type=_workers,
         default=1,
         metavar="N",
-        help="gateway processes sharing the port (SO_REUSEPORT); default 1",
+        help=f"gateway processes sharing the port (SO_REUSEPORT), 1-{MAX_WORKERS}; default 1",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--parent-pipe", type=int, help=argparse.SUPPRESS)
@@ -226,6 +226,14 @@ def _positive(text: str) -> int:
     return value
 
 
+MAX_WORKERS = 64
+"""`serve --workers N`: 64 processes. Each is a whole gateway (about 90 MB, its database pool,
+its background jobs) that gains little past one a core (docs/scaling.md); 64 covers the
+largest machine one port and one database are sensibly run on, while a slip (`--workers
+100000`, `$(nproc)0`) is refused before anything starts instead of starting processes
+until the host gives way. A fixed bound rather than a multiple of `os.cpu_count()`: that
+counts the host's cores, not a container's CPU quota, and a range is said the same on
+every machine."""
 MAX_DAYS = 10_000
 """`cleanup --days`: about 27 years. Further back is before any event (and ids hold no time
 before 1970)."""
@@ -247,6 +255,16 @@ def _days(text: str) -> int:
     value = _positive(text)
     if value > MAX_DAYS:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_DAYS}, not {value}")
+    return value
+
+
+def _workers(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_WORKERS}, not {value} (processes on this machine: "
+            "docs/scaling.md)"
+        )
     return value
 
 

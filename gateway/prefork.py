@@ -114,9 +114,19 @@ def serve_processes(settings: Settings, count: int) -> int:
         base = os.environ.get(MULTIPROCESS_DIR) or Path(settings.data_dir) / "metrics"
         metrics = prepare_multiprocess_dir(Path(base))
         env = _child_env(metrics.path, database.server.uri if database else None)
-        children = [_start(n, settings, env) for n in range(count)]
-        print(f"gateway listening on {settings.listen_url} ({count} processes)", file=sys.stderr)
+        children: list[_Child] = []
         try:
+            # A SIGTERM while they start: no more started, and those started are stopped
+            # (the `finally`). Before, every one of the N was started first.
+            for number in range(count):
+                if stop.is_set():
+                    break
+                children.append(_start(number, settings, env))
+            else:
+                print(
+                    f"gateway listening on {settings.listen_url} ({count} processes)",
+                    file=sys.stderr,
+                )
             while not stop.wait(0.5):
                 if database is not None:
                     database.check()

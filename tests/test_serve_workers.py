@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.__main__ import MAX_WORKERS, _parser
 from gateway.config import Settings
 from gateway.metrics import prepare_multiprocess_dir
 from gateway.outbound import open_files
@@ -474,3 +475,62 @@ def test_instances_whose_parents_share_a_pid_keep_their_own_metrics_dir(tmp_path
     mine.remove()
     third.remove()
     assert list(base.iterdir()) == []
+
+
+def test_a_number_of_processes_past_the_bound_is_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--workers 100000` (a slip for 10) used to start processes until the host gave way: a
+    load of 670 on 2 cores, and hundreds of them alive long after the SIGTERM."""
+    for n in ("65", "100000", "1000000000000"):
+        with pytest.raises(SystemExit) as exit_:
+            _parser().parse_args(["serve", "--workers", n])
+        assert exit_.value.code == 2, n
+        assert f"must be at most {MAX_WORKERS}, not {n}" in capsys.readouterr().err
+    assert _parser().parse_args(["serve", "--workers", str(MAX_WORKERS)]).workers == MAX_WORKERS
+
+
+# The parent as `gateway`, each child's start followed by a pause: a SIGTERM lands while the
+# children are still being started.
+_SLOW_STARTS = (
+    "import sys, time; import gateway.prefork as p; start = p._start\n"
+    "def slow(*args, **kwargs):\n"
+    "    child = start(*args, **kwargs); time.sleep(3); return child\n"
+    "p._start = slow\n"
+    "from gateway.__main__ import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def test_a_sigterm_while_the_parent_starts_its_processes_starts_no_more_and_stops_those_started(
+    tmp_path: Path,
+) -> None:
+    """The parent started every one of its N processes before it looked at a SIGTERM: under
+    `--workers 100000` it went on starting them (669 alive 18 minutes after the SIGTERM)."""
+    gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS="1000")  # its environment and log only
+    with gateway.log_path.open("ab") as log:
+        parent = subprocess.Popen(
+            [sys.executable, "-c", _SLOW_STARTS, "serve", "--workers", "3"],
+            env=gateway.env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+    started = re.compile(r"gateway process (\d) started \(pid (\d+)\)")
+    try:
+        wait_until(lambda: started.search(gateway.log()), 60, "the first process's start", 0.01)
+        parent.send_signal(signal.SIGTERM)
+        code = parent.wait(60)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    children = {int(n): int(pid) for n, pid in started.findall(gateway.log())}
+    try:
+        assert code == 0, gateway.log()[-2000:]
+        assert list(children) == [0], gateway.log()[-2000:]
+        assert not any(alive(pid) for pid in children.values())
+        assert "embedded database stopped" in gateway.log()
+    finally:
+        for pid in children.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
