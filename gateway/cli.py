@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
-import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.shutdown import STOP_SIGNALS
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -87,8 +87,8 @@ def serve(
             app.on_startup.insert(0, beat)
         if extend is not None:
             extend(app)
-        # SIGTERM/SIGINT shut down gracefully: stop accepting, finish requests, then run every
-        # cleanup context (workers stop claiming, the database closes).
+        # SIGTERM/SIGINT/SIGHUP shut down gracefully: stop accepting, finish requests, then run
+        # every cleanup context (workers stop claiming, the database closes).
         server.run(
             app,
             host=settings.host,
@@ -220,8 +220,8 @@ def _schedule_summary(base: str, schedule: dict[str, object]) -> str:
 
 
 def _run(main: Callable[[], Awaitable[T]]) -> T:
-    """asyncio.run(main()), with SIGTERM and SIGINT cancelling it, so that the services it
-    opened close (the embedded database stops) instead of being left behind. Interrupted,
+    """asyncio.run(main()), with SIGTERM, SIGINT and SIGHUP cancelling it, so that the services
+    it opened close (the embedded database stops) instead of being left behind. Interrupted,
     it raises KeyboardInterrupt (exit 130)."""
 
     async def guarded() -> T:
@@ -229,7 +229,7 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
         assert task is not None
         if threading.current_thread() is threading.main_thread():  # signals reach only it
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 loop.add_signal_handler(sig, task.cancel)
         return await main()
 
@@ -309,7 +309,7 @@ def worker(settings: Settings) -> int:
         # Signals first: a SIGTERM while the services open still shuts them down cleanly.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
         async with (
             open_services(settings, run_workers=True) as services,

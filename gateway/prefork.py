@@ -11,8 +11,9 @@ the processes' metric files, then starts N `gateway serve` children that bind th
 with SO_REUSEPORT, so the kernel spreads connections over them. Each child is a whole
 gateway process: web, its cached trigger gates, and its share of the background jobs (relay
 shards and delivery claims are leased in MongoDB). The parent restarts a child that dies
-(and marks it dead in the metrics), forwards SIGTERM/SIGINT to all of them, kills (and logs)
-one still running when its own shutdown deadlines and a margin have passed (`stop_seconds`),
+(and marks it dead in the metrics), forwards SIGTERM/SIGINT/SIGHUP (as SIGTERM) to all of
+them (one that comes while it still starts them: no more are started), kills (and logs) one
+still running when its own shutdown deadlines and a margin have passed (`stop_seconds`),
 and stops the database last. Each child's event loop writes a heartbeat to a pipe every
 second (`beat_to_parent`); a child silent for `GATEWAY_HUNG_SECONDS` (a deadlocked event loop, a
 blocking call, a stopped process: it still takes its share of the port's connections and
@@ -42,7 +43,12 @@ from gateway.config import Settings
 from gateway.metrics import MULTIPROCESS_DIR, mark_process_dead, prepare_multiprocess_dir
 from gateway.outbound import open_files
 from gateway.schemas.registry import SchemaRegistry
-from gateway.shutdown import CLOSE_SECONDS, HAND_BACK_SECONDS, TEARDOWN_SECONDS
+from gateway.shutdown import (
+    CLOSE_SECONDS,
+    HAND_BACK_SECONDS,
+    STOP_SIGNALS,
+    TEARDOWN_SECONDS,
+)
 from gateway.store.embedded import EmbeddedServer
 from gateway.store.supervisor import RestartPlan
 
@@ -87,7 +93,7 @@ def stop_seconds(settings: Settings) -> float:
 
 
 def serve_processes(settings: Settings, count: int) -> int:
-    """Run `count` serving children until SIGTERM or SIGINT; the exit code."""
+    """Run `count` serving children until SIGTERM, SIGINT or SIGHUP; the exit code."""
     if settings.port == 0:
         print("error: --workers needs a fixed --port (the children share it)", file=sys.stderr)
         return 2
@@ -103,7 +109,7 @@ def serve_processes(settings: Settings, count: int) -> int:
         for server in restarting:
             server.give_up_starting()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
     # Before the embedded database starts: it inherits this limit, and holds every process's
     # pool (a soft limit of 1,024 ran it out of descriptors, and WiredTiger panicked).

@@ -4,6 +4,16 @@ processes may take (`prefork.stop_seconds`)."""
 
 from __future__ import annotations
 
+import signal
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""What stops a gateway process gracefully (`serve`, `serve --workers N`'s parent, `worker`; a
+one-shot command is interrupted). SIGHUP too (a terminal or SSH session closed on a gateway
+started in it, a `kill -HUP` for a log reopen, a supervisor's reload): its default action
+killed the process outright, and under `--workers N` the database stopped first, under the
+processes' own shutdown. The gateway rereads nothing on SIGHUP: a new setting takes a
+restart."""
+
 HAND_BACK_SECONDS = 3.0
 """At shutdown, past the runners' bound for their work under way: how long they may take to
 hand back the leases they still hold and the Idempotency-Keys left to release (a database that

@@ -230,7 +230,12 @@ def test_the_generated_key_file_is_written_whole_and_alone(tmp_path: Path) -> No
     assert load_secret_key(settings, generate=False) == key
 
 
-def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm_or_sighup(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """SIGHUP (a terminal or SSH session closed, a `kill -HUP` for a log reopen) killed the
+    process outright, its database stopped by its launcher under the requests in flight."""
     port = free_port()
     env = {
         **os.environ,
@@ -254,8 +259,9 @@ def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm(tmp_path: Pa
                     break
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
                 assert r.status == 200
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             assert proc.wait(timeout=30) == 0
+            assert "embedded database stopped" in proc.stderr.read()
         finally:
             if proc.poll() is None:
                 proc.kill()

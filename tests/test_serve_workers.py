@@ -534,3 +534,25 @@ def test_a_sigterm_while_the_parent_starts_its_processes_starts_no_more_and_stop
         for pid in children.values():
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_sighup_to_the_parent_is_a_graceful_stop_with_the_database_stopped_last(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP (a terminal or SSH session closed, a `kill -HUP` for a log reopen) killed the
+    parent outright: its database stopped at once, under the processes' own shutdown (`event
+    relay paused: database unavailable`, the client's close cut short)."""
+    gateway = Gateway(tmp_path, "--workers", "2").start(90)
+    assert gateway.proc is not None
+    servers = _servers(gateway)
+    try:
+        gateway.proc.send_signal(signal.SIGHUP)
+        code = gateway.proc.wait(60)
+        log = gateway.log()
+        assert code == 0, log[-2000:]
+        assert not any(alive(pid) for pid in servers)
+        assert "embedded database stopped" in log
+        for cut_short in ("did not finish within", "database unavailable", "marked down"):
+            assert cut_short not in log, log[-2000:]
+    finally:
+        gateway.stop()

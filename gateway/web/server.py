@@ -23,7 +23,6 @@ import gc
 import logging
 import os
 import re
-import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from gateway.errors import (
     UriTooLong,
 )
 from gateway.logs import request_id_var
-from gateway.shutdown import TEARDOWN_SECONDS
+from gateway.shutdown import STOP_SIGNALS, TEARDOWN_SECONDS
 from gateway.web.problems import PROBLEM_JSON, dumps
 from gateway.web.requests import BODY_TIMEOUT_SECONDS
 from gateway.web.state import services_key
@@ -214,7 +213,7 @@ def run(
     sock: socket.socket | None = None,
     **runner_options: Any,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully (stop accepting, finish the
+    """Serve until SIGTERM, SIGINT or SIGHUP, then shut down gracefully (stop accepting, finish the
     requests in flight, run every cleanup context). `reuse_port`: bind with SO_REUSEPORT,
     beside the other processes of `serve --workers N` (`gateway/prefork.py`). `event_loop`:
     `gateway/eventloop.py`. `on_listening(url)` once it listens, with the address it bound
@@ -259,7 +258,7 @@ async def _serve(
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     runner = GatewayRunner(app, **runner_options)
     await runner.setup()
