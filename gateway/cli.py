@@ -53,6 +53,8 @@ def serve(
     pipe, which the parent watches to replace a child that hangs."""
     if not reuse_port and not _can_listen(settings.host, settings.port):
         return 1
+    if not reuse_port:  # a child of `--workers`: its parent waited
+        _wait_for_one_shot(settings)
     listening = None
     if settings.port == 0 and workers == 1:  # `--workers` refuses port 0
         from gateway.web import server
@@ -146,6 +148,7 @@ def demo(
 
     if not _can_listen(settings.host, settings.port):  # before seeding starts the database
         return 1
+    _wait_for_one_shot(settings)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     geotab_url = f"http://{host}:{settings.port}{demo_partner.PATH.removesuffix('/apiv1')}"
     # Demo only: every tenant of this process may call these addresses, on any port (the SSRF
@@ -192,6 +195,17 @@ def demo(
 
     print(_run(seed), flush=True)
     return serve(settings, demo_partner.add_demo_partner)
+
+
+def _wait_for_one_shot(settings: Settings) -> None:
+    """Before a gateway process starts the embedded database (no MONGODB_URI): a one-shot
+    command that manages it (a cron `gateway cleanup` while the gateway was down) is waited
+    for, at most `ONE_SHOT_WAIT_SECONDS`; a start meanwhile was refused (exit 1), and a
+    service manager's restarts with it."""
+    if not settings.mongodb_uri:
+        from gateway.store.embedded import wait_for_one_shot
+
+        wait_for_one_shot(Path(settings.data_dir) / "db")
 
 
 def _can_listen(host: str, port: int, *names: str) -> bool:
@@ -304,6 +318,7 @@ def worker(settings: Settings) -> int:
 
     if not _can_listen(settings.host, settings.worker_port, "--port, GATEWAY_WORKER_PORT"):
         return 1
+    _wait_for_one_shot(settings)
 
     async def run() -> None:
         # Signals first: a SIGTERM while the services open still shuts them down cleanly.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -1077,3 +1079,87 @@ async def test_a_write_sent_as_a_database_command_asks_the_gate_and_a_read_comma
         down = False
         await client.drop_database(name)
         await client.close()
+
+
+@pytest.mark.timeout(240)  # a gateway started twice, a one-shot between
+def test_serve_started_while_a_one_shot_manages_the_stopped_gateway_s_database_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """A cron `gateway cleanup` on a stopped gateway's data dir starts the embedded database
+    itself (none runs to use) and holds it while it runs; a `gateway serve` started meanwhile
+    (a restart by systemd or compose) exited 1 at once (`another gateway process manages the
+    embedded database`), for as long as the one-shot ran. Now it waits, saying so, and
+    starts once the one-shot has released the database."""
+    Gateway(tmp_path).start(90).stop()  # the gateway's database, now stopped
+    env = {**Gateway(tmp_path).env, "GATEWAY_LOG_JSON": "false"}
+    one_shot = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "cleanup", "--days", "90"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    gateway = Gateway(tmp_path)
+    try:
+        wait_until(lambda: (tmp_path / "db.pid").exists(), 60, "the one-shot's database")
+        os.kill(one_shot.pid, signal.SIGSTOP)  # a cleanup that takes a while
+        assert gateway.proc is None
+        with gateway.log_path.open("ab") as log:
+            gateway.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"],
+                env=gateway.env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        proc, waiting = gateway.proc, f"waiting for the one-shot command (pid {one_shot.pid}"
+        said = lambda: proc.poll() is not None or waiting in gateway.log()  # noqa: E731
+        wait_until(said, 60, "the serve to say it waits", 0.2)
+        time.sleep(2)
+        assert proc.poll() is None and waiting in gateway.log(), gateway.log()
+        os.kill(one_shot.pid, signal.SIGCONT)
+        out, err = one_shot.communicate(timeout=60)
+        assert one_shot.returncode == 0, err
+        assert out.startswith("dropped 0 events")
+        wait_until(gateway.ready, 90, "the serve to start once the one-shot ended", 0.3)
+        assert "another gateway process manages" not in gateway.log()
+    finally:
+        if one_shot.poll() is None:
+            os.kill(one_shot.pid, signal.SIGCONT)
+            one_shot.kill()
+            one_shot.wait()
+        gateway.stop()
+
+
+@pytest.mark.parametrize("holder", ["one-shot", "serving"])
+def test_the_wait_for_a_one_shot_is_bounded_and_a_gateway_holding_the_database_is_not_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, holder: str
+) -> None:
+    lock = os.open(tmp_path / "db.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(lock, f"{os.getpid()} {holder}\n".encode())
+        started = time.monotonic()
+        embedded.wait_for_one_shot(tmp_path / "db", timeout=1.0)
+        took = time.monotonic() - started
+    finally:
+        os.close(lock)
+    if holder == "serving":  # refused by the start at once, as before
+        assert took < 0.5 and not caplog.records, took
+        return
+    assert 1.0 <= took < 3, took
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said[0][0] == "WARNING" and f"(pid {os.getpid()}: " in said[0][1], said
+    assert said[-1][0] == "ERROR" and "not waiting longer" in said[-1][1], said
+    embedded.wait_for_one_shot(tmp_path / "db", timeout=1.0)  # released: no wait
+
+
+def test_a_database_s_lock_names_its_holder_while_held_and_no_one_after(tmp_path: Path) -> None:
+    server = EmbeddedServer(tmp_path / "db", one_shot=True)
+    server.start()
+    try:
+        assert (tmp_path / "db.lock").read_text() == f"{os.getpid()} one-shot\n"
+    finally:
+        server.stop()
+    assert (tmp_path / "db.lock").read_text() == ""

@@ -60,7 +60,7 @@ async def open_store(
                 "MONGODB_URI to its database); `gateway serve` creates it at its first start"
             )
     if uri is None:
-        supervisor = EmbeddedSupervisor(EmbeddedServer(storage), health)
+        supervisor = EmbeddedSupervisor(EmbeddedServer(storage, one_shot=attach), health)
         await _start(supervisor)
         uri = supervisor.server.uri
     # The embedded database of the data dir, whoever started it (this process, the parent of

@@ -4,7 +4,9 @@ The child is `launcher.py` (see there), which runs `secantusd-py` and stops it w
 process dies, however it dies; `GATEWAY_DATA_DIR/db.pid` names the database process while
 it runs. One process at a time manages the database of a data dir: it holds a lock on
 `GATEWAY_DATA_DIR/db.lock` while it does (the kernel drops it when the process dies, however
-it dies), and a second one is refused rather than stopping the first one's database. Holding
+it dies), and a second one is refused rather than stopping the first one's database, unless
+the holder is a one-shot command (it writes its pid and kind in the lock file): a gateway
+process starting meanwhile waits for that one to end (`wait_for_one_shot`). Holding
 the lock, a start stops a database left running on the same storage by a gateway that could
 not stop it (e.g. one from before the launcher), after checking that the process really is
 `secantusd-py` on that storage.
@@ -50,6 +52,11 @@ _LAUNCHER = Path(__file__).with_name("launcher.py")
 _PASSED = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"})
 _PASSED_PREFIXES = ("SECANTUS_",)
 _LOCKED = "already being managed by another process"
+ONE_SHOT_WAIT_SECONDS = 600.0
+"""How long a gateway process that would start the embedded database waits for a one-shot
+command that manages it (`wait_for_one_shot`): a cleanup on a large database runs for
+minutes (docs/operations.md "Data retention")."""
+_ONE_SHOT, _SERVING = "one-shot", "serving"  # what a holder of the lock writes in it
 STOP_SECONDS = 10.0
 """How long a graceful stop of the database may take before it is killed (its writes are
 journaled: a killed database loses no acknowledged write, it recovers at the next start)."""
@@ -210,6 +217,72 @@ def running_uri(storage_path: Path, pid_file: Path) -> str | None:
     return _uri(host, int(port))
 
 
+def wait_for_one_shot(storage_path: Path, timeout: float = ONE_SHOT_WAIT_SECONDS) -> None:
+    """Before a gateway process (`serve`, `worker`, `demo`) starts the embedded database on
+    `storage_path`: while a one-shot command manages it (a cron `gateway cleanup` on a
+    stopped gateway's data dir starts one, none running to use), wait until it has released
+    it, saying so (WARNING, again every 30 s), at most `timeout` (ERROR then); the start then
+    takes the lock, or is refused as when another gateway holds it. A gateway holding it is
+    not waited for (one process per data dir). Before anything starts, without signal
+    handlers: a SIGTERM meanwhile ends the process at once, with nothing to stop."""
+    lock_path = storage_path.parent / (storage_path.name + ".lock")
+    deadline = time.monotonic() + timeout
+    said_at: float | None = None
+    while (holder := _one_shot_holder(lock_path)) is not None:
+        pid, command = holder
+        now = time.monotonic()
+        if now >= deadline:
+            log.error(
+                "the one-shot command (pid %d: %s) still manages the embedded database on %s "
+                "after %.0f s: not waiting longer",
+                pid,
+                command,
+                storage_path,
+                timeout,
+            )
+            return
+        if said_at is None or now - said_at >= 30:
+            log.warning(
+                "waiting for the one-shot command (pid %d: %s) to release the embedded "
+                "database on %s, at most %.0f s more",
+                pid,
+                command,
+                storage_path,
+                deadline - now,
+            )
+            said_at = now
+        time.sleep(0.2)
+
+
+def _one_shot_holder(lock_path: Path) -> tuple[int, str] | None:
+    """The pid and command line of the one-shot command holding `lock_path`; None when no
+    process holds it, or a gateway process does (what it wrote in it: `EmbeddedServer._own`;
+    a holder that has not written yet is given a second)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass
+    else:
+        os.close(fd)  # free: closing drops the lock taken just now
+        return None
+    try:
+        for _ in range(10):
+            said = os.pread(fd, 100, 0).decode(errors="replace").split()
+            if said:
+                break
+            time.sleep(0.1)
+    finally:
+        os.close(fd)
+    if len(said) != 2 or not said[0].isdigit() or said[1] != _ONE_SHOT:
+        return None
+    pid = int(said[0])
+    return pid, " ".join(_command_line(pid))[:200] or "?"
+
+
 def _make_private(storage_path: Path) -> None:
     """The database's directory, created 0700, or made 0700 if other users could enter or
     read it (a data dir of an earlier gateway): a warning says so, or that it could not be."""
@@ -253,9 +326,13 @@ class EmbeddedServer:
         host: str = "127.0.0.1",
         cache_size: str = "256M",
         test_commands: bool = False,
+        one_shot: bool = False,
     ) -> None:
         """`test_commands`: the server's test-only commands (`configureFailPoint`, for fault
-        injection in the tests); off, as on mongod, for the gateway's own database."""
+        injection in the tests); off, as on mongod, for the gateway's own database.
+        `one_shot`: started by a one-shot command (`gateway cleanup`...), which a gateway
+        process starting meanwhile waits for (`wait_for_one_shot`)."""
+        self.one_shot = one_shot
         self.storage_path = Path(storage_path)
         self.test_commands = test_commands
         self.host = host
@@ -487,9 +564,14 @@ class EmbeddedServer:
                 "`gateway serve --workers N` or point every process at MongoDB (MONGODB_URI)"
             ) from None
         self._lock_fd = fd
+        # Who holds it, for a gateway process starting meanwhile (`wait_for_one_shot`).
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {_ONE_SHOT if self.one_shot else _SERVING}\n".encode(), 0)
 
     def _disown(self) -> None:
         if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)  # no holder left to name
             os.close(self._lock_fd)  # closing it drops the lock
             self._lock_fd = None
 
