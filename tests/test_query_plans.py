@@ -711,3 +711,24 @@ async def test_a_schedule_runners_claim_reads_the_schedule_it_claims(
     assert writes
     assert [f"{p.shape} ({p.sent_by}): {p.stage} via {p.via}" for p in writes if p.scans] == []
     assert [p.shape for p in writes if p.via == "status"] == []
+
+
+async def test_a_driver_changes_withdrawal_reads_and_deletes_it_by_id(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """A report taken back removes the change it recorded (`AssignmentStore.remove`): a read
+    and a delete guarded by `_id`, not a `find_one_and_delete`, whose write SecantusDB
+    matches against every change of every tenant (the driver history grows with time)."""
+    store = services.notify.assignments._store
+    at = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    driver = {"id": "a", "cpf": "00000000000", "name": "Ana"}
+    said = {"source": "checklist", "ref": "c1"}
+    for tenant in ("acme", "beta"):
+        change = {"start": at, "driver": driver, **said, "author": "app"}
+        assert (await store.record(tenant, "v1", change)).written
+    query_plans.plans.clear()
+    removed = await store.remove("acme", f"acme:v1:{at:%Y-%m-%dT%H:%M:%S.%f}Z", said)
+    assert removed is not None and removed["tenant"] == "acme"
+
+    assert query_plans.of("driver_assignments")
+    assert _wide(query_plans.of("driver_assignments")) == []
