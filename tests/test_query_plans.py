@@ -732,3 +732,35 @@ async def test_a_driver_changes_withdrawal_reads_and_deletes_it_by_id(
 
     assert query_plans.of("driver_assignments")
     assert _wide(query_plans.of("driver_assignments")) == []
+
+
+async def test_a_partners_health_marks_and_probe_claim_write_it_by_id(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """A partner's failure noted (every failed call of every process), its re-enable and a
+    probe's claim (`PartnerStore.note_failure`, `enable`, `claim_probe`): updates by `_id`
+    and reads of it, not `find_one_and_update`s, whose write SecantusDB matches against every
+    tenant's partners."""
+    now = datetime.now(UTC)
+    partners = services.store.partners
+    ids = [ObjectId(), ObjectId()]
+    await services.store.db["partners"].insert_many(
+        [
+            {"_id": ids[0], "tenant": "acme", "name": "erp", "status": "active", "rev": 1},
+            {"_id": ids[1], "tenant": "beta", "name": "crm", "status": "active", "rev": 1},
+        ]
+    )
+    query_plans.plans.clear()
+    noted = await partners.note_failure("acme", str(ids[0]), now)
+    assert noted is not None and noted["failing_since"] is not None
+    since = noted["failing_since"]
+    assert await partners.disable("acme", str(ids[0]), now, now, failing_since=since)
+    claimed = await partners.claim_probe(now, now + timedelta(minutes=1), lambda doc: True)
+    assert claimed is not None and claimed["_id"] == ids[0]
+    assert await partners.claim_probe(now, now + timedelta(minutes=1), lambda doc: True) is None
+    assert (await partners.enable("acme", str(ids[0]))) is not None
+    assert await partners.enable("acme", str(ids[0])) is None  # active already
+
+    plans = query_plans.of("partners")
+    assert [p for p in plans if p.command == "update"]
+    assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
