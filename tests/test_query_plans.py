@@ -764,3 +764,31 @@ async def test_a_partners_health_marks_and_probe_claim_write_it_by_id(
     plans = query_plans.of("partners")
     assert [p for p in plans if p.command == "update"]
     assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+
+
+async def test_a_schedules_pause_resume_and_run_now_write_it_by_id(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """An admin's pause, resume or run-now of a schedule (`ScheduleStore.set_status`,
+    `run_now`): an update by `_id` and a read of it, not a `find_one_and_update`, whose write
+    SecantusDB matches against every tenant's schedules."""
+    now = datetime.now(UTC)
+    ids = [ObjectId(), ObjectId()]
+    await services.store.db["schedules"].insert_many(
+        [
+            {"_id": ids[0], "tenant": "acme", "name": "a", "status": "active", "rev": 1},
+            {"_id": ids[1], "tenant": "beta", "name": "b", "status": "active", "rev": 1},
+        ]
+    )
+    schedules = services.store.schedules
+    query_plans.plans.clear()
+    paused = await schedules.set_status("acme", str(ids[0]), "paused", now)
+    assert paused is not None and (paused["status"], paused["rev"]) == ("paused", 2)
+    resumed = await schedules.set_status("acme", str(ids[0]), "active", now)
+    assert resumed is not None and resumed["failures"] == 0
+    assert (await schedules.run_now("acme", str(ids[0]), now)) is not None
+    assert await schedules.run_now("acme", str(ids[1]), now) is None  # another tenant's
+
+    plans = query_plans.of("schedules")
+    assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+    assert [p for p in plans if p.command == "update"]
