@@ -792,3 +792,22 @@ async def test_a_schedules_pause_resume_and_run_now_write_it_by_id(
     plans = query_plans.of("schedules")
     assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
     assert [p for p in plans if p.command == "update"]
+
+
+async def test_a_tenants_notification_settings_are_written_and_read_by_id(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """A PUT of the tenant's notification settings (`SettingsStore.put`, made on the first):
+    an upsert by `_id` and a read of it, not a `find_one_and_update`, whose write SecantusDB
+    matches against every tenant's settings."""
+    for tenant in ("acme", "beta"):
+        body = {"cooldown_seconds": 600}
+        response = await client.put(
+            "/api/v1/notification-settings", json=body, headers=auth(tenant)
+        )
+        assert response.status == 200, await response.text()
+        assert (await response.json())["cooldown_seconds"] == 600
+
+    plans = query_plans.of("notify_settings")
+    assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+    assert [p for p in plans if p.command == "update"]
