@@ -811,3 +811,42 @@ async def test_a_tenants_notification_settings_are_written_and_read_by_id(
     plans = query_plans.of("notify_settings")
     assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
     assert [p for p in plans if p.command == "update"]
+
+
+async def test_a_flows_pause_and_signing_and_an_actions_signing_write_them_guarded(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """A flow paused and resumed (`FlowStore.set_paused`), a flow's and an action's signing
+    secret stored over the one read (`set_signing`): a guarded update then a read, not a
+    `find_one_and_update`, whose write SecantusDB matches against every tenant's heads or
+    actions."""
+    db = services.store.db
+    heads = [{"tenant": t, "name": "fines", "direction": "flow"} for t in ("acme", "beta")]
+    await db["flow_heads"].insert_many(heads)
+    action_ids = [ObjectId(), ObjectId()]
+    await db["actions"].insert_many(
+        [
+            {"_id": i, "tenant": t, "name": "a", "rev": 1}
+            for i, t in zip(action_ids, ("acme", "beta"), strict=True)
+        ]
+    )
+    flows, actions = services.store.notify.flows, services.store.actions
+    query_plans.plans.clear()
+    paused = await flows.set_paused("acme", "fines", {"at": "now"})
+    assert paused is not None and paused["paused"] == {"at": "now"}
+    again = await flows.set_paused("acme", "fines", {"at": "later"})  # keeps its first note
+    assert again is not None and again["paused"] == {"at": "now"}
+    resumed = await flows.set_paused("acme", "fines", None, resumed={"skip": False})
+    assert resumed is not None and "paused" not in resumed
+    assert await flows.set_paused("acme", "nothing", {"at": "now"}) is None
+    signed = await flows.set_signing("acme", "fines", {"rev": 1}, rev=None, listed=True)
+    assert signed is not None and signed["signing"] == {"rev": 1}
+    assert await flows.set_signing("acme", "fines", {"rev": 2}, rev=None, listed=True) is None
+    stored = await actions.set_signing("acme", str(action_ids[0]), {"rev": 1}, rev=None)
+    assert stored is not None and stored["signing"] == {"rev": 1}
+    assert await actions.set_signing("acme", str(action_ids[0]), {"rev": 3}, rev=2) is None
+    assert await actions.set_signing("acme", str(action_ids[1]), {"rev": 1}, rev=None) is None
+
+    plans = query_plans.of("flow_heads") + query_plans.of("actions")
+    assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+    assert [p for p in plans if p.command == "update"]
