@@ -850,3 +850,25 @@ async def test_a_flows_pause_and_signing_and_an_actions_signing_write_them_guard
     plans = query_plans.of("flow_heads") + query_plans.of("actions")
     assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
     assert [p for p in plans if p.command == "update"]
+
+
+async def test_a_mappings_upload_notes_itself_on_its_head_by_name(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """An upload notes itself under way on its head (`MappingStore.begin_upload`, made on a
+    first upload): an upsert by name and a read, not a `find_one_and_update`, whose write
+    SecantusDB matches against every tenant's heads; the earliest upload under way counts."""
+    mappings = services.store.mappings
+    await mappings.begin_upload("beta", "erp", 1)
+    query_plans.plans.clear()
+    first, since = await mappings.begin_upload("acme", "erp", 3)
+    assert since == 3
+    second, since = await mappings.begin_upload("acme", "erp", 4)
+    assert since == 3  # the first is still under way
+    await mappings.end_upload("acme", "erp", first)
+    await mappings.end_upload("acme", "erp", second)
+    assert (await mappings.begin_upload("acme", "erp", 5))[1] == 5
+
+    plans = query_plans.of("mapping_heads")
+    assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+    assert [p for p in plans if p.command == "update"]
