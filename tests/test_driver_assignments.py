@@ -559,3 +559,58 @@ async def test_a_report_taken_back_while_another_is_recorded_at_its_instant_stay
     change = await store.at("acme", "v1", at)
     assert change is not None and change["ref"] == "c3"
     assert [r["ref"] for r in change.get("beneath", [])] == ["c2"], change
+
+
+async def test_a_change_withdrawn_while_it_is_written_again_is_removed_as_last_written(
+    client: Client,
+) -> None:
+    """A change taken out (`AssignmentStore.remove`) is read, then deleted guarded by what
+    was read: a later report of its driver kept on it (`repeats`, a new version) or its
+    driver renamed between the two is not lost: the change returned (what a withdrawal puts
+    back from) is the one deleted, with the repeat and the new name; one no longer matching
+    the report taken back stays."""
+    store = client.app[services_key].notify.assignments._store
+    at = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    driver = {"id": "a", "cpf": "00000000000", "name": "Ana"}
+    said = {"source": "checklist", "ref": "c1"}
+    assert (
+        await store.record("acme", "v1", {"start": at, "driver": driver, **said, "author": "app"})
+    ).written
+    doc_id = change_id("acme", "v1", at)
+    collection = store._c
+    meanwhile: list[Any] = []
+
+    class WrittenMeanwhile:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(collection, name)
+
+        async def find_one(self, *args: Any, **kwargs: Any) -> Any:
+            held = await collection.find_one(*args, **kwargs)
+            if meanwhile:
+                await meanwhile.pop(0)(held)
+            return held
+
+    async def repeat(held: Any) -> None:
+        later = {"start": at + timedelta(hours=1), "source": "tracker", "ref": "t1", "author": "x"}
+        await store.add_repeat(held, later)
+
+    async def rename(held: Any) -> None:
+        await store.set_driver("acme", [doc_id], {**driver, "name": "Ana Souza"})
+
+    store._c = WrittenMeanwhile()
+    try:
+        meanwhile.append(repeat)
+        meanwhile.append(rename)
+        removed = await store.remove("acme", doc_id, said)
+    finally:
+        store._c = collection
+    assert removed is not None
+    assert [r["ref"] for r in removed["repeats"]] == ["t1"], removed
+    assert removed["driver"]["name"] == "Ana Souza", removed
+    assert await collection.find_one({"_id": doc_id}) is None
+
+    assert (
+        await store.record("acme", "v1", {"start": at, "driver": driver, **said, "author": "app"})
+    ).written
+    assert await store.remove("acme", doc_id, {**said, "ref": "c2"}) is None
+    assert await collection.find_one({"_id": doc_id}) is not None

@@ -711,3 +711,164 @@ async def test_a_schedule_runners_claim_reads_the_schedule_it_claims(
     assert writes
     assert [f"{p.shape} ({p.sent_by}): {p.stage} via {p.via}" for p in writes if p.scans] == []
     assert [p.shape for p in writes if p.via == "status"] == []
+
+
+async def test_a_driver_changes_withdrawal_reads_and_deletes_it_by_id(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """A report taken back removes the change it recorded (`AssignmentStore.remove`): a read
+    and a delete guarded by `_id`, not a `find_one_and_delete`, whose write SecantusDB
+    matches against every change of every tenant (the driver history grows with time)."""
+    store = services.notify.assignments._store
+    at = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    driver = {"id": "a", "cpf": "00000000000", "name": "Ana"}
+    said = {"source": "checklist", "ref": "c1"}
+    for tenant in ("acme", "beta"):
+        change = {"start": at, "driver": driver, **said, "author": "app"}
+        assert (await store.record(tenant, "v1", change)).written
+    query_plans.plans.clear()
+    removed = await store.remove("acme", f"acme:v1:{at:%Y-%m-%dT%H:%M:%S.%f}Z", said)
+    assert removed is not None and removed["tenant"] == "acme"
+
+    assert query_plans.of("driver_assignments")
+    assert _wide(query_plans.of("driver_assignments")) == []
+
+
+async def test_a_partners_health_marks_and_probe_claim_write_it_by_id(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """A partner's failure noted (every failed call of every process), its re-enable and a
+    probe's claim (`PartnerStore.note_failure`, `enable`, `claim_probe`): updates by `_id`
+    and reads of it, not `find_one_and_update`s, whose write SecantusDB matches against every
+    tenant's partners."""
+    now = datetime.now(UTC)
+    partners = services.store.partners
+    ids = [ObjectId(), ObjectId()]
+    await services.store.db["partners"].insert_many(
+        [
+            {"_id": ids[0], "tenant": "acme", "name": "erp", "status": "active", "rev": 1},
+            {"_id": ids[1], "tenant": "beta", "name": "crm", "status": "active", "rev": 1},
+        ]
+    )
+    query_plans.plans.clear()
+    noted = await partners.note_failure("acme", str(ids[0]), now)
+    assert noted is not None and noted["failing_since"] is not None
+    since = noted["failing_since"]
+    assert await partners.disable("acme", str(ids[0]), now, now, failing_since=since)
+    claimed = await partners.claim_probe(now, now + timedelta(minutes=1), lambda doc: True)
+    assert claimed is not None and claimed["_id"] == ids[0]
+    assert await partners.claim_probe(now, now + timedelta(minutes=1), lambda doc: True) is None
+    assert (await partners.enable("acme", str(ids[0]))) is not None
+    assert await partners.enable("acme", str(ids[0])) is None  # active already
+
+    plans = query_plans.of("partners")
+    assert [p for p in plans if p.command == "update"]
+    assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+
+
+async def test_a_schedules_pause_resume_and_run_now_write_it_by_id(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """An admin's pause, resume or run-now of a schedule (`ScheduleStore.set_status`,
+    `run_now`): an update by `_id` and a read of it, not a `find_one_and_update`, whose write
+    SecantusDB matches against every tenant's schedules."""
+    now = datetime.now(UTC)
+    ids = [ObjectId(), ObjectId()]
+    await services.store.db["schedules"].insert_many(
+        [
+            {"_id": ids[0], "tenant": "acme", "name": "a", "status": "active", "rev": 1},
+            {"_id": ids[1], "tenant": "beta", "name": "b", "status": "active", "rev": 1},
+        ]
+    )
+    schedules = services.store.schedules
+    query_plans.plans.clear()
+    paused = await schedules.set_status("acme", str(ids[0]), "paused", now)
+    assert paused is not None and (paused["status"], paused["rev"]) == ("paused", 2)
+    resumed = await schedules.set_status("acme", str(ids[0]), "active", now)
+    assert resumed is not None and resumed["failures"] == 0
+    assert (await schedules.run_now("acme", str(ids[0]), now)) is not None
+    assert await schedules.run_now("acme", str(ids[1]), now) is None  # another tenant's
+
+    plans = query_plans.of("schedules")
+    assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+    assert [p for p in plans if p.command == "update"]
+
+
+async def test_a_tenants_notification_settings_are_written_and_read_by_id(
+    query_plans: PlanListener, client: Client
+) -> None:
+    """A PUT of the tenant's notification settings (`SettingsStore.put`, made on the first):
+    an upsert by `_id` and a read of it, not a `find_one_and_update`, whose write SecantusDB
+    matches against every tenant's settings."""
+    for tenant in ("acme", "beta"):
+        body = {"cooldown_seconds": 600}
+        response = await client.put(
+            "/api/v1/notification-settings", json=body, headers=auth(tenant)
+        )
+        assert response.status == 200, await response.text()
+        assert (await response.json())["cooldown_seconds"] == 600
+
+    plans = query_plans.of("notify_settings")
+    assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+    assert [p for p in plans if p.command == "update"]
+
+
+async def test_a_flows_pause_and_signing_and_an_actions_signing_write_them_guarded(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """A flow paused and resumed (`FlowStore.set_paused`), a flow's and an action's signing
+    secret stored over the one read (`set_signing`): a guarded update then a read, not a
+    `find_one_and_update`, whose write SecantusDB matches against every tenant's heads or
+    actions."""
+    db = services.store.db
+    heads = [{"tenant": t, "name": "fines", "direction": "flow"} for t in ("acme", "beta")]
+    await db["flow_heads"].insert_many(heads)
+    action_ids = [ObjectId(), ObjectId()]
+    await db["actions"].insert_many(
+        [
+            {"_id": i, "tenant": t, "name": "a", "rev": 1}
+            for i, t in zip(action_ids, ("acme", "beta"), strict=True)
+        ]
+    )
+    flows, actions = services.store.notify.flows, services.store.actions
+    query_plans.plans.clear()
+    paused = await flows.set_paused("acme", "fines", {"at": "now"})
+    assert paused is not None and paused["paused"] == {"at": "now"}
+    again = await flows.set_paused("acme", "fines", {"at": "later"})  # keeps its first note
+    assert again is not None and again["paused"] == {"at": "now"}
+    resumed = await flows.set_paused("acme", "fines", None, resumed={"skip": False})
+    assert resumed is not None and "paused" not in resumed
+    assert await flows.set_paused("acme", "nothing", {"at": "now"}) is None
+    signed = await flows.set_signing("acme", "fines", {"rev": 1}, rev=None, listed=True)
+    assert signed is not None and signed["signing"] == {"rev": 1}
+    assert await flows.set_signing("acme", "fines", {"rev": 2}, rev=None, listed=True) is None
+    stored = await actions.set_signing("acme", str(action_ids[0]), {"rev": 1}, rev=None)
+    assert stored is not None and stored["signing"] == {"rev": 1}
+    assert await actions.set_signing("acme", str(action_ids[0]), {"rev": 3}, rev=2) is None
+    assert await actions.set_signing("acme", str(action_ids[1]), {"rev": 1}, rev=None) is None
+
+    plans = query_plans.of("flow_heads") + query_plans.of("actions")
+    assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+    assert [p for p in plans if p.command == "update"]
+
+
+async def test_a_mappings_upload_notes_itself_on_its_head_by_name(
+    query_plans: PlanListener, services: Services
+) -> None:
+    """An upload notes itself under way on its head (`MappingStore.begin_upload`, made on a
+    first upload): an upsert by name and a read, not a `find_one_and_update`, whose write
+    SecantusDB matches against every tenant's heads; the earliest upload under way counts."""
+    mappings = services.store.mappings
+    await mappings.begin_upload("beta", "erp", 1)
+    query_plans.plans.clear()
+    first, since = await mappings.begin_upload("acme", "erp", 3)
+    assert since == 3
+    second, since = await mappings.begin_upload("acme", "erp", 4)
+    assert since == 3  # the first is still under way
+    await mappings.end_upload("acme", "erp", first)
+    await mappings.end_upload("acme", "erp", second)
+    assert (await mappings.begin_upload("acme", "erp", 5))[1] == 5
+
+    plans = query_plans.of("mapping_heads")
+    assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
+    assert [p for p in plans if p.command == "update"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 
 from gateway.store.client import Doc, parse_id, scoped, translate_errors
 from gateway.store.resources import TenantResources
@@ -55,12 +55,15 @@ class ActionStore(TenantResources):
             query["signing"] = {"$exists": False}
         else:
             query["signing.rev"] = rev
+        # An update then a read by `_id`, each a point lookup: a `find_one_and_update`
+        # SecantusDB writes with `{_id, $and: [filter]}`, matched against every tenant's
+        # actions (194 ms at 1,000 tenants of 20). The guard is the write's, as it was.
         with translate_errors():
-            found: Doc | None = await self._c.find_one_and_update(
-                scoped(tenant, query),
-                {"$set": {"signing": signing}},
-                return_document=ReturnDocument.AFTER,
-            )
+            if not (
+                await self._c.update_one(scoped(tenant, query), {"$set": {"signing": signing}})
+            ).matched_count:
+                return None
+            found: Doc | None = await self._c.find_one(scoped(tenant, {"_id": query["_id"]}))
         return found
 
 

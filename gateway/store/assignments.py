@@ -67,6 +67,7 @@ MAX_BENEATH = 50
 REPORT_FIELDS = ("driver", "source", "ref", "author", "recorded_at", "chain", "repeats")
 """What a report written over keeps of its change (`beneath`): enough to stand again."""
 _RECORD_TRIES = 5
+_REMOVE_TRIES = 5
 
 AtInstant = Literal["replace", "behind", "never"]
 """What a report does to a change of another driver already at its instant: `replace` it
@@ -136,6 +137,15 @@ def _kept(stack: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 def _version() -> str:
     return uuid.uuid4().hex
+
+
+def _driver_guard(change: Mapping[str, Any]) -> Doc:
+    """A filter that matches `change` only while it names its driver as read (each field:
+    an embedded document's equality would depend on the order of its fields)."""
+    driver = change.get("driver")
+    if not isinstance(driver, Mapping):
+        return {"driver": driver}
+    return {f"driver.{key}": value for key, value in driver.items()}
 
 
 class AssignmentStore:
@@ -260,11 +270,27 @@ class AssignmentStore:
     async def remove(self, tenant: str, doc_id: str, match: Mapping[str, Any]) -> Doc | None:
         """Take the change `doc_id` out of the history if it still matches `match` (the report
         that recorded it, the driver it names); the removed change, or None. The change before
-        it then lasts up to the next one."""
+        it then lasts up to the next one.
+
+        Read, then deleted guarded by what was read, not a `find_one_and_delete`: SecantusDB
+        writes that with `{_id, $and: [filter]}`, matched against every change of every
+        tenant (200 ms a withdrawal at 10,000 changes; docs/operations.md). The delete checks
+        `match` again, the `version` read (every write of `repeats`, `beneath` or the report
+        at the instant gives a new one) and the driver read (a rename, `set_driver`, keeps
+        the version): the change deleted is the one returned, as the one atomic call
+        returned it. A delete that misses (a write came between) reads again; a change no
+        longer there or no longer matching is None, as before. After `_REMOVE_TRIES` misses
+        the one atomic call takes it (a change rewritten that often at once)."""
+        query = scoped(tenant, {"_id": doc_id, **match})
         with translate_errors():
-            removed: Doc | None = await self._c.find_one_and_delete(
-                scoped(tenant, {"_id": doc_id, **match})
-            )
+            for _ in range(_REMOVE_TRIES):
+                found: Doc | None = await self._c.find_one(query)
+                if found is None:
+                    return None
+                guard = {**query, "version": found.get("version"), **_driver_guard(found)}
+                if (await self._c.delete_one(guard)).deleted_count:
+                    return found
+            removed: Doc | None = await self._c.find_one_and_delete(query)
             return removed
 
     async def add_repeat(self, change: Doc, repeat: Mapping[str, Any]) -> None:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, StoreUnavailable
@@ -107,21 +107,25 @@ class MappingStore:
         failed its `end_upload`) counts no longer than that."""
         at = as_stored(utcnow())
         mark: Doc = {"id": str(new_id()), "since": since, "at": at}
+        # An upsert then a read by name (the `name` index), not a `find_one_and_update`:
+        # SecantusDB writes that with `{_id, $and: [filter]}`, matched against every tenant's
+        # heads (179 ms an upload at 1,000 tenants of 20). The notes are read a moment after
+        # the push, not in it: as if this upload's note were taken at the read. One ending in
+        # between is one that ended before it; one begun in between, before it; its own note
+        # stays until its `end_upload`.
+        named = scoped(tenant, {"name": name})
+        noted = {"$push": {"under_way": mark}, "$setOnInsert": {"created_at": mark["at"]}}
         for _ in range(_ALLOCATE_TRIES):
             try:
                 with translate_errors():
-                    head = await self._heads.find_one_and_update(
-                        scoped(tenant, {"name": name}),
-                        {"$push": {"under_way": mark}, "$setOnInsert": {"created_at": mark["at"]}},
-                        upsert=True,
-                        return_document=ReturnDocument.AFTER,
-                    )
+                    await self._heads.update_one(named, noted, upsert=True)
             except Conflict:  # two first uploads of the name: the other created the head
                 continue
-            if head is not None:
-                break
+            break
         else:
             raise StoreUnavailable(f"no head for {name!r}: it kept changing")
+        with translate_errors():
+            head = await self._heads.find_one(named) or {}  # a head is never removed
         cutoff = at - timedelta(seconds=_UNDER_WAY_SECONDS)
         counted = [m["since"] for m in head.get("under_way") or [] if m["at"] >= cutoff]
         return str(mark["id"]), min([since, *counted])

@@ -18,7 +18,7 @@ from collections.abc import Callable, Container, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from gateway.formats.unicode_forms import nfc
@@ -76,14 +76,15 @@ class SettingsStore:
             return await self._c.find_one(scoped(tenant, {"_id": tenant}))
 
     async def put(self, tenant: str, fields: Mapping[str, Any]) -> Doc:
+        """The tenant's settings after `fields` are written (made if there are none). An
+        upsert then a read by `_id`, each a point lookup: a `find_one_and_update` SecantusDB
+        writes with `{_id, $and: [filter]}`, matched against every tenant's settings. The
+        read may show a later write too, as a read just after the one call would."""
+        query = scoped(tenant, {"_id": tenant})
         with translate_errors():
-            doc = await self._c.find_one_and_update(
-                scoped(tenant, {"_id": tenant}),
-                {"$set": dict(fields), "$inc": {"rev": 1}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        assert doc is not None  # upsert with AFTER always returns the document
+            await self._c.update_one(query, {"$set": dict(fields), "$inc": {"rev": 1}}, upsert=True)
+            doc: Doc | None = await self._c.find_one(query)
+        assert doc is not None  # written just before; settings are never deleted
         return doc
 
 

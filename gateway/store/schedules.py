@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from gateway.store.client import (
@@ -92,20 +92,23 @@ class ScheduleStore(TenantResources):
         fields: Doc = {"status": status, "next_run_at": next_run_at}
         if status == "active":
             fields["failures"] = 0
-        with translate_errors():
-            return await self._c.find_one_and_update(
-                scoped(tenant, {"_id": ObjectId(schedule_id)}),
-                {"$set": fields, "$inc": {"rev": 1}},
-                return_document=ReturnDocument.AFTER,
-            )
+        return await self._written(tenant, schedule_id, {"$set": fields, "$inc": {"rev": 1}})
 
     async def run_now(self, tenant: str, schedule_id: str, now: datetime) -> Doc | None:
+        return await self._written(tenant, schedule_id, {"$set": {"next_run_at": now}})
+
+    async def _written(self, tenant: str, schedule_id: str, update: Doc) -> Doc | None:
+        """The schedule after `update`, or None when there is none. An update then a read by
+        `_id`, each a point lookup: a `find_one_and_update` SecantusDB writes with `{_id,
+        $and: [filter]}`, matched against every tenant's schedules (300 ms at 1,000 tenants
+        of 20). Unguarded, as the one call was; the read may show a later write too (a
+        runner's claim), as a read just after the atomic call would."""
+        query = scoped(tenant, {"_id": ObjectId(schedule_id)})
         with translate_errors():
-            return await self._c.find_one_and_update(
-                scoped(tenant, {"_id": ObjectId(schedule_id)}),
-                {"$set": {"next_run_at": now}},
-                return_document=ReturnDocument.AFTER,
-            )
+            if not (await self._c.update_one(query, update)).matched_count:
+                return None
+            found: Doc | None = await self._c.find_one(query)
+        return found
 
     async def start_again(
         self, tenant: str, action_ids: Sequence[str], fields: Doc, unset: Sequence[str]
