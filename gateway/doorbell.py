@@ -1,5 +1,7 @@
 """A wake-up call inside one process: writers ring, a background loop waits for a ring or
-its poll interval, whichever comes first (the poll still catches other processes' writes)."""
+its poll interval, whichever comes first (the poll still catches other processes' writes, where
+nothing else announces them: the leased runners follow a change stream for that,
+`leased_loop.follow_arrivals`)."""
 
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ class Doorbell:
 class IdleWait:
     """How long a polling loop waits before it looks again: `base` while it finds work,
     doubling up to `longest` while its looks come back empty, `base` again after a wake-up
-    (work announced in this process). An idle loop then asks the database a few times a
-    minute instead of every `base` seconds; work written by other processes waits at most
-    `longest` for it."""
+    (work announced in this process, or by another one's change). An idle loop then asks the
+    database a few times a minute instead of every `base` seconds; work no wake-up announces
+    waits at most `longest` for it."""
 
     def __init__(self, base: float, factor: int = 4) -> None:
         self._base = base

@@ -4,7 +4,8 @@ schedule runner), once:
     look    the runner claims as much work as its free slots allow, under a lease in MongoDB
             (or does not look, when no slot is free), and hands back one coroutine per unit
     work    each unit runs in a task of its own; a task that ends frees a slot and wakes the loop
-    wait    for a wake-up (`notify`: work announced in this process), a free slot, or the poll
+    wait    for a wake-up (`notify`: work announced in this process; `nudge`: another
+            process's, named by a change: `follow_arrivals`), a free slot, or the poll
             interval: longer while looks come back empty (`doorbell.IdleWait`)
     stop    claim no more, let the work under way finish (bounded), cancel the rest
 
@@ -26,7 +27,11 @@ too (`LeaseLost`).
 
 `Claims`: how each runner claims, the same for all three: the hand-backs still kept are tried
 first; the shards of its collection are read in turn from a random start (so runners spread
-out) until one has work due, each claim under a token of its own (`owner:batch`); a claim the
+out) until one has work due, each claim under a token of its own (`owner:batch`). The shards
+a change named (`Claims.arrived`) are read first, and a look that only a change woke
+(`LeasedLoop.narrow`) reads them alone: a delivery another process created costs the claim
+of its shard, not a sweep of all 32; the poll, a `notify`, a look skipped for want of a free
+slot and a claim that passed work over make the next look read every shard. A claim the
 database failed may have been applied, so what it took is handed back (`CLAIMS`) before the
 failure is raised; what a claim took is `held` (unit → token) until its unit is done.
 
@@ -66,18 +71,29 @@ import random
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Sequence,
+)
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from gateway.background import cancel_and_wait
 from gateway.doorbell import IdleWait
 from gateway.errors import StoreUnavailable
 from gateway.progress import Progress
+from gateway.store.changes import EVERYTHING, ChangeStreamsUnavailable
 from gateway.store.client import Admission
 
 log = logging.getLogger(__name__)
+
+_RETRY_SECONDS: Final = (0.5, 30.0)  # first and longest wait before reopening a change stream
 
 T = TypeVar("T")
 Unit = Coroutine[Any, Any, T]
@@ -100,16 +116,31 @@ class LeasedLoop(Generic[T]):
         self.stopping = False
         self.running = False
         self.tasks: set[asyncio.Task[T]] = set()
-        self.announced = 0  # `notify` calls so far
+        self.announced = 0  # `notify` and `nudge` calls so far
+        # Whether the look under way may read only the shards changes named (`Claims`): only
+        # `nudge`s woke it, or it follows at once a narrow look that found work.
+        self.narrow = False
+        self._wide = True  # the next look reads every shard
 
     @property
     def poll_seconds(self) -> float:
         return self._poll
 
     def notify(self) -> None:
-        """Work exists (or a slot is free): look now, not at the next poll."""
+        """Work exists (or a slot is free): look now, not at the next poll, everywhere."""
+        self.announced += 1
+        self._wide = True
+        self._wake.set()
+
+    def nudge(self) -> None:
+        """Work exists where a change named it (`Claims.arrived`): look now, there alone
+        unless something else asks for a look everywhere (`narrow`)."""
         self.announced += 1
         self._wake.set()
+
+    def widen(self) -> None:
+        """The next look reads every shard (a claim passed work over)."""
+        self._wide = True
 
     async def run(
         self,
@@ -125,18 +156,24 @@ class LeasedLoop(Generic[T]):
         try:
             while not self.stopping:
                 self._wake.clear()
+                self.narrow, self._wide = not self._wide, False
                 found = await look()
-                if found is None:
-                    found = []
+                if found is None:  # no slot free: what is due waits for a look everywhere
+                    found, self._wide = [], True
                 else:
                     idle.found(bool(found))
                 for unit in found:
                     self._spawn(unit)
                 if found:
-                    continue  # there may be more due right now, for the slots still free
-                with contextlib.suppress(TimeoutError):
+                    # there may be more due right now, for the slots still free: where this
+                    # look read
+                    self._wide = self._wide or not self.narrow
+                    continue
+                try:
                     await asyncio.wait_for(self._wake.wait(), idle.seconds)
                     idle.woken()
+                except TimeoutError:
+                    self._wide = True  # the poll
         finally:
             self.running = False
             self._ended.set()
@@ -178,6 +215,54 @@ async def renew_leases(
             await renew()
         except Exception as exc:  # the next round tries again; expiry is the fallback
             log.warning("renewing %s leases failed: %s", what, exc)
+
+
+Arrived = Callable[[set[int] | None], None]
+"""(the shards units arrived in; None: anywhere, every shard is to be read)."""
+
+
+async def follow_arrivals(
+    changes: Callable[[], AsyncIterator[list[Any]]],
+    shard_of: Callable[[str], int],
+    arrived: Arrived,
+    what: str,
+    up: Callable[[bool], None] = lambda _: None,
+) -> None:
+    """A keeper of a leased runner: its collection's arrivals (`changes`: the ids of units
+    created or made pending again, by any process) handed to `arrived` by shard, as they come,
+    for the runner to claim them now instead of at its next poll (SPEC §5: a delivery's first
+    attempt is made at once, whichever process created it). Each time the stream (re)opens,
+    `arrived(None)`: what came while none was open is found by a look at every shard. A
+    stream that fails is reopened after a growing pause (the poll meanwhile); without change
+    streams (a standalone MongoDB) the keeper ends, said once in the log, and the runner
+    polls. `up` says whether a stream is open (`gateway_change_stream_up`).
+
+    On SecantusDB any write ends a wait of the stream early: under write load its empty
+    answers come at most 5 a second (`store/changes.py` `min_interval_ms`), which cost the
+    entity POST nothing measurable (docs/benchmarks.md, 2026-12-07 idle; 2 a second did not
+    help, and made the wake-up twice as slow)."""
+    delay = _RETRY_SECONDS[0]
+    while True:
+        try:
+            opened = False
+            async for ids in changes():
+                if not opened:
+                    opened, delay = True, _RETRY_SECONDS[0]
+                    up(True)
+                    arrived(None)
+                elif EVERYTHING in ids:
+                    arrived(None)
+                elif ids:
+                    arrived({shard_of(str(i)) for i in ids})
+        except ChangeStreamsUnavailable as exc:
+            log.warning("no change streams (%s): the %s polls for other processes' work", exc, what)
+            return
+        except Exception as exc:  # the database failed: the poll finds the work meanwhile
+            log.warning("the %s's change stream failed (%s); reopening in %.1fs", what, exc, delay)
+        finally:
+            up(False)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _RETRY_SECONDS[1])
 
 
 class LeaseLost(Exception):
@@ -465,15 +550,28 @@ class Claims:
         self._units = units
         self._batches = itertools.count(1)
         self.shard = random.randrange(shards)  # the next shard read
+        self._named: set[int] = set()  # shards changes named, read first (`arrived`)
         self.held: dict[Any, str] = {}
         self.progress = Progress()
         self._blocked_at = 0.0  # loop time of the last claim that passed everything over
         self._announced = 0  # the loop's `announced` then
 
+    def arrived(self, shards: set[int] | None) -> None:
+        """Units arrived in `shards` (a change of another process, or of this one: None, in
+        any shard): the loop looks now, in those shards first (alone, when nothing else woke
+        it: `LeasedLoop.narrow`)."""
+        if shards is None:
+            self._loop.notify()
+            return
+        self._named |= {shard for shard in shards if 0 <= shard < self._shards}
+        self._loop.nudge()
+
     async def claim(self, limit: int) -> list[dict[str, Any]]:
-        """Due units of the next shard that has any; [] once every shard came back empty.
+        """Due units of the next shard that has any (those changes named first; those alone
+        in a narrow look); [] once every shard read came back empty.
         One that passed due units over leaves their tenants and partners `blocked`, and those
-        of the units it took (`FairShares`); one that took nothing, those it left out too."""
+        of the units it took (`FairShares`), and the loop's next look reads every shard; one
+        that took nothing, those it left out too."""
         await self._hand_backs.retry()
         self._fair.passing = set()
         docs = await self._claim_shards(limit)
@@ -484,6 +582,7 @@ class Claims:
         if self._fair.blocked:
             self._blocked_at = asyncio.get_running_loop().time()
             self._announced = self._loop.announced
+            self._loop.widen()
         return docs
 
     def _waits(self) -> bool:
@@ -502,11 +601,24 @@ class Claims:
             return False
         return asyncio.get_running_loop().time() - self._blocked_at < self._loop.poll_seconds
 
+    def _order(self) -> tuple[list[int], list[int]]:
+        """The shards a claim reads, in turn: those changes named, then (unless the look is
+        narrow) the others from where the last claim stopped."""
+        named = sorted(self._named)
+        if self._loop.narrow and self._loop.running:
+            return named, []
+        turn = [(self.shard + n) % self._shards for n in range(self._shards)]
+        return named, [shard for shard in turn if shard not in self._named]
+
     async def _claim_shards(self, limit: int) -> list[dict[str, Any]]:
-        for _ in range(self._shards):
+        named, others = self._order()
+        for shard in named + others:
             if self._loop.stopping and self._loop.running:
                 break  # stop() is waiting for the loop
-            shard, self.shard = self.shard, (self.shard + 1) % self._shards
+            # Read now: named again by a change that comes meanwhile, or below.
+            self._named.discard(shard)
+            if shard in others:
+                self.shard = (shard + 1) % self._shards
             token = f"{self._owner}:{next(self._batches)}"
             try:
                 docs = await self._claim(token, limit, shard, self._fair.admission(self.held))
@@ -517,6 +629,8 @@ class Claims:
                 self.held[doc["_id"]] = token
                 self._fair.took(doc["_id"], doc)
             if docs:
+                if self._loop.narrow and len(docs) >= limit:  # more may be due there
+                    self._named.add(shard)
                 return docs
         return []
 
@@ -524,6 +638,7 @@ class Claims:
         """The loop's `claim`, none while it `_waits`; a failure logged (and [] claimed): the
         loop tries again at its next look."""
         if self._waits():
+            self._loop.widen()  # the claim once it may: everywhere, as the one it waits for
             return []
         try:
             claimed = await self.claim(limit)

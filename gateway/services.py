@@ -443,6 +443,9 @@ def each_of(*hooks: OnRelayed) -> OnRelayed:
     return relayed
 
 
+ARRIVALS_AWAIT_MS = 2000  # the runners' change-stream waits (`_arrivals_await_ms`)
+
+
 def _worker_settings(settings: Settings) -> WorkerSettings:
     return WorkerSettings(
         lease_seconds=settings.delivery_lease_seconds,
@@ -450,14 +453,28 @@ def _worker_settings(settings: Settings) -> WorkerSettings:
         poll_seconds=settings.delivery_poll_seconds,
         probe_seconds=settings.partner_probe_seconds,
         shutdown_seconds=settings.delivery_shutdown_seconds,
+        arrivals_await_ms=_arrivals_await_ms(settings),
     )
 
 
+def _arrivals_await_ms(settings: Settings) -> int | None:
+    """How long a wait of the runners' change streams lasts (`leased_loop.follow_arrivals`):
+    2 s, shorter than half an operation's deadline (GATEWAY_DB_TIMEOUT_MS) that bounds it
+    too; None without change streams (GATEWAY_CHANGE_STREAMS=false: they poll)."""
+    if not settings.change_streams:
+        return None
+    return min(ARRIVALS_AWAIT_MS, settings.db_timeout_ms // 2)
+
+
 def _runner_settings(settings: Settings) -> FlowRunnerSettings:
-    """Flow runs are leased, polled and stopped like deliveries."""
+    """Flow runs are leased, polled, woken and stopped like deliveries."""
     worker = _worker_settings(settings)
     return FlowRunnerSettings(
-        worker.lease_seconds, worker.concurrency, worker.poll_seconds, worker.shutdown_seconds
+        worker.lease_seconds,
+        worker.concurrency,
+        worker.poll_seconds,
+        worker.shutdown_seconds,
+        arrivals_await_ms=worker.arrivals_await_ms,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from gateway.errors import StoreUnavailable
 from gateway.leased_loop import Claims, FairShares, HandBacks, LeasedLoop, Unit, tenant_only
 from gateway.store.client import Admission
+from tests.processes import until
 
 
 class _Runner:
@@ -140,3 +141,26 @@ def test_a_claim_leaves_out_the_tenants_at_their_share_and_the_partners_without_
     assert not admission({"tenant": "globex", "partner": "crm"})
     assert admission.excluded["tenant"] == ["acme", "globex"]
     assert ("tenant", "globex") in fair.passing
+
+
+async def test_a_look_a_change_woke_reads_the_shards_the_change_named_alone() -> None:
+    """A unit another process created wakes the runner through its collection's change stream
+    (`leased_loop.follow_arrivals`), which names its shard: the look reads that shard, not the
+    32 (before, each wake-up swept every shard); the stream's (re)opening, which names none,
+    and the poll read them all."""
+    runner = _Runner(shards=32, poll_seconds=60)
+    running = asyncio.create_task(runner.loop.run(runner.look))
+    try:
+        await until(lambda: len(runner.claimed) == 32, 10, "the first look, at every shard")
+        runner.claimed.clear()
+        runner.due[5] = [{"_id": "5-0", "tenant": "acme"}]
+        runner.claims.arrived({5})
+        await until(lambda: "5-0" in runner.claims.held, 10, "the claim of shard 5")
+        await asyncio.sleep(0.05)
+        assert runner.claimed == [5]
+        runner.claims.arrived(None)
+        await until(lambda: len(runner.claimed) == 33, 10, "a look at every shard")
+        assert sorted(runner.claimed[1:]) == list(range(32))
+    finally:
+        await runner.loop.stop()
+        await running

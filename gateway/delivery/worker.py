@@ -59,6 +59,7 @@ from gateway.leased_loop import (
     LeaseCheck,
     LeasedLoop,
     LeaseLost,
+    follow_arrivals,
     lease_owner,
     renew_leases,
     tenant_only,
@@ -70,7 +71,7 @@ from gateway.outbound.sender import OutboundRequest
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 from gateway.store.client import Admission
-from gateway.store.deliveries import SHARDS
+from gateway.store.deliveries import SHARDS, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,9 @@ class WorkerSettings:
     poll_seconds: float = 1.0
     probe_seconds: float = 300.0
     shutdown_seconds: float = 10.0
+    # The wait of the change stream that wakes the worker for deliveries other processes
+    # create (`leased_loop.follow_arrivals`); None: none followed, the poll finds them.
+    arrivals_await_ms: int | None = None
 
 
 class DeliveryWorker:
@@ -205,15 +209,27 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         """Until `stop()`: claim as many deliveries as there are free slots, send them in
-        the background, wait for a notification, a free slot or the poll interval
-        (`leased_loop.py`); beside it, housekeeping and the renewal of the leases held."""
-        await self._loop.run(
-            self._look,
-            keepers=[
-                self._housekeeping_loop,
-                lambda: renew_leases(self._settings.lease_seconds, self._renew, "delivery"),
-            ],
-        )
+        the background, wait for a notification, a change naming new ones (any process's:
+        `leased_loop.follow_arrivals`), a free slot or the poll interval (`leased_loop.py`);
+        beside it, housekeeping and the renewal of the leases held."""
+        keepers = [
+            self._housekeeping_loop,
+            lambda: renew_leases(self._settings.lease_seconds, self._renew, "delivery"),
+        ]
+        following = self._metrics.change_stream_up.labels("deliveries")
+        if (await_ms := self._settings.arrivals_await_ms) is None:
+            following.set(0)  # GATEWAY_CHANGE_STREAMS=false: it polls
+        else:
+            keepers.append(
+                lambda: follow_arrivals(
+                    partial(self._store.deliveries.arrivals, await_ms=await_ms),
+                    shard_of,
+                    self._claims.arrived,
+                    "delivery worker",
+                    following.set,
+                )
+            )
+        await self._loop.run(self._look, keepers=keepers)
 
     async def _look(self) -> list[Coroutine[Any, Any, Counter[str]]] | None:
         free = self._settings.concurrency - len(self._held)

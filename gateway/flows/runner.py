@@ -48,6 +48,7 @@ from gateway.leased_loop import (
     LeaseCheck,
     LeasedLoop,
     LeaseLost,
+    follow_arrivals,
     lease_owner,
     renew_leases,
     tenant_only,
@@ -56,7 +57,7 @@ from gateway.metrics import Metrics
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
 from gateway.store.client import Admission, stored_size
-from gateway.store.flow_runs import SHARDS
+from gateway.store.flow_runs import SHARDS, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ class RunnerSettings:
     shutdown_seconds: float = 10.0
     # Tries of one step that raised unexpectedly (a lease apart) before its run fails.
     fault_attempts: int = 3
+    # The wait of the change stream that wakes the runner for runs other processes start
+    # (`leased_loop.follow_arrivals`); None: none followed, the poll finds them.
+    arrivals_await_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -161,15 +165,27 @@ class FlowRunner:
 
     async def run(self) -> None:
         """Until `stop()`: claim as many runs as there are free slots, run them in the
-        background, wait for a notification, a free slot or the poll interval
-        (`leased_loop.py`); beside it, housekeeping and the renewal of the leases held."""
-        await self._loop.run(
-            self._look,
-            keepers=[
-                self._housekeeping_loop,
-                lambda: renew_leases(self._settings.lease_seconds, self._renew, "flow run"),
-            ],
-        )
+        background, wait for a notification, a change naming new ones (any process's:
+        `leased_loop.follow_arrivals`), a free slot or the poll interval (`leased_loop.py`);
+        beside it, housekeeping and the renewal of the leases held."""
+        keepers = [
+            self._housekeeping_loop,
+            lambda: renew_leases(self._settings.lease_seconds, self._renew, "flow run"),
+        ]
+        following = self._metrics.change_stream_up.labels("flow_runs")
+        if (await_ms := self._settings.arrivals_await_ms) is None:
+            following.set(0)  # GATEWAY_CHANGE_STREAMS=false: it polls
+        else:
+            keepers.append(
+                lambda: follow_arrivals(
+                    partial(self._runs.arrivals, await_ms=await_ms),
+                    shard_of,
+                    self._claims.arrived,
+                    "flow runner",
+                    following.set,
+                )
+            )
+        await self._loop.run(self._look, keepers=keepers)
 
     async def _look(self) -> list[Coroutine[Any, Any, str]] | None:
         free = self._settings.concurrency - len(self._held)

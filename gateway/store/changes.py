@@ -9,13 +9,13 @@ re-reading on a short interval (`ChangeStreamsUnavailable`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 from pymongo.errors import OperationFailure
 
 from gateway.errors import StoreUnavailable
-from gateway.store.client import Collection, translate_errors
+from gateway.store.client import Collection, Doc, translate_errors
 
 # "The $changeStream stage is only supported on replica sets" (standalone mongod), and
 # "command not supported" from servers or proxies that have no change streams at all.
@@ -32,6 +32,15 @@ _ENDINGS: Final = frozenset({"invalidate", "drop", "rename", "dropDatabase"})
 # restarted database's present, and its caller forgets what it read before.
 _RESUMED: Final = "change stream resumed by the driver after a lost connection; reopening it"
 
+# The changes that bring a leased unit (a delivery, a flow run) due: created, or pending again
+# (a replay, a release, a retry's time set; `leased_loop.follow_arrivals`).
+ARRIVALS: Final = {
+    "$or": [
+        {"operationType": "insert"},
+        {"operationType": "update", "updateDescription.updatedFields.status": "pending"},
+    ]
+}
+
 EVERYTHING: Final = "*"
 """Yielded (in the id list) when the stream cannot say which documents changed."""
 
@@ -41,9 +50,15 @@ class ChangeStreamsUnavailable(Exception):
 
 
 async def changed_ids(
-    collection: Collection, *, await_ms: int, min_interval_ms: int = 200
+    collection: Collection,
+    *,
+    await_ms: int,
+    min_interval_ms: int = 200,
+    match: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[list[Any]]:
-    """The `_id`s of documents changed since the stream opened, in order.
+    """The `_id`s of documents changed since the stream opened, in order; with `match`, only
+    of the changes it matches (a `$match` on the change events, which the server applies; the
+    stream's endings always pass).
 
     Yields `[]` right after the stream opened and whenever a wait of `await_ms` brought no
     change: the caller knows then that it has seen every change up to about that moment.
@@ -57,7 +72,11 @@ async def changed_ids(
     """
     try:
         with translate_errors():
-            stream = await collection.watch([_PROJECTION], max_await_time_ms=await_ms)
+            pipeline: list[Doc] = [_PROJECTION]
+            if match is not None:
+                ended = {"operationType": {"$in": sorted(_ENDINGS)}}
+                pipeline.insert(0, {"$match": {"$or": [dict(match), ended]}})
+            stream = await collection.watch(pipeline, max_await_time_ms=await_ms)
     except OperationFailure as exc:
         if exc.code in _UNSUPPORTED:
             raise ChangeStreamsUnavailable(str(exc)) from None

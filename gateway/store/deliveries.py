@@ -23,7 +23,7 @@ import builtins
 import logging
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from gateway.clock import epoch_ms
 from gateway.models import DeliveryKind, DeliveryStatus
+from gateway.store.changes import ARRIVALS, changed_ids
 from gateway.store.client import (
     EVENT_CHILD_CURSOR,
     EVENT_ID,
@@ -123,6 +124,12 @@ class DeliveryStore:
         if scans_id_ranges:
             self._windowed = (frozenset(), frozenset({"status"}))
             self._picks = True
+
+    def arrivals(self, *, await_ms: int) -> AsyncIterator[builtins.list[Any]]:
+        """Ids of deliveries as they are created or made pending again, by any process
+        (`store/changes.py` `ARRIVALS`): a runner claims them at once
+        (`leased_loop.follow_arrivals`)."""
+        return changed_ids(self._c, await_ms=await_ms, match=ARRIVALS)
 
     async def insert_many(self, docs: Sequence[Doc]) -> int:
         """Insert what is new; a delivery that already exists is left as it is."""

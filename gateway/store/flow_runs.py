@@ -16,7 +16,7 @@ from __future__ import annotations
 import builtins
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from gateway.errors import BadRequest
 from gateway.models import RunStatus
+from gateway.store.changes import ARRIVALS, changed_ids
 from gateway.store.client import (
     CURSOR_PROBLEM,
     EVENT_CHILD_CURSOR,
@@ -80,6 +81,12 @@ class FlowRunStore:
         with translate_errors():
             await self._c.create_indexes([*INDEXES, *more])
         self._status_windows = scans_id_ranges
+
+    def arrivals(self, *, await_ms: int) -> AsyncIterator[builtins.list[Any]]:
+        """Ids of flow runs as they are created or made pending again, by any process
+        (`store/changes.py` `ARRIVALS`): a runner claims them at once
+        (`leased_loop.follow_arrivals`)."""
+        return changed_ids(self._c, await_ms=await_ms, match=ARRIVALS)
 
     async def insert_many(self, docs: Sequence[Doc]) -> int:
         """Insert the runs that are new; an existing run is left as it is."""
