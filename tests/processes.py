@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from tests.support import SECRET_KEY, auth
 
 # Each test process (pytest-xdist worker gwN) hands out ports of its own range, below the
@@ -103,6 +105,36 @@ def beside(data_dir: Path, mongodb_uri: str, database: str) -> dict[str, str]:
         "GATEWAY_DATA_DIR": str(data_dir),
         "GATEWAY_LOG_JSON": "false",
     }
+
+
+async def start_worker(
+    data_dir: Path, mongodb_uri: str, database: str, *args: str, log: str = "worker", **env: str
+) -> asyncio.subprocess.Process:
+    """A real `gateway worker` beside a test's app (`beside`, and `env` over it), its
+    arguments `args`, its output in `data_dir/<log>.log`."""
+    environment = {**beside(data_dir, mongodb_uri, database), **env}
+    with (data_dir / f"{log}.log").open("wb") as out:  # the child keeps its own handle
+        command = (sys.executable, "-m", "gateway", "worker", *args)
+        return await asyncio.create_subprocess_exec(
+            *command, env=environment, stdout=out, stderr=out
+        )
+
+
+async def until_ready(url: str, worker: asyncio.subprocess.Process, timeout: float) -> None:
+    """Until `url` (a process's `/readyz`) answers 200; an AssertionError if the process
+    exits first or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert worker.returncode is None, "the worker exited"
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the worker was not ready within {timeout:.0f} s")
 
 
 class Gateway:

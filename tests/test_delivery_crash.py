@@ -6,9 +6,7 @@ stay within what at-least-once allows (what the killed process had claimed)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,8 +25,8 @@ from tests.partner_double import (
     partner,
     post,
 )
-from tests.processes import beside, free_port, skewed_gateway
-from tests.support import SECRET_KEY, auth
+from tests.processes import beside, free_port, skewed_gateway, start_worker
+from tests.support import auth
 
 __all__ = ["partner"]  # the fixture
 
@@ -42,21 +40,15 @@ CONCURRENCY = 6
 async def _start_worker(
     client: Client, mongodb_uri: str, data_dir: Path, name: str
 ) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongodb_uri,
-        "GATEWAY_DATABASE": client.app[services_key].settings.database,
-        "GATEWAY_SECRET_KEY": SECRET_KEY,
-        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
-        "GATEWAY_DATA_DIR": str(data_dir),
-        "GATEWAY_DELIVERY_LEASE_SECONDS": str(LEASE_SECONDS),
-        "GATEWAY_DELIVERY_CONCURRENCY": str(CONCURRENCY),
-        "GATEWAY_LOG_JSON": "false",
-    }
-    with (data_dir / f"{name}.log").open("wb") as log:  # the child keeps its own handle
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "worker", env=env, stdout=log, stderr=log
-        )
+    database = client.app[services_key].settings.database
+    return await start_worker(
+        data_dir,
+        mongodb_uri,
+        database,
+        log=name,
+        GATEWAY_DELIVERY_LEASE_SECONDS=str(LEASE_SECONDS),
+        GATEWAY_DELIVERY_CONCURRENCY=str(CONCURRENCY),
+    )
 
 
 async def test_killed_worker_loses_nothing_and_never_overlaps_a_delivery(

@@ -8,9 +8,7 @@ and only the step that was in flight at the kill is repeated (at least once, as 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,8 +34,8 @@ from tests.partner_double import (
     post,
     running_partner,
 )
+from tests.processes import start_worker
 from tests.smtp_double import SmtpDouble, SmtpFactory, smtp_server
-from tests.support import SECRET_KEY
 
 __all__ = ["partner", "smtp_server"]  # the fixtures
 
@@ -54,20 +52,10 @@ async def slow() -> AsyncIterator[Partner]:
 
 
 async def _worker(client: Client, mongodb_uri: str, data_dir: Path, name: str) -> Any:
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongodb_uri,
-        "GATEWAY_DATABASE": client.app[services_key].settings.database,
-        "GATEWAY_SECRET_KEY": SECRET_KEY,
-        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
-        "GATEWAY_DATA_DIR": str(data_dir),
-        "GATEWAY_DELIVERY_LEASE_SECONDS": str(LEASE_SECONDS),
-        "GATEWAY_LOG_JSON": "false",
-    }
-    with (data_dir / f"{name}.log").open("wb") as log:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "worker", env=env, stdout=log, stderr=log
-        )
+    database = client.app[services_key].settings.database
+    return await start_worker(
+        data_dir, mongodb_uri, database, log=name, GATEWAY_DELIVERY_LEASE_SECONDS=str(LEASE_SECONDS)
+    )
 
 
 async def _setup(client: Client, hr: Partner, audit: Partner, smtp: SmtpDouble) -> dict[str, Any]:

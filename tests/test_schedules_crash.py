@@ -6,9 +6,7 @@ re-write the idempotent upserts absorb), and the cursor never goes backwards."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +14,8 @@ from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, geotab
-from tests.processes import beside, skewed_gateway, until
+from tests.processes import beside, skewed_gateway, start_worker, until
 from tests.schedule_support import geotab_schedule, get, runs
-from tests.support import SECRET_KEY
 
 __all__ = ["geotab"]  # the fixture
 Client = TestClient[Any, Any]
@@ -30,20 +27,10 @@ LEASE_SECONDS = 2
 async def _start_worker(
     client: Client, mongodb_uri: str, data_dir: Path, name: str
 ) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongodb_uri,
-        "GATEWAY_DATABASE": client.app[services_key].settings.database,
-        "GATEWAY_SECRET_KEY": SECRET_KEY,
-        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
-        "GATEWAY_DATA_DIR": str(data_dir),
-        "GATEWAY_SCHEDULE_LEASE_SECONDS": str(LEASE_SECONDS),
-        "GATEWAY_LOG_JSON": "false",
-    }
-    with (data_dir / f"{name}.log").open("wb") as log:  # the child keeps its own handle
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "worker", env=env, stdout=log, stderr=log
-        )
+    database = client.app[services_key].settings.database
+    return await start_worker(
+        data_dir, mongodb_uri, database, log=name, GATEWAY_SCHEDULE_LEASE_SECONDS=str(LEASE_SECONDS)
+    )
 
 
 async def test_a_killed_runner_is_taken_over_without_rewinding_the_cursor(

@@ -5,9 +5,7 @@ a real event to a local partner, scraped from outside."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,7 @@ from tests.partner_double import (
     partner,
     post,
 )
-from tests.processes import free_port
-from tests.support import SECRET_KEY
+from tests.processes import free_port, start_worker
 
 __all__ = ["partner"]  # the fixture
 Client = TestClient[Any, Any]
@@ -34,27 +31,8 @@ METRICS_TOKEN = "scrape-me-0123456789"
 async def _start_worker(
     client: Client, mongodb_uri: str, data_dir: Path, *args: str, **env: str
 ) -> asyncio.subprocess.Process:
-    environment = {
-        **os.environ,
-        "MONGODB_URI": mongodb_uri,
-        "GATEWAY_DATABASE": client.app[services_key].settings.database,
-        "GATEWAY_SECRET_KEY": SECRET_KEY,
-        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
-        "GATEWAY_DATA_DIR": str(data_dir),
-        "GATEWAY_LOG_JSON": "false",
-        **env,
-    }
-    with (data_dir / "worker.log").open("wb") as log:  # the child keeps its own handle
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "worker",
-            *args,
-            env=environment,
-            stdout=log,
-            stderr=log,
-        )
+    database = client.app[services_key].settings.database
+    return await start_worker(data_dir, mongodb_uri, database, *args, **env)
 
 
 async def _get(url: str, **headers: str) -> tuple[int, str]:

@@ -8,14 +8,10 @@ change names (`leased_loop.follow_arrivals`); before, it found the work at its n
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -27,51 +23,13 @@ from tests.partner_double import (
     partner,
     post,
 )
-from tests.processes import free_port
-from tests.support import SECRET_KEY
+from tests.processes import free_port, start_worker, until_ready
 
 __all__ = ["partner"]  # the fixture
 
 Client = TestClient[Any, Any]
 POLL_SECONDS = 30
 BOUND_SECONDS = 10  # far below the poll (30 s, then 60 s and more while idle)
-
-
-async def _worker(client: Client, mongodb_uri: str, data_dir: Path, port: int) -> Any:
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongodb_uri,
-        "GATEWAY_DATABASE": client.app[services_key].settings.database,
-        "GATEWAY_SECRET_KEY": SECRET_KEY,
-        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
-        "GATEWAY_DATA_DIR": str(data_dir),
-        "GATEWAY_DELIVERY_POLL_SECONDS": str(POLL_SECONDS),
-        "GATEWAY_WORKER_PORT": str(port),
-        "GATEWAY_LOG_JSON": "false",
-    }
-    with (data_dir / "worker.log").open("wb") as log:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "gateway", "worker", "--jobs", "delivery,flows"),
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-
-
-async def _ready(url: str, worker: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert worker.returncode is None, "the worker exited"
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"the worker was not ready within {timeout:.0f} s")
 
 
 async def test_work_another_process_created_reaches_the_partner_long_before_the_worker_polls(
@@ -91,9 +49,17 @@ async def test_work_another_process_created_reaches_the_partner_long_before_the_
     }
     await post(client, "/api/v1/flows", flow)
     port = free_port()
-    worker = await _worker(client, mongodb_uri, tmp_path, port)
+    database = client.app[services_key].settings.database
+    worker = await start_worker(
+        tmp_path,
+        mongodb_uri,
+        database,
+        *("--jobs", "delivery,flows"),
+        GATEWAY_DELIVERY_POLL_SECONDS=str(POLL_SECONDS),
+        GATEWAY_WORKER_PORT=str(port),
+    )
     try:
-        await _ready(f"http://127.0.0.1:{port}/readyz", worker, 60)
+        await until_ready(f"http://127.0.0.1:{port}/readyz", worker, 60)
         await asyncio.sleep(2)  # its first look found nothing: its next poll is 60 s away
 
         await post(client, "/api/v1/entities/vehicle", {"plate": "RBT3W01"})
