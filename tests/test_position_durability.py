@@ -26,6 +26,7 @@ import pymongo
 import pytest
 
 from gateway.fleet.geometry import haversine_m
+from gateway.fleet.odometer import NOISE_GAP_S
 from tests.processes import ClientThreads, Gateway, wait_until
 from tests.support import auth
 
@@ -33,7 +34,10 @@ TRACKERS = 6
 FAULTS = int(os.environ.get("KILL_EXPERIMENT_KILLS", "3"))
 FIXES_BETWEEN_FAULTS = int(os.environ.get("KILL_EXPERIMENT_WRITES", "60"))
 STEP_M = 30.0
-SECONDS_PER_FIX = 3  # 36 km/h between fixes
+# 27 km/h between fixes; more than the odometer's NOISE_GAP_S apart, so that the zigzag is
+# measured as the vehicle's path, not as its receiver's noise (gateway/fleet/odometer.py).
+SECONDS_PER_FIX = 4
+assert SECONDS_PER_FIX > NOISE_GAP_S
 DEGREE_M = 111_195.0
 # A number a killed or frozen round took and never wrote holds the fold this long (30 s by
 # default): twice these tests' database deadlines (1.5 and 2 s) and more. A round still in

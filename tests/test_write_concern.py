@@ -22,7 +22,7 @@ from tests.partner_double import (
     post,
 )
 from tests.support import auth
-from tests.triggers_support import bearer, create_trigger
+from tests.triggers_support import bearer, create_position_trigger, create_trigger
 
 __all__ = ["partner"]
 
@@ -59,7 +59,7 @@ async def test_every_write_the_gateway_sends_asks_for_the_journal(
     _LISTENER.recording = True
     try:
         partner_doc = await create_partner(client, partner.url)
-        renamed = await client.patch(  # an optimistic update: a findAndModify
+        renamed = await client.patch(  # an optimistic update: a guarded update, then a read
             f"/api/v1/partners/{partner_doc['id']}", json={"name": "ERP Acme"}, headers=auth()
         )
         assert renamed.status == 200, await renamed.text()
@@ -72,6 +72,10 @@ async def test_every_write_the_gateway_sends_asks_for_the_journal(
         )
         assert answer.status == 201
         await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9A87"})
+        trackers = await create_position_trigger(client)  # a round's inbox number: findAndModify
+        fix = {"plate": "XYZ9A87", "time": "2026-12-07T10:00:00Z", "lat": -23.55, "lon": -46.63}
+        answer = await client.post(f"/hooks/{trackers['id']}", json=fix, headers=bearer(trackers))
+        assert answer.status in (200, 201, 202), await answer.text()
         await client.app[services_key].relay.run_until_idle()
         await client.app[services_key].delivery_worker.run_until_idle()
         assert len(partner.requests) == 2

@@ -55,11 +55,12 @@ class NamedResources(TenantResources):
         """By id, else by name: as sent, else in NFC (names are stored in NFC; one stored
         before, in another form, whose NFC is another's name is reached as stored)."""
         doc = await find_by_id(self._c, tenant, ref)
+        if doc is not None or not isinstance(ref, str):  # an ObjectId is an id, not a name
+            return doc
         for name in dict.fromkeys((ref, nfc(ref))):
-            if doc is not None:
-                break
             with translate_errors():
-                doc = await self._c.find_one(scoped(tenant, {"name": name}))
+                if (doc := await self._c.find_one(scoped(tenant, {"name": name}))) is not None:
+                    break
         return doc
 
     async def by_names(self, tenant: str, names: list[str]) -> list[Doc]:
