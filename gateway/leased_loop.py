@@ -30,7 +30,8 @@ first; the shards of its collection are read in turn from a random start (so run
 out) until one has work due, each claim under a token of its own (`owner:batch`). The shards
 a change named (`Claims.arrived`) are read first, and a look that only a change woke
 (`LeasedLoop.narrow`) reads them alone: a delivery another process created costs the claim
-of its shard, not a sweep of all 32; the poll, a `notify`, a look skipped for want of a free
+of its shard, not a sweep of all 32; the poll, a `notify`, a unit finishing (a slot freed: what
+it made due, as an ordered line's next delivery, names no shard), a look skipped for want of a free
 slot and a claim that passed work over make the next look read every shard. A claim the
 database failed may have been applied, so what it took is handed back (`CLAIMS`) before the
 failure is raised; what a claim took is `held` (unit → token) until its unit is done.
@@ -118,7 +119,8 @@ class LeasedLoop(Generic[T]):
         self.tasks: set[asyncio.Task[T]] = set()
         self.announced = 0  # `notify` and `nudge` calls so far
         # Whether the look under way may read only the shards changes named (`Claims`): only
-        # `nudge`s woke it, or it follows at once a narrow look that found work.
+        # `nudge`s woke it (not a unit finishing, nor the poll, nor `notify`), or it follows
+        # at once a narrow look that found work.
         self.narrow = False
         self._wide = True  # the next look reads every shard
 
@@ -199,7 +201,10 @@ class LeasedLoop(Generic[T]):
 
         def done(finished: asyncio.Task[T]) -> None:
             self.tasks.discard(finished)
-            self._wake.set()  # a slot is free
+            # a slot is free, and what the unit made due (an ordered line's next delivery:
+            # `wake_waiting`, no change names it) may be in any shard: a look everywhere
+            self._wide = True
+            self._wake.set()
 
         task.add_done_callback(done)
 

@@ -164,3 +164,32 @@ async def test_a_look_a_change_woke_reads_the_shards_the_change_named_alone() ->
     finally:
         await runner.loop.stop()
         await running
+
+
+async def test_a_look_a_finished_unit_woke_reads_every_shard() -> None:
+    """A unit finishing frees a slot and wakes the runner; what it made due names no shard (an
+    ordered line's next delivery: `wake_waiting` sets its next_attempt_at to now, no change of
+    status, no notify), so that look reads every shard, as the poll does. It read none when
+    the look before it found nothing (narrow, nothing named): the next delivery of the line
+    waited for the poll."""
+    runner = _Runner(shards=32, poll_seconds=60)
+    done: list[str] = []
+
+    async def work(doc: dict[str, Any]) -> None:
+        await asyncio.sleep(0.2)  # A's send
+        if doc["_id"] == "A":
+            runner.due[3].append({"_id": "B", "tenant": "acme"})  # wake_waiting: B due now
+        runner.claims.held.pop(doc["_id"], None)
+        done.append(doc["_id"])
+
+    async def look() -> list[Unit[None]]:
+        return [work(doc) for doc in await runner.claims.claim_safely(10)]
+
+    runner.due[3] = [{"_id": "A", "tenant": "acme"}]
+    running = asyncio.create_task(runner.loop.run(look))
+    try:
+        await until(lambda: "A" in done, 10, "A sent")
+        await until(lambda: "B" in runner.claims.held or "B" in done, 2, "B claimed at once")
+    finally:
+        await runner.loop.stop()
+        await running
