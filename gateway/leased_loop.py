@@ -228,13 +228,13 @@ Arrived = Callable[[set[int] | None], None]
 
 async def follow_arrivals(
     changes: Callable[[], AsyncIterator[list[Any]]],
-    shard_of: Callable[[str], int],
     arrived: Arrived,
     what: str,
     up: Callable[[bool], None] = lambda _: None,
 ) -> None:
-    """A keeper of a leased runner: its collection's arrivals (`changes`: the ids of units
-    created or made pending again, by any process) handed to `arrived` by shard, as they come,
+    """A keeper of a leased runner: its collection's arrivals (`changes`: the shards of units
+    created or made pending again, by any process, as stored with them: an ordered action's
+    deliveries are in their order key's shard, not their id's) handed to `arrived`, as they come,
     for the runner to claim them now instead of at its next poll (SPEC §5: a delivery's first
     attempt is made at once, whichever process created it). Each time the stream (re)opens,
     `arrived(None)`: what came while none was open is found by a look at every shard. A
@@ -258,7 +258,7 @@ async def follow_arrivals(
                 elif EVERYTHING in ids:
                     arrived(None)
                 elif ids:
-                    arrived({shard_of(str(i)) for i in ids})
+                    arrived({int(shard) for shard in ids})
         except ChangeStreamsUnavailable as exc:
             log.warning("no change streams (%s): the %s polls for other processes' work", exc, what)
             return

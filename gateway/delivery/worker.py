@@ -71,7 +71,7 @@ from gateway.outbound.sender import OutboundRequest
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 from gateway.store.client import Admission
-from gateway.store.deliveries import SHARDS, shard_of
+from gateway.store.deliveries import SHARDS
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,6 @@ class DeliveryWorker:
             keepers.append(
                 lambda: follow_arrivals(
                     partial(self._store.deliveries.arrivals, await_ms=await_ms),
-                    shard_of,
                     self._claims.arrived,
                     "delivery worker",
                     following.set,

@@ -57,7 +57,7 @@ from gateway.metrics import Metrics
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
 from gateway.store.client import Admission, stored_size
-from gateway.store.flow_runs import SHARDS, shard_of
+from gateway.store.flow_runs import SHARDS
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,6 @@ class FlowRunner:
             keepers.append(
                 lambda: follow_arrivals(
                     partial(self._runs.arrivals, await_ms=await_ms),
-                    shard_of,
                     self._claims.arrived,
                     "flow runner",
                     following.set,

@@ -55,10 +55,13 @@ async def changed_ids(
     await_ms: int,
     min_interval_ms: int = 200,
     match: Mapping[str, Any] | None = None,
+    field: str | None = None,
 ) -> AsyncIterator[list[Any]]:
     """The `_id`s of documents changed since the stream opened, in order; with `match`, only
     of the changes it matches (a `$match` on the change events, which the server applies; the
-    stream's endings always pass).
+    stream's endings always pass). With `field`, the changed documents' `field` instead, as
+    stored (an update's document looked up: `updateLookup`); `EVERYTHING` for one that has
+    none, nothing for one deleted since.
 
     Yields `[]` right after the stream opened and whenever a wait of `await_ms` brought no
     change: the caller knows then that it has seen every change up to about that moment.
@@ -72,11 +75,18 @@ async def changed_ids(
     """
     try:
         with translate_errors():
-            pipeline: list[Doc] = [_PROJECTION]
+            projection = dict(_PROJECTION["$project"])
+            if field is not None:
+                projection[f"fullDocument.{field}"] = 1
+            pipeline: list[Doc] = [{"$project": projection}]
             if match is not None:
                 ended = {"operationType": {"$in": sorted(_ENDINGS)}}
                 pipeline.insert(0, {"$match": {"$or": [dict(match), ended]}})
-            stream = await collection.watch(pipeline, max_await_time_ms=await_ms)
+            stream = await collection.watch(
+                pipeline,
+                max_await_time_ms=await_ms,
+                full_document=None if field is None else "updateLookup",
+            )
     except OperationFailure as exc:
         if exc.code in _UNSUPPORTED:
             raise ChangeStreamsUnavailable(str(exc)) from None
@@ -101,5 +111,9 @@ async def changed_ids(
             elif change.get("operationType") in _ENDINGS:
                 yield [EVERYTHING]
                 return
-            else:
+            elif field is None:
                 yield [change["documentKey"]["_id"]]
+            elif (document := change.get("fullDocument")) is None:
+                yield []  # deleted since
+            else:
+                yield [document.get(field, EVERYTHING)]

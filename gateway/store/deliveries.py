@@ -126,10 +126,11 @@ class DeliveryStore:
             self._picks = True
 
     def arrivals(self, *, await_ms: int) -> AsyncIterator[builtins.list[Any]]:
-        """Ids of deliveries as they are created or made pending again, by any process
+        """The shards of deliveries as they are created or made pending again (their stored
+        `shard`: an ordered action's is its order key's), by any process
         (`store/changes.py` `ARRIVALS`): a runner claims them at once
         (`leased_loop.follow_arrivals`)."""
-        return changed_ids(self._c, await_ms=await_ms, match=ARRIVALS)
+        return changed_ids(self._c, await_ms=await_ms, match=ARRIVALS, field="shard")
 
     async def insert_many(self, docs: Sequence[Doc]) -> int:
         """Insert what is new; a delivery that already exists is left as it is."""

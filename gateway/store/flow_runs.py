@@ -83,10 +83,10 @@ class FlowRunStore:
         self._status_windows = scans_id_ranges
 
     def arrivals(self, *, await_ms: int) -> AsyncIterator[builtins.list[Any]]:
-        """Ids of flow runs as they are created or made pending again, by any process
-        (`store/changes.py` `ARRIVALS`): a runner claims them at once
+        """The (stored) shards of flow runs as they are created or made pending again, by any
+        process (`store/changes.py` `ARRIVALS`): a runner claims them at once
         (`leased_loop.follow_arrivals`)."""
-        return changed_ids(self._c, await_ms=await_ms, match=ARRIVALS)
+        return changed_ids(self._c, await_ms=await_ms, match=ARRIVALS, field="shard")
 
     async def insert_many(self, docs: Sequence[Doc]) -> int:
         """Insert the runs that are new; an existing run is left as it is."""
