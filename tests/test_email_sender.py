@@ -361,3 +361,75 @@ async def test_ehlo_names_the_gateway_by_its_public_host_or_its_own_address(
 )
 def test_the_ehlo_name_of_a_public_url(public_url: str | None, said: str | None) -> None:
     assert helo_name(public_url) == said
+
+
+async def _raw_relay(at_data: str) -> tuple[asyncio.AbstractServer, int, list[bytes]]:
+    """A relay that at DATA closes the connection (`drop`), says nothing (`silent`), or takes
+    the message, refuses it with a 554 and leaves the RSET after it unanswered (`refuse`)."""
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 relay.example.com ESMTP\r\n")
+        while line := await reader.readline():
+            seen.append(line)
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-relay.example.com\r\n250 8BITMIME\r\n")
+            elif verb in (b"MAIL", b"RCPT", b"QUIT"):
+                writer.write(b"250 ok\r\n" if verb != b"QUIT" else b"221 bye\r\n")
+            elif verb == b"DATA" and at_data == "refuse":
+                writer.write(b"354 go ahead\r\n")
+                while await reader.readline() not in (b".\r\n", b""):
+                    pass
+                writer.write(b"554 5.7.1 rejected: spam\r\n")
+                while rest := await reader.readline():  # RSET: no answer
+                    seen.append(rest)
+                return
+            elif verb == b"DATA":
+                if at_data == "silent":
+                    await asyncio.sleep(3)
+                writer.close()
+                return
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, HOST, 0)
+    return server, server.sockets[0].getsockname()[1], seen
+
+
+@pytest.mark.parametrize("at_data", ["drop", "silent"])
+async def test_a_relay_lost_at_the_data_command_is_a_known_failure_not_an_unknown(
+    at_data: str,
+) -> None:
+    """The connection lost, or no 354, at the DATA command: nothing of the message left, so
+    the outcome is known (not delivered, retried), not "the relay may have it" (which keeps a
+    cooldown as if delivered). The 354 is awaited for the command timeout, not the DATA
+    reply's 10 minutes."""
+    server, port, seen = await _raw_relay(at_data)
+    try:
+        settings = EmailSettings(
+            host=HOST, port=port, security="none", sender="a@acme.com.br",
+            timeout=1.0, data_timeout=30.0,
+        )  # fmt: skip
+        started = asyncio.get_running_loop().time()
+        outcome = await EmailSender(ALLOW).send(settings, MESSAGE)
+        assert asyncio.get_running_loop().time() - started < 2.5
+    finally:
+        server.close()
+    assert outcome.verdict is Verdict.RETRY and not outcome.unknown, outcome
+    assert seen[-1].upper().startswith(b"DATA")  # the message never went out
+
+
+async def test_a_refusal_of_the_message_stays_one_when_the_relay_ignores_the_rset() -> None:
+    """A 554 to the message's end, then no answer to the RSET aiosmtplib sends after it: the
+    554 is the outcome (failed, known), not the RSET's timeout (unknown, retried)."""
+    server, port, _ = await _raw_relay("refuse")
+    try:
+        settings = EmailSettings(
+            host=HOST, port=port, security="none", sender="a@acme.com.br",
+            timeout=1.0, data_timeout=1.0,
+        )  # fmt: skip
+        outcome = await EmailSender(ALLOW).send(settings, MESSAGE)
+    finally:
+        server.close()
+    assert outcome.verdict is Verdict.FAIL and not outcome.unknown, outcome
+    assert "554" in outcome.detail or outcome.code == 554, outcome

@@ -30,7 +30,8 @@ from typing import Any, Literal
 
 import aiosmtplib
 import idna
-from aiosmtplib.typing import Default
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from aiosmtplib.typing import Default, SMTPStatus
 
 from gateway.clock import utc_timestamp
 from gateway.errors import GatewayError
@@ -236,13 +237,18 @@ def _own_address(sock: socket.socket) -> str | None:
 
 
 class _Session(aiosmtplib.SMTP):
-    """aiosmtplib's client, with the DATA exchange given `data_timeout` rather than the
-    session's timeout, and `handed_over` once the DATA command goes out. aiosmtplib gives each
-    command a timeout of its own (the `timeout` keyword of `mail`, `rcpt`, `data`, ...), but
-    `data` takes one for both its replies (the 354 to the command, which relays give at once,
-    and the reply to the message's end, which a relay gives once it has scanned the
-    message) and `send_message` passes every command the session's: so `data` is where the
-    longer wait is given."""
+    """aiosmtplib's client, with the message's end given `data_timeout` rather than the
+    session's timeout, and `handed_over` once the message went out. aiosmtplib's `data` sends
+    the DATA command and the message under one timeout (the 354 to the command, which relays
+    give at once, and the reply to the message's end, which a relay gives once it has scanned
+    the message), and `send_message` passes every command the session's: so `data` is done
+    here in its two steps, the command under the session's timeout, the message's end under
+    `data_timeout`. Only once the 354 came and the message was written is a lost connection
+    or a missing reply an unknown outcome: before, nothing of the message left.
+
+    A definite refusal stays one: aiosmtplib resets the envelope after a refusal (RSET) and
+    lets a timeout of that RSET replace the refusal; here an unanswered RSET closes the
+    connection, as a lost one would, and the refusal is what is raised."""
 
     def __init__(self, *, data_timeout: float, **options: Any) -> None:
         super().__init__(**options)
@@ -256,8 +262,34 @@ class _Session(aiosmtplib.SMTP):
         *,
         timeout: float | Literal[Default.token] | None = Default.token,
     ) -> aiosmtplib.SMTPResponse:
-        self.handed_over = True
-        return await super().data(message, timeout=self.data_timeout)
+        if self.protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        protocol = self.protocol
+        if isinstance(message, str):
+            message = message.encode("ascii")
+        message = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
+        try:
+            start = await protocol.execute_command(b"DATA", timeout=self.timeout)
+            if start.code != SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            protocol.write(message)
+            self.handed_over = True
+            reply = await protocol.read_response(timeout=self.data_timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            self.close()
+            raise
+        if reply.code != SMTPStatus.completed:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+        return reply
+
+    async def rset(
+        self, *, timeout: float | Literal[Default.token] | None = Default.token
+    ) -> aiosmtplib.SMTPResponse:
+        try:
+            return await super().rset(timeout=timeout)
+        except aiosmtplib.SMTPTimeoutError as exc:
+            self.close()
+            raise aiosmtplib.SMTPServerDisconnected("no answer to RSET") from exc
 
 
 UNANSWERED = "no answer after the message was handed over (the relay may have it)"
