@@ -1821,3 +1821,41 @@ async def test_an_answer_that_cannot_be_read_is_still_an_answer_with_its_status(
         Verdict.RETRY,
     )
     assert outcome.message == "the answer could not be read: ValueError: no reader for this"
+
+
+async def test_a_timeout_is_unanswered_only_once_the_request_went_out() -> None:
+    """A partner that took the request and never answered: the outcome is unknown
+    (`unanswered`). A request that never connected is not, whichever timer fired: the
+    partner's total timeout (at or under the 5 s connect timeout, or what an OAuth token
+    fetch left of it) firing while it connects is a plain TimeoutError, not aiohttp's
+    ConnectionTimeoutError, and was taken for an unanswered one (a push or SMS counted as
+    sent for its cooldown, though nothing left)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    full = listener.getsockname()[1]
+    queued = socket.create_connection(("127.0.0.1", full))  # the accept queue is full
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(5)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    quiet = server.sockets[0].getsockname()[1]
+    try:
+        async with Sender(LOCAL, connect_timeout=5) as sender:
+            outcomes = [
+                await sender.send(
+                    OutboundRequest("POST", f"http://127.0.0.1:{port}/sms", body=b"{}", timeout=1),
+                    partner_id="sms",
+                )
+                for port in (full, quiet)
+            ]
+    finally:
+        server.close()
+        queued.close()
+        listener.close()
+    never_connected, unanswered = outcomes
+    assert never_connected.error == "timeout" and not never_connected.unanswered, never_connected
+    assert unanswered.error == "timeout" and unanswered.unanswered, unanswered

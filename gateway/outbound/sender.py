@@ -241,6 +241,27 @@ def _not_sent(error: ErrorKind, message: str, retry_in: float) -> Outcome:
     return Outcome(error=error, message=message, retry_in=max(retry_in, 1.0))
 
 
+class _Written:
+    """Whether a request's head went out (aiohttp's `on_request_headers_sent`): a timeout
+    before it (a connection that never came, the total timeout firing while connecting) left
+    nothing at the partner; one after it is an unknown outcome (`Outcome.unanswered`)."""
+
+    def __init__(self) -> None:
+        self.headers = False
+
+
+async def _headers_sent(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    if isinstance(written := context.trace_request_ctx, _Written):
+        written.headers = True
+
+
+_WRITTEN: Final = aiohttp.TraceConfig()
+_WRITTEN.on_request_headers_sent.append(_headers_sent)
+_WRITTEN.freeze()
+
+
 class Sender:
     """Owns one ClientSession (pooled connections, SSRF-guarded resolver) for the process.
 
@@ -292,6 +313,7 @@ class Sender:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
+            trace_configs=[_WRITTEN],
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
@@ -556,6 +578,7 @@ class Sender:
             raise RuntimeError("Sender.start() was not called")
         started = time.perf_counter()
         redactor = _redactor(applied, request.secrets)
+        written = _Written()
         try:
             url = self._policy.check_url(request.url)
             data = _with_members(request.body, applied.body_members)
@@ -577,6 +600,7 @@ class Sender:
                 data=data,
                 allow_redirects=False,
                 timeout=timeout,
+                trace_request_ctx=written,
             ) as response:
                 kept = redactor
                 if request.answer_is_data:
@@ -590,9 +614,9 @@ class Sender:
                 latency_ms=_since(started),
                 retry_in=_BUSY_RETRY if kind == "overloaded" else None,
                 redactor=redactor,
-                # a timeout but the connection's (aiohttp's ConnectionTimeoutError)
-                unanswered=kind == "timeout"
-                and not isinstance(exc, aiohttp.ConnectionTimeoutError),
+                # a timeout once the request went out: not one while it still connected,
+                # whichever timer fired (the total one is a plain TimeoutError)
+                unanswered=kind == "timeout" and written.headers,
             )
 
     async def _answer(
