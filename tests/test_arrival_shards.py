@@ -1,17 +1,23 @@
 """A change stream's wake names the shard a unit is stored in (`leased_loop.follow_arrivals`,
 the `shard` the store wrote), not one computed again from its id: an ordered action's
 deliveries are stored in their order key's shard (`actions/ordering.py`), and a look that read
-their id's shard found nothing; the delivery waited for the poll."""
+their id's shard found nothing; the delivery waited for the poll. Without change streams the
+follower ends, said once, and the runner polls."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from functools import partial
 from typing import Any
+
+import pytest
+from pymongo.errors import OperationFailure
 
 from gateway.actions.ordering import event_place
 from gateway.leased_loop import follow_arrivals
 from gateway.services import Services
+from gateway.store.changes import ChangeStreamsUnavailable, changed_ids
 from gateway.store.deliveries import shard_of
 from tests.processes import until
 from tests.test_leased_claims import _Runner
@@ -63,3 +69,40 @@ async def test_an_ordered_delivery_another_process_created_is_claimed_from_its_s
         follower.cancel()
         await runner.loop.stop()
         await running
+
+
+class _Standalone:
+    """A standalone MongoDB's collection: it refuses change streams."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+
+    async def watch(self, *args: Any, **kwargs: Any) -> Any:
+        self.opened += 1
+        raise OperationFailure(
+            "The $changeStream stage is only supported on replica sets", code=40573
+        )
+
+
+async def test_without_change_streams_the_follower_ends_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A standalone MongoDB refuses `$changeStream` (40573): the follower ends and says so
+    once, and the runner polls. The refusal was made StoreUnavailable before its code was
+    looked at, so each follower reopened its stream every 30 s and warned each time."""
+    collection = _Standalone()
+    woken: list[set[int] | None] = []
+    with pytest.raises(ChangeStreamsUnavailable):
+        await anext(changed_ids(collection, await_ms=100))  # type: ignore[arg-type]
+    caplog.set_level(logging.WARNING, logger="gateway.leased_loop")
+    await asyncio.wait_for(
+        follow_arrivals(
+            lambda: changed_ids(collection, await_ms=100),  # type: ignore[arg-type]
+            woken.append,
+            "delivery worker",
+        ),
+        5,
+    )
+    assert collection.opened == 2 and woken == []
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "gateway.leased_loop"]
+    assert said.startswith("no change streams"), said

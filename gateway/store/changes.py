@@ -73,24 +73,26 @@ async def changed_ids(
     under write load an empty answer then comes back at once, so successive waits start at
     least `min_interval_ms` apart instead of spinning.
     """
-    try:
-        with translate_errors():
-            projection = dict(_PROJECTION["$project"])
-            if field is not None:
-                projection[f"fullDocument.{field}"] = 1
-            pipeline: list[Doc] = [{"$project": projection}]
-            if match is not None:
-                ended = {"operationType": {"$in": sorted(_ENDINGS)}}
-                pipeline.insert(0, {"$match": {"$or": [dict(match), ended]}})
+    projection = dict(_PROJECTION["$project"])
+    if field is not None:
+        projection[f"fullDocument.{field}"] = 1
+    pipeline: list[Doc] = [{"$project": projection}]
+    if match is not None:
+        ended = {"operationType": {"$in": sorted(_ENDINGS)}}
+        pipeline.insert(0, {"$match": {"$or": [dict(match), ended]}})
+    with translate_errors():  # what is not the refusal below: StoreUnavailable
+        try:
             stream = await collection.watch(
                 pipeline,
                 max_await_time_ms=await_ms,
                 full_document=None if field is None else "updateLookup",
             )
-    except OperationFailure as exc:
-        if exc.code in _UNSUPPORTED:
-            raise ChangeStreamsUnavailable(str(exc)) from None
-        raise StoreUnavailable(f"change stream refused: {exc}") from exc
+        except OperationFailure as exc:
+            # before translate_errors, which would make it StoreUnavailable (a stream to
+            # reopen, again and again, on a standalone MongoDB)
+            if exc.code in _UNSUPPORTED:
+                raise ChangeStreamsUnavailable(str(exc)) from None
+            raise
     loop = asyncio.get_running_loop()
     async with stream:
         yield []
