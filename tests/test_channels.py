@@ -334,6 +334,25 @@ async def test_a_channel_names_the_gateway_in_ehlo_as_a_relay_accepts(
     assert [m.helo for m in double.received] == ["gw.acme.com.br"]
 
 
+async def test_an_ehlo_address_literal_with_an_ipv6_zone_is_refused(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """An IPv6 zone (`%eth0`) is no part of an SMTP address literal (RFC 5321 §4.1.3): refused,
+    naming the field. It was taken (Python's `ip_address` reads a zone), and one with a
+    non-ASCII zone failed every send at EHLO, one with a `]` sent a malformed literal."""
+    double = await smtp_server()
+    for refused in ("[IPv6:fe80::1%eth0]", "[IPv6:fe80::1%é]", "[IPv6:fe80::1%a]b]"):
+        body = _email_channel(double, helo=refused)
+        response = await client.post("/api/v1/channels", json=body, headers=auth())
+        problem = await response.json()
+        assert response.status == 422, (refused, problem)
+        assert [p["pointer"] for p in problem["errors"]] == ["/smtp/helo"], problem
+    created = await post(
+        client, "/api/v1/channels", _email_channel(double, helo="[IPv6:2001:db8::25]")
+    )
+    assert created["smtp"]["helo"] == "[IPv6:2001:db8::25]"
+
+
 async def test_sms_through_a_zenvia_shaped_provider(client: Client, partner: Partner) -> None:
     await _sms_channel(client, partner, "zenvia")
     partner.respond_with(200, {"id": "zv-1"})

@@ -188,6 +188,8 @@ def is_helo_name(name: str) -> bool:
                 return False
         elif ":" in inner:
             return False
+        if "%" in inner or not inner.isascii():  # an IPv6 zone: no part of a literal
+            return False
         try:
             ipaddress.ip_address(inner)
         except ValueError:
