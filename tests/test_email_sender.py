@@ -10,6 +10,7 @@ import gc
 import os
 import socket
 import warnings
+from typing import Any
 
 import pytest
 
@@ -369,6 +370,12 @@ async def _raw_relay(at_data: str) -> tuple[asyncio.AbstractServer, int, list[by
     seen: list[bytes] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await converse(reader, writer)
+        finally:
+            writer.transport.abort()
+
+    async def converse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 relay.example.com ESMTP\r\n")
         while line := await reader.readline():
             seen.append(line)
@@ -433,3 +440,46 @@ async def test_a_refusal_of_the_message_stays_one_when_the_relay_ignores_the_rse
         server.close()
     assert outcome.verdict is Verdict.FAIL and not outcome.unknown, outcome
     assert "554" in outcome.detail or outcome.code == 554, outcome
+
+
+async def test_a_tls_failure_after_the_message_went_out_is_an_unknown_outcome_retried(
+    tmp_path: Any,
+) -> None:
+    """The relay (or a TLS proxy before it) breaks the TLS session while the gateway waits for
+    the reply to the message's end: the relay may have the message, so the outcome is unknown
+    and retried (at least once), not failed for good as a TLS setting to fix would be (which
+    kept the cooldown note as delivered and never tried again)."""
+    cert = self_signed()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 relay.example.com ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-relay.example.com\r\n250 8BITMIME\r\n")
+            elif verb in (b"MAIL", b"RCPT"):
+                writer.write(b"250 ok\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                await writer.drain()
+                while await reader.readline() not in (b".\r\n", b""):
+                    pass
+                raw = writer.get_extra_info("socket")
+                with socket.socket(fileno=os.dup(raw.fileno())) as plain:
+                    plain.send(b"\x17\x03\x03\x00\x10not a tls record")  # a broken record
+                await asyncio.sleep(0.5)
+                writer.transport.abort()
+                return
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, HOST, 0, ssl=cert.server_context(tmp_path))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        settings = EmailSettings(
+            host=HOST, port=port, security="tls", sender="a@acme.com.br",
+            ca_certificate=cert.pem, timeout=5.0, data_timeout=5.0,
+        )  # fmt: skip
+        outcome = await EmailSender(ALLOW).send(settings, MESSAGE)
+    finally:
+        server.close()
+    assert outcome.unknown and outcome.verdict is Verdict.RETRY, outcome

@@ -131,8 +131,10 @@ class EmailSender:
         except Exception as exc:  # every library failure becomes an outcome
             verdict, code, detail = describe_failure(exc)
             if session.handed_over and _unanswered(exc):
+                # the relay may have it: retried (at least once), even when the connection
+                # was lost to a TLS error (which before the message is a setting to fix: FAIL)
                 detail = f"{UNANSWERED}: {detail}"
-                return _outcome(verdict, detail, started, summary, code=code, unknown=True)
+                return _outcome(Verdict.RETRY, detail, started, summary, code=code, unknown=True)
             return _outcome(verdict, detail, started, summary, code=code)
         detail = f"accepted: {reply.strip()}"
         if errors:
