@@ -606,6 +606,46 @@ async def test_a_delivery_dying_as_an_answer_ends_the_outage_just_after_its_note
     assert first == Counter(dead=1, succeeded=1)
 
 
+async def test_an_admins_disable_as_a_probe_is_claimed_keeps_the_partner_never_probed(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """An admin's PATCH status=disabled (`probe_at` the end of time: never probed) lands
+    right after a worker's probe claim is written. The probe fails; its reschedule is
+    guarded on the probe time its claim wrote, not the one read after: the admin's hold
+    stays (found by the reviewer rev41a, R6)."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _disabled_with_two_an_hour_away(client, partner, worker, clock)
+    partners = client.app[services_key].store.partners
+    assert await _partner_status(client, partner_doc["id"]) == "disabled"
+    proxy = _AfterUpdate(partners._c)
+    partners._c = proxy  # type: ignore[assignment]
+    real_claim = partners.claim_probe
+    patched: list[int] = []
+
+    async def admin_disables() -> None:
+        where = f"/api/v1/partners/{partner_doc['id']}"
+        response = await client.patch(where, headers=auth(), json={"status": "disabled"})
+        patched.append(response.status)
+
+    async def claim_probe(*args: Any, **kw: Any) -> Any:
+        if not patched:
+            proxy.hook = admin_disables  # just after the claim is written
+        return await real_claim(*args, **kw)
+
+    partners.claim_probe = claim_probe  # type: ignore[method-assign]
+    clock.advance(61)
+    await worker.housekeeping()  # the probe: still 503
+    for task in _probe_tasks():
+        await task
+    stored = await partners.get("acme", partner_doc["id"])
+
+    assert patched == [200]
+    assert stored is not None and stored["status"] == "disabled"
+    assert stored["probe_at"].year == 9999, stored["probe_at"]  # the admin's hold
+
+
 async def test_a_delivery_written_dead_while_an_answer_ends_the_outage_is_left_for_the_next(
     client: Client, partner: Partner
 ) -> None:

@@ -176,7 +176,9 @@ class PartnerStore(TenantResources):
         self, now: datetime, next_probe: datetime, admit: Callable[[Doc], bool]
     ) -> Doc | None:
         """A disabled partner due for a probe, first due first, that `admit` (given `_id` and
-        `tenant`) takes, pushed to `next_probe` so that one process probes it at a time."""
+        `tenant`) takes, pushed to `next_probe` so that one process probes it at a time. Its
+        `probe_at` is `next_probe` (to the ms), the claim's token for `probe_again_at`, even
+        when a write landed between the claim and the read of the partner."""
         due: Doc = {"status": "disabled", "probe_at": {"$lte": now}}
         with translate_errors():
             cursor = self._c.find(due, {"tenant": 1}).sort("probe_at", ASCENDING)
@@ -191,5 +193,7 @@ class PartnerStore(TenantResources):
                     continue  # another process took it between the two reads
                 claimed: Doc | None = await self._c.find_one({"_id": candidate["_id"]})
                 if claimed is not None:  # else deleted since
+                    # The claim's own probe time (its token), not one written since.
+                    claimed["probe_at"] = as_stored(next_probe)
                     return claimed
         return None
