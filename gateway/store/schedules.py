@@ -140,7 +140,9 @@ class ScheduleStore(TenantResources):
         first due first; `admit` (given `_id` and `tenant`) says which the runner can start
         now (`leased_loop.FairShares`): those of the tenants it excludes are not read, those
         it passes over stay due, for a later claim (a read that passed `PASSED_OVER_MOST`
-        over is made again leaving out what filled up: `admitted`)."""
+        over is made again leaving out what filled up: `admitted`). One whose lease a write
+        took back between its claim and the read of it (`lease_owner` no longer `owner`) is
+        left out, not run."""
         due: Doc = {"status": "active", "next_run_at": {"$lte": now}, "lease_until": {"$lte": now}}
         claimed: list[Doc] = []
         admit = admit or Admission(_anything)
@@ -155,7 +157,10 @@ class ScheduleStore(TenantResources):
                 taken = await self._c.update_one({"_id": candidate["_id"], **due}, lease)
                 if not taken.matched_count:
                     continue  # another runner took it between the two reads
-                doc = await self._c.find_one({"_id": candidate["_id"]})
+                # Read as leased to `owner`: a write between the two (a reset, a feed's
+                # change: `lease_owner` unset; then another runner's claim) took the lease
+                # back, and the run is not made (as a lease lost: it is due again).
+                doc = await self._c.find_one({"_id": candidate["_id"], "lease_owner": owner})
                 if doc is not None:
                     claimed.append(doc)
         return claimed
