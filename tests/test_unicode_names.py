@@ -155,3 +155,33 @@ async def test_a_letters_only_name_with_a_line_break_after_it_is_refused(
             body = {"name": name, **(TEMPLATE if "templates" in path else CHANNEL)}
             response = await client.post(path, json=body, headers=auth())
         assert response.status == status, (name, await response.text())
+
+
+async def _kept_twins(client: Client, settings: Settings, mongodb_uri: str) -> tuple[Any, Any]:
+    """A geofence `São Paulo` made composed, and its decomposed twin stored before the
+    one-time step, which keeps both: the first's id, the twin's."""
+    db = client.app[services_key].store.db
+    body = {"name": COMPOSED, "kind": "authorized", "circle": CIRCLE}
+    made = await post(client, "/api/v1/geofences", body)
+    stored = {"kind": "authorized", "circle": CIRCLE, "rev": 1}
+    inserted = await db["geofences"].insert_one({"tenant": "acme", "name": DECOMPOSED, **stored})
+    await db["migrations"].delete_one({"_id": COMPOSE_STEP})
+    async with open_services(settings, mongodb_uri=mongodb_uri):
+        pass
+    return made["id"], inserted.inserted_id
+
+
+async def test_a_kept_twin_is_edited_without_renaming_it(
+    client: Client, settings: Settings, mongodb_uri: str
+) -> None:
+    """A PATCH of a kept decomposed twin that leaves its name alone (its circle only) keeps
+    the name as stored, not composed into its twin's: 200, not a 409 (found by the reviewer
+    rev41a, R3)."""
+    _, twin_id = await _kept_twins(client, settings, mongodb_uri)
+    circle = {**CIRCLE, "radius_m": 500}
+    where = f"/api/v1/geofences/{twin_id}"
+    response = await client.patch(where, json={"circle": circle}, headers=auth())
+
+    assert response.status == 200, (response.status, await response.text())
+    doc = await response.json()
+    assert (doc["name"], doc["circle"]["radius_m"]) == (DECOMPOSED, 500)

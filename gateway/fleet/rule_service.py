@@ -132,6 +132,11 @@ class RuleService(ABC):
             for k in self.alternatives:
                 merged.pop(k, None)
         fields = await self._checked({**merged, **body})
+        if body.get("name") in (None, current.get("name")):
+            # Not renamed: its name kept as stored. A twin kept in NFD by the one-time step
+            # (`compose_names`), composed here, would collide with its NFC twin: a 409 for
+            # a change of anything else.
+            fields["name"] = current.get("name", fields["name"])
         async with self._resources.turn(tenant):
             await self._check_room(tenant, fields, str(current["_id"]))
             unset = [k for k in current if k in self.fields and k not in fields]
