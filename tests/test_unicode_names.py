@@ -185,3 +185,35 @@ async def test_a_kept_twin_is_edited_without_renaming_it(
     assert response.status == 200, (response.status, await response.text())
     doc = await response.json()
     assert (doc["name"], doc["circle"]["radius_m"]) == (DECOMPOSED, 500)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/triggers", "/api/v1/schedules"])
+async def test_a_kept_trigger_or_schedule_twin_is_edited_without_renaming_it(
+    client: Client, settings: Settings, mongodb_uri: str, path: str
+) -> None:
+    """A trigger or schedule twin kept decomposed: a PATCH of something else keeps its name
+    as stored (rev41a, R3)."""
+    db = client.app[services_key].store.db
+    collection = path.rsplit("/", 1)[1]
+    if path.endswith("schedules"):
+        body, change = await _schedule_body(client, COMPOSED), {"every": "2h"}
+    else:
+        body, change = {"name": COMPOSED, **BODIES[path]}, {"max_body_bytes": 4096}
+    made = await post(client, path, body)
+    original = await db[collection].find_one({"name": COMPOSED})
+    assert original is not None
+    twin_id = "trg_twin" if collection == "triggers" else None
+    copy = {k: v for k, v in original.items() if k != "_id"}
+    inserted = await db[collection].insert_one(
+        {**({"_id": twin_id} if twin_id else {}), **copy, "name": DECOMPOSED}
+    )
+    await db["migrations"].delete_one({"_id": COMPOSE_STEP})
+    async with open_services(settings, mongodb_uri=mongodb_uri):
+        pass
+
+    where = f"{path}/{inserted.inserted_id}"
+    response = await client.patch(where, json=change, headers=auth())
+
+    assert made["name"] == COMPOSED
+    assert response.status == 200, (response.status, await response.text())
+    assert (await response.json())["name"] == DECOMPOSED

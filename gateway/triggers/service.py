@@ -167,6 +167,10 @@ class TriggerService:
                 spec, trigger_id=doc["_id"], tenant=tenant, defaults=self._defaults, now=now
             )
             changes = {name: new[name] for name in _CONFIG}
+            if "name" in changes and patch.get("name") in (None, doc.get("name")):
+                # Not renamed: kept as stored (a twin the one-time NFC step kept, composed,
+                # would collide with its NFC twin: a 409 for a change of anything else).
+                changes["name"] = doc.get("name", changes["name"])
             secrets = doc["auth"]["secrets"]
             given = (spec.get("auth") or {}).get("secret")
             if given is not None:  # the partner's new secret replaces the old ones now
