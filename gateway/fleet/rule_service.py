@@ -31,7 +31,6 @@ from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.fleet.geofences import DEFAULT_MARGIN_M
 from gateway.fleet.geometry import circle_from, polygon_from
 from gateway.formats.json_tree import is_text
-from gateway.formats.unicode_forms import nfc
 from gateway.schemas.ids import canonical_plate_key, check_plate, normalize_plate
 from gateway.store import Doc, new_id
 from gateway.store.fleet_rules import MAX_RULES, RuleResources, polygon_positions
@@ -247,8 +246,8 @@ def _plates(check: BodyCheck, what: str) -> list[str] | None:
 
 def _common(check: BodyCheck, what: str) -> Doc:
     """name, description, vehicles and group: the fields every rule has."""
-    name = check.text("name", max_len=100)  # in NFC: one name in either Unicode form
-    fields: Doc = {"name": None if name is None else nfc(name)}
+    # In NFC: one name in either Unicode form; its length as composed (as stored).
+    fields: Doc = {"name": check.text("name", max_len=100, compose=True)}
     if check.body.get("description") is not None:
         fields["description"] = check.text("description", max_len=2000)
     fields["vehicles"] = _plates(check, what)
