@@ -223,7 +223,8 @@ QA = "\u0958"  # DEVANAGARI QA: a composition exclusion, two characters in NFC
 
 
 @pytest.mark.parametrize(
-    ("path", "limit"), [("/api/v1/geofences", 100), ("/api/v1/schedules", 200)]
+    ("path", "limit"),
+    [("/api/v1/geofences", 100), ("/api/v1/schedules", 200), ("/api/v1/triggers", 100)],
 )
 async def test_a_name_is_limited_as_composed(client: Client, path: str, limit: int) -> None:
     """A name's length is checked in NFC, as it is stored (rev41a, R5): U+0958 x 60% of the
@@ -231,11 +232,10 @@ async def test_a_name_is_limited_as_composed(client: Client, path: str, limit: i
     refused at every later PATCH; a name of `limit` composed characters sent decomposed
     (twice as long) is taken."""
     over = QA * (limit * 6 // 10)
-    body = (
-        await _schedule_body(client, over)
-        if path.endswith("schedules")
-        else {"name": over, "kind": "authorized", "circle": CIRCLE}
-    )
+    if path.endswith("schedules"):
+        body = await _schedule_body(client, over)
+    else:
+        body = {"name": over, **(BODIES[path])}
     refused = await client.post(path, json=body, headers=auth())
     assert refused.status == 422, (refused.status, await refused.text())
     assert "/name" in await refused.text()
