@@ -242,3 +242,24 @@ async def test_a_name_is_limited_as_composed(client: Client, path: str, limit: i
     long = "é" * limit
     made = await post(client, path, {**body, "name": unicodedata.normalize("NFD", long)})
     assert made["name"] == long
+
+
+async def test_renaming_one_of_kept_twins_does_not_let_a_new_twin_in(
+    client: Client, settings: Settings, mongodb_uri: str
+) -> None:
+    """Once the composed member of kept geofence twins is renamed, `São Paulo` (either form)
+    is still the kept decomposed twin's name: a 409, as a new name or as a rename (found by
+    the reviewer rev41a, R4)."""
+    made_id, _ = await _kept_twins(client, settings, mongodb_uri)
+    renamed = await client.patch(
+        f"/api/v1/geofences/{made_id}", json={"name": "Outra"}, headers=auth()
+    )
+    assert renamed.status == 200, await renamed.text()
+    for name in (COMPOSED, DECOMPOSED):
+        body = {"name": name, "kind": "authorized", "circle": CIRCLE}
+        again = await client.post("/api/v1/geofences", json=body, headers=auth())
+        assert again.status == 409, (name, again.status, await again.text())
+    back = await client.patch(
+        f"/api/v1/geofences/{made_id}", json={"name": COMPOSED}, headers=auth()
+    )
+    assert back.status == 409, await back.text()

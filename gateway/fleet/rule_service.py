@@ -21,6 +21,7 @@ border gets its crossing at its next clear fix.
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -107,12 +108,25 @@ class RuleService(ABC):
         fields = await self._checked(body)
         async with self._resources.turn(tenant):
             await self._check_room(tenant, fields)
+            await self._refuse_a_twin(tenant, fields["name"])
             now = as_stored(utcnow())
             doc = {"_id": new_id(), "tenant": tenant, **fields, "rev": 1}
             doc.update(created_at=now, updated_at=now)
             await self._resources.insert(doc)
         self._on_change(tenant)
         return doc
+
+    async def _refuse_a_twin(self, tenant: str, name: str, own: str | None = None) -> None:
+        """A name (in NFC) whose decomposed form (NFD, as macOS and iOS send it) another of
+        the tenant's rules has, kept as stored by the one-time NFC step (`compose_names`),
+        is a 409 like any duplicate: renaming or deleting the composed member of kept twins
+        does not let a new twin in (other mixed forms are not looked for)."""
+        decomposed = unicodedata.normalize("NFD", name)
+        if decomposed == name:
+            return
+        for doc in await self._resources.by_names(tenant, [decomposed]):
+            if str(doc["_id"]) != own:
+                raise Conflict("a resource with this key already exists")
 
     async def get(self, tenant: str, ref: str) -> Doc:
         doc = await self._resources.by_ref(tenant, ref)
@@ -138,6 +152,8 @@ class RuleService(ABC):
             fields["name"] = current.get("name", fields["name"])
         async with self._resources.turn(tenant):
             await self._check_room(tenant, fields, str(current["_id"]))
+            if fields["name"] != current.get("name"):
+                await self._refuse_a_twin(tenant, fields["name"], str(current["_id"]))
             unset = [k for k in current if k in self.fields and k not in fields]
             fields["updated_at"] = utcnow()
             doc = await self._resources.update(
