@@ -263,3 +263,32 @@ async def test_renaming_one_of_kept_twins_does_not_let_a_new_twin_in(
         f"/api/v1/geofences/{made_id}", json={"name": COMPOSED}, headers=auth()
     )
     assert back.status == 409, await back.text()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/triggers", "/api/v1/schedules"])
+async def test_renaming_one_of_kept_trigger_or_schedule_twins_does_not_let_a_new_twin_in(
+    client: Client, settings: Settings, mongodb_uri: str, path: str
+) -> None:
+    """The same for triggers and schedules (rev41a, R4)."""
+    db = client.app[services_key].store.db
+    collection = path.rsplit("/", 1)[1]
+    if path.endswith("schedules"):
+        body = await _schedule_body(client, COMPOSED)
+    else:
+        body = {"name": COMPOSED, **BODIES[path]}
+    made = await post(client, path, body)
+    original = await db[collection].find_one({"name": COMPOSED})
+    assert original is not None
+    copy = {k: v for k, v in original.items() if k != "_id"}
+    twin = {**({"_id": "trg_twin"} if collection == "triggers" else {}), **copy}
+    await db[collection].insert_one({**twin, "name": DECOMPOSED})
+    await db["migrations"].delete_one({"_id": COMPOSE_STEP})
+    async with open_services(settings, mongodb_uri=mongodb_uri):
+        pass
+
+    renamed = await client.patch(f"{path}/{made['id']}", json={"name": "Outra"}, headers=auth())
+    assert renamed.status == 200, await renamed.text()
+    again = await client.post(path, json=body, headers=auth())
+    assert again.status == 409, (again.status, await again.text())
+    back = await client.patch(f"{path}/{made['id']}", json={"name": COMPOSED}, headers=auth())
+    assert back.status == 409, await back.text()

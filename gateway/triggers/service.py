@@ -135,6 +135,8 @@ class TriggerService:
             doc = document(
                 spec, trigger_id=new_trigger_id(), tenant=tenant, defaults=self._defaults, now=now
             )
+            if await self._store.triggers.kept_twin_of(tenant, doc["name"]):
+                raise Conflict(f"a trigger named {doc['name']!r} already exists")
             token, secret = self._issue(doc, now, given=(spec.get("auth") or {}).get("secret"))
             await self._store.triggers.insert(doc)
         self._on_change(doc["_id"])  # (an id called before it existed is known as none)
@@ -172,6 +174,10 @@ class TriggerService:
                 # Not renamed: kept as stored (a twin the one-time NFC step kept, composed,
                 # would collide with its NFC twin: a 409 for a change of anything else).
                 changes["name"] = doc.get("name", changes["name"])
+            elif "name" in changes and await self._store.triggers.kept_twin_of(
+                tenant, changes["name"], doc["_id"]
+            ):
+                raise Conflict(f"a trigger named {changes['name']!r} already exists")
             secrets = doc["auth"]["secrets"]
             given = (spec.get("auth") or {}).get("secret")
             if given is not None:  # the partner's new secret replaces the old ones now
