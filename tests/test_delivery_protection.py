@@ -549,6 +549,103 @@ async def test_a_delivery_dying_as_an_answer_ends_the_outage_is_replayed_by_its_
     assert posts == ["ABC1D23", "ABC1D23"]
 
 
+class _AfterUpdate:
+    """A collection whose next `update_one` runs `hook` once it is written."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.hook: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def update_one(self, *args: Any, **kw: Any) -> Any:
+        result = await self._real.update_one(*args, **kw)
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            await hook()
+        return result
+
+
+async def test_a_delivery_dying_as_an_answer_ends_the_outage_just_after_its_note_is_replayed(
+    client: Client, partner: Partner
+) -> None:
+    """A delivery's last failure is noted (`note_failure`) and, right after that write,
+    another process's answer ends the outage. The outage start `failed` returns is the one
+    the note saw, not a read after the answer (none): `died` replays the delivery written
+    dead after (found by the reviewer rev41a, R1)."""
+    clock = FakeClock()
+    worker, partner_id, invoke = await _one_dead_with_a_proxy(client, partner, clock)
+    partners = client.app[services_key].store.partners
+    proxy = _AfterUpdate(partners._c)
+    partners._c = proxy  # type: ignore[assignment]
+    real_note = partners.note_failure
+    answered: list[int] = []
+
+    async def other_process_answers() -> None:
+        worker._calls.failing(partner_id)  # it saw the partner fail too
+        partner.respond_with(200, {})
+        call = await client.post(invoke, headers=auth(), json={"payload": {}})
+        answered.append(call.status)
+
+    async def note_failure(*args: Any, dying: bool = False, **kw: Any) -> Any:
+        if dying and not answered:
+            proxy.hook = other_process_answers  # just after the note is written
+        return await real_note(*args, dying=dying, **kw)
+
+    partners.note_failure = note_failure  # type: ignore[method-assign]
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    first = await worker.run_until_idle()
+    stored = await partners.get("acme", partner_id)
+
+    assert answered == [200]
+    assert stored is not None and "failing_since" not in stored  # the partner is back
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert [d["status"] for d in page["items"]] == ["succeeded"]
+    assert first == Counter(dead=1, succeeded=1)
+
+
+async def test_an_admins_disable_as_a_probe_is_claimed_keeps_the_partner_never_probed(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """An admin's PATCH status=disabled (`probe_at` the end of time: never probed) lands
+    right after a worker's probe claim is written. The probe fails; its reschedule is
+    guarded on the probe time its claim wrote, not the one read after: the admin's hold
+    stays (found by the reviewer rev41a, R6)."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _disabled_with_two_an_hour_away(client, partner, worker, clock)
+    partners = client.app[services_key].store.partners
+    assert await _partner_status(client, partner_doc["id"]) == "disabled"
+    proxy = _AfterUpdate(partners._c)
+    partners._c = proxy  # type: ignore[assignment]
+    real_claim = partners.claim_probe
+    patched: list[int] = []
+
+    async def admin_disables() -> None:
+        where = f"/api/v1/partners/{partner_doc['id']}"
+        response = await client.patch(where, headers=auth(), json={"status": "disabled"})
+        patched.append(response.status)
+
+    async def claim_probe(*args: Any, **kw: Any) -> Any:
+        if not patched:
+            proxy.hook = admin_disables  # just after the claim is written
+        return await real_claim(*args, **kw)
+
+    partners.claim_probe = claim_probe  # type: ignore[method-assign]
+    clock.advance(61)
+    await worker.housekeeping()  # the probe: still 503
+    for task in _probe_tasks():
+        await task
+    stored = await partners.get("acme", partner_doc["id"])
+
+    assert patched == [200]
+    assert stored is not None and stored["status"] == "disabled"
+    assert stored["probe_at"].year == 9999, stored["probe_at"]  # the admin's hold
+
+
 async def test_a_delivery_written_dead_while_an_answer_ends_the_outage_is_left_for_the_next(
     client: Client, partner: Partner
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from gateway.web.state import services_key
 from tests.feed_doubles import ScriptedFeed, scripted
 from tests.partner_double import FakeClock
 from tests.schedule_support import get, run_now, runner, runs, scripted_schedule
@@ -155,3 +156,55 @@ async def test_a_partner_disabled_during_a_run_is_not_called_again_by_it(
     await run_now(client, schedule["id"])
     assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {"ok": 1}
     assert [c["after"] for c in scripted.calls] == [None, "c1", "c2"]
+
+
+class _AfterUpdate:
+    """A collection whose next `update_one` runs `hook` once it is written."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.hook: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def update_one(self, *args: Any, **kw: Any) -> Any:
+        result = await self._real.update_one(*args, **kw)
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            await hook()
+        return result
+
+
+async def test_a_reset_just_after_a_schedule_is_claimed_skips_that_run_without_crashing(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """POST /reset (which unsets the lease) lands right after a runner's claim of the
+    schedule is written, before the claim reads it: that run is not made (its lease is
+    gone, as a lease lost); the schedule, due again, is claimed by the next round and run
+    once, and the other runs are not lost to a `KeyError: 'lease_owner'` (found by the
+    reviewer rev41a, R2)."""
+    scripted.answer = lambda after, n: {"items": [], "next": None, "more": False}
+    schedule = await scripted_schedule(client, scripted)
+    schedules = client.app[services_key].store.schedules
+    proxy = _AfterUpdate(schedules._c)
+    schedules._c = proxy
+    real_claim = schedules.claim_due
+    statuses: list[int] = []
+
+    async def reset() -> None:
+        response = await client.post(f"/api/v1/schedules/{schedule['id']}/reset", headers=auth())
+        statuses.append(response.status)
+
+    async def claim_due(*args: Any, **kw: Any) -> Any:
+        if not statuses:
+            proxy.hook = reset  # just after the claim is written
+        return await real_claim(*args, **kw)
+
+    schedules.claim_due = claim_due  # type: ignore[method-assign]
+    skipped = await runner(client).run_until_idle()
+    again = await runner(client).run_until_idle()  # due again, unleased: run
+
+    assert statuses == [200]
+    assert (skipped, again) == (Counter(), Counter(ok=1))
+    assert len(scripted.calls) == 1

@@ -155,3 +155,140 @@ async def test_a_letters_only_name_with_a_line_break_after_it_is_refused(
             body = {"name": name, **(TEMPLATE if "templates" in path else CHANNEL)}
             response = await client.post(path, json=body, headers=auth())
         assert response.status == status, (name, await response.text())
+
+
+async def _kept_twins(client: Client, settings: Settings, mongodb_uri: str) -> tuple[Any, Any]:
+    """A geofence `São Paulo` made composed, and its decomposed twin stored before the
+    one-time step, which keeps both: the first's id, the twin's."""
+    db = client.app[services_key].store.db
+    body = {"name": COMPOSED, "kind": "authorized", "circle": CIRCLE}
+    made = await post(client, "/api/v1/geofences", body)
+    stored = {"kind": "authorized", "circle": CIRCLE, "rev": 1}
+    inserted = await db["geofences"].insert_one({"tenant": "acme", "name": DECOMPOSED, **stored})
+    await db["migrations"].delete_one({"_id": COMPOSE_STEP})
+    async with open_services(settings, mongodb_uri=mongodb_uri):
+        pass
+    return made["id"], inserted.inserted_id
+
+
+async def test_a_kept_twin_is_edited_without_renaming_it(
+    client: Client, settings: Settings, mongodb_uri: str
+) -> None:
+    """A PATCH of a kept decomposed twin that leaves its name alone (its circle only) keeps
+    the name as stored, not composed into its twin's: 200, not a 409 (found by the reviewer
+    rev41a, R3)."""
+    _, twin_id = await _kept_twins(client, settings, mongodb_uri)
+    circle = {**CIRCLE, "radius_m": 500}
+    where = f"/api/v1/geofences/{twin_id}"
+    response = await client.patch(where, json={"circle": circle}, headers=auth())
+
+    assert response.status == 200, (response.status, await response.text())
+    doc = await response.json()
+    assert (doc["name"], doc["circle"]["radius_m"]) == (DECOMPOSED, 500)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/triggers", "/api/v1/schedules"])
+async def test_a_kept_trigger_or_schedule_twin_is_edited_without_renaming_it(
+    client: Client, settings: Settings, mongodb_uri: str, path: str
+) -> None:
+    """A trigger or schedule twin kept decomposed: a PATCH of something else keeps its name
+    as stored (rev41a, R3)."""
+    db = client.app[services_key].store.db
+    collection = path.rsplit("/", 1)[1]
+    if path.endswith("schedules"):
+        body, change = await _schedule_body(client, COMPOSED), {"every": "2h"}
+    else:
+        body, change = {"name": COMPOSED, **BODIES[path]}, {"max_body_bytes": 4096}
+    made = await post(client, path, body)
+    original = await db[collection].find_one({"name": COMPOSED})
+    assert original is not None
+    twin_id = "trg_twin" if collection == "triggers" else None
+    copy = {k: v for k, v in original.items() if k != "_id"}
+    inserted = await db[collection].insert_one(
+        {**({"_id": twin_id} if twin_id else {}), **copy, "name": DECOMPOSED}
+    )
+    await db["migrations"].delete_one({"_id": COMPOSE_STEP})
+    async with open_services(settings, mongodb_uri=mongodb_uri):
+        pass
+
+    where = f"{path}/{inserted.inserted_id}"
+    response = await client.patch(where, json=change, headers=auth())
+
+    assert made["name"] == COMPOSED
+    assert response.status == 200, (response.status, await response.text())
+    assert (await response.json())["name"] == DECOMPOSED
+
+
+QA = "\u0958"  # DEVANAGARI QA: a composition exclusion, two characters in NFC
+
+
+@pytest.mark.parametrize(
+    ("path", "limit"),
+    [("/api/v1/geofences", 100), ("/api/v1/schedules", 200), ("/api/v1/triggers", 100)],
+)
+async def test_a_name_is_limited_as_composed(client: Client, path: str, limit: int) -> None:
+    """A name's length is checked in NFC, as it is stored (rev41a, R5): U+0958 x 60% of the
+    limit (120% composed) is refused at its creation, not stored over the limit and then
+    refused at every later PATCH; a name of `limit` composed characters sent decomposed
+    (twice as long) is taken."""
+    over = QA * (limit * 6 // 10)
+    if path.endswith("schedules"):
+        body = await _schedule_body(client, over)
+    else:
+        body = {"name": over, **(BODIES[path])}
+    refused = await client.post(path, json=body, headers=auth())
+    assert refused.status == 422, (refused.status, await refused.text())
+    assert "/name" in await refused.text()
+    long = "é" * limit
+    made = await post(client, path, {**body, "name": unicodedata.normalize("NFD", long)})
+    assert made["name"] == long
+
+
+async def test_renaming_one_of_kept_twins_does_not_let_a_new_twin_in(
+    client: Client, settings: Settings, mongodb_uri: str
+) -> None:
+    """Once the composed member of kept geofence twins is renamed, `São Paulo` (either form)
+    is still the kept decomposed twin's name: a 409, as a new name or as a rename (found by
+    the reviewer rev41a, R4)."""
+    made_id, _ = await _kept_twins(client, settings, mongodb_uri)
+    renamed = await client.patch(
+        f"/api/v1/geofences/{made_id}", json={"name": "Outra"}, headers=auth()
+    )
+    assert renamed.status == 200, await renamed.text()
+    for name in (COMPOSED, DECOMPOSED):
+        body = {"name": name, "kind": "authorized", "circle": CIRCLE}
+        again = await client.post("/api/v1/geofences", json=body, headers=auth())
+        assert again.status == 409, (name, again.status, await again.text())
+    back = await client.patch(
+        f"/api/v1/geofences/{made_id}", json={"name": COMPOSED}, headers=auth()
+    )
+    assert back.status == 409, await back.text()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/triggers", "/api/v1/schedules"])
+async def test_renaming_one_of_kept_trigger_or_schedule_twins_does_not_let_a_new_twin_in(
+    client: Client, settings: Settings, mongodb_uri: str, path: str
+) -> None:
+    """The same for triggers and schedules (rev41a, R4)."""
+    db = client.app[services_key].store.db
+    collection = path.rsplit("/", 1)[1]
+    if path.endswith("schedules"):
+        body = await _schedule_body(client, COMPOSED)
+    else:
+        body = {"name": COMPOSED, **BODIES[path]}
+    made = await post(client, path, body)
+    original = await db[collection].find_one({"name": COMPOSED})
+    assert original is not None
+    copy = {k: v for k, v in original.items() if k != "_id"}
+    twin = {**({"_id": "trg_twin"} if collection == "triggers" else {}), **copy}
+    await db[collection].insert_one({**twin, "name": DECOMPOSED})
+    await db["migrations"].delete_one({"_id": COMPOSE_STEP})
+    async with open_services(settings, mongodb_uri=mongodb_uri):
+        pass
+
+    renamed = await client.patch(f"{path}/{made['id']}", json={"name": "Outra"}, headers=auth())
+    assert renamed.status == 200, await renamed.text()
+    again = await client.post(path, json=body, headers=auth())
+    assert again.status == 409, (again.status, await again.text())
+    back = await client.patch(f"{path}/{made['id']}", json={"name": COMPOSED}, headers=auth())
+    assert back.status == 409, await back.text()

@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats.json_tree import is_text, whole_number
+from gateway.formats.unicode_forms import nfc
 from gateway.store import Doc
 
 
@@ -25,8 +26,14 @@ class BodyCheck:
     def add(self, pointer: str, message: str, keyword: str) -> None:
         self.problems.append(FieldProblem(pointer, message, keyword))
 
-    def text(self, name: str, *, required: bool = True, max_len: int = 200) -> str | None:
+    def text(
+        self, name: str, *, required: bool = True, max_len: int = 200, compose: bool = False
+    ) -> str | None:
+        """`compose`: the text in NFC (`nfc`), its length checked as composed (NFC lengthens
+        a few scripts' letters: U+0958 is two characters)."""
         value = self.body.get(name)
+        if compose and is_text(value):
+            value = nfc(value)
         if value is None:
             if required:
                 self.add(f"/{name}", f"{name} is required", "required")

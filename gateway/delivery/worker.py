@@ -379,7 +379,7 @@ class DeliveryWorker:
             if doc is None:
                 return
             self._probe_shares.took(doc["_id"], doc)
-            task = asyncio.create_task(self._probe_then_reschedule(doc))
+            task = asyncio.create_task(self._probe_then_reschedule(doc, next_probe))
             self._probing[doc["_id"]] = task
             task.add_done_callback(partial(self._probe_ended, doc["_id"]))
 
@@ -387,13 +387,15 @@ class DeliveryWorker:
         if self._probing.get(partner_id) is task:  # its own entry only
             del self._probing[partner_id]
 
-    async def _probe_then_reschedule(self, doc: Doc) -> None:
+    async def _probe_then_reschedule(self, doc: Doc, claimed: datetime) -> None:
         """Probe the partner; its next probe is due `probe_seconds` after this one ended (not
-        after a round began), or sooner when `_probe` says so."""
+        after a round began), or sooner when `_probe` says so. `claimed`: the probe time its
+        claim wrote, its token (not `probe_at` as read after the claim: an admin's disable
+        in between, "never probed", must not be undone by this probe's reschedule)."""
         try:
             sooner = await self._probe(doc)
             later = self.clock() + timedelta(seconds=self._settings.probe_seconds)
-            await self._store.partners.probe_again_at(doc["_id"], doc["probe_at"], sooner or later)
+            await self._store.partners.probe_again_at(doc["_id"], claimed, sooner or later)
         except StoreUnavailable as exc:  # due again at the time its claim set
             log.warning("probing partner %s paused: %s", doc["_id"], exc.detail)
         except Exception:

@@ -21,6 +21,7 @@ border gets its crossing at its next clear fix.
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -31,7 +32,6 @@ from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.fleet.geofences import DEFAULT_MARGIN_M
 from gateway.fleet.geometry import circle_from, polygon_from
 from gateway.formats.json_tree import is_text
-from gateway.formats.unicode_forms import nfc
 from gateway.schemas.ids import canonical_plate_key, check_plate, normalize_plate
 from gateway.store import Doc, new_id
 from gateway.store.fleet_rules import MAX_RULES, RuleResources, polygon_positions
@@ -108,12 +108,25 @@ class RuleService(ABC):
         fields = await self._checked(body)
         async with self._resources.turn(tenant):
             await self._check_room(tenant, fields)
+            await self._refuse_a_twin(tenant, fields["name"])
             now = as_stored(utcnow())
             doc = {"_id": new_id(), "tenant": tenant, **fields, "rev": 1}
             doc.update(created_at=now, updated_at=now)
             await self._resources.insert(doc)
         self._on_change(tenant)
         return doc
+
+    async def _refuse_a_twin(self, tenant: str, name: str, own: str | None = None) -> None:
+        """A name (in NFC) whose decomposed form (NFD, as macOS and iOS send it) another of
+        the tenant's rules has, kept as stored by the one-time NFC step (`compose_names`),
+        is a 409 like any duplicate: renaming or deleting the composed member of kept twins
+        does not let a new twin in (other mixed forms are not looked for)."""
+        decomposed = unicodedata.normalize("NFD", name)
+        if decomposed == name:
+            return
+        for doc in await self._resources.by_names(tenant, [decomposed]):
+            if str(doc["_id"]) != own:
+                raise Conflict("a resource with this key already exists")
 
     async def get(self, tenant: str, ref: str) -> Doc:
         doc = await self._resources.by_ref(tenant, ref)
@@ -132,8 +145,15 @@ class RuleService(ABC):
             for k in self.alternatives:
                 merged.pop(k, None)
         fields = await self._checked({**merged, **body})
+        if body.get("name") in (None, current.get("name")):
+            # Not renamed: its name kept as stored. A twin kept in NFD by the one-time step
+            # (`compose_names`), composed here, would collide with its NFC twin: a 409 for
+            # a change of anything else.
+            fields["name"] = current.get("name", fields["name"])
         async with self._resources.turn(tenant):
             await self._check_room(tenant, fields, str(current["_id"]))
+            if fields["name"] != current.get("name"):
+                await self._refuse_a_twin(tenant, fields["name"], str(current["_id"]))
             unset = [k for k in current if k in self.fields and k not in fields]
             fields["updated_at"] = utcnow()
             doc = await self._resources.update(
@@ -242,8 +262,8 @@ def _plates(check: BodyCheck, what: str) -> list[str] | None:
 
 def _common(check: BodyCheck, what: str) -> Doc:
     """name, description, vehicles and group: the fields every rule has."""
-    name = check.text("name", max_len=100)  # in NFC: one name in either Unicode form
-    fields: Doc = {"name": None if name is None else nfc(name)}
+    # In NFC: one name in either Unicode form; its length as composed (as stored).
+    fields: Doc = {"name": check.text("name", max_len=100, compose=True)}
     if check.body.get("description") is not None:
         fields["description"] = check.text("description", max_len=2000)
     fields["vehicles"] = _plates(check, what)

@@ -119,6 +119,8 @@ class ScheduleService:
             "created_at": now,
             "updated_at": now,
         }
+        if await self._store.schedules.kept_twin_of(tenant, doc["name"]):
+            raise Conflict("a resource with this key already exists")
         await self._store.schedules.insert(doc)
         self._on_due()
         return self._public(doc)
@@ -148,6 +150,12 @@ class ScheduleService:
         again what a fixed mapping wrote wrong)."""
         current = await self._doc(tenant, schedule_id)
         fields = await self._checked(tenant, {**_definition(current), **body})
+        if body.get("name") in (None, current.get("name")):
+            # Not renamed: kept as stored (a twin the one-time NFC step kept, composed,
+            # would collide with its NFC twin: a 409 for a change of anything else).
+            fields["name"] = current.get("name", fields["name"])
+        elif await self._store.schedules.kept_twin_of(tenant, fields["name"], current["_id"]):
+            raise Conflict("a resource with this key already exists")
         now = fields["updated_at"] = self._clock()
         if _dedupe_by(fields) != _dedupe_by(current) or fields["cursor"] != current.get("cursor"):
             # Ids of another expression, or the feed read again from a point: with them the

@@ -124,9 +124,9 @@ def _text(check: _Check, value: Any, pointer: str, *, max_len: int = 200) -> str
 
 
 def _name(check: _Check, value: Any) -> str | None:
-    """The name in NFC: one name in either Unicode form (unique per tenant)."""
-    text = _text(check, value, "/name")
-    return None if text is None else nfc(text)
+    """The name in NFC: one name in either Unicode form (unique per tenant); its length as
+    composed (as stored: NFC lengthens a few scripts' letters)."""
+    return _text(check, nfc(value) if is_text(value) else value, "/name")
 
 
 def _every(check: _Check, value: Any, timezone: Any) -> dict[str, object] | None:

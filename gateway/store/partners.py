@@ -21,8 +21,11 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
 
+from gateway.clock import as_stored
 from gateway.store.client import Doc, scoped, translate_errors
 from gateway.store.resources import TenantResources
+
+_NOTE_TRIES = 5  # a failure's note, read then written guarded: the tries before it gives up
 
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="by_tenant"),
@@ -43,17 +46,34 @@ class PartnerStore(TenantResources):
         update: Doc = {"$min": {"failing_since": now}}
         if dying:
             update["$max"] = {"dead_at": now}
-        # An update then a read by `_id`, each a point lookup: a `find_one_and_update`
-        # SecantusDB writes with `{_id, $and: [filter]}`, matched against every tenant's
-        # partners (434 ms a failure at 1,000 tenants of 20). The read may see a later write
-        # too (an answer clearing `failing_since`, a disable): what `failed` reads is then
-        # newer, and its disable is guarded by the `failing_since` read, as before.
+        # A read, then the update guarded on the `failing_since` read (absent, or as read),
+        # each by `_id`: a `find_one_and_update` SecantusDB writes with `{_id, $and:
+        # [filter]}`, matched against every tenant's partners (434 ms a failure at 1,000
+        # tenants of 20). The outage start returned is the one this write saw or set, as the
+        # atomic call returned it: `died` needs it when an answer ends that outage before the
+        # delivery is written `dead` (a read after the write would miss it, rev41a R1). A
+        # write between the two (an answer clearing it, another failure) misses: read again.
         query = scoped(tenant, {"_id": ObjectId(partner_id)})
         with translate_errors():
+            for _ in range(_NOTE_TRIES):
+                found: Doc | None = await self._c.find_one(query)
+                if found is None:
+                    return None
+                read = found.get("failing_since")
+                guard = {"$exists": False} if read is None else read
+                if (
+                    await self._c.update_one({**query, "failing_since": guard}, update)
+                ).matched_count:
+                    stored = as_stored(now)  # as the database holds it, to the ms
+                    found["failing_since"] = stored if read is None else min(read, stored)
+                    if dying:
+                        dead_at = found.get("dead_at")
+                        found["dead_at"] = stored if dead_at is None else max(dead_at, stored)
+                    return found
+            # Written over and over in between: noted unguarded, its start read after.
             if not (await self._c.update_one(query, update)).matched_count:
                 return None
-            found: Doc | None = await self._c.find_one(query)
-        return found
+            return await self._c.find_one(query)
 
     async def note_death(self, tenant: str, partner_id: str, failing_since: datetime) -> bool:
         """A delivery to the partner was written `dead` during its outage that began at
@@ -156,7 +176,9 @@ class PartnerStore(TenantResources):
         self, now: datetime, next_probe: datetime, admit: Callable[[Doc], bool]
     ) -> Doc | None:
         """A disabled partner due for a probe, first due first, that `admit` (given `_id` and
-        `tenant`) takes, pushed to `next_probe` so that one process probes it at a time."""
+        `tenant`) takes, pushed to `next_probe` so that one process probes it at a time. Its
+        `probe_at` is `next_probe` (to the ms), the claim's token for `probe_again_at`, even
+        when a write landed between the claim and the read of the partner."""
         due: Doc = {"status": "disabled", "probe_at": {"$lte": now}}
         with translate_errors():
             cursor = self._c.find(due, {"tenant": 1}).sort("probe_at", ASCENDING)
@@ -171,5 +193,7 @@ class PartnerStore(TenantResources):
                     continue  # another process took it between the two reads
                 claimed: Doc | None = await self._c.find_one({"_id": candidate["_id"]})
                 if claimed is not None:  # else deleted since
+                    # The claim's own probe time (its token), not one written since.
+                    claimed["probe_at"] = as_stored(next_probe)
                     return claimed
         return None

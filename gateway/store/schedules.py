@@ -27,6 +27,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -74,6 +75,17 @@ class ScheduleStore(TenantResources):
 
     async def insert(self, doc: Doc) -> None:
         await super().insert(with_folded_name(doc))
+
+    async def kept_twin_of(self, tenant: str, name: str, own: Any = None) -> bool:
+        """Whether another of the tenant's (not `own`) has `name` (in NFC) decomposed (NFD):
+        a twin the one-time NFC step kept as stored (`compose_names`), which the name would
+        be a new twin of (a 409 like any duplicate)."""
+        decomposed = unicodedata.normalize("NFD", name)
+        if decomposed == name:
+            return False
+        with translate_errors():
+            found = await self._c.find_one(scoped(tenant, {"name": decomposed}), {"_id": 1})
+        return found is not None and found["_id"] != own
 
     async def update(
         self,
@@ -140,7 +152,9 @@ class ScheduleStore(TenantResources):
         first due first; `admit` (given `_id` and `tenant`) says which the runner can start
         now (`leased_loop.FairShares`): those of the tenants it excludes are not read, those
         it passes over stay due, for a later claim (a read that passed `PASSED_OVER_MOST`
-        over is made again leaving out what filled up: `admitted`)."""
+        over is made again leaving out what filled up: `admitted`). One whose lease a write
+        took back between its claim and the read of it (`lease_owner` no longer `owner`) is
+        left out, not run."""
         due: Doc = {"status": "active", "next_run_at": {"$lte": now}, "lease_until": {"$lte": now}}
         claimed: list[Doc] = []
         admit = admit or Admission(_anything)
@@ -155,7 +169,10 @@ class ScheduleStore(TenantResources):
                 taken = await self._c.update_one({"_id": candidate["_id"], **due}, lease)
                 if not taken.matched_count:
                     continue  # another runner took it between the two reads
-                doc = await self._c.find_one({"_id": candidate["_id"]})
+                # Read as leased to `owner`: a write between the two (a reset, a feed's
+                # change: `lease_owner` unset; then another runner's claim) took the lease
+                # back, and the run is not made (as a lease lost: it is due again).
+                doc = await self._c.find_one({"_id": candidate["_id"], "lease_owner": owner})
                 if doc is not None:
                     claimed.append(doc)
         return claimed

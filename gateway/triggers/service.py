@@ -25,6 +25,7 @@ from gateway.auth.webhook_signature import generate_secret
 from gateway.clock import as_stored, utcnow
 from gateway.entities import METADATA
 from gateway.errors import Conflict, FieldProblem, NotFound
+from gateway.formats.unicode_forms import nfc
 from gateway.kinds import KindService
 from gateway.mapping_files.needs import trigger_needs
 from gateway.mapping_files.source import MappingSource
@@ -127,13 +128,15 @@ class TriggerService:
     ) -> IssuedTrigger:
         """`create("acme", name="gps", entity_type="vehicle", mapping="osmand")`, or a
         specification mapping as the admin API receives it."""
-        spec = whole_numbers({**(spec or {}), **fields})
+        spec = _composed(whole_numbers({**(spec or {}), **fields}))
         async with self._kinds.saving(tenant):  # its kind is not deleted under the save
             await self._check(tenant, spec, new=True)
             now = as_stored(self._clock())
             doc = document(
                 spec, trigger_id=new_trigger_id(), tenant=tenant, defaults=self._defaults, now=now
             )
+            if await self._store.triggers.kept_twin_of(tenant, doc["name"]):
+                raise Conflict(f"a trigger named {doc['name']!r} already exists")
             token, secret = self._issue(doc, now, given=(spec.get("auth") or {}).get("secret"))
             await self._store.triggers.insert(doc)
         self._on_change(doc["_id"])  # (an id called before it existed is known as none)
@@ -153,7 +156,7 @@ class TriggerService:
         self, tenant: str, trigger_id: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
-            spec = whole_numbers(merge_patch(doc, patch))
+            spec = _composed(whole_numbers(merge_patch(doc, patch)))
             # A trigger stored before a rule on how it is reached keeps what it had through a
             # change of anything else (spec.py `check_spec`); so does its `expose` (the edit
             # form restating it is no change).
@@ -167,6 +170,14 @@ class TriggerService:
                 spec, trigger_id=doc["_id"], tenant=tenant, defaults=self._defaults, now=now
             )
             changes = {name: new[name] for name in _CONFIG}
+            if "name" in changes and patch.get("name") in (None, doc.get("name")):
+                # Not renamed: kept as stored (a twin the one-time NFC step kept, composed,
+                # would collide with its NFC twin: a 409 for a change of anything else).
+                changes["name"] = doc.get("name", changes["name"])
+            elif "name" in changes and await self._store.triggers.kept_twin_of(
+                tenant, changes["name"], doc["_id"]
+            ):
+                raise Conflict(f"a trigger named {changes['name']!r} already exists")
             secrets = doc["auth"]["secrets"]
             given = (spec.get("auth") or {}).get("secret")
             if given is not None:  # the partner's new secret replaces the old ones now
@@ -437,3 +448,11 @@ def _graced(entries: list[Doc], grace: datetime | None, now: datetime) -> list[D
         if until is None or until > now:
             kept.append({**entry, "until": grace if until is None else min(until, grace)})
     return kept
+
+
+def _composed(spec: Any) -> Any:
+    """The specification with its name in NFC, as it is stored: its length (at most 100)
+    is checked as composed (NFC lengthens a few scripts' letters: U+0958 is two)."""
+    if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        return {**spec, "name": nfc(spec["name"])}
+    return spec
