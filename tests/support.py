@@ -133,3 +133,21 @@ def set_offset(offset: timedelta) -> None:
     """The gateway's time as a reading, taken now, of a database server's clock `offset` ahead
     of this host's sets it (`gateway.clock.measured`)."""
     clock.measured(clock.host_now() + offset, clock.ticks(), offset)
+
+
+class AfterUpdate:
+    """A collection whose next `update_one` runs `hook` once it is written."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.hook: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def update_one(self, *args: Any, **kw: Any) -> Any:
+        result = await self._real.update_one(*args, **kw)
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            await hook()
+        return result

@@ -34,7 +34,7 @@ from tests.partner_double import (
     raw_partner,
     running_partner,
 )
-from tests.support import auth
+from tests.support import AfterUpdate, auth
 
 __all__ = ["partner"]  # the fixture
 
@@ -549,24 +549,6 @@ async def test_a_delivery_dying_as_an_answer_ends_the_outage_is_replayed_by_its_
     assert posts == ["ABC1D23", "ABC1D23"]
 
 
-class _AfterUpdate:
-    """A collection whose next `update_one` runs `hook` once it is written."""
-
-    def __init__(self, real: Any) -> None:
-        self._real = real
-        self.hook: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    async def update_one(self, *args: Any, **kw: Any) -> Any:
-        result = await self._real.update_one(*args, **kw)
-        hook, self.hook = self.hook, None
-        if hook is not None:
-            await hook()
-        return result
-
-
 async def test_a_delivery_dying_as_an_answer_ends_the_outage_just_after_its_note_is_replayed(
     client: Client, partner: Partner
 ) -> None:
@@ -577,7 +559,7 @@ async def test_a_delivery_dying_as_an_answer_ends_the_outage_just_after_its_note
     clock = FakeClock()
     worker, partner_id, invoke = await _one_dead_with_a_proxy(client, partner, clock)
     partners = client.app[services_key].store.partners
-    proxy = _AfterUpdate(partners._c)
+    proxy = AfterUpdate(partners._c)
     partners._c = proxy  # type: ignore[assignment]
     real_note = partners.note_failure
     answered: list[int] = []
@@ -619,7 +601,7 @@ async def test_an_admins_disable_as_a_probe_is_claimed_keeps_the_partner_never_p
     partner_doc = await _disabled_with_two_an_hour_away(client, partner, worker, clock)
     partners = client.app[services_key].store.partners
     assert await _partner_status(client, partner_doc["id"]) == "disabled"
-    proxy = _AfterUpdate(partners._c)
+    proxy = AfterUpdate(partners._c)
     partners._c = proxy  # type: ignore[assignment]
     real_claim = partners.claim_probe
     patched: list[int] = []

@@ -14,7 +14,7 @@ from gateway.web.state import services_key
 from tests.feed_doubles import ScriptedFeed, scripted
 from tests.partner_double import FakeClock
 from tests.schedule_support import get, run_now, runner, runs, scripted_schedule
-from tests.support import auth
+from tests.support import AfterUpdate, auth
 
 __all__ = ["scripted"]  # the fixture
 Client = TestClient[Any, Any]
@@ -158,24 +158,6 @@ async def test_a_partner_disabled_during_a_run_is_not_called_again_by_it(
     assert [c["after"] for c in scripted.calls] == [None, "c1", "c2"]
 
 
-class _AfterUpdate:
-    """A collection whose next `update_one` runs `hook` once it is written."""
-
-    def __init__(self, real: Any) -> None:
-        self._real = real
-        self.hook: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    async def update_one(self, *args: Any, **kw: Any) -> Any:
-        result = await self._real.update_one(*args, **kw)
-        hook, self.hook = self.hook, None
-        if hook is not None:
-            await hook()
-        return result
-
-
 async def test_a_reset_just_after_a_schedule_is_claimed_skips_that_run_without_crashing(
     client: Client, scripted: ScriptedFeed
 ) -> None:
@@ -187,7 +169,7 @@ async def test_a_reset_just_after_a_schedule_is_claimed_skips_that_run_without_c
     scripted.answer = lambda after, n: {"items": [], "next": None, "more": False}
     schedule = await scripted_schedule(client, scripted)
     schedules = client.app[services_key].store.schedules
-    proxy = _AfterUpdate(schedules._c)
+    proxy = AfterUpdate(schedules._c)
     schedules._c = proxy
     real_claim = schedules.claim_due
     statuses: list[int] = []
