@@ -21,7 +21,6 @@ border gets its crossing at its next clear fix.
 from __future__ import annotations
 
 import asyncio
-import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -121,12 +120,8 @@ class RuleService(ABC):
         the tenant's rules has, kept as stored by the one-time NFC step (`compose_names`),
         is a 409 like any duplicate: renaming or deleting the composed member of kept twins
         does not let a new twin in (other mixed forms are not looked for)."""
-        decomposed = unicodedata.normalize("NFD", name)
-        if decomposed == name:
-            return
-        for doc in await self._resources.by_names(tenant, [decomposed]):
-            if str(doc["_id"]) != own:
-                raise Conflict("a resource with this key already exists")
+        if await self._resources.kept_twin_of(tenant, name, own):
+            raise Conflict("a resource with this key already exists")
 
     async def get(self, tenant: str, ref: str) -> Doc:
         doc = await self._resources.by_ref(tenant, ref)

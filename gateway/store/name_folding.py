@@ -18,14 +18,15 @@ update is guarded by the name it read: a name changed meanwhile was written in i
 from __future__ import annotations
 
 import logging
-from typing import Final
+import unicodedata
+from typing import Any, Final
 
 from pymongo import UpdateOne
 
 from gateway.clock import utcnow
 from gateway.errors import Conflict
 from gateway.formats.unicode_forms import folded, nfc
-from gateway.store.client import NAME_FOLDED, Collection, translate_errors
+from gateway.store.client import NAME_FOLDED, Collection, scoped, translate_errors
 from gateway.store.migrations import record_step, step_done
 
 log = logging.getLogger(__name__)
@@ -88,3 +89,16 @@ async def compose_names(collections: list[Collection], migrations: Collection) -
                 )
     await record_step(migrations, COMPOSE_STEP, utcnow())
     return changed
+
+
+async def kept_twin_of(collection: Collection, tenant: str, name: str, own: Any = None) -> bool:
+    """Whether another of the tenant's documents (not `own`, by id) has `name` (in NFC)
+    decomposed (NFD, as macOS and iOS send it): a twin `compose_names` kept as stored, which
+    the name would be a new twin of (a 409 like any duplicate; other mixed forms are not
+    looked for)."""
+    decomposed = unicodedata.normalize("NFD", name)
+    if decomposed == name:
+        return False
+    with translate_errors():
+        found = await collection.find_one(scoped(tenant, {"name": decomposed}), {"_id": 1})
+    return found is not None and (own is None or str(found["_id"]) != str(own))

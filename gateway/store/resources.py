@@ -9,6 +9,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING
 
+from gateway.store import name_folding
 from gateway.store.client import (
     Collection,
     Doc,
@@ -34,6 +35,10 @@ class TenantResources:
 
     async def get(self, tenant: str, resource_id: str) -> Doc | None:
         return await find_by_id(self._c, tenant, resource_id)
+
+    async def kept_twin_of(self, tenant: str, name: str, own: Any = None) -> bool:
+        """`name_folding.kept_twin_of` on this collection."""
+        return await name_folding.kept_twin_of(self._c, tenant, name, own)
 
     async def list(
         self,

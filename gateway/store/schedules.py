@@ -27,7 +27,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -75,17 +74,6 @@ class ScheduleStore(TenantResources):
 
     async def insert(self, doc: Doc) -> None:
         await super().insert(with_folded_name(doc))
-
-    async def kept_twin_of(self, tenant: str, name: str, own: Any = None) -> bool:
-        """Whether another of the tenant's (not `own`) has `name` (in NFC) decomposed (NFD):
-        a twin the one-time NFC step kept as stored (`compose_names`), which the name would
-        be a new twin of (a 409 like any duplicate)."""
-        decomposed = unicodedata.normalize("NFD", name)
-        if decomposed == name:
-            return False
-        with translate_errors():
-            found = await self._c.find_one(scoped(tenant, {"name": decomposed}), {"_id": 1})
-        return found is not None and found["_id"] != own
 
     async def update(
         self,

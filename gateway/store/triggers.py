@@ -17,12 +17,12 @@ users by them.
 from __future__ import annotations
 
 import builtins
-import unicodedata
 from collections.abc import AsyncIterator
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 
+from gateway.store import name_folding
 from gateway.store.changes import changed_ids
 from gateway.store.client import (
     TRIGGER_CURSOR,
@@ -66,15 +66,8 @@ class TriggerStore:
             await self._c.insert_one(with_folded_name(doc))
 
     async def kept_twin_of(self, tenant: str, name: str, own: Any = None) -> bool:
-        """Whether another of the tenant's (not `own`) has `name` (in NFC) decomposed (NFD):
-        a twin the one-time NFC step kept as stored (`compose_names`), which the name would
-        be a new twin of (a 409 like any duplicate)."""
-        decomposed = unicodedata.normalize("NFD", name)
-        if decomposed == name:
-            return False
-        with translate_errors():
-            found = await self._c.find_one(scoped(tenant, {"name": decomposed}), {"_id": 1})
-        return found is not None and found["_id"] != own
+        """`name_folding.kept_twin_of` on this collection."""
+        return await name_folding.kept_twin_of(self._c, tenant, name, own)
 
     async def get(self, tenant: str, trigger_id: str) -> Doc | None:
         with translate_errors():
