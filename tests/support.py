@@ -9,7 +9,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -151,3 +151,29 @@ class AfterUpdate:
         if hook is not None:
             await hook()
         return result
+
+
+def after_the_write_of(
+    store: Any,
+    method: str,
+    hook: Callable[[], Awaitable[None]],
+    when: Callable[..., bool] = lambda *args, **kw: True,
+) -> None:
+    """`hook` runs right after the update `store.<method>` writes, at each call `when` takes
+    (given the call's arguments) until the hook has run once: another process's write
+    landing between a store's write and its read back (`AfterUpdate` on `store._c`)."""
+    proxy = AfterUpdate(store._c)
+    store._c = proxy
+    real = getattr(store, method)
+    ran: list[None] = []
+
+    async def run() -> None:
+        await hook()
+        ran.append(None)
+
+    async def call(*args: Any, **kw: Any) -> Any:
+        if not ran and when(*args, **kw):
+            proxy.hook = run
+        return await real(*args, **kw)
+
+    setattr(store, method, call)

@@ -34,7 +34,7 @@ from tests.partner_double import (
     raw_partner,
     running_partner,
 )
-from tests.support import AfterUpdate, auth
+from tests.support import after_the_write_of, auth
 
 __all__ = ["partner"]  # the fixture
 
@@ -559,9 +559,6 @@ async def test_a_delivery_dying_as_an_answer_ends_the_outage_just_after_its_note
     clock = FakeClock()
     worker, partner_id, invoke = await _one_dead_with_a_proxy(client, partner, clock)
     partners = client.app[services_key].store.partners
-    proxy = AfterUpdate(partners._c)
-    partners._c = proxy  # type: ignore[assignment]
-    real_note = partners.note_failure
     answered: list[int] = []
 
     async def other_process_answers() -> None:
@@ -570,12 +567,10 @@ async def test_a_delivery_dying_as_an_answer_ends_the_outage_just_after_its_note
         call = await client.post(invoke, headers=auth(), json={"payload": {}})
         answered.append(call.status)
 
-    async def note_failure(*args: Any, dying: bool = False, **kw: Any) -> Any:
-        if dying and not answered:
-            proxy.hook = other_process_answers  # just after the note is written
-        return await real_note(*args, dying=dying, **kw)
-
-    partners.note_failure = note_failure  # type: ignore[method-assign]
+    # Just after a dying delivery's note is written.
+    after_the_write_of(
+        partners, "note_failure", other_process_answers, lambda *a, dying=False, **kw: dying
+    )
     partner.respond_with(503, {})
     await _vehicles(client, "ABC1D23")
     first = await worker.run_until_idle()
@@ -601,9 +596,6 @@ async def test_an_admins_disable_as_a_probe_is_claimed_keeps_the_partner_never_p
     partner_doc = await _disabled_with_two_an_hour_away(client, partner, worker, clock)
     partners = client.app[services_key].store.partners
     assert await _partner_status(client, partner_doc["id"]) == "disabled"
-    proxy = AfterUpdate(partners._c)
-    partners._c = proxy  # type: ignore[assignment]
-    real_claim = partners.claim_probe
     patched: list[int] = []
 
     async def admin_disables() -> None:
@@ -611,12 +603,7 @@ async def test_an_admins_disable_as_a_probe_is_claimed_keeps_the_partner_never_p
         response = await client.patch(where, headers=auth(), json={"status": "disabled"})
         patched.append(response.status)
 
-    async def claim_probe(*args: Any, **kw: Any) -> Any:
-        if not patched:
-            proxy.hook = admin_disables  # just after the claim is written
-        return await real_claim(*args, **kw)
-
-    partners.claim_probe = claim_probe  # type: ignore[method-assign]
+    after_the_write_of(partners, "claim_probe", admin_disables)  # just after the claim
     clock.advance(61)
     await worker.housekeeping()  # the probe: still 503
     for task in _probe_tasks():

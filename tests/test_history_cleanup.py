@@ -17,7 +17,7 @@ from bson import ObjectId
 from gateway.config import Settings
 from gateway.retention import clean_up
 from gateway.services import Services
-from gateway.store import Doc, history
+from gateway.store import Doc, Store, history
 from gateway.store.deliveries import DeliveryStore
 from gateway.web.state import services_key
 from tests.flow_support import drain
@@ -210,13 +210,14 @@ class _ReplayedMeanwhile:
         return await self._c.delete_one(doc_filter, *args, **kwargs)
 
 
-async def test_a_delivery_replayed_while_cleanup_drops_its_chunk_is_not_dropped(
-    client: Client, partner: Partner
-) -> None:
+async def _dead_delivery_replayed_meanwhile(
+    client: Client, partner: Partner, *, at_delete: bool = False
+) -> tuple[Services, Doc, datetime, _ReplayedMeanwhile, Store]:
+    """The history, its delivery still retrying given up (dead) and, 91 days on, replayed by
+    an admin just as cleanup (a store whose deliveries are `racing`) drops its chunk:
+    (services, the dead delivery, that day, racing, the store)."""
     services = await _history(client, partner)
     deliveries = services.store.db["deliveries"]
-    # The delivery still retrying gives up (dead); 91 days on, an admin replays it just as
-    # cleanup, having read it among the old finished ones, drops them.
     await deliveries.update_one({"status": "pending"}, {"$set": {"status": "dead"}})
     (dead,) = await deliveries.find({"status": "dead"}).to_list(None)
     later = datetime.now(UTC) + timedelta(days=91)
@@ -224,9 +225,18 @@ async def test_a_delivery_replayed_while_cleanup_drops_its_chunk_is_not_dropped(
     async def replay() -> int:
         return await services.store.deliveries.replay("acme", {}, later, delivery_id=dead["_id"])
 
-    racing = _ReplayedMeanwhile(deliveries, dead["_id"], replay)
+    racing = _ReplayedMeanwhile(deliveries, dead["_id"], replay, at_delete=at_delete)
     store = copy.copy(services.store)
     store.deliveries = DeliveryStore(racing)
+    return services, dead, later, racing, store
+
+
+async def test_a_delivery_replayed_while_cleanup_drops_its_chunk_is_not_dropped(
+    client: Client, partner: Partner
+) -> None:
+    # Cleanup, having read it among the old finished ones, drops them.
+    services, dead, later, racing, store = await _dead_delivery_replayed_meanwhile(client, partner)
+    deliveries = services.store.db["deliveries"]
     dropped = await clean_up(store, timedelta(days=90), clock=lambda: later)
 
     assert racing.replayed == 1
@@ -242,18 +252,9 @@ async def test_a_delivery_replayed_as_cleanup_sends_its_delete_is_not_dropped(
     embedded database too, where that filter is read through `_id` (a point lookup each,
     the rest matched on what it read): read again by id just before an unguarded delete, a
     replay in between was dropped."""
-    services = await _history(client, partner)
-    deliveries = services.store.db["deliveries"]
-    await deliveries.update_one({"status": "pending"}, {"$set": {"status": "dead"}})
-    (dead,) = await deliveries.find({"status": "dead"}).to_list(None)
-    later = datetime.now(UTC) + timedelta(days=91)
-
-    async def replay() -> int:
-        return await services.store.deliveries.replay("acme", {}, later, delivery_id=dead["_id"])
-
-    racing = _ReplayedMeanwhile(deliveries, dead["_id"], replay, at_delete=True)
-    store = copy.copy(services.store)
-    store.deliveries = DeliveryStore(racing)
+    services, _, later, racing, store = await _dead_delivery_replayed_meanwhile(
+        client, partner, at_delete=True
+    )
     query_plans.plans.clear()
     dropped = await clean_up(store, timedelta(days=90), clock=lambda: later)
     plans = query_plans.of("deliveries") + query_plans.of("flow_runs")

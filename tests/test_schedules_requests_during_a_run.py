@@ -14,7 +14,7 @@ from gateway.web.state import services_key
 from tests.feed_doubles import ScriptedFeed, scripted
 from tests.partner_double import FakeClock
 from tests.schedule_support import get, run_now, runner, runs, scripted_schedule
-from tests.support import AfterUpdate, auth
+from tests.support import after_the_write_of, auth
 
 __all__ = ["scripted"]  # the fixture
 Client = TestClient[Any, Any]
@@ -169,21 +169,13 @@ async def test_a_reset_just_after_a_schedule_is_claimed_skips_that_run_without_c
     scripted.answer = lambda after, n: {"items": [], "next": None, "more": False}
     schedule = await scripted_schedule(client, scripted)
     schedules = client.app[services_key].store.schedules
-    proxy = AfterUpdate(schedules._c)
-    schedules._c = proxy
-    real_claim = schedules.claim_due
     statuses: list[int] = []
 
     async def reset() -> None:
         response = await client.post(f"/api/v1/schedules/{schedule['id']}/reset", headers=auth())
         statuses.append(response.status)
 
-    async def claim_due(*args: Any, **kw: Any) -> Any:
-        if not statuses:
-            proxy.hook = reset  # just after the claim is written
-        return await real_claim(*args, **kw)
-
-    schedules.claim_due = claim_due  # type: ignore[method-assign]
+    after_the_write_of(schedules, "claim_due", reset)  # just after the claim is written
     skipped = await runner(client).run_until_idle()
     again = await runner(client).run_until_idle()  # due again, unleased: run
 
