@@ -13,8 +13,10 @@ vehicle become changes in its history, through `AssignmentService.assign`:
     entity.deleted of a checklist      its report withdrawn the same way
     entity.created / entity.updated    a vehicle written carrying `current_driver` (cpf or
     of a vehicle                       id), created with it or changing anything of it (a
-                                       removal: nobody drives it): from the event's
-                                       time. Whoever wrote it (`_REPORTERS`): a trigger or a
+                                       removal: nobody drives it): from the time
+                                       its `current_driver.since` says (the partner's
+                                       handover time), else the event's. Whoever
+                                       wrote it (`_REPORTERS`): a trigger or a
                                        schedule (an ERP's feed, pushed or polled: source
                                        erp), an action's write-back (an HR lookup: hr), an
                                        admin (admin), a flow's `set` (flow, with its run's
@@ -273,7 +275,7 @@ def _report(event: Doc) -> tuple[str, str | None, datetime, str, str] | None:
         reported, driver = _driver_reported(event)
         if reported:
             ref = f"{origin['kind']}:{origin.get('id')}"[:200]
-            return entity["id"], driver, event["occurred_at"], source, ref
+            return entity["id"], driver, _since(event) or event["occurred_at"], source, ref
     return None
 
 
@@ -324,6 +326,13 @@ def _start(event: Doc) -> datetime:
     detail = event.get("detail") or {}
     said = _time(detail.get("occurred_at")) if isinstance(detail, dict) else None
     return said or event["occurred_at"]
+
+
+def _since(event: Doc) -> datetime | None:
+    """The handover time a vehicle write's `current_driver.since` says (the ERP's, HR's):
+    the driver drives from then, not from the write's time."""
+    current = (event.get("data") or {}).get("current_driver")
+    return _time(current.get("since")) if isinstance(current, dict) else None
 
 
 def _time(value: Any) -> datetime | None:

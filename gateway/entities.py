@@ -369,6 +369,30 @@ def too_far_ahead(at: datetime, now: datetime) -> bool:
     return (at - now).total_seconds() > FUTURE_TOLERANCE_S
 
 
+HANDOVER_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # `assignments.EARLIEST`
+
+
+def handover_problems(sent: Mapping[str, Any], now: datetime) -> list[FieldProblem]:
+    """The problems of the handover time a vehicle write sends (`current_driver.since`: from
+    when the driver it names drives, `assignment_feed.py`): a time that happened, so not
+    `too_far_ahead` of `now` (a clock gone wrong, not a handover scheduled for then: the
+    history's API schedules), and not before 2000, as the history's own times."""
+    driver = sent.get("current_driver")
+    since = _moment(driver.get("since")) if isinstance(driver, Mapping) else None
+    if since is None:  # none sent, or no time (the schema's `format` says so)
+        return []
+    at = "/current_driver/since"
+    if too_far_ahead(since, now):
+        why = (
+            f"a handover time more than {FUTURE_TOLERANCE_S:g} s ahead of now: a report "
+            "says when a handover happened (a clock gone wrong?)"
+        )
+        return [FieldProblem(at, why, "range")]
+    if since < HANDOVER_EARLIEST:
+        return [FieldProblem(at, "a handover time must be after 2000", "range")]
+    return []
+
+
 def ahead(value: Any, now: datetime) -> bool:
     """Whether `value` is a date-time (ISO 8601 text) `too_far_ahead` of `now`."""
     if not isinstance(value, str):
@@ -577,6 +601,9 @@ class EntityService:
         checked = self._schemas.check_write(
             etype, data, kind_schema=kind_schema, stored=stored, change=change
         )
+        sent = data if change is None else change
+        if etype == "vehicle" and (problems := handover_problems(sent, utcnow())):
+            raise InvalidPayload("invalid current_driver.since", problems)
         if checked.left and current is not None and not dry:
             log.warning(
                 "%s %r of tenant %s: a write leaves stored values the schema refuses as they "

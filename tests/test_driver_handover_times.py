@@ -1,0 +1,198 @@
+"""A partner's driver report says from when the driver drives: an ERP's feed and an HR
+lookup's write-back map the handover time they send to `current_driver.since`, and the
+history records the driver from then, not from the write's time (SPEC §6: a fine goes to
+the driver at its time)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.flow_support import drain, get, send_to
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    partner,
+    post,
+    upload_mapping,
+)
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+ANA = {"name": "Ana Souza", "cpf": "52998224725"}
+BRUNO = {"name": "Bruno Lima", "cpf": "11144477735"}
+CARLA = {"name": "Carla Dias", "cpf": "39053344705"}
+BRASILIA = ZoneInfo("America/Sao_Paulo")
+
+ERP = """
+name: totvs-troca-condutor
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: PLACA, transforms: [plate], required: true}
+  current_driver.cpf: {from: CPF_MOTORISTA, transforms: [cpf]}
+  current_driver.since:
+    from: DATA_TROCA
+    transforms: [{datetime: {parse: "%d/%m/%Y %H:%M", input_tz: America/Sao_Paulo}}]
+"""
+
+HR = """
+name: rh-condutor-atual
+direction: outbound
+entity_type: vehicle
+path:
+  placa: {from: entity.plate, required: true}
+response:
+  current_driver.cpf: {from: condutor.cpf, transforms: [cpf]}
+  current_driver.name: condutor.nome
+  current_driver.since:
+    from: condutor.desde
+    transforms: [{datetime: {parse: "%d/%m/%Y %H:%M", input_tz: America/Sao_Paulo}}]
+"""
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def _local(at: datetime) -> str:
+    return at.astimezone(BRASILIA).strftime("%d/%m/%Y %H:%M")
+
+
+def _minute(hours_ago: float) -> datetime:
+    return (datetime.now(UTC) - timedelta(hours=hours_ago)).replace(second=0, microsecond=0)
+
+
+async def _driven_by_bruno(client: Client) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await post(client, "/api/v1/entities/driver", BRUNO)
+    await post(
+        client,
+        "/api/v1/entities/vehicle/ABC1D23/drivers",
+        {"driver": BRUNO["cpf"], "start": "2026-01-01T00:00:00Z"},
+    )
+
+
+async def _erp(client: Client) -> dict[str, Any]:
+    await upload_mapping(client, ERP)
+    body = {
+        "name": "erp",
+        "entity_type": "vehicle",
+        "methods": ["POST"],
+        "mapping": "totvs-troca-condutor",
+    }
+    return dict(await post(client, "/api/v1/triggers", body))
+
+
+async def _driver_at(client: Client, at: datetime) -> dict[str, Any]:
+    found = await get(client, f"/api/v1/entities/vehicle/ABC1D23/drivers?at={_iso(at)}")
+    return dict(found["driver"])
+
+
+async def test_an_erp_handover_posted_late_is_recorded_from_the_time_the_erp_says(
+    client: Client,
+) -> None:
+    """The ERP posts two hours after the handover: the fine in between was Bruno's, since
+    the history recorded Ana from the post's arrival."""
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    handover = _minute(2)
+    payload = {"PLACA": "ABC-1D23", "CPF_MOTORISTA": "529.982.247-25", "DATA_TROCA": ""}
+    payload["DATA_TROCA"] = _local(handover)
+    await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+
+    at_fine = await _driver_at(client, handover + timedelta(minutes=30))
+    assert at_fine["driver"]["cpf"] == ANA["cpf"], at_fine
+    assert at_fine["start"] == handover.isoformat() and at_fine["source"] == "erp"
+    before = await _driver_at(client, handover - timedelta(minutes=1))
+    assert before["driver"]["cpf"] == BRUNO["cpf"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == at_fine["driver"]  # the history's copy, no `since`
+
+
+async def test_an_older_handover_arriving_late_is_inserted_in_order(client: Client) -> None:
+    """A retried post of a handover before the one in force fills only the gap before it,
+    as the admin API's `start` does: the later change stays, and so does the field."""
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    await post(client, "/api/v1/entities/driver", CARLA)
+    later, earlier = _minute(1), _minute(3)
+    for who, at in ((ANA, later), (CARLA, earlier)):  # the older one's post comes last
+        payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": who["cpf"], "DATA_TROCA": _local(at)}
+        await send_to(client, erp, payload)
+        await drain(client.app[services_key])
+
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["start"]) for c in history] == [
+        (ANA["cpf"], later.isoformat()),
+        (CARLA["cpf"], earlier.isoformat()),
+        (BRUNO["cpf"], "2026-01-01T00:00:00+00:00"),
+    ]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == ANA["cpf"]
+
+
+async def test_a_handover_time_ahead_of_the_clock_is_refused_naming_it(client: Client) -> None:
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    ahead = _minute(-1)
+    response = await client.post(
+        f"/hooks/{erp['id']}",
+        json={"PLACA": "ABC1D23", "CPF_MOTORISTA": ANA["cpf"], "DATA_TROCA": _local(ahead)},
+        headers={"Authorization": f"Bearer {erp['token']}"},
+    )
+    body = await response.json()
+    assert response.status == 422, body
+    (problem,) = body["errors"]
+    assert problem["target"] == "current_driver.since" and problem["pointer"] == "/DATA_TROCA"
+    assert "300 s ahead of now" in problem["message"]
+    # An admin's write is refused alike; the admin API schedules a change ahead instead.
+    response = await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23",
+        json={"current_driver": {"cpf": ANA["cpf"], "since": _iso(ahead)}},
+        headers=auth(),
+    )
+    assert response.status == 422, await response.text()
+
+
+async def test_an_hr_write_back_records_the_driver_from_the_time_hr_says(
+    client: Client, partner: Partner
+) -> None:
+    await _driven_by_bruno(client)
+    await upload_mapping(client, HR)
+    hr = await create_partner(client, partner.url, name="RH")
+    action = await create_action(
+        client,
+        hr["id"],
+        name="condutor",
+        mode="proxy",
+        method="GET",
+        path="/veiculos/{placa}/condutor-atual",
+        request_mapping="rh-condutor-atual",
+        response_mapping="rh-condutor-atual",
+        write_back=True,
+    )
+    since = _minute(3)
+    answer = {"condutor": {"cpf": "529.982.247-25", "nome": "Ana Souza", "desde": _local(since)}}
+    partner.respond_with(200, answer)
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    )
+    assert response.status == 200, await response.text()
+    await drain(client.app[services_key])
+
+    at = await _driver_at(client, since + timedelta(hours=1))
+    assert at["driver"]["cpf"] == ANA["cpf"] and at["source"] == "hr", at
+    assert at["start"] == since.isoformat()
