@@ -46,13 +46,16 @@ vehicle become changes in its history, through `AssignmentService.assign`:
                                        the driver who left (`driver.attributes`)
 
 Flows record what an HR system answers with a fetch step's `assign` (`flows/steps.py`). A
-report that names an unknown driver or vehicle is logged and skipped: it never holds up the
-relay; so is one whose time (a checklist's `completed_at`, a tracker's `occurred_at`: when
-it happened) is `too_far_ahead` of its handling, a clock gone wrong, as the checklist's
-odometer reading and service are (it is no handover scheduled for then); so is an
-identification no driver of ours (or more than one) carries: the partner's id stays on the
-vehicle and in the event, and nobody is assigned. Repeats record no change
-(`assign` keeps them on the change in force, `repeats`), so a relay that runs a batch twice, or a
+vehicle write naming by CPF a driver the tenant does not have yet records that CPF pending
+(`assign`'s `pending`: the report's `{cpf, name}`, no `id`), so the driver before stops
+driving there; the driver's record, once written, completes it (`follow_driver`, by CPF).
+Any other report that names an unknown driver or vehicle is logged and skipped: it never
+holds up the relay; so is one whose time (a checklist's `completed_at`, a tracker's
+`occurred_at`: when it happened) is `too_far_ahead` of its handling, a clock gone wrong, as
+the checklist's odometer reading and service are (it is no handover scheduled for then); so
+is an identification no driver of ours (or more than one) carries: the partner's id stays on
+the vehicle and in the event, and nobody is assigned. Repeats record no change (`assign`
+keeps them on the change in force, `repeats`), so a relay that runs a batch twice, or a
 tracker that sends an identification again, records nothing twice; a late identification is
 inserted at its time and covers only the gap up to the next change.
 """
@@ -236,6 +239,7 @@ class AssignmentFeed:
                 ref=ref,
                 author=f"{origin.get('kind')}:{origin.get('id')}",
                 chain=chain or None,
+                pending=_reported_copy(event, driver),
             )
         except (InvalidPayload, NotFound, Conflict) as exc:
             log.info("assignment from event %s not recorded: %s", event["_id"], exc.detail)
@@ -326,6 +330,19 @@ def _start(event: Doc) -> datetime:
     detail = event.get("detail") or {}
     said = _time(detail.get("occurred_at")) if isinstance(detail, dict) else None
     return said or event["occurred_at"]
+
+
+def _reported_copy(event: Doc, driver: str | None) -> dict[str, str] | None:
+    """The `{cpf, name}` a vehicle write reports of the driver it names by CPF (`driver`): a
+    driver the tenant does not have yet is recorded pending with it (`AssignmentService.
+    assign`'s `pending`). None for any other report (a checklist's, a tracker's, by id)."""
+    if (event.get("entity") or {}).get("type") != "vehicle" or event["type"] not in _VEHICLE_WRITES:
+        return None
+    current = (event.get("data") or {}).get("current_driver")
+    if driver is None or not isinstance(current, dict) or current.get("cpf") != driver:
+        return None
+    name = current.get("name")
+    return {"cpf": driver, **({"name": name} if isinstance(name, str) and name else {})}
 
 
 def _since(event: Doc) -> datetime | None:

@@ -1,12 +1,16 @@
 """Use case: who drives which vehicle, as a history of changes (see `store/assignments.py`).
 
-    assign(tenant, vehicle, driver, start=, source=, ref=, author=, chain=, behind_others=)
+    assign(tenant, vehicle, driver, start=, source=, ref=, author=, chain=, behind_others=,
+           pending=)
         -> AssignResult
-        `vehicle` is an id or a plate, `driver` an id or a CPF (or None: nobody drives it from
-        `start`). Written by the admin API today; by triggers, actions, checklists and flows
-        through the same call (their `source` and a `ref` such as the checklist id). A flow
-        gives its run's `chain` (`{run, depth}`), kept with the change for the origin of the
-        `entity.updated` it causes, at once or when its start comes: the loop guard counts it.
+        `vehicle` is an id or a plate, `driver` an id or a CPF (or None: nobody drives it
+        from `start`); with `pending` (a vehicle write's `{cpf, name}`), a CPF the tenant
+        has no driver of yet is recorded as that driver, pending (no `id`), which
+        `follow_driver` completes when the driver is written. Written by the admin API
+        today; by triggers, actions, checklists and flows through the same call (their
+        `source` and a `ref` such as the checklist id). A flow gives its run's `chain`
+        (`{run, depth}`), kept with the change for the origin of the `entity.updated` it
+        causes, at once or when its start comes: the loop guard counts it.
         At an instant that holds another driver's change, the later report stands and the
         one written over is kept beneath it (`replaced`); `behind_others` (a flow's HR
         answer) leaves another source's change standing and keeps the report beneath it
@@ -74,7 +78,7 @@ from gateway.clock import as_stored, utcnow
 from gateway.entities import EntityService, Origin
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.store import Doc
-from gateway.store.assignments import AssignmentStore, AtInstant, change_id
+from gateway.store.assignments import AssignmentStore, AtInstant, change_id, same_driver
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ _DUE_BATCH = 100
 class Assignment:
     vehicle_id: str
     plate: str
-    driver: dict[str, str] | None  # {id, cpf, name}; None: nobody
+    driver: dict[str, str] | None  # {id, cpf, name}; {cpf, name?}: pending; None: nobody
     start: datetime
     end: datetime | None  # the next change's start; None while it lasts
     source: str
@@ -148,13 +152,25 @@ class AssignmentService:
         author: str,
         chain: Mapping[str, Any] | None = None,
         behind_others: bool = False,
+        pending: Mapping[str, str] | None = None,
     ) -> AssignResult:
         """`behind_others`: a change another source recorded at `start` stands, and this
-        report is kept beneath it (`behind`) instead of written over it (an HR answer)."""
+        report is kept beneath it (`behind`) instead of written over it (an HR answer).
+        `pending`: the reporter's copy (`{cpf, name}`) of the driver `driver_ref` names by
+        CPF, recorded as that driver, pending (no `id`), when the tenant has no driver of
+        that CPF yet (an ERP's handover to a new hire HR has not synced): the driver before
+        stops driving at `start`, and the driver's record, when it is written, completes
+        the change (`follow_driver`). Without it, an unknown driver is a 422."""
         now = self._clock()
         start = self._check(start or now, now, source, ref)
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
-        driver = None if driver_ref is None else await self._driver(tenant, driver_ref)
+        driver = None
+        if driver_ref is not None:
+            driver = await self._stored_driver(tenant, driver_ref)
+            if driver is None and pending is not None and pending.get("cpf") == driver_ref:
+                driver = {k: pending[k] for k in ("cpf", "name") if pending.get(k)}
+            elif driver is None:
+                raise _no_driver(driver_ref)
         at_instant: AtInstant = "behind" if behind_others else "replace"
         result = await self._change(
             vehicle, driver, start, source, ref, author, at_instant=at_instant, chain=chain
@@ -180,7 +196,7 @@ class AssignmentService:
         tenant, now = vehicle["tenant"], self._clock()
         vid = str(vehicle["_id"])
         in_force = await self._store.at(tenant, vid, start)
-        if in_force is not None and _same_driver(in_force.get("driver"), driver):
+        if in_force is not None and same_driver(in_force.get("driver"), driver):
             # A repeat records nothing, and the field still follows the history: a report
             # written on the vehicle as its reporter spells it (`{cpf, name}`) gets the
             # driver's `{id, cpf, name}` back. Its origin is the report's (with a flow run's
@@ -543,8 +559,7 @@ class AssignmentService:
     async def _driver(self, tenant: str, driver_ref: str) -> dict[str, str]:
         copy = await self._stored_driver(tenant, driver_ref)
         if copy is None:
-            message = f"no driver {driver_ref!r} (an id or a CPF) in this tenant"
-            raise InvalidPayload(message, [FieldProblem("/driver", message, "reference")])
+            raise _no_driver(driver_ref)
         return copy
 
     async def _stored_driver(self, tenant: str, driver_ref: str) -> dict[str, str] | None:
@@ -571,9 +586,10 @@ class AssignmentService:
         vid = str(vehicle["_id"])
         for _ in range(_SYNC_ROUNDS):
             in_force = await self._store.at(tenant, vid, self._clock())
-            wanted = _current_field(None if in_force is None else in_force.get("driver"))
             latest = await self._entities.get(tenant, "vehicle", vid)
-            if latest["data"].get("current_driver") == wanted:
+            held = latest["data"].get("current_driver")
+            wanted = _current_field(None if in_force is None else in_force.get("driver"), held)
+            if held == wanted:
                 return
             by = _origin(in_force) if by_in_force and in_force is not None else origin
             # The driver's copy as the history holds it: a rename keeps the id and the CPF,
@@ -581,6 +597,11 @@ class AssignmentService:
             await self._entities.patch(
                 tenant, "vehicle", vid, {"current_driver": wanted}, by, as_sent=True
             )
+
+
+def _no_driver(driver_ref: str) -> InvalidPayload:
+    message = f"no driver {driver_ref!r} (an id or a CPF) in this tenant"
+    return InvalidPayload(message, [FieldProblem("/driver", message, "reference")])
 
 
 def _origin(change: Mapping[str, Any]) -> Origin:
@@ -594,12 +615,18 @@ def _origin(change: Mapping[str, Any]) -> Origin:
     )
 
 
-def _current_field(driver: dict[str, str] | None) -> dict[str, str] | None:
-    return None if driver is None else {k: driver[k] for k in ("id", "cpf", "name")}
-
-
-def _same_driver(a: dict[str, str] | None, b: dict[str, str] | None) -> bool:
-    return (a or {}).get("id") == (b or {}).get("id")
+def _current_field(driver: dict[str, str] | None, held: Any) -> dict[str, str] | None:
+    """The vehicle's `current_driver` for the change in force's `driver`: their `{id, cpf,
+    name}`; for a pending one (a CPF the tenant has no driver of yet), the reporter's copy
+    the vehicle holds when it names that CPF (its spelling of the name, a correction of it),
+    else the CPF and name the report gave. Never a report's `since`."""
+    if driver is None:
+        return None
+    if "id" in driver:
+        return {k: driver[k] for k in ("id", "cpf", "name")}
+    if isinstance(held, dict) and "id" not in held and held.get("cpf") == driver["cpf"]:
+        return {k: v for k, v in held.items() if k != "since"}
+    return {k: driver[k] for k in ("cpf", "name") if k in driver}
 
 
 def _to_assignment(doc: Doc, end: datetime | None) -> Assignment:

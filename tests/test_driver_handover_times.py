@@ -5,6 +5,7 @@ the driver at its time)."""
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,7 +13,7 @@ from zoneinfo import ZoneInfo
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
-from tests.flow_support import drain, get, send_to
+from tests.flow_support import FINE_EVENT, drain, fine_email_flow, get, send_to
 from tests.partner_double import (
     Partner,
     create_action,
@@ -196,3 +197,95 @@ async def test_an_hr_write_back_records_the_driver_from_the_time_hr_says(
     at = await _driver_at(client, since + timedelta(hours=1))
     assert at["driver"]["cpf"] == ANA["cpf"] and at["source"] == "hr", at
     assert at["start"] == since.isoformat()
+
+
+# -- a handover to a driver the tenant does not have yet ---------------------------------------
+
+
+async def _erp_vehicles(client: Client) -> dict[str, Any]:
+    body = {"name": "erp-vehicles", "entity_type": "vehicle", "methods": ["POST"]}
+    return dict(await post(client, "/api/v1/triggers", body))
+
+
+async def test_a_handover_to_a_driver_not_yet_known_ends_the_previous_drivers_assignment(
+    client: Client,
+) -> None:
+    """The ERP hands the vehicle to a new hire HR has not synced: the report was skipped, so
+    the history kept Bruno driving, for good, while the vehicle showed Carla."""
+    await _driven_by_bruno(client)
+    erp = await _erp_vehicles(client)
+    carla = {"cpf": CARLA["cpf"], "name": CARLA["name"]}
+    await send_to(client, erp, {"plate": "ABC1D23", "current_driver": carla})
+    await drain(client.app[services_key])
+
+    pending = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["driver"]
+    assert pending["driver"] == carla and pending["source"] == "erp", pending  # no id yet
+    assert (await _driver_at(client, datetime.now(UTC)))["driver"] == carla
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == carla
+
+    hr = await post(
+        client, "/api/v1/triggers", {"name": "hr", "entity_type": "driver", "methods": ["POST"]}
+    )
+    await send_to(client, hr, CARLA)  # HR's nightly sync
+    await drain(client.app[services_key])
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [c["driver"]["cpf"] for c in history] == [CARLA["cpf"], BRUNO["cpf"]]
+    completed = history[0]
+    assert completed["driver"]["id"] and completed["start"] == pending["start"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == completed["driver"]
+
+
+async def test_a_late_handover_to_a_driver_not_yet_known_starts_at_its_time(
+    client: Client,
+) -> None:
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    handover = _minute(2)
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": CARLA["cpf"], "DATA_TROCA": _local(handover)}
+    await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+
+    at_fine = await _driver_at(client, handover + timedelta(minutes=1))
+    assert at_fine["driver"] == {"cpf": CARLA["cpf"]} and at_fine["start"] == handover.isoformat()
+    assert (await _driver_at(client, handover - timedelta(minutes=1)))["driver"]["cpf"] == (
+        BRUNO["cpf"]
+    )
+
+
+async def test_a_fine_after_a_handover_to_a_driver_not_yet_known_is_not_the_previous_drivers(
+    client: Client,
+) -> None:
+    """The fine flow reading the history e-mailed Bruno for Carla's fine; it now names no
+    one until Carla's record exists, and then Carla."""
+    await _driven_by_bruno(client)
+    response = await client.patch(
+        "/api/v1/entities/driver/" + BRUNO["cpf"],
+        json={"email": "bruno@example.com"},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    erp = await _erp_vehicles(client)
+    carla = {"cpf": CARLA["cpf"], "name": CARLA["name"]}
+    await send_to(client, erp, {"plate": "ABC1D23", "current_driver": carla})
+    await drain(client.app[services_key])
+    await fine_email_flow(client, 1)  # the channel is only stored: a dry run sends nothing
+    event = copy.deepcopy(FINE_EVENT)
+    event["type"] = "entity.created"
+    event["data"]["occurred_at"] = _iso(datetime.now(UTC) + timedelta(minutes=1))
+
+    async def dry_run() -> str:
+        body = {"flow": "fine", "event": event}
+        response = await client.post("/api/v1/flows/test", headers=auth(), json=body)
+        text = await response.text()
+        assert response.status == 200, text
+        return text
+
+    before = await dry_run()
+    assert "bruno@example.com" not in before
+    assert f"is CPF {CARLA['cpf']}, not yet a driver here" in before
+    await post(client, "/api/v1/entities/driver", {**CARLA, "email": "carla@example.com"})
+    await drain(client.app[services_key])
+    after = await dry_run()
+    assert "carla@example.com" in after and "bruno@example.com" not in after

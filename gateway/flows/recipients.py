@@ -155,6 +155,14 @@ class RecipientResolver:
         if assignment is None or assignment.driver is None:
             at = "now" if when is None else f"at {when.isoformat()}"
             return None, f"vehicle {await self._plate(tenant, vehicle)} had no driver {at}"
+        if "id" not in assignment.driver:  # pending: a CPF the tenant had no driver of
+            cpf = assignment.driver["cpf"]
+            found, _ = await self._driver_entity(tenant, cpf)  # written since, not followed yet
+            if found is None:
+                at = "now" if when is None else f"at {when.isoformat()}"
+                plate = await self._plate(tenant, vehicle)
+                return None, f"vehicle {plate}'s driver {at} is CPF {cpf}, not yet a driver here"
+            return found, ""
         return await self._driver_entity(tenant, assignment.driver["id"])
 
     async def _plate(self, tenant: str, vehicle: str) -> str:

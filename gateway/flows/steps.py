@@ -65,6 +65,7 @@ from gateway.models import DeliveryKind, RunStatus
 from gateway.notify.notifier import MappingSource
 from gateway.outbound.verdict import Verdict
 from gateway.store import Store
+from gateway.store.assignments import same_driver
 
 _CONFLICT_RETRY = (1.0, 5.0, 30.0)  # a `set` that keeps losing to concurrent writers
 
@@ -306,7 +307,7 @@ class StepRunner:
         except NotFound:  # the vehicle deleted meanwhile
             then = None
         named = None if then is None else then.driver
-        if named is not None and chosen.driver is not None and named["id"] == chosen.driver["id"]:
+        if named is not None and chosen.driver is not None and same_driver(named, chosen.driver):
             return note
         who = _named(named)
         since = "" if then is None else f" ({then.source}, since {then.start.isoformat()})"

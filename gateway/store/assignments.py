@@ -126,8 +126,14 @@ def _reporter(report: Mapping[str, Any]) -> tuple[Any, Any]:
     return report["source"], report.get("ref")
 
 
-def _same_driver(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
-    return (a or {}).get("id") == (b or {}).get("id")
+def same_driver(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    """Whether two changes' drivers are one person, or nobody both: a driver by their id; a
+    pending one (a CPF a report named before the tenant had the driver: no `id`) by CPF."""
+    if a is None or b is None:
+        return a is None and b is None
+    if a.get("id") is not None and b.get("id") is not None:
+        return bool(a["id"] == b["id"])
+    return bool(a.get("cpf") == b.get("cpf"))
 
 
 def _kept(stack: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -180,7 +186,7 @@ class AssignmentStore:
                     except DuplicateKeyError:
                         continue
                     return Recorded(True)
-                if at_instant == "never" or _same_driver(held.get("driver"), fields["driver"]):
+                if at_instant == "never" or same_driver(held.get("driver"), fields["driver"]):
                     return Recorded(False)
                 guard = scoped(tenant, {"_id": doc_id, "version": held.get("version")})
                 stack = [r for r in held.get("beneath") or () if _reporter(r) != said]
