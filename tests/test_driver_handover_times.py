@@ -289,3 +289,126 @@ async def test_a_fine_after_a_handover_to_a_driver_not_yet_known_is_not_the_prev
     await drain(client.app[services_key])
     after = await dry_run()
     assert "carla@example.com" in after and "bruno@example.com" not in after
+
+
+# -- nobody drives now: a mapping's removal --------------------------------------------------
+
+ERP_UNASSIGN = """
+name: erp-vinculo
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: PLACA, transforms: [plate], required: true}
+  current_driver:
+    when: {from: SITUACAO, equals: DESVINCULADO}
+    then: {remove: true}
+    else: {object: {cpf: {from: CPF_MOTORISTA, transforms: [cpf]}}}
+"""
+
+
+async def test_an_erp_mapping_can_say_nobody_drives_the_vehicle_now(client: Client) -> None:
+    """A mapped null is left out, so the ERP's "back in the yard" was answered `changed: []`
+    and the last driver stayed in charge."""
+    await _driven_by_bruno(client)
+    await upload_mapping(client, ERP_UNASSIGN)
+    body = {"name": "erp", "entity_type": "vehicle", "methods": ["POST"], "mapping": "erp-vinculo"}
+    erp = await post(client, "/api/v1/triggers", body)
+    yard = {"PLACA": "ABC1D23", "CPF_MOTORISTA": "", "SITUACAO": "DESVINCULADO"}
+    tried = await client.post(
+        "/api/v1/mappings/test",
+        json={"name": "erp-vinculo", "payload": yard},
+        headers=auth(),
+    )
+    assert tried.status == 200, await tried.text()
+    (item,) = (await tried.json())["results"]
+    assert item["document"]["current_driver"] is None, item  # the dry run shows the removal
+
+    answer = await send_to(client, erp, yard)
+    assert answer["changed"] == ["current_driver"], answer
+    await drain(client.app[services_key])
+    now = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["driver"]
+    assert now["driver"] is None and now["source"] == "erp", now
+    assert "current_driver" not in await get(client, "/api/v1/entities/vehicle/ABC1D23")
+
+
+async def test_an_hr_answer_of_no_driver_written_back_says_nobody_drives(
+    client: Client, partner: Partner
+) -> None:
+    await _driven_by_bruno(client)
+    mapping = """
+name: rh-sem-condutor
+direction: outbound
+entity_type: vehicle
+path:
+  placa: {from: entity.plate, required: true}
+response:
+  current_driver:
+    coalesce:
+      - object:
+          cpf: {from: condutor.cpf, transforms: [cpf]}
+          name: condutor.nome
+      - remove: true
+"""
+    await upload_mapping(client, mapping)
+    hr = await create_partner(client, partner.url, name="RH")
+    action = await create_action(
+        client,
+        hr["id"],
+        name="condutor",
+        mode="proxy",
+        method="GET",
+        path="/veiculos/{placa}/condutor-atual",
+        request_mapping="rh-sem-condutor",
+        response_mapping="rh-sem-condutor",
+        write_back=True,
+    )
+    partner.respond_with(200, {"condutor": None})
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    )
+    answer = await response.json()
+    assert response.status == 200 and answer["written"]["changed"] == ["current_driver"], answer
+    await drain(client.app[services_key])
+    now = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["driver"]
+    assert now["driver"] is None and now["source"] == "hr", now
+
+
+async def _refused(client: Client, mapping: str) -> list[dict[str, Any]]:
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    response = await client.post("/api/v1/mappings", data=mapping, headers=headers)
+    body = await response.json()
+    assert response.status == 422, body
+    return list(body["errors"])
+
+
+async def test_a_null_constant_is_refused_at_upload_naming_remove(client: Client) -> None:
+    """`{value: null}` wrote nothing, silently: the upload says so and names the removal."""
+    errors = await _refused(client, ERP_UNASSIGN.replace("{remove: true}", "{value: null}"))
+    (problem,) = errors
+    assert problem["pointer"] == "/fields/current_driver/then/value", problem
+    assert "{remove: true}" in problem["message"]
+
+
+async def test_a_removal_is_refused_where_it_removes_no_entity_field(client: Client) -> None:
+    inside = ERP_UNASSIGN.replace("then: {remove: true}", "then: {object: {cpf: {remove: true}}}")
+    (problem,) = await _refused(client, inside)
+    assert problem["pointer"] == "/fields/current_driver/then/object/cpf/remove", problem
+    transformed = ERP_UNASSIGN.replace(
+        "then: {remove: true}", "then: {remove: true}\n    transforms: [trim]"
+    )
+    (problem,) = await _refused(client, transformed)
+    assert problem["pointer"] == "/fields/current_driver/transforms", problem
+    outbound = """
+name: push
+direction: outbound
+entity_type: vehicle
+path:
+  placa: {from: entity.plate, required: true}
+body:
+  motorista: {remove: true}
+"""
+    (problem,) = await _refused(client, outbound)
+    assert problem["pointer"] == "/body/motorista/remove", problem

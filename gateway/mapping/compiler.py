@@ -21,7 +21,7 @@ from .params import MISSING, Param, ParamScope, compile_params
 from .paths import pointer
 from .probes import Probe, compile_answer, compile_probe
 from .problems import Problems, suggest
-from .specs import NAME_RE, SpecCompiler, mentions
+from .specs import NAME_RE, SpecCompiler, mentions, removes
 from .tables import Table
 
 ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
@@ -274,7 +274,9 @@ def _inbound(
         problems.add("", "fields is required", "required")
     else:
         fields, plan.forward = _guards(data["fields"], "/fields", specs)
+        specs.removals = True
         plan.fields = specs.table(fields, "/fields", 1) or ()
+        specs.removals = False
         _check_catalog(data["fields"], "/fields", plan.entity_type, plan.kind, problems, catalog)
     plan.key = _key(data, problems)
     if not isinstance(data.get("create", True), bool):
@@ -403,6 +405,16 @@ def _alternative(raw: Any, at: str, targets: dict[str, Any], problems: Problems)
     return tuple(names) if len(problems.items) == count else ()
 
 
+def _no_guard_on_removal(spec: Any, at: str, problems: Problems) -> None:
+    """A removal (`{remove: true}`) is written whatever is stored: no guard goes with it."""
+    if not isinstance(spec, dict) or not removes(spec):
+        return
+    for guard in ("if_absent", "only_forward"):
+        if guard in spec:
+            message = f"{guard} does not go with remove (a removal is written as it is)"
+            problems.add(f"{at}/{guard}", message, "only_forward")
+
+
 def _guards(raw: Any, at: str, specs: SpecCompiler) -> tuple[Any, tuple[Guard, ...]]:
     """`only_forward` and `if_absent` taken off the top-level specs of a fields table: the
     table without them (for the spec compiler) and the guards they declare."""
@@ -412,6 +424,7 @@ def _guards(raw: Any, at: str, specs: SpecCompiler) -> tuple[Any, tuple[Guard, .
     fields: dict[str, Any] = {}
     guards: list[Guard] = []
     for target, spec in raw.items():
+        _no_guard_on_removal(spec, f"{at}{pointer(target)}", problems)
         if isinstance(spec, dict) and "if_absent" in spec:
             absent = spec["if_absent"]
             spec = {k: v for k, v in spec.items() if k != "if_absent"}
@@ -497,9 +510,9 @@ def _also(
             problems.add(at, "fields is required", "required")
         else:
             fields, guards = _guards(item["fields"], f"{at}/fields", specs)
-            specs.main_targets = main
+            specs.main_targets, specs.removals = main, True
             table = specs.table(fields, f"{at}/fields", 1) or ()
-            specs.main_targets = None
+            specs.main_targets, specs.removals = None, False
             if known:
                 _check_catalog(item["fields"], f"{at}/fields", etype, kind, problems, catalog)
         key = _key(item, problems, at)
@@ -635,7 +648,9 @@ def _outbound(
         plan.whole_body = True
     if "response" in data:
         specs.aliases = {}  # the partner's answer: its names are its own, never renamed
+        specs.removals = True
         plan.response = specs.table(data["response"], "/response", 1) or ()
+        specs.removals = False
         _check_catalog(
             data["response"], "/response", plan.entity_type, plan.kind, problems, catalog
         )

@@ -143,6 +143,21 @@ class OutboundRequest(NamedTuple):
     body: Any | None
 
 
+class _Removal:
+    """The value of a `{remove: true}` spec (`REMOVE`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+
+REMOVE: Any = _Removal()
+"""What a `{remove: true}` spec gives: a table writes its target as null, which an entity
+write takes as the field's removal (a merge patch's null), where any other null result
+is left out (`tables.evaluate`)."""
+
+
 class EvalError(Exception):
     """A spec failed on a payload; the table that called it adds the target field."""
 

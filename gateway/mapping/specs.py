@@ -31,6 +31,7 @@ from .getters import (
     unset_getter,
 )
 from .limits import MAX_FIELDS, MAX_SPEC_DEPTH
+from .model import REMOVE
 from .params import MISSING, NO_PARAMS, ParamScope
 from .paths import MAX_TARGET_LENGTH, NAME_RE, TARGET_RE, pointer
 from .problems import Problems, suggest
@@ -50,6 +51,7 @@ SOURCES = (
     "each",
     "object",
     "list",
+    "remove",
     "then",
 )
 MODIFIERS = ("when", "else", "transforms", "default", "required")
@@ -57,7 +59,7 @@ COMPANIONS = {"vars": "template", "fields": "each", "item": "each"}
 SPEC_KEYS = (*SOURCES, *MODIFIERS, *COMPANIONS)
 SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
 _MAX_CHOICES = 50
-__all__ = ["NAME_RE", "SpecCompiler", "mentions"]
+__all__ = ["NAME_RE", "SpecCompiler", "mentions", "removes"]
 
 
 def mentions(raw: Any, keys: frozenset[str]) -> bool:
@@ -69,7 +71,18 @@ def mentions(raw: Any, keys: frozenset[str]) -> bool:
     return False
 
 
+def removes(raw: Any) -> bool:
+    """Whether a spec may give a removal (`{remove: true}`): itself, its `then` or `else`,
+    or an alternative of its `coalesce` (where a removal may be)."""
+    if not isinstance(raw, dict):
+        return False
+    coalesce = raw.get("coalesce")
+    choices = [raw.get("then"), raw.get("else"), *(coalesce if isinstance(coalesce, list) else ())]
+    return "remove" in raw or any(removes(choice) for choice in choices)
+
+
 _TABLE_KEYS = frozenset({"each", "object"})
+_NOT_WITH_REMOVE = ("transforms", "default", "required")
 
 
 class SpecCompiler:
@@ -94,6 +107,10 @@ class SpecCompiler:
         # upload's warnings.
         self.aliases: Mapping[str, Mapping[str, str]] = {}
         self.deprecated: list[str] = []
+        # Whether the table compiling writes entity fields (a mapping's `fields`, `also`'s,
+        # a `response`): only there does `{remove: true}` mean something, a removal.
+        self.removals = False
+        self._inside = 0  # how deep in a value the spec compiling is (an object, a list)
 
     # -- tables ------------------------------------------------------------------------------
 
@@ -180,6 +197,14 @@ class SpecCompiler:
         required = raw.get("required", False)
         if not isinstance(required, bool):
             self.problems.add(f"{at}/required", "required is true or false", "type")
+        if removes(raw) and (used := [k for k in _NOT_WITH_REMOVE if k in raw]):
+            self.problems.add(
+                f"{at}/{used[0]}",
+                f"{used[0]} does not go with remove (a removal is no value to transform, "
+                "default or require)",
+                "source",
+            )
+            return None
         failed = source is None or pipeline is None or ("when" in raw and condition is None)
         if failed or ("else" in raw and else_ is None) or not isinstance(required, bool):
             return None
@@ -235,12 +260,33 @@ class SpecCompiler:
                 return None
             return self.expression(value, here)
         if key == "value":
+            if value is None and self.strict:
+                why = (
+                    "{value: null} writes nothing (a null is left out): to remove the field "
+                    "write {remove: true}; to write nothing leave the spec (or its else) out"
+                )
+                self.problems.add(here, why, "value")
+                return None
             return constant(value)
+        if key == "remove":
+            return self._remove(value, here)
         if key in ("secret", "param", "main", "received"):
             named: Callable[[Any, str], Getter | None] = getattr(self, f"_{key}")
             return named(value, here)
         if key == "coalesce":
             return self._coalesce(value, here, depth)
+        if key in ("template", "each", "object", "list"):
+            self._inside += 1  # a removal is a field's, not a value inside one
+            try:
+                return self._value_of(key, raw, value, at, depth)
+            finally:
+                self._inside -= 1
+        return self.spec(value, here, depth + 1)  # then
+
+    def _value_of(
+        self, key: str, raw: dict[str, Any], value: Any, at: str, depth: int
+    ) -> Getter | None:
+        here = f"{at}/{key}"
         if key == "template":
             vars_ = raw.get("vars", {})
             return compile_template(value, vars_, at, depth, self.problems, self.spec)
@@ -249,10 +295,26 @@ class SpecCompiler:
         if key == "object":
             table = self.table(value, here, depth + 1)
             return None if table is None else object_of(table)
-        if key == "list":
-            getters = self._spec_list(value, here, depth)
-            return None if getters is None else list_of(getters)
-        return self.spec(value, here, depth + 1)  # then
+        getters = self._spec_list(value, here, depth)
+        return None if getters is None else list_of(getters)
+
+    def _remove(self, value: Any, at: str) -> Getter | None:
+        """`{remove: true}`: the target's removal (`REMOVE`), in a table of entity fields, as
+        the target's spec, its `then` or `else`, or an alternative of its `coalesce`."""
+        if value is not True:
+            self.problems.add(at, "remove is true (a removal of the field)", "type")
+            return None
+        if not self.removals or self._inside:
+            where = "inside a value (an object, a list, a template)" if self.removals else "here"
+            self.problems.add(
+                at,
+                f"remove cannot be {where}: it removes an entity field, as the spec of a "
+                "target of fields (or also's fields) or response, or its then, else or a "
+                "coalesce alternative",
+                "source",
+            )
+            return None
+        return constant(REMOVE)
 
     def expression(self, text: str, at: str) -> Getter | None:
         aliased: list[tuple[str, str]] = []

@@ -8,7 +8,7 @@ from ..errors import FieldProblem
 from .casts import unstorable
 from .expressions import Getter, Run, charge_output, output_too_big
 from .limits import MAX_PROBLEMS
-from .model import EvalError, LimitExceeded
+from .model import REMOVE, EvalError, LimitExceeded
 from .paths import source_pointer
 
 
@@ -100,7 +100,9 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
         except EvalError as error:
             _failed(run, error, prefix + target)
             continue
-        if value is not None:
+        if value is REMOVE:  # `{remove: true}`: the field's removal, a null written
+            document[key] = None
+        elif value is not None:
             document[key] = value
     run.built[id(document)] = (document, room - run.output, False)  # charged field by field
     return document
