@@ -26,6 +26,8 @@ _ASSIGNMENT: dict[str, Any] = {
         "driver": {
             "type": ["object", "null"],
             "properties": {"id": {}, "cpf": {}, "name": {}},
+            "description": "null: nobody; without id: pending, a CPF a vehicle write named "
+            "before the tenant had the driver (their record completes it)",
         },
         "start": {"type": "string", "format": "date-time"},
         "end": {"type": ["string", "null"], "format": "date-time"},
