@@ -175,6 +175,8 @@ def _strptime(how: str, naive: tzinfo) -> Parser:
     fields of a compact run are read only at their full width (`_compact_runs`), a zone name
     read by `%Z` only when it is UTC (`_named_zone`)."""
     shown, how = how, unicodedata.normalize("NFC", how)  # its words, compared in NFC
+    if (why := _repeated_directive(how)) is not None:
+        return _refusing(why)  # a version stored before such formats were refused
     runs = _compact_runs(how)
     names_zone = any(m[1] == "Z" for m in _FORMAT_PART.finditer(how))
 
@@ -199,6 +201,16 @@ def _strptime(how: str, naive: tzinfo) -> Parser:
         return _leap_checked(value, _local(parsed, naive), leap)
 
     return strptime
+
+
+def _refusing(why: str) -> Parser:
+    """A parser of a format strptime cannot read (`why`): every value a `datetime` problem
+    (the next format of a list tried), never strptime's `re.error`."""
+
+    def refuse(value: Any) -> datetime:
+        raise _fail(value, why)
+
+    return refuse
 
 
 _UTC_NAMES = frozenset({"UTC", "GMT"})
@@ -501,7 +513,12 @@ def _parse_problems(parses: list[Any], strict: bool) -> list[str]:
         return [f"parse is one of {named} or a strptime format, or a list of 1-8 of them"]
     if not strict:
         return []
-    return [why for why in map(_unread_directive, parses) if why is not None]
+    return [why for why in map(_unrunnable, parses) if why is not None]
+
+
+def _unrunnable(how: str) -> str | None:
+    """Why strptime can read no value by the parse format `how`, else None."""
+    return _unread_directive(how) or _repeated_directive(how)
 
 
 _STRPTIME_DIRECTIVES = frozenset("aAbBcdfGHIjmMpSuUVwWxXyYzZ%")
@@ -518,6 +535,48 @@ def _unread_directive(how: str) -> str | None:
             return "%s (Unix time) is no strptime directive: read Unix seconds with parse: unix"
         if directive[1] not in _STRPTIME_DIRECTIVES:
             return f"{directive[0]!r} is no strptime directive (%% is a literal %)"
+    return None
+
+
+_COMPOSITES = {"c": "LC_date_time", "x": "LC_date", "X": "LC_time"}
+
+
+def _repeated_directive(how: str) -> str | None:
+    """Why strptime cannot read the format `how` (of known directives): a field named twice
+    (`"%d/%m/%Y %H:%m"`, the minutes typed `%m`; `"%c %Y"`, as `%c` holds `%Y`), which its
+    pattern cannot hold (`re.error` on every value), else None. The pattern strptime would
+    compile decides, so what passes is what strptime runs."""
+    if how in _NAMED_PARSERS:
+        return None
+    try:
+        _strptime_pattern(unicodedata.normalize("NFC", how))
+    except re.error:
+        pass
+    except (KeyError, ValueError, IndexError):
+        return None  # no such directive, a stray %: strptime's ValueError, value by value
+    else:
+        return None
+    return _twice_named(how) or f"strptime cannot read the format {how!r}"
+
+
+def _twice_named(how: str) -> str | None:
+    """The first field the format `how` names twice, told: `%c`, `%x` and `%X` hold the
+    fields of the locale's formats (C: `%a %b %d %H:%M:%S %Y`, `%m/%d/%y`, `%H:%M:%S`)."""
+    locale = stdlib_strptime._TimeRE_cache.locale_time
+    named: dict[str, str] = {}  # field: the directive that names it
+    for directive in _DIRECTIVE.finditer(how):
+        held = getattr(locale, _COMPOSITES.get(directive[1], ""), directive[0])
+        for field in (part[1] for part in _DIRECTIVE.finditer(held) if part[1] != "%"):
+            if field not in named:
+                named[field] = directive[0]
+                continue
+            holders = sorted({named[field], directive[0]} - {f"%{field}"})
+            held_by = f" ({' and '.join(holders)} hold{'s' if len(holders) == 1 else ''} it)"
+            hint = " (minutes are %M, months %m)" if field in "mM" else ""
+            return (
+                f"'%{field}' is named twice{held_by if holders else ''}: strptime reads each "
+                f"field once{hint}"
+            )
     return None
 
 
