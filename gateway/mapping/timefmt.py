@@ -565,14 +565,15 @@ def _twice_named(how: str) -> str | None:
     locale = stdlib_strptime._TimeRE_cache.locale_time
     named: dict[str, str] = {}  # field: the directive that names it
     for directive in _DIRECTIVE.finditer(how):
-        held = getattr(locale, _COMPOSITES.get(directive[1], ""), directive[0])
+        composite = _COMPOSITES.get(directive[1])
+        held = getattr(locale, composite) if composite else directive[0]
         for field in (part[1] for part in _DIRECTIVE.finditer(held) if part[1] != "%"):
             if field not in named:
                 named[field] = directive[0]
                 continue
             holders = sorted({named[field], directive[0]} - {f"%{field}"})
             held_by = f" ({' and '.join(holders)} hold{'s' if len(holders) == 1 else ''} it)"
-            hint = " (minutes are %M, months %m)" if field in "mM" else ""
+            hint = " (minutes are %M, months %m)" if field in ("m", "M") else ""
             return (
                 f"'%{field}' is named twice{held_by if holders else ''}: strptime reads each "
                 f"field once{hint}"
