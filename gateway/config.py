@@ -109,6 +109,11 @@ class Settings:
     # (RFC 7239); the other is never read (a proxy passes a client's own through).
     forwarded_header: str = "x-forwarded-for"
     max_batch_items: int = 500
+    # Triggers a tenant may have (a create past it is a 409), and triggers whose metric series
+    # a process keeps by id (the rest are counted under trigger="other"): /metrics stays
+    # bounded whatever a tenant's admin creates (docs/operations.md).
+    max_triggers_per_tenant: int = 5000
+    metrics_max_triggers: int = 500
     run_workers: bool = True
     # Which background jobs a process with workers runs (GATEWAY_WORKERS): scale one alone by
     # giving a `gateway worker` process only it.
@@ -228,6 +233,12 @@ class Settings:
             ),
             admin_rate_limit=env.integer("GATEWAY_ADMIN_RATE_LIMIT", 1000, low=1, high=100_000),
             max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
+            max_triggers_per_tenant=env.integer(
+                "GATEWAY_MAX_TRIGGERS_PER_TENANT", 5000, low=1, high=1_000_000
+            ),
+            metrics_max_triggers=env.integer(
+                "GATEWAY_METRICS_MAX_TRIGGERS", 500, low=0, high=100_000
+            ),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
             jobs=env.jobs("GATEWAY_WORKERS"),
             change_streams=env.flag("GATEWAY_CHANGE_STREAMS", True),

@@ -304,15 +304,24 @@ _ITEM_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 """Items of a trigger's batch or a schedule's page: one scale, to compare them."""
 
 
+OTHER_TRIGGERS: Final = "other"
+"""The `trigger` label of the triggers past a process's `max_triggers` (and of none else:
+trigger ids start `trg_`)."""
+
+
 class Metrics:
     """Label values are route templates, methods, status classes and our own ids: never a
-    token, a tenant-controlled string or anything else unbounded."""
+    token, a tenant-controlled string or anything else unbounded. Trigger ids are bounded per
+    process (`max_triggers`, GATEWAY_METRICS_MAX_TRIGGERS): a tenant's admin creates triggers
+    at will (up to GATEWAY_MAX_TRIGGERS_PER_TENANT), each of which would add ~24 series."""
 
-    def __init__(self, version: str, event_loop: str) -> None:
+    def __init__(self, version: str, event_loop: str, *, max_triggers: int = 500) -> None:
         multiprocess_files = bool(os.environ.get(MULTIPROCESS_DIR))
         if multiprocess_files:
             use_allocated_files()
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._max_triggers = max_triggers
+        self._trigger_labels: set[str] = set()
         self._before_scrape: list[Callable[[], object]] = []
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.series_unrecorded = Counter(
@@ -701,6 +710,19 @@ class Metrics:
             if not os.environ.get(MULTIPROCESS_DIR):
                 self.partner_circuit.remove(partner_id, state)
 
+    def trigger_label(self, trigger_id: str) -> str:
+        """The `trigger` label of `trigger_id`'s series: its id while fewer than
+        `max_triggers` triggers have series of their own in this process (the first ones
+        called since it started, a deleted trigger's place taken again), else "other", whose
+        series add up the rest. "unknown" (no trigger of that id) stays itself."""
+        labels = self._trigger_labels
+        if trigger_id in labels or trigger_id == "unknown":
+            return trigger_id
+        if len(labels) < self._max_triggers:
+            labels.add(trigger_id)
+            return trigger_id
+        return OTHER_TRIGGERS
+
     def forget(self, label: str, value: str) -> None:
         """Every series whose `label` is `value` (a deleted trigger's, partner's or
         schedule's id) removed, so deleting and creating objects does not grow /metrics for
@@ -713,6 +735,8 @@ class Metrics:
                 metric.remove_by_labels({label: value})
         for key in [key for key in self._children if value in key[1]]:
             del self._children[key]  # ids are unique: no other label holds this value
+        if label == "trigger":
+            self._trigger_labels.discard(value)  # its place for another trigger
 
     def child(self, metric: M, *labels: str) -> M:
         """`metric.labels(*labels)`, kept: `labels()` checks its values and takes a lock on
@@ -729,8 +753,18 @@ class Metrics:
 
     def render(self) -> bytes:
         """This process's metrics; every process's, added up, under `serve --workers N`."""
+        self.read_before_scrape()
+        return self.rendered()
+
+    def read_before_scrape(self) -> None:
+        """What `before_scrape` asked for, read (on the event loop: they read its state)."""
         for read in self._before_scrape:
             read()
+
+    def rendered(self) -> bytes:
+        """The scrape's text, as `render` but without the reads before it: may run in another
+        thread (prometheus_client takes its locks to copy each metric's series, and the
+        event loop goes on counting meanwhile), as `/metrics` does."""
         path = os.environ.get(MULTIPROCESS_DIR)
         if not path:
             return generate_latest(self.registry)

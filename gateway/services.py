@@ -158,7 +158,7 @@ async def open_services(
     the embedded database a running gateway has on the data dir (`open_store`)."""
     if run_workers is not None:
         settings = replace(settings, run_workers=run_workers)
-    metrics = Metrics(__version__, running_loop())
+    metrics = Metrics(__version__, running_loop(), max_triggers=settings.metrics_max_triggers)
     ring = KeyRing.from_secret(load_secret_key(settings, generate=not attach))
     schemas = SchemaRegistry.configured(settings.schema_dir)
     policy = OutboundPolicy.from_entries(settings.outbound_allow)
@@ -336,6 +336,7 @@ def _assemble(
             base_url=settings.base_url,
             max_body_bytes=settings.max_body_bytes,
             max_batch_items=settings.max_batch_items,
+            max_triggers=settings.max_triggers_per_tenant,
             fetch=fetch,
             on_change=gates.forget,
             on_delete=functools.partial(metrics.forget, "trigger"),

@@ -4,6 +4,7 @@ strftime format, in any IANA zone."""
 
 from __future__ import annotations
 
+import _strptime as stdlib_strptime  # type: ignore[import-not-found]  # no stub
 import math
 import re
 import time
@@ -174,6 +175,8 @@ def _strptime(how: str, naive: tzinfo) -> Parser:
     fields of a compact run are read only at their full width (`_compact_runs`), a zone name
     read by `%Z` only when it is UTC (`_named_zone`)."""
     shown, how = how, unicodedata.normalize("NFC", how)  # its words, compared in NFC
+    if (why := _repeated_directive(how)) is not None:
+        return _refusing(why)  # a version stored before such formats were refused
     runs = _compact_runs(how)
     names_zone = any(m[1] == "Z" for m in _FORMAT_PART.finditer(how))
 
@@ -189,7 +192,7 @@ def _strptime(how: str, naive: tzinfo) -> Parser:
         except ValueError:
             parsed = _leap_second(text, how)
             leap = parsed is not None
-        if parsed is None or (runs is not None and not _full_width(runs, text, parsed, leap)):
+        if parsed is None or (runs and not _full_width(runs, text, how, parsed, leap)):
             raise _fail(value, f"does not match {shown!r}")
         if parsed.tzinfo:
             return _leap_checked(value, parsed, leap)
@@ -198,6 +201,16 @@ def _strptime(how: str, naive: tzinfo) -> Parser:
         return _leap_checked(value, _local(parsed, naive), leap)
 
     return strptime
+
+
+def _refusing(why: str) -> Parser:
+    """A parser of a format strptime cannot read (`why`): every value a `datetime` problem
+    (the next format of a list tried), never strptime's `re.error`."""
+
+    def refuse(value: Any) -> datetime:
+        raise _fail(value, why)
+
+    return refuse
 
 
 _UTC_NAMES = frozenset({"UTC", "GMT"})
@@ -222,59 +235,48 @@ def _named_zone(value: Any, text: str, how: str, wall: datetime) -> datetime:
 # that width. strptime takes a one-digit day, month or hour anywhere, so "2026128" (a digit
 # lost) would be 2026-12-08, "11226" by `%d%m%y` 2026-02-11, and "T93000-0300" 12:30Z. A
 # fraction is written with 3 digits (milliseconds) or 6.
-_DIGIT_FIELDS = {
-    "Y": r"\d{4}",
-    "y": r"\d{2}",
-    "m": r"\d{2}",
-    "d": r"\d{2}",
-    "H": r"\d{2}",
-    "I": r"\d{2}",
-    "M": r"\d{2}",
-    "S": r"\d{2}",
-    "j": r"\d{3}",
-    "f": r"\d{6}|\d{3}",
+_FULL_WIDTH: dict[str, tuple[int, ...]] = {
+    **dict.fromkeys("ymdHIMS", (2,)),
+    "Y": (4,),
+    "j": (3,),
+    "f": (6, 3),
 }
 _FORMAT_PART = re.compile(r"%(.)|(\s+)|(.)", re.DOTALL)
 
 
-def _compact_runs(how: str) -> tuple[re.Pattern[str], list[str]] | None:
-    """A pattern that reads the digit fields of the format's compact runs at their full width
-    (groups, in order, of the fields listed), and lets anything stand for its other fields,
-    which strptime reads as it does; None when the format has no compact run."""
-    parts = [
-        ("field", m[1]) if m[1] not in (None, "%") else ("space" if m[2] else "text", m[0])
-        for m in _FORMAT_PART.finditer(how)
-    ]
+def _compact_runs(how: str) -> list[str] | None:
+    """The digit fields of the format's compact runs, in order; None when it has none."""
+    parts = [m[1] if m[1] not in (None, "%") else None for m in _FORMAT_PART.finditer(how)]
 
     def digits(i: int) -> bool:
-        return 0 <= i < len(parts) and parts[i][0] == "field" and parts[i][1] in _DIGIT_FIELDS
+        return 0 <= i < len(parts) and parts[i] in _FULL_WIDTH
 
-    pattern, fields = [], []
-    for i, (kind, part) in enumerate(parts):
-        if digits(i) and (digits(i - 1) or digits(i + 1)):
-            pattern.append(f"({_DIGIT_FIELDS[part]})")
-            fields.append(part)
-        elif kind == "field":
-            pattern.append(".*?")
-        elif kind == "space":
-            pattern.append(r"\s+")  # as strptime reads a blank of the format
-        else:
-            pattern.append(re.escape(part[-1]))  # `%%` is a "%"
-    if not fields:
-        return None
-    return re.compile("".join(pattern), re.IGNORECASE | re.DOTALL), fields
+    fields = [
+        part
+        for i, part in enumerate(parts)
+        if part is not None and digits(i) and (digits(i - 1) or digits(i + 1))
+    ]
+    return fields or None
 
 
-def _full_width(
-    runs: tuple[re.Pattern[str], list[str]], text: str, parsed: datetime, leap: bool
-) -> bool:
-    """Whether `text` has the compact runs' fields at their full width, and strptime read
-    them so (not a shorter field and a digit of the next one)."""
-    pattern, fields = runs
-    found = pattern.fullmatch(text)
-    if found is None:
+def _full_width(fields: list[str], text: str, how: str, parsed: datetime, leap: bool) -> bool:
+    """Whether strptime read the compact runs' `fields` of `text` at their full width (not a
+    shorter field and a digit of the next one), in digits, and `parsed` has each (a format
+    naming the hour twice, `%H%I`, or the year, `%Y%y`, reads only one of them).
+
+    The fields are those of strptime's own match, the one it read the value from: its
+    pattern has a few alternatives of bounded width per directive and `\\s+` for a blank,
+    which no directive but `%d` (" 1") starts with, so matching it costs the text's length
+    times a bound of the format. A second pattern that looked for the fields with `.*?` for
+    every other directive and `\\s+` for each blank tried every split of the blanks
+    ("Mon␣␣␣…1␣␣␣…Jan…930", 62 characters: seconds to minutes of the event loop)."""
+    found = _strptime_pattern(how).match(text)
+    if found is None:  # strptime read it: never
         return False
-    for field, digits in zip(fields, found.groups(), strict=True):
+    for field in fields:
+        digits = found[field]
+        if len(digits) not in _FULL_WIDTH[field] or not digits.isdecimal():
+            return False
         if leap and field in "Sf":
             continue  # second 60, read as the last instant of its minute
         read = int(digits.ljust(6, "0")) if field == "f" else int(digits)
@@ -295,6 +297,12 @@ _FIELD_VALUE: dict[str, Callable[[datetime], int]] = {
     "j": lambda t: t.timetuple().tm_yday,
     "f": lambda t: t.microsecond,
 }
+
+
+def _strptime_pattern(how: str) -> re.Pattern[str]:
+    """The pattern strptime reads `how`'s values with (compiled once: `re` keeps it)."""
+    pattern: re.Pattern[str] = stdlib_strptime._TimeRE_cache.compile(how)
+    return pattern
 
 
 def _leap_second(text: str, how: str) -> datetime | None:
@@ -505,7 +513,12 @@ def _parse_problems(parses: list[Any], strict: bool) -> list[str]:
         return [f"parse is one of {named} or a strptime format, or a list of 1-8 of them"]
     if not strict:
         return []
-    return [why for why in map(_unread_directive, parses) if why is not None]
+    return [why for why in map(_unrunnable, parses) if why is not None]
+
+
+def _unrunnable(how: str) -> str | None:
+    """Why strptime can read no value by the parse format `how`, else None."""
+    return _unread_directive(how) or _repeated_directive(how)
 
 
 _STRPTIME_DIRECTIVES = frozenset("aAbBcdfGHIjmMpSuUVwWxXyYzZ%")
@@ -522,6 +535,49 @@ def _unread_directive(how: str) -> str | None:
             return "%s (Unix time) is no strptime directive: read Unix seconds with parse: unix"
         if directive[1] not in _STRPTIME_DIRECTIVES:
             return f"{directive[0]!r} is no strptime directive (%% is a literal %)"
+    return None
+
+
+_COMPOSITES = {"c": "LC_date_time", "x": "LC_date", "X": "LC_time"}
+
+
+def _repeated_directive(how: str) -> str | None:
+    """Why strptime cannot read the format `how` (of known directives): a field named twice
+    (`"%d/%m/%Y %H:%m"`, the minutes typed `%m`; `"%c %Y"`, as `%c` holds `%Y`), which its
+    pattern cannot hold (`re.error` on every value), else None. The pattern strptime would
+    compile decides, so what passes is what strptime runs."""
+    if how in _NAMED_PARSERS:
+        return None
+    try:
+        _strptime_pattern(unicodedata.normalize("NFC", how))
+    except re.error:
+        pass
+    except (KeyError, ValueError, IndexError):
+        return None  # no such directive, a stray %: strptime's ValueError, value by value
+    else:
+        return None
+    return _twice_named(how) or f"strptime cannot read the format {how!r}"
+
+
+def _twice_named(how: str) -> str | None:
+    """The first field the format `how` names twice, told: `%c`, `%x` and `%X` hold the
+    fields of the locale's formats (C: `%a %b %d %H:%M:%S %Y`, `%m/%d/%y`, `%H:%M:%S`)."""
+    locale = stdlib_strptime._TimeRE_cache.locale_time
+    named: dict[str, str] = {}  # field: the directive that names it
+    for directive in _DIRECTIVE.finditer(how):
+        composite = _COMPOSITES.get(directive[1])
+        held = getattr(locale, composite) if composite else directive[0]
+        for field in (part[1] for part in _DIRECTIVE.finditer(held) if part[1] != "%"):
+            if field not in named:
+                named[field] = directive[0]
+                continue
+            holders = sorted({named[field], directive[0]} - {f"%{field}"})
+            held_by = f" ({' and '.join(holders)} hold{'s' if len(holders) == 1 else ''} it)"
+            hint = " (minutes are %M, months %m)" if field in ("m", "M") else ""
+            return (
+                f"'%{field}' is named twice{held_by if holders else ''}: strptime reads each "
+                f"field once{hint}"
+            )
     return None
 
 

@@ -57,6 +57,7 @@ from gateway.store.signature_memory import INDEXES as SIGNATURE_MEMORY_INDEXES
 from gateway.store.signature_memory import SignatureMemory
 from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
+from gateway.store.turns import Turns
 from gateway.store.ui_accounts import EMAIL_STEP, UiAccountStores, put_emails_in_form
 
 __all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
@@ -132,7 +133,7 @@ class Store:
         )
         self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)
-        self.triggers = TriggerStore(db["triggers"])
+        self.triggers = TriggerStore(db["triggers"], Turns(db["turns"]))
         self.idempotency = IdempotencyStore(db["idempotency"], self.expiry)
         self.signature_memory = SignatureMemory(db["signature_memory"], self.expiry)
         self.rejected = RejectedStore(db["rejected"])

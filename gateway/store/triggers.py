@@ -17,6 +17,7 @@ users by them.
 from __future__ import annotations
 
 import builtins
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,6 +35,7 @@ from gateway.store.client import (
     translate_errors,
     with_folded_name,
 )
+from gateway.store.turns import Turns
 
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name"),
@@ -44,8 +46,22 @@ _GATE = {"tenant": 1, "status": 1, "version": 1, "tokens": 1}
 
 
 class TriggerStore:
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, turns: Turns) -> None:
         self._c = collection
+        self._turns = turns
+
+    @contextlib.asynccontextmanager
+    async def turn(self, tenant: str) -> AsyncIterator[None]:
+        """The tenant's trigger creations one at a time (`store/turns.py`): the count a
+        create checks against the tenant's limit is still true when it inserts."""
+        busy = "another trigger of the tenant is being created; retry"
+        async with self._turns.of(f"triggers:{tenant}", busy):
+            yield
+
+    async def count(self, tenant: str, *, up_to: int) -> int:
+        """How many triggers the tenant has, counted up to `up_to` (what a limit needs)."""
+        with translate_errors():
+            return await self._c.count_documents(scoped(tenant, {}), limit=up_to)
 
     async def gate(self, trigger_id: str) -> Doc | None:
         """Status, config version and live token ids of a trigger, for a partner request.

@@ -320,7 +320,9 @@ class Ingestor:
                 f"{trigger.max_batch_items}"
             )
         if not trigger.polled:  # a schedule's pages are counted by the schedule (poll.py)
-            self._metrics.trigger_batch_items.labels(trigger.id).observe(count)
+            self._metrics.trigger_batch_items.labels(
+                self._metrics.trigger_label(trigger.id)
+            ).observe(count)
         return plan
 
     async def _batch(

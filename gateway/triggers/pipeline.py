@@ -248,7 +248,9 @@ class Pipeline:
             and mapping.has_occurrence_id
             and (mapped.events or any(t.events for t in mapped.also))
         ):
-            self._metrics.occurrence_ids_missing.labels(trigger.id).inc()
+            self._metrics.occurrence_ids_missing.labels(
+                self._metrics.trigger_label(trigger.id)
+            ).inc()
 
     def fix(
         self,
@@ -318,7 +320,9 @@ class Pipeline:
         if self._metrics is not None:
             for one in (result, *result.also):
                 for name in one.skipped:
-                    self._metrics.stale_fields_skipped.labels(trigger.id, name).inc()
+                    self._metrics.stale_fields_skipped.labels(
+                        self._metrics.trigger_label(trigger.id), name
+                    ).inc()
         return result
 
     def validate(self, trigger: CompiledTrigger, payload: Any) -> None:

@@ -184,10 +184,12 @@ class HookReceiver:
             tally.outcome = outcome_of(exc)
             raise
         finally:
-            self._metrics.trigger_requests.labels(tally.trigger, call.method, tally.outcome).inc()
-            self._metrics.trigger_latency.labels(tally.trigger).observe(
-                time.perf_counter() - started
-            )
+            self._metrics.trigger_requests.labels(
+                self._metrics.trigger_label(tally.trigger), call.method, tally.outcome
+            ).inc()
+            self._metrics.trigger_latency.labels(
+                self._metrics.trigger_label(tally.trigger)
+            ).observe(time.perf_counter() - started)
 
     async def _handle(self, call: HookCall, tally: _Tally) -> HookAnswer:
         counted = self._count_unknown(call)
@@ -342,7 +344,9 @@ class HookReceiver:
             msg_id = webhook_signature.verify(secrets, headers, raw, now=now)
             return ReplayKey(msg_id, webhook_signature.ID_HEADER)
         except SignatureRejected as exc:
-            self._metrics.trigger_signature_rejections.labels(trigger.id, exc.reason).inc()
+            self._metrics.trigger_signature_rejections.labels(
+                self._metrics.trigger_label(trigger.id), exc.reason
+            ).inc()
             if exc.reason == "unusable_secret":
                 log.error(
                     "trigger %s: %s; rotate it (or PATCH the partner's secret) to accept "
@@ -391,7 +395,9 @@ class HookReceiver:
         if replay.legacy_offered is not None:
             keys.append(replay.legacy_offered)
         if await memory.seen_at(trigger.tenant, trigger.id, keys, self._now()) is not None:
-            self._metrics.trigger_signature_rejections.labels(trigger.id, "replayed").inc()
+            self._metrics.trigger_signature_rejections.labels(
+                self._metrics.trigger_label(trigger.id), "replayed"
+            ).inc()
             raise denied()
 
     async def _remember(self, trigger: CompiledTrigger, key: str) -> None:

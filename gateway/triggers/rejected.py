@@ -98,7 +98,9 @@ class RejectedKeeper:
             return
         for record in records:
             label = record["reason"] if record["reason"] in REASONS else "payload"
-            self._metrics.trigger_rejected_kept.labels(trigger.id, label).inc()
+            self._metrics.trigger_rejected_kept.labels(
+                self._metrics.trigger_label(trigger.id), label
+            ).inc()
 
 
 def public_rejected(doc: Doc, *, payload: bool = False) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -134,7 +135,10 @@ async def metrics(request: web.Request) -> web.Response:
     if expected is not None and not _same_token(given, expected.value):
         admit(request, f"client:{client_key(request)}", "from this address")
         raise Unauthorized("the metrics token is missing or wrong")
-    body = services.metrics.render()
+    # Rendered in a thread: a scrape of thousands of series takes a CPU-bound second, which
+    # every request of the process would wait for on the event loop (docs/operations.md).
+    services.metrics.read_before_scrape()
+    body = await asyncio.to_thread(services.metrics.rendered)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
