@@ -114,6 +114,9 @@ class Settings:
     # bounded whatever a tenant's admin creates (docs/operations.md).
     max_triggers_per_tenant: int = 5000
     metrics_max_triggers: int = 500
+    # The same for partners and schedules (their series by id; the rest under "other").
+    metrics_max_partners: int = 500
+    metrics_max_schedules: int = 500
     run_workers: bool = True
     # Which background jobs a process with workers runs (GATEWAY_WORKERS): scale one alone by
     # giving a `gateway worker` process only it.
@@ -238,6 +241,12 @@ class Settings:
             ),
             metrics_max_triggers=env.integer(
                 "GATEWAY_METRICS_MAX_TRIGGERS", 500, low=0, high=100_000
+            ),
+            metrics_max_partners=env.integer(
+                "GATEWAY_METRICS_MAX_PARTNERS", 500, low=0, high=100_000
+            ),
+            metrics_max_schedules=env.integer(
+                "GATEWAY_METRICS_MAX_SCHEDULES", 500, low=0, high=100_000
             ),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
             jobs=env.jobs("GATEWAY_WORKERS"),

@@ -140,7 +140,7 @@ class StoredSecrets:
                 "secret is at fault: what needs it fails until it is saved again (logged once)",
                 exc.detail,
             )
-        self._metrics.damaged_secrets.labels(record).inc()
+        self._metrics.damaged_secrets.labels(self._metrics.label("secret", record)).inc()
         return SecretDamaged(
             f"stored secret damaged: {exc.detail}; this process's GATEWAY_SECRET_KEY opens "
             "the gateway's key check: save the secret again"

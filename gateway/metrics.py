@@ -304,24 +304,76 @@ _ITEM_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 """Items of a trigger's batch or a schedule's page: one scale, to compare them."""
 
 
-OTHER_TRIGGERS: Final = "other"
-"""The `trigger` label of the triggers past a process's `max_triggers` (and of none else:
-trigger ids start `trg_`)."""
+OTHER: Final = "other"
+"""The label of the things past a bounded label's bound (`BoundedLabel`), and of none else: our
+ids start with a prefix (`trg_`) or are 24 hex digits, and field names and secret records
+called "other" share it, as they would past the bound."""
+OTHER_TRIGGERS: Final = OTHER
+
+MAX_FIELDS: Final = 200
+"""Field names (`gateway_stale_fields_skipped_total`'s `field`) a process keeps series by: a
+tenant's admin names the fields of its kinds and mappings."""
+MAX_SECRETS: Final = 100
+"""Stored secrets (`gateway_damaged_secrets_total`'s `secret`, a record naming its partner's,
+action's ... id) a process keeps series by."""
+
+
+class BoundedLabel:
+    """The values of one label that come from what tenants create (ids of their triggers,
+    partners, schedules; the fields they name): the first `most` seen since the process
+    started keep series of their own (`fixed` ones always do), every other value counts under
+    "other". A deleted thing's place (`discard`) goes to the next one seen."""
+
+    def __init__(self, most: int, fixed: Iterable[str] = ()) -> None:
+        self.most = most
+        self._fixed = frozenset(fixed)
+        self._kept: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._kept or value in self._fixed:
+            return value
+        if len(self._kept) < self.most:
+            self._kept.add(value)
+            return value
+        return OTHER
+
+    def holds(self, value: str) -> bool:
+        """Whether `value` has series of its own."""
+        return value in self._kept or value in self._fixed
+
+    def discard(self, value: str) -> None:
+        self._kept.discard(value)
 
 
 class Metrics:
     """Label values are route templates, methods, status classes and our own ids: never a
-    token, a tenant-controlled string or anything else unbounded. Trigger ids are bounded per
-    process (`max_triggers`, GATEWAY_METRICS_MAX_TRIGGERS): a tenant's admin creates triggers
-    at will (up to GATEWAY_MAX_TRIGGERS_PER_TENANT), each of which would add ~24 series."""
+    token, a tenant-controlled string or anything else unbounded. The labels whose values come
+    from what tenants create are bounded per process (`label`, `BoundedLabel`): trigger,
+    partner and schedule ids (GATEWAY_METRICS_MAX_TRIGGERS, _PARTNERS, _SCHEDULES), field
+    names (MAX_FIELDS) and secret records (MAX_SECRETS): a tenant's admin creates triggers,
+    partners and schedules at will (up to GATEWAY_MAX_..._PER_TENANT each), each of which
+    would add series for every tenant's scrape."""
 
-    def __init__(self, version: str, event_loop: str, *, max_triggers: int = 500) -> None:
+    def __init__(
+        self,
+        version: str,
+        event_loop: str,
+        *,
+        max_triggers: int = 500,
+        max_partners: int = 500,
+        max_schedules: int = 500,
+    ) -> None:
         multiprocess_files = bool(os.environ.get(MULTIPROCESS_DIR))
         if multiprocess_files:
             use_allocated_files()
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
-        self._max_triggers = max_triggers
-        self._trigger_labels: set[str] = set()
+        self._bounded = {
+            "trigger": BoundedLabel(max_triggers, fixed=["unknown"]),
+            "partner": BoundedLabel(max_partners),
+            "schedule": BoundedLabel(max_schedules),
+            "field": BoundedLabel(MAX_FIELDS),
+            "secret": BoundedLabel(MAX_SECRETS),
+        }
         self._before_scrape: list[Callable[[], object]] = []
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.series_unrecorded = Counter(
@@ -697,31 +749,47 @@ class Metrics:
         if outcome.error == "partner_disabled":  # no call: the partner is disabled (as for
             return  # a delivery, or a proxy call's 503), which its status says
         result = request_result(outcome.status, outcome.error, verdict)
-        self.child(self.partner_requests, partner_id, mode, result).inc()
+        partner = self.label("partner", partner_id)
+        self.child(self.partner_requests, partner, mode, result).inc()
         if outcome.requested:
-            self.child(self.partner_latency, partner_id, mode).observe(outcome.latency_ms / 1000)
+            self.child(self.partner_latency, partner, mode).observe(outcome.latency_ms / 1000)
+
+    def report_partner_circuit(self, partner_id: str, state: str, states: Iterable[str]) -> None:
+        """A partner's breaker now in `state`: 1 for it, 0 for the others. A partner past the
+        bound of partners has no circuit series (a state is one partner's: "other" would
+        say whichever partner changed last); its calls count under partner="other"."""
+        partner = self.label("partner", partner_id)
+        if partner == OTHER:
+            return
+        for each in states:
+            self.partner_circuit.labels(partner, each).set(int(each == state))
 
     def forget_partner_circuit(self, partner_id: str, states: Iterable[str]) -> None:
         """A deleted partner has no breaker state: its series are removed (under `serve
         --workers N` a series lives on in the process's file and cannot be removed, so it is
-        zeroed first)."""
+        zeroed first). A partner without series of its own (past the bound) has none to drop."""
+        if not self._bounded["partner"].holds(partner_id):
+            return
         for state in states:
             self.partner_circuit.labels(partner_id, state).set(0)
             if not os.environ.get(MULTIPROCESS_DIR):
                 self.partner_circuit.remove(partner_id, state)
 
+    def label(self, name: str, value: str) -> str:
+        """The `name` label of `value`'s series (`name` one of trigger, partner, schedule,
+        field, secret): `value` while fewer than the bound's values have series of their own
+        in this process (the first seen since it started, a deleted one's place taken
+        again), else "other", whose series add up the rest."""
+        return self._bounded[name](value)
+
+    def counts(self, metric: Counter, name: str, value: str) -> Callable[[], None]:
+        """What adds one to `metric`'s series of `value` (its one label `name`, bounded),
+        when it happens: the place among the bound's values is taken then, not now."""
+        return lambda: metric.labels(self.label(name, value)).inc()
+
     def trigger_label(self, trigger_id: str) -> str:
-        """The `trigger` label of `trigger_id`'s series: its id while fewer than
-        `max_triggers` triggers have series of their own in this process (the first ones
-        called since it started, a deleted trigger's place taken again), else "other", whose
-        series add up the rest. "unknown" (no trigger of that id) stays itself."""
-        labels = self._trigger_labels
-        if trigger_id in labels or trigger_id == "unknown":
-            return trigger_id
-        if len(labels) < self._max_triggers:
-            labels.add(trigger_id)
-            return trigger_id
-        return OTHER_TRIGGERS
+        """`label("trigger", trigger_id)`; "unknown" (no trigger of that id) stays itself."""
+        return self._bounded["trigger"](trigger_id)
 
     def forget(self, label: str, value: str) -> None:
         """Every series whose `label` is `value` (a deleted trigger's, partner's or
@@ -735,8 +803,8 @@ class Metrics:
                 metric.remove_by_labels({label: value})
         for key in [key for key in self._children if value in key[1]]:
             del self._children[key]  # ids are unique: no other label holds this value
-        if label == "trigger":
-            self._trigger_labels.discard(value)  # its place for another trigger
+        if (bound := self._bounded.get(label)) is not None:
+            bound.discard(value)  # its place for another
 
     def child(self, metric: M, *labels: str) -> M:
         """`metric.labels(*labels)`, kept: `labels()` checks its values and takes a lock on

@@ -158,7 +158,13 @@ async def open_services(
     the embedded database a running gateway has on the data dir (`open_store`)."""
     if run_workers is not None:
         settings = replace(settings, run_workers=run_workers)
-    metrics = Metrics(__version__, running_loop(), max_triggers=settings.metrics_max_triggers)
+    metrics = Metrics(
+        __version__,
+        running_loop(),
+        max_triggers=settings.metrics_max_triggers,
+        max_partners=settings.metrics_max_partners,
+        max_schedules=settings.metrics_max_schedules,
+    )
     ring = KeyRing.from_secret(load_secret_key(settings, generate=not attach))
     schemas = SchemaRegistry.configured(settings.schema_dir)
     policy = OutboundPolicy.from_entries(settings.outbound_allow)

@@ -297,8 +297,8 @@ class Catalog:
                 raise exc.naming(f"{whose}: its stored credentials (`auth`)") from None
             auth = build_auth(
                 opened_auth,
-                on_refresh=self._metrics.oauth_refreshes.labels(pid).inc,
-                on_refused=self._metrics.oauth_refusals.labels(pid).inc,
+                on_refresh=self._metrics.counts(self._metrics.oauth_refreshes, "partner", pid),
+                on_refused=self._metrics.counts(self._metrics.oauth_refusals, "partner", pid),
                 clock=self._now,
             )
             self._auth[pid] = (doc["rev"], auth)
@@ -502,8 +502,9 @@ def partner_guards(metrics: Metrics, *, share: int | None = None) -> PartnerGuar
     requests one partner may have in flight, whatever its `max_concurrency`."""
 
     def report(partner_id: str, state: BreakerState) -> None:
-        for each in BreakerState:
-            metrics.partner_circuit.labels(partner_id, each.value).set(int(each is state))
+        metrics.report_partner_circuit(
+            partner_id, state.value, [each.value for each in BreakerState]
+        )
 
     def drop(partner_id: str) -> None:
         metrics.forget_partner_circuit(partner_id, [each.value for each in BreakerState])

@@ -238,9 +238,9 @@ class Poll:
         tally.pages += 1
         tally.read += len(items) + len(refused)
         # Every page read, an empty one (a feed gone quiet) and one dedupe skips whole too.
-        self._c.metrics.schedule_page_items.labels(str(doc["_id"])).observe(
-            len(items) + len(refused)
-        )
+        self._c.metrics.schedule_page_items.labels(
+            self._c.metrics.label("schedule", str(doc["_id"]))
+        ).observe(len(items) + len(refused))
         tally.listed += len(records)
         fresh, ids, fresh_numbers, refused, skipped = self._unseen(items, numbers, refused)
         tally.skipped += skipped
@@ -511,7 +511,9 @@ class Poll:
             page.cursor,
             self._cursor,
         )
-        self._c.metrics.schedule_cursor_refused.labels(schedule).inc()
+        self._c.metrics.schedule_cursor_refused.labels(
+            self._c.metrics.label("schedule", schedule)
+        ).inc()
         self.tally.cursor_refused = page.cursor
         return replace(page, cursor=self._cursor)
 

@@ -291,7 +291,9 @@ class ScheduleRunner:
                 f"the partner still had more after {MAX_RUNS_IN_ROW} runs in a row without a "
                 f"pause: the schedule waits for its regular time"
             )
-            self._c.metrics.schedule_paced.labels(str(doc["_id"])).inc()
+            self._c.metrics.schedule_paced.labels(
+                self._c.metrics.label("schedule", str(doc["_id"]))
+            ).inc()
         if notes:
             run["note"] = "; ".join(notes)
         self._count(str(doc["_id"]), outcome, failure, tally, duration)
@@ -416,6 +418,7 @@ class ScheduleRunner:
         duration: float,
     ) -> None:
         metrics = self._c.metrics
+        schedule = metrics.label("schedule", schedule)  # "other" past the process's bound
         metrics.schedule_runs.labels(schedule, outcome).inc()
         metrics.schedule_run_duration.labels(schedule).observe(duration)
         for result, count in (

@@ -321,7 +321,8 @@ class Pipeline:
             for one in (result, *result.also):
                 for name in one.skipped:
                     self._metrics.stale_fields_skipped.labels(
-                        self._metrics.trigger_label(trigger.id), name
+                        self._metrics.trigger_label(trigger.id),
+                        self._metrics.label("field", name),
                     ).inc()
         return result
 
