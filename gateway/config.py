@@ -50,6 +50,21 @@ flow runner, the delivery worker, the schedule runner and the fleet fold (positi
 vehicle state and events). A process runs all of them unless
 told otherwise."""
 
+LIMITED_RESOURCES: tuple[str, ...] = (
+    "triggers",
+    "partners",
+    "actions",
+    "subscriptions",
+    "schedules",
+    "channels",
+    "templates",
+    "kinds",
+    "mappings",
+    "flows",
+)
+"""What a tenant's admin creates, each stopped at GATEWAY_MAX_<RESOURCE>_PER_TENANT a tenant
+(`Settings.tenant_limits`; geofences and maintenance plans at 5,000: fleet/rule_service.py)."""
+
 
 def parse_jobs(raw: str) -> tuple[str, ...]:
     """`relay,delivery` → ("relay", "delivery"); `none` → (); unknown names are an error."""
@@ -114,9 +129,20 @@ class Settings:
     # bounded whatever a tenant's admin creates (docs/operations.md).
     max_triggers_per_tenant: int = 5000
     metrics_max_triggers: int = 500
-    # The same for partners and schedules (their series by id; the rest under "other").
+    # The same for partners and schedules (their series by id; the rest under "other"), and
+    # each other resource a tenant's admin creates (store/turns.py `TenantLimits`): one
+    # tenant's admin cannot fill the database, the caches and the scrape every tenant shares.
     metrics_max_partners: int = 500
     metrics_max_schedules: int = 500
+    max_partners_per_tenant: int = 5000
+    max_actions_per_tenant: int = 5000
+    max_subscriptions_per_tenant: int = 5000
+    max_schedules_per_tenant: int = 5000
+    max_channels_per_tenant: int = 5000
+    max_templates_per_tenant: int = 5000
+    max_kinds_per_tenant: int = 5000
+    max_mappings_per_tenant: int = 5000
+    max_flows_per_tenant: int = 5000
     run_workers: bool = True
     # Which background jobs a process with workers runs (GATEWAY_WORKERS): scale one alone by
     # giving a `gateway worker` process only it.
@@ -177,6 +203,10 @@ class Settings:
     # files (prometheus_client reads the variable itself; it is here to be checked and named).
     metrics_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def tenant_limits(self) -> dict[str, int]:
+        """Each of LIMITED_RESOURCES and how many of it a tenant may have."""
+        return {r: int(getattr(self, f"max_{r}_per_tenant")) for r in LIMITED_RESOURCES}
 
     def setting_of(self, path: str | os.PathLike[str] | None) -> str | None:
         """The variable naming the directory `path` is in (or is): what to name when the
@@ -247,6 +277,33 @@ class Settings:
             ),
             metrics_max_schedules=env.integer(
                 "GATEWAY_METRICS_MAX_SCHEDULES", 500, low=0, high=100_000
+            ),
+            max_partners_per_tenant=env.integer(
+                "GATEWAY_MAX_PARTNERS_PER_TENANT", 5000, low=1, high=1_000_000
+            ),
+            max_actions_per_tenant=env.integer(
+                "GATEWAY_MAX_ACTIONS_PER_TENANT", 5000, low=1, high=1_000_000
+            ),
+            max_subscriptions_per_tenant=env.integer(
+                "GATEWAY_MAX_SUBSCRIPTIONS_PER_TENANT", 5000, low=1, high=1_000_000
+            ),
+            max_schedules_per_tenant=env.integer(
+                "GATEWAY_MAX_SCHEDULES_PER_TENANT", 5000, low=1, high=1_000_000
+            ),
+            max_channels_per_tenant=env.integer(
+                "GATEWAY_MAX_CHANNELS_PER_TENANT", 5000, low=1, high=1_000_000
+            ),
+            max_templates_per_tenant=env.integer(
+                "GATEWAY_MAX_TEMPLATES_PER_TENANT", 5000, low=1, high=1_000_000
+            ),
+            max_kinds_per_tenant=env.integer(
+                "GATEWAY_MAX_KINDS_PER_TENANT", 5000, low=1, high=1_000_000
+            ),
+            max_mappings_per_tenant=env.integer(
+                "GATEWAY_MAX_MAPPINGS_PER_TENANT", 5000, low=1, high=1_000_000
+            ),
+            max_flows_per_tenant=env.integer(
+                "GATEWAY_MAX_FLOWS_PER_TENANT", 5000, low=1, high=1_000_000
             ),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
             jobs=env.jobs("GATEWAY_WORKERS"),

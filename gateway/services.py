@@ -342,7 +342,6 @@ def _assemble(
             base_url=settings.base_url,
             max_body_bytes=settings.max_body_bytes,
             max_batch_items=settings.max_batch_items,
-            max_triggers=settings.max_triggers_per_tenant,
             fetch=fetch,
             on_change=gates.forget,
             on_delete=functools.partial(metrics.forget, "trigger"),

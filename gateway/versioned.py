@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -77,7 +78,40 @@ class VersionedDocuments(Generic[V]):
     ) -> tuple[int, bool]:
         """A new version of `text` (active unless `activate=False`) with `fields`; the same
         text as the latest version, or as another upload under way at the same time, is that
-        version (activated when asked). The version and whether it is new."""
+        version (activated when asked). The version and whether it is new. A new name (or
+        a deleted one's again) is a 409 past the tenant's limit (`Settings.tenant_limits`)."""
+        adding = functools.partial(
+            self._add,
+            tenant,
+            name,
+            text,
+            fields,
+            author=author,
+            activate=activate,
+            direction=direction,
+            entity_type=entity_type,
+        )
+
+        async def made() -> bool:
+            return await self._store.head(tenant, name) is not None
+
+        if await made():
+            return await adding()
+        async with self._store.limit.room(tenant, made=made):  # a new name
+            return await adding()
+
+    async def _add(
+        self,
+        tenant: str,
+        name: str,
+        text: str | bytes,
+        fields: Doc,
+        *,
+        author: str,
+        activate: bool,
+        direction: str,
+        entity_type: str | None,
+    ) -> tuple[int, bool]:
         source = text if isinstance(text, str) else text.decode("utf-8-sig")
         checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
         shown: tuple[str, str | None] = (direction, entity_type)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
@@ -57,7 +58,7 @@ from gateway.store.signature_memory import INDEXES as SIGNATURE_MEMORY_INDEXES
 from gateway.store.signature_memory import SignatureMemory
 from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
-from gateway.store.turns import Turns
+from gateway.store.turns import TenantLimits, Turns
 from gateway.store.ui_accounts import EMAIL_STEP, UiAccountStores, put_emails_in_form
 
 __all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
@@ -99,6 +100,7 @@ class Store:
         *,
         occurrence_retention_seconds: int = OCCURRENCE_RETENTION,
         follow_ttl_settings: bool = True,
+        tenant_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.db = db
         # TTL indexes, and expiry by the gateway where the server's sweep reads whole
@@ -133,7 +135,7 @@ class Store:
         )
         self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)
-        self.triggers = TriggerStore(db["triggers"], Turns(db["turns"]))
+        self.triggers = TriggerStore(db["triggers"])
         self.idempotency = IdempotencyStore(db["idempotency"], self.expiry)
         self.signature_memory = SignatureMemory(db["signature_memory"], self.expiry)
         self.rejected = RejectedStore(db["rejected"])
@@ -156,6 +158,23 @@ class Store:
             db["positions"], db["positions_refused"], self.fleet, self.expiry
         )
         self.fleet_rules = FleetRuleStores(db)
+        # What a tenant's admin creates, each stopped at the tenant's limit (a 409 past it):
+        # none without `tenant_limits` (a store opened without the settings, in a test).
+        self.limits = TenantLimits(Turns(db["turns"]), tenant_limits or {})
+        limited: dict[str, Any] = {
+            "triggers": self.triggers,
+            "partners": self.partners,
+            "actions": self.actions,
+            "subscriptions": self.subscriptions,
+            "schedules": self.schedules,
+            "channels": self.notify.channels,
+            "templates": self.notify.templates,
+            "kinds": self.kinds,
+            "mappings": self.mappings,
+            "flows": self.notify.flows,
+        }
+        for resource, resources in limited.items():
+            resources.limit = self.limits.of(resource, resources)
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op. The

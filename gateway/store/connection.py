@@ -84,6 +84,7 @@ async def open_store(
             # A one-shot command run from a shell without the serving processes' settings
             # must not set their TTL indexes back to its defaults.
             follow_ttl_settings=not attach,
+            tenant_limits=settings.tenant_limits(),
         )
         tasks.append(asyncio.create_task(health.run_prober(store.ping)))
         if embedded and (settings.embedded_min_free_mb or settings.embedded_min_free_inodes):

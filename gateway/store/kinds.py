@@ -37,6 +37,7 @@ from gateway.store.client import (
     scoped,
     translate_errors,
 )
+from gateway.store.turns import UNLIMITED, Limit
 
 INDEXES = [IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="by_name")]
 # How long a write of an entity marks its kind as being written, and how much of that mark
@@ -74,6 +75,9 @@ def _busy(name: str, doc: Doc, now: datetime) -> Conflict:
 
 
 class KindStore:
+    # The tenant's limit on kinds (store/turns.py `TenantLimits`; set by `Store`).
+    limit: Limit = UNLIMITED
+
     def __init__(
         self, collection: Collection, entities: Collection, clock: Callable[[], datetime] = utcnow
     ) -> None:
@@ -111,9 +115,15 @@ class KindStore:
                 "updated_at": now,
             },
         )
-        with translate_errors(f"a kind named {name!r} already exists"):
-            await self._c.insert_one(doc)
+        async with self.limit.room(tenant):  # a 409 past the tenant's limit
+            with translate_errors(f"a kind named {name!r} already exists"):
+                await self._c.insert_one(doc)
         return doc
+
+    async def how_many(self, tenant: str, *, up_to: int) -> int:
+        """How many kinds the tenant has, counted up to `up_to` (what a limit needs)."""
+        with translate_errors():
+            return await self._c.count_documents(scoped(tenant, {}), limit=up_to)
 
     async def replace_schema(
         self,

@@ -31,6 +31,7 @@ from gateway.store.client import (
     scoped,
     translate_errors,
 )
+from gateway.store.turns import UNLIMITED, Limit
 
 VERSION_INDEXES = [
     IndexModel(
@@ -58,6 +59,8 @@ _UNDER_WAY_SECONDS = 10  # an upload's lease: how long its note counts if never 
 class MappingStore:
     # What a list of versions reads of each: no source nor document.
     version_listing: ClassVar[Doc] = _NO_SOURCE
+    # The tenant's limit on names (store/turns.py `TenantLimits`; set by `Store`).
+    limit: Limit = UNLIMITED
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -206,6 +209,12 @@ class MappingStore:
     async def head(self, tenant: str, name: str) -> Doc | None:
         with translate_errors():
             return await self._heads.find_one(scoped(tenant, {"name": name, **_LISTED}))
+
+    async def how_many(self, tenant: str, *, up_to: int) -> int:
+        """How many names the tenant has (deleted ones not), counted up to `up_to` (what a
+        limit needs)."""
+        with translate_errors():
+            return await self._heads.count_documents(scoped(tenant, _LISTED), limit=up_to)
 
     async def publish(
         self,

@@ -20,18 +20,29 @@ from gateway.store.client import (
     scoped,
     translate_errors,
 )
+from gateway.store.turns import UNLIMITED, Limit
 
 
 class TenantResources:
     """Tenant-scoped CRUD of admin resources with ObjectId ids and an optimistic `rev`
     (partners, actions, subscriptions)."""
 
+    # The tenant's limit on these (store/turns.py `TenantLimits`; set by `Store`).
+    limit: Limit = UNLIMITED
+
     def __init__(self, collection: Collection) -> None:
         self._c = collection
 
     async def insert(self, doc: Doc) -> None:
+        """A new resource of `doc["tenant"]`: a 409 past the tenant's limit."""
+        async with self.limit.room(doc["tenant"]):
+            with translate_errors():
+                await self._c.insert_one(doc)
+
+    async def how_many(self, tenant: str, *, up_to: int) -> int:
+        """How many the tenant has, counted up to `up_to` (what a limit needs)."""
         with translate_errors():
-            await self._c.insert_one(doc)
+            return await self._c.count_documents(scoped(tenant, {}), limit=up_to)
 
     async def get(self, tenant: str, resource_id: str) -> Doc | None:
         return await find_by_id(self._c, tenant, resource_id)

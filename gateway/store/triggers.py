@@ -17,7 +17,6 @@ users by them.
 from __future__ import annotations
 
 import builtins
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,7 +34,7 @@ from gateway.store.client import (
     translate_errors,
     with_folded_name,
 )
-from gateway.store.turns import Turns
+from gateway.store.turns import UNLIMITED, Limit
 
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name"),
@@ -46,19 +45,13 @@ _GATE = {"tenant": 1, "status": 1, "version": 1, "tokens": 1}
 
 
 class TriggerStore:
-    def __init__(self, collection: Collection, turns: Turns) -> None:
+    # The tenant's limit on triggers (store/turns.py `TenantLimits`; set by `Store`).
+    limit: Limit = UNLIMITED
+
+    def __init__(self, collection: Collection) -> None:
         self._c = collection
-        self._turns = turns
 
-    @contextlib.asynccontextmanager
-    async def turn(self, tenant: str) -> AsyncIterator[None]:
-        """The tenant's trigger creations one at a time (`store/turns.py`): the count a
-        create checks against the tenant's limit is still true when it inserts."""
-        busy = "another trigger of the tenant is being created; retry"
-        async with self._turns.of(f"triggers:{tenant}", busy):
-            yield
-
-    async def count(self, tenant: str, *, up_to: int) -> int:
+    async def how_many(self, tenant: str, *, up_to: int) -> int:
         """How many triggers the tenant has, counted up to `up_to` (what a limit needs)."""
         with translate_errors():
             return await self._c.count_documents(scoped(tenant, {}), limit=up_to)
@@ -78,8 +71,10 @@ class TriggerStore:
         return changed_ids(self._c, await_ms=await_ms)
 
     async def insert(self, doc: Doc) -> None:
-        with translate_errors(f"a trigger named {doc.get('name')!r} already exists"):
-            await self._c.insert_one(with_folded_name(doc))
+        """A new trigger of `doc["tenant"]`: a 409 past the tenant's limit."""
+        async with self.limit.room(doc["tenant"]):
+            with translate_errors(f"a trigger named {doc.get('name')!r} already exists"):
+                await self._c.insert_one(with_folded_name(doc))
 
     async def kept_twin_of(self, tenant: str, name: str, own: Any = None) -> bool:
         """`name_folding.kept_twin_of` on this collection."""
