@@ -19,6 +19,7 @@ from urllib.parse import quote
 from gateway.errors import FieldProblem, InvalidPayload, PartnerError, empty_keyword
 from gateway.formats.headers import is_reserved_header, reserved_message
 from gateway.outbound.verdict import NOT_SENT, ErrorKind, throttled
+from gateway.schemas.problems import unknown_field
 
 
 class TokenFetchFailed(PartnerError):
@@ -188,6 +189,7 @@ class OAuth2ClientCredentials:
         scope: str | None = None,
         *,
         client_auth: Literal["basic", "body"] = "basic",
+        extra_params: Mapping[str, str] | None = None,
         margin: float = 30.0,
         default_ttl: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
@@ -199,6 +201,7 @@ class OAuth2ClientCredentials:
         self._client_secret = client_secret
         self._scope = scope
         self._client_auth = client_auth
+        self._extra_params = dict(extra_params or {})
         self._margin = margin
         self._default_ttl = default_ttl
         self._clock = clock
@@ -257,6 +260,7 @@ class OAuth2ClientCredentials:
         form = {"grant_type": "client_credentials"}
         if self._scope:
             form["scope"] = self._scope
+        form |= self._extra_params  # `audience` and the IdP's own (Azure AD v1's `resource`)
         headers: dict[str, str] = {}
         if self._client_auth == "basic":
             # RFC 6749 §2.3.1: id and secret are form-urlencoded before base64.
@@ -408,7 +412,8 @@ def build_auth(
     """
     kind = credentials.get("type")
     if kind == "oauth2_client_credentials":
-        return _build_oauth2(_Fields(credentials, saving), on_refresh, on_refused, clock)
+        fields = _Fields(credentials, saving, _OAUTH2_MEMBERS)
+        return _build_oauth2(fields, on_refresh, on_refused, clock)
     if kind == "google_service_account":
         # Imported here: that module builds on this one's token cache (a cycle at import time).
         from gateway.outbound.service_account import build_service_account_auth
@@ -418,21 +423,36 @@ def build_auth(
         from gateway.outbound.geotab import build_geotab_auth  # same cycle as above
 
         return build_geotab_auth(credentials, on_refresh, on_refused, clock)
-    builder = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
-    if builder is None:
+    static = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
+    if static is None:
         known = ", ".join(AUTH_TYPES)
         raise _invalid("/auth/type", f"unknown auth type {kind!r}; expected one of {known}")
-    return StaticAuth(builder(_Fields(credentials, saving)))
+    builder, members = static
+    return StaticAuth(builder(_Fields(credentials, saving, members)))
 
 
 class _Fields:
     """Reads required string fields, collecting every problem before raising. A line break
-    (or NUL) in a header value is refused always; when `saving`, any control character."""
+    (or NUL) in a header value is refused always; when `saving`, any control character, and
+    any member the type does not know (`members`), named with a hint as every admin document
+    names one (a misspelt `scopes` would be saved and never sent). A partner saved before with
+    such a member keeps working: it is read as it always was, the member ignored."""
 
-    def __init__(self, credentials: Mapping[str, Any], saving: bool = False) -> None:
+    def __init__(
+        self, credentials: Mapping[str, Any], saving: bool = False, members: tuple[str, ...] = ()
+    ) -> None:
         self._credentials = credentials
         self._saving = saving
-        self.problems: list[FieldProblem] = []
+        known = ("type", *members)
+        self.problems: list[FieldProblem] = (
+            [unknown_field("/auth", str(k), known) for k in credentials if k not in known]
+            if saving
+            else []
+        )
+
+    @property
+    def saving(self) -> bool:
+        return self._saving
 
     def raw(self, name: str, default: Any) -> Any:
         return self._credentials.get(name, default)
@@ -501,16 +521,32 @@ def _query(f: _Fields) -> Applied:
 
 
 def _none(f: _Fields) -> Applied:
+    f.done()
     return Applied()
 
 
-_STATIC_BUILDERS: dict[str, Callable[[_Fields], Applied]] = {
-    "bearer": _bearer,
-    "header": _header,
-    "basic": _basic,
-    "query": _query,
-    "none": _none,
+_STATIC_BUILDERS: dict[str, tuple[Callable[[_Fields], Applied], tuple[str, ...]]] = {
+    "bearer": (_bearer, ("token",)),
+    "header": (_header, ("name", "value")),
+    "basic": (_basic, ("username", "password")),
+    "query": (_query, ("name", "value")),
+    "none": (_none, ()),
 }
+_OAUTH2_MEMBERS: Final = (
+    "token_url",
+    "client_id",
+    "client_secret",
+    "scope",
+    "client_auth",
+    "audience",
+    "extra_params",
+)
+# Token-request parameters `extra_params` may not set: the grant's own, and those that have
+# their own member (so a secret never rides in a form its server did not ask for).
+_OWN_PARAMS: Final = frozenset(
+    {"grant_type", "client_id", "client_secret", "client_assertion", "scope", "audience"}
+)
+_MAX_EXTRA_PARAMS: Final = 20
 # Every credential type `build_auth` builds (what the UI must name, and the API accepts).
 AUTH_TYPES: Final = (
     *_STATIC_BUILDERS,
@@ -548,6 +584,9 @@ def _build_oauth2(
     token_url, client_id = f.text("token_url"), f.text("client_id")
     client_secret, scope = f.text("client_secret"), f.text("scope", required=False)
     client_auth = f.raw("client_auth", "basic")
+    extra_params = _extra_params(f)
+    if audience := f.text("audience", required=False, header_safe=False):
+        extra_params["audience"] = audience
     if token_url and not token_url.startswith(("http://", "https://")):
         f.problems.append(
             FieldProblem("/auth/token_url", "token_url must be an http(s) URL", "format")
@@ -563,10 +602,37 @@ def _build_oauth2(
         client_secret,
         scope or None,
         client_auth="body" if client_auth == "body" else "basic",
+        extra_params=extra_params,
         clock=clock,
         on_refresh=on_refresh,
         on_refused=on_refused,
     )
+
+
+def _extra_params(f: _Fields) -> dict[str, str]:
+    """`extra_params`: more token-request parameters an IdP needs (Azure AD v1's `resource`, a
+    `tenant`), names to non-empty text, sent form-encoded beside grant_type."""
+    value = f.raw("extra_params", None)
+    if value is None:
+        return {}
+    shape = f"extra_params is an object of at most {_MAX_EXTRA_PARAMS} name: non-empty text"
+    if not isinstance(value, dict) or len(value) > _MAX_EXTRA_PARAMS:
+        f.problems.append(FieldProblem("/auth/extra_params", shape, "type"))
+        return {}
+    params: dict[str, str] = {}
+    for name, text in value.items():
+        pointer = f"/auth/extra_params/{name}"
+        if name in _OWN_PARAMS:
+            why = f"{name} is set by the gateway or by its own member of auth, not extra_params"
+            f.problems.append(FieldProblem(pointer, why, "reserved"))
+        elif not (name and isinstance(text, str) and text):
+            f.problems.append(FieldProblem(pointer, shape, empty_keyword(text)))
+        elif f.saving and (unsavable(name) or unsavable(text)):
+            why = "must not contain line breaks or other control characters"
+            f.problems.append(FieldProblem(pointer, why, "pattern"))
+        else:
+            params[name] = text
+    return params
 
 
 def _invalid(pointer: str, message: str) -> InvalidPayload:
