@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
+from gateway.clock import utc_timestamp
 from gateway.errors import FieldProblem, InvalidPayload, PartnerError, empty_keyword
 from gateway.formats.headers import is_reserved_header, reserved_message
 from gateway.outbound.verdict import NOT_SENT, ErrorKind, throttled
@@ -70,6 +73,8 @@ class Applied:
     # Members set in a JSON body: (path of keys, value), e.g. a JSON-RPC call's
     # params.credentials (Geotab). A request without a JSON object body cannot take them.
     body_members: tuple[tuple[tuple[str, ...], Any], ...] = ()
+    # The headers that sign the body as sent (`hmac`): called with its final bytes.
+    sign: Callable[[bytes], Mapping[str, str]] | None = None
 
     def __repr__(self) -> str:  # names only: the values are credentials
         return f"Applied(headers={list(self.headers)}, query={[n for n, _ in self.query]})"
@@ -125,6 +130,54 @@ class StaticAuth:
 
 
 NO_AUTH = StaticAuth()
+
+
+@dataclass(frozen=True, slots=True)
+class HmacAuth:
+    """`hmac`: the partner's own signature of each request's body, an HMAC with a shared
+    secret in a header of its choosing (`X-Signature: sha256=<hex>`, as GitHub- and
+    Shopify-style receivers and many ERP inboxes check it), over the body's bytes as sent,
+    or over `before + body + after` with the Unix time in place of `{timestamp}` (also sent in
+    `timestamp_header`): Stripe's `{timestamp}.{body}`, Slack's `v0:{timestamp}:{body}`."""
+
+    secret: bytes
+    header: str
+    digest: Callable[[], Any]  # hashlib's constructor
+    base64: bool
+    prefix: str
+    timestamp_header: str | None
+    before: str
+    after: str
+    clock: Callable[[], float] = utc_timestamp  # the gateway's time, as signatures take
+
+    @property
+    def refreshable(self) -> bool:
+        return False
+
+    async def apply(self, fetch: TokenFetcher) -> Applied:
+        return Applied(sign=self.signed)
+
+    def signed(self, body: bytes) -> dict[str, str]:
+        stamp = str(int(self.clock()))
+        before = self.before.replace("{timestamp}", stamp).encode()
+        after = self.after.replace("{timestamp}", stamp).encode()
+        mac = hmac.new(self.secret, before + body + after, self.digest).digest()
+        value = base64.b64encode(mac).decode() if self.base64 else mac.hex()
+        headers = {self.header: self.prefix + value}
+        if self.timestamp_header:
+            headers[self.timestamp_header] = stamp
+        return headers
+
+    def invalidate(self, applied: Applied) -> None:
+        return None
+
+    def credential_values(self) -> tuple[str, ...]:
+        return (self.secret.decode(),)
+
+    def refused(self, status: int | None, body: Any) -> bool:
+        return status == 401
+
+
 _REFUSAL_MEMORY = 60.0  # seconds a token endpoint's refusal of our credentials is believed
 # The cap on a token endpoint's Retry-After: delivery/retry.py's DEFAULT_MAX_RETRY_AFTER.
 MAX_TOKEN_WAIT = 3600.0
@@ -423,6 +476,8 @@ def build_auth(
         from gateway.outbound.geotab import build_geotab_auth  # same cycle as above
 
         return build_geotab_auth(credentials, on_refresh, on_refused, clock)
+    if kind == "hmac":
+        return _build_hmac(_Fields(credentials, saving, _HMAC_MEMBERS))
     static = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
     if static is None:
         known = ", ".join(AUTH_TYPES)
@@ -550,6 +605,7 @@ _MAX_EXTRA_PARAMS: Final = 20
 # Every credential type `build_auth` builds (what the UI must name, and the API accepts).
 AUTH_TYPES: Final = (
     *_STATIC_BUILDERS,
+    "hmac",
     "oauth2_client_credentials",
     "google_service_account",
     "geotab",
@@ -607,6 +663,74 @@ def _build_oauth2(
         on_refresh=on_refresh,
         on_refused=on_refused,
     )
+
+
+_HMAC_MEMBERS: Final = (
+    "secret",
+    "header",
+    "algorithm",
+    "encoding",
+    "prefix",
+    "timestamp_header",
+    "signed",
+)
+_HMAC_DIGESTS: Final[Mapping[str, Callable[[], Any]]] = {
+    "sha256": hashlib.sha256,
+    "sha1": hashlib.sha1,
+    "sha512": hashlib.sha512,
+}
+_BODY, _STAMP = "{body}", "{timestamp}"
+
+
+def _build_hmac(f: _Fields) -> HmacAuth:
+    secret = f.text("secret", header_safe=False)
+    header = f.name("header")
+    algorithm = f.raw("algorithm", "sha256")
+    encoding = f.raw("encoding", "hex")
+    prefix = f.text("prefix", required=False)
+    stamp_header = f.name("timestamp_header") if f.raw("timestamp_header", None) else None
+    signed = f.raw("signed", _BODY)
+    for name, value in (("header", header), ("timestamp_header", stamp_header)):
+        if value and is_reserved_header(value):
+            f.problems.append(FieldProblem(f"/auth/{name}", reserved_message(value), "reserved"))
+    if stamp_header and header and stamp_header.lower() == header.lower():
+        message = "timestamp_header must be another header than the signature's"
+        f.problems.append(FieldProblem("/auth/timestamp_header", message, "enum"))
+    if algorithm not in _HMAC_DIGESTS:
+        message = f"algorithm is one of {', '.join(_HMAC_DIGESTS)}"
+        f.problems.append(FieldProblem("/auth/algorithm", message, "enum"))
+    if encoding not in ("hex", "base64"):
+        f.problems.append(FieldProblem("/auth/encoding", "encoding is hex or base64", "enum"))
+    before, after = _signed_parts(f, signed, stamp_header is not None)
+    f.done()
+    return HmacAuth(
+        secret.encode(),
+        header,
+        _HMAC_DIGESTS[algorithm],
+        encoding == "base64",
+        prefix,
+        stamp_header,
+        before,
+        after,
+    )
+
+
+def _signed_parts(f: _Fields, signed: Any, stamped: bool) -> tuple[str, str]:
+    """`signed`: what the HMAC covers, `{body}` once, `{timestamp}` only with a
+    timestamp_header, other text as it is (no other braces: a misspelt placeholder would be
+    signed as text)."""
+    why = None
+    if not isinstance(signed, str) or signed.count(_BODY) != 1:
+        why = "signed is text with {body} once, e.g. {timestamp}.{body}"
+    elif _STAMP in signed and not stamped:
+        why = "{timestamp} in signed needs a timestamp_header to send it in"
+    elif any(c in signed.replace(_BODY, "").replace(_STAMP, "") for c in "{}"):
+        why = "signed takes only the placeholders {body} and {timestamp}"
+    if why is not None:
+        f.problems.append(FieldProblem("/auth/signed", why, "pattern"))
+        return "", ""
+    before, _, after = signed.partition(_BODY)
+    return before, after
 
 
 def _extra_params(f: _Fields) -> dict[str, str]:

@@ -26,7 +26,8 @@ _AUTH: dict[str, Any] = {
     "oauth2_client_credentials {token_url, client_id, client_secret, scope?, "
     "client_auth?, audience?, extra_params?} | query {name, value} | none | "
     "google_service_account {service_account: the key file, scope?} | "
-    "geotab {url, database, username, password}. Write-only.",
+    "geotab {url, database, username, password} | hmac {secret, header, algorithm?, "
+    "encoding?, prefix?, timestamp_header?, signed?}. Write-only.",
     "properties": {
         "type": {
             "enum": [
@@ -38,6 +39,7 @@ _AUTH: dict[str, Any] = {
                 "none",
                 "google_service_account",
                 "geotab",
+                "hmac",
             ]
         }
     },
