@@ -221,3 +221,37 @@ async def test_a_delivery_whose_form_field_the_charset_cannot_write_records_the_
         "form field 'OBS': 'ő' (U+0151) cannot be written in ISO-8859-1"
         in (deliveries["failed"]["last_error"])
     ), deliveries["failed"]
+
+
+async def test_a_deliverys_record_shows_the_body_in_its_charset_with_secrets_masked(
+    client: Client, partner: Partner
+) -> None:
+    """The attempt's request summary was read as UTF-8: a Latin-1 body showed `Jo�o`, and a
+    secret with a character past ASCII, percent-encoded in Latin-1, went unmasked."""
+    await upload_mapping(
+        client,
+        _mapping(
+            "erp-secret",
+            "application/x-www-form-urlencoded; charset=ISO-8859-1",
+            "  OBS: entity.attributes.obs\n  SENHA: {secret: erp_senha}\n",
+        ),
+    )
+    erp = await create_partner(
+        client, partner.url, auth={"type": "none"}, secrets={"erp_senha": "s3nhã-Ç"}
+    )
+    action = await create_action(client, erp["id"], request_mapping="erp-secret")
+    await create_subscription(client, action["id"], ("entity.created",))
+    await create_vehicle(client, "ABC1D23", attributes={"obs": "Motorista João"})
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    await services.delivery_worker.run_until_idle()
+
+    (sent,) = partner.requests
+    assert sent.body == b"OBS=Motorista+Jo%E3o&SENHA=s3nh%E3-%C7"
+    response = await client.get("/api/v1/deliveries", headers=auth())
+    (delivery,) = (await response.json())["items"]
+    response = await client.get(f"/api/v1/deliveries/{delivery['id']}", headers=auth())
+    (attempt,) = (await response.json())["attempts"]
+    shown = attempt["request"]["body"]
+    assert shown.startswith("OBS=Motorista+Jo%C3%A3o&SENHA="), shown
+    assert "s3nh" not in shown and "%E3" not in shown, shown

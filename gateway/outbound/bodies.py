@@ -12,7 +12,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final
-from urllib.parse import quote_plus
+from urllib.parse import parse_qsl, quote_plus, urlencode
 
 import orjson
 
@@ -59,6 +59,26 @@ def encode_body(headers: MutableMapping[str, str], value: Any) -> bytes:
         headers["Content-Type"] = JSON
     data = orjson.dumps(value, default=str)
     return data if codec is None else data.decode().encode(codec, _JSON_ESCAPE)
+
+
+def body_text(headers: Mapping[str, str], body: bytes) -> str:
+    """A body as text for a delivery's record or a dry run, in the charset it was written in
+    (UTF-8 without one; what a charset cannot read is U+FFFD); a form written in another
+    charset as the same fields percent-encoded in UTF-8, as a UTF-8 form shows them, so that
+    a secret in it is found and masked as in any other (redaction.py reads escapes as UTF-8)."""
+    try:
+        codec = body_codec(headers)
+    except InvalidPayload:
+        codec = None
+    if codec is None:
+        return body.decode("utf-8", "replace")
+    if content_type(headers) == FORM:
+        try:
+            fields = parse_qsl(body.decode("ascii"), True, encoding=codec, errors="strict")
+            return urlencode(fields)
+        except (UnicodeError, ValueError):
+            pass
+    return body.decode(codec, "replace")
 
 
 def _form(pairs: list[tuple[str, str]], codec: str, label: str) -> bytes:
