@@ -4,9 +4,7 @@ serve` processes on the test's database."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,32 +12,8 @@ from bson import ObjectId
 
 from gateway.config import Settings
 from gateway.store.client import id_above
-from tests.processes import Gateway, wait_until
+from tests.processes import Gateway, two_gateways, wait_until
 from tests.support import auth
-
-
-@contextmanager
-def two_gateways(
-    tmp_path: Path, settings: Settings, mongodb_uri: str, **env: str
-) -> Iterator[list[Gateway]]:
-    """Two `gateway serve` processes on the test's database (every background job in both),
-    stopped after the block."""
-    gateways = [
-        Gateway(
-            tmp_path / f"gateway{i}",
-            MONGODB_URI=mongodb_uri,
-            GATEWAY_DATABASE=settings.database,
-            **env,
-        )
-        for i in range(2)
-    ]
-    try:
-        for gateway in gateways:
-            gateway.start(timeout=90)
-        yield gateways
-    finally:
-        for gateway in gateways:
-            gateway.stop()
 
 
 def entity_events(gateway: Gateway, entity_id: str) -> list[dict[str, Any]]:
