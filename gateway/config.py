@@ -168,6 +168,9 @@ class Settings:
     # How long a partner's announced occurrence (a mapping's `occurrence_id`) is remembered:
     # a redelivery within it is not announced again (store/occurrences.py).
     occurrence_retention_days: int = 7
+    # The events feed (`GET /api/v1/events?after=`) answers an event this long after it was
+    # stored, not before: longer than an insert of the relay may take to become visible.
+    events_feed_settle_seconds: int = 10
     # Where schemas/ lives; None = beside the package (a source checkout or editable install).
     schema_dir: Path | None = None
     # PROMETHEUS_MULTIPROC_DIR: where `serve --workers N`'s processes write their metric
@@ -286,6 +289,9 @@ class Settings:
             occurrence_retention_days=env.integer(
                 "GATEWAY_OCCURRENCE_RETENTION_DAYS", 7, low=1, high=365
             ),
+            events_feed_settle_seconds=env.integer(
+                "GATEWAY_EVENTS_FEED_SETTLE_SECONDS", 10, low=1, high=3600
+            ),
             schema_dir=env.directory("GATEWAY_SCHEMA_DIR", holding="entities"),
             metrics_dir=env.directory("PROMETHEUS_MULTIPROC_DIR"),
         )
@@ -300,6 +306,12 @@ class Settings:
             raise ConfigError(
                 "GATEWAY_SHARD_LEASE_SECONDS must be longer than GATEWAY_DB_TIMEOUT_MS "
                 f"({settings.shard_lease_seconds} s against {settings.db_timeout_ms} ms)"
+            )
+        if settings.events_feed_settle_seconds * 1000 <= settings.db_timeout_ms:
+            # An insert still within its deadline, not visible yet, would be passed over.
+            raise ConfigError(
+                "GATEWAY_EVENTS_FEED_SETTLE_SECONDS must be longer than GATEWAY_DB_TIMEOUT_MS "
+                f"({settings.events_feed_settle_seconds} s against {settings.db_timeout_ms} ms)"
             )
         return settings
 

@@ -24,7 +24,7 @@ from gateway.store.client import (
 )
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import DERIVED_MIGRATION, EntityStore
-from gateway.store.events import EventStore
+from gateway.store.events import FEED_SETTLE, EventStore
 from gateway.store.expiry import Expiry
 from gateway.store.fine_keys import STEP as FINE_KEYS
 from gateway.store.fine_keys import rekey_fines
@@ -99,6 +99,7 @@ class Store:
         *,
         occurrence_retention_seconds: int = OCCURRENCE_RETENTION,
         follow_ttl_settings: bool = True,
+        feed_settle_seconds: float = FEED_SETTLE,
     ) -> None:
         self.db = db
         # TTL indexes, and expiry by the gateway where the server's sweep reads whole
@@ -127,7 +128,7 @@ class Store:
         self.entities = EntityStore(
             db["entities"], self.commits, self.relay_commits, self.fold_commits
         )
-        self.events = EventStore(db["events"])
+        self.events = EventStore(db["events"], feed_settle_seconds)
         self.occurrences = OccurrenceStore(
             db["occurrences"], self.expiry, occurrence_retention_seconds
         )

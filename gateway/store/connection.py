@@ -81,6 +81,7 @@ async def open_store(
             client[settings.database],
             health,
             occurrence_retention_seconds=settings.occurrence_retention_days * 86_400,
+            feed_settle_seconds=settings.events_feed_settle_seconds,
             # A one-shot command run from a shell without the serving processes' settings
             # must not set their TTL indexes back to its defaults.
             follow_ttl_settings=not attach,
