@@ -93,6 +93,10 @@ class Settings:
     outbound_connections: int = 2000
     database: str = "gateway"
     db_timeout_ms: int = 5000
+    # The bound of an index build and of a one-time upgrade step's pass over a collection at
+    # start (`Store.ensure_indexes`), instead of db_timeout_ms: on a large collection they last
+    # minutes, and one cut at the requests' deadline was thrown away and started again.
+    index_build_timeout_seconds: int = 3600
     # The write concern's `w` (journaling is always on): "majority" on a replica set, or a
     # number of members; None keeps the URI's (default 1).
     db_write_concern: str | int | None = None
@@ -230,6 +234,9 @@ class Settings:
             ),
             database=env.database("GATEWAY_DATABASE"),
             db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100, high=600_000),
+            index_build_timeout_seconds=env.integer(
+                "GATEWAY_INDEX_BUILD_TIMEOUT_SECONDS", 3600, low=1, high=604_800
+            ),
             db_write_concern=env.write_concern("GATEWAY_WRITE_CONCERN"),
             max_body_bytes=env.integer(
                 "GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024, high=1_073_741_824
