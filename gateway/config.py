@@ -108,6 +108,10 @@ class Settings:
     outbound_connections: int = 2000
     database: str = "gateway"
     db_timeout_ms: int = 5000
+    # The bound of an index build and of a one-time upgrade step's pass over a collection at
+    # start (`Store.ensure_indexes`), instead of db_timeout_ms: on a large collection they last
+    # minutes, and one cut at the requests' deadline was thrown away and started again.
+    index_build_timeout_seconds: int = 3600
     # The write concern's `w` (journaling is always on): "majority" on a replica set, or a
     # number of members; None keeps the URI's (default 1).
     db_write_concern: str | int | None = None
@@ -197,6 +201,9 @@ class Settings:
     # How long a partner's announced occurrence (a mapping's `occurrence_id`) is remembered:
     # a redelivery within it is not announced again (store/occurrences.py).
     occurrence_retention_days: int = 7
+    # The events feed (`GET /api/v1/events?after=`) answers an event this long after it was
+    # stored, not before: longer than an insert of the relay may take to become visible.
+    events_feed_settle_seconds: int = 10
     # Where schemas/ lives; None = beside the package (a source checkout or editable install).
     schema_dir: Path | None = None
     # PROMETHEUS_MULTIPROC_DIR: where `serve --workers N`'s processes write their metric
@@ -260,6 +267,9 @@ class Settings:
             ),
             database=env.database("GATEWAY_DATABASE"),
             db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100, high=600_000),
+            index_build_timeout_seconds=env.integer(
+                "GATEWAY_INDEX_BUILD_TIMEOUT_SECONDS", 3600, low=1, high=604_800
+            ),
             db_write_concern=env.write_concern("GATEWAY_WRITE_CONCERN"),
             max_body_bytes=env.integer(
                 "GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024, high=1_073_741_824
@@ -352,6 +362,9 @@ class Settings:
             occurrence_retention_days=env.integer(
                 "GATEWAY_OCCURRENCE_RETENTION_DAYS", 7, low=1, high=365
             ),
+            events_feed_settle_seconds=env.integer(
+                "GATEWAY_EVENTS_FEED_SETTLE_SECONDS", 10, low=1, high=3600
+            ),
             schema_dir=env.directory("GATEWAY_SCHEMA_DIR", holding="entities"),
             metrics_dir=env.directory("PROMETHEUS_MULTIPROC_DIR"),
         )
@@ -366,6 +379,12 @@ class Settings:
             raise ConfigError(
                 "GATEWAY_SHARD_LEASE_SECONDS must be longer than GATEWAY_DB_TIMEOUT_MS "
                 f"({settings.shard_lease_seconds} s against {settings.db_timeout_ms} ms)"
+            )
+        if settings.events_feed_settle_seconds * 1000 <= settings.db_timeout_ms:
+            # An insert still within its deadline, not visible yet, would be passed over.
+            raise ConfigError(
+                "GATEWAY_EVENTS_FEED_SETTLE_SECONDS must be longer than GATEWAY_DB_TIMEOUT_MS "
+                f"({settings.events_feed_settle_seconds} s against {settings.db_timeout_ms} ms)"
             )
         return settings
 

@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Collection as Items
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from gateway.clock import utcnow
@@ -28,6 +28,7 @@ from gateway.errors import NotFound, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store
+from gateway.store.events import FEED_SETTLE, feed_cursor, parse_feed_cursor
 
 TYPE_FAMILIES = frozenset({"entity", "vehicle", "fine", "checklist"})
 """The event families `gateway_events_relayed_total` names: the gateway's own (`entity.*`,
@@ -101,10 +102,24 @@ def public_event(doc: Doc) -> dict[str, Any]:
 
 
 class EventLog:
-    """Use case: the tenant's event log, newest first (what the relay stored)."""
+    """Use case: the tenant's event log, newest first (what the relay stored), and its feed
+    (`follow`)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, settle_seconds: float = FEED_SETTLE) -> None:
         self._store = store
+        self._settle = timedelta(seconds=settle_seconds)
+
+    async def follow(self, tenant: str, after: str, limit: int) -> tuple[list[Doc], str]:
+        """The feed: up to `limit` events stored after the point `after` names, in the order
+        they were stored (`relayed_at`, then id), and the cursor to read on from (the last
+        one's, or `after`'s again). Only events stored a settle window ago or more: one
+        stored at a time already answered, by a relay whose insert took long to become
+        visible, would be passed over for good. `after` is a feed cursor or an RFC 3339
+        date-time (the events stored after that moment)."""
+        at, after_id = parse_feed_cursor(after)
+        until = utcnow() - self._settle
+        docs = await self._store.events.stored_after(tenant, at, after_id, until=until, limit=limit)
+        return docs, feed_cursor(docs[-1]) if docs else after
 
     async def find(
         self,

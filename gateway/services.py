@@ -379,7 +379,7 @@ def _assemble(
         fanout=fanout,
         deliveries=DeliveryService(store, on_replay=worker.notify),
         delivery_worker=worker,
-        events=EventLog(store),
+        events=EventLog(store, settle_seconds=settings.events_feed_settle_seconds),
         # Built with its fan-out and the flow starter: no event is ever relayed without its
         # deliveries and its flow runs (and the driver changes it reports).
         relay=EventRelay(

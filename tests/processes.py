@@ -17,12 +17,14 @@ import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from gateway.config import Settings
 from tests.support import SECRET_KEY, auth
 
 # Each test process (pytest-xdist worker gwN) hands out ports of its own range, below the
@@ -240,6 +242,30 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@contextmanager
+def two_gateways(
+    tmp_path: Path, settings: Settings, mongodb_uri: str, **env: str
+) -> Iterator[list[Gateway]]:
+    """Two `gateway serve` processes on the test's database (every background job in both),
+    stopped after the block."""
+    gateways = [
+        Gateway(
+            tmp_path / f"gateway{i}",
+            MONGODB_URI=mongodb_uri,
+            GATEWAY_DATABASE=settings.database,
+            **env,
+        )
+        for i in range(2)
+    ]
+    try:
+        for gateway in gateways:
+            gateway.start(timeout=90)
+        yield gateways
+    finally:
+        for gateway in gateways:
+            gateway.stop()
 
 
 def _json(raw: bytes) -> Any:

@@ -761,7 +761,11 @@ def test_a_duration_or_size_past_its_ceiling_stops_the_start_naming_it(
     (`days=...; must have magnitude <= 999999999`), a probe interval as long failed every
     delivery housekeeping round behind a ready /readyz, a body limit past 8-byte integers
     failed every trigger creation. Each now has a ceiling, said at start."""
-    longer = {"GATEWAY_FOLD_GAP_SECONDS": "3600", "GATEWAY_SHARD_LEASE_SECONDS": "3600"}
+    longer = {
+        "GATEWAY_FOLD_GAP_SECONDS": "3600",
+        "GATEWAY_SHARD_LEASE_SECONDS": "3600",
+        "GATEWAY_EVENTS_FEED_SETTLE_SECONDS": "3600",
+    }
     assert Settings.from_env({name: str(high), **longer})  # the ceiling itself is taken
     env = {"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_SECRET_KEY": SECRET_KEY}
     result = _command("serve", "--port", "0", env={**env, name: "99999999999999"})

@@ -166,6 +166,55 @@ async def test_round_and_format_number_agree_with_decimal_rounding_of_the_text_o
     assert document["attributes"]["text"] == texts
 
 
+# -- scale: the product of the numbers as they are written ------------------------------------
+
+SCALED = (
+    "  attributes.reais: {each: cents, item: {from: '@', transforms: [integer, {scale: 0.01}]}}\n"
+    "  attributes.percent: {each: fractions, item: {from: '@', transforms: [{scale: 100}]}}\n"
+    "  attributes.kmh: {each: fractions, item: {from: '@', transforms: [{scale: 3.6}]}}\n"
+    "  attributes.whole: {from: big, transforms: [{scale: 1000}]}\n"
+    "  attributes.huge: {from: tiny, transforms: [{scale: 1.0e+308}]}\n"
+)
+
+
+async def test_scale_multiplies_as_a_decimal_so_cents_become_reais_without_binary_noise(
+    client: Client,
+) -> None:
+    """`[integer, {scale: 0.01}]` of "35" is 0.35 (a float product: 0.35000000000000003), 0.57
+    with 100 is 57.0 (not 56.99999999999999): the float nearest the decimal product, as
+    `convert` and `round` already are. An integer times an integer stays an exact integer."""
+    cents = [str(n) for n in range(1, 100_000, 101)] + ["35", "41", "57", "13016", "-29347"]
+    random = Random(20261207)
+    fractions = [round(random.uniform(-1000, 1000), random.randint(0, 6)) for _ in range(500)]
+    fractions += [0.57, 0.87, 1e-7, 123456789.123, -0.0]
+    payload = {"cents": cents, "fractions": fractions, "big": 2**62 // 1000, "tiny": 0.5}
+    document = await _dry_run(client, SCALED, payload)
+
+    def product(value: float | str, factor: str) -> float:
+        return float(Decimal(str(value)) * Decimal(factor))
+
+    attributes = document["attributes"]
+    assert attributes["reais"] == [float(Decimal(c) / 100) for c in cents]
+    assert attributes["reais"][-5:] == [0.35, 0.41, 0.57, 130.16, -293.47]
+    assert attributes["percent"] == [product(repr(v), "100") for v in fractions]
+    assert attributes["kmh"] == [product(repr(v), "3.6") for v in fractions]
+    assert attributes["whole"] == 2**62 // 1000 * 1000 and type(attributes["whole"]) is int
+    assert attributes["huge"] == 5e307
+
+
+async def test_scale_past_the_largest_float_is_still_a_cast_problem(client: Client) -> None:
+    scaled = "  attributes.x: {from: v, transforms: [{scale: 1.0e+300}]}\n"
+    mapping = f"name: m\n{HEAD}fields:\n  plate: plate\n{scaled}"
+    response = await client.post(
+        "/api/v1/mappings/test",
+        json={"mapping": mapping, "payload": {"plate": "ABC1D23", "v": 1e300}},
+        headers=auth(),
+    )
+    assert response.status == 422, await response.text()
+    (error,) = (await response.json())["errors"]
+    assert error["keyword"] == "cast" and "not a finite number" in error["message"], error
+
+
 # -- Unicode: either form matches, text is copied as sent, truncate and split cut in NFC ------
 
 NFC_NAO, NFD_NAO = "N\u00c3O", "NA\u0303O"

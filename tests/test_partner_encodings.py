@@ -432,3 +432,81 @@ async def test_a_triggers_charset_reads_what_a_partner_that_cannot_set_its_heade
         f"/api/v1/triggers/{erp['id']}", json={"charset": None}, headers=auth()
     )
     assert (await cleared.json())["charset"] is None
+
+
+ERP_DRIVER_XML = """
+name: erp-driver-xml
+direction: inbound
+entity_type: driver
+key: [cpf]
+fields:
+  cpf: {from: SRA.RA_CIC, transforms: [cpf], required: true}
+  name: {from: SRA.RA_NOME, transforms: [trim]}
+"""
+DRIVER_XML = "<SRA><RA_CIC>529.982.247-25</RA_CIC><RA_NOME>{name}</RA_NOME></SRA>"
+
+
+async def _driver_name(client: Client) -> str:
+    response = await client.get("/api/v1/entities/driver", headers=auth("acme"))
+    assert response.status == 200, await response.text()
+    (driver,) = (await response.json())["items"]
+    return str(driver["name"])
+
+
+async def test_xml_that_names_no_encoding_is_read_in_the_triggers_charset_when_not_utf_8(
+    client: Client,
+) -> None:
+    """A Delphi ERP posting windows-1252 XML with no declaration under a bare `text/xml`: the
+    trigger's `charset` was ignored for XML, and the 400 said `not well-formed (invalid
+    token)`. A document that names no encoding (no byte order mark, no declaration's
+    `encoding`, no charset in its media type) is read in the trigger's when it is not UTF-8;
+    one that names its own is read in that, and UTF-8 stays UTF-8."""
+    await upload_mapping(client, ERP_DRIVER_XML)
+    spec = {"entity_type": "driver", "mapping": "erp-driver-xml", "format": "xml"}
+    bare = await create_trigger(client, name="bare", **spec)
+    delphi = await create_trigger(client, name="delphi", charset="windows-1252", **spec)
+    latin = DRIVER_XML.format(name="JOÃO DA CONCEIÇÃO – “ERP”").encode("cp1252")
+
+    status, answer = await _post(client, bare, latin, "text/xml")
+    assert status == 400, answer
+    assert answer["detail"] == (
+        "malformed XML: line 1, column 48: the body is not valid UTF-8 (byte 47) and names no "
+        "other encoding; a partner that sends another names it: Content-Type: text/xml; "
+        'charset=ISO-8859-1, or an XML declaration <?xml version="1.0" encoding="ISO-8859-1"?> '
+        '(or the trigger says it: "charset": "windows-1252")'
+    )
+
+    status, answer = await _post(client, delphi, latin, "text/xml")
+    assert status == 201, answer
+    assert await _driver_name(client) == "JOÃO DA CONCEIÇÃO – “ERP”"
+    for name, document, content_type in (
+        ("JOÃO UTF-8", DRIVER_XML.format(name="JOÃO UTF-8").encode(), "text/xml"),
+        (
+            "JOÃO LABEL",
+            DRIVER_XML.format(name="JOÃO LABEL").encode("cp1252"),
+            "text/xml; charset=iso-8859-1",
+        ),
+        (
+            "JOÃO DECL",
+            (
+                '<?xml version="1.0" encoding="ISO-8859-1"?>' + DRIVER_XML.format(name="JOÃO DECL")
+            ).encode("latin-1"),
+            "application/xml",
+        ),
+        (
+            "JOÃO UTF-8 DECL",
+            (
+                '<?xml version="1.0" encoding="UTF-8"?>' + DRIVER_XML.format(name="JOÃO UTF-8 DECL")
+            ).encode(),
+            "application/xml",
+        ),
+    ):
+        status, answer = await _post(client, delphi, document, content_type)
+        assert status == 200, (name, answer)
+        assert await _driver_name(client) == name
+    # A declaration is the document's word: UTF-8 declared, windows-1252 bytes are refused.
+    declared = ('<?xml version="1.0" encoding="UTF-8"?>' + DRIVER_XML.format(name="JOÃO")).encode(
+        "cp1252"
+    )
+    status, answer = await _post(client, delphi, declared, "text/xml")
+    assert status == 400, answer

@@ -189,6 +189,17 @@ def test_shipped_mapping_compiles(name: str) -> None:
     assert mapping.direction == ("inbound" if name in INBOUND else "outbound")
 
 
+def test_the_mapping_bench_evaluates_every_shipped_mapping_on_its_sample() -> None:
+    # bench/bench_mapping.py takes its samples from the tables above: a mapping shipped
+    # without one stopped it with a KeyError, unnoticed, until someone ran it.
+    from bench.bench_mapping import runner
+
+    for path in sorted(MAPPINGS.glob("*.yaml")):
+        call, fields, run = runner(path)
+        assert fields > 0 and call in {"apply", "map_response", "build_request"}, path.name
+        run()
+
+
 def test_traccar_position() -> None:
     (result,) = mapped("traccar-position.yaml")
     assert result["key"] == {} and result["events"] == ()

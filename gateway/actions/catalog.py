@@ -31,7 +31,7 @@ from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.mapping.secret_marks import SecretMarks
 from gateway.metrics import Metrics
 from gateway.notify.sandbox import off_loop
-from gateway.outbound.bodies import encode_body
+from gateway.outbound.bodies import body_codec, encode_body
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.outbound.partner_auth import PartnerAuth, build_auth
 from gateway.outbound.sender import OutboundRequest, Outcome
@@ -365,7 +365,10 @@ class Catalog:
         if cached is not None and cached[0] == doc["rev"]:
             return cached[1]
         problems: list[FieldProblem] = []
-        body = compile_xml_body({**doc["xml_body"], "sample": None}, problems)
+        mapped = bool(doc.get("request_mapping"))
+        body = compile_xml_body(
+            {**doc["xml_body"], "sample": None}, problems, mapped_charset=mapped
+        )
         if body is None:
             raise InvalidPayload(f"action {doc['name']!r} has an unusable xml_body", problems)
         self._xml[aid] = (doc["rev"], body)
@@ -458,8 +461,8 @@ async def _build_request(
     body = None
     if xml is not None and action.method != "GET":
         template_context = {**context, "body": body_value or {}, "secrets": marks.marks}
-        body = await off_loop(xml.render, template_context, marks)
-        sent = {**xml.headers(), **sent}
+        sent = {**xml.headers(), **sent}  # the mapping's Content-Type (and charset) wins
+        body = await off_loop(xml.render, template_context, marks, body_codec(sent))
     elif body_value is not None and action.method != "GET":
         body = _revealed(lambda value: encode_body(sent, value), marks, body_value)
     url = _revealed(build_url, marks, partner.base_url, action.path, params, query)

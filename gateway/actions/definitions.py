@@ -377,7 +377,8 @@ def _xml_body(check: BodyCheck) -> dict[str, Any] | None:
     if check.body.get("method") == "GET":
         check.add("/xml_body", "a GET sends no body; use POST (read_only for a read)", "method")
         return None
-    if compile_xml_body(value, check.problems) is None:
+    mapped = bool(check.body.get("request_mapping"))
+    if compile_xml_body(value, check.problems, mapped_charset=mapped) is None:
         return None
     return {k: value.get(k) for k in ("template", "soap", "soap_action", "sample")}
 

@@ -10,7 +10,8 @@ escaped (`<`, `>`, `&`, quotes), and characters XML 1.0 cannot carry become U+FF
 partner, entity or cursor value can add markup. What could turn escaping off is refused when
 the template is compiled (`|safe`, `{% autoescape false %}`; `tojson`, `urlize` and `xmlattr`
 are not offered). Every render is read back by the project's XML reader before it is sent,
-and its UTF-8 bytes are bounded by MAX_BODY_BYTES.
+and its bytes (UTF-8, or the charset the request mapping's Content-Type names) are bounded by
+MAX_BODY_BYTES.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from jinja2.exceptions import SecurityError
 
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import DocumentRefused, parse_xml
+from gateway.formats.charsets import text_codec
 from gateway.formats.json_tree import is_text, plain
 from gateway.mapping.secret_marks import WHOLE, SecretMarks, SecretRead, holds_mark
 from gateway.notify.sandbox import (
@@ -93,6 +95,8 @@ def _whole(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _ENV = _XmlEnvironment()
+# A test render's charset when the request mapping's Content-Type will say it at each send.
+_MAPPED: Final = "(the request mapping's)"
 # Characters XML 1.0 cannot carry, even as character references.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _DECLARED_ENCODING = re.compile(r"^<\?xml[^>]*encoding\s*=\s*[\"']([^\"']+)[\"']")
@@ -118,16 +122,28 @@ class XmlBody:
     def accept(self) -> str:
         return "application/soap+xml" if self.soap == "1.2" else "text/xml, application/xml"
 
-    def render(self, context: Mapping[str, Any], marks: SecretMarks | None = None) -> bytes:
-        """The body's UTF-8 bytes; InvalidPayload (pointer /xml_body/template) when it cannot
-        be rendered, is not well-formed or is too large. `marks`: the context's secrets are
-        their marks, each put in place (escaped) once the body is rendered and checked."""
-        return _render(self.template, _clean(plain(context)), marks)
+    def render(
+        self,
+        context: Mapping[str, Any],
+        marks: SecretMarks | None = None,
+        charset: str | None = None,
+    ) -> bytes:
+        """The body's bytes, UTF-8 or in `charset` (the one the request mapping's Content-Type
+        names: `text/xml; charset=ISO-8859-1`; a character it cannot write becomes its
+        character reference, `&#337;`); InvalidPayload (pointer /xml_body/template) when it
+        cannot be rendered, is not well-formed, is too large or declares another encoding.
+        `marks`: the context's secrets are their marks, each put in place (escaped) once the
+        body is rendered and checked."""
+        return _render(self.template, _clean(plain(context)), marks, charset)
 
 
-def compile_xml_body(value: Any, problems: list[FieldProblem]) -> XmlBody | None:
+def compile_xml_body(
+    value: Any, problems: list[FieldProblem], *, mapped_charset: bool = False
+) -> XmlBody | None:
     """The `xml_body` member of an action, compiled and test-rendered on its `sample` (or an
-    empty context); each problem is added with its pointer."""
+    empty context); each problem is added with its pointer. `mapped_charset`: the action has
+    a request mapping, whose Content-Type may name the charset the body is sent in, so a
+    declaration of another encoding than UTF-8 is checked against it when sent."""
     if not isinstance(value, Mapping):
         problems.append(FieldProblem(AT, "xml_body is an object with a template", "type"))
         return None
@@ -159,7 +175,7 @@ def compile_xml_body(value: Any, problems: list[FieldProblem]) -> XmlBody | None
     if template is None or len(problems) > before:
         return None
     body = XmlBody(template, soap, action)
-    _test_render(body, sample, problems)
+    _test_render(body, sample, problems, mapped_charset)
     return None if len(problems) > before else body
 
 
@@ -187,11 +203,16 @@ def _compile(source: Any, problems: list[FieldProblem]) -> jinja2.Template | Non
         return None
 
 
-def _test_render(body: XmlBody, sample: Any, problems: list[FieldProblem]) -> None:
+def _test_render(
+    body: XmlBody, sample: Any, problems: list[FieldProblem], mapped_charset: bool
+) -> None:
     """Without a sample only what fails whatever the data counts (limits, internals, markup
     that is not well-formed, a SOAP envelope of the other version); with one, anything."""
+    context = sample if isinstance(sample, Mapping) else {}
     try:
-        text = body.render(sample if isinstance(sample, Mapping) else {})
+        text = _render(
+            body.template, _clean(plain(context)), charset=_MAPPED if mapped_charset else None
+        )
     except InvalidPayload as exc:
         (problem,) = exc.problems
         if sample is not None or problem.keyword in ("limit", "security", "xml"):
@@ -204,7 +225,10 @@ def _test_render(body: XmlBody, sample: Any, problems: list[FieldProblem]) -> No
 
 
 def _render(
-    template: jinja2.Template, data: Mapping[str, Any], marks: SecretMarks | None = None
+    template: jinja2.Template,
+    data: Mapping[str, Any],
+    marks: SecretMarks | None = None,
+    charset: str | None = None,
 ) -> bytes:
     try:
         with budget():
@@ -218,28 +242,57 @@ def _render(
     except RENDER_ERRORS as exc:
         raise _failed(f"xml_body: {exc}", "render") from None
     declared = _DECLARED_ENCODING.match(text)
-    if declared and declared.group(1).lower().replace("-", "") != "utf8":
+    named = declared and text_codec(declared.group(1))
+    if declared and not named:
         raise _failed(
-            f"xml_body: the body is sent as UTF-8; its declaration says {declared.group(1)}",
+            f"xml_body: its declaration names an unknown encoding {declared.group(1)}", "xml"
+        )
+    if declared and charset is not _MAPPED and named != text_codec(charset or "utf-8"):
+        sent = f"in {charset}" if charset else "as UTF-8"
+        raise _failed(
+            f"xml_body: the body is sent {sent}; its declaration says {declared.group(1)}",
             "xml",
         )
+    if charset is _MAPPED:
+        charset = None  # a test render: the charset is the request mapping's, when sent
     data_bytes = _bounded(text)
     try:
         parse_xml(data_bytes, charset="utf-8")
     except DocumentRefused as exc:
         message = f"xml_body: the rendered body is not well-formed XML: {exc.located()}"
         raise _failed(message, "xml") from None
-    if marks is None:
+    if marks is None and charset is None:
         return data_bytes
+    if marks is not None:
+        try:
+            text = marks.reveal_text(text, _escaped)
+        except InvalidPayload as exc:
+            raise _failed(f"xml_body: {exc.problems[0].message}", "secret") from None
+    return _bounded(text) if charset is None else _encoded(text, charset)
+
+
+def _encoded(text: str, charset: str) -> bytes:
+    """The body in `charset`: a character it cannot write as its character reference (the
+    same character to any XML reader), where XML takes one (text and attribute values; not a
+    name or a comment: then a problem naming the place)."""
     try:
-        revealed = marks.reveal_text(text, _escaped)
-    except InvalidPayload as exc:
-        raise _failed(f"xml_body: {exc.problems[0].message}", "secret") from None
-    return _bounded(revealed)
+        return _bounded(text, charset)
+    except UnicodeEncodeError:
+        pass
+    data_bytes = _bounded(text, charset, "xmlcharrefreplace")
+    try:
+        parse_xml(data_bytes, charset=charset)
+    except DocumentRefused as exc:
+        message = (
+            f"xml_body: a character {charset} cannot write is where XML takes no character "
+            f"reference (a name, a comment): {exc.located()}"
+        )
+        raise _failed(message, "xml") from None
+    return data_bytes
 
 
-def _bounded(text: str) -> bytes:
-    data_bytes = text.encode("utf-8")
+def _bounded(text: str, charset: str = "utf-8", errors: str = "strict") -> bytes:
+    data_bytes = text.encode(charset, errors)
     if len(data_bytes) > MAX_BODY_BYTES:
         raise _failed(
             f"xml_body: {len(data_bytes):,} bytes rendered, the limit is {MAX_BODY_BYTES:,}",

@@ -24,6 +24,7 @@ from gateway.delivery.retry import next_attempt_at
 from gateway.formats.charsets import storable
 from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
+from gateway.outbound.bodies import body_text
 from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.outbound.verdict import Verdict, error_names
@@ -337,7 +338,7 @@ def request_summary(request: OutboundRequest, partner: Partner) -> Doc:
     url = str(URL(request.url).extend_query(request.query)) if request.query else request.url
     summary: Doc = {"method": request.method, "url": redactor.redact(url, cut=False)}
     if request.body is not None:
-        head = request.body[:_BODY_READ].decode("utf-8", "replace")
+        head = body_text(request.headers, request.body[:_BODY_READ])  # in its charset
         # Redacted whole, then cut, as an answer's excerpt: a credential's start where the
         # read stops is masked when the body goes on.
         cut = len(request.body) > _BODY_READ

@@ -66,6 +66,7 @@ from gateway.notify.push import SEND_PATH, fcm_body
 from gateway.notify.sandbox import previewing
 from gateway.notify.settings import SettingsService
 from gateway.notify.sms import sms_request
+from gateway.outbound.bodies import body_text
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Store
 from gateway.store.notify import noted_near
@@ -483,10 +484,11 @@ def _reads(step: Step) -> set[str]:
 def _request(request: Any, body: bytes | None) -> dict[str, Any]:
     shown: Any = None
     if body:
+        text = body_text(request.headers, body)  # in the charset it is sent in
         try:
-            shown = orjson.loads(body)
+            shown = orjson.loads(text)
         except orjson.JSONDecodeError:
-            shown = body.decode("utf-8", "replace")
+            shown = text
     return {
         "method": request.method,
         "url": request.url,

@@ -28,6 +28,7 @@ from gateway.formats.charsets import (
     utf8_json,
 )
 from gateway.formats.json_tree import loads_exact, repeated_member, repeated_message
+from gateway.formats.xml_tree import NoEncodingNamed
 
 MAX_FORM_FIELDS: Final = 200
 FORM: Final = "application/x-www-form-urlencoded"
@@ -161,11 +162,14 @@ def check_json(body: bytes, data: Any) -> None:
         raise BadRequest(f"malformed JSON: {repeated_message(name)}")
 
 
-def parse_xml(content_type: str, body: bytes, charset: str | None = None) -> dict[str, Any]:
+def parse_xml(
+    content_type: str, body: bytes, charset: str | None = None, default: str | None = None
+) -> dict[str, Any]:
     """An XML (or SOAP) body as one object (gateway/formats/xml_tree.py), also under another
     media type when it starts as XML does (`<`: PHP's curl posts XML as a form); 415 for
     other content, 400 naming the line and column when it is malformed, has a DTD or nests
-    deeper than MAX_DEPTH, or is not in the charset its media type names."""
+    deeper than MAX_DEPTH, or is not in the charset its media type names (or, naming none
+    and no declaration either, neither UTF-8 nor in `default`, the trigger's `charset`)."""
     if not is_xml(content_type) and not starts_as(body, b"<"):
         raise UnsupportedMediaType(
             "expected application/xml, text/xml or application/soap+xml, got "
@@ -174,11 +178,12 @@ def parse_xml(content_type: str, body: bytes, charset: str | None = None) -> dic
     if not body.strip():
         raise BadRequest("the request body is empty")
     try:
-        return _parse_xml(body, charset=charset)
+        return _parse_xml(body, charset=charset, default=default)
     except DocumentRefused as exc:
-        raise BadRequest(
-            f"malformed XML: {exc.located()}", line=exc.line, column=exc.column
-        ) from None
+        message = f"malformed XML: {exc.located()}"
+        if isinstance(exc, NoEncodingNamed):
+            message += ' (or the trigger says it: "charset": "windows-1252")'
+        raise BadRequest(message, line=exc.line, column=exc.column) from None
 
 
 def reads_as_json(content_type: str, body: bytes) -> bool:

@@ -217,3 +217,31 @@ def decode_text(document: bytes, charset: str | None = None) -> str:
         if charset is None or is_utf8(charset):
             raise DocumentRefused(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     return decode_charset(document, charset)
+
+
+_CHARSET_PARAM: Final = re.compile(r';\s*charset\s*=\s*"?([^";\s]*)"?', re.IGNORECASE)
+
+
+def charset_param(content_type: str) -> str | None:
+    """The `charset` parameter of a Content-Type value, or None without one."""
+    found = _CHARSET_PARAM.search(content_type)
+    return found.group(1) if found else None
+
+
+def writing_codec(charset: str) -> str | None:
+    """The codec a text is written in under `charset`: the one the label names (strict
+    Latin-1 for ISO-8859-1: a receiver honouring the label reads nothing else), windows-1252
+    for its WHATWG labels Python has no codec for (`x-cp1252`, `iso88591`); None for a charset
+    no one knows (`text_codec`)."""
+    codec = text_codec(charset)
+    if codec is None and is_windows_1252(charset):
+        return "cp1252"
+    return codec
+
+
+def unknown_charset(content_type: str) -> str | None:
+    """Why a Content-Type value names a charset no codec writes (a typo, `hex`), or None."""
+    charset = charset_param(content_type)
+    if charset is None or writing_codec(charset) is not None:
+        return None
+    return f"unknown charset {charset!r} (e.g. UTF-8, ISO-8859-1, windows-1252)"

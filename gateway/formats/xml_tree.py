@@ -30,7 +30,7 @@ from xml.parsers import expat
 
 from .charsets import NOT_CHARSETS as _NOT_CHARSETS
 from .charsets import decode_charset as _decoded
-from .charsets import decode_marked, is_ascii, is_windows_1252
+from .charsets import decode_marked, is_ascii, is_utf8, is_windows_1252
 from .json_tree import MAX_DEPTH
 from .refusal import DocumentRefused
 
@@ -46,13 +46,17 @@ def is_xml(content_type: str) -> bool:
     return content_type in XML_CONTENT_TYPES or content_type.endswith("+xml")
 
 
-def parse_xml(document: bytes | str, *, charset: str | None = None) -> dict[str, Any]:
+def parse_xml(
+    document: bytes | str, *, charset: str | None = None, default: str | None = None
+) -> dict[str, Any]:
     """The document's tree, `{root name: value}`; DocumentRefused when it is malformed, has a
     DTD or nests deeper than MAX_DEPTH. Bytes are decoded by `charset` when the media type
     names one (RFC 7303: it wins over the XML declaration), else by the XML declaration's
-    encoding (UTF-8 without one); a byte order mark before all of them. Text is read as it
-    is (expat then ignores the declaration's encoding)."""
-    document = _text(document, charset)
+    encoding, else as UTF-8 when they are, else by `default` (a trigger's `charset`: a
+    partner that cannot name its own); a byte order mark before all of them. Bytes that are
+    not UTF-8 and name no encoding are refused saying so, and how to name one. Text is read
+    as it is (expat then ignores the declaration's encoding)."""
+    document = _text(document, charset, default)
     if not document.strip():
         raise DocumentRefused("the document is empty")
     builder = _Builder()
@@ -111,10 +115,10 @@ def _stop_at_root(name: str, _: dict[str, str]) -> NoReturn:
     raise _Root(name)
 
 
-def _text(document: bytes | str, charset: str | None) -> bytes | str:
+def _text(document: bytes | str, charset: str | None, default: str | None = None) -> bytes | str:
     """The document as expat is to read it: text when a byte order mark or the media type's
     charset says what its bytes are, else the bytes (their XML declaration says, else
-    UTF-8)."""
+    UTF-8, else `default` says, else they are refused)."""
     if isinstance(document, str):
         return document
     if (marked := decode_marked(document)) is not None:
@@ -122,9 +126,33 @@ def _text(document: bytes | str, charset: str | None) -> bytes | str:
     if charset:
         return _labelled(document, charset)
     declared = _check_declared(document)
-    if declared is not None and b"\x00" not in document[:400] and is_windows_1252(declared):
-        return _labelled(document, declared)  # as a media type's charset=ISO-8859-1 would be
+    if b"\x00" in document[:400]:
+        return document  # UTF-16 or UTF-32 without a mark: expat's to tell
+    if declared is not None:
+        if is_windows_1252(declared):
+            return _labelled(document, declared)  # as a media type's charset=ISO-8859-1 would be
+        return document
+    try:
+        document.decode()
+    except UnicodeDecodeError as exc:
+        if default and not is_utf8(default):
+            return _decoded(document, default)
+        line = document.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (document.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise NoEncodingNamed(_NOT_UTF8.format(byte=exc.start), line, column) from None
     return document
+
+
+class NoEncodingNamed(DocumentRefused):
+    """Bytes that are not UTF-8 in a document that names no other encoding: its writer is to
+    name one (the message says how)."""
+
+
+_NOT_UTF8: Final = (
+    "the body is not valid UTF-8 (byte {byte}) and names no other encoding; a partner that "
+    "sends another names it: Content-Type: text/xml; charset=ISO-8859-1, or an XML "
+    'declaration <?xml version="1.0" encoding="ISO-8859-1"?>'
+)
 
 
 def _labelled(document: bytes, label: str) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gateway.fleet.fix import FIELDS as FIX_FIELDS
+from gateway.formats.charsets import unknown_charset
 from gateway.formats.headers import is_reserved_header, reserved_message
 from gateway.formats.json_tree import text_refused
 from gateway.schemas.registry import RESERVED_FIELDS, reserved_field_message
@@ -637,6 +638,7 @@ def _outbound(
     plan.query = _named(data, "query", QUERY_RE, specs)
     plan.headers = _named(data, "headers", HEADER_RE, specs)
     _check_credentials(data.get("headers"), "headers", problems)
+    _check_charset(data.get("headers"), problems)
     _check_credentials(data.get("query"), "query", problems)
     if "body" in data and "body_value" in data:
         message = "body and body_value are two sources of one body: keep one"
@@ -673,6 +675,18 @@ def _named(
             elif section == "headers" and is_reserved_header(name):
                 specs.problems.add(f"/{section}{pointer(name)}", reserved_message(name), "reserved")
     return specs.table(raw, f"/{section}", 1, flat=True) or ()
+
+
+def _check_charset(headers: Any, problems: Problems) -> None:
+    """A constant Content-Type naming a charset no codec writes the body in is refused at
+    upload, not at every send."""
+    if not isinstance(headers, dict):
+        return
+    for key, spec in headers.items():
+        value = spec.get("value") if isinstance(spec, dict) else None
+        if str(key).lower() == "content-type" and isinstance(value, str):
+            if why := unknown_charset(value):
+                problems.add(f"/headers{pointer(key)}/value", why, "charset")
 
 
 def _check_credentials(section: Any, name: str, problems: Problems) -> None:

@@ -34,7 +34,7 @@ from .paths import pointer
 from .problems import Problems, suggest
 from .readings import compile_coordinate, duration
 from .timefmt import compile_datetime, parse_formats
-from .units import UNITS, conversion, multiply
+from .units import UNITS, conversion
 
 Transform = Callable[[Any], Any]
 Report = Callable[..., None]
@@ -321,7 +321,40 @@ def _compile_scale(arg: Any, report: Report) -> Transform | None:
     if not _number_arg(arg):
         report("scale takes a number")
         return None
-    return multiply(arg, to_number)
+    return scale_exactly(arg)
+
+
+def scale_exactly(factor: int | float) -> Transform:
+    """Multiply as a decimal would, the numbers as they are written: "35" with 0.01 is 0.35,
+    not 0.35000000000000003, and 0.57 with 100 is 57.0, not 56.99999999999999 (a float
+    product rounds twice: the binary values, then the product). Each side is the exact
+    fraction of its shortest text, and Python divides two integers correctly rounded, so the
+    answer is the float nearest the decimal product. An integer times an integer stays one."""
+    numerator, denominator = Decimal(repr(factor)).as_integer_ratio()
+    whole_factor = type(factor) is int
+
+    def scale(value: Any) -> Any:
+        number = value if type(value) in _NUMBERS else to_number(value)
+        if type(number) is int:
+            return number * factor if whole_factor else _quotient(number * numerator, denominator)
+        if number == 0 or not math.isfinite(number):
+            return number * factor  # keeps -0.0, Infinity and NaN as they were
+        top, bottom = Decimal(repr(number)).as_integer_ratio()
+        return _quotient(top * numerator, bottom * denominator)
+
+    return scale
+
+
+_NUMBERS: Final = (int, float)
+
+
+def _quotient(top: int, bottom: int) -> float:
+    """top / bottom correctly rounded; past the largest float, an infinity (as a float product
+    would be: a `cast` problem where the value is final)."""
+    try:
+        return top / bottom
+    except OverflowError:
+        return math.inf if (top < 0) == (bottom < 0) else -math.inf
 
 
 def _compile_offset(arg: Any, report: Report) -> Transform | None:

@@ -25,6 +25,7 @@ from typing import Any
 from gateway.errors import FieldProblem, InvalidPayload, empty_keyword
 from gateway.outbound.partner_auth import Applied, RefusalMemory, TokenFetcher, TokenFetchFailed
 from gateway.outbound.verdict import error_names
+from gateway.schemas.problems import unknown_field
 
 AUTH_TYPE = "geotab"
 REFUSED = "InvalidUserException"
@@ -137,11 +138,8 @@ def build_geotab_auth(
     clock: Callable[[], float] = time.monotonic,
 ) -> GeotabSession:
     """Raises InvalidPayload naming each bad member (pointers under /auth)."""
-    problems = [
-        FieldProblem(f"/auth/{k}", f"unknown field {k!r}", "additionalProperties")
-        for k in credentials
-        if k not in _KEYS
-    ]
+    known = sorted(_KEYS)
+    problems = [unknown_field("/auth", str(k), known) for k in credentials if k not in _KEYS]
     values: dict[str, str] = {}
     for name in ("url", "database", "username", "password"):
         value = credentials.get(name)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,9 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
+from gateway.clock import utc_timestamp
 from gateway.errors import FieldProblem, InvalidPayload, PartnerError, empty_keyword
 from gateway.formats.headers import is_reserved_header, reserved_message
 from gateway.outbound.verdict import NOT_SENT, ErrorKind, throttled
+from gateway.schemas.problems import unknown_field
 
 
 class TokenFetchFailed(PartnerError):
@@ -69,6 +73,8 @@ class Applied:
     # Members set in a JSON body: (path of keys, value), e.g. a JSON-RPC call's
     # params.credentials (Geotab). A request without a JSON object body cannot take them.
     body_members: tuple[tuple[tuple[str, ...], Any], ...] = ()
+    # The headers that sign the body as sent (`hmac`): called with its final bytes.
+    sign: Callable[[bytes], Mapping[str, str]] | None = None
 
     def __repr__(self) -> str:  # names only: the values are credentials
         return f"Applied(headers={list(self.headers)}, query={[n for n, _ in self.query]})"
@@ -124,6 +130,54 @@ class StaticAuth:
 
 
 NO_AUTH = StaticAuth()
+
+
+@dataclass(frozen=True, slots=True)
+class HmacAuth:
+    """`hmac`: the partner's own signature of each request's body, an HMAC with a shared
+    secret in a header of its choosing (`X-Signature: sha256=<hex>`, as GitHub- and
+    Shopify-style receivers and many ERP inboxes check it), over the body's bytes as sent,
+    or over `before + body + after` with the Unix time in place of `{timestamp}` (also sent in
+    `timestamp_header`): Stripe's `{timestamp}.{body}`, Slack's `v0:{timestamp}:{body}`."""
+
+    secret: bytes
+    header: str
+    digest: Callable[[], Any]  # hashlib's constructor
+    base64: bool
+    prefix: str
+    timestamp_header: str | None
+    before: str
+    after: str
+    clock: Callable[[], float] = utc_timestamp  # the gateway's time, as signatures take
+
+    @property
+    def refreshable(self) -> bool:
+        return False
+
+    async def apply(self, fetch: TokenFetcher) -> Applied:
+        return Applied(sign=self.signed)
+
+    def signed(self, body: bytes) -> dict[str, str]:
+        stamp = str(int(self.clock()))
+        before = self.before.replace("{timestamp}", stamp).encode()
+        after = self.after.replace("{timestamp}", stamp).encode()
+        mac = hmac.new(self.secret, before + body + after, self.digest).digest()
+        value = base64.b64encode(mac).decode() if self.base64 else mac.hex()
+        headers = {self.header: self.prefix + value}
+        if self.timestamp_header:
+            headers[self.timestamp_header] = stamp
+        return headers
+
+    def invalidate(self, applied: Applied) -> None:
+        return None
+
+    def credential_values(self) -> tuple[str, ...]:
+        return (self.secret.decode(),)
+
+    def refused(self, status: int | None, body: Any) -> bool:
+        return status == 401
+
+
 _REFUSAL_MEMORY = 60.0  # seconds a token endpoint's refusal of our credentials is believed
 # The cap on a token endpoint's Retry-After: delivery/retry.py's DEFAULT_MAX_RETRY_AFTER.
 MAX_TOKEN_WAIT = 3600.0
@@ -188,6 +242,7 @@ class OAuth2ClientCredentials:
         scope: str | None = None,
         *,
         client_auth: Literal["basic", "body"] = "basic",
+        extra_params: Mapping[str, str] | None = None,
         margin: float = 30.0,
         default_ttl: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
@@ -199,6 +254,7 @@ class OAuth2ClientCredentials:
         self._client_secret = client_secret
         self._scope = scope
         self._client_auth = client_auth
+        self._extra_params = dict(extra_params or {})
         self._margin = margin
         self._default_ttl = default_ttl
         self._clock = clock
@@ -257,6 +313,7 @@ class OAuth2ClientCredentials:
         form = {"grant_type": "client_credentials"}
         if self._scope:
             form["scope"] = self._scope
+        form |= self._extra_params  # `audience` and the IdP's own (Azure AD v1's `resource`)
         headers: dict[str, str] = {}
         if self._client_auth == "basic":
             # RFC 6749 §2.3.1: id and secret are form-urlencoded before base64.
@@ -408,7 +465,8 @@ def build_auth(
     """
     kind = credentials.get("type")
     if kind == "oauth2_client_credentials":
-        return _build_oauth2(_Fields(credentials, saving), on_refresh, on_refused, clock)
+        fields = _Fields(credentials, saving, _OAUTH2_MEMBERS)
+        return _build_oauth2(fields, on_refresh, on_refused, clock)
     if kind == "google_service_account":
         # Imported here: that module builds on this one's token cache (a cycle at import time).
         from gateway.outbound.service_account import build_service_account_auth
@@ -418,21 +476,38 @@ def build_auth(
         from gateway.outbound.geotab import build_geotab_auth  # same cycle as above
 
         return build_geotab_auth(credentials, on_refresh, on_refused, clock)
-    builder = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
-    if builder is None:
+    if kind == "hmac":
+        return _build_hmac(_Fields(credentials, saving, _HMAC_MEMBERS))
+    static = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
+    if static is None:
         known = ", ".join(AUTH_TYPES)
         raise _invalid("/auth/type", f"unknown auth type {kind!r}; expected one of {known}")
-    return StaticAuth(builder(_Fields(credentials, saving)))
+    builder, members = static
+    return StaticAuth(builder(_Fields(credentials, saving, members)))
 
 
 class _Fields:
     """Reads required string fields, collecting every problem before raising. A line break
-    (or NUL) in a header value is refused always; when `saving`, any control character."""
+    (or NUL) in a header value is refused always; when `saving`, any control character, and
+    any member the type does not know (`members`), named with a hint as every admin document
+    names one (a misspelt `scopes` would be saved and never sent). A partner saved before with
+    such a member keeps working: it is read as it always was, the member ignored."""
 
-    def __init__(self, credentials: Mapping[str, Any], saving: bool = False) -> None:
+    def __init__(
+        self, credentials: Mapping[str, Any], saving: bool = False, members: tuple[str, ...] = ()
+    ) -> None:
         self._credentials = credentials
         self._saving = saving
-        self.problems: list[FieldProblem] = []
+        known = ("type", *members)
+        self.problems: list[FieldProblem] = (
+            [unknown_field("/auth", str(k), known) for k in credentials if k not in known]
+            if saving
+            else []
+        )
+
+    @property
+    def saving(self) -> bool:
+        return self._saving
 
     def raw(self, name: str, default: Any) -> Any:
         return self._credentials.get(name, default)
@@ -501,19 +576,36 @@ def _query(f: _Fields) -> Applied:
 
 
 def _none(f: _Fields) -> Applied:
+    f.done()
     return Applied()
 
 
-_STATIC_BUILDERS: dict[str, Callable[[_Fields], Applied]] = {
-    "bearer": _bearer,
-    "header": _header,
-    "basic": _basic,
-    "query": _query,
-    "none": _none,
+_STATIC_BUILDERS: dict[str, tuple[Callable[[_Fields], Applied], tuple[str, ...]]] = {
+    "bearer": (_bearer, ("token",)),
+    "header": (_header, ("name", "value")),
+    "basic": (_basic, ("username", "password")),
+    "query": (_query, ("name", "value")),
+    "none": (_none, ()),
 }
+_OAUTH2_MEMBERS: Final = (
+    "token_url",
+    "client_id",
+    "client_secret",
+    "scope",
+    "client_auth",
+    "audience",
+    "extra_params",
+)
+# Token-request parameters `extra_params` may not set: the grant's own, and those that have
+# their own member (so a secret never rides in a form its server did not ask for).
+_OWN_PARAMS: Final = frozenset(
+    {"grant_type", "client_id", "client_secret", "client_assertion", "scope", "audience"}
+)
+_MAX_EXTRA_PARAMS: Final = 20
 # Every credential type `build_auth` builds (what the UI must name, and the API accepts).
 AUTH_TYPES: Final = (
     *_STATIC_BUILDERS,
+    "hmac",
     "oauth2_client_credentials",
     "google_service_account",
     "geotab",
@@ -548,6 +640,9 @@ def _build_oauth2(
     token_url, client_id = f.text("token_url"), f.text("client_id")
     client_secret, scope = f.text("client_secret"), f.text("scope", required=False)
     client_auth = f.raw("client_auth", "basic")
+    extra_params = _extra_params(f)
+    if audience := f.text("audience", required=False, header_safe=False):
+        extra_params["audience"] = audience
     if token_url and not token_url.startswith(("http://", "https://")):
         f.problems.append(
             FieldProblem("/auth/token_url", "token_url must be an http(s) URL", "format")
@@ -563,10 +658,105 @@ def _build_oauth2(
         client_secret,
         scope or None,
         client_auth="body" if client_auth == "body" else "basic",
+        extra_params=extra_params,
         clock=clock,
         on_refresh=on_refresh,
         on_refused=on_refused,
     )
+
+
+_HMAC_MEMBERS: Final = (
+    "secret",
+    "header",
+    "algorithm",
+    "encoding",
+    "prefix",
+    "timestamp_header",
+    "signed",
+)
+_HMAC_DIGESTS: Final[Mapping[str, Callable[[], Any]]] = {
+    "sha256": hashlib.sha256,
+    "sha1": hashlib.sha1,
+    "sha512": hashlib.sha512,
+}
+_BODY, _STAMP = "{body}", "{timestamp}"
+
+
+def _build_hmac(f: _Fields) -> HmacAuth:
+    secret = f.text("secret", header_safe=False)
+    header = f.name("header")
+    algorithm = f.raw("algorithm", "sha256")
+    encoding = f.raw("encoding", "hex")
+    prefix = f.text("prefix", required=False)
+    stamp_header = f.name("timestamp_header") if f.raw("timestamp_header", None) else None
+    signed = f.raw("signed", _BODY)
+    for name, value in (("header", header), ("timestamp_header", stamp_header)):
+        if value and is_reserved_header(value):
+            f.problems.append(FieldProblem(f"/auth/{name}", reserved_message(value), "reserved"))
+    if stamp_header and header and stamp_header.lower() == header.lower():
+        message = "timestamp_header must be another header than the signature's"
+        f.problems.append(FieldProblem("/auth/timestamp_header", message, "enum"))
+    if algorithm not in _HMAC_DIGESTS:
+        message = f"algorithm is one of {', '.join(_HMAC_DIGESTS)}"
+        f.problems.append(FieldProblem("/auth/algorithm", message, "enum"))
+    if encoding not in ("hex", "base64"):
+        f.problems.append(FieldProblem("/auth/encoding", "encoding is hex or base64", "enum"))
+    before, after = _signed_parts(f, signed, stamp_header is not None)
+    f.done()
+    return HmacAuth(
+        secret.encode(),
+        header,
+        _HMAC_DIGESTS[algorithm],
+        encoding == "base64",
+        prefix,
+        stamp_header,
+        before,
+        after,
+    )
+
+
+def _signed_parts(f: _Fields, signed: Any, stamped: bool) -> tuple[str, str]:
+    """`signed`: what the HMAC covers, `{body}` once, `{timestamp}` only with a
+    timestamp_header, other text as it is (no other braces: a misspelt placeholder would be
+    signed as text)."""
+    why = None
+    if not isinstance(signed, str) or signed.count(_BODY) != 1:
+        why = "signed is text with {body} once, e.g. {timestamp}.{body}"
+    elif _STAMP in signed and not stamped:
+        why = "{timestamp} in signed needs a timestamp_header to send it in"
+    elif any(c in signed.replace(_BODY, "").replace(_STAMP, "") for c in "{}"):
+        why = "signed takes only the placeholders {body} and {timestamp}"
+    if why is not None:
+        f.problems.append(FieldProblem("/auth/signed", why, "pattern"))
+        return "", ""
+    before, _, after = signed.partition(_BODY)
+    return before, after
+
+
+def _extra_params(f: _Fields) -> dict[str, str]:
+    """`extra_params`: more token-request parameters an IdP needs (Azure AD v1's `resource`, a
+    `tenant`), names to non-empty text, sent form-encoded beside grant_type."""
+    value = f.raw("extra_params", None)
+    if value is None:
+        return {}
+    shape = f"extra_params is an object of at most {_MAX_EXTRA_PARAMS} name: non-empty text"
+    if not isinstance(value, dict) or len(value) > _MAX_EXTRA_PARAMS:
+        f.problems.append(FieldProblem("/auth/extra_params", shape, "type"))
+        return {}
+    params: dict[str, str] = {}
+    for name, text in value.items():
+        pointer = f"/auth/extra_params/{name}"
+        if name in _OWN_PARAMS:
+            why = f"{name} is set by the gateway or by its own member of auth, not extra_params"
+            f.problems.append(FieldProblem(pointer, why, "reserved"))
+        elif not (name and isinstance(text, str) and text):
+            f.problems.append(FieldProblem(pointer, shape, empty_keyword(text)))
+        elif f.saving and (unsavable(name) or unsavable(text)):
+            why = "must not contain line breaks or other control characters"
+            f.problems.append(FieldProblem(pointer, why, "pattern"))
+        else:
+            params[name] = text
+    return params
 
 
 def _invalid(pointer: str, message: str) -> InvalidPayload:

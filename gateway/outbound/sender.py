@@ -585,6 +585,8 @@ class Sender:
             headers = {**request.headers, **applied.headers}
             if request.sign is not None:
                 headers |= request.sign(data or b"")
+            if applied.sign is not None:  # the partner's own signature (`hmac` credentials)
+                headers |= applied.sign(data or b"")
             if reserved := reserved_in(headers):
                 # Saved configurations are refused these; this holds for any stored before.
                 raise OutboundBlocked(reserved_message(reserved[0]))

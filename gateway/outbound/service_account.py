@@ -25,6 +25,7 @@ from gateway.outbound.partner_auth import (
     TokenFetcher,
     parse_token_response,
 )
+from gateway.schemas.problems import unknown_field
 
 AUTH_TYPE = "google_service_account"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -95,11 +96,8 @@ def build_service_account_auth(
     clock: Callable[[], float] = time.monotonic,
 ) -> GoogleServiceAccountAuth:
     """Raises InvalidPayload naming each bad member (pointers under /auth)."""
-    problems = [
-        FieldProblem(f"/auth/{k}", f"unknown field {k!r}", "additionalProperties")
-        for k in credentials
-        if k not in _KEYS
-    ]
+    known = sorted(_KEYS)
+    problems = [unknown_field("/auth", str(k), known) for k in credentials if k not in _KEYS]
     scope = credentials.get("scope", FCM_SCOPE)
     if not isinstance(scope, str) or not scope or len(scope) > 1000:
         problems.append(FieldProblem("/auth/scope", "scope is a space-separated list", "type"))

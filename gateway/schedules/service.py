@@ -359,7 +359,8 @@ def _xml_body_problems(action: Doc, tenant: str, fields: Doc) -> builtins.list[F
         "schedule": {"id": "", "name": fields.get("name")},
     }
     found: builtins.list[FieldProblem] = []
-    compile_xml_body({**action["xml_body"], "sample": sample}, found)
+    mapped = bool(action.get("request_mapping"))
+    compile_xml_body({**action["xml_body"], "sample": sample}, found, mapped_charset=mapped)
     return [
         FieldProblem("/request/body", f"action {action['name']!r}: {p.message}", p.keyword, p.extra)
         for p in found

@@ -187,7 +187,7 @@ def _explained(
     ):
         known = _known_properties(schema, error.schema_path)
         names = list(kind.unexpected)
-        explained = [_unknown_field(where, name, known, keyword) for name in names[:room]]
+        explained = [unknown_field(where, name, known, keyword) for name in names[:room]]
         return explained + [UNEXPLAINED] * (len(names) - len(explained))
     value = _value_at(original, path)
     if value is _MISSING:
@@ -208,7 +208,11 @@ def _reason(
     return error.message
 
 
-def _unknown_field(where: str, name: str, known: Sequence[str], keyword: str) -> FieldProblem:
+def unknown_field(
+    where: str, name: str, known: Sequence[str], keyword: str = "additionalProperties"
+) -> FieldProblem:
+    """`<where>/<name>: unknown field`, with "(did you mean 'x'?)" for a close known name: what
+    every admin document says of a member it does not know."""
     field = f"{where}/{_escape(name)}"
     message = f"{field}: unknown field"
     if match := difflib.get_close_matches(name, known, n=1, cutoff=0.7):

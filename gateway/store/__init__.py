@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
+
+import pymongo
 
 from gateway import clock
 from gateway.errors import StoreUnavailable
@@ -25,7 +29,7 @@ from gateway.store.client import (
 )
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import DERIVED_MIGRATION, EntityStore
-from gateway.store.events import EventStore
+from gateway.store.events import FEED_SETTLE, EventStore
 from gateway.store.expiry import Expiry
 from gateway.store.fine_keys import STEP as FINE_KEYS
 from gateway.store.fine_keys import rekey_fines
@@ -78,6 +82,11 @@ UPGRADE_STEPS: Final = (
 INDEX_RETRY_SECONDS: Final = 5.0
 """How long a process whose indexes or upgrade steps failed waits before it tries again."""
 
+INDEX_BUILD_SECONDS: Final = 3600
+"""The bound of each index build and upgrade step (GATEWAY_INDEX_BUILD_TIMEOUT_SECONDS)."""
+
+log = logging.getLogger(__name__)
+
 FENCES: Final = "fences"
 """The collection of `Store.fence`'s one document, apart from the round seals' (on SecantusDB
 a journaled write holds its collection's lock across the journal flush)."""
@@ -101,8 +110,14 @@ class Store:
         occurrence_retention_seconds: int = OCCURRENCE_RETENTION,
         follow_ttl_settings: bool = True,
         tenant_limits: Mapping[str, int] | None = None,
+        feed_settle_seconds: float = FEED_SETTLE,
+        index_build_seconds: float = INDEX_BUILD_SECONDS,
     ) -> None:
         self.db = db
+        # Each index build and one-time upgrade step of `ensure_indexes` has this bound, not
+        # the client's deadline (`_building`); one that outlasts the deadline sets `outlasting`.
+        self.index_build_seconds = index_build_seconds
+        self.outlasting = asyncio.Event()
         # TTL indexes, and expiry by the gateway where the server's sweep reads whole
         # collections (expiry.py); a one-shot command leaves the server's TTLs as the serving
         # processes set them (`follow_ttl_settings` False).
@@ -129,7 +144,7 @@ class Store:
         self.entities = EntityStore(
             db["entities"], self.commits, self.relay_commits, self.fold_commits
         )
-        self.events = EventStore(db["events"])
+        self.events = EventStore(db["events"], feed_settle_seconds)
         self.occurrences = OccurrenceStore(
             db["occurrences"], self.expiry, occurrence_retention_seconds
         )
@@ -180,7 +195,12 @@ class Store:
         """Idempotent: creating an index that exists with the same spec is a no-op. The
         collections are listed once first: one that did not exist has no index to compare or
         retire and nothing to upgrade, and a database that had none (new) has every one-time
-        upgrade step recorded done at once instead of run (`_upgrade`)."""
+        upgrade step recorded done at once instead of run (`_upgrade`).
+
+        The server's kind and the collections are read under the client's deadline (a
+        database down at start fails as fast as a request); the index builds and upgrade
+        steps after them each under `index_build_seconds` (`_building`): on a collection of
+        an older version's hundreds of thousands of documents a build lasts minutes."""
         scans = await self.scans_id_ranges()
         with translate_errors():
             present = frozenset(await self.db.list_collection_names())
@@ -190,40 +210,93 @@ class Store:
         # The same server aborts a transaction idle past 60 s only when a transaction
         # statement arrives: the gateway sends it one now and then (`end_abandoned_transactions`).
         self.reaps_transactions_lazily = scans
-        with translate_errors():
-            await self.db["entities"].create_indexes(entities.INDEXES)
-        existing = await indexes_by_name(self.db["entities"], present)
-        with translate_errors():
-            for name in set(entities.RETIRED_INDEXES) & set(existing):
-                await self.db["entities"].drop_index(name)
-            if "entities" in present:
-                await self.entities.shard_unsharded_outboxes()
-            await self.db["events"].create_indexes(events.INDEXES)
-            await self.db["kinds"].create_indexes(kinds.INDEXES)
-            await self.db["triggers"].create_indexes(TRIGGER_INDEXES)
-            await self.db["partners"].create_indexes(partners.INDEXES)
-            await self.db["actions"].create_indexes(actions.ACTION_INDEXES)
-            await self.db["subscriptions"].create_indexes(actions.SUBSCRIPTION_INDEXES)
-            await self.db["schedules"].create_indexes(schedules.INDEXES)
-            await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
-        await self.deliveries.ensure_indexes(scans_id_ranges=scans)
-        await self.rejected.ensure_indexes(scans_id_ranges=scans)
-        await self.expiry.create_indexes(self.db["idempotency"], IDEMPOTENCY_INDEXES, present)
-        await self.expiry.create_indexes(
-            self.db["signature_memory"], SIGNATURE_MEMORY_INDEXES, present
-        )
-        await self.expiry.create_indexes(
-            self.db["occurrences"], occurrence_indexes(self.occurrences.retention_seconds), present
-        )
-        await self.mappings.ensure_indexes()
-        await self.positions.ensure_indexes(scans_id_ranges=scans, present=present)
-        await self.fleet.ensure_counter()
-        await self.notify.ensure_indexes(scans_id_ranges=scans, present=present)
-        await self.ui.ensure_indexes(present)
-        await self.fleet_rules.ensure_indexes()
+        with self._building("the entities' indexes"):
+            with translate_errors():
+                await self.db["entities"].create_indexes(entities.INDEXES)
+            existing = await indexes_by_name(self.db["entities"], present)
+            with translate_errors():
+                for name in set(entities.RETIRED_INDEXES) & set(existing):
+                    await self.db["entities"].drop_index(name)
+                if "entities" in present:
+                    await self.entities.shard_unsharded_outboxes()
+        with self._building("the events', triggers', partners' and schedules' indexes"):
+            with translate_errors():
+                await self.db["events"].create_indexes(events.INDEXES)
+                await self.db["kinds"].create_indexes(kinds.INDEXES)
+                await self.db["triggers"].create_indexes(TRIGGER_INDEXES)
+                await self.db["partners"].create_indexes(partners.INDEXES)
+                await self.db["actions"].create_indexes(actions.ACTION_INDEXES)
+                await self.db["subscriptions"].create_indexes(actions.SUBSCRIPTION_INDEXES)
+                await self.db["schedules"].create_indexes(schedules.INDEXES)
+                await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
+        with self._building("the deliveries' indexes"):
+            await self.deliveries.ensure_indexes(scans_id_ranges=scans)
+        with self._building("the rejected calls' indexes"):
+            await self.rejected.ensure_indexes(scans_id_ranges=scans)
+        with self._building("the idempotency records' and occurrences' indexes"):
+            await self.expiry.create_indexes(self.db["idempotency"], IDEMPOTENCY_INDEXES, present)
+            await self.expiry.create_indexes(
+                self.db["signature_memory"], SIGNATURE_MEMORY_INDEXES, present
+            )
+            await self.expiry.create_indexes(
+                self.db["occurrences"],
+                occurrence_indexes(self.occurrences.retention_seconds),
+                present,
+            )
+        with self._building("the mappings' indexes"):
+            await self.mappings.ensure_indexes()
+        with self._building("the positions' indexes"):
+            await self.positions.ensure_indexes(scans_id_ranges=scans, present=present)
+            await self.fleet.ensure_counter()
+        with self._building("the notifications', flows' and assignments' indexes"):
+            await self.notify.ensure_indexes(scans_id_ranges=scans, present=present)
+        with self._building("the admin UI's and fleet rules' indexes"):
+            await self.ui.ensure_indexes(present)
+            await self.fleet_rules.ensure_indexes()
         await self._upgrade(new=not present)
         self.indexes_missing = None
         self.prepared.set()
+
+    @contextlib.contextmanager
+    def _building(self, what: str) -> Iterator[None]:
+        """The commands within (index builds, an upgrade step's pass over a collection) bounded
+        by `index_build_seconds` instead of the client's deadline (GATEWAY_DB_TIMEOUT_MS). That
+        deadline cut a large build (an older version's collection, at an upgrade), whose
+        `maxTimeMS` had the server throw it away, every attempt again: the process never got
+        ready. A step still running at the deadline is logged, named in the 503s meanwhile
+        (`indexes_missing`), and sets `outlasting`: the start serves, not ready, while it goes
+        on (connection.py); its end is logged with how long it took. A timer, no command: a
+        new database's start sends the commands it did. A process stopped meanwhile drops its
+        connection: MongoDB and SecantusDB go on with the build under way all the same (a
+        disconnect does not abort it, an expired `maxTimeMS` does), and the next start's
+        `createIndexes` finds the index built or builds it again."""
+        deadline = self.db.client.options.timeout
+        started, since = clock.ticks(), clock.utcnow()
+        outlasted = False
+
+        def outlast() -> None:
+            nonlocal outlasted
+            outlasted = True
+            self.indexes_missing = (
+                f"building {what} since {since:%H:%M:%S} UTC, "
+                "longer than GATEWAY_DB_TIMEOUT_MS (GATEWAY_INDEX_BUILD_TIMEOUT_SECONDS bounds "
+                f"it: {self.index_build_seconds:g} s)"
+            )
+            log.warning(
+                "building %s outlasts GATEWAY_DB_TIMEOUT_MS; serving, not ready, until it is done",
+                what,
+            )
+            self.outlasting.set()
+
+        timer = asyncio.get_running_loop().call_later(deadline, outlast) if deadline else None
+        try:
+            with pymongo.timeout(self.index_build_seconds):
+                yield
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if outlasted:
+            log.info("built %s in %.1f s", what, clock.ticks() - started)
 
     async def _upgrade(self, *, new: bool) -> None:
         """The one-time upgrade steps (store/migrations.py), each once per database, after the
@@ -234,14 +307,20 @@ class Store:
             await record_steps(migrations, UPGRADE_STEPS, clock.utcnow())
             return
         # Before `position_at` is derived from the new names (`backfill_derived`).
-        await rename_position_members(self.db["entities"], migrations)
-        await self.entities.backfill_derived()
-        await rekey_fines(self.db["entities"], self.db["notify_cooldowns"], migrations)
-        await self.notify.assignments.mark_scheduled(clock.utcnow())
-        await put_emails_in_form(self.db["ui_users"], migrations)
-        await fold_names([self.db["triggers"], self.db["schedules"]], migrations)
+        with self._building("the upgrade of the positions' names"):
+            await rename_position_members(self.db["entities"], migrations)
+        with self._building("the upgrade of the entities' derived fields"):
+            await self.entities.backfill_derived()
+        with self._building("the upgrade of the fines' keys"):
+            await rekey_fines(self.db["entities"], self.db["notify_cooldowns"], migrations)
+        with self._building("the upgrade of the assignments' schedule"):
+            await self.notify.assignments.mark_scheduled(clock.utcnow())
+        with self._building("the upgrade of the UI users' e-mails"):
+            await put_emails_in_form(self.db["ui_users"], migrations)
         named = ("triggers", "schedules", "geofences", "maintenance_plans")
-        await compose_names([self.db[name] for name in named], migrations)
+        with self._building("the upgrade of the names"):
+            await fold_names([self.db["triggers"], self.db["schedules"]], migrations)
+            await compose_names([self.db[name] for name in named], migrations)
 
     def check_prepared(self) -> None:
         """Raise the 503 at once while the indexes and the one-time upgrade steps are not

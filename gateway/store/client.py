@@ -520,6 +520,21 @@ def new_id() -> ObjectId:
     return ObjectId(_last_id_second.to_bytes(4, "big") + made[4:])
 
 
+def id_above(made: ObjectId, floor: ObjectId | None) -> ObjectId:
+    """`made`, or when it does not sort above `floor`, an id that does, with `made`'s counter:
+    `floor`'s time and `floor`'s random value plus one. Within one second two processes' ids
+    sort by their random values, not by when they were made: an entity's event ids each
+    taken above its previous event's sort in the entity's write order (`store/entities.py`).
+    The counter is `made`'s, not `floor`'s plus one: that is the next id the process of
+    `floor` makes itself; a process whose random value is `floor`'s plus one is a 1 in 2**40
+    chance."""
+    if floor is None or made > floor:
+        return made
+    value = ((int.from_bytes(floor.binary, "big") >> 24) + 1) << 24
+    value |= int.from_bytes(made.binary[9:], "big")
+    return ObjectId(value.to_bytes(12, "big")) if value < 1 << 96 else made
+
+
 def derived_id(at: datetime, *parts: str) -> ObjectId:
     """A deterministic document id: the 4-byte timestamp is `at` (seconds, so ids still sort
     by time), the other 8 bytes the first 8 of sha256 of the parts joined by "|". The same

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from gateway.background import cancel_and_wait, within
 from gateway.config import ConfigError, Settings
@@ -74,17 +75,19 @@ async def open_store(
         listeners=[health],
         write_gate=health.check_write,
     )
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[Any]] = []
     store: Store | None = None
     try:
         store = Store(
             client[settings.database],
             health,
             occurrence_retention_seconds=settings.occurrence_retention_days * 86_400,
+            feed_settle_seconds=settings.events_feed_settle_seconds,
             # A one-shot command run from a shell without the serving processes' settings
             # must not set their TTL indexes back to its defaults.
             follow_ttl_settings=not attach,
             tenant_limits=settings.tenant_limits(),
+            index_build_seconds=settings.index_build_timeout_seconds,
         )
         tasks.append(asyncio.create_task(health.run_prober(store.ping)))
         if embedded and (settings.embedded_min_free_mb or settings.embedded_min_free_inodes):
@@ -98,9 +101,23 @@ async def open_store(
             tasks.append(asyncio.create_task(floor.watch()))
         tasks.append(asyncio.create_task(_expire(store)))
         tasks.append(asyncio.create_task(_end_abandoned_transactions(store)))
+        # Awaited here, unless an index build or upgrade step outlasts the deadline (an
+        # upgrade of a large database): then it goes on while the process serves, not ready.
+        preparing = asyncio.create_task(_attempt(store))
+        tasks.append(preparing)
+        outlasting = asyncio.ensure_future(store.outlasting.wait())
         try:
-            await store.ensure_indexes()
-        except StoreUnavailable as exc:
+            await asyncio.wait((preparing, outlasting), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            outlasting.cancel()
+        if not preparing.done():
+            log.warning(
+                "creating the indexes goes on in the background; serving (not ready: requests "
+                "that need the database answer 503 and the background jobs wait until they are "
+                "created)"
+            )
+            tasks.append(asyncio.create_task(_ensure_indexes(store, preparing)))
+        elif (exc := preparing.result()) is not None:
             store.indexes_missing = str(exc)
             # A database unreachable from the start is known down from now on (readiness and
             # requests answer 503 at once instead of each waiting the deadline): the driver
@@ -149,13 +166,31 @@ async def _start(supervisor: EmbeddedSupervisor) -> None:
         raise
 
 
-async def _ensure_indexes(store: Store) -> None:
+async def _attempt(store: Store) -> StoreUnavailable | None:
+    """One `Store.ensure_indexes`: what it failed for, None once done."""
+    try:
+        await store.ensure_indexes()
+    except StoreUnavailable as exc:
+        return exc
+    return None
+
+
+async def _ensure_indexes(
+    store: Store, under_way: asyncio.Task[StoreUnavailable | None] | None = None
+) -> None:
     """The gateway starts even if the database is down or refuses an index (one of the same
     name with another definition, which the database keeps refusing): tried again until
     created, each failure logged (creating an existing index is a no-op). Until then
     readiness, and every request that needs the database, answers 503 with the reason, and
     the background jobs wait (`Store.check_prepared`): a write before a unique index or an
-    upgrade step (the fines' re-key) stored what they exist to prevent."""
+    upgrade step (the fines' re-key) stored what they exist to prevent. `under_way`: the
+    start's attempt, still building (`Store.outlasting`), waited for first."""
+    if under_way is not None:
+        if (exc := await under_way) is None:
+            log.info("indexes created")
+            return
+        store.indexes_missing = str(exc)
+        log.error("creating the indexes failed again (%s)", _with_cause(exc))
     while True:
         await asyncio.sleep(INDEX_RETRY_SECONDS)
         try:

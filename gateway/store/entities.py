@@ -48,6 +48,7 @@ from gateway.store.client import (
     Doc,
     cursor_id,
     find_by_ids,
+    id_above,
     new_id,
     parse_id,
     scoped,
@@ -391,11 +392,24 @@ def _outbox_guard(query: Doc, update: Doc, data: Doc, entries: Sequence[Doc]) ->
     update.setdefault("$inc", {})["outbox_bytes"] = added
 
 
-def _stamped(events: Sequence[Doc], rev: int) -> list[Doc]:
+def _stamped(events: Sequence[Doc], rev: int, current: Doc | None = None) -> list[Doc]:
     """Outbox entries carry the entity revision they were written with, and their place in
-    that write: ordered deliveries follow the entity's own order, not the event ids' (ids
-    made by different processes in one second do not sort by time)."""
-    return [{**event, "entity_rev": rev, "position": i} for i, event in enumerate(events)]
+    that write: ordered deliveries follow the entity's own order. Their ids sort above the
+    entity's previous event's (`last_event`, kept beside its data; `id_above`), so its events
+    listed by id are in its write order: ids made by different processes in one second sort
+    by the process, not by time. The write is conditional on the revision read with
+    `last_event`, so no other event of the entity lands between the two."""
+    entries = []
+    floor = None if current is None else current.get("last_event")
+    for i, event in enumerate(events):
+        floor = id_above(event["id"], floor)
+        entries.append({**event, "id": floor, "entity_rev": rev, "position": i})
+    return entries
+
+
+def _last_event(entries: Sequence[Doc]) -> Doc:
+    """What a write keeps of its events beside the entity's data (`_stamped`)."""
+    return {"last_event": entries[-1]["id"]} if entries else {}
 
 
 _ILLEGAL_OPERATION = 20
@@ -558,6 +572,7 @@ class EntityStore:
                 outbox_bytes=_outbox_bytes(outbox),
                 pending=now,
                 pending_shard=relay_shard(doc["_id"]),
+                **_last_event(outbox),
             )
         try:
             await self._commits.insert(self._c, doc)
@@ -582,9 +597,10 @@ class EntityStore:
         }
         query: Doc = {"_id": current["_id"], "rev": current["rev"]}
         if events:
-            entries = _stamped(events, current["rev"] + 1)
+            entries = _stamped(events, current["rev"] + 1, current)
             update["$push"] = {"outbox": {"$each": entries}}
             update["$set"]["pending_shard"] = relay_shard(current["_id"])
+            update["$set"].update(_last_event(entries))
             update["$min"] = {"pending": now}  # the oldest waiting event's time stays
             _outbox_guard(query, update, data, entries)
         matched = await self._commits.update(self._c, scoped(tenant, query), update)
@@ -691,6 +707,7 @@ class EntityStore:
                     outbox_bytes=_outbox_bytes(outbox),
                     pending=now,
                     pending_shard=relay_shard(doc["_id"]),
+                    **_last_event(outbox),
                 )
             await self._c.insert_one(doc, session=session)
             doc.pop("outbox", None)
@@ -706,9 +723,10 @@ class EntityStore:
         update["$set"]["updated_at"] = now
         query: Doc = {"_id": current["_id"], "rev": current["rev"]}
         if write.events:
-            entries = _stamped(write.events, current["rev"] + 1)
+            entries = _stamped(write.events, current["rev"] + 1, current)
             update["$push"] = {"outbox": {"$each": entries}}
             update["$set"]["pending_shard"] = relay_shard(current["_id"])
+            update["$set"].update(_last_event(entries))
             update["$min"] = {"pending": now}
             _outbox_guard(query, update, write.data, entries)
         result = await self._c.update_one(scoped(tenant, query), update, session=session)
@@ -724,10 +742,11 @@ class EntityStore:
         `entity.deleted`, has been drained. False when the entity changed since `current` was
         read; EventsBacklogged when its outbox is full (`_outbox_guard`)."""
         now = as_stored(utcnow())
-        entries = _stamped([event], current["rev"] + 1)
+        entries = _stamped([event], current["rev"] + 1, current)
         query: Doc = {"_id": current["_id"], "rev": current["rev"]}
         update: Doc = {
             "$set": {
+                **_last_event(entries),
                 "deleted": True,
                 "type": f"{current['type']}#deleted",
                 "nk": f"{current['nk']}#deleted#{current['_id']}",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from gateway.clock import from_iso, utcnow
+from gateway.errors import BadRequest
 from gateway.store.client import (
     Collection,
     Doc,
@@ -16,10 +19,14 @@ from gateway.store.client import (
     cursor_id,
     find_by_id,
     insert_new,
+    scoped,
     translate_errors,
 )
 from gateway.store.history import drop_events
-from gateway.store.newest import newest_first
+from gateway.store.newest import FIRST, GROWTH, newest_first
+
+FEED_SETTLE = 10
+"""Seconds the feed holds an event back once stored (`GATEWAY_EVENTS_FEED_SETTLE_SECONDS`)."""
 
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
@@ -27,21 +34,103 @@ INDEXES = [
     IndexModel(
         [("tenant", ASCENDING), ("entity.id", ASCENDING), ("_id", DESCENDING)], name="by_entity"
     ),
+    # The feed (`stored_after`): events in the order they were stored.
+    IndexModel(
+        [("tenant", ASCENDING), ("relayed_at", ASCENDING), ("_id", ASCENDING)], name="by_relayed"
+    ),
 ]
+_BY_RELAYED = [("relayed_at", ASCENDING), ("_id", ASCENDING)]
 # The filters an index covers with the tenant and `_id` (INDEXES).
 _COVERED = [set(), {"type"}, {"entity.id"}]
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+FEED_CURSOR: Final = re.compile(r"([0-9]{1,14})\.([0-9a-f]{24})")
+"""A feed cursor: the event's `relayed_at` in milliseconds since the epoch, a dot, its id."""
+
+
+def feed_cursor(event: Doc) -> str:
+    return f"{(event['relayed_at'] - _EPOCH) // _MS}.{event['_id']}"
+
+
+def parse_feed_cursor(text: str) -> tuple[datetime, ObjectId | None]:
+    """The point a feed cursor names (its time and id), or an RFC 3339 date-time's (no id:
+    what was stored after it); BadRequest for any other text."""
+    if found := FEED_CURSOR.fullmatch(text):
+        return _EPOCH + int(found[1]) * _MS, ObjectId(found[2])
+    try:
+        at = from_iso(text) if "T" in text.upper() else None
+        at = at.astimezone(UTC) if at is not None and at.tzinfo is not None else None
+    except (ValueError, OverflowError):  # not a date-time, or past year 9999 in UTC
+        at = None
+    if at is None:
+        raise BadRequest(
+            "after must be the next_cursor of the feed's previous page, or a date-time with "
+            "its offset (2026-12-07T00:00:00Z)"
+        )
+    return at, None
+
+
 class EventStore:
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, settle_seconds: float = FEED_SETTLE) -> None:
         self._c = collection
+        self._settle = timedelta(seconds=settle_seconds)
 
     async def insert_many(self, events: Sequence[Doc]) -> int:
-        """The relay's insert. Idempotent: an event keeps the id it got in the outbox, so a
-        relay that died half-way and runs again stores nothing twice. Journaled, like
-        everything the relay writes before a drain (`client.py` `unjournaled` says why).
-        Returns how many were new."""
-        return await insert_new(self._c, events)
+        """The relay's insert (and the fold's). Idempotent: an event keeps the id it got in
+        the outbox, so a relay that died half-way and runs again stores nothing twice.
+        Journaled, like everything the relay writes before a drain (`client.py`
+        `unjournaled` says why). Returns how many were new.
+
+        Each event's `relayed_at` is set here, as the insert leaves (the events are changed
+        in place): the feed answers an event once the settle window has passed since, and
+        counts on it being visible by then. Those not visible in time are stamped again
+        (`_restamp`)."""
+        stamp = utcnow()
+        for event in events:
+            event["relayed_at"] = stamp
+        new = await insert_new(self._c, events)
+        if new < len(events) or utcnow() - stamp >= self._settle:
+            await self._restamp([event["_id"] for event in events])
+        return new
+
+    async def _restamp(self, event_ids: Sequence[Any]) -> None:
+        """Stamp these events again, now, those stored a settle window ago or more: an insert
+        that took that long (a stalled database), or one that passed its deadline and landed
+        later, which the next pass finds stored. A follower of the feed past their first
+        stamp would never see them; now it does (one that saw them sees them again, with the
+        same ids: docs/api.md)."""
+        now = utcnow()
+        query = {"_id": {"$in": list(event_ids)}, "relayed_at": {"$lt": now - self._settle}}
+        with translate_errors():
+            await self._c.update_many(query, {"$set": {"relayed_at": now}})
+
+    async def stored_after(
+        self, tenant: str, at: datetime, after: Any | None, *, until: datetime, limit: int
+    ) -> list[Doc]:
+        """Up to `limit` events stored after the point (`at`, `after`): those stored at `at`
+        with an id above `after` (none when None), then those stored after `at` up to
+        `until`, in the order (`relayed_at`, `_id`), by the `by_relayed` index. Read in
+        windows forward from `at` (8 s, then each 8 times wider, the last up to `until`),
+        stopping at those that fill the page: SecantusDB reads every document a query
+        matches before it applies the limit (`newest.py`), so a follower's page costs what
+        was stored since its cursor, not the history."""
+        found: list[Doc] = []
+        if after is not None:
+            query = scoped(tenant, {"relayed_at": at, "_id": {"$gt": after}})
+            found += await self._read(query, limit)
+        lower, width = at, FIRST
+        while len(found) < limit and lower < until:
+            upper = until if until - lower <= width else lower + width
+            query = scoped(tenant, {"relayed_at": {"$gt": lower, "$lte": upper}})
+            found += await self._read(query, limit - len(found))
+            lower, width = upper, width * GROWTH
+        return found
+
+    async def _read(self, query: Doc, limit: int) -> list[Doc]:
+        with translate_errors():
+            return await self._c.find(query).sort(_BY_RELAYED).limit(limit).to_list(limit)
 
     async def stored(self, event_ids: Sequence[Any]) -> set[Any]:
         """Those of these event ids the log holds."""

@@ -473,7 +473,7 @@ def _payload(trigger: CompiledTrigger, call: HookCall, raw: bytes) -> Any:
     """The body parsed as the trigger's format says (a form trigger's, or its query string).
     JSON, a form and a query string not in UTF-8 are read in the charset the request names,
     else the trigger's (`charset`: a partner that cannot set its headers); XML names its own
-    in its declaration."""
+    in its declaration, and only XML that names none is read in the trigger's."""
     charset = call.charset or trigger.charset
     if trigger.format == "form" and reads_as_json(call.content_type, raw):
         return parse_json(call.content_type, raw, charset)
@@ -494,7 +494,7 @@ def _payload(trigger: CompiledTrigger, call: HookCall, raw: bytes) -> Any:
             call.content_type, raw, query, charset, call.headers.get("Content-Type", "")
         )
     if trigger.format == "xml":
-        return parse_xml(call.content_type, raw, call.charset)
+        return parse_xml(call.content_type, raw, call.charset, trigger.charset)
     return parse_json(call.content_type, raw, charset)
 
 

@@ -6,12 +6,21 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.errors import BadRequest
 from gateway.events import public_event
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params
 from gateway.web.state import services_of
+
+# A feed cursor (`store/events.py` `FEED_CURSOR`), or a date-time to start from.
+AFTER: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": "^[0-9]{1,14}\\.[0-9a-f]{24}$"},
+        {"type": "string", "format": "date-time"},
+    ]
+}
 
 # An event as stored and answered (gateway/events.py `event_document`, `public_event`): what a
 # webhook carries and a flow reads.
@@ -60,12 +69,24 @@ EVENT: dict[str, Any] = {
         ("entity_id", "entity id"),
         ("limit", "page size"),
         ("cursor", "next_cursor of the previous page"),
+        (
+            "after",
+            "the feed: events stored after this point, oldest first (`relayed_at`, then id), "
+            "each a settle window after it was stored; the next_cursor of the previous page, "
+            "or a date-time with its offset to start from. Alone (with limit only)",
+        ),
     ],
-    schemas={"cursor": ID_CURSOR},
+    schemas={"cursor": ID_CURSOR, "after": AFTER},
 )
 async def list_events(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     limit, cursor = page_params(request)
+    if (after := request.query.get("after")) is not None:
+        if given := sorted(set(request.query) - {"after", "limit"}):
+            raise BadRequest(f"after reads the whole feed, alone: {given[0]} is not taken with it")
+        docs, next_cursor = await services_of(request).events.follow(claims.tenant, after, limit)
+        items = [public_event(d) for d in docs]
+        return json_response({"items": items, "next_cursor": next_cursor})
     docs = await services_of(request).events.find(
         claims.tenant,
         event_type=request.query.get("type"),

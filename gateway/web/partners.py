@@ -24,8 +24,10 @@ _AUTH: dict[str, Any] = {
     "required": ["type"],
     "description": "bearer {token} | header {name, value} | basic {username, password} | "
     "oauth2_client_credentials {token_url, client_id, client_secret, scope?, "
-    "client_auth?} | query {name, value} | none | google_service_account {service_account: "
-    "the key file, scope?} | geotab {url, database, username, password}. Write-only.",
+    "client_auth?, audience?, extra_params?} | query {name, value} | none | "
+    "google_service_account {service_account: the key file, scope?} | "
+    "geotab {url, database, username, password} | hmac {secret, header, algorithm?, "
+    "encoding?, prefix?, timestamp_header?, signed?}. Write-only.",
     "properties": {
         "type": {
             "enum": [
@@ -37,6 +39,7 @@ _AUTH: dict[str, Any] = {
                 "none",
                 "google_service_account",
                 "geotab",
+                "hmac",
             ]
         }
     },
