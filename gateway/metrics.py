@@ -787,24 +787,32 @@ class Metrics:
         when it happens: the place among the bound's values is taken then, not now."""
         return lambda: metric.labels(self.label(name, value)).inc()
 
-    def trigger_label(self, trigger_id: str) -> str:
-        """`label("trigger", trigger_id)`; "unknown" (no trigger of that id) stays itself."""
-        return self._bounded["trigger"](trigger_id)
+    def trigger_label(self, trigger_id: str, *, polled: bool = False) -> str:
+        """`label("trigger", trigger_id)`; "unknown" (no trigger of that id) stays itself.
+        `polled`: the trigger is a schedule's target (its id the schedule's, `trigger.polled`):
+        its `trigger` label takes a place among the schedules' (GATEWAY_METRICS_MAX_SCHEDULES),
+        never one of the triggers', and goes with the schedule (`forget("schedule", id)`)."""
+        return self._bounded["schedule" if polled else "trigger"](trigger_id)
 
     def forget(self, label: str, value: str) -> None:
-        """Every series whose `label` is `value` (a deleted trigger's, partner's or
-        schedule's id) removed, so deleting and creating objects does not grow /metrics for
-        good. Not under PROMETHEUS_MULTIPROC_DIR (`serve --workers N`): a series lives on in
-        its process's file, which prometheus_client cannot remove, until the instance ends."""
+        """Every series that names `value` (a deleted trigger's, partner's or schedule's id)
+        under any of the bounded labels removed, and its place among each bound's values
+        given to the next (a schedule's id is also the `trigger` label of its refused items),
+        so deleting and creating objects does not grow /metrics for good. Not under
+        PROMETHEUS_MULTIPROC_DIR (`serve --workers N`): a series lives on in its process's
+        file, which prometheus_client cannot remove, until the instance ends."""
+        del label  # ids are unique: no other object's label holds this value
         if os.environ.get(MULTIPROCESS_DIR):
             return
-        for metric in vars(self).values():
-            if isinstance(metric, MetricWrapperBase) and label in metric._labelnames:
-                metric.remove_by_labels({label: value})
-        for key in [key for key in self._children if value in key[1]]:
-            del self._children[key]  # ids are unique: no other label holds this value
-        if (bound := self._bounded.get(label)) is not None:
+        for bound in self._bounded.values():
             bound.discard(value)  # its place for another
+        for metric in vars(self).values():
+            if isinstance(metric, MetricWrapperBase):
+                for name in metric._labelnames:
+                    if name in self._bounded:
+                        metric.remove_by_labels({name: value})
+        for key in [key for key in self._children if value in key[1]]:
+            del self._children[key]
 
     def child(self, metric: M, *labels: str) -> M:
         """`metric.labels(*labels)`, kept: `labels()` checks its values and takes a lock on

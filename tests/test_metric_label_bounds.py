@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.metrics import MAX_FIELDS, OTHER, Metrics
 from gateway.web.state import services_key
+from tests.feed_doubles import ScriptedFeed, scripted
 from tests.partner_double import (
     Partner,
     create_action,
@@ -19,11 +20,11 @@ from tests.partner_double import (
     post,
     upload_mapping,
 )
-from tests.schedule_support import runner
+from tests.schedule_support import runner, scripted_schedule
 from tests.support import auth
-from tests.triggers_support import Client
+from tests.triggers_support import Client, bearer, create_trigger
 
-__all__ = ["partner"]  # the fixture
+__all__ = ["partner", "scripted"]  # the fixtures
 
 FEED = """
 name: erp-vehicles
@@ -154,3 +155,35 @@ def test_field_names_past_the_bound_are_counted_under_other() -> None:
     fields = _labels(text, "gateway_stale_fields_skipped_total", "field")
     assert len(fields) == MAX_FIELDS + 1 and OTHER in fields
     assert _total(text, "gateway_stale_fields_skipped_total", "field", OTHER) == 50.0
+
+
+async def test_a_schedule_takes_no_trigger_place_and_its_series_go_with_it(
+    aiohttp_client: Any, make_app: Any, scripted: ScriptedFeed
+) -> None:
+    """A schedule's target is a trigger whose id is the schedule's: its refused items
+    (`gateway_trigger_rejected_payloads_total{trigger=<schedule id>}`) take a schedule's place,
+    not one of GATEWAY_METRICS_MAX_TRIGGERS, and deleting the schedule removes them."""
+    client = await aiohttp_client(make_app(metrics_max_triggers=1))
+    # one good record, one the mapping refuses (no plate): kept as a rejected payload
+    scripted.answer = lambda after, n: {
+        "items": [{"placa": "ABC1D23", "codigo": "1"}, {"codigo": "2"}],
+        "more": False,
+    }
+    schedule = await scripted_schedule(client, scripted)
+    await runner(client).run_until_idle()
+    rejected = "gateway_trigger_rejected_payloads_total"
+    assert schedule["id"] in _labels(await _scrape(client), rejected, "trigger")
+
+    trigger = await create_trigger(client, name="gps")
+    answer = await client.post(
+        f"/hooks/{trigger['id']}", json={"plate": "BRA2E19"}, headers=bearer(trigger)
+    )
+    assert answer.status in (200, 201), await answer.text()
+    text = await _scrape(client)
+    assert _labels(text, "gateway_trigger_requests_total", "trigger") == {trigger["id"]}
+
+    deleted = await client.delete(f"/api/v1/schedules/{schedule['id']}", headers=auth())
+    assert deleted.status == 204, await deleted.text()
+    text = await _scrape(client)
+    assert schedule["id"] not in text
+    assert _labels(text, "gateway_trigger_requests_total", "trigger") == {trigger["id"]}

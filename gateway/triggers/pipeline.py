@@ -249,7 +249,7 @@ class Pipeline:
             and (mapped.events or any(t.events for t in mapped.also))
         ):
             self._metrics.occurrence_ids_missing.labels(
-                self._metrics.trigger_label(trigger.id)
+                self._metrics.trigger_label(trigger.id, polled=trigger.polled)
             ).inc()
 
     def fix(
@@ -321,7 +321,7 @@ class Pipeline:
             for one in (result, *result.also):
                 for name in one.skipped:
                     self._metrics.stale_fields_skipped.labels(
-                        self._metrics.trigger_label(trigger.id),
+                        self._metrics.trigger_label(trigger.id, polled=trigger.polled),
                         self._metrics.label("field", name),
                     ).inc()
         return result

@@ -99,7 +99,7 @@ class RejectedKeeper:
         for record in records:
             label = record["reason"] if record["reason"] in REASONS else "payload"
             self._metrics.trigger_rejected_kept.labels(
-                self._metrics.trigger_label(trigger.id), label
+                self._metrics.trigger_label(trigger.id, polled=trigger.polled), label
             ).inc()
 
 
