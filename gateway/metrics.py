@@ -313,6 +313,10 @@ OTHER_TRIGGERS: Final = OTHER
 MAX_FIELDS: Final = 200
 """Field names (`gateway_stale_fields_skipped_total`'s `field`) a process keeps series by: a
 tenant's admin names the fields of its kinds and mappings."""
+GONE_KEPT: Final = 100_000
+"""Deleted ids a process remembers (`Metrics.forget`), the latest: a call in flight when its
+trigger (partner, schedule) was deleted ends after the delete and counts under "other", not
+its id again. ~10 MB at most."""
 MAX_SECRETS: Final = 100
 """Stored secrets (`gateway_damaged_secrets_total`'s `secret`, a record naming its partner's,
 action's ... id) a process keeps series by."""
@@ -374,6 +378,7 @@ class Metrics:
             "field": BoundedLabel(MAX_FIELDS),
             "secret": BoundedLabel(MAX_SECRETS),
         }
+        self._gone: dict[str, None] = {}  # `forget`'s ids, the latest GONE_KEPT, in order
         self._before_scrape: list[Callable[[], object]] = []
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.series_unrecorded = Counter(
@@ -779,7 +784,10 @@ class Metrics:
         """The `name` label of `value`'s series (`name` one of trigger, partner, schedule,
         field, secret): `value` while fewer than the bound's values have series of their own
         in this process (the first seen since it started, a deleted one's place taken
-        again), else "other", whose series add up the rest."""
+        again), else "other", whose series add up the rest. A deleted one's (`forget`: a call
+        in flight when it was deleted, ending after) is "other": its series stay removed."""
+        if value in self._gone:
+            return OTHER
         return self._bounded[name](value)
 
     def counts(self, metric: Counter, name: str, value: str) -> Callable[[], None]:
@@ -792,7 +800,7 @@ class Metrics:
         `polled`: the trigger is a schedule's target (its id the schedule's, `trigger.polled`):
         its `trigger` label takes a place among the schedules' (GATEWAY_METRICS_MAX_SCHEDULES),
         never one of the triggers', and goes with the schedule (`forget("schedule", id)`)."""
-        return self._bounded["schedule" if polled else "trigger"](trigger_id)
+        return self.label("schedule" if polled else "trigger", trigger_id)
 
     def forget(self, label: str, value: str) -> None:
         """Every series that names `value` (a deleted trigger's, partner's or schedule's id)
@@ -802,6 +810,9 @@ class Metrics:
         PROMETHEUS_MULTIPROC_DIR (`serve --workers N`): a series lives on in its process's
         file, which prometheus_client cannot remove, until the instance ends."""
         del label  # ids are unique: no other object's label holds this value
+        self._gone[value] = None  # what counts it later (a call in flight) counts "other"
+        if len(self._gone) > GONE_KEPT:
+            del self._gone[next(iter(self._gone))]
         if os.environ.get(MULTIPROCESS_DIR):
             return
         for bound in self._bounded.values():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.web.state import services_key
@@ -104,3 +105,43 @@ async def test_the_scrape_grows_no_more_past_the_bound(aiohttp_client: Any, make
         text = metrics.render().decode()
         sizes.append(sum(1 for line in text.splitlines() if not line.startswith("#")))
     assert sizes[1] == sizes[2], sizes
+
+
+async def test_a_call_in_flight_during_the_delete_does_not_bring_the_deleted_trigger_back(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """A call admitted before its trigger's delete and ended after it (its body still
+    arriving) counts under "other": the deleted trigger's series stay removed and its place
+    goes to the next trigger called."""
+    client = await aiohttp_client(make_app(metrics_max_triggers=1))
+    doomed = await create_trigger(client, name="old")
+    arrived = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b'{"plate": '
+        arrived.set()
+        await go_on.wait()
+        yield b'"ABC1D23"}'
+
+    call = asyncio.ensure_future(
+        client.post(
+            f"/hooks/{doomed['id']}",
+            data=slow_body(),
+            headers={**bearer(doomed), "Content-Type": "application/json"},
+        )
+    )
+    await arrived.wait()
+    await asyncio.sleep(0.3)  # admitted, waiting for the rest of its body
+    deleted = await client.delete(f"/api/v1/triggers/{doomed['id']}", headers=auth())
+    assert deleted.status == 204
+    go_on.set()
+    await (await call).read()
+
+    fresh = await create_trigger(client, name="new")
+    hook = f"/hooks/{fresh['id']}"
+    ok = await client.post(hook, json={"plate": "BRA2E19"}, headers=bearer(fresh))
+    assert ok.status in (200, 201), await ok.text()
+    text = await _scrape(client)
+    assert doomed["id"] not in text
+    assert _series_by_trigger(text) == {fresh["id"], "other"}  # the late call's count
