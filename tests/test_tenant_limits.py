@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from gateway.clock import utcnow
+from gateway.store import turns
+from gateway.store.client import with_folded_name
+from gateway.store.turns import RECOUNT_AFTER_SECONDS
+from gateway.web.state import services_key
 from tests.partner_double import create_action, create_partner, post
 from tests.support import auth
 from tests.triggers_support import Client
@@ -259,3 +265,97 @@ async def test_two_uploads_of_one_new_mapping_at_the_last_place_both_succeed(
         *(_send(client, "/api/v1/mappings", text, "acme") for text in texts)
     )
     assert [status for status, _, _ in answers] == [201, 201], answers
+
+
+async def test_creates_side_by_side_of_a_large_tenant_under_its_limit_all_succeed(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """A tenant with 4,900 triggers (room for 100) sending 40 creates together: all are
+    created. The count is kept beside the turn (store/turns.py), not counted in it: a count of
+    4,900 documents in the turn took 0.25-0.3 s, so most of them waited past the turn's 5 s."""
+    client = await aiohttp_client(make_app())
+    triggers = client.app[services_key].store.triggers._c
+    docs = [
+        with_folded_name(
+            {
+                "_id": f"trg_fill{i:06d}",
+                "tenant": "acme",
+                "name": f"fill{i}",
+                "status": "active",
+                "version": 1,
+                "rev": 1,
+                "tokens": [],
+            }
+        )
+        for i in range(4900)
+    ]
+    for start in range(0, len(docs), 500):  # in pieces: the app's client has a 5 s deadline
+        await triggers.insert_many(docs[start : start + 500])
+    path, _, body = RESOURCES["triggers"]
+    answers = await asyncio.gather(*(_send(client, path, body(i, {}), "acme") for i in range(40)))
+    refused = [answer for status, answer, _ in answers if status != 201]
+    assert not refused, f"{len(refused)} of 40 refused (room for 100): {refused[0]}"
+
+
+@pytest.mark.parametrize("resource", list(RESOURCES))
+async def test_a_deletion_at_the_limit_makes_room_at_once(
+    aiohttp_client: Any, make_app: Any, resource: str
+) -> None:
+    """Every resource's deletion marks the tenant's count stale: the next create at the
+    limit counts again and finds the room."""
+    path, setup, body = RESOURCES[resource]
+    client = await aiohttp_client(make_app(**{f"max_{resource}_per_tenant": 2}))
+    had = await setup(client, "acme")
+    made = [(await _send(client, path, body(i, had), "acme"))[1] for i in range(2)]
+    assert (await _send(client, path, body(2, had), "acme"))[0] == 409
+    key = made[0].get("id") or made[0]["name"]
+    deleted = await client.delete(f"{path}/{key}", headers=auth())
+    assert deleted.status == 204, await deleted.text()
+    status, answer, _ = await _send(client, path, body(2, had), "acme")
+    assert status == 201, answer
+
+
+async def test_a_failed_create_takes_no_place(aiohttp_client: Any, make_app: Any) -> None:
+    client = await aiohttp_client(make_app(max_triggers_per_tenant=2))
+    path, _, body = RESOURCES["triggers"]
+    assert (await _send(client, path, body(0, {}), "acme"))[0] == 201
+    status, problem, _ = await _send(client, path, body(0, {}), "acme")  # the name is taken
+    assert status == 409 and "limit" not in problem, problem
+    status, answer, _ = await _send(client, path, body(1, {}), "acme")
+    assert status == 201, answer
+
+
+async def test_a_count_left_too_high_is_counted_again(aiohttp_client: Any, make_app: Any) -> None:
+    """The kept count is never below what the tenant has; one a dead process left too high
+    (a create counted, never inserted) is counted again once older than RECOUNT_AFTER_SECONDS,
+    and one gone is counted again at once."""
+    client = await aiohttp_client(make_app(max_triggers_per_tenant=2))
+    path, _, body = RESOURCES["triggers"]
+    assert (await _send(client, path, body(0, {}), "acme"))[0] == 201
+    counts = client.app[services_key].store.db["turns"]
+    key = "count:triggers:acme"
+    assert (await counts.find_one({"_id": key}))["n"] == 1
+    await counts.update_one({"_id": key}, {"$set": {"n": 2}})  # a create that never inserted
+    assert (await _send(client, path, body(1, {}), "acme"))[0] == 409  # counted just now
+    old = utcnow().timestamp() - RECOUNT_AFTER_SECONDS - 1
+    await counts.update_one({"_id": key}, {"$set": {"counted_at": old}})
+    assert (await _send(client, path, body(1, {}), "acme"))[0] == 201
+    await counts.delete_one({"_id": key})
+    status, problem, _ = await _send(client, path, body(2, {}), "acme")
+    assert status == 409 and problem["limit"] == 2, problem
+
+
+async def test_a_create_that_waits_past_its_turn_is_a_503_busy_with_retry_after(
+    aiohttp_client: Any, make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(turns, "WAIT_SECONDS", 0.3)
+    client = await aiohttp_client(make_app())
+    held = {"owner": "another", "until": utcnow() + timedelta(seconds=30)}
+    await client.app[services_key].store.db["turns"].insert_one({"_id": "triggers:acme", **held})
+    path, _, body = RESOURCES["triggers"]
+    response = await client.post(path, json=body(0, {}), headers=auth())
+    problem = await response.json()
+    assert response.status == 503, problem
+    assert problem["type"] == "https://rabbot.dev/problems/busy"
+    assert response.headers["Retry-After"] == "1"
+    assert "being created; retry" in problem["detail"]

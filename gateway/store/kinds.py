@@ -289,4 +289,6 @@ class KindStore:
         except BaseException:
             await self._unmark(tenant, name, "deleting_until")
             raise
+        if result.deleted_count:
+            await self.limit.freed(tenant)
         return result.deleted_count == 1

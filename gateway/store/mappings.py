@@ -310,6 +310,8 @@ class MappingStore:
                 },
             )
             await self._versions.delete_many(scoped(tenant, {"name": name}))
+        if result.matched_count:
+            await self.limit.freed(tenant)
         return result.matched_count == 1
 
     async def active_of_kind(self, tenant: str, kind: str) -> AsyncIterator[Doc]:

@@ -105,6 +105,8 @@ class TenantResources:
             return False
         with translate_errors():
             result = await self._c.delete_one(scoped(tenant, {"_id": oid}))
+        if result.deleted_count:
+            await self.limit.freed(tenant)
         return result.deleted_count == 1
 
     async def count(self, tenant: str, filters: Mapping[str, Any]) -> int:

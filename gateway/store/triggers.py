@@ -123,4 +123,6 @@ class TriggerStore:
     async def delete(self, tenant: str, trigger_id: str) -> bool:
         with translate_errors():
             result = await self._c.delete_one(scoped(tenant, {"_id": trigger_id}))
+        if result.deleted_count:
+            await self.limit.freed(tenant)
         return result.deleted_count == 1
