@@ -184,7 +184,8 @@ def test_a_process_with_another_secret_key_than_the_database_s_is_refused(
         "GATEWAY_DATABASE": f"keycheck_{os.getpid()}_{command[0]}",
         "GATEWAY_DATA_DIR": str(tmp_path),
     }
-    first = _gateway("reseal", **env)  # the first process: seals the key check
+    # The first process, sealing the key check: run in this process (`gateway_command`).
+    first = gateway_command("reseal", env=_environment(**env))
     assert first.returncode == 0, first.stderr
     other = "another-secret-key-of-another-host-0000000"
     result = _gateway(*command, "--port", str(free_port()), **env, GATEWAY_SECRET_KEY=other)
