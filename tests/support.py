@@ -9,7 +9,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -68,14 +68,15 @@ async def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProces
 
 
 def gateway_command(
-    *args: str, env: Mapping[str, str] | None = None
+    *args: str, env: Mapping[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`gateway ARGS` run in this process through the console script's function
     (`gateway.__main__.main`, with the settings of `env`, default this process's): its exit
     code, stdout and stderr (its log lines included) as `run_cli` gives a child's, without
     the seconds a new interpreter takes to start and import the gateway. For what a command
     says and does; what only a process has (its entry point, stdin, signals, its exit) is
-    tested with real ones (`run_cli`). The logging it sets up is undone afterwards."""
+    tested with real ones (`run_cli`). `stdin`, if given, is what it reads as its standard
+    input (a pipe's, not a terminal's). The logging it sets up is undone afterwards."""
     from gateway.__main__ import main
 
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
@@ -84,7 +85,11 @@ def gateway_command(
     ]
     out, err = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            contextlib.nullcontext() if stdin is None else _stdin(stdin),
+        ):
             try:
                 code = main(list(args), env)
             except SystemExit as exc:  # argparse's usage errors and --help
@@ -96,10 +101,22 @@ def gateway_command(
     return subprocess.CompletedProcess(["gateway", *args], code, out.getvalue(), err.getvalue())
 
 
-async def run_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+@contextlib.contextmanager
+def _stdin(text: str) -> Iterator[None]:
+    """`sys.stdin` reads `text` meanwhile (a pipe's input: not a terminal)."""
+    kept, sys.stdin = sys.stdin, io.StringIO(text)
+    try:
+        yield
+    finally:
+        sys.stdin = kept
+
+
+async def run_command(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """`gateway_command(ARGS)` with `env` (`cli_env`) off the event loop, as `run_cli` runs a
     child: a command opens its own services and runs its own loop (`asyncio.run`)."""
-    return await asyncio.to_thread(gateway_command, *args, env=env)
+    return await asyncio.to_thread(gateway_command, *args, env=env, stdin=stdin)
 
 
 async def inbox_items(store: Any, tenant: str, vehicle: str, kind: str) -> list[dict[str, Any]]:

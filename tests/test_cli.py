@@ -153,7 +153,7 @@ async def test_admin_token_with_a_key_the_database_refuses_prints_no_token(
     token (exit 0) that the gateway refused on every call. It refuses as the other one-shot
     commands do."""
     env = {**cli_env(settings, mongodb_uri), "GATEWAY_SECRET_KEY": "C" * 32}
-    result = await run_cli(env, "admin-token", "--tenant", "acme")
+    result = await run_command(env, "admin-token", "--tenant", "acme")  # a real one: above
     assert result.returncode == 2 and result.stdout == ""
     assert "GATEWAY_SECRET_KEY: none of its keys opens the key check" in result.stderr
 
@@ -175,18 +175,12 @@ def test_a_one_shot_command_on_a_data_dir_without_a_database_refuses_to_make_one
 ) -> None:
     """On a data dir holding no database (a typo, a cron job's relative `./var` from another
     directory) a one-shot command started a new, empty one and reported success: a user, a
-    trigger, a cleanup "of 0" against a database no gateway serves."""
+    trigger, a cleanup "of 0" against a database no gateway serves. Refused before anything
+    starts: run in this process (`gateway_command`)."""
     (tmp_path / "secret_key").write_text(SECRET_KEY)
     env = {**os.environ, "GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_SECRET_KEY": ""}
     env.pop("MONGODB_URI", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", *command],
-        input=stdin + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    result = gateway_command(*command, env=env, stdin=stdin + "\n")
     assert result.returncode == 2 and result.stdout == "", result.stderr
     assert result.stderr.splitlines() == [
         f"configuration error: GATEWAY_DATA_DIR {tmp_path} holds no database ({tmp_path}/db "

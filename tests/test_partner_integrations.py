@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +20,7 @@ from tests.partner_double import (
     create_subscription,
     partner,
 )
-from tests.support import auth
+from tests.support import auth, gateway_command
 from tests.triggers_support import (
     MAPPINGS,
     PAYLOADS,
@@ -642,12 +641,13 @@ async def test_fleetio_account_whose_primary_meter_counts_hours(client: Client) 
 
 
 def _mapping_test(*extra: str) -> subprocess.CompletedProcess[str]:
+    """`gateway mapping test` run in this process (`gateway_command`); real processes of it:
+    tests/test_mapping_cli.py."""
     mapping, sample = (
         MAPPINGS / "fleetio-meter-entry.yaml",
         PAYLOADS / "fleetio_meter_entry_created.json",
     )
-    command = [sys.executable, "-m", "gateway", "mapping", "test", str(mapping), str(sample)]
-    return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=60)
+    return gateway_command("mapping", "test", str(mapping), str(sample), *extra)
 
 
 def test_the_cli_binds_params() -> None:

@@ -6,10 +6,7 @@ overwritten."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,7 @@ from gateway.store import sealed
 from gateway.triggers.compiled import secret_context
 from gateway.web.state import services_key
 from tests.partner_double import Client, create_action, create_partner, create_subscription, post
-from tests.support import SECRET_KEY, admin_token, cli_env
+from tests.support import SECRET_KEY, admin_token, cli_env, run_command
 from tests.triggers_support import create_trigger
 
 NEW_KEY = "the-new-secret-key-0123456789abcdef0123456789"
@@ -152,21 +149,17 @@ async def test_a_record_changed_while_it_is_resealed_keeps_the_change(
     assert (await services.store.db["partners"].find_one({}))["auth_sealed"] == replaced
 
 
-@pytest.mark.timeout(120)  # two child processes, each opening the services
 async def test_the_cli_counts_then_reseals_and_the_old_key_can_go(
     client: Client, services: Services, settings: Settings, mongodb_uri: str
 ) -> None:
+    """The commands run in this process (`run_command`); real `reseal` processes:
+    tests/test_start_errors.py, tests/test_serve_workers.py."""
     ids = await _store_secrets(client)
     env = {**cli_env(settings, mongodb_uri), "GATEWAY_SECRET_KEY": f"{NEW_KEY},{SECRET_KEY}"}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "gateway", "reseal", *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
-
-    counted = await asyncio.to_thread(cli, "--dry-run")
+    counted = await run_command(env, "reseal", "--dry-run")
     assert counted.returncode == 0, counted.stderr
     assert counted.stdout.startswith("would seal 6 secrets again under the current key; 0")
-    done = await asyncio.to_thread(cli)
+    done = await run_command(env, "reseal")
     assert done.returncode == 0 and done.stdout.startswith("sealed 6 secrets again")
     for where, context, value in await _sealed(services, ids):
         assert NEW_ONLY.open(value, context=context), where

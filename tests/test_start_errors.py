@@ -16,7 +16,17 @@ import pytest
 
 from gateway.config import ConfigError, Settings
 from tests.processes import free_port
-from tests.support import SECRET_KEY
+from tests.support import SECRET_KEY, gateway_command
+
+
+def _environment(**env: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_LOG_JSON": "false",
+        "MONGODB_URI": "",
+        **env,
+    }
 
 
 def _gateway(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -26,14 +36,16 @@ def _gateway(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
-        env={
-            **os.environ,
-            "GATEWAY_SECRET_KEY": SECRET_KEY,
-            "GATEWAY_LOG_JSON": "false",
-            "MONGODB_URI": "",
-            **env,
-        },
+        env=_environment(**env),
     )
+
+
+def _refused_at_once(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`gateway ARGS` refused before it starts anything, run in this process
+    (`gateway_command`): its settings and arguments are read as a child reads them, without the
+    interpreter's start and the gateway's imports. What only a process shows (its exit, its
+    start) stays tested with real ones (`_gateway`, here and in tests/test_cli.py)."""
+    return gateway_command(*args, env=_environment(**env))
 
 
 def _refused(result: subprocess.CompletedProcess[str], status: int, *said: str) -> None:
@@ -74,7 +86,19 @@ def test_an_unusable_setting_stops_serve_in_one_line_naming_it(
         "GATEWAY_ADMIN_JWT_AUDIENCE": "gateway",
         variable: value.format(tmp=tmp_path),
     }
-    result = _gateway("serve", "--port", str(free_port()), **env)
+    if variable == "PROMETHEUS_MULTIPROC_DIR" or value.startswith("/proc"):
+        # In a real process: prometheus_client reads PROMETHEUS_MULTIPROC_DIR once, when it is
+        # first imported, which this process did long before; a data dir the system refuses
+        # is found once the port is bound.
+        result = _gateway("serve", "--port", str(free_port()), **env)
+    else:
+        # On a port in use: a setting taken by mistake gets as far as the port, refused there
+        # (exit 1) before anything starts, instead of serving in this process.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = str(taken.getsockname()[1])
+            result = _refused_at_once("serve", "--port", port, **env)
     _refused(result, 2, "configuration error", variable, said.format(tmp=tmp_path))
 
 
@@ -130,7 +154,9 @@ def test_a_metrics_token_too_short_or_no_bearer_token_is_refused_without_showing
 def test_cleanup_days_beyond_any_history_is_an_argument_error(tmp_path: Path, days: str) -> None:
     """The value reached the database: `Python int too large to convert to C int`, `date value
     out of range`, after it had opened."""
-    result = _gateway("cleanup", "--days", days, "--dry-run", GATEWAY_DATA_DIR=str(tmp_path))
+    result = _refused_at_once(
+        "cleanup", "--days", days, "--dry-run", GATEWAY_DATA_DIR=str(tmp_path)
+    )
     assert result.returncode == 2, result.stderr
     assert "--days: must be at most 10000" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "db").exists()
@@ -158,7 +184,8 @@ def test_a_process_with_another_secret_key_than_the_database_s_is_refused(
         "GATEWAY_DATABASE": f"keycheck_{os.getpid()}_{command[0]}",
         "GATEWAY_DATA_DIR": str(tmp_path),
     }
-    first = _gateway("reseal", **env)  # the first process: seals the key check
+    # The first process, sealing the key check: run in this process (`gateway_command`).
+    first = gateway_command("reseal", env=_environment(**env))
     assert first.returncode == 0, first.stderr
     other = "another-secret-key-of-another-host-0000000"
     result = _gateway(*command, "--port", str(free_port()), **env, GATEWAY_SECRET_KEY=other)

@@ -9,7 +9,6 @@ import html
 import io
 import re
 import subprocess
-import sys
 import threading
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ from gateway.services import Services
 from gateway.ui.access import LOGIN_BURST
 from gateway.ui.middleware import PRE_SESSION_COOKIE, SESSION_COOKIE
 from gateway.web.state import services_key
-from tests.support import admin_token, auth, cli_env
+from tests.support import admin_token, auth, cli_env, run_command
 from tests.ui_support import (
     PASSWORD,
     Client,
@@ -757,16 +756,13 @@ async def test_changing_an_unknown_user_or_to_a_bad_role_is_refused(services: Se
     assert [p.pointer for p in refused.value.problems] == ["/role", "/password"]
 
 
-def _ui_user(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """`gateway ui-user ARGS --tenant acme` in a child process."""
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "ui-user", *args, "--tenant", "acme"],
-        input=stdin + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+async def _ui_user(
+    env: dict[str, str], *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`gateway ui-user ARGS --tenant acme` run in this process (`run_command`), `stdin` its
+    input. Real `ui-user` processes, a password piped to one: tests/test_embedded_database.py
+    (`test_cleanup_and_ui_user_beside_a_running_gateway_use_its_database_and_leave_it_running`)."""
+    return await run_command(env, "ui-user", *args, "--tenant", "acme", stdin=stdin + "\n")
 
 
 async def test_the_cli_creates_a_user_who_can_then_log_in(
@@ -774,17 +770,16 @@ async def test_the_cli_creates_a_user_who_can_then_log_in(
 ) -> None:
     env = cli_env(settings, mongodb_uri)
     create = ("create", "--email", "Ana@Acme.com.br", "--role", "viewer")
-    created = await asyncio.to_thread(_ui_user, env, *create, stdin=PASSWORD)
+    created = await _ui_user(env, *create, stdin=PASSWORD)
     assert created.returncode == 0, created.stderr
     assert "created viewer ana@acme.com.br" in created.stderr
     short = ("create", "--email", "bob@acme.com.br")
-    refused = await asyncio.to_thread(_ui_user, env, *short, stdin="short")
+    refused = await _ui_user(env, *short, stdin="short")
     assert refused.returncode == 1 and "/password" in refused.stderr
     assert (await log_in(client)).status == 303
     assert "leitor" in await (await client.get("/admin/")).text()
 
 
-@pytest.mark.timeout(180)  # five child processes, each opening the services
 async def test_the_cli_lists_changes_and_removes_a_user_ending_their_sessions(
     client: Client, services: Services, settings: Settings, mongodb_uri: str
 ) -> None:
@@ -793,7 +788,7 @@ async def test_the_cli_lists_changes_and_removes_a_user_ending_their_sessions(
     assert (await log_in(client)).status == 303
 
     async def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(_ui_user, env, *args, stdin=stdin)
+        return await _ui_user(env, *args, stdin=stdin)
 
     promoted = await cli("set-role", "--email", "ana@acme.com.br", "--role", "admin")
     assert promoted.returncode == 0, promoted.stderr
