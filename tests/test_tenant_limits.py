@@ -359,3 +359,24 @@ async def test_a_create_that_waits_past_its_turn_is_a_503_busy_with_retry_after(
     assert problem["type"] == "https://rabbot.dev/problems/busy"
     assert response.headers["Retry-After"] == "1"
     assert "being created; retry" in problem["detail"]
+
+
+async def test_a_tenant_above_a_lowered_limit_creates_nothing_once_it_is_raised_short_of_it(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """A count taken under a lowered limit stops at it ("at least that many"): once the
+    limit is raised, but not to what the tenant has, the tenant is counted again and creates
+    nothing (docs/operations.md: never below what the tenant has)."""
+    client = await aiohttp_client(make_app(max_partners_per_tenant=10))
+    limit = client.app[services_key].store.partners.limit
+    path, _, body = RESOURCES["partners"]
+    made = [(await _send(client, path, body(i, {}), "acme"))[1]["id"] for i in range(8)]
+    limit.limit = 2  # the operator lowers it (a restart): 8 kept
+    assert (await client.delete(f"{path}/{made[0]}", headers=auth("acme"))).status == 204
+    assert (await _send(client, path, body(100, {}), "acme"))[0] == 409  # 7 counted as "2"
+    limit.limit = 5  # raised, still under the 7 the tenant has
+    statuses = [(await _send(client, path, body(i, {}), "acme"))[0] for i in range(101, 104)]
+    assert statuses == [409, 409, 409]
+    limit.limit = 9  # room for two
+    statuses = [(await _send(client, path, body(i, {}), "acme"))[0] for i in range(104, 108)]
+    assert statuses == [201, 201, 409, 409]

@@ -193,11 +193,14 @@ class Limit:
         if kept is not None and isinstance(n := kept.get("n"), int):
             counted_at = kept.get("counted_at")
             recent = isinstance(counted_at, float) and counted_at > now - RECOUNT_AFTER_SECONDS
-            if n < limit or (recent and not kept.get("stale")):
+            # A count that stopped at the limit of its time says "at least n": under a limit
+            # raised since, it is counted again (a tenant above both limits is not at n).
+            capped = isinstance(up_to := kept.get("up_to"), int) and n >= up_to
+            if not (capped and n < limit) and (n < limit or (recent and not kept.get("stale"))):
                 return n
         await self._turns.set_count(count, {"stale": False})  # a deletion from now on marks it
         have = await self._counted.how_many(tenant, up_to=limit)
-        await self._turns.set_count(count, {"n": have, "counted_at": now})
+        await self._turns.set_count(count, {"n": have, "counted_at": now, "up_to": limit})
         return have
 
     async def freed(self, tenant: str) -> None:
