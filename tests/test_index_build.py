@@ -79,3 +79,46 @@ async def test_an_index_build_longer_than_the_database_deadline_is_created_while
         )
     finally:
         sync.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_refusal_after_a_build_that_outlasted_the_deadline_is_reported_and_tried_again(
+    settings: Settings,
+    mongodb_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A build that outlasts the deadline, then a unique index the data refuses (two UI users
+    of a tenant with one e-mail: a `Conflict`, not the database's unavailability): the task
+    waiting for the build died with it, the process stayed not ready for good, its 503s still
+    naming the finished build, nothing logged. The refusal is named and tried again; once the
+    duplicate is gone the process is ready."""
+    monkeypatch.setattr(connection, "INDEX_RETRY_SECONDS", 0.1)
+    caplog.set_level(logging.INFO, logger="gateway.store")
+    short = replace(settings, db_timeout_ms=DEADLINE_MS, fold_gap_seconds=30)
+    sync = _older_database(settings, mongodb_uri)
+    users = sync[settings.database]["ui_users"]
+    users.insert_many(
+        [
+            {"_id": "u1", "tenant": "acme", "email": "ana@example.com"},
+            {"_id": "u2", "tenant": "acme", "email": "ana@example.com"},
+        ]
+    )
+    try:
+        async with open_store(short, mongodb_uri) as store:
+            async with asyncio.timeout(60):
+                while "building" not in (await _why_not_ready(store) or ""):
+                    await asyncio.sleep(0.02)
+                while "building" in (why := await _why_not_ready(store) or ""):
+                    await asyncio.sleep(0.05)
+            assert "Conflict" in why, why
+            assert any(
+                "creating the indexes failed again (Conflict" in r.getMessage()
+                for r in caplog.records
+            )
+            users.delete_one({"_id": "u2"})
+            async with asyncio.timeout(60):
+                await store.prepared.wait()
+            assert await _why_not_ready(store) is None
+    finally:
+        sync.close()

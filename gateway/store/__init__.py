@@ -328,7 +328,7 @@ class Store:
         if self.indexes_missing is not None:
             raise KnownDown(
                 "the database's indexes are not all created yet, nor its one-time upgrade "
-                f"steps run (tried again every {INDEX_RETRY_SECONDS:g} s): "
+                f"steps run (a failed attempt is tried again every {INDEX_RETRY_SECONDS:g} s): "
                 f"{self.indexes_missing}",
                 retry_after=math.ceil(INDEX_RETRY_SECONDS),
             )

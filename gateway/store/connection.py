@@ -145,7 +145,7 @@ async def open_store(
             await supervisor.stop()
 
 
-def _with_cause(exc: StoreUnavailable) -> str:
+def _with_cause(exc: Exception) -> str:
     """The error and, for the operator's log only, the driver's first words on it: the
     address it could not reach and why (`db:27017: [Errno 111] Connection refused`). Problem
     documents carry the error alone: partners have no business with our addresses."""
@@ -184,23 +184,40 @@ async def _ensure_indexes(
     readiness, and every request that needs the database, answers 503 with the reason, and
     the background jobs wait (`Store.check_prepared`): a write before a unique index or an
     upgrade step (the fines' re-key) stored what they exist to prevent. `under_way`: the
-    start's attempt, still building (`Store.outlasting`), waited for first."""
+    start's attempt, still building (`Store.outlasting`), waited for first. Any failure is
+    tried again here, not only the database's unavailability: this task is all that would
+    ever make the process ready (a unique index refused over duplicates, a step's error,
+    raised after the start went on, ended it with the 503s still naming the build)."""
     if under_way is not None:
-        if (exc := await under_way) is None:
+        try:
+            exc = await under_way
+        except Exception as failed:
+            exc = failed
+        if exc is None:
             log.info("indexes created")
             return
-        store.indexes_missing = str(exc)
-        log.error("creating the indexes failed again (%s)", _with_cause(exc))
+        _failed_again(store, exc)
     while True:
         await asyncio.sleep(INDEX_RETRY_SECONDS)
         try:
             await store.ensure_indexes()
-        except StoreUnavailable as exc:
-            store.indexes_missing = str(exc)
-            log.error("creating the indexes failed again (%s)", exc)
+        except Exception as exc:
+            _failed_again(store, exc)
             continue
         log.info("indexes created")
         return
+
+
+def _failed_again(store: Store, exc: Exception) -> None:
+    """An attempt failed: the 503s say why; the log too, with the traceback of what is not
+    the database's unavailability (a refusal to fix, a step's error)."""
+    unavailable = isinstance(exc, StoreUnavailable)
+    store.indexes_missing = str(exc) if unavailable else f"{type(exc).__name__}: {exc}"
+    log.error(
+        "creating the indexes failed again (%s)",
+        _with_cause(exc) if unavailable else store.indexes_missing,
+        exc_info=not unavailable,
+    )
 
 
 async def _expire(store: Store) -> None:
