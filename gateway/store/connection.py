@@ -189,6 +189,7 @@ async def _ensure_indexes(
     ever make the process ready (a unique index refused over duplicates, a step's error,
     raised after the start went on, ended it with the 503s still naming the build)."""
     if under_way is not None:
+        exc: Exception | None
         try:
             exc = await under_way
         except Exception as failed:
