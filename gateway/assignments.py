@@ -77,6 +77,7 @@ from typing import Any, Literal
 from gateway.clock import as_stored, utcnow
 from gateway.entities import EntityService, Origin
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.schemas.ids import normalize_identifier
 from gateway.store import Doc
 from gateway.store.assignments import AssignmentStore, AtInstant, change_id, same_driver
 
@@ -487,6 +488,27 @@ class AssignmentService:
                 continue
             if marked := [c["_id"] for c in of_vehicle if c.get("unsynced")]:
                 await self._store.mark_unsynced(tenant, marked, False)
+
+    async def drives_at(
+        self, tenant: str, vehicle_id: str, when: datetime, value: Mapping[str, Any]
+    ) -> bool:
+        """Whether the change in force at `when` names the driver a vehicle's
+        `current_driver` value names: by its `id`, by its `cpf` (any spelling; a pending
+        driver by CPF alone); each member given as the change has it. A report of that
+        driver from `when` is one the history has heard (`EntityService._news`)."""
+        try:
+            at = as_stored(when.astimezone(UTC))
+        except (OverflowError, ValueError):  # no time the history holds
+            return False
+        in_force = await self._store.at(tenant, vehicle_id, at)
+        held = None if in_force is None else in_force.get("driver")
+        if held is None:
+            return False
+        named = [(name, value[name]) for name in ("id", "cpf") if isinstance(value.get(name), str)]
+        return bool(named) and all(
+            held.get(name) == (normalize_identifier(name, given) if name == "cpf" else given)
+            for name, given in named
+        )
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)

@@ -16,7 +16,15 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection, Hashable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Hashable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -289,7 +297,10 @@ def behind(new: Any, old: Any) -> bool:
 
 
 def known_whole(
-    current: Doc, patch: Mapping[str, Any], whole: Mapping[str, WholeValue]
+    current: Doc,
+    patch: Mapping[str, Any],
+    whole: Mapping[str, WholeValue],
+    news: Collection[str] = (),
 ) -> Mapping[str, Any]:
     """`patch` without the whole values (`merge`'s `whole`) it sends again (`_sent_again`):
     what the writer knows of the stored one (an ERP's `{cpf}` of the driver in force, over
@@ -298,14 +309,17 @@ def known_whole(
     was written back by the history at once, and again after each send, two events a send
     for ever. Only while no event of the entity waits for the relay (`waiting`): one that
     does may be an earlier report the history has not read, which this write, a later
-    report, must follow (`assignment_feed.py`). `patch` itself when it keeps every member."""
+    report, must follow (`assignment_feed.py`). Never those named in `news`: a report the
+    stored value says nothing of (`EntityService._news`: a handover time the history has
+    another driver at). `patch` itself when it keeps every member."""
     if waiting(current):
         return patch
     stored = current["data"]
     kept = {
         key: value
         for key, value in patch.items()
-        if not (key in whole and _sent_again(value, stored.get(key), whole[key].named_by))
+        if key in news
+        or not (key in whole and _sent_again(value, stored.get(key), whole[key].named_by))
     }
     return patch if len(kept) == len(patch) else kept
 
@@ -336,6 +350,7 @@ def merged_write(
     sees: Sees | None = None,
     *,
     as_sent: bool = False,
+    news: Collection[str] = (),
 ) -> tuple[dict[str, Any], Mapping[str, Any]]:
     """What a write of `fields` leaves of the entity `current`, before it is checked: merged
     into its data (`merge`), a whole value it sends again left as stored (`known_whole`,
@@ -346,7 +361,7 @@ def merged_write(
     the write does."""
     if current is None:
         return merge({}, fields, whole, sees), fields
-    known = fields if as_sent else known_whole(current, fields, whole)
+    known = fields if as_sent else known_whole(current, fields, whole, news)
     return merge(current["data"], known, whole, sees), known
 
 
@@ -370,6 +385,15 @@ def too_far_ahead(at: datetime, now: datetime) -> bool:
 
 
 HANDOVER_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # `assignments.EARLIEST`
+
+DrivesAt = Callable[[str, str, datetime, Mapping[str, Any]], Awaitable[bool]]
+"""Whether the history has the driver a vehicle's `current_driver` value names in force at a
+time: (tenant, vehicle id, time, value) (`AssignmentService.drives_at`)."""
+
+
+def reported_since(value: Any) -> datetime | None:
+    """The handover time a `current_driver` value sent reports (its `since`), None if none."""
+    return _moment(value.get("since")) if isinstance(value, Mapping) else None
 
 
 def handover_problems(sent: Mapping[str, Any], now: datetime) -> list[FieldProblem]:
@@ -571,6 +595,9 @@ class EntityService:
         # Called with (tenant, type, id) once an entity is deleted here: what this process
         # cached about it (the position appender's plates and tracker ids) goes at once.
         self.on_deleted: list[Callable[[str, str, str], None]] = []
+        # The history's answer to "does this driver drive the vehicle then?" (set once the
+        # assignments exist, `notify/wiring.py`): a handover time it has not heard is news.
+        self.drives_at: DrivesAt | None = None
 
     async def _check(
         self,
@@ -614,6 +641,24 @@ class EntityService:
                 ", ".join(f"{p.pointer} ({p.keyword})" for p in checked.left),
             )
         return checked.document
+
+    async def _news(
+        self, tenant: str, etype: str, current: Doc, fields: Mapping[str, Any]
+    ) -> frozenset[str]:
+        """The whole values of `fields` never taken for the stored one sent again
+        (`known_whole`'s `news`): a vehicle's `current_driver` with a handover time (`since`)
+        at which the history has not the driver it names (another, nobody, none yet): the
+        driver in force now, reported from before the change that records them (an ERP's
+        handover at 08:00 after a checklist's of 10:00), drives from then (SPEC §6: a fine
+        goes to the driver at its time). A report of the driver the history has then is a
+        repeat, whether the relay has caught up or not (`assignment_feed.py`)."""
+        sent = fields.get("current_driver") if etype == "vehicle" else None
+        since = reported_since(sent)
+        if since is None or self.drives_at is None or not isinstance(sent, Mapping):
+            return frozenset()
+        if await self.drives_at(tenant, str(current["_id"]), since, sent):
+            return frozenset()
+        return frozenset({"current_driver"})
 
     def _merged_into_nothing(
         self, etype: str, change: Mapping[str, Any]
@@ -825,17 +870,18 @@ class EntityService:
                 forward_only(current["data"], fields, forward) if forward else (fields, ())
             )
             whole = self._schemas.whole_members(etype)
+            news = await self._news(tenant, etype, current, kept)
             if (
                 remembered
                 and waiting(current)
-                and known_whole({"data": current["data"]}, kept, whole) is not kept
+                and known_whole({"data": current["data"]}, kept, whole, news) is not kept
             ):
                 # A repeat of a whole value judged on the copy of our own write, which
                 # always has events waiting: read whether they still do.
                 self._recent.drop(tenant, etype, nk)
                 current = None
                 continue
-            merged, change = merged_write(current, kept, whole, sees)
+            merged, change = merged_write(current, kept, whole, sees, news=news)
             result = await self._write(
                 tenant,
                 current,
@@ -942,7 +988,10 @@ class EntityService:
                 return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             whole = self._schemas.whole_members(etype)
-            merged, change = merged_write(current, kept, whole, visible_to(upsert.visible))
+            news = await self._news(tenant, etype, current, kept)
+            merged, change = merged_write(
+                current, kept, whole, visible_to(upsert.visible), news=news
+            )
             clean = await self._written(
                 tenant, current, merged, create=upsert.create, change=change
             )
@@ -1017,7 +1066,8 @@ class EntityService:
         `patch` and of a flow dry run's `set` (`flows/dry_run.py`, `dry`: nothing written),
         so the dry run stores in its answer what the run stores."""
         whole = self._schemas.whole_members(current["type"])
-        merged, change = merged_write(current, patch, whole, as_sent=as_sent)
+        news = frozenset() if as_sent else await self._news(tenant, current["type"], current, patch)
+        merged, change = merged_write(current, patch, whole, as_sent=as_sent, news=news)
         return await self._written(tenant, current, merged, change=change, dry=dry)
 
     async def _write(

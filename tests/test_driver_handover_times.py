@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -164,6 +165,49 @@ async def test_a_handover_time_ahead_of_the_clock_is_refused_naming_it(client: C
         headers=auth(),
     )
     assert response.status == 422, await response.text()
+
+
+@pytest.mark.parametrize("relayed", [True, False], ids=["relayed", "events-waiting"])
+async def test_a_handover_time_before_a_later_report_of_the_driver_in_force_moves_their_start(
+    client: Client, relayed: bool
+) -> None:
+    """A checklist at ignition recorded Ana at 10:00; the ERP's batch then says Ana took the
+    vehicle at 08:00 (the keys at the yard). The fine at 09:00 is Ana's, as when anyone
+    else drives now: the report was taken for the driver in force sent again (`changed:
+    []`), unless the vehicle's events happened to wait for the relay. Sent again, it is
+    then a repeat."""
+    await _driven_by_bruno(client)
+    checklist_at, handover = _minute(1), _minute(3)
+    checklist = {
+        "kind": "checklist",
+        "key": "chk-1",
+        "vehicle_plate": "ABC1D23",
+        "driver_cpf": ANA["cpf"],
+        "completed_at": _iso(checklist_at),
+        "answers": [{"question": "pneus", "answer": True}],
+    }
+    await post(client, "/api/v1/entities/other", checklist)
+    await drain(client.app[services_key])
+    erp = await _erp(client)
+    if not relayed:  # a write whose events wait for the relay when the ERP's comes
+        await client.patch(
+            "/api/v1/entities/vehicle/ABC1D23", json={"odometer_km": 10}, headers=auth()
+        )
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": ANA["cpf"], "DATA_TROCA": _local(handover)}
+    answer = await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+
+    assert "current_driver.since" in answer["changed"], answer
+    at_fine = await _driver_at(client, handover + timedelta(hours=1))
+    assert at_fine["driver"]["cpf"] == ANA["cpf"] and at_fine["source"] == "erp", at_fine
+    assert at_fine["start"] == handover.isoformat()
+    assert (await _driver_at(client, handover - timedelta(minutes=1)))["driver"]["cpf"] == (
+        BRUNO["cpf"]
+    )
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == at_fine["driver"]  # the history's copy, no `since`
+    again = await send_to(client, erp, payload)
+    assert again["changed"] == [] and again["events"] == [], again
 
 
 async def test_an_hr_write_back_records_the_driver_from_the_time_hr_says(
