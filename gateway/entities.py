@@ -333,10 +333,12 @@ def _sent_again(sent: Any, held: Any, named_by: Collection[str]) -> bool:
     driver), it names it by them, one at least and each as stored, whatever its other
     members say: the driver's `name` is the driver entity's, which the history copies. A
     value holding fewer (an ERP's `{cpf, name}` of a driver the tenant does not have) is a
-    copy of nothing: no rename reaches it, and a write of another name corrects it."""
+    copy of nothing: no rename reaches it, and a write of another name corrects it. The
+    report's own members (`REPORTED`: a driver's `since`), which no stored value holds, are
+    not compared: whether the history has heard them is `EntityService._news`'s question."""
     if not (isinstance(sent, Mapping) and isinstance(held, Mapping)):
         return False
-    given = [name for name in sent if sent[name] is not None]
+    given = [name for name in sent if sent[name] is not None and name not in REPORTED]
     copy = bool(named_by) and all(held.get(name) is not None for name in named_by)
     naming = [name for name in given if name in named_by]
     compared = naming if copy and naming else given
@@ -385,6 +387,11 @@ def too_far_ahead(at: datetime, now: datetime) -> bool:
 
 
 HANDOVER_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # `assignments.EARLIEST`
+
+REPORTED = frozenset({"since"})
+"""Members of a whole value that a report gives and no stored value holds: a vehicle's
+`current_driver.since`, the handover time, which the history keeps as its change's start
+(the field is written back without it)."""
 
 DrivesAt = Callable[[str, str, datetime, Mapping[str, Any]], Awaitable[bool]]
 """Whether the history has the driver a vehicle's `current_driver` value names in force at a

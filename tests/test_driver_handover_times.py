@@ -298,6 +298,38 @@ async def test_a_late_handover_to_a_driver_not_yet_known_starts_at_its_time(
     )
 
 
+async def test_a_handover_to_a_driver_not_yet_known_sent_again_changes_nothing(
+    client: Client,
+) -> None:
+    """A feed re-sending the handover to a new hire with its time (a poll, a retry): the
+    repeats wrote the vehicle twice a send (the `since` over the pending `{cpf, name}`, then
+    the history taking it back off), until HR's sync; as for a known driver, they change
+    nothing."""
+    await _driven_by_bruno(client)
+    await upload_mapping(client, ERP.replace("fields:", "fields:\n  current_driver.name: NOME"))
+    body = {"name": "erp", "entity_type": "vehicle", "mapping": "totvs-troca-condutor"}
+    erp = await post(client, "/api/v1/triggers", body)
+    handover = _minute(2)
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": CARLA["cpf"], "NOME": CARLA["name"]}
+    payload["DATA_TROCA"] = _local(handover)
+    first = await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+    assert "current_driver.cpf" in first["changed"], first
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    before = (await get(client, f"/api/v1/events?entity_id={vehicle['id']}&limit=100"))["items"]
+    for _ in range(2):
+        again = await send_to(client, erp, payload)
+        await drain(client.app[services_key])
+        assert again["changed"] == [] and again["events"] == [], again
+    after = (await get(client, f"/api/v1/events?entity_id={vehicle['id']}&limit=100"))["items"]
+    assert len(after) == len(before)
+    pending = await _driver_at(client, handover)
+    assert pending["driver"] == {"cpf": CARLA["cpf"], "name": CARLA["name"]}, pending
+    assert pending["start"] == handover.isoformat()
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == pending["driver"]
+
+
 async def test_a_fine_after_a_handover_to_a_driver_not_yet_known_is_not_the_previous_drivers(
     client: Client,
 ) -> None:
