@@ -360,11 +360,33 @@ def merged_write(
     nothing for an entity not stored (None). With the change merged, which is what the
     write sends (`SchemaRegistry.check_write`'s `change`). The one rule the writes and the
     dry runs (`mapping_files/dry_run.py`, `flows/dry_run.py`) share, so a dry run says what
-    the write does."""
+    the write does. A whole value giving only a report's members is no write of it
+    (`without_lone_reports`)."""
+    fields = without_lone_reports(fields, whole)
     if current is None:
         return merge({}, fields, whole, sees), fields
     known = fields if as_sent else known_whole(current, fields, whole, news)
     return merge(current["data"], known, whole, sees), known
+
+
+def without_lone_reports(
+    fields: Mapping[str, Any], whole: Mapping[str, WholeValue]
+) -> Mapping[str, Any]:
+    """`fields` without the whole values giving nothing but a report's members (`REPORTED`):
+    a `current_driver` of a `since` alone (an ERP's record whose CPF is blank, with the date
+    of its last change) names no driver, so it is no write of the field, which stays as
+    stored (a null never removes anything; a removal is `{remove: true}`). Written, it left
+    the vehicle's field `{since}` while the history kept the driver. `fields` itself when
+    none is left out."""
+    lone = [
+        key
+        for key, value in fields.items()
+        if key in whole
+        and isinstance(value, Mapping)
+        and (given := {name for name, member in value.items() if member is not None})
+        and given <= REPORTED
+    ]
+    return {k: v for k, v in fields.items() if k not in lone} if lone else fields
 
 
 def waiting(current: Doc) -> bool:
@@ -786,7 +808,10 @@ class EntityService:
         change: Mapping[str, Any] | None = None,
     ) -> WriteResult:
         """The entity `data` is, stored as sent (an admin's create); `change`: `data` is
-        that change merged into nothing (`_check`)."""
+        that change merged into nothing (`_check`). A whole value giving only a report's
+        members is left out (`without_lone_reports`), as from every write."""
+        if change is None:
+            data = without_lone_reports(data, self._schemas.whole_members(etype))
         clean = await self._check(tenant, etype, data, change=change)
         nk = self.natural_key(etype, clean)
         events = _events(etype, clean, True, [], origin, extra_events, event_detail)

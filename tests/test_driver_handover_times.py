@@ -243,6 +243,48 @@ async def test_an_hr_write_back_records_the_driver_from_the_time_hr_says(
     assert at["start"] == since.isoformat()
 
 
+async def test_a_handover_time_without_a_driver_leaves_the_driver_as_it_is(
+    client: Client,
+) -> None:
+    """The ERP's record of a vehicle it has no driver for (a blank CPF) still carries the date
+    column: the write left the vehicle's field `{since}`, no driver, while the history kept
+    Bruno, until the next change. A `since` naming no driver is no write of the field;
+    the rest of the record is written."""
+    await _driven_by_bruno(client)
+    await upload_mapping(client, ERP.replace("fields:", "fields:\n  odometer_km: KM"))
+    body = {"name": "erp", "entity_type": "vehicle", "mapping": "totvs-troca-condutor"}
+    erp = await post(client, "/api/v1/triggers", body)
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": "", "DATA_TROCA": _local(_minute(5))}
+    answer = await send_to(client, erp, {**payload, "KM": 1200})
+    await drain(client.app[services_key])
+    assert answer["changed"] == ["odometer_km"], answer
+    in_force = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["driver"]
+    assert in_force["driver"]["cpf"] == BRUNO["cpf"], in_force
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == in_force["driver"]
+    response = await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23",
+        json={"current_driver": {"cpf": None, "since": _iso(_minute(1))}},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    assert (await response.json())["current_driver"] == in_force["driver"]
+    created = await post(
+        client,
+        "/api/v1/entities/vehicle",
+        {"plate": "XYZ9K88", "current_driver": {"since": _iso(_minute(1))}},
+    )
+    assert "current_driver" not in created, created
+    dry = await client.post(
+        "/api/v1/mappings/test",
+        headers=auth(),
+        json={"name": "totvs-troca-condutor", "payload": {**payload, "KM": 1300}},
+    )
+    assert dry.status == 200, await dry.text()
+    (result,) = (await dry.json())["results"]
+    assert [c["field"] for c in result["entity"]["changes"]] == ["odometer_km"], result
+
+
 # -- a handover to a driver the tenant does not have yet ---------------------------------------
 
 
