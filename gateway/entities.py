@@ -310,7 +310,7 @@ def known_whole(
     for ever. Only while no event of the entity waits for the relay (`waiting`): one that
     does may be an earlier report the history has not read, which this write, a later
     report, must follow (`assignment_feed.py`). Never those named in `news`: a report the
-    stored value says nothing of (`EntityService._news`: a handover time the history has
+    stored value says nothing of (`EntityService.news`: a handover time the history has
     another driver at). `patch` itself when it keeps every member."""
     if waiting(current):
         return patch
@@ -335,7 +335,7 @@ def _sent_again(sent: Any, held: Any, named_by: Collection[str]) -> bool:
     value holding fewer (an ERP's `{cpf, name}` of a driver the tenant does not have) is a
     copy of nothing: no rename reaches it, and a write of another name corrects it. The
     report's own members (`REPORTED`: a driver's `since`), which no stored value holds, are
-    not compared: whether the history has heard them is `EntityService._news`'s question."""
+    not compared: whether the history has heard them is `EntityService.news`'s question."""
     if not (isinstance(sent, Mapping) and isinstance(held, Mapping)):
         return False
     given = [name for name in sent if sent[name] is not None and name not in REPORTED]
@@ -444,6 +444,16 @@ def handover_problems(sent: Mapping[str, Any], now: datetime) -> list[FieldProbl
     if since < HANDOVER_EARLIEST:
         return [FieldProblem(at, "a handover time must be after 2000", "range")]
     return []
+
+
+def refuse_handover(etype: str, sent: Mapping[str, Any], now: datetime) -> None:
+    """InvalidPayload `invalid current_driver.since` when the handover time a vehicle write
+    sends (`sent`: the fields as written, before `known_whole`) has problems
+    (`handover_problems`): the one check of the writes (`EntityService`) and of the mapping
+    dry run (`mapping_files/dry_run.py`), so a dry run refuses what the write refuses,
+    whoever drives the vehicle now."""
+    if etype == "vehicle" and (problems := handover_problems(sent, now)):
+        raise InvalidPayload("invalid current_driver.since", problems)
 
 
 def ahead(value: Any, now: datetime) -> bool:
@@ -657,9 +667,7 @@ class EntityService:
         checked = self._schemas.check_write(
             etype, data, kind_schema=kind_schema, stored=stored, change=change
         )
-        sent = data if change is None else change
-        if etype == "vehicle" and (problems := handover_problems(sent, utcnow())):
-            raise InvalidPayload("invalid current_driver.since", problems)
+        refuse_handover(etype, data if change is None else change, utcnow())
         if checked.left and current is not None and not dry:
             log.warning(
                 "%s %r of tenant %s: a write leaves stored values the schema refuses as they "
@@ -671,7 +679,7 @@ class EntityService:
             )
         return checked.document
 
-    async def _news(
+    async def news(
         self, tenant: str, etype: str, current: Doc, fields: Mapping[str, Any]
     ) -> frozenset[str]:
         """The whole values of `fields` never taken for the stored one sent again
@@ -902,7 +910,8 @@ class EntityService:
                 forward_only(current["data"], fields, forward) if forward else (fields, ())
             )
             whole = self._schemas.whole_members(etype)
-            news = await self._news(tenant, etype, current, kept)
+            refuse_handover(etype, kept, utcnow())  # as sent: the stored value may stay
+            news = await self.news(tenant, etype, current, kept)
             if (
                 remembered
                 and waiting(current)
@@ -1020,7 +1029,8 @@ class EntityService:
                 return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             whole = self._schemas.whole_members(etype)
-            news = await self._news(tenant, etype, current, kept)
+            refuse_handover(etype, kept, utcnow())  # as sent: the stored value may stay
+            news = await self.news(tenant, etype, current, kept)
             merged, change = merged_write(
                 current, kept, whole, visible_to(upsert.visible), news=news
             )
@@ -1098,7 +1108,8 @@ class EntityService:
         `patch` and of a flow dry run's `set` (`flows/dry_run.py`, `dry`: nothing written),
         so the dry run stores in its answer what the run stores."""
         whole = self._schemas.whole_members(current["type"])
-        news = frozenset() if as_sent else await self._news(tenant, current["type"], current, patch)
+        refuse_handover(current["type"], patch, utcnow())  # as sent: the stored value may stay
+        news = frozenset() if as_sent else await self.news(tenant, current["type"], current, patch)
         merged, change = merged_write(current, patch, whole, as_sent=as_sent, news=news)
         return await self._written(tenant, current, merged, change=change, dry=dry)
 

@@ -210,6 +210,44 @@ async def test_a_handover_time_before_a_later_report_of_the_driver_in_force_move
     assert again["changed"] == [] and again["events"] == [], again
 
 
+async def test_the_mapping_dry_run_refuses_the_handover_time_the_write_refuses(
+    client: Client,
+) -> None:
+    """An ERP sending UTC through `input_tz: America/Sao_Paulo` puts its handover times hours
+    ahead: the trigger refuses them (422), and the integrator's dry run with the same
+    sample said nothing. It lists the write's problem, for a driver in force now too."""
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    for who in (ANA, BRUNO):  # BRUNO: the driver in force, sent again with the time
+        payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": who["cpf"]}
+        payload["DATA_TROCA"] = _local(_minute(-3))
+        real = await client.post(
+            f"/hooks/{erp['id']}",
+            json=payload,
+            headers={"Authorization": f"Bearer {erp['token']}"},
+        )
+        assert real.status == 422, await real.text()
+        dry = await client.post(
+            "/api/v1/mappings/test",
+            headers=auth(),
+            json={"name": "totvs-troca-condutor", "payload": payload},
+        )
+        assert dry.status == 200, await dry.text()
+        (result,) = (await dry.json())["results"]
+        (problem,) = result["entity"]["errors"]
+        assert problem["pointer"] == "/current_driver/since", problem
+        assert "300 s ahead of now" in problem["message"]
+    # and says what the write does with a time it takes (R3: the driver in force, earlier)
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": BRUNO["cpf"], "DATA_TROCA": "01/01/2025 08:00"}
+    dry = await client.post(
+        "/api/v1/mappings/test",
+        headers=auth(),
+        json={"name": "totvs-troca-condutor", "payload": payload},
+    )
+    (result,) = (await dry.json())["results"]
+    assert result["entity"]["write"] == "update" and "errors" not in result["entity"], result
+
+
 async def test_an_hr_write_back_records_the_driver_from_the_time_hr_says(
     client: Client, partner: Partner
 ) -> None:
