@@ -204,10 +204,21 @@ async def test_a_handover_time_before_a_later_report_of_the_driver_in_force_move
     assert (await _driver_at(client, handover - timedelta(minutes=1)))["driver"]["cpf"] == (
         BRUNO["cpf"]
     )
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["source"]) for c in history] == [
+        (ANA["cpf"], "erp"),  # Ana's start moved to the ERP's time; the checklist a repeat
+        (BRUNO["cpf"], "admin"),
+    ]
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert vehicle["current_driver"] == at_fine["driver"]  # the history's copy, no `since`
     again = await send_to(client, erp, payload)
     assert again["changed"] == [] and again["events"] == [], again
+    # The checklist taken back: what the ERP said stands.
+    response = await client.delete("/api/v1/entities/other/checklist:chk-1", headers=auth())
+    assert response.status in (200, 204), await response.text()
+    await drain(client.app[services_key])
+    assert (await _driver_at(client, handover + timedelta(hours=1)))["driver"]["cpf"] == ANA["cpf"]
+    assert (await _driver_at(client, datetime.now(UTC)))["driver"]["cpf"] == ANA["cpf"]
 
 
 async def test_the_mapping_dry_run_refuses_the_handover_time_the_write_refuses(
