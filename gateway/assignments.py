@@ -43,7 +43,8 @@
 Rules (docs/notifications.md, "Drivers of vehicles"):
 - A change lasts until the next change of the same vehicle: no two assignments overlap.
 - A late report (a start before later changes) is inserted at its place in time; the later
-  changes stay, so it only covers the gap up to the next one.
+  changes stay, so it only covers the gap up to the next one; a next one of the same driver
+  becomes its repeat (`_move_start_earlier`): that driver starts at the late report's time.
 - Reporting the driver who already drives at `start` records no change (HR systems and ERPs
   repeat "current driver" answers): the change in force keeps it in `repeats`, for a
   withdrawal; two changes at the same instant: the later write wins, and keeps the one it
@@ -77,6 +78,7 @@ from typing import Any, Literal
 from gateway.clock import as_stored, utcnow
 from gateway.entities import EntityService, Origin
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.schemas.ids import normalize_identifier
 from gateway.store import Doc
 from gateway.store.assignments import AssignmentStore, AtInstant, change_id, same_driver
 
@@ -239,6 +241,8 @@ class AssignmentService:
             return AssignResult(await self._assignment(stored), changed=False)
         said = {**fields, "_id": change_id(tenant, vid, start), "vehicle_id": vid}
         await self._name_as_stored(tenant, said)
+        if driver is not None:
+            await self._move_start_earlier(tenant, vid, start)
         await self._sync_current_driver(tenant, vehicle, _origin(said))
         written = await self._store.at(tenant, vid, start)
         assert written is not None  # just recorded
@@ -248,6 +252,34 @@ class AssignmentService:
             changed=True,
             replaced=None if replaced is None else await self._assignment(replaced),
         )
+
+    async def _move_start_earlier(self, tenant: str, vid: str, start: datetime) -> None:
+        """The change just recorded at `start`, before a later change of the same driver (an
+        ERP's handover at 08:00 after a checklist's at 10:00), is where that driver starts:
+        the later change leaves the history, and its report (and the repeats it kept)
+        become repeats of this one, as had the reports come in time order; a withdrawal of
+        one of them then leaves what the others said (`withdraw`). A later change holding
+        reports it was written over (`beneath`) or still scheduled (`due`) stays."""
+        written = await self._store.at(tenant, vid, start)
+        following = None if written is None else await self._store.next_after(written)
+        if (
+            written is None
+            or following is None
+            or not same_driver(following.get("driver"), written.get("driver"))
+            or following.get("beneath")
+            or following.get("due")
+        ):
+            return
+        match = {"source": following["source"], "ref": following.get("ref")}
+        removed = await self._store.remove(tenant, following["_id"], match)
+        if removed is None:  # written again meanwhile: it stays
+            return
+        own = {k: removed.get(k) for k in ("start", "source", "ref", "author")}
+        for report in [own, *(removed.get("repeats") or ())]:
+            change = await self._store.at(tenant, vid, start)  # its version, each time
+            if change is None:
+                return
+            await self._store.add_repeat(change, report)
 
     async def end(
         self,
@@ -487,6 +519,27 @@ class AssignmentService:
                 continue
             if marked := [c["_id"] for c in of_vehicle if c.get("unsynced")]:
                 await self._store.mark_unsynced(tenant, marked, False)
+
+    async def drives_at(
+        self, tenant: str, vehicle_id: str, when: datetime, value: Mapping[str, Any]
+    ) -> bool:
+        """Whether the change in force at `when` names the driver a vehicle's
+        `current_driver` value names: by its `id`, by its `cpf` (any spelling; a pending
+        driver by CPF alone); each member given as the change has it. A report of that
+        driver from `when` is one the history has heard (`EntityService._news`)."""
+        try:
+            at = as_stored(when.astimezone(UTC))
+        except (OverflowError, ValueError):  # no time the history holds
+            return False
+        in_force = await self._store.at(tenant, vehicle_id, at)
+        held = None if in_force is None else in_force.get("driver")
+        if held is None:
+            return False
+        named = [(name, value[name]) for name in ("id", "cpf") if isinstance(value.get(name), str)]
+        return bool(named) and all(
+            held.get(name) == (normalize_identifier(name, given) if name == "cpf" else given)
+            for name, given in named
+        )
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)

@@ -16,7 +16,15 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection, Hashable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Hashable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -289,7 +297,10 @@ def behind(new: Any, old: Any) -> bool:
 
 
 def known_whole(
-    current: Doc, patch: Mapping[str, Any], whole: Mapping[str, WholeValue]
+    current: Doc,
+    patch: Mapping[str, Any],
+    whole: Mapping[str, WholeValue],
+    news: Collection[str] = (),
 ) -> Mapping[str, Any]:
     """`patch` without the whole values (`merge`'s `whole`) it sends again (`_sent_again`):
     what the writer knows of the stored one (an ERP's `{cpf}` of the driver in force, over
@@ -298,14 +309,17 @@ def known_whole(
     was written back by the history at once, and again after each send, two events a send
     for ever. Only while no event of the entity waits for the relay (`waiting`): one that
     does may be an earlier report the history has not read, which this write, a later
-    report, must follow (`assignment_feed.py`). `patch` itself when it keeps every member."""
+    report, must follow (`assignment_feed.py`). Never those named in `news`: a report the
+    stored value says nothing of (`EntityService.news`: a handover time the history has
+    another driver at). `patch` itself when it keeps every member."""
     if waiting(current):
         return patch
     stored = current["data"]
     kept = {
         key: value
         for key, value in patch.items()
-        if not (key in whole and _sent_again(value, stored.get(key), whole[key].named_by))
+        if key in news
+        or not (key in whole and _sent_again(value, stored.get(key), whole[key].named_by))
     }
     return patch if len(kept) == len(patch) else kept
 
@@ -319,10 +333,12 @@ def _sent_again(sent: Any, held: Any, named_by: Collection[str]) -> bool:
     driver), it names it by them, one at least and each as stored, whatever its other
     members say: the driver's `name` is the driver entity's, which the history copies. A
     value holding fewer (an ERP's `{cpf, name}` of a driver the tenant does not have) is a
-    copy of nothing: no rename reaches it, and a write of another name corrects it."""
+    copy of nothing: no rename reaches it, and a write of another name corrects it. The
+    report's own members (`REPORTED`: a driver's `since`), which no stored value holds, are
+    not compared: whether the history has heard them is `EntityService.news`'s question."""
     if not (isinstance(sent, Mapping) and isinstance(held, Mapping)):
         return False
-    given = [name for name in sent if sent[name] is not None]
+    given = [name for name in sent if sent[name] is not None and name not in REPORTED]
     copy = bool(named_by) and all(held.get(name) is not None for name in named_by)
     naming = [name for name in given if name in named_by]
     compared = naming if copy and naming else given
@@ -336,6 +352,7 @@ def merged_write(
     sees: Sees | None = None,
     *,
     as_sent: bool = False,
+    news: Collection[str] = (),
 ) -> tuple[dict[str, Any], Mapping[str, Any]]:
     """What a write of `fields` leaves of the entity `current`, before it is checked: merged
     into its data (`merge`), a whole value it sends again left as stored (`known_whole`,
@@ -343,11 +360,33 @@ def merged_write(
     nothing for an entity not stored (None). With the change merged, which is what the
     write sends (`SchemaRegistry.check_write`'s `change`). The one rule the writes and the
     dry runs (`mapping_files/dry_run.py`, `flows/dry_run.py`) share, so a dry run says what
-    the write does."""
+    the write does. A whole value giving only a report's members is no write of it
+    (`without_lone_reports`)."""
+    fields = without_lone_reports(fields, whole)
     if current is None:
         return merge({}, fields, whole, sees), fields
-    known = fields if as_sent else known_whole(current, fields, whole)
+    known = fields if as_sent else known_whole(current, fields, whole, news)
     return merge(current["data"], known, whole, sees), known
+
+
+def without_lone_reports(
+    fields: Mapping[str, Any], whole: Mapping[str, WholeValue]
+) -> Mapping[str, Any]:
+    """`fields` without the whole values giving nothing but a report's members (`REPORTED`):
+    a `current_driver` of a `since` alone (an ERP's record whose CPF is blank, with the date
+    of its last change) names no driver, so it is no write of the field, which stays as
+    stored (a null never removes anything; a removal is `{remove: true}`). Written, it left
+    the vehicle's field `{since}` while the history kept the driver. `fields` itself when
+    none is left out."""
+    lone = [
+        key
+        for key, value in fields.items()
+        if key in whole
+        and isinstance(value, Mapping)
+        and (given := {name for name, member in value.items() if member is not None})
+        and given <= REPORTED
+    ]
+    return {k: v for k, v in fields.items() if k not in lone} if lone else fields
 
 
 def waiting(current: Doc) -> bool:
@@ -371,6 +410,20 @@ def too_far_ahead(at: datetime, now: datetime) -> bool:
 
 HANDOVER_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # `assignments.EARLIEST`
 
+REPORTED = frozenset({"since"})
+"""Members of a whole value that a report gives and no stored value holds: a vehicle's
+`current_driver.since`, the handover time, which the history keeps as its change's start
+(the field is written back without it)."""
+
+DrivesAt = Callable[[str, str, datetime, Mapping[str, Any]], Awaitable[bool]]
+"""Whether the history has the driver a vehicle's `current_driver` value names in force at a
+time: (tenant, vehicle id, time, value) (`AssignmentService.drives_at`)."""
+
+
+def reported_since(value: Any) -> datetime | None:
+    """The handover time a `current_driver` value sent reports (its `since`), None if none."""
+    return _moment(value.get("since")) if isinstance(value, Mapping) else None
+
 
 def handover_problems(sent: Mapping[str, Any], now: datetime) -> list[FieldProblem]:
     """The problems of the handover time a vehicle write sends (`current_driver.since`: from
@@ -391,6 +444,16 @@ def handover_problems(sent: Mapping[str, Any], now: datetime) -> list[FieldProbl
     if since < HANDOVER_EARLIEST:
         return [FieldProblem(at, "a handover time must be after 2000", "range")]
     return []
+
+
+def refuse_handover(etype: str, sent: Mapping[str, Any], now: datetime) -> None:
+    """InvalidPayload `invalid current_driver.since` when the handover time a vehicle write
+    sends (`sent`: the fields as written, before `known_whole`) has problems
+    (`handover_problems`): the one check of the writes (`EntityService`) and of the mapping
+    dry run (`mapping_files/dry_run.py`), so a dry run refuses what the write refuses,
+    whoever drives the vehicle now."""
+    if etype == "vehicle" and (problems := handover_problems(sent, now)):
+        raise InvalidPayload("invalid current_driver.since", problems)
 
 
 def ahead(value: Any, now: datetime) -> bool:
@@ -571,6 +634,9 @@ class EntityService:
         # Called with (tenant, type, id) once an entity is deleted here: what this process
         # cached about it (the position appender's plates and tracker ids) goes at once.
         self.on_deleted: list[Callable[[str, str, str], None]] = []
+        # The history's answer to "does this driver drive the vehicle then?" (set once the
+        # assignments exist, `notify/wiring.py`): a handover time it has not heard is news.
+        self.drives_at: DrivesAt | None = None
 
     async def _check(
         self,
@@ -601,9 +667,7 @@ class EntityService:
         checked = self._schemas.check_write(
             etype, data, kind_schema=kind_schema, stored=stored, change=change
         )
-        sent = data if change is None else change
-        if etype == "vehicle" and (problems := handover_problems(sent, utcnow())):
-            raise InvalidPayload("invalid current_driver.since", problems)
+        refuse_handover(etype, data if change is None else change, utcnow())
         if checked.left and current is not None and not dry:
             log.warning(
                 "%s %r of tenant %s: a write leaves stored values the schema refuses as they "
@@ -614,6 +678,24 @@ class EntityService:
                 ", ".join(f"{p.pointer} ({p.keyword})" for p in checked.left),
             )
         return checked.document
+
+    async def news(
+        self, tenant: str, etype: str, current: Doc, fields: Mapping[str, Any]
+    ) -> frozenset[str]:
+        """The whole values of `fields` never taken for the stored one sent again
+        (`known_whole`'s `news`): a vehicle's `current_driver` with a handover time (`since`)
+        at which the history has not the driver it names (another, nobody, none yet): the
+        driver in force now, reported from before the change that records them (an ERP's
+        handover at 08:00 after a checklist's of 10:00), drives from then (SPEC §6: a fine
+        goes to the driver at its time). A report of the driver the history has then is a
+        repeat, whether the relay has caught up or not (`assignment_feed.py`)."""
+        sent = fields.get("current_driver") if etype == "vehicle" else None
+        since = reported_since(sent)
+        if since is None or self.drives_at is None or not isinstance(sent, Mapping):
+            return frozenset()
+        if await self.drives_at(tenant, str(current["_id"]), since, sent):
+            return frozenset()
+        return frozenset({"current_driver"})
 
     def _merged_into_nothing(
         self, etype: str, change: Mapping[str, Any]
@@ -734,7 +816,10 @@ class EntityService:
         change: Mapping[str, Any] | None = None,
     ) -> WriteResult:
         """The entity `data` is, stored as sent (an admin's create); `change`: `data` is
-        that change merged into nothing (`_check`)."""
+        that change merged into nothing (`_check`). A whole value giving only a report's
+        members is left out (`without_lone_reports`), as from every write."""
+        if change is None:
+            data = without_lone_reports(data, self._schemas.whole_members(etype))
         clean = await self._check(tenant, etype, data, change=change)
         nk = self.natural_key(etype, clean)
         events = _events(etype, clean, True, [], origin, extra_events, event_detail)
@@ -825,17 +910,19 @@ class EntityService:
                 forward_only(current["data"], fields, forward) if forward else (fields, ())
             )
             whole = self._schemas.whole_members(etype)
+            refuse_handover(etype, kept, utcnow())  # as sent: the stored value may stay
+            news = await self.news(tenant, etype, current, kept)
             if (
                 remembered
                 and waiting(current)
-                and known_whole({"data": current["data"]}, kept, whole) is not kept
+                and known_whole({"data": current["data"]}, kept, whole, news) is not kept
             ):
                 # A repeat of a whole value judged on the copy of our own write, which
                 # always has events waiting: read whether they still do.
                 self._recent.drop(tenant, etype, nk)
                 current = None
                 continue
-            merged, change = merged_write(current, kept, whole, sees)
+            merged, change = merged_write(current, kept, whole, sees, news=news)
             result = await self._write(
                 tenant,
                 current,
@@ -942,7 +1029,11 @@ class EntityService:
                 return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             whole = self._schemas.whole_members(etype)
-            merged, change = merged_write(current, kept, whole, visible_to(upsert.visible))
+            refuse_handover(etype, kept, utcnow())  # as sent: the stored value may stay
+            news = await self.news(tenant, etype, current, kept)
+            merged, change = merged_write(
+                current, kept, whole, visible_to(upsert.visible), news=news
+            )
             clean = await self._written(
                 tenant, current, merged, create=upsert.create, change=change
             )
@@ -1017,7 +1108,9 @@ class EntityService:
         `patch` and of a flow dry run's `set` (`flows/dry_run.py`, `dry`: nothing written),
         so the dry run stores in its answer what the run stores."""
         whole = self._schemas.whole_members(current["type"])
-        merged, change = merged_write(current, patch, whole, as_sent=as_sent)
+        refuse_handover(current["type"], patch, utcnow())  # as sent: the stored value may stay
+        news = frozenset() if as_sent else await self.news(tenant, current["type"], current, patch)
+        merged, change = merged_write(current, patch, whole, as_sent=as_sent, news=news)
         return await self._written(tenant, current, merged, change=change, dry=dry)
 
     async def _write(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -166,6 +167,98 @@ async def test_a_handover_time_ahead_of_the_clock_is_refused_naming_it(client: C
     assert response.status == 422, await response.text()
 
 
+@pytest.mark.parametrize("relayed", [True, False], ids=["relayed", "events-waiting"])
+async def test_a_handover_time_before_a_later_report_of_the_driver_in_force_moves_their_start(
+    client: Client, relayed: bool
+) -> None:
+    """A checklist at ignition recorded Ana at 10:00; the ERP's batch then says Ana took the
+    vehicle at 08:00 (the keys at the yard). The fine at 09:00 is Ana's, as when anyone
+    else drives now: the report was taken for the driver in force sent again (`changed:
+    []`), unless the vehicle's events happened to wait for the relay. Sent again, it is
+    then a repeat."""
+    await _driven_by_bruno(client)
+    checklist_at, handover = _minute(1), _minute(3)
+    checklist = {
+        "kind": "checklist",
+        "key": "chk-1",
+        "vehicle_plate": "ABC1D23",
+        "driver_cpf": ANA["cpf"],
+        "completed_at": _iso(checklist_at),
+        "answers": [{"question": "pneus", "answer": True}],
+    }
+    await post(client, "/api/v1/entities/other", checklist)
+    await drain(client.app[services_key])
+    erp = await _erp(client)
+    if not relayed:  # a write whose events wait for the relay when the ERP's comes
+        await client.patch(
+            "/api/v1/entities/vehicle/ABC1D23", json={"odometer_km": 10}, headers=auth()
+        )
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": ANA["cpf"], "DATA_TROCA": _local(handover)}
+    answer = await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+
+    assert "current_driver.since" in answer["changed"], answer
+    at_fine = await _driver_at(client, handover + timedelta(hours=1))
+    assert at_fine["driver"]["cpf"] == ANA["cpf"] and at_fine["source"] == "erp", at_fine
+    assert at_fine["start"] == handover.isoformat()
+    assert (await _driver_at(client, handover - timedelta(minutes=1)))["driver"]["cpf"] == (
+        BRUNO["cpf"]
+    )
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["source"]) for c in history] == [
+        (ANA["cpf"], "erp"),  # Ana's start moved to the ERP's time; the checklist a repeat
+        (BRUNO["cpf"], "admin"),
+    ]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == at_fine["driver"]  # the history's copy, no `since`
+    again = await send_to(client, erp, payload)
+    assert again["changed"] == [] and again["events"] == [], again
+    # The checklist taken back: what the ERP said stands.
+    response = await client.delete("/api/v1/entities/other/checklist:chk-1", headers=auth())
+    assert response.status in (200, 204), await response.text()
+    await drain(client.app[services_key])
+    assert (await _driver_at(client, handover + timedelta(hours=1)))["driver"]["cpf"] == ANA["cpf"]
+    assert (await _driver_at(client, datetime.now(UTC)))["driver"]["cpf"] == ANA["cpf"]
+
+
+async def test_the_mapping_dry_run_refuses_the_handover_time_the_write_refuses(
+    client: Client,
+) -> None:
+    """An ERP sending UTC through `input_tz: America/Sao_Paulo` puts its handover times hours
+    ahead: the trigger refuses them (422), and the integrator's dry run with the same
+    sample said nothing. It lists the write's problem, for a driver in force now too."""
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    for who in (ANA, BRUNO):  # BRUNO: the driver in force, sent again with the time
+        payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": who["cpf"]}
+        payload["DATA_TROCA"] = _local(_minute(-3))
+        real = await client.post(
+            f"/hooks/{erp['id']}",
+            json=payload,
+            headers={"Authorization": f"Bearer {erp['token']}"},
+        )
+        assert real.status == 422, await real.text()
+        dry = await client.post(
+            "/api/v1/mappings/test",
+            headers=auth(),
+            json={"name": "totvs-troca-condutor", "payload": payload},
+        )
+        assert dry.status == 200, await dry.text()
+        (result,) = (await dry.json())["results"]
+        (problem,) = result["entity"]["errors"]
+        assert problem["pointer"] == "/current_driver/since", problem
+        assert "300 s ahead of now" in problem["message"]
+    # and says what the write does with a time it takes (R3: the driver in force, earlier)
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": BRUNO["cpf"], "DATA_TROCA": "01/01/2025 08:00"}
+    dry = await client.post(
+        "/api/v1/mappings/test",
+        headers=auth(),
+        json={"name": "totvs-troca-condutor", "payload": payload},
+    )
+    (result,) = (await dry.json())["results"]
+    assert result["entity"]["write"] == "update" and "errors" not in result["entity"], result
+
+
 async def test_an_hr_write_back_records_the_driver_from_the_time_hr_says(
     client: Client, partner: Partner
 ) -> None:
@@ -197,6 +290,48 @@ async def test_an_hr_write_back_records_the_driver_from_the_time_hr_says(
     at = await _driver_at(client, since + timedelta(hours=1))
     assert at["driver"]["cpf"] == ANA["cpf"] and at["source"] == "hr", at
     assert at["start"] == since.isoformat()
+
+
+async def test_a_handover_time_without_a_driver_leaves_the_driver_as_it_is(
+    client: Client,
+) -> None:
+    """The ERP's record of a vehicle it has no driver for (a blank CPF) still carries the date
+    column: the write left the vehicle's field `{since}`, no driver, while the history kept
+    Bruno, until the next change. A `since` naming no driver is no write of the field;
+    the rest of the record is written."""
+    await _driven_by_bruno(client)
+    await upload_mapping(client, ERP.replace("fields:", "fields:\n  odometer_km: KM"))
+    body = {"name": "erp", "entity_type": "vehicle", "mapping": "totvs-troca-condutor"}
+    erp = await post(client, "/api/v1/triggers", body)
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": "", "DATA_TROCA": _local(_minute(5))}
+    answer = await send_to(client, erp, {**payload, "KM": 1200})
+    await drain(client.app[services_key])
+    assert answer["changed"] == ["odometer_km"], answer
+    in_force = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["driver"]
+    assert in_force["driver"]["cpf"] == BRUNO["cpf"], in_force
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == in_force["driver"]
+    response = await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23",
+        json={"current_driver": {"cpf": None, "since": _iso(_minute(1))}},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    assert (await response.json())["current_driver"] == in_force["driver"]
+    created = await post(
+        client,
+        "/api/v1/entities/vehicle",
+        {"plate": "XYZ9K88", "current_driver": {"since": _iso(_minute(1))}},
+    )
+    assert "current_driver" not in created, created
+    dry = await client.post(
+        "/api/v1/mappings/test",
+        headers=auth(),
+        json={"name": "totvs-troca-condutor", "payload": {**payload, "KM": 1300}},
+    )
+    assert dry.status == 200, await dry.text()
+    (result,) = (await dry.json())["results"]
+    assert [c["field"] for c in result["entity"]["changes"]] == ["odometer_km"], result
 
 
 # -- a handover to a driver the tenant does not have yet ---------------------------------------
@@ -252,6 +387,38 @@ async def test_a_late_handover_to_a_driver_not_yet_known_starts_at_its_time(
     assert (await _driver_at(client, handover - timedelta(minutes=1)))["driver"]["cpf"] == (
         BRUNO["cpf"]
     )
+
+
+async def test_a_handover_to_a_driver_not_yet_known_sent_again_changes_nothing(
+    client: Client,
+) -> None:
+    """A feed re-sending the handover to a new hire with its time (a poll, a retry): the
+    repeats wrote the vehicle twice a send (the `since` over the pending `{cpf, name}`, then
+    the history taking it back off), until HR's sync; as for a known driver, they change
+    nothing."""
+    await _driven_by_bruno(client)
+    await upload_mapping(client, ERP.replace("fields:", "fields:\n  current_driver.name: NOME"))
+    body = {"name": "erp", "entity_type": "vehicle", "mapping": "totvs-troca-condutor"}
+    erp = await post(client, "/api/v1/triggers", body)
+    handover = _minute(2)
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": CARLA["cpf"], "NOME": CARLA["name"]}
+    payload["DATA_TROCA"] = _local(handover)
+    first = await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+    assert "current_driver.cpf" in first["changed"], first
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    before = (await get(client, f"/api/v1/events?entity_id={vehicle['id']}&limit=100"))["items"]
+    for _ in range(2):
+        again = await send_to(client, erp, payload)
+        await drain(client.app[services_key])
+        assert again["changed"] == [] and again["events"] == [], again
+    after = (await get(client, f"/api/v1/events?entity_id={vehicle['id']}&limit=100"))["items"]
+    assert len(after) == len(before)
+    pending = await _driver_at(client, handover)
+    assert pending["driver"] == {"cpf": CARLA["cpf"], "name": CARLA["name"]}, pending
+    assert pending["start"] == handover.isoformat()
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == pending["driver"]
 
 
 async def test_a_fine_after_a_handover_to_a_driver_not_yet_known_is_not_the_previous_drivers(

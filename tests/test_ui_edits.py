@@ -14,6 +14,7 @@ import pytest
 
 from gateway.services import Services
 from gateway.web.state import services_key
+from tests.flow_support import drain, send_to
 from tests.partner_double import create_action, create_partner, post, upload_mapping
 from tests.support import auth
 from tests.ui_support import Client, csrf, form_fields, log_in, make_user, queries, replaced
@@ -241,6 +242,46 @@ async def test_a_vehicles_driver_history_pages_back_to_its_first_driver(
     page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}{older}")).text()
     assert names(page) == ["01", "00"]
     assert 'href="?drivers=' not in page and 'href="?#drivers"' in page  # back to the newest
+
+
+async def test_a_vehicle_handed_to_a_driver_not_yet_here_shows_them_pending(
+    client: Client, services: Services
+) -> None:
+    """An ERP names by CPF a driver HR has not synced yet: the history records that CPF
+    pending (no id), and the vehicle's page shows it (no link), labelled, in either language,
+    in the current driver and in the history; the driver's record turns it into a link."""
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", {"name": "Bruno Lima", "cpf": "11144477735"})
+    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": "11144477735"})
+    erp = await post(client, "/api/v1/triggers", {"name": "erp", "entity_type": "vehicle"})
+    carla = {"cpf": "39053344705", "name": "Carla <i>Dias</i>"}
+    await send_to(client, erp, {"plate": "ABC1D23", "current_driver": carla})
+    await drain(services)
+    assert (await _get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["driver"][
+        "driver"
+    ] == carla
+    await make_user(services)
+    await log_in(client)
+    page_path = f"/admin/entities/vehicle/{vehicle['id']}"
+    for lang, label in (("pt-BR", "pendente"), ("en", "pending")):
+        response = await client.get(page_path, headers={"Accept-Language": lang})
+        page = await response.text()
+        assert response.status == 200, page[:2000]
+        current = page[page.index('data-testid="current-driver"') :]
+        current = current[: current.index("</div>")]
+        assert "Carla &lt;i&gt;Dias&lt;/i&gt;" in current and "CPF 39053344705" in current
+        assert label in current and "/admin/entities/driver/" not in current
+        history = page[page.index('data-testid="driver-history"') :]
+        rows = history[: history.index("</tbody>")].split("<tr>")[2:]
+        assert "Carla" in rows[0] and label in rows[0]
+        assert "Bruno Lima" in rows[1] and 'data-testid="pending-driver"' not in rows[1]
+    created = await post(client, "/api/v1/entities/driver", carla)
+    await drain(services)
+    page = await (await client.get(page_path)).text()
+    current = page[page.index('data-testid="current-driver"') :]
+    current = current[: current.index("</div>")]
+    assert f'href="/admin/entities/driver/{created["id"]}"' in current
+    assert 'data-testid="pending-driver"' not in page
 
 
 async def test_a_viewer_edits_and_assigns_nothing(client: Client, services: Services) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
+from gateway.clock import utcnow
 from gateway.entities import (
     EntityService,
     announced_events,
@@ -16,6 +17,7 @@ from gateway.entities import (
     forward_only,
     keyed_as_stored,
     merged_write,
+    refuse_handover,
     repeated_targets,
     same_entity_refusal,
 )
@@ -256,8 +258,15 @@ class MappingDryRun:
             with contextlib.suppress(InvalidPayload):
                 named = self._entities.target_key(etype, document)
         fields, skipped = forward_only(old, document, mapped.forward)
-        # As the write merges it: a whole value naming the stored one leaves it as it is.
-        written, change = merged_write(current, fields, self._schemas.whole_members(etype))
+        # As the write merges it: a whole value naming the stored one leaves it as it is
+        # (a driver with a handover time the history has not heard is news, `news`).
+        news = (
+            frozenset()
+            if current is None
+            else await self._entities.news(tenant, etype, current, fields)
+        )
+        whole = self._schemas.whole_members(etype)
+        written, change = merged_write(current, fields, whole, news=news)
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for(tenant, written.get("kind"))
@@ -290,6 +299,7 @@ class MappingDryRun:
                 self._schemas.check(
                     etype, merged, kind_schema=kind_schema, stored=stored, change=change
                 )
+                refuse_handover(etype, fields, utcnow())  # as the write: on what it sends
         except InvalidPayload as exc:
             entity.update(listing.listing(exc))
         result: dict[str, Any] = {"events": events}

@@ -79,6 +79,7 @@ def assemble_notify(
     channels = ChannelService(store, box)
     templates = TemplateService(store.notify.templates)
     assignments = AssignmentService(store.notify.assignments, entities)
+    entities.drives_at = assignments.drives_at  # a handover time the history has not heard
     notify_settings = SettingsService(store.notify.settings, store.deliveries)
     flows = FlowService(store, catalog)
     channels.users = _users_of(flows, "channel")
