@@ -49,7 +49,13 @@ USERS = {
     "actions": ("request_mapping", "response_mapping"),
     "schedules": ("mapping",),
 }
+# A listed head: not a deleted mapping's tombstone, nor one an upload under way made (no
+# version published on it yet). As a filter beside `name` it is not one the `name` index holds
+# whole: SecantusDB then reads the tenant's every head (its first clause an index serves alone,
+# `tenant`; docs/operations.md "How to write a store query"). So a head is read by its name
+# alone and checked here (`_listed`), and written by its `_id` with `_LISTED` as the guard.
 _LISTED = {"deleted": {"$ne": True}, "direction": {"$exists": True}}
+_AS_LISTED = {"deleted": 1, "direction": 1}  # what `_listed` reads of a head
 _NO_SOURCE = {"source": 0, "document": 0}
 _ALLOCATE_TRIES = 100  # one upload at the same time takes a number per try
 _CLAIMS_KEPT = 50
@@ -136,14 +142,11 @@ class MappingStore:
     async def end_upload(self, tenant: str, name: str, upload_id: str) -> None:
         """The upload is answered (stored, found, or refused); notes past their lease go too."""
         cutoff = utcnow() - timedelta(seconds=_UNDER_WAY_SECONDS)
+        named = scoped(tenant, {"name": name})  # the `name` index (no `under_way.at` guard:
+        # beside it SecantusDB read the tenant's every head; a pull of none changes nothing)
         with translate_errors():
-            await self._heads.update_one(
-                scoped(tenant, {"name": name}), {"$pull": {"under_way": {"id": upload_id}}}
-            )
-            await self._heads.update_one(
-                scoped(tenant, {"name": name, "under_way.at": {"$lt": cutoff}}),
-                {"$pull": {"under_way": {"at": {"$lt": cutoff}}}},
-            )
+            await self._heads.update_one(named, {"$pull": {"under_way": {"id": upload_id}}})
+            await self._heads.update_one(named, {"$pull": {"under_way": {"at": {"$lt": cutoff}}}})
 
     async def allocate_version(self, tenant: str, name: str) -> int:
         """The next version number of `name`, for no text in particular."""
@@ -191,8 +194,10 @@ class MappingStore:
                         await self._heads.insert_one(scoped(tenant, first))
                         return number
                     as_read = latest if latest is not None else {"$exists": False}
+                    # by its `_id` (a head is never removed nor renamed): `{name, latest_version:
+                    # {$exists: false}}` had SecantusDB read the tenant's every head
                     taken = await self._heads.update_one(
-                        scoped(tenant, {"name": name, "latest_version": as_read}), update
+                        scoped(tenant, {"_id": head["_id"], "latest_version": as_read}), update
                     )
             except Conflict:  # another upload created the head meanwhile
                 continue
@@ -207,8 +212,15 @@ class MappingStore:
     # -- heads -------------------------------------------------------------------------------
 
     async def head(self, tenant: str, name: str) -> Doc | None:
+        """The listed head of `name` (None: none, deleted, or no version published yet)."""
         with translate_errors():
-            return await self._heads.find_one(scoped(tenant, {"name": name, **_LISTED}))
+            return _listed(await self._heads.find_one(scoped(tenant, {"name": name})))
+
+    async def _listed_id(self, tenant: str, name: str) -> Any:
+        """The `_id` of the listed head of `name`, to write it by (None: not listed)."""
+        with translate_errors():
+            head = _listed(await self._heads.find_one(scoped(tenant, {"name": name}), _AS_LISTED))
+        return None if head is None else head["_id"]
 
     async def how_many(self, tenant: str, *, up_to: int) -> int:
         """How many names the tenant has (deleted ones not), counted up to `up_to` (what a
@@ -281,7 +293,10 @@ class MappingStore:
         """Make `version` active; `shown`: its `direction` and `entity_type` (the head
         describes its active version). `checked`: only while `expected` is the active
         version (None: none is). False when no head matched."""
-        query: Doc = {"name": name, **_LISTED}
+        head_id = await self._listed_id(tenant, name)
+        if head_id is None:
+            return False
+        query: Doc = {"_id": head_id, **_LISTED}  # still listed when written
         if checked:
             query["active_version"] = expected
         with translate_errors():
@@ -301,18 +316,22 @@ class MappingStore:
 
     async def delete(self, tenant: str, name: str) -> bool:
         """Remove every version; the head stays as a tombstone that keeps the numbering."""
+        head_id = await self._listed_id(tenant, name)
+        matched = 0
         with translate_errors():
-            result = await self._heads.update_one(
-                scoped(tenant, {"name": name, **_LISTED}),
-                {
-                    "$set": {"deleted": True, "updated_at": utcnow()},
-                    "$unset": {"active_version": "", "claims": ""},
-                },
-            )
+            if head_id is not None:
+                result = await self._heads.update_one(
+                    scoped(tenant, {"_id": head_id, **_LISTED}),  # still listed when written
+                    {
+                        "$set": {"deleted": True, "updated_at": utcnow()},
+                        "$unset": {"active_version": "", "claims": ""},
+                    },
+                )
+                matched = result.matched_count
             await self._versions.delete_many(scoped(tenant, {"name": name}))
-        if result.matched_count:
+        if matched:
             await self.limit.freed(tenant)
-        return result.matched_count == 1
+        return matched == 1
 
     async def active_of_kind(self, tenant: str, kind: str) -> AsyncIterator[Doc]:
         """The active version (name, version, source) of each of the tenant's mappings whose
@@ -371,3 +390,10 @@ class MappingStore:
                     "fields": [f for f in fields if doc.get(f) == name],
                 }
                 yield user, doc
+
+
+def _listed(head: Doc | None) -> Doc | None:
+    """`head` if `_LISTED` matches it (checked here: read by name alone), else None."""
+    if head is None or head.get("deleted") is True or "direction" not in head:
+        return None
+    return head
