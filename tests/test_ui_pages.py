@@ -548,7 +548,13 @@ async def test_no_browser_fills_the_admins_own_login_into_a_credential_field(
     await log_in(client)
     for path in ("/admin/partners", f"/admin/partners/{erp['id']}"):
         hints = _autocomplete(await (await client.get(path)).text(), ("auth.",))
-        secrets = {"auth.token", "auth.value", "auth.password", "auth.client_secret"}
+        secrets = {
+            "auth.token",
+            "auth.value",
+            "auth.password",
+            "auth.client_secret",
+            "auth.secret",
+        }
         assert {n: h for n, h in hints.items() if n in secrets} == dict.fromkeys(
             secrets, "new-password"
         ), path
@@ -559,6 +565,11 @@ async def test_no_browser_fills_the_admins_own_login_into_a_credential_field(
                 "auth.token_url",
                 "auth.client_id",
                 "auth.scope",
+                "auth.audience",
+                "auth.header",
+                "auth.prefix",
+                "auth.timestamp_header",
+                "auth.signed",
                 "auth.url",
                 "auth.database",
             ),

@@ -23,7 +23,7 @@ from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.formats.json_tree import is_text
 from gateway.notify.channel_needs import push_partner_problem, refuse_if_channels_need
 from gateway.outbound.breaker import SLOWEST_RATE, PartnerGuards
-from gateway.outbound.partner_auth import account_of, build_auth, unsavable
+from gateway.outbound.partner_auth import KEPT_WHEN_LEFT_OUT, account_of, build_auth, unsavable
 from gateway.store import Doc, Store, new_id
 
 MAX_TIMEOUT_SECONDS = 60.0
@@ -128,6 +128,33 @@ class PartnerUseCases:
         before, after = self._feeds(current, doc, "auth_sealed" in fields)
         await self._read_with_changed(tenant, "partner", partner_id, before, after)
         return doc
+
+    async def replace_credentials(
+        self, tenant: str, partner_id: str, body: Mapping[str, Any]
+    ) -> Doc:
+        """`update_partner` with credentials typed in a form that shows none of the stored
+        ones (the admin UI's): of the stored `auth`, when `body`'s names the same type, the
+        optional members that are no secret and that it leaves out are kept
+        (`KEPT_WHEN_LEFT_OUT`: an OAuth2 client's `audience`, `client_auth`, `extra_params`
+        and `scope` through a rotation of its secret). Stored credentials that do not open
+        (damaged, another key's) keep nothing."""
+        auth = body.get("auth")
+        if isinstance(auth, dict):
+            current = await self.get_partner(tenant, partner_id)
+            kind = auth.get("type")
+            kept = KEPT_WHEN_LEFT_OUT.get(kind, ()) if isinstance(kind, str) else ()
+            if kept and current.get("auth_type") == kind:
+                stored = self._stored_auth(current)
+                left_out = {k: stored[k] for k in kept if k in stored and k not in auth}
+                body = {**body, "auth": {**auth, **left_out}}
+        return await self.update_partner(tenant, partner_id, body)
+
+    def _stored_auth(self, doc: Doc) -> dict[str, Any]:
+        try:
+            auth = self._box.open_json(doc["auth_sealed"], context=auth_context(str(doc["_id"])))
+        except SecretBoxError:
+            return {}
+        return auth if isinstance(auth, dict) else {}
 
     def _feeds(self, current: Doc, doc: Doc, new_auth: bool) -> tuple[Doc, Doc]:
         """What in the partner names the feeds schedules read from it, before and after a

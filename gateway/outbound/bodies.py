@@ -61,15 +61,21 @@ def encode_body(headers: MutableMapping[str, str], value: Any) -> bytes:
     return data if codec is None else data.decode().encode(codec, _JSON_ESCAPE)
 
 
+def written_codec(headers: Mapping[str, str]) -> str | None:
+    """The codec a request's body was written in (`body_codec`), None for UTF-8, none named,
+    or a charset no one knows (no body was written under it)."""
+    try:
+        return body_codec(headers)
+    except InvalidPayload:
+        return None
+
+
 def body_text(headers: Mapping[str, str], body: bytes) -> str:
     """A body as text for a delivery's record or a dry run, in the charset it was written in
     (UTF-8 without one; what a charset cannot read is U+FFFD); a form written in another
     charset as the same fields percent-encoded in UTF-8, as a UTF-8 form shows them, so that
     a secret in it is found and masked as in any other (redaction.py reads escapes as UTF-8)."""
-    try:
-        codec = body_codec(headers)
-    except InvalidPayload:
-        codec = None
+    codec = written_codec(headers)
     if codec is None:
         return body.decode("utf-8", "replace")
     if content_type(headers) == FORM:

@@ -612,6 +612,16 @@ AUTH_TYPES: Final = (
 )
 
 
+# The members of each kind of credential that a replace typed in a form showing none of the
+# stored ones (the admin UI's: credentials are write-only) keeps when it leaves them out and
+# names the same type: optional, and no secret (a secret is typed again, and goes only where
+# it was given for). An OAuth2 client's secret rotated there keeps its `audience`.
+KEPT_WHEN_LEFT_OUT: Final[Mapping[str, tuple[str, ...]]] = {
+    "oauth2_client_credentials": ("scope", "client_auth", "audience", "extra_params"),
+    "hmac": ("algorithm", "encoding", "prefix", "timestamp_header", "signed"),
+}
+
+
 # The members of each kind of credential that say whose data a call reads (the account), not
 # the secrets that prove it: a new password or key is the same account, another Geotab
 # `database` or `username` is not. A bearer token, an API key or a service account is its own

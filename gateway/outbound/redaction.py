@@ -23,6 +23,15 @@ left out. A credential is also looked for with its spaces as `+` (a form-encoded
 as base64, standard and URL-safe: of itself, and of itself inside a longer base64 text (a
 partner echoing the whole header, or its whole request, in base64). The start of one cut off
 at the end of an excerpt is masked too, also inside an escape or a character.
+
+A request written in another charset than UTF-8 (a mapping's `charset=ISO-8859-1`:
+`outbound/bodies.py`) carried each credential as that charset's bytes, which an echo gives
+back as they came: percent-encoded (`s3nh%E3`, either case), or raw, read as UTF-8 by a
+reader that keeps the bytes that are not (`surrogateescape`, as the percent reading does) or
+makes them U+FFFD (a lenient decoder; a store making each kept byte one). A redactor built
+with that codec (`Redactor.of(values, codec)`) also looks for those readings of the bytes, and
+for their base64; the credential's own text stays one of its forms (a partner that read the
+charset and answers in its own).
 """
 
 from __future__ import annotations
@@ -223,10 +232,9 @@ class Reading:
         return index
 
 
-def _base64_forms(value: str) -> set[str]:
-    """The value in base64, standard and URL-safe, padded or not; and inside a longer base64
-    text, at each of the three alignments, the characters that depend on the value only."""
-    data = value.encode()
+def _base64_forms(data: bytes) -> set[str]:
+    """The value's bytes in base64, standard and URL-safe, padded or not; and inside a longer
+    base64 text, at each of the three alignments, the characters that depend on them only."""
     forms: set[str] = set()
     for shift in range(3):
         encoded = base64.b64encode(bytes(shift) + data).decode()
@@ -239,33 +247,77 @@ def _base64_forms(value: str) -> set[str]:
 
 
 @lru_cache(maxsize=1024)  # a redactor is built per answer (an OAuth2 token changes)
-def _forms(value: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """What a credential reads as once a partner's escapes are undone; its base64 forms; and
-    of the first, the ones holding `\\`, `%` or `&`, which a further reading may change
-    (`Redactor.redact`)."""
+def _forms(
+    value: str, codec: str | None = None
+) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """What a credential reads as once a partner's escapes are undone (and, sent in `codec`,
+    what its bytes in it read as: `_read_back`); its base64 forms; and of the first, the ones
+    holding `\\`, `%` or `&`, which a further reading may change (`Redactor.redact`)."""
     plain = {value, Reading(value).plain}  # a credential that itself holds `%41` or `\\n`
+    written = None if codec is None else _written(value, codec)
+    if written is not None:
+        plain |= _read_back(written)
     plain |= {form.replace(" ", "+") for form in plain}
     # Base64 of a JSON document holds the value JSON-escaped (non-ASCII as \\uXXXX: Python's
     # default), which no decoding of the answer undoes.
     escaped = json.dumps(value)[1:-1]
-    base64_forms = _base64_forms(value) | (_base64_forms(escaped) if escaped != value else set())
+    base64_forms = _base64_forms(value.encode())
+    if escaped != value:
+        base64_forms |= _base64_forms(escaped.encode())
+    if written is not None:  # the whole request echoed in base64: its bytes in the charset
+        base64_forms |= _base64_forms(written)
     escapable = frozenset(form for form in plain if not _STARTERS.isdisjoint(form))
     return frozenset(plain), frozenset(base64_forms - plain), escapable
 
 
+def _written(value: str, codec: str) -> bytes | None:
+    """The value's bytes as a request in `codec` carries them, or None when they are its
+    UTF-8 (nothing more to look for). A character the charset has not is written as an
+    escape (JSON's `\\uXXXX`, an XML reference: `outbound/bodies.py`), which a reading undoes
+    into the character: it stands as its UTF-8 bytes."""
+    try:
+        data = value.encode(codec)
+    except UnicodeEncodeError:
+        data = b"".join(_char_bytes(char, codec) for char in value)
+    except LookupError:  # no codec of that name: the request was not written in it
+        return None
+    return None if data == value.encode("utf-8", "surrogatepass") else data
+
+
+def _char_bytes(char: str, codec: str) -> bytes:
+    try:
+        return char.encode(codec)
+    except UnicodeEncodeError:
+        return char.encode("utf-8", "surrogatepass")
+
+
+def _read_back(data: bytes) -> set[str]:
+    """What the bytes of a credential written in another charset read as in an echo read as
+    UTF-8: percent-escapes (either case) or raw bytes kept as `surrogateescape` (as `Reading`
+    reads a run of escapes), or U+FFFD where they are not UTF-8, one per invalid sequence (a
+    lenient decoder: `_excerpt`) or one per byte (a kept byte made storable)."""
+    kept = data.decode("utf-8", "surrogateescape")
+    lenient = data.decode("utf-8", "replace")
+    return {kept, lenient, _SURROGATE.sub("\ufffd", kept)}
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 class Redactor:
-    """Built from a partner's credential values; `redact(text)` per answer."""
+    """Built from a partner's credential values (and the codec its request's body is written
+    in, when not UTF-8); `redact(text)` per answer."""
 
     @staticmethod
     @lru_cache(maxsize=256)
-    def of(values: tuple[str, ...]) -> Redactor:
+    def of(values: tuple[str, ...], codec: str | None = None) -> Redactor:
         """The redactor of `values`, built once: a partner's are the same call after call
         (an OAuth2 token changes hourly)."""
-        return Redactor(values)
+        return Redactor(values, codec)
 
-    def __init__(self, values: Iterable[str]) -> None:
+    def __init__(self, values: Iterable[str], codec: str | None = None) -> None:
         kept = {v for v in values if len(v) >= MIN_LENGTH}
-        looked_for = [_forms(v) for v in kept]
+        looked_for = [_forms(v, codec) for v in kept]
         # The credential as read: in an answer's data, masked where it stands as a token.
         self._plain = frozenset(form for plain, _, _ in looked_for for form in plain)
         # In base64, standard or URL-safe: masked wherever found (they are in base64 text).

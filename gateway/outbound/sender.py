@@ -38,6 +38,7 @@ from gateway.formats import is_xml as is_xml_type
 from gateway.formats.charsets import storable, text_codec, utf8_json
 from gateway.formats.headers import reserved_in, reserved_message
 from gateway.formats.json_tree import ANSWER_DEPTH, json_depth_exceeds, loads_exact
+from gateway.outbound.bodies import written_codec
 from gateway.outbound.breaker import BreakerState, Gate, PartnerGuard
 from gateway.outbound.codings import ACCEPT_ENCODING, Inflater, Undecodable
 from gateway.outbound.connection import (
@@ -530,7 +531,8 @@ class Sender:
         except TokenFetchFailed as exc:
             # The token endpoint's own words (`error_description`) may quote the client
             # secret it refused.
-            redactor = Redactor.of((*auth.credential_values(), *request.secrets))
+            values = (*auth.credential_values(), *request.secrets)
+            redactor = Redactor.of(values, written_codec(request.headers))
             said = redactor.shortened(exc.detail, _TOKEN_SAID)
             return Outcome(
                 error=exc.kind,
@@ -577,7 +579,9 @@ class Sender:
         if self._session is None:
             raise RuntimeError("Sender.start() was not called")
         started = time.perf_counter()
-        redactor = _redactor(applied, request.secrets)
+        # A body written in another charset carried the secrets as its bytes (bodies.py).
+        codec = written_codec(request.headers)
+        redactor = _redactor(applied, request.secrets, codec)
         written = _Written()
         try:
             url = self._policy.check_url(request.url)
@@ -606,7 +610,7 @@ class Sender:
             ) as response:
                 kept = redactor
                 if request.answer_is_data:
-                    kept = _redactor(applied, request.secrets, data=True)
+                    kept = _redactor(applied, request.secrets, codec, data=True)
                 return await self._answer(response, started, redactor, kept)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, OutboundBlocked) as exc:
             kind, message = _describe(exc)
@@ -997,8 +1001,11 @@ def _since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def _redactor(applied: Applied, secrets: tuple[str, ...], *, data: bool = False) -> Redactor:
-    """What masks the values sent that must not come back; none for a partner without
+def _redactor(
+    applied: Applied, secrets: tuple[str, ...], codec: str | None, *, data: bool = False
+) -> Redactor:
+    """What masks the values sent that must not come back, in every form the request could
+    carry them, its body written in `codec` (None: UTF-8); none for a partner without
     credentials (nothing to do on its answers). `data`: in an answer that is data written as
     it came (`OutboundRequest.answer_is_data`), a credential of digits is not looked for:
     digits are what data is made of (an odometer, a packet id, a code equal to a PIN)."""
@@ -1007,7 +1014,7 @@ def _redactor(applied: Applied, secrets: tuple[str, ...], *, data: bool = False)
     values = (*applied.credential_values(), *secrets)
     if data:
         values = tuple(v for v in values if not (v.isascii() and v.isdigit()))
-    return Redactor.of(values) if values else NO_REDACTION
+    return Redactor.of(values, codec) if values else NO_REDACTION
 
 
 def _redacted_answer(

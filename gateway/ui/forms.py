@@ -372,6 +372,11 @@ AS_TYPED_FIELDS: Final = SECRET_FIELDS | {
     "auth.client_id",
     "auth.scope",
     "auth.name",
+    "auth.audience",
+    "auth.header",
+    "auth.prefix",  # `HMAC ` before the signature: its space is the partner's
+    "auth.timestamp_header",
+    "auth.signed",  # what the HMAC covers, each character of it
 }
 
 

@@ -41,6 +41,7 @@ AUTH_TYPES: Final = (
     "oauth2_client_credentials",
     "query",
     "geotab",
+    "hmac",
     "none",
 )
 AUTH_FIELDS: Final = (
@@ -56,6 +57,16 @@ AUTH_FIELDS: Final = (
     "auth.client_id",
     "auth.client_secret",
     "auth.scope",
+    "auth.client_auth",
+    "auth.audience",
+    "auth.extra_params",
+    "auth.secret",
+    "auth.header",
+    "auth.algorithm",
+    "auth.encoding",
+    "auth.prefix",
+    "auth.timestamp_header",
+    "auth.signed",
 )
 PARTNER_FIELDS: Final = ("name", "base_url", *AUTH_FIELDS, "timeout_seconds")
 SETTINGS_FIELDS: Final = (
@@ -81,9 +92,18 @@ _AUTH_PARTS: Final = {
     "bearer": ("token",),
     "header": ("name", "value"),
     "basic": ("username", "password"),
-    "oauth2_client_credentials": ("token_url", "client_id", "client_secret", "scope"),
+    "oauth2_client_credentials": (
+        "token_url",
+        "client_id",
+        "client_secret",
+        "scope",
+        "client_auth",
+        "audience",
+        "extra_params",
+    ),
     "query": ("name", "value"),
     "geotab": ("url", "database", "username", "password"),
+    "hmac": ("secret", "header", "algorithm", "encoding", "prefix", "timestamp_header", "signed"),
     "none": (),
 }
 
@@ -97,6 +117,8 @@ def _partner_body(values: dict[str, Any], lang: str) -> dict[str, Any]:
     parts = _AUTH_PARTS.get(kind, ())
     names = [n for n in PARTNER_FIELDS if not n.startswith("auth.") or n[5:] in (*parts, "type")]
     body = nest(values, names)
+    if "auth" in body and "extra_params" in body["auth"]:  # a JSON object typed as text
+        body["auth"]["extra_params"] = json_field(values, "auth.extra_params")
     if "timeout_seconds" in body:  # text that is no number stays text: the use case names it
         body["timeout_seconds"] = number_field(values, "timeout_seconds", lang=lang, integer=False)
     return body
@@ -209,15 +231,18 @@ async def edit_partner(request: web.Request) -> web.Response:
 
 
 async def replace_credentials(request: web.Request) -> web.Response:
-    """New credentials, and the base URL they are for (a new origin needs them)."""
+    """New credentials, and the base URL they are for (a new origin needs them). The form
+    shows no stored member: those of the same type that are optional and no secret, left
+    empty, are kept (`replace_credentials`: a rotated OAuth2 secret keeps its audience)."""
     values = read_values(form_of(request))
-    body = {
-        k: v
-        for k, v in _partner_body(values, form_lang(request)).items()
-        if k in ("auth", "base_url")
-    }
+    actions = services_of(request).actions
     try:
-        await services_of(request).actions.update_partner(tenant_of(request), _id(request), body)
+        body = {
+            k: v
+            for k, v in _partner_body(values, form_lang(request)).items()
+            if k in ("auth", "base_url")
+        }
+        await actions.replace_credentials(tenant_of(request), _id(request), body)
     except InvalidPayload as exc:
         form = Form(values).refuse(_at_the_url(exc), ("base_url", *AUTH_FIELDS))
         return await partner_page(request, form)
