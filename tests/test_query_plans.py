@@ -610,12 +610,13 @@ async def test_a_heads_publish_reads_its_own_head_not_every_tenants(
         )
         query_plans.plans.clear()
         shown = {"direction": "inbound", "entity_type": "vehicle"}
-        await heads.publish("acme", "staged", **shown, active_version=None)
-        await heads.publish("acme", "m", **shown, active_version=3)
+        await heads.publish("acme", "staged", **shown, active_version=None, deletions=None)
+        await heads.publish("acme", "m", **shown, active_version=3, deletions=None)
         outbound = {"direction": "outbound", "entity_type": None}
-        await heads.publish("acme", "m", **outbound, active_version=2)  # older: not shown
-        await heads.publish("acme", "m", **outbound, active_version=None)  # staged: not shown
-        await heads.publish("acme", "m", **shown, active_version=4)
+        older, staged = (2, None)  # neither shown: a newer one is active
+        await heads.publish("acme", "m", **outbound, active_version=older, deletions=None)
+        await heads.publish("acme", "m", **outbound, active_version=staged, deletions=None)
+        await heads.publish("acme", "m", **shown, active_version=4, deletions=None)
         plans = query_plans.of(collection)
 
         found = {
