@@ -851,6 +851,11 @@ async def test_a_flows_pause_and_signing_and_an_actions_signing_write_them_guard
     plans = query_plans.of("flow_heads") + query_plans.of("actions")
     assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
     assert [p for p in plans if p.command == "update"]
+    # a flow's head is read by its name alone and written by its `_id`: beside `name`,
+    # `deleted: {$ne: true}` and `direction` had SecantusDB read the tenant's every head
+    heads_read = query_plans.of("flow_heads")
+    wide = [f"{p.command} {p.shape} ({p.sent_by})" for p in heads_read if p.reads_the_tenant]
+    assert wide == []
 
 
 async def test_a_mappings_upload_notes_itself_on_its_head_by_name(
