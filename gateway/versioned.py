@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, NoActiveVersion, NotFound, OverBudget
 from gateway.store import Doc
-from gateway.store.mappings import MappingStore
+from gateway.store.mappings import MappingStore, Seen
 
 V = TypeVar("V")
 
@@ -79,7 +79,15 @@ class VersionedDocuments(Generic[V]):
         """A new version of `text` (active unless `activate=False`) with `fields`; the same
         text as the latest version, or as another upload under way at the same time, is that
         version (activated when asked). The version and whether it is new. A new name (or
-        a deleted one's again) is a 409 past the tenant's limit (`Settings.tenant_limits`)."""
+        a deleted one's again) is a 409 past the tenant's limit (`Settings.tenant_limits`).
+        A delete wins over an upload under way: one whose name was deleted since it began is a
+        409 and lists nothing (`MappingStore.publish`); sent again, it is a new name."""
+        seen: list[Seen] = []  # the head as last read, in the tenant's turn when taken
+
+        async def made() -> bool:
+            seen.append(await self._store.seen(tenant, name))
+            return seen[-1].listed
+
         adding = functools.partial(
             self._add,
             tenant,
@@ -91,14 +99,10 @@ class VersionedDocuments(Generic[V]):
             direction=direction,
             entity_type=entity_type,
         )
-
-        async def made() -> bool:
-            return await self._store.head(tenant, name) is not None
-
         if await made():
-            return await adding()
+            return await adding(seen=seen[-1])
         async with self._store.limit.room(tenant, made=made):  # a new name
-            return await adding()
+            return await adding(seen=seen[-1])
 
     async def _add(
         self,
@@ -111,13 +115,15 @@ class VersionedDocuments(Generic[V]):
         activate: bool,
         direction: str,
         entity_type: str | None,
+        seen: Seen,
     ) -> tuple[int, bool]:
         source = text if isinstance(text, str) else text.decode("utf-8-sig")
         checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
         shown: tuple[str, str | None] = (direction, entity_type)
         latest = await self._store.latest(tenant, name)
         if latest is not None and latest["checksum"] == checksum:
-            return await self._answered(tenant, name, latest, shown, activate=activate), False
+            answer = await self._answered(tenant, name, latest, shown, seen, activate=activate)
+            return answer, False
         since = 0 if latest is None else int(latest["version"])
         upload, since = await self._store.begin_upload(tenant, name, since)
         try:
@@ -137,35 +143,61 @@ class VersionedDocuments(Generic[V]):
                 stored = await self._store.version(tenant, name, version)
                 if stored is None or stored["checksum"] != checksum:
                     raise
-                return await self._answered(tenant, name, stored, shown, activate=activate), False
-            await self._publish(tenant, name, shown, version if activate else None)
+                answer = await self._answered(tenant, name, stored, shown, seen, activate=activate)
+                return answer, False
+            await self._publish(tenant, name, shown, version if activate else None, seen)
         finally:
             await self._store.end_upload(tenant, name, upload)
         self._on_change(tenant, name)
         return version, True
 
     async def _answered(
-        self, tenant: str, name: str, doc: Doc, shown: tuple[str, str | None], *, activate: bool
+        self,
+        tenant: str,
+        name: str,
+        doc: Doc,
+        shown: tuple[str, str | None],
+        seen: Seen,
+        *,
+        activate: bool,
     ) -> int:
         """A stored version as the answer to an upload of its text (made active if asked).
         A head that does not show it yet (the upload that stored it failed to update the head,
         or is about to) is updated as that upload would have."""
         version = int(doc["version"])
         if await self._store.head(tenant, name) is None:
-            await self._publish(tenant, name, shown, version if activate else None)
+            await self._publish(tenant, name, shown, version if activate else None, seen)
         elif activate:
-            await self._store.set_active(tenant, name, version, _shown(doc))
+            if not await self._store.set_active(tenant, name, version, _shown(doc), seen=seen):
+                raise self._deleted_meanwhile(name)
         else:
             return version
         self._on_change(tenant, name)
         return version
 
     async def _publish(
-        self, tenant: str, name: str, shown: tuple[str, str | None], active: int | None
+        self,
+        tenant: str,
+        name: str,
+        shown: tuple[str, str | None],
+        active: int | None,
+        seen: Seen,
     ) -> None:
         direction, entity_type = shown
-        await self._store.publish(
-            tenant, name, direction=direction, entity_type=entity_type, active_version=active
+        if not await self._store.publish(
+            tenant,
+            name,
+            direction=direction,
+            entity_type=entity_type,
+            active_version=active,
+            deletions=seen.deletions,
+        ):
+            raise self._deleted_meanwhile(name)
+
+    def _deleted_meanwhile(self, name: str) -> Conflict:
+        return Conflict(
+            f"{self._noun} {name!r} was deleted while this upload was under way: the delete "
+            "stands; send the upload again to create the name anew"
         )
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> V:
@@ -197,12 +229,19 @@ class VersionedDocuments(Generic[V]):
         still the one shown (a `Conflict` otherwise, nothing changed)."""
         if shown is not None:
             _check_shown(self._noun, name, await self.head(tenant, name), shown)
+        seen = await self._store.seen(tenant, name)  # (a delete since: the version may be gone)
         doc = await self.version_doc(tenant, name, version)
         if self._recheck is not None:
             await self._recheck(tenant, doc)
         expected = None if shown is None else shown.version
         if not await self._store.set_active(
-            tenant, name, version, _shown(doc), checked=shown is not None, expected=expected
+            tenant,
+            name,
+            version,
+            _shown(doc),
+            checked=shown is not None,
+            expected=expected,
+            seen=seen,
         ):
             head = await self.head(tenant, name)  # a NotFound: deleted meanwhile
             _check_shown(self._noun, name, head, ShownActive(expected))

@@ -610,12 +610,13 @@ async def test_a_heads_publish_reads_its_own_head_not_every_tenants(
         )
         query_plans.plans.clear()
         shown = {"direction": "inbound", "entity_type": "vehicle"}
-        await heads.publish("acme", "staged", **shown, active_version=None)
-        await heads.publish("acme", "m", **shown, active_version=3)
+        await heads.publish("acme", "staged", **shown, active_version=None, deletions=None)
+        await heads.publish("acme", "m", **shown, active_version=3, deletions=None)
         outbound = {"direction": "outbound", "entity_type": None}
-        await heads.publish("acme", "m", **outbound, active_version=2)  # older: not shown
-        await heads.publish("acme", "m", **outbound, active_version=None)  # staged: not shown
-        await heads.publish("acme", "m", **shown, active_version=4)
+        older, staged = (2, None)  # neither shown: a newer one is active
+        await heads.publish("acme", "m", **outbound, active_version=older, deletions=None)
+        await heads.publish("acme", "m", **outbound, active_version=staged, deletions=None)
+        await heads.publish("acme", "m", **shown, active_version=4, deletions=None)
         plans = query_plans.of(collection)
 
         found = {
@@ -850,6 +851,11 @@ async def test_a_flows_pause_and_signing_and_an_actions_signing_write_them_guard
     plans = query_plans.of("flow_heads") + query_plans.of("actions")
     assert [f"{p.command} {p.shape} ({p.sent_by})" for p in plans if p.scans] == []
     assert [p for p in plans if p.command == "update"]
+    # a flow's head is read by its name alone and written by its `_id`: beside `name`,
+    # `deleted: {$ne: true}` and `direction` had SecantusDB read the tenant's every head
+    heads_read = query_plans.of("flow_heads")
+    wide = [f"{p.command} {p.shape} ({p.sent_by})" for p in heads_read if p.reads_the_tenant]
+    assert wide == []
 
 
 async def test_a_mappings_upload_notes_itself_on_its_head_by_name(

@@ -53,7 +53,12 @@ class FlowStore(MappingStore):
         """Pause (`paused` the note; a flow paused already keeps its first note) or resume
         (None; `resumed` noted: `{at, skip}`) a listed flow; its head after, or None when there
         is no such flow."""
-        listed: Doc = {"name": name, "deleted": {"$ne": True}, "direction": DIRECTION}
+        head_id = await self._listed_id(tenant, name)  # by its name alone (the `name` index)
+        if head_id is None:
+            return None
+        # written by its `_id`, still listed: beside `name` these guards had SecantusDB read
+        # the tenant's every head (store/mappings.py `_LISTED`)
+        listed: Doc = {"_id": head_id, "deleted": {"$ne": True}, "direction": DIRECTION}
         if paused is not None:
             listed["paused"] = None  # (a second pause finds it paused: read below)
             update: Doc = {"$set": {"paused": paused}}
@@ -88,8 +93,13 @@ class FlowStore(MappingStore):
         self, tenant: str, name: str, signing: Doc, *, rev: int | None, listed: bool
     ) -> Doc | None:
         """`signing` stored only over the one of revision `rev` (None: only where there is
-        none), on a listed flow when `listed`; the head after, or None when none matched."""
-        query: Doc = {"name": name}
+        none), on a listed flow when `listed`; the head after, or None when none matched.
+        Read by its name alone, written by its `_id` with the guards (beside `name` they had
+        SecantusDB read the tenant's every head)."""
+        head = await self.signing_head(tenant, name)
+        if head is None:
+            return None
+        query: Doc = {"_id": head["_id"]}
         if rev is None:
             query["signing"] = {"$exists": False}
         else:

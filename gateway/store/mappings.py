@@ -4,17 +4,25 @@ which version is active.
 A version is `{tenant, name, version, source, format, document, checksum, author,
 created_at, direction, entity_type}` and never changes once written. A head is
 `{tenant, name, latest_version, claims, under_way, active_version?, direction, entity_type,
-created_at, updated_at, deleted?}`: it hands out version numbers (`claim_version`: never the
-same twice, and with the checksum of the text each is for, so copies of one text uploaded at
-once store it once) and says which version is active. Deleting a
+created_at, updated_at, deleted?, deletions?}`: it hands out version numbers
+(`claim_version`: never the same twice, and with the checksum of the text each is for, so
+copies of one text uploaded at once store it once) and says which version is active. Deleting a
 mapping removes its versions and leaves the head as a tombstone, so a later upload of the
 same name continues the numbering: a (tenant, name, version) triple is never reused, which
 lets every process cache compiled versions by it forever.
+
+A delete wins over an upload under way: the head counts its deletions (`deletions`), an
+upload reads it when it begins (`seen`), and its publish (or activation of the version it
+found) is written only while the count is the one it read (`publish`, `set_active`). So an
+upload begun before a delete never lists the name again: neither without a place under the
+tenant's limit nor with a version the delete removed. An upload of a deleted name is a new
+name, which `VersionedDocuments.add` takes a place for.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -56,10 +64,21 @@ USERS = {
 # alone and checked here (`_listed`), and written by its `_id` with `_LISTED` as the guard.
 _LISTED = {"deleted": {"$ne": True}, "direction": {"$exists": True}}
 _AS_LISTED = {"deleted": 1, "direction": 1}  # what `_listed` reads of a head
+_AS_SEEN = {**_AS_LISTED, "deletions": 1}  # what an upload reads when it begins (`Seen`)
 _NO_SOURCE = {"source": 0, "document": 0}
 _ALLOCATE_TRIES = 100  # one upload at the same time takes a number per try
 _CLAIMS_KEPT = 50
 _UNDER_WAY_SECONDS = 10  # an upload's lease: how long its note counts if never removed
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A name's head as an upload read it when it began: `listed` (a new version of a listed
+    name, or a new name) and its `deletions` then (None: never deleted, or no head). Its
+    publish is written only over the same `deletions`: a delete since wins."""
+
+    listed: bool
+    deletions: int | None
 
 
 class MappingStore:
@@ -222,6 +241,13 @@ class MappingStore:
             head = _listed(await self._heads.find_one(scoped(tenant, {"name": name}), _AS_LISTED))
         return None if head is None else head["_id"]
 
+    async def seen(self, tenant: str, name: str) -> Seen:
+        """The head of `name` as an upload begins on it (`Seen`), read by its name alone."""
+        with translate_errors():
+            head = await self._heads.find_one(scoped(tenant, {"name": name}), _AS_SEEN)
+        deletions = (head or {}).get("deletions")
+        return Seen(_listed(head) is not None, deletions if isinstance(deletions, int) else None)
+
     async def how_many(self, tenant: str, *, up_to: int) -> int:
         """How many names the tenant has (deleted ones not), counted up to `up_to` (what a
         limit needs)."""
@@ -236,48 +262,68 @@ class MappingStore:
         direction: str,
         entity_type: str | None,
         active_version: int | None,
-    ) -> None:
+        deletions: int | None,
+    ) -> bool:
         """After a version is stored: the head shows it, and makes it active if asked unless
         a newer version is active already (two uploads at once: the one numbered first may
-        finish last, and made its older version active over the newer one).
+        finish last, and made its older version active over the newer one). Only while the
+        head's `deletions` is the upload's (`Seen`): False, nothing written, when the name was
+        deleted since the upload began (the delete wins; its version may be gone with it).
 
         The head's `direction` and `entity_type` describe its active version (what the list
         shows next to `active_version`, and what the admin UI picks mappings by): a version
         staged (`active_version=None`) sets them only while no version is active."""
         shown: Doc = {"direction": direction, "entity_type": entity_type}
         with translate_errors():
-            await self._heads.update_one(
-                scoped(tenant, {"name": name}),
+            head = await self._heads.find_one(scoped(tenant, {"name": name}), {"_id": 1})
+            if head is None:  # (a head is never removed: not one this upload noted)
+                return False
+            # by its `_id`, guarded on the deletions read (`None` matches a head without any)
+            unset = await self._heads.update_one(
+                scoped(tenant, {"_id": head["_id"], "deletions": deletions}),
                 {"$set": {"updated_at": utcnow()}, "$unset": {"deleted": ""}},
             )
+        if not unset.matched_count:
+            return False
         if active_version is None:
-            await self._show_over(tenant, name, lambda active: active is None, shown)
-        else:
-            await self._show_over(
-                tenant,
-                name,
-                lambda active: active is None or active < active_version,
-                {"active_version": active_version, **shown},
+            return await self._show_over(
+                tenant, name, lambda active: active is None, shown, deletions
             )
+        return await self._show_over(
+            tenant,
+            name,
+            lambda active: active is None or active < active_version,
+            {"active_version": active_version, **shown},
+            deletions,
+        )
 
     async def _show_over(
-        self, tenant: str, name: str, over: Callable[[Any], bool], changes: Doc
-    ) -> None:
+        self,
+        tenant: str,
+        name: str,
+        over: Callable[[Any], bool],
+        changes: Doc,
+        deletions: int | None,
+    ) -> bool:
         """Set `changes` on the head while `over` its active version (None: none is). The
         head is read by its name and written by its `_id`, guarded on the active version read
         (`None` matches a head without one too): an `$or` of the versions it may have had
         SecantusDB match every tenant's heads. A write that misses (another upload or
-        activation came between) reads again."""
+        activation came between) reads again. False: the head was deleted since `deletions`
+        (its tombstone is not written: a later upload of the name would list what it shows)."""
         for _ in range(_ALLOCATE_TRIES):
             with translate_errors():
                 head = await self._heads.find_one(
-                    scoped(tenant, {"name": name}), {"active_version": 1}
+                    scoped(tenant, {"name": name}), {"active_version": 1, "deletions": 1}
                 )
-                if head is None or not over(active := head.get("active_version")):
-                    return
-                guarded = scoped(tenant, {"_id": head["_id"], "active_version": active})
-                if (await self._heads.update_one(guarded, {"$set": changes})).matched_count:
-                    return
+                if head is None or head.get("deletions") != deletions:
+                    return False
+                if not over(active := head.get("active_version")):
+                    return True
+                guarded = {"_id": head["_id"], "active_version": active, "deletions": deletions}
+                written = await self._heads.update_one(scoped(tenant, guarded), {"$set": changes})
+                if written.matched_count:
+                    return True
         raise StoreUnavailable(f"{name!r} not published: its head kept changing")
 
     async def set_active(
@@ -289,16 +335,20 @@ class MappingStore:
         *,
         checked: bool = False,
         expected: int | None = None,
+        seen: Seen | None = None,
     ) -> bool:
         """Make `version` active; `shown`: its `direction` and `entity_type` (the head
         describes its active version). `checked`: only while `expected` is the active
-        version (None: none is). False when no head matched."""
+        version (None: none is). `seen`: only while not deleted since (its `deletions`),
+        `version` read before may be gone with it. False when no head matched."""
         head_id = await self._listed_id(tenant, name)
         if head_id is None:
             return False
         query: Doc = {"_id": head_id, **_LISTED}  # still listed when written
         if checked:
             query["active_version"] = expected
+        if seen is not None:
+            query["deletions"] = seen.deletions
         with translate_errors():
             result = await self._heads.update_one(
                 scoped(tenant, query),
@@ -325,6 +375,7 @@ class MappingStore:
                     {
                         "$set": {"deleted": True, "updated_at": utcnow()},
                         "$unset": {"active_version": "", "claims": ""},
+                        "$inc": {"deletions": 1},  # an upload under way publishes nothing
                     },
                 )
                 matched = result.matched_count
