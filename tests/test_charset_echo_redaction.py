@@ -2,14 +2,20 @@
 `charset=ISO-8859-1`: `s3nhã-Ç-2026` goes out as `s3nh%E3-%C7-2026` in a form, as the bytes
 `s3nh\\xe3-\\xc7-2026` in JSON) is masked when the partner quotes the request back, in every
 form the echo gives those bytes back: percent-encoded in either case, or read as UTF-8 with
-U+FFFD for the bytes that are not. Nowhere shown: the proxy's 502 detail, the delivery's
-`last_error`, its attempt's stored response. Every case goes to a partner double over HTTP."""
+U+FFFD for the bytes that are not; and, whatever the request's charset, read back by a
+partner's server in another one (a UTF-8 request echoed by a Latin-1 server under its own
+label: `s3nhÃ£-Ã\\x87-2026`; answered in unlabelled Latin-1 JSON; a windows-1252 `€` read as
+Latin-1's U+0080). Nowhere shown: the proxy's 502 detail, the delivery's `last_error`, its
+attempt's stored response. Every case goes to a partner double over HTTP."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from gateway.outbound.redaction import MASK, Redactor
+import pytest
+
+from gateway.outbound.redaction import MASK, Redactor, _base64_forms, _forms
 from gateway.web.state import services_key
 from tests.partner_double import (
     Partner,
@@ -120,6 +126,133 @@ def test_a_redactor_of_a_latin1_request_masks_every_reading_of_the_secrets_bytes
         "senha=Sen%C3%A7a-2026-xyz",  # and as it would be in UTF-8
     ):
         assert redactor.redact(echo, cut=False) == f"senha={MASK}", echo
-    # A request in UTF-8 carried no Latin-1 bytes: its redactor looks for none.
+    # A request in UTF-8 is masked in its Latin-1 bytes too: a Latin-1 server may answer in them.
     utf8 = Redactor.of(("Sença-2026-xyz",))
-    assert utf8.redact("Sen%E7a-2026-xyz", cut=False) == "Sen%E7a-2026-xyz"
+    assert utf8.redact("Sen%E7a-2026-xyz", cut=False) == MASK
+
+
+# A partner's server in another charset than the request's: its bytes read back in another.
+UTF8_SECRET_READINGS = (
+    SECRET.encode().decode("latin-1"),  # a UTF-8 request echoed under `charset=ISO-8859-1`
+    SECRET.encode().decode("cp1252"),  # ... under `charset=windows-1252`
+    SECRET.encode("latin-1").decode("utf-8", "replace"),  # answered in unlabelled Latin-1
+    SECRET.encode("latin-1").decode("utf-8", "surrogateescape"),  # its bytes kept
+    "s3nh%E3-%C7-2026",  # a Latin-1 app's percent-encoding, either case
+    "s3nh%e3-%c7-2026",
+    "s3nh%C3%83%C2%A3-%C3%83%C2%87-2026",  # the mojibake percent-encoded in UTF-8
+    base64.b64encode(SECRET.encode("latin-1")).decode(),  # the Latin-1 bytes in base64
+    base64.b64encode(SECRET.encode()).decode(),
+    SECRET,
+)
+
+
+def test_a_utf8_requests_secret_is_masked_in_every_charset_a_partner_reads_it_back_in() -> None:
+    redactor = Redactor.of((SECRET,))
+    for echo in UTF8_SECRET_READINGS:
+        assert redactor.redact(f"erro: {echo}.", cut=False) == f"erro: {MASK}.", echo
+
+
+def test_a_windows_1252_secret_read_back_as_latin1_is_masked() -> None:
+    secret = "€uro-senha-9"
+    for codec in (None, "cp1252"):
+        redactor = Redactor.of((secret,), codec)
+        for echo in (
+            secret.encode("cp1252").decode("latin-1"),  # `€` as U+0080
+            secret.encode("cp1252").decode("utf-8", "replace"),
+            "%80uro-senha-9",
+            secret.encode().decode("cp1252"),  # its UTF-8 as windows-1252 reads it
+            secret.encode().decode("latin-1"),
+        ):
+            assert redactor.redact(f"[{echo}]", cut=False) == f"[{MASK}]", (codec, echo)
+
+
+def test_an_ascii_secret_has_the_forms_it_had() -> None:
+    plain, base64_forms, _ = _forms("Zr9/Qx+Lm2/Pk7w=")
+    assert plain == {"Zr9/Qx+Lm2/Pk7w="}
+    assert base64_forms == frozenset(_base64_forms(b"Zr9/Qx+Lm2/Pk7w=")) - plain
+    assert _forms("Zr9/Qx+Lm2/Pk7w=", "iso8859-1") == _forms("Zr9/Qx+Lm2/Pk7w=")
+
+
+UTF8 = "application/json"
+# (request Content-Type, the partner's answer as (Content-Type, bytes)): a server in Latin-1
+# or windows-1252 quoting the request.
+ECHOES = {
+    "utf8_echoed_under_latin1_label": (
+        UTF8,
+        "text/plain; charset=ISO-8859-1",
+        b"requisicao invalida: SENHA=" + SECRET.encode(),
+    ),
+    "utf8_answered_in_unlabelled_latin1_json": (
+        UTF8,
+        "application/json",
+        ('{"erro": "senha invalida: ' + SECRET + '"}').encode("latin-1"),
+    ),
+    "utf8_percent_encoded_in_latin1": (
+        UTF8,
+        "text/plain",
+        b"redirect: /login?senha=s3nh%E3-%C7-2026&next=%2F",
+    ),
+    "utf8_echoed_under_windows_1252_label": (
+        UTF8,
+        "text/plain; charset=windows-1252",
+        b"requisicao invalida: SENHA=" + SECRET.encode(),
+    ),
+    "windows_1252_read_as_latin1": (
+        "application/json; charset=windows-1252",
+        "text/plain; charset=ISO-8859-1",
+        b"invalid: SENHA=" + "s3nh€-ã-2026".encode("cp1252"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ECHOES)
+async def test_a_proxy_502_masks_the_secret_read_back_in_the_partners_charset(
+    client: Client, partner: Partner, case: str
+) -> None:
+    request_type, answer_type, answer = ECHOES[case]
+    secret = "s3nh€-ã-2026" if case.startswith("windows") else SECRET
+    name = "erp-" + case.replace("_", "-")
+    await upload_mapping(client, _mapping(name, request_type))
+    erp = await create_partner(
+        client, partner.url, auth={"type": "none"}, secrets={"erp_senha": secret}
+    )
+    proxy = await create_action(client, erp["id"], request_mapping=name, mode="proxy")
+    partner.respond_with(400, raw=answer, headers={"Content-Type": answer_type})
+    status, text = await _invoke(client, proxy)
+    assert status == 502, text
+    assert MASK in text and not any(part in text for part in TELLING), text
+    (sent,) = partner.requests
+    assert secret.encode(_charset(request_type)) in sent.body, sent.body
+
+
+def _charset(content_type: str) -> str:
+    return content_type.split("charset=")[1] if "charset=" in content_type else "utf-8"
+
+
+async def test_a_delivery_answered_with_a_utf8_requests_mojibake_keeps_no_secret(
+    client: Client, partner: Partner
+) -> None:
+    await upload_mapping(client, _mapping("erp-utf8", UTF8))
+    erp = await create_partner(
+        client, partner.url, auth={"type": "none"}, secrets={"erp_senha": SECRET}
+    )
+    action = await create_action(client, erp["id"], request_mapping="erp-utf8")
+    await create_subscription(client, action["id"], ("entity.created",))
+    # A Latin-1 server echoes the UTF-8 bytes under its own label: `s3nhÃ£-Ã\x87-2026`.
+    echoed = b'invalid: {"OBS":"x","SENHA":"' + SECRET.encode() + b'"}'
+    partner.respond_with(
+        422, raw=echoed, headers={"Content-Type": "text/plain; charset=ISO-8859-1"}
+    )
+    await create_vehicle(client, "ABC1D23", attributes={"obs": "x"})
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    await services.delivery_worker.run_until_idle()
+    response = await client.get("/api/v1/deliveries", headers=auth())
+    (delivery,) = (await response.json())["items"]
+    assert delivery["last_status"] == 422
+    assert MASK in delivery["last_error"], delivery
+    response = await client.get(f"/api/v1/deliveries/{delivery['id']}", headers=auth())
+    record = await response.json()
+    assert MASK in record["attempts"][0]["response"], record
+    text = await response.text()
+    assert not any(part in text for part in TELLING), text

@@ -24,14 +24,16 @@ as base64, standard and URL-safe: of itself, and of itself inside a longer base6
 partner echoing the whole header, or its whole request, in base64). The start of one cut off
 at the end of an excerpt is masked too, also inside an escape or a character.
 
-A request written in another charset than UTF-8 (a mapping's `charset=ISO-8859-1`:
-`outbound/bodies.py`) carried each credential as that charset's bytes, which an echo gives
-back as they came: percent-encoded (`s3nh%E3`, either case), or raw, read as UTF-8 by a
-reader that keeps the bytes that are not (`surrogateescape`, as the percent reading does) or
-makes them U+FFFD (a lenient decoder; a store making each kept byte one). A redactor built
-with that codec (`Redactor.of(values, codec)`) also looks for those readings of the bytes, and
-for their base64; the credential's own text stays one of its forms (a partner that read the
-charset and answers in its own).
+A credential that is not ASCII is also looked for in every form its text takes written in
+any of UTF-8, ISO-8859-1 and windows-1252 (those that have its characters; and in the charset
+a request's body was written in, `outbound/bodies.py`: `Redactor.of(values, codec)`), and read
+back in any of them: a partner's server in one charset reads or answers a request in another
+(a Latin-1 server echoing a UTF-8 request under its own `charset=ISO-8859-1`: `s3nhÃ£`; a
+Latin-1 answer under a plain `application/json`, read as UTF-8: `s3nh\\ufffd`). Read as UTF-8,
+the bytes that are not are kept (`surrogateescape`: percent-encoded, `s3nh%E3` in either case,
+as `Reading` reads a run of escapes), or U+FFFD (a lenient decoder; a store making each kept
+byte one). Their base64 is looked for too. An ASCII credential reads the same in all of them:
+its forms are those of its text.
 """
 
 from __future__ import annotations
@@ -250,13 +252,14 @@ def _base64_forms(data: bytes) -> set[str]:
 def _forms(
     value: str, codec: str | None = None
 ) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """What a credential reads as once a partner's escapes are undone (and, sent in `codec`,
-    what its bytes in it read as: `_read_back`); its base64 forms; and of the first, the ones
-    holding `\\`, `%` or `&`, which a further reading may change (`Redactor.redact`)."""
+    """What a credential reads as once a partner's escapes are undone, and, not ASCII, what
+    its bytes in each charset a side may write it in read as in each a side may read them in
+    (`_writings`, `_read_back`); their base64 forms; and of the first, the ones holding `\\`,
+    `%` or `&`, which a further reading may change (`Redactor.redact`)."""
     plain = {value, Reading(value).plain}  # a credential that itself holds `%41` or `\\n`
-    written = None if codec is None else _written(value, codec)
-    if written is not None:
-        plain |= _read_back(written)
+    writings = _writings(value, codec)
+    for data in writings:
+        plain |= _read_back(data)
     plain |= {form.replace(" ", "+") for form in plain}
     # Base64 of a JSON document holds the value JSON-escaped (non-ASCII as \\uXXXX: Python's
     # default), which no decoding of the answer undoes.
@@ -264,10 +267,34 @@ def _forms(
     base64_forms = _base64_forms(value.encode())
     if escaped != value:
         base64_forms |= _base64_forms(escaped.encode())
-    if written is not None:  # the whole request echoed in base64: its bytes in the charset
-        base64_forms |= _base64_forms(written)
+    for data in writings:  # the whole request echoed in base64: its bytes in a charset
+        base64_forms |= _base64_forms(data)
     escapable = frozenset(form for form in plain if not _STARTERS.isdisjoint(form))
     return frozenset(plain), frozenset(base64_forms - plain), escapable
+
+
+# The charsets the gateway and its partners write and read text in: UTF-8, and the legacy
+# ERPs' Latin-1 and windows-1252. A request's bytes in one are often read back in another (a
+# Latin-1 server echoing a UTF-8 request under its own label, or answering it in Latin-1
+# under a plain `application/json`).
+_CHARSETS = ("utf-8", "iso8859-1", "cp1252")
+
+
+def _writings(value: str, codec: str | None) -> set[bytes]:
+    """The bytes a non-ASCII value is written as: in each of `_CHARSETS` that has all its
+    characters, and in the request's `codec` (`_written`). Nothing for an ASCII value: every
+    charset writes it the same (its forms are those of its text)."""
+    if value.isascii():
+        return set()
+    writings = set()
+    for charset in _CHARSETS:
+        try:
+            writings.add(value.encode(charset))
+        except UnicodeEncodeError:  # a charset without one of its characters
+            pass
+    if codec is not None and (written := _written(value, codec)) is not None:
+        writings.add(written)
+    return writings
 
 
 def _written(value: str, codec: str) -> bytes | None:
@@ -292,15 +319,29 @@ def _char_bytes(char: str, codec: str) -> bytes:
 
 
 def _read_back(data: bytes) -> set[str]:
-    """What the bytes of a credential written in another charset read as in an echo read as
-    UTF-8: percent-escapes (either case) or raw bytes kept as `surrogateescape` (as `Reading`
-    reads a run of escapes), or U+FFFD where they are not UTF-8, one per invalid sequence (a
-    lenient decoder: `_excerpt`) or one per byte (a kept byte made storable)."""
+    """What a credential's bytes read as in an echo, in each of `_CHARSETS`. As UTF-8:
+    percent-escapes (either case) or raw bytes kept as `surrogateescape` (as `Reading` reads
+    a run of escapes), or U+FFFD where they are not UTF-8, one per invalid sequence (a
+    lenient decoder: `_excerpt`) or one per byte (a kept byte made storable). As Latin-1:
+    each byte one character (a C1 control for 0x80-0x9F). As windows-1252: strictly where
+    every byte is one of its characters, else as a WHATWG reader does (its five undefined
+    bytes as Latin-1 reads them: `formats/charsets.py`) and as a lenient one (U+FFFD)."""
     kept = data.decode("utf-8", "surrogateescape")
     lenient = data.decode("utf-8", "replace")
-    return {kept, lenient, _SURROGATE.sub("\ufffd", kept)}
+    latin_1 = data.decode("iso8859-1")
+    try:
+        windows_1252 = {data.decode("cp1252")}
+    except UnicodeDecodeError:
+        windows_1252 = {latin_1.translate(_C1_TO_WINDOWS_1252), data.decode("cp1252", "replace")}
+    return {kept, lenient, _SURROGATE.sub("\ufffd", kept), latin_1, *windows_1252}
 
 
+# Latin-1's reading of 0x80-0x9F to windows-1252's (its five undefined bytes stay).
+_C1_TO_WINDOWS_1252 = {
+    byte: bytes([byte]).decode("cp1252")
+    for byte in range(0x80, 0xA0)
+    if byte not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)
+}
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
