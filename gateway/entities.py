@@ -372,21 +372,25 @@ def merged_write(
 def without_lone_reports(
     fields: Mapping[str, Any], whole: Mapping[str, WholeValue]
 ) -> Mapping[str, Any]:
-    """`fields` without the whole values giving nothing but a report's members (`REPORTED`):
-    a `current_driver` of a `since` alone (an ERP's record whose CPF is blank, with the date
-    of its last change) names no driver, so it is no write of the field, which stays as
-    stored (a null never removes anything; a removal is `{remove: true}`). Written, it left
-    the vehicle's field `{since}` while the history kept the driver. `fields` itself when
-    none is left out."""
-    lone = [
-        key
-        for key, value in fields.items()
-        if key in whole
-        and isinstance(value, Mapping)
-        and (given := {name for name, member in value.items() if member is not None})
-        and given <= REPORTED
-    ]
+    """`fields` without the whole values that give a report's members (`REPORTED`) and name
+    nothing: none of the members naming the value on its own (`named_by`), or, where the
+    schema names none, nothing else. A `current_driver` with a `since` and no `cpf` nor `id`
+    (an ERP's record whose CPF is blank, with the date of its last change, and perhaps its
+    name column: `{name: "SEM CONDUTOR", since}`) names no driver, so it is no write of the
+    field, which stays as stored (a null never removes anything; a removal is `{remove:
+    true}`). Written, it left the vehicle's field `{since}` or `{name, since}` while the
+    history kept the driver. `fields` itself when none is left out."""
+    lone = [key for key, value in fields.items() if key in whole and _lone(value, whole[key])]
     return {k: v for k, v in fields.items() if k not in lone} if lone else fields
+
+
+def _lone(value: Any, whole: WholeValue) -> bool:
+    """Whether the whole value `value` reports (a `since`) and names nothing (`named_by`)."""
+    if not isinstance(value, Mapping):
+        return False
+    given = {name for name, member in value.items() if member is not None}
+    naming = whole.named_by or given - REPORTED
+    return bool(given & REPORTED) and not given & naming
 
 
 def waiting(current: Doc) -> bool:

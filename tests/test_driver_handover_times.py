@@ -334,6 +334,37 @@ async def test_a_handover_time_without_a_driver_leaves_the_driver_as_it_is(
     assert [c["field"] for c in result["entity"]["changes"]] == ["odometer_km"], result
 
 
+async def test_a_handover_time_with_a_name_and_no_cpf_leaves_the_driver_as_it_is(
+    client: Client,
+) -> None:
+    """An ERP exporting a name column beside a blank CPF (`SEM CONDUTOR`) with the date
+    column filled: the write left the vehicle's field `{name, since}`, nobody, while the
+    history kept Bruno. A `since` with no `cpf` nor `id` names no driver, whatever else the
+    value gives: no write of the field, by a mapping or by an admin's PATCH."""
+    await _driven_by_bruno(client)
+    named = ERP.replace("fields:", "fields:\n  odometer_km: KM\n  current_driver.name: NOME")
+    await upload_mapping(client, named)
+    body = {"name": "erp", "entity_type": "vehicle", "mapping": "totvs-troca-condutor"}
+    erp = await post(client, "/api/v1/triggers", body)
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": "", "NOME": "SEM CONDUTOR", "KM": 1200}
+    answer = await send_to(client, erp, {**payload, "DATA_TROCA": _local(_minute(1))})
+    await drain(client.app[services_key])
+    assert answer["changed"] == ["odometer_km"], answer
+    in_force = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["driver"]
+    assert in_force["driver"]["cpf"] == BRUNO["cpf"], in_force
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == in_force["driver"]
+    response = await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23",
+        json={"odometer_km": 1300, "current_driver": {"name": "Fulano", "since": _iso(_minute(1))}},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    written = await response.json()
+    assert written["current_driver"] == in_force["driver"], written
+    assert written["changed"] == ["odometer_km"], written
+
+
 # -- a handover to a driver the tenant does not have yet ---------------------------------------
 
 
