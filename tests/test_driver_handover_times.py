@@ -365,6 +365,47 @@ async def test_a_handover_time_with_a_name_and_no_cpf_leaves_the_driver_as_it_is
     assert written["changed"] == ["odometer_km"], written
 
 
+async def test_a_stale_handover_of_the_previous_driver_sent_again_changes_nothing(
+    client: Client,
+) -> None:
+    """The ERP's "Ana since 08:00" (recorded), then a checklist hands the vehicle to Bruno at
+    10:00; the ERP's feed keeps sending its record of Ana. The history has Ana at 08:00 (a
+    repeat): each send wrote Ana into the vehicle's field and the history wrote Bruno back,
+    `changed` and two `entity.updated` a send. Now the field stays Bruno's, nothing changes."""
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": ANA["cpf"], "DATA_TROCA": _local(_minute(3))}
+    await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+    checklist = {
+        "kind": "checklist",
+        "key": "chk-bruno",
+        "vehicle_plate": "ABC1D23",
+        "driver_cpf": BRUNO["cpf"],
+        "completed_at": _iso(_minute(1)),
+        "answers": [{"question": "pneus", "answer": True}],
+    }
+    await post(client, "/api/v1/entities/other", checklist)
+    await drain(client.app[services_key])
+    before = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert before["current_driver"]["cpf"] == BRUNO["cpf"], before
+    for _ in range(2):
+        answer = await send_to(client, erp, payload)
+        await drain(client.app[services_key])
+        assert (answer["changed"], answer["events"]) == ([], []), answer
+    after = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert (after["current_driver"], after["version"]) == (
+        before["current_driver"],
+        before["version"],
+    )
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["source"]) for c in history] == [
+        (BRUNO["cpf"], "checklist"),
+        (ANA["cpf"], "erp"),
+        (BRUNO["cpf"], "admin"),
+    ], history
+
+
 # -- a handover to a driver the tenant does not have yet ---------------------------------------
 
 
