@@ -406,6 +406,59 @@ async def test_a_stale_handover_of_the_previous_driver_sent_again_changes_nothin
     ], history
 
 
+def _checklist(key: str, driver: dict[str, str], at: datetime) -> dict[str, Any]:
+    return {
+        "kind": "checklist",
+        "key": key,
+        "vehicle_plate": "ABC1D23",
+        "driver_cpf": driver["cpf"],
+        "completed_at": _iso(at),
+        "answers": [{"question": "pneus", "answer": True}],
+    }
+
+
+@pytest.mark.parametrize("erp_first", [False, True], ids=["checklist-first", "erp-first"])
+async def test_a_report_inserted_before_a_repeat_of_the_driver_before_records_that_repeat(
+    client: Client, erp_first: bool
+) -> None:
+    """Ana's checklist at t-1h and the ERP's "Ana since t-3h" (in either order: her start
+    moves to t-3h, or her checklist repeats it), then Bruno's checklist at t-2h, synced
+    late. In time order: Ana t-3h, Bruno t-2h, Ana t-1h. The insertion left Bruno in force
+    up to now (Ana's checklist kept only as a repeat of her t-3h change), every later fine
+    his; it now records the repeats after it again, as a withdrawal does."""
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    t_erp, t_bruno, t_ana = _minute(3), _minute(2), _minute(1)
+    ana_erp = {"PLACA": "ABC1D23", "CPF_MOTORISTA": ANA["cpf"], "DATA_TROCA": _local(t_erp)}
+    reports: list[dict[str, Any] | None] = [None, _checklist("chk-ana", ANA, t_ana)]
+    for report in reports[::-1] if erp_first else reports:
+        if report is None:
+            await send_to(client, erp, ana_erp)
+        else:
+            await post(client, "/api/v1/entities/other", report)
+        await drain(client.app[services_key])
+    await post(client, "/api/v1/entities/other", _checklist("chk-bruno", BRUNO, t_bruno))
+    await drain(client.app[services_key])
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["source"], c["start"]) for c in history] == [
+        (ANA["cpf"], "checklist", t_ana.isoformat()),
+        (BRUNO["cpf"], "checklist", t_bruno.isoformat()),
+        (ANA["cpf"], "erp", t_erp.isoformat()),
+        (BRUNO["cpf"], "admin", "2026-01-01T00:00:00+00:00"),
+    ], history
+    assert (await _driver_at(client, t_ana + timedelta(minutes=30)))["driver"]["cpf"] == ANA["cpf"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == ANA["cpf"], vehicle
+    # Bruno's checklist taken back: Ana drives from t-3h on.
+    deleted = await client.delete("/api/v1/entities/other/checklist:chk-bruno", headers=auth())
+    assert deleted.status in (200, 204), await deleted.text()
+    await drain(client.app[services_key])
+    for at in (t_bruno, t_ana + timedelta(minutes=30)):
+        assert (await _driver_at(client, at))["driver"]["cpf"] == ANA["cpf"], at
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == ANA["cpf"], vehicle
+
+
 # -- a handover to a driver the tenant does not have yet ---------------------------------------
 
 
