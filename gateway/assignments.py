@@ -45,6 +45,9 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
 - A late report (a start before later changes) is inserted at its place in time; the later
   changes stay, so it only covers the gap up to the next one; a next one of the same driver
   becomes its repeat (`_move_start_earlier`): that driver starts at the late report's time.
+  The repeats after it that the change it splits kept (reports of that change's driver)
+  are recorded again (`_report_again`, as a withdrawal does): the history is what the
+  reports in time order give, whatever order they came in.
 - Reporting the driver who already drives at `start` records no change (HR systems and ERPs
   repeat "current driver" answers): the change in force keeps it in `repeats`, for a
   withdrawal; two changes at the same instant: the later write wins, and keeps the one it
@@ -241,6 +244,14 @@ class AssignmentService:
             return AssignResult(await self._assignment(stored), changed=False)
         said = {**fields, "_id": change_id(tenant, vid, start), "vehicle_id": vid}
         await self._name_as_stored(tenant, said)
+        if in_force is not None and in_force["start"] < start:
+            # Inserted into the change in force then: the later reports of its driver it
+            # kept as repeats are no longer repeats of it, but reports after this one.
+            written = await self._store.at(tenant, vid, start)
+            following = None if written is None else await self._store.next_after(written)
+            until = None if following is None else following["start"]
+            again = await self._store.take_repeats(in_force, start, until)
+            await self._report_again(vehicle, in_force.get("driver"), again)
         if driver is not None:
             await self._move_start_earlier(tenant, vid, start)
         await self._sync_current_driver(tenant, vehicle, _origin(said))
@@ -352,18 +363,28 @@ class AssignmentService:
             stack.append({"driver": removed["driver"], **said_again, "recorded_at": self._clock()})
         if stack:
             await self._put_back(vehicle, removed["start"], stack)
-        for repeat in standing:
+        await self._report_again(vehicle, removed["driver"], standing)
+        await self._sync_current_driver(tenant, vehicle, _origin(removed), by_in_force=True)
+        return True
+
+    async def _report_again(
+        self, vehicle: Doc, driver: dict[str, str] | None, reports: list[Doc]
+    ) -> None:
+        """The reports of `driver` (oldest first) a change kept as repeats, recorded as
+        reported again, now that the change no longer stands before them (withdrawn, or
+        another driver's change inserted between): each as had the reports come in time
+        order, the first recording a change where another driver stands at its time, the
+        next ones repeating it. The one mechanism of a withdrawal and an insertion."""
+        for repeat in reports:
             await self._change(
                 vehicle,
-                removed["driver"],
+                driver,
                 repeat["start"],
                 repeat["source"],
                 repeat.get("ref"),
                 repeat["author"],
                 at_instant="never",
             )
-        await self._sync_current_driver(tenant, vehicle, _origin(removed), by_in_force=True)
-        return True
 
     async def _put_back(self, vehicle: Doc, start: datetime, stack: list[Doc]) -> None:
         """The latest of the reports `stack` (oldest first) at `start`, where a change was

@@ -300,7 +300,7 @@ def known_whole(
     current: Doc,
     patch: Mapping[str, Any],
     whole: Mapping[str, WholeValue],
-    news: Collection[str] = (),
+    news: News = MappingProxyType({}),
 ) -> Mapping[str, Any]:
     """`patch` without the whole values (`merge`'s `whole`) it sends again (`_sent_again`):
     what the writer knows of the stored one (an ERP's `{cpf}` of the driver in force, over
@@ -309,17 +309,24 @@ def known_whole(
     was written back by the history at once, and again after each send, two events a send
     for ever. Only while no event of the entity waits for the relay (`waiting`): one that
     does may be an earlier report the history has not read, which this write, a later
-    report, must follow (`assignment_feed.py`). Never those named in `news`: a report the
-    stored value says nothing of (`EntityService.news`: a handover time the history has
-    another driver at). `patch` itself when it keeps every member."""
+    report, must follow (`assignment_feed.py`). Never those `news` says are news (True): a
+    report the stored value says nothing of (`EntityService.news`: a handover time the
+    history has another driver at); always those it says the history has heard (False): a
+    stale report of a driver the history has at its handover time, who no longer drives
+    (an ERP re-sending "Ana since 08:00" after a checklist's handover to Bruno at 10:00),
+    which the history records nothing of and would write back over at once. `patch`
+    itself when it keeps every member."""
     if waiting(current):
         return patch
     stored = current["data"]
     kept = {
         key: value
         for key, value in patch.items()
-        if key in news
-        or not (key in whole and _sent_again(value, stored.get(key), whole[key].named_by))
+        if news.get(key)
+        or (
+            news.get(key) is None
+            and not (key in whole and _sent_again(value, stored.get(key), whole[key].named_by))
+        )
     }
     return patch if len(kept) == len(patch) else kept
 
@@ -352,7 +359,7 @@ def merged_write(
     sees: Sees | None = None,
     *,
     as_sent: bool = False,
-    news: Collection[str] = (),
+    news: News = MappingProxyType({}),
 ) -> tuple[dict[str, Any], Mapping[str, Any]]:
     """What a write of `fields` leaves of the entity `current`, before it is checked: merged
     into its data (`merge`), a whole value it sends again left as stored (`known_whole`,
@@ -372,21 +379,25 @@ def merged_write(
 def without_lone_reports(
     fields: Mapping[str, Any], whole: Mapping[str, WholeValue]
 ) -> Mapping[str, Any]:
-    """`fields` without the whole values giving nothing but a report's members (`REPORTED`):
-    a `current_driver` of a `since` alone (an ERP's record whose CPF is blank, with the date
-    of its last change) names no driver, so it is no write of the field, which stays as
-    stored (a null never removes anything; a removal is `{remove: true}`). Written, it left
-    the vehicle's field `{since}` while the history kept the driver. `fields` itself when
-    none is left out."""
-    lone = [
-        key
-        for key, value in fields.items()
-        if key in whole
-        and isinstance(value, Mapping)
-        and (given := {name for name, member in value.items() if member is not None})
-        and given <= REPORTED
-    ]
+    """`fields` without the whole values that give a report's members (`REPORTED`) and name
+    nothing: none of the members naming the value on its own (`named_by`), or, where the
+    schema names none, nothing else. A `current_driver` with a `since` and no `cpf` nor `id`
+    (an ERP's record whose CPF is blank, with the date of its last change, and perhaps its
+    name column: `{name: "SEM CONDUTOR", since}`) names no driver, so it is no write of the
+    field, which stays as stored (a null never removes anything; a removal is `{remove:
+    true}`). Written, it left the vehicle's field `{since}` or `{name, since}` while the
+    history kept the driver. `fields` itself when none is left out."""
+    lone = [key for key, value in fields.items() if key in whole and _lone(value, whole[key])]
     return {k: v for k, v in fields.items() if k not in lone} if lone else fields
+
+
+def _lone(value: Any, whole: WholeValue) -> bool:
+    """Whether the whole value `value` reports (a `since`) and names nothing (`named_by`)."""
+    if not isinstance(value, Mapping):
+        return False
+    given = {name for name, member in value.items() if member is not None}
+    naming = whole.named_by or given - REPORTED
+    return bool(given & REPORTED) and not given & naming
 
 
 def waiting(current: Doc) -> bool:
@@ -394,6 +405,15 @@ def waiting(current: Doc) -> bool:
     counted with every write and drain; a copy this process remembers from its own write
     always says so)."""
     return bool(current.get("outbox_bytes"))
+
+
+def _names_held(sent: Mapping[str, Any], held: Any) -> bool:
+    """Whether a `current_driver` value sent names the driver the stored one `held` names:
+    each of its `id` and `cpf` given (one at least) as held (any spelling)."""
+    if not isinstance(held, Mapping):
+        return False
+    named = [name for name in ("id", "cpf") if isinstance(sent.get(name), str)]
+    return bool(named) and all(_same_member(n, sent[n], held.get(n)) for n in named)
 
 
 def _same_member(name: str, sent: Any, held: Any) -> bool:
@@ -409,6 +429,11 @@ def too_far_ahead(at: datetime, now: datetime) -> bool:
 
 
 HANDOVER_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # `assignments.EARLIEST`
+
+News = Mapping[str, bool]
+"""What the history says of the whole values a write reports (`EntityService.news`): True,
+news (never taken for the stored value sent again); False, heard (a stale report, left as
+stored); a value not named is judged on the stored one alone (`known_whole`)."""
 
 REPORTED = frozenset({"since"})
 """Members of a whole value that a report gives and no stored value holds: a vehicle's
@@ -679,23 +704,26 @@ class EntityService:
             )
         return checked.document
 
-    async def news(
-        self, tenant: str, etype: str, current: Doc, fields: Mapping[str, Any]
-    ) -> frozenset[str]:
-        """The whole values of `fields` never taken for the stored one sent again
-        (`known_whole`'s `news`): a vehicle's `current_driver` with a handover time (`since`)
-        at which the history has not the driver it names (another, nobody, none yet): the
-        driver in force now, reported from before the change that records them (an ERP's
-        handover at 08:00 after a checklist's of 10:00), drives from then (SPEC §6: a fine
-        goes to the driver at its time). A report of the driver the history has then is a
-        repeat, whether the relay has caught up or not (`assignment_feed.py`)."""
+    async def news(self, tenant: str, etype: str, current: Doc, fields: Mapping[str, Any]) -> News:
+        """What the history says of the whole values of `fields` (`known_whole`'s `news`): a
+        vehicle's `current_driver` with a handover time (`since`) at which the history has
+        not the driver it names (another, nobody, none yet) is news (True), never taken for
+        the stored one sent again: the driver in force now, reported from before the change
+        that records them (an ERP's handover at 08:00 after a checklist's of 10:00), drives
+        from then (SPEC §6: a fine goes to the driver at its time). A report of the driver
+        the history has then is a repeat, whether the relay has caught up or not
+        (`assignment_feed.py`); one naming another driver than the stored value's (the
+        ERP's "Ana since 08:00" sent again after Bruno's checklist at 10:00) is heard
+        (False): the field stays as stored, as the history would write it back. One naming
+        the stored value's driver is judged on it (a pending driver's name corrected)."""
         sent = fields.get("current_driver") if etype == "vehicle" else None
         since = reported_since(sent)
         if since is None or self.drives_at is None or not isinstance(sent, Mapping):
-            return frozenset()
-        if await self.drives_at(tenant, str(current["_id"]), since, sent):
-            return frozenset()
-        return frozenset({"current_driver"})
+            return {}
+        if not await self.drives_at(tenant, str(current["_id"]), since, sent):
+            return {"current_driver": True}
+        held = current["data"].get("current_driver")
+        return {} if _names_held(sent, held) else {"current_driver": False}
 
     def _merged_into_nothing(
         self, etype: str, change: Mapping[str, Any]
@@ -1109,7 +1137,7 @@ class EntityService:
         so the dry run stores in its answer what the run stores."""
         whole = self._schemas.whole_members(current["type"])
         refuse_handover(current["type"], patch, utcnow())  # as sent: the stored value may stay
-        news = frozenset() if as_sent else await self.news(tenant, current["type"], current, patch)
+        news = {} if as_sent else await self.news(tenant, current["type"], current, patch)
         merged, change = merged_write(current, patch, whole, as_sent=as_sent, news=news)
         return await self._written(tenant, current, merged, change=change, dry=dry)
 

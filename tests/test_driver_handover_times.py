@@ -334,6 +334,131 @@ async def test_a_handover_time_without_a_driver_leaves_the_driver_as_it_is(
     assert [c["field"] for c in result["entity"]["changes"]] == ["odometer_km"], result
 
 
+async def test_a_handover_time_with_a_name_and_no_cpf_leaves_the_driver_as_it_is(
+    client: Client,
+) -> None:
+    """An ERP exporting a name column beside a blank CPF (`SEM CONDUTOR`) with the date
+    column filled: the write left the vehicle's field `{name, since}`, nobody, while the
+    history kept Bruno. A `since` with no `cpf` nor `id` names no driver, whatever else the
+    value gives: no write of the field, by a mapping or by an admin's PATCH."""
+    await _driven_by_bruno(client)
+    named = ERP.replace("fields:", "fields:\n  odometer_km: KM\n  current_driver.name: NOME")
+    await upload_mapping(client, named)
+    body = {"name": "erp", "entity_type": "vehicle", "mapping": "totvs-troca-condutor"}
+    erp = await post(client, "/api/v1/triggers", body)
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": "", "NOME": "SEM CONDUTOR", "KM": 1200}
+    answer = await send_to(client, erp, {**payload, "DATA_TROCA": _local(_minute(1))})
+    await drain(client.app[services_key])
+    assert answer["changed"] == ["odometer_km"], answer
+    in_force = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["driver"]
+    assert in_force["driver"]["cpf"] == BRUNO["cpf"], in_force
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == in_force["driver"]
+    response = await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23",
+        json={"odometer_km": 1300, "current_driver": {"name": "Fulano", "since": _iso(_minute(1))}},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    written = await response.json()
+    assert written["current_driver"] == in_force["driver"], written
+    assert written["changed"] == ["odometer_km"], written
+
+
+async def test_a_stale_handover_of_the_previous_driver_sent_again_changes_nothing(
+    client: Client,
+) -> None:
+    """The ERP's "Ana since 08:00" (recorded), then a checklist hands the vehicle to Bruno at
+    10:00; the ERP's feed keeps sending its record of Ana. The history has Ana at 08:00 (a
+    repeat): each send wrote Ana into the vehicle's field and the history wrote Bruno back,
+    `changed` and two `entity.updated` a send. Now the field stays Bruno's, nothing changes."""
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": ANA["cpf"], "DATA_TROCA": _local(_minute(3))}
+    await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+    checklist = {
+        "kind": "checklist",
+        "key": "chk-bruno",
+        "vehicle_plate": "ABC1D23",
+        "driver_cpf": BRUNO["cpf"],
+        "completed_at": _iso(_minute(1)),
+        "answers": [{"question": "pneus", "answer": True}],
+    }
+    await post(client, "/api/v1/entities/other", checklist)
+    await drain(client.app[services_key])
+    before = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert before["current_driver"]["cpf"] == BRUNO["cpf"], before
+    for _ in range(2):
+        answer = await send_to(client, erp, payload)
+        await drain(client.app[services_key])
+        assert (answer["changed"], answer["events"]) == ([], []), answer
+    after = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert (after["current_driver"], after["version"]) == (
+        before["current_driver"],
+        before["version"],
+    )
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["source"]) for c in history] == [
+        (BRUNO["cpf"], "checklist"),
+        (ANA["cpf"], "erp"),
+        (BRUNO["cpf"], "admin"),
+    ], history
+
+
+def _checklist(key: str, driver: dict[str, str], at: datetime) -> dict[str, Any]:
+    return {
+        "kind": "checklist",
+        "key": key,
+        "vehicle_plate": "ABC1D23",
+        "driver_cpf": driver["cpf"],
+        "completed_at": _iso(at),
+        "answers": [{"question": "pneus", "answer": True}],
+    }
+
+
+@pytest.mark.parametrize("erp_first", [False, True], ids=["checklist-first", "erp-first"])
+async def test_a_report_inserted_before_a_repeat_of_the_driver_before_records_that_repeat(
+    client: Client, erp_first: bool
+) -> None:
+    """Ana's checklist at t-1h and the ERP's "Ana since t-3h" (in either order: her start
+    moves to t-3h, or her checklist repeats it), then Bruno's checklist at t-2h, synced
+    late. In time order: Ana t-3h, Bruno t-2h, Ana t-1h. The insertion left Bruno in force
+    up to now (Ana's checklist kept only as a repeat of her t-3h change), every later fine
+    his; it now records the repeats after it again, as a withdrawal does."""
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    t_erp, t_bruno, t_ana = _minute(3), _minute(2), _minute(1)
+    ana_erp = {"PLACA": "ABC1D23", "CPF_MOTORISTA": ANA["cpf"], "DATA_TROCA": _local(t_erp)}
+    reports: list[dict[str, Any] | None] = [None, _checklist("chk-ana", ANA, t_ana)]
+    for report in reports[::-1] if erp_first else reports:
+        if report is None:
+            await send_to(client, erp, ana_erp)
+        else:
+            await post(client, "/api/v1/entities/other", report)
+        await drain(client.app[services_key])
+    await post(client, "/api/v1/entities/other", _checklist("chk-bruno", BRUNO, t_bruno))
+    await drain(client.app[services_key])
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["source"], c["start"]) for c in history] == [
+        (ANA["cpf"], "checklist", t_ana.isoformat()),
+        (BRUNO["cpf"], "checklist", t_bruno.isoformat()),
+        (ANA["cpf"], "erp", t_erp.isoformat()),
+        (BRUNO["cpf"], "admin", "2026-01-01T00:00:00+00:00"),
+    ], history
+    assert (await _driver_at(client, t_ana + timedelta(minutes=30)))["driver"]["cpf"] == ANA["cpf"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == ANA["cpf"], vehicle
+    # Bruno's checklist taken back: Ana drives from t-3h on.
+    deleted = await client.delete("/api/v1/entities/other/checklist:chk-bruno", headers=auth())
+    assert deleted.status in (200, 204), await deleted.text()
+    await drain(client.app[services_key])
+    for at in (t_bruno, t_ana + timedelta(minutes=30)):
+        assert (await _driver_at(client, at))["driver"]["cpf"] == ANA["cpf"], at
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == ANA["cpf"], vehicle
+
+
 # -- a handover to a driver the tenant does not have yet ---------------------------------------
 
 

@@ -260,11 +260,7 @@ class MappingDryRun:
         fields, skipped = forward_only(old, document, mapped.forward)
         # As the write merges it: a whole value naming the stored one leaves it as it is
         # (a driver with a handover time the history has not heard is news, `news`).
-        news = (
-            frozenset()
-            if current is None
-            else await self._entities.news(tenant, etype, current, fields)
-        )
+        news = {} if current is None else await self._entities.news(tenant, etype, current, fields)
         whole = self._schemas.whole_members(etype)
         written, change = merged_write(current, fields, whole, news=news)
         kind_schema = None
