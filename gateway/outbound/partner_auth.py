@@ -684,6 +684,18 @@ _HMAC_MEMBERS: Final = (
     "timestamp_header",
     "signed",
 )
+
+
+# The members each credential type that a form can type is made of (the admin UI's partner
+# form sends these and no other `auth.*` field): one table with what `build_auth` reads, so a
+# member added to a type reaches the form (a replace dropped OAuth2's `audience` when the two
+# were kept apart). A Google service account is uploaded as its key file, not typed.
+AUTH_MEMBERS: Final[Mapping[str, tuple[str, ...]]] = {
+    **{kind: members for kind, (_, members) in _STATIC_BUILDERS.items()},
+    "oauth2_client_credentials": _OAUTH2_MEMBERS,
+    "hmac": _HMAC_MEMBERS,
+    "geotab": ("url", "database", "username", "password"),  # geotab.py `_KEYS` (a cycle)
+}
 _HMAC_DIGESTS: Final[Mapping[str, Callable[[], Any]]] = {
     "sha256": hashlib.sha256,
     "sha1": hashlib.sha1,

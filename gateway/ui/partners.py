@@ -14,6 +14,7 @@ from gateway import paging
 from gateway.actions.partners import public_partner
 from gateway.actions.subscriptions import public_subscription, secret_revision
 from gateway.errors import Conflict, InvalidPayload
+from gateway.outbound.partner_auth import AUTH_MEMBERS
 from gateway.ui import choices
 from gateway.ui.forms import (
     Form,
@@ -87,25 +88,6 @@ AGAIN: Final = {
 SUBSCRIPTION_FIELDS: Final = ("action_id", "event_types", "filter")
 # A subscription's edit form: its action stays (a new action is a new subscription).
 SUBSCRIPTION_EDIT_FIELDS: Final = ("event_types", "filter", "sample_seconds")
-# What each kind of credential is made of: the other auth.* fields are left out of the body.
-_AUTH_PARTS: Final = {
-    "bearer": ("token",),
-    "header": ("name", "value"),
-    "basic": ("username", "password"),
-    "oauth2_client_credentials": (
-        "token_url",
-        "client_id",
-        "client_secret",
-        "scope",
-        "client_auth",
-        "audience",
-        "extra_params",
-    ),
-    "query": ("name", "value"),
-    "geotab": ("url", "database", "username", "password"),
-    "hmac": ("secret", "header", "algorithm", "encoding", "prefix", "timestamp_header", "signed"),
-    "none": (),
-}
 
 
 def _id(request: web.Request) -> str:
@@ -114,7 +96,7 @@ def _id(request: web.Request) -> str:
 
 def _partner_body(values: dict[str, Any], lang: str) -> dict[str, Any]:
     kind = values.get("auth.type", "")
-    parts = _AUTH_PARTS.get(kind, ())
+    parts = AUTH_MEMBERS.get(kind, ())
     names = [n for n in PARTNER_FIELDS if not n.startswith("auth.") or n[5:] in (*parts, "type")]
     body = nest(values, names)
     if "auth" in body and "extra_params" in body["auth"]:  # a JSON object typed as text
