@@ -18,7 +18,8 @@ Excluded, and why (each is work left, see docs/reliability.md):
   time zone must exist: not expressible in the schema); and /hooks, whose body is validated
   by each trigger's own input schema and mapping (dynamic: not describable in one document;
   a 422 lists every failing field); the list of a flow's runs (a cursor must be one of that
-  flow's runs, which the document's pattern cannot say: another flow's is a 400);
+  flow's runs, which the document's pattern cannot say: another flow's is a 400); the list of
+  events, whose feed parameter `after` is taken alone (a cursor or filter beside it is a 400);
 - `positive_data_acceptance` on POST /geofences and PATCH /geofences/{ref}: a polygon's ring
   must close and must not cross itself, which JSON Schema cannot say (the document says it in
   words; a generated ring is refused with a 422 naming it);
@@ -56,6 +57,9 @@ _LOOSE_OPERATIONS = (
     # of the documented shape naming another flow is a 400, and the shape cannot name the
     # flow of the path.
     "GET /api/v1/flows/{name}/runs",
+    # The events feed's `after` is read alone (with `limit`): a `cursor` or a filter beside it
+    # is a 400 naming it, which a document's parameters cannot say (docs/api.md).
+    "GET /api/v1/events",
     # A change of a resource whose create route is loose (above) carries the same members
     # (a mapping, partner or template named; a GET action given a body; a partner's new
     # origin needing its auth again) and reaches the resources this run created.
