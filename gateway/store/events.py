@@ -13,6 +13,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from gateway.clock import from_iso, utcnow
 from gateway.errors import BadRequest
 from gateway.store.client import (
+    ID_BATCH,
     Collection,
     Doc,
     canonical_filters,
@@ -102,9 +103,19 @@ class EventStore:
         stamp would never see them; now it does (one that saw them sees them again, with the
         same ids: docs/api.md)."""
         now = utcnow()
-        query = {"_id": {"$in": list(event_ids)}, "relayed_at": {"$lt": now - self._settle}}
+        cutoff, ids = now - self._settle, list(event_ids)
+        # Read and written by `_id` alone, a batch at a time: a filter on `relayed_at` beside
+        # the `$in` had SecantusDB read every event, past the deadline for a fold's thousands
+        # of events; each retry of the fold's pass (its events duplicates now) did it again.
         with translate_errors():
-            await self._c.update_many(query, {"$set": {"relayed_at": now}})
+            for i in range(0, len(ids), ID_BATCH):
+                batch = {"_id": {"$in": ids[i : i + ID_BATCH]}}
+                seen = await self._c.find(batch, {"relayed_at": 1}).to_list(None)
+                stale = [d["_id"] for d in seen if _stamped_before(d.get("relayed_at"), cutoff)]
+                if stale:
+                    await self._c.update_many(
+                        {"_id": {"$in": stale}}, {"$set": {"relayed_at": now}}
+                    )
 
     async def stored_after(
         self, tenant: str, at: datetime, after: Any | None, *, until: datetime, limit: int
@@ -168,3 +179,10 @@ class EventStore:
             ids=ObjectId,
             picked=picked,
         )
+
+
+def _stamped_before(stamp: Any, cutoff: datetime) -> bool:
+    """Whether a stored `relayed_at` is older than `cutoff` (one without is not restamped)."""
+    if not isinstance(stamp, datetime):
+        return False
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)) < cutoff
