@@ -111,7 +111,7 @@ class EventStore:
             for i in range(0, len(ids), ID_BATCH):
                 batch = {"_id": {"$in": ids[i : i + ID_BATCH]}}
                 seen = await self._c.find(batch, {"relayed_at": 1}).to_list(None)
-                stale = [d["_id"] for d in seen if _stamped_before(d.get("relayed_at"), cutoff)]
+                stale = [d["_id"] for d in seen if d.get("relayed_at", cutoff) < cutoff]
                 if stale:
                     await self._c.update_many(
                         {"_id": {"$in": stale}}, {"$set": {"relayed_at": now}}
@@ -179,10 +179,3 @@ class EventStore:
             ids=ObjectId,
             picked=picked,
         )
-
-
-def _stamped_before(stamp: Any, cutoff: datetime) -> bool:
-    """Whether a stored `relayed_at` is older than `cutoff` (one without is not restamped)."""
-    if not isinstance(stamp, datetime):
-        return False
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)) < cutoff
