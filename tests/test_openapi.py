@@ -989,3 +989,36 @@ async def test_the_409s_of_uploads_activations_and_taken_names_are_declared(
         answer = await client.request(method, url, **call)
         assert answer.status == 409, (url, await answer.text())
         assert "409" in doc["paths"][path][method]["responses"], path
+
+
+async def test_the_document_is_built_once_off_the_loop_for_every_anonymous_caller(
+    client: Client, monkeypatch: Any
+) -> None:
+    """/docs and /openapi.json take no token: built per call, the document held the event
+    loop 30–300 ms a request, and twenty anonymous callers held every partner's call for
+    seconds (outside tester spec4, S2). It is built once, in a thread, whatever the order."""
+    import time
+
+    from gateway.web import openapi
+
+    built: list[float] = []
+    real = openapi.build_document
+
+    def slow_build(app: web.Application) -> dict[str, Any]:
+        built.append(time.monotonic())
+        time.sleep(0.5)  # a large document on a loaded machine
+        return real(app)
+
+    monkeypatch.setattr(openapi, "build_document", slow_build)
+    calls = [asyncio.ensure_future(client.get(path)) for path in ["/docs", "/openapi.json"] * 5]
+    await asyncio.sleep(0.05)
+    health = await client.get("/healthz")
+    pending_when_healthy = sum(not call.done() for call in calls)
+    answers = await asyncio.gather(*calls)
+    pages = {await a.text() for a in answers if a.url.path == "/docs"}
+    documents = [await a.json() for a in answers if a.url.path == "/openapi.json"]
+
+    assert health.status == 200 and pending_when_healthy == len(calls)
+    assert len(built) == 1 and all(a.status == 200 for a in answers)
+    assert len(pages) == 1 and all(d == documents[0] for d in documents)
+    assert answers[0].content_type == "text/html" and answers[1].content_type == "application/json"

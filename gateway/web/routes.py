@@ -51,6 +51,7 @@ _ENTITY_TYPE = r"{type:(?!vehicle/[\s\S]*/(?:" + "|".join(_VEHICLE_PARTS) + r")\
 
 
 def add_routes(app: web.Application) -> None:
+    app[openapi.reference_key] = openapi.Reference()
     app.router.add_routes(
         answering_expect(
             [
