@@ -14,8 +14,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from bson import ObjectId
 
+from gateway.clock import utcnow
 from gateway.config import ConfigError, Settings
 from gateway.services import Services
+from gateway.store.events import EventStore
 from gateway.web.state import services_key
 from tests.processes import Gateway, two_gateways, wait_until
 from tests.support import auth
@@ -232,3 +234,105 @@ async def test_an_insert_that_landed_after_its_deadline_is_stamped_again(
     before = (await events.get("acme", str(fresh["_id"])) or {})["relayed_at"]
     await events.insert_many([dict(fresh)])  # a relay racing another: the copy just stored
     assert (await events.get("acme", str(fresh["_id"])) or {})["relayed_at"] == before
+
+
+class _Stalled:
+    """The events collection of a relay pass that stalls: each read and write answers
+    `delay` late, and a write waits for `go` once it was `reached` (when given)."""
+
+    def __init__(self, inner: Any, delay: float = 0.0, go: asyncio.Event | None = None) -> None:
+        self._inner, self._delay, self._go = inner, delay, go
+        self.reached = asyncio.Event()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._inner, attr)
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        cursor, delay = self._inner.find(*args, **kwargs), self._delay
+
+        class _Late:
+            async def to_list(self, n: Any) -> Any:
+                await asyncio.sleep(delay)
+                return await cursor.to_list(n)
+
+        return _Late()
+
+    async def update_many(self, *args: Any, **kwargs: Any) -> Any:
+        self.reached.set()
+        await asyncio.sleep(self._delay)
+        if self._go is not None:
+            await self._go.wait()
+        return await self._inner.update_many(*args, **kwargs)
+
+
+async def _page(store: EventStore, at: Any, after: Any, settle: float) -> list[dict[str, Any]]:
+    until = utcnow() - timedelta(seconds=settle)
+    return await store.stored_after("acme", at, after, until=until, limit=500)
+
+
+async def test_a_restamp_that_lands_late_never_moves_an_event_behind_a_follower(
+    services: Services,
+) -> None:
+    """Two passes stamp the same late event again: the one that took over, then the one that
+    stalled between its read and its write. Its write set the event back to its earlier time,
+    behind a follower that had read past another event meanwhile: never answered (rev48 F4;
+    the restamp's write had lost its guard in 9458c535). Stamps only move forward."""
+    events, settle = services.store.db["events"], 1.0
+    old = utcnow() - timedelta(hours=1)
+    late = {"_id": ObjectId(), "tenant": "acme", "type": "x", "relayed_at": old}
+    await events.insert_one(late)
+    go = asyncio.Event()
+    stalled_events = _Stalled(events, go=go)
+    stalled, other = EventStore(stalled_events, settle), EventStore(events, settle)
+    stalled_pass = asyncio.create_task(stalled._restamp([late["_id"]]))
+    await asyncio.wait_for(stalled_events.reached.wait(), 5)
+    await asyncio.sleep(0.1)
+    meanwhile = {"_id": ObjectId(), "tenant": "acme", "type": "x", "relayed_at": utcnow()}
+    await events.insert_one(meanwhile)
+    await asyncio.sleep(0.4)
+    await other._restamp([late["_id"]])  # the pass that took over
+    await asyncio.sleep(settle - 0.2)
+    first = await _page(other, old + timedelta(minutes=1), None, settle)
+    go.set()
+    await stalled_pass
+    await asyncio.sleep(settle + 0.1)
+    cursor = first[-1]
+    then = await _page(other, cursor["relayed_at"], cursor["_id"], settle)
+
+    assert [e["_id"] for e in first] == [meanwhile["_id"]]
+    assert [e["_id"] for e in then] == [late["_id"]]
+
+
+async def test_a_slow_restamp_of_many_events_hides_none_from_a_follower(
+    services: Services,
+) -> None:
+    """A fold's 200 events that landed after its deadline, stamped again 50 a query on a
+    database answering each query 0.3 s late, while a follower reads the feed every 0.1 s.
+    One time taken before every batch stamped the last ones long after it, behind the
+    follower: 150 of the 200 were never answered (rev48 F4). Each batch is stamped as it is
+    written."""
+    events, settle = services.store.db["events"], 1.5
+    old = utcnow() - timedelta(hours=1)
+    late = [
+        {"_id": ObjectId(), "tenant": "acme", "type": "x", "relayed_at": old} for _ in range(200)
+    ]
+    await events.insert_many(late)
+    feed = EventStore(events, settle)
+    restamp = asyncio.create_task(
+        EventStore(_Stalled(events, delay=0.3), settle)._restamp([e["_id"] for e in late])
+    )
+    await asyncio.sleep(0.1)
+    await events.insert_one(
+        {"_id": ObjectId(), "tenant": "acme", "type": "x", "relayed_at": utcnow()}
+    )
+    seen: set[Any] = set()
+    at, after = old + timedelta(minutes=1), None
+    while not restamp.done():
+        await asyncio.sleep(0.1)
+        if page := await _page(feed, at, after, settle):
+            seen |= {e["_id"] for e in page}
+            at, after = page[-1]["relayed_at"], page[-1]["_id"]
+    await asyncio.sleep(settle + 0.1)
+    seen |= {e["_id"] for e in await _page(feed, at, after, settle)}
+
+    assert not [e["_id"] for e in late if e["_id"] not in seen]

@@ -102,19 +102,22 @@ class EventStore:
         later, which the next pass finds stored. A follower of the feed past their first
         stamp would never see them; now it does (one that saw them sees them again, with the
         same ids: docs/api.md)."""
-        now = utcnow()
-        cutoff, ids = now - self._settle, list(event_ids)
+        ids = list(event_ids)
         # Read and written by `_id` alone, a batch at a time: a filter on `relayed_at` beside
         # the `$in` had SecantusDB read every event, past the deadline for a fold's thousands
         # of events; each retry of the fold's pass (its events duplicates now) did it again.
+        # Each batch is stamped when it is written, and only forward (`$max`): a pass that
+        # stalled between its read and its write (the case this is for) lands after the pass
+        # that took over, and would have set an event back behind a follower's cursor.
         with translate_errors():
             for i in range(0, len(ids), ID_BATCH):
                 batch = {"_id": {"$in": ids[i : i + ID_BATCH]}}
                 seen = await self._c.find(batch, {"relayed_at": 1}).to_list(None)
+                cutoff = utcnow() - self._settle
                 stale = [d["_id"] for d in seen if d.get("relayed_at", cutoff) < cutoff]
                 if stale:
                     await self._c.update_many(
-                        {"_id": {"$in": stale}}, {"$set": {"relayed_at": now}}
+                        {"_id": {"$in": stale}}, {"$max": {"relayed_at": utcnow()}}
                     )
 
     async def stored_after(
