@@ -8,6 +8,9 @@ as the API shows it.
                  "initial"?: the value of the first call},
                 or {"step": n, "initial": integer, "param", "more"?}: page numbers or offsets,
                 the next call's the last one's plus n, back to `initial` once the list ends,
+                or {"follow": "header.Link" | "header.NAME" | "body.<JMESPath>"}: the next
+                page's whole URL (RFC 8288 `rel="next"`, a header holding it, OData's
+                `@odata.nextLink`), called as it is; back to the action's URL at the end,
      "target": {"type"?: "entities" (default) | "positions", "entity_type", "kind"?,
                 "mapping", "params"?},
      "dedupe"?: {"by": JMESPath on an item (its id), "keep"?: ids remembered (1000)},
@@ -55,6 +58,9 @@ _PARAM = re.compile(
     r"^(query|header)\.[A-Za-z0-9_.\-]{1,100}$|^body(\.[A-Za-z0-9_\-]{1,100}){1,8}$"
 )
 _SCALARS = (str, int, float)
+# A response header's name (RFC 9110 token).
+_FOLLOW_HEADER = re.compile(r"^header\.[!#$%&'*+.^_`|~0-9A-Za-z\-]{1,100}$")
+_NOT_WITH_FOLLOW = ("from", "param", "step", "initial", "more")
 
 
 class _Check:
@@ -147,9 +153,12 @@ def _every(check: _Check, value: Any, timezone: Any) -> dict[str, object] | None
 def _cursor(check: _Check, value: Any) -> Doc | None:
     if value is None:
         return None
-    cursor = check.object(value, "/cursor", {"from", "param", "more", "initial", "step"})
+    allowed = {"from", "param", "more", "initial", "step", "follow"}
+    cursor = check.object(value, "/cursor", allowed)
     if cursor is None:
         return None
+    if cursor.get("follow") is not None:
+        return _follow(check, cursor)
     param = cursor.get("param")
     if not isinstance(param, str) or not _PARAM.match(param):
         check.add(
@@ -196,6 +205,28 @@ def _stepped(check: _Check, cursor: Mapping[str, Any], param: Any) -> Doc:
         "more": check.expression(cursor.get("more"), "/cursor/more", required=False),
         "initial": initial,
     }
+
+
+def _follow(check: _Check, cursor: Mapping[str, Any]) -> Doc:
+    """The next page's whole URL, where the partner names it: the `Link` header's
+    `rel="next"` (RFC 8288), another header holding the URL, or the body (`body.` and a
+    JMESPath: OData's `body."@odata.nextLink"`). The URL is the next call: nothing else of
+    the cursor applies."""
+    follow = cursor["follow"]
+    for name in _NOT_WITH_FOLLOW:
+        if cursor.get(name) is not None:
+            message = f"a cursor that follows the next page's URL takes no {name}"
+            check.add(f"/cursor/{name}", message, "oneOf")
+    if isinstance(follow, str) and follow.startswith("body."):
+        check.expression(follow.removeprefix("body."), "/cursor/follow")
+    elif not isinstance(follow, str) or not _FOLLOW_HEADER.match(follow):
+        check.add(
+            "/cursor/follow",
+            'follow is where the partner names its next page\'s URL: "header.Link" (its '
+            'rel="next"), "header.NAME" (a header holding the URL) or "body.<JMESPath>"',
+            "pattern",
+        )
+    return {"follow": follow}
 
 
 def _target(check: _Check, value: Any, types: Sequence[str]) -> Doc | None:
