@@ -148,7 +148,12 @@ async def request_for(
     )
     # The page is written as if pushed: its numbers and codes equal to a numeric credential
     # are not masked (what a run says of it is: `PollFailure.masked`).
-    query_items = tuple((k, _text(v)) for k, v in query.items())
+    query_items = tuple(
+        (k, _text(each))
+        for k, v in query.items()
+        for each in (v if isinstance(v, list) else [v])
+        if each is not None
+    )
     request = replace(request, query=query_items, answer_is_data=True)
     if follow is not None:
         where, _, name = follow.partition(".")
