@@ -256,3 +256,16 @@ async def test_a_follow_cursor_is_checked_when_saved(client: Client) -> None:
         assert created["cursor"] == {"follow": follow}
         response = await client.delete(f"/api/v1/schedules/{created['id']}", headers=auth())
         assert response.status == 204
+
+
+async def test_a_next_url_in_another_header_is_followed(client: Client, partner: Partner) -> None:
+    await _schedule(client, partner, "data", {"follow": "header.X-Next-Page-Url"})
+    partner.respond_with(
+        body={"data": _rows("ABC1D23")}, headers={"X-Next-Page-Url": "/list?cursor=b%2F2"}, times=1
+    )
+    partner.respond_with(body={"data": _rows("BRA2E19")}, times=1)
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    assert [r.raw_path for r in partner.requests] == ["/list?limit=2", "/list?cursor=b%2F2"]
+    assert await _plates(client) == ["ABC1D23", "BRA2E19"]
