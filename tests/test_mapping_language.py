@@ -644,6 +644,14 @@ def test_build_request_and_map_response() -> None:
     assert mapping.map_response({"km": 10}) == {"odometer_km": 10}
 
 
+def test_a_query_list_is_the_parameter_repeated_its_nulls_left_out() -> None:
+    mapping = load_mapping(
+        "name: q\ndirection: outbound\nquery: {deviceId: ids, none: empty, one: one}\n"
+    )
+    request = mapping.build_request({"ids": [1, "2", None, True], "empty": [None], "one": 3})
+    assert request.query == {"deviceId": ["1", "2", "true"], "one": "3"}
+
+
 def test_path_params_are_required_and_headers_refuse_line_breaks() -> None:
     mapping = load_mapping(OUTBOUND)
     with pytest.raises(InvalidPayload) as caught:

@@ -120,6 +120,64 @@ async def test_a_form_body_that_is_not_flat_is_refused_before_anything_is_sent(
     assert partner.requests == []
 
 
+TRACCAR_ROUTE = """
+name: traccar-route
+direction: outbound
+query:
+  deviceId: ids
+  from: {value: "2026-12-07T00:00:00Z"}
+  group: groups
+"""
+
+
+async def _traccar_route(client: Client, partner: Partner, payload: Any) -> tuple[int, Any]:
+    await upload_mapping(client, TRACCAR_ROUTE)
+    traccar = await create_partner(client, partner.url, name="Traccar", auth={"type": "none"})
+    action = await create_action(
+        client,
+        traccar["id"],
+        name="route",
+        mode="proxy",
+        method="GET",
+        path="/api/reports/route",
+        request_mapping="traccar-route",
+    )
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", headers=auth(), json={"payload": payload}
+    )
+    return response.status, await response.json()
+
+
+async def test_a_query_list_is_sent_as_the_parameter_repeated(
+    client: Client, partner: Partner
+) -> None:
+    # Traccar's reports take `deviceId=1&deviceId=2` (its OpenAPI: an exploded array).
+    partner.respond_with(body=[])
+
+    status, answer = await _traccar_route(
+        client, partner, {"ids": [1, "2", None, 7.0], "groups": []}
+    )
+
+    assert status == 200, answer
+    assert partner.requests[0].raw_path == (
+        "/api/reports/route?deviceId=1&deviceId=2&deviceId=7&from=2026-12-07T00%3A00%3A00Z"
+    )
+
+
+async def test_an_object_in_a_query_or_in_its_list_is_refused_before_anything_is_sent(
+    client: Client, partner: Partner
+) -> None:
+    for ids, message in (
+        ({"a": 1}, "an object is not text"),
+        ([1, {"a": 1}], "an object is not text (an item of a list)"),
+        ([1, [2]], "an array is not text (an item of a list)"),
+    ):
+        status, problem = await _traccar_route(client, partner, {"ids": ids})
+        assert status == 422, problem
+        assert message in json.dumps(problem), problem
+    assert partner.requests == []
+
+
 async def test_a_schedule_whose_action_mapping_says_form_posts_the_cursor_form_encoded(
     client: Client, partner: Partner
 ) -> None:

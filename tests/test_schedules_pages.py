@@ -264,3 +264,65 @@ async def test_a_page_of_more_items_than_a_batch_holds_writes_each_entity_in_the
         vehicle = await get(client, f"/api/v1/entities/vehicle/{plate}")
         assert vehicle["attributes"] == {"erp_id": erp_id}, plate
     assert 3 <= len(checks) < 45, len(checks)  # at least one a batch, fewer than one a write
+
+
+async def test_odata_skip_offsets_are_sent_in_their_own_query_parameter(
+    client: Client, partner: Partner
+) -> None:
+    # SAP Business One's Service Layer: `$skip` (docs' offset recipe with OData's name), and a
+    # JSON:API-style `page[after]`; sent as they are named, percent-encoded where needed.
+    schedule = await _schedule(
+        client, partner, step=2, initial=0, param="query.$skip", more="hasNext"
+    )
+    partner.respond_with(body=_page(True, "ABC1D23", "BRA2E19"), times=1)
+    partner.respond_with(body=_page(False, "RIO3F45"), times=1)
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    assert [r.query.get("$skip") for r in partner.requests] == ["0", "2"]
+    assert [r.raw_path for r in partner.requests] == [
+        "/api/veiculos?pageSize=2&$skip=0",
+        "/api/veiculos?pageSize=2&$skip=2",
+    ]
+    assert schedule["cursor"]["param"] == "query.$skip"
+
+
+async def test_any_query_parameter_name_can_carry_the_cursor(client: Client) -> None:
+    erp = await create_partner(client, "https://erp.example.com", name="ERP")
+    action = await create_action(client, erp["id"], mode="proxy", method="GET", path="/v")
+    await upload_mapping(client, ERP_VEHICLES)
+    base = {
+        "name": "x",
+        "action_id": action["id"],
+        "every": "1h",
+        "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
+    }
+    for param in ("query.$skiptoken", "query.page[after]", "query.filter[updated_at]"):
+        cursor = {"from": "next", "param": param}
+        created = await post(client, "/api/v1/schedules", {**base, "cursor": cursor})
+        assert created["cursor"]["param"] == param
+        response = await client.delete(f"/api/v1/schedules/{created['id']}", headers=auth())
+        assert response.status == 204
+    for param in ("query.a&b", "query.a=b", "query.a b", "query.", "header.a b", "header.X\n"):
+        cursor = {"from": "next", "param": param}
+        response = await client.post(
+            "/api/v1/schedules", json={**base, "cursor": cursor}, headers=auth()
+        )
+        assert response.status == 422, param
+        assert "/cursor/param" in [e["pointer"] for e in (await response.json())["errors"]]
+
+
+async def test_a_cursor_in_a_bracketed_query_parameter_is_percent_encoded(
+    client: Client, partner: Partner
+) -> None:
+    schedule = await _schedule(
+        client, partner, **{"from": "meta.next", "param": "query.page[after]", "more": None}
+    )
+    partner.respond_with(body={"items": [{"placa": "ABC1D23"}], "meta": {"next": "c+1"}}, times=1)
+    partner.respond_with(body={"items": [], "meta": {"next": "c+1"}}, times=1)
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    assert partner.requests[1].query["page[after]"] == "c+1"
+    assert partner.requests[1].raw_path == "/api/veiculos?pageSize=2&page%5Bafter%5D=c%2B1"
+    assert schedule["cursor"]["param"] == "query.page[after]"

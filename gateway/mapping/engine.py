@@ -426,12 +426,12 @@ class CompiledMapping:
         marks = secrets if isinstance(secrets, SecretMarks) else SecretMarks(secrets)
         run = Run(marks.marks)
         path: dict[str, str] = {}
-        query: dict[str, str] = {}
+        query: dict[str, str | list[str]] = {}
         headers: dict[str, str] = {}
         body: Any = None
         try:
             path = _strings(plan.path, context, run, "path", required=True)
-            query = _strings(plan.query, context, run, "query")
+            query = _query(plan.query, context, run)
             headers = _strings(plan.headers, context, run, "headers")
             if plan.whole_body:  # `body_value`: the value of its one spec, any JSON value
                 body = evaluate(plan.body or (), context, run).get(WHOLE_BODY)
@@ -612,6 +612,44 @@ def _strings(
             continue
         result[entry.key] = text
     return result
+
+
+def _query(table: Table, context: Any, run: Run) -> dict[str, str | list[str]]:
+    """Query values: text, or a list of values as the parameter repeated, one per item
+    (Traccar's `deviceId=1&deviceId=2`), as a form body repeats a field (`bodies.form_pairs`):
+    its nulls left out, an empty list no parameter. An object, or one in the list, is no
+    text."""
+    result: dict[str, str | list[str]] = {}
+    if not table:
+        return result
+    values = evaluate(table, context, run, "query.")
+    for entry in table:
+        value = values.get(entry.key)
+        target = f"query.{entry.target}"
+        listed = isinstance(value, list)
+        items: list[Any] = value if isinstance(value, list) else [value]
+        texts = [t for each in items if (t := _query_text(each, target, run, listed)) is not None]
+        if len(texts) < sum(each is not None for each in items):
+            continue  # a problem recorded
+        if listed and texts:
+            result[entry.key] = texts
+        elif texts:
+            result[entry.key] = texts[0]
+    return result
+
+
+def _query_text(value: Any, target: str, run: Run, listed: bool) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        message = f"{a_json_type(value)} is not text" + (" (an item of a list)" if listed else "")
+        record(run, EvalError("type", message), target)
+        return None
+    text = to_string(value)
+    if "\r" in text or "\n" in text:
+        record(run, EvalError("type", "line breaks are not allowed"), target)
+        return None
+    return text
 
 
 def _at_pointer(document: Any, at: str) -> Any:

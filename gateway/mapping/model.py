@@ -138,7 +138,7 @@ class OutboundRequest(NamedTuple):
     """The parts of a partner request a mapping builds; the action adds method, URL and auth."""
 
     path_params: dict[str, str]
-    query: dict[str, str]
+    query: dict[str, str | list[str]]  # a list: the parameter repeated, one per item
     headers: dict[str, str]
     body: Any | None
 

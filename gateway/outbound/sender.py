@@ -112,6 +112,9 @@ class OutboundRequest:
     # what is said of the answer (`message`, the excerpt) is masked of every credential, and
     # the caller masks what it says of the data so too (`Outcome.redactor`).
     answer_is_data: bool = False
+    # Response headers kept in `Outcome.headers` besides KEPT_HEADERS, each field of a name
+    # joined with ", " (a schedule's next page named in `Link`: `schedules/calls.py`).
+    answer_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -611,7 +614,7 @@ class Sender:
                 kept = redactor
                 if request.answer_is_data:
                     kept = _redactor(applied, request.secrets, codec, data=True)
-                return await self._answer(response, started, redactor, kept)
+                return await self._answer(response, started, redactor, kept, request.answer_headers)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, OutboundBlocked) as exc:
             kind, message = _describe(exc)
             return Outcome(
@@ -631,12 +634,13 @@ class Sender:
         started: float,
         redactor: Redactor,
         data: Redactor,
+        wanted: Sequence[str] = (),
     ) -> Outcome:
         """The answer read (`_read`); should reading it fail in a way nobody foresaw, still an
         answer with its status, which decides (`verdict.classify`): what a partner sends is
         never a request of ours that could not be sent (`blocked`), nor an exception."""
         try:
-            return await self._read(response, started, redactor, data)
+            return await self._read(response, started, redactor, data, wanted)
         except (aiohttp.ClientError, OSError, TimeoutError):
             raise  # the connection's failures, described as such (`_describe`)
         except Exception as exc:
@@ -657,9 +661,11 @@ class Sender:
         started: float,
         redactor: Redactor,
         data: Redactor,
+        wanted: Sequence[str] = (),
     ) -> Outcome:
         """The answer, its message masked by `redactor`, its data (`json_body`, `other_body`)
-        by `data` (none: `OutboundRequest.answer_is_data`)."""
+        by `data` (none: `OutboundRequest.answer_is_data`); the headers KEPT_HEADERS and
+        `wanted` name."""
         body, error, message = await self._read_body(response)
         # Not read to its end: too large, or the partner hung up (or timed out) mid-body.
         cut = error is not None or len(body) > self._excerpt_bytes
@@ -677,6 +683,9 @@ class Sender:
         # Header bytes that are not UTF-8 (an old server's Latin-1 `Location`) come from
         # aiohttp as surrogates: made storable, as an excerpt is.
         headers = {k: storable(response.headers[k]) for k in KEPT_HEADERS if k in response.headers}
+        for name in wanted:
+            if fields := response.headers.getall(name, ()):
+                headers[name] = storable(", ".join(fields))
         if message is None:  # a 204 or 304 that announced a body (connection.py)
             message = declared_body(response)
         if message is None and 300 <= response.status < 400:

@@ -77,8 +77,15 @@ def build_url(
     path = "".join(parts)
     url = base_url.rstrip("/") + ("/" + path.lstrip("/") if path else "")
     pairs = query.items() if isinstance(query, Mapping) else query
-    encoded = urlencode([(k, _text(v)) for k, v in pairs if v is not None])
+    encoded = urlencode([(k, _text(each)) for k, v in pairs for each in _repeated(v)])
     return f"{url}{'&' if '?' in url else '?'}{encoded}" if encoded else url
+
+
+def _repeated(value: object) -> list[object]:
+    """A query value as the values its parameter is sent with: a list, one per item (the
+    parameter repeated: `deviceId=1&deviceId=2`), nulls left out."""
+    items = value if isinstance(value, list) else [value]
+    return [each for each in items if each is not None]
 
 
 def _dot_segment(value: str) -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
+from urllib.parse import urljoin, urlsplit
 
 import orjson
 
@@ -17,6 +18,7 @@ from gateway.actions.catalog import Action, Partner, build_request
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import element_text
 from gateway.formats.json_tree import with_member
+from gateway.formats.link_header import link_target
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping.casts import partner_flag
 from gateway.mapping.expressions import Run, compile_expression
@@ -29,6 +31,9 @@ from gateway.store import Doc
 
 _EXCERPT: Final = 300
 _MAX_ID: Final = 100
+# The longest next page's URL a `follow` cursor takes (kept as the schedule's cursor).
+MAX_NEXT_URL: Final = 8192
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 class PollFailure(Exception):
@@ -116,7 +121,8 @@ async def request_for(
         query.update(marks.reveal(parts.query))  # sent as it is, not through build_request
         headers.update(parts.headers)
     spec = doc.get("cursor")
-    if spec is not None and cursor is not None:
+    follow = (spec or {}).get("follow")
+    if spec is not None and cursor is not None and follow is None:
         where, _, name = spec["param"].partition(".")
         if where == "query":
             query[name] = cursor
@@ -142,8 +148,19 @@ async def request_for(
     )
     # The page is written as if pushed: its numbers and codes equal to a numeric credential
     # are not masked (what a run says of it is: `PollFailure.masked`).
-    query_items = tuple((k, _text(v)) for k, v in query.items())
-    return replace(request, query=query_items, answer_is_data=True)
+    query_items = tuple(
+        (k, _text(each))
+        for k, v in query.items()
+        for each in (v if isinstance(v, list) else [v])
+        if each is not None
+    )
+    request = replace(request, query=query_items, answer_is_data=True)
+    if follow is not None:
+        where, _, name = follow.partition(".")
+        request = replace(request, answer_headers=(name,) if where == "header" else ())
+        if cursor is not None:  # the partner's next page, as it named it (`next_url`)
+            request = replace(request, url=str(cursor), query=())
+    return request
 
 
 def read_page(
@@ -151,11 +168,15 @@ def read_page(
     outcome: Outcome,
     now: datetime,
     sent: Any = None,
+    *,
+    url: str = "",
+    base_url: str = "",
 ) -> Page:
     """The partner's answer as a page; PollFailure for anything that is not a usable one. What
     a failure quotes of the answer, as the page itself, is redacted of the partner's
     credentials and secrets (a SOAP fault may quote the envelope, password included: the
-    sender masks them, `Outcome`)."""
+    sender masks them, `Outcome`). `url` is the one the page was asked at and `base_url` the
+    partner's: a `follow` cursor's next URL is read against them (`next_url`)."""
     if (hold := outcome.hold) is not None:
         raise PollFailure(hold.error, hold.describe(), retry_after=hold.seconds, held=True)
     status = outcome.status
@@ -202,6 +223,14 @@ def read_page(
     spec = doc.get("cursor")
     if spec is None:
         return Page(answer, None, None)
+    if spec.get("follow"):
+        found = next_url(spec["follow"], outcome, answer, url, base_url)
+        return Page(answer, found, found is not None)
+    return _cursor_page(spec, answer, sent)
+
+
+def _cursor_page(spec: Doc, answer: Any, sent: Any) -> Page:
+    """The page of a `from` or `step` cursor: where it says the next call starts."""
     more = partner_flag(_search(spec["more"], answer, "cursor.more")) if spec.get("more") else None
     if spec.get("step"):  # page numbers or offsets: the next is the one sent plus the step
         start = sent if isinstance(sent, int) and not isinstance(sent, bool) else spec["initial"]
@@ -213,6 +242,52 @@ def read_page(
             f"cursor.from ({spec['from']}) found {_short(cursor)}, not a string or a number",
         )
     return Page(answer, cursor, more)
+
+
+def next_url(follow: str, outcome: Outcome, answer: Any, url: str, base_url: str) -> str | None:
+    """The next page's whole URL where `follow` says the partner names it (None: the list
+    ended): a header's (`Link`: its `rel="next"`, RFC 8288; another header: its value), or
+    the body's (`body.` and a JMESPath). A relative one is read against the URL the page was
+    asked at (`Vehicles?$skip=20`); its fragment is dropped. PollFailure `bad_cursor` for one
+    that is not text, too long, or off the partner's origin (scheme, host and port of its
+    base URL): the partner's credentials go with every call, and only its own host gets
+    them. The SSRF guard checks it again as it checks every call (`Sender`)."""
+    where, _, name = follow.partition(".")
+    if where == "header":
+        value = outcome.headers.get(name)
+        found: Any = None
+        if value is not None:  # masked as the body's data is: the cursor is kept and shown
+            value = outcome.redactor.redact(value, cut=False, whole=True)
+            found = link_target(value) if name.lower() == "link" else value
+    else:
+        found = element_text(_search(name, answer, "cursor.follow"))
+    if found is None or (isinstance(found, str) and not found.strip()):
+        return None
+    if not isinstance(found, str):
+        message = f"cursor.follow ({follow}) found {_short(found)}, not a URL"
+        raise PollFailure("bad_cursor", message)
+    target = urljoin(url, found.strip()).partition("#")[0]
+    if len(target) > MAX_NEXT_URL:
+        message = f"the partner's next page URL is {len(target):,} characters long, over the "
+        raise PollFailure("bad_cursor", message + f"limit of {MAX_NEXT_URL:,}: not followed")
+    if (origin := _origin(target)) is None or origin != _origin(base_url):
+        raise PollFailure(
+            "bad_cursor",
+            f"the partner named its next page at {_short(target)}, off its base URL's scheme, "
+            "host and port: not followed (its credentials go only to its own host)",
+        )
+    return target
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        scheme, port = parts.scheme.lower(), parts.port
+    except ValueError:
+        return None
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.rstrip(".").lower(), port or _DEFAULT_PORTS[scheme]
 
 
 @dataclass(frozen=True, slots=True)

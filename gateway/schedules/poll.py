@@ -106,6 +106,9 @@ class Tally:
     cursor_before: Any = None
     cursor_after: Any = None
     cursor_refused: Any = None  # a time cursor the partner answered that went back
+    # What the run did that looks wrong though it is no failure (`cursor.from` finding no
+    # cursor where the partner has more): shown in the run record's `note`, each once.
+    warnings: list[str] = field(default_factory=list)
     problems: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -204,7 +207,14 @@ class Poll:
             # A page is read from a 2xx only (calls.read_page): the status's own verdict.
             self._c.metrics.observe_partner_call(partner.id, "schedule", outcome, outcome.verdict)
             try:
-                page = read_page(doc, outcome, self._clock(), self._cursor)
+                page = read_page(
+                    doc,
+                    outcome,
+                    self._clock(),
+                    self._cursor,
+                    url=request.url,
+                    base_url=partner.base_url,
+                )
             except PollFailure as failure:
                 if failure.throttle is None or not self.tally.pages:
                     raise
@@ -267,6 +277,19 @@ class Poll:
                     )
                 return False
         else:
+            if (
+                spec is not None
+                and spec.get("follow")
+                and page.more
+                and page.cursor == self._cursor
+            ):
+                raise PollFailure(
+                    "loop",
+                    f"the partner named the page just read ({_shown(self._cursor)}) as its "
+                    "next page: it is looping; nothing was written",
+                )
+            if spec is not None and spec.get("from") and page.cursor is None and records:
+                self._no_cursor(spec, len(records), page.more)
             page_digest = digest(fresh) if fresh else self._digest
             if spec is not None and fresh and page_digest == self._digest:
                 raise PollFailure(
@@ -325,6 +348,12 @@ class Poll:
     ) -> bool:
         """Commit a landed page (`_commit`); whether to read the next one now."""
         spec = self._doc.get("cursor")
+        if spec is not None and spec.get("follow") and not more:
+            # A list named page by page ends where no next page is named: the next run reads
+            # it again from the action's own URL (whose items this page's digest must not
+            # refuse, as for page numbers).
+            await self._commit(None, None, ids, restart=True)
+            return False
         if spec is not None and spec.get("step") and not more:
             # Page numbers index a list, not a feed: once it ends, the next run reads it
             # again from its first page (whose items this page's digest must not refuse).
@@ -363,11 +392,15 @@ class Poll:
         if not await self._c.store.schedules.exists(doc["_id"]):
             await self._c.store.rejected.delete_for_trigger(doc["tenant"], str(doc["_id"]))
 
-    async def _commit(self, cursor: Any, page_digest: str | None, ids: list[str]) -> None:
-        """Move past a landed page: the cursor (None: it stays), the ids, the digest."""
+    async def _commit(
+        self, cursor: Any, page_digest: str | None, ids: list[str], *, restart: bool = False
+    ) -> None:
+        """Move past a landed page: the cursor (None: it stays; with `restart`, back to none,
+        the start of a `follow` cursor's list), the ids, the digest."""
         doc, tally = self._doc, self.tally
         fields: Doc = {"last_digest": page_digest, "lease_until": self._clock() + self._lease}
-        if cursor is not None:
+        moves = cursor is not None or restart
+        if moves:
             fields["cursor_value"] = cursor
         keep = (doc.get("dedupe") or {}).get("keep", 0)
         commit = partial(
@@ -383,14 +416,14 @@ class Poll:
         except StoreUnavailable as exc:
             if not exc.refused:  # a fault of the moment: the page's writes are durable
                 self.uncommitted = commit
-                if cursor is not None:
+                if moves:
                     tally.cursor_after = cursor
             raise
         if not committed:
             raise LeaseLost()
         self._digest = page_digest
         self._seen.update(ids)
-        if cursor is not None:
+        if moves:
             self._cursor = tally.cursor_after = cursor
 
     async def _keep(
@@ -502,6 +535,27 @@ class Poll:
                 f"looping; nothing was written and the cursor stays there",
             )
         self._sent[key] = mark
+
+    def _no_cursor(self, spec: Doc, records: int, more: bool | None) -> None:
+        """A warning (the run record's `note`, the log) when `cursor.from` finds no cursor on
+        a page of records where the partner says it has more, or on the schedule's first
+        page (its cursor still `initial`, or none): the run stops there and every run reads
+        that page again, an expression that names nothing (`pagination.endCursr`) else
+        silent. No failure: the page is landed, and a one-page list ends so too."""
+        if more:
+            why = "where the partner says it has more (cursor.more)"
+        elif self._cursor == spec.get("initial"):
+            why = "read from the schedule's first cursor"
+        else:
+            return
+        warning = (
+            f"cursor.from ({spec['from']}) found no cursor on a page of {records} record(s) "
+            f"{why}: the cursor stays at {_shown(self._cursor)} and the next run reads this "
+            "page again; check the expression against the partner's answer"
+        )
+        if warning not in self.tally.warnings:
+            log.warning("schedule %s: %s", self._doc["_id"], warning)
+            self.tally.warnings.append(warning)
 
     def _refuse_cursor(self, page: Page) -> Page:
         schedule = str(self._doc["_id"])

@@ -294,6 +294,7 @@ class ScheduleRunner:
             self._c.metrics.schedule_paced.labels(
                 self._c.metrics.label("schedule", str(doc["_id"]))
             ).inc()
+        notes += tally.warnings
         if notes:
             run["note"] = "; ".join(notes)
         self._count(str(doc["_id"]), outcome, failure, tally, duration)

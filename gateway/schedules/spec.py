@@ -8,6 +8,9 @@ as the API shows it.
                  "initial"?: the value of the first call},
                 or {"step": n, "initial": integer, "param", "more"?}: page numbers or offsets,
                 the next call's the last one's plus n, back to `initial` once the list ends,
+                or {"follow": "header.Link" | "header.NAME" | "body.<JMESPath>"}: the next
+                page's whole URL (RFC 8288 `rel="next"`, a header holding it, OData's
+                `@odata.nextLink`), called as it is; back to the action's URL at the end,
      "target": {"type"?: "entities" (default) | "positions", "entity_type", "kind"?,
                 "mapping", "params"?},
      "dedupe"?: {"by": JMESPath on an item (its id), "keep"?: ids remembered (1000)},
@@ -26,6 +29,7 @@ from gateway.errors import FieldProblem
 from gateway.formats.headers import is_reserved_header, reserved_message
 from gateway.formats.json_tree import is_text, text_refused, whole_number, with_member
 from gateway.formats.unicode_forms import nfc
+from gateway.mapping.compiler import HEADER_RE, QUERY_RE
 from gateway.mapping.expressions import compile_expression
 from gateway.schedules.timing import parse_every
 from gateway.store import Doc
@@ -51,10 +55,14 @@ DEFAULT_KEEP: Final = 1000
 MAX_KEEP: Final = 20_000
 # The largest first page or offset of a stepped cursor (2**53 - 1: exact in every JSON reader).
 MAX_STEPPED: Final = 2**53 - 1
-_PARAM = re.compile(
-    r"^(query|header)\.[A-Za-z0-9_.\-]{1,100}$|^body(\.[A-Za-z0-9_\-]{1,100}){1,8}$"
-)
+# Where a cursor goes: a query parameter or a header of any name an outbound mapping may
+# send (`query.$skip`, `query.page[after]`: percent-encoded as needed when sent), or a
+# member of the JSON body.
+_BODY_PARAM = re.compile(r"^body(\.[A-Za-z0-9_\-]{1,100}){1,8}$")
 _SCALARS = (str, int, float)
+# A response header's name (RFC 9110 token).
+_FOLLOW_HEADER = re.compile(r"^header\.[!#$%&'*+.^_`|~0-9A-Za-z\-]{1,100}$")
+_NOT_WITH_FOLLOW = ("from", "param", "step", "initial", "more")
 
 
 class _Check:
@@ -147,14 +155,19 @@ def _every(check: _Check, value: Any, timezone: Any) -> dict[str, object] | None
 def _cursor(check: _Check, value: Any) -> Doc | None:
     if value is None:
         return None
-    cursor = check.object(value, "/cursor", {"from", "param", "more", "initial", "step"})
+    allowed = {"from", "param", "more", "initial", "step", "follow"}
+    cursor = check.object(value, "/cursor", allowed)
     if cursor is None:
         return None
+    if cursor.get("follow") is not None:
+        return _follow(check, cursor)
     param = cursor.get("param")
-    if not isinstance(param, str) or not _PARAM.match(param):
+    if not isinstance(param, str) or not _valid_param(param):
         check.add(
             "/cursor/param",
-            'param is where the cursor goes: "query.NAME", "header.NAME" or "body.a.b"',
+            'param is where the cursor goes: "query.NAME" (any query parameter name without '
+            'blanks, "&", "=" or "#": "query.$skip", "query.page[after]"), "header.NAME" or '
+            '"body.a.b"',
             "pattern",
         )
     elif param.startswith("header.") and is_reserved_header(param.removeprefix("header.")):
@@ -170,6 +183,15 @@ def _cursor(check: _Check, value: Any) -> Doc | None:
         "more": check.expression(cursor.get("more"), "/cursor/more", required=False),
         "initial": initial,
     }
+
+
+def _valid_param(param: str) -> bool:
+    where, _, name = param.partition(".")
+    if where == "query":
+        return QUERY_RE.fullmatch(name) is not None
+    if where == "header":
+        return HEADER_RE.fullmatch(name) is not None
+    return _BODY_PARAM.fullmatch(param) is not None
 
 
 def _stepped(check: _Check, cursor: Mapping[str, Any], param: Any) -> Doc:
@@ -196,6 +218,28 @@ def _stepped(check: _Check, cursor: Mapping[str, Any], param: Any) -> Doc:
         "more": check.expression(cursor.get("more"), "/cursor/more", required=False),
         "initial": initial,
     }
+
+
+def _follow(check: _Check, cursor: Mapping[str, Any]) -> Doc:
+    """The next page's whole URL, where the partner names it: the `Link` header's
+    `rel="next"` (RFC 8288), another header holding the URL, or the body (`body.` and a
+    JMESPath: OData's `body."@odata.nextLink"`). The URL is the next call: nothing else of
+    the cursor applies."""
+    follow = cursor["follow"]
+    for name in _NOT_WITH_FOLLOW:
+        if cursor.get(name) is not None:
+            message = f"a cursor that follows the next page's URL takes no {name}"
+            check.add(f"/cursor/{name}", message, "oneOf")
+    if isinstance(follow, str) and follow.startswith("body."):
+        check.expression(follow.removeprefix("body."), "/cursor/follow")
+    elif not isinstance(follow, str) or not _FOLLOW_HEADER.match(follow):
+        check.add(
+            "/cursor/follow",
+            'follow is where the partner names its next page\'s URL: "header.Link" (its '
+            'rel="next"), "header.NAME" (a header holding the URL) or "body.<JMESPath>"',
+            "pattern",
+        )
+    return {"follow": follow}
 
 
 def _target(check: _Check, value: Any, types: Sequence[str]) -> Doc | None:
@@ -260,7 +304,7 @@ def _cursor_in_body(check: _Check, cursor: Doc | None, request: Doc | None) -> N
     partner getting a body without it: refused here, and by every run (`calls.request_for`)."""
     param = (cursor or {}).get("param")
     body = (request or {}).get("body")
-    if not isinstance(param, str) or not _PARAM.match(param) or not param.startswith("body."):
+    if not isinstance(param, str) or not _BODY_PARAM.match(param):
         return
     if not isinstance(body, dict):
         return

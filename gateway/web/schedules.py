@@ -22,9 +22,14 @@ SCHEDULE_BODY: dict[str, Any] = {
         "timezone": {"type": "string", "default": "America/Sao_Paulo"},
         "cursor": {
             "type": "object",
-            "required": ["param"],
-            "description": "from (a cursor in the answer) or step (page numbers, offsets)",
+            "description": "from (a cursor in the answer) or step (page numbers, offsets), "
+            "each with param; or follow (the next page's whole URL)",
             "properties": {
+                "follow": {
+                    "type": "string",
+                    "description": 'instead of the others: "header.Link" (rel="next"), '
+                    '"header.NAME" or "body.<JMESPath>": the next call is that URL',
+                },
                 "from": {"type": "string", "description": "JMESPath on the answer"},
                 "param": {"type": "string", "description": "query.NAME | header.NAME | body.a.b"},
                 "more": {"type": "string", "description": "JMESPath: the partner has more"},
