@@ -112,6 +112,12 @@ class OutboundRequest:
     # what is said of the answer (`message`, the excerpt) is masked of every credential, and
     # the caller masks what it says of the data so too (`Outcome.redactor`).
     answer_is_data: bool = False
+    # Answer headers kept besides KEPT_HEADERS: those an action's answer rules read.
+    keep_headers: tuple[str, ...] = ()
+    # The action's own verdict on an answer where one of its answer rules decides it, else
+    # None (`actions/answer_rules.py`): what the partner's breaker counts, so a final SOAP
+    # fault in a 500 is an answer, not a failure.
+    judge: Callable[[Outcome], Verdict | None] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +242,13 @@ class Outcome:
         body = self.json_body if self.is_json else None
         has_wait = self.headers.get("Retry-After") is not None
         return throttled(self.status, body, retry_after=has_wait, reported=reported)
+
+
+def _judged(request: OutboundRequest, outcome: Outcome) -> Verdict:
+    """The verdict on an answer for the partner's breaker: the action's answer rule's when
+    one decides it (`OutboundRequest.judge`), else the status's."""
+    judged = request.judge(outcome) if request.judge is not None else None
+    return outcome.verdict if judged is None else judged
 
 
 def _not_sent(error: ErrorKind, message: str, retry_in: float) -> Outcome:
@@ -495,7 +508,7 @@ class Sender:
         finally:
             if outcome is None or not outcome.sent:
                 breaker.release(permit)
-            elif outcome.verdict is Verdict.RETRY:
+            elif _judged(request, outcome) is Verdict.RETRY:
                 breaker.record_failure(permit)
             else:  # answered, even with a 4xx: the partner is up
                 breaker.record_success(permit)
@@ -611,7 +624,7 @@ class Sender:
                 kept = redactor
                 if request.answer_is_data:
                     kept = _redactor(applied, request.secrets, codec, data=True)
-                return await self._answer(response, started, redactor, kept)
+                return await self._answer(response, started, redactor, kept, request.keep_headers)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, OutboundBlocked) as exc:
             kind, message = _describe(exc)
             return Outcome(
@@ -631,12 +644,13 @@ class Sender:
         started: float,
         redactor: Redactor,
         data: Redactor,
+        keep: tuple[str, ...] = (),
     ) -> Outcome:
         """The answer read (`_read`); should reading it fail in a way nobody foresaw, still an
         answer with its status, which decides (`verdict.classify`): what a partner sends is
         never a request of ours that could not be sent (`blocked`), nor an exception."""
         try:
-            return await self._read(response, started, redactor, data)
+            return await self._read(response, started, redactor, data, keep)
         except (aiohttp.ClientError, OSError, TimeoutError):
             raise  # the connection's failures, described as such (`_describe`)
         except Exception as exc:
@@ -657,6 +671,7 @@ class Sender:
         started: float,
         redactor: Redactor,
         data: Redactor,
+        keep: tuple[str, ...] = (),
     ) -> Outcome:
         """The answer, its message masked by `redactor`, its data (`json_body`, `other_body`)
         by `data` (none: `OutboundRequest.answer_is_data`)."""
@@ -676,7 +691,11 @@ class Sender:
             error = None if message is None else "invalid_response"
         # Header bytes that are not UTF-8 (an old server's Latin-1 `Location`) come from
         # aiohttp as surrogates: made storable, as an excerpt is.
-        headers = {k: storable(response.headers[k]) for k in KEPT_HEADERS if k in response.headers}
+        headers = {
+            k: storable(response.headers[k])
+            for k in (*KEPT_HEADERS, *keep)
+            if k in response.headers
+        }
         if message is None:  # a 204 or 304 that announced a body (connection.py)
             message = declared_body(response)
         if message is None and 300 <= response.status < 400:
