@@ -303,7 +303,8 @@ class HookReceiver:
     async def _authenticate(self, trigger: CompiledTrigger, gate: Doc, call: HookCall) -> _Admitted:
         if trigger.auth_mode in SIGNED_MODES:
             raw = await call.body.read(trigger.max_body_bytes)
-            return _Admitted(trigger, raw, self._verify_signature(trigger, call.headers, raw))
+            replay = self._verify_signature(trigger, call.headers, raw, call.query)
+            return _Admitted(trigger, raw, replay)
         if trigger.secret_header is not None:
             self._check_shared_secret(trigger, call.headers)
             return _Admitted(trigger)
@@ -336,7 +337,11 @@ class HookReceiver:
         return _Admitted(trigger)
 
     def _verify_signature(
-        self, trigger: CompiledTrigger, headers: Mapping[str, str], raw: bytes
+        self,
+        trigger: CompiledTrigger,
+        headers: Mapping[str, str],
+        raw: bytes,
+        query: Mapping[str, str],
     ) -> ReplayKey:
         """The signed message's replay key; a refusal is counted by reason and answered with
         the same 401 as any bad credential."""
@@ -344,7 +349,8 @@ class HookReceiver:
         secrets = trigger.secrets_at(now)
         try:
             if trigger.hmac is not None:
-                return partner_hmac.verify(trigger.hmac, secrets, headers, raw, now=now)
+                scheme = trigger.hmac
+                return partner_hmac.verify(scheme, secrets, headers, raw, now=now, query=query)
             msg_id = webhook_signature.verify(secrets, headers, raw, now=now)
             return ReplayKey(msg_id, webhook_signature.ID_HEADER)
         except SignatureRejected as exc:
