@@ -49,7 +49,7 @@ def _run(command: str) -> dict[str, Any]:
 
 def test_the_page_has_an_example_per_partner_kind() -> None:
     assert len(_dry_runs()) >= 6
-    assert sum(1 for language, info, _ in BLOCKS if (language, info) == ("json", "signature")) == 8
+    assert sum(1 for language, info, _ in BLOCKS if (language, info) == ("json", "signature")) == 9
 
 
 @pytest.mark.parametrize(("command", "expected"), _dry_runs())
@@ -81,7 +81,8 @@ def test_signature_examples_verify(example: dict[str, Any]) -> None:
     scheme = scheme_from(example.get("scheme") or {"preset": example["preset"]})
     body = example["body"].encode()
     now = example.get("now", 1_795_685_112)
-    assert verify(scheme, [example["secret"]], example["headers"], body, now=now)
+    query = example.get("query")  # what a scheme signing query parameters reads
+    assert verify(scheme, [example["secret"]], example["headers"], body, now=now, query=query)
 
 
 def test_how_long_a_copy_of_a_message_signed_without_timestamp_is_refused_is_the_code_s() -> None:

@@ -19,6 +19,13 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.actions.action_secrets import ActionSecrets
+from gateway.actions.answer_rules import (
+    AnswerRule,
+    compile_rules,
+    kept_headers,
+    matching_rule,
+    status_listed,
+)
 from gateway.actions.flow_secrets import FlowSecrets
 from gateway.actions.signing import SigningSecrets
 from gateway.actions.xml_body import XmlBody, compile_xml_body
@@ -124,6 +131,8 @@ class Action:
     xml_body: XmlBody | None = None  # the body is this XML (SOAP) template, not JSON
     # On a success answer: a non-empty value is the partner refusing in a 2xx.
     error: Getter | None = field(default=None, repr=False, compare=False)
+    # Which answers are retried and which are final, before SPEC §5's defaults.
+    answer_rules: tuple[AnswerRule, ...] = ()
 
     @property
     def reads(self) -> bool:
@@ -135,13 +144,14 @@ class Action:
         for an idempotent DELETE) when it has one, and its `error` expression: a 2xx whose
         answer reports an error is a failure (not retried: the partner refused it), unless
         the error is the partner's throttle (`verdict.throttled`: MyGeotab answers its
-        `OverLimitException` with HTTP 200), which is a 429's: retried after its wait."""
+        `OverLimitException` with HTTP 200), which is a 429's: retried after its wait. An
+        answer rule that matches decides before all of these (`rule_verdict`)."""
+        if (ruled := self.rule_verdict(outcome)) is not None:
+            return ruled
         verdict = outcome.verdict
         status = outcome.status
         if status is not None and self.success:
-            if any(
-                status == s or (isinstance(s, str) and str(status)[0] == s[0]) for s in self.success
-            ):
+            if status_listed(status, self.success):
                 verdict = Verdict.SUCCESS
             elif verdict is Verdict.SUCCESS:
                 return Verdict.FAIL
@@ -152,6 +162,15 @@ class Action:
             if reported or self.unchecked(outcome):
                 return Verdict.FAIL
         return verdict
+
+    def matched_rule(self, outcome: Outcome) -> AnswerRule | None:
+        """The first of the action's answer rules that matches the answer, if any."""
+        return matching_rule(self.answer_rules, outcome) if self.answer_rules else None
+
+    def rule_verdict(self, outcome: Outcome) -> Verdict | None:
+        """`retry` or `fail` when an answer rule decides the answer, else None."""
+        rule = self.matched_rule(outcome)
+        return None if rule is None else rule.then
 
     def unchecked(self, outcome: Outcome) -> bool:
         """Whether a 2xx answer's body is unusable (not the JSON it claims, nested too deep,
@@ -354,6 +373,7 @@ class Catalog:
             read_only=bool(doc.get("read_only")),
             xml_body=self._xml_body(doc),
             error=compile_expression(doc["error"])[0] if doc.get("error") else None,
+            answer_rules=compile_rules(doc.get("answer_rules")),
         )
 
     def _xml_body(self, doc: Doc) -> XmlBody | None:
@@ -473,6 +493,8 @@ async def _build_request(
         body=body,
         timeout=partner.timeout if timeout is None else timeout,
         secrets=tuple(partner.secrets.values()),
+        answer_headers=kept_headers(action.answer_rules),
+        judge=action.rule_verdict if action.answer_rules else None,
     )
     return request, body
 

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from gateway.actions.action_secrets import action_context
+from gateway.actions.answer_rules import check_rules
 from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog
 from gateway.actions.ordering import place_of
@@ -45,6 +46,7 @@ _ACTION_FIELDS = (
     "read_only",
     "xml_body",
     "error",
+    "answer_rules",
 )
 
 
@@ -298,6 +300,9 @@ class ActionUseCases:
             # A partner that refuses in a 2xx (OneSignal, SOAP services, JSON-RPC) says so
             # in its answer: this expression finds it.
             "error": _error(check),
+            # Which answers are retried and which are final, where SPEC §5's defaults are
+            # wrong for the partner (a throttle in a 200, a SOAP 1.1 Client fault in a 500).
+            "answer_rules": check_rules(check.body.get("answer_rules"), check.problems),
         }
         if fields["write_back"] and not fields["response_mapping"]:
             check.add(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from gateway.actions.answer_rules import AnswerRule
 from gateway.actions.catalog import Catalog, Partner, build_request
 from gateway.actions.partner_calls import PartnerCalls
 from gateway.actions.signing import with_signature
@@ -125,7 +126,8 @@ class Proxy:
         asyncio.get_running_loop().call_soon(
             self._metrics.observe_partner_call, partner.id, "proxy", outcome, verdict
         )
-        _raise_for(partner, outcome, verdict, action.reported_error(outcome))
+        rule = action.matched_rule(outcome)
+        _raise_for(partner, outcome, verdict, action.reported_error(outcome), rule)
         data = outcome.json_body if outcome.readable else None
         if response_mapping is not None:
             data = _mapped(partner, response_mapping.map_response, data)
@@ -168,7 +170,11 @@ class Proxy:
 
 
 def _raise_for(
-    partner: Partner, outcome: Outcome, verdict: Verdict, reported: str | None = None
+    partner: Partner,
+    outcome: Outcome,
+    verdict: Verdict,
+    reported: str | None = None,
+    rule: AnswerRule | None = None,
 ) -> None:
     name = partner.name
     if (hold := outcome.hold) is not None:
@@ -193,7 +199,9 @@ def _raise_for(
         )
     if verdict is not Verdict.SUCCESS:
         said = ""
-        if verdict is Verdict.RETRY and 200 <= outcome.status < 300:
+        if rule is not None:  # the action's answer rule decided it: no retry here either way
+            said = rule.describe(outcome)
+        elif verdict is Verdict.RETRY and 200 <= outcome.status < 300:
             # A throttle answered as a success (`Action.verdict`): MyGeotab's OverLimitException
             names = ", ".join(error_names(outcome.json_body)) or "an error with Retry-After"
             said = f" asking to slow down: {names}"

@@ -30,6 +30,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets as _random
 import string
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,11 @@ ALGORITHMS: Final = ("sha1", "sha256", "sha512")
 ENCODINGS: Final = ("hex", "base64")
 SECRET_ENCODINGS: Final = ("text", "base64")
 PLACEHOLDERS: Final = ("body", "timestamp", "id")
+# `{query.NAME}`: a query parameter of the request, sent once (Mercado Pago signs `data.id`).
+QUERY_PLACEHOLDER: Final = "query."
+_QUERY_NAME: Final = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
+_MAX_QUERY_PLACEHOLDERS: Final = 4
+_MAX_QUERY_VALUE: Final = 200
 MAX_TOLERANCE: Final = 86_400
 _DIGEST_SIZES: Final = {name: hashlib.new(name).digest_size for name in ALGORITHMS}
 _MAX_ID: Final = 200
@@ -73,6 +79,16 @@ PRESETS: Final[dict[str, dict[str, Any]]] = {
     "fleetio": {"algorithm": "sha256", "header": "X-Fleetio-Webhook-Signature"},
     # sha256=<hex HMAC-SHA256 of the body>.
     "github": {"algorithm": "sha256", "header": "X-Hub-Signature-256", "prefix": "sha256="},
+    # x-signature: ts=<ts>,v1=<hex HMAC-SHA256 of "id:<data.id of the query>;request-id:
+    # <x-request-id>;ts:<ts>;">: a manifest, not the body (which is then not authenticated).
+    "mercadopago": {
+        "algorithm": "sha256",
+        "header": "x-signature",
+        "signature_field": "v1",
+        "timestamp_field": "ts",
+        "id_header": "x-request-id",
+        "signed_content": "id:{query.data.id};request-id:{id};ts:{timestamp};",
+    },
 }
 
 
@@ -122,14 +138,46 @@ class HmacScheme:
             raise ValueError("the secret is empty")
         return key
 
-    def content(self, body: bytes, timestamp: str = "", msg_id: str = "") -> bytes:
-        """What is signed: the body, or the signed-content template filled in."""
+    @property
+    def signs_body(self) -> bool:
+        """Whether the body is signed: a template without `{body}` (Mercado Pago's manifest of
+        ids and a timestamp) authenticates the sender and those values, not the body."""
+        return any(name == "body" for _, name in self._parts)
+
+    @property
+    def query_params(self) -> tuple[str, ...]:
+        """The query parameters the signed content names (`{query.data.id}` → `data.id`)."""
+        return tuple(
+            name.removeprefix(QUERY_PLACEHOLDER)
+            for _, name in self._parts
+            if name is not None and name.startswith(QUERY_PLACEHOLDER)
+        )
+
+    def content(
+        self,
+        body: bytes,
+        timestamp: str = "",
+        msg_id: str = "",
+        query: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """What is signed: the body, or the signed-content template filled in (`query`: the
+        values of the query parameters it names, by name)."""
         values = {"body": body, "timestamp": timestamp.encode(), "id": msg_id.encode()}
+        for name, value in (query or {}).items():
+            values[QUERY_PLACEHOLDER + name] = value.encode()
         return b"".join(literal + (values[name] if name else b"") for literal, name in self._parts)
 
-    def sign(self, key: bytes, body: bytes, *, timestamp: str = "", msg_id: str = "") -> str:
+    def sign(
+        self,
+        key: bytes,
+        body: bytes,
+        *,
+        timestamp: str = "",
+        msg_id: str = "",
+        query: Mapping[str, str] | None = None,
+    ) -> str:
         """The signature header's value, as the partner would send it."""
-        mac = hmac.digest(key, self.content(body, timestamp, msg_id), self.algorithm)
+        mac = hmac.digest(key, self.content(body, timestamp, msg_id, query), self.algorithm)
         encoded = mac.hex() if self.encoding == "hex" else base64.b64encode(mac).decode()
         return self.prefix + encoded
 
@@ -176,11 +224,26 @@ def _template(merged: Mapping[str, Any]) -> tuple[tuple[bytes, str | None], ...]
         raise SchemeError("signed_content", f"signed_content is malformed: {exc}") from None
     names = [name for _, name, _, _ in parsed if name is not None]
     for _, name, spec, conversion in parsed:
-        if name is not None and (name not in PLACEHOLDERS or spec or conversion):
-            message = "signed_content takes only {body}, {timestamp} and {id}"
+        if name is not None and (not _placeholder(name) or spec or conversion):
+            message = "signed_content takes only {body}, {timestamp}, {id} and {query.NAME}"
             raise SchemeError("signed_content", message)
-    if names.count("body") != 1:
-        raise SchemeError("signed_content", "signed_content has {body} exactly once")
+    queried = [name for name in names if name.startswith(QUERY_PLACEHOLDER)]
+    if len(queried) > _MAX_QUERY_PLACEHOLDERS or len(set(queried)) != len(queried):
+        message = (
+            f"signed_content names at most {_MAX_QUERY_PLACEHOLDERS} query parameters, each once"
+        )
+        raise SchemeError("signed_content", message)
+    if names.count("body") > 1:
+        raise SchemeError("signed_content", "signed_content has {body} at most once")
+    if "body" not in names and ("timestamp" not in names or not ("id" in names or queried)):
+        # Without the body (Mercado Pago's manifest), a signed timestamp bounds how long a
+        # captured call verifies, and a signed id or query value says which message it is:
+        # a signature of a timestamp alone would stand for any body.
+        message = (
+            "signed_content without {body} needs {timestamp}, and {id} or a {query.NAME}, "
+            "so that a copy goes stale and names its message"
+        )
+        raise SchemeError("signed_content", message)
     if merged.get("timestamp_field") and not merged.get("signature_field"):
         message = "timestamp_field names a pair of the signature header: set signature_field"
         raise SchemeError("timestamp_field", message)
@@ -203,6 +266,13 @@ def _template(merged: Mapping[str, Any]) -> tuple[tuple[bytes, str | None], ...]
     return tuple((literal.encode(), name) for literal, name, _, _ in parsed)
 
 
+def _placeholder(name: str) -> bool:
+    if name in PLACEHOLDERS:
+        return True
+    param = name.removeprefix(QUERY_PLACEHOLDER)
+    return name.startswith(QUERY_PLACEHOLDER) and bool(_QUERY_NAME.fullmatch(param))
+
+
 def generate_secret(scheme: HmacScheme) -> str:
     """A new secret for a partner to sign with: 32 random bytes, as the scheme reads it."""
     raw = _random.token_bytes(32)
@@ -216,6 +286,7 @@ def verify(
     body: bytes,
     *,
     now: float,
+    query: Mapping[str, str] | None = None,
 ) -> ReplayKey:
     """Check a signed request; return its replay key: a request sent again, by the partner or
     by someone who captured it, is answered from the first one instead of being written twice.
@@ -237,8 +308,9 @@ def verify(
         msg_id = _required(headers, scheme.id_header)
         if len(msg_id) > _MAX_ID or not msg_id.isascii() or not msg_id.isprintable():
             raise SignatureRejected("malformed", "the message id is not printable ASCII")
+    signed_query = _signed_query(scheme, query or {})
     offered = [_decoded(scheme, text) for text in offered_texts]
-    content = scheme.content(body, timestamp, msg_id)
+    content = scheme.content(body, timestamp, msg_id, signed_query)
     matched: list[bytes] = []
     usable = False
     for secret in secrets:
@@ -260,6 +332,8 @@ def verify(
     if msg_id:
         return ReplayKey(f"id:{msg_id}", scheme.id_header or "message id", verifies_until=until)
     named = "signed timestamp and body" if timestamp else "signed body"
+    if not scheme.signs_body:
+        named = "signed timestamp and query"
     # Until 2026-12-05 the key was the first signature offered (a junk one let a copy in),
     # exactly `sig:<timestamp>:<its hex>`: copies of messages written before are found under
     # their matching signature's key, or under the first offered one when it matched none
@@ -275,6 +349,24 @@ def verify(
         legacy_offered=None if first in legacy else first,
         verifies_until=until,
     )
+
+
+def _signed_query(scheme: HmacScheme, query: Mapping[str, str]) -> dict[str, str]:
+    """The values of the query parameters the scheme signs: each given once, else the call is
+    refused (which one is signed would be a guess)."""
+    values = {}
+    getall = getattr(query, "getall", None)
+    for name in scheme.query_params:
+        if getall is not None:
+            given = list(getall(name, ()))
+        else:
+            given = [query[name]] if name in query else []
+        if not given:
+            raise SignatureRejected("missing", f"missing query parameter {name}")
+        if len(given) > 1 or len(given[0]) > _MAX_QUERY_VALUE:
+            raise SignatureRejected("malformed", f"query parameter {name} is not one short value")
+        values[name] = given[0]
+    return values
 
 
 def _offered(scheme: HmacScheme, text: str, now: float) -> tuple[list[str], str]:

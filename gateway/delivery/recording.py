@@ -369,6 +369,14 @@ _REASON = 200  # characters of a refusal's answer quoted in last_error
 
 def _error_text(outcome: Outcome, action: Action, verdict: Verdict) -> str:
     status = outcome.status
+    if (rule := action.matched_rule(outcome)) is not None:
+        # The action's own rule decided it: named, with what its body expression found, else
+        # the answer's start, as a refusal's.
+        said = rule.describe(outcome)
+        if rule.body is None:
+            excerpt = " ".join(outcome.redacted_excerpt().split())[:_REASON]
+            said += f": {excerpt}" if excerpt else ""
+        return f"partner answered {status}{said}"
     if verdict is Verdict.RETRY and status is not None and 200 <= status < 300:
         # A throttle answered as a success (`Action.verdict`): MyGeotab's OverLimitException
         names = ", ".join(error_names(outcome.json_body)) or "an error with Retry-After"

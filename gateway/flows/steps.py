@@ -218,14 +218,16 @@ class StepRunner:
         if (hold := outcome.hold) is not None:  # our own guard: nothing went out
             wait = Wait(action.retry_schedule, hold.describe(), hold.seconds, held=True)
             return StepOutcome(wait=wait)
+        rule = action.matched_rule(outcome)  # the action's answer rule, named when it decided
+        ruled = "" if rule is None else rule.describe(outcome)
         if verdict is Verdict.RETRY:
-            detail = f"{partner.name}: {_said(outcome.status, outcome.message)}"
+            detail = f"{partner.name}: {_said(outcome.status, outcome.message)}{ruled}"
             retry_after = outcome.retry_after(now)
             return StepOutcome(wait=Wait(action.retry_schedule, detail, retry_after))
         if verdict is not Verdict.SUCCESS:
             reported = action.reported_error(outcome)
-            said = _said(outcome.status, outcome.message)
-            if reported is not None:
+            said = _said(outcome.status, outcome.message) + ruled
+            if reported is not None and rule is None:
                 said += f" reporting an error: {reported}"
             raise StepFailed(f"{partner.name}: {said}")
         answer = outcome.json_body if outcome.readable else None

@@ -115,6 +115,10 @@ class OutboundRequest:
     # Response headers kept in `Outcome.headers` besides KEPT_HEADERS, each field of a name
     # joined with ", " (a schedule's next page named in `Link`: `schedules/calls.py`).
     answer_headers: tuple[str, ...] = ()
+    # The action's own verdict on an answer where one of its answer rules decides it, else
+    # None (`actions/answer_rules.py`): what the partner's breaker counts, so a final SOAP
+    # fault in a 500 is an answer, not a failure.
+    judge: Callable[[Outcome], Verdict | None] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +243,13 @@ class Outcome:
         body = self.json_body if self.is_json else None
         has_wait = self.headers.get("Retry-After") is not None
         return throttled(self.status, body, retry_after=has_wait, reported=reported)
+
+
+def _judged(request: OutboundRequest, outcome: Outcome) -> Verdict:
+    """The verdict on an answer for the partner's breaker: the action's answer rule's when
+    one decides it (`OutboundRequest.judge`), else the status's."""
+    judged = request.judge(outcome) if request.judge is not None else None
+    return outcome.verdict if judged is None else judged
 
 
 def _not_sent(error: ErrorKind, message: str, retry_in: float) -> Outcome:
@@ -498,7 +509,7 @@ class Sender:
         finally:
             if outcome is None or not outcome.sent:
                 breaker.release(permit)
-            elif outcome.verdict is Verdict.RETRY:
+            elif _judged(request, outcome) is Verdict.RETRY:
                 breaker.record_failure(permit)
             else:  # answered, even with a 4xx: the partner is up
                 breaker.record_success(permit)

@@ -157,7 +157,8 @@ async def request_for(
     request = replace(request, query=query_items, answer_is_data=True)
     if follow is not None:
         where, _, name = follow.partition(".")
-        request = replace(request, answer_headers=(name,) if where == "header" else ())
+        if where == "header":
+            request = replace(request, answer_headers=(*request.answer_headers, name))
         if cursor is not None:  # the partner's next page, as it named it (`next_url`)
             request = replace(request, url=str(cursor), query=())
     return request

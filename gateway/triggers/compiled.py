@@ -56,6 +56,8 @@ class CompiledTrigger:
     params: Mapping[str, Any] = field(default_factory=dict)
     partner_jwt: PartnerJwtVerifier | None = None
     hmac: HmacScheme | None = None
+    # `shared_secret`: the header the partner sends its secret in (one of `webhook_secrets`).
+    secret_header: str | None = None
     # (secret, valid until as a Unix time or None): several while a secret rotates.
     webhook_secrets: tuple[tuple[str, float | None], ...] = field(default=(), repr=False)
     target: str = "entities"  # or "positions": fixes appended to vehicles' tracks (SPEC §6)
@@ -114,6 +116,7 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         token_param=auth.get("token_in_query"),
         partner_jwt=_stored_verifier(auth, fetch) if auth["mode"] == "partner_jwt" else None,
         hmac=scheme_from(auth) if auth["mode"] == "hmac" else None,
+        secret_header=auth.get("header") if auth["mode"] == "shared_secret" else None,
         webhook_secrets=open_secrets(doc, box),
     )
 

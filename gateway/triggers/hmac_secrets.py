@@ -5,6 +5,7 @@ so a stored secret can never fail a partner's request later."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -14,6 +15,8 @@ from gateway.formats.json_tree import is_text
 from gateway.schemas.compiled import invalid
 
 MAX_SECRET: Final = 1024
+# A `shared_secret` trigger's secret: what a header carries whole, long enough not to guess.
+SHARED_SECRET: Final = re.compile(r"[\x21-\x7e]{16,1024}")
 SIGNED_MODES: Final = ("hmac", "webhook_signature")
 # The members of `auth` a stored secret is keyed by: a change of one is what a kept secret
 # may no longer fit (`rekeyed`; `kept_secret_problems` points at it).
@@ -49,8 +52,17 @@ def secret_problems(auth: Mapping[str, Any], secret: str, at: str) -> list[Field
             partner_hmac.scheme_from(auth).key(secret)
         elif mode == "webhook_signature":
             webhook_signature.secret_key(secret)
+        elif mode == "shared_secret":
+            if not SHARED_SECRET.fullmatch(secret):
+                raise ValueError(
+                    "a shared secret is 16 to 1024 visible ASCII characters, no blanks (it is "
+                    "sent in a header)"
+                )
         else:
-            message = f"{at}: only hmac and webhook_signature triggers take a partner's secret"
+            message = (
+                f"{at}: only hmac, webhook_signature and shared_secret triggers take a "
+                "partner's secret"
+            )
             return [FieldProblem(at, message, "mode")]
     except ValueError as exc:
         return [FieldProblem(at, f"{at}: {exc}", "secret")]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import logging
 import math
 import re
@@ -302,7 +303,11 @@ class HookReceiver:
     async def _authenticate(self, trigger: CompiledTrigger, gate: Doc, call: HookCall) -> _Admitted:
         if trigger.auth_mode in SIGNED_MODES:
             raw = await call.body.read(trigger.max_body_bytes)
-            return _Admitted(trigger, raw, self._verify_signature(trigger, call.headers, raw))
+            replay = self._verify_signature(trigger, call.headers, raw, call.query)
+            return _Admitted(trigger, raw, replay)
+        if trigger.secret_header is not None:
+            self._check_shared_secret(trigger, call.headers)
+            return _Admitted(trigger)
         token = bearer_token(call.headers)
         if token is None and trigger.token_param is not None:
             given = _all_of(call.query, trigger.token_param)
@@ -332,7 +337,11 @@ class HookReceiver:
         return _Admitted(trigger)
 
     def _verify_signature(
-        self, trigger: CompiledTrigger, headers: Mapping[str, str], raw: bytes
+        self,
+        trigger: CompiledTrigger,
+        headers: Mapping[str, str],
+        raw: bytes,
+        query: Mapping[str, str],
     ) -> ReplayKey:
         """The signed message's replay key; a refusal is counted by reason and answered with
         the same 401 as any bad credential."""
@@ -340,7 +349,8 @@ class HookReceiver:
         secrets = trigger.secrets_at(now)
         try:
             if trigger.hmac is not None:
-                return partner_hmac.verify(trigger.hmac, secrets, headers, raw, now=now)
+                scheme = trigger.hmac
+                return partner_hmac.verify(scheme, secrets, headers, raw, now=now, query=query)
             msg_id = webhook_signature.verify(secrets, headers, raw, now=now)
             return ReplayKey(msg_id, webhook_signature.ID_HEADER)
         except SignatureRejected as exc:
@@ -356,6 +366,26 @@ class HookReceiver:
                     extra={"trigger": trigger.id},
                 )
             raise denied() from None
+
+    def _check_shared_secret(self, trigger: CompiledTrigger, headers: Mapping[str, str]) -> None:
+        """The partner's header holds one of the trigger's live secrets, compared in constant
+        time with each (every one compared, so the time tells none of them); a header given
+        twice is refused as a wrong secret is. A refusal is counted by reason and answered
+        with the same 401 as any bad credential."""
+        assert trigger.secret_header is not None
+        sent = _all_of(headers, trigger.secret_header)
+        reason = "missing" if not sent else "malformed" if len(sent) > 1 else None
+        if reason is None:
+            given = sent[0].strip().encode("utf-8", "surrogateescape")
+            matched = False
+            for secret in trigger.secrets_at(self._clock()):
+                matched |= hmac.compare_digest(given, secret.encode())
+            reason = None if matched else "mismatch"
+        if reason is not None:
+            self._metrics.trigger_signature_rejections.labels(
+                self._metrics.trigger_label(trigger.id), reason
+            ).inc()
+            raise denied()
 
     async def _refusal(self, token: str | None, trigger_id: str) -> GatewayError:
         """403 for a live token of another trigger (whatever `trigger_id` names), else 401."""

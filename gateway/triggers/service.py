@@ -381,9 +381,11 @@ class TriggerService:
                 now=now.timestamp(),
             )
             return token, None
-        if mode in ("webhook_signature", "hmac"):
+        if mode in ("webhook_signature", "hmac", "shared_secret"):
             if given is not None:
                 secret = given
+            elif mode == "shared_secret":
+                secret = _random.token_hex(32)  # 64 characters: what Asaas and GitLab take
             elif mode == "hmac":
                 secret = partner_hmac.generate_secret(partner_hmac.scheme_from(doc["auth"]))
             else:

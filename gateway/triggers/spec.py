@@ -30,7 +30,26 @@ from gateway.schemas.registry import reference_field
 from gateway.store import Doc
 from gateway.store.entities import FILTERABLE
 
-AUTH_MODES: Final = ("token", "partner_jwt", "webhook_signature", "hmac")
+AUTH_MODES: Final = ("token", "partner_jwt", "webhook_signature", "hmac", "shared_secret")
+# Headers that say something else to the gateway or its proxies: no shared secret goes there.
+_NOT_SECRET_HEADERS: Final = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "host",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "idempotency-key",
+        "user-agent",
+        "referer",
+        "forwarded",
+        "x-forwarded-for",
+        "x-request-id",
+    }
+)
 # The modes whose credential is a signature of the body.
 SIGNED_MODES: Final = frozenset({"webhook_signature", "hmac"})
 TARGETS: Final = ("entities", "positions")
@@ -231,6 +250,7 @@ def check_spec(
         *_partner_keys_worded(_VALIDATOR.validate(_without_secret(spec)), spec),
         *_secret_problems(spec),
         *_charset_problems(spec),
+        *_shared_secret_problems(spec),
         *((*_signed_get_problems(spec), *_token_param_problems(spec)) if access_rules else ()),
     ]
     for name, ceiling, setting in (
@@ -319,6 +339,22 @@ def read_params(spec: Mapping[str, Any]) -> frozenset[str]:
     return frozenset({*PAGE_PARAMS, *FILTERABLE[etype], reference_field(etype)})
 
 
+def _shared_secret_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
+    """A `shared_secret` trigger names the header its partner sends the secret in (Asaas's
+    `asaas-access-token`, GitLab's `X-Gitlab-Token`), not one that means something else."""
+    auth = spec.get("auth")
+    if not isinstance(auth, Mapping) or auth.get("mode") != "shared_secret":
+        return []
+    header = auth.get("header")
+    if header is None:
+        message = "/auth/header: the header the partner sends its secret in, e.g. X-Gitlab-Token"
+        return [FieldProblem("/auth/header", message, "required")]
+    if isinstance(header, str) and header.lower() in _NOT_SECRET_HEADERS:
+        message = f"/auth/header: {header!r} is not for a secret; name the partner's own header"
+        return [FieldProblem("/auth/header", message, "not")]
+    return []
+
+
 def _token_param_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
     """A token parameter named like a parameter the reads take would hide it: the filter
     dropped (every entity answered) or paging broken (`?limit=<token>`)."""
@@ -384,6 +420,8 @@ def document(
     if mode == "partner_jwt":
         stored_auth.update({k: auth.get(k) for k in _PARTNER_JWT_FIELDS})
         stored_auth["algorithms"] = auth.get("algorithms") or ["RS256", "ES256", "EdDSA"]
+    if mode == "shared_secret":  # the header; its secret is sealed by the caller
+        stored_auth["header"] = auth.get("header")
     if mode == "hmac":  # never `secret`: a partner's secret is sealed by the caller
         stored_auth.update({k: auth.get(k) for k in HMAC_FIELDS})
     doc: Doc = {

@@ -47,6 +47,8 @@ def curl_example(trigger: dict[str, Any], token: str | None, secret: str | None)
     elif mode == "hmac":
         header = auth.get("header") or PRESETS.get(auth.get("preset") or "", {}).get("header")
         headers = [shlex.quote(f"{header or 'X-Signature'}: <signature of {payload}>")]
+    elif mode == "shared_secret":  # the partner's own header (X-Gitlab-Token)
+        headers = [shlex.quote(f"{auth.get('header')}: {secret or '<the secret>'}")]
     elif mode == "partner_jwt":
         headers = [shlex.quote("Authorization: Bearer <your JWT>")]
     elif not auth.get("token_in_query"):  # a device given the URL with the token sends none

@@ -40,6 +40,7 @@ AUTH_FIELDS: Final = (
     "auth.mode",
     "auth.preset",
     "auth.secret",
+    "auth.header",
     "auth.jwks_url",
     "auth.public_key_pem",
     "auth.audience",

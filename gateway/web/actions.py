@@ -24,6 +24,52 @@ from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object, unknown_members
 from gateway.web.state import services_of
 
+_STATUSES: dict[str, Any] = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 50,
+    "items": {
+        "anyOf": [
+            {"type": "integer", "minimum": 100, "maximum": 599},
+            {"type": "string", "pattern": "^[1-5]xx$"},
+        ]
+    },
+}
+ANSWER_RULES: dict[str, Any] = {
+    "type": ["array", "null"],
+    "maxItems": 20,
+    "description": "which partner answers are retried and which are final, before the "
+    "defaults (5xx, 408, 425, 429 retried; other 4xx final): the first rule matching the "
+    "answer's status, and its header and body when given, decides (docs/actions.md)",
+    "items": {
+        "type": "object",
+        "required": ["status", "then"],
+        "additionalProperties": False,
+        "properties": {
+            "status": _STATUSES,
+            "then": {"enum": ["retry", "fail"]},
+            "body": {
+                "type": "string",
+                "description": "JMESPath on the parsed answer (JSON, or an XML answer's tree): "
+                "matches when it finds a value that is not null, false, empty text, [] or {}",
+            },
+            "header": {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$"},
+                    "value": {
+                        "type": "string",
+                        "maxLength": 200,
+                        "description": "the header's value, blanks around it ignored; "
+                        "without one, the header present is enough",
+                    },
+                },
+            },
+        },
+    },
+}
 ACTION: dict[str, Any] = {
     "type": "object",
     "required": ["name", "partner_id", "method", "mode"],
@@ -58,6 +104,7 @@ ACTION: dict[str, Any] = {
             "refused the request in a 2xx (OneSignal's errors, a SOAP <sucesso>false</sucesso>, "
             "JSON-RPC's error): a failure, not retried",
         },
+        "answer_rules": ANSWER_RULES,
         "xml_body": {
             "type": ["object", "null"],
             "description": "send an XML (SOAP) body: a Jinja2 template autoescaped for XML, "

@@ -1,0 +1,215 @@
+"""An action's answer rules: which partner answers are retried and which are final, told by
+the status, a header and the parsed body, before SPEC §5's defaults (`verdict.classify`).
+
+A rule is `{"status": [...], "body": <JMESPath>, "header": {"name", "value"}, "then":
+"retry" | "fail"}`; the first rule that matches an answer decides. The body is the answer as
+the sender read it once, capped and parsed (JSON, or an XML answer's tree): a rule reads
+that tree, never the connection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from gateway.errors import FieldProblem
+from gateway.formats.json_tree import is_text, whole_number
+from gateway.mapping.expressions import Getter, Run, compile_expression, is_truthy
+from gateway.mapping.model import EvalError, LimitExceeded
+from gateway.outbound.verdict import Verdict
+
+if TYPE_CHECKING:
+    from gateway.outbound.sender import Outcome
+
+MAX_RULES: Final = 20
+_MEMBERS: Final = frozenset({"status", "body", "header", "then"})
+_THEN: Final = {"retry": Verdict.RETRY, "fail": Verdict.FAIL}
+_STATUS_CLASS = re.compile(r"^[1-5]xx$")
+# RFC 9110 token; not a header that carries a credential or a cookie (never kept).
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+_SECRET_HEADERS: Final = frozenset(
+    {"authorization", "proxy-authorization", "set-cookie", "cookie", "www-authenticate"}
+)
+_QUOTED = 200  # characters of what a body rule found, quoted in an error
+
+
+def status_listed(status: int, listed: Sequence[int | str]) -> bool:
+    """Whether `status` is in a list of codes and classes (`[201, "4xx"]`)."""
+    return any(status == s or (isinstance(s, str) and str(status)[0] == s[0]) for s in listed)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRule:
+    index: int
+    statuses: tuple[int | str, ...]
+    then: Verdict  # RETRY or FAIL
+    header: str | None = None
+    header_value: str | None = None  # None: the header present is enough
+    body: Getter | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return f"answer_rules/{self.index}"
+
+    def matches(self, outcome: Outcome) -> bool:
+        status = outcome.status
+        if status is None or not status_listed(status, self.statuses):
+            return False
+        if self.header is not None:
+            said = outcome.headers.get(self.header)
+            if said is None:
+                return False
+            if self.header_value is not None and said.strip() != self.header_value:
+                return False
+        return self.body is None or self.found(outcome) is not None
+
+    def found(self, outcome: Outcome) -> Any:
+        """What the body expression finds in the parsed answer (None: nothing, an unreadable
+        body, or an expression that fails on it, as the action's `error` expression)."""
+        if self.body is None or not outcome.readable:
+            return None
+        try:
+            value = self.body(outcome.json_body, Run())
+        except (EvalError, LimitExceeded):
+            return None
+        return value if is_truthy(value) else None
+
+    def describe(self, outcome: Outcome) -> str:
+        """` (retry: answer_rules/0): ["Throttled"]`: the rule, and what its body expression
+        found (already masked of what we sent: the sender redacts the parsed answer)."""
+        said = f" ({'retry' if self.then is Verdict.RETRY else 'final'}: {self.name})"
+        found = self.found(outcome)
+        if found is None:
+            return said
+        text = found if isinstance(found, str) else orjson.dumps(found, default=str).decode()
+        return f"{said}: {text[:_QUOTED]}"
+
+
+def matching_rule(rules: Sequence[AnswerRule], outcome: Outcome) -> AnswerRule | None:
+    """The first rule that matches an answer; None without an answer or a match."""
+    if outcome.status is None:
+        return None
+    return next((rule for rule in rules if rule.matches(outcome)), None)
+
+
+def kept_headers(rules: Sequence[AnswerRule]) -> tuple[str, ...]:
+    """The answer headers the rules read, kept with the outcome besides the usual ones."""
+    return tuple(dict.fromkeys(r.header for r in rules if r.header is not None))
+
+
+def compile_rules(stored: Sequence[Mapping[str, Any]] | None) -> tuple[AnswerRule, ...]:
+    """Stored (checked) rules as ready objects: compiled once per action."""
+    if not stored:
+        return ()
+    rules = []
+    for index, rule in enumerate(stored):
+        header = rule.get("header") or {}
+        rules.append(
+            AnswerRule(
+                index=index,
+                statuses=tuple(rule["status"]),
+                then=_THEN[rule["then"]],
+                header=header.get("name"),
+                header_value=header.get("value"),
+                body=compile_expression(rule["body"])[0] if rule.get("body") else None,
+            )
+        )
+    return tuple(rules)
+
+
+def check_rules(value: Any, problems: list[FieldProblem]) -> list[dict[str, Any]] | None:
+    """`answer_rules` as stored, or None (absent, or refused: its problems added, each
+    naming the member, `/answer_rules/0/body`)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_RULES:
+        problems.append(
+            FieldProblem(
+                "/answer_rules",
+                f"answer_rules is a list of at most {MAX_RULES} rules "
+                '({"status": [...], "then": "retry" | "fail", "body"?, "header"?})',
+                "type",
+            )
+        )
+        return None
+    before = len(problems)
+    rules = [_check_rule(f"/answer_rules/{i}", rule, problems) for i, rule in enumerate(value)]
+    if len(problems) > before:
+        return None
+    return [r for r in rules if r is not None]
+
+
+def _check_rule(at: str, rule: Any, problems: list[FieldProblem]) -> dict[str, Any] | None:
+    if not isinstance(rule, dict):
+        problems.append(FieldProblem(at, "a rule is an object", "type"))
+        return None
+    _unknown(at, rule, _MEMBERS, problems)
+    checked: dict[str, Any] = {
+        "status": _check_status(at, rule.get("status"), problems),
+        "then": rule.get("then"),
+    }
+    if rule.get("then") not in _THEN:
+        problems.append(FieldProblem(f"{at}/then", 'then is "retry" or "fail"', "enum"))
+    if (body := rule.get("body")) is not None:
+        if not is_text(body) or not body.strip():
+            problems.append(FieldProblem(f"{at}/body", "body is a JMESPath expression", "type"))
+        elif compile_expression(body)[0] is None:
+            why = compile_expression(body)[1]
+            problems.append(FieldProblem(f"{at}/body", f"body: {why}", "expression"))
+        checked["body"] = body
+    if (header := rule.get("header")) is not None:
+        checked["header"] = _check_header(f"{at}/header", header, problems)
+    return checked
+
+
+def _check_status(at: str, status: Any, problems: list[FieldProblem]) -> list[int | str] | None:
+    if (
+        isinstance(status, list)
+        and status
+        and len(status) <= 50
+        and all(
+            ((code := whole_number(s)) is not None and 100 <= code <= 599)
+            or (isinstance(s, str) and _STATUS_CLASS.match(s))
+            for s in status
+        )
+    ):
+        return [s if isinstance(s, str) else int(s) for s in status]
+    problems.append(
+        FieldProblem(
+            f"{at}/status", 'status is a list of status codes or classes like "5xx"', "type"
+        )
+    )
+    return None
+
+
+def _check_header(at: str, header: Any, problems: list[FieldProblem]) -> dict[str, Any] | None:
+    if not isinstance(header, dict):
+        problems.append(FieldProblem(at, 'header is {"name": ..., "value"?: ...}', "type"))
+        return None
+    _unknown(at, header, ("name", "value"), problems)
+    name, value = header.get("name"), header.get("value")
+    if not is_text(name) or not _HEADER_NAME.match(name):
+        problems.append(FieldProblem(f"{at}/name", "name is a header name", "pattern"))
+    elif name.lower() in _SECRET_HEADERS:
+        problems.append(
+            FieldProblem(f"{at}/name", f"{name} may carry a credential: it is not read", "enum")
+        )
+    if value is not None and (not is_text(value) or len(value) > 200):
+        problems.append(
+            FieldProblem(f"{at}/value", "value is text of at most 200 characters", "type")
+        )
+    return {"name": name, **({"value": value.strip()} if is_text(value) else {})}
+
+
+def _unknown(
+    at: str, given: Mapping[str, Any], known: Collection[str], problems: list[FieldProblem]
+) -> None:
+    problems.extend(
+        FieldProblem(f"{at}/{key}", f"unknown field {key!r}", "additionalProperties")
+        for key in given
+        if key not in known
+    )

@@ -1,0 +1,245 @@
+"""An action's answer rules: a partner whose protocol puts the verdict in the body or a header
+(a GraphQL throttle in a 200, a SOAP 1.1 Client fault in a 500, a 403 with Retry-After) is
+retried or failed as the rule says, by the delivery worker and the proxy; without a matching
+rule SPEC §5's defaults hold."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.delivery.worker import DeliveryWorker
+from gateway.web.state import services_key
+from tests.partner_double import (
+    FakeClock,
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    create_vehicle,
+    partner,
+)
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+
+# Shopify Admin GraphQL's throttle: HTTP 200, no Retry-After.
+THROTTLED = {
+    "errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+    "extensions": {"cost": {"throttleStatus": {"currentlyAvailable": 3, "restoreRate": 100.0}}},
+}
+GRAPHQL_RULES = [
+    {"status": ["2xx"], "body": "errors[?extensions.code == 'THROTTLED']", "then": "retry"}
+]
+
+
+def _fault(code: str, text: str) -> bytes:
+    return (
+        "<?xml version='1.0' encoding='UTF-8'?>"
+        '<S:Envelope xmlns:S="http://schemas.xmlsoap.org/soap/envelope/"><S:Body><S:Fault>'
+        f"<faultcode>S:{code}</faultcode><faultstring>{text}</faultstring>"
+        "</S:Fault></S:Body></S:Envelope>"
+    ).encode()
+
+
+SOAP_RULES = [
+    {
+        "status": [500],
+        "body": "ends_with(Envelope.Body.Fault.faultcode, 'Client') "
+        "&& Envelope.Body.Fault.faultstring",
+        "then": "fail",
+    }
+]
+XML = {"Content-Type": "text/xml; charset=utf-8"}
+GITHUB_RULES = [
+    {"status": [403], "header": {"name": "Retry-After"}, "then": "retry"},
+    {"status": [403], "header": {"name": "X-RateLimit-Remaining", "value": "0"}, "then": "retry"},
+]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def worker(client: Client, clock: FakeClock) -> DeliveryWorker:
+    worker = client.app[services_key].delivery_worker
+    worker.clock = clock
+    worker.rng = lambda: 0.5
+    return worker
+
+
+async def _deliver(client: Client, worker: DeliveryWorker) -> Counter[str]:
+    await client.app[services_key].relay.run_until_idle()
+    return await worker.run_until_idle()
+
+
+async def _setup(client: Client, partner: Partner, **action: Any) -> dict[str, Any]:
+    made = await create_partner(client, partner.url)
+    doc = await create_action(client, made["id"], **action)
+    await create_subscription(client, doc["id"], event_types=("entity.created",))
+    return made
+
+
+async def _only_delivery(client: Client) -> dict[str, Any]:
+    response = await client.get("/api/v1/deliveries", headers=auth())
+    [item] = (await response.json())["items"]  # the only one, when read
+    return dict(item)
+
+
+async def test_a_graphql_throttle_in_a_200_is_retried_when_a_rule_says_so(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    await _setup(client, partner, error="errors", answer_rules=GRAPHQL_RULES, retry_schedule=[60])
+    partner.respond_with(200, {"data": {"metafieldsSet": {"userErrors": []}}})
+    partner.respond_with(200, THROTTLED, times=1)
+    await create_vehicle(client)
+
+    assert await _deliver(client, worker) == Counter(retry=1)
+    pending = await _only_delivery(client)
+    assert pending["status"] == "pending"
+    assert pending["last_error"].startswith(
+        'partner answered 200 (retry: answer_rules/0): [{"message":"Throttled"'
+    )
+    clock.advance(60)
+    assert await worker.run_until_idle() == Counter(succeeded=1)
+
+
+async def test_a_soap_client_fault_in_a_500_is_final_and_leaves_the_partner_healthy(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    made = await _setup(client, partner, answer_rules=SOAP_RULES)
+    partner.respond_with(500, raw=_fault("Client", "Placa ABC1D23 desconhecida"), headers=XML)
+    await create_vehicle(client)
+
+    assert await _deliver(client, worker) == Counter(failed=1)
+    failed = await _only_delivery(client)
+    assert failed["attempt_count"] == 1
+    assert failed["last_error"] == (
+        "partner answered 500 (final: answer_rules/0): Placa ABC1D23 desconhecida"
+    )
+    stored = await (await client.get(f"/api/v1/partners/{made['id']}", headers=auth())).json()
+    assert stored["failing_since"] is None  # a refusal, not an outage
+
+    # Nor a failure for its circuit breaker (5 in a row open it): six more bad records are
+    # each sent and refused, none held by an open circuit.
+    for n in range(6):
+        await create_vehicle(client, plate=f"ABC1D3{n}")
+    assert await _deliver(client, worker) == Counter(failed=6)
+    assert len(partner.requests) == 7
+
+
+async def test_a_soap_server_fault_no_rule_matches_keeps_the_default_retry(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    await _setup(client, partner, answer_rules=SOAP_RULES)
+    partner.respond_with(500, raw=_fault("Server", "banco fora do ar"), headers=XML)
+    await create_vehicle(client)
+
+    # SPEC §5's default schedule: retried at once, then after 5 s
+    assert await _deliver(client, worker) == Counter(retry=2)
+    pending = await _only_delivery(client)
+    assert (pending["status"], pending["last_error"]) == ("pending", "partner answered 500")
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [({"Retry-After": "90"}, 90), ({"X-RateLimit-Remaining": "0"}, 5)],
+)
+async def test_a_403_a_rule_names_by_its_header_is_retried_after_its_wait(
+    client: Client,
+    partner: Partner,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    headers: dict[str, str],
+    wait: int,
+) -> None:
+    await _setup(client, partner, answer_rules=GITHUB_RULES, retry_schedule=[5])
+    limited = {"message": "You have exceeded a secondary rate limit."}
+    partner.respond_with(403, limited, headers=headers, times=1)
+    await create_vehicle(client)
+
+    assert await _deliver(client, worker) == Counter(retry=1)
+    pending = await _only_delivery(client)
+    due = datetime.fromisoformat(pending["next_attempt_at"]) - clock()
+    assert timedelta(seconds=wait - 2) <= due <= timedelta(seconds=wait + 1), due
+    clock.advance(wait + 1)
+    assert await worker.run_until_idle() == Counter(succeeded=1)
+
+
+async def test_a_403_no_rule_matches_still_fails_at_once(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    await _setup(client, partner, answer_rules=GITHUB_RULES)
+    partner.respond_with(403, {"message": "Resource not accessible by integration"})
+    await create_vehicle(client)
+
+    assert await _deliver(client, worker) == Counter(failed=1)
+
+
+async def test_the_proxy_answers_502_naming_the_rule_for_a_throttle_in_a_200(
+    client: Client, partner: Partner
+) -> None:
+    made = await create_partner(client, partner.url)
+    proxy = await create_action(
+        client, made["id"], name="ask", mode="proxy", answer_rules=GRAPHQL_RULES
+    )
+    partner.respond_with(200, THROTTLED)
+    invoked = await client.post(
+        f"/api/v1/actions/{proxy['id']}/invoke", headers=auth(), json={"payload": {}}
+    )
+    assert invoked.status == 502
+    problem = await invoked.json()
+    assert problem["detail"].startswith(
+        f"partner {made['name']} answered 200 (retry: answer_rules/0): "
+    )
+    assert problem["partner_status"] == 200
+
+
+async def test_rules_are_checked_when_saved_each_problem_naming_its_member(
+    client: Client, partner: Partner
+) -> None:
+    made = await create_partner(client, partner.url)
+    rules = [
+        {"status": [500], "body": "Envelope.Body.Fault[", "then": "fail"},
+        {"status": ["6xx"], "then": "later"},
+        {"status": [401], "header": {"name": "WWW-Authenticate"}, "then": "retry", "x": 1},
+    ]
+    body = {"name": "a", "partner_id": made["id"], "method": "POST", "mode": "deliver"}
+    response = await client.post(
+        "/api/v1/actions", headers=auth(), json={**body, "answer_rules": rules}
+    )
+    assert response.status == 422
+    assert response.content_type == "application/problem+json"
+    pointers = {e["pointer"] for e in (await response.json())["errors"]}
+    assert pointers == {
+        "/answer_rules/0/body",
+        "/answer_rules/1/status",
+        "/answer_rules/1/then",
+        "/answer_rules/2/header/name",
+        "/answer_rules/2/x",
+    }
+
+    saved = await create_action(client, made["id"], answer_rules=GITHUB_RULES)
+    assert saved["answer_rules"] == GITHUB_RULES
+    patched = await client.patch(
+        f"/api/v1/actions/{saved['id']}", headers=auth(), json={"answer_rules": "retry"}
+    )
+    assert patched.status == 422
+    [problem] = (await patched.json())["errors"]
+    assert problem["pointer"] == "/answer_rules"
+
+
+async def test_the_openapi_document_shows_answer_rules(client: Client) -> None:
+    doc = await (await client.get("/openapi.json")).json()
+    schemas = doc["paths"]["/api/v1/actions"]["post"]["requestBody"]["content"]
+    rules = schemas["application/json"]["schema"]["properties"]["answer_rules"]
+    assert rules["items"]["properties"]["then"]["enum"] == ["retry", "fail"]
+    assert rules["items"]["required"] == ["status", "then"]
