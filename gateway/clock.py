@@ -85,9 +85,10 @@ def measured(server: datetime, at: float, offset: timedelta) -> None:
     """The database server's clock read `server` at `ticks()` `at`, `offset` ahead of this
     host's (negative: behind): the gateway's time from now on. One `STEP_BACK` or more behind
     what this process counted is a step back (`steps_back`)."""
-    global _offset, _reading, _steps_back
+    global _offset, _reading, _steps_back, _stepped_back_at
     if _reading is not None and server < at_ticks(at) - STEP_BACK:
         _steps_back += 1
+        _stepped_back_at = server
     _offset = offset
     _reading = (server, at)
 
@@ -98,12 +99,19 @@ STEP_BACK: Final = timedelta(seconds=1)
 """A reading of the server's clock this far behind what the process counted (or more) is a
 step back; less is the drift a reading corrects every minute."""
 _steps_back = 0
+_stepped_back_at: datetime | None = None
 
 
 def steps_back() -> int:
     """How many times this process's time went back (`STEP_BACK` or more): what an ordering
     floor (`Floors`) is forgotten by."""
     return _steps_back
+
+
+def stepped_back_at() -> datetime | None:
+    """The gateway's time just after it last went back (None: it never did): what a wait set
+    before is waited from again (`ScheduleStore.rebase`)."""
+    return _stepped_back_at
 
 
 class Floors(Generic[K, V]):

@@ -80,6 +80,22 @@ async def test_a_30s_poll_polls_on_after_the_gateways_time_is_stepped_back(
     assert await at(real + timedelta(seconds=62)) == 3
 
 
+async def test_the_wait_counts_from_the_step_not_from_the_runners_next_claim(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """The runner claims each second; here its first claim after the step comes a minute
+    later: the 30 s wait counted from the step is over, so it runs then, and every minute."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    real = datetime.now(UTC).replace(microsecond=0)
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(real + timedelta(hours=1))
+    await scripted_schedule(client, scripted, every="30s")
+    assert await at(real + timedelta(hours=1, seconds=1)) == 1
+    gateway_time(real)  # set right
+    calls = [await at(real + timedelta(minutes=minute)) - 1 for minute in range(1, 6)]
+    assert calls == [1, 2, 3, 4, 5]
+
+
 async def test_a_retry_after_set_before_a_step_back_is_waited_whole_after_it(
     client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
 ) -> None:

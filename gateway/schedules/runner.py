@@ -28,8 +28,8 @@ it is unchanged (`rev`, `next_run_at`): what an admin asked during the run ("run
 and resume, a new `every`) is read again and takes effect, never overwritten by the run.
 A next run that is a wait from the release (anything but a cron expression's wall time) is
 given back with the time it was set at (`planned_at`): after the gateway's time went back,
-the runner's next claim waits it again from now (`ScheduleStore.rebase`), so a schedule
-waits no longer than it was told to, not as long as the clock had been ahead.
+the runner's next claim waits it again from the step (`ScheduleStore.rebase`), so a
+schedule waits no longer than it was told to, not as long as the clock had been ahead.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Any
 
 from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
-from gateway.clock import utcnow
+from gateway.clock import stepped_back_at, steps_back, utcnow
 from gateway.errors import EntityContended, EventsBacklogged, KeyRefused, StoreUnavailable
 from gateway.leased_loop import (
     Claims,
@@ -127,6 +127,7 @@ class ScheduleRunner:
         self._finished = 0
         self._progress = asyncio.Condition()
         self._latest: datetime | None = None  # the latest time a claim was made at
+        self._steps = steps_back()  # the gateway's steps back seen at the last rebase
 
     @property
     def running(self) -> bool:
@@ -177,11 +178,16 @@ class ScheduleRunner:
         its pages, and one tenant's slow feeds must not hold every other tenant's polling."""
         now = self.clock()
         store = self._c.store.schedules
-        if self._latest is None or now < self._latest - _STEP_BACK:
-            # First claim, or the gateway's time went back: waits set on the time as it was
-            # are waited from now (`ScheduleStore.rebase`), not for as long as it was ahead.
-            await store.rebase(now, self._lease)
-            self._latest = now
+        if self._latest is None or now < self._latest - _STEP_BACK or self._steps != steps_back():
+            # First claim, or the time went back: waits set on the time as it was are waited
+            # again from the step (`ScheduleStore.rebase`), not for as long as it was ahead.
+            # From now at the first claim: the step, if any, came before this process.
+            stepped = stepped_back_at()
+            waits_from = now
+            if self._latest is not None and stepped is not None and stepped <= now:
+                waits_from = stepped
+            await store.rebase(now, waits_from, self._lease)
+            self._latest, self._steps = now, steps_back()
         self._latest = max(self._latest, now)
         return await store.claim_due(token, now, now + self._lease, limit, admit)
 

@@ -168,13 +168,14 @@ class ScheduleStore(TenantResources):
                     claimed.append(doc)
         return claimed
 
-    async def rebase(self, now: datetime, lease: timedelta) -> int:
-        """After the gateway's time went back (a clock that ran fast, stepped right): every
-        schedule whose wait was set at a time still ahead of `now` (`planned_at`) waits that
-        wait from `now` instead (a 30 s poll set on a clock an hour fast no longer waits an
-        hour; a back-off or a partner's Retry-After is waited whole again), and a lease that
-        runs out further than `lease` from `now` (taken on that clock by a process that died)
-        runs out `lease` from now. How many schedules moved. A cron expression's wall time
+    async def rebase(self, now: datetime, waits_from: datetime, lease: timedelta) -> int:
+        """After the gateway's time went back (a clock that ran fast, stepped right) to
+        `waits_from` (`now` when the step's time is unknown): every schedule whose wait was
+        set at a time still ahead of `now` (`planned_at`) waits that wait from `waits_from`
+        instead (a 30 s poll set on a clock an hour fast no longer waits an hour; a back-off
+        or a partner's Retry-After is waited whole again), and a lease that runs out further
+        than `lease` from `now` (taken on that clock by a process that died) runs out
+        `lease` from `waits_from`. How many schedules moved. A cron expression's wall time
         (`planned_at` None) is left: it is its own time. Written guarded by what was read, so
         a run's release meanwhile wins; both reads are rare (a runner's first claim, and one
         after its time went back), so neither has an index (each reads every schedule)."""
@@ -187,10 +188,11 @@ class ScheduleStore(TenantResources):
                 planned, due = doc["planned_at"], doc.get("next_run_at")
                 wait = max(due - planned, timedelta()) if isinstance(due, datetime) else timedelta()
                 guard = {"_id": doc["_id"], "planned_at": planned, "next_run_at": due}
-                done = await self._c.update_one(guard, {"$set": due_at(now, wait)})
+                done = await self._c.update_one(guard, {"$set": due_at(waits_from, wait)})
                 moved += done.modified_count
             await self._c.update_many(
-                {"lease_until": {"$gt": now + lease}}, {"$set": {"lease_until": now + lease}}
+                {"lease_until": {"$gt": now + lease}},
+                {"$set": {"lease_until": waits_from + lease}},
             )
         return moved
 
