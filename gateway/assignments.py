@@ -93,6 +93,9 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_AHEAD = timedelta(days=366)  # a scheduled change, at most a year ahead
 _SYNC_ROUNDS = 3
 _DUE_BATCH = 100
+# The changes ahead of now read for the latest one dated "now" on a clock that ran fast
+# (`_after_changes_made_now`): scheduled ones (ahead of when they were recorded) are rare.
+_AHEAD_READ = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +170,11 @@ class AssignmentService:
         stops driving at `start`, and the driver's record, when it is written, completes
         the change (`follow_driver`). Without it, an unknown driver is a 422."""
         now = self._clock()
+        dated_now = start is None
         start = self._check(start or now, now, source, ref)
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
+        if dated_now:
+            start = await self._after_changes_made_now(vehicle, start)
         driver = None
         if driver_ref is not None:
             driver = await self._stored_driver(tenant, driver_ref)
@@ -182,6 +188,25 @@ class AssignmentService:
         )
         assert result is not None  # only an end leaves a change at its instant alone
         return result
+
+    async def _after_changes_made_now(self, vehicle: Doc, now: datetime) -> datetime:
+        """`now`, or just after the vehicle's latest change dated "now" when that one is
+        later: after a step back of the gateway's time (a clock that ran fast, set right) a
+        handover dated now on it was filed before the one dated now on the fast clock, as a
+        late report covering the gap up to it, and the history kept the earlier driver in
+        force while the vehicle's `current_driver` said the later one (a fine from then on
+        went to the earlier driver). A change dated "now" starts at or before it was recorded;
+        one recorded ahead of its start is a scheduled change, which stays ahead."""
+        vid = str(vehicle["_id"])
+        latest = await self._store.history(vehicle["tenant"], vid, before=None, limit=_AHEAD_READ)
+        for change in latest:  # newest first
+            start: datetime = change["start"]
+            if start <= now:
+                break
+            recorded = change.get("recorded_at")
+            if isinstance(recorded, datetime) and start <= recorded:
+                return start + timedelta(milliseconds=1)
+        return now
 
     async def _change(
         self,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 _MAX_ZONE_NAME = 64  # the longest IANA name is 32 characters
@@ -83,10 +83,72 @@ def utc_timestamp() -> float:
 
 def measured(server: datetime, at: float, offset: timedelta) -> None:
     """The database server's clock read `server` at `ticks()` `at`, `offset` ahead of this
-    host's (negative: behind): the gateway's time from now on."""
-    global _offset, _reading
+    host's (negative: behind): the gateway's time from now on. One `STEP_BACK` or more behind
+    what this process counted is a step back (`steps_back`)."""
+    global _offset, _reading, _steps_back, _stepped_back_at
+    if _reading is not None and server < at_ticks(at) - STEP_BACK:
+        _steps_back += 1
+        _stepped_back_at = server
     _offset = offset
     _reading = (server, at)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+STEP_BACK: Final = timedelta(seconds=1)
+"""A reading of the server's clock this far behind what the process counted (or more) is a
+step back; less is the drift a reading corrects every minute."""
+_steps_back = 0
+_stepped_back_at: datetime | None = None
+
+
+def steps_back() -> int:
+    """How many times this process's time went back (`STEP_BACK` or more): what an ordering
+    floor (`Floors`) is forgotten by."""
+    return _steps_back
+
+
+def stepped_back_at() -> datetime | None:
+    """The gateway's time just after it last went back (None: it never did): what a wait set
+    before is waited from again (`ScheduleStore.rebase`)."""
+    return _stepped_back_at
+
+
+class Floors(Generic[K, V]):
+    """Per key, the latest value an ordering stamp gave, that the next one must sort above:
+    an event's `relayed_at` per tenant (the feed's `after=` reads on from the last one), a
+    rejected payload's id per trigger (the newest are kept). The gateway's time goes back
+    when the clock that ran fast is set right, and a stamp taken on it then sorts before the
+    ones given on the fast clock: the feed skipped such events, the trim dropped such
+    payloads at once. Only the stamps are held above their floor, never the gateway's time
+    itself (schedules, retries and leases follow it: held, they would stop for as long).
+
+    A key not known (`known` False) is read from the database by the caller: what was stored
+    above the time now, by this process before the step or by another. That is at a key's
+    first stamp in this process, and again after its time went back (`steps_back`), which
+    forgets every floor; otherwise a stamp costs no read. Bounded: past `limit` keys the
+    floors are forgotten and read again."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._values: dict[K, V | None] = {}
+        self._steps = steps_back()
+
+    def known(self, key: K) -> bool:
+        if self._steps != steps_back():
+            self._values.clear()
+            self._steps = steps_back()
+        return key in self._values
+
+    def get(self, key: K) -> V | None:
+        """The floor of a `known` key (None: nothing to stay above)."""
+        return self._values.get(key)
+
+    def note(self, key: K, value: V | None) -> None:
+        """`value` is `key`'s floor now (the caller gives the larger of it and the last)."""
+        if key not in self._values and len(self._values) >= self._limit:
+            self._values.clear()
+        self._values[key] = value
 
 
 def offset() -> timedelta:

@@ -324,9 +324,11 @@ class EventRelay(ShardedJob):
 
     def _count(self, events: Sequence[Doc]) -> None:
         """Count relayed events and observe their lag (their `relayed_at` - `occurred_at`)."""
+        now = utcnow()
         for event in events:
             self._metrics.events_relayed.labels(type_family(event["type"])).inc()
-            lag = event["relayed_at"] - event["occurred_at"]
+            # Not past now: after a step back of the time the stamp is held above its floor.
+            lag = min(event["relayed_at"], now) - event["occurred_at"]
             self._metrics.relay_lag.observe(lag.total_seconds())
 
     async def run_until_idle(

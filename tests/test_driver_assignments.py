@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -614,3 +615,38 @@ async def test_a_change_withdrawn_while_it_is_written_again_is_removed_as_last_w
     ).written
     assert await store.remove("acme", doc_id, {**said, "ref": "c2"}) is None
     assert await collection.find_one({"_id": doc_id}) is not None
+
+
+async def test_a_handover_dated_now_after_a_step_back_of_the_time_follows_the_last_one(
+    client: Client, gateway_time: Callable[[datetime], None]
+) -> None:
+    """Ana handed the vehicle while the gateway's time ran 2 min fast, the clock set right,
+    Bruno a minute later, both dated "now": Bruno's change was filed before Ana's (a late
+    report covering the gap up to it), the history kept Ana in force while the vehicle said
+    Bruno, and a fine went to Ana. Now Bruno's starts just after Ana's, and the vehicle
+    follows it when it starts (as a scheduled change)."""
+    services = client.app[services_key]
+    real = datetime.now(UTC).replace(microsecond=0)
+    gateway_time(real - timedelta(days=1))
+    await _drivers(client)
+    gateway_time(real + timedelta(minutes=2))
+    await post(client, DRIVERS, {"driver": ANA})
+    gateway_time(real + timedelta(minutes=1))  # set right, a minute on
+    await post(client, DRIVERS, {"driver": BRUNO})
+    gateway_time(real + timedelta(minutes=10))
+    await services.flow_runner.housekeeping()  # each second, in every process
+    history = await _get(client)
+    assert [a["driver"]["cpf"] for a in history["items"][:2]] == [BRUNO, ANA]
+    assert history["driver"]["driver"]["cpf"] == BRUNO
+    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert vehicle["current_driver"]["cpf"] == BRUNO
+
+
+async def test_a_handover_dated_now_stays_before_a_scheduled_change(client: Client) -> None:
+    """A change recorded ahead of its start (scheduled) is no handover made "now": a change
+    dated now is not moved after it."""
+    await _drivers(client)
+    ahead = datetime.now(UTC) + timedelta(days=3)
+    await post(client, DRIVERS, {"driver": ANA, "start": ahead.isoformat()})
+    now = await post(client, DRIVERS, {"driver": BRUNO})
+    assert datetime.fromisoformat(now["start"]) < ahead - timedelta(days=2)

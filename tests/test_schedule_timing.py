@@ -52,6 +52,40 @@ def test_cron_follows_daylight_saving_in_zones_that_have_it() -> None:
 
 
 @pytest.mark.parametrize(
+    ("zone", "night"),
+    [
+        ("America/New_York", datetime(2026, 11, 1, 3, 0, tzinfo=UTC)),  # falls back at 06:00Z
+        ("America/New_York", datetime(2026, 3, 8, 4, 0, tzinfo=UTC)),  # springs forward
+        ("Europe/London", datetime(2026, 10, 24, 22, 0, tzinfo=UTC)),
+        ("America/Santiago", datetime(2026, 4, 4, 20, 0, tzinfo=UTC)),
+    ],
+)
+@pytest.mark.parametrize("text", ["30 1 * * *", "59 1 * * *", "30 2 * * *", "*/15 1 * * *"])
+def test_cron_runs_strictly_after_any_instant_of_a_daylight_saving_night(
+    zone: str, night: datetime, text: str
+) -> None:
+    """Asked from the second pass of a fall-back's repeated hour, `30 1 * * *` answered the
+    first pass's 01:30 (already gone): the run was due again at once, back-to-back, until the
+    second 01:30. Every minute of the night (and a chain of runs through it) goes forward."""
+    every = parse_every(text, zone)
+    for minute in range(8 * 60):
+        now = night + timedelta(minutes=minute, seconds=17)
+        assert every.next_after(now) > now, (text, zone, now)
+    run, runs = night, []
+    for _ in range(12):
+        run = every.next_after(run)
+        runs.append(run)
+    assert runs == sorted(set(runs))
+
+
+def test_a_fixed_time_cron_asked_in_the_repeated_hour_runs_the_next_day() -> None:
+    every = parse_every("30 1 * * *", "America/New_York")
+    # 2026-11-01 06:10Z is 01:10 EST, the second 01:00-02:00; 01:30 EDT (05:30Z) ran already
+    nxt = every.next_after(datetime(2026, 11, 1, 6, 10, tzinfo=UTC))
+    assert nxt == datetime(2026, 11, 2, 6, 30, tzinfo=UTC)  # 01:30 EST, once a day as cron
+
+
+@pytest.mark.parametrize(
     ("text", "zone", "message"),
     [
         ("2s", None, "from 5s to 7d"),

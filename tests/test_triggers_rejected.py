@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -437,3 +438,44 @@ async def test_a_batchs_answer_lists_a_hundred_problems_over_all_its_items(clien
     assert [p.get("errors_omitted", 0) for p in problems] == [0, 0, 47, 48]
     kept = await _rejected(client, f"?trigger_id={trigger['id']}")
     assert [len(k["errors"]) for k in kept] == [49] * 4  # each record its own
+
+
+@pytest.mark.parametrize("fast", [0, 120])
+async def test_the_newest_rejection_is_kept_at_the_bound_after_a_step_back_of_the_time(
+    client: Client,
+    gateway_time: Callable[[datetime], None],
+    monkeypatch: pytest.MonkeyPatch,
+    fast: int,
+) -> None:
+    """Ids carry the gateway's time and the trim keeps the highest: after the clock that ran
+    `fast` s fast was set right, a payload refused at the bound got an id below those kept
+    and was trimmed at once (the older ones kept, the one to fix the mapping for lost)."""
+    monkeypatch.setattr(rejected_store, "MAX_PER_TRIGGER", 5)
+    real = datetime.now(UTC).replace(microsecond=0)
+    gateway_time(real + timedelta(seconds=fast))
+    trigger = await create_trigger(client)
+    for n in range(5):
+        await hook(client, trigger, {"make": f"m{n}"})
+    gateway_time(real + timedelta(seconds=30))  # set right (fast: a step back)
+    await hook(client, trigger, {"make": "newest"})
+    kept = await _rejected(client)
+    newest = await (await client.get(f"/api/v1/rejected/{kept[0]['id']}", headers=auth())).json()
+    assert len(kept) == 5
+    assert newest["payload"]["make"] == "newest"
+
+
+async def test_a_process_started_after_a_step_back_keeps_its_rejections_above_the_others(
+    client: Client, gateway_time: Callable[[datetime], None]
+) -> None:
+    """The floor of a trigger this process never kept a record of is read from the store:
+    the newest id ahead of its time (another process's on the fast clock)."""
+    real = datetime.now(UTC).replace(microsecond=0)
+    gateway_time(real + timedelta(minutes=2))
+    trigger = await create_trigger(client)
+    await hook(client, trigger, {"make": "fast"})
+    gateway_time(real)
+    started = rejected_store.RejectedStore(client.app[services_key].store.db["rejected"])
+    record = {"trigger_id": trigger["id"], "detail": "later", "status": "pending"}
+    await started.add_many("acme", trigger["id"], [record])
+    newest = max([doc["_id"] async for doc in client.app[services_key].store.db["rejected"].find()])
+    assert (await started.get("acme", str(newest)) or {}).get("detail") == "later"

@@ -26,6 +26,10 @@ is kept across runs: a cursor that comes back within a run with the page it gave
 The next run time is computed on the schedule as the run read it, and given back only while
 it is unchanged (`rev`, `next_run_at`): what an admin asked during the run ("run now", pause
 and resume, a new `every`) is read again and takes effect, never overwritten by the run.
+A next run that is a wait from the release (anything but a cron expression's wall time) is
+given back with the time it was set at (`planned_at`): after the gateway's time went back,
+the runner's next claim waits it again from the step (`ScheduleStore.rebase`), so a
+schedule waits no longer than it was told to, not as long as the clock had been ahead.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from typing import Any
 
 from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
-from gateway.clock import utcnow
+from gateway.clock import stepped_back_at, steps_back, utcnow
 from gateway.errors import EntityContended, EventsBacklogged, KeyRefused, StoreUnavailable
 from gateway.leased_loop import (
     Claims,
@@ -57,9 +61,15 @@ from gateway.leased_loop import (
 )
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import Poll, PollContext, Tally
-from gateway.schedules.timing import MAX_RETRY_AFTER_SECONDS, backoff_seconds, every_from_doc
+from gateway.schedules.timing import (
+    MAX_RETRY_AFTER_SECONDS,
+    Every,
+    backoff_seconds,
+    every_from_doc,
+)
 from gateway.store import Doc
 from gateway.store.client import Admission
+from gateway.store.schedules import due_at
 
 log = logging.getLogger(__name__)
 # Conditional releases of one run, each after a request changed the schedule under it; then
@@ -67,6 +77,9 @@ log = logging.getLogger(__name__)
 _RELEASE_TRIES = 5
 MAX_RUNS_IN_ROW = 20
 """`more` runs in a row at once (each up to `max_pages` pages); then the regular time."""
+# A step back of the gateway's time smaller than this delays a schedule by as little: not
+# worth a read of every schedule (a reading of the server's clock corrects drift by ms).
+_STEP_BACK = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +126,8 @@ class ScheduleRunner:
         )
         self._finished = 0
         self._progress = asyncio.Condition()
+        self._latest: datetime | None = None  # the latest time a claim was made at
+        self._steps = steps_back()  # the gateway's steps back seen at the last rebase
 
     @property
     def running(self) -> bool:
@@ -162,7 +177,19 @@ class ScheduleRunner:
         tenants below their share of the run slots (`admit`): a run keeps its slot for all
         its pages, and one tenant's slow feeds must not hold every other tenant's polling."""
         now = self.clock()
-        return await self._c.store.schedules.claim_due(token, now, now + self._lease, limit, admit)
+        store = self._c.store.schedules
+        if self._latest is None or now < self._latest - _STEP_BACK or self._steps != steps_back():
+            # First claim, or the time went back: waits set on the time as it was are waited
+            # again from the step (`ScheduleStore.rebase`), not for as long as it was ahead.
+            # From now at the first claim: the step, if any, came before this process.
+            stepped = stepped_back_at()
+            waits_from = now
+            if self._latest is not None and stepped is not None and stepped <= now:
+                waits_from = stepped
+            await store.rebase(now, waits_from, self._lease)
+            self._latest, self._steps = now, steps_back()
+        self._latest = max(self._latest, now)
+        return await store.claim_due(token, now, now + self._lease, limit, admit)
 
     async def _release_claims(self, held: list[Any]) -> None:
         """`held`: the ids of the schedules being run, and those of the hand-backs still kept
@@ -334,7 +361,9 @@ class ScheduleRunner:
             state = self._timing(current, outcome, failure, tally, started_at, now)
             asked = current.get("next_run_at")
             if asked is not None and asked != doc.get("next_run_at"):
-                state["next_run_at"] = min(state["next_run_at"], asked)
+                if asked < state["next_run_at"]:
+                    state["next_run_at"] = asked
+                    state["planned_at"] = current.get("planned_at")
             expect = {"rev": current.get("rev"), "next_run_at": asked}
             if await store.release(doc["_id"], owner, state, expect=expect):
                 return
@@ -352,6 +381,7 @@ class ScheduleRunner:
         started_at: datetime,
         now: datetime,
     ) -> dict[str, Any]:
+        every = every_from_doc(doc["every"])
         if failure is not None and failure.held:  # no attempt: the streak stays, no back-off
             # Again when the hold ends, or at the next regular run if that comes first (a
             # disabled partner's hold lasts until its probe, up to an hour: re-enabled by an
@@ -359,14 +389,15 @@ class ScheduleRunner:
             # with records (a partner's rate limit slower than its `more`) counts toward
             # the bound of runs in a row, as one that ended `more` does.
             held_until = now + timedelta(seconds=failure.retry_after or 1)
-            regular = every_from_doc(doc["every"]).next_after(started_at)
+            regular = every.next_after(started_at)
             in_row = _held_in_row(doc, tally)
             if in_row >= MAX_RUNS_IN_ROW:
                 held_until, in_row = regular, 0
+            due = max(min(held_until, regular), now)
             return {
                 "last_error": failure.as_doc(now),
                 "last_run_at": started_at,
-                "next_run_at": max(min(held_until, regular), now),
+                **_due(every, due, regular, now),
                 "runs_in_row": in_row,
             }
         if failure is not None:  # `runs_in_row` stays: a failure is no end of the partner's more
@@ -379,27 +410,27 @@ class ScheduleRunner:
                 "failures": failures,
                 "last_error": failure.as_doc(now),
                 "last_run_at": started_at,
-                "next_run_at": now + timedelta(seconds=wait),
+                **due_at(now, timedelta(seconds=wait)),
             }
         in_row = _runs_in_row(doc, outcome, tally)
+        regular = every.next_after(started_at)
         if 0 < in_row < MAX_RUNS_IN_ROW:  # records, and the partner has more: at once
             due = now
         else:  # done, empty pages, or the bound: the regular time
-            due = every_from_doc(doc["every"]).next_after(started_at)
-            in_row = 0
+            due, in_row = regular, 0
         if tally.throttled is not None:  # not before the partner said (throttled after pages)
             due = max(due, now + timedelta(seconds=_throttle_seconds(tally)))
         return {
             "failures": 0,
             "last_run_at": started_at,
             "last_ok_at": now,
-            "next_run_at": due,
+            **_due(every, due, regular, now),
             "runs_in_row": in_row,
         }
 
     async def _give_back(self, doc: Doc, owner: str) -> None:
         with contextlib.suppress(Exception):
-            await self._c.store.schedules.release(doc["_id"], owner, {"next_run_at": self.clock()})
+            await self._c.store.schedules.release(doc["_id"], owner, due_at(self.clock()))
 
     async def _renew(self, doc: Doc, owner: str) -> None:
         """A slow partner must not cost the lease: renewed every third of its length."""
@@ -432,6 +463,16 @@ class ScheduleRunner:
                 metrics.schedule_items.labels(schedule, result).inc(count)
         if failure is not None and not failure.held:
             metrics.schedule_errors.labels(schedule, failure.kind).inc()
+
+
+def _due(every: Every, due: datetime, regular: datetime, now: datetime) -> Doc:
+    """`next_run_at` and `planned_at`: a cron expression's wall time is its own time (no
+    `planned_at`); anything else (an interval's next run, at once, a hold, a partner's
+    Retry-After) is a wait from `now`, which `ScheduleStore.rebase` keeps to after the
+    gateway's time went back."""
+    if every.cron is not None and due == regular:
+        return {"next_run_at": due, "planned_at": None}
+    return due_at(now, due - now)
 
 
 def _throttle_seconds(tally: Tally) -> float:

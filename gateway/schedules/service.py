@@ -19,7 +19,7 @@ from gateway.schedules.timing import every_from_doc
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc, Store, new_id
 from gateway.store.client import name_containing
-from gateway.store.schedules import FREE
+from gateway.store.schedules import FREE, due_at
 
 
 def public_run(doc: Doc) -> dict[str, Any]:
@@ -109,7 +109,7 @@ class ScheduleService:
             "_id": new_id(),
             "tenant": tenant,
             **fields,
-            "next_run_at": now,
+            **due_at(now),
             "lease_until": FREE,
             "cursor_value": None,
             "last_digest": None,
@@ -164,7 +164,7 @@ class ScheduleService:
         if any(fields[name] != current.get(name) for name in READ_BY):
             return await self._reset(tenant, schedule_id, current, {**fields, **_RESET}, now)
         if fields["every"] != current.get("every"):
-            fields["next_run_at"] = _next_run(current, fields["every"], now)
+            fields.update(_next_run(current, fields["every"], now))
         doc = await self._store.schedules.update(tenant, schedule_id, current["rev"], fields, ())
         if doc is None:
             raise Conflict("the schedule was changed concurrently; retry")
@@ -192,7 +192,7 @@ class ScheduleService:
             actions = await self._store.actions.every(tenant, {"partner_id": ref}, ("_id",))
             action_ids = [str(doc["_id"]) for doc in actions]
         now = self._clock()
-        fields = {**_RESET, "next_run_at": now, "updated_at": now}
+        fields = {**_RESET, **due_at(now), "updated_at": now}
         if await self._store.schedules.start_again(tenant, action_ids, fields, _RESET_UNSET):
             self._on_due()
 
@@ -200,7 +200,7 @@ class ScheduleService:
         self, tenant: str, schedule_id: str, current: Doc, fields: Doc, now: datetime
     ) -> dict[str, Any]:
         """Write `fields` (a reset's among them) and make the schedule due at once."""
-        fields = {**fields, "next_run_at": now}
+        fields = {**fields, **due_at(now)}
         doc = await self._store.schedules.update(
             tenant, schedule_id, current["rev"], fields, _RESET_UNSET
         )
@@ -372,14 +372,18 @@ def _dedupe_by(doc: Mapping[str, Any]) -> object:
     return dedupe.get("by") if isinstance(dedupe, Mapping) else None
 
 
-def _next_run(current: Doc, every: dict[str, object], now: datetime) -> datetime:
-    """When a schedule whose `every` (or zone) changed between runs runs next: as the new
-    definition times it from the last run's start (from now when it never ran), as the end
-    of a run would have (`runner.py`). Unchanged when it is due already (it runs at once),
-    or waiting out a failure's back-off (the back-off still governs)."""
+def _next_run(current: Doc, every: dict[str, object], now: datetime) -> Doc:
+    """When a schedule whose `every` (or zone) changed between runs runs next (`next_run_at`,
+    `planned_at`): as the new definition times it from the last run's start (from now when it
+    never ran), as the end of a run would have (`runner.py`). Unchanged when it is due
+    already (it runs at once), or waiting out a failure's back-off (the back-off still
+    governs)."""
     stored = current.get("next_run_at")
     if isinstance(stored, datetime) and (current.get("failures") or stored <= now):
-        return stored
+        return {"next_run_at": stored}
     last = current.get("last_run_at")
     base = last if isinstance(last, datetime) else now
-    return every_from_doc(every).next_after(base)
+    parsed = every_from_doc(every)
+    due = parsed.next_after(base)
+    # An interval's next run is a wait from now (at most `every`); a cron's is its wall time.
+    return {"next_run_at": due, "planned_at": None if parsed.cron else now}

@@ -10,7 +10,7 @@ from typing import Any, Final
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from gateway.clock import from_iso, utcnow
+from gateway.clock import Floors, from_iso, utcnow
 from gateway.errors import BadRequest
 from gateway.store.client import (
     ID_BATCH,
@@ -77,6 +77,7 @@ class EventStore:
     def __init__(self, collection: Collection, settle_seconds: float = FEED_SETTLE) -> None:
         self._c = collection
         self._settle = timedelta(seconds=settle_seconds)
+        self._floors: Floors[str, datetime] = Floors()  # per tenant (`_stamp`)
 
     async def insert_many(self, events: Sequence[Doc]) -> int:
         """The relay's insert (and the fold's). Idempotent: an event keeps the id it got in
@@ -87,14 +88,44 @@ class EventStore:
         Each event's `relayed_at` is set here, as the insert leaves (the events are changed
         in place): the feed answers an event once the settle window has passed since, and
         counts on it being visible by then. Those not visible in time are stamped again
-        (`_restamp`)."""
-        stamp = utcnow()
+        (`_restamp`). A stamp never sorts below one given before to the same tenant
+        (`_stamp`)."""
+        began = utcnow()
+        stamp = await self._stamp({event["tenant"] for event in events}, began)
         for event in events:
             event["relayed_at"] = stamp
         new = await insert_new(self._c, events)
-        if new < len(events) or utcnow() - stamp >= self._settle:
+        if new < len(events) or utcnow() - began >= self._settle:
             await self._restamp([event["_id"] for event in events])
         return new
+
+    async def _stamp(self, tenants: set[str], now: datetime) -> datetime:
+        """`now`, or just above the newest `relayed_at` these tenants' events were given when
+        that is `now` or later: the gateway's time went back (a clock that ran fast, set
+        right), and a follower of the feed reading on from its last event's stamp would
+        never get events stamped below it. The floors are this process's own stamps, read
+        from the log at a tenant's first stamp in the process and after its time went back
+        (`clock.Floors`): events another process stamped on the fast clock, or this one
+        before it restarted. No read otherwise."""
+        stamp = now
+        for tenant in tenants:
+            if not self._floors.known(tenant):
+                self._floors.note(tenant, await self._newest_stamp(tenant, now))
+            floor = self._floors.get(tenant)
+            if floor is not None and floor >= stamp:
+                stamp = floor + _MS
+        for tenant in tenants:
+            self._floors.note(tenant, stamp)
+        return stamp
+
+    async def _newest_stamp(self, tenant: str, now: datetime) -> datetime | None:
+        """The tenant's newest `relayed_at` if it is after `now` (none otherwise): a range of
+        `by_relayed` empty unless the time went back."""
+        query = scoped(tenant, {"relayed_at": {"$gt": now}})
+        with translate_errors():
+            cursor = self._c.find(query, {"relayed_at": 1}).sort("relayed_at", DESCENDING)
+            found = await cursor.limit(1).to_list(1)
+        return found[0]["relayed_at"] if found else None
 
     async def _restamp(self, event_ids: Sequence[Any]) -> None:
         """Stamp these events again, now, those stored a settle window ago or more: an insert
@@ -106,18 +137,23 @@ class EventStore:
         # Read and written by `_id` alone, a batch at a time: a filter on `relayed_at` beside
         # the `$in` had SecantusDB read every event, past the deadline for a fold's thousands
         # of events; each retry of the fold's pass (its events duplicates now) did it again.
-        # Each batch is stamped when it is written, and only forward (`$max`): a pass that
-        # stalled between its read and its write (the case this is for) lands after the pass
-        # that took over, and would have set an event back behind a follower's cursor.
-        with translate_errors():
-            for i in range(0, len(ids), ID_BATCH):
-                batch = {"_id": {"$in": ids[i : i + ID_BATCH]}}
-                seen = await self._c.find(batch, {"relayed_at": 1}).to_list(None)
-                cutoff = utcnow() - self._settle
-                stale = [d["_id"] for d in seen if d.get("relayed_at", cutoff) < cutoff]
-                if stale:
+        # Each batch is stamped when it is written (above the tenant's floor: `_stamp`), and
+        # only forward (`$max`): a pass that stalled between its read and its write (the case
+        # this is for) lands after the pass that took over, and would have set an event back
+        # behind a follower's cursor.
+        for i in range(0, len(ids), ID_BATCH):
+            batch = {"_id": {"$in": ids[i : i + ID_BATCH]}}
+            with translate_errors():
+                seen = await self._c.find(batch, {"relayed_at": 1, "tenant": 1}).to_list(None)
+            now = utcnow()
+            cutoff = now - self._settle
+            stale = [d for d in seen if d.get("relayed_at", cutoff) < cutoff]
+            if stale:
+                stamp = await self._stamp({d["tenant"] for d in stale}, now)
+                with translate_errors():
                     await self._c.update_many(
-                        {"_id": {"$in": stale}}, {"$max": {"relayed_at": utcnow()}}
+                        {"_id": {"$in": [d["_id"] for d in stale]}},
+                        {"$max": {"relayed_at": stamp}},
                     )
 
     async def stored_after(

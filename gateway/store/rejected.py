@@ -30,6 +30,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError
 
+from gateway.clock import Floors, utcnow
 from gateway.store.client import (
     ID_BATCH,
     Collection,
@@ -37,6 +38,7 @@ from gateway.store.client import (
     bulk_failure,
     cursor_id,
     find_by_id,
+    id_above,
     new_id,
     scoped,
     translate_errors,
@@ -73,6 +75,7 @@ class RejectedStore:
         # The filters an index covers with the tenant and `_id` (a list reads them in windows).
         self._windowed: list[set[str]] = [set(), {"trigger_id"}]
         self._picks = False  # the rest of a filter applied here to an index's windows (SecantusDB)
+        self._floors: Floors[tuple[str, str], ObjectId] = Floors()  # per trigger (`_new_ids`)
 
     async def ensure_indexes(self, *, scans_id_ranges: bool = False) -> None:
         with translate_errors():
@@ -86,8 +89,13 @@ class RejectedStore:
         superseded; one trim to the newest MAX_PER_TRIGGER). A record the database refuses
         is an InvalidPayload (the others of the batch are written); a write concern that
         failed, StoreUnavailable."""
-        docs = [scoped(tenant, {**record, "_id": new_id()}) for record in records]
         with translate_errors():
+            docs = [
+                scoped(tenant, {**record, "_id": _id})
+                for record, _id in zip(
+                    records, await self._new_ids(tenant, trigger_id, len(records)), strict=True
+                )
+            ]
             await self._count_copies(tenant, trigger_id, docs)
             stored: Sequence[Doc] = ()  # known written: only their copies may go
             try:
@@ -101,6 +109,28 @@ class RejectedStore:
             finally:  # the records written count against the bound too
                 await self._drop_older_copies(tenant, trigger_id, stored)
                 await self._trim(tenant, trigger_id)
+
+    async def _new_ids(self, tenant: str, trigger_id: str, count: int) -> list[ObjectId]:
+        """Ids for `count` new records of the trigger, each above the one it gave before
+        (`clock.Floors`): the trim keeps the highest ids, and after a step back of the
+        gateway's time (a clock that ran fast, set right) ids on it sorted below those given
+        on the fast clock, so a trigger at its bound dropped each new record at once and
+        kept the older ones. The floor is read (the trigger's newest id ahead of the time,
+        through `by_trigger`: none unless the time went back) at the trigger's first record
+        in this process and after its time went back; no read otherwise."""
+        key = (tenant, trigger_id)
+        if not self._floors.known(key):
+            ahead = ObjectId.from_datetime(utcnow())
+            query = scoped(tenant, {"trigger_id": trigger_id, "_id": {"$gte": ahead}})
+            found = self._c.find(query, {"_id": 1}).sort("_id", DESCENDING).limit(1)
+            newest = await found.to_list(1)
+            self._floors.note(key, newest[0]["_id"] if newest else None)
+        floor, ids = self._floors.get(key), []
+        for _ in range(count):
+            floor = id_above(new_id(), floor)
+            ids.append(floor)
+        self._floors.note(key, floor)
+        return ids
 
     async def _drop_older_copies(self, tenant: str, trigger_id: str, stored: Sequence[Doc]) -> None:
         """The pending copies of each payload of `stored` older than the newest of them."""

@@ -5,7 +5,10 @@ A schedule is `{_id, tenant, name, action_id, every: {seconds} | {cron, timezone
 dedupe?: {by, keep}, request?: {query?, body?}, error?, max_pages, status: active|paused,
 next_run_at, lease_owner?, lease_until, cursor_value, last_digest, seen: [ids], runs_in_row?,
 failures, last_error?, last_run_at?, last_ok_at?, rev, created_at, updated_at, name_folded}`
-(`name_folded`: what the name search reads, `store/client.py` `name_containing`). `runs_in_row`
+(`name_folded`: what the name search reads, `store/client.py` `name_containing`).
+`planned_at`: the gateway's time `next_run_at` was set at when that is a wait from then (an
+interval's next run, a back-off, a hold, "run now"); absent or None when it is a cron
+expression's wall time (`rebase`). `runs_in_row`
 counts the `more` runs in a row that went on at once (`schedules/runner.py` bounds them).
 Documents written before 2026-12-05 may carry a `chain` and `chain_seen`: no longer read, and
 unset by the next release. `mapping` sits at the
@@ -28,7 +31,7 @@ import builtins
 import contextlib
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from bson import ObjectId
@@ -89,13 +92,13 @@ class ScheduleStore(TenantResources):
         self, tenant: str, schedule_id: str, status: str, next_run_at: datetime
     ) -> Doc | None:
         """Pause or resume; resuming clears the failure streak so the next run is not delayed."""
-        fields: Doc = {"status": status, "next_run_at": next_run_at}
+        fields: Doc = {"status": status, **due_at(next_run_at)}
         if status == "active":
             fields["failures"] = 0
         return await self._written(tenant, schedule_id, {"$set": fields, "$inc": {"rev": 1}})
 
     async def run_now(self, tenant: str, schedule_id: str, now: datetime) -> Doc | None:
-        return await self._written(tenant, schedule_id, {"$set": {"next_run_at": now}})
+        return await self._written(tenant, schedule_id, {"$set": due_at(now)})
 
     async def _written(self, tenant: str, schedule_id: str, update: Doc) -> Doc | None:
         """The schedule after `update`, or None when there is none. An update then a read by
@@ -164,6 +167,34 @@ class ScheduleStore(TenantResources):
                 if doc is not None:
                     claimed.append(doc)
         return claimed
+
+    async def rebase(self, now: datetime, waits_from: datetime, lease: timedelta) -> int:
+        """After the gateway's time went back (a clock that ran fast, stepped right) to
+        `waits_from` (`now` when the step's time is unknown): every schedule whose wait was
+        set at a time still ahead of `now` (`planned_at`) waits that wait from `waits_from`
+        instead (a 30 s poll set on a clock an hour fast no longer waits an hour; a back-off
+        or a partner's Retry-After is waited whole again), and a lease that runs out further
+        than `lease` from `now` (taken on that clock by a process that died) runs out
+        `lease` from `waits_from`. How many schedules moved. A cron expression's wall time
+        (`planned_at` None) is left: it is its own time. Written guarded by what was read, so
+        a run's release meanwhile wins; both reads are rare (a runner's first claim, and one
+        after its time went back), so neither has an index (each reads every schedule)."""
+        moved = 0
+        with translate_errors():
+            stepped = self._c.find(
+                {"planned_at": {"$gt": now}}, {"_id": 1, "planned_at": 1, "next_run_at": 1}
+            )
+            for doc in await stepped.to_list(None):
+                planned, due = doc["planned_at"], doc.get("next_run_at")
+                wait = max(due - planned, timedelta()) if isinstance(due, datetime) else timedelta()
+                guard = {"_id": doc["_id"], "planned_at": planned, "next_run_at": due}
+                done = await self._c.update_one(guard, {"$set": due_at(waits_from, wait)})
+                moved += done.modified_count
+            await self._c.update_many(
+                {"lease_until": {"$gt": now + lease}},
+                {"$set": {"lease_until": waits_from + lease}},
+            )
+        return moved
 
     async def release_claims(self, runner: str, held: Sequence[ObjectId | str]) -> int:
         """Claims of `runner` the database failed (some of it applied, maybe): every
@@ -285,6 +316,11 @@ class ScheduleStore(TenantResources):
     async def delete_runs(self, tenant: str, schedule_id: str) -> None:
         with translate_errors():
             await self._runs.delete_many(scoped(tenant, {"schedule_id": schedule_id}))
+
+
+def due_at(planned_at: datetime, wait: timedelta = timedelta()) -> Doc:
+    """A schedule's next run `wait` after `planned_at`, a wait from then (`rebase`)."""
+    return {"next_run_at": planned_at + wait, "planned_at": planned_at}
 
 
 def _anything(_doc: Doc) -> bool:

@@ -1,0 +1,151 @@
+"""Schedules on the gateway's time as it really goes: a fixed-time cron in a zone with
+daylight saving started in the repeated hour of the night the clocks go back runs once, not
+back-to-back until the cron minute's second pass; after the gateway's time is stepped back
+(a clock that ran fast, set right), an interval schedule waits no longer than the wait it was
+given (its interval, a back-off, a partner's Retry-After, honoured whole), a cron expression
+keeps its wall time, and a lease a dead process took on the fast clock runs out a lease from
+the step."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.feed_doubles import ScriptedFeed, scripted
+from tests.schedule_support import get, runner, scripted_schedule
+
+__all__ = ["scripted"]  # the fixture
+Client = TestClient[Any, Any]
+# A runner that spins never gets idle: bounded, so the test fails instead of hanging.
+BOUND = 10.0
+
+
+async def test_a_daily_cron_started_in_the_repeated_hour_runs_once_then_the_next_day(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """docs/schedules.md: daylight-saving transitions follow cron's rules (a fixed time runs
+    once). Created at 01:10 EST, the second pass of New York's 01:00-02:00, `30 1 * * *`
+    took the first pass's 01:30 (40 min gone) for its next run: ~8 calls a second to the
+    partner until 06:30Z."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    gateway_time(datetime(2026, 11, 1, 6, 10, tzinfo=UTC))
+    schedule = await scripted_schedule(
+        client, scripted, every="30 1 * * *", timezone="America/New_York"
+    )
+    try:  # created due at once: one run
+        await asyncio.wait_for(runner(client).run_until_idle(), BOUND)
+    except TimeoutError:
+        pass
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert len(scripted.calls) == 1, f"{len(scripted.calls)} calls; {state}"
+    assert state["next_run_at"].startswith("2026-11-02T06:30:00")
+
+
+def _calls_after(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> Callable[[datetime], Any]:
+    async def at(moment: datetime) -> int:
+        gateway_time(moment)
+        await asyncio.wait_for(runner(client).run_until_idle(), BOUND)
+        return len(scripted.calls)
+
+    return at
+
+
+@pytest.mark.parametrize("fast", [timedelta(minutes=10), timedelta(hours=1)])
+async def test_a_30s_poll_polls_on_after_the_gateways_time_is_stepped_back(
+    client: Client,
+    scripted: ScriptedFeed,
+    gateway_time: Callable[[datetime], None],
+    fast: timedelta,
+) -> None:
+    """The time ran `fast` ahead (the database server's clock; the embedded database's is the
+    host's) and NTP stepped it right: the next run, 30 s after the last on the fast clock,
+    was `fast` ahead, and a 30 s poll made no call for as long (live tracking dark)."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    real = datetime.now(UTC).replace(microsecond=0)
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(real + fast)
+    await scripted_schedule(client, scripted, every="30s")
+    assert await at(real + fast + timedelta(seconds=1)) == 1
+    assert await at(real) == 1  # stepped back: not due at once, 30 s after the last run
+    assert await at(real + timedelta(seconds=31)) == 2
+    assert await at(real + timedelta(seconds=62)) == 3
+
+
+async def test_the_wait_counts_from_the_step_not_from_the_runners_next_claim(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """The runner claims each second; here its first claim after the step comes a minute
+    later: the 30 s wait counted from the step is over, so it runs then, and every minute."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    real = datetime.now(UTC).replace(microsecond=0)
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(real + timedelta(hours=1))
+    await scripted_schedule(client, scripted, every="30s")
+    assert await at(real + timedelta(hours=1, seconds=1)) == 1
+    gateway_time(real)  # set right
+    calls = [await at(real + timedelta(minutes=minute)) - 1 for minute in range(1, 6)]
+    assert calls == [1, 2, 3, 4, 5]
+
+
+async def test_a_retry_after_set_before_a_step_back_is_waited_whole_after_it(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """A partner's Retry-After (10 min) given while the time was an hour ahead: after the
+    step it is still honoured (waited from the step, not shortened), then the poll goes on."""
+    busy = web.json_response({"error": "busy"}, status=503, headers={"Retry-After": "600"})
+    scripted.answer = lambda after, n: busy if n == 1 else {"items": [], "more": False}
+    real = datetime.now(UTC).replace(microsecond=0)
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(real + timedelta(hours=1))
+    schedule = await scripted_schedule(client, scripted, every="30s")
+    assert await at(real + timedelta(hours=1, seconds=1)) == 1
+    assert await at(real) == 1
+    assert await at(real + timedelta(minutes=9)) == 1, "the partner asked for 10 min"
+    assert await at(real + timedelta(minutes=10, seconds=1)) == 2
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["failures"] == 0
+
+
+async def test_a_daily_cron_keeps_its_wall_time_across_a_step_back(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """A cron expression's next run is its own time, not a wait: run at 01:30 on a clock
+    10 min fast (01:20 really), stepped right, it runs next at tomorrow's 01:30, not again."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    run = datetime(2026, 12, 3, 4, 30, 5, tzinfo=UTC)  # 01:30:05 in São Paulo
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(run)
+    schedule = await scripted_schedule(client, scripted, every="30 1 * * *")
+    assert await at(run + timedelta(seconds=1)) == 1
+    assert await at(run - timedelta(minutes=10)) == 1
+    assert await at(run + timedelta(hours=23)) == 1
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["next_run_at"].startswith("2026-12-04T04:30:00")
+
+
+async def test_a_lease_taken_on_a_fast_clock_by_a_process_that_died_runs_out_a_lease_after_the_step(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """A process claimed a 30 s poll on a clock an hour fast, then died: its lease ran out
+    an hour and a minute later by the right time; now a lease (60 s) after the step."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    real = datetime.now(UTC).replace(microsecond=0)
+    fast = real + timedelta(hours=1)
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(fast)
+    await scripted_schedule(client, scripted, every="30s")
+    store = client.app[services_key].store.schedules
+    lease = timedelta(seconds=runner(client)._settings.lease_seconds)
+    claimed = fast + timedelta(seconds=1)
+    assert len(await store.claim_due("dead:1", claimed, claimed + lease, 10)) == 1  # then died
+    assert await at(real) == 0
+    assert await at(real + lease + timedelta(seconds=1)) == 1
