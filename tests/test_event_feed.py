@@ -236,6 +236,23 @@ async def test_an_insert_that_landed_after_its_deadline_is_stamped_again(
     assert (await events.get("acme", str(fresh["_id"])) or {})["relayed_at"] == before
 
 
+class _LateCursor:
+    """A cursor whose results come `delay` late."""
+
+    def __init__(self, cursor: Any, delay: float) -> None:
+        self._cursor, self._delay = cursor, delay
+
+    def sort(self, *args: Any, **kwargs: Any) -> _LateCursor:
+        return _LateCursor(self._cursor.sort(*args, **kwargs), self._delay)
+
+    def limit(self, n: int) -> _LateCursor:
+        return _LateCursor(self._cursor.limit(n), self._delay)
+
+    async def to_list(self, n: Any) -> Any:
+        await asyncio.sleep(self._delay)
+        return await self._cursor.to_list(n)
+
+
 class _Stalled:
     """The events collection of a relay pass that stalls: each read and write answers
     `delay` late, and a write waits for `go` once it was `reached` (when given)."""
@@ -248,14 +265,7 @@ class _Stalled:
         return getattr(self._inner, attr)
 
     def find(self, *args: Any, **kwargs: Any) -> Any:
-        cursor, delay = self._inner.find(*args, **kwargs), self._delay
-
-        class _Late:
-            async def to_list(self, n: Any) -> Any:
-                await asyncio.sleep(delay)
-                return await cursor.to_list(n)
-
-        return _Late()
+        return _LateCursor(self._inner.find(*args, **kwargs), self._delay)
 
     async def update_many(self, *args: Any, **kwargs: Any) -> Any:
         self.reached.set()
