@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
@@ -120,6 +120,10 @@ class Store:
         # housekeeping pass (`sweep_round_marks`). None: never (a one-shot command, whose
         # settings may not be the serving processes').
         self.round_mark_seconds = round_mark_seconds
+        # What else every housekeeping pass runs (`connection._housekeep`, every 60 s): the use
+        # cases' passes over what their process keeps, registered as they are assembled
+        # (services.py), each named for the log; each returns how many things it dropped.
+        self.housekeeping: list[tuple[str, Callable[[], Awaitable[int]]]] = []
         # Each index build and one-time upgrade step of `ensure_indexes` has this bound, not
         # the client's deadline (`_building`); one that outlasts the deadline sets `outlasting`.
         self.index_build_seconds = index_build_seconds

@@ -226,10 +226,11 @@ def _failed_again(store: Store, exc: Exception) -> None:
 
 async def _housekeep(store: Store) -> None:
     """Every `EXPIRE_SECONDS`: documents past their TTL, dropped through the TTL indexes where
-    the gateway expires them itself (`store/expiry.py`), and the group commit round marks no
-    round can seal any more removed (`Store.sweep_round_marks`; at start too). Every process
-    does: a delete of what has expired is the same from any of them, and costs little when
-    nothing has."""
+    the gateway expires them itself (`store/expiry.py`), the group commit round marks no
+    round can seal any more removed (`Store.sweep_round_marks`; at start too), and what the
+    use cases registered (`Store.housekeeping`: the partners deleted through another
+    process forgotten). Every process does: a delete of what has expired is the same from
+    any of them, and costs little when nothing has."""
     while True:
         await asyncio.sleep(EXPIRE_SECONDS)
         if store.expiry.by_gateway:
@@ -238,12 +239,19 @@ async def _housekeep(store: Store) -> None:
                     log.info("expired %d documents past their TTL", expired)
             except StoreUnavailable as exc:
                 log.warning("expiring documents past their TTL failed (%s); trying again", exc)
-        if store.prepared.is_set():
+        if not store.prepared.is_set():
+            continue
+        try:
+            if removed := await store.sweep_round_marks():
+                log.info("removed %d group commit round marks no round can seal", removed)
+        except StoreUnavailable as exc:
+            log.warning("removing round marks no round can seal failed (%s); trying again", exc)
+        for what, step in list(store.housekeeping):
             try:
-                if removed := await store.sweep_round_marks():
-                    log.info("removed %d group commit round marks no round can seal", removed)
+                if dropped := await step():
+                    log.info("%s: %d", what, dropped)
             except StoreUnavailable as exc:
-                log.warning("removing round marks no round can seal failed (%s); trying again", exc)
+                log.warning("%s failed (%s); trying again", what, exc)
 
 
 async def _end_abandoned_transactions(store: Store) -> None:
