@@ -348,6 +348,10 @@ class BoundedLabel:
     def discard(self, value: str) -> None:
         self._kept.discard(value)
 
+    def values(self) -> frozenset[str]:
+        """The values that took a place (not the `fixed` ones)."""
+        return frozenset(self._kept)
+
 
 class Metrics:
     """Label values are route templates, methods, status classes and our own ids: never a
@@ -789,6 +793,13 @@ class Metrics:
         if value in self._gone:
             return OTHER
         return self._bounded[name](value)
+
+    def kept(self, name: str) -> set[str]:
+        """The values of the `name` label (trigger, partner, ...) that hold a place among its
+        bound's with series of their own in this process, but those forgotten (`forget`):
+        under `serve --workers N` a forgotten value keeps its place, its series living on in
+        the process's file."""
+        return {value for value in self._bounded[name].values() if value not in self._gone}
 
     def counts(self, metric: Counter, name: str, value: str) -> Callable[[], None]:
         """What adds one to `metric`'s series of `value` (its one label `name`, bounded),

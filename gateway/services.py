@@ -318,6 +318,20 @@ def _assemble(
         on_due=runner.notify,
         on_delete=functools.partial(metrics.forget, "schedule"),
     )
+    actions = ActionService(
+        store,
+        box,
+        catalog,
+        guards,
+        mappings,
+        flow_users=_flow_users_of_actions(notify.flows),
+        on_unsendable=_counted_and_due(metrics, worker.notify),
+        read_with_changed=schedules.read_with_changed,
+    )
+    # A partner deleted through another process, forgotten here at the next pass.
+    store.housekeeping.append(
+        ("forgot partners deleted through another process", actions.forget_deleted_partners)
+    )
     return Services(
         settings=settings,
         metrics=metrics,
@@ -363,16 +377,7 @@ def _assemble(
         rejected=RejectedPayloads(
             store, configs, ingestor, other_targets=_schedule_targets(store, settings)
         ),
-        actions=ActionService(
-            store,
-            box,
-            catalog,
-            guards,
-            mappings,
-            flow_users=_flow_users_of_actions(notify.flows),
-            on_unsendable=_counted_and_due(metrics, worker.notify),
-            read_with_changed=schedules.read_with_changed,
-        ),
+        actions=actions,
         proxy=Proxy(catalog, calls, entities, mappings, metrics),
         catalog=catalog,
         guards=guards,

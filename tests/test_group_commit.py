@@ -5,15 +5,17 @@ keep their order."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from bson import ObjectId
 
+from gateway.config import Settings
 from gateway.entities import Origin, Upsert
 from gateway.errors import Conflict, InvalidPayload, StoreUnavailable
-from gateway.services import Services
-from gateway.store import group_commit
+from gateway.services import Services, open_services
+from gateway.store import connection, group_commit
 from gateway.store.group_commit import GroupCommit
 from gateway.web.state import services_key
 from tests.triggers_support import VEHICLE, Client, create_trigger, hook
@@ -313,3 +315,51 @@ async def test_a_multi_entity_write_committed_as_the_floor_is_reached_is_answere
     stored = await entities.distinct("data.plate", {"data.plate": {"$in": plates}})
     assert sorted(stored) == ["FLR1A03", "FLR1A04"]
     assert await services.store.db[group_commit.SEALS].count_documents({}) == 0
+
+
+async def test_round_marks_no_round_can_seal_any_more_are_removed_at_start_and_by_housekeeping(
+    services: Services, settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round whose seal never reached the database (the driver refused to send it past the
+    deadline, the process was killed, the database restarted) left its mark for good: nothing
+    ever deleted one (the soak's `group_commits` grew with every database hiccup). A mark
+    older than any round can live (three database deadlines and an hour) goes at the next
+    start and in every process's housekeeping pass; a fresh one stays (its round may still
+    seal it), and one of an earlier version, without a time, is given one and goes later."""
+    real_seal = group_commit.seal
+
+    async def deadline_passed(db: Any, mark: str) -> None:
+        raise StoreUnavailable("database deadline passed: ExecutionTimeout (50)")
+
+    monkeypatch.setattr(group_commit, "seal", deadline_passed)
+    outcomes = await asyncio.gather(
+        *(
+            services.entities.upsert("acme", "vehicle", {"plate": _plate(i)}, ADMIN)
+            for i in range(20)
+        ),
+        return_exceptions=True,
+    )
+    assert any(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
+    monkeypatch.setattr(group_commit, "seal", real_seal)
+    seals = services.store.db[group_commit.SEALS]
+    missed = [doc["_id"] for doc in await seals.find().to_list(None)]
+    assert missed, "the rounds whose seal missed left their marks"
+
+    lifetime = group_commit.mark_lifetime(settings.db_timeout_ms / 1000)
+    now = datetime.now(UTC)
+    too_old = now - timedelta(seconds=lifetime + 60)
+    await seals.update_many({}, {"$set": {"at": too_old}})  # an hour and more later
+    await seals.insert_many(
+        [{"_id": "round:earlier-version:1"}, {"_id": "round:live:1", "at": now}]
+    )
+    async with open_services(settings, mongodb_uri=mongodb_uri):
+        left = {doc["_id"]: doc.get("at") for doc in await seals.find().to_list(None)}
+    assert set(left) == {"round:earlier-version:1", "round:live:1"}, left
+    assert left["round:earlier-version:1"] is not None  # given a time: it goes one lifetime on
+
+    monkeypatch.setattr(connection, "EXPIRE_SECONDS", 0.05)
+    async with open_services(settings, mongodb_uri=mongodb_uri):
+        await seals.update_many({}, {"$set": {"at": too_old}})
+        async with asyncio.timeout(10):
+            while await seals.count_documents({}):
+                await asyncio.sleep(0.05)

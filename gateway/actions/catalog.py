@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -228,8 +229,12 @@ class Catalog:
         # token endpoint's wait). Read at each call: tests move time by replacing it.
         self.clock = clock
         self._cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
-        self._auth: dict[str, tuple[int, PartnerAuth]] = {}
-        self._xml: dict[str, tuple[int, XmlBody]] = {}
+        # Opened credentials by partner and compiled XML bodies by action, by revision: the
+        # least recently used go past `_MAX_CACHED` (a backstop: a partner deleted through
+        # another process goes at the next housekeeping pass, `PartnerUseCases`
+        # `forget_deleted_partners`).
+        self._auth: OrderedDict[str, tuple[int, PartnerAuth]] = OrderedDict()
+        self._xml: OrderedDict[str, tuple[int, XmlBody]] = OrderedDict()
         self.flow_secrets = FlowSecrets(store, box)
         self.action_secrets = ActionSecrets(store, box)
 
@@ -245,10 +250,16 @@ class Catalog:
         self._xml.pop(resource_id, None)
 
     def drop_partner(self, partner_id: str) -> None:
-        """A partner deleted through this process: out of every cache, and its metric series
-        (calls, latency, OAuth) out of /metrics."""
+        """A partner deleted (through this process, or found deleted by another,
+        `PartnerUseCases.forget_deleted_partners`): out of every cache, and its metric series
+        (calls, latency, OAuth) out of /metrics, their place another's."""
         self.forget(partner_id)
         self._metrics.forget("partner", canonical_ref(partner_id))
+
+    def partners_held(self) -> set[str]:
+        """The partners this process keeps something of: opened credentials, or a place among
+        the `partner` label's with series of their own (not one already forgotten)."""
+        return {*self._auth, *self._metrics.kept("partner")}
 
     async def partner(self, tenant: str, partner_id: str) -> Partner:
         partner: Partner = await self._cached("partner", tenant, partner_id, self._load_partner)
@@ -309,6 +320,7 @@ class Catalog:
         whose = f"partner {doc['name']!r} ({pid})"
         if cached is not None and cached[0] == doc["rev"]:
             auth = cached[1]
+            self._auth.move_to_end(pid)
         else:
             try:
                 opened_auth = self._box.open_json(doc["auth_sealed"], context=auth_context(pid))
@@ -320,7 +332,7 @@ class Catalog:
                 on_refused=self._metrics.counts(self._metrics.oauth_refusals, "partner", pid),
                 clock=self._now,
             )
-            self._auth[pid] = (doc["rev"], auth)
+            _keep(self._auth, pid, (doc["rev"], auth))
         secrets: dict[str, str] = {}
         if doc.get("secrets_sealed"):
             try:
@@ -383,6 +395,7 @@ class Catalog:
         aid = str(doc["_id"])
         cached = self._xml.get(aid)
         if cached is not None and cached[0] == doc["rev"]:
+            self._xml.move_to_end(aid)
             return cached[1]
         problems: list[FieldProblem] = []
         mapped = bool(doc.get("request_mapping"))
@@ -391,7 +404,7 @@ class Catalog:
         )
         if body is None:
             raise InvalidPayload(f"action {doc['name']!r} has an unusable xml_body", problems)
-        self._xml[aid] = (doc["rev"], body)
+        _keep(self._xml, aid, (doc["rev"], body))
         return body
 
     async def _load_subscription(self, tenant: str, subscription_id: str) -> Subscription:
@@ -417,6 +430,15 @@ class Catalog:
             status=doc["status"],
             secrets=secrets,
         )
+
+
+def _keep(kept: OrderedDict[str, _T], key: str, value: _T) -> None:
+    """`kept[key] = value`, the most recently used; the least recently used past
+    `_MAX_CACHED` go."""
+    kept[key] = value
+    kept.move_to_end(key)
+    while len(kept) > _MAX_CACHED:
+        kept.popitem(last=False)
 
 
 async def build_request(

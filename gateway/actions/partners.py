@@ -187,8 +187,29 @@ class PartnerUseCases:
             listed = ", ".join(f"channel {u['name']}" for u in found)
             raise Conflict(f"partner {partner_id} is used by {listed}", used_by=found)
         await self._store.partners.delete(tenant, partner_id)
+        self._forget_partner(partner_id)
+
+    async def forget_deleted_partners(self) -> int:
+        """The partners deleted through another process (the other children of `serve
+        --workers N`, a `gateway worker`, which serves no admin API, a second instance)
+        forgotten here too: of those this process keeps something of (a guard, opened
+        credentials, a metric place), the ones the database no longer holds, read by id
+        alone. Run by every process's housekeeping pass (`Store.housekeeping`, every 60 s):
+        without it they stayed until the process ended, and once the deleted partners had
+        taken every metric place a new partner was counted under "other". How many went."""
+        held = self._catalog.partners_held() | self._guards.partner_ids()
+        if not held:
+            return 0
+        gone = await self._store.partners.gone(held)
+        for partner_id in gone:
+            self._forget_partner(partner_id)
+        return len(gone)
+
+    def _forget_partner(self, partner_id: str) -> None:
+        """A deleted partner out of this process: its caches, its metric series and place, its
+        guard (its breaker, and the state it reports)."""
         self._catalog.drop_partner(partner_id)
-        self._guards.discard(partner_id)  # its breaker, and the state it reports, go with it
+        self._guards.discard(partner_id)
 
     def _partner_fields(self, partner_id: str, body: Mapping[str, Any], *, creating: bool) -> Doc:
         allowed = {

@@ -27,6 +27,10 @@ so a wait it tells is a finite number of seconds (at most 10,000 for a caller ar
 # `given_within` and `acquire` agree on.
 _HAIR: Final = 1e-6
 
+MAX_GUARDS: Final = 10_000
+"""The most partner guards a process keeps (`PartnerGuards.most`), as many as the catalog's
+cached partners."""
+
 
 class BreakerState(enum.StrEnum):
     """Exported as a metric label, so the values are part of the dashboard's contract."""
@@ -401,38 +405,66 @@ class PartnerGuards:
     same bound holds for all the partners of one tenant together (a gate per tenant, kept for
     as long as the process runs: one per tenant that called a partner): a tenant with many
     slow partners, each within its own share, does not take the capacity from the others.
+
+    A deleted partner's guard goes (`discard`): at once in the process that deleted it, at
+    the next housekeeping pass in the others (`PartnerUseCases.forget_deleted_partners`).
+    `most`: a backstop all the same, as for the other caches: past it, the least recently
+    used guard with no call in flight or waiting goes (a partner called again gets a new
+    one, its circuit closed).
     """
 
     clock: Clock = time.monotonic
     share: int | None = None
+    most: int = MAX_GUARDS
     on_breaker_change: Callable[[str, BreakerState], None] | None = None
     # Called when a partner's guard is dropped (the partner deleted): its state is no more.
     on_discard: Callable[[str], None] | None = None
-    _guards: dict[str, PartnerGuard] = field(default_factory=dict, init=False, repr=False)
+    # By partner, the least recently used first (`get`).
+    _guards: OrderedDict[str, PartnerGuard] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
     _tenants: dict[str, Gate] = field(default_factory=dict, init=False, repr=False)
     # An open breaker's read at the end of its cooldown, by partner (see `_read_when_due`).
     _due: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False, repr=False)
 
     def get(self, partner_id: str, settings: GuardSettings) -> PartnerGuard:
         guard = self._guards.get(partner_id)
-        if guard is None or guard.settings != settings:
-            replaced = guard is not None
-            built: list[PartnerGuard] = []
-            guard = PartnerGuard.build(
-                settings,
-                clock=self._now,
-                on_breaker_change=self._callback(partner_id, built),
-                share=self.share,
-                gate=None if guard is None else guard.gate,
-                tenant_gate=self._tenant_gate(settings.tenant),
-            )
-            built.append(guard)
-            self._guards[partner_id] = guard
-            if replaced:  # new settings, a new breaker: closed, whatever the old one was
-                self._cancel_due(partner_id)
-                if self.on_breaker_change is not None:
-                    self.on_breaker_change(partner_id, BreakerState.CLOSED)
+        if guard is not None and guard.settings == settings:
+            self._guards.move_to_end(partner_id)
+            return guard
+        replaced = guard is not None
+        built: list[PartnerGuard] = []
+        guard = PartnerGuard.build(
+            settings,
+            clock=self._now,
+            on_breaker_change=self._callback(partner_id, built),
+            share=self.share,
+            gate=None if guard is None else guard.gate,
+            tenant_gate=self._tenant_gate(settings.tenant),
+        )
+        built.append(guard)
+        self._guards[partner_id] = guard
+        self._guards.move_to_end(partner_id)
+        if replaced:  # new settings, a new breaker: closed, whatever the old one was
+            self._cancel_due(partner_id)
+            if self.on_breaker_change is not None:
+                self.on_breaker_change(partner_id, BreakerState.CLOSED)
+        elif len(self._guards) > self.most:
+            self._evict_idle(but=partner_id)
         return guard
+
+    def partner_ids(self) -> set[str]:
+        """The partners that have a guard in this process."""
+        return set(self._guards)
+
+    def _evict_idle(self, *, but: str) -> None:
+        """Past `most`: the least recently used guard (`but` the one just built) with nothing
+        in flight or waiting at its gate discarded; one in use keeps its place (its calls
+        hold its gate: a new one would let as many more through)."""
+        for partner_id, guard in self._guards.items():
+            if partner_id != but and guard.gate.held == 0 and not guard.gate.locked():
+                self.discard(partner_id)
+                return
 
     def room(self, partner_id: str, sending: int = 0) -> int | None:
         """How many of a leased runner's units a claim takes for the partner

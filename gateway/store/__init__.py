@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
@@ -36,7 +36,7 @@ from gateway.store.fine_keys import rekey_fines
 from gateway.store.fleet import FleetStore
 from gateway.store.fleet_rules import FleetRuleStores
 from gateway.store.fleet_settings import FleetSettingsStore
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import GroupCommit, sweep_marks
 from gateway.store.health import DatabaseHealth, KnownDown
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
@@ -112,8 +112,18 @@ class Store:
         tenant_limits: Mapping[str, int] | None = None,
         feed_settle_seconds: float = FEED_SETTLE,
         index_build_seconds: float = INDEX_BUILD_SECONDS,
+        round_mark_seconds: float | None = None,
     ) -> None:
         self.db = db
+        # How old a group commit round's mark may be while its round can still seal it
+        # (`group_commit.mark_lifetime`): older ones are removed at start and by every
+        # housekeeping pass (`sweep_round_marks`). None: never (a one-shot command, whose
+        # settings may not be the serving processes').
+        self.round_mark_seconds = round_mark_seconds
+        # What else every housekeeping pass runs (`connection._housekeep`, every 60 s): the use
+        # cases' passes over what their process keeps, registered as they are assembled
+        # (services.py), each named for the log; each returns how many things it dropped.
+        self.housekeeping: list[tuple[str, Callable[[], Awaitable[int]]]] = []
         # Each index build and one-time upgrade step of `ensure_indexes` has this bound, not
         # the client's deadline (`_building`); one that outlasts the deadline sets `outlasting`.
         self.index_build_seconds = index_build_seconds
@@ -256,6 +266,19 @@ class Store:
         await self._upgrade(new=not present)
         self.indexes_missing = None
         self.prepared.set()
+        try:
+            if removed := await self.sweep_round_marks():
+                log.info("removed %d group commit round marks no round can seal any more", removed)
+        except StoreUnavailable as exc:  # the housekeeping pass tries again
+            log.warning("removing round marks no round can seal failed (%s)", exc)
+
+    async def sweep_round_marks(self) -> int:
+        """The group commit rounds' marks older than any round can live removed
+        (`group_commit.sweep_marks`), at the gateway's time as the expiry holds it
+        (`Expiry.now`: a step of the clock removes no mark before its time); how many."""
+        if self.round_mark_seconds is None:
+            return 0
+        return await sweep_marks(self.db, self.expiry.now(), self.round_mark_seconds)
 
     @contextlib.contextmanager
     def _building(self, what: str) -> Iterator[None]:

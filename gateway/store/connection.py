@@ -20,6 +20,7 @@ from gateway.shutdown import CLOSE_SECONDS
 from gateway.store import INDEX_RETRY_SECONDS, Store
 from gateway.store.client import cancelled_connections_closed, open_client
 from gateway.store.embedded import EmbeddedServer, running_uri
+from gateway.store.group_commit import mark_lifetime
 from gateway.store.health import DatabaseHealth
 from gateway.store.supervisor import EmbeddedSupervisor, FreeSpaceFloor
 
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 
 
 EXPIRE_SECONDS = 60.0
-"""How often a process expires documents past their TTL itself, where the server's own sweep
-reads whole collections (as often as MongoDB's sweep runs)."""
+"""How often a process runs its housekeeping pass (`_housekeep`): expires documents past their
+TTL itself, where the server's own sweep reads whole collections (as often as MongoDB's sweep
+runs), and removes the group commit round marks no round can seal any more."""
 
 REAP_SECONDS = 15.0
 """How often a process has the server abort transactions a dead process left open, where the
@@ -88,6 +90,7 @@ async def open_store(
             follow_ttl_settings=not attach,
             tenant_limits=settings.tenant_limits(),
             index_build_seconds=settings.index_build_timeout_seconds,
+            round_mark_seconds=None if attach else mark_lifetime(settings.db_timeout_ms / 1000),
         )
         tasks.append(asyncio.create_task(health.run_prober(store.ping)))
         if embedded and (settings.embedded_min_free_mb or settings.embedded_min_free_inodes):
@@ -99,7 +102,7 @@ async def open_store(
             )
             await floor.look()  # before the first write: a one-shot command's comes at once
             tasks.append(asyncio.create_task(floor.watch()))
-        tasks.append(asyncio.create_task(_expire(store)))
+        tasks.append(asyncio.create_task(_housekeep(store)))
         tasks.append(asyncio.create_task(_end_abandoned_transactions(store)))
         # Awaited here, unless an index build or upgrade step outlasts the deadline (an
         # upgrade of a large database): then it goes on while the process serves, not ready.
@@ -221,19 +224,34 @@ def _failed_again(store: Store, exc: Exception) -> None:
     )
 
 
-async def _expire(store: Store) -> None:
-    """Documents past their TTL, dropped through the TTL indexes every `EXPIRE_SECONDS`
-    where the gateway expires them itself (`store/expiry.py`). Every process does: a delete of
-    what has expired is the same from any of them, and costs little when nothing has."""
+async def _housekeep(store: Store) -> None:
+    """Every `EXPIRE_SECONDS`: documents past their TTL, dropped through the TTL indexes where
+    the gateway expires them itself (`store/expiry.py`), the group commit round marks no
+    round can seal any more removed (`Store.sweep_round_marks`; at start too), and what the
+    use cases registered (`Store.housekeeping`: the partners deleted through another
+    process forgotten). Every process does: a delete of what has expired is the same from
+    any of them, and costs little when nothing has."""
     while True:
         await asyncio.sleep(EXPIRE_SECONDS)
-        if not store.expiry.by_gateway:
+        if store.expiry.by_gateway:
+            try:
+                if expired := await store.expiry.expire():
+                    log.info("expired %d documents past their TTL", expired)
+            except StoreUnavailable as exc:
+                log.warning("expiring documents past their TTL failed (%s); trying again", exc)
+        if not store.prepared.is_set():
             continue
         try:
-            if expired := await store.expiry.expire():
-                log.info("expired %d documents past their TTL", expired)
+            if removed := await store.sweep_round_marks():
+                log.info("removed %d group commit round marks no round can seal", removed)
         except StoreUnavailable as exc:
-            log.warning("expiring documents past their TTL failed (%s); trying again", exc)
+            log.warning("removing round marks no round can seal failed (%s); trying again", exc)
+        for what, step in list(store.housekeeping):
+            try:
+                if dropped := await step():
+                    log.info("%s: %d", what, dropped)
+            except StoreUnavailable as exc:
+                log.warning("%s failed (%s); trying again", what, exc)
 
 
 async def _end_abandoned_transactions(store: Store) -> None:

@@ -56,7 +56,7 @@ from gateway.store.client import (
     translate_errors,
     unjournaled,
 )
-from gateway.store.group_commit import SEALS, GroupCommit, Marks, seal
+from gateway.store.group_commit import SEALS, GroupCommit, Marks, mark_doc, seal
 from gateway.store.migrations import record_step, step_done
 
 INDEXES = [
@@ -661,7 +661,7 @@ class EntityStore:
                             return None
                         docs.append(doc)
                     mark = self._together_marks.next()
-                    await self._c.database[SEALS].insert_one({"_id": mark}, session=session)
+                    await self._c.database[SEALS].insert_one(mark_doc(mark), session=session)
                     await session.commit_transaction()
                 except DuplicateKeyError:  # a natural key taken meanwhile
                     await _abort(session)

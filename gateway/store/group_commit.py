@@ -27,12 +27,14 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal, cast
 
 from pymongo import AsyncMongoClient, DeleteOne, InsertOne, UpdateOne
 from pymongo.errors import ClientBulkWriteException, InvalidOperation
 from pymongo.results import ClientBulkWriteResult
 
+from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, InvalidPayload, StoreUnavailable
 from gateway.store.client import (
     DUPLICATE_KEY,
@@ -49,7 +51,45 @@ from gateway.store.client import (
 log = logging.getLogger(__name__)
 
 SEALS: Final = "group_commits"
-"""A round's mark: inserted by its last operation, deleted (journaled) by its seal (`seal`)."""
+"""A round's mark, `{_id, at}` (`mark_doc`): inserted by its last operation, deleted
+(journaled) by its seal (`seal`); one whose seal never reached the database (a deadline
+passed, the process killed) is removed once no round can be that old (`sweep_marks`)."""
+
+MARK_PAUSE_SECONDS: Final = 3600.0
+"""What a mark is kept beyond the database deadlines a round spends at most
+(`mark_lifetime`): a process paused between its round and its seal (a stopped container, a
+paused VM) still finds its mark within it."""
+
+
+def mark_lifetime(deadline_seconds: float) -> float:
+    """How old a round's mark may be while its round can still seal it, in seconds: a group
+    commit round is its write and its seal, a multi-entity write (`EntityStore.write_together`)
+    its mark's insert, its commit and its seal, each within the database deadline
+    (GATEWAY_DB_TIMEOUT_MS: `deadline_seconds`); plus `MARK_PAUSE_SECONDS`."""
+    return 3 * deadline_seconds + MARK_PAUSE_SECONDS
+
+
+def mark_doc(mark: str) -> Doc:
+    """The mark's document: its id and when it was made (the gateway's time)."""
+    return {"_id": mark, "at": as_stored(utcnow())}
+
+
+async def sweep_marks(db: Any, now: datetime, lifetime: float) -> int:
+    """Remove the marks older than `lifetime` seconds at `now`: no round can seal them any
+    more (their seal missed its deadline, their process was killed or the database restarted
+    before it). A mark without a time (left by a version before 2026-12-07) is given `now`,
+    so it goes one lifetime later. How many were removed.
+
+    No index: the collection holds the marks of the rounds in flight and those left within
+    the lifetime, a few documents, which one read passes over cheaper than an index every
+    round would have to keep up (an insert and a delete a round, the hottest writes there
+    are); not a TTL index (on SecantusDB one reads its collection under the storage lock,
+    docs/operations.md), and this runs in the housekeeping pass that expires the others."""
+    with translate_errors():
+        await db[SEALS].update_many({"at": {"$exists": False}}, {"$set": {"at": as_stored(now)}})
+        cutoff = as_stored(now - timedelta(seconds=lifetime))
+        removed = await db[SEALS].delete_many({"at": {"$lt": cutoff}})
+    return int(removed.deleted_count)
 
 
 class Marks:
@@ -251,7 +291,7 @@ class GroupCommit:
         if self._journaled:
             mark = self._marks.next()
             seals = batch[0].write.collection.database[SEALS].full_name
-            models.append(InsertOne({"_id": mark}, namespace=seals))
+            models.append(InsertOne(mark_doc(mark), namespace=seals))
         self.round_trips += 1
         result: ClientBulkWriteResult | None = None
         errors: dict[int, Any] = {}

@@ -14,7 +14,7 @@ ending the outage clears `failing_since` only if none was since it read the part
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -22,10 +22,11 @@ from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
 
 from gateway.clock import as_stored
-from gateway.store.client import Doc, scoped, translate_errors
+from gateway.store.client import Doc, parse_id, scoped, translate_errors
 from gateway.store.resources import TenantResources
 
 _NOTE_TRIES = 5  # a failure's note, read then written guarded: the tries before it gives up
+_IDS_A_READ = 1000  # ids `gone` asks about in one query
 
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="by_tenant"),
@@ -157,6 +158,20 @@ class PartnerStore(TenantResources):
         return found
 
     # -- system work across tenants, never reached from a request ----------------------------
+
+    async def gone(self, ids: Iterable[str]) -> set[str]:
+        """Of `ids`, those that name no partner any more (deleted, by any process): one read
+        of ids alone per 1,000. An id that could not name one (not an ObjectId) is none of
+        them: it was never a partner's, and is not this store's to judge."""
+        parsed = {oid: pid for pid in ids if (oid := parse_id(pid)) is not None}
+        found: set[Any] = set()
+        every = list(parsed)
+        for start in range(0, len(every), _IDS_A_READ):
+            chunk = every[start : start + _IDS_A_READ]
+            with translate_errors():
+                docs = await self._c.find({"_id": {"$in": chunk}}, {"_id": 1}).to_list(None)
+            found.update(d["_id"] for d in docs)
+        return {pid for oid, pid in parsed.items() if oid not in found}
 
     async def disabled_ids(self) -> builtins.list[str]:
         with translate_errors():
