@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -512,33 +513,38 @@ async def test_a_track_with_fixes_dated_far_ahead_pages_through_each_fix_once(
     assert [i["rejected"] for i in items] == [None, "future", "future", "future", "future"]
 
 
-async def test_out_of_range_and_nan_fixes_in_a_track_are_refused_and_change_nothing(
+async def test_off_globe_fixes_in_a_track_are_kept_flagged_and_bad_ones_refused(
     client: Client,
 ) -> None:
-    """A highway track whose batches carry a latitude of 91, a longitude of −181 and a
-    negative speed (each refused alone with a 422 naming the field, the rest stored), and a
-    request whose JSON carries NaN (a 400: JSON has no NaN): the odometer and the last
+    """A highway track whose batches carry a latitude of 91, a longitude of −181 and 1e300
+    (stored, answered as the rest, and flagged `invalid_coordinates` by the fold: SPEC §6's
+    gate), a negative speed (refused alone with a 422 naming the field, the rest stored), and
+    a request whose JSON carries NaN (a 400: JSON has no NaN): the odometer and the last
     position are the clean track's."""
-    track = ending_now(lambda s: tracks.highway(6, s))
+    clean = ending_now(lambda s: tracks.highway(6, s))
+    good = clean.fixes
+    off = [
+        (91.0, good[10].lon),
+        (good[40].lat, -181.0),
+        (1e300, good[70].lon),
+    ]
+    extra = [
+        replace(good[i], t=good[i].t + timedelta(seconds=0.5), lat=lat, lon=lon,
+                expect="invalid_coordinates")
+        for i, (lat, lon) in zip((10, 40, 70), off, strict=True)
+    ]  # fmt: skip
+    fixes = sorted([*good, *extra], key=lambda f: f.t)
+    track = replace(clean, fixes=fixes, sends=tracks.in_batches(len(fixes), 50))
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "NAN1A01")
-    bad = [
-        ({"lat": 91.0}, "/lat"),
-        ({"lon": -181.0}, "/lon"),
-        ({"speed_kmh": -5.0}, "/speed_kmh"),
-    ]
-    for n, batch in enumerate(track.batches()):
-        body = [fix.canonical("NAN1A01") for fix in batch]
-        wrong, pointer = bad[n % len(bad)]
-        body.insert(
-            3, {**body[3], **wrong, "time": tracks.iso(batch[3].t + timedelta(seconds=0.5))}
-        )
-        status, answer = await hook(client, trigger, body)
-        assert status == 207, answer
-        (refused,) = [r for r in answer["results"] if r["status"] == 422]
-        assert [e["pointer"] for e in refused["problem"]["errors"]] == [pointer]
-        assert answer["summary"]["stored"] == len(batch)
-    nan = json.dumps([{**track.fixes[5].canonical("NAN1A01"), "lat": math.nan}])
+    await post_track(client, trigger, track, "NAN1A01")
+    negative = {**good[5].canonical("NAN1A01"), "speed_kmh": -5.0}
+    negative["time"] = tracks.iso(good[5].t + timedelta(seconds=0.25))
+    status, answer = await hook(client, trigger, [good[5].canonical("NAN1A01"), negative])
+    assert status == 207, answer
+    (refused,) = [r for r in answer["results"] if r["status"] == 422]
+    assert [e["pointer"] for e in refused["problem"]["errors"]] == ["/speed_kmh"]
+    nan = json.dumps([{**good[5].canonical("NAN1A01"), "lat": math.nan}])
     response = await client.post(
         f"/hooks/{trigger['id']}",
         data=nan,

@@ -278,7 +278,7 @@ async def test_a_value_just_out_of_range_is_named_as_sent(client: Client) -> Non
     here = {"plate": "ABC1D23", "time": _recent(0), "lat": -23.55, "lon": -46.63}
     for extra, said in (
         ({"heading": 360.0000001}, "/heading: between 0 and 360, not 360.0000001"),
-        ({"lat": -90.00000000001}, "/lat: between -90 and 90, not -90.00000000001"),
+        ({"accuracy_m": -1e-11}, "/accuracy_m: at least 0, not -1e-11"),
         ({"odometer_km": 1e308}, "/odometer_km: between 0 and 1e+07, not 1e+308"),
         ({"speed_kmh": -1}, "/speed_kmh: at least 0, not -1"),
     ):

@@ -67,7 +67,7 @@ async def test_a_batch_with_a_refused_point_is_acknowledged_and_the_point_kept(
     await upload_shipped(client, "overland")
     trigger = await create_position_trigger(client, mapping="overland")
     body = copy.deepcopy(OVERLAND)
-    body["locations"][1]["geometry"]["coordinates"] = [-46.6, 91.5]  # no such latitude
+    body["locations"][1]["geometry"]["coordinates"] = [-46.6, "-23.5"]  # text: no number
     status, answer = await hook(client, trigger, body)
     assert status == 207 and answer["result"] == "ok"
     assert [r["status"] for r in answer["results"]] == [201, 422]

@@ -6,12 +6,15 @@ mapping produces (SPEC §3.5, §6).
 
 `parse_fix` checks one item and lists every problem (a 422 names each failing field): the
 vehicle named by a plate or a tracker id, `time` an RFC 3339 timestamp with an offset (or
-"Z"), coordinates finite and in range, speed, accuracy and odometer finite and not negative
+"Z"), coordinates finite numbers, speed, accuracy and odometer finite and not negative
 (the odometer at most 10,000,000 km), heading within [0, 360], ignition and valid booleans,
 attributes an object whose member names and numbers the database can store (no leading "$",
 no "." or NUL; integers within 64 bits). A fix that passes may still be refused by the
-quality gates of the fold ((0,0), far future, impossible speed, `valid: false` ...): those
-are stored and flagged, not refused here. `valid` false says the device had no position fix
+quality gates of the fold (a latitude outside [-90, 90] or a longitude outside [-180, 180],
+(0,0), far future, impossible speed, `valid: false` ...): those are stored and flagged
+(SPEC §6: `invalid_coordinates`, `null_island` ...), not refused here. A coordinate that is
+no number at all (missing, text, NaN or infinite, which no JSON, form or mapped value
+carries) is refused here. `valid` false says the device had no position fix
 (no GPS lock: Traccar's and flespi's `valid`): its coordinates are the last ones the device
 held, or none it measured, and the fold refuses it (`no_fix`).
 """
@@ -26,7 +29,7 @@ from typing import Any, Final
 
 from gateway.clock import from_rfc3339
 from gateway.errors import FieldProblem, InvalidPayload
-from gateway.formats.json_tree import plain_zeros, text_refused
+from gateway.formats.json_tree import WideInt, plain_zeros, text_refused
 
 FIELDS: Final = (
     "plate",
@@ -95,8 +98,8 @@ def parse_fix(item: Any) -> Fix:
         message = "a fix names its vehicle: plate or tracker_id is required"
         problems.append(FieldProblem("", message, "required"))
     when = _time(item.get("time"), problems)
-    lat = _number(item, "lat", -90.0, 90.0, problems, required=True)
-    lon = _number(item, "lon", -180.0, 180.0, problems, required=True)
+    lat = _coordinate(item, "lat", problems)
+    lon = _coordinate(item, "lon", problems)
     extra = _optional(item, problems)
     if problems or when is None or lat is None or lon is None:
         raise _invalid(problems)
@@ -250,6 +253,25 @@ def _time(value: Any, problems: list[FieldProblem]) -> datetime | None:
         problems.append(FieldProblem("/time", message, "format"))
         return None
     return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+
+
+def _coordinate(item: Mapping[str, Any], name: str, problems: list[FieldProblem]) -> float | None:
+    """A latitude or longitude: any finite number. One off the globe (a firmware swapping
+    latitude and longitude, a unit sending micro-degrees) is a fix the fold refuses
+    (`quality.Reason.INVALID_COORDINATES`: kept in the track flagged, counted by reason),
+    as it refuses (0, 0), not a payload refused here. An integer past 64 bits (`WideInt`, its
+    digits) is such a number too."""
+    value = item.get(name)
+    if type(value) is float and math.isfinite(value):  # most coordinates
+        return value + 0.0  # no negative zero stored (plain_zeros)
+    if isinstance(value, WideInt):
+        value = float(value)  # finite up to 308 digits; beyond, Infinity: refused below
+    elif type(value) is int:
+        try:
+            value = float(value)
+        except OverflowError:  # past any float: refused below, as `1e999` would be
+            value = math.inf
+    return _number({name: value}, name, -math.inf, math.inf, problems, required=True)
 
 
 def _number(

@@ -3,8 +3,8 @@
 A fix that fails a gate stays in the track, flagged with the reason, and never moves the
 last position or the odometer. The gates, in the order they are tried:
 
-- `invalid_coordinates`: latitude outside [-90, 90], longitude outside [-180, 180], not a
-  finite number (the append refuses these already; kept for documents written otherwise);
+- `invalid_coordinates`: latitude outside [-90, 90], longitude outside [-180, 180] (the
+  append stores such fixes, `fix.parse_fix`), or not a finite number (which it refuses);
 - `null_island`: exactly (0, 0), what a tracker without a fix sends;
 - `no_fix`: the fix says the device had no position fix (`valid: false`: no GPS lock, the
   coordinates the last ones the device held);

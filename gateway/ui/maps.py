@@ -64,7 +64,7 @@ class TrackInput:
 def draw(tracks: Iterable[TrackInput], fences: Iterable[Mapping[str, Any]]) -> SheetMap | None:
     """The sheet for these tracks and fence documents; None when there is nothing to draw."""
     tracks, fences = list(tracks), list(fences)
-    extent = [(float(f["lat"]), float(f["lon"])) for t in tracks for f in t.fixes]
+    extent = [(float(f["lat"]), float(f["lon"])) for t in tracks for f in t.fixes if _on_globe(f)]
     for fence in fences:
         extent.extend(_fence_extent(fence))
     if not extent:
@@ -73,7 +73,7 @@ def draw(tracks: Iterable[TrackInput], fences: Iterable[Mapping[str, Any]]) -> S
     return SheetMap(
         WIDTH,
         HEIGHT,
-        tuple(_track(t, projection) for t in tracks if t.fixes),
+        tuple(_track(t, projection) for t in tracks if any(_on_globe(f) for f in t.fixes)),
         tuple(_fence(f, projection) for f in fences),
     )
 
@@ -112,9 +112,18 @@ def _around(lon: float, middle: float) -> float:
     return lon
 
 
+def _on_globe(fix: Mapping[str, Any]) -> bool:
+    """Whether a fix can be drawn: a fix refused `invalid_coordinates` (latitude 95, a
+    longitude in micro-degrees) is kept in the track, but has no place on a map, and would
+    stretch the sheet past the poles."""
+    lat, lon = float(fix["lat"]), float(fix["lon"])
+    return abs(lat) <= 90.0 and abs(lon) <= 180.0  # (False for NaN too)
+
+
 def _track(track: TrackInput, projection: _Projection) -> Track:
-    accepted = [f for f in track.fixes if not f.get("rejected")]
-    rejected = [f for f in track.fixes if f.get("rejected")]
+    drawn = [f for f in track.fixes if _on_globe(f)]
+    accepted = [f for f in drawn if not f.get("rejected")]
+    rejected = [f for f in drawn if f.get("rejected")]
     points = [projection.xy(float(f["lat"]), float(f["lon"])) for f in accepted]
     return Track(
         label=track.label,

@@ -19,8 +19,10 @@ FIX_SCHEMA: Final[dict[str, Any]] = {
     "properties": {
         "id": {"type": "string"},
         "time": {"type": "string", "format": "date-time", "description": "device time (UTC)"},
-        "lat": {"type": "number", "minimum": -90, "maximum": 90},
-        "lon": {"type": "number", "minimum": -180, "maximum": 180},
+        # Off the globe as the device sent it: such a fix is kept, `rejected:
+        # invalid_coordinates` (SPEC §6).
+        "lat": {"type": "number", "description": "outside [-90, 90]: `invalid_coordinates`"},
+        "lon": {"type": "number", "description": "outside [-180, 180]: `invalid_coordinates`"},
         "speed_kmh": _NUMBER,
         "heading": _NUMBER,
         "accuracy_m": _NUMBER,
