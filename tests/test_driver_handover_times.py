@@ -459,6 +459,79 @@ async def test_a_report_inserted_before_a_repeat_of_the_driver_before_records_th
     assert vehicle["current_driver"]["cpf"] == ANA["cpf"], vehicle
 
 
+_FAILURES = [
+    ("record", 1, "after"),  # Bruno's change written, the answer lost
+    ("_report_again", 1, "before"),  # the repeats not yet recorded again
+    ("record", 2, "after"),  # Ana's checklist recorded again, not yet taken out
+    ("take_repeats", 1, "before"),
+    ("take_repeats", 1, "after"),  # taken out, the vehicle's field not yet followed
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "nth", "when"), _FAILURES, ids=[f"{m}-{n}-{w}" for m, n, w in _FAILURES]
+)
+async def test_an_insertion_a_failure_stopped_is_finished_by_the_relays_retry(
+    client: Client, monkeypatch: pytest.MonkeyPatch, method: str, nth: int, when: str
+) -> None:
+    """Inserting Bruno's late checklist (t-2h) into Ana's change (t-3h, her t-1h checklist kept
+    as its repeat) is several writes: the change, Ana's report recorded again, the repeat
+    taken out. A store error (or a process stopped) between two of them, then the relay's
+    retry of the batch: the retry found Bruno's change at its instant, a repeat, and did
+    nothing, so Ana's t-1h report was lost and Bruno stayed in force up to now. The retry
+    now finishes the insertion, whichever write the failure came after."""
+    from gateway.assignments import AssignmentService
+    from gateway.errors import StoreUnavailable
+    from gateway.store.assignments import AssignmentStore
+
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    t_erp, t_bruno, t_ana = _minute(3), _minute(2), _minute(1)
+    ana_erp = {"PLACA": "ABC1D23", "CPF_MOTORISTA": ANA["cpf"], "DATA_TROCA": _local(t_erp)}
+    await send_to(client, erp, ana_erp)
+    await drain(client.app[services_key])
+    await post(client, "/api/v1/entities/other", _checklist("chk-ana", ANA, t_ana))
+    await drain(client.app[services_key])
+
+    owner = AssignmentStore if hasattr(AssignmentStore, method) else AssignmentService
+    original = getattr(owner, method)
+    calls = [0]
+
+    async def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] != nth:
+            return await original(self, *args, **kwargs)
+        if when == "after":
+            await original(self, *args, **kwargs)
+        raise StoreUnavailable("injected: the database went away")
+
+    monkeypatch.setattr(owner, method, failing)
+    await post(client, "/api/v1/entities/other", _checklist("chk-bruno", BRUNO, t_bruno))
+    failed = 0
+    for _ in range(3):  # the relay runs the batch again
+        try:
+            await drain(client.app[services_key])
+            break
+        except StoreUnavailable:
+            failed += 1
+    assert failed == 1 and calls[0] >= nth
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["source"], c["start"]) for c in history] == [
+        (ANA["cpf"], "checklist", t_ana.isoformat()),
+        (BRUNO["cpf"], "checklist", t_bruno.isoformat()),
+        (ANA["cpf"], "erp", t_erp.isoformat()),
+        (BRUNO["cpf"], "admin", "2026-01-01T00:00:00+00:00"),
+    ], history
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == ANA["cpf"], vehicle
+    # Nothing left twice: Bruno's checklist taken back leaves Ana from t-3h on.
+    deleted = await client.delete("/api/v1/entities/other/checklist:chk-bruno", headers=auth())
+    assert deleted.status in (200, 204), await deleted.text()
+    await drain(client.app[services_key])
+    for at in (t_bruno, t_ana + timedelta(minutes=30)):
+        assert (await _driver_at(client, at))["driver"]["cpf"] == ANA["cpf"], at
+
+
 # -- a handover to a driver the tenant does not have yet ---------------------------------------
 
 
