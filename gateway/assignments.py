@@ -584,20 +584,37 @@ class AssignmentService:
         """Whether the change in force at `when` names the driver a vehicle's
         `current_driver` value names: by its `id`, by its `cpf` (any spelling; a pending
         driver by CPF alone); each member given as the change has it. A report of that
-        driver from `when` is one the history has heard (`EntityService._news`)."""
+        driver from `when` is one the history has heard (`EntityService.news`)."""
         try:
             at = as_stored(when.astimezone(UTC))
         except (OverflowError, ValueError):  # no time the history holds
             return False
         in_force = await self._store.at(tenant, vehicle_id, at)
-        held = None if in_force is None else in_force.get("driver")
-        if held is None:
+        return in_force is not None and _names(in_force.get("driver"), value)
+
+    async def hear(
+        self,
+        tenant: str,
+        vehicle_id: str,
+        value: Mapping[str, Any],
+        since: datetime,
+        *,
+        source: str,
+        ref: str,
+        author: str,
+    ) -> bool:
+        """A report of the driver `value` names from `since` that the vehicle's write left
+        out (the history has that driver then: `EntityService.heard`, so no event brings it
+        here) is kept by the change in force then as a repeat, as one relayed would be
+        (`_change`), so that it stands if that change is taken back. It records no change
+        and writes no field. Whether it was kept (the history still has that driver then)."""
+        start = self._check(since, self._clock(), source, ref)
+        in_force = await self._store.at(tenant, vehicle_id, start)
+        if in_force is None or not _names(in_force.get("driver"), value):
             return False
-        named = [(name, value[name]) for name in ("id", "cpf") if isinstance(value.get(name), str)]
-        return bool(named) and all(
-            held.get(name) == (normalize_identifier(name, given) if name == "cpf" else given)
-            for name, given in named
-        )
+        report = {"start": start, "source": source, "ref": ref, "author": author}
+        await self._store.add_repeat(in_force, report)
+        return True
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
@@ -713,6 +730,18 @@ class AssignmentService:
 def _no_driver(driver_ref: str) -> InvalidPayload:
     message = f"no driver {driver_ref!r} (an id or a CPF) in this tenant"
     return InvalidPayload(message, [FieldProblem("/driver", message, "reference")])
+
+
+def _names(held: Mapping[str, Any] | None, value: Mapping[str, Any]) -> bool:
+    """Whether a change's driver `held` is the one a `current_driver` value names: each of
+    its `id` and `cpf` (any spelling) given, one at least, as `held` has it."""
+    if held is None:
+        return False
+    named = [(name, value[name]) for name in ("id", "cpf") if isinstance(value.get(name), str)]
+    return bool(named) and all(
+        held.get(name) == (normalize_identifier(name, given) if name == "cpf" else given)
+        for name, given in named
+    )
 
 
 def _origin(change: Mapping[str, Any]) -> Origin:

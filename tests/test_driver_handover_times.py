@@ -417,6 +417,43 @@ def _checklist(key: str, driver: dict[str, str], at: datetime) -> dict[str, Any]
     }
 
 
+async def test_a_report_of_a_past_driver_left_out_of_the_write_stands_when_its_change_is_taken_back(
+    client: Client,
+) -> None:
+    """Ana's checklist at t-3h, Bruno's at t-1h (he drives now), then the ERP's first and only
+    report "Ana since t-2h": the history has Ana then, so the write leaves the field Bruno's,
+    no event. It was dropped there, and the history, which reads reports from events, never
+    kept it: Ana's checklist taken back (a wrong plate), Bruno (admin, since January) drove
+    at t-90min. The write now hands the report to the history, which keeps it as a repeat of
+    Ana's change: taken back, the ERP's report stands (Ana from t-2h, source erp)."""
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    t_ana, t_erp, t_bruno = _minute(3), _minute(2), _minute(1)
+    await post(client, "/api/v1/entities/other", _checklist("chk-ana", ANA, t_ana))
+    await drain(client.app[services_key])
+    await post(client, "/api/v1/entities/other", _checklist("chk-bruno", BRUNO, t_bruno))
+    await drain(client.app[services_key])
+    before = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": ANA["cpf"], "DATA_TROCA": _local(t_erp)}
+    answer = await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+    assert (answer["changed"], answer["events"]) == ([], []), answer
+    after = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert (after["current_driver"], after["version"]) == (
+        before["current_driver"],
+        before["version"],
+    )
+    deleted = await client.delete("/api/v1/entities/other/checklist:chk-ana", headers=auth())
+    assert deleted.status in (200, 204), await deleted.text()
+    await drain(client.app[services_key])
+    at_fine = await _driver_at(client, t_erp + timedelta(minutes=30))
+    assert (at_fine["driver"]["cpf"], at_fine["source"]) == (ANA["cpf"], "erp"), at_fine
+    assert at_fine["start"] == t_erp.isoformat()
+    assert (await _driver_at(client, t_ana))["driver"]["cpf"] == BRUNO["cpf"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == BRUNO["cpf"], vehicle
+
+
 @pytest.mark.parametrize("erp_first", [False, True], ids=["checklist-first", "erp-first"])
 async def test_a_report_inserted_before_a_repeat_of_the_driver_before_records_that_repeat(
     client: Client, erp_first: bool
