@@ -368,8 +368,8 @@ def merged_write(
     nothing for an entity not stored (None). With the change merged, which is what the
     write sends (`SchemaRegistry.check_write`'s `change`). The one rule the writes and the
     dry runs (`mapping_files/dry_run.py`, `flows/dry_run.py`) share, so a dry run says what
-    the write does. A whole value giving only a report's members is no write of it
-    (`without_lone_reports`)."""
+    the write does. A whole value naming nothing is no write of it (`without_lone_reports`:
+    a `current_driver` with neither `cpf` nor `id`)."""
     fields = without_lone_reports(fields, whole)
     if current is None:
         return merge({}, fields, whole, sees), fields
@@ -380,25 +380,32 @@ def merged_write(
 def without_lone_reports(
     fields: Mapping[str, Any], whole: Mapping[str, WholeValue]
 ) -> Mapping[str, Any]:
-    """`fields` without the whole values that give a report's members (`REPORTED`) and name
-    nothing: none of the members naming the value on its own (`named_by`), or, where the
-    schema names none, nothing else. A `current_driver` with a `since` and no `cpf` nor `id`
-    (an ERP's record whose CPF is blank, with the date of its last change, and perhaps its
-    name column: `{name: "SEM CONDUTOR", since}`) names no driver, so it is no write of the
-    field, which stays as stored (a null never removes anything; a removal is `{remove:
-    true}`). Written, it left the vehicle's field `{since}` or `{name, since}` while the
-    history kept the driver. `fields` itself when none is left out."""
-    lone = [key for key, value in fields.items() if key in whole and _lone(value, whole[key])]
+    """`fields` without the whole values that name nothing (`lone_reports`): no write of
+    them, which stay as stored (a null never removes anything; a removal is `{remove:
+    true}`). `fields` itself when none is left out."""
+    lone = lone_reports(fields, whole)
     return {k: v for k, v in fields.items() if k not in lone} if lone else fields
 
 
+def lone_reports(fields: Mapping[str, Any], whole: Mapping[str, WholeValue]) -> list[str]:
+    """The whole values of `fields` that name nothing: giving something, but none of the
+    members naming the value on its own (`named_by`), or, where the schema names none,
+    only a report's members (`REPORTED`). A `current_driver` with neither `cpf` nor `id`
+    (an ERP's record whose CPF is blank beside its name column, with or without the date
+    of its last change: `{name: "SEM CONDUTOR"}`, `{name, since}`, `{since}`; an admin's
+    `{name: "Fulano"}`) names no driver: written, it left the vehicle's field naming
+    nobody while the history kept the driver, for good (no report is read from it)."""
+    return [key for key, value in fields.items() if key in whole and _lone(value, whole[key])]
+
+
 def _lone(value: Any, whole: WholeValue) -> bool:
-    """Whether the whole value `value` reports (a `since`) and names nothing (`named_by`)."""
+    """Whether the whole value `value` gives something and names nothing (`named_by`)."""
     if not isinstance(value, Mapping):
         return False
     given = {name for name, member in value.items() if member is not None}
-    naming = whole.named_by or given - REPORTED
-    return bool(given & REPORTED) and not given & naming
+    if whole.named_by:
+        return bool(given) and not given & whole.named_by
+    return bool(given & REPORTED) and not given - REPORTED
 
 
 def waiting(current: Doc) -> bool:
@@ -771,6 +778,28 @@ class EntityService:
         if value is not None and self.hear is not None:
             await self.hear(tenant, str(vehicle["_id"]), value, origin)
 
+    def _say_lone(
+        self,
+        tenant: str,
+        etype: str,
+        fields: Mapping[str, Any],
+        origin: Origin,
+        nk: str | None = None,
+    ) -> None:
+        """Log the whole values a write leaves out as naming nothing (`lone_reports`), with
+        the writer: the reason the field stays as stored (a blank CPF in an ERP's feed)."""
+        for name in lone_reports(fields, self._schemas.whole_members(etype)):
+            log.info(
+                "%s %r of tenant %s: %s names nothing (%s): not written (write by %s:%s)",
+                etype,
+                nk if nk is not None else "(created)",
+                tenant,
+                name,
+                "neither cpf nor id" if name == "current_driver" else "no member naming it",
+                origin.kind,
+                origin.id,
+            )
+
     def _merged_into_nothing(
         self, etype: str, change: Mapping[str, Any]
     ) -> tuple[dict[str, Any], Mapping[str, Any]]:
@@ -890,9 +919,10 @@ class EntityService:
         change: Mapping[str, Any] | None = None,
     ) -> WriteResult:
         """The entity `data` is, stored as sent (an admin's create); `change`: `data` is
-        that change merged into nothing (`_check`). A whole value giving only a report's
-        members is left out (`without_lone_reports`), as from every write."""
+        that change merged into nothing (`_check`). A whole value naming nothing is left
+        out (`without_lone_reports`), as from every write."""
         if change is None:
+            self._say_lone(tenant, etype, data, origin)
             data = without_lone_reports(data, self._schemas.whole_members(etype))
         clean = await self._check(tenant, etype, data, change=change)
         nk = self.natural_key(etype, clean)
@@ -931,6 +961,7 @@ class EntityService:
         """
         nk = self.natural_key(etype, fields)
         extra_events = await self._unannounced(tenant, etype, origin, extra_events)
+        self._say_lone(tenant, etype, fields, origin, nk)
         async with self._lanes.turn((tenant, etype, nk)):
             return await self._upsert(
                 tenant,
@@ -1054,6 +1085,8 @@ class EntityService:
         ]
         if repeated_targets(keys):
             raise same_entity_refusal()
+        for u, (_, _, nk) in zip(upserts, keys, strict=True):
+            self._say_lone(tenant, u.etype, u.fields, origin, nk)
         async with contextlib.AsyncExitStack() as turns:
             for key in sorted(set(keys)):
                 await turns.enter_async_context(self._lanes.turn(key))
@@ -1151,6 +1184,7 @@ class EntityService:
         `set` of what a partner said about the values its event had (a fine's driver at its
         time) is not written over a fine corrected since."""
         nk = (await self.get(tenant, etype, ref))["nk"]
+        self._say_lone(tenant, etype, patch, origin, nk)
         async with self._lanes.turn((tenant, etype, nk)):
             rounds = _Rounds()
             while True:

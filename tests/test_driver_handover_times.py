@@ -365,6 +365,61 @@ async def test_a_handover_time_with_a_name_and_no_cpf_leaves_the_driver_as_it_is
     assert written["changed"] == ["odometer_km"], written
 
 
+_NAMING_NOBODY = {
+    "no-date-column": {"CPF_MOTORISTA": "", "NOME": "SEM CONDUTOR"},
+    "date-null": {"CPF_MOTORISTA": "", "NOME": "SEM CONDUTOR", "DATA_TROCA": None},
+    "date-blank": {"CPF_MOTORISTA": "", "NOME": "SEM CONDUTOR", "DATA_TROCA": ""},
+}
+
+
+@pytest.mark.parametrize("record", list(_NAMING_NOBODY.values()), ids=list(_NAMING_NOBODY))
+async def test_a_name_without_cpf_or_id_leaves_the_driver_with_or_without_a_date(
+    client: Client, record: dict[str, Any]
+) -> None:
+    """The ERP's record of a vehicle it has no driver for: a blank CPF beside its name column,
+    and no date (most ERPs leave it blank when nobody drives). The write left the vehicle's
+    field `{name: "SEM CONDUTOR"}` while the history kept Bruno, for good (no report is read
+    from a value without cpf or id). One rule for every writer: a `current_driver` with
+    neither `cpf` nor `id` names no driver and is no write of the field, with or without a
+    `since`; the rest is written (a mapping's record, an admin's PATCH `{name}`, the dry run)."""
+    await _driven_by_bruno(client)
+    named = ERP.replace("fields:", "fields:\n  odometer_km: KM\n  current_driver.name: NOME")
+    await upload_mapping(client, named)
+    body = {"name": "erp", "entity_type": "vehicle", "mapping": "totvs-troca-condutor"}
+    erp = await post(client, "/api/v1/triggers", body)
+    payload = {"PLACA": "ABC1D23", "KM": 1200, **record}
+    answer = await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+    assert answer["changed"] == ["odometer_km"], answer
+    in_force = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["driver"]
+    assert in_force["driver"]["cpf"] == BRUNO["cpf"], in_force
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == in_force["driver"], vehicle
+    response = await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23",
+        json={"odometer_km": 1300, "current_driver": {"name": "Fulano"}},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    written = await response.json()
+    assert (written["current_driver"], written["changed"]) == (
+        in_force["driver"],
+        ["odometer_km"],
+    ), written
+    dry = await client.post(
+        "/api/v1/mappings/test",
+        headers=auth(),
+        json={"name": "totvs-troca-condutor", "payload": {**payload, "KM": 1400}},
+    )
+    assert dry.status == 200, await dry.text()
+    (result,) = (await dry.json())["results"]
+    assert [c["field"] for c in result["entity"]["changes"]] == ["odometer_km"], result
+    created = await post(
+        client, "/api/v1/entities/vehicle", {"plate": "XYZ9K88", "current_driver": {"name": "X"}}
+    )
+    assert "current_driver" not in created, created
+
+
 async def test_a_stale_handover_of_the_previous_driver_sent_again_changes_nothing(
     client: Client,
 ) -> None:
