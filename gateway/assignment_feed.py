@@ -68,7 +68,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.assignments import AssignmentService, AssignResult
-from gateway.entities import FUTURE_TOLERANCE_S, EntityService, too_far_ahead
+from gateway.entities import (
+    FUTURE_TOLERANCE_S,
+    EntityService,
+    Origin,
+    reported_since,
+    too_far_ahead,
+)
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.flows.recipients import parse_time
 from gateway.store import Doc
@@ -111,6 +117,23 @@ class AssignmentFeed:
             if report is not None:
                 recorded += await self._record(event, *report)
         return recorded
+
+    async def heard(
+        self, tenant: str, vehicle_id: str, value: Mapping[str, Any], origin: Origin
+    ) -> None:
+        """A vehicle write's report of who drives that the write left out, the history having
+        that driver at its `since` (`EntityService.heard`): no event brings it here, so the
+        write hands it over, and it is kept as the relayed report would be (a repeat of the
+        change in force then, `AssignmentService.hear`), with the source and ref a relayed
+        one gets from its writer (`_REPORTERS`)."""
+        source = _REPORTERS.get(origin.kind)
+        since = reported_since(value)
+        if source is None or since is None:
+            return
+        said = f"{origin.kind}:{origin.id}"
+        await self._assignments.hear(
+            tenant, vehicle_id, value, since, source=source, ref=said[:200], author=said
+        )
 
     async def _identified(self, event: Doc) -> tuple[str, str, datetime, str, str] | None:
         """The driver of ours a tracker's identification names, from its time."""

@@ -46,8 +46,10 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
   changes stay, so it only covers the gap up to the next one; a next one of the same driver
   becomes its repeat (`_move_start_earlier`): that driver starts at the late report's time.
   The repeats after it that the change it splits kept (reports of that change's driver)
-  are recorded again (`_report_again`, as a withdrawal does): the history is what the
-  reports in time order give, whatever order they came in.
+  are recorded again (`_report_again`, as a withdrawal does), then taken out of it
+  (`_finish_insertion`): the history is what the reports in time order give, whatever order
+  they came in. A failure between those writes is finished by the relay's retry (the
+  report, at its change's own instant, finds the insertion and completes it).
 - Reporting the driver who already drives at `start` records no change (HR systems and ERPs
   repeat "current driver" answers): the change in force keeps it in `repeats`, for a
   withdrawal; two changes at the same instant: the later write wins, and keeps the one it
@@ -96,6 +98,7 @@ _DUE_BATCH = 100
 # The changes ahead of now read for the latest one dated "now" on a clock that ran fast
 # (`_after_changes_made_now`): scheduled ones (ahead of when they were recorded) are rare.
 _AHEAD_READ = 10
+_INSTANT = timedelta(microseconds=1)  # the finest step of a change's id: just before a start
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,10 @@ class AssignmentService:
             await self._store.add_repeat(
                 in_force, {"start": start, "source": source, "ref": ref, "author": author}
             )
+            if in_force["_id"] == change_id(tenant, vid, start):
+                # At the change's own instant (its report relayed again: the relay's retry of a
+                # batch a failure stopped): an insertion the failure left half done finishes.
+                await self._finish_insertion(vehicle, start)
             await self._sync_current_driver(
                 tenant, vehicle, _origin({**said, "_id": in_force["_id"]})
             )
@@ -270,13 +277,7 @@ class AssignmentService:
         said = {**fields, "_id": change_id(tenant, vid, start), "vehicle_id": vid}
         await self._name_as_stored(tenant, said)
         if in_force is not None and in_force["start"] < start:
-            # Inserted into the change in force then: the later reports of its driver it
-            # kept as repeats are no longer repeats of it, but reports after this one.
-            written = await self._store.at(tenant, vid, start)
-            following = None if written is None else await self._store.next_after(written)
-            until = None if following is None else following["start"]
-            again = await self._store.take_repeats(in_force, start, until)
-            await self._report_again(vehicle, in_force.get("driver"), again)
+            await self._finish_insertion(vehicle, start)
         if driver is not None:
             await self._move_start_earlier(tenant, vid, start)
         await self._sync_current_driver(tenant, vehicle, _origin(said))
@@ -288,6 +289,42 @@ class AssignmentService:
             changed=True,
             replaced=None if replaced is None else await self._assignment(replaced),
         )
+
+    async def _finish_insertion(self, vehicle: Doc, start: datetime) -> None:
+        """The change at `start`, inserted into the change before it, ends that one there: the
+        later reports of its driver that one kept as repeats (after `start`, before the next
+        change) are no longer repeats of it but reports after this one, recorded again
+        (`_report_again`), and only then taken out of it (`take_repeats`). Each step is one
+        a second run does again or finds done: a report recorded again is a repeat of what
+        the first run recorded, and the repeats are left where they were until then. So a
+        failure between the writes (a store error, a process stopped) loses nothing: the
+        relay runs the batch again, the report at this change's own instant finds it
+        (`_change`'s repeat) and finishes here what the failure left."""
+        tenant, vid = vehicle["tenant"], str(vehicle["_id"])
+        written = await self._store.at(tenant, vid, start)
+        if written is None or written["_id"] != change_id(tenant, vid, start):
+            return  # taken back meanwhile: nothing stands between
+        split = await self._store.at(tenant, vid, start - _INSTANT)
+        if split is None or not split.get("repeats"):
+            return
+        following = await self._store.next_after(written)
+        until = None if following is None else following["start"]
+        again = sorted(
+            (
+                r
+                for r in split["repeats"]
+                if start < r["start"] and (until is None or r["start"] < until)
+            ),
+            key=lambda r: r["start"],
+        )
+        if not again:
+            return
+        await self._report_again(vehicle, split.get("driver"), again)
+        # Taken out only where a change now stands between them and `split` (the change at
+        # `start` withdrawn meanwhile: they are its repeats again, and stay).
+        ends = await self._store.next_after(split)
+        if ends is not None:
+            await self._store.take_repeats(split, [r for r in again if r["start"] >= ends["start"]])
 
     async def _move_start_earlier(self, tenant: str, vid: str, start: datetime) -> None:
         """The change just recorded at `start`, before a later change of the same driver (an
@@ -572,20 +609,37 @@ class AssignmentService:
         """Whether the change in force at `when` names the driver a vehicle's
         `current_driver` value names: by its `id`, by its `cpf` (any spelling; a pending
         driver by CPF alone); each member given as the change has it. A report of that
-        driver from `when` is one the history has heard (`EntityService._news`)."""
+        driver from `when` is one the history has heard (`EntityService.news`)."""
         try:
             at = as_stored(when.astimezone(UTC))
         except (OverflowError, ValueError):  # no time the history holds
             return False
         in_force = await self._store.at(tenant, vehicle_id, at)
-        held = None if in_force is None else in_force.get("driver")
-        if held is None:
+        return in_force is not None and _names(in_force.get("driver"), value)
+
+    async def hear(
+        self,
+        tenant: str,
+        vehicle_id: str,
+        value: Mapping[str, Any],
+        since: datetime,
+        *,
+        source: str,
+        ref: str,
+        author: str,
+    ) -> bool:
+        """A report of the driver `value` names from `since` that the vehicle's write left
+        out (the history has that driver then: `EntityService.heard`, so no event brings it
+        here) is kept by the change in force then as a repeat, as one relayed would be
+        (`_change`), so that it stands if that change is taken back. It records no change
+        and writes no field. Whether it was kept (the history still has that driver then)."""
+        start = self._check(since, self._clock(), source, ref)
+        in_force = await self._store.at(tenant, vehicle_id, start)
+        if in_force is None or not _names(in_force.get("driver"), value):
             return False
-        named = [(name, value[name]) for name in ("id", "cpf") if isinstance(value.get(name), str)]
-        return bool(named) and all(
-            held.get(name) == (normalize_identifier(name, given) if name == "cpf" else given)
-            for name, given in named
-        )
+        report = {"start": start, "source": source, "ref": ref, "author": author}
+        await self._store.add_repeat(in_force, report)
+        return True
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
@@ -701,6 +755,18 @@ class AssignmentService:
 def _no_driver(driver_ref: str) -> InvalidPayload:
     message = f"no driver {driver_ref!r} (an id or a CPF) in this tenant"
     return InvalidPayload(message, [FieldProblem("/driver", message, "reference")])
+
+
+def _names(held: Mapping[str, Any] | None, value: Mapping[str, Any]) -> bool:
+    """Whether a change's driver `held` is the one a `current_driver` value names: each of
+    its `id` and `cpf` (any spelling) given, one at least, as `held` has it."""
+    if held is None:
+        return False
+    named = [(name, value[name]) for name in ("id", "cpf") if isinstance(value.get(name), str)]
+    return bool(named) and all(
+        held.get(name) == (normalize_identifier(name, given) if name == "cpf" else given)
+        for name, given in named
+    )
 
 
 def _origin(change: Mapping[str, Any]) -> Origin:

@@ -314,7 +314,8 @@ def known_whole(
     history has another driver at); always those it says the history has heard (False): a
     stale report of a driver the history has at its handover time, who no longer drives
     (an ERP re-sending "Ana since 08:00" after a checklist's handover to Bruno at 10:00),
-    which the history records nothing of and would write back over at once. `patch`
+    which the history records nothing of and would write back over at once (the write
+    hands it to the history, which keeps it as a repeat: `EntityService.heard`). `patch`
     itself when it keeps every member."""
     if waiting(current):
         return patch
@@ -367,8 +368,8 @@ def merged_write(
     nothing for an entity not stored (None). With the change merged, which is what the
     write sends (`SchemaRegistry.check_write`'s `change`). The one rule the writes and the
     dry runs (`mapping_files/dry_run.py`, `flows/dry_run.py`) share, so a dry run says what
-    the write does. A whole value giving only a report's members is no write of it
-    (`without_lone_reports`)."""
+    the write does. A whole value naming nothing is no write of it (`without_lone_reports`:
+    a `current_driver` with neither `cpf` nor `id`)."""
     fields = without_lone_reports(fields, whole)
     if current is None:
         return merge({}, fields, whole, sees), fields
@@ -379,25 +380,32 @@ def merged_write(
 def without_lone_reports(
     fields: Mapping[str, Any], whole: Mapping[str, WholeValue]
 ) -> Mapping[str, Any]:
-    """`fields` without the whole values that give a report's members (`REPORTED`) and name
-    nothing: none of the members naming the value on its own (`named_by`), or, where the
-    schema names none, nothing else. A `current_driver` with a `since` and no `cpf` nor `id`
-    (an ERP's record whose CPF is blank, with the date of its last change, and perhaps its
-    name column: `{name: "SEM CONDUTOR", since}`) names no driver, so it is no write of the
-    field, which stays as stored (a null never removes anything; a removal is `{remove:
-    true}`). Written, it left the vehicle's field `{since}` or `{name, since}` while the
-    history kept the driver. `fields` itself when none is left out."""
-    lone = [key for key, value in fields.items() if key in whole and _lone(value, whole[key])]
+    """`fields` without the whole values that name nothing (`lone_reports`): no write of
+    them, which stay as stored (a null never removes anything; a removal is `{remove:
+    true}`). `fields` itself when none is left out."""
+    lone = lone_reports(fields, whole)
     return {k: v for k, v in fields.items() if k not in lone} if lone else fields
 
 
+def lone_reports(fields: Mapping[str, Any], whole: Mapping[str, WholeValue]) -> list[str]:
+    """The whole values of `fields` that name nothing: giving something, but none of the
+    members naming the value on its own (`named_by`), or, where the schema names none,
+    only a report's members (`REPORTED`). A `current_driver` with neither `cpf` nor `id`
+    (an ERP's record whose CPF is blank beside its name column, with or without the date
+    of its last change: `{name: "SEM CONDUTOR"}`, `{name, since}`, `{since}`; an admin's
+    `{name: "Fulano"}`) names no driver: written, it left the vehicle's field naming
+    nobody while the history kept the driver, for good (no report is read from it)."""
+    return [key for key, value in fields.items() if key in whole and _lone(value, whole[key])]
+
+
 def _lone(value: Any, whole: WholeValue) -> bool:
-    """Whether the whole value `value` reports (a `since`) and names nothing (`named_by`)."""
+    """Whether the whole value `value` gives something and names nothing (`named_by`)."""
     if not isinstance(value, Mapping):
         return False
     given = {name for name, member in value.items() if member is not None}
-    naming = whole.named_by or given - REPORTED
-    return bool(given & REPORTED) and not given & naming
+    if whole.named_by:
+        return bool(given) and not given & whole.named_by
+    return bool(given & REPORTED) and not given - REPORTED
 
 
 def waiting(current: Doc) -> bool:
@@ -443,6 +451,12 @@ REPORTED = frozenset({"since"})
 DrivesAt = Callable[[str, str, datetime, Mapping[str, Any]], Awaitable[bool]]
 """Whether the history has the driver a vehicle's `current_driver` value names in force at a
 time: (tenant, vehicle id, time, value) (`AssignmentService.drives_at`)."""
+
+
+Hear = Callable[[str, str, Mapping[str, Any], "Origin"], Awaitable[None]]
+"""Keep in the history a report a vehicle's write left out as heard (`EntityService.heard`):
+(tenant, vehicle id, the `current_driver` value sent, the write's origin)
+(`AssignmentFeed.heard`)."""
 
 
 def reported_since(value: Any) -> datetime | None:
@@ -662,6 +676,9 @@ class EntityService:
         # The history's answer to "does this driver drive the vehicle then?" (set once the
         # assignments exist, `notify/wiring.py`): a handover time it has not heard is news.
         self.drives_at: DrivesAt | None = None
+        # Where a report the history has heard goes instead of the vehicle's field (set with
+        # `drives_at`): the history keeps it as a repeat (`heard`).
+        self.hear: Hear | None = None
 
     async def _check(
         self,
@@ -714,8 +731,9 @@ class EntityService:
         the history has then is a repeat, whether the relay has caught up or not
         (`assignment_feed.py`); one naming another driver than the stored value's (the
         ERP's "Ana since 08:00" sent again after Bruno's checklist at 10:00) is heard
-        (False): the field stays as stored, as the history would write it back. One naming
-        the stored value's driver is judged on it (a pending driver's name corrected)."""
+        (False): the field stays as stored, as the history would write it back, and the
+        report goes to the history all the same, as a repeat (`heard`). One naming the
+        stored value's driver is judged on it (a pending driver's name corrected)."""
         sent = fields.get("current_driver") if etype == "vehicle" else None
         since = reported_since(sent)
         if since is None or self.drives_at is None or not isinstance(sent, Mapping):
@@ -724,6 +742,63 @@ class EntityService:
             return {"current_driver": True}
         held = current["data"].get("current_driver")
         return {} if _names_held(sent, held) else {"current_driver": False}
+
+    def heard(
+        self,
+        etype: str,
+        sent: Mapping[str, Any],
+        written: Mapping[str, Any],
+        news: News,
+    ) -> Mapping[str, Any] | None:
+        """The `current_driver` report a vehicle write (`sent`, as `news` judged it) leaves
+        out of what it writes (`written`: `merged_write`'s change) because the history has
+        that driver at its `since` (`news` not True: heard, or the driver in force sent
+        again), else None. Left out, it causes no event, so the relay never hands it to the
+        history: it is handed over at once (`hear`), to be kept as a repeat of the change
+        in force then, which it stands in for when that change is taken back (a checklist
+        corrected). Until 2026-12-07 such a report was dropped, and a first report of the
+        previous driver (the ERP's "Ana since 09:00" after Bruno's checklist at 10:00) did
+        not stand when Ana's checklist of 08:00 was deleted."""
+        sent_value = sent.get("current_driver") if etype == "vehicle" else None
+        if (
+            self.hear is None
+            or self.drives_at is None
+            or not isinstance(sent_value, Mapping)
+            or reported_since(sent_value) is None
+            or news.get("current_driver") is True
+            or "current_driver" in written
+        ):
+            return None
+        return sent_value
+
+    async def _hand_over(
+        self, tenant: str, vehicle: Doc, value: Mapping[str, Any] | None, origin: Origin
+    ) -> None:
+        """The report `heard` found, handed to the history (`hear`) once the write stood."""
+        if value is not None and self.hear is not None:
+            await self.hear(tenant, str(vehicle["_id"]), value, origin)
+
+    def _say_lone(
+        self,
+        tenant: str,
+        etype: str,
+        fields: Mapping[str, Any],
+        origin: Origin,
+        nk: str | None = None,
+    ) -> None:
+        """Log the whole values a write leaves out as naming nothing (`lone_reports`), with
+        the writer: the reason the field stays as stored (a blank CPF in an ERP's feed)."""
+        for name in lone_reports(fields, self._schemas.whole_members(etype)):
+            log.info(
+                "%s %r of tenant %s: %s names nothing (%s): not written (write by %s:%s)",
+                etype,
+                nk if nk is not None else "(created)",
+                tenant,
+                name,
+                "neither cpf nor id" if name == "current_driver" else "no member naming it",
+                origin.kind,
+                origin.id,
+            )
 
     def _merged_into_nothing(
         self, etype: str, change: Mapping[str, Any]
@@ -844,9 +919,10 @@ class EntityService:
         change: Mapping[str, Any] | None = None,
     ) -> WriteResult:
         """The entity `data` is, stored as sent (an admin's create); `change`: `data` is
-        that change merged into nothing (`_check`). A whole value giving only a report's
-        members is left out (`without_lone_reports`), as from every write."""
+        that change merged into nothing (`_check`). A whole value naming nothing is left
+        out (`without_lone_reports`), as from every write."""
         if change is None:
+            self._say_lone(tenant, etype, data, origin)
             data = without_lone_reports(data, self._schemas.whole_members(etype))
         clean = await self._check(tenant, etype, data, change=change)
         nk = self.natural_key(etype, clean)
@@ -885,6 +961,7 @@ class EntityService:
         """
         nk = self.natural_key(etype, fields)
         extra_events = await self._unannounced(tenant, etype, origin, extra_events)
+        self._say_lone(tenant, etype, fields, origin, nk)
         async with self._lanes.turn((tenant, etype, nk)):
             return await self._upsert(
                 tenant,
@@ -964,6 +1041,8 @@ class EntityService:
             # "Nothing changed" was decided against the remembered copy without a write to
             # guard it: confirm it against the database before answering.
             if result is not None and (result.events or not remembered):
+                heard = self.heard(etype, kept, change, news)
+                await self._hand_over(tenant, current, heard, origin)
                 return replace(result, skipped=skipped) if skipped else result
             self._recent.drop(tenant, etype, nk)
             current = None
@@ -1006,6 +1085,8 @@ class EntityService:
         ]
         if repeated_targets(keys):
             raise same_entity_refusal()
+        for u, (_, _, nk) in zip(upserts, keys, strict=True):
+            self._say_lone(tenant, u.etype, u.fields, origin, nk)
         async with contextlib.AsyncExitStack() as turns:
             for key in sorted(set(keys)):
                 await turns.enter_async_context(self._lanes.turn(key))
@@ -1017,7 +1098,7 @@ class EntityService:
                         for u, (_, _, nk) in zip(upserts, keys, strict=True)
                     )
                 )
-                writes = [write for write, _ in planned if write is not None]
+                writes = [write for write, _, _ in planned if write is not None]
                 if writes:
                     write_fence.check_deadline()
                 docs = await self._store.entities.write_together(tenant, writes) if writes else []
@@ -1028,20 +1109,22 @@ class EntityService:
                     self._relay_doorbell.ring()
                 stored = iter(docs)
                 results = []
-                for write, result in planned:
+                for write, result, heard in planned:
                     if write is not None:
                         doc = next(stored)
                         self._recent.put(tenant, doc)
                         result = replace(result, entity=doc)
                     results.append(result)
+                    await self._hand_over(tenant, result.entity, heard, origin)
                 return results
 
     async def _plan(
         self, rounds: _Rounds, tenant: str, upsert: Upsert, nk: str, origin: Origin
-    ) -> tuple[TogetherWrite | None, WriteResult]:
-        """One entity of `upsert_together`, checked: its write (None when nothing changes)
-        and its result, whose entity the write will replace. Read as a single write's round
-        reads it (`_read`: taking its turn once the write kept losing)."""
+    ) -> tuple[TogetherWrite | None, WriteResult, Mapping[str, Any] | None]:
+        """One entity of `upsert_together`, checked: its write (None when nothing changes),
+        its result, whose entity the write will replace, and the report it leaves out as
+        heard (`heard`). Read as a single write's round reads it (`_read`: taking its turn
+        once the write kept losing)."""
         etype, extra, detail = upsert.etype, upsert.extra_events, upsert.event_detail
         current = await self._read(rounds, tenant, etype, nk)
         try:
@@ -1052,9 +1135,9 @@ class EntityService:
                 created, change = self._merged_into_nothing(etype, kept)
                 clean = await self._check(tenant, etype, created, change=change)
                 events = _events(etype, clean, True, [], origin, extra, detail)
-                write = TogetherWrite(etype, nk, None, clean, events)
+                made = TogetherWrite(etype, nk, None, clean, events)
                 types = tuple(e["type"] for e in events)
-                return write, WriteResult({}, True, (), types, skipped)
+                return made, WriteResult({}, True, (), types, skipped), None
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             whole = self._schemas.whole_members(etype)
             refuse_handover(etype, kept, utcnow())  # as sent: the stored value may stay
@@ -1072,7 +1155,8 @@ class EntityService:
         events = _events(etype, clean, False, changes, origin, extra, detail)
         types = tuple(e["type"] for e in events)
         result = WriteResult(current, False, tuple(changes), types, skipped)
-        return (TogetherWrite(etype, nk, current, clean, events) if events else None), result
+        write = TogetherWrite(etype, nk, current, clean, events) if events else None
+        return write, result, self.heard(etype, kept, change, news)
 
     async def patch(
         self,
@@ -1100,6 +1184,7 @@ class EntityService:
         `set` of what a partner said about the values its event had (a fine's driver at its
         time) is not written over a fine corrected since."""
         nk = (await self.get(tenant, etype, ref))["nk"]
+        self._say_lone(tenant, etype, patch, origin, nk)
         async with self._lanes.turn((tenant, etype, nk)):
             rounds = _Rounds()
             while True:
@@ -1114,9 +1199,10 @@ class EntityService:
                         f"the {etype} is not as expected: {why} (revision {current['rev']}); "
                         "nothing was changed"
                     )
-                clean = await self.patched(tenant, current, patch, as_sent=as_sent)
+                clean, heard = await self._patched(tenant, current, patch, as_sent=as_sent)
                 result = await self._replace(tenant, current, clean, origin)
                 if result is not None:
+                    await self._hand_over(tenant, current, heard, origin)
                     return result
                 await rounds.lose()
 
@@ -1135,11 +1221,25 @@ class EntityService:
         Conflict (its natural key changed) when the write is refused. The one path of
         `patch` and of a flow dry run's `set` (`flows/dry_run.py`, `dry`: nothing written),
         so the dry run stores in its answer what the run stores."""
-        whole = self._schemas.whole_members(current["type"])
-        refuse_handover(current["type"], patch, utcnow())  # as sent: the stored value may stay
-        news = {} if as_sent else await self.news(tenant, current["type"], current, patch)
+        return (await self._patched(tenant, current, patch, as_sent=as_sent, dry=dry))[0]
+
+    async def _patched(
+        self,
+        tenant: str,
+        current: Doc,
+        patch: Mapping[str, Any],
+        *,
+        as_sent: bool = False,
+        dry: bool = False,
+    ) -> tuple[dict[str, Any], Mapping[str, Any] | None]:
+        """`patched`, and the report the patch leaves out as heard (`heard`)."""
+        etype = current["type"]
+        whole = self._schemas.whole_members(etype)
+        refuse_handover(etype, patch, utcnow())  # as sent: the stored value may stay
+        news = {} if as_sent else await self.news(tenant, etype, current, patch)
         merged, change = merged_write(current, patch, whole, as_sent=as_sent, news=news)
-        return await self._written(tenant, current, merged, change=change, dry=dry)
+        clean = await self._written(tenant, current, merged, change=change, dry=dry)
+        return clean, None if as_sent else self.heard(etype, patch, change, news)
 
     async def _write(
         self,

@@ -365,6 +365,61 @@ async def test_a_handover_time_with_a_name_and_no_cpf_leaves_the_driver_as_it_is
     assert written["changed"] == ["odometer_km"], written
 
 
+_NAMING_NOBODY = {
+    "no-date-column": {"CPF_MOTORISTA": "", "NOME": "SEM CONDUTOR"},
+    "date-null": {"CPF_MOTORISTA": "", "NOME": "SEM CONDUTOR", "DATA_TROCA": None},
+    "date-blank": {"CPF_MOTORISTA": "", "NOME": "SEM CONDUTOR", "DATA_TROCA": ""},
+}
+
+
+@pytest.mark.parametrize("record", list(_NAMING_NOBODY.values()), ids=list(_NAMING_NOBODY))
+async def test_a_name_without_cpf_or_id_leaves_the_driver_with_or_without_a_date(
+    client: Client, record: dict[str, Any]
+) -> None:
+    """The ERP's record of a vehicle it has no driver for: a blank CPF beside its name column,
+    and no date (most ERPs leave it blank when nobody drives). The write left the vehicle's
+    field `{name: "SEM CONDUTOR"}` while the history kept Bruno, for good (no report is read
+    from a value without cpf or id). One rule for every writer: a `current_driver` with
+    neither `cpf` nor `id` names no driver and is no write of the field, with or without a
+    `since`; the rest is written (a mapping's record, an admin's PATCH `{name}`, the dry run)."""
+    await _driven_by_bruno(client)
+    named = ERP.replace("fields:", "fields:\n  odometer_km: KM\n  current_driver.name: NOME")
+    await upload_mapping(client, named)
+    body = {"name": "erp", "entity_type": "vehicle", "mapping": "totvs-troca-condutor"}
+    erp = await post(client, "/api/v1/triggers", body)
+    payload = {"PLACA": "ABC1D23", "KM": 1200, **record}
+    answer = await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+    assert answer["changed"] == ["odometer_km"], answer
+    in_force = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["driver"]
+    assert in_force["driver"]["cpf"] == BRUNO["cpf"], in_force
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"] == in_force["driver"], vehicle
+    response = await client.patch(
+        "/api/v1/entities/vehicle/ABC1D23",
+        json={"odometer_km": 1300, "current_driver": {"name": "Fulano"}},
+        headers=auth(),
+    )
+    assert response.status == 200, await response.text()
+    written = await response.json()
+    assert (written["current_driver"], written["changed"]) == (
+        in_force["driver"],
+        ["odometer_km"],
+    ), written
+    dry = await client.post(
+        "/api/v1/mappings/test",
+        headers=auth(),
+        json={"name": "totvs-troca-condutor", "payload": {**payload, "KM": 1400}},
+    )
+    assert dry.status == 200, await dry.text()
+    (result,) = (await dry.json())["results"]
+    assert [c["field"] for c in result["entity"]["changes"]] == ["odometer_km"], result
+    created = await post(
+        client, "/api/v1/entities/vehicle", {"plate": "XYZ9K88", "current_driver": {"name": "X"}}
+    )
+    assert "current_driver" not in created, created
+
+
 async def test_a_stale_handover_of_the_previous_driver_sent_again_changes_nothing(
     client: Client,
 ) -> None:
@@ -417,6 +472,43 @@ def _checklist(key: str, driver: dict[str, str], at: datetime) -> dict[str, Any]
     }
 
 
+async def test_a_report_of_a_past_driver_left_out_of_the_write_stands_when_its_change_is_taken_back(
+    client: Client,
+) -> None:
+    """Ana's checklist at t-3h, Bruno's at t-1h (he drives now), then the ERP's first and only
+    report "Ana since t-2h": the history has Ana then, so the write leaves the field Bruno's,
+    no event. It was dropped there, and the history, which reads reports from events, never
+    kept it: Ana's checklist taken back (a wrong plate), Bruno (admin, since January) drove
+    at t-90min. The write now hands the report to the history, which keeps it as a repeat of
+    Ana's change: taken back, the ERP's report stands (Ana from t-2h, source erp)."""
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    t_ana, t_erp, t_bruno = _minute(3), _minute(2), _minute(1)
+    await post(client, "/api/v1/entities/other", _checklist("chk-ana", ANA, t_ana))
+    await drain(client.app[services_key])
+    await post(client, "/api/v1/entities/other", _checklist("chk-bruno", BRUNO, t_bruno))
+    await drain(client.app[services_key])
+    before = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    payload = {"PLACA": "ABC1D23", "CPF_MOTORISTA": ANA["cpf"], "DATA_TROCA": _local(t_erp)}
+    answer = await send_to(client, erp, payload)
+    await drain(client.app[services_key])
+    assert (answer["changed"], answer["events"]) == ([], []), answer
+    after = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert (after["current_driver"], after["version"]) == (
+        before["current_driver"],
+        before["version"],
+    )
+    deleted = await client.delete("/api/v1/entities/other/checklist:chk-ana", headers=auth())
+    assert deleted.status in (200, 204), await deleted.text()
+    await drain(client.app[services_key])
+    at_fine = await _driver_at(client, t_erp + timedelta(minutes=30))
+    assert (at_fine["driver"]["cpf"], at_fine["source"]) == (ANA["cpf"], "erp"), at_fine
+    assert at_fine["start"] == t_erp.isoformat()
+    assert (await _driver_at(client, t_ana))["driver"]["cpf"] == BRUNO["cpf"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == BRUNO["cpf"], vehicle
+
+
 @pytest.mark.parametrize("erp_first", [False, True], ids=["checklist-first", "erp-first"])
 async def test_a_report_inserted_before_a_repeat_of_the_driver_before_records_that_repeat(
     client: Client, erp_first: bool
@@ -457,6 +549,79 @@ async def test_a_report_inserted_before_a_repeat_of_the_driver_before_records_th
         assert (await _driver_at(client, at))["driver"]["cpf"] == ANA["cpf"], at
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert vehicle["current_driver"]["cpf"] == ANA["cpf"], vehicle
+
+
+_FAILURES = [
+    ("record", 1, "after"),  # Bruno's change written, the answer lost
+    ("_report_again", 1, "before"),  # the repeats not yet recorded again
+    ("record", 2, "after"),  # Ana's checklist recorded again, not yet taken out
+    ("take_repeats", 1, "before"),
+    ("take_repeats", 1, "after"),  # taken out, the vehicle's field not yet followed
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "nth", "when"), _FAILURES, ids=[f"{m}-{n}-{w}" for m, n, w in _FAILURES]
+)
+async def test_an_insertion_a_failure_stopped_is_finished_by_the_relays_retry(
+    client: Client, monkeypatch: pytest.MonkeyPatch, method: str, nth: int, when: str
+) -> None:
+    """Inserting Bruno's late checklist (t-2h) into Ana's change (t-3h, her t-1h checklist kept
+    as its repeat) is several writes: the change, Ana's report recorded again, the repeat
+    taken out. A store error (or a process stopped) between two of them, then the relay's
+    retry of the batch: the retry found Bruno's change at its instant, a repeat, and did
+    nothing, so Ana's t-1h report was lost and Bruno stayed in force up to now. The retry
+    now finishes the insertion, whichever write the failure came after."""
+    from gateway.assignments import AssignmentService
+    from gateway.errors import StoreUnavailable
+    from gateway.store.assignments import AssignmentStore
+
+    await _driven_by_bruno(client)
+    erp = await _erp(client)
+    t_erp, t_bruno, t_ana = _minute(3), _minute(2), _minute(1)
+    ana_erp = {"PLACA": "ABC1D23", "CPF_MOTORISTA": ANA["cpf"], "DATA_TROCA": _local(t_erp)}
+    await send_to(client, erp, ana_erp)
+    await drain(client.app[services_key])
+    await post(client, "/api/v1/entities/other", _checklist("chk-ana", ANA, t_ana))
+    await drain(client.app[services_key])
+
+    owner = AssignmentStore if hasattr(AssignmentStore, method) else AssignmentService
+    original = getattr(owner, method)
+    calls = [0]
+
+    async def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] != nth:
+            return await original(self, *args, **kwargs)
+        if when == "after":
+            await original(self, *args, **kwargs)
+        raise StoreUnavailable("injected: the database went away")
+
+    monkeypatch.setattr(owner, method, failing)
+    await post(client, "/api/v1/entities/other", _checklist("chk-bruno", BRUNO, t_bruno))
+    failed = 0
+    for _ in range(3):  # the relay runs the batch again
+        try:
+            await drain(client.app[services_key])
+            break
+        except StoreUnavailable:
+            failed += 1
+    assert failed == 1 and calls[0] >= nth
+    history = (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"]
+    assert [(c["driver"]["cpf"], c["source"], c["start"]) for c in history] == [
+        (ANA["cpf"], "checklist", t_ana.isoformat()),
+        (BRUNO["cpf"], "checklist", t_bruno.isoformat()),
+        (ANA["cpf"], "erp", t_erp.isoformat()),
+        (BRUNO["cpf"], "admin", "2026-01-01T00:00:00+00:00"),
+    ], history
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == ANA["cpf"], vehicle
+    # Nothing left twice: Bruno's checklist taken back leaves Ana from t-3h on.
+    deleted = await client.delete("/api/v1/entities/other/checklist:chk-bruno", headers=auth())
+    assert deleted.status in (200, 204), await deleted.text()
+    await drain(client.app[services_key])
+    for at in (t_bruno, t_ana + timedelta(minutes=30)):
+        assert (await _driver_at(client, at))["driver"]["cpf"] == ANA["cpf"], at
 
 
 # -- a handover to a driver the tenant does not have yet ---------------------------------------

@@ -107,11 +107,14 @@ async def test_a_partner_payload_over_an_entity_is_a_merge_patch(client: Client)
         json={"current_driver": None, "attributes": {"x": 5}},
         headers=auth(),
     )
-    patch = {"current_driver": {"name": "Ana", "cpf": None}, "attributes": {"x": {"y": None}}}
+    # (a driver named by CPF: a name alone names no driver, no write of the field)
+    driver = {"cpf": "52998224725", "name": None}
+    patch = {"current_driver": driver, "attributes": {"x": {"y": None}}}
     status, answer = await hook(client, trigger, {**VEHICLE, **patch, "model": None})
     assert status == 200, answer
     [stored] = await entities(client)
-    assert stored["current_driver"] == {"name": "Ana"} and stored["attributes"] == {"x": {}}
+    assert stored["current_driver"] == {"cpf": "52998224725"}
+    assert stored["attributes"] == {"x": {}}
     assert "model" not in stored
 
 

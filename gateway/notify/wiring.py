@@ -80,6 +80,8 @@ def assemble_notify(
     templates = TemplateService(store.notify.templates)
     assignments = AssignmentService(store.notify.assignments, entities)
     entities.drives_at = assignments.drives_at  # a handover time the history has not heard
+    assignment_feed = AssignmentFeed(assignments, entities)
+    entities.hear = assignment_feed.heard  # a report it has heard: kept, not written
     notify_settings = SettingsService(store.notify.settings, store.deliveries)
     flows = FlowService(store, catalog)
     channels.users = _users_of(flows, "channel")
@@ -101,7 +103,7 @@ def assemble_notify(
     )
     return NotifyServices(
         assignments=assignments,
-        assignment_feed=AssignmentFeed(assignments, entities),
+        assignment_feed=assignment_feed,
         templates=templates,
         channels=channels,
         settings=notify_settings,

@@ -20,7 +20,7 @@ vehicle's `current_driver` has followed it (`due`, `done`): a sparse index holds
 A report of the driver already in force records no change; the change keeps it in `repeats`
 (`{start, source, ref, author}`, `add_repeat`), so that a withdrawn change leaves what the
 later reports said (`AssignmentService.withdraw`); a change of another driver inserted before
-some of them takes those out (`take_repeats`), to be recorded again after it. A change
+some of them has them recorded again after it, then takes them out (`take_repeats`). A change
 whose vehicle's `current_driver` could not follow a driver's rename carries `unsynced` until
 it has (`mark_unsynced`). Each
 write at an instant gives the document a new `version`, which the next one is guarded by.
@@ -327,34 +327,28 @@ class AssignmentStore:
         with translate_errors():
             await self._c.update_one(scoped(change["tenant"], query), update)
 
-    async def take_repeats(
-        self, change: Doc, after: datetime, before: datetime | None
-    ) -> list[Doc]:
-        """Take out of `change`'s `repeats` the reports after `after` (and before `before`,
-        the next change's start): a change of another driver just inserted at `after`
-        stands between them and the change, so they are reports to record again
-        (`AssignmentService._report_again`). Guarded by the change's `version` (a concurrent
-        write there makes it read again); the reports taken, oldest first."""
+    async def take_repeats(self, change: Doc, reports: Sequence[Mapping[str, Any]]) -> None:
+        """Take `reports` out of `change`'s `repeats`: a change of another driver inserted
+        after `change`'s start stands between them and the change, and they were recorded
+        again after it (`AssignmentService._finish_insertion`). Guarded by the change's
+        `version` (a concurrent write there makes it read again); the ones no longer there
+        (taken by a run before) are none to take."""
+        if not reports:
+            return
         tenant = change["tenant"]
         with translate_errors():
             for _ in range(_RECORD_TRIES):
                 held: Doc | None = await self._c.find_one(scoped(tenant, {"_id": change["_id"]}))
                 if held is None:
-                    return []
+                    return
                 kept = list(held.get("repeats") or ())
-                taken = [
-                    r
-                    for r in kept
-                    if after < r["start"] and (before is None or r["start"] < before)
-                ]
-                if not taken:
-                    return []
-                left = [r for r in kept if r not in taken]
+                left = [r for r in kept if r not in reports]
+                if len(left) == len(kept):
+                    return
                 guard = scoped(tenant, {"_id": held["_id"], "version": held.get("version")})
                 update = {"$set": {"repeats": left, "version": _version()}}
                 if (await self._c.update_one(guard, update)).matched_count:
-                    return sorted(taken, key=lambda r: r["start"])
-        return []
+                    return
 
     async def drop_report(
         self, tenant: str, vehicle_id: str, start: datetime, match: Mapping[str, Any]
