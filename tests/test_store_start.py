@@ -196,6 +196,34 @@ async def test_a_start_on_a_new_database_reads_none_of_it_and_records_its_upgrad
     assert start.count(("listCollections", "")) == 1
 
 
+async def test_a_start_on_a_database_whose_upgrades_are_done_reads_their_markers_at_once(
+    settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart (every process after the first, every one-shot command) reads the one-time
+    upgrade steps' markers in one query and starts none of the steps (each read its own
+    marker: seven round trips at every start). A step not recorded still runs: one marker
+    removed, that step reads it again, runs and records it."""
+    await _markers(settings, mongodb_uri)  # the first start: every step recorded
+    sent = _recording(monkeypatch)
+    async with open_services(settings, mongodb_uri=mongodb_uri):
+        pass
+    assert [c for c in sent.commands if c[1] == "migrations"] == [("find", "migrations")]
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongodb_uri)
+    try:
+        await client[settings.database]["migrations"].delete_one({"_id": "names.composed"})
+        sent.commands.clear()
+        assert "names.composed" in await _markers(settings, mongodb_uri)
+        assert [c for c in sent.commands if c[1] == "migrations"] == [
+            ("find", "migrations"),  # every marker
+            ("find", "migrations"),  # the folding step's, run beside the one missing
+            ("find", "migrations"),  # the composing step's
+            ("update", "migrations"),  # recorded
+            ("find", "migrations"),  # `_markers`' own read
+        ]
+    finally:
+        await client.close()
+
+
 async def test_a_new_database_records_every_upgrade_step_a_database_from_before_runs(
     settings: Settings, mongodb_uri: str
 ) -> None:
