@@ -137,6 +137,12 @@ class _Sent(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         target = event.command.get(event.command_name)
         self.commands.append((event.command_name, target if isinstance(target, str) else ""))
+        if event.command_name == "aggregate":  # the collections it reads beside its own
+            self.commands += [
+                ("$unionWith", stage["$unionWith"]["coll"])
+                for stage in event.command.get("pipeline", ())
+                if "$unionWith" in stage
+            ]
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -176,12 +182,46 @@ async def test_a_start_on_a_new_database_reads_none_of_it_and_records_its_upgrad
     async with open_services(settings, mongodb_uri=mongodb_uri) as services:
         start = list(sent.commands)
         assert await services.store.db["migrations"].count_documents({})
-    reads = [c for c in start if c[0] in ("find", "aggregate", "listIndexes", "count")]
-    # the key check (none there yet), and the secrets sealed since this start looked: none
-    assert reads == [("find", "meta"), *(("find", name) for name in (*FIELDS, *LISTS))], reads
+    reads = [c for c in start if c[0] in ("find", "aggregate", "$unionWith", "listIndexes")]
+    # the key check (none there yet), and the secrets sealed since this start looked (none),
+    # every collection of them read in one round trip
+    first, *others = (*FIELDS, *LISTS)
+    assert reads == [
+        ("find", "meta"),
+        ("aggregate", first),
+        *(("$unionWith", name) for name in others),
+    ], reads
     assert [c for c in start if c[1] == "migrations"] == [("insert", "migrations")]
     assert {name for name, target in start if target == "entities"} == {"createIndexes"}
     assert start.count(("listCollections", "")) == 1
+
+
+async def test_a_start_on_a_database_whose_upgrades_are_done_reads_their_markers_at_once(
+    settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart (every process after the first, every one-shot command) reads the one-time
+    upgrade steps' markers in one query and starts none of the steps (each read its own
+    marker: seven round trips at every start). A step not recorded still runs: one marker
+    removed, that step reads it again, runs and records it."""
+    await _markers(settings, mongodb_uri)  # the first start: every step recorded
+    sent = _recording(monkeypatch)
+    async with open_services(settings, mongodb_uri=mongodb_uri):
+        pass
+    assert [c for c in sent.commands if c[1] == "migrations"] == [("find", "migrations")]
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongodb_uri)
+    try:
+        await client[settings.database]["migrations"].delete_one({"_id": "names.composed"})
+        sent.commands.clear()
+        assert "names.composed" in await _markers(settings, mongodb_uri)
+        assert [c for c in sent.commands if c[1] == "migrations"] == [
+            ("find", "migrations"),  # every marker
+            ("find", "migrations"),  # the folding step's, run beside the one missing
+            ("find", "migrations"),  # the composing step's
+            ("update", "migrations"),  # recorded
+            ("find", "migrations"),  # `_markers`' own read
+        ]
+    finally:
+        await client.close()
 
 
 async def test_a_new_database_records_every_upgrade_step_a_database_from_before_runs(
@@ -198,6 +238,29 @@ async def test_a_new_database_records_every_upgrade_step_a_database_from_before_
     finally:
         await client.drop_database(before.database)
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("collection", "path"),
+    [*((name, path) for name, paths in FIELDS.items() for path in paths), *LISTS.items()],
+)
+async def test_a_key_check_with_none_stored_tries_the_key_on_the_secrets_of_each_collection(
+    settings: Settings, mongodb_uri: str, collection: str, path: str
+) -> None:
+    """Where no key check is stored yet, a key is tried on the secrets already sealed, in
+    whichever collection they are (read in one round trip: `sealed.sample`): one that opens
+    none of them is refused, the key they were sealed with passes."""
+    sealed = SecretBox(KeyRing([SECRET_KEY])).seal("x")
+    value: Any = sealed if collection in FIELDS else [{"id": "s1", "sealed": sealed}]
+    for part in reversed(path.split(".")):
+        value = {part: value}
+    async with open_store(settings, mongodb_uri) as store:
+        await store.db[collection].insert_one({"tenant": "default", "name": "n", **value})
+        with pytest.raises(ConfigError, match="GATEWAY_SECRET_KEY"):
+            await check_secret_key(store, SecretBox(KeyRing(["another-key-of-another-host-000"])))
+        assert await store.key_check.sealed() is None
+        await check_secret_key(store, SecretBox(KeyRing([SECRET_KEY])))
+        assert await store.key_check.sealed() is not None
 
 
 async def test_a_key_check_on_a_new_database_tries_the_key_on_secrets_sealed_since_it_looked(

@@ -402,9 +402,13 @@ class _Backtracking(Exception):
         self.at = at
 
 
+@functools.lru_cache(maxsize=512)
 def _linear(key: bytes) -> None:
     """_Backtracking when a pattern of the schema (which compiles with backtracking) does
-    not compile on the linear-time engine: the error points at the pattern."""
+    not compile on the linear-time engine: the error points at the pattern. A schema that
+    passed is not compiled again (cached by content, as `_compile` is: each start of a
+    process compiled the shipped schemas' second validator, ~1.3 ms, and each test starts
+    one); one that failed raises again, each time."""
     try:
         _validator(orjson.loads(key), _LINEAR)
     except jsonschema_rs.ValidationError as exc:

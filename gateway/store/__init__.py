@@ -44,7 +44,7 @@ from gateway.store.key_check import KeyCheckStore
 from gateway.store.kinds import KindStore
 from gateway.store.leases import LeaseStore
 from gateway.store.mappings import MappingStore
-from gateway.store.migrations import record_steps
+from gateway.store.migrations import record_steps, steps_done
 from gateway.store.name_folding import COMPOSE_STEP as NAME_COMPOSING
 from gateway.store.name_folding import STEP as NAME_FOLDING
 from gateway.store.name_folding import compose_names, fold_names
@@ -324,26 +324,35 @@ class Store:
     async def _upgrade(self, *, new: bool) -> None:
         """The one-time upgrade steps (store/migrations.py), each once per database, after the
         indexes (a user's e-mail put in form meets the unique index); on a new database,
-        every one recorded done at once: it holds nothing they would change."""
+        every one recorded done at once: it holds nothing they would change. On another, the
+        markers are read together first: a step recorded done is not started (each step
+        that runs reads its own marker again, and records it)."""
         migrations = self.db["migrations"]
         if new:
             await record_steps(migrations, UPGRADE_STEPS, clock.utcnow())
             return
+        done = await steps_done(migrations, UPGRADE_STEPS)
         # Before `position_at` is derived from the new names (`backfill_derived`).
-        with self._building("the upgrade of the positions' names"):
-            await rename_position_members(self.db["entities"], migrations)
-        with self._building("the upgrade of the entities' derived fields"):
-            await self.entities.backfill_derived()
-        with self._building("the upgrade of the fines' keys"):
-            await rekey_fines(self.db["entities"], self.db["notify_cooldowns"], migrations)
-        with self._building("the upgrade of the assignments' schedule"):
-            await self.notify.assignments.mark_scheduled(clock.utcnow())
-        with self._building("the upgrade of the UI users' e-mails"):
-            await put_emails_in_form(self.db["ui_users"], migrations)
+        if POSITION_NAMES not in done:
+            with self._building("the upgrade of the positions' names"):
+                await rename_position_members(self.db["entities"], migrations)
+        if DERIVED_MIGRATION not in done:
+            with self._building("the upgrade of the entities' derived fields"):
+                await self.entities.backfill_derived()
+        if FINE_KEYS not in done:
+            with self._building("the upgrade of the fines' keys"):
+                await rekey_fines(self.db["entities"], self.db["notify_cooldowns"], migrations)
+        if DUE_MIGRATION not in done:
+            with self._building("the upgrade of the assignments' schedule"):
+                await self.notify.assignments.mark_scheduled(clock.utcnow())
+        if EMAIL_STEP not in done:
+            with self._building("the upgrade of the UI users' e-mails"):
+                await put_emails_in_form(self.db["ui_users"], migrations)
         named = ("triggers", "schedules", "geofences", "maintenance_plans")
-        with self._building("the upgrade of the names"):
-            await fold_names([self.db["triggers"], self.db["schedules"]], migrations)
-            await compose_names([self.db[name] for name in named], migrations)
+        if not {NAME_FOLDING, NAME_COMPOSING} <= done:
+            with self._building("the upgrade of the names"):
+                await fold_names([self.db["triggers"], self.db["schedules"]], migrations)
+                await compose_names([self.db[name] for name in named], migrations)
 
     def check_prepared(self) -> None:
         """Raise the 503 at once while the indexes and the one-time upgrade steps are not

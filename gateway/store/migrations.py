@@ -20,6 +20,13 @@ async def step_done(migrations: Collection, step: str) -> bool:
         return await migrations.find_one({"_id": step}) is not None
 
 
+async def steps_done(migrations: Collection, steps: Iterable[str]) -> frozenset[str]:
+    """Which of `steps` are recorded as done in this database: one read for all of them."""
+    with translate_errors():
+        found = await migrations.find({"_id": {"$in": list(steps)}}, {"_id": 1}).to_list(None)
+    return frozenset(doc["_id"] for doc in found)
+
+
 async def record_step(migrations: Collection, step: str, at: datetime) -> None:
     """`step` recorded as done (at `at`); one recorded meanwhile by another process stands."""
     try:

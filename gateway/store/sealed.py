@@ -70,28 +70,51 @@ async def reseal(db: Database, renew: Renew, *, dry_run: bool = False) -> Reseal
 
 async def sample(db: Database, per_collection: int = 3) -> list[str]:
     """A few of the sealed values stored (up to `per_collection` documents of each
-    collection): the key that opens one of them is the key the gateway sealed them with."""
+    collection): the key that opens one of them is the key the gateway sealed them with.
+
+    One round trip: the first collection's query, each other's beside it (`$unionWith`),
+    every document tagged with the collection it came from. Six finds, one per collection,
+    cost every start that stores its key check (a new database's, each test's) about 4 ms of
+    CPU more between the process and its database."""
+    names = (*FIELDS, *LISTS)
+    first, *others = (_sealed_query(name, per_collection) for name in names)
+    pipeline = [
+        *first,
+        *(
+            {"$unionWith": {"coll": name, "pipeline": query}}
+            for name, query in zip(names[1:], others, strict=True)
+        ),
+    ]
+    with translate_errors():
+        docs = await (await db[names[0]].aggregate(pipeline)).to_list(None)
     values: list[str] = []
-    for name in (*FIELDS, *LISTS):
-        paths = FIELDS.get(name, (LISTS.get(name, ""),))
-        query = {"$or": [{path: {"$exists": True}} for path in paths]}
-        with translate_errors():
-            docs = (
-                await db[name]
-                .find(query, dict.fromkeys(paths, 1))
-                .limit(per_collection)
-                .to_list(None)
-            )
-        for doc in docs:
-            for path in paths:
-                value = at_path(doc, path)
-                entries = value if isinstance(value, list) else [{"sealed": value}]
-                values += [
-                    entry["sealed"]
-                    for entry in entries
-                    if isinstance(entry, dict) and isinstance(entry.get("sealed"), str)
-                ]
+    for doc in docs:
+        name = doc.get(_FROM)
+        for path in FIELDS.get(name, (LISTS.get(name, ""),)) if name in names else ():
+            value = at_path(doc, path)
+            entries = value if isinstance(value, list) else [{"sealed": value}]
+            values += [
+                entry["sealed"]
+                for entry in entries
+                if isinstance(entry, dict) and isinstance(entry.get("sealed"), str)
+            ]
     return values
+
+
+_FROM: Final = "__sealed_in"
+"""The member `sample`'s query names each document's collection in (no stored document has
+it: it is added by the projection)."""
+
+
+def _sealed_query(name: str, per_collection: int) -> list[dict[str, Any]]:
+    """The documents of collection `name` holding a sealed value, up to `per_collection`:
+    those values and the collection's name (`_FROM`)."""
+    paths = FIELDS.get(name, (LISTS.get(name, ""),))
+    return [
+        {"$match": {"$or": [{path: {"$exists": True}} for path in paths]}},
+        {"$limit": per_collection},
+        {"$project": {**dict.fromkeys(paths, 1), _FROM: {"$literal": name}}},
+    ]
 
 
 def _renewed(value: Any, renew: Renew, where: str, outcome: Resealed) -> Any:
