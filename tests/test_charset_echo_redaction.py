@@ -256,3 +256,54 @@ async def test_a_delivery_answered_with_a_utf8_requests_mojibake_keeps_no_secret
     assert MASK in record["attempts"][0]["response"], record
     text = await response.text()
     assert not any(part in text for part in TELLING), text
+
+
+# An ASCII secret of a request whose body is written in a charset that does not write ASCII
+# as ASCII (a mapping's `charset=UTF-16LE` for a .NET/SOAP partner, IBM037 for a mainframe):
+# the partner quoting the request unlabelled gives its bytes read as UTF-8 or Latin-1.
+ASCII_SECRET = "Zr9Qx-Lm2Pk7w-4411"
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "cp037", "cp500"])
+def test_an_ascii_secret_of_a_request_in_utf16_or_ebcdic_is_masked_in_its_echo(
+    codec: str,
+) -> None:
+    redactor = Redactor.of((ASCII_SECRET,), codec)
+    body = ('{"OBS":"x","SENHA":"' + ASCII_SECRET + '"}').encode(codec)
+    for reading in ("utf-8", "iso8859-1"):
+        echo = "recebido: " + body.decode(reading, "replace")
+        assert MASK in redactor.redact(echo, cut=False), (codec, reading)
+    encoded = base64.b64encode(body).decode()  # the request echoed in base64
+    assert MASK in redactor.redact(f"recebido: {encoded}", cut=False), codec
+    # A request in an ASCII-compatible charset: nothing more to look for.
+    assert _forms(ASCII_SECRET, "iso8859-1") == _forms(ASCII_SECRET)
+
+
+async def test_a_delivery_of_a_utf16_request_masks_its_ascii_secret_echoed_unlabelled(
+    client: Client, partner: Partner
+) -> None:
+    """The partner's error page quotes the UTF-16LE request as it came, unlabelled: read as
+    UTF-8, the secret stands between NULs. `last_error` and the attempt's response show it
+    masked (they showed it since the mojibake change: its ASCII value had no forms)."""
+    await upload_mapping(client, _mapping("erp-w", "application/json; charset=UTF-16LE"))
+    erp = await create_partner(
+        client, partner.url, auth={"type": "none"}, secrets={"erp_senha": ASCII_SECRET}
+    )
+    action = await create_action(client, erp["id"], request_mapping="erp-w")
+    await create_subscription(client, action["id"], ("entity.created",))
+    echoed = b"invalid: " + ('{"OBS":"x","SENHA":"' + ASCII_SECRET + '"}').encode("utf-16-le")
+    partner.respond_with(422, raw=echoed, headers={"Content-Type": "text/plain"})
+    await create_vehicle(client, "ABC1D23", attributes={"obs": "x"})
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    await services.delivery_worker.run_until_idle()
+    assert ASCII_SECRET.encode("utf-16-le") in partner.requests[-1].body
+    response = await client.get("/api/v1/deliveries", headers=auth())
+    (delivery,) = (await response.json())["items"]
+    assert delivery["last_status"] == 422, delivery
+    assert MASK in delivery["last_error"], delivery
+    response = await client.get(f"/api/v1/deliveries/{delivery['id']}", headers=auth())
+    record = await response.json()
+    assert MASK in record["attempts"][0]["response"], record
+    shown = (await response.text()).replace("\\u0000", "")
+    assert ASCII_SECRET not in shown, shown

@@ -33,7 +33,9 @@ Latin-1 answer under a plain `application/json`, read as UTF-8: `s3nh\\ufffd`). 
 the bytes that are not are kept (`surrogateescape`: percent-encoded, `s3nh%E3` in either case,
 as `Reading` reads a run of escapes), or U+FFFD (a lenient decoder; a store making each kept
 byte one). Their base64 is looked for too. An ASCII credential reads the same in all of them:
-its forms are those of its text.
+its forms are those of its text, unless the request is written in a charset that does not
+write ASCII as ASCII (UTF-16, EBCDIC: `charset=UTF-16LE`, `IBM037`): its bytes there are
+looked for as they read back, as a non-ASCII value's are.
 """
 
 from __future__ import annotations
@@ -281,17 +283,18 @@ _CHARSETS = ("utf-8", "iso8859-1", "cp1252")
 
 
 def _writings(value: str, codec: str | None) -> set[bytes]:
-    """The bytes a non-ASCII value is written as: in each of `_CHARSETS` that has all its
-    characters, and in the request's `codec` (`_written`). Nothing for an ASCII value: every
-    charset writes it the same (its forms are those of its text)."""
-    if value.isascii():
-        return set()
+    """The bytes a value is written as, when they are not its UTF-8 read the same: a value
+    that is not ASCII in each of `_CHARSETS` that has all its characters; any value in the
+    request's `codec` (`_written`) when that writes it otherwise than UTF-8 does (UTF-16,
+    EBCDIC: an ASCII secret between NULs). Nothing for an ASCII value in an ASCII-compatible
+    charset: every one writes it the same (its forms are those of its text)."""
     writings = set()
-    for charset in _CHARSETS:
-        try:
-            writings.add(value.encode(charset))
-        except UnicodeEncodeError:  # a charset without one of its characters
-            pass
+    if not value.isascii():
+        for charset in _CHARSETS:
+            try:
+                writings.add(value.encode(charset))
+            except UnicodeEncodeError:  # a charset without one of its characters
+                pass
     if codec is not None and (written := _written(value, codec)) is not None:
         writings.add(written)
     return writings
