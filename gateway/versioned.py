@@ -121,6 +121,8 @@ class VersionedDocuments(Generic[V]):
         checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
         shown: tuple[str, str | None] = (direction, entity_type)
         latest = await self._store.latest(tenant, name)
+        if latest is not None and seen.of_a_deleted_name(int(latest["version"])):
+            latest = None  # a deleted name's, about to be removed: a re-create claims anew
         if latest is not None and latest["checksum"] == checksum:
             answer = await self._answered(tenant, name, latest, shown, seen, activate=activate)
             return answer, False
@@ -216,7 +218,12 @@ class VersionedDocuments(Generic[V]):
         """Every version, without its source and with what its store lists of its document
         (`version_listing`: of a flow, the events it starts on; of a mapping, nothing)."""
         head = await self.head(tenant, name)
-        docs = await self._store.versions(tenant, name)
+        removed = head.get("deleted_up_to")
+        docs = [
+            d
+            for d in await self._store.versions(tenant, name)
+            if not isinstance(removed, int) or d["version"] > removed  # a deleted name's
+        ]
         active = head.get("active_version")
         return [
             self._make({**d, "source": "", "document": d.get("document", {})}, active) for d in docs
@@ -230,6 +237,8 @@ class VersionedDocuments(Generic[V]):
         if shown is not None:
             _check_shown(self._noun, name, await self.head(tenant, name), shown)
         seen = await self._store.seen(tenant, name)  # (a delete since: the version may be gone)
+        if seen.of_a_deleted_name(version):  # not the re-created name's: being removed
+            raise NotFound(f"{self._noun} {name!r} has no version {version}")
         doc = await self.version_doc(tenant, name, version)
         if self._recheck is not None:
             await self._recheck(tenant, doc)
@@ -260,6 +269,9 @@ class VersionedDocuments(Generic[V]):
         if active is None:
             raise Conflict(f"{self._noun} {name!r} has no active version to roll back from")
         previous = await self._store.previous_version(tenant, name, int(active))
+        removed = head.get("deleted_up_to")
+        if previous is not None and isinstance(removed, int) and previous <= removed:
+            previous = None  # a deleted name's version (being removed), not one of this name
         if previous is None:
             raise Conflict(
                 f"version {active} is the first version of {name!r}; nothing to roll back to"

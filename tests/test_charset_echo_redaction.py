@@ -11,11 +11,13 @@ attempt's stored response. Every case goes to a partner double over HTTP."""
 from __future__ import annotations
 
 import base64
+import json
+import unicodedata
 from typing import Any
 
 import pytest
 
-from gateway.outbound.redaction import MASK, Redactor, _base64_forms, _forms
+from gateway.outbound.redaction import _MOST_TEXTS, MASK, Redactor, _base64_forms, _forms
 from gateway.web.state import services_key
 from tests.partner_double import (
     Partner,
@@ -256,3 +258,121 @@ async def test_a_delivery_answered_with_a_utf8_requests_mojibake_keeps_no_secret
     assert MASK in record["attempts"][0]["response"], record
     text = await response.text()
     assert not any(part in text for part in TELLING), text
+
+
+# An ASCII secret of a request whose body is written in a charset that does not write ASCII
+# as ASCII (a mapping's `charset=UTF-16LE` for a .NET/SOAP partner, IBM037 for a mainframe):
+# the partner quoting the request unlabelled gives its bytes read as UTF-8 or Latin-1.
+ASCII_SECRET = "Zr9Qx-Lm2Pk7w-4411"
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "cp037", "cp500"])
+def test_an_ascii_secret_of_a_request_in_utf16_or_ebcdic_is_masked_in_its_echo(
+    codec: str,
+) -> None:
+    redactor = Redactor.of((ASCII_SECRET,), codec)
+    body = ('{"OBS":"x","SENHA":"' + ASCII_SECRET + '"}').encode(codec)
+    for reading in ("utf-8", "iso8859-1"):
+        echo = "recebido: " + body.decode(reading, "replace")
+        assert MASK in redactor.redact(echo, cut=False), (codec, reading)
+    encoded = base64.b64encode(body).decode()  # the request echoed in base64
+    assert MASK in redactor.redact(f"recebido: {encoded}", cut=False), codec
+    # A request in an ASCII-compatible charset: nothing more to look for.
+    assert _forms(ASCII_SECRET, "iso8859-1") == _forms(ASCII_SECRET)
+
+
+async def test_a_delivery_of_a_utf16_request_masks_its_ascii_secret_echoed_unlabelled(
+    client: Client, partner: Partner
+) -> None:
+    """The partner's error page quotes the UTF-16LE request as it came, unlabelled: read as
+    UTF-8, the secret stands between NULs. `last_error` and the attempt's response show it
+    masked (they showed it since the mojibake change: its ASCII value had no forms)."""
+    await upload_mapping(client, _mapping("erp-w", "application/json; charset=UTF-16LE"))
+    erp = await create_partner(
+        client, partner.url, auth={"type": "none"}, secrets={"erp_senha": ASCII_SECRET}
+    )
+    action = await create_action(client, erp["id"], request_mapping="erp-w")
+    await create_subscription(client, action["id"], ("entity.created",))
+    echoed = b"invalid: " + ('{"OBS":"x","SENHA":"' + ASCII_SECRET + '"}').encode("utf-16-le")
+    partner.respond_with(422, raw=echoed, headers={"Content-Type": "text/plain"})
+    await create_vehicle(client, "ABC1D23", attributes={"obs": "x"})
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    await services.delivery_worker.run_until_idle()
+    assert ASCII_SECRET.encode("utf-16-le") in partner.requests[-1].body
+    response = await client.get("/api/v1/deliveries", headers=auth())
+    (delivery,) = (await response.json())["items"]
+    assert delivery["last_status"] == 422, delivery
+    assert MASK in delivery["last_error"], delivery
+    response = await client.get(f"/api/v1/deliveries/{delivery['id']}", headers=auth())
+    record = await response.json()
+    assert MASK in record["attempts"][0]["response"], record
+    shown = (await response.text()).replace("\\u0000", "")
+    assert ASCII_SECRET not in shown, shown
+
+
+ONE_HOP = SECRET.encode().decode("latin-1")  # `s3nhÃ£-Ã\x87-2026`
+# Echoes of a non-ASCII secret changed twice, or written as bytes.
+CHANGED_ECHOES = {
+    # decomposed (Java's Normalizer, macOS, an accent-insensitive store): `a` + U+0303
+    "nfd": unicodedata.normalize("NFD", SECRET),
+    # the mojibake read back once more (a Latin-1 servlet storing through a latin1 connection)
+    "mojibake_twice_latin1": ONE_HOP.encode().decode("latin-1"),
+    "mojibake_twice_windows_1252": SECRET.encode().decode("cp1252").encode().decode("cp1252"),
+    # the mojibake as a Latin-1-reading server writes it in UTF-8, in base64
+    "mojibake_in_base64": base64.b64encode(ONE_HOP.encode()).decode(),
+    "mojibake_in_url_safe_base64": base64.urlsafe_b64encode(ONE_HOP.encode()).decode(),
+    # the decomposed text's mojibake
+    "nfd_mojibake": unicodedata.normalize("NFD", SECRET).encode().decode("latin-1"),
+    # the bytes as a string literal writes them: Python's repr of a raw body, Ruby's inspect
+    "python_bytes_repr_utf8": repr(SECRET.encode())[2:-1],
+    "python_bytes_repr_latin1": repr(SECRET.encode("latin-1"))[2:-1],
+    "ruby_inspect_uppercase": "s3nh\\xC3\\xA3-\\xC3\\x87-2026",
+    "bytes_repr_in_json": json.dumps(repr(SECRET.encode())[2:-1])[1:-1],
+}
+
+
+@pytest.mark.parametrize("case", CHANGED_ECHOES)
+def test_a_non_ascii_secret_changed_twice_or_written_as_bytes_is_masked(case: str) -> None:
+    echo = CHANGED_ECHOES[case]
+    assert not any(part in echo for part in ("s3nhã", "Ç")) or case == "nfd", echo
+    for codec in (None, "iso8859-1"):
+        out = Redactor.of((SECRET,), codec).redact(f"erro: {echo}.", cut=False)
+        assert out == f"erro: {MASK}.", (codec, out)
+
+
+def test_a_python_repr_of_the_whole_body_masks_the_secret_and_keeps_the_rest() -> None:
+    body = ('{"OBS":"x","SENHA":"' + SECRET + '"}').encode()
+    out = Redactor.of((SECRET,)).redact(f"invalid body: {body!r}", cut=False)
+    assert out == 'invalid body: b\'{"OBS":"x","SENHA":"' + MASK + "\"}'", out
+
+
+def test_an_excerpt_cut_inside_a_bytes_escape_of_the_secret_masks_its_start() -> None:
+    redactor = Redactor.of((SECRET,))
+    for cut in ("s3nh\\xc3", "s3nh\\xc3\\xa", "s3nh\\xc3\\x", "s3nh\\"):
+        out = redactor.redact(f"invalid body: b'{cut}", cut=True)
+        assert "s3nh" not in out and out.endswith(MASK), (cut, out)
+
+
+def test_a_secrets_forms_are_bounded() -> None:
+    """Two changes at most, and at most `_MOST_TEXTS` texts (their `+` forms aside) however
+    many letters a value has that each charset writes otherwise."""
+    for value in (SECRET, "ãéíõüçÃÉÍÕÜÇ€ŠŽšžŸ-senha", "s3nh€-ã-2026" * 100):
+        plain, b64, _ = _forms(value)
+        assert len(plain) <= 2 * _MOST_TEXTS + 2 and len(b64) < 20 * _MOST_TEXTS, value
+
+
+@pytest.mark.parametrize("case", ["nfd", "mojibake_twice_latin1", "python_bytes_repr_utf8"])
+async def test_a_proxy_502_masks_the_secret_changed_twice_or_written_as_bytes(
+    client: Client, partner: Partner, case: str
+) -> None:
+    name = "erp-" + case.replace("_", "-")
+    await upload_mapping(client, _mapping(name, UTF8))
+    erp = await create_partner(
+        client, partner.url, auth={"type": "none"}, secrets={"erp_senha": SECRET}
+    )
+    proxy = await create_action(client, erp["id"], request_mapping=name, mode="proxy")
+    partner.respond_with(400, {"erro": f"requisicao invalida: SENHA={CHANGED_ECHOES[case]}"})
+    status, text = await _invoke(client, proxy)
+    assert status == 502, text
+    assert MASK in text and not any(part in text for part in TELLING), text

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -173,3 +174,87 @@ async def test_a_flow_deleted_while_a_new_version_uploads_stays_deleted(
     assert response.status == 409, await response.text()
     assert await _names(client, "flows") == []
     assert (await client.get("/api/v1/flows/f", headers=auth("acme"))).status == 404
+
+
+class _VersionsRemovedLate:
+    """A store's versions collection whose `delete_many` (a delete's removal of the versions,
+    after its tombstone) waits until `go` is set, `reached` set when it is called."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.reached, self.go = inner, asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    async def delete_many(self, *args: Any, **kwargs: Any) -> Any:
+        self.reached.set()
+        await self.go.wait()
+        return await self.inner.delete_many(*args, **kwargs)
+
+
+async def _recreated_inside_a_delete(
+    client: Client, store: Any, what: str, name: str, recreate: Callable[[], Awaitable[int]]
+) -> int:
+    """Delete `name`, and `recreate` it once the delete's tombstone is written but before its
+    versions are removed; the re-create's status."""
+    late = _VersionsRemovedLate(store._versions)
+    store._versions = late
+    deleting = asyncio.create_task(client.delete(f"/api/v1/{what}/{name}", headers=auth("acme")))
+    await asyncio.wait_for(late.reached.wait(), 10)  # tombstone written, versions still there
+    store._versions = late.inner
+    status = await recreate()
+    late.go.set()
+    assert (await deleting).status == 204
+    return status
+
+
+@pytest.mark.parametrize("text", ["changed", "same"])
+async def test_a_mapping_recreated_while_its_delete_removes_the_versions_keeps_its_version(
+    aiohttp_client: Any, make_app: Any, text: str
+) -> None:
+    """The delete writes its tombstone, then removes the versions. A re-create landing in
+    between (a new name: 201) is whole once that removal is done: listed, its active version
+    there (it was removed with the deleted name's: GET 404 "has no version 2"). The same text
+    as the deleted version is a new version too, not the deleted one found again."""
+    client = await aiohttp_client(make_app())
+    status, body = await _upload(client, MAPPING.format(name="m0"))
+    assert status == 201, body
+    again = MAPPING.format(name="m0") + (CHANGED if text == "changed" else "")
+    answered: list[Any] = []
+
+    async def recreate() -> int:
+        status, body = await _upload(client, again)
+        answered.append(body)
+        return status
+
+    store = client.app[services_key].store.mappings
+    status = await _recreated_inside_a_delete(client, store, "mappings", "m0", recreate)
+    assert status == 201, answered
+    assert answered[0]["version"] == 2, answered
+    assert await _names(client) == ["m0"]
+    got = await client.get("/api/v1/mappings/m0", headers=auth("acme"))
+    assert got.status == 200, await got.text()
+    assert (await got.json())["version"] == 2
+    versions = await client.get("/api/v1/mappings/m0/versions", headers=auth("acme"))
+    assert [v["version"] for v in (await versions.json())["items"]] == [2]
+
+
+async def test_a_flow_recreated_while_its_delete_removes_the_versions_keeps_its_version(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    client = await aiohttp_client(make_app())
+    created = await client.post("/api/v1/flows", json=FLOW, headers=auth("acme"))
+    assert created.status == 201, await created.text()
+    changed = {**FLOW, "steps": [{"id": "b", "when": "true"}]}
+
+    async def recreate() -> int:
+        again = await client.post("/api/v1/flows", json=changed, headers=auth("acme"))
+        return again.status
+
+    store = client.app[services_key].store.notify.flows
+    status = await _recreated_inside_a_delete(client, store, "flows", "f", recreate)
+    assert status == 201
+    assert await _names(client, "flows") == ["f"]
+    got = await client.get("/api/v1/flows/f", headers=auth("acme"))
+    assert got.status == 200, await got.text()
+    assert (await got.json())["version"] == 2

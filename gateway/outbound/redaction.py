@@ -13,8 +13,10 @@ One mechanism: the text is read with its escapes undone, each decoded character 
 where it was written, and the credentials are looked for in that reading; what matches is
 masked in the text as written. The escapes undone are those frameworks write: JSON's (`\\/`
 from PHP, `\\uXXXX` of any character from .NET or ASCII-only writers, surrogate pairs),
-percent-encoding in either case (a run of them read as UTF-8), and XML's and HTML5's character
-references and named entities (a SOAP fault, PHP's `htmlentities`: `&sol;`, `&plus;`). An echo
+percent-encoding in either case and bytes as string literals write them (`\\xc3\\xa3`: Python's
+`repr` of a raw body, Ruby's `inspect`; a run of either read as UTF-8), and XML's and HTML5's
+character references and named entities (a SOAP fault, PHP's `htmlentities`: `&sol;`,
+`&plus;`). An echo
 encoded twice (a redirect quoting our URL in its `?next=`, JSON inside a JSON string) is read
 again, up to three rounds, while a round still undoes something (a credential holding `\\`,
 `%` or `&`, read once more than it was written, may change: it is looked for in each earlier
@@ -24,16 +26,22 @@ as base64, standard and URL-safe: of itself, and of itself inside a longer base6
 partner echoing the whole header, or its whole request, in base64). The start of one cut off
 at the end of an excerpt is masked too, also inside an escape or a character.
 
-A credential that is not ASCII is also looked for in every form its text takes written in
-any of UTF-8, ISO-8859-1 and windows-1252 (those that have its characters; and in the charset
-a request's body was written in, `outbound/bodies.py`: `Redactor.of(values, codec)`), and read
-back in any of them: a partner's server in one charset reads or answers a request in another
-(a Latin-1 server echoing a UTF-8 request under its own `charset=ISO-8859-1`: `s3nhÃ£`; a
-Latin-1 answer under a plain `application/json`, read as UTF-8: `s3nh\\ufffd`). Read as UTF-8,
-the bytes that are not are kept (`surrogateescape`: percent-encoded, `s3nh%E3` in either case,
-as `Reading` reads a run of escapes), or U+FFFD (a lenient decoder; a store making each kept
-byte one). Their base64 is looked for too. An ASCII credential reads the same in all of them:
-its forms are those of its text.
+A credential is also looked for in the texts an echo makes of it (`_variants`): the changes
+its text may go through, applied to it up to twice. One change is a normalisation (NFC, NFD:
+`ã` echoed as `a` and U+0303) or a hop: its text written in one of UTF-8, ISO-8859-1 and
+windows-1252 (those that have its characters; and, the first time, in the charset a request's
+body was written in, `outbound/bodies.py`: `Redactor.of(values, codec)`) and read back in any
+of them: a partner's server in one charset reads or answers a request in another (a Latin-1
+server echoing a UTF-8 request under its own `charset=ISO-8859-1`: `s3nhÃ£`; a Latin-1 answer
+under a plain `application/json`, read as UTF-8: `s3nh\\ufffd`). Read as UTF-8, the bytes that
+are not are kept (`surrogateescape`: percent-encoded or `\\xNN`, `s3nh%E3` in either case, as
+`Reading` reads a run of escapes), or U+FFFD (a lenient decoder; a store making each kept byte
+one). Two changes: the mojibake read back once more (`s3nhÃƒÂ£`), a decomposed text's
+mojibake. At most `_MOST_TEXTS` texts a value. The base64 of its bytes in each charset, and of
+each text of one change written in UTF-8, is looked for too. An ASCII credential reads the
+same in all of them: its forms are those of its text, unless the request is written in a
+charset that does not write ASCII as ASCII (UTF-16, EBCDIC: `charset=UTF-16LE`, `IBM037`): its
+bytes there are looked for as they read back, as a non-ASCII value's are.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
@@ -62,10 +71,15 @@ _JSON = re.compile(
     r"\\(?:u[0-9a-fA-F]{4}(?:\\u[0-9a-fA-F]{4})*"  # a run of them: surrogate pairs are in one
     r'|["\\/bfnrt])'
 )
+# A byte as a string literal writes it: Python's `repr` of bytes (`b's3nh\\xc3\\xa3'`, a raw
+# body quoted in an error), Ruby's `inspect`, C's `\\xE3`; a run of them read as UTF-8, as a
+# run of percent escapes is.
+_BYTES = re.compile(r"\\x[0-9a-fA-F]{2}(?:\\x[0-9a-fA-F]{2})*")
 _PERCENT = re.compile(r"%[0-9a-fA-F]{2}(?:%[0-9a-fA-F]{2})*")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,8}|#[xX][0-9a-fA-F]{1,8}|[A-Za-z][A-Za-z0-9]{1,31});")
-_KINDS = (("\\", _JSON), ("%", _PERCENT), ("&", _ENTITY))
-_STARTERS = frozenset(starter for starter, _ in _KINDS)
+# Each with what a text holds where it may have one (`\\x`: texts dense with `\\/` skip it).
+_KINDS = (("\\", _JSON), ("\\x", _BYTES), ("%", _PERCENT), ("&", _ENTITY))
+_STARTERS = frozenset(starter[0] for starter, _ in _KINDS)
 # What a text holds where a reading may undo something: an escape, a folded line.
 _MARKS = (*_STARTERS, "\n")
 # Rounds of reading: an echo encoded twice, with room for a third writer.
@@ -78,7 +92,9 @@ _FOLDS = tuple(
 )
 # What an excerpt cut inside an escape ends with.
 _LONGEST_CUT = 10
-_CUT_ESCAPE = re.compile(r"(?:\\(?:u[0-9a-fA-F]{0,3})?|%[0-9a-fA-F]?|&#?[xX]?[0-9a-zA-Z]{0,7})\Z")
+_CUT_ESCAPE = re.compile(
+    r"(?:\\(?:u[0-9a-fA-F]{0,3}|x[0-9a-fA-F]?)?|%[0-9a-fA-F]?|&#?[xX]?[0-9a-zA-Z]{0,7})\Z"
+)
 # What a character cut in two reads as: U+FFFD (a lenient decoder), or the bytes of a
 # percent-encoded one as `surrogateescape` keeps them.
 _PARTIAL = "\ufffd" + "".join(map(chr, range(0xDC80, 0xDD00)))
@@ -93,11 +109,11 @@ _FIXED |= {f"&{name}": chars for name, chars in html5.items() if name.endswith("
 def _unescaped(escape: str, at: int) -> Iterator[tuple[str, int]]:
     """The characters an escape (or a run of `%XX` or `\\uXXXX`) stands for, each with where
     it starts in the text."""
-    if escape[0] == "%":
-        decoded = bytes.fromhex(escape.replace("%", "")).decode("utf-8", "surrogateescape")
-        for char in decoded:
+    if escape[0] == "%" or escape.startswith("\\x"):  # a run of bytes: 3 or 4 characters each
+        width = 3 if escape[0] == "%" else 4
+        for char in _bytes_read(escape):
             yield char, at
-            at += 3 if char < "\x80" else 3 * len(char.encode("utf-8", "surrogateescape"))
+            at += width if char < "\x80" else width * len(char.encode("utf-8", "surrogateescape"))
     elif escape[0] == "&":
         name = escape[1:-1]
         if name[0] != "#":
@@ -124,14 +140,23 @@ def _unescaped(escape: str, at: int) -> Iterator[tuple[str, int]]:
                 i += 1
 
 
+def _bytes_read(escape: str) -> str:
+    """A run of `%XX` or `\\xXX` read as UTF-8, the bytes that are not kept
+    (`surrogateescape`)."""
+    hexes = escape.replace("%", "") if escape[0] == "%" else escape.replace("\\x", "")
+    return bytes.fromhex(hexes).decode("utf-8", "surrogateescape")
+
+
 def _read(match: re.Match[str]) -> str:
     """What one escape stands for."""
     escape = match.group()
     chars = _FIXED.get(escape)
     if chars is not None:
         return chars
-    if escape[0] == "%":
+    if escape[0] == "%":  # (inline: a text may hold a hundred thousand)
         return bytes.fromhex(escape.replace("%", "")).decode("utf-8", "surrogateescape")
+    if escape[1] == "x" and escape[0] == "\\":
+        return _bytes_read(escape)
     if escape[1] == "u":  # UTF-16 code units, pairs joined, as JSON's reader does
         units = escape.encode().decode("unicode_escape").encode("utf-16-le", "surrogatepass")
         return units.decode("utf-16-le", "surrogatepass")
@@ -252,25 +277,62 @@ def _base64_forms(data: bytes) -> set[str]:
 def _forms(
     value: str, codec: str | None = None
 ) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """What a credential reads as once a partner's escapes are undone, and, not ASCII, what
-    its bytes in each charset a side may write it in read as in each a side may read them in
-    (`_writings`, `_read_back`); their base64 forms; and of the first, the ones holding `\\`,
-    `%` or `&`, which a further reading may change (`Redactor.redact`)."""
-    plain = {value, Reading(value).plain}  # a credential that itself holds `%41` or `\\n`
-    writings = _writings(value, codec)
-    for data in writings:
-        plain |= _read_back(data)
+    """What a credential reads as once a partner's escapes are undone: its text, and the
+    texts an echo makes of it (`_variants`); their base64 forms; and of the first, the ones
+    holding `\\`, `%` or `&`, which a further reading may change (`Redactor.redact`)."""
+    texts, written = _variants(value, codec)
+    plain = {*texts, Reading(value).plain}  # a credential that itself holds `%41` or `\\n`
     plain |= {form.replace(" ", "+") for form in plain}
+    plain = {form for form in plain if len(form) >= MIN_LENGTH}  # (a composed one may be less)
     # Base64 of a JSON document holds the value JSON-escaped (non-ASCII as \\uXXXX: Python's
     # default), which no decoding of the answer undoes.
     escaped = json.dumps(value)[1:-1]
-    base64_forms = _base64_forms(value.encode())
-    if escaped != value:
-        base64_forms |= _base64_forms(escaped.encode())
-    for data in writings:  # the whole request echoed in base64: its bytes in a charset
+    base64_forms: set[str] = set()
+    for data in {*written, value.encode(), escaped.encode()}:
         base64_forms |= _base64_forms(data)
     escapable = frozenset(form for form in plain if not _STARTERS.isdisjoint(form))
     return frozenset(plain), frozenset(base64_forms - plain), escapable
+
+
+# How many times an echo may have changed a credential's text: a hop (written in one
+# charset, read back in another) or a normalisation, and one more of either (the mojibake
+# read back once more: a Latin-1 servlet storing through a latin1 connection; a decomposed
+# text's mojibake). Each value has at most `_MOST_TEXTS` texts: all of one change, then those
+# of two in a fixed order.
+_CHANGES = 2
+_MOST_TEXTS = 64
+
+
+def _variants(value: str, codec: str | None) -> tuple[set[str], set[bytes]]:
+    """The texts an echo makes of a credential, by the changes its text may go through
+    (`_changed`) applied up to `_CHANGES` times; and the bytes whose base64 is looked for:
+    the value written in each charset (and the request's `codec`), and each text of one
+    change written in UTF-8 (a Latin-1-reading server answering its mojibake in base64). An
+    ASCII value is the same in each charset and form: its only text is its own (and, in a
+    `codec` that does not write ASCII as ASCII, UTF-16 or EBCDIC, that writing's readings)."""
+    texts = {value}
+    written = _writings(value, codec)
+    once = _changed(value, written)
+    texts |= once
+    written |= {text.encode() for text in once if not _SURROGATE.search(text)}
+    frontier = sorted(once - {value})
+    for _ in range(_CHANGES - 1):
+        found: set[str] = set()
+        for text in frontier:
+            found |= _changed(text, _writings(text, None))
+        frontier = sorted(found - texts)[: max(_MOST_TEXTS - len(texts), 0)]
+        texts.update(frontier)
+    return texts, written
+
+
+def _changed(text: str, writings: set[bytes]) -> set[str]:
+    """What one change makes of `text`: its composed and decomposed forms (NFC, NFD: a
+    partner on Java's `Normalizer`, macOS, an accent-insensitive store echoes `ã` as `a` and
+    U+0303), and its `writings` read back in each charset (`_read_back`)."""
+    changed = {unicodedata.normalize("NFC", text), unicodedata.normalize("NFD", text)}
+    for data in writings:
+        changed |= _read_back(data)
+    return changed
 
 
 # The charsets the gateway and its partners write and read text in: UTF-8, and the legacy
@@ -281,17 +343,18 @@ _CHARSETS = ("utf-8", "iso8859-1", "cp1252")
 
 
 def _writings(value: str, codec: str | None) -> set[bytes]:
-    """The bytes a non-ASCII value is written as: in each of `_CHARSETS` that has all its
-    characters, and in the request's `codec` (`_written`). Nothing for an ASCII value: every
-    charset writes it the same (its forms are those of its text)."""
-    if value.isascii():
-        return set()
+    """The bytes a value is written as, when they are not its UTF-8 read the same: a value
+    that is not ASCII in each of `_CHARSETS` that has all its characters; any value in the
+    request's `codec` (`_written`) when that writes it otherwise than UTF-8 does (UTF-16,
+    EBCDIC: an ASCII secret between NULs). Nothing for an ASCII value in an ASCII-compatible
+    charset: every one writes it the same (its forms are those of its text)."""
     writings = set()
-    for charset in _CHARSETS:
-        try:
-            writings.add(value.encode(charset))
-        except UnicodeEncodeError:  # a charset without one of its characters
-            pass
+    if not value.isascii():
+        for charset in _CHARSETS:
+            try:
+                writings.add(value.encode(charset))
+            except UnicodeEncodeError:  # a charset without one of its characters
+                pass
     if codec is not None and (written := _written(value, codec)) is not None:
         writings.add(written)
     return writings
@@ -363,7 +426,16 @@ class Redactor:
         self._plain = frozenset(form for plain, _, _ in looked_for for form in plain)
         # In base64, standard or URL-safe: masked wherever found (they are in base64 text).
         self._base64 = frozenset(form for _, b64, _ in looked_for for form in b64)
-        self._forms = tuple(self._plain | self._base64)
+        self._forms = tuple(sorted(self._plain | self._base64))
+        # The forms grouped by their first `MIN_LENGTH` characters, each group with the start
+        # all its forms share: a text without it holds none of them, so a non-ASCII value's
+        # many texts and base64 forms (most alike at their start: `s3nh...`) cost one `in` a
+        # group where it is not. A group of one form is looked for by the form itself (a
+        # longer text is found, or not, faster than a short one).
+        starts: dict[str, list[str]] = {}
+        for form in self._forms:
+            starts.setdefault(form[:MIN_LENGTH], []).append(form)
+        self._starts = tuple((_shared_start(forms), tuple(forms)) for forms in starts.values())
         # A form holding `\`, `%` or `&` may be read once more than it was written, with the
         # text after it (`pass\` echoed in JSON as `"pass\\"` reads `pass\"`, then `pass"`):
         # it is looked for in the text and each earlier reading too.
@@ -372,7 +444,8 @@ class Redactor:
         self._numbers = frozenset(v for v in kept if v.isascii() and v.isdigit())
         # What an answer written out holds when a credential may be in it (`_may_be_in`).
         self._written = tuple(
-            {form.encode("utf-8", "surrogatepass") for form in self._forms} | {b"\\", b"%", b"&"}
+            {start.encode("utf-8", "surrogatepass") for start, _ in self._starts}
+            | {b"\\", b"%", b"&"}
         )
 
     @property
@@ -384,7 +457,9 @@ class Redactor:
         """Whether a credential may be in `text`: one of its forms as written, or an escape
         or a line break, which a reading may undo into one. At C speed (`in`), so that the
         many texts of an answer that hold nothing cost next to nothing."""
-        return any(form in text for form in self._forms) or any(mark in text for mark in _MARKS)
+        return any(start in text for start, _ in self._starts) or any(
+            mark in text for mark in _MARKS
+        )
 
     def redact_tree(self, tree: Any) -> Any:
         """A parsed answer (JSON, or an XML answer's tree) with every credential masked in
@@ -468,7 +543,9 @@ class Redactor:
         plain = reading.plain
         spans = [
             (reading.place(found), reading.place(found + len(form)))
-            for form in self._forms
+            for start, forms in self._starts
+            if start in plain
+            for form in forms
             for found in _occurrences(plain, form, whole and form in self._plain)
         ]
         for stage, earlier in reading.earlier() if self._escapable else ():
@@ -568,6 +645,15 @@ def _masked(
         for place, member in changed:
             node[place] = member
     return tree
+
+
+def _shared_start(forms: list[str]) -> str:
+    """The longest start all of `forms` have."""
+    first, last = min(forms), max(forms)  # the others lie between: share at least as much
+    size = 0
+    while size < len(first) and first[size] == last[size]:
+        size += 1
+    return first[:size]
 
 
 def _occurrences(text: str, form: str, whole: bool = False) -> Iterator[int]:

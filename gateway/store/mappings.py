@@ -4,7 +4,7 @@ which version is active.
 A version is `{tenant, name, version, source, format, document, checksum, author,
 created_at, direction, entity_type}` and never changes once written. A head is
 `{tenant, name, latest_version, claims, under_way, active_version?, direction, entity_type,
-created_at, updated_at, deleted?, deletions?}`: it hands out version numbers
+created_at, updated_at, deleted?, deletions?, deleted_up_to?}`: it hands out version numbers
 (`claim_version`: never the same twice, and with the checksum of the text each is for, so
 copies of one text uploaded at once store it once) and says which version is active. Deleting a
 mapping removes its versions and leaves the head as a tombstone, so a later upload of the
@@ -16,7 +16,10 @@ upload reads it when it begins (`seen`), and its publish (or activation of the v
 found) is written only while the count is the one it read (`publish`, `set_active`). So an
 upload begun before a delete never lists the name again: neither without a place under the
 tenant's limit nor with a version the delete removed. An upload of a deleted name is a new
-name, which `VersionedDocuments.add` takes a place for.
+name, which `VersionedDocuments.add` takes a place for. A delete removes only the versions up
+to the latest its tombstone was written over (`deleted_up_to`): an upload begun after the
+tombstone (a re-create) numbers past it, and keeps its versions whenever the removal lands;
+a version at or below it is never used again (`Seen.removed`).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ USERS = {
 # alone and checked here (`_listed`), and written by its `_id` with `_LISTED` as the guard.
 _LISTED = {"deleted": {"$ne": True}, "direction": {"$exists": True}}
 _AS_LISTED = {"deleted": 1, "direction": 1}  # what `_listed` reads of a head
-_AS_SEEN = {**_AS_LISTED, "deletions": 1}  # what an upload reads when it begins (`Seen`)
+_AS_SEEN = {**_AS_LISTED, "deletions": 1, "deleted_up_to": 1}  # what an upload reads (`Seen`)
+_AS_DELETED = {**_AS_LISTED, "latest_version": 1}  # what a delete reads of a head
 _NO_SOURCE = {"source": 0, "document": 0}
 _ALLOCATE_TRIES = 100  # one upload at the same time takes a number per try
 _CLAIMS_KEPT = 50
@@ -79,6 +83,13 @@ class Seen:
 
     listed: bool
     deletions: int | None
+    # The latest version a delete of the name removed (`deleted_up_to`; None: never deleted):
+    # one at or below it is a deleted name's, gone or about to be, never the re-created one's.
+    removed: int | None = None
+
+    def of_a_deleted_name(self, version: int) -> bool:
+        """Whether `version` is one a delete of the name removes (or has removed)."""
+        return self.removed is not None and version <= self.removed
 
 
 class MappingStore:
@@ -246,7 +257,12 @@ class MappingStore:
         with translate_errors():
             head = await self._heads.find_one(scoped(tenant, {"name": name}), _AS_SEEN)
         deletions = (head or {}).get("deletions")
-        return Seen(_listed(head) is not None, deletions if isinstance(deletions, int) else None)
+        removed = (head or {}).get("deleted_up_to")
+        return Seen(
+            _listed(head) is not None,
+            deletions if isinstance(deletions, int) else None,
+            removed if isinstance(removed, int) else None,
+        )
 
     async def how_many(self, tenant: str, *, up_to: int) -> int:
         """How many names the tenant has (deleted ones not), counted up to `up_to` (what a
@@ -365,24 +381,51 @@ class MappingStore:
             return await cursor.sort("name", ASCENDING).limit(limit).to_list(limit)
 
     async def delete(self, tenant: str, name: str) -> bool:
-        """Remove every version; the head stays as a tombstone that keeps the numbering."""
-        head_id = await self._listed_id(tenant, name)
-        matched = 0
-        with translate_errors():
-            if head_id is not None:
+        """Remove every version; the head stays as a tombstone that keeps the numbering.
+
+        The tombstone is written over the latest version number as read (compare and swap:
+        one claimed meanwhile reads again), and records it (`deleted_up_to`); only the
+        versions up to it are removed after. An upload of the name begun once the tombstone
+        is written (a re-create) numbers its versions past it, so a delete's removal landing
+        after that upload's publish never takes the re-created name's version (it was listed
+        with its active version gone: "has no version N"). A delete that wrote no tombstone
+        (the name was not listed: another delete did) removes nothing."""
+        removed: int | None = None
+        for _ in range(_ALLOCATE_TRIES):
+            with translate_errors():
+                head = _listed(
+                    await self._heads.find_one(scoped(tenant, {"name": name}), _AS_DELETED)
+                )
+                if head is None:
+                    break
+                latest = head.get("latest_version")
+                as_read = latest if latest is not None else {"$exists": False}
                 result = await self._heads.update_one(
-                    scoped(tenant, {"_id": head_id, **_LISTED}),  # still listed when written
+                    # by its `_id`, still listed and numbered as read when written
+                    scoped(tenant, {"_id": head["_id"], **_LISTED, "latest_version": as_read}),
                     {
-                        "$set": {"deleted": True, "updated_at": utcnow()},
+                        "$set": {
+                            "deleted": True,
+                            "updated_at": utcnow(),
+                            "deleted_up_to": latest or 0,
+                        },
                         "$unset": {"active_version": "", "claims": ""},
                         "$inc": {"deletions": 1},  # an upload under way publishes nothing
                     },
                 )
-                matched = result.matched_count
-            await self._versions.delete_many(scoped(tenant, {"name": name}))
-        if matched:
-            await self.limit.freed(tenant)
-        return matched == 1
+            if result.matched_count:
+                removed = latest or 0
+                break
+        else:
+            raise StoreUnavailable(f"{name!r} not deleted: its head kept changing")
+        if removed is None:
+            return False
+        with translate_errors():
+            await self._versions.delete_many(
+                scoped(tenant, {"name": name, "version": {"$lte": removed}})
+            )
+        await self.limit.freed(tenant)
+        return True
 
     async def active_of_kind(self, tenant: str, kind: str) -> AsyncIterator[Doc]:
         """The active version (name, version, source) of each of the tenant's mappings whose
