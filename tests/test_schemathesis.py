@@ -141,10 +141,6 @@ def _fuzz(gateway: Gateway, token: str, *options: str, config: str = "", example
         "--continue-on-failure",
         "--max-failures",
         "20",
-        # The run's data dir is new each time: examples saved for a next run there were
-        # written (a thousand files a run) and never read.
-        "--generation-database",
-        "none",
         *options,
     ]
     result = subprocess.run(
