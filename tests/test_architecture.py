@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import gc
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,28 +28,70 @@ HOMES = {
 }
 
 
-@functools.cache
-def _trees() -> tuple[tuple[str, ast.Module], ...]:
-    """Every module of the package, parsed once for all the tests here (none changes a tree):
-    parsing the package took most of a CPU-second, and each test did it again."""
-    return tuple(
-        (_module_name(path), ast.parse(path.read_text())) for path in sorted(PACKAGE.rglob("*.py"))
-    )
+# What the tests below look for beyond imports, gathered in the same walk of each module.
+APP_BUILDERS = frozenset({"Application", "AppRunner"})  # web.Application(), web.AppRunner()
+WALL_CLOCK = frozenset(
+    {("datetime", "now"), ("datetime", "utcnow"), ("date", "today")}
+    | {("datetime", "today"), ("time", "time"), ("time", "time_ns")}
+)
+
+
+@dataclass(frozen=True)
+class Module:
+    """What the tests read of one module of the package."""
+
+    name: str
+    imports: frozenset[str]
+    app_builds: tuple[int, ...]  # lines of a call `x.Application(...)` or `x.AppRunner(...)`
+    wall_clock_reads: tuple[int, ...]  # lines of a `datetime.now`, `time.time`, ... (WALL_CLOCK)
+    guarded_sends: int  # calls `x.send(..., guard=...)`
 
 
 @functools.cache
+def _package() -> tuple[Module, ...]:
+    """Every module of the package, parsed and walked once for all the tests here. The trees
+    are dropped once read: kept (~480,000 nodes) every later full pass of the garbage
+    collector in this test process walked them again, ~0.7 CPU-s each. They are built with
+    the collector paused: its passes over the growing trees took two thirds of the parse (no
+    tree holds a cycle)."""
+    modules = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            tree = ast.parse(source)
+        finally:
+            if collecting:
+                gc.enable()
+        modules.append(_read(_module_name(path), tree))
+    return tuple(modules)
+
+
+def _read(name: str, tree: ast.Module) -> Module:
+    imports: set[str] = set()
+    app_builds: list[int] = []
+    wall_clock: list[int] = []
+    guarded_sends = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imports.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imports.add(node.module)
+            imports.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in APP_BUILDERS:
+                app_builds.append(node.lineno)
+            if node.func.attr == "send" and any(k.arg == "guard" for k in node.keywords):
+                guarded_sends += 1
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if (node.value.id, node.attr) in WALL_CLOCK:
+                wall_clock.append(node.lineno)
+    return Module(name, frozenset(imports), tuple(app_builds), tuple(wall_clock), guarded_sends)
+
+
 def _modules() -> tuple[tuple[str, frozenset[str]], ...]:
-    found = []
-    for name, tree in _trees():
-        imports: set[str] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                imports.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                imports.add(node.module)
-                imports.update(f"{node.module}.{alias.name}" for alias in node.names)
-        found.append((name, frozenset(imports)))
-    return tuple(found)
+    return tuple((module.name, module.imports) for module in _package())
 
 
 def _module_name(path: Path) -> str:
@@ -177,15 +221,12 @@ def test_only_the_entry_layers_open_the_services() -> None:
 
 def test_only_app_and_web_build_a_web_application() -> None:
     """Workers and CLI commands open `gateway.services` without a web app around them."""
-    builders = {"Application", "AppRunner"}
-    offenders = []
-    for name, tree in _trees():
-        if _within(name, ("gateway.app", "gateway.web")):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                if node.func.attr in builders:
-                    offenders.append(f"{name}:{node.lineno}")
+    offenders = [
+        f"{module.name}:{line}"
+        for module in _package()
+        if not _within(module.name, ("gateway.app", "gateway.web"))
+        for line in module.app_builds
+    ]
     assert offenders == []
 
 
@@ -195,16 +236,12 @@ def test_only_the_clock_reads_the_hosts_wall_clock() -> None:
     server's); a duration within one process, `time.monotonic`. The host's own wall clock is
     read in `gateway/clock.py` alone (`host_now`, what the offset is measured from): a process
     on a host 45 s behind stamped its events 45 s in the past, counted as relay lag."""
-    wall_clock = {("datetime", "now"), ("datetime", "utcnow"), ("date", "today")}
-    wall_clock |= {("datetime", "today"), ("time", "time"), ("time", "time_ns")}
-    readers = []
-    for name, tree in _trees():
-        if name == "gateway.clock":
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                if (node.value.id, node.attr) in wall_clock:
-                    readers.append(f"{name}:{node.lineno}")
+    readers = [
+        f"{module.name}:{line}"
+        for module in _package()
+        if module.name != "gateway.clock"
+        for line in module.wall_clock_reads
+    ]
     assert readers == []
 
 
@@ -213,10 +250,5 @@ def test_every_call_of_a_partner_goes_through_partner_calls() -> None:
     counts the answer for the partner's health: until 2026-12-06 six use cases called the
     sender themselves, and only the delivery worker's answers ended a partner's failing (a
     partner whose API answered every proxy call was disabled for its failing webhooks)."""
-    callers = []
-    for name, tree in _trees():
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and any(k.arg == "guard" for k in node.keywords):
-                if isinstance(node.func, ast.Attribute) and node.func.attr == "send":
-                    callers.append(name)
+    callers = [module.name for module in _package() for _ in range(module.guarded_sends)]
     assert callers == ["gateway.actions.partner_calls"]

@@ -112,6 +112,32 @@ def _escaped(text: str) -> str:
     return "".join(out)
 
 
+# The strategies the documents are drawn from, built once: built anew at each draw (a list
+# given to `sampled_from` is not cached), hypothesis validated each again, for each of the
+# thousands of draws of a document (a fifth of the generation's CPU). The same draws.
+_PARTS = st.integers(0, 3)
+_PART_KINDS = st.sampled_from(["text", "text", "entity", "cdata", "comment", "pi"])
+_PI_TARGETS = st.sampled_from(["pi", "xml", "x-y"])
+_DEPTHS = st.integers(0, MAX_DEPTH + 2)
+_SIBLINGS = st.sampled_from([1, 1, 1, 2, 3, 40])
+_ATTRIBUTES = st.integers(0, 2)
+_COIN = st.booleans()
+_EMPTY = st.integers(0, 4)
+_PROLOGS = st.sampled_from(
+    [
+        "",
+        '<?xml version="1.0"?>',
+        '<?xml version="1.0" encoding="{}"?>',
+        '<?xml version="1.1" encoding="{}"?>',
+        "<!DOCTYPE r [<!ENTITY e 'x'>]>",
+        "\ufeff",
+    ]
+)
+_ENCODINGS = st.sampled_from(["utf-8", "utf-16", "latin-1", "cp037", "utf-32-be"])
+_BOMS = st.sampled_from([b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"])
+_CHARSET_OR_NONE = st.none() | CHARSETS
+
+
 @st.composite
 def xml_documents(draw: st.DrawFn) -> str:
     """XML-ish documents: mostly well-formed, sometimes subtly not (undeclared prefixes,
@@ -126,8 +152,8 @@ def xml_documents(draw: st.DrawFn) -> str:
 
     def content(level: int) -> str:
         parts = []
-        for _ in range(draw(st.integers(0, 3))):
-            kind = draw(st.sampled_from(["text", "text", "entity", "cdata", "comment", "pi"]))
+        for _ in range(draw(_PARTS)):
+            kind = draw(_PART_KINDS)
             if kind == "text":
                 parts.append(_escaped(draw(TEXT)))
             elif kind == "entity":
@@ -137,9 +163,9 @@ def xml_documents(draw: st.DrawFn) -> str:
             elif kind == "comment":
                 parts.append(f"<!--{draw(TEXT).replace('--', '')}-->")
             else:
-                parts.append(f"<?{draw(st.sampled_from(['pi', 'xml', 'x-y']))} {draw(TEXT)}?>")
-        if level < draw(st.integers(0, MAX_DEPTH + 2)) and budget[0] > 0:
-            siblings = min(budget[0], draw(st.sampled_from([1, 1, 1, 2, 3, 40])))
+                parts.append(f"<?{draw(_PI_TARGETS)} {draw(TEXT)}?>")
+        if level < draw(_DEPTHS) and budget[0] > 0:
+            siblings = min(budget[0], draw(_SIBLINGS))
             budget[0] -= siblings
             parts.extend(element(level + 1) for _ in range(siblings))
         return "".join(parts)
@@ -148,28 +174,17 @@ def xml_documents(draw: st.DrawFn) -> str:
         tag = name()
         attributes = "".join(
             f' {name()}="{_escaped(draw(TEXT)).replace(chr(34), "&quot;")}"'
-            for _ in range(draw(st.integers(0, 2)))
+            for _ in range(draw(_ATTRIBUTES))
         )
-        if draw(st.booleans()):
+        if draw(_COIN):
             attributes += ' xsi:nil="true"'
-        if draw(st.integers(0, 4)) == 0:
+        if draw(_EMPTY) == 0:
             return f"<{tag}{attributes}/>"
         return f"<{tag}{attributes}>{content(level)}</{tag}>"
 
     root = name()
     body = f"<{root}{namespaces}>{content(1)}</{root}>"
-    prolog = draw(
-        st.sampled_from(
-            [
-                "",
-                '<?xml version="1.0"?>',
-                '<?xml version="1.0" encoding="{}"?>',
-                '<?xml version="1.1" encoding="{}"?>',
-                "<!DOCTYPE r [<!ENTITY e 'x'>]>",
-                "\ufeff",
-            ]
-        )
-    )
+    prolog = draw(_PROLOGS)
     return prolog.format(draw(CHARSETS)) + body
 
 
@@ -178,11 +193,11 @@ def xml_bodies(draw: st.DrawFn) -> tuple[bytes, str | None]:
     """(bytes, the Content-Type charset if any): a document encoded as its declaration or
     charset says, or not (a fuzzer lies), with or without a byte order mark."""
     document = draw(xml_documents())
-    encoding = draw(st.sampled_from(["utf-8", "utf-16", "latin-1", "cp037", "utf-32-be"]))
+    encoding = draw(_ENCODINGS)
     body = document.encode(encoding, errors="surrogatepass" if "utf" in encoding else "replace")
-    if draw(st.booleans()):
-        body = draw(st.sampled_from([b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"])) + body
-    charset = draw(st.none() | CHARSETS)
+    if draw(_COIN):
+        body = draw(_BOMS) + body
+    charset = draw(_CHARSET_OR_NONE)
     return body, charset
 
 

@@ -151,18 +151,20 @@ def _fuzz(gateway: Gateway, token: str, *options: str, config: str = "", example
 
 
 def _loose_config() -> str:
-    """The per-operation exclusions of the admin run (see the module's docstring)."""
-    config = (
+    """The per-operation exclusions of the admin run (see the module's docstring). The named
+    operations are one block: schemathesis matches every block against an operation and
+    merges the matching ones anew for each case it generates (~0.8 ms of its CPU a case,
+    0.95 with a block a name)."""
+    names = ", ".join(f'"{name}"' for name in _LOOSE_OPERATIONS)
+    return (
         f"[[operations]]\ninclude-path-regex = '{_LOOSE}'\n"
         "checks.positive_data_acceptance.enabled = false\n"
+        f"[[operations]]\ninclude-name = [{names}]\n"
+        "checks.positive_data_acceptance.enabled = false\n"
+        f"[[operations]]\ninclude-path-regex = '{_OVERLAPPING}'\n"
+        "checks.allow_header_conformance.enabled = false\n"
+        "checks.unsupported_method.enabled = false\n"
     )
-    for name in _LOOSE_OPERATIONS:
-        config += f'[[operations]]\ninclude-name = "{name}"\n'
-        config += "checks.positive_data_acceptance.enabled = false\n"
-    config += f"[[operations]]\ninclude-path-regex = '{_OVERLAPPING}'\n"
-    config += "checks.allow_header_conformance.enabled = false\n"
-    config += "checks.unsupported_method.enabled = false\n"
-    return config
 
 
 @pytest.mark.timeout(300)  # a fuzzing run of every route, on a shared machine
