@@ -513,6 +513,20 @@ async def test_a_track_with_fixes_dated_far_ahead_pages_through_each_fix_once(
     assert [i["rejected"] for i in items] == [None, "future", "future", "future", "future"]
 
 
+async def test_a_cursor_past_the_year_9999_is_an_empty_page(client: Client) -> None:
+    """The document's cursor is up to 15 digits, which reach the year 33658: one past the
+    last date a fix can hold was a 400 for a cursor the document allows (schemathesis
+    found it); there is no fix after it."""
+    await new_vehicle(client, "FAR1A02")
+    for cursor in ("999999999999999", "253402300800000"):
+        response = await client.get(
+            f"/api/v1/entities/vehicle/FAR1A02/positions?cursor={cursor}", headers=auth()
+        )
+        page = await response.json()
+        assert response.status == 200, page
+        assert page["items"] == [] and page["next_cursor"] is None
+
+
 async def test_off_globe_fixes_in_a_track_are_kept_flagged_and_bad_ones_refused(
     client: Client,
 ) -> None:

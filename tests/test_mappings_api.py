@@ -760,6 +760,25 @@ async def test_a_coded_mapping_upload_is_inflated_only_to_the_mappings_own_limit
     assert response.status == 201, await response.text()
 
 
+async def test_an_upload_whose_form_part_has_a_control_character_in_a_header_is_a_400(
+    client: Any,
+) -> None:
+    """aiohttp's header parser refuses a part header with a control character with its own
+    HTTP error, which the upload did not take for a malformed body: a 500 (suitefast5)."""
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="\x1c"\r\n\r\nx\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.yaml"\r\n'
+        b"Content-Type: application/yaml\r\n\r\n" + OSMAND.encode() + b"\r\n--b--\r\n"
+    )
+    headers = {**auth(), "Content-Type": "multipart/form-data; boundary=b"}
+    response = await client.post("/api/v1/mappings", data=form, headers=headers)
+    problem = await response.json()
+    assert response.status == 400, problem
+    assert problem["detail"].startswith("malformed multipart body: a form part's headers")
+    listed = await client.get("/api/v1/mappings", headers=auth())
+    assert (await listed.json())["items"] == []
+
+
 LIVE_VEHICLE = """name: live
 direction: inbound
 entity_type: vehicle

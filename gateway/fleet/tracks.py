@@ -10,7 +10,7 @@ GET /hooks/{position trigger}/{id|plate}  (or ?plate= / ?tracker_id=)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from gateway.clock import epoch_ms, from_epoch_ms, query_time
@@ -99,13 +99,18 @@ def _time(query: Mapping[str, str], name: str) -> datetime | None:
     raise BadRequest(f"{name} must be an RFC 3339 time with an offset, e.g. 2026-12-01T12:00:00Z")
 
 
+# After the last instant a date holds: a cursor past it has no fix after it (an empty page),
+# as the document's cursor pattern (up to 15 digits) allows it.
+_LAST: Final = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+
+
 def _cursor(cursor: str | None) -> datetime | None:
     if cursor is None:
         return None
-    try:
-        digits = cursor.removeprefix("-")  # a fix dated before 1970 (a clock never set)
-        if digits.isascii() and digits.isdigit() and len(digits) <= 15:
+    digits = cursor.removeprefix("-")  # a fix dated before 1970 (a clock never set)
+    if digits.isascii() and digits.isdigit() and len(digits) <= 15:
+        try:
             return from_epoch_ms(int(cursor))
-    except OverflowError:  # past the year 9999
-        pass
+        except OverflowError:  # past the year 9999 (15 digits reach the year 33658)
+            return _LAST if not cursor.startswith("-") else None
     raise BadRequest("cursor must be the next_cursor of the previous page")

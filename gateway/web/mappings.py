@@ -31,6 +31,7 @@ from gateway.web.requests import (
     content_coding,
     is_json,
     multipart_reader,
+    next_part,
     page_params,
     query_flag,
     read_body,
@@ -169,7 +170,7 @@ async def _read_file_field(request: web.Request) -> tuple[bytes, str | None, str
     try:
         # A coded form is inflated whole first: to no more than a file and its form's frame.
         reader = await multipart_reader(request, MAX_FILE_BYTES + _FORM_FRAME)
-        while (part := await reader.next()) is not None:
+        while (part := await next_part(reader)) is not None:
             if isinstance(part, BodyPartReader) and part.name == "file":
                 data = bytearray()
                 while chunk := await part.read_chunk(_CHUNK):

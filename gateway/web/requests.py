@@ -14,6 +14,7 @@ import orjson
 from aiohttp import BodyPartReader, HttpVersion11, hdrs, web
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.multipart import MultipartReader
 from aiohttp.streams import StreamReader
 from multidict import MultiDict, MultiDictProxy
@@ -258,6 +259,16 @@ async def multipart_reader(request: web.Request, limit: int | None = None) -> Mu
 TRANSFER_ENCODINGS: Final = frozenset({"", "base64", "quoted-printable", "binary", "8bit", "7bit"})
 
 
+async def next_part(reader: MultipartReader) -> MultipartReader | BodyPartReader | None:
+    """The form's next part (None at its end). ValueError for a part whose headers cannot be
+    read (a control character in one, too many): aiohttp raises its HTTP parser's error, which
+    no caller of a form reading takes for a malformed body (a 500)."""
+    try:
+        return await reader.next()
+    except BadHttpMessage as exc:
+        raise ValueError(f"a form part's headers cannot be read: {exc.message}") from None
+
+
 async def _read_multipart(request: web.Request) -> MultiDictProxy[FormValue]:
     """A multipart form as aiohttp's `post()` reads it, but each file in memory (a BytesIO;
     the body is within `client_max_size` anyway): `post()` spools a file part into a
@@ -266,7 +277,7 @@ async def _read_multipart(request: web.Request) -> MultiDictProxy[FormValue]:
     file") whenever the garbage collector came by."""
     out: MultiDict[FormValue] = MultiDict()
     reader = await multipart_reader(request)
-    while (part := await reader.next()) is not None:
+    while (part := await next_part(reader)) is not None:
         if not isinstance(part, BodyPartReader):
             raise ValueError("a nested multipart body is not a form")
         if part.name is None:
