@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.delivery.worker import DeliveryWorker
 from gateway.web.state import services_key
+from tests.flow_support import add_template, drain, sms_channel
 from tests.partner_double import (
     FakeClock,
     Partner,
@@ -22,6 +23,7 @@ from tests.partner_double import (
     create_subscription,
     create_vehicle,
     partner,
+    post,
 )
 from tests.support import auth
 
@@ -243,3 +245,70 @@ async def test_the_openapi_document_shows_answer_rules(client: Client) -> None:
     rules = schemas["application/json"]["schema"]["properties"]["answer_rules"]
     assert rules["items"]["properties"]["then"]["enum"] == ["retry", "fail"]
     assert rules["items"]["required"] == ["status", "then"]
+
+
+async def _sms_flow(client: Client, partner: Partner, rules: list[dict[str, Any]]) -> None:
+    """An SMS channel whose action has `rules`, and a flow texting a driver on each vehicle."""
+    action = await sms_channel(client, partner.url)
+    patched = await client.patch(
+        f"/api/v1/actions/{action['id']}", json={"answer_rules": rules}, headers=auth()
+    )
+    assert patched.status == 200, await patched.text()
+    await add_template(client, "maintenance-due-sms")
+    notify = {
+        "channel": "sms",
+        "template": "maintenance-due-sms",
+        "recipients": [{"address": "+5511987654321"}],
+    }
+    flow = {
+        "name": "s",
+        "on": {"events": ["entity.created"]},
+        "steps": [{"id": "sms", "notify": notify}],
+    }
+    await post(client, "/api/v1/flows", flow)
+
+
+async def _sms_deliveries(client: Client) -> list[dict[str, Any]]:
+    response = await client.get("/api/v1/deliveries?limit=50", headers=auth())
+    return [d for d in (await response.json())["items"] if d.get("kind") == "notification"]
+
+
+async def test_an_sms_channels_action_retries_a_send_a_header_rule_says_was_throttled(
+    client: Client, partner: Partner
+) -> None:
+    """A provider that signals its throttle in a header of a 200: the SMS path kept no header
+    a rule reads, so the throttled message was recorded as sent and never sent again."""
+    await _sms_flow(
+        client,
+        partner,
+        [{"status": ["2xx"], "header": {"name": "X-Throttle", "value": "yes"}, "then": "retry"}],
+    )
+    services = client.app[services_key]
+    services.delivery_worker.clock = FakeClock()
+    partner.respond_with(200, {"id": "zenvia-2"})
+    partner.respond_with(200, {"id": "zenvia-1"}, headers={"X-Throttle": "yes"}, times=1)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(services)
+
+    assert len(partner.requests) == 2
+    [sms] = await _sms_deliveries(client)
+    assert (sms["status"], sms["attempt_count"]) == ("succeeded", 2)
+
+
+async def test_an_sms_channels_action_fail_rule_is_final_named_and_leaves_the_breaker_closed(
+    client: Client, partner: Partner
+) -> None:
+    """A `fail` rule's answer shows the provider is up (docs/actions.md "What it changes"):
+    seven refused messages are each sent and refused, none held by an open circuit (5 in a
+    row opened it: the breaker counted the 500s by their status), each naming the rule."""
+    await _sms_flow(client, partner, [{"status": [500], "body": "erro", "then": "fail"}])
+    services = client.app[services_key]
+    services.delivery_worker.clock = FakeClock()
+    partner.respond_with(500, {"erro": "numero invalido"})
+    for n in range(7):
+        await post(client, "/api/v1/entities/vehicle", {"plate": f"ABC1D3{n}"})
+    await drain(services)
+
+    errors = [d["last_error"] for d in await _sms_deliveries(client)]
+    assert len(partner.requests) == 7, errors
+    assert errors == ["provider answered 500 (final: answer_rules/0): numero invalido"] * 7

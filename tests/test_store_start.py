@@ -263,6 +263,40 @@ async def test_a_key_check_with_none_stored_tries_the_key_on_the_secrets_of_each
         assert await store.key_check.sealed() is not None
 
 
+@pytest.mark.parametrize(
+    ("collection", "path"),
+    [*((name, path) for name, paths in FIELDS.items() for path in paths), *LISTS.items()],
+)
+async def test_a_key_check_with_none_stored_tries_a_secret_stored_after_documents_holding_none(
+    settings: Settings, mongodb_uri: str, collection: str, path: str
+) -> None:
+    """Documents holding no sealed value at the field (an unsigned trigger's `auth.secrets:
+    []`, a partner's `secrets_sealed: null`) stored before the one that does: the key is
+    still tried on that one's secret, and a wrong key refused (the sample was the first three
+    documents having the field, none of them sealed, and any key passed and was sealed as
+    the key check)."""
+    sealed = SecretBox(KeyRing([SECRET_KEY])).seal("x")
+
+    def at(path: str, value: Any) -> dict[str, Any]:
+        for part in reversed(path.split(".")):
+            value = {part: value}
+        return dict(value)
+
+    full: Any = sealed if collection in FIELDS else [{"id": "s1", "sealed": sealed}]
+    empty: Any = None if collection in FIELDS else []
+    async with open_store(settings, mongodb_uri) as store:
+        for i in range(4):
+            await store.db[collection].insert_one(
+                {"tenant": "default", "name": f"none{i}", **at(path, empty)}
+            )
+        await store.db[collection].insert_one({"tenant": "default", "name": "n", **at(path, full)})
+        with pytest.raises(ConfigError, match="GATEWAY_SECRET_KEY"):
+            await check_secret_key(store, SecretBox(KeyRing(["another-key-of-another-host-000"])))
+        assert await store.key_check.sealed() is None
+        await check_secret_key(store, SecretBox(KeyRing([SECRET_KEY])))
+        assert await store.key_check.sealed() is not None
+
+
 async def test_a_key_check_on_a_new_database_tries_the_key_on_secrets_sealed_since_it_looked(
     settings: Settings, mongodb_uri: str
 ) -> None:

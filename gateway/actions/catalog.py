@@ -13,7 +13,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -163,6 +163,17 @@ class Action:
             if reported or self.unchecked(outcome):
                 return Verdict.FAIL
         return verdict
+
+    def reading_answers(self, request: OutboundRequest) -> OutboundRequest:
+        """`request` reading its answer as the action's rules do: the headers they read kept
+        (`kept_headers`), and the sender's breaker judging it by them (`rule_verdict`: a
+        `fail` is an answer, not an outage). Every request built for the action passes here
+        (`build_request`, an SMS channel's `sms_request`)."""
+        if not self.answer_rules:
+            return request
+        return replace(
+            request, answer_headers=kept_headers(self.answer_rules), judge=self.rule_verdict
+        )
 
     def matched_rule(self, outcome: Outcome) -> AnswerRule | None:
         """The first of the action's answer rules that matches the answer, if any."""
@@ -515,10 +526,8 @@ async def _build_request(
         body=body,
         timeout=partner.timeout if timeout is None else timeout,
         secrets=tuple(partner.secrets.values()),
-        answer_headers=kept_headers(action.answer_rules),
-        judge=action.rule_verdict if action.answer_rules else None,
     )
-    return request, body
+    return action.reading_answers(request), body
 
 
 def _revealed(build: Callable[..., _T], marks: SecretMarks, *args: Any) -> _T:

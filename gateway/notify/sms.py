@@ -77,7 +77,7 @@ def sms_request(
         headers[IDEMPOTENCY_HEADER] = key
     body = encode_body(headers, parts.body)
     url = build_url(partner.base_url, action.path, parts.path_params, parts.query)
-    return OutboundRequest(
+    request = OutboundRequest(
         action.method,
         url,
         headers=headers,
@@ -85,6 +85,7 @@ def sms_request(
         timeout=partner.timeout,
         secrets=tuple(partner.secrets.values()),
     )
+    return action.reading_answers(request)  # its answer rules' headers and breaker verdict
 
 
 def provider_error(body: Mapping[str, Any]) -> str | None:
@@ -170,6 +171,13 @@ def _sms_outcome(action: Action, outcome: Outcome, summary: dict[str, Any]) -> S
         detail = f"provider answered {outcome.status} reporting an error: {said}"
     elif verdict is Verdict.SUCCESS:
         detail = "sent"
+    elif (rule := action.matched_rule(outcome)) is not None:
+        # The action's own rule decided it: named, with what its body expression found, else
+        # the answer's start (as a delivery's `last_error`, docs/actions.md "Answer rules").
+        said = rule.describe(outcome)
+        if rule.body is None and (excerpt := " ".join(outcome.redacted_excerpt(300).split())):
+            said += f": {excerpt}"
+        detail = f"provider answered {outcome.status}{said}"
     elif outcome.status is None:
         detail = outcome.message or "not sent"
     else:

@@ -70,7 +70,7 @@ async def reseal(db: Database, renew: Renew, *, dry_run: bool = False) -> Reseal
 
 async def sample(db: Database, per_collection: int = 3) -> list[str]:
     """A few of the sealed values stored (up to `per_collection` documents of each
-    collection): the key that opens one of them is the key the gateway sealed them with.
+    collection holding one): the key that opens one of them is the key the gateway sealed them with.
 
     One round trip: the first collection's query, each other's beside it (`$unionWith`),
     every document tagged with the collection it came from. Six finds, one per collection,
@@ -108,10 +108,16 @@ it: it is added by the projection)."""
 
 def _sealed_query(name: str, per_collection: int) -> list[dict[str, Any]]:
     """The documents of collection `name` holding a sealed value, up to `per_collection`:
-    those values and the collection's name (`_FROM`)."""
+    those values and the collection's name (`_FROM`).
+
+    Only documents where a value is sealed match (a string at the field, or in an entry of
+    the list): every trigger stores `auth.secrets` (empty when unsigned), a partner may store
+    `secrets_sealed: null`; the first documents having the field could hold none, and a key
+    tried on nothing passes (a wrong one then sealed as the key check)."""
     paths = FIELDS.get(name, (LISTS.get(name, ""),))
+    sealed = [f"{path}.sealed" for path in paths] if name in LISTS else list(paths)
     return [
-        {"$match": {"$or": [{path: {"$exists": True}} for path in paths]}},
+        {"$match": {"$or": [{path: {"$type": "string"}} for path in sealed]}},
         {"$limit": per_collection},
         {"$project": {**dict.fromkeys(paths, 1), _FROM: {"$literal": name}}},
     ]
