@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from gateway.web.state import services_key
 from tests.feed_doubles import ScriptedFeed, scripted
 from tests.schedule_support import get, runner, scripted_schedule
+from tests.support import auth
 
 __all__ = ["scripted"]  # the fixture
 Client = TestClient[Any, Any]
@@ -46,6 +47,49 @@ async def test_a_daily_cron_started_in_the_repeated_hour_runs_once_then_the_next
     state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
     assert len(scripted.calls) == 1, f"{len(scripted.calls)} calls; {state}"
     assert state["next_run_at"].startswith("2026-11-02T06:30:00")
+
+
+async def test_a_cron_list_started_in_the_repeated_hour_is_released_and_runs_the_next_day(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """`0,10,20,30,40,50 1 * * *` in New York at 01:05 EST (second pass): the release's
+    next_after raised (4-step walk), the schedule stayed running with no last run, and was
+    claimed and run again after each lease for the whole repeated hour."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    gateway_time(datetime(2026, 11, 1, 6, 5, tzinfo=UTC))
+    schedule = await scripted_schedule(
+        client, scripted, every="0,10,20,30,40,50 1 * * *", timezone="America/New_York"
+    )
+    try:
+        await asyncio.wait_for(runner(client).run_until_idle(), BOUND)
+    except TimeoutError:
+        pass
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert len(scripted.calls) == 1, f"{len(scripted.calls)} calls; {state}"
+    assert not state["running"] and state["last_run_at"] is not None, state
+    assert state["next_run_at"].startswith("2026-11-02T06:00:00"), state
+
+
+async def test_changing_every_to_a_cron_list_in_the_repeated_hour_is_answered(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """A PATCH to `0-59 1 * * *` while the last run lies in the second pass answered 500."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    gateway_time(datetime(2026, 11, 1, 6, 5, tzinfo=UTC))
+    schedule = await scripted_schedule(
+        client, scripted, every="0 3 * * *", timezone="America/New_York"
+    )
+    try:
+        await asyncio.wait_for(runner(client).run_until_idle(), BOUND)
+    except TimeoutError:
+        pass
+    gateway_time(datetime(2026, 11, 1, 6, 6, tzinfo=UTC))
+    r = await client.patch(
+        f"/api/v1/schedules/{schedule['id']}", json={"every": "0-59 1 * * *"}, headers=auth()
+    )
+    assert r.status == 200, (r.status, await r.text())
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["next_run_at"] > "2026-11-01T06:06", state
 
 
 def _calls_after(
