@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from bson import ObjectId
 
 from gateway import clock
+from gateway.clock import from_iso
 from gateway.services import Services
 from gateway.store.events import EventStore
 from gateway.web.state import services_key
@@ -119,3 +120,65 @@ async def test_a_stamp_reads_nothing_once_the_tenants_floor_is_known(
     gateway_time(clock.utcnow() - timedelta(seconds=30))
     await events.insert_many([_event()])
     assert counted.finds == 2  # the time went back: read again
+
+
+async def _create_as(client: Client, tenant: str, plate: str) -> None:
+    answer = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": plate}, headers=auth(tenant)
+    )
+    assert answer.status == 201, await answer.text()
+
+
+async def _feed_of(client: Client, tenant: str) -> list[dict[str, Any]]:
+    answer = await client.get(
+        "/api/v1/events?after=2026-12-07T11:00:00Z&limit=50", headers=auth(tenant)
+    )
+    assert answer.status == 200, await answer.text()
+    return list((await answer.json())["items"])
+
+
+async def test_a_tenants_floor_holds_back_no_other_tenants_events_relayed_with_its_own(
+    client: Client, gateway_time: Callable[[datetime], None]
+) -> None:
+    """After a step back, acme's floor (its event stamped on the clock an hour fast) was
+    given to globex's event relayed in the same pass, and noted as globex's floor: globex's
+    feed stayed empty for the hour, its later events too (rev49 F1). Each tenant's stamp
+    is above its own floor only."""
+    relay = client.app[services_key].relay
+    gateway_time(T0 + timedelta(hours=1))  # the clock runs an hour fast
+    await _create_as(client, "acme", "ABC1D23")
+    await relay.run_until_idle()
+    gateway_time(T0)  # set right; one relay pass moves both tenants' events
+    await _create_as(client, "acme", "BCD2E34")
+    await _create_as(client, "globex", "CDE3F45")
+    await relay.run_until_idle()
+    gateway_time(T0 + timedelta(minutes=1))  # well past the 10 s settle window
+    assert len(await _feed_of(client, "globex")) == 1
+    gateway_time(T0 + timedelta(minutes=2))  # globex alone, in a pass of its own
+    await _create_as(client, "globex", "DEF4G56")
+    await relay.run_until_idle()
+    gateway_time(T0 + timedelta(minutes=5))
+    globex = await _feed_of(client, "globex")
+    assert len(globex) == 2
+    assert all(from_iso(e["relayed_at"]) < T0 + timedelta(minutes=3) for e in globex), globex
+    # acme's own events still stay above its floor (the documented pause, its own)
+    assert await _feed_of(client, "acme") == []
+
+
+async def test_a_restamp_gives_each_tenant_of_a_batch_its_own_stamp(
+    services: Services, gateway_time: Callable[[datetime], None]
+) -> None:
+    """The restamp of late-landed events of several tenants took one stamp above every
+    tenant's floor: beta's event went an hour ahead with acme's (rev49 F1)."""
+    gateway_time(T0 + timedelta(hours=1))
+    await services.store.events.insert_many([_event()])  # acme, on the fast clock
+    gateway_time(T0)
+    landed = [_event(), _event("beta")]  # stored a minute ago by a pass that stalled
+    await services.store.db["events"].insert_many(
+        [{**e, "relayed_at": T0 - timedelta(minutes=1)} for e in landed]
+    )
+    await services.store.events.insert_many([dict(e) for e in landed])  # the next pass
+    acme = await services.store.events.get("acme", str(landed[0]["_id"]))
+    beta = await services.store.events.get("beta", str(landed[1]["_id"]))
+    assert acme is not None and acme["relayed_at"] > T0 + timedelta(hours=1)
+    assert beta is not None and T0 <= beta["relayed_at"] < T0 + timedelta(minutes=1), beta

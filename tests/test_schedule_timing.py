@@ -86,6 +86,64 @@ def test_a_fixed_time_cron_asked_in_the_repeated_hour_runs_the_next_day() -> Non
 
 
 @pytest.mark.parametrize(
+    ("text", "zone", "asked", "expected"),
+    [
+        # New York's repeated 01:00-02:00, asked at 01:05 EST (its second pass): every time of
+        # the list is the first pass's, gone; the next run is tomorrow's first one
+        (
+            "0,10,20,30,40,50 1 * * *",
+            "America/New_York",
+            datetime(2026, 11, 1, 6, 5, tzinfo=UTC),
+            datetime(2026, 11, 2, 6, 0, tzinfo=UTC),
+        ),
+        (
+            "5,20,35,50 1 * * *",
+            "America/New_York",
+            datetime(2026, 11, 1, 6, 1, tzinfo=UTC),
+            datetime(2026, 11, 2, 6, 5, tzinfo=UTC),
+        ),
+        (
+            "0-59 1 * * *",
+            "America/New_York",
+            datetime(2026, 11, 1, 6, 5, tzinfo=UTC),
+            datetime(2026, 11, 2, 6, 0, tzinfo=UTC),
+        ),
+        # Lord Howe's repeated half hour (02:00 +11 -> 01:30 +10:30), asked at 01:31 2nd pass
+        (
+            "30,35,40,45,50,55 1 * * *",
+            "Australia/Lord_Howe",
+            datetime(2026, 4, 4, 15, 1, tzinfo=UTC),
+            datetime(2026, 4, 5, 15, 0, tzinfo=UTC),
+        ),
+        # Troll falls back two hours (02:00 +02 -> 00:00 +00): 120 gone minutes to walk
+        (
+            "* 0,1 * * *",
+            "Antarctica/Troll",
+            datetime(2026, 10, 25, 1, 59, 30, tzinfo=UTC),
+            datetime(2026, 10, 26, 0, 0, tzinfo=UTC),
+        ),
+    ],
+)
+def test_a_cron_list_of_many_times_in_the_repeated_hour_runs_the_next_day(
+    text: str, zone: str, asked: datetime, expected: datetime
+) -> None:
+    """The fixed-time walk gave up after 4 gone answers (AssertionError): a run's release
+    raised and the schedule stayed running through the repeated hour; a PATCH answered 500."""
+    assert parse_every(text, zone).next_after(asked) == expected
+
+
+def test_a_cron_walk_that_finds_nothing_past_the_instant_reads_it_at_its_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Never an exception for a run's release: past the step bound, the next time is read at
+    the instant's own offset, strictly after it."""
+    monkeypatch.setattr("gateway.schedules.timing._CRON_STEPS", 1)
+    asked = datetime(2026, 11, 1, 6, 5, 17, tzinfo=UTC)  # 01:05:17 EST, second pass
+    every = parse_every("0-59 1 * * *", "America/New_York")
+    assert every.next_after(asked) == datetime(2026, 11, 1, 6, 6, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
     ("text", "zone", "message"),
     [
         ("2s", None, "from 5s to 7d"),

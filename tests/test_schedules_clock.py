@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from gateway.web.state import services_key
 from tests.feed_doubles import ScriptedFeed, scripted
 from tests.schedule_support import get, runner, scripted_schedule
+from tests.support import auth
 
 __all__ = ["scripted"]  # the fixture
 Client = TestClient[Any, Any]
@@ -46,6 +47,49 @@ async def test_a_daily_cron_started_in_the_repeated_hour_runs_once_then_the_next
     state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
     assert len(scripted.calls) == 1, f"{len(scripted.calls)} calls; {state}"
     assert state["next_run_at"].startswith("2026-11-02T06:30:00")
+
+
+async def test_a_cron_list_started_in_the_repeated_hour_is_released_and_runs_the_next_day(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """`0,10,20,30,40,50 1 * * *` in New York at 01:05 EST (second pass): the release's
+    next_after raised (4-step walk), the schedule stayed running with no last run, and was
+    claimed and run again after each lease for the whole repeated hour."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    gateway_time(datetime(2026, 11, 1, 6, 5, tzinfo=UTC))
+    schedule = await scripted_schedule(
+        client, scripted, every="0,10,20,30,40,50 1 * * *", timezone="America/New_York"
+    )
+    try:
+        await asyncio.wait_for(runner(client).run_until_idle(), BOUND)
+    except TimeoutError:
+        pass
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert len(scripted.calls) == 1, f"{len(scripted.calls)} calls; {state}"
+    assert not state["running"] and state["last_run_at"] is not None, state
+    assert state["next_run_at"].startswith("2026-11-02T06:00:00"), state
+
+
+async def test_changing_every_to_a_cron_list_in_the_repeated_hour_is_answered(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """A PATCH to `0-59 1 * * *` while the last run lies in the second pass answered 500."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    gateway_time(datetime(2026, 11, 1, 6, 5, tzinfo=UTC))
+    schedule = await scripted_schedule(
+        client, scripted, every="0 3 * * *", timezone="America/New_York"
+    )
+    try:
+        await asyncio.wait_for(runner(client).run_until_idle(), BOUND)
+    except TimeoutError:
+        pass
+    gateway_time(datetime(2026, 11, 1, 6, 6, tzinfo=UTC))
+    r = await client.patch(
+        f"/api/v1/schedules/{schedule['id']}", json={"every": "0-59 1 * * *"}, headers=auth()
+    )
+    assert r.status == 200, (r.status, await r.text())
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["next_run_at"] > "2026-11-01T06:06", state
 
 
 def _calls_after(
@@ -149,3 +193,82 @@ async def test_a_lease_taken_on_a_fast_clock_by_a_process_that_died_runs_out_a_l
     assert len(await store.claim_due("dead:1", claimed, claimed + lease, 10)) == 1  # then died
     assert await at(real) == 0
     assert await at(real + lease + timedelta(seconds=1)) == 1
+
+
+async def _as_released_before_the_upgrade(client: Client) -> None:
+    """The schedules as a release before 2026-12-07 wrote them: no `planned_at` at all."""
+    schedules = client.app[services_key].store.schedules._c
+    await schedules.update_many({}, {"$unset": {"planned_at": ""}})
+
+
+async def test_a_30s_poll_released_before_the_upgrade_polls_on_after_a_step_back(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """A schedule released before `planned_at` was kept was never rebased: a 30 s poll last
+    run on a clock an hour fast (upgraded, then set right) made no call for the hour (rev49
+    F3). Its wait was written with times ahead of the step: waited again from it."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    real = datetime.now(UTC).replace(microsecond=0)
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(real + timedelta(hours=1))
+    await scripted_schedule(client, scripted, every="30s")
+    assert await at(real + timedelta(hours=1, seconds=1)) == 1
+    await _as_released_before_the_upgrade(client)
+    assert await at(real) == 1  # stepped back: not due at once, 30 s after the last run
+    assert await at(real + timedelta(seconds=31)) == 2
+    assert await at(real + timedelta(seconds=62)) == 3
+
+
+async def test_a_retry_after_released_before_the_upgrade_is_waited_whole_from_the_step(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """A back-off (a partner's Retry-After, 10 min) released before the upgrade on a clock an
+    hour fast: waited from the step, whole, not for the hour and ten minutes."""
+    busy = web.json_response({"error": "busy"}, status=503, headers={"Retry-After": "600"})
+    scripted.answer = lambda after, n: busy if n == 1 else {"items": [], "more": False}
+    real = datetime.now(UTC).replace(microsecond=0)
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(real + timedelta(hours=1))
+    await scripted_schedule(client, scripted, every="30s")
+    assert await at(real + timedelta(hours=1, seconds=1)) == 1
+    await _as_released_before_the_upgrade(client)
+    assert await at(real) == 1
+    assert await at(real + timedelta(minutes=9)) == 1, "the partner asked for 10 min"
+    assert await at(real + timedelta(minutes=10, seconds=1)) == 2
+
+
+async def test_old_schedules_not_written_ahead_of_the_time_keep_their_next_run(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """No step: a Retry-After (10 min) released before the upgrade stays as it is at the
+    runner's first claim after the upgrade (the partner's wait is honoured whole)."""
+    busy = web.json_response({"error": "busy"}, status=503, headers={"Retry-After": "600"})
+    scripted.answer = lambda after, n: busy if n == 1 else {"items": [], "more": False}
+    real = datetime(2026, 12, 3, 4, 30, 5, tzinfo=UTC)  # 01:30:05 in São Paulo
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(real)
+    poll = await scripted_schedule(client, scripted, every="30s")
+    assert await at(real + timedelta(seconds=1)) == 1
+    before = (await get(client, f"/api/v1/schedules/{poll['id']}"))["state"]["next_run_at"]
+    await _as_released_before_the_upgrade(client)
+    runner(client)._latest = None  # a process upgraded: its first claim rebases
+    assert await at(real + timedelta(minutes=9)) == 1
+    after = (await get(client, f"/api/v1/schedules/{poll['id']}"))["state"]["next_run_at"]
+    assert after == before
+
+
+async def test_a_daily_cron_released_before_the_upgrade_keeps_its_wall_time_across_a_step(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """With no `planned_at`, a cron expression's next run (no failure) is its wall time."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    run = datetime(2026, 12, 3, 4, 30, 5, tzinfo=UTC)  # 01:30:05 in São Paulo
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(run)
+    schedule = await scripted_schedule(client, scripted, every="30 1 * * *")
+    assert await at(run + timedelta(seconds=1)) == 1
+    await _as_released_before_the_upgrade(client)
+    assert await at(run - timedelta(minutes=10)) == 1
+    assert await at(run + timedelta(hours=23)) == 1
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["next_run_at"].startswith("2026-12-04T04:30:00")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -27,8 +27,9 @@ _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Waits after 1, 2, 3, ... failures in a row (then the last one), with ±20% jitter.
 BACKOFF_SECONDS: Final = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
 MAX_RETRY_AFTER_SECONDS: Final = 3600.0
-# A repeated hour puts at most one cron answer at or before the instant it was asked from.
-_CRON_STEPS: Final = 4
+# A repeated wall-clock period is at most two hours long (Antarctica/Troll falls back 2 h):
+# it can hold at most one cron answer a minute of it, all at or before the instant asked from.
+_CRON_STEPS: Final = 2 * 60 + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +53,18 @@ class Every:
         runs = CronSim(self.cron, local)
         # A fixed-time expression is walked in wall time and answered as the first pass of a
         # repeated hour (fold=0): from the second pass of the fall-back hour its next 01:30 is
-        # the first pass's, already gone. Cron runs such a time once, so step on to the next.
+        # the first pass's, already gone. Cron runs such a time once, so step on to the next
+        # (`0-59 1 * * *` has up to 60 such gone answers in New York's repeated hour).
         for _ in range(_CRON_STEPS):
             run = next(runs)
             if run.astimezone(UTC) > now.astimezone(UTC):
                 return run.astimezone(now.tzinfo)
-        raise AssertionError(f"cron {self.cron!r} gave no run after {now.isoformat()}")
+        # Not reached for any zone known; never fail a run's release on it: read the
+        # expression at the instant's own offset (no repeated hour), strictly after it.
+        fixed = timezone(local.utcoffset() or timedelta(0))
+        return next(CronSim(self.cron, now.astimezone(fixed).replace(microsecond=0))).astimezone(
+            now.tzinfo
+        )
 
     def as_doc(self) -> dict[str, object]:
         if self.seconds is not None:

@@ -89,34 +89,35 @@ class EventStore:
         in place): the feed answers an event once the settle window has passed since, and
         counts on it being visible by then. Those not visible in time are stamped again
         (`_restamp`). A stamp never sorts below one given before to the same tenant
-        (`_stamp`)."""
+        (`_stamp`); each tenant of a batch has its own."""
         began = utcnow()
-        stamp = await self._stamp({event["tenant"] for event in events}, began)
+        stamps = await self._stamp({event["tenant"] for event in events}, began)
         for event in events:
-            event["relayed_at"] = stamp
+            event["relayed_at"] = stamps[event["tenant"]]
         new = await insert_new(self._c, events)
         if new < len(events) or utcnow() - began >= self._settle:
             await self._restamp([event["_id"] for event in events])
         return new
 
-    async def _stamp(self, tenants: set[str], now: datetime) -> datetime:
-        """`now`, or just above the newest `relayed_at` these tenants' events were given when
-        that is `now` or later: the gateway's time went back (a clock that ran fast, set
-        right), and a follower of the feed reading on from its last event's stamp would
-        never get events stamped below it. The floors are this process's own stamps, read
-        from the log at a tenant's first stamp in the process and after its time went back
-        (`clock.Floors`): events another process stamped on the fast clock, or this one
-        before it restarted. No read otherwise."""
-        stamp = now
+    async def _stamp(self, tenants: set[str], now: datetime) -> dict[str, datetime]:
+        """Each tenant's stamp: `now`, or just above the newest `relayed_at` that tenant's
+        events were given when that is `now` or later: the gateway's time went back (a clock
+        that ran fast, set right), and a follower of the feed reading on from its last
+        event's stamp would never get events stamped below it. A tenant's stamp and floor
+        are its own: another tenant's (stamped on the fast clock) holds none of its events
+        back. The floors are this process's own stamps, read from the log at a tenant's
+        first stamp in the process and after its time went back (`clock.Floors`): events
+        another process stamped on the fast clock, or this one before it restarted. No read
+        otherwise."""
+        stamps: dict[str, datetime] = {}
         for tenant in tenants:
             if not self._floors.known(tenant):
                 self._floors.note(tenant, await self._newest_stamp(tenant, now))
             floor = self._floors.get(tenant)
-            if floor is not None and floor >= stamp:
-                stamp = floor + _MS
-        for tenant in tenants:
+            stamp = floor + _MS if floor is not None and floor >= now else now
             self._floors.note(tenant, stamp)
-        return stamp
+            stamps[tenant] = stamp
+        return stamps
 
     async def _newest_stamp(self, tenant: str, now: datetime) -> datetime | None:
         """The tenant's newest `relayed_at` if it is after `now` (none otherwise): a range of
@@ -137,10 +138,10 @@ class EventStore:
         # Read and written by `_id` alone, a batch at a time: a filter on `relayed_at` beside
         # the `$in` had SecantusDB read every event, past the deadline for a fold's thousands
         # of events; each retry of the fold's pass (its events duplicates now) did it again.
-        # Each batch is stamped when it is written (above the tenant's floor: `_stamp`), and
-        # only forward (`$max`): a pass that stalled between its read and its write (the case
-        # this is for) lands after the pass that took over, and would have set an event back
-        # behind a follower's cursor.
+        # Each batch is stamped when it is written (each tenant's events above that tenant's
+        # floor: `_stamp`), and only forward (`$max`): a pass that stalled between its read
+        # and its write (the case this is for) lands after the pass that took over, and would
+        # have set an event back behind a follower's cursor.
         for i in range(0, len(ids), ID_BATCH):
             batch = {"_id": {"$in": ids[i : i + ID_BATCH]}}
             with translate_errors():
@@ -149,12 +150,13 @@ class EventStore:
             cutoff = now - self._settle
             stale = [d for d in seen if d.get("relayed_at", cutoff) < cutoff]
             if stale:
-                stamp = await self._stamp({d["tenant"] for d in stale}, now)
-                with translate_errors():
-                    await self._c.update_many(
-                        {"_id": {"$in": [d["_id"] for d in stale]}},
-                        {"$max": {"relayed_at": stamp}},
-                    )
+                stamps = await self._stamp({d["tenant"] for d in stale}, now)
+                for tenant, stamp in stamps.items():
+                    with translate_errors():
+                        await self._c.update_many(
+                            {"_id": {"$in": [d["_id"] for d in stale if d["tenant"] == tenant]}},
+                            {"$max": {"relayed_at": stamp}},
+                        )
 
     async def stored_after(
         self, tenant: str, at: datetime, after: Any | None, *, until: datetime, limit: int

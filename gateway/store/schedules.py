@@ -7,8 +7,9 @@ next_run_at, lease_owner?, lease_until, cursor_value, last_digest, seen: [ids], 
 failures, last_error?, last_run_at?, last_ok_at?, rev, created_at, updated_at, name_folded}`
 (`name_folded`: what the name search reads, `store/client.py` `name_containing`).
 `planned_at`: the gateway's time `next_run_at` was set at when that is a wait from then (an
-interval's next run, a back-off, a hold, "run now"); absent or None when it is a cron
-expression's wall time (`rebase`). `runs_in_row`
+interval's next run, a back-off, a hold, "run now"); None when it is a cron expression's
+wall time (`rebase`); absent when last written before 2026-12-07 (`rebase` reads the time
+from those written with it, `_unplanned`). `runs_in_row`
 counts the `more` runs in a row that went on at once (`schedules/runner.py` bounds them).
 Documents written before 2026-12-05 may carry a `chain` and `chain_seen`: no longer read, and
 unset by the next release. `mapping` sits at the
@@ -58,6 +59,12 @@ MAX_RUNS_PER_SCHEDULE: Final = 200
 # What a release takes off: the lease's owner, and the cross-run chain of cursors older
 # releases kept (2026-12-05: no longer read).
 _RELEASED: Final = {"lease_owner": "", "chain": "", "chain_seen": ""}
+# The longest wait a release gives besides an interval: the last back-off step with its
+# jitter (`timing.BACKOFF_SECONDS`, 1 h +20%), above an hour's Retry-After (`rebase`).
+_LONGEST_WAIT: Final = timedelta(seconds=3600 * 1.2)
+# The gateway's times a write that sets `next_run_at` stamps along (a release: the run's
+# start and its outcome's time; an admin's change: `updated_at`); the newest is the set time.
+_SET_WITH: Final = ("last_run_at", "last_ok_at", "last_error.at", "updated_at")
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name"),
     IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="by_tenant"),
@@ -178,7 +185,11 @@ class ScheduleStore(TenantResources):
         `lease` from `waits_from`. How many schedules moved. A cron expression's wall time
         (`planned_at` None) is left: it is its own time. Written guarded by what was read, so
         a run's release meanwhile wins; both reads are rare (a runner's first claim, and one
-        after its time went back), so neither has an index (each reads every schedule)."""
+        after its time went back), so neither has an index (each reads every schedule).
+
+        A schedule last given its next run before 2026-12-07 has no `planned_at` at all
+        (`_unplanned`): when its next run is a wait (an interval's, a back-off) written at a
+        time ahead of `now`, that wait is waited again from `waits_from` too."""
         moved = 0
         with translate_errors():
             stepped = self._c.find(
@@ -190,10 +201,52 @@ class ScheduleStore(TenantResources):
                 guard = {"_id": doc["_id"], "planned_at": planned, "next_run_at": due}
                 done = await self._c.update_one(guard, {"$set": due_at(waits_from, wait)})
                 moved += done.modified_count
+            moved += await self._unplanned(now, waits_from)
             await self._c.update_many(
                 {"lease_until": {"$gt": now + lease}},
                 {"$set": {"lease_until": waits_from + lease}},
             )
+        return moved
+
+    async def _unplanned(self, now: datetime, waits_from: datetime) -> int:
+        """`rebase` for the schedules whose next run was set before `planned_at` was kept
+        (none of the field): an interval schedule's next run, or any schedule's in a
+        failure's back-off, is a wait; it was set at the newest of the gateway's times
+        written with it (`_SET_WITH`), and when that is ahead of `now` (written on the clock
+        that ran fast) it is waited again from `waits_from`: the part of it left at that
+        time, up to the longest wait a release gives (the interval, or a back-off's). A cron
+        expression's next run with no failure is its wall time: left. Rare: one such read
+        at a runner's first claim and after its time went back, of the old schedules
+        written ahead of `now` only; each gets its `planned_at` then or at its next run."""
+        query = {
+            "planned_at": {"$exists": False},
+            "next_run_at": {"$gt": now},
+            "$or": [{field: {"$gt": now}} for field in _SET_WITH],
+        }
+        fields = {
+            "_id": 1,
+            "next_run_at": 1,
+            "every": 1,
+            "failures": 1,
+            **dict.fromkeys(_SET_WITH, 1),
+        }
+        moved = 0
+        for doc in await self._c.find(query, fields).to_list(None):
+            every, due = doc.get("every") or {}, doc["next_run_at"]
+            seconds = every.get("seconds") if isinstance(every, Mapping) else None
+            if not isinstance(seconds, int) and not doc.get("failures"):
+                continue  # a cron expression's wall time
+            error = doc.get("last_error")
+            times = [doc.get(f) for f in ("last_run_at", "last_ok_at", "updated_at")]
+            times.append(error.get("at") if isinstance(error, Mapping) else None)
+            set_at = max((t for t in times if isinstance(t, datetime)), default=None)
+            if set_at is None or set_at <= now:
+                continue
+            longest = max(timedelta(seconds=seconds or 0), _LONGEST_WAIT)
+            wait = min(max(due - set_at, timedelta()), longest)
+            guard = {"_id": doc["_id"], "planned_at": {"$exists": False}, "next_run_at": due}
+            done = await self._c.update_one(guard, {"$set": due_at(waits_from, wait)})
+            moved += done.modified_count
         return moved
 
     async def release_claims(self, runner: str, held: Sequence[ObjectId | str]) -> int:
