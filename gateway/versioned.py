@@ -295,6 +295,16 @@ class VersionedDocuments(Generic[V]):
             raise NotFound(f"no {self._noun} {name!r}")
         return head
 
+    async def head_to_delete(self, tenant: str, name: str) -> Doc:
+        """`head`, for a delete. A name not listed is NotFound after what its tombstone names
+        is removed again (`MappingStore.delete`): a delete whose removal of the versions
+        failed after its tombstone was written (a 503) is finished by its retry."""
+        head = await self._store.head(tenant, name)
+        if head is None:
+            await self._store.delete(tenant, name)
+            raise NotFound(f"no {self._noun} {name!r}")
+        return head
+
     async def version_doc(self, tenant: str, name: str, version: int) -> Doc:
         doc = await self._store.version(tenant, name, version)
         if doc is None:

@@ -479,6 +479,37 @@ async def test_a_running_gateway_expires_documents_past_their_ttl_on_its_own(
         assert await services.store.db["idempotency"].count_documents({}) == 0
 
 
+async def test_a_housekeeping_step_that_fails_unexpectedly_stops_no_other_step(
+    settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The housekeeping pass caught only the database's unavailability: any other error of
+    one of its steps (the partner forget pass, the round-mark sweep) ended the loop, and
+    with it the expiry of every record past its TTL, silently, until a restart (read50 M4).
+    The step is logged and tried again; the others run."""
+    monkeypatch.setattr(connection, "EXPIRE_SECONDS", 0.05)
+    async with open_services(settings, mongodb_uri=mongodb_uri) as services:
+        calls = 0
+
+        async def broken() -> int:
+            nonlocal calls
+            calls += 1
+            raise RuntimeError("a step's bug")
+
+        services.store.housekeeping.insert(0, ("a broken step", broken))
+        for _ in range(200):
+            if calls >= 2:
+                break
+            await asyncio.sleep(0.05)
+        old = datetime.now(UTC) - timedelta(days=2)
+        await services.store.db["idempotency"].insert_one({"_id": "old", "created_at": old})
+        for _ in range(200):
+            if not await services.store.db["idempotency"].count_documents({}):
+                break
+            await asyncio.sleep(0.05)
+        assert calls >= 2
+        assert await services.store.db["idempotency"].count_documents({}) == 0
+
+
 async def test_a_forward_step_of_the_hosts_clock_expires_nothing_before_its_time(
     settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

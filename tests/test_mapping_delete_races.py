@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from pymongo.errors import AutoReconnect
 
 from gateway.web.state import services_key
 from tests.support import auth
@@ -258,3 +259,41 @@ async def test_a_flow_recreated_while_its_delete_removes_the_versions_keeps_its_
     got = await client.get("/api/v1/flows/f", headers=auth("acme"))
     assert got.status == 200, await got.text()
     assert (await got.json())["version"] == 2
+
+
+class _FailingOnce:
+    """A collection whose next `delete_many` fails as a lost connection does."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner, self.failed = inner, False
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._inner, attr)
+
+    async def delete_many(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise AutoReconnect("connection lost")
+        return await self._inner.delete_many(*args, **kwargs)
+
+
+async def test_a_delete_whose_removal_failed_is_finished_by_its_retry(client: Client) -> None:
+    """The tombstone written, the removal of the versions failed (a 503): the retry found the
+    name deleted already, answered 404 and removed nothing, and the versions stayed stored
+    for good (read50 M3). The retry removes what the tombstone names."""
+    status, body = await _upload(client, MAPPING.format(name="m1"))
+    assert status == 201, body
+    store = client.app[services_key].store.mappings
+    versions = store._versions
+    store._versions = failing = _FailingOnce(versions)
+    first = await client.delete("/api/v1/mappings/m1", headers=auth("acme"))
+    for _ in range(100):  # the database known down for a moment after the lost connection
+        retry = await client.delete("/api/v1/mappings/m1", headers=auth("acme"))
+        if retry.status != 503:
+            break
+        await asyncio.sleep(0.1)
+
+    assert failing.failed and first.status == 503, await first.text()
+    assert retry.status == 404, await retry.text()
+    assert await versions.count_documents({"name": "m1"}) == 0
+    assert await _names(client) == []

@@ -211,7 +211,7 @@ class FlowService:
         return await self._versions.diff(tenant, name, v1, v2)
 
     async def delete(self, tenant: str, name: str) -> None:
-        await self._versions.head(tenant, name)
+        await self._versions.head_to_delete(tenant, name)
         await self._flows.delete(tenant, name)
         self._changed(tenant, name)
         # Held runs are claimed by no runner: pending again, they fail as every run of a

@@ -345,7 +345,7 @@ class MappingService:
     async def delete(self, tenant: str, name: str) -> None:
         """Delete every version; refused (409, naming them) while a trigger or action uses
         the mapping."""
-        await self._versions.head(tenant, name)
+        await self._versions.head_to_delete(tenant, name)
         users = await self._store.mappings.users(tenant, name)
         if users:
             named = ", ".join(f"{u['kind']} {u['name'] or u['id']}" for u in users)

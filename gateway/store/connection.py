@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -230,28 +230,29 @@ async def _housekeep(store: Store) -> None:
     round can seal any more removed (`Store.sweep_round_marks`; at start too), and what the
     use cases registered (`Store.housekeeping`: the partners deleted through another
     process forgotten). Every process does: a delete of what has expired is the same from
-    any of them, and costs little when nothing has."""
+    any of them, and costs little when nothing has. A step's failure is logged and the step
+    tried again at the next pass; it never ends the loop (nor keeps the other steps from
+    running)."""
     while True:
         await asyncio.sleep(EXPIRE_SECONDS)
+        steps: list[tuple[str, Callable[[], Awaitable[int]]]] = []
         if store.expiry.by_gateway:
-            try:
-                if expired := await store.expiry.expire():
-                    log.info("expired %d documents past their TTL", expired)
-            except StoreUnavailable as exc:
-                log.warning("expiring documents past their TTL failed (%s); trying again", exc)
-        if not store.prepared.is_set():
-            continue
-        try:
-            if removed := await store.sweep_round_marks():
-                log.info("removed %d group commit round marks no round can seal", removed)
-        except StoreUnavailable as exc:
-            log.warning("removing round marks no round can seal failed (%s); trying again", exc)
-        for what, step in list(store.housekeeping):
-            try:
-                if dropped := await step():
-                    log.info("%s: %d", what, dropped)
-            except StoreUnavailable as exc:
-                log.warning("%s failed (%s); trying again", what, exc)
+            steps.append(("documents past their TTL expired", store.expiry.expire))
+        if store.prepared.is_set():
+            steps.append(("round marks no round can seal removed", store.sweep_round_marks))
+            steps += store.housekeeping
+        for what, step in steps:
+            await _housekeeping_step(what, step)
+
+
+async def _housekeeping_step(what: str, step: Callable[[], Awaitable[int]]) -> None:
+    try:
+        if done := await step():
+            log.info("housekeeping: %s: %d", what, done)
+    except StoreUnavailable as exc:
+        log.warning("housekeeping: %s: failed (%s); trying again", what, exc)
+    except Exception:
+        log.exception("housekeeping: %s: failed; trying again at the next pass", what)
 
 
 async def _end_abandoned_transactions(store: Store) -> None:

@@ -68,7 +68,8 @@ USERS = {
 _LISTED = {"deleted": {"$ne": True}, "direction": {"$exists": True}}
 _AS_LISTED = {"deleted": 1, "direction": 1}  # what `_listed` reads of a head
 _AS_SEEN = {**_AS_LISTED, "deletions": 1, "deleted_up_to": 1}  # what an upload reads (`Seen`)
-_AS_DELETED = {**_AS_LISTED, "latest_version": 1}  # what a delete reads of a head
+# what a delete reads of a head
+_AS_DELETED = {**_AS_LISTED, "latest_version": 1, "deleted_up_to": 1}
 _NO_SOURCE = {"source": 0, "document": 0}
 _ALLOCATE_TRIES = 100  # one upload at the same time takes a number per try
 _CLAIMS_KEPT = 50
@@ -388,15 +389,19 @@ class MappingStore:
         versions up to it are removed after. An upload of the name begun once the tombstone
         is written (a re-create) numbers its versions past it, so a delete's removal landing
         after that upload's publish never takes the re-created name's version (it was listed
-        with its active version gone: "has no version N"). A delete that wrote no tombstone
-        (the name was not listed: another delete did) removes nothing."""
+        with its active version gone: "has no version N"). A delete that finds the name
+        deleted already (not listed) answers False, and removes again what the tombstone
+        names: a delete whose removal failed after its tombstone was written (a 503) is
+        finished by its retry; the versions stayed stored for good."""
         removed: int | None = None
+        left: int | None = None  # a tombstone's versions, removed again
         for _ in range(_ALLOCATE_TRIES):
             with translate_errors():
-                head = _listed(
-                    await self._heads.find_one(scoped(tenant, {"name": name}), _AS_DELETED)
-                )
+                raw = await self._heads.find_one(scoped(tenant, {"name": name}), _AS_DELETED)
+                head = _listed(raw)
                 if head is None:
+                    if raw is not None and raw.get("deleted") is True:
+                        left = raw.get("deleted_up_to")
                     break
                 latest = head.get("latest_version")
                 as_read = latest if latest is not None else {"$exists": False}
@@ -418,12 +423,13 @@ class MappingStore:
                 break
         else:
             raise StoreUnavailable(f"{name!r} not deleted: its head kept changing")
+        if (up_to := removed if removed is not None else left) is not None:
+            with translate_errors():
+                await self._versions.delete_many(
+                    scoped(tenant, {"name": name, "version": {"$lte": up_to}})
+                )
         if removed is None:
             return False
-        with translate_errors():
-            await self._versions.delete_many(
-                scoped(tenant, {"name": name, "version": {"$lte": removed}})
-            )
         await self.limit.freed(tenant)
         return True
 
