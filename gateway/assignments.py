@@ -176,8 +176,10 @@ class AssignmentService:
         dated_now = start is None
         start = self._check(start or now, now, source, ref)
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
+        moved = False
         if dated_now:
-            start = await self._after_changes_made_now(vehicle, start)
+            after = await self._after_changes_made_now(vehicle, start)
+            moved, start = after != start, after
         driver = None
         if driver_ref is not None:
             driver = await self._stored_driver(tenant, driver_ref)
@@ -187,7 +189,15 @@ class AssignmentService:
                 raise _no_driver(driver_ref)
         at_instant: AtInstant = "behind" if behind_others else "replace"
         result = await self._change(
-            vehicle, driver, start, source, ref, author, at_instant=at_instant, chain=chain
+            vehicle,
+            driver,
+            start,
+            source,
+            ref,
+            author,
+            at_instant=at_instant,
+            chain=chain,
+            moved=moved,
         )
         assert result is not None  # only an end leaves a change at its instant alone
         return result
@@ -199,7 +209,11 @@ class AssignmentService:
         late report covering the gap up to it, and the history kept the earlier driver in
         force while the vehicle's `current_driver` said the later one (a fine from then on
         went to the earlier driver). A change dated "now" starts at or before it was recorded;
-        one recorded ahead of its start is a scheduled change, which stays ahead."""
+        one recorded ahead of its start is a scheduled change, which stays ahead. The change
+        moved so is no scheduled one (no `due`): the vehicle's `current_driver` follows it at
+        once (`_sync_current_driver` reads the history at this instant, not at the clock).
+        What remains: the history read at a time before it (a fine in the gap up to it, the
+        length of the step) still names the driver then in force."""
         vid = str(vehicle["_id"])
         latest = await self._store.history(vehicle["tenant"], vid, before=None, limit=_AHEAD_READ)
         for change in latest:  # newest first
@@ -222,10 +236,13 @@ class AssignmentService:
         *,
         at_instant: AtInstant,
         chain: Mapping[str, Any] | None = None,
+        moved: bool = False,
     ) -> AssignResult | None:
         """Record `driver` from `start`, over a change of another driver already at that
         instant as `at_instant` says (`AtInstant`): `never` (an end) records nothing there
-        (None). `chain`: the flow run that reports it."""
+        (None). `chain`: the flow run that reports it. `moved`: a handover dated now moved
+        after a change dated now on a clock that ran fast (`_after_changes_made_now`): ahead
+        of the clock, yet not scheduled."""
         tenant, now = vehicle["tenant"], self._clock()
         vid = str(vehicle["_id"])
         in_force = await self._store.at(tenant, vid, start)
@@ -257,7 +274,7 @@ class AssignmentService:
             # Always written: a change replacing one at the same instant drops its chain.
             "chain": dict(chain) if chain else None,
         }
-        if start > now:  # scheduled: current_driver follows it when it starts
+        if start > now and not moved:  # scheduled: current_driver follows it when it starts
             fields["due"] = start
         recorded = await self._store.record(tenant, vid, fields, at_instant=at_instant)
         if recorded.behind is not None:
@@ -731,14 +748,18 @@ class AssignmentService:
     async def _sync_current_driver(
         self, tenant: str, vehicle: Doc, origin: Origin, *, by_in_force: bool = False
     ) -> None:
-        """The vehicle's `current_driver` follows the history. Re-checked after writing: a
-        concurrent assignment may have changed the history between our read and our write.
-        The `entity.updated` names `origin`, or, `by_in_force`, the change in force (of
-        several scheduled ones that came due together, the newest, whichever is followed
-        first; `origin` if none is)."""
+        """The vehicle's `current_driver` follows the history (at the clock, or just after a
+        change dated now on a clock that ran fast: `_after_changes_made_now`). Re-checked
+        after writing: a concurrent assignment may have changed the history between our read
+        and our write. The `entity.updated` names `origin`, or, `by_in_force`, the change in
+        force (of several scheduled ones that came due together, the newest, whichever is
+        followed first; `origin` if none is)."""
         vid = str(vehicle["_id"])
         for _ in range(_SYNC_ROUNDS):
-            in_force = await self._store.at(tenant, vid, self._clock())
+            # After a step back of the gateway's time, a change dated now on the fast clock
+            # (and a handover dated now moved after it) is in force, though ahead of it.
+            now = await self._after_changes_made_now(vehicle, self._clock())
+            in_force = await self._store.at(tenant, vid, now)
             latest = await self._entities.get(tenant, "vehicle", vid)
             held = latest["data"].get("current_driver")
             wanted = _current_field(None if in_force is None else in_force.get("driver"), held)

@@ -624,21 +624,33 @@ async def test_a_handover_dated_now_after_a_step_back_of_the_time_follows_the_la
     Bruno a minute later, both dated "now": Bruno's change was filed before Ana's (a late
     report covering the gap up to it), the history kept Ana in force while the vehicle said
     Bruno, and a fine went to Ana. Now Bruno's starts just after Ana's, and the vehicle
-    follows it when it starts (as a scheduled change)."""
+    names Bruno at once: the moved change is no scheduled one (until 2026-12-07, read50 M1,
+    it was, and the vehicle named nobody, the driver before Ana, until it started)."""
     services = client.app[services_key]
     real = datetime.now(UTC).replace(microsecond=0)
     gateway_time(real - timedelta(days=1))
     await _drivers(client)
     gateway_time(real + timedelta(minutes=2))
-    await post(client, DRIVERS, {"driver": ANA})
+    ana = await post(client, DRIVERS, {"driver": ANA})
     gateway_time(real + timedelta(minutes=1))  # set right, a minute on
-    await post(client, DRIVERS, {"driver": BRUNO})
+    bruno = await post(client, DRIVERS, {"driver": BRUNO})
+    # Shown at the instant it was moved to, just after Ana's (ahead of the clock for now).
+    moved_to = datetime.fromisoformat(ana["start"]) + timedelta(milliseconds=1)
+    assert datetime.fromisoformat(bruno["start"]) == moved_to
+    vehicle_url = "/api/v1/entities/vehicle/ABC1D23"
+    vehicle = await (await client.get(vehicle_url, headers=auth())).json()
+    assert (vehicle.get("current_driver") or {}).get("cpf") == BRUNO, vehicle
+    gateway_time(real + timedelta(minutes=1, seconds=30))  # the clock not yet at Bruno's start
+    await services.flow_runner.housekeeping()
+    await post(client, DRIVERS, {"driver": BRUNO}, status=200)  # again: a repeat
+    vehicle = await (await client.get(vehicle_url, headers=auth())).json()
+    assert (vehicle.get("current_driver") or {}).get("cpf") == BRUNO, vehicle
     gateway_time(real + timedelta(minutes=10))
     await services.flow_runner.housekeeping()  # each second, in every process
     history = await _get(client)
     assert [a["driver"]["cpf"] for a in history["items"][:2]] == [BRUNO, ANA]
     assert history["driver"]["driver"]["cpf"] == BRUNO
-    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    vehicle = await (await client.get(vehicle_url, headers=auth())).json()
     assert vehicle["current_driver"]["cpf"] == BRUNO
 
 
