@@ -297,6 +297,30 @@ async def test_a_follow_cursor_is_checked_when_saved(client: Client) -> None:
         assert response.status == 204
 
 
+async def test_a_follow_cursor_naming_a_credential_header_is_refused_when_saved(
+    client: Client,
+) -> None:
+    # As an answer rule's header: what may carry a credential or a cookie is not kept.
+    erp = await create_partner(client, "https://erp.example.com", name="ERP")
+    action = await create_action(client, erp["id"], mode="proxy", method="GET", path="/v")
+    await upload_mapping(client, VEHICLES.format(items="value"))
+    base = {
+        "name": "x",
+        "action_id": action["id"],
+        "every": "1h",
+        "target": {"entity_type": "vehicle", "mapping": "erp-vehicles-pages"},
+    }
+    for name in ("Set-Cookie", "WWW-Authenticate", "authorization", "Proxy-Authorization"):
+        cursor = {"follow": f"header.{name}"}
+        response = await client.post(
+            "/api/v1/schedules", json={**base, "cursor": cursor}, headers=auth()
+        )
+        assert response.status == 422, name
+        [error] = (await response.json())["errors"]
+        assert error["pointer"] == "/cursor/follow", name
+        assert error["message"] == f"{name} may carry a credential: it is not read", error
+
+
 async def test_a_next_url_in_another_header_is_followed(client: Client, partner: Partner) -> None:
     await _schedule(client, partner, "data", {"follow": "header.X-Next-Page-Url"})
     partner.respond_with(
