@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.actions.answer_rules import compile_rules
+from gateway.actions.catalog import Action
 from gateway.delivery.worker import DeliveryWorker
+from gateway.outbound.sender import OutboundRequest
 from gateway.web.state import services_key
 from tests.flow_support import add_template, drain, sms_channel
 from tests.partner_double import (
@@ -312,3 +315,30 @@ async def test_an_sms_channels_action_fail_rule_is_final_named_and_leaves_the_br
     errors = [d["last_error"] for d in await _sms_deliveries(client)]
     assert len(partner.requests) == 7, errors
     assert errors == ["provider answered 500 (final: answer_rules/0): numero invalido"] * 7
+
+
+def test_reading_answers_adds_the_rules_headers_to_those_the_request_already_keeps() -> None:
+    rules = compile_rules([{"status": [403], "header": {"name": "X-Throttle"}, "then": "retry"}])
+    action = Action(
+        id="a1",
+        tenant="t",
+        name="list",
+        partner_id="p1",
+        method="GET",
+        path="/list",
+        mode="proxy",
+        request_mapping=None,
+        response_mapping=None,
+        success=(),
+        retry_schedule=(),
+        ordered=False,
+        write_back=False,
+        answer_rules=rules,
+    )
+    # A caller that asked for a header first (a schedule's `cursor.follow` header) keeps it.
+    request = OutboundRequest("GET", "http://erp.example/list", answer_headers=("X-Next-Page",))
+
+    read = action.reading_answers(request)
+
+    assert read.answer_headers == ("X-Next-Page", "X-Throttle")
+    assert read.judge is not None

@@ -39,10 +39,17 @@ fields:
 
 
 async def _schedule(
-    client: Client, partner: Partner, items: str, cursor: dict[str, Any], path: str = "/list"
+    client: Client,
+    partner: Partner,
+    items: str,
+    cursor: dict[str, Any],
+    path: str = "/list",
+    partner_auth: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     await upload_mapping(client, VEHICLES.format(items=items))
-    erp = await create_partner(client, partner.url, name="ERP", auth={"type": "none"})
+    erp = await create_partner(
+        client, partner.url, name="ERP", auth=partner_auth or {"type": "none"}
+    )
     action = await create_action(
         client, erp["id"], name="list", mode="proxy", method="GET", path=path
     )
@@ -135,6 +142,38 @@ async def test_a_run_stopped_at_max_pages_goes_on_from_the_next_url(
     assert [r.raw_path for r in partner.requests] == ["/list?limit=2", "/list?$skiptoken=a%2B1"]
     assert partner.requests[1].query == {"$skiptoken": "a+1"}
     assert await _plates(client) == ["ABC1D23", "BRA2E19"]
+
+
+async def test_a_next_url_echoing_the_query_key_is_sent_with_the_real_key_once(
+    client: Client, partner: Partner
+) -> None:
+    # Legacy REST APIs repeat every query parameter in their next link, the key included.
+    key = "qk-7Rf2pLx9Wm3Zt8Vb"
+    schedule = await _schedule(
+        client,
+        partner,
+        "value",
+        {"follow": 'body."@odata.nextLink"'},
+        partner_auth={"type": "query", "name": "api_key", "value": key},
+    )
+    await client.patch(f"/api/v1/schedules/{schedule['id']}", json={"max_pages": 1}, headers=auth())
+    partner.respond_with(
+        body={"value": _rows("ABC1D23"), "@odata.nextLink": f"/list?api_key={key}&page=2"},
+        times=1,
+    )
+    partner.respond_with(body={"value": _rows("BRA2E19")}, times=1)
+
+    assert await runner(client).run_until_idle() == {"more": 1, "ok": 1}
+
+    assert [r.raw_path for r in partner.requests] == [
+        f"/list?limit=2&api_key={key}",
+        f"/list?page=2&api_key={key}",
+    ]
+    assert await _plates(client) == ["ABC1D23", "BRA2E19"]
+    # The cursor kept between the two runs is the URL with the key masked.
+    cursors = [run["cursor_after"] for run in await runs(client, schedule["id"])]
+    assert any("/list?api_key=" in (c or "") and "page=2" in (c or "") for c in cursors), cursors
+    assert not any(key in (c or "") for c in cursors), cursors
 
 
 async def test_an_odata_next_link_relative_to_the_page_is_followed(
@@ -256,6 +295,30 @@ async def test_a_follow_cursor_is_checked_when_saved(client: Client) -> None:
         assert created["cursor"] == {"follow": follow}
         response = await client.delete(f"/api/v1/schedules/{created['id']}", headers=auth())
         assert response.status == 204
+
+
+async def test_a_follow_cursor_naming_a_credential_header_is_refused_when_saved(
+    client: Client,
+) -> None:
+    # As an answer rule's header: what may carry a credential or a cookie is not kept.
+    erp = await create_partner(client, "https://erp.example.com", name="ERP")
+    action = await create_action(client, erp["id"], mode="proxy", method="GET", path="/v")
+    await upload_mapping(client, VEHICLES.format(items="value"))
+    base = {
+        "name": "x",
+        "action_id": action["id"],
+        "every": "1h",
+        "target": {"entity_type": "vehicle", "mapping": "erp-vehicles-pages"},
+    }
+    for name in ("Set-Cookie", "WWW-Authenticate", "authorization", "Proxy-Authorization"):
+        cursor = {"follow": f"header.{name}"}
+        response = await client.post(
+            "/api/v1/schedules", json={**base, "cursor": cursor}, headers=auth()
+        )
+        assert response.status == 422, name
+        [error] = (await response.json())["errors"]
+        assert error["pointer"] == "/cursor/follow", name
+        assert error["message"] == f"{name} may carry a credential: it is not read", error
 
 
 async def test_a_next_url_in_another_header_is_followed(client: Client, partner: Partner) -> None:

@@ -386,6 +386,20 @@ async def test_each_auth_type_is_applied(
     assert seen.query == query
 
 
+async def test_a_query_credential_replaces_parameters_of_its_name_in_the_url(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """A next-page URL that echoes the key (masked when stored) goes out with the real key
+    once, not the masked copy besides it; the rest of its query as written."""
+    url = receiver.url("/list") + "?api%5Fkey=%5Bredacted%5D&raw=%3D%2C&api_key=old&page=2"
+    request = OutboundRequest("GET", url, query=[("api_key", "x"), ("limit", "5")], timeout=2)
+    auth = build_auth({"type": "query", "name": "api_key", "value": "k 1"})
+
+    await sender.send(request, partner_id="erp", auth=auth)
+
+    assert receiver.requests[0].raw_path == "/list?raw=%3D%2C&page=2&limit=5&api_key=k+1"
+
+
 def test_bad_credentials_name_every_field() -> None:
     with pytest.raises(InvalidPayload) as caught:
         build_auth({"type": "header", "name": "X Api", "value": "a\r\nb"})

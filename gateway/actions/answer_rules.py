@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from gateway.errors import FieldProblem
+from gateway.formats.headers import carries_credential
 from gateway.formats.json_tree import is_text, whole_number
 from gateway.mapping.expressions import Getter, Run, compile_expression, is_truthy
 from gateway.mapping.model import EvalError, LimitExceeded
@@ -29,11 +30,8 @@ MAX_RULES: Final = 20
 _MEMBERS: Final = frozenset({"status", "body", "header", "then"})
 _THEN: Final = {"retry": Verdict.RETRY, "fail": Verdict.FAIL}
 _STATUS_CLASS = re.compile(r"^[1-5]xx$")
-# RFC 9110 token; not a header that carries a credential or a cookie (never kept).
+# RFC 9110 token; not a header that carries a credential or a cookie (`carries_credential`).
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
-_SECRET_HEADERS: Final = frozenset(
-    {"authorization", "proxy-authorization", "set-cookie", "cookie", "www-authenticate"}
-)
 _QUOTED = 200  # characters of what a body rule found, quoted in an error
 
 
@@ -194,7 +192,7 @@ def _check_header(at: str, header: Any, problems: list[FieldProblem]) -> dict[st
     name, value = header.get("name"), header.get("value")
     if not is_text(name) or not _HEADER_NAME.match(name):
         problems.append(FieldProblem(f"{at}/name", "name is a header name", "pattern"))
-    elif name.lower() in _SECRET_HEADERS:
+    elif carries_credential(name):
         problems.append(
             FieldProblem(f"{at}/name", f"{name} may carry a credential: it is not read", "enum")
         )

@@ -166,13 +166,15 @@ class Action:
 
     def reading_answers(self, request: OutboundRequest) -> OutboundRequest:
         """`request` reading its answer as the action's rules do: the headers they read kept
-        (`kept_headers`), and the sender's breaker judging it by them (`rule_verdict`: a
-        `fail` is an answer, not an outage). Every request built for the action passes here
-        (`build_request`, an SMS channel's `sms_request`)."""
+        (`kept_headers`) besides those the request already keeps, and the sender's breaker
+        judging it by them (`rule_verdict`: a `fail` is an answer, not an outage). Every
+        request built for the action passes here (`build_request`, an SMS channel's
+        `sms_request`)."""
         if not self.answer_rules:
             return request
+        wanted = (*request.answer_headers, *kept_headers(self.answer_rules))
         return replace(
-            request, answer_headers=kept_headers(self.answer_rules), judge=self.rule_verdict
+            request, answer_headers=tuple(dict.fromkeys(wanted)), judge=self.rule_verdict
         )
 
     def matched_rule(self, outcome: Outcome) -> AnswerRule | None:

@@ -32,6 +32,19 @@ RESERVED_HEADERS: Final = frozenset(
 )
 
 
+# Answer headers that may carry a credential or a cookie: nothing configured may have them
+# kept with an answer (`Outcome.headers`): an answer rule's `header`, a schedule's
+# `cursor.follow`.
+CREDENTIAL_HEADERS: Final = frozenset(
+    {"authorization", "proxy-authorization", "set-cookie", "cookie", "www-authenticate"}
+)
+
+
+def carries_credential(name: str) -> bool:
+    """Whether `name` (any case) is an answer header that may carry a credential."""
+    return name.strip().lower() in CREDENTIAL_HEADERS
+
+
 def is_reserved_header(name: str) -> bool:
     """Whether `name` (any case) is a header only the HTTP client may set."""
     return name.strip().lower() in RESERVED_HEADERS

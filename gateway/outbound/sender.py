@@ -59,6 +59,7 @@ from gateway.outbound.redaction import NO_REDACTION, Redactor
 from gateway.outbound.resolver import Call, PartnerResolver, ResolverBusy
 from gateway.outbound.resolver import call as resolver_call
 from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
+from gateway.outbound.urls import without_params
 from gateway.outbound.verdict import (
     AT_CREDENTIALS,
     HELD,
@@ -608,8 +609,13 @@ class Sender:
             if reserved := reserved_in(headers):
                 # Saved configurations are refused these; this holds for any stored before.
                 raise OutboundBlocked(reserved_message(reserved[0]))
-            if request.query or applied.query:
-                url = url.extend_query([*request.query, *applied.query])
+            if applied.query:  # the credential replaces any of its name (an echoed, masked key)
+                names = {name for name, _ in applied.query}
+                url = without_params(url, names)
+                query = [(k, v) for k, v in request.query if k not in names]
+                url = url.extend_query([*query, *applied.query])
+            elif request.query:
+                url = url.extend_query(request.query)
             timeout = aiohttp.ClientTimeout(
                 total=request.timeout, sock_connect=min(self._connect_timeout, request.timeout)
             )

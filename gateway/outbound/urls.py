@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import lru_cache
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 
 from yarl import URL
 
@@ -140,6 +140,26 @@ def exact_url(url: str) -> URL:
         authority=parsed.raw_authority,
         path=_requoted(path or "/"),
         query_string=_requoted(parts.query),
+        encoded=True,
+    )
+
+
+def without_params(url: URL, names: Collection[str]) -> URL:
+    """`url` without the query parameters named `names` (read decoded: `api%5Fkey` is
+    `api_key`), the rest of its query exactly as encoded. A credential sent in the query
+    replaces the parameters of its name (a next-page URL that echoes the key, masked)."""
+    query = url.raw_query_string
+    if not names or not query:
+        return url
+    kept = [p for p in query.split("&") if unquote_plus(p.partition("=")[0]) not in names]
+    if len(kept) == query.count("&") + 1:
+        return url
+    return URL.build(
+        scheme=url.scheme,
+        authority=url.raw_authority,
+        path=url.raw_path,
+        query_string="&".join(kept),
+        fragment=url.raw_fragment,
         encoded=True,
     )
 

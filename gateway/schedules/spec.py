@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from gateway.errors import FieldProblem
-from gateway.formats.headers import is_reserved_header, reserved_message
+from gateway.formats.headers import carries_credential, is_reserved_header, reserved_message
 from gateway.formats.json_tree import is_text, text_refused, whole_number, with_member
 from gateway.formats.unicode_forms import nfc
 from gateway.mapping.compiler import HEADER_RE, QUERY_RE
@@ -239,6 +239,9 @@ def _follow(check: _Check, cursor: Mapping[str, Any]) -> Doc:
             'rel="next"), "header.NAME" (a header holding the URL) or "body.<JMESPath>"',
             "pattern",
         )
+    elif carries_credential(name := follow.removeprefix("header.")):
+        # not kept with the answer, as an answer rule's header is not
+        check.add("/cursor/follow", f"{name} may carry a credential: it is not read", "enum")
     return {"follow": follow}
 
 
