@@ -216,6 +216,7 @@ async def test_rules_are_checked_when_saved_each_problem_naming_its_member(
         {"status": [500], "body": "Envelope.Body.Fault[", "then": "fail"},
         {"status": ["6xx"], "then": "later"},
         {"status": [401], "header": {"name": "WWW-Authenticate"}, "then": "retry", "x": 1},
+        {"status": ["1xx"], "then": {}},  # no key of a dict: it was a 500 (schemathesis)
     ]
     body = {"name": "a", "partner_id": made["id"], "method": "POST", "mode": "deliver"}
     response = await client.post(
@@ -230,6 +231,7 @@ async def test_rules_are_checked_when_saved_each_problem_naming_its_member(
         "/answer_rules/1/then",
         "/answer_rules/2/header/name",
         "/answer_rules/2/x",
+        "/answer_rules/3/then",
     }
 
     saved = await create_action(client, made["id"], answer_rules=GITHUB_RULES)

@@ -726,12 +726,13 @@ async def test_a_partners_nulls_are_read_alike_whether_or_not_the_entity_exists_
         "plate": "NUL2000",
         "make": "Fiat",
         "renavam": None,
-        "current_driver": {"name": "Ana", "cpf": None},
+        "current_driver": {"name": "Ana", "cpf": "52998224725", "id": None},
     }
     status, created = await hook(client, trigger, payload)
     assert status == 201, created
     stored = await (await client.get("/api/v1/entities/vehicle/NUL2000", headers=auth())).json()
-    assert "renavam" not in stored and stored["current_driver"] == {"name": "Ana"}
+    assert "renavam" not in stored
+    assert stored["current_driver"] == {"name": "Ana", "cpf": "52998224725"}
     status, again = await hook(client, trigger, payload)
     assert (status, again["changed"]) == (200, []), again
     mapping = "name: nulls\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields:\n"

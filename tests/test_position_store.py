@@ -520,6 +520,10 @@ async def test_on_the_embedded_database_the_gateway_expires_fixes_itself_through
     appended = await store.append("acme", "v1", [_fix(0), _fix(10)], "t")
     await store.mark_rejected("acme", {appended[0].id: "zero_position"})
     now = datetime.now(UTC)
+    # The passes below are dated 89 and 31 days ahead: a pass taken first (the start's sweep
+    # of group commit marks reads the expiry's time) makes such a date a step of the clock,
+    # held back (`Expiry._cutoff`). The test's passes are the first.
+    services.store.expiry._passed = None
     assert await services.store.expiry.expire(now + timedelta(days=89)) == 0
     await store.set_retention(30)
     assert await store.retention_seconds() == 30 * 86_400

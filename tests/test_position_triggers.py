@@ -372,7 +372,8 @@ async def test_bad_track_queries_are_clear_errors(client: Client) -> None:
         "?from=2026-12-01 05:45",  # a date and a time without its seconds, not an offset
         "?to=0001-01-01T00:00:00%2B05:00",  # before year 1 in UTC
         "?cursor=abc",
-        "?cursor=999999999999999",  # past year 9999
+        "?cursor=1234567890123456",  # more digits than a cursor has (past the year 9999 is
+        # an empty page: test_fleet_tracks.py)
         "?limit=0",
         "?plate=x",
     )

@@ -154,15 +154,15 @@ async def test_a_lookup_waits_for_an_earlier_item_replacing_the_whole_value_it_r
     assert made.status == 201, await made.text()
     await upload_mapping(client, BY_DRIVER)
     trigger = await create_trigger(client, mapping="by-driver")
-    # item 0 writes only `current_driver.name`, yet replaces the whole driver (x-whole: a
-    # changed name is another person, the CPF goes): one by one, item 1's CPF finds nothing
-    status, answer = await _post(
-        client, trigger, [{"placa": "WHO1A11", "nome": "Ana Souza"}, {"cpf": cpf, "km": 5}]
-    )
+    # item 0 replaces the whole driver (x-whole: another person, Bruno's CPF goes; a name
+    # without a CPF or id is no driver written since 2026-12-07): one by one, item 1's CPF
+    # (Bruno's) finds nothing
+    ana = {"placa": "WHO1A11", "nome": "Ana Souza", "cpf": "111.444.777-35"}
+    status, answer = await _post(client, trigger, [ana, {"cpf": cpf, "km": 5}])
     vehicle = await _vehicle(client, "WHO1A11")
     assert status == 207 and answer["results"][1]["status"] == 422, (answer, vehicle)
     assert "odometer_km" not in vehicle, (answer, vehicle)
-    assert vehicle["current_driver"] == {"name": "Ana Souza"}, vehicle
+    assert vehicle["current_driver"] == {"cpf": "11144477735", "name": "Ana Souza"}, vehicle
 
 
 KEPT_ORDER = """

@@ -146,11 +146,12 @@ def _check_rule(at: str, rule: Any, problems: list[FieldProblem]) -> dict[str, A
         problems.append(FieldProblem(at, "a rule is an object", "type"))
         return None
     _unknown(at, rule, _MEMBERS, problems)
+    then = rule.get("then")
     checked: dict[str, Any] = {
         "status": _check_status(at, rule.get("status"), problems),
-        "then": rule.get("then"),
+        "then": then,
     }
-    if rule.get("then") not in _THEN:
+    if not isinstance(then, str) or then not in _THEN:  # `{}` is no key of a dict: a 500
         problems.append(FieldProblem(f"{at}/then", 'then is "retry" or "fail"', "enum"))
     if (body := rule.get("body")) is not None:
         if not is_text(body) or not body.strip():
