@@ -19,6 +19,7 @@ import orjson
 from gateway.errors import FieldProblem
 from gateway.formats.headers import carries_credential
 from gateway.formats.json_tree import is_text, whole_number
+from gateway.mapping.compiler import HEADER_RE
 from gateway.mapping.expressions import Getter, Run, compile_expression, is_truthy
 from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.outbound.verdict import Verdict
@@ -31,7 +32,6 @@ _MEMBERS: Final = frozenset({"status", "body", "header", "then"})
 _THEN: Final = {"retry": Verdict.RETRY, "fail": Verdict.FAIL}
 _STATUS_CLASS = re.compile(r"^[1-5]xx$")
 # RFC 9110 token; not a header that carries a credential or a cookie (`carries_credential`).
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 _QUOTED = 200  # characters of what a body rule found, quoted in an error
 
 
@@ -191,7 +191,7 @@ def _check_header(at: str, header: Any, problems: list[FieldProblem]) -> dict[st
         return None
     _unknown(at, header, ("name", "value"), problems)
     name, value = header.get("name"), header.get("value")
-    if not is_text(name) or not _HEADER_NAME.match(name):
+    if not is_text(name) or HEADER_RE.fullmatch(name) is None:
         problems.append(FieldProblem(f"{at}/name", "name is a header name", "pattern"))
     elif carries_credential(name):
         problems.append(

@@ -48,7 +48,7 @@ from typing import Any
 
 from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
-from gateway.clock import stepped_back_at, steps_back, utcnow
+from gateway.clock import STEP_BACK, stepped_back_at, steps_back, utcnow
 from gateway.errors import EntityContended, EventsBacklogged, KeyRefused, StoreUnavailable
 from gateway.leased_loop import (
     Claims,
@@ -77,9 +77,6 @@ log = logging.getLogger(__name__)
 _RELEASE_TRIES = 5
 MAX_RUNS_IN_ROW = 20
 """`more` runs in a row at once (each up to `max_pages` pages); then the regular time."""
-# A step back of the gateway's time smaller than this delays a schedule by as little: not
-# worth a read of every schedule (a reading of the server's clock corrects drift by ms).
-_STEP_BACK = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +175,7 @@ class ScheduleRunner:
         its pages, and one tenant's slow feeds must not hold every other tenant's polling."""
         now = self.clock()
         store = self._c.store.schedules
-        if self._latest is None or now < self._latest - _STEP_BACK or self._steps != steps_back():
+        if self._latest is None or now < self._latest - STEP_BACK or self._steps != steps_back():
             # First claim, or the time went back: waits set on the time as it was are waited
             # again from the step (`ScheduleStore.rebase`), not for as long as it was ahead.
             # From now at the first claim: the step, if any, came before this process.

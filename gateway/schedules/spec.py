@@ -61,7 +61,6 @@ MAX_STEPPED: Final = 2**53 - 1
 _BODY_PARAM = re.compile(r"^body(\.[A-Za-z0-9_\-]{1,100}){1,8}$")
 _SCALARS = (str, int, float)
 # A response header's name (RFC 9110 token).
-_FOLLOW_HEADER = re.compile(r"^header\.[!#$%&'*+.^_`|~0-9A-Za-z\-]{1,100}$")
 _NOT_WITH_FOLLOW = ("from", "param", "step", "initial", "more")
 
 
@@ -232,7 +231,11 @@ def _follow(check: _Check, cursor: Mapping[str, Any]) -> Doc:
             check.add(f"/cursor/{name}", message, "oneOf")
     if isinstance(follow, str) and follow.startswith("body."):
         check.expression(follow.removeprefix("body."), "/cursor/follow")
-    elif not isinstance(follow, str) or not _FOLLOW_HEADER.match(follow):
+    elif (
+        not isinstance(follow, str)
+        or not follow.startswith("header.")
+        or HEADER_RE.fullmatch(follow.removeprefix("header.")) is None
+    ):
         check.add(
             "/cursor/follow",
             'follow is where the partner names its next page\'s URL: "header.Link" (its '

@@ -9,6 +9,7 @@ from aiohttp import web
 from gateway.actions.definitions import public_action
 from gateway.actions.subscriptions import public_subscription
 from gateway.errors import BadRequest, FieldProblem, InvalidPayload
+from gateway.mapping.compiler import HEADER_RE
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import (
     ID_CURSOR,
@@ -58,7 +59,7 @@ ANSWER_RULES: dict[str, Any] = {
                 "required": ["name"],
                 "additionalProperties": False,
                 "properties": {
-                    "name": {"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$"},
+                    "name": {"type": "string", "pattern": HEADER_RE.pattern},
                     "value": {
                         "type": "string",
                         "maxLength": 200,
