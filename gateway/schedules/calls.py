@@ -14,6 +14,7 @@ from urllib.parse import urljoin, urlsplit
 
 import orjson
 
+from gateway.actions.answer_rules import AnswerRule
 from gateway.actions.catalog import Action, Partner, build_request
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import element_text
@@ -26,7 +27,7 @@ from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.mapping.secret_marks import SecretMarks
 from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
-from gateway.outbound.verdict import error_names
+from gateway.outbound.verdict import Verdict, error_names
 from gateway.store import Doc
 
 _EXCERPT: Final = 300
@@ -228,6 +229,23 @@ def read_page(
         found = next_url(spec["follow"], outcome, answer, url, base_url)
         return Page(answer, found, found is not None)
     return _cursor_page(spec, answer, sent)
+
+
+def ruled_failure(rule: AnswerRule, outcome: Outcome, now: datetime) -> PollFailure:
+    """The run's failure when one of the action's answer rules decides the answer (a GraphQL
+    throttle in a 200, a SOAP fault in a 500): nothing of it is read as a page, the cursor
+    stays. A `retry` rule on what is a throttle anyway (a 429, a 2xx over-limit error or one
+    with a Retry-After: `Outcome.throttled`) keeps a throttle's handling: after pages of the
+    run it ends it `more`, no failure."""
+    status, retry = outcome.status, rule.then is Verdict.RETRY
+    throttle = retry and outcome.throttled()
+    return PollFailure(
+        "rate_limited" if throttle else "answer_rule",
+        f"the partner answered {status}, decided by an answer rule{rule.describe(outcome)}",
+        status=status,
+        retry_after=outcome.retry_after(now) if retry else None,
+        throttle=f"{status} {rule.name}" if throttle else None,
+    )
 
 
 def _cursor_page(spec: Doc, answer: Any, sent: Any) -> Page:
