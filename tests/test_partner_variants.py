@@ -572,3 +572,41 @@ async def test_a_geotab_logrecord_or_samsara_point_at_no_place_moves_no_position
     stored = await _get(client, "BRA2E19")
     assert "last_position" not in stored or stored["last_position"] is None, stored
     assert stored["odometer_km"] == 151476.9
+
+
+@pytest.mark.parametrize(
+    ("course", "speed", "heading", "speed_kmh"),
+    [(360.0, 6.7, 0, 12.4), (-1.0, -1.0, None, None), ("NaN", 6.7, None, 12.4)],
+)
+async def test_a_traccar_course_of_360_or_a_negative_speed_costs_the_event_nothing(
+    client: Client, course: Any, speed: float, heading: float | None, speed_kmh: float | None
+) -> None:
+    """A course of 360 (north, as 0: the positions path takes it and the fold writes 0) or a
+    decoder's -1 for "unknown" is no reason to lose the event and its fix: 360 is written 0,
+    a reading outside its range is left out, the rest of the fix written."""
+    await _vehicle(client, "ABC1D23", tracker_id="353861053849681")
+    await upload_shipped(client, "traccar-event")
+    trigger = await create_trigger(client, mapping="traccar-event")
+    forward = _payload("traccar_event_forward_geofence_exit.json")
+    forward["position"].update(course=course, speed=speed)
+    status, answer = await hook(client, trigger, forward)
+    assert status == 200, answer["errors"]
+    assert "vehicle.geofence.exited" in answer["events"], answer
+    position = (await _get(client, "ABC1D23"))["last_position"]
+    assert position["time"] == "2026-11-20T13:45:12Z"
+    assert (position.get("heading"), position.get("speed_kmh")) == (heading, speed_kmh)
+
+
+async def test_a_samsara_heading_of_360_is_north_and_a_negative_speed_no_reading(
+    client: Client,
+) -> None:
+    await _vehicle(client, "ABC1D23", samsara_vehicle_id="281474982859091")
+    await upload_shipped(client, "samsara-vehicle-stats-feed")
+    trigger = await create_trigger(client, mapping="samsara-vehicle-stats-feed")
+    feed = _payload("samsara_vehicle_stats_feed.json")
+    feed["data"] = feed["data"][:1]
+    feed["data"][0]["gps"][-1].update(headingDegrees=360, speedMilesPerHour=-1)
+    status, answer = await hook(client, trigger, feed)
+    assert status == 200, answer
+    position = (await _get(client, "ABC1D23"))["last_position"]
+    assert (position["heading"], position["lat"], position.get("speed_kmh")) == (0, -23.56118, None)
