@@ -5,9 +5,11 @@
             (Standard Webhooks, `actions/action_secrets.py`; `webhook-id` the page's, the same
             on every try of it: `page_id`); the partner is read again before each page
             (`Poll._partner`): one disabled during the run is not called again by it
-    read    the answer as a page, or a PollFailure (`calls.read_page`): no answer, an error
-            status (429 with its Retry-After), not JSON, the partner's own error member, a
-            cursor that is not a string or a number; a 2xx without a body is an empty page.
+    read    the answer as a page, or a PollFailure: an answer one of the action's answer
+            rules decides (`calls.ruled_failure`, as the partner's breaker judges it), or
+            (`calls.read_page`) no answer, an error status (429 with its Retry-After), not
+            JSON, the partner's own error member, a cursor that is not a string or a
+            number; a 2xx without a body is an empty page.
             A throttle (a 429, or a JSON-RPC error asking to slow down on an HTTP 200:
             `Outcome.throttled`) after pages of this run ends it `more` (`Tally.throttled`)
     land    once the lease is checked (a schedule deleted or reset during the call lands
