@@ -196,6 +196,7 @@ FUNCTION_CALLS = {
     "floor": ["floor(v)", "floor(to_number(v))"],
     "from_json": ["from_json(v)", "from_json(to_string(v))"],
     "from_xml": ["from_xml(v)"],
+    "is_fix": ["is_fix(v, w)", "is_fix(to_number(v), w)"],
     "join": ["join(',', v)", "join(w, [v, v])"],
     "keys": ["keys(v)"],
     "length": ["length(v)"],

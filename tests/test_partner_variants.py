@@ -493,3 +493,120 @@ async def test_a_samsara_stats_snapshot_writes_each_vehicles_position_and_odomet
         "speed_kmh": 24.5,
     }
     assert stored["odometer_km"] == 151476.9
+
+
+GARBLED = ((95.0, -46.6559), (-23.5611, 181.0), ("NaN", "NaN"), (-91, -181))
+"""Fixes at no place: a latitude or a longitude out of range, Jackson's `"NaN"` (Traccar
+writes a NaN double so), both beyond."""
+
+
+@pytest.mark.parametrize(("lat", "lon"), GARBLED)
+async def test_a_traccar_alarm_or_geofence_exit_with_a_garbled_fix_is_recorded_without_it(
+    client: Client, lat: Any, lon: Any
+) -> None:
+    """The fix behind an event is no part of the event: one at no place is left out, as a
+    fix Traccar marks `valid: false` is (the positions path flags it `invalid_coordinates`),
+    instead of failing the vehicle's schema with the whole event, its SOS alarm or its
+    geofence exit lost."""
+    await _vehicle(client, "ABC1D23", tracker_id="353861053849681")
+    await upload_shipped(client, "traccar-event")
+    trigger = await create_trigger(client, mapping="traccar-event")
+    good = _payload("traccar_event_forward_geofence_exit.json")
+    status, answer = await hook(client, trigger, good)
+    assert status == 200, answer
+    before = await _get(client, "ABC1D23")
+
+    exit_ = json.loads(json.dumps(good))
+    exit_["event"].update(id=1217, eventTime="2026-11-20T13:50:01.000+00:00")
+    exit_["position"].update(
+        latitude=lat, longitude=lon, fixTime="2026-11-20T13:50:00.000+00:00", speed=30.0
+    )
+    exit_["position"]["attributes"].update(odometer=99999000, ignition=False)
+    status, answer = await hook(client, trigger, exit_)
+    assert status == 200, answer
+    assert "vehicle.geofence.exited" in answer["events"], answer
+    sos = json.loads(json.dumps(exit_))
+    del sos["geofence"]
+    sos["event"].update(id=1218, type="alarm", geofenceId=0, attributes={"alarm": "sos"})
+    status, answer = await hook(client, trigger, sos)
+    assert status == 200, answer
+    assert "vehicle.alert" in answer["events"], answer
+
+    [alert] = await _events(client, "vehicle.alert")
+    assert alert["detail"]["alarm"] == "sos"
+    assert len(await _events(client, "vehicle.geofence.exited")) == 2
+    after = await _get(client, "ABC1D23")
+    # Nothing read from the garbled fix is written: position, odometer, ignition.
+    assert after["last_position"] == before["last_position"]
+    assert after["odometer_km"] == before["odometer_km"] == 98765.0
+    assert after["attributes"]["ignition"] is True
+
+
+async def test_a_geotab_logrecord_or_samsara_point_at_no_place_moves_no_position(
+    client: Client,
+) -> None:
+    """The other shipped mappings that write a vehicle's last position read the same gates:
+    a LogRecord at latitude 95 writes nothing (the page's other records are written, none
+    refused); a Samsara point at longitude 181 writes no position, the odometer read beside
+    it is written."""
+    await _vehicle(client, "ABC1D23", tracker_id="b3A")
+    await _vehicle(client, "XYZ9A87", tracker_id="b7")
+    await upload_shipped(client, "geotab-logrecord")
+    geotab = await create_trigger(client, mapping="geotab-logrecord")
+    page = _payload("geotab_getfeed_logrecord.json")
+    page["result"]["data"][2].update(latitude=95.0)  # b3A's newest record
+    status, answer = await hook(client, geotab, page)
+    assert status == 200, answer
+    assert answer["summary"]["failed"] == 0, answer
+    assert (await _get(client, "ABC1D23"))["last_position"]["time"] == "2026-11-20T13:45:05Z"
+    assert (await _get(client, "XYZ9A87"))["last_position"]["lat"] == -22.90685
+
+    await _vehicle(client, "BRA2E19", samsara_vehicle_id="281474982859091")
+    await upload_shipped(client, "samsara-vehicle-stats-feed")
+    samsara = await create_trigger(client, name="samsara", mapping="samsara-vehicle-stats-feed")
+    feed = _payload("samsara_vehicle_stats_feed.json")
+    feed["data"] = feed["data"][:1]
+    feed["data"][0]["gps"][-1].update(longitude=181.0)
+    status, answer = await hook(client, samsara, feed)
+    assert status == 200, answer
+    stored = await _get(client, "BRA2E19")
+    assert "last_position" not in stored or stored["last_position"] is None, stored
+    assert stored["odometer_km"] == 151476.9
+
+
+@pytest.mark.parametrize(
+    ("course", "speed", "heading", "speed_kmh"),
+    [(360.0, 6.7, 0, 12.4), (-1.0, -1.0, None, None), ("NaN", 6.7, None, 12.4)],
+)
+async def test_a_traccar_course_of_360_or_a_negative_speed_costs_the_event_nothing(
+    client: Client, course: Any, speed: float, heading: float | None, speed_kmh: float | None
+) -> None:
+    """A course of 360 (north, as 0: the positions path takes it and the fold writes 0) or a
+    decoder's -1 for "unknown" is no reason to lose the event and its fix: 360 is written 0,
+    a reading outside its range is left out, the rest of the fix written."""
+    await _vehicle(client, "ABC1D23", tracker_id="353861053849681")
+    await upload_shipped(client, "traccar-event")
+    trigger = await create_trigger(client, mapping="traccar-event")
+    forward = _payload("traccar_event_forward_geofence_exit.json")
+    forward["position"].update(course=course, speed=speed)
+    status, answer = await hook(client, trigger, forward)
+    assert status == 200, answer["errors"]
+    assert "vehicle.geofence.exited" in answer["events"], answer
+    position = (await _get(client, "ABC1D23"))["last_position"]
+    assert position["time"] == "2026-11-20T13:45:12Z"
+    assert (position.get("heading"), position.get("speed_kmh")) == (heading, speed_kmh)
+
+
+async def test_a_samsara_heading_of_360_is_north_and_a_negative_speed_no_reading(
+    client: Client,
+) -> None:
+    await _vehicle(client, "ABC1D23", samsara_vehicle_id="281474982859091")
+    await upload_shipped(client, "samsara-vehicle-stats-feed")
+    trigger = await create_trigger(client, mapping="samsara-vehicle-stats-feed")
+    feed = _payload("samsara_vehicle_stats_feed.json")
+    feed["data"] = feed["data"][:1]
+    feed["data"][0]["gps"][-1].update(headingDegrees=360, speedMilesPerHour=-1)
+    status, answer = await hook(client, trigger, feed)
+    assert status == 200, answer
+    position = (await _get(client, "ABC1D23"))["last_position"]
+    assert (position["heading"], position["lat"], position.get("speed_kmh")) == (0, -23.56118, None)

@@ -4,7 +4,8 @@
 Graph, SAP Business One's relative `odata.nextLink`). The cursor `follow` calls it as it is,
 on the partner's own origin only; once no next page is named the next run reads the list
 again from the action's own URL. And a `cursor.from` that finds nothing where the partner
-says it has more is not silent."""
+says it has more is not silent; one that names a response header (`header.x-next-cursor`:
+ServiceM8's next page token) reads the cursor from it."""
 
 from __future__ import annotations
 
@@ -332,3 +333,69 @@ async def test_a_next_url_in_another_header_is_followed(client: Client, partner:
 
     assert [r.raw_path for r in partner.requests] == ["/list?limit=2", "/list?cursor=b%2F2"]
     assert await _plates(client) == ["ABC1D23", "BRA2E19"]
+
+
+async def test_a_next_page_token_in_a_response_header_is_read_as_the_cursor(
+    client: Client, partner: Partner
+) -> None:
+    # ServiceM8 pages its lists by a token in `x-next-cursor` (sent back as `cursor=`), absent
+    # on the last page; many ERPs do the same with `X-Next-Page-Token`.
+    cursor = {"from": "header.x-next-cursor", "param": "query.cursor", "initial": "-1"}
+    schedule = await _schedule(client, partner, "'@'", cursor, path="/api_1.0/vehicle.json")
+    token = "9a8f1c2e-7b3d-4e5f-8a6b-1c2d3e4f5a6b"
+    partner.respond_with(
+        body=_rows("ABC1D23", "BRA2E19"), headers={"x-next-cursor": token}, times=1
+    )
+    # Any case of the header's name, blanks around its value dropped.
+    partner.respond_with(
+        body=_rows("XYZ9J87", "QWE1R23"), headers={"X-Next-Cursor": " t3 "}, times=1
+    )
+    partner.respond_with(body=_rows("RTY4U56"), times=1)  # the last page: no header
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    assert [r.query.get("cursor") for r in partner.requests] == ["-1", token, "t3"]
+    assert await _plates(client) == ["ABC1D23", "BRA2E19", "QWE1R23", "RTY4U56", "XYZ9J87"]
+    [run] = await runs(client, schedule["id"])
+    assert (run["outcome"], run["pages"], run["cursor_after"]) == ("ok", 3, "t3")
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["cursor"] == "t3"
+
+    # As a body cursor's: the next run reads on from the last token it was given.
+    partner.respond_with(body=_rows("RTY4U56", "ASD5F67"), headers={"x-next-cursor": "t4"}, times=1)
+    partner.respond_with(body=[], times=1)
+    await run_now(client, schedule["id"])
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert [r.query.get("cursor") for r in partner.requests[3:]] == ["t3", "t4"]
+    assert "ASD5F67" in await _plates(client)
+
+
+async def test_a_header_cursor_is_checked_when_saved(client: Client) -> None:
+    erp = await create_partner(client, "https://erp.example.com", name="ERP")
+    action = await create_action(client, erp["id"], mode="proxy", method="GET", path="/v")
+    await upload_mapping(client, VEHICLES.format(items="value"))
+    base = {
+        "name": "x",
+        "action_id": action["id"],
+        "every": "1h",
+        "target": {"entity_type": "vehicle", "mapping": "erp-vehicles-pages"},
+    }
+    refused = {
+        "header.bad name": "'bad name' is not a header name (header.NAME)",
+        "header.": "'' is not a header name (header.NAME)",
+        **{
+            f"header.{name}": f"{name} may carry a credential: it is not read"
+            for name in ("Set-Cookie", "WWW-Authenticate", "authorization", "Cookie")
+        },
+    }
+    for given, message in refused.items():
+        cursor = {"from": given, "param": "query.cursor"}
+        response = await client.post(
+            "/api/v1/schedules", json={**base, "cursor": cursor}, headers=auth()
+        )
+        assert response.status == 422, given
+        [error] = (await response.json())["errors"]
+        assert (error["pointer"], error["message"]) == ("/cursor/from", message), error
+    cursor = {"from": "header.X-Next-Page-Token", "param": "query.pageToken", "more": "hasMore"}
+    created = await post(client, "/api/v1/schedules", {**base, "cursor": cursor})
+    assert created["cursor"] == {**cursor, "initial": None}

@@ -71,15 +71,23 @@ class QualitySettings:
         return cls(**{f.name: type(getattr(cls(), f.name))(values[f.name]) for f in fields(cls)})
 
 
-def static_reason(
-    fix: TrackPoint, received_at: datetime, settings: QualitySettings
-) -> Reason | None:
-    """The gates a fix passes or fails on its own."""
-    lat, lon = fix.lat, fix.lon
+def place_reason(lat: float, lon: float) -> Reason | None:
+    """The gates a fix's coordinates fail: `invalid_coordinates` (not finite, or out of
+    range), `null_island`. The mappings that write a vehicle's last position read the same
+    gates (`is_fix()`, `mapping/expressions.py`)."""
     if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
         return Reason.INVALID_COORDINATES
     if lat == 0 and lon == 0:
         return Reason.NULL_ISLAND
+    return None
+
+
+def static_reason(
+    fix: TrackPoint, received_at: datetime, settings: QualitySettings
+) -> Reason | None:
+    """The gates a fix passes or fails on its own."""
+    if (refused := place_reason(fix.lat, fix.lon)) is not None:
+        return refused
     if not fix.valid:
         return Reason.NO_FIX
     ahead = (fix.t - received_at).total_seconds()

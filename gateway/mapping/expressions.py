@@ -26,6 +26,7 @@ from jmespath import functions as jp_functions
 from jmespath import visitor as jp_visitor
 
 from ..errors import FieldProblem
+from ..fleet.quality import place_reason
 from ..formats import DocumentRefused, load_json_text, parse_xml
 from ..formats.json_tree import WideInt, as_numbers
 from .casts import not_finite, unstorable
@@ -205,6 +206,20 @@ class _BoundedFunctions(jp_functions.Functions):
         if members is None:
             return None
         return [{"key": name, "value": value} for name, value in members.items()]
+
+    @jp_functions.signature({"types": []}, {"types": []})
+    def _func_is_fix(self, lat: Any, lon: Any) -> bool:
+        """Whether a latitude and a longitude are a place a fix can be at: numbers, finite,
+        within [-90, 90] and [-180, 180], not exactly (0, 0): the position path's gates
+        (`invalid_coordinates`, `null_island`: `fleet.quality.place_reason`), so that a
+        mapping writing a vehicle's last position leaves out a garbled fix (latitude 95,
+        "NaN", null) instead of failing the vehicle's schema with the whole payload."""
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lat, lon)):
+            return False
+        try:
+            return place_reason(float(lat), float(lon)) is None
+        except OverflowError:  # an integer past a float's range: no place
+            return False
 
     @jp_functions.signature({"types": ["string", "null"]})
     def _func_from_json(self, text: str | None) -> Any:

@@ -14,6 +14,7 @@ from urllib.parse import urljoin, urlsplit
 
 import orjson
 
+from gateway.actions.answer_rules import AnswerRule
 from gateway.actions.catalog import Action, Partner, build_request
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import element_text
@@ -26,7 +27,8 @@ from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.mapping.secret_marks import SecretMarks
 from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
-from gateway.outbound.verdict import error_names
+from gateway.outbound.verdict import Verdict, error_names
+from gateway.schedules.spec import HEADER_FROM
 from gateway.store import Doc
 
 _EXCERPT: Final = 300
@@ -155,6 +157,8 @@ async def request_for(
         if each is not None
     )
     request = replace(request, query=query_items, answer_is_data=True)
+    if (header := _from_header(spec)) is not None:  # kept with the answer, to be read
+        request = replace(request, answer_headers=(*request.answer_headers, header))
     if follow is not None:
         where, _, name = follow.partition(".")
         if where == "header":
@@ -227,15 +231,34 @@ def read_page(
     if spec.get("follow"):
         found = next_url(spec["follow"], outcome, answer, url, base_url)
         return Page(answer, found, found is not None)
-    return _cursor_page(spec, answer, sent)
+    return _cursor_page(spec, outcome, answer, sent)
 
 
-def _cursor_page(spec: Doc, answer: Any, sent: Any) -> Page:
+def ruled_failure(rule: AnswerRule, outcome: Outcome, now: datetime) -> PollFailure:
+    """The run's failure when one of the action's answer rules decides the answer (a GraphQL
+    throttle in a 200, a SOAP fault in a 500): nothing of it is read as a page, the cursor
+    stays. A `retry` rule on what is a throttle anyway (a 429, a 2xx over-limit error or one
+    with a Retry-After: `Outcome.throttled`) keeps a throttle's handling: after pages of the
+    run it ends it `more`, no failure."""
+    status, retry = outcome.status, rule.then is Verdict.RETRY
+    throttle = retry and outcome.throttled()
+    return PollFailure(
+        "rate_limited" if throttle else "answer_rule",
+        f"the partner answered {status}, decided by an answer rule{rule.describe(outcome)}",
+        status=status,
+        retry_after=outcome.retry_after(now) if retry else None,
+        throttle=f"{status} {rule.name}" if throttle else None,
+    )
+
+
+def _cursor_page(spec: Doc, outcome: Outcome, answer: Any, sent: Any) -> Page:
     """The page of a `from` or `step` cursor: where it says the next call starts."""
     more = partner_flag(_search(spec["more"], answer, "cursor.more")) if spec.get("more") else None
     if spec.get("step"):  # page numbers or offsets: the next is the one sent plus the step
         start = sent if isinstance(sent, int) and not isinstance(sent, bool) else spec["initial"]
         return Page(answer, start + spec["step"], more)
+    if (header := _from_header(spec)) is not None:
+        return Page(answer, _header_cursor(outcome, header), more)
     cursor = element_text(_search(spec["from"], answer, "cursor.from"))
     if isinstance(cursor, bool) or not isinstance(cursor, str | int | float | None):
         raise PollFailure(
@@ -243,6 +266,24 @@ def _cursor_page(spec: Doc, answer: Any, sent: Any) -> Page:
             f"cursor.from ({spec['from']}) found {_short(cursor)}, not a string or a number",
         )
     return Page(answer, cursor, more)
+
+
+def _from_header(spec: Doc | None) -> str | None:
+    """The answer header a `from` cursor is read from (`header.NAME`), if it is one."""
+    given = (spec or {}).get("from")
+    if isinstance(given, str) and given.startswith(HEADER_FROM):
+        return given.removeprefix(HEADER_FROM)
+    return None
+
+
+def _header_cursor(outcome: Outcome, name: str) -> str | None:
+    """The next cursor a partner gives in an answer header (ServiceM8's `x-next-cursor`): its
+    value, blanks around it dropped; None when it is absent or blank (no next cursor). Masked
+    as the body's data is: the cursor is kept and shown."""
+    value = outcome.headers.get(name)
+    if value is None or not value.strip():
+        return None
+    return outcome.redactor.redact(value.strip(), cut=False, whole=True)
 
 
 def next_url(follow: str, outcome: Outcome, answer: Any, url: str, base_url: str) -> str | None:

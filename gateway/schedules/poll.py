@@ -5,9 +5,11 @@
             (Standard Webhooks, `actions/action_secrets.py`; `webhook-id` the page's, the same
             on every try of it: `page_id`); the partner is read again before each page
             (`Poll._partner`): one disabled during the run is not called again by it
-    read    the answer as a page, or a PollFailure (`calls.read_page`): no answer, an error
-            status (429 with its Retry-After), not JSON, the partner's own error member, a
-            cursor that is not a string or a number; a 2xx without a body is an empty page.
+    read    the answer as a page, or a PollFailure: an answer one of the action's answer
+            rules decides (`calls.ruled_failure`, as the partner's breaker judges it), or
+            (`calls.read_page`) no answer, an error status (429 with its Retry-After), not
+            JSON, the partner's own error member, a cursor that is not a string or a
+            number; a 2xx without a body is an empty page.
             A throttle (a 429, or a JSON-RPC error asking to slow down on an HTTP 200:
             `Outcome.throttled`) after pages of this run ends it `more` (`Tally.throttled`)
     land    once the lease is checked (a schedule deleted or reset during the call lands
@@ -50,7 +52,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from gateway.actions.catalog import Catalog, Partner
+from gateway.actions.catalog import Action, Catalog, Partner
 from gateway.actions.partner_calls import PartnerCalls
 from gateway.actions.signing import with_signature
 from gateway.clock import from_iso
@@ -62,6 +64,7 @@ from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.redaction import NO_REDACTION, Redactor
+from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.schedules.calls import (
     Page,
     PollFailure,
@@ -74,6 +77,7 @@ from gateway.schedules.calls import (
     read_page,
     refused_key,
     request_for,
+    ruled_failure,
 )
 from gateway.schedules.sinks import MAX_PAGE_ITEMS, PageSink, compile_target
 from gateway.schedules.timing import BACKOFF_SECONDS
@@ -204,31 +208,43 @@ class Poll:
             outcome = partner.refusal() or await self._c.calls.send(partner, request)
             if not outcome.redactor.empty:  # (an outcome never sent has none)
                 self.redactor = outcome.redactor
-            # A page is read from a 2xx only (calls.read_page): the status's own verdict.
-            self._c.metrics.observe_partner_call(partner.id, "schedule", outcome, outcome.verdict)
-            try:
-                page = read_page(
-                    doc,
-                    outcome,
-                    self._clock(),
-                    self._cursor,
-                    url=request.url,
-                    base_url=partner.base_url,
-                )
-            except PollFailure as failure:
-                if failure.throttle is None or not self.tally.pages:
-                    raise
-                # Throttled after pages this run committed (Geotab's GetFeed allows one call
-                # a second): the partner paces a backlog, it does not fail. The run ends
-                # here, the next reads on when the partner asks.
-                wait = failure.retry_after
-                self.tally.throttled = BACKOFF_SECONDS[0] if wait is None else wait
-                self.tally.throttled_by = failure.throttle
-                self.tally.more = True
-                return
-            if not await self._page(page, mapping, target, sink):
+            page = self._read(action, partner, request, outcome)
+            if page is None or not await self._page(page, mapping, target, sink):
                 return
         self.tally.more = True
+
+    def _read(
+        self, action: Action, partner: Partner, request: OutboundRequest, outcome: Outcome
+    ) -> Page | None:
+        """The answer as a page, or None: throttled after pages this run committed (the run
+        ends `more`); PollFailure for anything else that is no page. The action's answer
+        rules decide before the status (as the partner's breaker judges the answer:
+        `Action.reading_answers`), then a page is read from a 2xx only (`calls.read_page`)."""
+        rule = action.matched_rule(outcome)
+        verdict = outcome.verdict if rule is None else rule.then
+        self._c.metrics.observe_partner_call(partner.id, "schedule", outcome, verdict)
+        try:
+            if rule is not None:
+                raise ruled_failure(rule, outcome, self._clock())
+            return read_page(
+                self._doc,
+                outcome,
+                self._clock(),
+                self._cursor,
+                url=request.url,
+                base_url=partner.base_url,
+            )
+        except PollFailure as failure:
+            if failure.throttle is None or not self.tally.pages:
+                raise
+            # Throttled after pages this run committed (Geotab's GetFeed allows one call a
+            # second): the partner paces a backlog, it does not fail. The run ends here, the
+            # next reads on when the partner asks.
+            wait = failure.retry_after
+            self.tally.throttled = BACKOFF_SECONDS[0] if wait is None else wait
+            self.tally.throttled_by = failure.throttle
+            self.tally.more = True
+            return None
 
     async def _partner(self, tenant: str, partner_id: str) -> Partner:
         """The partner as it is now: the catalog's copy, this process's changes at once, those

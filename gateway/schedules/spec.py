@@ -2,8 +2,9 @@
 as the API shows it.
 
     {"name", "action_id", "every": "30s" | "*/5 * * * *", "timezone"?,
-     "cursor"?: {"from": JMESPath on the answer, "param": "query.after" | "body.params.x"
-                 (through `request.body`'s objects and arrays: `body.calls.0.x`) | "header.X",
+     "cursor"?: {"from": JMESPath on the answer | "header.NAME" (an answer header holding it),
+                 "param": "query.after" | "body.params.x" (through `request.body`'s objects
+                 and arrays: `body.calls.0.x`) | "header.X",
                  "more"?: JMESPath (true while the partner has more pages),
                  "initial"?: the value of the first call},
                 or {"step": n, "initial": integer, "param", "more"?}: page numbers or offsets,
@@ -62,6 +63,8 @@ _BODY_PARAM = re.compile(r"^body(\.[A-Za-z0-9_\-]{1,100}){1,8}$")
 _SCALARS = (str, int, float)
 # A response header's name (RFC 9110 token).
 _NOT_WITH_FOLLOW = ("from", "param", "step", "initial", "more")
+# A cursor read from an answer header, not the body: `cursor.from` `header.NAME`.
+HEADER_FROM: Final = "header."
 
 
 class _Check:
@@ -177,7 +180,7 @@ def _cursor(check: _Check, value: Any) -> Doc | None:
     if cursor.get("step") is not None:
         return _stepped(check, cursor, param)
     return {
-        "from": check.expression(cursor.get("from"), "/cursor/from"),
+        "from": _from(check, cursor.get("from")),
         "param": param,
         "more": check.expression(cursor.get("more"), "/cursor/more", required=False),
         "initial": initial,
@@ -231,21 +234,39 @@ def _follow(check: _Check, cursor: Mapping[str, Any]) -> Doc:
             check.add(f"/cursor/{name}", message, "oneOf")
     if isinstance(follow, str) and follow.startswith("body."):
         check.expression(follow.removeprefix("body."), "/cursor/follow")
-    elif (
-        not isinstance(follow, str)
-        or not follow.startswith("header.")
-        or HEADER_RE.fullmatch(follow.removeprefix("header.")) is None
-    ):
+    elif not isinstance(follow, str) or not follow.startswith("header."):
         check.add(
             "/cursor/follow",
             'follow is where the partner names its next page\'s URL: "header.Link" (its '
             'rel="next"), "header.NAME" (a header holding the URL) or "body.<JMESPath>"',
             "pattern",
         )
-    elif carries_credential(name := follow.removeprefix("header.")):
-        # not kept with the answer, as an answer rule's header is not
-        check.add("/cursor/follow", f"{name} may carry a credential: it is not read", "enum")
+    else:
+        _answer_header(check, follow, "/cursor/follow")
     return {"follow": follow}
+
+
+def _from(check: _Check, value: Any) -> str | None:
+    """`cursor.from`: a JMESPath on the answer, or `header.NAME`, the answer header holding
+    the next cursor (ServiceM8's `x-next-cursor`, an ERP's `X-Next-Page-Token`), named as
+    `follow` names one. (A body member named `header` is `"header".next`.)"""
+    if isinstance(value, str) and value.startswith(HEADER_FROM):
+        return value if _answer_header(check, value, "/cursor/from") else None
+    return check.expression(value, "/cursor/from")
+
+
+def _answer_header(check: _Check, value: str, pointer: str) -> bool:
+    """Whether `header.NAME` names an answer header a schedule may read: a header name (RFC
+    9110 token), not one that may carry a credential (not kept with the answer, as an
+    answer rule's header is not: `carries_credential`)."""
+    name = value.removeprefix(HEADER_FROM)
+    if HEADER_RE.fullmatch(name) is None:
+        check.add(pointer, f"{name!r} is not a header name (header.NAME)", "pattern")
+        return False
+    if carries_credential(name):
+        check.add(pointer, f"{name} may carry a credential: it is not read", "enum")
+        return False
+    return True
 
 
 def _target(check: _Check, value: Any, types: Sequence[str]) -> Doc | None:

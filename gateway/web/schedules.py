@@ -30,7 +30,11 @@ SCHEDULE_BODY: dict[str, Any] = {
                     "description": 'instead of the others: "header.Link" (rel="next"), '
                     '"header.NAME" or "body.<JMESPath>": the next call is that URL',
                 },
-                "from": {"type": "string", "description": "JMESPath on the answer"},
+                "from": {
+                    "type": "string",
+                    "description": "JMESPath on the answer, or header.NAME: the answer "
+                    "header holding it",
+                },
                 "param": {"type": "string", "description": "query.NAME | header.NAME | body.a.b"},
                 "more": {"type": "string", "description": "JMESPath: the partner has more"},
                 "initial": {"type": ["string", "number"]},
