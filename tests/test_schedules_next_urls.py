@@ -12,7 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from bson import ObjectId
 
+from gateway.services import Services
+from gateway.store.schedules import HEADER_MEMBER_STEP
 from tests.partner_double import (
     Partner,
     create_action,
@@ -399,3 +402,28 @@ async def test_a_header_cursor_is_checked_when_saved(client: Client) -> None:
     cursor = {"from": "header.X-Next-Page-Token", "param": "query.pageToken", "more": "hasMore"}
     created = await post(client, "/api/v1/schedules", {**base, "cursor": cursor})
     assert created["cursor"] == {**cursor, "initial": None}
+
+
+async def test_a_cursor_stored_before_header_names_reads_its_body_member_after_the_upgrade(
+    client: Client, partner: Partner, services: Services
+) -> None:
+    """Before `header.NAME` named an answer header, a `cursor.from` beginning `header.` was a
+    JMESPath reading the body's member `header`: the upgrade step quotes it (`"header".`),
+    so such a schedule pages as it did, and the step is recorded once."""
+    schedule = await _schedule(client, partner, "items", {"from": "page.next", "param": "query.c"})
+    db = services.store.db
+    # As an earlier version stored it, in a database from before the step.
+    await db["schedules"].update_one(
+        {"_id": ObjectId(schedule["id"])}, {"$set": {"cursor.from": "header.next"}}
+    )
+    await db["migrations"].delete_one({"_id": HEADER_MEMBER_STEP})
+    await services.store.ensure_indexes()
+
+    state = await get(client, f"/api/v1/schedules/{schedule['id']}")
+    assert state["cursor"]["from"] == '"header".next'
+    partner.respond_with(body={"items": _rows("ABC1D23"), "header": {"next": "p2"}}, times=1)
+    partner.respond_with(body={"items": _rows("BRA2E19"), "header": {"next": None}}, times=1)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert [r.query.get("c") for r in partner.requests] == [None, "p2"]
+    assert await _plates(client) == ["ABC1D23", "BRA2E19"]
+    assert await db["migrations"].find_one({"_id": HEADER_MEMBER_STEP}) is not None

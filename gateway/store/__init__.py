@@ -57,7 +57,7 @@ from gateway.store.position_names import STEP as POSITION_NAMES
 from gateway.store.position_names import rename_position_members
 from gateway.store.positions import PositionStore
 from gateway.store.rejected import RejectedStore
-from gateway.store.schedules import ScheduleStore
+from gateway.store.schedules import HEADER_MEMBER_STEP, ScheduleStore, quote_header_members
 from gateway.store.signature_memory import INDEXES as SIGNATURE_MEMORY_INDEXES
 from gateway.store.signature_memory import SignatureMemory
 from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
@@ -76,6 +76,7 @@ UPGRADE_STEPS: Final = (
     EMAIL_STEP,
     NAME_FOLDING,
     NAME_COMPOSING,
+    HEADER_MEMBER_STEP,
 )
 """Every one-time upgrade step's marker (`Store._upgrade` runs them in this order)."""
 
@@ -353,6 +354,9 @@ class Store:
             with self._building("the upgrade of the names"):
                 await fold_names([self.db["triggers"], self.db["schedules"]], migrations)
                 await compose_names([self.db[name] for name in named], migrations)
+        if HEADER_MEMBER_STEP not in done:
+            with self._building("the upgrade of the schedules' cursors"):
+                await quote_header_members(self.db["schedules"], migrations)
 
     def check_prepared(self) -> None:
         """Raise the 503 at once while the indexes and the one-time upgrade steps are not

@@ -39,6 +39,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
+from gateway.clock import utcnow
 from gateway.store.client import (
     Admission,
     Collection,
@@ -51,9 +52,13 @@ from gateway.store.client import (
     translate_errors,
     with_folded_name,
 )
+from gateway.store.migrations import record_step
 from gateway.store.resources import TenantResources
 
 FREE: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+HEADER_MEMBER_STEP: Final = "schedules.header_member_quoted"
+"""The upgrade step that quotes a `cursor.from` beginning `header.` (`quote_header_members`)."""
 """`lease_until` of a schedule nobody holds."""
 MAX_RUNS_PER_SCHEDULE: Final = 200
 # What a release takes off: the lease's owner, and the cross-run chain of cursors older
@@ -378,3 +383,24 @@ def due_at(planned_at: datetime, wait: timedelta = timedelta()) -> Doc:
 
 def _anything(_doc: Doc) -> bool:
     return True
+
+
+async def quote_header_members(schedules: Collection, migrations: Collection) -> int:
+    """Once per database: a `cursor.from` stored before `header.NAME` named an answer
+    header began `header.` as a JMESPath on the body (its member `header`): written
+    `"header".` + the rest, it reads that member still. How many it changed."""
+    changed = 0
+    with translate_errors():
+        stored = await schedules.find(
+            {"cursor.from": {"$regex": r"^header\."}}, {"cursor.from": 1}
+        ).to_list(None)
+    for doc in stored:
+        old = doc["cursor"]["from"]
+        quoted = '"header".' + old.removeprefix("header.")
+        with translate_errors():
+            result = await schedules.update_one(
+                {"_id": doc["_id"], "cursor.from": old}, {"$set": {"cursor.from": quoted}}
+            )
+        changed += result.modified_count
+    await record_step(migrations, HEADER_MEMBER_STEP, utcnow())
+    return changed
