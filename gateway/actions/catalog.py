@@ -22,9 +22,10 @@ import orjson
 from gateway.actions.action_secrets import ActionSecrets
 from gateway.actions.answer_rules import (
     AnswerRule,
+    Ruling,
     compile_rules,
     kept_headers,
-    matching_rule,
+    rule_on,
     status_listed,
 )
 from gateway.actions.flow_secrets import FlowSecrets
@@ -173,18 +174,20 @@ class Action:
         if not self.answer_rules:
             return request
         wanted = (*request.answer_headers, *kept_headers(self.answer_rules))
-        return replace(
-            request, answer_headers=tuple(dict.fromkeys(wanted)), judge=self.rule_verdict
-        )
+        return replace(request, answer_headers=tuple(dict.fromkeys(wanted)), judge=self.ruling)
+
+    def ruling(self, outcome: Outcome) -> Ruling:
+        """What the action's answer rules make of the answer: the sender's judgement, made
+        once as it came (`rule_on`)."""
+        return rule_on(self.answer_rules, outcome)
 
     def matched_rule(self, outcome: Outcome) -> AnswerRule | None:
         """The first of the action's answer rules that matches the answer, if any."""
-        return matching_rule(self.answer_rules, outcome) if self.answer_rules else None
+        return self.ruling(outcome).rule if self.answer_rules else None
 
     def rule_verdict(self, outcome: Outcome) -> Verdict | None:
         """`retry` or `fail` when an answer rule decides the answer, else None."""
-        rule = self.matched_rule(outcome)
-        return None if rule is None else rule.then
+        return self.ruling(outcome).verdict if self.answer_rules else None
 
     def unchecked(self, outcome: Outcome) -> bool:
         """Whether a 2xx answer's body is unusable (not the JSON it claims, nested too deep,
