@@ -158,6 +158,36 @@ async def test_an_answer_is_read_by_the_actions_rules_once(
     assert len(runs) == 1
 
 
+async def test_a_stored_rule_whose_body_no_longer_compiles_never_matches_logged_once(
+    client: Client,
+    partner: Partner,
+    worker: DeliveryWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A body saved under other limits (or edited in the database) that does not compile now
+    was dropped, and the rule matched on its status alone: every 500 of the partner became
+    final (read50 L5). The rule never matches; the defaults decide, as with no rule."""
+    await _setup(client, partner, answer_rules=[{"status": [500], "body": "erro", "then": "fail"}])
+    actions = client.app[services_key].store.db["actions"]
+    changed = await actions.update_one(
+        {"name": "push"}, {"$set": {"answer_rules.0.body": "erro ||"}, "$inc": {"rev": 1}}
+    )
+    assert changed.modified_count == 1
+    partner.respond_with(500, {"erro": "banco fora do ar"})
+    await create_vehicle(client)
+
+    # SPEC §5's default schedule: retried at once, then after 5 s
+    assert await _deliver(client, worker) == Counter(retry=2)
+    pending = await _only_delivery(client)
+    assert (pending["status"], pending["last_error"]) == ("pending", "partner answered 500")
+    catalog = client.app[services_key].catalog
+    catalog.clock = lambda: 10.0**12  # its cache expired: the action loaded again
+    await catalog.action("acme", pending["action_id"])
+    logged = [r.getMessage() for r in caplog.records if "answer_rules/0" in r.getMessage()]
+    assert len(logged) == 1, logged
+    assert "never matches" in logged[0]
+
+
 async def test_a_graphql_throttle_in_a_200_is_retried_when_a_rule_says_so(
     client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
 ) -> None:

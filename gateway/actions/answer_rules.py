@@ -144,8 +144,13 @@ def kept_headers(rules: Sequence[AnswerRule]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(r.header for r in rules if r.header is not None))
 
 
-def compile_rules(stored: Sequence[Mapping[str, Any]] | None) -> tuple[AnswerRule, ...]:
-    """Stored (checked) rules as ready objects: compiled once per action."""
+def compile_rules(
+    stored: Sequence[Mapping[str, Any]] | None, whose: str = "an action"
+) -> tuple[AnswerRule, ...]:
+    """Stored (checked) rules as ready objects: compiled once per action revision. A body
+    that no longer compiles (saved under other limits, or edited in the database) makes a
+    rule that never matches, logged: dropped, the rule matched on its status alone, a wider
+    match (every 500 of the partner final)."""
     if not stored:
         return ()
     rules = []
@@ -158,10 +163,25 @@ def compile_rules(stored: Sequence[Mapping[str, Any]] | None) -> tuple[AnswerRul
                 then=_THEN[rule["then"]],
                 header=header.get("name"),
                 header_value=header.get("value"),
-                body=compile_expression(rule["body"])[0] if rule.get("body") else None,
+                body=_compiled_body(rule["body"], index, whose) if rule.get("body") else None,
             )
         )
     return tuple(rules)
+
+
+def _compiled_body(body: str, index: int, whose: str) -> Getter:
+    getter, why = compile_expression(body)
+    if getter is not None:
+        return getter
+    log.warning(
+        "answer_rules/%d of %s never matches: its body does not compile (%s)", index, whose, why
+    )
+    return _finds_nothing
+
+
+def _finds_nothing(root: Any, run: Run) -> Any:
+    """The body of a rule whose stored body does not compile: it finds nothing, ever."""
+    return None
 
 
 def check_rules(value: Any, problems: list[FieldProblem]) -> list[dict[str, Any]] | None:

@@ -245,12 +245,13 @@ class Catalog:
         # token endpoint's wait). Read at each call: tests move time by replacing it.
         self.clock = clock
         self._cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
-        # Opened credentials by partner and compiled XML bodies by action, by revision: the
-        # least recently used go past `_MAX_CACHED` (a backstop: a partner deleted through
-        # another process goes at the next housekeeping pass, `PartnerUseCases`
-        # `forget_deleted_partners`).
+        # Opened credentials by partner, compiled XML bodies and answer rules by action, by
+        # revision: the least recently used go past `_MAX_CACHED` (a backstop: a partner
+        # deleted through another process goes at the next housekeeping pass,
+        # `PartnerUseCases` `forget_deleted_partners`).
         self._auth: OrderedDict[str, tuple[int, PartnerAuth]] = OrderedDict()
         self._xml: OrderedDict[str, tuple[int, XmlBody]] = OrderedDict()
+        self._rules: OrderedDict[str, tuple[int, tuple[AnswerRule, ...]]] = OrderedDict()
         self.flow_secrets = FlowSecrets(store, box)
         self.action_secrets = ActionSecrets(store, box)
 
@@ -264,6 +265,7 @@ class Catalog:
             del self._cache[key]
         self._auth.pop(resource_id, None)
         self._xml.pop(resource_id, None)
+        self._rules.pop(resource_id, None)
 
     def drop_partner(self, partner_id: str) -> None:
         """A partner deleted (through this process, or found deleted by another,
@@ -401,8 +403,22 @@ class Catalog:
             read_only=bool(doc.get("read_only")),
             xml_body=self._xml_body(doc),
             error=compile_expression(doc["error"])[0] if doc.get("error") else None,
-            answer_rules=compile_rules(doc.get("answer_rules")),
+            answer_rules=self._answer_rules(doc),
         )
+
+    def _answer_rules(self, doc: Doc) -> tuple[AnswerRule, ...]:
+        """The action's answer rules, compiled once per revision (what does not compile is
+        logged once, not at each load)."""
+        if not doc.get("answer_rules"):
+            return ()
+        aid = str(doc["_id"])
+        cached = self._rules.get(aid)
+        if cached is not None and cached[0] == doc["rev"]:
+            self._rules.move_to_end(aid)
+            return cached[1]
+        rules = compile_rules(doc["answer_rules"], f"action {doc['name']!r} ({aid})")
+        _keep(self._rules, aid, (doc["rev"], rules))
+        return rules
 
     def _xml_body(self, doc: Doc) -> XmlBody | None:
         """The action's XML template, compiled once per revision (it was checked when saved)."""
