@@ -215,11 +215,9 @@ class AssignmentService:
         What remains: the history read at a time before it (a fine in the gap up to it, the
         length of the step) still names the driver then in force."""
         vid = str(vehicle["_id"])
-        latest = await self._store.history(vehicle["tenant"], vid, before=None, limit=_AHEAD_READ)
-        for change in latest:  # newest first
+        ahead = await self._store.times_ahead(vehicle["tenant"], vid, now, limit=_AHEAD_READ)
+        for change in ahead:  # the latest first
             start: datetime = change["start"]
-            if start <= now:
-                break
             recorded = change.get("recorded_at")
             if isinstance(recorded, datetime) and start <= recorded:
                 return start + timedelta(milliseconds=1)

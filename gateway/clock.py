@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 _MAX_ZONE_NAME = 64  # the longest IANA name is 32 characters
@@ -93,8 +93,12 @@ def measured(server: datetime, at: float, offset: timedelta) -> None:
     _reading = (server, at)
 
 
+class _Ordered(Protocol):
+    def __lt__(self, other: Any, /) -> bool: ...
+
+
 K = TypeVar("K")
-V = TypeVar("V")
+V = TypeVar("V", bound=_Ordered)
 STEP_BACK: Final = timedelta(seconds=1)
 """A reading of the server's clock this far behind what the process counted (or more) is a
 step back; less is the drift a reading corrects every minute."""
@@ -145,10 +149,16 @@ class Floors(Generic[K, V]):
         return self._values.get(key)
 
     def note(self, key: K, value: V | None) -> None:
-        """`value` is `key`'s floor now (the caller gives the larger of it and the last)."""
+        """`key`'s floor is `value` now, unless it is higher already: a floor only rises until
+        the time goes back. A caller notes what it read from the database after an await, and
+        meanwhile another stamp of the key (a first use too) may have noted a higher one: noted
+        as read, the floor went back below the stamps given, and the next stamp sorted with or
+        below them (read50 L3)."""
         if key not in self._values and len(self._values) >= self._limit:
             self._values.clear()
-        self._values[key] = value
+        last = self._values.get(key)
+        if last is None or (value is not None and last < value):
+            self._values[key] = value
 
 
 def offset() -> timedelta:

@@ -332,8 +332,11 @@ class BoundedLabel:
         self.most = most
         self._fixed = frozenset(fixed)
         self._kept: set[str] = set()
+        self._retired: set[str] = set()  # of `_kept`: deleted, their places kept (`retire`)
 
     def __call__(self, value: str) -> str:
+        if value in self._retired:
+            return OTHER
         if value in self._kept or value in self._fixed:
             return value
         if len(self._kept) < self.most:
@@ -347,10 +350,20 @@ class BoundedLabel:
 
     def discard(self, value: str) -> None:
         self._kept.discard(value)
+        self._retired.discard(value)
+
+    def retire(self, value: str) -> None:
+        """A deleted thing whose place stays taken (its series live on in the process's file
+        under `serve --workers N`): counted under "other" from now on, and no longer among
+        `values`. Kept here, bounded by the places: the ids `Metrics.forget` remembers are
+        only the latest GONE_KEPT, and past them a deleted partner was taken for one held
+        again (read50 L9)."""
+        if value in self._kept:
+            self._retired.add(value)
 
     def values(self) -> frozenset[str]:
-        """The values that took a place (not the `fixed` ones)."""
-        return frozenset(self._kept)
+        """The values that took a place (not the `fixed` ones), but those retired."""
+        return frozenset(self._kept - self._retired)
 
 
 class Metrics:
@@ -798,8 +811,8 @@ class Metrics:
         """The values of the `name` label (trigger, partner, ...) that hold a place among its
         bound's with series of their own in this process, but those forgotten (`forget`):
         under `serve --workers N` a forgotten value keeps its place, its series living on in
-        the process's file."""
-        return {value for value in self._bounded[name].values() if value not in self._gone}
+        the process's file (`BoundedLabel.retire`)."""
+        return set(self._bounded[name].values())
 
     def counts(self, metric: Counter, name: str, value: str) -> Callable[[], None]:
         """What adds one to `metric`'s series of `value` (its one label `name`, bounded),
@@ -825,6 +838,8 @@ class Metrics:
         if len(self._gone) > GONE_KEPT:
             del self._gone[next(iter(self._gone))]
         if os.environ.get(MULTIPROCESS_DIR):
+            for bound in self._bounded.values():
+                bound.retire(value)  # its place kept, as its series are
             return
         for bound in self._bounded.values():
             bound.discard(value)  # its place for another

@@ -194,3 +194,45 @@ def after_the_write_of(
         return await real(*args, **kw)
 
     setattr(store, method, call)
+
+
+class HeldFirstRead:
+    """A collection whose first `find` reads at once but answers only once `release` is set:
+    a read of one coroutine that lands after another coroutine's work (`read` is set when
+    the read was made)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._held = False
+        self.read = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def find(self, *args: Any, **kw: Any) -> Any:
+        cursor = self._real.find(*args, **kw)
+        if self._held:
+            return cursor
+        self._held = True
+        return _HeldCursor(cursor, self)
+
+
+class _HeldCursor:
+    def __init__(self, real: Any, held: HeldFirstRead) -> None:
+        self._real = real
+        self._held = held
+
+    def sort(self, *args: Any, **kw: Any) -> _HeldCursor:
+        self._real = self._real.sort(*args, **kw)
+        return self
+
+    def limit(self, *args: Any, **kw: Any) -> _HeldCursor:
+        self._real = self._real.limit(*args, **kw)
+        return self
+
+    async def to_list(self, *args: Any, **kw: Any) -> Any:
+        found = await self._real.to_list(*args, **kw)
+        self._held.read.set()
+        await self._held.release.wait()
+        return found

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.actions import answer_rules
 from gateway.actions.answer_rules import compile_rules
 from gateway.actions.catalog import Action
 from gateway.delivery.worker import DeliveryWorker
@@ -97,6 +98,94 @@ async def _only_delivery(client: Client) -> dict[str, Any]:
     response = await client.get("/api/v1/deliveries", headers=auth())
     [item] = (await response.json())["items"]  # the only one, when read
     return dict(item)
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    """{"a": {"a": ... {"x": 1}}}, `levels` deep."""
+    value: dict[str, Any] = {"x": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+# Each pass wraps what it found in 20 more arrays: 60 levels over a 200-level answer.
+_WRAP = "[" * 20 + "@" + "]" * 20
+DEEPER = f"{_WRAP}|{_WRAP}|{_WRAP}"
+
+
+async def test_a_rule_finding_a_value_too_deep_to_quote_still_decides_and_names_itself(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """What a rule's body expression found is quoted as JSON in the delivery's error: past
+    the 254 levels orjson writes, that raised TypeError out of the recording of the answer
+    (read50 L4)."""
+    await _setup(client, partner, answer_rules=[{"status": [500], "body": DEEPER, "then": "fail"}])
+    partner.respond_with(500, _nested(200))  # as deep as an answer is read (ANSWER_DEPTH)
+    await create_vehicle(client)
+
+    assert await _deliver(client, worker) == Counter(failed=1)
+    failed = await _only_delivery(client)
+    assert failed["last_error"] == (
+        "partner answered 500 (final: answer_rules/0): a value nested too deep to quote"
+    )
+
+
+async def test_an_answer_is_read_by_the_actions_rules_once(
+    client: Client,
+    partner: Partner,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The breaker's verdict, the delivery's, the rule named and what it found in the
+    error: each ran the body expression again, four or five times per answer (read50 L4)."""
+    runs = []
+
+    class CountedRun(answer_rules.Run):
+        def __init__(self) -> None:
+            runs.append(self)
+            super().__init__()
+
+    monkeypatch.setattr(answer_rules, "Run", CountedRun)
+    await _setup(client, partner, error="errors", answer_rules=GRAPHQL_RULES, retry_schedule=[60])
+    partner.respond_with(200, THROTTLED)
+    await create_vehicle(client)
+
+    assert await _deliver(client, worker) == Counter(retry=1)
+    assert (await _only_delivery(client))["last_error"].startswith(
+        'partner answered 200 (retry: answer_rules/0): [{"message":"Throttled"'
+    )
+    assert len(runs) == 1
+
+
+async def test_a_stored_rule_whose_body_no_longer_compiles_never_matches_logged_once(
+    client: Client,
+    partner: Partner,
+    worker: DeliveryWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A body saved under other limits (or edited in the database) that does not compile now
+    was dropped, and the rule matched on its status alone: every 500 of the partner became
+    final (read50 L5). The rule never matches; the defaults decide, as with no rule."""
+    await _setup(client, partner, answer_rules=[{"status": [500], "body": "erro", "then": "fail"}])
+    actions = client.app[services_key].store.db["actions"]
+    changed = await actions.update_one(
+        {"name": "push"}, {"$set": {"answer_rules.0.body": "erro ||"}, "$inc": {"rev": 1}}
+    )
+    assert changed.modified_count == 1
+    partner.respond_with(500, {"erro": "banco fora do ar"})
+    await create_vehicle(client)
+
+    # SPEC §5's default schedule: retried at once, then after 5 s
+    assert await _deliver(client, worker) == Counter(retry=2)
+    pending = await _only_delivery(client)
+    assert (pending["status"], pending["last_error"]) == ("pending", "partner answered 500")
+    catalog = client.app[services_key].catalog
+    catalog.clock = lambda: 10.0**12  # its cache expired: the action loaded again
+    await catalog.action("acme", pending["action_id"])
+    logged = [r.getMessage() for r in caplog.records if "answer_rules/0" in r.getMessage()]
+    assert len(logged) == 1, logged
+    assert "never matches" in logged[0]
 
 
 async def test_a_graphql_throttle_in_a_200_is_retried_when_a_rule_says_so(

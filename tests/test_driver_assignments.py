@@ -19,7 +19,7 @@ from gateway.store.assignments import DUE_MIGRATION, change_id
 from gateway.web.state import services_key
 from tests.partner_double import create_vehicle, post
 from tests.processes import beside
-from tests.read_plans import Reads
+from tests.read_plans import Reads, read_plans
 from tests.support import auth
 
 Client = TestClient[Any, Any]
@@ -662,3 +662,35 @@ async def test_a_handover_dated_now_stays_before_a_scheduled_change(client: Clie
     await post(client, DRIVERS, {"driver": ANA, "start": ahead.isoformat()})
     now = await post(client, DRIVERS, {"driver": BRUNO})
     assert datetime.fromisoformat(now["start"]) < ahead - timedelta(days=2)
+
+
+async def test_a_handover_dated_now_reads_only_the_times_of_the_changes_ahead_of_it(
+    client: Client, watched: tuple[Any, Reads]
+) -> None:
+    """Each handover dated now (and each sync of `current_driver`) looks for a change dated
+    now on a clock that ran fast: it read the vehicle's newest 10 changes whole, in windows
+    back from the clock (4 commands and 13 documents each time, three times per handover
+    here: the handover's reads were 24 commands, 48 documents). One range of the changes
+    ahead of now, their `start` and `recorded_at` only: 15 commands, 9 documents (read50 L7)."""
+    await _drivers(client)
+    now = datetime.now(UTC)
+    for n in range(12, 0, -1):  # a history: 12 handovers, a minute apart
+        start = (now - timedelta(minutes=n)).isoformat()
+        await post(client, DRIVERS, {"driver": ANA if n % 2 else BRUNO, "start": start})
+    db, reads = watched
+    client.app[services_key].store.notify.assignments._c = db["driver_assignments"]
+    reads.sent.clear()
+
+    made = await post(client, DRIVERS, {"driver": BRUNO})
+
+    assert made["driver"]["cpf"] == BRUNO
+    sent = list(reads.sent)
+    plans = await read_plans(db, reads)
+    times = {"_id": 0, "start": 1, "recorded_at": 1}
+    ahead_reads = [
+        plan for c, plan in zip(sent, plans, strict=True) if c.get("projection") == times
+    ]
+    assert ahead_reads, sent
+    assert all(examined == 0 for _, examined in ahead_reads)  # none ahead
+    assert len(plans) <= 15, sent
+    assert sum(examined for _, examined in plans) <= 12, plans

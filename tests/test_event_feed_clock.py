@@ -7,6 +7,7 @@ took the relay over after the step) or after its time went back, the newest in t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from gateway.clock import from_iso
 from gateway.services import Services
 from gateway.store.events import EventStore
 from gateway.web.state import services_key
-from tests.support import auth
+from tests.support import HeldFirstRead, auth
 
 Client = TestClient[Any, Any]
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -182,3 +183,31 @@ async def test_a_restamp_gives_each_tenant_of_a_batch_its_own_stamp(
     beta = await services.store.events.get("beta", str(landed[1]["_id"]))
     assert acme is not None and acme["relayed_at"] > T0 + timedelta(hours=1)
     assert beta is not None and T0 <= beta["relayed_at"] < T0 + timedelta(minutes=1), beta
+
+
+async def test_a_concurrent_first_stamp_of_a_tenant_never_lowers_its_floor(
+    services: Services, gateway_time: Callable[[datetime], None]
+) -> None:
+    """Two relay batches of one tenant, both the tenant's first stamp in the process, after a
+    step back: the one whose read of the log lands last noted what it read (the stamp on the
+    fast clock) over the floor the other had raised since, and stamped with or below the
+    other's events (read50 L3)."""
+    gateway_time(T0 + timedelta(minutes=2))  # another process, on a clock two minutes fast
+    await services.store.events.insert_many([_event()])
+    gateway_time(T0)  # set right; this process has not stamped acme yet
+    held = HeldFirstRead(services.store.db["events"])
+    events = EventStore(held)
+    late = _event()
+    slow = asyncio.create_task(events.insert_many([late]))
+    await held.read.wait()  # its read is made: the fast stamp, answered late
+    first, second = _event(), _event()
+    await events.insert_many([first])
+    await events.insert_many([second])
+    held.release.set()
+    await slow
+    stamps = {}
+    for event in (first, second, late):
+        stored = await events.get("acme", str(event["_id"]))
+        assert stored is not None
+        stamps[event["_id"]] = stored["relayed_at"]
+    assert stamps[late["_id"]] > stamps[second["_id"]] > stamps[first["_id"]], stamps

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway import metrics as metrics_module
 from gateway.actions import catalog as catalog_module
 from gateway.config import Settings
 from gateway.metrics import OTHER
@@ -21,8 +22,9 @@ from gateway.outbound.breaker import GuardSettings, PartnerGuards
 from gateway.services import Services, open_services
 from gateway.store import connection
 from tests.partner_double import Partner, partner
+from tests.test_ops_metrics import metric_files
 
-__all__ = ["partner"]  # the fixture
+__all__ = ["metric_files", "partner"]  # the fixtures
 
 PLACES = 3  # GATEWAY_METRICS_MAX_PARTNERS, small
 
@@ -68,6 +70,31 @@ async def test_a_partner_deleted_through_another_process_is_forgotten_at_the_nex
         await b.proxy.invoke("acme", made[4][1], payload={})
         await asyncio.sleep(0)  # (counted once the answer is on its way)
         assert f'partner="{pids[4]}"' in b.metrics.render().decode()
+
+
+@pytest.mark.usefixtures("metric_files")  # this process one of `serve --workers N`
+async def test_under_workers_a_forgotten_partner_stays_forgotten_past_the_ids_remembered(
+    settings: Settings, mongodb_uri: str, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `--workers` a deleted partner keeps its metric place (its series live on in the
+    process's file): only the latest GONE_KEPT deleted ids hid it from the pass. Once as many
+    ids were deleted after it, it was taken for a partner held again and forgotten again,
+    each such forget pushing another id out (read50 L9). The place itself remembers it."""
+    monkeypatch.setattr(metrics_module, "GONE_KEPT", PLACES)  # 100,000
+    partner.respond_with(200, {"ok": True})
+    workers = replace(settings, run_workers=False, metrics_max_partners=PLACES)
+    async with open_services(workers, mongodb_uri=mongodb_uri) as b:
+        made = [await _partner_with_action(b, partner.url, n) for n in range(PLACES)]
+        for _, action_id in made:
+            await b.proxy.invoke("acme", action_id, payload={})
+        await b.store.db["partners"].delete_many({})  # deleted through another process
+        assert await b.actions.forget_deleted_partners() == PLACES
+        for n in range(PLACES):  # as many ids deleted since (triggers, schedules, partners)
+            b.metrics.forget("trigger", f"trg_{n}")
+
+        assert [await b.actions.forget_deleted_partners() for _ in range(3)] == [0, 0, 0]
+        assert b.metrics.kept("partner") == set()
+        assert {b.metrics.label("partner", pid) for pid, _ in made} == {OTHER}
 
 
 async def test_partner_guards_past_their_bound_drop_the_least_recently_used_idle_one() -> None:

@@ -28,7 +28,7 @@ from gateway.outbound import resolver as resolver_module
 from gateway.outbound import sender as sender_module
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard, PartnerGuards
 from gateway.outbound.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
-from gateway.outbound.sender import OutboundRequest, Sender, signed_headers
+from gateway.outbound.sender import OutboundRequest, Outcome, Sender, signed_headers
 from gateway.outbound.ssrf import OutboundBlocked, OutboundPolicy
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
@@ -853,6 +853,30 @@ async def test_breaker_opens_stops_sending_and_closes_after_a_probe(
     receiver.respond_with(200)
     probe = await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
     assert probe.status == 200
+    assert guard.breaker.state is BreakerState.CLOSED
+
+
+async def test_a_judge_that_fails_leaves_the_answer_to_its_status_and_ends_the_probe(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """The request's judge (an action's answer rules) ran in the breaker's `finally`: what it
+    raised replaced the answer, and the half-open probe's permit was neither released nor
+    recorded, so no probe went out again and the partner stayed cut off (read50 L4)."""
+
+    def judge(outcome: Outcome) -> Any:
+        raise RuntimeError("a bug in the judge")
+
+    clock = FakeClock()
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1, breaker_cooldown=60), clock=clock)
+    receiver.respond_with(503)
+    await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
+    clock.now += 60
+    assert guard.breaker.state is BreakerState.HALF_OPEN
+    receiver.respond_with(200)
+
+    probe = await sender.send(post(receiver.url(), judge=judge), partner_id="erp", guard=guard)
+
+    assert (probe.status, probe.verdict) == (200, Verdict.SUCCESS)
     assert guard.breaker.state is BreakerState.CLOSED
 
 

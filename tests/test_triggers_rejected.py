@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from gateway.server_clock import ServerClock
 from gateway.store import rejected as rejected_store
 from gateway.triggers import rejected
 from gateway.web.state import services_key
-from tests.support import auth, set_offset
+from tests.support import HeldFirstRead, auth, set_offset
 from tests.triggers_support import Client, create_trigger, entities, hook, upload_mapping
 
 BROKEN = """
@@ -479,3 +480,32 @@ async def test_a_process_started_after_a_step_back_keeps_its_rejections_above_th
     await started.add_many("acme", trigger["id"], [record])
     newest = max([doc["_id"] async for doc in client.app[services_key].store.db["rejected"].find()])
     assert (await started.get("acme", str(newest)) or {}).get("detail") == "later"
+
+
+async def test_a_concurrent_first_rejection_of_a_trigger_never_lowers_its_floor(
+    client: Client, gateway_time: Callable[[datetime], None]
+) -> None:
+    """Two refusals of one trigger, both its first in the process, after a step back: the
+    one whose read of the newest id lands last noted that id over the floor the other had
+    raised since, and its record got an id below the other's newer one: trimmed first
+    (read50 L3)."""
+    real = datetime.now(UTC).replace(microsecond=0)
+    gateway_time(real + timedelta(minutes=2))  # another process, two minutes fast
+    trigger = await create_trigger(client)
+    await hook(client, trigger, {"make": "fast"})
+    gateway_time(real)
+    collection = client.app[services_key].store.db["rejected"]
+    held = HeldFirstRead(collection)
+    started = rejected_store.RejectedStore(held)
+
+    def record(detail: str) -> dict[str, Any]:
+        return {"trigger_id": trigger["id"], "detail": detail, "status": "pending"}
+
+    slow = asyncio.create_task(started.add_many("acme", trigger["id"], [record("late")]))
+    await held.read.wait()  # its read is made: the fast record's id, answered late
+    await started.add_many("acme", trigger["id"], [record("first")])
+    await started.add_many("acme", trigger["id"], [record("second")])
+    held.release.set()
+    await slow
+    order = [doc["detail"] async for doc in collection.find().sort("_id", 1)]
+    assert order[-3:] == ["first", "second", "late"], order

@@ -9,6 +9,7 @@ that tree, never the connection.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from gateway.outbound.verdict import Verdict
 
 if TYPE_CHECKING:
     from gateway.outbound.sender import Outcome
+
+log = logging.getLogger(__name__)
 
 MAX_RULES: Final = 20
 _MEMBERS: Final = frozenset({"status", "body", "header", "then"})
@@ -53,7 +56,8 @@ class AnswerRule:
     def name(self) -> str:
         return f"answer_rules/{self.index}"
 
-    def matches(self, outcome: Outcome) -> bool:
+    def heads_match(self, outcome: Outcome) -> bool:
+        """Whether the answer's status and header are the rule's (its body aside)."""
         status = outcome.status
         if status is None or not status_listed(status, self.statuses):
             return False
@@ -63,16 +67,27 @@ class AnswerRule:
                 return False
             if self.header_value is not None and said.strip() != self.header_value:
                 return False
-        return self.body is None or self.found(outcome) is not None
+        return True
 
     def found(self, outcome: Outcome) -> Any:
         """What the body expression finds in the parsed answer (None: nothing, an unreadable
-        body, or an expression that fails on it, as the action's `error` expression)."""
+        body, or an expression that fails on it, as the action's `error` expression): as the
+        sender's judgement found it when this rule decided (`Ruling`), else read now."""
+        held = outcome.judgement
+        if isinstance(held, Ruling) and held.rule is self:
+            return held.found
+        return self.read(outcome)
+
+    def read(self, outcome: Outcome) -> Any:
+        """What the body expression finds in the answer, read now (`found`)."""
         if self.body is None or not outcome.readable:
             return None
         try:
             value = self.body(outcome.json_body, Run())
         except (EvalError, LimitExceeded):
+            return None
+        except Exception:  # a bug: the rule does not match, and the status decides
+            log.exception("%s could not read the answer: it does not match", self.name)
             return None
         return value if is_truthy(value) else None
 
@@ -83,15 +98,45 @@ class AnswerRule:
         found = self.found(outcome)
         if found is None:
             return said
-        text = found if isinstance(found, str) else orjson.dumps(found, default=str).decode()
+        try:
+            text = found if isinstance(found, str) else orjson.dumps(found, default=str).decode()
+        except orjson.JSONEncodeError:  # past the 254 levels orjson writes
+            text = "a value nested too deep to quote"
         return f"{said}: {text[:_QUOTED]}"
 
 
-def matching_rule(rules: Sequence[AnswerRule], outcome: Outcome) -> AnswerRule | None:
-    """The first rule that matches an answer; None without an answer or a match."""
+@dataclass(frozen=True, slots=True)
+class Ruling:
+    """What an action's answer rules made of one answer (`rule_on`): the rule that decides it
+    (None: none matched) and what its body expression found. The sender makes it once per
+    answer (`sender.Outcome.judgement`): the breaker, the action's verdict and the error
+    that names the rule read it, and no expression runs again."""
+
+    rules: tuple[AnswerRule, ...]
+    rule: AnswerRule | None = None
+    found: Any = field(default=None, compare=False)
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return None if self.rule is None else self.rule.then
+
+
+def rule_on(rules: tuple[AnswerRule, ...], outcome: Outcome) -> Ruling:
+    """The first of `rules` that matches an answer, with what its body found: the sender's
+    judgement when these rules made it, else worked out now."""
+    held = outcome.judgement
+    if isinstance(held, Ruling) and held.rules is rules:
+        return held
     if outcome.status is None:
-        return None
-    return next((rule for rule in rules if rule.matches(outcome)), None)
+        return Ruling(rules)
+    for rule in rules:
+        if not rule.heads_match(outcome):
+            continue
+        if rule.body is None:
+            return Ruling(rules, rule)
+        if (found := rule.read(outcome)) is not None:
+            return Ruling(rules, rule, found)
+    return Ruling(rules)
 
 
 def kept_headers(rules: Sequence[AnswerRule]) -> tuple[str, ...]:
@@ -99,8 +144,13 @@ def kept_headers(rules: Sequence[AnswerRule]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(r.header for r in rules if r.header is not None))
 
 
-def compile_rules(stored: Sequence[Mapping[str, Any]] | None) -> tuple[AnswerRule, ...]:
-    """Stored (checked) rules as ready objects: compiled once per action."""
+def compile_rules(
+    stored: Sequence[Mapping[str, Any]] | None, whose: str = "an action"
+) -> tuple[AnswerRule, ...]:
+    """Stored (checked) rules as ready objects: compiled once per action revision. A body
+    that no longer compiles (saved under other limits, or edited in the database) makes a
+    rule that never matches, logged: dropped, the rule matched on its status alone, a wider
+    match (every 500 of the partner final)."""
     if not stored:
         return ()
     rules = []
@@ -113,10 +163,25 @@ def compile_rules(stored: Sequence[Mapping[str, Any]] | None) -> tuple[AnswerRul
                 then=_THEN[rule["then"]],
                 header=header.get("name"),
                 header_value=header.get("value"),
-                body=compile_expression(rule["body"])[0] if rule.get("body") else None,
+                body=_compiled_body(rule["body"], index, whose) if rule.get("body") else None,
             )
         )
     return tuple(rules)
+
+
+def _compiled_body(body: str, index: int, whose: str) -> Getter:
+    getter, why = compile_expression(body)
+    if getter is not None:
+        return getter
+    log.warning(
+        "answer_rules/%d of %s never matches: its body does not compile (%s)", index, whose, why
+    )
+    return _finds_nothing
+
+
+def _finds_nothing(root: Any, run: Run) -> Any:
+    """The body of a rule whose stored body does not compile: it finds nothing, ever."""
+    return None
 
 
 def check_rules(value: Any, problems: list[FieldProblem]) -> list[dict[str, Any]] | None:

@@ -22,9 +22,10 @@ import orjson
 from gateway.actions.action_secrets import ActionSecrets
 from gateway.actions.answer_rules import (
     AnswerRule,
+    Ruling,
     compile_rules,
     kept_headers,
-    matching_rule,
+    rule_on,
     status_listed,
 )
 from gateway.actions.flow_secrets import FlowSecrets
@@ -173,18 +174,20 @@ class Action:
         if not self.answer_rules:
             return request
         wanted = (*request.answer_headers, *kept_headers(self.answer_rules))
-        return replace(
-            request, answer_headers=tuple(dict.fromkeys(wanted)), judge=self.rule_verdict
-        )
+        return replace(request, answer_headers=tuple(dict.fromkeys(wanted)), judge=self.ruling)
+
+    def ruling(self, outcome: Outcome) -> Ruling:
+        """What the action's answer rules make of the answer: the sender's judgement, made
+        once as it came (`rule_on`)."""
+        return rule_on(self.answer_rules, outcome)
 
     def matched_rule(self, outcome: Outcome) -> AnswerRule | None:
         """The first of the action's answer rules that matches the answer, if any."""
-        return matching_rule(self.answer_rules, outcome) if self.answer_rules else None
+        return self.ruling(outcome).rule if self.answer_rules else None
 
     def rule_verdict(self, outcome: Outcome) -> Verdict | None:
         """`retry` or `fail` when an answer rule decides the answer, else None."""
-        rule = self.matched_rule(outcome)
-        return None if rule is None else rule.then
+        return self.ruling(outcome).verdict if self.answer_rules else None
 
     def unchecked(self, outcome: Outcome) -> bool:
         """Whether a 2xx answer's body is unusable (not the JSON it claims, nested too deep,
@@ -242,12 +245,13 @@ class Catalog:
         # token endpoint's wait). Read at each call: tests move time by replacing it.
         self.clock = clock
         self._cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
-        # Opened credentials by partner and compiled XML bodies by action, by revision: the
-        # least recently used go past `_MAX_CACHED` (a backstop: a partner deleted through
-        # another process goes at the next housekeeping pass, `PartnerUseCases`
-        # `forget_deleted_partners`).
+        # Opened credentials by partner, compiled XML bodies and answer rules by action, by
+        # revision: the least recently used go past `_MAX_CACHED` (a backstop: a partner
+        # deleted through another process goes at the next housekeeping pass,
+        # `PartnerUseCases` `forget_deleted_partners`).
         self._auth: OrderedDict[str, tuple[int, PartnerAuth]] = OrderedDict()
         self._xml: OrderedDict[str, tuple[int, XmlBody]] = OrderedDict()
+        self._rules: OrderedDict[str, tuple[int, tuple[AnswerRule, ...]]] = OrderedDict()
         self.flow_secrets = FlowSecrets(store, box)
         self.action_secrets = ActionSecrets(store, box)
 
@@ -261,6 +265,7 @@ class Catalog:
             del self._cache[key]
         self._auth.pop(resource_id, None)
         self._xml.pop(resource_id, None)
+        self._rules.pop(resource_id, None)
 
     def drop_partner(self, partner_id: str) -> None:
         """A partner deleted (through this process, or found deleted by another,
@@ -398,8 +403,22 @@ class Catalog:
             read_only=bool(doc.get("read_only")),
             xml_body=self._xml_body(doc),
             error=compile_expression(doc["error"])[0] if doc.get("error") else None,
-            answer_rules=compile_rules(doc.get("answer_rules")),
+            answer_rules=self._answer_rules(doc),
         )
+
+    def _answer_rules(self, doc: Doc) -> tuple[AnswerRule, ...]:
+        """The action's answer rules, compiled once per revision (what does not compile is
+        logged once, not at each load)."""
+        if not doc.get("answer_rules"):
+            return ()
+        aid = str(doc["_id"])
+        cached = self._rules.get(aid)
+        if cached is not None and cached[0] == doc["rev"]:
+            self._rules.move_to_end(aid)
+            return cached[1]
+        rules = compile_rules(doc["answer_rules"], f"action {doc['name']!r} ({aid})")
+        _keep(self._rules, aid, (doc["rev"], rules))
+        return rules
 
     def _xml_body(self, doc: Doc) -> XmlBody | None:
         """The action's XML template, compiled once per revision (it was checked when saved)."""

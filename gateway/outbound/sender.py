@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
@@ -116,10 +116,19 @@ class OutboundRequest:
     # Response headers kept in `Outcome.headers` besides KEPT_HEADERS, each field of a name
     # joined with ", " (a schedule's next page named in `Link`: `schedules/calls.py`).
     answer_headers: tuple[str, ...] = ()
-    # The action's own verdict on an answer where one of its answer rules decides it, else
-    # None (`actions/answer_rules.py`): what the partner's breaker counts, so a final SOAP
-    # fault in a 500 is an answer, not a failure.
-    judge: Callable[[Outcome], Verdict | None] | None = field(default=None, repr=False)
+    # The action's own judgement of an answer (`actions/answer_rules.py`), made once by the
+    # sender and kept in `Outcome.judgement`: its verdict, where one of the action's answer
+    # rules decides it, is what the partner's breaker counts, so a final SOAP fault in a 500
+    # is an answer, not a failure.
+    judge: Callable[[Outcome], Judgement] | None = field(default=None, repr=False)
+
+
+class Judgement(Protocol):
+    """What a request's `judge` made of an answer (an action's answer rule that matched it)."""
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """The verdict it decides; None: the status's (`Outcome.verdict`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +218,10 @@ class Outcome:
     # No answer came in time once the connection was made and the request written: the
     # partner may have taken it (a notification keeps its cooldown note: notify/dispatch.py).
     unanswered: bool = False
+    # The request's judge's judgement of the answer (`OutboundRequest.judge`), made once as
+    # the answer came (`_judged`) and read by every caller after (the action's verdict, the
+    # rule named in an error); None: not judged.
+    judgement: Judgement | None = field(default=None, repr=False, compare=False)
 
     @property
     def verdict(self) -> Verdict:
@@ -246,10 +259,24 @@ class Outcome:
         return throttled(self.status, body, retry_after=has_wait, reported=reported)
 
 
-def _judged(request: OutboundRequest, outcome: Outcome) -> Verdict:
-    """The verdict on an answer for the partner's breaker: the action's answer rule's when
-    one decides it (`OutboundRequest.judge`), else the status's."""
-    judged = request.judge(outcome) if request.judge is not None else None
+def _judged(request: OutboundRequest, outcome: Outcome) -> Outcome:
+    """`outcome` with the request's judgement of it (`OutboundRequest.judge`), made once. A
+    judge that fails leaves the answer to its status (logged): what it raised replaced the
+    answer, and the breaker's permit was never given back."""
+    if request.judge is None or outcome.judgement is not None:
+        return outcome
+    try:
+        judgement = request.judge(outcome)
+    except Exception:
+        log.exception("an answer (%s) could not be judged: its status decides", outcome.status)
+        return outcome
+    return replace(outcome, judgement=judgement)
+
+
+def _breaker_verdict(outcome: Outcome) -> Verdict:
+    """The verdict the partner's breaker counts: the judgement's when it decides, else the
+    status's."""
+    judged = None if outcome.judgement is None else outcome.judgement.verdict
     return outcome.verdict if judged is None else judged
 
 
@@ -427,7 +454,7 @@ class Sender:
             if (held := await self._resolve_ahead(request)) is not None:
                 return held
             if guard is None:
-                return await self._send_with_auth(request, auth)
+                return _judged(request, await self._send_with_auth(request, auth))
             return await self._send_through_breaker(request, guard, auth)
         finally:
             resolver_call.reset(terms)
@@ -503,17 +530,19 @@ class Sender:
         breaker = guard.breaker
         if (permit := breaker.allow()) is None:  # opened while we waited, or a probe is out
             return _circuit_open(guard)
-        outcome: Outcome | None = None
         try:
             outcome = await self._send_with_auth(request, auth)
-            return outcome
-        finally:
-            if outcome is None or not outcome.sent:
-                breaker.release(permit)
-            elif _judged(request, outcome) is Verdict.RETRY:
-                breaker.record_failure(permit)
-            else:  # answered, even with a 4xx: the partner is up
-                breaker.record_success(permit)
+        except BaseException:
+            breaker.release(permit)
+            raise
+        outcome = _judged(request, outcome)  # raises nothing: the permit is given back below
+        if not outcome.sent:
+            breaker.release(permit)
+        elif _breaker_verdict(outcome) is Verdict.RETRY:
+            breaker.record_failure(permit)
+        else:  # answered, even with a 4xx: the partner is up
+            breaker.record_success(permit)
+        return outcome
 
     async def _send_with_auth(self, request: OutboundRequest, auth: PartnerAuth) -> Outcome:
         # Every credential of the partner is masked in what its calls bring back, not only

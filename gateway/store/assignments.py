@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from gateway.clock import utcnow
@@ -391,6 +391,23 @@ class AssignmentStore:
             limit=limit,
             windowed=self.windowed,
         )
+
+    async def times_ahead(
+        self, tenant: str, vehicle_id: str, after: datetime, *, limit: int
+    ) -> list[Doc]:
+        """The `start` and `recorded_at` of the vehicle's changes that start after `after`,
+        the latest first: one range of `_id`, empty unless a change is scheduled or the time
+        went back (`AssignmentService._after_changes_made_now`, at each handover dated now
+        and each sync of `current_driver`)."""
+        ids = {
+            "$gt": change_id(tenant, vehicle_id, after),
+            "$lt": _prefix(tenant, vehicle_id) + "~",
+        }
+        with translate_errors():
+            found = self._c.find(
+                scoped(tenant, {"_id": ids}), {"_id": 0, "start": 1, "recorded_at": 1}
+            )
+            return await found.sort("_id", DESCENDING).limit(limit).to_list(limit)
 
     # -- scheduled changes: system work across tenants, never reached from a request ---------
 
