@@ -147,6 +147,9 @@ class Settings:
     max_kinds_per_tenant: int = 5000
     max_mappings_per_tenant: int = 5000
     max_flows_per_tenant: int = 5000
+    # Versions of one mapping or flow kept past a new one (its active one and those still in
+    # use kept too); 0 keeps every one (GATEWAY_VERSIONS_KEPT).
+    versions_kept: int = 50
     run_workers: bool = True
     # Which background jobs a process with workers runs (GATEWAY_WORKERS): scale one alone by
     # giving a `gateway worker` process only it.
@@ -315,6 +318,7 @@ class Settings:
             max_flows_per_tenant=env.integer(
                 "GATEWAY_MAX_FLOWS_PER_TENANT", 5000, low=1, high=1_000_000
             ),
+            versions_kept=env.integer("GATEWAY_VERSIONS_KEPT", 50, low=0, high=100_000),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
             jobs=env.jobs("GATEWAY_WORKERS"),
             change_streams=env.flag("GATEWAY_CHANGE_STREAMS", True),
@@ -386,6 +390,8 @@ class Settings:
                 "GATEWAY_EVENTS_FEED_SETTLE_SECONDS must be longer than GATEWAY_DB_TIMEOUT_MS "
                 f"({settings.events_feed_settle_seconds} s against {settings.db_timeout_ms} ms)"
             )
+        if settings.versions_kept == 1:  # a roll back from the newest needs the one before
+            raise ConfigError("GATEWAY_VERSIONS_KEPT must be 0 (keep every version) or at least 2")
         return settings
 
 

@@ -11,18 +11,20 @@ import asyncio
 import difflib
 import functools
 import hashlib
+import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from gateway.clock import as_stored, utcnow
-from gateway.errors import Conflict, NoActiveVersion, NotFound, OverBudget
+from gateway.errors import Conflict, NoActiveVersion, NotFound, OverBudget, Unavailable
 from gateway.store import Doc
 from gateway.store.mappings import MappingStore, Seen
 
 V = TypeVar("V")
+log = logging.getLogger(__name__)
 
 MAX_DIFF_PAIRS = 2_000_000
 """Pairs of equal lines (a line of one version, a copy of it in the other) a diff may weigh:
@@ -54,15 +56,19 @@ class VersionedDocuments(Generic[V]):
         make: Callable[[Doc, Any], V],
         on_change: Callable[[str, str], None],
         recheck: Callable[[str, Doc], Awaitable[object]] | None = None,
+        pinned: Callable[[str, str], Awaitable[Collection[int]]] | None = None,
     ) -> None:
         """`make(doc, active_version)`: a stored version as the service shows it;
         `on_change(tenant, name)`: after the active version (or the document) changed;
-        `recheck(tenant, doc)`: a version is still valid to activate (raises if not)."""
+        `recheck(tenant, doc)`: a version is still valid to activate (raises if not);
+        `pinned(tenant, name)`: the versions something still runs or may run again, kept
+        when older versions are pruned (`MappingStore.prune`)."""
         self._store = store
         self._noun = noun
         self._make = make
         self._on_change = on_change
         self._recheck = recheck
+        self._pinned = pinned
 
     async def add(
         self,
@@ -151,7 +157,23 @@ class VersionedDocuments(Generic[V]):
         finally:
             await self._store.end_upload(tenant, name, upload)
         self._on_change(tenant, name)
+        await self._prune(tenant, name)
         return version, True
+
+    async def _prune(self, tenant: str, name: str) -> None:
+        """The versions past the ones kept removed, after a new one is stored. Housekeeping:
+        the upload is answered as stored whether or not it is done (the next upload's prune
+        removes what this one left)."""
+        if not self._store.versions_kept:
+            return
+        try:
+            pinned = await self._pinned(tenant, name) if self._pinned is not None else ()
+            gone = await self._store.prune(tenant, name, pinned)
+        except Unavailable as exc:
+            log.warning("%s %r: older versions not pruned: %s", self._noun, name, exc.detail)
+            return
+        if gone:
+            log.info("%s %r: pruned versions %s", self._noun, name, gone)
 
     async def _answered(
         self,
@@ -243,15 +265,23 @@ class VersionedDocuments(Generic[V]):
         if self._recheck is not None:
             await self._recheck(tenant, doc)
         expected = None if shown is None else shown.version
-        if not await self._store.set_active(
-            tenant,
-            name,
-            version,
-            _shown(doc),
-            checked=shown is not None,
-            expected=expected,
-            seen=seen,
-        ):
+        # Held while it is made active: a prune under way neither removes it meanwhile nor
+        # leaves the head naming a version it removed.
+        if not await self._store.hold(tenant, name, version):
+            raise await self._missing(tenant, name, version)
+        try:
+            made = await self._store.set_active(
+                tenant,
+                name,
+                version,
+                _shown(doc),
+                checked=shown is not None,
+                expected=expected,
+                seen=seen,
+            )
+        finally:
+            await self._store.let_go(tenant, name, version)
+        if not made:
             head = await self.head(tenant, name)  # a NotFound: deleted meanwhile
             _check_shown(self._noun, name, head, ShownActive(expected))
             raise Conflict(f"{self._noun} {name!r} changed meanwhile; nothing was changed")
@@ -308,8 +338,26 @@ class VersionedDocuments(Generic[V]):
     async def version_doc(self, tenant: str, name: str, version: int) -> Doc:
         doc = await self._store.version(tenant, name, version)
         if doc is None:
-            raise NotFound(f"{self._noun} {name!r} has no version {version}")
+            raise await self._missing(tenant, name, version)
         return doc
+
+    async def _missing(self, tenant: str, name: str, version: int) -> NotFound:
+        """The 404 of a version not stored: one numbered before the name's latest, since its
+        last delete, was pruned, and the answer says so."""
+        head = await self._store.head(tenant, name)
+        latest, removed = (head or {}).get("latest_version"), (head or {}).get("deleted_up_to")
+        pruned = (
+            isinstance(latest, int)
+            and version < latest
+            and version > (removed if isinstance(removed, int) else 0)
+        )
+        detail = f"{self._noun} {name!r} has no version {version}"
+        if pruned:
+            detail += (
+                f" (pruned: a name keeps its newest {self._store.versions_kept} versions, its"
+                " active one and the ones still in use, GATEWAY_VERSIONS_KEPT)"
+            )
+        return NotFound(detail)
 
 
 def _check_shown(noun: str, name: str, head: Doc, shown: ShownActive) -> None:

@@ -71,7 +71,7 @@ async def test_a_bad_new_user_is_refused_next_to_its_fields_and_nothing_is_store
     assert 'value="not an address"' in page and "short" not in page  # no password echoed
     taken = {"csrf": token, "email": "ana@acme.com.br", "role": "admin", "password": PASSWORD}
     conflict = await client.post("/admin/users", data=taken)
-    assert conflict.status == 422 and 'role="alert"' in await conflict.text()
+    assert conflict.status == 409 and 'role="alert"' in await conflict.text()
     assert await _users(services) == {"ana@acme.com.br": "admin"}
 
 

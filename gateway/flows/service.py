@@ -82,8 +82,15 @@ class FlowService:
         self.revision = 0
         # Wakes this process's runner when held runs are let go (set by the wiring).
         self.on_released: Callable[[], None] | None = None
+        # A flow's versions its runs still run or may run again (a failed run's replay) are
+        # kept when older versions are pruned.
         self._versions = VersionedDocuments(
-            self._flows, "flow", make=_version, on_change=self._changed, recheck=self._recheck
+            self._flows,
+            "flow",
+            make=_version,
+            on_change=self._changed,
+            recheck=self._recheck,
+            pinned=store.notify.runs.pinned_versions,
         )
 
     async def compile(

@@ -111,6 +111,7 @@ class Store:
         occurrence_retention_seconds: int = OCCURRENCE_RETENTION,
         follow_ttl_settings: bool = True,
         tenant_limits: Mapping[str, int] | None = None,
+        versions_kept: int = 0,
         feed_settle_seconds: float = FEED_SETTLE,
         index_build_seconds: float = INDEX_BUILD_SECONDS,
         round_mark_seconds: float | None = None,
@@ -201,6 +202,9 @@ class Store:
         }
         for resource, resources in limited.items():
             resources.limit = self.limits.of(resource, resources)
+        # A name's versions past its newest `versions_kept` are pruned as new ones are stored
+        # (0, a store opened without the settings: every one kept).
+        self.mappings.versions_kept = self.notify.flows.versions_kept = versions_kept
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op. The

@@ -89,6 +89,7 @@ async def open_store(
             # must not set their TTL indexes back to its defaults.
             follow_ttl_settings=not attach,
             tenant_limits=settings.tenant_limits(),
+            versions_kept=settings.versions_kept,
             index_build_seconds=settings.index_build_timeout_seconds,
             round_mark_seconds=None if attach else mark_lifetime(settings.db_timeout_ms / 1000),
         )

@@ -182,6 +182,16 @@ class FlowRunStore:
             )
         return result.modified_count
 
+    async def pinned_versions(self, tenant: str, flow: str) -> set[int]:
+        """The versions of `flow` its runs still run or may run again: pending, running,
+        held, or failed (a replay resumes a failed run on its version)."""
+        alive = [PENDING, RUNNING, HELD, RunStatus.FAILED.value]
+        with translate_errors():
+            found = await self._c.distinct(
+                "version", scoped(tenant, {"flow": flow, "status": {"$in": alive}})
+            )
+        return {int(v) for v in found if isinstance(v, int)}
+
     async def count(self, tenant: str, flow: str, status: str) -> int:
         with translate_errors():
             return await self._c.count_documents(scoped(tenant, {"flow": flow, "status": status}))

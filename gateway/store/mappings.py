@@ -20,11 +20,18 @@ name, which `VersionedDocuments.add` takes a place for. A delete removes only th
 to the latest its tombstone was written over (`deleted_up_to`): an upload begun after the
 tombstone (a re-create) numbers past it, and keeps its versions whenever the removal lands;
 a version at or below it is never used again (`Seen.removed`).
+
+A name keeps its newest `versions_kept` versions (`GATEWAY_VERSIONS_KEPT`; 0: every one), its
+active version and the versions its service says are pinned (a flow's runs that may still run
+or be replayed), whatever their age; the others go when a new version is stored (`prune`). An
+activation holds its version (`hold`) before it is made active: a version `prune` marked
+(`pruning`) cannot be held, one held is not marked, so an old version is never made active
+while it is removed.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -70,6 +77,7 @@ _AS_LISTED = {"deleted": 1, "direction": 1}  # what `_listed` reads of a head
 _AS_SEEN = {**_AS_LISTED, "deletions": 1, "deleted_up_to": 1}  # what an upload reads (`Seen`)
 # what a delete reads of a head
 _AS_DELETED = {**_AS_LISTED, "latest_version": 1, "deleted_up_to": 1}
+_AS_PRUNED = {**_AS_LISTED, "active_version": 1, "deleted_up_to": 1}  # what `prune` reads
 _NO_SOURCE = {"source": 0, "document": 0}
 _ALLOCATE_TRIES = 100  # one upload at the same time takes a number per try
 _CLAIMS_KEPT = 50
@@ -98,6 +106,8 @@ class MappingStore:
     version_listing: ClassVar[Doc] = _NO_SOURCE
     # The tenant's limit on names (store/turns.py `TenantLimits`; set by `Store`).
     limit: Limit = UNLIMITED
+    # How many of a name's newest versions `prune` keeps (0: every one; set by `Store`).
+    versions_kept: int = 0
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -239,6 +249,71 @@ class MappingStore:
     async def insert_version(self, tenant: str, doc: Doc) -> None:
         with translate_errors(f"mapping {doc['name']!r} version {doc['version']} exists"):
             await self._versions.insert_one(scoped(tenant, doc))
+
+    # -- pruning -----------------------------------------------------------------------------
+
+    async def prune(self, tenant: str, name: str, pinned: Collection[int]) -> list[int]:
+        """Remove the versions of `name` past its `versions_kept` newest, but its active one
+        and the `pinned` ones; the versions removed. First marked (`pruning`: none held by an
+        activation under way), then the head read again: a version made active before it was
+        marked is spared (unmarked), and only the marked ones go. A mark a failed prune left
+        on a version kept now is taken off."""
+        if not self.versions_kept:
+            return []
+        named = scoped(tenant, {"name": name})
+        with translate_errors():
+            head = _listed(await self._heads.find_one(named, _AS_PRUNED))
+            if head is None:
+                return []
+            removed = head.get("deleted_up_to")
+            floor = removed if isinstance(removed, int) else 0  # a deleted name's: not these
+            stored = self._versions.find(
+                scoped(tenant, {"name": name, "version": {"$gt": floor}}), {"version": 1}
+            )
+            numbers = [
+                int(d["version"]) for d in await stored.sort("version", DESCENDING).to_list(None)
+            ]
+            keep = {*numbers[: self.versions_kept], *pinned, head.get("active_version")}
+            doomed = [v for v in numbers[self.versions_kept :] if v not in keep]
+            await self._versions.update_many(
+                scoped(tenant, {"name": name, "pruning": True, "version": {"$nin": doomed}}),
+                {"$unset": {"pruning": ""}},
+            )
+            if not doomed:
+                return []
+            await self._versions.update_many(
+                scoped(
+                    tenant, {"name": name, "version": {"$in": doomed}, "held": {"$exists": False}}
+                ),
+                {"$set": {"pruning": True}},
+            )
+            active = ((await self._heads.find_one(named, _AS_PRUNED)) or {}).get("active_version")
+            gone = [v for v in doomed if v != active]
+            if active in doomed:
+                await self._versions.update_one(
+                    scoped(tenant, {"name": name, "version": active}), {"$unset": {"pruning": ""}}
+                )
+            await self._versions.delete_many(
+                scoped(tenant, {"name": name, "version": {"$in": gone}, "pruning": True})
+            )
+        return gone
+
+    async def hold(self, tenant: str, name: str, version: int) -> bool:
+        """Hold `version` while it is made active (`prune` does not mark it): False when it is
+        being pruned, or gone."""
+        with translate_errors():
+            held = await self._versions.update_one(
+                scoped(tenant, {"name": name, "version": version, "pruning": {"$ne": True}}),
+                {"$set": {"held": utcnow()}},
+            )
+        return held.matched_count == 1
+
+    async def let_go(self, tenant: str, name: str, version: int) -> None:
+        """The activation that held `version` is done (made active, or refused)."""
+        with translate_errors():
+            await self._versions.update_one(
+                scoped(tenant, {"name": name, "version": version}), {"$unset": {"held": ""}}
+            )
 
     # -- heads -------------------------------------------------------------------------------
 

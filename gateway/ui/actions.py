@@ -11,10 +11,11 @@ from aiohttp import web
 from gateway import paging
 from gateway.actions.definitions import METHODS, public_action
 from gateway.actions.signing import signing_revision
-from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, NotFound
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.schemas import ENTITY_TYPES
 from gateway.ui import choices
 from gateway.ui.forms import (
+    FORM_ERRORS,
     Form,
     changes,
     editing,
@@ -152,7 +153,7 @@ async def create_action(request: web.Request) -> web.Response:
         doc, secret = await services_of(request).actions.create_action_with_secret(
             tenant_of(request), create_body(values)
         )
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         return await list_actions(request, Form(values).refuse(exc, CREATE_FIELDS))
     # The action's signing secret (its proxy calls and schedules): shown this once.
     context = {"action": public_action(doc), "secret": secret, "said": "actions.created"}
@@ -234,10 +235,9 @@ async def update_action(request: web.Request) -> web.Response:
         body = changes(action_body(values), action_body(shown))
         if body:
             await actions.update_action(tenant, action["id"], body)
-    except InvalidPayload as exc:
-        return await _edit_form(request, action, Form(values).refuse(exc, EDIT_FIELDS), 422)
-    except Conflict as exc:  # an SMS channel needs it so, a concurrent change: on the form
-        return await _edit_form(request, action, Form(values).refuse(exc, EDIT_FIELDS), 409)
+    except FORM_ERRORS as exc:  # a conflict: an SMS channel needs it so, a concurrent change
+        refused = Form(values).refuse(exc, EDIT_FIELDS)
+        return await _edit_form(request, action, refused, exc.status)
     return redirect(f"/admin/actions/{action['id']}", flash="actions.saved")
 
 

@@ -16,6 +16,7 @@ from gateway.notify.policy import CHANNEL_TYPES
 from gateway.notify.testing import TEST_FIELDS, check_test_body, send_test
 from gateway.ui import choices
 from gateway.ui.forms import (
+    FORM_ERRORS,
     Form,
     Problem,
     document_field,
@@ -86,7 +87,7 @@ async def create_channel(request: web.Request) -> web.Response:
         doc = await services_of(request).notify.channels.create(
             tenant_of(request), document_field(values)
         )
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         return await list_channels(request, _refused(values, exc))
     return redirect(f"/admin/channels/{doc['_id']}", flash="channels.created")
 
@@ -127,12 +128,12 @@ async def edit_channel(request: web.Request) -> web.Response:
     try:
         patch = channel_patch(current, document_field(values))
         doc = await channels.update(tenant, _ref(request), patch)
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         return await channel_page(request, edit=_refused(values, exc))
     return redirect(f"/admin/channels/{doc['_id']}", flash="channels.saved")
 
 
-def _refused(values: Mapping[str, Any], error: InvalidPayload) -> Form:
+def _refused(values: Mapping[str, Any], error: GatewayError) -> Form:
     """A refused channel document, shown back without its SMTP password (write-only: blanked,
     forms.hide_secrets), with a problem saying to type it again; one that names it where its
     value cannot be told apart (malformed, encoded twice, another spelling of its name) is not

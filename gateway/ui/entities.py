@@ -21,7 +21,7 @@ from gateway.store.entities import FILTERABLE
 from gateway.ui import choices
 from gateway.ui.entity_forms import deleted_page, label_of, labels_for
 from gateway.ui.fleet import vehicle_fleet
-from gateway.ui.forms import Form, number_field, read_values
+from gateway.ui.forms import FORM_ERRORS, Form, number_field, read_values
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_lang, form_of, session_of, tenant_of
 from gateway.ui.templating import ZONE
@@ -127,7 +127,7 @@ async def assign_driver(request: web.Request) -> web.Response:
             ref=values.get("ref") or None,
             author=session_of(request).subject,
         )
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         return await _entity(request, "vehicle", ref, Form(values).refuse(exc, ASSIGN_FIELDS))
     flash = "entities.assigned" if result.changed else "entities.assigned_already"
     return redirect(f"/admin/entities/vehicle/{ref}", flash=flash)
@@ -183,7 +183,7 @@ async def record_service(request: web.Request) -> web.Response:
             source=f"admin:{session_of(request).subject}",
             authoritative=True,  # an admin's: the base as given (a correction too)
         )
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         refused = Form(values).refuse(exc, SERVICE_FIELDS)
         return await _entity(request, "vehicle", ref, service_form=refused)
     return redirect(f"/admin/entities/vehicle/{ref}", flash="entities.service_recorded")

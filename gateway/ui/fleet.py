@@ -12,7 +12,6 @@ from typing import Any
 from aiohttp import web
 
 from gateway import paging
-from gateway.errors import Conflict, InvalidPayload
 from gateway.fleet.geofences import reaches
 from gateway.fleet.overview import TRACKED_VEHICLES, vehicle_groups
 from gateway.fleet.rule_service import RuleService, public_rule
@@ -21,6 +20,7 @@ from gateway.schemas.ids import plate_match_key
 from gateway.services import Services
 from gateway.store import Doc
 from gateway.ui.forms import (
+    FORM_ERRORS,
     Form,
     changes,
     editing,
@@ -92,7 +92,7 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
             doc = await rules(request).create(
                 tenant_of(request), kind.body(values, False, form_lang(request))
             )
-        except (InvalidPayload, Conflict) as exc:  # a conflict (the tenant's limit): above it
+        except FORM_ERRORS as exc:  # a conflict (the tenant's limit): above it
             return new_form(request, Form(values).refuse(exc, kind.fields), status=exc.status)
         return redirect(f"{base}/{doc['_id']}", flash=f"fleet.{kind.name}_created")
 
@@ -155,7 +155,7 @@ async def _saved(
         body = changes(kind.body(values, True, lang), kind.body(shown, True, lang))
         if body:
             await rules.update(tenant_of(request), rule["id"], body)
-    except (InvalidPayload, Conflict) as exc:  # a conflict (the positions' limit): above it
+    except FORM_ERRORS as exc:  # a conflict (the positions' limit): above it
         return Form(values).refuse(exc, kind.fields)
     return None
 

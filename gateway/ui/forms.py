@@ -23,13 +23,22 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from multidict import MultiMapping
 
-from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, Unavailable
 from gateway.formats.json_tree import loads_sent
 from gateway.notify.channels import SECRET_MEMBERS as CHANNEL_SECRETS
 from gateway.ui.state import FORM_BACK, FORM_LANG
 from gateway.versioned import ShownActive
 
 ERROR_STATUSES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 502, 503, 504)
+
+
+# The errors a create or edit form answers with itself, shown again with what was typed (its
+# secrets asked for again): its input refused (422), a conflict (a name taken, a limit, a
+# change another made meanwhile: 409), the database busy or unavailable (503: nothing known
+# saved; the same form saved again is safe, a create's name then tells if it landed). A
+# form's handler catches these and renders its own page with `Form(values).refuse(exc, ...)`
+# at `exc.status`; a NotFound has its page (what was typed listed, to copy).
+FORM_ERRORS: Final = (InvalidPayload, Conflict, Unavailable)
 
 
 def error_key(status: int) -> str:
@@ -75,6 +84,11 @@ class Form:
     stale: list[tuple[str, str]] | None = None
     # How many problems the refusal did not list (InvalidPayload.omitted: past its first 100).
     omitted: int = 0
+    # Refused by a conflict (409) or the database busy or unavailable (503): the status the
+    # page answers (rendering.render), whatever its handler passed; and the seconds to wait
+    # before saving again (Retry-After).
+    status: int | None = None
+    retry_after: int | None = None
 
     def value(self, name: str, default: Any = "") -> Any:
         return self.values.get(name, default)
@@ -103,8 +117,14 @@ class Form:
             for problem in error.problems:
                 self._place(problem, names, rest)
             self.omitted += error.omitted
+        elif isinstance(error, Unavailable):
+            # Nothing was saved: the page says so, and that saving again is all it takes.
+            self.general.append(Problem("forms.unavailable_kept", error.detail))
+            self.status, self.retry_after = error.status, error.retry_after
         else:
             self.general.append(Problem(error_key(error.status), error.detail))
+            if isinstance(error, Conflict):
+                self.status = error.status
         return self
 
     def _place(self, problem: FieldProblem, names: list[str], rest: str | None) -> None:

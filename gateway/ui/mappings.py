@@ -20,6 +20,7 @@ from gateway.errors import (
     InvalidPayload,
     NotFound,
     PayloadTooLarge,
+    Unavailable,
 )
 from gateway.formats.json_tree import loads_sent
 from gateway.mapping.limits import MAX_FILE_BYTES
@@ -60,7 +61,7 @@ async def upload_mapping(request: web.Request) -> web.Response:
         )
     except (InvalidPayload, PayloadTooLarge) as exc:
         return await _list(request, form.refuse(exc, UPLOAD_FIELDS), status=422)
-    except Conflict as exc:  # a change its users cannot take: said above the form, text kept
+    except (Conflict, Unavailable) as exc:  # a change its users cannot take, a busy database
         return await _list(request, form.refuse(exc, UPLOAD_FIELDS), status=409)
     flash = "mappings.uploaded" if version.created else "mappings.unchanged"
     return redirect(f"/admin/mappings/{version.name}", flash=flash)

@@ -115,6 +115,10 @@ async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse
         form = request.get(form_key) if isinstance(exc, NotFound) else None
         typed = typed_values(form) if form is not None else []
         response = _error_page(request, exc.status, exc.detail, problems=problems, typed=typed)
+        if isinstance(exc, Unavailable):
+            # The database failed before the form's own page could show it again (its
+            # one-time id not claimed, the page's reads failed too): what was typed, kept.
+            response = _kept_through_outage(request, exc) or response
         if isinstance(exc, (RateLimited, Unavailable)):
             response.headers["Retry-After"] = str(exc.retry_after)
     except Exception:
@@ -161,7 +165,7 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not (isinstance(exc, web.HTTPException) and exc.status < 400):
             await _release_once(request, claimed)
         raise
-    if response.status >= 500:
+    if response.status >= 500 or response.status == 409:  # a conflict: nothing was done
         await _release_once(request, claimed)
     return _pre_session(response, request, visitor)
 
@@ -330,6 +334,35 @@ def _foreign_form(
         "intro": "login.resume_replaced",
     }
     return render(request, "resume.html", context, status=403)
+
+
+def _kept_through_outage(request: web.Request, exc: Unavailable) -> web.Response | None:
+    """A form of this session whose handling met the database busy or unavailable before its
+    own page could show it again (its one-time id could not be claimed; the page's reads
+    failed too): the page lists what was typed with **Save it** (this session's CSRF token),
+    its secrets asked for again, as after a login. None for anything else: a GET, a login, a
+    form whose token is not this session's, a form with nothing typed."""
+    visitor = visitor_of(request) if visitor_key in request else None
+    form = request.get(form_key)
+    route = request.match_info.route.name
+    if visitor is None or visitor.session is None or form is None or route in NEVER_KEPT:
+        return None
+    token = form.get("csrf")
+    if not isinstance(token, str) or not _csrf_ok(request, visitor, token):
+        return None
+    kept = _keep(form)
+    if not (kept.fields or kept.retype or kept.files):
+        return None
+    context = {
+        "kept": kept.fields,
+        "retype": kept.retype,
+        "refile": kept.files,
+        "action": request.path,
+        "resume_csrf": visitor.csrf,
+        "intro": "forms.unavailable_resume",
+        "detail": exc.detail,
+    }
+    return render(request, "resume.html", context, status=exc.status)
 
 
 def _keep(form: Any) -> Kept:

@@ -9,9 +9,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway import paging
-from gateway.errors import GatewayError, InvalidPayload
+from gateway.errors import GatewayError
 from gateway.notify.templates import TEMPLATE_FIELDS, public_template
 from gateway.ui.forms import (
+    FORM_ERRORS,
     Form,
     document_field,
     editing,
@@ -59,7 +60,7 @@ async def upload_flow(request: web.Request) -> web.Response:
             author=session_of(request).subject,
             activate=values.get("activate") == "on",
         )
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         return await list_flows(request, Form(values).refuse(exc, ("source",)))
     if version.secret is not None:  # the flow's first signing secret: shown this once
         context = {"name": version.name, "secret": version.secret, "said": "flows.uploaded"}
@@ -148,7 +149,7 @@ async def pause_flow(request: web.Request) -> web.Response:
             by=session_of(request).subject,
             reason=values.get("reason") or None,
         )
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         return await flow_page(request, pause_form=Form(values).refuse(exc, ("reason",)))
     return redirect(f"/admin/flows/{_name(request)}", flash="flows.paused_flash")
 
@@ -186,7 +187,7 @@ async def create_template(request: web.Request) -> web.Response:
         doc = await services_of(request).notify.templates.create(
             tenant_of(request), document_field(values), session_of(request).subject
         )
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         return await list_templates(request, Form(values).refuse(exc, (), rest="document"))
     return redirect(f"/admin/templates/{doc['_id']}", flash="templates.created")
 
@@ -238,7 +239,7 @@ async def replace_template(request: web.Request) -> web.Response:
         doc = await templates.replace(
             tenant_of(request), current["id"], document_field(values), session_of(request).subject
         )
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         return await template_page(request, edit=Form(values).refuse(exc, (), rest="document"))
     return redirect(f"/admin/templates/{doc['_id']}", flash="templates.saved")
 

@@ -13,10 +13,11 @@ from aiohttp import web
 from gateway import paging
 from gateway.actions.partners import public_partner
 from gateway.actions.subscriptions import public_subscription, secret_revision
-from gateway.errors import Conflict, InvalidPayload
+from gateway.errors import Conflict, InvalidPayload, Unavailable
 from gateway.outbound.partner_auth import AUTH_MEMBERS
 from gateway.ui import choices
 from gateway.ui.forms import (
+    FORM_ERRORS,
     Form,
     changes,
     editing,
@@ -120,7 +121,7 @@ async def create_partner(request: web.Request) -> web.Response:
         doc = await services_of(request).actions.create_partner(
             tenant_of(request), _partner_body(values, form_lang(request))
         )
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         return await _partners(request, [], 1, Form(values).refuse(exc, PARTNER_FIELDS), 422)
     return redirect(f"/admin/partners/{doc['_id']}", flash="partners.created")
 
@@ -206,7 +207,7 @@ async def edit_partner(request: web.Request) -> web.Response:
     except InvalidPayload as exc:
         settings = Form(values).refuse(_at_the_url(exc), SETTINGS_FIELDS)
         return await partner_page(request, settings=settings)
-    except Conflict as exc:  # a channel needs it so, a concurrent change: said on the form
+    except (Conflict, Unavailable) as exc:  # a channel needs it so, a concurrent change
         settings = Form(values).refuse(exc, SETTINGS_FIELDS)
         return await partner_page(request, settings=settings, status=409)
     return redirect(f"/admin/partners/{partner['id']}", flash="partners.saved")
@@ -228,7 +229,7 @@ async def replace_credentials(request: web.Request) -> web.Response:
     except InvalidPayload as exc:
         form = Form(values).refuse(_at_the_url(exc), ("base_url", *AUTH_FIELDS))
         return await partner_page(request, form)
-    except Conflict as exc:  # a push channel needs its service account: said on the form
+    except (Conflict, Unavailable) as exc:  # a push channel needs its service account
         form = Form(values).refuse(exc, ("base_url", *AUTH_FIELDS))
         return await partner_page(request, form, status=409)
     return redirect(f"/admin/partners/{_id(request)}", flash="partners.credentials_replaced")
@@ -299,7 +300,7 @@ async def create_subscription(request: web.Request) -> web.Response:
         doc, secret = await services_of(request).actions.create_subscription(
             tenant_of(request), body
         )
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         return await list_subscriptions(request, form.refuse(exc, SUBSCRIPTION_FIELDS))
     context = {"subscription": public_subscription(doc), "secret": secret}
     return render(request, "partners/subscription_secret.html", context, status=201)
@@ -354,7 +355,7 @@ async def edit_subscription(request: web.Request) -> web.Response:
         body = changes(_subscription_body(values, lang), _subscription_body(shown, lang))
         if body:
             await actions.update_subscription(tenant, _id(request), body)
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         return await subscription_page(request, Form(values).refuse(exc, SUBSCRIPTION_EDIT_FIELDS))
     return redirect(f"/admin/subscriptions/{_id(request)}", flash="subscriptions.saved")
 

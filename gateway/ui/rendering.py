@@ -13,7 +13,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from yarl import URL
 
-from gateway.ui.forms import PASTED_AGAIN, RETYPED, input_type, typed_field
+from gateway.ui.forms import PASTED_AGAIN, RETYPED, Form, input_type, typed_field
 from gateway.ui.navigation import NAV
 from gateway.ui.state import (
     FORM_BACK,
@@ -60,11 +60,20 @@ def render(
         "flash": visitor.flash if visitor.flash in catalog else None,
         **(context or {}),
     }
+    # A page showing a form refused by a conflict or a busy database answers that status
+    # (FORM_ERRORS), whatever the page's handler took a refused form for (a 422).
+    refused = [v for v in page.values() if isinstance(v, Form) and v.status is not None]
+    if refused:
+        status = max(v.status or status for v in refused)
     response = aiohttp_jinja2.render_template(
         template, request, page, app_key=templates_key, status=status
     )
     if visitor.flash is not None:
         response.del_cookie(FLASH_COOKIE, path=PREFIX)
+    # A form refused as the database is busy says when to save again, as the API's 503 does.
+    waits = [v.retry_after for v in refused if v.retry_after]
+    if waits:
+        response.headers["Retry-After"] = str(max(waits))
     return response
 
 

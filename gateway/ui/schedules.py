@@ -11,11 +11,12 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.actions.definitions import public_action
-from gateway.errors import InvalidPayload, NotFound
+from gateway.errors import NotFound
 from gateway.schedules.service import READ_BY
 from gateway.schemas import ENTITY_TYPES
 from gateway.ui import choices
 from gateway.ui.forms import (
+    FORM_ERRORS,
     Form,
     changes,
     editing,
@@ -127,8 +128,8 @@ async def create_schedule(request: web.Request) -> web.Response:
         schedule = await services_of(request).schedules.create(
             tenant_of(request), schedule_body(values, lang=form_lang(request))
         )
-    except InvalidPayload as exc:
-        return await _form(request, Form(values).refuse(exc, FIELDS), None, status=422)
+    except FORM_ERRORS as exc:
+        return await _form(request, Form(values).refuse(exc, FIELDS), None, status=exc.status)
     return redirect(f"/admin/schedules/{schedule['id']}", flash="schedules.created")
 
 
@@ -171,8 +172,9 @@ async def update_schedule(request: web.Request) -> web.Response:
         )
         if body:
             await schedules.update(tenant, current["id"], body)
-    except InvalidPayload as exc:
-        return await _form(request, Form(values).refuse(exc, FIELDS), current, status=422)
+    except FORM_ERRORS as exc:
+        refused = Form(values).refuse(exc, FIELDS)
+        return await _form(request, refused, current, status=exc.status)
     # A change of what names the feed starts it again (ScheduleService.update).
     saved = "schedules.saved_reset" if READ_BY & set(body) else "schedules.saved"
     return redirect(f"/admin/schedules/{current['id']}", flash=saved)

@@ -9,12 +9,12 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.auth.partner_hmac import PRESETS
-from gateway.errors import Conflict, InvalidPayload
 from gateway.schemas import ENTITY_TYPES
 from gateway.triggers.service import IssuedTrigger
 from gateway.triggers.spec import AUTH_MODES, TARGETS, credentials_revision
 from gateway.ui import choices
 from gateway.ui.forms import (
+    FORM_ERRORS,
     Form,
     changes,
     editing,
@@ -112,8 +112,8 @@ async def create_trigger(request: web.Request) -> web.Response:
         issued = await services_of(request).triggers.create(
             tenant_of(request), nest(values, FIELDS)
         )
-    except InvalidPayload as exc:
-        return await _form(request, form.refuse(exc, FIELDS), status=422)
+    except FORM_ERRORS as exc:
+        return await _form(request, form.refuse(exc, FIELDS), status=exc.status)
     return _issued(request, issued, created=True)
 
 
@@ -162,9 +162,9 @@ async def update_trigger(request: web.Request) -> web.Response:
         patch = changes(trigger_patch(values, trigger, lang), trigger_patch(shown, trigger, lang))
         if patch:
             await triggers.update(tenant, trigger["id"], patch)
-    except InvalidPayload as exc:
+    except FORM_ERRORS as exc:
         form = Form(values).refuse(exc, EDIT_FIELDS)
-        return await _edit_form(request, trigger, form, status=422)
+        return await _edit_form(request, trigger, form, status=exc.status)
     return redirect(f"/admin/triggers/{trigger['id']}", flash="triggers.saved")
 
 
@@ -243,7 +243,7 @@ async def rotate_trigger(request: web.Request) -> web.Response:
             grace_seconds=grace or 0,
             shown=values.get("credentials") or None,  # a post without it is not checked
         )
-    except (InvalidPayload, Conflict) as exc:
+    except FORM_ERRORS as exc:
         # said above the form of the page as it is now (a conflict: the current credentials)
         form = Form(values).refuse(exc, ("grace_seconds",))
         return await _detail(request, form, status=exc.status)
