@@ -31,6 +31,10 @@ partner's whole timeout (aiohttp sets the parser's error on the connection, neve
 body being read). A body cut by the gateway (a head past `HEAD_MOST`) ends so too, never as
 a complete one.
 
+Interim 1xx heads are read in a loop (one read may hold hundreds: a long-running partner's
+`102 Processing` keep-alives waiting in the socket), at most `INTERIM_MOST` before one answer;
+past that the answer is refused, as a head too long is.
+
 The head of an answer is read as large as partners send them (a 9 KB session cookie, a long
 `Content-Security-Policy`, a CDN's 150 tracing headers: aiohttp's defaults, 8,190 bytes a line
 and 128 fields, refused such an answer whole and lost its status): a status line or a field
@@ -61,6 +65,10 @@ HEAD_FIELDS_MOST: Final = 256
 """The most header fields an answer read has."""
 HEAD_MOST: Final = 256 * 1024
 """The largest head of an answer read, its status line and every field."""
+INTERIM_MOST: Final = 100
+"""The most interim 1xx heads (`102 Processing`, `103 Early Hints`) read before an answer:
+a long-running partner's keep-alive every second over the longest partner timeout (60 s)
+fits; Go's client accepts 5."""
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
 """The empty line ending a head, its lines ending in CRLF or a bare LF, as the parser reads
 them (aiohttp's C parser is lenient of a missing CR)."""
@@ -85,6 +93,7 @@ class AnswerHandler(ResponseHandler):
         self._resyncing = False  # the answer after that: skip stray bytes before it
         self._stray = bytearray()
         self._head_request = False  # a HEAD was asked: its answer ends with its head
+        self._interims = 0  # interim 1xx heads before the current request's answer
 
     def set_response_params(self, **params: Any) -> None:
         """A request is about to be sent on this connection: watch its answer's head
@@ -92,6 +101,7 @@ class AnswerHandler(ResponseHandler):
         self._head_request = bool(params.get("skip_payload", False))
         self._head.clear()
         self._stray.clear()
+        self._interims = 0
         self._resyncing = self._dropping
         self._watching, self._dropping = True, False
         super().set_response_params(**params)
@@ -113,17 +123,24 @@ class AnswerHandler(ResponseHandler):
         self._watch(data)
 
     def _watch(self, data: bytes) -> None:
-        """The head of an answer, as it comes: a 204 or 304 is handed on without what
-        follows it, an interim 1xx before the answer it announces."""
+        """The heads of an answer, as they come, interim 1xx ones first: in a loop, since
+        one read may hold hundreds of them (a recursion per head overflowed Python's
+        stack, an exception no caller expects)."""
+        while data:
+            data = self._watch_head(data)
+
+    def _watch_head(self, data: bytes) -> bytes:
+        """One head: a 204 or 304 is handed on without what follows it, an interim 1xx
+        before the answer it announces (what follows it returned, to be watched in turn)."""
         before = len(self._head)
         self._head += data
         end = _head_end(self._head, max(before - 2, 0))
         if end > HEAD_MOST or (end == -1 and len(self._head) > HEAD_MOST):
-            self._refuse_head()
-            return
+            self._refuse_head(f"a head longer than {HEAD_MOST} bytes")
+            return b""
         if end == -1:
             super().data_received(data)
-            return
+            return b""
         cut = end - before  # where the head ends in `data`
         head = bytes(self._head[:end])
         self._head.clear()
@@ -137,12 +154,16 @@ class AnswerHandler(ResponseHandler):
             if data[cut:]:
                 self._drop()
         elif status is not None and 100 <= status < 200 and status != 101:
+            self._interims += 1
+            if self._interims > INTERIM_MOST:
+                self._refuse_head(f"more than {INTERIM_MOST} interim (1xx) answers")
+                return b""
             super().data_received(data[:cut])  # an interim answer: the real one follows
-            if data[cut:]:
-                self.data_received(data[cut:])
+            return data[cut:]
         else:
             self._watching = False
             self._pass_on(data, cut)
+        return b""
 
     def _ordinary_head(self, data: bytes) -> int | None:
         """The common case, passed on at once: the whole head of an answer with a body in
@@ -189,16 +210,14 @@ class AnswerHandler(ResponseHandler):
             return True
         return self._head_request and status is not None and status >= 200
 
-    def _refuse_head(self) -> None:
-        """A head past `HEAD_MOST` bytes: the answer is refused as aiohttp refuses one past
-        its own limits, the connection closed."""
+    def _refuse_head(self, why: str) -> None:
+        """A head past `HEAD_MOST` bytes, or interim answers past `INTERIM_MOST`: the answer
+        is refused as aiohttp refuses one past its own limits, the connection closed."""
         self._watching = False
         self._head.clear()
         if self.transport is not None:
             self.transport.close()
-        self.set_exception(
-            HttpProcessingError(code=400, message=f"a head longer than {HEAD_MOST} bytes")
-        )
+        self.set_exception(HttpProcessingError(code=400, message=why))
 
     def _resync(self, data: bytes) -> bytes:
         """The answer to the request after a 204 or 304 on this connection, without stray
