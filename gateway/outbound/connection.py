@@ -283,6 +283,37 @@ def declared_body(response: aiohttp.ClientResponse) -> str | None:
     return None
 
 
+class Dropped(aiohttp.ClientConnectionError):
+    """A connection dropped before the answer's head (`dropped`: aiohttp's exception), taken
+    out of aiohttp's reach so that it does not send the request again (`single_send`)."""
+
+    def __init__(self, dropped: aiohttp.ClientError) -> None:
+        super().__init__(str(dropped))
+        self.dropped = dropped
+
+
+async def single_send(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """A session's middleware: every request is sent once.
+
+    aiohttp's `ClientSession._request` sends a GET, HEAD, OPTIONS, TRACE, PUT or DELETE
+    again, once, on a new connection, when the connection drops before the answer's head
+    (`ClientOSError`, `ServerDisconnectedError`; its private `_retry_connection`, with no
+    public switch): a partner that read a PUT, processed it and hung up got it twice, and the
+    caller one answer (a proxy call 200, a delivery one successful attempt). Re-raised as
+    `Dropped` (a `ClientError` the loop passes on), the drop is the call's outcome, `reset`,
+    whatever the method, as a POST's always was. A failure to connect is not touched: aiohttp
+    never repeats it. tests/test_outbound_single_send.py fails should an aiohttp re-send on
+    another exception."""
+    try:
+        return await handler(request)
+    except aiohttp.ClientConnectorError:
+        raise
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        raise Dropped(exc) from exc
+
+
 class Connector(aiohttp.TCPConnector):
     """aiohttp's TCP connector, its connections `AnswerHandler`s.
 
