@@ -18,7 +18,11 @@ connection (a 204 or a HEAD's answer that announced nothing kept it) are skipped
 request's status line. Every other answer goes to aiohttp as it
 arrives: `AnswerHandler` only looks at the head of each answer, which ends where the parser
 ends it, at an empty line after lines ending in CRLF or a bare LF (hand-written servers and
-small embedded stacks write `\n`).
+small embedded stacks write `\n`). A head reaches the parser whole (held while it comes in
+pieces), and without its `Content-Length` when a `Transfer-Encoding` ending in `chunked`
+frames the body too (`_framed`): RFC 9112 §6.3 says the Transfer-Encoding overrides the
+length, as Python's, Go's and .NET's clients read it; aiohttp's parser refused the whole
+head and the status was lost. The connection is not kept after such an answer.
 
 The head of an answer with a body reaches aiohttp's parser alone, before a byte of the
 body: the parser has the answer, and its status, before it reads the body's framing. A body
@@ -69,6 +73,8 @@ INTERIM_MOST: Final = 100
 """The most interim 1xx heads (`102 Processing`, `103 Early Hints`) read before an answer:
 a long-running partner's keep-alive every second over the longest partner timeout (60 s)
 fits; Go's client accepts 5."""
+_TRANSFER_ENCODING: Final = re.compile(rb"\ntransfer-encoding:", re.IGNORECASE)
+_CONTENT_LENGTH: Final = re.compile(rb"\ncontent-length:", re.IGNORECASE)
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
 """The empty line ending a head, its lines ending in CRLF or a bare LF, as the parser reads
 them (aiohttp's C parser is lenient of a missing CR)."""
@@ -109,7 +115,7 @@ class AnswerHandler(ResponseHandler):
     def data_received(self, data: bytes) -> None:
         if (cut := self._ordinary_head(data)) is not None:
             self._watching = False
-            self._pass_on(data, cut)
+            self._pass_on(data[:cut], data[cut:])
             return
         if self._dropping:
             if data:
@@ -139,8 +145,7 @@ class AnswerHandler(ResponseHandler):
             self._refuse_head(f"a head longer than {HEAD_MOST} bytes")
             return b""
         if end == -1:
-            super().data_received(data)
-            return b""
+            return b""  # held until it ends: the parser gets a head whole (`_framed`)
         cut = end - before  # where the head ends in `data`
         head = bytes(self._head[:end])
         self._head.clear()
@@ -148,7 +153,7 @@ class AnswerHandler(ResponseHandler):
         if self._ends_with_head(status):
             assert status is not None
             self._watching, self._dropping = False, True
-            super().data_received(data[:cut])
+            self._hand_head(head)
             if not self._head_request and _announces_body(status, head):
                 self.force_close()
             if data[cut:]:
@@ -158,11 +163,11 @@ class AnswerHandler(ResponseHandler):
             if self._interims > INTERIM_MOST:
                 self._refuse_head(f"more than {INTERIM_MOST} interim (1xx) answers")
                 return b""
-            super().data_received(data[:cut])  # an interim answer: the real one follows
+            super().data_received(head)  # an interim answer: the real one follows
             return data[cut:]
         else:
             self._watching = False
-            self._pass_on(data, cut)
+            self._pass_on(head, data[cut:])
         return b""
 
     def _ordinary_head(self, data: bytes) -> int | None:
@@ -179,13 +184,22 @@ class AnswerHandler(ResponseHandler):
             return None
         return end
 
-    def _pass_on(self, data: bytes, cut: int) -> None:
-        """`data`, in which an answer's head ends at `cut`, handed to the parser: the head
-        alone first, so that a body the parser refuses in the same packet does not take the
-        answer with it (`set_exception`)."""
-        super().data_received(data[:cut])
-        if cut < len(data) and self.exception() is None:
-            super().data_received(data[cut:])
+    def _pass_on(self, head: bytes, rest: bytes) -> None:
+        """An answer's `head` handed to the parser, then what followed it in the packet:
+        the head alone first, so that a body the parser refuses in the same packet does not
+        take the answer with it (`set_exception`)."""
+        self._hand_head(head)
+        if rest and self.exception() is None:
+            super().data_received(rest)
+
+    def _hand_head(self, head: bytes) -> None:
+        """A whole final head to the parser, a `Content-Length` beside a chunked
+        `Transfer-Encoding` left out (`_framed`); the connection is not kept after such an
+        answer, whose framing its partner's stack got wrong."""
+        framed = _framed(head)
+        if framed is not head:
+            self.force_close()
+        super().data_received(framed)
 
     def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
         """The parser refused what it read, or the gateway a head too long (both
@@ -246,6 +260,38 @@ def _head_end(data: bytes | bytearray, start: int = 0) -> int:
     """Where the head in `data` ends (after its empty line), -1 when it does not yet."""
     found = _HEAD_END.search(data, start)
     return -1 if found is None else found.end()
+
+
+def _framed(head: bytes) -> bytes:
+    """`head` without its `Content-Length` fields when a `Transfer-Encoding` ending in
+    `chunked` frames the body too (RFC 9112 §6.3: the Transfer-Encoding overrides the
+    Content-Length; aiohttp's parser refuses the whole head, llhttp's lenient flag for it
+    out of reach); `head` itself otherwise."""
+    if _TRANSFER_ENCODING.search(head) is None or _CONTENT_LENGTH.search(head) is None:
+        return head
+    lines = head.split(b"\n")
+    codings = b",".join(
+        line.partition(b":")[2] for line in lines if _field_name(line) == b"transfer-encoding"
+    )
+    if codings.rsplit(b",", 1)[-1].strip(b" \t\r").lower() != b"chunked":
+        return head
+    kept: list[bytes] = [lines[0]]
+    dropping = False
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t") and line.strip():  # obs-fold: the field above goes on
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = _field_name(line) == b"content-length"
+        if not dropping:
+            kept.append(line)
+    return b"\n".join(kept)
+
+
+def _field_name(line: bytes) -> bytes | None:
+    """The name of the header field on `line` as the parser reads it, lowercased."""
+    name, colon, _ = line.partition(b":")
+    return name.lower() if colon else None
 
 
 def _status(head: bytes) -> int | None:
