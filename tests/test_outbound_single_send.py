@@ -67,3 +67,42 @@ async def test_a_request_whose_connection_drops_is_sent_once_and_is_a_reset(meth
     assert len(heads) == 1, heads
     assert (outcome.status, outcome.error, outcome.verdict) == (None, "reset", Verdict.RETRY)
     assert outcome.message == "connection lost: ServerDisconnectedError: Server disconnected"
+
+
+@pytest.mark.parametrize("method", ["PUT", "GET"])
+async def test_a_kept_alive_connection_dropped_after_the_request_is_a_reset_too(
+    method: str,
+) -> None:
+    """The same drop on a connection the sender kept from the previous answer (where aiohttp's
+    re-send was meant for a keep-alive race): the request went once, the outcome is `reset`."""
+    heads: list[bytes] = []
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                heads.append(await reader.readuntil(b"\r\n\r\n"))
+                if len(heads) == 2:
+                    return  # the second request read, then the partner hangs up
+                writer.write(OK)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/estoque"
+    policy = OutboundPolicy.from_entries(["127.0.0.1"])
+    try:
+        async with Sender(policy, connect_timeout=1) as sender:
+            first = await sender.send(OutboundRequest(method, url, timeout=5), partner_id="erp")
+            second = await sender.send(OutboundRequest(method, url, timeout=5), partner_id="erp")
+            await asyncio.sleep(0.1)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (first.status, second.status, second.error) == (200, None, "reset")
+    assert (len(heads), connections) == (2, 1)
