@@ -247,12 +247,15 @@ async def test_an_empty_retry_schedule_makes_the_first_attempt_only(
     assert dead["attempt_count"] == 1 and len(partner.requests) == 1
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
 async def test_the_first_retry_after_a_reset_is_immediate(
-    client: Client, partner: Partner, worker: DeliveryWorker
+    client: Client, partner: Partner, worker: DeliveryWorker, method: str
 ) -> None:
     """The commonest transient failure (a reset on a reused keep-alive connection) waited 5 s:
-    the schedule's first delay was read as the wait before the first attempt."""
-    await _subscribed(client, partner)
+    the schedule's first delay was read as the wait before the first attempt. Whatever the
+    method: aiohttp sent a PUT or DELETE again itself, unrecorded (one attempt for two
+    requests, the reset never counted against the partner)."""
+    await _subscribed(client, partner, action={"method": method})
     vehicle = await create_vehicle(client)
     partner.respond_with(200, {}, reset=True, times=1)
     await _odometer(client, vehicle, 5)
@@ -262,6 +265,8 @@ async def test_the_first_retry_after_a_reset_is_immediate(
     assert counts == Counter(retry=1, succeeded=1)
     [delivered] = await _deliveries(client)
     assert delivered["status"] == "succeeded" and delivered["attempt_count"] == 2
+    assert len(partner.requests) == 2
+    assert partner.requests[0].webhook_id == partner.requests[1].webhook_id is not None
 
 
 async def test_retry_after_is_honoured_as_a_floor(

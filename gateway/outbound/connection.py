@@ -18,7 +18,11 @@ connection (a 204 or a HEAD's answer that announced nothing kept it) are skipped
 request's status line. Every other answer goes to aiohttp as it
 arrives: `AnswerHandler` only looks at the head of each answer, which ends where the parser
 ends it, at an empty line after lines ending in CRLF or a bare LF (hand-written servers and
-small embedded stacks write `\n`).
+small embedded stacks write `\n`). A head reaches the parser whole (held while it comes in
+pieces), and without its `Content-Length` when a `Transfer-Encoding` ending in `chunked`
+frames the body too (`_framed`): RFC 9112 §6.3 says the Transfer-Encoding overrides the
+length, as Python's, Go's and .NET's clients read it; aiohttp's parser refused the whole
+head and the status was lost. The connection is not kept after such an answer.
 
 The head of an answer with a body reaches aiohttp's parser alone, before a byte of the
 body: the parser has the answer, and its status, before it reads the body's framing. A body
@@ -30,6 +34,10 @@ whole packet and the status was lost, in a later one the body's read waited for 
 partner's whole timeout (aiohttp sets the parser's error on the connection, never on the
 body being read). A body cut by the gateway (a head past `HEAD_MOST`) ends so too, never as
 a complete one.
+
+Interim 1xx heads are read in a loop (one read may hold hundreds: a long-running partner's
+`102 Processing` keep-alives waiting in the socket), at most `INTERIM_MOST` before one answer;
+past that the answer is refused, as a head too long is.
 
 The head of an answer is read as large as partners send them (a 9 KB session cookie, a long
 `Content-Security-Policy`, a CDN's 150 tracing headers: aiohttp's defaults, 8,190 bytes a line
@@ -61,6 +69,12 @@ HEAD_FIELDS_MOST: Final = 256
 """The most header fields an answer read has."""
 HEAD_MOST: Final = 256 * 1024
 """The largest head of an answer read, its status line and every field."""
+INTERIM_MOST: Final = 100
+"""The most interim 1xx heads (`102 Processing`, `103 Early Hints`) read before an answer:
+a long-running partner's keep-alive every second over the longest partner timeout (60 s)
+fits; Go's client accepts 5."""
+_TRANSFER_ENCODING: Final = re.compile(rb"\ntransfer-encoding:", re.IGNORECASE)
+_CONTENT_LENGTH: Final = re.compile(rb"\ncontent-length:", re.IGNORECASE)
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
 """The empty line ending a head, its lines ending in CRLF or a bare LF, as the parser reads
 them (aiohttp's C parser is lenient of a missing CR)."""
@@ -85,6 +99,7 @@ class AnswerHandler(ResponseHandler):
         self._resyncing = False  # the answer after that: skip stray bytes before it
         self._stray = bytearray()
         self._head_request = False  # a HEAD was asked: its answer ends with its head
+        self._interims = 0  # interim 1xx heads before the current request's answer
 
     def set_response_params(self, **params: Any) -> None:
         """A request is about to be sent on this connection: watch its answer's head
@@ -92,6 +107,7 @@ class AnswerHandler(ResponseHandler):
         self._head_request = bool(params.get("skip_payload", False))
         self._head.clear()
         self._stray.clear()
+        self._interims = 0
         self._resyncing = self._dropping
         self._watching, self._dropping = True, False
         super().set_response_params(**params)
@@ -99,7 +115,7 @@ class AnswerHandler(ResponseHandler):
     def data_received(self, data: bytes) -> None:
         if (cut := self._ordinary_head(data)) is not None:
             self._watching = False
-            self._pass_on(data, cut)
+            self._pass_on(data[:cut], data[cut:])
             return
         if self._dropping:
             if data:
@@ -113,17 +129,23 @@ class AnswerHandler(ResponseHandler):
         self._watch(data)
 
     def _watch(self, data: bytes) -> None:
-        """The head of an answer, as it comes: a 204 or 304 is handed on without what
-        follows it, an interim 1xx before the answer it announces."""
+        """The heads of an answer, as they come, interim 1xx ones first: in a loop, since
+        one read may hold hundreds of them (a recursion per head overflowed Python's
+        stack, an exception no caller expects)."""
+        while data:
+            data = self._watch_head(data)
+
+    def _watch_head(self, data: bytes) -> bytes:
+        """One head: a 204 or 304 is handed on without what follows it, an interim 1xx
+        before the answer it announces (what follows it returned, to be watched in turn)."""
         before = len(self._head)
         self._head += data
         end = _head_end(self._head, max(before - 2, 0))
         if end > HEAD_MOST or (end == -1 and len(self._head) > HEAD_MOST):
-            self._refuse_head()
-            return
+            self._refuse_head(f"a head longer than {HEAD_MOST} bytes")
+            return b""
         if end == -1:
-            super().data_received(data)
-            return
+            return b""  # held until it ends: the parser gets a head whole (`_framed`)
         cut = end - before  # where the head ends in `data`
         head = bytes(self._head[:end])
         self._head.clear()
@@ -131,18 +153,22 @@ class AnswerHandler(ResponseHandler):
         if self._ends_with_head(status):
             assert status is not None
             self._watching, self._dropping = False, True
-            super().data_received(data[:cut])
+            self._hand_head(head)
             if not self._head_request and _announces_body(status, head):
                 self.force_close()
             if data[cut:]:
                 self._drop()
         elif status is not None and 100 <= status < 200 and status != 101:
-            super().data_received(data[:cut])  # an interim answer: the real one follows
-            if data[cut:]:
-                self.data_received(data[cut:])
+            self._interims += 1
+            if self._interims > INTERIM_MOST:
+                self._refuse_head(f"more than {INTERIM_MOST} interim (1xx) answers")
+                return b""
+            super().data_received(head)  # an interim answer: the real one follows
+            return data[cut:]
         else:
             self._watching = False
-            self._pass_on(data, cut)
+            self._pass_on(head, data[cut:])
+        return b""
 
     def _ordinary_head(self, data: bytes) -> int | None:
         """The common case, passed on at once: the whole head of an answer with a body in
@@ -158,13 +184,22 @@ class AnswerHandler(ResponseHandler):
             return None
         return end
 
-    def _pass_on(self, data: bytes, cut: int) -> None:
-        """`data`, in which an answer's head ends at `cut`, handed to the parser: the head
-        alone first, so that a body the parser refuses in the same packet does not take the
-        answer with it (`set_exception`)."""
-        super().data_received(data[:cut])
-        if cut < len(data) and self.exception() is None:
-            super().data_received(data[cut:])
+    def _pass_on(self, head: bytes, rest: bytes) -> None:
+        """An answer's `head` handed to the parser, then what followed it in the packet:
+        the head alone first, so that a body the parser refuses in the same packet does not
+        take the answer with it (`set_exception`)."""
+        self._hand_head(head)
+        if rest and self.exception() is None:
+            super().data_received(rest)
+
+    def _hand_head(self, head: bytes) -> None:
+        """A whole final head to the parser, a `Content-Length` beside a chunked
+        `Transfer-Encoding` left out (`_framed`); the connection is not kept after such an
+        answer, whose framing its partner's stack got wrong."""
+        framed = _framed(head)
+        if framed is not head:
+            self.force_close()
+        super().data_received(framed)
 
     def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
         """The parser refused what it read, or the gateway a head too long (both
@@ -189,16 +224,14 @@ class AnswerHandler(ResponseHandler):
             return True
         return self._head_request and status is not None and status >= 200
 
-    def _refuse_head(self) -> None:
-        """A head past `HEAD_MOST` bytes: the answer is refused as aiohttp refuses one past
-        its own limits, the connection closed."""
+    def _refuse_head(self, why: str) -> None:
+        """A head past `HEAD_MOST` bytes, or interim answers past `INTERIM_MOST`: the answer
+        is refused as aiohttp refuses one past its own limits, the connection closed."""
         self._watching = False
         self._head.clear()
         if self.transport is not None:
             self.transport.close()
-        self.set_exception(
-            HttpProcessingError(code=400, message=f"a head longer than {HEAD_MOST} bytes")
-        )
+        self.set_exception(HttpProcessingError(code=400, message=why))
 
     def _resync(self, data: bytes) -> bytes:
         """The answer to the request after a 204 or 304 on this connection, without stray
@@ -227,6 +260,38 @@ def _head_end(data: bytes | bytearray, start: int = 0) -> int:
     """Where the head in `data` ends (after its empty line), -1 when it does not yet."""
     found = _HEAD_END.search(data, start)
     return -1 if found is None else found.end()
+
+
+def _framed(head: bytes) -> bytes:
+    """`head` without its `Content-Length` fields when a `Transfer-Encoding` ending in
+    `chunked` frames the body too (RFC 9112 §6.3: the Transfer-Encoding overrides the
+    Content-Length; aiohttp's parser refuses the whole head, llhttp's lenient flag for it
+    out of reach); `head` itself otherwise."""
+    if _TRANSFER_ENCODING.search(head) is None or _CONTENT_LENGTH.search(head) is None:
+        return head
+    lines = head.split(b"\n")
+    codings = b",".join(
+        line.partition(b":")[2] for line in lines if _field_name(line) == b"transfer-encoding"
+    )
+    if codings.rsplit(b",", 1)[-1].strip(b" \t\r").lower() != b"chunked":
+        return head
+    kept: list[bytes] = [lines[0]]
+    dropping = False
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t") and line.strip():  # obs-fold: the field above goes on
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = _field_name(line) == b"content-length"
+        if not dropping:
+            kept.append(line)
+    return b"\n".join(kept)
+
+
+def _field_name(line: bytes) -> bytes | None:
+    """The name of the header field on `line` as the parser reads it, lowercased."""
+    name, colon, _ = line.partition(b":")
+    return name.lower() if colon else None
 
 
 def _status(head: bytes) -> int | None:
@@ -262,6 +327,37 @@ def declared_body(response: aiohttp.ClientResponse) -> str | None:
     if "Transfer-Encoding" in response.headers:
         return f"a {response.status} announcing a body; the body was not read"
     return None
+
+
+class Dropped(aiohttp.ClientConnectionError):
+    """A connection dropped before the answer's head (`dropped`: aiohttp's exception), taken
+    out of aiohttp's reach so that it does not send the request again (`single_send`)."""
+
+    def __init__(self, dropped: aiohttp.ClientError) -> None:
+        super().__init__(str(dropped))
+        self.dropped = dropped
+
+
+async def single_send(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """A session's middleware: every request is sent once.
+
+    aiohttp's `ClientSession._request` sends a GET, HEAD, OPTIONS, TRACE, PUT or DELETE
+    again, once, on a new connection, when the connection drops before the answer's head
+    (`ClientOSError`, `ServerDisconnectedError`; its private `_retry_connection`, with no
+    public switch): a partner that read a PUT, processed it and hung up got it twice, and the
+    caller one answer (a proxy call 200, a delivery one successful attempt). Re-raised as
+    `Dropped` (a `ClientError` the loop passes on), the drop is the call's outcome, `reset`,
+    whatever the method, as a POST's always was. A failure to connect is not touched: aiohttp
+    never repeats it. tests/test_outbound_single_send.py fails should an aiohttp re-send on
+    another exception."""
+    try:
+        return await handler(request)
+    except aiohttp.ClientConnectorError:
+        raise
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        raise Dropped(exc) from exc
 
 
 class Connector(aiohttp.TCPConnector):

@@ -46,7 +46,9 @@ from gateway.outbound.connection import (
     HEAD_FIELDS_MOST,
     BodyRefused,
     Connector,
+    Dropped,
     declared_body,
+    single_send,
 )
 from gateway.outbound.partner_auth import (
     NO_AUTH,
@@ -357,6 +359,7 @@ class Sender:
         self._session = aiohttp.ClientSession(
             connector=connector,
             trace_configs=[_WRITTEN],
+            middlewares=(single_send,),  # a request is sent once, whatever its method
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
@@ -933,6 +936,8 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
     """Our error kind for an exception, with a message that names no URL (its path and query
     may carry a key or a person's data): aiohttp names the request's in some of its
     exceptions (`Can not write request body for <URL>`), so none is taken as it is."""
+    if isinstance(exc, Dropped):  # held from aiohttp's own re-send (`single_send`)
+        exc = exc.dropped
     if isinstance(exc, OutboundBlocked):
         return "blocked", exc.detail
     if isinstance(exc, aiohttp.InvalidURL):

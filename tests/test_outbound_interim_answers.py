@@ -1,0 +1,59 @@
+"""Interim 1xx answers (`102 Processing`, `103 Early Hints`) before a partner's answer: read
+in a loop, however many one read holds, and bounded (gateway/outbound/connection.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.outbound.connection import INTERIM_MOST
+from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.outbound.ssrf import OutboundPolicy
+from gateway.outbound.verdict import Verdict
+from tests.partner_double import raw_partner
+
+PROCESSING = b"HTTP/1.1 102 Processing\r\n\r\n"
+OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{"ok": 1}'
+
+
+@pytest.fixture
+async def sender() -> AsyncIterator[Sender]:
+    policy = OutboundPolicy.from_entries(["127.0.0.1"])
+    async with Sender(policy, max_body=64 * 1024, excerpt_bytes=1024, connect_timeout=1) as s:
+        yield s
+
+
+def _post(url: str) -> OutboundRequest:
+    return OutboundRequest("POST", url, body=b'{"plate": "ABC1D23"}', timeout=5)
+
+
+async def test_as_many_interim_answers_as_accepted_in_one_read_keep_the_answer(
+    sender: Sender,
+) -> None:
+    async with raw_partner(PROCESSING * INTERIM_MOST + OK) as url:
+        outcome = await sender.send(_post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.json_body) == (200, None, {"ok": 1})
+
+
+@pytest.mark.parametrize("parts", [1, 3], ids=["one-read", "three-reads"])
+async def test_interim_answers_past_the_bound_are_an_invalid_answer_not_an_exception(
+    sender: Sender, parts: int
+) -> None:
+    """1,500 `102 Processing` heads in one read (a long-running partner's keep-alives
+    waiting in the socket while the event loop was busy) overflowed Python's recursion
+    limit in the answer reader: the `RecursionError` escaped the sender, a proxy call was a
+    500 and a delivery the partner answered 200 was parked. Past the bound, counted over
+    every read of the answer, it is refused like any malformed answer (a retry, no status)."""
+    storm = PROCESSING * 1500
+    size = len(storm) // parts + 1
+    reply = [storm[at : at + size] for at in range(0, len(storm), size)]
+    reply[-1] += OK
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(_post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (
+        None,
+        "invalid_response",
+        Verdict.RETRY,
+    )
+    assert outcome.message == f"invalid HTTP answer: more than {INTERIM_MOST} interim (1xx) answers"
