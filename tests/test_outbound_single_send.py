@@ -1,5 +1,7 @@
-"""Every outbound request is sent once, whatever its method: a connection the partner drops
-before answering is the call's `reset` (gateway/outbound/connection.py `single_send`)."""
+"""An outbound request that may change something (POST, PUT, DELETE) is sent once: a
+connection the partner drops before answering is the call's `reset`; a read (GET, HEAD,
+OPTIONS) is sent once more, as HTTP clients do (gateway/outbound/connection.py
+`single_send`)."""
 
 from __future__ import annotations
 
@@ -50,14 +52,14 @@ async def _hanging_up_once(heads: list[bytes]) -> AsyncIterator[str]:
         await server.wait_closed()
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "GET", "HEAD", "OPTIONS"])
-async def test_a_request_whose_connection_drops_is_sent_once_and_is_a_reset(method: str) -> None:
-    """aiohttp sent a GET, HEAD, OPTIONS, PUT or DELETE again, on a new connection, when the
-    partner dropped the first after reading it: a stock write-off by PUT was made twice, the
-    caller told 200, one attempt recorded, the breaker never told. A POST was a `reset`, and so
-    is every method now: the delivery's schedule retries it, a proxy call is a 502."""
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+async def test_a_write_whose_connection_drops_is_sent_once_and_is_a_reset(method: str) -> None:
+    """aiohttp sent a PUT or DELETE again, on a new connection, when the partner dropped the
+    first after reading it: a stock write-off by PUT was made twice, the caller told 200, one
+    attempt recorded, the breaker never told. A POST was a `reset`, and so is every write
+    now: the delivery's schedule retries it, a proxy call is a 502."""
     heads: list[bytes] = []
-    body = None if method in ("GET", "HEAD", "OPTIONS") else b'{"sku": "X1", "qtd": 1}'
+    body = b'{"sku": "X1", "qtd": 1}'
     policy = OutboundPolicy.from_entries(["127.0.0.1"])
     async with Sender(policy, connect_timeout=1) as sender, _hanging_up_once(heads) as url:
         outcome = await sender.send(
@@ -69,12 +71,25 @@ async def test_a_request_whose_connection_drops_is_sent_once_and_is_a_reset(meth
     assert outcome.message == "connection lost: ServerDisconnectedError: Server disconnected"
 
 
-@pytest.mark.parametrize("method", ["PUT", "GET"])
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
+async def test_a_read_whose_connection_drops_is_sent_once_more_and_answered(method: str) -> None:
+    """A read changes nothing at the partner (RFC 9110 §9.2.1): cut before its answer (most
+    often a kept-alive connection the partner closed as the request went), it is sent once
+    more on a new connection, as every HTTP client does, and the caller gets the answer."""
+    heads: list[bytes] = []
+    policy = OutboundPolicy.from_entries(["127.0.0.1"])
+    async with Sender(policy, connect_timeout=1) as sender, _hanging_up_once(heads) as url:
+        outcome = await sender.send(OutboundRequest(method, url, timeout=5), partner_id="erp")
+    assert len(heads) == 2, heads
+    assert (outcome.status, outcome.error) == (200, None)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
 async def test_a_kept_alive_connection_dropped_after_the_request_is_a_reset_too(
     method: str,
 ) -> None:
     """The same drop on a connection the sender kept from the previous answer (where aiohttp's
-    re-send was meant for a keep-alive race): the request went once, the outcome is `reset`."""
+    re-send was meant for a keep-alive race): a write went once, the outcome is `reset`."""
     heads: list[bytes] = []
     connections = 0
 

@@ -329,6 +329,10 @@ def declared_body(response: aiohttp.ClientResponse) -> str | None:
     return None
 
 
+SAFE: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+"""The methods that only read (RFC 9110 §9.2.1): the ones `single_send` lets aiohttp repeat."""
+
+
 class Dropped(aiohttp.ClientConnectionError):
     """A connection dropped before the answer's head (`dropped`: aiohttp's exception), taken
     out of aiohttp's reach so that it does not send the request again (`single_send`)."""
@@ -341,22 +345,26 @@ class Dropped(aiohttp.ClientConnectionError):
 async def single_send(
     request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
 ) -> aiohttp.ClientResponse:
-    """A session's middleware: every request is sent once.
+    """A session's middleware: a request that may change something is sent once.
 
     aiohttp's `ClientSession._request` sends a GET, HEAD, OPTIONS, TRACE, PUT or DELETE
     again, once, on a new connection, when the connection drops before the answer's head
     (`ClientOSError`, `ServerDisconnectedError`; its private `_retry_connection`, with no
     public switch): a partner that read a PUT, processed it and hung up got it twice, and the
-    caller one answer (a proxy call 200, a delivery one successful attempt). Re-raised as
-    `Dropped` (a `ClientError` the loop passes on), the drop is the call's outcome, `reset`,
-    whatever the method, as a POST's always was. A failure to connect is not touched: aiohttp
-    never repeats it. tests/test_outbound_single_send.py fails should an aiohttp re-send on
-    another exception."""
+    caller one answer (a proxy call 200, a delivery one successful attempt). For a PUT or a
+    DELETE (and a POST, which aiohttp never repeats) the drop is re-raised as `Dropped` (a
+    `ClientError` the loop passes on): the call's outcome is `reset`. A safe method (`SAFE`:
+    it reads, RFC 9110 §9.2.1) keeps aiohttp's one re-send, as every HTTP client repeats a
+    read cut by a kept-alive connection the partner closed as it went. A failure to connect
+    is not touched: aiohttp never repeats it. tests/test_outbound_single_send.py fails should
+    an aiohttp re-send on another exception."""
     try:
         return await handler(request)
     except aiohttp.ClientConnectorError:
         raise
     except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        if request.method in SAFE:
+            raise
         raise Dropped(exc) from exc
 
 
