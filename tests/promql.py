@@ -235,6 +235,11 @@ def _bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return math.nan
 
 
+def evaluate(expr: str, scrapes: list[Scrape], at: int = -1) -> Vector:
+    """`expr`'s vector at the scrape `at` (the last by default), `scrapes` before it its past."""
+    return _Eval(scrapes, at % len(scrapes), expr).run()
+
+
 def pending(rule: dict[str, Any], scrapes: list[Scrape]) -> list[bool]:
     """For each scrape: does the rule's condition hold then (pending or firing)?"""
     return [bool(_Eval(scrapes, i, rule["expr"]).run()) for i in range(len(scrapes))]

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from gateway.web.state import services_key
+from tests import promql
 from tests.triggers_support import Client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,3 +99,22 @@ def test_a_schedule_that_keeps_failing_has_an_alert_rule() -> None:
     failing = [a for a, e in exprs.items() if 'gateway_schedule_runs_total{outcome="failed"}' in e]
     assert failing == ["GatewayScheduleFailing"]
     assert "unless" in exprs[failing[0]] and 'outcome=~"ok|more"' in exprs[failing[0]]
+
+
+def test_the_failing_schedule_rule_holds_for_failures_alone_not_beside_a_page_read() -> None:
+    """Evaluated (tests/promql.py) on scrapes 30 min apart over 3 h: schedule `a` failing
+    every run holds the rule; `b`, failing as often but reading a page once, does not."""
+    rule = next(r for r in _rules() if r["alert"] == "GatewayScheduleFailing")
+    runs = "gateway_schedule_runs_total"
+
+    def scrape(n: int) -> promql.Scrape:
+        samples = {
+            (runs, frozenset({("schedule", "a"), ("outcome", "failed")})): float(n),
+            (runs, frozenset({("schedule", "b"), ("outcome", "failed")})): float(n),
+            (runs, frozenset({("schedule", "b"), ("outcome", "ok")})): float(n >= 4),
+        }
+        return promql.Scrape(1800.0 * n, samples)
+
+    scrapes = [scrape(n) for n in range(7)]
+    assert {dict(k)["schedule"] for k in promql.evaluate(rule["expr"], scrapes)} == {"a"}
+    assert promql.firing(rule, scrapes)[-1]
