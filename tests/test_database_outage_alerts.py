@@ -1,4 +1,4 @@
-"""A database outage under a real `gateway serve --workers 2` (its embedded database
+"""A database outage under a real `gateway serve` and `serve --workers 2` (its embedded database
 SIGSTOPped: every write 503, /readyz 503), its /metrics scraped every 2 s and the shipped
 alert rules (docs/operations.md "Alerts") evaluated on the scrapes (`tests/promql.py`): the
 outage must set off a paging rule, the shard gauges must drop once the leases ran out (the
@@ -51,9 +51,9 @@ def _measured(scrape: promql.Scrape) -> bool:
     return not any(math.isnan(scrape.value(name, **labels)) for name, labels in MEASURED)
 
 
-@pytest.fixture(scope="module")
-def outage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    gateway = Gateway(tmp_path_factory.mktemp("outage"), "--workers", "2").start(120)
+@pytest.fixture(scope="module", params=[(), ("--workers", "2")], ids=["serve", "workers-2"])
+def outage(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    gateway = Gateway(tmp_path_factory.mktemp("outage"), *request.param).start(120)
     try:
         trigger = gateway.create(
             "/api/v1/triggers", {"name": "cars", "entity_type": "vehicle", "methods": ["POST"]}
