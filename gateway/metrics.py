@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -859,6 +860,22 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def database_known(self, up: bool) -> None:
+        """`gateway_database_up`; and, as the database is lost, the gauges measured by
+        reading it made unknown (NaN) until a pass measures them again: the relay's and
+        the fold's oldest waiting, the delivery queue's series this process exports. Kept,
+        they went on saying the last values (0: nothing waits) through an outage."""
+        self.database_up.set(1 if up else 0)
+        if up:
+            return
+        for gauge in (self.relay_oldest_waiting, self.fold_oldest_waiting):
+            gauge.set(math.nan)
+        queue = {s.labels["status"] for m in self.delivery_queue.collect() for s in m.samples}
+        for status in queue:  # none where the delivery job does not run (an alert reads that)
+            self.delivery_queue.labels(status).set(math.nan)
+        if queue:
+            self.delivery_oldest_due.set(math.nan)
 
     def before_scrape(self, read: Callable[[], object]) -> None:
         """Have `read` run before each scrape: what it reads sets its gauges as of then."""

@@ -174,8 +174,9 @@ async def open_services(
         Sender(policy, connections=settings.outbound_connections) as sender,
     ):
         # 1 while the process knows its database up, whether or not /readyz is asked (under
-        # `--workers N` the scrape shows the lowest of the processes' values).
-        store.health.watch(lambda up: metrics.database_up.set(1 if up else 0))
+        # `--workers N` the scrape shows the lowest of the processes' values); the gauges read
+        # from the database unknown (NaN) from its loss until they are measured again.
+        store.health.watch(metrics.database_known)
         services = _assemble(settings, metrics, ring, schemas, store, sender, policy)
         # The clock every lease and due time is compared on, and the key, before any job
         # takes a lease or opens a secret; and the indexes and one-time upgrade steps before

@@ -63,6 +63,12 @@ class Shares:
         leases, none: another process may have taken them)."""
         return self._held if self._clock() < self._until else frozenset()
 
+    def lapses_in(self) -> float:
+        """Seconds until the leases held run out, unless renewed (0: none held now)."""
+        if not self._held:
+            return 0.0
+        return max((self._until - self._clock()).total_seconds(), 0.0)
+
     @property
     def refresh_seconds(self) -> float:
         """How often to call `refresh`: three times per lease."""
@@ -138,6 +144,7 @@ class ShardedLoop:
         self._poll = poll_seconds
         self._min_interval = min_interval
         self._on_shards = on_shards
+        self._lapse: asyncio.TimerHandle | None = None
         self.progress = Progress()
         self.running = False
 
@@ -147,6 +154,8 @@ class ShardedLoop:
             await self._loop()
         finally:
             self.running = False
+            if self._lapse is not None:
+                self._lapse.cancel()
             if self._before_release is not None:
                 await self._before_release()
             if self._shares is not None:
@@ -164,10 +173,12 @@ class ShardedLoop:
                 shards: frozenset[int] | None = None
                 if self._shares is not None:
                     if started >= renew_at:  # a failed refresh is tried again next pass
-                        await self._shares.refresh()
-                        renew_at = started + self._shares.refresh_seconds
+                        try:
+                            await self._shares.refresh()
+                            renew_at = started + self._shares.refresh_seconds
+                        finally:
+                            self._report_share()
                     shards = self._shares.mine
-                    self._on_shards(len(shards))
                 if shards is None or shards:
                     await self._work(shards, renew_at)
                     stopped_short = time.monotonic() >= renew_at
@@ -183,6 +194,20 @@ class ShardedLoop:
             await self._doorbell.wait(self._poll)
             if self._min_interval:
                 await asyncio.sleep(started + self._min_interval - time.monotonic())
+
+    def _report_share(self) -> None:
+        """Tell `on_shards` how many shards are held now, and again when their leases run
+        out: a refresh that failed (the database down or under its disk's floor) or that
+        hangs past them leaves none held. Reported only after a refresh that passed, the
+        gauge said every shard held through an outage, and the `...Unowned` alerts that read
+        it could not fire."""
+        assert self._shares is not None
+        if self._lapse is not None:
+            self._lapse.cancel()
+            self._lapse = None
+        self._on_shards(len(self._shares.mine))
+        if lapses_in := self._shares.lapses_in():
+            self._lapse = asyncio.get_running_loop().call_later(lapses_in, self._report_share)
 
 
 class ShardedJob:

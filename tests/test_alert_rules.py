@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from gateway.web.state import services_key
+from tests import promql
 from tests.triggers_support import Client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +74,47 @@ def test_the_deployment_wide_delivery_gauges_are_never_summed_across_processes()
     assert len(read) >= 3
     for expr in read:
         assert expr.startswith(("max(", "max by", "absent(")), expr
+
+
+def test_every_metric_documented_alert_on_any_has_a_shipped_rule() -> None:
+    """docs/operations.md's metrics table tells the operator to "alert on any" of some
+    counters: each has a shipped rule (gateway_metric_series_unrecorded_total had none,
+    though the series it counts can be the very ones the other rules read)."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    told = {
+        m[1]
+        for line in text.splitlines()
+        if "alert on any" in line and (m := re.match(r"\| `(gateway_\w+)` \|", line))
+    }
+    assert "gateway_metric_series_unrecorded_total" in told
+    exprs = " ".join(rule["expr"] for rule in _rules())
+    assert sorted(name for name in told if name not in exprs) == []
+
+
+def test_a_schedule_that_keeps_failing_has_an_alert_rule() -> None:
+    """A schedule whose every run fails (expired credentials, a changed feed) backs off up to
+    72 min and reads nothing: a person must look. The rule reads its failed runs and no
+    run that read a page."""
+    exprs = {r["alert"]: r["expr"] for r in _rules()}
+    failing = [a for a, e in exprs.items() if 'gateway_schedule_runs_total{outcome="failed"}' in e]
+    assert failing == ["GatewayScheduleFailing"]
+    assert "unless" in exprs[failing[0]] and 'outcome=~"ok|more"' in exprs[failing[0]]
+
+
+def test_the_failing_schedule_rule_holds_for_failures_alone_not_beside_a_page_read() -> None:
+    """Evaluated (tests/promql.py) on scrapes 30 min apart over 3 h: schedule `a` failing
+    every run holds the rule; `b`, failing as often but reading a page once, does not."""
+    rule = next(r for r in _rules() if r["alert"] == "GatewayScheduleFailing")
+    runs = "gateway_schedule_runs_total"
+
+    def scrape(n: int) -> promql.Scrape:
+        samples = {
+            (runs, frozenset({("schedule", "a"), ("outcome", "failed")})): float(n),
+            (runs, frozenset({("schedule", "b"), ("outcome", "failed")})): float(n),
+            (runs, frozenset({("schedule", "b"), ("outcome", "ok")})): float(n >= 4),
+        }
+        return promql.Scrape(1800.0 * n, samples)
+
+    scrapes = [scrape(n) for n in range(7)]
+    assert {dict(k)["schedule"] for k in promql.evaluate(rule["expr"], scrapes)} == {"a"}
+    assert promql.firing(rule, scrapes)[-1]

@@ -307,17 +307,22 @@ class DeliveryWorker:
         """Each poll interval: lease take-back and the disabled partners (`_keep`), probes of
         the disabled partners due started in the background (`_start_probes`), and every
         `_QUEUE_STATS_EVERY` rounds the queue gauges: a probe waiting on its partner's answer
-        holds back neither the next rounds nor another partner's probe.
+        holds back neither the next rounds nor another partner's probe; and at the first
+        round that passes after one the database failed (the gauges are NaN while it is
+        down: `Metrics.database_known`).
         Probes still under way when the worker stops are cancelled (their deliveries given
         back)."""
+        unmeasured = False
         try:
             for rounds in itertools.count():
                 try:
                     await self._keep()
                     await self._start_probes()
-                    if rounds % _QUEUE_STATS_EVERY == 0:
+                    if unmeasured or rounds % _QUEUE_STATS_EVERY == 0:
                         await self._measure()
+                        unmeasured = False
                 except StoreUnavailable as exc:
+                    unmeasured = True
                     log.warning("delivery housekeeping paused: %s", exc.detail)
                 except Exception:
                     log.exception("delivery housekeeping failed; retrying")
