@@ -306,6 +306,7 @@ def test_the_state_survives_its_document() -> None:
 MOVED_IN_ORDER = {
     "last", "last_detail", "anchor", "odometer_km", "suspects", "recent", "trail",
     "step_from", "step_km", "prior_from", "prior_km", "present", "lead_s", "noise",
+    "reading_at", "marks",
 }  # fmt: skip
 
 

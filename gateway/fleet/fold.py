@@ -76,7 +76,10 @@ from gateway.fleet.odometer import TrackPoint, may_rebaseline
 from gateway.fleet.overview import vehicle_groups
 from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
 from gateway.fleet.state import (
+    Rebaselined,
     VehicleState,
+    at_reading,
+    distance_after,
     fold_fix,
     is_behind,
     is_glitch,
@@ -1106,13 +1109,24 @@ class _VehicleRun:
             return
         self.state = _with(self.state, reading_rev=_newest_reading(self.state, [reading]))
         self._opening = False
+        # The reading has the distance up to its time in it; what the fixes dated after it
+        # (folded before it came: a late reading) added goes on top (docs/fleet.md
+        # "Readings and late fixes").
+        read_at = reading.get("read_at")
+        # (never after its write: a checklist dated ahead by a wrong clock or a typo would
+        # keep every fix until then off the count)
+        read_at = min(read_at, at) if isinstance(read_at, datetime) else None
+        after = 0.0 if read_at is None else distance_after(self.state, read_at)
+        km += after
         authoritative = source.startswith(AUTHORITATIVE) or reading.get("authoritative") is True
         if km < self.state.shown_km and not authoritative:
             self._pass.counts["readings", "stale"] += 1
             return
         self._chain = dict(reading.get("chain") or {})
         try:
-            self._rebaseline(km, "reading", at, source)
+            if self._rebaseline(km, "reading", at, source) is not None:
+                self.state = at_reading(self.state, read_at)
+                self._detoured = self._detoured or after > 0  # the vehicle gets the count
             self._odometer_set = self._odometer_set or (unset and self._given())
             self._check_plans(at)
         finally:
@@ -1242,15 +1256,15 @@ class _VehicleRun:
 
     # -- events -----------------------------------------------------------------------------
 
-    def _rebaseline(self, km: float, kind: str, at: datetime, source: str) -> None:
+    def _rebaseline(self, km: float, kind: str, at: datetime, source: str) -> Rebaselined | None:
         settings = self._settings
         speed = settings.quality.max_speed_kmh if kind == "device" else None
         if is_glitch(km, kind):
             self._pass.counts["readings", "device_glitch"] += 1
-            return
+            return None
         if is_unchanged(self.state, km, kind):
             self._pass.counts["readings", "device_unchanged"] += 1
-            return
+            return None
         if is_behind(self.state, km, kind) and may_rebaseline(
             self.state.baseline, kind, at, settings.odometer
         ):
@@ -1267,6 +1281,7 @@ class _VehicleRun:
         elif change is not None:
             detail = {"from_km": round(change.from_km, 3), "to_km": change.to_km, "source": source}
             self._emit("vehicle.odometer.rebaselined", at, f"{source}|{_iso(at)}", detail)
+        return change
 
     def _given(self) -> bool:
         """Whether the vehicle's odometer has a value given it (registered, read, the

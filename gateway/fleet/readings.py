@@ -18,7 +18,9 @@ vehicle and drops its fold state (docs/fleet.md "Fold"). Queued again, it drops 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from gateway.store import Doc, Store
 from gateway.store.entities import odometer_reading
@@ -51,6 +53,8 @@ class OdometerReadings:
                 # fold's count goes on the vehicle only once it has this reading in it.
                 "rev": entity.get("rev") or 0,
             }
+            if (read_at := _read_at(event)) is not None:
+                reading["read_at"] = read_at  # the device time it counts up to (the fold's)
             if chain := {k: origin[k] for k in ("run", "depth") if k in origin}:
                 reading["chain"] = chain  # a flow run's write: the fold's events carry it on
             if "odometer_km" in (origin.get("authoritative") or ()):
@@ -58,3 +62,27 @@ class OdometerReadings:
             await self._store.fleet.push_reading(event["tenant"], event["entity"]["id"], reading)
             queued += 1
         return queued
+
+
+READ_AT = "attributes.odometer_read_at"
+
+
+def _read_at(event: Mapping[str, Any]) -> datetime | None:
+    """When the reading was taken, if the write that set it said so: the vehicle's
+    `attributes.odometer_read_at` written with it (the shipped checklist and meter-entry
+    mappings, `checklist_readings.py`), not one left from an earlier reading (an admin's
+    PATCH of `odometer_km` alone). A time with no offset is none."""
+    if event.get("type") == "entity.updated":
+        fields = {str(c.get("field")) for c in event.get("changes") or ()}
+        if READ_AT not in fields and "attributes" not in fields:
+            return None
+    attributes = (event.get("data") or {}).get("attributes")
+    value = attributes.get("odometer_read_at") if isinstance(attributes, dict) else None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        return None
+    return value

@@ -8,6 +8,7 @@ and the per-geofence and per-plan states the `geo` evaluators own (kept as their
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,6 +66,17 @@ GLITCH_KM = (ALL_ONES_KM, SIGNED_MAX_KM)
 # fix dated ahead (GPS time before its leap seconds, a record stamped by a drifting RTC) is
 # not.
 AHEAD_STEP_S = 1.0
+# The count at the vehicle's fixes in order (`VehicleState.marks`), kept for a reading that
+# arrives late, dated before fixes already folded (`distance_after`): one mark a fix while it
+# moves at most every `MARK_STEP_S`, the first and the last fix of a stop, the newest fix
+# always; the newest `MARKS` of them (4-5 hours of driving, more with stops).
+MARK_STEP_S = 240.0
+MARKS = 64
+# A reading without a time of its own (an admin's, an ERP's that says only the value) is
+# placed just after the last position (`at_reading`): the next fix counts from there when it
+# follows within this (s; a tracker reports every 1-120 s on the move), not across a longer
+# silence, in which the reading was taken (a dead zone, a garage): the reading has it in it.
+READING_SILENCE_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +137,16 @@ class VehicleState:
     # fix to the next (`odometer.noise_sample`: the newest `NOISE_KEPT`, oldest first; kept
     # through a stop, where fixes say nothing of it): `odometer.noise_m2`.
     noise: tuple[float, ...] = ()
+    # The device time of the last reading the count was re-baselined from (a checklist's
+    # `completed_at`; a reading without a time of its own: a millisecond after the last
+    # position when the fold took it): the reading has the distance driven up to then in it,
+    # so a fix dated before it adds nothing (`counts`), and the first step after it starts
+    # at the first fix at or after it (`at_reading`). None: no reading since this rule.
+    reading_at: datetime | None = None
+    # (device time, count) at fixes in order, oldest first (`_marks_with`): what the count
+    # was at a reading's time, when the reading comes after fixes dated after it
+    # (`distance_after`).
+    marks: tuple[tuple[datetime, float], ...] = ()
 
     @property
     def shown_km(self) -> float:
@@ -158,6 +180,8 @@ class VehicleState:
             "present": self.present,
             "lead_s": self.lead_s,
             "noise": list(self.noise),
+            "reading_at": self.reading_at,
+            "marks": [list(m) for m in self.marks],
         }
 
     @classmethod
@@ -192,6 +216,8 @@ class VehicleState:
             present=doc.get("present"),
             lead_s=float(doc.get("lead_s") or 0.0),
             noise=tuple(float(x) for x in doc.get("noise") or ()),
+            reading_at=doc.get("reading_at"),  # (none in a state kept before)
+            marks=tuple((m[0], float(m[1])) for m in doc.get("marks") or ()),
         )
 
     def is_late(self, fix: TrackPoint) -> bool:
@@ -201,6 +227,11 @@ class VehicleState:
         if self.last is None:
             return False
         return fix.t <= (self.last.t if self.present is None else self.present)
+
+    def counts(self, fix: TrackPoint) -> bool:
+        """Whether `fix` may add distance: it is not dated before the last reading, which has
+        the distance driven up to its time in it (`reading_at`)."""
+        return self.reading_at is None or fix.t >= self.reading_at
 
     def remember(self, fix: TrackPoint) -> VehicleState:
         """`fix` accepted: kept among the newest ones (in device-time order)."""
@@ -226,6 +257,80 @@ def _noise_with(
     if len(recent) < 2 or (sample := noise_sample(recent[-2], recent[-1], fix, odometer)) is None:
         return noise
     return (*noise[1 - NOISE_KEPT :], sample) if len(noise) >= NOISE_KEPT else (*noise, sample)
+
+
+def _marks_with(
+    marks: tuple[tuple[datetime, float], ...],
+    t: datetime,
+    km: float,
+    since: datetime | None = None,
+) -> tuple[tuple[datetime, float], ...]:
+    """The marks once a fix in order at `t` left the count at `km` (`VehicleState.marks`):
+    the newest mark is always the last fix; it replaces the one before it within a stop
+    (the stop's first fix stays) and while the vehicle moves, until that one is
+    `MARK_STEP_S` old. So the count is known at a stop's both ends, and between two marks
+    it grew evenly (moving) or not at all (stopped). A step across a gap of `MARK_STEP_S`
+    or more from the fix before it (`since`, the newest mark: a dead zone) is dated at its
+    start, a millisecond after that fix: a reading taken in the gap has the straight line
+    in it (the first step after a reading starts at the first fix after it)."""
+    if since is not None and marks and marks[-1][0] == since and marks[-1][1] != km:
+        if (t - since).total_seconds() >= MARK_STEP_S:
+            marks = _marks_with(marks, since + timedelta(milliseconds=1), km)
+    if len(marks) >= 2:
+        (t0, k0), (t1, k1) = marks[-2], marks[-1]
+        stopped = k0 == k1 == km
+        moving = k0 != k1 and k1 != km and (t1 - t0).total_seconds() < MARK_STEP_S
+        if stopped or moving:
+            return (*marks[:-1], (t, km))
+    return (*marks[1 - MARKS :], (t, km)) if len(marks) >= MARKS else (*marks, (t, km))
+
+
+def distance_after(state: VehicleState, at: datetime) -> float:
+    """The distance the count has grown by since device time `at` (km): 0 for a time at or
+    after the last position; else the count now less the count at `at`, interpolated by
+    time between the marks around it (a step across a gap counted at the gap's start,
+    `_marks_with`; the oldest mark's when `at` is older than all of them: the count is not
+    known further back)."""
+    last = state.last
+    if last is None or at >= last.t or not state.marks:
+        return 0.0
+    marks = state.marks
+    if marks[-1][0] < last.t:
+        marks = (*marks, (last.t, state.odometer_km))
+    at_km = marks[0][1]
+    for (t0, k0), (t1, k1) in itertools.pairwise(marks):
+        if t0 <= at < t1:
+            at_km = k0 + (k1 - k0) * (at - t0).total_seconds() / (t1 - t0).total_seconds()
+            break
+    return max(0.0, state.odometer_km - at_km)
+
+
+def at_reading(state: VehicleState, at: datetime | None) -> VehicleState:
+    """The state once a reading at device time `at` re-baselined the count: fixes dated
+    before `at` add nothing from now on, and a reading dated at or after the last position
+    restarts the count's anchor, so that the first step after it starts at the first fix at
+    or after it, not at a fix from before it (the straight line across a dead zone, which
+    the reading has in it). A reading without a time of its own (`at` None) is placed a
+    millisecond after the last position: the count goes on from there, but not across a
+    silence of `READING_SILENCE_S` (`_across_reading`)."""
+    last = state.last
+    if at is None:  # no time of its own: just after the last position (if any)
+        if last is None:
+            return state
+        at, anchor = last.t + timedelta(milliseconds=1), last
+    elif last is not None and at < last.t:
+        return replace(state, reading_at=at)  # a late reading: the anchor is after it
+    else:
+        anchor = None
+    return replace(
+        state,
+        reading_at=at,
+        anchor=anchor,
+        step_from=None,
+        step_km=None,
+        prior_from=None,
+        prior_km=None,
+    )
 
 
 def _trail_with(
@@ -297,15 +402,7 @@ def fold_fix(
     if (reason := device_reason(state, fix, before, after, odometer)) is not None:
         return state, Verdict(reason, late=state.is_late(fix))
     if state.is_late(fix):
-        for neighbour in (before, after):
-            if (reason := neighbour_reason(fix, neighbour, quality)) is not None:
-                return state, Verdict(reason, late=True)
-        detour = detour_m(before, fix, after, odometer)
-        if detour is None:  # within the jitter of a neighbour: nothing, and no neighbour
-            return state, Verdict(late=True, counted=False)
-        added = detour / 1000
-        moved = replace(state, odometer_km=state.odometer_km + added)
-        return moved.remember(fix), Verdict(added_km=added, late=True)
+        return _late(state, fix, quality, odometer, before, after)
     reason = neighbour_reason(fix, state.last, quality)
     if reason is Reason.IMPOSSIBLE_SPEED:
         return _moved_on(state, _suspect(state, fix, quality, odometer, detail), received_at)
@@ -319,10 +416,17 @@ def fold_fix(
         return _moved_on(state, taken, received_at)
     before_fix = _not_after(state.recent, fix)
     noise = _noise_with(state.noise, before_fix, fix, odometer)
-    added_m = (
-        None if state.anchor is None else step_m(state.anchor, fix, odometer, state.trail, noise)
-    )
-    anchor = state.anchor if state.anchor is not None and added_m is None else fix
+    if not state.counts(fix):  # before the last reading: the first fix after it anchors
+        added_m, anchor = None, None
+    elif _across_reading(state, fix):
+        added_m, anchor = None, fix
+    else:
+        added_m = (
+            None
+            if state.anchor is None
+            else step_m(state.anchor, fix, odometer, state.trail, noise)
+        )
+        anchor = state.anchor if state.anchor is not None and added_m is None else fix
     added = (added_m or 0.0) / 1000
     present, lead_s = _clock(state, fix, received_at)
     # Every field named (what `replace` would carry, carried by hand: `replace` walks the
@@ -351,8 +455,53 @@ def fold_fix(
         gps_count=state.gps_count,
         present=present,
         lead_s=lead_s,
+        reading_at=state.reading_at,
+        marks=_marks_with(state.marks, fix.t, state.odometer_km + added, _time_of(state.last)),
     )
     return moved, Verdict(added_km=added)
+
+
+def _across_reading(state: VehicleState, fix: TrackPoint) -> bool:
+    """Whether `fix` comes after a silence of `READING_SILENCE_S` or more from an anchor
+    from before the last reading (a reading without a time of its own, placed just after
+    the last position, `at_reading`): the reading, taken in that silence, has the straight
+    line across it in it."""
+    anchor, read_at = state.anchor, state.reading_at
+    if anchor is None or read_at is None or anchor.t >= read_at:
+        return False
+    return (fix.t - anchor.t).total_seconds() >= READING_SILENCE_S
+
+
+def _late(
+    state: VehicleState,
+    fix: TrackPoint,
+    quality: QualitySettings,
+    odometer: OdometerSettings,
+    before: TrackPoint | None,
+    after: TrackPoint | None,
+) -> tuple[VehicleState, Verdict]:
+    """A late fix between its accepted neighbours: its detour on the odometer, or nothing
+    when it is dated before the last reading (which has that distance in it); one after the
+    reading whose neighbour before is from before it counts from itself on (the count
+    restarted at the first fix after the reading, `at_reading`)."""
+    for neighbour in (before, after):
+        if (reason := neighbour_reason(fix, neighbour, quality)) is not None:
+            return state, Verdict(reason, late=True)
+    if not state.counts(fix):
+        return state.remember(fix), Verdict(late=True)
+    if before is not None and not state.counts(before):
+        before = None
+    detour = detour_m(before, fix, after, odometer)
+    if detour is None:  # within the jitter of a neighbour: nothing, and no neighbour
+        return state, Verdict(late=True, counted=False)
+    added = detour / 1000
+    moved = replace(
+        state,
+        odometer_km=state.odometer_km + added,
+        # (the marks after it counted on from a count without it)
+        marks=tuple((t, km + added if t > fix.t else km) for t, km in state.marks),
+    )
+    return moved.remember(fix), Verdict(added_km=added, late=True)
 
 
 def _clock(state: VehicleState, fix: TrackPoint, received_at: datetime) -> tuple[datetime, float]:
@@ -401,8 +550,14 @@ def _moved_on(
     if not verdict.accepted or fix is None:
         return outcome
     present, lead_s = _clock(state, fix, received_at)
+    outliers = [p.t for p in (verdict.earlier_outlier, verdict.outlier) if p is not None]
+    marks = tuple(m for m in moved.marks if not outliers or m[0] < min(outliers))
     return replace(
-        moved, present=present, lead_s=lead_s, recent=_not_after(moved.recent, fix)
+        moved,
+        present=present,
+        lead_s=lead_s,
+        recent=_not_after(moved.recent, fix),
+        marks=_marks_with(marks, fix.t, moved.odometer_km),
     ), verdict
 
 
@@ -637,9 +792,11 @@ def rebaseline(
             return replace(state, device_suspect=Baseline(km, source, at)), None
     before = state.shown_km
     held = source == "device" and km < before
+    shift = km - state.odometer_km  # (the marks count distance on from the new value)
     moved = replace(
         state,
         odometer_km=km,
+        marks=tuple((t, mark_km + shift) for t, mark_km in state.marks),
         baseline=Baseline(km, source, at),
         device_suspect=None,
         held_km=before if held else 0.0,
@@ -707,6 +864,10 @@ def _drivable(
 ) -> bool:
     hours = max(0.0, (at - since).total_seconds() / 3600)
     return abs(km - from_km) <= DEVICE_SLACK_KM + max_speed_kmh * hours
+
+
+def _time_of(point: TrackPoint | None) -> datetime | None:
+    return None if point is None else point.t
 
 
 def _pair(value: Any) -> tuple[float, float] | None:

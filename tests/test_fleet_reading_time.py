@@ -1,0 +1,276 @@
+"""An odometer reading counts the distance up to its time, and GPS distance adds only what
+was driven after it (docs/fleet.md "Readings and late fixes"): not the straight line across a
+dead zone before it, not a buffered stretch flushed after it, not the last minutes of the
+approach forwarded a few seconds late; and a reading that comes after fixes dated after it
+keeps their distance. A fleet's day (outside tester, fleetday5 D1): slices of the shared
+`route1.geojson`, one fix every 10 s, through the shipped `traccar-position` mapping (no
+device odometer), the shipped checklist mapping and flow, the ERP double."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway import entities as entities_module
+from gateway.fleet.geometry import haversine_m
+from gateway.web.state import services_key
+from tests.flow_support import (
+    ANA,
+    drain,
+    erp_actions,
+    get,
+    sample,
+    send_to,
+    trigger_for,
+    upload_flow,
+)
+from tests.partner_double import Partner, partner, post
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+Fix = tuple[datetime, float, float, float]  # time, lat, lon, speed km/h
+
+ROUTE = json.loads((Path(__file__).parent / "data" / "tracks" / "route1.geojson").read_text())[
+    "geometry"
+]["coordinates"]
+REGISTERED_KM = 10000
+
+
+def _track(first: int, end: int, start: datetime) -> list[Fix]:
+    """Route points `first` … `end - 1`, one every 10 s from `start`, each with the speed of
+    the segment it ends."""
+    fixes = []
+    for k, i in enumerate(range(first, end)):
+        lon, lat = ROUTE[i][0], ROUTE[i][1]
+        metres = haversine_m(ROUTE[i - 1][1], ROUTE[i - 1][0], lat, lon) if i else 0.0
+        fixes.append((start + timedelta(seconds=10 * k), lat, lon, metres / 10 * 3.6))
+    return fixes
+
+
+def _km(fixes: list[Fix]) -> float:
+    return sum(haversine_m(a[1], a[2], b[1], b[2]) for a, b in itertools.pairwise(fixes)) / 1000
+
+
+async def _send_fixes(client: Client, trigger: dict[str, Any], fixes: list[Fix]) -> None:
+    """Traccar's position forwarding, one request a fix (no odometer attribute)."""
+    for t, lat, lon, speed in fixes:
+        payload = copy.deepcopy(sample("traccar_position_forward.json"))
+        stamp = t.isoformat(timespec="milliseconds")
+        position = payload["position"]
+        position.update(
+            latitude=lat,
+            longitude=lon,
+            fixTime=stamp,
+            deviceTime=stamp,
+            serverTime=stamp,
+            speed=round(speed / 1.852, 2),
+            accuracy=5.0,
+        )
+        for name in ("odometer", "totalDistance", "distance"):
+            position["attributes"].pop(name, None)
+        payload["device"].update(name="ABC1D23", uniqueId="IMEI1")
+        r = await client.post(
+            f"/hooks/{trigger['id']}",
+            json=payload,
+            headers={"Authorization": f"Bearer {trigger['token']}"},
+        )
+        assert r.status in (200, 201, 202), await r.text()
+
+
+async def _fold(client: Client) -> None:
+    services = client.app[services_key]
+    for _ in range(4):
+        await services.fold.run_until_idle()
+        await drain(services)
+
+
+async def _checklist(
+    client: Client, trigger: dict[str, Any], key: str, km: float, at: datetime
+) -> None:
+    await send_to(
+        client,
+        trigger,
+        {
+            "checklistId": key,
+            "placa": "ABC1D23",
+            "condutorCpf": ANA["cpf"],
+            "odometroKm": km,
+            "concluidoEm": at.isoformat(),
+            "respostas": [{"item": "pneus", "ok": True}],
+        },
+    )
+    await drain(client.app[services_key])
+    await _fold(client)
+
+
+async def _day(client: Client, erp: Partner) -> tuple[dict[str, Any], dict[str, Any]]:
+    """ABC1D23 registered at 10,000 km; the checklist app's and the tracker's triggers."""
+    await erp_actions(client, erp.url)
+    await upload_flow(client, "checklist-mileage-erp")
+    await post(client, "/api/v1/entities/driver", ANA)
+    erp.respond_with(200, {"ok": True})
+    checklists = await trigger_for(client, "checklist", kind="checklist")
+    positions = await trigger_for(
+        client, "traccar-position", entity_type="vehicle", target="positions"
+    )
+    await post(
+        client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": REGISTERED_KM}
+    )
+    return checklists, positions
+
+
+def _dead_zone_day() -> tuple[list[Fix], list[Fix], datetime, datetime]:
+    """5.55 km live, 4.29 km without a fix (a dead zone, or buffered), parked 5 min: the
+    checklist; 5 min later on again. (live, unseen, checklist time, next start)"""
+    live = _track(0, 150, datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5))
+    unseen = _track(149, 300, live[-1][0])
+    checklist_at = unseen[-1][0] + timedelta(minutes=5)
+    return live, unseen, checklist_at, checklist_at + timedelta(minutes=5)
+
+
+def _odometer(vehicle: dict[str, Any]) -> float:
+    return float(vehicle["odometer_km"])
+
+
+async def test_a_checklist_after_a_dead_zone_is_not_topped_up_by_the_line_across_it(
+    client: Client, partner: Partner
+) -> None:
+    """Before: the first fix after the checklist was measured from the last fix before the
+    dead zone: 10,016.79 km where the dashboard read 10,013.80 (+2.99 km, the chord)."""
+    checklists, positions = await _day(client, partner)
+    live, dead, checklist_at, on_at = _dead_zone_day()
+    after = _track(299, 400, on_at)
+    await _send_fixes(client, positions, live)
+    await _fold(client)
+    dashboard = round(REGISTERED_KM + _km(live) + _km(dead), 1)
+    await _checklist(client, checklists, "CK1", dashboard, checklist_at)
+    await _send_fixes(client, positions, after)
+    await _fold(client)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(dashboard + _km(after), abs=0.05)
+
+
+async def test_a_buffer_flushed_after_a_checklist_adds_nothing_and_the_next_checklist_is_taken(
+    client: Client, partner: Partner
+) -> None:
+    """The tracker buffered the 4.29 km before the checklist and flushes them after the next
+    drive. Before: 10,018.09 km (the chord, then the whole stretch again), the evening's true
+    checklist skipped as stale, and the ERP told 10,018.1 for it."""
+    checklists, positions = await _day(client, partner)
+    live, buffered, checklist_at, on_at = _dead_zone_day()
+    after = _track(299, 400, on_at)
+    await _send_fixes(client, positions, live)
+    await _fold(client)
+    dashboard = round(REGISTERED_KM + _km(live) + _km(buffered), 1)
+    await _checklist(client, checklists, "CK1", dashboard, checklist_at)
+    await _send_fixes(client, positions, after)
+    await _fold(client)
+    await _send_fixes(client, positions, buffered)  # the buffer flushed
+    await _fold(client)
+    expected = dashboard + _km(after)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(expected, abs=0.05)
+
+    evening = round(expected + 0.1, 1)  # parked where the drive ended, read off the dashboard
+    await _checklist(client, checklists, "CK2", evening, after[-1][0] + timedelta(minutes=10))
+    sent = [r.json() for r in partner.requests if r.path == "/veiculos/quilometragem"]
+    assert [s["quilometragemKm"] for s in sent] == [dashboard, evening]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == evening
+
+
+async def test_fixes_forwarded_just_after_a_checklist_and_dated_before_it_add_nothing(
+    client: Client, partner: Partner
+) -> None:
+    """No dead zone: the last 2.5 minutes of the drive into the yard reach the gateway a few
+    seconds after the checklist (Traccar's forwarding queue). Before: +0.46 km on the
+    dashboard's reading."""
+    checklists, positions = await _day(client, partner)
+    drive_in = _track(0, 150, datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3))
+    checklist_at = drive_in[-1][0] + timedelta(seconds=20)
+    after = _track(149, 250, checklist_at + timedelta(minutes=5))
+    await _send_fixes(client, positions, drive_in[:-15])
+    await _fold(client)
+    dashboard = round(REGISTERED_KM + _km(drive_in), 1)
+    await _checklist(client, checklists, "CK1", dashboard, checklist_at)
+    await _send_fixes(client, positions, drive_in[-15:])  # forwarded a few seconds late
+    await _send_fixes(client, positions, after)
+    await _fold(client)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(dashboard + _km(after), abs=0.05)
+
+
+async def test_an_admin_correction_after_a_dead_zone_is_not_topped_up_by_the_line_across_it(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator keys the dashboard's value in while the vehicle stands in the yard (the
+    PATCH dated then: the day is replayed hours later). Before: 10,016.79 km where the
+    operator set 10,009.8 and then drove 4.00 km."""
+    _, positions = await _day(client, partner)
+    live, dead, patched_at, on_at = _dead_zone_day()
+    after = _track(299, 400, on_at)
+    await _send_fixes(client, positions, live)
+    await _fold(client)
+    dashboard = round(REGISTERED_KM + _km(live) + _km(dead), 1)
+    with monkeypatch.context() as m:
+        m.setattr(entities_module, "utcnow", lambda: patched_at)
+        r = await client.patch(
+            "/api/v1/entities/vehicle/ABC1D23", json={"odometer_km": dashboard}, headers=auth()
+        )
+        assert r.status == 200, await r.text()
+    await drain(client.app[services_key])
+    await _fold(client)
+    await _send_fixes(client, positions, after)
+    await _fold(client)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(dashboard + _km(after), abs=0.05)
+
+
+async def test_a_checklist_synced_after_the_next_drive_keeps_the_distance_driven_after_it(
+    client: Client, partner: Partner
+) -> None:
+    """The checklist app syncs the checklist only after the vehicle drove on 0.66 km (its
+    fixes folded first). The reading has the dead zone in it, not the drive after it: that
+    goes on top. Before: the vehicle went back to the reading, 0.66 km lost."""
+    checklists, positions = await _day(client, partner)
+    live, dead, checklist_at, on_at = _dead_zone_day()
+    after = _track(299, 320, on_at)
+    await _send_fixes(client, positions, live)
+    await _send_fixes(client, positions, after)
+    await _fold(client)
+    dashboard = round(REGISTERED_KM + _km(live) + _km(dead), 1)
+    counted = _odometer(await get(client, "/api/v1/entities/vehicle/ABC1D23"))
+    assert counted < dashboard  # the checklist moves the vehicle forward: a reading
+    await _checklist(client, checklists, "CK1", dashboard, checklist_at)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(dashboard + _km(after), abs=0.05)
+
+
+async def test_a_checklist_dated_ahead_of_its_sending_counts_from_when_it_was_sent(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checklist app whose clock is 280 s ahead (the write lets a time up to 300 s ahead
+    through): the reading counts up to when it was sent, not up to its own date, which would
+    keep the first minutes of the drive after it off the count."""
+    checklists, positions = await _day(client, partner)
+    live, dead, sent_at, _ = _dead_zone_day()
+    after = _track(299, 400, sent_at + timedelta(seconds=30))
+    await _send_fixes(client, positions, live)
+    await _fold(client)
+    dashboard = round(REGISTERED_KM + _km(live) + _km(dead), 1)
+    with monkeypatch.context() as m:
+        m.setattr(entities_module, "utcnow", lambda: sent_at)
+        await _checklist(client, checklists, "CK1", dashboard, sent_at + timedelta(seconds=280))
+    await _send_fixes(client, positions, after)
+    await _fold(client)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(dashboard + _km(after), abs=0.05)
