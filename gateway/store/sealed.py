@@ -104,7 +104,8 @@ async def sample(db: Database, per_collection: int = 3) -> list[str]:
 
 async def unopened(db: Database, opens: Callable[[str], bool], now: datetime) -> list[str]:
     """Where a stored secret that `opens` refuses is ("collection/_id/path"), every one read:
-    a rotated-out secret whose grace ended before `now` is skipped (never opened again)."""
+    a rotated-out secret whose grace ended before `now` is skipped (never opened again; its
+    end is `expires_at`, a trigger's `until`)."""
     found: list[str] = []
     for name in (*FIELDS, *LISTS):
         paths = FIELDS.get(name, (LISTS.get(name, ""),))
@@ -119,7 +120,7 @@ async def unopened(db: Database, opens: Callable[[str], bool], now: datetime) ->
                     for entry in entries
                     if isinstance(entry, dict)
                     and isinstance(entry.get("sealed"), str)
-                    and not _expired(entry.get("expires_at"), now)
+                    and not _expired(entry.get("expires_at", entry.get("until")), now)
                     and not opens(entry["sealed"])
                 ]
     return found
