@@ -55,7 +55,7 @@ def serve(
         return 1
     if not reuse_port:  # a child of `--workers`: its parent waited
         _wait_for_one_shot(settings)
-    listening = None
+    listening, recorded = None, None
     if settings.port == 0 and workers == 1:  # `--workers` refuses port 0
         from gateway.web import server
 
@@ -67,7 +67,7 @@ def serve(
         if not reuse_port:
             from gateway import served_url
 
-            served_url.record(settings)  # for `gateway trigger` beside it
+            recorded = served_url.record(settings)  # for `gateway trigger` beside it
         if workers > 1:
             from gateway.prefork import serve_processes
 
@@ -109,6 +109,15 @@ def serve(
     finally:  # the socket bound for port 0, when the start failed before serving it
         if listening is not None:
             listening.close()
+        _forget_url(settings, recorded)
+
+
+def _forget_url(settings: Settings, recorded: str | None) -> None:
+    """Stopped: a one-shot command beside it no longer uses the URL it recorded."""
+    if recorded is not None:
+        from gateway import served_url
+
+        served_url.remove(settings, recorded)
 
 
 def unreachable_url_warning(settings: Settings) -> str | None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 
+from gateway import clock
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.config import ConfigError
 from gateway.errors import KeyRefused, SecretDamaged, StoreUnavailable
 from gateway.metrics import Metrics
-from gateway.store import Store
+from gateway.store import Store, sealed
 from gateway.store.sealed import Resealed, reseal, sample
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,13 @@ async def reseal_secrets(store: Store, box: SecretBox, *, dry_run: bool = False)
         except SecretBoxError:
             return None
 
-    return await reseal(store.db, renew, dry_run=dry_run)
+    # Read before the scan: a process that starts meanwhile with another sealing key adds it,
+    # and the narrowing below then does not land (its secrets may be under that key).
+    check = await store.key_check.read()
+    done = await reseal(store.db, renew, dry_run=dry_run)
+    if check is not None and not dry_run and not done.unreadable and not done.changed:
+        await store.key_check.narrow(check.kids, box.kids[:1])
+    return done
 
 
 KEY_CHECK_TEXT = "rabbot-gateway: every process opens this with GATEWAY_SECRET_KEY"
@@ -53,18 +60,18 @@ async def key_still_opens(store: Store, box: SecretBox) -> bool:
 async def check_secret_key(store: Store, box: SecretBox) -> None:
     """GATEWAY_SECRET_KEY opens what the database holds: the key check, opened by any of its
     keys, and sealed again under the first when an older one opened it (a rotation, as
-    `reseal` does). When there is none yet (a new gateway, or one upgraded from a version
-    without it) the key must open one of the secrets already stored, if any, before it seals
-    the check: the first process to start is not trusted for its key. A ConfigError naming
-    GATEWAY_SECRET_KEY when none of its keys does: such a process would fail every stored
-    secret, and seal new ones that the other processes cannot open."""
+    `reseal` does); and it holds every key the stored secrets may be sealed under (the
+    check's `kids`). When there is no check yet (a new gateway) the key must open one of the
+    secrets already stored, if any, before it seals the check: the first process to start is
+    not trusted for its key. A ConfigError naming GATEWAY_SECRET_KEY when it falls short:
+    such a process would fail stored secrets, and seal new ones the others cannot open."""
     # A check stored or sealed again by another process meanwhile is read again: the store
     # and the re-seal are compare-and-sets, so of two processes starting at once with
     # different new keys only one seals the check; the other reads it again, under a key it
     # lacks, and stops here.
     for _ in range(_KEY_CHECK_READS):
-        sealed = await store.key_check.sealed()
-        if sealed is None:
+        check = await store.key_check.read()
+        if check is None:
             # Read now, not at this start's look at the database: another process starting
             # beside this one may have sealed secrets since, its own check still pending.
             stored = await sample(store.db)
@@ -75,14 +82,16 @@ async def check_secret_key(store: Store, box: SecretBox) -> None:
                     "gateway needs the key they were sealed with (while rotating it, "
                     "`<new>,<old>`) (docs/security.md)"
                 )
+            # Secrets stored before the check: any of this process's keys may have sealed them.
+            kids = box.kids if stored else box.kids[:1]
             if await store.key_check.store_first(
-                box.seal(KEY_CHECK_TEXT, context=_KEY_CHECK_CONTEXT)
+                box.seal(KEY_CHECK_TEXT, context=_KEY_CHECK_CONTEXT), kids
             ):
                 return
             continue
         try:
-            box.open_text(sealed, context=_KEY_CHECK_CONTEXT)
-            older = box.needs_rotation(sealed)
+            box.open_text(check.sealed, context=_KEY_CHECK_CONTEXT)
+            older = box.needs_rotation(check.sealed)
         except SecretBoxError:
             raise ConfigError(
                 "GATEWAY_SECRET_KEY: none of its keys opens the key check the gateway's first "
@@ -90,12 +99,45 @@ async def check_secret_key(store: Store, box: SecretBox) -> None:
                 "(while rotating it, `<new>,<old>`), or what the others sealed (partner "
                 "credentials, signing secrets) cannot be opened here (docs/security.md)"
             ) from None
-        if older and not await store.key_check.replace(sealed, box.rotate(sealed)):
+        kids = await _kids_needed(store, box, check.kids)
+        sealed = box.rotate(check.sealed) if older else check.sealed
+        if (sealed, kids) != (check.sealed, check.kids) and not await store.key_check.update(
+            check, sealed, kids
+        ):
             continue
         return
     raise StoreUnavailable(
         f"the key check changed {_KEY_CHECK_READS} times while this process read it; "
         "checked again later"
+    )
+
+
+async def _kids_needed(
+    store: Store, box: SecretBox, recorded: tuple[str, ...] | None
+) -> tuple[str, ...]:
+    """The keys the stored secrets may be sealed under once this process runs: those
+    recorded and its sealing key. When one recorded is not among its keys (the old key
+    dropped; or a backup taken mid-rotation, under `<new>,<old>`, restored on `<new>`
+    alone: the check opens, the secrets sealed under `<old>` would not), or none is
+    recorded (a check stored by a version before), every stored secret is read: one that
+    none of its keys opens refuses the start (a ConfigError naming where), else its keys
+    are recorded."""
+    if recorded is not None and all(kid in box.kids for kid in recorded):
+        return recorded if box.kids[0] in recorded else (*recorded, box.kids[0])
+    if unopened := await sealed.unopened(store.db, box.opens, clock.utcnow()):
+        missing = [kid for kid in recorded or () if kid not in box.kids]
+        raise _lacking(missing, unopened, box)
+    return box.kids  # which of them sealed what is not known: `gateway reseal` narrows them
+
+
+def _lacking(missing: list[str], unopened: list[str], box: SecretBox) -> ConfigError:
+    where = ", ".join(unopened[:3]) + (f" and {len(unopened) - 3} more" if unopened[3:] else "")
+    under = f"key id {', '.join(missing)}" if missing else "no key id recorded"
+    return ConfigError(
+        f"GATEWAY_SECRET_KEY lacks a key the stored secrets are sealed under ({under}; its "
+        f"keys' ids: {', '.join(box.kids)}; none opens {where}): start with the key list in "
+        "use when they were sealed (a restored backup: the list of the backup's time, e.g. "
+        "`<new>,<old>`), then run `gateway reseal` (docs/operations.md)"
     )
 
 
@@ -137,13 +179,27 @@ class StoredSecrets:
             self._logged.add(record)
             log.error(
                 "stored secret damaged: %s; GATEWAY_SECRET_KEY opens the key check, so the "
-                "secret is at fault: what needs it fails until it is saved again (logged once)",
+                "secret is at fault: what needs it fails until it opens (logged once)",
                 exc.detail,
             )
         self._metrics.damaged_secrets.labels(self._metrics.label("secret", record)).inc()
-        return SecretDamaged(
-            f"stored secret damaged: {exc.detail}; this process's GATEWAY_SECRET_KEY opens "
-            "the gateway's key check: save the secret again"
+        return SecretDamaged(f"stored secret damaged: {exc.detail}; {self._advice(exc)}")
+
+    def _advice(self, exc: SecretBoxError) -> str:
+        if not exc.keyless:  # it opened, for another record: copied there, not sealed for it
+            return (
+                "this process's GATEWAY_SECRET_KEY opens the gateway's key check: save the "
+                "secret again"
+            )
+        # Saving it again is the last resort: a subscription's signing secret saved again is
+        # a new one its partner does not have; the key it was sealed under mends it.
+        return (
+            "this process's GATEWAY_SECRET_KEY opens the gateway's key check but none of its "
+            f"keys (ids {', '.join(self._box.kids)}) opens this secret: it is sealed under a "
+            "key the gateway does not have (a backup restored without the key list in use "
+            "when it was taken: start with that list, e.g. `<new>,<old>`, then run `gateway "
+            "reseal`), or altered; only if no key opens it (saved again, a subscription's is a "
+            "new secret its partner must be given), save the secret again"
         )
 
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -439,9 +440,57 @@ async def test_a_gateway_on_port_0_hands_out_trigger_urls_on_the_port_it_bound(
             assert json.loads(created.stdout)["url"].startswith(f"{url}/hooks/trg_")
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(proc.wait, 30) == 0
+            # Stopped cleanly, it no longer names a URL: the next one-shot uses its own.
+            assert not (settings.data_dir / "serving_url").exists()
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        "{pid} {url}",  # a version that recorded the pid alone
+        "{pid} 1 {boot} {url}",  # the pid's process started at another time (PID 1 again)
+        "{pid} {start} another-boot-id {url}",  # another boot, or another host
+    ],
+)
+async def test_a_serving_url_left_by_another_process_under_a_live_pid_is_not_believed(
+    settings: Settings, mongodb_uri: str, recorded: str
+) -> None:
+    """A data dir copied to another host, or a container started again on the same volume:
+    the `serving_url` left there names a pid that is alive (this test's, standing in for a
+    reused pid, PID 1 in a container), not the gateway that wrote it. `gateway trigger
+    create` handed out the old gateway's URL; it hands out its own."""
+    stat = Path(f"/proc/{os.getpid()}/stat").read_text().rpartition(")")[2].split()
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    old = "http://old-host.example:42874"
+    line = recorded.format(pid=os.getpid(), url=old, boot=boot, start=stat[19])
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    (settings.data_dir / "serving_url").write_text(line + "\n")
+    port = free_port()
+    env = {**cli_env(settings, mongodb_uri), "GATEWAY_PORT": str(port)}
+    env.pop("GATEWAY_PUBLIC_URL", None)
+    args = ("trigger", "create", "--tenant", "acme", "--name", "moved", "--entity-type", "vehicle")
+    created = await run_command(env, *args)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["url"].startswith(f"http://127.0.0.1:{port}/hooks/trg_")
+
+
+async def test_the_serving_url_of_this_host_s_live_process_is_believed(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """Its pid, start time and boot id all match (this process stands in for the gateway)."""
+    from gateway import served_url
+
+    live = replace(settings, public_url="http://gw.example:19401")
+    assert served_url.record(live) is not None
+    env = cli_env(settings, mongodb_uri)
+    env.pop("GATEWAY_PUBLIC_URL", None)
+    args = ("trigger", "create", "--tenant", "acme", "--name", "here", "--entity-type", "vehicle")
+    created = await run_command(env, *args)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["url"].startswith("http://gw.example:19401/hooks/trg_")
 
 
 async def test_demo_for_a_tenant_no_token_can_name_exits_2_before_seeding(

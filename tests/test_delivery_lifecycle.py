@@ -913,6 +913,14 @@ async def test_a_rotated_out_secret_past_its_grace_is_not_opened_once_its_key_is
     partner_path = f"/api/v1/partners/{setup['partner']['id']}"
     resealed = await both.patch(partner_path, headers=auth(), json={"auth": BEARER})
     assert resealed.status == 200, await resealed.text()  # step 2 for the partner
+    # and for the action's signing secret (a secret still under the old key refuses the
+    # start on the new key alone: tests/test_key_list_restore.py)
+    actions = client.app[services_key].store.db["actions"]
+    action = await actions.find_one({})
+    assert action is not None
+    box = both.app[services_key].box
+    renewed = [{**s, "sealed": box.rotate(s["sealed"])} for s in action["signing"]["secrets"]]
+    await actions.update_one({"_id": action["_id"]}, {"$set": {"signing.secrets": renewed}})
     subscriptions = client.app[services_key].store.db["subscriptions"]
     await subscriptions.update_one(  # the grace (24 h) has passed
         {"_id": ObjectId(subscription_id)},
@@ -1207,6 +1215,35 @@ async def test_a_secret_that_does_not_open_hands_the_delivery_back_instead_of_pa
     keyed_worker.clock = lambda: clock() + timedelta(seconds=600)
     assert await keyed_worker.run_until_idle() == Counter(succeeded=1)
     assert len(partner.requests) == 1
+
+
+async def test_a_secret_sealed_under_a_key_the_gateway_lacks_says_so_not_save_it_again(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """This process's key opens the key check, a subscription's signing secret is sealed
+    under a key it does not hold (a backup restored without the key list of its time): the
+    failure names the key list and `gateway reseal`, and saving the secret again (a new
+    secret the partner does not have) only as the last resort. It said "save the secret
+    again" alone."""
+    setup = await _subscribed(client, partner)
+    services = client.app[services_key]
+    subscriptions = services.store.db["subscriptions"]
+    sid = ObjectId(setup["subscription"]["id"])
+    [stored] = (await subscriptions.find_one({"_id": sid}))["secrets"]
+    elsewhere = SecretBox(KeyRing([OTHER_KEY, SECRET_KEY])).rotate(stored["sealed"])
+    await subscriptions.update_one({"_id": sid}, {"$set": {"secrets.0.sealed": elsewhere}})
+    await _odometer(client, await create_vehicle(client), 5)
+
+    assert await _deliver(client, worker) == Counter(secret_damaged=1)
+    [failed] = await _deliveries(client, status="failed")
+    error = failed["last_error"]
+    assert "sealed under a key the gateway does not have" in error
+    assert f"(ids {services.box.kids[0]})" in error
+    assert "start with that list, e.g. `<new>,<old>`, then run `gateway reseal`" in error
+    assert error.endswith(
+        "only if no key opens it (saved again, a subscription's is a new secret its partner "
+        "must be given), save the secret again, then replay the delivery"
+    )
 
 
 async def test_a_damaged_partner_secret_fails_its_delivery_naming_it_and_the_queue_goes_on(

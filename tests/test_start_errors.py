@@ -13,7 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pymongo import MongoClient
 
+from gateway.auth.keyring import KeyRing
+from gateway.auth.secretbox import SecretBox
 from gateway.config import ConfigError, Settings
 from tests.processes import free_port
 from tests.support import SECRET_KEY, gateway_command
@@ -190,6 +193,39 @@ def test_a_process_with_another_secret_key_than_the_database_s_is_refused(
     other = "another-secret-key-of-another-host-0000000"
     result = _gateway(*command, "--port", str(free_port()), **env, GATEWAY_SECRET_KEY=other)
     _refused(result, 2, "configuration error", "GATEWAY_SECRET_KEY", "none of its keys opens")
+
+
+def test_a_backup_taken_mid_rotation_started_on_the_new_key_alone_is_refused(
+    tmp_path: Path, mongodb_uri: str
+) -> None:
+    """The database as a backup taken between `<new>,<old>` and `gateway reseal` left it,
+    restored once the rotation is finished: the key check opens under `<new>`, what was
+    sealed under `<old>` would not. It started ready and failed every signed delivery."""
+    env = {
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": f"keylist_{os.getpid()}",
+        "GATEWAY_DATA_DIR": str(tmp_path),
+    }
+    new = "the-new-secret-key-of-a-rotation-00000000"
+    for keys in (SECRET_KEY, f"{new},{SECRET_KEY}"):  # the first start, then step 2
+        step = gateway_command(
+            "reseal", "--dry-run", env=_environment(**env, GATEWAY_SECRET_KEY=keys)
+        )
+        assert step.returncode == 0, step.stderr
+        if keys == SECRET_KEY:  # a partner's credentials, sealed under the old key
+            sealed = SecretBox(KeyRing([SECRET_KEY])).seal({"token": "x"})
+            with MongoClient(mongodb_uri) as client:
+                partners = client[env["GATEWAY_DATABASE"]]["partners"]
+                partners.insert_one({"tenant": "acme", "name": "ERP", "auth_sealed": sealed})
+    result = _gateway("serve", "--port", str(free_port()), **env, GATEWAY_SECRET_KEY=new)
+    _refused(
+        result,
+        2,
+        "configuration error",
+        "GATEWAY_SECRET_KEY lacks a key the stored secrets are sealed under",
+        "none opens partners/",
+        "`<new>,<old>`), then run `gateway reseal`",
+    )
 
 
 def _with_open_files(soft: int, hard: int) -> Callable[[], None]:

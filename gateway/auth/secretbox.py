@@ -24,21 +24,23 @@ class SecretBoxError(GatewayError):
     context it was opened for (`partner:<id>:auth`), when known; a reader that knows whose
     secret it is names it in the message (`naming`)."""
 
-    def __init__(self, detail: str = "", *, record: str = "") -> None:
+    def __init__(self, detail: str = "", *, record: str = "", keyless: bool = False) -> None:
         super().__init__(detail)
         self.record = record
+        self.keyless = keyless  # no key decrypts it (not: opened, but for another record)
 
     def naming(self, whose: str) -> SecretBoxError:
         """The same error, its message starting with whose secret it is (never its value)."""
-        return SecretBoxError(f"{whose}: {self.detail}", record=self.record)
+        return SecretBoxError(f"{whose}: {self.detail}", record=self.record, keyless=self.keyless)
 
 
 class SecretBox:
     def __init__(self, ring: KeyRing) -> None:
-        fernets = [
-            Fernet(base64.urlsafe_b64encode(k.key))
-            for k in ring.verification_keys(Purpose.SECRETBOX)
-        ]
+        keys = ring.verification_keys(Purpose.SECRETBOX)
+        fernets = [Fernet(base64.urlsafe_b64encode(k.key)) for k in keys]
+        # Public fingerprints of the keys, the sealing one first: a sealed value carries none
+        # (Fernet), so the key check records which keys the stored values need (keys.py).
+        self.kids = tuple(k.kid for k in keys)
         self._current = fernets[0]
         self._all = MultiFernet(fernets)
         self._refused: str | None = None  # why this key may seal nothing (`refuse`)
@@ -64,7 +66,7 @@ class SecretBox:
         try:
             envelope = self._decrypt(token)
         except SecretBoxError as exc:
-            raise SecretBoxError(exc.detail, record=context) from None
+            raise SecretBoxError(exc.detail, record=context, keyless=exc.keyless) from None
         if not isinstance(envelope, dict) or envelope.get("c") != context:
             raise SecretBoxError("a stored secret was sealed for another record", record=context)
         value = envelope.get("s", envelope.get("j"))
@@ -118,5 +120,6 @@ class SecretBox:
 def _cannot_open() -> SecretBoxError:
     return SecretBoxError(
         "a stored secret cannot be decrypted: GATEWAY_SECRET_KEY lacks the key that sealed "
-        "it, or the value is damaged"
+        "it, or the value is damaged",
+        keyless=True,
     )

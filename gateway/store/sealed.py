@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 from gateway.formats import at_path
@@ -99,6 +100,34 @@ async def sample(db: Database, per_collection: int = 3) -> list[str]:
                 if isinstance(entry, dict) and isinstance(entry.get("sealed"), str)
             ]
     return values
+
+
+async def unopened(db: Database, opens: Callable[[str], bool], now: datetime) -> list[str]:
+    """Where a stored secret that `opens` refuses is ("collection/_id/path"), every one read:
+    a rotated-out secret whose grace ended before `now` is skipped (never opened again; its
+    end is `expires_at`, a trigger's `until`)."""
+    found: list[str] = []
+    for name in (*FIELDS, *LISTS):
+        paths = FIELDS.get(name, (LISTS.get(name, ""),))
+        with translate_errors():
+            docs = await db[name].find({}, {"_id": 1, **dict.fromkeys(paths, 1)}).to_list(None)
+        for doc in docs:
+            for path in paths:
+                value = at_path(doc, path)
+                entries = value if isinstance(value, list) else [{"sealed": value}]
+                found += [
+                    f"{name}/{doc['_id']}/{path}"
+                    for entry in entries
+                    if isinstance(entry, dict)
+                    and isinstance(entry.get("sealed"), str)
+                    and not _expired(entry.get("expires_at", entry.get("until")), now)
+                    and not opens(entry["sealed"])
+                ]
+    return found
+
+
+def _expired(at: Any, now: datetime) -> bool:
+    return isinstance(at, datetime) and at.tzinfo is not None and at <= now
 
 
 _FROM: Final = "__sealed_in"

@@ -37,7 +37,7 @@ import orjson
 from gateway.auth import partner_hmac, webhook_signature
 from gateway.auth.keyring import KeyRing
 from gateway.auth.signatures import ReplayKey, SignatureRejected
-from gateway.auth.tokens import TriggerTokenVerifier, bearer_token
+from gateway.auth.tokens import TriggerClaims, TriggerTokenVerifier, bearer_token
 from gateway.clock import utc_timestamp
 from gateway.entities import EntityService, Origin
 from gateway.errors import (
@@ -165,6 +165,7 @@ class HookReceiver:
         self._verifier = TriggerTokenVerifier(ring)
         self._metrics = metrics
         self._clock = clock
+        self._newer_noted: set[tuple[str, str]] = set()  # (trigger, token id) logged once
         self._limits = RateLimits()
         # Calls refused for their credentials, per client (its address, an IPv6 one's /64:
         # web/client_address.py), shared with the admin API's (web/admin_auth.py),
@@ -333,8 +334,32 @@ class HookReceiver:
         except Unauthorized:
             raise await self._refusal(token, trigger.id) from None
         if claims.tenant != gate["tenant"] or not _live(gate, claims.token_id, self._now()):
+            await self._note_newer_token(gate, claims)
             raise denied()
         return _Admitted(trigger)
+
+    async def _note_newer_token(self, gate: Doc, claims: TriggerClaims) -> None:
+        """A token this gateway signed for the trigger, issued after every token the database
+        holds for it: the database is older than the token (a restored backup), not the
+        token forged or revoked. Still a 401 (the token id is not stored); logged once per
+        token and process so the operator can re-issue it (docs/operations.md "Backups")."""
+        key = (str(gate["_id"]), claims.token_id)
+        if claims.tenant != gate["tenant"] or key in self._newer_noted:
+            return
+        if not _issued_after_all(claims, gate):
+            return  # revoked or rotated out: nothing read for it (a caller repeating it)
+        # Read again, not the cached gate: one a rotation made by another process a moment
+        # ago has not reached yet is no older database.
+        doc = await self._store.triggers.get(claims.tenant, key[0])
+        if doc is not None and _issued_after_all(claims, doc):
+            self._newer_noted.add(key)
+            log.warning(
+                "trigger %s refused a token it issued after every token the database holds "
+                "for it: the database is older than the token (a backup restored?); rotate "
+                "the trigger and give the partner the new token",
+                key[0],
+                extra={"tenant": claims.tenant, "trigger": key[0], "token_id": claims.token_id},
+            )
 
     def _verify_signature(
         self,
@@ -610,6 +635,12 @@ def _memory_use(
 def _check_key(key: str) -> None:
     if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
         raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters")
+
+
+def _issued_after_all(claims: TriggerClaims, doc: Doc) -> bool:
+    """Whether the token was issued after every token `doc` holds (it holds one at least)."""
+    issued = [t["issued_at"] for t in doc.get("tokens", ()) if t.get("issued_at")]
+    return bool(issued) and claims.issued_at > max(issued)
 
 
 def _live(doc: Doc, token_id: str, now: datetime) -> bool:

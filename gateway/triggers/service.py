@@ -10,6 +10,7 @@ makes its gate cache forget the trigger) and within 1 s in every other (`gates.p
 from __future__ import annotations
 
 import builtins
+import logging
 import secrets as _random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -52,6 +53,11 @@ from gateway.triggers.spec import (
     public_trigger,
     whole_numbers,
 )
+
+# Access changes, logged at INFO outside the database: a restore of an older backup undoes
+# them silently, and this log is how an operator finds them to redo (docs/operations.md
+# "Backups").
+_audit = logging.getLogger("gateway.audit")
 
 MAX_GRACE_SECONDS: Final = 30 * 24 * 3600
 _MAX_ATTEMPTS: Final = 5
@@ -204,13 +210,16 @@ class TriggerService:
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
             return {"status": status}, False
 
-        return self._public(await self._change(tenant, trigger_id, change))
+        changed = self._public(await self._change(tenant, trigger_id, change))
+        _logged(tenant, trigger_id, "disabled" if status == "disabled" else "enabled")
+        return changed
 
     async def delete(self, tenant: str, trigger_id: str) -> None:
         deleted = await self._store.triggers.delete(tenant, trigger_id)
         self._on_change(trigger_id)
         if not deleted:
             raise NotFound(f"no trigger {trigger_id!r}")
+        _logged(tenant, trigger_id, "deleted")
         self._on_delete(trigger_id)
         await self._store.rejected.delete_for_trigger(tenant, trigger_id)
         # Its idempotency records and signature memory expire with their retention: no call
@@ -258,6 +267,7 @@ class TriggerService:
             return {"auth.secrets": fresh["auth"]["secrets"]}, True
 
         doc = await self._change(tenant, trigger_id, change)
+        _logged(tenant, trigger_id, "rotated", grace_seconds=grace_seconds)
         return IssuedTrigger(self._public(doc), issued["token"], issued["secret"])
 
     async def revoke(self, tenant: str, trigger_id: str) -> dict[str, Any]:
@@ -269,7 +279,9 @@ class TriggerService:
                 return {"tokens": []}, False
             return {"auth.secrets": []}, True
 
-        return self._public(await self._change(tenant, trigger_id, change))
+        revoked = self._public(await self._change(tenant, trigger_id, change))
+        _logged(tenant, trigger_id, "revoked")
+        return revoked
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -428,6 +440,17 @@ class TriggerService:
 
     def _public(self, doc: Doc) -> dict[str, Any]:
         return public_trigger(doc, self._base_url)
+
+
+def _logged(tenant: str, trigger_id: str, change: str, **fields: Any) -> None:
+    """One `gateway.audit` line per access change (never a credential: the trigger's id)."""
+    _audit.info(
+        "trigger access changed: %s %s of tenant %s",
+        trigger_id,
+        change,
+        tenant,
+        extra={"tenant": tenant, "trigger": trigger_id, "change": change, **fields},
+    )
 
 
 def _credentialed(doc: Doc) -> str:
