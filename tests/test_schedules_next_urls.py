@@ -427,3 +427,32 @@ async def test_a_cursor_stored_before_header_names_reads_its_body_member_after_t
     assert [r.query.get("c") for r in partner.requests] == [None, "p2"]
     assert await _plates(client) == ["ABC1D23", "BRA2E19"]
     assert await db["migrations"].find_one({"_id": HEADER_MEMBER_STEP}) is not None
+
+
+async def test_the_cursor_upgrade_step_passes_over_a_cursor_from_that_is_no_string(
+    client: Client, partner: Partner, services: Services
+) -> None:
+    """A query's regex also matches the strings inside an array, so a hand-edited
+    `cursor.from` stored as a list (or a `cursor` stored as a list of objects) is found by the
+    upgrade step: it leaves such a document as it is, and the store still becomes ready."""
+    schedule = await _schedule(client, partner, "items", {"from": "page.next", "param": "query.c"})
+    db = services.store.db
+    first = await db["schedules"].find_one({"_id": ObjectId(schedule["id"])})
+    assert first is not None
+    # The same schedule twice more by hand, under other names, each with an odd cursor.
+    odd = [{**first["cursor"], "from": ["header.next"]}, [{"from": "header.next"}]]
+    ids = [ObjectId() for _ in odd]
+    for n, (_id, cursor) in enumerate(zip(ids, odd, strict=True)):
+        names = {
+            k: f"{v}-{n}" for k, v in first.items() if k.startswith("name") and isinstance(v, str)
+        }
+        await db["schedules"].insert_one({**first, **names, "_id": _id, "cursor": cursor})
+    await db["migrations"].delete_one({"_id": HEADER_MEMBER_STEP})
+    await services.store.ensure_indexes()
+
+    assert await db["migrations"].find_one({"_id": HEADER_MEMBER_STEP}) is not None
+    stored = [await db["schedules"].find_one({"_id": i}, {"cursor": 1}) for i in ids]
+    assert [doc["cursor"] for doc in stored if doc] == [
+        {**first["cursor"], "from": ["header.next"]},
+        [{"from": "header.next"}],
+    ]
