@@ -11,7 +11,8 @@
             JSON, the partner's own error member, a cursor that is not a string or a
             number; a 2xx without a body is an empty page.
             A throttle (a 429, or a JSON-RPC error asking to slow down on an HTTP 200:
-            `Outcome.throttled`) after pages of this run ends it `more` (`Tally.throttled`)
+            `Outcome.throttled`, whatever a rule says), or a `retry` rule's answer, after
+            pages of this run ends it `more` (`Tally.throttled`)
     land    once the lease is checked (a schedule deleted or reset during the call lands
             nothing), the page's items (deduplicated by id when the schedule says so; up
             to `sinks.MAX_PAGE_ITEMS`, in batches of a batch's bound, one after the other:
@@ -219,15 +220,17 @@ class Poll:
         self, action: Action, partner: Partner, request: OutboundRequest, outcome: Outcome
     ) -> Page | None:
         """The answer as a page, or None: throttled after pages this run committed (the run
-        ends `more`); PollFailure for anything else that is no page. The action's answer
-        rules decide before the status (as the partner's breaker judges the answer:
-        `Action.reading_answers`), then a page is read from a 2xx only (`calls.read_page`)."""
+        ends `more`), or a `retry` rule's answer then; PollFailure for anything else that is
+        no page. The action's answer rules decide before the status (as the partner's breaker
+        judges the answer: `Action.reading_answers`), but a throttle is one whatever a rule
+        says (`calls.ruled_failure`); then a page is read from a 2xx only (`calls.read_page`)."""
         rule = action.matched_rule(outcome)
         verdict = outcome.verdict if rule is None else rule.then
         self._c.metrics.observe_partner_call(partner.id, "schedule", outcome, verdict)
+        ruled = None if rule is None else ruled_failure(rule, outcome, self._clock())
         try:
-            if rule is not None:
-                raise ruled_failure(rule, outcome, self._clock())
+            if ruled is not None:
+                raise ruled
             return read_page(
                 self._doc,
                 outcome,
