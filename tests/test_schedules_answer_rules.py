@@ -192,3 +192,22 @@ async def test_an_error_a_fail_rule_names_in_a_200_is_no_page(
     state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
     assert (state["cursor"], state["failures"]) == (None, 1)
     assert await _metric(client, "gateway_partner_requests_total", mode="schedule", result="fail")
+
+
+async def test_a_rule_without_a_body_quotes_the_partners_answer_in_the_runs_error(
+    client: Client, partner: Partner
+) -> None:
+    """A rule with no `body` expression (the usual "4xx are final") finds nothing to quote: the
+    run's error quotes the answer's start, as a delivery's `last_error` does. It named the
+    rule alone, the partner's reason lost."""
+    schedule = await _schedule(client, partner, [{"status": ["4xx"], "then": "fail"}])
+    partner.respond_with(400, {"message": "token de integracao expirado"}, times=1)
+
+    assert await runner(client).run_until_idle() == {"failed": 1}
+
+    [run] = await runs(client, schedule["id"])
+    assert run["error"]["kind"] == "answer_rule"
+    assert run["error"]["message"] == (
+        "the partner answered 400, decided by an answer rule (final: answer_rules/0): "
+        '{"message":"token de integracao expirado"}'
+    ), run["error"]
