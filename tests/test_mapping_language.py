@@ -106,6 +106,28 @@ def test_full_jmespath_expressions_evaluate(expression: str, expected: Any) -> N
     assert getter(payload, Run()) == (payload if expression == "@" else expected)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (12.5, True),
+        (-3, True),
+        (0, True),
+        ("NaN", False),  # Jackson's writing of a NaN double (Traccar)
+        ("12.5", False),  # numeric text: cast it first
+        (True, False),
+        (None, False),
+        ([1], False),
+    ],
+)
+def test_is_number_holds_for_a_finite_number_only(value: Any, expected: bool) -> None:
+    getter, why = compile_expression("is_number(v)")
+    assert getter is not None, why
+    assert getter({"v": value}, Run()) is expected
+    # Infinity (`to_number` of a number past a float's range) is no reading either.
+    wide, _ = compile_expression("is_number(to_number('1e400'))")
+    assert wide is not None and wide({}, Run()) is False
+
+
 def test_quoted_identifiers_reach_dotted_keys() -> None:
     mapping = inbound("  last_position.lat: '\"position.latitude\"'\n")
     mapped = mapping.apply({"plate": "X", "position.latitude": -23.5})

@@ -197,6 +197,7 @@ FUNCTION_CALLS = {
     "from_json": ["from_json(v)", "from_json(to_string(v))"],
     "from_xml": ["from_xml(v)"],
     "is_fix": ["is_fix(v, w)", "is_fix(to_number(v), w)"],
+    "is_number": ["is_number(v)", "is_number(to_number(v))"],
     "join": ["join(',', v)", "join(w, [v, v])"],
     "keys": ["keys(v)"],
     "length": ["length(v)"],

@@ -610,3 +610,75 @@ async def test_a_samsara_heading_of_360_is_north_and_a_negative_speed_no_reading
     assert status == 200, answer
     position = (await _get(client, "ABC1D23"))["last_position"]
     assert (position["heading"], position["lat"], position.get("speed_kmh")) == (0, -23.56118, None)
+
+
+@pytest.mark.parametrize(
+    ("member", "target"),
+    [
+        ("altitude", "last_position.altitude_m"),
+        ("attributes.totalDistance", "attributes.traccar_total_distance_km"),
+        ("attributes.hours", "attributes.engine_hours"),
+        ("speed", "last_position.speed_kmh"),
+        ("accuracy", "last_position.accuracy_m"),
+        ("attributes.odometer", "odometer_km"),
+    ],
+)
+async def test_a_traccar_reading_that_is_no_number_is_left_out_not_the_event(
+    client: Client, member: str, target: str
+) -> None:
+    """Jackson writes a NaN double as `"NaN"`: any numeric reading of a good fix so garbled
+    (its altitude, total distance, engine hours, speed...) is left out, the rest of the fix and
+    the event written. The altitude failed the vehicle's schema, and the total distance and
+    the hours their unit conversion: a `422` for the whole event, its geofence exit lost."""
+    await _vehicle(client, "ABC1D23", tracker_id="353861053849681")
+    await upload_shipped(client, "traccar-event")
+    trigger = await create_trigger(client, mapping="traccar-event")
+    forward = _payload("traccar_event_forward_geofence_exit.json")
+    *path, last = member.split(".")
+    where = forward["position"]
+    for name in path:
+        where = where[name]
+    where[last] = "NaN"
+    status, answer = await hook(client, trigger, forward)
+    assert status == 200, answer.get("errors")
+    assert "vehicle.geofence.exited" in answer["events"], answer
+    stored = await _get(client, "ABC1D23")
+    assert stored["last_position"]["time"] == "2026-11-20T13:45:12Z"
+    group, name = target.split(".") if "." in target else ("", target)
+    assert name not in (stored.get(group) or {} if group else stored), stored
+
+
+async def test_a_geotab_or_samsara_reading_that_is_no_number_is_left_out_not_the_record(
+    client: Client,
+) -> None:
+    """The same in the other shipped mappings that write a vehicle from a fix: a LogRecord's
+    speed, a Samsara OBD odometer or engine seconds that are no number are left out (the OBD
+    odometer gives way to the GPS one), the record's position written, none refused."""
+    await _vehicle(client, "ABC1D23", tracker_id="b3A")
+    await _vehicle(client, "XYZ9A87", tracker_id="b7")
+    await upload_shipped(client, "geotab-logrecord")
+    geotab = await create_trigger(client, mapping="geotab-logrecord")
+    page = _payload("geotab_getfeed_logrecord.json")
+    page["result"]["data"][2].update(speed="NaN")  # b3A's newest record
+    del page["result"]["data"][0]  # (b3A's older one, whose speed the position would keep)
+    status, answer = await hook(client, geotab, page)
+    assert status == 200, answer
+    assert answer["summary"]["failed"] == 0, answer
+    position = (await _get(client, "ABC1D23"))["last_position"]
+    assert (position["time"], position.get("speed_kmh")) == ("2026-11-20T13:45:35Z", None)
+
+    await _vehicle(client, "BRA2E19", samsara_vehicle_id="281474982859091")
+    await upload_shipped(client, "samsara-vehicle-stats-feed")
+    samsara = await create_trigger(client, name="samsara", mapping="samsara-vehicle-stats-feed")
+    feed = _payload("samsara_vehicle_stats_feed.json")
+    feed["data"] = feed["data"][:1]
+    record = feed["data"][0]
+    record["obdOdometerMeters"][-1]["value"] = "NaN"
+    record["gpsOdometerMeters"] = [{"time": "2026-11-20T13:45:32Z", "value": 151470000}]
+    record["obdEngineSeconds"] = [{"time": "2026-11-20T13:45:32Z", "value": "NaN"}]
+    status, answer = await hook(client, samsara, feed)
+    assert status == 200, answer
+    stored = await _get(client, "BRA2E19")
+    assert stored["last_position"]["time"] == "2026-11-20T13:45:32Z"
+    assert stored["odometer_km"] == 151470.0
+    assert "engine_hours" not in stored["attributes"], stored

@@ -91,6 +91,49 @@ async def test_a_cursor_cycling_between_two_pages_is_a_loop_that_backs_off(
     assert (run["outcome"], run["written"], run["error"]["kind"]) == ("failed", 2, "loop")
 
 
+async def test_a_lists_last_page_read_again_by_the_next_run_is_no_loop(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A body cursor whose last page names no next cursor: the next run sends the last cursor
+    again and, nothing added, gets that page again. The run ends `ok` with nothing new (the
+    cursor could not move, so nothing spins); it was a `loop` failure every idle run."""
+    pages = {
+        None: {"items": [_item("ABC1D23", "1")], "next": "c2"},
+        "c2": {"items": [_item("BRA2E19", "2")]},
+    }
+    scripted.answer = lambda after, n: pages[after]
+    _clock(client)
+    cursor = {"from": "next", "param": "query.after"}
+    schedule = await scripted_schedule(client, scripted, cursor=cursor)
+    assert await _until_idle(client) == {"ok": 1}
+
+    await client.post(f"/api/v1/schedules/{schedule['id']}/run", headers=auth())
+    assert await _until_idle(client) == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == [None, "c2", "c2"]
+    run = (await runs(client, schedule["id"]))[0]
+    assert (run["outcome"], run["pages"], run["written"], run["skipped"]) == ("ok", 1, 0, 1)
+    state = await _state(client, schedule["id"])
+    assert (state["cursor"], state["failures"], state["last_error"]) == ("c2", 0, None)
+
+
+async def test_a_next_cursor_leading_back_to_the_same_page_within_a_run_is_a_loop(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """The partner names a next cursor whose page is the one just read, even a page naming
+    none after it: that is a loop (nothing written of the repeat), not a list's end."""
+    pages = {
+        None: {"items": [_item("ABC1D23", "1")], "next": "c2"},
+        "c2": {"items": [_item("ABC1D23", "1")]},
+    }
+    scripted.answer = lambda after, n: pages[after]
+    _clock(client)
+    cursor = {"from": "next", "param": "query.after"}
+    schedule = await scripted_schedule(client, scripted, cursor=cursor)
+    assert await _until_idle(client) == {"failed": 1}
+    state = await _state(client, schedule["id"])
+    assert (state["last_error"]["kind"], state["cursor"]) == ("loop", "c2")
+
+
 async def _paced(client: Client, schedule_id: str) -> str:
     metrics = await (await client.get("/metrics")).text()
     series = f'gateway_schedule_paced_total{{schedule="{schedule_id}"}} '

@@ -373,6 +373,40 @@ async def test_a_next_page_token_in_a_response_header_is_read_as_the_cursor(
     assert "ASD5F67" in await _plates(client)
 
 
+async def test_an_idle_header_token_list_read_again_ends_ok_with_nothing_new(
+    client: Client, partner: Partner
+) -> None:
+    """The docs' ServiceM8 setup on a list nobody added to: the next run sends the last token
+    again and gets the same last page, which names no next token. That is the list's end read
+    again, no loop: the run ends `ok`, nothing written again, no failure streak."""
+    cursor = {"from": "header.x-next-cursor", "param": "query.cursor", "initial": "-1"}
+    schedule = await _schedule(client, partner, "'@'", cursor, path="/api_1.0/vehicle.json")
+    partner.respond_with(body=_rows("ABC1D23", "BRA2E19"), headers={"x-next-cursor": "t2"}, times=1)
+    partner.respond_with(body=_rows("RTY4U56"), times=1)  # the last page: no header
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    for _ in range(2):  # nothing added since, run after run
+        partner.respond_with(body=_rows("RTY4U56"), times=1)
+        await run_now(client, schedule["id"])
+        assert await runner(client).run_until_idle() == {"ok": 1}
+        last = (await runs(client, schedule["id"]))[0]
+        assert (last["outcome"], last["written"], last["skipped"], last["error"]) == (
+            "ok",
+            0,
+            1,
+            None,
+        )
+    assert [r.query.get("cursor") for r in partner.requests] == ["-1", "t2", "t2", "t2"]
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert (state["cursor"], state["failures"], state["last_error"]) == ("t2", 0, None)
+
+    # A record added: the last page is read again with it, and it is written.
+    partner.respond_with(body=_rows("RTY4U56", "ASD5F67"), times=1)
+    await run_now(client, schedule["id"])
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert "ASD5F67" in await _plates(client)
+
+
 async def test_a_header_cursor_is_checked_when_saved(client: Client) -> None:
     erp = await create_partner(client, "https://erp.example.com", name="ERP")
     action = await create_action(client, erp["id"], mode="proxy", method="GET", path="/v")
@@ -427,3 +461,32 @@ async def test_a_cursor_stored_before_header_names_reads_its_body_member_after_t
     assert [r.query.get("c") for r in partner.requests] == [None, "p2"]
     assert await _plates(client) == ["ABC1D23", "BRA2E19"]
     assert await db["migrations"].find_one({"_id": HEADER_MEMBER_STEP}) is not None
+
+
+async def test_the_cursor_upgrade_step_passes_over_a_cursor_from_that_is_no_string(
+    client: Client, partner: Partner, services: Services
+) -> None:
+    """A query's regex also matches the strings inside an array, so a hand-edited
+    `cursor.from` stored as a list (or a `cursor` stored as a list of objects) is found by the
+    upgrade step: it leaves such a document as it is, and the store still becomes ready."""
+    schedule = await _schedule(client, partner, "items", {"from": "page.next", "param": "query.c"})
+    db = services.store.db
+    first = await db["schedules"].find_one({"_id": ObjectId(schedule["id"])})
+    assert first is not None
+    # The same schedule twice more by hand, under other names, each with an odd cursor.
+    odd = [{**first["cursor"], "from": ["header.next"]}, [{"from": "header.next"}]]
+    ids = [ObjectId() for _ in odd]
+    for n, (_id, cursor) in enumerate(zip(ids, odd, strict=True)):
+        names = {
+            k: f"{v}-{n}" for k, v in first.items() if k.startswith("name") and isinstance(v, str)
+        }
+        await db["schedules"].insert_one({**first, **names, "_id": _id, "cursor": cursor})
+    await db["migrations"].delete_one({"_id": HEADER_MEMBER_STEP})
+    await services.store.ensure_indexes()
+
+    assert await db["migrations"].find_one({"_id": HEADER_MEMBER_STEP}) is not None
+    stored = [await db["schedules"].find_one({"_id": i}, {"cursor": 1}) for i in ids]
+    assert [doc["cursor"] for doc in stored if doc] == [
+        {**first["cursor"], "from": ["header.next"]},
+        [{"from": "header.next"}],
+    ]

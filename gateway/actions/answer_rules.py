@@ -149,8 +149,9 @@ def compile_rules(
 ) -> tuple[AnswerRule, ...]:
     """Stored (checked) rules as ready objects: compiled once per action revision. A body
     that no longer compiles (saved under other limits, or edited in the database) makes a
-    rule that never matches, logged: dropped, the rule matched on its status alone, a wider
-    match (every 500 of the partner final)."""
+    rule that never matches, logged: the defaults decide the answers it was for (before
+    read50 L5 the body was dropped, and the rule matched on its status alone, a wider match:
+    every 500 of the partner final)."""
     if not stored:
         return ()
     rules = []

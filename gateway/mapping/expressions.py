@@ -214,12 +214,17 @@ class _BoundedFunctions(jp_functions.Functions):
         (`invalid_coordinates`, `null_island`: `fleet.quality.place_reason`), so that a
         mapping writing a vehicle's last position leaves out a garbled fix (latitude 95,
         "NaN", null) instead of failing the vehicle's schema with the whole payload."""
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lat, lon)):
+        if not (_finite(lat) and _finite(lon)):
             return False
-        try:
-            return place_reason(float(lat), float(lon)) is None
-        except OverflowError:  # an integer past a float's range: no place
-            return False
+        return place_reason(float(lat), float(lon)) is None
+
+    @jp_functions.signature({"types": []})
+    def _func_is_number(self, value: Any) -> bool:
+        """Whether a value is a number a reading can be: finite (as a float), not a boolean,
+        not text (Traccar's `"NaN"`, Jackson's writing of a NaN double), not null. A mapping
+        writing a fix's readings gates each on it (`when`), so a garbled one is left out
+        instead of failing a conversion or the vehicle's schema with the whole payload."""
+        return _finite(value)
 
     @jp_functions.signature({"types": ["string", "null"]})
     def _func_from_json(self, text: str | None) -> Any:
@@ -231,6 +236,16 @@ class _BoundedFunctions(jp_functions.Functions):
     @jp_functions.signature({"types": ["string", "null"]})
     def _func_from_xml(self, text: str | None) -> Any:
         return _decoded(text, "XML", parse_xml)
+
+
+def _finite(value: Any) -> bool:
+    """Whether `value` is a number that is finite as a float (`is_number`, `is_fix`)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return isfinite(value)
+    except OverflowError:  # an integer past a float's range
+        return False
 
 
 def _decoded(text: str | None, what: str, parse: Callable[[str], Any]) -> Any:

@@ -234,20 +234,31 @@ def read_page(
     return _cursor_page(spec, outcome, answer, sent)
 
 
-def ruled_failure(rule: AnswerRule, outcome: Outcome, now: datetime) -> PollFailure:
+def ruled_failure(rule: AnswerRule, outcome: Outcome, now: datetime) -> PollFailure | None:
     """The run's failure when one of the action's answer rules decides the answer (a GraphQL
     throttle in a 200, a SOAP fault in a 500): nothing of it is read as a page, the cursor
-    stays. A `retry` rule on what is a throttle anyway (a 429, a 2xx over-limit error or one
-    with a Retry-After: `Outcome.throttled`) keeps a throttle's handling: after pages of the
-    run it ends it `more`, no failure."""
+    stays; its message names the rule and what its body expression found, else the
+    answer's start. A `retry` rule's answer is the partner saying "try again later": after pages of
+    the run it ends it `more`, no failure, as a throttle (`throttle`, its Retry-After
+    honoured). None for a throttle (a 429, a 2xx over-limit error: `Outcome.throttled`) a
+    `fail` rule matched: a throttle is the schedule's to wait out whatever a rule says (rules
+    written for deliveries, `{"status": ["4xx"], "then": "fail"}`), read as one by
+    `read_page`."""
     status, retry = outcome.status, rule.then is Verdict.RETRY
-    throttle = retry and outcome.throttled()
+    throttled = outcome.throttled()
+    if throttled and not retry:
+        return None
+    said = rule.describe(outcome)
+    if rule.body is None and (excerpt := outcome.redacted_excerpt(_EXCERPT)):
+        # A rule without a body found nothing to quote: the answer's start, as a delivery's
+        # `last_error` says it, gives the partner's reason (an expired token, a bad parameter).
+        said += f": {excerpt}"
     return PollFailure(
-        "rate_limited" if throttle else "answer_rule",
-        f"the partner answered {status}, decided by an answer rule{rule.describe(outcome)}",
+        "rate_limited" if throttled else "answer_rule",
+        f"the partner answered {status}, decided by an answer rule{said}",
         status=status,
         retry_after=outcome.retry_after(now) if retry else None,
-        throttle=f"{status} {rule.name}" if throttle else None,
+        throttle=f"{status} {rule.name}" if retry else None,
     )
 
 

@@ -11,7 +11,8 @@
             JSON, the partner's own error member, a cursor that is not a string or a
             number; a 2xx without a body is an empty page.
             A throttle (a 429, or a JSON-RPC error asking to slow down on an HTTP 200:
-            `Outcome.throttled`) after pages of this run ends it `more` (`Tally.throttled`)
+            `Outcome.throttled`, whatever a rule says), or a `retry` rule's answer, after
+            pages of this run ends it `more` (`Tally.throttled`)
     land    once the lease is checked (a schedule deleted or reset during the call lands
             nothing), the page's items (deduplicated by id when the schedule says so; up
             to `sinks.MAX_PAGE_ITEMS`, in batches of a batch's bound, one after the other:
@@ -32,14 +33,16 @@ stops there goes on in the next one (`more` runs, at most `runner.MAX_RUNS_IN_RO
 older one than the call's would have every later run read old data again; the page lands, the
 cursor stays, the run records what was refused. A page whose new items are those of the last
 page again (the same cursor answered with the same page, or the same page under new cursors)
-is refused before anything is written: the partner is looping. So is a cursor this run sent
-already that answers the page it answered then (two pages naming each other, or a longer
-cycle within `max_pages`): the cursor stays there and the run fails as a `loop` and backs
-off. Nothing of it outlives the run: a cursor sent in an earlier run that answers its page
-again is read on (an offset log read again from its earliest record after a reset or a
-lagging replica's answer). Page numbers (`cursor.step`) index a list: its end (`more` false,
-or the records of the page before answered again by a partner clamping page numbers past
-the end) sends the cursor back to `initial`, and the next run reads the list again.
+is refused before anything is written: the partner is looping (but a list's last page,
+naming no next cursor, read again by the next run is its end with nothing new:
+`Poll._repeated`). So is a cursor this run sent already that answers the page it answered
+then (two pages naming each other, or a longer cycle within `max_pages`): the cursor stays
+there and the run fails as a `loop` and backs off. Nothing of it outlives the run: a cursor
+sent in an earlier run that answers its page again is read on (an offset log read again from
+its earliest record after a reset or a lagging replica's answer). Page numbers
+(`cursor.step`) index a list: its end (`more` false, or the records of the page before
+answered again by a partner clamping page numbers past the end) sends the cursor back to
+`initial`, and the next run reads the list again.
 """
 
 from __future__ import annotations
@@ -217,15 +220,17 @@ class Poll:
         self, action: Action, partner: Partner, request: OutboundRequest, outcome: Outcome
     ) -> Page | None:
         """The answer as a page, or None: throttled after pages this run committed (the run
-        ends `more`); PollFailure for anything else that is no page. The action's answer
-        rules decide before the status (as the partner's breaker judges the answer:
-        `Action.reading_answers`), then a page is read from a 2xx only (`calls.read_page`)."""
+        ends `more`), or a `retry` rule's answer then; PollFailure for anything else that is
+        no page. The action's answer rules decide before the status (as the partner's breaker
+        judges the answer: `Action.reading_answers`), but a throttle is one whatever a rule
+        says (`calls.ruled_failure`); then a page is read from a 2xx only (`calls.read_page`)."""
         rule = action.matched_rule(outcome)
         verdict = outcome.verdict if rule is None else rule.then
         self._c.metrics.observe_partner_call(partner.id, "schedule", outcome, verdict)
+        ruled = None if rule is None else ruled_failure(rule, outcome, self._clock())
         try:
-            if rule is not None:
-                raise ruled_failure(rule, outcome, self._clock())
+            if ruled is not None:
+                raise ruled
             return read_page(
                 self._doc,
                 outcome,
@@ -308,11 +313,9 @@ class Poll:
                 self._no_cursor(spec, len(records), page.more)
             page_digest = digest(fresh) if fresh else self._digest
             if spec is not None and fresh and page_digest == self._digest:
-                raise PollFailure(
-                    "loop",
-                    f"the partner answered the same {len(fresh)} item(s) again (cursor "
-                    f"{self._cursor!r} → {page.cursor!r}): it is looping; nothing was written",
-                )
+                self._repeated(page, len(fresh))  # a list's end read again, or a loop
+                tally.skipped += len(fresh)
+                fresh, fresh_numbers = [], []
             if spec is not None:
                 self._revisited(page, records, more)
         if fresh or refused:
@@ -551,6 +554,20 @@ class Poll:
                 f"looping; nothing was written and the cursor stays there",
             )
         self._sent[key] = mark
+
+    def _repeated(self, page: Page, items: int) -> None:
+        """PollFailure `loop` for a page whose new items are those of the page before, unless
+        it is a list's last page read again: the run's first page, naming no next cursor. The
+        run before ended there (that page named none, so the cursor stayed) and the partner
+        added nothing since (an idle ServiceM8 list, a body cursor at its end): nothing new,
+        and the cursor cannot move, so nothing spins. Within a run, a cursor the partner named
+        that answers the same page is a loop, whether or not that page names a next one."""
+        if page.cursor is not None or self.tally.pages > 1:
+            raise PollFailure(
+                "loop",
+                f"the partner answered the same {items} item(s) again (cursor "
+                f"{self._cursor!r} → {page.cursor!r}): it is looping; nothing was written",
+            )
 
     def _no_cursor(self, spec: Doc, records: int, more: bool | None) -> None:
         """A warning (the run record's `note`, the log) when `cursor.from` finds no cursor on

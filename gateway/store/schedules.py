@@ -56,10 +56,9 @@ from gateway.store.migrations import record_step
 from gateway.store.resources import TenantResources
 
 FREE: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
+"""`lease_until` of a schedule nobody holds."""
 HEADER_MEMBER_STEP: Final = "schedules.header_member_quoted"
 """The upgrade step that quotes a `cursor.from` beginning `header.` (`quote_header_members`)."""
-"""`lease_until` of a schedule nobody holds."""
 MAX_RUNS_PER_SCHEDULE: Final = 200
 # What a release takes off: the lease's owner, and the cross-run chain of cursors older
 # releases kept (2026-12-05: no longer read).
@@ -388,14 +387,20 @@ def _anything(_doc: Doc) -> bool:
 async def quote_header_members(schedules: Collection, migrations: Collection) -> int:
     """Once per database: a `cursor.from` stored before `header.NAME` named an answer
     header began `header.` as a JMESPath on the body (its member `header`): written
-    `"header".` + the rest, it reads that member still. How many it changed."""
+    `"header".` + the rest, it reads that member still. How many it changed. A document
+    whose `cursor` is no object or its `from` no string (hand-edited: a regex also matches
+    the strings inside an array) is left as it is, so it cannot keep the store from being
+    ready."""
     changed = 0
     with translate_errors():
         stored = await schedules.find(
             {"cursor.from": {"$regex": r"^header\."}}, {"cursor.from": 1}
         ).to_list(None)
     for doc in stored:
-        old = doc["cursor"]["from"]
+        cursor = doc.get("cursor")
+        old = cursor.get("from") if isinstance(cursor, dict) else None
+        if not isinstance(old, str):
+            continue
         quoted = '"header".' + old.removeprefix("header.")
         with translate_errors():
             result = await schedules.update_one(
