@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp.test_utils import TestClient
 from bson import ObjectId
 
 from gateway.auth.keyring import KeyRing
-from gateway.auth.secretbox import SecretBox
+from gateway.auth.secretbox import SecretBox, lost_secret
+from gateway.auth.webhook_signature import signed_headers
 from gateway.store import sealed
 from gateway.web.state import services_key
 from tests.partner_double import (
@@ -27,7 +29,8 @@ from tests.partner_double import (
     partner,
 )
 from tests.processes import Gateway, free_port
-from tests.support import SECRET_KEY, admin_token, cli_env, run_cli
+from tests.support import SECRET_KEY, admin_token, auth, cli_env, run_cli
+from tests.triggers_support import VEHICLE, create_trigger
 
 __all__ = ["partner"]  # the fixture
 
@@ -145,3 +148,32 @@ async def _delivery_of(client: Client, subscription: str, status: str) -> dict[s
             return dict(doc)
         await asyncio.sleep(0.1)
     raise AssertionError(f"the delivery of {subscription} is not {status}")
+
+
+async def test_a_trigger_s_lost_secret_refuses_its_calls_until_rotated_and_no_grace_keeps_it(
+    client: Client,
+) -> None:
+    """A signed call is never taken unchecked on a lost secret; the rotation that saves it again
+    drops the lost one at once, even with a grace (kept, it failed every call meanwhile)."""
+    trigger = await create_trigger(client, auth={"mode": "webhook_signature"})
+    triggers = client.app[services_key].store.db["triggers"]
+    await triggers.update_one(
+        {"_id": trigger["id"]}, {"$set": {"auth.secrets.0.sealed": lost_secret("2026-12-07")}}
+    )
+    body = orjson.dumps(VEHICLE)
+
+    async def call(secret: str) -> int:
+        headers = signed_headers([secret], "msg_1", int(time.time()), body)
+        response = await client.post(
+            f"/hooks/{trigger['id']}",
+            data=body,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        return response.status
+
+    assert await call("whsec_" + "A" * 32) == 500  # secret-damaged, not taken
+    rotate = f"/api/v1/triggers/{trigger['id']}/rotate"
+    rotated = await (await client.post(rotate, json={"grace_seconds": 600}, headers=auth())).json()
+    stored = await triggers.find_one({"_id": trigger["id"]})
+    assert [s["sealed"].startswith("lost:") for s in stored["auth"]["secrets"]] == [False]
+    assert await call(rotated["secret"]) == 201
