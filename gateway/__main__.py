@@ -1,6 +1,6 @@
 """The `gateway` command: serve [--workers N] | worker [--jobs ...] | admin-token | mapping
 validate/test | demo | trigger create/list | ui-user create/list/set-role/set-password/delete |
-cleanup [--days N] [--dry-run] | reseal [--dry-run] |
+cleanup [--days N] [--dry-run] | reseal [--dry-run] [--forget-unreadable [--yes]] |
 fold-failures [--tenant T]."""
 
 from __future__ import annotations
@@ -186,6 +186,16 @@ def _parser() -> argparse.ArgumentParser:
         help="seal every stored secret again under the first key of GATEWAY_SECRET_KEY",
     )
     reseal.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    reseal.add_argument(
+        "--forget-unreadable",
+        action="store_true",
+        help="the last resort after a lost key: list every stored secret no key of "
+        "GATEWAY_SECRET_KEY opens; with --yes, clear them (each must be saved again) so that "
+        "the gateway starts (docs/operations.md)",
+    )
+    reseal.add_argument(
+        "--yes", action="store_true", help="with --forget-unreadable: clear what it lists"
+    )
 
     ui_user = commands.add_parser("ui-user", help="manage admin UI users")
     ui_user_commands = ui_user.add_subparsers(
@@ -351,7 +361,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         "trigger": lambda: cli.trigger(settings, args.trigger_command, vars(args)),
         "ui-user": lambda: cli.ui_user(settings, args.ui_user_command, vars(args)),
         "cleanup": lambda: cli.cleanup(settings, args.days, dry_run=args.dry_run),
-        "reseal": lambda: cli.reseal(settings, dry_run=args.dry_run),
+        "reseal": lambda: (
+            cli.forget_unreadable(settings, confirmed=args.yes and not args.dry_run)
+            if args.forget_unreadable
+            else cli.reseal(settings, dry_run=args.dry_run, confirm=args.yes)
+        ),
         "fold-failures": lambda: cli.fold_failures(settings, args.tenant),
     }
     try:

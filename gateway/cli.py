@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from gateway.fleet.failures import SetAside
     from gateway.retention import Cleaned
     from gateway.services import Services
-    from gateway.store.sealed import Resealed
+    from gateway.store.sealed import Forgotten, Resealed
 
 T = TypeVar("T")
 
@@ -596,10 +596,13 @@ def cleanup(settings: Settings, days: int, *, dry_run: bool) -> int:
     return 0
 
 
-def reseal(settings: Settings, *, dry_run: bool) -> int:
+def reseal(settings: Settings, *, dry_run: bool, confirm: bool = False) -> int:
     """`gateway reseal`: every stored secret sealed again under the first key of
     GATEWAY_SECRET_KEY (docs/security.md, rotating the key). Exit 1 when a secret no key
     opens remains (named, not touched): the old key must not be dropped yet."""
+    if confirm:
+        print("error: --yes confirms --forget-unreadable only", file=sys.stderr)
+        return 2
     from gateway.auth.keyring import KeyRing
     from gateway.auth.secretbox import SecretBox
     from gateway.keys import reseal_secrets
@@ -621,6 +624,53 @@ def reseal(settings: Settings, *, dry_run: bool) -> int:
     for where in done.unreadable:
         print(f"no key opens {where}", file=sys.stderr)
     return 1 if done.unreadable else 0
+
+
+def forget_unreadable(settings: Settings, *, confirmed: bool) -> int:
+    """`gateway reseal --forget-unreadable [--yes]`: the last resort after a key is lost for
+    good (docs/operations.md "A lost key"). Lists each stored secret no key of
+    GATEWAY_SECRET_KEY opens (where, never a value); `confirmed`, clears them to read as lost
+    and narrows the key check's keys, so that `serve` starts again. It opens the store alone:
+    the services' start is the very check that refuses such a database."""
+    from gateway.auth.keyring import KeyRing
+    from gateway.auth.secretbox import SecretBox
+    from gateway.keys import forget_unreadable as forget
+    from gateway.services import load_secret_key
+    from gateway.store.connection import open_store
+
+    box = SecretBox(KeyRing.from_secret(load_secret_key(settings, generate=False)))
+
+    async def run() -> Forgotten:
+        async with open_store(settings, settings.mongodb_uri, attach=True) as store:
+            return await forget(store, box, dry_run=not confirmed)
+
+    try:
+        done = _run(run)
+    except GatewayError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    for s in done.secrets:
+        ended = " (rotated out, its grace over: nothing to redo)" if s.ended else ""
+        print(f"no key opens: tenant {s.tenant} {s.kind} {s.id} {s.field}{ended}")
+    redo = sum(not s.ended for s in done.secrets)
+    if not confirmed:
+        print(
+            f"{len(done.secrets)} stored secrets no key opens ({redo} to save again once "
+            "cleared); nothing changed: `gateway reseal --forget-unreadable --yes` clears them"
+        )
+        return 0
+    print(
+        f"cleared {len(done.secrets)} stored secrets no key opens: save the {redo} listed "
+        "again (a subscription's: give its partner the new secret)"
+    )
+    if done.changed or not done.narrowed:
+        print(
+            f"error: {done.changed} records changed meanwhile, or a process started with "
+            "another key: run it again",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def fold_failures(settings: Settings, tenant: str | None) -> int:

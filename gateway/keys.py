@@ -6,14 +6,15 @@ process's start, that its keys open what the others sealed (`check_secret_key`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from gateway import clock
-from gateway.auth.secretbox import SecretBox, SecretBoxError
+from gateway.auth.secretbox import SecretBox, SecretBoxError, is_lost, lost_secret
 from gateway.config import ConfigError
 from gateway.errors import KeyRefused, SecretDamaged, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.store import Store, sealed
-from gateway.store.sealed import Resealed, reseal, sample
+from gateway.store.sealed import Forgotten, Resealed, forget, reseal, sample
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ async def reseal_secrets(store: Store, box: SecretBox, *, dry_run: bool = False)
     plaintext and record context unchanged); what no key opens is named, not touched."""
 
     def renew(token: str) -> str | None:
+        if is_lost(token):  # forgotten (`forget_unreadable`): sealed under no key
+            return token
         try:
             return box.rotate(token) if box.needs_rotation(token) else token
         except SecretBoxError:
@@ -34,6 +37,36 @@ async def reseal_secrets(store: Store, box: SecretBox, *, dry_run: bool = False)
     done = await reseal(store.db, renew, dry_run=dry_run)
     if check is not None and not dry_run and not done.unreadable and not done.changed:
         await store.key_check.narrow(check.kids, box.kids[:1])
+    return done
+
+
+async def forget_unreadable(store: Store, box: SecretBox, *, dry_run: bool) -> Forgotten:
+    """The last resort once a key the stored secrets are sealed under is lost for good: every
+    stored secret none of `box`'s keys opens, cleared (unless `dry_run`) to read as lost (a
+    send that needs one fails, naming it, until it is saved again), then the keys recorded in
+    the key check narrowed to `box`'s, so that a start with them is no longer refused.
+
+    Refused (ConfigError) when `box` does not open the key check: a wrong GATEWAY_SECRET_KEY
+    opens no secret, and would forget them all. Runs without `check_secret_key`, which is
+    what refuses every start here."""
+    check = await store.key_check.read()
+    if check is None:  # nothing recorded: a start with a key that opens a secret passes
+        raise ConfigError(
+            "GATEWAY_SECRET_KEY: the database holds no key check to prove these keys are the "
+            "gateway's; nothing forgotten: start `gateway serve` once with them (docs/security.md)"
+        )
+    try:
+        box.open_text(check.sealed, context=_KEY_CHECK_CONTEXT)
+    except SecretBoxError:
+        raise ConfigError(
+            "GATEWAY_SECRET_KEY: none of its keys opens the gateway's key check: it is not "
+            "this gateway's key list, and would forget every stored secret; nothing forgotten"
+        ) from None
+    lost = lost_secret(clock.utcnow().date().isoformat())
+    done = await forget(store.db, _opens_or_lost(box), lost, clock.utcnow(), dry_run=dry_run)
+    # A process started meanwhile with another sealing key added it: not narrowed (run again).
+    if not dry_run and not done.changed:
+        done.narrowed = await store.key_check.narrow(check.kids, box.kids)
     return done
 
 
@@ -124,10 +157,16 @@ async def _kids_needed(
     are recorded."""
     if recorded is not None and all(kid in box.kids for kid in recorded):
         return recorded if box.kids[0] in recorded else (*recorded, box.kids[0])
-    if unopened := await sealed.unopened(store.db, box.opens, clock.utcnow()):
+    if unopened := await sealed.unopened(store.db, _opens_or_lost(box), clock.utcnow()):
         missing = [kid for kid in recorded or () if kid not in box.kids]
         raise _lacking(missing, unopened, box)
     return box.kids  # which of them sealed what is not known: `gateway reseal` narrows them
+
+
+def _opens_or_lost(box: SecretBox) -> Callable[[str], bool]:
+    """`box.opens`, a forgotten secret (`forget_unreadable`) counted as read: it is sealed
+    under no key, and what needs it fails on its own (saved again, it opens)."""
+    return lambda token: is_lost(token) or box.opens(token)
 
 
 def _lacking(missing: list[str], unopened: list[str], box: SecretBox) -> ConfigError:
@@ -186,6 +225,11 @@ class StoredSecrets:
         return SecretDamaged(f"stored secret damaged: {exc.detail}; {self._advice(exc)}")
 
     def _advice(self, exc: SecretBoxError) -> str:
+        if exc.lost:
+            return (
+                "save the secret again (a subscription's is a new signing secret: give it to "
+                "its partner) (docs/operations.md, a lost key)"
+            )
         if not exc.keyless:  # it opened, for another record: copied there, not sealed for it
             return (
                 "this process's GATEWAY_SECRET_KEY opens the gateway's key check: save the "

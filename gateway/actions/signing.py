@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from gateway.auth.secretbox import SecretBox
+from gateway.auth.secretbox import SecretBox, is_lost
 from gateway.auth.webhook_signature import (
     ID_HEADER,
     SIGNATURE_HEADER,
@@ -96,13 +96,19 @@ def new_entry(box: SecretBox, context: str, now: datetime) -> tuple[Doc, str]:
 
 def rotated(entries: Sequence[Doc], entry: Doc, now: datetime) -> list[Doc]:
     """The entries after a rotation to `entry`: a second rotation within the day does not cut
-    the first one's grace, which a receiver still on the first secret was promised."""
+    the first one's grace, which a receiver still on the first secret was promised. A lost
+    one (`gateway reseal --forget-unreadable`) is dropped: it signs nothing, and kept for the
+    grace it would fail every send meanwhile."""
     previous = [
         {**e, "expires_at": e.get("expires_at") or now + ROTATION_GRACE}
         for e in entries
-        if e.get("expires_at") is None or e["expires_at"] > now
+        if (e.get("expires_at") is None or e["expires_at"] > now) and not _lost(e)
     ][:ROTATED_KEPT]
     return [entry, *previous]
+
+
+def _lost(entry: Doc) -> bool:
+    return isinstance(entry.get("sealed"), str) and is_lost(entry["sealed"])
 
 
 def first_signing(box: SecretBox, context: str, now: datetime) -> tuple[Doc, str]:

@@ -24,14 +24,34 @@ class SecretBoxError(GatewayError):
     context it was opened for (`partner:<id>:auth`), when known; a reader that knows whose
     secret it is names it in the message (`naming`)."""
 
-    def __init__(self, detail: str = "", *, record: str = "", keyless: bool = False) -> None:
+    def __init__(
+        self, detail: str = "", *, record: str = "", keyless: bool = False, lost: bool = False
+    ) -> None:
         super().__init__(detail)
         self.record = record
         self.keyless = keyless  # no key decrypts it (not: opened, but for another record)
+        self.lost = lost  # forgotten with the key that sealed it (`LOST`): save it again
 
     def naming(self, whose: str) -> SecretBoxError:
         """The same error, its message starting with whose secret it is (never its value)."""
-        return SecretBoxError(f"{whose}: {self.detail}", record=self.record, keyless=self.keyless)
+        return SecretBoxError(
+            f"{whose}: {self.detail}", record=self.record, keyless=self.keyless, lost=self.lost
+        )
+
+
+LOST = "lost:"
+"""What a stored secret reads once `gateway reseal --forget-unreadable` cleared it (`LOST` and
+the date): no key opened it (the key that sealed it is gone for good). It opens as lost, never
+as an empty secret: what needs it fails until an admin saves it again."""
+
+
+def lost_secret(on: str) -> str:
+    """The value standing for a secret forgotten on `on` (an ISO date)."""
+    return f"{LOST}{on}"
+
+
+def is_lost(token: str) -> bool:
+    return token.startswith(LOST)
 
 
 class SecretBox:
@@ -66,7 +86,9 @@ class SecretBox:
         try:
             envelope = self._decrypt(token)
         except SecretBoxError as exc:
-            raise SecretBoxError(exc.detail, record=context, keyless=exc.keyless) from None
+            raise SecretBoxError(
+                exc.detail, record=context, keyless=exc.keyless, lost=exc.lost
+            ) from None
         if not isinstance(envelope, dict) or envelope.get("c") != context:
             raise SecretBoxError("a stored secret was sealed for another record", record=context)
         value = envelope.get("s", envelope.get("j"))
@@ -111,6 +133,12 @@ class SecretBox:
         return True
 
     def _decrypt(self, token: str) -> Any:
+        if is_lost(token):
+            raise SecretBoxError(
+                f"a stored secret was lost with the key that sealed it (forgotten by `gateway "
+                f"reseal --forget-unreadable` on {token.removeprefix(LOST)})",
+                lost=True,
+            )
         try:
             return orjson.loads(self._all.decrypt(token.encode()))
         except (InvalidToken, orjson.JSONDecodeError):

@@ -130,6 +130,99 @@ def _expired(at: Any, now: datetime) -> bool:
     return isinstance(at, datetime) and at.tzinfo is not None and at <= now
 
 
+KINDS: Final = {
+    "partners": "partner",
+    "channels": "channel",
+    "subscriptions": "subscription",
+    "triggers": "trigger",
+    "flow_heads": "flow",
+    "actions": "action",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Unopened:
+    """A stored secret no key opens: where it is, never its value."""
+
+    tenant: str
+    kind: str  # KINDS: partner, channel, subscription, trigger, flow, action
+    id: str
+    field: str  # its path, a list entry's index after it (`secrets[0]`)
+    ended: bool  # a rotated-out secret past its grace: never opened again
+
+
+@dataclass(slots=True)
+class Forgotten:
+    secrets: list[Unopened] = field(default_factory=list)
+    changed: int = 0  # documents an admin changed meanwhile (left as they are now)
+    narrowed: bool = False  # the key check's keys narrowed to the configured ones
+
+
+async def forget(
+    db: Database, opens: Callable[[str], bool], lost: str, now: datetime, *, dry_run: bool
+) -> Forgotten:
+    """Every stored secret `opens` refuses, replaced by `lost` unless `dry_run`: the last
+    resort once the key that sealed them is gone for good (`gateway reseal
+    --forget-unreadable`). Each document is written only where its sealed values are still
+    the ones read, as `reseal` does."""
+    outcome = Forgotten()
+    for name in (*FIELDS, *LISTS):
+        paths = FIELDS.get(name, (LISTS.get(name, ""),))
+        with translate_errors():
+            docs = (
+                await db[name]
+                .find({}, {"_id": 1, "tenant": 1, **dict.fromkeys(paths, 1)})
+                .to_list(None)
+            )
+        for doc in docs:
+            found, changes = {}, {}
+            for path in paths:
+                value = at_path(doc, path)
+                new = _forgotten(value, opens, lost, now, outcome.secrets, doc, name, path)
+                if new is not value:
+                    found[path], changes[path] = value, new
+            if changes and not dry_run:
+                with translate_errors():
+                    result = await db[name].update_one(
+                        {"_id": doc["_id"], **found}, {"$set": changes}
+                    )
+                outcome.changed += result.matched_count == 0
+    return outcome
+
+
+def _forgotten(
+    value: Any,
+    opens: Callable[[str], bool],
+    lost: str,
+    now: datetime,
+    into: list[Unopened],
+    doc: dict[str, Any],
+    name: str,
+    path: str,
+) -> Any:
+    """`value` (a sealed string or a list of `{"sealed": ...}` entries) with what `opens`
+    refuses replaced by `lost`, each one added to `into`; `value` itself when none is."""
+
+    def unopened(field: str, ended: bool) -> None:
+        tenant = str(doc.get("tenant", ""))
+        into.append(Unopened(tenant, KINDS[name], str(doc["_id"]), field, ended))
+
+    if isinstance(value, str):
+        if opens(value):
+            return value
+        unopened(path, False)
+        return lost
+    if not isinstance(value, list):
+        return value
+    entries = list(value)
+    for i, entry in enumerate(value):
+        if isinstance(entry, dict) and isinstance(entry.get("sealed"), str):
+            if not opens(entry["sealed"]):
+                unopened(f"{path}[{i}]", _expired(entry.get("expires_at", entry.get("until")), now))
+                entries[i] = {**entry, "sealed": lost}
+    return value if entries == value else entries
+
+
 _FROM: Final = "__sealed_in"
 """The member `sample`'s query names each document's collection in (no stored document has
 it: it is added by the projection)."""

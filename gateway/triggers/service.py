@@ -20,7 +20,7 @@ from typing import Any, Final
 from gateway.auth import partner_hmac
 from gateway.auth.keyring import KeyRing
 from gateway.auth.partner_jwt import Fetch
-from gateway.auth.secretbox import SecretBox, SecretBoxError
+from gateway.auth.secretbox import SecretBox, SecretBoxError, is_lost
 from gateway.auth.tokens import issue_trigger_token
 from gateway.auth.webhook_signature import generate_secret
 from gateway.clock import as_stored, utcnow
@@ -470,7 +470,8 @@ def _graced(entries: list[Doc], grace: datetime | None, now: datetime) -> list[D
     kept = []
     for entry in entries:
         until = entry.get("until")
-        if until is None or until > now:
+        lost = isinstance(entry.get("sealed"), str) and is_lost(entry["sealed"])
+        if (until is None or until > now) and not lost:  # a lost one would verify nothing
             kept.append({**entry, "until": grace if until is None else min(until, grace)})
     return kept
 

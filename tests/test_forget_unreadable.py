@@ -1,0 +1,179 @@
+"""`gateway reseal --forget-unreadable`: the last resort once a key the stored secrets are
+sealed under is lost for good. Every start is refused (the key check records the key), and
+`gateway reseal` cannot narrow the keys while a secret under it remains: the command lists
+what no key opens, clears it with `--yes` so that it reads as lost, and the gateway starts;
+a delivery that needs a lost secret fails naming it, never sent unsigned
+(docs/operations.md "A lost key")."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp.test_utils import TestClient
+from bson import ObjectId
+
+from gateway.auth.keyring import KeyRing
+from gateway.auth.secretbox import SecretBox, lost_secret
+from gateway.auth.webhook_signature import signed_headers
+from gateway.store import sealed
+from gateway.web.state import services_key
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    partner,
+)
+from tests.processes import Gateway, free_port
+from tests.support import SECRET_KEY, admin_token, auth, cli_env, run_cli
+from tests.triggers_support import VEHICLE, create_trigger
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+NEW_KEY = "the-new-secret-key-0123456789abcdef0123456789"
+ROTATING = SecretBox(KeyRing([NEW_KEY, SECRET_KEY]))
+
+
+async def _subscriptions(client: Client, partner_url: str) -> tuple[str, str]:
+    """Two subscriptions of one partner, one action each (`/lost`, `/kept`)."""
+    partner_doc = await create_partner(client, partner_url)
+    ids = []
+    for path in ("/lost", "/kept"):
+        action = await create_action(client, partner_doc["id"], path=path)
+        ids.append((await create_subscription(client, action["id"], ("entity.created",)))["id"])
+    return ids[0], ids[1]
+
+
+async def test_a_lost_key_is_forgotten_then_the_gateway_starts_and_fails_only_what_it_sealed(
+    client: Client, partner: Partner, mongodb_uri: str, tmp_path: Path
+) -> None:
+    services = client.app[services_key]
+    lost, kept = await _subscriptions(client, partner.url)  # sealed under the old key
+    env = cli_env(services.settings, mongodb_uri)
+    # Step 2 of a rotation (`<new>,<old>`): the key check records both keys; everything but
+    # the first subscription's secret is sealed under the new key; then the old key is lost.
+    step = await run_cli(
+        {**env, "GATEWAY_SECRET_KEY": f"{NEW_KEY},{SECRET_KEY}"}, "reseal", "--dry-run"
+    )
+    assert step.returncode == 0, step.stderr
+    under_old = {
+        entry["sealed"]
+        for entry in (await services.store.db["subscriptions"].find_one({"_id": ObjectId(lost)}))[
+            "secrets"
+        ]
+    }
+    await sealed.reseal(
+        services.store.db, lambda token: token if token in under_old else ROTATING.rotate(token)
+    )
+    new_only = {**env, "GATEWAY_SECRET_KEY": NEW_KEY}
+
+    refused = await run_cli(new_only, "serve", "--port", str(free_port()))
+    assert refused.returncode == 2 and "lacks a key the stored secrets" in refused.stderr
+    listed = await run_cli(new_only, "reseal", "--forget-unreadable")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0] == (
+        f"no key opens: tenant acme subscription {lost} secrets[0]"
+    )
+    assert "nothing changed" in listed.stdout and "sealed" not in listed.stdout
+    still = await services.store.db["subscriptions"].find_one({"_id": ObjectId(lost)})
+    assert {entry["sealed"] for entry in still["secrets"]} == under_old
+
+    forgotten = await run_cli(new_only, "reseal", "--forget-unreadable", "--yes")
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert "cleared 1 stored secrets no key opens: save the 1 listed again" in forgotten.stdout
+
+    gateway = Gateway(
+        tmp_path / "gateway",
+        MONGODB_URI=mongodb_uri,
+        GATEWAY_DATABASE=services.settings.database,
+        GATEWAY_SECRET_KEY=NEW_KEY,
+    )
+    await asyncio.to_thread(gateway.start)
+    try:
+        status, _, answer = await asyncio.to_thread(
+            gateway.request, "POST", "/api/v1/entities/vehicle", {"plate": "RBT1A23"}, _admin()
+        )
+        assert status == 201, answer
+        await partner.wait_for(1, timeout=30)
+        failed = await _delivery_of(client, lost, "failed")
+        await _delivery_of(client, kept, "succeeded")
+        assert [request.path for request in partner.requests] == ["/kept"]
+        said = failed["last_error"]
+        assert "lost with the key that sealed it" in said and "save the secret again" in said
+        # Saved again (a new secret, for its partner): the lost one is not kept for a grace.
+        path = f"/api/v1/subscriptions/{lost}/rotate-secret"
+        status, _, answer = await asyncio.to_thread(gateway.request, "POST", path, {}, _admin())
+        assert status == 200, answer
+        status, _, answer = await asyncio.to_thread(
+            gateway.request, "POST", "/api/v1/entities/vehicle", {"plate": "RBT1A24"}, _admin()
+        )
+        assert status == 201, answer
+        await partner.wait_for(3, timeout=30)
+    finally:
+        await asyncio.to_thread(gateway.stop)
+    assert sorted(request.path for request in partner.requests[1:]) == ["/kept", "/lost"]
+
+
+async def test_a_key_list_that_does_not_open_the_key_check_forgets_nothing(
+    client: Client, partner: Partner, mongodb_uri: str
+) -> None:
+    """A wrong GATEWAY_SECRET_KEY opens no secret: it would forget them all."""
+    services = client.app[services_key]
+    lost, _ = await _subscriptions(client, partner.url)
+    before = await services.store.db["subscriptions"].find_one({"_id": ObjectId(lost)})
+    wrong = {**cli_env(services.settings, mongodb_uri), "GATEWAY_SECRET_KEY": NEW_KEY}
+    refused = await run_cli(wrong, "reseal", "--forget-unreadable", "--yes")
+    assert refused.returncode == 2, refused.stderr
+    assert "none of its keys opens the gateway's key check" in refused.stderr
+    assert await services.store.db["subscriptions"].find_one({"_id": ObjectId(lost)}) == before
+
+
+def _admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_token(secret=NEW_KEY)}"}
+
+
+async def _delivery_of(client: Client, subscription: str, status: str) -> dict[str, Any]:
+    deliveries = client.app[services_key].store.db["deliveries"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        doc = await deliveries.find_one(
+            {"subscription_id": {"$in": [subscription, ObjectId(subscription)]}}
+        )
+        if doc is not None and doc["status"] == status:
+            return dict(doc)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the delivery of {subscription} is not {status}")
+
+
+async def test_a_trigger_s_lost_secret_refuses_its_calls_until_rotated_and_no_grace_keeps_it(
+    client: Client,
+) -> None:
+    """A signed call is never taken unchecked on a lost secret; the rotation that saves it again
+    drops the lost one at once, even with a grace (kept, it failed every call meanwhile)."""
+    trigger = await create_trigger(client, auth={"mode": "webhook_signature"})
+    triggers = client.app[services_key].store.db["triggers"]
+    await triggers.update_one(
+        {"_id": trigger["id"]}, {"$set": {"auth.secrets.0.sealed": lost_secret("2026-12-07")}}
+    )
+    body = orjson.dumps(VEHICLE)
+
+    async def call(secret: str) -> int:
+        headers = signed_headers([secret], "msg_1", int(time.time()), body)
+        response = await client.post(
+            f"/hooks/{trigger['id']}",
+            data=body,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        return response.status
+
+    assert await call("whsec_" + "A" * 32) == 500  # secret-damaged, not taken
+    rotate = f"/api/v1/triggers/{trigger['id']}/rotate"
+    rotated = await (await client.post(rotate, json={"grace_seconds": 600}, headers=auth())).json()
+    stored = await triggers.find_one({"_id": trigger["id"]})
+    assert [s["sealed"].startswith("lost:") for s in stored["auth"]["secrets"]] == [False]
+    assert await call(rotated["secret"]) == 201
