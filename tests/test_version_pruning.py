@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,9 +23,18 @@ KEPT = 3
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> Client:
+async def spared(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> Client:
+    """A gateway whose versions that stopped being active are spared a while (as served)."""
     app: Client = await aiohttp_client(make_app(versions_kept=KEPT))
     return app
+
+
+@pytest.fixture
+async def client(spared: Client) -> Client:
+    """One that prunes a version as soon as it is no longer active (the counts read here)."""
+    store = spared.app[services_key].store
+    store.mappings.retired_kept = store.notify.flows.retired_kept = timedelta(0)
+    return spared
 
 
 def _mapping(n: int, name: str = "erp-km") -> str:
@@ -176,3 +186,37 @@ async def test_an_old_version_activated_while_an_upload_prunes_stays_stored(
     assert await _versions(client, "/api/v1/mappings/erp-km") == [1, 2, 3, 4]
     await _upload(client, _mapping(5), activate=False)
     assert await _versions(client, "/api/v1/mappings/erp-km") == [1, 3, 4, 5]
+
+
+async def test_a_run_started_on_a_version_as_an_upload_makes_another_active_runs_on_it(
+    spared: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rolled back to version 1 (2, 3 newer): the starter read 1 active and stores its run
+    after an upload stored and activated 4 and pruned past the newest three (a process's
+    active flows are cached 2 s). Version 1 stopped being active a moment ago: it is kept, and
+    the run runs on it; it was removed, and the run failed "has no version 1 (pruned".
+    Once the run is done and the grace past, the next upload prunes it."""
+    client, path = spared, "/api/v1/flows/marca"
+    for n in (1, 2, 3):
+        await post(client, "/api/v1/flows", _flow(n))
+    back = await client.post(f"{path}/activate", json={"version": 1}, headers=auth())
+    assert back.status == 200, await back.text()
+    services = client.app[services_key]
+    runs = services.store.notify.runs
+    insert_many = runs.insert_many
+
+    async def upload_meanwhile(docs: Any) -> Any:
+        await post(client, "/api/v1/flows", _flow(4))  # activates 4, prunes
+        return await insert_many(docs)
+
+    monkeypatch.setattr(runs, "insert_many", upload_meanwhile)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await services.relay.run_until_idle()
+    monkeypatch.undo()
+    await services.flow_runner.run_until_idle()
+    (run,) = await services.store.db["flow_runs"].find({}).to_list(None)
+    assert (run["version"], run["status"]) == (1, "succeeded"), run
+    assert await _versions(client, path) == [1, 2, 3, 4]
+    services.store.notify.flows.retired_kept = timedelta(0)  # the grace past
+    await post(client, "/api/v1/flows", _flow(5))
+    assert await _versions(client, path) == [3, 4, 5]

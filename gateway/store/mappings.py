@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -82,6 +82,16 @@ _NO_SOURCE = {"source": 0, "document": 0}
 _ALLOCATE_TRIES = 100  # one upload at the same time takes a number per try
 _CLAIMS_KEPT = 50
 _UNDER_WAY_SECONDS = 10  # an upload's lease: how long its note counts if never removed
+# How long a process may go on starting work on a version after it stopped being active (the
+# flow starter caches the active flows that long, flows/starter.py).
+ACTIVE_CACHE_SECONDS = 2.0
+
+
+def retired_kept_seconds(db_timeout: float) -> float:
+    """How long a version that stopped being active is spared by `prune`: past the cache
+    above and the write of what started on it (a flow's runs, under the database deadline,
+    twice: read then insert), with a minute to spare (`utcnow` is the database's clock)."""
+    return ACTIVE_CACHE_SECONDS + 2 * db_timeout + 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +118,9 @@ class MappingStore:
     limit: Limit = UNLIMITED
     # How many of a name's newest versions `prune` keeps (0: every one; set by `Store`).
     versions_kept: int = 0
+    # How long `prune` spares a version after it stopped being active (`retired_at`): work
+    # may still be starting on it in a process that read it active (set by `Store`).
+    retired_kept: timedelta = timedelta(seconds=retired_kept_seconds(5.0))
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -268,12 +281,14 @@ class MappingStore:
             removed = head.get("deleted_up_to")
             floor = removed if isinstance(removed, int) else 0  # a deleted name's: not these
             stored = self._versions.find(
-                scoped(tenant, {"name": name, "version": {"$gt": floor}}), {"version": 1}
+                scoped(tenant, {"name": name, "version": {"$gt": floor}}),
+                {"version": 1, "retired_at": 1},
             )
-            numbers = [
-                int(d["version"]) for d in await stored.sort("version", DESCENDING).to_list(None)
-            ]
-            keep = {*numbers[: self.versions_kept], *pinned, head.get("active_version")}
+            docs = await stored.sort("version", DESCENDING).to_list(None)
+            numbers = [int(d["version"]) for d in docs]
+            since = utcnow() - self.retired_kept
+            recent = [int(d["version"]) for d in docs if _after(d.get("retired_at"), since)]
+            keep = {*numbers[: self.versions_kept], *pinned, *recent, head.get("active_version")}
             doomed = [v for v in numbers[self.versions_kept :] if v not in keep]
             await self._versions.update_many(
                 scoped(tenant, {"name": name, "pruning": True, "version": {"$nin": doomed}}),
@@ -307,6 +322,17 @@ class MappingStore:
                 {"$set": {"held": utcnow()}},
             )
         return held.matched_count == 1
+
+    async def _retire(self, tenant: str, name: str, active: Any, version: int) -> None:
+        """Note on `active` (the active version as read) that it stops being active, before
+        the head says `version` is: a run started on it by a process that read it active
+        meanwhile is stored after, and `prune` spares it till then (`retired_kept`)."""
+        if isinstance(active, int) and active != version:
+            with translate_errors():
+                await self._versions.update_one(
+                    scoped(tenant, {"name": name, "version": active}),
+                    {"$set": {"retired_at": utcnow()}},
+                )
 
     async def let_go(self, tenant: str, name: str, version: int) -> None:
         """The activation that held `version` is done (made active, or refused)."""
@@ -412,6 +438,8 @@ class MappingStore:
                     return False
                 if not over(active := head.get("active_version")):
                     return True
+                if "active_version" in changes:
+                    await self._retire(tenant, name, active, changes["active_version"])
                 guarded = {"_id": head["_id"], "active_version": active, "deletions": deletions}
                 written = await self._heads.update_one(scoped(tenant, guarded), {"$set": changes})
                 if written.matched_count:
@@ -432,21 +460,30 @@ class MappingStore:
         """Make `version` active; `shown`: its `direction` and `entity_type` (the head
         describes its active version). `checked`: only while `expected` is the active
         version (None: none is). `seen`: only while not deleted since (its `deletions`),
-        `version` read before may be gone with it. False when no head matched."""
-        head_id = await self._listed_id(tenant, name)
-        if head_id is None:
-            return False
-        query: Doc = {"_id": head_id, **_LISTED}  # still listed when written
-        if checked:
-            query["active_version"] = expected
-        if seen is not None:
-            query["deletions"] = seen.deletions
-        with translate_errors():
-            result = await self._heads.update_one(
-                scoped(tenant, query),
-                {"$set": {"active_version": version, **shown, "updated_at": utcnow()}},
-            )
-        return result.matched_count == 1
+        `version` read before may be gone with it. False when no head matched. Written over
+        the active version read (another activation between reads again), which is noted
+        as it stops being active first (`_retire`)."""
+        for _ in range(_ALLOCATE_TRIES):
+            with translate_errors():
+                head = _listed(await self._heads.find_one(scoped(tenant, {"name": name})))
+            if head is None or (seen is not None and head.get("deletions") != seen.deletions):
+                return False
+            active = head.get("active_version")
+            if checked and active != expected:
+                return False
+            await self._retire(tenant, name, active, version)
+            # still listed, over the same active version (and deletions) when written
+            query: Doc = {"_id": head["_id"], **_LISTED, "active_version": active}
+            if seen is not None:
+                query["deletions"] = seen.deletions
+            with translate_errors():
+                result = await self._heads.update_one(
+                    scoped(tenant, query),
+                    {"$set": {"active_version": version, **shown, "updated_at": utcnow()}},
+                )
+            if result.matched_count:
+                return True
+        raise StoreUnavailable(f"{name!r} not activated: its head kept changing")
 
     async def heads(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
         query: Doc = dict(_LISTED)
@@ -565,6 +602,11 @@ class MappingStore:
                     "fields": [f for f in fields if doc.get(f) == name],
                 }
                 yield user, doc
+
+
+def _after(stamp: Any, since: datetime) -> bool:
+    """Whether `stamp` (a stored time, None when absent) is later than `since`."""
+    return isinstance(stamp, datetime) and stamp > since
 
 
 def _listed(head: Doc | None) -> Doc | None:
