@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gateway.clock import utcnow
 from gateway.config import ConfigError, Settings
+from gateway.errors import Unavailable
 from gateway.web.state import services_key
 from tests.partner_double import post
 from tests.support import auth
@@ -220,3 +222,43 @@ async def test_a_run_started_on_a_version_as_an_upload_makes_another_active_runs
     services.store.notify.flows.retired_kept = timedelta(0)  # the grace past
     await post(client, "/api/v1/flows", _flow(5))
     assert await _versions(client, path) == [3, 4, 5]
+
+
+async def test_a_prune_failing_after_its_marks_leaves_its_versions_activatable(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails at the prune's delete: the upload is answered stored, version 1
+    stays listed, and activating it works (its `pruning` mark refused it, 404 "pruned",
+    until some later upload of the name)."""
+    path = "/api/v1/mappings/erp-km"
+    for n in range(1, 4):
+        await _upload(client, _mapping(n))
+    versions = client.app[services_key].store.mappings._versions
+
+    async def blip(*args: Any, **kwargs: Any) -> Any:
+        raise Unavailable("database blip")
+
+    monkeypatch.setattr(versions, "delete_many", blip)
+    await _upload(client, _mapping(4), activate=False)
+    monkeypatch.undo()
+    assert await _versions(client, path) == [1, 2, 3, 4]
+    rolled = await client.post(f"{path}/activate", json={"version": 1}, headers=auth())
+    assert rolled.status == 200, await rolled.text()
+
+
+async def test_a_mark_left_by_a_failed_prune_refuses_a_hold_only_a_while(client: Client) -> None:
+    """A mark its prune could not take off (the database down meanwhile) refuses the
+    activation while a prune could still be removing the version, not for ever."""
+    path = "/api/v1/mappings/erp-km"
+    for n in range(1, 4):
+        await _upload(client, _mapping(n))
+    store = client.app[services_key].store.mappings
+    versions = store._versions
+    await versions.update_one({"name": "erp-km", "version": 1}, {"$set": {"pruning": utcnow()}})
+    refused = await client.post(f"{path}/activate", json={"version": 1}, headers=auth())
+    assert refused.status == 404, await refused.text()
+    left = utcnow() - store.marks_kept - timedelta(seconds=1)
+    await versions.update_one({"name": "erp-km", "version": 1}, {"$set": {"pruning": left}})
+    rolled = await client.post(f"{path}/activate", json={"version": 1}, headers=auth())
+    assert rolled.status == 200, await rolled.text()
+    assert await _active(client, path) == 1

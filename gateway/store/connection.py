@@ -22,7 +22,6 @@ from gateway.store.client import cancelled_connections_closed, open_client
 from gateway.store.embedded import EmbeddedServer, running_uri
 from gateway.store.group_commit import mark_lifetime
 from gateway.store.health import DatabaseHealth
-from gateway.store.mappings import retired_kept_seconds
 from gateway.store.supervisor import EmbeddedSupervisor, FreeSpaceFloor
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ async def open_store(
             follow_ttl_settings=not attach,
             tenant_limits=settings.tenant_limits(),
             versions_kept=settings.versions_kept,
-            retired_kept_seconds=retired_kept_seconds(settings.db_timeout_ms / 1000),
+            db_timeout_seconds=settings.db_timeout_ms / 1000,
             index_build_seconds=settings.index_build_timeout_seconds,
             round_mark_seconds=None if attach else mark_lifetime(settings.db_timeout_ms / 1000),
         )

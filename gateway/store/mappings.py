@@ -31,6 +31,7 @@ while it is removed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -87,11 +88,17 @@ _UNDER_WAY_SECONDS = 10  # an upload's lease: how long its note counts if never 
 ACTIVE_CACHE_SECONDS = 2.0
 
 
-def retired_kept_seconds(db_timeout: float) -> float:
+def retired_kept(db_timeout: float) -> timedelta:
     """How long a version that stopped being active is spared by `prune`: past the cache
     above and the write of what started on it (a flow's runs, under the database deadline,
     twice: read then insert), with a minute to spare (`utcnow` is the database's clock)."""
-    return ACTIVE_CACHE_SECONDS + 2 * db_timeout + 60
+    return timedelta(seconds=ACTIVE_CACHE_SECONDS + 2 * db_timeout + 60)
+
+
+def marks_kept(db_timeout: float) -> timedelta:
+    """How long a `prune`'s mark (`pruning`) refuses a hold: past the prune's three writes
+    after marking, each under the database deadline; an older one a failed prune left."""
+    return timedelta(seconds=3 * db_timeout + 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +127,19 @@ class MappingStore:
     versions_kept: int = 0
     # How long `prune` spares a version after it stopped being active (`retired_at`): work
     # may still be starting on it in a process that read it active (set by `Store`).
-    retired_kept: timedelta = timedelta(seconds=retired_kept_seconds(5.0))
+    retired_kept: timedelta = retired_kept(5.0)
+    # How long a version marked by `prune` cannot be held (set by `Store`).
+    marks_kept: timedelta = marks_kept(5.0)
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._versions = db["mappings"]
         self._heads = db["mapping_heads"]
+
+    def use_deadline(self, db_timeout: float) -> None:
+        """Time `retired_kept` and `marks_kept` by the database deadline (seconds)."""
+        self.retired_kept = retired_kept(db_timeout)
+        self.marks_kept = marks_kept(db_timeout)
 
     async def ensure_indexes(self) -> None:
         with translate_errors():
@@ -269,8 +283,9 @@ class MappingStore:
         """Remove the versions of `name` past its `versions_kept` newest, but its active one
         and the `pinned` ones; the versions removed. First marked (`pruning`: none held by an
         activation under way), then the head read again: a version made active before it was
-        marked is spared (unmarked), and only the marked ones go. A mark a failed prune left
-        on a version kept now is taken off."""
+        marked is spared (unmarked), and only the ones marked by this prune go. A prune that
+        fails after marking takes its marks off (best effort: one left refuses a hold only
+        `marks_kept`); a mark a failed prune left on a version kept now is taken off."""
         if not self.versions_kept:
             return []
         named = scoped(tenant, {"name": name})
@@ -291,35 +306,69 @@ class MappingStore:
             keep = {*numbers[: self.versions_kept], *pinned, *recent, head.get("active_version")}
             doomed = [v for v in numbers[self.versions_kept :] if v not in keep]
             await self._versions.update_many(
-                scoped(tenant, {"name": name, "pruning": True, "version": {"$nin": doomed}}),
+                scoped(
+                    tenant,
+                    {"name": name, "pruning": {"$exists": True}, "version": {"$nin": doomed}},
+                ),
                 {"$unset": {"pruning": ""}},
             )
             if not doomed:
                 return []
+            mark = as_stored(utcnow())  # this prune's: what it removes, what it takes off
             await self._versions.update_many(
                 scoped(
                     tenant, {"name": name, "version": {"$in": doomed}, "held": {"$exists": False}}
                 ),
-                {"$set": {"pruning": True}},
+                {"$set": {"pruning": mark}},
             )
-            active = ((await self._heads.find_one(named, _AS_PRUNED)) or {}).get("active_version")
+        try:
+            return await self._remove_marked(tenant, name, doomed, mark)
+        except Exception:
+            with contextlib.suppress(Exception), translate_errors():
+                await self._versions.update_many(
+                    scoped(tenant, {"name": name, "pruning": mark}), {"$unset": {"pruning": ""}}
+                )
+            raise
+
+    async def _remove_marked(
+        self, tenant: str, name: str, doomed: list[int], mark: datetime
+    ) -> list[int]:
+        """`prune`'s end: the versions it marked (`mark`) removed, but one made active before
+        the marks (the head read again)."""
+        with translate_errors():
+            head = await self._heads.find_one(scoped(tenant, {"name": name}), _AS_PRUNED)
+            active = (head or {}).get("active_version")
             gone = [v for v in doomed if v != active]
             if active in doomed:
                 await self._versions.update_one(
                     scoped(tenant, {"name": name, "version": active}), {"$unset": {"pruning": ""}}
                 )
             await self._versions.delete_many(
-                scoped(tenant, {"name": name, "version": {"$in": gone}, "pruning": True})
+                scoped(tenant, {"name": name, "version": {"$in": gone}, "pruning": mark})
             )
         return gone
 
     async def hold(self, tenant: str, name: str, version: int) -> bool:
         """Hold `version` while it is made active (`prune` does not mark it): False when it is
-        being pruned, or gone."""
+        being pruned, or gone. A mark older than `marks_kept` (a prune that failed after
+        marking and could not take it off; `True`, a mark of before 2026-12-07) is taken off
+        as it is held: it refused the activation of a listed version until a later prune."""
+        one = {"name": name, "version": version}
         with translate_errors():
             held = await self._versions.update_one(
-                scoped(tenant, {"name": name, "version": version, "pruning": {"$ne": True}}),
+                scoped(tenant, {**one, "pruning": {"$exists": False}}),
                 {"$set": {"held": utcnow()}},
+            )
+            if held.matched_count:
+                return True
+            doc = await self._versions.find_one(scoped(tenant, one), {"pruning": 1})
+            mark = (doc or {}).get("pruning")
+            if doc is None or _after(mark, utcnow() - self.marks_kept):
+                return False
+            # Over that very mark: a prune marking it again meanwhile is not overridden.
+            held = await self._versions.update_one(
+                scoped(tenant, {**one, "pruning": mark}),
+                {"$set": {"held": utcnow()}, "$unset": {"pruning": ""}},
             )
         return held.matched_count == 1
 
