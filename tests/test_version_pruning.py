@@ -262,3 +262,39 @@ async def test_a_mark_left_by_a_failed_prune_refuses_a_hold_only_a_while(client:
     rolled = await client.post(f"{path}/activate", json={"version": 1}, headers=auth())
     assert rolled.status == 200, await rolled.text()
     assert await _active(client, path) == 1
+
+
+@pytest.mark.parametrize("kept", [0, KEPT])
+async def test_a_number_an_upload_failed_to_store_is_a_plain_404(
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    monkeypatch: pytest.MonkeyPatch,
+    kept: int,
+) -> None:
+    """Version 2's upload fails after claiming its number (a 503 at its insert): 3 is the
+    next. 2 is no version, not a pruned one ("pruned: ... keeps its newest 0 versions" said
+    it, with pruning off too); what pruning removed later still says "pruned"."""
+    client = await aiohttp_client(make_app(versions_kept=kept))
+    store = client.app[services_key].store.mappings
+    store.retired_kept = timedelta(0)
+    path = "/api/v1/mappings/erp-km"
+    await _upload(client, _mapping(1))
+
+    async def blip(*args: Any, **kwargs: Any) -> None:
+        raise Unavailable("database blip")
+
+    monkeypatch.setattr(store, "insert_version", blip)
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    failed = await client.post("/api/v1/mappings", data=_mapping(2).encode(), headers=headers)
+    assert failed.status == 503, await failed.text()
+    monkeypatch.undo()
+    assert await _upload(client, _mapping(3)) == 3
+    missing = await client.get(f"{path}/versions/2", headers=auth())
+    problem = await missing.json()
+    assert missing.status == 404 and "pruned" not in problem["detail"], problem
+    for n in range(4, 7):
+        await _upload(client, _mapping(n))
+    if kept:
+        assert await _versions(client, path) == [4, 5, 6]
+        gone = await client.get(f"{path}/versions/3", headers=auth())
+        assert gone.status == 404 and "pruned" in (await gone.json())["detail"]

@@ -4,12 +4,14 @@ which version is active.
 A version is `{tenant, name, version, source, format, document, checksum, author,
 created_at, direction, entity_type}` and never changes once written. A head is
 `{tenant, name, latest_version, claims, under_way, active_version?, direction, entity_type,
-created_at, updated_at, deleted?, deletions?, deleted_up_to?}`: it hands out version numbers
-(`claim_version`: never the same twice, and with the checksum of the text each is for, so
-copies of one text uploaded at once store it once) and says which version is active. Deleting a
-mapping removes its versions and leaves the head as a tombstone, so a later upload of the
-same name continues the numbering: a (tenant, name, version) triple is never reused, which
-lets every process cache compiled versions by it forever.
+created_at, updated_at, deleted?, deletions?, deleted_up_to?, pruned_up_to?}`: it hands out
+version numbers (`claim_version`: never the same twice, and with the checksum of the text each
+is for, so copies of one text uploaded at once store it once), says which version is active
+and the newest one pruning removed (`prune`: a number up to it not stored was pruned, one
+never stored past it is no version at all). Deleting a mapping removes its versions and
+leaves the head as a tombstone, so a later upload of the same name continues the numbering:
+a (tenant, name, version) triple is never reused, which lets every process cache compiled
+versions by it forever.
 
 A delete wins over an upload under way: the head counts its deletions (`deletions`), an
 upload reads it when it begins (`seen`), and its publish (or activation of the version it
@@ -342,6 +344,10 @@ class MappingStore:
             if active in doomed:
                 await self._versions.update_one(
                     scoped(tenant, {"name": name, "version": active}), {"$unset": {"pruning": ""}}
+                )
+            if gone:  # written first: a version read missing after is known pruned (`_missing`)
+                await self._heads.update_one(
+                    scoped(tenant, {"name": name}), {"$max": {"pruned_up_to": max(gone)}}
                 )
             await self._versions.delete_many(
                 scoped(tenant, {"name": name, "version": {"$in": gone}, "pruning": mark})
