@@ -274,7 +274,7 @@ class EventRelay(ShardedJob):
         they come oldest first); 0 when none waits."""
         waiting = entities[0].get("pending") if entities else None
         age = (utcnow() - waiting).total_seconds() if isinstance(waiting, datetime) else 0
-        self._metrics.relay_oldest_waiting.set(max(age, 0.0))
+        self._metrics.measured(self._metrics.relay_oldest_waiting, max(age, 0.0))
 
     async def _relay(self, entities: Sequence[Doc]) -> int:
         now = utcnow()

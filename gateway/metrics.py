@@ -398,6 +398,7 @@ class Metrics:
         }
         self._gone: dict[str, None] = {}  # `forget`'s ids, the latest GONE_KEPT, in order
         self._before_scrape: list[Callable[[], object]] = []
+        self._unknown: set[Gauge] = set()  # made NaN by an outage, not measured since
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.series_unrecorded = Counter(
             _UNRECORDED,
@@ -861,15 +862,29 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def measured(self, gauge: Gauge, value: float) -> None:
+        """`gauge.set(value)` by a pass that read it from the database: known again."""
+        gauge.set(value)
+        self._unknown.discard(gauge)
+
     def database_known(self, up: bool) -> None:
         """`gateway_database_up`; and, as the database is lost, the gauges measured by
         reading it made unknown (NaN) until a pass measures them again: the relay's and
         the fold's oldest waiting, the delivery queue's series this process exports. Kept,
-        they went on saying the last values (0: nothing waits) through an outage."""
+        they went on saying the last values (0: nothing waits) through an outage. As the
+        database is back, the relay's and the fold's not measured since read 0 until a pass
+        does: a process that runs no such pass (web only, without those jobs, no shard held)
+        kept NaN for ever, and under `--workers N` that NaN could be the `livemax` read.
+        Every process makes them NaN (not only those that measure them): a 0 of another
+        could be the `livemax` of an outage as well."""
         self.database_up.set(1 if up else 0)
         if up:
+            for gauge in self._unknown:
+                gauge.set(0)
+            self._unknown.clear()
             return
-        for gauge in (self.relay_oldest_waiting, self.fold_oldest_waiting):
+        self._unknown = {self.relay_oldest_waiting, self.fold_oldest_waiting}
+        for gauge in self._unknown:
             gauge.set(math.nan)
         queue = {s.labels["status"] for m in self.delivery_queue.collect() for s in m.samples}
         for status in queue:  # none where the delivery job does not run (an alert reads that)

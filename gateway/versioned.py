@@ -342,13 +342,14 @@ class VersionedDocuments(Generic[V]):
         return doc
 
     async def _missing(self, tenant: str, name: str, version: int) -> NotFound:
-        """The 404 of a version not stored: one numbered before the name's latest, since its
-        last delete, was pruned, and the answer says so."""
+        """The 404 of a version not stored: one numbered up to the newest pruning removed
+        (`pruned_up_to`), since the name's last delete, was pruned, and the answer says so. A
+        number never stored (an upload that failed after claiming it) is a plain 404."""
         head = await self._store.head(tenant, name)
-        latest, removed = (head or {}).get("latest_version"), (head or {}).get("deleted_up_to")
+        pruned_up_to, removed = (head or {}).get("pruned_up_to"), (head or {}).get("deleted_up_to")
         pruned = (
-            isinstance(latest, int)
-            and version < latest
+            isinstance(pruned_up_to, int)
+            and version <= pruned_up_to
             and version > (removed if isinstance(removed, int) else 0)
         )
         detail = f"{self._noun} {name!r} has no version {version}"

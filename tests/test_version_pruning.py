@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from gateway.clock import utcnow
 from gateway.config import ConfigError, Settings
+from gateway.errors import Unavailable
 from gateway.web.state import services_key
 from tests.partner_double import post
 from tests.support import auth
@@ -22,9 +25,18 @@ KEPT = 3
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> Client:
+async def spared(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> Client:
+    """A gateway whose versions that stopped being active are spared a while (as served)."""
     app: Client = await aiohttp_client(make_app(versions_kept=KEPT))
     return app
+
+
+@pytest.fixture
+async def client(spared: Client) -> Client:
+    """One that prunes a version as soon as it is no longer active (the counts read here)."""
+    store = spared.app[services_key].store
+    store.mappings.retired_kept = store.notify.flows.retired_kept = timedelta(0)
+    return spared
 
 
 def _mapping(n: int, name: str = "erp-km") -> str:
@@ -176,3 +188,113 @@ async def test_an_old_version_activated_while_an_upload_prunes_stays_stored(
     assert await _versions(client, "/api/v1/mappings/erp-km") == [1, 2, 3, 4]
     await _upload(client, _mapping(5), activate=False)
     assert await _versions(client, "/api/v1/mappings/erp-km") == [1, 3, 4, 5]
+
+
+async def test_a_run_started_on_a_version_as_an_upload_makes_another_active_runs_on_it(
+    spared: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rolled back to version 1 (2, 3 newer): the starter read 1 active and stores its run
+    after an upload stored and activated 4 and pruned past the newest three (a process's
+    active flows are cached 2 s). Version 1 stopped being active a moment ago: it is kept, and
+    the run runs on it; it was removed, and the run failed "has no version 1 (pruned".
+    Once the run is done and the grace past, the next upload prunes it."""
+    client, path = spared, "/api/v1/flows/marca"
+    for n in (1, 2, 3):
+        await post(client, "/api/v1/flows", _flow(n))
+    back = await client.post(f"{path}/activate", json={"version": 1}, headers=auth())
+    assert back.status == 200, await back.text()
+    services = client.app[services_key]
+    runs = services.store.notify.runs
+    insert_many = runs.insert_many
+
+    async def upload_meanwhile(docs: Any) -> Any:
+        await post(client, "/api/v1/flows", _flow(4))  # activates 4, prunes
+        return await insert_many(docs)
+
+    monkeypatch.setattr(runs, "insert_many", upload_meanwhile)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await services.relay.run_until_idle()
+    monkeypatch.undo()
+    await services.flow_runner.run_until_idle()
+    (run,) = await services.store.db["flow_runs"].find({}).to_list(None)
+    assert (run["version"], run["status"]) == (1, "succeeded"), run
+    assert await _versions(client, path) == [1, 2, 3, 4]
+    services.store.notify.flows.retired_kept = timedelta(0)  # the grace past
+    await post(client, "/api/v1/flows", _flow(5))
+    assert await _versions(client, path) == [3, 4, 5]
+
+
+async def test_a_prune_failing_after_its_marks_leaves_its_versions_activatable(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails at the prune's delete: the upload is answered stored, version 1
+    stays listed, and activating it works (its `pruning` mark refused it, 404 "pruned",
+    until some later upload of the name)."""
+    path = "/api/v1/mappings/erp-km"
+    for n in range(1, 4):
+        await _upload(client, _mapping(n))
+    versions = client.app[services_key].store.mappings._versions
+
+    async def blip(*args: Any, **kwargs: Any) -> Any:
+        raise Unavailable("database blip")
+
+    monkeypatch.setattr(versions, "delete_many", blip)
+    await _upload(client, _mapping(4), activate=False)
+    monkeypatch.undo()
+    assert await _versions(client, path) == [1, 2, 3, 4]
+    rolled = await client.post(f"{path}/activate", json={"version": 1}, headers=auth())
+    assert rolled.status == 200, await rolled.text()
+
+
+async def test_a_mark_left_by_a_failed_prune_refuses_a_hold_only_a_while(client: Client) -> None:
+    """A mark its prune could not take off (the database down meanwhile) refuses the
+    activation while a prune could still be removing the version, not for ever."""
+    path = "/api/v1/mappings/erp-km"
+    for n in range(1, 4):
+        await _upload(client, _mapping(n))
+    store = client.app[services_key].store.mappings
+    versions = store._versions
+    await versions.update_one({"name": "erp-km", "version": 1}, {"$set": {"pruning": utcnow()}})
+    refused = await client.post(f"{path}/activate", json={"version": 1}, headers=auth())
+    assert refused.status == 404, await refused.text()
+    left = utcnow() - store.marks_kept - timedelta(seconds=1)
+    await versions.update_one({"name": "erp-km", "version": 1}, {"$set": {"pruning": left}})
+    rolled = await client.post(f"{path}/activate", json={"version": 1}, headers=auth())
+    assert rolled.status == 200, await rolled.text()
+    assert await _active(client, path) == 1
+
+
+@pytest.mark.parametrize("kept", [0, KEPT])
+async def test_a_number_an_upload_failed_to_store_is_a_plain_404(
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    monkeypatch: pytest.MonkeyPatch,
+    kept: int,
+) -> None:
+    """Version 2's upload fails after claiming its number (a 503 at its insert): 3 is the
+    next. 2 is no version, not a pruned one ("pruned: ... keeps its newest 0 versions" said
+    it, with pruning off too); what pruning removed later still says "pruned"."""
+    client = await aiohttp_client(make_app(versions_kept=kept))
+    store = client.app[services_key].store.mappings
+    store.retired_kept = timedelta(0)
+    path = "/api/v1/mappings/erp-km"
+    await _upload(client, _mapping(1))
+
+    async def blip(*args: Any, **kwargs: Any) -> None:
+        raise Unavailable("database blip")
+
+    monkeypatch.setattr(store, "insert_version", blip)
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    failed = await client.post("/api/v1/mappings", data=_mapping(2).encode(), headers=headers)
+    assert failed.status == 503, await failed.text()
+    monkeypatch.undo()
+    assert await _upload(client, _mapping(3)) == 3
+    missing = await client.get(f"{path}/versions/2", headers=auth())
+    problem = await missing.json()
+    assert missing.status == 404 and "pruned" not in problem["detail"], problem
+    for n in range(4, 7):
+        await _upload(client, _mapping(n))
+    if kept:
+        assert await _versions(client, path) == [4, 5, 6]
+        gone = await client.get(f"{path}/versions/3", headers=auth())
+        assert gone.status == 404 and "pruned" in (await gone.json())["detail"]

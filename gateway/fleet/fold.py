@@ -307,7 +307,7 @@ class Fold(ShardedJob):
         await self._hold(wanted)
         start = min(self._through[s] for s in wanted)
         docs = await self._store.fleet.after(start, self._reading)
-        self._metrics.fold_oldest_waiting.set(self._waiting(docs))
+        self._metrics.measured(self._metrics.fold_oldest_waiting, self._waiting(docs))
         taken, gap = self._contiguous(start, docs, self._store.fleet.last_seen)
         if gap is not None and not taken:
             # Fixes a missing round stored were received before the next document was written

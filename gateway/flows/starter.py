@@ -33,6 +33,7 @@ from gateway.flows.service import FlowService
 from gateway.formats.json_tree import plain
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
+from gateway.store.mappings import ACTIVE_CACHE_SECONDS
 
 MAX_DEPTH = 3
 Active = list[tuple[int, CompiledFlow]]
@@ -54,7 +55,7 @@ class FlowStarter:
         flows: FlowService,
         metrics: Metrics,
         *,
-        ttl: float = 2.0,
+        ttl: float = ACTIVE_CACHE_SECONDS,
         clock: Callable[[], datetime] = utcnow,
         on_started: Callable[[], None] | None = None,
     ) -> None:

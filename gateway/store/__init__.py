@@ -112,6 +112,7 @@ class Store:
         follow_ttl_settings: bool = True,
         tenant_limits: Mapping[str, int] | None = None,
         versions_kept: int = 0,
+        db_timeout_seconds: float | None = None,
         feed_settle_seconds: float = FEED_SETTLE,
         index_build_seconds: float = INDEX_BUILD_SECONDS,
         round_mark_seconds: float | None = None,
@@ -205,6 +206,9 @@ class Store:
         # A name's versions past its newest `versions_kept` are pruned as new ones are stored
         # (0, a store opened without the settings: every one kept).
         self.mappings.versions_kept = self.notify.flows.versions_kept = versions_kept
+        if db_timeout_seconds is not None:  # (None: the default 5 s deadline's)
+            self.mappings.use_deadline(db_timeout_seconds)
+            self.notify.flows.use_deadline(db_timeout_seconds)
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op. The

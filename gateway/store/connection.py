@@ -90,6 +90,7 @@ async def open_store(
             follow_ttl_settings=not attach,
             tenant_limits=settings.tenant_limits(),
             versions_kept=settings.versions_kept,
+            db_timeout_seconds=settings.db_timeout_ms / 1000,
             index_build_seconds=settings.index_build_timeout_seconds,
             round_mark_seconds=None if attach else mark_lifetime(settings.db_timeout_ms / 1000),
         )

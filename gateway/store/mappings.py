@@ -4,12 +4,14 @@ which version is active.
 A version is `{tenant, name, version, source, format, document, checksum, author,
 created_at, direction, entity_type}` and never changes once written. A head is
 `{tenant, name, latest_version, claims, under_way, active_version?, direction, entity_type,
-created_at, updated_at, deleted?, deletions?, deleted_up_to?}`: it hands out version numbers
-(`claim_version`: never the same twice, and with the checksum of the text each is for, so
-copies of one text uploaded at once store it once) and says which version is active. Deleting a
-mapping removes its versions and leaves the head as a tombstone, so a later upload of the
-same name continues the numbering: a (tenant, name, version) triple is never reused, which
-lets every process cache compiled versions by it forever.
+created_at, updated_at, deleted?, deletions?, deleted_up_to?, pruned_up_to?}`: it hands out
+version numbers (`claim_version`: never the same twice, and with the checksum of the text each
+is for, so copies of one text uploaded at once store it once), says which version is active
+and the newest one pruning removed (`prune`: a number up to it not stored was pruned, one
+never stored past it is no version at all). Deleting a mapping removes its versions and
+leaves the head as a tombstone, so a later upload of the same name continues the numbering:
+a (tenant, name, version) triple is never reused, which lets every process cache compiled
+versions by it forever.
 
 A delete wins over an upload under way: the head counts its deletions (`deletions`), an
 upload reads it when it begins (`seen`), and its publish (or activation of the version it
@@ -31,9 +33,10 @@ while it is removed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -82,6 +85,22 @@ _NO_SOURCE = {"source": 0, "document": 0}
 _ALLOCATE_TRIES = 100  # one upload at the same time takes a number per try
 _CLAIMS_KEPT = 50
 _UNDER_WAY_SECONDS = 10  # an upload's lease: how long its note counts if never removed
+# How long a process may go on starting work on a version after it stopped being active (the
+# flow starter caches the active flows that long, flows/starter.py).
+ACTIVE_CACHE_SECONDS = 2.0
+
+
+def retired_kept(db_timeout: float) -> timedelta:
+    """How long a version that stopped being active is spared by `prune`: past the cache
+    above and the write of what started on it (a flow's runs, under the database deadline,
+    twice: read then insert), with a minute to spare (`utcnow` is the database's clock)."""
+    return timedelta(seconds=ACTIVE_CACHE_SECONDS + 2 * db_timeout + 60)
+
+
+def marks_kept(db_timeout: float) -> timedelta:
+    """How long a `prune`'s mark (`pruning`) refuses a hold: past the prune's three writes
+    after marking, each under the database deadline; an older one a failed prune left."""
+    return timedelta(seconds=3 * db_timeout + 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +127,21 @@ class MappingStore:
     limit: Limit = UNLIMITED
     # How many of a name's newest versions `prune` keeps (0: every one; set by `Store`).
     versions_kept: int = 0
+    # How long `prune` spares a version after it stopped being active (`retired_at`): work
+    # may still be starting on it in a process that read it active (set by `Store`).
+    retired_kept: timedelta = retired_kept(5.0)
+    # How long a version marked by `prune` cannot be held (set by `Store`).
+    marks_kept: timedelta = marks_kept(5.0)
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._versions = db["mappings"]
         self._heads = db["mapping_heads"]
+
+    def use_deadline(self, db_timeout: float) -> None:
+        """Time `retired_kept` and `marks_kept` by the database deadline (seconds)."""
+        self.retired_kept = retired_kept(db_timeout)
+        self.marks_kept = marks_kept(db_timeout)
 
     async def ensure_indexes(self) -> None:
         with translate_errors():
@@ -256,8 +285,9 @@ class MappingStore:
         """Remove the versions of `name` past its `versions_kept` newest, but its active one
         and the `pinned` ones; the versions removed. First marked (`pruning`: none held by an
         activation under way), then the head read again: a version made active before it was
-        marked is spared (unmarked), and only the marked ones go. A mark a failed prune left
-        on a version kept now is taken off."""
+        marked is spared (unmarked), and only the ones marked by this prune go. A prune that
+        fails after marking takes its marks off (best effort: one left refuses a hold only
+        `marks_kept`); a mark a failed prune left on a version kept now is taken off."""
         if not self.versions_kept:
             return []
         named = scoped(tenant, {"name": name})
@@ -268,45 +298,96 @@ class MappingStore:
             removed = head.get("deleted_up_to")
             floor = removed if isinstance(removed, int) else 0  # a deleted name's: not these
             stored = self._versions.find(
-                scoped(tenant, {"name": name, "version": {"$gt": floor}}), {"version": 1}
+                scoped(tenant, {"name": name, "version": {"$gt": floor}}),
+                {"version": 1, "retired_at": 1},
             )
-            numbers = [
-                int(d["version"]) for d in await stored.sort("version", DESCENDING).to_list(None)
-            ]
-            keep = {*numbers[: self.versions_kept], *pinned, head.get("active_version")}
+            docs = await stored.sort("version", DESCENDING).to_list(None)
+            numbers = [int(d["version"]) for d in docs]
+            since = utcnow() - self.retired_kept
+            recent = [int(d["version"]) for d in docs if _after(d.get("retired_at"), since)]
+            keep = {*numbers[: self.versions_kept], *pinned, *recent, head.get("active_version")}
             doomed = [v for v in numbers[self.versions_kept :] if v not in keep]
             await self._versions.update_many(
-                scoped(tenant, {"name": name, "pruning": True, "version": {"$nin": doomed}}),
+                scoped(
+                    tenant,
+                    {"name": name, "pruning": {"$exists": True}, "version": {"$nin": doomed}},
+                ),
                 {"$unset": {"pruning": ""}},
             )
             if not doomed:
                 return []
+            mark = as_stored(utcnow())  # this prune's: what it removes, what it takes off
             await self._versions.update_many(
                 scoped(
                     tenant, {"name": name, "version": {"$in": doomed}, "held": {"$exists": False}}
                 ),
-                {"$set": {"pruning": True}},
+                {"$set": {"pruning": mark}},
             )
-            active = ((await self._heads.find_one(named, _AS_PRUNED)) or {}).get("active_version")
+        try:
+            return await self._remove_marked(tenant, name, doomed, mark)
+        except Exception:
+            with contextlib.suppress(Exception), translate_errors():
+                await self._versions.update_many(
+                    scoped(tenant, {"name": name, "pruning": mark}), {"$unset": {"pruning": ""}}
+                )
+            raise
+
+    async def _remove_marked(
+        self, tenant: str, name: str, doomed: list[int], mark: datetime
+    ) -> list[int]:
+        """`prune`'s end: the versions it marked (`mark`) removed, but one made active before
+        the marks (the head read again)."""
+        with translate_errors():
+            head = await self._heads.find_one(scoped(tenant, {"name": name}), _AS_PRUNED)
+            active = (head or {}).get("active_version")
             gone = [v for v in doomed if v != active]
             if active in doomed:
                 await self._versions.update_one(
                     scoped(tenant, {"name": name, "version": active}), {"$unset": {"pruning": ""}}
                 )
+            if gone:  # written first: a version read missing after is known pruned (`_missing`)
+                await self._heads.update_one(
+                    scoped(tenant, {"name": name}), {"$max": {"pruned_up_to": max(gone)}}
+                )
             await self._versions.delete_many(
-                scoped(tenant, {"name": name, "version": {"$in": gone}, "pruning": True})
+                scoped(tenant, {"name": name, "version": {"$in": gone}, "pruning": mark})
             )
         return gone
 
     async def hold(self, tenant: str, name: str, version: int) -> bool:
         """Hold `version` while it is made active (`prune` does not mark it): False when it is
-        being pruned, or gone."""
+        being pruned, or gone. A mark older than `marks_kept` (a prune that failed after
+        marking and could not take it off; `True`, a mark of before 2026-12-07) is taken off
+        as it is held: it refused the activation of a listed version until a later prune."""
+        one = {"name": name, "version": version}
         with translate_errors():
             held = await self._versions.update_one(
-                scoped(tenant, {"name": name, "version": version, "pruning": {"$ne": True}}),
+                scoped(tenant, {**one, "pruning": {"$exists": False}}),
                 {"$set": {"held": utcnow()}},
             )
+            if held.matched_count:
+                return True
+            doc = await self._versions.find_one(scoped(tenant, one), {"pruning": 1})
+            mark = (doc or {}).get("pruning")
+            if doc is None or _after(mark, utcnow() - self.marks_kept):
+                return False
+            # Over that very mark: a prune marking it again meanwhile is not overridden.
+            held = await self._versions.update_one(
+                scoped(tenant, {**one, "pruning": mark}),
+                {"$set": {"held": utcnow()}, "$unset": {"pruning": ""}},
+            )
         return held.matched_count == 1
+
+    async def _retire(self, tenant: str, name: str, active: Any, version: int) -> None:
+        """Note on `active` (the active version as read) that it stops being active, before
+        the head says `version` is: a run started on it by a process that read it active
+        meanwhile is stored after, and `prune` spares it till then (`retired_kept`)."""
+        if isinstance(active, int) and active != version:
+            with translate_errors():
+                await self._versions.update_one(
+                    scoped(tenant, {"name": name, "version": active}),
+                    {"$set": {"retired_at": utcnow()}},
+                )
 
     async def let_go(self, tenant: str, name: str, version: int) -> None:
         """The activation that held `version` is done (made active, or refused)."""
@@ -412,6 +493,8 @@ class MappingStore:
                     return False
                 if not over(active := head.get("active_version")):
                     return True
+                if "active_version" in changes:
+                    await self._retire(tenant, name, active, changes["active_version"])
                 guarded = {"_id": head["_id"], "active_version": active, "deletions": deletions}
                 written = await self._heads.update_one(scoped(tenant, guarded), {"$set": changes})
                 if written.matched_count:
@@ -432,21 +515,30 @@ class MappingStore:
         """Make `version` active; `shown`: its `direction` and `entity_type` (the head
         describes its active version). `checked`: only while `expected` is the active
         version (None: none is). `seen`: only while not deleted since (its `deletions`),
-        `version` read before may be gone with it. False when no head matched."""
-        head_id = await self._listed_id(tenant, name)
-        if head_id is None:
-            return False
-        query: Doc = {"_id": head_id, **_LISTED}  # still listed when written
-        if checked:
-            query["active_version"] = expected
-        if seen is not None:
-            query["deletions"] = seen.deletions
-        with translate_errors():
-            result = await self._heads.update_one(
-                scoped(tenant, query),
-                {"$set": {"active_version": version, **shown, "updated_at": utcnow()}},
-            )
-        return result.matched_count == 1
+        `version` read before may be gone with it. False when no head matched. Written over
+        the active version read (another activation between reads again), which is noted
+        as it stops being active first (`_retire`)."""
+        for _ in range(_ALLOCATE_TRIES):
+            with translate_errors():
+                head = _listed(await self._heads.find_one(scoped(tenant, {"name": name})))
+            if head is None or (seen is not None and head.get("deletions") != seen.deletions):
+                return False
+            active = head.get("active_version")
+            if checked and active != expected:
+                return False
+            await self._retire(tenant, name, active, version)
+            # still listed, over the same active version (and deletions) when written
+            query: Doc = {"_id": head["_id"], **_LISTED, "active_version": active}
+            if seen is not None:
+                query["deletions"] = seen.deletions
+            with translate_errors():
+                result = await self._heads.update_one(
+                    scoped(tenant, query),
+                    {"$set": {"active_version": version, **shown, "updated_at": utcnow()}},
+                )
+            if result.matched_count:
+                return True
+        raise StoreUnavailable(f"{name!r} not activated: its head kept changing")
 
     async def heads(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
         query: Doc = dict(_LISTED)
@@ -565,6 +657,11 @@ class MappingStore:
                     "fields": [f for f in fields if doc.get(f) == name],
                 }
                 yield user, doc
+
+
+def _after(stamp: Any, since: datetime) -> bool:
+    """Whether `stamp` (a stored time, None when absent) is later than `since`."""
+    return isinstance(stamp, datetime) and stamp > since
 
 
 def _listed(head: Doc | None) -> Doc | None:
