@@ -37,13 +37,18 @@ def _scrape(gateway: Gateway) -> promql.Scrape:
 
 
 def _settled(gateway: Gateway) -> bool:
-    """Every shard held, the delivery queue measured, the database up."""
+    """Every shard held, the delivery queue measured, the database up, every change stream
+    followed (a loaded machine starts them seconds after the shards are shared out: read
+    before, a healthy gateway looked like `GatewayChangeStreamDown` pending)."""
     samples = _scrape(gateway).samples
     queue = ("gateway_delivery_queue_depth", frozenset({("status", "pending")}))
+    streams = [v for (name, _), v in samples.items() if name == "gateway_change_stream_up"]
     return (
         samples.get((RELAY, frozenset())) == 16 == samples.get((FOLD, frozenset()))
         and samples.get(("gateway_database_up", frozenset())) == 1
         and queue in samples
+        and bool(streams)
+        and min(streams) == 1
     )
 
 
