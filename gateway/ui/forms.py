@@ -23,7 +23,15 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from multidict import MultiMapping
 
-from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, Unavailable
+from gateway.errors import (
+    Conflict,
+    FieldProblem,
+    GatewayError,
+    InvalidPayload,
+    KeysUnavailable,
+    PartnerUnavailable,
+    Unavailable,
+)
 from gateway.formats.json_tree import loads_sent
 from gateway.notify.channels import SECRET_MEMBERS as CHANNEL_SECRETS
 from gateway.ui.state import FORM_BACK, FORM_LANG
@@ -39,6 +47,10 @@ ERROR_STATUSES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 502, 50
 # form's handler catches these and renders its own page with `Form(values).refuse(exc, ...)`
 # at `exc.status`; a NotFound has its page (what was typed listed, to copy).
 FORM_ERRORS: Final = (InvalidPayload, Conflict, Unavailable)
+# A partner's side unavailable (a channel's test send held, its keys not fetched): the form
+# was taken, the partner was not reached; said above the form as any refusal, not as the
+# database's "nothing was saved".
+PARTNER_SIDE: Final = (PartnerUnavailable, KeysUnavailable)
 
 
 def error_key(status: int) -> str:
@@ -117,7 +129,7 @@ class Form:
             for problem in error.problems:
                 self._place(problem, names, rest)
             self.omitted += error.omitted
-        elif isinstance(error, Unavailable):
+        elif isinstance(error, Unavailable) and not isinstance(error, PARTNER_SIDE):
             # Nothing was saved: the page says so, and that saving again is all it takes.
             self.general.append(Problem("forms.unavailable_kept", error.detail))
             self.status, self.retry_after = error.status, error.retry_after
