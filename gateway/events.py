@@ -374,9 +374,19 @@ class EventRelay(ShardedJob):
             if _database_failed(exc):
                 self._in_doubt.append((drained, events, began))
             raise
-        for event in events if self._stored else ():
-            self._stored.pop(event["_id"], None)
         self._count(events, began)
+
+    def _count(self, events: Sequence[Doc], began: datetime) -> None:
+        """Count relayed (drained) events and observe their lag: their `relayed_at` -
+        `occurred_at`, or, for an event stored by an earlier pass that did not finish its
+        fan-out, from its write to the pass (begun at `began`) that finished it."""
+        now = utcnow()
+        for event in events:
+            self._stored.pop(event["_id"], None)
+            self._metrics.events_relayed.labels(type_family(event["type"])).inc()
+            # Not past now: after a step back of the time the stamp is held above its floor.
+            lag = min(max(event["relayed_at"], began), now) - event["occurred_at"]
+            self._metrics.relay_lag.observe(lag.total_seconds())
 
     async def _drain_finished(
         self, drained: Sequence[Drain], events: list[Doc], stop: Unfinished, began: datetime
@@ -419,17 +429,6 @@ class EventRelay(ShardedJob):
             else:
                 self._count(events, began)
             del self._in_doubt[0]
-
-    def _count(self, events: Sequence[Doc], began: datetime) -> None:
-        """Count relayed events and observe their lag: their `relayed_at` - `occurred_at`,
-        or, for an event stored by an earlier pass that did not finish its fan-out, from its
-        write to the pass (begun at `began`) that finished it."""
-        now = utcnow()
-        for event in events:
-            self._metrics.events_relayed.labels(type_family(event["type"])).inc()
-            # Not past now: after a step back of the time the stamp is held above its floor.
-            lag = min(max(event["relayed_at"], began), now) - event["occurred_at"]
-            self._metrics.relay_lag.observe(lag.total_seconds())
 
     async def run_until_idle(
         self, shards: Items[int] | None = None, until: float = math.inf

@@ -132,6 +132,8 @@ async def test_a_relay_that_fails_between_chunks_goes_on_from_there_each_deliver
     stored = [doc["event"]["type"] async for doc in services.store.db["deliveries"].find({})]
     assert Counter(stored) == {"entity.created": 30, "entity.updated": 60}
     assert await services.store.entities.pending_outboxes(10) == []
+    text = services.metrics.render().decode()
+    assert "gateway_event_relay_lag_seconds_count 3.0" in text  # each event counted once
 
 
 async def test_a_pass_takes_a_few_outboxes_of_a_tenant_while_another_waits_and_takes_turns(
