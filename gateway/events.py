@@ -45,6 +45,9 @@ def type_family(event_type: str) -> str:
 
 log = logging.getLogger(__name__)
 
+LOOK_FOR_OTHERS_SECONDS: Final = 1.0
+"""How long a relay whose batch one tenant crowds waits, after it found no other tenant's
+outbox behind it, before it looks again (`EventRelay._pending`)."""
 _MAX_CARRIED: Final = 100_000  # events an unfinished pass stored, remembered for the next
 
 # An outbox the relay moved, with the ids of the entries it moved (`drain_outboxes`).
@@ -215,6 +218,7 @@ class EventRelay(ShardedJob):
         self._on_relayed = on_relayed
         self._batch = batch
         self._per_tenant = per_tenant
+        self._look_again = 0.0  # when to look for other tenants' outboxes behind a crowd
         # `shares` None: every shard (a single relay, or a test driving it). Passes start at
         # least `gather_seconds` apart: under light load the writes of that time go in one
         # batch (three writes and one read for all) instead of one batch each. The doorbell
@@ -282,10 +286,14 @@ class EventRelay(ShardedJob):
         pending = self._store.entities.pending_outboxes
         read = await pending(self._batch, shards, self._unparkable)
         taken, left_over = _capped(read, self._per_tenant)
-        if left_over and len(read) == self._batch:
+        # A read that found no other tenant is not made again for a second: a tenant alone
+        # with a backlog (the relay's peak) pays it once a second, not every pass.
+        if left_over and len(read) == self._batch and time.monotonic() >= self._look_again:
             crowded = {doc["tenant"] for doc in left_over}
             seen = [*self._unparkable, *(doc["_id"] for doc in taken)]
             others = await pending(self._batch - len(taken), shards, seen, other_than=crowded)
+            if not others:
+                self._look_again = time.monotonic() + LOOK_FOR_OTHERS_SECONDS
             taken, more = _capped(taken + others, self._per_tenant)
             left_over = more + left_over
         taken += left_over[: self._batch - len(taken)]
