@@ -13,11 +13,12 @@ least `gather_seconds` apart, so that under light load the events of that time s
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from collections.abc import Collection as Items
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -44,12 +45,46 @@ def type_family(event_type: str) -> str:
 
 log = logging.getLogger(__name__)
 
+LOOK_FOR_OTHERS_SECONDS: Final = 1.0
+"""How long a relay whose batch one tenant crowds waits, after it found no other tenant's
+outbox behind it, before it looks again (`EventRelay._pending`)."""
+_MAX_CARRIED: Final = 100_000  # events an unfinished pass stored, remembered for the next
+
 # An outbox the relay moved, with the ids of the entries it moved (`drain_outboxes`).
 Drain = tuple[Doc, list[Any]]
 
 # Called with each batch of relayed events before their outboxes are drained (the delivery
-# fan-out, `delivery/fanout.py`, creates their deliveries); returns how many it created.
+# fan-out, `delivery/fanout.py`, creates their deliveries); returns how many it created, or
+# raises `Unfinished` when it stopped at its budget.
 OnRelayed = Callable[[Sequence[Doc]], Awaitable[int]]
+
+
+class Unfinished(Exception):
+    """A relay hook stopped at its budget for one call (the fan-out: `max_deliveries`
+    inserted): the events it names (`finished`, ids) are done, what it stored of the others
+    is kept (deterministic ids), and it is called again with those. Of each entity's events
+    the finished ones come first (each tenant's events are taken in their order). The relay
+    drains only the finished ones; the next pass takes the others."""
+
+    def __init__(self, finished: Iterable[Any]) -> None:
+        self.finished = frozenset(finished)
+        super().__init__(f"{len(self.finished)} events finished")
+
+    def left(self, events: Sequence[Doc]) -> list[Doc]:
+        """Those of `events` not finished."""
+        return [event for event in events if event["_id"] not in self.finished]
+
+
+async def relay_all(on_relayed: OnRelayed, events: Sequence[Doc]) -> None:
+    """Call `on_relayed` until every one of `events` is done (the fold's pass, which
+    writes its events and their deliveries before its state): each call does a bounded
+    share and keeps it."""
+    while events:
+        try:
+            await on_relayed(events)
+            return
+        except Unfinished as stop:
+            events = stop.left(events)
 
 
 def event_document(tenant: str, entity: Doc, entry: Doc, relayed_at: datetime | None) -> Doc:
@@ -174,6 +209,7 @@ class EventRelay(ShardedJob):
         doorbell: Doorbell,
         shares: Shares | None = None,
         batch: int = 100,
+        per_tenant: int = 10,
         poll_seconds: float = 0.2,
         gather_seconds: float = 0.1,
     ) -> None:
@@ -181,6 +217,8 @@ class EventRelay(ShardedJob):
         self._metrics = metrics
         self._on_relayed = on_relayed
         self._batch = batch
+        self._per_tenant = per_tenant
+        self._look_again = 0.0  # when to look for other tenants' outboxes behind a crowd
         # `shares` None: every shard (a single relay, or a test driving it). Passes start at
         # least `gather_seconds` apart: under light load the writes of that time go in one
         # batch (three writes and one read for all) instead of one batch each. The doorbell
@@ -196,21 +234,23 @@ class EventRelay(ShardedJob):
         )
         self._unparkable: list[Any] = []  # entities this process skips (see _park)
         # The drains the database failed, with their events (see _settle).
-        self._in_doubt: list[tuple[Sequence[Drain], list[Doc]]] = []
+        self._in_doubt: list[tuple[Sequence[Drain], list[Doc], datetime]] = []
+        # The events stored by a pass whose fan-out stopped at its budget, with their stamp.
+        self._stored: dict[Any, datetime] = {}
 
     async def relay_once(self, shards: Items[int] | None = None) -> int:
         """Relay one batch of outboxes (of these relay shards; all when None), the longest
         waiting first; returns how many outbox entries it handled.
 
-        Three writes a batch, whatever its size: the events (new ones only), their
-        deliveries, and the drain of the outboxes. The fan-out runs even for events stored
-        by an earlier relay that died before draining: deliveries have deterministic ids, so
-        that re-creates nothing, and no event is left without its deliveries."""
+        Three writes a batch: the events (new ones only), their deliveries (an insert per
+        250 or so, up to 500 a pass: `delivery/fanout.py`; a pass that stops there drains
+        the events it finished), and the drain of the outboxes. The fan-out runs even for
+        events stored by an earlier relay that died before draining: deliveries have
+        deterministic ids, so that re-creates nothing, and no event is left without its
+        deliveries."""
         process = await self._store.server_process()
         await self._settle()
-        entities = await self._store.entities.pending_outboxes(
-            self._batch, shards, self._unparkable
-        )
+        entities = await self._pending(shards)
         self._measure_waiting(entities)
         if not entities:
             return 0
@@ -236,6 +276,28 @@ class EventRelay(ShardedJob):
                 await self._store.ping()
                 await self._park(entity)
         return handled or len(entities)
+
+    async def _pending(self, shards: Items[int] | None) -> list[Doc]:
+        """The outboxes of a pass, shared fairly between tenants: the longest waiting, at
+        most `per_tenant` of one tenant while others' wait (read beside them), the rest of
+        the batch filled with more of theirs; in turns by tenant (each tenant's longest
+        waiting first), so that a tenant's one event is not queued behind another's backlog
+        and its fan-out (which stops at its budget, `delivery/fanout.py`)."""
+        pending = self._store.entities.pending_outboxes
+        read = await pending(self._batch, shards, self._unparkable)
+        taken, left_over = _capped(read, self._per_tenant)
+        # A read that found no other tenant is not made again for a second: a tenant alone
+        # with a backlog (the relay's peak) pays it once a second, not every pass.
+        if left_over and len(read) == self._batch and time.monotonic() >= self._look_again:
+            crowded = {doc["tenant"] for doc in left_over}
+            seen = [*self._unparkable, *(doc["_id"] for doc in taken)]
+            others = await pending(self._batch - len(taken), shards, seen, other_than=crowded)
+            if not others:
+                self._look_again = time.monotonic() + LOOK_FOR_OTHERS_SECONDS
+            taken, more = _capped(taken + others, self._per_tenant)
+            left_over = more + left_over
+        taken += left_over[: self._batch - len(taken)]
+        return _in_turns(taken)
 
     async def _park(self, entity: Doc) -> None:
         reason = traceback.format_exc(limit=1).strip().splitlines()[-1]
@@ -270,10 +332,11 @@ class EventRelay(ShardedJob):
             log.error("occurrence claims of entity %s kept: %s", entity["_id"], exc)
 
     def _measure_waiting(self, entities: Sequence[Doc]) -> None:
-        """How long the longest waiting outbox of this relay's shards has waited (the first:
-        they come oldest first); 0 when none waits."""
-        waiting = entities[0].get("pending") if entities else None
-        age = (utcnow() - waiting).total_seconds() if isinstance(waiting, datetime) else 0
+        """How long the longest waiting outbox of this relay's shards has waited (the oldest
+        `pending` read: the pass reads the oldest first); 0 when none waits."""
+        times = [e["pending"] for e in entities if isinstance(e.get("pending"), datetime)]
+        waiting = min(times, default=None)
+        age = (utcnow() - waiting).total_seconds() if waiting is not None else 0
         self._metrics.measured(self._metrics.relay_oldest_waiting, max(age, 0.0))
 
     async def _relay(self, entities: Sequence[Doc]) -> int:
@@ -289,16 +352,69 @@ class EventRelay(ShardedJob):
         if repeats := await self._store.occurrences.repeats(events, now):
             events = [event for event in events if event["_id"] not in repeats]
             self._metrics.events_repeated.inc(len(repeats))
-        await self._store.events.insert_many(events)
-        await self._on_relayed(events)
+        await self._store_events(events)
+        try:
+            await self._on_relayed(events)
+        except Unfinished as stop:  # a large fan-out: drain the events it finished
+            return await self._drain_finished(drained, events, stop, now)
+        await self._drain(drained, events, now)
+        return len(events) or len(drained)
+
+    async def _store_events(self, events: list[Doc]) -> None:
+        """Store the events, but those an earlier pass of this relay stored and did not
+        finish (a large fan-out): they keep their stamp (`relayed_at`), as their deliveries
+        made then carry it, and are not stamped again as stored late (`store/events.py`
+        `_restamp`: the feed would answer them twice)."""
+        fresh = []
+        for event in events:
+            if (stamp := self._stored.get(event["_id"])) is not None:
+                event["relayed_at"] = stamp
+            else:
+                fresh.append(event)
+        if len(self._stored) > _MAX_CARRIED:  # outboxes another relay took over meanwhile
+            self._stored.clear()
+        await self._store.events.insert_many(fresh)
+
+    async def _drain(self, drained: Sequence[Drain], events: list[Doc], began: datetime) -> None:
         try:
             await self._store.entities.drain_outboxes(drained)
         except Exception as exc:
             if _database_failed(exc):
-                self._in_doubt.append((drained, events))
+                self._in_doubt.append((drained, events, began))
             raise
-        self._count(events)
-        return len(events) or len(drained)
+        self._count(events, began)
+
+    def _count(self, events: Sequence[Doc], began: datetime) -> None:
+        """Count relayed (drained) events and observe their lag: their `relayed_at` -
+        `occurred_at`, or, for an event stored by an earlier pass that did not finish its
+        fan-out, from its write to the pass (begun at `began`) that finished it."""
+        now = utcnow()
+        for event in events:
+            self._stored.pop(event["_id"], None)
+            self._metrics.events_relayed.labels(type_family(event["type"])).inc()
+            # Not past now: after a step back of the time the stamp is held above its floor.
+            lag = min(max(event["relayed_at"], began), now) - event["occurred_at"]
+            self._metrics.relay_lag.observe(lag.total_seconds())
+
+    async def _drain_finished(
+        self, drained: Sequence[Drain], events: list[Doc], stop: Unfinished, began: datetime
+    ) -> int:
+        """Drain, of each outbox, its entries up to its first event not finished (the
+        repeats among them too: never stored); the others wait in their outboxes for the
+        next pass, which does not store their events again (`_store_events`). Returns 1
+        when no event was finished: deliveries were stored all the same, and the relay goes
+        on."""
+        left = {event["_id"] for event in stop.left(events)}
+        heads: list[Drain] = []
+        for entity, ids in drained:
+            head = list(itertools.takewhile(lambda i: i not in left, ids))
+            if head:
+                heads.append((entity, head))
+        going = {i for _, head in heads for i in head}
+        self._stored.update((e["_id"], e["relayed_at"]) for e in events if e["_id"] not in going)
+        done = [event for event in events if event["_id"] in going]
+        await self._drain(heads, done, began)
+        return len(done) or 1
 
     async def _settle(self) -> None:
         """Finish the passes whose drain the database failed, before anything else: a
@@ -310,7 +426,7 @@ class EventRelay(ShardedJob):
         `rev` go, otherwise only those entries) makes them drained whatever became of the
         first, and then they are counted, once."""
         while self._in_doubt:
-            drained, events = self._in_doubt[0]
+            drained, events, began = self._in_doubt[0]
             try:
                 await self._store.entities.drain_outboxes(drained)
             except Exception as exc:
@@ -319,17 +435,8 @@ class EventRelay(ShardedJob):
                 # Refused: the pass handles these outboxes (stored, and counted, again).
                 log.error("drain of %d outboxes refused: %s", len(drained), exc)
             else:
-                self._count(events)
+                self._count(events, began)
             del self._in_doubt[0]
-
-    def _count(self, events: Sequence[Doc]) -> None:
-        """Count relayed events and observe their lag (their `relayed_at` - `occurred_at`)."""
-        now = utcnow()
-        for event in events:
-            self._metrics.events_relayed.labels(type_family(event["type"])).inc()
-            # Not past now: after a step back of the time the stamp is held above its floor.
-            lag = min(event["relayed_at"], now) - event["occurred_at"]
-            self._metrics.relay_lag.observe(lag.total_seconds())
 
     async def run_until_idle(
         self, shards: Items[int] | None = None, until: float = math.inf
@@ -344,6 +451,27 @@ class EventRelay(ShardedJob):
             if time.monotonic() >= until:
                 break
         return total
+
+
+def _capped(docs: Sequence[Doc], per_tenant: int) -> tuple[list[Doc], list[Doc]]:
+    """`docs` (in their order) up to `per_tenant` of each tenant, and the others."""
+    seen: dict[str, int] = {}
+    taken: list[Doc] = []
+    left_over: list[Doc] = []
+    for doc in docs:
+        seen[doc["tenant"]] = seen.get(doc["tenant"], 0) + 1
+        (taken if seen[doc["tenant"]] <= per_tenant else left_over).append(doc)
+    return taken, left_over
+
+
+def _in_turns(docs: Sequence[Doc]) -> list[Doc]:
+    """`docs` taken a tenant at a time, round after round, each tenant's in their order
+    (the tenants in the order of their first)."""
+    by_tenant: dict[str, list[Doc]] = {}
+    for doc in docs:
+        by_tenant.setdefault(doc["tenant"], []).append(doc)
+    rounds = itertools.zip_longest(*by_tenant.values())
+    return [doc for turn in rounds for doc in turn if doc is not None]
 
 
 def _database_failed(exc: Exception) -> bool:

@@ -39,7 +39,7 @@ from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.errors import StoreUnavailable
 from gateway.eventloop import running_loop
-from gateway.events import EventLog, EventRelay, OnRelayed
+from gateway.events import EventLog, EventRelay, OnRelayed, Unfinished
 from gateway.fleet.append import PositionAppender
 from gateway.fleet.checklist_readings import ChecklistReadings
 from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold, FoldSettings
@@ -444,12 +444,24 @@ def _schedule_targets(store: Store, settings: Settings) -> OtherTargets:
 
 def each_of(*hooks: OnRelayed) -> OnRelayed:
     """One relay hook that calls `hooks` in turn with each batch (each is idempotent, so a
-    batch relayed again after a failure in a later hook repeats nothing)."""
+    batch relayed again after a failure in a later hook repeats nothing). A hook that stops
+    at its budget (`Unfinished`: the fan-out) leaves the later hooks the events it finished,
+    and the relay drains those alone."""
 
     async def relayed(events: Sequence[Doc]) -> int:
         done = 0
+        unfinished: Unfinished | None = None
         for hook in hooks:
-            done += await hook(events)
+            if unfinished is not None:
+                events = [e for e in events if e["_id"] in unfinished.finished]
+            if not events:
+                break
+            try:
+                done += await hook(events)
+            except Unfinished as stop:
+                unfinished = stop  # of the events given it: those the earlier ones finished
+        if unfinished is not None:
+            raise unfinished
         return done
 
     return relayed

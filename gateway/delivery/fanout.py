@@ -9,16 +9,18 @@ exactly one delivery per (event, subscription).
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+import functools
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from gateway.actions.catalog import Action, Catalog
 from gateway.actions.filters import EventFilter, compile_filter, wanted_by
 from gateway.actions.ordering import event_place
 from gateway.clock import utcnow
 from gateway.errors import InvalidPayload, NotFound
-from gateway.events import public_event
+from gateway.events import Unfinished, public_event
 from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
 from gateway.store import Doc, Store
@@ -64,8 +66,24 @@ def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime) -> Do
     return doc
 
 
+FANOUT_CHUNK = 250
+"""Deliveries a fan-out inserts in one round trip (each under its own deadline)."""
+FANOUT_BUDGET = 500
+"""Deliveries a fan-out inserts in one call (one relay pass) before it stops (`Unfinished`)."""
+
+
 class FanOut:
-    """`await fanout(events) -> created`; the relay (`gateway/events.py`) is built with it."""
+    """`await fanout(events) -> created`; the relay (`gateway/events.py`) is built with it.
+
+    Its work is bounded by deliveries, whatever the events' fan-out: each tenant's events
+    in their order, the tenants taking turns of up to `chunk` deliveries, inserted `chunk`
+    or so at a time (each insert under its own deadline); it stops once `max_deliveries`
+    were inserted in one call, raising `Unfinished` with the events whose deliveries are
+    all stored (the relay drains those), so one tenant's large fan-out neither holds up
+    another tenant's events nor makes a pass the database cannot finish. A chunk stored is
+    kept: done again (the next pass, a crash), its stored ids are read and skipped, not
+    inserted again. Until 2026-12-07 a pass was one insert of every delivery of its 100
+    outboxes (up to 500,000), past the database's deadline, and redone every pass."""
 
     def __init__(
         self,
@@ -75,41 +93,61 @@ class FanOut:
         *,
         clock: Callable[[], datetime] = utcnow,
         on_created: Callable[[], None] | None = None,
+        chunk: int = FANOUT_CHUNK,
+        max_deliveries: int = FANOUT_BUDGET,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._metrics = metrics
         self._clock = clock
         self._on_created = on_created
+        self._chunk = chunk
+        self._max = max_deliveries
         self._filters: dict[tuple[str, int], EventFilter] = {}
 
     async def __call__(self, events: Sequence[Doc]) -> int:
         """Create the deliveries of a batch of events: one subscription query per tenant,
-        one insert for all (existing deliveries are left alone: re-running is harmless)."""
-        by_tenant: dict[str, list[Doc]] = defaultdict(list)
-        for event in events:
-            by_tenant[event["tenant"]].append(event)
+        an insert per `chunk` or so (existing deliveries are left alone: re-running is
+        harmless)."""
         now = self._clock()
+        lines: dict[str, _Line] = {}
+        for event in events:
+            tenant = event["tenant"]
+            if tenant not in lines:
+                subs = await self._store.subscriptions.active(tenant)
+                make = functools.partial(self._deliveries, subs=subs, now=now)
+                lines[tenant] = _Line(make)
+            lines[tenant].events.append(event)
+        done = _Chunks(self._store, self._metrics)
+        try:
+            while lines:
+                for tenant, line in list(lines.items()):
+                    done.add(line, await line.take(self._chunk))
+                    if line.exhausted:
+                        del lines[tenant]
+                    if done.size >= self._chunk or not lines:
+                        await done.flush()
+                        if done.inserted >= self._max and lines:
+                            raise Unfinished(done.finished)  # the next pass goes on
+        finally:
+            if done.created and self._on_created is not None:  # due now: wake the worker
+                self._on_created()
+        return done.created
+
+    async def _deliveries(self, event: Doc, *, subs: Sequence[Doc], now: datetime) -> list[Doc]:
+        """The deliveries of one event, in the order of its tenant's subscriptions."""
         docs = []
-        for tenant, tenant_events in by_tenant.items():
-            subs = await self._store.subscriptions.active(tenant)
-            for event in tenant_events:
-                for sub in subs:
-                    if wanted_by(event, sub["event_types"], str(sub["_id"])) is not None:
-                        continue
-                    if not self._filter(sub).matches(event):
-                        continue
-                    try:
-                        action = await self._catalog.action(tenant, sub["action_id"])
-                    except NotFound:
-                        continue  # deleted since; the subscription goes with it
-                    docs.append(delivery_document(event, sub, action, now))
-        # Journaled: the relay drains the events' outboxes after this (store/client.py
-        # `unjournaled` says why that needs it).
-        created = await insert_deliveries(self._store, self._metrics, docs)
-        if created and self._on_created is not None:  # due now: wake the worker
-            self._on_created()
-        return created
+        for sub in subs:
+            if wanted_by(event, sub["event_types"], str(sub["_id"])) is not None:
+                continue
+            if not self._filter(sub).matches(event):
+                continue
+            try:
+                action = await self._catalog.action(event["tenant"], sub["action_id"])
+            except NotFound:
+                continue  # deleted since; the subscription goes with it
+            docs.append(delivery_document(event, sub, action, now))
+        return docs
 
     def _filter(self, sub: Doc) -> EventFilter:
         key = (str(sub["_id"]), int(sub.get("rev", 0)))
@@ -123,3 +161,70 @@ class FanOut:
                 self._filters.clear()
             self._filters[key] = compiled
         return compiled
+
+
+class _Line:
+    """A tenant's events in a fan-out, in their order, and their deliveries made (`make`)
+    but not yet handed out."""
+
+    def __init__(self, make: Callable[[Doc], Awaitable[list[Doc]]]) -> None:
+        self.events: deque[Doc] = deque()
+        self._make = make
+        self._docs: list[Doc] = []
+        self._ends: deque[tuple[int, Any]] = deque()  # (where an event's deliveries end, its id)
+        self._taken = 0
+        self._stored = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return not self.events and not self._docs
+
+    async def take(self, size: int) -> list[Doc]:
+        """The next deliveries, up to `size` (made from the next events as needed)."""
+        while len(self._docs) < size and self.events:
+            event = self.events.popleft()
+            self._docs += await self._make(event)
+            self._ends.append((self._taken + len(self._docs), event["_id"]))
+        taken, self._docs = self._docs[:size], self._docs[size:]
+        self._taken += len(taken)
+        return taken
+
+    def stored(self, count: int) -> list[Any]:
+        """`count` more of the deliveries taken are stored: the ids of the events whose
+        deliveries are now all stored."""
+        self._stored += count
+        finished = []
+        while self._ends and self._ends[0][0] <= self._stored:
+            finished.append(self._ends.popleft()[1])
+        return finished
+
+
+class _Chunks:
+    """The deliveries the lines handed out, inserted together (`flush`), and what is done."""
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._parts: list[tuple[_Line, list[Doc]]] = []
+        self.size = 0
+        self.finished: list[Any] = []  # the events whose deliveries are all stored
+        self.inserted = 0  # sent to the database (those found stored are not)
+        self.created = 0
+
+    def add(self, line: _Line, docs: list[Doc]) -> None:
+        self._parts.append((line, docs))
+        self.size += len(docs)
+
+    async def flush(self) -> None:
+        """Insert the deliveries handed out, those not stored yet. Journaled: the relay
+        drains the events' outboxes after this (store/client.py `unjournaled` says why that
+        needs it)."""
+        docs = [doc for _, part in self._parts for doc in part]
+        stored = await self._store.deliveries.stored([doc["_id"] for doc in docs])
+        new = [doc for doc in docs if doc["_id"] not in stored]
+        if new:
+            self.inserted += len(new)
+            self.created += await insert_deliveries(self._store, self._metrics, new)
+        for line, part in self._parts:
+            self.finished += line.stored(len(part))
+        self._parts, self.size = [], 0

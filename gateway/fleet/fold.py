@@ -68,7 +68,7 @@ from typing import Any, Final, Protocol
 
 from gateway.clock import utcnow
 from gateway.doorbell import Doorbell
-from gateway.events import OnRelayed, event_document
+from gateway.events import OnRelayed, event_document, relay_all
 from gateway.fleet import geofences, maintenance
 from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
@@ -795,7 +795,7 @@ class Fold(ShardedJob):
         events = await self._events(passes)
         if events:
             await self._store.events.insert_many(events)
-            await self._on_relayed(events)
+            await relay_all(self._on_relayed, events)
         gone = [p.key for p in passes if p.gone]
         await self._store.fleet.drop_states(gone)
         await self._record_failures([p for p in passes if p.failure is not None])

@@ -911,13 +911,21 @@ class EntityStore:
         return result.modified_count
 
     async def pending_outboxes(
-        self, limit: int, shards: Collection_[int] | None = None, exclude: Sequence[Any] = ()
+        self,
+        limit: int,
+        shards: Collection_[int] | None = None,
+        exclude: Sequence[Any] = (),
+        *,
+        other_than: Collection_[str] = (),
     ) -> list[Doc]:
         """Documents with events waiting, in these relay shards (all when None), the longest
-        waiting first; `exclude` names ids this process has set aside."""
+        waiting first; `exclude` names ids this process has set aside, `other_than` tenants
+        whose outboxes are not wanted (the relay has its share of theirs)."""
         query = _shards_query(shards)
         if exclude:
             query["_id"] = {"$nin": list(exclude)}
+        if other_than:
+            query["tenant"] = {"$nin": sorted(other_than)}
         projection = {"tenant": 1, "type": 1, "nk": 1, "rev": 1, "outbox": 1, "deleted": 1}
         with translate_errors():
             cursor = self._c.find(query, projection | {"pending": 1})
@@ -941,7 +949,8 @@ class EntityStore:
         `rev`), the outbox goes (and a deleted entity with it); otherwise, in a second round,
         only the relayed entries still there are pulled, the outbox's bytes counted again from
         what is left (`_pulled`), and the entity stays pending for the newer ones, since the
-        oldest of them.
+        oldest of them. An entity's ids that are not all its outbox read (the relay drains
+        the events a large fan-out finished) are pulled, the outbox left for the rest.
         Not journaled: the events and deliveries were written before, journaled (`client.py`
         `unjournaled`), and a drain lost in a crash is done again."""
         commits = self._relay_commits
@@ -950,7 +959,9 @@ class EntityStore:
             # `$eq` rather than a bare value: SecantusDB looks for a compound index covering
             # a filter of bare equalities before it takes the `_id` (0.2 ms of its CPU a write).
             unchanged = {"_id": doc["_id"], "rev": {"$eq": doc["rev"]}}
-            if doc.get("deleted"):
+            if len(event_ids) < len(doc.get("outbox", ())):  # the head of it (a large fan-out)
+                matched = 0
+            elif doc.get("deleted"):
                 matched = await commits.delete(self._c, unchanged)
             else:
                 done = {
