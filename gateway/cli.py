@@ -650,7 +650,7 @@ def forget_unreadable(settings: Settings, *, confirmed: bool) -> int:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 1
     for s in done.secrets:
-        ended = " (rotated out, its grace over: nothing to redo)" if s.ended else ""
+        ended = " (rotated out: dropped, nothing to redo)" if s.ended else ""
         print(f"no key opens: tenant {s.tenant} {s.kind} {s.id} {s.field}{ended}")
     redo = sum(not s.ended for s in done.secrets)
     if not confirmed:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from tests.partner_double import (
     create_action,
     create_partner,
     create_subscription,
+    create_vehicle,
     partner,
 )
 from tests.processes import Gateway, free_port
@@ -177,3 +180,68 @@ async def test_a_trigger_s_lost_secret_refuses_its_calls_until_rotated_and_no_gr
     stored = await triggers.find_one({"_id": trigger["id"]})
     assert [s["sealed"].startswith("lost:") for s in stored["auth"]["secrets"]] == [False]
     assert await call(rotated["secret"]) == 201
+
+
+async def test_forgetting_drops_a_rotated_out_secret_in_its_grace_and_keeps_the_current(
+    client: Client, partner: Partner
+) -> None:
+    """Mid-grace, the rotated-out secret sealed under the lost key is dropped, not cleared:
+    listed as nothing to redo, and the subscription's current secret goes on signing."""
+    services = client.app[services_key]
+    lost, _ = await _subscriptions(client, partner.url)
+    r = await client.post(f"/api/v1/subscriptions/{lost}/rotate-secret", headers=auth(), json={})
+    assert r.status == 200, await r.text()
+    subs = services.store.db["subscriptions"]
+    doc = await subs.find_one({"_id": ObjectId(lost)})
+    current, previous = doc["secrets"]
+    done = await sealed.forget(
+        services.store.db,
+        lambda token: token != previous["sealed"],
+        "lost:x",
+        _now(),
+        dry_run=False,
+    )
+    assert [(s.id, s.field, s.ended) for s in done.secrets] == [(lost, "secrets[1]", True)]
+    assert (await subs.find_one({"_id": ObjectId(lost)}))["secrets"] == [current]
+
+
+async def test_a_lost_rotated_out_secret_in_grace_does_not_fail_deliveries_of_the_current(
+    client: Client, partner: Partner
+) -> None:
+    """A database forgotten before rotated-out entries were dropped: the lost one is skipped."""
+    services = client.app[services_key]
+    lost, _ = await _subscriptions(client, partner.url)
+    r = await client.post(f"/api/v1/subscriptions/{lost}/rotate-secret", headers=auth(), json={})
+    assert r.status == 200, await r.text()
+    await services.store.db["subscriptions"].update_one(
+        {"_id": ObjectId(lost)}, {"$set": {"secrets.1.sealed": lost_secret("2026-12-07")}}
+    )
+    await create_vehicle(client)
+    await services.relay.run_until_idle()
+    assert await services.delivery_worker.run_until_idle() == Counter(succeeded=2)
+
+
+async def test_a_lost_rotated_out_trigger_secret_in_grace_lets_calls_signed_by_the_current(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client, auth={"mode": "webhook_signature"})
+    rotate = f"/api/v1/triggers/{trigger['id']}/rotate"
+    rotated = await (await client.post(rotate, json={"grace_seconds": 3600}, headers=auth())).json()
+    triggers = client.app[services_key].store.db["triggers"]
+    stored = await triggers.find_one({"_id": trigger["id"]})
+    assert [s["until"] is None for s in stored["auth"]["secrets"]] == [False, True]  # oldest first
+    await triggers.update_one(
+        {"_id": trigger["id"]}, {"$set": {"auth.secrets.0.sealed": lost_secret("2026-12-07")}}
+    )
+    body = orjson.dumps(VEHICLE)
+    headers = signed_headers([rotated["secret"]], "msg_1", int(time.time()), body)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert response.status == 201, await response.text()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
