@@ -40,6 +40,7 @@ __all__ = ["partner"]  # the fixture
 Client = TestClient[Any, Any]
 NEW_KEY = "the-new-secret-key-0123456789abcdef0123456789"
 ROTATING = SecretBox(KeyRing([NEW_KEY, SECRET_KEY]))
+OLD_KID = SecretBox(KeyRing([SECRET_KEY])).kids[0]
 
 
 async def _subscriptions(client: Client, partner_url: str) -> tuple[str, str]:
@@ -86,7 +87,9 @@ async def test_a_lost_key_is_forgotten_then_the_gateway_starts_and_fails_only_wh
     still = await services.store.db["subscriptions"].find_one({"_id": ObjectId(lost)})
     assert {entry["sealed"] for entry in still["secrets"]} == under_old
 
-    forgotten = await run_cli(new_only, "reseal", "--forget-unreadable", "--yes")
+    forgotten = await run_cli(
+        new_only, "reseal", "--forget-unreadable", "--yes", "--forget-key", OLD_KID
+    )
     assert forgotten.returncode == 0, forgotten.stderr
     assert "cleared 1 stored secrets no key opens: save the 1 listed again" in forgotten.stdout
 
@@ -245,3 +248,48 @@ async def test_a_lost_rotated_out_trigger_secret_in_grace_lets_calls_signed_by_t
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def test_forgetting_names_the_recorded_key_it_gives_up_and_needs_it_named(
+    client: Client, partner: Partner, mongodb_uri: str
+) -> None:
+    """Mid-rotation (`<new>,<old>` recorded, nothing resealed yet), `<new>` alone opens the key
+    check; what is under `<old>` is keyless here, not damaged: `--yes` forgets nothing until
+    the operator names the key id it gives up."""
+    services = client.app[services_key]
+    await _subscriptions(client, partner.url)
+    env = cli_env(services.settings, mongodb_uri)
+    step = await run_cli(
+        {**env, "GATEWAY_SECRET_KEY": f"{NEW_KEY},{SECRET_KEY}"}, "reseal", "--dry-run"
+    )
+    assert step.returncode == 0, step.stderr
+    new_only = {**env, "GATEWAY_SECRET_KEY": NEW_KEY}
+    before = await services.store.db["subscriptions"].find({}).to_list(None)
+
+    listed = await run_cli(new_only, "reseal", "--forget-unreadable")
+    assert listed.returncode == 0, listed.stderr
+    assert f"records key id(s) {OLD_KID}, which GATEWAY_SECRET_KEY lacks" in listed.stdout
+    assert f"--yes --forget-key {OLD_KID}` clears them" in listed.stdout
+    for given in ((), ("--forget-key", "k_other")):
+        refused = await run_cli(new_only, "reseal", "--forget-unreadable", "--yes", *given)
+        assert refused.returncode == 2, refused.stderr
+        assert (
+            f"lacks key id(s) {OLD_KID}" in refused.stderr and "Nothing forgotten" in refused.stderr
+        )
+    assert await services.store.db["subscriptions"].find({}).to_list(None) == before
+
+    forgotten = await run_cli(
+        new_only, "reseal", "--forget-unreadable", "--yes", "--forget-key", OLD_KID
+    )
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert "cleared 5 stored secrets" in forgotten.stdout  # the partner's, each signing one
+
+
+async def test_naming_a_key_the_key_check_does_not_lack_forgets_nothing(
+    client: Client, partner: Partner, mongodb_uri: str
+) -> None:
+    services = client.app[services_key]
+    await _subscriptions(client, partner.url)
+    env = cli_env(services.settings, mongodb_uri)
+    refused = await run_cli(env, "reseal", "--forget-unreadable", "--yes", "--forget-key", OLD_KID)
+    assert refused.returncode == 2 and "records no key id" in refused.stderr, refused.stderr

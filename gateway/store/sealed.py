@@ -156,6 +156,7 @@ class Forgotten:
     secrets: list[Unopened] = field(default_factory=list)
     changed: int = 0  # documents an admin changed meanwhile (left as they are now)
     narrowed: bool = False  # the key check's keys narrowed to the configured ones
+    missing: tuple[str, ...] = ()  # key ids the key check records, the configured keys lack
 
 
 async def forget(
