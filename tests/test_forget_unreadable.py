@@ -34,6 +34,7 @@ from tests.partner_double import (
 from tests.processes import Gateway, free_port
 from tests.support import SECRET_KEY, admin_token, auth, cli_env, run_cli
 from tests.triggers_support import VEHICLE, create_trigger
+from tests.ui_support import log_in, make_user
 
 __all__ = ["partner"]  # the fixture
 
@@ -293,3 +294,48 @@ async def test_naming_a_key_the_key_check_does_not_lack_forgets_nothing(
     env = cli_env(services.settings, mongodb_uri)
     refused = await run_cli(env, "reseal", "--forget-unreadable", "--yes", "--forget-key", OLD_KID)
     assert refused.returncode == 2 and "records no key id" in refused.stderr, refused.stderr
+
+
+async def test_a_lost_smtp_password_is_shown_lost_not_configured(client: Client) -> None:
+    channel = {
+        "name": "email",
+        "type": "email",
+        "smtp": {"host": "smtp.example.com", "port": 2525, "security": "starttls"}
+        | {"username": "u", "password": "p"},
+        "from": "Frota Acme <alertas@acme.com.br>",
+    }
+    made = await client.post("/api/v1/channels", json=channel, headers=auth())
+    assert made.status == 201, await made.text()
+    cid = (await made.json())["id"]
+    shown = await (await client.get(f"/api/v1/channels/{cid}", headers=auth())).json()
+    assert shown["smtp"]["password"] == {"configured": True}
+    channels = client.app[services_key].store.db["channels"]
+    key = ObjectId(cid) if ObjectId.is_valid(cid) else cid
+    lost = {"$set": {"smtp_sealed": lost_secret("2026-12-07")}}
+    assert (await channels.update_one({"_id": key}, lost)).matched_count == 1
+    shown = await (await client.get(f"/api/v1/channels/{cid}", headers=auth())).json()
+    assert shown["smtp"]["password"] == {"configured": False, "lost": "2026-12-07"}
+
+
+async def test_lost_partner_credentials_are_shown_lost_in_the_api_and_the_admin_ui(
+    client: Client, partner: Partner
+) -> None:
+    services = client.app[services_key]
+    made = await create_partner(client, partner.url, secrets={"erp_token": "sec-9f8e7d"})
+    path = f"/api/v1/partners/{made['id']}"
+    shown = await (await client.get(path, headers=auth())).json()
+    assert shown["auth"]["configured"] is True and "lost" not in shown["auth"]
+    assert "secrets_lost" not in shown
+    lost = lost_secret("2026-12-07")
+    await services.store.db["partners"].update_one(
+        {"_id": ObjectId(made["id"])}, {"$set": {"auth_sealed": lost, "secrets_sealed": lost}}
+    )
+    shown = await (await client.get(path, headers=auth())).json()
+    assert shown["auth"] == {"type": "bearer", "configured": False, "lost": "2026-12-07"}
+    assert shown["secrets"] == ["erp_token"] and shown["secrets_lost"] == "2026-12-07"
+
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/partners/{made['id']}")).text()
+    assert page.count("2026-12-07") >= 2 and 'data-testid="auth-lost"' in page, page
+    assert 'data-testid="secrets-lost"' in page
