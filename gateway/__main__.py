@@ -1,7 +1,7 @@
 """The `gateway` command: serve [--workers N] | worker [--jobs ...] | admin-token | mapping
 validate/test | demo | trigger create/list | ui-user create/list/set-role/set-password/delete |
-cleanup [--days N] [--dry-run] | reseal [--dry-run] [--forget-unreadable [--yes]] |
-fold-failures [--tenant T]."""
+cleanup [--days N] [--dry-run] | reseal [--dry-run] [--forget-unreadable [--yes [--forget-key
+KID]...]] | fold-failures [--tenant T]."""
 
 from __future__ import annotations
 
@@ -196,6 +196,14 @@ def _parser() -> argparse.ArgumentParser:
     reseal.add_argument(
         "--yes", action="store_true", help="with --forget-unreadable: clear what it lists"
     )
+    reseal.add_argument(
+        "--forget-key",
+        action="append",
+        default=[],
+        metavar="KID",
+        help="with --forget-unreadable --yes: a key id the key check records and "
+        "GATEWAY_SECRET_KEY lacks, given up for good (each one it names; repeat)",
+    )
 
     ui_user = commands.add_parser("ui-user", help="manage admin UI users")
     ui_user_commands = ui_user.add_subparsers(
@@ -362,7 +370,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         "ui-user": lambda: cli.ui_user(settings, args.ui_user_command, vars(args)),
         "cleanup": lambda: cli.cleanup(settings, args.days, dry_run=args.dry_run),
         "reseal": lambda: (
-            cli.forget_unreadable(settings, confirmed=args.yes and not args.dry_run)
+            cli.forget_unreadable(
+                settings, confirmed=args.yes and not args.dry_run, given_up=args.forget_key
+            )
             if args.forget_unreadable
             else cli.reseal(settings, dry_run=args.dry_run, confirm=args.yes)
         ),

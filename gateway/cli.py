@@ -10,7 +10,7 @@ import contextlib
 import getpass
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -626,12 +626,13 @@ def reseal(settings: Settings, *, dry_run: bool, confirm: bool = False) -> int:
     return 1 if done.unreadable else 0
 
 
-def forget_unreadable(settings: Settings, *, confirmed: bool) -> int:
+def forget_unreadable(settings: Settings, *, confirmed: bool, given_up: Sequence[str] = ()) -> int:
     """`gateway reseal --forget-unreadable [--yes]`: the last resort after a key is lost for
     good (docs/operations.md "A lost key"). Lists each stored secret no key of
     GATEWAY_SECRET_KEY opens (where, never a value); `confirmed`, clears them to read as lost
-    and narrows the key check's keys, so that `serve` starts again. It opens the store alone:
-    the services' start is the very check that refuses such a database."""
+    and narrows the key check's keys, so that `serve` starts again; a recorded key id the
+    list lacks must be named in `given_up` (`--forget-key`). It opens the store alone: the
+    services' start is the very check that refuses such a database."""
     from gateway.auth.keyring import KeyRing
     from gateway.auth.secretbox import SecretBox
     from gateway.keys import forget_unreadable as forget
@@ -642,7 +643,7 @@ def forget_unreadable(settings: Settings, *, confirmed: bool) -> int:
 
     async def run() -> Forgotten:
         async with open_store(settings, settings.mongodb_uri, attach=True) as store:
-            return await forget(store, box, dry_run=not confirmed)
+            return await forget(store, box, dry_run=not confirmed, given_up=tuple(given_up))
 
     try:
         done = _run(run)
@@ -650,13 +651,22 @@ def forget_unreadable(settings: Settings, *, confirmed: bool) -> int:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 1
     for s in done.secrets:
-        ended = " (rotated out, its grace over: nothing to redo)" if s.ended else ""
+        ended = " (rotated out: dropped, nothing to redo)" if s.ended else ""
         print(f"no key opens: tenant {s.tenant} {s.kind} {s.id} {s.field}{ended}")
     redo = sum(not s.ended for s in done.secrets)
+    if done.missing and not confirmed:
+        kids = ", ".join(done.missing)
+        print(
+            f"the key check records key id(s) {kids}, which GATEWAY_SECRET_KEY lacks: forgetting "
+            f"gives {kids} up for good; a key list that has them opens the secrets under them (use "
+            "it instead, then `gateway reseal`)"
+        )
     if not confirmed:
         print(
             f"{len(done.secrets)} stored secrets no key opens ({redo} to save again once "
-            "cleared); nothing changed: `gateway reseal --forget-unreadable --yes` clears them"
+            "cleared); nothing changed: `gateway reseal --forget-unreadable --yes"
+            + "".join(f" --forget-key {kid}" for kid in done.missing)
+            + "` clears them"
         )
         return 0
     print(

@@ -40,7 +40,9 @@ async def reseal_secrets(store: Store, box: SecretBox, *, dry_run: bool = False)
     return done
 
 
-async def forget_unreadable(store: Store, box: SecretBox, *, dry_run: bool) -> Forgotten:
+async def forget_unreadable(
+    store: Store, box: SecretBox, *, dry_run: bool, given_up: tuple[str, ...] = ()
+) -> Forgotten:
     """The last resort once a key the stored secrets are sealed under is lost for good: every
     stored secret none of `box`'s keys opens, cleared (unless `dry_run`) to read as lost (a
     send that needs one fails, naming it, until it is saved again), then the keys recorded in
@@ -48,7 +50,12 @@ async def forget_unreadable(store: Store, box: SecretBox, *, dry_run: bool) -> F
 
     Refused (ConfigError) when `box` does not open the key check: a wrong GATEWAY_SECRET_KEY
     opens no secret, and would forget them all. Runs without `check_secret_key`, which is
-    what refuses every start here."""
+    what refuses every start here.
+
+    Also refused, unless `dry_run`, when the key ids the key check records and `box` lacks
+    (`Forgotten.missing`) are not exactly `given_up`: the secrets sealed under them are not
+    damaged but keyless here, and a list that still has those keys (`<new>,<old>` mid-rotation)
+    opens them; forgetting them gives those keys up for good, which the operator must name."""
     check = await store.key_check.read()
     if check is None:  # nothing recorded: a start with a key that opens a secret passes
         raise ConfigError(
@@ -62,8 +69,12 @@ async def forget_unreadable(store: Store, box: SecretBox, *, dry_run: bool) -> F
             "GATEWAY_SECRET_KEY: none of its keys opens the gateway's key check: it is not "
             "this gateway's key list, and would forget every stored secret; nothing forgotten"
         ) from None
+    missing = tuple(kid for kid in check.kids or () if kid not in box.kids)
+    if not dry_run and set(given_up) != set(missing):
+        raise _not_given_up(missing, given_up)
     lost = lost_secret(clock.utcnow().date().isoformat())
     done = await forget(store.db, _opens_or_lost(box), lost, clock.utcnow(), dry_run=dry_run)
+    done.missing = missing
     # A process started meanwhile with another sealing key added it: not narrowed (run again).
     if not dry_run and not done.changed:
         done.narrowed = await store.key_check.narrow(check.kids, box.kids)
@@ -177,6 +188,21 @@ def _lacking(missing: list[str], unopened: list[str], box: SecretBox) -> ConfigE
         f"keys' ids: {', '.join(box.kids)}; none opens {where}): start with the key list in "
         "use when they were sealed (a restored backup: the list of the backup's time, e.g. "
         "`<new>,<old>`), then run `gateway reseal` (docs/operations.md)"
+    )
+
+
+def _not_given_up(missing: tuple[str, ...], given_up: tuple[str, ...]) -> ConfigError:
+    if not missing:
+        return ConfigError(
+            f"--forget-key {' '.join(given_up)}: the key check records no key id that "
+            "GATEWAY_SECRET_KEY lacks; nothing forgotten: run it again without --forget-key"
+        )
+    named = " ".join(f"--forget-key {kid}" for kid in missing)
+    return ConfigError(
+        f"GATEWAY_SECRET_KEY lacks key id(s) {', '.join(missing)}, recorded in the key check: "
+        "the secrets listed may be sealed under them, and a key list that has them (mid-"
+        "rotation, `<new>,<old>`) still opens them. Nothing forgotten: if those keys are lost "
+        f'for good, run it again with {named} (docs/operations.md "A lost key")'
     )
 
 

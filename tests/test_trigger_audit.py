@@ -78,3 +78,29 @@ async def test_a_token_issued_after_the_restored_database_is_refused_and_logged_
     caplog.clear()
     assert await call(trigger["token"]) == 401
     assert not [r for r in caplog.records if "older than the token" in r.getMessage()]
+
+
+async def test_a_patch_replacing_the_signing_secret_or_the_auth_is_logged_never_the_secret(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The partner's new secret replaces the old ones at once (no grace): a restore brings
+    the old one back, so the PATCH is on the redo list like a rotation."""
+    motive = {"mode": "hmac", "preset": "motive"}
+    trigger = await create_trigger(client, auth={**motive, "secret": "my partner's secret!"})
+    path = f"/api/v1/triggers/{trigger['id']}"
+    merge = {**auth(), "Content-Type": "application/merge-patch+json"}
+    caplog.set_level(logging.INFO, logger="gateway.audit")
+    for patch in (
+        {"auth": {**motive, "secret": "the partner's NEW secret"}},
+        {"auth": {**motive, "tolerance_seconds": 60}},
+        {"auth": {**motive, "tolerance_seconds": 60}},  # restated: no change
+        {"name": "renamed"},
+    ):
+        answer = await client.patch(path, json=patch, headers=merge)
+        assert answer.status == 200, await answer.text()
+
+    lines = [r for r in caplog.records if r.name == "gateway.audit"]
+    assert [r.__dict__["change"] for r in lines] == ["secret_replaced", "auth_changed"]
+    assert all(r.__dict__["trigger"] == trigger["id"] for r in lines)
+    assert not any("secret!" in f"{r.getMessage()} {r.__dict__}" for r in lines)
+    assert not any("NEW secret" in f"{r.getMessage()} {r.__dict__}" for r in lines)

@@ -29,7 +29,7 @@ from gateway.actions.answer_rules import (
     status_listed,
 )
 from gateway.actions.flow_secrets import FlowSecrets
-from gateway.actions.signing import SigningSecrets
+from gateway.actions.signing import SigningSecrets, open_live
 from gateway.actions.xml_body import XmlBody, compile_xml_body
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.clock import utcnow
@@ -444,15 +444,8 @@ class Catalog:
         if doc is None:
             raise NotFound(f"no subscription {subscription_id!r}")
         context = subscription_context(subscription_id)
-        # A rotated-out secret past its grace stays stored until the next rotation; it signs
-        # nothing, so it is not opened (its key may be gone: docs/security.md, key rotation).
-        now = utcnow()
-        try:
-            secrets = tuple(
-                (self._box.open_text(s["sealed"], context=context), s.get("expires_at"))
-                for s in doc["secrets"]
-                if s.get("expires_at") is None or s["expires_at"] > now
-            )
+        try:  # the live secrets only: a lost rotated-out one skipped (`open_live`)
+            secrets = open_live(self._box, doc["secrets"], context, utcnow()).secrets
         except SecretBoxError as exc:
             raise exc.naming(f"subscription {subscription_id}: its stored signing secret") from None
         return Subscription(

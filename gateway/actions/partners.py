@@ -17,7 +17,7 @@ from yarl import URL
 from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog, auth_context, secrets_context
 from gateway.actions.definitions import ReadWithChanged
-from gateway.auth.secretbox import SecretBox, SecretBoxError
+from gateway.auth.secretbox import SecretBox, SecretBoxError, lost_on, shown_lost
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.formats.json_tree import is_text
@@ -38,8 +38,13 @@ def public_partner(doc: Doc) -> dict[str, Any]:
         "id": doc_id(doc),
         "name": doc["name"],
         "base_url": doc["base_url"],
-        "auth": {"type": doc["auth_type"], "configured": True},
+        "auth": {
+            "type": doc["auth_type"],
+            "configured": lost_on(doc.get("auth_sealed")) is None,
+            **shown_lost(doc.get("auth_sealed")),
+        },
         "secrets": sorted(doc.get("secret_names", [])),
+        **{f"secrets_{k}": v for k, v in shown_lost(doc.get("secrets_sealed")).items()},
         "timeout_seconds": doc["timeout_seconds"],
         "max_concurrency": doc["max_concurrency"],
         "rate_limit": doc.get("rate_limit"),

@@ -163,11 +163,13 @@ def open_live(
 ) -> SigningSecrets:
     """The entries that still sign, opened. A rotated-out secret past its grace stays stored
     until the next rotation; it signs nothing, so it is not opened (its key may be gone:
-    docs/security.md, key rotation). Raises SecretBoxError."""
+    docs/security.md, key rotation). A lost rotated-out one (`gateway reseal
+    --forget-unreadable`) is skipped too: the current secret signs alone; only a lost current
+    one fails. Raises SecretBoxError."""
     return SigningSecrets(
         tuple(
             (box.open_text(e["sealed"], context=context), e.get("expires_at"))
             for e in entries
-            if e.get("expires_at") is None or e["expires_at"] > now
+            if e.get("expires_at") is None or (e["expires_at"] > now and not _lost(e))
         )
     )

@@ -54,6 +54,18 @@ def is_lost(token: str) -> bool:
     return token.startswith(LOST)
 
 
+def lost_on(value: object) -> str | None:
+    """The date a stored value was forgotten on (`lost_secret`); None when it is not lost."""
+    return value.removeprefix(LOST) if isinstance(value, str) and is_lost(value) else None
+
+
+def shown_lost(value: object) -> dict[str, Any]:
+    """What an answer shows of a stored secret beside `configured` (false when lost): the
+    `lost` date of one forgotten, so that an admin sees it must be saved again."""
+    on = lost_on(value)
+    return {} if on is None else {"lost": on}
+
+
 class SecretBox:
     def __init__(self, ring: KeyRing) -> None:
         keys = ring.verification_keys(Purpose.SECRETBOX)

@@ -26,7 +26,7 @@ from email.headerregistry import Address
 from typing import Any, Final
 
 from gateway.actions.body_check import BodyCheck
-from gateway.auth.secretbox import SecretBox, SecretBoxError
+from gateway.auth.secretbox import SecretBox, SecretBoxError, lost_on, shown_lost
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound, empty_keyword
 from gateway.formats.json_tree import is_text
@@ -84,7 +84,9 @@ def public_channel(doc: Doc) -> dict[str, Any]:
         "updated_at": doc["updated_at"],
     }
     if "smtp" in doc:
-        out["smtp"] = {**doc["smtp"], "password": {"configured": bool(doc.get("smtp_sealed"))}}
+        sealed = doc.get("smtp_sealed")
+        password = {"configured": bool(sealed) and lost_on(sealed) is None, **shown_lost(sealed)}
+        out["smtp"] = {**doc["smtp"], "password": password}
     return out
 
 

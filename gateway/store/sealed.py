@@ -148,7 +148,7 @@ class Unopened:
     kind: str  # KINDS: partner, channel, subscription, trigger, flow, action
     id: str
     field: str  # its path, a list entry's index after it (`secrets[0]`)
-    ended: bool  # a rotated-out secret past its grace: never opened again
+    ended: bool  # a rotated-out secret (in its grace or past it): dropped, nothing to redo
 
 
 @dataclass(slots=True)
@@ -156,6 +156,7 @@ class Forgotten:
     secrets: list[Unopened] = field(default_factory=list)
     changed: int = 0  # documents an admin changed meanwhile (left as they are now)
     narrowed: bool = False  # the key check's keys narrowed to the configured ones
+    missing: tuple[str, ...] = ()  # key ids the key check records, the configured keys lack
 
 
 async def forget(
@@ -201,7 +202,11 @@ def _forgotten(
     path: str,
 ) -> Any:
     """`value` (a sealed string or a list of `{"sealed": ...}` entries) with what `opens`
-    refuses replaced by `lost`, each one added to `into`; `value` itself when none is."""
+    refuses replaced by `lost`, each one added to `into`; `value` itself when none is.
+
+    A list's rotated-out entry (one with an end, `expires_at` or a trigger's `until`) is
+    dropped instead, even in its grace: the current secret signs alone, and kept as lost it
+    would fail every send or call of its owner until the grace ends."""
 
     def unopened(field: str, ended: bool) -> None:
         tenant = str(doc.get("tenant", ""))
@@ -214,13 +219,23 @@ def _forgotten(
         return lost
     if not isinstance(value, list):
         return value
-    entries = list(value)
+    entries = []
     for i, entry in enumerate(value):
         if isinstance(entry, dict) and isinstance(entry.get("sealed"), str):
             if not opens(entry["sealed"]):
-                unopened(f"{path}[{i}]", _expired(entry.get("expires_at", entry.get("until")), now))
-                entries[i] = {**entry, "sealed": lost}
+                rotated_out = _rotated_out(entry)
+                unopened(f"{path}[{i}]", rotated_out)
+                if rotated_out:
+                    continue
+                entry = {**entry, "sealed": lost}
+        entries.append(entry)
     return value if entries == value else entries
+
+
+def _rotated_out(entry: dict[str, Any]) -> bool:
+    """Whether a list entry is a rotated-out secret (it has an end: `expires_at`, a
+    trigger's `until`), not its owner's current one."""
+    return entry.get("expires_at", entry.get("until")) is not None
 
 
 _FROM: Final = "__sealed_in"

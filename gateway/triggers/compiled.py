@@ -17,7 +17,7 @@ import orjson
 
 from gateway.auth.partner_hmac import HmacScheme, scheme_from
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier, UnusableKeys
-from gateway.auth.secretbox import SecretBox
+from gateway.auth.secretbox import SecretBox, is_lost
 from gateway.clock import utc_timestamp
 from gateway.schemas import CompiledSchema, compile_schema
 from gateway.schemas.renamed import current_path
@@ -124,14 +124,16 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
 def open_secrets(doc: Doc, box: SecretBox) -> tuple[tuple[str, float | None], ...]:
     """The signing secrets still valid. One rotated out and past its grace stays stored until
     the next rotation; it verifies nothing, so it is not opened (its key may be gone:
-    docs/security.md, key rotation)."""
+    docs/security.md, key rotation). A lost rotated-out one (`gateway reseal
+    --forget-unreadable`) is skipped too: calls signed with the current secret pass; only a
+    lost current secret refuses them."""
     now = utc_timestamp()
     context = secret_context(doc["_id"])
     valid = [(s, _epoch(s.get("until"))) for s in doc["auth"].get("secrets", ())]
     return tuple(
         (box.open_text(s["sealed"], context=context), until)
         for s, until in valid
-        if until is None or until > now
+        if until is None or (until > now and not is_lost(s["sealed"]))
     )
 
 

@@ -161,6 +161,8 @@ class TriggerService:
     async def update(
         self, tenant: str, trigger_id: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
+        audited: list[str] = []  # the access change of the last try (the one written)
+
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
             spec = _composed(whole_numbers(merge_patch(doc, patch)))
             # A trigger stored before a rule on how it is reached keeps what it had through a
@@ -200,9 +202,13 @@ class TriggerService:
                 if problems := kept_secret_problems(after, at, kept):
                     raise invalid("trigger", problems)
             changes["auth"] = {**new["auth"], "secrets": secrets}
+            audited[:] = [_access_change(doc, patch, changes["auth"], given is not None)]
             return changes, True
 
-        return self._public(await self._change(tenant, trigger_id, change))
+        updated = await self._change(tenant, trigger_id, change)
+        if audited and audited[0]:
+            _logged(tenant, trigger_id, audited[0])
+        return self._public(updated)
 
     async def set_status(self, tenant: str, trigger_id: str, status: str) -> dict[str, Any]:
         """ "active" or "disabled": a disabled trigger answers 403 to valid credentials."""
@@ -440,6 +446,17 @@ class TriggerService:
 
     def _public(self, doc: Doc) -> dict[str, Any]:
         return public_trigger(doc, self._base_url)
+
+
+def _access_change(doc: Doc, patch: Mapping[str, Any], auth: Doc, replaced: bool) -> str:
+    """The `gateway.audit` change of a PATCH ("": none): `secret_replaced` (the partner's
+    new secret; the old ones dropped at once, no grace), `auth_changed` (another member of
+    `auth`), `access_changed` (its format or methods)."""
+    if replaced:
+        return "secret_replaced"
+    if {**auth, "secrets": None} != {**doc["auth"], "secrets": None}:
+        return "auth_changed"
+    return "access_changed" if changes_access(doc, patch) and "auth" not in patch else ""
 
 
 def _logged(tenant: str, trigger_id: str, change: str, **fields: Any) -> None:

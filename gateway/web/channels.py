@@ -107,10 +107,11 @@ _SMTP_ANSWER: dict[str, Any] = {
         **_SMTP["properties"],
         "password": {
             "type": "object",
-            "description": "whether a password is kept (it is never shown)",
+            "description": "whether a password is kept (it is never shown); `lost`: the date "
+            "`gateway reseal --forget-unreadable` forgot it (configured false: save it again)",
             "required": ["configured"],
             "additionalProperties": False,
-            "properties": {"configured": {"type": "boolean"}},
+            "properties": {"configured": {"type": "boolean"}, "lost": {"type": "string"}},
         },
     },
 }

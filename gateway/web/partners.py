@@ -89,6 +89,7 @@ PARTNER_BODY: dict[str, Any] = {
         },
     },
 }
+_LOST = "the date `gateway reseal --forget-unreadable` forgot it (configured false): save it again"
 PARTNER: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -97,9 +98,14 @@ PARTNER: dict[str, Any] = {
         "base_url": {"type": "string"},
         "auth": {
             "type": "object",
-            "properties": {"type": {"type": "string"}, "configured": {"type": "boolean"}},
+            "properties": {
+                "type": {"type": "string"},
+                "configured": {"type": "boolean"},
+                "lost": {"type": "string", "description": _LOST},
+            },
         },
         "secrets": {"type": "array", "items": {"type": "string"}},
+        "secrets_lost": {"type": "string", "description": _LOST},
         "status": {"enum": ["active", "disabled"]},
     },
 }
