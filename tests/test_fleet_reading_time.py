@@ -274,3 +274,68 @@ async def test_a_checklist_dated_ahead_of_its_sending_counts_from_when_it_was_se
     await _fold(client)
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert _odometer(vehicle) == pytest.approx(dashboard + _km(after), abs=0.05)
+
+
+def _parked_day() -> tuple[list[Fix], list[Fix]]:
+    """5.55 km live, then parked at the drive's end: three fixes a minute apart at 0 km/h."""
+    live = _track(0, 150, datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5))
+    t, lat, lon, _ = live[-1]
+    return live, [(t + timedelta(minutes=m), lat, lon, 0.0) for m in (1, 2, 3)]
+
+
+def _drive_every_minute(start: datetime) -> list[Fix]:
+    """Route points 155 … 299, a fix every 60 s from a minute after `start` (every 6th
+    point): the first fix about 0.24 km from the parking spot."""
+    drive = []
+    for k, i in enumerate(range(155, 300, 6)):
+        a, b = ROUTE[i - 6], ROUTE[i]
+        metres = haversine_m(a[1], a[0], b[1], b[0])
+        drive.append((start + timedelta(seconds=60 * (k + 1)), b[1], b[0], metres / 60 * 3.6))
+    return drive
+
+
+async def test_a_pretrip_checklist_where_the_vehicle_is_parked_counts_the_drive_from_there(
+    client: Client, partner: Partner
+) -> None:
+    """The vehicle stood at its last fix when the checklist was done: the way from there to
+    the drive's first fix was driven after it. Before (rev51c R0): that first step was
+    lost (10,009.78 km where 10,010.02 was driven, ~0.8 km a checklist at a fix a minute)."""
+    checklists, positions = await _day(client, partner)
+    live, parked = _parked_day()
+    await _send_fixes(client, positions, live + parked)
+    await _fold(client)
+    dashboard = round(REGISTERED_KM + _km(live) + 0.3, 1)  # GPS chords run a little short
+    checklist_at = parked[-1][0] + timedelta(minutes=10)
+    await _checklist(client, checklists, "CK1", dashboard, checklist_at)
+    drive = _drive_every_minute(checklist_at)
+    await _send_fixes(client, positions, drive)
+    await _fold(client)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(dashboard + _km([live[-1], *drive]), abs=0.05)
+
+
+async def test_an_admin_reading_after_a_night_parked_counts_the_drive_from_the_parking_spot(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator keys the dashboard's value in (no time of its own) while the vehicle is
+    parked; it drives off more than 5 min after its last fix. Before (rev51c R0): the line
+    from the parking spot to the first fix was dropped as if across a dead zone."""
+    _, positions = await _day(client, partner)
+    live, parked = _parked_day()
+    await _send_fixes(client, positions, live + parked)
+    await _fold(client)
+    dashboard = round(REGISTERED_KM + _km(live) + 0.3, 1)
+    patched_at = parked[-1][0] + timedelta(minutes=10)
+    with monkeypatch.context() as m:
+        m.setattr(entities_module, "utcnow", lambda: patched_at)
+        r = await client.patch(
+            "/api/v1/entities/vehicle/ABC1D23", json={"odometer_km": dashboard}, headers=auth()
+        )
+        assert r.status == 200, await r.text()
+    await drain(client.app[services_key])
+    await _fold(client)
+    drive = _drive_every_minute(patched_at)
+    await _send_fixes(client, positions, drive)
+    await _fold(client)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(dashboard + _km([live[-1], *drive]), abs=0.05)

@@ -1125,7 +1125,7 @@ class _VehicleRun:
         self._chain = dict(reading.get("chain") or {})
         try:
             if self._rebaseline(km, "reading", at, source) is not None:
-                self.state = at_reading(self.state, read_at)
+                self.state = at_reading(self.state, read_at, self._settings.odometer)
                 self._detoured = self._detoured or after > 0  # the vehicle gets the count
             self._odometer_set = self._odometer_set or (unset and self._given())
             self._check_plans(at)
