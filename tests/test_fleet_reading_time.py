@@ -339,3 +339,31 @@ async def test_an_admin_reading_after_a_night_parked_counts_the_drive_from_the_p
     await _fold(client)
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert _odometer(vehicle) == pytest.approx(dashboard + _km([live[-1], *drive]), abs=0.05)
+
+
+async def test_a_correction_without_a_time_after_a_checklist_keeps_the_buffer_off(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator corrects the driver's checklist a minute later (PATCH of odometer_km
+    alone), before the tracker's buffer of the stretch before the checklist is flushed.
+    Before (rev51c R2): the correction moved the reading's time back to the last fix before
+    the buffer and the buffer counted again (10,014.48 km where 10,010.2 was set)."""
+    checklists, positions = await _day(client, partner)
+    live, buffered, checklist_at, _ = _dead_zone_day()
+    await _send_fixes(client, positions, live)
+    await _fold(client)
+    typo = round(REGISTERED_KM + _km(live) + _km(buffered) + 0.1, 1)
+    await _checklist(client, checklists, "CK1", typo, checklist_at)
+    corrected = round(typo + 0.3, 1)
+    with monkeypatch.context() as m:
+        m.setattr(entities_module, "utcnow", lambda: checklist_at + timedelta(minutes=1))
+        r = await client.patch(
+            "/api/v1/entities/vehicle/ABC1D23", json={"odometer_km": corrected}, headers=auth()
+        )
+        assert r.status == 200, await r.text()
+    await drain(client.app[services_key])
+    await _fold(client)
+    await _send_fixes(client, positions, buffered)  # the buffer flushed
+    await _fold(client)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(corrected, abs=0.05)

@@ -318,13 +318,20 @@ def at_reading(
     anchor stays: the way from there to the first fix after it was driven after `at`. A
     reading without a time of its own (`at` None) is placed a millisecond after the last
     position: the count goes on from there, but not across a silence of
-    `READING_SILENCE_S` (`_across_reading`) unless the vehicle stood at that position."""
+    `READING_SILENCE_S` (`_across_reading`) unless the vehicle stood at that position; never
+    before a reading the state already has (`reading_at` after the last position: it
+    changes nothing but the count)."""
     last = state.last
     stood = _stood(state, odometer or OdometerSettings())
     if at is None:  # no time of its own: just after the last position (if any)
         if last is None:
             return state
         at, anchor = last.t + timedelta(milliseconds=1), last
+        if state.reading_at is not None and state.reading_at >= at:
+            # (a reading dated after the last position came before it, a checklist: this
+            # one is placed there too, its anchor kept; moved back, the fixes dated
+            # between would count again)
+            return state
         if stood:
             anchor = state.anchor if state.anchor is not None else last
     elif last is not None and at < last.t:
