@@ -20,6 +20,9 @@ from aiohttp.test_utils import TestClient
 
 from gateway import entities as entities_module
 from gateway.fleet.geometry import haversine_m
+from gateway.fleet.odometer import OdometerSettings, TrackPoint
+from gateway.fleet.quality import QualitySettings
+from gateway.fleet.state import VehicleState, at_reading, fold_fix, rebaseline
 from gateway.web.state import services_key
 from tests.flow_support import (
     ANA,
@@ -367,3 +370,34 @@ async def test_a_correction_without_a_time_after_a_checklist_keeps_the_buffer_of
     await _fold(client)
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert _odometer(vehicle) == pytest.approx(corrected, abs=0.05)
+
+
+def test_a_reading_without_a_time_after_a_fix_dated_ahead_keeps_the_drive_after_it() -> None:
+    """One live fix dated 240 s ahead of its arrival (accepted: the fold credits the clock
+    only so far), then an admin's reading without a time, then 3 km more with the right
+    clock. Before (rev51c R1): the reading was placed after the wrong time and every fix
+    until the device clock reached it added nothing (2.85 km driven, 0 counted)."""
+    quality, odometer = QualitySettings(), OdometerSettings()
+    start = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+
+    def fix(s: float, north_m: float) -> TrackPoint:
+        t = start + timedelta(seconds=s)
+        return TrackPoint(t, 52.0 + north_m / 111_195, 13.0, accuracy_m=5.0, speed_kmh=54.0)
+
+    state = VehicleState(odometer_km=10000.0)
+    for k in range(30):  # 150 m every 10 s, on time
+        state, _ = fold_fix(
+            state, fix(10 * k, 150 * k), start + timedelta(seconds=10 * k), quality, odometer
+        )
+    ahead = fix(300 + 240, 150 * 30)
+    state, verdict = fold_fix(state, ahead, start + timedelta(seconds=300), quality, odometer)
+    assert verdict.accepted
+    read = state.odometer_km + 0.001
+    state, change = rebaseline(state, read, "reading", start + timedelta(seconds=301), odometer)
+    assert change is not None
+    state = at_reading(state, None, odometer)
+    for k in range(31, 51):  # right clock again
+        state, _ = fold_fix(
+            state, fix(10 * k, 150 * k), start + timedelta(seconds=10 * k), quality, odometer
+        )
+    assert state.odometer_km - read == pytest.approx(20 * 0.150, abs=0.2)

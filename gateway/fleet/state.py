@@ -326,7 +326,10 @@ def at_reading(
     if at is None:  # no time of its own: just after the last position (if any)
         if last is None:
             return state
-        at, anchor = last.t + timedelta(milliseconds=1), last
+        # (the fold's present, not the last fix's own time when it is dated ahead of its
+        # arrival: the fixes after it, dated before that wrong time, would add nothing)
+        present = last.t if state.present is None else min(last.t, state.present)
+        at, anchor = present + timedelta(milliseconds=1), last
         if state.reading_at is not None and state.reading_at >= at:
             # (a reading dated after the last position came before it, a checklist: this
             # one is placed there too, its anchor kept; moved back, the fixes dated
