@@ -20,6 +20,9 @@ from aiohttp.test_utils import TestClient
 
 from gateway import entities as entities_module
 from gateway.fleet.geometry import haversine_m
+from gateway.fleet.odometer import OdometerSettings, TrackPoint
+from gateway.fleet.quality import QualitySettings
+from gateway.fleet.state import VehicleState, at_reading, fold_fix, rebaseline
 from gateway.web.state import services_key
 from tests.flow_support import (
     ANA,
@@ -274,3 +277,171 @@ async def test_a_checklist_dated_ahead_of_its_sending_counts_from_when_it_was_se
     await _fold(client)
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert _odometer(vehicle) == pytest.approx(dashboard + _km(after), abs=0.05)
+
+
+def _parked_day() -> tuple[list[Fix], list[Fix]]:
+    """5.55 km live, then parked at the drive's end: three fixes a minute apart at 0 km/h."""
+    live = _track(0, 150, datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5))
+    t, lat, lon, _ = live[-1]
+    return live, [(t + timedelta(minutes=m), lat, lon, 0.0) for m in (1, 2, 3)]
+
+
+def _drive_every_minute(start: datetime) -> list[Fix]:
+    """Route points 155 … 299, a fix every 60 s from a minute after `start` (every 6th
+    point): the first fix about 0.24 km from the parking spot."""
+    drive = []
+    for k, i in enumerate(range(155, 300, 6)):
+        a, b = ROUTE[i - 6], ROUTE[i]
+        metres = haversine_m(a[1], a[0], b[1], b[0])
+        drive.append((start + timedelta(seconds=60 * (k + 1)), b[1], b[0], metres / 60 * 3.6))
+    return drive
+
+
+async def test_a_pretrip_checklist_where_the_vehicle_is_parked_counts_the_drive_from_there(
+    client: Client, partner: Partner
+) -> None:
+    """The vehicle stood at its last fix when the checklist was done: the way from there to
+    the drive's first fix was driven after it. Before (rev51c R0): that first step was
+    lost (10,009.78 km where 10,010.02 was driven, ~0.8 km a checklist at a fix a minute)."""
+    checklists, positions = await _day(client, partner)
+    live, parked = _parked_day()
+    await _send_fixes(client, positions, live + parked)
+    await _fold(client)
+    dashboard = round(REGISTERED_KM + _km(live) + 0.3, 1)  # GPS chords run a little short
+    checklist_at = parked[-1][0] + timedelta(minutes=10)
+    await _checklist(client, checklists, "CK1", dashboard, checklist_at)
+    drive = _drive_every_minute(checklist_at)
+    await _send_fixes(client, positions, drive)
+    await _fold(client)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(dashboard + _km([live[-1], *drive]), abs=0.05)
+
+
+async def test_an_admin_reading_after_a_night_parked_counts_the_drive_from_the_parking_spot(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator keys the dashboard's value in (no time of its own) while the vehicle is
+    parked; it drives off more than 5 min after its last fix. Before (rev51c R0): the line
+    from the parking spot to the first fix was dropped as if across a dead zone."""
+    _, positions = await _day(client, partner)
+    live, parked = _parked_day()
+    await _send_fixes(client, positions, live + parked)
+    await _fold(client)
+    dashboard = round(REGISTERED_KM + _km(live) + 0.3, 1)
+    patched_at = parked[-1][0] + timedelta(minutes=10)
+    with monkeypatch.context() as m:
+        m.setattr(entities_module, "utcnow", lambda: patched_at)
+        r = await client.patch(
+            "/api/v1/entities/vehicle/ABC1D23", json={"odometer_km": dashboard}, headers=auth()
+        )
+        assert r.status == 200, await r.text()
+    await drain(client.app[services_key])
+    await _fold(client)
+    drive = _drive_every_minute(patched_at)
+    await _send_fixes(client, positions, drive)
+    await _fold(client)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(dashboard + _km([live[-1], *drive]), abs=0.05)
+
+
+async def test_a_correction_without_a_time_after_a_checklist_keeps_the_buffer_off(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator corrects the driver's checklist a minute later (PATCH of odometer_km
+    alone), before the tracker's buffer of the stretch before the checklist is flushed.
+    Before (rev51c R2): the correction moved the reading's time back to the last fix before
+    the buffer and the buffer counted again (10,014.48 km where 10,010.2 was set)."""
+    checklists, positions = await _day(client, partner)
+    live, buffered, checklist_at, _ = _dead_zone_day()
+    await _send_fixes(client, positions, live)
+    await _fold(client)
+    typo = round(REGISTERED_KM + _km(live) + _km(buffered) + 0.1, 1)
+    await _checklist(client, checklists, "CK1", typo, checklist_at)
+    corrected = round(typo + 0.3, 1)
+    with monkeypatch.context() as m:
+        m.setattr(entities_module, "utcnow", lambda: checklist_at + timedelta(minutes=1))
+        r = await client.patch(
+            "/api/v1/entities/vehicle/ABC1D23", json={"odometer_km": corrected}, headers=auth()
+        )
+        assert r.status == 200, await r.text()
+    await drain(client.app[services_key])
+    await _fold(client)
+    await _send_fixes(client, positions, buffered)  # the buffer flushed
+    await _fold(client)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == pytest.approx(corrected, abs=0.05)
+
+
+def test_a_reading_without_a_time_after_a_fix_dated_ahead_keeps_the_drive_after_it() -> None:
+    """One live fix dated 240 s ahead of its arrival (accepted: the fold credits the clock
+    only so far), then an admin's reading without a time, then 3 km more with the right
+    clock. Before (rev51c R1): the reading was placed after the wrong time and every fix
+    until the device clock reached it added nothing (2.85 km driven, 0 counted)."""
+    quality, odometer = QualitySettings(), OdometerSettings()
+    start = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+
+    def fix(s: float, north_m: float) -> TrackPoint:
+        t = start + timedelta(seconds=s)
+        return TrackPoint(t, 52.0 + north_m / 111_195, 13.0, accuracy_m=5.0, speed_kmh=54.0)
+
+    state = VehicleState(odometer_km=10000.0)
+    for k in range(30):  # 150 m every 10 s, on time
+        state, _ = fold_fix(
+            state, fix(10 * k, 150 * k), start + timedelta(seconds=10 * k), quality, odometer
+        )
+    ahead = fix(300 + 240, 150 * 30)
+    state, verdict = fold_fix(state, ahead, start + timedelta(seconds=300), quality, odometer)
+    assert verdict.accepted
+    read = state.odometer_km + 0.001
+    state, change = rebaseline(state, read, "reading", start + timedelta(seconds=301), odometer)
+    assert change is not None
+    state = at_reading(state, None, odometer)
+    for k in range(31, 51):  # right clock again
+        state, _ = fold_fix(
+            state, fix(10 * k, 150 * k), start + timedelta(seconds=10 * k), quality, odometer
+        )
+    assert state.odometer_km - read == pytest.approx(20 * 0.150, abs=0.2)
+
+
+async def test_a_late_reading_dated_before_a_newer_correction_is_stale(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partner's reading dated at a stop mid-drive (a meter entry, true then) reaches the
+    fold after the admin corrected the vehicle (1 km down: the GPS over-counted). It is
+    older than the count's newest reading: stale, the correction stays. Before (rev51c R3):
+    the reading plus the distance counted since its time (what the admin took off) passed
+    only forward and undid the correction. (Masked for the shipped checklist mapping, whose
+    only_forward drops such a checklist before it is queued.)"""
+    _, positions = await _day(client, partner)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5)
+    first = _track(0, 150, start)
+    second = _track(149, 300, first[-1][0] + timedelta(minutes=10))
+    await _send_fixes(client, positions, first + second[1:])
+    await _fold(client)
+    counted = _odometer(await get(client, "/api/v1/entities/vehicle/ABC1D23"))
+    corrected = round(counted - 1.0, 1)
+    with monkeypatch.context() as m:
+        m.setattr(entities_module, "utcnow", lambda: second[-1][0] + timedelta(minutes=5))
+        r = await client.patch(
+            "/api/v1/entities/vehicle/ABC1D23", json={"odometer_km": corrected}, headers=auth()
+        )
+        assert r.status == 200, await r.text()
+    await drain(client.app[services_key])
+    await _fold(client)
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert _odometer(vehicle) == corrected
+    services = client.app[services_key]
+    reading = {
+        "km": round(REGISTERED_KM + _km(first), 1),
+        "before": corrected,
+        "at": second[-1][0] + timedelta(minutes=6),
+        "source": "trigger:erp-meter",
+        "rev": int(vehicle.get("odometer_rev") or 0) + 1000,
+        "read_at": first[-1][0] + timedelta(minutes=5),
+    }
+    tenant = vehicle.get("tenant") or "acme"
+    await services.store.fleet.push_reading(tenant, vehicle["id"], reading)
+    await _fold(client)
+    state = await services.store.fleet.state(tenant, vehicle["id"])
+    assert state is not None
+    assert state["state"]["odometer_km"] == pytest.approx(corrected, abs=0.05)

@@ -1116,16 +1116,22 @@ class _VehicleRun:
         # (never after its write: a checklist dated ahead by a wrong clock or a typo would
         # keep every fix until then off the count)
         read_at = min(read_at, at) if isinstance(read_at, datetime) else None
+        authoritative = source.startswith(AUTHORITATIVE) or reading.get("authoritative") is True
+        newest = self.state.reading_at
+        if read_at is not None and newest is not None and read_at < newest and not authoritative:
+            # (older than a reading the count already has, an admin's correction: the
+            # distance since it, added on top, would undo that reading)
+            self._pass.counts["readings", "stale"] += 1
+            return
         after = 0.0 if read_at is None else distance_after(self.state, read_at)
         km += after
-        authoritative = source.startswith(AUTHORITATIVE) or reading.get("authoritative") is True
         if km < self.state.shown_km and not authoritative:
             self._pass.counts["readings", "stale"] += 1
             return
         self._chain = dict(reading.get("chain") or {})
         try:
             if self._rebaseline(km, "reading", at, source) is not None:
-                self.state = at_reading(self.state, read_at)
+                self.state = at_reading(self.state, read_at, self._settings.odometer)
                 self._detoured = self._detoured or after > 0  # the vehicle gets the count
             self._odometer_set = self._odometer_set or (unset and self._given())
             self._check_plans(at)

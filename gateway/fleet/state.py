@@ -21,6 +21,7 @@ from gateway.fleet.odometer import (
     detour_m,
     jitter_m,
     may_rebaseline,
+    motion,
     noise_sample,
     step_m,
 )
@@ -305,21 +306,41 @@ def distance_after(state: VehicleState, at: datetime) -> float:
     return max(0.0, state.odometer_km - at_km)
 
 
-def at_reading(state: VehicleState, at: datetime | None) -> VehicleState:
+def at_reading(
+    state: VehicleState, at: datetime | None, odometer: OdometerSettings | None = None
+) -> VehicleState:
     """The state once a reading at device time `at` re-baselined the count: fixes dated
     before `at` add nothing from now on, and a reading dated at or after the last position
-    restarts the count's anchor, so that the first step after it starts at the first fix at
-    or after it, not at a fix from before it (the straight line across a dead zone, which
-    the reading has in it). A reading without a time of its own (`at` None) is placed a
-    millisecond after the last position: the count goes on from there, but not across a
-    silence of `READING_SILENCE_S` (`_across_reading`)."""
+    restarts the count's anchor when the vehicle was moving at that position (it drove on
+    into a dead zone, a garage: the reading has the straight line across it in it), so that
+    the first step after it starts at the first fix at or after it; when it stood there
+    (`_stood`: a pre-trip checklist where it is parked) it was still there at `at`, and the
+    anchor stays: the way from there to the first fix after it was driven after `at`. A
+    reading without a time of its own (`at` None) is placed a millisecond after the last
+    position: the count goes on from there, but not across a silence of
+    `READING_SILENCE_S` (`_across_reading`) unless the vehicle stood at that position; never
+    before a reading the state already has (`reading_at` after the last position: it
+    changes nothing but the count)."""
     last = state.last
+    stood = _stood(state, odometer or OdometerSettings())
     if at is None:  # no time of its own: just after the last position (if any)
         if last is None:
             return state
-        at, anchor = last.t + timedelta(milliseconds=1), last
+        # (the fold's present, not the last fix's own time when it is dated ahead of its
+        # arrival: the fixes after it, dated before that wrong time, would add nothing)
+        present = last.t if state.present is None else min(last.t, state.present)
+        at, anchor = present + timedelta(milliseconds=1), last
+        if state.reading_at is not None and state.reading_at >= at:
+            # (a reading dated after the last position came before it, a checklist: this
+            # one is placed there too, its anchor kept; moved back, the fixes dated
+            # between would count again)
+            return state
+        if stood:
+            anchor = state.anchor if state.anchor is not None else last
     elif last is not None and at < last.t:
         return replace(state, reading_at=at)  # a late reading: the anchor is after it
+    elif stood:
+        return replace(state, reading_at=at)  # it stood at `at` where the anchor is
     else:
         anchor = None
     return replace(
@@ -331,6 +352,20 @@ def at_reading(state: VehicleState, at: datetime | None) -> VehicleState:
         prior_from=None,
         prior_km=None,
     )
+
+
+def _stood(state: VehicleState, odometer: OdometerSettings) -> bool:
+    """Whether the vehicle stood at its last position: that fix may be standing still
+    (`motion`: a reported speed under `still_kmh`, or no way made) or, not known from it, the
+    count did not grow from the mark before it (a stop's both ends, `_marks_with`)."""
+    last = state.last
+    if last is None:
+        return False
+    moving = motion(last, state.trail, odometer, state.anchor)
+    if moving is not None:
+        return not moving
+    marks = state.marks
+    return len(marks) >= 2 and marks[-1][0] == last.t and marks[-2][1] == marks[-1][1]
 
 
 def _trail_with(
@@ -418,7 +453,7 @@ def fold_fix(
     noise = _noise_with(state.noise, before_fix, fix, odometer)
     if not state.counts(fix):  # before the last reading: the first fix after it anchors
         added_m, anchor = None, None
-    elif _across_reading(state, fix):
+    elif _across_reading(state, fix, odometer):
         added_m, anchor = None, fix
     else:
         added_m = (
@@ -461,15 +496,18 @@ def fold_fix(
     return moved, Verdict(added_km=added)
 
 
-def _across_reading(state: VehicleState, fix: TrackPoint) -> bool:
+def _across_reading(state: VehicleState, fix: TrackPoint, odometer: OdometerSettings) -> bool:
     """Whether `fix` comes after a silence of `READING_SILENCE_S` or more from an anchor
     from before the last reading (a reading without a time of its own, placed just after
-    the last position, `at_reading`): the reading, taken in that silence, has the straight
-    line across it in it."""
+    the last position, `at_reading`) at which the vehicle was moving: the reading, taken in
+    that silence, has the straight line across it in it. One that stood there (parked
+    overnight, `_stood`) was still there when the reading was taken: the line counts."""
     anchor, read_at = state.anchor, state.reading_at
     if anchor is None or read_at is None or anchor.t >= read_at:
         return False
-    return (fix.t - anchor.t).total_seconds() >= READING_SILENCE_S
+    if (fix.t - anchor.t).total_seconds() < READING_SILENCE_S:
+        return False
+    return not _stood(state, odometer)
 
 
 def _late(
