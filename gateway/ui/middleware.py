@@ -325,14 +325,7 @@ def _foreign_form(
     if not typed_by(request, session, form.get(AUTHOR)):
         # Typed in another tenant's or account's session: neither saved nor shown here.
         return _error_page(request, 403, "csrf_other")
-    context = {
-        "kept": kept.fields,
-        "retype": kept.retype,
-        "refile": kept.files,
-        "action": request.path,
-        "resume_csrf": visitor.csrf,
-        "intro": "login.resume_replaced",
-    }
+    context = _resume(request, kept, visitor.csrf, "login.resume_replaced")
     return render(request, "resume.html", context, status=403)
 
 
@@ -353,16 +346,21 @@ def _kept_through_outage(request: web.Request, exc: Unavailable) -> web.Response
     kept = _keep(form)
     if not (kept.fields or kept.retype or kept.files):
         return None
-    context = {
+    context = _resume(request, kept, visitor.csrf, "forms.unavailable_resume")
+    return render(request, "resume.html", context | {"detail": exc.detail}, status=exc.status)
+
+
+def _resume(request: web.Request, kept: Kept, csrf: str, intro: str) -> dict[str, Any]:
+    """The "Save it" page's context: what was typed, the secrets and files to give again,
+    posted back to this path with this session's CSRF token."""
+    return {
         "kept": kept.fields,
         "retype": kept.retype,
         "refile": kept.files,
         "action": request.path,
-        "resume_csrf": visitor.csrf,
-        "intro": "forms.unavailable_resume",
-        "detail": exc.detail,
+        "resume_csrf": csrf,
+        "intro": intro,
     }
-    return render(request, "resume.html", context, status=exc.status)
 
 
 def _keep(form: Any) -> Kept:
