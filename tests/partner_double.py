@@ -22,6 +22,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.outbound.ssrf import OutboundPolicy
 from tests.support import auth
 
 Client = TestClient[Any, Any]
@@ -326,3 +328,16 @@ async def raw_partner(
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+async def raw_sender() -> AsyncIterator[Sender]:
+    """A sender allowed to loopback, for answers `raw_partner` writes byte by byte."""
+    policy = OutboundPolicy.from_entries(["127.0.0.1"])
+    async with Sender(policy, max_body=64 * 1024, excerpt_bytes=1024, connect_timeout=1) as s:
+        yield s
+
+
+def plate_post(url: str) -> OutboundRequest:
+    """A small JSON POST, as a delivery sends."""
+    return OutboundRequest("POST", url, body=b'{"plate": "ABC1D23"}', timeout=5)

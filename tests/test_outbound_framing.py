@@ -5,14 +5,13 @@ ignored, as RFC 9112 §6.3 says (gateway/outbound/connection.py `_framed`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.outbound.sender import OutboundRequest, Sender
-from gateway.outbound.ssrf import OutboundPolicy
+from gateway.outbound.sender import Sender
 from gateway.outbound.verdict import Verdict
-from tests.partner_double import raw_partner
+from tests.partner_double import plate_post as _post
+from tests.partner_double import raw_partner, raw_sender
 
 BODY = b'{"received": true}'
 CHUNKED = b"%x\r\n" % len(BODY) + BODY + b"\r\n0\r\n\r\n"
@@ -21,15 +20,7 @@ CL = b"Content-Length: %d\r\n" % len(CHUNKED)
 START = b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
 
 
-@pytest.fixture
-async def sender() -> AsyncIterator[Sender]:
-    policy = OutboundPolicy.from_entries(["127.0.0.1"])
-    async with Sender(policy, max_body=64 * 1024, excerpt_bytes=1024, connect_timeout=1) as s:
-        yield s
-
-
-def _post(url: str) -> OutboundRequest:
-    return OutboundRequest("POST", url, body=b'{"plate": "ABC1D23"}', timeout=5)
+sender = raw_sender  # the fixture, under the name the tests take
 
 
 @pytest.mark.parametrize(

@@ -3,29 +3,19 @@ in a loop, however many one read holds, and bounded (gateway/outbound/connection
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from gateway.outbound.connection import INTERIM_MOST
-from gateway.outbound.sender import OutboundRequest, Sender
-from gateway.outbound.ssrf import OutboundPolicy
+from gateway.outbound.sender import Sender
 from gateway.outbound.verdict import Verdict
-from tests.partner_double import raw_partner
+from tests.partner_double import plate_post as _post
+from tests.partner_double import raw_partner, raw_sender
 
 PROCESSING = b"HTTP/1.1 102 Processing\r\n\r\n"
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{"ok": 1}'
 
 
-@pytest.fixture
-async def sender() -> AsyncIterator[Sender]:
-    policy = OutboundPolicy.from_entries(["127.0.0.1"])
-    async with Sender(policy, max_body=64 * 1024, excerpt_bytes=1024, connect_timeout=1) as s:
-        yield s
-
-
-def _post(url: str) -> OutboundRequest:
-    return OutboundRequest("POST", url, body=b'{"plate": "ABC1D23"}', timeout=5)
+sender = raw_sender  # the fixture, under the name the tests take
 
 
 async def test_as_many_interim_answers_as_accepted_in_one_read_keep_the_answer(
