@@ -1084,6 +1084,40 @@ async def test_a_partner_answering_with_a_malformed_chunked_body_is_sent_once(
     assert (attempt["status"], attempt["error"]) == (status, "invalid_response")
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"Content-Length: 11\r\nContent-Length: 11\r\n",
+        b"Transfer-Encoding: identity\r\nContent-Length: 11\r\n",
+        b"Content-Length: 11, 12\r\n",
+    ],
+    ids=["length-twice", "identity-coding-and-length", "lengths-that-differ"],
+)
+async def test_a_200_with_odd_framing_is_delivered_once(
+    client: Client, worker: DeliveryWorker, clock: FakeClock, fields: bytes
+) -> None:
+    """Framing RFC 9110/9112 tell a client to read (a list of identical lengths, a length
+    beside a `Transfer-Encoding` that is not chunked) was refused whole, the 200 lost: the
+    partner got the delivery again on the action's schedule. Lengths that differ stay
+    refused, and the status decides too."""
+    heads: list[bytes] = []
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + fields
+    async with raw_partner(reply + b'\r\n{"ok":true}', heads) as url:
+        partner_doc = await create_partner(client, url.removesuffix("/hook"))
+        action_doc = await create_action(client, partner_doc["id"])
+        await create_subscription(client, action_doc["id"])
+        vehicle = await create_vehicle(client)
+        await _odometer(client, vehicle, 5)
+        assert await _deliver(client, worker) == Counter(succeeded=1)
+        clock.advance(3600)
+        assert await worker.run_until_idle() == Counter()  # nothing left to send
+    assert len(heads) == 1
+    [delivery] = await _deliveries(client)
+    shown = await _delivery(client, delivery["id"])
+    [attempt] = shown["attempts"]
+    assert attempt["status"] == 200
+
+
 OTHER_KEY = "another-secret-key-of-another-host-0000000"
 
 

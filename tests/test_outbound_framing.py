@@ -5,6 +5,7 @@ ignored, as RFC 9112 §6.3 says (gateway/outbound/connection.py `_framed`)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -98,3 +99,132 @@ async def test_the_connection_of_such_an_answer_is_not_kept(sender: Sender) -> N
         await server.wait_closed()
     assert [(o.status, o.error) for o in outcomes] == [(200, None), (200, None)]
     assert connections == 2
+
+
+JSON = b'{"ok": 7}'
+OK = b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"Content-Length: 9\r\nContent-Length: 9\r\n",
+        b"Content-Length: 9, 9\r\n",
+        b"Content-Length: 9,9\r\nContent-Length: 9\r\n",
+        b"Transfer-Encoding: identity\r\nContent-Length: 9\r\n",
+        b"Content-Length: 4\r\nTransfer-Encoding: identity\r\n",
+        b"X-Trace: a\r\n b\r\nContent-Length: 9\r\n",
+        b"Content-Type : application/json\r\nContent-Length : 9\r\n",
+    ],
+    ids=[
+        "length-twice",
+        "length-list",
+        "length-list-and-field",
+        "identity-coding-beside-a-length",
+        "length-beside-an-identity-coding",
+        "obs-fold",
+        "space-before-colon",
+    ],
+)
+async def test_an_answer_framed_as_rfc_9110_and_9112_let_a_client_read_it_keeps_its_status(
+    sender: Sender, fields: bytes
+) -> None:
+    """A list of identical lengths is one (RFC 9110 §8.6); a `Transfer-Encoding` not ending
+    in chunked overrides a length, the body read until the connection closes (RFC 9112
+    §6.3); an obs-fold is a space (§5.2); whitespace before a colon is removed (§5.1, as a
+    proxy must: the gateway forwards the answer). aiohttp's parser refused each whole: a
+    200 became `invalid_response` without a status, retried, sent twice."""
+    reply = b"HTTP/1.1 200 X\r\n" + fields
+    if b"Content-Type" not in fields:
+        reply += b"Content-Type: application/json\r\n"
+    async with raw_partner(reply + b"\r\n" + JSON) as url:
+        outcome = await sender.send(_post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (200, None, Verdict.SUCCESS)
+    assert (outcome.is_json, outcome.json_body) == (True, {"ok": 7})
+
+
+async def test_a_folded_transfer_encoding_beside_a_length_is_read_as_chunked(
+    sender: Sender,
+) -> None:
+    reply = START % 200 + b"Transfer-Encoding:\r\n chunked\r\n" + CL + b"\r\n" + CHUNKED
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(_post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.json_body) == (200, None, {"received": True})
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "verdict", "said"),
+    [
+        (
+            OK % 200 + b"Content-Length: 9\r\nContent-Length: 8\r\n",
+            200,
+            Verdict.SUCCESS,
+            "Duplicate Content-Length",
+        ),
+        (
+            OK % 200 + b"Content-Length: 9, 8\r\n",
+            200,
+            Verdict.SUCCESS,
+            "Invalid character in Content-Length",
+        ),
+        (
+            OK % 503 + b"Set-Cookie: s=SECRET\x00\r\nContent-Length: 9\r\n",
+            503,
+            Verdict.RETRY,
+            "Invalid HTTP header",
+        ),
+        (
+            OK % 400 + b"Set Cookie: s=SECRET\r\nContent-Length: 9\r\n",
+            400,
+            Verdict.FAIL,
+            "Invalid header token",
+        ),
+    ],
+    ids=["two-lengths", "a-list-of-two-lengths", "nul-in-a-value", "space-in-a-name"],
+)
+async def test_a_head_still_refused_keeps_the_status_its_status_line_said(
+    sender: Sender, head: bytes, status: int, verdict: Verdict, said: str
+) -> None:
+    """Lengths that differ cannot frame the body (RFC 9112 §6.3: the connection is closed,
+    the body discarded), nor can a head that is not HTTP past its status line: the partner
+    did answer, and its status decides, as for a body refused."""
+    async with raw_partner(head + b"\r\n" + JSON) as url:
+        outcome = await sender.send(_post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (status, "invalid_response", verdict)
+    assert outcome.message == f"invalid HTTP answer: {said}"
+    assert outcome.json_body is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"Content-Length: 9\r\nContent-Length: 9\r\n",
+        b"Content-Length: 9, 9\r\n",
+        b"Content-Length : 9\r\n",
+    ],
+    ids=["length-twice", "length-list", "space-before-colon"],
+)
+async def test_a_mended_length_frames_the_body_on_a_connection_left_open(
+    sender: Sender, fields: bytes
+) -> None:
+    """The length read is the length: the body ends after it, not when the partner closes
+    the connection (this one stays open)."""
+    held = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(OK % 200 + fields + b"\r\n" + JSON)
+        await writer.drain()
+        await held.wait()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    try:
+        request = _post(url)
+        outcome = await sender.send(replace(request, timeout=2), partner_id="erp")
+    finally:
+        held.set()
+        server.close()
+        await server.wait_closed()
+    assert (outcome.status, outcome.error, outcome.json_body) == (200, None, {"ok": 7})

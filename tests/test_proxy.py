@@ -574,6 +574,42 @@ async def test_a_partner_answering_204_with_a_body_is_answered_as_its_204(
     assert body == {"status": 204, "data": None}
 
 
+@pytest.mark.parametrize(
+    ("fields", "status", "answer"),
+    [
+        (b"Content-Length: 9, 9\r\n", 200, {"data": {"ok": 7}}),
+        (b"Content-Length: 9\r\nContent-Length: 9\r\n", 200, {"data": {"ok": 7}}),
+        (b"Transfer-Encoding: identity\r\nContent-Length: 9\r\n", 200, {"data": {"ok": 7}}),
+        (
+            b"Content-Length: 9\r\nContent-Length: 8\r\n",
+            502,
+            {
+                "partner_status": 200,
+                "detail": "partner ERP answered 200 with an unusable body: "
+                "invalid HTTP answer: Duplicate Content-Length",
+            },
+        ),
+    ],
+    ids=["length-list", "length-twice", "identity-coding-and-length", "two-lengths"],
+)
+async def test_an_answer_with_odd_but_readable_framing_is_the_partners_answer(
+    client: Client, fields: bytes, status: int, answer: dict[str, object]
+) -> None:
+    """RFC 9110 §8.6 and RFC 9112 §6.3 tell a client how to read these; aiohttp's parser
+    refused them whole and the caller got a `502` without the partner's status. A head
+    still refused (lengths that differ) keeps its status."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type : application/json\r\n" + fields
+    async with raw_partner(reply + b'\r\n{"ok": 7}') as url:
+        partner_doc = await create_partner(client, url.removesuffix("/hook"))
+        action = await create_action(client, partner_doc["id"], mode="proxy", path="/lookup")
+        response = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", headers=auth(), json={"payload": {}}
+        )
+    body = await response.json()
+    assert response.status == status, body
+    assert {key: body.get(key) for key in answer} == answer
+
+
 async def test_a_200_whose_chunked_body_is_malformed_is_a_502_at_once_naming_its_status(
     client: Client,
 ) -> None:

@@ -19,10 +19,12 @@ request's status line. Every other answer goes to aiohttp as it
 arrives: `AnswerHandler` only looks at the head of each answer, which ends where the parser
 ends it, at an empty line after lines ending in CRLF or a bare LF (hand-written servers and
 small embedded stacks write `\n`). A head reaches the parser whole (held while it comes in
-pieces), and without its `Content-Length` when a `Transfer-Encoding` ending in `chunked`
-frames the body too (`_framed`): RFC 9112 §6.3 says the Transfer-Encoding overrides the
-length, as Python's, Go's and .NET's clients read it; aiohttp's parser refused the whole
-head and the status was lost. The connection is not kept after such an answer.
+pieces), read as RFC 9110/9112 tell a client to read it where aiohttp's parser refused the
+whole head and the status was lost (`_framed`): no `Content-Length` beside a
+`Transfer-Encoding` (§6.3: the Transfer-Encoding overrides the length, as Python's, Go's and
+.NET's clients read it), one for a list of identical lengths, obs-folds joined, whitespace
+before a colon removed. The connection is not kept after such an answer. A final head the
+parser still refuses keeps the status its status line said (`HeadRefused`).
 
 The head of an answer with a body reaches aiohttp's parser alone, before a byte of the
 body: the parser has the answer, and its status, before it reads the body's framing. A body
@@ -73,8 +75,14 @@ INTERIM_MOST: Final = 100
 """The most interim 1xx heads (`102 Processing`, `103 Early Hints`) read before an answer:
 a long-running partner's keep-alive every second over the longest partner timeout (60 s)
 fits; Go's client accepts 5."""
-_TRANSFER_ENCODING: Final = re.compile(rb"\ntransfer-encoding:", re.IGNORECASE)
-_CONTENT_LENGTH: Final = re.compile(rb"\ncontent-length:", re.IGNORECASE)
+_ODD_HEAD: Final = re.compile(
+    rb"\n(?:content-length[ \t]*:[^\n]*,|[ \t]+\S|[^:\n]*?[ \t]:)", re.IGNORECASE
+)
+"""A field `_framed` may have to mend: a `Content-Length` list, an obs-fold, whitespace
+before a colon. With `_CONTENT_LENGTH` found twice, or beside `_TRANSFER_ENCODING`, the
+framing too. The common head is none of these, and is passed on as it came."""
+_CONTENT_LENGTH: Final = re.compile(rb"\ncontent-length[ \t]*:", re.IGNORECASE)
+_TRANSFER_ENCODING: Final = re.compile(rb"\ntransfer-encoding[ \t]*:", re.IGNORECASE)
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
 """The empty line ending a head, its lines ending in CRLF or a bare LF, as the parser reads
 them (aiohttp's C parser is lenient of a missing CR)."""
@@ -90,6 +98,26 @@ class BodyRefused(aiohttp.ClientPayloadError):
         self.message = message
 
 
+class HeadRefused(HttpProcessingError):
+    """The head of a final answer refused (by the parser, or past `HEAD_MOST`) after its
+    status line was read: the answer's framing is unusable, its status (`answer_status`)
+    stands, as when a body is refused (`BodyRefused`). The partner did answer: a delivery
+    it took is not sent again because the rest of its head was odd."""
+
+    def __init__(self, answer_status: int, message: str) -> None:
+        super().__init__(code=400, message=message)
+        self.answer_status = answer_status
+
+
+def refused_status(exc: BaseException) -> int | None:
+    """The status of an answer whose head was refused (`HeadRefused`, the cause of aiohttp's
+    `ClientResponseError`), None when `exc` is no such refusal."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, HeadRefused):
+        cause = cause.__cause__
+    return None if cause is None else cause.answer_status
+
+
 class AnswerHandler(ResponseHandler):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
@@ -100,6 +128,7 @@ class AnswerHandler(ResponseHandler):
         self._stray = bytearray()
         self._head_request = False  # a HEAD was asked: its answer ends with its head
         self._interims = 0  # interim 1xx heads before the current request's answer
+        self._handing: int | None = None  # the status of the final head with the parser
 
     def set_response_params(self, **params: Any) -> None:
         """A request is about to be sent on this connection: watch its answer's head
@@ -142,7 +171,8 @@ class AnswerHandler(ResponseHandler):
         self._head += data
         end = _head_end(self._head, max(before - 2, 0))
         if end > HEAD_MOST or (end == -1 and len(self._head) > HEAD_MOST):
-            self._refuse_head(f"a head longer than {HEAD_MOST} bytes")
+            status = _status(bytes(self._head[:HEAD_FIELD_MOST]))
+            self._refuse_head(f"a head longer than {HEAD_MOST} bytes", status)
             return b""
         if end == -1:
             return b""  # held until it ends: the parser gets a head whole (`_framed`)
@@ -199,13 +229,21 @@ class AnswerHandler(ResponseHandler):
         framed = _framed(head)
         if framed is not head:
             self.force_close()
-        super().data_received(framed)
+        self._handing = _status(head)
+        try:
+            super().data_received(framed)
+        finally:
+            self._handing = None
 
     def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
         """The parser refused what it read, or the gateway a head too long (both
         `HttpProcessingError`s): the body being read, if any, ends with `BodyRefused` (aiohttp
         sets the error on the connection only, and the body's read waited for the partner's
-        whole timeout, or, cut by us, ended as if complete)."""
+        whole timeout, or, cut by us, ended as if complete). A final head refused keeps its
+        status (`HeadRefused`)."""
+        if isinstance(exc, HttpProcessingError) and not isinstance(exc, HeadRefused):
+            if self._handing is not None and self._handing >= 200:
+                exc = HeadRefused(self._handing, exc.message)
         body = self._payload
         if (
             isinstance(exc, HttpProcessingError)
@@ -224,14 +262,18 @@ class AnswerHandler(ResponseHandler):
             return True
         return self._head_request and status is not None and status >= 200
 
-    def _refuse_head(self, why: str) -> None:
+    def _refuse_head(self, why: str, status: int | None = None) -> None:
         """A head past `HEAD_MOST` bytes, or interim answers past `INTERIM_MOST`: the answer
-        is refused as aiohttp refuses one past its own limits, the connection closed."""
+        is refused as aiohttp refuses one past its own limits, the connection closed; the
+        `status` of a final answer whose status line was read kept (`HeadRefused`)."""
         self._watching = False
         self._head.clear()
         if self.transport is not None:
             self.transport.close()
-        self.set_exception(HttpProcessingError(code=400, message=why))
+        if status is not None and status >= 200:
+            self.set_exception(HeadRefused(status, why))
+        else:
+            self.set_exception(HttpProcessingError(code=400, message=why))
 
     def _resync(self, data: bytes) -> bytes:
         """The answer to the request after a 204 or 304 on this connection, without stray
@@ -263,35 +305,65 @@ def _head_end(data: bytes | bytearray, start: int = 0) -> int:
 
 
 def _framed(head: bytes) -> bytes:
-    """`head` without its `Content-Length` fields when a `Transfer-Encoding` ending in
-    `chunked` frames the body too (RFC 9112 §6.3: the Transfer-Encoding overrides the
-    Content-Length; aiohttp's parser refuses the whole head, llhttp's lenient flag for it
-    out of reach); `head` itself otherwise."""
-    if _TRANSFER_ENCODING.search(head) is None or _CONTENT_LENGTH.search(head) is None:
+    """`head` as a user agent reads it (RFC 9110/9112), for a parser that refuses it as it
+    came: obs-fold lines joined to their field with a space (RFC 9112 §5.2), whitespace
+    between a field name and its colon removed (§5.1, as a proxy must: the gateway forwards
+    the answer's data to proxy callers), no `Content-Length` beside a `Transfer-Encoding`
+    (§6.3: the Transfer-Encoding overrides it, chunked or not: a body not chunked is read
+    until the connection closes), and one `Content-Length` for a list of identical values
+    (RFC 9110 §8.6: `9, 9`, or two fields of `9`). `head` itself when none applies; a list
+    of different lengths is left for the parser to refuse. aiohttp's parser refused each of
+    these whole, and the answer's status was lost (llhttp's lenient flags are out of reach)."""
+    if _ODD_HEAD.search(head) is None and not _lengths_to_mend(head):
         return head
-    lines = head.split(b"\n")
-    codings = b",".join(
-        line.partition(b":")[2] for line in lines if _field_name(line) == b"transfer-encoding"
-    )
-    if codings.rsplit(b",", 1)[-1].strip(b" \t\r").lower() != b"chunked":
-        return head
+    lines = _unfolded(head.split(b"\n"))
+    fields = [_field_name(line) for line in lines]
+    coded = b"transfer-encoding" in fields
+    lengths = {
+        value.strip(b" \t\r")
+        for line, name in zip(lines, fields, strict=True)
+        if name == b"content-length"
+        for value in line.partition(b":")[2].split(b",")
+    }
+    length = lengths.pop() if len(lengths) == 1 and not coded else None
     kept: list[bytes] = [lines[0]]
-    dropping = False
-    for line in lines[1:]:
-        if line[:1] in (b" ", b"\t") and line.strip():  # obs-fold: the field above goes on
-            if not dropping:
-                kept.append(line)
-            continue
-        dropping = _field_name(line) == b"content-length"
-        if not dropping:
-            kept.append(line)
-    return b"\n".join(kept)
+    length_kept = False
+    for line, name in zip(lines[1:], fields[1:], strict=True):
+        if name == b"content-length" and (coded or length is not None):
+            if length is None or length_kept:
+                continue
+            line, length_kept = b"Content-Length: " + length + b"\r", True
+        elif name is not None:
+            written, colon, value = line.partition(b":")
+            line = written.rstrip(b" \t") + colon + value
+        kept.append(line)
+    framed = b"\n".join(kept)
+    return head if framed == head else framed
+
+
+def _lengths_to_mend(head: bytes) -> bool:
+    """Whether `head` names a `Content-Length` twice, or one beside a `Transfer-Encoding`."""
+    named = len(_CONTENT_LENGTH.findall(head))
+    return named > 1 or (named == 1 and _TRANSFER_ENCODING.search(head) is not None)
+
+
+def _unfolded(lines: list[bytes]) -> list[bytes]:
+    """Header lines with each obs-fold (a line starting with a space or a tab) joined to the
+    field above it by one space, as RFC 9112 §5.2 tells a user agent."""
+    joined: list[bytes] = []
+    for line in lines:
+        if joined and len(joined) > 1 and line[:1] in (b" ", b"\t") and line.strip():
+            joined[-1] = joined[-1].rstrip(b"\r") + b" " + line.lstrip(b" \t")
+        else:
+            joined.append(line)
+    return joined
 
 
 def _field_name(line: bytes) -> bytes | None:
-    """The name of the header field on `line` as the parser reads it, lowercased."""
+    """The name of the header field on `line`, lowercased, without whitespace before its
+    colon; None for a line that is no field."""
     name, colon, _ = line.partition(b":")
-    return name.lower() if colon else None
+    return name.rstrip(b" \t").lower() if colon else None
 
 
 def _status(head: bytes) -> int | None:

@@ -48,6 +48,7 @@ from gateway.outbound.connection import (
     Connector,
     Dropped,
     declared_body,
+    refused_status,
     single_send,
 )
 from gateway.outbound.partner_auth import (
@@ -667,6 +668,7 @@ class Sender:
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, OutboundBlocked) as exc:
             kind, message = _describe(exc)
             return Outcome(
+                status=refused_status(exc),  # a head refused after its status line: kept
                 error=kind,
                 message=redactor.redact(message),
                 latency_ms=_since(started),
