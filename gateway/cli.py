@@ -103,6 +103,7 @@ def serve(
             event_loop=settings.event_loop,
             access_log=None,
             shutdown_timeout=settings.request_shutdown_seconds,
+            write_timeout=settings.write_timeout_seconds,
             keepalive_timeout=75,
         )
         return 0

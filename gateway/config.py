@@ -116,6 +116,10 @@ class Settings:
     # number of members; None keeps the URI's (default 1).
     db_write_concern: str | int | None = None
     max_body_bytes: int = 1024 * 1024
+    # How long an answer may wait on a client that takes none of its bytes (a reader that
+    # never reads, ACKing zero-window probes) before its connection is closed
+    # (gateway/web/server.py): aiohttp has no write timeout.
+    write_timeout_seconds: int = 30
     # Admin API and UI requests per second per tenant and per process (bursts of twice that);
     # the same for calls without a valid admin token, per client (its address, an IPv6 one's
     # /64: gateway/web/client_address.py). A guard against runaway clients and floods, set
@@ -276,6 +280,9 @@ class Settings:
             db_write_concern=env.write_concern("GATEWAY_WRITE_CONCERN"),
             max_body_bytes=env.integer(
                 "GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024, high=1_073_741_824
+            ),
+            write_timeout_seconds=env.integer(
+                "GATEWAY_WRITE_TIMEOUT_SECONDS", 30, low=1, high=3600
             ),
             admin_rate_limit=env.integer("GATEWAY_ADMIN_RATE_LIMIT", 1000, low=1, high=100_000),
             max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),

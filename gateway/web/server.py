@@ -26,7 +26,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
@@ -49,6 +49,10 @@ from gateway.web.state import services_key
 
 log = logging.getLogger("gateway.access")
 _log = logging.getLogger(__name__)
+
+WRITE_TIMEOUT_SECONDS: Final = 30.0
+"""The default of `GATEWAY_WRITE_TIMEOUT_SECONDS` (config.py): a client that takes no byte of
+its answer for this long loses its connection."""
 
 _REFUSALS: dict[int, type[GatewayError]] = {
     cls.status: cls for cls in (BadRequest, UriTooLong, HeaderFieldsTooLarge)
@@ -84,6 +88,17 @@ class ProblemRequestHandler(RequestHandler):
     # bounds that phase only by its keep-alive timeout (75 s), closing without an answer.
     header_timeout: float = BODY_TIMEOUT_SECONDS
     _header_deadline: asyncio.TimerHandle | None = None
+    # How long an answer may wait on a client that takes none of its bytes before the
+    # connection is closed (`GATEWAY_WRITE_TIMEOUT_SECONDS`, set by the server): aiohttp has
+    # no write timeout, and a client that never reads a large answer (`/openapi.json`, 436 KB,
+    # no login) while it ACKs zero-window probes held the connection, its handler and the
+    # unsent answer for good. Watched from the first time the transport's buffer fills
+    # (`pause_writing`) until it is empty; an answer the kernel's send buffer took whole is
+    # bounded by the kernel (`_bound_unacknowledged`).
+    write_timeout: float = WRITE_TIMEOUT_SECONDS
+    _write_watch: asyncio.TimerHandle | None = None
+    _write_left = 0  # bytes in the transport's buffer at the last look
+    _taken_at = 0.0  # when the client last took bytes (loop time)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -94,9 +109,53 @@ class ProblemRequestHandler(RequestHandler):
                 self.header_timeout, self._head_too_slow, self._request_count
             )
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        _bound_unacknowledged(transport, self.write_timeout)
+
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_deadline()
+        if self._write_watch is not None:
+            self._write_watch.cancel()
+            self._write_watch = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_watch is None and self.transport is not None:
+            self._taken_at = self._loop.time()
+            self._write_left = self.transport.get_write_buffer_size()
+            self._watch_writes()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._taken_at = self._loop.time()  # the buffer drained below its low-water mark
+
+    def _watch_writes(self) -> None:
+        self._write_watch = self._loop.call_later(self.write_timeout / 4, self._look_at_writes)
+
+    def _look_at_writes(self) -> None:
+        """Whether the client took bytes since the last look; the connection aborted (its
+        unsent bytes dropped, the handler's write failing) when none for `write_timeout`.
+        Aborted, not closed: a close waits for the buffer to be sent, which is the wait."""
+        self._write_watch = None
+        if self.transport is None:
+            return
+        left, now = self.transport.get_write_buffer_size(), self._loop.time()
+        if left == 0:
+            return  # all taken: watched again the next time the buffer fills
+        if left < self._write_left:
+            self._taken_at = now
+        self._write_left = left
+        if now - self._taken_at < self.write_timeout:
+            self._watch_writes()
+            return
+        log.debug(
+            "client took no bytes of its answer for %g s: connection closed",
+            self.write_timeout,
+            extra={"unsent_bytes": left},
+        )
+        self.transport.abort()
 
     def _cancel_header_deadline(self) -> None:
         if self._header_deadline is not None:
@@ -175,11 +234,28 @@ class ProblemRequestHandler(RequestHandler):
         metrics.child(metrics.http_requests, "malformed", "other", f"{status // 100}xx").inc()
 
 
+def _bound_unacknowledged(transport: asyncio.BaseTransport, seconds: float) -> None:
+    """The kernel's half of the write deadline (Linux, `TCP_USER_TIMEOUT`): an answer its
+    send buffer took whole (on loopback, or a fast link, up to megabytes) waits on a client
+    that reads nothing where the gateway no longer sees it; the kernel resets the connection
+    once its bytes, or its zero-window probes' window, stayed unacknowledged for `seconds`,
+    as it would after that long without an ACK at all."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    sock = transport.get_extra_info("socket")
+    if option is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+
+
 class _ProblemServer(web.Server):
     gateway_app: web.Application | None = None  # whose metrics count its refusals
+    write_timeout: float = WRITE_TIMEOUT_SECONDS  # its handlers' (`ProblemRequestHandler`)
 
     def __call__(self) -> RequestHandler:
-        return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler = ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.write_timeout = self.write_timeout
+        return handler
 
 
 class GatewayRunner(web.AppRunner):
@@ -190,15 +266,22 @@ class GatewayRunner(web.AppRunner):
     15). Each of aiohttp's two waits gets half of it."""
 
     def __init__(
-        self, app: web.Application, *, shutdown_timeout: float = 60.0, **kwargs: Any
+        self,
+        app: web.Application,
+        *,
+        shutdown_timeout: float = 60.0,
+        write_timeout: float = WRITE_TIMEOUT_SECONDS,
+        **kwargs: Any,
     ) -> None:
         super().__init__(app, shutdown_timeout=shutdown_timeout / 2, **kwargs)
+        self._write_timeout = write_timeout
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _ProblemServer  # same state, one method different
         assert isinstance(server, _ProblemServer)
         server.gateway_app = self.app
+        server.write_timeout = self._write_timeout
         return server
 
 

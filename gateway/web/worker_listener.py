@@ -36,7 +36,11 @@ async def worker_listener(services: Services, host: str, port: int) -> AsyncIter
     if port == 0:
         yield None
         return
-    runner = GatewayRunner(create_worker_app(services), access_log=None)
+    runner = GatewayRunner(
+        create_worker_app(services),
+        access_log=None,
+        write_timeout=services.settings.write_timeout_seconds,
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
