@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from gateway.audit import log_change
 from gateway.auth.passwords import hashed, matches, password_problem
 from gateway.auth.sessions import new_session_id
 from gateway.auth.tokens import ADMIN_ROLES, TENANT, AdminRole, AdminTokenVerifier
@@ -125,6 +126,7 @@ class AccountService:
             "updated_at": now,
         }
         await self._store.ui.users.insert(doc)
+        log_change("user", email, "created", tenant, role=role)
         return doc
 
     async def users(self, tenant: str) -> list[Doc]:
@@ -172,6 +174,10 @@ class AccountService:
                     raise Conflict(f"{user['email']} is changing another admin; try again")
         else:
             await users.replace_fields(user["_id"], fields)
+        if role is not None:
+            log_change("user", user["email"], "role_changed", tenant, role=role)
+        if password is not None:
+            log_change("user", user["email"], "password_changed", tenant)
         return await self._store.ui.sessions.delete_for_user(tenant, str(user["_id"]))
 
     async def delete_user(self, tenant: str, email: str, *, by: str | None = None) -> int:
@@ -185,6 +191,7 @@ class AccountService:
                     raise Conflict(f"{user['email']} is changing another admin; try again")
         else:
             await users.delete(tenant, str(user["_id"]))
+        log_change("user", user["email"], "deleted", tenant)
         return await self._store.ui.sessions.delete_for_user(tenant, str(user["_id"]))
 
     @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from yarl import URL
 from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog, auth_context, secrets_context
 from gateway.actions.definitions import ReadWithChanged
+from gateway.audit import changed_members, log_change
 from gateway.auth.secretbox import SecretBox, SecretBoxError, lost_on, shown_lost
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
@@ -71,6 +72,7 @@ class PartnerUseCases:
         doc = self._partner_fields(str(oid), body, creating=True)
         doc.update(_id=oid, tenant=tenant, status="active", rev=1, created_at=now, updated_at=now)
         await self._store.partners.insert(doc)
+        log_change("partner", str(oid), "created", tenant, partner_name=doc["name"])
         return doc
 
     async def get_partner(self, tenant: str, partner_id: str) -> Doc:
@@ -130,6 +132,8 @@ class PartnerUseCases:
         if doc is None:  # a probe's re-enable moves `rev` on too: one recovery per outage
             raise Conflict("the partner was changed concurrently; retry")
         self._catalog.forget(partner_id)
+        if members := changed_members(current, body, secret=("auth", "secrets")):
+            log_change("partner", partner_id, "updated", tenant, members=members)
         before, after = self._feeds(current, doc, "auth_sealed" in fields)
         await self._read_with_changed(tenant, "partner", partner_id, before, after)
         return doc
@@ -192,6 +196,7 @@ class PartnerUseCases:
             listed = ", ".join(f"channel {u['name']}" for u in found)
             raise Conflict(f"partner {partner_id} is used by {listed}", used_by=found)
         await self._store.partners.delete(tenant, partner_id)
+        log_change("partner", partner_id, "deleted", tenant)
         self._forget_partner(partner_id)
 
     async def forget_deleted_partners(self) -> int:

@@ -13,6 +13,7 @@ from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog, subscription_context
 from gateway.actions.filters import compile_filter, event_type_problem
 from gateway.actions.signing import new_entry, refuse_unseen_rotation, rotated, rotation_revision
+from gateway.audit import changed_members, log_change
 from gateway.auth.secretbox import SecretBox
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, InvalidPayload, NotFound
@@ -68,6 +69,7 @@ class SubscriptionUseCases:
             "updated_at": now,
         }
         await self._store.subscriptions.insert(doc)
+        log_change("subscription", str(oid), "created", tenant, action=doc["action_id"])
         return doc, secret
 
     async def get_subscription(self, tenant: str, subscription_id: str) -> Doc:
@@ -99,6 +101,8 @@ class SubscriptionUseCases:
         if doc is None:
             raise Conflict("the subscription was changed concurrently; retry")
         self._catalog.forget(subscription_id)
+        if members := changed_members(current, body):
+            log_change("subscription", subscription_id, "updated", tenant, members=members)
         if fields.get("status") == "disabled":
             await self._unsendable(tenant, subscription_id, "the subscription is disabled")
         return doc
@@ -127,6 +131,7 @@ class SubscriptionUseCases:
         if doc is None:
             raise Conflict("the subscription was changed concurrently; retry")
         self._catalog.forget(subscription_id)
+        log_change("subscription", subscription_id, "secret_rotated", tenant)
         return doc, secret
 
     async def delete_subscription(self, tenant: str, subscription_id: str) -> None:
@@ -142,6 +147,7 @@ class SubscriptionUseCases:
         if not await self._store.subscriptions.delete(tenant, subscription_id):
             raise NotFound(f"no subscription {subscription_id!r}")
         self._catalog.forget(subscription_id)
+        log_change("subscription", subscription_id, "deleted", tenant)
 
     async def _unsendable(self, tenant: str, subscription_id: str, reason: str) -> None:
         """A subscription deleted or disabled: its pending deliveries, which can no longer be

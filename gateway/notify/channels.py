@@ -26,6 +26,7 @@ from email.headerregistry import Address
 from typing import Any, Final
 
 from gateway.actions.body_check import BodyCheck
+from gateway.audit import changed_members, log_change
 from gateway.auth.secretbox import SecretBox, SecretBoxError, lost_on, shown_lost
 from gateway.clock import as_stored, utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound, empty_keyword
@@ -102,6 +103,8 @@ class ChannelService:
         doc = await self._fields(tenant, str(oid), body, None)
         doc.update(_id=oid, tenant=tenant, rev=1, created_at=now, updated_at=now)
         await self._channels.insert(doc)
+        named = {"channel_name": doc["name"], "channel_type": doc["type"]}
+        log_change("channel", str(oid), "created", tenant, **named)
         return doc
 
     async def get(self, tenant: str, ref: str) -> Doc:
@@ -134,12 +137,15 @@ class ChannelService:
         )
         if doc is None:
             raise Conflict("the channel was changed concurrently; retry")
+        if members := changed_members(current, body, secret=("smtp",)):
+            log_change("channel", str(current["_id"]), "updated", tenant, members=members)
         return doc
 
     async def delete(self, tenant: str, ref: str) -> None:
         doc = await self.get(tenant, ref)
         await refuse_if_used(self.users, tenant, "channel", doc)
         await self._channels.delete(tenant, str(doc["_id"]))
+        log_change("channel", str(doc["_id"]), "deleted", tenant, channel_name=doc["name"])
 
     async def ready(self, tenant: str, ref: str) -> Channel:
         """The channel with its password opened, ready for a sender."""

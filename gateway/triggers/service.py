@@ -10,13 +10,13 @@ makes its gate cache forget the trigger) and within 1 s in every other (`gates.p
 from __future__ import annotations
 
 import builtins
-import logging
 import secrets as _random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from gateway.audit import log_change
 from gateway.auth import partner_hmac
 from gateway.auth.keyring import KeyRing
 from gateway.auth.partner_jwt import Fetch
@@ -57,7 +57,6 @@ from gateway.triggers.spec import (
 # Access changes, logged at INFO outside the database: a restore of an older backup undoes
 # them silently, and this log is how an operator finds them to redo (docs/operations.md
 # "Backups").
-_audit = logging.getLogger("gateway.audit")
 
 MAX_GRACE_SECONDS: Final = 30 * 24 * 3600
 _MAX_ATTEMPTS: Final = 5
@@ -461,13 +460,7 @@ def _access_change(doc: Doc, patch: Mapping[str, Any], auth: Doc, replaced: bool
 
 def _logged(tenant: str, trigger_id: str, change: str, **fields: Any) -> None:
     """One `gateway.audit` line per access change (never a credential: the trigger's id)."""
-    _audit.info(
-        "trigger access changed: %s %s of tenant %s",
-        trigger_id,
-        change,
-        tenant,
-        extra={"tenant": tenant, "trigger": trigger_id, "change": change, **fields},
-    )
+    log_change("trigger", trigger_id, change, tenant, label="trigger access", **fields)
 
 
 def _credentialed(doc: Doc) -> str:
