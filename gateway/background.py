@@ -1,9 +1,10 @@
 """Stopping background tasks reliably.
 
 On Python 3.11 `asyncio.wait_for` can swallow a cancellation that arrives just as the awaited
-operation completes (fixed in 3.12), and PyMongo's async driver awaits every socket write
-with `wait_for` once operations have a deadline. A single `task.cancel()` may then be lost
-and a loop that was asked to stop goes on forever; so cancel again until the task is done.
+operation completes (fixed in 3.12). PyMongo's async driver awaits every socket write with
+`wait_for` once operations have a deadline; that send now runs in the caller's task
+(`store/client.py`), but other code may still lose a single `task.cancel()`, and a loop that
+was asked to stop then goes on forever; so cancel again until the task is done.
 """
 
 from __future__ import annotations

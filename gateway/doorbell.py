@@ -19,7 +19,8 @@ class Doorbell:
     async def wait(self, timeout: float) -> None:
         """Until a ring (one that came while the waiter was busy counts) or `timeout`."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._rung.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._rung.wait()
         self._rung.clear()
 
 

@@ -172,7 +172,8 @@ class LeasedLoop(Generic[T]):
                     self._wide = self._wide or not self.narrow
                     continue
                 try:
-                    await asyncio.wait_for(self._wake.wait(), idle.seconds)
+                    async with asyncio.timeout(idle.seconds):
+                        await self._wake.wait()
                     idle.woken()
                 except TimeoutError:
                     self._wide = True  # the poll

@@ -25,6 +25,7 @@ from gateway.web.state import services_key
 from tests.flow_support import drain
 from tests.partner_double import create_action, create_partner, create_subscription
 from tests.support import auth
+from tests.test_driver_send_cancel import CancelOnSend
 from tests.test_fleet_fold import fix_doc, own_fold
 from tests.test_fleet_odometer import route_points
 from tests.triggers_support import Client, create_position_trigger, hook
@@ -172,6 +173,46 @@ async def test_a_fold_working_through_a_backlog_keeps_its_shards_from_another_pr
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_fold_cancelled_as_its_command_goes_out_stops(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One cancellation stops a fold wherever it lands: the backlog test above hung once in
+    CI in its `gather`, a fold cancelled while the driver sent a command (on 3.11 the send
+    returned instead of raising) folding on for good (tests/test_driver_send_cancel.py)."""
+    services = client.app[services_key]
+    vehicle = (await _vehicle(client))["id"]
+    for point in route_points()[:100]:
+        await services.store.positions.append("acme", vehicle, [fix_doc(point)], "test")
+    inbox = services.store.fleet
+    read = inbox.after
+
+    async def slow_read(after: int, limit: int) -> Any:  # mid-backlog for 1.5 s: the fold's
+        await asyncio.sleep(0.015)  # own reads, none of its writes (a group commit's task)
+        return await read(after, limit)
+
+    monkeypatch.setattr(inbox, "after", slow_read)
+    fold = Fold(
+        services.store,
+        services.metrics,
+        services.fleet_settings,
+        services.fleet_rules,
+        on_relayed=services.fanout,
+        doorbell=Doorbell(),
+        shares=Shares(services.store, "fold-stop", FOLD_SHARDS, owner="a", ttl_seconds=1.0),
+        config=FoldSettings(batch=1),
+    )
+    sends = CancelOnSend(monkeypatch)
+    running = sends.start(fold.run())
+    await asyncio.sleep(0.3)  # under way
+    sends.arm(running)
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.gather(running, return_exceptions=True)
+    finally:
+        running.cancel()  # a failed test's fold does not fold on into the next test
+    assert sends.fired and running.cancelled()
 
 
 async def test_a_vehicle_without_a_tracker_comes_due_by_time(client: Client) -> None:

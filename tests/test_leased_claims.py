@@ -193,3 +193,31 @@ async def test_a_look_a_finished_unit_woke_reads_every_shard() -> None:
     finally:
         await runner.loop.stop()
         await running
+
+
+async def test_a_runner_loop_cancelled_as_it_is_notified_ends_cancelled() -> None:
+    """One cancellation stops the loop even as work is announced: on 3.11 its wait for a
+    wake-up (`asyncio.wait_for`, a task of its own) returned the wake-up instead, and the loop
+    looked again, though asked to stop."""
+
+    async def look() -> list[Unit[None]]:
+        return []
+
+    landed = []
+    for turns in range(4):  # the cancellation 0 to 3 turns of the event loop after `notify`
+        loop: LeasedLoop[None] = LeasedLoop(poll_seconds=10, shutdown_seconds=1)
+        running = asyncio.create_task(loop.run(look))
+        for _ in range(3):
+            await asyncio.sleep(0)  # it looked, found nothing, waits for a wake-up
+        loop.notify()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if running.cancel():
+            landed.append(turns)
+            async with asyncio.timeout(5):
+                await asyncio.wait({running})
+            assert running.cancelled(), f"cancelled {turns} turns after `notify`, it went on"
+        loop.stopping = True
+        loop.notify()
+        await asyncio.wait({running})
+    assert landed

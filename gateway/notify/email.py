@@ -146,9 +146,8 @@ class EmailSender:
 
     async def _connect(self, settings: EmailSettings) -> socket.socket:
         """A socket connected to a checked address of the server."""
-        addresses = await asyncio.wait_for(
-            self._resolve(settings.host, settings.port), settings.timeout
-        )
+        async with asyncio.timeout(settings.timeout):
+            addresses = await self._resolve(settings.host, settings.port)
         if not self._policy.host_allowed(settings.host):
             for address in addresses:
                 self._policy.check_address(settings.host, address)
@@ -159,9 +158,8 @@ class EmailSender:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setblocking(False)
             try:
-                await asyncio.wait_for(
-                    loop.sock_connect(sock, (address, settings.port)), settings.timeout
-                )
+                async with asyncio.timeout(settings.timeout):
+                    await loop.sock_connect(sock, (address, settings.port))
                 return sock
             except (OSError, TimeoutError) as exc:
                 sock.close()

@@ -69,6 +69,24 @@ if sys.version_info < (3, 12):
     pymongo.lock.wait_for = _wait_in_this_task  # type: ignore[attr-defined,assignment]
 
 
+async def _send_in_this_task(conn: Any, buf: bytes) -> None:
+    """`pymongo.network_layer.async_sendall`, its deadline kept in the caller's task."""
+    try:
+        await _wait_in_this_task(conn.write(buf), conn.gettimeout)
+    except TimeoutError as exc:
+        raise TimeoutError("timed out") from exc  # the driver's own wording
+
+
+if sys.version_info < (3, 12) and hasattr(pymongo.asynchronous.pool, "async_sendall"):
+    # Every command goes out through `async_sendall`, which bounds the send with
+    # `asyncio.wait_for`: on 3.11 the send runs in a task of its own, and a caller cancelled
+    # between that task's end and its own resumption got the send's result instead of its
+    # CancelledError. The cancellation was lost: the operation went on, and so did the loop
+    # that awaited it (a fold stopped at shutdown, its task `cancelling` but running on for
+    # good: a SIGTERM that never ended the process; tests/test_driver_send_cancel.py).
+    pymongo.asynchronous.pool.async_sendall = _send_in_this_task
+
+
 _OpenConnection = Callable[..., Awaitable[Any]]
 _opening: set[asyncio.Future[Any]] = set()
 """Connection attempts whose caller was cancelled, held until they end (see below)."""

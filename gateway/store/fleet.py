@@ -274,7 +274,8 @@ class FleetStore:
         while self._lost or self._unwritten:
             delay = _SETTLE_DELAYS[min(attempt, len(_SETTLE_DELAYS) - 1)]
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             self._wake.clear()
             attempt += 1
             try:

@@ -75,7 +75,8 @@ class Turns:
         users[0] += 1
         try:
             try:
-                await asyncio.wait_for(lock.acquire(), max(deadline - time.monotonic(), 0))
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
+                    await lock.acquire()
             except TimeoutError:
                 raise Busy(busy) from None
             try:
