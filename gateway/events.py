@@ -59,6 +59,20 @@ Drain = tuple[Doc, list[Any]]
 OnRelayed = Callable[[Sequence[Doc]], Awaitable[int]]
 
 
+AGAIN: Final = "again"
+"""The member (never stored, never shown: `_INTERNAL`) set true on an event handed to the
+relay hooks not for the first time: the event log held it already when the pass stored it
+(an earlier pass's, of any process, that failed or died after storing it), or it is one an
+unfinished pass left (`Unfinished`: this relay's carried events, `relay_all`'s next call).
+Only such an event may have deliveries stored: the fan-out reads which of its deliveries
+are stored only for these (`delivery/fanout.py` `_Chunks.flush`)."""
+
+
+def mark_again(events: Iterable[Doc]) -> None:
+    for event in events:
+        event[AGAIN] = True
+
+
 class Unfinished(Exception):
     """A relay hook stopped at its budget for one call (the fan-out: `max_deliveries`
     inserted): the events it names (`finished`, ids) are done, what it stored of the others
@@ -85,6 +99,7 @@ async def relay_all(on_relayed: OnRelayed, events: Sequence[Doc]) -> None:
             return
         except Unfinished as stop:
             events = stop.left(events)
+            mark_again(events)
 
 
 def event_document(tenant: str, entity: Doc, entry: Doc, relayed_at: datetime | None) -> Doc:
@@ -128,7 +143,7 @@ def entity_key(entity_type: str, nk: str, data: Any) -> str:
 # Stored members that are not the event document: whose it is, and whom the fold made it for
 # (`audience`: the subscription ids and `flow:<name>`s the fan-out and the flow starter route it
 # to, `actions/filters.py` `wanted_by`), never shown to a partner, the events API or a flow.
-_INTERNAL: Final = frozenset({"_id", "tenant", "audience"})
+_INTERNAL: Final = frozenset({"_id", "tenant", "audience", AGAIN})
 
 
 def public_event(doc: Doc) -> dict[str, Any]:
@@ -364,16 +379,19 @@ class EventRelay(ShardedJob):
         """Store the events, but those an earlier pass of this relay stored and did not
         finish (a large fan-out): they keep their stamp (`relayed_at`), as their deliveries
         made then carry it, and are not stamped again as stored late (`store/events.py`
-        `_restamp`: the feed would answer them twice)."""
+        `_restamp`: the feed would answer them twice). Those and the ones the log held
+        already are marked `AGAIN`."""
         fresh = []
         for event in events:
             if (stamp := self._stored.get(event["_id"])) is not None:
                 event["relayed_at"] = stamp
+                event[AGAIN] = True
             else:
                 fresh.append(event)
         if len(self._stored) > _MAX_CARRIED:  # outboxes another relay took over meanwhile
             self._stored.clear()
-        await self._store.events.insert_many(fresh)
+        held = await self._store.events.insert_many(fresh)
+        mark_again(event for event in fresh if event["_id"] in held)
 
     async def _drain(self, drained: Sequence[Drain], events: list[Doc], began: datetime) -> None:
         try:

@@ -6,6 +6,8 @@ plan names the index read."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pymongo import monitoring
@@ -24,6 +26,24 @@ class Reads(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
+
+
+@contextmanager
+def heard() -> Iterator[Reads]:
+    """The reads of every client made until the end (the services' when made inside it, as
+    `query_plans.listening`), to count what a use case sends."""
+    reads = Reads()
+    listeners = monitoring._LISTENERS.command_listeners
+    listeners.append(reads)
+    try:
+        yield reads
+    finally:
+        listeners.remove(reads)
+
+
+def reads_of(reads: Reads, collection: str) -> list[dict[str, Any]]:
+    """The reads sent of one collection."""
+    return [c for c in reads.sent if c.get("find", c.get("aggregate")) == collection]
 
 
 async def read_plans(db: Any, reads: Reads) -> list[tuple[str, int]]:

@@ -7,16 +7,20 @@ and a relay that dies between chunks loses nothing."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import pytest
+
+from gateway.clock import utcnow
 from gateway.delivery.fanout import FANOUT_BUDGET, FANOUT_CHUNK, FanOut
 from gateway.doorbell import Doorbell
 from gateway.entities import Origin
 from gateway.errors import StoreUnavailable
-from gateway.events import EventRelay
+from gateway.events import EventRelay, event_document, relay_all
 from gateway.services import Services
 from gateway.store import Doc
+from tests.read_plans import Reads, heard, reads_of
 
 ORIGIN = Origin("trigger", "t1")
 
@@ -57,6 +61,13 @@ def _created(services: Services) -> float:
     text = services.metrics.render().decode()
     prefix = 'gateway_deliveries_total{outcome="created"}'
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+@pytest.fixture
+def reads() -> Iterator[Reads]:
+    """The reads of the test's clients: asked for before `services`, so theirs are heard."""
+    with heard() as listener:
+        yield listener
 
 
 def _relay(services: Services, **fanout: Any) -> EventRelay:
@@ -164,3 +175,53 @@ async def test_a_pass_takes_a_few_outboxes_of_a_tenant_while_another_waits_and_t
         ["alpha:ALP1D03", "bravo:BRV1D23", "alpha:ALP1D13", "alpha:ALP1D23"],
         ["alpha:ALP1D33", "alpha:ALP1D43", "alpha:ALP1D53"],
     ]
+
+
+async def test_fresh_events_are_fanned_out_without_a_read_of_stored_deliveries_and_again_with_it(
+    reads: Reads, services: Services
+) -> None:
+    """Three vehicle writes, one subscription (the entity write path). The first pass of
+    their events, fresh in the event log, cannot find any of their deliveries stored: it
+    inserts them without reading which are (before: one read of the deliveries' ids a pass,
+    a round trip more on every write's way to its partner). Its insert lands and then fails
+    (a deadline): the pass done again reads them and inserts none again."""
+    await _subscribe(services, "alpha", 1)
+    for i in range(3):
+        await services.entities.upsert("alpha", "vehicle", {"plate": f"ALP1D{i}3"}, ORIGIN)
+    sent = _record_inserts(services, fail_at=1)
+    reads.sent.clear()
+
+    with pytest.raises(StoreUnavailable):
+        await services.relay.relay_once()
+    assert reads_of(reads, "deliveries") == []
+    assert [len(ids) for ids in sent] == [3]
+
+    assert await services.relay.relay_once() == 3
+    assert len(reads_of(reads, "deliveries")) == 1  # the pass done again reads them
+    assert [len(ids) for ids in sent] == [3]  # and inserts none again
+    assert await services.store.db["deliveries"].count_documents({}) == 3
+    assert await services.store.entities.pending_outboxes(10) == []
+
+
+async def test_a_hook_called_again_with_the_events_it_left_inserts_no_delivery_twice(
+    services: Services,
+) -> None:
+    """The fold's pass calls the fan-out until its events are done (`relay_all`), each
+    call with the events the last one left: the event it stopped in has deliveries stored,
+    which the next call reads and does not insert again (nor count against its budget)."""
+    await _subscribe(services, "alpha", 30)
+    for year in (2020, 2021):
+        data = {"plate": "ALP1D23", "year": year}
+        await services.entities.upsert("alpha", "vehicle", data, ORIGIN)
+    (entity,) = await services.store.entities.pending_outboxes(10)
+    now = utcnow()
+    events = [event_document("alpha", entity, entry, now) for entry in entity["outbox"]]
+    await services.store.events.insert_many(events)
+    sent = _record_inserts(services)
+
+    await relay_all(FanOut(services.store, services.catalog, services.metrics, chunk=20,
+                           max_deliveries=40), events)  # fmt: skip
+
+    ids = [i for chunk in sent for i in chunk]
+    assert len(ids) == len(set(ids)) == 60
+    assert _created(services) == 60

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence, Set
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from gateway.actions.filters import EventFilter, compile_filter, wanted_by
 from gateway.actions.ordering import event_place
 from gateway.clock import utcnow
 from gateway.errors import InvalidPayload, NotFound
-from gateway.events import Unfinished, public_event
+from gateway.events import AGAIN, Unfinished, public_event
 from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
 from gateway.store import Doc, Store
@@ -82,8 +82,20 @@ class FanOut:
     all stored (the relay drains those), so one tenant's large fan-out neither holds up
     another tenant's events nor makes a pass the database cannot finish. A chunk stored is
     kept: done again (the next pass, a crash), its stored ids are read and skipped, not
-    inserted again. Until 2026-12-07 a pass was one insert of every delivery of its 100
-    outboxes (up to 500,000), past the database's deadline, and redone every pass."""
+    inserted again nor counted against the budget. Until 2026-12-07 a pass was one insert
+    of every delivery of its 100 outboxes (up to 500,000), past the database's deadline,
+    and redone every pass.
+
+    That read is made only for the events marked `AGAIN` (`gateway/events.py`): those the
+    event log held already when the pass stored them, or that an unfinished pass left.
+    Any other event was stored by this very pass, and deliveries are inserted only after
+    their event is stored, so none of its deliveries can exist: the normal path, an entity
+    write's events relayed once, is one insert, no read (until 2026-12-08 every chunk was
+    read first). The mark costs no database operation (the events' insert says which it
+    held: its duplicate keys) and no write; inserting a pass done again blind instead
+    (duplicate keys counted as such) would cost the database far more than the read, as
+    the 500,000-delivery pass redone every pass showed, and would leave a pass's work
+    unbounded by its budget."""
 
     def __init__(
         self,
@@ -108,7 +120,7 @@ class FanOut:
     async def __call__(self, events: Sequence[Doc]) -> int:
         """Create the deliveries of a batch of events: one subscription query per tenant,
         an insert per `chunk` or so (existing deliveries are left alone: re-running is
-        harmless)."""
+        harmless), read first for the stored ones of the events handed again."""
         now = self._clock()
         lines: dict[str, _Line] = {}
         for event in events:
@@ -118,7 +130,8 @@ class FanOut:
                 make = functools.partial(self._deliveries, subs=subs, now=now)
                 lines[tenant] = _Line(make)
             lines[tenant].events.append(event)
-        done = _Chunks(self._store, self._metrics)
+        again = {str(event["_id"]) for event in events if event.get(AGAIN)}
+        done = _Chunks(self._store, self._metrics, again)
         try:
             while lines:
                 for tenant, line in list(lines.items()):
@@ -202,9 +215,10 @@ class _Line:
 class _Chunks:
     """The deliveries the lines handed out, inserted together (`flush`), and what is done."""
 
-    def __init__(self, store: Store, metrics: Metrics) -> None:
+    def __init__(self, store: Store, metrics: Metrics, again: Set[str]) -> None:
         self._store = store
         self._metrics = metrics
+        self._again = again  # the ids of the events handed again (`AGAIN`)
         self._parts: list[tuple[_Line, list[Doc]]] = []
         self.size = 0
         self.finished: list[Any] = []  # the events whose deliveries are all stored
@@ -220,7 +234,9 @@ class _Chunks:
         drains the events' outboxes after this (store/client.py `unjournaled` says why that
         needs it)."""
         docs = [doc for _, part in self._parts for doc in part]
-        stored = await self._store.deliveries.stored([doc["_id"] for doc in docs])
+        # Only an event handed again may have deliveries stored (`FanOut` says why).
+        maybe = [doc["_id"] for doc in docs if doc["event"]["id"] in self._again]
+        stored = await self._store.deliveries.stored(maybe)
         new = [doc for doc in docs if doc["_id"] not in stored]
         if new:
             self.inserted += len(new)

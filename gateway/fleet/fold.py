@@ -68,7 +68,7 @@ from typing import Any, Final, Protocol
 
 from gateway.clock import utcnow
 from gateway.doorbell import Doorbell
-from gateway.events import OnRelayed, event_document, relay_all
+from gateway.events import OnRelayed, event_document, mark_again, relay_all
 from gateway.fleet import geofences, maintenance
 from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
@@ -794,7 +794,8 @@ class Fold(ShardedJob):
             await self._store.positions.mark_rejected(tenant, rejected)
         events = await self._events(passes)
         if events:
-            await self._store.events.insert_many(events)
+            held = await self._store.events.insert_many(events)
+            mark_again(event for event in events if event["_id"] in held)
             await relay_all(self._on_relayed, events)
         gone = [p.key for p in passes if p.gone]
         await self._store.fleet.drop_states(gone)

@@ -488,15 +488,27 @@ DUPLICATE_KEY = 11000  # the server's error code for a key that exists
 async def insert_new(collection: Collection, docs: Sequence[Doc]) -> int:
     """Insert the documents whose `_id` is new; those that exist are left as they are (the
     idempotent writes of the relay and the fan-out). Returns how many were inserted."""
+    return len(docs) - len(await _insert_unordered(collection, docs))
+
+
+async def insert_new_held(collection: Collection, docs: Sequence[Doc]) -> set[Any]:
+    """`insert_new`, answering the ids of the documents the collection held already (its
+    unordered insert's duplicate keys: which a write done again had written before)."""
+    return set(await _insert_unordered(collection, docs))
+
+
+async def _insert_unordered(collection: Collection, docs: Sequence[Doc]) -> list[Any]:
+    """Insert `docs`, each on its own; the ids of those refused as duplicate keys."""
     if not docs:
-        return 0
+        return []
+    sent = list(docs)
     try:
         with translate_errors():
-            result = await collection.insert_many(list(docs), ordered=False)
+            await collection.insert_many(sent, ordered=False)
     except BulkWriteError as exc:
-        bulk_failure(exc)
-        return int(exc.details.get("nInserted", 0))
-    return len(result.inserted_ids)
+        bulk_failure(exc)  # raises unless every error is a duplicate key
+        return [sent[error["index"]]["_id"] for error in exc.details.get("writeErrors", [])]
+    return []
 
 
 async def indexes_by_name(

@@ -19,7 +19,7 @@ from gateway.store.client import (
     canonical_filters,
     cursor_id,
     find_by_id,
-    insert_new,
+    insert_new_held,
     scoped,
     translate_errors,
 )
@@ -79,11 +79,12 @@ class EventStore:
         self._settle = timedelta(seconds=settle_seconds)
         self._floors: Floors[str, datetime] = Floors()  # per tenant (`_stamp`)
 
-    async def insert_many(self, events: Sequence[Doc]) -> int:
+    async def insert_many(self, events: Sequence[Doc]) -> set[Any]:
         """The relay's insert (and the fold's). Idempotent: an event keeps the id it got in
         the outbox, so a relay that died half-way and runs again stores nothing twice.
         Journaled, like everything the relay writes before a drain (`client.py`
-        `unjournaled` says why). Returns how many were new.
+        `unjournaled` says why). Returns the ids of those the log held already: stored by
+        an earlier pass, which may have fanned them out (`gateway/events.py` `AGAIN`).
 
         Each event's `relayed_at` is set here, as the insert leaves (the events are changed
         in place): the feed answers an event once the settle window has passed since, and
@@ -94,10 +95,10 @@ class EventStore:
         stamps = await self._stamp({event["tenant"] for event in events}, began)
         for event in events:
             event["relayed_at"] = stamps[event["tenant"]]
-        new = await insert_new(self._c, events)
-        if new < len(events) or utcnow() - began >= self._settle:
+        held = await insert_new_held(self._c, events)
+        if held or utcnow() - began >= self._settle:
             await self._restamp([event["_id"] for event in events])
-        return new
+        return held
 
     async def _stamp(self, tenants: set[str], now: datetime) -> dict[str, datetime]:
         """Each tenant's stamp: `now`, or just above the newest `relayed_at` that tenant's
