@@ -494,7 +494,8 @@ class Metrics:
             "Fixes the fold took, by outcome: accepted, late (inserted behind the last"
             " position), missing (an inbox number whose round never wrote it: given up),"
             " recovered (fixes such a round stored, found by its number and folded),"
-            " taken_back (fixes counted accepted, refused one fix later: rejected too)",
+            " taken_back (fixes counted accepted, refused one fix later: rejected too),"
+            " released (fixes held `future`, judged again once the clock agreed)",
             ["outcome"],
             registry=r,
         )

@@ -648,6 +648,36 @@ async def test_a_traccar_reading_that_is_no_number_is_left_out_not_the_event(
     assert name not in (stored.get(group) or {} if group else stored), stored
 
 
+async def test_a_traccar_fix_without_a_reading_leaves_none_of_the_previous_fix_in_last_position(
+    client: Client,
+) -> None:
+    """The last position is one fix, whole: a later fix whose speed, course, altitude and
+    accuracy are no numbers (left out) takes the earlier fix's with it, instead of showing
+    the speed of another moment beside the new time and place."""
+    await _vehicle(client, "ABC1D23", tracker_id="353861053849681")
+    await upload_shipped(client, "traccar-event")
+    trigger = await create_trigger(client, mapping="traccar-event")
+    first = _payload("traccar_event_forward_geofence_exit.json")
+    status, answer = await hook(client, trigger, first)
+    assert status == 200, answer.get("errors")
+    assert (await _get(client, "ABC1D23"))["last_position"]["speed_kmh"] == 12.4
+    later = _payload("traccar_event_forward_geofence_exit.json")
+    later["event"].update(id=1217, type="deviceMoving", eventTime="2026-11-20T13:45:23.000+00:00")
+    later["position"].update(
+        id=18337,
+        fixTime="2026-11-20T13:45:22.000+00:00",
+        latitude=-23.5621,
+        speed="NaN",
+        course="NaN",
+        altitude="NaN",
+        accuracy="NaN",
+    )
+    status, answer = await hook(client, trigger, later)
+    assert status == 200, answer.get("errors")
+    position = (await _get(client, "ABC1D23"))["last_position"]
+    assert position == {"time": "2026-11-20T13:45:22Z", "lat": -23.5621, "lon": -46.6559}
+
+
 async def test_a_geotab_or_samsara_reading_that_is_no_number_is_left_out_not_the_record(
     client: Client,
 ) -> None:
@@ -659,8 +689,7 @@ async def test_a_geotab_or_samsara_reading_that_is_no_number_is_left_out_not_the
     await upload_shipped(client, "geotab-logrecord")
     geotab = await create_trigger(client, mapping="geotab-logrecord")
     page = _payload("geotab_getfeed_logrecord.json")
-    page["result"]["data"][2].update(speed="NaN")  # b3A's newest record
-    del page["result"]["data"][0]  # (b3A's older one, whose speed the position would keep)
+    page["result"]["data"][2].update(speed="NaN")  # b3A's newest record (an older one has one)
     status, answer = await hook(client, geotab, page)
     assert status == 200, answer
     assert answer["summary"]["failed"] == 0, answer

@@ -45,7 +45,7 @@ from gateway.actions.ordering import hands_over_state, newer_than
 from gateway.actions.partner_calls import PartnerCalls
 from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
-from gateway.clock import utcnow
+from gateway.clock import STEP_BACK, stepped_back_at, steps_back, utcnow
 from gateway.delivery.kinds import Dropped, Held, KindSender
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
@@ -140,6 +140,10 @@ class DeliveryWorker:
         self.clock = clock
         self.rng = rng
         self._lease = timedelta(seconds=settings.lease_seconds)
+        # The latest time the worker's clock gave housekeeping, and the gateway's steps back
+        # seen then (`_rebase`); None: not looked yet.
+        self._latest: datetime | None = None
+        self._steps = steps_back()
         self._probes = itertools.count(1)
         self._probing: dict[Any, asyncio.Task[None]] = {}  # partner id → its probe under way
         self._pacing: dict[str, asyncio.TimerHandle] = {}  # partner id → its loop's wake-up
@@ -347,7 +351,32 @@ class DeliveryWorker:
         if measure:
             await self._measure()
 
+    async def _rebase(self) -> None:
+        """At the first housekeeping, and whenever the time went back since the last one:
+        retries and leases set on the time as it was are waited again from the step
+        (`DeliveryStore.rebase`), not for as long as it was ahead. From now at the first
+        one (the step, if any, came before this worker), and when the step's own time is
+        not known (the worker's clock is not the gateway's: a test's)."""
+        now = self.clock()
+        latest, steps = self._latest, steps_back()
+        if latest is not None and now >= latest - STEP_BACK and steps == self._steps:
+            self._latest = max(latest, now)
+            return
+        stepped = stepped_back_at()
+        waits_from = now
+        if latest is not None and steps != self._steps and stepped is not None:
+            waits_from = min(stepped, now)
+        if moved := await self._store.deliveries.rebase(now, waits_from, self._lease):
+            log.warning(
+                "the gateway's time went back: %d deliveries' retries set on the time as it "
+                "was wait from %s instead",
+                moved,
+                waits_from.isoformat(),
+            )
+        self._latest, self._steps = now, steps
+
     async def _keep(self) -> None:
+        await self._rebase()
         if expired := await self._store.deliveries.expire_leases(self.clock()):
             log.info("took back %d deliveries whose lease expired", expired)
             self.notify()

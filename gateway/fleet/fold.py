@@ -16,7 +16,8 @@ goes through the quality gates and the odometer (`state.py`); an accepted fix th
 late also moves the last position and is run through the tenant's geofences and maintenance
 plans (the `geo` evaluators). Then, in this order:
 
-1. the refused fixes are flagged in the track (`mark_rejected`, with the reason);
+1. the refused fixes are flagged in the track (`mark_rejected`, with the reason), once the
+   flags of held `future` fixes taken after all are taken back (`_VehicleRun.release`);
 2. the events are stored (`store.events.insert_many`; ids derived from the vehicle, the
    type, what happened and the fix's device time, so storing them again is a no-op);
 3. the relay's hook runs on them (fan-out, flow starter, assignment feed: idempotent);
@@ -74,6 +75,7 @@ from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
 from gateway.fleet.odometer import TrackPoint, may_rebaseline
 from gateway.fleet.overview import vehicle_groups
+from gateway.fleet.quality import Reason
 from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
 from gateway.fleet.state import (
     Rebaselined,
@@ -105,6 +107,12 @@ REJECTED_QUIET: Final = timedelta(hours=1)
 _PURGE_SECONDS: Final = 3600.0
 _FORGET_SECONDS: Final = 600.0  # a vehicle written and quiet this long leaves memory
 _CLOCKS_APART: Final = timedelta(seconds=60)  # between processes' clocks, at most
+# A fix refused `future` by at most this much (its time ahead of its arrival) is held, to be
+# judged again once the device's later fixes agree with the gateway's time: the gateway's
+# clock was behind (a host booted before NTP set it, an RTC kept in local time read as UTC:
+# 3 h in Brazil). Further ahead is a device's clock gone wrong (a day, a GPS week rollover).
+HOLD_AHEAD: Final = timedelta(hours=12)
+MAX_HELD: Final = 1_000  # held fixes per vehicle, the newest kept (the state carries them)
 # Readings from these origins may move an odometer back (an admin's correction).
 AUTHORITATIVE: Final = ("admin",)
 
@@ -217,6 +225,7 @@ class _Pass:
     fix_ids: list[str] = field(default_factory=list)
     entries: list[Doc] = field(default_factory=list)  # its events, before they meet the entity
     rejected: dict[str, str] = field(default_factory=dict)
+    released: set[str] = field(default_factory=set)  # held fixes taken after all: unflagged
     entity_fields: Doc = field(default_factory=dict)
     position_at: datetime | None = None  # what its last position is newer than (`Folded`)
     start: tuple[float, int] | None = None
@@ -712,7 +721,7 @@ class Fold(ShardedJob):
                 run.reading(reading)
             for service in kinds["service"]:
                 run.service(service)
-            for fix in kinds["fix"]:
+            for fix in sorted([*run.release(kinds["fix"]), *kinds["fix"]], key=_fix_order):
                 await run.fix(fix, now)
                 # A fix inside a tenant's large polygon fences walks their edges (up to some
                 # 50 ms, rule_service.py MAX_TENANT_POSITIONS): the loop every tenant's requests
@@ -789,6 +798,10 @@ class Fold(ShardedJob):
     async def _write(self, passes: Sequence[_Pass]) -> None:
         """A batch's flags and events, then its failures (last: a batch whose writes fail is
         folded again, perhaps without failing), then its states into memory."""
+        for tenant in {p.key[0] for p in passes if p.released}:
+            # (first: a fix taken back after all is flagged with its new reason below)
+            released = {k for p in passes if p.key[0] == tenant for k in p.released}
+            await self._store.positions.unmark_rejected(tenant, released)
         for tenant in {p.key[0] for p in passes if p.rejected}:
             rejected = {k: v for p in passes if p.key[0] == tenant for k, v in p.rejected.items()}
             await self._store.positions.mark_rejected(tenant, rejected)
@@ -1203,9 +1216,7 @@ class _VehicleRun:
         received = doc.get("at") or now
         self._pass.lags.append(max(0.0, (now - received).total_seconds()))
         if verdict.reason is not None:
-            self._pass.rejected[doc["id"]] = verdict.reason.value
-            self._pass.counts["rejected", verdict.reason.value] += 1
-            self._refused(verdict.reason.value, point, received)
+            self._refuse(doc, point, received, verdict.reason)
             return
         self._pass.counts["fixes", "late" if verdict.late else "accepted"] += 1
         # The last position (and, two reflections in a row, the one before it), refused
@@ -1243,6 +1254,59 @@ class _VehicleRun:
         self._cross_fences(point, at)
         self._check_plans(at, received)
         self._position_event(point, doc, at)
+
+    def _refuse(self, doc: Doc, point: TrackPoint, received: datetime, reason: Reason) -> None:
+        """A fix the gates refused: flagged, counted, announced (`_refused`); one refused
+        `future` by no more than `HOLD_AHEAD` is held too (`_hold`)."""
+        self._pass.rejected[doc["id"]] = reason.value
+        self._pass.counts["rejected", reason.value] += 1
+        self._refused(reason.value, point, received)
+        if reason is Reason.FUTURE and point.t - received <= HOLD_AHEAD:
+            self._hold(doc)
+
+    def _hold(self, doc: Doc) -> None:
+        """A fix refused `future` kept to be judged again (`release`): the gateway's clock,
+        not the device's, may have been behind. The newest `MAX_HELD` are kept."""
+        entry = {k: v for k, v in doc.items() if k not in _ITEM_FIELDS}
+        self.state = _with(self.state, held=(*self.state.held, entry)[-MAX_HELD:])
+
+    def release(self, fixes: Sequence[Doc]) -> list[Doc]:
+        """The held fixes (`_hold`) an inbox document's `fixes` judge again, as received with
+        them: those of a device whose newest fix here is within the future tolerance of its
+        receipt (its clock and the gateway's agree: the gateway's was behind, now set right)
+        dated at or before that fix. A held fix of a device whose fixes here are all still
+        ahead, when the gateway's time has reached its date (the device's own clock runs
+        ahead), stays refused and is no longer held. Deterministic: it reads only the inbox
+        and the state, so a fold repeated from a checkpoint takes the same ones."""
+        if not self.state.held or not fixes:
+            return []
+        tolerance = timedelta(seconds=self._settings.quality.future_tolerance_s)
+        agreeing: dict[Any, Doc] = {}  # per device: its newest fix within the tolerance
+        arrived: dict[Any, datetime] = {}  # per device: its latest receipt here
+        for fix in fixes:
+            device, at = fix.get("device"), fix.get("at")
+            if not isinstance(at, datetime):
+                continue
+            arrived[device] = max(at, arrived.get(device, at))
+            if fix["t"] - at <= tolerance and (
+                device not in agreeing or agreeing[device]["t"] < fix["t"]
+            ):
+                agreeing[device] = fix
+        released: list[Doc] = []
+        kept: list[Doc] = []
+        for entry in self.state.held:
+            device = entry.get("device")
+            newest = agreeing.get(device)
+            if newest is not None and entry["t"] <= newest["t"]:
+                released.append({**entry, "k": "fix", "at": newest["at"]})
+                self._pass.rejected.pop(str(entry["id"]), None)
+                self._pass.released.add(str(entry["id"]))
+                self._pass.counts["fixes", "released"] += 1
+            elif not (newest is None and device in arrived and entry["t"] <= arrived[device]):
+                kept.append(entry)
+        if len(kept) < len(self.state.held):
+            self.state = _with(self.state, held=tuple(kept))
+        return released
 
     def finish(self) -> None:
         """The vehicle's new last position and odometer, for its entity."""
@@ -1465,6 +1529,8 @@ class _VehicleRun:
 
 
 _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition")
+# An inbox fix item's fields that say whose it is, not what it is (a held fix drops them).
+_ITEM_FIELDS = ("k", "tenant", "vehicle", "shard")
 
 
 def _place(point: TrackPoint) -> Doc:

@@ -148,6 +148,11 @@ class VehicleState:
     # was at a reading's time, when the reading comes after fixes dated after it
     # (`distance_after`).
     marks: tuple[tuple[datetime, float], ...] = ()
+    # Fixes refused `future` that may only have looked ahead because the gateway's clock was
+    # behind (their inbox items, with the receipt they were judged by), oldest receipt
+    # first: judged again once a later fix of their device agrees with the gateway's time
+    # (the fold's `_VehicleRun.release`).
+    held: tuple[dict[str, Any], ...] = ()
 
     @property
     def shown_km(self) -> float:
@@ -183,6 +188,7 @@ class VehicleState:
             "noise": list(self.noise),
             "reading_at": self.reading_at,
             "marks": [list(m) for m in self.marks],
+            "held": [dict(h) for h in self.held],
         }
 
     @classmethod
@@ -219,6 +225,7 @@ class VehicleState:
             noise=tuple(float(x) for x in doc.get("noise") or ()),
             reading_at=doc.get("reading_at"),  # (none in a state kept before)
             marks=tuple((m[0], float(m[1])) for m in doc.get("marks") or ()),
+            held=tuple(dict(h) for h in doc.get("held") or ()),  # (none in a state kept before)
         )
 
     def is_late(self, fix: TrackPoint) -> bool:
@@ -492,6 +499,7 @@ def fold_fix(
         lead_s=lead_s,
         reading_at=state.reading_at,
         marks=_marks_with(state.marks, fix.t, state.odometer_km + added, _time_of(state.last)),
+        held=state.held,
     )
     return moved, Verdict(added_km=added)
 

@@ -24,7 +24,7 @@ import logging
 import re
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -691,6 +691,40 @@ class DeliveryStore:
     async def renew_lease(self, delivery_id: Any, token: str, lease_until: datetime) -> bool:
         """Extend one lease, if the claim under `token` still holds it."""
         return await renew_one(self._c, delivery_id, token, IN_FLIGHT, lease_until)
+
+    async def rebase(self, now: datetime, waits_from: datetime, lease: timedelta) -> int:
+        """After the gateway's time went back (a clock that ran fast, stepped right) to
+        `waits_from` (`now` when the step's time is unknown): every pending delivery whose
+        wait was set at a time still ahead of `now` (`updated_at`, written with its
+        `next_attempt_at`) waits that wait from `waits_from` instead (a retry due "in 1 min"
+        set on a clock an hour fast no longer waits an hour more; a Retry-After is waited
+        whole again), and a lease that runs out further than `lease` from `now` (taken on
+        that clock by a worker that died) runs out `lease` from `waits_from`. How many
+        deliveries moved. Read through the `due` index, shard by shard (the pending ones due
+        after `now` only); written guarded by what was read, so an attempt recorded
+        meanwhile wins and another worker's rebase moves none twice. The schedules' rule
+        (`ScheduleStore.rebase`)."""
+        moved = 0
+        with translate_errors():
+            for shard in range(SHARDS):
+                ahead = {"status": PENDING, "shard": shard, "next_attempt_at": {"$gt": now}}
+                fields = {"next_attempt_at": 1, "updated_at": 1}
+                for doc in await self._c.find(ahead, fields).to_list(None):
+                    due, set_at = doc["next_attempt_at"], doc.get("updated_at")
+                    if not isinstance(set_at, datetime) or set_at <= now:
+                        continue  # set on the time as it is: a wait of its own
+                    wait = max(due - set_at, timedelta())
+                    guard = {"_id": doc["_id"], "status": PENDING, "next_attempt_at": due}
+                    update = {"next_attempt_at": waits_from + wait, "updated_at": waits_from}
+                    done = await self._c.update_one(
+                        {**guard, "updated_at": set_at}, {"$set": update}
+                    )
+                    moved += done.modified_count
+            await self._c.update_many(
+                {"status": IN_FLIGHT, "lease_until": {"$gt": now + lease}},
+                {"$set": {"lease_until": waits_from + lease}},
+            )
+        return moved
 
     async def expire_leases(self, now: datetime) -> int:
         """In-flight deliveries whose worker died (or overran its lease) become pending again,

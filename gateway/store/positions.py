@@ -767,6 +767,15 @@ class PositionStore:
         ]
         await insert_new(self._r, docs)
 
+    async def unmark_rejected(self, tenant: str, ids: Collection_[str]) -> None:
+        """Take back the refusals of fixes the fold judged again and took (held `future`
+        fixes, `fleet/fold.py` `_VehicleRun.release`): the one delete of a refusal, so a
+        fold repeated after a crash, which flags them again first, ends the same."""
+        if not ids:
+            return
+        with translate_errors():
+            await self._r.delete_many(scoped(tenant, {"_id": {"$in": sorted(ids)}}))
+
     async def purge(self, tenant: str, before: datetime) -> int:
         """Drop a tenant's fixes (and refusals) received before `before` (a retention shorter
         than the TTL index's, counted back from `Expiry.now`); how many fixes went. It scans:
