@@ -85,10 +85,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Final, Generic, TypeVar
 
-from gateway.background import cancel_and_wait
+from gateway.background import cancel_and_wait, to_the_end
 from gateway.doorbell import IdleWait
 from gateway.errors import StoreUnavailable
 from gateway.progress import Progress
+from gateway.shutdown import HAND_BACK_SECONDS
 from gateway.store.changes import EVERYTHING, ChangeStreamsUnavailable
 from gateway.store.client import Admission
 
@@ -660,7 +661,12 @@ class Claims:
 
     async def release_held(self, release: Callable[[Any, str], Awaitable[object]]) -> None:
         """Once the loop has stopped: `release` (unit, token) each lease still held (one the
-        database fails simply expires), then a last try of the hand-backs kept."""
+        database fails simply expires), then a last try of the hand-backs kept; to the end
+        once begun, within `HAND_BACK_SECONDS` (`background.to_the_end`)."""
+        what = f"handing back the {self._runner}'s leases"
+        await to_the_end(HAND_BACK_SECONDS, what, partial(self._release_held, release))
+
+    async def _release_held(self, release: Callable[[Any, str], Awaitable[object]]) -> None:
         for unit, token in list(self.held.items()):
             with contextlib.suppress(StoreUnavailable):
                 await release(unit, token)

@@ -21,10 +21,12 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 
+from gateway.background import to_the_end
 from gateway.clock import utcnow
 from gateway.doorbell import Doorbell
 from gateway.errors import StoreUnavailable
 from gateway.progress import Progress
+from gateway.shutdown import HAND_BACK_SECONDS
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -156,13 +158,21 @@ class ShardedLoop:
             self.running = False
             if self._lapse is not None:
                 self._lapse.cancel()
-            if self._before_release is not None:
-                await self._before_release()
-            if self._shares is not None:
-                try:
-                    await self._shares.release_all()
-                except Exception as exc:  # the leases then expire instead
-                    log.warning("releasing the %s's shards failed: %s", self._name, exc)
+            # Stopped by a cancel, repeated until the task ends (`cancel_and_wait`): the
+            # hand-back runs to its end all the same, within a bound of its own.
+            what = f"handing back the {self._name}'s shards"
+            await to_the_end(HAND_BACK_SECONDS, what, self._hand_back)
+
+    async def _hand_back(self) -> None:
+        """What memory holds written (`before_release`), then the shards let go: another
+        process takes them at once, not when their leases expire."""
+        if self._before_release is not None:
+            await self._before_release()
+        if self._shares is not None:
+            try:
+                await self._shares.release_all()
+            except Exception as exc:  # the leases then expire instead
+                log.warning("releasing the %s's shards failed: %s", self._name, exc)
 
     async def _loop(self) -> None:
         renew_at = 0.0 if self._shares is not None else math.inf

@@ -47,7 +47,7 @@ from functools import partial
 from typing import Any
 
 from gateway.auth.secretbox import SecretBoxError
-from gateway.background import cancel_and_wait
+from gateway.background import cancel_and_wait, to_the_end
 from gateway.clock import STEP_BACK, stepped_back_at, steps_back, utcnow
 from gateway.errors import EntityContended, EventsBacklogged, KeyRefused, StoreUnavailable
 from gateway.leased_loop import (
@@ -67,6 +67,7 @@ from gateway.schedules.timing import (
     backoff_seconds,
     every_from_doc,
 )
+from gateway.shutdown import HAND_BACK_SECONDS
 from gateway.store import Doc
 from gateway.store.client import Admission
 from gateway.store.schedules import due_at
@@ -221,8 +222,9 @@ class ScheduleRunner:
             failure = PollFailure(kind, exc.detail, retry_after=exc.retry_after, transient=True)
         except SecretBoxError as exc:
             failure = await self._secret_failure(exc)
-        except asyncio.CancelledError:
-            await self._give_back(doc, owner)
+        except asyncio.CancelledError:  # cut short at stop: its lease back, due at once
+            what = f"handing back schedule {doc['_id']}"
+            await to_the_end(HAND_BACK_SECONDS, what, partial(self._give_back, doc, owner))
             raise
         except Exception as exc:
             log.exception("schedule %s failed unexpectedly", doc["_id"])
