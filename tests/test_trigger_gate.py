@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from gateway.auth.secretbox import SecretBox
 from gateway.services import Services
+from gateway.triggers.compiled import TriggerConfigs
 from gateway.triggers.gates import TriggerGates
 from gateway.web.state import services_key
 from tests.processes import Gateway
@@ -126,6 +128,74 @@ async def test_without_change_streams_a_gate_is_read_again_once_it_is_half_a_sec
     assert (await gates.gate(trigger["id"]))["status"] == "active"  # type: ignore[index]
     now[0] += 0.02
     assert (await gates.gate(trigger["id"]))["status"] == "disabled"  # type: ignore[index]
+
+
+async def test_calls_that_miss_a_gate_together_share_one_read_unless_it_changed_meanwhile(
+    client: Client, services: Services
+) -> None:
+    """A burst of calls at a trigger whose entry aged out (a partner's batch, the first
+    calls after a start) read its gate once, not once a call (tests/test_entity_writes.py's
+    160 calls at once made 160 reads). A call that comes after this process forgot the
+    trigger (it changed) does not take the answer of a read that began before: it reads."""
+    trigger = await create_trigger(client)
+    gates = TriggerGates(services.store, services.metrics, follow_changes=False)
+    try:
+        before = _reads(services)
+        gates_read = await asyncio.gather(*(gates.gate(trigger["id"]) for _ in range(20)))
+        assert _reads(services) - before == 1
+        assert {g["status"] for g in gates_read if g is not None} == {"active"}
+        assert all(g is not None for g in gates_read)
+
+        gates.forget(trigger["id"])
+        first = asyncio.create_task(gates.gate(trigger["id"]))
+        await asyncio.sleep(0)  # its read is under way
+        await services.triggers.set_status("acme", trigger["id"], "disabled")
+        gates.forget(trigger["id"])  # as the trigger use case (or the stream) does
+        after = await gates.gate(trigger["id"])
+        await first
+        assert after is not None and after["status"] == "disabled"
+        assert _reads(services) - before == 3
+    finally:
+        await gates.close()
+
+
+async def test_calls_that_miss_a_compiled_trigger_together_share_one_read_and_compile(
+    client: Client, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of calls at a trigger this process has not compiled at its version (the
+    first calls after a start or a change) read and compile it once, not once a call; the
+    next version is read again."""
+    trigger = await create_trigger(client)
+    reads: list[str] = []
+    read = services.store.triggers.get
+
+    async def counted(tenant: str, trigger_id: str) -> Any:
+        reads.append(trigger_id)
+        return await read(tenant, trigger_id)
+
+    monkeypatch.setattr(services.store.triggers, "get", counted)
+    configs = TriggerConfigs(services.store, SecretBox(services.keyring), _no_fetch)
+    try:
+        gate = await services.store.triggers.gate(trigger["id"])
+        assert gate is not None
+        compiled = await asyncio.gather(*(configs.for_gate(gate) for _ in range(20)))
+        assert reads == [trigger["id"]]
+        assert compiled[0] is not None and all(c is compiled[0] for c in compiled)
+
+        where = f"/api/v1/triggers/{trigger['id']}"
+        patched = await client.patch(where, json={"max_body_bytes": 4096}, headers=auth())
+        assert patched.status == 200, await patched.text()
+        changed = await services.store.triggers.gate(trigger["id"])
+        assert changed is not None and changed["version"] > gate["version"]
+        again = await asyncio.gather(*(configs.for_gate(changed) for _ in range(5)))
+        assert reads == [trigger["id"]] * 2
+        assert {c.version for c in again if c is not None} == {changed["version"]}
+    finally:
+        await configs.close()
+
+
+async def _no_fetch(url: str) -> bytes:
+    raise AssertionError(f"nothing fetched: {url}")
 
 
 async def test_a_change_stream_makes_every_process_forget_a_changed_trigger(

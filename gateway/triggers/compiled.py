@@ -8,6 +8,7 @@ immutable and shared by every request of the process.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ import orjson
 from gateway.auth.partner_hmac import HmacScheme, scheme_from
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier, UnusableKeys
 from gateway.auth.secretbox import SecretBox, is_lost
+from gateway.background import cancel_and_wait
 from gateway.clock import utc_timestamp
 from gateway.schemas import CompiledSchema, compile_schema
 from gateway.schemas.renamed import current_path
@@ -149,14 +151,38 @@ class TriggerConfigs:
         self._fetch = fetch
         self._max = max_cached
         self._configs: dict[str, CompiledTrigger] = {}
+        # The read under way of each (trigger id, version) that missed.
+        self._reading: dict[tuple[str, int], asyncio.Task[CompiledTrigger | None]] = {}
 
     async def for_gate(self, gate: Doc) -> CompiledTrigger | None:
         """The compiled trigger at the gate's version; None if it was deleted meanwhile."""
         cached = self._configs.get(gate["_id"])
         if cached is not None and cached.version == gate["version"]:
             return cached
-        doc = await self._store.triggers.get(gate["tenant"], gate["_id"])
+        # Calls that miss together (a burst at a trigger this process has not compiled yet,
+        # or at its new version) share one read and one compile, not one each.
+        key = (gate["_id"], gate["version"])
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(gate["tenant"], gate["_id"]))
+            self._reading[key] = reading
+            reading.add_done_callback(lambda done: self._read_done(key, done))
+        # Shielded: a caller that goes away (its client hung up) leaves the read to the others.
+        return await asyncio.shield(reading)
+
+    async def _read(self, tenant: str, trigger_id: str) -> CompiledTrigger | None:
+        doc = await self._store.triggers.get(tenant, trigger_id)
         return None if doc is None else self.compiled(doc)
+
+    def _read_done(self, key: tuple[str, int], task: asyncio.Task[CompiledTrigger | None]) -> None:
+        if self._reading.get(key) is task:
+            del self._reading[key]
+        if not task.cancelled():
+            task.exception()  # a failed read every caller left is not logged as unretrieved
+
+    async def close(self) -> None:
+        """At shutdown: the reads under way of calls that went away."""
+        await cancel_and_wait(*self._reading.values())
 
     def compiled(self, doc: Doc) -> CompiledTrigger:
         """The trigger document compiled (once per version)."""

@@ -73,6 +73,8 @@ class TriggerGates:
         # past `max_cached`): only to tell a made-up id from a trigger (`known`).
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._generation = 0  # bumped by every forget: a read that raced one is not kept
+        # The read under way of each id that missed, and the generation it began in.
+        self._reading: dict[str, tuple[int, asyncio.Task[Doc | None]]] = {}
         self._trusted_until = 0.0  # the change stream vouches for every entry until then
         self._watcher: asyncio.Task[None] | None = None
         if not follow_changes:  # GATEWAY_CHANGE_STREAMS=false: re-read from the start, said so
@@ -97,7 +99,20 @@ class TriggerGates:
         entry = self._entries.get(trigger_id) or self._unknown.get(trigger_id)
         if entry is not None and (now < self._trusted_until or now - entry.read_at < self._poll):
             return entry.gate
+        # Calls that miss together share one read (a burst at a partner's trigger after its
+        # entry aged out was a read each), unless something was forgotten since it began: a
+        # read that raced a change is no answer for a call that came after the change.
         generation = self._generation
+        reading = self._reading.get(trigger_id)
+        if reading is None or reading[0] != generation:
+            task = asyncio.ensure_future(self._read(trigger_id, generation, now))
+            reading = (generation, task)
+            self._reading[trigger_id] = reading
+            task.add_done_callback(lambda done: self._read_done(trigger_id, done))
+        # Shielded: a caller that goes away (its client hung up) leaves the read to the others.
+        return await asyncio.shield(reading[1])
+
+    async def _read(self, trigger_id: str, generation: int, now: float) -> Doc | None:
         gate = await self._store.triggers.gate(trigger_id)
         self._metrics.trigger_gate_reads.inc()
         self._saw(trigger_id, gate is not None)
@@ -108,6 +123,13 @@ class TriggerGates:
                 entries.pop(next(iter(entries)))  # the least recently read
             entries[trigger_id] = _Entry(gate, now)
         return gate
+
+    def _read_done(self, trigger_id: str, task: asyncio.Task[Doc | None]) -> None:
+        reading = self._reading.get(trigger_id)
+        if reading is not None and reading[1] is task:
+            del self._reading[trigger_id]
+        if not task.cancelled():
+            task.exception()  # a failed read every caller left is not logged as unretrieved
 
     def known(self, trigger_id: str) -> bool:
         """Whether this process last read this id as a trigger's (however long ago: the
@@ -137,7 +159,7 @@ class TriggerGates:
         self._unknown.clear()
 
     async def close(self) -> None:
-        await cancel_and_wait(self._watcher)
+        await cancel_and_wait(self._watcher, *(task for _, task in self._reading.values()))
 
     async def _watch(self) -> None:
         """Follow the change stream for as long as the process runs; reopen it after a

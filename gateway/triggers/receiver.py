@@ -18,6 +18,7 @@ A revocation holds at once in the process that made it and within 1 s in every o
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -174,8 +175,9 @@ class HookReceiver:
         self._client_rate = client_rate
 
     async def close(self) -> None:
-        """At shutdown, while the store is open: the Idempotency-Key releases left."""
-        await self._idempotency.close()
+        """At shutdown, while the store is open: the Idempotency-Key releases left, the
+        trigger reads under way of calls that went away."""
+        await asyncio.gather(self._idempotency.close(), self._configs.close())
 
     async def handle(self, call: HookCall) -> HookAnswer:
         tally = _Tally()
