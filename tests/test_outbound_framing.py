@@ -228,3 +228,66 @@ async def test_a_mended_length_frames_the_body_on_a_connection_left_open(
         server.close()
         await server.wait_closed()
     assert (outcome.status, outcome.error, outcome.json_body) == (200, None, {"ok": 7})
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"HTTP/1.1 0200 OK",
+        b"HTTP/1.1 2000 OK",
+        b"HTTP/1.1 000000000000000000000000000201 OK",
+        b"HTTP/1.1 123456789012345678901234567890 OK",
+        b"HTTP/1.1 20 OK",
+        b"HTTP/1.1  200 OK",
+        b"HTTP/1.1 200\tOK",
+        b"HTTP/1.2 200 OK",
+        b"HTTP/1.1 200 O\rK",
+    ],
+    ids=[
+        "leading-zero",
+        "four-digits",
+        "zero-padded",
+        "thirty-digits",
+        "two-digits",
+        "two-spaces",
+        "tab-after-status",
+        "unknown-version",
+        "cr-in-reason",
+    ],
+)
+async def test_a_status_line_the_parser_refuses_keeps_no_status(
+    sender: Sender, line: bytes
+) -> None:
+    """The status kept from a refused head is one the parser would have read: three digits
+    after a version it knows. Any run of digits was kept: `0200` a delivered 200, `2000` a
+    status 2000, 30 digits a number no database holds (the delivery parked)."""
+    reply = line + b"\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n" + JSON
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(_post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (
+        None,
+        "invalid_response",
+        Verdict.RETRY,
+    )
+    assert (outcome.message or "").startswith("invalid HTTP answer: "), outcome
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        (b"HTTP/1.1 200", 200),
+        (b"HTTP/1.0 503 Service Unavailable", 503),
+        (b"HTTP/1.1 600 Odd", None),
+        (b"HTTP/1.1 099 Odd", None),
+    ],
+    ids=["no-reason", "http-1.0", "past-599", "below-100"],
+)
+async def test_a_refused_head_keeps_only_an_http_status(
+    sender: Sender, line: bytes, status: int | None
+) -> None:
+    """A status line the parser reads, the head after it refused (a space in a name): the
+    status is kept when it is one of HTTP's (100-599)."""
+    reply = line + b"\r\nSet Cookie: s=1\r\nContent-Length: 9\r\n\r\n" + JSON
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(_post(url), partner_id="erp")
+    assert (outcome.status, outcome.error) == (status, "invalid_response")

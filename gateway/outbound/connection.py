@@ -83,6 +83,10 @@ before a colon. With `_CONTENT_LENGTH` found twice, or beside `_TRANSFER_ENCODIN
 framing too. The common head is none of these, and is passed on as it came."""
 _CONTENT_LENGTH: Final = re.compile(rb"\ncontent-length[ \t]*:", re.IGNORECASE)
 _TRANSFER_ENCODING: Final = re.compile(rb"\ntransfer-encoding[ \t]*:", re.IGNORECASE)
+_STATUS_LINE: Final = re.compile(rb"HTTP/(?:1\.[01]|2\.0|0\.9) ([0-9]{3})(?: [^\r]*)?")
+"""A status line aiohttp's C parser (llhttp) reads, its CR at most before the LF: the versions
+it knows, one space, three ASCII digits (`0200`, `2000`, `20` refused), a reason phrase after
+a space or none (`200\tOK` refused), no CR inside."""
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
 """The empty line ending a head, its lines ending in CRLF or a bare LF, as the parser reads
 them (aiohttp's C parser is lenient of a missing CR)."""
@@ -367,12 +371,18 @@ def _field_name(line: bytes) -> bytes | None:
 
 
 def _status(head: bytes) -> int | None:
-    """The status of the answer whose head starts `head`, None when it names none."""
+    """The status of the answer whose head starts `head`, None when it names none: when its
+    status line is not one aiohttp's parser reads (`_STATUS_LINE`), or its status is none of
+    HTTP's (100-599). A line the parser refuses (`0200`, `2000`, a run of 30 digits) is no
+    status to keep (`HeadRefused`): a partner's garbage is no delivered 200, nor a number
+    no database holds."""
     end = head.find(b"\n")
-    parts = (head if end == -1 else head[:end]).rstrip(b"\r").split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+    line = (head if end == -1 else head[:end]).removesuffix(b"\r")
+    read = _STATUS_LINE.fullmatch(line)
+    if read is None:
         return None
-    return int(parts[1])
+    status = int(read[1])
+    return status if 100 <= status <= 599 else None
 
 
 def _announces_body(status: int, head: bytes) -> bool:
