@@ -20,10 +20,11 @@ arrives: `AnswerHandler` only looks at the head of each answer, which ends where
 ends it, at an empty line after lines ending in CRLF or a bare LF (hand-written servers and
 small embedded stacks write `\n`). A head reaches the parser whole (held while it comes in
 pieces), read as RFC 9110/9112 tell a client to read it where aiohttp's parser refused the
-whole head and the status was lost (`_framed`): no `Content-Length` beside a
+whole head and the status was lost (`_framed`): no `Content-Length` beside a chunked
 `Transfer-Encoding` (§6.3: the Transfer-Encoding overrides the length, as Python's, Go's and
-.NET's clients read it), one for a list of identical lengths, obs-folds joined, whitespace
-before a colon removed. The connection is not kept after such an answer. A final head the
+.NET's clients read it), no `Transfer-Encoding: identity` beside a length (no coding: the
+length frames the body), one length for a list of identical ones, obs-folds joined,
+whitespace before a colon removed. The connection is not kept after such an answer. A final head the
 parser still refuses keeps the status its status line said (`HeadRefused`).
 
 The head of an answer with a body reaches aiohttp's parser alone, before a byte of the
@@ -313,26 +314,37 @@ def _framed(head: bytes) -> bytes:
     came: obs-fold lines joined to their field with a space (RFC 9112 §5.2), whitespace
     between a field name and its colon removed (§5.1, as a proxy must: the gateway forwards
     the answer's data to proxy callers), no `Content-Length` beside a `Transfer-Encoding`
-    (§6.3: the Transfer-Encoding overrides it, chunked or not: a body not chunked is read
-    until the connection closes), and one `Content-Length` for a list of identical values
-    (RFC 9110 §8.6: `9, 9`, or two fields of `9`). `head` itself when none applies; a list
-    of different lengths is left for the parser to refuse. aiohttp's parser refused each of
-    these whole, and the answer's status was lost (llhttp's lenient flags are out of reach)."""
+    whose last coding is chunked (§6.3: the Transfer-Encoding overrides it), no
+    `Transfer-Encoding` naming only `identity` beside a length (no transfer coding: RFC 2616
+    named it, RFC 9112 has none such; Python's http.client frames such an answer by its
+    length, which a partner keeping its connection open relies on), and one `Content-Length`
+    for a list of identical values (RFC 9110 §8.6: `9, 9`, or two fields of `9`). `head`
+    itself when none applies; a list of different lengths, or a length beside another coding
+    not ending in chunked (`gzip`: §6.3 reads such a body until the connection closes, which
+    a partner that framed it by its length never does; "ought to be handled as an error"),
+    is left for the parser to refuse, the status kept (`HeadRefused`). aiohttp's parser
+    refused each of these whole, and the answer's status was lost (llhttp's lenient flags
+    are out of reach)."""
     if _ODD_HEAD.search(head) is None and not _lengths_to_mend(head):
         return head
     lines = _unfolded(head.split(b"\n"))
     fields = [_field_name(line) for line in lines]
-    coded = b"transfer-encoding" in fields
+    codings = _codings(lines, fields)
+    identity = bool(codings) and all(coding == b"identity" for coding in codings)
+    coded = not identity and codings[-1:] == [b"chunked"]
     lengths = {
         value.strip(b" \t\r")
         for line, name in zip(lines, fields, strict=True)
         if name == b"content-length"
         for value in line.partition(b":")[2].split(b",")
     }
+    uncoded = identity and bool(lengths)  # `identity` is no coding: the length frames it
     length = lengths.pop() if len(lengths) == 1 and not coded else None
     kept: list[bytes] = [lines[0]]
     length_kept = False
     for line, name in zip(lines[1:], fields[1:], strict=True):
+        if name == b"transfer-encoding" and uncoded:
+            continue
         if name == b"content-length" and (coded or length is not None):
             if length is None or length_kept:
                 continue
@@ -343,6 +355,17 @@ def _framed(head: bytes) -> bytes:
         kept.append(line)
     framed = b"\n".join(kept)
     return head if framed == head else framed
+
+
+def _codings(lines: list[bytes], fields: list[bytes | None]) -> list[bytes]:
+    """The transfer codings the head's `Transfer-Encoding` fields name, lowercased, in order."""
+    named = (
+        coding.strip(b" \t\r").lower()
+        for line, name in zip(lines, fields, strict=True)
+        if name == b"transfer-encoding"
+        for coding in line.partition(b":")[2].split(b",")
+    )
+    return [coding for coding in named if coding]
 
 
 def _lengths_to_mend(head: bytes) -> bool:
