@@ -40,7 +40,8 @@ a complete one.
 
 Interim 1xx heads are read in a loop (one read may hold hundreds: a long-running partner's
 `102 Processing` keep-alives waiting in the socket), at most `INTERIM_MOST` before one answer;
-past that the answer is refused, as a head too long is.
+past that the answer is refused, as a head too long is. Each is read as a final head is
+(`_framed`): a partner's stack writes all its heads alike.
 
 The head of an answer is read as large as partners send them (a 9 KB session cookie, a long
 `Content-Security-Policy`, a CDN's 150 tracing headers: aiohttp's defaults, 8,190 bytes a line
@@ -198,7 +199,7 @@ class AnswerHandler(ResponseHandler):
             if self._interims > INTERIM_MOST:
                 self._refuse_head(f"more than {INTERIM_MOST} interim (1xx) answers")
                 return b""
-            super().data_received(head)  # an interim answer: the real one follows
+            self._hand_interim(head)  # an interim answer: the real one follows
             return data[cut:]
         else:
             self._watching = False
@@ -239,6 +240,15 @@ class AnswerHandler(ResponseHandler):
             super().data_received(framed)
         finally:
             self._handing = None
+
+    def _hand_interim(self, head: bytes) -> None:
+        """An interim 1xx head to the parser, read as a final one is (`_framed`): a partner's
+        stack writes every head alike (`Server : tiny`), and a refused interim head lost the
+        answer after it. The connection is not kept after one mended."""
+        framed = _framed(head)
+        if framed is not head:
+            self.force_close()
+        super().data_received(framed)
 
     def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
         """The parser refused what it read, or the gateway a head too long (both
