@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -28,6 +29,7 @@ from tests.partner_double import (
     create_vehicle,
     partner,
     post,
+    raw_partner,
 )
 from tests.support import auth
 
@@ -204,6 +206,59 @@ async def test_a_graphql_throttle_in_a_200_is_retried_when_a_rule_says_so(
     )
     clock.advance(60)
     assert await worker.run_until_idle() == Counter(succeeded=1)
+
+
+THROTTLE_HEADER_RULES = [{"status": ["2xx"], "header": {"name": "X-Throttle"}, "then": "retry"}]
+
+
+@pytest.mark.parametrize(
+    ("rules", "odd"),
+    [
+        (GRAPHQL_RULES, b"Set Cookie: s=1\r\n"),
+        (THROTTLE_HEADER_RULES, b"Set Cookie: s=1\r\n"),
+        (GRAPHQL_RULES, b"Content-Length: 3\r\n"),
+    ],
+    ids=["body-rule-space-in-a-name", "header-rule-space-in-a-name", "body-rule-two-lengths"],
+)
+async def test_a_200_whose_head_was_refused_is_no_success_for_a_rule_that_reads_it(
+    client: Client, worker: DeliveryWorker, rules: list[dict[str, Any]], odd: bytes
+) -> None:
+    """The head refused after its status line (a space in a field name, lengths that
+    differ) keeps its 200, unread: a rule reading the body or a header cannot tell a
+    throttle, so the 200 is no success (failed, as for an `error` expression that cannot
+    read it). It was recorded `succeeded`, the throttled send never redone."""
+    body = orjson.dumps(THROTTLED)
+    reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Throttle: 1\r\n"
+        + odd
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    async with raw_partner(reply) as url:
+        made = await create_partner(client, url.removesuffix("/hook"))
+        doc = await create_action(client, made["id"], answer_rules=rules)
+        await create_subscription(client, doc["id"], event_types=("entity.created",))
+        await create_vehicle(client)
+        assert await _deliver(client, worker) == Counter(failed=1)
+    failed = await _only_delivery(client)
+    assert failed["last_error"].startswith("partner answered 200 with an unusable body: "), failed
+
+
+async def test_a_200_whose_body_was_refused_stays_a_success_for_a_header_rule_it_did_not_match(
+    client: Client, worker: DeliveryWorker
+) -> None:
+    """The head was read (no `X-Throttle`): the header rule does not match, whatever the
+    body; the status decides, as for any refused body."""
+    reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nnot chunked"
+    )
+    async with raw_partner(reply) as url:
+        made = await create_partner(client, url.removesuffix("/hook"))
+        doc = await create_action(client, made["id"], answer_rules=THROTTLE_HEADER_RULES)
+        await create_subscription(client, doc["id"], event_types=("entity.created",))
+        await create_vehicle(client)
+        assert await _deliver(client, worker) == Counter(succeeded=1)
 
 
 async def test_a_soap_client_fault_in_a_500_is_final_and_leaves_the_partner_healthy(

@@ -1118,6 +1118,33 @@ async def test_a_200_with_odd_framing_is_delivered_once(
     assert attempt["status"] == 200
 
 
+@pytest.mark.parametrize(
+    "line",
+    [b"HTTP/1.1 0200 OK", b"HTTP/1.1 123456789012345678901234567890 OK"],
+    ids=["leading-zero", "thirty-digits"],
+)
+async def test_a_garbled_status_line_is_retried_not_delivered_nor_parked(
+    client: Client, worker: DeliveryWorker, clock: FakeClock, line: bytes
+) -> None:
+    """A status line the parser refuses has no status: `0200` was recorded a delivered 200,
+    30 digits a status no database holds, the delivery parked with an ERROR."""
+    reply = line + b'\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+    async with raw_partner(reply) as url:
+        partner_doc = await create_partner(client, url.removesuffix("/hook"))
+        action_doc = await create_action(client, partner_doc["id"])
+        await create_subscription(client, action_doc["id"])
+        vehicle = await create_vehicle(client)
+        await _odometer(client, vehicle, 5)
+        # the first attempt, and the immediate retry
+        assert await _deliver(client, worker) == Counter(retry=2)
+    [delivery] = await _deliveries(client)
+    shown = await _delivery(client, delivery["id"])
+    assert delivery["status"] == "pending"
+    assert [(a.get("status"), a["error"]) for a in shown["attempts"]] == [
+        (None, "invalid_response")
+    ] * 2
+
+
 OTHER_KEY = "another-secret-key-of-another-host-0000000"
 
 

@@ -47,3 +47,38 @@ async def test_interim_answers_past_the_bound_are_an_invalid_answer_not_an_excep
         Verdict.RETRY,
     )
     assert outcome.message == f"invalid HTTP answer: more than {INTERIM_MOST} interim (1xx) answers"
+
+
+ODD_OK = (
+    b"HTTP/1.1 200 OK\r\nServer : tiny/1\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 9\r\n\r\n{"ok": 1}'
+)
+
+
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 102 Processing\r\nServer : tiny/1\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink : </a.css>; rel=preload\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\nServer : tiny/1\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>;\r\n rel=preload\r\n\r\n",
+    ],
+    ids=["102-space-before-colon", "103-space-before-colon", "100-space-before-colon", "fold"],
+)
+@pytest.mark.parametrize(
+    "final", [[OK], [ODD_OK], [b"", OK]], ids=["final-plain", "final-odd", "final-later"]
+)
+async def test_an_interim_head_in_the_partners_own_style_keeps_the_answer(
+    sender: Sender, interim: bytes, final: list[bytes]
+) -> None:
+    """A partner's stack writes its interim heads as its final one (whitespace before a
+    colon, a fold): they are read as the final head is. The parser refused the interim head
+    as it came, and the answer after it was lost (`invalid_response` without a status: a
+    delivery the partner took sent again)."""
+    reply = [interim + final[0], *final[1:]]
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(_post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (200, None, Verdict.SUCCESS), (
+        outcome.message
+    )
+    assert outcome.json_body == {"ok": 1}

@@ -69,6 +69,20 @@ class AnswerRule:
                 return False
         return True
 
+    def blind_to(self, outcome: Outcome) -> bool:
+        """Whether the rule may have matched an answer it could not read (`Action.unchecked`):
+        one of its statuses whose head was refused (`Outcome.headers_read`) while it reads a
+        header, or whose body is unusable (`Outcome.error`) while it reads the body."""
+        status = outcome.status
+        if status is None or not status_listed(status, self.statuses):
+            return False
+        if self.header is not None:
+            if not outcome.headers_read:
+                return True
+            if not self.heads_match(outcome):
+                return False  # the header it needs was read, and is not the one it names
+        return self.body is not None and outcome.error is not None
+
     def found(self, outcome: Outcome) -> Any:
         """What the body expression finds in the parsed answer (None: nothing, an unreadable
         body, or an expression that fails on it, as the action's `error` expression): as the

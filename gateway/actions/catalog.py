@@ -190,11 +190,15 @@ class Action:
         return self.ruling(outcome).verdict if self.answer_rules else None
 
     def unchecked(self, outcome: Outcome) -> bool:
-        """Whether a 2xx answer's body is unusable (not the JSON it claims, nested too deep,
-        too large, cut short) while the `error` expression must read it: the partner may
-        have refused inside it, so it is no success (not retried: it may have taken it)."""
-        status = outcome.status
-        return self.error is not None and outcome.error is not None and 200 <= (status or 0) < 300
+        """Whether a 2xx answer could not be read as the action reads it: its body unusable
+        (not the JSON it claims, nested too deep, too large, cut short, its head refused)
+        while the `error` expression or an answer rule for its status must read it, or its
+        head refused while such a rule reads a header (`AnswerRule.blind_to`). The partner
+        may have refused or throttled inside it, so it is no success (not retried: it may
+        have taken it)."""
+        if outcome.error is None or not 200 <= (outcome.status or 0) < 300:
+            return False
+        return self.error is not None or any(r.blind_to(outcome) for r in self.answer_rules)
 
     def reported_error(self, outcome: Outcome) -> str | None:
         """What the `error` expression finds in a success answer (short text: OneSignal's

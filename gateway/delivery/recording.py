@@ -384,7 +384,8 @@ def _error_text(outcome: Outcome, action: Action, verdict: Verdict) -> str:
     if (reported := action.reported_error(outcome)) is not None:
         return f"partner answered {outcome.status} reporting an error: {reported}"
     if outcome.status is not None and outcome.error is not None and 200 <= outcome.status < 300:
-        # No success only for an `error` expression that cannot read it (`Action.unchecked`)
+        # No success only for an `error` expression or an answer rule that cannot read it
+        # (`Action.unchecked`)
         return f"partner answered {outcome.status} with an unusable body: {outcome.message or ''}"
     if outcome.status is not None:
         text = f"partner answered {outcome.status}"

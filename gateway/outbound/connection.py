@@ -20,10 +20,11 @@ arrives: `AnswerHandler` only looks at the head of each answer, which ends where
 ends it, at an empty line after lines ending in CRLF or a bare LF (hand-written servers and
 small embedded stacks write `\n`). A head reaches the parser whole (held while it comes in
 pieces), read as RFC 9110/9112 tell a client to read it where aiohttp's parser refused the
-whole head and the status was lost (`_framed`): no `Content-Length` beside a
+whole head and the status was lost (`_framed`): no `Content-Length` beside a chunked
 `Transfer-Encoding` (§6.3: the Transfer-Encoding overrides the length, as Python's, Go's and
-.NET's clients read it), one for a list of identical lengths, obs-folds joined, whitespace
-before a colon removed. The connection is not kept after such an answer. A final head the
+.NET's clients read it), no `Transfer-Encoding: identity` beside a length (no coding: the
+length frames the body), one length for a list of identical ones, obs-folds joined,
+whitespace before a colon removed. The connection is not kept after such an answer. A final head the
 parser still refuses keeps the status its status line said (`HeadRefused`).
 
 The head of an answer with a body reaches aiohttp's parser alone, before a byte of the
@@ -39,7 +40,8 @@ a complete one.
 
 Interim 1xx heads are read in a loop (one read may hold hundreds: a long-running partner's
 `102 Processing` keep-alives waiting in the socket), at most `INTERIM_MOST` before one answer;
-past that the answer is refused, as a head too long is.
+past that the answer is refused, as a head too long is. Each is read as a final head is
+(`_framed`): a partner's stack writes all its heads alike.
 
 The head of an answer is read as large as partners send them (a 9 KB session cookie, a long
 `Content-Security-Policy`, a CDN's 150 tracing headers: aiohttp's defaults, 8,190 bytes a line
@@ -83,6 +85,10 @@ before a colon. With `_CONTENT_LENGTH` found twice, or beside `_TRANSFER_ENCODIN
 framing too. The common head is none of these, and is passed on as it came."""
 _CONTENT_LENGTH: Final = re.compile(rb"\ncontent-length[ \t]*:", re.IGNORECASE)
 _TRANSFER_ENCODING: Final = re.compile(rb"\ntransfer-encoding[ \t]*:", re.IGNORECASE)
+_STATUS_LINE: Final = re.compile(rb"HTTP/(?:1\.[01]|2\.0|0\.9) ([0-9]{3})(?: [^\r]*)?")
+"""A status line aiohttp's C parser (llhttp) reads, its CR at most before the LF: the versions
+it knows, one space, three ASCII digits (`0200`, `2000`, `20` refused), a reason phrase after
+a space or none (`200\tOK` refused), no CR inside."""
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
 """The empty line ending a head, its lines ending in CRLF or a bare LF, as the parser reads
 them (aiohttp's C parser is lenient of a missing CR)."""
@@ -193,7 +199,7 @@ class AnswerHandler(ResponseHandler):
             if self._interims > INTERIM_MOST:
                 self._refuse_head(f"more than {INTERIM_MOST} interim (1xx) answers")
                 return b""
-            super().data_received(head)  # an interim answer: the real one follows
+            self._hand_interim(head)  # an interim answer: the real one follows
             return data[cut:]
         else:
             self._watching = False
@@ -234,6 +240,15 @@ class AnswerHandler(ResponseHandler):
             super().data_received(framed)
         finally:
             self._handing = None
+
+    def _hand_interim(self, head: bytes) -> None:
+        """An interim 1xx head to the parser, read as a final one is (`_framed`): a partner's
+        stack writes every head alike (`Server : tiny`), and a refused interim head lost the
+        answer after it. The connection is not kept after one mended."""
+        framed = _framed(head)
+        if framed is not head:
+            self.force_close()
+        super().data_received(framed)
 
     def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
         """The parser refused what it read, or the gateway a head too long (both
@@ -309,26 +324,37 @@ def _framed(head: bytes) -> bytes:
     came: obs-fold lines joined to their field with a space (RFC 9112 §5.2), whitespace
     between a field name and its colon removed (§5.1, as a proxy must: the gateway forwards
     the answer's data to proxy callers), no `Content-Length` beside a `Transfer-Encoding`
-    (§6.3: the Transfer-Encoding overrides it, chunked or not: a body not chunked is read
-    until the connection closes), and one `Content-Length` for a list of identical values
-    (RFC 9110 §8.6: `9, 9`, or two fields of `9`). `head` itself when none applies; a list
-    of different lengths is left for the parser to refuse. aiohttp's parser refused each of
-    these whole, and the answer's status was lost (llhttp's lenient flags are out of reach)."""
+    whose last coding is chunked (§6.3: the Transfer-Encoding overrides it), no
+    `Transfer-Encoding` naming only `identity` beside a length (no transfer coding: RFC 2616
+    named it, RFC 9112 has none such; Python's http.client frames such an answer by its
+    length, which a partner keeping its connection open relies on), and one `Content-Length`
+    for a list of identical values (RFC 9110 §8.6: `9, 9`, or two fields of `9`). `head`
+    itself when none applies; a list of different lengths, or a length beside another coding
+    not ending in chunked (`gzip`: §6.3 reads such a body until the connection closes, which
+    a partner that framed it by its length never does; "ought to be handled as an error"),
+    is left for the parser to refuse, the status kept (`HeadRefused`). aiohttp's parser
+    refused each of these whole, and the answer's status was lost (llhttp's lenient flags
+    are out of reach)."""
     if _ODD_HEAD.search(head) is None and not _lengths_to_mend(head):
         return head
     lines = _unfolded(head.split(b"\n"))
     fields = [_field_name(line) for line in lines]
-    coded = b"transfer-encoding" in fields
+    codings = _codings(lines, fields)
+    identity = bool(codings) and all(coding == b"identity" for coding in codings)
+    coded = not identity and codings[-1:] == [b"chunked"]
     lengths = {
         value.strip(b" \t\r")
         for line, name in zip(lines, fields, strict=True)
         if name == b"content-length"
         for value in line.partition(b":")[2].split(b",")
     }
+    uncoded = identity and bool(lengths)  # `identity` is no coding: the length frames it
     length = lengths.pop() if len(lengths) == 1 and not coded else None
     kept: list[bytes] = [lines[0]]
     length_kept = False
     for line, name in zip(lines[1:], fields[1:], strict=True):
+        if name == b"transfer-encoding" and uncoded:
+            continue
         if name == b"content-length" and (coded or length is not None):
             if length is None or length_kept:
                 continue
@@ -339,6 +365,17 @@ def _framed(head: bytes) -> bytes:
         kept.append(line)
     framed = b"\n".join(kept)
     return head if framed == head else framed
+
+
+def _codings(lines: list[bytes], fields: list[bytes | None]) -> list[bytes]:
+    """The transfer codings the head's `Transfer-Encoding` fields name, lowercased, in order."""
+    named = (
+        coding.strip(b" \t\r").lower()
+        for line, name in zip(lines, fields, strict=True)
+        if name == b"transfer-encoding"
+        for coding in line.partition(b":")[2].split(b",")
+    )
+    return [coding for coding in named if coding]
 
 
 def _lengths_to_mend(head: bytes) -> bool:
@@ -367,12 +404,18 @@ def _field_name(line: bytes) -> bytes | None:
 
 
 def _status(head: bytes) -> int | None:
-    """The status of the answer whose head starts `head`, None when it names none."""
+    """The status of the answer whose head starts `head`, None when it names none: when its
+    status line is not one aiohttp's parser reads (`_STATUS_LINE`), or its status is none of
+    HTTP's (100-599). A line the parser refuses (`0200`, `2000`, a run of 30 digits) is no
+    status to keep (`HeadRefused`): a partner's garbage is no delivered 200, nor a number
+    no database holds."""
     end = head.find(b"\n")
-    parts = (head if end == -1 else head[:end]).rstrip(b"\r").split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+    line = (head if end == -1 else head[:end]).removesuffix(b"\r")
+    read = _STATUS_LINE.fullmatch(line)
+    if read is None:
         return None
-    return int(parts[1])
+    status = int(read[1])
+    return status if 100 <= status <= 599 else None
 
 
 def _announces_body(status: int, head: bytes) -> bool:

@@ -190,6 +190,9 @@ class Outcome:
 
     status: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # KEPT_HEADERS only
+    # False: the answer's head was not read into `headers` (refused after its status line,
+    # `HeadRefused`, or an answer that could not be read at all): a header is unknown there.
+    headers_read: bool = True
     body_excerpt: str = ""  # the first bytes of the body, decoded leniently
     body_cut: bool = False  # the body goes on past the excerpt (or was not read to its end)
     json_body: Any = None  # the parsed body: JSON, or an XML answer's tree (gateway/formats)
@@ -669,6 +672,7 @@ class Sender:
             kind, message = _describe(exc)
             return Outcome(
                 status=refused_status(exc),  # a head refused after its status line: kept
+                headers_read=False,
                 error=kind,
                 message=redactor.redact(message),
                 latency_ms=_since(started),
@@ -698,6 +702,7 @@ class Sender:
             log.exception("the answer of %s could not be read", response.url.host)
             return Outcome(
                 status=response.status,
+                headers_read=False,
                 latency_ms=_since(started),
                 error="invalid_response",
                 message=redactor.redact(
