@@ -22,6 +22,7 @@ from gateway.server_clock import ServerClock
 from gateway.services import Services
 from gateway.shares import Shares
 from gateway.store import Doc
+from gateway.store import client as store_client
 from gateway.store.entities import RELAY_SHARDS, relay_shard
 from tests.support import set_offset
 
@@ -365,3 +366,29 @@ async def test_relayed_events_are_counted_by_a_bounded_family_a_custom_type_as_c
         if line.startswith("gateway_events_relayed_total{")
     }
     assert counted == {"entity": 4.0, "fine": 1.0, "custom": 2.0}
+
+
+async def test_an_idempotent_insert_sends_a_bounded_number_of_documents_a_command(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay's and the fold's inserts of events and deliveries (`insert_new`) go
+    `INSERT_CHUNK` documents a command, each under its own deadline: a fold pass's 4,000
+    events in one command outlasted the deadline on a loaded SecantusDB and were sent again
+    and again. Those that exist are left as they are, in any command, and not counted."""
+    monkeypatch.setattr(store_client, "INSERT_CHUNK", 3)
+    collection = services.store.db["events"]
+    await collection.insert_many([{"_id": "e1"}, {"_id": "e5"}])
+    sizes: list[int] = []
+    real = collection.insert_many
+
+    async def insert_many(docs: list[Doc], **options: Any) -> Any:
+        sizes.append(len(docs))
+        return await real(docs, **options)
+
+    monkeypatch.setattr(collection, "insert_many", insert_many)
+    docs = [{"_id": f"e{n}"} for n in range(8)]
+    assert await store_client.insert_new(collection, docs) == 6
+    assert sizes == [3, 3, 2]
+    stored = sorted(d["_id"] for d in await collection.find().to_list(None))
+    assert stored == [d["_id"] for d in docs]
+    assert await store_client.insert_new(collection, []) == 0 and sizes == [3, 3, 2]

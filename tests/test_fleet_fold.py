@@ -669,6 +669,49 @@ async def test_a_checkpoint_is_never_written_past_a_state_whose_write_failed(
     assert set((await store.checkpoints(range(16))).values()) == {await store.last_number()}
 
 
+async def test_a_quiet_fold_writes_everything_a_few_vehicles_a_write(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold that goes quiet writes every vehicle it holds, `writes_per_pass` a write: one
+    write of a whole fleet's states and entities (1,000 vehicles after a takeover) outlasted
+    the database deadline on a loaded server, and each retry wrote all of them again. A write
+    that fails leaves only the vehicles not written yet for the next pass."""
+    vehicles = [await make_vehicle(services, f"RBT1A{n:02d}") for n in range(5)]
+    for vehicle in vehicles:
+        await append(services, vehicle, route_points()[:10])
+    states, entities = services.store.fleet, services.store.entities
+    real_states, real_entities = states.save_states, entities.set_folded
+    sizes: dict[str, list[int]] = {"states": [], "entities": []}
+    failures = [StoreUnavailable("the database went away")]
+
+    async def save_states(saved: Sequence[SavedState]) -> None:
+        sizes["states"].append(len(saved))
+        if len(sizes["states"]) == 2 and failures:  # the second write of the first pass
+            raise failures.pop()
+        await real_states(saved)
+
+    async def set_folded(folds: Sequence[Folded]) -> list[bool | BaseException]:
+        sizes["entities"].append(len(folds))
+        return await real_entities(folds)
+
+    monkeypatch.setattr(states, "save_states", save_states)
+    monkeypatch.setattr(entities, "set_folded", set_folded)
+    config = FoldSettings(entity_seconds=3600, writes_per_pass=2, quiet_seconds=0)
+    fold = own_fold(services, config)
+    with pytest.raises(StoreUnavailable):
+        await fold.run_pass()  # folds all five; quiet at once: writes two, then fails
+    assert sizes["states"] == [2, 2]
+    assert set((await states.checkpoints(range(16))).values()) == {0}
+    await fold.run_pass()  # the three left, two and one (then a checkpoint of nothing new)
+    assert [n for n in sizes["states"] if n] == [2, 2, 2, 1]
+    assert max(sizes["entities"]) == 2 and sum(sizes["entities"]) >= len(vehicles)
+    assert all([await states.state(TENANT, v) is not None for v in vehicles])
+    assert set((await states.checkpoints(range(16))).values()) == {await states.last_number()}
+    for vehicle in vehicles:
+        data = await vehicle_data(services, vehicle)
+        assert data["last_position"]["lat"] == route_points()[9].lat
+
+
 async def test_fixes_a_process_on_a_host_whose_clock_is_behind_stored_are_not_counted_as_fold_lag(
     services: Services,
 ) -> None:

@@ -251,4 +251,3 @@ async def test_a_fold_killed_among_1000_vehicles_loses_no_fold_and_doubles_no_ev
     assert await _count(client, "deliveries", {"event_type": "vehicle.position"}) == 4000
     due = await db["events"].find({"type": "vehicle.maintenance.due"}).to_list(None)
     assert sorted(Counter(e["entity"]["id"] for e in due).values()) == [1] * 1000
-    await db.client.drop_database(db.name)  # the session's server serves the tests after it

@@ -484,31 +484,41 @@ def concern_failed(concern: Mapping[str, Any]) -> StoreUnavailable:
 
 DUPLICATE_KEY = 11000  # the server's error code for a key that exists
 
+INSERT_CHUNK: Final = 250
+"""Documents per command of `insert_new`, each command under its own deadline
+(GATEWAY_DB_TIMEOUT_MS). A fold pass after a takeover or a backlog stores thousands of events
+and deliveries at once: one `insert_many` of 4,000 events took SecantusDB 13 s at a load of
+11 on 2 cores (2.4 CPU-s; 250 take 0.6 s), so it never fit the deadline, and the pass was
+folded again every few seconds while the server went on inserting what the client had given
+up, duplicates of the last try included (docs/benchmarks.md, "A fold's backlog")."""
+
 
 async def insert_new(collection: Collection, docs: Sequence[Doc]) -> int:
     """Insert the documents whose `_id` is new; those that exist are left as they are (the
-    idempotent writes of the relay and the fan-out). Returns how many were inserted."""
+    idempotent writes of the relay and the fan-out), `INSERT_CHUNK` a command, one after the
+    other. Returns how many were inserted."""
     return len(docs) - len(await _insert_unordered(collection, docs))
 
 
 async def insert_new_held(collection: Collection, docs: Sequence[Doc]) -> set[Any]:
     """`insert_new`, answering the ids of the documents the collection held already (its
-    unordered insert's duplicate keys: which a write done again had written before)."""
+    unordered inserts' duplicate keys: which a write done again had written before)."""
     return set(await _insert_unordered(collection, docs))
 
 
 async def _insert_unordered(collection: Collection, docs: Sequence[Doc]) -> list[Any]:
-    """Insert `docs`, each on its own; the ids of those refused as duplicate keys."""
-    if not docs:
-        return []
-    sent = list(docs)
-    try:
-        with translate_errors():
-            await collection.insert_many(sent, ordered=False)
-    except BulkWriteError as exc:
-        bulk_failure(exc)  # raises unless every error is a duplicate key
-        return [sent[error["index"]]["_id"] for error in exc.details.get("writeErrors", [])]
-    return []
+    """Insert `docs`, each on its own, `INSERT_CHUNK` a command; the ids of those refused
+    as duplicate keys."""
+    held: list[Any] = []
+    for start in range(0, len(docs), INSERT_CHUNK):
+        chunk = list(docs[start : start + INSERT_CHUNK])
+        try:
+            with translate_errors():
+                await collection.insert_many(chunk, ordered=False)
+        except BulkWriteError as exc:
+            bulk_failure(exc)  # raises unless every error is a duplicate key
+            held += [chunk[error["index"]]["_id"] for error in exc.details.get("writeErrors", [])]
+    return held
 
 
 async def indexes_by_name(
