@@ -62,6 +62,7 @@ from tests.test_command_faults import (
     app,
     database_back,
     faults,
+    ready,
     services_of,
 )
 from tests.triggers_support import bearer, create_position_trigger
@@ -455,7 +456,7 @@ async def test_a_page_the_database_fails_between_its_batches_is_landed_again_onc
     # than a blocked command): this fault is an error answered at once, and on a loaded
     # machine the first batch's insert of 1,000 fixes outlasted 1 s (a NetworkTimeout before
     # any fault, nothing written).
-    app: Client = await aiohttp_client(make_app())
+    app = await ready(await aiohttp_client(make_app()))
     services = services_of(app)
     times = samsara_points(samsara, 400)
     await upload_mapping(app, SAMSARA_FIXES)

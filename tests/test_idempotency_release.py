@@ -24,6 +24,7 @@ from tests.test_command_faults import (
     app,
     database_back,
     faults,
+    ready,
     services_of,
 )
 from tests.triggers_support import VEHICLE, Client, bearer, create_trigger
@@ -121,7 +122,7 @@ async def test_shutdown_stops_the_background_release_and_releases_once_without_e
     faults: Injector,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app: Client = await aiohttp_client(make_app(db_timeout_ms=DB_TIMEOUT_MS))
+    app: Client = await ready(await aiohttp_client(make_app(db_timeout_ms=DB_TIMEOUT_MS)))
     trigger = await create_trigger(app)
     headers = {**bearer(trigger), "Idempotency-Key": "order-9"}
     # The claim's insert is stored, but its answer is an error: the call fails (503) and
@@ -137,6 +138,6 @@ async def test_shutdown_stops_the_background_release_and_releases_once_without_e
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     # The marker was released at shutdown: the retry, in the next process, is processed
     # (a marker left behind would answer 409 until its lease runs out, 30 s).
-    again: Client = await aiohttp_client(make_app(db_timeout_ms=DB_TIMEOUT_MS))
+    again: Client = await ready(await aiohttp_client(make_app(db_timeout_ms=DB_TIMEOUT_MS)))
     retry = await again.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers)
     assert retry.status == 201, await retry.text()
