@@ -18,11 +18,12 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import StoreUnavailable
@@ -61,6 +62,7 @@ from tests.test_command_faults import (
     app,
     database_back,
     faults,
+    ready,
     services_of,
 )
 from tests.triggers_support import bearer, create_position_trigger
@@ -440,12 +442,21 @@ async def test_a_deduplicated_page_whose_commit_was_applied_unconfirmed_remember
 
 
 async def test_a_page_the_database_fails_between_its_batches_is_landed_again_once(
-    app: Client, faults: Injector, samsara: SamsaraDouble, monkeypatch: pytest.MonkeyPatch
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    faults: Injector,
+    samsara: SamsaraDouble,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A page over a batch's bound (1,200 Samsara GPS points, batches of 1,000) whose second
     batch the database fails: the run fails with the first batch's fixes stored and the
     cursor where it was; the next run lands the whole page again, the first batch's fixes
     duplicates (same vehicle and device time), each fix stored once, the cursor past it."""
+    # The gateway's default database deadline (5 s), not the fault tests' 1 s (`app`: shorter
+    # than a blocked command): this fault is an error answered at once, and on a loaded
+    # machine the first batch's insert of 1,000 fixes outlasted 1 s (a NetworkTimeout before
+    # any fault, nothing written).
+    app = await ready(await aiohttp_client(make_app()))
     services = services_of(app)
     times = samsara_points(samsara, 400)
     await upload_mapping(app, SAMSARA_FIXES)

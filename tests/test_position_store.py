@@ -11,13 +11,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pymongo
 import pytest
 
 from gateway import clock
+from gateway.config import Settings
 from gateway.errors import StoreUnavailable
 from gateway.services import Services
 from gateway.store import derived_id
 from gateway.store import positions as positions_module
+from gateway.store.connection import open_store
 from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore, SavedState
 from gateway.store.positions import InsertRounds, PositionStore, position_id
@@ -266,6 +269,52 @@ async def test_fixes_that_waited_too_long_for_a_round_fail_without_being_stored(
     assert slow.tombstones == [await _fleet(services).last_number()]
     working = InsertRounds(collection, hand_on=_BrokenInbox(_fleet(services), 0))
     assert await working.insert(docs) == [True, True]  # their resends are stored
+
+
+async def test_a_failed_round_still_finishing_is_stopped_before_the_database_client_closes(
+    settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round whose inbox write failed is finished in the background (`_finish`), trying
+    again while the database is away. Closing the store stops it before the client closes
+    (its fixes are left to the fold, which finds them by their number): left running, it woke
+    against a closed client and died of an exception nobody retrieved."""
+
+    async def inbox_down(*args: Any) -> None:
+        raise StoreUnavailable("inbox down")
+
+    outcomes: list[tuple[str, int]] = []
+    async with open_store(settings, mongodb_uri) as store:
+        monkeypatch.setattr(store.fleet, "put", inbox_down)
+        rounds = store.positions.inserts
+        rounds.on_finished = lambda outcome, count: outcomes.append((outcome, count))
+        assert await rounds.insert(_docs("v1", 0, 5), early=True) == [True, True]
+        await rounds.settled(10)
+        finishing = list(rounds._finishing)
+        assert finishing  # trying again, the database being away
+    assert all(task.done() for task in finishing), finishing
+    assert all(task.cancelled() for task in finishing)
+    assert outcomes == [("not_handed_on", 2)]
+
+
+async def test_a_failed_round_whose_finishing_fails_unexpectedly_is_logged_and_counted(
+    services: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed round's `_finish` tries again while the database is away (StoreUnavailable);
+    anything else ends it. Its exception is retrieved (logged, not left to the garbage
+    collector's "Task exception was never retrieved") and its fixes counted as not handed on."""
+
+    async def inbox_broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    rounds, outcomes = services.store.positions.inserts, []
+    rounds.on_finished = lambda outcome, count: outcomes.append((outcome, count))
+    monkeypatch.setattr(services.store.fleet, "put", inbox_broken)
+    assert await rounds.insert(_docs("v1", 0, 5), early=True) == [True, True]
+    await rounds.settled(10)
+    await until(lambda: not rounds._finishing, 10, "the failed round's end")
+    assert outcomes == [("not_handed_on", 2)]
+    (logged,) = [r for r in caplog.records if "finishing a failed round" in r.getMessage()]
+    assert logged.exc_info is not None and "a bug" in str(logged.exc_info[1])
 
 
 class _HeldInbox(_BrokenInbox):
@@ -625,7 +674,11 @@ async def test_a_dead_rounds_fixes_are_looked_for_in_bounded_reads_after_a_quiet
          "at": now, "seq": 11, "source": "s"}
         for i in range(10)
     ]  # fmt: skip
-    await collection.insert_many([*earlier, *dead])
+    # The set-up's 5,010 fixes in one insert (the gateway's rounds hold 2,000 at most): under
+    # the suite's load it outlasts the app's 5 s database deadline, so it gets its own. The
+    # search below still reads under the app's deadline.
+    with pymongo.timeout(120):
+        await collection.insert_many([*earlier, *dead])
     reads = _count_reads(monkeypatch, store)
     found = (await store.of_rounds(range(11, 12), now + timedelta(seconds=60)))[11]
     assert sorted(doc["_id"] for doc in found) == [doc["_id"] for doc in dead]

@@ -140,6 +140,8 @@ async def open_store(
     finally:
         if store is not None and (settling := store.fleet.settling) is not None:
             tasks.append(settling)  # inbox numbers left unsettled: the fold's give-up's
+        if store is not None:  # fix rounds in flight, and failed ones still being finished
+            tasks += store.positions.inserts.closing()
         await cancel_and_wait(*tasks)
         log.info("closing the database")
         health.close()

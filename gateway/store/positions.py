@@ -211,6 +211,7 @@ class InsertRounds:
         self.rounds = 0  # commands sent (tests and benchmarks read it)
         self._finishing: set[asyncio.Task[None]] = set()  # failed rounds (`_finish`)
         self._rounds: set[asyncio.Task[None]] = set()  # in flight
+        self._closing = False  # the store closes: no failed round is finished any more
         # Told where a round's stored documents went: ("handed_on_now", n) in the round,
         # ("handed_on" | "not_handed_on", n) after it failed.
         self.on_finished: Callable[[str, int], None] | None = None
@@ -234,6 +235,15 @@ class InsertRounds:
         rounds = list(self._rounds)
         if rounds:
             await asyncio.wait(rounds, timeout=timeout)
+
+    def closing(self) -> list[asyncio.Task[None]]:
+        """The rounds in flight and the failed rounds still being finished, for the store's
+        close to cancel and await before its client closes (a `_finish` left to wake against a
+        closed client died of an exception nobody retrieved); no round is finished from now on.
+        Their fixes are left to the fold, which finds them by their number when it gives it
+        up (`PositionStore.of_rounds`)."""
+        self._closing = True
+        return [*self._rounds, *self._finishing]
 
     def _may_start(self) -> bool:
         """A round starts when none is under way (inserting or handing on), or when fewer
@@ -354,6 +364,15 @@ class InsertRounds:
         return refused
 
     def _finish_later(self, seq: int, docs: list[Doc], inserted: list[Doc] | None) -> None:
+        if self._closing:
+            log.warning(
+                "position store: closing; %d fixes of a failed round (inbox number %d) are "
+                "left to the fold",
+                len(docs),
+                seq,
+            )
+            self._finished("not_handed_on", len(docs if inserted is None else inserted))
+            return
         if len(self._finishing) >= MAX_UNFINISHED_ROUNDS:
             log.error(
                 "position store: %d failed rounds already wait for the database; %d fixes "
@@ -365,7 +384,27 @@ class InsertRounds:
             return
         task = asyncio.create_task(self._finish(seq, docs, inserted))
         self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
+        task.add_done_callback(lambda done: self._finish_ended(done, docs, inserted))
+
+    def _finish_ended(
+        self, task: asyncio.Task[None], docs: list[Doc], inserted: list[Doc] | None
+    ) -> None:
+        """A `_finish` cancelled (the store closes), or dead of anything but the database
+        being away (which it waits out: its exception retrieved and logged here, as nobody
+        awaits it): its fixes counted as not handed on (the fold finds them by their number
+        when it gives it up)."""
+        self._finishing.discard(task)
+        if task.cancelled():  # the store closes (`closing`)
+            self._finished("not_handed_on", len(docs if inserted is None else inserted))
+            return
+        if (exc := task.exception()) is None:
+            return
+        log.error(
+            "position store: finishing a failed round failed; its %d fixes are left to the fold",
+            len(docs),
+            exc_info=exc,
+        )
+        self._finished("not_handed_on", len(docs if inserted is None else inserted))
 
     async def _finish(self, seq: int, docs: list[Doc], inserted: list[Doc] | None) -> None:
         """A round that failed after its insert was sent: whatever it stored still goes to
