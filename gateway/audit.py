@@ -46,9 +46,15 @@ def log_change(
 
 
 def changed_members(
-    current: Mapping[str, Any], body: Mapping[str, Any], secret: Iterable[str] = ()
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    given: Iterable[str],
+    secret: Iterable[str] = (),
 ) -> list[str]:
-    """The members of a change `body` whose value differs from `current`'s; those named in
-    `secret` (stored sealed, so not compared) count as changed whenever given."""
+    """The members `given` (a change's body names them) whose stored value `after` the change
+    differs from the one `before` it. Both are the stored forms, normalised alike (defaults
+    filled in, lists sorted, ids and addresses written as stored), so a body re-sending what is
+    stored is no change, however it spells it. Those in `secret` (stored sealed, so not
+    compared) count as changed whenever given."""
     sealed = set(secret)
-    return sorted(k for k, v in body.items() if k in sealed or current.get(k) != v)
+    return sorted(k for k in given if k in sealed or before.get(k) != after.get(k))

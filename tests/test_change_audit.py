@@ -132,3 +132,29 @@ async def test_admin_ui_user_changes_are_logged_without_their_passwords(
     ]
     roles = [r.__dict__.get("role") for r in caplog.records if r.name == "gateway.audit"]
     assert roles == ["viewer", "admin", None]
+
+
+async def test_a_change_that_stores_what_is_stored_is_not_logged(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client re-applying its configuration (GET, then PATCH the same values, as an
+    infrastructure-as-code tool does) changes nothing, though its body is not the stored form
+    (defaults filled in, lists sorted, addresses written out): no line on the redo list."""
+    erp = await create_partner(client, "https://erp.example.com", rate_limit={"per_second": 5})
+    action = await create_action(client, erp["id"])
+    types = ("entity.updated", "entity.created")
+    subscription = await create_subscription(client, action["id"], types)
+    smtp = {"host": "127.0.0.1", "port": 2525, "security": "none"}
+    sent_from = "<alertas@acme.com.br>"
+    email = {"name": "email", "type": "email", "smtp": smtp, "from": sent_from}
+    channel = await post(client, "/api/v1/channels", email)
+    caplog.set_level(logging.INFO, logger="gateway.audit")
+    same_partner = {"rate_limit": {"per_second": 5}, "timeout_seconds": 2, "status": "active"}
+    await _call(client, "PATCH", f"/api/v1/partners/{erp['id']}", same_partner)
+    same_subscription = {"event_types": [*types, "entity.updated"], "status": "active"}
+    await _call(client, "PATCH", f"/api/v1/subscriptions/{subscription['id']}", same_subscription)
+    same_channel = {"name": "email", "from": sent_from, "description": None}
+    await _call(client, "PATCH", f"/api/v1/channels/{channel['id']}", same_channel)
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.audit"] == []
+    await _call(client, "PATCH", f"/api/v1/partners/{erp['id']}", {"rate_limit": None})
+    assert _audited(caplog, "partner") == [(erp["id"], "updated", ["rate_limit"])]

@@ -25,8 +25,8 @@ async def served(
 ) -> AsyncIterator[int]:
     """The gateway, its write deadline 1 s. `wan`: its connections' send buffers as small as
     over a WAN (accepted connections inherit the listener's): the answer waits in the
-    gateway. `loopback`: the kernel's buffers take a whole 436 KB answer, and the client's
-    zero window is the kernel's to bound (`TCP_USER_TIMEOUT`)."""
+    gateway. `loopback`: the kernel's buffers take a whole 436 KB answer, watched from its end
+    while the kernel holds some of it."""
     runner = GatewayRunner(make_app(), access_log=None, write_timeout=1.0)
     await runner.setup()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -38,10 +38,14 @@ async def served(
     await runner.cleanup()
 
 
-async def _asking(port: int, receive_buffer: int | None = None) -> socket.socket:
+async def _asking(
+    port: int, receive_buffer: int | None = None, segment: int | None = None
+) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if receive_buffer is not None:  # before connecting: the window the client offers
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    if segment is not None:  # a WAN's segments, not loopback's 64 KB
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, segment)
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     await loop.sock_connect(sock, ("127.0.0.1", port))
@@ -106,3 +110,31 @@ async def test_a_client_reading_slowly_gets_its_whole_answer(served: int) -> Non
     finally:
         sock.close()
     assert len(got) == _answer_size(bytes(got))
+
+
+@pytest.mark.parametrize(("window", "per_tick"), [(16384, 8192), (65536, 2048)])
+async def test_a_client_taking_bytes_steadily_but_slowly_is_not_cut(
+    served: int, window: int, per_tick: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """8-32 KB/s through a small window, never a pause as long as the deadline: the window
+    sits at zero most of the time, opening a little each time the client reads. Neither the
+    transport's buffer (it shrinks only when a third of the kernel's is free) nor the
+    kernel's zero-window rule (TCP_USER_TIMEOUT) tells that from a client that reads nothing;
+    the bytes the client acknowledges do."""
+    caplog.set_level("DEBUG", logger="gateway.access")
+    sock = await _asking(served, receive_buffer=window, segment=1460)
+    loop, got, started = asyncio.get_running_loop(), 0, time.monotonic()
+    try:
+        while time.monotonic() - started < 6:  # 6 times the deadline
+            await asyncio.sleep(0.25)
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, per_tick), 2)
+            except ConnectionError as exc:
+                data, why = b"", repr(exc)
+            else:
+                why = "closed"
+            said = [r.getMessage() for r in caplog.records if "took no bytes" in r.getMessage()]
+            assert data, (why, got, round(time.monotonic() - started, 1), said)
+            got += len(data)
+    finally:
+        sock.close()

@@ -132,7 +132,7 @@ class PartnerUseCases:
         if doc is None:  # a probe's re-enable moves `rev` on too: one recovery per outage
             raise Conflict("the partner was changed concurrently; retry")
         self._catalog.forget(partner_id)
-        if members := changed_members(current, body, secret=("auth", "secrets")):
+        if members := changed_members(current, doc, body, secret=("auth", "secrets")):
             log_change("partner", partner_id, "updated", tenant, members=members)
         before, after = self._feeds(current, doc, "auth_sealed" in fields)
         await self._read_with_changed(tenant, "partner", partner_id, before, after)

@@ -101,7 +101,7 @@ class SubscriptionUseCases:
         if doc is None:
             raise Conflict("the subscription was changed concurrently; retry")
         self._catalog.forget(subscription_id)
-        if members := changed_members(current, body):
+        if members := changed_members(current, doc, body):
             log_change("subscription", subscription_id, "updated", tenant, members=members)
         if fields.get("status") == "disabled":
             await self._unsendable(tenant, subscription_id, "the subscription is disabled")

@@ -137,7 +137,7 @@ class ChannelService:
         )
         if doc is None:
             raise Conflict("the channel was changed concurrently; retry")
-        if members := changed_members(current, body, secret=("smtp",)):
+        if members := changed_members(current, doc, body, secret=("smtp",)):
             log_change("channel", str(current["_id"]), "updated", tenant, members=members)
         return doc
 

@@ -19,14 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import gc
 import logging
 import os
 import re
 import socket
+import struct
+import sys
+import termios
 import threading
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
@@ -49,6 +53,14 @@ from gateway.web.state import services_key
 
 log = logging.getLogger("gateway.access")
 _log = logging.getLogger(__name__)
+
+# Linux's `struct tcp_info`: where `tcpi_last_ack_recv` (u32, ms), `tcpi_bytes_acked` (u64)
+# and `tcpi_snd_wnd` (u32) are; SIOCOUTQ is termios' TIOCOUTQ there.
+_TCP_INFO: Final = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
+_LAST_ACK_AT: Final = 56
+_ACKED_AT: Final = 120
+_WINDOW_AT: Final = 228
+_TCP_INFO_SIZE: Final = _WINDOW_AT + 4
 
 WRITE_TIMEOUT_SECONDS: Final = 30.0
 """The default of `GATEWAY_WRITE_TIMEOUT_SECONDS` (config.py): a client that takes no byte of
@@ -93,11 +105,16 @@ class ProblemRequestHandler(RequestHandler):
     # no write timeout, and a client that never reads a large answer (`/openapi.json`, 436 KB,
     # no login) while it ACKs zero-window probes held the connection, its handler and the
     # unsent answer for good. Watched from the first time the transport's buffer fills
-    # (`pause_writing`) until it is empty; an answer the kernel's send buffer took whole is
-    # bounded by the kernel (`_bound_unacknowledged`).
+    # (`pause_writing`), or an answer ends with bytes the kernel still holds, until nothing is
+    # left unsent. Progress is what the client acknowledged (the kernel's count, Linux): the
+    # transport's buffer shrinks only when the kernel's has room again (a third of it free),
+    # so a steady slow reader looked stalled for most of the time it was reading. Not the
+    # kernel's TCP_USER_TIMEOUT either: it resets a connection whose window stayed near zero
+    # that long, though small window updates let bytes through all along.
     write_timeout: float = WRITE_TIMEOUT_SECONDS
     _write_watch: asyncio.TimerHandle | None = None
     _write_left = 0  # bytes in the transport's buffer at the last look
+    _acked = 0  # bytes the client had acknowledged at the last look (Linux)
     _taken_at = 0.0  # when the client last took bytes (loop time)
 
     def data_received(self, data: bytes) -> None:
@@ -109,10 +126,6 @@ class ProblemRequestHandler(RequestHandler):
                 self.header_timeout, self._head_too_slow, self._request_count
             )
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        _bound_unacknowledged(transport, self.write_timeout)
-
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_deadline()
         if self._write_watch is not None:
@@ -122,14 +135,30 @@ class ProblemRequestHandler(RequestHandler):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._write_watch is None and self.transport is not None:
-            self._taken_at = self._loop.time()
-            self._write_left = self.transport.get_write_buffer_size()
-            self._watch_writes()
+        self._start_write_watch()
 
     def resume_writing(self) -> None:
         super().resume_writing()
         self._taken_at = self._loop.time()  # the buffer drained below its low-water mark
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """An answer the kernel's send buffer took whole (on loopback or a fast link, up to
+        megabytes) never fills the transport's: watched from its end while the kernel holds
+        some of it."""
+        done = await super().finish_response(request, resp, start_time)
+        if self._write_watch is None and (sent := _sent_so_far(self.transport)) and sent.held:
+            self._start_write_watch()
+        return done
+
+    def _start_write_watch(self) -> None:
+        if self._write_watch is None and self.transport is not None:
+            self._taken_at = self._loop.time()
+            self._write_left = self.transport.get_write_buffer_size()
+            sent = _sent_so_far(self.transport)
+            self._acked = sent.acked if sent else 0
+            self._watch_writes()
 
     def _watch_writes(self) -> None:
         self._write_watch = self._loop.call_later(self.write_timeout / 4, self._look_at_writes)
@@ -142,19 +171,26 @@ class ProblemRequestHandler(RequestHandler):
         if self.transport is None:
             return
         left, now = self.transport.get_write_buffer_size(), self._loop.time()
-        if left == 0:
-            return  # all taken: watched again the next time the buffer fills
-        if left < self._write_left:
+        sent = _sent_so_far(self.transport)
+        if sent is None:  # not Linux: only the transport's buffer is seen
+            taken, unsent = left < self._write_left, left
+        else:
+            taken, unsent = sent.acked > self._acked, left + sent.held
+            self._acked = sent.acked
+        if unsent == 0:
+            return  # all taken: watched again the next time an answer waits
+        if taken:
             self._taken_at = now
         self._write_left = left
-        if now - self._taken_at < self.write_timeout:
+        if now - self._taken_at < self.write_timeout or not _refusing(sent, self.write_timeout):
             self._watch_writes()
             return
         log.debug(
             "client took no bytes of its answer for %g s: connection closed",
             self.write_timeout,
-            extra={"unsent_bytes": left},
+            extra={"unsent_bytes": unsent},
         )
+        _drop_unsent(self.transport)
         self.transport.abort()
 
     def _cancel_header_deadline(self) -> None:
@@ -234,18 +270,56 @@ class ProblemRequestHandler(RequestHandler):
         metrics.child(metrics.http_requests, "malformed", "other", f"{status // 100}xx").inc()
 
 
-def _bound_unacknowledged(transport: asyncio.BaseTransport, seconds: float) -> None:
-    """The kernel's half of the write deadline (Linux, `TCP_USER_TIMEOUT`): an answer its
-    send buffer took whole (on loopback, or a fast link, up to megabytes) waits on a client
-    that reads nothing where the gateway no longer sees it; the kernel resets the connection
-    once its bytes, or its zero-window probes' window, stayed unacknowledged for `seconds`,
-    as it would after that long without an ACK at all."""
-    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+class _Sent(NamedTuple):
+    """What Linux tells of a connection's sending (`tcp_info`, `SIOCOUTQ`)."""
+
+    acked: int  # bytes the client has acknowledged (`tcpi_bytes_acked`, 4.1+)
+    held: int  # bytes the kernel still holds, unsent or unacknowledged
+    window: int | None  # the client's window in its last ACK (`tcpi_snd_wnd`, 5.4+)
+    ack_age: float  # seconds since that ACK (`tcpi_last_ack_recv`)
+    asking: bool  # retransmissions or window probes sent since (`tcpi_retransmits`, `_probes`)
+
+
+def _sent_so_far(transport: asyncio.BaseTransport | None) -> _Sent | None:
+    """None where the kernel does not tell (not Linux, not TCP, closed meanwhile)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if _TCP_INFO is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+        held = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4))
+    except (OSError, ValueError):
+        return None
+    if len(info) < _ACKED_AT + 8:
+        return None
+    (acked,) = struct.unpack_from("=Q", info, _ACKED_AT)
+    (last_ack,) = struct.unpack_from("=I", info, _LAST_ACK_AT)
+    window = struct.unpack_from("=I", info, _WINDOW_AT)[0] if len(info) >= _TCP_INFO_SIZE else None
+    held_bytes = int.from_bytes(held, sys.byteorder, signed=True)
+    return _Sent(acked, held_bytes, window, last_ack / 1000, bool(info[2] or info[3]))
+
+
+def _refusing(sent: _Sent | None, deadline: float) -> bool:
+    """Whether a client that acknowledged nothing for the deadline is the one holding the
+    answer up: its latest ACK, fresh, offered no room (the answer to a window probe), or the
+    kernel's retransmissions or probes got no answer at all. A stale window of 0 with
+    nothing asked since is the kernel's own wait: a window smaller than its next segment is
+    filled on its probe timer, which backs off to seconds, while a client that read all it
+    got (a window update withheld for a small read) waits on us."""
+    if sent is None or sent.window is None:
+        return True
+    fresh = sent.ack_age < deadline / 2
+    return (fresh and sent.window == 0) or (sent.asking and not fresh)
+
+
+def _drop_unsent(transport: asyncio.BaseTransport) -> None:
+    """A close resets the connection, dropping what the kernel still holds (SO_LINGER 0):
+    else the kernel goes on offering it to the client that takes none of it, for minutes
+    (an orphaned socket's zero-window probes), and a client that reads later gets it all."""
     sock = transport.get_extra_info("socket")
-    if option is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 class _ProblemServer(web.Server):
