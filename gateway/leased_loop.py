@@ -402,6 +402,8 @@ class HandBacks:
 ClaimShard = Callable[[str, int, int, Admission], Awaitable[list[dict[str, Any]]]]
 """(token, limit, shard, admission) → at most `limit` units due in `shard`, oldest first, those
 the admission excludes not read, those it passes over left due, now leased under `token`."""
+ClaimAny = Callable[[str, int, Admission], Awaitable[list[dict[str, Any]]]]
+"""(token, limit, admission) → `ClaimShard`'s units, due in any shard."""
 Whose = Callable[[dict[str, Any]], tuple[str | None, str | None]]
 """(a unit) → its tenant, and the partner whose concurrency gate it waits at (None: none
 known at the claim, as for a flow run, whose steps call their partners one after another)."""
@@ -542,6 +544,7 @@ class Claims:
         claim: ClaimShard,
         release_claims: ReleaseClaims,
         shards: int = 1,
+        claim_any: ClaimAny | None = None,
         fair: FairShares,
         runner: str,
         units: str,
@@ -550,6 +553,9 @@ class Claims:
         self._loop = loop
         self._hand_backs = hand_backs
         self._claim = claim
+        self._claim_any = claim_any
+        # The last look read every shard and took nothing (`_claim_shards`).
+        self._idle = False
         self._release_claims = release_claims
         self._shards = shards
         self._fair = fair
@@ -618,28 +624,55 @@ class Claims:
         return named, [shard for shard in turn if shard not in self._named]
 
     async def _claim_shards(self, limit: int) -> list[dict[str, Any]]:
+        """The shards in turn (`_order`) until one has units to take. After a look that read
+        every shard and took nothing, a look that would read every shard again is one claim
+        in all of them (`claim_any`, when the runner has one): an idle runner's look was one
+        read per shard (32 of them), each finding nothing. That one claim reads what the
+        empty look read, and what arrived since; the looks after one that took something
+        read shard by shard again (a backlog's cost stays that of one shard's)."""
         named, others = self._order()
+        if self._idle and others and self._claim_any is not None:
+            if self._loop.stopping and self._loop.running:
+                return []
+            self._named.clear()  # read now: named again by a change that comes meanwhile
+            docs = await self._claim_in(limit, None)
+            self._idle = not docs
+            return docs
         for shard in named + others:
             if self._loop.stopping and self._loop.running:
-                break  # stop() is waiting for the loop
+                return []  # stop() is waiting for the loop
             # Read now: named again by a change that comes meanwhile, or below.
             self._named.discard(shard)
             if shard in others:
                 self.shard = (shard + 1) % self._shards
-            token = f"{self._owner}:{next(self._batches)}"
-            try:
-                docs = await self._claim(token, limit, shard, self._fair.admission(self.held))
-            except StoreUnavailable:  # it may have been applied: what it took, due again
-                await self._hand_backs.give_back(CLAIMS, self._release_failed, loud=False)
-                raise
-            for doc in docs:
-                self.held[doc["_id"]] = token
-                self._fair.took(doc["_id"], doc)
+            docs = await self._claim_in(limit, shard)
             if docs:
                 if self._loop.narrow and len(docs) >= limit:  # more may be due there
                     self._named.add(shard)
+                self._idle = False
                 return docs
+        if others:  # every shard read, none had units to take
+            self._idle = True
         return []
+
+    async def _claim_in(self, limit: int, shard: int | None) -> list[dict[str, Any]]:
+        """One claim in `shard` (None: in any, `claim_any`) under a new token, what it took
+        now held."""
+        token = f"{self._owner}:{next(self._batches)}"
+        admit = self._fair.admission(self.held)
+        try:
+            if shard is None:
+                assert self._claim_any is not None
+                docs = await self._claim_any(token, limit, admit)
+            else:
+                docs = await self._claim(token, limit, shard, admit)
+        except StoreUnavailable:  # it may have been applied: what it took, due again
+            await self._hand_backs.give_back(CLAIMS, self._release_failed, loud=False)
+            raise
+        for doc in docs:
+            self.held[doc["_id"]] = token
+            self._fair.took(doc["_id"], doc)
+        return docs
 
     async def claim_safely(self, limit: int) -> list[dict[str, Any]]:
         """The loop's `claim`, none while it `_waits`; a failure logged (and [] claimed): the

@@ -31,7 +31,7 @@ from gateway.services import Services
 from gateway.store.client import check_uri
 from gateway.web.state import services_key
 from tests.processes import Gateway, beside, free_port, skewed_gateway
-from tests.support import SECRET_KEY, auth, cli_env, gateway_command, run_cli, run_command
+from tests.support import SECRET_KEY, auth, cli_env, gateway_command, run_command
 
 
 def _command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -61,7 +61,9 @@ async def test_admin_token_prints_the_token_alone(
     settings: Settings, mongodb_uri: str, services: Services
 ) -> None:
     args = ("admin-token", "--tenant", "acme", "--role", "viewer", "--ttl", "2h")
-    result = await run_cli(cli_env(settings, mongodb_uri), *args)
+    # In this process (`run_command`): what it prints is the question; a real `admin-token`
+    # process: the clock-skew test below.
+    result = await run_command(cli_env(settings, mongodb_uri), *args)
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     assert result.stdout == token + "\n"
@@ -846,13 +848,16 @@ def test_every_option_of_every_command_says_what_it_is_for() -> None:
     assert "Settings come from the environment" in epilog and "docs/operations.md" in epilog
 
 
-def test_a_one_shot_command_without_the_secret_key_uses_the_data_dirs_key(tmp_path: Path) -> None:
+async def test_a_one_shot_command_without_the_secret_key_uses_the_data_dirs_key(
+    settings: Settings, mongodb_uri: str, services: Services
+) -> None:
     """`serve` generated the data dir's key; a later `admin-token` without
-    GATEWAY_SECRET_KEY signs with that key, so the running gateway verifies its token."""
-    (tmp_path / "secret_key").write_text(SECRET_KEY + "\n")
-    (tmp_path / "db").mkdir()  # the stopped gateway's database
-    env = {"GATEWAY_SECRET_KEY": "", "GATEWAY_DATA_DIR": str(tmp_path), "MONGODB_URI": ""}
-    result = _run("admin-token", "--tenant", "acme", env=env)
+    GATEWAY_SECRET_KEY signs with that key, so the running gateway verifies its token. Run in
+    this process (`run_command`) on the test's database (the gateway's, `services`): where
+    the key comes from is the question, not the process, nor which database it opens."""
+    (settings.data_dir / "secret_key").write_text(SECRET_KEY + "\n")
+    env = {**cli_env(settings, mongodb_uri), "GATEWAY_SECRET_KEY": ""}
+    result = await run_command(env, "admin-token", "--tenant", "acme")
     assert result.returncode == 0, result.stderr
     claims = verify_admin_token(KeyRing.from_secret(SECRET_KEY), result.stdout.strip())
     assert claims.tenant == "acme"
@@ -891,7 +896,8 @@ def test_a_port_in_use_is_refused_before_the_database_starts(
     tmp_path: Path, command: tuple[str, ...]
 ) -> None:
     """The port was bound only once the embedded database had started and the indexes were
-    created (about 20 s on a loaded machine), and the failure was a traceback."""
+    created (about 20 s on a loaded machine), and the failure was a traceback. Refused
+    before anything starts: run in this process (`_command`)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -904,7 +910,7 @@ def test_a_port_in_use_is_refused_before_the_database_starts(
             "GATEWAY_LOG_JSON": "false",
             "MONGODB_URI": "",
         }
-        result = _run(*args, env=env)
+        result = _command(*args, env=env)
     assert result.returncode == 1, result.stderr
     assert f"127.0.0.1:{port} is already in use" in result.stderr
     assert "Traceback" not in result.stderr

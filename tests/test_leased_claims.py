@@ -18,10 +18,12 @@ class _Runner:
     `due` holds for the shard, as far as `admit` takes it, its excluded tenants' left out)
     and are recorded (shard by shard)."""
 
-    def __init__(self, shards: int, poll_seconds: float = 0.01, slots: int = 10) -> None:
+    def __init__(
+        self, shards: int, poll_seconds: float = 0.01, slots: int = 10, any_shard: bool = False
+    ) -> None:
         self.loop: LeasedLoop[None] = LeasedLoop(poll_seconds=poll_seconds, shutdown_seconds=1)
         self.hand_backs = HandBacks("unit")
-        self.claimed: list[int] = []
+        self.claimed: list[int | None] = []  # None: a claim in every shard (`claim_any`)
         self.claims = Claims(
             "me",
             self.loop,
@@ -29,6 +31,7 @@ class _Runner:
             claim=self._claim,
             release_claims=self._release_claims,
             shards=shards,
+            claim_any=self._claim_any if any_shard else None,
             fair=FairShares(slots, tenant_only),
             runner="test runner",
             units="units",
@@ -46,6 +49,14 @@ class _Runner:
         read = [doc for doc in due if doc["tenant"] not in admit.excluded.get("tenant", ())]
         taken = [doc for doc in read if admit(doc)][:limit]
         self.due[shard] = [doc for doc in due if doc not in taken]
+        return taken
+
+    async def _claim_any(self, token: str, limit: int, admit: Admission) -> list[dict[str, Any]]:
+        self.claimed.append(None)
+        due = [doc for shard in sorted(self.due) for doc in self.due[shard]]
+        read = [doc for doc in due if doc["tenant"] not in admit.excluded.get("tenant", ())]
+        taken = [doc for doc in read if admit(doc)][:limit]
+        self.due = {shard: [d for d in docs if d not in taken] for shard, docs in self.due.items()}
         return taken
 
     async def _release_claims(self, held: list[Any]) -> None:
@@ -221,3 +232,32 @@ async def test_a_runner_loop_cancelled_as_it_is_notified_ends_cancelled() -> Non
         loop.notify()
         await asyncio.wait({running})
     assert landed
+
+
+async def test_a_look_after_one_that_found_every_shard_empty_is_one_claim_in_all_of_them() -> None:
+    """An idle delivery worker or flow runner read each of its 32 (8) shards at every look,
+    each read finding nothing. Once a look has read every shard and taken nothing, the next
+    one that would read every shard is one claim in all of them (`claim_any`), whatever it
+    finds; a look that took something is followed by looks shard by shard again (a backlog's
+    claims read one shard's units, not the whole backlog)."""
+    runner = _Runner(shards=32, any_shard=True)
+    assert await runner.claims.claim(10) == []
+    assert sorted(runner.claimed) == list(range(32))  # the first look: every shard
+    runner.claimed.clear()
+    assert await runner.claims.claim(10) == []
+    assert runner.claimed == [None]  # idle: one claim in all
+    runner.due = {7: [{"_id": "7-0", "tenant": "acme"}], 20: [{"_id": "20-0", "tenant": "acme"}]}
+    taken = await runner.claims.claim(10)
+    assert sorted(doc["_id"] for doc in taken) == ["20-0", "7-0"]
+    assert runner.claimed == [None, None] and set(runner.claims.held) == {"7-0", "20-0"}
+    runner.claimed.clear()
+    runner.due[3] = [{"_id": "3-0", "tenant": "acme"}]
+    assert [doc["_id"] for doc in await runner.claims.claim(10)] == ["3-0"]
+    assert None not in runner.claimed  # after a look that took something: shard by shard
+    runner.claimed.clear()
+    assert await runner.claims.claim(10) == []
+    assert sorted(c for c in runner.claimed if c is not None) == list(range(32))
+    runner.claimed.clear()
+    runner.claims.arrived({9})  # a change names its shard: read alone when the look is narrow
+    assert await runner.claims.claim(10) == []
+    assert runner.claimed == [None]  # not narrow (no loop running): every shard, in one claim

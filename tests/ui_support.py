@@ -3,13 +3,17 @@ feed's mapping and an alert flow (a partner call and an e-mail) the pages show."
 
 from __future__ import annotations
 
+import functools
 import re
 from html.parser import HTMLParser
 from typing import Any
+from unittest import mock
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway import accounts
+from gateway.auth.passwords import hash_password
 from gateway.services import Services
 from gateway.web.state import services_key
 from tests.flow_support import drain
@@ -63,8 +67,27 @@ ALERT_TEMPLATE: dict[str, Any] = {
 async def make_user(
     services: Services, tenant: str = "acme", email: str = "ana@acme.com.br", role: str = "admin"
 ) -> str:
-    await services.accounts.create_user(tenant, email, role, PASSWORD)
+    """A user of `tenant` whose password is PASSWORD, made by `create_user` (its checks, its
+    document) with PASSWORD's hash made once per process (`_password_hash`): each new scrypt
+    of the same password cost ~0.1 s of CPU and proved nothing a login does not. Logging in
+    still checks the password against the stored hash with the gateway's own scrypt cost."""
+    with mock.patch.object(accounts, "hashed", _hashed):
+        await services.accounts.create_user(tenant, email, role, PASSWORD)
     return email
+
+
+_hash_anew = accounts.hashed
+
+
+@functools.cache
+def _password_hash() -> str:
+    """PASSWORD hashed as `create_user` hashes it (the same parameters, a random salt)."""
+    return hash_password(PASSWORD)
+
+
+async def _hashed(password: str) -> str:
+    """PASSWORD's hash made once; any other password (an app's own work meanwhile) anew."""
+    return _password_hash() if password == PASSWORD else await _hash_anew(password)
 
 
 def csrf_of(html: str) -> str:

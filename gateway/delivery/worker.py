@@ -164,6 +164,7 @@ class DeliveryWorker:
             claim=self._claim_shard,
             release_claims=self._release_claims,
             shards=SHARDS,
+            claim_any=self._claim_any,
             fair=FairShares(settings.concurrency, _whose, self._partner_room, self._closed),
             runner="delivery worker",
             units="deliveries",
@@ -272,6 +273,11 @@ class DeliveryWorker:
         return await self._store.deliveries.claim(
             token, now, now + self._lease, limit, shard, admit
         )
+
+    async def _claim_any(self, token: str, limit: int, admit: Admission) -> list[Doc]:
+        """`_claim_shard`'s deliveries, due in any shard (an idle worker's look)."""
+        now = self.clock()
+        return await self._store.deliveries.claim(token, now, now + self._lease, limit, None, admit)
 
     def _partner_room(self, partner_id: str) -> int | None:
         """A disabled partner has none (its probe takes its deliveries); another, the size of

@@ -136,6 +136,7 @@ class FlowRunner:
             claim=self._claim_shard,
             release_claims=self._release_claims,
             shards=SHARDS,
+            claim_any=self._claim_any,
             fair=FairShares(settings.concurrency, tenant_only),
             runner="flow runner",
             units="flow runs",
@@ -204,6 +205,11 @@ class FlowRunner:
         """Due runs of `shard` this runner can start now (`admit`: its tenant's share)."""
         now = self.clock()
         return await self._runs.claim(token, now, now + self._lease, limit, shard, admit)
+
+    async def _claim_any(self, token: str, limit: int, admit: Admission) -> list[Doc]:
+        """`_claim_shard`'s runs, due in any shard (an idle runner's look)."""
+        now = self.clock()
+        return await self._runs.claim(token, now, now + self._lease, limit, None, admit)
 
     async def _release_claims(self, held: list[str]) -> None:
         await self._runs.release_claims(self.owner, held, self.clock())

@@ -396,10 +396,11 @@ class DeliveryStore:
         now: datetime,
         lease_until: datetime,
         limit: int,
-        shard: int,
+        shard: int | None,
         admit: Admission | None = None,
     ) -> builtins.list[Doc]:
-        """Up to `limit` due deliveries of one shard, oldest first, now in flight for us;
+        """Up to `limit` due deliveries of one shard (None: of every shard, for an idle
+        worker's look: `leased_loop.Claims`), oldest first, now in flight for us;
         `admit` (given `_id`, `tenant`, `partner_id`, `kind` and `next_attempt_at`) says
         which the worker can start now (`leased_loop.FairShares`, disabled partners): those
         it passes over stay due, for a later claim.
@@ -411,7 +412,8 @@ class DeliveryStore:
         before the limit anyway; with `admit`, the ids, tenants and partners of at most
         `limit + PASSED_OVER_MOST` are sent back, the first `limit` it takes claimed, and those
         won read whole."""
-        query: Doc = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
+        shards = {"$in": builtins.list(range(SHARDS))} if shard is None else shard
+        query: Doc = {"status": PENDING, "shard": shards, "next_attempt_at": {"$lte": now}}
         with translate_errors():
             if admit is not None:
                 order = "next_attempt_at"

@@ -204,15 +204,17 @@ class FlowRunStore:
         now: datetime,
         lease_until: datetime,
         limit: int,
-        shard: int,
+        shard: int | None,
         admit: Admission | None = None,
     ) -> builtins.list[Doc]:
-        """Up to `limit` due runs of one shard, oldest first, now running for us; `admit`
+        """Up to `limit` due runs of one shard (None: of every shard, for an idle runner's
+        look: `leased_loop.Claims`), oldest first, now running for us; `admit`
         (given `_id`, `tenant` and `next_attempt_at`) says which the runner can start now
         (`leased_loop.FairShares`): those of the tenants it excludes are not read, those it
         passes over stay due, for a later claim (a read that passed `PASSED_OVER_MOST` over
         is made again leaving out what filled up: `admitted`)."""
-        query: Doc = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
+        shards = {"$in": builtins.list(range(SHARDS))} if shard is None else shard
+        query: Doc = {"status": PENDING, "shard": shards, "next_attempt_at": {"$lte": now}}
         claimed = {"status": RUNNING, "lease_owner": token, "lease_until": lease_until}
         with translate_errors():
             if admit is None:
