@@ -358,31 +358,39 @@ class DeliveryWorker:
             await self._measure()
 
     async def _rebase(self) -> None:
-        """At the first housekeeping, and whenever the time went back since the last one:
-        retries and leases set on the time as it was are waited again from the step
-        (`DeliveryStore.rebase`), not for as long as it was ahead. From now at the first
-        one (the step, if any, came before this worker), and when the step's own time is
-        not known (the worker's clock is not the gateway's: a test's)."""
+        """When this worker sees the time go back since its last housekeeping (a second or
+        more, or `steps_back` moved): retries set on the time as it was are waited again from
+        the step (`DeliveryStore.rebase`), not for as long as it was ahead, and the leases
+        this worker holds run out a lease from now. Not at its first housekeeping: a start
+        sees no step (one made while no worker ran is not rebased), and another process's
+        leases (taken with its own lease length) are never touched. From now when the
+        step's own time is not known (the worker's clock is not the gateway's: a test's)."""
         now = self.clock()
         latest, steps = self._latest, steps_back()
-        if latest is not None and now >= latest - STEP_BACK and steps == self._steps:
-            self._latest = max(latest, now)
+        if latest is None or (now >= latest - STEP_BACK and steps == self._steps):
+            self._latest, self._steps = now if latest is None else max(latest, now), steps
             return
         stepped = stepped_back_at()
         waits_from = now
-        if latest is not None and steps != self._steps and stepped is not None:
+        if steps != self._steps and stepped is not None:
             waits_from = min(stepped, now)
-        if moved := await self._store.deliveries.rebase(now, waits_from, self._lease):
+        if moved := await self._store.deliveries.rebase(now, waits_from):
             log.warning(
                 "the gateway's time went back: %d deliveries' retries set on the time as it "
                 "was wait from %s instead",
                 moved,
                 waits_from.isoformat(),
             )
+        await self._renew()
+        # Only once it is done: a rebase that failed is tried again at the next round.
         self._latest, self._steps = now, steps
 
     async def _keep(self) -> None:
-        await self._rebase()
+        # The rebase's failure holds back neither the lease take-back nor the partners' health.
+        try:
+            await self._rebase()
+        except StoreUnavailable as exc:
+            log.warning("rebasing deliveries after the time went back failed: %s", exc.detail)
         if expired := await self._store.deliveries.expire_leases(self.clock()):
             log.info("took back %d deliveries whose lease expired", expired)
             self.notify()

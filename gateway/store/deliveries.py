@@ -694,18 +694,18 @@ class DeliveryStore:
         """Extend one lease, if the claim under `token` still holds it."""
         return await renew_one(self._c, delivery_id, token, IN_FLIGHT, lease_until)
 
-    async def rebase(self, now: datetime, waits_from: datetime, lease: timedelta) -> int:
+    async def rebase(self, now: datetime, waits_from: datetime) -> int:
         """After the gateway's time went back (a clock that ran fast, stepped right) to
         `waits_from` (`now` when the step's time is unknown): every pending delivery whose
         wait was set at a time still ahead of `now` (`updated_at`, written with its
         `next_attempt_at`) waits that wait from `waits_from` instead (a retry due "in 1 min"
         set on a clock an hour fast no longer waits an hour more; a Retry-After is waited
-        whole again), and a lease that runs out further than `lease` from `now` (taken on
-        that clock by a worker that died) runs out `lease` from `waits_from`. How many
-        deliveries moved. Read through the `due` index, shard by shard (the pending ones due
-        after `now` only); written guarded by what was read, so an attempt recorded
-        meanwhile wins and another worker's rebase moves none twice. The schedules' rule
-        (`ScheduleStore.rebase`)."""
+        whole again). How many deliveries moved. Read through the `due` index, shard by
+        shard (the pending ones due after `now` only): called only after a step was seen,
+        not at each start. Written guarded by what was read, so an attempt recorded
+        meanwhile wins and another worker's rebase moves none twice. Leases are not touched
+        here: each worker renews its own (another process's was taken with its own lease
+        length). The schedules' rule (`ScheduleStore.rebase`)."""
         moved = 0
         with translate_errors():
             for shard in range(SHARDS):
@@ -722,10 +722,6 @@ class DeliveryStore:
                         {**guard, "updated_at": set_at}, {"$set": update}
                     )
                     moved += done.modified_count
-            await self._c.update_many(
-                {"status": IN_FLIGHT, "lease_until": {"$gt": now + lease}},
-                {"$set": {"lease_until": waits_from + lease}},
-            )
         return moved
 
     async def expire_leases(self, now: datetime) -> int:
