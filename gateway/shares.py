@@ -26,7 +26,7 @@ from gateway.clock import utcnow
 from gateway.doorbell import Doorbell
 from gateway.errors import StoreUnavailable
 from gateway.progress import Progress
-from gateway.shutdown import HAND_BACK_SECONDS
+from gateway.shutdown import HAND_BACK_SECONDS, RELEASE_SECONDS
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -160,19 +160,33 @@ class ShardedLoop:
                 self._lapse.cancel()
             # Stopped by a cancel, repeated until the task ends (`cancel_and_wait`): the
             # hand-back runs to its end all the same, within a bound of its own.
-            what = f"handing back the {self._name}'s shards"
-            await to_the_end(HAND_BACK_SECONDS, what, self._hand_back)
+            await self._hand_back()
 
     async def _hand_back(self) -> None:
         """What memory holds written (`before_release`), then the shards let go: another
-        process takes them at once, not when their leases expire."""
+        process takes them at once, not when their leases expire. Two steps, each run to its
+        end within a bound: the write gets `HAND_BACK_SECONDS` less `RELEASE_SECONDS`, the
+        release what is left (`RELEASE_SECONDS` at least), so a write that takes its whole
+        bound (a big fleet on a loaded database) still lets the shards go. A cancellation
+        meanwhile is raised once both are over."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HAND_BACK_SECONDS
+        cancelled = False
         if self._before_release is not None:
-            await self._before_release()
-        if self._shares is not None:
+            what = f"writing the {self._name}'s memory"
             try:
-                await self._shares.release_all()
-            except Exception as exc:  # the leases then expire instead
-                log.warning("releasing the %s's shards failed: %s", self._name, exc)
+                await to_the_end(HAND_BACK_SECONDS - RELEASE_SECONDS, what, self._before_release)
+            except asyncio.CancelledError:
+                cancelled = True  # raised below, once the shards are let go
+        if self._shares is not None:
+            left = max(deadline - loop.time(), RELEASE_SECONDS)
+            what = f"handing back the {self._name}'s shards"  # the leases expire if it fails
+            try:
+                await to_the_end(left, what, self._shares.release_all)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _loop(self) -> None:
         renew_at = 0.0 if self._shares is not None else math.inf

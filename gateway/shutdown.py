@@ -19,6 +19,11 @@ HAND_BACK_SECONDS = 3.0
 hand back the leases they still hold and the Idempotency-Keys left to release (a database that
 answers does it in milliseconds; what one that does not keeps expires instead)."""
 
+RELEASE_SECONDS = 0.5
+"""Of `HAND_BACK_SECONDS`, what a fold's hand-back keeps for letting its shards go after
+writing its memory (`shares.ShardedLoop._hand_back`): a write that takes its whole share still
+leaves the release its own attempt (a database that answers does it in milliseconds)."""
+
 CLOSE_SECONDS = 2.0
 """At shutdown, how long the client may take to close (it ends its sessions on the server)."""
 

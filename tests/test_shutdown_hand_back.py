@@ -95,6 +95,29 @@ async def test_a_fold_stopped_in_a_slow_hand_back_writes_its_memory_and_frees_it
     assert SLOW <= took < HAND_BACK_SECONDS + 1
 
 
+async def test_a_fold_whose_memory_write_outlasts_the_bound_still_frees_its_shards(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory's write takes past the whole hand-back bound (a big fleet on a loaded
+    database): it is cut at its share, and the shards are still let go at once (the release
+    gets its own attempt), all within the bound."""
+    vehicle = await make_vehicle(services)
+    await append(services, vehicle, route_points()[:20])
+    job = "fold-hand-back-starved"
+    mine, other = (Shares(services.store, job, FOLD_SHARDS, owner=o) for o in ("a", "b"))
+    running = asyncio.create_task(_fold(services, mine).run())
+    try:
+        async with asyncio.timeout(20):
+            while _folded(services) < 20:
+                await asyncio.sleep(0.05)
+        _slowed(monkeypatch, services.store.fleet, "save_states", HAND_BACK_SECONDS + 0.5)
+        took = await _stopped_within(running, HAND_BACK_SECONDS + 5)
+    finally:
+        running.cancel()
+    assert await other.refresh() == frozenset(range(FOLD_SHARDS))  # no lease waited
+    assert took < HAND_BACK_SECONDS + 1
+
+
 async def test_a_relay_stopped_in_a_slow_release_frees_its_shards(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,6 +155,7 @@ async def test_a_hand_back_to_a_database_that_never_answers_ends_within_its_boun
             while _folded(services) < 20:
                 await asyncio.sleep(0.05)
         _slowed(monkeypatch, services.store.fleet, "save_states", float("inf"))
+        _slowed(monkeypatch, services.store.leases, "release", float("inf"))
         took = await _stopped_within(running, HAND_BACK_SECONDS + 5)
     finally:
         running.cancel()
