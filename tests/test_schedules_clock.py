@@ -3,8 +3,9 @@ daylight saving started in the repeated hour of the night the clocks go back run
 back-to-back until the cron minute's second pass; after the gateway's time is stepped back
 (a clock that ran fast, set right), an interval schedule waits no longer than the wait it was
 given (its interval, a back-off, a partner's Retry-After, honoured whole), a cron expression
-keeps its wall time, and a lease a dead process took on the fast clock runs out a lease from
-the step."""
+keeps its wall time; a runner rebases only after it saw the time go back, never cuts another
+process's lease (a dead process's taken on the fast clock runs out as set), and a failing
+rebase holds back no claim."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from bson import ObjectId
 
+from gateway.errors import StoreUnavailable
 from gateway.web.state import services_key
 from tests.feed_doubles import ScriptedFeed, scripted
 from tests.schedule_support import get, runner, scripted_schedule
@@ -176,11 +179,13 @@ async def test_a_daily_cron_keeps_its_wall_time_across_a_step_back(
     assert state["next_run_at"].startswith("2026-12-04T04:30:00")
 
 
-async def test_a_lease_taken_on_a_fast_clock_by_a_process_that_died_runs_out_a_lease_after_the_step(
+async def test_a_lease_taken_on_a_fast_clock_by_a_process_that_died_runs_out_as_it_was_set(
     client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
 ) -> None:
-    """A process claimed a 30 s poll on a clock an hour fast, then died: its lease ran out
-    an hour and a minute later by the right time; now a lease (60 s) after the step."""
+    """A process claimed a 30 s poll on a clock an hour fast, then died: its lease runs out
+    as it was set (an hour and a lease later by the right time). Until 2026-12-08
+    (schedrebase) a runner cut it to a lease after the step; that cut every other process's
+    longer lease too (`test_a_starting_runner_leaves_another_process_s_longer_lease_alone`)."""
     scripted.answer = lambda after, n: {"items": [], "more": False}
     real = datetime.now(UTC).replace(microsecond=0)
     fast = real + timedelta(hours=1)
@@ -192,7 +197,63 @@ async def test_a_lease_taken_on_a_fast_clock_by_a_process_that_died_runs_out_a_l
     claimed = fast + timedelta(seconds=1)
     assert len(await store.claim_due("dead:1", claimed, claimed + lease, 10)) == 1  # then died
     assert await at(real) == 0
-    assert await at(real + lease + timedelta(seconds=1)) == 1
+    assert await at(real + lease + timedelta(seconds=1)) == 0
+    assert await at(claimed + lease + timedelta(seconds=1)) == 1
+
+
+async def test_a_starting_runner_leaves_another_process_s_longer_lease_alone(
+    client: Client, scripted: ScriptedFeed, gateway_time: Callable[[datetime], None]
+) -> None:
+    """A runner's first claim (a process start, no step of the time) does not cut the lease
+    of another process's runner configured with a longer lease: that schedule is not taken
+    over and run a second time while the other process still runs it."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    created = datetime.now(UTC).replace(microsecond=0)
+    now = created + timedelta(seconds=1)
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(created)
+    schedule = await scripted_schedule(client, scripted, every="30s")
+    store = client.app[services_key].store.schedules
+    lease = timedelta(seconds=runner(client)._settings.lease_seconds)
+    other_lease = lease * 20  # another process's lease setting
+    assert len(await store.claim_due("otherproc:1", now, now + other_lease, 10)) == 1
+    runner(client)._latest = None  # this process's runner starts
+    assert await at(now) == 0
+    # Past this runner's lease, before the other renews (every third of its own lease).
+    assert await at(now + lease + timedelta(seconds=5)) == 0
+    doc = await store._c.find_one({"_id": ObjectId(schedule["id"])})
+    assert doc["lease_owner"] == "otherproc:1"
+    left = doc["lease_until"].replace(tzinfo=UTC) - now  # stored to the millisecond
+    assert other_lease - timedelta(milliseconds=1) <= left <= other_lease
+
+
+async def test_a_failing_rebase_holds_back_no_claim_and_is_tried_again(
+    client: Client,
+    scripted: ScriptedFeed,
+    gateway_time: Callable[[datetime], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rebase after a step back the runner saw fails (the database past its deadline):
+    the due schedule is still claimed and run, and the next claim rebases again."""
+    scripted.answer = lambda after, n: {"items": [], "more": False}
+    now = datetime.now(UTC).replace(microsecond=0)
+    at = _calls_after(client, scripted, gateway_time)
+    gateway_time(now)
+    await scripted_schedule(client, scripted, every="30s")
+    store = client.app[services_key].store.schedules
+    rebased = []
+
+    async def failing(moment: datetime, waits_from: datetime) -> int:
+        rebased.append(moment)
+        raise StoreUnavailable("past the deadline")
+
+    monkeypatch.setattr(store, "rebase", failing)
+    runner(client)._latest = now + timedelta(hours=1)  # it claimed on the fast clock
+    assert await at(now + timedelta(seconds=1)) == 1
+    assert rebased and len(scripted.calls) == 1
+    seen = len(rebased)
+    await asyncio.wait_for(runner(client).run_until_idle(), BOUND)
+    assert len(rebased) > seen  # tried again: the step is still unrebased
 
 
 async def _as_released_before_the_upgrade(client: Client) -> None:
@@ -251,7 +312,7 @@ async def test_old_schedules_not_written_ahead_of_the_time_keep_their_next_run(
     assert await at(real + timedelta(seconds=1)) == 1
     before = (await get(client, f"/api/v1/schedules/{poll['id']}"))["state"]["next_run_at"]
     await _as_released_before_the_upgrade(client)
-    runner(client)._latest = None  # a process upgraded: its first claim rebases
+    runner(client)._latest = None  # a process upgraded: its first claim only notes the time
     assert await at(real + timedelta(minutes=9)) == 1
     after = (await get(client, f"/api/v1/schedules/{poll['id']}"))["state"]["next_run_at"]
     assert after == before

@@ -27,8 +27,8 @@ The next run time is computed on the schedule as the run read it, and given back
 it is unchanged (`rev`, `next_run_at`): what an admin asked during the run ("run now", pause
 and resume, a new `every`) is read again and takes effect, never overwritten by the run.
 A next run that is a wait from the release (anything but a cron expression's wall time) is
-given back with the time it was set at (`planned_at`): after the gateway's time went back,
-the runner's next claim waits it again from the step (`ScheduleStore.rebase`), so a
+given back with the time it was set at (`planned_at`): after the runner saw the gateway's
+time go back, its next claim waits it again from the step (`ScheduleStore.rebase`), so a
 schedule waits no longer than it was told to, not as long as the clock had been ahead.
 """
 
@@ -176,18 +176,35 @@ class ScheduleRunner:
         its pages, and one tenant's slow feeds must not hold every other tenant's polling."""
         now = self.clock()
         store = self._c.store.schedules
-        if self._latest is None or now < self._latest - STEP_BACK or self._steps != steps_back():
-            # First claim, or the time went back: waits set on the time as it was are waited
-            # again from the step (`ScheduleStore.rebase`), not for as long as it was ahead.
-            # From now at the first claim: the step, if any, came before this process.
-            stepped = stepped_back_at()
-            waits_from = now
-            if self._latest is not None and stepped is not None and stepped <= now:
-                waits_from = stepped
-            await store.rebase(now, waits_from, self._lease)
-            self._latest, self._steps = now, steps_back()
-        self._latest = max(self._latest, now)
+        # The rebase's failure holds back no claim: it is tried again at the next one.
+        try:
+            await self._rebase(now)
+        except StoreUnavailable as exc:
+            log.warning("rebasing schedules after the time went back failed: %s", exc.detail)
         return await store.claim_due(token, now, now + self._lease, limit, admit)
+
+    async def _rebase(self, now: datetime) -> None:
+        """When this runner sees the time go back since its last claim (a second or more, or
+        `steps_back` moved): waits set on the time as it was are waited again from the step
+        (`ScheduleStore.rebase`), not for as long as it was ahead, and the leases this runner
+        holds run out a lease from now. Not at its first claim: a start sees no step (one
+        made while no runner ran is not rebased), and another process's leases (taken with
+        its own lease length) are never touched. From now when the step's own time is not
+        known (the runner's clock is not the gateway's: a test's)."""
+        latest, steps = self._latest, steps_back()
+        if latest is None or (now >= latest - STEP_BACK and steps == self._steps):
+            self._latest, self._steps = now if latest is None else max(latest, now), steps
+            return
+        stepped = stepped_back_at()
+        waits_from = now
+        if steps != self._steps and stepped is not None and stepped <= now:
+            waits_from = stepped
+        store = self._c.store.schedules
+        await store.rebase(now, waits_from)
+        for schedule_id, token in list(self._claims.held.items()):
+            await store.renew(schedule_id, token, now + self._lease)
+        # Only once it is done: a rebase that failed is tried again at the next claim.
+        self._latest, self._steps = now, steps
 
     async def _release_claims(self, held: list[Any]) -> None:
         """`held`: the ids of the schedules being run, and those of the hand-backs still kept

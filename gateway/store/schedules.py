@@ -179,17 +179,17 @@ class ScheduleStore(TenantResources):
                     claimed.append(doc)
         return claimed
 
-    async def rebase(self, now: datetime, waits_from: datetime, lease: timedelta) -> int:
+    async def rebase(self, now: datetime, waits_from: datetime) -> int:
         """After the gateway's time went back (a clock that ran fast, stepped right) to
         `waits_from` (`now` when the step's time is unknown): every schedule whose wait was
         set at a time still ahead of `now` (`planned_at`) waits that wait from `waits_from`
         instead (a 30 s poll set on a clock an hour fast no longer waits an hour; a back-off
-        or a partner's Retry-After is waited whole again), and a lease that runs out further
-        than `lease` from `now` (taken on that clock by a process that died) runs out
-        `lease` from `waits_from`. How many schedules moved. A cron expression's wall time
-        (`planned_at` None) is left: it is its own time. Written guarded by what was read, so
-        a run's release meanwhile wins; both reads are rare (a runner's first claim, and one
-        after its time went back), so neither has an index (each reads every schedule).
+        or a partner's Retry-After is waited whole again). How many schedules moved. A cron
+        expression's wall time (`planned_at` None) is left: it is its own time. Written
+        guarded by what was read, so a run's release meanwhile wins; both reads are rare
+        (called only after a runner saw its time go back, not at each start), so neither has
+        an index (each reads every schedule). Leases are not touched here: each runner renews
+        its own (another process's was taken with its own lease length).
 
         A schedule last given its next run before 2026-12-07 has no `planned_at` at all
         (`_unplanned`): when its next run is a wait (an interval's, a back-off) written at a
@@ -206,10 +206,6 @@ class ScheduleStore(TenantResources):
                 done = await self._c.update_one(guard, {"$set": due_at(waits_from, wait)})
                 moved += done.modified_count
             moved += await self._unplanned(now, waits_from)
-            await self._c.update_many(
-                {"lease_until": {"$gt": now + lease}},
-                {"$set": {"lease_until": waits_from + lease}},
-            )
         return moved
 
     async def _unplanned(self, now: datetime, waits_from: datetime) -> int:
@@ -220,7 +216,7 @@ class ScheduleStore(TenantResources):
         that ran fast) it is waited again from `waits_from`: the part of it left at that
         time, up to the longest wait a release gives (the interval, or a back-off's). A cron
         expression's next run with no failure is its wall time: left. Rare: one such read
-        at a runner's first claim and after its time went back, of the old schedules
+        after a runner saw its time go back, of the old schedules
         written ahead of `now` only; each gets its `planned_at` then or at its next run."""
         query = {
             "planned_at": {"$exists": False},
