@@ -118,6 +118,36 @@ def stepped_back_at() -> datetime | None:
     return _stepped_back_at
 
 
+class StepWatch:
+    """Whether the gateway's time went back since a loop's last look, for what it set on the
+    time as it was (a delivery's retry, a schedule's next run: their `rebase`). `went_back`
+    at each look: None when it did not (a second or more, or `steps_back` moved; the first
+    look only notes the time: a step made while no loop ran is not seen), else the time the
+    waits count from again (the step's, when this process saw it; else `now`). `rebased`
+    once that is done: a rebase that failed is found again at the next look."""
+
+    def __init__(self) -> None:
+        self.latest: datetime | None = None  # the latest time a look was made at
+        self._steps = steps_back()  # the gateway's steps back seen at the last rebase
+        self._looked: tuple[datetime, int] | None = None  # the step being rebased
+
+    def went_back(self, now: datetime) -> datetime | None:
+        latest, steps = self.latest, steps_back()
+        if latest is None or (now >= latest - STEP_BACK and steps == self._steps):
+            self.latest, self._steps = now if latest is None else max(latest, now), steps
+            return None
+        self._looked = (now, steps)
+        stepped = stepped_back_at()
+        if steps != self._steps and stepped is not None and stepped <= now:
+            return stepped
+        return now
+
+    def rebased(self) -> None:
+        if self._looked is not None:
+            self.latest, self._steps = self._looked
+            self._looked = None
+
+
 class Floors(Generic[K, V]):
     """Per key, the latest value an ordering stamp gave, that the next one must sort above:
     an event's `relayed_at` per tenant (the feed's `after=` reads on from the last one), a

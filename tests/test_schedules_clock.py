@@ -217,7 +217,7 @@ async def test_a_starting_runner_leaves_another_process_s_longer_lease_alone(
     lease = timedelta(seconds=runner(client)._settings.lease_seconds)
     other_lease = lease * 20  # another process's lease setting
     assert len(await store.claim_due("otherproc:1", now, now + other_lease, 10)) == 1
-    runner(client)._latest = None  # this process's runner starts
+    runner(client)._times.latest = None  # this process's runner starts
     assert await at(now) == 0
     # Past this runner's lease, before the other renews (every third of its own lease).
     assert await at(now + lease + timedelta(seconds=5)) == 0
@@ -248,7 +248,7 @@ async def test_a_failing_rebase_holds_back_no_claim_and_is_tried_again(
         raise StoreUnavailable("past the deadline")
 
     monkeypatch.setattr(store, "rebase", failing)
-    runner(client)._latest = now + timedelta(hours=1)  # it claimed on the fast clock
+    runner(client)._times.latest = now + timedelta(hours=1)  # it claimed on the fast clock
     assert await at(now + timedelta(seconds=1)) == 1
     assert rebased and len(scripted.calls) == 1
     seen = len(rebased)
@@ -312,7 +312,7 @@ async def test_old_schedules_not_written_ahead_of_the_time_keep_their_next_run(
     assert await at(real + timedelta(seconds=1)) == 1
     before = (await get(client, f"/api/v1/schedules/{poll['id']}"))["state"]["next_run_at"]
     await _as_released_before_the_upgrade(client)
-    runner(client)._latest = None  # a process upgraded: its first claim only notes the time
+    runner(client)._times.latest = None  # a process upgraded: its first claim only notes the time
     assert await at(real + timedelta(minutes=9)) == 1
     after = (await get(client, f"/api/v1/schedules/{poll['id']}"))["state"]["next_run_at"]
     assert after == before

@@ -45,7 +45,7 @@ from gateway.actions.ordering import hands_over_state, newer_than
 from gateway.actions.partner_calls import PartnerCalls
 from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait
-from gateway.clock import STEP_BACK, stepped_back_at, steps_back, utcnow
+from gateway.clock import StepWatch, utcnow
 from gateway.delivery.kinds import Dropped, Held, KindSender
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
@@ -140,10 +140,7 @@ class DeliveryWorker:
         self.clock = clock
         self.rng = rng
         self._lease = timedelta(seconds=settings.lease_seconds)
-        # The latest time the worker's clock gave housekeeping, and the gateway's steps back
-        # seen then (`_rebase`); None: not looked yet.
-        self._latest: datetime | None = None
-        self._steps = steps_back()
+        self._times = StepWatch()  # the time going back, seen at housekeeping (`_rebase`)
         self._probes = itertools.count(1)
         self._probing: dict[Any, asyncio.Task[None]] = {}  # partner id → its probe under way
         self._pacing: dict[str, asyncio.TimerHandle] = {}  # partner id → its loop's wake-up
@@ -366,14 +363,8 @@ class DeliveryWorker:
         leases (taken with its own lease length) are never touched. From now when the
         step's own time is not known (the worker's clock is not the gateway's: a test's)."""
         now = self.clock()
-        latest, steps = self._latest, steps_back()
-        if latest is None or (now >= latest - STEP_BACK and steps == self._steps):
-            self._latest, self._steps = now if latest is None else max(latest, now), steps
+        if (waits_from := self._times.went_back(now)) is None:
             return
-        stepped = stepped_back_at()
-        waits_from = now
-        if steps != self._steps and stepped is not None:
-            waits_from = min(stepped, now)
         if moved := await self._store.deliveries.rebase(now, waits_from):
             log.warning(
                 "the gateway's time went back: %d deliveries' retries set on the time as it "
@@ -382,8 +373,7 @@ class DeliveryWorker:
                 waits_from.isoformat(),
             )
         await self._renew()
-        # Only once it is done: a rebase that failed is tried again at the next round.
-        self._latest, self._steps = now, steps
+        self._times.rebased()  # only once done: one that failed is tried at the next round
 
     async def _keep(self) -> None:
         # The rebase's failure holds back neither the lease take-back nor the partners' health.

@@ -48,7 +48,7 @@ from typing import Any
 
 from gateway.auth.secretbox import SecretBoxError
 from gateway.background import cancel_and_wait, to_the_end
-from gateway.clock import STEP_BACK, stepped_back_at, steps_back, utcnow
+from gateway.clock import StepWatch, utcnow
 from gateway.errors import EntityContended, EventsBacklogged, KeyRefused, StoreUnavailable
 from gateway.leased_loop import (
     Claims,
@@ -124,8 +124,7 @@ class ScheduleRunner:
         )
         self._finished = 0
         self._progress = asyncio.Condition()
-        self._latest: datetime | None = None  # the latest time a claim was made at
-        self._steps = steps_back()  # the gateway's steps back seen at the last rebase
+        self._times = StepWatch()  # the time going back, seen at each claim (`_rebase`)
 
     @property
     def running(self) -> bool:
@@ -191,20 +190,13 @@ class ScheduleRunner:
         made while no runner ran is not rebased), and another process's leases (taken with
         its own lease length) are never touched. From now when the step's own time is not
         known (the runner's clock is not the gateway's: a test's)."""
-        latest, steps = self._latest, steps_back()
-        if latest is None or (now >= latest - STEP_BACK and steps == self._steps):
-            self._latest, self._steps = now if latest is None else max(latest, now), steps
+        if (waits_from := self._times.went_back(now)) is None:
             return
-        stepped = stepped_back_at()
-        waits_from = now
-        if steps != self._steps and stepped is not None and stepped <= now:
-            waits_from = stepped
         store = self._c.store.schedules
         await store.rebase(now, waits_from)
         for schedule_id, token in list(self._claims.held.items()):
             await store.renew(schedule_id, token, now + self._lease)
-        # Only once it is done: a rebase that failed is tried again at the next claim.
-        self._latest, self._steps = now, steps
+        self._times.rebased()  # only once done: one that failed is tried at the next claim
 
     async def _release_claims(self, held: list[Any]) -> None:
         """`held`: the ids of the schedules being run, and those of the hand-backs still kept
