@@ -63,6 +63,23 @@ def _folded(services: Services) -> int:
     return int(services.metrics.fold_fixes.labels("accepted")._value.get())
 
 
+async def _folding(services: Services, job: str) -> tuple[str, asyncio.Task[None], Shares]:
+    """A vehicle's 20 fixes folded by a running fold holding every shard of `job` (in memory
+    only): the vehicle, the fold's task and another owner's shares of the job."""
+    vehicle = await make_vehicle(services)
+    await append(services, vehicle, route_points()[:20])
+    mine, other = (Shares(services.store, job, FOLD_SHARDS, owner=o) for o in ("a", "b"))
+    running = asyncio.create_task(_fold(services, mine).run())
+    try:
+        async with asyncio.timeout(20):
+            while _folded(services) < 20:
+                await asyncio.sleep(0.05)
+    except BaseException:
+        running.cancel()
+        raise
+    return vehicle, running, other
+
+
 async def _stopped_within(task: asyncio.Task[None], seconds: float) -> float:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -74,15 +91,8 @@ async def _stopped_within(task: asyncio.Task[None], seconds: float) -> float:
 async def test_a_fold_stopped_in_a_slow_hand_back_writes_its_memory_and_frees_its_shards(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    vehicle = await make_vehicle(services)
-    await append(services, vehicle, route_points()[:20])
-    job = "fold-hand-back"
-    mine, other = (Shares(services.store, job, FOLD_SHARDS, owner=o) for o in ("a", "b"))
-    running = asyncio.create_task(_fold(services, mine).run())
+    vehicle, running, other = await _folding(services, "fold-hand-back")
     try:
-        async with asyncio.timeout(20):
-            while _folded(services) < 20:
-                await asyncio.sleep(0.05)
         states = services.store.db["fleet"]
         assert await states.count_documents({"_id": fleet_id(TENANT, vehicle)}) == 0
         # The hand-back's first write waits past the stop's second cancel.
@@ -101,15 +111,8 @@ async def test_a_fold_whose_memory_write_outlasts_the_bound_still_frees_its_shar
     """The memory's write takes past the whole hand-back bound (a big fleet on a loaded
     database): it is cut at its share, and the shards are still let go at once (the release
     gets its own attempt), all within the bound."""
-    vehicle = await make_vehicle(services)
-    await append(services, vehicle, route_points()[:20])
-    job = "fold-hand-back-starved"
-    mine, other = (Shares(services.store, job, FOLD_SHARDS, owner=o) for o in ("a", "b"))
-    running = asyncio.create_task(_fold(services, mine).run())
+    _, running, other = await _folding(services, "fold-hand-back-starved")
     try:
-        async with asyncio.timeout(20):
-            while _folded(services) < 20:
-                await asyncio.sleep(0.05)
         _slowed(monkeypatch, services.store.fleet, "save_states", HAND_BACK_SECONDS + 0.5)
         took = await _stopped_within(running, HAND_BACK_SECONDS + 5)
     finally:
